@@ -1,0 +1,34 @@
+# Set-up and main commands; each works on a fresh machine with only Python installed.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.aprkit-installed
+OUT    ?= runs/demo
+
+.PHONY: install test test-slow demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## the tests (fast suite; ../shared cases skip when it is absent)
+test: $(STAMP)
+	NO_ALBUMENTATIONS_UPDATE=1 $(BIN)/python -m pytest -q
+
+## heavy real-data checks (opt-in)
+test-slow: $(STAMP)
+	NO_ALBUMENTATIONS_UPDATE=1 APRKIT_SLOW=1 $(BIN)/python -m pytest -q -m slow
+
+## the main job on the embedded default (no downloads)
+demo: $(STAMP)
+	$(BIN)/aprkit demo --out $(OUT)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_augment.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

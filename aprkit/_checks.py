@@ -1,0 +1,115 @@
+"""Input validation shared by every aprkit module.
+
+Each check raises a ``TypeError`` (wrong kind or dtype) or ``ValueError`` (wrong shape, range or
+content) whose message names the argument and what was expected. Nothing here is public API.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+__all__ = [
+    "FLOAT_DTYPES",
+    "IMAGE_DTYPES",
+    "check_image_tensor",
+    "check_labels",
+    "check_probability",
+    "check_dims",
+    "compute_dtype",
+    "restore_dtype",
+    "nearest_names",
+]
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+IMAGE_DTYPES = FLOAT_DTYPES + (torch.uint8,)
+
+
+def check_image_tensor(
+    x: object,
+    name: str = "images",
+    *,
+    min_ndim: int = 3,
+    max_ndim: int | None = None,
+    check_finite: bool = True,
+    channels: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Validate an image tensor of shape ``(..., C, H, W)`` and return it unchanged.
+
+    Raises ``TypeError`` for a non-tensor or an unsupported dtype and ``ValueError`` for too few
+    dimensions, an empty batch, ``H`` or ``W`` below 2, a wrong channel count or non-finite values.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (..., C, H, W), got {type(x).__name__}")
+    if x.dtype not in IMAGE_DTYPES:
+        raise TypeError(
+            f"{name} must have dtype uint8 or a floating dtype (float16/bfloat16/float32/float64), got {x.dtype}"
+        )
+    if x.ndim < min_ndim or (max_ndim is not None and x.ndim > max_ndim):
+        want = f"{min_ndim}" if max_ndim == min_ndim else f">= {min_ndim}" if max_ndim is None else f"{min_ndim}..{max_ndim}"
+        layout = "(C, H, W)" if max_ndim == 3 else "(B, C, H, W)" if min_ndim == 4 else "(..., C, H, W)"
+        raise ValueError(f"{name} must have {want} dimensions {layout}, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); expected at least one image")
+    h, w = x.shape[-2], x.shape[-1]
+    if h < 2 or w < 2:
+        raise ValueError(f"{name} must have H >= 2 and W >= 2 in (..., C, H, W), got shape {tuple(x.shape)}")
+    if channels is not None and x.shape[-3] not in channels:
+        raise ValueError(
+            f"{name} must have {' or '.join(map(str, channels))} channels in (..., C, H, W), got shape {tuple(x.shape)}"
+        )
+    if check_finite and x.dtype != torch.uint8 and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values; expected finite pixel values")
+    return x
+
+
+def check_labels(labels: object, batch_size: int, name: str = "labels") -> torch.Tensor:
+    """Validate a label tensor whose first dimension matches ``batch_size``."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.ndim == 0 or labels.shape[0] != batch_size:
+        raise ValueError(
+            f"{name} must have one entry per image: expected first dimension {batch_size}, got shape {tuple(labels.shape)}"
+        )
+    return labels
+
+
+def check_probability(p: float, name: str = "p") -> float:
+    """Validate a probability in [0, 1]."""
+    try:
+        value = float(p)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number in [0, 1], got {p!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {p!r}")
+    return value
+
+
+def check_dims(dims: str) -> tuple[int, ...]:
+    """Map ``"chw"`` (3-D FFT over C, H, W) or ``"hw"`` (per-channel 2-D FFT) to tensor dims."""
+    if dims == "chw":
+        return (-3, -2, -1)
+    if dims == "hw":
+        return (-2, -1)
+    raise ValueError(f"dims must be 'chw' (3-D FFT over C,H,W) or 'hw' (per-channel 2-D FFT), got {dims!r}")
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The floating dtype used for FFT work on ``x``: float64 stays, everything else uses float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def restore_dtype(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Cast a float result back to ``dtype``; uint8 is rounded and clamped to [0, 255], never wrapped."""
+    if dtype == torch.uint8:
+        return y.round().clamp_(0, 255).to(torch.uint8)
+    return y.to(dtype)
+
+
+def nearest_names(name: str, valid: Sequence[str], n: int = 3) -> str:
+    """A ``did you mean`` fragment for error messages (empty when nothing is close)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(valid), n=n, cutoff=0.5)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""

@@ -1,0 +1,62 @@
+"""The ``aprkit`` command line: a thin layer that parses arguments and calls the library.
+
+Each subcommand lives in its own module ``aprkit.cli.<name>`` exposing ``add_parser(subparsers)``
+(registers its argparse sub-parser and sets ``func``) so adding one never touches this file's logic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+__all__ = ["main", "build_parser", "SUBCOMMANDS"]
+
+#: subcommand name -> module implementing it (modules are imported only when the parser is built)
+SUBCOMMANDS = {
+    "demo": "aprkit.cli.demo",
+    "train": "aprkit.cli.train",
+    "eval": "aprkit.cli.eval",
+    "corrupt": "aprkit.cli.corrupt",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="aprkit",
+        description="Fourier amplitude-phase recombination (APR): augment, train, corrupt and evaluate image classifiers.",
+    )
+    parser.add_argument("--version", action="version", version=f"aprkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in SUBCOMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            continue  # subcommand not shipped in this build
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; finished results are kept and a rerun resumes", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"aprkit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The evaluation-suite interface: what ``evaluate(...)`` and ``aprkit eval --suite NAME`` run.
+
+A suite measures one thing (corruption robustness, calibration, OOD, shape bias, phase bias,
+transplant) on a model and returns JSON-serialisable results; it also renders its report section.
+Suites register themselves with ``@register_suite("name")``; the runner looks them up in ``SUITES``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+__all__ = ["EvalContext", "ReportSection", "ResultCacheLike", "Suite", "SUITES", "register_suite"]
+
+
+class ResultCacheLike(Protocol):
+    """Key-value store of finished results so an interrupted run resumes without recomputing."""
+
+    def get(self, key: str) -> dict | None: ...
+
+    def put(self, key: str, value: dict) -> None: ...
+
+
+@dataclass
+class EvalContext:
+    """Everything a suite needs besides its data.
+
+    ``model`` takes float images in [0, 1] of shape ``(B, C, H, W)`` on ``device`` (normalisation is
+    inside the model) and returns logits ``(B, num_classes)``; it is in eval mode.
+    """
+
+    model: nn.Module
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 256
+    num_workers: int = 0
+    amp: bool = False
+    channels_last: bool = False
+    seed: int = 0
+    progress: bool = True
+    cache: ResultCacheLike | None = None
+    model_id: str = "model"
+    out_dir: Path | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReportSection:
+    """One section of the report: Markdown body (tables) and PNG figures embedded in the HTML."""
+
+    title: str
+    markdown: str
+    figures: list[Path] = field(default_factory=list)
+
+
+class Suite:
+    """Base class: subclasses set ``name`` and implement ``run`` and ``report``."""
+
+    name: ClassVar[str] = ""
+
+    def run(self, ctx: EvalContext, data: Any) -> dict:
+        """Run the suite on ``data`` and return JSON-serialisable results."""
+        raise NotImplementedError
+
+    def report(self, result: dict, fig_dir: Path) -> ReportSection:
+        """Render ``result`` (as returned by ``run``) into a report section, writing figures to ``fig_dir``."""
+        raise NotImplementedError
+
+
+SUITES: dict[str, type[Suite]] = {}
+
+
+def register_suite(name: str) -> Callable[[type[Suite]], type[Suite]]:
+    """Class decorator that registers a suite under ``name``."""
+
+    def deco(cls: type[Suite]) -> type[Suite]:
+        cls.name = name
+        SUITES[name] = cls
+        return cls
+
+    return deco
