@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Mapping, Protocol
 
 import torch
 from torch import nn
@@ -57,7 +57,7 @@ class ReportSection:
 
 
 class Suite:
-    """Base class: subclasses set ``name`` and implement ``run`` and ``report``."""
+    """Base class: subclasses are registered with ``@register_suite`` and implement ``run`` and ``report``."""
 
     name: ClassVar[str] = ""
 
@@ -65,8 +65,12 @@ class Suite:
         """Run the suite on ``data`` and return JSON-serialisable results."""
         raise NotImplementedError
 
-    def report(self, result: dict, fig_dir: Path) -> ReportSection:
-        """Render ``result`` (as returned by ``run``) into a report section, writing figures to ``fig_dir``."""
+    def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
+        """Render one section comparing models side by side.
+
+        ``results`` maps a model id (e.g. ``"standard"``, ``"apr-sp"``) to what ``run`` returned for that
+        model (a single model is a mapping of one). Figures are written as PNGs under ``fig_dir``.
+        """
         raise NotImplementedError
 
 
