@@ -11,6 +11,9 @@ from typing import Any
 #: public name -> module that defines it (each area adds its own lines)
 _EXPORTS: dict[str, str] = {
     "get_dataset": "aprkit.data.registry",
+    "SyntheticShapes": "aprkit.data.synthetic",
+    "make_synthetic": "aprkit.data.synthetic",
+    "make_cue_conflict": "aprkit.data.synthetic",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,246 @@
+"""Procedural shape x texture images: a dataset where BOTH cues predict the class.
+
+Class ``k`` is a silhouette (``SHAPES[k]``: disc, square, triangle, ...) filled with a class-typical
+texture (``TEXTURES[k]``: stripes of a given frequency and orientation, checkerboard, dots, ...), drawn
+at a random position, scale and rotation on a random low-contrast background. Because shape and
+texture are both predictive, rendering the shape of class ``i`` with the texture of class ``j`` gives a
+true cue-conflict stimulus (``make_cue_conflict``). Shape lives mostly in the Fourier phase, the
+periodic textures mostly in the amplitude, which makes this the CIFAR-sized testbed for APR.
+
+Everything is generated on the fly from a seed, batched in torch (no files).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+__all__ = [
+    "SHAPES",
+    "TEXTURES",
+    "render",
+    "make_synthetic",
+    "make_cue_conflict",
+    "SyntheticShapes",
+]
+
+SHAPES = ("disc", "square", "triangle", "star", "cross", "ring", "diamond", "crescent", "hbar", "heart")
+TEXTURES = (
+    "stripes_h",
+    "stripes_v",
+    "stripes_diag",
+    "checker",
+    "dots",
+    "fine_noise",
+    "blobs",
+    "zigzag",
+    "crosshatch",
+    "stripes_fine",
+)
+_NUM = len(SHAPES)
+
+# two colours per texture class (RGB in [0, 1]): class-typical but jittered per image
+_PALETTE = torch.tensor(
+    [
+        [[0.95, 0.85, 0.20], [0.55, 0.15, 0.10]],
+        [[0.20, 0.55, 0.95], [0.95, 0.95, 0.95]],
+        [[0.90, 0.30, 0.60], [0.20, 0.20, 0.45]],
+        [[0.10, 0.10, 0.10], [0.90, 0.90, 0.80]],
+        [[0.30, 0.85, 0.35], [0.10, 0.30, 0.15]],
+        [[0.80, 0.50, 0.20], [0.35, 0.25, 0.65]],
+        [[0.60, 0.90, 0.95], [0.15, 0.45, 0.55]],
+        [[0.95, 0.60, 0.55], [0.45, 0.10, 0.30]],
+        [[0.70, 0.70, 0.25], [0.15, 0.35, 0.60]],
+        [[0.85, 0.20, 0.20], [0.95, 0.80, 0.60]],
+    ]
+)
+
+
+def _shape_mask(kind: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Soft masks ``(B, H, W)`` in [0, 1] of silhouette ``kind[b]`` in object coordinates ``u, v``."""
+    r = torch.sqrt(u * u + v * v)
+    th = torch.atan2(v, u)
+    sdf = torch.stack(
+        [
+            r - 0.8,  # disc
+            torch.maximum(u.abs(), v.abs()) - 0.68,  # square
+            torch.maximum(v * 1.0 - 0.55, (u.abs() * 1.732 - v) / 2 - 0.45),  # triangle (apex up)
+            r - 0.48 - 0.32 * torch.cos(5 * th),  # star
+            torch.minimum(  # cross
+                torch.maximum(u.abs() - 0.26, v.abs() - 0.85), torch.maximum(v.abs() - 0.26, u.abs() - 0.85)
+            ),
+            (r - 0.62).abs() - 0.2,  # ring
+            u.abs() + v.abs() - 0.9,  # diamond
+            torch.maximum(r - 0.82, 0.62 - torch.sqrt((u - 0.42) ** 2 + v * v)),  # crescent
+            torch.maximum(u.abs() - 0.88, v.abs() - 0.24),  # horizontal bar
+            _heart(u, v),  # heart
+        ],
+        dim=1,
+    )
+    d = sdf.gather(1, kind.view(-1, 1, 1, 1).expand(-1, 1, *u.shape[1:])).squeeze(1)
+    return torch.sigmoid(-d * 18.0)
+
+
+def _heart(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Approximate signed distance of a heart (two lobes above a downward triangle; v grows downwards)."""
+    left = torch.sqrt((u + 0.36) ** 2 + (v + 0.25) ** 2) - 0.42
+    right = torch.sqrt((u - 0.36) ** 2 + (v + 0.25) ** 2) - 0.42
+    tip = torch.maximum(u.abs() - (0.8 - v) * 0.72, -0.3 - v)
+    return torch.minimum(torch.minimum(left, right), tip)
+
+
+def _texture(kind: torch.Tensor, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Texture intensity ``(B, H, W)`` in [0, 1] for texture ``kind[b]`` in image coordinates (pixels)."""
+    b = kind.shape[0]
+    phase = torch.rand(b, 1, 1, generator=g) * 2 * math.pi
+    jit = 1 + 0.08 * (torch.rand(b, 1, 1, generator=g) - 0.5)
+    ang = (torch.rand(b, 1, 1, generator=g) - 0.5) * 0.25  # small orientation jitter (radians)
+    xr = x * torch.cos(ang) - y * torch.sin(ang)
+    yr = x * torch.sin(ang) + y * torch.cos(ang)
+    f = 2 * math.pi * jit
+    noise_fine = torch.rand(b, *x.shape[1:], generator=g)
+    coarse = torch.rand(b, 1, 6, 6, generator=g)
+    blobs = torch.nn.functional.interpolate(coarse, size=x.shape[1:], mode="bicubic", align_corners=False)[:, 0]
+    tex = torch.stack(
+        [
+            0.5 + 0.5 * torch.sin(f * yr / 6 + phase),  # horizontal stripes, period 6 px
+            0.5 + 0.5 * torch.sin(f * xr / 4 + phase),  # vertical stripes, period 4 px
+            0.5 + 0.5 * torch.sin(f * (xr + yr) / 7 + phase),  # diagonal stripes
+            ((torch.sin(f * xr / 8 + phase) * torch.sin(f * yr / 8 + phase)) > 0).float(),  # checkerboard
+            ((torch.sin(f * xr / 5 + phase) * torch.sin(f * yr / 5 + phase * 0.5)) > 0.5).float(),  # dots
+            noise_fine,  # fine noise
+            ((blobs - blobs.mean(dim=(-2, -1), keepdim=True)) * 4 + 0.5).clamp(0, 1),  # smooth blobs
+            0.5 + 0.5 * torch.sin(f * yr / 5 + 2.5 * torch.sin(f * xr / 6) + phase),  # zigzag
+            torch.maximum(  # crosshatch
+                (torch.sin(f * (xr + yr) / 5 + phase) > 0.6).float(), (torch.sin(f * (xr - yr) / 5 + phase) > 0.6).float()
+            ),
+            0.5 + 0.5 * torch.sin(f * (xr - 0.5 * yr) / 2.5 + phase),  # fine oblique stripes
+        ],
+        dim=1,
+    )
+    return tex.gather(1, kind.view(-1, 1, 1, 1).expand(-1, 1, *x.shape[1:])).squeeze(1)
+
+
+def render(
+    shape_ids: torch.Tensor,
+    texture_ids: torch.Tensor,
+    *,
+    size: int = 32,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Render images ``(B, 3, size, size)`` uint8: silhouette ``shape_ids[b]`` filled with ``texture_ids[b]``.
+
+    Random position, scale, rotation, texture phase/colour jitter and background come from ``generator``.
+    """
+    shape_ids = torch.as_tensor(shape_ids, dtype=torch.long).flatten()
+    texture_ids = torch.as_tensor(texture_ids, dtype=torch.long).flatten()
+    if shape_ids.shape != texture_ids.shape:
+        raise ValueError(f"shape_ids and texture_ids must have the same length, got {shape_ids.numel()} and {texture_ids.numel()}")
+    if shape_ids.numel() == 0:
+        raise ValueError("shape_ids is empty; expected at least one image")
+    for name, ids in (("shape_ids", shape_ids), ("texture_ids", texture_ids)):
+        if bool((ids < 0).any()) or bool((ids >= _NUM).any()):
+            raise ValueError(f"{name} must lie in [0, {_NUM - 1}], got values {sorted(set(ids.tolist()))}")
+    if size < 8:
+        raise ValueError(f"size must be >= 8 pixels, got {size}")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    b = shape_ids.numel()
+    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1  # [-1, 1]
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    xx, yy = xx.expand(b, size, size), yy.expand(b, size, size)
+    # object pose: scale (radius as a fraction of the image), rotation, centre
+    scale = 0.55 + 0.3 * torch.rand(b, 1, 1, generator=g)
+    rot = torch.rand(b, 1, 1, generator=g) * 2 * math.pi
+    centre = (torch.rand(b, 2, 1, 1, generator=g) - 0.5) * 2 * (0.95 - scale.unsqueeze(1))
+    dx, dy = (xx - centre[:, 0]) / scale, (yy - centre[:, 1]) / scale
+    u = dx * torch.cos(rot) + dy * torch.sin(rot)
+    v = -dx * torch.sin(rot) + dy * torch.cos(rot)
+    mask = _shape_mask(shape_ids, u, v).unsqueeze(1)  # (B,1,H,W)
+    px = (xx + 1) * size / 2
+    py = (yy + 1) * size / 2
+    tex = _texture(texture_ids, px, py, g).unsqueeze(1)  # (B,1,H,W)
+    cols = _PALETTE[texture_ids] + 0.12 * (torch.rand(b, 2, 3, generator=g) - 0.5)  # (B,2,3)
+    fg = cols[:, 0, :, None, None] * tex + cols[:, 1, :, None, None] * (1 - tex)
+    bg_col = 0.25 + 0.5 * torch.rand(b, 3, 1, 1, generator=g)
+    bg_grad = 0.15 * (torch.rand(b, 1, 1, 1, generator=g) - 0.5) * (xx + yy).unsqueeze(1)
+    bg = (bg_col + bg_grad + 0.04 * torch.randn(b, 3, size, size, generator=g)).clamp(0, 1)
+    img = fg * mask + bg * (1 - mask)
+    return (img * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def _labels(n: int, num_classes: int, g: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, num_classes, (n,), generator=g)
+
+
+def make_synthetic(
+    n: int, *, seed: int = 0, size: int = 32, num_classes: int = _NUM, batch: int = 2048
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images where shape and texture agree: ``(images uint8 (n,3,size,size), labels (n,))``."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not 2 <= num_classes <= _NUM:
+        raise ValueError(f"num_classes must lie in [2, {_NUM}], got {num_classes}")
+    g = torch.Generator().manual_seed(int(seed))
+    labels = _labels(n, num_classes, g)
+    chunks = [render(labels[i : i + batch], labels[i : i + batch], size=size, generator=g) for i in range(0, n, batch)]
+    return torch.cat(chunks), labels
+
+
+def make_cue_conflict(
+    n: int, *, seed: int = 0, size: int = 32, num_classes: int = _NUM
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` cue-conflict stimuli: the shape of class ``i`` with the texture of class ``j != i``.
+
+    Returns ``(images uint8 (n,3,size,size), shape_labels (n,), texture_labels (n,))``.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    g = torch.Generator().manual_seed(int(seed))
+    shapes = _labels(n, num_classes, g)
+    offset = torch.randint(1, num_classes, (n,), generator=g)
+    textures = (shapes + offset) % num_classes
+    return render(shapes, textures, size=size, generator=g), shapes, textures
+
+
+class SyntheticShapes(Dataset):
+    """A map-style dataset of ``n`` shape x texture images, yielding ``(uint8 (3,size,size), label)``.
+
+    ``split`` selects an independent stream (``"train"``/``"test"``) of the same seed. Images are
+    rendered in chunks on first access and kept in memory (32x32x3 bytes each).
+    """
+
+    classes = SHAPES
+
+    def __init__(self, n: int = 10000, *, split: str = "train", seed: int = 0, size: int = 32, num_classes: int = _NUM):
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        self.n, self.split, self.seed, self.size, self.num_classes = n, split, seed, size, num_classes
+        self._data: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _materialise(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._data is None:
+            stream = self.seed * 2 + (0 if self.split == "train" else 1) + 7919
+            self._data = make_synthetic(self.n, seed=stream, size=self.size, num_classes=self.num_classes)
+        return self._data
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images ``(n,3,size,size)`` uint8 and labels ``(n,)`` (for batch pipelines)."""
+        return self._materialise()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
+        if not -self.n <= idx < self.n:
+            raise IndexError(f"index {idx} out of range for {self.n} images")
+        x, y = self._materialise()
+        return x[idx], int(y[idx])
+
+
+def class_names(num_classes: int = _NUM) -> Sequence[str]:
+    """Human-readable class names ``"<shape>/<texture>"``."""
+    return [f"{SHAPES[k]}/{TEXTURES[k]}" for k in range(num_classes)]
