@@ -1,0 +1,145 @@
+"""Array-backed datasets: uint8 image arrays (in memory or memory-mapped ``.npy``) plus labels.
+
+The fast path of :func:`aprkit.data.iter_batches`: ``get_batch(indices)`` returns a whole uint8 batch
+``(B, C, H, W)`` by slicing the array (one contiguous read for a contiguous range), with no per-image
+decoding. Memory-mapped files are opened lazily in each process, so DataLoader workers never pickle
+the data itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["ArrayDataset", "NO_LABEL"]
+
+#: label yielded by datasets without class labels (synthetic OOD sets)
+NO_LABEL = -1
+
+
+def _as_index_array(indices: Any, n: int) -> np.ndarray | slice:
+    """Indices as a slice when they form a contiguous ascending range, else an int64 array."""
+    if isinstance(indices, slice):
+        return slice(*indices.indices(n))
+    idx = indices.cpu().numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices)
+    idx = idx.astype(np.int64).reshape(-1)
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise IndexError(f"indices out of range for {n} images (got {int(idx.min())}..{int(idx.max())})")
+    idx = np.where(idx < 0, idx + n, idx)
+    if idx.size > 1 and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    if idx.size == 1:
+        return slice(int(idx[0]), int(idx[0]) + 1)
+    return idx
+
+
+class ArrayDataset(Dataset):
+    """Images from a uint8 array ``(N, H, W, C)`` (``layout="nhwc"``, the CIFAR/-C files) or ``(N, C, H, W)``.
+
+    ``images`` is an array, a tensor, or a path to a ``.npy`` file opened with ``np.load(mmap_mode="r")``;
+    ``start``/``stop`` select rows (e.g. one severity of a -C file) without reading the rest.
+    ``labels`` is an int array ``(stop - start,)`` or ``None`` (then every label is :data:`NO_LABEL`).
+    Yields ``(uint8 tensor (C, H, W), int label)``.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray | torch.Tensor | str | Path,
+        labels: np.ndarray | torch.Tensor | Sequence[int] | None,
+        *,
+        layout: str = "nhwc",
+        start: int = 0,
+        stop: int | None = None,
+        classes: Sequence[str] | None = None,
+    ):
+        if layout not in ("nhwc", "nchw"):
+            raise ValueError(f"layout must be 'nhwc' or 'nchw', got {layout!r}")
+        self.layout = layout
+        self._path: Path | None = None
+        self._array: np.ndarray | None = None
+        if isinstance(images, (str, Path)):
+            self._path = Path(images)
+            if not self._path.is_file():
+                raise FileNotFoundError(f"image array {self._path} does not exist")
+            arr = self._open()
+        else:
+            arr = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+            self._array = arr
+        if arr.dtype != np.uint8:
+            raise TypeError(f"images must be uint8, got dtype {arr.dtype}")
+        if arr.ndim != 4:
+            raise ValueError(f"images must have 4 dimensions ({layout.upper()}), got shape {arr.shape}")
+        total = arr.shape[0]
+        stop = total if stop is None else stop
+        if not 0 <= start <= stop <= total:
+            raise ValueError(f"rows [{start}, {stop}) are out of range for an array of {total} images")
+        self.start, self.stop = int(start), int(stop)
+        n = self.stop - self.start
+        if labels is None:
+            self.labels = np.full(n, NO_LABEL, dtype=np.int64)
+        else:
+            lab = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+            if lab.ndim != 1 or lab.shape[0] != n:
+                raise ValueError(f"labels must have shape ({n},) (one per image), got shape {lab.shape}")
+            self.labels = lab.astype(np.int64)
+        self.classes = list(classes) if classes is not None else None
+        h, w, c = (arr.shape[1], arr.shape[2], arr.shape[3]) if layout == "nhwc" else (arr.shape[2], arr.shape[3], arr.shape[1])
+        self.image_shape = (int(c), int(h), int(w))
+
+    def _open(self) -> np.ndarray:
+        assert self._path is not None
+        return np.load(self._path, mmap_mode="r")
+
+    @property
+    def array(self) -> np.ndarray:
+        """The underlying (possibly memory-mapped) array, opened on first use in this process."""
+        if self._array is None:
+            self._array = self._open()
+        return self._array
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if self._path is not None:
+            state["_array"] = None  # reopen the memmap in the worker instead of pickling its contents
+        return state
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def _to_chw(self, batch: np.ndarray) -> torch.Tensor:
+        # one copy out of the (read-only) memmap, straight into (B, C, H, W) order
+        arr = batch.transpose(0, 3, 1, 2) if self.layout == "nhwc" else batch
+        return torch.from_numpy(np.array(arr, order="C", copy=True))
+
+    def get_batch(self, indices: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``uint8 (B, C, H, W)`` and labels ``int64 (B,)`` for ``indices`` (slice, sequence or tensor)."""
+        n = len(self)
+        idx = _as_index_array(indices, n)
+        if isinstance(idx, slice):
+            rows = slice(idx.start + self.start, idx.stop + self.start, idx.step)
+            x = self.array[rows]
+            y = self.labels[idx]
+        else:
+            order = np.argsort(idx, kind="stable")  # sorted reads are much faster on a memmap
+            x_sorted = self.array[idx[order] + self.start]
+            x = np.empty_like(x_sorted)
+            x[order] = x_sorted
+            y = self.labels[idx]
+        return self._to_chw(x), torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} images")
+        index = index % n
+        x = self.array[self.start + index]
+        arr = x.transpose(2, 0, 1) if self.layout == "nhwc" else x
+        return torch.from_numpy(np.array(arr, order="C", copy=True)), int(self.labels[index])
+
+    def __repr__(self) -> str:
+        src = str(self._path) if self._path is not None else "in-memory array"
+        return f"ArrayDataset({src}, rows {self.start}:{self.stop}, image_shape={self.image_shape})"

@@ -1,0 +1,102 @@
+"""CIFAR-10 / CIFAR-100 readers: torchvision's pickled batches or a class-folder PNG tree.
+
+Two layouts are recognised under ``root``:
+
+- torchvision's binary layout ``root/cifar-10-batches-py/{data_batch_1..5,test_batch}`` or
+  ``root/cifar-100-python/{train,test}`` (``download=True`` fetches it with torchvision when online);
+  read into an in-memory :class:`~aprkit.data.arrays.ArrayDataset` (the fast batch path);
+- a PNG tree ``root/{train,test}/<class>/*.png`` (e.g. ``../shared/data/cifar10``), in the official order
+  given by ``root/<split>_order.csv`` (columns ``index,label,class,path``) when present, else class-folder
+  order. PNGs are decoded once and cached on first read (``cache=True``, the default without a
+  ``transform``), so later passes take the fast batch path; ``in_memory=True`` decodes everything up
+  front into an ArrayDataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import pickle
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from .arrays import ArrayDataset
+from .folder import ImageFolderDataset, ImageListDataset
+
+__all__ = ["CIFAR10_CLASSES", "cifar_dataset"]
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+_BINARY = {
+    "cifar10": ("cifar-10-batches-py", {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}, b"labels", "batches.meta", b"label_names"),
+    "cifar100": ("cifar-100-python", {"train": ["train"], "test": ["test"]}, b"fine_labels", "meta", b"fine_label_names"),
+}
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")
+
+
+def _read_binary(folder: Path, name: str, split: str) -> ArrayDataset:
+    _, files, label_key, meta_file, names_key = _BINARY[name]
+    images, labels = [], []
+    for fname in files[split]:
+        path = folder / fname
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing; expected torchvision's {name} layout {folder}/{{{','.join(files['train'] + files['test'])}}}")
+        d = _unpickle(path)
+        images.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(d[label_key], dtype=np.int64))
+    classes = None
+    if (folder / meta_file).is_file():
+        classes = [c.decode() for c in _unpickle(folder / meta_file)[names_key]]
+    return ArrayDataset(np.concatenate(images), np.concatenate(labels), layout="nchw", classes=classes)
+
+
+def _read_png_tree(root: Path, split: str, **kw) -> ImageListDataset:
+    kw.setdefault("cache", kw.get("transform") is None)
+    order = root / f"{split}_order.csv"
+    if order.is_file():
+        with open(order, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or not {"index", "label", "path"} <= set(rows[0]):
+            raise ValueError(f"{order} must have columns index,label,class,path")
+        rows.sort(key=lambda r: int(r["index"]))
+        samples = [(root / r["path"], int(r["label"])) for r in rows]
+        classes = sorted({(int(r["label"]), r.get("class", r["label"])) for r in rows})
+        return ImageListDataset(samples, classes=[c for _, c in classes], **kw)
+    return ImageFolderDataset(root / split, **kw)
+
+
+def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", *, download: bool = False, in_memory: bool = False, **kw) -> Dataset:
+    """CIFAR-10/100 ``split`` (``"train"``/``"test"``) from ``root`` in either layout (see module docstring).
+
+    Extra keywords (``transform``, ``resize``, ``crop``) go to the PNG-tree reader.
+    """
+    if name not in _BINARY:
+        raise ValueError(f"name must be 'cifar10' or 'cifar100', got {name!r}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test' for {name}, got {split!r}")
+    root = Path(root).expanduser()
+    folder_name = _BINARY[name][0]
+    binary = root if root.name == folder_name else root / folder_name
+    if not binary.is_dir() and not (root / split).is_dir() and download:
+        import torchvision
+
+        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+        cls(str(root), train=split == "train", download=True)
+    if binary.is_dir():
+        return _read_binary(binary, name, split)
+    if (root / split).is_dir():
+        ds = _read_png_tree(root, split, **kw)
+        if in_memory:
+            from .loading import to_array_dataset
+
+            return to_array_dataset(ds)
+        return ds
+    raise FileNotFoundError(
+        f"no {name} {split} data under {root}: expected torchvision's layout {root}/{folder_name}/ "
+        f"(pass download=True to fetch it) or a PNG tree {root}/{split}/<class>/*.png"
+    )

@@ -1,0 +1,119 @@
+"""Readers for the published corruption benchmarks.
+
+- CIFAR-10-C / CIFAR-100-C (Hendrycks & Dietterich): ``root/<corruption>.npy``, uint8 ``(5 * N, 32, 32, 3)``
+  with severities 1..5 stacked in order (rows ``(s - 1) * N : s * N``), and ``root/labels.npy`` ``(5 * N,)``
+  (or ``(N,)``). Files are memory-mapped (``np.load(mmap_mode="r")``) and only the selected severity's
+  rows are ever read.
+- ImageNet-C / Tiny-ImageNet-C: ``root/<corruption>/<severity>/<wnid>/<image>``; class index = sorted wnid
+  order (the standard ImageNet / Tiny-ImageNet label order). A family level
+  (``root/<family>/<corruption>/...``, as in some downloads) is found too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from aprkit._checks import nearest_names
+
+from .arrays import ArrayDataset
+from .folder import ImageFolderDataset
+
+__all__ = ["BENCHMARK_CORRUPTIONS", "ALL_CORRUPTIONS", "cifar_c", "imagenet_c", "available_corruptions"]
+
+#: the 15 benchmark corruptions (same order as ``aprkit.eval.metrics.CORRUPTIONS``)
+BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
+#: benchmark + the four extra corruptions shipped with the -C datasets
+ALL_CORRUPTIONS: tuple[str, ...] = BENCHMARK_CORRUPTIONS + ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+_FAMILIES = ("noise", "blur", "weather", "digital", "extra")
+
+_CIFAR_LAYOUT = "<root>/<corruption>.npy (uint8 (5*N, 32, 32, 3), severities 1..5 stacked) + <root>/labels.npy"
+_FOLDER_LAYOUT = "<root>/<corruption>/<severity 1..5>/<class>/<image>"
+
+
+def _check_corruption(corruption: str) -> str:
+    if not isinstance(corruption, str):
+        raise TypeError(f"corruption must be a str, got {type(corruption).__name__}")
+    key = corruption.strip().lower().replace(" ", "_").replace("-", "_")
+    if key not in ALL_CORRUPTIONS:
+        raise ValueError(f"unknown corruption {corruption!r}{nearest_names(key, ALL_CORRUPTIONS)}; valid: {', '.join(ALL_CORRUPTIONS)}")
+    return key
+
+
+def _check_severity(severity: int | None, allow_all: bool) -> int | None:
+    if severity is None and allow_all:
+        return None
+    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 1 <= int(severity) <= 5:
+        raise ValueError(f"severity must be an int in 1..5{' or None (all five)' if allow_all else ''}, got {severity!r}")
+    return int(severity)
+
+
+def available_corruptions(root: str | Path) -> list[str]:
+    """Corruptions present under a -C root (either layout), in benchmark order."""
+    root = Path(root)
+    return [c for c in ALL_CORRUPTIONS if (root / f"{c}.npy").is_file() or _find_corruption_dir(root, c) is not None]
+
+
+def cifar_c(root: str | Path, corruption: str, severity: int | None = None, *, classes: Sequence[str] | None = None) -> ArrayDataset:
+    """One corruption (and severity 1..5, or ``None`` for all five stacked) of CIFAR-10-C / CIFAR-100-C.
+
+    Returns a memory-mapped :class:`ArrayDataset`. Raises ``FileNotFoundError`` naming the missing file and
+    the expected layout, ``ValueError`` for inconsistent shapes.
+    """
+    root = Path(root).expanduser()
+    corruption = _check_corruption(corruption)
+    severity = _check_severity(severity, allow_all=True)
+    data_path, label_path = root / f"{corruption}.npy", root / "labels.npy"
+    for p in (data_path, label_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} is missing; expected the CIFAR-C layout {_CIFAR_LAYOUT}")
+    arr = np.load(data_path, mmap_mode="r")
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] != 3:
+        raise ValueError(f"{data_path} must hold uint8 images (5*N, H, W, 3), got dtype {arr.dtype} shape {arr.shape}")
+    if arr.shape[0] % 5:
+        raise ValueError(f"{data_path} has {arr.shape[0]} images, not a multiple of 5 severities")
+    n = arr.shape[0] // 5
+    labels = np.load(label_path, mmap_mode="r")
+    if labels.ndim != 1 or labels.shape[0] not in (n, 5 * n):
+        raise ValueError(f"{label_path} must have shape ({5 * n},) or ({n},) to match {data_path} {arr.shape}, got {labels.shape}")
+    labels = np.asarray(labels, dtype=np.int64)
+    if severity is None:
+        lab = labels if labels.shape[0] == 5 * n else np.tile(labels, 5)
+        return ArrayDataset(data_path, lab, start=0, stop=5 * n, classes=classes)
+    lo = (severity - 1) * n
+    lab = labels[lo : lo + n] if labels.shape[0] == 5 * n else labels
+    return ArrayDataset(data_path, lab, start=lo, stop=lo + n, classes=classes)
+
+
+def _find_corruption_dir(root: Path, corruption: str) -> Path | None:
+    if (root / corruption).is_dir():
+        return root / corruption
+    for fam in _FAMILIES:
+        if (root / fam / corruption).is_dir():
+            return root / fam / corruption
+    return None
+
+
+def imagenet_c(root: str | Path, corruption: str, severity: int, *, classes: Sequence[str] | None = None, **kw) -> ImageFolderDataset:
+    """One corruption x severity of ImageNet-C / Tiny-ImageNet-C (folder layout), decoded per image.
+
+    ``classes`` fixes the label order (default: sorted wnid folders); extra keywords (``resize``, ``crop``,
+    ``transform``) go to :class:`ImageFolderDataset`.
+    """
+    root = Path(root).expanduser()
+    corruption = _check_corruption(corruption)
+    severity = _check_severity(severity, allow_all=False)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} does not exist; expected the -C folder layout {_FOLDER_LAYOUT}")
+    cdir = _find_corruption_dir(root, corruption)
+    if cdir is None:
+        raise FileNotFoundError(f"{root / corruption} is missing; expected the -C folder layout {_FOLDER_LAYOUT}")
+    sdir = cdir / str(severity)
+    if not sdir.is_dir():
+        raise FileNotFoundError(f"{sdir} is missing; expected the -C folder layout {_FOLDER_LAYOUT}")
+    return ImageFolderDataset(sdir, classes=classes, **kw)

@@ -1,0 +1,198 @@
+"""Batch reading: uint8 ``(B, C, H, W)`` batches + int64 labels from any aprkit dataset.
+
+:func:`iter_batches` takes a fast path for array-backed datasets (anything with ``get_batch(indices)``,
+e.g. :class:`ArrayDataset` over a memory-mapped ``.npy`` or :class:`NoiseDataset`, and datasets with a
+``tensors`` pair such as ``TensorDataset``): whole batches are sliced out of the array, with no per-image
+decoding or collation. Other datasets go through a ``DataLoader`` with :func:`collate_uint8`. Either way
+``num_workers`` processes can read ahead, and ``indices`` selects a shard (e.g. ``list(DistributedSampler)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .arrays import ArrayDataset, _as_index_array
+
+__all__ = ["iter_batches", "collate_uint8", "subset", "first_n", "SubsetDataset", "to_array_dataset", "batch_source"]
+
+
+def collate_uint8(batch: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(uint8 (C, H, W), int)`` samples into ``(uint8 (B, C, H, W), int64 (B,))``."""
+    if not batch:
+        raise ValueError("cannot collate an empty batch")
+    images = [b[0] for b in batch]
+    shapes = {tuple(im.shape) for im in images}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"images in a batch differ in size ({sorted(shapes)[:3]}...); pass resize=/crop= to the dataset "
+            "(e.g. get_dataset('folder:ROOT', resize=36, crop=32))"
+        )
+    if images[0].dtype != torch.uint8:
+        raise TypeError(f"datasets must yield uint8 images, got {images[0].dtype}")
+    return torch.stack(images), torch.tensor([int(b[1]) for b in batch], dtype=torch.int64)
+
+
+class SubsetDataset(Dataset):
+    """Rows ``indices`` of ``dataset``, keeping its fast ``get_batch`` path and ``classes``."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int] | np.ndarray | torch.Tensor):
+        idx = indices.cpu().numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices)
+        idx = idx.astype(np.int64).reshape(-1)
+        n = len(dataset)  # type: ignore[arg-type]
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"subset indices must lie in [0, {n}), got {int(idx.min())}..{int(idx.max())}")
+        self.dataset, self.indices = dataset, idx
+        self.classes = getattr(dataset, "classes", None)
+        if batch_source(dataset) is not None:
+            self.get_batch = self._get_batch  # only advertise the fast path when the parent has one
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def _get_batch(self, indices: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        sel = _as_index_array(indices, len(self))
+        src = batch_source(self.dataset)
+        assert src is not None
+        return src(self.indices[sel])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.dataset[int(self.indices[index])]
+
+
+def subset(dataset: Dataset, n: int | Sequence[int], *, seed: int | None = None) -> SubsetDataset:
+    """A subset: explicit ``indices``, the first ``n`` samples, or (with ``seed``) ``n`` random ones without replacement."""
+    total = len(dataset)  # type: ignore[arg-type]
+    if isinstance(n, (int, np.integer)) and not isinstance(n, bool):
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        n = min(int(n), total)
+        if seed is None:
+            return SubsetDataset(dataset, np.arange(n))
+        g = torch.Generator().manual_seed(int(seed))
+        return SubsetDataset(dataset, torch.randperm(total, generator=g)[:n].sort().values)
+    return SubsetDataset(dataset, n)
+
+
+def first_n(dataset: Dataset, n: int) -> SubsetDataset:
+    """The first ``n`` samples (all of them when ``n`` exceeds the length)."""
+    return subset(dataset, n)
+
+
+class _SubsetSource:
+    def __init__(self, inner: Any, idx: np.ndarray):
+        self.inner, self.idx = inner, idx
+
+    def __call__(self, i: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner(self.idx[_as_index_array(i, len(self.idx))])
+
+
+class _TensorSource:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __call__(self, i: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        sel = _as_index_array(i, self.x.shape[0])
+        sel_t = sel if isinstance(sel, slice) else torch.from_numpy(sel)
+        return self.x[sel_t], self.y[sel_t].long()
+
+
+def batch_source(dataset: Dataset) -> Any:
+    """The dataset's fast ``get_batch(indices) -> (uint8 (B,C,H,W), int64 (B,))``, or ``None``."""
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch
+    if isinstance(dataset, Subset):
+        inner = batch_source(dataset.dataset)
+        return None if inner is None else _SubsetSource(inner, np.asarray(dataset.indices, dtype=np.int64))
+    tensors = getattr(dataset, "tensors", None)
+    if isinstance(tensors, (tuple, list)) and len(tensors) >= 2:
+        x, y = tensors[0], tensors[1]
+        if isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.ndim == 4 and isinstance(y, torch.Tensor):
+            return _TensorSource(x, y)
+    return None
+
+
+class _Chunks(Dataset):
+    def __init__(self, source: Any, chunks: list[Any]):
+        self.source, self.chunks = source, chunks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.source(self.chunks[i])
+
+
+def _chunks(indices: np.ndarray | None, n: int, batch_size: int, drop_last: bool) -> list[Any]:
+    if indices is None:
+        starts = range(0, n, batch_size)
+        out: list[Any] = [slice(s, min(s + batch_size, n)) for s in starts]
+    else:
+        out = [indices[s : s + batch_size] for s in range(0, len(indices), batch_size)]
+    if drop_last and out:
+        last = out[-1]
+        size = (last.stop - last.start) if isinstance(last, slice) else len(last)
+        if size < batch_size:
+            out.pop()
+    return out
+
+
+def iter_batches(
+    dataset: Dataset,
+    batch_size: int = 256,
+    *,
+    num_workers: int = 0,
+    indices: Sequence[int] | np.ndarray | torch.Tensor | None = None,
+    pin_memory: bool = False,
+    device: torch.device | str | None = None,
+    drop_last: bool = False,
+    prefetch_factor: int = 2,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(uint8 (B, C, H, W), int64 (B,))`` batches of ``dataset`` in order.
+
+    ``indices`` restricts (and orders) the samples; ``device`` moves each batch there (non-blocking when
+    pinned). Images stay uint8: convert and normalise on the device.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    n = len(dataset)  # type: ignore[arg-type]
+    idx = None
+    if indices is not None:
+        idx = indices.cpu().numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices, dtype=np.int64)
+        idx = idx.astype(np.int64).reshape(-1)
+    source = batch_source(dataset)
+    wk: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin_memory}
+    if num_workers > 0:
+        wk.update(prefetch_factor=prefetch_factor, persistent_workers=False)
+    if source is not None:
+        chunks = _chunks(idx, n, batch_size, drop_last)
+        if num_workers > 0 or pin_memory:
+            it: Any = DataLoader(_Chunks(source, chunks), batch_size=None, shuffle=False, **wk)
+        else:
+            it = (source(c) for c in chunks)
+    else:
+        order = idx if idx is not None else np.arange(n)
+        batches = [order[s : s + batch_size].tolist() for s in range(0, len(order), batch_size)]
+        if drop_last and batches and len(batches[-1]) < batch_size:
+            batches.pop()
+        it = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_uint8, **wk)
+    dev = torch.device(device) if device is not None else None
+    for x, y in it:
+        if dev is not None:
+            x = x.to(dev, non_blocking=pin_memory)
+            y = y.to(dev, non_blocking=pin_memory)
+        yield x, y
+
+
+def to_array_dataset(dataset: Dataset, *, batch_size: int = 256, num_workers: int = 0) -> ArrayDataset:
+    """Decode every image once into an in-memory :class:`ArrayDataset` (for small sets read many times)."""
+    xs, ys = [], []
+    for x, y in iter_batches(dataset, batch_size, num_workers=num_workers):
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        raise ValueError("dataset is empty")
+    return ArrayDataset(torch.cat(xs).numpy(), torch.cat(ys).numpy(), layout="nchw", classes=getattr(dataset, "classes", None))

@@ -1,0 +1,131 @@
+"""``get_dataset(spec)``: one string names any dataset aprkit reads.
+
+Specs (``KIND:ARG``):
+
+============================  ==========================================================================
+``cifar10:ROOT``              CIFAR-10 (torchvision binary layout, or PNG tree ``ROOT/{train,test}/<class>``)
+``cifar100:ROOT``             CIFAR-100 (same layouts)
+``folder:ROOT``               any ImageFolder tree ``ROOT/<class>/<image>`` (``split`` is ignored; pass
+                              ``resize=``/``crop=`` when sizes differ). ``imagefolder:`` is an alias
+``cifar10-c:ROOT``            CIFAR-10-C ``.npy`` layout; needs ``corruption=`` and ``severity=`` (1..5 or None)
+``cifar100-c:ROOT``           CIFAR-100-C, same
+``imagenet-c:ROOT``           ImageNet-C folders ``ROOT/<corruption>/<severity>/<wnid>/<image>``
+``tinyimagenet-c:ROOT``       Tiny-ImageNet-C, same layout (``tiny-imagenet-c:`` is an alias)
+``synthetic`` / ``synthetic:N``  procedural shape x texture set (:mod:`aprkit.data.synthetic`), N images
+``noise:KIND``                synthetic OOD set, KIND in gaussian, uniform, rademacher, blobs; keywords
+                              ``n`` (10000), ``size`` (32), ``channels`` (3), ``seed`` (0)
+============================  ==========================================================================
+
+Every dataset yields ``(uint8 tensor (C, H, W), int label)``; batch them with :func:`aprkit.data.iter_batches`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from torch.utils.data import Dataset
+
+from aprkit._checks import nearest_names
+
+__all__ = ["DATASET_KINDS", "get_dataset", "parse_spec"]
+
+
+def _cifar(name: str) -> Callable[..., Dataset]:
+    def make(arg: str, split: str, **kw: Any) -> Dataset:
+        from .cifar import cifar_dataset
+
+        return cifar_dataset(_root(arg, name), name, split, **kw)
+
+    return make
+
+
+def _cifar_c(name: str) -> Callable[..., Dataset]:
+    def make(arg: str, split: str, *, corruption: str | None = None, severity: int | None = None, **kw: Any) -> Dataset:
+        from .corrupted import cifar_c
+
+        if corruption is None:
+            raise ValueError(f"{name} needs corruption= (e.g. get_dataset('{name}:ROOT', corruption='fog', severity=3))")
+        return cifar_c(_root(arg, name), corruption, severity, **kw)
+
+    return make
+
+
+def _folder_c(name: str) -> Callable[..., Dataset]:
+    def make(arg: str, split: str, *, corruption: str | None = None, severity: int | None = None, **kw: Any) -> Dataset:
+        from .corrupted import imagenet_c
+
+        if corruption is None or severity is None:
+            raise ValueError(f"{name} needs corruption= and severity= (e.g. get_dataset('{name}:ROOT', corruption='fog', severity=3))")
+        return imagenet_c(_root(arg, name), corruption, severity, **kw)
+
+    return make
+
+
+def _folder(arg: str, split: str, **kw: Any) -> Dataset:
+    from .folder import ImageFolderDataset
+
+    return ImageFolderDataset(_root(arg, "folder"), **kw)
+
+
+def _synthetic(arg: str, split: str, **kw: Any) -> Dataset:
+    import importlib
+
+    mod = importlib.import_module("aprkit.data.synthetic")
+    if arg:
+        try:
+            kw.setdefault("n", int(arg))
+        except ValueError:
+            raise ValueError(f"synthetic spec takes an image count, e.g. 'synthetic:10000', got {arg!r}") from None
+    return mod.SyntheticShapes(split=split, **kw)
+
+
+def _noise(arg: str, split: str, **kw: Any) -> Dataset:
+    from .noise import NOISE_KINDS, NoiseDataset
+
+    if arg not in NOISE_KINDS:
+        raise ValueError(f"unknown noise kind {arg!r}{nearest_names(arg, NOISE_KINDS)}; valid: {', '.join('noise:' + k for k in NOISE_KINDS)}")
+    return NoiseDataset(arg, **kw)
+
+
+#: spec prefix -> factory(arg, split, **kw)
+DATASET_KINDS: dict[str, Callable[..., Dataset]] = {
+    "cifar10": _cifar("cifar10"),
+    "cifar100": _cifar("cifar100"),
+    "folder": _folder,
+    "imagefolder": _folder,
+    "cifar10-c": _cifar_c("cifar10-c"),
+    "cifar100-c": _cifar_c("cifar100-c"),
+    "imagenet-c": _folder_c("imagenet-c"),
+    "tinyimagenet-c": _folder_c("tinyimagenet-c"),
+    "tiny-imagenet-c": _folder_c("tinyimagenet-c"),
+    "synthetic": _synthetic,
+    "noise": _noise,
+}
+
+
+def _root(arg: str, kind: str) -> Path:
+    if not arg:
+        raise ValueError(f"{kind} needs a root folder: '{kind}:/path/to/data'")
+    return Path(arg).expanduser()
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """Split ``"kind:arg"`` into ``(kind, arg)``; raises ``ValueError`` listing the valid kinds."""
+    if not isinstance(spec, str) or not spec:
+        raise TypeError(f"dataset spec must be a non-empty str like 'cifar10:/data/cifar10', got {spec!r}")
+    kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind not in DATASET_KINDS:
+        raise ValueError(f"unknown dataset kind {kind!r} in spec {spec!r}{nearest_names(kind, list(DATASET_KINDS))}; valid kinds: {', '.join(DATASET_KINDS)}")
+    return kind, arg.strip()
+
+
+def get_dataset(spec: str, split: str = "test", **kw: Any) -> Dataset:
+    """The dataset named by ``spec`` (see the module docstring); keywords go to its reader.
+
+    Raises ``ValueError`` for an unknown kind (listing the valid ones) and ``FileNotFoundError`` naming the
+    missing file and the layout expected.
+    """
+    kind, arg = parse_spec(spec)
+    return DATASET_KINDS[kind](arg, split, **kw)

@@ -1,0 +1,163 @@
+"""Calibration metrics: ECE, RMS calibration error, NLL, Brier score and reliability-diagram data.
+
+All functions take ``probs`` of shape ``(N, K)`` (rows sum to 1; pass ``softmax(logits)``) and integer
+``labels`` of shape ``(N,)`` as tensors or arrays, compute on the device of ``probs`` and return Python
+floats. Confidence is the top-label probability ``probs.max(1)``; a sample is correct when its arg-max
+equals its label.
+
+Binning conventions
+- ECE uses ``n_bins`` equal-width bins ``[i/n, (i+1)/n)``, the last one closed at 1 (the convention of
+  torchmetrics' ``CalibrationError``), weighted by the fraction of samples in each bin.
+- RMS calibration error (Hendrycks et al.) sorts samples by confidence (stable sort) and cuts them into
+  consecutive bins of ``bin_size`` samples; the remainder (``N % bin_size`` samples) joins the last bin, and
+  with fewer than ``bin_size`` samples there is one bin. Hendrycks' reference ``calib_err`` leaves the last
+  bin out of the sum (its loop stops one bin early); we include every bin, so for N = 10,000 our value
+  counts all samples where the reference drops the most confident 100.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._validate import check_labels_for, check_probs
+
+__all__ = [
+    "expected_calibration_error",
+    "rms_calibration_error",
+    "nll",
+    "brier",
+    "reliability_diagram_data",
+    "reliability_from_bins",
+    "confidences_and_correct",
+    "bin_statistics",
+    "ece_from_bins",
+    "rms_from_confidences",
+]
+
+
+def confidences_and_correct(probs: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate inputs and return top-label confidences ``(N,)`` and correctness ``(N,)`` (bool)."""
+    p = check_probs(probs)
+    y = check_labels_for(labels, p.shape[0], p.shape[1], device=p.device)
+    conf, pred = p.max(dim=1)
+    return conf, pred == y
+
+
+def _check_n_bins(n_bins: int, name: str = "n_bins") -> int:
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int):
+        raise TypeError(f"{name} must be a positive int, got {n_bins!r}")
+    if n_bins < 1:
+        raise ValueError(f"{name} must be >= 1, got {n_bins}")
+    return n_bins
+
+
+def bin_statistics(confidences: torch.Tensor, correct: torch.Tensor, n_bins: int = 15) -> torch.Tensor:
+    """Per-bin sums over equal-width confidence bins.
+
+    Returns a float64 tensor ``(3, n_bins)`` on the input's device: sample counts, summed confidences and
+    summed correctness. These fixed-size sums are all ECE and the reliability diagram need, and they add
+    across batches and processes.
+    """
+    n_bins = _check_n_bins(n_bins)
+    conf = confidences.detach().reshape(-1).to(torch.float64)
+    corr = correct.detach().reshape(-1).to(torch.float64)
+    if conf.shape != corr.shape:
+        raise ValueError(f"confidences and correct must have the same length, got {conf.shape[0]} and {corr.shape[0]}")
+    edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64, device=conf.device)
+    idx = torch.bucketize(conf, edges[1:-1], right=True)  # [lo, hi); conf == 1 lands in the last bin
+    out = torch.zeros(3, n_bins, dtype=torch.float64, device=conf.device)
+    out[0].index_add_(0, idx, torch.ones_like(conf))
+    out[1].index_add_(0, idx, conf)
+    out[2].index_add_(0, idx, corr)
+    return out
+
+
+def ece_from_bins(stats: torch.Tensor) -> float:
+    """ECE from :func:`bin_statistics`: ``sum_b |sum correct_b - sum conf_b| / N``."""
+    total = stats[0].sum()
+    if float(total) == 0:
+        raise ValueError("no samples were binned; ECE needs at least one sample")
+    return float((stats[2] - stats[1]).abs().sum() / total)
+
+
+def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 15) -> float:
+    """Top-label expected calibration error with ``n_bins`` equal-width bins, weighted by bin mass.
+
+    ``probs`` ``(N, K)``, ``labels`` ``(N,)``. ``ECE = sum_b (n_b / N) |acc_b - conf_b|``; in [0, 1].
+    """
+    conf, correct = confidences_and_correct(probs, labels)
+    return ece_from_bins(bin_statistics(conf, correct, n_bins))
+
+
+def rms_from_confidences(confidences: torch.Tensor, correct: torch.Tensor, bin_size: int = 100) -> float:
+    """RMS calibration error from raw confidences ``(N,)`` and correctness ``(N,)`` (see module docstring)."""
+    bin_size = _check_n_bins(bin_size, "bin_size")
+    conf = confidences.detach().reshape(-1).to(torch.float64)
+    corr = correct.detach().reshape(-1).to(torch.float64)
+    n = conf.shape[0]
+    if n == 0:
+        raise ValueError("RMS calibration error needs at least one sample")
+    if corr.shape[0] != n:
+        raise ValueError(f"confidences and correct must have the same length, got {n} and {corr.shape[0]}")
+    order = torch.sort(conf, stable=True).indices
+    conf, corr = conf[order], corr[order]
+    n_bins = max(n // bin_size, 1)
+    idx = (torch.arange(n, device=conf.device) // bin_size).clamp_max(n_bins - 1)
+    count = torch.zeros(n_bins, dtype=torch.float64, device=conf.device).index_add_(0, idx, torch.ones_like(conf))
+    gap = torch.zeros(n_bins, dtype=torch.float64, device=conf.device).index_add_(0, idx, conf - corr)
+    # sum_b (n_b / N) * (mean gap_b)^2 = sum_b gap_b^2 / (n_b N)
+    return float(((gap**2) / count).sum().div(n).sqrt())
+
+
+def rms_calibration_error(probs: Any, labels: Any, bin_size: int = 100) -> float:
+    """RMS calibration error with adaptive bins of ``bin_size`` samples sorted by confidence.
+
+    ``sqrt(sum_b (n_b / N) (acc_b - conf_b)^2)``; the remainder joins the last bin and every bin counts
+    (unlike Hendrycks' reference code, which skips the last bin). In [0, 1].
+    """
+    conf, correct = confidences_and_correct(probs, labels)
+    return rms_from_confidences(conf, correct, bin_size)
+
+
+def nll(probs: Any, labels: Any, eps: float = 1e-12) -> float:
+    """Mean negative log-likelihood ``-mean_i log p_i[y_i]`` (probabilities clamped at ``eps``)."""
+    p = check_probs(probs)
+    y = check_labels_for(labels, p.shape[0], p.shape[1], device=p.device)
+    picked = p.gather(1, y[:, None]).squeeze(1).to(torch.float64)
+    return float(-picked.clamp_min(eps).log().mean())
+
+
+def brier(probs: Any, labels: Any) -> float:
+    """Brier score: mean over samples of ``sum_k (p_k - onehot(y)_k)^2`` (in [0, 2])."""
+    p = check_probs(probs)
+    y = check_labels_for(labels, p.shape[0], p.shape[1], device=p.device)
+    diff = p.to(torch.float64).clone()
+    diff[torch.arange(p.shape[0], device=p.device), y] -= 1.0
+    return float((diff**2).sum(dim=1).mean())
+
+
+def reliability_from_bins(stats: torch.Tensor) -> dict[str, Any]:
+    """Reliability-diagram data from :func:`bin_statistics` (see :func:`reliability_diagram_data`)."""
+    n_bins = stats.shape[1]
+    count = stats[0]
+    safe = count.clamp_min(1)
+    return {
+        "bin_edges": torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64).tolist(),
+        "confidence": (stats[1] / safe).tolist(),
+        "accuracy": (stats[2] / safe).tolist(),
+        "count": [int(c) for c in count.tolist()],
+        "ece": ece_from_bins(stats),
+    }
+
+
+def reliability_diagram_data(probs: Any, labels: Any, n_bins: int = 15) -> dict[str, Any]:
+    """Per-bin data for a reliability diagram (JSON-serialisable lists).
+
+    Returns ``{"bin_edges": [n_bins + 1], "confidence": [n_bins], "accuracy": [n_bins],
+    "count": [n_bins], "ece": float}``; empty bins have count 0 and confidence/accuracy 0.0.
+    """
+    conf, correct = confidences_and_correct(probs, labels)
+    return reliability_from_bins(bin_statistics(conf, correct, n_bins))
+

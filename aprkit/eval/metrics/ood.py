@@ -1,0 +1,106 @@
+"""OOD-detection metrics: AUROC, AUPR-In, AUPR-Out and FPR at a fixed TPR.
+
+Convention (the common one of Hendrycks & Gimpel 2017 and the OpenOOD benchmark): a **higher score means
+"more in-distribution"**. In-distribution samples are the **positive class** for AUROC, AUPR-In and
+FPR@TPR; AUPR-Out treats OOD samples as positive and uses the negated scores.
+
+- ``auroc`` is the probability that a random ID sample scores above a random OOD sample, ties counting
+  1/2 (Mann-Whitney U; equals ``sklearn.metrics.roc_auc_score``).
+- ``aupr_in`` / ``aupr_out`` are average precision without interpolation, a step sum over the distinct
+  thresholds (equals ``sklearn.metrics.average_precision_score``).
+- ``fpr_at_tpr(tpr=0.95)`` thresholds at the largest score ``t`` that accepts (``score >= t``) at least
+  95% of the ID samples and returns the fraction of OOD samples with ``score >= t``: OOD samples tied with
+  the threshold count as accepted. This is the first ROC point with TPR >= 0.95 (sklearn's ``roc_curve``
+  with ``drop_intermediate=False``), not the nearest-point rule of some reference scripts.
+
+Inputs: 1-D score tensors/arrays (any lengths >= 1); computed on the device of ``scores_in``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ._validate import check_scores
+
+__all__ = ["auroc", "aupr_in", "aupr_out", "fpr_at_tpr", "ood_metrics"]
+
+
+def _pair(scores_in: Any, scores_out: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    s_in = check_scores(scores_in, "scores_in").to(torch.float64)
+    s_out = check_scores(scores_out, "scores_out").to(device=s_in.device, dtype=torch.float64)
+    return s_in, s_out
+
+
+def _auroc(s_in: torch.Tensor, s_out: torch.Tensor) -> float:
+    s = torch.cat([s_in, s_out])
+    sorted_s, order = torch.sort(s)
+    _, inverse, counts = torch.unique_consecutive(sorted_s, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).to(torch.float64)
+    avg_rank = ends - (counts.to(torch.float64) - 1) / 2  # 1-based average rank of each tie group
+    ranks = torch.empty_like(s)
+    ranks[order] = avg_rank[inverse]
+    n_in, n_out = s_in.numel(), s_out.numel()
+    u = ranks[:n_in].sum() - n_in * (n_in + 1) / 2
+    return float(u / (n_in * n_out))
+
+
+def _average_precision(pos: torch.Tensor, neg: torch.Tensor) -> float:
+    s = torch.cat([pos, neg])
+    is_pos = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)])
+    sorted_s, order = torch.sort(s, descending=True, stable=True)
+    is_pos = is_pos[order]
+    tp = is_pos.cumsum(0)
+    fp = (1 - is_pos).cumsum(0)
+    _, counts = torch.unique_consecutive(sorted_s, return_counts=True)
+    last = counts.cumsum(0) - 1  # last index of each tie group = one threshold per distinct score
+    tp, fp = tp[last], fp[last]
+    precision = tp / (tp + fp)
+    recall = tp / pos.numel()
+    d_recall = torch.diff(recall, prepend=recall.new_zeros(1))
+    return float((d_recall * precision).sum())
+
+
+def auroc(scores_in: Any, scores_out: Any) -> float:
+    """Area under the ROC curve with ID as the positive class (higher score = more ID); in [0, 1]."""
+    return _auroc(*_pair(scores_in, scores_out))
+
+
+def aupr_in(scores_in: Any, scores_out: Any) -> float:
+    """Average precision with ID samples positive and scores as given."""
+    s_in, s_out = _pair(scores_in, scores_out)
+    return _average_precision(s_in, s_out)
+
+
+def aupr_out(scores_in: Any, scores_out: Any) -> float:
+    """Average precision with OOD samples positive and negated scores."""
+    s_in, s_out = _pair(scores_in, scores_out)
+    return _average_precision(-s_out, -s_in)
+
+
+def fpr_at_tpr(scores_in: Any, scores_out: Any, tpr: float = 0.95) -> float:
+    """Fraction of OOD samples accepted at the threshold accepting ``tpr`` of the ID samples (see module doc)."""
+    try:
+        tpr = float(tpr)
+    except (TypeError, ValueError):
+        raise TypeError(f"tpr must be a number in (0, 1], got {tpr!r}") from None
+    if not 0.0 < tpr <= 1.0:
+        raise ValueError(f"tpr must be in (0, 1], got {tpr}")
+    s_in, s_out = _pair(scores_in, scores_out)
+    n = s_in.numel()
+    k = min(max(math.ceil(tpr * n - 1e-9), 1), n)  # accept at least k ID samples
+    threshold = torch.sort(s_in, descending=True).values[k - 1]
+    return float((s_out >= threshold).to(torch.float64).mean())
+
+
+def ood_metrics(scores_in: Any, scores_out: Any, tpr: float = 0.95) -> dict[str, float]:
+    """All four metrics at once: ``{"auroc", "aupr_in", "aupr_out", "fpr@95"}`` (key follows ``tpr``)."""
+    s_in, s_out = _pair(scores_in, scores_out)
+    return {
+        "auroc": _auroc(s_in, s_out),
+        "aupr_in": _average_precision(s_in, s_out),
+        "aupr_out": _average_precision(-s_out, -s_in),
+        f"fpr@{round(tpr * 100):d}": fpr_at_tpr(s_in, s_out, tpr),
+    }

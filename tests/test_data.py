@@ -1,0 +1,278 @@
+"""Dataset readers on generated trees/arrays in the published layouts (and on ../shared when present)."""
+
+from __future__ import annotations
+
+import csv
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import Subset, TensorDataset
+
+from aprkit.data import (
+    NO_LABEL,
+    ArrayDataset,
+    ImageFolderDataset,
+    NoiseDataset,
+    first_n,
+    get_dataset,
+    iter_batches,
+    subset,
+)
+from aprkit.data.loading import batch_source
+
+N = 20  # images per severity in the generated -C set
+
+
+def _write_cifar_c(root: Path, corruptions=("fog", "gaussian_noise"), n: int = N) -> np.ndarray:
+    """The published CIFAR-10-C layout: <c>.npy uint8 (5n, 32, 32, 3) severity-major + labels.npy (5n,)."""
+    root.mkdir(parents=True, exist_ok=True)
+    labels = np.tile(np.arange(n) % 10, 5).astype(np.uint8)  # the published file stores uint8 labels
+    np.save(root / "labels.npy", labels)
+    rng = np.random.default_rng(0)
+    for ci, c in enumerate(corruptions):
+        arr = rng.integers(0, 256, (5 * n, 32, 32, 3), dtype=np.uint8)
+        arr[:, 0, 0, 0] = np.repeat(np.arange(1, 6), n) + 10 * ci  # encode severity in a pixel
+        arr[:, 0, 0, 1] = np.tile(np.arange(n), 5)  # and the image index
+        np.save(root / f"{c}.npy", arr)
+    return labels
+
+
+def test_cifar_c_layout_severity_selection_and_memmap(tmp_path: Path) -> None:
+    labels = _write_cifar_c(tmp_path)
+    raw = np.load(tmp_path / "fog.npy")
+    for s in range(1, 6):
+        ds = get_dataset(f"cifar10-c:{tmp_path}", corruption="fog", severity=s)
+        assert isinstance(ds, ArrayDataset) and len(ds) == N
+        assert isinstance(ds.array, np.memmap)  # memory-mapped, never loaded whole
+        x, y = ds[3]
+        assert x.dtype == torch.uint8 and x.shape == (3, 32, 32)
+        assert int(x[0, 0, 0]) == s and int(x[1, 0, 0]) == 3 and y == int(labels[(s - 1) * N + 3])
+        assert torch.equal(x, torch.from_numpy(raw[(s - 1) * N + 3]).permute(2, 0, 1))
+    ds = get_dataset(f"cifar100-c:{tmp_path}", corruption="Gaussian Noise", severity=2)
+    assert int(ds[0][0][0, 0, 0]) == 12
+    all5 = get_dataset(f"cifar10-c:{tmp_path}", corruption="fog", severity=None)
+    assert len(all5) == 5 * N and int(all5[N][0][0, 0, 0]) == 2
+
+
+def test_cifar_c_batches_match_items(tmp_path: Path) -> None:
+    _write_cifar_c(tmp_path)
+    ds = get_dataset(f"cifar10-c:{tmp_path}", corruption="fog", severity=4)
+    xs, ys = zip(*iter_batches(ds, batch_size=7))
+    assert [len(x) for x in xs] == [7, 7, 6]
+    x, y = torch.cat(xs), torch.cat(ys)
+    assert x.dtype == torch.uint8 and x.shape == (N, 3, 32, 32) and y.dtype == torch.int64
+    items = torch.stack([ds[i][0] for i in range(N)])
+    assert torch.equal(x, items) and y.tolist() == [ds[i][1] for i in range(N)]
+    # arbitrary (unsorted, non-contiguous) indices keep their order
+    idx = [5, 1, 17, 2]
+    bx, by = ds.get_batch(idx)
+    assert torch.equal(bx, items[idx]) and by.tolist() == [ds[i][1] for i in idx]
+    # a shard through indices (as with DistributedSampler), and worker processes
+    shard = list(range(1, N, 2))
+    sx = torch.cat([b for b, _ in iter_batches(ds, 4, indices=shard, num_workers=2)])
+    assert torch.equal(sx, items[shard])
+
+
+def test_cifar_c_missing_and_bad_files(tmp_path: Path) -> None:
+    _write_cifar_c(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"snow\.npy is missing.*<corruption>\.npy"):
+        get_dataset(f"cifar10-c:{tmp_path}", corruption="snow", severity=1)
+    (tmp_path / "labels.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"labels\.npy is missing"):
+        get_dataset(f"cifar10-c:{tmp_path}", corruption="fog", severity=1)
+    np.save(tmp_path / "labels.npy", np.zeros(7, dtype=np.uint8))
+    with pytest.raises(ValueError, match="labels.npy must have shape"):
+        get_dataset(f"cifar10-c:{tmp_path}", corruption="fog", severity=1)
+    np.save(tmp_path / "frost.npy", np.zeros((7, 32, 32, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="multiple of 5"):
+        get_dataset(f"cifar10-c:{tmp_path}", corruption="frost", severity=1)
+    with pytest.raises(ValueError, match="severity"):
+        get_dataset(f"cifar10-c:{tmp_path}", corruption="fog", severity=6)
+    with pytest.raises(ValueError, match="did you mean 'fog'"):
+        get_dataset(f"cifar10-c:{tmp_path}", corruption="fogg", severity=1)
+    with pytest.raises(ValueError, match="corruption="):
+        get_dataset(f"cifar10-c:{tmp_path}")
+
+
+def _png(path: Path, value: int, size=(32, 32)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.full((*size, 3), value, dtype=np.uint8)
+    arr[0, 0] = (value, 255 - value, 7)
+    Image.fromarray(arr).save(path)
+
+
+def test_image_folder(tmp_path: Path) -> None:
+    for ci, cls in enumerate(["b_dog", "a_cat", "c_frog"]):
+        for j in range(3):
+            _png(tmp_path / cls / f"img{j}.png", 10 * ci + j)
+    (tmp_path / "a_cat" / "notes.txt").write_text("not an image")
+    ds = get_dataset(f"folder:{tmp_path}")
+    assert isinstance(ds, ImageFolderDataset) and len(ds) == 9
+    assert ds.classes == ["a_cat", "b_dog", "c_frog"]
+    x, y = ds[0]
+    assert x.dtype == torch.uint8 and x.shape == (3, 32, 32) and y == 0
+    assert x[:, 0, 0].tolist() == [10, 245, 7] and int(x[0, 5, 5]) == 10  # a_cat = class index 1 when written
+    xb, yb = next(iter_batches(ds, 16))
+    assert xb.shape == (9, 3, 32, 32) and yb.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    cached = get_dataset(f"folder:{tmp_path}", cache=True)  # decoded once, then the fast batch path
+    assert batch_source(ds) is None and batch_source(cached) is not None
+    for _ in range(2):
+        cx, cy = cached.get_batch([8, 0, 4])
+        assert torch.equal(cx, xb[[8, 0, 4]]) and cy.tolist() == [2, 0, 1]
+    assert bool(cached._filled.sum() == 3) and torch.equal(cached[4][0], xb[4])
+    assert torch.equal(torch.cat([b for b, _ in iter_batches(cached, 4)]), xb)
+
+
+def test_image_folder_sizes_and_errors(tmp_path: Path) -> None:
+    _png(tmp_path / "a" / "0.png", 1, size=(40, 50))
+    _png(tmp_path / "b" / "0.jpg", 2, size=(32, 32))
+    ds = get_dataset(f"imagefolder:{tmp_path}")
+    with pytest.raises(ValueError, match="differ in size.*resize"):
+        next(iter_batches(ds, 2))
+    ds = get_dataset(f"folder:{tmp_path}", resize=32, crop=32)
+    x, _ = next(iter_batches(ds, 2))
+    assert x.shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match="cache=True needs one image size"):
+        get_dataset(f"folder:{tmp_path}", cache=True).get_batch([0, 1])
+    with pytest.raises(ValueError, match="freeze"):
+        get_dataset(f"folder:{tmp_path}", cache=True, transform=lambda im: im)
+    with pytest.raises(FileNotFoundError, match="ImageFolder layout"):
+        get_dataset(f"folder:{tmp_path / 'nothing'}")
+    (tmp_path / "empty" / "c").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no images"):
+        get_dataset(f"folder:{tmp_path / 'empty'}")
+
+
+def test_cifar_png_tree_with_and_without_order_csv(tmp_path: Path) -> None:
+    classes = ["airplane", "automobile", "bird"]
+    rows = []
+    for i, (cls, name) in enumerate([("bird", "z.png"), ("airplane", "y.png"), ("automobile", "x.png"), ("airplane", "a.png")]):
+        _png(tmp_path / "test" / cls / name, 50 + i)
+        rows.append({"index": i, "label": classes.index(cls), "class": cls, "path": f"test/{cls}/{name}"})
+    ds = get_dataset(f"cifar10:{tmp_path}")  # no csv: class-folder order
+    assert [y for _, y in ds] == [0, 0, 1, 2] and int(ds[0][0][0, 3, 3]) == 53
+    with open(tmp_path / "test_order.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["index", "label", "class", "path"])
+        w.writeheader()
+        w.writerows(reversed(rows))
+    ds = get_dataset(f"cifar10:{tmp_path}")
+    assert [y for _, y in ds] == [2, 0, 1, 0] and [int(x[0, 3, 3]) for x, _ in ds] == [50, 51, 52, 53]
+    assert ds.classes == classes
+    mem = get_dataset(f"cifar10:{tmp_path}", in_memory=True)
+    assert isinstance(mem, ArrayDataset) and torch.equal(mem.get_batch(slice(0, 4))[0], next(iter_batches(ds, 4))[0])
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py.*download=True"):
+        get_dataset(f"cifar10:{tmp_path}", split="train")
+
+
+def test_cifar_torchvision_binary_layout(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 256, (6, 3072), dtype=np.uint8)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": data, b"labels": [3, 1, 4, 1, 5, 9]}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [c.encode() for c in "abcdefghij"]}, f)
+    ds = get_dataset(f"cifar10:{tmp_path}")
+    assert isinstance(ds, ArrayDataset) and len(ds) == 6 and ds.classes[3] == "d"
+    x, y = ds[2]
+    assert y == 4 and torch.equal(x, torch.from_numpy(data[2].reshape(3, 32, 32)))
+    with pytest.raises(FileNotFoundError, match="data_batch_1 is missing"):
+        get_dataset(f"cifar10:{tmp_path}", split="train")
+
+
+def test_imagenet_c_folder_layout(tmp_path: Path) -> None:
+    for s in (1, 3):
+        for ci, wnid in enumerate(["n02", "n01"]):
+            _png(tmp_path / "blur" / "defocus_blur" / str(s) / wnid / f"{s}{ci}.png", 10 * s + ci, size=(16, 16))
+    ds = get_dataset(f"imagenet-c:{tmp_path}", corruption="defocus_blur", severity=3)
+    assert ds.classes == ["n01", "n02"] and len(ds) == 2
+    assert [(int(x[0, 4, 4]), y) for x, y in ds] == [(31, 0), (30, 1)]
+    tiny = get_dataset(f"tinyimagenet-c:{tmp_path}", corruption="defocus_blur", severity=1)
+    assert len(tiny) == 2
+    with pytest.raises(FileNotFoundError, match=r"defocus_blur/2 is missing.*<severity 1\.\.5>"):
+        get_dataset(f"imagenet-c:{tmp_path}", corruption="defocus_blur", severity=2)
+    with pytest.raises(FileNotFoundError, match="fog is missing"):
+        get_dataset(f"imagenet-c:{tmp_path}", corruption="fog", severity=1)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "uniform", "rademacher", "blobs"])
+def test_noise_sets(kind: str) -> None:
+    ds = get_dataset(f"noise:{kind}", n=300, size=(24, 20), seed=3)  # two blocks of 256
+    assert isinstance(ds, NoiseDataset) and len(ds) == 300
+    x, y = torch.cat([b for b, _ in iter_batches(ds, 64)]), ds.get_batch(slice(0, 5))[1]
+    assert x.shape == (300, 3, 24, 20) and x.dtype == torch.uint8 and (y == NO_LABEL).all()
+    # the same image whatever batch it comes in; same seed, same set; other seed, other set
+    assert torch.equal(ds[257][0], x[257]) and torch.equal(ds.get_batch([299, 0, 256])[0], x[[299, 0, 256]])
+    assert torch.equal(get_dataset(f"noise:{kind}", n=300, size=(24, 20), seed=3).get_batch(slice(0, 300))[0], x)
+    assert not torch.equal(get_dataset(f"noise:{kind}", n=300, size=(24, 20), seed=4).get_batch(slice(0, 300))[0], x)
+    if kind == "rademacher":
+        assert set(x.unique().tolist()) == {0, 255}
+    if kind == "blobs":
+        nz = x[x > 0]
+        assert (x == 0).float().mean() > 0.1 and int(nz.min()) >= 191  # values below 0.75 are zeroed
+    if kind == "uniform":
+        assert abs(x.float().mean().item() - 127.5) < 3
+
+
+def test_registry_errors_and_synthetic() -> None:
+    with pytest.raises(ValueError, match="valid kinds: cifar10, cifar100, folder"):
+        get_dataset("svhn:/data")
+    with pytest.raises(ValueError, match="did you mean 'noise:gaussian'|valid: noise:gaussian"):
+        get_dataset("noise:gauss")
+    with pytest.raises(TypeError):
+        get_dataset(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="root folder"):
+        get_dataset("cifar10")
+    ds = get_dataset("synthetic:12", split="test", size=32)
+    assert len(ds) == 12 and ds[0][0].dtype == torch.uint8
+    assert batch_source(ds) is not None  # SyntheticShapes exposes .tensors: fast path
+
+
+def test_subset_first_n_and_fast_paths(tmp_path: Path) -> None:
+    _write_cifar_c(tmp_path)
+    ds = get_dataset(f"cifar10-c:{tmp_path}", corruption="fog", severity=2)
+    sub = first_n(ds, 5)
+    assert len(sub) == 5 and batch_source(sub) is not None
+    assert torch.equal(next(iter_batches(sub, 10))[0], ds.get_batch(slice(0, 5))[0])
+    r1, r2 = subset(ds, 6, seed=1), subset(ds, 6, seed=1)
+    assert r1.indices.tolist() == r2.indices.tolist() and len(set(r1.indices.tolist())) == 6
+    assert torch.equal(next(iter_batches(r1, 6))[0], ds.get_batch(r1.indices)[0])
+    assert len(first_n(ds, 10**6)) == N
+    td = TensorDataset(torch.randint(0, 256, (9, 3, 8, 8), dtype=torch.uint8), torch.arange(9))
+    xb, yb = next(iter_batches(Subset(td, [4, 2, 8]), 3))
+    assert torch.equal(xb, td.tensors[0][[4, 2, 8]]) and yb.tolist() == [4, 2, 8]
+
+    class Plain(torch.utils.data.Dataset):  # no fast path: goes through the DataLoader collate
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return torch.full((3, 4, 4), i, dtype=torch.uint8), i
+
+    xs = torch.cat([b for b, _ in iter_batches(Plain(), 2, indices=[4, 0, 3])])
+    assert xs[:, 0, 0, 0].tolist() == [4, 0, 3]
+    with pytest.raises(ValueError, match="batch_size"):
+        next(iter_batches(Plain(), 0))
+
+
+def test_shared_cifar10_png_tree(cifar10_dir: Path) -> None:
+    ds = get_dataset(f"cifar10:{cifar10_dir}")
+    assert len(ds) == 10000 and ds.classes[0] == "airplane" and ds.classes[9] == "truck"
+    with open(cifar10_dir / "test_order.csv") as f:
+        rows = [r for _, r in zip(range(8), csv.DictReader(f))]
+    x, y = next(iter_batches(first_n(ds, 8), 8))
+    assert y.tolist() == [int(r["label"]) for r in rows] == [3, 8, 8, 0, 6, 6, 1, 6]  # the official test order
+    assert x.shape == (8, 3, 32, 32) and x.dtype == torch.uint8
+
+
+@pytest.mark.slow
+def test_shared_cifar10_full_read(cifar10_dir: Path) -> None:
+    ds = get_dataset(f"cifar10:{cifar10_dir}", in_memory=True)
+    assert len(ds) == 10000 and np.bincount(ds.labels).tolist() == [1000] * 10
+    train = get_dataset(f"cifar10:{cifar10_dir}", split="train")
+    assert len(train) == 30000

@@ -1,0 +1,309 @@
+"""Functional metrics vs independent implementations (torchmetrics, scikit-learn) and hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from aprkit.eval import metrics as M
+
+
+def _probs(n: int, k: int, seed: int = 0, scale: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, k, generator=g) * scale
+    labels = torch.where(torch.rand(n, generator=g) < 0.6, logits.argmax(1), torch.randint(0, k, (n,), generator=g))
+    return torch.softmax(logits, 1), labels
+
+
+# ---------------------------------------------------------------- calibration
+
+
+@pytest.mark.parametrize("k", [2, 10, 100])
+@pytest.mark.parametrize("n_bins", [1, 10, 15, 37])
+def test_ece_matches_torchmetrics_multiclass(k: int, n_bins: int) -> None:
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    p, y = _probs(3000, k, seed=k + n_bins)
+    ref = float(multiclass_calibration_error(p, y, num_classes=k, n_bins=n_bins, norm="l1"))
+    assert M.expected_calibration_error(p, y, n_bins=n_bins) == pytest.approx(ref, abs=1e-5)  # torchmetrics sums in float32
+
+
+@pytest.mark.parametrize("n_bins", [5, 15])
+def test_ece_matches_torchmetrics_binary(n_bins: int) -> None:
+    """Top-label ECE of a 2-class problem = torchmetrics' binary ECE of (confidence, correct)."""
+    from torchmetrics.functional.classification import binary_calibration_error
+
+    p, y = _probs(2000, 2, seed=3)
+    conf, pred = p.max(1)
+    ref = float(binary_calibration_error(conf, (pred == y).long(), n_bins=n_bins, norm="l1"))
+    assert M.expected_calibration_error(p, y, n_bins=n_bins) == pytest.approx(ref, abs=1e-5)  # torchmetrics sums in float32
+
+
+def test_ece_class_api_and_numpy_input() -> None:
+    from torchmetrics.classification import MulticlassCalibrationError
+
+    p, y = _probs(500, 5, seed=9)
+    metric = MulticlassCalibrationError(num_classes=5, n_bins=15, norm="l1")
+    metric.update(p[:200], y[:200])
+    metric.update(p[200:], y[200:])
+    ours = M.expected_calibration_error(p.numpy(), y.numpy().tolist())
+    assert ours == pytest.approx(float(metric.compute()), abs=1e-6)
+
+
+def _two_class(conf: list[float], correct: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    c = torch.tensor(conf, dtype=torch.float64)
+    probs = torch.stack([c, 1 - c], 1)
+    labels = torch.tensor([0 if ok else 1 for ok in correct])
+    return probs, labels
+
+
+def test_rms_hand_computed_remainder_joins_last_bin() -> None:
+    # sorted confidences 0.6..1.0, bins of 2: [0.6, 0.7] and [0.8, 0.9, 1.0] (remainder joins the last bin)
+    probs, labels = _two_class([0.9, 0.6, 1.0, 0.7, 0.8], [1, 1, 0, 0, 1])
+    b1 = (2 / 5) * (0.65 - 0.5) ** 2
+    b2 = (3 / 5) * (0.9 - 2 / 3) ** 2
+    assert M.rms_calibration_error(probs, labels, bin_size=2) == pytest.approx(math.sqrt(b1 + b2), abs=1e-12)
+    # Hendrycks' reference loop would drop the last bin: we must not equal that
+    assert M.rms_calibration_error(probs, labels, bin_size=2) != pytest.approx(math.sqrt(b1), abs=1e-6)
+
+
+def test_rms_fewer_samples_than_bin_size_is_one_bin() -> None:
+    probs, labels = _two_class([0.9, 0.8, 0.7], [1, 0, 1])
+    assert M.rms_calibration_error(probs, labels, bin_size=100) == pytest.approx(abs(0.8 - 2 / 3), abs=1e-12)
+
+
+def test_rms_exact_multiple_and_bin_size_one() -> None:
+    probs, labels = _two_class([0.6, 0.7, 0.8, 0.9], [1, 0, 0, 1])
+    want = math.sqrt(((0.65 - 0.5) ** 2 + (0.85 - 0.5) ** 2) / 2)
+    assert M.rms_calibration_error(probs, labels, bin_size=2) == pytest.approx(want, abs=1e-12)
+    per_sample = math.sqrt(sum((c - ok) ** 2 for c, ok in zip([0.6, 0.7, 0.8, 0.9], [1, 0, 0, 1])) / 4)
+    assert M.rms_calibration_error(probs, labels, bin_size=1) == pytest.approx(per_sample, abs=1e-12)
+
+
+def test_nll_brier_hand_computed() -> None:
+    p = torch.tensor([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]])
+    y = torch.tensor([0, 1])
+    assert M.nll(p, y) == pytest.approx(-(math.log(0.7) + math.log(0.25)) / 2)
+    b = ((0.3**2 + 0.2**2 + 0.1**2) + (0.25**2 + 0.75**2 + 0.5**2)) / 2
+    assert M.brier(p, y) == pytest.approx(b)
+    # against torch's cross-entropy on logits
+    logits = torch.randn(50, 7, generator=torch.Generator().manual_seed(1))
+    yy = torch.randint(0, 7, (50,), generator=torch.Generator().manual_seed(2))
+    ce = torch.nn.functional.cross_entropy(logits.double(), yy)
+    assert M.nll(torch.softmax(logits.double(), 1), yy) == pytest.approx(float(ce), abs=1e-10)
+
+
+def test_reliability_diagram_data_consistent_with_ece() -> None:
+    p, y = _probs(1000, 10, seed=4)
+    r = M.reliability_diagram_data(p, y, n_bins=10)
+    assert len(r["bin_edges"]) == 11 and len(r["accuracy"]) == len(r["confidence"]) == len(r["count"]) == 10
+    assert sum(r["count"]) == 1000
+    ece = sum(c / 1000 * abs(a - f) for c, a, f in zip(r["count"], r["accuracy"], r["confidence"]))
+    assert ece == pytest.approx(M.expected_calibration_error(p, y, n_bins=10)) == pytest.approx(r["ece"])
+    import json
+
+    json.dumps(r)  # serialisable
+
+
+def test_perfect_calibration_and_accuracy() -> None:
+    p = torch.eye(4)[[0, 1, 2, 3, 0]].double()
+    y = torch.tensor([0, 1, 2, 3, 0])
+    assert M.expected_calibration_error(p, y) == 0.0
+    assert M.rms_calibration_error(p, y) == 0.0
+    assert M.brier(p, y) == 0.0
+    assert M.accuracy(p, y) == 1.0 and M.error_rate(p, y) == 0.0
+    assert M.accuracy(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2])) == pytest.approx(2 / 3)
+    logits = torch.tensor([[0.1, 0.5, 0.4], [0.9, 0.05, 0.05]])
+    assert M.accuracy(logits, torch.tensor([2, 0]), top_k=2) == 1.0
+
+
+@pytest.mark.parametrize(
+    "fn", [M.expected_calibration_error, M.rms_calibration_error, M.nll, M.brier, M.reliability_diagram_data]
+)
+def test_calibration_bad_input(fn) -> None:
+    p, y = _probs(10, 3)
+    with pytest.raises(ValueError, match="10 predictions"):
+        fn(p, y[:9])
+    with pytest.raises(ValueError, match="NaN"):
+        fn(torch.where(torch.arange(3) == 1, float("nan"), p), y)
+    with pytest.raises(ValueError, match="sum to 1"):
+        fn(p * 0.5, y)
+    with pytest.raises(ValueError, match=r"\(N, K\)"):
+        fn(p[0], y[:1])
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        fn(p, torch.full((10,), 3))
+    with pytest.raises(TypeError, match="integer"):
+        fn(p, y.float())
+    with pytest.raises(TypeError):
+        fn("probs", y)
+
+
+def test_accuracy_bad_input() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        M.accuracy(torch.tensor([[float("nan"), 1.0]]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="2 predictions"):
+        M.accuracy(torch.randn(2, 3), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="top_k"):
+        M.accuracy(torch.randn(2, 3), torch.tensor([0, 1]), top_k=4)
+
+
+def test_inputs_not_mutated_and_dtype_agnostic() -> None:
+    p, y = _probs(200, 5)
+    p0, y0 = p.clone(), y.clone()
+    a = M.expected_calibration_error(p, y)
+    b = M.expected_calibration_error(p.double(), y.int())
+    assert a == pytest.approx(b, abs=1e-6)
+    M.brier(p, y)
+    assert torch.equal(p, p0) and torch.equal(y, y0)
+
+
+# ---------------------------------------------------------------- OOD
+
+
+def _scores(seed: int, n_in: int = 400, n_out: int = 300, ties: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    s_in, s_out = rng.normal(1.0, 1.0, n_in), rng.normal(0.0, 1.2, n_out)
+    if ties:
+        s_in, s_out = np.round(s_in, 1), np.round(s_out, 1)
+    return s_in, s_out
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auroc_aupr_match_sklearn(seed: int, ties: bool) -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    s_in, s_out = _scores(seed, ties=ties)
+    y = np.r_[np.ones_like(s_in), np.zeros_like(s_out)]
+    s = np.r_[s_in, s_out]
+    assert M.auroc(s_in, s_out) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert M.aupr_in(torch.from_numpy(s_in), torch.from_numpy(s_out)) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert M.aupr_out(s_in, s_out) == pytest.approx(average_precision_score(1 - y, -s), abs=1e-12)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("tpr", [0.95, 0.8, 0.5, 1.0])
+def test_fpr_at_tpr_matches_first_roc_point(tpr: float, ties: bool) -> None:
+    from sklearn.metrics import roc_curve
+
+    s_in, s_out = _scores(5, n_in=333, n_out=211, ties=ties)
+    y = np.r_[np.ones_like(s_in), np.zeros_like(s_out)]
+    fpr, tprs, _ = roc_curve(y, np.r_[s_in, s_out], drop_intermediate=False)
+    want = fpr[np.searchsorted(tprs, tpr - 1e-12, side="left")]
+    assert M.fpr_at_tpr(s_in, s_out, tpr=tpr) == pytest.approx(want, abs=1e-12)
+
+
+def test_fpr_at_95_hand_computed_with_ties() -> None:
+    s_in = torch.arange(1, 21, dtype=torch.float32)  # 20 ID scores; 95 % = 19 accepted -> threshold 2
+    s_out = torch.tensor([0.0, 1.5, 2.0, 2.5, 30.0])  # 2.0 ties with the threshold and counts as accepted
+    assert M.fpr_at_tpr(s_in, s_out) == pytest.approx(3 / 5)
+    assert M.fpr_at_tpr(s_in, s_out, tpr=1.0) == pytest.approx(4 / 5)  # threshold 1
+    assert M.fpr_at_tpr(s_in, s_out, tpr=0.05) == pytest.approx(1 / 5)  # threshold 20
+    # 0.95 * 100 is 95.00000000000001 in floating point: still 95 accepted, not 96
+    s_in100 = torch.arange(100, dtype=torch.float64)
+    assert M.fpr_at_tpr(s_in100, torch.tensor([4.5, 5.0, 5.5])) == pytest.approx(2 / 3)
+
+
+def test_ood_perfect_separation_and_metrics_dict() -> None:
+    s_in, s_out = torch.tensor([3.0, 4.0, 5.0]), torch.tensor([0.0, 1.0])
+    r = M.ood_metrics(s_in, s_out)
+    assert r == {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr@95": 0.0}
+    assert M.auroc(s_out, s_in) == 0.0
+
+
+def test_ood_bad_input() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        M.auroc(torch.tensor([1.0, float("nan")]), torch.tensor([0.0]))
+    with pytest.raises(ValueError, match=r"\(N,\)"):
+        M.auroc(torch.ones(3, 2), torch.ones(3))
+    with pytest.raises(ValueError, match="empty"):
+        M.fpr_at_tpr(torch.ones(3), torch.ones(0))
+    with pytest.raises(ValueError, match="tpr"):
+        M.fpr_at_tpr(torch.ones(3), torch.ones(3), tpr=0.0)
+
+
+# ---------------------------------------------------------------- corruption
+
+# AlexNet per-corruption errors (severity means) as published in hendrycks/robustness, typed in independently
+_ALEX = {
+    "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640, "defocus_blur": 0.819880,
+    "glass_blur": 0.826268, "motion_blur": 0.785948, "zoom_blur": 0.798360, "snow": 0.866816, "frost": 0.826572,
+    "fog": 0.819324, "brightness": 0.564592, "contrast": 0.853204, "elastic_transform": 0.646056,
+    "pixelate": 0.717840, "jpeg_compression": 0.606500,
+}
+
+
+def test_alexnet_table_matches_published_means() -> None:
+    assert set(M.ALEXNET_ERRORS) == set(_ALEX) == set(M.CORRUPTIONS)
+    for c, v in _ALEX.items():
+        assert len(M.ALEXNET_ERRORS[c]) == 5
+        assert sum(M.ALEXNET_ERRORS[c]) / 5 == pytest.approx(v, abs=2e-6)
+    assert M.mce(M.ALEXNET_ERRORS) == pytest.approx(1.0)
+
+
+def test_mce_hand_computed() -> None:
+    errors = {c: 0.5 for c in M.CORRUPTIONS}
+    errors["gaussian_noise"] = [0.1, 0.2, 0.3, 0.4, 0.5]  # per-severity list: CE = 1.5 / (5 * 0.886428)
+    ce = {c: 0.5 / a for c, a in _ALEX.items()}
+    ce["gaussian_noise"] = 1.5 / (5 * 0.886428)
+    want = sum(ce.values()) / 15
+    assert M.mce(errors) == pytest.approx(want, abs=1e-5)
+    per = M.ce_per_corruption(errors)
+    assert per["gaussian_noise"] == pytest.approx(0.338437, abs=1e-5)
+    # relative mCE with clean error 0.2: (E_c - 0.2) / (E^A_c - E^A_clean)
+    rel = sum(((0.3 if c == "gaussian_noise" else 0.5) - 0.2) / (a - M.ALEXNET_CLEAN_ERROR) for c, a in _ALEX.items()) / 15
+    assert M.relative_mce(errors, clean_error=0.2) == pytest.approx(rel, abs=1e-5)
+
+
+def test_mce_custom_baseline_and_names() -> None:
+    base = {c: 0.8 for c in M.CORRUPTIONS}
+    errors = {c.replace("_", " ").title(): 0.4 for c in M.CORRUPTIONS}  # "Gaussian Noise" style keys
+    assert M.mce(errors, baseline=base) == pytest.approx(0.5)
+    assert M.relative_mce(errors, 0.2, baseline=base, baseline_clean_error=0.4) == pytest.approx(0.5)
+
+
+def test_mean_corruption_error_and_robustness() -> None:
+    errors = {c: [0.1, 0.2, 0.3, 0.4, 0.5] for c in M.CORRUPTIONS}
+    errors["fog"] = 0.6
+    want = (14 * 0.3 + 0.6) / 15
+    assert M.mean_corruption_error(errors) == pytest.approx(want)
+    errors["speckle_noise"] = 0.9  # extra corruptions are ignored by the 15-corruption mean
+    assert M.mean_corruption_error(errors) == pytest.approx(want)
+    assert M.mean_corruption_error({"fog": 0.2, "snow": [0.4] * 5}, corruptions=None) == pytest.approx(0.3)
+    assert M.corruption_robustness({"fog": 0.45, "snow": 0.45}, clean_accuracy=0.9) == pytest.approx(0.5)
+    assert M.corruption_robustness(0.6, clean_accuracy=0.8) == pytest.approx(0.75)
+    s = M.corruption_summary({c: 0.5 for c in M.CORRUPTIONS}, clean_error=0.2, imagenet=True)
+    assert s["mean_corruption_error"] == pytest.approx(0.5) and s["relative_robustness"] == pytest.approx(0.625)
+    assert s["mce"] == pytest.approx(M.mce({c: 0.5 for c in M.CORRUPTIONS}))
+
+
+def test_corruption_bad_input() -> None:
+    full = {c: 0.5 for c in M.CORRUPTIONS}
+    with pytest.raises(ValueError, match="lacks 1 of the 15"):
+        M.mce({c: 0.5 for c in M.CORRUPTIONS[1:]})
+    with pytest.raises(ValueError, match="percent"):
+        M.mce({**full, "fog": 55.0})
+    with pytest.raises(ValueError, match="5 per-severity"):
+        M.mce({**full, "fog": [0.1, 0.2]})
+    with pytest.raises(ValueError, match="did you mean 'gaussian_noise'"):
+        M.mce({**full, "gausian_noise": 0.5})
+    with pytest.raises(ValueError, match="NaN"):
+        M.mean_corruption_error({**full, "fog": float("nan")})
+    with pytest.raises(ValueError, match="baseline"):
+        M.mce(full, baseline="resnet")
+    with pytest.raises(TypeError, match="mapping"):
+        M.mce([0.5] * 15)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_metrics_run_on_cuda_inputs() -> None:
+    p, y = _probs(500, 10)
+    cpu = (M.expected_calibration_error(p, y), M.rms_calibration_error(p, y), M.nll(p, y), M.brier(p, y))
+    gpu = (M.expected_calibration_error(p.cuda(), y.cuda()), M.rms_calibration_error(p.cuda(), y.cuda()),
+           M.nll(p.cuda(), y.cuda()), M.brier(p.cuda(), y.cuda()))
+    assert np.allclose(cpu, gpu, atol=1e-6)
+    s_in, s_out = _scores(0)
+    assert M.auroc(torch.from_numpy(s_in).cuda(), torch.from_numpy(s_out).cuda()) == pytest.approx(M.auroc(s_in, s_out))
