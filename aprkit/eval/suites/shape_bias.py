@@ -1,0 +1,123 @@
+"""The ``shape-bias`` suite: Geirhos et al. cue-conflict shape bias of ImageNet models.
+
+``data`` is a cue-conflict folder (``<shape>/<shape>N-<texture>M.png``; a ``"cue-conflict:"`` prefix is
+accepted), a ``CueConflict`` dataset, or None with ``options["stimuli"]`` set. The model must output
+1000 ImageNet classes or the 16 categories. The report has a table and the per-category plot in the
+style of the paper (fraction of shape decisions per shape category, one marker per model, the
+published human and ResNet-50 averages as guides).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..cache import make_key
+from ..shape_bias import CATEGORIES, REFERENCE_SHAPE_BIAS, predict_decisions, shape_bias
+from .base import EvalContext, ReportSection, Suite, register_suite
+
+__all__ = ["ShapeBiasSuite", "resolve_stimuli", "plot_shape_bias"]
+
+_VERSION = 1
+_MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
+
+
+def resolve_stimuli(data: Any, options: Mapping[str, Any] | None = None) -> Any:
+    """A ``CueConflict`` dataset from ``data`` (folder, ``"cue-conflict:PATH"``, dataset) or ``options["stimuli"]``."""
+    from ...data.cue_conflict import CueConflict
+
+    if data is None and options:
+        data = options.get("stimuli")
+    if isinstance(data, CueConflict):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        text = os.fspath(data)
+        for prefix in ("cue-conflict:", "cue_conflict:", "folder:"):
+            if text.startswith(prefix):
+                text = text[len(prefix):]
+        return CueConflict(text)
+    raise TypeError(
+        "the shape-bias suite needs cue-conflict stimuli: a folder <shape>/<shape>N-<texture>M.png (optionally "
+        f"'cue-conflict:PATH'), a CueConflict dataset or options['stimuli']; got {type(data).__name__}"
+    )
+
+
+@register_suite("shape-bias")
+class ShapeBiasSuite(Suite):
+    """Shape bias, shape/texture match and per-category shape bias on the cue-conflict stimuli."""
+
+    def run(self, ctx: EvalContext, data: Any) -> dict:
+        ds = resolve_stimuli(data, ctx.options)
+        key = make_key(ctx.model_id, ds.cache_id, "shape-bias", None, v=_VERSION)
+        if ctx.cache is not None and (hit := ctx.cache.get(key)) is not None:
+            return hit
+        decisions = predict_decisions(
+            ctx.model, ds, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
+            amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress,
+        )
+        full = shape_bias(decisions, ds.shape_labels, ds.texture_labels, ds.categories).to_dict()
+        # headline fractions at the top level; counts and details below (runner summaries list top-level numbers)
+        result: dict[str, Any] = {k: full.pop(k) for k in ("shape_bias", "shape_match", "texture_match")}
+        result["per_category"] = full.pop("per_category")
+        result["counts"] = full
+        result["stimuli"] = str(ds.root)
+        result["decisions"] = {name: ds.categories[int(d)] for name, d in zip(ds.names, decisions)}
+        if ctx.cache is not None:
+            ctx.cache.put(key, result)
+        return result
+
+    def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
+        def f(x: float | None) -> str:
+            return "-" if x is None else f"{x:.3f}"
+
+        rows = [f"| {m} | {f(r['shape_bias'])} | {100 * r['shape_match']:.1f} | {100 * r['texture_match']:.1f} | "
+                f"{r['counts']['n_stimuli']} |" for m, r in results.items()]
+        rows += [f"| {name} (published) | {v:.2f} | - | - | - |" for name, v in REFERENCE_SHAPE_BIAS.items()]
+        md = "\n".join(["| model | shape bias | shape match % | texture match % | stimuli |", "|---|---|---|---|---|", *rows])
+        md += ("\n\nShape bias = shape decisions / (shape + texture decisions) over the cue-conflict stimuli whose shape "
+               "and texture classes differ (Geirhos et al., ICLR 2019); 1000-class outputs are mapped to the 16 "
+               "categories by the mean softmax probability over each category's ImageNet indices. Published "
+               "references: humans ~0.96, ResNet-50 ~0.22.")
+        fig_dir = Path(fig_dir)
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        return ReportSection("Shape bias (cue-conflict)", md, [plot_shape_bias(results, fig_dir / "shape_bias.png")])
+
+
+def plot_shape_bias(results: Mapping[str, dict], path: Path) -> Path:
+    """Per-category plot in the style of Geirhos et al.: categories on the y axis, fraction of shape
+    decisions on the x axis (texture fraction on the top axis), one marker per model and category,
+    each model's overall shape bias as a solid line and the published references as dashed guides."""
+    from .corruption import pyplot
+
+    plt = pyplot()
+    cats = list(CATEGORIES)
+    fig, ax = plt.subplots(figsize=(8.4, 6.0))
+    y = {c: len(cats) - 1 - i for i, c in enumerate(cats)}
+    for (name, value), style in zip(REFERENCE_SHAPE_BIAS.items(), ("--", ":", "-.")):
+        ax.axvline(value, color="0.35", ls=style, lw=1.4, label=f"{name}, published ({value:.2f})")
+    for i, (model, r) in enumerate(results.items()):
+        color, marker = f"C{i % 10}", _MARKERS[i % len(_MARKERS)]
+        per = r.get("per_category", {})
+        xs = [per[c] for c in cats if per.get(c) is not None and not math.isnan(per[c])]
+        ys = [y[c] for c in cats if per.get(c) is not None and not math.isnan(per[c])]
+        overall = r.get("shape_bias")
+        label = f"{model} ({overall:.2f})" if overall is not None else model
+        ax.scatter(xs, ys, color=color, marker=marker, s=46, alpha=0.85, edgecolor="k", lw=0.4, label=label, zorder=3)
+        if overall is not None:
+            ax.axvline(overall, color=color, lw=1.6, alpha=0.8)
+    ax.set_yticks(range(len(cats)))
+    ax.set_yticklabels(list(reversed(cats)))
+    ax.set_ylim(-0.6, len(cats) - 0.4)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("fraction of 'shape' decisions")
+    ax.set_ylabel("shape category")
+    top = ax.secondary_xaxis("top", functions=(lambda v: 1 - v, lambda v: 1 - v))
+    top.set_xlabel("fraction of 'texture' decisions")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False, title="mean shape bias", title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,122 @@
+"""The shape-bias suite and measure_shape_bias on generated trees; the ImageNet MobileNetV2 (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from aprkit.data.cue_conflict import CUE_CONFLICT_CATEGORIES, CueConflict, write_synthetic_cue_conflict
+from aprkit.eval.cache import MemoryCache
+from aprkit.eval.shape_bias import measure_shape_bias, shape_bias
+from aprkit.eval.suites import EvalContext, load_suites
+
+
+class Constant(nn.Module):
+    """Always answers one category, with 16 or 1000 outputs."""
+
+    def __init__(self, category: str, outputs: int = 16) -> None:
+        super().__init__()
+        from aprkit.eval.shape_bias import IMAGENET_CATEGORY_INDICES
+
+        logits = torch.zeros(outputs)
+        idx = CUE_CONFLICT_CATEGORIES.index(category) if outputs == 16 else IMAGENET_CATEGORY_INDICES[category][0]
+        logits[idx] = 10.0
+        self.register_buffer("logits", logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], -1)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cue")
+    write_synthetic_cue_conflict(root, per_shape=3, size=16, seed=0)
+    return root
+
+
+@pytest.mark.parametrize("outputs", [16, 1000])
+def test_measure_shape_bias_with_a_constant_model(tree, outputs):
+    ds = CueConflict(tree)
+    r = measure_shape_bias(Constant("cat", outputs), ds, batch_size=7)
+    expected = shape_bias(["cat"] * len(ds), ds.shape_labels, ds.texture_labels)
+    assert r.to_dict() == expected.to_dict()  # (NaN per-category entries compare as None)
+    keep = ds.shape_labels != ds.texture_labels
+    cat = CUE_CONFLICT_CATEGORIES.index("cat")
+    assert r.n_shape_decisions == int((ds.shape_labels[keep] == cat).sum())
+    assert r.n_texture_decisions == int((ds.texture_labels[keep] == cat).sum())
+    assert r.per_category["cat"] == 1.0 and r.n_stimuli == 32
+
+
+def test_shape_bias_suite_run_report_side_by_side(tree, tmp_path):
+    suite = load_suites()["shape-bias"]()
+    cache = MemoryCache()
+    results = {}
+    for name, model in (("always-cat", Constant("cat")), ("always-dog-1k", Constant("dog", 1000))):
+        ctx = EvalContext(model=model, batch_size=16, progress=False, cache=cache, model_id=name)
+        results[name] = suite.run(ctx, f"cue-conflict:{tree}")
+        assert suite.run(ctx, str(tree)) == json.loads(json.dumps(results[name]))  # cached, same dataset id
+    r = results["always-cat"]
+    assert set(r) >= {"shape_bias", "shape_match", "texture_match", "per_category", "counts", "decisions"}
+    assert r["counts"]["n_stimuli"] == 32 and r["counts"]["n_excluded"] == 16
+    assert set(r["decisions"].values()) == {"cat"} and len(r["decisions"]) == 48
+    section = suite.report(results, tmp_path / "figs")
+    assert "| always-cat |" in section.markdown and "| humans (published) | 0.96 |" in section.markdown
+    assert "ResNet-50 (published) | 0.22" in section.markdown
+    assert section.figures == [tmp_path / "figs" / "shape_bias.png"] and section.figures[0].stat().st_size > 1000
+
+
+def test_suite_data_errors(tree):
+    suite = load_suites()["shape-bias"]()
+    ctx = EvalContext(model=Constant("cat"), progress=False)
+    with pytest.raises(TypeError, match="cue-conflict stimuli"):
+        suite.run(ctx, 3)
+    with pytest.raises(FileNotFoundError):
+        suite.run(ctx, str(tree / "missing"))
+    ctx.options["stimuli"] = str(tree)
+    assert suite.run(ctx, None)["counts"]["n_stimuli"] == 32
+
+
+def test_model_with_wrong_outputs_is_rejected(tree):
+    with pytest.raises(ValueError, match=r"\(B, 1000\)"):
+        measure_shape_bias(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 20)), tree)
+
+
+def test_example_smoke_mode(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "shape_bias_imagenet.py"
+    spec = importlib.util.spec_from_file_location("shape_bias_imagenet_example", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--smoke", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "shape bias" in out and "64 conflicting" in out
+    assert (tmp_path / "shape_bias.png").is_file() and (tmp_path / "shape_bias.json").is_file()
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_on_the_shared_stimuli(models_dir, cue_conflict_dir):
+    from aprkit.models import load_model
+
+    model = load_model("torchvision:mobilenet_v2", num_classes=1000,
+                       checkpoint=models_dir / "imagenet-mobilenet_v2-qnnpack-dequantized.pth")
+    r = measure_shape_bias(model, cue_conflict_dir, batch_size=32)
+    assert r.n_stimuli == 154 and r.n_excluded == 6
+    assert 0.05 < r.shape_bias < 0.5  # ImageNet CNNs are texture-biased (published ResNet-50: 0.22)
+    assert r.texture_match > r.shape_match
+
+
+def test_evaluate_runner_integration(tree, tmp_path):
+    from aprkit.eval import evaluate
+
+    res = evaluate({"cat": Constant("cat"), "dog": Constant("dog", 1000)}, "shape-bias", f"cue-conflict:{tree}",
+                   device="cpu", batch_size=16, progress=False, out_dir=tmp_path)
+    assert set(res.models) == {"cat", "dog"}
+    assert res.models["cat"]["shape-bias"]["counts"]["n_stimuli"] == 32
+    assert "shape-bias.shape_bias" in res.summary()["cat"]
+    md = (tmp_path / "report.md").read_text()
+    assert "Shape bias (cue-conflict)" in md and "humans (published)" in md
