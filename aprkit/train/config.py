@@ -1,0 +1,400 @@
+"""Training configuration: nested dataclasses, YAML files with ``base:`` inheritance, ``a.b=value`` overrides.
+
+A config file is a mapping with the sections ``model``, ``data``, ``aug``, ``optim`` and ``train`` (see the
+dataclasses below for every key and its default) plus two optional top-level keys: ``name`` (a label) and
+``base`` (a path, or list of paths, relative to the file, whose contents are merged underneath it).
+Unknown keys, wrong types and unknown model names raise a ``ValueError``/``TypeError`` that lists what is
+valid.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence, Union
+
+from .._checks import nearest_names
+
+__all__ = [
+    "METHODS",
+    "ModelConfig",
+    "DataConfig",
+    "AugConfig",
+    "OptimConfig",
+    "RunConfig",
+    "Config",
+    "load_config",
+    "config_from_dict",
+    "apply_overrides",
+    "validate_config",
+    "expand_env",
+]
+
+#: training losses: plain CE, APR-P batch, APR-S per image, APR-S then CE(clean)+CE(APR-P), AugMix + JSD
+METHODS = ("standard", "apr_p", "apr_s", "apr_sp", "augmix_jsd")
+
+
+@dataclass
+class ModelConfig:
+    """``name``: a built-in ``aprkit.models`` name, ``timm:NAME`` or ``torchvision:NAME``."""
+
+    name: str = "resnet20"
+    num_classes: int = 10
+    checkpoint: Union[str, None] = None  # initial weights (an aprkit checkpoint), not a resume point
+
+
+@dataclass
+class DataConfig:
+    """Dataset specs for ``aprkit.data.get_dataset(spec, split)`` and the input pipeline."""
+
+    dataset: str = "synthetic"
+    test_dataset: Union[str, None] = None  # defaults to ``dataset``
+    train_split: str = "train"
+    test_split: str = "test"
+    limit: Union[int, None] = None  # seeded random subset of the training set
+    test_limit: Union[int, None] = None  # seeded random subset of the test set
+    input_path: Literal["gpu", "loader"] = "gpu"  # batched device augmentation vs per-image DataLoader
+    in_memory: Union[bool, None] = None  # keep decoded uint8 images as one tensor on the device (None: auto)
+    max_memory_mb: int = 4096
+    image_size: int = 32
+    crop_padding: int = 4
+    pad_fill: int = 0
+    random_resized_crop: bool = False  # ImageNet-style training crop (done per image on the CPU)
+    test_resize: Union[int, None] = None  # resize the short side, then centre-crop ``image_size`` (test)
+    hflip: bool = True
+    num_workers: int = 2
+    eval_batch_size: int = 256
+
+
+@dataclass
+class AugConfig:
+    """The training method and its augmentation parameters."""
+
+    method: Literal["standard", "apr_p", "apr_s", "apr_sp", "augmix_jsd"] = "standard"
+    pair_p: float = 0.6  # APR-P: probability that a batch is amplitude-swapped
+    single_p: float = 0.5  # APR-S: probability of recombining an image with an augmented copy
+    severity: int = 3
+    dims: Literal["chw", "hw"] = "chw"
+    jsd_weight: float = 12.0
+    augmix_severity: int = 3
+    augmix_width: int = 3
+
+
+@dataclass
+class OptimConfig:
+    """SGD (Nesterov) with a multi-step schedule (lr x ``gamma`` at each epoch in ``milestones``), optional
+    linear warm-up; the learning rate is updated every step. ``batch_size`` is global across DDP ranks."""
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    epochs: int = 200
+    milestones: list[int] = field(default_factory=lambda: [60, 120, 160, 190])
+    gamma: float = 0.2
+    warmup_epochs: float = 0.0  # linear warm-up from lr/steps to lr over this many epochs (per step)
+
+
+@dataclass
+class RunConfig:
+    """Everything about how the run executes (section ``train``)."""
+
+    seed: int = 0
+    device: str = "auto"
+    threads: Union[int, None] = None  # torch.set_num_threads for CPU work (None: leave as is)
+    amp: bool = True  # autocast + GradScaler on CUDA; ignored on CPU
+    channels_last: bool = True  # on CUDA
+    deterministic: bool = False  # CUDA: deterministic kernels (bit-for-bit resume on GPU), no cudnn.benchmark
+    compile: bool = False
+    max_steps: Union[int, None] = None  # stop after this many optimizer steps (smoke runs)
+    eval_every: int = 1
+    checkpoint_every_steps: Union[int, None] = None  # extra mid-epoch checkpoints
+    progress: bool = True
+    tensorboard: bool = True
+    out: Union[str, None] = None
+    resume: bool = False
+
+
+@dataclass
+class Config:
+    name: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------- building
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_describe(typing.get_args(tp)[0])}"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` (from YAML or an override) to the annotated type ``tp`` or raise naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except (TypeError, ValueError):
+                continue
+        raise TypeError(f"config key {key!r} must be {_describe(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ValueError(
+                f"config key {key!r} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+                + (nearest_names(value, choices) if isinstance(value, str) else "")
+            )
+        return value
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"config key {key!r} must be {_describe(tp)}, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError(f"config key {key!r} must be a bool (true/false), got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise TypeError(f"config key {key!r} must be an int, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"config key {key!r} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise TypeError(f"config key {key!r} must be a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"config key {key!r}: unsupported type {tp!r}")  # pragma: no cover
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise TypeError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
+    hints = _hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in hints:
+            raise ValueError(
+                f"unknown config key {full!r}{nearest_names(str(key), valid)}; valid keys in "
+                f"{prefix.rstrip('.') or 'the top level'}: {', '.join(valid)}"
+            )
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value or {}, f"{full}.")
+        else:
+            kwargs[key] = _coerce(value, tp, full)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """Build a :class:`Config` from a nested mapping (``base`` must already be resolved)."""
+    data = {k: v for k, v in dict(data).items() if k != "base"}
+    return _build(Config, data, "")
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    import yaml
+
+    path = path.resolve()
+    if path in seen:
+        raise ValueError(f"config inheritance cycle: {' -> '.join(map(str, seen + (path,)))}")
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise TypeError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
+    bases = data.pop("base", None) or []
+    merged: dict[str, Any] = {}
+    for b in [bases] if isinstance(bases, str) else bases:
+        merged = _merge(merged, _read_yaml(path.parent / b, seen + (path,)))
+    return _merge(merged, data)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    import yaml
+
+    if "=" not in item:
+        raise ValueError(f"override {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ValueError(f"override {item!r} has an empty key part; expected section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML, so ``5``, ``true``, ``[1,2]``, ``null``)."""
+    out = copy.deepcopy(dict(data))
+    for item in overrides:
+        parts, value = _parse_override(item)
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ValueError(f"override {item!r}: {p!r} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    validate: bool = True,
+) -> Config:
+    """Read YAML config file(s) (resolving ``base:``; several files merge left to right), apply ``overrides``.
+
+    ``path=None`` starts from the defaults. Raises ``ValueError`` for unknown keys or names (listing the
+    valid ones) and ``TypeError`` for values of the wrong type.
+    """
+    paths = [] if path is None else [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    data: dict[str, Any] = {}
+    for p in paths:
+        data = _merge(data, _read_yaml(Path(p)))
+    if paths and not data.get("name"):
+        data["name"] = "+".join(Path(p).stem for p in paths)
+    cfg = config_from_dict(apply_overrides(data, overrides))
+    if validate:
+        validate_config(cfg)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------- validation
+
+_ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
+
+
+def expand_env(text: str) -> str:
+    """Expand ``$VAR``, ``${VAR}`` and ``${VAR:-default}`` (unset variables without a default stay as written)."""
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(3)
+        value = os.environ.get(name)
+        if value:
+            return value
+        return m.group(2) if m.group(2) is not None else m.group(0)
+
+    return _ENV.sub(sub, text)
+
+
+
+def _check_model_name(name: str) -> None:
+    if ":" in name:
+        source, _, arch = name.partition(":")
+        if source not in ("timm", "torchvision"):
+            raise ValueError(f"model.name {name!r}: the prefix must be 'timm:' or 'torchvision:', got {source!r}:")
+        if source == "timm":
+            import timm
+
+            valid = timm.list_models()
+        else:
+            import torchvision
+
+            valid = torchvision.models.list_models()
+        if arch not in valid:
+            raise ValueError(f"unknown {source} model {arch!r}{nearest_names(arch, valid)}")
+        return
+    from ..models import list_models
+
+    valid = list(list_models())
+    if name not in valid:
+        raise ValueError(
+            f"unknown model.name {name!r}{nearest_names(name, valid)}; valid models: {', '.join(valid)} "
+            "(or timm:NAME / torchvision:NAME)"
+        )
+
+
+def validate_config(cfg: Config) -> Config:
+    """Check value ranges and names that the type coercion cannot; return ``cfg`` unchanged."""
+    if not isinstance(cfg, Config):
+        raise TypeError(f"config must be an aprkit.train.Config, got {type(cfg).__name__}")
+    _check_model_name(cfg.model.name)
+    checks = [
+        (cfg.model.num_classes >= 2, "model.num_classes must be >= 2"),
+        (cfg.optim.batch_size >= 1, "optim.batch_size must be >= 1"),
+        (cfg.optim.epochs >= 1, "optim.epochs must be >= 1"),
+        (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (0 <= cfg.optim.momentum < 1, "optim.momentum must be in [0, 1)"),
+        (cfg.optim.weight_decay >= 0, "optim.weight_decay must be >= 0"),
+        (cfg.optim.gamma > 0, "optim.gamma must be > 0"),
+        (cfg.optim.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0"),
+        (list(cfg.optim.milestones) == sorted(cfg.optim.milestones), "optim.milestones must be increasing"),
+        (0 <= cfg.aug.pair_p <= 1 and 0 <= cfg.aug.single_p <= 1, "aug.pair_p and aug.single_p must be in [0, 1]"),
+        (1 <= cfg.aug.severity <= 10 and 1 <= cfg.aug.augmix_severity <= 10, "aug severities must be in 1..10"),
+        (cfg.aug.augmix_width >= 1, "aug.augmix_width must be >= 1"),
+        (cfg.data.limit is None or cfg.data.limit >= 1, "data.limit must be null or >= 1"),
+        (cfg.data.test_limit is None or cfg.data.test_limit >= 1, "data.test_limit must be null or >= 1"),
+        (cfg.data.image_size >= 2 and cfg.data.crop_padding >= 0, "data.image_size >= 2, data.crop_padding >= 0"),
+        (0 <= cfg.data.pad_fill <= 255, "data.pad_fill must be in 0..255"),
+        (cfg.data.num_workers >= 0, "data.num_workers must be >= 0"),
+        (cfg.train.max_steps is None or cfg.train.max_steps >= 1, "train.max_steps must be null or >= 1"),
+        (cfg.train.threads is None or cfg.train.threads >= 1, "train.threads must be null or >= 1"),
+        (cfg.train.eval_every >= 0, "train.eval_every must be >= 0 (0: no evaluation during training)"),
+        (cfg.train.device in ("auto", "cpu", "cuda", "mps") or cfg.train.device.startswith("cuda:"),
+         f"train.device must be auto, cpu, cuda, cuda:N or mps, got {cfg.train.device!r}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    from ..data.registry import parse_spec
+
+    for key, spec in (("data.dataset", cfg.data.dataset), ("data.test_dataset", cfg.data.test_dataset)):
+        if spec is not None:
+            try:
+                parse_spec(expand_env(spec))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{key}: {err}") from None
+    return cfg

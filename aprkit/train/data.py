@@ -1,0 +1,258 @@
+"""Training input pipelines: datasets from the config, per-epoch batch order, and the two input paths.
+
+- ``gpu`` path: uint8 images go to the device as whole batches (the decoded dataset is kept there as one
+  tensor when it fits, ``data.in_memory``); APR-S, random crop, flip and APR-P run batched on the device.
+  Only work that needs per-image CPU code (ImageNet random-resized crops, AugMix) stays in the workers.
+- ``loader`` path: the classic per-image torchvision pipeline in DataLoader workers (APR-S with
+  ``aprkit.augment.APRSingle``, ``RandomCrop``, ``RandomHorizontalFlip``), uint8 batches, float on device.
+
+Batch order comes from ``DistributedSampler(seed=train.seed)`` (also with one process) and every per-image
+random choice from a seed derived from ``(seed, epoch, index)``, so an epoch is a pure function of the
+config: resuming mid-epoch skips the batches already done and draws the same data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .config import Config, expand_env
+from .state import derive_seed
+
+__all__ = ["load_datasets", "SubsetDataset", "SeededTransform", "EpochBatches", "cpu_train_transform", "cpu_test_transform"]
+
+
+class SubsetDataset(Dataset):
+    """``base`` restricted to ``indices`` (keeps ``tensors`` for in-memory pipelines when ``base`` has it)."""
+
+    def __init__(self, base: Dataset, indices: Sequence[int]):
+        self.base, self.indices = base, [int(i) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.base[self.indices[i]]
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.base.tensors  # type: ignore[attr-defined]
+        idx = torch.as_tensor(self.indices)
+        return x[idx], y[idx]
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "tensors" or name.startswith("__"):
+            raise AttributeError(name)
+        base = self.__dict__.get("base")
+        if base is None:
+            raise AttributeError(name)
+        return getattr(base, name)
+
+
+def _subset(ds: Dataset, limit: int | None, seed: int, tag: str) -> Dataset:
+    n = len(ds)  # type: ignore[arg-type]
+    if limit is None or limit >= n:
+        return ds
+    g = torch.Generator().manual_seed(derive_seed(seed, tag) % (1 << 62))
+    return SubsetDataset(ds, torch.randperm(n, generator=g)[:limit].sort().values.tolist())
+
+
+def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
+    """Training and test datasets of ``cfg.data`` (seeded subsets when ``limit``/``test_limit`` are set)."""
+    from ..data import get_dataset
+
+    spec = expand_env(cfg.data.dataset)
+    train = _subset(get_dataset(spec, cfg.data.train_split), cfg.data.limit, cfg.train.seed, "train-subset")
+    test = None
+    if cfg.train.eval_every > 0:
+        tspec = expand_env(cfg.data.test_dataset or cfg.data.dataset)
+        test = _subset(get_dataset(tspec, cfg.data.test_split), cfg.data.test_limit, cfg.train.seed, "test-subset")
+    return train, test
+
+
+# ------------------------------------------------------------------------------------- per-image CPU transforms
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch (CPU), NumPy and Python's ``random`` for the block; restore their states afterwards."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % (1 << 32))
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+class SeededTransform(Dataset):
+    """Apply ``transform`` to each image of ``base`` under a seed derived from ``(seed, epoch, index)``."""
+
+    def __init__(self, base: Dataset, transform: Callable[[torch.Tensor], torch.Tensor] | None, seed: int):
+        self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x, y = self.base[i]
+        if self.transform is not None:
+            with _seeded(derive_seed(self.seed, self.epoch, int(i))):
+                x = self.transform(x)
+        return x, y
+
+
+class _AugMixTriplet:
+    """``x -> stack([x, augmix(x), augmix(x)])`` ``(3, C, H, W)`` uint8 for the JSD loss."""
+
+    def __init__(self, severity: int, width: int):
+        from torchvision.transforms import v2
+
+        self.augmix = v2.AugMix(severity=severity, mixture_width=width, all_ops=False)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x, self.augmix(x), self.augmix(x)])
+
+
+def cpu_train_transform(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The per-image training transform that runs in the DataLoader workers (``None``: nothing to do)."""
+    d, method, gpu = cfg.data, cfg.aug.method, cfg.data.input_path == "gpu"
+    per_image = not gpu or method == "augmix_jsd"  # AugMix has no batched per-image device version
+    if not (d.random_resized_crop or per_image):
+        return None  # everything happens on the device: no torchvision import, no worker work
+    from torchvision.transforms import v2
+
+    steps: list[Callable] = []
+    if per_image and method in ("apr_s", "apr_sp"):
+        from ..augment import APRSingle
+
+        steps.append(APRSingle(p=cfg.aug.single_p, severity=cfg.aug.severity, dims=cfg.aug.dims))
+    if d.random_resized_crop:
+        steps.append(v2.RandomResizedCrop(d.image_size, antialias=True))
+    elif per_image:
+        steps.append(v2.RandomCrop(d.image_size, padding=d.crop_padding, fill=d.pad_fill))
+    if per_image and d.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if method == "augmix_jsd":
+        steps.append(_AugMixTriplet(cfg.aug.augmix_severity, cfg.aug.augmix_width))
+    return v2.Compose(steps)
+
+
+def cpu_test_transform(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Resize + centre crop for test images when ``data.test_resize`` is set, else ``None``."""
+    from torchvision.transforms import v2
+
+    if cfg.data.test_resize is None:
+        return None
+    return v2.Compose([v2.Resize(cfg.data.test_resize, antialias=True), v2.CenterCrop(cfg.data.image_size)])
+
+
+# -------------------------------------------------------------------------------------------- batch iteration
+
+
+def _materialise(ds: Dataset, device: torch.device, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if hasattr(ds, "tensors"):
+        x, y = ds.tensors  # type: ignore[attr-defined]
+        return x.to(device), torch.as_tensor(y, dtype=torch.long).to(device)
+    xs, ys = [], []
+    for x, y in DataLoader(ds, batch_size=512, num_workers=num_workers, shuffle=False):
+        xs.append(x)
+        ys.append(torch.as_tensor(y, dtype=torch.long))
+    return torch.cat(xs).to(device), torch.cat(ys).to(device)
+
+
+def _fits_in_memory(ds: Dataset, cfg: Config) -> bool:
+    if cfg.data.in_memory is not None:
+        return cfg.data.in_memory
+    if cfg.data.random_resized_crop or cfg.data.test_resize is not None or len(ds) == 0:  # type: ignore[arg-type]
+        return False
+    x0, _ = ds[0]
+    if not isinstance(x0, torch.Tensor) or x0.dtype != torch.uint8 or tuple(x0.shape[-2:]) != (cfg.data.image_size,) * 2:
+        return False
+    return len(ds) * x0.numel() <= cfg.data.max_memory_mb * 2**20  # type: ignore[arg-type]
+
+
+class EpochBatches:
+    """Per-rank batches of one epoch as ``(uint8 images on device, int64 labels on device)``.
+
+    ``images`` is ``(B, C, H, W)``, or ``(B, 3, C, H, W)`` for AugMix triplets. With ``shuffle`` the order
+    comes from ``DistributedSampler`` (seeded, ``drop_last``); without, each rank takes ``indices[rank::world]``
+    in order and the last batch may be short (evaluation).
+    """
+
+    def __init__(
+        self,
+        ds: Dataset,
+        cfg: Config,
+        batch_size: int,
+        device: torch.device,
+        *,
+        train: bool,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        self.cfg, self.batch_size, self.device, self.train = cfg, batch_size, device, train
+        self.rank, self.world, self.epoch = rank, world, 0
+        n = len(ds)  # type: ignore[arg-type]
+        if train:
+            self.sampler: DistributedSampler | None = DistributedSampler(
+                ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed, drop_last=True
+            )
+            if len(self.sampler) < batch_size:
+                raise ValueError(
+                    f"the training set has {n} images ({len(self.sampler)} per rank), fewer than one batch of "
+                    f"{batch_size}; lower optim.batch_size or raise data.limit"
+                )
+            transform = cpu_train_transform(cfg)
+        else:
+            self.sampler = None
+            ds = SubsetDataset(ds, range(rank, n, world)) if world > 1 else ds
+            transform = cpu_test_transform(cfg)
+        self.in_memory = transform is None and _fits_in_memory(ds, cfg)
+        if self.in_memory:
+            self.x, self.y = _materialise(ds, device, cfg.data.num_workers)
+        self.items = SeededTransform(ds, transform, cfg.train.seed)
+
+    def __len__(self) -> int:
+        if self.sampler is not None:
+            return len(self.sampler) // self.batch_size
+        return -(-len(self.items) // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        self.items.set_epoch(epoch)
+
+    def _batches(self) -> list[list[int]]:
+        order = list(self.sampler) if self.sampler is not None else list(range(len(self.items)))
+        return [order[i : i + self.batch_size] for i in range(0, len(self) * self.batch_size, self.batch_size)]
+
+    def iterate(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield the batches of the current epoch from batch number ``start`` on."""
+        batches = self._batches()[start:]
+        if self.in_memory:
+            for b in batches:
+                idx = torch.as_tensor(b, device=self.device)
+                yield self.x[idx], self.y[idx]
+            return
+        if not batches:
+            return
+        pin = self.device.type == "cuda"
+        loader = DataLoader(
+            self.items, batch_sampler=batches, num_workers=self.cfg.data.num_workers, pin_memory=pin,
+            persistent_workers=False,
+        )
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=pin), torch.as_tensor(y, dtype=torch.long).to(self.device, non_blocking=pin)

@@ -1,0 +1,79 @@
+"""torchrun integration: process-group set-up from the environment, device choice, small collectives.
+
+Launch with the standard engine, e.g. ``torchrun --nproc_per_node=8 -m aprkit train --config F --out D``
+(multi-node: add ``--nnodes``/``--rdzv_endpoint``). When ``WORLD_SIZE > 1`` the process group is
+initialised from the ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT`` variables torchrun sets (NCCL on
+CUDA, Gloo on CPU); each process uses ``cuda:LOCAL_RANK``. Rank 0 alone logs and writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistInfo", "setup_distributed", "resolve_device", "all_reduce_sum", "barrier", "teardown_distributed"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+    owns_group: bool = False  # whether ``setup_distributed`` created the process group
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else CPU; explicit names are checked."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device={name!r} but CUDA is not available; use 'cpu' or 'auto'")
+        if device.index is None:
+            device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
+def setup_distributed(device_name: str = "auto") -> DistInfo:
+    """Join the torchrun process group when ``WORLD_SIZE > 1`` (or use the existing one); one process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if world <= 1 and not (dist.is_available() and dist.is_initialized()):
+        return DistInfo(0, 1, 0, device)
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not available in this build")
+    owns = False
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", init_method="env://")
+        owns = True
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, owns)
+
+
+def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum ``t`` over ranks (in place; a no-op with one process)."""
+    if info.world > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier(info: DistInfo) -> None:
+    if info.world > 1:
+        dist.barrier()
+
+
+def teardown_distributed(info: DistInfo) -> None:
+    """Destroy the process group if :func:`setup_distributed` created it."""
+    if info.owns_group and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,298 @@
+"""``fit(config) -> dict``: the training loop (SGD Nesterov, multi-step LR, AMP, DDP, resumable checkpoints).
+
+Files under ``train.out`` (rank 0 only; nothing is written when ``out`` is ``None``):
+``config.yaml`` (the resolved config), ``last.pt`` (resumable state, rewritten atomically every epoch and
+every ``checkpoint_every_steps``), ``metrics.csv``/``metrics.json`` (one row per epoch) and ``model.pt``
+(final weights via ``aprkit.models.save_checkpoint``, readable by ``aprkit eval --checkpoint``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .batch_ops import to_float
+from .config import Config, config_from_dict, load_config, validate_config
+from .data import EpochBatches, load_datasets
+from .distributed import DistInfo, all_reduce_sum, barrier, setup_distributed, teardown_distributed
+from .metrics_log import MetricsLogger
+from .recipe import DeviceAugment, method_loss
+from .state import CHECKPOINT_FORMAT, atomic_save, capture_rng, derive_seed, load_train_checkpoint, restore_rng, unwrap_model
+
+__all__ = ["fit", "build_model", "evaluate_accuracy", "lr_factor"]
+
+
+def _as_config(config: Config | str | os.PathLike[str] | Mapping[str, Any], overrides: Sequence[str]) -> Config:
+    if isinstance(config, Config):
+        if overrides:
+            from .config import apply_overrides
+
+            return validate_config(config_from_dict(apply_overrides(config.to_dict(), overrides)))
+        return validate_config(config)
+    if isinstance(config, (str, os.PathLike)):
+        return load_config(config, overrides)
+    if isinstance(config, Mapping):
+        from .config import apply_overrides
+
+        return validate_config(config_from_dict(apply_overrides(config, overrides)))
+    raise TypeError(f"config must be a Config, a YAML path or a mapping, got {type(config).__name__}")
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """The model of ``cfg.model`` in train mode (random init, or weights from ``model.checkpoint``)."""
+    from ..models import load_model
+
+    return load_model(cfg.model.name, num_classes=cfg.model.num_classes, checkpoint=cfg.model.checkpoint).train()
+
+
+@torch.no_grad()
+def evaluate_accuracy(model: nn.Module, batches: EpochBatches, info: DistInfo, *, amp: bool = False,
+                      channels_last: bool = False) -> dict[str, float]:
+    """Clean loss and top-1 accuracy of ``model`` over ``batches`` (summed over DDP ranks)."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=info.device)  # loss, correct, count
+    for x, y in batches.iterate():
+        with torch.autocast(info.device.type, enabled=amp):
+            logits = model(to_float(x, channels_last))
+        sums[0] += F.cross_entropy(logits.float(), y, reduction="sum")
+        sums[1] += (logits.argmax(1) == y).sum()
+        sums[2] += y.numel()
+    all_reduce_sum(sums, info)
+    model.train(was_training)
+    n = max(float(sums[2]), 1.0)
+    return {"test_loss": float(sums[0]) / n, "test_acc": float(sums[1]) / n, "test_n": int(sums[2])}
+
+
+_RESUME_FREE = {"train.out", "train.resume", "train.max_steps", "train.progress", "train.tensorboard", "optim.epochs",
+                "train.eval_every", "train.checkpoint_every_steps", "data.test_limit", "data.num_workers", "name"}
+
+
+def _changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, ignoring those that do not affect the trajectory."""
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        a, b, full = old.get(k), new.get(k), f"{prefix}{k}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            keys += _changed_keys(a, b, f"{full}.")
+        elif a != b and full not in _RESUME_FREE:
+            keys.append(full)
+    return keys
+
+
+def lr_factor(milestones: Sequence[int], gamma: float, warmup_epochs: float, steps_per_epoch: int):
+    """Per-step learning-rate factor: ``gamma ** (#milestones <= epoch)`` times a linear warm-up ramp."""
+    import bisect
+
+    marks, warm = sorted(milestones), max(0.0, warmup_epochs) * steps_per_epoch
+
+    def factor(step: int) -> float:
+        ramp = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+        return ramp * gamma ** bisect.bisect_right(marks, step // steps_per_epoch)
+
+    return factor
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+
+
+def fit(
+    config: Config | str | os.PathLike[str] | Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    *,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool | None = None,
+    datasets: tuple[Any, Any] | None = None,
+) -> dict[str, Any]:
+    """Train the model described by ``config`` and return a summary.
+
+    ``config`` is a :class:`Config`, a YAML path or a mapping; ``overrides`` are ``section.key=value``
+    strings; ``out``/``resume`` override ``train.out``/``train.resume``. ``datasets=(train, test)`` replaces
+    the datasets named in the config (each yielding ``(uint8 (C, H, W), int)``; ``test`` may be ``None``).
+
+    Returns ``{"history": [...rows], "final": last row, "model": trained nn.Module (unwrapped), "out": dir or
+    None, "checkpoint": path of model.pt or None, "global_step": int, "wall_s": float, "config": dict}``.
+    """
+    cfg = _as_config(config, overrides)
+    if out is not None:
+        cfg.train.out = os.fspath(out)
+    if resume is not None:
+        cfg.train.resume = bool(resume)
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)
+    info = setup_distributed(cfg.train.device)
+    try:
+        return _fit(cfg, info, datasets)
+    finally:
+        teardown_distributed(info)
+
+
+def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    dev, tr, seed = info.device, cfg.train, cfg.train.seed
+    out = Path(tr.out) if tr.out else None
+    main = info.is_main
+    if cfg.optim.batch_size % info.world:
+        raise ValueError(f"optim.batch_size {cfg.optim.batch_size} must be divisible by the {info.world} ranks")
+    use_amp = tr.amp and dev.type == "cuda"
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = not tr.deterministic
+        torch.backends.cudnn.deterministic = tr.deterministic
+        if tr.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+    cl = tr.channels_last and dev.type == "cuda"
+
+    _seed_everything(derive_seed(seed, "init") % (1 << 62))
+    model = build_model(cfg).to(dev)
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    train_ds, test_ds = datasets if datasets is not None else load_datasets(cfg)
+    batches = EpochBatches(train_ds, cfg, cfg.optim.batch_size // info.world, dev, train=True, rank=info.rank, world=info.world)
+    test_batches = None
+    if test_ds is not None and tr.eval_every > 0:
+        test_batches = EpochBatches(test_ds, cfg, cfg.data.eval_batch_size, dev, train=False, rank=info.rank, world=info.world)
+
+    o = cfg.optim
+    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
+                                weight_decay=o.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(o.milestones, o.gamma, o.warmup_epochs, len(batches)))
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    generator = torch.Generator(device=dev)
+    aug = DeviceAugment(cfg, dev, generator, channels_last=cl)
+
+    epoch, start_batch, step, history = 0, 0, 0, []
+    accum = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, correct, n of the current epoch
+    ckpt_path = out / "last.pt" if out is not None else None
+    if tr.resume and ckpt_path is not None and ckpt_path.is_file():
+        state = load_train_checkpoint(ckpt_path)
+        unwrap_model(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        epoch, start_batch, step = state["epoch"], state["batch_in_epoch"], state["global_step"]
+        history = [r for r in state["history"] if not r.get("partial")]
+        accum.copy_(state["accum"].to(dev))
+        restore_rng(state["rng"], generator)
+        if main:
+            print(f"resumed from {ckpt_path} at epoch {epoch}, batch {start_batch}, step {step}", file=sys.stderr)
+            changed = _changed_keys(state["config"], cfg.to_dict())
+            if changed:
+                print(f"warning: the config differs from the checkpoint's in {', '.join(changed)}; the resumed run "
+                      "will not match an uninterrupted one", file=sys.stderr)
+    elif tr.resume and main:
+        print(f"no checkpoint at {ckpt_path}; starting a new run", file=sys.stderr)
+
+    if main and out is not None:
+        import yaml
+
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    logger = MetricsLogger(out, enabled=main, tensorboard=tr.tensorboard, history=history)
+
+    net: nn.Module = model
+    if info.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if tr.compile:
+        net = torch.compile(net)  # type: ignore[assignment]
+
+    def save_state(at_epoch: int, at_batch: int, rows: list[dict[str, Any]]) -> None:
+        if not main or ckpt_path is None:
+            return
+        atomic_save({
+            "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": unwrap_model(model).state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "epoch": at_epoch, "batch_in_epoch": at_batch, "global_step": step, "history": rows,
+            "accum": accum.cpu(), "rng": capture_rng(generator),
+            "sampler": {"seed": seed, "epoch": at_epoch, "batch_in_epoch": at_batch, "world": info.world},
+        }, ckpt_path)
+
+    from tqdm.auto import tqdm
+
+    per_epoch = len(batches)
+    last_eval: dict[str, float] = {}
+    stopped = tr.max_steps is not None and step >= tr.max_steps
+    while epoch < o.epochs and not stopped:
+        batches.set_epoch(epoch)
+        net.train()
+        t0, n0 = time.perf_counter(), step
+        bar = tqdm(total=per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{o.epochs}", leave=False,
+                   disable=not (tr.progress and main), dynamic_ncols=True)
+        i = start_batch
+        for xb, yb in batches.iterate(start_batch):
+            generator.manual_seed(derive_seed(seed, info.rank, step) % (1 << 62))
+            x = aug(xb)
+            with torch.autocast(dev.type, enabled=use_amp):
+                loss, logits, labels = method_loss(net, aug, x, yb, cfg.aug.method, cfg.aug.jsd_weight)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            i += 1
+            with torch.no_grad():
+                accum += torch.stack([loss.detach().double() * labels.numel(),
+                                      (logits.argmax(1) == labels).sum().double(),
+                                      torch.tensor(float(labels.numel()), dtype=torch.float64, device=dev)])
+            bar.update(1)
+            if bar.disable is False and step % 20 == 0:
+                bar.set_postfix(loss=f"{float(accum[0] / accum[2]):.3f}", acc=f"{float(accum[1] / accum[2]):.3f}")
+            if tr.max_steps is not None and step >= tr.max_steps:
+                stopped = True
+                break
+            if tr.checkpoint_every_steps and step % tr.checkpoint_every_steps == 0 and i < per_epoch:
+                save_state(epoch, i, logger.history)
+        bar.close()
+        done = i >= per_epoch
+        sums = all_reduce_sum(accum.clone(), info)
+        n = max(float(sums[2]), 1.0)
+        row: dict[str, Any] = {
+            "epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": float(sums[0]) / n, "train_acc": float(sums[1]) / n,
+            "time_s": round(time.perf_counter() - t0, 3),
+            "images_per_s": round((step - n0) * cfg.optim.batch_size / max(time.perf_counter() - t0, 1e-9), 1),
+        }
+        final = epoch + 1 >= o.epochs or stopped
+        if test_batches is not None and ((epoch + 1) % tr.eval_every == 0 or final) and (done or final):
+            last_eval = evaluate_accuracy(unwrap_model(net), test_batches, info, amp=use_amp, channels_last=cl)
+            row.update(last_eval)
+        if done:
+            epoch, start_batch = epoch + 1, 0
+            accum.zero_()
+            logger.log(row)
+            save_state(epoch, 0, logger.history)
+        else:  # stopped by max_steps in the middle of an epoch: keep the position and the running sums
+            row["partial"] = True
+            logger.log(row)
+            save_state(epoch, i, logger.history)
+        if main and tr.progress:
+            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+            print(" ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr)
+    barrier(info)
+
+    ckpt = None
+    plain = unwrap_model(model)
+    if main and out is not None:
+        from ..models import save_checkpoint
+
+        extra = {"config": cfg.to_dict(), "final": logger.history[-1] if logger.history else {}, "global_step": step}
+        ckpt = save_checkpoint(out / "model.pt", plain, arch=cfg.model.name, num_classes=cfg.model.num_classes, extra=extra)
+    logger.close()
+    return {
+        "history": logger.history, "final": logger.history[-1] if logger.history else {}, "model": plain,
+        "out": str(out) if out is not None else None, "checkpoint": str(ckpt) if ckpt is not None else None,
+        "global_step": step, "wall_s": time.perf_counter() - t_start, "config": cfg.to_dict(),
+    }

@@ -1,0 +1,76 @@
+"""Per-epoch training metrics to ``metrics.csv`` and ``metrics.json`` (and TensorBoard when installed).
+
+Both files are rewritten atomically from the full history after every row, so a resumed run that drops
+rows past its checkpoint leaves consistent files. Only the main process (rank 0) writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["MetricsLogger"]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class MetricsLogger:
+    """Collect rows (dicts of scalars) and mirror them to CSV/JSON/TensorBoard under ``out``.
+
+    ``out=None`` or ``enabled=False`` keeps the history in memory only.
+    """
+
+    def __init__(self, out: str | os.PathLike[str] | None, *, enabled: bool = True, tensorboard: bool = True,
+                 history: Sequence[dict[str, Any]] = ()):
+        self.out = Path(out) if out is not None and enabled else None
+        self.history: list[dict[str, Any]] = [dict(r) for r in history]
+        self._tb = None
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+
+                    self._tb = SummaryWriter(log_dir=str(self.out / "tb"))
+                except ImportError:  # tensorboard not installed
+                    self._tb = None
+            if self.history:
+                self._flush()
+
+    def log(self, row: dict[str, Any]) -> None:
+        """Append ``row`` and rewrite the files; TensorBoard gets every numeric field at ``row['step']``."""
+        self.history.append(dict(row))
+        if self.out is None:
+            return
+        self._flush()
+        if self._tb is not None:
+            step = int(row.get("step", len(self.history)))
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("step", "epoch"):
+                    self._tb.add_scalar(key, value, step)
+            self._tb.flush()
+
+    def _flush(self) -> None:
+        assert self.out is not None
+        keys: list[str] = []
+        for row in self.history:
+            keys.extend(k for k in row if k not in keys)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.history)
+        _atomic_write_text(self.out / "metrics.csv", buf.getvalue())
+        _atomic_write_text(self.out / "metrics.json", json.dumps(self.history, indent=1))
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None

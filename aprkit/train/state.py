@@ -1,0 +1,97 @@
+"""Training state on disk: atomic checkpoints, RNG capture/restore and derived per-step seeds.
+
+A resumable checkpoint (``last.pt``) holds the model, optimizer, scheduler and GradScaler states, the
+position in the run (epoch, batch within the epoch, global step), the metric history, and the random state
+of torch (CPU and every CUDA device), NumPy, Python and the training generator. Data order and per-step
+augmentation randomness are derived from ``(seed, epoch, step)`` (:func:`derive_seed`), so a resumed run
+draws exactly what the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "derive_seed",
+    "capture_rng",
+    "restore_rng",
+    "atomic_save",
+    "load_train_checkpoint",
+    "unwrap_model",
+]
+
+CHECKPOINT_FORMAT = "aprkit-train/1"
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed that depends on every part (stable across runs, platforms and processes)."""
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Random states of torch (CPU + all CUDA devices), NumPy, Python and ``generator``."""
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def restore_rng(state: Mapping[str, Any], generator: torch.Generator | None = None) -> None:
+    """Inverse of :func:`capture_rng` (CUDA states are restored only when the device count matches)."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    if generator is not None and state.get("generator") is not None:
+        generator.set_state(state["generator"])
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to ``path + '.tmp'``, flush to disk, then ``os.replace`` (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_train_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a resumable training checkpoint written by ``fit`` (a trusted, locally written file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no training checkpoint to resume from at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an aprkit training checkpoint (format {CHECKPOINT_FORMAT!r})")
+    return state
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DistributedDataParallel and/or ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod  # type: ignore[assignment]
+        else:
+            return model

@@ -1,0 +1,133 @@
+"""Training throughput: APR-SP against the same run without APR, and the device input path against the
+per-image DataLoader path. All figures are measured in one process and printed as ratios.
+
+    python benchmarks/bench_train.py                       # CPU-sized defaults (ResNet-20, synthetic data)
+    python benchmarks/bench_train.py --device cuda --model resnet18 --batch-size 128 --steps 100 \
+        --dataset cifar10:../shared/data/cifar10 --workers 8
+
+Rows:
+- ``images/s`` of full training epochs (``aprkit.train.fit``, second epoch, so start-up is excluded) for
+  ``standard`` (crop + flip), ``apr_sp`` (APR-S + crop + flip, CE(x) + CE(APR-P(x)): two forward passes'
+  worth of images per step) on the device path, and both methods on the per-image ``loader`` path.
+- ``augmentation share``: the time of the device augmentation alone (APR-S batch + crop + flip + APR-P)
+  as a fraction of one APR-SP training step (the goal on GPU is under 5%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def epoch_throughput(args: argparse.Namespace, method: str, path: str) -> float:
+    """Images/s of the second of two training epochs of ``args.steps`` steps each."""
+    from aprkit.train import fit
+
+    overrides = [
+        f"model.name={args.model}", f"data.dataset={args.dataset}", f"data.limit={args.steps * args.batch_size}",
+        f"optim.batch_size={args.batch_size}", "optim.epochs=2", "optim.milestones=[]", f"aug.method={method}",
+        f"data.input_path={path}", f"data.num_workers={args.workers}", "train.eval_every=0", "train.progress=false",
+        f"train.device={args.device}", f"data.image_size={args.image_size}",
+    ]
+    if args.threads:
+        overrides.append(f"train.threads={args.threads}")
+    result = fit({}, overrides)
+    return float(result["history"][-1]["images_per_s"])
+
+
+def augmentation_share(args: argparse.Namespace) -> dict[str, float]:
+    """Seconds per step of the device augmentation of APR-SP vs a whole APR-SP step (same batch)."""
+    from aprkit.models import create_model
+    from aprkit.train.config import load_config
+    from aprkit.train.distributed import resolve_device
+    from aprkit.train.recipe import DeviceAugment, method_loss
+
+    device = resolve_device(args.device)
+    cfg = load_config(None, ["aug.method=apr_sp", f"model.name={args.model}", f"data.image_size={args.image_size}"])
+    gen = torch.Generator(device=device)
+    cl = device.type == "cuda"
+    aug = DeviceAugment(cfg, device, gen, channels_last=cl)
+    model = create_model(args.model, num_classes=10).to(device).train()
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    scaler = torch.amp.GradScaler("cuda", enabled=cl)
+    x8 = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size), dtype=torch.uint8, device=device)
+    y = torch.randint(0, 10, (args.batch_size,), device=device)
+
+    def aug_only() -> None:
+        x = aug(x8)
+        aug.pair(x, y)
+
+    def step() -> None:
+        x = aug(x8)
+        with torch.autocast(device.type, enabled=cl):
+            loss, _, _ = method_loss(model, aug, x, y, "apr_sp")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    def timed(fn, n: int) -> float:
+        for _ in range(2):
+            fn()
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        _sync(device)
+        return (time.perf_counter() - t) / n
+
+    n = max(3, args.steps // 2)
+    t_aug, t_step = timed(aug_only, n), timed(step, n)
+    return {"aug_s_per_step": t_aug, "apr_sp_step_s": t_step, "aug_share": t_aug / t_step}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--dataset", default="synthetic:4096")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=6, help="training steps per epoch")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = p.parse_args()
+
+    rows = {}
+    for method in ("standard", "apr_sp"):
+        for path in ("gpu", "loader"):
+            rows[f"{method}/{path}"] = epoch_throughput(args, method, path)
+    share = augmentation_share(args)
+    out = {
+        "images_per_s": rows,
+        "apr_sp_vs_standard_gpu_path": rows["apr_sp/gpu"] / rows["standard/gpu"],
+        "gpu_path_vs_loader_path_standard": rows["standard/gpu"] / rows["standard/loader"],
+        "gpu_path_vs_loader_path_apr_sp": rows["apr_sp/gpu"] / rows["apr_sp/loader"],
+        **share,
+    }
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return
+    print(f"device={args.device} model={args.model} batch={args.batch_size} dataset={args.dataset}")
+    for key, value in rows.items():
+        print(f"  {key:18s} {value:10.1f} images/s")
+    print(f"  APR-SP / standard (device path, images/s)        {out['apr_sp_vs_standard_gpu_path']:.3f}")
+    print(f"  device path / per-image loader path, standard     {out['gpu_path_vs_loader_path_standard']:.3f}")
+    print(f"  device path / per-image loader path, APR-SP       {out['gpu_path_vs_loader_path_apr_sp']:.3f}")
+    print(f"  APR-SP augmentation share of a step               {share['aug_share']:.3%} "
+          f"({share['aug_s_per_step'] * 1e3:.2f} ms of {share['apr_sp_step_s'] * 1e3:.2f} ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Training loop: loss goes down, bit-for-bit resume, every method and input path runs, checkpoints load."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+from torch import nn
+
+from aprkit.models import register_model
+from aprkit.train import fit, jsd_loss, random_crop, random_hflip
+from conftest import natural_images
+
+
+
+def _has_augment() -> bool:
+    try:
+        mod = importlib.import_module("aprkit.augment")
+    except ImportError:
+        return False
+    return all(hasattr(mod, n) for n in ("APRPair", "APRSingle", "APRSingleBatch"))
+
+
+HAS_AUGMENT = _has_augment()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models on a shared CPU run far faster single-threaded (no oversubscription)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@register_model("_tiny_test_cnn")
+def _tiny_test_cnn(num_classes: int = 10) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveMaxPool2d(4),
+                         nn.Flatten(), nn.Linear(16 * 4 * 4, num_classes))
+
+
+class _Images(torch.utils.data.Dataset):
+    """Generated uint8 images with labels; ``tensors`` enables the in-memory device path."""
+
+    def __init__(self, n: int, size: int = 16, seed: int = 0, with_tensors: bool = True):
+        self.x, self.y = natural_images(n, size=size, seed=seed), torch.arange(n) % 4
+        if with_tensors:
+            self.tensors = (self.x, self.y)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], int(self.y[i])
+
+
+def _config(**sections) -> dict:
+    cfg = {
+        "model": {"name": "_tiny_test_cnn", "num_classes": 4},
+        "data": {"image_size": 16, "crop_padding": 2, "num_workers": 0, "eval_batch_size": 64},
+        "optim": {"batch_size": 8, "epochs": 3, "lr": 0.05, "milestones": [2]},
+        "train": {"progress": False, "tensorboard": False},
+    }
+    for key, values in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **values}
+    return cfg
+
+
+def test_batch_ops_shapes_determinism_and_identity(images_u8):
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    a = random_crop(images_u8, 32, padding=4, generator=g())
+    assert a.shape == images_u8.shape and a.dtype == torch.uint8
+    assert torch.equal(a, random_crop(images_u8, 32, padding=4, generator=g()))
+    assert torch.equal(random_crop(images_u8, 32, padding=0, generator=g()), images_u8)
+    f = random_hflip(images_u8.float(), p=1.0, generator=g())
+    assert torch.equal(f, images_u8.float().flip(-1))
+    with pytest.raises(ValueError, match="larger than the padded image"):
+        random_crop(images_u8, 48, padding=4)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        random_crop(images_u8.numpy(), 32)
+
+
+def test_jsd_is_zero_for_identical_predictions():
+    z = torch.randn(5, 7)
+    assert float(jsd_loss(z, z, z)) == pytest.approx(0.0, abs=1e-6)
+    assert float(jsd_loss(z, -z, z)) > 0
+
+
+def test_smoke_run_lowers_the_loss_on_a_fixed_batch():
+    ds = _Images(16)
+    cfg = _config(data={"crop_padding": 0, "hflip": False}, optim={"batch_size": 16, "epochs": 20, "lr": 0.05,
+                                                                     "milestones": []},
+                  train={"eval_every": 0})
+    result = fit(cfg, datasets=(ds, None))
+    losses = [row["train_loss"] for row in result["history"]]
+    assert len(losses) == 20 and result["global_step"] == 20
+    assert losses[-1] < 0.5 * losses[0]
+
+
+RESUME_CASES = [("standard", "gpu")] + ([("apr_sp", "gpu"), ("apr_sp", "loader")] if HAS_AUGMENT else [])
+
+
+@pytest.mark.parametrize("method,path", RESUME_CASES)
+def test_resume_after_interruption_is_bit_for_bit(tmp_path, method, path):
+    ds, test = _Images(40), _Images(16, seed=5)
+    cfg = _config(aug={"method": method}, data={"input_path": path})
+    full = fit(cfg, out=tmp_path / "full", datasets=(ds, test))  # 3 epochs x 5 steps
+    part = tmp_path / "part"
+    first = fit(cfg, ["train.max_steps=7"], out=part, datasets=(ds, test))  # stops inside epoch 2
+    assert first["global_step"] == 7 and first["history"][-1]["partial"]
+    resumed = fit(cfg, out=part, resume=True, datasets=(ds, test))
+    assert resumed["global_step"] == full["global_step"] == 15
+    sa, sb = full["model"].state_dict(), resumed["model"].state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("time_s", "images_per_s")} for r in rows]  # noqa: E731
+    assert strip(resumed["history"]) == strip(full["history"])
+    assert (part / "metrics.csv").read_text().count("\n") == 4  # header + 3 epochs, the partial row dropped
+
+
+def test_outputs_and_checkpoint_read_by_load_model(tmp_path):
+    from aprkit.models import load_model
+
+    ds = _Images(24)
+    result = fit(_config(optim={"epochs": 1}), out=tmp_path, datasets=(ds, ds))
+    for name in ("config.yaml", "last.pt", "metrics.csv", "metrics.json", "model.pt"):
+        assert (tmp_path / name).is_file(), name
+    assert not list(tmp_path.glob("*.tmp"))
+    model = load_model(tmp_path / "model.pt")
+    x = ds.x[:4].float() / 255
+    assert torch.allclose(model(x), result["model"].eval()(x))
+    assert 0.0 <= result["final"]["test_acc"] <= 1.0
+
+
+@pytest.mark.parametrize("path", ["gpu", "loader"])
+@pytest.mark.parametrize("with_tensors", [True, False])
+def test_input_paths_run(path, with_tensors):
+    ds = _Images(16, with_tensors=with_tensors)
+    res = fit(_config(data={"input_path": path}), ["optim.epochs=1"], datasets=(ds, ds))
+    assert res["global_step"] == 2 and res["final"]["test_n"] == 16
+
+
+def test_augmix_jsd_runs():
+    ds = _Images(16)
+    res = fit(_config(aug={"method": "augmix_jsd"}), ["optim.epochs=1"], datasets=(ds, None))
+    assert res["global_step"] == 2 and res["final"]["train_loss"] > 0
+
+
+@pytest.mark.skipif(not HAS_AUGMENT, reason="aprkit.augment (APRPair/APRSingle/APRSingleBatch) not available")
+@pytest.mark.parametrize("method", ["apr_p", "apr_s", "apr_sp"])
+@pytest.mark.parametrize("path", ["gpu", "loader"])
+def test_apr_methods_run_and_are_deterministic(method, path):
+    ds = _Images(16)
+    cfg = _config(aug={"method": method, "pair_p": 1.0, "single_p": 1.0}, data={"input_path": path})
+    a = fit(cfg, ["optim.epochs=1"], datasets=(ds, None))
+    b = fit(cfg, ["optim.epochs=1"], datasets=(ds, None))
+    assert a["global_step"] == 2
+    sa, sb = a["model"].state_dict(), b["model"].state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_too_small_dataset_and_bad_config():
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        fit(_config(optim={"batch_size": 64}), datasets=(_Images(8), None))
+    with pytest.raises(TypeError, match="config must be"):
+        fit(42)  # type: ignore[arg-type]
+
+
+def test_cli_train_on_synthetic_data(tmp_path, capsys):
+    from aprkit.cli import main
+
+    rc = main(["train", "--out", str(tmp_path), "--set", "model.name=_tiny_test_cnn", "data.dataset=synthetic:64",
+               "optim.batch_size=16", "optim.epochs=1", "data.test_limit=32", "data.num_workers=0",
+               "train.progress=false", "train.max_steps=2"])
+    assert rc == 0
+    assert (tmp_path / "model.pt").is_file()
+    assert main(["train", "--set", "optim.learning_rate=1"]) == 2
+    assert "valid keys in optim" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_two_cpu_processes(tmp_path):
+    """Two gloo ranks through torchrun: sharded data, summed metrics, rank-0 files only."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "aprkit",
+           "train", "--out", str(tmp_path), "--set", "model.name=resnet20", "data.dataset=synthetic:64",
+           "data.test_limit=30", "optim.batch_size=16", "optim.epochs=2", "data.num_workers=0", "train.threads=1",
+           "train.progress=false", "train.device=cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "metrics.json").read_text())
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["step"] == 8  # 64 images / 16 per step, 2 epochs
+    assert rows[-1]["test_n"] == 30
+    assert (tmp_path / "model.pt").is_file()
+
+
+def test_lr_schedule_multistep_and_warmup():
+    from aprkit.train.loop import lr_factor
+
+    f = lr_factor([2, 4], 0.2, 0.0, steps_per_epoch=10)
+    assert [f(s) for s in (0, 19, 20, 39, 40, 99)] == pytest.approx([1, 1, 0.2, 0.2, 0.04, 0.04])
+    w = lr_factor([2], 0.1, 0.5, steps_per_epoch=10)  # 5 warm-up steps
+    assert [w(s) for s in (0, 4, 5, 20)] == pytest.approx([0.2, 1.0, 1.0, 0.1])
+
+
+@pytest.mark.skipif(not HAS_AUGMENT, reason="aprkit.augment not available")
+def test_shipped_recipe_runs_as_a_smoke_run(tmp_path):
+    from pathlib import Path
+
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "train" / "cifar10_allconv_apr_sp.yaml"
+    res = fit(cfg, ["data.dataset=synthetic:64", "data.test_limit=16", "train.max_steps=2", "optim.batch_size=16",
+                    "data.num_workers=0", "train.progress=false"], out=tmp_path)
+    assert res["global_step"] == 2 and res["config"]["aug"]["method"] == "apr_sp"
+    assert res["config"]["optim"]["milestones"] == [60, 120, 160, 190]

@@ -1,0 +1,95 @@
+"""Training configs: YAML + base inheritance, overrides with type coercion, validation errors, shipped recipes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aprkit.train.config import Config, apply_overrides, config_from_dict, load_config, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs" / "train").glob("*.yaml"))
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_validate():
+    cfg = load_config(None)
+    assert isinstance(cfg, Config)
+    assert cfg.optim.nesterov and cfg.optim.milestones == [60, 120, 160, 190]
+
+
+def test_base_inheritance_and_overrides(tmp_path):
+    _write(tmp_path, "base.yaml", "model: {name: resnet20}\noptim: {lr: 0.1, epochs: 200}\n")
+    child = _write(tmp_path, "child.yaml", "base: base.yaml\noptim: {epochs: 3}\naug: {method: apr_sp}\n")
+    cfg = load_config(child, ["optim.lr=0.05", "train.max_steps=5", "data.limit=256", "optim.milestones=[1,2]",
+                              "train.amp=false", "data.test_limit=null"])
+    assert cfg.name == "child"
+    assert cfg.optim.epochs == 3 and cfg.optim.lr == 0.05 and cfg.aug.method == "apr_sp"
+    assert cfg.train.max_steps == 5 and isinstance(cfg.train.max_steps, int)
+    assert cfg.data.limit == 256 and cfg.optim.milestones == [1, 2] and cfg.train.amp is False
+    assert cfg.data.test_limit is None
+
+
+def test_type_coercion():
+    cfg = config_from_dict(apply_overrides({}, ["optim.lr=1", "optim.epochs=2.0", "model.name=resnet20"]))
+    assert isinstance(cfg.optim.lr, float) and cfg.optim.epochs == 2 and isinstance(cfg.optim.epochs, int)
+    with pytest.raises(TypeError, match="optim.epochs.*int"):
+        config_from_dict(apply_overrides({}, ["optim.epochs=2.5"]))
+    with pytest.raises(TypeError, match="train.amp.*bool"):
+        config_from_dict(apply_overrides({}, ["train.amp=maybe"]))
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    path = _write(tmp_path, "bad.yaml", "optim: {learning_rate: 0.1}\n")
+    with pytest.raises(ValueError, match=r"unknown config key 'optim.learning_rate'.*valid keys in optim: lr, momentum"):
+        load_config(path)
+    with pytest.raises(ValueError, match=r"unknown config key 'optimizer'.*did you mean 'optim'.*model, data, aug, optim, train"):
+        load_config(None, ["optimizer.lr=0.1"])
+
+
+def test_unknown_choice_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"aug.method.*'standard', 'apr_p', 'apr_s', 'apr_sp', 'augmix_jsd'.*did you mean 'apr_sp'"):
+        load_config(None, ["aug.method=apr-sp"])
+
+
+def test_unknown_model_lists_valid_models():
+    with pytest.raises(ValueError, match=r"unknown model.name 'resnet21'.*valid models: .*resnet20.*wrn40_2"):
+        load_config(None, ["model.name=resnet21"])
+    with pytest.raises(ValueError, match="prefix must be 'timm:' or 'torchvision:'"):
+        load_config(None, ["model.name=keras:resnet"])
+
+
+def test_bad_values_and_files(tmp_path):
+    with pytest.raises(ValueError, match="milestones must be increasing"):
+        load_config(None, ["optim.milestones=[3,1]"])
+    with pytest.raises(ValueError, match="override 'optim.lr' must look like"):
+        load_config(None, ["optim.lr"])
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "missing.yaml")
+    cyc = _write(tmp_path, "a.yaml", "base: a.yaml\n")
+    with pytest.raises(ValueError, match="cycle"):
+        load_config(cyc)
+    with pytest.raises(TypeError, match="Config"):
+        validate_config({"model": {}})
+
+
+def test_configs_directory_is_complete():
+    names = {p.stem for p in CONFIGS}
+    for ds in ("cifar10", "cifar100"):
+        for arch in ("wrn40_2", "resnet18", "allconv", "densenet_bc", "resnext29"):
+            for method in ("standard", "apr_p", "apr_s", "apr_sp"):
+                assert f"{ds}_{arch}_{method}" in names
+    assert {"cifar10_wrn40_2_augmix_jsd", "imagenet_resnet50"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_parses(path):
+    validate_config(load_config(path, validate=False))
+    smoke = load_config(path, ["train.max_steps=5", "data.limit=256"], validate=False)
+    assert smoke.train.max_steps == 5 and smoke.data.limit == 256
