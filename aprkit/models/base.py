@@ -1,0 +1,110 @@
+"""The model convention every aprkit module relies on, and the shared base class.
+
+aprkit models take **float images in [0, 1]** of shape ``(B, C, H, W)`` and normalise inside
+(per-channel ``mean``/``std`` held as non-persistent buffers, so state_dicts stay identical to the
+reference implementations). Every model exposes
+
+- ``forward_features(x) -> (B, D)``: penultimate pooled features (input normalised inside),
+- ``forward_head(features) -> (B, num_classes)``: the classifier on those features,
+- ``num_classes`` (int) and ``input_size`` (``(C, H, W)`` of its native resolution).
+
+``forward(x) == forward_head(forward_features(x))``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "HALF_MEAN",
+    "HALF_STD",
+    "NO_MEAN",
+    "NO_STD",
+    "ImageClassifier",
+    "as_stats",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+#: the ``[-1, 1]`` scaling of AugMix's CIFAR models (``Normalize([0.5]*3, [0.5]*3)``)
+HALF_MEAN = (0.5, 0.5, 0.5)
+HALF_STD = (0.5, 0.5, 0.5)
+#: identity normalisation (the model sees [0, 1] pixels)
+NO_MEAN = (0.0, 0.0, 0.0)
+NO_STD = (1.0, 1.0, 1.0)
+
+
+def as_stats(values: Sequence[float] | torch.Tensor | None, default: Sequence[float], name: str) -> torch.Tensor:
+    """Validate per-channel statistics and return them as a float32 tensor of shape ``(C, 1, 1)``."""
+    if values is None:
+        values = default
+    t = torch.as_tensor(values, dtype=torch.float32).flatten().clone()
+    if t.numel() == 0 or not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be a non-empty sequence of finite per-channel floats, got {values!r}")
+    if name.endswith("std") and bool((t <= 0).any()):
+        raise ValueError(f"{name} must be strictly positive per channel, got {values!r}")
+    return t.view(-1, 1, 1)
+
+
+class ImageClassifier(nn.Module):
+    """Base class: input normalisation + ``forward_features``/``forward_head`` split.
+
+    Subclasses implement ``_features(x)`` (on the normalised input, returning ``(B, D)``) and
+    ``forward_head``; they set ``num_classes``, ``input_size`` and ``num_features``.
+    """
+
+    num_classes: int
+    input_size: tuple[int, int, int]
+    num_features: int
+
+    def __init__(
+        self,
+        mean: Sequence[float] | None,
+        std: Sequence[float] | None,
+        *,
+        default_mean: Sequence[float] = IMAGENET_MEAN,
+        default_std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        m = as_stats(mean, default_mean, "mean")
+        s = as_stats(std, default_std, "std")
+        if m.numel() != s.numel():
+            raise ValueError(f"mean and std must have the same number of channels, got {m.numel()} and {s.numel()}")
+        self.register_buffer("mean", m, persistent=False)
+        self.register_buffer("std", s, persistent=False)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / std`` for float images ``(B, C, H, W)`` in [0, 1]; uint8 is rejected."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            what = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            raise TypeError(f"aprkit models take float images in [0, 1] of shape (B, C, H, W), got {what}")
+        if x.ndim != 4:
+            raise ValueError(f"aprkit models take images of shape (B, C, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.mean.shape[0]:
+            raise ValueError(
+                f"{type(self).__name__} expects {self.mean.shape[0]} input channels, got shape {tuple(x.shape)}"
+            )
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate pooled features ``(B, num_features)`` of images ``(B, C, H, W)`` in [0, 1]."""
+        return self._features(self.normalize(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` of images ``(B, C, H, W)`` in [0, 1]."""
+        return self.forward_head(self.forward_features(x))

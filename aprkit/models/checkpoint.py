@@ -1,0 +1,273 @@
+"""Checkpoints: ``save_checkpoint`` (atomic) and ``load_model`` (one entry point for every model spec).
+
+An aprkit checkpoint is a ``torch.save``d dict::
+
+    {"format": "aprkit", "arch": str, "num_classes": int, "kwargs": dict, "mean": [..], "std": [..],
+     "state_dict": {...}, "aprkit_version": str, "extra": Any}
+
+``arch`` is a registered aprkit name or a foreign spec (``timm:<name>``, ``torchvision:<name>``).
+``load_model`` also reads the legacy ``pytorch_resnet_cifar10`` files (``{"state_dict", "best_prec1"}``
+with ``module.``-prefixed keys; arch inferred from ``resnet20/32/44/56/110`` in the file name), bare
+state_dicts, and dicts with the weights under ``state_dict``/``model``/``model_state_dict``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .normalize import Normalize, find_classifier, unwrap_model
+from .registry import create_model, is_model, list_models
+
+__all__ = ["save_checkpoint", "load_model", "read_checkpoint", "extract_state_dict", "load_state_dict_into"]
+
+_FOREIGN_PREFIXES = ("timm:", "torchvision:", "robustbench:")
+_PREFIXES = ("module.", "_orig_mod.")
+_LEGACY_ARCH = re.compile(r"resnet(20|32|44|56|110)(?!\d)", re.IGNORECASE)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    extra: Any = None,
+) -> Path:
+    """Write ``model``'s weights and how to rebuild it to ``path`` atomically (``*.tmp`` then rename).
+
+    ``arch``/``num_classes`` default to what ``create_model``/``load_model`` recorded on the model.
+    DDP/DataParallel/``torch.compile`` wrappers are stripped. Returns the path written.
+    """
+    from .. import __version__
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    model = unwrap_model(model)
+    arch = arch if arch is not None else getattr(model, "aprkit_arch", None)
+    if not isinstance(arch, str) or not (is_model(arch) or arch.startswith(_FOREIGN_PREFIXES)):
+        raise ValueError(
+            f"arch must be a registered aprkit model or 'timm:<name>'/'torchvision:<name>', got {arch!r}; "
+            f"registered: {', '.join(list_models())}"
+        )
+    num_classes = num_classes if num_classes is not None else getattr(model, "num_classes", None)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    payload: dict[str, Any] = {
+        "format": "aprkit",
+        "arch": arch,
+        "num_classes": num_classes,
+        "kwargs": dict(getattr(model, "aprkit_kwargs", {}) or {}),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "aprkit_version": __version__,
+        "extra": extra,
+    }
+    for name in ("mean", "std"):
+        buf = getattr(model, name, None)
+        if isinstance(buf, torch.Tensor):
+            payload[name] = buf.detach().cpu().flatten().tolist()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, *, weights_only: bool = True) -> Any:
+    """``torch.load`` on the CPU with a clear error for a missing or untrusted file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as e:  # pickle.UnpicklingError and friends
+        if weights_only and "weights_only" in str(e):
+            raise ValueError(
+                f"{path} contains pickled objects beyond tensors and plain containers; if you trust the file, "
+                "pass weights_only=False to load it"
+            ) from e
+        raise
+
+
+def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
+    """The tensor state_dict inside a loaded checkpoint, with ``module.``/``_orig_mod.`` prefixes removed."""
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict", "model", "state_dict_ema"):
+            inner = obj.get(key)
+            if isinstance(inner, (Mapping, nn.Module)):
+                return extract_state_dict(inner)
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(
+            "checkpoint holds no state_dict: expected a mapping of parameter names to tensors, or a dict with "
+            "one under 'state_dict' / 'model' / 'model_state_dict'"
+        )
+    out: dict[str, torch.Tensor] = {}
+    for k, v in obj.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in _PREFIXES:
+                if k.startswith(p):
+                    k, changed = k[len(p):], True
+        out[k] = v
+    return out
+
+
+def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, drop_head: bool = False) -> None:
+    """Load strictly into ``model`` (or into ``model.inner`` for a ``Normalize`` wrapper and plain keys).
+
+    With ``drop_head`` the classifier weights are skipped when their shape differs (fine-tuning with a
+    new number of classes); every other missing or unexpected key raises ``ValueError``.
+    """
+    target = model
+    if isinstance(model, Normalize) and not any(k.startswith("model.") for k in state_dict):
+        target = model.inner
+    sd = dict(state_dict)
+    own = target.state_dict()
+    skipped: list[str] = []
+    if drop_head:
+        head = find_classifier(target)
+        head_names = {f"{n}.{p}" for n, m in target.named_modules() if m is head for p in ("weight", "bias")}
+        for k in head_names & set(sd):
+            if k in own and own[k].shape != sd[k].shape:
+                skipped.append(k)
+                del sd[k]
+    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in sd if k in own and own[k].shape != sd[k].shape]
+    # pre-1.0 PyTorch files lack BN's num_batches_tracked; BatchNorm fills it in itself
+    missing = [k for k in own if k not in sd and k not in skipped and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in own]
+    if mismatched or missing or unexpected:
+        parts = []
+        for label, keys in (("shape mismatch", mismatched), ("missing", missing), ("unexpected", unexpected)):
+            if keys:
+                parts.append(f"{label} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}")
+        raise ValueError(f"checkpoint does not match {type(target).__name__}: " + "; ".join(parts))
+    target.load_state_dict(sd, strict=False)
+
+
+def _num_classes_of(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> int | None:
+    head = find_classifier(model)
+    for name, m in model.named_modules():
+        if m is head and f"{name}.weight" in state_dict:
+            return int(state_dict[f"{name}.weight"].shape[0])
+    return None
+
+
+def _build_arch(arch: str, num_classes: int | None, kwargs: dict, checkpoint_num_classes: int | None) -> nn.Module:
+    n = num_classes if num_classes is not None else checkpoint_num_classes
+    if arch.startswith(_FOREIGN_PREFIXES):
+        from .foreign import create_foreign
+
+        return create_foreign(arch, num_classes=n, **kwargs)
+    return create_model(arch, num_classes=n if n is not None else 10, **kwargs)
+
+
+def _load_aprkit_arch(arch: str, num_classes: int | None, path: str | os.PathLike | None, weights_only: bool,
+                      kwargs: dict) -> nn.Module:
+    if path is None:
+        return create_model(arch, num_classes=num_classes if num_classes is not None else 10, **kwargs)
+    obj = read_checkpoint(path, weights_only=weights_only)
+    if isinstance(obj, Mapping) and obj.get("format") == "aprkit":
+        return _from_aprkit(obj, num_classes, kwargs, expected_arch=arch)
+    sd = extract_state_dict(obj)
+    model = create_model(arch, num_classes=10, **kwargs)
+    n = num_classes if num_classes is not None else _num_classes_of(sd, model)
+    if n is not None and n != 10:
+        model = create_model(arch, num_classes=n, **kwargs)
+    load_state_dict_into(model, sd)
+    return model
+
+
+def _from_aprkit(obj: Mapping[str, Any], num_classes: int | None, kwargs: dict, expected_arch: str | None = None) -> nn.Module:
+    arch = obj["arch"]
+    if expected_arch is not None and expected_arch.lower() != str(arch).lower():
+        raise ValueError(f"checkpoint holds a {arch!r} model, not {expected_arch!r}")
+    kw = {**dict(obj.get("kwargs") or {}), **kwargs}
+    model = _build_arch(arch, num_classes, kw, obj.get("num_classes"))
+    load_state_dict_into(model, extract_state_dict(obj), drop_head=num_classes not in (None, obj.get("num_classes")))
+    for name in ("mean", "std"):
+        buf = getattr(model, name, None)
+        if name in obj and isinstance(buf, torch.Tensor) and buf.numel() == len(obj[name]):
+            buf.copy_(torch.as_tensor(obj[name], dtype=buf.dtype).view_as(buf))
+    model.aprkit_arch = arch
+    model.aprkit_kwargs = kw
+    return model
+
+
+def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: dict) -> nn.Module:
+    obj = read_checkpoint(path, weights_only=weights_only)
+    if isinstance(obj, nn.Module):
+        return obj
+    if isinstance(obj, Mapping) and obj.get("format") == "aprkit":
+        return _from_aprkit(obj, num_classes, kwargs)
+    match = _LEGACY_ARCH.search(path.name)
+    if match is None:
+        raise ValueError(
+            f"cannot tell the architecture of {path}: it is not an aprkit checkpoint and its name contains none of "
+            f"resnet20/32/44/56/110; pass the architecture, e.g. load_model('resnet20', checkpoint='{path}')"
+        )
+    return _load_aprkit_arch(f"resnet{match.group(1)}", num_classes, path, weights_only, kwargs)
+
+
+def load_model(
+    spec: nn.Module | str | os.PathLike,
+    num_classes: int | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    weights_only: bool = True,
+    **kwargs: Any,
+) -> nn.Module:
+    """Any model spec -> an ``nn.Module`` in eval mode on ``device`` taking float images in [0, 1].
+
+    ``spec`` is an ``nn.Module`` (returned as is), an aprkit architecture name (``"resnet20"``; weights
+    from ``checkpoint``, random otherwise), a path to an aprkit or legacy ``pytorch_resnet_cifar10``
+    checkpoint, ``"timm:<name>"`` / ``"torchvision:<name>"`` (weights only from a local ``checkpoint``;
+    never downloaded; wrapped in ``Normalize``) or ``"robustbench:[<dataset>/<threat>/]<name>"``
+    (``model_dir=`` or ``checkpoint=`` a local model directory; needs the optional robustbench package).
+    Extra keyword arguments go to the model builder.
+    """
+    if isinstance(spec, nn.Module):
+        model = spec
+    elif isinstance(spec, (str, os.PathLike)):
+        text = os.fspath(spec)
+        if text.startswith(_FOREIGN_PREFIXES):
+            from .foreign import create_foreign
+
+            if checkpoint is not None and not text.startswith("robustbench:"):
+                obj = read_checkpoint(checkpoint, weights_only=weights_only)
+                if isinstance(obj, Mapping) and obj.get("format") == "aprkit":
+                    model = _from_aprkit(obj, num_classes, kwargs, expected_arch=text)
+                else:
+                    model = create_foreign(text, num_classes=num_classes, state_dict=extract_state_dict(obj), **kwargs)
+            else:
+                model = create_foreign(text, num_classes=num_classes, checkpoint=checkpoint, **kwargs)
+        elif re.match(r"^[A-Za-z][\w.-]+:", text) and not Path(text).exists():
+            lib = text.split(":", 1)[0]
+            raise ValueError(f"unknown model library {lib!r} in {text!r}; expected 'timm:', 'torchvision:' or 'robustbench:'")
+        elif is_model(text):
+            model = _load_aprkit_arch(text, num_classes, checkpoint, weights_only, kwargs)
+        elif Path(text).is_file():
+            if checkpoint is not None:
+                raise ValueError("give either a checkpoint path as spec or checkpoint=, not both")
+            model = _load_file(Path(text), num_classes, weights_only, kwargs)
+        else:
+            from .._checks import nearest_names
+
+            valid = list_models()
+            raise ValueError(
+                f"unknown model spec {text!r}{nearest_names(text.lower(), valid)}: expected an aprkit architecture "
+                f"({', '.join(valid)}), an existing checkpoint file, or 'timm:<name>' / 'torchvision:<name>' / "
+                "'robustbench:<name>'"
+            )
+    else:
+        raise TypeError(f"spec must be an nn.Module, a model name or a checkpoint path, got {type(spec).__name__}")
+    return model.to(device).eval()

@@ -1,0 +1,148 @@
+"""``Normalize``: give a foreign model (timm, torchvision, robustbench, your own) the aprkit convention.
+
+The wrapper takes float images in [0, 1], normalises them with per-channel ``mean``/``std``
+(non-persistent buffers) and calls the wrapped model, kept as the submodule ``model`` so layer
+names such as ``model.layer2`` resolve for hooks (``inner`` returns it too). It also provides
+``forward_features``/``forward_head``/``num_classes``/``input_size``:
+
+- timm models: ``forward_head(forward_features(x), pre_logits=True)`` and ``get_classifier()``;
+- aprkit models (already normalising) should not be wrapped; if they are, their split is used;
+- anything else: the input of the last ``nn.Linear`` (captured by a forward hook) and that layer.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .base import IMAGENET_MEAN, IMAGENET_STD, as_stats
+
+__all__ = ["Normalize", "find_classifier", "unwrap_model"]
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip DistributedDataParallel/DataParallel (``.module``) and ``torch.compile`` (``._orig_mod``)."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(getattr(model, "_orig_mod"), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def find_classifier(model: nn.Module) -> nn.Linear:
+    """The last ``nn.Linear`` registered in ``model`` (the classifier of ordinary CNNs and ViTs)."""
+    get = getattr(model, "get_classifier", None)
+    if callable(get):
+        head = get()
+        if isinstance(head, nn.Linear):
+            return head
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    if last is None:
+        raise ValueError(f"cannot find a classifier (nn.Linear) in {type(model).__name__}; wrap it with your own head")
+    return last
+
+
+class Normalize(nn.Module):
+    """Wrap ``model`` so it takes float images ``(B, C, H, W)`` in [0, 1] and normalises inside.
+
+    ``mean``/``std`` default to ImageNet's. ``num_classes`` and ``input_size`` are read from the
+    model when it has them (timm, aprkit) and can be given explicitly.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mean: Sequence[float] | None = IMAGENET_MEAN,
+        std: Sequence[float] | None = IMAGENET_STD,
+        *,
+        num_classes: int | None = None,
+        input_size: tuple[int, int, int] | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Normalize wraps an nn.Module, got {type(model).__name__}")
+        m, s = as_stats(mean, IMAGENET_MEAN, "mean"), as_stats(std, IMAGENET_STD, "std")
+        if m.numel() != s.numel():
+            raise ValueError(f"mean and std must have the same number of channels, got {m.numel()} and {s.numel()}")
+        self.model = model
+        self.register_buffer("mean", m, persistent=False)
+        self.register_buffer("std", s, persistent=False)
+        self.num_classes = int(num_classes if num_classes is not None else _guess_num_classes(model))
+        self.input_size = tuple(input_size) if input_size is not None else _guess_input_size(model, m.numel())
+
+    @property
+    def inner(self) -> nn.Module:
+        """The wrapped model."""
+        return self.model
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / std`` for float images ``(B, C, H, W)`` in [0, 1]."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            what = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            raise TypeError(f"aprkit models take float images in [0, 1] of shape (B, C, H, W), got {what}")
+        if x.ndim != 4 or x.shape[1] != self.mean.shape[0]:
+            raise ValueError(
+                f"expected images of shape (B, {self.mean.shape[0]}, H, W), got shape {tuple(x.shape)}"
+            )
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` of images ``(B, C, H, W)`` in [0, 1]."""
+        return self.model(self.normalize(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate pooled features ``(B, D)`` of images ``(B, C, H, W)`` in [0, 1]."""
+        inner = self.model
+        z = self.normalize(x)
+        if _is_timm(inner):
+            return inner.forward_head(inner.forward_features(z), pre_logits=True)
+        if hasattr(inner, "forward_head") and hasattr(inner, "_features"):  # an aprkit ImageClassifier
+            return inner._features(z)
+        captured: list[torch.Tensor] = []
+        hook = find_classifier(inner).register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+        try:
+            inner(z)
+        finally:
+            hook.remove()
+        return captured[-1].flatten(1)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)`` from features ``(B, D)``."""
+        inner = self.model
+        if hasattr(inner, "forward_head") and hasattr(inner, "_features"):
+            return inner.forward_head(features)
+        return find_classifier(inner)(features)
+
+    def extra_repr(self) -> str:
+        return f"mean={[round(v, 4) for v in self.mean.flatten().tolist()]}, std={[round(v, 4) for v in self.std.flatten().tolist()]}"
+
+
+def _is_timm(model: nn.Module) -> bool:
+    return type(model).__module__.startswith("timm.") and hasattr(model, "forward_head")
+
+
+def _guess_num_classes(model: nn.Module) -> int:
+    n = getattr(model, "num_classes", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    try:
+        return find_classifier(model).out_features
+    except ValueError:
+        return 0
+
+
+def _guess_input_size(model: nn.Module, channels: int) -> tuple[int, ...]:
+    size = getattr(model, "input_size", None)
+    if isinstance(size, (tuple, list)) and len(size) == 3:
+        return tuple(int(v) for v in size)
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and "input_size" in cfg:
+        return tuple(int(v) for v in cfg["input_size"])
+    return (channels, 224, 224)

@@ -1,0 +1,103 @@
+"""Model registry: ``@register_model``, ``create_model(name, num_classes)``, ``list_models()``.
+
+Builders are registered by the architecture modules; the first lookup imports them all (nothing
+runs at ``import aprkit``). ``create_model`` records the architecture name and keyword arguments on
+the model (``aprkit_arch``, ``aprkit_kwargs``) so ``save_checkpoint`` can rebuild it exactly.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from typing import Any, Callable, TypeVar
+
+from torch import nn
+
+from .._checks import nearest_names
+
+__all__ = ["register_model", "create_model", "list_models", "is_model", "MODEL_MODULES"]
+
+Builder = Callable[..., nn.Module]
+F = TypeVar("F", bound=Builder)
+
+_REGISTRY: dict[str, Builder] = {}
+
+#: modules that register architectures (imported on the first registry lookup)
+MODEL_MODULES = (
+    "aprkit.models.cifar_resnet",
+    "aprkit.models.wrn",
+    "aprkit.models.resnet",
+    "aprkit.models.allconv",
+    "aprkit.models.densenet",
+    "aprkit.models.resnext",
+    "aprkit.models.gfnet",
+    "aprkit.models.scattering",
+    "aprkit.models.small_cnn",
+)
+_loaded = False
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for mod in MODEL_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:  # a module still being written must not break the registry
+            if e.name != mod:
+                raise
+
+
+def register_model(name: str | None = None) -> Callable[[F], F]:
+    """Decorator registering ``builder(num_classes=..., **kwargs) -> nn.Module`` under ``name``.
+
+    ``name`` defaults to the function's name; registering a taken name raises ``ValueError``.
+    """
+
+    def deco(fn: F) -> F:
+        key = (name or fn.__name__).lower()
+        if key in _REGISTRY and _REGISTRY[key] is not fn:
+            raise ValueError(f"model name {key!r} is already registered")
+        _REGISTRY[key] = fn
+        return fn
+
+    return deco
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted registered model names, optionally filtered by a shell pattern (``"resnet*"``)."""
+    _load_builtin()
+    names = sorted(_REGISTRY)
+    return [n for n in names if fnmatch.fnmatch(n, pattern.lower())] if pattern else names
+
+
+def is_model(name: str) -> bool:
+    """Whether ``name`` is a registered aprkit architecture."""
+    _load_builtin()
+    return isinstance(name, str) and name.lower() in _REGISTRY
+
+
+def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
+    """Build the registered architecture ``name`` with ``num_classes`` outputs (random weights).
+
+    Keyword arguments go to the builder (e.g. ``mean``/``std``, ``drop_rate``). Raises ``ValueError``
+    for an unknown name, listing the valid ones.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a str, got {type(name).__name__}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    _load_builtin()
+    key = name.lower()
+    if key not in _REGISTRY:
+        valid = sorted(_REGISTRY)
+        raise ValueError(
+            f"unknown model {name!r}{nearest_names(key, valid)}; valid names: {', '.join(valid)} "
+            "(or 'timm:<name>', 'torchvision:<name>', 'robustbench:<name>' through aprkit.models.load_model)"
+        )
+    model = _REGISTRY[key](num_classes=num_classes, **kwargs)
+    model.aprkit_arch = key
+    model.aprkit_kwargs = dict(kwargs)
+    return model

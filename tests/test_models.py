@@ -1,0 +1,170 @@
+"""aprkit.models: registry, every architecture (build, forward/backward, checkpoint round-trip)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from aprkit.models import create_model, list_models, load_model, register_model, save_checkpoint
+
+EXPECTED = {
+    "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "wrn40_2", "resnet18", "allconv",
+    "densenet_bc_100", "resnext29", "gfnet_cifar", "gfnet_ti", "gfnet_xs", "phase_collapse_cifar",
+    "phase_collapse_imagenet",
+}
+#: models whose CPU forward/backward at native resolution takes seconds: checked in the slow suite
+#: (their code paths run in the fast suite through smaller registered siblings)
+HEAVY = {"gfnet_s", "gfnet_b", "wrn28_10", "resnet34", "phase_collapse_imagenet"}
+NAMES = [
+    pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n
+    for n in sorted(set(list_models()) | EXPECTED) if not n.startswith("_")
+]
+
+
+def test_registry_lists_every_architecture():
+    assert EXPECTED | HEAVY <= set(list_models())
+    assert list_models("resnet2*") == ["resnet20"]
+    assert list_models() == sorted(list_models())
+
+
+@pytest.mark.parametrize("name", sorted(HEAVY))
+def test_heavy_models_build(name):
+    model = create_model(name, num_classes=7)
+    assert model.num_classes == 7 and model.forward_head(torch.zeros(1, model.num_features)).shape == (1, 7)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_build_forward_backward_roundtrip(name, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7)
+    assert model.num_classes == 7 and len(model.input_size) == 3
+    batch = 1 if model.input_size[-1] > 64 else 2
+    x = torch.rand(batch, *model.input_size)
+    model.train()
+    out = model(x)
+    assert out.shape == (batch, 7) and out.dtype == torch.float32
+    out.square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads), "missing or non-finite gradient"
+
+    model.eval()
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        ref = model(x)
+    assert feats.shape == (batch, model.num_features)
+    torch.testing.assert_close(model.forward_head(feats), ref)
+
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    assert not list(tmp_path.glob("*.tmp"))
+    loaded = load_model(path)
+    assert type(loaded) is type(model) and not loaded.training
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), ref)
+
+
+def test_checkpoint_contents_and_kwargs(tmp_path):
+    model = create_model("wrn40_2", num_classes=3, drop_rate=0.3, mean=(0.1, 0.2, 0.3), std=(1.0, 1.0, 2.0))
+    path = save_checkpoint(tmp_path / "sub" / "w.pt", model, extra={"epoch": 5})
+    ck = torch.load(path, weights_only=True)
+    assert ck["arch"] == "wrn40_2" and ck["num_classes"] == 3 and ck["extra"] == {"epoch": 5}
+    assert ck["kwargs"]["drop_rate"] == 0.3 and "aprkit_version" in ck
+    loaded = load_model(str(path))
+    assert loaded.block1.layer[0].drop_rate == 0.3
+    torch.testing.assert_close(loaded.std.flatten(), torch.tensor([1.0, 1.0, 2.0]))
+    # an explicit, different num_classes keeps the backbone and re-initialises the head
+    ten = load_model(path, num_classes=10)
+    assert ten.fc.out_features == 10
+    torch.testing.assert_close(ten.conv1.weight, model.conv1.weight)
+
+
+def test_arch_name_plus_checkpoint_and_bare_state_dict(tmp_path):
+    model = create_model("resnet20", num_classes=100).eval()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "x.pt")
+    loaded = load_model("resnet20", checkpoint=tmp_path / "x.pt")
+    assert loaded.num_classes == 100
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    with pytest.raises(ValueError, match="pass the architecture"):
+        torch.save(model.state_dict(), tmp_path / "weights.pt")
+        load_model(tmp_path / "weights.pt")  # no arch in the file nor in its name
+    with pytest.raises(ValueError, match="does not match"):
+        load_model("resnet32", checkpoint=tmp_path / "x.pt")
+
+
+def test_unknown_names_list_valid_ones():
+    with pytest.raises(ValueError, match=r"did you mean .*'resnet20'.*valid names: .*wrn40_2"):
+        create_model("resnet21")
+    with pytest.raises(ValueError, match="valid names"):
+        create_model("no_such_net")
+    with pytest.raises(ValueError, match="unknown model spec"):
+        load_model("no_such_net")
+    with pytest.raises(ValueError, match="unknown timm model"):
+        load_model("timm:resnet_does_not_exist")
+    with pytest.raises(ValueError, match="unknown torchvision model"):
+        load_model("torchvision:resnet_does_not_exist")
+    with pytest.raises(ValueError, match="unknown model library"):
+        load_model("keras:resnet50")
+    with pytest.raises(ValueError, match="num_classes"):
+        create_model("resnet20", num_classes=0)
+    with pytest.raises(TypeError, match="spec must be"):
+        load_model(3)
+
+
+def test_bad_inputs_raise():
+    model = create_model("resnet20").eval()
+    with pytest.raises(TypeError, match=r"float images in \[0, 1\]"):
+        model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="input channels"):
+        model(torch.rand(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="6n\\+2"):
+        create_model("resnet20").__class__(depth=21)
+    with pytest.raises(ValueError, match="mean and std"):
+        create_model("resnet20", mean=(0.5, 0.5), std=(0.2, 0.2, 0.2))
+    with pytest.raises(ValueError, match="strictly positive"):
+        create_model("resnet20", std=(0.2, 0.0, 0.2))
+
+
+def test_missing_checkpoint_and_bad_arch_for_save(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_model("resnet20", checkpoint=tmp_path / "nope.pt")
+    with pytest.raises(ValueError, match="registered"):
+        save_checkpoint(tmp_path / "m.pt", nn.Linear(2, 2))
+
+
+def test_user_registered_model_roundtrip(tmp_path):
+    @register_model("_test_models_tiny")
+    def _tiny(num_classes: int = 10, width: int = 4) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, width, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+
+    model = create_model("_test_models_tiny", num_classes=5, width=6).eval()
+    path = save_checkpoint(tmp_path / "t.pt", model, num_classes=5)
+    loaded = load_model(path)
+    x = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(loaded(x), model(x))
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("_test_models_tiny")(lambda num_classes=10: nn.Identity())
+
+
+def test_cifar_resnet_option_a_shortcut():
+    model = create_model("resnet20")
+    block = model.layer2[0]
+    x = torch.randn(2, 16, 8, 8)
+    sc = block.shortcut(x)
+    assert sc.shape == (2, 32, 4, 4)
+    torch.testing.assert_close(sc[:, 8:24], x[:, :, ::2, ::2])
+    assert sc[:, :8].abs().sum() == 0 and sc[:, 24:].abs().sum() == 0
+    assert not [n for n, _ in block.named_parameters() if "shortcut" in n]
+    # parameter counts of He et al. (2016), Table 6: 0.27M / 0.46M / 0.66M / 0.85M / 1.7M
+    counts = {d: sum(p.numel() for p in create_model(f"resnet{d}").parameters()) / 1e6 for d in (20, 32, 44, 56, 110)}
+    assert [round(counts[d], 2) for d in (20, 32, 44, 56)] == [0.27, 0.46, 0.66, 0.85] and round(counts[110], 1) == 1.7
+
+
+def test_published_parameter_counts():
+    m = lambda name, **kw: sum(p.numel() for p in create_model(name, **kw).parameters()) / 1e6  # noqa: E731
+    assert round(m("wrn40_2"), 1) == 2.2  # AugMix table: WRN-40-2, 2.2M
+    assert round(m("densenet_bc_100"), 1) == 0.8  # Huang et al.: DenseNet-BC (L=100, k=12), 0.8M
+    assert round(m("allconv"), 1) == 1.4  # AugMix: AllConvNet, 1.4M
+    assert round(m("resnext29_4x32d"), 1) == 6.8  # AugMix: ResNeXt-29, 6.8M
+    assert round(m("resnet18"), 1) == 11.2

@@ -1,0 +1,147 @@
+"""aprkit.models loaders: Normalize wrapper, timm/torchvision/robustbench specs, shipped checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from aprkit.models import Normalize, load_model, save_checkpoint
+
+PUBLISHED = {20: 91.73, 32: 92.63, 44: 93.10, 56: 93.39}  # pytorch_resnet_cifar10 README, test accuracy %
+
+
+def cifar10_test(cifar10_dir: Path, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` CIFAR-10 test images in official order: float ``(n, 3, 32, 32)`` in [0, 1], labels."""
+    with open(cifar10_dir / "test_order.csv", newline="") as f:
+        rows = list(csv.DictReader(f))[:n]
+    x = np.stack([np.asarray(Image.open(cifar10_dir / r["path"]).convert("RGB")) for r in rows])
+    return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255, torch.tensor([int(r["label"]) for r in rows])
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float:
+    with torch.no_grad():
+        pred = torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+    return (pred == y).double().mean().item() * 100
+
+
+def test_normalize_wrapper_torchvision():
+    import torchvision
+
+    inner = torchvision.models.resnet18(num_classes=5).eval()
+    model = Normalize(inner, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3)).eval()
+    assert model.inner is inner and model.num_classes == 5 and model.input_size == (3, 224, 224)
+    assert dict(model.named_modules())["model.layer2"] is inner.layer2
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = inner((x - torch.tensor([0.5, 0.4, 0.3]).view(3, 1, 1)) / torch.tensor([0.2, 0.25, 0.3]).view(3, 1, 1))
+        torch.testing.assert_close(model(x), ref)
+        feats = model.forward_features(x)
+        assert feats.shape == (2, 512)
+        torch.testing.assert_close(model.forward_head(feats), ref)
+    assert not [k for k in model.state_dict() if k in ("mean", "std")]  # buffers are not persistent
+    with pytest.raises(TypeError, match="wraps an nn.Module"):
+        Normalize("resnet18")
+    with pytest.raises(TypeError, match="float images"):
+        model(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+
+
+def test_timm_spec_wraps_with_pretrained_cfg_and_roundtrips(tmp_path):
+    model = load_model("timm:resnet18", num_classes=10)
+    assert isinstance(model, Normalize) and model.num_classes == 10
+    torch.testing.assert_close(model.mean.flatten(), torch.tensor(model.inner.pretrained_cfg["mean"]).float())
+    x = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        ref = model(x)
+        feats = model.forward_features(x)
+        assert feats.shape == (2, model.inner.num_features)
+        torch.testing.assert_close(model.forward_head(feats), ref)
+    # aprkit checkpoint of a foreign model, and the raw timm state_dict as a local "pretrained" file
+    path = save_checkpoint(tmp_path / "t.pt", model)
+    torch.save(model.inner.state_dict(), tmp_path / "raw.pth")
+    for loaded in (load_model(path), load_model("timm:resnet18", checkpoint=tmp_path / "raw.pth")):
+        assert loaded.num_classes == 10
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), ref)
+
+
+def test_torchvision_spec_and_checkpoint(tmp_path):
+    model = load_model("torchvision:resnet18", num_classes=4)
+    assert isinstance(model, Normalize) and model.num_classes == 4
+    torch.testing.assert_close(model.std.flatten(), torch.tensor([0.229, 0.224, 0.225]))
+    path = save_checkpoint(tmp_path / "tv.pt", model)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(path)(x), model(x))
+
+
+def test_robustbench_spec_needs_local_weights_and_clear_import_error(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="model_dir"):
+        load_model("robustbench:Standard")
+    with pytest.raises(FileNotFoundError, match=r"cifar10/corruptions/Hendrycks2020AugMix_WRN\.pt"):
+        load_model("robustbench:cifar10/corruptions/Hendrycks2020AugMix_WRN", model_dir=tmp_path)
+    weights = tmp_path / "cifar10" / "Linf" / "Standard.pt"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "robustbench", None)  # simulate "not installed"
+    monkeypatch.setitem(sys.modules, "robustbench.utils", None)
+    with pytest.raises(ImportError, match=r"aprkit\[robustbench\]"):
+        load_model("robustbench:Standard", checkpoint=tmp_path)
+    import aprkit  # importing aprkit never needs robustbench
+
+    assert aprkit.models.list_models()
+
+
+def test_legacy_resnet20_checkpoint(models_dir, cifar10_dir):
+    path = next(models_dir.glob("resnet20-*.th"))
+    model = load_model(path)
+    assert model.aprkit_arch == "resnet20" and model.num_classes == 10 and not model.training
+    raw = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    own = model.state_dict()
+    assert all(torch.equal(own[k.removeprefix("module.")], v) for k, v in raw.items())
+    same = load_model("resnet20", checkpoint=path)
+    x, y = cifar10_test(cifar10_dir, 500)
+    with torch.no_grad():
+        torch.testing.assert_close(same(x[:8]), model(x[:8]))
+    assert accuracy(model, x, y) >= 85.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("depth", sorted(PUBLISHED))
+def test_cifar_resnets_reproduce_published_accuracy(models_dir, cifar10_dir, depth):
+    model = load_model(next(models_dir.glob(f"resnet{depth}-*.th")))
+    x, y = cifar10_test(cifar10_dir)
+    assert len(y) == 10_000
+    assert round(accuracy(model, x, y), 2) == PUBLISHED[depth]
+
+
+def test_mobilenet_v2_dequantized_loads(models_dir, cue_conflict_dir):
+    path = models_dir / "imagenet-mobilenet_v2-qnnpack-dequantized.pth"
+    if not path.is_file():
+        pytest.skip(f"{path} is not present")
+    model = load_model("torchvision:mobilenet_v2", checkpoint=path)
+    assert isinstance(model, Normalize) and model.num_classes == 1000 and model.input_size == (3, 224, 224)
+    img = next(iter(sorted(cue_conflict_dir.glob("*/*.png"))))
+    x = torch.from_numpy(np.array(Image.open(img).convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        logits = model(x)
+    assert logits.shape == (1, 1000) and torch.isfinite(logits).all()
+    assert logits.softmax(1).max() > 0.01  # not a uniform (unloaded) output
+
+
+def test_folded_bn_state_dict_without_bn_keys():
+    from aprkit.models.foreign import fold_bn_compat
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    conv = nn.Conv2d(3, 4, 3)  # a "folded" model: conv with bias, no BN
+    sd = fold_bn_compat(net, {"0.weight": conv.weight.detach(), "0.bias": conv.bias.detach()})
+    net.load_state_dict(sd)
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), torch.relu(conv(x)))
