@@ -1,0 +1,209 @@
+"""Functional core of the APR augmentations: deterministic given their parameters, batched, differentiable.
+
+* :func:`apr_pair` -- APR-P: image ``i`` keeps its phase and takes the amplitude of image ``perm[i]``
+  of the same batch. One real FFT of the batch serves both roles (the partner spectrum is a
+  permutation of it) and the amplitude swap multiplies by ``|Z[perm]| / |Z|`` (no trigonometry).
+* :func:`recombine_views` -- APR-S recombination of two views of the same images: the phase of one
+  view with the amplitude of the other, chosen per image.
+* :func:`sample_pair_params` -- the random draws of APR-P (permutation and selection mask).
+
+Sampling lives here only for APR-P; the classes in :mod:`aprkit.augment.pair` and
+:mod:`aprkit.augment.single` wrap these functions.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .._checks import check_dims, check_image_tensor, check_probability, compute_dtype, restore_dtype
+from ..fourier import Dims
+
+__all__ = [
+    "apr_pair",
+    "swap_with_partner",
+    "recombine_views",
+    "recombine_views_numpy",
+    "sample_pair_params",
+    "value_range",
+    "finish",
+]
+
+_TINY = 1e-12
+
+
+def value_range(dtype: torch.dtype) -> float:
+    """Upper end of the pixel range convention: 255 for uint8, 1.0 for floating images."""
+    return 255.0 if dtype == torch.uint8 else 1.0
+
+
+def finish(out: torch.Tensor, dtype: torch.dtype, clamp: bool) -> torch.Tensor:
+    """Cast a float result to ``dtype``; uint8 is always rounded and clamped, floats clamped to [0, 1] if asked."""
+    if clamp and dtype != torch.uint8:
+        out = out.clamp(0.0, 1.0)
+    return restore_dtype(out, dtype)
+
+
+def _magnitude(z: torch.Tensor) -> torch.Tensor:
+    """``|z|``; without autograd via real arithmetic on ``view_as_real`` (complex ``abs`` is slow on CPU)."""
+    if z.requires_grad:
+        return z.abs()  # safe gradient at |z| == 0
+    vr = torch.view_as_real(z)
+    return torch.addcmul(vr[..., 0].square(), vr[..., 1], vr[..., 1]).sqrt_()
+
+
+def _with_amplitude(z: torch.Tensor, mag: torch.Tensor, amp: torch.Tensor) -> torch.Tensor:
+    """``amp * exp(i * angle(z))`` given ``mag == |z|``, as ``z * amp / mag`` (phase 0 where ``|z| == 0``).
+
+    Works on the real view of ``z`` (real multiplies only); safe gradients at ``|z| == 0``.
+    """
+    ok = mag > _TINY
+    ratio = torch.where(ok, amp / torch.where(ok, mag, 1.0), 0.0)
+    out = torch.view_as_real(z) * ratio.unsqueeze(-1)
+    out[..., 0] = torch.where(ok, out[..., 0], amp)
+    return torch.view_as_complex(out)
+
+
+def swap_with_partner(z: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Half spectrum ``z`` ``(B, ...)`` with each row's phase and the amplitude of row ``perm[i]``.
+
+    Computes ``z * |z[perm]| / |z|``; where ``|z| == 0`` the phase is taken as 0 (``angle(0) == 0``),
+    so the bin becomes the partner's amplitude, exactly as ``|Z_p| * exp(i * angle(Z))`` would.
+    Without autograd it runs on squared magnitudes: ``z * sqrt(|z[perm]|^2 / |z|^2)``.
+    """
+    if z.requires_grad:
+        mag = _magnitude(z)
+        return _with_amplitude(z, mag, mag.index_select(0, perm))
+    vr = torch.view_as_real(z)
+    m2 = torch.addcmul(vr[..., 0].square(), vr[..., 1], vr[..., 1])
+    m2p = m2.index_select(0, perm)
+    out = vr * (m2p / m2).sqrt_().unsqueeze(-1)
+    zero = m2 <= _TINY * _TINY
+    if z.device.type != "cpu" or bool(zero.any()):  # rare on CPU; on devices fix without a host sync
+        out[..., 0] = torch.where(zero, m2p.sqrt(), out[..., 0])
+        out[..., 1] = torch.where(zero, 0.0, out[..., 1])
+    return torch.view_as_complex(out)
+
+
+def _check_perm(perm: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    if not isinstance(perm, torch.Tensor) or perm.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"perm must be an integer torch.Tensor of shape ({batch},), got {getattr(perm, 'dtype', type(perm).__name__)}")
+    if perm.shape != (batch,):
+        raise ValueError(f"perm must have shape ({batch},) (one partner index per image), got {tuple(perm.shape)}")
+    if perm.device.type == "cpu" and (int(perm.min()) < 0 or int(perm.max()) >= batch):
+        raise ValueError(f"perm must hold partner indices in [0, {batch}), got values from {int(perm.min())} to {int(perm.max())}")
+    return perm.to(device=device, dtype=torch.int64, non_blocking=True)
+
+
+def _check_mask(mask: Optional[torch.Tensor], batch: int, device: torch.device) -> Optional[torch.Tensor]:
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool torch.Tensor of shape ({batch},), got {getattr(mask, 'dtype', type(mask).__name__)}")
+    if mask.shape != (batch,):
+        raise ValueError(f"mask must have shape ({batch},) (one flag per image), got {tuple(mask.shape)}")
+    return mask.to(device=device, non_blocking=True)
+
+
+def _check_finite_spectrum(z: torch.Tensor, dtype: torch.dtype) -> None:
+    """NaN/inf anywhere in an image makes its DC term non-finite: an O(B) check instead of O(B*C*H*W)."""
+    if dtype != torch.uint8 and not bool(torch.isfinite(z[..., 0, 0]).all()):
+        raise ValueError("images contains NaN or infinite values; expected finite pixel values")
+
+
+def apr_pair(
+    x: torch.Tensor,
+    perm: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    dims: Dims = "chw",
+    clamp: bool = False,
+) -> torch.Tensor:
+    """APR-P on a batch ``x`` ``(B, C, H, W)``: image ``i`` keeps its phase, takes the amplitude of ``x[perm[i]]``.
+
+    ``mask`` ``(B,)`` bool selects the images to recombine (the others are returned exactly);
+    ``None`` recombines all. Returns ``x``'s dtype and device; uint8 is rounded and clamped, floats
+    are clamped to [0, 1] only when ``clamp=True``. Differentiable in ``x``; ``x`` is not modified.
+    """
+    check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)
+    fft_dims = check_dims(dims)
+    b = x.shape[0]
+    perm = _check_perm(perm, b, x.device)
+    mask = _check_mask(mask, b, x.device)
+    xf = x.to(compute_dtype(x))
+    z = torch.fft.rfftn(xf, dim=fft_dims)
+    _check_finite_spectrum(z, x.dtype)
+    out = torch.fft.irfftn(swap_with_partner(z, perm), s=[x.shape[d] for d in fft_dims], dim=fft_dims)
+    if mask is not None:
+        out = torch.where(mask.view(b, 1, 1, 1), out, xf)
+    return finish(out, x.dtype, clamp)
+
+
+def recombine_views(
+    a: torch.Tensor, b: torch.Tensor, phase_from_a: torch.Tensor | bool = True, dims: Dims = "chw"
+) -> torch.Tensor:
+    """APR-S recombination of two float views ``a``, ``b`` ``(N, C, H, W)`` of the same images.
+
+    Where ``phase_from_a[i]`` the result has the phase of ``a[i]`` and the amplitude of ``b[i]``,
+    otherwise the phase of ``b[i]`` and the amplitude of ``a[i]``. One real FFT of both views
+    stacked; returns float ``(N, C, H, W)`` (no clamping).
+    """
+    fft_dims = check_dims(dims)
+    n = a.shape[0]
+    z = torch.fft.rfftn(torch.cat([a, b]), dim=fft_dims)
+    mag = _magnitude(z)
+    za, zb, ma, mb = z[:n], z[n:], mag[:n], mag[n:]
+    if isinstance(phase_from_a, bool):
+        spec = _with_amplitude(za, ma, mb) if phase_from_a else _with_amplitude(zb, mb, ma)
+    else:
+        sel = phase_from_a.to(a.device).view(n, *([1] * (z.ndim - 1)))
+        spec = _with_amplitude(torch.where(sel, za, zb), torch.where(sel, ma, mb), torch.where(sel, mb, ma))
+    return torch.fft.irfftn(spec, s=[a.shape[d] for d in fft_dims], dim=fft_dims)
+
+
+def recombine_views_numpy(views: np.ndarray, phase_from_first: bool, dims: Dims = "chw") -> np.ndarray:
+    """Per-image APR-S recombination on NumPy views ``(2, H, W, C)`` (float32), returning float32 ``(H, W, C)``.
+
+    The same computation as :func:`recombine_views` for one image, in ``scipy.fft`` (much lower
+    per-call overhead than torch for single small images). ``dims="chw"`` transforms over
+    (H, W, C), the reference's own axes; ``"hw"`` over (H, W).
+    """
+    import scipy.fft as sfft
+
+    axes = (1, 2, 3) if check_dims(dims) == (-3, -2, -1) else (1, 2)
+    z = sfft.rfftn(views, axes=axes)
+    mag = np.abs(z)
+    i, j = (0, 1) if phase_from_first else (1, 0)
+    zp, mp, amp = z[i], mag[i], mag[j]
+    ok = mp > _TINY
+    if ok.all():
+        spec = zp * (amp / mp)
+    else:
+        spec = zp * np.where(ok, amp / np.where(ok, mp, 1), 0).astype(mp.dtype)
+        spec[~ok] = amp[~ok]
+    return sfft.irfftn(spec, s=[views.shape[a] for a in axes], axes=[a - 1 for a in axes])
+
+
+def sample_pair_params(
+    batch_size: int,
+    p: float = 0.6,
+    per_sample: bool = False,
+    generator: Optional[torch.Generator] = None,
+    device: torch.device | str | None = None,
+) -> dict[str, torch.Tensor]:
+    """Draw APR-P parameters: ``perm`` ``(B,)`` int64 partner indices and ``mask`` ``(B,)`` bool.
+
+    With ``per_sample=False`` one draw decides for the whole batch (``mask`` all True or all False,
+    as in the reference ``mix_data``); otherwise each image is selected with probability ``p``.
+    Draws happen on the generator's device (CPU by default) and are then moved to ``device``.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    p = check_probability(p)
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(batch_size if per_sample else 1, generator=generator, device=gdev)
+    perm = torch.randperm(batch_size, generator=generator, device=gdev)
+    mask = (u < p).expand(batch_size)
+    dev = torch.device(device) if device is not None else gdev
+    return {"perm": perm.to(dev, non_blocking=True), "mask": mask.to(dev, non_blocking=True).contiguous()}

@@ -1,0 +1,137 @@
+"""APR-P and APR-SP: batch-level amplitude-phase recombination applied after the DataLoader.
+
+:class:`APRPair` follows the reference ``mix_data`` (Chen et al., ICCV 2021): with probability ``p``
+the batch is recombined, each image keeping its phase and taking the amplitude of a partner
+chosen by a random permutation of the batch; labels follow the phase, so they are returned
+unchanged. The reference applies it to the [0, 1] batch before normalisation and returns floats
+without clamping; ``APRPair`` works on whatever it is given (uint8 results are rounded and clamped,
+``clamp=True`` also clamps floats to [0, 1]).
+
+:class:`APRSP` builds the paper's APR-SP training batch: the APR-S-augmented batch and its APR-P
+recombination side by side, trained with ``CE(first half) + CE(second half)``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Union, overload
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._checks import check_dims, check_image_tensor, check_labels, check_probability
+from ..fourier import Dims
+from .functional import apr_pair, sample_pair_params
+from .single import make_generator
+
+__all__ = ["APRPair", "APRSP"]
+
+
+class APRPair(nn.Module):
+    """Batch APR-P: ``images, labels = apr_pair(images, labels)`` (or ``images = apr_pair(images)``).
+
+    Args:
+        p: probability that the batch (or, with ``per_sample=True``, each image) is recombined.
+        dims: ``"chw"`` (3-D FFT over C, H, W, as the reference) or ``"hw"`` (per channel).
+        per_sample: select images independently (``torch.where`` masking, no host sync per image).
+        clamp: clamp float results to [0, 1] (uint8 results are always rounded and clamped).
+        generator / seed: source of the random draws (``None``: torch's global RNG).
+
+    Kornia-style: :meth:`generate_parameters` returns ``{"perm", "mask"}`` and :meth:`apply` replays
+    them deterministically. When the batch is not selected the input tensor itself is returned.
+    """
+
+    def __init__(self, p: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool = False,
+                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None) -> None:
+        super().__init__()
+        self.p = check_probability(p)
+        check_dims(dims)
+        self.dims = dims
+        self.per_sample = bool(per_sample)
+        self.clamp = bool(clamp)
+        self.generator = make_generator(generator, seed)
+
+    def generate_parameters(self, batch_shape: torch.Size | tuple[int, ...], device: torch.device | str | None = None
+                            ) -> dict[str, torch.Tensor]:
+        """Sample ``{"perm": (B,) int64, "mask": (B,) bool}`` for a batch of shape ``(B, C, H, W)``."""
+        if len(batch_shape) == 0 or int(batch_shape[0]) < 1:
+            raise ValueError(f"batch_shape must describe a non-empty batch (B, C, H, W), got {tuple(batch_shape)}")
+        return sample_pair_params(int(batch_shape[0]), self.p, self.per_sample, self.generator, device)
+
+    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Deterministic APR-P of ``x`` ``(B, C, H, W)`` with ``params`` from :meth:`generate_parameters`."""
+        check_image_tensor(x, "images", min_ndim=4, max_ndim=4)
+        mask = params["mask"]
+        if not self.per_sample and mask.device.type == "cpu":
+            if not bool(mask[0]):
+                return x
+            mask = None  # whole batch selected: skip the masking pass
+        return apr_pair(x, params["perm"], mask, self.dims, self.clamp)
+
+    @overload
+    def forward(self, x: torch.Tensor) -> torch.Tensor: ...
+    @overload
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None):
+        check_image_tensor(x, "images", min_ndim=4, max_ndim=4)
+        if labels is not None:
+            check_labels(labels, x.shape[0])
+        params = self.generate_parameters(x.shape, None)
+        out = self.apply(x, params)
+        return out if labels is None else (out, labels)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, dims={self.dims!r}, per_sample={self.per_sample}, clamp={self.clamp}"
+
+
+class APRSP:
+    """The APR-SP training batch: ``x_all, y_all = aprsp(x, y)`` then ``loss = aprsp.loss(model(x_all), y_all)``.
+
+    ``x`` is the batch as the DataLoader delivers it with :class:`~aprkit.augment.APRSingle` in its
+    transform (APR-S). ``x_all = cat([first, apr_pair(x)])`` with ``first = clean`` if given, else
+    ``x``; ``y_all = cat([y, y])``. :meth:`loss` is the reference's
+    ``CE(logits[:B], y) + CE(logits[B:], y)`` (a sum of two means). Recipe::
+
+        loader = DataLoader(ImageFolder(root, transform=Compose([RandomCrop(32, 4), RandomHorizontalFlip(),
+                                                                 APRSingle(), PILToTensor()])), ...)
+        aprsp = APRSP(p=0.6)
+        for x, y in loader:
+            x = x.to(device).float().div(255)       # APR-P on [0, 1] images, as in the reference
+            x_all, y_all = aprsp(x, y.to(device))
+            loss = aprsp.loss(model(x_all), y_all)
+    """
+
+    def __init__(self, p: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool = False,
+                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None) -> None:
+        self.pair = APRPair(p, dims, per_sample, clamp, generator=generator, seed=seed)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, clean: Optional[torch.Tensor] = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(x_all (2B, C, H, W), y_all (2B, ...))``: first half ``clean`` (or ``x``), second half APR-P of ``x``."""
+        check_image_tensor(x, "images", min_ndim=4, max_ndim=4)
+        check_labels(y, x.shape[0], "y")
+        first = x
+        if clean is not None:
+            check_image_tensor(clean, "clean", min_ndim=4, max_ndim=4)
+            if clean.shape != x.shape or clean.dtype != x.dtype or clean.device != x.device:
+                raise ValueError(
+                    f"clean must match images in shape, dtype and device: {tuple(clean.shape)} {clean.dtype} {clean.device} "
+                    f"vs {tuple(x.shape)} {x.dtype} {x.device}")
+            first = clean
+        mixed = self.pair(x)
+        return torch.cat([first, mixed]), torch.cat([y, y])
+
+    @staticmethod
+    def loss(logits: torch.Tensor, targets: torch.Tensor,
+             criterion: Union[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], None] = None) -> torch.Tensor:
+        """``criterion(first half) + criterion(second half)`` of a ``2B`` batch (default: cross-entropy)."""
+        if logits.shape[0] % 2 or logits.shape[0] != targets.shape[0]:
+            raise ValueError(f"logits and targets must hold an even batch 2B of the same length, got "
+                             f"{tuple(logits.shape)} and {tuple(targets.shape)}")
+        crit = criterion if criterion is not None else F.cross_entropy
+        b = logits.shape[0] // 2
+        return crit(logits[:b], targets[:b]) + crit(logits[b:], targets[b:])
+
+    def __repr__(self) -> str:
+        return f"APRSP({self.pair.extra_repr()})"

@@ -1,0 +1,223 @@
+"""APR-S: recombine the phase of one augmented view of an image with the amplitude of another.
+
+Semantics of the reference ``APRecombination`` (Chen et al., ICCV 2021): apply one random AugMix op
+to the image (view A); with probability ``p`` apply a second random op to A (view B) and return,
+chosen 50/50, either phase(A) + amplitude(B) or phase(B) + amplitude(A); otherwise return A. The
+FFT is 3-D over (C, H, W) (``dims="chw"``; the reference transforms the HWC array over all axes,
+which is the same spectrum), or per channel (``dims="hw"``).
+
+Difference from the reference: the reference casts the complex result to uint8 (wrapping
+out-of-range values around, e.g. 260 -> 4, -3 -> 253); here results are rounded and clamped to the
+input's range ([0, 255] for uint8, [0, 1] for floats).
+
+* :func:`sample_single_params` / :func:`apr_single` -- the batched functional core.
+* :class:`APRSingleBatch` -- a whole ``(B, C, H, W)`` batch on its device (no per-image CPU work).
+* :class:`APRSingle` -- a per-image dataloader transform for PIL images, HWC numpy arrays and CHW tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._checks import check_dims, check_image_tensor, check_probability, compute_dtype
+from ..fourier import Dims
+from .functional import finish, recombine_views, recombine_views_numpy, value_range
+from .ops import apply_ops, resolve_ops, sample_op_params
+from .ops_pil import apply_pil_op
+
+__all__ = ["sample_single_params", "apr_single", "APRSingleBatch", "APRSingle", "make_generator"]
+
+
+def make_generator(generator: Optional[torch.Generator], seed: Optional[int]) -> Optional[torch.Generator]:
+    """The generator to draw from: ``generator``, or a new CPU one seeded with ``seed``, or ``None`` (global RNG)."""
+    if generator is not None and seed is not None:
+        raise ValueError("pass either generator or seed, not both")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if seed is not None:
+        return torch.Generator().manual_seed(int(seed))
+    return generator
+
+
+def _check_severity(severity: float) -> float:
+    if isinstance(severity, bool) or not isinstance(severity, (int, float)) or not 0.1 < float(severity) <= 10:
+        raise ValueError(f"severity must be a number in (0.1, 10], got {severity!r}")
+    return float(severity)
+
+
+def sample_single_params(
+    n: int, p: float = 0.5, severity: float = 3, num_ops: int = 9, generator: Optional[torch.Generator] = None
+) -> dict[str, torch.Tensor]:
+    """Draw APR-S parameters for ``n`` images, each ``(n,)``: first op, recombination flag, second op, phase source."""
+    p = check_probability(p)
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    first = sample_op_params(n, num_ops, severity, generator)
+    recombine = torch.rand(n, generator=generator, device=gdev) < p
+    second = sample_op_params(n, num_ops, severity, generator)
+    phase_from_first = torch.rand(n, generator=generator, device=gdev) < 0.5
+    out = {f"{k}1": v for k, v in first.items()} | {f"{k}2": v for k, v in second.items()}
+    return out | {"recombine": recombine, "phase_from_first": phase_from_first}
+
+
+_PARAM_KEYS = ("op1", "level1", "negate1", "recombine", "op2", "level2", "negate2", "phase_from_first")
+
+
+def _views(x255: torch.Tensor, names: tuple[str, ...], params: dict[str, torch.Tensor], quantize: bool):
+    first = {"op": params["op1"], "level": params["level1"], "negate": params["negate1"]}
+    second = {"op": params["op2"], "level": params["level2"], "negate": params["negate2"]}
+    a = apply_ops(x255, names, first)
+    a = a.round().clamp(0, 255) if quantize else a.clamp(0, 255)
+    b = apply_ops(a, names, second)
+    b = b.round().clamp(0, 255) if quantize else b.clamp(0, 255)
+    return a, b
+
+
+def apr_single(
+    x: torch.Tensor, params: dict[str, torch.Tensor], ops: Optional[Sequence[str]] = None, dims: Dims = "chw"
+) -> torch.Tensor:
+    """APR-S on a batch ``x`` ``(B, C, H, W)`` (uint8 or float in [0, 1]) with parameters from :func:`sample_single_params`.
+
+    Returns a new tensor of ``x``'s dtype and device, clamped to its range (uint8 rounded).
+    Views of uint8 images are rounded to integers between ops, as the reference's uint8 arrays are.
+    """
+    check_image_tensor(x, "images", min_ndim=4, max_ndim=4)
+    names = resolve_ops(ops)
+    b = x.shape[0]
+    missing = [k for k in _PARAM_KEYS if k not in params]
+    if missing:
+        raise ValueError(f"params lack {missing}; expected the dict from sample_single_params / generate_parameters")
+    for key, val in params.items():
+        if val.shape != (b,):
+            raise ValueError(f"params[{key!r}] must have shape ({b},) for a batch of {b}, got {tuple(val.shape)}")
+    scale = 255.0 / value_range(x.dtype)
+    x255 = x.to(compute_dtype(x)) * scale
+    a, b_view = _views(x255, names, params, quantize=x.dtype == torch.uint8)
+    rec = recombine_views(a, b_view, params["phase_from_first"].to(x.device), dims)
+    out = torch.where(params["recombine"].to(x.device).view(b, 1, 1, 1), rec, a)
+    return finish(out / scale, x.dtype, clamp=True)
+
+
+class APRSingleBatch(nn.Module):
+    """APR-S on a whole batch ``(B, C, H, W)`` on its device: ``images = aprs_batch(images)``.
+
+    Each image gets its own ops and draws. Kornia-style: :meth:`generate_parameters` samples,
+    :meth:`apply` replays them deterministically; ``forward`` does both.
+    """
+
+    def __init__(self, p: float = 0.5, severity: float = 3, ops: Optional[Sequence[str]] = None, dims: Dims = "chw",
+                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None) -> None:
+        super().__init__()
+        self.p = check_probability(p)
+        self.severity = _check_severity(severity)
+        self.ops = resolve_ops(ops)
+        check_dims(dims)
+        self.dims = dims
+        self.generator = make_generator(generator, seed)
+
+    def generate_parameters(self, batch_shape: torch.Size | Sequence[int], device: torch.device | str | None = None
+                            ) -> dict[str, torch.Tensor]:
+        """Sample parameters for a batch of shape ``(B, C, H, W)``; tensors ``(B,)`` on ``device``."""
+        n = int(batch_shape[0])
+        if n < 1:
+            raise ValueError(f"batch_shape must describe a non-empty batch (B, C, H, W), got {tuple(batch_shape)}")
+        params = sample_single_params(n, self.p, self.severity, len(self.ops), self.generator)
+        return {k: v.to(device, non_blocking=True) for k, v in params.items()} if device is not None else params
+
+    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Deterministic APR-S of ``x`` ``(B, C, H, W)`` with ``params``."""
+        return apr_single(x, params, self.ops, self.dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_tensor(x, "images", min_ndim=4, max_ndim=4)
+        return self.apply(x, self.generate_parameters(x.shape, x.device))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, severity={self.severity}, ops={len(self.ops)}, dims={self.dims!r}"
+
+
+class APRSingle:
+    """APR-S as a per-image dataloader transform: ``img = aprs(img)``.
+
+    Accepts a PIL image (mode ``RGB`` or ``L``), a numpy array ``(H, W, C)``/``(H, W)`` or a tensor
+    ``(C, H, W)``, uint8 or float in [0, 1], and returns the same kind, shape and dtype. uint8
+    images on the CPU with 1 or 3 channels take the reference's path (PIL ops, then one small FFT
+    in ``scipy.fft``: fastest per image); float images and device tensors take the batched torch
+    path of :class:`APRSingleBatch` (same draws, slightly different interpolation at the borders). With ``generator=None`` and no ``seed`` draws use torch's global RNG,
+    which ``DataLoader`` seeds per worker (a shared generator would repeat draws across workers).
+    """
+
+    def __init__(self, p: float = 0.5, severity: float = 3, ops: Optional[Sequence[str]] = None, dims: Dims = "chw",
+                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None) -> None:
+        self.batch = APRSingleBatch(p, severity, ops, dims, generator=generator, seed=seed)
+
+    @property
+    def p(self) -> float:
+        return self.batch.p
+
+    def generate_parameters(self) -> dict[str, torch.Tensor]:
+        """Parameters for one image (tensors of shape ``(1,)``)."""
+        return self.batch.generate_parameters((1,))
+
+    def __call__(self, img: Any) -> Any:
+        return self.apply(img, self.generate_parameters())
+
+    def apply(self, img: Any, params: dict[str, torch.Tensor]) -> Any:
+        """Deterministic APR-S of one image with ``params`` from :meth:`generate_parameters`."""
+        if isinstance(img, torch.Tensor):
+            check_image_tensor(img, "image", min_ndim=3, max_ndim=3)
+            if img.dtype == torch.uint8 and img.device.type == "cpu" and img.shape[0] in (1, 3):
+                hwc = img.permute(1, 2, 0).numpy()
+                out = self._apply_numpy(hwc if img.shape[0] == 3 else hwc[..., 0], params)
+                return torch.from_numpy(out).reshape(img.shape[1], img.shape[2], -1).permute(2, 0, 1).contiguous()
+            return self.batch.apply(img.unsqueeze(0), params)[0]
+        if isinstance(img, np.ndarray):
+            return self._apply_numpy(img, params)
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover - pillow is a dependency
+            Image = None
+        if Image is not None and isinstance(img, Image.Image):
+            return self._apply_pil(img, params)
+        raise TypeError(f"image must be a PIL image, a numpy array (H, W[, C]) or a tensor (C, H, W), got {type(img).__name__}")
+
+    def _apply_numpy(self, arr: np.ndarray, params: dict[str, torch.Tensor]) -> np.ndarray:
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3)):
+            raise ValueError(f"numpy image must have shape (H, W), (H, W, 1) or (H, W, 3), got {arr.shape}")
+        if arr.dtype == np.uint8 and (arr.ndim == 2 or arr.shape[2] == 3):
+            from PIL import Image
+
+            return np.array(self._apply_pil(Image.fromarray(arr), params))
+        if arr.dtype not in (np.uint8, np.float32, np.float64):
+            raise TypeError(f"numpy image must have dtype uint8, float32 or float64, got {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        chw = t.unsqueeze(0) if arr.ndim == 2 else t.permute(2, 0, 1)
+        out = self.apply(chw, params)
+        return (out[0] if arr.ndim == 2 else out.permute(1, 2, 0)).numpy()
+
+    def _apply_pil(self, img: Any, params: dict[str, torch.Tensor]) -> Any:
+        from PIL import Image
+
+        if img.mode not in ("RGB", "L"):
+            raise ValueError(f"PIL image must have mode 'RGB' or 'L', got {img.mode!r}; convert it first")
+        w, h = img.size
+        if w < 2 or h < 2:
+            raise ValueError(f"image must be at least 2x2 pixels, got {w}x{h}")
+        names = self.batch.ops
+        p = {k: v.tolist()[0] for k, v in params.items()}
+        a = apply_pil_op(img, names[int(p["op1"])], float(p["level1"]), bool(p["negate1"]))
+        if not p["recombine"]:
+            return a
+        b = apply_pil_op(a, names[int(p["op2"])], float(p["level2"]), bool(p["negate2"]))
+        views = np.stack([np.asarray(a), np.asarray(b)]).astype(np.float32)
+        if views.ndim == 3:  # mode "L": (2, H, W) -> (2, H, W, 1)
+            views = views[..., None]
+        rec = recombine_views_numpy(views, bool(p["phase_from_first"]), self.batch.dims)
+        arr = np.clip(np.rint(rec), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr[..., 0] if img.mode == "L" else arr)
+
+    def __repr__(self) -> str:
+        return f"APRSingle({self.batch.extra_repr()})"

@@ -1,0 +1,55 @@
+"""APR-P as timm's ``mixup_fn`` with a timm model and ``SoftTargetCrossEntropy``, as in timm's train loop.
+
+    python examples/augment_timm.py [--model resnet10t] [--data ../shared/data/cifar10] [--smoke]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import timm
+import torch
+from timm.loss import SoftTargetCrossEntropy
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from augment_common import accuracy, datasets, parse_args  # noqa: E402
+
+from aprkit.augment.adapters import APRMixup, APRSingleV2  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    model_name = "resnet10t"
+    if argv is None:
+        argv = sys.argv[1:]
+    if "--model" in argv:
+        i = argv.index("--model")
+        model_name, argv = argv[i + 1], argv[:i] + argv[i + 2:]
+    args = parse_args(__doc__.splitlines()[0], argv)
+    from torchvision.transforms import v2
+
+    train_tf = v2.Compose([v2.RandomHorizontalFlip(), APRSingleV2(p=0.5)] + ([v2.PILToTensor()] if args.data else []))
+    train, test = datasets(args, train_tf)
+    loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
+                                         drop_last=True)
+    model = nn.Sequential(nn.Upsample(scale_factor=2), timm.create_model(model_name, pretrained=False, num_classes=10))
+    model = model.to(args.device)
+    mixup_fn = APRMixup(p=0.6, num_classes=10, label_smoothing=0.1)  # wherever timm expects a Mixup
+    criterion = SoftTargetCrossEntropy()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    t0 = time.perf_counter()
+    for epoch in range(args.epochs):
+        for x, y in loader:
+            x, y = mixup_fn(x.to(args.device).float().div(255), y.to(args.device))
+            loss = criterion(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        print(f"epoch {epoch + 1}: loss {loss.item():.3f}  test acc {accuracy(model, test, args.device):.3f}  "
+              f"({time.perf_counter() - t0:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""aprkit.fourier against independent NumPy computations, plus dtype, gradient and bad-input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from aprkit import fourier as fr
+
+AXES = {"chw": (-3, -2, -1), "hw": (-2, -1)}
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.detach().double().numpy()
+
+
+def _np_swap(xp: np.ndarray, xa: np.ndarray, axes) -> np.ndarray:
+    fp, fa = np.fft.fftn(xp, axes=axes), np.fft.fftn(xa, axes=axes)
+    return np.real(np.fft.ifftn(np.abs(fa) * np.exp(1j * np.angle(fp)), axes=axes))
+
+
+@pytest.mark.parametrize("dims", ["chw", "hw"])
+@pytest.mark.parametrize("shape", [(3, 8, 8), (2, 3, 7, 5), (2, 2, 1, 4, 6)])
+def test_round_trip(dims, shape):
+    x = torch.rand(shape, dtype=torch.float64)
+    assert torch.allclose(fr.recombine(*fr.amplitude_phase(x, dims), dims), x, atol=1e-12)
+    x32 = x.float()
+    assert torch.allclose(fr.recombine(*fr.amplitude_phase(x32, dims), dims), x32, atol=1e-5)
+
+
+@pytest.mark.parametrize("dims", ["chw", "hw"])
+def test_amplitude_phase_matches_numpy(dims, images_f32):
+    amp, pha = fr.amplitude_phase(images_f32.double(), dims)
+    f = np.fft.fftn(_np(images_f32), axes=AXES[dims])
+    np.testing.assert_allclose(amp.numpy(), np.abs(f), atol=1e-9)
+    big = np.abs(f) > 1e-6
+    np.testing.assert_allclose(np.exp(1j * pha.numpy())[big], np.exp(1j * np.angle(f))[big], atol=1e-9)
+
+
+@pytest.mark.parametrize("dims", ["chw", "hw"])
+def test_swap_amplitude_matches_numpy(dims, images_f32):
+    x, y = images_f32.double(), images_f32.double().flip(0)
+    out = fr.swap_amplitude(x, y, dims)
+    np.testing.assert_allclose(out.numpy(), _np_swap(_np(x), _np(y), AXES[dims]), atol=1e-10)
+
+
+@pytest.mark.parametrize("dims", ["chw", "hw"])
+def test_mix_amplitude(dims, images_f32):
+    x, y = images_f32.double(), images_f32.double().roll(1, 0)
+    assert torch.allclose(fr.mix_amplitude(x, y, 0.0, dims), x, atol=1e-10)
+    assert torch.allclose(fr.mix_amplitude(x, y, 1.0, dims), fr.swap_amplitude(x, y, dims), atol=1e-10)
+    fx, fy = np.fft.fftn(_np(x), axes=AXES[dims]), np.fft.fftn(_np(y), axes=AXES[dims])
+    want = np.real(np.fft.ifftn((0.7 * np.abs(fx) + 0.3 * np.abs(fy)) * np.exp(1j * np.angle(fx)), axes=AXES[dims]))
+    np.testing.assert_allclose(fr.mix_amplitude(x, y, 0.3, dims).numpy(), want, atol=1e-10)
+    lam = torch.linspace(0, 1, x.shape[0], dtype=torch.float64)
+    per = torch.stack([fr.mix_amplitude(x[i], y[i], float(lam[i]), dims) for i in range(x.shape[0])])
+    assert torch.allclose(fr.mix_amplitude(x, y, lam, dims), per, atol=1e-10)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.1, 0.25])
+def test_low_frequency_swap_matches_numpy(beta, images_f32):
+    x, y = images_f32.double(), images_f32.double().roll(1, 0)
+    h, w = x.shape[-2:]
+    b = int(beta * min(h, w))
+    fx, fy = np.fft.fftn(_np(x), axes=(-3, -2, -1)), np.fft.fftn(_np(y), axes=(-3, -2, -1))
+    kh = np.abs(np.fft.fftfreq(h, 1 / h))[:, None]
+    kw = np.abs(np.fft.fftfreq(w, 1 / w))[None, :]
+    amp = np.where((kh <= b) & (kw <= b), np.abs(fy), np.abs(fx))
+    want = np.real(np.fft.ifftn(amp * np.exp(1j * np.angle(fx)), axes=(-3, -2, -1)))
+    np.testing.assert_allclose(fr.low_frequency_swap(x, y, beta).numpy(), want, atol=1e-10)
+
+
+def test_phase_only_and_amplitude_only_match_numpy(images_f32):
+    x = images_f32.double()
+    f = np.fft.fftn(_np(x), axes=(-3, -2, -1))
+    unit = np.real(np.fft.ifftn(np.exp(1j * np.angle(f)), axes=(-3, -2, -1)))
+    np.testing.assert_allclose(fr.phase_only(x, "unit").numpy(), unit, atol=1e-10)
+    mean_amp = np.abs(f).mean(axis=(-3, -2, -1), keepdims=True)
+    np.testing.assert_allclose(fr.phase_only(x, "mean").numpy(), unit * mean_amp, atol=1e-9)
+    np.testing.assert_allclose(fr.amplitude_only(x).numpy(), np.real(np.fft.ifftn(np.abs(f), axes=(-3, -2, -1))), atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8])
+def test_dtype_preserved(dtype, images_u8):
+    x = images_u8 if dtype == torch.uint8 else (images_u8.double() / 255).to(dtype)
+    y = x.flip(0)
+    for out in (fr.swap_amplitude(x, y), fr.mix_amplitude(x, y, 0.5), fr.low_frequency_swap(x, y, 0.1),
+                fr.phase_only(x), fr.amplitude_only(x)):
+        assert out.dtype == dtype and out.shape == x.shape and out.device == x.device
+
+
+def test_uint8_saturates_not_wraps(images_u8):
+    x, y = images_u8, images_u8.flip(0)
+    out = fr.swap_amplitude(x, y)
+    want = _np_swap(_np(x), _np(y), AXES["chw"])
+    assert (want > 255.5).any() or (want < -0.5).any(), "test images should produce out-of-range values"
+    np.testing.assert_allclose(out.numpy().astype(float), np.clip(np.round(want), 0, 255), atol=1)
+    assert (out[torch.from_numpy(want > 260)] == 255).all()
+    assert (out[torch.from_numpy(want < -5)] == 0).all()
+
+
+def test_no_in_place_mutation(images_f32):
+    x, y = images_f32.clone(), images_f32.flip(0).clone()
+    fr.swap_amplitude(x, y), fr.mix_amplitude(x, y), fr.low_frequency_swap(x, y), fr.phase_only(x)
+    assert torch.equal(x, images_f32) and torch.equal(y, images_f32.flip(0))
+
+
+def test_gradients_flow():
+    x = torch.rand(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: fr.swap_amplitude(a, b), (x, y), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda a, b: fr.mix_amplitude(a, b, 0.3, "hw"), (x, y), fast_mode=True)
+    amp, pha = fr.amplitude_phase(x)
+    fr.recombine(amp, pha).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("bad, exc", [
+    ([[1.0]], TypeError),
+    (torch.zeros(3, 8, 8, dtype=torch.int32), TypeError),
+    (torch.zeros(8, 8), ValueError),
+    (torch.zeros(3, 1, 8), ValueError),
+    (torch.zeros(3, 8, 1), ValueError),
+    (torch.zeros(0, 3, 8, 8), ValueError),
+    (torch.full((3, 8, 8), float("nan")), ValueError),
+    (torch.full((3, 8, 8), float("inf")), ValueError),
+])
+def test_bad_input(bad, exc):
+    with pytest.raises(exc):
+        fr.amplitude_phase(bad)
+    with pytest.raises(exc):
+        fr.swap_amplitude(bad, bad)
+
+
+def test_bad_arguments(images_f32):
+    with pytest.raises(ValueError, match="dims"):
+        fr.amplitude_phase(images_f32, "xy")
+    with pytest.raises(ValueError, match="same"):
+        fr.swap_amplitude(images_f32, images_f32[..., :16])
+    with pytest.raises(ValueError, match="lam"):
+        fr.mix_amplitude(images_f32, images_f32, 1.5)
+    with pytest.raises(ValueError, match="beta"):
+        fr.low_frequency_swap(images_f32, images_f32, -0.1)
+    with pytest.raises(ValueError, match="magnitude"):
+        fr.phase_only(images_f32, "median")
