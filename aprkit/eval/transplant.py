@@ -1,0 +1,459 @@
+"""The internal Oppenheim-Lim transplant test: which code does a trained network read at a layer?
+
+For pairs of images (A, B) whose clean predictions differ, B's activation at a layer is replaced by
+A's *carrier* with B's *magnitude* and the rest of the network runs on it:
+
+- ``code="phase"``: A's Fourier phase with B's amplitude (per-channel 2-D FFT over the spatial /
+  token grid, ``dims="hw"``);
+- ``code="sign"``: ``sign(A) * |B|`` elementwise (``sign(0) = +1``).
+
+The prediction then follows A (the carrier donor), B (the magnitude donor) or neither. Controls come
+with every row: magnitude deletion (each image's magnitude replaced by the dataset mean at that
+layer), DC-only (only each channel's spatial mean kept), the A == B identity swap (must reproduce the
+clean predictions) and flags for trivial results (a magnitude that barely varies between images, or a
+transplant that does not change the activation, e.g. the sign of a post-ReLU map).
+
+Activations are captured once per layer (the forward stops at the layer); pairs run in batches.
+Run ``python -m aprkit.eval.transplant --help`` for the command line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..hidden import codes as C
+from ..hidden.layout import from_grid, to_grid
+from ..hidden.capture import FrontSkip, capture, front_blocks, predict
+from ..hidden.sites import Site, last_activation_site, list_blocks, resolve_module
+from ..hidden.attach import token_layout
+
+__all__ = ["transplant_test", "layer_sweep", "sample_pairs", "load_data"]
+
+Data = Union[torch.Tensor, tuple, Iterable]
+TRIVIAL_VARIATION = 0.05  # between-image magnitude variation below this flags a trivial result
+INERT_CHANGE = 1e-6  # relative activation change below this flags an inert transplant
+
+
+def load_data(data: Data, labels: torch.Tensor | None = None, max_images: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images ``(N, C, H, W)`` float in [0, 1] and labels ``(N,)`` (or ``None``) from a tensor, an
+    ``(images, labels)`` pair, a dataset of ``(image, label)`` or an iterable of such batches.
+
+    From a map-style dataset, ``max_images`` are taken evenly spaced over its length."""
+    if isinstance(data, torch.Tensor):
+        images = data
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor) and data[0].ndim == 4:
+        images, labels = data[0], (data[1] if labels is None else labels)
+    else:
+        xs, ys, n = [], [], 0
+        if max_images is not None and hasattr(data, "__len__") and hasattr(data, "__getitem__"):
+            size = len(data)  # a map-style dataset: spread the pick over it (folders are sorted by class)
+            pick = torch.linspace(0, size - 1, min(max_images, size)).round().long().unique().tolist()
+            data = [data[i] for i in pick]
+        for item in data:  # a dataset yields (C,H,W), a loader yields (B,C,H,W)
+            if not (isinstance(item, (tuple, list)) and len(item) >= 2 and isinstance(item[0], torch.Tensor)):
+                raise TypeError("data must be images (N, C, H, W), (images, labels) or an iterable of (image, label)")
+            x, y = item[0], torch.as_tensor(item[1])
+            xs.append(x if x.ndim == 4 else x.unsqueeze(0))
+            ys.append(y.reshape(-1))
+            n += xs[-1].shape[0]
+            if max_images is not None and n >= max_images:
+                break
+        if not xs:
+            raise ValueError("data is empty; expected at least two images")
+        images, labels = torch.cat(xs), (torch.cat(ys) if labels is None else labels)
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
+    if max_images is not None:
+        images = images[:max_images]
+        labels = labels[:max_images] if labels is not None else None
+    if images.dtype == torch.uint8:
+        images = images.float() / 255
+    elif not images.is_floating_point():
+        raise TypeError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
+    if labels is not None:
+        labels = torch.as_tensor(labels).long().reshape(-1)
+        if labels.shape[0] != images.shape[0]:
+            raise ValueError(f"labels must have one entry per image: {images.shape[0]} images, {labels.shape[0]} labels")
+    return images, labels
+
+
+def sample_pairs(preds: torch.Tensor, n_pairs: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_pairs`` index pairs ``(a, b)`` with ``preds[a] != preds[b]``, drawn uniformly (with replacement)."""
+    classes = torch.unique(preds)
+    if classes.numel() < 2:
+        raise ValueError(
+            f"all {preds.numel()} images have the same clean prediction (class {int(classes[0])}): no valid pair (A, B) "
+            "with different predictions exists; give images the model assigns to at least two classes"
+        )
+    if n_pairs < 1:
+        raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
+    n, got_a, got_b, have = preds.numel(), [], [], 0
+    while have < n_pairs:
+        a = torch.randint(n, (4 * n_pairs,), generator=generator)
+        b = torch.randint(n, (4 * n_pairs,), generator=generator)
+        keep = preds.cpu()[a] != preds.cpu()[b]
+        got_a.append(a[keep])
+        got_b.append(b[keep])
+        have += int(keep.sum())
+    return torch.cat(got_a)[:n_pairs], torch.cat(got_b)[:n_pairs]
+
+
+def _stats(x: torch.Tensor, code: str, dims: str, layout_kw: dict, batch_size: int) -> dict[str, Any]:
+    """Dataset-mean magnitude, between-image magnitude variation and the fraction of negative entries."""
+    s1 = s2 = None
+    neg = 0.0
+    for s in range(0, x.shape[0], batch_size):
+        g, _, _ = to_grid(x[s:s + batch_size], **layout_kw)
+        m = C.magnitude(g.float(), code, dims).double()
+        s1 = m.sum(0) if s1 is None else s1 + m.sum(0)
+        s2 = (m**2).sum(0) if s2 is None else s2 + (m**2).sum(0)
+        neg += float((g < 0).double().sum())
+    n = x.shape[0]
+    mean, sq = s1 / n, s2 / n
+    var_between = (sq - mean**2).clamp_min(0).mean()
+    variation = float(var_between.sqrt() / sq.mean().sqrt().clamp_min(1e-30))
+    return {"mean": mean.float(), "variation": variation, "negative_fraction": neg / x.numel()}
+
+
+def _rate(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a == b).float().mean())
+
+
+def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw, batch_size, n_control, device,
+               skip_front=False) -> list[dict]:
+    """All rows (one per code) for one site: main transplant and controls."""
+    acts, idx = capture(model, images, site, batch_size, device)
+    g0, _, layout = to_grid(acts[:1], **layout_kw, name=f"layer {site.layer!r} {site.site}")
+    a_idx, b_idx, order = pairs
+    ctrl = order[:n_control]
+
+    def grid(rows: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        g, prefix, _ = to_grid(acts[rows.to(acts.device)], **layout_kw)
+        return g, prefix
+
+    def build(rows_b: torch.Tensor, fn) -> torch.Tensor:
+        gb, prefix = grid(rows_b)
+        return from_grid(fn(gb).to(gb.dtype), prefix, layout)
+
+    front = front_blocks(model, site, images[:1].to(device)) if skip_front else FrontSkip()
+    owner_in = capture(model, images, front.owner_input, batch_size, device)[0] if front.owner_input else None
+    owner_mod = resolve_module(model, front.owner_input.layer)[1] if front.owner_input else None
+
+    def predict_at(rows_in: torch.Tensor, replace) -> tuple[torch.Tensor, torch.Tensor]:
+        feed = None if owner_in is None else (owner_mod, lambda r: owner_in[rows_in[r].to(owner_in.device)])
+        return predict(model, images[rows_in], batch_size, device, site, idx, replace, front.blocks, feed)
+
+    def run(rows_in: torch.Tensor, replace) -> torch.Tensor:
+        return predict_at(rows_in, replace)[0]
+
+    dc_pred = run(ctrl, lambda r: build(ctrl[r], C.dc_only))
+    clean_logits = predict(model, images[ctrl], batch_size, device)[1]
+    out = []
+    for code in codes:
+        st = _stats(acts, code, dims, layout_kw, batch_size)
+        mean_mag = st["mean"].to(acts.device)
+        change = []
+
+        def main(r: torch.Tensor) -> torch.Tensor:
+            ga, _ = grid(a_idx[r])
+            gb, prefix = grid(b_idx[r])
+            t = C.transplant(ga, gb, code, dims).to(gb.dtype)
+            change.append((t - gb).flatten(1).norm(dim=1) / gb.flatten(1).norm(dim=1).clamp_min(1e-30))
+            return from_grid(t, prefix, layout)
+
+        pred = run(b_idx, main)
+        id_pred, id_logits = predict_at(ctrl, lambda r: build(ctrl[r], lambda g: C.transplant(g, g, code, dims)))
+        del_pred = run(ctrl, lambda r: build(ctrl[r], lambda g: C.with_magnitude(g, mean_mag, code, dims)))
+        act_change = float(torch.cat(change).mean())
+        row: dict[str, Any] = {
+            "layer": site.layer, "site": site.site, "call_index": idx, "code": code, "dims": dims if code == "phase" else None,
+            "shape": list(g0.shape[1:]), "kind": layout.kind, "n_pairs": int(a_idx.numel()),
+            "follow_donor": _rate(pred, clean[a_idx]), "follow_magnitude": _rate(pred, clean[b_idx]),
+            "identity_agreement": _rate(id_pred, clean[ctrl]),
+            "identity_max_logit_diff": float((id_logits - clean_logits).abs().max()),
+            "deletion_agreement": _rate(del_pred, clean[ctrl]), "dc_only_agreement": _rate(dc_pred, clean[ctrl]),
+            "magnitude_variation": st["variation"], "negative_fraction": st["negative_fraction"],
+            "activation_change": act_change,
+        }
+        row["neither"] = 1.0 - row["follow_donor"] - row["follow_magnitude"]
+        if labels is not None:
+            row.update(donor_label_acc=_rate(pred, labels[a_idx]), magnitude_label_acc=_rate(pred, labels[b_idx]),
+                       deletion_accuracy=_rate(del_pred, labels[ctrl]), dc_only_accuracy=_rate(dc_pred, labels[ctrl]))
+        flags = []
+        if act_change < INERT_CHANGE:
+            why = " (non-negative activations: the sign code is constant)" if code == "sign" and st["negative_fraction"] == 0 else ""
+            flags.append(f"inert: the transplant leaves the activation unchanged{why}")
+        if st["variation"] < TRIVIAL_VARIATION:
+            flags.append(f"trivial: the magnitude hardly varies between images (variation {st['variation']:.3f})")
+        if row["identity_agreement"] < 1.0:
+            flags.append("identity swap changed predictions")
+        row["flags"] = flags
+        row["predictions"] = pred.tolist()
+        out.append(row)
+    return out
+
+
+def _as_codes(code: Union[str, Sequence[str]]) -> list[str]:
+    codes = [code] if isinstance(code, str) else list(code)
+    for c in codes:
+        C.check_code(c)
+    if not codes:
+        raise ValueError("code must name at least one of 'phase', 'sign'")
+    return codes
+
+
+def _prepare(model, data, labels, n_pairs, generator, batch_size, max_images, num_prefix_tokens, grid):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    images, labels = load_data(data, labels, max_images)
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    clean, logits = predict(model, images, batch_size, device)
+    if labels is not None and int(labels.max()) >= logits.shape[1]:
+        raise ValueError(f"labels go up to {int(labels.max())} but the model has {logits.shape[1]} outputs; pass labels=None")
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    pairs = (*sample_pairs(clean, n_pairs, gen), torch.randperm(images.shape[0], generator=gen))
+    k, auto_grid = token_layout(model)
+    layout_kw = {"num_prefix_tokens": num_prefix_tokens if num_prefix_tokens is not None else k,
+                 "grid": grid if grid is not None else auto_grid}
+    info = {"n_images": int(images.shape[0]), "n_pairs": int(n_pairs), "num_outputs": int(logits.shape[1]),
+            "clean_accuracy": _rate(clean, labels) if labels is not None else None}
+    return images, labels, device, clean, pairs, layout_kw, info
+
+
+def transplant_test(
+    model: nn.Module,
+    data: Data,
+    layers: Sequence[str],
+    *,
+    code: Union[str, Sequence[str]] = "phase",
+    site: str = "output",
+    call_index: int | None = None,
+    labels: torch.Tensor | None = None,
+    n_pairs: int = 1000,
+    generator: torch.Generator | None = None,
+    dims: str = "hw",
+    batch_size: int = 256,
+    n_control: int = 512,
+    max_images: int | None = None,
+    num_prefix_tokens: int | None = None,
+    grid: tuple[int, int] | None = None,
+    skip_front: bool = False,
+    keep_predictions: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run the transplant test at each of ``layers`` and return ``{"rows": [...], **info}`` (JSON-ready).
+
+    ``data``: images ``(N, C, H, W)`` (uint8, or float in [0, 1] as the model takes them), an
+    ``(images, labels)`` pair or an iterable of ``(image, label)``. Each row has ``follow_donor`` (rate
+    of predicting A's clean class), ``follow_magnitude`` (B's), ``neither``, the controls
+    (``identity_agreement``, ``deletion_agreement``/``_accuracy``, ``dc_only_agreement``/``_accuracy``,
+    computed on ``n_control`` random images), ``magnitude_variation``, ``activation_change`` and
+    ``flags``. ``code`` may list several codes; they share the captured activations. ``skip_front``
+    skips the blocks before the intervened one (block-sequential nets only; see ``front_blocks``).
+    ``keep_predictions`` adds the pair indices (``pairs_a``, ``pairs_b``), the clean predictions and
+    each row's per-pair ``predictions``.
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(layers, str):
+        layers = [layers]
+    codes = _as_codes(code)
+    sites = [Site(name, site, call_index) for name in layers]  # type: ignore[arg-type]
+    for s in sites:
+        resolve_module(model, s.module_path)
+    was_training = model.training
+    model.eval()
+    try:
+        images, labels, device, clean, pairs, layout_kw, info = _prepare(
+            model, data, labels, n_pairs, generator, batch_size, max_images, num_prefix_tokens, grid)
+        rows = []
+        for depth, s in enumerate(tqdm(sites, disable=not progress, desc="transplant")):
+            for row in _site_rows(model, images, labels, clean, pairs, s, codes, dims, layout_kw, batch_size, n_control,
+                                  device, skip_front):
+                rows.append({"depth": depth, **row})
+    finally:
+        model.train(was_training)
+    if keep_predictions:
+        info.update(pairs_a=pairs[0].tolist(), pairs_b=pairs[1].tolist(), clean_predictions=clean.tolist())
+    else:
+        for row in rows:
+            row.pop("predictions")
+    return {**info, "rows": rows}
+
+
+def layer_sweep(
+    model: nn.Module,
+    data: Data,
+    layers: Union[str, Sequence[str]] = "all",
+    *,
+    codes: Sequence[str] = ("phase", "sign"),
+    sites: Sequence[str] = ("output", "input"),
+    every: int = 1,
+    plot: Any = None,
+    cache: Any = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """:func:`transplant_test` over the blocks (``layers="all"``, see :func:`aprkit.hidden.list_blocks`).
+
+    ``site="output"`` is each block's output; with ``layers="all"``, ``site="input"`` is the input
+    of each block's last nonlinearity (its pre-activation; ``"<block>:relu"`` for functional ReLUs).
+    Returns ``{"rows", "table" (Markdown), "figure" (path or None), ...}``; ``plot`` is a PNG path.
+    ``cache`` (``get(key)``/``put(key, value)``) stores each finished site so a rerun resumes.
+    Other keyword arguments are those of :func:`transplant_test`.
+    """
+    from .suites.transplant import plot_sweep, sweep_table
+
+    from tqdm.auto import tqdm
+
+    blocks = list_blocks(model) if layers == "all" else ([layers] if isinstance(layers, str) else list(layers))
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    picked = blocks[::every]
+    if picked[-1] != blocks[-1]:
+        picked.append(blocks[-1])
+    codes = _as_codes(codes)
+    call_index = kwargs.pop("call_index", None)
+    progress = kwargs.pop("progress", False)
+    opts = {"dims": "hw", "batch_size": 256, "n_control": 512, "skip_front": False}
+    opts.update({k: kwargs.pop(k) for k in list(kwargs) if k in opts})
+    prep = {k: kwargs.pop(k, None) for k in ("labels", "generator", "max_images", "num_prefix_tokens", "grid")}
+    n_pairs = kwargs.pop("n_pairs", 1000)
+    if kwargs:
+        raise TypeError(f"layer_sweep got unexpected arguments {sorted(kwargs)}")
+    targets: list[tuple[int, str, Site]] = []
+    for site in sites:
+        for depth, b in enumerate(picked):
+            t = last_activation_site(model, b) if site == "input" and layers == "all" else Site(b, site, call_index)  # type: ignore[arg-type]
+            resolve_module(model, t.module_path)
+            targets.append((depth, b, t))
+    was_training = model.training
+    model.eval()
+    try:
+        images, labels, device, clean, pairs, layout_kw, info = _prepare(
+            model, data, prep["labels"], n_pairs, prep["generator"], opts["batch_size"], prep["max_images"],
+            prep["num_prefix_tokens"], prep["grid"])
+        rows: list[dict] = []
+        for depth, block, t in tqdm(targets, disable=not progress, desc="layer sweep"):
+            key = f"{t.label()}|{','.join(codes)}|{n_pairs}|{ {k: v for k, v in opts.items() if k != 'skip_front'} }"
+            got = cache.get(key) if cache is not None else None
+            if got is None:
+                got = {"rows": _site_rows(model, images, labels, clean, pairs, t, codes, opts["dims"], layout_kw,
+                                          opts["batch_size"], opts["n_control"], device, opts["skip_front"])}
+                if cache is not None:
+                    cache.put(key, got)
+            rows += [{"depth": depth, "block": block, **{k: v for k, v in row.items() if k != "predictions"}}
+                     for row in got["rows"]]
+    finally:
+        model.train(was_training)
+    figure = plot_sweep(rows, plot) if plot is not None else None
+    return {**info, "rows": rows, "table": sweep_table(rows), "figure": None if figure is None else str(figure)}
+
+
+# ---------------------------------------------------------------------------------------------
+# command line: python -m aprkit.eval.transplant --model SPEC --data DIR ...
+
+
+class _PrefixedCache:
+    """Namespaces a ``ResultCache`` by the run's model and data, so a shared folder never mixes runs."""
+
+    def __init__(self, cache: Any, prefix: str) -> None:
+        self.cache, self.prefix = cache, prefix
+
+    def get(self, key: str) -> dict | None:
+        return self.cache.get(self.prefix + key)
+
+    def put(self, key: str, value: dict) -> None:
+        self.cache.put(self.prefix + key, value)
+
+
+def _read_folder(root: str, per_class: int | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """uint8 images and labels from ``root/<class>/*.png`` (class index = sorted folder order)."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    classes = sorted(d.name for d in Path(root).iterdir() if d.is_dir())
+    if not classes:
+        raise FileNotFoundError(f"{root} has no class folders <class>/*.png")
+    xs, ys = [], []
+    for k, c in enumerate(classes):
+        files = sorted(p for p in (Path(root) / c).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        for f in files[:per_class]:
+            with Image.open(f) as img:
+                xs.append(torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1))
+            ys.append(k)
+    return torch.stack(xs), torch.tensor(ys), classes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a layer sweep from the command line and print the Markdown table."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(prog="python -m aprkit.eval.transplant", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="aprkit.models.load_model spec: name, checkpoint path, torchvision:<name>")
+    ap.add_argument("--checkpoint", default=None, help="weights for --model (e.g. torchvision:mobilenet_v2)")
+    ap.add_argument("--data", required=True, help="folder of <class>/*.png (CIFAR-10 test, cue-conflict)")
+    ap.add_argument("--per-class", type=int, default=None, help="images per class folder (default: all)")
+    ap.add_argument("--layers", default="all", help="'all' (the blocks) or comma-separated layer names")
+    ap.add_argument("--codes", default="phase,sign")
+    ap.add_argument("--sites", default="output,input")
+    ap.add_argument("--every", type=int, default=1, help="every k-th block (the last is always kept)")
+    ap.add_argument("--n-pairs", type=int, default=1000)
+    ap.add_argument("--n-control", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-labels", action="store_true", help="ignore folder labels (automatic when they do not match the outputs)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--skip-front", action="store_true",
+                    help="do not recompute the blocks before the intervened one (block-sequential nets; the identity control checks it)")
+    ap.add_argument("--out", default=None, help="folder for sweep.json, sweep.md, sweep.png and the resume cache/")
+    args = ap.parse_args(argv)
+
+    from ..models import load_model
+
+    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
+    images, labels, classes = _read_folder(args.data, args.per_class)
+    with torch.no_grad():
+        n_out = model(images[:1].float().div(255).to(args.device)).shape[1]
+    if args.no_labels or n_out != len(classes):
+        labels = None
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    layers = "all" if args.layers == "all" else args.layers.split(",")
+    cache = None
+    if out is not None:
+        from .cache import ResultCache
+
+        prefix = f"transplant|{args.model}|{args.checkpoint}|{args.data}|{args.per_class}|labels={labels is not None}|seed={args.seed}|"
+        cache = _PrefixedCache(ResultCache(out / "cache"), prefix)
+    res = layer_sweep(model, (images, labels) if labels is not None else images, layers,
+                      codes=args.codes.split(","), sites=args.sites.split(","), every=args.every,
+                      n_pairs=args.n_pairs, n_control=args.n_control, batch_size=args.batch_size, skip_front=args.skip_front,
+                      generator=torch.Generator().manual_seed(args.seed), progress=True,
+                      plot=(out / "sweep.png") if out else None, cache=cache)
+    acc = res["clean_accuracy"]
+    head = (f"model={args.model} data={args.data} images={res['n_images']} pairs={args.n_pairs} "
+            f"clean_acc={'n/a' if acc is None else format(100 * acc, '.2f') + '%'}")
+    print(head)
+    print(res["table"])
+    for r in res["rows"]:
+        for f in r["flags"]:
+            print(f"  {r['layer']}@{r['site']} {r['code']}: {f}")
+    if out is not None:
+        (out / "sweep.json").write_text(json.dumps({**res, "command": vars(args)}, indent=1))
+        (out / "sweep.md").write_text(head + "\n\n" + res["table"] + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""Insert :class:`FeatureAPR` at named layers through forward hooks (no model surgery)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from .feature_apr import FeatureAPR
+from .sites import resolve_module
+
+__all__ = ["attach", "AttachHandle", "token_layout"]
+
+
+def token_layout(model: nn.Module) -> tuple[int | None, tuple[int, int] | None]:
+    """``(num_prefix_tokens, grid)`` read from a timm ViT (or a wrapper with ``.model``); ``None`` if unknown."""
+    for m in (model, getattr(model, "model", None)):
+        if m is None:
+            continue
+        k = getattr(m, "num_prefix_tokens", None)
+        if k is not None:
+            grid = getattr(getattr(m, "patch_embed", None), "grid_size", None)
+            grid_t = tuple(int(v) for v in grid) if grid is not None else None
+            return int(k), (grid_t if grid_t is not None and grid_t[0] != grid_t[1] else None)
+    return None, None
+
+
+class AttachHandle:
+    """Removable handle returned by :func:`attach`; also a context manager that removes on exit.
+
+    ``modules`` maps each full layer name to its :class:`FeatureAPR` (change ``p`` etc. there).
+    """
+
+    def __init__(self, hooks: list[Any], modules: dict[str, FeatureAPR]) -> None:
+        self._hooks = hooks
+        self.modules = modules
+        self.removed = False
+
+    def remove(self) -> None:
+        """Remove every hook (idempotent); the model behaves exactly as before :func:`attach`."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        self.removed = True
+
+    def __enter__(self) -> "AttachHandle":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        state = "removed" if self.removed else "active"
+        return f"AttachHandle({list(self.modules)}, {state})"
+
+
+def attach(
+    model: nn.Module,
+    layers: Sequence[str],
+    *,
+    p: float = 0.5,
+    dims: str = "hw",
+    mode: str = "swap",
+    lam: Any = None,
+    num_prefix_tokens: int | None = None,
+    grid: tuple[int, int] | None = None,
+    generator: torch.Generator | None = None,
+) -> AttachHandle:
+    """Apply :class:`FeatureAPR` to the outputs of ``layers`` while those modules are in training mode.
+
+    ``layers`` are names from ``model.named_modules()`` (``model.``-prefix optional for wrapped
+    models). Token outputs ``(B, N, D)`` use the timm ViT layout (``num_prefix_tokens``, patch grid)
+    when the model exposes it, else the arguments. Returns an :class:`AttachHandle`;
+    ``handle.remove()`` (or leaving a ``with`` block) restores the model.
+    """
+    if isinstance(layers, str):
+        layers = [layers]
+    if not layers:
+        raise ValueError("layers must name at least one module, e.g. ['layer2', 'layer3']")
+    auto_k, auto_grid = token_layout(model)
+    k = num_prefix_tokens if num_prefix_tokens is not None else auto_k
+    grid = grid if grid is not None else auto_grid
+    resolved: list[tuple[str, nn.Module]] = []
+    for name in layers:
+        if ":" in name:
+            raise ValueError(
+                f"attach needs a module, not a functional op ({name!r}); hook the module whose output you want to augment"
+            )
+        resolved.append(resolve_module(model, name))
+    hooks: list[Any] = []
+    modules: dict[str, FeatureAPR] = {}
+    for full, module in resolved:
+        apr = FeatureAPR(p=p, dims=dims, mode=mode, lam=lam, num_prefix_tokens=k, grid=grid, generator=generator)  # type: ignore[arg-type]
+        modules[full] = apr
+
+        def hook(mod: nn.Module, args: Any, out: Any, apr: FeatureAPR = apr, full: str = full) -> Any:
+            if not (mod.training and apr.training):
+                return None
+            if not isinstance(out, torch.Tensor):
+                raise ValueError(
+                    f"layer {full!r} returns a {type(out).__name__}; FeatureAPR needs a feature map (B, C, H, W) or tokens (B, N, D)"
+                )
+            return apr(out)
+
+        hooks.append(module.register_forward_hook(hook))
+    return AttachHandle(hooks, modules)

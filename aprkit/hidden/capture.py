@@ -1,0 +1,140 @@
+"""Batched forward passes that read (capture) or replace the activation at one :class:`Site`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+from .sites import Site, StopForward, list_blocks, resolve_module, tap
+
+__all__ = ["predict", "capture", "front_blocks", "skipping", "FrontSkip"]
+
+
+@dataclass
+class FrontSkip:
+    """What an intervention at a site may skip: ``blocks`` (module, output shape without batch) and, when
+    the site lies inside a block, that block's input ``Site`` (its true input is fed from a capture)."""
+
+    blocks: list[tuple[nn.Module, tuple[int, ...]]] = field(default_factory=list)
+    owner_input: Site | None = None
+
+
+def front_blocks(model: nn.Module, site: Site, example: torch.Tensor) -> FrontSkip:
+    """The blocks (from :func:`list_blocks`) an intervention at ``site`` need not compute.
+
+    These are the blocks before the one holding ``site`` (and that block too when ``site`` is its
+    output). When ``site`` lies inside a block, that block still runs, on its true input (captured
+    beforehand: a residual branch may read it after the site). Valid for block-sequential networks
+    (ResNets, MobileNetV2, ViTs), where a block's output feeds only the next block; the identity
+    control checks it. Shapes are measured on ``example`` ``(1, C, H, W)``.
+    """
+    full, _ = resolve_module(model, site.module_path)
+    blocks = list_blocks(model)
+    owner = next((i for i, b in enumerate(blocks) if full == b or full.startswith(b + ".")), None)
+    if owner is None:
+        return FrontSkip()
+    at_output = full == blocks[owner] and site.op is None and site.site == "output"
+    n = owner + 1 if at_output else owner
+    mods = [resolve_module(model, b)[1] for b in blocks[:n]]
+    shapes: dict[int, tuple[int, ...]] = {}
+
+    def record(k: int) -> Callable[..., None]:
+        def hook(m: nn.Module, a: Any, o: torch.Tensor) -> None:
+            shapes.setdefault(k, tuple(o.shape[1:]))
+        return hook
+
+    handles = [m.register_forward_hook(record(k)) for k, m in enumerate(mods)]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return FrontSkip([(m, shapes[k]) for k, m in enumerate(mods)], None if at_output else Site(blocks[owner], "input"))
+
+
+@contextmanager
+def skipping(blocks: Sequence[tuple[nn.Module, tuple[int, ...]]]) -> Iterator[None]:
+    """Within the context, each block returns zeros of its recorded shape instead of computing."""
+    for m, shape in blocks:
+        m.forward = lambda x, *a, _s=shape, **k: x.new_zeros((x.shape[0], *_s))  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for m, _ in blocks:
+            del m.forward
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
+             site: Site | None = None, call: int = 0, replace: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             skip: Sequence[tuple[nn.Module, tuple[int, ...]]] = (),
+             feed: tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictions ``(N,)`` and logits ``(N, K)`` on the CPU for ``images`` ``(N, C, H, W)``.
+
+    With ``site``, call number ``call`` of that site is replaced by ``replace(rows)`` for each batch of
+    row indices ``rows`` (the intervened forward pass); blocks in ``skip`` (see :func:`front_blocks`)
+    are not computed, and ``feed = (module, fn)`` replaces that module's input by ``fn(rows)``.
+    """
+    preds, logits = [], []
+    for s in range(0, images.shape[0], batch_size):
+        rows = torch.arange(s, min(s + batch_size, images.shape[0]))
+        x = images[rows].to(device)
+        if site is None:
+            out = model(x)
+        else:
+            hook = None if feed is None else feed[0].register_forward_pre_hook(
+                lambda m, args, rows=rows: (feed[1](rows).to(args[0].dtype), *args[1:]))
+            try:
+                with skipping(skip), tap(model, site, lambda a, i: replace(rows).to(a.dtype) if i == call else None):
+                    out = model(x)
+            finally:
+                if hook is not None:
+                    hook.remove()
+        logits.append(out.float().cpu())
+        preds.append(logits[-1].argmax(1))
+    return torch.cat(preds), torch.cat(logits)
+
+
+@torch.no_grad()
+def capture(model: nn.Module, images: torch.Tensor, site: Site, batch_size: int, device: torch.device) -> tuple[torch.Tensor, int]:
+    """Activations ``(N, ...)`` at ``site`` (on the model's device) and the resolved call index.
+
+    A probe forward counts the calls of the site; ``site.call_index`` (negative counts from the end)
+    must pick one when there are several. Each batch's forward stops right after the capture.
+    """
+    counted: list[int] = []
+    with tap(model, site, lambda a, i: None) as state:
+        model(images[:1].to(device))
+        counted.append(state.calls)
+    n_calls = counted[0]
+    if n_calls == 0:
+        raise ValueError(f"layer {site.layer!r} was never called in a forward pass; pick a layer the model uses")
+    if site.call_index is None and n_calls > 1:
+        raise ValueError(f"layer {site.layer!r} is called {n_calls} times per forward; pass call_index (0..{n_calls - 1} or negative)")
+    idx = 0 if site.call_index is None else site.call_index
+    if not -n_calls <= idx < n_calls:
+        raise ValueError(f"call_index {idx} out of range for layer {site.layer!r}, which is called {n_calls} times")
+    idx %= n_calls
+    chunks: list[torch.Tensor] = []
+
+    def grab(a: Any, i: int) -> None:
+        if i == idx:
+            if not isinstance(a, torch.Tensor):
+                raise ValueError(f"layer {site.layer!r} {site.site} is a {type(a).__name__}, not a feature map (B, C, H, W) or tokens (B, N, D)")
+            chunks.append(a.detach().clone())
+            raise StopForward
+
+    for s in range(0, images.shape[0], batch_size):
+        with tap(model, site, grab):
+            try:
+                model(images[s:s + batch_size].to(device))
+            except StopForward:
+                pass
+    return torch.cat(chunks), idx

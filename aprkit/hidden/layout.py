@@ -1,0 +1,101 @@
+"""Hidden activations as spatial grids: feature maps ``(B, C, H, W)`` and token sequences ``(B, N, D)``.
+
+Fourier operations on hidden features need a 2-D grid. A feature map already is one; a transformer
+token sequence ``(B, N, D)`` is split into ``num_prefix_tokens`` leading tokens (class / register /
+distillation tokens, passed through untouched) and ``N - num_prefix_tokens`` patch tokens, which are
+reshaped to ``(B, D, h, w)``. :func:`to_grid` and :func:`from_grid` are exact inverses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["GridLayout", "to_grid", "from_grid", "infer_prefix_tokens"]
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """How an activation maps to a grid: ``kind`` is ``"map"`` or ``"tokens"``; ``prefix`` the passed-through tokens."""
+
+    kind: str
+    grid: tuple[int, int]
+    num_prefix_tokens: int = 0
+
+
+def infer_prefix_tokens(n_tokens: int, max_prefix: int = 8) -> int:
+    """Smallest ``k <= max_prefix`` such that ``n_tokens - k`` is a perfect square (>= 4); else ``ValueError``."""
+    for k in range(0, max_prefix + 1):
+        rest = n_tokens - k
+        if rest >= 4 and math.isqrt(rest) ** 2 == rest:
+            return k
+    raise ValueError(
+        f"cannot infer the patch grid of {n_tokens} tokens: pass num_prefix_tokens= and grid=(h, w) explicitly"
+    )
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a tensor of shape {tuple(x.shape)}"
+    return f"a {type(x).__name__}"
+
+
+def to_grid(
+    x: torch.Tensor,
+    *,
+    num_prefix_tokens: int | None = None,
+    grid: tuple[int, int] | None = None,
+    name: str = "activation",
+) -> tuple[torch.Tensor, torch.Tensor | None, GridLayout]:
+    """Split ``x`` into a grid ``(B, C, h, w)``, the prefix tokens ``(B, k, D)`` (or ``None``) and its layout.
+
+    ``x`` is a feature map ``(B, C, H, W)`` (returned as is) or tokens ``(B, N, D)``. For tokens,
+    ``num_prefix_tokens=None`` infers the prefix from ``N`` (see :func:`infer_prefix_tokens`) and
+    ``grid=None`` assumes a square patch grid. Raises ``ValueError`` for anything else.
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(
+            f"{name} must be a floating feature map (B, C, H, W) or token sequence (B, N, D), got {_describe(x)}"
+        )
+    if x.ndim == 4:
+        if x.shape[-2] < 2 or x.shape[-1] < 2:
+            raise ValueError(
+                f"{name} is a feature map of shape {tuple(x.shape)} with a spatial grid below 2x2; "
+                "Fourier phase/amplitude need H >= 2 and W >= 2"
+            )
+        return x, None, GridLayout("map", (x.shape[-2], x.shape[-1]), 0)
+    if x.ndim == 3:
+        n = x.shape[1]
+        k = infer_prefix_tokens(n) if num_prefix_tokens is None else int(num_prefix_tokens)
+        if not 0 <= k < n:
+            raise ValueError(f"num_prefix_tokens must lie in [0, {n}) for {name} of shape {tuple(x.shape)}, got {k}")
+        rest = n - k
+        if grid is None:
+            side = math.isqrt(rest)
+            if side * side != rest:
+                raise ValueError(
+                    f"{name} has {rest} patch tokens after {k} prefix tokens, which is not a square grid; pass grid=(h, w)"
+                )
+            grid = (side, side)
+        h, w = int(grid[0]), int(grid[1])
+        if h * w != rest or h < 2 or w < 2:
+            raise ValueError(f"grid {grid} does not fit the {rest} patch tokens of {name} {tuple(x.shape)} (need h*w == {rest}, h, w >= 2)")
+        prefix = x[:, :k] if k else None
+        patches = x[:, k:].transpose(1, 2).reshape(x.shape[0], x.shape[2], h, w)
+        return patches, prefix, GridLayout("tokens", (h, w), k)
+    raise ValueError(
+        f"{name} must be a feature map (B, C, H, W) or a token sequence (B, N, D), got {_describe(x)}; "
+        "pick a layer inside the feature extractor (not the classifier head or a pooled vector)"
+    )
+
+
+def from_grid(g: torch.Tensor, prefix: torch.Tensor | None, layout: GridLayout) -> torch.Tensor:
+    """Inverse of :func:`to_grid`: rebuild ``(B, C, H, W)`` or ``(B, N, D)`` from a grid and its prefix tokens."""
+    if layout.kind == "map":
+        return g
+    tokens = g.reshape(g.shape[0], g.shape[1], -1).transpose(1, 2)
+    if prefix is None:
+        return tokens
+    return torch.cat([prefix.to(tokens.dtype), tokens], dim=1)

@@ -1,0 +1,221 @@
+"""Addressing hidden activations: layer names, hook points and call indices.
+
+A *site* is where an activation is read or replaced:
+
+- ``layer`` is a module path from ``model.named_modules()`` (``""`` is the model itself). Models
+  wrapped in ``aprkit.models.Normalize`` (inner model at ``.model``) resolve with or without the
+  ``model.`` prefix.
+- ``layer="<module>:<op>"`` addresses a *functional* activation (``op`` in :data:`FUNCTIONAL_OPS`,
+  e.g. ``"layer3.2:relu"``) called anywhere inside that module's forward, such as the
+  ``F.relu(out + shortcut(x))`` that ends a CIFAR ResNet block: such calls cannot be hooked as
+  modules, so they are intercepted with a ``TorchFunctionMode`` while the module runs.
+- ``site="output"`` is the module's (or op's) result, ``site="input"`` its first positional input:
+  for a ReLU that is the pre-activation.
+- ``call_index`` picks one call when a module or op runs several times per forward (torchvision's
+  shared ``relu`` in a ResNet block); negative values count from the last call.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .._checks import nearest_names
+
+__all__ = [
+    "FUNCTIONAL_OPS",
+    "Site",
+    "StopForward",
+    "resolve_module",
+    "list_blocks",
+    "last_activation_site",
+    "tap",
+]
+
+SiteKind = Literal["input", "output"]
+
+#: functional activations addressable as ``"<module>:<op>"``
+FUNCTIONAL_OPS: dict[str, tuple[Callable, ...]] = {
+    "relu": (F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_),
+    "relu6": (F.relu6,),
+    "gelu": (F.gelu,),
+    "silu": (F.silu,),
+}
+_ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Hardswish)
+
+
+class StopForward(Exception):
+    """Raised by a tap callback to end a forward pass early (e.g. once the activation is captured)."""
+
+
+@dataclass(frozen=True)
+class Site:
+    """A hook point: ``layer`` (module path, optionally ``":op"``), ``site`` and ``call_index``."""
+
+    layer: str
+    site: SiteKind = "output"
+    call_index: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, str):
+            raise TypeError(f"layer must be a module name (str), got {type(self.layer).__name__}")
+        if self.site not in ("input", "output"):
+            raise ValueError(f"site must be 'input' or 'output', got {self.site!r}")
+        if self.call_index is not None and not isinstance(self.call_index, int):
+            raise TypeError(f"call_index must be an int or None, got {type(self.call_index).__name__}")
+
+    @property
+    def module_path(self) -> str:
+        return self.layer.split(":", 1)[0]
+
+    @property
+    def op(self) -> str | None:
+        return self.layer.split(":", 1)[1] if ":" in self.layer else None
+
+    def label(self) -> str:
+        idx = "" if self.call_index is None else f"[{self.call_index}]"
+        return f"{self.layer}{idx}@{self.site}"
+
+
+def resolve_module(model: nn.Module, name: str) -> tuple[str, nn.Module]:
+    """Return ``(full_name, module)`` for ``name``; tries the ``model.`` prefix of wrapped models.
+
+    Raises ``ValueError`` naming close matches when no module has that name.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    modules = dict(model.named_modules())
+    for cand in (name, f"model.{name}" if name else "model"):
+        if cand in modules and not (cand == "model" and name == ""):
+            return cand, modules[cand]
+    if name == "":
+        return "", model
+    short = [n[len("model."):] for n in modules if n.startswith("model.")]
+    hint = nearest_names(name, [n for n in modules if n] + short)
+    raise ValueError(f"model has no layer named {name!r}{hint}; names come from model.named_modules()")
+
+
+def list_blocks(model: nn.Module) -> list[str]:
+    """Names of the repeated blocks, in definition order: children of every ``nn.Sequential`` /
+    ``nn.ModuleList`` whose children all have submodules (ResNet ``layerN.i``, ViT ``blocks.i``,
+    MobileNetV2 ``features.i``)."""
+    found: list[str] = []
+
+    def visit(prefix: str, mod: nn.Module) -> None:
+        kids = list(mod.named_children())
+        if isinstance(mod, (nn.Sequential, nn.ModuleList)) and kids and all(
+            any(True for _ in k.children()) for _, k in kids
+        ):
+            found.extend(f"{prefix}{n}" for n, _ in kids)
+            return
+        for n, k in kids:
+            visit(f"{prefix}{n}.", k)
+
+    visit("", model)
+    if not found:
+        raise ValueError("found no repeated blocks (nn.Sequential of submodules) in the model; pass layers=[...]")
+    return found
+
+
+def last_activation_site(model: nn.Module, block: str) -> Site:
+    """The pre-activation site of a block's last nonlinearity: its last activation module, or the
+    functional ``relu`` called inside it (``"<block>:relu"``) when it has none; the last call."""
+    full, mod = resolve_module(model, block)
+    acts = [n for n, m in mod.named_modules() if isinstance(m, _ACTIVATION_MODULES)]
+    if acts:
+        return Site(f"{full}.{acts[-1]}", "input", -1)
+    return Site(f"{full}:relu", "input", -1)
+
+
+class _OpMode(TorchFunctionMode):
+    """Intercepts functional activations while ``depth > 0`` (inside the addressed module)."""
+
+    def __init__(self, funcs: tuple[Callable, ...], handler: Callable[[Callable, tuple, dict], object]) -> None:
+        super().__init__()
+        self.funcs = funcs
+        self.handler = handler
+        self.depth = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D401 - torch protocol
+        kwargs = kwargs or {}
+        if self.depth > 0 and func in self.funcs:
+            return self.handler(func, args, kwargs)
+        return func(*args, **kwargs)
+
+
+class TapState:
+    """Counts the calls of a site during the current forward (reset when the model's forward starts)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+
+@contextmanager
+def tap(model: nn.Module, site: Site, fn: Callable[[torch.Tensor, int], torch.Tensor | None]) -> Iterator[TapState]:
+    """Within the context, each call of ``site`` runs ``fn(activation, call_number)``.
+
+    A returned tensor replaces the activation (input or output); ``None`` keeps it. The model must
+    be called inside the ``with`` block; hooks (and the function mode) are removed on exit.
+    """
+    full, module = resolve_module(model, site.module_path)
+    state = TapState()
+    handles = [model.register_forward_pre_hook(lambda m, a: setattr(state, "calls", 0))]
+    op = site.op
+    try:
+        if op is None:
+            if site.site == "output":
+                def post(m, args, out):
+                    i = state.calls
+                    state.calls += 1
+                    return fn(out, i)
+
+                handles.append(module.register_forward_hook(post))
+            else:
+                def pre(m, args):
+                    i = state.calls
+                    state.calls += 1
+                    if not args:
+                        raise ValueError(f"layer {full!r} was called without a positional input; use site='output'")
+                    new = fn(args[0], i)
+                    return None if new is None else (new, *args[1:])
+
+                handles.append(module.register_forward_pre_hook(pre))
+            yield state
+            return
+        if op not in FUNCTIONAL_OPS:
+            raise ValueError(f"unknown functional op {op!r} in layer {site.layer!r}; expected one of {sorted(FUNCTIONAL_OPS)}")
+
+        def handler(func, args, kwargs):
+            i = state.calls
+            state.calls += 1
+            if site.site == "input":
+                new = fn(args[0], i)
+                if new is not None:
+                    args = (new, *args[1:])
+                return func(*args, **kwargs)
+            out = func(*args, **kwargs)
+            new = fn(out, i)
+            return out if new is None else new
+
+        mode = _OpMode(FUNCTIONAL_OPS[op], handler)
+        handles.append(model.register_forward_pre_hook(lambda m, a: setattr(mode, "depth", 0)))
+
+        def enter(m, args):
+            mode.depth += 1
+
+        def leave(m, args, out):
+            mode.depth -= 1
+
+        handles.append(module.register_forward_pre_hook(enter))
+        handles.append(module.register_forward_hook(leave))
+        with mode:
+            yield state
+    finally:
+        for h in handles:
+            h.remove()

@@ -1,0 +1,198 @@
+"""Feature-level APR (FeatureAPR, attach), token layouts and hook points (aprkit.hidden)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aprkit import fourier
+from aprkit.hidden import (
+    FeatureAPR,
+    Site,
+    attach,
+    feature_apr,
+    from_grid,
+    last_activation_site,
+    list_blocks,
+    resolve_module,
+    tap,
+    to_grid,
+)
+
+
+class Block(nn.Module):
+    """conv-BN-ReLU-conv-BN + identity, then a functional ReLU (as in the CIFAR ResNets)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + x)
+
+
+class TinyNet(nn.Module):
+    def __init__(self, c: int = 8, classes: int = 5) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.layer1 = nn.Sequential(Block(c), Block(c))
+        self.fc = nn.Linear(c, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.layer1(F.relu(self.stem(x))).mean(dim=(-2, -1)))
+
+
+def _capture_after(module: nn.Module) -> tuple[list[torch.Tensor], object]:
+    seen: list[torch.Tensor] = []
+    h = module.register_forward_hook(lambda m, a, o: seen.append(o.detach().clone()))
+    return seen, h
+
+
+def test_feature_apr_identity_in_eval_changes_in_train() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 4, 8, 8)
+    apr = FeatureAPR(p=1.0, generator=g)
+    apr.eval()
+    assert apr(x) is x
+    apr.train()
+    y = apr(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert not torch.allclose(y, x)
+    assert torch.equal(x, x.clone())  # input not mutated
+
+
+def test_feature_apr_swap_matches_fourier_and_is_seeded() -> None:
+    x = torch.randn(5, 3, 6, 6)
+    out1 = feature_apr(x, p=1.0, generator=torch.Generator().manual_seed(3))
+    out2 = feature_apr(x, p=1.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(out1, out2)
+    perm = torch.randperm(5, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out1, fourier.swap_amplitude(x, x[perm], dims="hw"))
+
+
+def test_feature_apr_mix_lam0_and_p0_are_identity() -> None:
+    x = torch.randn(4, 3, 5, 7)
+    torch.testing.assert_close(feature_apr(x, mode="mix", lam=0.0), x, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(feature_apr(x, p=0.0), x)
+    y = feature_apr(x, mode="mix", lam=(0.2, 0.8), generator=torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+
+
+def test_feature_apr_gradients_flow() -> None:
+    x = torch.randn(4, 3, 6, 6, requires_grad=True)
+    feature_apr(x, p=1.0).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_tokens_keep_class_token() -> None:
+    x = torch.randn(4, 1 + 16, 12)
+    y = feature_apr(x, p=1.0, num_prefix_tokens=1, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(y[:, 0], x[:, 0])
+    assert not torch.allclose(y[:, 1:], x[:, 1:])
+    # prefix inferred from N = 1 + 4x4
+    y2 = feature_apr(x, p=1.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(y, y2)
+
+
+def test_grid_roundtrip_and_errors() -> None:
+    x = torch.randn(2, 2 + 12, 5)
+    g, prefix, layout = to_grid(x, num_prefix_tokens=2, grid=(3, 4))
+    assert g.shape == (2, 5, 3, 4) and layout.kind == "tokens"
+    assert torch.equal(from_grid(g, prefix, layout), x)
+    with pytest.raises(ValueError, match="feature map"):
+        to_grid(torch.randn(4, 10))
+    with pytest.raises(ValueError, match="2x2"):
+        to_grid(torch.randn(4, 8, 1, 1))
+    with pytest.raises(ValueError, match="mode"):
+        FeatureAPR(mode="blend")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lam"):
+        FeatureAPR(mode="mix", lam=1.5)
+
+
+def test_attach_train_only_and_removed_cleanly() -> None:
+    torch.manual_seed(0)
+    net = TinyNet()
+    x = torch.rand(6, 3, 8, 8)
+    net.eval()
+    ref = net(x)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with attach(net, ["layer1.0", "layer1.1"], p=1.0, generator=torch.Generator().manual_seed(0)) as handle:
+        assert set(handle.modules) == {"layer1.0", "layer1.1"}
+        torch.testing.assert_close(net(x), ref)  # eval mode: identity
+        net.train()
+        seen, h = _capture_after(net.layer1[0])  # registered after: sees the augmented output
+        plain = net.layer1[0].conv1(net.stem(x))  # noqa: F841 - just exercising modules
+        net(x)
+        h.remove()
+        net.eval()
+    assert handle.removed
+    net.load_state_dict(state)  # undo the BN running-stat updates of the training forward
+    for m in net.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks
+    torch.testing.assert_close(net(x), ref)
+    net.train()
+    with attach(net, "layer1.0", p=1.0, generator=torch.Generator().manual_seed(0)):
+        out_apr = net.layer1[0](net.stem(x))
+    out_plain = net.layer1[0](net.stem(x))
+    assert not torch.allclose(out_apr, out_plain)
+
+
+def test_attach_torchvision_resnet_and_timm_vit() -> None:
+    import timm
+    import torchvision
+
+    torch.manual_seed(0)
+    rn = torchvision.models.resnet18(num_classes=10).train()
+    x = torch.rand(4, 3, 32, 32)
+    with attach(rn, ["layer2", "layer3"], p=1.0, generator=torch.Generator().manual_seed(0)):
+        assert rn(x).shape == (4, 10)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, num_classes=10).train()
+    tokens_in = vit.patch_embed(x)
+    with attach(vit, ["blocks.0"], p=1.0, generator=torch.Generator().manual_seed(0)) as handle:
+        assert handle.modules["blocks.0"].num_prefix_tokens == vit.num_prefix_tokens
+        seen, h = _capture_after(vit.blocks[0])  # runs after the APR hook
+        vit(x)
+    h.remove()
+    vit.eval()
+    clean_seen, h2 = _capture_after(vit.blocks[0])
+    vit(x)
+    h2.remove()
+    assert tokens_in.shape[1] == 16
+    torch.testing.assert_close(seen[0][:, 0], clean_seen[0][:, 0])  # class token untouched
+    assert not torch.allclose(seen[0][:, 1:], clean_seen[0][:, 1:])
+
+
+def test_unknown_layer_lists_close_matches() -> None:
+    net = TinyNet()
+    with pytest.raises(ValueError, match=r"no layer named 'layer1\.O'.*did you mean .*'layer1\.0'"):
+        attach(net, ["layer1.O"])
+    with pytest.raises(ValueError, match="functional op"):
+        attach(net, ["layer1.0:relu"])
+
+
+def test_layer_not_a_feature_map_errors_at_forward() -> None:
+    net = TinyNet().train()
+    with attach(net, ["fc"], p=1.0), pytest.raises(ValueError, match=r"feature map \(B, C, H, W\) or a token sequence"):
+        net(torch.rand(2, 3, 8, 8))
+
+
+def test_blocks_sites_and_functional_relu_tap() -> None:
+    net = TinyNet().eval()
+    assert list_blocks(net) == ["layer1.0", "layer1.1"]
+    site = last_activation_site(net, "layer1.1")
+    assert site == Site("layer1.1:relu", "input", -1)
+    x = torch.rand(2, 3, 8, 8)
+    got: list[tuple[int, torch.Tensor]] = []
+    with torch.no_grad(), tap(net, Site("layer1.1:relu", "input"), lambda a, i: got.append((i, a.clone()))) as st:
+        net(x)
+    assert st.calls == 2 and [i for i, _ in got] == [0, 1]
+    blk = net.layer1[1]
+    with torch.no_grad():
+        h = net.layer1[0](F.relu(net.stem(x)))
+        pre = blk.bn2(blk.conv2(F.relu(blk.bn1(blk.conv1(h))))) + h
+    torch.testing.assert_close(got[1][1], pre)
+    assert resolve_module(net, "layer1.1")[1] is blk

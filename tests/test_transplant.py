@@ -1,0 +1,239 @@
+"""The internal transplant test (aprkit.eval.transplant) on small deterministic networks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aprkit import fourier
+from aprkit.eval.transplant import layer_sweep, sample_pairs, transplant_test
+from aprkit.hidden import codes
+
+from conftest import natural_images
+
+
+class Block(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv2(F.relu(self.conv1(x))) + x)
+
+
+class SmallCNN(nn.Module):
+    """stem -> two residual blocks (functional ReLUs) -> global average pool -> linear."""
+
+    def __init__(self, c: int = 8, classes: int = 6) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU())
+        self.blocks = nn.Sequential(Block(c), Block(c))
+        self.fc = nn.Linear(c, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.blocks(self.stem(x)).mean(dim=(-2, -1)))
+
+
+class TokenNet(nn.Module):
+    """Patch tokens plus a class token; the head reads the class token only."""
+
+    def __init__(self, d: int = 8, classes: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, d, 4, stride=4)
+        self.cls = nn.Parameter(torch.randn(1, 1, d))
+        self.mix = nn.Linear(d, d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(t.shape[0], -1, -1) + t.mean(1, keepdim=True), t], 1)
+        t = self.mix(t)
+        return self.head(t[:, 0])
+
+
+@torch.no_grad()
+def calibrate_head(model: nn.Module, fc: nn.Linear, x: torch.Tensor) -> nn.Module:
+    """Centre and scale the head's logits on ``x`` so a random network predicts several classes."""
+    seen = []
+    h = fc.register_forward_hook(lambda m, a, o: seen.append(a[0]))
+    model(x)
+    h.remove()
+    fc.weight.copy_(torch.randn(fc.weight.shape, generator=torch.Generator().manual_seed(0)) / seen[0].std(0).clamp_min(1e-6))
+    fc.bias.copy_(-(seen[0] @ fc.weight.T).mean(0))
+    return model
+
+
+@pytest.fixture(scope="module")
+def setup() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    x = natural_images(48, size=16, seed=3).float() / 255
+    model = SmallCNN().eval()
+    calibrate_head(model, model.fc, x)
+    with torch.no_grad():
+        assert model(x).argmax(1).unique().numel() >= 2  # pairs need two predicted classes
+    return model, x
+
+
+def _row(res: dict, code: str = "phase") -> dict:
+    return next(r for r in res["rows"] if r["code"] == code)
+
+
+def test_identity_swap_reproduces_predictions(setup) -> None:
+    model, x = setup
+    for site, layer, idx in (("output", "blocks.0", None), ("input", "blocks.1:relu", -1), ("output", "stem.0", None)):
+        res = transplant_test(model, x, [layer], code=("phase", "sign"), site=site, call_index=idx, n_pairs=30)
+        for r in res["rows"]:
+            assert r["identity_agreement"] == 1.0, (layer, r["code"])
+            assert r["identity_max_logit_diff"] < 1e-4
+            assert "identity swap changed predictions" not in r["flags"]
+
+
+def test_input_layer_phase_equals_pixel_swap(setup) -> None:
+    """At the network's input, code='phase' (dims='hw') is exactly aprkit.fourier's pixel-level swap."""
+    model, x = setup
+    res = transplant_test(model, x, ["stem.0"], code="phase", site="input", dims="hw", n_pairs=40,
+                          generator=torch.Generator().manual_seed(5), keep_predictions=True)
+    a, b = torch.tensor(res["pairs_a"]), torch.tensor(res["pairs_b"])
+    with torch.no_grad():
+        pixel = model(fourier.swap_amplitude(x[a], x[b], dims="hw")).argmax(1)
+    assert res["rows"][0]["predictions"] == pixel.tolist()
+    clean = torch.tensor(res["clean_predictions"])
+    assert _row(res)["follow_donor"] == pytest.approx(float((pixel == clean[a]).float().mean()))
+
+
+def test_post_relu_sign_transplant_is_a_noop(setup) -> None:
+    """Post-ReLU activations are non-negative, so their sign is +1 everywhere: sign(A) * |B| == B.
+
+    The sign transplant after a ReLU is therefore inert: the prediction always follows B (the
+    magnitude donor) and the row is flagged 'inert' - a trivial result, not evidence for a code.
+    """
+    model, x = setup
+    res = transplant_test(model, x, ["stem.1"], code="sign", site="output", n_pairs=30)
+    r = _row(res, "sign")
+    assert r["negative_fraction"] == 0.0
+    assert r["activation_change"] == 0.0
+    assert r["follow_magnitude"] == 1.0 and r["follow_donor"] == 0.0
+    assert any(f.startswith("inert") and "non-negative" in f for f in r["flags"])
+    a = torch.rand(3, 4, 5, 5)
+    b = torch.rand(3, 4, 5, 5)
+    assert torch.equal(codes.transplant(a, b, "sign"), b)
+    # the pre-activation (the ReLU's input) carries a real sign code
+    pre = _row(transplant_test(model, x, ["stem.1"], code="sign", site="input", n_pairs=30), "sign")
+    assert pre["activation_change"] > 0.1 and not any(f.startswith("inert") for f in pre["flags"])
+
+
+def test_controls_dc_only_at_readout_and_deletion(setup) -> None:
+    model, x = setup
+    res = transplant_test(model, x, ["blocks.1"], code=("phase", "sign"), n_pairs=30, labels=torch.zeros(48, dtype=torch.long))
+    for r in res["rows"]:
+        # the global average pool reads only the channel means: DC-only keeps every prediction
+        assert r["dc_only_agreement"] == 1.0
+        assert 0.0 <= r["deletion_agreement"] <= 1.0 and "deletion_accuracy" in r
+        assert r["follow_donor"] + r["follow_magnitude"] + r["neither"] == pytest.approx(1.0)
+        assert 0.0 < r["magnitude_variation"] < 1.0
+    # post-ReLU block output: the phase of each channel's DC term is 0, so the channel means (and the
+    # pooled readout) stay B's: the phase transplant follows the magnitude donor
+    assert _row(res, "phase")["follow_magnitude"] == 1.0
+
+
+def test_tokens_keep_class_token() -> None:
+    torch.manual_seed(1)
+    model = TokenNet().eval()
+    x = natural_images(32, size=16, seed=2).float() / 255
+    calibrate_head(model, model.head, x)
+    res = transplant_test(model, x, ["mix"], code=("phase", "sign"), site="input", n_pairs=20, num_prefix_tokens=1)
+    for r in res["rows"]:
+        assert r["kind"] == "tokens" and r["shape"] == [8, 4, 4]
+        # the head reads the class token, which the transplant leaves as B's
+        assert r["follow_magnitude"] == 1.0
+        assert r["identity_agreement"] == 1.0
+
+
+def test_call_index_for_modules_called_twice() -> None:
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+            self.relu = nn.ReLU()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.relu(self.conv2(self.relu(self.conv1(x)))).mean(dim=(-2, -1)))
+
+    torch.manual_seed(4)
+    model = Shared().eval()
+    x = natural_images(24, size=8, seed=1).float() / 255
+    calibrate_head(model, model.fc, x)
+    with pytest.raises(ValueError, match="called 2 times per forward; pass call_index"):
+        transplant_test(model, x, ["relu"], n_pairs=5)
+    with pytest.raises(ValueError, match="out of range"):
+        transplant_test(model, x, ["relu"], call_index=2, n_pairs=5)
+    res = transplant_test(model, x, ["relu"], call_index=-1, site="input", n_pairs=10)
+    assert res["rows"][0]["call_index"] == 1 and res["rows"][0]["identity_agreement"] == 1.0
+
+
+def test_bad_input_errors(setup) -> None:
+    model, x = setup
+    with pytest.raises(ValueError, match=r"no layer named 'blocks\.O'.*did you mean"):
+        transplant_test(model, x, ["blocks.O"])
+    with pytest.raises(ValueError, match=r"not a feature map|feature map \(B, C, H, W\) or a token sequence"):
+        transplant_test(model, x, ["fc"], n_pairs=5)
+    with pytest.raises(ValueError, match="code must be"):
+        transplant_test(model, x, ["blocks.0"], code="amplitude")
+    with pytest.raises(ValueError, match="site must be"):
+        transplant_test(model, x, ["blocks.0"], site="middle")
+    with torch.no_grad():
+        top = model(x).argmax(1)
+    one_class = x[top == top[0]]
+    with pytest.raises(ValueError, match="same clean prediction.*no valid pair"):
+        transplant_test(model, one_class, ["blocks.0"])
+    with pytest.raises(ValueError, match="no valid pair"):
+        sample_pairs(torch.zeros(5, dtype=torch.long), 3)
+
+
+def test_sample_pairs_differ_and_are_seeded() -> None:
+    preds = torch.tensor([0, 0, 1, 2, 2, 1])
+    a1, b1 = sample_pairs(preds, 50, torch.Generator().manual_seed(0))
+    a2, b2 = sample_pairs(preds, 50, torch.Generator().manual_seed(0))
+    assert torch.equal(a1, a2) and torch.equal(b1, b2) and (preds[a1] != preds[b1]).all()
+
+
+def test_layer_sweep_table_plot_and_skip_front(setup, tmp_path) -> None:
+    model, x = setup
+    res = layer_sweep(model, x, "all", n_pairs=20, n_control=20, plot=tmp_path / "sweep.png")
+    assert [(r["block"], r["site"], r["code"]) for r in res["rows"]][:2] == [("blocks.0", "output", "phase"), ("blocks.0", "output", "sign")]
+    assert {r["layer"] for r in res["rows"] if r["site"] == "input"} == {"blocks.0:relu", "blocks.1:relu"}
+    assert "| depth |" in res["table"] and (tmp_path / "sweep.png").stat().st_size > 0
+    fast = layer_sweep(model, x, "all", n_pairs=20, n_control=20, skip_front=True)
+    strip = ("activation_change", "identity_max_logit_diff")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in fast["rows"]] == [
+        {k: v for k, v in r.items() if k not in strip} for r in res["rows"]]
+    # a site inside a residual block: the block still runs on its true input (the shortcut reads it)
+    inner = [transplant_test(model, x, ["blocks.1.conv2"], code=("phase", "sign"), n_pairs=20, n_control=20, skip_front=sk)
+             for sk in (False, True)]
+    assert [{k: v for k, v in r.items() if k not in strip} for r in inner[1]["rows"]] == [
+        {k: v for k, v in r.items() if k not in strip} for r in inner[0]["rows"]]
+    assert all(r["identity_agreement"] == 1.0 for r in inner[1]["rows"])
+
+
+def test_suite_registered_and_reports(setup, tmp_path) -> None:
+    from aprkit.eval.suites import EvalContext, load_suites
+
+    model, x = setup
+    suite = load_suites()["transplant"]()
+    ctx = EvalContext(model=model, progress=False, options={"transplant": {"n_pairs": 10, "n_control": 10, "sites": ["output"]}})
+    res = suite.run(ctx, (x, torch.zeros(48, dtype=torch.long)))
+    section = suite.report({"small": res, "again": res}, tmp_path)
+    assert "| small | output | phase |" in section.markdown and section.figures and section.figures[0].is_file()
+
+
+def test_example_smoke_runs(tmp_path) -> None:
+    import runpy
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "transplant_sweep.py"
+    res = runpy.run_path(str(example), run_name="example")["main"](["--smoke", "--out", str(tmp_path)])
+    assert all(r["identity_agreement"] == 1.0 for r in res["rows"])
+    assert (tmp_path / "sweep.png").is_file()
