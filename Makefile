@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# frost textures only (data files of the imagecorruptions wheel; the package itself is never imported)
+	$(BIN)/python -m pip install --quiet --no-deps imagecorruptions
 	touch $(STAMP)
 
 install: $(STAMP)

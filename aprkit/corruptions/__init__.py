@@ -1,0 +1,36 @@
+"""Common corruptions of CIFAR-10-C, Tiny-ImageNet-C and ImageNet-C, batched on CPU or CUDA.
+
+The 15 benchmark corruptions and 4 extra ones of Hendrycks & Dietterich (ICLR 2019), with the
+published severity parameters of the creation scripts in three presets (``"cifar"``,
+``"tinyimagenet"``, ``"imagenet"``)::
+
+    from aprkit.corruptions import corrupt, RandomCorruption, list_corruptions
+    y = corrupt(images, "glass_blur", severity=3, preset="cifar", generator=torch.Generator().manual_seed(0))
+    aug = RandomCorruption(list_corruptions("benchmark"), severities=(1, 2, 3), p=0.5)
+
+Families live in ``noise``, ``blur``, ``weather``, ``spatter`` and ``digital``; parameters in
+``severity``; the -C dataset writers in ``dataset``.
+"""
+
+from __future__ import annotations
+
+from .api import BENCHMARK, CORRUPTIONS, EXTRA, check_name, corrupt, corrupt_image, list_corruptions
+from .severity import PARAMS, PRESET_INFO, PRESETS, params
+from .transforms import RandomCorruption
+from ._frost import find_frost_dir
+
+__all__ = [
+    "BENCHMARK",
+    "EXTRA",
+    "CORRUPTIONS",
+    "PARAMS",
+    "PRESETS",
+    "PRESET_INFO",
+    "RandomCorruption",
+    "check_name",
+    "corrupt",
+    "corrupt_image",
+    "find_frost_dir",
+    "list_corruptions",
+    "params",
+]

@@ -1,0 +1,264 @@
+"""Batched building blocks shared by the corruption families (not public API).
+
+Images inside this package are float tensors ``(B, C, H, W)`` in [0, 1] (``as_float``); ``finish``
+clamps and casts back to the caller's dtype. Border modes follow the names used by the reference
+libraries: ``"reflect101"`` (OpenCV default, ``d c b | b c d``), ``"symmetric"`` (SciPy/scikit-image
+``reflect``, ``c b a | a b c``) and ``"replicate"`` (SciPy ``nearest``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .._checks import restore_dtype
+
+__all__ = [
+    "as_float",
+    "finish",
+    "uniform",
+    "normal",
+    "randint",
+    "pad_index",
+    "pad2d",
+    "select",
+    "gaussian_kernel1d",
+    "gaussian_filter",
+    "filter2d",
+    "linear_axis",
+    "map_index",
+    "clipped_zoom",
+    "zoom_matrix",
+    "zoom_sum",
+    "rgb_to_gray",
+]
+
+_GRAY = (0.299, 0.587, 0.114)
+
+
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` uint8 or float -> float32 (float64 stays) in [0, 1]; never aliases the input."""
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if x.dtype == torch.uint8:
+        return x.to(work) / 255.0
+    return x.to(work, copy=True)
+
+
+def finish(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Clamp a [0, 1] float result and cast to ``dtype`` (uint8: rounded to 0-255)."""
+    y = y.clamp(0.0, 1.0)
+    if dtype == torch.uint8:
+        return restore_dtype(y * 255.0, dtype)
+    return y.to(dtype)
+
+
+# ----------------------------------------------------------------------------- random numbers
+def _gen_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
+    return generator.device if generator is not None else device
+
+
+def uniform(shape: Sequence[int], low: float, high: float, generator: torch.Generator | None,
+            device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Uniform samples in ``[low, high)`` drawn from ``generator`` (on its device), moved to ``device``."""
+    u = torch.rand(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
+    return (u * (high - low) + low).to(device)
+
+
+def normal(shape: Sequence[int], mean: float, std: float, generator: torch.Generator | None,
+           device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Normal samples ``N(mean, std^2)`` drawn from ``generator``, moved to ``device``."""
+    z = torch.randn(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
+    return (z * std + mean).to(device)
+
+
+def randint(low: int, high: int, shape: Sequence[int], generator: torch.Generator | None,
+            device: torch.device) -> torch.Tensor:
+    """Integers in ``[low, high)`` (like ``np.random.randint``) drawn from ``generator``, moved to ``device``."""
+    r = torch.randint(low, high, tuple(shape), generator=generator, device=_gen_device(generator, device))
+    return r.to(device)
+
+
+# ----------------------------------------------------------------------------- padding and filtering
+def pad_index(n: int, before: int, after: int, mode: str, device: torch.device) -> torch.Tensor:
+    """Source indices ``(before + n + after,)`` of a padded axis of length ``n`` for border ``mode``."""
+    i = torch.arange(-before, n + after, device=device)
+    if mode == "replicate":
+        return i.clamp(0, n - 1)
+    if mode == "symmetric":
+        period = 2 * n
+        i = i % period
+        return torch.where(i >= n, period - 1 - i, i)
+    if mode == "reflect101":
+        if n == 1:
+            return torch.zeros_like(i)
+        period = 2 * n - 2
+        i = i % period
+        return torch.where(i >= n, period - i, i)
+    raise ValueError(f"border mode must be 'replicate', 'symmetric' or 'reflect101', got {mode!r}")
+
+
+def select(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """``x.index_select(dim, index)``; the last dim goes through a 2-D view (much faster on CPU)."""
+    if dim in (-1, x.ndim - 1):
+        return x.reshape(-1, x.shape[-1]).index_select(1, index).reshape(*x.shape[:-1], index.numel())
+    return x.index_select(dim, index)
+
+
+def pad2d(x: torch.Tensor, ph: int, pw: int, mode: str) -> torch.Tensor:
+    """Pad the last two dims of ``x`` by ``ph`` rows and ``pw`` columns on each side."""
+    if ph:
+        x = x.index_select(-2, pad_index(x.shape[-2], ph, ph, mode, x.device))
+    if pw:
+        x = select(x, -1, pad_index(x.shape[-1], pw, pw, mode, x.device))
+    return x
+
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> tuple[list[float], int]:
+    """SciPy's ``gaussian_filter1d`` weights: radius ``int(truncate * sigma + 0.5)``, normalised."""
+    radius = int(truncate * float(sigma) + 0.5)
+    if sigma <= 0 or radius == 0:
+        return [1.0], 0
+    w = [math.exp(-0.5 * (k / sigma) ** 2) for k in range(-radius, radius + 1)]
+    s = sum(w)
+    return [v / s for v in w], radius
+
+
+def _filter_axis(x: torch.Tensor, k: torch.Tensor, r: int, dim: int, mode: str) -> torch.Tensor:
+    """Correlate ``x`` ``(N, 1, H, W)`` along ``dim`` (-2 or -1) with a symmetric ``2r+1``-tap kernel."""
+    n = x.shape[dim]
+    xp = select(x, dim, pad_index(n, r, r, mode, x.device))
+    if r <= 4:  # short kernels: a few fused multiply-adds beat a single-channel convolution on CPU
+        out = xp.narrow(dim, 0, n) * k[0]
+        for i in range(1, 2 * r + 1):
+            out = out + xp.narrow(dim, i, n) * k[i]
+        return out
+    m = xp.shape[dim]  # longer kernels: FFT along the axis
+    spec = torch.fft.rfft(xp, n=m, dim=dim) * torch.fft.rfft(k.flip(0), n=m).view(
+        (-1, 1) if dim == -2 else (-1,))
+    full = torch.fft.irfft(spec, n=m, dim=dim)
+    return full.narrow(dim, 2 * r, n)
+
+
+def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "replicate", truncate: float = 4.0) -> torch.Tensor:
+    """``scipy.ndimage.gaussian_filter`` over the last two dims of ``x`` ``(..., H, W)`` (same shape)."""
+    w, r = gaussian_kernel1d(sigma, truncate)
+    if r == 0:
+        return x.clone()
+    shape = x.shape
+    k = torch.tensor(w, dtype=x.dtype, device=x.device)
+    y = _filter_axis(x.reshape(-1, 1, shape[-2], shape[-1]), k, r, -2, mode)
+    return _filter_axis(y, k, r, -1, mode).reshape(shape)
+
+
+def filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "reflect101") -> torch.Tensor:
+    """2-D correlation (``cv2.filter2D`` semantics) of ``x`` ``(..., H, W)`` with an odd ``(kh, kw)`` kernel."""
+    kh, kw = kernel.shape
+    shape = x.shape
+    xp = pad2d(x.reshape(-1, 1, shape[-2], shape[-1]), kh // 2, kw // 2, mode)
+    if kh * kw <= 49:  # small kernels: shifted multiply-adds
+        h, w = shape[-2:]
+        kl = kernel.to(x.dtype).tolist()
+        out = None
+        for i in range(kh):
+            for j in range(kw):
+                if kl[i][j] != 0.0:
+                    term = xp[..., i:i + h, j:j + w] * kl[i][j]
+                    out = term if out is None else out + term
+        return (out if out is not None else torch.zeros_like(x.reshape(xp.shape[0], 1, h, w))).reshape(shape)
+    if kh * kw > 49:  # large kernels: FFT convolution is far cheaper
+        return _fft_correlate(xp, kernel.to(x.dtype)).reshape(shape)
+    return F.conv2d(xp, kernel.to(x.dtype).view(1, 1, kh, kw)).reshape(shape)
+
+
+def _fft_correlate(xp: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    kh, kw = kernel.shape
+    hp, wp = xp.shape[-2:]
+    xf = torch.fft.rfft2(xp, s=(hp, wp))
+    kf = torch.fft.rfft2(kernel.flip(0, 1), s=(hp, wp))
+    full = torch.fft.irfft2(xf * kf, s=(hp, wp))
+    return full[..., kh - 1:, kw - 1:]
+
+
+# ----------------------------------------------------------------------------- resampling
+def linear_axis(x: torch.Tensor, dim: int, coords: torch.Tensor, mode: str = "replicate") -> torch.Tensor:
+    """Linear interpolation of ``x`` along ``dim`` at float ``coords`` (1-D); borders per ``mode``."""
+    n = x.shape[dim]
+    i0 = coords.floor()
+    w = (coords - i0).to(x.dtype)
+    i0 = i0.long()
+    lo = map_index(i0, n, mode)
+    hi = map_index(i0 + 1, n, mode)
+    a = select(x, dim, lo)
+    b = select(x, dim, hi)
+    view = [1] * x.ndim
+    view[dim] = -1
+    w = w.view(view)
+    return a + (b - a) * w
+
+
+def map_index(i: torch.Tensor, n: int, mode: str) -> torch.Tensor:
+    """Map integer indices outside ``[0, n)`` back inside for border ``mode``."""
+    if mode == "replicate":
+        return i.clamp(0, n - 1)
+    if mode == "symmetric":
+        i = i % (2 * n)
+        return torch.where(i >= n, 2 * n - 1 - i, i)
+    if mode == "reflect101":
+        period = max(2 * n - 2, 1)
+        i = i % period
+        return torch.where(i >= n, period - i, i)
+    raise ValueError(f"unknown border mode {mode!r}")
+
+
+def _zoom_coords(n: int, zoom: float, device: torch.device) -> torch.Tensor:
+    """Source coordinates of the centre ``n`` outputs of ``scipy.ndimage.zoom(order=1)`` on a centre crop."""
+    ch = int(math.ceil(n / zoom))
+    top = (n - ch) // 2
+    out = int(round(ch * zoom))
+    trim = (out - n) // 2
+    step = (ch - 1) / (out - 1) if out > 1 else 0.0
+    j = torch.arange(trim, trim + n, device=device, dtype=torch.float64)
+    return top + j * step
+
+
+def clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
+    """The creation scripts' ``clipped_zoom``: centre crop of ``1/zoom``, bilinear zoom back to ``(H, W)``.
+
+    Matches ``scipy.ndimage.zoom(order=1)`` (corner-aligned grid) followed by the centre trim, per axis.
+    """
+    h, w = x.shape[-2:]
+    y = linear_axis(x, -2, _zoom_coords(h, zoom, x.device))
+    return linear_axis(y, -1, _zoom_coords(w, zoom, x.device))
+
+
+def zoom_matrix(n: int, zoom: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Dense ``(n, n)`` matrix of ``clipped_zoom`` along one axis (``out = M @ x``); two non-zeros per row."""
+    coords = _zoom_coords(n, zoom, device)
+    i0 = coords.floor()
+    w = (coords - i0).to(dtype)
+    i0 = i0.long()
+    m = torch.zeros(n, n, device=device, dtype=dtype)
+    rows = torch.arange(n, device=device)
+    m.index_put_((rows, map_index(i0, n, "replicate")), 1 - w, accumulate=True)
+    m.index_put_((rows, map_index(i0 + 1, n, "replicate")), w, accumulate=True)
+    return m
+
+
+def zoom_sum(x: torch.Tensor, zooms: Sequence[float]) -> torch.Tensor:
+    """``sum(clipped_zoom(x, z) for z in zooms)`` for ``x`` ``(B, C, H, W)`` as two large matmuls."""
+    b, c, h, w = x.shape
+    z = len(zooms)
+    mh = torch.cat([zoom_matrix(h, float(f), x.device, x.dtype) for f in zooms])  # (Z*H, H)
+    mw = torch.cat([zoom_matrix(w, float(f), x.device, x.dtype).t() for f in zooms])  # (Z*W, W)
+    t = (mh @ x.permute(2, 0, 1, 3).reshape(h, b * c * w)).reshape(z, h, b, c, w)
+    t = t.permute(2, 3, 1, 0, 4).reshape(b * c * h, z * w)
+    return (t @ mw).reshape(b, c, h, w)
+
+
+def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma ``(B, 1, H, W)`` of RGB ``(B, 3, H, W)`` (OpenCV's ``COLOR_RGB2GRAY`` weights)."""
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    return _GRAY[0] * r + _GRAY[1] * g + _GRAY[2] * b

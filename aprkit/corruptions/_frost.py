@@ -1,0 +1,122 @@
+"""Locating and loading the frost texture images used by the ``frost`` corruption.
+
+The creation scripts read six photographs of frost (``frost1.png`` .. ``frost6.jpg``; only the first
+five are ever drawn). aprkit does not ship them; it finds them, in this order, in
+
+1. the ``frost_dir`` argument, 2. the ``APRKIT_FROST_DIR`` environment variable,
+3. the data files of an installed ``imagecorruptions`` distribution (found through
+   ``importlib.metadata`` or by scanning ``sys.path``; the package is never imported — it does not
+   import on current NumPy/setuptools, and ``pip install --no-deps imagecorruptions`` is enough).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["FROST_FILES", "find_frost_dir", "frost_textures"]
+
+FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
+_ENV = "APRKIT_FROST_DIR"
+
+
+def _complete(d: Path) -> bool:
+    return all((d / f).is_file() for f in FROST_FILES[:5])
+
+
+def _installed_dir() -> Path | None:
+    try:
+        from importlib import metadata
+
+        dist = metadata.distribution("imagecorruptions")
+        cand = Path(str(dist.locate_file("imagecorruptions/frost")))
+        if _complete(cand):
+            return cand
+    except Exception:  # not installed or unreadable metadata: fall back to scanning sys.path
+        pass
+    for entry in sys.path:
+        cand = Path(entry or ".") / "imagecorruptions" / "frost"
+        if _complete(cand):
+            return cand
+    return None
+
+
+def find_frost_dir(frost_dir: str | os.PathLike | None = None) -> Path:
+    """The directory holding ``frost1.png`` .. ``frost5.jpg`` (see the module doc for the search order).
+
+    Raises ``FileNotFoundError`` naming both ways to provide the textures when none is found.
+    """
+    if frost_dir is not None:
+        d = Path(frost_dir)
+        if not _complete(d):
+            raise FileNotFoundError(f"frost_dir={str(d)!r} must contain {', '.join(FROST_FILES[:5])}")
+        return d
+    env = os.environ.get(_ENV)
+    if env:
+        d = Path(env)
+        if not _complete(d):
+            raise FileNotFoundError(f"{_ENV}={env!r} must contain {', '.join(FROST_FILES[:5])}")
+        return d
+    found = _installed_dir()
+    if found is None:
+        raise FileNotFoundError(
+            "the frost corruption needs the frost texture images (frost1.png .. frost5.jpg): either install "
+            "them with `pip install --no-deps imagecorruptions` (aprkit reads its data files without importing "
+            f"it), or pass frost_dir=... / set {_ENV} to a directory that contains them"
+        )
+    return found
+
+
+def _cv2_linear_resize(img: np.ndarray, scale: float) -> np.ndarray:
+    """``cv2.resize(img, (0, 0), fx=scale, fy=scale)`` (bilinear, half-pixel centres) on uint8 HWC
+    (bit-identical to OpenCV 4.11 on the frost textures at scale 0.2)."""
+    h, w = img.shape[:2]
+    oh, ow = int(round(h * scale)), int(round(w * scale))
+    out = img.astype(np.float64)
+    for axis, n, on in ((0, h, oh), (1, w, ow)):
+        src = (np.arange(on) + 0.5) / scale - 0.5
+        i0 = np.floor(src).astype(np.int64)
+        f = src - i0
+        f = np.where(i0 < 0, 0.0, f)
+        i0 = np.clip(i0, 0, n - 1)
+        f = np.where(i0 >= n - 1, 0.0, f)
+        i1 = np.clip(i0 + 1, 0, n - 1)
+        a, b = np.take(out, i0, axis=axis), np.take(out, i1, axis=axis)
+        shape = [1, 1, 1]
+        shape[axis] = on
+        out = a + (b - a) * f.reshape(shape)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=16)
+def _load(directory: str, scale: float) -> tuple[torch.Tensor, ...]:
+    from PIL import Image
+
+    out = []
+    for name in FROST_FILES[:5]:
+        with Image.open(Path(directory) / name) as im:
+            arr = np.asarray(im.convert("RGB"))  # alpha is dropped, as cv2.imread does
+        if scale != 1.0:
+            arr = _cv2_linear_resize(arr, scale)
+        out.append(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))))
+    return tuple(out)
+
+
+def frost_textures(scale: float, min_size: tuple[int, int], frost_dir: str | os.PathLike | None = None
+                   ) -> tuple[torch.Tensor, ...]:
+    """The five drawable frost textures as uint8 ``(3, h, w)`` tensors, resized by ``scale``.
+
+    When a texture would be too small for a random ``min_size`` crop, every texture is resized by the
+    smallest larger factor that fits (only relevant for images larger than the preset's size).
+    """
+    directory = str(find_frost_dir(frost_dir))
+    textures = _load(directory, float(scale))
+    need = max(max((min_size[0] + 1) / t.shape[1], (min_size[1] + 1) / t.shape[2]) for t in textures)
+    if need > 1.0:
+        textures = _load(directory, float(scale) * need * 1.01)
+    return textures

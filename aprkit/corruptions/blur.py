@@ -1,0 +1,206 @@
+"""Blur corruptions: defocus, glass, motion, zoom and gaussian blur (batched, any device).
+
+Functions take a float batch ``(B, C, H, W)`` in [0, 1], the published parameter of one severity and
+a generator; they return a float batch of the same shape (the dispatcher clamps).
+
+Differences from the creation scripts (documented, measured in ``benchmarks/fidelity_corruptions.py``):
+
+- ``glass_blur``: the original walks the image pixel by pixel (bottom-right to top-left) and "swaps"
+  each pixel with a random neighbour at offset ``randint(-d, d)`` (i.e. ``-d .. d-1``), sequentially.
+  Because NumPy's ``x[p], x[q] = x[q], x[p]`` on ``(H, W, 3)`` arrays reads *views*, the statement
+  is not a swap: it copies the neighbour into ``x[p]`` and leaves ``x[q]`` unchanged. That published
+  behaviour is what CIFAR-10-C / ImageNet-C contain, and it is reproduced here (a true swap blurs far
+  more: ResNet-20 accuracy on CIFAR severity 3 drops from ~54 % to ~31 %).
+  The copies are applied in "wavefronts": copy ``(r, q)`` (counted from the bottom-right) runs in
+  stage ``2*d*r + q``. Two copies can only interact when their positions differ by less than ``2d``
+  in both axes, and such pairs keep their original order; copies inside one stage touch disjoint
+  pixels. The result is therefore *identical* to the sequential loop for the same random offsets —
+  only the random stream differs (torch instead of NumPy).
+- ``motion_blur``: the original calls ImageMagick's ``MagickMotionBlurImage(radius, sigma, angle)``.
+  Its kernel is a one-sided line: ``width = 2*ceil(radius) + 1`` taps with weights
+  ``exp(-i^2 / (2 sigma^2))`` (normalised), tap ``i`` sampling the pixel at offset
+  ``(ceil(i cos a - 0.5), ceil(i sin a - 0.5))`` with edge-replicated borders. This module evaluates
+  that kernel and truncates to 8 bits as ImageMagick's PNG output does; checked against Wand/ImageMagick
+  6 on random images: identical except ~0.2% of values off by one (ImageMagick's 16-bit intermediate).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from ._common import clipped_zoom, filter2d, pad2d, zoom_sum, gaussian_filter, randint, uniform
+
+__all__ = [
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "gaussian_blur",
+    "disk_kernel",
+    "glass_offsets",
+    "glass_permutation",
+    "motion_line_blur",
+]
+
+
+# ----------------------------------------------------------------------------- defocus
+def _cv2_gaussian_1d(ksize: int, sigma: float) -> np.ndarray:
+    x = np.arange(ksize, dtype=np.float64) - (ksize - 1) / 2
+    k = np.exp(-(x**2) / (2 * sigma**2))
+    return (k / k.sum()).astype(np.float32)
+
+
+@lru_cache(maxsize=64)
+def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
+    """The scripts' anti-aliased disk: a binary disk ``x^2 + y^2 <= r^2`` on a 17x17 grid (or
+    ``(2r+1)^2`` for ``r > 8``), normalised, then blurred by a 3x3 (5x5) Gaussian of std ``alias_blur``
+    with reflect-101 borders (``cv2.GaussianBlur``). Returns a float32 ``(k, k)`` array."""
+    if radius <= 8:
+        grid, ksize = np.arange(-8, 8 + 1), 3
+    else:
+        grid, ksize = np.arange(-radius, radius + 1), 5
+    xx, yy = np.meshgrid(grid, grid)
+    disk = np.array((xx**2 + yy**2) <= radius**2, dtype=np.float32)
+    disk /= disk.sum()
+    g = _cv2_gaussian_1d(ksize, alias_blur)
+    p = ksize // 2
+    padded = np.pad(disk, p, mode="reflect")  # NumPy "reflect" == OpenCV reflect-101
+    rows = sum(g[i] * padded[i:i + disk.shape[0], :] for i in range(ksize))
+    out = sum(g[j] * rows[:, j:j + disk.shape[1]] for j in range(ksize))
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def defocus_blur(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Correlate every channel with ``disk_kernel(radius, alias_blur)`` (reflect-101 borders)."""
+    k = disk_kernel(float(c[0]), float(c[1]))
+    centre = k.shape[0] // 2
+    rows, cols = np.nonzero(k)
+    r = int(max(np.abs(rows - centre).max(), np.abs(cols - centre).max()))  # zero rim: exact to drop
+    kernel = torch.from_numpy(np.ascontiguousarray(k[centre - r:centre + r + 1, centre - r:centre + r + 1]))
+    return filter2d(x, kernel.to(x.device), "reflect101")
+
+
+# ----------------------------------------------------------------------------- gaussian
+def gaussian_blur(x: torch.Tensor, c: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """scikit-image ``gaussian(sigma=c)`` per channel: truncate 4, edge-replicated borders."""
+    return gaussian_filter(x, float(c), "replicate")
+
+
+# ----------------------------------------------------------------------------- glass
+@lru_cache(maxsize=32)
+def _glass_stages(h: int, w: int, d: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per wavefront stage: flat pixel positions and their indices into the swap list (CPU tensors)."""
+    rr, qq = h - 2 * d, w - 2 * d
+    stage_pos: list[list[int]] = [[] for _ in range(2 * d * max(rr - 1, 0) + max(qq, 0))]
+    stage_sel: list[list[int]] = [[] for _ in range(len(stage_pos))]
+    for r in range(rr):
+        for q in range(qq):
+            s = 2 * d * r + q
+            stage_pos[s].append((h - d - r) * w + (w - d - q))
+            stage_sel[s].append(r * qq + q)
+    pos = [torch.tensor(p, dtype=torch.long) for p in stage_pos if p]
+    sel = [torch.tensor(p, dtype=torch.long) for p in stage_sel if p]
+    return pos, sel
+
+
+def glass_offsets(b: int, h: int, w: int, d: int, iterations: int, generator: torch.Generator | None,
+                  device: torch.device) -> torch.Tensor:
+    """Random swap offsets ``(iterations, 2, B, R*Q)`` (``dx``, ``dy`` in ``[-d, d)``) for the
+    ``R*Q = (H-2d)(W-2d)`` swap positions in the scripts' order (bottom-right first, row by row)."""
+    n = max(h - 2 * d, 0) * max(w - 2 * d, 0)
+    return randint(-d, d, (iterations, 2, b, n), generator, device)
+
+
+def glass_permutation(offsets: torch.Tensor, h: int, w: int, d: int) -> torch.Tensor:
+    """Flat source index ``(B, H*W)`` after the scripts' sequential neighbour copies (``offsets`` from
+    ``glass_offsets``), computed exactly in wavefront stages (see the module doc)."""
+    iterations, _, b, n = offsets.shape
+    device = offsets.device
+    perm = torch.arange(h * w, device=device).repeat(b, 1)
+    if n == 0:
+        return perm
+    rr, qq = h - 2 * d, w - 2 * d
+    pos, sel = _glass_stages(h, w, d)
+    pos = [p.to(device) for p in pos]
+    sel = [s.to(device) for s in sel]
+    base = torch.tensor([(h - d - r) * w + (w - d - q) for r in range(rr) for q in range(qq)], device=device)
+    for it in range(iterations):
+        target = base + offsets[it, 1] * w + offsets[it, 0]  # (B, R*Q): (h + dy, w + dx)
+        for p, s in zip(pos, sel):
+            perm[:, p] = perm.gather(1, target[:, s])  # x[h, w] <- x[h + dy, w + dx]
+    return perm
+
+
+def glass_blur(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gaussian blur (sigma ``c[0]``), truncation to 8 bits, ``c[2]`` passes of local pixel shuffling
+    (neighbours up to ``c[1]`` pixels away) and a second Gaussian blur — as in the scripts."""
+    sigma, d, iters = float(c[0]), int(c[1]), int(c[2])
+    b, ch, h, w = x.shape
+    y = gaussian_filter(x, sigma, "replicate")
+    y = torch.floor(y.clamp(0, 1) * 255) / 255  # np.uint8(... * 255): truncation
+    perm = glass_permutation(glass_offsets(b, h, w, d, iters, generator, x.device), h, w, d)
+    y = y.reshape(b, ch, h * w).gather(2, perm[:, None, :].expand(b, ch, h * w)).reshape(b, ch, h, w)
+    return gaussian_filter(y, sigma, "replicate")
+
+
+# ----------------------------------------------------------------------------- motion
+def motion_line_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tensor) -> torch.Tensor:
+    """ImageMagick's motion blur of ``x`` ``(B, C, H, W)`` with one angle (degrees) per image ``(B,)``.
+
+    Tap ``i`` (``0 .. 2*ceil(radius)``) has weight ``exp(-i^2 / (2 sigma^2))`` and samples
+    ``x[y + ceil(i sin a - 0.5), x + ceil(i cos a - 0.5)]`` with edge-replicated borders.
+    """
+    b, ch, h, w = x.shape
+    width = int(2 * math.ceil(radius) + 1) if radius > 0 else 3
+    i = torch.arange(width, device=x.device, dtype=torch.float64)
+    k = torch.exp(-(i**2) / (2 * sigma**2))
+    k = (k / k.sum()).to(x.dtype)
+    a = torch.deg2rad(angles.to(x.device, torch.float64))[:, None]
+    ox = torch.ceil(i * torch.cos(a) - 0.5).long()  # (B, width)
+    oy = torch.ceil(i * torch.sin(a) - 0.5).long()
+    if h * w > 4096:  # large images: per-image FFT correlation with the sparse line kernel
+        return _line_fft(x, k, ox, oy, width)
+    rows = (torch.arange(h, device=x.device)[None, None, :] + oy[:, :, None]).clamp(0, h - 1)  # (B, width, H)
+    cols = (torch.arange(w, device=x.device)[None, None, :] + ox[:, :, None]).clamp(0, w - 1)
+    flat = (rows[:, :, :, None] * w + cols[:, :, None, :]).reshape(b, width, 1, h * w)
+    xf = x.reshape(b, ch, h * w)
+    out = torch.zeros_like(xf)
+    for t in range(width):
+        out += k[t] * xf.gather(2, flat[:, t].expand(b, ch, h * w))
+    return out.reshape(b, ch, h, w)
+
+
+def _line_fft(x: torch.Tensor, k: torch.Tensor, ox: torch.Tensor, oy: torch.Tensor, width: int) -> torch.Tensor:
+    """``sum_i k_i x[y + oy_i, x + ox_i]`` (edge-replicated) via FFT; ``ox``/``oy`` ``(B, width)``."""
+    b, ch, h, w = x.shape
+    p = width  # every offset lies in [-(width - 1), width - 1]
+    xp = pad2d(x, p, p, "replicate")
+    hp, wp = h + 2 * p, w + 2 * p
+    kern = torch.zeros(b, 2 * p + 1, 2 * p + 1, dtype=x.dtype, device=x.device)
+    bi = torch.arange(b, device=x.device)[:, None].expand_as(ox)
+    kern.index_put_((bi, p - oy, p - ox), k.expand_as(ox).to(x.dtype), accumulate=True)  # flipped: convolution
+    spec = torch.fft.rfft2(xp, s=(hp, wp)) * torch.fft.rfft2(kern, s=(hp, wp))[:, None]
+    full = torch.fft.irfft2(spec, s=(hp, wp))
+    return full[..., 2 * p:2 * p + h, 2 * p:2 * p + w]
+
+
+def motion_blur(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Motion blur of radius ``c[0]``, sigma ``c[1]`` at a uniform angle in [-45, 45) degrees per image."""
+    angles = uniform((x.shape[0],), -45.0, 45.0, generator, x.device, torch.float64)
+    y = motion_line_blur(x, float(c[0]), float(c[1]), angles)
+    return torch.floor(y.clamp(0, 1) * 255 + 1e-4) / 255  # ImageMagick's 8-bit output truncates
+
+
+# ----------------------------------------------------------------------------- zoom
+def zoom_blur(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mean of ``x`` and its centre zooms by every factor in ``c`` (bilinear, SciPy ``zoom`` grid)."""
+    if max(x.shape[-2:]) <= 128:  # small images: dense interpolation matrices and BLAS are fastest
+        return (x + zoom_sum(x, c)) / (len(c) + 1)
+    out = x.clone()
+    for z in c:
+        out += clipped_zoom(x, float(z))
+    return out / (len(c) + 1)

@@ -1,0 +1,210 @@
+"""Digital corruptions: brightness, contrast, saturate, elastic transform, pixelate, JPEG compression.
+
+Functions take a float batch ``(B, 3, H, W)`` in [0, 1], the published parameter of one severity and
+a generator; they return a float batch (the dispatcher clamps).
+
+- ``brightness`` / ``saturate`` go through HSV exactly as scikit-image's ``rgb2hsv`` / ``hsv2rgb``
+  (including its conventions for grey pixels: hue 0, so ``saturate`` with an offset tints them red).
+- ``pixelate`` reproduces Pillow's ``BOX`` resampling (down to ``int(size * c)``, back up), with
+  Pillow's 8-bit rounding after each pass when the input is uint8.
+- ``jpeg_compression`` is a codec: each image is encoded and decoded with Pillow (libjpeg, default
+  4:2:0 chroma subsampling) on the CPU, exactly as the scripts do; float input is quantised to 8 bits.
+- ``elastic_transform``: random affine (``cv2.warpAffine`` with reflect-101 borders, bilinear) followed
+  by a smooth displacement field (``map_coordinates(order=1, mode="reflect")``). OpenCV quantises warp
+  coordinates to 1/32 pixel; here they are exact.
+"""
+
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._common import gaussian_filter, map_index, uniform
+
+__all__ = [
+    "rgb_to_hsv",
+    "hsv_to_rgb",
+    "brightness",
+    "contrast",
+    "saturate",
+    "pixelate",
+    "jpeg_compression",
+    "elastic_transform",
+    "bilinear_sample",
+]
+
+
+# ----------------------------------------------------------------------------- colour
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """scikit-image ``rgb2hsv`` on ``(B, 3, H, W)`` in [0, 1] -> HSV ``(B, 3, H, W)``, all in [0, 1]."""
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    v = x.amax(dim=1)
+    delta = v - x.amin(dim=1)
+    zero = delta == 0
+    safe = torch.where(zero, torch.ones_like(delta), delta)
+    s = torch.where(zero, torch.zeros_like(v), delta / torch.where(v == 0, torch.ones_like(v), v))
+    h = torch.where(b == v, 4.0 + (r - g) / safe, torch.where(g == v, 2.0 + (b - r) / safe, (g - b) / safe))
+    h = torch.remainder(h / 6.0, 1.0)
+    h = torch.where(zero, torch.zeros_like(h), h)
+    return torch.stack((h, s, v), dim=1)
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """scikit-image ``hsv2rgb`` on ``(B, 3, H, W)`` -> RGB ``(B, 3, H, W)``."""
+    h, s, v = hsv[:, 0], hsv[:, 1], hsv[:, 2]
+    hi = torch.floor(h * 6)
+    f = h * 6 - hi
+    hi = torch.remainder(hi, 6).long()
+    p = v * (1 - s)
+    q = v * (1 - f * s)
+    t = v * (1 - (1 - f) * s)
+    table = torch.stack([torch.stack(c, 0) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))], 0)
+    idx = hi[None, None].expand(1, 3, *hi.shape)  # (1, 3, B, H, W)
+    return table.gather(0, idx)[0].transpose(0, 1)
+
+
+def brightness(x: torch.Tensor, c: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Add ``c`` to the HSV value channel (clipped to [0, 1]).
+
+    With hue and saturation fixed every channel is proportional to V, so this equals scikit-image's
+    ``hsv2rgb`` of the edited ``rgb2hsv`` (black pixels, hue 0 / saturation 0, become grey ``V'``)."""
+    v = x.amax(dim=1, keepdim=True)
+    v2 = (v + c).clamp(0, 1)
+    return torch.where(v > 0, x * (v2 / torch.where(v > 0, v, torch.ones_like(v))), v2.expand_as(x))
+
+
+def saturate(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
+    """HSV saturation ``s * c[0] + c[1]`` (clipped to [0, 1]).
+
+    Closed form of scikit-image's round trip: with ``delta = max - min`` each channel is
+    ``v - s * v * (v - x) / delta``; grey pixels (hue 0 in scikit-image) become ``(v, v(1-s'), v(1-s'))``."""
+    v = x.amax(dim=1, keepdim=True)
+    delta = v - x.amin(dim=1, keepdim=True)
+    safe_v = torch.where(v > 0, v, torch.ones_like(v))
+    s2 = ((delta / safe_v) * c[0] + c[1]).clamp(0, 1)
+    colour = v - s2 * v * (v - x) / torch.where(delta > 0, delta, torch.ones_like(delta))
+    grey_s = min(max(float(c[1]), 0.0), 1.0)
+    grey = torch.cat([v, v * (1 - grey_s), v * (1 - grey_s)], dim=1)
+    return torch.where(delta > 0, colour, grey)
+
+
+def contrast(x: torch.Tensor, c: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Scale each channel's deviation from its spatial mean by ``c``."""
+    means = x.mean(dim=(2, 3), keepdim=True)
+    return (x - means) * c + means
+
+
+# ----------------------------------------------------------------------------- pixelate
+@lru_cache(maxsize=64)
+def _box_weights(n_in: int, n_out: int) -> np.ndarray:
+    """Pillow's BOX resampling matrix ``(n_out, n_in)`` (``ImagingResample`` coefficient rule)."""
+    scale = n_in / n_out
+    filterscale = max(scale, 1.0)
+    support = 0.5 * filterscale
+    wts = np.zeros((n_out, n_in))
+    for o in range(n_out):
+        center = (o + 0.5) * scale
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), n_in)
+        for i in range(lo, hi):
+            u = (i - center + 0.5) / filterscale
+            wts[o, i] = 1.0 if -0.5 < u <= 0.5 else 0.0
+        total = wts[o].sum()
+        if total:
+            wts[o] /= total
+    return wts
+
+
+def _resize_box(x255: torch.Tensor, oh: int, ow: int, quantize: bool) -> torch.Tensor:
+    """Two-pass (horizontal, then vertical) BOX resize of ``(B, C, H, W)`` values in 0-255."""
+    h, w = x255.shape[-2:]
+    if ow != w:
+        mw = torch.from_numpy(_box_weights(w, ow)).to(x255.device, x255.dtype)
+        x255 = torch.einsum("bchw,ow->bcho", x255, mw)
+        if quantize:
+            x255 = x255.round().clamp(0, 255)
+    if oh != h:
+        mh = torch.from_numpy(_box_weights(h, oh)).to(x255.device, x255.dtype)
+        x255 = torch.einsum("bchw,oh->bcow", x255, mh)
+        if quantize:
+            x255 = x255.round().clamp(0, 255)
+    return x255
+
+
+def pixelate(x: torch.Tensor, c: float, generator: torch.Generator | None = None, *,
+             quantize: bool = False) -> torch.Tensor:
+    """BOX-downsample to ``int(size * c)`` and BOX-upsample back (Pillow semantics)."""
+    h, w = x.shape[-2:]
+    y = _resize_box(x * 255, int(h * c), int(w * c), quantize)
+    return _resize_box(y, h, w, quantize) / 255
+
+
+# ----------------------------------------------------------------------------- jpeg
+def jpeg_compression(x: torch.Tensor, c: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Encode each image as JPEG with quality ``c`` and decode it (Pillow, on the CPU)."""
+    from PIL import Image
+
+    u8 = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out = np.empty_like(u8)
+    for i, img in enumerate(u8):
+        buf = io.BytesIO()
+        mode = "L" if img.shape[-1] == 1 else "RGB"
+        Image.fromarray(img[..., 0] if mode == "L" else img, mode).save(buf, "JPEG", quality=int(c))
+        buf.seek(0)
+        with Image.open(buf) as dec:
+            arr = np.asarray(dec)
+        out[i] = arr[..., None] if arr.ndim == 2 else arr
+    return torch.from_numpy(out).to(x.device).permute(0, 3, 1, 2).to(x.dtype) / 255
+
+
+# ----------------------------------------------------------------------------- elastic
+def bilinear_sample(img: torch.Tensor, sy: torch.Tensor, sx: torch.Tensor, mode: str) -> torch.Tensor:
+    """Sample ``img`` ``(B, C, H, W)`` at float rows ``sy`` / columns ``sx`` ``(B, H', W')`` (bilinear)."""
+    b, ch, h, w = img.shape
+    y0f, x0f = sy.floor(), sx.floor()
+    wy, wx = (sy - y0f).to(img.dtype)[:, None], (sx - x0f).to(img.dtype)[:, None]
+    y0, x0 = y0f.long(), x0f.long()
+    ys = (map_index(y0, h, mode), map_index(y0 + 1, h, mode))
+    xs = (map_index(x0, w, mode), map_index(x0 + 1, w, mode))
+    flat = img.reshape(b, ch, h * w)
+    out_shape = (b, ch) + tuple(sy.shape[1:])
+
+    def tap(yi: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+        idx = (yi * w + xi).reshape(b, 1, -1).expand(b, ch, -1)
+        return flat.gather(2, idx).reshape(out_shape)
+
+    top = tap(ys[0], xs[0]) * (1 - wx) + tap(ys[0], xs[1]) * wx
+    bottom = tap(ys[1], xs[0]) * (1 - wx) + tap(ys[1], xs[1]) * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def elastic_transform(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random affine (corner jitter ``c[2]``) then a displacement field: uniform noise smoothed by a
+    Gaussian of std ``c[1]`` (truncate 3) and scaled by ``c[0]``."""
+    b, _, h, w = x.shape
+    alpha, sigma, jitter = (float(v) for v in c)
+    cy, cx, sq = float(h // 2), float(w // 2), float(min(h, w) // 3)
+    pts1 = torch.tensor([[cy + sq, cx + sq], [cy + sq, cx - sq], [cy - sq, cx - sq]], dtype=torch.float64)
+    pts2 = pts1 + uniform((b, 3, 2), -jitter, jitter, generator, x.device, torch.float64).cpu()
+    # inverse map (destination -> source) is the affine taking pts2 to pts1
+    a = torch.cat([pts2, torch.ones(b, 3, 1, dtype=torch.float64)], dim=2)  # (B, 3, 3)
+    inv = torch.linalg.solve(a, pts1.expand(b, 3, 2)).to(x.device)  # (B, 3, 2): [u, v, 1] @ inv = src (x, y)
+    yy, xx = torch.meshgrid(torch.arange(h, device=x.device, dtype=torch.float64),
+                            torch.arange(w, device=x.device, dtype=torch.float64), indexing="ij")
+    grid = torch.stack([xx, yy, torch.ones_like(xx)], dim=-1).reshape(1, -1, 3)  # (1, H*W, 3) as (x, y, 1)
+    src = (grid @ inv).reshape(b, h, w, 2)
+    # grid_sample with reflection about pixel centres (align_corners=True) is OpenCV's reflect-101
+    norm = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=torch.float64, device=x.device)
+    warped = F.grid_sample(x, (src * norm - 1).to(x.dtype), mode="bilinear", padding_mode="reflection",
+                           align_corners=True)
+    dx = gaussian_filter(uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype), sigma, "symmetric", 3.0)
+    dy = gaussian_filter(uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype), sigma, "symmetric", 3.0)
+    # ... and about pixel edges (align_corners=False) is SciPy's "reflect" (half-sample symmetric)
+    gx = ((xx[None] + dx * alpha + 0.5) * (2.0 / w) - 1).to(x.dtype)
+    gy = ((yy[None] + dy * alpha + 0.5) * (2.0 / h) - 1).to(x.dtype)
+    return F.grid_sample(warped, torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="reflection",
+                         align_corners=False)

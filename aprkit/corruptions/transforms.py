@@ -1,0 +1,102 @@
+"""``RandomCorruption``: a torchvision-v2 / kornia style transform applying random corruptions.
+
+Works on a single image ``(C, H, W)``, a batch ``(B, C, H, W)`` (each image draws its own corruption
+and severity), a PIL image or a NumPy ``(H, W, 3)`` uint8 array, so it fits inside
+``torchvision.transforms.v2.Compose`` before or after ``ToImage``/``ToTensor``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .._checks import check_image_tensor, check_probability
+from .api import BENCHMARK, check_name, corrupt, corrupt_image
+from .severity import check_preset, check_severity
+
+__all__ = ["RandomCorruption"]
+
+
+class RandomCorruption(torch.nn.Module):
+    """With probability ``p`` per image, apply a corruption drawn uniformly from ``names`` at a
+    severity drawn uniformly from ``severities``.
+
+    Args:
+        names: corruption names (default: the 15 benchmark corruptions) or a single name.
+        severities: an int 1-5 or a sequence of them.
+        p: probability of corrupting each image.
+        preset: ``"cifar"``, ``"tinyimagenet"`` or ``"imagenet"`` severity parameters.
+        generator: source of every random choice (``None``: torch's global RNG).
+        frost_dir: directory with the frost textures (see ``aprkit.corruptions.find_frost_dir``).
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str] | str | None = None,
+        severities: Sequence[int] | int = (1, 2, 3, 4, 5),
+        p: float = 1.0,
+        preset: str = "cifar",
+        generator: torch.Generator | None = None,
+        frost_dir: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__()
+        names = BENCHMARK if names is None else ((names,) if isinstance(names, str) else tuple(names))
+        if not names:
+            raise ValueError("names must contain at least one corruption name")
+        self.names = tuple(check_name(n) for n in names)
+        sev = (severities,) if isinstance(severities, int) else tuple(severities)
+        if not sev:
+            raise ValueError("severities must contain at least one integer 1-5")
+        self.severities = tuple(check_severity(s) for s in sev)
+        self.p = check_probability(p)
+        self.preset = check_preset(preset)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        self.generator = generator
+        self.frost_dir = frost_dir
+
+    def generate_parameters(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """Sample per-image choices: ``apply`` (bool), ``name_index`` and ``severity`` (long), each ``(B,)``."""
+        g = self.generator
+        dev = g.device if g is not None else torch.device("cpu")
+        apply = torch.rand(batch_size, generator=g, device=dev) < self.p
+        name_index = torch.randint(len(self.names), (batch_size,), generator=g, device=dev)
+        sev_index = torch.randint(len(self.severities), (batch_size,), generator=g, device=dev)
+        severity = torch.tensor(self.severities)[sev_index.cpu()]
+        return {"apply": apply.cpu(), "name_index": name_index.cpu(), "severity": severity}
+
+    def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Corrupt ``images`` ``(B, C, H, W)`` as ``params`` prescribes (a new tensor; input untouched)."""
+        out = images.clone()
+        keys = params["name_index"] * 8 + params["severity"]
+        keys = torch.where(params["apply"], keys, torch.full_like(keys, -1))
+        for key in torch.unique(keys).tolist():
+            if key < 0:
+                continue
+            sel = (keys == key).nonzero().flatten().to(images.device)
+            name, severity = self.names[key // 8], key % 8
+            out[sel] = corrupt(images[sel], name, severity, self.preset, self.generator, frost_dir=self.frost_dir)
+        return out
+
+    def forward(self, x: Any) -> Any:
+        """Corrupt a tensor ``(C, H, W)`` / ``(B, C, H, W)``, a PIL image or an ``(H, W, 3)`` uint8 array."""
+        if isinstance(x, torch.Tensor):
+            check_image_tensor(x, "images", min_ndim=3, max_ndim=4)
+            single = x.ndim == 3
+            batch = x[None] if single else x
+            out = self.apply(batch, self.generate_parameters(batch.shape[0]))
+            return out[0] if single else out
+        if isinstance(x, np.ndarray) or type(x).__module__.startswith("PIL"):
+            prm = self.generate_parameters(1)
+            if not bool(prm["apply"][0]):
+                return x
+            name = self.names[int(prm["name_index"][0])]
+            return corrupt_image(x, name, int(prm["severity"][0]), self.preset, self.generator,
+                                 frost_dir=self.frost_dir)
+        raise TypeError(f"RandomCorruption expects a torch.Tensor, PIL image or NumPy array, got {type(x).__name__}")
+
+    def extra_repr(self) -> str:
+        return f"names={list(self.names)}, severities={list(self.severities)}, p={self.p}, preset={self.preset!r}"

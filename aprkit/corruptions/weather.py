@@ -1,0 +1,102 @@
+"""Weather corruptions: snow, frost and fog (spatter lives in ``spatter.py``).
+
+Functions take a float batch ``(B, 3, H, W)`` in [0, 1], the published parameter of one severity
+and a generator; they return an unclipped float batch (the dispatcher clamps).
+
+- ``fog`` adds a diamond-square plasma fractal (the scripts' ``plasma_fractal``), generated for the
+  whole batch at once; the map size is the preset's (32 / 64 / 256) or the next power of two that
+  covers the image.
+- ``snow`` draws a snow layer, zooms, thresholds and quantises it as the scripts do, then streaks it
+  with ImageMagick's motion-blur kernel (see ``blur.motion_line_blur``; angle in [-135, -45)).
+- ``frost`` blends a random crop of one of five frost photographs (``_frost.py``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ._common import clipped_zoom, normal, randint, rgb_to_gray, uniform
+from ._frost import frost_textures
+from .blur import motion_line_blur
+
+__all__ = ["plasma_fractal", "fog", "frost", "snow"]
+
+
+def plasma_fractal(batch: int, mapsize: int, wibbledecay: float, generator: torch.Generator | None = None,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """Diamond-square height maps ``(B, mapsize, mapsize)`` in [0, 1] (float64), one per image."""
+    if mapsize < 2 or mapsize & (mapsize - 1):
+        raise ValueError(f"mapsize must be a power of two >= 2, got {mapsize}")
+    device = torch.device(device)
+    m = torch.zeros(batch, mapsize, mapsize, dtype=torch.float64, device=device)
+    step, wibble = mapsize, 100.0
+
+    def wibbled(a: torch.Tensor) -> torch.Tensor:
+        return a / 4 + wibble * uniform(a.shape, -wibble, wibble, generator, device, torch.float64)
+
+    while step >= 2:
+        half = step // 2
+        corner = m[:, 0::step, 0::step]
+        sq = corner + torch.roll(corner, -1, dims=1)
+        sq = sq + torch.roll(sq, -1, dims=2)
+        m[:, half::step, half::step] = wibbled(sq)
+        dr = m[:, half::step, half::step]
+        ul = m[:, 0::step, 0::step]
+        m[:, 0::step, half::step] = wibbled(dr + torch.roll(dr, 1, dims=1) + ul + torch.roll(ul, -1, dims=2))
+        m[:, half::step, 0::step] = wibbled(dr + torch.roll(dr, 1, dims=2) + ul + torch.roll(ul, -1, dims=1))
+        step //= 2
+        wibble /= wibbledecay
+    m = m - m.amin(dim=(1, 2), keepdim=True)
+    return m / m.amax(dim=(1, 2), keepdim=True)
+
+
+def fog(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None, *, mapsize: int = 32) -> torch.Tensor:
+    """``(x + c0 * plasma) * max(x) / (max(x) + c0)`` with a plasma of wibble decay ``c[1]``."""
+    b, _, h, w = x.shape
+    size = mapsize
+    while size < max(h, w):
+        size *= 2
+    plasma = plasma_fractal(b, size, float(c[1]), generator, x.device)[:, None, :h, :w].to(x.dtype)
+    max_val = x.amax(dim=(1, 2, 3), keepdim=True)
+    return (x + c[0] * plasma) * max_val / (max_val + c[0])
+
+
+def frost(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None, *, scale: float = 0.2,
+          frost_dir: str | os.PathLike | None = None) -> torch.Tensor:
+    """``c0 * x + c1 * frost``: a random crop of a random frost texture (one of the first five, as in the
+    scripts) resized by the preset's ``scale``."""
+    b, _, h, w = x.shape
+    textures = frost_textures(scale, (h, w), frost_dir)
+    idx = randint(0, 5, (b,), generator, torch.device("cpu"))
+    starts = torch.rand(b, 2, generator=generator, device=generator.device if generator is not None else "cpu")
+    layer = torch.empty_like(x)
+    for k, tex in enumerate(textures):
+        sel = (idx == k).nonzero().flatten()
+        if sel.numel() == 0:
+            continue
+        tex = tex.to(x.device)
+        # np.random.randint(0, size - crop): start uniform in [0, size - crop)
+        r0 = (starts[sel, 0].cpu() * (tex.shape[1] - h)).long().clamp_max(tex.shape[1] - h - 1)
+        c0 = (starts[sel, 1].cpu() * (tex.shape[2] - w)).long().clamp_max(tex.shape[2] - w - 1)
+        rows = (r0[:, None] + torch.arange(h)).to(x.device)
+        cols = (c0[:, None] + torch.arange(w)).to(x.device)
+        crops = tex[:, rows[:, :, None], cols[:, None, :]]  # (3, n, h, w)
+        layer[sel.to(x.device)] = crops.permute(1, 0, 2, 3).to(x.dtype) / 255.0
+    return c[0] * x + c[1] * layer
+
+
+def snow(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Snow layer ``N(c0, c1)`` zoomed by ``c2``, cut below ``c3``, streaked by a motion blur of radius
+    ``c4`` / sigma ``c5``; the image is whitened by ``1 - c6`` towards ``1.5 * gray + 0.5``."""
+    b, _, h, w = x.shape
+    layer = normal((b, 1, h, w), c[0], c[1], generator, x.device, x.dtype)
+    layer = clipped_zoom(layer, float(c[2]))
+    layer = torch.where(layer < c[3], torch.zeros_like(layer), layer)
+    layer = torch.floor(layer.clamp(0, 1) * 255) / 255  # (np.clip(...) * 255).astype(np.uint8)
+    angles = uniform((b,), -135.0, -45.0, generator, x.device, torch.float64)
+    layer = torch.floor(motion_line_blur(layer, float(c[4]), float(c[5]), angles) * 255 + 1e-4) / 255  # 8-bit
+    gray = rgb_to_gray(x)
+    x = c[6] * x + (1 - c[6]) * torch.maximum(x, gray * 1.5 + 0.5)
+    return x + layer + torch.rot90(layer, 2, dims=(-2, -1))

@@ -1,0 +1,158 @@
+"""Throughput of aprkit.corruptions: batched vs a per-image loop of the same code vs the originals.
+
+Prints images/s per corruption at 32x32 ("cifar" preset) and 224x224 ("imagenet" preset), severity 3,
+and the cost of a full pass over all corruptions per image. Baselines, measured in the same run:
+
+- aprkit per image: ``corrupt`` called on one image at a time (what a per-sample dataloader does);
+- ``imagecorruptions`` in this environment: usually fails to import (pkg_resources / NumPy 2); skipped;
+- with ``--side-python`` (a NumPy-1 environment, see fidelity_corruptions.py) and ``--orig-dir``
+  (make_cifar_c.py + frost images): the original CIFAR functions at 32 px and ``imagecorruptions`` at
+  224 px, timed per image in that environment.
+
+    python benchmarks/bench_corruptions.py --threads 1 \\
+        --side-python /tmp/cside/venv/bin/python --orig-dir /tmp/cside/orig
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import torch
+
+_SIDE = r"""
+import os, sys, time, json, warnings
+warnings.filterwarnings('ignore')
+import numpy as np
+from PIL import Image
+orig, n32, n224 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = np.random.RandomState(0)
+res = {'orig32': {}, 'ic224': {}}
+src = open(os.path.join(orig, 'make_cifar_c.py')).read()
+body = src[src.index('# /////////////// Distortion Helpers'):src.index('# /////////////// End Distortions')]
+ns = {}
+exec(compile('import numpy as np\nfrom PIL import Image\n' + body, 'make_cifar_c_functions', 'exec'), ns)
+os.chdir(orig)
+imgs = [Image.fromarray(rng.randint(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(n32)]
+for name in sys.argv[4].split(','):
+    t = time.perf_counter()
+    for im in imgs:
+        np.uint8(ns[name](im, 3))
+    res['orig32'][name] = (time.perf_counter() - t) / n32 * 1e3
+try:
+    from imagecorruptions import corrupt, get_corruption_names
+    big = [rng.randint(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(n224)]
+    for name in get_corruption_names('all'):
+        t = time.perf_counter()
+        for im in big:
+            corrupt(im, corruption_name=name, severity=3)
+        res['ic224'][name] = (time.perf_counter() - t) / n224 * 1e3
+except Exception as err:
+    res['ic224_error'] = repr(err)
+print('JSON' + json.dumps(res))
+"""
+
+
+def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Smooth random uint8 images ``(n, 3, size, size)`` (low-pass noise plus edges)."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(n, 3, max(size // 8, 2), max(size // 8, 2), generator=g)
+    img = torch.nn.functional.interpolate(base, size=(size, size), mode="bilinear", align_corners=False)
+    img = img + 0.15 * torch.rand(n, 3, size, size, generator=g)
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _time(fn, min_time: float = 0.3) -> float:
+    fn()  # warm-up
+    reps, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        reps += 1
+        dt = time.perf_counter() - t0
+        if dt >= min_time:
+            return dt / reps
+
+
+def bench(size: int, preset: str, batch: int, per_image: int, device: str) -> dict[str, tuple[float, float]]:
+    from aprkit.corruptions import corrupt, list_corruptions
+
+    x = _images(batch, size).to(device)
+    out = {}
+    for name in list_corruptions():
+        g = torch.Generator(device=device).manual_seed(0)
+
+        def batched() -> None:
+            corrupt(x, name, 3, preset, g)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+
+        def looped() -> None:
+            for i in range(per_image):
+                corrupt(x[i:i + 1], name, 3, preset, g)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+
+        tb = _time(batched) / batch
+        tl = _time(looped, 0.2) / per_image
+        out[name] = (tb * 1e3, tl * 1e3)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="aprkit.corruptions throughput")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 is best on a loaded CPU)")
+    ap.add_argument("--batch32", type=int, default=256)
+    ap.add_argument("--batch224", type=int, default=16)
+    ap.add_argument("--side-python", default=None)
+    ap.add_argument("--orig-dir", default=None)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from aprkit.corruptions import list_corruptions
+
+    names = list_corruptions()
+    side = {}
+    if args.side_python and args.orig_dir:
+        proc = subprocess.run([args.side_python, "-c", _SIDE, args.orig_dir, "20", "3", ",".join(names)],
+                              capture_output=True, text=True)
+        line = [s for s in proc.stdout.splitlines() if s.startswith("JSON")]
+        side = json.loads(line[0][4:]) if line else {"error": proc.stderr[-500:]}
+    try:
+        import imagecorruptions  # noqa: F401
+
+        ic_here = "imports here (timed in the side environment only)"
+    except Exception as err:  # the usual case on NumPy 2 / setuptools >= 81
+        ic_here = f"does not import here ({type(err).__name__}: {err}); skipped"
+    print(f"device={args.device} threads={torch.get_num_threads()}  imagecorruptions {ic_here}")
+    for size, preset, batch, per in ((32, "cifar", args.batch32, 16), (224, "imagenet", args.batch224, 2)):
+        res = bench(size, preset, batch, per, args.device)
+        ref = side.get("orig32" if size == 32 else "ic224", {})
+        label = "original ms" if size == 32 else "imagecorr. ms"
+        print(f"\n{size}x{size} ({preset} preset, severity 3, batch {batch})")
+        print(f"{'corruption':18s} {'batched img/s':>14s} {'per-image img/s':>16s} {'batch gain':>10s} {label:>14s} {'speed-up':>9s}")
+        for name in names:
+            tb, tl = res[name]
+            r = ref.get(name)
+            extra = f"{r:14.2f} {r / tb:8.1f}x" if r else f"{'-':>14s} {'-':>9s}"
+            print(f"{name:18s} {1e3 / tb:14.1f} {1e3 / tl:16.1f} {tl / tb:9.1f}x {extra}")
+        total_b = sum(v[0] for v in res.values())
+        total_l = sum(v[1] for v in res.values())
+        print(f"all {len(names)}: batched {total_b:.2f} ms/img, per-image loop {total_l:.2f} ms/img")
+        if ref:
+            common = [n for n in names if n in ref]
+            tr = sum(ref[n] for n in common)
+            tb = sum(res[n][0] for n in common)
+            who = "original make_cifar_c" if size == 32 else "imagecorruptions"
+            print(f"{who} ({len(common)} corruptions): {tr:.2f} ms/img vs aprkit batched {tb:.2f} ms/img "
+                  f"-> {tr / tb:.1f}x faster")
+    if side.get("ic224_error") or side.get("error"):
+        print("side environment:", side.get("ic224_error") or side.get("error"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

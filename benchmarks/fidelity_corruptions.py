@@ -1,0 +1,202 @@
+"""Fidelity of aprkit.corruptions to Hendrycks & Dietterich's original CIFAR-10-C creation code.
+
+The original ``make_cifar_c.py`` cannot run in aprkit's environment (NumPy 1.x, scikit-image 0.19,
+SciPy < 1.12, Wand + ImageMagick). Build a side environment once, e.g.::
+
+    apt-get install -y libmagickwand-dev
+    python3.10 -m venv /tmp/cside/venv
+    /tmp/cside/venv/bin/pip install numpy==1.26.4 scipy==1.11.4 "setuptools<81" scikit-image==0.19.3 \\
+        Wand pillow opencv-python-headless
+    # a directory with make_cifar_c.py and frost1.png .. frost6.jpg (never commit these)
+
+then run::
+
+    python benchmarks/fidelity_corruptions.py --side-python /tmp/cside/venv/bin/python \\
+        --orig-dir /tmp/cside/orig --work /tmp/cside/fidelity --n 2000 --severities 3 5
+
+The script extracts the corruption functions from ``make_cifar_c.py`` at run time (into ``--work``),
+runs them in the side environment on the first ``n`` CIFAR-10 test images (official order), runs
+aprkit on the same images, and prints: PSNR between the two outputs for the deterministic
+corruptions (target >= 35 dB) and the ResNet-20 accuracy on both versions for every corruption
+(target: within 3 points). Pass ``--ref-seeds 0 1`` to also measure the seed-to-seed spread of the
+original code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NAMES = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+         "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+         "speckle_noise", "gaussian_blur", "spatter", "saturate"]
+DETERMINISTIC = ["contrast", "brightness", "saturate", "pixelate", "jpeg_compression", "defocus_blur", "zoom_blur",
+                 "gaussian_blur"]
+
+_RUNNER = """
+import os, sys, time
+import numpy as np
+from PIL import Image
+import warnings; warnings.filterwarnings('ignore')
+work, orig, seed, sevs = sys.argv[1], sys.argv[2], int(sys.argv[3]), [int(s) for s in sys.argv[4].split(',')]
+src = open(os.path.join(orig, 'make_cifar_c.py')).read()
+body = src[src.index('# /////////////// Distortion Helpers'):src.index('# /////////////// End Distortions')]
+ns = {}
+exec(compile('import numpy as np\\nfrom PIL import Image\\n' + body, 'make_cifar_c_functions', 'exec'), ns)
+os.chdir(orig)  # frost images are read relative to the working directory
+imgs = np.load(os.path.join(work, 'clean.npy'))
+out = os.path.join(work, f'orig_seed{seed}')
+os.makedirs(out, exist_ok=True)
+for name in sys.argv[5].split(','):
+    for s in sevs:
+        path = os.path.join(out, f'{name}_s{s}.npy')
+        if os.path.exists(path):
+            continue
+        np.random.seed(seed * 1000 + s)
+        t = time.time()
+        res = np.stack([np.uint8(ns[name](Image.fromarray(im), s)) for im in imgs])
+        np.save(path + '.tmp.npy', res); os.replace(path + '.tmp.npy', path)
+        print(f'original {name} s{s}: {(time.time() - t) / len(imgs) * 1e3:.2f} ms/img', flush=True)
+"""
+
+
+# ----------------------------------------------------------------------------- ResNet-20 (He et al., option A)
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.pad = (cout - cin) // 2 if (stride != 1 or cin != cout) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        sc = x if self.pad is None else F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+        return F.relu(out + sc)
+
+
+class ResNet20(nn.Module):
+    """CIFAR ResNet-20 with option-A shortcuts; takes float images in [0, 1] (normalises inside)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        layers, cin = [], 16
+        for cout, stride in ((16, 1), (32, 2), (64, 2)):
+            blocks = [_Block(cin, cout, stride)] + [_Block(cout, cout, 1) for _ in range(2)]
+            layers.append(nn.Sequential(*blocks))
+            cin = cout
+        self.layer1, self.layer2, self.layer3 = layers
+        self.linear = nn.Linear(64, 10)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.linear(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def load_resnet20(path: Path) -> nn.Module:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # legacy pickle with non-tensor entries
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    sd = {k.removeprefix("module."): v for k, v in ckpt.get("state_dict", ckpt).items()}
+    model = ResNet20()
+    model.load_state_dict(sd)
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images_hwc: np.ndarray, labels: np.ndarray) -> float:
+    correct = 0
+    for i in range(0, len(images_hwc), 500):
+        x = torch.from_numpy(images_hwc[i:i + 500]).permute(0, 3, 1, 2).float() / 255
+        correct += int((model(x).argmax(1).numpy() == labels[i:i + 500]).sum())
+    return 100.0 * correct / len(images_hwc)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--side-python", required=True, help="python of the side environment")
+    ap.add_argument("--orig-dir", required=True, help="directory with make_cifar_c.py and the frost images")
+    ap.add_argument("--work", required=True, help="scratch directory for outputs (outside the repository)")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"))
+    ap.add_argument("--model", default=None, help="ResNet-20 checkpoint (default: ../shared/models/resnet20-*.th)")
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--severities", type=int, nargs="+", default=[3, 5])
+    ap.add_argument("--names", nargs="+", default=NAMES)
+    ap.add_argument("--ref-seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--seed", type=int, default=0, help="aprkit seed")
+    args = ap.parse_args(argv)
+
+    from PIL import Image
+
+    from aprkit.corruptions import corrupt
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    data = Path(args.data)
+    rows = list(csv.DictReader(open(data / "test_order.csv")))[: args.n]
+    clean = np.stack([np.asarray(Image.open(data / r["path"]).convert("RGB")) for r in rows])
+    labels = np.array([int(r["label"]) for r in rows])
+    np.save(work / "clean.npy", clean)
+    runner = work / "run_original.py"
+    runner.write_text(textwrap.dedent(_RUNNER))
+    sev = ",".join(map(str, args.severities))
+    for seed in args.ref_seeds:
+        subprocess.run([args.side_python, str(runner), str(work), args.orig_dir, str(seed), sev, ",".join(args.names)],
+                       check=True)
+
+    model_path = Path(args.model) if args.model else sorted((data.parents[1] / "models").glob("resnet20-*.th"))[0]
+    model = load_resnet20(model_path)
+    print(f"clean accuracy ({args.n} images): {accuracy(model, clean, labels):.2f}%")
+    x = torch.from_numpy(clean).permute(0, 3, 1, 2).contiguous()
+    results = {}
+    header = f"{'corruption':18s} sev  {'aprkit':>7s}  " + "  ".join(f"orig{s:<3d}" for s in args.ref_seeds)
+    print(header + "   diff   PSNR(dB)  aprkit ms/img")
+    for name in args.names:
+        for s in args.severities:
+            g = torch.Generator().manual_seed(args.seed * 1000 + s)
+            t = time.perf_counter()
+            ours = torch.cat([corrupt(x[i:i + 500], name, s, "cifar", g) for i in range(0, len(x), 500)])
+            ms = (time.perf_counter() - t) / len(x) * 1e3
+            ours = ours.permute(0, 2, 3, 1).numpy()
+            acc_ours = accuracy(model, ours, labels)
+            refs = [np.load(work / f"orig_seed{seed}" / f"{name}_s{s}.npy") for seed in args.ref_seeds]
+            acc_ref = [accuracy(model, r, labels) for r in refs]
+            q = psnr(ours, refs[0]) if name in DETERMINISTIC else float("nan")
+            results[f"{name}/{s}"] = {"aprkit": acc_ours, "original": acc_ref, "psnr": q, "ms_per_image": ms}
+            print(f"{name:18s} {s:3d}  {acc_ours:7.2f}  " + "  ".join(f"{a:7.2f}" for a in acc_ref)
+                  + f"  {acc_ours - acc_ref[0]:+6.2f}  {q:8.2f}  {ms:8.3f}", flush=True)
+    (work / "fidelity.json").write_text(json.dumps(results, indent=1))
+    worst = max(abs(v["aprkit"] - v["original"][0]) for v in results.values())
+    psnrs = [v["psnr"] for v in results.values() if v["psnr"] == v["psnr"]]
+    print(f"max |accuracy difference| = {worst:.2f} points (target <= 3); "
+          f"min PSNR (deterministic) = {min(psnrs) if psnrs else float('nan'):.2f} dB (target >= 35)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""aprkit.corruptions: every corruption x severity x preset, determinism, errors, helpers, transform."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from aprkit.corruptions import (
+    BENCHMARK,
+    EXTRA,
+    PARAMS,
+    RandomCorruption,
+    corrupt,
+    corrupt_image,
+    find_frost_dir,
+    list_corruptions,
+)
+from conftest import natural_images
+
+ALL = list_corruptions()
+RANDOM = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "glass_blur", "motion_blur", "snow",
+          "frost", "fog", "spatter", "elastic_transform")
+
+
+def _have_frost() -> bool:
+    try:
+        find_frost_dir()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+HAVE_FROST = _have_frost()
+FROST_SKIP = "frost textures not found: `pip install --no-deps imagecorruptions` or set APRKIT_FROST_DIR"
+
+
+def _skip_frost(name: str) -> None:
+    if name == "frost" and not HAVE_FROST:
+        pytest.skip(FROST_SKIP)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one intra-op thread is faster, and far faster on a shared, loaded CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_names() -> None:
+    assert len(BENCHMARK) == 15 and len(EXTRA) == 4 and len(set(ALL)) == 19
+    assert list_corruptions("benchmark") == BENCHMARK and list_corruptions("extra") == EXTRA
+    for preset in PARAMS.values():
+        assert set(preset) == set(ALL) and all(len(v) == 5 for v in preset.values())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_cifar_all_severities_uint8_and_float(name: str) -> None:
+    _skip_frost(name)
+    xu = natural_images(2, 32)
+    xf = natural_images(2, 32, seed=1).float() / 255
+    for s in range(1, 6):
+        for x in (xu, xf):
+            before = x.clone()
+            y = corrupt(x, name, s, "cifar", _gen(s))
+            assert y.shape == x.shape and y.dtype == x.dtype and y.device == x.device
+            assert torch.equal(x, before), "input was modified"
+            if y.is_floating_point():
+                assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    # float64 and float16 keep their dtype too
+    for dt in (torch.float64, torch.float16):
+        assert corrupt(xf.to(dt), name, 3, "cifar", _gen()).dtype == dt
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_tinyimagenet_all_severities(name: str) -> None:
+    _skip_frost(name)
+    xu = natural_images(1, 64, seed=2)
+    for s in range(1, 6):
+        for x in (xu, xu.float() / 255):
+            y = corrupt(x, name, s, "tinyimagenet", _gen(s))
+            assert y.shape == x.shape and y.dtype == x.dtype
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_imagenet_all_severities(name: str) -> None:
+    _skip_frost(name)
+    xu = natural_images(1, 224, seed=3)
+    for s in range(1, 6):
+        x = xu if s % 2 else xu.float() / 255  # uint8 and float alternate (both covered per corruption)
+        y = corrupt(x, name, s, "imagenet", _gen(s))
+        assert y.shape == x.shape and y.dtype == x.dtype
+
+
+def test_leading_dims_and_single_image() -> None:
+    x = natural_images(4, 32).view(2, 2, 3, 32, 32)
+    assert corrupt(x, "gaussian_noise", 2).shape == x.shape
+    assert corrupt(x[0, 0], "contrast", 2).shape == (3, 32, 32)
+
+
+def test_non_square_images() -> None:
+    x = natural_images(2, 48)[..., :40]
+    for name in ALL:
+        if name == "frost" and not HAVE_FROST:
+            continue
+        assert corrupt(x, name, 3, "cifar", _gen()).shape == x.shape
+
+
+@pytest.mark.parametrize("name", RANDOM)
+def test_same_seed_same_output(name: str) -> None:
+    _skip_frost(name)
+    x = natural_images(3, 32)
+    a = corrupt(x, name, 3, "cifar", _gen(7))
+    b = corrupt(x, name, 3, "cifar", _gen(7))
+    c = corrupt(x, name, 3, "cifar", _gen(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_grayscale_channel_support() -> None:
+    x = natural_images(2, 32)[:, :1]
+    assert corrupt(x, "gaussian_blur", 3).shape == x.shape
+    with pytest.raises(ValueError, match="needs RGB"):
+        corrupt(x, "saturate", 3)
+
+
+# ----------------------------------------------------------------------------- errors
+def test_unknown_name_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="did you mean 'gaussian_noise'.*valid names: gaussian_noise"):
+        corrupt(natural_images(1), "gausian_noise", 1)
+    with pytest.raises(TypeError, match="name must be a str"):
+        corrupt(natural_images(1), 3, 1)
+
+
+@pytest.mark.parametrize("severity", [0, 6, -1])
+def test_bad_severity_value(severity: int) -> None:
+    with pytest.raises(ValueError, match="severity must be an integer 1-5"):
+        corrupt(natural_images(1), "contrast", severity)
+
+
+@pytest.mark.parametrize("severity", [2.5, "3", None, True])
+def test_bad_severity_type(severity: object) -> None:
+    with pytest.raises(TypeError, match="severity must be an integer 1-5"):
+        corrupt(natural_images(1), "contrast", severity)
+
+
+def test_bad_images_and_preset() -> None:
+    x = natural_images(1)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        corrupt(x.numpy(), "contrast", 1)
+    with pytest.raises(TypeError, match="dtype uint8 or a floating dtype"):
+        corrupt(x.to(torch.int32), "contrast", 1)
+    with pytest.raises(ValueError, match="dimensions"):
+        corrupt(x[0, 0], "contrast", 1)
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        corrupt(torch.zeros(1, 4, 8, 8), "contrast", 1)
+    with pytest.raises(ValueError, match="preset must be one of 'cifar', 'tinyimagenet', 'imagenet'"):
+        corrupt(x, "contrast", 1, preset="svhn")
+    with pytest.raises(TypeError, match="generator"):
+        corrupt(x, "contrast", 1, generator=0)
+
+
+def test_frost_error_names_both_options(monkeypatch, tmp_path) -> None:
+    from aprkit.corruptions import _frost
+
+    monkeypatch.delenv("APRKIT_FROST_DIR", raising=False)
+    monkeypatch.setattr(_frost, "_installed_dir", lambda: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps imagecorruptions.*APRKIT_FROST_DIR"):
+        corrupt(natural_images(1), "frost", 1)
+    with pytest.raises(FileNotFoundError, match="must contain frost1.png"):
+        corrupt(natural_images(1), "frost", 1, frost_dir=tmp_path)
+    monkeypatch.setenv("APRKIT_FROST_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="APRKIT_FROST_DIR"):
+        corrupt(natural_images(1), "frost", 1)
+
+
+@pytest.mark.skipif(not HAVE_FROST, reason=FROST_SKIP)
+def test_frost_dir_from_env(monkeypatch) -> None:
+    d = find_frost_dir()
+    monkeypatch.setenv("APRKIT_FROST_DIR", str(d))
+    assert find_frost_dir() == d
+    assert corrupt(natural_images(1), "frost", 5, "cifar", _gen()).shape == (1, 3, 32, 32)
+
+
+# ----------------------------------------------------------------------------- per-image helper
+def test_corrupt_image_pil_and_numpy() -> None:
+    from PIL import Image
+
+    x = natural_images(1, 32)[0]
+    arr = x.permute(1, 2, 0).numpy().copy()
+    out = corrupt_image(arr, "shot_noise", 3, seed=5)
+    assert isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.shape == arr.shape
+    ref = corrupt(x, "shot_noise", 3, generator=_gen(5)).permute(1, 2, 0).numpy()
+    assert np.array_equal(out, ref)
+    pil = corrupt_image(Image.fromarray(arr), "shot_noise", 3, seed=5)
+    assert isinstance(pil, Image.Image) and pil.mode == "RGB" and np.array_equal(np.asarray(pil), ref)
+    gray = corrupt_image(arr[..., 0], "gaussian_blur", 2)
+    assert gray.shape == (32, 32)
+    with pytest.raises(TypeError, match="uint8 array"):
+        corrupt_image(arr.astype(np.float32), "contrast", 1)
+    with pytest.raises(ValueError, match="either generator or seed"):
+        corrupt_image(arr, "contrast", 1, generator=_gen(), seed=1)
+
+
+# ----------------------------------------------------------------------------- transform
+def test_random_corruption_batch_single_and_compose() -> None:
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    names = ("gaussian_noise", "contrast", "pixelate", "fog")
+    x = natural_images(6, 32)
+    t1 = RandomCorruption(names, severities=(1, 5), p=0.7, generator=_gen(3))
+    t2 = RandomCorruption(names, severities=(1, 5), p=0.7, generator=_gen(3))
+    a, b = t1(x), t2(x)
+    assert torch.equal(a, b) and a.shape == x.shape and a.dtype == x.dtype
+    assert RandomCorruption(names, p=0.0)(x).equal(x)
+    assert RandomCorruption("contrast", 2)(x[0]).shape == x[0].shape
+    pipe = v2.Compose([RandomCorruption(names, 3, generator=_gen()), v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
+    y = pipe(Image.fromarray(x[0].permute(1, 2, 0).numpy()))
+    assert y.shape == (3, 32, 32) and y.dtype == torch.float32
+    assert "contrast" in repr(RandomCorruption("contrast"))
+    with pytest.raises(ValueError, match="valid names"):
+        RandomCorruption(["nope"])
+    with pytest.raises(ValueError, match="severity"):
+        RandomCorruption("contrast", severities=(0,))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        RandomCorruption("contrast", p=2)
+
+
+def test_random_corruption_per_image_choice() -> None:
+    t = RandomCorruption(("contrast", "brightness"), (1, 5), generator=_gen(0))
+    prm = t.generate_parameters(64)
+    assert prm["apply"].all() and set(prm["severity"].tolist()) == {1, 5}
+    assert set(prm["name_index"].tolist()) == {0, 1}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name", ALL)
+def test_cuda_keeps_device(name: str) -> None:
+    _skip_frost(name)
+    x = natural_images(2, 32).cuda()
+    for dt in (torch.uint8, torch.float32):
+        xi = x if dt == torch.uint8 else x.float() / 255
+        y = corrupt(xi, name, 3, "cifar", torch.Generator(device="cuda").manual_seed(0))
+        assert y.device == xi.device and y.dtype == dt and y.shape == xi.shape
+        y2 = corrupt(xi, name, 3, "cifar", _gen(0))  # CPU generator with CUDA images
+        assert y2.device == xi.device
