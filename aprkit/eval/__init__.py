@@ -14,11 +14,23 @@ _EXPORTS: dict[str, str] = {
     "Results": "aprkit.eval.runner",
     "shape_bias": "aprkit.eval.shape_bias",
     "phase_bias": "aprkit.eval.phase_bias",
+    "ShapeBiasResult": "aprkit.eval.shape_bias",
+    "measure_shape_bias": "aprkit.eval.shape_bias",
+    "imagenet_to_16": "aprkit.eval.shape_bias",
+    "cue_conflict_decisions": "aprkit.eval.shape_bias",
+    "PhaseBiasResult": "aprkit.eval.phase_bias",
+    "measure_phase_bias": "aprkit.eval.phase_bias",
+    "phase_amplitude_conflict": "aprkit.eval.phase_bias",
+    "patch_shuffle": "aprkit.eval.phase_bias",
+    "sample_pairs": "aprkit.eval.phase_bias",
     "transplant_test": "aprkit.eval.transplant",
     "layer_sweep": "aprkit.eval.transplant",
+    "write_report": "aprkit.eval.report",
+    "ResultCache": "aprkit.eval.cache",
+    "predict": "aprkit.eval.inference",
 }
 
-_SUBMODULES = ("metrics", "suites", "runner", "report")
+_SUBMODULES = ("metrics", "suites", "runner", "report", "scores", "states")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

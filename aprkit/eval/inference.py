@@ -1,0 +1,359 @@
+"""Streaming inference: uint8 batches -> device -> float/255 -> model (AMP, channels_last) -> logits.
+
+Datasets yield ``(uint8 tensor (C, H, W), int label)``; batches stay uint8 until they reach the
+device, where they are converted to float in [0, 1] (models normalise inside). ``predict`` returns
+logits ``(N, K)`` (float32, CPU), labels ``(N,)`` and optionally penultimate features ``(N, D)``
+(the input of the model's last ``nn.Linear``, or ``forward_features`` pooled when there is none).
+
+When ``torch.distributed`` is initialised with more than one process (``torchrun``), each rank reads
+its share through a ``DistributedSampler`` and the outputs are gathered and put back into dataset
+order on every rank (rank 0 writes results); nothing else changes for the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+__all__ = [
+    "NO_LABEL",
+    "Outputs",
+    "TensorImageDataset",
+    "as_dataset",
+    "dataset_id",
+    "resolve_device",
+    "iter_batches",
+    "to_model_input",
+    "predict",
+    "is_main_process",
+]
+
+#: label of unlabelled images (synthetic OOD sets), as in ``aprkit.data``
+NO_LABEL = -1
+
+#: a per-batch transform applied on the device: (uint8 images (B, C, H, W), batch index) -> images
+BatchTransform = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+@dataclass
+class Outputs:
+    """Model outputs over a dataset: ``logits (N, K)``, ``labels (N,)``, ``features (N, D)`` or None."""
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    features: torch.Tensor | None = None
+    seconds: float = 0.0
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.logits.shape[1])
+
+    def probs(self) -> torch.Tensor:
+        """Softmax probabilities ``(N, K)`` in float64 (stable metrics)."""
+        return torch.softmax(self.logits.double(), dim=1)
+
+
+class TensorImageDataset(Dataset):
+    """Wrap uint8 images ``(N, C, H, W)`` and integer labels ``(N,)`` as an aprkit dataset."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.dtype != torch.uint8:
+            got = f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+            raise TypeError(f"images must be a uint8 tensor (N, C, H, W), got {got}")
+        labels = torch.zeros(len(images), dtype=torch.long) if labels is None else torch.as_tensor(labels)
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise ValueError(f"labels must have shape ({len(images)},) to match the images, got {tuple(labels.shape)}")
+        self.images, self.labels = images, labels.long()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.labels[i])
+
+    def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, int]]:
+        return list(zip(self.images[idx], self.labels[idx].tolist()))
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"``/None -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def _normalise_spec(spec: str) -> str:
+    kind, sep, rest = spec.partition(":")
+    if sep and rest and Path(rest).exists():
+        return f"{kind}:{Path(rest).resolve()}"
+    return spec
+
+
+def as_dataset(data: Any, split: str = "test") -> Dataset:
+    """A dataset from a spec string (``"cifar10:ROOT"``, ``"folder:ROOT"``, ...), a Dataset or ``(images, labels)``."""
+    if isinstance(data, str):
+        from aprkit.data import get_dataset
+
+        return get_dataset(data, split)
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        return TensorImageDataset(data[0], data[1])
+    if isinstance(data, torch.Tensor):
+        return TensorImageDataset(data)
+    if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        return data
+    raise TypeError(
+        "data must be a dataset spec string (e.g. 'cifar10:ROOT', 'folder:ROOT'), a Dataset yielding "
+        f"(uint8 image (C, H, W), int label), or an (images, labels) tensor pair; got {type(data).__name__}"
+    )
+
+
+def dataset_id(data: Any, split: str = "test") -> str:
+    """A stable identifier for cache keys: the normalised spec, a ``cache_id`` attribute or a content hash."""
+    if isinstance(data, str):
+        return f"{_normalise_spec(data)}#{split}"
+    for attr in ("cache_id", "spec"):
+        value = getattr(data, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    ds = as_dataset(data, split)
+    h = hashlib.sha1(f"{type(ds).__name__}:{len(ds)}".encode())
+    n = len(ds)
+    for i in sorted({0, n // 2, n - 1}) if n else []:
+        img, label = ds[i]
+        h.update(torch.as_tensor(img).contiguous().numpy().tobytes())
+        h.update(str(int(label)).encode())
+    return f"{type(ds).__name__}-{n}-{h.hexdigest()[:12]}"
+
+
+def _collate(samples: list) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = zip(*samples)
+    for img in images[:1]:
+        if not isinstance(img, torch.Tensor) or img.dtype != torch.uint8 or img.ndim != 3:
+            got = f"{img.dtype} tensor of shape {tuple(img.shape)}" if isinstance(img, torch.Tensor) else type(img).__name__
+            raise TypeError(f"datasets must yield (uint8 image tensor (C, H, W), int label); got an image of type {got}")
+    return torch.stack(images), torch.as_tensor(labels, dtype=torch.long)
+
+
+def _dist_info() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of an initialised ``torch.distributed`` group."""
+    return _dist_info()[0] == 0
+
+
+def iter_batches(
+    dataset: Dataset,
+    batch_size: int = 256,
+    *,
+    num_workers: int = 0,
+    limit: int | None = None,
+    device: torch.device | None = None,
+    distributed: bool = True,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield ``(uint8 images (B, C, H, W), labels (B,), dataset indices (B,))`` in dataset order.
+
+    Under an initialised process group (and ``distributed=True``) each rank gets its strided share;
+    the last batches of some ranks repeat a few samples (``DistributedSampler`` padding), which
+    ``predict`` removes when gathering.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    n = len(dataset)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be a positive number of images, got {limit}")
+        n = min(n, int(limit))
+    if n == 0:
+        raise ValueError("the dataset is empty; expected at least one image")
+    rank, world = _dist_info() if distributed else (0, 1)
+    indices = list(range(n))
+    if world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        indices = [indices[i] for i in DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False)]
+    pin = device is not None and device.type == "cuda"
+    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    if hasattr(dataset, "get_batch"):  # array-backed datasets: one slice per batch, no per-image work
+        loader = DataLoader(_BatchFetch(dataset), sampler=chunks, batch_size=None, num_workers=num_workers, pin_memory=pin)
+    else:
+        loader = DataLoader(
+            Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+            collate_fn=_collate, pin_memory=pin,
+        )
+    for chunk, (images, labels) in zip(chunks, loader):
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+            got = f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+            raise TypeError(f"datasets must yield uint8 images (C, H, W) (batches (B, C, H, W)); got {got}")
+        if len(labels) != len(images):
+            raise ValueError(f"label/image count mismatch: the dataset returned {len(images)} images but {len(labels)} labels")
+        yield images, labels, torch.as_tensor(chunk)
+
+
+class _BatchFetch(Dataset):
+    """Adapter so a DataLoader (with workers) calls ``dataset.get_batch(indices)`` once per batch."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        contiguous = all(b - a == 1 for a, b in zip(indices, indices[1:]))
+        images, labels = self.dataset.get_batch(slice(indices[0], indices[-1] + 1) if contiguous else indices)
+        return images, torch.as_tensor(labels, dtype=torch.long)
+
+
+def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """Move a batch to ``device`` (non-blocking) and convert uint8 to float in [0, 1] there."""
+    x = images.to(device, non_blocking=True)
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
+
+
+def _last_linear(model: nn.Module) -> nn.Linear | None:
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    return last
+
+
+def _features_from(feats: torch.Tensor) -> torch.Tensor:
+    if feats.ndim == 4:  # (B, C, H, W) feature maps -> global average pool
+        return feats.mean(dim=(2, 3))
+    if feats.ndim == 3:  # (B, N, D) tokens -> class token
+        return feats[:, 0]
+    return feats.flatten(1)
+
+
+def _check_logits(logits: Any, n: int, num_classes: int | None, where: str) -> torch.Tensor:
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"the model must return a logits tensor (B, num_classes), got {type(logits).__name__} {where}")
+    if logits.ndim != 2:
+        raise ValueError(f"the model must return logits of shape (B, num_classes), got shape {tuple(logits.shape)} {where}")
+    if logits.shape[0] != n:
+        raise ValueError(
+            f"label/prediction count mismatch {where}: the model returned {logits.shape[0]} rows of logits for {n} images/labels"
+        )
+    if num_classes is not None and logits.shape[1] != num_classes:
+        raise ValueError(
+            f"the model outputs {logits.shape[1]} classes but the data has {num_classes} {where}; "
+            "pass the matching num_classes/checkpoint or a dataset with the model's label set"
+        )
+    if not bool(torch.isfinite(logits).all()):
+        bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+        raise ValueError(f"the model returned NaN or infinite logits for {bad} of {n} images {where}; check the checkpoint and the input range (float [0, 1])")
+    return logits
+
+
+def predict(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+    num_workers: int = 0,
+    amp: bool = False,
+    channels_last: bool = False,
+    transform: BatchTransform | None = None,
+    features: bool = False,
+    limit: int | None = None,
+    num_classes: int | None = None,
+    progress: bool = False,
+    desc: str = "eval",
+) -> Outputs:
+    """Run ``model`` over ``dataset`` and return logits ``(N, K)``, labels ``(N,)`` and optional features.
+
+    ``transform`` (e.g. an on-the-fly corruption) runs on the device on uint8 batches before the float
+    conversion. ``num_classes`` (when known) is checked against the model's output; labels outside
+    ``[0, K)``, NaN logits and a logits/labels count mismatch raise ``ValueError``.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module taking float images in [0, 1], got {type(model).__name__}")
+    device = resolve_device(device)
+    use_amp = bool(amp)
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    hook_store: list[torch.Tensor] = []
+    handle = None
+    use_head = False
+    if features:
+        lin = _last_linear(model)
+        if lin is not None:
+            handle = lin.register_forward_hook(lambda m, inp, out: hook_store.append(inp[0].detach()))
+        elif hasattr(model, "forward_features") and hasattr(model, "forward_head"):
+            use_head = True
+        else:
+            raise ValueError("features were requested but the model has no nn.Linear classifier and no forward_features/forward_head")
+    chunks_logits, chunks_labels, chunks_feats, chunks_idx = [], [], [], []
+    t0 = time.perf_counter()
+    n_total = len(dataset) if limit is None else min(len(dataset), int(limit))
+    bar = tqdm(total=n_total, desc=desc, unit="img", disable=not progress, leave=False)
+    try:
+        with torch.inference_mode():
+            for b, (images, labels, idx) in enumerate(iter_batches(dataset, batch_size, num_workers=num_workers, limit=limit, device=device)):
+                x = images.to(device, non_blocking=True)
+                if transform is not None:
+                    x = transform(x, b)
+                x = to_model_input(x, device, channels_last)
+                ctx = torch.autocast(device.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+                with ctx:
+                    if use_head:
+                        f = model.forward_features(x)
+                        out = model.forward_head(f)
+                        hook_store.append(_features_from(f))
+                    else:
+                        out = model(x)
+                where = f"({desc}, batch {b}, images {int(idx[0])}..{int(idx[-1])})"
+                logits = _check_logits(out, len(labels), num_classes, where).float().cpu()
+                if int(labels.max()) >= logits.shape[1] or int(labels.min()) < NO_LABEL:
+                    raise ValueError(
+                        f"labels {where} range over [{int(labels.min())}, {int(labels.max())}] but the model outputs "
+                        f"{logits.shape[1]} classes; the model and the data disagree on the number of classes"
+                    )
+                chunks_logits.append(logits)
+                chunks_labels.append(labels)
+                chunks_idx.append(idx)
+                if features:
+                    chunks_feats.append(_features_from(hook_store.pop()).float().cpu())
+                    hook_store.clear()
+                bar.update(len(labels))
+    finally:
+        bar.close()
+        if handle is not None:
+            handle.remove()
+    out = Outputs(torch.cat(chunks_logits), torch.cat(chunks_labels), torch.cat(chunks_feats) if features else None)
+    out = _gather(out, torch.cat(chunks_idx), n_total)
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _gather(out: Outputs, idx: torch.Tensor, n: int) -> Outputs:
+    """Under torch.distributed: collect every rank's outputs and restore dataset order (drop padding)."""
+    rank, world = _dist_info()
+    if world == 1:
+        return out
+    parts: list[Any] = [None] * world
+    torch.distributed.all_gather_object(parts, (idx, out.logits, out.labels, out.features))
+    all_idx = torch.cat([p[0] for p in parts])
+    order = torch.empty(n, dtype=torch.long)
+    order[all_idx] = torch.arange(len(all_idx))  # later duplicates (padding) overwrite with equal values
+    cat = lambda k: torch.cat([p[k] for p in parts])[order]  # noqa: E731
+    return Outputs(cat(1), cat(2), cat(3) if out.features is not None else None)

@@ -1,0 +1,185 @@
+"""Reports: ``results.json``, ``report.md`` (figures as PNG files) and a self-contained ``report.html``.
+
+One report can hold several models side by side: pass a :class:`~aprkit.eval.runner.Results` with
+several models, a list of Results, or a mapping name -> Results. Each suite renders its own section
+(``Suite.report``) from the results of every model that ran it; figures are written with matplotlib's
+Agg backend (imported lazily by the suites) and embedded in the HTML as base64 PNGs.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from .cache import atomic_write_json
+from .suites import ReportSection, load_suites
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runner import Results
+
+__all__ = ["write_report", "render_sections", "render_markdown", "render_html", "markdown_to_html"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #ccc;margin-top:2em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.5em 0}
+code{background:#f4f4f4;padding:0 .2em}.meta{color:#666;font-size:.85em}
+"""
+
+
+def _as_results(results: Any) -> "Results":
+    from .runner import Results
+
+    if isinstance(results, Results):
+        return results
+    if isinstance(results, Mapping) and all(isinstance(v, Results) for v in results.values()):
+        return Results.merge(results)
+    if isinstance(results, Sequence) and not isinstance(results, str) and all(isinstance(v, Results) for v in results):
+        return Results.merge(list(results))
+    raise TypeError(f"expected Results, a list of Results or a mapping name -> Results, got {type(results).__name__}")
+
+
+def render_sections(results: Any, fig_root: str | Path) -> list[tuple[str, ReportSection]]:
+    """Render every suite present in ``results`` (models side by side); figures go to ``fig_root/<suite>/``."""
+    res = _as_results(results)
+    registry = load_suites()
+    order: list[str] = []
+    for suites in res.models.values():
+        order += [s for s in suites if s not in order]
+    sections = []
+    for sname in order:
+        per_model = {mid: suites[sname] for mid, suites in res.models.items() if sname in suites}
+        fig_dir = Path(fig_root) / sname.replace("/", "_")
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        if sname not in registry:
+            sections.append((sname, ReportSection(sname, f"(no report renderer: suite {sname!r} is not installed)")))
+            continue
+        try:
+            section = registry[sname]().report(per_model, fig_dir)
+        except Exception as err:  # a broken renderer must not lose the numbers: they are in results.json
+            warnings.warn(f"report section {sname!r} failed: {err!r}", RuntimeWarning, stacklevel=2)
+            section = ReportSection(sname, f"Rendering this section failed ({type(err).__name__}: {err}); the numbers are in results.json.")
+        sections.append((sname, section))
+    return sections
+
+
+def _summary_table(res: "Results") -> str:
+    from .suites.corruption import markdown_table
+
+    summary = res.summary()
+    keys = ["clean_accuracy", "mean_corruption_error", "mean_error", "mce", "ece", "corrupted_ece"]
+    keys += sorted({k for row in summary.values() for k in row if k.startswith("ood_auroc_")})
+    keys = [k for k in keys if any(summary[m].get(k) is not None for m in summary)]
+    if not keys:
+        return ""
+    rows = [[k] + ["-" if summary[m].get(k) is None else f"{100 * summary[m][k]:.2f}" for m in summary] for k in keys]
+    return "## Summary (%)\n\n" + markdown_table(["metric"] + list(summary), rows) + "\n"
+
+
+def render_markdown(res: "Results", sections: list[tuple[str, ReportSection]], base: Path, title: str) -> str:
+    """The Markdown report; figures are linked relative to ``base``."""
+    parts = [f"# {title}\n", _meta_line(res) + "\n", _summary_table(res)]
+    for _, sec in sections:
+        parts.append(f"## {sec.title}\n\n{sec.markdown}\n")
+        for fig in sec.figures:
+            rel = Path(fig).resolve().relative_to(base.resolve()) if Path(fig).resolve().is_relative_to(base.resolve()) else Path(fig)
+            parts.append(f"![{Path(fig).stem}]({rel.as_posix()})\n")
+    return "\n".join(parts)
+
+
+def render_html(res: "Results", sections: list[tuple[str, ReportSection]], title: str) -> str:
+    """A self-contained HTML report with figures embedded as base64 PNGs."""
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p class='meta'>{html.escape(_meta_line(res))}</p>"]
+    summary = _summary_table(res)
+    if summary:
+        body.append(markdown_to_html(summary))
+    for _, sec in sections:
+        body.append(f"<h2>{html.escape(sec.title)}</h2>")
+        body.append(markdown_to_html(sec.markdown))
+        for fig in sec.figures:
+            data = base64.b64encode(Path(fig).read_bytes()).decode("ascii")
+            body.append(f"<img alt='{html.escape(Path(fig).stem)}' src='data:image/png;base64,{data}'>")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _meta_line(res: "Results") -> str:
+    m = res.meta
+    runs = m.get("runs", [m])
+    first = runs[0] if runs else {}
+    bits = [f"models: {', '.join(res.models)}"]
+    for k in ("data", "device", "date", "aprkit", "torch"):
+        if first.get(k):
+            bits.append(f"{k}: {first[k]}")
+    return "; ".join(bits)
+
+
+def _inline(text: str) -> str:
+    t = html.escape(text)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
+    t = re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+    return t
+
+
+def markdown_to_html(md: str) -> str:
+    """Convert the Markdown subset the suites emit (headings, pipe tables, lists, paragraphs) to HTML."""
+    out: list[str] = []
+    lines = md.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i].rstrip()
+        if not line.strip():
+            i += 1
+        elif line.startswith("#"):
+            level = min(6, len(line) - len(line.lstrip("#")))
+            out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+            i += 1
+        elif line.lstrip().startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].lstrip().startswith("|"):
+                rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            head, body = rows[0], [r for r in rows[1:] if not all(re.fullmatch(r":?-+:?", c) for c in r)]
+            out.append("<table><thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr></thead><tbody>"
+                       + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body) + "</tbody></table>")
+        elif re.match(r"\s*[-*] ", line):
+            items = []
+            while i < len(lines) and re.match(r"\s*[-*] ", lines[i]):
+                items.append(f"<li>{_inline(lines[i].strip()[2:])}</li>")
+                i += 1
+            out.append("<ul>" + "".join(items) + "</ul>")
+        elif line.startswith("!["):
+            i += 1  # figures are embedded separately
+        else:
+            para = []
+            while i < len(lines) and lines[i].strip() and not lines[i].lstrip().startswith(("|", "#")) and not re.match(r"\s*[-*] ", lines[i]):
+                para.append(lines[i].strip())
+                i += 1
+            out.append(f"<p>{_inline(' '.join(para))}</p>")
+    return "\n".join(out)
+
+
+def write_report(results: Any, out_dir: str | Path, title: str | None = None) -> dict[str, Path]:
+    """Write ``results.json``, ``report.md``, ``report.html`` and ``figures/`` under ``out_dir``; return their paths."""
+    if out_dir is None or str(out_dir) == "":
+        raise ValueError("out_dir is required (reports are never written to the current directory implicitly)")
+    res = _as_results(results)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    title = title or ("aprkit evaluation: " + " vs ".join(res.models))
+    sections = render_sections(res, out / "figures")
+    paths = {"json": res.save(out / "results.json"), "markdown": out / "report.md", "html": out / "report.html"}
+    _write_text(paths["markdown"], render_markdown(res, sections, out, title))
+    _write_text(paths["html"], render_html(res, sections, title))
+    return paths
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,327 @@
+"""Corruption robustness: clean accuracy plus accuracy/error per corruption x severity.
+
+Corrupted images come from a -C dataset on disk (``options["corrupted"]``, e.g. ``"cifar10-c:ROOT"``;
+CIFAR-10-C ``.npy`` files are memory-mapped) or are generated on the fly with ``aprkit.corruptions``
+from the clean test set (any dataset). Each (corruption, severity) cell is one cached unit holding
+accuracy, error, NLL, Brier, ECE, RMS calibration error and reliability bins, so the calibration suite
+reuses the same forward passes. Summary numbers:
+
+- ``mean_corruption_error``: the CIFAR convention, the mean error over the 15 benchmark corruptions x 5
+  severities (only when all 75 cells were evaluated; ``mean_error`` is the mean over the evaluated cells).
+- ``mce`` / ``relative_mce``: ImageNet-C mCE normalised by the published AlexNet errors (preset
+  ``"imagenet"`` with all 15 x 5 cells).
+- ``relative_robustness``: mean corrupted accuracy / clean accuracy.
+
+Generated corruptions are seeded per (seed, corruption, severity, batch index): reproducible for a
+fixed batch size (and number of ``torchrun`` processes).
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from ..cache import make_key
+from ..inference import as_dataset, dataset_id, predict
+from .base import EvalContext, ReportSection, Suite, register_suite
+
+__all__ = ["CorruptionSuite", "evaluate_cell", "expected_classes", "cell_summary", "resolve_grid", "markdown_table", "pyplot", "pct"]
+
+CELL_VERSION = 1
+
+
+def pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend (imported lazily)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pct(x: float | None, digits: int = 2) -> str:
+    """Format a fraction as a percentage (``"-"`` for None)."""
+    return "-" if x is None else f"{100 * x:.{digits}f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def cell_summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict:
+    """Accuracy, error, NLL, Brier, ECE, RMS calibration error and reliability bins from logits ``(N, K)``."""
+    from .. import metrics as M
+
+    probs = torch.softmax(logits.double(), dim=1)
+    acc = M.accuracy(logits, labels)
+    return {
+        "n": int(labels.shape[0]),
+        "accuracy": acc,
+        "error": 1.0 - acc,
+        "nll": M.nll(probs, labels),
+        "brier": M.brier(probs, labels),
+        "ece": M.expected_calibration_error(probs, labels, n_bins=n_bins),
+        "rms": M.rms_calibration_error(probs, labels),
+        "reliability": M.reliability_diagram_data(probs, labels, n_bins=n_bins),
+    }
+
+
+def _benchmark() -> list[str]:
+    from ..metrics import CORRUPTIONS  # the 15 benchmark corruptions, in the published order
+
+    return list(CORRUPTIONS)
+
+
+def _default_preset(data: Any) -> str:
+    img, _ = data[0]
+    side = max(int(img.shape[-1]), int(img.shape[-2]))
+    return "cifar" if side <= 32 else "tinyimagenet" if side <= 64 else "imagenet"
+
+
+def _stable_seed(*parts: Any) -> int:
+    return zlib.crc32("|".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+def _generated_transform(corruption: str, severity: int, preset: str, seed: int):
+    from aprkit.corruptions import corrupt
+
+    def apply(images: torch.Tensor, batch: int) -> torch.Tensor:
+        g = torch.Generator(device="cpu").manual_seed(_stable_seed(seed, corruption, severity, batch))
+        return corrupt(images, corruption, severity, preset=preset, generator=g)
+
+    return apply
+
+
+def _open_corrupted(source: Any, corruption: str, severity: int):
+    """The on-disk corrupted dataset for one cell (a spec like ``"cifar10-c:ROOT"`` or a callable)."""
+    if callable(source) and not isinstance(source, str):
+        return source(corruption, severity)
+    if isinstance(source, str):
+        from aprkit.data import get_dataset
+
+        return get_dataset(source, "test", corruption=corruption, severity=int(severity))
+    raise TypeError(f"options['corrupted'] must be a -C dataset spec such as 'cifar10-c:ROOT' or a callable (corruption, severity) -> dataset, got {type(source).__name__}")
+
+
+def expected_classes(ctx: EvalContext, dataset: Any) -> int | None:
+    """The number of classes the model must output: ``options["num_classes"]``, else ``len(dataset.classes)``
+    when the dataset names its classes (disable with ``options["check_classes"] = False``)."""
+    if ctx.options.get("num_classes"):
+        return int(ctx.options["num_classes"])
+    classes = getattr(dataset, "classes", None)
+    if ctx.options.get("check_classes", True) and isinstance(classes, (list, tuple)) and len(classes) > 1:
+        return len(classes)
+    return None
+
+
+def resolve_grid(ctx: EvalContext) -> tuple[list[str], list[int]]:
+    """Corruptions (default: the 15 benchmark ones) and severities (default 1..5) from ``ctx.options``."""
+    corruptions = ctx.options.get("corruptions")
+    if isinstance(corruptions, str):
+        corruptions = [c.strip() for c in corruptions.split(",") if c.strip()]
+    if corruptions is None or (isinstance(corruptions, (list, tuple)) and not corruptions):
+        corruptions = _benchmark()
+    if list(corruptions) in (["none"], ["clean"]):
+        return [], []  # clean accuracy only
+    severities = ctx.options.get("severities") or [1, 2, 3, 4, 5]
+    if isinstance(severities, (int, str)):
+        severities = [int(s) for s in str(severities).split(",") if str(s).strip()]
+    severities = [int(s) for s in severities]
+    bad = [s for s in severities if not 1 <= s <= 5]
+    if bad:
+        raise ValueError(f"severities must be integers in 1..5, got {bad}")
+    from aprkit._checks import nearest_names
+
+    from .. import metrics as M
+
+    known = list(M.CORRUPTIONS) + list(M.EXTRA_CORRUPTIONS)
+    for c in corruptions:
+        if c not in known:
+            raise ValueError(f"unknown corruption {c!r}{nearest_names(c, known)}; known: {', '.join(known)}")
+    return list(corruptions), severities
+
+
+def evaluate_cell(ctx: EvalContext, data: Any, corruption: str | None = None, severity: int | None = None) -> dict:
+    """Evaluate (or fetch from ``ctx.cache``) one cell: clean when ``corruption`` is None."""
+    limit = ctx.options.get("limit")
+    clean = as_dataset(data)
+    source = ctx.options.get("corrupted")
+    preset = ctx.options.get("preset") or _default_preset(clean)
+    if corruption is None:
+        origin = "clean"
+    elif isinstance(source, str) and source:
+        origin = "disk:" + dataset_id(source, "c")
+    elif source:
+        origin = "source:" + str(getattr(source, "cache_id", None) or getattr(source, "__qualname__", type(source).__name__))
+    else:
+        origin = "generated"
+    extra: dict[str, Any] = {"limit": limit, "v": CELL_VERSION}
+    if ctx.amp:  # reduced precision changes the numbers; channels_last only reorders memory
+        extra["amp"] = True
+    if origin == "generated":
+        extra.update(preset=preset, seed=ctx.seed, batch_size=ctx.batch_size)
+    elif corruption is not None:
+        extra["source"] = origin
+    key = make_key(ctx.model_id, dataset_id(data), corruption, severity, **extra)
+    if ctx.cache is not None:
+        hit = ctx.cache.get(key)
+        if hit is not None:
+            return hit
+    transform = None
+    dataset = clean
+    if corruption is not None and source:
+        dataset = _open_corrupted(source, corruption, severity)
+    elif corruption is not None:
+        transform = _generated_transform(corruption, int(severity), preset, ctx.seed)
+    desc = "clean" if corruption is None else f"{corruption}-{severity}"
+    out = predict(
+        ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
+        amp=ctx.amp, channels_last=ctx.channels_last, transform=transform, limit=limit,
+        num_classes=expected_classes(ctx, clean), progress=ctx.progress, desc=desc,
+    )
+    value = cell_summary(out.logits, out.labels, int(ctx.options.get("n_bins", 15)))
+    value.update(corruption=corruption, severity=severity, origin=origin, seconds=out.seconds)
+    if ctx.cache is not None:
+        ctx.cache.put(key, value)
+    return value
+
+
+def _mce_cifar(cells: dict, bench: list[str]) -> float:
+    from .. import metrics as M
+
+    return M.mean_corruption_error({c: [cells[c][str(s)]["error"] for s in range(1, 6)] for c in bench})
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+@register_suite("corruption")
+class CorruptionSuite(Suite):
+    """Clean and corrupted accuracy, mean corruption error (CIFAR), mCE (ImageNet-C)."""
+
+    def run(self, ctx: EvalContext, data: Any) -> dict:
+        corruptions, severities = resolve_grid(ctx)
+        clean = evaluate_cell(ctx, data)
+        cells: dict[str, dict[str, dict]] = {}
+        from tqdm.auto import tqdm
+
+        grid = [(c, s) for c in corruptions for s in severities]
+        for c, s in tqdm(grid, desc=f"{ctx.model_id}: corruptions", unit="cell", disable=not ctx.progress or not grid):
+            r = evaluate_cell(ctx, data, c, s)
+            cells.setdefault(c, {})[str(s)] = {k: r[k] for k in ("n", "accuracy", "error", "nll", "ece")}
+        errors = [cell["error"] for row in cells.values() for cell in row.values()]
+        per_corruption = {c: _mean([v["error"] for v in row.values()]) for c, row in cells.items()}
+        per_severity = {str(s): _mean([cells[c][str(s)]["error"] for c in corruptions]) for s in severities}
+        full = set(_benchmark()) <= set(corruptions) and sorted(severities) == [1, 2, 3, 4, 5]
+        bench = _benchmark()
+        mean_err = _mean(errors)
+        result = {
+            "clean": {k: clean[k] for k in ("n", "accuracy", "error")},
+            "cells": cells,
+            "per_corruption": per_corruption,
+            "per_severity": per_severity,
+            "mean_error": mean_err,
+            "mean_corruption_error": _mce_cifar(cells, bench) if full else None,
+            "relative_robustness": (1 - mean_err) / clean["accuracy"] if mean_err is not None and clean["accuracy"] > 0 else None,
+            "complete": full,
+            "origin": "none" if not grid else "disk" if ctx.options.get("corrupted") else "generated",
+            "preset": ctx.options.get("preset") or _default_preset(as_dataset(data)),
+            "mce": None,
+            "relative_mce": None,
+        }
+        if full and result["preset"] == "imagenet":
+            from .. import metrics as M
+
+            errs = {c: [cells[c][str(s)]["error"] for s in range(1, 6)] for c in bench}
+            result["mce"] = M.mce(errs, baseline="alexnet")
+            result["relative_mce"] = M.relative_mce(errs, clean["error"], baseline="alexnet")
+        return result
+
+    def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
+        models = list(results)
+        rows = []
+        for m, r in results.items():
+            rows.append([m, pct(r["clean"]["accuracy"]), pct(r["mean_error"]), pct(r["mean_corruption_error"]),
+                         "-" if r["relative_robustness"] is None else f"{r['relative_robustness']:.3f}",
+                         pct(r.get("mce"), 1), pct(r.get("relative_mce"), 1), r["origin"], r["clean"]["n"]])
+        md = [markdown_table(["model", "clean acc %", "mean error %", "mean corruption error %", "corr. acc / clean acc",
+                              "mCE %", "rel. mCE %", "corrupted data", "images"], rows)]
+        corruptions = sorted({c for r in results.values() for c in r["cells"]}, key=lambda c: (_order(c), c))
+        severities = sorted({int(s) for r in results.values() for row in r["cells"].values() for s in row})
+        if not corruptions:
+            md.append("\nClean accuracy only (no corruptions were evaluated).")
+            return ReportSection("Corruption robustness", "\n".join(md), [])
+        md.append("\n**Error (%) per corruption, mean over severities**\n")
+        md.append(markdown_table(["corruption"] + models,
+                                 [[c] + [pct(results[m]["per_corruption"].get(c)) for m in models] for c in corruptions]))
+        for m in models:
+            md.append(f"\n**{m}: error (%) per corruption x severity**\n")
+            md.append(markdown_table(["corruption"] + [f"s{s}" for s in severities],
+                                     [[c] + [pct(results[m]["cells"].get(c, {}).get(str(s), {}).get("error")) for s in severities] for c in corruptions]))
+        figs = []
+        if corruptions:
+            figs = [self._bar_chart(results, corruptions, fig_dir), self._severity_curves(results, corruptions, severities, fig_dir)]
+        return ReportSection("Corruption robustness", "\n".join(md), figs)
+
+    @staticmethod
+    def _bar_chart(results: Mapping[str, dict], corruptions: list[str], fig_dir: Path) -> Path:
+        plt = pyplot()
+        models = list(results)
+        width = 0.8 / len(models)
+        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(corruptions) + 2), 3.8))
+        for i, m in enumerate(models):
+            xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(corruptions))]
+            ax.bar(xs, [100 * (results[m]["per_corruption"].get(c) or 0) for c in corruptions], width, label=m)
+            ax.axhline(100 * results[m]["clean"]["error"], ls="--", lw=1, color=f"C{i}")
+        ax.set_xticks(range(len(corruptions)), [c.replace("_", " ") for c in corruptions], rotation=45, ha="right")
+        ax.set_ylabel("error (%), mean over severities")
+        ax.set_title("Error per corruption (dashed: clean error)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = Path(fig_dir) / "corruption_errors.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+    @staticmethod
+    def _severity_curves(results: Mapping[str, dict], corruptions: list[str], severities: list[int], fig_dir: Path) -> Path:
+        plt = pyplot()
+        panels = ["mean"] + corruptions
+        cols = min(4, len(panels))
+        rows = -(-len(panels) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), squeeze=False, sharey=True)
+        for k, name in enumerate(panels):
+            ax = axes[k // cols][k % cols]
+            for i, (m, r) in enumerate(results.items()):
+                ys = [r["clean"]["error"]]
+                for s in severities:
+                    ys.append(r["per_severity"].get(str(s)) if name == "mean" else r["cells"].get(name, {}).get(str(s), {}).get("error"))
+                ax.plot([0] + severities, [None if y is None else 100 * y for y in ys], marker="o", ms=3, color=f"C{i}", label=m)
+            ax.set_title(name.replace("_", " "), fontsize=9)
+            ax.set_xticks([0] + severities)
+            ax.grid(alpha=0.3)
+        for k in range(len(panels), rows * cols):
+            axes[k // cols][k % cols].axis("off")
+        axes[0][0].set_ylabel("error (%)")
+        axes[0][0].legend(fontsize=7)
+        fig.supxlabel("severity (0 = clean)", fontsize=9)
+        fig.tight_layout()
+        path = Path(fig_dir) / "severity_curves.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+
+def _order(c: str) -> int:
+    try:
+        return _benchmark().index(c)
+    except (ValueError, ImportError):
+        return 99

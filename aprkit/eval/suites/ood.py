@@ -1,0 +1,251 @@
+"""Out-of-distribution detection: scores x OOD sets x (AUROC, AUPR-In, AUPR-Out, FPR@95).
+
+Scores (from ``aprkit.eval.scores``; higher = more in-distribution): MSP, MaxLogit, Energy, ODIN
+(temperature scaling plus input perturbation; one extra forward/backward pass per image), Mahalanobis
+(penultimate features, class means with a shared covariance) and KNN (distance to the k-th nearest
+normalised training feature). Mahalanobis and KNN are fitted on ``options["fit"]`` (a dataset spec or
+Dataset; default: the ``train`` split of the in-distribution spec), on a seeded random subset of
+``options["fit_limit"]`` images (default 10,000); they are skipped, with a note, when no training data
+can be found.
+
+Metrics follow the common convention: in-distribution is the positive class; AUPR-In uses ID as
+positive, AUPR-Out uses OOD as positive with negated scores; FPR@95 is the fraction of OOD samples
+accepted at the threshold that accepts 95 % of ID samples.
+
+OOD sets: ``options["ood"]``, a list of specs (``"noise:gaussian"``, ``"folder:/path/to/svhn"``) or a
+mapping name -> spec/Dataset; default: the built-in synthetic sets (Gaussian, uniform, Rademacher
+noise, blobs) at the in-distribution image size. Per-sample scores are cached per (model, dataset).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch.utils.data import Subset
+
+from ..cache import make_key
+from ..inference import as_dataset, dataset_id, iter_batches, predict, to_model_input
+from .base import EvalContext, ReportSection, Suite, register_suite
+from .corruption import markdown_table, pct, pyplot
+
+__all__ = ["OODSuite", "SCORES", "SYNTHETIC_SETS", "compute_scores"]
+
+SCORES = ("msp", "max_logit", "energy", "odin", "mahalanobis", "knn")
+SYNTHETIC_SETS = ("gaussian", "uniform", "rademacher", "blobs")
+_FEATURE_SCORES = ("mahalanobis", "knn")
+_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr@95")
+
+
+def _ood_sets(ctx: EvalContext, like: Any) -> dict[str, Any]:
+    sets = ctx.options.get("ood") or [f"noise:{n}" for n in SYNTHETIC_SETS]
+    if isinstance(sets, str):
+        sets = [s.strip() for s in sets.split(",") if s.strip()]
+    if isinstance(sets, Mapping):
+        return dict(sets)
+    out = {}
+    for s in sets:
+        if not isinstance(s, str):
+            raise TypeError(f"options['ood'] entries must be dataset specs; pass a mapping name -> Dataset for objects, got {type(s).__name__}")
+        name = s.split(":", 1)[1] if s.startswith("noise:") else Path(s.split(":", 1)[-1]).name or s
+        out[name] = s
+    return out
+
+
+def _open_ood(spec: Any, like: Any, n: int, seed: int) -> Any:
+    """An OOD dataset; synthetic ``noise:`` specs are generated at the in-distribution image size."""
+    if isinstance(spec, str) and spec.startswith("noise:"):
+        from aprkit.data import get_dataset
+
+        img, _ = like[0]
+        c, h, w = (int(d) for d in img.shape)
+        return get_dataset(spec, "test", size=(h, w), channels=c, n=n, seed=seed)
+    return as_dataset(spec)
+
+
+def _fit_scorers(ctx: EvalContext, data: Any, wanted: list[str]) -> tuple[dict[str, Any], str | None, str]:
+    """Fit Mahalanobis/KNN on training features; returns (scorers, note, fit id)."""
+    from .. import scores as S
+
+    fit = ctx.options.get("fit")
+    if fit is None and isinstance(data, str):
+        fit = data  # same spec, "train" split
+    if fit is None:
+        return {}, "no training data for Mahalanobis/KNN (set options['fit'] / --set fit=SPEC)", "none"
+    try:
+        ds = as_dataset(fit, "train")
+    except (FileNotFoundError, ValueError) as err:
+        return {}, f"Mahalanobis/KNN skipped: no training split found ({err})", "none"
+    fit_limit = int(ctx.options.get("fit_limit") or 10000)
+    if len(ds) > fit_limit:  # a seeded random subset: training folders are often sorted by class
+        g = torch.Generator().manual_seed(ctx.seed)
+        ds = Subset(ds, sorted(torch.randperm(len(ds), generator=g)[:fit_limit].tolist()))
+    out = predict(ctx.model, ds, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers, amp=ctx.amp,
+                  channels_last=ctx.channels_last, features=True, progress=ctx.progress, desc="ood fit")
+    scorers: dict[str, Any] = {}
+    if "mahalanobis" in wanted:
+        scorers["mahalanobis"] = S.MahalanobisScorer().fit(out.features, out.labels)
+    if "knn" in wanted:
+        scorers["knn"] = S.KNNScorer(k=int(ctx.options.get("knn_k", 50))).fit(out.features)
+    return scorers, None, dataset_id(fit, "train")
+
+
+def _odin_scores(ctx: EvalContext, dataset: Any, limit: int | None) -> torch.Tensor:
+    from .. import scores as S
+
+    T = float(ctx.options.get("odin_temperature", 1000.0))
+    eps = float(ctx.options.get("odin_epsilon", 0.0014))
+    parts = []
+    for images, _, _ in iter_batches(dataset, ctx.batch_size, num_workers=ctx.num_workers, limit=limit, device=ctx.device):
+        x = to_model_input(images, ctx.device, ctx.channels_last)
+        parts.append(S.odin(ctx.model, x, temperature=T, epsilon=eps).detach().float().cpu())
+    return torch.cat(parts)
+
+
+def compute_scores(ctx: EvalContext, dataset: Any, wanted: list[str], scorers: dict[str, Any], limit: int | None, desc: str) -> dict[str, list[float]]:
+    """Per-sample OOD scores ``{score name: [N floats]}`` of ``dataset`` (higher = more in-distribution)."""
+    from .. import scores as S
+
+    need_feats = any(s in scorers for s in wanted)
+    out = predict(ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers, amp=ctx.amp,
+                  channels_last=ctx.channels_last, features=need_feats, limit=limit, progress=ctx.progress, desc=desc)
+    result: dict[str, list[float]] = {}
+    logit_fns = {"msp": S.msp, "max_logit": S.max_logit, "energy": S.energy}
+    for name in wanted:
+        if name in logit_fns:
+            result[name] = logit_fns[name](out.logits).tolist()
+        elif name == "odin":
+            result[name] = _odin_scores(ctx, dataset, limit).tolist()
+        elif name in scorers:
+            result[name] = scorers[name].score(out.features).tolist()
+    if bool((out.labels >= 0).all()):
+        result["_accuracy"] = [float((out.logits.argmax(1) == out.labels).float().mean())]
+    return result
+
+
+def _histograms(s_in: list[float], s_out: list[float], bins: int = 30) -> dict:
+    lo, hi = min(min(s_in), min(s_out)), max(max(s_in), max(s_out))
+    hi = hi if hi > lo else lo + 1.0
+    h = lambda v: torch.histc(torch.tensor(v, dtype=torch.float64), bins=bins, min=lo, max=hi).tolist()  # noqa: E731
+    return {"range": [lo, hi], "in": h(s_in), "out": h(s_out)}
+
+
+@register_suite("ood")
+class OODSuite(Suite):
+    """OOD detection with six scores against user and synthetic OOD sets."""
+
+    def run(self, ctx: EvalContext, data: Any) -> dict:
+        from .. import metrics as M
+
+        wanted = list(ctx.options.get("ood_scores") or SCORES)
+        unknown = [s for s in wanted if s not in SCORES]
+        if unknown:
+            raise ValueError(f"unknown OOD scores {unknown}; known: {', '.join(SCORES)}")
+        limit = ctx.options.get("limit")
+        ood_limit = ctx.options.get("ood_limit") or limit
+        in_ds = as_dataset(data)
+        n_in = len(in_ds) if limit is None else min(len(in_ds), int(limit))
+        sets = _ood_sets(ctx, in_ds)
+        odin_opts = {k: ctx.options.get(k) for k in ("odin_temperature", "odin_epsilon")}
+        fit_opts = {k: ctx.options.get(k) for k in ("fit", "fit_limit", "knn_k")}
+        fit_opts["fit"] = dataset_id(fit_opts["fit"], "train") if fit_opts["fit"] is not None else None
+        state: dict[str, Any] = {}
+
+        def scores_for(name: str, ds: Any, ds_id: str, lim: int | None) -> dict[str, list[float]]:
+            key = make_key(ctx.model_id, ds_id, None, None, kind="ood-scores", scores=wanted, limit=lim, seed=ctx.seed, v=2,
+                           **({"amp": True} if ctx.amp else {}), **odin_opts, **fit_opts)
+            hit = ctx.cache.get(key) if ctx.cache is not None else None
+            if hit is not None:
+                return hit
+            if "scorers" not in state and any(s in wanted for s in _FEATURE_SCORES):
+                state["scorers"], state["note"], _ = _fit_scorers(ctx, data, wanted)
+            value = compute_scores(ctx, ds, wanted, state.get("scorers", {}), lim, f"ood {name}")
+            if ctx.cache is not None:
+                ctx.cache.put(key, value)
+            return value
+
+        s_in = scores_for("in", in_ds, dataset_id(data), limit)
+        present = [s for s in wanted if s in s_in]
+        result: dict[str, Any] = {"n_in": n_in, "scores": present, "sets": {}, "histograms": {}, "note": state.get("note")}
+        if "_accuracy" in s_in:
+            result["in_accuracy"] = s_in["_accuracy"][0]
+        missing = [s for s in wanted if s not in present]
+        if missing and result["note"] is None:
+            result["note"] = f"scores not computed: {', '.join(missing)} (no training data to fit them)"
+        for name, spec in sets.items():
+            n = ood_limit or n_in
+            ds = _open_ood(spec, in_ds, n=int(n), seed=ctx.seed)
+            ds_id = dataset_id(spec) + (f"#{ds[0][0].shape[-2]}x{ds[0][0].shape[-1]}-n{n}-seed{ctx.seed}" if isinstance(spec, str) and spec.startswith("noise:") else "")
+            s_out = scores_for(name, ds, ds_id, ood_limit)
+            result["sets"][name] = {"n": len(s_out[present[0]])} | {s: M.ood_metrics(s_in[s], s_out[s]) for s in present}
+            result["histograms"][name] = {s: _histograms(s_in[s], s_out[s]) for s in present}
+        result["mean"] = {
+            s: {m: sum(r[s][m] for r in result["sets"].values()) / max(1, len(result["sets"])) for m in _METRICS} for s in present
+        }
+        return result
+
+    def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
+        models = list(results)
+        md = ["ID is the positive class (higher score = more in-distribution); FPR@95 = fraction of OOD accepted at 95 % TPR.\n"]
+        md.append("**Mean over OOD sets: AUROC % / FPR@95 %**\n")
+        scores = [s for s in SCORES if any(s in r["scores"] for r in results.values())]
+        md.append(markdown_table(["score"] + models, [[s] + [
+            "-" if s not in results[m]["mean"] else f"{pct(results[m]['mean'][s]['auroc'], 1)} / {pct(results[m]['mean'][s]['fpr@95'], 1)}"
+            for m in models] for s in scores]))
+        for m, r in results.items():
+            md.append(f"\n**{m}: per OOD set (AUROC % / AUPR-In % / AUPR-Out % / FPR@95 %)**\n")
+            sets = list(r["sets"])
+            md.append(markdown_table(["score"] + [f"{s} (n={r['sets'][s]['n']})" for s in sets], [[s] + [
+                " / ".join(pct(r["sets"][o][s][k], 1) for k in _METRICS) for o in sets] for s in r["scores"]]))
+            if r.get("note"):
+                md.append(f"\nNote: {r['note']}")
+        figs = [self._auroc_bars(results, scores, fig_dir), self._score_hist(results, fig_dir)]
+        return ReportSection("OOD detection", "\n".join(md), [f for f in figs if f is not None])
+
+    @staticmethod
+    def _auroc_bars(results: Mapping[str, dict], scores: list[str], fig_dir: Path) -> Path:
+        plt = pyplot()
+        models = list(results)
+        width = 0.8 / len(models)
+        fig, ax = plt.subplots(figsize=(max(5, 1.0 * len(scores) + 2), 3.4))
+        for i, m in enumerate(models):
+            xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(scores))]
+            ax.bar(xs, [100 * results[m]["mean"].get(s, {}).get("auroc", 0) for s in scores], width, label=m)
+        ax.set_xticks(range(len(scores)), scores)
+        ax.set_ylim(0, 100)
+        ax.axhline(50, color="k", lw=0.8, ls=":")
+        ax.set_ylabel("AUROC (%), mean over OOD sets")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = Path(fig_dir) / "ood_auroc.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+    @staticmethod
+    def _score_hist(results: Mapping[str, dict], fig_dir: Path, score: str = "energy") -> Path | None:
+        plt = pyplot()
+        items = [(m, r) for m, r in results.items() if r["histograms"]]
+        if not items:
+            return None
+        sets = list(items[0][1]["histograms"])
+        fig, axes = plt.subplots(len(items), len(sets), figsize=(2.8 * len(sets), 2.3 * len(items)), squeeze=False)
+        for i, (m, r) in enumerate(items):
+            sc = score if score in r["scores"] else r["scores"][0]
+            for j, o in enumerate(sets):
+                h = r["histograms"][o][sc]
+                lo, hi = h["range"]
+                step = (hi - lo) / len(h["in"])
+                xs = [lo + (k + 0.5) * step for k in range(len(h["in"]))]
+                ax = axes[i][j]
+                ax.bar(xs, h["in"], width=step, alpha=0.55, label="in-dist.")
+                ax.bar(xs, h["out"], width=step, alpha=0.55, label=o)
+                ax.set_title(f"{m}: {sc}, vs {o}", fontsize=8)
+                ax.tick_params(labelsize=7)
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        path = Path(fig_dir) / "ood_scores.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path

@@ -1,0 +1,271 @@
+"""The evaluation runner: streaming inference, result cache, resume, bad input, corruption/calibration suites."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from aprkit.eval import evaluate
+from aprkit.eval.cache import MemoryCache, ResultCache, make_key, model_fingerprint
+from aprkit.eval.inference import TensorImageDataset, dataset_id, predict
+from conftest import natural_images
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest single-threaded on the shared 2-core CPU (no OpenMP spin contention)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Tiny(nn.Module):
+    """A tiny classifier on float [0, 1] images: conv -> ReLU -> global pool -> Linear."""
+
+    def __init__(self, k: int = 10, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, k)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+class Broken(Tiny):
+    """Raises after ``fail_after`` forward calls (simulates a killed run)."""
+
+    def __init__(self, fail_after: int) -> None:
+        super().__init__()
+        self.fail_after = fail_after
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.calls >= self.fail_after:
+            raise KeyboardInterrupt("simulated kill")
+        return super().forward(x)
+
+
+def small_data(n: int = 40) -> TensorImageDataset:
+    return TensorImageDataset(natural_images(n, seed=3), torch.arange(n) % 10)
+
+
+def write_cifar_c(root: Path, images: torch.Tensor, labels: torch.Tensor, corruptions: list[str]) -> Path:
+    """A -C dataset in the published layout: <c>.npy (5N, 32, 32, 3) uint8 + labels.npy (5N,)."""
+    root.mkdir(parents=True, exist_ok=True)
+    hwc = images.permute(0, 2, 3, 1).numpy()
+    for i, c in enumerate(corruptions):
+        sev = [np.clip(hwc.astype(np.int16) + 12 * s * (i + 1) - 30, 0, 255).astype(np.uint8) for s in range(1, 6)]
+        np.save(root / f"{c}.npy", np.concatenate(sev))
+    np.save(root / "labels.npy", np.tile(labels.numpy(), 5).astype(np.int64))
+    return root
+
+
+# ---------------------------------------------------------------- cache
+
+
+def test_cache_roundtrip_atomic_and_keys(tmp_path):
+    cache = ResultCache(tmp_path / "c")
+    key = make_key("m", "cifar10:/x#test", "fog", 3, limit=None, preset="cifar")
+    assert key == make_key("m", "cifar10:/x#test", "fog", 3, preset="cifar", limit=None)  # order-free options
+    assert cache.get(key) is None
+    cache.put(key, {"accuracy": 0.5, "t": torch.tensor([1.0, 2.0])})
+    assert cache.get(key) == {"accuracy": 0.5, "t": [1.0, 2.0]}
+    assert list(cache.keys()) == [key] and key in cache
+    assert not list((tmp_path / "c").glob("*.tmp"))
+    cache.path_for(key).write_text("{truncated")  # a damaged file is a miss, not a crash
+    assert cache.get(key) is None
+    with pytest.raises(ValueError, match="model_id"):
+        make_key("", "d")
+    mem = MemoryCache()
+    mem.put("k", {"a": [1]})
+    assert mem.get("k") == {"a": [1]} and mem.get("x") is None
+
+
+def test_model_fingerprint_tracks_weights():
+    a, b = Tiny(seed=0), Tiny(seed=0)
+    assert model_fingerprint(a) == model_fingerprint(b)
+    with torch.no_grad():
+        b.fc.bias[0] += 1e-3
+    assert model_fingerprint(a) != model_fingerprint(b)
+
+
+# ---------------------------------------------------------------- inference
+
+
+def test_predict_matches_direct_forward_and_features():
+    ds = small_data(37)
+    model = Tiny().eval()
+    out = predict(model, ds, batch_size=8, features=True)
+    x = ds.images.float() / 255
+    with torch.no_grad():
+        ref = model(x)
+        feats = torch.relu(model.conv(x)).mean((2, 3))
+    assert out.logits.shape == (37, 10) and out.labels.tolist() == ds.labels.tolist()
+    torch.testing.assert_close(out.logits, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.features, feats, rtol=1e-4, atol=1e-5)
+    again = predict(model, ds, batch_size=37, limit=20)
+    torch.testing.assert_close(again.logits, ref[:20], rtol=1e-4, atol=1e-5)
+    assert dataset_id(ds) == dataset_id(small_data(37)) != dataset_id(small_data(36))
+
+
+class _Const(nn.Module):
+    def __init__(self, out: torch.Tensor | None = None, rows: int | None = None, k: int = 10) -> None:
+        super().__init__()
+        self.out, self.rows, self.k = out, rows, k
+
+    def forward(self, x):
+        n = self.rows if self.rows is not None else x.shape[0]
+        return torch.full((n, self.k), float("nan")) if self.out is None else self.out[:n]
+
+
+@pytest.mark.parametrize(
+    "model, match",
+    [
+        (_Const(), "NaN or infinite logits"),
+        (_Const(out=torch.zeros(100, 10), rows=3), "label/prediction count mismatch"),
+        (_Const(out=torch.zeros(100, 5), k=5), "outputs 5 classes"),
+    ],
+)
+def test_bad_model_output_raises(model, match):
+    with pytest.raises(ValueError, match=match):
+        predict(model, small_data(12), batch_size=6)
+
+
+def test_wrong_num_classes_and_bad_dataset():
+    with pytest.raises(ValueError, match="outputs 10 classes but the data has 100"):
+        predict(Tiny(), small_data(8), num_classes=100)
+    named = small_data(8)
+    named.classes = ["cat", "dog", "cow"]  # a dataset that names its classes fixes the expected output size
+    with pytest.raises(ValueError, match="outputs 10 classes but the data has 3"):
+        evaluate(Tiny(), suite="corruption", data=named, corruptions="none", device="cpu", progress=False)
+
+    class FloatDS(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return torch.rand(3, 8, 8), 0
+
+    with pytest.raises(TypeError, match="uint8"):
+        predict(Tiny(), FloatDS())
+    with pytest.raises(TypeError, match="dataset spec"):
+        evaluate(Tiny(), suite="calibration", data=12345, device="cpu", progress=False)
+
+
+# ---------------------------------------------------------------- suites through evaluate
+
+
+def test_corruption_suite_on_disk_layout_matches_manual(tmp_path):
+    ds = small_data(30)
+    root = write_cifar_c(tmp_path / "CIFAR-10-C", ds.images, ds.labels, ["fog", "contrast"])
+    model = Tiny()
+    res = evaluate(model, suite=["corruption", "calibration"], data=ds, corrupted=f"cifar10-c:{root}", corruptions=["fog", "contrast"],
+                   severities=[1, 5], device="cpu", batch_size=7, progress=False)
+    r = res["corruption"]
+    arr = np.load(root / "fog.npy")
+    x = torch.from_numpy(arr[4 * 30 : 5 * 30]).permute(0, 3, 1, 2).float() / 255  # severity 5 rows
+    with torch.no_grad():
+        acc = (model(x).argmax(1) == ds.labels).float().mean().item()
+    assert r["cells"]["fog"]["5"]["accuracy"] == pytest.approx(acc)
+    assert r["origin"] == "disk" and r["mean_corruption_error"] is None and not r["complete"]
+    assert r["mean_error"] == pytest.approx(np.mean([r["cells"][c][s]["error"] for c in ("fog", "contrast") for s in ("1", "5")]))
+    cal = res["calibration"]
+    from aprkit.eval import metrics as M
+
+    with torch.no_grad():
+        probs = torch.softmax(model(ds.images.float() / 255).double(), 1)
+    assert cal["clean"]["ece"] == pytest.approx(M.expected_calibration_error(probs, ds.labels), abs=1e-6)
+    assert cal["corrupted"]["cells"] == 4 and set(cal["per_severity"]) == {"1", "5"}
+
+
+def test_missing_corrupted_file_names_file_and_layout(tmp_path):
+    ds = small_data(10)
+    root = write_cifar_c(tmp_path / "C", ds.images, ds.labels, ["fog"])
+    with pytest.raises(FileNotFoundError, match=r"contrast\.npy.*layout"):
+        evaluate(Tiny(), suite="corruption", data=ds, corrupted=f"cifar10-c:{root}", corruptions=["fog", "contrast"],
+                 severities=[1], device="cpu", progress=False)
+    with pytest.raises(ValueError, match="unknown corruption 'fgo'.*fog"):
+        evaluate(Tiny(), suite="corruption", data=ds, corruptions=["fgo"], device="cpu", progress=False)
+    with pytest.raises(ValueError, match="unknown suite 'calibraton'.*calibration"):
+        evaluate(Tiny(), suite="calibraton", data=ds, device="cpu", progress=False)
+
+
+def test_killed_run_resumes_from_cache(tmp_path):
+    ds = small_data(20)
+    root = write_cifar_c(tmp_path / "C", ds.images, ds.labels, ["fog", "snow"])
+    kw = dict(suite="corruption", data=ds, corrupted=f"cifar10-c:{root}", corruptions=["fog", "snow"], severities=[1, 2, 3],
+              device="cpu", batch_size=10, progress=False, model_id="tiny", report=False)
+    out = tmp_path / "run"
+    broken = Broken(fail_after=9)  # clean (2 batches) + 3 cells done, dies inside the 5th cell
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(broken, out_dir=out, **kw)
+    done = len(list((out / "cache").glob("*.json")))
+    assert done == 4  # clean + 3 finished cells survived the kill
+    resumed = Tiny()
+    res = evaluate(resumed, out_dir=out, **kw)
+    assert resumed.calls == 2 * (7 - 4)  # only the 3 unfinished cells were recomputed
+    fresh = evaluate(Tiny(), **kw)
+    assert res["corruption"]["cells"] == fresh["corruption"]["cells"]
+    again = Tiny()
+    evaluate(again, out_dir=out, **kw)
+    assert again.calls == 0  # the finished suite comes straight from the cache
+    assert json.loads((out / "results.json").read_text())["models"]["tiny"]["corruption"]["clean"]["n"] == 20
+    fresh_run = Tiny()
+    evaluate(fresh_run, out_dir=out, resume=False, **kw)
+    assert fresh_run.calls == 2 * 7
+
+
+def test_generated_corruptions_are_seeded(monkeypatch):
+    ds = small_data(16)
+    kw = dict(suite="corruption", data=ds, corruptions=["gaussian_noise", "contrast"], severities=[1, 5], device="cpu", batch_size=8, progress=False)
+    a = evaluate(Tiny(), seed=1, **kw)["corruption"]
+    b = evaluate(Tiny(), seed=1, **kw)["corruption"]
+    assert a["cells"] == b["cells"] and a["origin"] == "generated" and a["preset"] == "cifar"
+    assert a["cells"]["contrast"]["5"]["n"] == 16
+
+
+def test_side_by_side_models_and_summary():
+    ds = small_data(16)
+    res = evaluate({"a": Tiny(seed=0), "b": Tiny(seed=1)}, suite="calibration", data=ds, device="cpu", progress=False,
+                   options={"calibration_corrupted": False})
+    assert res.model_ids == ["a", "b"]
+    s = res.summary()
+    assert set(s) == {"a", "b"} and 0 <= s["a"]["ece"] <= 1 and s["a"]["clean_accuracy"] == res.models["a"]["calibration"]["clean"]["accuracy"]
+    with pytest.raises(KeyError, match="2 models"):
+        res["calibration"]
+
+
+def test_ood_suite_scores_and_metrics():
+    from aprkit.eval import metrics as M
+    from aprkit.eval import scores as S
+
+    ds, fit = small_data(24), small_data(40)
+    model = Tiny()
+    res = evaluate(model, suite="ood", data=ds, fit=fit, device="cpu", batch_size=16, progress=False,
+                   options={"ood_limit": 16, "knn_k": 5})
+    r = res["ood"]
+    assert set(r["sets"]) == {"gaussian", "uniform", "rademacher", "blobs"}
+    assert r["scores"] == ["msp", "max_logit", "energy", "odin", "mahalanobis", "knn"] and r["note"] is None
+    from aprkit.data import get_dataset
+
+    noise = get_dataset("noise:gaussian", "test", n=16, size=(32, 32), channels=3, seed=0)
+    with torch.no_grad():
+        s_in = S.msp(model(ds.images.float() / 255))
+        s_out = S.msp(model(torch.stack([noise[i][0] for i in range(16)]).float() / 255))
+    assert r["sets"]["gaussian"]["msp"]["auroc"] == pytest.approx(M.auroc(s_in, s_out), abs=1e-6)
+    assert r["sets"]["gaussian"]["n"] == 16 and r["n_in"] == 24
+    for metrics in r["mean"].values():
+        assert all(0 <= v <= 1 for v in metrics.values())
+    no_fit = evaluate(model, suite="ood", data=ds, device="cpu", progress=False, options={"ood_limit": 8, "ood_scores": ["msp", "knn"]})
+    assert no_fit["ood"]["scores"] == ["msp"] and "Mahalanobis/KNN" in no_fit["ood"]["note"]

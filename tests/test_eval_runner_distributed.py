@@ -1,0 +1,52 @@
+"""Sharded evaluation under torch.distributed (2 CPU processes, gloo): same numbers as one process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from conftest import natural_images
+
+
+def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from aprkit.eval import evaluate
+    from aprkit.eval.inference import TensorImageDataset, predict
+    from test_eval_runner import Tiny
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        ds = TensorImageDataset(natural_images(21, seed=4), torch.arange(21) % 10)
+        out = predict(Tiny(), ds, batch_size=4, features=True)
+        res = evaluate(Tiny(), suite="calibration", data=ds, out_dir=Path(out_dir) / "run", device="cpu", batch_size=4, progress=False,
+                       model_id="tiny", report=False, options={"calibration_corrupted": False})
+        torch.save({"logits": out.logits, "labels": out.labels, "features": out.features, "ece": res["calibration"]["clean"]["ece"]},
+                   Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_process_sharding_matches_single_process(tmp_path):
+    from aprkit.eval import evaluate
+    from aprkit.eval.inference import TensorImageDataset, predict
+    from test_eval_runner import Tiny
+
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ds = TensorImageDataset(natural_images(21, seed=4), torch.arange(21) % 10)
+    ref = predict(Tiny(), ds, batch_size=4, features=True)
+    ece = evaluate(Tiny(), suite="calibration", data=ds, device="cpu", progress=False, options={"calibration_corrupted": False})
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        torch.testing.assert_close(got["logits"], ref.logits, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got["features"], ref.features, rtol=1e-4, atol=1e-5)
+        assert got["labels"].tolist() == ref.labels.tolist()  # dataset order restored, padding dropped
+        assert got["ece"] == pytest.approx(ece["calibration"]["clean"]["ece"])
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())  # written once, by rank 0
+    assert saved["meta"]["world_size"] == 2
