@@ -149,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             who = "original make_cifar_c" if size == 32 else "imagecorruptions"
             print(f"{who} ({len(common)} corruptions): {tr:.2f} ms/img vs aprkit batched {tb:.2f} ms/img "
                   f"-> {tr / tb:.1f}x faster")
+            if size != 32 and "glass_blur" in common:  # its seconds-long glass blur dominates the sum
+                rest = [n for n in common if n != "glass_blur"]
+                tr, tb = sum(ref[n] for n in rest), sum(res[n][0] for n in rest)
+                print(f"  without glass_blur ({len(rest)}): {tr:.2f} vs {tb:.2f} ms/img -> {tr / tb:.1f}x faster")
     if side.get("ic224_error") or side.get("error"):
         print("side environment:", side.get("ic224_error") or side.get("error"))
     return 0

@@ -9,6 +9,7 @@ libraries: ``"reflect101"`` (OpenCV default, ``d c b | b c d``), ``"symmetric"``
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Sequence
 
 import torch
@@ -26,6 +27,7 @@ __all__ = [
     "pad2d",
     "select",
     "gaussian_kernel1d",
+    "fft_size",
     "gaussian_filter",
     "filter2d",
     "linear_axis",
@@ -64,6 +66,8 @@ def uniform(shape: Sequence[int], low: float, high: float, generator: torch.Gene
             device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Uniform samples in ``[low, high)`` drawn from ``generator`` (on its device), moved to ``device``."""
     u = torch.rand(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
+    if low == 0.0 and high == 1.0:  # the identity affine map: skip two passes
+        return u.to(device)
     return (u * (high - low) + low).to(device)
 
 
@@ -75,9 +79,10 @@ def normal(shape: Sequence[int], mean: float, std: float, generator: torch.Gener
 
 
 def randint(low: int, high: int, shape: Sequence[int], generator: torch.Generator | None,
-            device: torch.device) -> torch.Tensor:
+            device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:
     """Integers in ``[low, high)`` (like ``np.random.randint``) drawn from ``generator``, moved to ``device``."""
-    r = torch.randint(low, high, tuple(shape), generator=generator, device=_gen_device(generator, device))
+    r = torch.randint(low, high, tuple(shape), generator=generator, device=_gen_device(generator, device),
+                      dtype=dtype)
     return r.to(device)
 
 
@@ -101,9 +106,10 @@ def pad_index(n: int, before: int, after: int, mode: str, device: torch.device) 
 
 
 def select(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
-    """``x.index_select(dim, index)``; the last dim goes through a 2-D view (much faster on CPU)."""
+    """``x.index_select(dim, index)``; the last dim goes through a 2-D ``gather`` (much faster on CPU)."""
     if dim in (-1, x.ndim - 1):
-        return x.reshape(-1, x.shape[-1]).index_select(1, index).reshape(*x.shape[:-1], index.numel())
+        flat = x.reshape(-1, x.shape[-1])
+        return flat.gather(1, index.expand(flat.shape[0], -1)).reshape(*x.shape[:-1], index.numel())
     return x.index_select(dim, index)
 
 
@@ -126,16 +132,34 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> tuple[list[float],
     return [v / s for v in w], radius
 
 
+@lru_cache(maxsize=256)
+def fft_size(n: int) -> int:
+    """Smallest ``2^a 3^b 5^c >= n``: a transform length pocketfft handles fast (``n`` may have large primes)."""
+    best = 1 << max(n - 1, 0).bit_length()
+    p3 = 1
+    while p3 < best:
+        p35 = p3
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 5
+        p3 *= 3
+    return best
+
+
 def _filter_axis(x: torch.Tensor, k: torch.Tensor, r: int, dim: int, mode: str) -> torch.Tensor:
     """Correlate ``x`` ``(N, 1, H, W)`` along ``dim`` (-2 or -1) with a symmetric ``2r+1``-tap kernel."""
     n = x.shape[dim]
     xp = select(x, dim, pad_index(n, r, r, mode, x.device))
-    if r <= 4:  # short kernels: a few fused multiply-adds beat a single-channel convolution on CPU
-        out = xp.narrow(dim, 0, n) * k[0]
+    if r <= 8:  # short kernels: in-place multiply-adds beat FFT and single-channel convolution on CPU
+        taps = k.tolist()
+        out = xp.narrow(dim, 0, n) * taps[0]
         for i in range(1, 2 * r + 1):
-            out = out + xp.narrow(dim, i, n) * k[i]
+            out.add_(xp.narrow(dim, i, n), alpha=taps[i])
         return out
-    m = xp.shape[dim]  # longer kernels: FFT along the axis
+    m = fft_size(xp.shape[dim])  # longer kernels: FFT along the (zero-extended) axis
     spec = torch.fft.rfft(xp, n=m, dim=dim) * torch.fft.rfft(k.flip(0), n=m).view(
         (-1, 1) if dim == -2 else (-1,))
     full = torch.fft.irfft(spec, n=m, dim=dim)
@@ -165,8 +189,10 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "reflect101") ->
         for i in range(kh):
             for j in range(kw):
                 if kl[i][j] != 0.0:
-                    term = xp[..., i:i + h, j:j + w] * kl[i][j]
-                    out = term if out is None else out + term
+                    if out is None:
+                        out = xp[..., i:i + h, j:j + w] * kl[i][j]
+                    else:
+                        out.add_(xp[..., i:i + h, j:j + w], alpha=kl[i][j])
         return (out if out is not None else torch.zeros_like(x.reshape(xp.shape[0], 1, h, w))).reshape(shape)
     if kh * kw > 49:  # large kernels: FFT convolution is far cheaper
         return _fft_correlate(xp, kernel.to(x.dtype)).reshape(shape)
@@ -176,10 +202,11 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "reflect101") ->
 def _fft_correlate(xp: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     kh, kw = kernel.shape
     hp, wp = xp.shape[-2:]
-    xf = torch.fft.rfft2(xp, s=(hp, wp))
-    kf = torch.fft.rfft2(kernel.flip(0, 1), s=(hp, wp))
-    full = torch.fft.irfft2(xf * kf, s=(hp, wp))
-    return full[..., kh - 1:, kw - 1:]
+    size = (fft_size(hp), fft_size(wp))
+    xf = torch.fft.rfft2(xp, s=size)
+    kf = torch.fft.rfft2(kernel.flip(0, 1), s=size)
+    full = torch.fft.irfft2(xf * kf, s=size)
+    return full[..., kh - 1:hp, kw - 1:wp]
 
 
 # ----------------------------------------------------------------------------- resampling
@@ -195,8 +222,7 @@ def linear_axis(x: torch.Tensor, dim: int, coords: torch.Tensor, mode: str = "re
     b = select(x, dim, hi)
     view = [1] * x.ndim
     view[dim] = -1
-    w = w.view(view)
-    return a + (b - a) * w
+    return torch.lerp(a, b, w.view(view))
 
 
 def map_index(i: torch.Tensor, n: int, mode: str) -> torch.Tensor:
@@ -248,8 +274,18 @@ def zoom_matrix(n: int, zoom: float, device: torch.device, dtype: torch.dtype) -
 
 
 def zoom_sum(x: torch.Tensor, zooms: Sequence[float]) -> torch.Tensor:
-    """``sum(clipped_zoom(x, z) for z in zooms)`` for ``x`` ``(B, C, H, W)`` as two large matmuls."""
+    """``sum(clipped_zoom(x, z) for z in zooms)`` for ``x`` ``(B, C, H, W)``.
+
+    Small images: two large matmuls with dense interpolation matrices. Large images: per zoom, the
+    row pass, one transpose and the column pass as a second row pass (row selection is far cheaper
+    than gathering along the last dim); the sum is kept transposed. Both equal ``clipped_zoom``."""
     b, c, h, w = x.shape
+    if max(h, w) > 128:
+        out = torch.zeros(b, c, w, h, dtype=x.dtype, device=x.device)
+        for f in zooms:
+            y = linear_axis(x, -2, _zoom_coords(h, float(f), x.device)).transpose(-1, -2).contiguous()
+            out += linear_axis(y, -2, _zoom_coords(w, float(f), x.device))
+        return out.transpose(-1, -2)
     z = len(zooms)
     mh = torch.cat([zoom_matrix(h, float(f), x.device, x.dtype) for f in zooms])  # (Z*H, H)
     mw = torch.cat([zoom_matrix(w, float(f), x.device, x.dtype).t() for f in zooms])  # (Z*W, W)

@@ -32,7 +32,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ._common import clipped_zoom, filter2d, pad2d, zoom_sum, gaussian_filter, randint, uniform
+from ._common import fft_size, filter2d, pad2d, zoom_sum, gaussian_filter, randint, uniform
 
 __all__ = [
     "defocus_blur",
@@ -92,27 +92,27 @@ def gaussian_blur(x: torch.Tensor, c: float, generator: torch.Generator | None =
 
 # ----------------------------------------------------------------------------- glass
 @lru_cache(maxsize=32)
-def _glass_stages(h: int, w: int, d: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per wavefront stage: flat pixel positions and their indices into the swap list (CPU tensors)."""
+def _glass_stages(h: int, w: int, d: int) -> tuple[tuple[int, int], ...]:
+    """Per wavefront stage ``s``, the flat pixel positions of its copies as ``(start, stop)`` of a slice
+    with step ``w - 2d``: copy ``(r, q)`` (``q = s - 2dr``) sits at ``(h-d-r) * w + (w-d-q)``."""
     rr, qq = h - 2 * d, w - 2 * d
-    stage_pos: list[list[int]] = [[] for _ in range(2 * d * max(rr - 1, 0) + max(qq, 0))]
-    stage_sel: list[list[int]] = [[] for _ in range(len(stage_pos))]
-    for r in range(rr):
-        for q in range(qq):
-            s = 2 * d * r + q
-            stage_pos[s].append((h - d - r) * w + (w - d - q))
-            stage_sel[s].append(r * qq + q)
-    pos = [torch.tensor(p, dtype=torch.long) for p in stage_pos if p]
-    sel = [torch.tensor(p, dtype=torch.long) for p in stage_sel if p]
-    return pos, sel
+    step = qq
+    top = (h - d) * w + w - d
+    stages = []
+    for s in range(2 * d * (rr - 1) + qq):
+        r_lo, r_hi = max(0, -((qq - 1 - s) // (2 * d))), min(rr - 1, s // (2 * d))
+        if r_lo <= r_hi:
+            stages.append((top - s - r_hi * step, top - s - r_lo * step + 1))
+    return tuple(stages)
 
 
 def glass_offsets(b: int, h: int, w: int, d: int, iterations: int, generator: torch.Generator | None,
                   device: torch.device) -> torch.Tensor:
-    """Random swap offsets ``(iterations, 2, B, R*Q)`` (``dx``, ``dy`` in ``[-d, d)``) for the
+    """Random swap offsets ``(iterations, 2, B, R*Q)`` (int8 ``dx``, ``dy`` in ``[-d, d)``) for the
     ``R*Q = (H-2d)(W-2d)`` swap positions in the scripts' order (bottom-right first, row by row)."""
     n = max(h - 2 * d, 0) * max(w - 2 * d, 0)
-    return randint(-d, d, (iterations, 2, b, n), generator, device)
+    small = torch.int8 if d <= 127 else torch.int64  # small integers: a cheaper draw per value
+    return randint(-d, d, (iterations, 2, b, n), generator, device, small)
 
 
 def glass_permutation(offsets: torch.Tensor, h: int, w: int, d: int) -> torch.Tensor:
@@ -124,14 +124,15 @@ def glass_permutation(offsets: torch.Tensor, h: int, w: int, d: int) -> torch.Te
     if n == 0:
         return perm
     rr, qq = h - 2 * d, w - 2 * d
-    pos, sel = _glass_stages(h, w, d)
-    pos = [p.to(device) for p in pos]
-    sel = [s.to(device) for s in sel]
-    base = torch.tensor([(h - d - r) * w + (w - d - q) for r in range(rr) for q in range(qq)], device=device)
+    step = qq  # consecutive copies of one stage are one row up and 2d columns right
+    pos = torch.tensor([(h - d - r) * w + (w - d - q) for r in range(rr) for q in range(qq)], device=device)
+    stages = _glass_stages(h, w, d)
     for it in range(iterations):
-        target = base + offsets[it, 1] * w + offsets[it, 0]  # (B, R*Q): (h + dy, w + dx)
-        for p, s in zip(pos, sel):
-            perm[:, p] = perm.gather(1, target[:, s])  # x[h, w] <- x[h + dy, w + dx]
+        # source of every copy, laid out by destination pixel, so a stage reads and writes the same slice
+        src = perm.new_empty(b, h * w)
+        src[:, pos] = pos + offsets[it, 1].long() * w + offsets[it, 0]  # x[h, w] <- x[h + dy, w + dx]
+        for a, z in stages:
+            perm[:, a:z:step] = perm.gather(1, src[:, a:z:step])
     return perm
 
 
@@ -183,8 +184,9 @@ def _line_fft(x: torch.Tensor, k: torch.Tensor, ox: torch.Tensor, oy: torch.Tens
     kern = torch.zeros(b, 2 * p + 1, 2 * p + 1, dtype=x.dtype, device=x.device)
     bi = torch.arange(b, device=x.device)[:, None].expand_as(ox)
     kern.index_put_((bi, p - oy, p - ox), k.expand_as(ox).to(x.dtype), accumulate=True)  # flipped: convolution
-    spec = torch.fft.rfft2(xp, s=(hp, wp)) * torch.fft.rfft2(kern, s=(hp, wp))[:, None]
-    full = torch.fft.irfft2(spec, s=(hp, wp))
+    size = (fft_size(hp), fft_size(wp))  # zero extension beyond (hp, wp) leaves the kept window exact
+    spec = torch.fft.rfft2(xp, s=size) * torch.fft.rfft2(kern, s=size)[:, None]
+    full = torch.fft.irfft2(spec, s=size)
     return full[..., 2 * p:2 * p + h, 2 * p:2 * p + w]
 
 
@@ -198,9 +200,4 @@ def motion_blur(x: torch.Tensor, c: tuple, generator: torch.Generator | None = N
 # ----------------------------------------------------------------------------- zoom
 def zoom_blur(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mean of ``x`` and its centre zooms by every factor in ``c`` (bilinear, SciPy ``zoom`` grid)."""
-    if max(x.shape[-2:]) <= 128:  # small images: dense interpolation matrices and BLAS are fastest
-        return (x + zoom_sum(x, c)) / (len(c) + 1)
-    out = x.clone()
-    for z in c:
-        out += clipped_zoom(x, float(z))
-    return out / (len(c) + 1)
+    return (x + zoom_sum(x, c)) / (len(c) + 1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import filter2d, gaussian_filter, normal
+from ._common import filter2d, gaussian_filter, normal, pad2d
 
 __all__ = ["spatter", "canny", "equalize_hist", "truncated_distance"]
 
@@ -29,38 +29,43 @@ _MUD = (63 / 255.0, 42 / 255.0, 20 / 255.0)
 _EMBOSS = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
 
 
-def _shift(x: torch.Tensor, dy: int, dx: int, fill: float = 0.0) -> torch.Tensor:
-    """``out[y, x] = x[y + dy, x + dx]`` on the last two dims, ``fill`` outside."""
-    h, w = x.shape[-2:]
-    p = F.pad(x, (1, 1, 1, 1), value=fill) if (dy or dx) else x
-    if not (dy or dx):
-        return x
-    return p[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+def _dilate3(e: torch.Tensor) -> torch.Tensor:
+    """3x3 binary dilation of a bool ``(..., H, W)`` map (zero outside), as two shifted ORs per axis."""
+    r = e.clone()
+    r[..., 1:, :] |= e[..., :-1, :]
+    r[..., :-1, :] |= e[..., 1:, :]
+    out = r.clone()
+    out[..., 1:] |= r[..., :-1]
+    out[..., :-1] |= r[..., 1:]
+    return out
 
 
 def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """``cv2.Canny(img, low, high)`` (aperture 3, L1 magnitude) of 8-bit values ``(B, 1, H, W)`` -> bool."""
-    sob = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=img.dtype, device=img.device)
-    gx = filter2d(img, sob, "replicate")
-    gy = filter2d(img, sob.t().contiguous(), "replicate")
-    mag = gx.abs() + gy.abs()
-    ax, ay = gx.abs(), gy.abs() * 32768
+    h, w = img.shape[-2:]
+    p = pad2d(img, 1, 1, "replicate")
+    dx, dy = p[..., 2:] - p[..., :-2], p[..., 2:, :] - p[..., :-2, :]  # separable Sobel (exact integers)
+    gx = dx[..., :-2, :] + 2 * dx[..., 1:-1, :] + dx[..., 2:, :]
+    gy = dy[..., :-2] + 2 * dy[..., 1:-1] + dy[..., 2:]
+    ax, ay = gx.abs(), gy.abs()
+    mag = ax + ay
     tg22x = ax * _TG22
-    tg67x = tg22x + ax * 65536
-    horiz = ay < tg22x
-    vert = ~horiz & (ay > tg67x)
-    s = torch.where((gx < 0) != (gy < 0), -1, 1)
-    left, right = _shift(mag, 0, -1), _shift(mag, 0, 1)
-    up, down = _shift(mag, -1, 0), _shift(mag, 1, 0)
-    # diagonal neighbours: (up, -s) and (down, +s)
-    d1 = torch.where(s > 0, _shift(mag, -1, -1), _shift(mag, -1, 1))
-    d2 = torch.where(s > 0, _shift(mag, 1, 1), _shift(mag, 1, -1))
-    nms = torch.where(horiz, (mag > left) & (mag >= right),
-                      torch.where(vert, (mag > up) & (mag >= down), (mag > d1) & (mag > d2)))
+    horiz = ay * 32768 < tg22x
+    vert = ~horiz & (ay * 32768 > tg22x + ax * 65536)
+    m = F.pad(mag, (1, 1, 1, 1))  # neighbour (dy, dx) of every pixel: m[1 + dy:, 1 + dx:] (0 outside)
+
+    def nb(oy: int, ox: int) -> torch.Tensor:
+        return m[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w]
+
+    same = (gx < 0) == (gy < 0)  # diagonal neighbours: (up, -s) and (down, +s), s = +1 when signs agree
+    d1 = torch.where(same, nb(-1, -1), nb(-1, 1))
+    d2 = torch.where(same, nb(1, 1), nb(1, -1))
+    nms = torch.where(horiz, (mag > nb(0, -1)) & (mag >= nb(0, 1)),
+                      torch.where(vert, (mag > nb(-1, 0)) & (mag >= nb(1, 0)), (mag > d1) & (mag > d2)))
     cand = nms & (mag > low)
     edges = cand & (mag > high)
     while True:
-        grown = cand & (F.max_pool2d(edges.to(img.dtype), 3, 1, 1) > 0)
+        grown = cand & _dilate3(edges)
         if torch.equal(grown, edges):
             return edges
         edges = grown
