@@ -9,7 +9,7 @@ from .base import SUITES, EvalContext, ReportSection, Suite, register_suite
 __all__ = ["SUITES", "EvalContext", "ReportSection", "Suite", "register_suite", "load_suites", "SUITE_MODULES"]
 
 #: modules that define suites, imported on demand by ``load_suites``
-SUITE_MODULES = ("corruption", "calibration", "ood", "shape_bias", "phase_bias", "transplant")
+SUITE_MODULES = ("corruption", "calibration", "ood", "shape_bias", "phase_bias", "transplant", "cue_conflict")
 
 
 def load_suites() -> dict[str, type[Suite]]:

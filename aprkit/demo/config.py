@@ -1,0 +1,168 @@
+"""Demo settings (default and ``--quick`` presets) and the data the demo trains and evaluates on.
+
+The default preset is sized for a 2-core CPU: the whole run (two trainings and the full evaluation of
+both models) should finish in under ten minutes on an otherwise idle machine. ``quick`` keeps every
+section of the report but shrinks everything so the run takes seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from ..eval.inference import TensorImageDataset
+
+__all__ = ["DemoSettings", "demo_settings", "DemoData", "TensorSet", "load_demo_data"]
+
+
+@dataclass
+class DemoSettings:
+    """Sizes and training hyper-parameters of one demo run."""
+
+    n_train: int = 5000  # training images (synthetic: generated; real data: a seeded random subset, 0 = all)
+    n_test: int = 500  # test images for clean accuracy, corruptions, calibration, OOD, phase bias, transplant
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    corruptions: tuple[str, ...] | None = None  # None: all 15 benchmark corruptions
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    ood_scores: tuple[str, ...] = ("msp", "max_logit", "energy", "odin", "mahalanobis", "knn")
+    fit_limit: int = 1000  # training images used to fit Mahalanobis / KNN
+    n_cue_conflict: int = 1000
+    n_phase_pairs: int = 500
+    n_transplant_pairs: int = 300
+    n_transplant_control: int = 256
+    transplant_every: int = 1  # sweep every k-th block (the last block is always included)
+    image_size: int = 32  # folder data is resized / centre-cropped to this
+    eval_batch_size: int = 250
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def demo_settings(quick: bool = False, epochs: int | None = None, **overrides: Any) -> DemoSettings:
+    """The default (or ``quick``) preset, with ``epochs`` and any other field overridden."""
+    s = DemoSettings()
+    if quick:
+        s = dataclasses.replace(
+            s, n_train=256, n_test=64, epochs=1, corruptions=None, severities=(1, 5), fit_limit=128, n_cue_conflict=64,
+            n_phase_pairs=40, n_transplant_pairs=24, n_transplant_control=16, transplant_every=3, eval_batch_size=64,
+        )
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(DemoSettings)}
+    if unknown:
+        raise ValueError(f"unknown demo settings {sorted(unknown)}; valid: {[f.name for f in dataclasses.fields(DemoSettings)]}")
+    s = dataclasses.replace(s, **overrides)
+    for name in ("n_test", "epochs", "batch_size", "n_cue_conflict", "n_phase_pairs", "n_transplant_pairs"):
+        if int(getattr(s, name)) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(s, name)}")
+    if s.n_train < 0:
+        raise ValueError(f"n_train must be >= 0 (0 = all training images), got {s.n_train}")
+    return s
+
+
+class TensorSet(TensorImageDataset):
+    """In-memory uint8 images ``(N, C, H, W)`` + labels, with ``tensors`` (fast training path) and ``cache_id``."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, cache_id: str, classes: Sequence[str] | None = None):
+        super().__init__(images, labels)
+        self.cache_id = cache_id
+        self.classes = list(classes) if classes is not None else None
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images, self.labels
+
+
+@dataclass
+class DemoData:
+    """What the demo runs on: train/test sets, the class count and whether cue-conflict stimuli exist."""
+
+    spec: str
+    train: TensorSet
+    test: TensorSet
+    num_classes: int
+    synthetic: bool
+    description: str
+
+
+def _materialise(ds: Dataset, n: int, seed: int, tag: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode ``n`` seeded-random images of ``ds`` (all when ``n`` is 0 or too large) into one tensor."""
+    from tqdm.auto import tqdm
+
+    from ..data import iter_batches, subset
+
+    total = len(ds)  # type: ignore[arg-type]
+    if n and n < total:
+        ds = subset(ds, n, seed=seed)
+    xs, ys = [], []
+    with tqdm(total=len(ds), desc=f"loading {tag}", unit="img", disable=not progress, leave=False) as bar:  # type: ignore[arg-type]
+        for batch in iter_batches(ds, 256):
+            x, y = batch[0], batch[1]
+            xs.append(x)
+            ys.append(y)
+            bar.update(len(y))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _num_classes(*datasets: Any, labels: torch.Tensor) -> tuple[int, list[str] | None]:
+    for ds in datasets:
+        classes = getattr(ds, "classes", None)
+        if classes:
+            return len(classes), list(classes)
+    return int(labels.max()) + 1, None
+
+
+def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: bool = True) -> DemoData:
+    """Train/test sets for ``spec``: ``synthetic`` (or ``synthetic:N`` training images), ``cifar10:PATH``,
+    ``cifar100:PATH`` or ``folder:PATH`` (``PATH/train`` and ``PATH/test`` when present, else a seeded 80/20
+    split of one ImageFolder tree, resized to ``settings.image_size``)."""
+    from ..data import get_dataset, parse_spec
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise TypeError(f"data must be a spec string: 'synthetic', 'cifar10:PATH', 'cifar100:PATH' or 'folder:PATH'; got {spec!r}")
+    kind, arg = parse_spec(spec)
+    if kind == "synthetic":
+        from ..data.synthetic import SHAPES, SyntheticShapes, class_names
+
+        n_train = int(arg) if arg else (settings.n_train or 5000)
+        tr = SyntheticShapes(n_train, split="train", seed=seed)
+        te = SyntheticShapes(settings.n_test, split="test", seed=seed)
+        (xtr, ytr), (xte, yte) = tr.tensors, te.tensors
+        names = class_names(len(SHAPES))
+        return DemoData(spec, TensorSet(xtr, ytr, f"synthetic#train-n{n_train}-seed{seed}", names),
+                        TensorSet(xte, yte, f"synthetic#test-n{settings.n_test}-seed{seed}", names), len(SHAPES), True,
+                        f"the built-in synthetic shape x texture dataset ({n_train} training / {settings.n_test} test images, 32x32)")
+    if kind in ("cifar10", "cifar100"):
+        train_ds, test_ds = get_dataset(spec, "train"), get_dataset(spec, "test")
+    elif kind in ("folder", "imagefolder"):
+        root = Path(arg).expanduser()
+        size = settings.image_size
+        if (root / "train").is_dir() and (root / "test").is_dir():
+            train_ds = get_dataset(f"folder:{root / 'train'}", resize=size, crop=size)
+            test_ds = get_dataset(f"folder:{root / 'test'}", resize=size, crop=size, classes=getattr(train_ds, "classes", None))
+        else:
+            from ..data import subset
+
+            full = get_dataset(f"folder:{root}", resize=size, crop=size)
+            perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed + 4242)).tolist()
+            cut = max(1, len(perm) // 5)
+            test_ds, train_ds = subset(full, sorted(perm[:cut])), subset(full, sorted(perm[cut:]))
+            train_ds.classes = test_ds.classes = getattr(full, "classes", None)  # type: ignore[attr-defined]
+    else:
+        raise ValueError(f"the demo trains on 'synthetic', 'cifar10:PATH', 'cifar100:PATH' or 'folder:PATH'; got {spec!r}")
+    xtr, ytr = _materialise(train_ds, settings.n_train, seed, "train", progress)
+    xte, yte = _materialise(test_ds, settings.n_test, seed + 1, "test", progress)
+    k, names = _num_classes(train_ds, test_ds, labels=torch.cat([ytr, yte]))
+    tag = f"{spec}#{{}}-n{{}}-seed{seed}"
+    desc = (f"{spec} ({len(ytr)} training / {len(yte)} test images, {xtr.shape[-2]}x{xtr.shape[-1]}, {k} classes"
+            f"{'; seeded random subsets' if settings.n_train else ''})")
+    return DemoData(spec, TensorSet(xtr, ytr, tag.format("train", len(ytr)), names),
+                    TensorSet(xte, yte, tag.format("test", len(yte)), names), k, False, desc)

@@ -1,0 +1,227 @@
+"""``run_demo``: train the same small CNN with standard training and with APR-SP, evaluate both, report.
+
+Stages (each timed, wall and CPU seconds): data -> train ``standard`` -> train ``apr_sp`` -> evaluate
+both models with the full suite (clean accuracy and the 15 corruptions x 5 severities, calibration, OOD
+against the synthetic noise sets, shape bias on generated cue-conflict stimuli, phase bias, and the
+transplant layer sweep over ``block1..block4``) -> one side-by-side report (HTML, Markdown, JSON).
+
+Everything lands under ``out_dir``: ``train/<method>-<hash>/`` (resumable training runs), ``cache/<hash>/``
+(resumable evaluation), ``report.html``, ``report.md``, ``results.json``, ``figures/``. A killed run
+resumes where it stopped when started again with the same arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import resource
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .config import DemoData, DemoSettings, TensorSet, demo_settings, load_demo_data
+
+__all__ = ["run_demo", "train_config", "SharedCorruptions", "transplant_layers", "Stopwatch"]
+
+METHODS = {"standard": "standard", "apr-sp": "apr_sp"}
+
+
+class Stopwatch:
+    """Times named stages (wall and process CPU seconds) and prints a header for each to stderr."""
+
+    def __init__(self, progress: bool = True) -> None:
+        self.progress = progress
+        self.stages: dict[str, dict[str, float]] = {}
+        self._t0 = time.perf_counter()
+
+    @staticmethod
+    def cpu() -> float:
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        if self.progress:
+            print(f"[demo] {name} ...", file=sys.stderr, flush=True)
+        w, c = time.perf_counter(), self.cpu()
+        value = fn()
+        self.stages[name] = {"wall_s": round(time.perf_counter() - w, 2), "cpu_s": round(self.cpu() - c, 2)}
+        if self.progress:
+            s = self.stages[name]
+            print(f"[demo] {name}: {s['wall_s']:.1f} s (CPU {s['cpu_s']:.1f} s)", file=sys.stderr, flush=True)
+        return value
+
+    @property
+    def total(self) -> dict[str, float]:
+        return {"wall_s": round(time.perf_counter() - self._t0, 2), "cpu_s": round(sum(s["cpu_s"] for s in self.stages.values()), 2)}
+
+
+def _digest(obj: Any, n: int = 10) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def train_config(method: str, settings: DemoSettings, num_classes: int, image_size: int, seed: int, device: str,
+                 progress: bool) -> dict[str, Any]:
+    """The ``aprkit.train`` config of one demo model (``method``: ``standard`` or ``apr_sp``).
+
+    SGD Nesterov, ``lr`` with x0.2 steps at 50 % and 75 % of the epochs, random crop (pad 4) + flip;
+    ``apr_sp`` adds APR-S in the input pipeline and trains on CE(x) + CE(APR-P(x)) (the seed paper's recipe).
+    """
+    e = settings.epochs
+    milestones = sorted({m for m in (math.ceil(0.5 * e), math.ceil(0.75 * e)) if 0 < m < e})
+    return {
+        "name": f"demo-{method}",
+        "model": {"name": "small_cnn", "num_classes": num_classes},
+        "data": {"image_size": image_size, "crop_padding": 4 if image_size <= 64 else image_size // 16, "num_workers": 0,
+                 "eval_batch_size": settings.eval_batch_size, "input_path": "gpu", "in_memory": True},
+        "aug": {"method": method},
+        "optim": {"lr": settings.lr, "batch_size": settings.batch_size, "epochs": e, "milestones": milestones,
+                  "gamma": 0.2, "weight_decay": settings.weight_decay},
+        "train": {"seed": seed, "device": device, "progress": progress, "tensorboard": False, "eval_every": 1},
+    }
+
+
+def transplant_layers(model: nn.Module) -> list[str]:
+    """The last ReLU of each ``blockN`` of the small CNN (``block1.2`` ...): its output is the block's
+    post-activation, its input the pre-activation (the site where sign/phase codes can matter)."""
+    names = []
+    for bname, block in model.named_children():
+        if bname.startswith("block"):
+            relus = [n for n, m in block.named_children() if isinstance(m, nn.ReLU)]
+            if relus:
+                names.append(f"{bname}.{relus[-1]}")
+    if not names:
+        raise ValueError("transplant_layers expects a model with children block1..blockN containing nn.ReLU modules")
+    return names
+
+
+class SharedCorruptions:
+    """``(corruption, severity) -> TensorSet``: each corrupted test set is generated once (seeded) and reused
+    by every model, so both models see exactly the same corrupted images."""
+
+    def __init__(self, test: TensorSet, seed: int, preset: str, progress: bool = True, chunk: int = 500) -> None:
+        self.test, self.seed, self.preset, self.progress, self.chunk = test, seed, preset, progress, chunk
+        self.cells: dict[tuple[str, int], TensorSet] = {}
+        self.seconds = 0.0
+
+    def __repr__(self) -> str:  # stable: part of the runner's cache keys
+        return f"SharedCorruptions({self.test.cache_id}, seed={self.seed}, preset={self.preset})"
+
+    def __call__(self, corruption: str, severity: int) -> TensorSet:
+        key = (corruption, int(severity))
+        if key not in self.cells:
+            from ..corruptions import corrupt
+
+            t0 = time.perf_counter()
+            g = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}|{corruption}|{severity}".encode()) & 0x7FFFFFFF)
+            x = self.test.images
+            parts = [corrupt(x[i : i + self.chunk], corruption, int(severity), preset=self.preset, generator=g)
+                     for i in range(0, len(x), self.chunk)]
+            self.cells[key] = TensorSet(torch.cat(parts), self.test.labels, f"{self.test.cache_id}|{corruption}-{severity}|seed{self.seed}")
+            self.seconds += time.perf_counter() - t0
+        return self.cells[key]
+
+
+def _train(name: str, cfg: dict[str, Any], data: DemoData, out: Path) -> tuple[nn.Module, dict[str, Any]]:
+    from ..train import fit
+
+    key = {k: v for k, v in cfg.items() if k != "train"} | {"train": {k: v for k, v in cfg["train"].items() if k != "progress"}}
+    run_dir = out / "train" / f"{name}-{_digest([key, data.train.cache_id, data.test.cache_id])}"
+    res = fit(cfg, out=run_dir, resume=True, datasets=(data.train, data.test))
+    hist = res["history"]
+    info = {"method": cfg["aug"]["method"], "run_dir": str(run_dir), "checkpoint": res["checkpoint"], "epochs": cfg["optim"]["epochs"],
+            "history": hist, "final_train_acc": hist[-1].get("train_acc") if hist else None,
+            "final_test_acc": hist[-1].get("test_acc") if hist else None,
+            "train_seconds": round(sum(r.get("time_s", 0.0) for r in hist), 2)}
+    return res["model"].eval(), info
+
+
+def _preset(size: int) -> str:
+    return "cifar" if size <= 32 else "tinyimagenet" if size <= 64 else "imagenet"
+
+
+def run_demo(
+    out_dir: str | os.PathLike[str],
+    quick: bool = False,
+    device: str = "cpu",
+    data: str = "synthetic",
+    epochs: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    *,
+    settings: DemoSettings | None = None,
+):
+    """Train standard and APR-SP small CNNs on ``data``, evaluate both side by side, write the report.
+
+    ``data``: ``"synthetic"`` (default; no download), ``"cifar10:PATH"``, ``"cifar100:PATH"`` or
+    ``"folder:PATH"``. ``quick``: a seconds-long run with every report section. ``settings`` replaces the
+    preset built from ``quick``/``epochs`` (see :class:`aprkit.demo.DemoSettings`). Returns the :class:`aprkit.eval.Results` with
+    ``results.meta["demo"]`` holding the summary, verdicts, timings and training histories.
+    """
+    from ..eval import evaluate
+    from ..eval.cache import model_fingerprint
+    from ..eval.inference import resolve_device
+    from ..eval.suites.cue_conflict import synthetic_stimuli
+    from .report import write_demo_report
+    from .summary import headline_numbers, overall_sentence, summary_text, verdicts
+
+    if out_dir is None or str(out_dir) == "":
+        raise ValueError("out_dir is required: the demo writes its report and checkpoints there")
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    dev = str(resolve_device(device))
+    s = settings if settings is not None else demo_settings(quick, epochs)
+    clock = Stopwatch(progress)
+    load_start = os.getloadavg()
+
+    dd: DemoData = clock.run("data", lambda: load_demo_data(data, s, seed=seed, progress=progress))
+    size = int(dd.test.images.shape[-1])
+    models: dict[str, nn.Module] = {}
+    training: dict[str, Any] = {}
+    for name, method in METHODS.items():
+        cfg = train_config(method, s, dd.num_classes, size, seed, dev, progress)
+        models[name], training[name] = clock.run(f"train {name}", lambda cfg=cfg, name=name: _train(name, cfg, dd, out))
+
+    suites = ["corruption", "calibration", "ood"] + (["cue-conflict"] if dd.synthetic else []) + ["phase-bias", "transplant"]
+    test = dd.test
+    data_map: dict[str, Any] = {k: test for k in suites}
+    data_map["transplant"] = (test.images, test.labels)  # tensors: the sweep works on one in-memory batch
+    if dd.synthetic:
+        data_map["cue-conflict"] = clock.run("cue-conflict stimuli", lambda: synthetic_stimuli(s.n_cue_conflict, seed=10007 + seed))
+    shared = SharedCorruptions(test, seed, _preset(size), progress)
+    options: dict[str, Any] = {
+        "corrupted": shared, "preset": _preset(size), "corruptions": list(s.corruptions) if s.corruptions else None,
+        "severities": list(s.severities), "num_classes": dd.num_classes, "ood_scores": list(s.ood_scores),
+        "fit": dd.train, "fit_limit": s.fit_limit, "ood_limit": len(test),
+        "phase-bias": {"n_pairs": s.n_phase_pairs, "n_shuffle": min(s.n_phase_pairs, len(test))},
+        "transplant": {"layers": transplant_layers(models["standard"]), "every": s.transplant_every, "n_pairs": s.n_transplant_pairs,
+                       "n_control": s.n_transplant_control, "max_images": len(test)},
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    fingerprint = _digest([s.to_dict(), data, seed, {k: model_fingerprint(m) for k, m in models.items()}])
+    results = clock.run("evaluate", lambda: evaluate(
+        models, suite=suites, data=data_map, out_dir=out, cache_dir=out / "cache" / fingerprint, device=dev,
+        batch_size=s.eval_batch_size, options=options, seed=seed, progress=progress, report=False))
+
+    heads = {m: headline_numbers(results.models[m]) for m in results.models}
+    rows = verdicts(heads["standard"], heads["apr-sp"])
+    results.meta["demo"] = {
+        "data": data, "data_description": dd.description, "synthetic": dd.synthetic, "quick": quick, "device": dev,
+        "seed": seed, "settings": s.to_dict(), "training": training, "headline": heads, "verdicts": rows,
+        "overall": overall_sentence(rows), "corruption_generation_s": round(shared.seconds, 2),
+        "timings": {**clock.stages, "total": clock.total}, "load_average_start": load_start, "load_average_end": os.getloadavg(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    }
+    paths = clock.run("report", lambda: write_demo_report(results, out))
+    results.meta["demo"]["timings"] = {**clock.stages, "total": clock.total}
+    results.save(paths["json"])
+    results.paths = paths
+    if progress:
+        print("\n" + summary_text(rows) + "\n" + overall_sentence(rows), flush=True)
+    return results

@@ -1,0 +1,163 @@
+"""Headline numbers of the demo, an honest verdict per measure, and the demo's report section.
+
+Every verdict is computed from the measured numbers: APR-SP "helped" on a measure when it is better
+than the standard model by more than two (approximate) standard errors of the difference, "hurt" when
+it is worse by that much, otherwise "no clear difference". Standard errors: binomial
+``sqrt(p (1 - p) / n)`` for rates (accuracy, corruption error, shape bias, phase-follow rate; for ECE
+the binomial error of the accuracy, the dominant noise of a binned calibration error) and the
+Hanley-McNeil approximation for AUROC. They ignore the seed-to-seed variation of training, so a
+single run's verdict is indicative, not a significance test.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+__all__ = ["Headline", "MEASURES", "headline_numbers", "verdicts", "summary_markdown", "summary_text", "overall_sentence"]
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One summary measure: key, label, whether higher is better, and how to print it."""
+
+    key: str
+    label: str
+    higher_is_better: bool
+    percent: bool = True
+
+
+MEASURES: tuple[Headline, ...] = (
+    Headline("clean_accuracy", "clean accuracy", True),
+    Headline("mean_corruption_error", "mean corruption error", False),
+    Headline("ece", "ECE (clean)", False),
+    Headline("ood_auroc", "OOD AUROC (MSP, mean over noise sets)", True),
+    Headline("shape_bias", "shape bias (cue-conflict)", True, percent=False),
+    Headline("phase_follow", "phase-follow rate (full swap)", True),
+)
+
+
+def _get(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, Mapping):
+            return None
+        d = d.get(k)
+    return d
+
+
+def headline_numbers(suites: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+    """``{measure key: {"value": x, "n": sample size, ...}}`` of one model's suite results."""
+    cor, cal, ood = suites.get("corruption") or {}, suites.get("calibration") or {}, suites.get("ood") or {}
+    cue, ph = suites.get("cue-conflict") or {}, suites.get("phase-bias") or {}
+    n_test = _get(cor, "clean", "n") or _get(cal, "clean", "n")
+    acc = _get(cor, "clean", "accuracy")
+    mce = cor.get("mean_corruption_error")
+    out: dict[str, dict[str, float | None]] = {
+        "clean_accuracy": {"value": acc, "n": n_test},
+        "mean_corruption_error": {"value": mce if mce is not None else cor.get("mean_error"), "n": n_test,
+                                  "complete": bool(cor.get("complete"))},
+        "ece": {"value": _get(cal, "clean", "ece"), "n": n_test, "accuracy": _get(cal, "clean", "accuracy")},
+        "ood_auroc": {"value": _get(ood, "mean", "msp", "auroc"), "n": ood.get("n_in"),
+                      "n_out": min((s.get("n", 0) for s in (ood.get("sets") or {}).values()), default=None)},
+        "shape_bias": {"value": cue.get("shape_bias") if cue else None,
+                       "n": (_get(cue, "counts", "n_shape_decisions") or 0) + (_get(cue, "counts", "n_texture_decisions") or 0) if cue else None},
+        "phase_follow": {"value": _get(ph, "full", "phase"), "n": _get(ph, "full", "n_pairs"),
+                         "phase_bias": _get(ph, "full", "phase_bias")},
+    }
+    return out
+
+
+def _se_rate(p: float, n: float) -> float:
+    p = min(max(p, 0.0), 1.0)
+    return math.sqrt(max(p * (1 - p), 0.25 / max(n, 1)) / max(n, 1))
+
+
+def _se_auroc(a: float, n_in: float, n_out: float) -> float:
+    """Hanley & McNeil (1982) standard error of an AUROC."""
+    a = min(max(a, 1e-6), 1 - 1e-6)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_in - 1) * (q1 - a * a) + (n_out - 1) * (q2 - a * a)) / max(n_in * n_out, 1)
+    return math.sqrt(max(var, 0.25 / max(n_in * n_out, 1)))
+
+
+def _se(key: str, h: Mapping[str, Any]) -> float | None:
+    v, n = h.get("value"), h.get("n")
+    if v is None or not n:
+        return None
+    if key == "ood_auroc":
+        return _se_auroc(v, n, h.get("n_out") or n)
+    if key == "ece":
+        return _se_rate(h.get("accuracy") or 0.5, n)
+    return _se_rate(v, n)
+
+
+def verdicts(standard: Mapping[str, Any], apr: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per measure: both values, the difference, its approximate standard error and the verdict."""
+    rows = []
+    for m in MEASURES:
+        a, b = standard.get(m.key) or {}, apr.get(m.key) or {}
+        va, vb = a.get("value"), b.get("value")
+        row: dict[str, Any] = {"key": m.key, "label": m.label, "standard": va, "apr_sp": vb, "higher_is_better": m.higher_is_better}
+        if va is None or vb is None or not all(map(math.isfinite, (va, vb))):
+            row.update(diff=None, se=None, verdict="not measured")
+        else:
+            sa, sb = _se(m.key, a), _se(m.key, b)
+            se = math.sqrt((sa or 0) ** 2 + (sb or 0) ** 2)
+            gain = (vb - va) if m.higher_is_better else (va - vb)
+            verdict = "helped" if gain > 2 * se else "hurt" if gain < -2 * se else "no clear difference"
+            row.update(diff=vb - va, se=se, verdict=verdict)
+        rows.append(row)
+    return rows
+
+
+def _fmt(v: float | None, percent: bool) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.2f}" if percent else f"{v:.3f}"
+
+
+def _fmt_diff(r: Mapping[str, Any], percent: bool) -> str:
+    if r["diff"] is None:
+        return "-"
+    scale, unit = (100, " pp") if percent else (1, "")
+    return f"{scale * r['diff']:+.2f}{unit} (±{2 * scale * r['se']:.2f})" if percent else f"{r['diff']:+.3f} (±{2 * r['se']:.3f})"
+
+
+def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table: measure, standard, APR-SP, difference (± 2 SE), verdict."""
+    pct = {m.key: m.percent for m in MEASURES}
+    lines = ["| measure | better | standard | APR-SP | APR-SP - standard (±2 SE) | verdict |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        p = pct[r["key"]]
+        unit = " %" if p else ""
+        lines.append(f"| {r['label']}{unit} | {'higher' if r['higher_is_better'] else 'lower'} | {_fmt(r['standard'], p)} | "
+                     f"{_fmt(r['apr_sp'], p)} | {_fmt_diff(r, p)} | **{r['verdict']}** |")
+    return "\n".join(lines)
+
+
+def overall_sentence(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A sentence listing where APR-SP helped, hurt, or made no clear difference (from the verdicts)."""
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        groups.setdefault(r["verdict"], []).append(r["label"])
+    measured = [r for r in rows if r["verdict"] != "not measured"]
+    parts = []
+    for verdict, text in (("helped", "APR-SP helped on"), ("hurt", "APR-SP was worse on"), ("no clear difference", "no clear difference on")):
+        if groups.get(verdict):
+            parts.append(f"{text} {len(groups[verdict])} of {len(measured)} measures ({', '.join(groups[verdict])})")
+    if groups.get("not measured"):
+        parts.append(f"not measured: {', '.join(groups['not measured'])}")
+    return ("In this run, " + "; ".join(parts) + ".") if parts else "No measure could be compared."
+
+
+def summary_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Plain-text table for the terminal."""
+    pct = {m.key: m.percent for m in MEASURES}
+    w = max(len(r["label"]) for r in rows) + 4
+    out = [f"{'measure':<{w}} {'standard':>9} {'APR-SP':>9}  {'diff (±2 SE)':<22} verdict"]
+    for r in rows:
+        p = pct[r["key"]]
+        label = r["label"] + (" %" if p else "")
+        out.append(f"{label:<{w}} {_fmt(r['standard'], p):>9} {_fmt(r['apr_sp'], p):>9}  {_fmt_diff(r, p):<22} {r['verdict']}")
+    return "\n".join(out)

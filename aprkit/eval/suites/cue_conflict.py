@@ -1,0 +1,162 @@
+"""The ``cue-conflict`` suite: shape bias on generated cue-conflict stimuli of the synthetic dataset.
+
+:mod:`aprkit.data.synthetic` defines every class by a silhouette *and* a class-typical texture, so it
+can render true cue-conflict stimuli: the shape of class ``i`` filled with the texture of class
+``j != i`` (``make_cue_conflict``). The model outputs the synthetic classes directly (no 16-category
+mapping as in the ImageNet ``shape-bias`` suite); shape bias = shape decisions / (shape + texture
+decisions), computed by :func:`aprkit.eval.shape_bias.shape_bias`. It is the synthetic-data analogue of
+the Geirhos et al. benchmark, not that benchmark.
+
+``data``: ``"synthetic"`` / ``"synthetic:N"`` (stimuli generated from ``options["cue_conflict_seed"]``,
+default ``10007 + seed``; ``N`` or ``options["cue_conflict_n"]`` stimuli, default 2000), a
+:class:`CueConflictStimuli`, or an ``(images, shape_labels, texture_labels)`` triple.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from ..cache import make_key
+from .base import EvalContext, ReportSection, Suite, register_suite
+from .corruption import markdown_table, pyplot
+
+__all__ = ["CueConflictStimuli", "CueConflictSuite", "synthetic_stimuli", "resolve_cue_conflict"]
+
+_VERSION = 1
+_DEFAULT_N = 2000
+
+
+class CueConflictStimuli(Dataset):
+    """Stimuli ``images`` uint8 ``(N, C, H, W)`` with ``shape_labels``/``texture_labels`` ``(N,)``.
+
+    Yields ``(image, shape label)``; ``categories`` names the label indices.
+    """
+
+    def __init__(self, images: torch.Tensor, shape_labels: torch.Tensor, texture_labels: torch.Tensor,
+                 categories: Sequence[str], cache_id: str | None = None) -> None:
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+            got = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+            raise TypeError(f"images must be a uint8 tensor (N, C, H, W), got {got}")
+        s, t = torch.as_tensor(shape_labels).long().flatten(), torch.as_tensor(texture_labels).long().flatten()
+        if not len(s) == len(t) == len(images):
+            raise ValueError(f"need one shape and one texture label per image: {len(images)} images, {len(s)} shape "
+                             f"labels, {len(t)} texture labels")
+        k = len(categories)
+        if len(s) and (int(torch.cat([s, t]).min()) < 0 or int(torch.cat([s, t]).max()) >= k):
+            raise ValueError(f"labels must lie in [0, {k - 1}] (one per category in {list(categories)})")
+        self.images, self.shape_labels, self.texture_labels = images, s, t
+        self.categories = tuple(categories)
+        if cache_id is None:
+            digest = zlib.crc32(images[:: max(1, len(images) // 8)].contiguous().numpy().tobytes() + s.numpy().tobytes() + t.numpy().tobytes())
+            cache_id = f"cue-conflict-{len(images)}-{digest:08x}"
+        self.cache_id = cache_id
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.shape_labels[i])
+
+
+def synthetic_stimuli(n: int = _DEFAULT_N, *, seed: int = 10007, size: int = 32, num_classes: int = 10) -> CueConflictStimuli:
+    """``n`` synthetic cue-conflict stimuli (``aprkit.data.synthetic.make_cue_conflict``) as a dataset."""
+    from aprkit.data.synthetic import SHAPES, make_cue_conflict
+
+    images, shapes, textures = make_cue_conflict(int(n), seed=int(seed), size=size, num_classes=num_classes)
+    return CueConflictStimuli(images, shapes, textures, SHAPES[:num_classes],
+                              cache_id=f"synthetic-cue-conflict:n={n},seed={seed},size={size},k={num_classes}")
+
+
+def resolve_cue_conflict(data: Any, options: Mapping[str, Any] | None = None, seed: int = 0) -> CueConflictStimuli:
+    """Stimuli from ``data`` (see the module docstring)."""
+    opts = dict(options or {})
+    if isinstance(data, CueConflictStimuli):
+        return data
+    if isinstance(data, str):
+        kind, _, arg = data.partition(":")
+        if kind.strip().lower() not in ("synthetic", "synthetic-cue-conflict"):
+            raise ValueError(f"the cue-conflict suite generates its stimuli from the synthetic dataset; data must be "
+                             f"'synthetic' or 'synthetic:N', got {data!r} (for ImageNet models use the 'shape-bias' suite, "
+                             "for other datasets the 'phase-bias' suite)")
+        n = int(opts.get("cue_conflict_n") or (arg if arg.strip() else _DEFAULT_N))
+        return synthetic_stimuli(n, seed=int(opts.get("cue_conflict_seed", 10007 + seed)))
+    if isinstance(data, (tuple, list)) and len(data) == 3:
+        from aprkit.data.synthetic import SHAPES
+
+        images, s, t = data
+        k = int(max(int(torch.as_tensor(s).max()), int(torch.as_tensor(t).max()))) + 1
+        return CueConflictStimuli(images, s, t, opts.get("categories") or SHAPES[: max(k, 2)])
+    raise TypeError("the cue-conflict suite needs 'synthetic[:N]', a CueConflictStimuli dataset or an "
+                    f"(images, shape_labels, texture_labels) triple; got {type(data).__name__}")
+
+
+@register_suite("cue-conflict")
+class CueConflictSuite(Suite):
+    """Shape bias, shape/texture match and per-class shape bias on generated cue-conflict stimuli."""
+
+    def run(self, ctx: EvalContext, data: Any) -> dict:
+        from ..inference import predict
+        from ..shape_bias import shape_bias
+
+        ds = resolve_cue_conflict(data, ctx.options, ctx.seed)
+        key = make_key(ctx.model_id, ds.cache_id, "cue-conflict", None, v=_VERSION)
+        if ctx.cache is not None and (hit := ctx.cache.get(key)) is not None:
+            return hit
+        out = predict(ctx.model, ds, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
+                      amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress, desc="cue-conflict",
+                      num_classes=len(ds.categories))
+        decisions = out.logits.argmax(1)
+        full = shape_bias(decisions, ds.shape_labels, ds.texture_labels, ds.categories).to_dict()
+        result: dict[str, Any] = {k: full.pop(k) for k in ("shape_bias", "shape_match", "texture_match")}
+        result["neither"] = 1.0 - result["shape_match"] - result["texture_match"]
+        result["per_category"] = full.pop("per_category")
+        result["counts"] = full
+        result["categories"] = list(ds.categories)
+        result["stimuli"] = ds.cache_id
+        if ctx.cache is not None:
+            ctx.cache.put(key, result)
+        return result
+
+    def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
+        def f3(x: float | None) -> str:
+            return "-" if x is None else f"{x:.3f}"
+
+        rows = [[m, f"**{f3(r['shape_bias'])}**", f"{100 * r['shape_match']:.1f}", f"{100 * r['texture_match']:.1f}",
+                 f"{100 * r['neither']:.1f}", r["counts"]["n_stimuli"]] for m, r in results.items()]
+        md = markdown_table(["model", "shape bias", "shape match %", "texture match %", "neither %", "stimuli"], rows)
+        cats = next(iter(results.values()))["categories"]
+        md += "\n\n**Shape bias per shape class**\n\n" + markdown_table(
+            ["shape class"] + list(results), [[c] + [f3(r["per_category"].get(c)) for r in results.values()] for c in cats])
+        md += ("\n\nStimuli: the silhouette of one synthetic class filled with the texture of another (generated by "
+               "`aprkit.data.synthetic.make_cue_conflict`). Shape bias = shape decisions / (shape + texture decisions); "
+               "the analogue of Geirhos et al.'s cue-conflict shape bias on this dataset, not that benchmark.")
+        Path(fig_dir).mkdir(parents=True, exist_ok=True)
+        return ReportSection("Shape bias (synthetic cue-conflict)", md, [self._plot(results, cats, Path(fig_dir) / "cue_conflict.png")])
+
+    @staticmethod
+    def _plot(results: Mapping[str, dict], cats: Sequence[str], path: Path) -> Path:
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(5.8, 0.32 * len(cats) + 1.6))
+        ys = list(range(len(cats)))[::-1]
+        for i, (m, r) in enumerate(results.items()):
+            pts = [(r["per_category"].get(c), y) for c, y in zip(cats, ys) if r["per_category"].get(c) is not None]
+            overall = "-" if r["shape_bias"] is None else f"{r['shape_bias']:.2f}"
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=f"C{i}", marker="os^D"[i % 4], edgecolor="k", lw=0.4,
+                       s=40, label=f"{m} ({overall})", zorder=3)
+            if r["shape_bias"] is not None:
+                ax.axvline(r["shape_bias"], color=f"C{i}", lw=1.4, alpha=0.8)
+        ax.set_yticks(ys)
+        ax.set_yticklabels(list(cats), fontsize=8)
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_xlabel("fraction of shape decisions (of shape + texture decisions)")
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path

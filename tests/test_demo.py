@@ -1,0 +1,172 @@
+"""The demo: ``aprkit demo --quick`` end to end (every report section, every number finite), the
+verdict logic, the synthetic cue-conflict suite and the demo's input checks."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from aprkit.demo.summary import verdicts
+
+SECTIONS = ("Demo summary", "Corruption robustness", "Calibration", "OOD detection", "Shape bias (synthetic cue-conflict)",
+            "Phase bias", "Transplant test")
+SUITES = ("corruption", "calibration", "ood", "cue-conflict", "phase-bias", "transplant")
+
+
+def _numbers(obj, path="$"):
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return
+    if isinstance(obj, (int, float)):
+        yield path, float(obj)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _numbers(v, f"{path}[{i}]")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    from aprkit.cli import main
+
+    out = tmp_path_factory.mktemp("demo")
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["demo", "--out", str(out), "--quick", "--no-progress"])
+    return rc, out, buf.getvalue()
+
+
+def test_quick_demo_writes_every_section(quick_run):
+    rc, out, stdout = quick_run
+    assert rc == 0
+    for name in ("report.html", "report.md", "results.json"):
+        assert (out / name).is_file(), name
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for title in SECTIONS:
+        assert f"## {title}" in md, f"section {title!r} missing from report.md"
+        assert title.split(" (")[0] in html
+    assert "data:image/png;base64," in html
+    assert "report:" in stdout and "total time:" in stdout and "standard" in stdout and "APR-SP" in stdout
+
+
+def test_quick_demo_numbers_present_and_finite(quick_run):
+    _, out, _ = quick_run
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["models"]) == {"standard", "apr-sp"}
+    for model, suites in res["models"].items():
+        assert set(SUITES) <= set(suites), f"{model}: missing {set(SUITES) - set(suites)}"
+    bad = [(p, v) for p, v in _numbers(res) if not math.isfinite(v)]
+    assert not bad, bad[:5]
+    demo = res["meta"]["demo"]
+    for row in demo["verdicts"]:
+        assert row["standard"] is not None and row["apr_sp"] is not None, row["key"]
+        assert row["verdict"] in ("helped", "hurt", "no clear difference")
+    assert demo["timings"]["total"]["wall_s"] > 0
+    # every (corruption, severity) cell of the grid was evaluated for both models
+    for suites in res["models"].values():
+        cells = suites["corruption"]["cells"]
+        assert len(cells) == 15 and all(len(row) == len(demo["settings"]["severities"]) for row in cells.values())
+
+
+@pytest.mark.slow
+def test_demo_resumes_from_cache(quick_run, tmp_path):
+    """A second run on the same folder reuses the trained models and the cached evaluation."""
+    from aprkit.demo import run_demo
+
+    _, out, _ = quick_run
+    before = json.loads((out / "results.json").read_text())["meta"]["demo"]["headline"]
+    res = run_demo(out, quick=True, progress=False)
+    assert res.meta["demo"]["headline"] == before
+    assert res.meta["demo"]["timings"]["train standard"]["wall_s"] < 30
+
+
+def test_verdicts_follow_the_numbers():
+    def h(v, n=1000, **kw):
+        return {"value": v, "n": n, **kw}
+
+    std = {"clean_accuracy": h(0.80), "mean_corruption_error": h(0.40), "ece": h(0.05, accuracy=0.8),
+           "ood_auroc": h(0.90, n_out=1000), "shape_bias": h(0.30), "phase_follow": h(0.30)}
+    apr = {"clean_accuracy": h(0.801), "mean_corruption_error": h(0.30), "ece": h(0.15, accuracy=0.8),
+           "ood_auroc": h(0.97, n_out=1000), "shape_bias": h(0.20), "phase_follow": h(None)}
+    got = {r["key"]: r["verdict"] for r in verdicts(std, apr)}
+    assert got == {"clean_accuracy": "no clear difference", "mean_corruption_error": "helped", "ece": "hurt",
+                   "ood_auroc": "helped", "shape_bias": "hurt", "phase_follow": "not measured"}
+
+
+class _Constant(nn.Module):
+    def __init__(self, k: int, cls: int) -> None:
+        super().__init__()
+        self.k, self.cls = k, cls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(x.shape[0], self.k)
+        out[:, self.cls] = 1.0
+        return out
+
+
+def test_cue_conflict_suite_on_a_constant_model():
+    from aprkit.eval import evaluate
+    from aprkit.eval.suites.cue_conflict import synthetic_stimuli
+
+    stim = synthetic_stimuli(120, seed=3)
+    res = evaluate(_Constant(10, 2), suite="cue-conflict", data=stim, model_id="const", progress=False)["cue-conflict"]
+    n_s, n_t = int((stim.shape_labels == 2).sum()), int((stim.texture_labels == 2).sum())
+    assert res["counts"]["n_stimuli"] == 120 and bool((stim.shape_labels != stim.texture_labels).all())
+    assert res["shape_match"] == pytest.approx(n_s / 120) and res["texture_match"] == pytest.approx(n_t / 120)
+    assert res["shape_bias"] == pytest.approx(n_s / (n_s + n_t))
+    # "synthetic:N" generates the stimuli itself
+    res2 = evaluate(_Constant(10, 2), suite="cue-conflict", data="synthetic:50", model_id="const", progress=False)
+    assert res2["cue-conflict"]["counts"]["n_stimuli"] == 50
+
+
+def test_bad_inputs_get_clear_errors(tmp_path):
+    from aprkit.demo import demo_settings, load_demo_data, run_demo
+    from aprkit.eval.suites.cue_conflict import CueConflictStimuli, resolve_cue_conflict
+
+    with pytest.raises(ValueError, match="phase-bias"):
+        resolve_cue_conflict("cifar10:/nowhere")
+    with pytest.raises(TypeError, match="uint8"):
+        CueConflictStimuli(torch.zeros(2, 3, 8, 8), torch.tensor([0, 1]), torch.tensor([1, 0]), ["a", "b"])
+    with pytest.raises(ValueError, match="one shape and one texture label"):
+        CueConflictStimuli(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0]), torch.tensor([1, 0]), ["a", "b"])
+    with pytest.raises(ValueError, match="unknown demo settings"):
+        demo_settings(n_trian=5)
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        demo_settings(epochs=0)
+    with pytest.raises(ValueError, match="unknown dataset kind"):
+        load_demo_data("imagenett:/x", demo_settings(quick=True))
+    with pytest.raises(FileNotFoundError):
+        load_demo_data(f"folder:{tmp_path / 'missing'}", demo_settings(quick=True))
+    with pytest.raises(ValueError, match="out_dir"):
+        run_demo("", quick=True)
+
+
+def test_folder_data_split_and_sizes(tmp_path):
+    """``folder:PATH`` without train/test subfolders is split 80/20 (seeded) and resized."""
+    from PIL import Image
+
+    from aprkit.demo import demo_settings, load_demo_data
+
+    g = torch.Generator().manual_seed(0)
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(10):
+            arr = torch.randint(0, 256, (40, 48, 3), generator=g, dtype=torch.uint8).numpy()
+            Image.fromarray(arr).save(tmp_path / c / f"{i}.png")
+    s = demo_settings(quick=True, n_train=0, n_test=100)
+    d = load_demo_data(f"folder:{tmp_path}", s)
+    assert (len(d.train), len(d.test)) == (16, 4)
+    assert d.num_classes == 2 and not d.synthetic
+    assert tuple(d.train.images.shape[1:]) == (3, 32, 32) and d.train.images.dtype == torch.uint8
+    again = load_demo_data(f"folder:{tmp_path}", s)
+    assert torch.equal(again.test.images, d.test.images)
