@@ -33,6 +33,8 @@ __all__ = [
     "phase_only",
     "amplitude_only",
     "spectrum",
+    "spectral_magnitude",
+    "with_amplitude",
 ]
 
 Dims = Literal["chw", "hw"]
@@ -86,11 +88,37 @@ def recombine(amplitude: torch.Tensor, phase: torch.Tensor, dims: Dims = "chw") 
 # real-FFT fast paths
 
 
-def _unit_phasor(z: torch.Tensor) -> torch.Tensor:
-    """``exp(i * angle(z))`` without trigonometry; ``1`` where ``|z| == 0`` (as ``angle(0) == 0``)."""
-    mag = z.abs()
-    safe = mag.clamp_min(_TINY)
-    return torch.where(mag > _TINY, z / safe, torch.ones_like(z))
+def spectral_magnitude(z: torch.Tensor) -> torch.Tensor:
+    """``|z|`` of a complex spectrum ``z`` (any shape), real of the matching precision.
+
+    Without autograd it uses real arithmetic on ``view_as_real`` (complex ``abs`` is slow on CPU);
+    with autograd it is ``z.abs()`` (safe gradient at ``|z| == 0``).
+    """
+    if z.requires_grad:
+        return z.abs()
+    vr = torch.view_as_real(z)
+    return torch.addcmul(vr[..., 0].square(), vr[..., 1], vr[..., 1]).sqrt_()
+
+
+def with_amplitude(
+    z: torch.Tensor, amplitude: Union[float, torch.Tensor], mag: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``amplitude * exp(i * angle(z))`` for a complex spectrum ``z``, computed as ``z * amplitude / |z|``.
+
+    ``amplitude`` is real, broadcastable to ``z`` (or a float); ``mag`` may pass a precomputed ``|z|``.
+    Where ``|z| == 0`` the phase is taken as 0 (``angle(0) == 0``), so the bin becomes ``amplitude``.
+    No trigonometry, real multiplies only; safe gradients at ``|z| == 0``. Returns a complex tensor of
+    the broadcast shape.
+    """
+    if mag is None:
+        mag = spectral_magnitude(z)
+    ok = mag > _TINY
+    if z.device.type == "cpu" and not z.requires_grad and bool(ok.all()):  # common case: no zero bins to fix
+        return torch.view_as_complex(torch.view_as_real(z) * (amplitude / mag).unsqueeze(-1))
+    ratio = torch.where(ok, amplitude / torch.where(ok, mag, 1.0), 0.0)
+    out = torch.view_as_real(z) * ratio.unsqueeze(-1)
+    out[..., 0] = torch.where(ok, out[..., 0], amplitude)
+    return torch.view_as_complex(out)
 
 
 def _irfft(z: torch.Tensor, like: torch.Tensor, fft_dims: tuple[int, ...]) -> torch.Tensor:
@@ -107,6 +135,12 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, xname: str, yname: str) -> Non
         )
     if x.device != y.device:
         raise ValueError(f"{xname} and {yname} must be on the same device, got {x.device} and {y.device}")
+    try:
+        torch.broadcast_shapes(x.shape[:-3], y.shape[:-3])
+    except RuntimeError:
+        raise ValueError(
+            f"{xname} and {yname} must have broadcastable leading batch shapes, got {tuple(x.shape)} and {tuple(y.shape)}"
+        ) from None
 
 
 def _out_dtype(x: torch.Tensor, y: torch.Tensor) -> torch.dtype:
@@ -123,13 +157,13 @@ def swap_amplitude(phase_source: torch.Tensor, amplitude_source: torch.Tensor, d
     fft_dims = check_dims(dims)
     zp = torch.fft.rfftn(_as_float(phase_source), dim=fft_dims)
     za = torch.fft.rfftn(_as_float(amplitude_source), dim=fft_dims)
-    out = _irfft(za.abs() * _unit_phasor(zp), phase_source, fft_dims)
+    out = _irfft(with_amplitude(zp, spectral_magnitude(za)), phase_source, fft_dims)
     return restore_dtype(out, _out_dtype(phase_source, amplitude_source))
 
 
 def swap_amplitude_spectra(zp: torch.Tensor, za: torch.Tensor) -> torch.Tensor:
     """Half spectrum with the phase of ``zp`` and the amplitude of ``za`` (internal building block)."""
-    return za.abs() * _unit_phasor(zp)
+    return with_amplitude(zp, spectral_magnitude(za))
 
 
 def mix_amplitude(
@@ -145,8 +179,16 @@ def mix_amplitude(
     if isinstance(lam, torch.Tensor):
         if not lam.is_floating_point():
             lam = lam.float()
-        if lam.numel() and (bool((lam < 0).any()) or bool((lam > 1).any())):
-            raise ValueError("lam must lie in [0, 1]")
+        lead = torch.broadcast_shapes(x.shape[:-3], y.shape[:-3])
+        try:
+            torch.broadcast_shapes(lam.shape, lead)
+        except RuntimeError:
+            raise ValueError(
+                f"lam tensor of shape {tuple(lam.shape)} must broadcast to the leading batch shape {tuple(lead)} "
+                "(one value per image)"
+            ) from None
+        if lam.numel() and not bool(((lam >= 0) & (lam <= 1)).all()):  # also rejects NaN
+            raise ValueError("lam must lie in [0, 1] (finite), got values outside or NaN")
         lam_t = lam.to(x.device).reshape(*lam.shape, *([1] * 3))
     else:
         if not 0.0 <= float(lam) <= 1.0:
@@ -154,8 +196,9 @@ def mix_amplitude(
         lam_t = float(lam)
     zx = torch.fft.rfftn(_as_float(x), dim=fft_dims)
     zy = torch.fft.rfftn(_as_float(y), dim=fft_dims)
-    amp = (1 - lam_t) * zx.abs() + lam_t * zy.abs()
-    out = _irfft(amp * _unit_phasor(zx), x, fft_dims)
+    mx = spectral_magnitude(zx)
+    amp = (1 - lam_t) * mx + lam_t * spectral_magnitude(zy)
+    out = _irfft(with_amplitude(zx, amp, mx), x, fft_dims)
     return restore_dtype(out, _out_dtype(x, y))
 
 
@@ -189,8 +232,9 @@ def low_frequency_swap(x: torch.Tensor, y: torch.Tensor, beta: float = 0.01, dim
     zx = torch.fft.rfftn(_as_float(x), dim=fft_dims)
     zy = torch.fft.rfftn(_as_float(y), dim=fft_dims)
     mask = low_frequency_mask(x.shape, beta, dims, device=x.device)
-    amp = torch.where(mask, zy.abs(), zx.abs())
-    out = _irfft(amp * _unit_phasor(zx), x, fft_dims)
+    mx = spectral_magnitude(zx)
+    amp = torch.where(mask, spectral_magnitude(zy), mx)
+    out = _irfft(with_amplitude(zx, amp, mx), x, fft_dims)
     return restore_dtype(out, _out_dtype(x, y))
 
 
@@ -213,16 +257,16 @@ def phase_only(
             amp = magnitude.to(z.real.dtype).expand_as(z.real)
         except RuntimeError:
             raise ValueError(f"magnitude of shape {tuple(magnitude.shape)} does not broadcast to {tuple(x.shape)}") from None
-        out = torch.fft.ifftn(amp * _unit_phasor(z), dim=fft_dims).real
+        out = torch.fft.ifftn(with_amplitude(z, amp), dim=fft_dims).real
         return restore_dtype(out, x.dtype)
     z = torch.fft.rfftn(xf, dim=fft_dims)
     if magnitude == "unit":
         amp = 1.0
     elif magnitude == "mean":
-        amp = torch.fft.fftn(xf, dim=fft_dims).abs().mean(dim=fft_dims, keepdim=True)
+        amp = spectral_magnitude(torch.fft.fftn(xf, dim=fft_dims)).mean(dim=fft_dims, keepdim=True)
     else:
         raise ValueError(f"magnitude must be 'unit', 'mean' or a tensor, got {magnitude!r}")
-    out = _irfft(amp * _unit_phasor(z), x, fft_dims)
+    out = _irfft(with_amplitude(z, amp), x, fft_dims)
     return restore_dtype(out, x.dtype)
 
 

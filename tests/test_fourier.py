@@ -144,3 +144,39 @@ def test_bad_arguments(images_f32):
         fr.low_frequency_swap(images_f32, images_f32, -0.1)
     with pytest.raises(ValueError, match="magnitude"):
         fr.phase_only(images_f32, "median")
+
+
+def test_with_amplitude_matches_polar_and_handles_zero_bins():
+    """The shared no-trigonometry helper equals ``polar(amp, angle(z))``, with phase 0 on zero bins."""
+    from aprkit.fourier import spectral_magnitude, with_amplitude
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.complex(torch.randn(4, 3, 5, generator=g), torch.randn(4, 3, 5, generator=g))
+    z[0, 0, 0] = 0
+    amp = torch.rand(4, 3, 5, generator=g)
+    want = torch.polar(amp, z.angle())
+    torch.testing.assert_close(with_amplitude(z, amp), want)
+    torch.testing.assert_close(spectral_magnitude(z), z.abs())
+    zr = z.clone().requires_grad_(True)
+    with_amplitude(zr, amp).real.sum().backward()
+    assert torch.isfinite(torch.view_as_real(zr.grad)).all()
+
+
+def test_mix_amplitude_rejects_nan_and_misshaped_lam_tensor():
+    """A NaN weight must not pass silently; a per-image weight of the wrong length names the expected shape."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(4, 3, 8, 8, generator=g), torch.rand(4, 3, 8, 8, generator=g)
+    with pytest.raises(ValueError, match="lam"):
+        fr.mix_amplitude(x, y, torch.tensor([0.1, float("nan"), 0.2, 0.3]))
+    with pytest.raises(ValueError, match="lam"):
+        fr.mix_amplitude(x, y, torch.tensor([0.1, 0.2, 0.3]))
+    out = fr.mix_amplitude(x, y, torch.tensor([0.0, 1.0, 0.5, 0.5], dtype=torch.float64))
+    assert out.dtype == x.dtype
+    torch.testing.assert_close(out[0], x[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fn", [fr.swap_amplitude, fr.mix_amplitude, fr.low_frequency_swap])
+def test_pair_ops_reject_non_broadcastable_batches(fn):
+    x, y = torch.rand(4, 3, 8, 8), torch.rand(3, 3, 8, 8)
+    with pytest.raises(ValueError, match="broadcastable leading batch"):
+        fn(x, y)

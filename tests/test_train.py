@@ -79,6 +79,8 @@ def test_batch_ops_shapes_determinism_and_identity(images_u8):
         random_crop(images_u8, 48, padding=4)
     with pytest.raises(TypeError, match="torch.Tensor"):
         random_crop(images_u8.numpy(), 32)
+    with pytest.raises(ValueError, match="p must be in"):
+        random_hflip(images_u8, p=1.5)
 
 
 def test_jsd_is_zero_for_identical_predictions():

@@ -237,3 +237,30 @@ def test_example_smoke_runs(tmp_path) -> None:
     res = runpy.run_path(str(example), run_name="example")["main"](["--smoke", "--out", str(tmp_path)])
     assert all(r["identity_agreement"] == 1.0 for r in res["rows"])
     assert (tmp_path / "sweep.png").is_file()
+
+
+def test_cli_module_split_keeps_entry_points(tmp_path) -> None:
+    """``python -m aprkit.eval.transplant`` still works; the folder reader decodes <class>/*.png."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    import aprkit.eval.transplant as T
+    from aprkit.eval.transplant_cli import main, read_folder
+
+    assert T.main is main and T._read_folder is read_folder
+    rng = np.random.default_rng(0)
+    for c in ("b", "a"):
+        (tmp_path / c).mkdir()
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / c / f"{i}.png")
+    x, y, classes = read_folder(tmp_path, per_class=1)
+    assert x.shape == (2, 3, 8, 8) and x.dtype == torch.uint8 and y.tolist() == [0, 1] and classes == ["a", "b"]
+    want = np.array(Image.open(tmp_path / "a" / "0.png"))
+    assert torch.equal(x[0], torch.from_numpy(want).permute(2, 0, 1))
+    with pytest.raises(FileNotFoundError):
+        read_folder(tmp_path / "missing")
+    r = subprocess.run([sys.executable, "-m", "aprkit.eval.transplant", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--model" in r.stdout

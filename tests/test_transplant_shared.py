@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aprkit.eval.transplant import _read_folder, transplant_test
+from aprkit.eval.transplant import transplant_test
+from aprkit.eval.transplant_cli import read_folder as _read_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .._checks import check_dims, check_image_tensor, check_probability, compute_dtype, restore_dtype
-from ..fourier import Dims
+from ..fourier import Dims, spectral_magnitude, with_amplitude
 
 __all__ = [
     "apr_pair",
@@ -46,26 +46,6 @@ def finish(out: torch.Tensor, dtype: torch.dtype, clamp: bool) -> torch.Tensor:
     return restore_dtype(out, dtype)
 
 
-def _magnitude(z: torch.Tensor) -> torch.Tensor:
-    """``|z|``; without autograd via real arithmetic on ``view_as_real`` (complex ``abs`` is slow on CPU)."""
-    if z.requires_grad:
-        return z.abs()  # safe gradient at |z| == 0
-    vr = torch.view_as_real(z)
-    return torch.addcmul(vr[..., 0].square(), vr[..., 1], vr[..., 1]).sqrt_()
-
-
-def _with_amplitude(z: torch.Tensor, mag: torch.Tensor, amp: torch.Tensor) -> torch.Tensor:
-    """``amp * exp(i * angle(z))`` given ``mag == |z|``, as ``z * amp / mag`` (phase 0 where ``|z| == 0``).
-
-    Works on the real view of ``z`` (real multiplies only); safe gradients at ``|z| == 0``.
-    """
-    ok = mag > _TINY
-    ratio = torch.where(ok, amp / torch.where(ok, mag, 1.0), 0.0)
-    out = torch.view_as_real(z) * ratio.unsqueeze(-1)
-    out[..., 0] = torch.where(ok, out[..., 0], amp)
-    return torch.view_as_complex(out)
-
-
 def swap_with_partner(z: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """Half spectrum ``z`` ``(B, ...)`` with each row's phase and the amplitude of row ``perm[i]``.
 
@@ -74,8 +54,8 @@ def swap_with_partner(z: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     Without autograd it runs on squared magnitudes: ``z * sqrt(|z[perm]|^2 / |z|^2)``.
     """
     if z.requires_grad:
-        mag = _magnitude(z)
-        return _with_amplitude(z, mag, mag.index_select(0, perm))
+        mag = spectral_magnitude(z)
+        return with_amplitude(z, mag.index_select(0, perm), mag)
     vr = torch.view_as_real(z)
     m2 = torch.addcmul(vr[..., 0].square(), vr[..., 1], vr[..., 1])
     m2p = m2.index_select(0, perm)
@@ -152,13 +132,13 @@ def recombine_views(
     fft_dims = check_dims(dims)
     n = a.shape[0]
     z = torch.fft.rfftn(torch.cat([a, b]), dim=fft_dims)
-    mag = _magnitude(z)
+    mag = spectral_magnitude(z)
     za, zb, ma, mb = z[:n], z[n:], mag[:n], mag[n:]
     if isinstance(phase_from_a, bool):
-        spec = _with_amplitude(za, ma, mb) if phase_from_a else _with_amplitude(zb, mb, ma)
+        spec = with_amplitude(za, mb, ma) if phase_from_a else with_amplitude(zb, ma, mb)
     else:
         sel = phase_from_a.to(a.device).view(n, *([1] * (z.ndim - 1)))
-        spec = _with_amplitude(torch.where(sel, za, zb), torch.where(sel, ma, mb), torch.where(sel, mb, ma))
+        spec = with_amplitude(torch.where(sel, za, zb), torch.where(sel, mb, ma), torch.where(sel, ma, mb))
     return torch.fft.irfftn(spec, s=[a.shape[d] for d in fft_dims], dim=fft_dims)
 
 

@@ -14,7 +14,7 @@ clean predictions) and flags for trivial results (a magnitude that barely varies
 transplant that does not change the activation, e.g. the sign of a post-ReLU map).
 
 Activations are captured once per layer (the forward stops at the layer); pairs run in batches.
-Run ``python -m aprkit.eval.transplant --help`` for the command line.
+Run ``python -m aprkit.eval.transplant --help`` for the command line (:mod:`aprkit.eval.transplant_cli`).
 """
 
 from __future__ import annotations
@@ -355,105 +355,16 @@ def layer_sweep(
     return {**info, "rows": rows, "table": sweep_table(rows), "figure": None if figure is None else str(figure)}
 
 
-# ---------------------------------------------------------------------------------------------
-# command line: python -m aprkit.eval.transplant --model SPEC --data DIR ...
+def __getattr__(name: str) -> Any:
+    """The command-line helpers live in :mod:`aprkit.eval.transplant_cli` (imported on first use)."""
+    if name in ("main", "_read_folder", "read_folder"):
+        from . import transplant_cli
 
-
-class _PrefixedCache:
-    """Namespaces a ``ResultCache`` by the run's model and data, so a shared folder never mixes runs."""
-
-    def __init__(self, cache: Any, prefix: str) -> None:
-        self.cache, self.prefix = cache, prefix
-
-    def get(self, key: str) -> dict | None:
-        return self.cache.get(self.prefix + key)
-
-    def put(self, key: str, value: dict) -> None:
-        self.cache.put(self.prefix + key, value)
-
-
-def _read_folder(root: str, per_class: int | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """uint8 images and labels from ``root/<class>/*.png`` (class index = sorted folder order)."""
-    from pathlib import Path
-
-    import numpy as np
-    from PIL import Image
-
-    classes = sorted(d.name for d in Path(root).iterdir() if d.is_dir())
-    if not classes:
-        raise FileNotFoundError(f"{root} has no class folders <class>/*.png")
-    xs, ys = [], []
-    for k, c in enumerate(classes):
-        files = sorted(p for p in (Path(root) / c).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-        for f in files[:per_class]:
-            with Image.open(f) as img:
-                xs.append(torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1))
-            ys.append(k)
-    return torch.stack(xs), torch.tensor(ys), classes
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run a layer sweep from the command line and print the Markdown table."""
-    import argparse
-    import json
-    from pathlib import Path
-
-    ap = argparse.ArgumentParser(prog="python -m aprkit.eval.transplant", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="aprkit.models.load_model spec: name, checkpoint path, torchvision:<name>")
-    ap.add_argument("--checkpoint", default=None, help="weights for --model (e.g. torchvision:mobilenet_v2)")
-    ap.add_argument("--data", required=True, help="folder of <class>/*.png (CIFAR-10 test, cue-conflict)")
-    ap.add_argument("--per-class", type=int, default=None, help="images per class folder (default: all)")
-    ap.add_argument("--layers", default="all", help="'all' (the blocks) or comma-separated layer names")
-    ap.add_argument("--codes", default="phase,sign")
-    ap.add_argument("--sites", default="output,input")
-    ap.add_argument("--every", type=int, default=1, help="every k-th block (the last is always kept)")
-    ap.add_argument("--n-pairs", type=int, default=1000)
-    ap.add_argument("--n-control", type=int, default=512)
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-labels", action="store_true", help="ignore folder labels (automatic when they do not match the outputs)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--skip-front", action="store_true",
-                    help="do not recompute the blocks before the intervened one (block-sequential nets; the identity control checks it)")
-    ap.add_argument("--out", default=None, help="folder for sweep.json, sweep.md, sweep.png and the resume cache/")
-    args = ap.parse_args(argv)
-
-    from ..models import load_model
-
-    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
-    images, labels, classes = _read_folder(args.data, args.per_class)
-    with torch.no_grad():
-        n_out = model(images[:1].float().div(255).to(args.device)).shape[1]
-    if args.no_labels or n_out != len(classes):
-        labels = None
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    layers = "all" if args.layers == "all" else args.layers.split(",")
-    cache = None
-    if out is not None:
-        from .cache import ResultCache
-
-        prefix = f"transplant|{args.model}|{args.checkpoint}|{args.data}|{args.per_class}|labels={labels is not None}|seed={args.seed}|"
-        cache = _PrefixedCache(ResultCache(out / "cache"), prefix)
-    res = layer_sweep(model, (images, labels) if labels is not None else images, layers,
-                      codes=args.codes.split(","), sites=args.sites.split(","), every=args.every,
-                      n_pairs=args.n_pairs, n_control=args.n_control, batch_size=args.batch_size, skip_front=args.skip_front,
-                      generator=torch.Generator().manual_seed(args.seed), progress=True,
-                      plot=(out / "sweep.png") if out else None, cache=cache)
-    acc = res["clean_accuracy"]
-    head = (f"model={args.model} data={args.data} images={res['n_images']} pairs={args.n_pairs} "
-            f"clean_acc={'n/a' if acc is None else format(100 * acc, '.2f') + '%'}")
-    print(head)
-    print(res["table"])
-    for r in res["rows"]:
-        for f in r["flags"]:
-            print(f"  {r['layer']}@{r['site']} {r['code']}: {f}")
-    if out is not None:
-        (out / "sweep.json").write_text(json.dumps({**res, "command": vars(args)}, indent=1))
-        (out / "sweep.md").write_text(head + "\n\n" + res["table"] + "\n")
-    return 0
+        return getattr(transplant_cli, "read_folder" if name == "_read_folder" else name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":
+    from aprkit.eval.transplant_cli import main
+
     raise SystemExit(main())

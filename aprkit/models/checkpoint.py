@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from .._io import atomic_torch_save
 from .normalize import Normalize, find_classifier, unwrap_model
 from .registry import create_model, is_model, list_models
 
@@ -70,12 +71,7 @@ def save_checkpoint(
         buf = getattr(model, name, None)
         if isinstance(buf, torch.Tensor):
             payload[name] = buf.detach().cpu().flatten().tolist()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_torch_save(payload, path)
 
 
 def read_checkpoint(path: str | os.PathLike, *, weights_only: bool = True) -> Any:

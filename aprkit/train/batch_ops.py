@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_image_tensor
+from .._checks import check_image_tensor, check_probability
 
 __all__ = ["random_crop", "random_hflip", "to_float"]
 
@@ -50,6 +50,7 @@ def random_crop(
 def random_hflip(x: torch.Tensor, p: float = 0.5, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip each image of ``x`` ``(B, C, H, W)`` left-right with probability ``p``; returns a new tensor."""
     check_image_tensor(x, "x", min_ndim=4, max_ndim=4, check_finite=False)
+    p = check_probability(p)
     gen_device = generator.device if generator is not None else x.device
     flip = (torch.rand(x.shape[0], generator=generator, device=gen_device) < p).to(x.device)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)

@@ -21,37 +21,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..data.loading import SubsetDataset, batch_source
 from .config import Config, expand_env
 from .state import derive_seed
 
 __all__ = ["load_datasets", "SubsetDataset", "SeededTransform", "EpochBatches", "cpu_train_transform", "cpu_test_transform"]
-
-
-class SubsetDataset(Dataset):
-    """``base`` restricted to ``indices`` (keeps ``tensors`` for in-memory pipelines when ``base`` has it)."""
-
-    def __init__(self, base: Dataset, indices: Sequence[int]):
-        self.base, self.indices = base, [int(i) for i in indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.base[self.indices[i]]
-
-    @property
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.base.tensors  # type: ignore[attr-defined]
-        idx = torch.as_tensor(self.indices)
-        return x[idx], y[idx]
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "tensors" or name.startswith("__"):
-            raise AttributeError(name)
-        base = self.__dict__.get("base")
-        if base is None:
-            raise AttributeError(name)
-        return getattr(base, name)
 
 
 def _subset(ds: Dataset, limit: int | None, seed: int, tag: str) -> Dataset:
@@ -59,7 +33,7 @@ def _subset(ds: Dataset, limit: int | None, seed: int, tag: str) -> Dataset:
     if limit is None or limit >= n:
         return ds
     g = torch.Generator().manual_seed(derive_seed(seed, tag) % (1 << 62))
-    return SubsetDataset(ds, torch.randperm(n, generator=g)[:limit].sort().values.tolist())
+    return SubsetDataset(ds, torch.randperm(n, generator=g)[:limit].sort().values)
 
 
 def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
@@ -162,8 +136,9 @@ def cpu_test_transform(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor] | 
 
 
 def _materialise(ds: Dataset, device: torch.device, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if hasattr(ds, "tensors"):
-        x, y = ds.tensors  # type: ignore[attr-defined]
+    src = batch_source(ds)  # in-memory datasets (``tensors``/``get_batch``), also through subsets
+    if src is not None:
+        x, y = src(np.arange(len(ds)))  # type: ignore[arg-type]
         return x.to(device), torch.as_tensor(y, dtype=torch.long).to(device)
     xs, ys = [], []
     for x, y in DataLoader(ds, batch_size=512, num_workers=num_workers, shuffle=False):

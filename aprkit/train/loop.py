@@ -26,6 +26,7 @@ from .data import EpochBatches, load_datasets
 from .distributed import DistInfo, all_reduce_sum, barrier, setup_distributed, teardown_distributed
 from .metrics_log import MetricsLogger
 from .recipe import DeviceAugment, method_loss
+from .._io import atomic_write_text
 from .state import CHECKPOINT_FORMAT, atomic_save, capture_rng, derive_seed, load_train_checkpoint, restore_rng, unwrap_model
 
 __all__ = ["fit", "build_model", "evaluate_accuracy", "lr_factor"]
@@ -199,7 +200,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None) -> dict[
         import yaml
 
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     logger = MetricsLogger(out, enabled=main, tensorboard=tr.tensorboard, history=history)
 
     net: nn.Module = model

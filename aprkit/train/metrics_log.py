@@ -13,13 +13,9 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._io import atomic_write_text
+
 __all__ = ["MetricsLogger"]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class MetricsLogger:
@@ -67,8 +63,8 @@ class MetricsLogger:
         writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.history)
-        _atomic_write_text(self.out / "metrics.csv", buf.getvalue())
-        _atomic_write_text(self.out / "metrics.json", json.dumps(self.history, indent=1))
+        atomic_write_text(self.out / "metrics.csv", buf.getvalue())
+        atomic_write_text(self.out / "metrics.json", json.dumps(self.history, indent=1))
 
     def close(self) -> None:
         if self._tb is not None:

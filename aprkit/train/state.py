@@ -18,6 +18,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .._io import atomic_torch_save
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "derive_seed",
@@ -63,16 +65,8 @@ def restore_rng(state: Mapping[str, Any], generator: torch.Generator | None = No
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to ``path + '.tmp'``, flush to disk, then ``os.replace`` (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    """``torch.save`` to a temporary file, flush to disk, then ``os.replace`` (never a half-written file)."""
+    return atomic_torch_save(obj, path)
 
 
 def load_train_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

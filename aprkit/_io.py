@@ -1,0 +1,55 @@
+"""Atomic file writes shared by every aprkit module that persists results (checkpoints, logs, caches).
+
+A writer fills a temporary file in the destination folder, flushes it to disk and ``os.replace``-s it
+over the target, so readers (and a resumed run after a crash) never see a half-written file. The
+temporary file is removed if writing fails. Nothing here is public API.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable
+
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save"]
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call ``write(fh)`` on a binary temporary file next to ``path``, fsync it, then rename it to ``path``.
+
+    Creates the parent folder when missing. Returns ``path`` as a ``Path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (``encoding`` defaults to UTF-8)."""
+    return atomic_write(path, lambda fh: fh.write(text.encode(encoding)))
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (torch is imported only when called)."""
+    import torch
+
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
