@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from aprkit.eval.cache import MemoryCache
-from aprkit.eval.phase_bias import measure_phase_bias
+from aprkit.eval.phase_amplitude import measure_phase_bias
 from aprkit.eval.suites import EvalContext, load_suites
 
 N_CLASSES = 4

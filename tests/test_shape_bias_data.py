@@ -120,3 +120,19 @@ def test_loader_on_the_shared_stimuli(cue_conflict_dir):
     assert n_same == 6 and len(CueConflict(cue_conflict_dir, conflicting_only=True)) == 154
     img, label = ds[0]
     assert img.shape == (3, 224, 224) and img.dtype == torch.uint8 and label == 0
+
+
+def test_get_dataset_cue_conflict_spec(tmp_path) -> None:
+    """``get_dataset("cue-conflict:ROOT")`` reads the published layout; a missing root names the folder."""
+    import numpy as np
+    from PIL import Image
+
+    from aprkit.data import get_dataset
+
+    for shape, texture in (("cat", "dog"), ("dog", "cat")):
+        (tmp_path / shape).mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / shape / f"{shape}1-{texture}2.png")
+    ds = get_dataset(f"cue-conflict:{tmp_path}")
+    assert len(ds) == 2 and ds[0][0].shape == (3, 8, 8)
+    with pytest.raises(FileNotFoundError, match="does-not-exist"):
+        get_dataset(f"cue-conflict:{tmp_path / 'does-not-exist'}")

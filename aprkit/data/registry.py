@@ -12,6 +12,7 @@ Specs (``KIND:ARG``):
 ``imagenet-c:ROOT``           ImageNet-C folders ``ROOT/<corruption>/<severity>/<wnid>/<image>``
 ``tinyimagenet-c:ROOT``       Tiny-ImageNet-C, same layout (``tiny-imagenet-c:`` is an alias)
 ``synthetic`` / ``synthetic:N``  procedural shape x texture set (:mod:`aprkit.data.synthetic`), N images
+``cue-conflict:ROOT``         Geirhos et al. stimuli ``ROOT/<shape>/<shape>N-<texture>M.png`` (label = shape)
 ``noise:KIND``                synthetic OOD set, KIND in gaussian, uniform, rademacher, blobs; keywords
                               ``n`` (10000), ``size`` (32), ``channels`` (3), ``seed`` (0)
 ============================  ==========================================================================
@@ -80,6 +81,12 @@ def _synthetic(arg: str, split: str, **kw: Any) -> Dataset:
     return mod.SyntheticShapes(split=split, **kw)
 
 
+def _cue_conflict(arg: str, split: str, **kw: Any) -> Dataset:
+    from .cue_conflict import CueConflict
+
+    return CueConflict(_root(arg, "cue-conflict"), **kw)
+
+
 def _noise(arg: str, split: str, **kw: Any) -> Dataset:
     from .noise import NOISE_KINDS, NoiseDataset
 
@@ -100,6 +107,7 @@ DATASET_KINDS: dict[str, Callable[..., Dataset]] = {
     "tinyimagenet-c": _folder_c("tinyimagenet-c"),
     "tiny-imagenet-c": _folder_c("tinyimagenet-c"),
     "synthetic": _synthetic,
+    "cue-conflict": _cue_conflict,
     "noise": _noise,
 }
 

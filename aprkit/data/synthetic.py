@@ -1,11 +1,12 @@
 """Procedural shape x texture images: a dataset where BOTH cues predict the class.
 
 Class ``k`` is a silhouette (``SHAPES[k]``: disc, square, triangle, ...) filled with a class-typical
-texture (``TEXTURES[k]``: stripes of a given frequency and orientation, checkerboard, dots, ...), drawn
-at a random position, scale and rotation on a random low-contrast background. Because shape and
-texture are both predictive, rendering the shape of class ``i`` with the texture of class ``j`` gives a
-true cue-conflict stimulus (``make_cue_conflict``). Shape lives mostly in the Fourier phase, the
-periodic textures mostly in the amplitude, which makes this the CIFAR-sized testbed for APR.
+texture (``TEXTURES[k]``: random-phase noise in a class-specific band of spatial frequency and
+orientation), drawn in two random colours at a random position, scale and rotation on a random
+background. Because shape and texture are both predictive, rendering the shape of class ``i`` with the
+texture of class ``j`` gives a true cue-conflict stimulus (``make_cue_conflict``). The texture's
+identity lives only in the Fourier amplitude (its phase is random), the silhouette in the phase, which
+makes this the CIFAR-sized testbed for APR.
 
 Everything is generated on the fly from a seed, batched in torch (no files).
 """
@@ -29,33 +30,34 @@ __all__ = [
 
 SHAPES = ("disc", "square", "triangle", "star", "cross", "ring", "diamond", "crescent", "hbar", "heart")
 TEXTURES = (
-    "stripes_h",
-    "stripes_v",
-    "stripes_diag",
-    "checker",
-    "dots",
-    "fine_noise",
+    "vertical_stripes",
+    "horizontal_stripes",
+    "diagonal_stripes",
+    "antidiagonal_stripes",
+    "coarse_vertical",
+    "coarse_horizontal",
+    "fine_grain",
     "blobs",
-    "zigzag",
-    "crosshatch",
-    "stripes_fine",
+    "fine_diagonal",
+    "fine_antidiagonal",
 )
 _NUM = len(SHAPES)
 
-# two colours per texture class (RGB in [0, 1]): class-typical but jittered per image
-_PALETTE = torch.tensor(
-    [
-        [[0.95, 0.85, 0.20], [0.55, 0.15, 0.10]],
-        [[0.20, 0.55, 0.95], [0.95, 0.95, 0.95]],
-        [[0.90, 0.30, 0.60], [0.20, 0.20, 0.45]],
-        [[0.10, 0.10, 0.10], [0.90, 0.90, 0.80]],
-        [[0.30, 0.85, 0.35], [0.10, 0.30, 0.15]],
-        [[0.80, 0.50, 0.20], [0.35, 0.25, 0.65]],
-        [[0.60, 0.90, 0.95], [0.15, 0.45, 0.55]],
-        [[0.95, 0.60, 0.55], [0.45, 0.10, 0.30]],
-        [[0.70, 0.70, 0.25], [0.15, 0.35, 0.60]],
-        [[0.85, 0.20, 0.20], [0.95, 0.80, 0.60]],
-    ]
+# Texture k is random-phase noise whose power spectrum is a class-typical band: (centre frequency in
+# cycles/pixel, orientation of the frequency vector in degrees, or None for isotropic). Texture identity
+# therefore lives in the Fourier amplitude only (its phase is random in every image), while the
+# silhouette lives in the phase: the cue split APR is about. Colours are random per image (no class cue).
+_BANDS = (
+    (0.25, 0.0),
+    (0.25, 90.0),
+    (0.25, 45.0),
+    (0.25, 135.0),
+    (0.11, 0.0),
+    (0.11, 90.0),
+    (0.40, None),
+    (0.09, None),
+    (0.40, 45.0),
+    (0.40, 135.0),
 )
 
 
@@ -92,36 +94,29 @@ def _heart(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.minimum(torch.minimum(left, right), tip)
 
 
-def _texture(kind: torch.Tensor, x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Texture intensity ``(B, H, W)`` in [0, 1] for texture ``kind[b]`` in image coordinates (pixels)."""
+def _band_filters(size: int) -> torch.Tensor:
+    """Amplitude filters ``(10, size, size//2+1)`` of the texture classes on the rfft2 grid."""
+    fy = torch.fft.fftfreq(size)[:, None]
+    fx = torch.fft.rfftfreq(size)[None, :]
+    radius = torch.sqrt(fy**2 + fx**2)
+    angle = torch.atan2(fy, fx)
+    filters = []
+    for centre, orient in _BANDS:
+        band = torch.exp(-0.5 * ((radius - centre) / 0.035) ** 2)
+        if orient is not None:  # cos^16 of the angle to the class orientation: symmetric under f -> -f
+            band = band * torch.cos(angle - math.radians(orient)) ** 16
+        filters.append(band)
+    return torch.stack(filters)
+
+
+def _texture(kind: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
+    """Texture intensity ``(B, size, size)`` in [0, 1]: random-phase noise in class ``kind[b]``'s band."""
     b = kind.shape[0]
-    phase = torch.rand(b, 1, 1, generator=g) * 2 * math.pi
-    jit = 1 + 0.08 * (torch.rand(b, 1, 1, generator=g) - 0.5)
-    ang = (torch.rand(b, 1, 1, generator=g) - 0.5) * 0.25  # small orientation jitter (radians)
-    xr = x * torch.cos(ang) - y * torch.sin(ang)
-    yr = x * torch.sin(ang) + y * torch.cos(ang)
-    f = 2 * math.pi * jit
-    noise_fine = torch.rand(b, *x.shape[1:], generator=g)
-    coarse = torch.rand(b, 1, 6, 6, generator=g)
-    blobs = torch.nn.functional.interpolate(coarse, size=x.shape[1:], mode="bicubic", align_corners=False)[:, 0]
-    tex = torch.stack(
-        [
-            0.5 + 0.5 * torch.sin(f * yr / 6 + phase),  # horizontal stripes, period 6 px
-            0.5 + 0.5 * torch.sin(f * xr / 4 + phase),  # vertical stripes, period 4 px
-            0.5 + 0.5 * torch.sin(f * (xr + yr) / 7 + phase),  # diagonal stripes
-            ((torch.sin(f * xr / 8 + phase) * torch.sin(f * yr / 8 + phase)) > 0).float(),  # checkerboard
-            ((torch.sin(f * xr / 5 + phase) * torch.sin(f * yr / 5 + phase * 0.5)) > 0.5).float(),  # dots
-            noise_fine,  # fine noise
-            ((blobs - blobs.mean(dim=(-2, -1), keepdim=True)) * 4 + 0.5).clamp(0, 1),  # smooth blobs
-            0.5 + 0.5 * torch.sin(f * yr / 5 + 2.5 * torch.sin(f * xr / 6) + phase),  # zigzag
-            torch.maximum(  # crosshatch
-                (torch.sin(f * (xr + yr) / 5 + phase) > 0.6).float(), (torch.sin(f * (xr - yr) / 5 + phase) > 0.6).float()
-            ),
-            0.5 + 0.5 * torch.sin(f * (xr - 0.5 * yr) / 2.5 + phase),  # fine oblique stripes
-        ],
-        dim=1,
-    )
-    return tex.gather(1, kind.view(-1, 1, 1, 1).expand(-1, 1, *x.shape[1:])).squeeze(1)
+    spec = torch.randn(b, size, size // 2 + 1, 2, generator=g)
+    z = torch.complex(spec[..., 0], spec[..., 1]) * _band_filters(size)[kind]
+    t = torch.fft.irfft2(z, s=(size, size))
+    t = (t - t.mean(dim=(-2, -1), keepdim=True)) / t.std(dim=(-2, -1), keepdim=True).clamp_min(1e-8)
+    return 0.5 + 0.5 * torch.tanh(1.5 * t)
 
 
 def render(
@@ -159,10 +154,8 @@ def render(
     u = dx * torch.cos(rot) + dy * torch.sin(rot)
     v = -dx * torch.sin(rot) + dy * torch.cos(rot)
     mask = _shape_mask(shape_ids, u, v).unsqueeze(1)  # (B,1,H,W)
-    px = (xx + 1) * size / 2
-    py = (yy + 1) * size / 2
-    tex = _texture(texture_ids, px, py, g).unsqueeze(1)  # (B,1,H,W)
-    cols = _PALETTE[texture_ids] + 0.12 * (torch.rand(b, 2, 3, generator=g) - 0.5)  # (B,2,3)
+    tex = _texture(texture_ids, size, g).unsqueeze(1)  # (B,1,H,W)
+    cols = torch.rand(b, 2, 3, generator=g)  # two random colours per image: colour carries no class
     fg = cols[:, 0, :, None, None] * tex + cols[:, 1, :, None, None] * (1 - tex)
     bg_col = 0.25 + 0.5 * torch.rand(b, 3, 1, 1, generator=g)
     bg_grad = 0.15 * (torch.rand(b, 1, 1, 1, generator=g) - 0.5) * (xx + yy).unsqueeze(1)

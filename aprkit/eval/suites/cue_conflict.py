@@ -4,7 +4,7 @@
 can render true cue-conflict stimuli: the shape of class ``i`` filled with the texture of class
 ``j != i`` (``make_cue_conflict``). The model outputs the synthetic classes directly (no 16-category
 mapping as in the ImageNet ``shape-bias`` suite); shape bias = shape decisions / (shape + texture
-decisions), computed by :func:`aprkit.eval.shape_bias.shape_bias`. It is the synthetic-data analogue of
+decisions), computed by :func:`aprkit.eval.texture_shape`. It is the synthetic-data analogue of
 the Geirhos et al. benchmark, not that benchmark.
 
 ``data``: ``"synthetic"`` / ``"synthetic:N"`` (stimuli generated from ``options["cue_conflict_seed"]``,
@@ -101,7 +101,7 @@ class CueConflictSuite(Suite):
 
     def run(self, ctx: EvalContext, data: Any) -> dict:
         from ..inference import predict
-        from ..shape_bias import shape_bias
+        from ..texture_shape import shape_bias
 
         ds = resolve_cue_conflict(data, ctx.options, ctx.seed)
         key = make_key(ctx.model_id, ds.cache_id, "cue-conflict", None, v=_VERSION)

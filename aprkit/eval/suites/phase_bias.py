@@ -20,7 +20,7 @@ from torch.utils.data import Subset
 
 from ..cache import make_key
 from ..inference import as_dataset, dataset_id
-from ..phase_bias import measure_phase_bias
+from ..phase_amplitude import measure_phase_bias
 from .base import EvalContext, ReportSection, Suite, register_suite
 
 __all__ = ["PhaseBiasSuite", "plot_phase_bias"]

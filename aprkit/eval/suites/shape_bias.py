@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..cache import make_key
-from ..shape_bias import CATEGORIES, REFERENCE_SHAPE_BIAS, predict_decisions, shape_bias
+from ..texture_shape import CATEGORIES, REFERENCE_SHAPE_BIAS, predict_decisions, shape_bias
 from .base import EvalContext, ReportSection, Suite, register_suite
 
 __all__ = ["ShapeBiasSuite", "resolve_stimuli", "plot_shape_bias"]

@@ -1,7 +1,7 @@
 """Phase-vs-amplitude bias for any labelled image dataset (CIFAR included).
 
 This is the CIFAR-scale analogue of shape bias, **not** the Geirhos et al. cue-conflict metric (which
-needs the 16-category ImageNet stimuli; see ``aprkit.eval.shape_bias``). Conflict stimuli are built
+needs the 16-category ImageNet stimuli; see ``aprkit.eval.texture_shape``). Conflict stimuli are built
 from pairs of test images of different classes: the Fourier phase of one image (its structure: edges,
 shape) with the amplitude spectrum of the other (mostly colour, contrast, texture statistics). A model
 "follows the phase" when it predicts the phase donor's class and "follows the amplitude" when it
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import sys
-import types
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Sequence
 
@@ -353,13 +352,13 @@ def measure_phase_bias(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m aprkit.eval.phase_bias MODEL DATA``: print phase bias and patch-shuffle accuracy."""
+    """``python -m aprkit.eval.phase_amplitude MODEL DATA``: print phase bias and patch-shuffle accuracy."""
     import argparse
     import json
 
     from ..models import load_model
 
-    p = argparse.ArgumentParser(prog="python -m aprkit.eval.phase_bias", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m aprkit.eval.phase_amplitude", description=main.__doc__)
     p.add_argument("model", help="model spec for aprkit.models.load_model (a checkpoint path, or an arch name with --checkpoint)")
     p.add_argument("data", help="dataset spec, e.g. cifar10:../shared/data/cifar10")
     p.add_argument("--checkpoint", default=None)
@@ -387,16 +386,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"patch shuffle (patch {s['patch_size']}) accuracy {s['accuracy']:.4f} vs clean {s['clean_accuracy']:.4f} on {s['n_images']} images")
     return 0
 
-
-class _CallableModule(types.ModuleType):
-    """Importing this module binds ``aprkit.eval.phase_bias`` to it (shadowing the lazy export of the
-    function of the same name); making the module callable keeps ``aprkit.eval.phase_bias(...)`` working."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> PhaseBiasResult:
-        return phase_bias(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

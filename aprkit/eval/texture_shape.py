@@ -9,14 +9,13 @@ the sorted order of ``CATEGORIES``) are taken as they are.
 Shape bias = shape decisions / (shape decisions + texture decisions), over the stimuli whose shape and
 texture classes differ. Published reference values: humans about 0.96, ResNet-50 (ImageNet) about 0.22.
 
-Run ``python -m aprkit.eval.shape_bias --help`` for a command line.
+Run ``python -m aprkit.eval.texture_shape --help`` for a command line.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-import types
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -242,13 +241,13 @@ def measure_shape_bias(model: nn.Module, stimuli: object, **kwargs: Any) -> Shap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m aprkit.eval.shape_bias STIMULI [--checkpoint PATH]``: print the shape bias."""
+    """``python -m aprkit.eval.texture_shape STIMULI [--checkpoint PATH]``: print the shape bias."""
     import argparse
     import json
 
     from ..models import load_model
 
-    p = argparse.ArgumentParser(prog="python -m aprkit.eval.shape_bias", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m aprkit.eval.texture_shape", description=main.__doc__)
     p.add_argument("stimuli", help="cue-conflict folder <shape>/<shape>N-<texture>M.png")
     p.add_argument("--model", default="torchvision:mobilenet_v2",
                    help="model spec for aprkit.models.load_model (default torchvision:mobilenet_v2)")
@@ -266,16 +265,6 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{res.texture_match:.3f}  ({res.n_stimuli} conflicting stimuli, {res.n_excluded} excluded)")
     return 0
 
-
-class _CallableModule(types.ModuleType):
-    """Importing this module binds ``aprkit.eval.shape_bias`` to it (shadowing the lazy export of the
-    function of the same name); making the module callable keeps ``aprkit.eval.shape_bias(...)`` working."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> ShapeBiasResult:
-        return shape_bias(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
