@@ -24,9 +24,9 @@ __all__ = ["DemoSettings", "demo_settings", "DemoData", "TensorSet", "load_demo_
 class DemoSettings:
     """Sizes and training hyper-parameters of one demo run."""
 
-    n_train: int = 5000  # training images (synthetic: generated; real data: a seeded random subset, 0 = all)
+    n_train: int = 8000  # training images (synthetic: generated; real data: a seeded random subset, 0 = all)
     n_test: int = 500  # test images for clean accuracy, corruptions, calibration, OOD, phase bias, transplant
-    epochs: int = 4
+    epochs: int = 6
     batch_size: int = 128
     lr: float = 0.05
     weight_decay: float = 5e-4
