@@ -16,12 +16,13 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
 from torch import nn
+
+from .._io import atomic_write_text
 
 __all__ = ["ResultCache", "MemoryCache", "atomic_write_json", "make_key", "model_fingerprint", "to_jsonable"]
 
@@ -162,20 +163,6 @@ class ResultCache:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(to_jsonable(obj), f, indent=indent, sort_keys=False, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    text = json.dumps(to_jsonable(obj), indent=indent, sort_keys=False, allow_nan=False)
+    return atomic_write_text(path, text)
 
