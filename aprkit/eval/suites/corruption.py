@@ -28,7 +28,7 @@ from ..cache import make_key
 from ..inference import as_dataset, dataset_id, predict
 from .base import EvalContext, ReportSection, Suite, register_suite
 
-__all__ = ["CorruptionSuite", "evaluate_cell", "expected_classes", "cell_summary", "resolve_grid", "markdown_table", "pyplot", "pct"]
+__all__ = ["CorruptionSuite", "evaluate_cell", "expected_classes", "cell_summary", "resolve_grid", "markdown_table", "pyplot", "grouped_bars", "pct"]
 
 CELL_VERSION = 1
 
@@ -41,6 +41,14 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def grouped_bars(ax: Any, series: Mapping[str, Sequence[float]], n_groups: int) -> None:
+    """Draw one bar per model in each of ``n_groups`` groups, side by side (``series``: model -> values)."""
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(n_groups)]
+        ax.bar(xs, list(values), width, label=name)
 
 
 def pct(x: float | None, digits: int = 2) -> str:
@@ -274,13 +282,11 @@ class CorruptionSuite(Suite):
     @staticmethod
     def _bar_chart(results: Mapping[str, dict], corruptions: list[str], fig_dir: Path) -> Path:
         plt = pyplot()
-        models = list(results)
-        width = 0.8 / len(models)
         fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(corruptions) + 2), 3.8))
-        for i, m in enumerate(models):
-            xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(corruptions))]
-            ax.bar(xs, [100 * (results[m]["per_corruption"].get(c) or 0) for c in corruptions], width, label=m)
-            ax.axhline(100 * results[m]["clean"]["error"], ls="--", lw=1, color=f"C{i}")
+        grouped_bars(ax, {m: [100 * (r["per_corruption"].get(c) or 0) for c in corruptions] for m, r in results.items()},
+                     len(corruptions))
+        for i, r in enumerate(results.values()):
+            ax.axhline(100 * r["clean"]["error"], ls="--", lw=1, color=f"C{i}")
         ax.set_xticks(range(len(corruptions)), [c.replace("_", " ") for c in corruptions], rotation=45, ha="right")
         ax.set_ylabel("error (%), mean over severities")
         ax.set_title("Error per corruption (dashed: clean error)")

@@ -28,7 +28,7 @@ from torch.utils.data import Subset
 from ..cache import make_key
 from ..inference import as_dataset, dataset_id, iter_batches, predict, to_model_input
 from .base import EvalContext, ReportSection, Suite, register_suite
-from .corruption import markdown_table, pct, pyplot
+from .corruption import grouped_bars, markdown_table, pct, pyplot
 
 __all__ = ["OODSuite", "SCORES", "SYNTHETIC_SETS", "compute_scores"]
 
@@ -206,12 +206,8 @@ class OODSuite(Suite):
     @staticmethod
     def _auroc_bars(results: Mapping[str, dict], scores: list[str], fig_dir: Path) -> Path:
         plt = pyplot()
-        models = list(results)
-        width = 0.8 / len(models)
         fig, ax = plt.subplots(figsize=(max(5, 1.0 * len(scores) + 2), 3.4))
-        for i, m in enumerate(models):
-            xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(scores))]
-            ax.bar(xs, [100 * results[m]["mean"].get(s, {}).get("auroc", 0) for s in scores], width, label=m)
+        grouped_bars(ax, {m: [100 * r["mean"].get(s, {}).get("auroc", 0) for s in scores] for m, r in results.items()}, len(scores))
         ax.set_xticks(range(len(scores)), scores)
         ax.set_ylim(0, 100)
         ax.axhline(50, color="k", lw=0.8, ls=":")
