@@ -7,10 +7,8 @@ Importing ``aprkit`` loads only the Fourier core; subpackages (``aprkit.augment`
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from . import fourier
+from ._lazy import lazy_getattr
 from .fourier import (
     amplitude_only,
     amplitude_phase,
@@ -39,7 +37,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBPACKAGES:
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'aprkit' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, {}, _SUBPACKAGES)

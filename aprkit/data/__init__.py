@@ -5,8 +5,8 @@ Public names are imported lazily from their modules on first access.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_getattr
+
 
 #: public name -> module that defines it (each area adds its own lines)
 _EXPORTS: dict[str, str] = {
@@ -45,7 +45,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'aprkit.data' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -6,8 +6,8 @@ Runs on the built-in synthetic shape x texture dataset by default (no download),
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_getattr
+
 
 _EXPORTS: dict[str, str] = {
     "run_demo": "aprkit.demo.pipeline",
@@ -26,7 +26,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'aprkit.demo' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

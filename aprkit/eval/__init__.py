@@ -5,8 +5,8 @@ Public names are imported lazily from their modules on first access (nothing hea
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_getattr
+
 
 #: public name -> module that defines it (each area adds its own lines)
 _EXPORTS: dict[str, str] = {
@@ -35,9 +35,4 @@ _SUBMODULES = ("metrics", "suites", "runner", "report", "scores", "states")
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'aprkit.eval' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS, _SUBMODULES)
