@@ -119,6 +119,37 @@ def test_predict_matches_direct_forward_and_features():
     assert dataset_id(ds) == dataset_id(small_data(37)) != dataset_id(small_data(36))
 
 
+def test_channels_last_default_on_cpu_gives_the_same_numbers():
+    ds = small_data(24)
+    ref = predict(Tiny().eval(), ds, batch_size=8, channels_last=False)
+    cl = predict(Tiny().eval(), ds, batch_size=8, channels_last=True)
+    torch.testing.assert_close(cl.logits, ref.logits, rtol=1e-4, atol=1e-5)
+    res = evaluate(Tiny(), suite="corruption", data=ds, corruptions=["none"], device="cpu", batch_size=8,
+                   progress=False, report=False)
+    assert res.meta["channels_last"] is True  # conv models default to channels_last on every device
+    off = evaluate(Tiny(), suite="corruption", data=ds, corruptions=["none"], device="cpu", batch_size=8,
+                   channels_last=False, progress=False, report=False)
+    assert off.meta["channels_last"] is False
+    assert res.models == off.models
+
+
+def test_cell_summary_equals_the_separate_metrics():
+    from aprkit.eval import metrics as M
+    from aprkit.eval.suites.corruption import cell_summary
+
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(257, 10, generator=g) * 3, torch.randint(0, 10, (257,), generator=g)
+    v = cell_summary(logits, labels)
+    p = torch.softmax(logits.double(), 1)
+    assert v["accuracy"] == M.accuracy(logits, labels) and v["n"] == 257
+    for key, ref in [("nll", M.nll(p, labels)), ("brier", M.brier(p, labels)), ("ece", M.expected_calibration_error(p, labels)),
+                     ("rms", M.rms_calibration_error(p, labels))]:
+        assert v[key] == pytest.approx(ref, rel=1e-12, abs=1e-14), key
+    assert v["reliability"] == M.reliability_diagram_data(p, labels)
+    with pytest.raises(ValueError, match="labels"):
+        cell_summary(logits, labels[:-1])
+
+
 class _Const(nn.Module):
     def __init__(self, out: torch.Tensor | None = None, rows: int | None = None, k: int = 10) -> None:
         super().__init__()

@@ -180,21 +180,29 @@ def _color_op(name: str, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
 def apply_ops(x: torch.Tensor, names: tuple[str, ...], params: dict[str, torch.Tensor]) -> torch.Tensor:
     """Apply op ``names[params['op'][i]]`` to image ``i`` of ``x`` ``(B, C, H, W)`` (float, 0..255 scale).
 
-    Returns a new float tensor of the same shape; every image gets exactly one op.
+    Returns a new float tensor of the same shape; every image gets exactly one op. Images are grouped
+    by op and each op runs only on its own group (the grouping reads ``params['op']`` on the host: no
+    device sync when, as sampled by :func:`sample_op_params`, it lives on the CPU).
     """
-    op = params["op"].to(x.device)
+    op_host = params["op"].detach().cpu().long()
+    if op_host.numel() and (int(op_host.min()) < 0 or int(op_host.max()) >= len(names)):
+        raise ValueError(f"params['op'] must index the {len(names)} ops, got values in [{int(op_host.min())}, {int(op_host.max())}]")
     level = params["level"].to(x.device)
     negate = params["negate"].to(x.device)
-    b, _, h, w = x.shape
-    out = x
-    if any(n in _GEOMETRIC for n in names):
-        theta = _affine_matrices(names, op, level, negate, h, w)
-        is_geo = torch.zeros(b, dtype=torch.bool, device=x.device)
-        for k, name in enumerate(names):
-            if name in _GEOMETRIC:
-                is_geo |= op == k
-        out = torch.where(is_geo.view(b, 1, 1, 1), _warp(x, theta), out)
+    _, _, h, w = x.shape
+    out = torch.empty_like(x)
+    geo = [k for k, name in enumerate(names) if name in _GEOMETRIC]
+    if geo:
+        rows = torch.isin(op_host, torch.tensor(geo)).nonzero().flatten()
+        if rows.numel():
+            i = rows.to(x.device)
+            theta = _affine_matrices(names, params["op"].to(x.device)[i], level[i], negate[i], h, w)
+            out.index_copy_(0, i, _warp(x[i], theta))
     for k, name in enumerate(names):
-        if name not in _GEOMETRIC:
-            out = torch.where((op == k).view(b, 1, 1, 1), _color_op(name, x, level), out)
+        if name in _GEOMETRIC:
+            continue
+        rows = (op_host == k).nonzero().flatten()
+        if rows.numel():
+            i = rows.to(x.device)
+            out.index_copy_(0, i, _color_op(name, x[i], level[i]))
     return out

@@ -133,7 +133,7 @@ class APRSingleBatch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4)
-        return self.apply(x, self.generate_parameters(x.shape, x.device))
+        return self.apply(x, self.generate_parameters(x.shape))  # host params: apply moves them, no device sync
 
     def extra_repr(self) -> str:
         return f"p={self.p}, severity={self.severity}, ops={len(self.ops)}, dims={self.dims!r}"

@@ -113,7 +113,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--fit", help="training data spec for Mahalanobis/KNN (default: the train split of --data)")
     p.add_argument("--seed", type=int)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: on for CUDA)")
-    p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on for convolutional models)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.add_argument("--no-resume", dest="resume", action="store_false", default=None, help="recompute even if cached")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key or suite option")

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .._io import atomic_write
 from .api import check_name, corrupt
 from .severity import check_preset, check_severity
 
@@ -74,10 +75,7 @@ def load_image_folder(root: str | os.PathLike, size: int | None = None) -> tuple
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: np.save(fh, array))
 
 
 def _check_names(names: Sequence[str], severities: Sequence[int]) -> tuple[list[str], list[int]]:
@@ -200,9 +198,14 @@ def write_imagenet_c(
                     if t.exists():
                         continue
                     t.parent.mkdir(parents=True, exist_ok=True)
+                    # temporary name + rename, without the fsync of _io.atomic_write (one per image
+                    # would dominate writing an ImageNet-C-sized tree)
                     tmp = t.with_name(t.name + ".tmp")
-                    Image.fromarray(o).save(tmp, "JPEG", quality=quality, optimize=True)
-                    os.replace(tmp, t)
+                    try:
+                        Image.fromarray(o).save(tmp, "JPEG", quality=quality, optimize=True)
+                        os.replace(tmp, t)
+                    finally:
+                        tmp.unlink(missing_ok=True)
                     count += 1
                 bar.update(len(chunk))
     bar.close()

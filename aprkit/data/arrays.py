@@ -8,6 +8,8 @@ the data itself.
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ArrayDataset", "NO_LABEL"]
+__all__ = ["ArrayDataset", "NO_LABEL", "load_npy"]
 
 #: label yielded by datasets without class labels (synthetic OOD sets)
 NO_LABEL = -1
@@ -35,6 +37,21 @@ def _as_index_array(indices: Any, n: int) -> np.ndarray | slice:
     if idx.size == 1:
         return slice(int(idx[0]), int(idx[0]) + 1)
     return idx
+
+
+@functools.lru_cache(maxsize=64)
+def _load_npy_cached(path: str, mtime_ns: int, size: int) -> np.ndarray:
+    return np.load(path, mmap_mode="r")
+
+
+def load_npy(path: str | Path) -> np.ndarray:
+    """``np.load(path, mmap_mode="r")``, memoised per file version (path, mtime, size) in this process.
+
+    A -C evaluation opens the same ``<corruption>.npy`` and ``labels.npy`` once per severity; the
+    read-only maps are shared instead of re-parsing the header each time.
+    """
+    st = os.stat(path)
+    return _load_npy_cached(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
 
 
 class ArrayDataset(Dataset):
@@ -65,7 +82,7 @@ class ArrayDataset(Dataset):
             self._path = Path(images)
             if not self._path.is_file():
                 raise FileNotFoundError(f"image array {self._path} does not exist")
-            arr = self._open()
+            arr = self._array = self._open()
         else:
             arr = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
             self._array = arr
@@ -92,7 +109,7 @@ class ArrayDataset(Dataset):
 
     def _open(self) -> np.ndarray:
         assert self._path is not None
-        return np.load(self._path, mmap_mode="r")
+        return load_npy(self._path)
 
     @property
     def array(self) -> np.ndarray:
@@ -111,9 +128,10 @@ class ArrayDataset(Dataset):
         return self.stop - self.start
 
     def _to_chw(self, batch: np.ndarray) -> torch.Tensor:
-        # one copy out of the (read-only) memmap, straight into (B, C, H, W) order
-        arr = batch.transpose(0, 3, 1, 2) if self.layout == "nhwc" else batch
-        return torch.from_numpy(np.array(arr, order="C", copy=True))
+        # one plain copy out of the (read-only) memmap; NHWC files give a (B, C, H, W) view with
+        # channels_last strides, the layout the convolutions prefer (no transpose copy needed)
+        out = torch.from_numpy(np.array(batch, order="C", copy=True))
+        return out.permute(0, 3, 1, 2) if self.layout == "nhwc" else out
 
     def get_batch(self, indices: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``uint8 (B, C, H, W)`` and labels ``int64 (B,)`` for ``indices`` (slice, sequence or tensor)."""

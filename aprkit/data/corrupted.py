@@ -18,7 +18,7 @@ import numpy as np
 
 from aprkit._checks import nearest_names
 
-from .arrays import ArrayDataset
+from .arrays import ArrayDataset, load_npy
 from .folder import ImageFolderDataset
 
 __all__ = ["BENCHMARK_CORRUPTIONS", "ALL_CORRUPTIONS", "cifar_c", "imagenet_c", "available_corruptions"]
@@ -72,13 +72,13 @@ def cifar_c(root: str | Path, corruption: str, severity: int | None = None, *, c
     for p in (data_path, label_path):
         if not p.is_file():
             raise FileNotFoundError(f"{p} is missing; expected the CIFAR-C layout {_CIFAR_LAYOUT}")
-    arr = np.load(data_path, mmap_mode="r")
+    arr = load_npy(data_path)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] != 3:
         raise ValueError(f"{data_path} must hold uint8 images (5*N, H, W, 3), got dtype {arr.dtype} shape {arr.shape}")
     if arr.shape[0] % 5:
         raise ValueError(f"{data_path} has {arr.shape[0]} images, not a multiple of 5 severities")
     n = arr.shape[0] // 5
-    labels = np.load(label_path, mmap_mode="r")
+    labels = load_npy(label_path)
     if labels.ndim != 1 or labels.shape[0] not in (n, 5 * n):
         raise ValueError(f"{label_path} must have shape ({5 * n},) or ({n},) to match {data_path} {arr.shape}, got {labels.shape}")
     labels = np.asarray(labels, dtype=np.int64)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from .._io import atomic_write_text
 from ..eval.suites.base import ReportSection
 
 __all__ = ["demo_section", "training_figure", "write_demo_report"]
@@ -91,7 +92,5 @@ def write_demo_report(results: Any, out_dir: str | Path) -> dict[str, Path]:
     sections = [("demo", demo_section(results.meta["demo"], fig_root / "demo"))] + render_sections(results, fig_root)
     paths = {"json": results.save(out / "results.json"), "markdown": out / "report.md", "html": out / "report.html"}
     for key, text in (("markdown", render_markdown(results, sections, out, TITLE)), ("html", render_html(results, sections, TITLE))):
-        tmp = paths[key].with_suffix(paths[key].suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(paths[key])
+        atomic_write_text(paths[key], text)
     return paths

@@ -31,6 +31,15 @@ _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
 def to_jsonable(value: Any) -> Any:
     """Convert tensors, numpy values, paths and tuples to plain JSON types; non-finite floats become None."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:  # the common cases first
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is dict:
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if kind is list:
+        return [to_jsonable(v) for v in value]
     if isinstance(value, torch.Tensor):
         return to_jsonable(value.detach().cpu().tolist())
     if isinstance(value, Mapping):

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from .._io import atomic_write_text
 from .cache import atomic_write_json
 from .suites import ReportSection, load_suites
 
@@ -180,6 +181,4 @@ def write_report(results: Any, out_dir: str | Path, title: str | None = None) ->
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, text)

@@ -19,6 +19,7 @@ fixed batch size (and number of ``torchrun`` processes).
 from __future__ import annotations
 
 import zlib
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -64,20 +65,28 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 
 def cell_summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict:
-    """Accuracy, error, NLL, Brier, ECE, RMS calibration error and reliability bins from logits ``(N, K)``."""
+    """Accuracy, error, NLL, Brier, ECE, RMS calibration error and reliability bins from logits ``(N, K)``.
+
+    Same values as the separate functions in :mod:`aprkit.eval.metrics`, computed from one validated
+    float64 softmax and one set of bin statistics (this runs once per corruption x severity cell).
+    """
     from .. import metrics as M
 
     probs = torch.softmax(logits.double(), dim=1)
-    acc = M.accuracy(logits, labels)
+    conf, correct = M.confidences_and_correct(probs, labels)  # validates probs and labels once
+    y = labels.to(probs.device).long()
+    picked = probs.gather(1, y[:, None]).squeeze(1)
+    stats = M.bin_statistics(conf, correct, n_bins)
+    acc = float(correct.double().mean())
     return {
         "n": int(labels.shape[0]),
         "accuracy": acc,
         "error": 1.0 - acc,
-        "nll": M.nll(probs, labels),
-        "brier": M.brier(probs, labels),
-        "ece": M.expected_calibration_error(probs, labels, n_bins=n_bins),
-        "rms": M.rms_calibration_error(probs, labels),
-        "reliability": M.reliability_diagram_data(probs, labels, n_bins=n_bins),
+        "nll": float(-picked.clamp_min(1e-12).log().mean()),
+        "brier": float(((probs * probs).sum(dim=1) - 2.0 * picked + 1.0).mean()),  # sum_k (p_k - onehot_k)^2
+        "ece": M.ece_from_bins(stats),
+        "rms": M.rms_from_confidences(conf, correct),
+        "reliability": M.reliability_from_bins(stats),
     }
 
 
@@ -158,6 +167,15 @@ def resolve_grid(ctx: EvalContext) -> tuple[list[str], list[int]]:
 
 def evaluate_cell(ctx: EvalContext, data: Any, corruption: str | None = None, severity: int | None = None) -> dict:
     """Evaluate (or fetch from ``ctx.cache``) one cell: clean when ``corruption`` is None."""
+    return _start_cell(ctx, data, corruption, severity, None)
+
+
+def _start_cell(ctx: EvalContext, data: Any, corruption: str | None, severity: int | None,
+                executor: Executor | None) -> dict | Future:
+    """Run one cell's forward passes now; summarise and cache it on ``executor`` (a Future) or inline (a dict).
+
+    The summary (metrics, JSON conversion, the cache file) then overlaps the next cell's forward passes.
+    """
     limit = ctx.options.get("limit")
     clean = as_dataset(data)
     source = ctx.options.get("corrupted")
@@ -194,11 +212,16 @@ def evaluate_cell(ctx: EvalContext, data: Any, corruption: str | None = None, se
         amp=ctx.amp, channels_last=ctx.channels_last, transform=transform, limit=limit,
         num_classes=expected_classes(ctx, clean), progress=ctx.progress, desc=desc,
     )
-    value = cell_summary(out.logits, out.labels, int(ctx.options.get("n_bins", 15)))
-    value.update(corruption=corruption, severity=severity, origin=origin, seconds=out.seconds)
-    if ctx.cache is not None:
-        ctx.cache.put(key, value)
-    return value
+    n_bins = int(ctx.options.get("n_bins", 15))
+
+    def finish() -> dict:
+        value = cell_summary(out.logits, out.labels, n_bins)
+        value.update(corruption=corruption, severity=severity, origin=origin, seconds=out.seconds)
+        if ctx.cache is not None:
+            ctx.cache.put(key, value)
+        return value
+
+    return executor.submit(finish) if executor is not None else finish()
 
 
 def _mce_cifar(cells: dict, bench: list[str]) -> float:
@@ -222,8 +245,16 @@ class CorruptionSuite(Suite):
         from tqdm.auto import tqdm
 
         grid = [(c, s) for c in corruptions for s in severities]
-        for c, s in tqdm(grid, desc=f"{ctx.model_id}: corruptions", unit="cell", disable=not ctx.progress or not grid):
-            r = evaluate_cell(ctx, data, c, s)
+        pending: list[tuple[str, int, dict | Future]] = []
+        # one helper thread summarises and caches finished cells while the next cell runs; leaving the
+        # block (also on an exception or Ctrl-C) waits for it, so every computed cell reaches the cache
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aprkit-cell") as pool:
+            for c, s in tqdm(grid, desc=f"{ctx.model_id}: corruptions", unit="cell", disable=not ctx.progress or not grid):
+                if pending and isinstance(pending[-1][2], Future) and pending[-1][2].done():
+                    pending[-1][2].result()  # surface a failed summary early
+                pending.append((c, s, _start_cell(ctx, data, c, s, pool)))
+        for c, s, r in pending:
+            r = r.result() if isinstance(r, Future) else r
             cells.setdefault(c, {})[str(s)] = {k: r[k] for k in ("n", "accuracy", "error", "nll", "ece")}
         errors = [cell["error"] for row in cells.values() for cell in row.values()]
         per_corruption = {c: _mean([v["error"] for v in row.values()]) for c, row in cells.items()}
