@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,27 @@ class _Const(nn.Module):
 def test_bad_model_output_raises(model, match):
     with pytest.raises(ValueError, match=match):
         predict(model, small_data(12), batch_size=6)
+
+
+class _NaNAt(Tiny):
+    """Tiny, but the logits of images whose top-left red pixel equals ``value`` are NaN."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        out = super().forward(x)
+        return torch.where((x[:, 0, 0, 0] == self.value)[:, None], float("nan"), out)
+
+
+def test_nan_logits_name_the_dataset_images():
+    ds = small_data(20)
+    target = 13
+    value = float(ds.images[target, 0, 0, 0]) / 255
+    hits = [i for i in range(20) if float(ds.images[i, 0, 0, 0]) / 255 == value]
+    with pytest.raises(ValueError, match=rf"NaN or infinite logits for {len(hits)} of 20 images .*indices {re.escape(str(hits))}"):
+        predict(_NaNAt(value), ds, batch_size=6)
 
 
 def test_wrong_num_classes_and_bad_dataset():

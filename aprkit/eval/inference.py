@@ -39,6 +39,9 @@ __all__ = [
 #: label of unlabelled images (synthetic OOD sets), as in ``aprkit.data``
 NO_LABEL = -1
 
+#: model outputs gathered on the device before one finiteness check and copy to the host
+FLUSH_ROWS = 8192
+
 #: a per-batch transform applied on the device: (uint8 images (B, C, H, W), batch index) -> images
 BatchTransform = Callable[[torch.Tensor, int], torch.Tensor]
 
@@ -227,7 +230,7 @@ def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bo
     x = images.to(device, non_blocking=True)
     if x.ndim == 4:  # reorder the (4x smaller) uint8 batch, a no-op when it already is; float() keeps the layout
         x = x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    return x.div(255.0) if x.dtype == torch.uint8 else x.float()  # uint8 / 255 -> float32 in one pass
 
 
 def _last_linear(model: nn.Module) -> nn.Linear | None:
@@ -260,10 +263,19 @@ def _check_logits(logits: Any, n: int, num_classes: int | None, where: str) -> t
             f"the model outputs {logits.shape[1]} classes but the data has {num_classes} {where}; "
             "pass the matching num_classes/checkpoint or a dataset with the model's label set"
         )
-    if not bool(torch.isfinite(logits).all()):
-        bad = int((~torch.isfinite(logits)).any(dim=1).sum())
-        raise ValueError(f"the model returned NaN or infinite logits for {bad} of {n} images {where}; check the checkpoint and the input range (float [0, 1])")
     return logits
+
+
+def _check_finite(logits: torch.Tensor, idx: torch.Tensor, desc: str) -> None:
+    """Raise when rows of ``logits`` ``(N, K)`` (dataset indices ``idx``) hold NaN or infinite values (one sync)."""
+    finite = torch.isfinite(logits).all(dim=1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten().cpu()
+        first = idx[bad[:5]].tolist()
+        raise ValueError(
+            f"the model returned NaN or infinite logits for {bad.numel()} of {logits.shape[0]} images ({desc}; dataset "
+            f"indices {first}{' ...' if bad.numel() > 5 else ''}); check the checkpoint and the input range (float [0, 1])"
+        )
 
 
 def predict(
@@ -307,6 +319,21 @@ def predict(
         else:
             raise ValueError("features were requested but the model has no nn.Linear classifier and no forward_features/forward_head")
     chunks_logits, chunks_labels, chunks_feats, chunks_idx = [], [], [], []
+    # outputs stay on the device until FLUSH_ROWS rows have gathered: no host sync per batch, so the
+    # host prepares the next batch while the device still runs this one
+    pending: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        logits = torch.cat([p[0] for p in pending])
+        idx_all = torch.cat([p[2] for p in pending])
+        _check_finite(logits, idx_all, desc)
+        chunks_logits.append(logits.cpu())
+        if features:
+            chunks_feats.append(torch.cat([p[1] for p in pending]).cpu())
+        pending.clear()
+
     t0 = time.perf_counter()
     n_total = len(dataset) if limit is None else min(len(dataset), int(limit))
     bar = tqdm(total=n_total, desc=desc, unit="img", disable=not progress, leave=False)
@@ -326,19 +353,23 @@ def predict(
                     else:
                         out = model(x)
                 where = f"({desc}, batch {b}, images {int(idx[0])}..{int(idx[-1])})"
-                logits = _check_logits(out, len(labels), num_classes, where).float().cpu()
+                logits = _check_logits(out, len(labels), num_classes, where).float()
                 if int(labels.max()) >= logits.shape[1] or int(labels.min()) < NO_LABEL:
                     raise ValueError(
                         f"labels {where} range over [{int(labels.min())}, {int(labels.max())}] but the model outputs "
                         f"{logits.shape[1]} classes; the model and the data disagree on the number of classes"
                     )
-                chunks_logits.append(logits)
+                feats = None
+                if features:
+                    feats = _features_from(hook_store.pop()).float()
+                    hook_store.clear()
+                pending.append((logits, feats, idx))
                 chunks_labels.append(labels)
                 chunks_idx.append(idx)
-                if features:
-                    chunks_feats.append(_features_from(hook_store.pop()).float().cpu())
-                    hook_store.clear()
+                if sum(p[0].shape[0] for p in pending) >= FLUSH_ROWS:
+                    flush()
                 bar.update(len(labels))
+            flush()
     finally:
         bar.close()
         if handle is not None:

@@ -19,7 +19,6 @@ fixed batch size (and number of ``torchrun`` processes).
 from __future__ import annotations
 
 import zlib
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -167,15 +166,6 @@ def resolve_grid(ctx: EvalContext) -> tuple[list[str], list[int]]:
 
 def evaluate_cell(ctx: EvalContext, data: Any, corruption: str | None = None, severity: int | None = None) -> dict:
     """Evaluate (or fetch from ``ctx.cache``) one cell: clean when ``corruption`` is None."""
-    return _start_cell(ctx, data, corruption, severity, None)
-
-
-def _start_cell(ctx: EvalContext, data: Any, corruption: str | None, severity: int | None,
-                executor: Executor | None) -> dict | Future:
-    """Run one cell's forward passes now; summarise and cache it on ``executor`` (a Future) or inline (a dict).
-
-    The summary (metrics, JSON conversion, the cache file) then overlaps the next cell's forward passes.
-    """
     limit = ctx.options.get("limit")
     clean = as_dataset(data)
     source = ctx.options.get("corrupted")
@@ -212,16 +202,11 @@ def _start_cell(ctx: EvalContext, data: Any, corruption: str | None, severity: i
         amp=ctx.amp, channels_last=ctx.channels_last, transform=transform, limit=limit,
         num_classes=expected_classes(ctx, clean), progress=ctx.progress, desc=desc,
     )
-    n_bins = int(ctx.options.get("n_bins", 15))
-
-    def finish() -> dict:
-        value = cell_summary(out.logits, out.labels, n_bins)
-        value.update(corruption=corruption, severity=severity, origin=origin, seconds=out.seconds)
-        if ctx.cache is not None:
-            ctx.cache.put(key, value)
-        return value
-
-    return executor.submit(finish) if executor is not None else finish()
+    value = cell_summary(out.logits, out.labels, int(ctx.options.get("n_bins", 15)))
+    value.update(corruption=corruption, severity=severity, origin=origin, seconds=out.seconds)
+    if ctx.cache is not None:
+        ctx.cache.put(key, value)
+    return value
 
 
 def _mce_cifar(cells: dict, bench: list[str]) -> float:
@@ -245,16 +230,8 @@ class CorruptionSuite(Suite):
         from tqdm.auto import tqdm
 
         grid = [(c, s) for c in corruptions for s in severities]
-        pending: list[tuple[str, int, dict | Future]] = []
-        # one helper thread summarises and caches finished cells while the next cell runs; leaving the
-        # block (also on an exception or Ctrl-C) waits for it, so every computed cell reaches the cache
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="aprkit-cell") as pool:
-            for c, s in tqdm(grid, desc=f"{ctx.model_id}: corruptions", unit="cell", disable=not ctx.progress or not grid):
-                if pending and isinstance(pending[-1][2], Future) and pending[-1][2].done():
-                    pending[-1][2].result()  # surface a failed summary early
-                pending.append((c, s, _start_cell(ctx, data, c, s, pool)))
-        for c, s, r in pending:
-            r = r.result() if isinstance(r, Future) else r
+        for c, s in tqdm(grid, desc=f"{ctx.model_id}: corruptions", unit="cell", disable=not ctx.progress or not grid):
+            r = evaluate_cell(ctx, data, c, s)
             cells.setdefault(c, {})[str(s)] = {k: r[k] for k in ("n", "accuracy", "error", "nll", "ece")}
         errors = [cell["error"] for row in cells.values() for cell in row.values()]
         per_corruption = {c: _mean([v["error"] for v in row.values()]) for c, row in cells.items()}
