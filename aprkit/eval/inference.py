@@ -17,7 +17,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -84,6 +84,13 @@ class TensorImageDataset(Dataset):
 
     def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, int]]:
         return list(zip(self.images[idx], self.labels[idx].tolist()))
+
+    def get_batch(self, indices: slice | list[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``uint8 (B, C, H, W)`` and labels ``(B,)`` for a slice or index list (the batch fast path)."""
+        if isinstance(indices, slice):
+            return self.images[indices], self.labels[indices]
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.images[idx], self.labels[idx]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -184,7 +191,7 @@ def iter_batches(
     if n == 0:
         raise ValueError("the dataset is empty; expected at least one image")
     rank, world = _dist_info() if distributed else (0, 1)
-    indices = list(range(n))
+    indices: Sequence[int] = range(n)
     if world > 1:
         from torch.utils.data.distributed import DistributedSampler
 
@@ -207,7 +214,7 @@ def iter_batches(
             raise TypeError(f"datasets must yield uint8 images (C, H, W) (batches (B, C, H, W)); got {got}")
         if len(labels) != len(images):
             raise ValueError(f"label/image count mismatch: the dataset returned {len(images)} images but {len(labels)} labels")
-        yield images, labels, torch.as_tensor(chunk)
+        yield images, labels, (torch.arange(chunk.start, chunk.stop) if isinstance(chunk, range) else torch.as_tensor(chunk))
 
 
 class _BatchFetch(Dataset):
@@ -219,9 +226,12 @@ class _BatchFetch(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        contiguous = all(b - a == 1 for a, b in zip(indices, indices[1:]))
-        images, labels = self.dataset.get_batch(slice(indices[0], indices[-1] + 1) if contiguous else indices)
+    def __getitem__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(indices, range) and indices.step == 1:
+            contiguous = True
+        else:
+            contiguous = all(b - a == 1 for a, b in zip(indices, indices[1:]))
+        images, labels = self.dataset.get_batch(slice(indices[0], indices[-1] + 1) if contiguous else list(indices))
         return images, torch.as_tensor(labels, dtype=torch.long)
 
 
