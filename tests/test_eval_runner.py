@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from aprkit.eval import evaluate
@@ -132,6 +133,34 @@ def test_channels_last_default_on_cpu_gives_the_same_numbers():
                    channels_last=False, progress=False, report=False)
     assert off.meta["channels_last"] is False
     assert res.models == off.models
+
+
+class _Flattens(nn.Module):
+    """A classifier that flattens a 4x4 feature map with .view (fails on channels_last activations)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        f = F.adaptive_avg_pool2d(self.conv(x), 4)
+        return self.fc(f.view(f.shape[0], -1))
+
+
+def test_view_on_channels_last_activations_falls_back_to_contiguous():
+    ds = small_data(16)
+    model = _Flattens().eval()
+    with torch.no_grad():
+        ref = model(ds.images.float() / 255)
+    with pytest.warns(RuntimeWarning, match="channels_last"):
+        res = evaluate(model, suite=["corruption", "ood"], data=ds, corruptions=["none"], device="cpu", batch_size=8,
+                       options={"ood_scores": ["msp", "odin"], "ood_limit": 8}, progress=False, report=False)
+    (name,) = res.models
+    assert res.models[name]["corruption"]["clean"]["accuracy"] == pytest.approx(
+        float((ref.argmax(1) == ds.labels).float().mean()))
+    again = predict(model, ds, batch_size=8, channels_last=True)  # remembered: no second failure or warning
+    torch.testing.assert_close(again.logits, ref, rtol=1e-4, atol=1e-5)
 
 
 def test_cell_summary_equals_the_separate_metrics():

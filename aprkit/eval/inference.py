@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
+import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -288,6 +290,36 @@ def _check_finite(logits: torch.Tensor, idx: torch.Tensor, desc: str) -> None:
         )
 
 
+#: models whose forward pass failed on channels_last activations (``.view`` on a feature map): run contiguous
+_NO_CHANNELS_LAST: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def wants_channels_last(model: nn.Module, requested: bool) -> bool:
+    """``requested``, unless ``model`` already failed on channels_last activations in this process."""
+    return bool(requested) and model not in _NO_CHANNELS_LAST
+
+
+def _forward(model: nn.Module, x: torch.Tensor, use_head: bool, hook_store: list[torch.Tensor]) -> Any:
+    if use_head:
+        f = model.forward_features(x)
+        hook_store.append(_features_from(f))
+        return model.forward_head(f)
+    return model(x)
+
+
+def _give_up_channels_last(model: nn.Module, exc: RuntimeError) -> bool:
+    """Switch ``model`` back to contiguous memory after a ``.view`` failure on channels_last activations."""
+    warnings.warn(
+        f"{type(model).__name__}'s forward pass does not accept channels_last activations ({str(exc).splitlines()[0]}); "
+        "evaluating it in the contiguous layout instead. Pass channels_last=False (--no-channels-last) to skip this retry.",
+        RuntimeWarning, stacklevel=3,
+    )
+    with torch.inference_mode(False):  # parameters made in inference mode could not take part in autograd (ODIN)
+        model.to(memory_format=torch.contiguous_format)
+    _NO_CHANNELS_LAST.add(model)
+    return False
+
+
 def predict(
     model: nn.Module,
     dataset: Dataset,
@@ -315,6 +347,7 @@ def predict(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module taking float images in [0, 1], got {type(model).__name__}")
     device = resolve_device(device)
+    channels_last = wants_channels_last(model, channels_last)
     use_amp = bool(amp)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     hook_store: list[torch.Tensor] = []
@@ -356,12 +389,15 @@ def predict(
                 x = to_model_input(x, device, channels_last)
                 ctx = torch.autocast(device.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
                 with ctx:
-                    if use_head:
-                        f = model.forward_features(x)
-                        out = model.forward_head(f)
-                        hook_store.append(_features_from(f))
-                    else:
-                        out = model(x)
+                    try:
+                        out = _forward(model, x, use_head, hook_store)
+                    except RuntimeError as exc:
+                        if not (channels_last and "view size is not compatible" in str(exc)):
+                            raise
+                        channels_last = _give_up_channels_last(model, exc)
+                        x = x.contiguous()
+                        hook_store.clear()
+                        out = _forward(model, x, use_head, hook_store)
                 where = f"({desc}, batch {b}, images {int(idx[0])}..{int(idx[-1])})"
                 logits = _check_logits(out, len(labels), num_classes, where).float()
                 if int(labels.max()) >= logits.shape[1] or int(labels.min()) < NO_LABEL:

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Subset
 
 from ..cache import make_key
-from ..inference import as_dataset, dataset_id, iter_batches, predict, to_model_input
+from ..inference import as_dataset, dataset_id, iter_batches, predict, to_model_input, wants_channels_last
 from .base import EvalContext, ReportSection, Suite, register_suite
 from .corruption import grouped_bars, markdown_table, pct, pyplot
 
@@ -98,7 +98,7 @@ def _odin_scores(ctx: EvalContext, dataset: Any, limit: int | None) -> torch.Ten
     eps = float(ctx.options.get("odin_epsilon", 0.0014))
     parts = []
     for images, _, _ in iter_batches(dataset, ctx.batch_size, num_workers=ctx.num_workers, limit=limit, device=ctx.device):
-        x = to_model_input(images, ctx.device, ctx.channels_last)
+        x = to_model_input(images, ctx.device, wants_channels_last(ctx.model, ctx.channels_last))
         parts.append(S.odin(ctx.model, x, temperature=T, epsilon=eps).detach().float().cpu())
     return torch.cat(parts)
 
