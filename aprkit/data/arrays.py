@@ -134,7 +134,11 @@ class ArrayDataset(Dataset):
         return out.permute(0, 3, 1, 2) if self.layout == "nhwc" else out
 
     def get_batch(self, indices: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images ``uint8 (B, C, H, W)`` and labels ``int64 (B,)`` for ``indices`` (slice, sequence or tensor)."""
+        """Images ``uint8 (B, C, H, W)`` and labels ``int64 (B,)`` for ``indices`` (slice, sequence or tensor).
+
+        For ``layout="nhwc"`` the images are a channels_last-strided view of one fresh copy (call
+        ``.contiguous()`` for NCHW memory); they never alias the file.
+        """
         n = len(self)
         idx = _as_index_array(indices, n)
         if isinstance(idx, slice):
