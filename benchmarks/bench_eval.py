@@ -15,7 +15,12 @@ The baseline's ``torch.tensor(np.transpose(nhwc))`` keeps NHWC strides, i.e. it 
 inputs by accident; a harness that feeds contiguous NCHW batches spends 15-25 % more time in the
 forward pass of ResNet-20 on this CPU (what left aprkit at 0.77x before it switched to channels_last).
 
-Prints images/s of both, the ratio, the share of aprkit's wall time spent inside the model's forward
+The two methods take turns per corruption (``--interleave corruption``, the default; aprkit then
+re-evaluates the clean set once per corruption, and those images count in its total), so a shared
+machine whose speed drifts over seconds favours neither; ``--interleave run`` alternates whole runs.
+
+Prints images/s of both (fastest of ``--repeats`` full evaluations), the ratio and the ratio of every
+repeat, the forward time per image of each, the share of wall time spent inside the model's forward
 pass, and checks that both give the same accuracy per cell. Goals: >= 1.0x and >= 90 % in forward
 on CPU; >= 1.5x on a GPU.
 
