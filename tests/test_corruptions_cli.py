@@ -16,13 +16,7 @@ from conftest import natural_images
 
 NAMES = ["gaussian_noise", "contrast", "glass_blur"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

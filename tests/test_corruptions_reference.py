@@ -18,13 +18,7 @@ from aprkit.corruptions.blur import glass_offsets, glass_permutation, motion_lin
 from aprkit.corruptions.spatter import equalize_hist
 from conftest import _shared_root, natural_images
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _real_or_natural(n: int) -> torch.Tensor:

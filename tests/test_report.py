@@ -14,14 +14,7 @@ from aprkit.eval.report import markdown_to_html, write_report
 from aprkit.eval.runner import Results
 from conftest import natural_images
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded on the shared 2-core CPU (no OpenMP spin contention)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Net(nn.Module):

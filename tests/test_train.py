@@ -24,14 +24,7 @@ def _has_augment() -> bool:
 
 HAS_AUGMENT = _has_augment()
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared CPU run far faster single-threaded (no oversubscription)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @register_model("_tiny_test_cnn")
