@@ -32,6 +32,7 @@ from torch import nn
 
 from .._checks import check_image_tensor
 from ..fourier import Dims
+from .texture_shape import conflicting
 
 __all__ = [
     "PhaseBiasResult",
@@ -89,15 +90,9 @@ def phase_bias(decisions: object, phase_labels: object, amplitude_labels: object
     d = _as_index_tensor(decisions, "decisions")
     p = _as_index_tensor(phase_labels, "phase_labels")
     a = _as_index_tensor(amplitude_labels, "amplitude_labels")
-    if not len(d) == len(p) == len(a):
-        raise ValueError(
-            f"decisions, phase_labels and amplitude_labels need one entry per pair, got lengths {len(d)}, {len(p)}, {len(a)}"
-        )
-    keep = p != a
-    n = int(keep.sum())
-    if n == 0:
-        raise ValueError("no valid pairs: every pair has phase and amplitude donors of the same class")
-    d, p, a = d[keep], p[keep], a[keep]
+    keep, d, p, a = conflicting(d, p, a, ("phase_labels", "amplitude_labels"), "pair",
+                                "no valid pairs: every pair has phase and amplitude donors of the same class")
+    n = len(d)
     n_p, n_a = int((d == p).sum()), int((d == a).sum())
     bias = n_p / (n_p + n_a) if n_p + n_a else float("nan")
     return PhaseBiasResult(n_p / n, n_a / n, (n - n_p - n_a) / n, bias, n, int((~keep).sum()))

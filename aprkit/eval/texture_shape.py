@@ -30,6 +30,7 @@ __all__ = [
     "REFERENCE_SHAPE_BIAS",
     "ShapeBiasResult",
     "imagenet_to_16",
+    "conflicting",
     "cue_conflict_decisions",
     "shape_bias",
     "predict_decisions",
@@ -163,6 +164,23 @@ class ShapeBiasResult:
         return d
 
 
+def conflicting(decisions: torch.Tensor, cue_a: torch.Tensor, cue_b: torch.Tensor, names: tuple[str, str], unit: str,
+                if_none: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep the items whose two cues name different classes (shared by shape bias and phase bias).
+
+    All three are ``(N,)`` class indices. Returns ``(keep (N,) bool, decisions, cue_a, cue_b)``, the last
+    three restricted to the kept items; raises on unequal lengths and, with ``if_none``, when nothing is kept.
+    """
+    if not len(decisions) == len(cue_a) == len(cue_b):
+        raise ValueError(
+            f"decisions, {names[0]} and {names[1]} need one entry per {unit}, got lengths {len(decisions)}, {len(cue_a)}, {len(cue_b)}"
+        )
+    keep = cue_a != cue_b
+    if not bool(keep.any()):
+        raise ValueError(if_none)
+    return keep, decisions[keep], cue_a[keep], cue_b[keep]
+
+
 def shape_bias(
     decisions: object, shape_labels: object, texture_labels: object, categories: Sequence[str] = CATEGORIES
 ) -> ShapeBiasResult:
@@ -177,15 +195,9 @@ def shape_bias(
     d = _as_label_indices(decisions, "decisions", cats)
     s = _as_label_indices(shape_labels, "shape_labels", cats)
     t = _as_label_indices(texture_labels, "texture_labels", cats)
-    if not len(d) == len(s) == len(t):
-        raise ValueError(
-            f"decisions, shape_labels and texture_labels need one entry per stimulus, got lengths {len(d)}, {len(s)}, {len(t)}"
-        )
-    keep = s != t
-    n = int(keep.sum())
-    if n == 0:
-        raise ValueError("no conflicting stimuli: every stimulus has shape == texture (these are excluded)")
-    d, s, t = d[keep], s[keep], t[keep]
+    keep, d, s, t = conflicting(d, s, t, ("shape_labels", "texture_labels"), "stimulus",
+                                "no conflicting stimuli: every stimulus has shape == texture (these are excluded)")
+    n = len(d)
     hit_s, hit_t = d == s, d == t
     n_s, n_t = int(hit_s.sum()), int(hit_t.sum())
     per_cat: dict[str, float] = {}
