@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from ..eval.cache import nested_get
+
 __all__ = ["Headline", "MEASURES", "headline_numbers", "verdicts", "summary_markdown", "summary_text", "overall_sentence"]
 
 
@@ -38,32 +40,24 @@ MEASURES: tuple[Headline, ...] = (
 )
 
 
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, Mapping):
-            return None
-        d = d.get(k)
-    return d
-
-
 def headline_numbers(suites: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
     """``{measure key: {"value": x, "n": sample size, ...}}`` of one model's suite results."""
     cor, cal, ood = suites.get("corruption") or {}, suites.get("calibration") or {}, suites.get("ood") or {}
     cue, ph = suites.get("cue-conflict") or {}, suites.get("phase-bias") or {}
-    n_test = _get(cor, "clean", "n") or _get(cal, "clean", "n")
-    acc = _get(cor, "clean", "accuracy")
+    n_test = nested_get(cor, "clean", "n") or nested_get(cal, "clean", "n")
+    acc = nested_get(cor, "clean", "accuracy")
     mce = cor.get("mean_corruption_error")
     out: dict[str, dict[str, float | None]] = {
         "clean_accuracy": {"value": acc, "n": n_test},
         "mean_corruption_error": {"value": mce if mce is not None else cor.get("mean_error"), "n": n_test,
                                   "complete": bool(cor.get("complete"))},
-        "ece": {"value": _get(cal, "clean", "ece"), "n": n_test, "accuracy": _get(cal, "clean", "accuracy")},
-        "ood_auroc": {"value": _get(ood, "mean", "msp", "auroc"), "n": ood.get("n_in"),
+        "ece": {"value": nested_get(cal, "clean", "ece"), "n": n_test, "accuracy": nested_get(cal, "clean", "accuracy")},
+        "ood_auroc": {"value": nested_get(ood, "mean", "msp", "auroc"), "n": ood.get("n_in"),
                       "n_out": min((s.get("n", 0) for s in (ood.get("sets") or {}).values()), default=None)},
         "shape_bias": {"value": cue.get("shape_bias") if cue else None,
-                       "n": (_get(cue, "counts", "n_shape_decisions") or 0) + (_get(cue, "counts", "n_texture_decisions") or 0) if cue else None},
-        "phase_follow": {"value": _get(ph, "full", "phase"), "n": _get(ph, "full", "n_pairs"),
-                         "phase_bias": _get(ph, "full", "phase_bias")},
+                       "n": (nested_get(cue, "counts", "n_shape_decisions") or 0) + (nested_get(cue, "counts", "n_texture_decisions") or 0) if cue else None},
+        "phase_follow": {"value": nested_get(ph, "full", "phase"), "n": nested_get(ph, "full", "n_pairs"),
+                         "phase_bias": nested_get(ph, "full", "phase_bias")},
     }
     return out
 

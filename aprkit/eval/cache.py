@@ -24,7 +24,7 @@ from torch import nn
 
 from .._io import atomic_write_text
 
-__all__ = ["ResultCache", "MemoryCache", "atomic_write_json", "make_key", "model_fingerprint", "to_jsonable"]
+__all__ = ["ResultCache", "MemoryCache", "atomic_write_json", "make_key", "model_fingerprint", "nested_get", "to_jsonable"]
 
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -55,6 +55,15 @@ def to_jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"cannot store a value of type {type(value).__name__} in the result cache (expected JSON data)")
+
+
+def nested_get(d: Any, *keys: str) -> Any:
+    """``d[k1][k2]...`` of nested result dicts, or None where a level is missing or not a mapping."""
+    for k in keys:
+        if not isinstance(d, Mapping):
+            return None
+        d = d.get(k)
+    return d
 
 
 def make_key(model_id: str, dataset: str, corruption: str | None = None, severity: int | None = None, **extra: Any) -> str:

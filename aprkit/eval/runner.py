@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .cache import MemoryCache, ResultCache, atomic_write_json, make_key, model_fingerprint, to_jsonable
+from .cache import MemoryCache, ResultCache, atomic_write_json, make_key, model_fingerprint, nested_get, to_jsonable
 from .inference import _dist_info, dataset_id, is_main_process, resolve_device
 from .suites import EvalContext, load_suites
 
@@ -61,15 +61,15 @@ class Results:
             row: dict[str, float | None] = {}
             cor, cal, ood = (suites.get(k) or {} for k in ("corruption", "calibration", "ood"))
             if cor:
-                row.update(clean_accuracy=_get(cor, "clean", "accuracy"), mean_error=cor.get("mean_error"),
+                row.update(clean_accuracy=nested_get(cor, "clean", "accuracy"), mean_error=cor.get("mean_error"),
                            mean_corruption_error=cor.get("mean_corruption_error"), mce=cor.get("mce"))
             if cal:
                 if row.get("clean_accuracy") is None:
-                    row["clean_accuracy"] = _get(cal, "clean", "accuracy")
-                row.update({k: _get(cal, "clean", k) for k in ("ece", "rms", "nll", "brier")})
-                row["corrupted_ece"] = _get(cal, "corrupted", "ece")
+                    row["clean_accuracy"] = nested_get(cal, "clean", "accuracy")
+                row.update({k: nested_get(cal, "clean", k) for k in ("ece", "rms", "nll", "brier")})
+                row["corrupted_ece"] = nested_get(cal, "corrupted", "ece")
             for score, metrics in (ood.get("mean") or {}).items():
-                row[f"ood_auroc_{score}"] = _get(metrics, "auroc")
+                row[f"ood_auroc_{score}"] = nested_get(metrics, "auroc")
             for name, r in suites.items():
                 if name not in ("corruption", "calibration", "ood") and isinstance(r, Mapping):
                     for k, v in r.items():
@@ -120,14 +120,6 @@ class Results:
             raise ValueError("no output folder: pass out_dir (reports are never written to the current directory implicitly)")
         self.paths = write_report(self, target, title=title)
         return self.paths
-
-
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, Mapping):
-            return None
-        d = d.get(k)
-    return d
 
 
 class _RunCache:
