@@ -412,7 +412,7 @@ def predict(
                 pending.append((logits, feats, idx))
                 chunks_labels.append(labels)
                 chunks_idx.append(idx)
-                if sum(p[0].shape[0] for p in pending) >= FLUSH_ROWS:
+                if len(pending) * batch_size >= FLUSH_ROWS:  # every batch but the last holds batch_size rows
                     flush()
                 bar.update(len(labels))
             flush()
