@@ -14,13 +14,14 @@ Families live in ``noise``, ``blur``, ``weather``, ``spatter`` and ``digital``; 
 
 from __future__ import annotations
 
-from .api import BENCHMARK, CORRUPTIONS, EXTRA, check_name, corrupt, corrupt_image, list_corruptions
+from .api import CODE_VERSION, BENCHMARK, CORRUPTIONS, EXTRA, check_name, corrupt, corrupt_image, list_corruptions
 from .severity import PARAMS, PRESET_INFO, PRESETS, params
 from .transforms import RandomCorruption
 from ._frost import find_frost_dir
 
 __all__ = [
     "BENCHMARK",
+    "CODE_VERSION",
     "EXTRA",
     "CORRUPTIONS",
     "PARAMS",

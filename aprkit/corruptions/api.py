@@ -25,7 +25,11 @@ from . import blur, digital, noise, spatter as _spatter, weather
 from ._common import as_float, finish
 from .severity import PRESET_INFO, check_preset, params
 
-__all__ = ["BENCHMARK", "EXTRA", "CORRUPTIONS", "list_corruptions", "check_name", "corrupt", "corrupt_image"]
+__all__ = ["CODE_VERSION", "BENCHMARK", "EXTRA", "CORRUPTIONS", "list_corruptions", "check_name", "corrupt", "corrupt_image"]
+
+#: version of the corruption code: bump whenever any corruption's output for a given (seed, item) changes;
+#: it is part of every cache key of a generated corruption
+CODE_VERSION = 2
 
 #: the 15 corruptions of the CIFAR-10-C / ImageNet-C benchmark, in the published order
 BENCHMARK = (
