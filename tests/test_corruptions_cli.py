@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -10,8 +11,8 @@ import torch
 from PIL import Image
 
 from aprkit.cli import main
-from aprkit.corruptions import corrupt
-from aprkit.corruptions.dataset import batch_seed, write_cifar_c
+from aprkit.corruptions import CODE_VERSION, corrupt, item_seeds
+from aprkit.corruptions.dataset import write_cifar_c
 from conftest import natural_images
 
 NAMES = ["gaussian_noise", "contrast", "glass_blur"]
@@ -48,9 +49,9 @@ def test_cifar_layout_from_array(array_input) -> None:
     for name in NAMES:
         arr = np.load(out / f"{name}.npy")
         assert arr.shape == (30, 32, 32, 3) and arr.dtype == np.uint8
-        # severity-major: rows 2N..3N-1 are severity 3, batch 0 seeded by batch_seed
-        g = torch.Generator().manual_seed(batch_seed(0, name, 3, 0))
-        ref = corrupt(torch.from_numpy(x[:4]).permute(0, 3, 1, 2), name, 3, "cifar", g).permute(0, 2, 3, 1).numpy()
+        # severity-major: rows 2N..3N-1 are severity 3; image i seeded by item_seeds(seed, name, 3, preset, i)
+        seeds = item_seeds(0, name, 3, "cifar", range(4))
+        ref = corrupt(torch.from_numpy(x[:4]).permute(0, 3, 1, 2), name, 3, "cifar", seeds=seeds).permute(0, 2, 3, 1).numpy()
         assert np.array_equal(arr[12:16], ref)
     lab = np.load(out / "labels.npy")
     assert lab.dtype == np.uint8 and np.array_equal(lab, np.tile(labels, 5))
@@ -74,7 +75,7 @@ def test_imagenet_layout_from_folder(folder_input, tmp_path) -> None:
     argv = ["corrupt", str(folder_input), str(out), "--corruptions", "contrast", "pixelate", "--severities", "1", "5",
             "--size", "32", "--no-progress"]
     assert main(argv) == 0
-    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "manifest.json")
     assert len(files) == 2 * 2 * 4 and "contrast/5/cat/im1.JPEG" in files
     with Image.open(out / "contrast" / "5" / "cat" / "im1.JPEG") as im:
         assert im.format == "JPEG" and im.size == (32, 32)
@@ -103,3 +104,87 @@ def test_cli_errors(array_input, capsys) -> None:
     assert "valid names" in capsys.readouterr().err
     assert main(["corrupt", str(tmp / "x.npy"), str(tmp / "o"), "--layout", "imagenet"]) == 2
     assert "image folder" in capsys.readouterr().err
+
+
+def _run(tmp, out: str, *extra: str) -> int:
+    return main(["corrupt", str(tmp / "x.npy"), str(tmp / out), "--corruptions", "gaussian_noise", "--severities", "1",
+                 "--no-progress", *extra])
+
+
+@pytest.mark.parametrize("bad", ["-5", "0", "two"])
+def test_cli_rejects_non_positive_batch_size(array_input, capsys, bad: str) -> None:
+    tmp, _, _ = array_input
+    with pytest.raises(SystemExit) as exc:
+        _run(tmp, "o", "--batch-size", bad)
+    assert exc.value.code == 2 and "positive integer" in capsys.readouterr().err
+    assert not (tmp / "o").exists()
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        write_cifar_c(np.zeros((2, 8, 8, 3), np.uint8), tmp / "o", ["fog"], batch_size=int(bad) if bad != "two" else "2",
+                      progress=False)
+
+
+def test_cli_refuses_empty_input(tmp_path, capsys) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((0, 32, 32, 3), np.uint8))
+    assert _run(tmp_path, "o") == 2
+    assert "no images" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "gaussian_noise.npy").exists()
+    with pytest.raises(ValueError, match="empty"):
+        write_cifar_c(np.zeros((0, 8, 8, 3), np.uint8), tmp_path / "o", ["fog"], progress=False)
+
+
+def test_manifest_records_parameters_and_refuses_a_mismatch(array_input, capsys) -> None:
+    tmp, x, _ = array_input
+    assert _run(tmp, "o", "--seed", "1") == 0
+    manifest = json.loads((tmp / "o" / "manifest.json").read_text())
+    assert manifest["params"]["seed"] == 1 and manifest["params"]["preset"] == "cifar"
+    assert manifest["params"]["severities"] == [1] and manifest["params"]["code_version"] == CODE_VERSION
+    assert manifest["params"]["input"]["shape"] == list(x.shape) and manifest["complete"] == ["gaussian_noise.npy"]
+    first = (tmp / "o" / "gaussian_noise.npy").read_bytes()
+    for extra in (["--seed", "2"], ["--seed", "1", "--preset", "tinyimagenet"]):
+        assert _run(tmp, "o", *extra) == 2
+        err = capsys.readouterr().err
+        assert "other generation parameters" in err and "--overwrite" in err
+    np.save(tmp / "x.npy", x[::-1].copy())  # other images, same shape
+    assert _run(tmp, "o", "--seed", "1") == 2
+    assert "input" in capsys.readouterr().err
+    assert (tmp / "o" / "gaussian_noise.npy").read_bytes() == first  # nothing was touched
+    assert _run(tmp, "o", "--seed", "1", "--overwrite") == 0
+    assert (tmp / "o" / "gaussian_noise.npy").read_bytes() != first
+    assert json.loads((tmp / "o" / "manifest.json").read_text())["params"]["input"] != manifest["params"]["input"]
+
+
+def test_only_files_complete_under_the_manifest_are_skipped(array_input, capsys) -> None:
+    tmp, x, _ = array_input
+    out = tmp / "o"
+    out.mkdir()
+    np.save(out / "gaussian_noise.npy", np.zeros((6, 32, 32, 3), np.uint8))  # right shape, no manifest
+    assert _run(tmp, "o") == 2
+    assert "without a manifest.json" in capsys.readouterr().err
+    assert _run(tmp, "o", "--overwrite") == 0
+    assert np.load(out / "gaussian_noise.npy").any()
+    # an array the manifest does not list as complete (e.g. left by another run) is recomputed
+    good = np.load(out / "gaussian_noise.npy")
+    data = json.loads((out / "manifest.json").read_text())
+    data["complete"] = []
+    (out / "manifest.json").write_text(json.dumps(data))
+    np.save(out / "gaussian_noise.npy", np.zeros((6, 32, 32, 3), np.uint8))
+    assert _run(tmp, "o") == 0
+    assert np.array_equal(np.load(out / "gaussian_noise.npy"), good)
+
+
+def test_imagenet_layout_manifest(folder_input, tmp_path, capsys) -> None:
+    out = tmp_path / "inc"
+    argv = ["corrupt", str(folder_input), str(out), "--corruptions", "fog", "--severities", "1", "--size", "32",
+            "--no-progress"]
+    assert main(argv) == 0
+    params = json.loads((out / "manifest.json").read_text())["params"]
+    assert params["layout"] == "imagenet" and params["size"] == 32 and params["input"]["files"] == 4
+    assert main(argv + ["--quality", "50"]) == 2
+    assert "quality" in capsys.readouterr().err
+    assert main(argv[:-3] + ["--size", "24", "--no-progress"]) == 2
+
+
+def test_labels_must_be_integers(array_input) -> None:
+    tmp, x, labels = array_input
+    with pytest.raises(TypeError, match="labels must be integers"):
+        write_cifar_c(x, tmp / "o", ["fog"], labels.astype(np.float32) + 0.5, progress=False)

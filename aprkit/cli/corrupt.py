@@ -6,7 +6,10 @@ Examples::
     aprkit corrupt val/ out/                                       # ImageNet-C layout, 224 px, "imagenet"
     aprkit corrupt train_subset/ out/ --layout cifar --size 32     # class folders -> <name>.npy arrays
 
-Reruns skip finished files; output is reproducible for the same ``--seed`` and ``--batch-size``.
+Image i of every corruption x severity depends on (--seed, corruption, severity, --preset, i) only: the
+output is the same byte for byte for every --batch-size. OUT/manifest.json records the generation
+parameters and an input fingerprint; a rerun with the same ones skips finished files, a rerun with
+others is refused (pick another output folder or pass --overwrite).
 """
 
 from __future__ import annotations
@@ -39,13 +42,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--size", type=int, default=None,
                    help="resize + centre-crop images to SIZE (default: 224 for the imagenet layout, keep for cifar)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 500 cifar, 64 imagenet)")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="images per batch (default 500 cifar, 64 imagenet); does not change the output")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--frost-dir", default=None, help="directory with frost1.png .. frost5.jpg")
     p.add_argument("--quality", type=int, default=85, help="JPEG quality of the imagenet layout")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the outputs of a folder generated with other parameters or input")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _names(spec: list[str] | None) -> list[str]:
@@ -77,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("the imagenet layout needs an image folder (class sub-folders); use --layout cifar for arrays")
         n = write_imagenet_c(src, args.out, names, args.severities, args.preset or "imagenet", args.seed,
                              args.batch_size or 64, args.size if args.size is not None else 224, args.quality,
-                             args.device, progress, args.frost_dir)
+                             args.device, progress, args.frost_dir, overwrite=args.overwrite)
         print(f"wrote {n} images to {args.out}")
         return 0
     if is_array:
@@ -85,11 +101,13 @@ def run(args: argparse.Namespace) -> int:
         labels = np.load(args.labels) if args.labels else None
         if images.ndim == 4 and images.shape[1] == 3 and images.shape[-1] != 3:
             images = images.transpose(0, 2, 3, 1)
+        if images.ndim >= 1 and images.shape[0] == 0:
+            raise ValueError(f"{str(src)!r} holds no images (shape {images.shape}); expected a uint8 array (N, H, W, 3), N >= 1")
     else:
         if args.labels:
             raise ValueError("--labels is only for array input; folder labels come from the class sub-folders")
         images, labels = load_image_folder(src, args.size)
     written = write_cifar_c(images, args.out, names, labels, args.severities, args.preset or "cifar", args.seed,
-                            args.batch_size or 500, args.device, progress, args.frost_dir)
+                            args.batch_size or 500, args.device, progress, args.frost_dir, overwrite=args.overwrite)
     print(f"wrote {len(written)} arrays to {args.out} ({len(names) - len(written)} already complete)")
     return 0

@@ -14,7 +14,8 @@ Families live in ``noise``, ``blur``, ``weather``, ``spatter`` and ``digital``; 
 
 from __future__ import annotations
 
-from .api import CODE_VERSION, BENCHMARK, CORRUPTIONS, EXTRA, check_name, corrupt, corrupt_image, list_corruptions
+from .api import (CODE_VERSION, BENCHMARK, CORRUPTIONS, EXTRA, check_name, corrupt, corrupt_image, item_seeds,
+                  list_corruptions)
 from .severity import PARAMS, PRESET_INFO, PRESETS, params
 from .transforms import RandomCorruption
 from ._frost import find_frost_dir
@@ -32,6 +33,7 @@ __all__ = [
     "corrupt",
     "corrupt_image",
     "find_frost_dir",
+    "item_seeds",
     "list_corruptions",
     "params",
 ]

@@ -4,6 +4,7 @@ Images inside this package are float tensors ``(B, C, H, W)`` in [0, 1] (``as_fl
 clamps and casts back to the caller's dtype. Border modes follow the names used by the reference
 libraries: ``"reflect101"`` (OpenCV default, ``d c b | b c d``), ``"symmetric"`` (SciPy/scikit-image
 ``reflect``, ``c b a | a b c``) and ``"replicate"`` (SciPy ``nearest``).
+Random draws live in ``_random``.
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ from .._checks import restore_dtype
 __all__ = [
     "as_float",
     "finish",
-    "uniform",
-    "normal",
-    "randint",
     "pad_index",
     "pad2d",
     "select",
@@ -55,35 +53,6 @@ def finish(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if dtype == torch.uint8:
         return restore_dtype(y * 255.0, dtype)
     return y.to(dtype)
-
-
-# ----------------------------------------------------------------------------- random numbers
-def _gen_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
-    return generator.device if generator is not None else device
-
-
-def uniform(shape: Sequence[int], low: float, high: float, generator: torch.Generator | None,
-            device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Uniform samples in ``[low, high)`` drawn from ``generator`` (on its device), moved to ``device``."""
-    u = torch.rand(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
-    if low == 0.0 and high == 1.0:  # the identity affine map: skip two passes
-        return u.to(device)
-    return (u * (high - low) + low).to(device)
-
-
-def normal(shape: Sequence[int], mean: float, std: float, generator: torch.Generator | None,
-           device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Normal samples ``N(mean, std^2)`` drawn from ``generator``, moved to ``device``."""
-    z = torch.randn(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
-    return (z * std + mean).to(device)
-
-
-def randint(low: int, high: int, shape: Sequence[int], generator: torch.Generator | None,
-            device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:
-    """Integers in ``[low, high)`` (like ``np.random.randint``) drawn from ``generator``, moved to ``device``."""
-    r = torch.randint(low, high, tuple(shape), generator=generator, device=_gen_device(generator, device),
-                      dtype=dtype)
-    return r.to(device)
 
 
 # ----------------------------------------------------------------------------- padding and filtering

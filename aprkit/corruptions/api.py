@@ -4,7 +4,9 @@
 CIFAR-10-C / ImageNet-C corruptions to a batch ``(..., C, H, W)`` (uint8 in [0, 255] or float in
 [0, 1], CPU or CUDA) and returns a tensor of the same shape, dtype and device. The severity
 parameters are the published ones of the chosen preset (``severity.PARAMS``); all randomness comes
-from ``generator`` (same seed, same output).
+from ``generator`` (same seed, same output), or with ``seeds=`` (one seed per image, e.g.
+``item_seeds(seed, name, severity, preset, dataset_indices)``) from one generator per image, so that
+image ``i``'s result does not depend on the batch it is computed in.
 
 Fidelity (``benchmarks/fidelity_corruptions.py``, first 2,000 CIFAR-10 test images, severities 3 and 5):
 deterministic corruptions are within 49-56 dB PSNR of the original code (JPEG identical), and ResNet-20
@@ -15,7 +17,7 @@ difference: the scripts store ``np.uint8(result)`` (truncation) while aprkit rou
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,9 +25,11 @@ import torch
 from .._checks import check_image_tensor, nearest_names
 from . import blur, digital, noise, spatter as _spatter, weather
 from ._common import as_float, finish
+from ._random import ItemGenerators, item_seeds
 from .severity import PRESET_INFO, check_preset, params
 
-__all__ = ["CODE_VERSION", "BENCHMARK", "EXTRA", "CORRUPTIONS", "list_corruptions", "check_name", "corrupt", "corrupt_image"]
+__all__ = ["CODE_VERSION", "BENCHMARK", "EXTRA", "CORRUPTIONS", "list_corruptions", "check_name", "corrupt", "corrupt_image",
+           "item_seeds"]
 
 #: version of the corruption code: bump whenever any corruption's output for a given (seed, item) changes;
 #: it is part of every cache key of a generated corruption
@@ -111,6 +115,7 @@ def corrupt(
     preset: str = "cifar",
     generator: torch.Generator | None = None,
     *,
+    seeds: torch.Tensor | Sequence[int] | None = None,
     frost_dir: str | os.PathLike | None = None,
 ) -> torch.Tensor:
     """Apply corruption ``name`` at ``severity`` (1-5) with ``preset``'s published parameters.
@@ -121,7 +126,11 @@ def corrupt(
         name: one of ``list_corruptions()``.
         severity: 1-5.
         preset: ``"cifar"`` (32 px), ``"tinyimagenet"`` (64 px) or ``"imagenet"`` (224 px) parameters.
-        generator: source of every random choice (on the CPU or the images' device).
+        generator: source of every random choice (on the CPU or the images' device); the draws of one
+            image depend on the images drawn before it in the batch.
+        seeds: instead of ``generator``, one integer seed per image (``(N,)`` for the ``N`` images of
+            ``(..., C, H, W)`` in row-major order): image ``i`` draws from its own generator, so its result
+            is the same in any batch. ``item_seeds`` builds them from (seed, name, severity, preset, index).
         frost_dir: directory with the frost textures (else ``$APRKIT_FROST_DIR`` or ``imagecorruptions``).
 
     Returns:
@@ -139,12 +148,20 @@ def corrupt(
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     lead = images.shape[:-3]
     flat = images.reshape(-1, *images.shape[-3:])
+    source: torch.Generator | ItemGenerators | None = generator
+    if seeds is not None:
+        if generator is not None:
+            raise ValueError("pass either generator (one for the batch) or seeds (one per image), not both")
+        source = ItemGenerators(seeds)
+        if len(source) != flat.shape[0]:
+            raise ValueError(f"seeds must hold one seed per image: expected {flat.shape[0]} for images of shape "
+                             f"{tuple(images.shape)}, got {len(source)}")
     fn, opts = CORRUPTIONS[name], _options(name, preset, images.dtype, frost_dir)
     # CPU: work on cache-sized chunks (~4 MB of float32); accelerators take the whole batch
     chunk = _CPU_CHUNK_BY_NAME.get(name, _CPU_CHUNK)
     step = max(1, chunk // flat[0].numel()) if flat.device.type == "cpu" else flat.shape[0]
-    outs = [finish(fn(as_float(flat[i:i + step]), c, generator, **opts), images.dtype)
-            for i in range(0, flat.shape[0], step)]
+    outs = [finish(fn(as_float(flat[i:i + step]), c, source[i:i + step] if seeds is not None else source, **opts),
+                   images.dtype) for i in range(0, flat.shape[0], step)]
     y = outs[0] if len(outs) == 1 else torch.cat(outs)
     return y.reshape(*lead, *images.shape[-3:])
 

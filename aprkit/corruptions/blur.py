@@ -32,7 +32,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ._common import fft_size, filter2d, pad2d, zoom_sum, gaussian_filter, randint, uniform
+from ._common import fft_size, filter2d, pad2d, zoom_sum, gaussian_filter
+from ._random import RandomSource, randint, uniform
 
 __all__ = [
     "defocus_blur",
@@ -74,7 +75,7 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def defocus_blur(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
+def defocus_blur(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:
     """Correlate every channel with ``disk_kernel(radius, alias_blur)`` (reflect-101 borders)."""
     k = disk_kernel(float(c[0]), float(c[1]))
     centre = k.shape[0] // 2
@@ -85,7 +86,7 @@ def defocus_blur(x: torch.Tensor, c: tuple, generator: torch.Generator | None = 
 
 
 # ----------------------------------------------------------------------------- gaussian
-def gaussian_blur(x: torch.Tensor, c: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:
     """scikit-image ``gaussian(sigma=c)`` per channel: truncate 4, edge-replicated borders."""
     return gaussian_filter(x, float(c), "replicate")
 
@@ -106,13 +107,13 @@ def _glass_stages(h: int, w: int, d: int) -> tuple[tuple[int, int], ...]:
     return tuple(stages)
 
 
-def glass_offsets(b: int, h: int, w: int, d: int, iterations: int, generator: torch.Generator | None,
+def glass_offsets(b: int, h: int, w: int, d: int, iterations: int, generator: RandomSource,
                   device: torch.device) -> torch.Tensor:
     """Random swap offsets ``(iterations, 2, B, R*Q)`` (int8 ``dx``, ``dy`` in ``[-d, d)``) for the
     ``R*Q = (H-2d)(W-2d)`` swap positions in the scripts' order (bottom-right first, row by row)."""
     n = max(h - 2 * d, 0) * max(w - 2 * d, 0)
     small = torch.int8 if d <= 127 else torch.int64  # small integers: a cheaper draw per value
-    return randint(-d, d, (iterations, 2, b, n), generator, device, small)
+    return randint(-d, d, (iterations, 2, b, n), generator, device, small, batch_dim=2)
 
 
 def glass_permutation(offsets: torch.Tensor, h: int, w: int, d: int) -> torch.Tensor:
@@ -136,7 +137,7 @@ def glass_permutation(offsets: torch.Tensor, h: int, w: int, d: int) -> torch.Te
     return perm
 
 
-def glass_blur(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
+def glass_blur(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:
     """Gaussian blur (sigma ``c[0]``), truncation to 8 bits, ``c[2]`` passes of local pixel shuffling
     (neighbours up to ``c[1]`` pixels away) and a second Gaussian blur — as in the scripts."""
     sigma, d, iters = float(c[0]), int(c[1]), int(c[2])
@@ -190,7 +191,7 @@ def _line_fft(x: torch.Tensor, k: torch.Tensor, ox: torch.Tensor, oy: torch.Tens
     return full[..., 2 * p:2 * p + h, 2 * p:2 * p + w]
 
 
-def motion_blur(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
+def motion_blur(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:
     """Motion blur of radius ``c[0]``, sigma ``c[1]`` at a uniform angle in [-45, 45) degrees per image."""
     angles = uniform((x.shape[0],), -45.0, 45.0, generator, x.device, torch.float64)
     y = motion_line_blur(x, float(c[0]), float(c[1]), angles)
@@ -198,6 +199,6 @@ def motion_blur(x: torch.Tensor, c: tuple, generator: torch.Generator | None = N
 
 
 # ----------------------------------------------------------------------------- zoom
-def zoom_blur(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
+def zoom_blur(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:
     """Mean of ``x`` and its centre zooms by every factor in ``c`` (bilinear, SciPy ``zoom`` grid)."""
     return (x + zoom_sum(x, c)) / (len(c) + 1)

@@ -4,15 +4,18 @@
   ``(s-1)*N .. s*N-1`` hold severity ``s``), plus ``<out>/labels.npy`` (the labels tiled 5 times).
 - ImageNet-C layout: ``<out>/<corruption>/<severity>/<class>/<file>`` JPEG, quality 85.
 
-Every (corruption, severity, batch) draws from its own generator seeded from ``seed``, so a rerun
-with the same seed and batch size reproduces the files byte for byte; finished files are skipped,
-and files are written to a temporary name and renamed (an interrupted run leaves no partial output).
+Image ``i`` of every (corruption, severity) draws from its own generator, seeded by
+``item_seeds(seed, name, severity, preset, i)`` (``i``: the row of the array, or the position in the
+sorted file list), so the files are the same byte for byte for every batch size and device count.
+``<out>/manifest.json`` records the generation parameters and an input fingerprint (see ``manifest``):
+a rerun with other parameters or other input is refused unless ``overwrite=True``; outputs the
+manifest lists as complete are skipped. Files are written to a temporary name and renamed (an
+interrupted run leaves no partial output).
 """
 
 from __future__ import annotations
 
 import os
-import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -20,18 +23,14 @@ import numpy as np
 import torch
 
 from .._io import atomic_write
-from .api import check_name, corrupt
+from ._random import item_seeds
+from .api import CODE_VERSION, check_name, corrupt
+from .manifest import Manifest, check_batch_size, fingerprint_array, fingerprint_files
 from .severity import check_preset, check_severity
 
-__all__ = ["IMAGE_EXTENSIONS", "batch_seed", "scan_image_folder", "load_image_folder", "write_cifar_c",
-           "write_imagenet_c"]
+__all__ = ["IMAGE_EXTENSIONS", "scan_image_folder", "load_image_folder", "write_cifar_c", "write_imagenet_c"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def batch_seed(seed: int, name: str, severity: int, batch: int) -> int:
-    """The generator seed of one (corruption, severity, batch) — stable across runs and platforms."""
-    return (int(seed) * 1_000_003 + zlib.crc32(name.encode()) * 7 + severity * 100_003 + batch) % (2**63)
 
 
 def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], list[str]]:
@@ -79,7 +78,15 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _check_names(names: Sequence[str], severities: Sequence[int]) -> tuple[list[str], list[int]]:
-    return [check_name(n) for n in names], [check_severity(s) for s in severities]
+    names, severities = [check_name(n) for n in names], [check_severity(s) for s in severities]
+    if not names or not severities:
+        raise ValueError(f"expected at least one corruption name and one severity, got names={names} severities={severities}")
+    return names, severities
+
+
+def _params(layout: str, seed: int, preset: str, severities: list[int], fingerprint: dict, **extra) -> dict:
+    return {"layout": layout, "seed": int(seed), "preset": preset, "severities": severities,
+            "code_version": CODE_VERSION, "input": fingerprint, **extra}
 
 
 def write_cifar_c(
@@ -94,10 +101,13 @@ def write_cifar_c(
     device: str | torch.device = "cpu",
     progress: bool = True,
     frost_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write ``<out>/<name>.npy`` (uint8 ``(len(severities)*N, H, W, 3)``, severity-major) for every name.
 
-    ``images``: uint8 ``(N, H, W, 3)``. Existing complete arrays are skipped. Returns the written paths.
+    ``images``: uint8 ``(N, H, W, 3)`` (``N >= 1``). Arrays the folder's manifest lists as complete are
+    skipped; a folder generated with other parameters or input raises ``ValueError`` unless
+    ``overwrite``. Returns the written paths.
     """
     from tqdm.auto import tqdm
 
@@ -106,36 +116,43 @@ def write_cifar_c(
     arr = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
         raise TypeError(f"images must be uint8 (N, H, W, 3), got {arr.dtype} {arr.shape}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     n = arr.shape[0]
+    if n == 0:
+        raise ValueError(f"images is empty (shape {arr.shape}); expected at least one image (N, H, W, 3)")
+    batch_size = check_batch_size(batch_size)
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (n,):
             raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
+        if labels.dtype.kind not in "iu":
+            raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    out = Path(out_dir)
+    outputs = [f"{name}.npy" for name in names] + (["labels.npy"] if labels is not None else [])
+    manifest = Manifest(out, _params("cifar", seed, preset, severities, fingerprint_array(arr, labels)), outputs, overwrite)
+    if labels is not None and not (manifest.is_complete("labels.npy") and (out / "labels.npy").exists()):
         dtype = np.uint8 if labels.min() >= 0 and labels.max() < 256 else np.int64
-        lab_path = out / "labels.npy"
-        if not lab_path.exists():
-            _atomic_save_npy(lab_path, np.tile(labels.astype(dtype), len(severities)))
+        _atomic_save_npy(out / "labels.npy", np.tile(labels.astype(dtype), len(severities)))
+        manifest.complete("labels.npy")
     x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)
     expected = (len(severities) * n,) + arr.shape[1:]
     written = []
     bar = tqdm(total=len(names) * len(severities) * n, disable=not progress, unit="img", desc="corrupt")
     for name in names:
         path = out / f"{name}.npy"
-        if path.exists() and np.load(path, mmap_mode="r").shape == expected:
+        if manifest.is_complete(path.name) and path.exists() and np.load(path, mmap_mode="r").shape == expected:
             bar.update(len(severities) * n)
             continue
         result = np.empty(expected, dtype=np.uint8)
         for si, s in enumerate(severities):
             bar.set_postfix_str(f"{name} s{s}")
-            for bi, start in enumerate(range(0, n, batch_size)):
-                g = torch.Generator().manual_seed(batch_seed(seed, name, s, bi))
+            for start in range(0, n, batch_size):
                 xb = x[start:start + batch_size].to(device)
-                yb = corrupt(xb, name, s, preset, g, frost_dir=frost_dir)
+                seeds = item_seeds(seed, name, s, preset, range(start, start + xb.shape[0]))
+                yb = corrupt(xb, name, s, preset, seeds=seeds, frost_dir=frost_dir)
                 result[si * n + start: si * n + start + xb.shape[0]] = yb.permute(0, 2, 3, 1).cpu().numpy()
                 bar.update(xb.shape[0])
         _atomic_save_npy(path, result)
+        manifest.complete(path.name)
         written.append(path)
     bar.close()
     return written
@@ -154,21 +171,28 @@ def write_imagenet_c(
     device: str | torch.device = "cpu",
     progress: bool = True,
     frost_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Write ``<out>/<name>/<severity>/<class>/<file>`` JPEGs (``quality``) for a class-folder tree.
 
     ``size``: resize + centre-crop every image to ``size`` (ImageNet-C protocol), or ``None`` to keep
-    sizes (images of one batch that differ in size are corrupted one by one). Files that exist are
-    skipped. Returns the number of files written.
+    sizes (images of one batch that differ in size are corrupted one by one). Image ``i`` is the
+    ``i``-th file of the sorted class-folder scan. Files of a (corruption, severity) begun under the
+    folder's manifest are skipped when they exist; a folder generated with other parameters or input
+    raises ``ValueError`` unless ``overwrite``. Returns the number of files written.
     """
     from PIL import Image
     from tqdm.auto import tqdm
 
     names, severities = _check_names(names, severities)
     check_preset(preset)
+    batch_size = check_batch_size(batch_size)
     items, classes = scan_image_folder(src_dir)
     out = Path(out_dir)
     src = Path(src_dir)
+    params = _params("imagenet", seed, preset, severities, fingerprint_files([p for p, _ in items], src),
+                     size=size, quality=int(quality))
+    manifest = Manifest(out, params, [f"{name}/{s}" for name in names for s in severities], overwrite)
 
     def target(name: str, s: int, path: Path, cls: int) -> Path:
         rel = path.relative_to(src / classes[cls])
@@ -180,22 +204,27 @@ def write_imagenet_c(
     for name in names:
         for s in severities:
             bar.set_postfix_str(f"{name} s{s}")
-            for bi, start in enumerate(range(0, len(items), batch_size)):
+            entry = f"{name}/{s}"
+            resume = manifest.was_started(entry)  # files begun under other parameters are recomputed
+            manifest.start(entry)
+            for start in range(0, len(items), batch_size):
                 chunk = items[start:start + batch_size]
                 targets = [target(name, s, p, c) for p, c in chunk]
-                if all(t.exists() for t in targets):
+                if resume and all(t.exists() for t in targets):
                     bar.update(len(chunk))
                     continue
-                g = torch.Generator().manual_seed(batch_seed(seed, name, s, bi))
+                seeds = item_seeds(seed, name, s, preset, range(start, start + len(chunk)))
                 imgs = [_load(p, size) for p, _ in chunk]
                 if len({a.shape for a in imgs}) == 1:
                     xb = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).to(device)
-                    outs = list(corrupt(xb, name, s, preset, g, frost_dir=frost_dir).permute(0, 2, 3, 1).cpu().numpy())
+                    outs = list(corrupt(xb, name, s, preset, seeds=seeds, frost_dir=frost_dir)
+                                .permute(0, 2, 3, 1).cpu().numpy())
                 else:
-                    outs = [corrupt(torch.from_numpy(a).permute(2, 0, 1).to(device), name, s, preset, g,
-                                    frost_dir=frost_dir).permute(1, 2, 0).cpu().numpy() for a in imgs]
+                    outs = [corrupt(torch.from_numpy(a).permute(2, 0, 1).to(device), name, s, preset,
+                                    seeds=seeds[j:j + 1], frost_dir=frost_dir).permute(1, 2, 0).cpu().numpy()
+                            for j, a in enumerate(imgs)]
                 for t, o in zip(targets, outs):
-                    if t.exists():
+                    if resume and t.exists():
                         continue
                     t.parent.mkdir(parents=True, exist_ok=True)
                     # temporary name + rename, without the fsync of _io.atomic_write (one per image
@@ -208,5 +237,6 @@ def write_imagenet_c(
                         tmp.unlink(missing_ok=True)
                     count += 1
                 bar.update(len(chunk))
+            manifest.complete(entry)
     bar.close()
     return count

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import gaussian_filter, map_index, uniform
+from ._common import gaussian_filter, map_index
+from ._random import RandomSource, uniform
 
 __all__ = [
     "rgb_to_hsv",
@@ -67,7 +68,7 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     return table.gather(0, idx)[0].transpose(0, 1)
 
 
-def brightness(x: torch.Tensor, c: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def brightness(x: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:
     """Add ``c`` to the HSV value channel (clipped to [0, 1]).
 
     With hue and saturation fixed every channel is proportional to V, so this equals scikit-image's
@@ -77,7 +78,7 @@ def brightness(x: torch.Tensor, c: float, generator: torch.Generator | None = No
     return torch.where(v > 0, x * (v2 / torch.where(v > 0, v, torch.ones_like(v))), v2.expand_as(x))
 
 
-def saturate(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
+def saturate(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:
     """HSV saturation ``s * c[0] + c[1]`` (clipped to [0, 1]).
 
     Closed form of scikit-image's round trip: with ``delta = max - min`` each channel is
@@ -92,7 +93,7 @@ def saturate(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None
     return torch.where(delta > 0, colour, grey)
 
 
-def contrast(x: torch.Tensor, c: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def contrast(x: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:
     """Scale each channel's deviation from its spatial mean by ``c``."""
     means = x.mean(dim=(2, 3), keepdim=True)
     return (x - means) * c + means
@@ -135,7 +136,7 @@ def _resize_box(x255: torch.Tensor, oh: int, ow: int, quantize: bool) -> torch.T
     return x255
 
 
-def pixelate(x: torch.Tensor, c: float, generator: torch.Generator | None = None, *,
+def pixelate(x: torch.Tensor, c: float, generator: RandomSource = None, *,
              quantize: bool = False) -> torch.Tensor:
     """BOX-downsample to ``int(size * c)`` and BOX-upsample back (Pillow semantics)."""
     h, w = x.shape[-2:]
@@ -144,7 +145,7 @@ def pixelate(x: torch.Tensor, c: float, generator: torch.Generator | None = None
 
 
 # ----------------------------------------------------------------------------- jpeg
-def jpeg_compression(x: torch.Tensor, c: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def jpeg_compression(x: torch.Tensor, c: int, generator: RandomSource = None) -> torch.Tensor:
     """Encode each image as JPEG with quality ``c`` and decode it (Pillow, on the CPU)."""
     from PIL import Image
 
@@ -182,7 +183,7 @@ def bilinear_sample(img: torch.Tensor, sy: torch.Tensor, sx: torch.Tensor, mode:
     return top * (1 - wy) + bottom * wy
 
 
-def elastic_transform(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
+def elastic_transform(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:
     """Random affine (corner jitter ``c[2]``) then a displacement field: uniform noise smoothed by a
     Gaussian of std ``c[1]`` (truncate 3) and scaled by ``c[0]``."""
     b, _, h, w = x.shape

@@ -13,17 +13,17 @@ from functools import lru_cache
 
 import torch
 
-from ._common import normal, uniform
+from ._random import ItemGenerators, RandomSource, normal, randint, uniform
 
 __all__ = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"]
 
 
-def gaussian_noise(x: torch.Tensor, c: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def gaussian_noise(x: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:
     """``x + N(0, c^2)`` per pixel and channel."""
     return x + normal(x.shape, 0.0, c, generator, x.device, x.dtype)
 
 
-def shot_noise(x: torch.Tensor, c: float, generator: torch.Generator | None = None, *,
+def shot_noise(x: torch.Tensor, c: float, generator: RandomSource = None, *,
                levels: bool = False) -> torch.Tensor:
     """``Poisson(c * x) / c``: photon noise with ``c`` photons per unit intensity.
 
@@ -31,17 +31,21 @@ def shot_noise(x: torch.Tensor, c: float, generator: torch.Generator | None = No
     ``searchsorted`` draws every count (much faster than a general Poisson sampler)."""
     if levels:
         return _poisson_from_levels(torch.round(x * 255).long(), float(c), generator) / c
-    rate = (x * c).clamp_min(0.0)
-    if x.device.type == "cpu":  # NumPy's Poisson sampler is ~10x faster than torch's on the CPU
+    return _poisson((x * c).clamp_min(0.0), generator) / c
+
+
+def _poisson(rate: torch.Tensor, generator: RandomSource) -> torch.Tensor:
+    """Poisson counts ``(B, ...)`` of ``rate`` (same dtype); per-image generators draw each image alone."""
+    if isinstance(generator, ItemGenerators):
+        return torch.cat([_poisson(rate[i:i + 1], g) for i, g in enumerate(generator)])
+    if rate.device.type == "cpu":  # NumPy's Poisson sampler is ~10x faster than torch's on the CPU
         import numpy as np
 
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator,
-                                 device=generator.device if generator is not None else "cpu"))
+        seed = int(randint(0, 2**62, (1,), generator, torch.device("cpu")))
         counts = np.random.default_rng(seed).poisson(rate.double().numpy())
-        return torch.from_numpy(counts).to(x.dtype) / c
-    dev = generator.device if generator is not None else x.device
-    counts = torch.poisson(rate.to(dev), generator=generator).to(x.device)
-    return counts / c
+        return torch.from_numpy(counts).to(rate.dtype)
+    dev = generator.device if generator is not None else rate.device
+    return torch.poisson(rate.to(dev), generator=generator).to(rate.device)
 
 
 @lru_cache(maxsize=8)
@@ -61,7 +65,7 @@ def _poisson_tables(c: float, device: torch.device) -> tuple[torch.Tensor, torch
     return cdf.flatten(), guide.flatten(), k_max, bins
 
 
-def _poisson_from_levels(v: torch.Tensor, c: float, generator: torch.Generator | None) -> torch.Tensor:
+def _poisson_from_levels(v: torch.Tensor, c: float, generator: RandomSource) -> torch.Tensor:
     """Poisson counts with rates ``c * v / 255`` for integer levels ``v`` in 0..255 (float64 CDF tables).
 
     Inverse-CDF sampling: the count is the first ``k`` with ``u <= cdf[v, k]``. The guide table starts
@@ -88,13 +92,13 @@ def _poisson_from_levels(v: torch.Tensor, c: float, generator: torch.Generator |
     return (idx - row).reshape(v.shape).to(torch.float32)
 
 
-def impulse_noise(x: torch.Tensor, c: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def impulse_noise(x: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:
     """Salt and pepper (scikit-image ``random_noise(mode="s&p", amount=c)``): a fraction ``c`` of the
     values (per channel) is replaced, half by 0 and half by 1."""
     u = uniform(x.shape, 0.0, 1.0, generator, x.device, x.dtype)  # one draw: u < c flips, u < c/2 salts
     return x.masked_fill(u < c, 0.0).masked_fill_(u < 0.5 * c, 1.0)
 
 
-def speckle_noise(x: torch.Tensor, c: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def speckle_noise(x: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:
     """Multiplicative noise ``x + x * N(0, c^2)``."""
     return x + x * normal(x.shape, 0.0, c, generator, x.device, x.dtype)

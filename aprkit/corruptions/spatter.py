@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import filter2d, gaussian_filter, normal, pad2d
+from ._common import filter2d, gaussian_filter, pad2d
+from ._random import RandomSource, normal
 
 __all__ = ["spatter", "canny", "equalize_hist", "truncated_distance"]
 
@@ -103,7 +104,7 @@ def equalize_hist(img: torch.Tensor) -> torch.Tensor:
     return lut.gather(1, flat).reshape(img.shape).to(img.dtype)
 
 
-def spatter(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
+def spatter(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:
     """Water (``c[5] == 0``) or mud (``c[5] == 1``) spatter; ``c = (loc, scale, sigma, threshold,
     intensity / mud blur, kind)`` as in the scripts."""
     b, _, h, w = x.shape

@@ -17,14 +17,15 @@ import os
 
 import torch
 
-from ._common import clipped_zoom, normal, randint, rgb_to_gray, uniform
+from ._common import clipped_zoom, rgb_to_gray
+from ._random import RandomSource, normal, randint, uniform
 from ._frost import frost_textures
 from .blur import motion_line_blur
 
 __all__ = ["plasma_fractal", "fog", "frost", "snow"]
 
 
-def plasma_fractal(batch: int, mapsize: int, wibbledecay: float, generator: torch.Generator | None = None,
+def plasma_fractal(batch: int, mapsize: int, wibbledecay: float, generator: RandomSource = None,
                    device: torch.device | str = "cpu") -> torch.Tensor:
     """Diamond-square height maps ``(B, mapsize, mapsize)`` in [0, 1] (float64), one per image."""
     if mapsize < 2 or mapsize & (mapsize - 1):
@@ -52,7 +53,7 @@ def plasma_fractal(batch: int, mapsize: int, wibbledecay: float, generator: torc
     return m / m.amax(dim=(1, 2), keepdim=True)
 
 
-def fog(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None, *, mapsize: int = 32) -> torch.Tensor:
+def fog(x: torch.Tensor, c: tuple, generator: RandomSource = None, *, mapsize: int = 32) -> torch.Tensor:
     """``(x + c0 * plasma) * max(x) / (max(x) + c0)`` with a plasma of wibble decay ``c[1]``."""
     b, _, h, w = x.shape
     size = mapsize
@@ -63,14 +64,14 @@ def fog(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None, *, 
     return (x + c[0] * plasma) * max_val / (max_val + c[0])
 
 
-def frost(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None, *, scale: float = 0.2,
+def frost(x: torch.Tensor, c: tuple, generator: RandomSource = None, *, scale: float = 0.2,
           frost_dir: str | os.PathLike | None = None) -> torch.Tensor:
     """``c0 * x + c1 * frost``: a random crop of a random frost texture (one of the first five, as in the
     scripts) resized by the preset's ``scale``."""
     b, _, h, w = x.shape
     textures = frost_textures(scale, (h, w), frost_dir)
     idx = randint(0, 5, (b,), generator, torch.device("cpu"))
-    starts = torch.rand(b, 2, generator=generator, device=generator.device if generator is not None else "cpu")
+    starts = uniform((b, 2), 0.0, 1.0, generator, torch.device("cpu"))
     layer = torch.empty_like(x)
     for k, tex in enumerate(textures):
         sel = (idx == k).nonzero().flatten()
@@ -87,7 +88,7 @@ def frost(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None, *
     return c[0] * x + c[1] * layer
 
 
-def snow(x: torch.Tensor, c: tuple, generator: torch.Generator | None = None) -> torch.Tensor:
+def snow(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:
     """Snow layer ``N(c0, c1)`` zoomed by ``c2``, cut below ``c3``, streaked by a motion blur of radius
     ``c4`` / sigma ``c5``; the image is whitened by ``1 - c6`` towards ``1.5 * gray + 0.5``."""
     b, _, h, w = x.shape

@@ -44,8 +44,8 @@ NO_LABEL = -1
 #: model outputs gathered on the device before one finiteness check and copy to the host
 FLUSH_ROWS = 8192
 
-#: a per-batch transform applied on the device: (uint8 images (B, C, H, W), batch index) -> images
-BatchTransform = Callable[[torch.Tensor, int], torch.Tensor]
+#: a per-batch transform applied on the device: (uint8 images (B, C, H, W), dataset indices (B,) int64) -> images
+BatchTransform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -385,7 +385,7 @@ def predict(
             for b, (images, labels, idx) in enumerate(iter_batches(dataset, batch_size, num_workers=num_workers, limit=limit, device=device)):
                 x = images.to(device, non_blocking=True)
                 if transform is not None:
-                    x = transform(x, b)
+                    x = transform(x, idx)
                 x = to_model_input(x, device, channels_last)
                 ctx = torch.autocast(device.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
                 with ctx:

@@ -12,13 +12,12 @@ reuses the same forward passes. Summary numbers:
   ``"imagenet"`` with all 15 x 5 cells).
 - ``relative_robustness``: mean corrupted accuracy / clean accuracy.
 
-Generated corruptions are seeded per (seed, corruption, severity, batch index): reproducible for a
-fixed batch size (and number of ``torchrun`` processes).
+Generated corruptions are seeded per image: image ``i`` of a cell depends on (seed, corruption, severity,
+preset, i) only, so the numbers are the same for every batch size, worker count and ``torchrun`` world size.
 """
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -101,16 +100,16 @@ def _default_preset(data: Any) -> str:
     return "cifar" if side <= 32 else "tinyimagenet" if side <= 64 else "imagenet"
 
 
-def _stable_seed(*parts: Any) -> int:
-    return zlib.crc32("|".join(map(str, parts)).encode()) & 0x7FFFFFFF
-
-
 def _generated_transform(corruption: str, severity: int, preset: str, seed: int):
-    from aprkit.corruptions import corrupt
+    """The on-the-fly corruption of one cell: ``(uint8 images (B, C, H, W), dataset indices (B,)) -> images``.
 
-    def apply(images: torch.Tensor, batch: int) -> torch.Tensor:
-        g = torch.Generator(device="cpu").manual_seed(_stable_seed(seed, corruption, severity, batch))
-        return corrupt(images, corruption, severity, preset=preset, generator=g)
+    Image ``i`` is seeded by ``item_seeds(seed, corruption, severity, preset, i)`` only: the same for every
+    batch size, worker count, process count and ``limit``."""
+    from aprkit.corruptions import corrupt, item_seeds
+
+    def apply(images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        seeds = item_seeds(seed, corruption, severity, preset, indices)
+        return corrupt(images, corruption, severity, preset=preset, seeds=seeds)
 
     return apply
 

@@ -1,0 +1,116 @@
+"""The manifest of a generated -C folder: ``<out>/manifest.json``, written before any output.
+
+It records everything the outputs depend on (layout, seed, preset, severities, ``CODE_VERSION``, an
+input fingerprint and, for JPEG trees, size and quality) and which outputs are complete. A rerun into
+the same folder resumes only when these match; otherwise it is refused (pick another folder or pass
+``overwrite=True`` / ``--overwrite``). Outputs are skipped only when the manifest lists them complete.
+Nothing here is public API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .._io import atomic_write_text
+
+__all__ = ["MANIFEST", "Manifest", "check_batch_size", "fingerprint_array", "fingerprint_files"]
+
+MANIFEST = "manifest.json"
+_TOOL = "aprkit corrupt"
+
+
+def fingerprint_array(images: np.ndarray, labels: np.ndarray | None = None) -> dict[str, Any]:
+    """Shape, dtype and a blake2b digest of the image bytes (and of the labels, when given)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(images).data)
+    out: dict[str, Any] = {"shape": list(images.shape), "dtype": str(images.dtype), "digest": h.hexdigest()}
+    if labels is not None:
+        lab = np.ascontiguousarray(np.asarray(labels, dtype=np.int64))
+        out["labels_digest"] = hashlib.blake2b(lab.data, digest_size=16).hexdigest()
+    return out
+
+
+def fingerprint_files(paths: Sequence[Path], root: Path) -> dict[str, Any]:
+    """Number of files and a digest of their paths (relative to ``root``) and sizes."""
+    h = hashlib.blake2b(digest_size=16)
+    for p in paths:
+        h.update(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}\n".encode())
+    return {"files": len(paths), "digest": h.hexdigest()}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
+
+
+class Manifest:
+    """Open (or start) the manifest of ``out`` for a run with generation ``params``.
+
+    ``outputs``: the output paths (relative to ``out``) this run may write. Raises ``ValueError`` when
+    the folder's manifest was written with other parameters, or when outputs exist without a manifest,
+    unless ``overwrite`` (then the manifest starts afresh and every output is recomputed).
+    """
+
+    def __init__(self, out: Path, params: dict[str, Any], outputs: Iterable[str], overwrite: bool = False) -> None:
+        self.path = Path(out) / MANIFEST
+        params = json.loads(json.dumps(params))  # the JSON form: tuples -> lists, as read back
+        old = self._read()
+        hint = f"pick another output folder or pass --overwrite (overwrite=True) to replace {str(out)!r}"
+        if old is not None and old.get("params") != params and not overwrite:
+            diff = "; ".join(_differences(old.get("params") or {}, params))
+            raise ValueError(f"{self.path} was written with other generation parameters ({diff}); {hint}")
+        if old is None and not overwrite:
+            present = [o for o in outputs if (Path(out) / o).exists()]
+            if present:
+                raise ValueError(f"{str(out)!r} already holds {', '.join(present[:3])}{' ...' if len(present) > 3 else ''} "
+                                 f"without a {MANIFEST} (written by an older aprkit or another tool); {hint}")
+        keep = old is not None and old.get("params") == params and not overwrite
+        self.data: dict[str, Any] = old if keep else {"tool": _TOOL, "params": params, "complete": [], "started": []}
+        self.data.setdefault("complete", [])
+        self.data.setdefault("started", [])
+        self._write()
+
+    def _read(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{self.path} is not a readable manifest ({err}); pick another output folder or pass "
+                             "--overwrite (overwrite=True)") from None
+        if not isinstance(data, dict) or data.get("tool") != _TOOL:
+            raise ValueError(f"{self.path} is not a manifest of {_TOOL}; pick another output folder or pass --overwrite")
+        return data
+
+    def _write(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n")
+
+    def is_complete(self, entry: str) -> bool:
+        """``entry`` was finished under these parameters."""
+        return entry in self.data["complete"]
+
+    def was_started(self, entry: str) -> bool:
+        """``entry`` was begun under these parameters (its existing files are valid)."""
+        return entry in self.data["started"] or self.is_complete(entry)
+
+    def start(self, entry: str) -> None:
+        if entry not in self.data["started"]:
+            self.data["started"].append(entry)
+            self._write()
+
+    def complete(self, entry: str) -> None:
+        if entry not in self.data["complete"]:
+            self.data["complete"].append(entry)
+            self._write()
+
+
+def check_batch_size(batch_size: object) -> int:
+    """A positive integer batch size (``ValueError`` otherwise)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or int(batch_size) < 1:
+        raise ValueError(f"batch_size must be a positive integer number of images, got {batch_size!r}")
+    return int(batch_size)
