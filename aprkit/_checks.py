@@ -6,6 +6,7 @@ content) whose message names the argument and what was expected. Nothing here is
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -23,6 +24,7 @@ __all__ = [
 ]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_RANGE_SLACK = 1e-3  # rounding noise tolerated around [0, 1] by ``unit_range`` (0..255 floats are far outside)
 IMAGE_DTYPES = FLOAT_DTYPES + (torch.uint8,)
 
 
@@ -34,11 +36,14 @@ def check_image_tensor(
     max_ndim: int | None = None,
     check_finite: bool = True,
     channels: Sequence[int] | None = None,
+    unit_range: bool = False,
 ) -> torch.Tensor:
     """Validate an image tensor of shape ``(..., C, H, W)`` and return it unchanged.
 
     Raises ``TypeError`` for a non-tensor or an unsupported dtype and ``ValueError`` for too few
     dimensions, an empty batch, ``H`` or ``W`` below 2, a wrong channel count or non-finite values.
+    ``unit_range=True`` (at API boundaries that clamp to [0, 1]): float values outside [0, 1] (e.g. 0..255
+    floats) raise ``ValueError`` too; it costs one ``aminmax`` pass, which also serves the finiteness check.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (..., C, H, W), got {type(x).__name__}")
@@ -59,6 +64,14 @@ def check_image_tensor(
         raise ValueError(
             f"{name} must have {' or '.join(map(str, channels))} channels in (..., C, H, W), got shape {tuple(x.shape)}"
         )
+    if unit_range and x.dtype != torch.uint8:
+        lo, hi = (float(v) for v in torch.aminmax(x))  # NaN and inf propagate
+        if check_finite and not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"{name} contains NaN or infinite values; expected finite pixel values")
+        if lo < -_RANGE_SLACK or hi > 1.0 + _RANGE_SLACK:
+            raise ValueError(f"{name} is float with values in [{lo:.4g}, {hi:.4g}]; expected float images in [0, 1] "
+                             "(divide 0..255 values by 255) or uint8 in [0, 255]")
+        return x
     if check_finite and x.dtype != torch.uint8 and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values; expected finite pixel values")
     return x

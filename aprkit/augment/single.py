@@ -84,7 +84,7 @@ def apr_single(
     Returns a new tensor of ``x``'s dtype and device, clamped to its range (uint8 rounded).
     Views of uint8 images are rounded to integers between ops, as the reference's uint8 arrays are.
     """
-    check_image_tensor(x, "images", min_ndim=4, max_ndim=4)
+    check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True)
     names = resolve_ops(ops)
     b = x.shape[0]
     missing = [k for k in _PARAM_KEYS if k not in params]

@@ -138,7 +138,7 @@ def corrupt(
     """
     check_name(name)
     c = params(name, severity, check_preset(preset))
-    check_image_tensor(images, "images", min_ndim=3)
+    check_image_tensor(images, "images", min_ndim=3, unit_range=True)
     channels = images.shape[-3]
     if name in _RGB_ONLY and channels != 3:
         raise ValueError(f"{name} needs RGB images (..., 3, H, W), got shape {tuple(images.shape)}")

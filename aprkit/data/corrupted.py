@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from aprkit._checks import nearest_names
 from .arrays import ArrayDataset, load_npy
 from .folder import ImageFolderDataset
 
-__all__ = ["BENCHMARK_CORRUPTIONS", "ALL_CORRUPTIONS", "cifar_c", "imagenet_c", "available_corruptions"]
+__all__ = ["BENCHMARK_CORRUPTIONS", "ALL_CORRUPTIONS", "cifar_c", "imagenet_c", "available_corruptions", "check_matches_clean"]
 
 #: the 15 benchmark corruptions (same order as ``aprkit.eval.metrics.CORRUPTIONS``)
 BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
@@ -81,6 +81,8 @@ def cifar_c(root: str | Path, corruption: str, severity: int | None = None, *, c
     labels = load_npy(label_path)
     if labels.ndim != 1 or labels.shape[0] not in (n, 5 * n):
         raise ValueError(f"{label_path} must have shape ({5 * n},) or ({n},) to match {data_path} {arr.shape}, got {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"{label_path} must hold integer class labels, got dtype {labels.dtype}")
     labels = np.asarray(labels, dtype=np.int64)
     if severity is None:
         lab = labels if labels.shape[0] == 5 * n else np.tile(labels, 5)
@@ -117,3 +119,20 @@ def imagenet_c(root: str | Path, corruption: str, severity: int, *, classes: Seq
     if not sdir.is_dir():
         raise FileNotFoundError(f"{sdir} is missing; expected the -C folder layout {_FOLDER_LAYOUT}")
     return ImageFolderDataset(sdir, classes=classes, **kw)
+
+
+def check_matches_clean(corrupted: Any, clean: Any, limit: int | None = None, what: str = "the -C set") -> None:
+    """Raise ``ValueError`` unless ``corrupted`` has as many images as ``clean`` (both cut to ``limit``) and
+    the same image shape ``(C, H, W)``: an on-disk -C set must be a corrupted copy of the clean set evaluated."""
+    n_c, n_clean = len(corrupted), len(clean)
+    if limit is not None:
+        n_c, n_clean = min(n_c, int(limit)), min(n_clean, int(limit))
+    cut = f" (limit {limit})" if limit is not None else ""
+    if n_c != n_clean:
+        raise ValueError(f"{what} has {n_c} images{cut} but the clean set has {n_clean}{cut}; "
+                         "expected a corrupted copy of the clean test set, image for image")
+    if n_c:
+        shape_c, shape_clean = tuple(np.shape(corrupted[0][0])), tuple(np.shape(clean[0][0]))
+        if shape_c != shape_clean:
+            raise ValueError(f"{what} has images of shape {shape_c} but the clean set has {shape_clean}; "
+                             "expected the same image size (C, H, W)")

@@ -193,6 +193,9 @@ def evaluate_cell(ctx: EvalContext, data: Any, corruption: str | None = None, se
     dataset = clean
     if corruption is not None and source:
         dataset = _open_corrupted(source, corruption, severity)
+        from aprkit.data.corrupted import check_matches_clean
+
+        check_matches_clean(dataset, clean, limit, f"the -C set of {corruption}-{severity}")
     elif corruption is not None:
         transform = _generated_transform(corruption, int(severity), preset, ctx.seed)
     desc = "clean" if corruption is None else f"{corruption}-{severity}"

@@ -1,0 +1,87 @@
+"""No silent wrong answers from corruption inputs: 0..255 floats, and on-disk -C sets that do not match
+the clean set (float labels, other length, other image size)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from aprkit.augment import APRSingle, APRSingleBatch
+from aprkit.corruptions import RandomCorruption, corrupt
+from conftest import natural_images
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("scale", [255.0, 2.0])
+def test_float_images_above_one_are_refused(scale: float) -> None:
+    x = torch.rand(2, 3, 16, 16) * scale
+    with pytest.raises(ValueError, match=r"expected float images in \[0, 1\].*divide 0..255 values by 255"):
+        corrupt(x, "contrast", 3)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        RandomCorruption("contrast", 3)(x)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        APRSingle(p=1.0, seed=0)(x[0])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        APRSingleBatch(p=1.0, seed=0)(x)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        corrupt(-x, "fog", 1)
+
+
+def test_unit_range_floats_and_nan_still_handled() -> None:
+    x = torch.rand(2, 3, 16, 16)
+    x[0, 0, 0, 0], x[1, 0, 0, 0] = 0.0, 1.0
+    assert corrupt(x, "contrast", 3).shape == x.shape
+    assert APRSingle(p=1.0, seed=0)(x[0]).shape == x[0].shape
+    x[0, 0, 0, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        corrupt(x, "contrast", 3)
+
+
+class Mean(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :10]
+
+
+def _clean(n: int = 12, size: int = 32):
+    from aprkit.eval.inference import TensorImageDataset
+
+    return TensorImageDataset(natural_images(n, size, seed=1), torch.arange(n) % 10)
+
+
+def _write_c(root, n: int, size: int = 32, labels: np.ndarray | None = None):
+    root.mkdir(parents=True, exist_ok=True)
+    imgs = natural_images(n, size, seed=1).permute(0, 2, 3, 1).numpy()
+    np.save(root / "fog.npy", np.concatenate([imgs] * 5))
+    np.save(root / "labels.npy", np.tile(np.arange(n) % 10, 5) if labels is None else labels)
+    return root
+
+
+def _eval(root, clean, limit=None):
+    from aprkit.eval import evaluate
+
+    return evaluate(Mean(), suite="corruption", data=clean, corrupted=f"cifar10-c:{root}", corruptions=["fog"],
+                    severities=[1], limit=limit, device="cpu", progress=False, report=False, model_id="m",
+                    options={"check_classes": False})
+
+
+def test_on_disk_c_set_must_match_the_clean_set(tmp_path) -> None:
+    clean = _clean(12)
+    assert _eval(_write_c(tmp_path / "ok", 12), clean)["corruption"]["cells"]["fog"]["1"]["n"] == 12
+    with pytest.raises(ValueError, match="has 5 images .* clean set has 12"):
+        _eval(_write_c(tmp_path / "short", 5), clean)
+    with pytest.raises(ValueError, match=r"has 5 images \(limit 8\) .* clean set has 8"):
+        _eval(tmp_path / "short", clean, limit=8)
+    assert _eval(tmp_path / "short", clean, limit=4)["corruption"]["cells"]["fog"]["1"]["n"] == 4
+    with pytest.raises(ValueError, match=r"shape \(3, 64, 64\) but the clean set has \(3, 32, 32\)"):
+        _eval(_write_c(tmp_path / "big", 12, size=64), clean)
+
+
+def test_on_disk_c_labels_must_be_integers(tmp_path) -> None:
+    from aprkit.data.corrupted import cifar_c
+
+    root = _write_c(tmp_path / "c", 4, labels=np.tile(np.arange(4) % 10, 5).astype(np.float64) + 0.7)
+    with pytest.raises(ValueError, match="integer class labels, got dtype float64"):
+        cifar_c(root, "fog", 1)
