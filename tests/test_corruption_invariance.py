@@ -136,3 +136,27 @@ def test_cli_output_identical_across_batch_sizes(tmp_path) -> None:
                      "--severities", "2", "5", "--batch-size", str(b), "--no-progress"]) == 0
     for name in names:
         assert np.array_equal(np.load(tmp_path / "o7" / f"{name}.npy"), np.load(tmp_path / "o64" / f"{name}.npy"))
+
+
+def _dist_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from aprkit.eval.inference import TensorImageDataset
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        ds = TensorImageDataset(natural_images(40, 16, seed=2), torch.arange(40) % 10)
+        torch.save(_cells(ds, 7), f"{out_dir}/cells{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_eval_cells_identical_under_two_process_gloo(small_set, tmp_path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_dist_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ref = _cells(small_set, 7)
+    for rank in (0, 1):
+        assert torch.load(tmp_path / f"cells{rank}.pt") == ref
