@@ -19,7 +19,6 @@ import os
 import resource
 import sys
 import time
-import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -111,17 +110,19 @@ class SharedCorruptions:
         self.seconds = 0.0
 
     def __repr__(self) -> str:  # stable: part of the runner's cache keys
-        return f"SharedCorruptions({self.test.cache_id}, seed={self.seed}, preset={self.preset})"
+        from ..corruptions import CODE_VERSION
+
+        return f"SharedCorruptions({self.test.cache_id}, seed={self.seed}, preset={self.preset}, code={CODE_VERSION})"
 
     def __call__(self, corruption: str, severity: int) -> TensorSet:
         key = (corruption, int(severity))
         if key not in self.cells:
-            from ..corruptions import corrupt
+            from ..corruptions import corrupt, item_seeds
 
             t0 = time.perf_counter()
-            g = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}|{corruption}|{severity}".encode()) & 0x7FFFFFFF)
             x = self.test.images
-            parts = [corrupt(x[i : i + self.chunk], corruption, int(severity), preset=self.preset, generator=g)
+            seeds = item_seeds(self.seed, corruption, int(severity), self.preset, range(len(x)))  # as the eval's cells
+            parts = [corrupt(x[i : i + self.chunk], corruption, int(severity), preset=self.preset, seeds=seeds[i : i + self.chunk])
                      for i in range(0, len(x), self.chunk)]
             self.cells[key] = TensorSet(torch.cat(parts), self.test.labels, f"{self.test.cache_id}|{corruption}-{severity}|seed{self.seed}")
             self.seconds += time.perf_counter() - t0
