@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     if corrupted is not None and ":" not in corrupted:
         corrupted = f"cifar10-c:{corrupted}"
     try:
-        model = load_model(args.model, num_classes=args.num_classes, checkpoint=args.checkpoint)
+        model = load_model(args.model, num_classes=args.num_classes, checkpoint=args.checkpoint,
+                           random_init=args.checkpoint is None)
         if args.checkpoint is None:
             print(f"note: {args.model} has random weights (no --checkpoint); the numbers only show the pipeline works")
         res = evaluate(

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from aprkit.cli import main
-from aprkit.cli.eval import _data_arg, apply_overrides, load_config
+from aprkit.cli.eval import _data_arg
+from aprkit.eval.config import load_eval_config
 from conftest import natural_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def png_folder(tmp_path_factory) -> Path:
 def test_cli_writes_report_only_to_out(png_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
-    rc = main(["eval", "--model", "resnet20", "--num-classes", "3", "--data", f"folder:{png_folder}", "--suite", "corruption",
+    rc = main(["eval", "--model", "resnet20", "--random-init", "--num-classes", "3", "--data", f"folder:{png_folder}", "--suite", "corruption",
                "--corruptions", "contrast", "--severities", "2", "--out", str(out), "--device", "cpu",
                "--batch-size", "5", "--no-progress", "--model-id", "r20"])
     assert rc == 0
@@ -46,7 +47,7 @@ def test_cli_writes_report_only_to_out(png_folder, tmp_path, monkeypatch, capsys
 
 def test_cli_without_out_writes_nothing(png_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    rc = main(["eval", "--model", "resnet20", "--num-classes", "3", "--data", f"folder:{png_folder}", "--suite", "corruption",
+    rc = main(["eval", "--model", "resnet20", "--random-init", "--num-classes", "3", "--data", f"folder:{png_folder}", "--suite", "corruption",
                "--corruptions", "none", "--device", "cpu", "--no-progress", "--limit", "6"])
     assert rc == 0
     captured = capsys.readouterr()
@@ -55,12 +56,12 @@ def test_cli_without_out_writes_nothing(png_folder, tmp_path, monkeypatch, capsy
 
 
 def test_cli_bad_input_is_a_clear_error(png_folder, tmp_path, capsys):
-    assert main(["eval", "--model", "resnet20", "--data", f"folder:{png_folder}", "--suite", "calibraton", "--device", "cpu"]) == 2
+    assert main(["eval", "--model", "resnet20", "--random-init", "--data", f"folder:{png_folder}", "--suite", "calibraton", "--device", "cpu"]) == 2
     assert "unknown suite 'calibraton'" in capsys.readouterr().err
-    assert main(["eval", "--model", "resnet20", "--data", f"cifar10-c:{tmp_path}", "--device", "cpu", "--no-progress"]) == 2
+    assert main(["eval", "--model", "resnet20", "--random-init", "--data", f"cifar10-c:{tmp_path}", "--device", "cpu", "--no-progress"]) == 2
     assert main(["eval", "--data", f"folder:{png_folder}"]) == 2
     assert "no model given" in capsys.readouterr().err
-    assert main(["eval", "--model", "resnet20", "--data", f"folder:{png_folder}", "--set", "novalue"]) == 2
+    assert main(["eval", "--model", "resnet20", "--random-init", "--data", f"folder:{png_folder}", "--set", "novalue"]) == 2
     assert "key=value" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["eval", "--severities", "1,x"])
@@ -69,24 +70,102 @@ def test_cli_bad_input_is_a_clear_error(png_folder, tmp_path, capsys):
 def test_config_loading_env_and_overrides(tmp_path, monkeypatch):
     monkeypatch.setenv("APRKIT_TEST_ROOT", "/data/x")
     cfg_path = tmp_path / "c.yaml"
-    cfg_path.write_text("model: resnet20\ndata: cifar10:${APRKIT_TEST_ROOT}\nsuite: [corruption]\n"
+    cfg_path.write_text("model: resnet20\ndata: cifar10:${APRKIT_TEST_ROOT}\nsuites: [corruption, ood]\n"
                         "out: ${APRKIT_NOPE:-runs/default}\nodin_temperature: 100\n")
-    cfg = load_config(cfg_path)
-    assert cfg["data"] == "cifar10:/data/x" and cfg["out"] == "runs/default" and cfg["suites"] == ["corruption"]
+    cfg = load_eval_config(cfg_path)
+    assert cfg["data"] == "cifar10:/data/x" and cfg["out_dir"] == "runs/default" and cfg["suite"] == ["corruption", "ood"]
     assert cfg["options"] == {"odin_temperature": 100}
-    cfg = apply_overrides(cfg, ["limit=100", "severities=[1, 2]", "options.knn_k=5", "fit=cifar10:/t"])
+    cfg = load_eval_config(cfg_path, ["limit=100", "severities=[1, 2]", "options.knn_k=5", "fit=cifar10:/t", "suites=ood",
+                                      "batch_size=64.0"])
     assert cfg["limit"] == 100 and cfg["severities"] == [1, 2] and cfg["options"]["knn_k"] == 5 and cfg["fit"] == "cifar10:/t"
-    with pytest.raises(FileNotFoundError, match="configs/eval"):
-        load_config(tmp_path / "missing.yaml")
+    assert cfg["suite"] == ["ood"] and cfg["batch_size"] == 64 and isinstance(cfg["batch_size"], int)
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_eval_config(tmp_path / "missing.yaml")
+
+
+def test_eval_config_base_inheritance_and_flags(tmp_path):
+    """The train loader's semantics: base:, several files left to right, flags over files, --set over flags."""
+    (tmp_path / "base.yaml").write_text("model: resnet20\ndata: synthetic:8\nbatch_size: 16\nsuites: [ood]\nknn_k: 3\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nbatch_size: 32\n")
+    (tmp_path / "more.yaml").write_text("limit: 5\n")
+    cfg = load_eval_config([tmp_path / "child.yaml", tmp_path / "more.yaml"], ["limit=7"], {"batch_size": 8, "limit": 6})
+    assert cfg["batch_size"] == 8 and cfg["limit"] == 7 and cfg["options"] == {"knn_k": 3} and cfg["model"] == "resnet20"
+
+
+def test_eval_config_typos_are_errors(tmp_path, png_folder, capsys):
+    """Issue 12 item 6: eval used to turn unknown keys into suite options and run with neither."""
+    base = ["eval", "--model", "resnet20", "--random-init", "--data", f"folder:{png_folder}", "--device", "cpu",
+            "--no-progress", "--corruptions", "none"]
+    assert main(base + ["--set", "batchsize=16"]) == 2
+    assert "unknown config key 'batchsize' (did you mean 'batch_size'" in capsys.readouterr().err
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("limt: 20\n")
+    assert main(base + ["--config", str(bad)]) == 2
+    assert "unknown config key 'limt' (did you mean 'limit'" in capsys.readouterr().err
+    assert main(base + ["--set", "knn_k=5"]) == 2  # an OOD option while only the corruption suite runs
+    assert "option 'knn_k' is read by suite 'ood', which is not selected" in capsys.readouterr().err
+    assert main(base + ["--set", "batch_size=abc"]) == 2
+    assert "config key 'batch_size' must be an int, got 'abc'" in capsys.readouterr().err
+    assert main(base + ["--set", "options.n_binz=3"]) == 2
+    assert "unknown suite option 'n_binz' (did you mean 'n_bins'" in capsys.readouterr().err
+    from aprkit.eval import evaluate
+
+    with pytest.raises(ValueError, match="unknown suite option 'limt'"):
+        evaluate(nn_model(), suite="corruption", data=f"folder:{png_folder}", options={"limt": 3}, progress=False)
+
+
+def nn_model():
+    from aprkit.models import create_model
+
+    return create_model("resnet20", num_classes=3)
+
+
+def test_eval_keys_come_from_evaluate_signature():
+    import inspect
+
+    from aprkit.eval import evaluate
+    from aprkit.eval.config import eval_schema
+
+    assert set(inspect.signature(evaluate).parameters) | {"models"} == set(eval_schema())
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs" / "eval").glob("*.yaml")))
-def test_shipped_configs_parse(name):
-    cfg = load_config(REPO / "configs" / "eval" / name)
-    assert (cfg.get("model") or cfg.get("models")) and cfg.get("data") and cfg.get("suites")
+def test_shipped_configs_load_and_validate(name):
+    cfg = load_eval_config(REPO / "configs" / "eval" / name)
+    assert (cfg.get("model") or cfg.get("models")) and cfg.get("data") and cfg.get("suite")
 
 
 def test_per_suite_data_arguments():
-    assert _data_arg(["cifar10:/a"], None) == "cifar10:/a"
-    assert _data_arg(["cifar10:/a", "shape-bias=cue-conflict:/b"], None) == {"default": "cifar10:/a", "shape-bias": "cue-conflict:/b"}
-    assert _data_arg(["folder:/x=y"], "cifar10:/a") == "folder:/x=y"  # '=' inside a spec is not a suite name
+    from aprkit.eval.suites import load_suites
+
+    assert _data_arg(["cifar10:/a"]) == {"default": "cifar10:/a"}
+    assert _data_arg(["cifar10:/a", "shape-bias=cue-conflict:/b"]) == {"default": "cifar10:/a", "shape-bias": "cue-conflict:/b"}
+    assert _data_arg(["folder:/x=y"]) == {"default": "folder:/x=y"}  # '=' inside a spec is not a suite name
+    for name in load_suites():  # issue 12 item 7: every registered suite, not a hand-written list (cue-conflict was missing)
+        assert _data_arg(["cifar10:/a", f"{name}=synthetic:9"]) == {"default": "cifar10:/a", name: "synthetic:9"}
+    with pytest.raises(ValueError, match="'cue_conflict' is not a suite .*did you mean 'cue-conflict'"):
+        _data_arg(["cue_conflict=synthetic"])
+
+
+def test_cue_conflict_data_does_not_replace_clean_data(tmp_path):
+    """Issue 12 item 7: ``--data cue-conflict=SPEC`` used to become the clean data of every suite."""
+    rc = main(["eval", "--model", "resnet20", "--random-init", "--data", "synthetic:16", "--data", "cue-conflict=synthetic:12",
+               "--suite", "corruption", "--suite", "cue-conflict", "--corruptions", "none", "--device", "cpu",
+               "--no-progress", "--out", str(tmp_path / "o"), "--model-id", "m"])
+    assert rc == 0
+    res = json.loads((tmp_path / "o" / "results.json").read_text())["models"]["m"]
+    assert res["corruption"]["clean"]["n"] == 16 and res["cue-conflict"]["stimuli"].startswith("synthetic-cue-conflict:n=12,")
+
+
+def test_random_weights_are_refused(png_folder, tmp_path, capsys):
+    """Issue 12 item 5: no checkpoint used to evaluate random weights (10 %) and exit 0."""
+    args = ["eval", "--data", f"folder:{png_folder}", "--corruptions", "none", "--device", "cpu", "--no-progress"]
+    assert main(args + ["--model", "resnet20", "--num-classes", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "no trained weights" in err and "--checkpoint" in err and "--random-init" in err
+    from aprkit.models import create_model, save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "c100.pt", create_model("resnet20", num_classes=100))
+    assert main(args + ["--model", str(ckpt), "--num-classes", "3"]) == 2
+    assert "has 100 classes but the model was built with 3" in capsys.readouterr().err
+    assert main(args + ["--model", str(ckpt), "--num-classes", "3", "--drop-head"]) == 0

@@ -72,8 +72,10 @@ def test_checkpoint_contents_and_kwargs(tmp_path):
     loaded = load_model(str(path))
     assert loaded.block1.layer[0].drop_rate == 0.3
     torch.testing.assert_close(loaded.std.flatten(), torch.tensor([1.0, 1.0, 2.0]))
-    # an explicit, different num_classes keeps the backbone and re-initialises the head
-    ten = load_model(path, num_classes=10)
+    # an explicit, different num_classes re-initialises the head only when asked (drop_head=True)
+    with pytest.raises(ValueError, match="has 3 classes but the model was built with 10.*drop_head=True"):
+        load_model(path, num_classes=10)
+    ten = load_model(path, num_classes=10, drop_head=True)
     assert ten.fc.out_features == 10
     torch.testing.assert_close(ten.conv1.weight, model.conv1.weight)
 

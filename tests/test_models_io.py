@@ -53,7 +53,7 @@ def test_normalize_wrapper_torchvision():
 
 
 def test_timm_spec_wraps_with_pretrained_cfg_and_roundtrips(tmp_path):
-    model = load_model("timm:resnet18", num_classes=10)
+    model = load_model("timm:resnet18", num_classes=10, random_init=True)
     assert isinstance(model, Normalize) and model.num_classes == 10
     torch.testing.assert_close(model.mean.flatten(), torch.tensor(model.inner.pretrained_cfg["mean"]).float())
     x = torch.rand(2, 3, 48, 48)
@@ -72,7 +72,7 @@ def test_timm_spec_wraps_with_pretrained_cfg_and_roundtrips(tmp_path):
 
 
 def test_torchvision_spec_and_checkpoint(tmp_path):
-    model = load_model("torchvision:resnet18", num_classes=4)
+    model = load_model("torchvision:resnet18", num_classes=4, random_init=True)
     assert isinstance(model, Normalize) and model.num_classes == 4
     torch.testing.assert_close(model.std.flatten(), torch.tensor([0.229, 0.224, 0.225]))
     path = save_checkpoint(tmp_path / "tv.pt", model)
@@ -145,3 +145,58 @@ def test_folded_bn_state_dict_without_bn_keys():
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(net(x), torch.relu(conv(x)))
+
+
+def test_random_weights_are_refused_unless_asked(tmp_path):
+    """Issue 12 item 5: a bare architecture (or timm/torchvision spec) is untrained; never use it silently."""
+    from aprkit.models import create_model
+
+    for spec in ("resnet20", "timm:resnet18", "torchvision:resnet18"):
+        with pytest.raises(ValueError, match=r"no trained weights.*checkpoint=.*random_init=True"):
+            load_model(spec)
+    assert load_model("resnet20", random_init=True).num_classes == 10
+    with pytest.raises(ValueError, match="unknown timm model"):  # a bad name is reported before missing weights
+        load_model("timm:resnet_nope")
+    path = save_checkpoint(tmp_path / "r.pt", create_model("resnet20", num_classes=100))
+    with pytest.raises(ValueError, match="random_init=True .* checkpoint= was given too"):
+        load_model("resnet20", checkpoint=path, random_init=True)
+
+
+def test_head_of_another_size_is_refused_unless_drop_head(tmp_path):
+    """Issue 12 item 5: a 100-class checkpoint with num_classes=10 used to re-initialise the head silently."""
+    from aprkit.models import create_model
+
+    model = create_model("resnet20", num_classes=100)
+    path = save_checkpoint(tmp_path / "c100.pt", model)
+    torch.save(model.state_dict(), tmp_path / "resnet20_bare.pth")
+    for spec, ckpt in ((path, None), ("resnet20", path), ("resnet20", tmp_path / "resnet20_bare.pth")):
+        with pytest.raises(ValueError, match=r"classifier linear.weight has 100 classes but the model was built with 10.*drop_head"):
+            load_model(spec, num_classes=10, checkpoint=ckpt)
+        ten = load_model(spec, num_classes=10, checkpoint=ckpt, drop_head=True)
+        assert ten.num_classes == 10
+        torch.testing.assert_close(ten.conv1.weight, model.conv1.weight)
+    assert load_model(path).num_classes == 100  # num_classes unset keeps the trained head
+    tv = load_model("torchvision:resnet18", num_classes=100, random_init=True)
+    torch.save(tv.inner.state_dict(), tmp_path / "tv.pth")
+    with pytest.raises(ValueError, match="100 classes but the model was built with 10"):
+        load_model("torchvision:resnet18", num_classes=10, checkpoint=tmp_path / "tv.pth")
+    assert load_model("torchvision:resnet18", num_classes=10, checkpoint=tmp_path / "tv.pth", drop_head=True).num_classes == 10
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all\n", bytes(range(256)) * 4, "truncated"])
+def test_junk_checkpoints_are_not_valid_checkpoints(tmp_path, content):
+    """Issue 12 item 13: junk files say "not a valid checkpoint", never "pass weights_only=False"."""
+    from aprkit.models import create_model
+
+    path = tmp_path / "bad.pt"
+    if content == "truncated":
+        save_checkpoint(path, create_model("resnet20"))
+        path.write_bytes(path.read_bytes()[:5000])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"bad.pt is not a valid checkpoint") as err:
+        load_model("resnet20", checkpoint=path)
+    assert "weights_only" not in str(err.value)
+    torch.save(nn.Linear(2, 2), tmp_path / "module.pt")  # a pickled class, not junk: name it, suggest re-saving
+    with pytest.raises(ValueError, match=r"pickled Python objects \(torch.nn.modules.linear.Linear\).*state_dict"):
+        load_model("resnet20", checkpoint=tmp_path / "module.pt")

@@ -2,6 +2,8 @@
 
 Each subcommand lives in its own module ``aprkit.cli.<name>`` exposing ``add_parser(subparsers)``
 (registers its argparse sub-parser and sets ``func``) so adding one never touches this file's logic.
+Every error a subcommand raises is reported as one line ``aprkit <cmd>: error: ...`` (exit code 2 for bad
+input, 1 for an unexpected failure); ``--debug`` (before or after the subcommand) adds the traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from typing import Sequence
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
@@ -30,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fourier amplitude-phase recombination (APR): augment, train, corrupt and evaluate image classifiers.",
     )
     parser.add_argument("--version", action="version", version=f"aprkit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in SUBCOMMANDS.items():
         try:
@@ -39,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # subcommand not shipped in this build
         mod.add_parser(sub)
+        sub.choices[name].add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                       help="print the full traceback of an error")
     return parser
 
 
@@ -53,9 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished results are kept and a rerun resumes", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"aprkit {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except Exception as err:
+        from ._common import error_line
+
+        if args.debug:
+            traceback.print_exc()
+        line, code = error_line(err)
+        print(f"aprkit {args.command}: error: {line}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

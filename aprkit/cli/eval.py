@@ -1,79 +1,24 @@
 """``aprkit eval``: evaluate a model (or several, side by side) with the evaluation suites.
 
-Settings come from ``--config configs/eval/X.yaml`` and are overridden by flags and ``--set key=value``
-(YAML values; dotted keys reach nested options, unknown keys become suite options). Without ``--out``
-nothing is written (results are printed); with it, ``DIR/results.json``, ``report.md``, ``report.html``
-and a resumable ``cache/`` appear there. String values may use ``${VAR}`` / ``${VAR:-default}``.
+Settings come from ``--config configs/eval/X.yaml`` (several files merge left to right; ``base:`` inherits)
+and are overridden by flags, then by ``--set key=value`` (YAML values; dotted keys reach nested options).
+Valid keys are the parameters of ``aprkit.eval.evaluate`` (``suites``/``out`` are accepted for ``suite``/
+``out_dir``), ``models`` and the options of the selected suites; anything else is an error (the same
+loader and rules as ``aprkit train``). Without ``--out`` nothing is written (results are printed); with it,
+``DIR/results.json``, ``report.md``, ``report.html`` and a resumable ``cache/`` appear there. String values
+may use ``${VAR}`` / ``${VAR:-default}``. A model needs weights (``--checkpoint``, a checkpoint file as
+``--model``) unless ``--random-init`` asks for an untrained one.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run", "load_config", "apply_overrides", "SUITE_CHOICES"]
-
-SUITE_CHOICES = ("corruption", "calibration", "ood", "shape-bias", "phase-bias", "transplant")
-_TOP_KEYS = {
-    "model", "models", "checkpoint", "model_id", "num_classes", "data", "suites", "out", "device", "batch_size",
-    "num_workers", "limit", "severities", "corruptions", "corrupted", "ood", "fit", "seed", "amp", "channels_last",
-    "progress", "resume", "title", "options", "cache_dir",
-}
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _expand(value: Any) -> Any:
-    if isinstance(value, str):
-        return _ENV.sub(lambda m: os.environ.get(m.group(1), m.group(2) if m.group(2) is not None else m.group(0)), value)
-    if isinstance(value, list):
-        return [_expand(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _expand(v) for k, v in value.items()}
-    return value
-
-
-def load_config(path: str | Path) -> dict:
-    """Read an eval YAML config (a mapping of the keys in ``_TOP_KEYS``); ``${VAR:-default}`` is expanded."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file {p} does not exist (see configs/eval/*.yaml for examples)")
-    with open(p, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f) or {}
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{p} must hold a YAML mapping of settings (model, data, suites, ...), got {type(cfg).__name__}")
-    if "suite" in cfg:
-        cfg["suites"] = cfg.pop("suite")
-    unknown = set(cfg) - _TOP_KEYS
-    if unknown:
-        opts = cfg.setdefault("options", {})
-        for k in unknown:
-            opts[k] = cfg.pop(k)
-    return _expand(cfg)
-
-
-def apply_overrides(cfg: dict, assignments: list[str]) -> dict:
-    """Apply ``key=value`` assignments (value parsed as YAML; ``a.b=v`` sets nested keys)."""
-    import yaml
-
-    for item in assignments:
-        if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        value = _expand(yaml.safe_load(raw)) if raw.strip() else None
-        parts = key.strip().split(".")
-        target = cfg if parts[0] in _TOP_KEYS else cfg.setdefault("options", {})
-        for p in parts[:-1]:
-            target = target.setdefault(p, {})
-            if not isinstance(target, dict):
-                raise ValueError(f"--set {key}: {p!r} is not a mapping")
-        target[parts[-1]] = value
-    return cfg
+__all__ = ["add_parser", "run", "settings"]
 
 
 def _int_list(text: str) -> list[int]:
@@ -93,14 +38,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "eval", help="evaluate models: corruptions, calibration, OOD, shape/phase bias, transplant",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", help="YAML settings file (configs/eval/*.yaml)")
+    p.add_argument("--config", nargs="+", default=[], metavar="FILE",
+                   help="YAML settings file(s) (configs/eval/*.yaml), merged left to right (each may name a 'base:')")
     p.add_argument("--model", help="model spec: aprkit arch name, checkpoint file, timm:NAME, torchvision:NAME, robustbench:NAME")
     p.add_argument("--checkpoint", help="weights for --model")
-    p.add_argument("--model-id", dest="model_id", help="name used in the report and cache (default: name + state_dict hash)")
+    p.add_argument("--random-init", dest="random_init", action="store_true", default=None,
+                   help="evaluate an untrained, randomly initialised --model on purpose (refused otherwise)")
+    p.add_argument("--drop-head", dest="drop_head", action="store_true", default=None,
+                   help="replace a checkpoint's classifier that has another number of classes than --num-classes")
+    p.add_argument("--model-id", dest="model_id", help="name used in the report (default: the model's name)")
     p.add_argument("--num-classes", dest="num_classes", type=int)
     p.add_argument("--data", action="append", help="clean test data spec, e.g. cifar10:/data/cifar10 or folder:/data/val; "
                    "repeat as SUITE=SPEC for suite-specific data, e.g. --data shape-bias=cue-conflict:/data/cue-conflict")
-    p.add_argument("--suite", dest="suites", action="append", help=f"suite to run (repeatable): {', '.join(SUITE_CHOICES)}")
+    p.add_argument("--suite", dest="suites", action="append",
+                   help="suite to run (repeatable; default corruption): a name registered in aprkit.eval.suites")
     p.add_argument("--out", help="output folder for results.json, report.md/.html and the resumable cache (required for writing)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", dest="batch_size", type=int)
@@ -117,63 +68,85 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="channels_last memory format (default: on for convolutional models)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.add_argument("--no-resume", dest="resume", action="store_false", default=None, help="recompute even if cached")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key or suite option")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override a setting or suite option, e.g. batch_size=64 knn_k=10 phase-bias.n_pairs=500")
     p.set_defaults(func=run)
     return p
 
 
-def _settings(args: argparse.Namespace) -> dict:
-    cfg = load_config(args.config) if args.config else {}
-    for key in ("model", "checkpoint", "model_id", "num_classes", "suites", "out", "device", "batch_size", "num_workers",
-                "limit", "severities", "corruptions", "corrupted", "ood", "fit", "seed", "amp", "channels_last", "progress", "resume"):
-        value = getattr(args, key, None)
-        if value is not None:
-            cfg[key] = value
-    if args.model is not None:
-        cfg.pop("models", None)  # --model replaces the config's model(s)
+#: flag destination -> settings key (``evaluate`` parameter name)
+_FLAG_KEYS = {"suites": "suite", "out": "out_dir"}
+_FLAGS = ("model", "checkpoint", "random_init", "drop_head", "model_id", "num_classes", "suites", "out", "device",
+          "batch_size", "num_workers", "limit", "severities", "corruptions", "corrupted", "ood", "fit", "seed", "amp",
+          "channels_last", "progress", "resume")
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The validated ``evaluate`` keyword arguments (plus ``models``) of config files, flags and ``--set``."""
+    from aprkit.eval.config import load_eval_config
+
+    flags = {_FLAG_KEYS.get(k, k): getattr(args, k, None) for k in _FLAGS}
     if args.data is not None:
-        cfg["data"] = _data_arg(args.data, cfg.get("data"))
-    return apply_overrides(cfg, args.overrides)
+        flags["data"] = _data_arg(args.data)
+    cfg = load_eval_config(args.config, args.overrides, flags)
+    data = cfg.get("data")
+    if isinstance(data, dict) and list(data) == ["default"]:
+        cfg["data"] = data["default"]
+    return cfg
 
 
-def _data_arg(items: list[str], base: Any) -> Any:
-    """``--data SPEC`` (default data) and ``--data SUITE=SPEC`` (suite-specific) -> spec or mapping."""
-    mapping: dict[str, Any] = dict(base) if isinstance(base, dict) else ({"default": base} if base else {})
+def _data_arg(items: list[str]) -> dict[str, str]:
+    """``--data SPEC`` (default data) and ``--data SUITE=SPEC`` (suite-specific) -> ``{"default"|suite: spec}``.
+
+    A ``NAME=`` prefix without ``:`` or ``/`` must name a registered suite (``folder:/x=y`` is one spec).
+    """
+    from aprkit._checks import nearest_names
+    from aprkit.eval.suites import load_suites
+
+    mapping: dict[str, str] = {}
     for item in items:
         name, sep, spec = item.partition("=")
-        if sep and name in SUITE_CHOICES:
+        if sep and not any(c in name for c in ":/\\"):
+            suites = load_suites()
+            if name not in suites:
+                raise ValueError(f"--data {item}: {name!r} is not a suite{nearest_names(name, list(suites))}; "
+                                 f"expected SPEC or SUITE=SPEC with SUITE one of {', '.join(sorted(suites))}")
+            if not spec:
+                raise ValueError(f"--data {item}: no data spec after '='; expected {name}=SPEC")
             mapping[name] = spec
         else:
             mapping["default"] = item
-    return mapping["default"] if list(mapping) == ["default"] else mapping
+    return mapping
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``aprkit eval`` with parsed ``args``; prints a summary and where the report is."""
     from aprkit.eval import evaluate
+    from aprkit.eval.inference import resolve_device
+    from aprkit.eval.runner import load_eval_model
 
-    cfg = _settings(args)
-    if not cfg.get("model") and not cfg.get("models"):
+    from ._common import check_out_dir
+
+    cfg = settings(args)
+    models = cfg.pop("models", None)
+    if not cfg.get("model") and not models:
         raise ValueError("no model given: pass --model SPEC (and --checkpoint) or a config with 'model:'")
     if not cfg.get("data"):
         raise ValueError("no data given: pass --data SPEC (e.g. cifar10:/path/to/cifar10) or a config with 'data:'")
-    suites = cfg.get("suites") or ["corruption"]
-    suites = [suites] if isinstance(suites, str) else list(suites)
+    if models and cfg.get("checkpoint"):
+        raise ValueError("checkpoint applies to one --model; with 'models:' give each entry its own "
+                         "{model: SPEC, checkpoint: FILE}")
+    check_out_dir(cfg.get("out_dir"), "--out")
+    resolve_device(cfg.get("device", "auto"))  # a bad or missing device fails before any work
     cfg["device"], started_group = _init_distributed(cfg.get("device", "auto"))
     main_rank = not started_group or int(os.environ.get("RANK", "0")) == 0
-    model: Any = cfg.get("model")
-    if cfg.get("models"):
-        from aprkit.eval.runner import load_eval_model
-        from aprkit.eval.inference import resolve_device
-
-        dev = resolve_device(cfg.get("device", "auto"))
-        model = {}
-        for name, spec in dict(cfg["models"]).items():
-            spec = spec if isinstance(spec, dict) else {"model": spec}
-            model[name] = load_eval_model(spec["model"], cfg.get("num_classes"), spec.get("checkpoint"), dev)[0]
-    out = cfg.get("out")
     try:
-        res = _evaluate(evaluate, model, suites, cfg, out)
+        if models:
+            dev = resolve_device(cfg["device"])
+            cfg["model"] = {name: load_eval_model(entry["model"], cfg.get("num_classes"), entry.get("checkpoint"), dev,
+                                                  bool(cfg.get("random_init")), bool(cfg.get("drop_head")))[0]
+                            for name, entry in models.items()}
+        res = evaluate(**cfg)
     finally:
         if started_group:
             import torch.distributed as dist
@@ -182,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
     if not main_rank:
         return 0
     _print_summary(res)
-    if out:
-        print(f"report: {Path(out) / 'report.html'} (also report.md, results.json)")
+    if cfg.get("out_dir"):
+        print(f"report: {Path(cfg['out_dir']) / 'report.html'} (also report.md, results.json)")
     else:
         print("no --out given: nothing was written (pass --out DIR to keep results, the cache and the report)", file=sys.stderr)
     return 0
@@ -203,18 +176,6 @@ def _init_distributed(device: Any) -> tuple[Any, bool]:
         device = f"cuda:{local}"
     torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
     return device, True
-
-
-def _evaluate(evaluate: Any, model: Any, suites: list[str], cfg: dict, out: Any) -> Any:
-    return evaluate(
-        model, suite=suites, data=cfg["data"], model_id=cfg.get("model_id"), num_classes=cfg.get("num_classes"),
-        checkpoint=None if cfg.get("models") else cfg.get("checkpoint"), out_dir=out, cache_dir=cfg.get("cache_dir"),
-        device=cfg.get("device", "auto"), batch_size=int(cfg.get("batch_size", 256)), num_workers=int(cfg.get("num_workers", 0)),
-        amp=cfg.get("amp"), channels_last=cfg.get("channels_last"), limit=cfg.get("limit"), corruptions=cfg.get("corruptions"),
-        severities=cfg.get("severities"), corrupted=cfg.get("corrupted"), ood=cfg.get("ood"), fit=cfg.get("fit"),
-        options=cfg.get("options"), seed=int(cfg.get("seed", 0)), progress=cfg.get("progress", True) is not False,
-        resume=cfg.get("resume", True) is not False, title=cfg.get("title"),
-    )
 
 
 def _print_summary(res: Any) -> None:

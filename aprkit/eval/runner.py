@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from .config import check_suite_options
 from .cache import MemoryCache, ResultCache, atomic_write_json, make_key, model_fingerprint, nested_get, to_jsonable
 from .inference import _dist_info, dataset_id, is_main_process, resolve_device
 from .suites import EvalContext, load_suites
@@ -150,20 +151,22 @@ class _RunCache:
             self.backend.put(key, self.mem[key])
 
 
-def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None, device: torch.device) -> tuple[nn.Module, str]:
+def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None, device: torch.device,
+                    random_init: bool = False, drop_head: bool = False) -> tuple[nn.Module, str]:
     """An ``nn.Module`` from a module or a spec (via ``aprkit.models.load_model``) plus a display name."""
     if isinstance(model, nn.Module):
         if checkpoint is not None:
             from aprkit.models import load_model
 
-            return load_model(model, num_classes=num_classes, checkpoint=checkpoint, device=device), type(model).__name__
+            return load_model(model, num_classes=num_classes, checkpoint=checkpoint, device=device, drop_head=drop_head), type(model).__name__
         return model.to(device), type(model).__name__
     if isinstance(model, (str, Path)):
         from aprkit.models import load_model
 
         spec = str(model)
         name = Path(spec).stem if spec.endswith((".th", ".pth", ".pt", ".ckpt")) else spec.split(":")[-1]
-        return load_model(spec, num_classes=num_classes, checkpoint=checkpoint, device=device), name
+        return load_model(spec, num_classes=num_classes, checkpoint=checkpoint, device=device, random_init=random_init,
+                          drop_head=drop_head), name
     raise TypeError(f"model must be an nn.Module, a model spec string (e.g. 'resnet20', 'timm:resnet50', a .th file) or a mapping name -> model; got {type(model).__name__}")
 
 
@@ -211,6 +214,8 @@ def evaluate(
     model_id: str | None = None,
     num_classes: int | None = None,
     checkpoint: str | None = None,
+    random_init: bool = False,
+    drop_head: bool = False,
     out_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
     device: str | torch.device = "auto",
@@ -238,7 +243,8 @@ def evaluate(
     ``"default"`` entry, e.g. ``{"default": "cifar10:ROOT", "shape-bias": "cue-conflict:DIR"}``). ``corrupted``: a -C
     dataset spec (e.g. ``"cifar10-c:ROOT"``); without it corruptions are generated on the fly. ``ood``:
     OOD set specs (default: synthetic noise). ``fit``: training data for Mahalanobis/KNN. ``limit``:
-    first N images. With ``out_dir``, writes ``cache/``, ``results.json``, ``report.md`` and
+    first N images. ``random_init``/``drop_head``: see :func:`aprkit.models.load_model` (untrained weights
+    and re-initialised heads are refused unless asked for). With ``out_dir``, writes ``cache/``, ``results.json``, ``report.md`` and
     ``report.html`` there. ``amp`` defaults to on for CUDA, off on CPU; ``channels_last`` defaults to on
     for convolutional models on every device (it converts the model's parameters in place; on CPU
     the oneDNN convolutions run 1.2-1.4x faster in that layout, see ``benchmarks/bench_eval.py``).
@@ -248,6 +254,7 @@ def evaluate(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     names = _suite_names(suite)
+    check_suite_options(names, options)
     dev = resolve_device(device)
     amp = dev.type == "cuda" if amp is None else bool(amp)
     out = Path(out_dir) if out_dir is not None else None
@@ -261,7 +268,7 @@ def evaluate(
     results = Results(out_dir=out)
     started = time.time()
     for given_id, m in models.items():
-        net, display = load_eval_model(m, num_classes, checkpoint, dev)
+        net, display = load_eval_model(m, num_classes, checkpoint, dev, random_init, drop_head)
         net.eval()
         _sync_weights(net)
         use_cl = _has_conv(net) if channels_last is None else bool(channels_last)

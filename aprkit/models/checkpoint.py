@@ -22,12 +22,13 @@ import torch
 from torch import nn
 
 from .._io import atomic_torch_save
+from .foreign import FOREIGN_LIBRARIES
 from .normalize import Normalize, find_classifier, unwrap_model
 from .registry import create_model, is_model, list_models
 
 __all__ = ["save_checkpoint", "load_model", "read_checkpoint", "extract_state_dict", "load_state_dict_into"]
 
-_FOREIGN_PREFIXES = ("timm:", "torchvision:", "robustbench:")
+_FOREIGN_PREFIXES = tuple(f"{lib}:" for lib in FOREIGN_LIBRARIES)
 _PREFIXES = ("module.", "_orig_mod.")
 _LEGACY_ARCH = re.compile(r"resnet(20|32|44|56|110)(?!\d)", re.IGNORECASE)
 
@@ -75,19 +76,26 @@ def save_checkpoint(
 
 
 def read_checkpoint(path: str | os.PathLike, *, weights_only: bool = True) -> Any:
-    """``torch.load`` on the CPU with a clear error for a missing or untrusted file."""
+    """``torch.load`` on the CPU; a missing, truncated, corrupted or non-checkpoint file is a clear error."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        what = "is a folder, not a file" if path.is_dir() else "not found"
+        raise FileNotFoundError(f"checkpoint file {what}: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as e:  # pickle.UnpicklingError and friends
-        if weights_only and "weights_only" in str(e):
+    except Exception as e:  # zip/pickle/EOF errors of junk files, pickled classes beyond weights
+        glob = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if weights_only and glob:
             raise ValueError(
-                f"{path} contains pickled objects beyond tensors and plain containers; if you trust the file, "
-                "pass weights_only=False to load it"
-            ) from e
-        raise
+                f"checkpoint {path} holds pickled Python objects ({glob.group(1)}), not only weights; save the "
+                "weights instead (aprkit.models.save_checkpoint or torch.save(model.state_dict(), path))"
+            ) from None
+        size = path.stat().st_size
+        raise ValueError(
+            f"{path} is not a valid checkpoint ({'empty file' if size == 0 else f'{size} bytes'} that torch.load "
+            "cannot read: truncated, corrupted or not a PyTorch file); expected a file written by torch.save or "
+            "aprkit.models.save_checkpoint"
+        ) from None
 
 
 def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
@@ -128,13 +136,20 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
     sd = dict(state_dict)
     own = target.state_dict()
     skipped: list[str] = []
+    head = find_classifier(target)
+    head_names = {f"{n}.{p}" for n, m in target.named_modules() if m is head for p in ("weight", "bias")}
+    head_diff = sorted((k for k in head_names & set(sd) if k in own and own[k].shape != sd[k].shape), reverse=True)
+    if head_diff and not drop_head and all(own[k].shape == sd[k].shape for k in set(sd) & set(own) - head_names):
+        k = head_diff[0]
+        raise ValueError(
+            f"the checkpoint's classifier {k} has {sd[k].shape[0]} classes but the model was built with "
+            f"{own[k].shape[0]}: leave num_classes unset to keep the trained head, or pass drop_head=True "
+            "(aprkit eval --drop-head, train: model.drop_head=true) to replace it with a randomly initialised one"
+        )
     if drop_head:
-        head = find_classifier(target)
-        head_names = {f"{n}.{p}" for n, m in target.named_modules() if m is head for p in ("weight", "bias")}
-        for k in head_names & set(sd):
-            if k in own and own[k].shape != sd[k].shape:
-                skipped.append(k)
-                del sd[k]
+        for k in head_diff:
+            skipped.append(k)
+            del sd[k]
     mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
                   for k in sd if k in own and own[k].shape != sd[k].shape]
     # pre-1.0 PyTorch files lack BN's num_batches_tracked; BatchNorm fills it in itself
@@ -166,29 +181,39 @@ def _build_arch(arch: str, num_classes: int | None, kwargs: dict, checkpoint_num
     return create_model(arch, num_classes=n if n is not None else 10, **kwargs)
 
 
+def _no_weights(spec: str) -> ValueError:
+    return ValueError(
+        f"model {spec!r} has no trained weights: pass checkpoint=PATH (aprkit eval --checkpoint FILE) to load them, "
+        "or random_init=True (--random-init) to use an untrained, randomly initialised model on purpose"
+    )
+
+
 def _load_aprkit_arch(arch: str, num_classes: int | None, path: str | os.PathLike | None, weights_only: bool,
-                      kwargs: dict) -> nn.Module:
+                      kwargs: dict, random_init: bool = False, drop_head: bool = False) -> nn.Module:
     if path is None:
+        if not random_init:
+            raise _no_weights(arch)
         return create_model(arch, num_classes=num_classes if num_classes is not None else 10, **kwargs)
     obj = read_checkpoint(path, weights_only=weights_only)
     if isinstance(obj, Mapping) and obj.get("format") == "aprkit":
-        return _from_aprkit(obj, num_classes, kwargs, expected_arch=arch)
+        return _from_aprkit(obj, num_classes, kwargs, expected_arch=arch, drop_head=drop_head)
     sd = extract_state_dict(obj)
     model = create_model(arch, num_classes=10, **kwargs)
     n = num_classes if num_classes is not None else _num_classes_of(sd, model)
     if n is not None and n != 10:
         model = create_model(arch, num_classes=n, **kwargs)
-    load_state_dict_into(model, sd)
+    load_state_dict_into(model, sd, drop_head=drop_head)
     return model
 
 
-def _from_aprkit(obj: Mapping[str, Any], num_classes: int | None, kwargs: dict, expected_arch: str | None = None) -> nn.Module:
+def _from_aprkit(obj: Mapping[str, Any], num_classes: int | None, kwargs: dict, expected_arch: str | None = None,
+                 drop_head: bool = False) -> nn.Module:
     arch = obj["arch"]
     if expected_arch is not None and expected_arch.lower() != str(arch).lower():
         raise ValueError(f"checkpoint holds a {arch!r} model, not {expected_arch!r}")
     kw = {**dict(obj.get("kwargs") or {}), **kwargs}
     model = _build_arch(arch, num_classes, kw, obj.get("num_classes"))
-    load_state_dict_into(model, extract_state_dict(obj), drop_head=num_classes not in (None, obj.get("num_classes")))
+    load_state_dict_into(model, extract_state_dict(obj), drop_head=drop_head)
     for name in ("mean", "std"):
         buf = getattr(model, name, None)
         if name in obj and isinstance(buf, torch.Tensor) and buf.numel() == len(obj[name]):
@@ -198,19 +223,19 @@ def _from_aprkit(obj: Mapping[str, Any], num_classes: int | None, kwargs: dict, 
     return model
 
 
-def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: dict) -> nn.Module:
+def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: dict, drop_head: bool) -> nn.Module:
     obj = read_checkpoint(path, weights_only=weights_only)
     if isinstance(obj, nn.Module):
         return obj
     if isinstance(obj, Mapping) and obj.get("format") == "aprkit":
-        return _from_aprkit(obj, num_classes, kwargs)
+        return _from_aprkit(obj, num_classes, kwargs, drop_head=drop_head)
     match = _LEGACY_ARCH.search(path.name)
     if match is None:
         raise ValueError(
             f"cannot tell the architecture of {path}: it is not an aprkit checkpoint and its name contains none of "
             f"resnet20/32/44/56/110; pass the architecture, e.g. load_model('resnet20', checkpoint='{path}')"
         )
-    return _load_aprkit_arch(f"resnet{match.group(1)}", num_classes, path, weights_only, kwargs)
+    return _load_aprkit_arch(f"resnet{match.group(1)}", num_classes, path, weights_only, kwargs, drop_head=drop_head)
 
 
 def load_model(
@@ -220,6 +245,8 @@ def load_model(
     device: str | torch.device = "cpu",
     *,
     weights_only: bool = True,
+    random_init: bool = False,
+    drop_head: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """Any model spec -> an ``nn.Module`` in eval mode on ``device`` taking float images in [0, 1].
@@ -230,31 +257,41 @@ def load_model(
     never downloaded; wrapped in ``Normalize``) or ``"robustbench:[<dataset>/<threat>/]<name>"``
     (``model_dir=`` or ``checkpoint=`` a local model directory; needs the optional robustbench package).
     Extra keyword arguments go to the model builder.
+
+    Untrained weights are never used silently: an architecture name (or ``timm:``/``torchvision:`` spec)
+    without ``checkpoint`` raises unless ``random_init=True``, and a checkpoint whose classifier has another
+    number of classes than ``num_classes`` raises unless ``drop_head=True`` (a new, random head).
     """
+    if random_init and checkpoint is not None:
+        raise ValueError("random_init=True asks for untrained weights but checkpoint= was given too; pass one of them")
     if isinstance(spec, nn.Module):
         model = spec
     elif isinstance(spec, (str, os.PathLike)):
         text = os.fspath(spec)
         if text.startswith(_FOREIGN_PREFIXES):
-            from .foreign import create_foreign
+            from .foreign import check_foreign_spec, create_foreign
 
             if checkpoint is not None and not text.startswith("robustbench:"):
                 obj = read_checkpoint(checkpoint, weights_only=weights_only)
                 if isinstance(obj, Mapping) and obj.get("format") == "aprkit":
-                    model = _from_aprkit(obj, num_classes, kwargs, expected_arch=text)
+                    model = _from_aprkit(obj, num_classes, kwargs, expected_arch=text, drop_head=drop_head)
                 else:
-                    model = create_foreign(text, num_classes=num_classes, state_dict=extract_state_dict(obj), **kwargs)
+                    model = create_foreign(text, num_classes=num_classes, state_dict=extract_state_dict(obj),
+                                           drop_head=drop_head, **kwargs)
             else:
+                if not random_init and not text.startswith("robustbench:"):
+                    check_foreign_spec(text)
+                    raise _no_weights(text)
                 model = create_foreign(text, num_classes=num_classes, checkpoint=checkpoint, **kwargs)
         elif re.match(r"^[A-Za-z][\w.-]+:", text) and not Path(text).exists():
             lib = text.split(":", 1)[0]
-            raise ValueError(f"unknown model library {lib!r} in {text!r}; expected 'timm:', 'torchvision:' or 'robustbench:'")
+            raise ValueError(f"unknown model library {lib!r} in {text!r}; expected one of {', '.join(_FOREIGN_PREFIXES)}")
         elif is_model(text):
-            model = _load_aprkit_arch(text, num_classes, checkpoint, weights_only, kwargs)
+            model = _load_aprkit_arch(text, num_classes, checkpoint, weights_only, kwargs, random_init, drop_head)
         elif Path(text).is_file():
             if checkpoint is not None:
                 raise ValueError("give either a checkpoint path as spec or checkpoint=, not both")
-            model = _load_file(Path(text), num_classes, weights_only, kwargs)
+            model = _load_file(Path(text), num_classes, weights_only, kwargs, drop_head)
         else:
             from .._checks import nearest_names
 

@@ -24,7 +24,36 @@ from torch import nn
 from .base import IMAGENET_MEAN, IMAGENET_STD, NO_MEAN, NO_STD
 from .normalize import Normalize
 
-__all__ = ["create_foreign", "fold_bn_compat", "import_robustbench"]
+__all__ = ["create_foreign", "check_foreign_spec", "fold_bn_compat", "import_robustbench"]
+
+#: model libraries a foreign spec ``LIB:NAME`` may name
+FOREIGN_LIBRARIES = ("timm", "torchvision", "robustbench")
+
+
+def _valid_names(lib: str) -> list[str]:
+    if lib == "timm":
+        import timm
+
+        return timm.list_models()
+    import torchvision
+
+    return torchvision.models.list_models()
+
+
+def check_foreign_spec(spec: str) -> tuple[str, str]:
+    """Split ``LIB:NAME`` and check both (did-you-mean for unknown timm/torchvision names)."""
+    from .._checks import nearest_names
+
+    lib, _, name = spec.partition(":")
+    if lib not in FOREIGN_LIBRARIES:
+        raise ValueError(f"unknown model library {lib!r} in {spec!r}; expected {', '.join(FOREIGN_LIBRARIES)}")
+    if not name:
+        raise ValueError(f"model spec {spec!r} names no model; expected e.g. 'timm:resnet50'")
+    if lib != "robustbench":
+        valid = _valid_names(lib)
+        if name not in valid:
+            raise ValueError(f"unknown {lib} model {name!r}{nearest_names(name, valid)}")
+    return lib, name
 
 
 def create_foreign(
@@ -33,20 +62,21 @@ def create_foreign(
     *,
     state_dict: Mapping[str, torch.Tensor] | None = None,
     checkpoint: str | Path | None = None,
+    drop_head: bool = False,
     **kwargs: Any,
 ) -> Normalize:
-    """Build ``timm:<name>``, ``torchvision:<name>`` or ``robustbench:<name>`` wrapped in ``Normalize``."""
-    lib, _, name = spec.partition(":")
-    if not name:
-        raise ValueError(f"model spec {spec!r} names no model; expected e.g. 'timm:resnet50'")
+    """Build ``timm:<name>``, ``torchvision:<name>`` or ``robustbench:<name>`` wrapped in ``Normalize``.
+
+    ``state_dict`` whose classifier has another number of classes than ``num_classes`` raises unless
+    ``drop_head`` (the head is then re-initialised).
+    """
+    lib, name = check_foreign_spec(spec)
     if lib == "timm":
-        model = _timm(name, num_classes, state_dict, kwargs)
+        model = _timm(name, num_classes, state_dict, kwargs, drop_head)
     elif lib == "torchvision":
-        model = _torchvision(name, num_classes, state_dict, kwargs)
-    elif lib == "robustbench":
-        return _robustbench(name, checkpoint, kwargs)
+        model = _torchvision(name, num_classes, state_dict, kwargs, drop_head)
     else:
-        raise ValueError(f"unknown model library {lib!r} in {spec!r}; expected timm, torchvision or robustbench")
+        return _robustbench(name, checkpoint, kwargs)
     model.aprkit_arch = spec
     model.aprkit_kwargs = dict(kwargs)
     return model
@@ -58,15 +88,12 @@ def _classes_in(sd: Mapping[str, torch.Tensor] | None, model: nn.Module) -> int 
     return None if sd is None else _num_classes_of(sd, model)
 
 
-def _timm(name: str, num_classes: int | None, sd: Mapping[str, torch.Tensor] | None, kwargs: dict) -> Normalize:
+def _timm(name: str, num_classes: int | None, sd: Mapping[str, torch.Tensor] | None, kwargs: dict,
+          drop_head: bool) -> Normalize:
     import timm
 
     from .checkpoint import load_state_dict_into
 
-    if name not in timm.list_models():
-        from .._checks import nearest_names
-
-        raise ValueError(f"unknown timm model {name!r}{nearest_names(name, timm.list_models())}")
     build = lambda n: timm.create_model(name, pretrained=False, **({"num_classes": n} if n else {}), **kwargs)  # noqa: E731
     net = build(num_classes)
     if sd is not None and num_classes is None:
@@ -77,20 +104,16 @@ def _timm(name: str, num_classes: int | None, sd: Mapping[str, torch.Tensor] | N
     wrapped = Normalize(net, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD),
                         input_size=tuple(cfg.get("input_size", (3, 224, 224))))
     if sd is not None:
-        load_state_dict_into(wrapped, sd, drop_head=num_classes is not None)
+        load_state_dict_into(wrapped, sd, drop_head=drop_head)
     return wrapped
 
 
-def _torchvision(name: str, num_classes: int | None, sd: Mapping[str, torch.Tensor] | None, kwargs: dict) -> Normalize:
+def _torchvision(name: str, num_classes: int | None, sd: Mapping[str, torch.Tensor] | None, kwargs: dict,
+                 drop_head: bool) -> Normalize:
     import torchvision
 
     from .checkpoint import load_state_dict_into
 
-    valid = torchvision.models.list_models()
-    if name not in valid:
-        from .._checks import nearest_names
-
-        raise ValueError(f"unknown torchvision model {name!r}{nearest_names(name, valid)}")
     build = lambda n: torchvision.models.get_model(name, weights=None, **({"num_classes": n} if n else {}), **kwargs)  # noqa: E731
     net = build(num_classes)
     if sd is not None and num_classes is None:
@@ -102,7 +125,7 @@ def _torchvision(name: str, num_classes: int | None, sd: Mapping[str, torch.Tens
     if sd is not None:
         if not any(k.startswith("model.") for k in sd):
             sd = fold_bn_compat(net, sd)
-        load_state_dict_into(wrapped, sd, drop_head=num_classes is not None)
+        load_state_dict_into(wrapped, sd, drop_head=drop_head)
     return wrapped
 
 

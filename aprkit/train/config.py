@@ -9,17 +9,15 @@ valid.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
-import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence, Union
 
 from .._checks import nearest_names
+from ..config import apply_overrides, coerce, expand_env, read_config_files, unknown_key
 
 __all__ = [
     "METHODS",
@@ -37,7 +35,8 @@ __all__ = [
 ]
 
 #: training losses: plain CE, APR-P batch, APR-S per image, APR-S then CE(clean)+CE(APR-P), AugMix + JSD
-METHODS = ("standard", "apr_p", "apr_s", "apr_sp", "augmix_jsd")
+Method = Literal["standard", "apr_p", "apr_s", "apr_sp", "augmix_jsd"]
+METHODS: tuple[str, ...] = typing.get_args(Method)
 
 
 @dataclass
@@ -47,6 +46,7 @@ class ModelConfig:
     name: str = "resnet20"
     num_classes: int = 10
     checkpoint: Union[str, None] = None  # initial weights (an aprkit checkpoint), not a resume point
+    drop_head: bool = False  # a checkpoint with another number of classes: replace its classifier (fine-tuning)
 
 
 @dataclass
@@ -76,7 +76,7 @@ class DataConfig:
 class AugConfig:
     """The training method and its augmentation parameters."""
 
-    method: Literal["standard", "apr_p", "apr_s", "apr_sp", "augmix_jsd"] = "standard"
+    method: Method = "standard"
     pair_p: float = 0.6  # APR-P: probability that a batch is amplitude-swapped
     single_p: float = 0.5  # APR-S: probability of recombining an image with an augmented copy
     severity: int = 3
@@ -138,88 +138,21 @@ class Config:
 # --------------------------------------------------------------------------------------------------- building
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"list of {_describe(typing.get_args(tp)[0])}"
-    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert ``value`` (from YAML or an override) to the annotated type ``tp`` or raise naming ``key``."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except (TypeError, ValueError):
-                continue
-        raise TypeError(f"config key {key!r} must be {_describe(tp)}, got {value!r}")
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ValueError(
-                f"config key {key!r} must be one of {', '.join(map(repr, choices))}, got {value!r}"
-                + (nearest_names(value, choices) if isinstance(value, str) else "")
-            )
-        return value
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(f"config key {key!r} must be {_describe(tp)}, got {value!r}")
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise TypeError(f"config key {key!r} must be a bool (true/false), got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise TypeError(f"config key {key!r} must be an int, got {value!r}")
-        return int(value)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"config key {key!r} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if isinstance(value, (dict, list)) or value is None:
-            raise TypeError(f"config key {key!r} must be a string, got {value!r}")
-        return str(value)
-    raise TypeError(f"config key {key!r}: unsupported type {tp!r}")  # pragma: no cover
-
-
 def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     if not isinstance(data, Mapping):
         raise TypeError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     valid = [f.name for f in dataclasses.fields(cls)]
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in hints:
-            raise ValueError(
-                f"unknown config key {full!r}{nearest_names(str(key), valid)}; valid keys in "
-                f"{prefix.rstrip('.') or 'the top level'}: {', '.join(valid)}"
-            )
+            raise unknown_key(full, valid, prefix.rstrip(".") or "the top level")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value or {}, f"{full}.")
         else:
-            kwargs[key] = _coerce(value, tp, full)
+            kwargs[key] = coerce(value, tp, full)
     return cls(**kwargs)
 
 
@@ -227,66 +160,6 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     """Build a :class:`Config` from a nested mapping (``base`` must already be resolved)."""
     data = {k: v for k, v in dict(data).items() if k != "base"}
     return _build(Config, data, "")
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    import yaml
-
-    path = path.resolve()
-    if path in seen:
-        raise ValueError(f"config inheritance cycle: {' -> '.join(map(str, seen + (path,)))}")
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    with open(path) as fh:
-        data = yaml.safe_load(fh) or {}
-    if not isinstance(data, dict):
-        raise TypeError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
-    bases = data.pop("base", None) or []
-    merged: dict[str, Any] = {}
-    for b in [bases] if isinstance(bases, str) else bases:
-        merged = _merge(merged, _read_yaml(path.parent / b, seen + (path,)))
-    return _merge(merged, data)
-
-
-def _parse_override(item: str) -> tuple[list[str], Any]:
-    import yaml
-
-    if "=" not in item:
-        raise ValueError(f"override {item!r} must look like section.key=value")
-    key, raw = item.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ValueError(f"override {item!r} has an empty key part; expected section.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return parts, value
-
-
-def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings (values parsed as YAML, so ``5``, ``true``, ``[1,2]``, ``null``)."""
-    out = copy.deepcopy(dict(data))
-    for item in overrides:
-        parts, value = _parse_override(item)
-        node = out
-        for p in parts[:-1]:
-            nxt = node.setdefault(p, {})
-            if not isinstance(nxt, dict):
-                raise ValueError(f"override {item!r}: {p!r} is not a section")
-            node = nxt
-        node[parts[-1]] = value
-    return out
 
 
 def load_config(
@@ -297,13 +170,12 @@ def load_config(
 ) -> Config:
     """Read YAML config file(s) (resolving ``base:``; several files merge left to right), apply ``overrides``.
 
-    ``path=None`` starts from the defaults. Raises ``ValueError`` for unknown keys or names (listing the
-    valid ones) and ``TypeError`` for values of the wrong type.
+    ``path=None`` starts from the defaults. The loader (``aprkit.config``) is the one ``aprkit eval`` uses.
+    Raises ``ValueError`` for unknown keys or names (listing the valid ones) and ``TypeError`` for values
+    of the wrong type.
     """
     paths = [] if path is None else [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    data: dict[str, Any] = {}
-    for p in paths:
-        data = _merge(data, _read_yaml(Path(p)))
+    data = read_config_files(paths)
     if paths and not data.get("name"):
         data["name"] = "+".join(Path(p).stem for p in paths)
     cfg = config_from_dict(apply_overrides(data, overrides))
@@ -314,38 +186,15 @@ def load_config(
 
 # ------------------------------------------------------------------------------------------------- validation
 
-_ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
-
-
-def expand_env(text: str) -> str:
-    """Expand ``$VAR``, ``${VAR}`` and ``${VAR:-default}`` (unset variables without a default stay as written)."""
-
-    def sub(m: re.Match[str]) -> str:
-        name = m.group(1) or m.group(3)
-        value = os.environ.get(name)
-        if value:
-            return value
-        return m.group(2) if m.group(2) is not None else m.group(0)
-
-    return _ENV.sub(sub, text)
-
-
 
 def _check_model_name(name: str) -> None:
     if ":" in name:
-        source, _, arch = name.partition(":")
+        from ..models.foreign import check_foreign_spec
+
+        source = name.partition(":")[0]
         if source not in ("timm", "torchvision"):
             raise ValueError(f"model.name {name!r}: the prefix must be 'timm:' or 'torchvision:', got {source!r}:")
-        if source == "timm":
-            import timm
-
-            valid = timm.list_models()
-        else:
-            import torchvision
-
-            valid = torchvision.models.list_models()
-        if arch not in valid:
-            raise ValueError(f"unknown {source} model {arch!r}{nearest_names(arch, valid)}")
+        check_foreign_spec(name)
         return
     from ..models import list_models
 

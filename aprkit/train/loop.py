@@ -52,7 +52,8 @@ def build_model(cfg: Config) -> nn.Module:
     """The model of ``cfg.model`` in train mode (random init, or weights from ``model.checkpoint``)."""
     from ..models import load_model
 
-    return load_model(cfg.model.name, num_classes=cfg.model.num_classes, checkpoint=cfg.model.checkpoint).train()
+    return load_model(cfg.model.name, num_classes=cfg.model.num_classes, checkpoint=cfg.model.checkpoint,
+                      random_init=cfg.model.checkpoint is None, drop_head=cfg.model.drop_head).train()
 
 
 @torch.no_grad()

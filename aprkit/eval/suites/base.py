@@ -60,6 +60,8 @@ class Suite:
     """Base class: subclasses are registered with ``@register_suite`` and implement ``run`` and ``report``."""
 
     name: ClassVar[str] = ""
+    #: names this suite reads from ``ctx.options`` (``aprkit eval`` and ``evaluate`` reject any other option)
+    OPTIONS: ClassVar[tuple[str, ...]] = ()
 
     def run(self, ctx: EvalContext, data: Any) -> dict:
         """Run the suite on ``data`` and return JSON-serialisable results."""

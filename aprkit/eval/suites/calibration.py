@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .base import EvalContext, ReportSection, Suite, register_suite
-from .corruption import evaluate_cell, markdown_table, pct, pyplot, resolve_grid
+from .corruption import CorruptionSuite, evaluate_cell, markdown_table, pct, pyplot, resolve_grid
 
 __all__ = ["CalibrationSuite", "pool_reliability"]
 
@@ -53,6 +53,8 @@ def pool_reliability(diagrams: list[dict]) -> dict:
 @register_suite("calibration")
 class CalibrationSuite(Suite):
     """ECE / RMS / NLL / Brier and reliability diagrams, clean and under corruptions."""
+
+    OPTIONS = CorruptionSuite.OPTIONS + ("calibration_corrupted",)
 
     def run(self, ctx: EvalContext, data: Any) -> dict:
         clean = evaluate_cell(ctx, data)

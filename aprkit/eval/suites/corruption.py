@@ -225,6 +225,8 @@ def _mean(xs: list[float]) -> float | None:
 class CorruptionSuite(Suite):
     """Clean and corrupted accuracy, mean corruption error (CIFAR), mCE (ImageNet-C)."""
 
+    OPTIONS = ("limit", "corruptions", "severities", "corrupted", "num_classes", "check_classes", "preset", "n_bins")
+
     def run(self, ctx: EvalContext, data: Any) -> dict:
         corruptions, severities = resolve_grid(ctx)
         clean = evaluate_cell(ctx, data)

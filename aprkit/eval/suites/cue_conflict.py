@@ -99,6 +99,8 @@ def resolve_cue_conflict(data: Any, options: Mapping[str, Any] | None = None, se
 class CueConflictSuite(Suite):
     """Shape bias, shape/texture match and per-class shape bias on generated cue-conflict stimuli."""
 
+    OPTIONS = ("cue_conflict_seed", "cue_conflict_n", "categories")
+
     def run(self, ctx: EvalContext, data: Any) -> dict:
         from ..inference import predict
         from ..texture_shape import shape_bias

@@ -135,6 +135,8 @@ def _histograms(s_in: list[float], s_out: list[float], bins: int = 30) -> dict:
 class OODSuite(Suite):
     """OOD detection with six scores against user and synthetic OOD sets."""
 
+    OPTIONS = ("limit", "ood", "ood_limit", "ood_scores", "fit", "fit_limit", "knn_k", "odin_temperature", "odin_epsilon")
+
     def run(self, ctx: EvalContext, data: Any) -> dict:
         from .. import metrics as M
 

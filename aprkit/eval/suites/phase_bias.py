@@ -45,6 +45,8 @@ def _options(ctx: EvalContext) -> dict[str, Any]:
 class PhaseBiasSuite(Suite):
     """Follow-phase / follow-amplitude / neither rates, phase bias, and patch-shuffle accuracy."""
 
+    OPTIONS = ("limit", "phase-bias", "phase_bias", *_DEFAULTS)
+
     def run(self, ctx: EvalContext, data: Any) -> dict:
         opts = _options(ctx)
         limit = ctx.options.get("limit")

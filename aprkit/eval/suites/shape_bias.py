@@ -48,6 +48,8 @@ def resolve_stimuli(data: Any, options: Mapping[str, Any] | None = None) -> Any:
 class ShapeBiasSuite(Suite):
     """Shape bias, shape/texture match and per-category shape bias on the cue-conflict stimuli."""
 
+    OPTIONS = ("stimuli",)
+
     def run(self, ctx: EvalContext, data: Any) -> dict:
         ds = resolve_stimuli(data, ctx.options)
         key = make_key(ctx.model_id, ds.cache_id, "shape-bias", None, v=_VERSION)

@@ -116,6 +116,8 @@ def _options(ctx: EvalContext) -> dict[str, Any]:
 class TransplantSuite(Suite):
     """Phase / sign transplant layer sweep with magnitude-deletion, DC-only and identity controls."""
 
+    OPTIONS = ("limit", "transplant", *(f"transplant_{k}" for k in _OPTION_KEYS))
+
     def run(self, ctx: EvalContext, data: Any) -> dict:
         from ..transplant import layer_sweep, load_data
 

@@ -1,0 +1,55 @@
+"""What every ``aprkit`` subcommand shares: the output-folder check and the one-line error report."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+__all__ = ["check_out_dir", "error_line", "USER_ERRORS"]
+
+#: errors caused by the input (exit code 2); anything else is a bug in aprkit (exit code 1)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, ImportError)
+
+_NO_CUDA = ("Torch not compiled with CUDA enabled", "Found no NVIDIA driver", "no CUDA GPUs are available",
+            "CUDA driver initialization failed")
+
+
+def check_out_dir(path: str | os.PathLike | None, flag: str = "--out") -> Path | None:
+    """Fail before any work starts when ``path`` cannot become a writable output folder.
+
+    ``path`` may exist (a folder) or not (its nearest existing parent must be a writable folder).
+    """
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if str(path).strip() == "":
+        raise ValueError(f"{flag} is empty; expected a folder path")
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{flag} {p} is a file; expected a folder (an existing one or one to create)")
+    parent = p
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {p} cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{flag} {p}: no permission to write in {parent}; choose a writable folder")
+    return p
+
+
+def error_line(err: BaseException) -> tuple[str, int]:
+    """One line describing ``err`` for ``aprkit <cmd>: error: ...`` (no traceback) and the exit code:
+    2 for bad input (``USER_ERRORS``, a missing GPU), 1 for anything unexpected."""
+    text = str(err)
+    if isinstance(err, KeyError) and err.args:
+        text = f"missing key {err.args[0]!r}"
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text = f"{err.strerror or text}: {err.filename}"
+    if any(s in text for s in _NO_CUDA):
+        return "CUDA was requested but is not available on this machine (torch.cuda.is_available() is False); use --device cpu", 2
+    if type(err).__name__ == "OutOfMemoryError":
+        return "out of memory on the device: lower --batch-size (or use --device cpu)", 2
+    text = re.sub(r"\s+", " ", text).strip()
+    if not isinstance(err, USER_ERRORS):
+        return f"unexpected {type(err).__name__}: {text or 'no message'} (run with --debug for the traceback)", 1
+    return text or type(err).__name__, 2

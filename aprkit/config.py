@@ -1,0 +1,237 @@
+"""One config loader for ``aprkit train`` and ``aprkit eval``.
+
+Both read YAML mappings with the same semantics:
+
+* ``base:`` (a path, or list of paths, relative to the file) is merged underneath the file; several files
+  merge left to right;
+* strings may use ``$VAR``, ``${VAR}`` and ``${VAR:-default}`` (expanded when the file is read; an unset
+  variable without a default stays as written);
+* ``key=value`` / ``section.key=value`` overrides (``--set``) are parsed as YAML (``5``, ``true``, ``[1, 2]``,
+  ``null``; anything else stays a string) and win over the files;
+* every key is checked against a schema: unknown keys raise ``ValueError`` with a did-you-mean and the valid
+  keys, values are coerced to the annotated type or raise ``TypeError`` naming the key and the expected type.
+
+The schemas live with their users (``aprkit.train.config``, ``aprkit.eval.config``).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import copy
+import os
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence, Union
+
+from ._checks import nearest_names
+
+__all__ = [
+    "expand_env",
+    "merge",
+    "read_config_files",
+    "parse_override",
+    "apply_overrides",
+    "coerce",
+    "describe_type",
+    "unknown_key",
+]
+
+_ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
+
+
+def expand_env(value: Any) -> Any:
+    """Expand ``$VAR``, ``${VAR}``, ``${VAR:-default}`` in a string, or in every string of a list/mapping.
+
+    An unset (or empty) variable takes the default; without one it stays as written.
+    """
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            found = os.environ.get(m.group(1) or m.group(3))
+            if found:
+                return found
+            return m.group(2) if m.group(2) is not None else m.group(0)
+
+        return _ENV.sub(sub, value)
+    if isinstance(value, list):
+        return [expand_env(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: expand_env(v) for k, v in value.items()}
+    return value
+
+
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, anything else in ``over`` replaces ``base``."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    import yaml
+
+    path = path.resolve()
+    if path in seen:
+        raise ValueError(f"config inheritance cycle: {' -> '.join(map(str, seen + (path,)))}")
+    if not path.is_file():
+        where = f" (named as base: in {seen[-1]})" if seen else ""
+        raise FileNotFoundError(f"config file not found: {path}{where}; expected a YAML file")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"config file {path} is not valid YAML{at}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not a text (UTF-8) YAML file") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise TypeError(
+            f"config file {path} must hold a mapping of settings (key: value lines), got {type(data).__name__}"
+        )
+    bases = data.pop("base", None) or []
+    if not isinstance(bases, (str, list)):
+        raise TypeError(f"config file {path}: 'base' must be a path or a list of paths, got {bases!r}")
+    merged: dict[str, Any] = {}
+    for b in [bases] if isinstance(bases, str) else bases:
+        merged = merge(merged, _read_yaml(path.parent / str(b), seen + (path,)))
+    return merge(merged, data)
+
+
+def read_config_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None) -> dict[str, Any]:
+    """Read YAML file(s) (``base:`` resolved, merged left to right, environment variables expanded)."""
+    items = [] if paths is None else [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    data: dict[str, Any] = {}
+    for p in items:
+        data = merge(data, _read_yaml(Path(p)))
+    return expand_env(data)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=value"`` -> ``(["a", "b"], parsed value)``; the value is YAML (``abc`` stays a string)."""
+    import yaml
+
+    if not isinstance(item, str) or "=" not in item:
+        raise ValueError(f"override {item!r} must look like key=value (or section.key=value)")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ValueError(f"override {item!r} has an empty key part; expected key=value or section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, expand_env(value)
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key=value`` / ``section.key=value`` strings to a copy of ``data``."""
+    out = copy.deepcopy(dict(data))
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ValueError(f"override {item!r}: {p!r} is not a section (it holds {nxt!r})")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def unknown_key(key: str, valid: Sequence[str], where: str = "the top level", extra: str = "") -> ValueError:
+    """The error for an unknown config key: did-you-mean plus the valid keys of ``where``."""
+    short = key.rsplit(".", 1)[-1]
+    return ValueError(
+        f"unknown config key {key!r}{nearest_names(short, list(valid))}; valid keys in {where}: "
+        f"{', '.join(valid)}{extra}"
+    )
+
+
+def describe_type(tp: Any) -> str:
+    """A readable name for an annotation (``int or null``, ``'a' | 'b'``, ``list of int``)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return "anything"
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe_type(a) for a in typing.get_args(tp))
+    if origin in (list, tuple, collections.abc.Sequence):
+        args = typing.get_args(tp)
+        return f"list of {describe_type(args[0])}" if args else "list"
+    if origin in (dict, collections.abc.Mapping):
+        return "mapping"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` (from YAML or an override) to the annotation ``tp`` or raise naming ``key``.
+
+    ``int`` accepts whole floats, ``float`` accepts ints, a scalar becomes a one-element list; classes
+    (``torch.device``, ``Path``, ...) accept their instances; ``Any`` accepts everything.
+    """
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, key)
+            except (TypeError, ValueError):
+                continue
+        raise TypeError(f"config key {key!r} must be {describe_type(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ValueError(
+                f"config key {key!r} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+                + (nearest_names(value, [str(c) for c in choices]) if isinstance(value, str) else "")
+            )
+        return value
+    if origin in (list, tuple, collections.abc.Sequence):
+        args = typing.get_args(tp)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool) and origin is not tuple:
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"config key {key!r} must be {describe_type(tp)}, got {value!r}")
+        return [coerce(v, args[0], f"{key}[{i}]") if args else v for i, v in enumerate(value)]
+    if origin in (dict, collections.abc.Mapping):
+        if not isinstance(value, Mapping):
+            raise TypeError(f"config key {key!r} must be a mapping (key: value), got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError(f"config key {key!r} must be a bool (true/false), got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise TypeError(f"config key {key!r} must be an int, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"config key {key!r} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (Mapping, list, tuple, set)) or value is None:
+            raise TypeError(f"config key {key!r} must be a string, got {value!r}")
+        return str(value)
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise TypeError(f"config key {key!r} must be {describe_type(tp)}, got {value!r}")
+    raise TypeError(f"config key {key!r}: unsupported type {tp!r}")  # pragma: no cover

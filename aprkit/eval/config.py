@@ -1,0 +1,165 @@
+"""``aprkit eval`` settings: the shared loader of :mod:`aprkit.config` with :func:`aprkit.eval.evaluate`'s schema.
+
+Valid top-level keys are the parameters of ``evaluate`` (read from its signature, values coerced to their
+annotated types), ``models`` (a mapping name -> model spec, or name -> ``{model, checkpoint}``), the aliases
+``suites`` (for ``suite``) and ``out`` (for ``out_dir``), and the options of the selected suites
+(``Suite.OPTIONS``), which are collected under ``options``. Anything else is an error with a did-you-mean, and
+so is an option that only a suite that is not selected reads.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import typing
+from typing import Any, Mapping, Sequence
+
+from .._checks import nearest_names
+from ..config import apply_overrides, coerce, merge, read_config_files, unknown_key
+
+__all__ = ["ALIASES", "eval_schema", "check_suite_options", "eval_settings", "load_eval_config"]
+
+#: config spellings -> ``evaluate`` parameter names
+ALIASES = {"suites": "suite", "out": "out_dir"}
+#: keys of one ``models:`` entry given as a mapping
+_MODEL_ENTRY_KEYS = ("model", "checkpoint")
+
+
+def eval_schema() -> dict[str, Any]:
+    """Key -> annotated type: every parameter of ``evaluate`` plus ``models``."""
+    from .runner import evaluate
+
+    hints = typing.get_type_hints(evaluate)
+    schema = {name: hints.get(name, Any) for name in inspect.signature(evaluate).parameters}
+    schema["models"] = Mapping[str, Any]
+    return schema
+
+
+def _suite_registry(names: Sequence[str]) -> dict[str, Any]:
+    from .suites import load_suites
+
+    registry = load_suites()
+    for n in names:
+        if n not in registry:
+            raise ValueError(f"unknown suite {n!r}{nearest_names(str(n), list(registry))}; available: {', '.join(sorted(registry))}")
+    if not names:
+        raise ValueError("no suite given; choose from: " + ", ".join(sorted(registry)))
+    return registry
+
+
+def _option_error(key: str, suites: Sequence[str], registry: Mapping[str, Any], valid_keys: Sequence[str] = ()) -> ValueError:
+    owners = [name for name, cls in sorted(registry.items()) if key in getattr(cls, "OPTIONS", ())]
+    if owners:
+        return ValueError(
+            f"option {key!r} is read by suite {' and '.join(map(repr, owners))}, which is not selected "
+            f"(suites: {', '.join(suites)}); add --suite {owners[0]} or remove the option"
+        )
+    selected = sorted({o for s in suites for o in getattr(registry[s], "OPTIONS", ())})
+    every = sorted({o for cls in registry.values() for o in getattr(cls, "OPTIONS", ())} | set(valid_keys))
+    what = "config key" if valid_keys else "suite option"
+    keys = f"evaluate's settings ({', '.join(valid_keys)}) and " if valid_keys else ""
+    return ValueError(
+        f"unknown {what} {key!r}{nearest_names(key, every)}; valid: {keys}the options of the selected suites "
+        f"({', '.join(suites)}): {', '.join(selected) or 'none'}"
+    )
+
+
+def check_suite_options(suites: str | Sequence[str], options: Mapping[str, Any] | None) -> None:
+    """Raise ``ValueError`` for an option that none of ``suites`` reads (naming the suite that would)."""
+    names = [suites] if isinstance(suites, str) else list(suites)
+    registry = _suite_registry(names)
+    if options is None:
+        return
+    if not isinstance(options, Mapping):
+        raise TypeError(f"options must be a mapping of suite option names to values, got {type(options).__name__}")
+    selected = {o for s in names for o in getattr(registry[s], "OPTIONS", ())}
+    for key in options:
+        if key not in selected:
+            raise _option_error(str(key), names, registry)
+
+
+def _canonical(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = ALIASES.get(key, key)
+        if name in out:
+            raise ValueError(f"{where} sets both {name!r} and its alias {key!r}; keep one")
+        out[name] = value
+    return out
+
+
+def _check_models(models: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in models.items():
+        entry = dict(entry) if isinstance(entry, Mapping) else {"model": entry}
+        for key in entry:
+            if key not in _MODEL_ENTRY_KEYS:
+                raise unknown_key(f"models.{name}.{key}", _MODEL_ENTRY_KEYS, f"models.{name}")
+        if not isinstance(entry.get("model"), str):
+            raise TypeError(f"config key 'models.{name}' must be a model spec string or {{model: SPEC, checkpoint: FILE}}, got {entry!r}")
+        out[str(name)] = entry
+    return out
+
+
+def eval_settings(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate merged settings and return ``evaluate`` keyword arguments (plus ``models`` when given)."""
+    schema = eval_schema()
+    data = _canonical(data, "the eval config")
+    suites = data.get("suite", inspect.signature(_evaluate()).parameters["suite"].default)
+    suites = [suites] if isinstance(suites, str) else list(coerce(suites, schema["suite"], "suite"))
+    registry = _suite_registry(suites)
+    selected = {o for s in suites for o in getattr(registry[s], "OPTIONS", ())}
+    valid = sorted(schema) + sorted(ALIASES)
+    out: dict[str, Any] = {}
+    options = dict(coerce(data.get("options") or {}, schema["options"], "options"))
+    for key, value in data.items():
+        if key == "options":
+            continue
+        if key in schema:
+            out[key] = coerce(value, schema[key], key)
+        elif key in selected:
+            options[key] = value
+        else:
+            raise _option_error(str(key), suites, registry, valid)
+    check_suite_options(suites, options)
+    data = out.get("data")
+    if isinstance(data, Mapping):
+        missing = [s for s in suites if s not in data and "default" not in data]
+        if missing:
+            raise ValueError(f"no data for suite {missing[0]!r}: the data mapping has {', '.join(map(repr, data))}; "
+                             f"add --data SPEC (default data) or --data {missing[0]}=SPEC")
+        for key in data:
+            if key != "default" and key not in registry:
+                raise ValueError(f"config key 'data.{key}': not a suite{nearest_names(str(key), list(registry))}; "
+                                 f"the data mapping takes 'default' and suite names ({', '.join(sorted(registry))})")
+    out["suite"] = suites
+    out["options"] = options
+    if out.get("models"):
+        out["models"] = _check_models(out["models"])
+    return out
+
+
+def _evaluate() -> Any:
+    from .runner import evaluate
+
+    return evaluate
+
+
+def load_eval_config(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    overrides: Sequence[str] = (),
+    flags: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """YAML file(s) (``base:``, ``${VAR:-default}``), then ``flags`` (set values win; ``model`` replaces the
+    files' ``models``), then ``key=value`` overrides; validated by :func:`eval_settings`."""
+    data = _canonical(read_config_files(paths), "the eval config")
+    flags = {k: v for k, v in _canonical(dict(flags or {}), "the flags").items() if v is not None}
+    if "model" in flags:
+        data.pop("models", None)
+    data = merge(data, flags)
+    renamed = []
+    for item in overrides:
+        key, sep, rest = str(item).partition("=")
+        head, dot, tail = key.partition(".")
+        renamed.append(f"{ALIASES.get(head.strip(), head.strip())}{dot}{tail}{sep}{rest}" if sep else item)
+    return eval_settings(apply_overrides(data, renamed))
