@@ -7,6 +7,8 @@ published severity parameters of the creation scripts in three presets (``"cifar
     from aprkit.corruptions import corrupt, RandomCorruption, list_corruptions
     y = corrupt(images, "glass_blur", severity=3, preset="cifar", generator=torch.Generator().manual_seed(0))
     aug = RandomCorruption(list_corruptions("benchmark"), severities=(1, 2, 3), p=0.5)
+    # image i the same in any batch: one seed per image from (seed, name, severity, preset, dataset index)
+    y = corrupt(batch, "fog", 3, seeds=item_seeds(0, "fog", 3, "cifar", dataset_indices))
 
 Families live in ``noise``, ``blur``, ``weather``, ``spatter`` and ``digital``; parameters in
 ``severity``; the -C dataset writers in ``dataset``.

@@ -83,13 +83,18 @@ def _gen_device(generator: RandomSource, device: torch.device) -> torch.device:
     return generator.device if generator is not None else device
 
 
-def _per_item(draw: Any, shape: Sequence[int], gens: ItemGenerators, batch_dim: int) -> torch.Tensor:
-    """``draw(item_shape, generator)`` for every image, stacked along ``batch_dim`` of ``shape``."""
+def _per_item(draw: Any, shape: Sequence[int], gens: ItemGenerators, batch_dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """``draw(item_shape, generator, out)`` for every image, gathered along ``batch_dim`` of ``shape`` (CPU)."""
     shape = tuple(shape)
     if shape[batch_dim] != len(gens):
         raise ValueError(f"{len(gens)} per-image generators for a batch of {shape[batch_dim]} images (shape {shape})")
     item = shape[:batch_dim] + shape[batch_dim + 1:]
-    return torch.stack([draw(item, g) for g in gens], dim=batch_dim)
+    if batch_dim == 0:  # each image's slice is contiguous: draw straight into it
+        out = torch.empty(shape, dtype=dtype)
+        for i, g in enumerate(gens):
+            draw(item, g, out[i])
+        return out
+    return torch.stack([draw(item, g, torch.empty(item, dtype=dtype)) for g in gens], dim=batch_dim)
 
 
 def uniform(shape: Sequence[int], low: float, high: float, generator: RandomSource,
@@ -98,7 +103,7 @@ def uniform(shape: Sequence[int], low: float, high: float, generator: RandomSour
 
     ``batch_dim``: the image axis of ``shape`` (used by ``ItemGenerators``)."""
     if isinstance(generator, ItemGenerators):
-        u = _per_item(lambda s, g: torch.rand(s, generator=g, dtype=dtype), shape, generator, batch_dim)
+        u = _per_item(lambda s, g, o: torch.rand(s, generator=g, out=o), shape, generator, batch_dim, dtype)
     else:
         u = torch.rand(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
     if low == 0.0 and high == 1.0:  # the identity affine map: skip two passes
@@ -110,7 +115,7 @@ def normal(shape: Sequence[int], mean: float, std: float, generator: RandomSourc
            device: torch.device, dtype: torch.dtype = torch.float32, batch_dim: int = 0) -> torch.Tensor:
     """Normal samples ``N(mean, std^2)`` drawn from ``generator``, moved to ``device``."""
     if isinstance(generator, ItemGenerators):
-        z = _per_item(lambda s, g: torch.randn(s, generator=g, dtype=dtype), shape, generator, batch_dim)
+        z = _per_item(lambda s, g, o: torch.randn(s, generator=g, out=o), shape, generator, batch_dim, dtype)
     else:
         z = torch.randn(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
     return (z * std + mean).to(device)
@@ -120,7 +125,7 @@ def randint(low: int, high: int, shape: Sequence[int], generator: RandomSource,
             device: torch.device, dtype: torch.dtype = torch.int64, batch_dim: int = 0) -> torch.Tensor:
     """Integers in ``[low, high)`` (like ``np.random.randint``) drawn from ``generator``, moved to ``device``."""
     if isinstance(generator, ItemGenerators):
-        r = _per_item(lambda s, g: torch.randint(low, high, s, generator=g, dtype=dtype), shape, generator, batch_dim)
+        r = _per_item(lambda s, g, o: torch.randint(low, high, s, generator=g, out=o), shape, generator, batch_dim, dtype)
     else:
         r = torch.randint(low, high, tuple(shape), generator=generator, device=_gen_device(generator, device),
                           dtype=dtype)
