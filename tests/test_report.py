@@ -10,7 +10,7 @@ from torch import nn
 
 from aprkit.eval import evaluate
 from aprkit.eval.inference import TensorImageDataset
-from aprkit.eval.report import markdown_to_html, write_report
+from aprkit.eval.report import ReportError, markdown_to_html, write_report
 from aprkit.eval.runner import Results
 from conftest import natural_images
 
@@ -73,10 +73,11 @@ def test_results_merge_and_errors(two_runs, tmp_path):
         Results.load(tmp_path / "bad.json")
 
 
-def test_broken_section_keeps_numbers(tmp_path):
+def test_broken_section_keeps_numbers_and_raises(tmp_path):
     broken = Results(models={"other": {"calibration": {"clean": {}}, "custom-suite": {"x": 1.5}}}, meta={})
-    with pytest.warns(RuntimeWarning, match="calibration"):
-        paths = write_report(broken, tmp_path)
+    with pytest.raises(ReportError, match=r"calibration: KeyError.*results\.json"):  # the run fails, nothing is swallowed
+        write_report(broken, tmp_path)
+    paths = {"markdown": tmp_path / "report.md", "json": tmp_path / "results.json"}  # ... after writing the files
     md = paths["markdown"].read_text()
     assert "Rendering this section failed" in md and "custom-suite" in md
     assert json.loads(paths["json"].read_text())["models"]["other"]["calibration"] == {"clean": {}}

@@ -114,6 +114,11 @@ class SharedCorruptions:
 
         return f"SharedCorruptions({self.test.cache_id}, seed={self.seed}, preset={self.preset}, code={CODE_VERSION})"
 
+    @property
+    def cache_id(self) -> str:
+        """How the result cache identifies this -C source (``aprkit.eval.cache.identity``)."""
+        return repr(self)
+
     def __call__(self, corruption: str, severity: int) -> TensorSet:
         key = (corruption, int(severity))
         if key not in self.cells:

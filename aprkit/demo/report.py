@@ -84,7 +84,7 @@ def demo_section(demo: Mapping[str, Any], fig_dir: Path) -> ReportSection:
 
 def write_demo_report(results: Any, out_dir: str | Path) -> dict[str, Path]:
     """Write ``report.md``, ``report.html``, ``results.json`` and ``figures/`` for a demo ``Results``."""
-    from ..eval.report import render_html, render_markdown, render_sections
+    from ..eval.report import raise_failed, render_html, render_markdown, render_sections
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,4 +93,5 @@ def write_demo_report(results: Any, out_dir: str | Path) -> dict[str, Path]:
     paths = {"json": results.save(out / "results.json"), "markdown": out / "report.md", "html": out / "report.html"}
     for key, text in (("markdown", render_markdown(results, sections, out, TITLE)), ("html", render_html(results, sections, TITLE))):
         atomic_write_text(paths[key], text)
+    raise_failed(sections, out)
     return paths

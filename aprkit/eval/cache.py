@@ -1,12 +1,33 @@
-"""On-disk result cache: one atomic JSON file per finished unit of work.
+"""On-disk result cache: one atomic JSON file per finished unit of work, keyed by everything it depends on.
 
-A unit is e.g. "model X on dataset D under corruption c at severity s": its key is a canonical string
-built by :func:`make_key` from those parts (and every option that changes the number). Each finished
-unit is written as ``<root>/<slug>-<hash>.json`` via a temporary file and ``os.replace``, so a run that
-is killed at any moment leaves only complete files; rerunning with the same cache skips them.
+A unit is e.g. "model X on dataset D under corruption c at severity s". Each finished unit is written as
+``<root>/<slug>-<hash>.json`` via a temporary file and ``os.replace``, so a run that is killed at any
+moment leaves only complete files; rerunning with the same cache skips them.
 
-The model part of a key is the user-given name or :func:`model_fingerprint` (a hash of the state_dict),
-so two different checkpoints never share cached numbers.
+Result identity: :func:`result_key` is the only function that builds keys (the suites' cells, the runner's
+whole-suite entries and the output folder's suite index all use it, mostly through :func:`cached`). A key
+``unit|model|data|name=value,...`` holds
+
+- ``unit``: what was computed (``"cell"``, ``"ood-scores"``, ``"suite:corruption"``, ...) plus the unit's
+  format version among its options (``v``);
+- ``model``: :func:`model_fingerprint` of the state dict (class name, parameter and buffer names, dtypes,
+  shapes and values). The user's ``model_id`` is a display label only and never part of a key. Input
+  normalisation lives inside aprkit models as buffers, so preprocessing is covered by the fingerprint;
+- ``data``: the dataset identity (``aprkit.eval.inference.dataset_id``: the normalised spec with its
+  split, a ``cache_id``, or a content hash of an in-memory set);
+- the run settings that change numbers, added to every key from the evaluation context: ``limit`` (the
+  first N images), ``seed``, ``amp`` and ``num_classes`` (when given);
+- the unit's own options, e.g. for a corruption cell the corruption name, severity, preset and
+  ``aprkit.corruptions.CODE_VERSION`` of a generated corruption, or the on-disk -C source's identity; for
+  a whole suite every evaluation option. Values go through :func:`identity` (datasets by content id, specs
+  with resolved paths, callables by ``cache_id``).
+
+Not in keys: device, batch size, data-loader workers, world size (``torchrun``) and channels_last. They
+change only the floating-point rounding of a forward pass (generated corruptions are seeded per image,
+see ``suites/corruption.py``), so cells may be shared between such runs; each stored value records the
+world size, batch size and device that produced it (``_produced_by``, kept by the runner) and
+``results.json`` lists them. A unit whose inputs cannot be identified (e.g. a lambda as the -C source) is
+computed every time and never cached.
 """
 
 from __future__ import annotations
@@ -16,17 +37,24 @@ import json
 import math
 import os
 import re
+import warnings
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
 
 from .._io import atomic_write_text
 
-__all__ = ["ResultCache", "MemoryCache", "atomic_write_json", "make_key", "model_fingerprint", "nested_get", "to_jsonable"]
+__all__ = [
+    "ResultCache", "MemoryCache", "Unidentifiable", "atomic_write_json", "cached", "identity", "model_fingerprint",
+    "nested_get", "result_key", "to_jsonable", "RUN_SETTINGS",
+]
 
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
+
+#: options of the evaluation context that are part of every key (besides ``seed`` and ``amp``)
+RUN_SETTINGS = ("limit", "num_classes")
 
 
 def to_jsonable(value: Any) -> Any:
@@ -66,14 +94,112 @@ def nested_get(d: Any, *keys: str) -> Any:
     return d
 
 
-def make_key(model_id: str, dataset: str, corruption: str | None = None, severity: int | None = None, **extra: Any) -> str:
-    """Canonical cache key ``model|dataset|corruption|severity|k=v,...`` (extra options sorted by name)."""
-    if not isinstance(model_id, str) or not model_id:
-        raise ValueError(f"model_id must be a non-empty string, got {model_id!r}")
-    if not isinstance(dataset, str) or not dataset:
-        raise ValueError(f"dataset must be a non-empty string identifying the data, got {dataset!r}")
-    opts = ",".join(f"{k}={json.dumps(to_jsonable(v), sort_keys=True)}" for k, v in sorted(extra.items()))
-    return "|".join([model_id, dataset, corruption or "clean", str(severity if severity is not None else 0), opts])
+class Unidentifiable(ValueError):
+    """A key part (e.g. a lambda or an object without ``cache_id``) has no stable identity across runs."""
+
+
+def identity(value: Any) -> Any:
+    """A JSON-able, stable identity of an option value for cache keys.
+
+    Strings are kept, except that specs ``kind:PATH`` naming an existing path get the resolved path;
+    paths are resolved; tensors become a content hash; objects with a ``cache_id`` string give it;
+    datasets (``__getitem__`` and ``__len__``) give ``dataset_id``; module-level functions and classes give
+    ``module.qualname``. Anything else raises :class:`Unidentifiable`.
+    """
+    from .inference import _normalise_spec, dataset_id
+
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return _normalise_spec(value)
+    if isinstance(value, Path):
+        return str(value.resolve())
+    if isinstance(value, Mapping):
+        return {str(k): identity(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [identity(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((identity(v) for v in value), key=repr)
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        digest = hashlib.sha1(f"{t.dtype}{tuple(t.shape)}".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return f"tensor-{digest.hexdigest()[:16]}"
+    if type(value).__module__ == "numpy":  # arrays and scalars
+        return identity(value.item()) if getattr(value, "ndim", 0) == 0 else identity(torch.as_tensor(value))
+    cid = getattr(value, "cache_id", None)
+    if isinstance(cid, str) and cid:
+        return cid
+    if hasattr(value, "__getitem__") and hasattr(value, "__len__"):
+        try:
+            return dataset_id(value)
+        except (TypeError, ValueError, IndexError, KeyError) as err:
+            raise Unidentifiable(f"cannot identify the {type(value).__name__} {value!r:.60} for the result cache: {err}") from err
+    qualname = getattr(value, "__qualname__", None)
+    if isinstance(qualname, str) and "<" not in qualname and callable(value):
+        return f"{getattr(value, '__module__', '?')}.{qualname}"
+    raise Unidentifiable(
+        f"cannot identify {type(value).__name__} {value!r:.60} for the result cache (a lambda, a local function or an "
+        "object without a 'cache_id' string): results depending on it are recomputed every run; give it a "
+        "cache_id attribute that names its content to cache them"
+    )
+
+
+def _model_key(ctx: Any) -> str:
+    """The context's weights fingerprint, computed once per context."""
+    fp = getattr(ctx, "model_key", None)
+    if not fp:
+        fp = model_fingerprint(ctx.model)
+        try:
+            ctx.model_key = fp
+        except AttributeError:  # a frozen or slotted context: recompute next time
+            pass
+    return fp
+
+
+def result_key(ctx: Any, unit: str, data: Any, **options: Any) -> str:
+    """The cache key of one unit computed with ``ctx`` (an ``EvalContext``) on ``data`` (see the module docstring).
+
+    ``data`` is a dataset spec, an id string (from ``dataset_id`` or a ``cache_id``), a dataset, or
+    tensors; it is identified with ``dataset_id`` (strings) or :func:`identity`. ``options`` are the unit's own options; they must not repeat the run settings
+    (``seed``, ``amp``, ``limit``, ``num_classes``), which every key takes from ``ctx``.
+    """
+    if not isinstance(unit, str) or not unit:
+        raise ValueError(f"unit must be a non-empty string naming what was computed, got {unit!r}")
+    settings = {k: ctx.options.get(k) for k in RUN_SETTINGS} | {"seed": int(ctx.seed), "amp": bool(ctx.amp)}
+    clash = sorted(set(options) & set(settings))
+    if clash:
+        raise ValueError(f"options {clash} are run settings that every key takes from the context; give the unit's own value another name")
+    from .inference import dataset_id
+
+    if data is None or (isinstance(data, str) and not data):
+        raise ValueError(f"data must identify a dataset (a spec, an id string or a dataset), got {data!r}")
+    data_id = dataset_id(data) if isinstance(data, str) else identity(data)
+    data_id = data_id if isinstance(data_id, str) else json.dumps(data_id, sort_keys=True)
+    parts = {k: identity(v) for k, v in (settings | options).items()}
+    opts = ",".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(parts.items()))
+    return "|".join([unit, _model_key(ctx), data_id, opts])
+
+
+def cached(ctx: Any, unit: str, data: Any, compute: Callable[[], dict], **options: Any) -> dict:
+    """``compute()`` once per :func:`result_key`: return ``ctx.cache``'s entry when present, else compute and store it.
+
+    Without a cache, or when a key part is :class:`Unidentifiable` (warned once), it just computes.
+    """
+    if ctx.cache is None:
+        return compute()
+    try:
+        key = result_key(ctx, unit, data, **options)
+    except Unidentifiable as err:
+        warnings.warn(str(err), RuntimeWarning, stacklevel=2)
+        return compute()
+    hit = ctx.cache.get(key)
+    if hit is not None:
+        return hit
+    value = compute()
+    ctx.cache.put(key, value)
+    return value
 
 
 def model_fingerprint(model: nn.Module, length: int = 16) -> str:

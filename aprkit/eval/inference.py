@@ -142,13 +142,30 @@ def dataset_id(data: Any, split: str = "test") -> str:
         if isinstance(value, str) and value:
             return value
     ds = as_dataset(data, split)
-    h = hashlib.sha1(f"{type(ds).__name__}:{len(ds)}".encode())
+    try:
+        return _CONTENT_IDS[ds]
+    except (KeyError, TypeError):  # not seen yet, or not weak-referenceable
+        pass
     n = len(ds)
-    for i in sorted({0, n // 2, n - 1}) if n else []:
-        img, label = ds[i]
-        h.update(torch.as_tensor(img).contiguous().numpy().tobytes())
-        h.update(str(int(label)).encode())
-    return f"{type(ds).__name__}-{n}-{h.hexdigest()[:12]}"
+    h = hashlib.sha1(f"{type(ds).__name__}:{n}".encode())
+    images, labels = getattr(ds, "images", None), getattr(ds, "labels", None)
+    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):  # in memory: every image and label
+        for t in (images, labels):
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    else:  # other datasets: 16 items spread over the whole set (reading every image would cost a pass)
+        for i in sorted({(k * (n - 1)) // 15 for k in range(16)}) if n else []:
+            img, label = ds[i]
+            h.update(torch.as_tensor(img).contiguous().numpy().tobytes())
+            h.update(str(int(label)).encode())
+    ident = f"{type(ds).__name__}-{n}-{h.hexdigest()[:16]}"
+    with contextlib.suppress(TypeError):
+        _CONTENT_IDS[ds] = ident  # datasets are treated as immutable while a process runs
+    return ident
+
+
+#: content ids of in-memory datasets, computed once per object
+_CONTENT_IDS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 
 
 def _collate(samples: list) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,6 +4,10 @@ One report can hold several models side by side: pass a :class:`~aprkit.eval.run
 several models, a list of Results, or a mapping name -> Results. Each suite renders its own section
 (``Suite.report``) from the results of every model that ran it; figures are written with matplotlib's
 Agg backend (imported lazily by the suites) and embedded in the HTML as base64 PNGs.
+
+A section that fails to render (a plotting or figure-write error) never passes silently: the report is
+written with a note in that section (``results.json`` has the numbers), then :func:`write_report` raises
+:class:`ReportError` naming every failed section, so a run that asked for a report exits non-zero.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import base64
 import html
 import re
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -22,7 +25,11 @@ from .suites import ReportSection, load_suites
 if TYPE_CHECKING:  # pragma: no cover
     from .runner import Results
 
-__all__ = ["write_report", "render_sections", "render_markdown", "render_html", "markdown_to_html"]
+__all__ = ["ReportError", "raise_failed", "write_report", "render_sections", "render_markdown", "render_html", "markdown_to_html"]
+
+
+class ReportError(RuntimeError):
+    """One or more report sections failed to render; the files were written with a note in their place."""
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -46,7 +53,10 @@ def _as_results(results: Any) -> "Results":
 
 
 def render_sections(results: Any, fig_root: str | Path) -> list[tuple[str, ReportSection]]:
-    """Render every suite present in ``results`` (models side by side); figures go to ``fig_root/<suite>/``."""
+    """Render every suite present in ``results`` (models side by side); figures go to ``fig_root/<suite>/``.
+
+    A section whose renderer raises becomes a note naming the error, with the exception kept in
+    ``section.error`` (:func:`write_report` raises after writing them; so does :func:`raise_failed`)."""
     res = _as_results(results)
     registry = load_suites()
     order: list[str] = []
@@ -62,9 +72,9 @@ def render_sections(results: Any, fig_root: str | Path) -> list[tuple[str, Repor
             continue
         try:
             section = registry[sname]().report(per_model, fig_dir)
-        except Exception as err:  # a broken renderer must not lose the numbers: they are in results.json
-            warnings.warn(f"report section {sname!r} failed: {err!r}", RuntimeWarning, stacklevel=2)
+        except Exception as err:  # the other sections and the numbers are still written, then write_report raises
             section = ReportSection(sname, f"Rendering this section failed ({type(err).__name__}: {err}); the numbers are in results.json.")
+            section.error = err
         sections.append((sname, section))
     return sections
 
@@ -114,9 +124,12 @@ def _meta_line(res: "Results") -> str:
     runs = m.get("runs", [m])
     first = runs[0] if runs else {}
     bits = [f"models: {', '.join(res.models)}"]
-    for k in ("data", "device", "date", "aprkit", "torch"):
-        if first.get(k):
-            bits.append(f"{k}: {first[k]}")
+    for k in ("data", "device", "world_size", "date", "aprkit", "torch"):
+        v = first.get(k)
+        if v:
+            bits.append(f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}")
+    if first.get("complete") is False:
+        bits.append("INCOMPLETE (pending: " + ", ".join(f"{m}: {', '.join(s)}" for m, s in (first.get("pending") or {}).items()) + ")")
     return "; ".join(bits)
 
 
@@ -173,11 +186,21 @@ def write_report(results: Any, out_dir: str | Path, title: str | None = None) ->
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     title = title or ("aprkit evaluation: " + " vs ".join(res.models))
-    sections = render_sections(res, out / "figures")
     paths = {"json": res.save(out / "results.json"), "markdown": out / "report.md", "html": out / "report.html"}
+    sections = render_sections(res, out / "figures")
     _write_text(paths["markdown"], render_markdown(res, sections, out, title))
     _write_text(paths["html"], render_html(res, sections, title))
+    raise_failed(sections, out)
     return paths
+
+
+def raise_failed(sections: list[tuple[str, ReportSection]], out: Path) -> None:
+    """Raise :class:`ReportError` naming every section of ``sections`` that failed to render."""
+    failed = [(name, sec.error) for name, sec in sections if sec.error is not None]
+    if failed:
+        detail = "; ".join(f"{name}: {type(err).__name__}: {err}" for name, err in failed)
+        raise ReportError(f"report sections failed to render ({detail}); {out / 'report.md'} was written with a note in "
+                          f"their place and the numbers are in {out / 'results.json'}") from failed[0][1]
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -1,9 +1,19 @@
 """``evaluate(model, suite=..., data=...) -> Results``: run evaluation suites with caching and resume.
 
-Every finished unit (a corruption cell, a set of OOD scores, a whole suite) is stored in a
-:class:`~aprkit.eval.cache.ResultCache` under ``out_dir/cache`` (or ``cache_dir``), keyed by model id,
-dataset and options, so a killed run picks up where it stopped (``resume=True``) and no finished
-number is lost. Without ``out_dir``/``cache_dir`` nothing is written (an in-memory cache is used).
+Every finished unit (a corruption cell, a set of OOD scores, a phase-bias or transplant result) is
+stored in a :class:`~aprkit.eval.cache.ResultCache` under ``out_dir/cache`` (or ``cache_dir``), keyed by
+:func:`~aprkit.eval.cache.result_key` (weights fingerprint, data, run settings, the unit's options and
+code versions), so a killed run picks up where it stopped (``resume=True``) and no finished number is
+lost. Without ``out_dir``/``cache_dir`` nothing is written (an in-memory cache is used).
+
+There is one caching layer: the suites cache their own units (through :func:`~aprkit.eval.cache.cached`;
+cells are shared between the corruption and calibration suites and between runs with different grids).
+The runner does not also cache whole suites: such an entry would have to know every version and
+option of the units inside it, and re-assembling a suite from cached units costs milliseconds. Finished
+suites go into the output folder's index (:class:`~aprkit.eval.outdir.SuiteIndex`), from which
+``results.json`` is rebuilt before work starts (``meta.complete: false`` with the ``pending`` suites),
+after every suite and at the end, so evaluations with different suites into one folder add up and an
+interrupted run says so.
 
 Under ``torchrun`` every rank runs the same code; batches are sharded by ``aprkit.eval.inference``,
 results are gathered, and only rank 0 writes files.
@@ -23,13 +33,14 @@ import torch
 from torch import nn
 
 from .config import check_suite_options
-from .cache import MemoryCache, ResultCache, atomic_write_json, make_key, model_fingerprint, nested_get, to_jsonable
-from .inference import _dist_info, dataset_id, is_main_process, resolve_device
+from .cache import MemoryCache, ResultCache, Unidentifiable, atomic_write_json, model_fingerprint, nested_get, result_key, to_jsonable
+from .inference import _dist_info, is_main_process, resolve_device
+from .outdir import RunCache, SuiteIndex, merge_provenance
 from .suites import EvalContext, load_suites
 
 __all__ = ["evaluate", "Results", "load_eval_model", "SUITE_VERSION"]
 
-#: bump when a suite's cached whole-suite result format changes
+#: version of the suite results recorded in an output folder's index (part of their key)
 SUITE_VERSION = 1
 
 
@@ -123,34 +134,6 @@ class Results:
         return self.paths
 
 
-class _RunCache:
-    """Cache view for one run: ``resume=False`` ignores old entries; under torchrun only rank 0 writes and
-    every rank sees the same hits (entries present at start plus this run's own results)."""
-
-    def __init__(self, backend: Any, resume: bool) -> None:
-        self.backend = backend
-        self.resume = resume
-        self.mem: dict[str, dict] = {}
-        rank, world = _dist_info()
-        self.distributed = world > 1
-        self.snapshot: set[str] | None = None
-        if self.distributed:
-            torch.distributed.barrier()
-            self.snapshot = set(backend.keys()) if resume else set()
-
-    def get(self, key: str) -> dict | None:
-        if key in self.mem:
-            return json.loads(json.dumps(self.mem[key]))
-        if not self.resume or (self.snapshot is not None and key not in self.snapshot):
-            return None
-        return self.backend.get(key)
-
-    def put(self, key: str, value: dict) -> None:
-        self.mem[key] = to_jsonable(value)
-        if is_main_process():
-            self.backend.put(key, self.mem[key])
-
-
 def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None, device: torch.device,
                     random_init: bool = False, drop_head: bool = False) -> tuple[nn.Module, str]:
     """An ``nn.Module`` from a module or a spec (via ``aprkit.models.load_model``) plus a display name."""
@@ -163,11 +146,17 @@ def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None,
     if isinstance(model, (str, Path)):
         from aprkit.models import load_model
 
-        spec = str(model)
-        name = Path(spec).stem if spec.endswith((".th", ".pth", ".pt", ".ckpt")) else spec.split(":")[-1]
-        return load_model(spec, num_classes=num_classes, checkpoint=checkpoint, device=device, random_init=random_init,
-                          drop_head=drop_head), name
+        return load_model(str(model), num_classes=num_classes, checkpoint=checkpoint, device=device, random_init=random_init,
+                          drop_head=drop_head), _display_name(model)
     raise TypeError(f"model must be an nn.Module, a model spec string (e.g. 'resnet20', 'timm:resnet50', a .th file) or a mapping name -> model; got {type(model).__name__}")
+
+
+def _display_name(model: Any) -> str:
+    """The label of a model without a ``model_id``: a checkpoint's file stem, a spec's name or the class name."""
+    if isinstance(model, (str, Path)):
+        spec = str(model)
+        return Path(spec).stem if spec.endswith((".th", ".pth", ".pt", ".ckpt")) else spec.split(":")[-1]
+    return type(model).__name__
 
 
 def _has_conv(model: nn.Module) -> bool:
@@ -244,8 +233,10 @@ def evaluate(
     dataset spec (e.g. ``"cifar10-c:ROOT"``); without it corruptions are generated on the fly. ``ood``:
     OOD set specs (default: synthetic noise). ``fit``: training data for Mahalanobis/KNN. ``limit``:
     first N images. ``random_init``/``drop_head``: see :func:`aprkit.models.load_model` (untrained weights
-    and re-initialised heads are refused unless asked for). With ``out_dir``, writes ``cache/``, ``results.json``, ``report.md`` and
-    ``report.html`` there. ``amp`` defaults to on for CUDA, off on CPU; ``channels_last`` defaults to on
+    and re-initialised heads are refused unless asked for). With ``out_dir``, writes ``cache/``, ``index.json``, ``results.json``,
+    ``report.md`` and ``report.html`` there; ``results.json`` and the report hold every suite finished in that
+    folder (this run's and earlier runs'), the returned :class:`Results` this call's models only. A report
+    section that fails to render raises after the files are written. ``amp`` defaults to on for CUDA, off on CPU; ``channels_last`` defaults to on
     for convolutional models on every device (it converts the model's parameters in place; on CPU
     the oneDNN convolutions run 1.2-1.4x faster in that layout, see ``benchmarks/bench_eval.py``).
     """
@@ -259,82 +250,143 @@ def evaluate(
     amp = dev.type == "cuda" if amp is None else bool(amp)
     out = Path(out_dir) if out_dir is not None else None
     backend = ResultCache(cache_dir) if cache_dir is not None else ResultCache(out / "cache") if out is not None else MemoryCache()
-    cache = _RunCache(backend, resume)
+    world = _dist_info()[1]
+    cache = RunCache(backend, resume, {"world_size": world, "batch_size": batch_size, "device": dev.type})
     opts = dict(options or {})
     for k, v in dict(limit=limit, corruptions=corruptions, severities=severities, corrupted=corrupted, ood=ood, fit=fit, num_classes=num_classes).items():
         if v is not None:
             opts.setdefault(k, v)
     models = dict(model) if isinstance(model, Mapping) else {model_id: model}
+    run = _Run(out, SuiteIndex(out if is_main_process() else None), SuiteIndex(None), time.time(),
+               dict(data=data, opts=opts, dev=dev, amp=amp, batch_size=batch_size, world=world))
+    labels = [given or _display_name(m) for given, m in models.items()]
+    run.pending = [(label, sname) for label in labels for sname in names]
+    run.write()  # results.json says what is still to do before any work starts
     results = Results(out_dir=out)
-    started = time.time()
-    for given_id, m in models.items():
+    registry = load_suites()
+    for pos, (given_id, m) in enumerate(models.items()):
         net, display = load_eval_model(m, num_classes, checkpoint, dev, random_init, drop_head)
         net.eval()
         _sync_weights(net)
         use_cl = _has_conv(net) if channels_last is None else bool(channels_last)
         if use_cl:
             net = net.to(memory_format=torch.channels_last)
-        cache_id = given_id or f"{display}-{model_fingerprint(net)}"
+        run.settings["channels_last"] = use_cl
+        fingerprint = model_fingerprint(net)
         name = given_id or display
         if name in results.models:
-            name = cache_id
+            name = f"{display}-{fingerprint}"
+        run.pending = [(name if lab == labels[pos] else lab, sn) for lab, sn in run.pending]
+        labels[pos] = name
+        run.index.claim(name, fingerprint)
         ctx = EvalContext(model=net, device=dev, batch_size=batch_size, num_workers=num_workers, amp=amp,
-                          channels_last=use_cl, seed=seed, progress=progress, cache=cache, model_id=cache_id,
-                          out_dir=out, options=opts)
-        registry = load_suites()
+                          channels_last=use_cl, seed=seed, progress=progress, cache=cache, model_id=name,
+                          out_dir=out, options=opts, model_key=fingerprint)
         results.models[name] = {}
         for sname in names:
             sdata = _data_for(data, sname)
-            key = make_key(cache_id, json.dumps(_describe(sdata, ids=True), sort_keys=True), None, None, suite=sname, v=SUITE_VERSION, seed=seed,
-                           **{k: _describe(v, ids=True) for k, v in sorted(opts.items())})
-            value = cache.get(key)
-            if value is None:
-                value = registry[sname]().run(ctx, sdata)
-                cache.put(key, value)
-            results.models[name][sname] = to_jsonable(value)
-            results.meta = _meta(results, models, names, data, opts, dev, amp, use_cl, batch_size, started)
-            if out is not None and is_main_process():
-                results.save(out / "results.json")  # partial results are visible while the run goes on
-    if out is not None and report and is_main_process():
-        results.write_report(out, title=title)
+            value, produced_by = _run_suite(registry[sname](), ctx, sdata, cache)
+            results.models[name][sname] = value
+            run.finish({"model": name, "suite": sname, "value": value, "key": _suite_key(ctx, sname, sdata), "fingerprint": fingerprint,
+                        "spec": m if isinstance(m, str) else type(m).__name__, "data": _describe(sdata),
+                        "options": _describe(opts), "seed": seed, "amp": amp, "produced_by": produced_by,
+                        "date": _now()})
+    results.meta = run.meta(run.this_run)
+    if out is not None and is_main_process():
+        if report:
+            results.paths = run.written().write_report(out, title=title)  # raises when a section fails, after writing
+        else:
+            run.write()
     return results
 
 
-def _describe(value: Any, ids: bool = False) -> Any:
-    """JSON-able description of data/options for metadata and cache keys (datasets by content id)."""
+def _run_suite(suite: Any, ctx: EvalContext, data: Any, cache: RunCache) -> tuple[dict, dict]:
+    """A suite's result (its units from the cache or computed) and the merged provenance of its units."""
+    cache.collect()
+    value = to_jsonable(suite.run(ctx, data))
+    return value, cache.collect() or cache.produced_by  # a suite without cached units: this run made it
+
+
+def _suite_key(ctx: EvalContext, suite: str, data: Any) -> str | None:
+    """The identity of a suite's result (recorded in the suite index), or None when an option has none."""
+    try:
+        return result_key(ctx, f"suite:{suite}", data, v=SUITE_VERSION, options=ctx.options)
+    except Unidentifiable:
+        return None
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class _Run:
+    """One ``evaluate`` call's view of its output folder: the folder's suite index, this run's entries and
+    the (model label, suite) pairs still to do."""
+
+    out: Path | None
+    index: SuiteIndex
+    this_run: SuiteIndex
+    started: float
+    settings: dict[str, Any]
+    pending: list[tuple[str, str]] = field(default_factory=list)
+
+    def finish(self, entry: dict) -> None:
+        for idx in (self.index, self.this_run):
+            idx.add(entry)
+        self.index.save()
+        self.pending = [p for p in self.pending if p != (entry["model"], entry["suite"])]
+        self.write()
+
+    def written(self) -> Results:
+        """What ``results.json`` holds: every suite finished in the output folder (index order)."""
+        return Results(models=self.index.models(), meta=self.meta(self.index), out_dir=self.out)
+
+    def write(self) -> None:
+        if self.out is not None and is_main_process():
+            self.written().save(self.out / "results.json")
+
+    def meta(self, index: SuiteIndex) -> dict:
+        """Run metadata; ``world_size``/``batch_size``/``device``/``amp`` list what produced the results shown."""
+        import aprkit
+
+        st = self.settings
+        prov = index.provenance()
+        entries = [p for suites in prov.values() for p in suites.values()]
+        produced = merge_provenance(p.get("produced_by") for p in entries)
+        datas = {json.dumps(p.get("data"), sort_keys=True) for p in entries}
+        pending: dict[str, list[str]] = {}
+        for label, sname in self.pending:
+            pending.setdefault(label, []).append(sname)
+        return {
+            "aprkit": aprkit.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "date": _now(),
+            "seconds": round(time.time() - self.started, 2),
+            "complete": not self.pending,
+            "pending": pending,
+            "models": {label: next(iter(suites.values())).get("spec") for label, suites in prov.items()},
+            "suites": list(dict.fromkeys(s for suites in prov.values() for s in suites)),
+            "data": json.loads(datas.pop()) if len(datas) == 1 else _describe(st["data"]) if not datas else "mixed (see provenance)",
+            "options": _describe(st["opts"]),
+            "device": produced.get("device", [st["dev"].type]),
+            "amp": sorted({bool(p.get("amp")) for p in entries}) or [st["amp"]],
+            "channels_last": st.get("channels_last"),
+            "batch_size": produced.get("batch_size", [st["batch_size"]]),
+            "world_size": produced.get("world_size", [st["world"]]),
+            "provenance": prov,
+        }
+
+
+def _describe(value: Any) -> Any:
+    """JSON-able description of data/options for metadata (datasets by type name)."""
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, Mapping):
-        return {str(k): _describe(v, ids) for k, v in value.items()}
+        return {str(k): _describe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_describe(v, ids) for v in value]
-    if ids and hasattr(value, "__getitem__") and hasattr(value, "__len__"):
-        try:
-            return dataset_id(value)
-        except Exception:  # not a dataset after all
-            pass
+        return [_describe(v) for v in value]
     return type(value).__name__
-
-
-def _meta(results: Results, models: Mapping, names: list[str], data: Any, opts: dict, dev: torch.device, amp: bool,
-          channels_last: bool, batch_size: int, started: float) -> dict:
-    import aprkit
-
-    return {
-        "aprkit": aprkit.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(time.time() - started, 2),
-        "models": {k: (v if isinstance(v, str) else type(v).__name__) for k, v in zip(results.models, models.values())},
-        "suites": names,
-        "data": _describe(data),
-        "options": _describe(opts),
-        "device": str(dev),
-        "amp": amp,
-        "channels_last": channels_last,
-        "batch_size": batch_size,
-        "world_size": _dist_info()[1],
-    }

@@ -42,9 +42,10 @@ class EvalContext:
     seed: int = 0
     progress: bool = True
     cache: ResultCacheLike | None = None
-    model_id: str = "model"
+    model_id: str = "model"  # display label only; cache keys use ``model_key``
     out_dir: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    model_key: str | None = None  # weights fingerprint for cache keys (computed on first use when None)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class ReportSection:
     title: str
     markdown: str
     figures: list[Path] = field(default_factory=list)
+    error: BaseException | None = None  # set by the report writer when rendering this section failed
 
 
 class Suite:

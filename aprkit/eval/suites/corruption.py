@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..cache import make_key
+from ..cache import cached
 from ..inference import as_dataset, dataset_id, predict
 from .base import EvalContext, ReportSection, Suite, register_suite
 
@@ -164,51 +164,53 @@ def resolve_grid(ctx: EvalContext) -> tuple[list[str], list[int]]:
 
 
 def evaluate_cell(ctx: EvalContext, data: Any, corruption: str | None = None, severity: int | None = None) -> dict:
-    """Evaluate (or fetch from ``ctx.cache``) one cell: clean when ``corruption`` is None."""
+    """Evaluate (or fetch from ``ctx.cache``) one cell: clean when ``corruption`` is None.
+
+    The cell's key (:func:`aprkit.eval.cache.result_key`) holds the corruption, severity and either the
+    generation (preset, ``aprkit.corruptions.CODE_VERSION``; the seed is a run setting) or the -C source.
+    """
     limit = ctx.options.get("limit")
     clean = as_dataset(data)
     source = ctx.options.get("corrupted")
     preset = ctx.options.get("preset") or _default_preset(clean)
+    n_bins = int(ctx.options.get("n_bins", 15))
+    generation: dict[str, Any] = {}
     if corruption is None:
         origin = "clean"
     elif isinstance(source, str) and source:
         origin = "disk:" + dataset_id(source, "c")
+        generation["source"] = origin
     elif source:
         origin = "source:" + str(getattr(source, "cache_id", None) or getattr(source, "__qualname__", type(source).__name__))
+        generation["source"] = source  # identified by its cache_id (or never cached)
     else:
-        origin = "generated"
-    extra: dict[str, Any] = {"limit": limit, "v": CELL_VERSION}
-    if ctx.amp:  # reduced precision changes the numbers; channels_last only reorders memory
-        extra["amp"] = True
-    if origin == "generated":
-        extra.update(preset=preset, seed=ctx.seed, batch_size=ctx.batch_size)
-    elif corruption is not None:
-        extra["source"] = origin
-    key = make_key(ctx.model_id, dataset_id(data), corruption, severity, **extra)
-    if ctx.cache is not None:
-        hit = ctx.cache.get(key)
-        if hit is not None:
-            return hit
-    transform = None
-    dataset = clean
-    if corruption is not None and source:
-        dataset = _open_corrupted(source, corruption, severity)
-        from aprkit.data.corrupted import check_matches_clean
+        from aprkit.corruptions import CODE_VERSION
 
-        check_matches_clean(dataset, clean, limit, f"the -C set of {corruption}-{severity}")
-    elif corruption is not None:
-        transform = _generated_transform(corruption, int(severity), preset, ctx.seed)
-    desc = "clean" if corruption is None else f"{corruption}-{severity}"
-    out = predict(
-        ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
-        amp=ctx.amp, channels_last=ctx.channels_last, transform=transform, limit=limit,
-        num_classes=expected_classes(ctx, clean), progress=ctx.progress, desc=desc,
-    )
-    value = cell_summary(out.logits, out.labels, int(ctx.options.get("n_bins", 15)))
-    value.update(corruption=corruption, severity=severity, origin=origin, seconds=out.seconds)
-    if ctx.cache is not None:
-        ctx.cache.put(key, value)
-    return value
+        origin = "generated"
+        generation.update(preset=preset, code=CODE_VERSION)
+
+    def compute() -> dict:
+        transform = None
+        dataset = clean
+        if corruption is not None and source:
+            dataset = _open_corrupted(source, corruption, severity)
+            from aprkit.data.corrupted import check_matches_clean
+
+            check_matches_clean(dataset, clean, limit, f"the -C set of {corruption}-{severity}")
+        elif corruption is not None:
+            transform = _generated_transform(corruption, int(severity), preset, ctx.seed)
+        desc = "clean" if corruption is None else f"{corruption}-{severity}"
+        out = predict(
+            ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
+            amp=ctx.amp, channels_last=ctx.channels_last, transform=transform, limit=limit,
+            num_classes=expected_classes(ctx, clean), progress=ctx.progress, desc=desc,
+        )
+        value = cell_summary(out.logits, out.labels, n_bins)
+        value.update(corruption=corruption, severity=severity, origin=origin, seconds=out.seconds)
+        return value
+
+    return cached(ctx, "cell", data, compute, corruption=corruption, severity=severity, n_bins=n_bins,
+                  v=CELL_VERSION, **generation)
 
 
 def _mce_cifar(cells: dict, bench: list[str]) -> float:

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from ..cache import make_key
+from ..cache import cached
 from .base import EvalContext, ReportSection, Suite, register_suite
 from .corruption import markdown_table, pyplot
 
@@ -106,23 +106,22 @@ class CueConflictSuite(Suite):
         from ..texture_shape import shape_bias
 
         ds = resolve_cue_conflict(data, ctx.options, ctx.seed)
-        key = make_key(ctx.model_id, ds.cache_id, "cue-conflict", None, v=_VERSION)
-        if ctx.cache is not None and (hit := ctx.cache.get(key)) is not None:
-            return hit
-        out = predict(ctx.model, ds, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
-                      amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress, desc="cue-conflict",
-                      num_classes=len(ds.categories))
-        decisions = out.logits.argmax(1)
-        full = shape_bias(decisions, ds.shape_labels, ds.texture_labels, ds.categories).to_dict()
-        result: dict[str, Any] = {k: full.pop(k) for k in ("shape_bias", "shape_match", "texture_match")}
-        result["neither"] = 1.0 - result["shape_match"] - result["texture_match"]
-        result["per_category"] = full.pop("per_category")
-        result["counts"] = full
-        result["categories"] = list(ds.categories)
-        result["stimuli"] = ds.cache_id
-        if ctx.cache is not None:
-            ctx.cache.put(key, result)
-        return result
+
+        def compute() -> dict:
+            out = predict(ctx.model, ds, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
+                          amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress, desc="cue-conflict",
+                          num_classes=len(ds.categories))
+            decisions = out.logits.argmax(1)
+            full = shape_bias(decisions, ds.shape_labels, ds.texture_labels, ds.categories).to_dict()
+            result: dict[str, Any] = {k: full.pop(k) for k in ("shape_bias", "shape_match", "texture_match")}
+            result["neither"] = 1.0 - result["shape_match"] - result["texture_match"]
+            result["per_category"] = full.pop("per_category")
+            result["counts"] = full
+            result["categories"] = list(ds.categories)
+            result["stimuli"] = ds.cache_id
+            return result
+
+        return cached(ctx, "cue-conflict", ds.cache_id, compute, v=_VERSION)
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         def f3(x: float | None) -> str:

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import torch
 from torch.utils.data import Subset
 
-from ..cache import make_key
+from ..cache import cached
 from ..inference import as_dataset, dataset_id, iter_batches, predict, to_model_input, wants_channels_last
 from .base import EvalContext, ReportSection, Suite, register_suite
 from .corruption import grouped_bars, markdown_table, pct, pyplot
@@ -155,17 +155,12 @@ class OODSuite(Suite):
         state: dict[str, Any] = {}
 
         def scores_for(name: str, ds: Any, ds_id: str, lim: int | None) -> dict[str, list[float]]:
-            key = make_key(ctx.model_id, ds_id, None, None, kind="ood-scores", scores=wanted, limit=lim, seed=ctx.seed, v=2,
-                           **({"amp": True} if ctx.amp else {}), **odin_opts, **fit_opts)
-            hit = ctx.cache.get(key) if ctx.cache is not None else None
-            if hit is not None:
-                return hit
-            if "scorers" not in state and any(s in wanted for s in _FEATURE_SCORES):
-                state["scorers"], state["note"], _ = _fit_scorers(ctx, data, wanted)
-            value = compute_scores(ctx, ds, wanted, state.get("scorers", {}), lim, f"ood {name}")
-            if ctx.cache is not None:
-                ctx.cache.put(key, value)
-            return value
+            def compute() -> dict:
+                if "scorers" not in state and any(s in wanted for s in _FEATURE_SCORES):
+                    state["scorers"], state["note"], _ = _fit_scorers(ctx, data, wanted)
+                return compute_scores(ctx, ds, wanted, state.get("scorers", {}), lim, f"ood {name}")
+
+            return cached(ctx, "ood-scores", ds_id, compute, scores=wanted, set_limit=lim, v=2, **odin_opts, **fit_opts)
 
         s_in = scores_for("in", in_ds, dataset_id(data), limit)
         present = [s for s in wanted if s in s_in]

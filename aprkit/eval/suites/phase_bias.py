@@ -18,8 +18,8 @@ from typing import Any, Mapping
 
 from torch.utils.data import Subset
 
-from ..cache import make_key
-from ..inference import as_dataset, dataset_id
+from ..cache import cached
+from ..inference import as_dataset
 from ..phase_amplitude import measure_phase_bias
 from .base import EvalContext, ReportSection, Suite, register_suite
 
@@ -50,19 +50,17 @@ class PhaseBiasSuite(Suite):
     def run(self, ctx: EvalContext, data: Any) -> dict:
         opts = _options(ctx)
         limit = ctx.options.get("limit")
-        key = make_key(ctx.model_id, dataset_id(data), "phase-bias", None, seed=ctx.seed, limit=limit, v=_VERSION, **opts)
-        if ctx.cache is not None and (hit := ctx.cache.get(key)) is not None:
-            return hit
-        dataset = as_dataset(data)
-        if limit is not None:  # pairs are drawn among the first ``limit`` images
-            dataset = Subset(dataset, range(min(int(limit), len(dataset))))
-        result = measure_phase_bias(
-            ctx.model, dataset, seed=ctx.seed, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
-            amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress, **opts,
-        )
-        if ctx.cache is not None:
-            ctx.cache.put(key, result)
-        return result
+
+        def compute() -> dict:
+            dataset = as_dataset(data)
+            if limit is not None:  # pairs are drawn among the first ``limit`` images
+                dataset = Subset(dataset, range(min(int(limit), len(dataset))))
+            return measure_phase_bias(
+                ctx.model, dataset, seed=ctx.seed, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
+                amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress, **opts,
+            )
+
+        return cached(ctx, "phase-bias", data, compute, v=_VERSION, **opts)
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         def f(x: float | None) -> str:

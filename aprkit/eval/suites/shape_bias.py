@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..cache import make_key
+from ..cache import cached
 from ..texture_shape import CATEGORIES, REFERENCE_SHAPE_BIAS, predict_decisions, shape_bias
 from .base import EvalContext, ReportSection, Suite, register_suite
 
@@ -52,23 +52,22 @@ class ShapeBiasSuite(Suite):
 
     def run(self, ctx: EvalContext, data: Any) -> dict:
         ds = resolve_stimuli(data, ctx.options)
-        key = make_key(ctx.model_id, ds.cache_id, "shape-bias", None, v=_VERSION)
-        if ctx.cache is not None and (hit := ctx.cache.get(key)) is not None:
-            return hit
-        decisions = predict_decisions(
-            ctx.model, ds, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
-            amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress,
-        )
-        full = shape_bias(decisions, ds.shape_labels, ds.texture_labels, ds.categories).to_dict()
-        # headline fractions at the top level; counts and details below (runner summaries list top-level numbers)
-        result: dict[str, Any] = {k: full.pop(k) for k in ("shape_bias", "shape_match", "texture_match")}
-        result["per_category"] = full.pop("per_category")
-        result["counts"] = full
-        result["stimuli"] = str(ds.root)
-        result["decisions"] = {name: ds.categories[int(d)] for name, d in zip(ds.names, decisions)}
-        if ctx.cache is not None:
-            ctx.cache.put(key, result)
-        return result
+
+        def compute() -> dict:
+            decisions = predict_decisions(
+                ctx.model, ds, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
+                amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress,
+            )
+            full = shape_bias(decisions, ds.shape_labels, ds.texture_labels, ds.categories).to_dict()
+            # headline fractions at the top level; counts and details below (runner summaries list top-level numbers)
+            result: dict[str, Any] = {k: full.pop(k) for k in ("shape_bias", "shape_match", "texture_match")}
+            result["per_category"] = full.pop("per_category")
+            result["counts"] = full
+            result["stimuli"] = str(ds.root)
+            result["decisions"] = {name: ds.categories[int(d)] for name, d in zip(ds.names, decisions)}
+            return result
+
+        return cached(ctx, "shape-bias", ds.cache_id, compute, v=_VERSION)
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         def f(x: float | None) -> str:

@@ -13,10 +13,12 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..cache import cached
 from .base import EvalContext, ReportSection, Suite, register_suite
 
 __all__ = ["TransplantSuite", "sweep_table", "summary_table", "plot_sweep"]
 
+_VERSION = 1
 _OPTION_KEYS = ("layers", "codes", "sites", "every", "n_pairs", "n_control", "max_images", "dims")
 
 
@@ -119,36 +121,33 @@ class TransplantSuite(Suite):
     OPTIONS = ("limit", "transplant", *(f"transplant_{k}" for k in _OPTION_KEYS))
 
     def run(self, ctx: EvalContext, data: Any) -> dict:
+        from ..inference import as_dataset
         from ..transplant import layer_sweep, load_data
 
         opts = _options(ctx)
-        key = f"transplant/{ctx.model_id}/" + ",".join(f"{k}={opts[k]}" for k in sorted(opts)) + f"/seed={ctx.seed}"
-        if ctx.cache is not None:
-            hit = ctx.cache.get(key)
-            if hit is not None:
-                return hit
-        if isinstance(data, str):  # a dataset spec such as "cifar10:ROOT" or "folder:ROOT"
-            from ..inference import as_dataset
 
-            data = as_dataset(data)
-        images, labels = load_data(data, max_images=opts.pop("max_images", ctx.options.get("limit") or 1000))
-        classes = getattr(data, "classes", None)
-        if labels is not None and classes is not None:
-            with torch.no_grad():
-                n_out = ctx.model(images[:1].to(ctx.device)).shape[1]
-            if len(classes) != n_out:  # e.g. 16 cue-conflict shapes vs 1000 ImageNet outputs
-                labels = None
-        res = layer_sweep(
-            ctx.model, (images, labels) if labels is not None else images,
-            layers=opts.pop("layers", "all"), codes=opts.pop("codes", ("phase", "sign")),
-            sites=opts.pop("sites", ("output", "input")), every=opts.pop("every", 1),
-            generator=torch.Generator().manual_seed(ctx.seed), batch_size=ctx.batch_size, progress=ctx.progress, **opts,
-        )
-        res.pop("figure", None)
-        res["config"] = {k: res.pop(k) for k in ("n_images", "n_pairs", "num_outputs") if k in res}
-        if ctx.cache is not None:
-            ctx.cache.put(key, res)
-        return res
+        def compute() -> dict:
+            o = dict(opts)
+            ds = as_dataset(data) if isinstance(data, str) else data  # a spec such as "cifar10:ROOT" or "folder:ROOT"
+            images, labels = load_data(ds, max_images=o.pop("max_images", ctx.options.get("limit") or 1000))
+            classes = getattr(ds, "classes", None)
+            if labels is not None and classes is not None:
+                with torch.no_grad():
+                    n_out = ctx.model(images[:1].to(ctx.device)).shape[1]
+                if len(classes) != n_out:  # e.g. 16 cue-conflict shapes vs 1000 ImageNet outputs
+                    labels = None
+            res = layer_sweep(
+                ctx.model, (images, labels) if labels is not None else images,
+                layers=o.pop("layers", "all"), codes=o.pop("codes", ("phase", "sign")),
+                sites=o.pop("sites", ("output", "input")), every=o.pop("every", 1),
+                generator=torch.Generator().manual_seed(ctx.seed), batch_size=ctx.batch_size, progress=ctx.progress, **o,
+            )
+            res.pop("figure", None)
+            res["config"] = {k: res.pop(k) for k in ("n_images", "n_pairs", "num_outputs") if k in res}
+            return res
+
+        # the data's identity and the run's limit (which caps max_images) are part of the key
+        return cached(ctx, "transplant", data, compute, v=_VERSION, **opts)
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         parts = ["Pairs (A, B) with different clean predictions; B's activation gets A's carrier (Fourier phase, or "

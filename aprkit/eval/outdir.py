@@ -1,0 +1,142 @@
+"""Bookkeeping of one evaluation run and its output folder: the run's cache view and the suite index.
+
+:class:`RunCache` wraps the result cache for one ``evaluate`` call: ``resume=False`` ignores old
+entries, under ``torchrun`` only rank 0 writes and every rank sees the same hits, and every stored value
+carries ``_produced_by`` (the world sizes, batch sizes and devices that produced it). Cells are keyed by
+what changes their numbers (:func:`aprkit.eval.cache.result_key`), not by how they were batched or
+sharded, so a single-process run may reuse cells of a ``torchrun`` run; ``_produced_by`` keeps such
+reuse visible: the runner collects it per suite and ``results.json`` lists it (``meta.provenance`` and
+the ``world_size`` / ``batch_size`` / ``device`` lists of ``meta``).
+
+:class:`SuiteIndex` is ``<out>/index.json``: one entry per (model label, suite) finished in that folder,
+holding the suite's result, its cache key, the model's weights fingerprint and its provenance.
+``results.json`` and the report are rebuilt from it, so evaluations with different suites (or
+models) into one folder add up instead of replacing each other. A label evaluated again with other
+weights drops that label's older entries (with a warning); their cells stay in the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+
+from .cache import atomic_write_json, to_jsonable
+from .inference import _dist_info, is_main_process
+
+__all__ = ["RunCache", "SuiteIndex", "PRODUCED_BY", "merge_provenance"]
+
+#: key of the provenance record inside every stored cache value
+PRODUCED_BY = "_produced_by"
+_PROVENANCE_FIELDS = ("world_size", "batch_size", "device")
+
+
+def merge_provenance(records: Iterable[Mapping[str, Any] | None]) -> dict[str, list]:
+    """Union of provenance records ``{"world_size": [...], "batch_size": [...], "device": [...]}`` (sorted lists)."""
+    out: dict[str, set] = {f: set() for f in _PROVENANCE_FIELDS}
+    for rec in records:
+        for f in _PROVENANCE_FIELDS:
+            values = (rec or {}).get(f)
+            out[f].update(values if isinstance(values, list) else [] if values is None else [values])
+    return {f: sorted(v, key=str) for f, v in out.items() if v}
+
+
+class RunCache:
+    """The cache as one run sees it (see the module docstring); ``collect()`` returns and resets the merged
+    provenance of every entry served or stored since the last call."""
+
+    def __init__(self, backend: Any, resume: bool, produced_by: Mapping[str, Any]) -> None:
+        self.backend = backend
+        self.resume = resume
+        self.produced_by = merge_provenance([produced_by])
+        self.mem: dict[str, dict] = {}
+        self._seen: list[Mapping[str, Any]] = []
+        self.snapshot: set[str] | None = None
+        if _dist_info()[1] > 1:
+            torch.distributed.barrier()
+            self.snapshot = set(backend.keys()) if resume else set()
+
+    def get(self, key: str) -> dict | None:
+        if key in self.mem:
+            value = json.loads(json.dumps(self.mem[key]))
+        elif not self.resume or (self.snapshot is not None and key not in self.snapshot):
+            return None
+        else:
+            value = self.backend.get(key)
+            if value is None:
+                return None
+        self._seen.append(value.pop(PRODUCED_BY, None) or {})
+        return value
+
+    def put(self, key: str, value: Mapping[str, Any]) -> None:
+        """Store ``value`` stamped with this run's world size, batch size and device."""
+        stored = dict(to_jsonable(value))
+        stored[PRODUCED_BY] = self.produced_by
+        self.mem[key] = stored
+        if is_main_process():
+            self.backend.put(key, stored)
+        self._seen.append(self.produced_by)
+
+    def collect(self) -> dict[str, list]:
+        seen, self._seen = self._seen, []
+        return merge_provenance(seen)
+
+
+class SuiteIndex:
+    """Finished suites of one output folder (``<out>/index.json``), or of this run only when ``out`` is None."""
+
+    VERSION = 1
+
+    def __init__(self, out: str | Path | None) -> None:
+        self.path = Path(out) / "index.json" if out is not None else None
+        self.entries: list[dict[str, Any]] = self._load()
+
+    def _load(self) -> list[dict[str, Any]]:
+        if self.path is None or not self.path.is_file():
+            return []
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+            entries = data["entries"]
+            if data.get("version") != self.VERSION or not all(isinstance(e, dict) and {"model", "suite", "value"} <= set(e) for e in entries):
+                raise ValueError(f"expected version {self.VERSION} entries with model, suite and value")
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            warnings.warn(f"ignoring the damaged suite index {self.path} ({err}); results.json lists this run's suites only",
+                          RuntimeWarning, stacklevel=3)
+            return []
+        return entries
+
+    def claim(self, label: str, fingerprint: str) -> None:
+        """Drop ``label``'s entries made with other weights than ``fingerprint`` (a reused label)."""
+        stale = [e["suite"] for e in self.entries if e["model"] == label and e.get("fingerprint") != fingerprint]
+        if stale:
+            warnings.warn(
+                f"{self.path}: model label {label!r} previously named other weights; dropping its earlier results "
+                f"({', '.join(stale)}) from results.json (their cells stay in the cache)", RuntimeWarning, stacklevel=3)
+            self.entries = [e for e in self.entries if not (e["model"] == label and e.get("fingerprint") != fingerprint)]
+
+    def add(self, entry: Mapping[str, Any]) -> None:
+        """Record a finished suite, replacing an older entry of the same model label and suite."""
+        self.entries = [e for e in self.entries if (e["model"], e["suite"]) != (entry["model"], entry["suite"])]
+        self.entries.append(to_jsonable(dict(entry)))
+
+    def save(self) -> None:
+        if self.path is not None and is_main_process():
+            atomic_write_json(self.path, {"version": self.VERSION, "entries": self.entries})
+
+    def models(self) -> dict[str, dict[str, dict]]:
+        """``{model label: {suite: result}}`` in the order the labels first appear."""
+        out: dict[str, dict[str, dict]] = {}
+        for e in self.entries:
+            out.setdefault(e["model"], {})[e["suite"]] = e["value"]
+        return out
+
+    def provenance(self) -> dict[str, dict[str, dict]]:
+        """``{model label: {suite: everything in the entry but the result}}``."""
+        out: dict[str, dict[str, dict]] = {}
+        for e in self.entries:
+            out.setdefault(e["model"], {})[e["suite"]] = {k: v for k, v in e.items() if k not in ("model", "suite", "value")}
+        return out

@@ -1,0 +1,143 @@
+"""Result identity: every cached number is keyed by everything it depends on (issue 12, items 1, 2 and 4)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import aprkit.corruptions
+from aprkit.eval import evaluate
+from aprkit.eval.cache import MemoryCache, Unidentifiable, cached, identity, model_fingerprint, result_key
+from aprkit.eval.inference import TensorImageDataset, dataset_id
+from aprkit.eval.suites import EvalContext, load_suites
+from conftest import natural_images
+from test_eval_runner import Tiny, small_data
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CELL = dict(suite="corruption", corruptions=["contrast"], severities=[2], device="cpu", batch_size=8, progress=False)
+
+
+def _ctx(model=None, **kw) -> EvalContext:
+    return EvalContext(model=model or Tiny(), progress=False, **kw)
+
+
+def test_result_key_holds_weights_data_settings_and_options():
+    ds = small_data(40)
+    base = result_key(_ctx(), "cell", ds, corruption="fog", severity=1)
+    assert base == result_key(_ctx(model_id="another label", batch_size=3, channels_last=True, num_workers=2), "cell", ds,
+                              severity=1, corruption="fog")  # labels and batching are not identity; option order is free
+    other_data = small_data(40)
+    other_data.images = other_data.images.clone()
+    other_data.images[5] ^= 1  # one image in the middle (the old key sampled images 0, n/2 and n-1 only)
+    changed = [
+        result_key(_ctx(Tiny(seed=1)), "cell", ds, corruption="fog", severity=1),
+        result_key(_ctx(), "cell", other_data, corruption="fog", severity=1),
+        result_key(_ctx(options={"limit": 20}), "cell", ds, corruption="fog", severity=1),
+        result_key(_ctx(options={"num_classes": 10}), "cell", ds, corruption="fog", severity=1),
+        result_key(_ctx(seed=1), "cell", ds, corruption="fog", severity=1),
+        result_key(_ctx(amp=True), "cell", ds, corruption="fog", severity=1),
+        result_key(_ctx(), "cell", ds, corruption="fog", severity=2),
+        result_key(_ctx(), "cell", ds, corruption="fog", severity=1, code=3),
+        result_key(_ctx(), "ood-scores", ds, corruption="fog", severity=1),
+    ]
+    assert len({base, *changed}) == len(changed) + 1
+    with pytest.raises(ValueError, match="run settings"):
+        result_key(_ctx(), "cell", ds, limit=5)
+    with pytest.raises(ValueError, match="data must identify"):
+        result_key(_ctx(), "cell", "")
+
+
+def test_identity_resolves_specs_and_refuses_anonymous_callables(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c").mkdir()
+    assert identity({"corrupted": "cifar10-c:c", "n": 3}) == {"corrupted": f"cifar10-c:{tmp_path / 'c'}", "n": 3}
+    assert identity("noise:uniform") == "noise:uniform" and identity(dataset_id) == "aprkit.eval.inference.dataset_id"
+    assert identity(torch.ones(3)) != identity(torch.zeros(3))
+    with pytest.raises(Unidentifiable, match="cache_id"):
+        identity(lambda c, s: None)
+    ctx = _ctx(cache=MemoryCache())
+    calls = []
+    for _ in range(2):
+        with pytest.warns(RuntimeWarning, match="recomputed every run"):
+            cached(ctx, "cell", small_data(8), lambda: calls.append(1) or {"x": 1}, source=lambda c, s: None)
+    assert len(calls) == 2  # never cached, never wrongly shared
+
+
+def test_model_label_is_display_only(tmp_path):
+    """Item 1: two different networks evaluated with the same model_id into one folder must not share cells."""
+    ds = small_data(24)
+    first = evaluate(Tiny(seed=0), data=ds, model_id="mynet", out_dir=tmp_path, report=False, **CELL)["corruption"]
+    with pytest.warns(RuntimeWarning, match="label 'mynet' previously named other weights"):
+        second = evaluate(Tiny(seed=1), data=ds, model_id="mynet", out_dir=tmp_path, report=False, **CELL)["corruption"]
+    alone = evaluate(Tiny(seed=1), data=ds, **CELL)["corruption"]
+    assert second["cells"] == alone["cells"] and second["clean"] == alone["clean"]
+    assert second["cells"] != first["cells"]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["models"]["mynet"]["corruption"]["cells"] == alone["cells"]  # the stale entry was dropped
+    assert saved["meta"]["provenance"]["mynet"]["corruption"]["fingerprint"] == model_fingerprint(Tiny(seed=1))
+
+
+def test_in_memory_data_is_identified_by_content(tmp_path):
+    a = small_data(40)
+    b = TensorImageDataset(a.images.clone(), a.labels.clone())
+    b.images[7] = 255 - b.images[7]
+    b.labels[7] = (b.labels[7] + 1) % 10
+    assert dataset_id(a) != dataset_id(b)
+    evaluate(Tiny(), data=a, out_dir=tmp_path, report=False, **CELL)
+    model = Tiny()
+    rb = evaluate(model, data=b, out_dir=tmp_path, report=False, **CELL)["corruption"]
+    assert model.calls == 2 * 5  # clean + 1 cell, nothing answered from a's entries
+    assert rb == evaluate(Tiny(), data=b, **CELL)["corruption"]
+
+
+def test_corruption_code_version_is_in_generated_cell_keys(tmp_path, monkeypatch):
+    ds = small_data(16)
+    evaluate(Tiny(), data=ds, out_dir=tmp_path, report=False, **CELL)
+    again = Tiny()
+    evaluate(again, data=ds, out_dir=tmp_path, report=False, **CELL)
+    assert again.calls == 0
+    monkeypatch.setattr(aprkit.corruptions, "CODE_VERSION", aprkit.corruptions.CODE_VERSION + 1)
+    changed = Tiny()
+    evaluate(changed, data=ds, out_dir=tmp_path, report=False, **CELL)
+    assert changed.calls == 2  # the generated cell (2 batches) is recomputed, the clean cell is shared
+
+
+def test_transplant_key_has_the_data_and_the_limit():
+    """Item 2: the transplant suite's cache entry of dataset A must not answer for dataset B (or another limit)."""
+    suite = load_suites()["transplant"]()
+    from test_transplant import SmallCNN, calibrate_head
+
+    opts = {"transplant": {"n_pairs": 8, "n_control": 8, "sites": ["output"], "codes": ["sign"], "layers": ["blocks.0"]}}
+    a = (natural_images(24, size=16, seed=1).float() / 255, torch.arange(24) % 6)
+    b = (natural_images(24, size=16, seed=2).float() / 255, torch.arange(24) % 6)
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    calibrate_head(model, model.fc, torch.cat([a[0], b[0]]))
+    shared = _ctx(model, cache=MemoryCache(), options=opts)
+    ra, rb = suite.run(shared, a), suite.run(shared, b)
+    assert rb == suite.run(_ctx(model, options=opts), b) and rb != ra
+    limited = _ctx(model, cache=shared.cache, options={**opts, "limit": 12})
+    assert suite.run(limited, a)["config"]["n_images"] == 12
+
+
+def test_cells_record_the_world_and_batch_sizes_that_made_them(tmp_path, monkeypatch):
+    """Item 4: a 1-process rerun may reuse a 2-process run's cells, but results.json says who made them."""
+    import aprkit.eval.runner as runner
+
+    ds = small_data(16)
+    with monkeypatch.context() as m:  # pretend to be a 2-process torchrun (the data stays unsharded)
+        m.setattr(runner, "_dist_info", lambda: (0, 2))
+        m.setattr(runner, "_sync_weights", lambda net: None)
+        evaluate(Tiny(), data=ds, out_dir=tmp_path, report=False, **CELL)
+    stored = [json.loads(p.read_text())["value"] for p in (tmp_path / "cache").glob("*.json")]
+    assert stored and all(v["_produced_by"] == {"world_size": [2], "batch_size": [8], "device": ["cpu"]} for v in stored)
+    res = evaluate(Tiny(), data=ds, out_dir=tmp_path, report=False, **{**CELL, "batch_size": 5})
+    assert res.meta["world_size"] == [2] and res.meta["batch_size"] == [8]  # reused, labelled truthfully
+    assert "_produced_by" not in res["corruption"]
+    evaluate(Tiny(), data=ds, out_dir=tmp_path, report=False, **{**CELL, "batch_size": 5, "severities": [2, 4]})
+    meta = json.loads((tmp_path / "results.json").read_text())["meta"]
+    assert meta["world_size"] == [1, 2] and meta["batch_size"] == [5, 8]  # a mix of both, and it says so
+    assert meta["provenance"]["Tiny"]["corruption"]["produced_by"]["world_size"] == [1, 2]

@@ -1,0 +1,81 @@
+"""One output folder, several runs: results.json adds up, says when it is incomplete, and report errors fail the run
+(issue 12, item 12)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aprkit.eval import evaluate
+from aprkit.eval.report import ReportError
+from aprkit.eval.suites.corruption import CorruptionSuite
+from test_eval_runner import Tiny, broken_tiny, small_data
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+KW = dict(corruptions=["contrast"], severities=[2], device="cpu", batch_size=8, progress=False)
+CLEAN_ONLY = {"calibration_corrupted": False}
+
+
+def _saved(out) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def test_runs_with_different_suites_add_up_in_results_and_report(tmp_path):
+    ds = small_data(16)
+    first = evaluate(Tiny(), suite="corruption", data=ds, model_id="net", out_dir=tmp_path, **KW)
+    second = evaluate(Tiny(), suite="calibration", data=ds, model_id="net", out_dir=tmp_path, options=CLEAN_ONLY, **KW)
+    assert list(second.models["net"]) == ["calibration"]  # the returned Results: this call's suites
+    saved = _saved(tmp_path)
+    assert list(saved["models"]["net"]) == ["corruption", "calibration"]
+    assert saved["models"]["net"]["corruption"] == first["corruption"]
+    assert saved["meta"]["complete"] is True and saved["meta"]["pending"] == {}
+    assert saved["meta"]["suites"] == ["corruption", "calibration"]
+    md = (tmp_path / "report.md").read_text()
+    assert "## Corruption robustness" in md and "## Calibration" in md
+    evaluate(Tiny(seed=1), suite="calibration", data=ds, model_id="other", out_dir=tmp_path, options=CLEAN_ONLY, **KW)
+    saved = _saved(tmp_path)
+    assert list(saved["models"]) == ["net", "other"] and list(saved["models"]["other"]) == ["calibration"]
+    assert "other" in (tmp_path / "report.md").read_text()
+
+
+def test_interrupted_run_says_it_is_incomplete(tmp_path):
+    ds = small_data(16)
+    ood = {"ood_limit": 8, "ood_scores": ["msp"]}
+    evaluate(Tiny(), suite="calibration", data=ds, model_id="net", out_dir=tmp_path, report=False, options=CLEAN_ONLY, **KW)
+    with pytest.raises(KeyboardInterrupt):  # dies in the first suite of the second run
+        evaluate(broken_tiny(fail_after=1), suite=["corruption", "ood"], data=ds, model_id="net", out_dir=tmp_path, options=ood, **KW)
+    saved = _saved(tmp_path)
+    assert saved["meta"]["complete"] is False and saved["meta"]["pending"] == {"net": ["corruption", "ood"]}
+    assert list(saved["models"]["net"]) == ["calibration"]  # what was finished before is kept
+    evaluate(Tiny(), suite=["corruption", "ood"], data=ds, model_id="net", out_dir=tmp_path, report=False, options=ood, **KW)
+    saved = _saved(tmp_path)
+    assert saved["meta"]["complete"] is True and list(saved["models"]["net"]) == ["calibration", "corruption", "ood"]
+
+
+def _broken_chart(*args, **kwargs):
+    raise OSError("No space left on device")
+
+
+def test_failed_figure_fails_the_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(CorruptionSuite, "_bar_chart", staticmethod(_broken_chart))
+    with pytest.raises(ReportError, match="corruption: OSError: No space left on device"):
+        evaluate(Tiny(), suite="corruption", data=small_data(8), out_dir=tmp_path, **KW)
+    saved = _saved(tmp_path)  # the numbers were written first
+    assert saved["meta"]["complete"] is True and saved["models"]["Tiny"]["corruption"]["clean"]["n"] == 8
+    assert "Rendering this section failed" in (tmp_path / "report.md").read_text()
+
+
+def test_cli_exits_non_zero_when_a_figure_fails(models_dir, cifar10_dir, tmp_path, monkeypatch, capsys):
+    from aprkit.cli import main
+
+    monkeypatch.setattr(CorruptionSuite, "_bar_chart", staticmethod(_broken_chart))
+    argv = ["eval", "--model", str(models_dir / "resnet20-12fca82f.th"), "--data", f"cifar10:{cifar10_dir}", "--suite", "corruption",
+            "--corruptions", "fog", "--severities", "1", "--limit", "8", "--device", "cpu", "--no-progress", "--out", str(tmp_path)]
+    try:
+        rc = main(argv)
+    except ReportError:  # a CLI without a catch-all handler: the exception exits non-zero as well
+        rc = 1
+    assert rc != 0
+    assert _saved(tmp_path)["models"]["resnet20-12fca82f"]["corruption"]["clean"]["n"] == 8
