@@ -93,6 +93,16 @@ def test_in_memory_data_is_identified_by_content(tmp_path):
     assert rb == evaluate(Tiny(), data=b, **CELL)["corruption"]
 
 
+def test_cue_conflict_stimuli_are_identified_by_every_image():
+    from aprkit.eval.suites.cue_conflict import CueConflictStimuli
+
+    images, s, t = natural_images(16, seed=4), torch.arange(16) % 4, (torch.arange(16) + 1) % 4
+    other = images.clone()
+    other[3] ^= 1  # the old id hashed every (n // 8)-th image only
+    ids = {CueConflictStimuli(x, s, t, ["a", "b", "c", "d"]).cache_id for x in (images, other)}
+    assert len(ids | {CueConflictStimuli(images, s, t, ["a", "b", "c", "e"]).cache_id}) == 3
+
+
 def test_corruption_code_version_is_in_generated_cell_keys(tmp_path, monkeypatch):
     ds = small_data(16)
     evaluate(Tiny(), data=ds, out_dir=tmp_path, report=False, **CELL)

@@ -14,7 +14,7 @@ default ``10007 + seed``; ``N`` or ``options["cue_conflict_n"]`` stimuli, defaul
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -52,8 +52,9 @@ class CueConflictStimuli(Dataset):
         self.images, self.shape_labels, self.texture_labels = images, s, t
         self.categories = tuple(categories)
         if cache_id is None:
-            digest = zlib.crc32(images[:: max(1, len(images) // 8)].contiguous().numpy().tobytes() + s.numpy().tobytes() + t.numpy().tobytes())
-            cache_id = f"cue-conflict-{len(images)}-{digest:08x}"
+            h = hashlib.sha1(images.contiguous().numpy().tobytes() + s.numpy().tobytes() + t.numpy().tobytes())  # every image
+            h.update("|".join(self.categories).encode())
+            cache_id = f"cue-conflict-{len(images)}-{h.hexdigest()[:16]}"
         self.cache_id = cache_id
 
     def __len__(self) -> int:
