@@ -47,6 +47,14 @@ def error_line(err: BaseException) -> tuple[str, int]:
         text = f"{err.strerror or text}: {err.filename}"
     if any(s in text for s in _NO_CUDA):
         return "CUDA was requested but is not available on this machine (torch.cuda.is_available() is False); use --device cpu", 2
+    target = re.search(r"Target (-?\d+) is out of bounds", text)
+    if target:
+        return (f"label {target.group(1)} is not a class of the model (labels must lie in 0..num_classes-1); set the "
+                "model's number of classes to that of the data (train: model.num_classes, eval: --num-classes)"), 2
+    if "stack expects each tensor to be equal size" in text:
+        sizes = re.findall(r"\[[\d, ]+\]", text)
+        return (f"images of one batch differ in size ({' vs '.join(sizes[:2])}); resize the image files to one size "
+                "(train: or set data.random_resized_crop / data.test_resize)"), 2
     if type(err).__name__ == "OutOfMemoryError":
         return "out of memory on the device: lower --batch-size (or use --device cpu)", 2
     text = re.sub(r"\s+", " ", text).strip()

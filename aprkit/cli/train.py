@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from ..train.config import load_config
+    from ._common import check_out_dir
     from ..train.loop import fit
 
     cfg = load_config(args.config or None, args.overrides)
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not cfg.train.out:
         raise ValueError("no output directory: give --out DIR (or set train.out in the config)")
+    check_out_dir(cfg.train.out, "--out")  # before any data is read
     result = fit(cfg, resume=args.resume or None)
     if result["out"] is not None:
         summary = {k: result[k] for k in ("out", "checkpoint", "global_step")}

@@ -51,7 +51,14 @@ def load_npy(path: str | Path) -> np.ndarray:
     read-only maps are shared instead of re-parsing the header each time.
     """
     st = os.stat(path)
-    return _load_npy_cached(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+    try:
+        return _load_npy_cached(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+    except (ValueError, EOFError, OSError) as err:  # truncated data, a pickle or random bytes
+        if isinstance(err, FileNotFoundError):
+            raise
+        why = "not a numeric array" if "pickle" in str(err) else str(err)
+        raise ValueError(f"{path} is not a readable .npy array ({why}); expected a complete file written by numpy.save "
+                         "(truncated or corrupted?)") from None
 
 
 class ArrayDataset(Dataset):

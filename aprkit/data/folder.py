@@ -40,8 +40,13 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated, corrupted or not an image
+        raise ValueError(f"cannot decode image {path} ({err}); expected an intact image file (truncated or corrupted?)") from None
     t = torch.from_numpy(arr.copy())
     return t.permute(2, 0, 1).contiguous() if t.ndim == 3 else t[None]
 

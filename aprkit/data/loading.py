@@ -17,7 +17,23 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .arrays import ArrayDataset, _as_index_array
 
-__all__ = ["iter_batches", "collate_uint8", "subset", "first_n", "SubsetDataset", "to_array_dataset", "batch_source"]
+__all__ = ["iter_batches", "collate_uint8", "subset", "first_n", "SubsetDataset", "to_array_dataset", "batch_source",
+           "describe_size_mismatch"]
+
+
+def describe_size_mismatch(dataset: Dataset, indices: Sequence[int]) -> str:
+    """Why ``indices`` of ``dataset`` cannot be batched: one file (or index) of each image size, and the fix."""
+    first: dict[tuple[int, ...], int] = {}
+    for i in indices:
+        first.setdefault(tuple(dataset[int(i)][0].shape), int(i))
+    while getattr(dataset, "samples", None) is None and hasattr(dataset, "dataset") and hasattr(dataset, "indices"):
+        first = {s: int(dataset.indices[i]) for s, i in first.items()}  # subsets: name the parent's files
+        dataset = dataset.dataset
+    samples = getattr(dataset, "samples", None)
+    where = [f"{samples[i][0] if samples is not None else f'item {i}'} is {'x'.join(map(str, s[-2:]))}"
+             + (f" with {s[0]} channels" if len({t[0] for t in first}) > 1 else "") for s, i in first.items()]
+    return (f"images differ in size ({'; '.join(where)}); a batch needs one size: resize the files to one size, or in "
+            "Python pass get_dataset('folder:ROOT', resize=36, crop=32)")
 
 
 def collate_uint8(batch: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -174,7 +174,25 @@ def _collate(samples: list) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(img, torch.Tensor) or img.dtype != torch.uint8 or img.ndim != 3:
             got = f"{img.dtype} tensor of shape {tuple(img.shape)}" if isinstance(img, torch.Tensor) else type(img).__name__
             raise TypeError(f"datasets must yield (uint8 image tensor (C, H, W), int label); got an image of type {got}")
+    if len({img.shape for img in images}) > 1:
+        raise _SizeMismatch("images of one batch differ in size")
     return torch.stack(images), torch.as_tensor(labels, dtype=torch.long)
+
+
+class _SizeMismatch(ValueError):
+    """Raised by ``_collate``; ``iter_batches`` replaces it with a message naming one file of each size."""
+
+
+def _named_sizes(loader: Any, chunks: list, dataset: Any) -> Iterator[tuple[Any, Any]]:
+    it = iter(loader)
+    for chunk in chunks:
+        try:
+            batch = next(it)
+        except _SizeMismatch:
+            from aprkit.data.loading import describe_size_mismatch
+
+            raise ValueError(describe_size_mismatch(dataset, list(chunk))) from None
+        yield chunk, batch
 
 
 def _dist_info() -> tuple[int, int]:
@@ -230,7 +248,7 @@ def iter_batches(
             Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers,
             collate_fn=_collate, pin_memory=pin,
         )
-    for chunk, (images, labels) in zip(chunks, loader):
+    for chunk, (images, labels) in _named_sizes(loader, chunks, dataset):
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
             got = f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
             raise TypeError(f"datasets must yield uint8 images (C, H, W) (batches (B, C, H, W)); got {got}")

@@ -42,6 +42,10 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
 
     spec = expand_env(cfg.data.dataset)
     train = _subset(get_dataset(spec, cfg.data.train_split), cfg.data.limit, cfg.train.seed, "train-subset")
+    n_classes = len(getattr(train, "classes", None) or ())
+    if n_classes > cfg.model.num_classes:
+        raise ValueError(f"model.num_classes={cfg.model.num_classes} but the training data {spec} has {n_classes} classes; "
+                         f"set model.num_classes={n_classes}")
     test = None
     if cfg.train.eval_every > 0:
         tspec = expand_env(cfg.data.test_dataset or cfg.data.dataset)

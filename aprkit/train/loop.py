@@ -180,6 +180,11 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None) -> dict[
     ckpt_path = out / "last.pt" if out is not None else None
     if tr.resume and ckpt_path is not None and ckpt_path.is_file():
         state = load_train_checkpoint(ckpt_path)
+        saved = {k: (state.get("config") or {}).get("model", {}).get(k) for k in ("name", "num_classes")}
+        if saved != {"name": cfg.model.name, "num_classes": cfg.model.num_classes}:
+            raise ValueError(f"cannot resume: {ckpt_path} is a run of model.name={saved['name']!r} with "
+                             f"{saved['num_classes']} classes, not {cfg.model.name!r} with {cfg.model.num_classes}; "
+                             "resume with the same model settings or choose another --out")
         unwrap_model(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

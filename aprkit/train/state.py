@@ -74,7 +74,11 @@ def load_train_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no training checkpoint to resume from at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # zip / pickle / EOF errors of a truncated or corrupted file
+        raise ValueError(f"{path} is not a valid training checkpoint (torch.load cannot read it: truncated or "
+                         "corrupted); remove it to start over, or resume from a complete copy") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an aprkit training checkpoint (format {CHECKPOINT_FORMAT!r})")
     return state
