@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     corruptions = list(CORRUPTIONS)
-    net = load_model(args.model, num_classes=10, checkpoint=args.checkpoint, device=device).eval()
+    net = load_model(args.model, num_classes=10, checkpoint=args.checkpoint, device=device,
+                     random_init=args.checkpoint is None).eval()  # timing only: random weights are fine
     base_model = TimedForward(copy.deepcopy(net))  # same weights; evaluate() may convert its copy to channels_last
     model = TimedForward(net)
     with tempfile.TemporaryDirectory(prefix="aprkit-bench-c-") as tmp:

@@ -154,7 +154,8 @@ CLI: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("train-resume-junk-state", lambda d: ["train", "--out", str(d / "run_junk"), "--resume"] + T, r"last\.pt is not a valid training checkpoint"),
     ("train-init-checkpoint-junk", lambda d: ["train", "--out", str(d / "t_init")] + T + [f"model.checkpoint={d}/rand.pt"], r"rand\.pt is not a valid checkpoint"),
     ("train-missing-data", lambda d: ["train", "--out", str(d / "t_data")] + T + [f"data.dataset=folder:{d}/nope"], r"image folder .*nope does not exist"),
-    # corrupt
+    # demo, corrupt
+    ("demo-out-is-file", lambda d: ["demo", "--out", str(d / "afile"), "--quick", "--no-progress"], r"--out .*afile is a file; expected a folder"),
     ("corrupt-missing-input", lambda d: ["corrupt", str(d / "nope.npy"), str(d / "c_out")], r"nope\.npy.*does not exist"),
     ("corrupt-empty-array", lambda d: ["corrupt", str(d / "empty.npy"), str(d / "c_out"), "--corruptions", "fog", "--no-progress"], r"empty\.npy.*holds no images"),
     ("corrupt-unknown-corruption", lambda d: ["corrupt", str(d / "ok.npy"), str(d / "c_out"), "--corruptions", "fgsm", "--no-progress"], r"unknown corruption 'fgsm'"),

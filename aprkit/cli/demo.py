@@ -43,7 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import demo_settings, run_demo
+    from ._common import check_out_dir
 
+    check_out_dir(args.out, "--out")
     extra = {k: v for k, v in (("n_train", args.train_size), ("n_test", args.test_size)) if v is not None}
     settings = demo_settings(args.quick, args.epochs, **extra)
     res = run_demo(args.out, quick=args.quick, device=args.device, data=args.data, epochs=args.epochs, seed=args.seed,
