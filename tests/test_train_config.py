@@ -93,3 +93,20 @@ def test_every_shipped_config_parses(path):
     validate_config(load_config(path, validate=False))
     smoke = load_config(path, ["train.max_steps=5", "data.limit=256"], validate=False)
     assert smoke.train.max_steps == 5 and smoke.data.limit == 256
+
+
+def test_train_and_eval_share_one_loader(tmp_path, monkeypatch):
+    """Issue 12 item 6: one loader (aprkit.config) with the same YAML, base:, --set and ${VAR:-default} rules."""
+    import aprkit.config as shared
+    import aprkit.train.config as train_config
+
+    assert train_config.apply_overrides is shared.apply_overrides and train_config.expand_env is shared.expand_env
+    monkeypatch.setenv("APRKIT_TEST_DATA", "/data")
+    path = _write(tmp_path, "env.yaml", "data: {dataset: 'cifar10:${APRKIT_TEST_DATA}/c10', test_dataset: 'folder:${APRKIT_NOPE:-x}'}\n")
+    cfg = load_config(path, validate=False)
+    assert cfg.data.dataset == "cifar10:/data/c10" and cfg.data.test_dataset == "folder:x"
+    bad = _write(tmp_path, "bad.yaml", "optim:\n  lr: [0.1\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml is not valid YAML at line 3"):
+        load_config(bad)
+    with pytest.raises(TypeError, match="config key 'optim.batch_size' must be an int, got 'abc'"):
+        load_config(None, ["optim.batch_size=abc"])
