@@ -169,3 +169,15 @@ def test_random_weights_are_refused(png_folder, tmp_path, capsys):
     assert main(args + ["--model", str(ckpt), "--num-classes", "3"]) == 2
     assert "has 100 classes but the model was built with 3" in capsys.readouterr().err
     assert main(args + ["--model", str(ckpt), "--num-classes", "3", "--drop-head"]) == 0
+
+
+def test_every_flag_is_an_evaluate_setting():
+    """Flags map onto evaluate's parameters (or their aliases) without a hand-written list."""
+    import argparse
+
+    from aprkit.cli.eval import _NOT_SETTINGS, add_parser
+    from aprkit.eval.config import ALIASES, eval_schema
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    dests = {a.dest for a in add_parser(sub)._actions if a.dest != "help"} - set(_NOT_SETTINGS)
+    assert {ALIASES.get(d, d) for d in dests} <= set(eval_schema())

@@ -74,18 +74,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-#: flag destination -> settings key (``evaluate`` parameter name)
-_FLAG_KEYS = {"suites": "suite", "out": "out_dir"}
-_FLAGS = ("model", "checkpoint", "random_init", "drop_head", "model_id", "num_classes", "suites", "out", "device",
-          "batch_size", "num_workers", "limit", "severities", "corruptions", "corrupted", "ood", "fit", "seed", "amp",
-          "channels_last", "progress", "resume")
+#: parsed arguments that are not settings (every other flag's destination is an ``evaluate`` key or alias)
+_NOT_SETTINGS = ("config", "data", "overrides", "func", "command", "debug")
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The validated ``evaluate`` keyword arguments (plus ``models``) of config files, flags and ``--set``."""
     from aprkit.eval.config import load_eval_config
 
-    flags = {_FLAG_KEYS.get(k, k): getattr(args, k, None) for k in _FLAGS}
+    flags = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
     if args.data is not None:
         flags["data"] = _data_arg(args.data)
     cfg = load_eval_config(args.config, args.overrides, flags)
