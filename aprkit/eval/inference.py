@@ -328,13 +328,23 @@ def _check_finite(logits: torch.Tensor, idx: torch.Tensor, desc: str) -> None:
         )
 
 
-#: models whose forward pass failed on channels_last activations (``.view`` on a feature map): run contiguous
+#: models whose forward pass failed under channels_last (any RuntimeError that a contiguous retry cured)
 _NO_CHANNELS_LAST: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 def wants_channels_last(model: nn.Module, requested: bool) -> bool:
-    """``requested``, unless ``model`` already failed on channels_last activations in this process."""
-    return bool(requested) and model not in _NO_CHANNELS_LAST
+    """``requested``, unless ``model`` already failed under channels_last in this process.
+
+    For such a model the parameters are (again) put in the contiguous layout, in case a caller converted
+    them back to channels_last since (``evaluate`` does for every run).
+    """
+    if not requested:
+        return False
+    if model in _NO_CHANNELS_LAST:
+        with torch.inference_mode(False):
+            model.to(memory_format=torch.contiguous_format)
+        return False
+    return True
 
 
 def _forward(model: nn.Module, x: torch.Tensor, use_head: bool, hook_store: list[torch.Tensor]) -> Any:
@@ -345,17 +355,27 @@ def _forward(model: nn.Module, x: torch.Tensor, use_head: bool, hook_store: list
     return model(x)
 
 
-def _give_up_channels_last(model: nn.Module, exc: RuntimeError) -> bool:
-    """Switch ``model`` back to contiguous memory after a ``.view`` failure on channels_last activations."""
+def _retry_contiguous(model: nn.Module, exc: RuntimeError, retry: Callable[[], Any]) -> Any:
+    """After ``exc`` under channels_last: restore ``model``'s parameters to the contiguous layout and ``retry()``.
+
+    When the retry succeeds, warns once and remembers the model (later calls run contiguous); when it fails
+    too, the failure was not the layout and the original ``exc`` is raised.
+    """
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        raise exc
+    with torch.inference_mode(False):  # parameters made in inference mode could not take part in autograd (ODIN)
+        model.to(memory_format=torch.contiguous_format)
+    try:
+        out = retry()
+    except RuntimeError:
+        raise exc from None
     warnings.warn(
-        f"{type(model).__name__}'s forward pass does not accept channels_last activations ({str(exc).splitlines()[0]}); "
+        f"{type(model).__name__}'s forward pass fails under channels_last ({str(exc).splitlines()[0]}); "
         "evaluating it in the contiguous layout instead. Pass channels_last=False (--no-channels-last) to skip this retry.",
         RuntimeWarning, stacklevel=3,
     )
-    with torch.inference_mode(False):  # parameters made in inference mode could not take part in autograd (ODIN)
-        model.to(memory_format=torch.contiguous_format)
     _NO_CHANNELS_LAST.add(model)
-    return False
+    return out
 
 
 def predict(
@@ -430,12 +450,12 @@ def predict(
                     try:
                         out = _forward(model, x, use_head, hook_store)
                     except RuntimeError as exc:
-                        if not (channels_last and "view size is not compatible" in str(exc)):
+                        if not channels_last:
                             raise
-                        channels_last = _give_up_channels_last(model, exc)
                         x = x.contiguous()
                         hook_store.clear()
-                        out = _forward(model, x, use_head, hook_store)
+                        out = _retry_contiguous(model, exc, lambda: _forward(model, x, use_head, hook_store))
+                        channels_last = False
                 where = f"({desc}, batch {b}, images {int(idx[0])}..{int(idx[-1])})"
                 logits = _check_logits(out, len(labels), num_classes, where).float()
                 if int(labels.max()) >= logits.shape[1] or int(labels.min()) < NO_LABEL:

@@ -38,7 +38,7 @@ def infer_prefix_tokens(n_tokens: int, max_prefix: int = 8) -> int:
 
 def _describe(x: object) -> str:
     if isinstance(x, torch.Tensor):
-        return f"a tensor of shape {tuple(x.shape)}"
+        return f"a tensor of dtype {str(x.dtype).removeprefix('torch.')} and shape {tuple(x.shape)}"
     return f"a {type(x).__name__}"
 
 

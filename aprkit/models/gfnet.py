@@ -64,7 +64,10 @@ class GlobalFilter(nn.Module):
         b, n, d = x.shape
         if n != self.h * self.w:
             raise ValueError(f"GlobalFilter expects {self.h}x{self.w}={self.h * self.w} tokens, got {n}")
-        y = global_filter(x.reshape(b, self.h, self.w, d), torch.view_as_complex(self.complex_weight.float()))
+        # contiguous(): the 4-D weight is channels_last-strided after ``model.to(memory_format=torch.channels_last)``
+        # and view_as_complex needs the (re, im) pairs adjacent (a no-op otherwise)
+        weight = torch.view_as_complex(self.complex_weight.float().contiguous())
+        y = global_filter(x.reshape(b, self.h, self.w, d), weight)
         return y.reshape(b, n, d)
 
 
