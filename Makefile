@@ -4,8 +4,11 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.aprkit-installed
 OUT    ?= runs/demo
+GPU_PYTHON ?= $(BIN)/python
+GPU_OUT    ?= runs/gpu-check
+GPU_ARGS   ?=
 
-.PHONY: install test test-slow demo bench clean
+.PHONY: install test test-slow demo bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +34,12 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_augment.py
+
+## CUDA tests + every GPU benchmark in one go (< 6 min): GPU_OUT/gpu_check.{json,md}. Needs no install
+## (the repo root is the import path): `make gpu-check GPU_PYTHON=python3` on a bare GPU machine;
+## GPU_ARGS="--device cpu --quick" is the CPU smoke run
+gpu-check:
+	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} NO_ALBUMENTATIONS_UPDATE=1 $(GPU_PYTHON) benchmarks/gpu_check.py --out $(GPU_OUT) $(GPU_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -4,27 +4,34 @@ Prints img/s and ratios measured in the same run (interleaved repeats, median):
 
 * APR-P, batch 256 at 3x32x32 and batch 64 at 3x224x224: ``aprkit.augment.apr_pair`` (batch selected)
   vs the reference ``mix_data`` (two complex ``fftn``, abs/angle/exp, complex ``ifftn``) and vs a plain
-  ``clone`` of the batch (the memory-bound limit).
+  ``clone`` of the batch (the memory-bound limit); then the FFT-only limit (``rfftn`` + ``irfftn`` of the
+  batch) and the share of it that ``apr_pair`` and ``APRPair.forward`` reach.
 * APR-S per image on PIL images (32 and 224 px, recombination always on): ``APRSingle`` vs the reference
   ``APRecombination`` (same PIL ops, then NumPy complex ``fftn`` of both views, abs/angle/exp, ``ifftn``),
   plus ``APRSingleBatch`` on the device for comparison.
 
-Usage: ``python benchmarks/bench_augment.py [--device cuda] [--threads 1] [--repeats 7] [--quick]``.
+Usage: ``python benchmarks/bench_augment.py [--device cuda] [--threads 1] [--repeats 7] [--min-time 0.02] [--quick]``.
+The candidate sets (``pair_candidates``, ``other_candidates``) are reused by ``benchmarks/gpu_check.py``.
 Goals: APR-P >= 4x the reference at both sizes, APR-S >= 2x.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from aprkit.augment import APRSingle, APRSingleBatch, apr_pair, sample_single_params
-from aprkit.augment.ops_pil import apply_pil_op
+if __package__ in (None, ""):  # run as a script: the repository root makes `benchmarks` and aprkit importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aprkit.augment import APRPair, APRSingle, APRSingleBatch, apr_pair, sample_single_params  # noqa: E402
+from aprkit.augment.ops_pil import apply_pil_op  # noqa: E402
+from aprkit.fourier import low_frequency_swap, mix_amplitude  # noqa: E402
+from benchmarks.common import bench, synthetic_images  # noqa: E402
 
 
 def reference_mix_data(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -52,50 +59,74 @@ def reference_aprs(img, names, p: dict):
     return Image.fromarray(np.clip(np.round(out.real), 0, 255).astype(np.uint8))
 
 
-def bench(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
-    """Median seconds per call of each function, interleaved so that load changes hit all alike."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for fn in fns.values():  # warm-up
-        fn()
-    sync()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+def fft_limit(x: torch.Tensor) -> torch.Tensor:
+    """The FFT-only limit of an APR op: ``irfftn(rfftn(x))`` over (C, H, W) in aprkit's compute dtype."""
+    xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    return torch.fft.irfftn(torch.fft.rfftn(xf, dim=(1, 2, 3)), s=x.shape[1:], dim=(1, 2, 3))
 
 
-def test_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    """Smooth random uint8 images ``(n, 3, size, size)`` (low-pass noise; content does not affect timing)."""
-    g = torch.Generator().manual_seed(seed)
-    small = torch.rand(n, 3, max(2, size // 8), max(2, size // 8), generator=g)
-    img = torch.nn.functional.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)
-    return (img * 255).round().to(torch.uint8)
+def pair_candidates(x: torch.Tensor, perm: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """APR-P on a float batch ``x`` with partners ``perm`` (on ``x``'s device), next to its two limits.
+
+    ``copy`` (memory-bound limit), ``fft_limit``, the functional core ``apr_pair`` and ``APRPair.forward``
+    with a CPU generator (the default) and with a generator on ``x``'s device (what training uses).
+    """
+    cpu_gen, dev_gen = APRPair(p=1.0, seed=0), APRPair(p=1.0, generator=torch.Generator(x.device).manual_seed(0))
+    return {
+        "copy": lambda: x.clone(),
+        "fft_limit": lambda: fft_limit(x),
+        "apr_pair": lambda: apr_pair(x, perm),
+        "APRPair": lambda: cpu_gen(x),
+        "APRPair_devgen": lambda: dev_gen(x),
+    }
 
 
-def run_pair(device: torch.device, repeats: int, quick: bool) -> None:
+def other_candidates(x: torch.Tensor, x8: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """``APRSingleBatch`` (always recombining) on the uint8 batch ``x8`` and the FACT / FDA amplitude ops on ``x``."""
+    partner = x.roll(1, 0)
+    single = APRSingleBatch(p=1.0, seed=0)
+    return {
+        "APRSingleBatch": lambda: single(x8),
+        "mix_amplitude": lambda: mix_amplitude(x, partner, 0.5),
+        "low_frequency_swap": lambda: low_frequency_swap(x, partner, 0.1),
+    }
+
+
+def throughput(times: dict[str, float], batch: int) -> dict[str, dict[str, float]]:
+    """Per candidate: img/s and the ratios to ``fft_limit`` and ``copy`` (limit time / candidate time)."""
+    out = {}
+    for name, t in times.items():
+        row = {"img_s": batch / t, "ms_per_batch": t * 1e3}
+        for ref in ("fft_limit", "copy"):
+            if ref in times and name != ref:
+                row[f"vs_{ref}"] = times[ref] / t
+        out[name] = row
+    return out
+
+
+def run_pair(device: torch.device, repeats: int, quick: bool, min_time: float = 0.0) -> None:
     print(f"APR-P batched ({device}): img/s, median of {repeats}")
     for b, s in ([(64, 32), (8, 224)] if quick else [(256, 32), (64, 224)]):
-        x = (test_images(b, s).float() / 255).to(device)
+        x = (synthetic_images(b, s).float() / 255).to(device)
         perm = torch.randperm(b, generator=torch.Generator().manual_seed(0)).to(device)
         err = (apr_pair(x, perm) - reference_mix_data(x, perm)).abs().max().item()
-        t = bench({"reference": lambda: reference_mix_data(x, perm), "aprkit": lambda: apr_pair(x, perm),
-                   "copy": lambda: x.clone()}, repeats, device)
+        fns = {"reference": lambda: reference_mix_data(x, perm), **pair_candidates(x, perm)}
+        t = bench(fns, repeats, device, min_time=min_time)
         ips = {k: b / v for k, v in t.items()}
-        print(f"  batch {b:3d} x 3x{s}x{s}: reference {ips['reference']:10.0f}  aprkit {ips['aprkit']:10.0f}  "
-              f"copy {ips['copy']:12.0f}   aprkit/reference {t['reference'] / t['aprkit']:5.2f}x  "
-              f"copy/aprkit {t['aprkit'] / t['copy']:6.1f}x   max|diff| {err:.1e}")
+        print(f"  batch {b:3d} x 3x{s}x{s}: reference {ips['reference']:10.0f}  aprkit {ips['apr_pair']:10.0f}  "
+              f"copy {ips['copy']:12.0f}   aprkit/reference {t['reference'] / t['apr_pair']:5.2f}x  "
+              f"copy/aprkit {t['apr_pair'] / t['copy']:6.1f}x   max|diff| {err:.1e}")
+        print(f"      FFT-only limit {ips['fft_limit']:10.0f}  apr_pair {t['fft_limit'] / t['apr_pair']:.2f} of it, "
+              f"APRPair.forward {t['fft_limit'] / t['APRPair']:.2f} ({ips['APRPair']:.0f} img/s; "
+              f"{t['apr_pair'] / t['APRPair']:.2f} of the core)")
 
 
-def run_single(device: torch.device, repeats: int, quick: bool) -> None:
+def run_single(device: torch.device, repeats: int, quick: bool, min_time: float = 0.0) -> None:
     from PIL import Image
 
     print(f"APR-S per image (PIL, CPU; recombination on): img/s, median of {repeats}")
     for n, s in ([(32, 32), (4, 224)] if quick else [(256, 32), (32, 224)]):
-        imgs_t = test_images(n, s, seed=1)
+        imgs_t = synthetic_images(n, s, seed=1)
         imgs = [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in imgs_t]
         aprs = APRSingle(p=1.0)
         params = [sample_single_params(1, 1.0, generator=torch.Generator().manual_seed(i)) for i in range(n)]
@@ -110,7 +141,7 @@ def run_single(device: torch.device, repeats: int, quick: bool) -> None:
             "reference": lambda: [reference_aprs(im, names, q) for im, q in zip(imgs, plain)],
             "aprkit": lambda: [aprs.apply(im, p) for im, p in zip(imgs, params)],
             "batch": lambda: sb.apply(xb, bparams),
-        }, repeats, device)
+        }, repeats, device, min_time=min_time)
         ips = {k: n / v for k, v in t.items()}
         print(f"  {n:3d} images 3x{s}x{s}: reference {ips['reference']:8.0f}  aprkit {ips['aprkit']:8.0f}   "
               f"aprkit/reference {t['reference'] / t['aprkit']:5.2f}x   max|diff| {diff}   "
@@ -125,13 +156,15 @@ def main(argv: list[str] | None = None) -> None:
                          "intra-op thread is often descheduled and multi-threaded torch ops stall; DataLoader workers "
                          "run with one thread anyway)")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--min-time", type=float, default=0.0,
+                    help="seconds per timed block: fast calls repeat inside it (use ~0.02 on a GPU)")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}")
-    run_pair(device, args.repeats, args.quick)
-    run_single(device, args.repeats, args.quick)
+    run_pair(device, args.repeats, args.quick, args.min_time)
+    run_single(device, args.repeats, args.quick, args.min_time)
 
 
 if __name__ == "__main__":

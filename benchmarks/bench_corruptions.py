@@ -20,8 +20,15 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Sequence
 
 import torch
+
+if __package__ in (None, ""):  # run as a script: the repository root makes `benchmarks` and aprkit importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import bench, synthetic_images  # noqa: E402
 
 _SIDE = r"""
 import os, sys, time, json, warnings
@@ -56,48 +63,53 @@ print('JSON' + json.dumps(res))
 """
 
 
-def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:
-    """Smooth random uint8 images ``(n, 3, size, size)`` (low-pass noise plus edges)."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.rand(n, 3, max(size // 8, 2), max(size // 8, 2), generator=g)
-    img = torch.nn.functional.interpolate(base, size=(size, size), mode="bilinear", align_corners=False)
-    img = img + 0.15 * torch.rand(n, 3, size, size, generator=g)
-    return (img.clamp(0, 1) * 255).round().to(torch.uint8)
+def time_corruptions(
+    x: torch.Tensor,
+    names: Sequence[str],
+    severity: int = 3,
+    preset: str = "cifar",
+    *,
+    generator_device: str = "cpu",
+    repeats: int = 1,
+    min_time: float = 0.3,
+    deadline: float | None = None,
+    frost_dir: str | None = None,
+) -> dict[str, float]:
+    """Seconds per call of ``corrupt(x, name, severity, preset, g)`` for each name (median of ``repeats``).
+
+    ``g`` is a generator on ``generator_device`` (``"cpu"``: what the -C writers and the eval suite use;
+    ``"device"``: one on ``x``'s device). Names not reached before ``deadline`` are left out.
+    """
+    from aprkit.corruptions import corrupt
+
+    out: dict[str, float] = {}
+    for name in names:
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        g = torch.Generator(x.device if generator_device == "device" else "cpu").manual_seed(0)
+        t = bench({name: lambda: corrupt(x, name, severity, preset, g, frost_dir=frost_dir)}, repeats, x.device,
+                  min_time=min_time, max_inner=50, deadline=deadline)
+        out[name] = t[name]
+    return out
 
 
-def _time(fn, min_time: float = 0.3) -> float:
-    fn()  # warm-up
-    reps, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        reps += 1
-        dt = time.perf_counter() - t0
-        if dt >= min_time:
-            return dt / reps
-
-
-def bench(size: int, preset: str, batch: int, per_image: int, device: str) -> dict[str, tuple[float, float]]:
+def batched_vs_looped(size: int, preset: str, batch: int, per_image: int, device: str) -> dict[str, tuple[float, float]]:
+    """Per corruption: (batched ms/img, per-image-loop ms/img) at severity 3 on ``device``."""
     from aprkit.corruptions import corrupt, list_corruptions
 
-    x = _images(batch, size).to(device)
+    x = synthetic_images(batch, size, noise=0.15).to(device)
+    names = list_corruptions()
+    batched = time_corruptions(x, names, 3, preset, min_time=0.3)
     out = {}
-    for name in list_corruptions():
-        g = torch.Generator(device=device).manual_seed(0)
-
-        def batched() -> None:
-            corrupt(x, name, 3, preset, g)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
+    for name in names:
+        g = torch.Generator().manual_seed(0)
 
         def looped() -> None:
             for i in range(per_image):
                 corrupt(x[i:i + 1], name, 3, preset, g)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
 
-        tb = _time(batched) / batch
-        tl = _time(looped, 0.2) / per_image
-        out[name] = (tb * 1e3, tl * 1e3)
+        tl = bench({"loop": looped}, 1, device, min_time=0.2, max_inner=50)["loop"] / per_image
+        out[name] = (batched[name] / batch * 1e3, tl * 1e3)
     return out
 
 
@@ -129,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         ic_here = f"does not import here ({type(err).__name__}: {err}); skipped"
     print(f"device={args.device} threads={torch.get_num_threads()}  imagecorruptions {ic_here}")
     for size, preset, batch, per in ((32, "cifar", args.batch32, 16), (224, "imagenet", args.batch224, 2)):
-        res = bench(size, preset, batch, per, args.device)
+        res = batched_vs_looped(size, preset, batch, per, args.device)
         ref = side.get("orig32" if size == 32 else "ic224", {})
         label = "original ms" if size == 32 else "imagecorr. ms"
         print(f"\n{size}x{size} ({preset} preset, severity 3, batch {batch})")

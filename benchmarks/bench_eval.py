@@ -93,53 +93,57 @@ def baseline(model: nn.Module, root: Path, corruptions: list[str], batch_size: i
     return accs
 
 
-def main(argv: list[str] | None = None) -> int:
-    from aprkit.eval import evaluate
-    from aprkit.eval.inference import TensorImageDataset, resolve_device
-    from aprkit.eval.metrics import CORRUPTIONS
-    from aprkit.models import load_model
+def compare(
+    net: nn.Module,
+    device: torch.device,
+    *,
+    n_per_severity: int = 200,
+    batch_size: int = 250,
+    repeats: int = 3,
+    interleave: str = "corruption",
+    corruptions: list[str] | None = None,
+    deadline: float | None = None,
+) -> dict:
+    """Time the robustbench-style loop and ``evaluate`` on the same generated -C set; returns every figure.
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n-per-severity", type=int, default=200, help="images per corruption x severity (published: 10000)")
-    p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--model", default="resnet20")
-    p.add_argument("--checkpoint", default=None, help="weights (default: random init; speed does not depend on them)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--repeats", type=int, default=3, help="full evaluations by each method; the fastest counts")
-    p.add_argument("--interleave", choices=["corruption", "run"], default="corruption",
-                   help="take turns per corruption (default, robust to a drifting machine) or per whole run")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    corruptions = list(CORRUPTIONS)
-    net = load_model(args.model, num_classes=10, checkpoint=args.checkpoint, device=device,
-                     random_init=args.checkpoint is None).eval()  # timing only: random weights are fine
+    ``net`` is evaluated as given by the baseline (a deep copy) and by aprkit (which may convert it to
+    channels_last and run it under AMP on CUDA). ``deadline`` (``time.perf_counter()`` value): no new
+    repeat starts after it (at least one is always run).
+    """
+    from aprkit.eval import evaluate
+    from aprkit.eval.inference import TensorImageDataset
+    from aprkit.eval.metrics import CORRUPTIONS
+
+    if interleave not in ("corruption", "run"):
+        raise ValueError(f"interleave must be 'corruption' or 'run', got {interleave!r}")
+    corruptions = list(corruptions or CORRUPTIONS)
+    net = net.to(device).eval()
     base_model = TimedForward(copy.deepcopy(net))  # same weights; evaluate() may convert its copy to channels_last
     model = TimedForward(net)
     with tempfile.TemporaryDirectory(prefix="aprkit-bench-c-") as tmp:
         root = Path(tmp)
-        clean, labels = make_cifar_c(root, args.n_per_severity, corruptions)
+        clean, labels = make_cifar_c(root, n_per_severity, corruptions)
         with torch.no_grad():  # warm-up (allocator, kernels)
-            base_model(torch.rand(args.batch_size, 3, 32, 32, device=device))
+            base_model(torch.rand(batch_size, 3, 32, 32, device=device))
         data = TensorImageDataset(torch.from_numpy(clean).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels))
 
         def run_baseline(unit: list[str]) -> dict:
-            return baseline(base_model, root, unit, args.batch_size, device)
+            return baseline(base_model, root, unit, batch_size, device)
 
         def run_ours(unit: list[str]) -> dict:  # no cache folder: every cell is computed
             return evaluate(model, suite="corruption", data=data, corrupted=f"cifar10-c:{root}", corruptions=unit,
-                            device=device, batch_size=args.batch_size, progress=False, report=False, model_id="bench")
+                            device=device, batch_size=batch_size, progress=False, report=False, model_id="bench")
 
         # interleave per corruption (default): both methods take turns every few seconds, so a machine
         # whose speed drifts (shared CPUs) favours neither; aprkit then also re-evaluates the clean set
-        # once per corruption (counted in its images). "run": each method does all 75 cells in one go.
-        units = [[c] for c in corruptions] if args.interleave == "corruption" else [corruptions]
+        # once per corruption (counted in its images). "run": each method does all cells in one go.
+        units = [[c] for c in corruptions] if interleave == "corruption" else [corruptions]
         timings: dict[str, list[tuple[float, int, float]]] = {"baseline": [], "ours": []}
         ref: dict = {}
         cells: dict = {}
-        for r in range(args.repeats):
+        for r in range(repeats):
+            if r and deadline is not None and time.perf_counter() > deadline:
+                break
             totals = {"baseline": [0.0, 0, 0.0], "ours": [0.0, 0, 0.0]}
             for j, unit in enumerate(units):
                 order = [("baseline", run_baseline), ("ours", run_ours)]
@@ -158,24 +162,66 @@ def main(argv: list[str] | None = None) -> int:
                         cells.update(out["corruption"]["cells"])
             for name, tot in totals.items():
                 timings[name].append(tuple(tot))
-        best = {k: min(v, key=lambda t: t[0] / t[1]) for k, v in timings.items()}  # fastest repeat of each
-        pair_ratios = [(b[0] / b[1]) / (o[0] / o[1]) for b, o in zip(timings["baseline"], timings["ours"])]
-        (t_base, n_base, fwd_base), (t_ours, n_ours, fwd_ours) = best["baseline"], best["ours"]
+    best = {k: min(v, key=lambda t: t[0] / t[1]) for k, v in timings.items()}  # fastest repeat of each
+    pair_ratios = [(b[0] / b[1]) / (o[0] / o[1]) for b, o in zip(timings["baseline"], timings["ours"])]
+    (t_base, n_base, fwd_base), (t_ours, n_ours, fwd_ours) = best["baseline"], best["ours"]
     diff = max(abs(cells[c][str(s)]["accuracy"] - a) for (c, s), a in ref.items())
-    ips_base, ips_ours = n_base / t_base, n_ours / t_ours
+    return {
+        "device": str(device), "batch_size": batch_size, "n_per_severity": n_per_severity,
+        "corruptions": len(corruptions), "repeats": len(pair_ratios), "interleave": interleave,
+        "baseline": {"images": n_base, "seconds": t_base, "img_s": n_base / t_base, "forward_share": fwd_base / t_base,
+                     "forward_ms_per_img": min(t[2] / t[1] for t in timings["baseline"]) * 1e3},
+        "aprkit": {"images": n_ours, "seconds": t_ours, "img_s": n_ours / t_ours, "forward_share": fwd_ours / t_ours,
+                   "forward_ms_per_img": min(t[2] / t[1] for t in timings["ours"]) * 1e3},
+        "ratio": (n_ours / t_ours) / (n_base / t_base),
+        "ratio_per_repeat": pair_ratios,
+        "max_accuracy_diff": diff,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from aprkit.eval.inference import resolve_device
+    from aprkit.models import create_model, load_model
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n-per-severity", type=int, default=200, help="images per corruption x severity (published: 10000)")
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--checkpoint", default=None, help="weights (default: random init; speed does not depend on them)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--repeats", type=int, default=3, help="full evaluations by each method; the fastest counts")
+    p.add_argument("--interleave", choices=["corruption", "run"], default="corruption",
+                   help="take turns per corruption (default, robust to a drifting machine) or per whole run")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if args.checkpoint:
+        net = load_model(args.model, num_classes=10, checkpoint=args.checkpoint, device=device,
+                         random_init=args.checkpoint is None)  # timing only: random weights are fine
+    else:  # random weights on purpose: speed does not depend on them
+        net = create_model(args.model, num_classes=10)
+    r = compare(net, device, n_per_severity=args.n_per_severity, batch_size=args.batch_size, repeats=args.repeats,
+                interleave=args.interleave)
+    base, ours = r["baseline"], r["aprkit"]
     print(f"device {device}, torch threads {torch.get_num_threads()}, model {args.model}, batch {args.batch_size}, "
-          f"{args.n_per_severity} images x 15 corruptions x 5 severities, best of {args.repeats} runs, "
+          f"{args.n_per_severity} images x {r['corruptions']} corruptions x 5 severities, best of {args.repeats} runs, "
           f"interleaved per {args.interleave}")
-    print(f"baseline (robustbench-style): {n_base} images in {t_base:.2f} s = {ips_base:,.0f} img/s; forward {100 * fwd_base / t_base:.1f} % of wall time")
-    print(f"aprkit evaluate:              {n_ours} images in {t_ours:.2f} s = {ips_ours:,.0f} img/s; forward {100 * fwd_ours / t_ours:.1f} % of wall time")
-    fwd = {k: min(t[2] / t[1] for t in v) * 1e3 for k, v in timings.items()}
-    print(f"forward pass alone, fastest run: baseline {fwd['baseline']:.3f} ms/img, aprkit {fwd['ours']:.3f} ms/img")
-    print(f"ratio aprkit / baseline: {ips_ours / ips_base:.2f}x (images/s, best run of each); max per-cell accuracy difference {diff:.2e}")
-    print(f"per-repeat ratios: {' '.join(f'{r:.2f}' for r in pair_ratios)} (median {float(np.median(pair_ratios)):.2f}x)")
+    print(f"baseline (robustbench-style): {base['images']} images in {base['seconds']:.2f} s = {base['img_s']:,.0f} img/s; "
+          f"forward {100 * base['forward_share']:.1f} % of wall time")
+    print(f"aprkit evaluate:              {ours['images']} images in {ours['seconds']:.2f} s = {ours['img_s']:,.0f} img/s; "
+          f"forward {100 * ours['forward_share']:.1f} % of wall time")
+    print(f"forward pass alone, fastest run: baseline {base['forward_ms_per_img']:.3f} ms/img, "
+          f"aprkit {ours['forward_ms_per_img']:.3f} ms/img")
+    print(f"ratio aprkit / baseline: {r['ratio']:.2f}x (images/s, best run of each); "
+          f"max per-cell accuracy difference {r['max_accuracy_diff']:.2e}")
+    print(f"per-repeat ratios: {' '.join(f'{x:.2f}' for x in r['ratio_per_repeat'])} "
+          f"(median {float(np.median(r['ratio_per_repeat'])):.2f}x)")
     goal = 1.5 if device.type == "cuda" else 1.0
-    ok = ips_ours / ips_base >= goal and (device.type == "cuda" or fwd_ours / t_ours >= 0.9)
+    ok = r["ratio"] >= goal and (device.type == "cuda" or ours["forward_share"] >= 0.9)
     print(f"goal: >= {goal}x" + ("" if device.type == "cuda" else " and >= 90 % in forward") + f" -> {'met' if ok else 'NOT met'}")
-    return 0 if diff < 1e-6 else 1
+    return 0 if r["max_accuracy_diff"] < 1e-6 else 1
 
 
 if __name__ == "__main__":

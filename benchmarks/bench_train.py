@@ -10,7 +10,9 @@ Rows:
   ``standard`` (crop + flip), ``apr_sp`` (APR-S + crop + flip, CE(x) + CE(APR-P(x)): two forward passes'
   worth of images per step) on the device path, and both methods on the per-image ``loader`` path.
 - ``augmentation share``: the time of the device augmentation alone (APR-S batch + crop + flip + APR-P)
-  as a fraction of one APR-SP training step (the goal on GPU is under 5%).
+  as a fraction of one APR-SP training step, and the APR-SP step against a standard step on ``2B``
+  images, the forward/backward it needs anyway (the goal on GPU: under 5 % overhead). ``step_times`` is
+  reused by ``benchmarks/gpu_check.py``.
 """
 
 from __future__ import annotations
@@ -43,38 +45,50 @@ def epoch_throughput(args: argparse.Namespace, method: str, path: str) -> float:
     return float(result["history"][-1]["images_per_s"])
 
 
-def augmentation_share(args: argparse.Namespace) -> dict[str, float]:
-    """Seconds per step of the device augmentation of APR-SP vs a whole APR-SP step (same batch)."""
+def step_times(model_name: str, batch_size: int, image_size: int, device: torch.device | str, steps: int = 6, *,
+               num_classes: int = 10, deadline: float | None = None) -> dict[str, float]:
+    """Seconds per training step (AMP and channels_last on CUDA) of APR-SP against standard training.
+
+    Measured on one uint8 batch of ``batch_size`` images already on the device: ``aug_s`` the APR-SP
+    device augmentation alone (APR-S batch + crop + flip + APR-P), ``apr_sp_step_s`` a whole APR-SP step
+    (forward/backward on the ``2B`` batch), ``standard_step_s`` a standard step (crop + flip) on ``B``
+    images and ``standard_2b_step_s`` one on ``2B`` images (what APR-SP must cost at least).
+    ``aug_share`` is ``aug_s / apr_sp_step_s``; ``overhead_vs_2b`` is
+    ``apr_sp_step_s / standard_2b_step_s - 1`` (goal on a GPU: < 5 %).
+    """
     from aprkit.models import create_model
     from aprkit.train.config import load_config
     from aprkit.train.distributed import resolve_device
     from aprkit.train.recipe import DeviceAugment, method_loss
 
-    device = resolve_device(args.device)
-    cfg = load_config(None, ["aug.method=apr_sp", f"model.name={args.model}", f"data.image_size={args.image_size}"])
-    gen = torch.Generator(device=device)
+    device = resolve_device(str(device))
     cl = device.type == "cuda"
-    aug = DeviceAugment(cfg, device, gen, channels_last=cl)
-    model = create_model(args.model, num_classes=10).to(device).train()
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    scaler = torch.amp.GradScaler("cuda", enabled=cl)
-    x8 = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size), dtype=torch.uint8, device=device)
-    y = torch.randint(0, 10, (args.batch_size,), device=device)
+    gen = torch.Generator(device=device).manual_seed(0)
 
-    def aug_only() -> None:
-        x = aug(x8)
-        aug.pair(x, y)
+    def setup(method: str, n: int):
+        cfg = load_config(None, [f"aug.method={method}", f"model.name={model_name}", f"data.image_size={image_size}"])
+        aug = DeviceAugment(cfg, device, gen, channels_last=cl)
+        model = create_model(model_name, num_classes=num_classes).to(device).train()
+        if cl:
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+        scaler = torch.amp.GradScaler("cuda", enabled=cl)
+        x8 = torch.randint(0, 256, (n, 3, image_size, image_size), dtype=torch.uint8, device=device)
+        y = torch.randint(0, num_classes, (n,), device=device)
 
-    def step() -> None:
-        x = aug(x8)
-        with torch.autocast(device.type, enabled=cl):
-            loss, _, _ = method_loss(model, aug, x, y, "apr_sp")
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        def step() -> None:
+            x = aug(x8)
+            with torch.autocast(device.type, enabled=cl):
+                loss, _, _ = method_loss(model, aug, x, y, method)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+
+        def aug_only() -> None:
+            aug.pair(aug(x8), y)
+
+        return step, aug_only
 
     def timed(fn, n: int) -> float:
         for _ in range(2):
@@ -86,9 +100,26 @@ def augmentation_share(args: argparse.Namespace) -> dict[str, float]:
         _sync(device)
         return (time.perf_counter() - t) / n
 
-    n = max(3, args.steps // 2)
-    t_aug, t_step = timed(aug_only, n), timed(step, n)
-    return {"aug_s_per_step": t_aug, "apr_sp_step_s": t_step, "aug_share": t_aug / t_step}
+    n = max(3, steps)
+    aprsp_step, aug_only = setup("apr_sp", batch_size)
+    std_step, _ = setup("standard", batch_size)
+    std2_step, _ = setup("standard", 2 * batch_size)
+    out = {"aug_s": timed(aug_only, n), "apr_sp_step_s": timed(aprsp_step, n)}
+    out["standard_step_s"] = timed(std_step, n)
+    if deadline is None or time.perf_counter() < deadline:
+        out["standard_2b_step_s"] = timed(std2_step, n)
+        out["overhead_vs_2b"] = out["apr_sp_step_s"] / out["standard_2b_step_s"] - 1
+    out["aug_share"] = out["aug_s"] / out["apr_sp_step_s"]
+    out["apr_sp_vs_standard"] = out["apr_sp_step_s"] / out["standard_step_s"]
+    return out
+
+
+def augmentation_share(args: argparse.Namespace) -> dict[str, float]:
+    """Seconds per step of the device augmentation of APR-SP vs a whole APR-SP step (same batch)."""
+    r = step_times(args.model, args.batch_size, args.image_size, args.device, max(3, args.steps // 2))
+    return {"aug_s_per_step": r["aug_s"], "apr_sp_step_s": r["apr_sp_step_s"], "aug_share": r["aug_share"],
+            "standard_2b_step_s": r.get("standard_2b_step_s", float("nan")),
+            "overhead_vs_2b": r.get("overhead_vs_2b", float("nan"))}
 
 
 def main() -> None:
@@ -127,6 +158,8 @@ def main() -> None:
     print(f"  device path / per-image loader path, APR-SP       {out['gpu_path_vs_loader_path_apr_sp']:.3f}")
     print(f"  APR-SP augmentation share of a step               {share['aug_share']:.3%} "
           f"({share['aug_s_per_step'] * 1e3:.2f} ms of {share['apr_sp_step_s'] * 1e3:.2f} ms)")
+    print(f"  APR-SP step vs a standard step on 2B images       {share['overhead_vs_2b']:+.2%} "
+          f"({share['apr_sp_step_s'] * 1e3:.2f} vs {share['standard_2b_step_s'] * 1e3:.2f} ms)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""Per-section state of the GPU check and the registry of its sections.
+
+Every section runs in its own process (``gpu_check.py --section NAME``): a CUDA error or a hang in
+one cannot take the others down, and the parent kills it at its time cap. A section receives a
+:class:`Context`, stores its numbers in ``ctx.results`` and calls ``ctx.save()`` after each
+measurement, so whatever was measured before a crash or a kill is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["Context", "Section", "SECTIONS", "section", "to_jsonable"]
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON types for nested dicts/lists of numbers, tensors, dtypes, devices and paths."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, float):
+        return obj if obj == obj and abs(obj) != float("inf") else None  # NaN/inf are not JSON
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    return str(obj)
+
+
+@dataclass
+class Context:
+    """What a section needs: the device, quick mode, its soft deadline and where its results go."""
+
+    device: torch.device
+    quick: bool
+    deadline: float  # time.perf_counter() value after which no new measurement should start
+    result_path: Path | None = None
+    out_dir: Path | None = None
+    compile_backend: str = "inductor"
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def left(self) -> float:
+        """Seconds before the soft deadline (negative once past it)."""
+        return self.deadline - time.perf_counter()
+
+    def expired(self) -> bool:
+        return self.left() <= 0
+
+    def skip(self, what: str) -> None:
+        """Record that ``what`` was not measured because the section's time cap was reached."""
+        self.results.setdefault("skipped_for_time", []).append(what)
+        self.save()
+
+    def save(self, done: bool = False, error: str | None = None) -> None:
+        """Write the results so far (atomically) for the parent process."""
+        if self.result_path is None:
+            return
+        from aprkit._io import atomic_write_text
+
+        payload = {"results": to_jsonable(self.results), "done": done, "error": error}
+        atomic_write_text(self.result_path, json.dumps(payload, indent=1))
+
+    def sync(self) -> None:
+        if self.is_cuda:
+            torch.cuda.synchronize(self.device)
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    fn: Callable[[Context], None]
+    cap_s: float  # hard time cap (whole subprocess) on a GPU
+    quick_cap_s: float  # the same in --quick mode
+    title: str
+
+
+SECTIONS: dict[str, Section] = {}
+
+
+def section(name: str, cap_s: float, quick_cap_s: float, title: str) -> Callable[[Callable[[Context], None]], Callable[[Context], None]]:
+    """Register a section function under ``name`` with its time caps (run order = registration order)."""
+
+    def deco(fn: Callable[[Context], None]) -> Callable[[Context], None]:
+        if name in SECTIONS:
+            raise ValueError(f"section {name!r} is registered twice")
+        SECTIONS[name] = Section(name, fn, cap_s, quick_cap_s, title)
+        return fn
+
+    return deco

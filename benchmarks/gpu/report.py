@@ -1,0 +1,179 @@
+"""Goals and the Markdown summary of a GPU check (``gpu_check.json`` -> ``gpu_check.md``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["goals", "markdown"]
+
+
+def _get(d: Any, *keys: Any) -> Any:
+    for k in keys:
+        if isinstance(d, dict):
+            d = d.get(k)
+        elif isinstance(d, list) and isinstance(k, int) and -len(d) <= k < len(d):
+            d = d[k]
+        else:
+            return None
+    return d
+
+
+def _res(report: dict, name: str) -> dict:
+    return _get(report, "sections", name, "results") or {}
+
+
+def _fmt(v: Any, spec: str = ",.0f") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return format(v, spec)
+    return str(v)
+
+
+def _goal(name: str, value: Any, target: str, met: bool | None, spec: str = ".2f") -> dict[str, Any]:
+    return {"goal": name, "value": value, "shown": _fmt(value, spec), "target": target, "met": met}
+
+
+def goals(report: dict) -> list[dict[str, Any]]:
+    """The issue's GPU goals, each with the measured value and whether it is met (None: not measured)."""
+    out = []
+    t = _res(report, "tests")
+    ok = None if "total" not in t else (t["failed"] == 0 and t["errors"] == 0 and t["passed"] > 0)
+    out.append(_goal("CUDA tests pass", None if "total" not in t else f"{t['passed']} passed, {t['failed']} failed, "
+                     f"{t['errors']} errors, {t['skipped']} skipped", "all pass", ok))
+    for row in _res(report, "augment").get("rows", []):
+        if row["mode"] == "fp32":
+            r = _get(row, "candidates", "apr_pair", "vs_fft_limit")
+            out.append(_goal(f"APR-P core / FFT-only limit, {row['batch']} x 3x{row['size']}x{row['size']} fp32", r,
+                             ">= 0.8", None if r is None else r >= 0.8))
+    h = _get(_res(report, "corruptions"), "imagenet_c_hours", "cpu_generator", "benchmark_15")
+    out.append(_goal("ImageNet-C (15 corruptions x 5 severities, 50,000 images), hours", h, "< 1",
+                     None if h is None else h < 1, ".2f"))
+    for model, row in _res(report, "eval").get("rows", {}).items():
+        out.append(_goal(f"evaluate / robustbench-style loop ({model})", row.get("ratio"), ">= 1.5",
+                         None if row.get("ratio") is None else row["ratio"] >= 1.5))
+    for b, row in _res(report, "train").get("rows", {}).items():
+        ov = row.get("overhead_vs_2b")
+        out.append(_goal(f"APR-SP step overhead beyond a 2B standard step (batch {b})", None if ov is None else 100 * ov,
+                         "< 5 %", None if ov is None else ov < 0.05, "+.1f"))
+    return out
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return lines
+
+
+_AUG_COLS = ("copy", "fft_limit", "apr_pair", "APRPair", "APRPair_devgen", "APRSingleBatch", "mix_amplitude",
+             "low_frequency_swap")
+
+
+def _augment(res: dict) -> list[str]:
+    rows = []
+    for r in res.get("rows", []):
+        cells = []
+        for c in _AUG_COLS:
+            v = _get(r, "candidates", c) or {}
+            ratio = f" ({v['vs_fft_limit']:.2f})" if "vs_fft_limit" in v else ""
+            cells.append(_fmt(v.get("img_s")) + ratio)
+        rows.append([f"{r['batch']}x3x{r['size']}x{r['size']}", r["mode"], r["output_dtype"],
+                     _fmt(r["max_diff_vs_fp32"], ".1e"), *cells])
+    out = _table(["batch", "mode", "out dtype", "max diff", *_AUG_COLS], rows)
+    for size, probe in (res.get("half_precision_fft") or {}).items():
+        out.append(f"- half-precision FFT at {size}: {probe}")
+    return out
+
+
+def _corruptions(res: dict) -> list[str]:
+    ips = res.get("img_s", {})
+    gens = list(ips)
+    names = list(dict.fromkeys(n for g in gens for n in ips[g]))
+    out = _table(["corruption", *[f"img/s ({g.replace('_', ' ')})" for g in gens]],
+                 [[n, *[_fmt(ips[g].get(n), ",.1f") for g in gens]] for n in names])
+    for g, h in (res.get("imagenet_c_hours") or {}).items():
+        out.append(f"- ImageNet-C projection ({g.replace('_', ' ')}): {h['benchmark_15']:.2f} h for the 15 benchmark "
+                   f"corruptions, {h['all_19']:.2f} h for all 19")
+    out.append(f"- batch {res.get('batch')} x 3x{res.get('size')}x{res.get('size')}, preset {res.get('preset')}; "
+               f"frost textures: {res.get('frost_textures')}; device->host copy {_fmt(res.get('device_to_host_img_s'))} img/s")
+    if res.get("note"):
+        out.append(f"- projection: {res['note']}")
+    return out
+
+
+def _eval(res: dict) -> list[str]:
+    rows = [[m, _fmt(_get(r, "baseline", "img_s")), _fmt(_get(r, "aprkit", "img_s")), _fmt(r.get("ratio"), ".2f") + "x",
+             f"{_fmt(_get(r, 'baseline', 'forward_share'), '.0%')} / {_fmt(_get(r, 'aprkit', 'forward_share'), '.0%')}",
+             _fmt(r.get("max_accuracy_diff"), ".1e"), f"{r.get('n_per_severity')} x {r.get('corruptions')} x 5"]
+            for m, r in res.get("rows", {}).items()]
+    return _table(["model", "baseline img/s", "aprkit img/s", "ratio", "forward share (base / aprkit)",
+                   "max acc diff", "images"], rows) + ([f"- {res['note']}"] if res.get("note") else [])
+
+
+def _train(res: dict) -> list[str]:
+    def ms(v: Any) -> str:
+        return _fmt(None if v is None else 1e3 * v, ".2f")
+
+    rows = [[b, ms(r.get("standard_step_s")), ms(r.get("standard_2b_step_s")), ms(r.get("apr_sp_step_s")),
+             ms(r.get("aug_s")), _fmt(r.get("aug_share"), ".1%"), _fmt(r.get("overhead_vs_2b"), "+.1%")]
+            for b, r in res.get("rows", {}).items()]
+    return [f"{res.get('model')} at {res.get('image_size')} px, AMP {res.get('amp')}, channels_last {res.get('channels_last')}"
+            ] + _table(["batch B", "standard ms", "standard 2B ms", "APR-SP ms", "APR aug ms", "aug share",
+                        "APR-SP vs 2B"], rows)
+
+
+def _compile(res: dict) -> list[str]:
+    rows = []
+    for r in res.get("rows", []):
+        err = r.get("compile_error") or r.get("explain_error") or ""
+        reason = (r.get("break_reasons") or [""])[0]
+        rows.append([r["target"], f"{r['batch']}x3x{r['size']}x{r['size']}", _fmt(r.get("graphs")), _fmt(r.get("graph_breaks")),
+                     _fmt(r.get("compile_s"), ".1f"), _fmt(r.get("eager_img_s")), _fmt(r.get("compiled_img_s")),
+                     _fmt(r.get("speedup"), ".2f"), (err or reason).replace("|", "/").replace("\n", " ")[:160]])
+    return [f"backend {res.get('backend')}"] + _table(
+        ["target", "batch", "graphs", "breaks", "compile s", "eager img/s", "compiled img/s", "speed-up",
+         "error / first break reason"], rows)
+
+
+def _tests(res: dict) -> list[str]:
+    out = [f"`{res.get('command')}`: exit {res.get('exit_code')}; {res.get('passed')} passed, {res.get('failed')} failed, "
+           f"{res.get('errors')} errors, {res.get('skipped')} skipped"]
+    out += [f"- {p['kind']}: {p['test']}: {p['message'][:200]}" for p in res.get("problems", [])]
+    out += [f"- skipped x{n}: {m}" for m, n in (res.get("skip_reasons") or {}).items()]
+    return out
+
+
+_RENDER = {"tests": _tests, "augment": _augment, "corruptions": _corruptions, "eval": _eval, "train": _train,
+           "compile": _compile}
+
+
+def markdown(report: dict, titles: dict[str, str]) -> str:
+    """The readable summary: environment, goals, section status and one table per section."""
+    env = _res(report, "env")
+    meta = report.get("meta", {})
+    lines = ["# aprkit GPU check", "",
+             f"{env.get('gpu_name', env.get('device', '?'))} ({env.get('gpu_memory_gib', '-')} GiB); torch {env.get('torch')}, "
+             f"CUDA {env.get('torch_cuda')}, cuDNN {env.get('cudnn')}, Python {env.get('python')}, {env.get('cpu_count')} CPUs; "
+             f"commit {env.get('git_commit')}; {'QUICK smoke run (tiny sizes: numbers are not meaningful); ' if meta.get('quick') else ''}"
+             f"total {_fmt(meta.get('wall_s'), '.0f')} s", "", "## Goals", ""]
+    lines += _table(["goal", "measured", "target", "met"],
+                    [[g["goal"], g["shown"], g["target"], {True: "yes", False: "NO", None: "-"}[g["met"]]]
+                     for g in report.get("goals", [])])
+    lines += ["", "## Sections", ""]
+    lines += _table(["section", "status", "wall s", "cap s", "error"],
+                    [[n, s.get("status"), _fmt(s.get("wall_s"), ".1f"), _fmt(s.get("cap_s"), ".0f"),
+                      (s.get("error") or "").splitlines()[-1][:200].replace("|", "/") if s.get("error") else ""]
+                     for n, s in report.get("sections", {}).items()])
+    for name, render in _RENDER.items():
+        sec = _get(report, "sections", name)
+        if sec is None:
+            continue
+        lines += ["", f"## {titles.get(name, name)}", ""]
+        try:
+            lines += render(sec.get("results") or {})
+        except Exception as err:  # a malformed partial result must not lose the rest of the summary
+            lines.append(f"(could not render: {type(err).__name__}: {err})")
+        skipped = _get(sec, "results", "skipped_for_time")
+        if skipped:
+            lines.append(f"- not measured (time cap): {', '.join(skipped)}")
+    return "\n".join(lines) + "\n"

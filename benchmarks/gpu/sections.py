@@ -1,0 +1,278 @@
+"""The sections of the GPU check, in run order. Each measures with the functions of the ``bench_*`` scripts.
+
+Sizes follow issue 17: APR at batch 256 x 3x32x32 and 64 x 3x224x224; the 19 corruptions at 224 px
+(batch 64, severity 3, ImageNet preset); ``evaluate`` against the robustbench-style loop; an APR-SP
+training step of a CIFAR ResNet-18 against standard steps; ``torch.compile`` of the APR-P hot paths.
+``--quick`` shrinks every size so that the whole check runs in seconds on a CPU (a smoke test).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from typing import Any, Callable
+
+import torch
+
+from benchmarks.common import REPO_ROOT, bench, synthetic_images
+
+from .context import Context, section
+from .env import environment
+
+__all__ = ["BENCHMARK_NOTE"]
+
+#: how the ImageNet-C projection is computed (also printed in the summary)
+BENCHMARK_NOTE = ("50,000 images x 5 severities x the per-image time at severity 3 (all severities assumed alike), "
+                  "images already on the device; excludes decoding/resizing the validation JPEGs and encoding/writing "
+                  "the outputs (the jpeg_compression corruption's own encode/decode is included)")
+
+
+def _sizes(ctx: Context) -> list[tuple[int, int]]:
+    return [(8, 32), (2, 64)] if ctx.quick else [(256, 32), (64, 224)]
+
+
+def _timing(ctx: Context) -> dict[str, Any]:
+    """Repeats and the minimum duration of one timed block (fast GPU calls repeat inside a block)."""
+    return {"repeats": 1, "min_time": 0.0} if ctx.quick else {"repeats": 5, "min_time": 0.02 if ctx.is_cuda else 0.1}
+
+
+def _batch(b: int, s: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 and [0, 1] float images ``(b, 3, s, s)`` on ``device`` and a partner permutation on it."""
+    x8 = synthetic_images(b, s).to(device)
+    perm = torch.randperm(b, generator=torch.Generator().manual_seed(0)).to(device)
+    return x8, x8.float() / 255, perm
+
+
+@section("env", cap_s=30, quick_cap_s=30, title="Environment")
+def run_env(ctx: Context) -> None:
+    ctx.results.update(environment(ctx.device))
+
+
+# ---------------------------------------------------------------------------------------------- 1 tests
+def _junit_counts(path: str) -> dict[str, Any]:
+    root = ET.parse(path).getroot()
+    counts = {k: 0 for k in ("tests", "failures", "errors", "skipped")}
+    for suite in root.iter("testsuite"):
+        for k in counts:
+            counts[k] += int(suite.get(k, 0))
+    bad, skipped = [], {}
+    for case in root.iter("testcase"):
+        name = f"{case.get('classname', '')}::{case.get('name', '')}"
+        for tag in ("failure", "error"):
+            el = case.find(tag)
+            if el is not None:
+                bad.append({"test": name, "kind": tag, "message": (el.get("message") or el.text or "")[:400]})
+        el = case.find("skipped")
+        if el is not None:
+            msg = (el.get("message") or "")[:200]
+            skipped[msg] = skipped.get(msg, 0) + 1
+    passed = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
+    return {"passed": passed, "failed": counts["failures"], "errors": counts["errors"], "skipped": counts["skipped"],
+            "total": counts["tests"], "problems": bad, "skip_reasons": skipped}
+
+
+@section("tests", cap_s=75, quick_cap_s=60, title="1. CUDA tests (tests/test_cuda.py)")
+def run_tests(ctx: Context) -> None:
+    xml = (ctx.out_dir or REPO_ROOT) / "test_cuda.xml"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py", f"--junitxml={xml}"]
+    env = dict(os.environ, APRKIT_TEST_DEVICE=str(ctx.device))
+    ctx.results["command"] = " ".join(cmd[1:])
+    try:
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=max(5.0, ctx.left()))
+        ctx.results["exit_code"], output = proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as err:
+        ctx.results["exit_code"] = "timeout"
+        output = (err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
+    ctx.results["output_tail"] = output[-3000:]
+    if xml.is_file():
+        ctx.results.update(_junit_counts(str(xml)))
+
+
+# ---------------------------------------------------------------------------------------------- 2 augment
+def _modes(ctx: Context) -> dict[str, tuple[Callable[[], Any], bool]]:
+    """Precision modes: a context factory and whether the input batch is float16."""
+    kind = ctx.device.type
+    return {
+        "fp32": (contextlib.nullcontext, False),
+        "amp_fp16": (lambda: torch.autocast(kind, dtype=torch.float16), False),
+        "amp_bf16": (lambda: torch.autocast(kind, dtype=torch.bfloat16), False),
+        "fp16_input": (contextlib.nullcontext, True),
+    }
+
+
+def _probe_half_fft(x: torch.Tensor) -> dict[str, str]:
+    """What cuFFT/torch do with half precision at this size, and the FFT output dtype under autocast."""
+    out = {}
+    try:
+        out["rfftn_on_float16"] = str(torch.fft.rfftn(x.half(), dim=(1, 2, 3)).dtype)
+    except RuntimeError as err:
+        out["rfftn_on_float16"] = f"error: {str(err).splitlines()[0][:200]}"
+    with torch.autocast(x.device.type, dtype=torch.float16 if x.is_cuda else torch.bfloat16):
+        out["rfftn_under_autocast"] = str(torch.fft.rfftn(x, dim=(1, 2, 3)).dtype)
+    return out
+
+
+@section("augment", cap_s=40, quick_cap_s=40, title="2. Augmentations (img/s; ratio to the FFT-only limit)")
+def run_augment(ctx: Context) -> None:
+    from aprkit.augment import apr_pair
+    from benchmarks.bench_augment import other_candidates, pair_candidates, throughput
+
+    rows = ctx.results.setdefault("rows", [])
+    ctx.results["note"] = ("ratio = time of rfftn+irfftn of the same batch / time of the op (the goal for apr_pair: "
+                           ">= 0.8 on a GPU); copy = x.clone() of the batch, measured in the same run")
+    timing = _timing(ctx)
+    for b, s in _sizes(ctx):
+        x8, x, perm = _batch(b, s, ctx.device)
+        ref = apr_pair(x, perm)
+        ctx.results.setdefault("half_precision_fft", {})[f"{b}x3x{s}x{s}"] = _probe_half_fft(x)
+        for mode, (make_ctx, half) in _modes(ctx).items():
+            if ctx.expired():
+                ctx.skip(f"{mode} {b}x3x{s}x{s}")
+                continue
+            xin = x.half() if half else x
+            fns = pair_candidates(xin, perm) | other_candidates(xin, x8)
+
+            def wrapped(fn: Callable[[], object], mk: Callable[[], Any] = make_ctx) -> Callable[[], object]:
+                def call() -> object:
+                    with mk():
+                        return fn()
+                return call
+
+            times = bench({k: wrapped(f) for k, f in fns.items()}, timing["repeats"], ctx.device,
+                          min_time=timing["min_time"], deadline=ctx.deadline)
+            with make_ctx():
+                out = apr_pair(xin, perm)
+            rows.append({"batch": b, "size": s, "mode": mode, "input_dtype": str(xin.dtype), "output_dtype": str(out.dtype),
+                         "max_diff_vs_fp32": float((out.float() - ref).abs().max()), "candidates": throughput(times, b)})
+            ctx.save()
+
+
+# ---------------------------------------------------------------------------------------------- 3 corruptions
+@section("corruptions", cap_s=55, quick_cap_s=40, title="3. Corruptions at 224 px (img/s, severity 3)")
+def run_corruptions(ctx: Context) -> None:
+    from aprkit.corruptions import BENCHMARK, list_corruptions
+    from benchmarks.bench_corruptions import time_corruptions
+
+    b, s, preset = (2, 32, "cifar") if ctx.quick else (64, 224, "imagenet")
+    x = synthetic_images(b, s, noise=0.15).to(ctx.device)
+    ctx.results.update(batch=b, size=s, preset=preset, severity=3, note=BENCHMARK_NOTE,
+                       frost_textures=os.environ.get("APRKIT_GPU_CHECK_FROST", "found"))
+    repeats = 1 if ctx.quick else 2
+    per_gen: dict[str, dict[str, float]] = ctx.results.setdefault("img_s", {})
+    for gen in ("cpu", "device"):  # the -C writers' CPU generator first, then one on the device
+        ips = per_gen.setdefault(f"{gen}_generator", {})
+        for name in list_corruptions():
+            if ctx.expired():
+                ctx.skip(f"{name} ({gen} generator)")
+                continue
+            t = time_corruptions(x, [name], 3, preset, generator_device=gen, repeats=repeats, min_time=0.0,
+                                 deadline=ctx.deadline)
+            ips[name] = b / t[name]
+            ctx.save()
+        if all(n in ips for n in list_corruptions()):
+            sec = {n: 1.0 / v for n, v in ips.items()}
+            ctx.results.setdefault("imagenet_c_hours", {})[f"{gen}_generator"] = {
+                "benchmark_15": 50_000 * 5 * sum(sec[n] for n in BENCHMARK) / 3600,
+                "all_19": 50_000 * 5 * sum(sec.values()) / 3600,
+            }
+            ctx.save()
+    t = bench({"to_host": lambda: x.cpu()}, repeats, ctx.device)
+    ctx.results["device_to_host_img_s"] = b / t["to_host"]
+
+
+# ---------------------------------------------------------------------------------------------- 4 eval
+@section("eval", cap_s=60, quick_cap_s=40, title="4. Evaluation: aprkit.eval.evaluate vs a robustbench-style loop")
+def run_eval(ctx: Context) -> None:
+    from aprkit.models import create_model
+    from benchmarks.bench_eval import compare
+
+    if ctx.quick:
+        plans = [("small_cnn", dict(n_per_severity=4, batch_size=10, repeats=1, corruptions=["fog", "contrast"]))]
+    else:  # WRN-28-10 is robustbench's standard CIFAR-10 architecture; ResNet-18 if time is left
+        plans = [("wrn28_10", dict(n_per_severity=500, batch_size=250, repeats=2)),
+                 ("resnet18", dict(n_per_severity=1000, batch_size=250, repeats=2))]
+    rows = ctx.results.setdefault("rows", {})
+    ctx.results["note"] = ("baseline: np.load of each -C array, float conversion on the host, fp32, contiguous; "
+                           "aprkit: uint8 streamed to the device and converted there, AMP + channels_last on CUDA; "
+                           "random weights, 32 px, images/s of the faster of the repeats, each method doing all cells in one go")
+    for i, (name, kw) in enumerate(plans):
+        if i and ctx.left() < 25:
+            ctx.skip(name)
+            continue
+        torch.manual_seed(0)
+        rows[name] = compare(create_model(name, num_classes=10), ctx.device, interleave="run", deadline=ctx.deadline, **kw)
+        ctx.save()
+
+
+# ---------------------------------------------------------------------------------------------- 5 train
+@section("train", cap_s=30, quick_cap_s=40, title="5. Training: an APR-SP step against standard steps")
+def run_train(ctx: Context) -> None:
+    from benchmarks.bench_train import step_times
+
+    model, batches, steps = ("small_cnn", [8], 3) if ctx.quick else ("resnet18", [128, 256], 10)
+    ctx.results.update(model=model, image_size=32, amp=ctx.is_cuda, channels_last=ctx.is_cuda)
+    rows = ctx.results.setdefault("rows", {})
+    for b in batches:
+        if ctx.expired():
+            ctx.skip(f"batch {b}")
+            continue
+        torch.manual_seed(0)
+        rows[str(b)] = step_times(model, b, 32, ctx.device, steps, deadline=ctx.deadline)
+        ctx.save()
+
+
+# ---------------------------------------------------------------------------------------------- 6 compile
+def _compile_target(name: str, x: torch.Tensor, perm: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    from aprkit.augment import APRPair, apr_pair
+
+    if name == "apr_pair":
+        return lambda t: apr_pair(t, perm)
+    return APRPair(p=1.0, generator=torch.Generator(x.device).manual_seed(0))
+
+
+@section("compile", cap_s=60, quick_cap_s=40, title="6. torch.compile of the APR-P hot paths")
+def run_compile(ctx: Context) -> None:
+    import torch._dynamo as dynamo
+
+    backend = ctx.compile_backend
+    ctx.results.update(backend=backend, note="dynamic=False; compile_s = the first call of the compiled function")
+    rows = ctx.results.setdefault("rows", [])
+    timing = _timing(ctx)
+    for b, s in _sizes(ctx)[:1] if ctx.quick else _sizes(ctx):
+        for target in ("apr_pair", "APRPair"):
+            label = f"{target} {b}x3x{s}x{s}"
+            if ctx.left() < (5 if ctx.quick else 20):
+                ctx.skip(label)
+                continue
+            _, x, perm = _batch(b, s, ctx.device)
+            row: dict[str, Any] = {"target": target, "batch": b, "size": s}
+            rows.append(row)
+            try:
+                dynamo.reset()
+                ex = dynamo.explain(_compile_target(target, x, perm))(x)
+                row.update(graphs=ex.graph_count, graph_breaks=ex.graph_break_count,
+                           break_reasons=[str(getattr(r, "reason", r))[:200] for r in ex.break_reasons][:5])
+            except Exception as err:  # recorded, the compile attempt still runs
+                row["explain_error"] = f"{type(err).__name__}: {str(err)[:300]}"
+            ctx.save()
+            try:
+                dynamo.reset()
+                eager = _compile_target(target, x, perm)
+                compiled = torch.compile(_compile_target(target, x, perm), backend=backend, dynamic=False)
+                t0 = time.perf_counter()
+                y = compiled(x)
+                ctx.sync()
+                row["compile_s"] = time.perf_counter() - t0
+                if target == "apr_pair":
+                    row["max_diff_vs_eager"] = float((y - eager(x)).abs().max())
+                times = bench({"eager": lambda: eager(x), "compiled": lambda: compiled(x)}, timing["repeats"],
+                              ctx.device, min_time=timing["min_time"], deadline=ctx.deadline)
+                row.update(eager_img_s=b / times["eager"], compiled_img_s=b / times["compiled"],
+                           speedup=times["eager"] / times["compiled"])
+            except Exception as err:
+                row["compile_error"] = f"{type(err).__name__}: {str(err)[:500]}"
+            ctx.save()

@@ -1,0 +1,175 @@
+"""One prepared GPU check: the CUDA tests and every GPU benchmark of issue 17 in one go (``make gpu-check``).
+
+    make gpu-check GPU_PYTHON=python3 GPU_OUT=/some/dir        # on the GPU machine (about 5 minutes)
+    python benchmarks/gpu_check.py --device cpu --quick --out /tmp/gc   # smoke run on a CPU (seconds)
+
+Sections, each in its own process with a hard time cap (a failure or a kill is recorded and the next
+section still runs): ``env`` (versions, GPU), ``tests`` (``pytest tests/test_cuda.py``), ``augment``
+(APR-P / APR-S / FACT / FDA img/s against the FFT-only limit and a batch copy, fp32 and AMP),
+``corruptions`` (19 corruptions at 224 px, ImageNet-C projection), ``eval`` (``evaluate`` against a
+robustbench-style loop), ``train`` (APR-SP step against standard steps) and ``compile`` (``torch.compile``
+of the APR-P hot paths). Writes ``gpu_check.json`` (every number, the environment, each section's
+status, wall time and error) and ``gpu_check.md`` (summary tables and goals) to ``--out`` after every
+section, per-section logs to ``--out/logs``, and prints the summary at the end.
+
+aprkit need not be installed: the repository root is put on ``sys.path`` (and ``PYTHONPATH`` of the
+sections); kornia and albumentations are not needed. Images are synthetic and models randomly
+initialised, which is enough for speed. Exit code 0 when every section finished without error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: the repository root makes `benchmarks` and aprkit importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO_ROOT  # noqa: E402
+from benchmarks.gpu import sections as _sections  # noqa: E402,F401  (registers the sections)
+from benchmarks.gpu.context import SECTIONS, Context, to_jsonable  # noqa: E402
+from benchmarks.gpu.report import goals, markdown  # noqa: E402
+
+
+def _write(out: Path, report: dict) -> None:
+    from aprkit._io import atomic_write_text
+
+    report["goals"] = goals(report)
+    atomic_write_text(out / "gpu_check.json", json.dumps(to_jsonable(report), indent=1))
+    atomic_write_text(out / "gpu_check.md", markdown(report, {n: s.title for n, s in SECTIONS.items()}))
+
+
+def _tail(path: Path, n: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def run_section_process(name: str, cap: float, args: argparse.Namespace, out: Path, scratch: Path) -> dict:
+    """Run one section in a child process (own session, killed with its children at ``cap`` seconds)."""
+    result, log = scratch / f"{name}.json", out / "logs" / f"{name}.log"
+    soft = max(1.0, cap - max(4.0, 0.15 * cap))
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--section", name, "--result", str(result), "--out", str(out),
+           "--device", args.device, "--compile-backend", args.compile_backend, "--soft-cap", f"{soft:.1f}",
+           "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+    t0 = time.perf_counter()
+    timed_out, rc = False, None
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=cap)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    wall = time.perf_counter() - t0
+    try:
+        payload = json.loads(result.read_text())
+    except (OSError, ValueError):
+        payload = {}
+    error = payload.get("error")
+    if timed_out:
+        status, error = "timeout", error or f"killed at the {cap:.0f} s cap; log tail:\n{_tail(log)}"
+    elif error or rc != 0 or not payload.get("done"):
+        status, error = "error", error or f"exit code {rc}; log tail:\n{_tail(log)}"
+    else:
+        status = "ok"
+    return {"status": status, "wall_s": wall, "cap_s": cap, "exit_code": rc, "error": error,
+            "log": str(log.relative_to(out)), "results": payload.get("results", {})}
+
+
+def run_all(args: argparse.Namespace) -> int:
+    from benchmarks.gpu.env import frost_dir_or_synthetic
+
+    out = Path(args.out).resolve()
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    names = ["env"] + [n for n in (args.sections or SECTIONS) if n != "env"]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        raise SystemExit(f"unknown section(s) {unknown}; valid: {', '.join(SECTIONS)}")
+    scratch = Path(tempfile.mkdtemp(prefix="aprkit-gpu-check-"))
+    frost_dir, frost_kind = frost_dir_or_synthetic(scratch / "frost")
+    os.environ.update(APRKIT_FROST_DIR=frost_dir, APRKIT_GPU_CHECK_FROST=frost_kind,
+                      PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p))
+    started = time.perf_counter()
+    report: dict = {"meta": {"started": datetime.datetime.now().isoformat(timespec="seconds"), "argv": sys.argv[1:],
+                             "device": args.device, "quick": args.quick, "cap_scale": args.cap_scale},
+                    "sections": {}, "goals": []}
+    for name in names:
+        sec = SECTIONS[name]
+        cap = (sec.quick_cap_s if args.quick else sec.cap_s) * args.cap_scale
+        print(f"[gpu-check] {name}: running (cap {cap:.0f} s)", flush=True)
+        entry = run_section_process(name, cap, args, out, scratch)
+        report["sections"][name] = entry
+        report["meta"]["wall_s"] = time.perf_counter() - started
+        _write(out, report)
+        first = (entry["error"] or "").strip().splitlines()
+        print(f"[gpu-check] {name}: {entry['status']} in {entry['wall_s']:.1f} s" + (f" -- {first[-1][:200]}" if first else ""),
+              flush=True)
+    report["meta"]["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+    _write(out, report)
+    print()
+    print((out / "gpu_check.md").read_text())
+    print(f"[gpu-check] wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'} "
+          f"in {report['meta']['wall_s']:.0f} s", flush=True)
+    return 0 if all(s["status"] == "ok" for s in report["sections"].values()) else 1
+
+
+def run_child(args: argparse.Namespace) -> int:
+    """``--section NAME``: run one section in this process and save its results to ``--result``."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ctx = Context(device=torch.device(args.device), quick=args.quick, deadline=time.perf_counter() + args.soft_cap,
+                  result_path=Path(args.result), out_dir=Path(args.out), compile_backend=args.compile_backend)
+    ctx.save()
+    try:
+        if ctx.is_cuda and not torch.cuda.is_available():
+            raise RuntimeError(f"--device {args.device} but torch.cuda.is_available() is False (torch {torch.__version__})")
+        SECTIONS[args.section].fn(ctx)
+    except BaseException:  # recorded for the parent; the next section still runs
+        ctx.save(error=traceback.format_exc(limit=-8))
+        print(traceback.format_exc(), file=sys.stderr, flush=True)
+        return 1
+    ctx.save(done=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/gpu-check", help="output folder (default: runs/gpu-check)")
+    ap.add_argument("--device", default="cuda", help="cuda (default) or cpu (for testing the script)")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes and one repeat: a smoke run of every section")
+    ap.add_argument("--sections", nargs="+", default=None, metavar="NAME",
+                    help=f"run only these sections (env always runs); default: all of {', '.join(SECTIONS)}")
+    ap.add_argument("--cap-scale", type=float, default=1.0, help="multiply every section's time cap (default 1)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads in the sections (0: torch's choice)")
+    ap.add_argument("--compile-backend", default=None,
+                    help="torch.compile backend (default: inductor; eager with --quick: Dynamo tracing only)")
+    ap.add_argument("--section", help=argparse.SUPPRESS)  # internal: run one section in this process
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    ap.add_argument("--soft-cap", type=float, default=60.0, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.compile_backend is None:
+        args.compile_backend = "eager" if args.quick else "inductor"
+    if args.cap_scale <= 0:
+        ap.error(f"--cap-scale must be positive, got {args.cap_scale}")
+    return run_child(args) if args.section else run_all(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

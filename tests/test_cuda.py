@@ -1,0 +1,305 @@
+"""The GPU code paths on CUDA against the CPU: Fourier ops, APR augmentations, the 19 corruptions, evaluate, training.
+
+Skipped without CUDA. ``APRKIT_TEST_DEVICE=cpu`` runs the same checks with the CPU standing in for the
+device (how this module is tested on machines without a GPU); ``benchmarks/gpu_check.py`` runs it first.
+Random draws come from CPU generators wherever an API takes one, so device and CPU see the same random
+streams and must agree to float tolerance; where a path draws on the device, determinism and statistics
+are checked instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aprkit import fourier
+from aprkit.augment import APRSP, APRPair, APRSingleBatch, apr_pair
+from aprkit.corruptions import corrupt, find_frost_dir, list_corruptions
+from aprkit.hidden import FeatureAPR
+from conftest import natural_images
+
+DEVICE = torch.device(os.environ.get("APRKIT_TEST_DEVICE", "cuda"))
+pytestmark = [
+    pytest.mark.skipif(DEVICE.type == "cuda" and not torch.cuda.is_available(), reason="CUDA is not available"),
+    pytest.mark.usefixtures("one_thread"),
+]
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _on_device(t: torch.Tensor) -> None:
+    assert t.device.type == DEVICE.type, f"result on {t.device}, expected {DEVICE}"
+
+
+def assert_images_close(dev: torch.Tensor, cpu: torch.Tensor, atol: float = 1e-4, frac: float | None = None) -> None:
+    """Same shape and dtype; pixels within ``atol`` (floats) or one level (uint8), except a ``frac`` share
+    of them (default: 1e-3 for uint8, none for floats), and a small mean difference."""
+    _on_device(dev)
+    assert dev.shape == cpu.shape and dev.dtype == cpu.dtype, (dev.shape, dev.dtype, cpu.shape, cpu.dtype)
+    d = (dev.cpu().double() - cpu.double()).abs()
+    u8 = cpu.dtype == torch.uint8
+    tol = 1.0 if u8 else atol
+    allowed = (1e-3 if u8 else 0.0) if frac is None else frac
+    off = (d > tol).double().mean()
+    assert off <= allowed, f"{off:.2e} of the values differ by more than {tol:g} (max {d.max():.2e}); allowed {allowed:g}"
+    bound = (0.5 + 255 * allowed) if u8 else (atol + allowed)  # no systematic offset
+    assert d.mean() <= bound, f"mean |diff| {d.mean():.2e} > {bound:.2e}"
+
+
+@pytest.fixture(scope="module")
+def x8() -> torch.Tensor:
+    return natural_images(6, 32, seed=5)
+
+
+@pytest.fixture(scope="module")
+def xf(x8: torch.Tensor) -> torch.Tensor:
+    return x8.float() / 255
+
+
+# --------------------------------------------------------------------------------------------- fourier
+FOURIER_OPS = {
+    "swap_amplitude": lambda x, y: fourier.swap_amplitude(x, y),
+    "swap_amplitude_hw": lambda x, y: fourier.swap_amplitude(x, y, dims="hw"),
+    "mix_amplitude": lambda x, y: fourier.mix_amplitude(x, y, 0.3),
+    "mix_amplitude_tensor": lambda x, y: fourier.mix_amplitude(x, y, torch.linspace(0, 1, x.shape[0], device=x.device)),
+    "low_frequency_swap": lambda x, y: fourier.low_frequency_swap(x, y, 0.1),
+    "phase_only_mean": lambda x, y: fourier.phase_only(x, "mean"),
+    "phase_only_unit": lambda x, y: fourier.phase_only(x, "unit"),
+    "amplitude_only": lambda x, y: fourier.amplitude_only(x),
+    "roundtrip": lambda x, y: fourier.recombine(*fourier.amplitude_phase(x)),
+}
+
+
+@pytest.mark.parametrize("op", sorted(FOURIER_OPS))
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_fourier_ops_match_cpu(op: str, dtype: torch.dtype, x8: torch.Tensor, xf: torch.Tensor) -> None:
+    x = x8 if dtype == torch.uint8 else xf
+    y = x.roll(1, 0)
+    fn = FOURIER_OPS[op]
+    cpu = fn(x, y)
+    dev = fn(x.to(DEVICE), y.to(DEVICE))
+    assert_images_close(dev, cpu, atol=1e-3 if op == "phase_only_unit" else 1e-4)
+
+
+def test_fourier_gradients_on_device(xf: torch.Tensor) -> None:
+    x = xf.to(DEVICE, copy=True).requires_grad_(True)
+    fourier.mix_amplitude(x, x.roll(1, 0).detach(), 0.5).square().sum().backward()
+    xc = xf.clone().requires_grad_(True)
+    fourier.mix_amplitude(xc, xc.roll(1, 0).detach(), 0.5).square().sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert (x.grad.cpu() - xc.grad).abs().max() < 1e-3
+
+
+# --------------------------------------------------------------------------------------------- APR
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float16])
+def test_apr_pair_matches_cpu(dtype: torch.dtype, x8: torch.Tensor, xf: torch.Tensor) -> None:
+    x = x8 if dtype == torch.uint8 else xf.to(dtype)
+    perm = torch.randperm(x.shape[0], generator=_gen())
+    mask = torch.tensor([True, False] * 3)
+    for m in (None, mask):
+        cpu = apr_pair(x, perm, m)
+        for p in (perm, perm.to(DEVICE)):  # partner indices on the CPU or on the device
+            dev = apr_pair(x.to(DEVICE), p, None if m is None else m.to(DEVICE))
+            assert_images_close(dev, cpu, atol=2e-3 if dtype == torch.float16 else 1e-4)
+    assert torch.equal(apr_pair(x.to(DEVICE), perm, mask)[1].cpu(), x[1])  # unselected images are returned exactly
+
+
+def test_apr_pair_under_autocast(xf: torch.Tensor) -> None:
+    x = xf.to(DEVICE)
+    perm = torch.randperm(x.shape[0], generator=_gen()).to(DEVICE)
+    half = torch.float16 if DEVICE.type == "cuda" else torch.bfloat16
+    with torch.autocast(DEVICE.type, dtype=half):
+        out = apr_pair(x, perm)
+    assert out.dtype == torch.float32
+    assert (out - apr_pair(x, perm)).abs().max() < 1e-3
+
+
+def test_apr_pair_gradient_on_device(xf: torch.Tensor) -> None:
+    perm = torch.randperm(xf.shape[0], generator=_gen())
+    x = xf.to(DEVICE, copy=True).requires_grad_(True)
+    apr_pair(x, perm.to(DEVICE)).sum().backward()
+    xc = xf.clone().requires_grad_(True)
+    apr_pair(xc, perm).sum().backward()
+    assert (x.grad.cpu() - xc.grad).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_aprpair_module_on_device(per_sample: bool, xf: torch.Tensor) -> None:
+    y = torch.arange(xf.shape[0])
+    cpu_out, cpu_y = APRPair(p=0.7, per_sample=per_sample, seed=3)(xf, y)
+    dev_out, dev_y = APRPair(p=0.7, per_sample=per_sample, seed=3)(xf.to(DEVICE), y.to(DEVICE))  # CPU generator
+    assert_images_close(dev_out, cpu_out)
+    assert torch.equal(dev_y.cpu(), cpu_y)
+    g1, g2 = (torch.Generator(DEVICE).manual_seed(1) for _ in range(2))  # generator on the device
+    a = APRPair(p=1.0, per_sample=per_sample, generator=g1)(xf.to(DEVICE))
+    b = APRPair(p=1.0, per_sample=per_sample, generator=g2)(xf.to(DEVICE))
+    _on_device(a)
+    assert torch.equal(a, b) and not torch.equal(a.cpu(), xf)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_apr_single_batch_matches_cpu(dtype: torch.dtype, x8: torch.Tensor, xf: torch.Tensor) -> None:
+    x = x8 if dtype == torch.uint8 else xf
+    cpu = APRSingleBatch(p=0.8, seed=2)(x)
+    dev = APRSingleBatch(p=0.8, seed=2)(x.to(DEVICE))
+    assert_images_close(dev, cpu, atol=1e-4, frac=1e-2)
+    g = torch.Generator(DEVICE)
+    a = APRSingleBatch(p=1.0, generator=g.manual_seed(4))(x.to(DEVICE))
+    b = APRSingleBatch(p=1.0, generator=g.manual_seed(4))(x.to(DEVICE))
+    assert torch.equal(a, b) and a.dtype == dtype
+
+
+def test_aprsp_on_device(xf: torch.Tensor) -> None:
+    y = torch.arange(xf.shape[0])
+    x_cpu, y_cpu = APRSP(p=1.0, seed=0)(xf, y)
+    x_dev, y_dev = APRSP(p=1.0, seed=0)(xf.to(DEVICE), y.to(DEVICE))
+    assert x_dev.shape == (2 * xf.shape[0], *xf.shape[1:])
+    assert_images_close(x_dev, x_cpu)
+    assert torch.equal(y_dev.cpu(), y_cpu)
+    logits = torch.randn(x_dev.shape[0], 10, generator=_gen()).to(DEVICE)
+    assert torch.isfinite(APRSP.loss(logits, y_dev))
+
+
+@pytest.mark.parametrize("mode", ["swap", "mix"])
+def test_feature_apr_matches_cpu(mode: str) -> None:
+    feats = torch.randn(4, 8, 6, 6, generator=_gen(1))
+    tokens = torch.randn(4, 1 + 16, 12, generator=_gen(2))
+    for f, kw in ((feats, {}), (tokens, {"num_prefix_tokens": 1})):
+        cpu = FeatureAPR(p=1.0, mode=mode, generator=_gen(), **kw).train()(f)
+        mod = FeatureAPR(p=1.0, mode=mode, generator=_gen(), **kw).train()
+        fd = f.to(DEVICE, copy=True).requires_grad_(True)
+        dev = mod(fd)
+        assert_images_close(dev.detach(), cpu, atol=1e-4)
+        dev.square().sum().backward()
+        assert torch.isfinite(fd.grad).all()
+
+
+# --------------------------------------------------------------------------------------------- corruptions
+@pytest.fixture(scope="module")
+def frost_ok() -> bool:
+    try:
+        find_frost_dir()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _frost_guard(name: str, frost_ok: bool) -> None:
+    if name == "frost" and not frost_ok:
+        pytest.skip("frost textures not found (set APRKIT_FROST_DIR; gpu_check.py provides stand-ins)")
+
+
+@pytest.mark.parametrize("name", list_corruptions())
+def test_corruption_matches_cpu(name: str, x8: torch.Tensor, frost_ok: bool) -> None:
+    _frost_guard(name, frost_ok)
+    x = x8[:4]
+    cpu = corrupt(x, name, 3, "cifar", _gen(7))
+    dev = corrupt(x.to(DEVICE), name, 3, "cifar", _gen(7))  # CPU generator: the same random draws
+    assert_images_close(dev, cpu, frac=2e-2)
+    xf = x.float() / 255
+    cpu_f = corrupt(xf, name, 3, "cifar", _gen(7))
+    dev_f = corrupt(xf.to(DEVICE), name, 3, "cifar", _gen(7))
+    _on_device(dev_f)
+    assert dev_f.dtype == torch.float32 and 0 <= float(dev_f.min()) and float(dev_f.max()) <= 1
+    if name == "shot_noise":  # float input: NumPy's Poisson sampler on the CPU, torch.poisson on the device
+        d_cpu, d_dev = (cpu_f - xf).abs().mean(), (dev_f.cpu() - xf).abs().mean()
+        assert abs(d_dev - d_cpu) <= 0.2 * d_cpu, (float(d_dev), float(d_cpu))
+    else:
+        assert (dev_f.cpu() - cpu_f).abs().mean() < 2e-3
+
+
+@pytest.mark.parametrize("name", list_corruptions())
+def test_corruption_device_generator_224(name: str, frost_ok: bool) -> None:
+    _frost_guard(name, frost_ok)
+    x = natural_images(2, 224, seed=9).to(DEVICE)
+    a = corrupt(x, name, 3, "imagenet", torch.Generator(DEVICE).manual_seed(1))
+    b = corrupt(x, name, 3, "imagenet", torch.Generator(DEVICE).manual_seed(1))
+    _on_device(a)
+    assert a.shape == x.shape and a.dtype == torch.uint8
+    d = (a.int() - b.int()).abs()  # same seed, same output (atomic float adds may flip a rare rounding)
+    assert d.max() <= 1 and (d > 0).double().mean() < 1e-3
+    if name not in ("jpeg_compression",):  # every other corruption visibly changes a 224 px image at severity 3
+        assert not torch.equal(a, x)
+
+
+# --------------------------------------------------------------------------------------------- evaluate / train
+class TinyNet(nn.Module):
+    """conv -> ReLU -> conv -> global pool -> linear on [0, 1] images (channels_last-capable)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = _gen(11)
+        self.c1, self.c2, self.fc = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.Linear(16, 10)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.relu(self.c2(F.relu(self.c1(x)))).mean((2, 3)))
+
+
+def test_evaluate_on_device_amp_channels_last() -> None:
+    from aprkit.eval import evaluate
+    from aprkit.eval.inference import TensorImageDataset
+
+    images = natural_images(48, 32, seed=12)
+    net = TinyNet().eval()
+    with torch.no_grad():
+        labels = net(images.float() / 255).argmax(1)  # the CPU's own predictions: clean accuracy 1 on the CPU
+    data = TensorImageDataset(images, labels)
+    kw = dict(suite="corruption", data=data, corruptions=["fog", "gaussian_noise"], severities=[1, 3],
+              batch_size=16, progress=False, report=False, model_id="tiny")
+    ref = evaluate(copy.deepcopy(net), device="cpu", amp=False, channels_last=False, **kw)["corruption"]
+    for amp, tol in ((False, 3 / 48), (True, 5 / 48)):  # a few near-ties may flip (TF32 / fp16 convolutions)
+        res = evaluate(copy.deepcopy(net), device=DEVICE, amp=amp, channels_last=True, **kw)["corruption"]
+        assert abs(res["clean"]["accuracy"] - ref["clean"]["accuracy"]) <= tol
+        for c, cells in ref["cells"].items():
+            for s, cell in cells.items():
+                assert abs(res["cells"][c][s]["accuracy"] - cell["accuracy"]) <= tol, (amp, c, s)
+
+
+def test_train_step_on_device_amp_channels_last() -> None:
+    from aprkit.train.config import load_config
+    from aprkit.train.recipe import DeviceAugment, method_loss
+
+    cfg = load_config(None, ["aug.method=apr_sp", "model.name=small_cnn"])
+    cuda = DEVICE.type == "cuda"
+    aug = DeviceAugment(cfg, DEVICE, torch.Generator(DEVICE).manual_seed(0), channels_last=True)
+    model = TinyNet().to(DEVICE).to(memory_format=torch.channels_last).train()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    x8 = natural_images(8, 32, seed=13).to(DEVICE)
+    y = torch.arange(8, device=DEVICE) % 10
+    for _ in range(2):
+        x = aug(x8)
+        assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+        with torch.autocast(DEVICE.type, enabled=cuda):
+            loss, logits, labels = method_loss(model, aug, x, y, "apr_sp")
+        assert torch.isfinite(loss) and logits.shape == (8, 10)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_fit_two_steps_on_device() -> None:
+    from aprkit.eval.inference import TensorImageDataset
+    from aprkit.train import fit
+
+    data = TensorImageDataset(natural_images(32, 32, seed=14), torch.arange(32) % 10)
+    overrides = ["model.name=small_cnn", "aug.method=apr_sp", "data.input_path=gpu", "optim.batch_size=8",
+                 "optim.epochs=1", "optim.milestones=[]", "train.max_steps=2", "train.eval_every=0",
+                 "train.progress=false", "train.tensorboard=false", "data.num_workers=0", f"train.device={DEVICE}"]
+    result = fit({}, overrides, datasets=(data, None))
+    assert result["global_step"] == 2
+    assert all(torch.isfinite(p).all() for p in result["model"].parameters())

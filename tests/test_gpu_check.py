@@ -1,0 +1,116 @@
+"""benchmarks/gpu_check.py on the CPU: the quick smoke run writes every section, failures are recorded, not fatal.
+
+The runs simulate the GPU machine: kornia, albumentations, scikit-learn, torchmetrics and OpenCV cannot be
+imported (stub modules that raise ImportError come first on PYTHONPATH) and the script is started from
+another working directory, so it must find aprkit and the benchmarks through its own path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+ABSENT_ON_GPU_MACHINE = ("kornia", "albumentations", "sklearn", "torchmetrics", "cv2")
+if str(REPO) not in sys.path:  # `benchmarks` is imported from the repository, not installed
+    sys.path.insert(0, str(REPO))
+
+
+def _run(tmp_path: Path, *args: str, timeout: float = 240) -> tuple[subprocess.CompletedProcess, dict, str]:
+    stubs = tmp_path / "stubs"
+    stubs.mkdir(exist_ok=True)
+    for mod in ABSENT_ON_GPU_MACHINE:
+        (stubs / f"{mod}.py").write_text(f"raise ImportError('{mod} is not installed on the GPU machine')\n")
+    env = dict(os.environ, PYTHONPATH=str(stubs), OMP_NUM_THREADS="1", NO_ALBUMENTATIONS_UPDATE="1")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--threads", "1", *args], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    report = json.loads((out / "gpu_check.json").read_text())
+    return proc, report, (out / "gpu_check.md").read_text()
+
+
+@pytest.mark.slow
+def test_quick_cpu_run_writes_every_section(tmp_path: Path) -> None:
+    proc, report, md = _run(tmp_path, "--device", "cpu", "--quick")
+    from benchmarks.gpu_check import SECTIONS
+
+    assert list(report["sections"]) == list(SECTIONS)
+    bad = {n: s["error"] for n, s in report["sections"].items() if s["status"] != "ok"}
+    assert not bad, bad
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    res = {n: s["results"] for n, s in report["sections"].items()}
+    assert res["env"]["torch"] and "kornia" in res["env"]["optional_packages"]
+    assert res["tests"]["total"] > 50 and res["tests"]["failed"] == 0 and res["tests"]["errors"] == 0
+    assert {r["mode"] for r in res["augment"]["rows"]} == {"fp32", "amp_fp16", "amp_bf16", "fp16_input"}
+    assert all("vs_fft_limit" in r["candidates"]["apr_pair"] for r in res["augment"]["rows"])
+    assert len(res["corruptions"]["img_s"]["cpu_generator"]) == 19 and res["corruptions"]["imagenet_c_hours"]
+    assert res["eval"]["rows"]["small_cnn"]["ratio"] > 0 and res["eval"]["rows"]["small_cnn"]["max_accuracy_diff"] < 1e-6
+    assert res["train"]["rows"]["8"]["apr_sp_step_s"] > 0
+    assert res["compile"]["rows"] and "graph_breaks" in res["compile"]["rows"][0]
+    assert all(s["wall_s"] > 0 and s["cap_s"] > 0 for s in report["sections"].values())
+    for heading in ("## Goals", "## 1. CUDA tests", "## 2. Augmentations", "## 3. Corruptions", "## 4. Evaluation",
+                    "## 5. Training", "## 6. torch.compile"):
+        assert heading in md and heading in proc.stdout
+    assert report["meta"]["wall_s"] < 120
+
+
+def test_failing_sections_are_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
+    proc, report, md = _run(tmp_path, "--device", "cuda:99", "--quick", "--sections", "augment", timeout=120)
+    assert proc.returncode == 1
+    assert list(report["sections"]) == ["env", "augment"]  # env failed, augment still ran (and failed too)
+    for sec in report["sections"].values():
+        assert sec["status"] == "error" and sec["error"] and sec["wall_s"] > 0
+    assert "| env | error |" in md and "| augment | error |" in md
+
+
+def test_a_section_past_its_cap_is_killed_and_reported(tmp_path: Path) -> None:
+    proc, report, _ = _run(tmp_path, "--device", "cpu", "--quick", "--sections", "tests", "--cap-scale", "0.01", timeout=60)
+    assert proc.returncode == 1
+    sec = report["sections"]["tests"]
+    assert sec["status"] == "timeout" and "cap" in sec["error"] and sec["wall_s"] < 5
+
+
+def test_unknown_section_is_refused(tmp_path: Path) -> None:
+    from benchmarks.gpu_check import main
+
+    with pytest.raises(SystemExit, match=r"unknown section\(s\) \['augmnt'\]; valid: env, tests, augment"):
+        main(["--out", str(tmp_path), "--sections", "augmnt"])
+
+
+def test_report_renders_partial_results() -> None:
+    from benchmarks.gpu.report import goals, markdown
+
+    report = {"meta": {"quick": False, "wall_s": 12.0},
+              "sections": {"env": {"status": "ok", "results": {"gpu_name": "X"}},
+                           "augment": {"status": "timeout", "error": "killed at the 40 s cap",
+                                       "results": {"rows": [{"batch": 4, "size": 32, "mode": "fp32", "output_dtype": "f32",
+                                                             "max_diff_vs_fp32": 0.0,
+                                                             "candidates": {"apr_pair": {"img_s": 10.0, "vs_fft_limit": 0.85}}}],
+                                                   "skipped_for_time": ["amp_fp16 4x3x32x32"]}},
+                           "eval": {"status": "error", "error": "Traceback\nValueError: boom", "results": {}}}}
+    report["goals"] = goals(report)
+    apr = [g for g in report["goals"] if g["goal"].startswith("APR-P core")]
+    assert apr and apr[0]["met"] is True
+    md = markdown(report, {})
+    assert "ValueError: boom" in md and "not measured (time cap): amp_fp16" in md and "| timeout |" in md
+
+
+def test_frost_fallback_writes_stand_ins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aprkit.corruptions import _frost, corrupt
+    from benchmarks.gpu.env import frost_dir_or_synthetic
+
+    monkeypatch.delenv("APRKIT_FROST_DIR", raising=False)
+    monkeypatch.setattr(_frost, "_installed_dir", lambda: None)
+    directory, kind = frost_dir_or_synthetic(tmp_path / "frost")
+    assert kind.startswith("synthetic") and Path(directory) == tmp_path / "frost"
+    import torch
+
+    x = torch.zeros(2, 3, 224, 224, dtype=torch.uint8)
+    y = corrupt(x, "frost", 3, "imagenet", torch.Generator().manual_seed(0), frost_dir=directory)
+    assert y.shape == x.shape and y.float().mean() > 10
