@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 
 import pytest
 import torch
@@ -171,12 +172,47 @@ def test_cli_train_on_synthetic_data(tmp_path, capsys):
     assert (tmp_path / "model.pt").is_file()
     assert main(["train", "--set", "optim.learning_rate=1"]) == 2
     assert "valid keys in optim" in capsys.readouterr().err
+    args = ["train", "--out", str(tmp_path), "--set", "model.name=_tiny_test_cnn", "data.dataset=synthetic:64",
+            "optim.batch_size=16", "optim.epochs=1", "data.test_limit=32", "data.num_workers=0", "train.progress=false",
+            "train.max_steps=1"]
+    before = (tmp_path / "model.pt").read_bytes()
+    assert main(args) == 2  # the same --out again: refused, nothing touched
+    err = capsys.readouterr().err
+    assert "already holds a training run (last.pt, model.pt" in err and "--resume" in err and "--overwrite" in err
+    assert (tmp_path / "model.pt").read_bytes() == before
+    assert main(args + ["--resume", "--overwrite"]) == 2 and "contradict" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    assert (tmp_path / "model.pt").read_bytes() != before
+
+
+def test_an_existing_run_is_refused_unless_resume_or_overwrite(tmp_path):
+    from aprkit.train.state import RunExistsError
+
+    ds = _Images(16)
+    cfg = _config(optim={"epochs": 1})
+    fit(cfg, out=tmp_path, datasets=(ds, None))
+    kept = {n: (tmp_path / n).read_bytes() for n in ("last.pt", "model.pt", "metrics.csv", "metrics.json", "config.yaml")}
+    with pytest.raises(RunExistsError, match=r"already holds a training run \(last\.pt, model\.pt, metrics\.csv.*--resume.*--overwrite"):
+        fit(cfg, ["optim.lr=0.01"], out=tmp_path, datasets=(ds, None))
+    assert {n: (tmp_path / n).read_bytes() for n in kept} == kept  # not a byte changed
+    with pytest.raises(ValueError, match="contradict"):
+        fit(cfg, out=tmp_path, resume=True, overwrite=True, datasets=(ds, None))
+    resumed = fit(cfg, out=tmp_path, resume=True, datasets=(ds, None))  # finished run: resumes to the same end
+    assert resumed["global_step"] == 2 and (tmp_path / "model.pt").is_file()
+    (tmp_path / "tb").mkdir(exist_ok=True)
+    (tmp_path / "notes.txt").write_text("mine")
+    again = fit(cfg, ["optim.lr=0.01", "optim.epochs=2"], out=tmp_path, overwrite=True, datasets=(ds, None))
+    assert again["global_step"] == 4 and again["history"][0]["lr"] == 0.01
+    assert [r["epoch"] for r in json.loads((tmp_path / "metrics.json").read_text())] == [1, 2]
+    assert not (tmp_path / "tb").exists() and (tmp_path / "notes.txt").read_text() == "mine"  # only run files go
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "notes.txt").write_text("a folder without run files is fine")
+    assert fit(cfg, out=tmp_path / "elsewhere", datasets=(ds, None))["global_step"] == 2
 
 
 @pytest.mark.slow
 def test_torchrun_ddp_two_cpu_processes(tmp_path):
     """Two gloo ranks through torchrun: sharded data, summed metrics, rank-0 files only."""
-    import json
     import subprocess
     import sys
 

@@ -3,8 +3,8 @@
 Examples::
 
     aprkit train --config configs/train/cifar10_wrn40_2_apr_sp.yaml --out runs/wrn_aprsp
-    aprkit train --config configs/train/cifar10_wrn40_2_apr_sp.yaml --out runs/smoke \\
-        --set train.max_steps=5 data.limit=256          # seconds-long smoke run
+    aprkit train --config configs/train/cifar10_wrn40_2_apr_sp.yaml --out runs/smoke --overwrite \\
+        --set train.max_steps=5 data.limit=256          # seconds-long smoke run (a rerun replaces the last one)
     aprkit train --config configs/train/cifar10_wrn40_2_apr_sp.yaml --out runs/wrn_aprsp --resume
     torchrun --nproc_per_node=8 -m aprkit train --config configs/train/imagenet_resnet50.yaml --out runs/r50
 """
@@ -33,6 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory (checkpoints, metrics, model.pt); default: train.out of the config")
     p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt when it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="DIR already holds a run: delete its run files (last.pt, model.pt, metrics, config.yaml, tb/) "
+                        "and start over (without --resume or --overwrite such a DIR is refused)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.set_defaults(func=run)
     return p
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.train.out:
         raise ValueError("no output directory: give --out DIR (or set train.out in the config)")
     check_out_dir(cfg.train.out, "--out")  # before any data is read
-    result = fit(cfg, resume=args.resume or None)
+    result = fit(cfg, resume=args.resume or None, overwrite=args.overwrite)
     if result["out"] is not None:
         summary = {k: result[k] for k in ("out", "checkpoint", "global_step")}
         summary["final"] = result["final"]

@@ -27,7 +27,8 @@ from .distributed import DistInfo, all_reduce_sum, barrier, setup_distributed, t
 from .metrics_log import MetricsLogger
 from .recipe import DeviceAugment, method_loss
 from .._io import atomic_write_text
-from .state import CHECKPOINT_FORMAT, atomic_save, capture_rng, derive_seed, load_train_checkpoint, restore_rng, unwrap_model
+from .state import (CHECKPOINT_FORMAT, atomic_save, capture_rng, check_run_folder, clear_run_folder, derive_seed,
+                    load_train_checkpoint, restore_rng, unwrap_model)
 
 __all__ = ["fit", "build_model", "evaluate_accuracy", "lr_factor"]
 
@@ -117,12 +118,15 @@ def fit(
     out: str | os.PathLike[str] | None = None,
     resume: bool | None = None,
     datasets: tuple[Any, Any] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train the model described by ``config`` and return a summary.
 
     ``config`` is a :class:`Config`, a YAML path or a mapping; ``overrides`` are ``section.key=value``
     strings; ``out``/``resume`` override ``train.out``/``train.resume``. ``datasets=(train, test)`` replaces
     the datasets named in the config (each yielding ``(uint8 (C, H, W), int)``; ``test`` may be ``None``).
+    An output folder that already holds a run is refused (``RunExistsError``) unless ``resume`` (continue
+    it) or ``overwrite`` (delete its run files, then start over) is given.
 
     Returns ``{"history": [...rows], "final": last row, "model": trained nn.Module (unwrapped), "out": dir or
     None, "checkpoint": path of model.pt or None, "global_step": int, "wall_s": float, "config": dict}``.
@@ -132,16 +136,17 @@ def fit(
         cfg.train.out = os.fspath(out)
     if resume is not None:
         cfg.train.resume = bool(resume)
+    check_run_folder(cfg.train.out, resume=cfg.train.resume, overwrite=overwrite)
     if cfg.train.threads is not None:
         torch.set_num_threads(cfg.train.threads)
     info = setup_distributed(cfg.train.device)
     try:
-        return _fit(cfg, info, datasets)
+        return _fit(cfg, info, datasets, overwrite)
     finally:
         teardown_distributed(info)
 
 
-def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None) -> dict[str, Any]:
+def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrite: bool = False) -> dict[str, Any]:
     t_start = time.perf_counter()
     dev, tr, seed = info.device, cfg.train, cfg.train.seed
     out = Path(tr.out) if tr.out else None
@@ -205,6 +210,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None) -> dict[
     if main and out is not None:
         import yaml
 
+        if overwrite and clear_run_folder(out):  # only now: a config or data error above keeps the old run
+            print(f"overwrite: deleted the previous run in {out}", file=sys.stderr)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     logger = MetricsLogger(out, enabled=main, tensorboard=tr.tensorboard, history=history)

@@ -22,6 +22,10 @@ from .._io import atomic_torch_save
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "RUN_FILES",
+    "RunExistsError",
+    "check_run_folder",
+    "clear_run_folder",
     "derive_seed",
     "capture_rng",
     "restore_rng",
@@ -31,6 +35,50 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "aprkit-train/1"
+
+#: what ``fit`` writes into ``train.out``: a folder holding any of these is an existing run
+RUN_FILES = ("last.pt", "model.pt", "metrics.csv", "metrics.json", "config.yaml", "tb")
+
+
+class RunExistsError(FileExistsError, ValueError):
+    """``train.out`` already holds a run and neither ``resume`` nor ``overwrite`` was given."""
+
+
+def check_run_folder(out: str | os.PathLike[str] | None, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over an existing one in ``out`` (unless ``resume`` or ``overwrite``).
+
+    Raises :class:`RunExistsError` (a ``FileExistsError`` and a ``ValueError``) naming the files found,
+    and ``ValueError`` when both ``resume`` and ``overwrite`` are set.
+    """
+    if resume and overwrite:
+        raise ValueError("resume and overwrite contradict each other: --resume continues the run in the output "
+                         "folder, --overwrite deletes it and starts over; give one of them")
+    if out is None or resume or overwrite:
+        return
+    found = [name for name in RUN_FILES if (Path(out) / name).exists()]
+    if found:
+        raise RunExistsError(
+            f"{out} already holds a training run ({', '.join(found)}); pass --resume to continue it, --overwrite to "
+            "delete it and start over (library: fit(..., resume=True) / fit(..., overwrite=True)), or choose "
+            "another --out"
+        )
+
+
+def clear_run_folder(out: str | os.PathLike[str]) -> list[str]:
+    """Delete the run files of ``out`` (:data:`RUN_FILES`; nothing else in the folder); returns their names."""
+    import shutil
+
+    removed = []
+    for name in RUN_FILES:
+        path = Path(out) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
 
 
 def derive_seed(*parts: int | str) -> int:
