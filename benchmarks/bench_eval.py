@@ -43,22 +43,26 @@ from torch import nn
 
 
 class TimedForward(nn.Module):
-    """Wraps a model and accumulates the wall time spent in its forward pass (synchronised on CUDA)."""
+    """Wraps a model, counts the images it sees and (``timed=True``) accumulates the wall time of its forward
+    pass, synchronising CUDA around it (which also stops host work from overlapping the device's)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, timed: bool = True) -> None:
         super().__init__()
         self.model = model
+        self.timed = timed
         self.seconds = 0.0
         self.images = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += x.shape[0]
+        if not self.timed:
+            return self.model(x)
         sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
         sync()
         t = time.perf_counter()
         y = self.model(x)
         sync()
         self.seconds += time.perf_counter() - t
-        self.images += x.shape[0]
         return y
 
 
@@ -103,12 +107,14 @@ def compare(
     interleave: str = "corruption",
     corruptions: list[str] | None = None,
     deadline: float | None = None,
+    time_forward: bool = True,
 ) -> dict:
     """Time the robustbench-style loop and ``evaluate`` on the same generated -C set; returns every figure.
 
     ``net`` is evaluated as given by the baseline (a deep copy) and by aprkit (which may convert it to
     channels_last and run it under AMP on CUDA). ``deadline`` (``time.perf_counter()`` value): no new
-    repeat starts after it (at least one is always run).
+    repeat starts after it (at least one is always run). ``time_forward=False`` skips the synchronised
+    forward timing (on a GPU it would serialise aprkit's overlapped streaming); forward shares are then None.
     """
     from aprkit.eval import evaluate
     from aprkit.eval.inference import TensorImageDataset
@@ -118,8 +124,8 @@ def compare(
         raise ValueError(f"interleave must be 'corruption' or 'run', got {interleave!r}")
     corruptions = list(corruptions or CORRUPTIONS)
     net = net.to(device).eval()
-    base_model = TimedForward(copy.deepcopy(net))  # same weights; evaluate() may convert its copy to channels_last
-    model = TimedForward(net)
+    base_model = TimedForward(copy.deepcopy(net), time_forward)  # same weights; evaluate() may make its copy channels_last
+    model = TimedForward(net, time_forward)
     with tempfile.TemporaryDirectory(prefix="aprkit-bench-c-") as tmp:
         root = Path(tmp)
         clean, labels = make_cifar_c(root, n_per_severity, corruptions)
@@ -166,13 +172,17 @@ def compare(
     pair_ratios = [(b[0] / b[1]) / (o[0] / o[1]) for b, o in zip(timings["baseline"], timings["ours"])]
     (t_base, n_base, fwd_base), (t_ours, n_ours, fwd_ours) = best["baseline"], best["ours"]
     diff = max(abs(cells[c][str(s)]["accuracy"] - a) for (c, s), a in ref.items())
+
+    def fwd(key: str, t_wall: float, t_fwd: float) -> dict:
+        if not time_forward:
+            return {"forward_share": None, "forward_ms_per_img": None}
+        return {"forward_share": t_fwd / t_wall, "forward_ms_per_img": min(t[2] / t[1] for t in timings[key]) * 1e3}
+
     return {
         "device": str(device), "batch_size": batch_size, "n_per_severity": n_per_severity,
         "corruptions": len(corruptions), "repeats": len(pair_ratios), "interleave": interleave,
-        "baseline": {"images": n_base, "seconds": t_base, "img_s": n_base / t_base, "forward_share": fwd_base / t_base,
-                     "forward_ms_per_img": min(t[2] / t[1] for t in timings["baseline"]) * 1e3},
-        "aprkit": {"images": n_ours, "seconds": t_ours, "img_s": n_ours / t_ours, "forward_share": fwd_ours / t_ours,
-                   "forward_ms_per_img": min(t[2] / t[1] for t in timings["ours"]) * 1e3},
+        "baseline": {"images": n_base, "seconds": t_base, "img_s": n_base / t_base, **fwd("baseline", t_base, fwd_base)},
+        "aprkit": {"images": n_ours, "seconds": t_ours, "img_s": n_ours / t_ours, **fwd("ours", t_ours, fwd_ours)},
         "ratio": (n_ours / t_ours) / (n_base / t_base),
         "ratio_per_repeat": pair_ratios,
         "max_accuracy_diff": diff,

@@ -38,7 +38,7 @@ def goals(report: dict) -> list[dict[str, Any]]:
     """The issue's GPU goals, each with the measured value and whether it is met (None: not measured)."""
     out = []
     t = _res(report, "tests")
-    ok = None if "total" not in t else (t["failed"] == 0 and t["errors"] == 0 and t["passed"] > 0)
+    ok = None if "total" not in t else (t["failed"] == 0 and t["errors"] == 0 and t["passed"] > 0 and not t.get("incomplete"))
     out.append(_goal("CUDA tests pass", None if "total" not in t else f"{t['passed']} passed, {t['failed']} failed, "
                      f"{t['errors']} errors, {t['skipped']} skipped", "all pass", ok))
     for row in _res(report, "augment").get("rows", []):
@@ -77,9 +77,13 @@ def _augment(res: dict) -> list[str]:
             v = _get(r, "candidates", c) or {}
             ratio = f" ({v['vs_fft_limit']:.2f})" if "vs_fft_limit" in v else ""
             cells.append(_fmt(v.get("img_s")) + ratio)
-        rows.append([f"{r['batch']}x3x{r['size']}x{r['size']}", r["mode"], r["output_dtype"],
-                     _fmt(r["max_diff_vs_fp32"], ".1e"), *cells])
+        rows.append([f"{r['batch']}x3x{r['size']}x{r['size']}", r["mode"], _fmt(r.get("output_dtype")),
+                     _fmt(r.get("max_diff_vs_fp32"), ".1e"), *cells])
     out = _table(["batch", "mode", "out dtype", "max diff", *_AUG_COLS], rows)
+    for r in res.get("rows", []):
+        errors = dict(r.get("errors") or {}, **({"apr_pair (dtype probe)": r["apr_pair_error"]} if "apr_pair_error" in r else {}))
+        for name, msg in errors.items():
+            out.append(f"- error, {r['mode']} {r['batch']}x3x{r['size']}x{r['size']}, {name}: {msg[:200]}")
     for size, probe in (res.get("half_precision_fft") or {}).items():
         out.append(f"- half-precision FFT at {size}: {probe}")
     return out
@@ -98,6 +102,7 @@ def _corruptions(res: dict) -> list[str]:
                f"frost textures: {res.get('frost_textures')}; device->host copy {_fmt(res.get('device_to_host_img_s'))} img/s")
     if res.get("note"):
         out.append(f"- projection: {res['note']}")
+    out += [f"- error, {name}: {msg[:200]}" for name, msg in (res.get("errors") or {}).items()]
     return out
 
 
@@ -137,7 +142,7 @@ def _compile(res: dict) -> list[str]:
 
 def _tests(res: dict) -> list[str]:
     out = [f"`{res.get('command')}`: exit {res.get('exit_code')}; {res.get('passed')} passed, {res.get('failed')} failed, "
-           f"{res.get('errors')} errors, {res.get('skipped')} skipped"]
+           f"{res.get('errors')} errors, {res.get('skipped')} skipped" + (" (incomplete: killed)" if res.get("incomplete") else "")]
     out += [f"- {p['kind']}: {p['test']}: {p['message'][:200]}" for p in res.get("problems", [])]
     out += [f"- skipped x{n}: {m}" for m, n in (res.get("skip_reasons") or {}).items()]
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -78,7 +79,8 @@ def _junit_counts(path: str) -> dict[str, Any]:
 @section("tests", cap_s=75, quick_cap_s=60, title="1. CUDA tests (tests/test_cuda.py)")
 def run_tests(ctx: Context) -> None:
     xml = (ctx.out_dir or REPO_ROOT) / "test_cuda.xml"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py", f"--junitxml={xml}"]
+    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/test_cuda.py", f"--junitxml={xml}",
+           "--durations=5"]
     env = dict(os.environ, APRKIT_TEST_DEVICE=str(ctx.device))
     ctx.results["command"] = " ".join(cmd[1:])
     try:
@@ -90,6 +92,10 @@ def run_tests(ctx: Context) -> None:
     ctx.results["output_tail"] = output[-3000:]
     if xml.is_file():
         ctx.results.update(_junit_counts(str(xml)))
+    else:  # killed before pytest wrote its report: count the verbose result lines seen so far
+        words = re.findall(r"^tests/test_cuda\.py::\S+ (PASSED|FAILED|ERROR|SKIPPED)", output, flags=re.M)
+        ctx.results.update(passed=words.count("PASSED"), failed=words.count("FAILED"), errors=words.count("ERROR"),
+                           skipped=words.count("SKIPPED"), total=len(words), incomplete=True)
 
 
 # ---------------------------------------------------------------------------------------------- 2 augment
@@ -104,15 +110,34 @@ def _modes(ctx: Context) -> dict[str, tuple[Callable[[], Any], bool]]:
     }
 
 
+def _err(err: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line (lines joined by " / "), at most ``limit`` characters of message."""
+    return f"{type(err).__name__}: {' / '.join(str(err).strip().splitlines())[:limit]}"
+
+
+def _in(make_ctx: Callable[[], Any], fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` called inside a fresh context from ``make_ctx`` (e.g. autocast) every time."""
+    def call() -> object:
+        with make_ctx():
+            return fn()
+    return call
+
+
 def _probe_half_fft(x: torch.Tensor) -> dict[str, str]:
     """What cuFFT/torch do with half precision at this size, and the FFT output dtype under autocast."""
+    probes = {
+        "rfftn_on_float16": lambda: torch.fft.rfftn(x.half(), dim=(1, 2, 3)),
+        "rfftn_under_autocast_fp16": _in(lambda: torch.autocast(x.device.type, dtype=torch.float16),
+                                         lambda: torch.fft.rfftn(x, dim=(1, 2, 3))),
+        "rfftn_under_autocast_bf16": _in(lambda: torch.autocast(x.device.type, dtype=torch.bfloat16),
+                                         lambda: torch.fft.rfftn(x, dim=(1, 2, 3))),
+    }
     out = {}
-    try:
-        out["rfftn_on_float16"] = str(torch.fft.rfftn(x.half(), dim=(1, 2, 3)).dtype)
-    except RuntimeError as err:
-        out["rfftn_on_float16"] = f"error: {str(err).splitlines()[0][:200]}"
-    with torch.autocast(x.device.type, dtype=torch.float16 if x.is_cuda else torch.bfloat16):
-        out["rfftn_under_autocast"] = str(torch.fft.rfftn(x, dim=(1, 2, 3)).dtype)
+    for name, fn in probes.items():
+        try:
+            out[name] = str(fn().dtype)
+        except Exception as err:
+            out[name] = _err(err)
     return out
 
 
@@ -135,19 +160,23 @@ def run_augment(ctx: Context) -> None:
                 continue
             xin = x.half() if half else x
             fns = pair_candidates(xin, perm) | other_candidates(xin, x8)
-
-            def wrapped(fn: Callable[[], object], mk: Callable[[], Any] = make_ctx) -> Callable[[], object]:
-                def call() -> object:
-                    with mk():
-                        return fn()
-                return call
-
-            times = bench({k: wrapped(f) for k, f in fns.items()}, timing["repeats"], ctx.device,
-                          min_time=timing["min_time"], deadline=ctx.deadline)
-            with make_ctx():
-                out = apr_pair(xin, perm)
-            rows.append({"batch": b, "size": s, "mode": mode, "input_dtype": str(xin.dtype), "output_dtype": str(out.dtype),
-                         "max_diff_vs_fp32": float((out.float() - ref).abs().max()), "candidates": throughput(times, b)})
+            row: dict[str, Any] = {"batch": b, "size": s, "mode": mode, "input_dtype": str(xin.dtype)}
+            rows.append(row)
+            try:
+                with make_ctx():
+                    out = apr_pair(xin, perm)
+                row.update(output_dtype=str(out.dtype), max_diff_vs_fp32=float((out.float() - ref).abs().max()))
+            except Exception as err:
+                row["apr_pair_error"] = _err(err)
+            ok = {k: _in(make_ctx, f) for k, f in fns.items()}
+            for k, f in list(ok.items()):  # a candidate that fails is recorded and left out, the others are timed
+                try:
+                    f()
+                except Exception as err:
+                    row.setdefault("errors", {})[k] = _err(err)
+                    del ok[k]
+            times = bench(ok, timing["repeats"], ctx.device, min_time=timing["min_time"], deadline=ctx.deadline)
+            row["candidates"] = throughput(times, b)
             ctx.save()
 
 
@@ -169,9 +198,12 @@ def run_corruptions(ctx: Context) -> None:
             if ctx.expired():
                 ctx.skip(f"{name} ({gen} generator)")
                 continue
-            t = time_corruptions(x, [name], 3, preset, generator_device=gen, repeats=repeats, min_time=0.0,
-                                 deadline=ctx.deadline)
-            ips[name] = b / t[name]
+            try:
+                t = time_corruptions(x, [name], 3, preset, generator_device=gen, repeats=repeats, min_time=0.0,
+                                     deadline=ctx.deadline)
+                ips[name] = b / t[name]
+            except Exception as err:  # recorded; the other corruptions are still timed
+                ctx.results.setdefault("errors", {})[f"{name} ({gen} generator)"] = _err(err)
             ctx.save()
         if all(n in ips for n in list_corruptions()):
             sec = {n: 1.0 / v for n, v in ips.items()}
@@ -198,13 +230,15 @@ def run_eval(ctx: Context) -> None:
     rows = ctx.results.setdefault("rows", {})
     ctx.results["note"] = ("baseline: np.load of each -C array, float conversion on the host, fp32, contiguous; "
                            "aprkit: uint8 streamed to the device and converted there, AMP + channels_last on CUDA; "
-                           "random weights, 32 px, images/s of the faster of the repeats, each method doing all cells in one go")
+                           "random weights, 32 px, images/s of the faster of the repeats, each method doing all cells in one go; "
+                           "forward share not measured on CUDA (its synchronisation would serialise the streaming)")
     for i, (name, kw) in enumerate(plans):
         if i and ctx.left() < 25:
             ctx.skip(name)
             continue
         torch.manual_seed(0)
-        rows[name] = compare(create_model(name, num_classes=10), ctx.device, interleave="run", deadline=ctx.deadline, **kw)
+        rows[name] = compare(create_model(name, num_classes=10), ctx.device, interleave="run", deadline=ctx.deadline,
+                             time_forward=not ctx.is_cuda, **kw)
         ctx.save()
 
 
@@ -257,7 +291,7 @@ def run_compile(ctx: Context) -> None:
                 row.update(graphs=ex.graph_count, graph_breaks=ex.graph_break_count,
                            break_reasons=[str(getattr(r, "reason", r))[:200] for r in ex.break_reasons][:5])
             except Exception as err:  # recorded, the compile attempt still runs
-                row["explain_error"] = f"{type(err).__name__}: {str(err)[:300]}"
+                row["explain_error"] = _err(err)
             ctx.save()
             try:
                 dynamo.reset()
@@ -274,5 +308,5 @@ def run_compile(ctx: Context) -> None:
                 row.update(eager_img_s=b / times["eager"], compiled_img_s=b / times["compiled"],
                            speedup=times["eager"] / times["compiled"])
             except Exception as err:
-                row["compile_error"] = f"{type(err).__name__}: {str(err)[:500]}"
+                row["compile_error"] = _err(err, 600)
             ctx.save()
