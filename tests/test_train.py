@@ -210,6 +210,24 @@ def test_an_existing_run_is_refused_unless_resume_or_overwrite(tmp_path):
     assert fit(cfg, out=tmp_path / "elsewhere", datasets=(ds, None))["global_step"] == 2
 
 
+def test_data_limit_caps_both_splits_unless_test_limit_is_set():
+    """The README smoke run (``data.limit=256``) must not evaluate the whole 10,000-image test set."""
+    from aprkit.train.config import config_from_dict, validate_config
+    from aprkit.train.data import load_datasets
+
+    def sizes(**data) -> tuple[int, int]:
+        train, test = load_datasets(validate_config(config_from_dict({"data": {"dataset": "synthetic:64", **data}})))
+        return len(train), len(test)
+
+    assert sizes() == (64, 64)
+    assert sizes(limit=16) == (16, 16)
+    assert sizes(limit=16, test_limit=8) == (16, 8)
+    assert sizes(limit=16, test_limit=10**6) == (16, 64)  # a test_limit above the test set: all of it
+    res = fit({"model": {"name": "_tiny_test_cnn"}, "data": {"dataset": "synthetic:64", "limit": 16, "num_workers": 0},
+               "optim": {"batch_size": 8, "epochs": 1}, "train": {"progress": False, "tensorboard": False}})
+    assert res["final"]["test_n"] == 16 and res["global_step"] == 2
+
+
 @pytest.mark.slow
 def test_torchrun_ddp_two_cpu_processes(tmp_path):
     """Two gloo ranks through torchrun: sharded data, summed metrics, rank-0 files only."""

@@ -57,8 +57,8 @@ class DataConfig:
     test_dataset: Union[str, None] = None  # defaults to ``dataset``
     train_split: str = "train"
     test_split: str = "test"
-    limit: Union[int, None] = None  # seeded random subset of the training set
-    test_limit: Union[int, None] = None  # seeded random subset of the test set
+    limit: Union[int, None] = None  # seeded random subset of the training set, and of the test set unless test_limit
+    test_limit: Union[int, None] = None  # seeded random subset of the test set (default: limit; larger: all of it)
     input_path: Literal["gpu", "loader"] = "gpu"  # batched device augmentation vs per-image DataLoader
     in_memory: Union[bool, None] = None  # keep decoded uint8 images as one tensor on the device (None: auto)
     max_memory_mb: int = 4096

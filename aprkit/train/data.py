@@ -37,7 +37,11 @@ def _subset(ds: Dataset, limit: int | None, seed: int, tag: str) -> Dataset:
 
 
 def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
-    """Training and test datasets of ``cfg.data`` (seeded subsets when ``limit``/``test_limit`` are set)."""
+    """Training and test datasets of ``cfg.data`` (seeded random subsets when ``limit``/``test_limit`` are set).
+
+    ``data.limit`` caps both splits (a smoke run evaluates as few images as it trains on); ``data.test_limit``,
+    when set, caps the test split instead (larger than the test set: all of it).
+    """
     from ..data import get_dataset
 
     spec = expand_env(cfg.data.dataset)
@@ -49,7 +53,8 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
     test = None
     if cfg.train.eval_every > 0:
         tspec = expand_env(cfg.data.test_dataset or cfg.data.dataset)
-        test = _subset(get_dataset(tspec, cfg.data.test_split), cfg.data.test_limit, cfg.train.seed, "test-subset")
+        test_limit = cfg.data.test_limit if cfg.data.test_limit is not None else cfg.data.limit
+        test = _subset(get_dataset(tspec, cfg.data.test_split), test_limit, cfg.train.seed, "test-subset")
     return train, test
 
 
