@@ -57,6 +57,10 @@ class Context:
     def expired(self) -> bool:
         return self.left() <= 0
 
+    def log(self, msg: str) -> None:
+        """A progress line in the section's log (its tail is reported when the section is killed)."""
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
     def skip(self, what: str) -> None:
         """Record that ``what`` was not measured because the section's time cap was reached."""
         self.results.setdefault("skipped_for_time", []).append(what)

@@ -150,14 +150,18 @@ def run_augment(ctx: Context) -> None:
     ctx.results["note"] = ("ratio = time of rfftn+irfftn of the same batch / time of the op (the goal for apr_pair: "
                            ">= 0.8 on a GPU); copy = x.clone() of the batch, measured in the same run")
     timing = _timing(ctx)
+    batches = {}
     for b, s in _sizes(ctx):
-        x8, x, perm = _batch(b, s, ctx.device)
-        ref = apr_pair(x, perm)
+        x8, x, perm = batches[b, s] = _batch(b, s, ctx.device)
         ctx.results.setdefault("half_precision_fft", {})[f"{b}x3x{s}x{s}"] = _probe_half_fft(x)
-        for mode, (make_ctx, half) in _modes(ctx).items():
+    refs = {k: apr_pair(x, perm) for k, (_, x, perm) in batches.items()}
+    for mode, (make_ctx, half) in _modes(ctx).items():  # fp32 at both sizes first: the goals need those
+        for (b, s), (x8, x, perm) in batches.items():
+            ref = refs[b, s]
             if ctx.expired():
                 ctx.skip(f"{mode} {b}x3x{s}x{s}")
                 continue
+            ctx.log(f"{mode} {b}x3x{s}x{s}")
             xin = x.half() if half else x
             fns = pair_candidates(xin, perm) | other_candidates(xin, x8)
             row: dict[str, Any] = {"batch": b, "size": s, "mode": mode, "input_dtype": str(xin.dtype)}
@@ -198,6 +202,7 @@ def run_corruptions(ctx: Context) -> None:
             if ctx.expired():
                 ctx.skip(f"{name} ({gen} generator)")
                 continue
+            ctx.log(f"{name} ({gen} generator)")
             try:
                 t = time_corruptions(x, [name], 3, preset, generator_device=gen, repeats=repeats, min_time=0.0,
                                      deadline=ctx.deadline)
@@ -231,12 +236,14 @@ def run_eval(ctx: Context) -> None:
     ctx.results["note"] = ("baseline: np.load of each -C array, float conversion on the host, fp32, contiguous; "
                            "aprkit: uint8 streamed to the device and converted there, AMP + channels_last on CUDA; "
                            "random weights, 32 px, images/s of the faster of the repeats, each method doing all cells in one go; "
-                           "forward share not measured on CUDA (its synchronisation would serialise the streaming)")
+                           "forward share not measured on CUDA (its synchronisation would serialise the streaming); "
+                           "max acc diff: per cell, aprkit (AMP on CUDA) vs the fp32 baseline (random weights: near-ties flip)")
     for i, (name, kw) in enumerate(plans):
         if i and ctx.left() < 25:
             ctx.skip(name)
             continue
         torch.manual_seed(0)
+        ctx.log(f"{name}: {kw}")
         rows[name] = compare(create_model(name, num_classes=10), ctx.device, interleave="run", deadline=ctx.deadline,
                              time_forward=not ctx.is_cuda, **kw)
         ctx.save()
@@ -255,6 +262,7 @@ def run_train(ctx: Context) -> None:
             ctx.skip(f"batch {b}")
             continue
         torch.manual_seed(0)
+        ctx.log(f"{model} batch {b}")
         rows[str(b)] = step_times(model, b, 32, ctx.device, steps, deadline=ctx.deadline)
         ctx.save()
 
@@ -282,6 +290,7 @@ def run_compile(ctx: Context) -> None:
             if ctx.left() < (5 if ctx.quick else 20):
                 ctx.skip(label)
                 continue
+            ctx.log(label)
             _, x, perm = _batch(b, s, ctx.device)
             row: dict[str, Any] = {"target": target, "batch": b, "size": s}
             rows.append(row)
