@@ -18,6 +18,8 @@ __all__ = [
     "check_labels",
     "check_probability",
     "check_dims",
+    "check_finite_spectrum",
+    "eager_cpu",
     "compute_dtype",
     "restore_dtype",
     "nearest_names",
@@ -65,7 +67,7 @@ def check_image_tensor(
             f"{name} must have {' or '.join(map(str, channels))} channels in (..., C, H, W), got shape {tuple(x.shape)}"
         )
     if unit_range and x.dtype != torch.uint8:
-        lo, hi = (float(v) for v in torch.aminmax(x))  # NaN and inf propagate
+        lo, hi = (float(v) for v in torch.aminmax(x.detach()))  # NaN and inf propagate
         if check_finite and not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError(f"{name} contains NaN or infinite values; expected finite pixel values")
         if lo < -_RANGE_SLACK or hi > 1.0 + _RANGE_SLACK:
@@ -75,6 +77,24 @@ def check_image_tensor(
     if check_finite and x.dtype != torch.uint8 and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values; expected finite pixel values")
     return x
+
+
+def eager_cpu(t: torch.Tensor) -> bool:
+    """Whether a host-side branch on ``t``'s values is free: ``t`` is on the CPU and nothing is being compiled.
+
+    Value checks and data-dependent shortcuts run only then; on accelerators they would be a host sync and
+    under ``torch.compile`` a graph break (shape and dtype checks still run at trace time)."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def check_finite_spectrum(z: torch.Tensor, dtype: torch.dtype, name: str = "images") -> None:
+    """Raise if the images whose half spectrum is ``z`` held NaN or inf (``dtype``: the images' dtype).
+
+    NaN/inf anywhere in an image makes its DC term non-finite: an O(batch) check on ``z[..., 0, 0]``
+    instead of a pass over every pixel. One host read; skipped for uint8 images and under ``torch.compile``.
+    """
+    if dtype != torch.uint8 and not torch.compiler.is_compiling() and not bool(torch.isfinite(z[..., 0, 0]).all()):
+        raise ValueError(f"{name} contains NaN or infinite values; expected finite pixel values")
 
 
 def check_labels(labels: object, batch_size: int, name: str = "labels") -> torch.Tensor:

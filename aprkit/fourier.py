@@ -20,7 +20,7 @@ from typing import Literal, Union
 
 import torch
 
-from ._checks import check_dims, check_image_tensor, compute_dtype, restore_dtype
+from ._checks import check_dims, check_finite_spectrum, check_image_tensor, compute_dtype, eager_cpu, restore_dtype
 
 __all__ = [
     "Dims",
@@ -101,20 +101,30 @@ def spectral_magnitude(z: torch.Tensor) -> torch.Tensor:
 
 
 def with_amplitude(
-    z: torch.Tensor, amplitude: Union[float, torch.Tensor], mag: torch.Tensor | None = None
+    z: torch.Tensor, amplitude: Union[float, torch.Tensor], mag: torch.Tensor | None = None, *, inplace: bool = False
 ) -> torch.Tensor:
     """``amplitude * exp(i * angle(z))`` for a complex spectrum ``z``, computed as ``z * amplitude / |z|``.
 
     ``amplitude`` is real, broadcastable to ``z`` (or a float); ``mag`` may pass a precomputed ``|z|``.
     Where ``|z| == 0`` the phase is taken as 0 (``angle(0) == 0``), so the bin becomes ``amplitude``.
     No trigonometry, real multiplies only; safe gradients at ``|z| == 0``. Returns a complex tensor of
-    the broadcast shape.
+    the broadcast shape. ``inplace=True`` lets it overwrite ``z`` (a spectrum the caller owns) when no
+    gradient is involved. Eager CPU calls look for zero bins with one ``amin`` (a host read); on other
+    devices and under ``torch.compile`` zero bins are fixed with ``torch.where`` (no host sync).
     """
     if mag is None:
         mag = spectral_magnitude(z)
+    grad = torch.is_grad_enabled() and (z.requires_grad or mag.requires_grad
+                                        or (isinstance(amplitude, torch.Tensor) and amplitude.requires_grad))
+    if not grad and eager_cpu(z) and bool(mag.amin() > _TINY):  # common case: no zero bins to fix
+        ratio = amplitude / mag
+        if inplace and torch.broadcast_shapes(ratio.shape, z.shape) == z.shape:
+            vr = torch.view_as_real(z)
+            vr[..., 0].mul_(ratio)
+            vr[..., 1].mul_(ratio)
+            return z
+        return torch.view_as_complex(torch.view_as_real(z) * ratio.unsqueeze(-1))
     ok = mag > _TINY
-    if z.device.type == "cpu" and not z.requires_grad and bool(ok.all()):  # common case: no zero bins to fix
-        return torch.view_as_complex(torch.view_as_real(z) * (amplitude / mag).unsqueeze(-1))
     ratio = torch.where(ok, amplitude / torch.where(ok, mag, 1.0), 0.0)
     out = torch.view_as_real(z) * ratio.unsqueeze(-1)
     out[..., 0] = torch.where(ok, out[..., 0], amplitude)
@@ -127,8 +137,9 @@ def _irfft(z: torch.Tensor, like: torch.Tensor, fft_dims: tuple[int, ...]) -> to
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, xname: str, yname: str) -> None:
-    check_image_tensor(x, xname)
-    check_image_tensor(y, yname)
+    """Static checks of a pair of image batches (no pass over the values: finiteness is checked on the spectra)."""
+    check_image_tensor(x, xname, check_finite=False)
+    check_image_tensor(y, yname, check_finite=False)
     if x.shape[-3:] != y.shape[-3:]:
         raise ValueError(
             f"{xname} and {yname} must have the same (C, H, W), got {tuple(x.shape)} and {tuple(y.shape)}"
@@ -141,6 +152,15 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, xname: str, yname: str) -> Non
         raise ValueError(
             f"{xname} and {yname} must have broadcastable leading batch shapes, got {tuple(x.shape)} and {tuple(y.shape)}"
         ) from None
+
+
+def _pair_spectra(x: torch.Tensor, y: torch.Tensor, fft_dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Half spectra of ``x`` and ``y`` (their finiteness checked on the DC terms)."""
+    zx = torch.fft.rfftn(_as_float(x), dim=fft_dims)
+    zy = torch.fft.rfftn(_as_float(y), dim=fft_dims)
+    check_finite_spectrum(zx, x.dtype, "x")
+    check_finite_spectrum(zy, y.dtype, "y")
+    return zx, zy
 
 
 def _out_dtype(x: torch.Tensor, y: torch.Tensor) -> torch.dtype:
@@ -157,7 +177,9 @@ def swap_amplitude(phase_source: torch.Tensor, amplitude_source: torch.Tensor, d
     fft_dims = check_dims(dims)
     zp = torch.fft.rfftn(_as_float(phase_source), dim=fft_dims)
     za = torch.fft.rfftn(_as_float(amplitude_source), dim=fft_dims)
-    out = _irfft(with_amplitude(zp, spectral_magnitude(za)), phase_source, fft_dims)
+    check_finite_spectrum(zp, phase_source.dtype, "phase_source")
+    check_finite_spectrum(za, amplitude_source.dtype, "amplitude_source")
+    out = _irfft(with_amplitude(zp, spectral_magnitude(za), inplace=True), phase_source, fft_dims)
     return restore_dtype(out, _out_dtype(phase_source, amplitude_source))
 
 
@@ -194,11 +216,10 @@ def mix_amplitude(
         if not 0.0 <= float(lam) <= 1.0:
             raise ValueError(f"lam must lie in [0, 1], got {lam!r}")
         lam_t = float(lam)
-    zx = torch.fft.rfftn(_as_float(x), dim=fft_dims)
-    zy = torch.fft.rfftn(_as_float(y), dim=fft_dims)
+    zx, zy = _pair_spectra(x, y, fft_dims)
     mx = spectral_magnitude(zx)
     amp = (1 - lam_t) * mx + lam_t * spectral_magnitude(zy)
-    out = _irfft(with_amplitude(zx, amp, mx), x, fft_dims)
+    out = _irfft(with_amplitude(zx, amp, mx, inplace=True), x, fft_dims)
     return restore_dtype(out, _out_dtype(x, y))
 
 
@@ -229,12 +250,11 @@ def low_frequency_swap(x: torch.Tensor, y: torch.Tensor, beta: float = 0.01, dim
     """
     _check_pair(x, y, "x", "y")
     fft_dims = check_dims(dims)
-    zx = torch.fft.rfftn(_as_float(x), dim=fft_dims)
-    zy = torch.fft.rfftn(_as_float(y), dim=fft_dims)
     mask = low_frequency_mask(x.shape, beta, dims, device=x.device)
+    zx, zy = _pair_spectra(x, y, fft_dims)
     mx = spectral_magnitude(zx)
     amp = torch.where(mask, spectral_magnitude(zy), mx)
-    out = _irfft(with_amplitude(zx, amp, mx), x, fft_dims)
+    out = _irfft(with_amplitude(zx, amp, mx, inplace=True), x, fft_dims)
     return restore_dtype(out, _out_dtype(x, y))
 
 

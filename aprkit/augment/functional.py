@@ -18,11 +18,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .._checks import check_dims, check_image_tensor, check_probability, compute_dtype, restore_dtype
+from .._checks import (check_dims, check_finite_spectrum, check_image_tensor, check_probability, compute_dtype, eager_cpu,
+                       restore_dtype)
 from ..fourier import Dims, spectral_magnitude, with_amplitude
 
 __all__ = [
     "apr_pair",
+    "apr_pair_core",
     "swap_with_partner",
     "recombine_views",
     "recombine_views_numpy",
@@ -46,25 +48,40 @@ def finish(out: torch.Tensor, dtype: torch.dtype, clamp: bool) -> torch.Tensor:
     return restore_dtype(out, dtype)
 
 
-def swap_with_partner(z: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-    """Half spectrum ``z`` ``(B, ...)`` with each row's phase and the amplitude of row ``perm[i]``.
+def swap_with_partner(
+    z: torch.Tensor, perm: torch.Tensor, *, rows: Optional[torch.Tensor] = None, inplace: bool = False
+) -> torch.Tensor:
+    """Half spectrum ``z`` ``(N, ...)`` with each row's phase and the amplitude of row ``perm[i]``.
 
+    ``rows`` (optional, like ``perm``): keep only rows ``z[rows[i]]`` (phase) with amplitude ``|z[perm[i]]|``.
     Computes ``z * |z[perm]| / |z|``; where ``|z| == 0`` the phase is taken as 0 (``angle(0) == 0``),
     so the bin becomes the partner's amplitude, exactly as ``|Z_p| * exp(i * angle(Z))`` would.
-    Without autograd it runs on squared magnitudes: ``z * sqrt(|z[perm]|^2 / |z|^2)``.
+    Without autograd it runs on squared magnitudes, ``z * sqrt(|z[perm]|^2 / |z|^2)`` (no trigonometry,
+    no complex ``abs``), and with ``inplace=True`` it overwrites ``z`` (a spectrum the caller owns).
+    Zero bins are found with one ``amin`` on eager CPU calls, fixed with ``torch.where`` elsewhere.
     """
-    if z.requires_grad:
+    if torch.is_grad_enabled() and z.requires_grad:
         mag = spectral_magnitude(z)
-        return with_amplitude(z, mag.index_select(0, perm), mag)
+        own = (z, mag) if rows is None else (z.index_select(0, rows), mag.index_select(0, rows))
+        return with_amplitude(own[0], mag.index_select(0, perm), own[1])
     vr = torch.view_as_real(z)
-    m2 = torch.addcmul(vr[..., 0].square(), vr[..., 1], vr[..., 1])
-    m2p = m2.index_select(0, perm)
-    out = vr * (m2p / m2).sqrt_().unsqueeze(-1)
-    zero = m2 <= _TINY * _TINY
-    if z.device.type != "cpu" or bool(zero.any()):  # rare on CPU; on devices fix without a host sync
-        out[..., 0] = torch.where(zero, m2p.sqrt(), out[..., 0])
-        out[..., 1] = torch.where(zero, 0.0, out[..., 1])
-    return torch.view_as_complex(out)
+    m2 = torch.mul(vr[..., 0], vr[..., 0]).addcmul_(vr[..., 1], vr[..., 1])
+    m2_own = m2
+    if rows is not None:  # a fresh gathered copy: free to overwrite
+        z, m2_own, inplace = z.index_select(0, rows), m2.index_select(0, rows), True
+        vr = torch.view_as_real(z)
+    re, im = vr[..., 0], vr[..., 1]
+    ratio = m2.index_select(0, perm).div_(m2_own).sqrt_()
+    if eager_cpu(z) and bool(m2_own.amin() > _TINY * _TINY):  # common case on the CPU: no zero bins
+        if inplace:
+            re.mul_(ratio)
+            im.mul_(ratio)
+            return z
+        return torch.view_as_complex(vr * ratio.unsqueeze(-1))
+    zero = m2_own <= _TINY * _TINY
+    re_out = torch.where(zero, m2.index_select(0, perm).sqrt(), re * ratio)
+    im_out = torch.where(zero, 0.0, im * ratio)
+    return torch.complex(re_out, im_out)
 
 
 def _check_perm(perm: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
@@ -72,7 +89,7 @@ def _check_perm(perm: torch.Tensor, batch: int, device: torch.device) -> torch.T
         raise TypeError(f"perm must be an integer torch.Tensor of shape ({batch},), got {getattr(perm, 'dtype', type(perm).__name__)}")
     if perm.shape != (batch,):
         raise ValueError(f"perm must have shape ({batch},) (one partner index per image), got {tuple(perm.shape)}")
-    if perm.device.type == "cpu" and (int(perm.min()) < 0 or int(perm.max()) >= batch):
+    if eager_cpu(perm) and (int(perm.min()) < 0 or int(perm.max()) >= batch):
         raise ValueError(f"perm must hold partner indices in [0, {batch}), got values from {int(perm.min())} to {int(perm.max())}")
     return perm.to(device=device, dtype=torch.int64, non_blocking=True)
 
@@ -87,10 +104,29 @@ def _check_mask(mask: Optional[torch.Tensor], batch: int, device: torch.device) 
     return mask.to(device=device, non_blocking=True)
 
 
-def _check_finite_spectrum(z: torch.Tensor, dtype: torch.dtype) -> None:
-    """NaN/inf anywhere in an image makes its DC term non-finite: an O(B) check instead of O(B*C*H*W)."""
-    if dtype != torch.uint8 and not bool(torch.isfinite(z[..., 0, 0]).all()):
-        raise ValueError("images contains NaN or infinite values; expected finite pixel values")
+def apr_pair_core(
+    x: torch.Tensor,
+    perm: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    fft_dims: tuple[int, ...] = (-3, -2, -1),
+    clamp: bool = False,
+    check_finite: bool = False,
+) -> torch.Tensor:
+    """The unchecked hot path of :func:`apr_pair`: no validation, no host sync unless ``check_finite``.
+
+    ``perm`` ``(B,)`` int64 and ``mask`` ``(B,)`` bool (or ``None``) must already be on ``x``'s device;
+    ``fft_dims`` as returned by ``check_dims``. ``check_finite=True`` raises for NaN/inf images from
+    their DC terms (O(B), one host read). Compiles with ``torch.compile(fullgraph=True)``.
+    """
+    xf = x.to(compute_dtype(x))
+    z = torch.fft.rfftn(xf, dim=fft_dims)
+    if check_finite:
+        check_finite_spectrum(z, x.dtype)
+    spec = swap_with_partner(z, perm, inplace=True)
+    out = torch.fft.irfftn(spec, s=[x.shape[d] for d in fft_dims], dim=fft_dims)
+    if mask is not None:
+        out = torch.where(mask.view(-1, 1, 1, 1), out, xf)
+    return finish(out, x.dtype, clamp)
 
 
 def apr_pair(
@@ -105,19 +141,15 @@ def apr_pair(
     ``mask`` ``(B,)`` bool selects the images to recombine (the others are returned exactly);
     ``None`` recombines all. Returns ``x``'s dtype and device; uint8 is rounded and clamped, floats
     are clamped to [0, 1] only when ``clamp=True``. Differentiable in ``x``; ``x`` is not modified.
+    Validates once (shapes and dtypes, ``perm`` values, finiteness from the spectrum's DC terms), then
+    runs :func:`apr_pair_core`; under ``torch.compile`` the value checks are skipped (no graph breaks).
     """
     check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)
     fft_dims = check_dims(dims)
     b = x.shape[0]
     perm = _check_perm(perm, b, x.device)
     mask = _check_mask(mask, b, x.device)
-    xf = x.to(compute_dtype(x))
-    z = torch.fft.rfftn(xf, dim=fft_dims)
-    _check_finite_spectrum(z, x.dtype)
-    out = torch.fft.irfftn(swap_with_partner(z, perm), s=[x.shape[d] for d in fft_dims], dim=fft_dims)
-    if mask is not None:
-        out = torch.where(mask.view(b, 1, 1, 1), out, xf)
-    return finish(out, x.dtype, clamp)
+    return apr_pair_core(x, perm, mask, fft_dims, clamp, check_finite=True)
 
 
 def recombine_views(
@@ -132,13 +164,13 @@ def recombine_views(
     fft_dims = check_dims(dims)
     n = a.shape[0]
     z = torch.fft.rfftn(torch.cat([a, b]), dim=fft_dims)
-    mag = spectral_magnitude(z)
-    za, zb, ma, mb = z[:n], z[n:], mag[:n], mag[n:]
+    own = torch.arange(n, device=z.device)
     if isinstance(phase_from_a, bool):
-        spec = with_amplitude(za, mb, ma) if phase_from_a else with_amplitude(zb, ma, mb)
+        phase_rows, amp_rows = (own, own + n) if phase_from_a else (own + n, own)
     else:
-        sel = phase_from_a.to(a.device).view(n, *([1] * (z.ndim - 1)))
-        spec = with_amplitude(torch.where(sel, za, zb), torch.where(sel, mb, ma), torch.where(sel, ma, mb))
+        sel = phase_from_a.to(z.device)
+        phase_rows, amp_rows = torch.where(sel, own, own + n), torch.where(sel, own + n, own)
+    spec = swap_with_partner(z, amp_rows, rows=phase_rows)
     return torch.fft.irfftn(spec, s=[a.shape[d] for d in fft_dims], dim=fft_dims)
 
 

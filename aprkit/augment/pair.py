@@ -21,7 +21,7 @@ from torch import nn
 
 from .._checks import check_dims, check_image_tensor, check_labels, check_probability
 from ..fourier import Dims
-from .functional import apr_pair, sample_pair_params
+from .functional import apr_pair, apr_pair_core, sample_pair_params
 from .single import make_generator
 
 __all__ = ["APRPair", "APRSP"]
@@ -60,9 +60,9 @@ class APRPair(nn.Module):
 
     def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic APR-P of ``x`` ``(B, C, H, W)`` with ``params`` from :meth:`generate_parameters`."""
-        check_image_tensor(x, "images", min_ndim=4, max_ndim=4)
+        check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)  # values: once, in apr_pair
         mask = params["mask"]
-        if not self.per_sample and mask.device.type == "cpu":
+        if not self.per_sample and isinstance(mask, torch.Tensor) and mask.device.type == "cpu" and mask.numel():
             if not bool(mask[0]):
                 return x
             mask = None  # whole batch selected: skip the masking pass
@@ -74,11 +74,19 @@ class APRPair(nn.Module):
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None):
-        check_image_tensor(x, "images", min_ndim=4, max_ndim=4)
+        check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)  # values: once, in the core
         if labels is not None:
             check_labels(labels, x.shape[0])
         params = self.generate_parameters(x.shape, None)
-        out = self.apply(x, params)
+        mask = params["mask"]
+        if not self.per_sample and mask.device.type == "cpu":
+            if not bool(mask[0]):
+                return x if labels is None else (x, labels)
+            mask = None
+        else:
+            mask = mask.to(x.device, non_blocking=True)
+        perm = params["perm"].to(x.device, non_blocking=True)  # our own draw: no range check needed
+        out = apr_pair_core(x, perm, mask, check_dims(self.dims), self.clamp, check_finite=True)
         return out if labels is None else (out, labels)
 
     def extra_repr(self) -> str:

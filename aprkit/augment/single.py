@@ -29,7 +29,7 @@ from .functional import finish, recombine_views, recombine_views_numpy, value_ra
 from .ops import apply_ops, resolve_ops, sample_op_params
 from .ops_pil import apply_pil_op
 
-__all__ = ["sample_single_params", "apr_single", "APRSingleBatch", "APRSingle", "make_generator"]
+__all__ = ["sample_single_params", "apr_single", "apr_single_core", "APRSingleBatch", "APRSingle", "make_generator"]
 
 
 def make_generator(generator: Optional[torch.Generator], seed: Optional[int]) -> Optional[torch.Generator]:
@@ -83,6 +83,7 @@ def apr_single(
 
     Returns a new tensor of ``x``'s dtype and device, clamped to its range (uint8 rounded).
     Views of uint8 images are rounded to integers between ops, as the reference's uint8 arrays are.
+    Validates once (one ``aminmax`` pass for float input), then runs :func:`apr_single_core`.
     """
     check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True)
     names = resolve_ops(ops)
@@ -93,6 +94,13 @@ def apr_single(
     for key, val in params.items():
         if val.shape != (b,):
             raise ValueError(f"params[{key!r}] must have shape ({b},) for a batch of {b}, got {tuple(val.shape)}")
+    return apr_single_core(x, params, names, dims)
+
+
+def apr_single_core(x: torch.Tensor, params: dict[str, torch.Tensor], names: tuple[str, ...], dims: Dims = "chw"
+                    ) -> torch.Tensor:
+    """The unchecked core of :func:`apr_single` (``names`` as returned by ``resolve_ops``)."""
+    b = x.shape[0]
     scale = 255.0 / value_range(x.dtype)
     x255 = x.to(compute_dtype(x)) * scale
     a, b_view = _views(x255, names, params, quantize=x.dtype == torch.uint8)
@@ -132,8 +140,9 @@ class APRSingleBatch(nn.Module):
         return apr_single(x, params, self.ops, self.dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_tensor(x, "images", min_ndim=4, max_ndim=4)
-        return self.apply(x, self.generate_parameters(x.shape))  # host params: apply moves them, no device sync
+        check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True)  # the one validation pass
+        params = self.generate_parameters(x.shape)  # host params: the core moves them, no device sync
+        return apr_single_core(x, params, self.ops, self.dims)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, severity={self.severity}, ops={len(self.ops)}, dims={self.dims!r}"

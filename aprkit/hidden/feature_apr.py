@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from .. import fourier
-from .._checks import check_dims, check_probability
+from .._checks import check_dims, check_probability, compute_dtype
+from ..augment.functional import swap_with_partner
 from .layout import from_grid, to_grid
 
-__all__ = ["feature_apr", "FeatureAPR"]
+__all__ = ["feature_apr", "feature_apr_core", "FeatureAPR"]
 
 Lam = Union[float, tuple[float, float], None]
 
@@ -55,24 +56,42 @@ def feature_apr(
     """
     p = check_probability(p, "p")
     lam_v = _check_lam(lam, mode)
-    check_dims(dims)
+    fft_dims = check_dims(dims)
     g, prefix, layout = to_grid(x, num_prefix_tokens=num_prefix_tokens, grid=grid, name="features")
     b = g.shape[0]
     gdev = generator.device if generator is not None else torch.device("cpu")
     perm = torch.randperm(b, generator=generator, device=gdev).to(g.device)
     apply = (torch.rand(b, generator=generator, device=gdev) < p).to(g.device)
-    partner = g[perm]
-    if mode == "swap":
-        out = fourier.swap_amplitude(g, partner, dims=dims)
-    else:
+    lam_t: Union[float, torch.Tensor, None] = None
+    if mode == "mix":
         if isinstance(lam_v, tuple):
             u = torch.rand(b, generator=generator, device=gdev).to(g.device)
-            lam_t: Union[float, torch.Tensor] = lam_v[0] + (lam_v[1] - lam_v[0]) * u
+            lam_t = lam_v[0] + (lam_v[1] - lam_v[0]) * u
         else:
             lam_t = lam_v
-        out = fourier.mix_amplitude(g, partner, lam=lam_t, dims=dims)
-    out = torch.where(apply.view(b, 1, 1, 1), out.to(g.dtype), g)
-    return from_grid(out, prefix, layout)
+    return from_grid(feature_apr_core(g, perm, apply, lam_t, fft_dims), prefix, layout)
+
+
+def feature_apr_core(
+    g: torch.Tensor, perm: torch.Tensor, apply: torch.Tensor, lam: Union[float, torch.Tensor, None],
+    fft_dims: tuple[int, ...],
+) -> torch.Tensor:
+    """The unchecked core of :func:`feature_apr` on a grid ``g`` ``(B, C, H, W)``: no validation, no host sync.
+
+    ``perm`` ``(B,)`` partner indices and ``apply`` ``(B,)`` bool on ``g``'s device; ``lam`` ``None`` swaps
+    amplitudes, a float or ``(B,)`` tensor in [0, 1] mixes them. One real FFT serves both roles (the
+    partners' spectra are a permutation of it). Like any layer, NaN/inf in ``g`` propagate (no check).
+    """
+    z = torch.fft.rfftn(g.to(compute_dtype(g)), dim=fft_dims)
+    if lam is None:
+        spec = swap_with_partner(z, perm, inplace=True)
+    else:
+        mag = fourier.spectral_magnitude(z)
+        lam_b = lam.view(-1, *([1] * (z.ndim - 1))) if isinstance(lam, torch.Tensor) else lam
+        amp = (1 - lam_b) * mag + lam_b * mag.index_select(0, perm)
+        spec = fourier.with_amplitude(z, amp, mag, inplace=True)
+    out = torch.fft.irfftn(spec, s=[g.shape[d] for d in fft_dims], dim=fft_dims)
+    return torch.where(apply.view(-1, *([1] * (g.ndim - 1))), out.to(g.dtype), g)
 
 
 class FeatureAPR(nn.Module):

@@ -1,0 +1,173 @@
+"""The unchecked cores behind the APR wrappers: same results as the reference formulas, validation once per
+call (no full-size ``isfinite`` pass), zero-bin handling on both code paths, and ``torch.compile(fullgraph=True)``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import aprkit.augment.functional as F
+from aprkit import fourier
+from aprkit.augment import APRPair, APRSingleBatch, apr_pair, apr_single, sample_single_params
+from aprkit.augment.functional import apr_pair_core, recombine_views, swap_with_partner
+from aprkit.augment.single import apr_single_core
+from aprkit.hidden import FeatureAPR, feature_apr
+from aprkit.hidden.feature_apr import feature_apr_core
+
+
+def _reference_pair(x: torch.Tensor, perm: torch.Tensor, dims=(1, 2, 3)) -> torch.Tensor:
+    """``|F(x[perm])| * exp(i * angle(F(x)))`` with complex FFTs (the reference ``mix_data``), in float64."""
+    f = torch.fft.fftn(x.double(), dim=dims)
+    return torch.fft.ifftn(torch.polar(f.abs()[perm], f.angle()), dim=dims).real
+
+
+@pytest.fixture
+def batch() -> torch.Tensor:
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    x[2] = 0.25  # a constant image: every non-DC bin is zero (phase 0, partner's amplitude)
+    return x
+
+
+@pytest.mark.parametrize("dims", ["chw", "hw"])
+def test_pair_paths_match_the_reference_incl_zero_bins(batch, dims, monkeypatch):
+    perm = torch.tensor([2, 0, 1, 5, 3, 4])
+    want = _reference_pair(batch, perm, F.check_dims(dims))
+    fast = apr_pair(batch, perm, dims=dims)
+    monkeypatch.setattr(F, "eager_cpu", lambda t: False)  # the device / compiled path: torch.where, no host read
+    where = apr_pair(batch, perm, dims=dims)
+    torch.testing.assert_close(fast.double(), want, atol=2e-6, rtol=0)
+    torch.testing.assert_close(where.double(), want, atol=2e-6, rtol=0)
+
+
+def test_swap_with_partner_rows_and_inplace(batch):
+    z = torch.fft.rfftn(batch, dim=(1, 2, 3))
+    perm = torch.tensor([1, 2, 3, 4, 5, 0])
+    mag = z.abs()
+    want = fourier.with_amplitude(z, mag[perm], mag)
+    torch.testing.assert_close(swap_with_partner(z, perm), want)
+    rows = torch.tensor([5, 0, 0])
+    torch.testing.assert_close(swap_with_partner(z, perm[:3], rows=rows),
+                               fourier.with_amplitude(z[rows], mag[perm[:3]], mag[rows]))
+    z2 = z.clone()
+    torch.testing.assert_close(swap_with_partner(z2, perm, inplace=True), want)  # zero bins: a new tensor
+    z3 = torch.fft.rfftn(torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(9)), dim=(1, 2, 3))  # no zero bins
+    m3 = z3.abs()
+    want3 = fourier.with_amplitude(z3, m3[perm], m3)
+    assert swap_with_partner(z3, perm, inplace=True) is z3
+    torch.testing.assert_close(z3, want3)
+
+
+def test_wrappers_equal_their_cores_and_do_not_mutate(batch):
+    x = batch.clone()
+    ap = APRPair(p=1.0, seed=3)
+    perm = APRPair(p=1.0, seed=3).generate_parameters(x.shape)["perm"]
+    torch.testing.assert_close(ap(x), apr_pair_core(x, perm), rtol=0, atol=0)
+    sb = APRSingleBatch(p=1.0, seed=4)
+    params = APRSingleBatch(p=1.0, seed=4).generate_parameters(x.shape)
+    torch.testing.assert_close(sb(x), apr_single(x, params, sb.ops), rtol=0, atol=0)
+    torch.testing.assert_close(apr_single_core(x, params, sb.ops), apr_single(x, params, sb.ops), rtol=0, atol=0)
+    for fn in (fourier.swap_amplitude, fourier.mix_amplitude, fourier.low_frequency_swap):
+        fn(x, x.roll(1, 0))
+    assert torch.equal(x, batch)
+
+
+def test_recombine_views_matches_with_amplitude(batch):
+    a, b = batch, batch.flip(-1) * 0.5
+    sel = torch.tensor([True, False, True, True, False, False])
+    za, zb = torch.fft.rfftn(a, dim=(1, 2, 3)), torch.fft.rfftn(b, dim=(1, 2, 3))
+    spec = torch.where(sel.view(-1, 1, 1, 1), fourier.with_amplitude(za, zb.abs()), fourier.with_amplitude(zb, za.abs()))
+    want = torch.fft.irfftn(spec, s=(3, 8, 8), dim=(1, 2, 3))
+    torch.testing.assert_close(recombine_views(a, b, sel), want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(recombine_views(a, b, False), want.where(~sel.view(-1, 1, 1, 1), recombine_views(a, b, False)))
+
+
+@pytest.mark.parametrize("lam", [None, 0.3, "tensor"])
+def test_feature_core_matches_fourier_ops(lam):
+    g = torch.randn(5, 4, 6, 6, generator=torch.Generator().manual_seed(1))
+    perm, apply = torch.tensor([4, 0, 1, 2, 3]), torch.tensor([True, True, False, True, True])
+    lam_v = torch.tensor([0.0, 0.2, 0.5, 0.8, 1.0]) if lam == "tensor" else lam
+    out = feature_apr_core(g, perm, apply, lam_v, (-2, -1))
+    want = (fourier.swap_amplitude(g, g[perm], "hw") if lam is None
+            else fourier.mix_amplitude(g, g[perm], lam_v, "hw"))
+    torch.testing.assert_close(out, torch.where(apply.view(-1, 1, 1, 1), want, g), atol=1e-5, rtol=1e-5)
+
+
+def _count_full_passes(monkeypatch, numel: int) -> list[str]:
+    """Record every ``isfinite``/``aminmax`` call over a tensor of ``numel`` elements (a full validation pass)."""
+    calls: list[str] = []
+    for name in ("isfinite", "aminmax"):
+        orig = getattr(torch, name)
+
+        def spy(t, *a, _orig=orig, _name=name, **k):
+            if t.numel() == numel:
+                calls.append(_name)
+            return _orig(t, *a, **k)
+
+        monkeypatch.setattr(torch, name, spy)
+    return calls
+
+
+def test_validation_runs_once_per_call(batch, monkeypatch):
+    calls = _count_full_passes(monkeypatch, batch.numel())
+    APRPair(p=1.0, seed=0)(batch, torch.zeros(6, dtype=torch.long))
+    apr_pair(batch, torch.arange(6))
+    fourier.mix_amplitude(batch, batch.roll(1, 0), 0.5)
+    fourier.low_frequency_swap(batch, batch.roll(1, 0), 0.1)
+    FeatureAPR(p=1.0).train()(batch)
+    assert calls == []  # finiteness comes from the spectra's DC terms: O(B)
+    APRSingleBatch(p=1.0, seed=0)(batch)
+    assert calls == ["aminmax"]  # the one unit-range pass, which also checks finiteness
+
+
+def test_nan_rejected_once_at_every_boundary(batch):
+    bad = batch.clone()
+    bad[4, 1, 3, 5] = float("nan")
+    perm = torch.arange(6).roll(1)
+    for call in (lambda: APRPair(p=1.0, seed=0)(bad), lambda: APRPair(p=1.0).apply(bad, {"perm": perm, "mask": torch.ones(6, dtype=torch.bool)}),
+                 lambda: apr_pair(bad, perm), lambda: APRSingleBatch(p=1.0)(bad)):
+        with pytest.raises(ValueError, match="images contains NaN"):
+            call()
+    for fn in (fourier.mix_amplitude, fourier.low_frequency_swap, fourier.swap_amplitude):
+        with pytest.raises(ValueError, match="NaN"):
+            fn(batch, bad)
+        with pytest.raises(ValueError, match="NaN"):
+            fn(bad, batch)
+    out = apr_pair_core(bad, perm)  # the unchecked core: NaN propagates, nothing raised
+    assert not torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_hot_paths_compile_without_graph_breaks(backend):
+    """Issue 14 item 8: the functional APR hot paths trace into one graph (value checks stay outside)."""
+    torch._dynamo.reset()
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    perm, mask = torch.tensor([1, 2, 3, 0]), torch.tensor([True, False, True, True])
+    cases = [
+        (apr_pair_core, (x, perm, None, (-3, -2, -1))),
+        (apr_pair_core, (x, perm, mask, (-2, -1), True)),
+        (apr_pair, (x, perm)),
+        (apr_pair, ((x * 255).to(torch.uint8), perm, mask)),
+        (feature_apr_core, (x, perm, mask, 0.3, (-2, -1))),
+        (feature_apr_core, (x, perm, mask, None, (-2, -1))),
+    ]
+    for fn, args in cases:
+        compiled = torch.compile(fn, fullgraph=True, backend=backend)
+        torch.testing.assert_close(compiled(*args), fn(*args), atol=1e-5, rtol=1e-5)
+    xg = x.clone().requires_grad_(True)
+    torch.compile(apr_pair_core, fullgraph=True, backend=backend)(xg, perm).square().sum().backward()
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()
+    torch._dynamo.reset()
+
+
+def test_feature_apr_is_seeded_and_keeps_dtype():
+    x = torch.randn(4, 8, 6, 6, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    a = feature_apr(x, p=1.0, mode="mix", generator=torch.Generator().manual_seed(5))
+    b = feature_apr(x, p=1.0, mode="mix", generator=torch.Generator().manual_seed(5))
+    assert a.dtype == torch.bfloat16 and torch.equal(a, b)
+
+
+def test_sample_params_feed_apr_single_core():
+    x = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    params = sample_single_params(3, 1.0, generator=torch.Generator().manual_seed(1))
+    out = apr_single_core(x, params, APRSingleBatch().ops)
+    assert out.dtype == torch.uint8 and out.shape == x.shape
