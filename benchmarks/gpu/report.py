@@ -78,8 +78,11 @@ def _augment(res: dict) -> list[str]:
             ratio = f" ({v['vs_fft_limit']:.2f})" if "vs_fft_limit" in v else ""
             cells.append(_fmt(v.get("img_s")) + ratio)
         rows.append([f"{r['batch']}x3x{r['size']}x{r['size']}", r["mode"], _fmt(r.get("output_dtype")),
-                     _fmt(r.get("max_diff_vs_fp32"), ".1e"), *cells])
-    out = _table(["batch", "mode", "out dtype", "max diff", *_AUG_COLS], rows)
+                     _fmt(r.get("max_diff_vs_fp32"), ".1e"), *cells,
+                     _fmt(_get(r, "candidates", "apr_pair", "vs_copy"), ".3f")])
+    out = ["img/s, in brackets the ratio to the FFT-only limit (rfftn + irfftn of the same batch); "
+           "max diff: apr_pair in this mode vs fp32"]
+    out += _table(["batch", "mode", "out dtype", "max diff", *_AUG_COLS, "apr_pair / copy"], rows)
     for r in res.get("rows", []):
         errors = dict(r.get("errors") or {}, **({"apr_pair (dtype probe)": r["apr_pair_error"]} if "apr_pair_error" in r else {}))
         for name, msg in errors.items():
