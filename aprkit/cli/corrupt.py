@@ -17,6 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..corruptions.severity import PRESETS
+from ._common import check_out_dir
+
 __all__ = ["add_parser", "run"]
 
 
@@ -37,7 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--corruptions", nargs="+", default=None, metavar="NAME",
                    help="names (default: the 15 benchmark corruptions; 'all' = 19, 'extra' = 4)")
     p.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
-    p.add_argument("--preset", choices=("cifar", "tinyimagenet", "imagenet"), default=None,
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
                    help="severity parameters (default: cifar for the cifar layout, imagenet otherwise)")
     p.add_argument("--size", type=int, default=None,
                    help="resize + centre-crop images to SIZE (default: 224 for the imagenet layout, keep for cifar)")
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..corruptions.dataset import load_image_folder, write_cifar_c, write_imagenet_c
+    from ..data.arrays import load_npy
 
     src = Path(args.input)
     if not src.exists():
@@ -85,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     is_array = src.is_file()
     if is_array and src.suffix != ".npy":
         raise ValueError(f"array input must be a .npy file, got {str(src)!r}")
+    check_out_dir(args.out, "OUT")
     layout = args.layout or ("cifar" if is_array else "imagenet")
     names = _names(args.corruptions)
     progress = not args.no_progress
@@ -97,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {n} images to {args.out}")
         return 0
     if is_array:
-        images = np.load(src)
-        labels = np.load(args.labels) if args.labels else None
+        images = np.asarray(load_npy(src))
+        labels = np.asarray(load_npy(args.labels)) if args.labels else None
         if images.ndim == 4 and images.shape[1] == 3 and images.shape[-1] != 3:
             images = images.transpose(0, 2, 3, 1)
         if images.ndim >= 1 and images.shape[0] == 0:
