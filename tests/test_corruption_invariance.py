@@ -58,6 +58,31 @@ def test_each_image_is_independent_of_its_batch(images: torch.Tensor, name: str)
     assert torch.equal(part_f, whole_f[5:12])
 
 
+@pytest.mark.parametrize("mapsize", [4, 32])
+def test_fog_plasma_one_draw_per_image_and_batch_invariant(mapsize: int, monkeypatch) -> None:
+    """Each image's plasma map comes from one draw of its own generator, so it is the same in any batch."""
+    from aprkit.corruptions._random import ItemGenerators
+    from aprkit.corruptions.weather import plasma_fractal
+
+    seeds = item_seeds(5, "fog", 3, "cifar", torch.arange(6))
+    calls = []
+    rand = torch.rand
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("generator"))
+        return rand(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "rand", spy)
+    gens = ItemGenerators(seeds)
+    whole = plasma_fractal(6, mapsize, 2.5, gens)
+    assert calls == gens.generators  # one call per image, each with that image's generator
+    monkeypatch.setattr(torch, "rand", rand)
+    assert whole.shape == (6, mapsize, mapsize) and whole.amin() == 0 and whole.amax() == 1
+    for a, b in ((0, 1), (2, 5), (5, 6)):
+        assert torch.equal(plasma_fractal(b - a, mapsize, 2.5, ItemGenerators(seeds[a:b])), whole[a:b])
+    assert not torch.equal(whole[0], whole[1])
+
+
 def test_item_seeds_are_distinct_and_keyed_by_every_part() -> None:
     base = item_seeds(0, "fog", 3, "cifar", range(1000))
     assert base.dtype == torch.int64 and base.shape == (1000,) and int(base.min()) >= 0
