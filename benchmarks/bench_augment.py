@@ -121,6 +121,44 @@ def run_pair(device: torch.device, repeats: int, quick: bool, min_time: float = 
               f"{t['apr_pair'] / t['APRPair']:.2f} of the core)")
 
 
+def run_wrappers(device: torch.device, repeats: int, quick: bool, min_time: float = 0.0) -> None:
+    """Each wrapper against its unchecked core (validate once: goal >= 0.9), and the cores against the FFT-only limit
+    (for the two-input ops also against ``rfftn`` of both inputs + ``irfftn``, their own FFT work)."""
+    from aprkit.augment.functional import apr_pair_core
+    from aprkit.augment.single import apr_single_core
+    from aprkit.hidden import FeatureAPR
+    from aprkit.hidden.feature_apr import feature_apr_core
+
+    print(f"Wrappers vs their cores ({device}): time ratios, median of {repeats}")
+    for b, s in ([(64, 32), (8, 224)] if quick else [(256, 32), (64, 224)]):
+        x8 = synthetic_images(b, s).to(device)
+        x = x8.float() / 255
+        perm = torch.randperm(b, generator=torch.Generator().manual_seed(0)).to(device)
+        ones, partner = torch.ones(b, dtype=torch.bool, device=device), x.roll(1, 0)
+        single, feat = APRSingleBatch(p=1.0, seed=0), FeatureAPR(p=1.0, dims="chw").train()
+        sparams = single.generate_parameters(x8.shape)
+        t = bench({
+            "fft_limit": lambda: fft_limit(x),
+            "fft2_limit": lambda: torch.fft.irfftn(torch.fft.rfftn(x, dim=(1, 2, 3)) + torch.fft.rfftn(partner, dim=(1, 2, 3)),
+                                                   s=x.shape[1:], dim=(1, 2, 3)),
+            "apr_pair_core": lambda: apr_pair_core(x, perm),
+            "APRPair": pair_candidates(x, perm)["APRPair"],
+            "apr_single_core": lambda: apr_single_core(x8, sparams, single.ops),
+            "APRSingleBatch": lambda: single(x8),
+            "feature_apr_core": lambda: feature_apr_core(x, perm, ones, None, (-3, -2, -1)),
+            "FeatureAPR": lambda: feat(x),
+            "mix_amplitude": lambda: mix_amplitude(x, partner, 0.5),
+            "low_frequency_swap": lambda: low_frequency_swap(x, partner, 0.1),
+        }, repeats, device, min_time=min_time)
+        lim, lim2 = t["fft_limit"], t["fft2_limit"]
+        print(f"  batch {b:3d} x 3x{s}x{s}: core/limit: apr_pair {lim / t['apr_pair_core']:.2f}  "
+              f"feature_apr {lim / t['feature_apr_core']:.2f}  mix_amplitude {lim / t['mix_amplitude']:.2f} "
+              f"({lim2 / t['mix_amplitude']:.2f} of rfftn x2 + irfftn)  low_frequency_swap {lim / t['low_frequency_swap']:.2f} "
+              f"({lim2 / t['low_frequency_swap']:.2f})")
+        print(f"      wrapper/core: APRPair {t['apr_pair_core'] / t['APRPair']:.2f}  APRSingleBatch "
+              f"{t['apr_single_core'] / t['APRSingleBatch']:.2f}  FeatureAPR {t['feature_apr_core'] / t['FeatureAPR']:.2f}")
+
+
 def run_single(device: torch.device, repeats: int, quick: bool, min_time: float = 0.0) -> None:
     from PIL import Image
 
@@ -164,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}")
     run_pair(device, args.repeats, args.quick, args.min_time)
+    run_wrappers(device, args.repeats, args.quick, args.min_time)
     run_single(device, args.repeats, args.quick, args.min_time)
 
 

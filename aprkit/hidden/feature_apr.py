@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .. import fourier
-from .._checks import check_dims, check_probability, compute_dtype
+from .._checks import check_dims, check_probability, compute_dtype, eager_cpu
 from ..augment.functional import swap_with_partner
 from .layout import from_grid, to_grid
 
@@ -90,8 +90,10 @@ def feature_apr_core(
         lam_b = lam.view(-1, *([1] * (z.ndim - 1))) if isinstance(lam, torch.Tensor) else lam
         amp = (1 - lam_b) * mag + lam_b * mag.index_select(0, perm)
         spec = fourier.with_amplitude(z, amp, mag, inplace=True)
-    out = torch.fft.irfftn(spec, s=[g.shape[d] for d in fft_dims], dim=fft_dims)
-    return torch.where(apply.view(-1, *([1] * (g.ndim - 1))), out.to(g.dtype), g)
+    out = torch.fft.irfftn(spec, s=[g.shape[d] for d in fft_dims], dim=fft_dims).to(g.dtype)
+    if eager_cpu(apply) and bool(apply.all()):  # every sample recombined: skip the selection pass
+        return out
+    return torch.where(apply.view(-1, *([1] * (g.ndim - 1))), out, g)
 
 
 class FeatureAPR(nn.Module):
