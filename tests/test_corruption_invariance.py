@@ -185,3 +185,24 @@ def test_eval_cells_identical_under_two_process_gloo(small_set, tmp_path) -> Non
     ref = _cells(small_set, 7)
     for rank in (0, 1):
         assert torch.load(tmp_path / f"cells{rank}.pt") == ref
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "impulse_noise", "elastic_transform"])
+def test_per_image_draws_do_not_depend_on_the_thread_count(name: str) -> None:
+    """Large per-image draws run on a thread pool; every image keeps its own generator, so the values
+    are the same with 1 thread and with several."""
+    from aprkit.corruptions import corrupt
+    from aprkit.corruptions._random import _PARALLEL_MIN_VALUES, item_seeds
+
+    x = torch.randint(0, 256, (3, 3, 112, 112), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    assert x[0].numel() >= _PARALLEL_MIN_VALUES  # the threaded path is taken
+    seeds = item_seeds(0, name, 3, "imagenet", torch.arange(3))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = corrupt(x, name, 3, "imagenet", seeds=seeds)
+        torch.set_num_threads(3)
+        many = corrupt(x, name, 3, "imagenet", seeds=seeds)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, many)

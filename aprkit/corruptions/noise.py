@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import torch
 
-from ._random import ItemGenerators, RandomSource, normal, randint, uniform
+from ._random import ItemGenerators, RandomSource, for_each_item, normal, randint, uniform
 
 __all__ = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"]
 
@@ -37,7 +37,8 @@ def shot_noise(x: torch.Tensor, c: float, generator: RandomSource = None, *,
 def _poisson(rate: torch.Tensor, generator: RandomSource) -> torch.Tensor:
     """Poisson counts ``(B, ...)`` of ``rate`` (same dtype); per-image generators draw each image alone."""
     if isinstance(generator, ItemGenerators):
-        return torch.cat([_poisson(rate[i:i + 1], g) for i, g in enumerate(generator)])
+        gens = generator.generators
+        return torch.cat(for_each_item(lambda i: _poisson(rate[i:i + 1], gens[i]), len(gens), rate[0].numel()))
     if rate.device.type == "cpu":  # NumPy's Poisson sampler is ~10x faster than torch's on the CPU
         import numpy as np
 
