@@ -75,20 +75,27 @@ def time_corruptions(
     deadline: float | None = None,
     frost_dir: str | None = None,
 ) -> dict[str, float]:
-    """Seconds per call of ``corrupt(x, name, severity, preset, g)`` for each name (median of ``repeats``).
+    """Seconds per call of ``corrupt(x, name, severity, preset, ...)`` for each name (median of ``repeats``).
 
-    ``g`` is a generator on ``generator_device`` (``"cpu"``: what the -C writers and the eval suite use;
-    ``"device"``: one on ``x``'s device). Names not reached before ``deadline`` are left out.
+    ``generator_device``: ``"items"`` (per-image seeds, ``seeds=item_seeds(...)``: what the -C writers and the
+    eval suite use), ``"cpu"`` (one CPU generator for the batch) or ``"device"`` (one on ``x``'s device).
+    Names not reached before ``deadline`` are left out.
     """
-    from aprkit.corruptions import corrupt
+    from aprkit.corruptions import corrupt, item_seeds
 
+    if generator_device not in ("items", "cpu", "device"):
+        raise ValueError(f"generator_device must be 'items', 'cpu' or 'device', got {generator_device!r}")
     out: dict[str, float] = {}
     for name in names:
         if deadline is not None and time.perf_counter() > deadline:
             break
-        g = torch.Generator(x.device if generator_device == "device" else "cpu").manual_seed(0)
-        t = bench({name: lambda: corrupt(x, name, severity, preset, g, frost_dir=frost_dir)}, repeats, x.device,
-                  min_time=min_time, max_inner=50, deadline=deadline)
+        if generator_device == "items":
+            seeds = item_seeds(0, name, severity, preset, torch.arange(x.shape[0]))
+            run = lambda: corrupt(x, name, severity, preset, seeds=seeds, frost_dir=frost_dir)  # noqa: E731
+        else:
+            g = torch.Generator(x.device if generator_device == "device" else "cpu").manual_seed(0)
+            run = lambda: corrupt(x, name, severity, preset, g, frost_dir=frost_dir)  # noqa: E731
+        t = bench({name: run}, repeats, x.device, min_time=min_time, max_inner=50, deadline=deadline)
         out[name] = t[name]
     return out
 

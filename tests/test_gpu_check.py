@@ -49,7 +49,7 @@ def test_quick_cpu_run_writes_every_section(tmp_path: Path) -> None:
     assert res["tests"]["total"] > 50 and res["tests"]["failed"] == 0 and res["tests"]["errors"] == 0
     assert {r["mode"] for r in res["augment"]["rows"]} == {"fp32", "amp_fp16", "amp_bf16", "fp16_input"}
     assert all("vs_fft_limit" in r["candidates"]["apr_pair"] for r in res["augment"]["rows"])
-    assert len(res["corruptions"]["img_s"]["cpu_generator"]) == 19 and res["corruptions"]["imagenet_c_hours"]
+    assert len(res["corruptions"]["img_s"]["items_generator"]) == 19 and res["corruptions"]["imagenet_c_hours"]
     assert res["eval"]["rows"]["small_cnn"]["ratio"] > 0 and res["eval"]["rows"]["small_cnn"]["max_accuracy_diff"] < 1e-6
     assert res["train"]["rows"]["8"]["apr_sp_step_s"] > 0
     assert res["compile"]["rows"] and "graph_breaks" in res["compile"]["rows"][0]

@@ -46,7 +46,7 @@ def goals(report: dict) -> list[dict[str, Any]]:
             r = _get(row, "candidates", "apr_pair", "vs_fft_limit")
             out.append(_goal(f"APR-P core / FFT-only limit, {row['batch']} x 3x{row['size']}x{row['size']} fp32", r,
                              ">= 0.8", None if r is None else r >= 0.8))
-    h = _get(_res(report, "corruptions"), "imagenet_c_hours", "cpu_generator", "benchmark_15")
+    h = _get(_res(report, "corruptions"), "imagenet_c_hours", "items_generator", "benchmark_15")
     out.append(_goal("ImageNet-C (15 corruptions x 5 severities, 50,000 images), hours", h, "< 1",
                      None if h is None else h < 1, ".2f"))
     for model, row in _res(report, "eval").get("rows", {}).items():

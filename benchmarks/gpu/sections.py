@@ -196,7 +196,7 @@ def run_corruptions(ctx: Context) -> None:
                        frost_textures=os.environ.get("APRKIT_GPU_CHECK_FROST", "found"))
     repeats = 1 if ctx.quick else 2
     per_gen: dict[str, dict[str, float]] = ctx.results.setdefault("img_s", {})
-    for gen in ("cpu", "device"):  # the -C writers' CPU generator first, then one on the device
+    for gen in ("items", "device"):  # per-image seeds (the -C writers and the eval) first, then one device generator
         ips = per_gen.setdefault(f"{gen}_generator", {})
         for name in list_corruptions():
             if ctx.expired():
