@@ -39,6 +39,8 @@ class APRPair(nn.Module):
 
     Kornia-style: :meth:`generate_parameters` returns ``{"perm", "mask"}`` and :meth:`apply` replays
     them deterministically. When the batch is not selected the input tensor itself is returned.
+    Validation happens once per call: shapes and dtypes up front, finiteness from the spectrum's DC terms
+    inside :func:`~aprkit.augment.functional.apr_pair_core` (O(B), only for recombined batches).
     """
 
     def __init__(self, p: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool = False,

@@ -53,6 +53,7 @@ def feature_apr(
     probability ``p`` per sample, ``mode="swap"`` takes the partner's amplitude and ``mode="mix"`` the
     amplitude ``(1 - lam) |X| + lam |Y|`` with ``lam`` a float or drawn uniformly per sample from a
     ``(low, high)`` range (default ``(0, 1)``). Returns the shape and dtype of ``x``; differentiable.
+    Arguments and the layout are checked; values are not (like any layer: NaN/inf propagate, no host sync).
     """
     p = check_probability(p, "p")
     lam_v = _check_lam(lam, mode)
