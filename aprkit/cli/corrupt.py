@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {n} images to {args.out}")
         return 0
     if is_array:
-        images = np.asarray(load_npy(src))
-        labels = np.asarray(load_npy(args.labels)) if args.labels else None
+        images = np.array(load_npy(src))  # a writable copy (the map is read-only)
+        labels = np.array(load_npy(args.labels)) if args.labels else None
         if images.ndim == 4 and images.shape[1] == 3 and images.shape[-1] != 3:
             images = images.transpose(0, 2, 3, 1)
         if images.ndim >= 1 and images.shape[0] == 0:
