@@ -229,6 +229,24 @@ def test_data_limit_caps_both_splits_unless_test_limit_is_set():
 
 
 @pytest.mark.slow
+def test_readme_smoke_command_on_cifar10(tmp_path, monkeypatch, cifar10_dir):
+    """The README's smoke command as written (real CIFAR-10): 5 steps, 256 test images, not 10,000."""
+    import shlex
+    from pathlib import Path
+
+    from aprkit.cli import main
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (line,) = [ln for ln in readme.splitlines() if ln.startswith("aprkit train") and "runs/smoke" in ln]
+    args = [str(tmp_path / "smoke") if a == "runs/smoke" else a for a in shlex.split(line, comments=True)[1:]]
+    monkeypatch.setenv("APRKIT_DATA", str(cifar10_dir.parent))
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the config path is relative to the repository
+    assert main(args + ["--set", "train.progress=false", "train.tensorboard=false"]) == 0
+    rows = json.loads((tmp_path / "smoke" / "metrics.json").read_text())
+    assert rows[-1]["step"] == 5 and rows[-1]["test_n"] == 256
+
+
+@pytest.mark.slow
 def test_torchrun_ddp_two_cpu_processes(tmp_path):
     """Two gloo ranks through torchrun: sharded data, summed metrics, rank-0 files only."""
     import subprocess
