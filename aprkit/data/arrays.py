@@ -134,31 +134,31 @@ class ArrayDataset(Dataset):
     def __len__(self) -> int:
         return self.stop - self.start
 
-    def _to_chw(self, batch: np.ndarray) -> torch.Tensor:
-        # one plain copy out of the (read-only) memmap; NHWC files give a (B, C, H, W) view with
-        # channels_last strides, the layout the convolutions prefer (no transpose copy needed)
-        out = torch.from_numpy(np.array(batch, order="C", copy=True))
+    def _to_chw(self, out: torch.Tensor) -> torch.Tensor:
+        # NHWC files give a (B, C, H, W) view with channels_last strides, the layout the convolutions
+        # prefer (no transpose copy needed)
         return out.permute(0, 3, 1, 2) if self.layout == "nhwc" else out
 
-    def get_batch(self, indices: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def get_batch(self, indices: Any, pin_memory: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``uint8 (B, C, H, W)`` and labels ``int64 (B,)`` for ``indices`` (slice, sequence or tensor).
 
-        For ``layout="nhwc"`` the images are a channels_last-strided view of one fresh copy (call
-        ``.contiguous()`` for NCHW memory); they never alias the file.
+        The images are one fresh copy out of the (possibly memory-mapped) array, never aliasing the file; with
+        ``pin_memory=True`` that copy is made straight into page-locked memory (for asynchronous copies to
+        CUDA). For ``layout="nhwc"`` they are a channels_last-strided view (call ``.contiguous()`` for NCHW memory).
         """
         n = len(self)
         idx = _as_index_array(indices, n)
         if isinstance(idx, slice):
-            rows = slice(idx.start + self.start, idx.stop + self.start, idx.step)
-            x = self.array[rows]
-            y = self.labels[idx]
+            src = self.array[slice(idx.start + self.start, idx.stop + self.start, idx.step)]
+            out = torch.empty(src.shape, dtype=torch.uint8, pin_memory=pin_memory)
+            out.numpy()[...] = src  # the only copy: file (or array) -> out
         else:
             order = np.argsort(idx, kind="stable")  # sorted reads are much faster on a memmap
             x_sorted = self.array[idx[order] + self.start]
-            x = np.empty_like(x_sorted)
-            x[order] = x_sorted
-            y = self.labels[idx]
-        return self._to_chw(x), torch.from_numpy(np.asarray(y, dtype=np.int64))
+            out = torch.empty(x_sorted.shape, dtype=torch.uint8, pin_memory=pin_memory)
+            out.numpy()[order] = x_sorted
+        y = self.labels[idx]
+        return self._to_chw(out), torch.from_numpy(np.asarray(y, dtype=np.int64))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         n = len(self)

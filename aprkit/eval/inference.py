@@ -5,6 +5,10 @@ device, where they are converted to float in [0, 1] (models normalise inside). `
 logits ``(N, K)`` (float32, CPU), labels ``(N,)`` and optionally penultimate features ``(N, D)``
 (the input of the model's last ``nn.Linear``, or ``forward_features`` pooled when there is none).
 
+On CUDA the uint8 batches come from pinned host memory, read one or two batches ahead in a background
+thread while the device computes (``aprkit.eval.batches``); outputs stay on the device until
+``FLUSH_ROWS`` rows have gathered, so there is no host sync per batch.
+
 When ``torch.distributed`` is initialised with more than one process (``torchrun``), each rank reads
 its share through a ``DistributedSampler`` and the outputs are gathered and put back into dataset
 order on every rank (rank 0 writes results); nothing else changes for the caller.
@@ -19,11 +23,13 @@ import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
+
+from .batches import _dist_info, iter_batches
 
 __all__ = [
     "NO_LABEL",
@@ -87,12 +93,19 @@ class TensorImageDataset(Dataset):
     def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, int]]:
         return list(zip(self.images[idx], self.labels[idx].tolist()))
 
-    def get_batch(self, indices: slice | list[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images ``uint8 (B, C, H, W)`` and labels ``(B,)`` for a slice or index list (the batch fast path)."""
+    def get_batch(self, indices: slice | list[int] | torch.Tensor, pin_memory: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``uint8 (B, C, H, W)`` and labels ``(B,)`` for a slice or index list (the batch fast path).
+
+        ``pin_memory=True``: the images are copied once into page-locked memory (for asynchronous copies to CUDA).
+        """
         if isinstance(indices, slice):
-            return self.images[indices], self.labels[indices]
+            images, labels = self.images[indices], self.labels[indices]
+            return (images.pin_memory() if pin_memory else images), labels
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return self.images[idx], self.labels[idx]
+        if not pin_memory:
+            return self.images[idx], self.labels[idx]
+        out = torch.empty((len(idx), *self.images.shape[1:]), dtype=torch.uint8, pin_memory=True)
+        return torch.index_select(self.images, 0, idx, out=out), self.labels[idx]
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -168,111 +181,9 @@ def dataset_id(data: Any, split: str = "test") -> str:
 _CONTENT_IDS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 
 
-def _collate(samples: list) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = zip(*samples)
-    for img in images[:1]:
-        if not isinstance(img, torch.Tensor) or img.dtype != torch.uint8 or img.ndim != 3:
-            got = f"{img.dtype} tensor of shape {tuple(img.shape)}" if isinstance(img, torch.Tensor) else type(img).__name__
-            raise TypeError(f"datasets must yield (uint8 image tensor (C, H, W), int label); got an image of type {got}")
-    if len({img.shape for img in images}) > 1:
-        raise _SizeMismatch("images of one batch differ in size")
-    return torch.stack(images), torch.as_tensor(labels, dtype=torch.long)
-
-
-class _SizeMismatch(ValueError):
-    """Raised by ``_collate``; ``iter_batches`` replaces it with a message naming one file of each size."""
-
-
-def _named_sizes(loader: Any, chunks: list, dataset: Any) -> Iterator[tuple[Any, Any]]:
-    it = iter(loader)
-    for chunk in chunks:
-        try:
-            batch = next(it)
-        except _SizeMismatch:
-            from aprkit.data.loading import describe_size_mismatch
-
-            raise ValueError(describe_size_mismatch(dataset, list(chunk))) from None
-        yield chunk, batch
-
-
-def _dist_info() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def is_main_process() -> bool:
     """True unless this is a non-zero rank of an initialised ``torch.distributed`` group."""
     return _dist_info()[0] == 0
-
-
-def iter_batches(
-    dataset: Dataset,
-    batch_size: int = 256,
-    *,
-    num_workers: int = 0,
-    limit: int | None = None,
-    device: torch.device | None = None,
-    distributed: bool = True,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(uint8 images (B, C, H, W), labels (B,), dataset indices (B,))`` in dataset order.
-
-    Under an initialised process group (and ``distributed=True``) each rank gets its strided share;
-    the last batches of some ranks repeat a few samples (``DistributedSampler`` padding), which
-    ``predict`` removes when gathering.
-    """
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    n = len(dataset)
-    if limit is not None:
-        if limit < 1:
-            raise ValueError(f"limit must be a positive number of images, got {limit}")
-        n = min(n, int(limit))
-    if n == 0:
-        raise ValueError("the dataset is empty; expected at least one image")
-    rank, world = _dist_info() if distributed else (0, 1)
-    indices: Sequence[int] = range(n)
-    if world > 1:
-        from torch.utils.data.distributed import DistributedSampler
-
-        indices = [indices[i] for i in DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False)]
-    pin = device is not None and device.type == "cuda"
-    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    if hasattr(dataset, "get_batch") and num_workers == 0:  # array-backed, in-process: one slice per batch
-        fetch = _BatchFetch(dataset)
-        loader = ((x.pin_memory(), y) if pin else (x, y) for x, y in map(fetch.__getitem__, chunks))
-    elif hasattr(dataset, "get_batch"):  # the same in worker processes
-        loader = DataLoader(_BatchFetch(dataset), sampler=chunks, batch_size=None, num_workers=num_workers, pin_memory=pin)
-    else:
-        loader = DataLoader(
-            Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-            collate_fn=_collate, pin_memory=pin,
-        )
-    for chunk, (images, labels) in _named_sizes(loader, chunks, dataset):
-        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
-            got = f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
-            raise TypeError(f"datasets must yield uint8 images (C, H, W) (batches (B, C, H, W)); got {got}")
-        if len(labels) != len(images):
-            raise ValueError(f"label/image count mismatch: the dataset returned {len(images)} images but {len(labels)} labels")
-        yield images, labels, (torch.arange(chunk.start, chunk.stop) if isinstance(chunk, range) else torch.as_tensor(chunk))
-
-
-class _BatchFetch(Dataset):
-    """Adapter so a DataLoader (with workers) calls ``dataset.get_batch(indices)`` once per batch."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(indices, range) and indices.step == 1:
-            contiguous = True
-        else:
-            contiguous = all(b - a == 1 for a, b in zip(indices, indices[1:]))
-        images, labels = self.dataset.get_batch(slice(indices[0], indices[-1] + 1) if contiguous else list(indices))
-        return images, torch.as_tensor(labels, dtype=torch.long)
 
 
 def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
@@ -393,11 +304,13 @@ def predict(
     num_classes: int | None = None,
     progress: bool = False,
     desc: str = "eval",
+    read_ahead: int | None = None,
 ) -> Outputs:
     """Run ``model`` over ``dataset`` and return logits ``(N, K)``, labels ``(N,)`` and optional features.
 
     ``transform`` (e.g. an on-the-fly corruption) runs on the device on uint8 batches before the float
-    conversion. ``num_classes`` (when known) is checked against the model's output; labels outside
+    conversion. ``read_ahead``: batches read in a background thread ahead of the forward pass (default: 2 on
+    CUDA without loader workers, 0 on the CPU; the outputs are the same either way). ``num_classes`` (when known) is checked against the model's output; labels outside
     ``[0, K)``, NaN logits and a logits/labels count mismatch raise ``ValueError``.
     """
     from tqdm.auto import tqdm
@@ -438,9 +351,10 @@ def predict(
     t0 = time.perf_counter()
     n_total = len(dataset) if limit is None else min(len(dataset), int(limit))
     bar = tqdm(total=n_total, desc=desc, unit="img", disable=not progress, leave=False)
+    batches = iter_batches(dataset, batch_size, num_workers=num_workers, limit=limit, device=device, read_ahead=read_ahead)
     try:
         with torch.inference_mode():
-            for b, (images, labels, idx) in enumerate(iter_batches(dataset, batch_size, num_workers=num_workers, limit=limit, device=device)):
+            for b, (images, labels, idx) in enumerate(batches):
                 x = images.to(device, non_blocking=True)
                 if transform is not None:
                     x = transform(x, idx)
@@ -475,6 +389,7 @@ def predict(
                 bar.update(len(labels))
             flush()
     finally:
+        batches.close()  # stops a read-ahead thread at once, also when the forward pass raised
         bar.close()
         if handle is not None:
             handle.remove()
