@@ -11,11 +11,19 @@ APR code): a level is drawn uniformly in ``[0.1, severity)``, then
   ``sharpness`` (not in the default list: they overlap the test corruptions): factor ``level * 1.8 / 10 + 0.1``.
 
 Geometric ops sample bilinearly with black fill. Work is done on a float 0..255 scale.
+
+Two strategies give the same numbers (each image's result depends only on that image and its row of
+the parameter table from :func:`op_table`):
+
+* ``"grouped"`` (eager CPU default): images are grouped by op on the host and each op runs on its own
+  group only -- least arithmetic, measured 2x faster on the CPU.
+* ``"dense"`` (default on accelerators and under ``torch.compile``): one warp of the whole batch and each
+  colour op over the whole batch, selected per image with ``torch.where`` -- a fixed, small number of
+  kernels, no data-dependent shapes, no host sync, nothing moved between host and device.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import torch
@@ -23,13 +31,19 @@ import torch.nn.functional as F
 
 from .._checks import nearest_names
 
-__all__ = ["DEFAULT_OPS", "ALL_OPS", "resolve_ops", "sample_op_params", "apply_ops"]
+__all__ = ["DEFAULT_OPS", "ALL_OPS", "TABLE_COLS", "resolve_ops", "sample_op_params", "op_table", "apply_table", "apply_ops",
+           "use_dense"]
 
 DEFAULT_OPS: tuple[str, ...] = (
     "autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x", "translate_y",
 )
 ALL_OPS: tuple[str, ...] = DEFAULT_OPS + ("color", "contrast", "brightness", "sharpness")
 _GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+_BLEND = ("color", "contrast", "brightness", "sharpness")
+# columns of the per-image parameter table (see op_table)
+_THETA, _ARG, _OP, _GEO = slice(0, 6), 6, 7, 8
+TABLE_COLS = 9
+STRATEGIES = ("auto", "grouped", "dense")
 
 
 def resolve_ops(ops: Optional[Sequence[str]]) -> tuple[str, ...]:
@@ -63,146 +77,239 @@ def float_parameter(level: torch.Tensor, maxval: float) -> torch.Tensor:
     return level * maxval / 10
 
 
-def _affine_matrices(names: tuple[str, ...], op: torch.Tensor, level: torch.Tensor, negate: torch.Tensor,
-                     h: int, w: int) -> torch.Tensor:
-    """Per-image inverse maps ``(B, 2, 3)`` in pixel coordinates: output point -> input point."""
-    b = op.shape[0]
-    sign = torch.where(negate, -1.0, 1.0).to(torch.float64)
-    theta = torch.zeros(b, 2, 3, dtype=torch.float64, device=op.device)
-    theta[:, 0, 0] = 1.0
-    theta[:, 1, 1] = 1.0
+def _rows(op: torch.Tensor, names: tuple[str, ...], wanted: Sequence[str]) -> Optional[torch.Tensor]:
+    """Bool mask of the images whose op is one of ``wanted`` (``None`` when ``names`` has none of them)."""
+    mask = None
     for k, name in enumerate(names):
-        sel = op == k
-        if name == "rotate":
-            rad = torch.deg2rad(int_parameter(level, 30) * sign)
-            c, s = torch.cos(rad), torch.sin(rad)
-            cx, cy = w / 2, h / 2
-            rot = torch.stack([torch.stack([c, -s, cx - c * cx + s * cy], -1),
-                               torch.stack([s, c, cy - s * cx - c * cy], -1)], 1)
-            theta = torch.where(sel[:, None, None], rot, theta)
-        elif name in ("shear_x", "shear_y", "translate_x", "translate_y"):
-            if name.startswith("shear"):
-                amount = float_parameter(level, 0.3) * sign
-            else:
-                amount = int_parameter(level, (w if name.endswith("x") else h) / 3) * sign
-            row, col = {"shear_x": (0, 1), "shear_y": (1, 0), "translate_x": (0, 2), "translate_y": (1, 2)}[name]
-            upd = theta.clone()
-            upd[:, row, col] = amount
-            theta = torch.where(sel[:, None, None], upd, theta)
-    return theta
+        if name in wanted:
+            mask = op == k if mask is None else mask | (op == k)
+    return mask
+
+
+# The level-derived values, one column each: (maxval, integer?, then value -> value * alpha + beta, power of 2?,
+# signed?) for rotate, shear_x, shear_y, translate_x, translate_y, posterize, solarize, blend ops, no argument.
+_KINDS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y", "posterize", "solarize", "blend", "none")
+
+
+def _build_constants(names: tuple[str, ...], h: int, w: int, device: torch.device) -> dict[str, torch.Tensor]:
+    f64 = dict(dtype=torch.float64, device=device)
+    kind = [("blend" if n in _BLEND else n) if n in _GEOMETRIC + ("posterize", "solarize") + _BLEND else "none"
+            for n in names]
+    coef = [[float(kind[k] == c) for c in _KINDS] + [float(names[k] in _GEOMETRIC)] for k in range(len(names))]
+    # normalised inverse map from the features (cos, sin, shear_x, shear_y, translate_x, translate_y): rotation about
+    # the centre, shears about the top-left corner, translations in pixels (derivation in op_table's docstring)
+    r, ir = h / w, w / h
+    theta = [[1, 0, 0, 0, 1, 0], [0, -r, 0, ir, 0, 0], [0, r, r, 0, 0, 0], [0, 0, 0, ir, 0, ir],
+             [0, 0, 2 / w, 0, 0, 0], [0, 0, 0, 0, 0, 2 / h]]
+    return {
+        "maxval": torch.tensor([30, 0.3, 0.3, w / 3, h / 3, 4, 256, 1.8, 0], **f64),
+        "is_int": torch.tensor([1, 0, 0, 1, 1, 1, 1, 0, 0], dtype=torch.bool, device=device),
+        "alpha": torch.tensor([1, 1, 1, 1, 1, 1, -1, 1, 1], **f64),
+        "beta": torch.tensor([0, 0, 0, 0, 0, 4, 256, 0.1, 1], **f64),  # posterize: 2 ** (4 + int(level * 4 / 10))
+        "is_pow": torch.tensor([0, 0, 0, 0, 0, 1, 0, 0, 0], dtype=torch.bool, device=device),
+        "neg": torch.tensor([-1, -1, -1, -1, -1, 1, 1, 1, 1], **f64),
+        "coef": torch.tensor(coef, **f64),
+        "theta": torch.tensor(theta, **f64),
+    }
+
+
+_CONSTANTS: dict[tuple, dict[str, torch.Tensor]] = {}
+
+
+def _cached(key: tuple, build) -> dict[str, torch.Tensor]:
+    """Small constant tensors built once per key (on a device: copied there once, not per batch)."""
+    if torch.compiler.is_compiling():
+        return build()
+    if key not in _CONSTANTS:
+        if len(_CONSTANTS) > 64:
+            _CONSTANTS.clear()
+        _CONSTANTS[key] = build()
+    return _CONSTANTS[key]
+
+
+def _constants(names: tuple[str, ...], h: int, w: int, device: torch.device) -> dict[str, torch.Tensor]:
+    return _cached(("table", names, h, w, device), lambda: _build_constants(names, h, w, device))
+
+
+def _base_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(H * W, 3)``: normalised output pixel centres ``(x_n, y_n, 1)`` (``affine_grid``'s, computed in float64)."""
+    def build() -> dict[str, torch.Tensor]:
+        ys = (torch.arange(h, dtype=torch.float64) * 2 + 1) / h - 1
+        xs = (torch.arange(w, dtype=torch.float64) * 2 + 1) / w - 1
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        pts = torch.stack([gx, gy, torch.ones_like(gx)], -1).reshape(h * w, 3)
+        return {"grid": pts.to(device=device, dtype=dtype)}
+    return _cached(("grid", h, w, device, dtype), build)["grid"]
+
+
+def op_table(names: tuple[str, ...], params: dict[str, torch.Tensor], h: int, w: int) -> torch.Tensor:
+    """Per-image parameters of one op each, ``(B, TABLE_COLS)`` float64 on the parameters' device.
+
+    Columns: the inverse affine map ``(2, 3)`` in ``affine_grid``'s normalised coordinates (identity for
+    colour ops), the colour op's argument (posterize step ``2**bits_dropped``, solarize threshold or blend
+    factor; 1 otherwise), the op index and a geometric flag. About 15 elementwise ops over the batch, the
+    same for any number of op names (no loops, no host sync).
+
+    The map: with pixel centres at ``i + 0.5`` and ``x_n = 2 x / w - 1``, rotating by ``a`` about the
+    centre, shearing about the top-left corner and translating by ``(tx, ty)`` pixels (one of them per image)
+    gives ``[[cos a, r (sh_x - sin a), r sh_x + 2 tx / w], [(sin a + sh_y) / r, cos a, sh_y / r + 2 ty / h]]``
+    with ``r = h / w``.
+    """
+    op, level, negate = params["op"], params["level"], params["negate"]
+    if op.numel() and op.device.type == "cpu" and not torch.compiler.is_compiling():
+        lo, hi = int(op.min()), int(op.max())
+        if lo < 0 or hi >= len(names):
+            raise ValueError(f"params['op'] must index the {len(names)} ops, got values in [{lo}, {hi}]")
+    k = _constants(names, h, w, op.device)
+    q = level.to(device=op.device, dtype=torch.float64).unsqueeze(1) * k["maxval"] / 10  # int(level * maxval / 10) ...
+    v = torch.addcmul(k["beta"], torch.where(k["is_int"], q.floor(), q), k["alpha"])
+    v = torch.where(k["is_pow"], torch.pow(2.0, v), v)
+    v = v * torch.where(negate.to(op.device).unsqueeze(1), k["neg"], 1.0)
+    coef = k["coef"][op]  # (B, 10): which value each image uses, then the geometric flag
+    v = v * coef[:, :-1]
+    rad = torch.deg2rad(v[:, 0:1])
+    theta = torch.cat([torch.cos(rad), torch.sin(rad), v[:, 1:5]], 1) @ k["theta"]
+    arg = v[:, 5:].sum(1, keepdim=True)
+    return torch.cat([theta, arg, op.to(torch.float64).unsqueeze(1), coef[:, -1:]], 1)
 
 
 def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Bilinear warp with black fill: ``out(p) = x(theta @ [p, 1])``, pixel centres at ``i + 0.5``."""
+    """Bilinear warp with black fill: ``out(p) = x(theta @ [p, 1])`` (normalised coordinates, pixel centres)."""
     b, _, h, w = x.shape
-    ys = torch.arange(h, device=x.device, dtype=torch.float64) + 0.5
-    xs = torch.arange(w, device=x.device, dtype=torch.float64) + 0.5
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    pts = torch.stack([gx, gy, torch.ones_like(gx)], -1).reshape(1, h * w, 3)
-    src = pts @ theta.transpose(1, 2)  # (B, HW, 2) in pixel coordinates
-    norm = torch.stack([2 * src[..., 0] / w - 1, 2 * src[..., 1] / h - 1], -1).reshape(b, h, w, 2)
-    return F.grid_sample(x, norm.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = _base_grid(h, w, x.device, x.dtype) @ theta.reshape(b, 2, 3).to(x.dtype).transpose(1, 2)  # (B, HW, 2)
+    return F.grid_sample(x, grid.view(b, h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _autocontrast(x: torch.Tensor) -> torch.Tensor:
-    lo = x.amin(dim=(-2, -1), keepdim=True)
-    hi = x.amax(dim=(-2, -1), keepdim=True)
-    span = hi - lo
-    return torch.where(span > 0, (x - lo) * (255.0 / torch.where(span > 0, span, 1.0)), x)
+    lo, hi = x.flatten(-2).aminmax(dim=-1)
+    span = (hi - lo)[..., None, None]
+    ok = span > 0
+    return (x - torch.where(ok, lo[..., None, None], 0.0)) * torch.where(ok, 255.0 / span, 1.0)
 
 
 def _equalize(x: torch.Tensor) -> torch.Tensor:
-    """PIL's equalize per channel (histogram of the values rounded to 0..255)."""
+    """PIL's equalize per channel (histogram of the values rounded to 0..255), in exact integer arithmetic."""
     b, c, h, w = x.shape
-    v = x.round().clamp(0, 255).long().reshape(b * c, h * w)
-    hist = torch.zeros(b * c, 256, device=x.device, dtype=torch.float64).scatter_add_(
-        1, v, torch.ones_like(v, dtype=torch.float64))
-    last = hist.gather(1, v.amax(dim=1, keepdim=True))
+    v = x.detach().round().clamp(0, 255).long().reshape(b * c, h * w)
+    hist = torch.zeros(b * c, 256, device=x.device, dtype=torch.long).scatter_add_(1, v, v.new_ones(()).expand_as(v))
+    last = hist.gather(1, v.amax(dim=1, keepdim=True))  # count of the highest value present
     step = torch.div(h * w - last, 255, rounding_mode="floor")
     cum = torch.cumsum(hist, 1) - hist  # exclusive
-    safe = torch.where(step > 0, step, 1.0)
-    lut = torch.div(torch.div(step, 2, rounding_mode="floor") + cum, safe, rounding_mode="floor").clamp(max=255)
+    lut = torch.div(torch.div(step, 2, rounding_mode="floor") + cum, step.clamp(min=1), rounding_mode="floor").clamp(max=255)
     out = lut.gather(1, v).to(x.dtype).reshape(b, c, h, w)
     return torch.where((step > 0).reshape(b, c, 1, 1), out, x)
 
 
-def _posterize(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-    shift = 4 + int_parameter(level, 4)  # dropped low bits: 8 - (4 - int(level * 4 / 10))
-    q = torch.pow(2.0, shift).to(x.dtype).view(-1, 1, 1, 1)
+def _posterize(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return torch.floor(x.clamp(0, 255).floor() / q) * q
 
 
-def _solarize(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-    thr = (256 - int_parameter(level, 256)).to(x.dtype).view(-1, 1, 1, 1)
+def _solarize(x: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= thr, 255.0 - x, x)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] != 3:
         return x.mean(1, keepdim=True)
-    wts = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * wts).sum(1, keepdim=True)
+    return x[:, 0:1] * 0.299 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114
 
 
-def _blend(degenerate: torch.Tensor, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-    factor = (float_parameter(level, 1.8) + 0.1).to(x.dtype).view(-1, 1, 1, 1)
+def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return (degenerate + factor * (x - degenerate)).clamp(0, 255)
 
 
 def _smooth(x: torch.Tensor) -> torch.Tensor:
-    k = torch.ones(3, 3, dtype=x.dtype, device=x.device)
-    k[1, 1] = 5.0
-    k = (k / 13).expand(x.shape[1], 1, 3, 3)
-    inner = F.conv2d(x, k, groups=x.shape[1])
+    k = torch.full((3, 3), 1 / 13, dtype=x.dtype, device=x.device)
+    k[1, 1] = 5 / 13
+    inner = F.conv2d(x, k.expand(x.shape[1], 1, 3, 3), groups=x.shape[1])
     return F.pad(inner, (1, 1, 1, 1)) + x * F.pad(torch.zeros_like(inner), (1, 1, 1, 1), value=1.0)
 
 
-def _color_op(name: str, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+def _color_op(name: str, x: torch.Tensor, arg: torch.Tensor) -> torch.Tensor:
+    """Colour op ``name`` on ``x`` ``(N, C, H, W)`` with per-image argument ``arg`` ``(N, 1, 1, 1)`` (see op_table)."""
     if name == "autocontrast":
         return _autocontrast(x)
     if name == "equalize":
         return _equalize(x)
     if name == "posterize":
-        return _posterize(x, level)
+        return _posterize(x, arg)
     if name == "solarize":
-        return _solarize(x, level)
+        return _solarize(x, arg)
     if name == "color":
-        return _blend(_gray(x).expand_as(x), x, level)
+        return _blend(_gray(x).expand_as(x), x, arg)
     if name == "contrast":
-        return _blend(_gray(x).mean(dim=(-3, -2, -1), keepdim=True).expand_as(x), x, level)
+        return _blend(_gray(x).mean(dim=(-3, -2, -1), keepdim=True).expand_as(x), x, arg)
     if name == "brightness":
-        return _blend(torch.zeros_like(x), x, level)
+        return _blend(torch.zeros_like(x), x, arg)
     if name == "sharpness":
-        return _blend(_smooth(x), x, level)
+        return _blend(_smooth(x), x, arg)
     raise ValueError(f"unknown op {name!r}")
 
 
-def apply_ops(x: torch.Tensor, names: tuple[str, ...], params: dict[str, torch.Tensor]) -> torch.Tensor:
+def use_dense(x: torch.Tensor, strategy: str = "auto") -> bool:
+    """Whether ``strategy`` (``"auto"``, ``"grouped"`` or ``"dense"``) runs the dense path for ``x``.
+
+    ``"auto"``: grouped on eager CPU calls, dense on accelerators and under ``torch.compile``."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy == "auto":
+        return x.device.type != "cpu" or torch.compiler.is_compiling()
+    return strategy == "dense"
+
+
+def _apply_dense(x: torch.Tensor, names: tuple[str, ...], table: torch.Tensor) -> torch.Tensor:
+    op = table[:, _OP].view(-1, 1, 1, 1)
+    arg = table[:, _ARG].view(-1, 1, 1, 1)
+    out = None
+    colour = [n for n in dict.fromkeys(names) if n not in _GEOMETRIC]
+    for name in colour:
+        cand = _color_op(name, x, arg)
+        out = cand if out is None else torch.where(_rows(op, names, (name,)), cand, out)
+    if len(colour) < len(set(names)):
+        warped = _warp(x, table[:, _THETA])
+        out = warped if out is None else torch.where(table[:, _GEO].view(-1, 1, 1, 1) > 0.5, warped, out)
+    assert out is not None
+    return out
+
+
+def _apply_grouped(x: torch.Tensor, names: tuple[str, ...], table: torch.Tensor) -> torch.Tensor:
+    op_host = table[:, _OP].detach().to("cpu", torch.long)
+    out = torch.empty_like(x)
+    groups = [(name, _rows(op_host, names, (name,))) for name in dict.fromkeys(names) if name not in _GEOMETRIC]
+    groups.append(("geometric", _rows(op_host, names, _GEOMETRIC)))
+    for name, mask in groups:
+        rows = None if mask is None else mask.nonzero().flatten()
+        if rows is None or not rows.numel():
+            continue
+        i = rows.to(x.device)
+        sub = table.index_select(0, i)
+        if name == "geometric":
+            res = _warp(x.index_select(0, i), sub[:, _THETA])
+        else:
+            res = _color_op(name, x.index_select(0, i), sub[:, _ARG].view(-1, 1, 1, 1))
+        out.index_copy_(0, i, res)
+    return out
+
+
+def apply_table(x: torch.Tensor, names: tuple[str, ...], table: torch.Tensor, strategy: str = "auto") -> torch.Tensor:
+    """Apply op ``names[table[i, op]]`` to image ``i`` of ``x`` ``(B, C, H, W)`` (float, 0..255 scale).
+
+    ``table`` ``(B, TABLE_COLS)`` from :func:`op_table`, best already on ``x``'s device in ``x``'s dtype.
+    Returns a new float tensor; every image gets exactly one op. ``strategy`` as in :func:`use_dense`.
+    """
+    table = table.to(device=x.device, dtype=x.dtype)
+    if use_dense(x, strategy):
+        return _apply_dense(x, names, table)
+    return _apply_grouped(x, names, table)
+
+
+def apply_ops(x: torch.Tensor, names: tuple[str, ...], params: dict[str, torch.Tensor], strategy: str = "auto"
+              ) -> torch.Tensor:
     """Apply op ``names[params['op'][i]]`` to image ``i`` of ``x`` ``(B, C, H, W)`` (float, 0..255 scale).
 
-    Returns a new float tensor of the same shape; every image gets exactly one op. Images are grouped
-    by op and each op runs only on its own group (the grouping reads ``params['op']`` on the host: no
-    device sync when, as sampled by :func:`sample_op_params`, it lives on the CPU).
+    ``params`` as drawn by :func:`sample_op_params` (host or device tensors ``(B,)``). Builds the
+    per-image table where the parameters live (host parameters: one copy to the device), then
+    :func:`apply_table`. Returns a new float tensor of the same shape.
     """
-    op_host = params["op"].detach().cpu().long()
-    if op_host.numel() and (int(op_host.min()) < 0 or int(op_host.max()) >= len(names)):
-        raise ValueError(f"params['op'] must index the {len(names)} ops, got values in [{int(op_host.min())}, {int(op_host.max())}]")
-    level = params["level"].to(x.device)
-    negate = params["negate"].to(x.device)
-    _, _, h, w = x.shape
-    out = torch.empty_like(x)
-    geo = [k for k, name in enumerate(names) if name in _GEOMETRIC]
-    if geo:
-        rows = torch.isin(op_host, torch.tensor(geo)).nonzero().flatten()
-        if rows.numel():
-            i = rows.to(x.device)
-            theta = _affine_matrices(names, params["op"].to(x.device)[i], level[i], negate[i], h, w)
-            out.index_copy_(0, i, _warp(x[i], theta))
-    for k, name in enumerate(names):
-        if name in _GEOMETRIC:
-            continue
-        rows = (op_host == k).nonzero().flatten()
-        if rows.numel():
-            i = rows.to(x.device)
-            out.index_copy_(0, i, _color_op(name, x[i], level[i]))
-    return out
+    table = op_table(names, params, x.shape[-2], x.shape[-1])
+    return apply_table(x, names, table.to(device=x.device, dtype=x.dtype, non_blocking=True), strategy)

@@ -26,10 +26,10 @@ from torch import nn
 from .._checks import check_dims, check_image_tensor, check_probability, compute_dtype
 from ..fourier import Dims
 from .functional import finish, recombine_views, recombine_views_numpy, value_range
-from .ops import apply_ops, resolve_ops, sample_op_params
+from .ops import TABLE_COLS, apply_table, op_table, resolve_ops, sample_op_params, use_dense
 from .ops_pil import apply_pil_op
 
-__all__ = ["sample_single_params", "apr_single", "apr_single_core", "APRSingleBatch", "APRSingle", "make_generator"]
+__all__ = ["sample_single_params", "apr_single", "apr_single_core", "param_table", "APRSingleBatch", "APRSingle", "make_generator"]
 
 
 def make_generator(generator: Optional[torch.Generator], seed: Optional[int]) -> Optional[torch.Generator]:
@@ -64,15 +64,35 @@ def sample_single_params(
 
 
 _PARAM_KEYS = ("op1", "level1", "negate1", "recombine", "op2", "level2", "negate2", "phase_from_first")
+_RECOMBINE, _PHASE = 2 * TABLE_COLS, 2 * TABLE_COLS + 1  # columns of the packed table after the two op tables
 
 
-def _views(x255: torch.Tensor, names: tuple[str, ...], params: dict[str, torch.Tensor], quantize: bool):
-    first = {"op": params["op1"], "level": params["level1"], "negate": params["negate1"]}
-    second = {"op": params["op2"], "level": params["level2"], "negate": params["negate2"]}
-    a = apply_ops(x255, names, first)
-    a = a.round().clamp(0, 255) if quantize else a.clamp(0, 255)
-    b = apply_ops(a, names, second)
-    b = b.round().clamp(0, 255) if quantize else b.clamp(0, 255)
+def param_table(names: tuple[str, ...], params: dict[str, torch.Tensor], h: int, w: int, dtype: torch.dtype,
+                device: torch.device) -> torch.Tensor:
+    """All per-image APR-S parameters packed in one ``(B, 2 * TABLE_COLS + 2)`` tensor of ``dtype`` on ``device``.
+
+    Built where ``params`` live (host draws: on the host, geometry in float64) and moved in ONE copy
+    (pinned, asynchronous) -- the only host->device transfer of an APR-S batch."""
+    b = params["op1"].shape[0]
+    both = {k: torch.cat([params[f"{k}1"], params[f"{k}2"]]) for k in ("op", "level", "negate")}
+    flags = torch.stack([params["recombine"], params["phase_from_first"]], 1).to(device=both["op"].device,
+                                                                                  dtype=torch.float64)
+    ops = op_table(names, both, h, w)
+    table = torch.cat([ops[:b], ops[b:], flags], 1)
+    table = table.to(dtype)
+    if table.device != device:
+        if table.device.type == "cpu" and device.type == "cuda":
+            table = table.pin_memory()
+        table = table.to(device, non_blocking=True)
+    return table
+
+
+def _views(x255: torch.Tensor, names: tuple[str, ...], table: torch.Tensor, quantize: bool, dense: bool):
+    strategy = "dense" if dense else "grouped"
+    a = apply_table(x255, names, table[:, :TABLE_COLS], strategy)
+    a = a.round().clamp_(0, 255) if quantize else a.clamp(0, 255)
+    b = apply_table(a, names, table[:, TABLE_COLS:2 * TABLE_COLS], strategy)
+    b = b.round().clamp_(0, 255) if quantize else b.clamp(0, 255)
     return a, b
 
 
@@ -97,16 +117,25 @@ def apr_single(
     return apr_single_core(x, params, names, dims)
 
 
-def apr_single_core(x: torch.Tensor, params: dict[str, torch.Tensor], names: tuple[str, ...], dims: Dims = "chw"
-                    ) -> torch.Tensor:
-    """The unchecked core of :func:`apr_single` (``names`` as returned by ``resolve_ops``)."""
-    b = x.shape[0]
+def apr_single_core(x: torch.Tensor, params: dict[str, torch.Tensor], names: tuple[str, ...], dims: Dims = "chw",
+                    strategy: str = "auto") -> torch.Tensor:
+    """The unchecked core of :func:`apr_single` (``names`` as returned by ``resolve_ops``).
+
+    ``strategy`` as in :func:`aprkit.augment.ops.use_dense`: ``"auto"`` groups images by op on eager CPU
+    calls and runs the fixed-shape dense path elsewhere (no host sync; one host->device copy of the
+    packed parameters when they were drawn on the host, none when drawn on ``x``'s device). The dense
+    path compiles with ``torch.compile(fullgraph=True)``; both give the same numbers.
+    """
+    h, w = x.shape[-2:]
+    cdt = compute_dtype(x)
+    table = param_table(names, params, h, w, cdt, x.device)
+    quantize = x.dtype == torch.uint8
     scale = 255.0 / value_range(x.dtype)
-    x255 = x.to(compute_dtype(x)) * scale
-    a, b_view = _views(x255, names, params, quantize=x.dtype == torch.uint8)
-    rec = recombine_views(a, b_view, params["phase_from_first"].to(x.device), dims)
-    out = torch.where(params["recombine"].to(x.device).view(b, 1, 1, 1), rec, a)
-    return finish(out / scale, x.dtype, clamp=True)
+    x255 = x.to(cdt) if quantize else x.to(cdt) * scale
+    a, b_view = _views(x255, names, table, quantize, use_dense(x, strategy))
+    rec = recombine_views(a, b_view, table[:, _PHASE] > 0.5, dims)
+    out = torch.where(table[:, _RECOMBINE].view(-1, 1, 1, 1) > 0.5, rec, a)
+    return finish(out if quantize else out / scale, x.dtype, clamp=True)
 
 
 class APRSingleBatch(nn.Module):
