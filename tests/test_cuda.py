@@ -301,10 +301,12 @@ def test_train_step_on_device_amp_channels_last() -> None:
     model = TinyNet().to(DEVICE).to(memory_format=torch.channels_last).train()
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    # fp16's default initial scale 65536 overflows this tiny net's gradients: every step would be skipped
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**8, enabled=cuda)
     x8 = natural_images(8, 32, seed=13).to(DEVICE)
     y = torch.arange(8, device=DEVICE) % 10
-    for _ in range(2):
+    skipped = 0
+    for _ in range(3):
         x = aug(x8)
         assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
         with torch.autocast(DEVICE.type, enabled=cuda):
@@ -312,8 +314,11 @@ def test_train_step_on_device_amp_channels_last() -> None:
         assert torch.isfinite(loss) and logits.shape == (8, 10)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        scale = scaler.get_scale() if cuda else 1.0
         scaler.step(opt)
         scaler.update()
+        skipped += int(cuda and scaler.get_scale() < scale)  # the scale drops exactly when a step was skipped
+    assert skipped <= 1, f"{skipped} of 3 optimiser steps skipped for inf/NaN fp16 gradients"
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 

@@ -93,9 +93,10 @@ _KINDS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y", "posteri
 
 def _build_constants(names: tuple[str, ...], h: int, w: int, device: torch.device) -> dict[str, torch.Tensor]:
     f64 = dict(dtype=torch.float64, device=device)
-    kind = [("blend" if n in _BLEND else n) if n in _GEOMETRIC + ("posterize", "solarize") + _BLEND else "none"
-            for n in names]
-    coef = [[float(kind[k] == c) for c in _KINDS] + [float(names[k] in _GEOMETRIC)] for k in range(len(names))]
+    # per op name: which of the values it uses (geometric ops and ops without a level also take the colour
+    # argument 1, so that no colour candidate computed densely for them divides by 0), then the geometric flag
+    arg_kind = {"posterize": "posterize", "solarize": "solarize"} | {n: "blend" for n in _BLEND}
+    coef = [[float(c == n or c == arg_kind.get(n, "none")) for c in _KINDS] + [float(n in _GEOMETRIC)] for n in names]
     # normalised inverse map from the features (cos, sin, shear_x, shear_y, translate_x, translate_y): rotation about
     # the centre, shears about the top-left corner, translations in pixels (derivation in op_table's docstring)
     r, ir = h / w, w / h

@@ -81,7 +81,7 @@ def param_table(names: tuple[str, ...], params: dict[str, torch.Tensor], h: int,
     table = torch.cat([ops[:b], ops[b:], flags], 1)
     table = table.to(dtype)
     if table.device != device:
-        if table.device.type == "cpu" and device.type == "cuda":
+        if table.device.type == "cpu" and device.type == "cuda" and not torch.compiler.is_compiling():
             table = table.pin_memory()
         table = table.to(device, non_blocking=True)
     return table

@@ -84,14 +84,33 @@ class DeviceAugment:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
 
     def pair(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """APR-P of the batch (``apr_p``), or the ``2B`` APR-SP batch ``cat([x, APR-P(x)])`` (``apr_sp``)."""
+        """APR-P of the batch (``apr_p``), or the ``2B`` APR-SP batch ``cat([x, APR-P(x)])`` (``apr_sp``).
+
+        ``x`` is this object's own output (finite by construction), so APR-P runs its unchecked core on the
+        generator's draws: no validation pass and no host sync (the class wrappers read the DC terms back)."""
+        op = self.aprsp.pair if self.aprsp is not None else self.pair_op
+        if op is None:
+            return x, y
+        mixed = self._apr_pair(x, op)
         if self.aprsp is not None:
-            xa, ya = self.aprsp(x, y)
-            return self._layout(xa), ya
-        if self.pair_op is not None:
-            xp, yp = self.pair_op(x, y)
-            return self._layout(xp), yp
-        return x, y
+            return self._layout(torch.cat([x, mixed])), torch.cat([y, y])
+        return self._layout(mixed), y
+
+    @staticmethod
+    def _apr_pair(x: torch.Tensor, op: Any) -> torch.Tensor:
+        from .._checks import check_dims
+        from ..augment.functional import apr_pair_core
+
+        params = op.generate_parameters(x.shape)
+        mask = params["mask"]
+        if not op.per_sample and mask.device.type == "cpu":  # one draw for the batch, read on the host for free
+            if not bool(mask[0]):
+                return x
+            mask = None
+        else:
+            mask = mask.to(x.device, non_blocking=True)
+        perm = params["perm"].to(x.device, non_blocking=True)
+        return apr_pair_core(x, perm, mask, check_dims(op.dims), op.clamp, check_finite=False)
 
 
 def jsd_loss(logits_clean: torch.Tensor, logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
