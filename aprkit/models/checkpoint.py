@@ -22,14 +22,14 @@ import torch
 from torch import nn
 
 from .._io import atomic_torch_save
-from .foreign import FOREIGN_LIBRARIES
-from .normalize import Normalize, find_classifier, unwrap_model
+from .foreign import FOREIGN_LIBRARIES, check_foreign_spec, create_foreign
+from .normalize import unwrap_model
 from .registry import create_model, is_model, list_models
+from .state_dict import extract_state_dict, load_state_dict_into, num_classes_of
 
 __all__ = ["save_checkpoint", "load_model", "read_checkpoint", "extract_state_dict", "load_state_dict_into"]
 
 _FOREIGN_PREFIXES = tuple(f"{lib}:" for lib in FOREIGN_LIBRARIES)
-_PREFIXES = ("module.", "_orig_mod.")
 _LEGACY_ARCH = re.compile(r"resnet(20|32|44|56|110)(?!\d)", re.IGNORECASE)
 
 
@@ -98,85 +98,9 @@ def read_checkpoint(path: str | os.PathLike, *, weights_only: bool = True) -> An
         ) from None
 
 
-def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
-    """The tensor state_dict inside a loaded checkpoint, with ``module.``/``_orig_mod.`` prefixes removed."""
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model_state_dict", "model", "state_dict_ema"):
-            inner = obj.get(key)
-            if isinstance(inner, (Mapping, nn.Module)):
-                return extract_state_dict(inner)
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(
-            "checkpoint holds no state_dict: expected a mapping of parameter names to tensors, or a dict with "
-            "one under 'state_dict' / 'model' / 'model_state_dict'"
-        )
-    out: dict[str, torch.Tensor] = {}
-    for k, v in obj.items():
-        changed = True
-        while changed:
-            changed = False
-            for p in _PREFIXES:
-                if k.startswith(p):
-                    k, changed = k[len(p):], True
-        out[k] = v
-    return out
-
-
-def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, drop_head: bool = False) -> None:
-    """Load strictly into ``model`` (or into ``model.inner`` for a ``Normalize`` wrapper and plain keys).
-
-    With ``drop_head`` the classifier weights are skipped when their shape differs (fine-tuning with a
-    new number of classes); every other missing or unexpected key raises ``ValueError``.
-    """
-    target = model
-    if isinstance(model, Normalize) and not any(k.startswith("model.") for k in state_dict):
-        target = model.inner
-    sd = dict(state_dict)
-    own = target.state_dict()
-    skipped: list[str] = []
-    head = find_classifier(target)
-    head_names = {f"{n}.{p}" for n, m in target.named_modules() if m is head for p in ("weight", "bias")}
-    head_diff = sorted((k for k in head_names & set(sd) if k in own and own[k].shape != sd[k].shape), reverse=True)
-    if head_diff and not drop_head and all(own[k].shape == sd[k].shape for k in set(sd) & set(own) - head_names):
-        k = head_diff[0]
-        raise ValueError(
-            f"the checkpoint's classifier {k} has {sd[k].shape[0]} classes but the model was built with "
-            f"{own[k].shape[0]}: leave num_classes unset to keep the trained head, or pass drop_head=True "
-            "(aprkit eval --drop-head, train: model.drop_head=true) to replace it with a randomly initialised one"
-        )
-    if drop_head:
-        for k in head_diff:
-            skipped.append(k)
-            del sd[k]
-    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in sd if k in own and own[k].shape != sd[k].shape]
-    # pre-1.0 PyTorch files lack BN's num_batches_tracked; BatchNorm fills it in itself
-    missing = [k for k in own if k not in sd and k not in skipped and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in sd if k not in own]
-    if mismatched or missing or unexpected:
-        parts = []
-        for label, keys in (("shape mismatch", mismatched), ("missing", missing), ("unexpected", unexpected)):
-            if keys:
-                parts.append(f"{label} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}")
-        raise ValueError(f"checkpoint does not match {type(target).__name__}: " + "; ".join(parts))
-    target.load_state_dict(sd, strict=False)
-
-
-def _num_classes_of(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> int | None:
-    head = find_classifier(model)
-    for name, m in model.named_modules():
-        if m is head and f"{name}.weight" in state_dict:
-            return int(state_dict[f"{name}.weight"].shape[0])
-    return None
-
-
 def _build_arch(arch: str, num_classes: int | None, kwargs: dict, checkpoint_num_classes: int | None) -> nn.Module:
     n = num_classes if num_classes is not None else checkpoint_num_classes
     if arch.startswith(_FOREIGN_PREFIXES):
-        from .foreign import create_foreign
-
         return create_foreign(arch, num_classes=n, **kwargs)
     return create_model(arch, num_classes=n if n is not None else 10, **kwargs)
 
@@ -199,7 +123,7 @@ def _load_aprkit_arch(arch: str, num_classes: int | None, path: str | os.PathLik
         return _from_aprkit(obj, num_classes, kwargs, expected_arch=arch, drop_head=drop_head)
     sd = extract_state_dict(obj)
     model = create_model(arch, num_classes=10, **kwargs)
-    n = num_classes if num_classes is not None else _num_classes_of(sd, model)
+    n = num_classes if num_classes is not None else num_classes_of(sd, model)
     if n is not None and n != 10:
         model = create_model(arch, num_classes=n, **kwargs)
     load_state_dict_into(model, sd, drop_head=drop_head)
@@ -269,8 +193,6 @@ def load_model(
     elif isinstance(spec, (str, os.PathLike)):
         text = os.fspath(spec)
         if text.startswith(_FOREIGN_PREFIXES):
-            from .foreign import check_foreign_spec, create_foreign
-
             if checkpoint is not None and not text.startswith("robustbench:"):
                 obj = read_checkpoint(checkpoint, weights_only=weights_only)
                 if isinstance(obj, Mapping) and obj.get("format") == "aprkit":

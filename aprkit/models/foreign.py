@@ -23,6 +23,7 @@ from torch import nn
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, NO_MEAN, NO_STD
 from .normalize import Normalize
+from .state_dict import load_state_dict_into, num_classes_of
 
 __all__ = ["create_foreign", "check_foreign_spec", "fold_bn_compat", "import_robustbench"]
 
@@ -83,16 +84,12 @@ def create_foreign(
 
 
 def _classes_in(sd: Mapping[str, torch.Tensor] | None, model: nn.Module) -> int | None:
-    from .checkpoint import _num_classes_of
-
-    return None if sd is None else _num_classes_of(sd, model)
+    return None if sd is None else num_classes_of(sd, model)
 
 
 def _timm(name: str, num_classes: int | None, sd: Mapping[str, torch.Tensor] | None, kwargs: dict,
           drop_head: bool) -> Normalize:
     import timm
-
-    from .checkpoint import load_state_dict_into
 
     build = lambda n: timm.create_model(name, pretrained=False, **({"num_classes": n} if n else {}), **kwargs)  # noqa: E731
     net = build(num_classes)
@@ -111,8 +108,6 @@ def _timm(name: str, num_classes: int | None, sd: Mapping[str, torch.Tensor] | N
 def _torchvision(name: str, num_classes: int | None, sd: Mapping[str, torch.Tensor] | None, kwargs: dict,
                  drop_head: bool) -> Normalize:
     import torchvision
-
-    from .checkpoint import load_state_dict_into
 
     build = lambda n: torchvision.models.get_model(name, weights=None, **({"num_classes": n} if n else {}), **kwargs)  # noqa: E731
     net = build(num_classes)

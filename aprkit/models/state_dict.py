@@ -1,0 +1,91 @@
+"""State_dicts: the tensors inside a loaded checkpoint, strict loading with a clear mismatch report, and the
+number of classes a state_dict's classifier holds (shared by native and foreign model loading)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .normalize import Normalize, find_classifier
+
+__all__ = ["extract_state_dict", "load_state_dict_into", "num_classes_of"]
+
+#: wrapper prefixes stripped from state_dict keys (DDP/DataParallel, torch.compile)
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
+    """The tensor state_dict inside a loaded checkpoint, with ``module.``/``_orig_mod.`` prefixes removed."""
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict", "model", "state_dict_ema"):
+            inner = obj.get(key)
+            if isinstance(inner, (Mapping, nn.Module)):
+                return extract_state_dict(inner)
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(
+            "checkpoint holds no state_dict: expected a mapping of parameter names to tensors, or a dict with "
+            "one under 'state_dict' / 'model' / 'model_state_dict'"
+        )
+    out: dict[str, torch.Tensor] = {}
+    for k, v in obj.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in _PREFIXES:
+                if k.startswith(p):
+                    k, changed = k[len(p):], True
+        out[k] = v
+    return out
+
+
+def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, drop_head: bool = False) -> None:
+    """Load strictly into ``model`` (or into ``model.inner`` for a ``Normalize`` wrapper and plain keys).
+
+    With ``drop_head`` the classifier weights are skipped when their shape differs (fine-tuning with a
+    new number of classes); every other missing or unexpected key raises ``ValueError``.
+    """
+    target = model
+    if isinstance(model, Normalize) and not any(k.startswith("model.") for k in state_dict):
+        target = model.inner
+    sd = dict(state_dict)
+    own = target.state_dict()
+    skipped: list[str] = []
+    head = find_classifier(target)
+    head_names = {f"{n}.{p}" for n, m in target.named_modules() if m is head for p in ("weight", "bias")}
+    head_diff = sorted((k for k in head_names & set(sd) if k in own and own[k].shape != sd[k].shape), reverse=True)
+    if head_diff and not drop_head and all(own[k].shape == sd[k].shape for k in set(sd) & set(own) - head_names):
+        k = head_diff[0]
+        raise ValueError(
+            f"the checkpoint's classifier {k} has {sd[k].shape[0]} classes but the model was built with "
+            f"{own[k].shape[0]}: leave num_classes unset to keep the trained head, or pass drop_head=True "
+            "(aprkit eval --drop-head, train: model.drop_head=true) to replace it with a randomly initialised one"
+        )
+    if drop_head:
+        for k in head_diff:
+            skipped.append(k)
+            del sd[k]
+    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in sd if k in own and own[k].shape != sd[k].shape]
+    # pre-1.0 PyTorch files lack BN's num_batches_tracked; BatchNorm fills it in itself
+    missing = [k for k in own if k not in sd and k not in skipped and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in own]
+    if mismatched or missing or unexpected:
+        parts = []
+        for label, keys in (("shape mismatch", mismatched), ("missing", missing), ("unexpected", unexpected)):
+            if keys:
+                parts.append(f"{label} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}")
+        raise ValueError(f"checkpoint does not match {type(target).__name__}: " + "; ".join(parts))
+    target.load_state_dict(sd, strict=False)
+
+
+def num_classes_of(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> int | None:
+    """Rows of ``model``'s classifier weight in ``state_dict`` (None when the state_dict has no such entry)."""
+    head = find_classifier(model)
+    for name, m in model.named_modules():
+        if m is head and f"{name}.weight" in state_dict:
+            return int(state_dict[f"{name}.weight"].shape[0])
+    return None
