@@ -70,18 +70,19 @@ def swap_with_partner(
     if rows is not None:  # a fresh gathered copy: free to overwrite
         z, m2_own, inplace = z.index_select(0, rows), m2.index_select(0, rows), True
         vr = torch.view_as_real(z)
-    re, im = vr[..., 0], vr[..., 1]
-    ratio = m2.index_select(0, perm).div_(m2_own).sqrt_()
+    m2_partner = m2.index_select(0, perm)
     if eager_cpu(z) and bool(m2_own.amin() > _TINY * _TINY):  # common case on the CPU: no zero bins
+        ratio = m2_partner.div_(m2_own).sqrt_()
         if inplace:
-            re.mul_(ratio)
-            im.mul_(ratio)
+            vr[..., 0].mul_(ratio)
+            vr[..., 1].mul_(ratio)
             return z
         return torch.view_as_complex(vr * ratio.unsqueeze(-1))
-    zero = m2_own <= _TINY * _TINY
-    re_out = torch.where(zero, m2.index_select(0, perm).sqrt(), re * ratio)
-    im_out = torch.where(zero, 0.0, im * ratio)
-    return torch.complex(re_out, im_out)
+    zero = m2_own <= _TINY * _TINY  # such a bin becomes (1, 0) * |z[perm]|: phase 0, the partner's amplitude
+    ratio = m2_partner.div_(torch.where(zero, 1.0, m2_own)).sqrt_()
+    out = torch.where(zero.unsqueeze(-1), 0.0, vr)
+    out[..., 0].add_(zero)
+    return torch.view_as_complex(out.mul_(ratio.unsqueeze(-1)))
 
 
 def _check_perm(perm: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
