@@ -149,8 +149,10 @@ def test_dense_core_compiles_into_one_graph():
     x = natural_images(4, 8, seed=8)
     sb = APRSingleBatch(p=0.6, ops=ALL_OPS, seed=2)
     params = sb.generate_parameters(x.shape)
-    compiled = torch.compile(apr_single_core, fullgraph=True, backend="eager")  # dense under compile: no graph break
-    torch.testing.assert_close(compiled(x, params, sb.ops), apr_single_core(x, params, sb.ops), atol=0, rtol=0)
+    compiled = APRSingleBatch(p=0.6, ops=ALL_OPS, seed=2, compile_core={"backend": "eager"})  # fullgraph=True
+    torch.testing.assert_close(compiled(x), apr_single_core(x, params, sb.ops), atol=0, rtol=0)
+    with pytest.raises(TypeError, match="compile_core must be"):
+        APRSingleBatch(compile_core="yes")
     torch._dynamo.reset()
 
 

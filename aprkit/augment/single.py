@@ -142,11 +142,15 @@ class APRSingleBatch(nn.Module):
     """APR-S on a whole batch ``(B, C, H, W)`` on its device: ``images = aprs_batch(images)``.
 
     Each image gets its own ops and draws. Kornia-style: :meth:`generate_parameters` samples,
-    :meth:`apply` replays them deterministically; ``forward`` does both.
+    :meth:`apply` replays them deterministically; ``forward`` does both. ``compile_core=True`` (or a dict
+    of ``torch.compile`` options, e.g. ``{"mode": "reduce-overhead"}``) makes ``forward`` run
+    :func:`apr_single_core` compiled as one graph (the sampling stays eager); on a device, draw from a
+    generator there so the whole core is device work.
     """
 
     def __init__(self, p: float = 0.5, severity: float = 3, ops: Optional[Sequence[str]] = None, dims: Dims = "chw",
-                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None) -> None:
+                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
+                 compile_core: bool | dict[str, Any] = False) -> None:
         super().__init__()
         self.p = check_probability(p)
         self.severity = _check_severity(severity)
@@ -154,6 +158,10 @@ class APRSingleBatch(nn.Module):
         check_dims(dims)
         self.dims = dims
         self.generator = make_generator(generator, seed)
+        if not isinstance(compile_core, (bool, dict)):
+            raise TypeError(f"compile_core must be a bool or a dict of torch.compile options, got {type(compile_core).__name__}")
+        self.compile_core = compile_core
+        self._core: Any = None
 
     def generate_parameters(self, batch_shape: torch.Size | Sequence[int], device: torch.device | str | None = None
                             ) -> dict[str, torch.Tensor]:
@@ -170,8 +178,16 @@ class APRSingleBatch(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True)  # the one validation pass
-        params = self.generate_parameters(x.shape)  # host params: the core moves them, no device sync
-        return apr_single_core(x, params, self.ops, self.dims)
+        params = self.generate_parameters(x.shape)  # on the generator's device; the core moves one packed table
+        return self._run_core()(x, params, self.ops, self.dims)
+
+    def _run_core(self) -> Any:
+        if not self.compile_core:
+            return apr_single_core
+        if self._core is None:
+            options = {} if self.compile_core is True else dict(self.compile_core)
+            self._core = torch.compile(apr_single_core, fullgraph=True, **options)
+        return self._core
 
     def extra_repr(self) -> str:
         return f"p={self.p}, severity={self.severity}, ops={len(self.ops)}, dims={self.dims!r}"

@@ -42,10 +42,12 @@ class DeviceAugment:
 
     All randomness comes from ``generator`` (on ``device``); the loop reseeds it every step from
     ``(seed, rank, step)``. ``pair(x, y)`` applies APR-P (``aprkit.augment.APRPair``, or ``APRSP`` for the
-    ``2B`` batch of ``apr_sp``).
+    ``2B`` batch of ``apr_sp``). APR-S runs the sync-free dense core (parameters drawn and tabulated on the
+    device); ``compile_single`` (``True`` or ``torch.compile`` options) compiles that core as one graph.
     """
 
-    def __init__(self, cfg: Config, device: torch.device, generator: torch.Generator, *, channels_last: bool = False):
+    def __init__(self, cfg: Config, device: torch.device, generator: torch.Generator, *, channels_last: bool = False,
+                 compile_single: bool | dict[str, Any] = False):
         self.cfg, self.device, self.generator, self.channels_last = cfg, device, generator, channels_last
         method, gpu = cfg.aug.method, cfg.data.input_path == "gpu"
         self.geometry = gpu and method != "augmix_jsd"  # crop/flip here (else done per image on the CPU)
@@ -54,7 +56,8 @@ class DeviceAugment:
             from ..augment import APRSingleBatch
 
             self.single = _with_generator(
-                APRSingleBatch, generator, p=cfg.aug.single_p, severity=cfg.aug.severity, dims=cfg.aug.dims
+                APRSingleBatch, generator, p=cfg.aug.single_p, severity=cfg.aug.severity, dims=cfg.aug.dims,
+                compile_core=compile_single,
             )
         self.pair_op = self.aprsp = None
         if method == "apr_p":
