@@ -73,11 +73,11 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         if not (args.model and args.data):
             ap.error("give --smoke, or --model and --data")
-        from aprkit.eval.transplant import _read_folder
+        from aprkit.eval.transplant_cli import read_folder
         from aprkit.models import load_model
 
         model = load_model(args.model, checkpoint=args.checkpoint)
-        images, labels, classes = _read_folder(args.data, args.per_class)
+        images, labels, classes = read_folder(args.data, args.per_class)
         with torch.no_grad():
             n_out = model(images[:1].float() / 255).shape[1]
         data = (images, labels) if n_out == len(classes) else images

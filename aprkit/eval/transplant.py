@@ -29,6 +29,7 @@ from ..hidden.layout import from_grid, to_grid
 from ..hidden.capture import FrontSkip, capture, front_blocks, predict
 from ..hidden.sites import Site, last_activation_site, list_blocks, resolve_module
 from ..hidden.attach import token_layout
+from .transplant_tables import plot_sweep, sweep_table
 
 __all__ = ["transplant_test", "layer_sweep", "sample_pairs", "load_data"]
 
@@ -307,8 +308,6 @@ def layer_sweep(
     ``cache`` (``get(key)``/``put(key, value)``) stores each finished site so a rerun resumes.
     Other keyword arguments are those of :func:`transplant_test`.
     """
-    from .suites.transplant import plot_sweep, sweep_table
-
     from tqdm.auto import tqdm
 
     blocks = list_blocks(model) if layers == "all" else ([layers] if isinstance(layers, str) else list(layers))
@@ -353,15 +352,6 @@ def layer_sweep(
         model.train(was_training)
     figure = plot_sweep(rows, plot) if plot is not None else None
     return {**info, "rows": rows, "table": sweep_table(rows), "figure": None if figure is None else str(figure)}
-
-
-def __getattr__(name: str) -> Any:
-    """The command-line helpers live in :mod:`aprkit.eval.transplant_cli` (imported on first use)."""
-    if name in ("main", "_read_folder", "read_folder"):
-        from . import transplant_cli
-
-        return getattr(transplant_cli, "read_folder" if name == "_read_folder" else name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

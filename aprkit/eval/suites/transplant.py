@@ -1,4 +1,5 @@
-"""The ``transplant`` suite: the internal phase/sign transplant layer sweep, its tables and plots.
+"""The ``transplant`` suite: the internal phase/sign transplant layer sweep (tables and plots from
+:mod:`aprkit.eval.transplant_tables`).
 
 Options (``ctx.options["transplant"]`` or top-level ``ctx.options`` keys with a ``transplant_`` prefix):
 ``layers`` ("all" or names), ``codes``, ``sites``, ``every``, ``n_pairs``, ``n_control``,
@@ -7,100 +8,19 @@ Options (``ctx.options["transplant"]`` or top-level ``ctx.options`` keys with a 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 
 from ..cache import cached
+from ..transplant_tables import plot_sweep, summary_table, sweep_table
 from .base import EvalContext, ReportSection, Suite, register_suite
 
-__all__ = ["TransplantSuite", "sweep_table", "summary_table", "plot_sweep"]
+__all__ = ["TransplantSuite"]
 
 _VERSION = 1
 _OPTION_KEYS = ("layers", "codes", "sites", "every", "n_pairs", "n_control", "max_images", "dims")
-
-
-def _pct(v: Any) -> str:
-    return "–" if v is None else f"{100 * v:.1f}"
-
-
-def sweep_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown table of a sweep, one line per (layer, site, code); rates in %."""
-    acc = any("deletion_accuracy" in r for r in rows)
-    head = ["depth", "layer @ site", "code", "follow donor", "follow magnitude", "neither",
-            "deletion " + ("acc" if acc else "agree"), "DC-only " + ("acc" if acc else "agree"),
-            "identity", "mag. variation", "flags"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        idx = f"[{r['call_index']}]" if r["layer"].endswith(":relu") or r.get("call_index") else ""
-        flags = "; ".join(f.split(":")[0] for f in r.get("flags", [])) or ""
-        lines.append("| " + " | ".join([
-            str(r["depth"]), f"`{r['layer']}{idx}` @ {r['site']}", r["code"], _pct(r["follow_donor"]),
-            _pct(r["follow_magnitude"]), _pct(r["neither"]),
-            _pct(r.get("deletion_accuracy", r["deletion_agreement"])),
-            _pct(r.get("dc_only_accuracy", r["dc_only_agreement"])), _pct(r["identity_agreement"]),
-            f"{r['magnitude_variation']:.3f}", flags,
-        ]) + " |")
-    return "\n".join(lines)
-
-
-def summary_table(results: Mapping[str, Mapping[str, Any]]) -> str:
-    """Models side by side: follow-donor / follow-magnitude at the last block and the mean over blocks."""
-    lines = ["| model | site | code | last block: donor / magnitude | mean over blocks: donor / magnitude | clean acc |",
-             "|---|---|---|---|---|---|"]
-    for model_id, res in results.items():
-        rows = res.get("rows", [])
-        for site in dict.fromkeys(r["site"] for r in rows):
-            for code in dict.fromkeys(r["code"] for r in rows):
-                sel = [r for r in rows if r["site"] == site and r["code"] == code]
-                if not sel:
-                    continue
-                last = max(sel, key=lambda r: r["depth"])
-                md = sum(r["follow_donor"] for r in sel) / len(sel)
-                mm = sum(r["follow_magnitude"] for r in sel) / len(sel)
-                lines.append(f"| {model_id} | {site} | {code} | {_pct(last['follow_donor'])} / {_pct(last['follow_magnitude'])} "
-                             f"| {_pct(md)} / {_pct(mm)} | {_pct(res.get('clean_accuracy'))} |")
-    return "\n".join(lines)
-
-
-def plot_sweep(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
-    """Plot follow-donor / follow-magnitude and magnitude-deletion accuracy against depth, one panel per site."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    sites = list(dict.fromkeys(r["site"] for r in rows))
-    codes = list(dict.fromkeys(r["code"] for r in rows))
-    fig = Figure(figsize=(5.5 * max(1, len(sites)), 3.8))
-    colors = {"phase": "tab:blue", "sign": "tab:red"}
-    for k, site in enumerate(sites):
-        ax = fig.add_subplot(1, len(sites), k + 1)
-        for code in codes:
-            sel = sorted((r for r in rows if r["site"] == site and r["code"] == code), key=lambda r: r["depth"])
-            if not sel:
-                continue
-            d = [r["depth"] for r in sel]
-            c = colors.get(code)
-            ax.plot(d, [r["follow_donor"] for r in sel], "-o", color=c, ms=3, label=f"{code}: follows {code} donor")
-            ax.plot(d, [r["follow_magnitude"] for r in sel], "--s", color=c, ms=3, label=f"{code}: follows magnitude")
-            ax.plot(d, [r.get("deletion_accuracy", r["deletion_agreement"]) for r in sel], ":", color=c,
-                    label=f"{code}: magnitude deleted")
-        ax.set_xlabel("block depth")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{title} site={site}".strip())
-        ax.grid(alpha=0.3)
-        if k == 0:
-            ax.set_ylabel("rate")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
-    return path
 
 
 def _options(ctx: EvalContext) -> dict[str, Any]:
