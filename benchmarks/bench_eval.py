@@ -4,8 +4,9 @@ Both evaluate the same model, in the same run, on the same generated dataset in 
 CIFAR-10-C layout (``<corruption>.npy`` uint8 ``(5N, 32, 32, 3)`` + ``labels.npy``, written to a
 temporary folder and deleted afterwards):
 
-- baseline (how robustbench's CIFAR-10-C loader and ``clean_accuracy`` work): ``np.load`` the whole
-  ``.npy`` per corruption, convert each severity to a float tensor on the CPU, then feed batches;
+- baseline (how robustbench's ``benchmark`` works: ``clean_accuracy`` on the clean set, then its CIFAR-10-C
+  loader): the clean set and each severity converted to a float tensor on the CPU (``np.load`` of the whole
+  ``.npy`` per corruption), then fed in batches;
 - aprkit: ``evaluate(model, suite="corruption", corrupted="cifar10-c:TMP")`` — memory-mapped uint8
   batches streamed to the device, converted there (AMP on CUDA; channels_last for convolutional
   models on every device, which oneDNN on the CPU runs faster too), plus the clean set and every
@@ -15,14 +16,21 @@ The baseline's ``torch.tensor(np.transpose(nhwc))`` keeps NHWC strides, i.e. it 
 inputs by accident; a harness that feeds contiguous NCHW batches spends 15-25 % more time in the
 forward pass of ResNet-20 on this CPU (what left aprkit at 0.77x before it switched to channels_last).
 
-The two methods take turns per corruption (``--interleave corruption``, the default; aprkit then
-re-evaluates the clean set once per corruption, and those images count in its total), so a shared
-machine whose speed drifts over seconds favours neither; ``--interleave run`` alternates whole runs.
+Both do the same work: the clean set once plus every corruption x severity cell. The two methods take
+turns per corruption (``--interleave corruption``, the default), so a shared machine whose speed drifts
+over seconds favours neither; the pieces of one repeat then share one result cache (``cache_dir``), as a
+resumed run would, so aprkit evaluates the clean set once per repeat like the baseline (both process
+``n x (1 + 5 x corruptions)`` images, printed). That cache folder lives in ``/dev/shm`` where there is
+one: a cache file's fsync (~3 ms per cell on a disk) is a cost of ``out_dir``, not of the evaluation.
+``--interleave run`` alternates whole runs (in-memory cache).
 
-Prints images/s of both (fastest of ``--repeats`` full evaluations), the ratio and the ratio of every
-repeat, the forward time per image of each, the share of wall time spent inside the model's forward
-pass, and checks that both give the same accuracy per cell. Goals: >= 1.0x and >= 90 % in forward
-on CPU; >= 1.5x on a GPU.
+A third line, the forward-only limit, runs aprkit's model configuration (AMP on CUDA, channels_last) on a
+uint8 batch already on the device: the most this loop can reach.
+
+Prints images/s of all three (fastest of ``--repeats`` full evaluations), the ratio and the ratio of every
+repeat, the forward time per image of each, the share of wall time spent outside the model's forward
+pass (in ms per cell for aprkit), and checks that both give the same accuracy per cell. Goals: >= 1.0x
+and <= 3 % of aprkit's wall time outside the forward pass on CPU; >= 1.5x on a GPU.
 
     python benchmarks/bench_eval.py                  # CPU, 200 images per severity
     python benchmarks/bench_eval.py --device cuda --n-per-severity 2000
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 import tempfile
 import time
@@ -67,34 +76,69 @@ class TimedForward(nn.Module):
 
 
 def make_cifar_c(root: Path, n: int, corruptions: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Write a CIFAR-10-C-layout dataset with ``n`` images per severity; returns the clean images and labels."""
+    """Write a CIFAR-10-C-layout dataset with ``n`` images per severity; returns the clean images and labels.
+
+    One noisy stack of 5 severities is drawn; each corruption's file is that stack XOR a per-corruption byte
+    (distinct content per file, cheap enough for the 10,000 images per severity of the published set)."""
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, size=n).astype(np.int64)
-    for c in corruptions:
-        stack = [np.clip(base.astype(np.int16) + rng.integers(-8 * s, 8 * s + 1, size=base.shape), 0, 255).astype(np.uint8) for s in range(1, 6)]
-        np.save(root / f"{c}.npy", np.concatenate(stack))
+    stack = np.concatenate([np.clip(base.astype(np.int16) + rng.integers(-8 * s, 8 * s + 1, size=base.shape, dtype=np.int16),
+                                    0, 255).astype(np.uint8) for s in range(1, 6)])
+    for k, c in enumerate(corruptions):
+        np.save(root / f"{c}.npy", stack ^ np.uint8(k) if k else stack)
     np.save(root / "labels.npy", np.tile(labels, 5))
     return base, labels
 
 
-def baseline(model: nn.Module, root: Path, corruptions: list[str], batch_size: int, device: torch.device) -> dict:
-    """robustbench-style: whole .npy per corruption, float conversion on the CPU, then batches."""
+def _accuracy_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device) -> float:
+    """robustbench's ``clean_accuracy``: float batches from the host, argmax compared on the host."""
+    correct = 0
+    for i in range(0, x.shape[0], batch_size):
+        out = model(x[i : i + batch_size].to(device))
+        correct += int((out.argmax(1).cpu() == y[i : i + batch_size]).sum())
+    return correct / x.shape[0]
+
+
+def baseline(model: nn.Module, root: Path, corruptions: list[str], batch_size: int, device: torch.device,
+             clean: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """robustbench-style: the clean set (when given, NHWC uint8 + labels), then the whole .npy per corruption,
+    float conversion on the CPU, then batches. Keys ``(corruption, severity)``, ``("clean", 0)`` for clean."""
     accs = {}
     with torch.no_grad():
+        if clean is not None:
+            x = torch.tensor(np.transpose(clean[0], (0, 3, 1, 2))).float() / 255.0
+            accs[("clean", 0)] = _accuracy_loop(model, x, torch.tensor(clean[1]), batch_size, device)
         for c in corruptions:
             x_all = np.load(root / f"{c}.npy")
             y_all = np.load(root / "labels.npy")
             n = x_all.shape[0] // 5
             for s in range(1, 6):
                 x = torch.tensor(np.transpose(x_all[(s - 1) * n : s * n], (0, 3, 1, 2))).float() / 255.0
-                y = torch.tensor(y_all[(s - 1) * n : s * n])
-                correct = 0
-                for i in range(0, n, batch_size):
-                    out = model(x[i : i + batch_size].to(device))
-                    correct += int((out.argmax(1).cpu() == y[i : i + batch_size]).sum())
-                accs[(c, s)] = correct / n
+                accs[(c, s)] = _accuracy_loop(model, x, torch.tensor(y_all[(s - 1) * n : s * n]), batch_size, device)
     return accs
+
+
+def forward_limit(model: nn.Module, device: torch.device, batch_size: int, *, amp: bool, channels_last: bool,
+                  batches: int = 30, repeats: int = 3) -> float:
+    """img/s of ``model`` on one uint8 batch already on ``device`` (converted there, as aprkit does, then the
+    forward pass under its AMP/layout settings; outputs kept on the device): the limit of the streaming loop."""
+    from aprkit.eval.inference import to_model_input
+
+    x8 = torch.randint(0, 256, (batch_size, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    best = float("inf")
+    with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+        model(to_model_input(x8, device, channels_last))  # warm-up
+        for _ in range(repeats):
+            sync()
+            t = time.perf_counter()
+            outs = [model(to_model_input(x8, device, channels_last)) for _ in range(batches)]
+            sync()
+            best = min(best, time.perf_counter() - t)
+            del outs
+    return batches * batch_size / best
 
 
 def compare(
@@ -109,11 +153,12 @@ def compare(
     deadline: float | None = None,
     time_forward: bool = True,
 ) -> dict:
-    """Time the robustbench-style loop and ``evaluate`` on the same generated -C set; returns every figure.
+    """Time the robustbench-style loop, ``evaluate`` and the forward-only limit on the same generated -C set.
 
-    ``net`` is evaluated as given by the baseline (a deep copy) and by aprkit (which may convert it to
-    channels_last and run it under AMP on CUDA). ``deadline`` (``time.perf_counter()`` value): no new
-    repeat starts after it (at least one is always run). ``time_forward=False`` skips the synchronised
+    Both methods do the same work (the clean set once and every cell per repeat). ``net`` is evaluated as
+    given by the baseline (a deep copy) and by aprkit (which may convert it to channels_last and run it under
+    AMP on CUDA). ``deadline`` (``time.perf_counter()`` value): no new repeat starts unless it would end before
+    it, judged by the previous repeat (at least one is always run). ``time_forward=False`` skips the synchronised
     forward timing (on a GPU it would serialise aprkit's overlapped streaming); forward shares are then None.
     """
     from aprkit.eval import evaluate
@@ -126,33 +171,38 @@ def compare(
     net = net.to(device).eval()
     base_model = TimedForward(copy.deepcopy(net), time_forward)  # same weights; evaluate() may make its copy channels_last
     model = TimedForward(net, time_forward)
-    with tempfile.TemporaryDirectory(prefix="aprkit-bench-c-") as tmp:
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # the shared cache's files: in memory where possible
+    with tempfile.TemporaryDirectory(prefix="aprkit-bench-c-") as tmp, tempfile.TemporaryDirectory(dir=shm) as caches:
         root = Path(tmp)
         clean, labels = make_cifar_c(root, n_per_severity, corruptions)
         with torch.no_grad():  # warm-up (allocator, kernels)
             base_model(torch.rand(batch_size, 3, 32, 32, device=device))
         data = TensorImageDataset(torch.from_numpy(clean).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels))
 
-        def run_baseline(unit: list[str]) -> dict:
-            return baseline(base_model, root, unit, batch_size, device)
+        def run_baseline(unit: list[str], first: bool) -> dict:  # the clean set with the first piece of a repeat
+            return baseline(base_model, root, unit, batch_size, device, clean=(clean, labels) if first else None)
 
-        def run_ours(unit: list[str]) -> dict:  # no cache folder: every cell is computed
+        def run_ours(unit: list[str], cache_dir: Path | None) -> dict:  # a fresh cache per repeat: each cell computed once
             return evaluate(model, suite="corruption", data=data, corrupted=f"cifar10-c:{root}", corruptions=unit,
-                            device=device, batch_size=batch_size, progress=False, report=False, model_id="bench")
+                            device=device, batch_size=batch_size, progress=False, report=False, model_id="bench",
+                            cache_dir=cache_dir)
 
         # interleave per corruption (default): both methods take turns every few seconds, so a machine
-        # whose speed drifts (shared CPUs) favours neither; aprkit then also re-evaluates the clean set
-        # once per corruption (counted in its images). "run": each method does all cells in one go.
+        # whose speed drifts (shared CPUs) favours neither; the pieces of a repeat share one cache, so the
+        # clean set is evaluated once per repeat by both. "run": each method does all cells in one go.
         units = [[c] for c in corruptions] if interleave == "corruption" else [corruptions]
         timings: dict[str, list[tuple[float, int, float]]] = {"baseline": [], "ours": []}
         ref: dict = {}
         cells: dict = {}
+        clean_acc = None
         for r in range(repeats):
-            if r and deadline is not None and time.perf_counter() > deadline:
+            last = sum(v[-1][0] for v in timings.values() if v)  # wall time of the previous repeat, both methods
+            if r and deadline is not None and time.perf_counter() + 1.2 * last > deadline:  # the next one would not fit
                 break
+            cache_dir = Path(caches) / f"cache-{r}" if len(units) > 1 else None  # one piece: evaluate's in-memory cache
             totals = {"baseline": [0.0, 0, 0.0], "ours": [0.0, 0, 0.0]}
             for j, unit in enumerate(units):
-                order = [("baseline", run_baseline), ("ours", run_ours)]
+                order = [("baseline", lambda u: run_baseline(u, j == 0)), ("ours", lambda u: run_ours(u, cache_dir))]
                 for name, fn in order if (r + j) % 2 == 0 else order[::-1]:  # alternate who goes first
                     timed = base_model if name == "baseline" else model
                     timed.seconds, timed.images = 0.0, 0
@@ -166,24 +216,33 @@ def compare(
                         ref.update(out)
                     else:
                         cells.update(out["corruption"]["cells"])
+                        clean_acc = out["corruption"]["clean"]["accuracy"]
             for name, tot in totals.items():
                 timings[name].append(tuple(tot))
+        limit_img_s = forward_limit(net, device, batch_size, amp=device.type == "cuda",
+                                    channels_last=any(isinstance(m, nn.Conv2d) for m in net.modules()),
+                                    batches=30 if device.type == "cuda" else 2, repeats=3 if device.type == "cuda" else 5)
     best = {k: min(v, key=lambda t: t[0] / t[1]) for k, v in timings.items()}  # fastest repeat of each
     pair_ratios = [(b[0] / b[1]) / (o[0] / o[1]) for b, o in zip(timings["baseline"], timings["ours"])]
     (t_base, n_base, fwd_base), (t_ours, n_ours, fwd_ours) = best["baseline"], best["ours"]
-    diff = max(abs(cells[c][str(s)]["accuracy"] - a) for (c, s), a in ref.items())
+    ours_acc = {(c, int(s)): v["accuracy"] for c, row in cells.items() for s, v in row.items()} | {("clean", 0): clean_acc}
+    diff = max(abs(ours_acc[k] - a) for k, a in ref.items())
+    n_cells = 1 + 5 * len(corruptions)
 
     def fwd(key: str, t_wall: float, t_fwd: float) -> dict:
         if not time_forward:
-            return {"forward_share": None, "forward_ms_per_img": None}
-        return {"forward_share": t_fwd / t_wall, "forward_ms_per_img": min(t[2] / t[1] for t in timings[key]) * 1e3}
+            return {"forward_share": None, "forward_ms_per_img": None, "outside_ms_per_cell": None}
+        return {"forward_share": t_fwd / t_wall, "forward_ms_per_img": min(t[2] / t[1] for t in timings[key]) * 1e3,
+                "outside_ms_per_cell": 1e3 * (t_wall - t_fwd) / n_cells}
 
     return {
         "device": str(device), "batch_size": batch_size, "n_per_severity": n_per_severity,
         "corruptions": len(corruptions), "repeats": len(pair_ratios), "interleave": interleave,
         "baseline": {"images": n_base, "seconds": t_base, "img_s": n_base / t_base, **fwd("baseline", t_base, fwd_base)},
         "aprkit": {"images": n_ours, "seconds": t_ours, "img_s": n_ours / t_ours, **fwd("ours", t_ours, fwd_ours)},
+        "forward_only": {"img_s": limit_img_s},
         "ratio": (n_ours / t_ours) / (n_base / t_base),
+        "aprkit_of_limit": (n_ours / t_ours) / limit_img_s,
         "ratio_per_repeat": pair_ratios,
         "max_accuracy_diff": diff,
     }
@@ -216,12 +275,15 @@ def main(argv: list[str] | None = None) -> int:
                 interleave=args.interleave)
     base, ours = r["baseline"], r["aprkit"]
     print(f"device {device}, torch threads {torch.get_num_threads()}, model {args.model}, batch {args.batch_size}, "
-          f"{args.n_per_severity} images x {r['corruptions']} corruptions x 5 severities, best of {args.repeats} runs, "
+          f"clean + {args.n_per_severity} images x {r['corruptions']} corruptions x 5 severities, best of {args.repeats} runs, "
           f"interleaved per {args.interleave}")
     print(f"baseline (robustbench-style): {base['images']} images in {base['seconds']:.2f} s = {base['img_s']:,.0f} img/s; "
-          f"forward {100 * base['forward_share']:.1f} % of wall time")
+          f"outside the forward pass {100 * (1 - base['forward_share']):.1f} % of wall time")
     print(f"aprkit evaluate:              {ours['images']} images in {ours['seconds']:.2f} s = {ours['img_s']:,.0f} img/s; "
-          f"forward {100 * ours['forward_share']:.1f} % of wall time")
+          f"outside the forward pass {100 * (1 - ours['forward_share']):.1f} % of wall time "
+          f"({ours['outside_ms_per_cell']:.1f} ms per cell)")
+    print(f"forward-only limit (device-resident uint8 batch, aprkit's settings): {r['forward_only']['img_s']:,.0f} img/s; "
+          f"aprkit at {r['aprkit_of_limit']:.2f} of it")
     print(f"forward pass alone, fastest run: baseline {base['forward_ms_per_img']:.3f} ms/img, "
           f"aprkit {ours['forward_ms_per_img']:.3f} ms/img")
     print(f"ratio aprkit / baseline: {r['ratio']:.2f}x (images/s, best run of each); "
@@ -229,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"per-repeat ratios: {' '.join(f'{x:.2f}' for x in r['ratio_per_repeat'])} "
           f"(median {float(np.median(r['ratio_per_repeat'])):.2f}x)")
     goal = 1.5 if device.type == "cuda" else 1.0
-    ok = r["ratio"] >= goal and (device.type == "cuda" or ours["forward_share"] >= 0.9)
-    print(f"goal: >= {goal}x" + ("" if device.type == "cuda" else " and >= 90 % in forward") + f" -> {'met' if ok else 'NOT met'}")
+    ok = r["ratio"] >= goal and (device.type == "cuda" or ours["forward_share"] >= 0.97)
+    print(f"goal: >= {goal}x" + ("" if device.type == "cuda" else " and <= 3 % outside the forward pass")
+          + f" -> {'met' if ok else 'NOT met'}")
     return 0 if r["max_accuracy_diff"] < 1e-6 else 1
 
 
