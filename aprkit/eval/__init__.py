@@ -11,7 +11,7 @@ from .._lazy import lazy_getattr
 #: public name -> module that defines it (each area adds its own lines)
 _EXPORTS: dict[str, str] = {
     "evaluate": "aprkit.eval.runner",
-    "Results": "aprkit.eval.runner",
+    "Results": "aprkit.eval.report",
     "shape_bias": "aprkit.eval.texture_shape",
     "phase_bias": "aprkit.eval.phase_amplitude",
     "ShapeBiasResult": "aprkit.eval.texture_shape",

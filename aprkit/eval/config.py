@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from .._checks import nearest_names
 from ..config import apply_overrides, coerce, merge, read_config_files, unknown_key
+from .suites.options import check_suite_options, option_error, suite_registry
 
 __all__ = ["ALIASES", "eval_schema", "check_suite_options", "eval_settings", "load_eval_config"]
 
@@ -33,49 +34,6 @@ def eval_schema() -> dict[str, Any]:
     schema = {name: hints.get(name, Any) for name in inspect.signature(evaluate).parameters}
     schema["models"] = Mapping[str, Any]
     return schema
-
-
-def _suite_registry(names: Sequence[str]) -> dict[str, Any]:
-    from .suites import load_suites
-
-    registry = load_suites()
-    for n in names:
-        if n not in registry:
-            raise ValueError(f"unknown suite {n!r}{nearest_names(str(n), list(registry))}; available: {', '.join(sorted(registry))}")
-    if not names:
-        raise ValueError("no suite given; choose from: " + ", ".join(sorted(registry)))
-    return registry
-
-
-def _option_error(key: str, suites: Sequence[str], registry: Mapping[str, Any], valid_keys: Sequence[str] = ()) -> ValueError:
-    owners = [name for name, cls in sorted(registry.items()) if key in getattr(cls, "OPTIONS", ())]
-    if owners:
-        return ValueError(
-            f"option {key!r} is read by suite {' and '.join(map(repr, owners))}, which is not selected "
-            f"(suites: {', '.join(suites)}); add --suite {owners[0]} or remove the option"
-        )
-    selected = sorted({o for s in suites for o in getattr(registry[s], "OPTIONS", ())})
-    every = sorted({o for cls in registry.values() for o in getattr(cls, "OPTIONS", ())} | set(valid_keys))
-    what = "config key" if valid_keys else "suite option"
-    keys = f"evaluate's settings ({', '.join(valid_keys)}) and " if valid_keys else ""
-    return ValueError(
-        f"unknown {what} {key!r}{nearest_names(key, every)}; valid: {keys}the options of the selected suites "
-        f"({', '.join(suites)}): {', '.join(selected) or 'none'}"
-    )
-
-
-def check_suite_options(suites: str | Sequence[str], options: Mapping[str, Any] | None) -> None:
-    """Raise ``ValueError`` for an option that none of ``suites`` reads (naming the suite that would)."""
-    names = [suites] if isinstance(suites, str) else list(suites)
-    registry = _suite_registry(names)
-    if options is None:
-        return
-    if not isinstance(options, Mapping):
-        raise TypeError(f"options must be a mapping of suite option names to values, got {type(options).__name__}")
-    selected = {o for s in names for o in getattr(registry[s], "OPTIONS", ())}
-    for key in options:
-        if key not in selected:
-            raise _option_error(str(key), names, registry)
 
 
 def _canonical(data: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -107,7 +65,7 @@ def eval_settings(data: Mapping[str, Any]) -> dict[str, Any]:
     data = _canonical(data, "the eval config")
     suites = data.get("suite", inspect.signature(_evaluate()).parameters["suite"].default)
     suites = [suites] if isinstance(suites, str) else list(coerce(suites, schema["suite"], "suite"))
-    registry = _suite_registry(suites)
+    registry = suite_registry(suites)
     selected = {o for s in suites for o in getattr(registry[s], "OPTIONS", ())}
     valid = sorted(schema) + sorted(ALIASES)
     out: dict[str, Any] = {}
@@ -120,7 +78,7 @@ def eval_settings(data: Mapping[str, Any]) -> dict[str, Any]:
         elif key in selected:
             options[key] = value
         else:
-            raise _option_error(str(key), suites, registry, valid)
+            raise option_error(str(key), suites, registry, valid)
     check_suite_options(suites, options)
     data = out.get("data")
     if isinstance(data, Mapping):

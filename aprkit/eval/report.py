@@ -1,6 +1,7 @@
-"""Reports: ``results.json``, ``report.md`` (figures as PNG files) and a self-contained ``report.html``.
+"""Results and their reports: :class:`Results` (what ``evaluate`` returns), ``results.json``, ``report.md``
+(figures as PNG files) and a self-contained ``report.html``.
 
-One report can hold several models side by side: pass a :class:`~aprkit.eval.runner.Results` with
+One report can hold several models side by side: pass a :class:`Results` with
 several models, a list of Results, or a mapping name -> Results. Each suite renders its own section
 (``Suite.report``) from the results of every model that ran it; figures are written with matplotlib's
 Agg backend (imported lazily by the suites) and embedded in the HTML as base64 PNGs.
@@ -14,22 +15,110 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from .._io import atomic_write_text
-from .cache import atomic_write_json
+from .cache import atomic_write_json, nested_get, to_jsonable
 from .suites import ReportSection, load_suites
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .runner import Results
+__all__ = ["Results", "ReportError", "raise_failed", "write_report", "render_sections", "render_markdown", "render_html", "markdown_to_html"]
 
-__all__ = ["ReportError", "raise_failed", "write_report", "render_sections", "render_markdown", "render_html", "markdown_to_html"]
+
+@dataclass
+class Results:
+    """Results of one or more models: ``models[model_id][suite_name] -> dict`` plus run metadata."""
+
+    models: dict[str, dict[str, dict]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    out_dir: Path | None = None
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def model_ids(self) -> list[str]:
+        return list(self.models)
+
+    def __getitem__(self, suite: str) -> dict:
+        """``results["corruption"]`` for a single-model run (use ``results.models[id][suite]`` otherwise)."""
+        if len(self.models) != 1:
+            raise KeyError(f"this Results holds {len(self.models)} models ({', '.join(self.models)}); use results.models[model_id][{suite!r}]")
+        suites = next(iter(self.models.values()))
+        if suite not in suites:
+            raise KeyError(f"no results for suite {suite!r}; available: {', '.join(suites) or 'none'}")
+        return suites[suite]
+
+    def summary(self) -> dict[str, dict[str, float | None]]:
+        """Headline numbers per model (clean accuracy, mean corruption error, ECE, mean OOD AUROC, ...)."""
+        out: dict[str, dict[str, float | None]] = {}
+        for mid, suites in self.models.items():
+            row: dict[str, float | None] = {}
+            cor, cal, ood = (suites.get(k) or {} for k in ("corruption", "calibration", "ood"))
+            if cor:
+                row.update(clean_accuracy=nested_get(cor, "clean", "accuracy"), mean_error=cor.get("mean_error"),
+                           mean_corruption_error=cor.get("mean_corruption_error"), mce=cor.get("mce"))
+            if cal:
+                if row.get("clean_accuracy") is None:
+                    row["clean_accuracy"] = nested_get(cal, "clean", "accuracy")
+                row.update({k: nested_get(cal, "clean", k) for k in ("ece", "rms", "nll", "brier")})
+                row["corrupted_ece"] = nested_get(cal, "corrupted", "ece")
+            for score, metrics in (ood.get("mean") or {}).items():
+                row[f"ood_auroc_{score}"] = nested_get(metrics, "auroc")
+            for name, r in suites.items():
+                if name not in ("corruption", "calibration", "ood") and isinstance(r, Mapping):
+                    for k, v in r.items():
+                        if isinstance(v, (int, float)) and not isinstance(v, bool):
+                            row[f"{name}.{k}"] = float(v)
+            out[mid] = row
+        return out
+
+    def to_dict(self) -> dict:
+        return to_jsonable({"meta": self.meta, "models": self.models})
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``{"meta", "models"}`` as JSON (atomically)."""
+        return atomic_write_json(path, self.to_dict(), indent=1)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Results:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+        if not isinstance(d, dict) or "models" not in d:
+            raise ValueError(f"{path} is not an aprkit results.json (expected keys 'meta' and 'models')")
+        return cls(models=d["models"], meta=d.get("meta", {}))
+
+    @classmethod
+    def merge(cls, results: Sequence[Results] | Mapping[str, Results]) -> Results:
+        """Combine several runs into one (for side-by-side reports); a mapping renames single-model runs."""
+        merged = cls(meta={"runs": []})
+        items = results.items() if isinstance(results, Mapping) else [(None, r) for r in results]
+        for name, r in items:
+            if not isinstance(r, Results):
+                raise TypeError(f"expected Results objects to merge, got {type(r).__name__}")
+            if name is not None and len(r.models) != 1:
+                raise ValueError(f"cannot rename a run holding {len(r.models)} models to {name!r}; pass a list instead")
+            for mid, suites in r.models.items():
+                key = name or mid
+                if key in merged.models:
+                    raise ValueError(f"model id {key!r} appears twice; give the runs distinct names")
+                merged.models[key] = suites
+            merged.meta["runs"].append(r.meta)
+        return merged
+
+    def write_report(self, out_dir: str | Path | None = None, title: str | None = None) -> dict[str, Path]:
+        """Write results.json, report.md and report.html (see :func:`write_report`)."""
+        target = out_dir if out_dir is not None else self.out_dir
+        if target is None:
+            raise ValueError("no output folder: pass out_dir (reports are never written to the current directory implicitly)")
+        self.paths = write_report(self, target, title=title)
+        return self.paths
 
 
 class ReportError(RuntimeError):
     """One or more report sections failed to render; the files were written with a note in their place."""
+
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -40,9 +129,7 @@ code{background:#f4f4f4;padding:0 .2em}.meta{color:#666;font-size:.85em}
 """
 
 
-def _as_results(results: Any) -> "Results":
-    from .runner import Results
-
+def _as_results(results: Any) -> Results:
     if isinstance(results, Results):
         return results
     if isinstance(results, Mapping) and all(isinstance(v, Results) for v in results.values()):
@@ -79,7 +166,7 @@ def render_sections(results: Any, fig_root: str | Path) -> list[tuple[str, Repor
     return sections
 
 
-def _summary_table(res: "Results") -> str:
+def _summary_table(res: Results) -> str:
     from .suites.corruption import markdown_table
 
     summary = res.summary()
@@ -92,7 +179,7 @@ def _summary_table(res: "Results") -> str:
     return "## Summary (%)\n\n" + markdown_table(["metric"] + list(summary), rows) + "\n"
 
 
-def render_markdown(res: "Results", sections: list[tuple[str, ReportSection]], base: Path, title: str) -> str:
+def render_markdown(res: Results, sections: list[tuple[str, ReportSection]], base: Path, title: str) -> str:
     """The Markdown report; figures are linked relative to ``base``."""
     parts = [f"# {title}\n", _meta_line(res) + "\n", _summary_table(res)]
     for _, sec in sections:
@@ -103,7 +190,7 @@ def render_markdown(res: "Results", sections: list[tuple[str, ReportSection]], b
     return "\n".join(parts)
 
 
-def render_html(res: "Results", sections: list[tuple[str, ReportSection]], title: str) -> str:
+def render_html(res: Results, sections: list[tuple[str, ReportSection]], title: str) -> str:
     """A self-contained HTML report with figures embedded as base64 PNGs."""
     body = [f"<h1>{html.escape(title)}</h1>", f"<p class='meta'>{html.escape(_meta_line(res))}</p>"]
     summary = _summary_table(res)
@@ -119,7 +206,7 @@ def render_html(res: "Results", sections: list[tuple[str, ReportSection]], title
             f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def _meta_line(res: "Results") -> str:
+def _meta_line(res: Results) -> str:
     m = res.meta
     runs = m.get("runs", [m])
     first = runs[0] if runs else {}

@@ -32,106 +32,17 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .config import check_suite_options
-from .cache import MemoryCache, ResultCache, Unidentifiable, atomic_write_json, model_fingerprint, nested_get, result_key, to_jsonable
+from .cache import MemoryCache, ResultCache, Unidentifiable, model_fingerprint, result_key, to_jsonable
 from .inference import _dist_info, is_main_process, resolve_device
 from .outdir import RunCache, SuiteIndex, merge_provenance
+from .report import Results
 from .suites import EvalContext, load_suites
+from .suites.options import check_suite_options
 
 __all__ = ["evaluate", "Results", "load_eval_model", "SUITE_VERSION"]
 
 #: version of the suite results recorded in an output folder's index (part of their key)
 SUITE_VERSION = 1
-
-
-@dataclass
-class Results:
-    """Results of one or more models: ``models[model_id][suite_name] -> dict`` plus run metadata."""
-
-    models: dict[str, dict[str, dict]] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-    out_dir: Path | None = None
-    paths: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def model_ids(self) -> list[str]:
-        return list(self.models)
-
-    def __getitem__(self, suite: str) -> dict:
-        """``results["corruption"]`` for a single-model run (use ``results.models[id][suite]`` otherwise)."""
-        if len(self.models) != 1:
-            raise KeyError(f"this Results holds {len(self.models)} models ({', '.join(self.models)}); use results.models[model_id][{suite!r}]")
-        suites = next(iter(self.models.values()))
-        if suite not in suites:
-            raise KeyError(f"no results for suite {suite!r}; available: {', '.join(suites) or 'none'}")
-        return suites[suite]
-
-    def summary(self) -> dict[str, dict[str, float | None]]:
-        """Headline numbers per model (clean accuracy, mean corruption error, ECE, mean OOD AUROC, ...)."""
-        out: dict[str, dict[str, float | None]] = {}
-        for mid, suites in self.models.items():
-            row: dict[str, float | None] = {}
-            cor, cal, ood = (suites.get(k) or {} for k in ("corruption", "calibration", "ood"))
-            if cor:
-                row.update(clean_accuracy=nested_get(cor, "clean", "accuracy"), mean_error=cor.get("mean_error"),
-                           mean_corruption_error=cor.get("mean_corruption_error"), mce=cor.get("mce"))
-            if cal:
-                if row.get("clean_accuracy") is None:
-                    row["clean_accuracy"] = nested_get(cal, "clean", "accuracy")
-                row.update({k: nested_get(cal, "clean", k) for k in ("ece", "rms", "nll", "brier")})
-                row["corrupted_ece"] = nested_get(cal, "corrupted", "ece")
-            for score, metrics in (ood.get("mean") or {}).items():
-                row[f"ood_auroc_{score}"] = nested_get(metrics, "auroc")
-            for name, r in suites.items():
-                if name not in ("corruption", "calibration", "ood") and isinstance(r, Mapping):
-                    for k, v in r.items():
-                        if isinstance(v, (int, float)) and not isinstance(v, bool):
-                            row[f"{name}.{k}"] = float(v)
-            out[mid] = row
-        return out
-
-    def to_dict(self) -> dict:
-        return to_jsonable({"meta": self.meta, "models": self.models})
-
-    def save(self, path: str | Path) -> Path:
-        """Write ``{"meta", "models"}`` as JSON (atomically)."""
-        return atomic_write_json(path, self.to_dict(), indent=1)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Results":
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-        if not isinstance(d, dict) or "models" not in d:
-            raise ValueError(f"{path} is not an aprkit results.json (expected keys 'meta' and 'models')")
-        return cls(models=d["models"], meta=d.get("meta", {}))
-
-    @classmethod
-    def merge(cls, results: Sequence["Results"] | Mapping[str, "Results"]) -> "Results":
-        """Combine several runs into one (for side-by-side reports); a mapping renames single-model runs."""
-        merged = cls(meta={"runs": []})
-        items = results.items() if isinstance(results, Mapping) else [(None, r) for r in results]
-        for name, r in items:
-            if not isinstance(r, Results):
-                raise TypeError(f"expected Results objects to merge, got {type(r).__name__}")
-            if name is not None and len(r.models) != 1:
-                raise ValueError(f"cannot rename a run holding {len(r.models)} models to {name!r}; pass a list instead")
-            for mid, suites in r.models.items():
-                key = name or mid
-                if key in merged.models:
-                    raise ValueError(f"model id {key!r} appears twice; give the runs distinct names")
-                merged.models[key] = suites
-            merged.meta["runs"].append(r.meta)
-        return merged
-
-    def write_report(self, out_dir: str | Path | None = None, title: str | None = None) -> dict[str, Path]:
-        """Write results.json, report.md and report.html (see :func:`aprkit.eval.report.write_report`)."""
-        from .report import write_report
-
-        target = out_dir if out_dir is not None else self.out_dir
-        if target is None:
-            raise ValueError("no output folder: pass out_dir (reports are never written to the current directory implicitly)")
-        self.paths = write_report(self, target, title=title)
-        return self.paths
 
 
 def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None, device: torch.device,

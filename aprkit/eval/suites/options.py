@@ -1,0 +1,55 @@
+"""Which suite reads which option: the suite registry looked up by name and unknown options reported with the
+suite that would read them (or a did-you-mean); used by ``evaluate`` and by the eval config loader."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from ..._checks import nearest_names
+from . import load_suites
+
+__all__ = ["suite_registry", "option_error", "check_suite_options"]
+
+
+def suite_registry(names: Sequence[str]) -> dict[str, Any]:
+    """The loaded suite registry; ``ValueError`` (did-you-mean) for an unknown name in ``names`` or for none."""
+    registry = load_suites()
+    for n in names:
+        if n not in registry:
+            raise ValueError(f"unknown suite {n!r}{nearest_names(str(n), list(registry))}; available: {', '.join(sorted(registry))}")
+    if not names:
+        raise ValueError("no suite given; choose from: " + ", ".join(sorted(registry)))
+    return registry
+
+
+def option_error(key: str, suites: Sequence[str], registry: Mapping[str, Any], valid_keys: Sequence[str] = ()) -> ValueError:
+    """The error for ``key``: the suite that reads it when that one is not selected, else a did-you-mean
+    over every suite option (and ``valid_keys``, the other config keys, when given)."""
+    owners = [name for name, cls in sorted(registry.items()) if key in getattr(cls, "OPTIONS", ())]
+    if owners:
+        return ValueError(
+            f"option {key!r} is read by suite {' and '.join(map(repr, owners))}, which is not selected "
+            f"(suites: {', '.join(suites)}); add --suite {owners[0]} or remove the option"
+        )
+    selected = sorted({o for s in suites for o in getattr(registry[s], "OPTIONS", ())})
+    every = sorted({o for cls in registry.values() for o in getattr(cls, "OPTIONS", ())} | set(valid_keys))
+    what = "config key" if valid_keys else "suite option"
+    keys = f"evaluate's settings ({', '.join(valid_keys)}) and " if valid_keys else ""
+    return ValueError(
+        f"unknown {what} {key!r}{nearest_names(key, every)}; valid: {keys}the options of the selected suites "
+        f"({', '.join(suites)}): {', '.join(selected) or 'none'}"
+    )
+
+
+def check_suite_options(suites: str | Sequence[str], options: Mapping[str, Any] | None) -> None:
+    """Raise ``ValueError`` for an option that none of ``suites`` reads (naming the suite that would)."""
+    names = [suites] if isinstance(suites, str) else list(suites)
+    registry = suite_registry(names)
+    if options is None:
+        return
+    if not isinstance(options, Mapping):
+        raise TypeError(f"options must be a mapping of suite option names to values, got {type(options).__name__}")
+    selected = {o for s in names for o in getattr(registry[s], "OPTIONS", ())}
+    for key in options:
+        if key not in selected:
+            raise option_error(str(key), names, registry)
