@@ -9,10 +9,11 @@ input, 1 for an unexpected failure); ``--debug`` (before or after the subcommand
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import traceback
 from typing import Sequence
+
+from .._lazy import import_plugins
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
@@ -35,14 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"aprkit {__version__}")
     parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = import_plugins(SUBCOMMANDS.values(), "subcommand")
     for name, module in SUBCOMMANDS.items():
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-            continue  # subcommand not shipped in this build
-        mod.add_parser(sub)
+        if module not in modules:
+            continue  # needs an optional package that is not installed
+        modules[module].add_parser(sub)
         sub.choices[name].add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                                        help="print the full traceback of an error")
     return parser

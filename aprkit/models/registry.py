@@ -8,12 +8,12 @@ the model (``aprkit_arch``, ``aprkit_kwargs``) so ``save_checkpoint`` can rebuil
 from __future__ import annotations
 
 import fnmatch
-import importlib
 from typing import Any, Callable, TypeVar
 
 from torch import nn
 
 from .._checks import nearest_names
+from .._lazy import import_plugins
 
 __all__ = ["register_model", "create_model", "list_models", "is_model", "MODEL_MODULES"]
 
@@ -38,16 +38,17 @@ _loaded = False
 
 
 def _load_builtin() -> None:
+    """Import every module of ``MODEL_MODULES`` once; a broken one raises ``ImportError`` naming it (see
+    :func:`aprkit._lazy.import_plugins`) on every lookup until it is fixed."""
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    for mod in MODEL_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:  # a module still being written must not break the registry
-            if e.name != mod:
-                raise
+    _loaded = True  # set first: an architecture module that looks up the registry while importing must not recurse
+    try:
+        import_plugins(MODEL_MODULES, "model")
+    except BaseException:
+        _loaded = False
+        raise
 
 
 def register_model(name: str | None = None) -> Callable[[F], F]:

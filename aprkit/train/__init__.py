@@ -15,7 +15,7 @@ _EXPORTS: dict[str, str] = {
     "Config": "aprkit.train.config",
     "load_config": "aprkit.train.config",
     "config_from_dict": "aprkit.train.config",
-    "apply_overrides": "aprkit.train.config",
+    "apply_overrides": "aprkit.config",
     "validate_config": "aprkit.train.config",
     "METHODS": "aprkit.train.config",
     "random_crop": "aprkit.train.batch_ops",

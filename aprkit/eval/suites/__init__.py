@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-
+from ..._lazy import import_plugins
 from .base import SUITES, EvalContext, ReportSection, Suite, register_suite
 
 __all__ = ["SUITES", "EvalContext", "ReportSection", "Suite", "register_suite", "load_suites", "SUITE_MODULES"]
@@ -13,11 +12,7 @@ SUITE_MODULES = ("corruption", "calibration", "ood", "shape_bias", "phase_bias",
 
 
 def load_suites() -> dict[str, type[Suite]]:
-    """Import every suite module that exists and return the registry."""
-    for mod in SUITE_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{mod}":
-                raise
+    """Import every suite module and return the registry; a broken one raises ``ImportError`` naming it
+    (only a suite needing a missing optional package is left out, see :func:`aprkit._lazy.import_plugins`)."""
+    import_plugins((f"{__name__}.{mod}" for mod in SUITE_MODULES), "suite")
     return SUITES
