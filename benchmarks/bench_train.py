@@ -46,7 +46,8 @@ def epoch_throughput(args: argparse.Namespace, method: str, path: str) -> float:
 
 
 def step_times(model_name: str, batch_size: int, image_size: int, device: torch.device | str, steps: int = 6, *,
-               num_classes: int = 10, deadline: float | None = None) -> dict[str, float]:
+               num_classes: int = 10, deadline: float | None = None,
+               compile_single: bool | dict = False) -> dict[str, float]:
     """Seconds per training step (AMP and channels_last on CUDA) of APR-SP against standard training.
 
     Measured on one uint8 batch of ``batch_size`` images already on the device: ``aug_s`` the APR-SP
@@ -54,7 +55,8 @@ def step_times(model_name: str, batch_size: int, image_size: int, device: torch.
     (forward/backward on the ``2B`` batch), ``standard_step_s`` a standard step (crop + flip) on ``B``
     images and ``standard_2b_step_s`` one on ``2B`` images (what APR-SP must cost at least).
     ``aug_share`` is ``aug_s / apr_sp_step_s``; ``overhead_vs_2b`` is
-    ``apr_sp_step_s / standard_2b_step_s - 1`` (goal on a GPU: < 5 %).
+    ``apr_sp_step_s / standard_2b_step_s - 1`` (goal on a GPU: < 5 %). ``compile_single`` is passed to
+    ``DeviceAugment`` (``torch.compile`` options for the APR-S core, e.g. ``{"mode": "reduce-overhead"}``).
     """
     from aprkit.models import create_model
     from aprkit.train.config import load_config
@@ -67,7 +69,7 @@ def step_times(model_name: str, batch_size: int, image_size: int, device: torch.
 
     def setup(method: str, n: int):
         cfg = load_config(None, [f"aug.method={method}", f"model.name={model_name}", f"data.image_size={image_size}"])
-        aug = DeviceAugment(cfg, device, gen, channels_last=cl)
+        aug = DeviceAugment(cfg, device, gen, channels_last=cl, compile_single=compile_single if method == "apr_sp" else False)
         model = create_model(model_name, num_classes=num_classes).to(device).train()
         if cl:
             model = model.to(memory_format=torch.channels_last)
