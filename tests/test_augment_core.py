@@ -8,7 +8,7 @@ import torch
 
 import aprkit.augment.functional as F
 from aprkit import fourier
-from aprkit.augment import APRPair, APRSingleBatch, apr_pair, apr_single, sample_single_params
+from aprkit.augment import APRSP, APRPair, APRSingleBatch, apr_pair, apr_single, sample_single_params
 from aprkit.augment.functional import apr_pair_core, recombine_views, swap_with_partner
 from aprkit.augment.single import apr_single_core
 from aprkit.hidden import FeatureAPR, feature_apr
@@ -171,3 +171,50 @@ def test_sample_params_feed_apr_single_core():
     params = sample_single_params(3, 1.0, generator=torch.Generator().manual_seed(1))
     out = apr_single_core(x, params, APRSingleBatch().ops)
     assert out.dtype == torch.uint8 and out.shape == x.shape
+
+
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_aprpair_compile_core_equals_eager(backend):
+    """Issue 17: ``compile_core`` compiles the core once per module (lazily); sampling and checks stay eager."""
+    torch._dynamo.reset()
+    x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    for kw in ({}, {"per_sample": True, "p": 0.5}, {"dims": "hw", "clamp": True}):
+        eager, compiled = APRPair(seed=4, **({"p": 1.0} | kw)), APRPair(seed=4, compile_core={"backend": backend}, **({"p": 1.0} | kw))
+        for inp in (x, (x * 255).to(torch.uint8)):
+            torch.testing.assert_close(compiled(inp), eager(inp), atol=0, rtol=0)
+        core = compiled._core
+        compiled(x)
+        assert core is not None and compiled._core is core  # compiled once, reused
+    bad = x.clone()
+    bad[1, 0, 2, 2] = float("inf")
+    with pytest.raises(ValueError, match="images contains NaN"):  # the CPU check runs outside the graph
+        APRPair(p=1.0, seed=0, compile_core={"backend": backend})(bad)
+    aprsp = APRSP(p=1.0, seed=4, compile_core={"backend": backend})
+    x_all, _ = aprsp(x, torch.arange(5))
+    torch.testing.assert_close(x_all[5:], APRPair(p=1.0, seed=4)(x), atol=0, rtol=0)
+    assert "compile_core" in repr(aprsp) and APRPair(compile_core=True).compile_core is True
+    with pytest.raises(TypeError, match="compile_core must be"):
+        APRPair(compile_core="reduce-overhead")
+    torch._dynamo.reset()
+
+
+def test_device_path_never_reads_values_and_propagates_nan(batch, monkeypatch):
+    """Issue 17: off the eager CPU path (accelerators, compile) APR-P does no host read; NaN/inf images come out
+    NaN, as do the images taking their amplitude, and the others are exact."""
+    perm = torch.tensor([4, 0, 1, 2, 5, 3])  # image i takes the amplitude of image perm[i]
+    bad = batch.clone()
+    bad[4, 1, 3, 5] = float("nan")  # image 0 takes its amplitude
+    bad[3, 0, 0, 0] = float("inf")  # image 5 takes its amplitude
+    good = apr_pair(batch, perm)
+    monkeypatch.setattr(F, "eager_cpu", lambda t: False)
+    read = []
+    monkeypatch.setattr(F, "check_finite_spectrum", lambda *a, **k: read.append(a))
+    for out in (apr_pair(bad, perm), apr_pair_core(bad, perm, check_finite=True), APRPair(p=1.0, seed=0).apply(bad, {
+            "perm": perm, "mask": torch.ones(6, dtype=torch.bool)})):
+        assert read == []
+        assert torch.isnan(out).flatten(1).all(1).tolist() == [True, False, False, True, True, True]
+        torch.testing.assert_close(out[[1, 2]], good[[1, 2]], atol=1e-6, rtol=0)
+    APRPair(p=1.0, seed=0)(bad)
+    assert read == []
+    masked = apr_pair(bad, perm, torch.tensor([True, True, True, False, False, True]))
+    assert torch.equal(masked[3:5].isnan(), bad[3:5].isnan())  # unselected: returned as they are

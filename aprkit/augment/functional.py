@@ -25,6 +25,8 @@ from ..fourier import Dims, spectral_magnitude, with_amplitude
 __all__ = [
     "apr_pair",
     "apr_pair_core",
+    "apr_pair_with_dc",
+    "needs_finite_check",
     "swap_with_partner",
     "recombine_views",
     "recombine_views_numpy",
@@ -113,21 +115,48 @@ def apr_pair_core(
     clamp: bool = False,
     check_finite: bool = False,
 ) -> torch.Tensor:
-    """The unchecked hot path of :func:`apr_pair`: no validation, no host sync unless ``check_finite``.
+    """The unchecked hot path of :func:`apr_pair`: no validation and no host sync on accelerators.
 
     ``perm`` ``(B,)`` int64 and ``mask`` ``(B,)`` bool (or ``None``) must already be on ``x``'s device;
-    ``fft_dims`` as returned by ``check_dims``. ``check_finite=True`` raises for NaN/inf images from
-    their DC terms (O(B), one host read). Compiles with ``torch.compile(fullgraph=True)``.
+    ``fft_dims`` as returned by ``check_dims``. ``check_finite=True`` raises ``ValueError`` for NaN/inf
+    images from their DC terms (O(B)) on eager CPU calls only: on accelerators that read would be a host
+    sync (and under ``torch.compile`` a graph break), so there nothing is checked and a non-finite image
+    comes out NaN, as does every image that takes its amplitude (unselected images are returned as
+    they are). Compiles with ``torch.compile(fullgraph=True)``.
+    """
+    out, dc = apr_pair_with_dc(x, perm, mask, fft_dims, clamp, with_dc=check_finite and needs_finite_check(x))
+    if dc is not None:
+        check_finite_spectrum(dc, x.dtype)
+    return out
+
+
+def needs_finite_check(x: torch.Tensor) -> bool:
+    """Whether APR-P checks ``x`` for NaN/inf: float images on eager CPU calls (free there, a host sync elsewhere)."""
+    return x.dtype != torch.uint8 and eager_cpu(x)
+
+
+def apr_pair_with_dc(
+    x: torch.Tensor,
+    perm: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    fft_dims: tuple[int, ...],
+    clamp: bool,
+    with_dc: bool = False,
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """:func:`apr_pair_core` without the check: ``(out, dc)``, ``dc`` the images' DC terms (their pixel sums,
+    real ``(B, [C,] 1, 1)``) if ``with_dc``, else ``None``.
+
+    The one graph that ``APRPair(compile_core=...)`` compiles: the finiteness check on ``dc`` (a host read)
+    then runs eagerly outside it.
     """
     xf = x.to(compute_dtype(x))
     z = torch.fft.rfftn(xf, dim=fft_dims)
-    if check_finite:
-        check_finite_spectrum(z, x.dtype)
+    dc = z[..., :1, :1].real.clone() if with_dc else None  # before the in-place swap below
     spec = swap_with_partner(z, perm, inplace=True)
     out = torch.fft.irfftn(spec, s=[x.shape[d] for d in fft_dims], dim=fft_dims)
     if mask is not None:
         out = torch.where(mask.view(-1, 1, 1, 1), out, xf)
-    return finish(out, x.dtype, clamp)
+    return finish(out, x.dtype, clamp), dc
 
 
 def apr_pair(
@@ -142,8 +171,9 @@ def apr_pair(
     ``mask`` ``(B,)`` bool selects the images to recombine (the others are returned exactly);
     ``None`` recombines all. Returns ``x``'s dtype and device; uint8 is rounded and clamped, floats
     are clamped to [0, 1] only when ``clamp=True``. Differentiable in ``x``; ``x`` is not modified.
-    Validates once (shapes and dtypes, ``perm`` values, finiteness from the spectrum's DC terms), then
-    runs :func:`apr_pair_core`; under ``torch.compile`` the value checks are skipped (no graph breaks).
+    Validates once (shapes and dtypes; on eager CPU calls also the ``perm`` values and finiteness, from the
+    spectrum's DC terms), then runs :func:`apr_pair_core`. On accelerators and under ``torch.compile`` the
+    value checks are skipped (no host sync, no graph breaks): NaN/inf images come out NaN.
     """
     check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)
     fft_dims = check_dims(dims)

@@ -13,15 +13,15 @@ recombination side by side, trained with ``CE(first half) + CE(second half)``.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union, overload
+from typing import Any, Callable, Optional, Union, overload
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_dims, check_image_tensor, check_labels, check_probability
+from .._checks import check_dims, check_finite_spectrum, check_image_tensor, check_labels, check_probability, eager_cpu
 from ..fourier import Dims
-from .functional import apr_pair, apr_pair_core, sample_pair_params
+from .functional import apr_pair, apr_pair_with_dc, needs_finite_check, sample_pair_params
 from .single import make_generator
 
 __all__ = ["APRPair", "APRSP"]
@@ -36,15 +36,22 @@ class APRPair(nn.Module):
         per_sample: select images independently (``torch.where`` masking, no host sync per image).
         clamp: clamp float results to [0, 1] (uint8 results are always rounded and clamped).
         generator / seed: source of the random draws (``None``: torch's global RNG).
+        compile_core: ``True`` or a dict of ``torch.compile`` options (e.g. ``{"mode": "reduce-overhead"}``,
+            CUDA graphs): ``forward`` runs the core compiled as one graph (``fullgraph=True``, compiled once
+            per module on the first call); validation and sampling stay eager outside it. Same numbers as eager.
+            With CUDA graphs an output lives until the next call (clone it to keep it longer).
 
     Kornia-style: :meth:`generate_parameters` returns ``{"perm", "mask"}`` and :meth:`apply` replays
     them deterministically. When the batch is not selected the input tensor itself is returned.
-    Validation happens once per call: shapes and dtypes up front, finiteness from the spectrum's DC terms
-    inside :func:`~aprkit.augment.functional.apr_pair_core` (O(B), only for recombined batches).
+    Validation happens once per call: shapes and dtypes up front; on the CPU, finiteness from the spectrum's
+    DC terms (O(B), only for recombined batches). On accelerators ``forward`` never syncs with the host:
+    NaN/inf images are not looked for (that read would be a sync per call) and come out NaN, as do the
+    images that take their amplitude.
     """
 
     def __init__(self, p: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool = False,
-                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None) -> None:
+                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
+                 compile_core: bool | dict[str, Any] = False) -> None:
         super().__init__()
         self.p = check_probability(p)
         check_dims(dims)
@@ -52,6 +59,10 @@ class APRPair(nn.Module):
         self.per_sample = bool(per_sample)
         self.clamp = bool(clamp)
         self.generator = make_generator(generator, seed)
+        if not isinstance(compile_core, (bool, dict)):
+            raise TypeError(f"compile_core must be a bool or a dict of torch.compile options, got {type(compile_core).__name__}")
+        self.compile_core = compile_core
+        self._core: Any = None
 
     def generate_parameters(self, batch_shape: torch.Size | tuple[int, ...], device: torch.device | str | None = None
                             ) -> dict[str, torch.Tensor]:
@@ -88,11 +99,28 @@ class APRPair(nn.Module):
         else:
             mask = mask.to(x.device, non_blocking=True)
         perm = params["perm"].to(x.device, non_blocking=True)  # our own draw: no range check needed
-        out = apr_pair_core(x, perm, mask, check_dims(self.dims), self.clamp, check_finite=True)
+        out, dc = self._run_core()(x, perm, mask, check_dims(self.dims), self.clamp, needs_finite_check(x))
+        if dc is not None:  # eager CPU only: a free read there
+            check_finite_spectrum(dc, x.dtype)
         return out if labels is None else (out, labels)
 
+    def _run_core(self) -> Any:
+        """:func:`~aprkit.augment.functional.apr_pair_with_dc`, compiled once (lazily) if ``compile_core``."""
+        if not self.compile_core:
+            return apr_pair_with_dc
+        if self._core is None:
+            options = {"fullgraph": True} | ({} if self.compile_core is True else self.compile_core)
+            self._core = torch.compile(apr_pair_with_dc, **options)
+        return self._core
+
     def extra_repr(self) -> str:
-        return f"p={self.p}, dims={self.dims!r}, per_sample={self.per_sample}, clamp={self.clamp}"
+        compiled = f", compile_core={self.compile_core!r}" if self.compile_core else ""
+        return f"p={self.p}, dims={self.dims!r}, per_sample={self.per_sample}, clamp={self.clamp}{compiled}"
+
+
+def _on_host(t: object) -> bool:
+    """Whether a full finiteness pass over ``t`` is free of host syncs (a CPU tensor, eager)."""
+    return isinstance(t, torch.Tensor) and eager_cpu(t)
 
 
 class APRSP:
@@ -101,7 +129,8 @@ class APRSP:
     ``x`` is the batch as the DataLoader delivers it with :class:`~aprkit.augment.APRSingle` in its
     transform (APR-S). ``x_all = cat([first, apr_pair(x)])`` with ``first = clean`` if given, else
     ``x``; ``y_all = cat([y, y])``. :meth:`loss` is the reference's
-    ``CE(logits[:B], y) + CE(logits[B:], y)`` (a sum of two means). Recipe::
+    ``CE(logits[:B], y) + CE(logits[B:], y)`` (a sum of two means). ``compile_core`` as in :class:`APRPair`.
+    Recipe::
 
         loader = DataLoader(ImageFolder(root, transform=Compose([RandomCrop(32, 4), RandomHorizontalFlip(),
                                                                  APRSingle(), PILToTensor()])), ...)
@@ -113,17 +142,20 @@ class APRSP:
     """
 
     def __init__(self, p: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool = False,
-                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None) -> None:
-        self.pair = APRPair(p, dims, per_sample, clamp, generator=generator, seed=seed)
+                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
+                 compile_core: bool | dict[str, Any] = False) -> None:
+        self.pair = APRPair(p, dims, per_sample, clamp, generator=generator, seed=seed, compile_core=compile_core)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, clean: Optional[torch.Tensor] = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(x_all (2B, C, H, W), y_all (2B, ...))``: first half ``clean`` (or ``x``), second half APR-P of ``x``."""
-        check_image_tensor(x, "images", min_ndim=4, max_ndim=4)
+        """Return ``(x_all (2B, C, H, W), y_all (2B, ...))``: first half ``clean`` (or ``x``), second half APR-P of ``x``.
+
+        Finiteness is checked on the CPU only (as in :class:`APRPair`: no host sync on accelerators)."""
+        check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=_on_host(x))
         check_labels(y, x.shape[0], "y")
         first = x
         if clean is not None:
-            check_image_tensor(clean, "clean", min_ndim=4, max_ndim=4)
+            check_image_tensor(clean, "clean", min_ndim=4, max_ndim=4, check_finite=_on_host(clean))
             if clean.shape != x.shape or clean.dtype != x.dtype or clean.device != x.device:
                 raise ValueError(
                     f"clean must match images in shape, dtype and device: {tuple(clean.shape)} {clean.dtype} {clean.device} "
