@@ -144,6 +144,43 @@ def test_aprpair_module_on_device(per_sample: bool, xf: torch.Tensor) -> None:
     assert (a - b).abs().max() < 1e-6 and not torch.equal(a.cpu(), xf)
 
 
+def test_aprpair_compiled_core_on_device(xf: torch.Tensor) -> None:
+    """Issue 17: ``APRPair(compile_core=...)`` on the device gives eager's numbers (aot_eager: tracing, no codegen)."""
+    torch._dynamo.reset()
+    x = xf.to(DEVICE)
+    for kw in ({"seed": 3}, {"generator": torch.Generator(DEVICE).manual_seed(3), "per_sample": True}):
+        eager = APRPair(p=1.0, **kw)(x)
+        kw = kw | ({"generator": torch.Generator(DEVICE).manual_seed(3)} if "generator" in kw else {})
+        compiled = APRPair(p=1.0, compile_core={"backend": "aot_eager"}, **kw)
+        assert_images_close(compiled(x), eager.cpu(), atol=1e-6)
+    torch._dynamo.reset()
+
+
+def test_apr_pair_no_host_sync_on_device(xf: torch.Tensor) -> None:
+    """Issue 17: no host read in APR-P on an accelerator (finiteness is not looked for there: NaN images come out
+    NaN, as do the images taking their amplitude); the CPU keeps its ValueError."""
+    x = xf.to(DEVICE)
+    perm = torch.tensor([4, 0, 1, 2, 5, 3], device=DEVICE)
+    module, aprsp = APRPair(p=1.0, seed=0), APRSP(p=1.0, seed=0)  # CPU generators: draws copied without a sync
+    calls = (lambda t: apr_pair(t, perm), module, lambda t: aprsp(t, perm))
+    for call in calls:  # warm-up: cuFFT plans, allocator
+        call(x)
+    bad = x.clone()
+    bad[4, 1, 3, 5] = float("nan")
+    if DEVICE.type != "cuda":  # the CPU standing in: the check is free there and kept
+        with pytest.raises(ValueError, match="NaN"):
+            apr_pair(bad, perm)
+        return
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        outs = [call(t) for call in calls for t in (x, bad)]
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isnan(outs[1]).flatten(1).all(1).tolist() == [True, False, False, False, True, False]
+    assert torch.isfinite(outs[0]).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 def test_apr_single_batch_matches_cpu(dtype: torch.dtype, x8: torch.Tensor, xf: torch.Tensor) -> None:
     x = x8 if dtype == torch.uint8 else xf
