@@ -101,6 +101,20 @@ def test_report_renders_partial_results() -> None:
     assert "ValueError: boom" in md and "not measured (time cap): amp_fp16" in md and "| timeout |" in md
 
 
+def test_apr_p_goal_is_the_best_of_eager_and_compiled() -> None:
+    from benchmarks.gpu.report import goals
+
+    aug = {"rows": [{"batch": 4, "size": s, "mode": "fp32", "candidates": {"apr_pair": {"vs_fft_limit": r}}}
+                    for s, r in ((32, 0.3), (224, 0.9))]}
+    comp = {"backend": "inductor", "rows": [{"target": "APRPair compile_core", "mode": "reduce-overhead", "batch": 4, "size": 32,
+                                             "vs_fft_limit": 0.95}, {"target": "apr_pair", "batch": 4, "size": 224,
+                                                                     "vs_fft_limit": 0.5}, {"target": "x", "batch": 4, "size": 224}]}
+    report = {"sections": {"augment": {"results": aug}, "compile": {"results": comp}}}
+    apr = {g["goal"].split(",")[1].split()[2]: g for g in goals(report) if g["goal"].startswith("APR-P core")}
+    assert apr["3x32x32"]["value"] == 0.95 and "reduce-overhead" in apr["3x32x32"]["shown"] and apr["3x32x32"]["met"]
+    assert apr["3x224x224"]["value"] == 0.9 and "eager apr_pair" in apr["3x224x224"]["shown"]
+
+
 def test_frost_fallback_writes_stand_ins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from aprkit.corruptions import _frost, corrupt
     from benchmarks.gpu.env import frost_dir_or_synthetic

@@ -41,11 +41,7 @@ def goals(report: dict) -> list[dict[str, Any]]:
     ok = None if "total" not in t else (t["failed"] == 0 and t["errors"] == 0 and t["passed"] > 0 and not t.get("incomplete"))
     out.append(_goal("CUDA tests pass", None if "total" not in t else f"{t['passed']} passed, {t['failed']} failed, "
                      f"{t['errors']} errors, {t['skipped']} skipped", "all pass", ok))
-    for row in _res(report, "augment").get("rows", []):
-        if row["mode"] == "fp32":
-            r = _get(row, "candidates", "apr_pair", "vs_fft_limit")
-            out.append(_goal(f"APR-P core / FFT-only limit, {row['batch']} x 3x{row['size']}x{row['size']} fp32", r,
-                             ">= 0.8", None if r is None else r >= 0.8))
+    out += _apr_p_goals(report)
     h = _get(_res(report, "corruptions"), "imagenet_c_hours", "items_generator", "benchmark_15")
     out.append(_goal("ImageNet-C (15 corruptions x 5 severities, 50,000 images), hours", h, "< 1",
                      None if h is None else h < 1, ".2f"))
@@ -56,6 +52,32 @@ def goals(report: dict) -> list[dict[str, Any]]:
         ov = row.get("overhead_vs_2b")
         out.append(_goal(f"APR-SP step overhead beyond a 2B standard step (batch {b})", None if ov is None else 100 * ov,
                          "< 5 %", None if ov is None else ov < 0.05, "+.1f"))
+    return out
+
+
+def _apr_p_goals(report: dict) -> list[dict[str, Any]]:
+    """APR-P / FFT-only limit per size (fp32): the best of eager ``apr_pair`` (augment section) and the compiled
+    rows (compile section, each against the limit measured in its own run), labelled with what reached it."""
+    best: dict[tuple[int, int], tuple[float, str]] = {}
+
+    def offer(b: int, s: int, ratio: Any, label: str) -> None:
+        if isinstance(ratio, (int, float)) and ratio > best.get((b, s), (float("-inf"), ""))[0]:
+            best[b, s] = (float(ratio), label)
+
+    for row in _res(report, "augment").get("rows", []):
+        if row["mode"] == "fp32":
+            best.setdefault((row["batch"], row["size"]), (float("-inf"), ""))
+            offer(row["batch"], row["size"], _get(row, "candidates", "apr_pair", "vs_fft_limit"), "eager apr_pair")
+    backend = _res(report, "compile").get("backend")
+    for row in _res(report, "compile").get("rows", []):
+        mode = f"mode {row.get('mode', 'default')}" if backend == "inductor" else f"backend {backend}"
+        offer(row["batch"], row["size"], row.get("vs_fft_limit"), f"compiled {row['target']}, {mode}")
+    out = []
+    for (b, s), (r, label) in best.items():
+        value = None if r == float("-inf") else r
+        g = _goal(f"APR-P core / FFT-only limit, {b} x 3x{s}x{s} fp32 (best of eager and compiled)", value, ">= 0.8",
+                  None if value is None else value >= 0.8)
+        out.append(g | ({"shown": f"{g['shown']} ({label})", "label": label} if value is not None else {}))
     return out
 
 
@@ -138,12 +160,15 @@ def _compile(res: dict) -> list[str]:
     for r in res.get("rows", []):
         err = r.get("compile_error") or r.get("explain_error") or ""
         reason = (r.get("break_reasons") or [""])[0]
-        rows.append([r["target"], f"{r['batch']}x3x{r['size']}x{r['size']}", _fmt(r.get("graphs")), _fmt(r.get("graph_breaks")),
-                     _fmt(r.get("compile_s"), ".1f"), _fmt(r.get("eager_img_s")), _fmt(r.get("compiled_img_s")),
-                     _fmt(r.get("speedup"), ".2f"), (err or reason).replace("|", "/").replace("\n", " ")[:160]])
+        skips = f"; {r['cudagraph_skips']} cudagraph skip(s), see the log" if r.get("cudagraph_skips") else ""
+        rows.append([r["target"], r.get("mode", "default"), f"{r['batch']}x3x{r['size']}x{r['size']}", _fmt(r.get("graphs")),
+                     _fmt(r.get("graph_breaks")), _fmt(r.get("compile_s"), ".1f"), _fmt(r.get("eager_img_s")),
+                     _fmt(r.get("compiled_img_s")), _fmt(r.get("speedup"), ".2f"), _fmt(r.get("fft_limit_img_s")),
+                     _fmt(r.get("vs_fft_limit"), ".2f"), (err or reason + skips).replace("|", "/").replace("\n", " ")[:160]])
     return [f"backend {res.get('backend')}"] + _table(
-        ["target", "batch", "graphs", "breaks", "compile s", "eager img/s", "compiled img/s", "speed-up",
-         "error / first break reason"], rows)
+        ["target", "mode", "batch", "graphs", "breaks", "compile s", "eager img/s", "compiled img/s", "speed-up",
+         "FFT-only limit img/s", "compiled / limit", "error / first break reason"], rows) + (
+        [f"- {res['note']}"] if res.get("note") else [])
 
 
 def _tests(res: dict) -> list[str]:

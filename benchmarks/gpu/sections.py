@@ -293,46 +293,109 @@ def _compile_target(name: str, x: torch.Tensor, perm: torch.Tensor) -> Callable[
     return APRPair(p=1.0, generator=torch.Generator(x.device).manual_seed(0))
 
 
-@section("compile", cap_s=60, quick_cap_s=40, title="6. torch.compile of the APR-P hot paths")
-def run_compile(ctx: Context) -> None:
+def _core_options(mode: str, backend: str) -> dict[str, Any]:
+    """``APRPair(compile_core=...)`` options for an inductor ``mode`` (other backends take no mode)."""
+    if backend != "inductor":
+        return {"backend": backend}
+    return {"dynamic": False} | ({} if mode == "default" else {"mode": mode})
+
+
+def _cudagraph_skips() -> int:
+    """How many compiled graphs inductor has run without CUDA graphs so far (its reasons go to the log)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["cudagraph_skips"])
+
+
+def _time_core_row(ctx: Context, row: dict[str, Any], b: int, s: int, mode: str) -> None:
+    """``APRPair(p=1, compile_core=...)`` forward (CPU generator, as by default) against eager and the FFT-only limit."""
     import torch._dynamo as dynamo
 
-    backend = ctx.compile_backend
-    ctx.results.update(backend=backend, note="dynamic=False; compile_s = the first call of the compiled function")
-    rows = ctx.results.setdefault("rows", [])
+    from aprkit.augment import APRPair
+    from benchmarks.bench_augment import fft_limit
+
+    _, x, _ = _batch(b, s, ctx.device)
+    dynamo.reset()
+    skips = _cudagraph_skips()
+    eager = APRPair(p=1.0, seed=0)
+    compiled = APRPair(p=1.0, seed=0, compile_core=_core_options(mode, ctx.compile_backend))
+    t0 = time.perf_counter()
+    y = compiled(x)
+    ctx.sync()
+    row.update(compile_s=time.perf_counter() - t0, graphs=1, graph_breaks=0)  # fullgraph=True: one graph or an error
+    row["max_diff_vs_eager"] = float((y - eager(x)).abs().max())  # same seed: the same partners
+    del y
+    for _ in range(3):  # CUDA graphs are recorded on the first calls after compiling
+        compiled(x)
+    ctx.sync()
     timing = _timing(ctx)
-    for b, s in _sizes(ctx)[:1] if ctx.quick else _sizes(ctx):
-        for target in ("apr_pair", "APRPair"):
-            label = f"{target} {b}x3x{s}x{s}"
-            if ctx.left() < (5 if ctx.quick else 20):
-                ctx.skip(label)
-                continue
-            ctx.log(label)
-            _, x, perm = _batch(b, s, ctx.device)
-            row: dict[str, Any] = {"target": target, "batch": b, "size": s}
-            rows.append(row)
-            try:
-                dynamo.reset()
-                ex = dynamo.explain(_compile_target(target, x, perm))(x)
-                row.update(graphs=ex.graph_count, graph_breaks=ex.graph_break_count,
-                           break_reasons=[str(getattr(r, "reason", r))[:200] for r in ex.break_reasons][:5])
-            except Exception as err:  # recorded, the compile attempt still runs
-                row["explain_error"] = _err(err)
-            ctx.save()
-            try:
-                dynamo.reset()
-                eager = _compile_target(target, x, perm)
-                compiled = torch.compile(_compile_target(target, x, perm), backend=backend, dynamic=False)
-                t0 = time.perf_counter()
-                y = compiled(x)
-                ctx.sync()
-                row["compile_s"] = time.perf_counter() - t0
-                if target == "apr_pair":
-                    row["max_diff_vs_eager"] = float((y - eager(x)).abs().max())
-                times = bench({"eager": lambda: eager(x), "compiled": lambda: compiled(x)}, timing["repeats"],
-                              ctx.device, min_time=timing["min_time"], deadline=ctx.deadline)
-                row.update(eager_img_s=b / times["eager"], compiled_img_s=b / times["compiled"],
-                           speedup=times["eager"] / times["compiled"])
-            except Exception as err:
-                row["compile_error"] = _err(err, 600)
-            ctx.save()
+    times = bench({"fft_limit": lambda: fft_limit(x), "eager": lambda: eager(x), "compiled": lambda: compiled(x)},
+                  timing["repeats"], ctx.device, min_time=timing["min_time"], deadline=ctx.deadline)
+    row.update(eager_img_s=b / times["eager"], compiled_img_s=b / times["compiled"], speedup=times["eager"] / times["compiled"],
+               fft_limit_img_s=b / times["fft_limit"], vs_fft_limit=times["fft_limit"] / times["compiled"],
+               eager_vs_fft_limit=times["fft_limit"] / times["eager"], cudagraph_skips=_cudagraph_skips() - skips)
+
+
+def _time_explained_row(ctx: Context, row: dict[str, Any], target: str, b: int, s: int) -> None:
+    """``torch.compile`` of a whole target (``apr_pair`` or the ``APRPair`` module): graphs, breaks, speed-up."""
+    import torch._dynamo as dynamo
+
+    from benchmarks.bench_augment import fft_limit
+
+    backend = ctx.compile_backend
+    _, x, perm = _batch(b, s, ctx.device)
+    try:
+        dynamo.reset()
+        ex = dynamo.explain(_compile_target(target, x, perm))(x)
+        row.update(graphs=ex.graph_count, graph_breaks=ex.graph_break_count,
+                   break_reasons=[str(getattr(r, "reason", r))[:200] for r in ex.break_reasons][:5])
+    except Exception as err:  # recorded, the compile attempt still runs
+        row["explain_error"] = _err(err)
+    ctx.save()
+    dynamo.reset()
+    eager = _compile_target(target, x, perm)
+    compiled = torch.compile(_compile_target(target, x, perm), backend=backend, dynamic=False)
+    t0 = time.perf_counter()
+    y = compiled(x)
+    ctx.sync()
+    row["compile_s"] = time.perf_counter() - t0
+    if target == "apr_pair":
+        row["max_diff_vs_eager"] = float((y - eager(x)).abs().max())
+    timing = _timing(ctx)
+    times = bench({"fft_limit": lambda: fft_limit(x), "eager": lambda: eager(x), "compiled": lambda: compiled(x)},
+                  timing["repeats"], ctx.device, min_time=timing["min_time"], deadline=ctx.deadline)
+    row.update(eager_img_s=b / times["eager"], compiled_img_s=b / times["compiled"], speedup=times["eager"] / times["compiled"],
+               fft_limit_img_s=b / times["fft_limit"], vs_fft_limit=times["fft_limit"] / times["compiled"])
+
+
+@section("compile", cap_s=60, quick_cap_s=40, title="6. torch.compile of the APR-P hot paths")
+def run_compile(ctx: Context) -> None:
+    backend = ctx.compile_backend
+    ctx.results.update(backend=backend, note=(
+        "APRPair(compile_core=MODE): the module's core compiled as one graph (sampling with a CPU generator and "
+        "validation eager), dynamic=False; apr_pair / APRPair module: the whole call compiled; compile_s = the first "
+        "call; ratio = FFT-only limit time / compiled time, measured in the same run"))
+    rows = ctx.results.setdefault("rows", [])
+    sizes = _sizes(ctx)[:1] if ctx.quick else _sizes(ctx)
+    modes = ["default", "reduce-overhead"] if ctx.is_cuda and backend == "inductor" else ["default"]
+    plan = [("APRPair compile_core", mode, b, s) for b, s in sizes for mode in modes]
+    plan += [(target, "default", b, s) for b, s in sizes for target in ("apr_pair", "APRPair")]
+    if ctx.is_cuda and backend == "inductor" and not ctx.quick:  # autotuning takes long: last, large size only
+        plan += [("APRPair compile_core", "max-autotune-no-cudagraphs", *sizes[-1])]
+    for target, mode, b, s in plan:
+        label = f"{target} ({mode}) {b}x3x{s}x{s}"
+        need = 5 if ctx.quick else (30 if mode.startswith("max-autotune") else 15)
+        if ctx.left() < need:
+            ctx.skip(label)
+            continue
+        ctx.log(label)
+        row: dict[str, Any] = {"target": target, "mode": mode, "batch": b, "size": s}
+        rows.append(row)
+        try:
+            if target == "APRPair compile_core":
+                _time_core_row(ctx, row, b, s, mode)
+            else:
+                _time_explained_row(ctx, row, target, b, s)
+        except Exception as err:
+            row["compile_error"] = _err(err, 600)
+        ctx.save()
