@@ -18,6 +18,10 @@ Specs (``KIND:ARG``):
 ============================  ==========================================================================
 
 Every dataset yields ``(uint8 tensor (C, H, W), int label)``; batch them with :func:`aprkit.data.iter_batches`.
+
+The -C sets and ``cue-conflict`` may omit ``ROOT``: they are then read from ``data_root()/<folder>``
+(``$APRKIT_DATA`` or ``data_root=``, default ``~/.cache/aprkit``), and ``download=True`` fetches them from
+their official archives first (:mod:`aprkit.data.sources`: checksums, resume, a completion marker).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from torch.utils.data import Dataset
 
 from aprkit._checks import nearest_names
 
-__all__ = ["DATASET_KINDS", "get_dataset", "parse_spec"]
+__all__ = ["DATASET_KINDS", "DOWNLOADABLE", "get_dataset", "parse_spec", "resolve_spec"]
 
 
 def _cifar(name: str) -> Callable[..., Dataset]:
@@ -112,6 +116,13 @@ DATASET_KINDS: dict[str, Callable[..., Dataset]] = {
 }
 
 
+#: spec kind -> the name of its source in ``aprkit.data.sources.SOURCES`` (downloadable, root optional)
+DOWNLOADABLE: dict[str, str] = {
+    "cifar10-c": "cifar10-c", "cifar100-c": "cifar100-c", "imagenet-c": "imagenet-c",
+    "tinyimagenet-c": "tinyimagenet-c", "tiny-imagenet-c": "tinyimagenet-c", "cue-conflict": "cue-conflict",
+}
+
+
 def _root(arg: str, kind: str) -> Path:
     if not arg:
         raise ValueError(f"{kind} needs a root folder: '{kind}:/path/to/data'")
@@ -129,11 +140,31 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return kind, arg.strip()
 
 
-def get_dataset(spec: str, split: str = "test", **kw: Any) -> Dataset:
+def resolve_spec(spec: str, *, download: bool = False, data_root: str | Path | None = None,
+                 progress: bool = True) -> str:
+    """``spec`` with a downloadable kind's folder filled in (and fetched when ``download``); others unchanged.
+
+    ``"cifar10-c"`` -> ``"cifar10-c:<data root>/CIFAR-10-C"``. An explicit folder is kept; with ``download``
+    an incomplete one is completed there. Raises ``FileNotFoundError`` (what to fetch, where, how) when the
+    data is missing and ``download`` is False.
+    """
+    kind, arg = parse_spec(spec)
+    if kind not in DOWNLOADABLE or (arg and not download):
+        return spec
+    from .sources import ensure_source
+
+    folder = ensure_source(DOWNLOADABLE[kind], arg or None, root=data_root, download=download, progress=progress)
+    return f"{kind}:{folder}"
+
+
+def get_dataset(spec: str, split: str = "test", *, download: bool = False, data_root: str | Path | None = None,
+                **kw: Any) -> Dataset:
     """The dataset named by ``spec`` (see the module docstring); keywords go to its reader.
 
-    Raises ``ValueError`` for an unknown kind (listing the valid ones) and ``FileNotFoundError`` naming the
-    missing file and the layout expected.
+    ``download=True`` fetches a -C set or the cue-conflict stimuli first (into ``data_root``, see
+    :func:`resolve_spec`). Raises ``ValueError`` for an unknown kind (listing the valid ones) and
+    ``FileNotFoundError`` naming the missing file and the layout expected.
     """
+    spec = resolve_spec(spec, download=download, data_root=data_root)
     kind, arg = parse_spec(spec)
     return DATASET_KINDS[kind](arg, split, **kw)

@@ -1,0 +1,181 @@
+"""Downloading published files: resumable HTTP, checksums, safe extraction, one data root.
+
+- ``data_root(root)``: where downloaded data lives: ``root`` if given, else ``$APRKIT_DATA``, else
+  ``~/.cache/aprkit``. Never the working directory implicitly.
+- ``download_file(url, dest, md5=...)``: streams into ``dest + ".part"`` (an interrupted download resumes with
+  an HTTP ``Range`` request), shows a tqdm bar, verifies the MD5 (a mismatch removes the file and raises) and
+  renames the finished file atomically.
+- ``extract_archive(path, dest)``: ``.tar``/``.tar.gz``/``.zip`` into ``dest``, refusing members that would
+  land outside it.
+- ``zenodo_md5(record, key)``: the checksum a Zenodo record publishes for one of its files.
+
+Network failures raise :class:`DownloadError` (an ``OSError``) naming the URL tried, the path it was written
+to and how to supply the file by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+__all__ = ["DATA_ENV", "DownloadError", "data_root", "download_file", "extract_archive", "file_md5", "remove_tree",
+           "zenodo_md5"]
+
+#: environment variable naming the data root
+DATA_ENV = "APRKIT_DATA"
+#: Zenodo's REST API (record metadata with published checksums)
+ZENODO_API = "https://zenodo.org/api/records"
+_CHUNK = 1 << 20
+
+
+class DownloadError(OSError):
+    """A file could not be fetched; the message says what was tried, where, and how to supply it."""
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The data root: ``root``, else ``$APRKIT_DATA``, else ``~/.cache/aprkit`` (expanded, absolute)."""
+    if root is None or os.fspath(root) == "":
+        root = os.environ.get(DATA_ENV) or Path.home() / ".cache" / "aprkit"
+    return Path(root).expanduser().absolute()
+
+
+def file_md5(path: str | os.PathLike) -> str:
+    """Hex MD5 of a file, read in 1 MiB chunks."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _offline_error(url: str, dest: Path, reason: object) -> DownloadError:
+    return DownloadError(
+        f"could not download {url} ({reason}); it was to be written to {dest}. If this machine is offline, "
+        f"download the file elsewhere and place it at {dest} (or point ${DATA_ENV} / --data-root at a folder "
+        "that already holds the extracted data)"
+    )
+
+
+def _open(url: str, start: int, timeout: float):
+    headers = {"User-Agent": "aprkit"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+
+
+def download_file(
+    url: str, dest: str | os.PathLike, md5: str | None = None, *, progress: bool = True, timeout: float = 60.0
+) -> Path:
+    """Download ``url`` to ``dest`` (resuming ``dest.part``), verify ``md5`` and return ``dest``.
+
+    An existing ``dest`` with the right checksum is kept (nothing is fetched). A checksum mismatch removes
+    the bad file and raises ``ValueError`` naming both checksums; network errors raise ``DownloadError``.
+    """
+    from tqdm.auto import tqdm
+
+    dest = Path(dest)
+    if dest.is_file() and (md5 is None or file_md5(dest) == md5.lower()):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    start = part.stat().st_size if part.is_file() else 0
+    try:
+        try:
+            resp = _open(url, start, timeout)
+        except urllib.error.HTTPError as e:
+            if e.code != 416 or not start:  # 416: the .part file already holds every byte
+                raise
+            resp = None
+        if resp is not None:
+            with resp:
+                if start and resp.status != 206:  # the server ignored Range: start again
+                    start = 0
+                length = resp.headers.get("Content-Length")
+                total = start + int(length) if length is not None else None
+                with open(part, "ab" if start else "wb") as f, tqdm(
+                    total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
+                    disable=not progress, leave=False,
+                ) as bar:
+                    for chunk in iter(lambda: resp.read(_CHUNK), b""):
+                        f.write(chunk)
+                        bar.update(len(chunk))
+                if total is not None and part.stat().st_size < total:
+                    raise _offline_error(url, dest, f"connection closed after {part.stat().st_size} of {total} bytes; "
+                                                    f"run again to resume from {part}")
+    except DownloadError:
+        raise
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        raise _offline_error(url, dest, f"{getattr(e, 'reason', e)}; run again to resume from {part}") from e
+    if md5 is not None:
+        got = file_md5(part)
+        if got != md5.lower():
+            part.unlink()
+            raise ValueError(
+                f"checksum mismatch for {url}: MD5 {got}, expected the published {md5.lower()}; the corrupt download "
+                f"was removed ({part}). Run again to download it afresh"
+            )
+    os.replace(part, dest)
+    return dest
+
+
+def _check_member(dest: Path, name: str, archive: Path) -> None:
+    target = (dest / name).resolve()
+    if target != dest.resolve() and dest.resolve() not in target.parents:
+        raise ValueError(f"archive {archive} has a member {name!r} outside the extraction folder; refusing to extract")
+
+
+def extract_archive(path: str | os.PathLike, dest: str | os.PathLike, *, progress: bool = True) -> Path:
+    """Extract a ``.tar``(``.gz``/``.bz2``/``.xz``) or ``.zip`` archive into ``dest``; returns ``dest``."""
+    from tqdm.auto import tqdm
+
+    path, dest = Path(path), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+            for m in tqdm(members, desc=f"extract {path.name}", disable=not progress, leave=False):
+                _check_member(dest, m.filename, path)
+                zf.extract(m, dest)
+        return dest
+    if not tarfile.is_tarfile(path):
+        raise ValueError(f"{path} is neither a tar nor a zip archive; expected the published archive")
+    with tarfile.open(path) as tf:
+        for m in tqdm(tf, desc=f"extract {path.name}", disable=not progress, leave=False):
+            _check_member(dest, m.name, path)
+            if m.issym() or m.islnk():
+                _check_member(dest, os.path.join(os.path.dirname(m.name), m.linkname), path)
+            if hasattr(tarfile, "data_filter"):
+                tf.extract(m, dest, filter="data")
+            else:  # pragma: no cover - Python < 3.12 without the extraction filters
+                tf.extract(m, dest)
+    return dest
+
+
+def zenodo_md5(record: str, key: str, *, api: str = ZENODO_API, timeout: float = 60.0) -> str:
+    """The MD5 that Zenodo record ``record`` publishes for its file ``key`` (from ``{api}/{record}``)."""
+    url = f"{api.rstrip('/')}/{record}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "aprkit"}), timeout=timeout) as r:
+            meta = json.loads(r.read().decode("utf-8"))
+    except (urllib.error.URLError, OSError) as e:
+        raise DownloadError(f"could not read the checksums of Zenodo record {record} from {url} "
+                            f"({getattr(e, 'reason', e)})") from e
+    for entry in meta.get("files", []):
+        if entry.get("key") == key:
+            algo, _, value = str(entry.get("checksum", "")).partition(":")
+            if algo == "md5" and value:
+                return value
+    raise ValueError(f"Zenodo record {record} ({url}) lists no MD5 for a file named {key!r}")
+
+
+def remove_tree(path: str | os.PathLike) -> None:
+    """Remove a folder left half-extracted (no error if it is absent)."""
+    shutil.rmtree(path, ignore_errors=True)

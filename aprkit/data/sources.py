@@ -1,0 +1,219 @@
+"""Where the published datasets come from, and ``ensure_source``: find them on disk or download them.
+
+=======================  ====================================================================================
+``cifar10-c``            Zenodo record 2535967 ``CIFAR-10-C.tar`` (Hendrycks & Dietterich 2019)
+``cifar100-c``           Zenodo record 3555552 ``CIFAR-100-C.tar``
+``tinyimagenet-c``       Zenodo record 2536630 ``Tiny-ImageNet-C.tar``
+``imagenet-c``           Zenodo record 2235448 ``noise.tar``, ``blur.tar``, ``weather.tar``, ``digital.tar``
+                         (the 15 benchmark corruptions; the 15 GB ``extra.tar`` is not fetched)
+``cue-conflict``         the 1,280 Geirhos et al. stimuli from the ``rgeirhos/texture-vs-shape`` GitHub archive
+                         (``stimuli/style-transfer-preprocessed-512``), at a pinned commit
+``cue-conflict-decisions``  the raw decision CSVs: 10 human subjects (``bethgelab/model-vs-human``
+                         ``raw-data/cue-conflict``) and the published ResNet-50 (``texture-vs-shape``), pinned commits
+=======================  ====================================================================================
+
+Every dataset lands in ``data_root()/<folder>`` (``$APRKIT_DATA`` or ``~/.cache/aprkit``; see
+:func:`aprkit.data.download.data_root`) unless a folder is given. A layout that passed its check carries a
+marker file ``.aprkit-complete`` and is never downloaded again. ``$APRKIT_DOWNLOAD_MIRROR`` (or
+``mirror=``) replaces the scheme and host of every URL, e.g. for a local mirror.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from .._checks import nearest_names
+from .download import DATA_ENV, ZENODO_API, data_root, download_file, extract_archive, remove_tree, zenodo_md5
+
+__all__ = ["MARKER", "MIRROR_ENV", "RemoteFile", "Source", "SOURCES", "ensure_source"]
+
+MARKER = ".aprkit-complete"
+MIRROR_ENV = "APRKIT_DOWNLOAD_MIRROR"
+_TVS_COMMIT = "ccd0c01d42c0a8a834e90ec141e7f24fa915dc23"  # rgeirhos/texture-vs-shape, 2 May 2023
+_MVH_COMMIT = "79ed7cd1d9ac3a114e71b6638f0a98bdd627316c"  # bethgelab/model-vs-human, 17 Apr 2025
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One published file: URL, file name, MD5 (``None``: ask the Zenodo record ``zenodo`` for it)."""
+
+    url: str
+    name: str
+    md5: str | None = None
+    zenodo: str | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """A dataset: its files, the folder it lands in, the folder inside the extracted archives that holds
+    the published layout (``inner``; ``None``: the files are not archives) and a layout ``check`` that
+    returns ``None`` when complete or a sentence saying what is missing."""
+
+    name: str
+    folder: str
+    files: tuple[RemoteFile, ...]
+    inner: str | None
+    check: Callable[[Path], str | None]
+
+
+def _missing(paths: list[Path]) -> str | None:
+    gone = [p.name for p in paths if not p.exists()]
+    return None if not gone else f"missing {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''} ({len(gone)} files)"
+
+
+def _check_cifar_c(p: Path) -> str | None:
+    from .corrupted import ALL_CORRUPTIONS
+
+    return _missing([p / "labels.npy"] + [p / f"{c}.npy" for c in ALL_CORRUPTIONS])
+
+
+def _check_folder_c(p: Path) -> str | None:
+    from .corrupted import BENCHMARK_CORRUPTIONS, available_corruptions
+
+    gone = sorted(set(BENCHMARK_CORRUPTIONS) - set(available_corruptions(p)))
+    return None if not gone else f"missing the corruption folders {', '.join(gone)}"
+
+
+def _check_cue_conflict(p: Path) -> str | None:
+    from .cue_conflict import scan_cue_conflict
+
+    try:
+        n = len(scan_cue_conflict(p))
+    except (FileNotFoundError, ValueError) as e:
+        return str(e)
+    return None if n == 1280 else f"{n} stimuli instead of the published 1,280"
+
+
+def _check_files(names: tuple[str, ...]) -> Callable[[Path], str | None]:
+    return lambda p: _missing([p / n for n in names])
+
+
+def _zenodo(record: str, name: str, md5: str | None) -> RemoteFile:
+    return RemoteFile(f"https://zenodo.org/records/{record}/files/{name}", name, md5, record)
+
+
+_HUMANS = tuple(f"cue-conflict_subject-{i:02d}_session_1.csv" for i in range(1, 11))
+#: MD5s computed from the files at the pinned commits (identical to texture-vs-shape's style-transfer CSVs)
+_HUMAN_MD5 = ("85a0dd1b5814a03d92b1119d80e4bc58", "bd78657d3026c7b08d86f74bf18dcbfc", "c6f00b8c321f809e3fe2eac2fb1e42c1",
+              "2c69d7df2c3cc024174980d8c5dd854f", "62d80fbde743d136a1da93561cb0190c", "90fb714cc6455565cad3f1807b047d3b",
+              "2ada5ef0b86a20e0a50411bad90f568e", "992de37cc0392378efb7fad1a5eb434a", "d574f5912b4425019709cd16417f690a",
+              "6d0734b9abc5ede1bb090d66e6c1853d")
+_RESNET50 = "style-transfer-512-nomask-experiment_resnet50_session-1.csv"
+
+#: name -> Source. MD5s are the ones the Zenodo records publish (CIFAR-10-C, CIFAR-100-C, ImageNet-C as also
+#: pinned by other loaders); Tiny-ImageNet-C's is read from its Zenodo record at download time (not pinned:
+#: we could not confirm it). GitHub archives are not byte-stable, so the stimuli are checked by content.
+SOURCES: dict[str, Source] = {
+    "cifar10-c": Source("cifar10-c", "CIFAR-10-C", (_zenodo("2535967", "CIFAR-10-C.tar", "56bf5dcef84df0e2308c6dcbcbbd8499"),),
+                        "CIFAR-10-C", _check_cifar_c),
+    "cifar100-c": Source("cifar100-c", "CIFAR-100-C", (_zenodo("3555552", "CIFAR-100-C.tar", "11f0ed0f1191edbf9fa23466ae6021d3"),),
+                         "CIFAR-100-C", _check_cifar_c),
+    "tinyimagenet-c": Source("tinyimagenet-c", "Tiny-ImageNet-C", (_zenodo("2536630", "Tiny-ImageNet-C.tar", None),),
+                             "Tiny-ImageNet-C", _check_folder_c),
+    "imagenet-c": Source("imagenet-c", "ImageNet-C", (
+        _zenodo("2235448", "noise.tar", "e80562d7f6c3f8834afb1ecf27252745"),
+        _zenodo("2235448", "blur.tar", "2d8e81fdd8e07fef67b9334fa635e45c"),
+        _zenodo("2235448", "weather.tar", "33ffea4db4d93fe4a428c40a6ce0c25d"),
+        _zenodo("2235448", "digital.tar", "89157860d7b10d5797849337ca2e5c03"),
+    ), "", _check_folder_c),
+    "cue-conflict": Source("cue-conflict", "cue-conflict", (RemoteFile(
+        f"https://github.com/rgeirhos/texture-vs-shape/archive/{_TVS_COMMIT}.zip", f"texture-vs-shape-{_TVS_COMMIT[:7]}.zip"),),
+        f"texture-vs-shape-{_TVS_COMMIT}/stimuli/style-transfer-preprocessed-512", _check_cue_conflict),
+    "cue-conflict-decisions": Source("cue-conflict-decisions", "cue-conflict-decisions", tuple(
+        RemoteFile(f"https://raw.githubusercontent.com/bethgelab/model-vs-human/{_MVH_COMMIT}/raw-data/cue-conflict/{n}", n, m)
+        for n, m in zip(_HUMANS, _HUMAN_MD5)) + (RemoteFile(
+            f"https://raw.githubusercontent.com/rgeirhos/texture-vs-shape/{_TVS_COMMIT}/raw-data/"
+            f"style-transfer-512-nomask-experiment-trained-CNNs/{_RESNET50}", _RESNET50, "66c4ae7cb3fbf9669614a1593e6d2fd6"),),
+        None, _check_files(_HUMANS + (_RESNET50,))),
+}
+
+
+def _mirrored(url: str, mirror: str | None) -> str:
+    if not mirror:
+        return url
+    parts = urlsplit(url)
+    return mirror.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def _write_marker(target: Path, src: Source) -> None:
+    try:
+        (target / MARKER).write_text(json.dumps({"source": src.name, "files": {f.name: f.url for f in src.files}}))
+    except OSError:  # a read-only copy is still usable; it is checked again next time
+        pass
+
+
+def _merge(inner: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for child in inner.iterdir():
+        dest = target / child.name
+        if dest.is_dir():
+            remove_tree(dest)
+        os.replace(child, dest)
+
+
+def ensure_source(
+    source: str | Source,
+    target: str | os.PathLike | None = None,
+    *,
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    progress: bool = True,
+    mirror: str | None = None,
+    keep_archives: bool = False,
+) -> Path:
+    """The folder holding ``source``'s published layout, downloaded first when ``download`` and incomplete.
+
+    ``target`` defaults to ``data_root(root) / source.folder``. A folder with the marker, or one that passes
+    the layout check, is returned as it is. Without ``download`` an incomplete folder raises
+    ``FileNotFoundError`` naming the path, the URLs and how to supply the data.
+    """
+    if isinstance(source, str):
+        if source not in SOURCES:
+            raise ValueError(f"unknown data source {source!r}{nearest_names(source, list(SOURCES))}; "
+                             f"valid: {', '.join(SOURCES)}")
+        source = SOURCES[source]
+    target = Path(target).expanduser().absolute() if target is not None else data_root(root) / source.folder
+    if (target / MARKER).is_file():
+        return target
+    problem = source.check(target) if target.is_dir() else f"{target} does not exist"
+    if problem is None:
+        _write_marker(target, source)
+        return target
+    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
+    if not download:
+        urls = ", ".join(_mirrored(f.url, mirror) for f in source.files[:4]) + (" ..." if len(source.files) > 4 else "")
+        raise FileNotFoundError(
+            f"{source.name} not found at {target} ({problem}). Pass download=True (aprkit eval --download) to fetch "
+            f"it from {urls}, or place the extracted published layout there (the data root is ${DATA_ENV} or "
+            "--data-root, default ~/.cache/aprkit)"
+        )
+    staging = target.parent / f".aprkit-downloads-{target.name}"
+    archives = []
+    for f in source.files:
+        md5 = f.md5
+        if md5 is None and f.zenodo is not None:
+            md5 = zenodo_md5(f.zenodo, f.name, api=_mirrored(ZENODO_API, mirror))
+        dest = (staging / f.name) if source.inner is not None else (target / f.name)
+        archives.append(download_file(_mirrored(f.url, mirror), dest, md5, progress=progress))
+    if source.inner is not None:
+        extracted = staging / "extracted"
+        remove_tree(extracted)
+        for a in archives:
+            extract_archive(a, extracted, progress=progress)
+        inner = extracted / source.inner
+        if not inner.is_dir():
+            raise ValueError(f"the {source.name} archives hold no folder {source.inner!r}; expected the published layout")
+        _merge(inner, target)
+        remove_tree(extracted)
+        if not keep_archives:
+            remove_tree(staging)
+    problem = source.check(target)
+    if problem is not None:
+        raise ValueError(f"downloaded {source.name} into {target} but the layout is incomplete: {problem}")
+    _write_marker(target, source)
+    return target

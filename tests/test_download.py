@@ -1,0 +1,241 @@
+"""Downloads against an HTTP server on 127.0.0.1 (Range support) serving small archives in the official layouts."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import tarfile
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aprkit.data import get_dataset
+from aprkit.data.corrupted import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS
+from aprkit.data.cue_conflict import CUE_CONFLICT_CATEGORIES
+from aprkit.data.download import DownloadError, data_root, download_file, extract_archive
+from aprkit.data.registry import resolve_spec
+from aprkit.data.sources import MARKER, SOURCES, RemoteFile, ensure_source
+
+
+class _Server:
+    """Serves ``files`` (URL path -> bytes); ``truncate`` paths send half their bytes once, then close."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.truncate: set[str] = set()
+        self.requests: list[tuple[str, str | None]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                rng = self.headers.get("Range")
+                server.requests.append((path, rng))
+                if path not in server.files:
+                    self.send_error(404)
+                    return
+                data = server.files[path]
+                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+                if start >= len(data) and rng:
+                    self.send_error(416)
+                    return
+                self.send_response(206 if rng else 200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                body = data[start:]
+                if path in server.truncate:
+                    server.truncate.discard(path)
+                    body = body[: len(body) // 2]
+                    self.close_connection = True
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = _Server()
+    yield s
+    s.close()
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _cifar_c_tar(top: str = "CIFAR-10-C") -> bytes:
+    rng = np.random.default_rng(0)
+    members = {f"{top}/{c}.npy": _npy(rng.integers(0, 256, (10, 4, 4, 3), dtype=np.uint8)) for c in ALL_CORRUPTIONS}
+    members[f"{top}/labels.npy"] = _npy(np.tile(np.arange(2, dtype=np.int64), 5))
+    return _tar(members)
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def _local(source: str, server: _Server, data: bytes) -> object:
+    """``SOURCES[source]`` with its one file served by ``server`` under the official URL path and checksum."""
+    src = SOURCES[source]
+    (f,) = src.files
+    path = "/" + f.url.split("/", 3)[3]
+    server.files[path] = data
+    return dataclasses.replace(src, files=(RemoteFile(server.url + path, f.name, _md5(data)),))
+
+
+def test_data_root_setting(tmp_path, monkeypatch):
+    monkeypatch.delenv("APRKIT_DATA", raising=False)
+    assert data_root() == Path.home() / ".cache" / "aprkit"
+    monkeypatch.setenv("APRKIT_DATA", str(tmp_path))
+    assert data_root() == tmp_path
+    assert data_root(tmp_path / "x") == tmp_path / "x"
+
+
+def test_cifar10_c_download_extract_marker_and_no_second_download(server, tmp_path):
+    src = _local("cifar10-c", server, _cifar_c_tar())
+    path = ensure_source(src, root=tmp_path, download=True, progress=False)
+    assert path == tmp_path / "CIFAR-10-C" and (path / MARKER).is_file() and (path / "fog.npy").is_file()
+    assert not (tmp_path / ".aprkit-downloads-CIFAR-10-C").exists()  # archive removed after extraction
+    n = len(server.requests)
+    assert ensure_source(src, root=tmp_path, download=True, progress=False) == path
+    assert len(server.requests) == n  # complete: nothing fetched again
+    ds = get_dataset("cifar10-c", corruption="fog", severity=2, data_root=tmp_path)
+    assert len(ds) == 2 and ds[0][0].shape == (3, 4, 4)
+
+
+def test_checksum_mismatch_removes_file(server, tmp_path):
+    """The real source (published MD5) served a different archive: clear error, nothing left behind."""
+    server.files["/records/2535967/files/CIFAR-10-C.tar"] = _cifar_c_tar()
+    with pytest.raises(ValueError, match="checksum mismatch.*56bf5dcef84df0e2308c6dcbcbbd8499.*removed"):
+        ensure_source("cifar10-c", root=tmp_path, download=True, progress=False, mirror=server.url)
+    staging = tmp_path / ".aprkit-downloads-CIFAR-10-C"
+    assert not any(staging.glob("CIFAR-10-C.tar*"))
+    assert not (tmp_path / "CIFAR-10-C" / MARKER).exists()
+
+
+def test_interrupted_download_resumes(server, tmp_path):
+    data = _cifar_c_tar("CIFAR-100-C")
+    src = _local("cifar100-c", server, data)
+    path = "/" + src.files[0].url.split("/", 3)[3]
+    server.truncate.add(path)
+    with pytest.raises(DownloadError, match="resume"):
+        ensure_source(src, root=tmp_path, download=True, progress=False)
+    part = tmp_path / ".aprkit-downloads-CIFAR-100-C" / "CIFAR-100-C.tar.part"
+    half = part.stat().st_size
+    assert 0 < half < len(data)
+    got = ensure_source(src, root=tmp_path, download=True, progress=False)
+    assert (got / MARKER).is_file() and (got / "labels.npy").is_file()
+    assert server.requests[-1] == (path, f"bytes={half}-")  # the second request asked for the rest only
+
+
+def test_download_file_resume_range(server, tmp_path):
+    data = bytes(range(256)) * 64
+    server.files["/f.bin"] = data
+    server.truncate.add("/f.bin")
+    dest = tmp_path / "f.bin"
+    with pytest.raises(DownloadError, match=str(dest.name)):
+        download_file(server.url + "/f.bin", dest, _md5(data), progress=False)
+    half = (tmp_path / "f.bin.part").stat().st_size
+    assert half == len(data) // 2
+    download_file(server.url + "/f.bin", dest, _md5(data), progress=False)
+    assert dest.read_bytes() == data and server.requests[-1] == ("/f.bin", f"bytes={half}-")
+
+
+def test_offline_messages(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        ensure_source("cifar10-c", root=tmp_path, download=False)
+    msg = str(e.value)
+    assert str(tmp_path / "CIFAR-10-C") in msg and "zenodo.org/records/2535967/files/CIFAR-10-C.tar" in msg
+    assert "--download" in msg and "APRKIT_DATA" in msg
+    with pytest.raises(DownloadError) as e:  # nothing listens on port 9 of 127.0.0.1
+        ensure_source("cifar10-c", root=tmp_path, download=True, progress=False, mirror="http://127.0.0.1:9")
+    msg = str(e.value)
+    assert "http://127.0.0.1:9/records/2535967/files/CIFAR-10-C.tar" in msg and "CIFAR-10-C.tar" in msg
+    assert "offline" in msg and "place it at" in msg
+
+
+def test_tinyimagenet_c_checksum_from_zenodo_record(server, tmp_path):
+    members = {f"Tiny-ImageNet-C/{c}/{s}/n01443537/test_{s}.JPEG": b"" for c in BENCHMARK_CORRUPTIONS for s in range(1, 6)}
+    data = _tar(members)
+    server.files["/records/2536630/files/Tiny-ImageNet-C.tar"] = data
+    server.files["/api/records/2536630"] = json.dumps(
+        {"files": [{"key": "Tiny-ImageNet-C.tar", "checksum": f"md5:{_md5(data)}"}]}).encode()
+    path = ensure_source("tinyimagenet-c", root=tmp_path, download=True, progress=False, mirror=server.url)
+    assert (path / "fog" / "3" / "n01443537").is_dir() and (path / MARKER).is_file()
+
+
+def test_imagenet_c_four_archives_merge(server, tmp_path):
+    fam = {"noise": BENCHMARK_CORRUPTIONS[:3], "blur": BENCHMARK_CORRUPTIONS[3:7],
+           "weather": BENCHMARK_CORRUPTIONS[7:11], "digital": BENCHMARK_CORRUPTIONS[11:]}
+    files = []
+    for f in SOURCES["imagenet-c"].files:
+        data = _tar({f"{c}/{s}/n01440764/x.JPEG": b"" for c in fam[f.name[:-4]] for s in range(1, 6)})
+        path = "/" + f.url.split("/", 3)[3]
+        server.files[path] = data
+        files.append(RemoteFile(server.url + path, f.name, _md5(data)))
+    src = dataclasses.replace(SOURCES["imagenet-c"], files=tuple(files))
+    path = ensure_source(src, root=tmp_path, download=True, progress=False)
+    assert sorted(p.name for p in path.iterdir() if p.is_dir()) == sorted(BENCHMARK_CORRUPTIONS)
+
+
+def test_cue_conflict_from_repo_archive(server, tmp_path):
+    (src_file,) = SOURCES["cue-conflict"].files
+    inner = SOURCES["cue-conflict"].inner
+    buf = io.BytesIO()
+    cats = CUE_CONFLICT_CATEGORIES
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(inner.split("/")[0] + "/README.md", "repo")
+        for i, shape in enumerate(cats):
+            for k in range(80):
+                zf.writestr(f"{inner}/{shape}/{shape}{k + 1}-{cats[(i + k) % 16]}{k + 1}.png", b"")
+    src = _local("cue-conflict", server, buf.getvalue())
+    path = ensure_source(src, root=tmp_path, download=True, progress=False)
+    assert path == tmp_path / "cue-conflict" and len(list(path.glob("*/*.png"))) == 1280
+    assert not (tmp_path / "cue-conflict" / "README.md").exists()
+
+
+def test_extract_refuses_paths_outside(tmp_path):
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(_tar({"../evil.txt": b"x"}))
+    with pytest.raises(ValueError, match="outside"):
+        extract_archive(bad, tmp_path / "out", progress=False)
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_unknown_source_and_existing_layout(tmp_path):
+    with pytest.raises(ValueError, match="unknown data source 'cifar10c'.*cifar10-c"):
+        ensure_source("cifar10c", root=tmp_path)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for c in ALL_CORRUPTIONS + ("labels",):
+        np.save(folder / f"{c}.npy", np.zeros(5, dtype=np.int64))
+    assert resolve_spec(f"cifar10-c:{folder}", download=True) == f"cifar10-c:{folder}"  # complete: kept, no network
+    assert (folder / MARKER).is_file()
