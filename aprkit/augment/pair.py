@@ -22,7 +22,7 @@ from torch import nn
 from .._checks import check_dims, check_finite_spectrum, check_image_tensor, check_labels, check_probability, eager_cpu
 from ..fourier import Dims
 from .functional import apr_pair, apr_pair_with_dc, needs_finite_check, sample_pair_params
-from .single import make_generator
+from .single import make_generator, worker_generator
 
 __all__ = ["APRPair", "APRSP"]
 
@@ -59,6 +59,7 @@ class APRPair(nn.Module):
         self.per_sample = bool(per_sample)
         self.clamp = bool(clamp)
         self.generator = make_generator(generator, seed)
+        self._base_seed = None if self.generator is None else self.generator.initial_seed()  # see worker_generator
         if not isinstance(compile_core, (bool, dict)):
             raise TypeError(f"compile_core must be a bool or a dict of torch.compile options, got {type(compile_core).__name__}")
         self.compile_core = compile_core
@@ -69,7 +70,8 @@ class APRPair(nn.Module):
         """Sample ``{"perm": (B,) int64, "mask": (B,) bool}`` for a batch of shape ``(B, C, H, W)``."""
         if len(batch_shape) == 0 or int(batch_shape[0]) < 1:
             raise ValueError(f"batch_shape must describe a non-empty batch (B, C, H, W), got {tuple(batch_shape)}")
-        return sample_pair_params(int(batch_shape[0]), self.p, self.per_sample, self.generator, device)
+        generator = worker_generator(self.generator, self._base_seed)
+        return sample_pair_params(int(batch_shape[0]), self.p, self.per_sample, generator, device)
 
     def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic APR-P of ``x`` ``(B, C, H, W)`` with ``params`` from :meth:`generate_parameters`."""

@@ -29,7 +29,8 @@ from .functional import finish, recombine_views, recombine_views_numpy, value_ra
 from .ops import TABLE_COLS, apply_table, op_table, resolve_ops, sample_op_params, use_dense
 from .ops_pil import apply_pil_op
 
-__all__ = ["sample_single_params", "apr_single", "apr_single_core", "param_table", "APRSingleBatch", "APRSingle", "make_generator"]
+__all__ = ["sample_single_params", "apr_single", "apr_single_core", "param_table", "APRSingleBatch", "APRSingle", "make_generator",
+           "worker_generator", "worker_seed"]
 
 
 def make_generator(generator: Optional[torch.Generator], seed: Optional[int]) -> Optional[torch.Generator]:
@@ -40,6 +41,33 @@ def make_generator(generator: Optional[torch.Generator], seed: Optional[int]) ->
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if seed is not None:
         return torch.Generator().manual_seed(int(seed))
+    return generator
+
+
+def worker_seed(seed: int, worker_seed_: int) -> int:
+    """A 64-bit seed mixed from a transform's ``seed`` and a DataLoader worker's torch seed (``SeedSequence``)."""
+    state = np.random.SeedSequence([int(seed) % 2**64, int(worker_seed_) % 2**64]).generate_state(2, np.uint32)
+    return int(state[0]) | (int(state[1]) << 32)
+
+
+def worker_generator(generator: Optional[torch.Generator], base_seed: Optional[int]) -> Optional[torch.Generator]:
+    """``generator``, re-seeded once per DataLoader worker at its first use there.
+
+    Forked (or pickled) workers each hold a copy of a seeded generator, so without this every worker
+    would draw the same stream. Inside a worker whose copy still carries ``base_seed`` (the generator's
+    ``initial_seed()`` when the transform was built), the copy is re-seeded in place with
+    :func:`worker_seed` ``(base_seed, get_worker_info().seed)``, as torch seeds its own RNG per worker
+    (``base_seed`` of the loader + worker id): streams differ between workers and epochs and repeat
+    whenever the loader's seed does (``torch.manual_seed`` or ``DataLoader(generator=...)``). In the
+    main process, and for a generator its owner re-seeded after construction, nothing changes.
+    """
+    if generator is None or base_seed is None:
+        return generator
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    if info is not None and generator.initial_seed() == base_seed:
+        generator.manual_seed(worker_seed(base_seed, info.seed))
     return generator
 
 
@@ -158,6 +186,7 @@ class APRSingleBatch(nn.Module):
         check_dims(dims)
         self.dims = dims
         self.generator = make_generator(generator, seed)
+        self._base_seed = None if self.generator is None else self.generator.initial_seed()  # see worker_generator
         if not isinstance(compile_core, (bool, dict)):
             raise TypeError(f"compile_core must be a bool or a dict of torch.compile options, got {type(compile_core).__name__}")
         self.compile_core = compile_core
@@ -169,7 +198,8 @@ class APRSingleBatch(nn.Module):
         n = int(batch_shape[0])
         if n < 1:
             raise ValueError(f"batch_shape must describe a non-empty batch (B, C, H, W), got {tuple(batch_shape)}")
-        params = sample_single_params(n, self.p, self.severity, len(self.ops), self.generator)
+        generator = worker_generator(self.generator, self._base_seed)
+        params = sample_single_params(n, self.p, self.severity, len(self.ops), generator)
         return {k: v.to(device, non_blocking=True) for k, v in params.items()} if device is not None else params
 
     def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:

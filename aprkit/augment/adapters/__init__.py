@@ -14,25 +14,20 @@ name                   library / base                              does
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..._lazy import lazy_getattr
 
-_WHERE = {
-    "APRSingleV2": "torchvision_v2",
-    "RandomAPRSingle": "kornia_aug",
-    "RandomAPRPair": "kornia_aug",
-    "AlbuAPRSingle": "albumentations_aug",
-    "AlbuAPRPair": "albumentations_aug",
-    "APRMixup": "timm_mixup",
+_EXPORTS: dict[str, str] = {
+    "APRSingleV2": "aprkit.augment.adapters.torchvision_v2",
+    "RandomAPRSingle": "aprkit.augment.adapters.kornia_aug",
+    "RandomAPRPair": "aprkit.augment.adapters.kornia_aug",
+    "AlbuAPRSingle": "aprkit.augment.adapters.albumentations_aug",
+    "AlbuAPRPair": "aprkit.augment.adapters.albumentations_aug",
+    "APRMixup": "aprkit.augment.adapters.timm_mixup",
 }
 
-__all__ = list(_WHERE)
+__all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

@@ -14,18 +14,26 @@ from torchvision.transforms.v2._utils import is_pure_tensor
 from ...fourier import Dims
 from ..single import APRSingle
 
-__all__ = ["APRSingleV2"]
+__all__ = ["APRSingleV2", "ANNOTATION_TYPES"]
+
+#: the tv_tensors whose geometry APR-S's rotate / shear / translate ops would silently desynchronise
+#: (the same set ``v2.AugMix`` rejects)
+ANNOTATION_TYPES: tuple[type, ...] = (tv_tensors.BoundingBoxes, tv_tensors.Mask, tv_tensors.KeyPoints)
 
 
 class APRSingleV2(v2.Transform):
     """APR-S for classification pipelines: ``v2.Compose([v2.RandomCrop(32, 4), APRSingleV2(), v2.ToDtype(...)])``.
 
-    Transforms PIL images, ``tv_tensors.Image`` and plain tensors ``(..., C, H, W)`` (uint8 or float
-    in [0, 1]; leading dims are independent images). Bounding boxes and masks are rejected: the
-    geometric ops would desynchronise them. Other inputs (e.g. integer labels) pass through.
+    Transforms PIL images, ``tv_tensors.Image``, plain tensors ``(..., C, H, W)`` (leading dims are
+    independent images) and ``tv_tensors.Video`` ``(..., T, C, H, W)`` (the frames of one video share
+    their draws, as ``v2.AugMix`` shares its ops and weights across frames); uint8 or float in [0, 1].
+    Samples holding boxes, masks or keypoints (:data:`ANNOTATION_TYPES`) are rejected with a
+    ``TypeError``, as ``v2.AugMix`` rejects them: the geometric ops would move the image but not them.
+    Other inputs (labels, strings, ...) pass through untouched. ``seed=``: see
+    :func:`aprkit.augment.single.worker_generator` (per-worker streams in a ``DataLoader``).
     """
 
-    _transformed_types = (tv_tensors.Image, is_pure_tensor, PIL.Image.Image)
+    _transformed_types = (tv_tensors.Image, tv_tensors.Video, is_pure_tensor, PIL.Image.Image)
 
     def __init__(self, p: float = 0.5, severity: float = 3, ops: Optional[Sequence[str]] = None, dims: Dims = "chw",
                  generator: Optional[torch.Generator] = None, seed: Optional[int] = None) -> None:
@@ -34,31 +42,43 @@ class APRSingleV2(v2.Transform):
 
     def check_inputs(self, flat_inputs: list[Any]) -> None:
         for inpt in flat_inputs:
-            if isinstance(inpt, (tv_tensors.BoundingBoxes, tv_tensors.Mask)):
-                raise TypeError(f"APRSingleV2 supports image classification inputs only, got {type(inpt).__name__}")
+            if isinstance(inpt, ANNOTATION_TYPES):
+                raise TypeError(
+                    f"APRSingleV2 supports image classification samples only (images, videos and non-image items), "
+                    f"got {type(inpt).__name__}: its rotate/shear/translate ops would move the image but not the "
+                    f"annotations, like v2.AugMix it rejects {', '.join(t.__name__ for t in ANNOTATION_TYPES)}")
+
+    @staticmethod
+    def _leading(inpt: torch.Tensor) -> int:
+        """Number of independent draws ``inpt`` needs (images of a batch; videos, not frames)."""
+        lead = inpt.ndim - (4 if isinstance(inpt, tv_tensors.Video) else 3)
+        return math.prod(inpt.shape[:lead]) if lead > 0 else 1
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         n = 1
         for inpt in flat_inputs:
-            if isinstance(inpt, torch.Tensor) and self._needs(inpt) and inpt.ndim > 3:
-                n = max(n, math.prod(inpt.shape[:-3]))
+            if isinstance(inpt, torch.Tensor) and self._needs(inpt):
+                n = max(n, self._leading(inpt))
         return {"apr": self.aprs.batch.generate_parameters((n,))}
 
     @staticmethod
     def _needs(inpt: Any) -> bool:
-        return isinstance(inpt, tv_tensors.Image) or is_pure_tensor(inpt)
+        return isinstance(inpt, (tv_tensors.Image, tv_tensors.Video)) or is_pure_tensor(inpt)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         p = params["apr"]
-        if isinstance(inpt, torch.Tensor):
-            plain = inpt.as_subclass(torch.Tensor)
-            if plain.ndim == 3:
-                out = self.aprs.apply(plain, {k: v[:1] for k, v in p.items()})
-            else:
-                flat = plain.reshape(-1, *plain.shape[-3:])
-                out = self.aprs.batch.apply(flat, {k: v[: flat.shape[0]] for k, v in p.items()}).reshape(plain.shape)
-            return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
-        return self.aprs.apply(inpt, {k: v[:1] for k, v in p.items()})
+        if not isinstance(inpt, torch.Tensor):
+            return self.aprs.apply(inpt, {k: v[:1] for k, v in p.items()})
+        plain = inpt.as_subclass(torch.Tensor)
+        if plain.ndim == 3:
+            out = self.aprs.apply(plain, {k: v[:1] for k, v in p.items()})
+        else:
+            flat = plain.reshape(-1, *plain.shape[-3:])
+            n = self._leading(inpt)
+            per = flat.shape[0] // n  # frames per video (1 for images)
+            draws = {k: v[:n].repeat_interleave(per) for k, v in p.items()}
+            out = self.aprs.batch.apply(flat, draws).reshape(plain.shape)
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
     def extra_repr(self) -> str:
         return self.aprs.batch.extra_repr()

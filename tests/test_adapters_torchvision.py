@@ -1,0 +1,189 @@
+"""``APRSingleV2`` checked the way torchvision checks its own ``transforms.v2`` (AugMix's battery): input types,
+containers with non-image items, pickling, dtype/device, batched inputs, videos, rejected annotations, and
+per-worker seeded streams in a ``DataLoader``."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from aprkit.augment.adapters import APRSingleV2
+from aprkit.augment.adapters.torchvision_v2 import ANNOTATION_TYPES
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _pil(img: torch.Tensor) -> PIL.Image.Image:
+    return PIL.Image.fromarray(img.permute(1, 2, 0).numpy())
+
+
+def _changed(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return not torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------- input types
+@pytest.mark.parametrize("kind", ["pil", "tensor", "image", "image_f32", "batched", "batched_nd", "video"])
+def test_input_types_keep_type_shape_dtype(kind, images_u8):
+    x = {"pil": _pil(images_u8[0]), "tensor": images_u8[0], "image": tv_tensors.Image(images_u8[0]),
+         "image_f32": tv_tensors.Image(images_u8[0].float() / 255), "batched": images_u8,
+         "batched_nd": images_u8.reshape(2, 4, 3, 32, 32), "video": tv_tensors.Video(images_u8[:4])}[kind]
+    out = APRSingleV2(p=1.0, seed=0)(x)
+    assert type(out) is type(x)
+    if isinstance(x, PIL.Image.Image):
+        assert out.size == x.size and out.mode == x.mode
+        assert _changed(torch.as_tensor(np.asarray(out)), torch.as_tensor(np.asarray(x)))
+    else:
+        assert out.shape == x.shape and out.dtype == x.dtype
+        assert _changed(out.as_subclass(torch.Tensor), x.as_subclass(torch.Tensor))
+
+
+def test_pil_grayscale(images_u8):
+    img = _pil(images_u8[0]).convert("L")
+    out = APRSingleV2(p=1.0, seed=1)(img)
+    assert isinstance(out, PIL.Image.Image) and out.mode == "L" and out.size == img.size
+
+
+# ------------------------------------------------------------------------------------------- containers
+def test_containers_pass_non_image_items_through(images_u8):
+    img = tv_tensors.Image(images_u8[0])
+    label, name, extra = 3, "cat_001.png", torch.tensor([1.5, 2.5])
+    sample = {"image": img, "label": label, "meta": {"name": name, "weights": extra}, "pair": (img, label)}
+    out = APRSingleV2(p=1.0, seed=2)(sample)
+    assert out["label"] == label and out["meta"]["name"] is name
+    assert out["meta"]["weights"] is extra  # a pure tensor beside an Image is not an image (v2's heuristic)
+    assert isinstance(out["image"], tv_tensors.Image) and _changed(out["image"], img)
+    assert torch.equal(out["pair"][0], out["image"]) and out["pair"][1] == label  # one draw per call
+    img_out, y = APRSingleV2(p=1.0, seed=2)(img, label)  # several positional inputs, as v2.Compose passes them
+    assert y == label and torch.equal(img_out, out["image"])
+
+
+def test_inside_compose_with_labels(images_u8):
+    t = v2.Compose([v2.RandomHorizontalFlip(), APRSingleV2(p=1.0, seed=0), v2.ToDtype(torch.float32, scale=True)])
+    out, y = t(tv_tensors.Image(images_u8[0]), 7)
+    assert out.dtype == torch.float32 and y == 7 and 0 <= out.min() and out.max() <= 1
+
+
+# ---------------------------------------------------------------------------- annotations (issue 14 item 1)
+@pytest.mark.parametrize("annotation", ["boxes", "mask", "keypoints"])
+def test_rejects_geometric_annotations_like_augmix(annotation, images_u8):
+    ann = {"boxes": tv_tensors.BoundingBoxes([[4, 4, 20, 20]], format="XYXY", canvas_size=(32, 32)),
+           "mask": tv_tensors.Mask(torch.zeros(32, 32, dtype=torch.uint8)),
+           "keypoints": tv_tensors.KeyPoints([[10.0, 12.0]], canvas_size=(32, 32))}[annotation]
+    sample = {"image": tv_tensors.Image(images_u8[0]), "target": ann}
+    with pytest.raises(TypeError, match=type(ann).__name__) as err:
+        APRSingleV2(p=1.0, seed=0)(sample)
+    assert "AugMix" in str(err.value)
+    with pytest.raises(TypeError):  # the host's own reference behaviour for the same sample
+        v2.AugMix()(sample)
+
+
+def test_annotation_types_are_every_geometric_tv_tensor():
+    geometric = {t for t in vars(tv_tensors).values()
+                 if isinstance(t, type) and issubclass(t, tv_tensors.TVTensor) and t is not tv_tensors.TVTensor}
+    assert geometric - {tv_tensors.Image, tv_tensors.Video} == set(ANNOTATION_TYPES)
+
+
+# ------------------------------------------------------------------------------------- videos (item 6)
+def test_video_is_transformed_with_one_draw_per_video(images_u8):
+    frames = images_u8[0].expand(5, -1, -1, -1).contiguous()  # one still frame repeated
+    video = tv_tensors.Video(frames)
+    out = APRSingleV2(p=1.0, seed=3)(video)
+    assert isinstance(out, tv_tensors.Video) and out.shape == video.shape and out.dtype == torch.uint8
+    assert _changed(out, video)
+    assert all(torch.equal(out[t], out[0]) for t in range(5))  # frames share the draws
+    two = tv_tensors.Video(torch.stack([frames, frames]))  # (2, T, C, H, W): independent videos
+    out2 = APRSingleV2(p=1.0, seed=4)(two)
+    assert out2.shape == two.shape and all(torch.equal(out2[1, t], out2[1, 0]) for t in range(5))
+    assert _changed(out2[0], out2[1])
+
+
+def test_video_float_matches_image_batch_with_shared_draws(images_f32):
+    video = tv_tensors.Video(images_f32[:3])
+    t = APRSingleV2(p=1.0, seed=5)
+    out = t(video)
+    params = APRSingleV2(p=1.0, seed=5).aprs.batch.generate_parameters((1,))
+    want = t.aprs.batch.apply(images_f32[:3], {k: v.repeat(3) for k, v in params.items()})
+    torch.testing.assert_close(out.as_subclass(torch.Tensor), want)
+
+
+# --------------------------------------------------------------------------- batched, dtypes, devices
+def test_batched_equals_per_image_with_the_same_draws(images_f32):
+    t = APRSingleV2(p=1.0, seed=6)
+    out = t(images_f32)
+    params = APRSingleV2(p=1.0, seed=6).aprs.batch.generate_parameters((8,))
+    for i in range(8):
+        one = t.aprs.batch.apply(images_f32[i:i + 1], {k: v[i:i + 1] for k, v in params.items()})[0]
+        torch.testing.assert_close(out[i], one)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_dtype_and_device_preserved_input_untouched(dtype, device, images_u8):
+    x = images_u8[:2].to(device)
+    x = x if dtype == torch.uint8 else (x.double() / 255).to(dtype)
+    before = x.clone()
+    out = APRSingleV2(p=1.0, seed=7)(tv_tensors.Image(x))
+    assert out.dtype == dtype and out.device == x.device and isinstance(out, tv_tensors.Image)
+    assert torch.equal(x, before)
+    if dtype != torch.uint8:
+        assert 0 <= float(out.min()) and float(out.max()) <= 1
+
+
+def test_float_0_255_is_rejected(images_u8):
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        APRSingleV2(p=1.0, seed=0)(images_u8.float())
+
+
+# ---------------------------------------------------------------------------------- pickling, repr, seeds
+def test_pickle_round_trip_keeps_the_stream(images_u8):
+    t = APRSingleV2(p=1.0, severity=4, ops=["rotate", "posterize"], seed=8)
+    clone = pickle.loads(pickle.dumps(t))
+    assert repr(clone) == repr(t) and "severity=4" in repr(t)
+    assert torch.equal(clone(images_u8[0]), t(images_u8[0]))
+    assert torch.equal(clone(images_u8), t(images_u8))
+
+
+def test_same_seed_same_output(images_u8):
+    assert torch.equal(APRSingleV2(p=1.0, seed=9)(images_u8), APRSingleV2(p=1.0, seed=9)(images_u8))
+    assert _changed(APRSingleV2(p=1.0, seed=9)(images_u8), APRSingleV2(p=1.0, seed=10)(images_u8))
+
+
+# --------------------------------------------------------------------- per-worker streams (issue 14 item 9)
+class _Repeat(torch.utils.data.Dataset):
+    """The same image at every index, APR-S applied: outputs differ only through the transform's draws."""
+
+    def __init__(self, img: torch.Tensor, transform, n: int = 4) -> None:
+        self.img, self.transform, self.n = img, transform, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        info = torch.utils.data.get_worker_info()
+        return self.transform(self.img), -1 if info is None else info.id
+
+
+def _run(dataset, loader_seed: int) -> dict[int, list[torch.Tensor]]:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2, multiprocessing_context="fork",
+                                         generator=torch.Generator().manual_seed(loader_seed))
+    out: dict[int, list[torch.Tensor]] = {}
+    for x, wid in loader:
+        out.setdefault(int(wid), []).append(x[0])
+    return out
+
+
+def test_seeded_workers_draw_different_reproducible_streams(images_u8):
+    ds = _Repeat(images_u8[0], APRSingleV2(p=1.0, seed=11))
+    first, again, other = _run(ds, 0), _run(ds, 0), _run(ds, 1)
+    assert sorted(first) == [0, 1]
+    assert _changed(first[0][0], first[1][0])  # workers no longer repeat each other's draws
+    assert all(torch.equal(a, b) for w in (0, 1) for a, b in zip(first[w], again[w]))  # same loader seed: same run
+    assert any(_changed(a, b) for w in (0, 1) for a, b in zip(first[w], other[w]))  # new loader seed: new epoch
+    main = APRSingleV2(p=1.0, seed=11)  # the main process keeps the plain seeded stream
+    assert torch.equal(main(images_u8[0]), APRSingleV2(p=1.0, seed=11)(images_u8[0]))
