@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
                                          drop_last=True, pin_memory=args.device.startswith("cuda"))
     gpu_aug = K.AugmentationSequential(
-        K.RandomCrop((32, 32), padding=4), K.RandomHorizontalFlip(), RandomAPRSingle(p=0.5), data_keys=["input"]
+        K.RandomCrop((32, 32), padding=4), K.RandomHorizontalFlip(), RandomAPRSingle(p_apr=0.5), data_keys=["input"]
     ).to(args.device)
     aprsp = APRSP(p=0.6)
     model = small_cnn().to(args.device)

@@ -53,18 +53,18 @@ def test_torchvision_dataloader(images_u8):
 def test_kornia_sequential(images_f32):
     import kornia.augmentation as K
 
-    pipe = K.AugmentationSequential(K.RandomHorizontalFlip(p=0.5), RandomAPRSingle(p=1.0, seed=0),
-                                    RandomAPRPair(p=1.0, seed=0), data_keys=["input"])
+    pipe = K.AugmentationSequential(K.RandomHorizontalFlip(p=0.5), RandomAPRSingle(p_apr=1.0, seed=0),
+                                    RandomAPRPair(p_apr=1.0, seed=0), data_keys=["input"])
     out = pipe(images_f32)
     assert out.shape == images_f32.shape and torch.isfinite(out).all()
-    seq = nn.Sequential(RandomAPRSingle(p=0.5, seed=1), RandomAPRPair(p=1.0, clamp=True, seed=1))
+    seq = nn.Sequential(RandomAPRSingle(p_apr=0.5, seed=1), RandomAPRPair(p_apr=1.0, clamp=True, seed=1))
     out2 = seq(images_f32)
     assert out2.shape == images_f32.shape and out2.min() >= 0 and out2.max() <= 1
     # same draws as the core classes, and parameters replay deterministically
-    m = RandomAPRPair(p=1.0, seed=2)
+    m = RandomAPRPair(p_apr=1.0, seed=2)
     assert torch.equal(m(images_f32), APRPair(p=1.0, seed=2)(images_f32))
     assert torch.equal(m(images_f32, params=m._params), m.core.apply(images_f32, {k: m._params[k] for k in ("perm", "mask")}))
-    s = RandomAPRSingle(p=0.5, seed=4)
+    s = RandomAPRSingle(p_apr=0.5, seed=4)
     assert torch.equal(s(images_f32), APRSingleBatch(p=0.5, seed=4)(images_f32))
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from .._checks import nearest_names
 
 __all__ = ["DEFAULT_OPS", "ALL_OPS", "TABLE_COLS", "resolve_ops", "sample_op_params", "op_table", "apply_table", "apply_ops",
-           "use_dense"]
+           "use_dense", "grey_levels", "is_geometric", "pixel_matrix", "warp_pixels"]
 
 DEFAULT_OPS: tuple[str, ...] = (
     "autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x", "translate_y",
@@ -44,6 +44,7 @@ _BLEND = ("color", "contrast", "brightness", "sharpness")
 _THETA, _ARG, _OP, _GEO = slice(0, 6), 6, 7, 8
 TABLE_COLS = 9
 STRATEGIES = ("auto", "grouped", "dense")
+_INT_TOL = 1e-4  # grey levels: a float image's k / 255 * 255 may come out a hair below the integer k
 
 
 def resolve_ops(ops: Optional[Sequence[str]]) -> tuple[str, ...]:
@@ -174,24 +175,71 @@ def op_table(names: tuple[str, ...], params: dict[str, torch.Tensor], h: int, w:
     return torch.cat([theta, arg, op.to(torch.float64).unsqueeze(1), coef[:, -1:]], 1)
 
 
-def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Bilinear warp with black fill: ``out(p) = x(theta @ [p, 1])`` (normalised coordinates, pixel centres)."""
+def _warp(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Warp as PIL's affine transform: ``out(p) = x(theta @ [p, 1])`` (normalised coordinates, pixel centres).
+
+    Like PIL (``Image.transform`` / ``rotate``), a sample point outside the image ``[0, W) x [0, H)`` gives
+    black and one inside interpolates with the edge pixels repeated (``grid_sample`` with zero padding
+    would blend the outermost half pixel with black: up to 4 grey levels per image of difference from
+    the reference). ``mode="nearest"`` moves masks along with the image."""
     b, _, h, w = x.shape
     grid = _base_grid(h, w, x.device, x.dtype) @ theta.reshape(b, 2, 3).to(x.dtype).transpose(1, 2)  # (B, HW, 2)
-    return F.grid_sample(x, grid.view(b, h, w, 2), mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = grid.view(b, h, w, 2)
+    out = F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
+    # inside test in pixels, with a tolerance for the float error of the grid (an exact 1-pixel shift lands on the edge)
+    tol = 8 * torch.finfo(x.dtype).eps * max(h, w)
+    px = (grid + 1) * grid.new_tensor([w / 2, h / 2])
+    inside = ((px > -tol) & (px < grid.new_tensor([w, h]) - tol)).all(-1)
+    return out * inside.unsqueeze(1).to(out.dtype)
+
+
+def _to_norm(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """``(3, 3)``: pixel coordinates with integer pixel centres (kornia's, OpenCV's) -> ``affine_grid``'s normalised ones."""
+    return torch.tensor([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1], [0, 0, 1]], dtype=like.dtype, device=like.device)
+
+
+def is_geometric(names: tuple[str, ...], op: torch.Tensor) -> torch.Tensor:
+    """Bool mask ``(B,)``: whether op ``names[op[i]]`` moves pixels (rotate, shear, translate)."""
+    mask = _rows(op, names, _GEOMETRIC)
+    return torch.zeros_like(op, dtype=torch.bool) if mask is None else mask
+
+
+def pixel_matrix(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The forward map ``(B, 3, 3)`` of the inverse maps ``theta`` ``(B, 6)`` (columns of :func:`op_table`).
+
+    Maps input pixel coordinates to output pixel coordinates, pixel centres at integers (corners
+    ``(0, 0)`` and ``(W - 1, H - 1)``): kornia's ``transform_matrix`` convention and OpenCV's, so boxes and
+    keypoints move with the image. Same dtype and device as ``theta``."""
+    n = _to_norm(h, w, theta)
+    last = theta.new_tensor([0.0, 0.0, 1.0]).expand(theta.shape[0], 1, 3)
+    inv = torch.cat([theta.reshape(-1, 2, 3), last], 1)  # output normalised -> input normalised
+    return torch.linalg.solve(n, torch.linalg.solve(inv, n.expand_as(inv)))  # N^-1 inv^-1 N
+
+
+def warp_pixels(x: torch.Tensor, matrix: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Warp ``x`` ``(B, C, H, W)`` float by forward pixel maps ``matrix`` ``(B, 3, 3)`` (:func:`pixel_matrix`'s
+    convention), with the same sampling and borders as the ops; ``mode="nearest"`` for masks."""
+    h, w = x.shape[-2:]
+    m = matrix.to(torch.float64)
+    n = _to_norm(h, w, m)
+    theta = n @ torch.linalg.solve(m, torch.linalg.inv(n).expand_as(m))  # N M^-1 N^-1: output -> input, normalised
+    return _warp(x, theta[:, :2].reshape(-1, 6).to(x.dtype), mode)
 
 
 def _autocontrast(x: torch.Tensor) -> torch.Tensor:
+    """PIL's autocontrast per channel: ``x * scale + offset`` with ``scale = 255 / (hi - lo)``, ``offset = -lo * scale``
+    (PIL's own form of the stretch, so values that PIL truncates just below an integer land there too)."""
     lo, hi = x.flatten(-2).aminmax(dim=-1)
     span = (hi - lo)[..., None, None]
     ok = span > 0
-    return (x - torch.where(ok, lo[..., None, None], 0.0)) * torch.where(ok, 255.0 / span, 1.0)
+    scale = torch.where(ok, 255.0 / span, 1.0)
+    return x * scale + torch.where(ok, -lo[..., None, None] * scale, 0.0)
 
 
 def _equalize(x: torch.Tensor) -> torch.Tensor:
-    """PIL's equalize per channel (histogram of the values rounded to 0..255), in exact integer arithmetic."""
+    """PIL's equalize per channel (histogram of the grey levels, see :func:`grey_levels`), in exact integer arithmetic."""
     b, c, h, w = x.shape
-    v = x.detach().round().clamp(0, 255).long().reshape(b * c, h * w)
+    v = grey_levels(x.detach()).long().reshape(b * c, h * w)
     hist = torch.zeros(b * c, 256, device=x.device, dtype=torch.long).scatter_add_(1, v, v.new_ones(()).expand_as(v))
     last = hist.gather(1, v.amax(dim=1, keepdim=True))  # count of the highest value present
     step = torch.div(h * w - last, 255, rounding_mode="floor")
@@ -201,12 +249,18 @@ def _equalize(x: torch.Tensor) -> torch.Tensor:
     return torch.where((step > 0).reshape(b, c, 1, 1), out, x)
 
 
+def grey_levels(x: torch.Tensor) -> torch.Tensor:
+    """The uint8 grey level PIL would hold for ``x`` (0..255 scale): truncated, as PIL's resampling and
+    autocontrast store their results, so a float image thresholds exactly as its uint8 twin."""
+    return torch.floor(x + _INT_TOL).clamp(0, 255)
+
+
 def _posterize(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    return torch.floor(x.clamp(0, 255).floor() / q) * q
+    return torch.floor(grey_levels(x) / q) * q
 
 
 def _solarize(x: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
-    return torch.where(x >= thr, 255.0 - x, x)
+    return torch.where(grey_levels(x) >= thr, 255.0 - x, x)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,8 @@ from torch import nn
 from .._checks import check_dims, check_image_tensor, check_probability, compute_dtype
 from ..fourier import Dims
 from .functional import finish, recombine_views, recombine_views_numpy, value_range
-from .ops import TABLE_COLS, apply_table, op_table, resolve_ops, sample_op_params, use_dense
+from .ops import (TABLE_COLS, apply_table, grey_levels, op_table, pixel_matrix, resolve_ops, sample_op_params,
+                  use_dense)
 from .ops_pil import apply_pil_op
 
 __all__ = ["sample_single_params", "apr_single", "apr_single_core", "param_table", "APRSingleBatch", "APRSingle", "make_generator",
@@ -115,12 +116,26 @@ def param_table(names: tuple[str, ...], params: dict[str, torch.Tensor], h: int,
     return table
 
 
+def single_transform_matrix(params: dict[str, torch.Tensor], names: tuple[str, ...], h: int, w: int) -> torch.Tensor:
+    """The geometry each APR-S image follows: forward pixel maps ``(B, 3, 3)`` float64 (see ``ops.pixel_matrix``).
+
+    The output takes its phase -- where edges and objects are -- from one view, so it follows that
+    view's geometry: the first op's when the image is not recombined or keeps view A's phase, else the
+    second op's composed with the first (view B = op2(op1(x))). The other view only lends its
+    amplitude spectrum, which carries no positions. Colour ops give the identity."""
+    both = {k: torch.cat([params[f"{k}1"], params[f"{k}2"]]) for k in ("op", "level", "negate")}
+    m = pixel_matrix(op_table(names, both, h, w)[:, :6], h, w)
+    first, second = m.chunk(2)
+    follow_b = (params["recombine"] & ~params["phase_from_first"]).to(m.device).view(-1, 1, 1)
+    return torch.where(follow_b, second @ first, first)
+
+
 def _views(x255: torch.Tensor, names: tuple[str, ...], table: torch.Tensor, quantize: bool, dense: bool):
     strategy = "dense" if dense else "grouped"
     a = apply_table(x255, names, table[:, :TABLE_COLS], strategy)
-    a = a.round().clamp_(0, 255) if quantize else a.clamp(0, 255)
+    a = grey_levels(a) if quantize else a.clamp(0, 255)  # uint8 views hold PIL's truncated levels
     b = apply_table(a, names, table[:, TABLE_COLS:2 * TABLE_COLS], strategy)
-    b = b.round().clamp_(0, 255) if quantize else b.clamp(0, 255)
+    b = grey_levels(b) if quantize else b.clamp(0, 255)
     return a, b
 
 

@@ -1,10 +1,16 @@
 """APR-S and APR-P as kornia augmentations for float batches on device.
 
-Both subclass ``kornia.augmentation.IntensityAugmentationBase2D`` with kornia's own probability
-fixed at 1 (the APR probability ``p`` lives in the parameters, so the partner permutation always
-spans the whole batch), so they work in ``nn.Sequential`` and ``kornia.augmentation.AugmentationSequential``
-and replay parameters with ``module(x, params=module._params)``. The geometric ops of APR-S are
-not reported as a transformation matrix: use them for classification, not with boxes or masks.
+Kornia's conventions hold: ``p`` is the probability of applying the augmentation to an image (``p=0`` is
+the identity), ``p_batch`` gates the whole batch and ``same_on_batch=True`` (or a container's
+``ImageSequential(..., same_on_batch=True)``) gives every image the same draw. APR's own recombination
+probability is ``p_apr``. Parameters replay with ``module(x, params=module._params)``.
+
+:class:`RandomAPRSingle` is a geometric augmentation: its ``transform_matrix`` (``(B, 3, 3)``, pixel
+coordinates with integer pixel centres, input -> output, like kornia's own) is the geometry of the view
+whose phase the output keeps (see :func:`aprkit.augment.single.single_transform_matrix`), so
+``AugmentationSequential(..., data_keys=["input", "mask", "bbox_xyxy", "keypoints"])`` moves masks
+(nearest), boxes (corners, then the enclosing box) and keypoints with the image, and ``inverse`` undoes
+that geometry (not the colour ops or the recombination, as kornia's inverses cannot restore lost pixels).
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import torch
-from kornia.augmentation import IntensityAugmentationBase2D
+from kornia.augmentation import GeometricAugmentationBase2D, IntensityAugmentationBase2D
+from kornia.constants import Resample
 
+from ..._checks import check_probability
 from ...fourier import Dims
+from ..ops import warp_pixels
 from ..pair import APRPair
-from ..single import APRSingleBatch
+from ..single import APRSingleBatch, single_transform_matrix
 
 __all__ = ["RandomAPRSingle", "RandomAPRPair"]
 
@@ -32,32 +41,114 @@ def _ours(params: dict[str, Any], keys: tuple[str, ...]) -> dict[str, torch.Tens
     return {k: params[k] for k in keys}
 
 
-class RandomAPRSingle(IntensityAugmentationBase2D):
-    """Kornia APR-S on ``(B, C, H, W)`` float images in [0, 1] (see :class:`aprkit.augment.APRSingleBatch`)."""
+def _gate(gen: torch.Generator, batch_shape: tuple[int, ...], p: float, p_batch: float, same_on_batch: bool
+          ) -> torch.Tensor:
+    """Kornia's per-image application gate (``batch_prob``, float 0/1 ``(B,)``) drawn from ``gen``."""
+    n = int(batch_shape[0])
 
-    def __init__(self, p: float = 0.5, severity: float = 3, ops: Optional[Sequence[str]] = None, dims: Dims = "chw",
-                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None, keepdim: bool = False) -> None:
-        super().__init__(p=1.0, p_batch=1.0, same_on_batch=False, keepdim=keepdim)
-        self.core = APRSingleBatch(p, severity, ops, dims, generator=generator, seed=seed)
+    def draw(k: int, prob: float) -> torch.Tensor:  # no draw for 0 and 1, as kornia
+        if prob in (0.0, 1.0):
+            return torch.full((k,), prob)
+        return (torch.rand(k, generator=gen, device=gen.device).cpu() < prob).float()
+
+    return draw(1, p_batch) * (draw(1, p).expand(n) if same_on_batch else draw(n, p))
+
+
+def _same_on_batch(params: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+    """Image 0's draw for all ``n`` images."""
+    return {k: v[:1].expand(n, *v.shape[1:]).clone() for k, v in params.items()}
+
+
+class RandomAPRSingle(GeometricAugmentationBase2D):
+    """Kornia APR-S on ``(B, C, H, W)`` float images in [0, 1] (see :class:`aprkit.augment.APRSingleBatch`).
+
+    ``p_apr`` is APR-S's recombination probability (``APRSingleBatch(p=...)``; positional first argument as
+    before); ``p``, ``p_batch``, ``same_on_batch`` and ``keepdim`` are kornia's. ``generator``/``seed`` drive
+    every draw, kornia's gate included, so a seeded module reproduces its output.
+    """
+
+    def __init__(self, p_apr: float = 0.5, severity: float = 3, ops: Optional[Sequence[str]] = None, dims: Dims = "chw",
+                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None, *, p: float = 1.0,
+                 p_batch: float = 1.0, same_on_batch: bool = False, keepdim: bool = False) -> None:
+        super().__init__(p=check_probability(p, "p"), p_batch=check_probability(p_batch, "p_batch"),
+                         same_on_batch=same_on_batch, keepdim=keepdim)
+        self.core = APRSingleBatch(p_apr, severity, ops, dims, generator=generator, seed=seed)
+        self.flags = {"resample": Resample.BILINEAR, "align_corners": False}
+
+    @property
+    def p_apr(self) -> float:
+        return self.core.p
+
+    def __batch_prob_generator__(self, batch_shape: tuple[int, ...], p: float, p_batch: float,
+                                 same_on_batch: bool) -> torch.Tensor:
+        if self.core.generator is None:  # kornia's own draws from the global RNG
+            return super().__batch_prob_generator__(batch_shape, p, p_batch, same_on_batch)
+        return _gate(self.core.generator, batch_shape, p, p_batch, same_on_batch)
 
     def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
-        return self.core.generate_parameters(batch_shape)
+        if not self.same_on_batch:
+            return self.core.generate_parameters(batch_shape)
+        return _same_on_batch(self.core.generate_parameters((1, *batch_shape[1:])), int(batch_shape[0]))
+
+    def compute_transformation(self, input: torch.Tensor, params: dict[str, torch.Tensor],
+                               flags: dict[str, Any]) -> torch.Tensor:
+        ours = _ours(params, _SINGLE_KEYS)
+        m = single_transform_matrix(ours, self.core.ops, input.shape[-2], input.shape[-1])
+        return m.to(device=input.device, dtype=input.dtype)
 
     def apply_transform(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict[str, Any],
                         transform: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.core.apply(input, _ours(params, _SINGLE_KEYS))
 
+    def _warp(self, input: torch.Tensor, transform: Optional[torch.Tensor], flags: dict[str, Any]) -> torch.Tensor:
+        if not isinstance(transform, torch.Tensor):
+            raise TypeError(f"expected the transform matrices as a tensor (B, 3, 3), got {type(transform).__name__}")
+        mode = Resample.get(flags.get("resample", Resample.BILINEAR)).name.lower()
+        work = input if input.dtype in (torch.float32, torch.float64) else input.float()
+        out = warp_pixels(work, transform.to(input.device), "nearest" if mode == "nearest" else "bilinear")
+        return out.to(input.dtype)
+
+    def apply_transform_mask(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict[str, Any],
+                             transform: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Masks follow the image's geometry only (nearest unless the caller chose another ``resample``)."""
+        return self._warp(input, transform, flags)
+
+    def inverse_transform(self, input: torch.Tensor, flags: dict[str, Any], transform: Optional[torch.Tensor] = None,
+                          size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+        """Undo the geometry (``transform`` is the inverse matrix kornia passes)."""
+        return self._warp(input, transform, flags)
+
 
 class RandomAPRPair(IntensityAugmentationBase2D):
-    """Kornia APR-P on ``(B, C, H, W)`` images (see :class:`aprkit.augment.APRPair`); labels are unchanged."""
+    """Kornia APR-P on ``(B, C, H, W)`` images (see :class:`aprkit.augment.APRPair`); labels are unchanged.
 
-    def __init__(self, p: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool = False,
-                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None, keepdim: bool = False) -> None:
-        super().__init__(p=1.0, p_batch=1.0, same_on_batch=False, keepdim=keepdim)
-        self.core = APRPair(p, dims, per_sample, clamp, generator=generator, seed=seed)
+    ``p_apr`` is APR-P's probability (``APRPair(p=...)``); kornia's ``p``/``p_batch`` gate which images keep
+    their recombined result (partners are always drawn over the whole batch). ``same_on_batch=True`` gives
+    all images the same recombination decision.
+    """
+
+    def __init__(self, p_apr: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool = False,
+                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None, *, p: float = 1.0,
+                 p_batch: float = 1.0, same_on_batch: bool = False, keepdim: bool = False) -> None:
+        super().__init__(p=check_probability(p, "p"), p_batch=check_probability(p_batch, "p_batch"),
+                         same_on_batch=same_on_batch, keepdim=keepdim)
+        self.core = APRPair(p_apr, dims, per_sample, clamp, generator=generator, seed=seed)
+
+    @property
+    def p_apr(self) -> float:
+        return self.core.p
+
+    def __batch_prob_generator__(self, batch_shape: tuple[int, ...], p: float, p_batch: float,
+                                 same_on_batch: bool) -> torch.Tensor:
+        if self.core.generator is None:  # kornia's own draws from the global RNG
+            return super().__batch_prob_generator__(batch_shape, p, p_batch, same_on_batch)
+        return _gate(self.core.generator, batch_shape, p, p_batch, same_on_batch)
 
     def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
-        return self.core.generate_parameters(batch_shape)
+        params = self.core.generate_parameters(batch_shape)
+        if self.same_on_batch and params["mask"].numel() > 1:
+            params["mask"] = params["mask"][:1].expand_as(params["mask"]).clone()
+        return params
 
     def apply_transform(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict[str, Any],
                         transform: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -1,0 +1,140 @@
+"""kornia's own augmentation checks applied to the APR adapters (issue 14 items 1 and 4).
+
+``p=0`` is the identity, ``p=1`` always applies, ``same_on_batch`` (also from a container), replay with
+``params=``, the transform matrix moves masks / boxes / keypoints with the image, ``inverse`` undoes it,
+and float16 / bfloat16 / float64 images keep their dtype.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+K = pytest.importorskip("kornia.augmentation")
+
+from aprkit.augment import APRPair, APRSingleBatch  # noqa: E402
+from aprkit.augment.adapters import RandomAPRPair, RandomAPRSingle  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+KEYS = ["input", "mask", "bbox_xyxy", "keypoints"]
+
+
+def _scene(b: int = 2, size: int = 64):
+    """A bright square (columns 40..49, rows 20..29: centre x = 44.5) with its mask, box and centre keypoint."""
+    x = torch.full((b, 3, size, size), 0.1)
+    x[:, :, 20:30, 40:50] = 0.9
+    mask = torch.zeros(b, 1, size, size)
+    mask[:, :, 20:30, 40:50] = 1.0
+    box = torch.tensor([[[40.0, 20.0, 49.0, 29.0]]]).repeat(b, 1, 1)
+    kp = torch.tensor([[[44.5, 24.5]]]).repeat(b, 1, 1)
+    return x, mask, box, kp
+
+
+def _cx(t: torch.Tensor, above: float = 0.5) -> torch.Tensor:
+    """Centre x of the pixels brighter than ``above`` (mean over channels), per image."""
+    w = (t.float().mean(1) > above).float()
+    return (w.sum(1) * torch.arange(t.shape[-1], dtype=torch.float32)).sum(-1) / w.sum((1, 2))
+
+
+def test_translate_moves_mask_box_and_keypoint_with_the_image():
+    """Item 1: the square moves 44.5 -> 39.5 (translate_x by 5 px) and so do its mask, box and keypoint."""
+    x, mask, box, kp = _scene()
+    aug = RandomAPRSingle(0.0, ops=["translate_x"], seed=0)
+    seq = K.AugmentationSequential(aug, data_keys=KEYS)
+    seq(x, mask, box, kp)
+    params = seq._params
+    params[0].data["level1"] = torch.full((2,), 2.5, dtype=torch.float64)  # int(2.5 * 64 / 3 / 10) = 5 px
+    params[0].data["negate1"] = torch.tensor([False, True])  # left, right
+    out, m, b, k = seq(x, mask, box, kp, params=params)
+    assert _cx(out).tolist() == [39.5, 49.5]
+    assert _cx(m).tolist() == [39.5, 49.5]
+    assert k[:, 0, 0].tolist() == [39.5, 49.5] and k[:, 0, 1].tolist() == [24.5, 24.5]
+    assert b[:, 0].tolist() == [[35.0, 20.0, 44.0, 29.0], [45.0, 20.0, 54.0, 29.0]]
+    want = torch.tensor([[[1.0, 0, -5], [0, 1, 0], [0, 0, 1]], [[1.0, 0, 5], [0, 1, 0], [0, 0, 1]]])
+    torch.testing.assert_close(aug.transform_matrix, want)
+
+
+@pytest.mark.parametrize("op", ["rotate", "shear_x", "shear_y", "translate_y"])
+def test_mask_follows_the_phase_view_and_inverse_restores(op):
+    x, mask, box, kp = _scene(4)
+    aug = RandomAPRSingle(1.0, ops=[op, "autocontrast"], severity=6, seed=3)
+    seq = K.AugmentationSequential(aug, data_keys=KEYS)
+    out, m, b, k = seq(x, mask, box, kp)
+    mat = aug.transform_matrix
+    assert mat.shape == (4, 3, 3)
+    # the warped mask is the mask moved by the matrix, and equals where the (recombined) square went
+    from aprkit.augment.ops import warp_pixels
+    torch.testing.assert_close(m, warp_pixels(mask, mat.double(), "nearest").float())
+    moved_kp = (mat[:, :2, :2] @ kp.transpose(1, 2) + mat[:, :2, 2:]).transpose(1, 2)
+    torch.testing.assert_close(k, moved_kp)
+    assert (_cx(out) - _cx(m)).abs().max() < 1.0  # the image's square sits where the mask went
+    assert set(m.unique().tolist()) <= {0.0, 1.0}  # nearest
+    inv_x, inv_m, inv_b, inv_k = seq.inverse(out, m, b, k)
+    torch.testing.assert_close(inv_k, kp, atol=1e-4, rtol=0)
+    inside = m.sum((1, 2, 3)) == mask.sum((1, 2, 3))  # masks not cut at the border come back (up to rounding)
+    assert ((inv_m != mask).float().mean((1, 2, 3))[inside] < 0.01).all()
+
+
+def test_p0_is_identity_and_p1_always_applies(images_f32):
+    """Item 4: kornia's ``p`` is the probability of applying at all; APR's own is ``p_apr``."""
+    for cls in (RandomAPRSingle, RandomAPRPair):
+        aug = cls(1.0, p=0.0, seed=0)
+        out = aug(images_f32)
+        assert torch.equal(out, images_f32)
+        if cls is RandomAPRSingle:
+            assert torch.equal(aug.transform_matrix, torch.eye(3).expand(8, 3, 3))
+        assert torch.equal(cls(1.0, p_batch=0.0, seed=0)(images_f32), images_f32)
+        always = cls(1.0, p=1.0, seed=0)
+        changed = ~torch.isclose(always(images_f32), images_f32, atol=1e-3).flatten(1).all(1)
+        assert int(changed.sum()) >= 6  # (APR-P may pair an image with itself)
+        assert bool((always._params["batch_prob"] > 0.5).all())
+    half = RandomAPRSingle(1.0, p=0.5, seed=1)
+    out = half(images_f32)
+    applied = half._params["batch_prob"] > 0.5
+    assert 0 < int(applied.sum()) < 8  # seeded gate: reproducible
+    assert torch.equal(out[~applied], images_f32[~applied])
+    assert torch.equal(RandomAPRSingle(1.0, p=0.5, seed=1)(images_f32), out)
+    # p_apr is APRSingleBatch's p: same draws as the core class
+    assert torch.equal(RandomAPRSingle(p_apr=0.5, seed=4)(images_f32), APRSingleBatch(p=0.5, seed=4)(images_f32))
+    assert torch.equal(RandomAPRPair(p_apr=1.0, seed=2)(images_f32), APRPair(p=1.0, seed=2)(images_f32))
+    assert RandomAPRSingle(0.3).p_apr == 0.3 and RandomAPRSingle(0.3).p == 1.0
+    with pytest.raises(ValueError, match="p"):
+        RandomAPRSingle(p=1.5)
+
+
+def test_same_on_batch_and_container_override(images_f32):
+    x = images_f32[:1].expand(6, -1, -1, -1).contiguous()
+    out = RandomAPRSingle(1.0, same_on_batch=True, seed=0)(x)
+    assert all(torch.equal(out[0], o) for o in out[1:])
+    differ = RandomAPRSingle(1.0, seed=0)(x)
+    assert not all(torch.equal(differ[0], o) for o in differ[1:])
+    seq = K.ImageSequential(RandomAPRSingle(1.0, seed=0), same_on_batch=True)
+    out2 = seq(x)
+    assert all(torch.equal(out2[0], o) for o in out2[1:])
+    pair = RandomAPRPair(1.0, per_sample=True, same_on_batch=True, seed=0)
+    pair(images_f32)
+    assert pair._params["mask"].unique().numel() == 1
+
+
+def test_replay_with_params(images_f32):
+    aug = RandomAPRSingle(0.7, p=0.8, seed=5)
+    out = aug(images_f32)
+    assert torch.equal(aug(images_f32, params=aug._params), out)
+    seq = K.AugmentationSequential(K.RandomHorizontalFlip(), aug, data_keys=["input"])
+    out = seq(images_f32)
+    assert torch.equal(seq(images_f32, params=seq._params), out)
+    with pytest.raises(ValueError, match="params lack"):
+        aug(images_f32, params={"batch_prob": torch.ones(8)})
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_dtypes(images_f32, dtype):
+    x = images_f32.to(dtype)
+    x_, mask, box, kp = _scene(8, 32)
+    seq = K.AugmentationSequential(RandomAPRSingle(1.0, seed=0), RandomAPRPair(1.0, clamp=True, seed=0),
+                                   data_keys=["input", "mask"])
+    out, m = seq(x, mask.to(dtype))
+    assert out.dtype == dtype and out.shape == x.shape and torch.isfinite(out.float()).all()
+    assert m.dtype == dtype
+    ref = RandomAPRSingle(1.0, seed=0)(images_f32)
+    assert (RandomAPRSingle(1.0, seed=0)(x).float() - ref).abs().mean() < 0.01
