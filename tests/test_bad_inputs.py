@@ -92,7 +92,6 @@ CLI: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("eval-checkpoint-is-folder", lambda d: E + ["--model", "resnet20", "--checkpoint", str(d), "--data", "synthetic:8"], r"checkpoint file is a folder"),
     ("eval-pickled-module-checkpoint", lambda d: E + ["--model", "resnet20", "--checkpoint", str(d / "module.pt"), "--data", "synthetic:8"], r"pickled Python objects \(torch\.nn\.modules\.linear\.Linear\)"),
     ("eval-no-weights", lambda d: E + ["--model", "resnet20", "--data", "synthetic:8"], r"no trained weights.*--checkpoint.*--random-init"),
-    ("eval-no-weights-timm", lambda d: E + ["--model", "timm:resnet18", "--data", "synthetic:8"], r"'timm:resnet18' has no trained weights"),
     ("eval-head-mismatch", lambda d: E + ["--model", str(d / "c100.pt"), "--num-classes", "10", "--data", "synthetic:8"], r"has 100 classes but the model was built with 10.*--drop-head"),
     ("eval-random-init-and-checkpoint", lambda d: E + ["--model", "resnet20", "--random-init", "--checkpoint", str(d / "r20.pt"), "--data", "synthetic:8"], r"random_init=True .*checkpoint= was given too"),
     ("eval-unknown-model", lambda d: E + ["--model", "resnet21", "--data", "synthetic:8"], r"unknown model spec 'resnet21' \(did you mean"),

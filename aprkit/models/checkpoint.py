@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_torch_save
-from .foreign import FOREIGN_LIBRARIES, check_foreign_spec, create_foreign
+from .foreign import FOREIGN_LIBRARIES, create_foreign
 from .normalize import unwrap_model
 from .registry import create_model, is_model, list_models
 from .state_dict import extract_state_dict, load_state_dict_into, num_classes_of
@@ -177,13 +177,14 @@ def load_model(
 
     ``spec`` is an ``nn.Module`` (returned as is), an aprkit architecture name (``"resnet20"``; weights
     from ``checkpoint``, random otherwise), a path to an aprkit or legacy ``pytorch_resnet_cifar10``
-    checkpoint, ``"timm:<name>"`` / ``"torchvision:<name>"`` (weights only from a local ``checkpoint``;
-    never downloaded; wrapped in ``Normalize``) or ``"robustbench:[<dataset>/<threat>/]<name>"``
-    (``model_dir=`` or ``checkpoint=`` a local model directory; needs the optional robustbench package).
+    checkpoint, ``"timm:<name>"`` / ``"torchvision:<name>"`` (the published pretrained weights through the
+    library's cache, with the authors' preprocessing; a local ``checkpoint`` overrides) or
+    ``"robustbench:[<dataset>/<threat>/]<name>"`` (robustbench's model zoo into ``model_dir=``, default
+    ``data_root()/robustbench``; needs the optional robustbench package).
     Extra keyword arguments go to the model builder.
 
-    Untrained weights are never used silently: an architecture name (or ``timm:``/``torchvision:`` spec)
-    without ``checkpoint`` raises unless ``random_init=True``, and a checkpoint whose classifier has another
+    Untrained weights are never used silently: an aprkit architecture name without ``checkpoint`` raises
+    unless ``random_init=True`` (which also gives foreign specs random weights), and a checkpoint whose classifier has another
     number of classes than ``num_classes`` raises unless ``drop_head=True`` (a new, random head).
     """
     if random_init and checkpoint is not None:
@@ -200,11 +201,10 @@ def load_model(
                 else:
                     model = create_foreign(text, num_classes=num_classes, state_dict=extract_state_dict(obj),
                                            drop_head=drop_head, **kwargs)
-            else:
-                if not random_init and not text.startswith("robustbench:"):
-                    check_foreign_spec(text)
-                    raise _no_weights(text)
+            elif random_init or text.startswith("robustbench:"):
                 model = create_foreign(text, num_classes=num_classes, checkpoint=checkpoint, **kwargs)
+            else:  # the library's published weights, through its own cache
+                model = create_foreign(text, num_classes=num_classes, pretrained=True, drop_head=drop_head, **kwargs)
         elif re.match(r"^[A-Za-z][\w.-]+:", text) and not Path(text).exists():
             lib = text.split(":", 1)[0]
             raise ValueError(f"unknown model library {lib!r} in {text!r}; expected one of {', '.join(_FOREIGN_PREFIXES)}")

@@ -1,10 +1,15 @@
 """Foreign models (timm, torchvision, robustbench) brought to the aprkit convention.
 
-Nothing is ever downloaded: timm and torchvision models are built with random weights and get
-their weights only from a local file (``load_model("timm:resnet50", checkpoint=path)``);
-robustbench models only from a local model directory. timm and torchvision models are wrapped in
-``Normalize`` with their preprocessing (timm: the model's ``pretrained_cfg`` mean/std; torchvision:
-ImageNet mean/std). robustbench models already take [0, 1] inputs, so their wrapper is identity.
+``pretrained=True`` loads the published weights through each library's own cache: timm
+``create_model(NAME, pretrained=True)`` via the Hugging Face hub cache (honours ``HF_HUB_OFFLINE``,
+``HF_HOME``/``HF_HUB_CACHE``; ``NAME`` may carry a pretrained tag, ``resnet50.a1_in1k``), torchvision
+``get_model(NAME, weights=...)`` (``"DEFAULT"`` or a weights-enum member name) via the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``), robustbench's ``load_model`` into ``model_dir`` (default
+``data_root()/robustbench``). Such a model is wrapped in :class:`Preprocess` with the authors' evaluation
+preprocessing (timm ``resolve_data_config``: resize to ``input_size / crop_pct``, centre crop, mean/std;
+torchvision: the weights' ``transforms()``). Weights from a local file (``checkpoint=``) or random weights get
+``Normalize`` with the mean/std only (the images are used at their own size). robustbench models already
+take [0, 1] inputs, so their wrapper is identity.
 
 State_dicts whose batch-norm was folded into the convolutions (e.g. the dequantized qnnpack
 MobileNetV2, whose BN entries are weight 1, mean 0, var ``1 - eps``: exact as they are) load exactly:
@@ -14,6 +19,8 @@ identity BNs carrying the convolution's bias.
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,7 +32,7 @@ from .base import IMAGENET_MEAN, IMAGENET_STD, NO_MEAN, NO_STD
 from .normalize import Normalize
 from .state_dict import load_state_dict_into, num_classes_of
 
-__all__ = ["create_foreign", "check_foreign_spec", "fold_bn_compat", "import_robustbench"]
+__all__ = ["Preprocess", "create_foreign", "check_foreign_spec", "fold_bn_compat", "import_robustbench"]
 
 #: model libraries a foreign spec ``LIB:NAME`` may name
 FOREIGN_LIBRARIES = ("timm", "torchvision", "robustbench")
@@ -52,7 +59,7 @@ def check_foreign_spec(spec: str) -> tuple[str, str]:
         raise ValueError(f"model spec {spec!r} names no model; expected e.g. 'timm:resnet50'")
     if lib != "robustbench":
         valid = _valid_names(lib)
-        if name not in valid:
+        if (name.split(".", 1)[0] if lib == "timm" else name) not in valid:
             raise ValueError(f"unknown {lib} model {name!r}{nearest_names(name, valid)}")
     return lib, name
 
@@ -64,18 +71,25 @@ def create_foreign(
     state_dict: Mapping[str, torch.Tensor] | None = None,
     checkpoint: str | Path | None = None,
     drop_head: bool = False,
+    pretrained: bool = False,
     **kwargs: Any,
 ) -> Normalize:
     """Build ``timm:<name>``, ``torchvision:<name>`` or ``robustbench:<name>`` wrapped in ``Normalize``.
 
-    ``state_dict`` whose classifier has another number of classes than ``num_classes`` raises unless
-    ``drop_head`` (the head is then re-initialised).
+    ``pretrained=True`` loads the published weights (see the module docstring; ``state_dict`` must then be
+    None). A ``state_dict`` or pretrained head with another number of classes than ``num_classes`` raises
+    unless ``drop_head`` (the head is then re-initialised). Weights that cannot be fetched raise
+    ``DownloadError`` naming the source, the cache folder looked in and how to supply the file.
     """
     lib, name = check_foreign_spec(spec)
+    if pretrained and state_dict is not None:
+        raise ValueError("pretrained=True loads the published weights; do not pass state_dict= as well")
     if lib == "timm":
-        model = _timm(name, num_classes, state_dict, kwargs, drop_head)
+        model = _timm_pretrained(name, num_classes, kwargs, drop_head) if pretrained else \
+            _timm(name, num_classes, state_dict, kwargs, drop_head)
     elif lib == "torchvision":
-        model = _torchvision(name, num_classes, state_dict, kwargs, drop_head)
+        model = _torchvision_pretrained(name, num_classes, kwargs, drop_head) if pretrained else \
+            _torchvision(name, num_classes, state_dict, kwargs, drop_head)
     else:
         return _robustbench(name, checkpoint, kwargs)
     model.aprkit_arch = spec
@@ -122,6 +136,126 @@ def _torchvision(name: str, num_classes: int | None, sd: Mapping[str, torch.Tens
             sd = fold_bn_compat(net, sd)
         load_state_dict_into(wrapped, sd, drop_head=drop_head)
     return wrapped
+
+
+class Preprocess(Normalize):
+    """``Normalize`` plus the model's evaluation resize and centre crop, applied on float [0, 1] images.
+
+    Images ``(B, C, H, W)`` have their shorter side resized to ``resize`` (``interpolation``, antialiased) and
+    are centre-cropped to ``crop`` x ``crop``, as the authors' evaluation transforms do; mean/std come after
+    (both steps are linear, so their order does not change the result).
+    """
+
+    def __init__(self, model: nn.Module, mean: Any, std: Any, *, resize: int, crop: int,
+                 interpolation: str = "bilinear", num_classes: int | None = None) -> None:
+        super().__init__(model, mean, std, num_classes=num_classes, input_size=(len(mean), int(crop), int(crop)))
+        if interpolation not in ("nearest", "bilinear", "bicubic"):
+            raise ValueError(f"interpolation must be nearest, bilinear or bicubic, got {interpolation!r}")
+        self.resize, self.crop, self.interpolation = int(resize), int(crop), interpolation
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Resize, centre-crop and normalise float images ``(B, C, H, W)`` in [0, 1] -> ``(B, C, crop, crop)``."""
+        import torch.nn.functional as F
+
+        z = super().normalize(x)
+        h, w = z.shape[-2:]
+        if min(h, w) != self.resize:
+            s = self.resize / min(h, w)
+            size = (self.resize, int(w * s)) if h <= w else (int(h * s), self.resize)
+            smooth = self.interpolation != "nearest"
+            z = F.interpolate(z, size=size, mode=self.interpolation, antialias=smooth,
+                              **({"align_corners": False} if smooth else {}))
+        h, w = z.shape[-2:]
+        top, left = int(round((h - self.crop) / 2.0)), int(round((w - self.crop) / 2.0))
+        if top < 0 or left < 0:
+            raise ValueError(f"images of {h}x{w} after resizing are smaller than the crop {self.crop}")
+        return z[..., top:top + self.crop, left:left + self.crop]
+
+    def extra_repr(self) -> str:
+        return f"resize={self.resize}, crop={self.crop}, interpolation={self.interpolation!r}, " + super().extra_repr()
+
+
+def _weights_error(what: str, source: str, looked: str, e: BaseException) -> OSError:
+    from ..data.download import DownloadError
+
+    return DownloadError(
+        f"could not load the pretrained weights of {what} from {source} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+        f"looked in {looked}. Offline: fill that cache on a machine with internet (or copy it here), or pass "
+        "checkpoint=FILE (aprkit eval --checkpoint FILE); random weights only with random_init=True (--random-init)"
+    )
+
+
+def _check_head(what: str, have: int, num_classes: int | None, drop_head: bool) -> bool:
+    """True when the head must be replaced by one with ``num_classes`` outputs."""
+    if num_classes is None or num_classes == have:
+        return False
+    if not drop_head:
+        raise ValueError(f"the pretrained {what} has {have} classes but num_classes={num_classes}; pass drop_head=True "
+                         "(--drop-head) for a new, random head or leave num_classes unset")
+    return True
+
+
+def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head: bool) -> Preprocess:
+    import timm
+    from huggingface_hub import constants
+    from timm.data import resolve_data_config
+
+    try:
+        net = timm.create_model(name, pretrained=True, **kwargs)
+    except (ValueError, TypeError):
+        raise
+    except Exception as e:  # hub errors, missing cache entries offline, connection failures
+        cfg = timm.models.get_pretrained_cfg(name) if hasattr(timm.models, "get_pretrained_cfg") else None
+        repo = getattr(cfg, "hf_hub_id", None) or name
+        offline = os.environ.get("HF_HUB_OFFLINE") or getattr(constants, "HF_HUB_OFFLINE", False)
+        raise _weights_error(f"timm:{name}", f"the Hugging Face hub repo {repo}",
+                             f"the Hugging Face cache {constants.HF_HUB_CACHE} (models--{str(repo).replace('/', '--')}; "
+                             f"HF_HUB_OFFLINE={'1' if offline else 'unset'})", e) from e
+    if _check_head(f"timm:{name}", net.num_classes, num_classes, drop_head):
+        net.reset_classifier(num_classes)
+    cfg = resolve_data_config({}, model=net)
+    crop = int(cfg["input_size"][-1])
+    resize = int(math.floor(crop / float(cfg.get("crop_pct") or 1.0)))
+    interp = cfg.get("interpolation", "bilinear")
+    return Preprocess(net, cfg["mean"], cfg["std"], resize=resize, crop=crop,
+                      interpolation=interp if interp in ("nearest", "bilinear", "bicubic") else "bilinear")
+
+
+def _torchvision_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head: bool) -> Preprocess:
+    import torch.hub
+    import torchvision
+
+    choice = kwargs.pop("weights", "DEFAULT")
+    try:
+        enum = torchvision.models.get_model_weights(name)
+        weights = enum[choice] if isinstance(choice, str) else choice
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"torchvision:{name} has no pretrained weights {choice!r}: {e}; pass checkpoint=FILE or "
+                         "random_init=True") from None
+    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    try:
+        net = torchvision.models.get_model(name, weights=weights, **kwargs)
+    except (ValueError, TypeError):
+        raise
+    except Exception as e:  # URLError offline, truncated files, hash mismatches
+        raise _weights_error(f"torchvision:{name} ({weights})", weights.url, f"the torch hub cache: {target} "
+                             "(TORCH_HOME)", e) from e
+    n = len(weights.meta.get("categories") or []) or None
+    if n is not None and _check_head(f"torchvision:{name}", n, num_classes, drop_head):
+        _replace_head(net, int(num_classes))  # type: ignore[arg-type]
+    t = weights.transforms()
+    interp = getattr(t.interpolation, "value", str(t.interpolation))
+    return Preprocess(net, list(t.mean), list(t.std), resize=int(t.resize_size[0]), crop=int(t.crop_size[0]),
+                      interpolation=interp if interp in ("nearest", "bilinear", "bicubic") else "bilinear",
+                      num_classes=num_classes or n)
+
+
+def _replace_head(net: nn.Module, num_classes: int) -> None:
+    name = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
+    parent_name, _, attr = name.rpartition(".")
+    parent = net.get_submodule(parent_name) if parent_name else net
+    old = getattr(parent, attr)
+    setattr(parent, attr, nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
 
 
 def _last_linear(net: nn.Module) -> nn.Module | None:
@@ -192,15 +326,26 @@ def _robustbench(name: str, checkpoint: str | Path | None, kwargs: dict) -> Norm
         raise ValueError(f"robustbench spec must be 'robustbench:<name>' or 'robustbench:<dataset>/<threat>/<name>', got {name!r}")
     model_dir = kwargs.pop("model_dir", None) or checkpoint
     if model_dir is None:
-        raise ValueError("robustbench models load only from disk: pass model_dir= (or checkpoint=) a local model directory")
+        from ..data.download import data_root
+
+        model_dir = data_root() / "robustbench"
     model_dir = Path(model_dir)
     if model_dir.is_file():  # <model_dir>/<dataset>/<threat>/<name>.pt given directly
         model_dir = model_dir.parents[2]
     expected = model_dir / dataset / threat / f"{model_name}.pt"
-    if not expected.is_file():
-        raise FileNotFoundError(f"robustbench weights not found: expected {expected} (layout <model_dir>/<dataset>/<threat>/<name>.pt); aprkit never downloads them")
-    rb_utils = import_robustbench()
-    net = rb_utils.load_model(model_name=model_name, model_dir=str(model_dir), dataset=dataset, threat_model=threat, **kwargs)
+    try:
+        rb_utils = import_robustbench()
+    except ImportError as e:
+        state = "present" if expected.is_file() else "not there yet"
+        raise ImportError(f"robustbench:{dataset}/{threat}/{model_name} loads through robustbench's model zoo (weights "
+                          f"{expected}: {state}), which is not importable. {e}") from e
+    try:  # robustbench reads <model_dir>/<dataset>/<threat>/<name>.pt and downloads it when missing
+        net = rb_utils.load_model(model_name=model_name, model_dir=str(model_dir), dataset=dataset, threat_model=threat, **kwargs)
+    except (ValueError, TypeError, KeyError):
+        raise
+    except Exception as e:
+        raise _weights_error(f"robustbench:{dataset}/{threat}/{model_name}", "robustbench's model zoo",
+                             f"{expected} (layout <model_dir>/<dataset>/<threat>/<name>.pt)", e) from e
     n = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}.get(dataset)
     size = 224 if dataset == "imagenet" else 32
     wrapped = Normalize(net, NO_MEAN, NO_STD, num_classes=n, input_size=(3, size, size))
