@@ -1,8 +1,13 @@
 """Atomic file writes shared by every aprkit module that persists results (checkpoints, logs, caches).
 
-A writer fills a temporary file in the destination folder, flushes it to disk and ``os.replace``-s it
-over the target, so readers (and a resumed run after a crash) never see a half-written file. The
-temporary file is removed if writing fails. Nothing here is public API.
+A writer fills a temporary file in the destination folder and ``os.replace``-s it over the target, so
+readers (and a resumed run after a crash) never see a half-written file. The temporary file is removed
+if writing fails. Nothing here is public API.
+
+``durable=True`` (the default, for deliverables: ``results.json``, reports, checkpoints, logs) also
+``fsync``-s the file before the rename, so the new content survives a power loss or kernel crash, not
+just a killed process. ``durable=False`` skips it (an fsync costs milliseconds on a disk): for files that
+are only a cache, where a file lost or damaged by a crash is just recomputed (``aprkit.eval.cache``).
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ from typing import IO, Any, Callable
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save"]
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write(fh)`` on a binary temporary file next to ``path``, fsync it, then rename it to ``path``.
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any], *, durable: bool = True) -> Path:
+    """Call ``write(fh)`` on a binary temporary file next to ``path``, then rename it to ``path``.
 
-    Creates the parent folder when missing. Returns ``path`` as a ``Path``.
+    ``durable``: fsync the file before the rename (see the module docstring). Creates the parent folder
+    when missing. Returns ``path`` as a ``Path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,8 +32,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -38,18 +45,18 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
     return path
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    return atomic_write(path, lambda fh: fh.write(data))
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically (``durable``: fsync first, see :func:`atomic_write`)."""
+    return atomic_write(path, lambda fh: fh.write(data), durable=durable)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically (``encoding`` defaults to UTF-8)."""
-    return atomic_write(path, lambda fh: fh.write(text.encode(encoding)))
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8", *, durable: bool = True) -> Path:
+    """Write ``text`` to ``path`` atomically (``encoding`` defaults to UTF-8; ``durable``: see :func:`atomic_write`)."""
+    return atomic_write(path, lambda fh: fh.write(text.encode(encoding)), durable=durable)
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (torch is imported only when called)."""
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str], *, durable: bool = True) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (torch is imported only when called; ``durable``: see :func:`atomic_write`)."""
     import torch
 
-    return atomic_write(path, lambda fh: torch.save(obj, fh))
+    return atomic_write(path, lambda fh: torch.save(obj, fh), durable=durable)

@@ -27,3 +27,22 @@ def test_failed_write_keeps_old_file_and_leaves_no_tmp(tmp_path):
         atomic_write(target, boom)
     assert target.read_text() == "old"
     assert list(tmp_path.glob("*.tmp")) == []
+
+
+def test_durable_writes_fsync_and_cache_writes_do_not(tmp_path, monkeypatch):
+    import os
+
+    from aprkit.eval.cache import ResultCache, atomic_write_json
+
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    atomic_write_text(tmp_path / "report.md", "x")  # deliverables: durable by default
+    atomic_write_json(tmp_path / "results.json", {"a": 1})
+    assert len(synced) == 2
+    atomic_write_text(tmp_path / "scratch.txt", "y", durable=False)
+    cache = ResultCache(tmp_path / "cache")
+    cache.put("k", {"accuracy": 0.5})  # a cache file lost in a crash is a miss: atomic rename, no fsync
+    assert len(synced) == 2
+    assert (tmp_path / "scratch.txt").read_text() == "y" and cache.get("k") == {"accuracy": 0.5}
+    assert list(tmp_path.rglob("*.tmp")) == []
