@@ -151,3 +151,60 @@ def test_cells_record_the_world_and_batch_sizes_that_made_them(tmp_path, monkeyp
     meta = json.loads((tmp_path / "results.json").read_text())["meta"]
     assert meta["world_size"] == [1, 2] and meta["batch_size"] == [5, 8]  # a mix of both, and it says so
     assert meta["provenance"]["Tiny"]["corruption"]["produced_by"]["world_size"] == [1, 2]
+
+
+# ---------------------------------------------------------------- fingerprint memo (issue 17)
+
+
+def _count_hashes(monkeypatch) -> list[int]:
+    import aprkit.eval.cache as cache_mod
+
+    calls: list[int] = []
+    real = cache_mod._hash_state
+    monkeypatch.setattr(cache_mod, "_hash_state", lambda model, state: (calls.append(1), real(model, state))[1])
+    return calls
+
+
+def test_fingerprint_is_remembered_until_the_weights_change(monkeypatch):
+    calls = _count_hashes(monkeypatch)
+    model = Tiny(seed=0)
+    first = model_fingerprint(model)
+    assert model_fingerprint(model) == first and model_fingerprint(model, length=8) == first[:8] and len(calls) == 1
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.rand(2, 3, 8, 8)).sum().backward()
+    opt.step()  # in place: bumps the version counters
+    stepped = model_fingerprint(model)
+    assert stepped != first and len(calls) == 2
+    model.load_state_dict(Tiny(seed=0).state_dict())  # back to the first weights, copied in place
+    assert model_fingerprint(model) == first and len(calls) == 3
+    with torch.no_grad():
+        model.fc.bias[0] += 1.0
+    assert model_fingerprint(model) not in (first, stepped)
+    model.fc.bias.data = torch.zeros(10)  # a replaced tensor: new storage
+    fresh = Tiny(seed=0)
+    fresh.fc.bias.data = torch.zeros(10)
+    zeroed = model_fingerprint(fresh)
+    assert model_fingerprint(model) == zeroed
+    n = len(calls)
+    model.fc.bias.data.add_(1.0)  # a write through .data is not versioned: reuse=False hashes again
+    assert model_fingerprint(model, reuse=False) != zeroed and len(calls) == n + 1
+
+
+def test_fingerprint_of_inference_mode_weights_is_hashed_each_time(monkeypatch):
+    calls = _count_hashes(monkeypatch)
+    with torch.inference_mode():
+        model = Tiny(seed=2)  # tensors without a version counter
+    assert model_fingerprint(model) == model_fingerprint(Tiny(seed=2)) == model_fingerprint(model)
+    assert len(calls) == 3
+
+
+def test_second_evaluate_of_a_model_neither_rehashes_nor_converts(monkeypatch):
+    calls = _count_hashes(monkeypatch)
+    model, ds = Tiny(seed=1), small_data(16)
+    first = evaluate(model, data=ds, **CELL)
+    ptrs = [p.data_ptr() for p in model.parameters()]
+    assert model.conv.weight.is_contiguous(memory_format=torch.channels_last)  # the default for conv models
+    second = evaluate(model, data=ds, **CELL)
+    assert len(calls) == 1
+    assert [p.data_ptr() for p in model.parameters()] == ptrs  # already channels_last: not converted again
+    assert second.models["Tiny"]["corruption"] == first.models["Tiny"]["corruption"]

@@ -2,7 +2,9 @@
 
 A unit is e.g. "model X on dataset D under corruption c at severity s". Each finished unit is written as
 ``<root>/<slug>-<hash>.json`` via a temporary file and ``os.replace``, so a run that is killed at any
-moment leaves only complete files; rerunning with the same cache skips them.
+moment leaves only complete files; rerunning with the same cache skips them. Cache files are not
+``fsync``-ed (``durable=False`` of ``aprkit._io.atomic_write``): one lost or damaged by a power loss is
+read as a miss and recomputed, while an fsync per cell would cost milliseconds of every cell.
 
 Result identity: :func:`result_key` is the only function that builds keys (the suites' cells, the runner's
 whole-suite entries and the output folder's suite index all use it, mostly through :func:`cached`). A key
@@ -11,7 +13,7 @@ whole-suite entries and the output folder's suite index all use it, mostly throu
 - ``unit``: what was computed (``"cell"``, ``"ood-scores"``, ``"suite:corruption"``, ...) plus the unit's
   format version among its options (``v``);
 - ``model``: :func:`model_fingerprint` of the state dict (class name, parameter and buffer names, dtypes,
-  shapes and values). The user's ``model_id`` is a display label only and never part of a key. Input
+  shapes and values; remembered per model object until a weight changes, see there). The user's ``model_id`` is a display label only and never part of a key. Input
   normalisation lives inside aprkit models as buffers, so preprocessing is covered by the fingerprint;
 - ``data``: the dataset identity (``aprkit.eval.inference.dataset_id``: the normalised spec with its
   split, a ``cache_id``, or a content hash of an in-memory set);
@@ -38,6 +40,7 @@ import math
 import os
 import re
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -202,12 +205,52 @@ def cached(ctx: Any, unit: str, data: Any, compute: Callable[[], dict], **option
     return value
 
 
-def model_fingerprint(model: nn.Module, length: int = 16) -> str:
-    """Hex digest of the model's class name and state_dict (names, dtypes, shapes and values)."""
+#: per model object: (signature of its weights' state, full fingerprint) of the last :func:`model_fingerprint`
+_FINGERPRINTS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+
+
+def model_fingerprint(model: nn.Module, length: int = 16, *, reuse: bool = True) -> str:
+    """Hex digest of the model's class name and state_dict (names, dtypes, shapes and values).
+
+    Hashing every weight takes a while for a large model (0.16 s for WRN-28-10 on a CPU), so the digest is
+    remembered per model object with a signature of its weights' state: each tensor's storage address,
+    version counter, shape, strides, dtype and device. Every in-place change through autograd-visible
+    tensors (an optimizer step, ``load_state_dict``, ``copy_`` under ``no_grad``) bumps the version
+    counter and a replaced tensor has a new address, so the value is hashed again. PyTorch does not
+    version writes through ``param.data`` (``p.data.copy_(...)``): after such a write pass ``reuse=False``.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    state = model.state_dict(keep_vars=True)  # the tensors themselves (no detached copies): same addresses and versions
+    sig = _state_signature(model, state)
+    if reuse and sig is not None:
+        known = _FINGERPRINTS.get(model)
+        if known is not None and known[0] == sig:
+            return known[1][:length]
+    digest = _hash_state(model, state)
+    if sig is not None:
+        _FINGERPRINTS[model] = (sig, digest)
+    return digest[:length]
+
+
+def _state_signature(model: nn.Module, state: Mapping[str, Any]) -> tuple | None:
+    """What identifies the current values of ``state`` without reading them, or None when a tensor has no
+    version counter (made in ``inference_mode``: then the values are hashed every time)."""
+    sig: list[Any] = [type(model).__name__]
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor):
+            if t.is_inference():
+                return None
+            sig.append((name, t.data_ptr(), t._version, t.shape, t.stride(), t.dtype, t.device))
+        else:
+            sig.append((name, repr(t)))
+    return tuple(sig)
+
+
+def _hash_state(model: nn.Module, state: Mapping[str, Any]) -> str:
+    """The full sha256 hex digest of ``model``'s class name and ``state`` (every name, dtype, shape and value)."""
     h = hashlib.sha256(type(model).__name__.encode())
-    for name, t in model.state_dict().items():
+    for name, t in state.items():
         h.update(name.encode())
         if isinstance(t, torch.Tensor):
             t = t.detach().cpu().contiguous()
@@ -215,7 +258,7 @@ def model_fingerprint(model: nn.Module, length: int = 16) -> str:
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         else:
             h.update(repr(t).encode())
-    return h.hexdigest()[:length]
+    return h.hexdigest()
 
 
 class MemoryCache:
@@ -246,8 +289,9 @@ class MemoryCache:
 class ResultCache:
     """Finished results as atomic JSON files under ``root`` (created on first write).
 
-    ``get`` returns ``None`` for a missing key (or a file damaged by hand); ``put`` overwrites. Files
-    hold ``{"key": ..., "value": ...}`` so a hash collision can never return the wrong result.
+    ``get`` returns ``None`` for a missing key or a damaged file (by hand, or truncated by a crash: ``put``
+    does not fsync); ``put`` overwrites. Files hold ``{"key": ..., "value": ...}`` so a hash collision can
+    never return the wrong result.
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
@@ -280,7 +324,7 @@ class ResultCache:
     def put(self, key: str, value: dict) -> None:
         if not isinstance(value, Mapping):
             raise TypeError(f"cache values must be dicts, got {type(value).__name__}")
-        atomic_write_json(self.path_for(key), {"key": key, "value": to_jsonable(value)})
+        atomic_write_json(self.path_for(key), {"key": key, "value": value}, durable=False)  # converts once
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None
@@ -305,8 +349,9 @@ class ResultCache:
         return f"ResultCache({str(self.root)!r})"
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = None, *, durable: bool = True) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (temporary file in the same folder, then ``os.replace``;
+    ``durable``: fsync before the rename, see ``aprkit._io.atomic_write``)."""
     text = json.dumps(to_jsonable(obj), indent=indent, sort_keys=False, allow_nan=False)
-    return atomic_write_text(path, text)
+    return atomic_write_text(path, text, durable=durable)
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .cache import MemoryCache, ResultCache, Unidentifiable, model_fingerprint, result_key, to_jsonable
-from .inference import _dist_info, is_main_process, resolve_device
+from .inference import _dist_info, is_main_process, resolve_device, wants_channels_last
 from .outdir import RunCache, SuiteIndex, merge_provenance
 from .report import Results
 from .suites import EvalContext, load_suites
@@ -53,7 +53,7 @@ def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None,
             from aprkit.models import load_model
 
             return load_model(model, num_classes=num_classes, checkpoint=checkpoint, device=device, drop_head=drop_head), type(model).__name__
-        return model.to(device), type(model).__name__
+        return place_model(model, device), type(model).__name__
     if isinstance(model, (str, Path)):
         from aprkit.models import load_model
 
@@ -72,6 +72,21 @@ def _display_name(model: Any) -> str:
 
 def _has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def place_model(model: nn.Module, device: torch.device, channels_last: bool = False) -> nn.Module:
+    """``model`` on ``device`` (with ``channels_last``: its 4-d weights in that layout), in one ``Module.to``
+    pass and only when some parameter or buffer is not there yet (an evaluated model usually already is;
+    a conversion gives the weights new storage, so the fingerprint would be hashed again)."""
+    index = device.index
+    if index is None and device.type == "cuda":
+        index = torch.cuda.current_device()  # where .to("cuda") puts tensors
+    tensors = [*model.parameters(), *model.buffers()]
+    moved = any(d.type != device.type or (index is not None and d.index != index) for d in {t.device for t in tensors})
+    cl = torch.channels_last
+    if channels_last and any(t.ndim == 5 or (t.ndim == 4 and not t.is_contiguous(memory_format=cl)) for t in tensors):
+        return model.to(device, memory_format=cl)
+    return model.to(device) if moved else model
 
 
 def _sync_weights(model: nn.Module) -> None:
@@ -179,11 +194,10 @@ def evaluate(
         net, display = load_eval_model(m, num_classes, checkpoint, dev, random_init, drop_head)
         net.eval()
         _sync_weights(net)
-        use_cl = _has_conv(net) if channels_last is None else bool(channels_last)
-        if use_cl:
-            net = net.to(memory_format=torch.channels_last)
+        use_cl = wants_channels_last(net, _has_conv(net) if channels_last is None else bool(channels_last))
+        net = place_model(net, dev, use_cl)
         run.settings["channels_last"] = use_cl
-        fingerprint = model_fingerprint(net)
+        fingerprint = model_fingerprint(net, reuse=world == 1)  # _sync_weights writes through .data (unversioned)
         name = given_id or display
         if name in results.models:
             name = f"{display}-{fingerprint}"
