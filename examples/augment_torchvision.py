@@ -23,12 +23,13 @@ from aprkit.augment.adapters import APRSingleV2  # noqa: E402
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
-    # APR-S is a dataloader transform; it returns the kind it is given (PIL or uint8 tensor)
-    train_tf = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), APRSingleV2(p=0.5), v2.PILToTensor()
-                           if args.data else v2.Identity()])
+    # APR-S is a dataloader transform; it returns the kind it is given (PIL, uint8 tensor, tv_tensors.Image/Video).
+    # seed=: each DataLoader worker derives its own stream from it and the loader's seed (reproducible run to run)
+    train_tf = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), APRSingleV2(p=0.5, seed=args.seed),
+                           v2.PILToTensor() if args.data else v2.Identity()])
     train, test = datasets(args, train_tf)
     loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
-                                         drop_last=True)
+                                         drop_last=True, generator=torch.Generator().manual_seed(args.seed))
     model = small_cnn().to(args.device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     aprsp = APRSP(p=0.6)  # APR-P half of the batch, on the device

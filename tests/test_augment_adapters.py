@@ -79,7 +79,7 @@ def test_timm_mixup_fn(images_f32):
     assert torch.allclose(soft.sum(1), torch.ones(7)) and torch.equal(soft.argmax(1), target)
     logits = torch.randn(7, 5, requires_grad=True)
     SoftTargetCrossEntropy()(logits, soft).backward()
-    hard_x, hard_y = APRMixup(p=1.0, seed=0)(x, target)
+    hard_x, hard_y = APRMixup(p=1.0, num_classes=None, seed=0)(x, target)
     assert hard_y is target and torch.equal(hard_x, out)
     fn.mixup_enabled = False
     assert fn(x, target)[0] is x

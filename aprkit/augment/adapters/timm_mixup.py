@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
@@ -12,45 +12,153 @@ from ..pair import APRPair
 
 __all__ = ["APRMixup"]
 
+_UNIT_SLACK = 0.05  # how far outside [0, 1] an un-normalised input may stray (half-precision loaders) before it is rejected
+
+
+def _stats(values: Optional[Sequence[float]], name: str) -> Optional[tuple[float, ...]]:
+    """``mean`` / ``std`` as a tuple of floats in [0, 1] units (timm's data config), or ``None``."""
+    if values is None:
+        return None
+    if isinstance(values, (int, float)):
+        values = (values,)
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence of floats (one per channel), got {values!r}") from None
+    if not out:
+        raise ValueError(f"{name} must hold one value per channel, got an empty sequence")
+    low, high = (1e-6, 1.0) if name == "std" else (0.0, 1.0)
+    if any(not low <= v <= high for v in out):
+        raise ValueError(f"{name} must hold per-channel values in [{low:g}, {high:g}] (the [0, 1] units of timm's "
+                         f"data config, e.g. IMAGENET_DEFAULT_{name.upper()}), got {out}")
+    return out
+
 
 class APRMixup:
-    """Drop-in for timm's ``Mixup`` object (``mixup_fn``) that applies APR-P instead.
+    """Drop-in for timm's ``Mixup`` (``mixup_fn``) that applies APR-P instead of mixup / cutmix.
 
-    Labels follow the phase, so the targets are the input labels; with ``num_classes`` they are
-    returned as (optionally smoothed) one-hot rows as timm's ``Mixup`` does, ready for
-    ``SoftTargetCrossEntropy``; without it, hard labels are returned unchanged. Set
-    ``mixup_enabled = False`` to switch the recombination off (as timm does at ``mixup_off_epoch``).
-    Unlike timm's ``Mixup``, odd batch sizes are fine.
+    Contract of ``timm.data.Mixup``: ``x, target = mixup_fn(x, target)`` with integer class indices in and
+    soft targets ``(B, num_classes)`` out, equal to ``timm.data.mixup.mixup_target(target, num_classes,
+    lam=1.0, smoothing=label_smoothing)`` (APR-P's label follows the phase, so no second label is mixed in);
+    same defaults (``num_classes=1000``, ``label_smoothing=0.1`` with soft targets), ready for ``SoftTargetCrossEntropy``;
+    ``mixup_enabled = False`` switches the recombination off (timm's ``mixup_off_epoch``); odd batch sizes
+    are fine. ``num_classes=None`` returns the integer labels unchanged, for ``nn.CrossEntropyLoss`` only.
+
+    APR-P is defined on [0, 1] images, but timm's loaders normalise first (with the prefetcher: on the
+    device, after the uint8 batch is moved). Pass the loader's ``mean`` / ``std`` (``[0, 1]`` units, as in
+    ``resolve_data_config(...)``; see :meth:`from_data_config`): each batch is un-normalised, recombined,
+    clamped to [0, 1] and re-normalised, in float32, on the batch's device, returned in its dtype and
+    memory format (``channels_last`` stays). Without ``mean`` / ``std`` the input must be [0, 1] images.
+
+    Checks that cannot be made on every batch without a host sync on accelerators are made on the first
+    call (or always, for CPU batches): inputs outside [0, 1] without ``mean`` / ``std`` (a normalised batch)
+    and class indices outside ``[0, num_classes)``. What the adapter cannot see: a loss that does not match
+    the targets; ``SoftTargetCrossEntropy`` raises on a ``num_classes`` that differs from the logits'.
     """
 
-    def __init__(self, p: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool = False,
-                 num_classes: Optional[int] = None, label_smoothing: float = 0.0,
+    def __init__(self, p: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: Optional[bool] = None,
+                 num_classes: Optional[int] = 1000, label_smoothing: Optional[float] = None,
+                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                  generator: Optional[torch.Generator] = None, seed: Optional[int] = None) -> None:
         if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
-            raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
-        if not 0.0 <= float(label_smoothing) < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-        self.pair = APRPair(p, dims, per_sample, clamp, generator=generator, seed=seed)
+            raise ValueError(f"num_classes must be a positive int (or None for integer labels), got {num_classes!r}")
+        if label_smoothing is None:
+            label_smoothing = 0.0 if num_classes is None else 0.1
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
+                or not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
+        if label_smoothing and num_classes is None:
+            raise ValueError("label_smoothing needs num_classes (soft targets); with num_classes=None labels stay integers")
+        self.mean, self.std = _stats(mean, "mean"), _stats(std, "std")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("pass both mean and std (the loader's normalisation) or neither")
+        if self.mean is not None and len(self.mean) != len(self.std):
+            raise ValueError(f"mean and std must have the same length, got {len(self.mean)} and {len(self.std)}")
+        self.pixel_space = self.mean is not None
+        if clamp is None:
+            clamp = self.pixel_space
+        self.pair = APRPair(p, dims, per_sample, bool(clamp), generator=generator, seed=seed)
         self.num_classes = num_classes
         self.label_smoothing = float(label_smoothing)
         self.mixup_enabled = True
+        self._checked = False
+        self._norm: dict[tuple[torch.device, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def from_data_config(cls, data_config: Mapping[str, Any], **kwargs: Any) -> "APRMixup":
+        """``APRMixup(mean=data_config["mean"], std=data_config["std"], **kwargs)`` for timm's
+        ``resolve_data_config(...)`` / ``resolve_model_data_config(model)`` dict (what the loader normalises with)."""
+        missing = [k for k in ("mean", "std") if k not in data_config]
+        if missing:
+            raise ValueError(f"data_config lacks {missing}; expected timm's resolve_data_config(...) dict")
+        return cls(mean=data_config["mean"], std=data_config["std"], **kwargs)
 
     def _targets(self, target: torch.Tensor) -> torch.Tensor:
         if self.num_classes is None:
             return target
-        if target.dtype.is_floating_point:
-            raise TypeError("target must hold integer class indices when num_classes is set")
+        if target.dtype.is_floating_point or target.dtype == torch.bool:
+            raise TypeError(f"target must hold integer class indices (B,), got dtype {target.dtype}; APRMixup makes "
+                            f"the soft (B, num_classes) targets itself, as timm's Mixup does")
+        if target.ndim != 1:
+            raise ValueError(f"target must hold one class index per image, shape (B,), got {tuple(target.shape)}")
+        if target.device.type == "cpu" or not self._checked:
+            low, high = int(target.min()), int(target.max())
+            if low < 0 or high >= self.num_classes:
+                raise ValueError(f"target holds class indices in [{low}, {high}], outside [0, num_classes={self.num_classes}); "
+                                 f"set num_classes to the model's number of classes")
         off = self.label_smoothing / self.num_classes
-        on = 1.0 - self.label_smoothing + off
         soft = torch.full((target.shape[0], self.num_classes), off, device=target.device)
-        return soft.scatter_(1, target.long().view(-1, 1), on)
+        return soft.scatter_(1, target.long().view(-1, 1), 1.0 - self.label_smoothing + off)
+
+    def _stats_on(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = x.shape[1]
+        key = (x.device, c)
+        if key not in self._norm:
+            if len(self.mean) not in (1, c):
+                raise ValueError(f"mean/std have {len(self.mean)} values but the input has {c} channels")
+            shape = (1, -1, 1, 1)
+            self._norm[key] = (torch.tensor(self.mean, device=x.device).view(shape).expand(1, c, 1, 1),
+                               torch.tensor(self.std, device=x.device).view(shape).expand(1, c, 1, 1))
+        return self._norm[key]
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """Value checks: every CPU batch, else the first batch only (one host sync)."""
+        if self._checked and x.device.type != "cpu":
+            return
+        if self.pixel_space:
+            if not x.dtype.is_floating_point:
+                raise TypeError(f"input must be a normalised float batch when mean/std are given, got {x.dtype}")
+        elif x.dtype.is_floating_point:
+            low, high = (float(v) for v in torch.aminmax(x.detach()))
+            if low < -_UNIT_SLACK or high > 1 + _UNIT_SLACK:
+                raise ValueError(f"input values lie in [{low:.3g}, {high:.3g}], not in [0, 1]: a normalised batch (timm's "
+                                 f"loaders normalise)? pass the loader's mean= and std= (APRMixup.from_data_config) so "
+                                 f"APR-P recombines [0, 1] images")
+
+    def _recombine(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.pixel_space:
+            return self.pair(x)
+        mean, std = self._stats_on(x)
+        pixels = torch.addcmul(mean, x.float(), std)
+        out = self.pair(pixels)
+        if out is pixels:  # batch not selected: hand back the input untouched
+            return x
+        out = (out - mean).div_(std).to(x.dtype)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        check_image_tensor(x, "input", min_ndim=4, max_ndim=4)
+        check_image_tensor(x, "input", min_ndim=4, max_ndim=4, check_finite=False)
         check_labels(target, x.shape[0], "target")
+        self._check_input(x)
+        soft = self._targets(target)
+        self._checked = True
         if self.mixup_enabled:
-            x = self.pair(x)
-        return x, self._targets(target)
+            x = self._recombine(x)
+        return x, soft
 
     def __repr__(self) -> str:
-        return f"APRMixup({self.pair.extra_repr()}, num_classes={self.num_classes}, label_smoothing={self.label_smoothing})"
+        norm = f", mean={self.mean}, std={self.std}" if self.pixel_space else ""
+        return (f"APRMixup({self.pair.extra_repr()}, num_classes={self.num_classes}, "
+                f"label_smoothing={self.label_smoothing}{norm})")
