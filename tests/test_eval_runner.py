@@ -165,8 +165,18 @@ def test_cell_summary_equals_the_separate_metrics():
                      ("rms", M.rms_calibration_error(p, labels))]:
         assert v[key] == pytest.approx(ref, rel=1e-12, abs=1e-14), key
     assert v["reliability"] == M.reliability_diagram_data(p, labels)
+    # bit for bit: the same bin sums and sorted RMS bins as the separate functions
+    assert (v["ece"], v["rms"]) == (M.expected_calibration_error(p, labels), M.rms_calibration_error(p, labels))
     with pytest.raises(ValueError, match="labels"):
         cell_summary(logits, labels[:-1])
+    with pytest.raises(ValueError, match="labels must be in"):
+        cell_summary(logits, labels.clamp_max(9) + 1)
+    bad = logits.clone()
+    bad[3, 2] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        cell_summary(bad, labels)
+    with pytest.raises(TypeError, match="floating-point tensor"):
+        cell_summary(labels[:, None], labels)
 
 
 class _Const(nn.Module):

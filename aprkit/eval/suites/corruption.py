@@ -65,26 +65,35 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 def cell_summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict:
     """Accuracy, error, NLL, Brier, ECE, RMS calibration error and reliability bins from logits ``(N, K)``.
 
-    Same values as the separate functions in :mod:`aprkit.eval.metrics`, computed from one validated
-    float64 softmax and one set of bin statistics (this runs once per corruption x severity cell).
+    Same values as the separate functions in :mod:`aprkit.eval.metrics`, computed from one float64 softmax
+    and one set of bin statistics (this runs once per corruption x severity cell, so nothing is computed
+    twice: the softmax of finite logits needs no probability checks, only the finiteness one).
     """
     from .. import metrics as M
+    from ..metrics._validate import check_labels_for
 
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or not logits.is_floating_point():
+        got = f"{logits.dtype} tensor of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise TypeError(f"logits must be a floating-point tensor (N, K), got {got}")
+    if logits.shape[0] == 0 or not bool(torch.isfinite(logits).all()):
+        raise ValueError(f"logits must be finite with at least one row, got shape {tuple(logits.shape)} (NaN/inf or empty)")
     probs = torch.softmax(logits.double(), dim=1)
-    conf, correct = M.confidences_and_correct(probs, labels)  # validates probs and labels once
-    y = labels.to(probs.device).long()
+    y = check_labels_for(labels, probs.shape[0], probs.shape[1], device=probs.device)
+    conf, pred = probs.max(dim=1)
+    correct = (pred == y).double()  # the float64 form every metric below uses
     picked = probs.gather(1, y[:, None]).squeeze(1)
     stats = M.bin_statistics(conf, correct, n_bins)
-    acc = float(correct.double().mean())
+    reliability = M.reliability_from_bins(stats)  # holds the ECE
+    acc = float(correct.mean())
     return {
         "n": int(labels.shape[0]),
         "accuracy": acc,
         "error": 1.0 - acc,
         "nll": float(-picked.clamp_min(1e-12).log().mean()),
         "brier": float(((probs * probs).sum(dim=1) - 2.0 * picked + 1.0).mean()),  # sum_k (p_k - onehot_k)^2
-        "ece": M.ece_from_bins(stats),
+        "ece": reliability["ece"],
         "rms": M.rms_from_confidences(conf, correct),
-        "reliability": M.reliability_from_bins(stats),
+        "reliability": reliability,
     }
 
 
