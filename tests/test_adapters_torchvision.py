@@ -187,3 +187,26 @@ def test_seeded_workers_draw_different_reproducible_streams(images_u8):
     assert any(_changed(a, b) for w in (0, 1) for a, b in zip(first[w], other[w]))  # new loader seed: new epoch
     main = APRSingleV2(p=1.0, seed=11)  # the main process keeps the plain seeded stream
     assert torch.equal(main(images_u8[0]), APRSingleV2(p=1.0, seed=11)(images_u8[0]))
+
+
+class _OwnerReseeds(torch.utils.data.Dataset):
+    """A host that re-seeds the transform's generator before every draw (as the albumentations adapter does)."""
+
+    def __init__(self, transform) -> None:
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int):
+        self.transform.batch.generator.manual_seed(100 + i)
+        return self.transform.generate_parameters()["op1"]
+
+
+def test_worker_streams_leave_an_owner_reseeded_generator_alone():
+    from aprkit.augment import APRSingle
+
+    loader = torch.utils.data.DataLoader(_OwnerReseeds(APRSingle(seed=0)), batch_size=1, num_workers=2,
+                                         multiprocessing_context="fork")
+    main = _OwnerReseeds(APRSingle(seed=0))
+    assert [int(x) for x in loader] == [int(main[i]) for i in range(4)]

@@ -246,7 +246,8 @@ class APRSingle:
     images on the CPU with 1 or 3 channels take the reference's path (PIL ops, then one small FFT
     in ``scipy.fft``: fastest per image); float images and device tensors take the batched torch
     path of :class:`APRSingleBatch` (same draws, slightly different interpolation at the borders). With ``generator=None`` and no ``seed`` draws use torch's global RNG,
-    which ``DataLoader`` seeds per worker (a shared generator would repeat draws across workers).
+    which ``DataLoader`` seeds per worker; with ``seed``/``generator`` each worker re-seeds its copy from
+    that seed and the worker's torch seed (:func:`worker_generator`), so workers draw different streams.
     """
 
     def __init__(self, p: float = 0.5, severity: float = 3, ops: Optional[Sequence[str]] = None, dims: Dims = "chw",
