@@ -9,6 +9,11 @@ the sorted order of ``CATEGORIES``) are taken as they are.
 Shape bias = shape decisions / (shape decisions + texture decisions), over the stimuli whose shape and
 texture classes differ. Published reference values: humans about 0.96, ResNet-50 (ImageNet) about 0.22.
 
+``read_decisions_csv`` / ``shape_bias_from_csv`` read the published raw decision files of texture-vs-shape
+and model-vs-human as they are (``subj, session, trial, rt, object_response, category, condition,
+imagename``): shape = ``category``, texture = the ``<shape>N-<texture>M.png`` end of ``imagename``, and
+``object_response = na`` (no answer) is an abstention, neither shape nor texture.
+
 Run ``python -m aprkit.eval.texture_shape --help`` for a command line.
 """
 
@@ -35,7 +40,14 @@ __all__ = [
     "shape_bias",
     "predict_decisions",
     "measure_shape_bias",
+    "ABSTENTION",
+    "read_decisions_csv",
+    "shape_bias_from_csv",
+    "reference_lines",
 ]
+
+#: the ``object_response`` of a trial without an answer in the raw decision files
+ABSTENTION = "na"
 
 CATEGORIES: tuple[str, ...] = CUE_CONFLICT_CATEGORIES
 
@@ -100,8 +112,9 @@ def cue_conflict_decisions(outputs: torch.Tensor, *, probabilities: bool = False
     return imagenet_to_16(outputs, probabilities=probabilities).argmax(dim=1)
 
 
-def _as_label_indices(values: object, name: str, categories: Sequence[str]) -> torch.Tensor:
-    """Strings or integer indices (list, tuple, numpy array or tensor) -> int64 tensor ``(N,)``."""
+def _as_label_indices(values: object, name: str, categories: Sequence[str], abstain: bool = False) -> torch.Tensor:
+    """Strings or integer indices (list, tuple, numpy array or tensor) -> int64 tensor ``(N,)``; with
+    ``abstain``, ``ABSTENTION`` (``"na"``) and -1 become -1."""
     if isinstance(values, torch.Tensor):
         if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
             raise TypeError(f"{name} must hold category names or integer indices, got a tensor of dtype {values.dtype}")
@@ -116,7 +129,9 @@ def _as_label_indices(values: object, name: str, categories: Sequence[str]) -> t
     out: list[int] = []
     bad: list[str] = []
     for v in seq:
-        if isinstance(v, str):
+        if abstain and (v == ABSTENTION or (isinstance(v, int) and v == -1)):
+            out.append(-1)
+        elif isinstance(v, str):
             if v in index:
                 out.append(index[v])
             else:
@@ -154,6 +169,7 @@ class ShapeBiasResult:
     n_texture_decisions: int
     per_category: dict[str, float] = field(default_factory=dict)
     per_category_counts: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    n_abstentions: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict (NaN becomes ``None``)."""
@@ -187,12 +203,13 @@ def shape_bias(
     """Shape bias of ``decisions`` on cue-conflict stimuli.
 
     All three arguments have one entry per stimulus: category names (``"cat"``) or indices into
-    ``categories``. Stimuli whose shape and texture agree are dropped; then shape match = fraction of
-    decisions equal to the shape class, texture match = fraction equal to the texture class, and shape
-    bias = shape decisions / (shape + texture decisions) (NaN if there are none).
+    ``categories``; a decision may be ``"na"`` (or -1), an abstention that counts as neither shape nor
+    texture. Stimuli whose shape and texture agree are dropped; then shape match = fraction of decisions
+    equal to the shape class, texture match = fraction equal to the texture class, and shape bias = shape
+    decisions / (shape + texture decisions) (NaN if there are none).
     """
     cats = tuple(categories)
-    d = _as_label_indices(decisions, "decisions", cats)
+    d = _as_label_indices(decisions, "decisions", cats, abstain=True)
     s = _as_label_indices(shape_labels, "shape_labels", cats)
     t = _as_label_indices(texture_labels, "texture_labels", cats)
     keep, d, s, t = conflicting(d, s, t, ("shape_labels", "texture_labels"), "stimulus",
@@ -219,7 +236,76 @@ def shape_bias(
         n_texture_decisions=n_t,
         per_category=per_cat,
         per_category_counts=counts,
+        n_abstentions=int((d < 0).sum()),
     )
+
+
+_CSV_COLUMNS = ("subj", "session", "trial", "rt", "object_response", "category", "condition", "imagename")
+
+
+def read_decisions_csv(path: object) -> dict[str, tuple[list[str], list[str], list[str]]]:
+    """Raw decision CSV -> ``{subject: (decisions, shape names, texture names)}`` in file order.
+
+    Raises ``ValueError`` naming the file for missing columns or an ``imagename`` without the
+    ``<shape>N-<texture>M.png`` ending.
+    """
+    import csv
+    from pathlib import Path
+
+    from ..data.cue_conflict import parse_stimulus_name
+
+    path = Path(path)  # type: ignore[arg-type]
+    out: dict[str, tuple[list[str], list[str], list[str]]] = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("subj", "object_response", "category", "imagename") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} lacks the columns {', '.join(missing)}; expected the raw decision format "
+                             f"{', '.join(_CSV_COLUMNS)}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                _, texture = parse_stimulus_name(row["imagename"].rsplit("_", 1)[-1])
+            except ValueError:
+                raise ValueError(f"{path}:{line}: imagename {row['imagename']!r} does not end in "
+                                 "'<shape>N-<texture>M.png'") from None
+            d, s, t = out.setdefault(row["subj"].strip(), ([], [], []))
+            d.append(row["object_response"].strip())
+            s.append(row["category"].strip())
+            t.append(texture)
+    if not out:
+        raise ValueError(f"{path} holds no decisions; expected rows of {', '.join(_CSV_COLUMNS)}")
+    return out
+
+
+def shape_bias_from_csv(paths: object) -> dict[str, ShapeBiasResult]:
+    """Per-subject shape bias from one or more raw decision CSVs (a path, a folder of ``*.csv`` or a list)."""
+    from pathlib import Path
+
+    if isinstance(paths, (str, Path)):
+        p = Path(paths)
+        files = sorted(p.glob("*.csv")) if p.is_dir() else [p]
+    else:
+        files = [Path(x) for x in paths]  # type: ignore[union-attr]
+    if not files:
+        raise ValueError(f"no decision CSVs found in {paths}")
+    merged: dict[str, tuple[list[str], list[str], list[str]]] = {}
+    for f in files:
+        for subj, (d, s, t) in read_decisions_csv(f).items():
+            md, ms, mt = merged.setdefault(subj, ([], [], []))
+            md += d
+            ms += s
+            mt += t
+    return {subj: shape_bias(d, s, t) for subj, (d, s, t) in merged.items()}
+
+
+def reference_lines(paths: object) -> dict[str, float]:
+    """Guide lines for shape-bias plots from raw decision CSVs: ``"humans (N subjects)"`` = mean of the
+    per-subject shape biases of ``subject-*``, then every other subject (a model) by name."""
+    per = shape_bias_from_csv(paths)
+    humans = [r.shape_bias for k, r in per.items() if k.startswith("subject-") and not math.isnan(r.shape_bias)]
+    lines = {f"humans ({len(humans)} subjects)": sum(humans) / len(humans)} if humans else {}
+    lines.update({k: r.shape_bias for k, r in per.items() if not k.startswith("subject-") and not math.isnan(r.shape_bias)})
+    return lines
 
 
 def predict_decisions(model: nn.Module, dataset: torch.utils.data.Dataset, **kwargs: Any) -> torch.Tensor:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..cache import cached
-from ..texture_shape import CATEGORIES, REFERENCE_SHAPE_BIAS, predict_decisions, shape_bias
+from ..texture_shape import CATEGORIES, REFERENCE_SHAPE_BIAS, predict_decisions, reference_lines, shape_bias
 from .base import EvalContext, ReportSection, Suite, register_suite
 
 __all__ = ["ShapeBiasSuite", "resolve_stimuli", "plot_shape_bias"]
@@ -48,7 +48,7 @@ def resolve_stimuli(data: Any, options: Mapping[str, Any] | None = None) -> Any:
 class ShapeBiasSuite(Suite):
     """Shape bias, shape/texture match and per-category shape bias on the cue-conflict stimuli."""
 
-    OPTIONS = ("stimuli",)
+    OPTIONS = ("stimuli", "references")
 
     def run(self, ctx: EvalContext, data: Any) -> dict:
         ds = resolve_stimuli(data, ctx.options)
@@ -67,7 +67,10 @@ class ShapeBiasSuite(Suite):
             result["decisions"] = {name: ds.categories[int(d)] for name, d in zip(ds.names, decisions)}
             return result
 
-        return cached(ctx, "shape-bias", ds.cache_id, compute, v=_VERSION)
+        result = cached(ctx, "shape-bias", ds.cache_id, compute, v=_VERSION)
+        if ctx.options.get("references"):  # raw decision CSVs (a folder or file): the plot's guide lines
+            result = {**result, "references": reference_lines(ctx.options["references"])}
+        return result
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         def f(x: float | None) -> str:
@@ -75,7 +78,7 @@ class ShapeBiasSuite(Suite):
 
         rows = [f"| {m} | {f(r['shape_bias'])} | {100 * r['shape_match']:.1f} | {100 * r['texture_match']:.1f} | "
                 f"{r['counts']['n_stimuli']} |" for m, r in results.items()]
-        rows += [f"| {name} (published) | {v:.2f} | - | - | - |" for name, v in REFERENCE_SHAPE_BIAS.items()]
+        rows += [f"| {name} (published) | {v:.2f} | - | - | - |" for name, v in _references(results).items()]
         md = "\n".join(["| model | shape bias | shape match % | texture match % | stimuli |", "|---|---|---|---|---|", *rows])
         md += ("\n\nShape bias = shape decisions / (shape + texture decisions) over the cue-conflict stimuli whose shape "
                "and texture classes differ (Geirhos et al., ICLR 2019); 1000-class outputs are mapped to the 16 "
@@ -84,6 +87,14 @@ class ShapeBiasSuite(Suite):
         fig_dir = Path(fig_dir)
         fig_dir.mkdir(parents=True, exist_ok=True)
         return ReportSection("Shape bias (cue-conflict)", md, [plot_shape_bias(results, fig_dir / "shape_bias.png")])
+
+
+def _references(results: Mapping[str, dict]) -> dict[str, float]:
+    """Guide lines: from the raw decision files (option ``references``) when given, else the published values."""
+    for r in results.values():
+        if r.get("references"):
+            return dict(r["references"])
+    return dict(REFERENCE_SHAPE_BIAS)
 
 
 def plot_shape_bias(results: Mapping[str, dict], path: Path) -> Path:
@@ -96,7 +107,7 @@ def plot_shape_bias(results: Mapping[str, dict], path: Path) -> Path:
     cats = list(CATEGORIES)
     fig, ax = plt.subplots(figsize=(8.4, 6.0))
     y = {c: len(cats) - 1 - i for i, c in enumerate(cats)}
-    for (name, value), style in zip(REFERENCE_SHAPE_BIAS.items(), ("--", ":", "-.")):
+    for (name, value), style in zip(_references(results).items(), ("--", ":", "-.", (0, (1, 3)), (0, (5, 5)))):
         ax.axvline(value, color="0.35", ls=style, lw=1.4, label=f"{name}, published ({value:.2f})")
     for i, (model, r) in enumerate(results.items()):
         color, marker = f"C{i % 10}", _MARKERS[i % len(_MARKERS)]

@@ -1,0 +1,74 @@
+"""Shape bias from raw decision CSVs in the texture-vs-shape / model-vs-human format (written by the test)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from aprkit.eval.texture_shape import read_decisions_csv, shape_bias, shape_bias_from_csv
+
+HEADER = "subj,session,trial,rt,object_response,category,condition,imagename\n"
+
+
+def _write(path, subj: str, rows: list[tuple[str, str, str]]) -> None:
+    """rows: (object_response, shape, texture)."""
+    lines = [f"{subj},1,{i + 1},0.9,{resp},{shape},0,{i + 1:04d}_s5n_s01_0_{shape}_00_{shape}{i + 1}-{tex}2.png\n"
+             for i, (resp, shape, tex) in enumerate(rows)]
+    path.write_text(HEADER + "".join(lines))
+
+
+def test_abstentions_count_as_neither(tmp_path):
+    rows = [("cat", "cat", "dog")] * 6 + [("dog", "cat", "dog")] * 2 + [("na", "cat", "dog")] * 2 \
+        + [("bird", "bird", "bird")]  # shape == texture: excluded
+    _write(tmp_path / "subject-01.csv", "subject-01", rows)
+    res = shape_bias_from_csv(tmp_path / "subject-01.csv")["subject-01"]
+    assert res.shape_bias == pytest.approx(6 / 8) and res.n_abstentions == 2
+    assert res.n_stimuli == 10 and res.n_excluded == 1
+    assert res.shape_match == pytest.approx(0.6) and res.texture_match == pytest.approx(0.2)
+
+
+def test_per_subject_from_folder_and_model_file(tmp_path):
+    _write(tmp_path / "a.csv", "subject-01", [("cat", "cat", "dog")] * 3 + [("dog", "cat", "dog")])
+    _write(tmp_path / "b.csv", "subject-02", [("na", "car", "oven")] * 2 + [("oven", "car", "oven")])
+    _write(tmp_path / "m.csv", "resnet50", [("dog", "cat", "dog")] * 3 + [("cat", "cat", "dog")])
+    res = shape_bias_from_csv(tmp_path)
+    assert sorted(res) == ["resnet50", "subject-01", "subject-02"]
+    assert res["subject-01"].shape_bias == pytest.approx(0.75) and res["resnet50"].shape_bias == pytest.approx(0.25)
+    assert res["subject-02"].shape_bias == 0.0 and res["subject-02"].n_abstentions == 2
+
+
+def test_all_abstentions_give_nan_and_names_still_checked(tmp_path):
+    res = shape_bias(["na", "na"], ["cat", "car"], ["dog", "oven"])
+    assert math.isnan(res.shape_bias) and res.n_abstentions == 2
+    with pytest.raises(ValueError, match="unknown categories 'nope'"):
+        shape_bias(["nope"], ["cat"], ["dog"])
+    with pytest.raises(ValueError, match="unknown categories 'na'"):  # only decisions may abstain
+        shape_bias(["cat"], ["na"], ["dog"])
+
+
+def test_bad_files_are_clear(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("subj,category\nx,cat\n")
+    with pytest.raises(ValueError, match="lacks the columns object_response, imagename"):
+        read_decisions_csv(p)
+    p.write_text(HEADER + "s,1,1,0.5,cat,cat,0,picture.png\n")
+    with pytest.raises(ValueError, match=r"bad\.csv:2: imagename 'picture\.png'"):
+        read_decisions_csv(p)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no decision CSVs"):
+        shape_bias_from_csv(tmp_path / "empty")
+
+
+def test_reference_lines_feed_the_plot(tmp_path):
+    from aprkit.eval.suites.shape_bias import _references, plot_shape_bias
+    from aprkit.eval.texture_shape import reference_lines
+
+    _write(tmp_path / "a.csv", "subject-01", [("cat", "cat", "dog")] * 3 + [("dog", "cat", "dog")])
+    _write(tmp_path / "b.csv", "subject-02", [("cat", "cat", "dog")])
+    _write(tmp_path / "m.csv", "resnet50", [("dog", "cat", "dog")] * 3 + [("cat", "cat", "dog")])
+    lines = reference_lines(tmp_path)
+    assert lines == {"humans (2 subjects)": pytest.approx(0.875), "resnet50": pytest.approx(0.25)}
+    results = {"m": {"shape_bias": 0.5, "per_category": {"cat": 0.5}, "references": lines}}
+    assert _references(results) == lines
+    assert plot_shape_bias(results, tmp_path / "p.png").is_file()
