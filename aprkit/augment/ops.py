@@ -31,14 +31,15 @@ import torch.nn.functional as F
 
 from .._checks import nearest_names
 
-__all__ = ["DEFAULT_OPS", "ALL_OPS", "TABLE_COLS", "resolve_ops", "sample_op_params", "op_table", "apply_table", "apply_ops",
+__all__ = ["DEFAULT_OPS", "ALL_OPS", "GEOMETRIC_OPS", "TABLE_COLS", "resolve_ops", "sample_op_params", "op_table", "apply_table", "apply_ops",
            "use_dense", "grey_levels", "is_geometric", "pixel_matrix", "warp_pixels"]
 
 DEFAULT_OPS: tuple[str, ...] = (
     "autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x", "translate_y",
 )
 ALL_OPS: tuple[str, ...] = DEFAULT_OPS + ("color", "contrast", "brightness", "sharpness")
-_GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+GEOMETRIC_OPS: tuple[str, ...] = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+_GEOMETRIC = GEOMETRIC_OPS
 _BLEND = ("color", "contrast", "brightness", "sharpness")
 # columns of the per-image parameter table (see op_table)
 _THETA, _ARG, _OP, _GEO = slice(0, 6), 6, 7, 8
