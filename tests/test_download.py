@@ -239,3 +239,44 @@ def test_unknown_source_and_existing_layout(tmp_path):
         np.save(folder / f"{c}.npy", np.zeros(5, dtype=np.int64))
     assert resolve_spec(f"cifar10-c:{folder}", download=True) == f"cifar10-c:{folder}"  # complete: kept, no network
     assert (folder / MARKER).is_file()
+
+
+def _png_cue_conflict_zip(inner: str) -> bytes:
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), (120, 30, 200)).save(png, format="PNG")
+    buf = io.BytesIO()
+    cats = CUE_CONFLICT_CATEGORIES
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i, shape in enumerate(cats):
+            for k in range(80):
+                zf.writestr(f"{inner}/{shape}/{shape}{k + 1}-{cats[(i + k) % 16]}{k + 1}.png", png.getvalue())
+    return buf.getvalue()
+
+
+def test_cli_eval_download(server, tmp_path, monkeypatch, capsys):
+    """`aprkit eval --download --data-root DIR`: a rootless spec is fetched once, then found; missing data without
+    --download and an unreachable server give one clear line each."""
+    from aprkit.cli import main
+
+    import aprkit.data.sources as sources
+
+    original = SOURCES["cue-conflict"]
+    src = _local("cue-conflict", server, _png_cue_conflict_zip(original.inner))
+    monkeypatch.setitem(sources.SOURCES, "cue-conflict", src)
+    argv = ["eval", "--model", "resnet20", "--random-init", "--num-classes", "16", "--suite", "shape-bias",
+            "--data", "shape-bias=cue-conflict", "--device", "cpu", "--no-progress", "--data-root", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cue-conflict not found at" in err and "--download" in err and str(tmp_path / "cue-conflict") in err
+    assert main(argv + ["--download"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "cue-conflict" / MARKER).is_file()
+    n = len(server.requests)
+    assert main(argv + ["--download"]) == 0 and len(server.requests) == n  # complete: not fetched again
+    monkeypatch.setitem(sources.SOURCES, "cue-conflict", original)
+    monkeypatch.setenv("APRKIT_DOWNLOAD_MIRROR", "http://127.0.0.1:9")
+    capsys.readouterr()
+    assert main(argv[:-1] + [str(tmp_path / "other"), "--download"]) == 2
+    err = capsys.readouterr().err
+    assert "could not download http://127.0.0.1:9/rgeirhos/texture-vs-shape/archive/" in err and "offline" in err

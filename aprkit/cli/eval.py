@@ -7,7 +7,9 @@ Valid keys are the parameters of ``aprkit.eval.evaluate`` (``suites``/``out`` ar
 loader and rules as ``aprkit train``). Without ``--out`` nothing is written (results are printed); with it,
 ``DIR/results.json``, ``report.md``, ``report.html`` and a resumable ``cache/`` appear there. String values
 may use ``${VAR}`` / ``${VAR:-default}``. A model needs weights (``--checkpoint``, a checkpoint file as
-``--model``) unless ``--random-init`` asks for an untrained one.
+``--model``) unless ``--random-init`` asks for an untrained one; ``timm:NAME`` / ``torchvision:NAME`` load their
+published pretrained weights. Data specs of the -C sets and ``cue-conflict`` may omit the folder (then
+``--data-root`` / ``$APRKIT_DATA`` / ``~/.cache/aprkit``); ``--download`` fetches them when missing.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--corrupted", help="a -C dataset on disk, e.g. cifar10-c:/data/CIFAR-10-C (default: generate on the fly)")
     p.add_argument("--ood", action="append", help="OOD dataset spec (repeatable; default: synthetic noise sets)")
     p.add_argument("--fit", help="training data spec for Mahalanobis/KNN (default: the train split of --data)")
+    p.add_argument("--download", action="store_true", default=False,
+                   help="fetch missing -C sets and cue-conflict stimuli (e.g. --corrupted cifar10-c) from their official archives")
+    p.add_argument("--data-root", dest="data_root", metavar="DIR",
+                   help="where downloaded data lives (default $APRKIT_DATA, else ~/.cache/aprkit)")
     p.add_argument("--seed", type=int)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: on for CUDA)")
     p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
@@ -75,7 +81,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 #: parsed arguments that are not settings (every other flag's destination is an ``evaluate`` key or alias)
-_NOT_SETTINGS = ("config", "data", "overrides", "func", "command", "debug")
+_NOT_SETTINGS = ("config", "data", "overrides", "func", "command", "debug", "download", "data_root")
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -125,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     from ._common import check_out_dir
 
     cfg = settings(args)
+    _resolve_sources(cfg, bool(getattr(args, "download", False)), getattr(args, "data_root", None))
     models = cfg.pop("models", None)
     if not cfg.get("model") and not models:
         raise ValueError("no model given: pass --model SPEC (and --checkpoint) or a config with 'model:'")
@@ -157,6 +164,25 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("no --out given: nothing was written (pass --out DIR to keep results, the cache and the report)", file=sys.stderr)
     return 0
+
+
+def _resolve_sources(cfg: dict[str, Any], download: bool, data_root: str | None) -> None:
+    """Fill in (and with ``download`` fetch) the folders of downloadable data specs in ``cfg``, in place."""
+    from aprkit.data.registry import DOWNLOADABLE, resolve_spec
+
+    def one(spec: Any) -> Any:
+        if not isinstance(spec, str) or spec.partition(":")[0].strip().lower() not in DOWNLOADABLE:
+            return spec
+        return resolve_spec(spec, download=download, data_root=data_root, progress=cfg.get("progress", True) is not False)
+
+    for key in ("data", "corrupted", "ood", "fit"):
+        value = cfg.get(key)
+        if isinstance(value, dict):
+            cfg[key] = {k: one(v) for k, v in value.items()}
+        elif isinstance(value, list):
+            cfg[key] = [one(v) for v in value]
+        elif value is not None:
+            cfg[key] = one(value)
 
 
 def _init_distributed(device: Any) -> tuple[Any, bool]:
