@@ -4,9 +4,9 @@
 name                   library / base                              does
 =====================  ==========================================  ====================================
 ``APRSingleV2``        ``torchvision.transforms.v2.Transform``      APR-S per image (PIL / tensor)
-``RandomAPRSingle``    ``kornia`` ``IntensityAugmentationBase2D``  APR-S on a float batch on device
+``RandomAPRSingle``    ``kornia`` ``GeometricAugmentationBase2D``  APR-S on a float batch; moves masks/boxes/keypoints
 ``RandomAPRPair``      ``kornia`` ``IntensityAugmentationBase2D``  APR-P on a float batch on device
-``AlbuAPRSingle``      ``albumentations.ImageOnlyTransform``        APR-S per image (numpy HWC)
+``AlbuAPRSingle``      ``albumentations.DualTransform``             APR-S per image; moves masks/boxes/keypoints
 ``AlbuAPRPair``        ``albumentations.ImageOnlyTransform``        APR-P with partners from a metadata key
 ``APRMixup``           timm ``mixup_fn`` protocol                   APR-P ``(x, target) -> (x, target)``
 =====================  ==========================================  ====================================
