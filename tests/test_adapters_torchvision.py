@@ -37,7 +37,7 @@ def test_input_types_keep_type_shape_dtype(kind, images_u8):
     assert type(out) is type(x)
     if isinstance(x, PIL.Image.Image):
         assert out.size == x.size and out.mode == x.mode
-        assert _changed(torch.as_tensor(np.asarray(out)), torch.as_tensor(np.asarray(x)))
+        assert _changed(torch.as_tensor(np.array(out)), torch.as_tensor(np.array(x)))
     else:
         assert out.shape == x.shape and out.dtype == x.dtype
         assert _changed(out.as_subclass(torch.Tensor), x.as_subclass(torch.Tensor))
