@@ -23,6 +23,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,8 +93,6 @@ def run_section_process(name: str, cap: float, args: argparse.Namespace, out: Pa
 
 
 def run_all(args: argparse.Namespace) -> int:
-    from benchmarks.gpu.env import frost_dir_or_synthetic
-
     out = Path(args.out).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
     names = ["env"] + [n for n in (args.sections or SECTIONS) if n != "env"]
@@ -101,6 +100,15 @@ def run_all(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"unknown section(s) {unknown}; valid: {', '.join(SECTIONS)}")
     scratch = Path(tempfile.mkdtemp(prefix="aprkit-gpu-check-"))
+    try:
+        return _run_sections(args, out, names, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # per-section result files and stand-in frost textures
+
+
+def _run_sections(args: argparse.Namespace, out: Path, names: list[str], scratch: Path) -> int:
+    from benchmarks.gpu.env import frost_dir_or_synthetic
+
     frost_dir, frost_kind = frost_dir_or_synthetic(scratch / "frost")
     os.environ.update(APRKIT_FROST_DIR=frost_dir, APRKIT_GPU_CHECK_FROST=frost_kind,
                       PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p))
