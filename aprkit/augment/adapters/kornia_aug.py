@@ -59,7 +59,25 @@ def _same_on_batch(params: dict[str, torch.Tensor], n: int) -> dict[str, torch.T
     return {k: v[:1].expand(n, *v.shape[1:]).clone() for k, v in params.items()}
 
 
-class RandomAPRSingle(GeometricAugmentationBase2D):
+class _SeededGate:
+    """What both adapters share: ``p_apr`` (the APR probability of ``self.core``) and kornia's apply/skip draw
+    taken from the core's generator when it has one, so seeded runs reproduce (kornia's base class follows in
+    the MRO)."""
+
+    core: Any
+
+    @property
+    def p_apr(self) -> float:
+        return self.core.p
+
+    def __batch_prob_generator__(self, batch_shape: tuple[int, ...], p: float, p_batch: float,
+                                 same_on_batch: bool) -> torch.Tensor:
+        if self.core.generator is None:  # kornia's own draws from the global RNG
+            return super().__batch_prob_generator__(batch_shape, p, p_batch, same_on_batch)  # type: ignore[misc]
+        return _gate(self.core.generator, batch_shape, p, p_batch, same_on_batch)
+
+
+class RandomAPRSingle(_SeededGate, GeometricAugmentationBase2D):
     """Kornia APR-S on ``(B, C, H, W)`` float images in [0, 1] (see :class:`aprkit.augment.APRSingleBatch`).
 
     ``p_apr`` is APR-S's recombination probability (``APRSingleBatch(p=...)``; positional first argument as
@@ -74,16 +92,6 @@ class RandomAPRSingle(GeometricAugmentationBase2D):
                          same_on_batch=same_on_batch, keepdim=keepdim)
         self.core = APRSingleBatch(p_apr, severity, ops, dims, generator=generator, seed=seed)
         self.flags = {"resample": Resample.BILINEAR, "align_corners": False}
-
-    @property
-    def p_apr(self) -> float:
-        return self.core.p
-
-    def __batch_prob_generator__(self, batch_shape: tuple[int, ...], p: float, p_batch: float,
-                                 same_on_batch: bool) -> torch.Tensor:
-        if self.core.generator is None:  # kornia's own draws from the global RNG
-            return super().__batch_prob_generator__(batch_shape, p, p_batch, same_on_batch)
-        return _gate(self.core.generator, batch_shape, p, p_batch, same_on_batch)
 
     def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
         if not self.same_on_batch:
@@ -119,7 +127,7 @@ class RandomAPRSingle(GeometricAugmentationBase2D):
         return self._warp(input, transform, flags)
 
 
-class RandomAPRPair(IntensityAugmentationBase2D):
+class RandomAPRPair(_SeededGate, IntensityAugmentationBase2D):
     """Kornia APR-P on ``(B, C, H, W)`` images (see :class:`aprkit.augment.APRPair`); labels are unchanged.
 
     ``p_apr`` is APR-P's probability (``APRPair(p=...)``); kornia's ``p``/``p_batch`` gate which images keep
@@ -133,16 +141,6 @@ class RandomAPRPair(IntensityAugmentationBase2D):
         super().__init__(p=check_probability(p, "p"), p_batch=check_probability(p_batch, "p_batch"),
                          same_on_batch=same_on_batch, keepdim=keepdim)
         self.core = APRPair(p_apr, dims, per_sample, clamp, generator=generator, seed=seed)
-
-    @property
-    def p_apr(self) -> float:
-        return self.core.p
-
-    def __batch_prob_generator__(self, batch_shape: tuple[int, ...], p: float, p_batch: float,
-                                 same_on_batch: bool) -> torch.Tensor:
-        if self.core.generator is None:  # kornia's own draws from the global RNG
-            return super().__batch_prob_generator__(batch_shape, p, p_batch, same_on_batch)
-        return _gate(self.core.generator, batch_shape, p, p_batch, same_on_batch)
 
     def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
         params = self.core.generate_parameters(batch_shape)
