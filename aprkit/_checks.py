@@ -7,7 +7,7 @@ content) whose message names the argument and what was expected. Nothing here is
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

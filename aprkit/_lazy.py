@@ -4,8 +4,9 @@ at import) and the plugin imports of the registries (models, suites, subcommands
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Collection, Iterable, Mapping
 from types import ModuleType
-from typing import Any, Callable, Collection, Iterable, Mapping
+from typing import Any
 
 __all__ = ["lazy_getattr", "lazy_tables", "import_plugins", "OPTIONAL_PACKAGES"]
 

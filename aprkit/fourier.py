@@ -16,7 +16,7 @@ Hermitian, so the half spectrum is exact and about half the work. ``amplitude_ph
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 
@@ -101,7 +101,7 @@ def spectral_magnitude(z: torch.Tensor) -> torch.Tensor:
 
 
 def with_amplitude(
-    z: torch.Tensor, amplitude: Union[float, torch.Tensor], mag: torch.Tensor | None = None, *, inplace: bool = False
+    z: torch.Tensor, amplitude: float | torch.Tensor, mag: torch.Tensor | None = None, *, inplace: bool = False
 ) -> torch.Tensor:
     """``amplitude * exp(i * angle(z))`` for a complex spectrum ``z``, computed as ``z * amplitude / |z|``.
 
@@ -189,7 +189,7 @@ def swap_amplitude_spectra(zp: torch.Tensor, za: torch.Tensor) -> torch.Tensor:
 
 
 def mix_amplitude(
-    x: torch.Tensor, y: torch.Tensor, lam: Union[float, torch.Tensor] = 0.5, dims: Dims = "chw"
+    x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor = 0.5, dims: Dims = "chw"
 ) -> torch.Tensor:
     """FACT-style amplitude mix: amplitude ``(1 - lam) * |X| + lam * |Y|`` with the phase of ``x``.
 
@@ -259,7 +259,7 @@ def low_frequency_swap(x: torch.Tensor, y: torch.Tensor, beta: float = 0.01, dim
 
 
 def phase_only(
-    x: torch.Tensor, magnitude: Union[Literal["unit", "mean"], torch.Tensor] = "mean", dims: Dims = "chw"
+    x: torch.Tensor, magnitude: Literal["unit", "mean"] | torch.Tensor = "mean", dims: Dims = "chw"
 ) -> torch.Tensor:
     """Oppenheim-Lim phase-only reconstruction of ``x`` ``(..., C, H, W)``.
 

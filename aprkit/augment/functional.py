@@ -13,13 +13,18 @@ Sampling lives here only for APR-P; the classes in :mod:`aprkit.augment.pair` an
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 
-from .._checks import (check_dims, check_finite_spectrum, check_image_tensor, check_probability, compute_dtype, eager_cpu,
-                       restore_dtype)
+from .._checks import (
+    check_dims,
+    check_finite_spectrum,
+    check_image_tensor,
+    check_probability,
+    compute_dtype,
+    eager_cpu,
+    restore_dtype,
+)
 from ..fourier import Dims, spectral_magnitude, with_amplitude
 
 __all__ = [
@@ -51,7 +56,7 @@ def finish(out: torch.Tensor, dtype: torch.dtype, clamp: bool) -> torch.Tensor:
 
 
 def swap_with_partner(
-    z: torch.Tensor, perm: torch.Tensor, *, rows: Optional[torch.Tensor] = None, inplace: bool = False
+    z: torch.Tensor, perm: torch.Tensor, *, rows: torch.Tensor | None = None, inplace: bool = False
 ) -> torch.Tensor:
     """Half spectrum ``z`` ``(N, ...)`` with each row's phase and the amplitude of row ``perm[i]``.
 
@@ -97,7 +102,7 @@ def _check_perm(perm: torch.Tensor, batch: int, device: torch.device) -> torch.T
     return perm.to(device=device, dtype=torch.int64, non_blocking=True)
 
 
-def _check_mask(mask: Optional[torch.Tensor], batch: int, device: torch.device) -> Optional[torch.Tensor]:
+def _check_mask(mask: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
     if mask is None:
         return None
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
@@ -110,7 +115,7 @@ def _check_mask(mask: Optional[torch.Tensor], batch: int, device: torch.device) 
 def apr_pair_core(
     x: torch.Tensor,
     perm: torch.Tensor,
-    mask: Optional[torch.Tensor] = None,
+    mask: torch.Tensor | None = None,
     fft_dims: tuple[int, ...] = (-3, -2, -1),
     clamp: bool = False,
     check_finite: bool = False,
@@ -138,11 +143,11 @@ def needs_finite_check(x: torch.Tensor) -> bool:
 def apr_pair_with_dc(
     x: torch.Tensor,
     perm: torch.Tensor,
-    mask: Optional[torch.Tensor],
+    mask: torch.Tensor | None,
     fft_dims: tuple[int, ...],
     clamp: bool,
     with_dc: bool = False,
-) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`apr_pair_core` without the check: ``(out, dc)``, ``dc`` the images' DC terms (their pixel sums,
     real ``(B, [C,] 1, 1)``) if ``with_dc``, else ``None``.
 
@@ -162,7 +167,7 @@ def apr_pair_with_dc(
 def apr_pair(
     x: torch.Tensor,
     perm: torch.Tensor,
-    mask: Optional[torch.Tensor] = None,
+    mask: torch.Tensor | None = None,
     dims: Dims = "chw",
     clamp: bool = False,
 ) -> torch.Tensor:
@@ -232,7 +237,7 @@ def sample_pair_params(
     batch_size: int,
     p: float = 0.6,
     per_sample: bool = False,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Draw APR-P parameters: ``perm`` ``(B,)`` int64 partner indices and ``mask`` ``(B,)`` bool.

@@ -24,7 +24,7 @@ the parameter table from :func:`op_table`):
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,7 @@ STRATEGIES = ("auto", "grouped", "dense")
 _INT_TOL = 1e-4  # grey levels: a float image's k / 255 * 255 may come out a hair below the integer k
 
 
-def resolve_ops(ops: Optional[Sequence[str]]) -> tuple[str, ...]:
+def resolve_ops(ops: Sequence[str] | None) -> tuple[str, ...]:
     """Validate a sequence of op names (``None`` -> :data:`DEFAULT_OPS`)."""
     if ops is None:
         return DEFAULT_OPS
@@ -61,7 +61,7 @@ def resolve_ops(ops: Optional[Sequence[str]]) -> tuple[str, ...]:
 
 
 def sample_op_params(
-    n: int, num_ops: int, severity: float, generator: Optional[torch.Generator] = None
+    n: int, num_ops: int, severity: float, generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
     """Draw ``n`` op choices on the generator's device: ``op`` (index), ``level`` in [0.1, severity), ``negate``."""
     gdev = generator.device if generator is not None else torch.device("cpu")
@@ -79,7 +79,7 @@ def float_parameter(level: torch.Tensor, maxval: float) -> torch.Tensor:
     return level * maxval / 10
 
 
-def _rows(op: torch.Tensor, names: tuple[str, ...], wanted: Sequence[str]) -> Optional[torch.Tensor]:
+def _rows(op: torch.Tensor, names: tuple[str, ...], wanted: Sequence[str]) -> torch.Tensor | None:
     """Bool mask of the images whose op is one of ``wanted`` (``None`` when ``names`` has none of them)."""
     mask = None
     for k, name in enumerate(names):

@@ -13,7 +13,8 @@ recombination side by side, trained with ``CE(first half) + CE(second half)``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union, overload
+from collections.abc import Callable
+from typing import Any, overload
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +51,7 @@ class APRPair(nn.Module):
     """
 
     def __init__(self, p: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool = False,
-                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
+                 generator: torch.Generator | None = None, seed: int | None = None,
                  compile_core: bool | dict[str, Any] = False) -> None:
         super().__init__()
         self.p = check_probability(p)
@@ -88,7 +89,7 @@ class APRPair(nn.Module):
     @overload
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None):
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None):
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)  # values: once, in the core
         if labels is not None:
             check_labels(labels, x.shape[0])
@@ -144,11 +145,11 @@ class APRSP:
     """
 
     def __init__(self, p: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool = False,
-                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
+                 generator: torch.Generator | None = None, seed: int | None = None,
                  compile_core: bool | dict[str, Any] = False) -> None:
         self.pair = APRPair(p, dims, per_sample, clamp, generator=generator, seed=seed, compile_core=compile_core)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, clean: Optional[torch.Tensor] = None
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(x_all (2B, C, H, W), y_all (2B, ...))``: first half ``clean`` (or ``x``), second half APR-P of ``x``.
 
@@ -168,7 +169,7 @@ class APRSP:
 
     @staticmethod
     def loss(logits: torch.Tensor, targets: torch.Tensor,
-             criterion: Union[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], None] = None) -> torch.Tensor:
+             criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """``criterion(first half) + criterion(second half)`` of a ``2B`` batch (default: cross-entropy)."""
         if logits.shape[0] % 2 or logits.shape[0] != targets.shape[0]:
             raise ValueError(f"logits and targets must hold an even batch 2B of the same length, got "

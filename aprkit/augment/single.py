@@ -17,7 +17,8 @@ input's range ([0, 255] for uint8, [0, 1] for floats).
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,15 +27,14 @@ from torch import nn
 from .._checks import check_dims, check_image_tensor, check_probability, compute_dtype
 from ..fourier import Dims
 from .functional import finish, recombine_views, recombine_views_numpy, value_range
-from .ops import (TABLE_COLS, apply_table, grey_levels, op_table, pixel_matrix, resolve_ops, sample_op_params,
-                  use_dense)
+from .ops import TABLE_COLS, apply_table, grey_levels, op_table, pixel_matrix, resolve_ops, sample_op_params, use_dense
 from .ops_pil import apply_pil_op
 
 __all__ = ["sample_single_params", "apr_single", "apr_single_core", "param_table", "APRSingleBatch", "APRSingle", "make_generator",
            "worker_generator", "worker_seed"]
 
 
-def make_generator(generator: Optional[torch.Generator], seed: Optional[int]) -> Optional[torch.Generator]:
+def make_generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator | None:
     """The generator to draw from: ``generator``, or a new CPU one seeded with ``seed``, or ``None`` (global RNG)."""
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
@@ -51,7 +51,7 @@ def worker_seed(seed: int, worker_seed_: int) -> int:
     return int(state[0]) | (int(state[1]) << 32)
 
 
-def worker_generator(generator: Optional[torch.Generator], base_seed: Optional[int]) -> Optional[torch.Generator]:
+def worker_generator(generator: torch.Generator | None, base_seed: int | None) -> torch.Generator | None:
     """``generator``, re-seeded once per DataLoader worker at its first use there.
 
     Forked (or pickled) workers each hold a copy of a seeded generator, so without this every worker
@@ -79,7 +79,7 @@ def _check_severity(severity: float) -> float:
 
 
 def sample_single_params(
-    n: int, p: float = 0.5, severity: float = 3, num_ops: int = 9, generator: Optional[torch.Generator] = None
+    n: int, p: float = 0.5, severity: float = 3, num_ops: int = 9, generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
     """Draw APR-S parameters for ``n`` images, each ``(n,)``: first op, recombination flag, second op, phase source."""
     p = check_probability(p)
@@ -140,7 +140,7 @@ def _views(x255: torch.Tensor, names: tuple[str, ...], table: torch.Tensor, quan
 
 
 def apr_single(
-    x: torch.Tensor, params: dict[str, torch.Tensor], ops: Optional[Sequence[str]] = None, dims: Dims = "chw"
+    x: torch.Tensor, params: dict[str, torch.Tensor], ops: Sequence[str] | None = None, dims: Dims = "chw"
 ) -> torch.Tensor:
     """APR-S on a batch ``x`` ``(B, C, H, W)`` (uint8 or float in [0, 1]) with parameters from :func:`sample_single_params`.
 
@@ -191,8 +191,8 @@ class APRSingleBatch(nn.Module):
     generator there so the whole core is device work.
     """
 
-    def __init__(self, p: float = 0.5, severity: float = 3, ops: Optional[Sequence[str]] = None, dims: Dims = "chw",
-                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None,
+    def __init__(self, p: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None, dims: Dims = "chw",
+                 generator: torch.Generator | None = None, seed: int | None = None,
                  compile_core: bool | dict[str, Any] = False) -> None:
         super().__init__()
         self.p = check_probability(p)
@@ -251,8 +251,8 @@ class APRSingle:
     that seed and the worker's torch seed (:func:`worker_generator`), so workers draw different streams.
     """
 
-    def __init__(self, p: float = 0.5, severity: float = 3, ops: Optional[Sequence[str]] = None, dims: Dims = "chw",
-                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None) -> None:
+    def __init__(self, p: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None, dims: Dims = "chw",
+                 generator: torch.Generator | None = None, seed: int | None = None) -> None:
         self.batch = APRSingleBatch(p, severity, ops, dims, generator=generator, seed=seed)
 
     @property

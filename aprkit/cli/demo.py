@@ -11,7 +11,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 
 __all__ = ["add_parser", "run"]
 

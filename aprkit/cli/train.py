@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from ..train.config import load_config
-    from ._common import check_out_dir
     from ..train.loop import fit
+    from ._common import check_out_dir
 
     cfg = load_config(args.config or None, args.overrides)
     if args.out is not None:

@@ -16,11 +16,20 @@ Families live in ``noise``, ``blur``, ``weather``, ``spatter`` and ``digital``; 
 
 from __future__ import annotations
 
-from .api import (CODE_VERSION, BENCHMARK, CORRUPTIONS, EXTRA, check_name, corrupt, corrupt_image, item_seeds,
-                  list_corruptions)
+from ._frost import find_frost_dir
+from .api import (
+                  BENCHMARK,
+                  CODE_VERSION,
+                  CORRUPTIONS,
+                  EXTRA,
+                  check_name,
+                  corrupt,
+                  corrupt_image,
+                  item_seeds,
+                  list_corruptions,
+)
 from .severity import PARAMS, PRESET_INFO, PRESETS, params
 from .transforms import RandomCorruption
-from ._frost import find_frost_dir
 
 __all__ = [
     "BENCHMARK",

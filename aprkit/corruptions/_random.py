@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -72,7 +73,7 @@ class ItemGenerators:
     def __iter__(self) -> Iterator[torch.Generator]:
         return iter(self.generators)
 
-    def __getitem__(self, index: slice) -> "ItemGenerators":
+    def __getitem__(self, index: slice) -> ItemGenerators:
         return ItemGenerators(generators=self.generators[index])
 
 

@@ -17,13 +17,15 @@ difference: the scripts store ``np.uint8(result)`` (truncation) while aprkit rou
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from .._checks import check_image_tensor, nearest_names
-from . import blur, digital, noise, spatter as _spatter, weather
+from . import blur, digital, noise, weather
+from . import spatter as _spatter
 from ._common import as_float, finish
 from ._random import ItemGenerators, item_seeds
 from .severity import PRESET_INFO, check_preset, params

@@ -16,8 +16,8 @@ interrupted run leaves no partial output).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

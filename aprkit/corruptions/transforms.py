@@ -8,7 +8,8 @@ and severity), a PIL image or a NumPy ``(H, W, 3)`` uint8 array, so it fits insi
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -18,8 +18,8 @@ import os
 import torch
 
 from ._common import clipped_zoom, rgb_to_gray
-from ._random import RandomSource, normal, randint, uniform
 from ._frost import frost_textures
+from ._random import RandomSource, normal, randint, uniform
 from .blur import motion_line_blur
 
 __all__ = ["plasma_fractal", "fog", "frost", "snow"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from .._lazy import lazy_getattr
 
-
 #: public name -> module that defines it (each area adds its own lines)
 _EXPORTS: dict[str, str] = {
     "get_dataset": "aprkit.data.registry",

@@ -9,7 +9,8 @@ decoding or collation. Other datasets go through a ``DataLoader`` with :func:`co
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -26,8 +26,9 @@ their official archives first (:mod:`aprkit.data.sources`: checksums, resume, a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch.utils.data import Dataset
 

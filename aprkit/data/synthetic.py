@@ -14,7 +14,7 @@ Everything is generated on the fly from a seed, batched in torch (no files).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch.utils.data import Dataset

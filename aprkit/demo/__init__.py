@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from .._lazy import lazy_getattr
 
-
 _EXPORTS: dict[str, str] = {
     "run_demo": "aprkit.demo.pipeline",
     "train_config": "aprkit.demo.pipeline",

@@ -7,8 +7,9 @@ are the same as ``aprkit eval`` produces; writes ``report.md``, a self-contained
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .._io import atomic_write_text
 from ..eval.suites.base import ReportSection

@@ -12,8 +12,9 @@ single run's verdict is indicative, not a significance test.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..eval.cache import nested_get
 

@@ -41,8 +41,9 @@ import os
 import re
 import warnings
 import weakref
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -206,7 +207,7 @@ def cached(ctx: Any, unit: str, data: Any, compute: Callable[[], dict], **option
 
 
 #: per model object: (signature of its weights' state, full fingerprint) of the last :func:`model_fingerprint`
-_FINGERPRINTS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+_FINGERPRINTS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()
 
 
 def model_fingerprint(model: nn.Module, length: int = 16, *, reuse: bool = True) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import inspect
 import os
 import typing
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .._checks import nearest_names
 from ..config import apply_overrides, coerce, merge, read_config_files, unknown_key

@@ -21,9 +21,10 @@ import hashlib
 import time
 import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -178,7 +179,7 @@ def dataset_id(data: Any, split: str = "test") -> str:
 
 
 #: content ids of in-memory datasets, computed once per object
-_CONTENT_IDS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+_CONTENT_IDS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 def is_main_process() -> bool:

@@ -17,9 +17,10 @@ import base64
 import html
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .._io import atomic_write_text
 from .cache import atomic_write_json, nested_get, to_jsonable

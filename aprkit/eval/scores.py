@@ -133,7 +133,7 @@ class MahalanobisScorer:
         self.means: torch.Tensor | None = None
         self.precision: torch.Tensor | None = None
 
-    def fit(self, features: torch.Tensor, labels: torch.Tensor) -> "MahalanobisScorer":
+    def fit(self, features: torch.Tensor, labels: torch.Tensor) -> MahalanobisScorer:
         f = _check_features(features).to(torch.float64)
         if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.shape[0] != f.shape[0]:
             raise ValueError(f"labels must be a tensor (N,) with N = {f.shape[0]} (one per feature row)")
@@ -166,7 +166,7 @@ class MahalanobisScorer:
             raise RuntimeError("MahalanobisScorer is not fitted")
         return {"means": self.means, "precision": self.precision, "classes": self.classes}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> "MahalanobisScorer":
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> MahalanobisScorer:
         self.means, self.precision, self.classes = state["means"], state["precision"], state["classes"]
         return self
 
@@ -185,7 +185,7 @@ class KNNScorer:
         self.k, self.chunk_size = k, int(chunk_size)
         self.bank: torch.Tensor | None = None
 
-    def fit(self, features: torch.Tensor) -> "KNNScorer":
+    def fit(self, features: torch.Tensor) -> KNNScorer:
         f = _check_features(features).float()
         if f.shape[0] < self.k:
             raise ValueError(f"KNNScorer needs at least k = {self.k} training features, got {f.shape[0]}")
@@ -209,7 +209,7 @@ class KNNScorer:
             raise RuntimeError("KNNScorer is not fitted")
         return {"bank": self.bank, "k": torch.tensor(self.k)}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> "KNNScorer":
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> KNNScorer:
         self.bank, self.k = state["bank"], int(state["k"])
         return self
 

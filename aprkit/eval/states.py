@@ -9,14 +9,15 @@ metrics need every sample's confidence/score, kept in a growing buffer (one floa
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
+from .metrics._validate import check_labels_for, check_probs, check_scores
 from .metrics.calibration import bin_statistics, ece_from_bins, reliability_from_bins, rms_from_confidences
 from .metrics.classification import topk_correct
 from .metrics.ood import ood_metrics
-from .metrics._validate import check_labels_for, check_probs, check_scores
 
 __all__ = ["MetricState", "AccuracyState", "CalibrationState", "OODState"]
 
@@ -42,7 +43,7 @@ class MetricState:
         self.reset()
         self.merge_state(state)
 
-    def merge_state(self, other: "MetricState | Mapping[str, torch.Tensor]") -> None:
+    def merge_state(self, other: MetricState | Mapping[str, torch.Tensor]) -> None:
         """Add another state (same configuration) into this one."""
         state = other.state_dict() if isinstance(other, MetricState) else other
         if isinstance(other, MetricState) and type(other) is not type(self):

@@ -19,16 +19,17 @@ Run ``python -m aprkit.eval.transplant --help`` for the command line (:mod:`aprk
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence, Union
+from collections.abc import Iterable, Sequence
+from typing import Any, Union
 
 import torch
 from torch import nn
 
 from ..hidden import codes as C
-from ..hidden.layout import from_grid, to_grid
-from ..hidden.capture import FrontSkip, capture, front_blocks, predict
-from ..hidden.sites import Site, last_activation_site, list_blocks, resolve_module
 from ..hidden.attach import token_layout
+from ..hidden.capture import FrontSkip, capture, front_blocks, predict
+from ..hidden.layout import from_grid, to_grid
+from ..hidden.sites import Site, last_activation_site, list_blocks, resolve_module
 from .transplant_tables import plot_sweep, sweep_table
 
 __all__ = ["transplant_test", "layer_sweep", "sample_pairs", "load_data"]
@@ -197,7 +198,7 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
     return out
 
 
-def _as_codes(code: Union[str, Sequence[str]]) -> list[str]:
+def _as_codes(code: str | Sequence[str]) -> list[str]:
     codes = [code] if isinstance(code, str) else list(code)
     for c in codes:
         C.check_code(c)
@@ -232,7 +233,7 @@ def transplant_test(
     data: Data,
     layers: Sequence[str],
     *,
-    code: Union[str, Sequence[str]] = "phase",
+    code: str | Sequence[str] = "phase",
     site: str = "output",
     call_index: int | None = None,
     labels: torch.Tensor | None = None,
@@ -291,7 +292,7 @@ def transplant_test(
 def layer_sweep(
     model: nn.Module,
     data: Data,
-    layers: Union[str, Sequence[str]] = "all",
+    layers: str | Sequence[str] = "all",
     *,
     codes: Sequence[str] = ("phase", "sign"),
     sites: Sequence[str] = ("output", "input"),

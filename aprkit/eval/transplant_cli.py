@@ -8,8 +8,9 @@ blocks and prints the Markdown table; with ``--out`` it writes ``sweep.json``, `
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 

@@ -4,8 +4,9 @@ Markdown table or a figure against depth, and several models side by side."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 __all__ = ["sweep_table", "summary_table", "plot_sweep"]
 

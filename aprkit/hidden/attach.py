@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ class AttachHandle:
         self._hooks = []
         self.removed = True
 
-    def __enter__(self) -> "AttachHandle":
+    def __enter__(self) -> AttachHandle:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
-
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 from .sites import Site, StopForward, list_blocks, resolve_module, tap
 

@@ -21,7 +21,7 @@ __all__ = ["feature_apr", "feature_apr_core", "FeatureAPR"]
 Lam = Union[float, tuple[float, float], None]
 
 
-def _check_lam(lam: Lam, mode: str) -> Union[float, tuple[float, float]]:
+def _check_lam(lam: Lam, mode: str) -> float | tuple[float, float]:
     if mode not in ("swap", "mix"):
         raise ValueError(f"mode must be 'swap' (partner's amplitude) or 'mix' (amplitude interpolation), got {mode!r}")
     if lam is None:
@@ -63,7 +63,7 @@ def feature_apr(
     gdev = generator.device if generator is not None else torch.device("cpu")
     perm = torch.randperm(b, generator=generator, device=gdev).to(g.device)
     apply = (torch.rand(b, generator=generator, device=gdev) < p).to(g.device)
-    lam_t: Union[float, torch.Tensor, None] = None
+    lam_t: float | torch.Tensor | None = None
     if mode == "mix":
         if isinstance(lam_v, tuple):
             u = torch.rand(b, generator=generator, device=gdev).to(g.device)
@@ -74,7 +74,7 @@ def feature_apr(
 
 
 def feature_apr_core(
-    g: torch.Tensor, perm: torch.Tensor, apply: torch.Tensor, lam: Union[float, torch.Tensor, None],
+    g: torch.Tensor, perm: torch.Tensor, apply: torch.Tensor, lam: float | torch.Tensor | None,
     fft_dims: tuple[int, ...],
 ) -> torch.Tensor:
     """The unchecked core of :func:`feature_apr` on a grid ``g`` ``(B, C, H, W)``: no validation, no host sync.

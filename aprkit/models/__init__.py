@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from .._lazy import lazy_getattr
 
-
 _EXPORTS: dict[str, str] = {
     "register_model": "aprkit.models.registry",
     "create_model": "aprkit.models.registry",

@@ -11,7 +11,8 @@ Normalisation default: ``mean = std = (0.5, 0.5, 0.5)`` (AugMix/APR CIFAR prepro
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn

@@ -10,7 +10,8 @@ Normalisation default: ImageNet mean/std, because the shipped checkpoints were t
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

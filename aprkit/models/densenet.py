@@ -14,7 +14,8 @@ Normalisation default: ``mean = std = (0.5, 0.5, 0.5)`` (AugMix/APR CIFAR prepro
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -19,7 +19,8 @@ tokens), D=256, 12 blocks. Normalisation default: ImageNet mean/std (the DeiT/GF
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -8,7 +8,8 @@ the model (``aprkit_arch``, ``aprkit_kwargs``) so ``save_checkpoint`` can rebuil
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from torch import nn
 

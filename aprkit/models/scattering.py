@@ -29,7 +29,8 @@ layer a full octave), as in the paper's Table 1. Normalisation default: CIFAR-10
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F

@@ -9,7 +9,7 @@ Normalisation default: ``mean = std = (0.5, 0.5, 0.5)`` (the model sees [-1, 1])
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -3,7 +3,8 @@ number of classes a state_dict's classifier holds (shared by native and foreign 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -10,7 +10,8 @@ Normalisation default: ``mean = std = (0.5, 0.5, 0.5)`` (AugMix's CIFAR preproce
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from .._lazy import lazy_getattr
 
-
 _EXPORTS: dict[str, str] = {
     "fit": "aprkit.train.loop",
     "build_model": "aprkit.train.loop",

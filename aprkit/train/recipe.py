@@ -14,7 +14,8 @@ augmix_jsd     crop + flip, two AugMix views per image (CPU workers)       CE(cl
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch

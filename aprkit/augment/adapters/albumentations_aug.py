@@ -14,7 +14,8 @@ corners are mapped and the enclosing box is kept (a rotated box grows).
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ class AlbuAPRSingle(DualTransform):
     over the whole image.
     """
 
-    def __init__(self, recombine_p: float = 0.5, severity: float = 3, ops: Optional[Sequence[str]] = None,
+    def __init__(self, recombine_p: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None,
                  dims: Dims = "chw", p: float = 1.0) -> None:
         super().__init__(p=p)
         self.recombine_p = recombine_p

@@ -15,7 +15,8 @@ that geometry (not the colour ops or the recombination, as kornia's inverses can
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from kornia.augmentation import GeometricAugmentationBase2D, IntensityAugmentationBase2D
@@ -85,8 +86,8 @@ class RandomAPRSingle(_SeededGate, GeometricAugmentationBase2D):
     every draw, kornia's gate included, so a seeded module reproduces its output.
     """
 
-    def __init__(self, p_apr: float = 0.5, severity: float = 3, ops: Optional[Sequence[str]] = None, dims: Dims = "chw",
-                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None, *, p: float = 1.0,
+    def __init__(self, p_apr: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None, dims: Dims = "chw",
+                 generator: torch.Generator | None = None, seed: int | None = None, *, p: float = 1.0,
                  p_batch: float = 1.0, same_on_batch: bool = False, keepdim: bool = False) -> None:
         super().__init__(p=check_probability(p, "p"), p_batch=check_probability(p_batch, "p_batch"),
                          same_on_batch=same_on_batch, keepdim=keepdim)
@@ -105,10 +106,10 @@ class RandomAPRSingle(_SeededGate, GeometricAugmentationBase2D):
         return m.to(device=input.device, dtype=input.dtype)
 
     def apply_transform(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict[str, Any],
-                        transform: Optional[torch.Tensor] = None) -> torch.Tensor:
+                        transform: torch.Tensor | None = None) -> torch.Tensor:
         return self.core.apply(input, _ours(params, _SINGLE_KEYS))
 
-    def _warp(self, input: torch.Tensor, transform: Optional[torch.Tensor], flags: dict[str, Any]) -> torch.Tensor:
+    def _warp(self, input: torch.Tensor, transform: torch.Tensor | None, flags: dict[str, Any]) -> torch.Tensor:
         if not isinstance(transform, torch.Tensor):
             raise TypeError(f"expected the transform matrices as a tensor (B, 3, 3), got {type(transform).__name__}")
         mode = Resample.get(flags.get("resample", Resample.BILINEAR)).name.lower()
@@ -117,12 +118,12 @@ class RandomAPRSingle(_SeededGate, GeometricAugmentationBase2D):
         return out.to(input.dtype)
 
     def apply_transform_mask(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict[str, Any],
-                             transform: Optional[torch.Tensor] = None) -> torch.Tensor:
+                             transform: torch.Tensor | None = None) -> torch.Tensor:
         """Masks follow the image's geometry only (nearest unless the caller chose another ``resample``)."""
         return self._warp(input, transform, flags)
 
-    def inverse_transform(self, input: torch.Tensor, flags: dict[str, Any], transform: Optional[torch.Tensor] = None,
-                          size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    def inverse_transform(self, input: torch.Tensor, flags: dict[str, Any], transform: torch.Tensor | None = None,
+                          size: tuple[int, int] | None = None) -> torch.Tensor:
         """Undo the geometry (``transform`` is the inverse matrix kornia passes)."""
         return self._warp(input, transform, flags)
 
@@ -136,7 +137,7 @@ class RandomAPRPair(_SeededGate, IntensityAugmentationBase2D):
     """
 
     def __init__(self, p_apr: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool = False,
-                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None, *, p: float = 1.0,
+                 generator: torch.Generator | None = None, seed: int | None = None, *, p: float = 1.0,
                  p_batch: float = 1.0, same_on_batch: bool = False, keepdim: bool = False) -> None:
         super().__init__(p=check_probability(p, "p"), p_batch=check_probability(p_batch, "p_batch"),
                          same_on_batch=same_on_batch, keepdim=keepdim)
@@ -149,5 +150,5 @@ class RandomAPRPair(_SeededGate, IntensityAugmentationBase2D):
         return params
 
     def apply_transform(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict[str, Any],
-                        transform: Optional[torch.Tensor] = None) -> torch.Tensor:
+                        transform: torch.Tensor | None = None) -> torch.Tensor:
         return self.core.apply(input, _ours(params, _PAIR_KEYS))

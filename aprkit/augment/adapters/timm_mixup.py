@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -15,7 +16,7 @@ __all__ = ["APRMixup"]
 _UNIT_SLACK = 0.05  # how far outside [0, 1] an un-normalised input may stray (half-precision loaders) before it is rejected
 
 
-def _stats(values: Optional[Sequence[float]], name: str) -> Optional[tuple[float, ...]]:
+def _stats(values: Sequence[float] | None, name: str) -> tuple[float, ...] | None:
     """``mean`` / ``std`` as a tuple of floats in [0, 1] units (timm's data config), or ``None``."""
     if values is None:
         return None
@@ -56,10 +57,10 @@ class APRMixup:
     the targets; ``SoftTargetCrossEntropy`` raises on a ``num_classes`` that differs from the logits'.
     """
 
-    def __init__(self, p: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: Optional[bool] = None,
-                 num_classes: Optional[int] = 1000, label_smoothing: Optional[float] = None,
-                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None) -> None:
+    def __init__(self, p: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool | None = None,
+                 num_classes: int | None = 1000, label_smoothing: float | None = None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 generator: torch.Generator | None = None, seed: int | None = None) -> None:
         if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f"num_classes must be a positive int (or None for integer labels), got {num_classes!r}")
         if label_smoothing is None:
@@ -85,7 +86,7 @@ class APRMixup:
         self._norm: dict[tuple[torch.device, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
-    def from_data_config(cls, data_config: Mapping[str, Any], **kwargs: Any) -> "APRMixup":
+    def from_data_config(cls, data_config: Mapping[str, Any], **kwargs: Any) -> APRMixup:
         """``APRMixup(mean=data_config["mean"], std=data_config["std"], **kwargs)`` for timm's
         ``resolve_data_config(...)`` / ``resolve_model_data_config(model)`` dict (what the loader normalises with)."""
         missing = [k for k in ("mean", "std") if k not in data_config]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import PIL.Image
 import torch
@@ -35,8 +36,8 @@ class APRSingleV2(v2.Transform):
 
     _transformed_types = (tv_tensors.Image, tv_tensors.Video, is_pure_tensor, PIL.Image.Image)
 
-    def __init__(self, p: float = 0.5, severity: float = 3, ops: Optional[Sequence[str]] = None, dims: Dims = "chw",
-                 generator: Optional[torch.Generator] = None, seed: Optional[int] = None) -> None:
+    def __init__(self, p: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None, dims: Dims = "chw",
+                 generator: torch.Generator | None = None, seed: int | None = None) -> None:
         super().__init__()
         self.aprs = APRSingle(p, severity, ops, dims, generator=generator, seed=seed)
 

@@ -15,7 +15,8 @@ Definitions (Hendrycks & Dietterich, ICLR 2019):
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -7,9 +7,10 @@ Suites register themselves with ``@register_suite("name")``; the runner looks th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn

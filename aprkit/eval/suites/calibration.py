@@ -12,8 +12,9 @@ uses adaptive bins of 100 samples sorted by confidence with the remainder joined
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .base import EvalContext, ReportSection, Suite, register_suite
 from .corruption import CorruptionSuite, evaluate_cell, markdown_table, pct, pyplot, resolve_grid

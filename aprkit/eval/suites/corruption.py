@@ -18,8 +18,9 @@ preset, i) only, so the numbers are the same for every batch size, worker count 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 

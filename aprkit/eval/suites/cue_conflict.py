@@ -15,8 +15,9 @@ default ``10007 + seed``; ``N`` or ``options["cue_conflict_n"]`` stimuli, defaul
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset

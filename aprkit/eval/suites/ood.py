@@ -19,8 +19,9 @@ noise, blobs) at the in-distribution image size. Per-sample scores are cached pe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch.utils.data import Subset

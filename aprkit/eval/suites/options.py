@@ -3,7 +3,8 @@ suite that would read them (or a did-you-mean); used by ``evaluate`` and by the 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..._checks import nearest_names
 from . import load_suites

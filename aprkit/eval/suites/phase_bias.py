@@ -13,8 +13,9 @@ restricts pairs to the first ``limit`` images.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from torch.utils.data import Subset
 

@@ -8,8 +8,9 @@ Options (``ctx.options["transplant"]`` or top-level ``ctx.options`` keys with a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
