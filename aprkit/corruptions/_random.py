@@ -12,7 +12,7 @@ import hashlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ class ItemGenerators:
         return ItemGenerators(generators=self.generators[index])
 
 
-RandomSource = Union[torch.Generator, ItemGenerators, None]
+RandomSource = torch.Generator | ItemGenerators | None
 
 
 def _gen_device(generator: RandomSource, device: torch.device) -> torch.device:

@@ -223,7 +223,7 @@ def write_imagenet_c(
                     outs = [corrupt(torch.from_numpy(a).permute(2, 0, 1).to(device), name, s, preset,
                                     seeds=seeds[j:j + 1], frost_dir=frost_dir).permute(1, 2, 0).cpu().numpy()
                             for j, a in enumerate(imgs)]
-                for t, o in zip(targets, outs):
+                for t, o in zip(targets, outs, strict=True):
                     if resume and t.exists():
                         continue
                     t.parent.mkdir(parents=True, exist_ok=True)

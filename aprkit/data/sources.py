@@ -126,7 +126,7 @@ SOURCES: dict[str, Source] = {
         f"texture-vs-shape-{_TVS_COMMIT}/stimuli/style-transfer-preprocessed-512", _check_cue_conflict),
     "cue-conflict-decisions": Source("cue-conflict-decisions", "cue-conflict-decisions", tuple(
         RemoteFile(f"https://raw.githubusercontent.com/bethgelab/model-vs-human/{_MVH_COMMIT}/raw-data/cue-conflict/{n}", n, m)
-        for n, m in zip(_HUMANS, _HUMAN_MD5)) + (RemoteFile(
+        for n, m in zip(_HUMANS, _HUMAN_MD5, strict=True)) + (RemoteFile(
             f"https://raw.githubusercontent.com/rgeirhos/texture-vs-shape/{_TVS_COMMIT}/raw-data/"
             f"style-transfer-512-nomask-experiment-trained-CNNs/{_RESNET50}", _RESNET50, "66c4ae7cb3fbf9669614a1593e6d2fd6"),),
         None, _check_files(_HUMANS + (_RESNET50,))),

@@ -86,7 +86,7 @@ def prefetch(make_iter: Callable[[], Iterable[Any]], depth: int) -> Iterator[Any
 
 
 def _collate(samples: list) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = zip(*samples)
+    images, labels = zip(*samples, strict=True)
     for img in images[:1]:
         if not isinstance(img, torch.Tensor) or img.dtype != torch.uint8 or img.ndim != 3:
             got = f"{img.dtype} tensor of shape {tuple(img.shape)}" if isinstance(img, torch.Tensor) else type(img).__name__
@@ -134,7 +134,7 @@ class _BatchFetch(Dataset):
         if isinstance(indices, range) and indices.step == 1:
             contiguous = True
         else:
-            contiguous = all(b - a == 1 for a, b in zip(indices, indices[1:]))
+            contiguous = all(b - a == 1 for a, b in zip(indices, indices[1:], strict=False))
         where = slice(indices[0], indices[-1] + 1) if contiguous else list(indices)
         if self._direct:
             images, labels = self.dataset.get_batch(where, pin_memory=True)

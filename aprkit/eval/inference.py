@@ -92,7 +92,7 @@ class TensorImageDataset(Dataset):
         return self.images[i], int(self.labels[i])
 
     def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, int]]:
-        return list(zip(self.images[idx], self.labels[idx].tolist()))
+        return list(zip(self.images[idx], self.labels[idx].tolist(), strict=True))
 
     def get_batch(self, indices: slice | list[int] | torch.Tensor, pin_memory: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``uint8 (B, C, H, W)`` and labels ``(B,)`` for a slice or index list (the batch fast path).
@@ -369,7 +369,7 @@ def predict(
                             raise
                         x = x.contiguous()
                         hook_store.clear()
-                        out = _retry_contiguous(model, exc, lambda: _forward(model, x, use_head, hook_store))
+                        out = _retry_contiguous(model, exc, lambda: _forward(model, x, use_head, hook_store))  # noqa: B023 - called within this iteration
                         channels_last = False
                 where = f"({desc}, batch {b}, images {int(idx[0])}..{int(idx[-1])})"
                 logits = _check_logits(out, len(labels), num_classes, where).float()

@@ -239,7 +239,7 @@ class PhaseConflictDataset(torch.utils.data.Dataset):
         xp = torch.stack([self.base[int(self.phase_index[k])][0] for k in ks])
         xa = torch.stack([self.base[int(self.amplitude_index[k])][0] for k in ks])
         out = phase_amplitude_conflict(xp, xa, self.variant, beta=self.beta, dims=self.dims)
-        return list(zip(out, self.phase_labels[ks].tolist()))
+        return list(zip(out, self.phase_labels[ks].tolist(), strict=True))
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
         return self.__getitems__([k])[0]
@@ -262,7 +262,7 @@ class PatchShuffleDataset(torch.utils.data.Dataset):
         items = [self.base[int(self.indices[k])] for k in ks]
         x = torch.stack([img for img, _ in items])
         out = patch_shuffle(x, self.patch_size, permutation=self.permutations[ks])
-        return list(zip(out, [int(lbl) for _, lbl in items]))
+        return list(zip(out, [int(lbl) for _, lbl in items], strict=True))
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
         return self.__getitems__([k])[0]

@@ -101,7 +101,7 @@ class AccuracyState(MetricState):
         n = int(self.total)
         if n == 0:
             raise ValueError("AccuracyState.compute called before any update")
-        acc = {k: int(c) / n for k, c in zip(self.top_k, self.correct.tolist())}
+        acc = {k: int(c) / n for k, c in zip(self.top_k, self.correct.tolist(), strict=True)}
         out: dict[str, Any] = {"n": n, "accuracy": acc[1], "error": 1.0 - acc[1]}
         out.update({f"top{k}_accuracy": v for k, v in acc.items() if k != 1})
         return out

@@ -20,7 +20,7 @@ Run ``python -m aprkit.eval.transplant --help`` for the command line (:mod:`aprk
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ from .transplant_tables import plot_sweep, sweep_table
 
 __all__ = ["transplant_test", "layer_sweep", "sample_pairs", "load_data"]
 
-Data = Union[torch.Tensor, tuple, Iterable]
+Data = torch.Tensor | tuple | Iterable
 TRIVIAL_VARIATION = 0.05  # between-image magnitude variation below this flags a trivial result
 INERT_CHANGE = 1e-6  # relative activation change below this flags an inert transplant
 
@@ -159,16 +159,16 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
         mean_mag = st["mean"].to(acts.device)
         change = []
 
-        def main(r: torch.Tensor) -> torch.Tensor:
+        def main(r: torch.Tensor) -> torch.Tensor:  # called within this iteration (run below)
             ga, _ = grid(a_idx[r])
             gb, prefix = grid(b_idx[r])
-            t = C.transplant(ga, gb, code, dims).to(gb.dtype)
-            change.append((t - gb).flatten(1).norm(dim=1) / gb.flatten(1).norm(dim=1).clamp_min(1e-30))
+            t = C.transplant(ga, gb, code, dims).to(gb.dtype)  # noqa: B023
+            change.append((t - gb).flatten(1).norm(dim=1) / gb.flatten(1).norm(dim=1).clamp_min(1e-30))  # noqa: B023
             return from_grid(t, prefix, layout)
 
         pred = run(b_idx, main)
-        id_pred, id_logits = predict_at(ctrl, lambda r: build(ctrl[r], lambda g: C.transplant(g, g, code, dims)))
-        del_pred = run(ctrl, lambda r: build(ctrl[r], lambda g: C.with_magnitude(g, mean_mag, code, dims)))
+        id_pred, id_logits = predict_at(ctrl, lambda r: build(ctrl[r], lambda g: C.transplant(g, g, code, dims)))  # noqa: B023 - called within this iteration
+        del_pred = run(ctrl, lambda r: build(ctrl[r], lambda g: C.with_magnitude(g, mean_mag, code, dims)))  # noqa: B023 - called within this iteration
         act_change = float(torch.cat(change).mean())
         row: dict[str, Any] = {
             "layer": site.layer, "site": site.site, "call_index": idx, "code": code, "dims": dims if code == "phase" else None,

@@ -91,7 +91,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: tor
             hook = None if feed is None else feed[0].register_forward_pre_hook(
                 lambda m, args, rows=rows: (feed[1](rows).to(args[0].dtype), *args[1:]))
             try:
-                with skipping(skip), tap(model, site, lambda a, i: replace(rows).to(a.dtype) if i == call else None):
+                with skipping(skip), tap(model, site, lambda a, i: replace(rows).to(a.dtype) if i == call else None):  # noqa: B023 - called within this iteration
                     out = model(x)
             finally:
                 if hook is not None:

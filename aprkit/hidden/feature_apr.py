@@ -6,7 +6,7 @@ The functional :func:`feature_apr` is stateless and batched; :class:`FeatureAPR`
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ from .layout import from_grid, to_grid
 
 __all__ = ["feature_apr", "feature_apr_core", "FeatureAPR"]
 
-Lam = Union[float, tuple[float, float], None]
+Lam = float | tuple[float, float] | None
 
 
 def _check_lam(lam: Lam, mode: str) -> float | tuple[float, float]:

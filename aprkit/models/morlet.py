@@ -74,7 +74,7 @@ def morlet_filter_bank(P: int, Q: int, L: int, half: int = 0) -> tuple[torch.Ten
 @functools.lru_cache(maxsize=32)
 def _bank(P: int, Q: int, L: int, half: int) -> tuple[torch.Tensor, torch.Tensor]:
     slant = 4.0 / L
-    thetas = [(int(L - L / 2 - 1) - l) * math.pi / L for l in range(L)]
+    thetas = [(int(L - L / 2 - 1) - j) * math.pi / L for j in range(L)]
     if half == 1:
         sigma, xi = 0.8 * math.sqrt(1.5), math.pi / math.sqrt(2)
         slant = math.sqrt(3 * slant**2 / (4 - slant**2))

@@ -60,7 +60,7 @@ class CifarResNetB(ImageClassifier):
         self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         widths, strides, in_planes = (64, 128, 256, 512), (1, 2, 2, 2), 64
-        for i, (w, s, n) in enumerate(zip(widths, strides, blocks), start=1):
+        for i, (w, s, n) in enumerate(zip(widths, strides, blocks, strict=True), start=1):
             stage = [BasicBlockB(in_planes, w, s)] + [BasicBlockB(w, w, 1) for _ in range(int(n) - 1)]
             self.add_module(f"layer{i}", nn.Sequential(*stage))
             in_planes = w

@@ -41,11 +41,11 @@ def pool_reliability(diagrams: list[dict]) -> dict:
             conf[b] += d["count"][b] * d["confidence"][b]
             acc[b] += d["count"][b] * d["accuracy"][b]
     total = sum(count)
-    ece = sum(abs(a - c) for a, c in zip(acc, conf)) / total if total else 0.0
+    ece = sum(abs(a - c) for a, c in zip(acc, conf, strict=True)) / total if total else 0.0
     return {
         "bin_edges": edges,
-        "confidence": [c / n if n else 0.0 for c, n in zip(conf, count)],
-        "accuracy": [a / n if n else 0.0 for a, n in zip(acc, count)],
+        "confidence": [c / n if n else 0.0 for c, n in zip(conf, count, strict=True)],
+        "accuracy": [a / n if n else 0.0 for a, n in zip(acc, count, strict=True)],
         "count": count,
         "ece": ece,
     }
@@ -102,12 +102,12 @@ class CalibrationSuite(Suite):
                     ax.axis("off")
                     continue
                 edges = d["bin_edges"]
-                centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+                centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
                 w = edges[1] - edges[0]
-                accs = [a if n else 0 for a, n in zip(d["accuracy"], d["count"])]
+                accs = [a if n else 0 for a, n in zip(d["accuracy"], d["count"], strict=True)]
                 ax.bar(centres, accs, width=w, edgecolor="k", lw=0.5, color="C0", label="accuracy")
-                gaps = [abs(c - a) if n else 0 for a, c, n in zip(d["accuracy"], d["confidence"], d["count"])]
-                lows = [min(a, c) if n else 0 for a, c, n in zip(d["accuracy"], d["confidence"], d["count"])]
+                gaps = [abs(c - a) if n else 0 for a, c, n in zip(d["accuracy"], d["confidence"], d["count"], strict=True)]
+                lows = [min(a, c) if n else 0 for a, c, n in zip(d["accuracy"], d["confidence"], d["count"], strict=True)]
                 ax.bar(centres, gaps, bottom=lows, width=w, color="C3", alpha=0.35, hatch="//", label="gap to confidence")
                 ax.plot([0, 1], [0, 1], "k--", lw=1)
                 ax.set_xlim(0, 1)

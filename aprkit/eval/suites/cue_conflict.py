@@ -147,7 +147,7 @@ class CueConflictSuite(Suite):
         fig, ax = plt.subplots(figsize=(5.8, 0.32 * len(cats) + 1.6))
         ys = list(range(len(cats)))[::-1]
         for i, (m, r) in enumerate(results.items()):
-            pts = [(r["per_category"].get(c), y) for c, y in zip(cats, ys) if r["per_category"].get(c) is not None]
+            pts = [(r["per_category"].get(c), y) for c, y in zip(cats, ys, strict=True) if r["per_category"].get(c) is not None]
             overall = "-" if r["shape_bias"] is None else f"{r['shape_bias']:.2f}"
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=f"C{i}", marker="os^D"[i % 4], edgecolor="k", lw=0.4,
                        s=40, label=f"{m} ({overall})", zorder=3)

@@ -109,7 +109,7 @@ def plot_phase_bias(results: Mapping[str, dict], path: Path) -> Path:
     for k, (name, color) in enumerate((("follows phase", "C0"), ("follows amplitude", "C1"), ("neither", "0.75"))):
         widths = [p[k] for p in parts]
         ax.barh(ys, widths, left=left, color=color, edgecolor="k", lw=0.4, label=name)
-        left = [a + b for a, b in zip(left, widths)]
+        left = [a + b for a, b in zip(left, widths, strict=True)]
     ax.set_yticks(ys)
     ax.set_yticklabels(labels, fontsize=8)
     ax.set_xlim(0, 1)

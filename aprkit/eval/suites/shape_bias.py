@@ -65,7 +65,7 @@ class ShapeBiasSuite(Suite):
             result["per_category"] = full.pop("per_category")
             result["counts"] = full
             result["stimuli"] = str(ds.root)
-            result["decisions"] = {name: ds.categories[int(d)] for name, d in zip(ds.names, decisions)}
+            result["decisions"] = {name: ds.categories[int(d)] for name, d in zip(ds.names, decisions, strict=True)}
             return result
 
         result = cached(ctx, "shape-bias", ds.cache_id, compute, v=_VERSION)
@@ -108,7 +108,7 @@ def plot_shape_bias(results: Mapping[str, dict], path: Path) -> Path:
     cats = list(CATEGORIES)
     fig, ax = plt.subplots(figsize=(8.4, 6.0))
     y = {c: len(cats) - 1 - i for i, c in enumerate(cats)}
-    for (name, value), style in zip(_references(results).items(), ("--", ":", "-.", (0, (1, 3)), (0, (5, 5)))):
+    for (name, value), style in zip(_references(results).items(), ("--", ":", "-.", (0, (1, 3)), (0, (5, 5))), strict=False):
         ax.axvline(value, color="0.35", ls=style, lw=1.4, label=f"{name}, published ({value:.2f})")
     for i, (model, r) in enumerate(results.items()):
         color, marker = f"C{i % 10}", _MARKERS[i % len(_MARKERS)]
