@@ -65,6 +65,8 @@ class ImageClassifier(nn.Module):
     num_classes: int
     input_size: tuple[int, int, int]
     num_features: int
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
 
     def __init__(
         self,

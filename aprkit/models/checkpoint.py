@@ -25,7 +25,7 @@ from torch import nn
 from .._io import atomic_torch_save
 from .foreign import FOREIGN_LIBRARIES, create_foreign
 from .normalize import unwrap_model
-from .registry import create_model, is_model, list_models
+from .registry import create_model, is_model, list_models, tag_model
 from .state_dict import extract_state_dict, load_state_dict_into, num_classes_of
 
 __all__ = ["save_checkpoint", "load_model", "read_checkpoint", "extract_state_dict", "load_state_dict_into"]
@@ -143,9 +143,7 @@ def _from_aprkit(obj: Mapping[str, Any], num_classes: int | None, kwargs: dict, 
         buf = getattr(model, name, None)
         if name in obj and isinstance(buf, torch.Tensor) and buf.numel() == len(obj[name]):
             buf.copy_(torch.as_tensor(obj[name], dtype=buf.dtype).view_as(buf))
-    model.aprkit_arch = arch
-    model.aprkit_kwargs = kw
-    return model
+    return tag_model(model, arch, kw)
 
 
 def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: dict, drop_head: bool) -> nn.Module:

@@ -63,6 +63,12 @@ class Transition(nn.Module):
 class DenseNetBC(ImageClassifier):
     """DenseNet of depth ``depth`` and growth rate ``growth`` for ``(B, 3, 32, 32)`` images in [0, 1]."""
 
+    dense1: nn.Sequential  # registered with add_module
+    dense2: nn.Sequential
+    dense3: nn.Sequential
+    trans1: Transition
+    trans2: Transition
+
     def __init__(
         self,
         depth: int = 100,

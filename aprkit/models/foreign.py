@@ -31,6 +31,7 @@ from torch import nn
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, NO_MEAN, NO_STD
 from .normalize import Normalize
+from .registry import tag_model
 from .state_dict import load_state_dict_into, num_classes_of
 
 __all__ = ["Preprocess", "create_foreign", "check_foreign_spec", "fold_bn_compat", "import_robustbench"]
@@ -70,7 +71,7 @@ def create_foreign(
     num_classes: int | None = None,
     *,
     state_dict: Mapping[str, torch.Tensor] | None = None,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
     drop_head: bool = False,
     pretrained: bool = False,
     **kwargs: Any,
@@ -93,9 +94,7 @@ def create_foreign(
             _torchvision(name, num_classes, state_dict, kwargs, drop_head)
     else:
         return _robustbench(name, checkpoint, kwargs)
-    model.aprkit_arch = spec
-    model.aprkit_kwargs = dict(kwargs)
-    return model
+    return tag_model(model, spec, kwargs)
 
 
 def _classes_in(sd: Mapping[str, torch.Tensor] | None, model: nn.Module) -> int | None:
@@ -202,7 +201,7 @@ def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head
     from timm.data import resolve_data_config
 
     try:
-        net = timm.create_model(name, pretrained=True, **kwargs)
+        net: Any = timm.create_model(name, pretrained=True, **kwargs)  # timm attributes (num_classes, reset_classifier)
     except (ValueError, TypeError):
         raise
     except Exception as e:  # hub errors, missing cache entries offline, connection failures
@@ -317,7 +316,7 @@ def import_robustbench():
     return rb_utils
 
 
-def _robustbench(name: str, checkpoint: str | Path | None, kwargs: dict) -> Normalize:
+def _robustbench(name: str, checkpoint: str | os.PathLike[str] | None, kwargs: dict) -> Normalize:
     parts = name.split("/")
     if len(parts) == 3:
         dataset, threat, model_name = parts
@@ -350,6 +349,4 @@ def _robustbench(name: str, checkpoint: str | Path | None, kwargs: dict) -> Norm
     n = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}.get(dataset)
     size = 224 if dataset == "imagenet" else 32
     wrapped = Normalize(net, NO_MEAN, NO_STD, num_classes=n, input_size=(3, size, size))
-    wrapped.aprkit_arch = f"robustbench:{dataset}/{threat}/{model_name}"
-    wrapped.aprkit_kwargs = {}
-    return wrapped
+    return tag_model(wrapped, f"robustbench:{dataset}/{threat}/{model_name}", {})

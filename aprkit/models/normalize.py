@@ -13,6 +13,7 @@ names such as ``model.layer2`` resolve for hooks (``inner`` returns it too). It 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,6 +56,9 @@ class Normalize(nn.Module):
     ``mean``/``std`` default to ImageNet's. ``num_classes`` and ``input_size`` are read from the
     model when it has them (timm, aprkit) and can be given explicitly.
     """
+
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
 
     def __init__(
         self,
@@ -99,7 +103,7 @@ class Normalize(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate pooled features ``(B, D)`` of images ``(B, C, H, W)`` in [0, 1]."""
-        inner = self.model
+        inner: Any = self.model  # duck-typed: timm, aprkit or any classifier
         z = self.normalize(x)
         if _is_timm(inner):
             return inner.forward_head(inner.forward_features(z), pre_logits=True)
@@ -115,7 +119,7 @@ class Normalize(nn.Module):
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` from features ``(B, D)``."""
-        inner = self.model
+        inner: Any = self.model  # duck-typed: timm, aprkit or any classifier
         if hasattr(inner, "forward_head") and hasattr(inner, "_features"):
             return inner.forward_head(features)
         return find_classifier(inner)(features)

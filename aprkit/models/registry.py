@@ -16,10 +16,11 @@ from torch import nn
 from .._checks import nearest_names
 from .._lazy import import_plugins
 
-__all__ = ["register_model", "create_model", "list_models", "is_model", "MODEL_MODULES"]
+__all__ = ["register_model", "create_model", "list_models", "is_model", "tag_model", "MODEL_MODULES"]
 
 Builder = Callable[..., nn.Module]
 F = TypeVar("F", bound=Builder)
+M = TypeVar("M", bound=nn.Module)
 
 _REGISTRY: dict[str, Builder] = {}
 
@@ -99,7 +100,11 @@ def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
             f"unknown model {name!r}{nearest_names(key, valid)}; valid names: {', '.join(valid)} "
             "(or 'timm:<name>', 'torchvision:<name>', 'robustbench:<name>' through aprkit.models.load_model)"
         )
-    model = _REGISTRY[key](num_classes=num_classes, **kwargs)
-    model.aprkit_arch = key
-    model.aprkit_kwargs = dict(kwargs)
+    return tag_model(_REGISTRY[key](num_classes=num_classes, **kwargs), key, kwargs)
+
+
+def tag_model(model: M, arch: str, kwargs: dict[str, Any]) -> M:
+    """Record how ``model`` was built (``aprkit_arch``, ``aprkit_kwargs``: what checkpoints save); returns it."""
+    for attr, value in (("aprkit_arch", arch), ("aprkit_kwargs", dict(kwargs))):
+        setattr(model, attr, value)  # plain attributes; nn.Module.__setattr__ is typed for tensors and modules
     return model

@@ -45,6 +45,11 @@ class BasicBlockB(nn.Module):
 class CifarResNetB(ImageClassifier):
     """ResNet with basic blocks ``blocks`` per stage and a CIFAR stem; input ``(B, 3, 32, 32)``."""
 
+    layer1: nn.Sequential  # stages, registered with add_module
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(
         self,
         blocks: Sequence[int] = (2, 2, 2, 2),

@@ -54,6 +54,10 @@ class ResNeXtBottleneck(nn.Module):
 class ResNeXt29(ImageClassifier):
     """CIFAR ResNeXt of depth ``9n + 2`` for ``(B, 3, 32, 32)`` images in [0, 1]."""
 
+    stage_1: nn.Sequential  # registered with add_module
+    stage_2: nn.Sequential
+    stage_3: nn.Sequential
+
     def __init__(
         self,
         num_classes: int = 10,

@@ -84,6 +84,9 @@ def wavelet_transform(x: torch.Tensor, phi: torch.Tensor, psi: torch.Tensor, sub
 class ComplexStandardize(nn.Module):
     """Per-channel standardisation of real or complex ``(B, C, H, W)``; no learned parameters."""
 
+    running_mean: torch.Tensor  # buffers
+    running_var: torch.Tensor
+
     def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
         self.momentum, self.eps = momentum, eps
@@ -109,6 +112,9 @@ class ComplexStandardize(nn.Module):
 
 class PhaseCollapseLayer(nn.Module):
     """One layer ``N P Std rho W`` (see the module docstring)."""
+
+    phi: torch.Tensor  # buffers
+    psi: torch.Tensor
 
     def __init__(self, in_channels: int, out_channels: int, size: int, L: int, half: int, subsample: bool,
                  nonlinearity: NonLinearity, skip: bool) -> None:
