@@ -25,6 +25,7 @@ the parameter table from :func:`op_table`):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -94,7 +95,7 @@ _KINDS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y", "posteri
 
 
 def _build_constants(names: tuple[str, ...], h: int, w: int, device: torch.device) -> dict[str, torch.Tensor]:
-    f64 = dict(dtype=torch.float64, device=device)
+    f64: dict[str, Any] = dict(dtype=torch.float64, device=device)
     # per op name: which of the values it uses (geometric ops and ops without a level also take the colour
     # argument 1, so that no colour candidate computed densely for them divides by 0), then the geometric flag
     arg_kind = {"posterize": "posterize", "solarize": "solarize"} | {n: "blend" for n in _BLEND}
@@ -320,7 +321,8 @@ def _apply_dense(x: torch.Tensor, names: tuple[str, ...], table: torch.Tensor) -
     colour = [n for n in dict.fromkeys(names) if n not in _GEOMETRIC]
     for name in colour:
         cand = _color_op(name, x, arg)
-        out = cand if out is None else torch.where(_rows(op, names, (name,)), cand, out)
+        rows = _rows(op, names, (name,))  # not None: name is one of names
+        out = cand if out is None or rows is None else torch.where(rows, cand, out)
     if len(colour) < len(set(names)):
         warped = _warp(x, table[:, _THETA])
         out = warped if out is None else torch.where(table[:, _GEO].view(-1, 1, 1, 1) > 0.5, warped, out)

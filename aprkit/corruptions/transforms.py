@@ -69,7 +69,7 @@ class RandomCorruption(torch.nn.Module):
         severity = torch.tensor(self.severities)[sev_index.cpu()]
         return {"apply": apply.cpu(), "name_index": name_index.cpu(), "severity": severity}
 
-    def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]  # Kornia-style apply(x, params) shadows nn.Module.apply(fn)
         """Corrupt ``images`` ``(B, C, H, W)`` as ``params`` prescribes (a new tensor; input untouched)."""
         out = images.clone()
         keys = params["name_index"] * 8 + params["severity"]

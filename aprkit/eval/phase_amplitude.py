@@ -305,7 +305,7 @@ def measure_phase_bias(
     labels = dataset_labels(base)
     g = torch.Generator().manual_seed(seed)
     pi, ai = sample_pairs(labels, n_pairs, generator=g)
-    kw = dict(device=device, batch_size=batch_size, num_workers=num_workers, amp=amp, channels_last=channels_last, progress=progress)
+    kw: dict[str, Any] = dict(device=device, batch_size=batch_size, num_workers=num_workers, amp=amp, channels_last=channels_last, progress=progress)
     was_training = model.training
     model.eval()
     try:
