@@ -8,7 +8,7 @@ GPU_PYTHON ?= $(BIN)/python
 GPU_OUT    ?= runs/gpu-check
 GPU_ARGS   ?=
 
-.PHONY: install test test-slow demo bench gpu-check clean
+.PHONY: install test test-slow lint demo bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ install: $(STAMP)
 ## the tests (fast suite; ../shared cases skip when it is absent)
 test: $(STAMP)
 	NO_ALBUMENTATIONS_UPDATE=1 $(BIN)/python -m pytest -q
+
+## ruff and mypy on aprkit/ (configured in pyproject.toml; not a dependency of `test`)
+lint: $(STAMP)
+	$(BIN)/ruff check aprkit
+	$(BIN)/mypy
 
 ## heavy real-data checks (opt-in)
 test-slow: $(STAMP)
