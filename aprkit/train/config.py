@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, Union
+from typing import Any, Literal
 
 from .._checks import nearest_names
 from ..config import apply_overrides, coerce, expand_env, read_config_files, unknown_key
@@ -45,7 +46,7 @@ class ModelConfig:
 
     name: str = "resnet20"
     num_classes: int = 10
-    checkpoint: Union[str, None] = None  # initial weights (an aprkit checkpoint), not a resume point
+    checkpoint: str | None = None  # initial weights (an aprkit checkpoint), not a resume point
     drop_head: bool = False  # a checkpoint with another number of classes: replace its classifier (fine-tuning)
 
 
@@ -54,19 +55,19 @@ class DataConfig:
     """Dataset specs for ``aprkit.data.get_dataset(spec, split)`` and the input pipeline."""
 
     dataset: str = "synthetic"
-    test_dataset: Union[str, None] = None  # defaults to ``dataset``
+    test_dataset: str | None = None  # defaults to ``dataset``
     train_split: str = "train"
     test_split: str = "test"
-    limit: Union[int, None] = None  # seeded random subset of the training set, and of the test set unless test_limit
-    test_limit: Union[int, None] = None  # seeded random subset of the test set (default: limit; larger: all of it)
+    limit: int | None = None  # seeded random subset of the training set, and of the test set unless test_limit
+    test_limit: int | None = None  # seeded random subset of the test set (default: limit; larger: all of it)
     input_path: Literal["gpu", "loader"] = "gpu"  # batched device augmentation vs per-image DataLoader
-    in_memory: Union[bool, None] = None  # keep decoded uint8 images as one tensor on the device (None: auto)
+    in_memory: bool | None = None  # keep decoded uint8 images as one tensor on the device (None: auto)
     max_memory_mb: int = 4096
     image_size: int = 32
     crop_padding: int = 4
     pad_fill: int = 0
     random_resized_crop: bool = False  # ImageNet-style training crop (done per image on the CPU)
-    test_resize: Union[int, None] = None  # resize the short side, then centre-crop ``image_size`` (test)
+    test_resize: int | None = None  # resize the short side, then centre-crop ``image_size`` (test)
     hflip: bool = True
     num_workers: int = 2
     eval_batch_size: int = 256
@@ -108,17 +109,17 @@ class RunConfig:
 
     seed: int = 0
     device: str = "auto"
-    threads: Union[int, None] = None  # torch.set_num_threads for CPU work (None: leave as is)
+    threads: int | None = None  # torch.set_num_threads for CPU work (None: leave as is)
     amp: bool = True  # autocast + GradScaler on CUDA; ignored on CPU
     channels_last: bool = True  # on CUDA
     deterministic: bool = False  # CUDA: deterministic kernels (bit-for-bit resume on GPU), no cudnn.benchmark
     compile: bool = False
-    max_steps: Union[int, None] = None  # stop after this many optimizer steps (smoke runs)
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
     eval_every: int = 1
-    checkpoint_every_steps: Union[int, None] = None  # extra mid-epoch checkpoints
+    checkpoint_every_steps: int | None = None  # extra mid-epoch checkpoints
     progress: bool = True
     tensorboard: bool = True
-    out: Union[str, None] = None
+    out: str | None = None
     resume: bool = False
 
 

@@ -12,23 +12,33 @@ import os
 import random
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._io import atomic_write_text
 from .batch_ops import to_float
 from .config import Config, config_from_dict, load_config, validate_config
 from .data import EpochBatches, load_datasets
 from .distributed import DistInfo, all_reduce_sum, barrier, setup_distributed, teardown_distributed
 from .metrics_log import MetricsLogger
 from .recipe import DeviceAugment, method_loss
-from .._io import atomic_write_text
-from .state import (CHECKPOINT_FORMAT, atomic_save, capture_rng, check_run_folder, clear_run_folder, derive_seed,
-                    load_train_checkpoint, restore_rng, unwrap_model)
+from .state import (
+    CHECKPOINT_FORMAT,
+    atomic_save,
+    capture_rng,
+    check_run_folder,
+    clear_run_folder,
+    derive_seed,
+    load_train_checkpoint,
+    restore_rng,
+    unwrap_model,
+)
 
 __all__ = ["fit", "build_model", "evaluate_accuracy", "lr_factor"]
 
