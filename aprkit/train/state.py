@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_torch_save
+from ..models.normalize import unwrap_model  # re-exported: the one implementation (also DataParallel)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -131,14 +132,3 @@ def load_train_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an aprkit training checkpoint (format {CHECKPOINT_FORMAT!r})")
     return state
-
-
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module under DistributedDataParallel and/or ``torch.compile`` wrappers."""
-    while True:
-        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod  # type: ignore[assignment]
-        else:
-            return model
