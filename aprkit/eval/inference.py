@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..models.normalize import find_classifier
 from .batches import _dist_info, iter_batches
 
 __all__ = [
@@ -195,14 +196,6 @@ def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bo
     return x.div(255.0) if x.dtype == torch.uint8 else x.float()  # uint8 / 255 -> float32 in one pass
 
 
-def _last_linear(model: nn.Module) -> nn.Linear | None:
-    last = None
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            last = m
-    return last
-
-
 def _features_from(feats: torch.Tensor) -> torch.Tensor:
     if feats.ndim == 4:  # (B, C, H, W) feature maps -> global average pool
         return feats.mean(dim=(2, 3))
@@ -326,13 +319,15 @@ def predict(
     handle = None
     use_head = False
     if features:
-        lin = _last_linear(model)
-        if lin is not None:
-            handle = lin.register_forward_hook(lambda m, inp, out: hook_store.append(inp[0].detach()))
-        elif hasattr(model, "forward_features") and hasattr(model, "forward_head"):
+        try:
+            lin = find_classifier(model)
+        except ValueError:
+            if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+                raise ValueError("features were requested but the model has no nn.Linear classifier and no "
+                                 "forward_features/forward_head") from None
             use_head = True
         else:
-            raise ValueError("features were requested but the model has no nn.Linear classifier and no forward_features/forward_head")
+            handle = lin.register_forward_hook(lambda m, inp, out: hook_store.append(inp[0].detach()))
     chunks_logits, chunks_labels, chunks_feats, chunks_idx = [], [], [], []
     # outputs stay on the device until FLUSH_ROWS rows have gathered: no host sync per batch, so the
     # host prepares the next batch while the device still runs this one

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, NO_MEAN, NO_STD
-from .normalize import Normalize
+from .normalize import Normalize, find_classifier
 from .registry import tag_model
 from .state_dict import load_state_dict_into, num_classes_of
 
@@ -127,7 +127,7 @@ def _torchvision(name: str, num_classes: int | None, sd: Mapping[str, torch.Tens
     net = build(num_classes)
     if sd is not None and num_classes is None:
         n = _classes_in(sd, net)
-        if n is not None and n != getattr(_last_linear(net), "out_features", n):
+        if n is not None and n != _head_classes(net, n):
             net = build(n)
     size = 299 if name.startswith("inception") else 224
     wrapped = Normalize(net, IMAGENET_MEAN, IMAGENET_STD, input_size=(3, size, size))
@@ -251,19 +251,19 @@ def _torchvision_pretrained(name: str, num_classes: int | None, kwargs: dict, dr
 
 
 def _replace_head(net: nn.Module, num_classes: int) -> None:
-    name = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
+    head = find_classifier(net)
+    name = next(n for n, m in net.named_modules() if m is head)
     parent_name, _, attr = name.rpartition(".")
     parent = net.get_submodule(parent_name) if parent_name else net
-    old = getattr(parent, attr)
-    setattr(parent, attr, nn.Linear(old.in_features, num_classes, bias=old.bias is not None))
+    setattr(parent, attr, nn.Linear(head.in_features, num_classes, bias=head.bias is not None))
 
 
-def _last_linear(net: nn.Module) -> nn.Module | None:
-    last = None
-    for m in net.modules():
-        if isinstance(m, nn.Linear):
-            last = m
-    return last
+def _head_classes(net: nn.Module, default: int) -> int:
+    """Output count of ``net``'s classifier, ``default`` when it has no ``nn.Linear`` (e.g. SqueezeNet)."""
+    try:
+        return find_classifier(net).out_features
+    except ValueError:
+        return default
 
 
 def fold_bn_compat(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
