@@ -371,3 +371,26 @@ def test_fit_two_steps_on_device() -> None:
     result = fit({}, overrides, datasets=(data, None))
     assert result["global_step"] == 2
     assert all(torch.isfinite(p).all() for p in result["model"].parameters())
+
+
+def test_aug_compile_step_inputs_match_eager_on_device() -> None:
+    """Issues 13/17: ``aug.compile`` compiles both APR cores of a training step (on CUDA: inductor with CUDA graphs,
+    ``reduce-overhead``); the APR-SP ``2B`` batch matches eager's (APR-S rounds to uint8: a rare one-level flip)."""
+    from aprkit.train.config import load_config
+    from aprkit.train.recipe import DeviceAugment
+
+    torch._dynamo.reset()
+    options = "{mode: reduce-overhead}" if DEVICE.type == "cuda" else "{backend: aot_eager}"
+    augs = [DeviceAugment(load_config(None, ["aug.method=apr_sp", "model.name=small_cnn", "aug.pair_p=1.0",
+                                             f"aug.compile={spec}"]),
+                          DEVICE, torch.Generator(DEVICE).manual_seed(2), channels_last=True)
+            for spec in (options, "false")]
+    assert augs[0].aprsp is not None and augs[0].aprsp.pair.compile_core and augs[0].single is not None
+    x8, y = natural_images(8, 32, seed=17).to(DEVICE), torch.arange(8, device=DEVICE)
+    for _ in range(4):  # reduce-overhead: warm-up, capture, then replays
+        (got, gy), (want, wy) = (aug.pair(aug(x8), y) for aug in augs)
+        assert got.is_contiguous(memory_format=torch.channels_last) and torch.equal(gy, wy)
+        assert_images_close(got[:8], want[:8].cpu(), atol=1.01 / 255, frac=1e-3)
+        assert_images_close(got[8:], want[8:].cpu(), atol=1e-3, frac=1e-2)
+    assert augs[0].single._core is not None and augs[0].aprsp.pair._core is not None
+    torch._dynamo.reset()

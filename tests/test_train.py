@@ -282,3 +282,63 @@ def test_shipped_recipe_runs_as_a_smoke_run(tmp_path):
                     "data.num_workers=0", "train.progress=false"], out=tmp_path)
     assert res["global_step"] == 2 and res["config"]["aug"]["method"] == "apr_sp"
     assert res["config"]["optim"]["milestones"] == [60, 120, 160, 190]
+
+
+def _device_augment(method: str, seed: int, compile_core: object = False):
+    from aprkit.train.config import config_from_dict
+    from aprkit.train.recipe import DeviceAugment
+
+    cfg = config_from_dict(_config(aug={"method": method, "pair_p": 0.6, "single_p": 0.7, "compile": compile_core},
+                                   data={"input_path": "gpu"}))
+    return DeviceAugment(cfg, torch.device("cpu"), torch.Generator().manual_seed(seed), channels_last=True)
+
+
+@pytest.mark.skipif(not HAS_AUGMENT, reason="aprkit.augment not available")
+@pytest.mark.parametrize("method", ["apr_p", "apr_sp"])
+def test_device_augment_is_the_augment_classes_in_sequence(method):
+    """A training step's inputs are APRSingleBatch -> crop/flip -> float -> APRPair / APRSP, draw for draw."""
+    from aprkit.augment import APRSP, APRPair, APRSingleBatch
+    from aprkit.train.batch_ops import to_float
+
+    aug = _device_augment(method, seed=4)
+    x8, y = natural_images(8, 16, seed=21), torch.arange(8) % 4
+    g = torch.Generator().manual_seed(4)
+    single = APRSingleBatch(p=0.7, severity=3, generator=g) if method == "apr_sp" else None
+    pair = APRSP(p=0.6, generator=g) if method == "apr_sp" else APRPair(p=0.6, generator=g)
+    for _ in range(4):  # p=0.6: both the recombined and the untouched batch occur
+        got_x, got_y = aug.pair(aug(x8), y)
+        x = single(x8) if single is not None else x8
+        x = to_float(random_hflip(random_crop(x, 16, 2, 0, generator=g), generator=g), True)
+        want_x, want_y = pair(x, y) if method == "apr_sp" else (pair(x), y)
+        torch.testing.assert_close(got_x, want_x, atol=0, rtol=0)
+        assert torch.equal(got_y, want_y) and got_x.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.skipif(not HAS_AUGMENT, reason="aprkit.augment not available")
+@pytest.mark.parametrize("method", ["apr_p", "apr_sp"])
+def test_aug_compile_compiles_both_apr_cores_with_eager_numbers(method):
+    torch._dynamo.reset()
+    options = {"backend": "eager"}  # a compiled graph (fullgraph=True) without a C compiler
+    compiled, eager = _device_augment(method, 6, options), _device_augment(method, 6)
+    pair = compiled.aprsp.pair if method == "apr_sp" else compiled.pair_op
+    assert pair.compile_core == options
+    assert compiled.single is None if method == "apr_p" else compiled.single.compile_core == options
+    x8, y = natural_images(8, 16, seed=22), torch.arange(8) % 4
+    for _ in range(3):
+        a, b = compiled.pair(compiled(x8), y), eager.pair(eager(x8), y)
+        torch.testing.assert_close(a[0], b[0], atol=0, rtol=0)
+        assert torch.equal(a[1], b[1])
+    assert pair._core is not None  # the compiled core ran
+    torch._dynamo.reset()
+
+
+def test_aug_compile_config_values():
+    from aprkit.train.config import load_config
+
+    assert load_config(None, ["aug.compile={mode: reduce-overhead}"]).aug.compile == {"mode": "reduce-overhead"}
+    assert load_config(None, ["aug.compile=true"]).aug.compile is True
+    assert load_config(None).aug.compile is False
+    with pytest.raises(ValueError, match="unknown torch.compile option 'mdoe' \\(did you mean 'mode'"):
+        load_config(None, ["aug.compile={mdoe: reduce-overhead}"])
+    with pytest.raises(TypeError, match="aug.compile"):
+        load_config(None, ["aug.compile=3"])

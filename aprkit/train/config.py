@@ -85,6 +85,8 @@ class AugConfig:
     jsd_weight: float = 12.0
     augmix_severity: int = 3
     augmix_width: int = 3
+    # the APR cores (APR-S, APR-P) as compiled graphs: false, true or torch.compile options ({mode: reduce-overhead})
+    compile: bool | dict[str, Any] = False
 
 
 @dataclass
@@ -207,6 +209,19 @@ def _check_model_name(name: str) -> None:
         )
 
 
+def _check_compile_options(options: Mapping[str, Any], key: str) -> None:
+    """Raise naming ``key`` if ``options`` holds a keyword that ``torch.compile`` does not take."""
+    import inspect
+
+    import torch
+
+    valid = [name for name in inspect.signature(torch.compile).parameters if name != "model"]
+    for name in options:
+        if name not in valid:
+            raise ValueError(f"{key}: unknown torch.compile option {name!r}{nearest_names(str(name), valid)}; "
+                             f"valid options: {', '.join(valid)}")
+
+
 def validate_config(cfg: Config) -> Config:
     """Check value ranges and names that the type coercion cannot; return ``cfg`` unchanged."""
     if not isinstance(cfg, Config):
@@ -239,6 +254,8 @@ def validate_config(cfg: Config) -> Config:
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+    if isinstance(cfg.aug.compile, dict):
+        _check_compile_options(cfg.aug.compile, "aug.compile")
     from ..data.registry import parse_spec
 
     for key, spec in (("data.dataset", cfg.data.dataset), ("data.test_dataset", cfg.data.test_dataset)):

@@ -42,33 +42,31 @@ class DeviceAugment:
     """Batched on-device augmentation for a config: uint8 ``(B, C, H, W)`` -> float ``[0, 1]`` model inputs.
 
     All randomness comes from ``generator`` (on ``device``); the loop reseeds it every step from
-    ``(seed, rank, step)``. ``pair(x, y)`` applies APR-P (``aprkit.augment.APRPair``, or ``APRSP`` for the
-    ``2B`` batch of ``apr_sp``). APR-S runs the sync-free dense core (parameters drawn and tabulated on the
-    device); ``compile_single`` (``True`` or ``torch.compile`` options) compiles that core as one graph.
+    ``(seed, rank, step)``. APR-S runs :class:`~aprkit.augment.APRSingleBatch` (the sync-free dense core,
+    parameters drawn and tabulated on the device); ``pair(x, y)`` runs :class:`~aprkit.augment.APRPair`
+    (``apr_p``) or :class:`~aprkit.augment.APRSP` (the ``2B`` batch of ``apr_sp``). ``cfg.aug.compile``
+    (``False``, ``True`` or ``torch.compile`` options such as ``{"mode": "reduce-overhead"}``) is their
+    ``compile_core``: each APR core then runs as one compiled graph, with the same numbers as eager.
     """
 
-    def __init__(self, cfg: Config, device: torch.device, generator: torch.Generator, *, channels_last: bool = False,
-                 compile_single: bool | dict[str, Any] = False):
+    def __init__(self, cfg: Config, device: torch.device, generator: torch.Generator, *, channels_last: bool = False):
+        from ..augment import APRSP, APRPair, APRSingleBatch
+
         self.cfg, self.device, self.generator, self.channels_last = cfg, device, generator, channels_last
-        method, gpu = cfg.aug.method, cfg.data.input_path == "gpu"
+        method, gpu, compile_core = cfg.aug.method, cfg.data.input_path == "gpu", cfg.aug.compile
         self.geometry = gpu and method != "augmix_jsd"  # crop/flip here (else done per image on the CPU)
-        self.single = None
+        self.single: APRSingleBatch | None = None
         if gpu and method in ("apr_s", "apr_sp"):
-            from ..augment import APRSingleBatch
-
-            self.single = _with_generator(
-                APRSingleBatch, generator, p=cfg.aug.single_p, severity=cfg.aug.severity, dims=cfg.aug.dims,
-                compile_core=compile_single,
-            )
-        self.pair_op = self.aprsp = None
+            self.single = _with_generator(APRSingleBatch, generator, p=cfg.aug.single_p, severity=cfg.aug.severity,
+                                          dims=cfg.aug.dims, compile_core=compile_core)
+        self.pair_op: APRPair | None = None
+        self.aprsp: APRSP | None = None
         if method == "apr_p":
-            from ..augment import APRPair
-
-            self.pair_op = _with_generator(APRPair, generator, p=cfg.aug.pair_p, dims=cfg.aug.dims)
+            self.pair_op = _with_generator(APRPair, generator, p=cfg.aug.pair_p, dims=cfg.aug.dims,
+                                           compile_core=compile_core)
         elif method == "apr_sp":
-            from ..augment import APRSP
-
-            self.aprsp = _with_generator(APRSP, generator, p=cfg.aug.pair_p, dims=cfg.aug.dims)
+            self.aprsp = _with_generator(APRSP, generator, p=cfg.aug.pair_p, dims=cfg.aug.dims,
+                                         compile_core=compile_core)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Augment a uint8 batch; AugMix triplets ``(B, 3, C, H, W)`` are flattened to ``(3B, C, H, W)`` (views first)."""
@@ -90,31 +88,14 @@ class DeviceAugment:
     def pair(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """APR-P of the batch (``apr_p``), or the ``2B`` APR-SP batch ``cat([x, APR-P(x)])`` (``apr_sp``).
 
-        ``x`` is this object's own output (finite by construction), so APR-P runs its unchecked core on the
-        generator's draws: no validation pass and no host sync (the class wrappers read the DC terms back)."""
-        op = self.aprsp.pair if self.aprsp is not None else self.pair_op
-        if op is None:
-            return x, y
-        mixed = self._apr_pair(x, op)
+        The class wrappers validate shapes once and never sync with the host on a device; with CUDA graphs
+        (``aug.compile: {mode: reduce-overhead}``) an ``apr_p`` output lives until the next step's call."""
         if self.aprsp is not None:
-            return self._layout(torch.cat([x, mixed])), torch.cat([y, y])
-        return self._layout(mixed), y
-
-    @staticmethod
-    def _apr_pair(x: torch.Tensor, op: Any) -> torch.Tensor:
-        from .._checks import check_dims
-        from ..augment.functional import apr_pair_core
-
-        params = op.generate_parameters(x.shape)
-        mask = params["mask"]
-        if not op.per_sample and mask.device.type == "cpu":  # one draw for the batch, read on the host for free
-            if not bool(mask[0]):
-                return x
-            mask = None
-        else:
-            mask = mask.to(x.device, non_blocking=True)
-        perm = params["perm"].to(x.device, non_blocking=True)
-        return apr_pair_core(x, perm, mask, check_dims(op.dims), op.clamp, check_finite=False)
+            x_all, y_all = self.aprsp(x, y)
+            return self._layout(x_all), y_all
+        if self.pair_op is not None:
+            return self._layout(self.pair_op(x)), y
+        return x, y
 
 
 def jsd_loss(logits_clean: torch.Tensor, logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
