@@ -8,7 +8,6 @@ batch (batch size, worker count, process count, ``limit``).
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,22 +16,18 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["stable_hash", "item_seeds", "ItemGenerators", "RandomSource", "for_each_item", "uniform", "normal", "randint"]
+from .._hash import stable_hash64
+
+__all__ = ["item_seeds", "ItemGenerators", "RandomSource", "for_each_item", "uniform", "normal", "randint"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def stable_hash(*parts: Any) -> int:
-    """A 63-bit integer hash of ``"|".join(map(str, parts))`` (blake2b): the same on every run and platform."""
-    digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -> torch.Tensor:
     """Generator seeds ``(N,)`` int64 (non-negative) of the images at dataset ``indices`` for one corruption.
 
     Seed ``i`` is a function of ``(seed, name, severity, preset, indices[i])`` only (a SplitMix64 mix of
-    the index into ``stable_hash`` of the rest), so image ``i`` gets the same corruption whatever batch,
+    the index into ``aprkit._hash.stable_hash64`` of the rest), so image ``i`` gets the same corruption whatever batch,
     worker or process it is computed in.
     """
     idx = torch.as_tensor(indices)
@@ -40,7 +35,7 @@ def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -
         raise TypeError(f"indices must be a 1-D sequence of integer dataset indices, got {idx.dtype} shape {tuple(idx.shape)}")
     if idx.numel() and int(idx.min()) < 0:
         raise ValueError(f"indices must be non-negative dataset indices, got minimum {int(idx.min())}")
-    base = np.uint64(stable_hash("aprkit.corruptions", int(seed), name, int(severity), preset))
+    base = np.uint64(stable_hash64("aprkit.corruptions", int(seed), name, int(severity), preset) >> 1)  # 63 bits
     z = idx.cpu().numpy().astype(np.uint64)
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps, as SplitMix64 intends
         z = base + (z + np.uint64(1)) * _GOLDEN

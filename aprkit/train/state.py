@@ -9,7 +9,6 @@ draws exactly what the uninterrupted run would have drawn.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._hash import stable_hash64
 from .._io import atomic_torch_save
 from ..models.normalize import unwrap_model  # re-exported: the one implementation (also DataParallel)
 
@@ -85,8 +85,7 @@ def clear_run_folder(out: str | os.PathLike[str]) -> list[str]:
 
 def derive_seed(*parts: int | str) -> int:
     """A 63-bit seed that depends on every part (stable across runs, platforms and processes)."""
-    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+    return stable_hash64(*parts, sep="/") & ((1 << 63) - 1)
 
 
 def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
