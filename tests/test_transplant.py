@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from aprkit import fourier
-from aprkit.eval.transplant import layer_sweep, sample_pairs, transplant_test
+from aprkit.eval.phase_amplitude import sample_pairs
+from aprkit.eval.transplant import layer_sweep, sample_disagreeing_pairs, transplant_test
 from aprkit.hidden import codes
 
 from conftest import natural_images
@@ -190,14 +191,22 @@ def test_bad_input_errors(setup) -> None:
     with pytest.raises(ValueError, match="same clean prediction.*no valid pair"):
         transplant_test(model, one_class, ["blocks.0"])
     with pytest.raises(ValueError, match="no valid pair"):
-        sample_pairs(torch.zeros(5, dtype=torch.long), 3)
+        sample_disagreeing_pairs(torch.zeros(5, dtype=torch.long), 3)
 
 
-def test_sample_pairs_differ_and_are_seeded() -> None:
+def test_sample_disagreeing_pairs_differ_and_are_seeded() -> None:
     preds = torch.tensor([0, 0, 1, 2, 2, 1])
-    a1, b1 = sample_pairs(preds, 50, torch.Generator().manual_seed(0))
-    a2, b2 = sample_pairs(preds, 50, torch.Generator().manual_seed(0))
+    a1, b1 = sample_disagreeing_pairs(preds, 50, torch.Generator().manual_seed(0))
+    a2, b2 = sample_disagreeing_pairs(preds, 50, torch.Generator().manual_seed(0))
     assert torch.equal(a1, a2) and torch.equal(b1, b2) and (preds[a1] != preds[b1]).all()
+
+
+def test_disagreeing_pairs_weigh_pairs_where_phase_pairs_weigh_images() -> None:
+    # 4 images of class 0, 1 of class 1: 8 differing ordered pairs, image 4 is `a` in half of them
+    preds = torch.tensor([0, 0, 0, 0, 1])
+    a, _ = sample_disagreeing_pairs(preds, 4000, torch.Generator().manual_seed(0))
+    i, _ = sample_pairs(preds, 4000, generator=torch.Generator().manual_seed(0))
+    assert abs(float((a == 4).double().mean()) - 0.5) < 0.04 and abs(float((i == 4).double().mean()) - 0.2) < 0.04
 
 
 def test_layer_sweep_table_plot_and_skip_front(setup, tmp_path) -> None:

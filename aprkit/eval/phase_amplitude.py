@@ -105,7 +105,8 @@ def sample_pairs(
     """Sample ``n_pairs`` index pairs ``(i, j)`` with ``labels[i] != labels[j]``, both ``(n_pairs,)``.
 
     ``i`` is uniform over the dataset and ``j`` uniform over the images of every other class (exact,
-    vectorised, no rejection loop). Same generator seed, same pairs.
+    vectorised, no rejection loop). Same generator seed, same pairs. (The transplant test weighs every
+    differing pair the same instead: :func:`aprkit.eval.transplant.sample_disagreeing_pairs`.)
     """
     labels = _as_index_tensor(labels, "labels")
     if not isinstance(n_pairs, int) or isinstance(n_pairs, bool) or n_pairs < 1:

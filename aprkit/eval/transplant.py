@@ -32,7 +32,7 @@ from ..hidden.layout import from_grid, to_grid
 from ..hidden.sites import Site, last_activation_site, list_blocks, resolve_module
 from .transplant_tables import plot_sweep, sweep_table
 
-__all__ = ["transplant_test", "layer_sweep", "sample_pairs", "load_data"]
+__all__ = ["transplant_test", "layer_sweep", "sample_disagreeing_pairs", "load_data"]
 
 Data = torch.Tensor | tuple | Iterable
 TRIVIAL_VARIATION = 0.05  # between-image magnitude variation below this flags a trivial result
@@ -82,8 +82,15 @@ def load_data(data: Data, labels: torch.Tensor | None = None, max_images: int | 
     return images, labels
 
 
-def sample_pairs(preds: torch.Tensor, n_pairs: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n_pairs`` index pairs ``(a, b)`` with ``preds[a] != preds[b]``, drawn uniformly (with replacement)."""
+def sample_disagreeing_pairs(
+    preds: torch.Tensor, n_pairs: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_pairs`` index pairs ``(a, b)`` with ``preds[a] != preds[b]``, uniform over all such ordered pairs.
+
+    Drawn with replacement by rejection. Unlike :func:`aprkit.eval.phase_amplitude.sample_pairs` (``i``
+    uniform over the images), an image of a rare prediction class is picked as ``a`` more often: every
+    disagreeing pair weighs the same, the estimand of the transplant test.
+    """
     classes = torch.unique(preds)
     if classes.numel() < 2:
         raise ValueError(
@@ -219,7 +226,7 @@ def _prepare(model, data, labels, n_pairs, generator, batch_size, max_images, nu
     if labels is not None and int(labels.max()) >= logits.shape[1]:
         raise ValueError(f"labels go up to {int(labels.max())} but the model has {logits.shape[1]} outputs; pass labels=None")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    pairs = (*sample_pairs(clean, n_pairs, gen), torch.randperm(images.shape[0], generator=gen))
+    pairs = (*sample_disagreeing_pairs(clean, n_pairs, gen), torch.randperm(images.shape[0], generator=gen))
     k, auto_grid = token_layout(model)
     layout_kw = {"num_prefix_tokens": num_prefix_tokens if num_prefix_tokens is not None else k,
                  "grid": grid if grid is not None else auto_grid}
