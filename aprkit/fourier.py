@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 Dims = Literal["chw", "hw"]
+#: magnitudes at or below this count as zero (their phase is undefined); shared with augment.functional
 _TINY = 1e-12
 
 

@@ -25,7 +25,7 @@ from .._checks import (
     eager_cpu,
     restore_dtype,
 )
-from ..fourier import Dims, spectral_magnitude, with_amplitude
+from ..fourier import _TINY, Dims, spectral_magnitude, with_amplitude
 
 __all__ = [
     "apr_pair",
@@ -39,8 +39,6 @@ __all__ = [
     "value_range",
     "finish",
 ]
-
-_TINY = 1e-12
 
 
 def value_range(dtype: torch.dtype) -> float:

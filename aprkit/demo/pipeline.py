@@ -30,7 +30,8 @@ from .config import DemoData, DemoSettings, TensorSet, demo_settings, load_demo_
 
 __all__ = ["run_demo", "train_config", "SharedCorruptions", "transplant_layers", "Stopwatch"]
 
-METHODS = {"standard": "standard", "apr-sp": "apr_sp"}
+#: the demo's two models: report name -> ``aprkit.train`` method (not the list of methods: that is ``aprkit.train.config.METHODS``)
+DEMO_MODELS = {"standard": "standard", "apr-sp": "apr_sp"}
 
 
 class Stopwatch:
@@ -191,7 +192,7 @@ def run_demo(
     size = int(dd.test.images.shape[-1])
     models: dict[str, nn.Module] = {}
     training: dict[str, Any] = {}
-    for name, method in METHODS.items():
+    for name, method in DEMO_MODELS.items():
         cfg = train_config(method, s, dd.num_classes, size, seed, dev, progress)
         models[name], training[name] = clock.run(f"train {name}", lambda cfg=cfg, name=name: _train(name, cfg, dd, out))
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..data.arrays import NO_LABEL
 from ..models.normalize import find_classifier
 from .batches import _dist_info, iter_batches
 
@@ -45,9 +46,6 @@ __all__ = [
     "predict",
     "is_main_process",
 ]
-
-#: label of unlabelled images (synthetic OOD sets), as in ``aprkit.data``
-NO_LABEL = -1
 
 #: model outputs gathered on the device before one finiteness check and copy to the host
 FLUSH_ROWS = 8192
