@@ -48,6 +48,7 @@ class ModelConfig:
     num_classes: int = 10
     checkpoint: str | None = None  # initial weights (an aprkit checkpoint), not a resume point
     drop_head: bool = False  # a checkpoint with another number of classes: replace its classifier (fine-tuning)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # builder arguments (e.g. nonlinearity, img_size/patch_size)
 
 
 @dataclass

@@ -64,7 +64,8 @@ def build_model(cfg: Config) -> nn.Module:
     from ..models import load_model
 
     return load_model(cfg.model.name, num_classes=cfg.model.num_classes, checkpoint=cfg.model.checkpoint,
-                      random_init=cfg.model.checkpoint is None, drop_head=cfg.model.drop_head).train()
+                      random_init=cfg.model.checkpoint is None, drop_head=cfg.model.drop_head,
+                      **cfg.model.kwargs).train()
 
 
 @torch.no_grad()

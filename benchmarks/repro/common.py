@@ -1,0 +1,158 @@
+"""Shared plumbing of the reproduction studies (issue 16): arguments, training runs through ``aprkit.train.fit``,
+evaluation through ``aprkit.eval.evaluate``, and the JSON + Markdown result files.
+
+Every study script takes ``--out DIR``, ``--resume``, ``--device``, ``--epochs``, ``--smoke`` and ``--shared``;
+training resumes through ``fit(..., resume=True)`` (``last.pt``) and evaluation through the eval cache
+(``DIR/eval/cache``). ``--smoke`` shrinks everything (a few hundred images, one epoch, one corruption at one
+severity) so a test can run the whole script in well under a minute on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+__all__ = [
+    "REPO_ROOT", "CONFIGS", "SMOKE", "parser", "shared_root", "cifar10_spec", "scaled_milestones", "train_run",
+    "feature_apr_builder", "write_outputs", "fmt_pct", "fmt_num", "markdown_table",
+]
+
+CONFIGS = REPO_ROOT / "configs" / "train"
+#: sizes of a ``--smoke`` run: training / test images, eval images, the one corruption cell
+SMOKE: dict[str, Any] = {"train_limit": 256, "test_limit": 128, "eval_limit": 128, "corruptions": ["gaussian_noise"],
+                         "severities": [3], "batch_size": 64}
+
+
+def parser(description: str, default_epochs: int) -> argparse.ArgumentParser:
+    """The arguments every study script shares."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", required=True, help="output folder (runs/, eval/, results.json, results.md)")
+    p.add_argument("--resume", action="store_true", help="continue training runs (last.pt) and reuse the eval cache")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--epochs", type=int, default=default_epochs, help="training epochs per run (same for every run)")
+    p.add_argument("--smoke", action="store_true", help="tiny run (256 train images, 1 epoch, 1 corruption x 1 severity)")
+    p.add_argument("--shared", default=None, help="folder with data/cifar10 and models/ (default: $APRKIT_SHARED or ../shared)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--progress", action="store_true", help="progress bars")
+    return p
+
+
+def shared_root(arg: str | None = None) -> Path:
+    """``--shared``, else ``$APRKIT_SHARED``, else ``../shared`` beside the repository; must hold data/cifar10."""
+    root = Path(arg or os.environ.get("APRKIT_SHARED") or REPO_ROOT.parent / "shared").expanduser()
+    if not (root / "data" / "cifar10").is_dir():
+        raise FileNotFoundError(f"{root}/data/cifar10 not found: pass --shared DIR (or set APRKIT_SHARED) to the folder "
+                                "holding data/cifar10 and models/")
+    return root
+
+
+def cifar10_spec(shared: Path) -> str:
+    return f"cifar10:{shared / 'data' / 'cifar10'}"
+
+
+def scaled_milestones(epochs: int, fractions: Sequence[float] = (0.3, 0.6, 0.8, 0.95)) -> list[int]:
+    """The 200-epoch recipe's lr steps (60/120/160/190) scaled to ``epochs`` (each >= 1, < epochs, increasing)."""
+    out: list[int] = []
+    for f in fractions:
+        m = max(1, round(f * epochs))
+        if m < epochs and (not out or m > out[-1]):
+            out.append(m)
+    return out
+
+
+def train_run(config: str | Path, out: Path, args: argparse.Namespace, overrides: Sequence[str] = (),
+              build: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Train ``config`` (a file in ``configs/train``) on the shared CIFAR-10 into ``out``; return fit's summary
+    without the model. ``build(cfg) -> nn.Module`` replaces ``aprkit.train.build_model`` during this call
+    (FeatureAPR hooks); everything else is the recipe plus the study's schedule."""
+    from aprkit.train import fit
+
+    shared = shared_root(args.shared)
+    epochs = 1 if args.smoke else args.epochs
+    ov = [f"data.dataset={cifar10_spec(shared)}", f"optim.epochs={epochs}",
+          f"optim.milestones=[{', '.join(map(str, scaled_milestones(epochs)))}]", f"train.device={args.device}",
+          f"train.progress={str(bool(args.progress)).lower()}", "train.tensorboard=false"]
+    if args.threads:
+        ov.append(f"train.threads={args.threads}")
+    if args.smoke:
+        ov += [f"data.limit={SMOKE['train_limit']}", f"data.test_limit={SMOKE['test_limit']}",
+               f"optim.batch_size={SMOKE['batch_size']}", "data.num_workers=0"]
+    ov += list(overrides)
+    path = config if Path(config).is_absolute() else CONFIGS / config
+    ctx = _patched_build(build) if build is not None else contextlib.nullcontext()
+    with ctx:
+        res = fit(str(path), ov, out=out, resume=args.resume)
+    res = {k: v for k, v in res.items() if k != "model"}
+    print(f"trained {out.name}: {res['final']} in {res['wall_s']:.1f} s", file=sys.stderr)
+    return res
+
+
+@contextlib.contextmanager
+def _patched_build(build: Callable[[Any], Any]) -> Iterator[None]:
+    """Swap ``aprkit.train.loop.build_model`` for ``build`` inside the block (fit has no model hook)."""
+    from aprkit.train import loop
+
+    original = loop.build_model
+    loop.build_model = build  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        loop.build_model = original  # type: ignore[assignment]
+
+
+def feature_apr_builder(layers: Sequence[str], p: float, seed: int) -> Callable[[Any], Any]:
+    """A ``build(cfg)`` that attaches :class:`aprkit.hidden.FeatureAPR` at ``layers`` (active in train mode only;
+    the saved checkpoint is the plain architecture). Its draws use their own generator seeded with ``seed``
+    (a resumed run continues with a fresh stream, so it is not bit-identical to an uninterrupted one)."""
+    import torch
+
+    from aprkit.hidden import attach
+    from aprkit.train import loop
+
+    original = loop.build_model
+
+    def build(cfg: Any) -> Any:
+        model = original(cfg)
+        dev = "cuda" if cfg.train.device.startswith("cuda") or (cfg.train.device == "auto" and torch.cuda.is_available()) else "cpu"
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        model.to(dev)
+        model.feature_apr_handle = attach(model, list(layers), p=p, generator=gen)
+        return model
+
+    return build
+
+
+def fmt_pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, name: str, results: Mapping[str, Any], markdown: str) -> tuple[Path, Path]:
+    """Write ``out/results.json`` and ``out/results.md`` atomically; return both paths."""
+    from aprkit._io import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    js, md = out / "results.json", out / "results.md"
+    atomic_write_text(js, json.dumps({"study": name, **results}, indent=2, default=str) + "\n")
+    atomic_write_text(md, markdown.rstrip() + "\n")
+    print(f"wrote {js} and {md}", file=sys.stderr)
+    return js, md

@@ -1,0 +1,64 @@
+"""Smoke runs of the issue-16 reproduction scripts (``benchmarks/repro``): each runs end to end on a few hundred
+real CIFAR-10 images, writes results.json / results.md with the paper's direction, and resumes from its files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # about 30-60 s per script on one CPU thread
+
+
+def _run(script: str, out: Path, shared: Path, *extra: str) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "MPLBACKEND": "Agg"}
+    cmd = [sys.executable, str(REPO / "benchmarks" / "repro" / script), "--out", str(out), "--smoke", "--threads", "1",
+           "--device", "cpu", "--shared", str(shared), *extra]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "results.md").is_file()
+    return json.loads((out / "results.json").read_text())
+
+
+def test_apr_cifar10_smoke_and_resume(cifar10_dir: Path, shared_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s1"
+    res = _run("apr_cifar10.py", out, shared_root)
+    assert set(res["rows"]) == {"standard", "apr_p", "apr_sp", "apr_sp_feature_apr"}
+    for row in res["rows"].values():
+        for key in ("clean_error", "mean_error", "corrupted_rms", "auroc_synthetic", "auroc_natural", "phase_bias", "patch_shuffle_acc"):
+            assert row[key] is not None, key
+    assert "lower" in res["directions"]["mean_error"]
+    assert "paper's direction" in (out / "results.md").read_text()
+    assert (out / "eval" / "report.md").is_file() and (out / "runs" / "apr_p" / "model.pt").is_file()
+    again = _run("apr_cifar10.py", out, shared_root, "--resume")  # finished runs and cached cells are reused
+    assert again["rows"] == res["rows"]
+
+
+def test_apr_cifar10_refuses_existing_run_without_resume(cifar10_dir: Path, shared_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s1"
+    _run("apr_cifar10.py", out, shared_root, "--runs", "standard")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/repro/apr_cifar10.py"), "--out", str(out), "--smoke",
+                           "--runs", "standard", "--shared", str(shared_root)], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and "resume" in proc.stderr
+
+
+def test_phase_collapse_smoke(cifar10_dir: Path, shared_root: Path, tmp_path: Path) -> None:
+    res = _run("phase_collapse.py", tmp_path / "s2", shared_root)
+    assert set(res["rows"]) == {"modulus", "soft_threshold"}
+    assert res["error_ratio_soft_over_modulus"] is not None
+
+
+def test_transplant_sweeps_smoke(cifar10_dir: Path, shared_root: Path, tmp_path: Path) -> None:
+    if not (shared_root / "models" / "resnet20-12fca82f.th").is_file():
+        pytest.skip("shipped ResNet checkpoints are not present")
+    res = _run("transplant_sweeps.py", tmp_path / "s3", shared_root)
+    models = {s["model"] for s in res["summary"]}
+    assert models == {"resnet20", "resnet56", "gfnet_cifar", "vit_tiny_p4"}
+    sign_out = [s for s in res["summary"] if s["model"] == "resnet20" and s["site"] == "output" and s["code"] == "sign"]
+    assert sign_out and "inert" in sign_out[0]["finding"]
