@@ -276,3 +276,26 @@ def test_shared_cifar10_full_read(cifar10_dir: Path) -> None:
     assert len(ds) == 10000 and np.bincount(ds.labels).tolist() == [1000] * 10
     train = get_dataset(f"cifar10:{cifar10_dir}", split="train")
     assert len(train) == 30000
+
+
+def test_dataset_tensors_same_from_items_and_from_the_batch_source() -> None:
+    from aprkit.data import dataset_tensors, to_array_dataset
+    from aprkit.data.loading import SubsetDataset
+    from aprkit.data.synthetic import SyntheticShapes
+
+    base = SyntheticShapes(23, seed=2)
+
+    class Items(torch.utils.data.Dataset):  # no get_batch / tensors: decoded item by item in batches
+        def __len__(self) -> int:
+            return len(base)
+
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+            return base[i]
+
+    assert batch_source(base) is not None and batch_source(Items()) is None
+    fast, slow = dataset_tensors(SubsetDataset(base, [5, 0, 7])), dataset_tensors(SubsetDataset(Items(), [5, 0, 7]), batch_size=2)
+    assert all(torch.equal(a, b) for a, b in zip(fast, slow, strict=True))
+    assert fast[0].dtype == torch.uint8 and fast[1].dtype == torch.int64 and fast[1].tolist() == [int(base[i][1]) for i in (5, 0, 7)]
+    assert torch.equal(dataset_tensors(to_array_dataset(Items()))[0], base.tensors[0])
+    with pytest.raises(ValueError, match="empty"):
+        dataset_tensors(SubsetDataset(base, []))

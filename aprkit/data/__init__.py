@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "subset": "aprkit.data.loading",
     "first_n": "aprkit.data.loading",
     "SubsetDataset": "aprkit.data.loading",
+    "dataset_tensors": "aprkit.data.loading",
     "to_array_dataset": "aprkit.data.loading",
     "batch_source": "aprkit.data.loading",
     "ArrayDataset": "aprkit.data.arrays",

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .arrays import ArrayDataset, _as_index_array
 
-__all__ = ["iter_batches", "collate_uint8", "subset", "first_n", "SubsetDataset", "to_array_dataset", "batch_source",
+__all__ = ["iter_batches", "collate_uint8", "subset", "first_n", "SubsetDataset", "dataset_tensors", "to_array_dataset", "batch_source",
            "describe_size_mismatch"]
 
 
@@ -204,12 +204,34 @@ def iter_batches(
         yield x, y
 
 
+def dataset_tensors(
+    dataset: Dataset, *, batch_size: int = 256, num_workers: int = 0, progress: bool = False, desc: str = "loading"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every sample of ``dataset`` decoded once: uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)`` (CPU).
+
+    In-memory datasets (:func:`batch_source`, also through subsets) are read in one call; others in batches
+    of ``batch_size`` through :func:`iter_batches` (``num_workers`` decoding processes), with a tqdm bar
+    labelled ``desc`` when ``progress``. An empty dataset raises ``ValueError``.
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    if n == 0:
+        raise ValueError("dataset is empty")
+    source = batch_source(dataset)
+    if source is not None:
+        x, y = source(np.arange(n))
+        return x, torch.as_tensor(y, dtype=torch.int64)
+    from tqdm.auto import tqdm
+
+    xs, ys = [], []
+    with tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for x, y in iter_batches(dataset, batch_size, num_workers=num_workers):
+            xs.append(x)
+            ys.append(y)
+            bar.update(len(y))
+    return torch.cat(xs), torch.cat(ys)
+
+
 def to_array_dataset(dataset: Dataset, *, batch_size: int = 256, num_workers: int = 0) -> ArrayDataset:
     """Decode every image once into an in-memory :class:`ArrayDataset` (for small sets read many times)."""
-    xs, ys = [], []
-    for x, y in iter_batches(dataset, batch_size, num_workers=num_workers):
-        xs.append(x)
-        ys.append(y)
-    if not xs:
-        raise ValueError("dataset is empty")
-    return ArrayDataset(torch.cat(xs).numpy(), torch.cat(ys).numpy(), layout="nchw", classes=getattr(dataset, "classes", None))
+    x, y = dataset_tensors(dataset, batch_size=batch_size, num_workers=num_workers)
+    return ArrayDataset(x.numpy(), y.numpy(), layout="nchw", classes=getattr(dataset, "classes", None))

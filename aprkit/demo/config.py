@@ -96,21 +96,12 @@ class DemoData:
 
 def _materialise(ds: Dataset, n: int, seed: int, tag: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode ``n`` seeded-random images of ``ds`` (all when ``n`` is 0 or too large) into one tensor."""
-    from tqdm.auto import tqdm
-
-    from ..data import iter_batches, subset
+    from ..data import dataset_tensors, subset
 
     total = len(ds)  # type: ignore[arg-type]
     if n and n < total:
         ds = subset(ds, n, seed=seed)
-    xs, ys = [], []
-    with tqdm(total=len(ds), desc=f"loading {tag}", unit="img", disable=not progress, leave=False) as bar:  # type: ignore[arg-type]
-        for batch in iter_batches(ds, 256):
-            x, y = batch[0], batch[1]
-            xs.append(x)
-            ys.append(y)
-            bar.update(len(y))
-    return torch.cat(xs), torch.cat(ys)
+    return dataset_tensors(ds, progress=progress, desc=f"loading {tag}")
 
 
 def _num_classes(*datasets: Any, labels: torch.Tensor) -> tuple[int, list[str] | None]:

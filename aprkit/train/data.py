@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..data.loading import SubsetDataset, batch_source
+from ..data.loading import SubsetDataset, dataset_tensors
 from .config import Config, expand_env
 from .state import derive_seed
 
@@ -145,15 +145,8 @@ def cpu_test_transform(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor] | 
 
 
 def _materialise(ds: Dataset, device: torch.device, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
-    src = batch_source(ds)  # in-memory datasets (``tensors``/``get_batch``), also through subsets
-    if src is not None:
-        x, y = src(np.arange(len(ds)))  # type: ignore[arg-type]
-        return x.to(device), torch.as_tensor(y, dtype=torch.long).to(device)
-    xs, ys = [], []
-    for x, y in DataLoader(ds, batch_size=512, num_workers=num_workers, shuffle=False):
-        xs.append(x)
-        ys.append(torch.as_tensor(y, dtype=torch.long))
-    return torch.cat(xs).to(device), torch.cat(ys).to(device)
+    x, y = dataset_tensors(ds, batch_size=512, num_workers=num_workers)
+    return x.to(device), y.to(device)
 
 
 def _fits_in_memory(ds: Dataset, cfg: Config) -> bool:
