@@ -179,6 +179,22 @@ def test_cell_summary_equals_the_separate_metrics():
         cell_summary(labels[:, None], labels)
 
 
+def test_pool_reliability_is_the_reliability_of_the_pooled_predictions():
+    from aprkit.eval import metrics as M
+    from aprkit.eval.suites.calibration import pool_reliability
+    from aprkit.eval.suites.corruption import cell_summary
+
+    g = torch.Generator().manual_seed(1)
+    cells = [(torch.randn(n, 10, generator=g) * s, torch.randint(0, 10, (n,), generator=g)) for n, s in ((300, 1.0), (77, 4.0))]
+    pooled = pool_reliability([cell_summary(x, y)["reliability"] for x, y in cells])
+    ref = M.reliability_diagram_data(torch.softmax(torch.cat([x for x, _ in cells]).double(), 1), torch.cat([y for _, y in cells]))
+    assert pooled["count"] == ref["count"] and pooled["bin_edges"] == ref["bin_edges"]
+    assert pooled["ece"] == pytest.approx(ref["ece"], rel=1e-12)
+    assert pooled["confidence"] == pytest.approx(ref["confidence"], rel=1e-12)
+    with pytest.raises(ValueError, match="at least one"):
+        pool_reliability([])
+
+
 class _Const(nn.Module):
     def __init__(self, out: torch.Tensor | None = None, rows: int | None = None, k: int = 10) -> None:
         super().__init__()

@@ -34,6 +34,8 @@ __all__ = [
     "bin_statistics",
     "ece_from_bins",
     "rms_from_confidences",
+    "nll_from_picked",
+    "brier_from_picked",
 ]
 
 
@@ -121,21 +123,36 @@ def rms_calibration_error(probs: Any, labels: Any, bin_size: int = 100) -> float
     return rms_from_confidences(conf, correct, bin_size)
 
 
-def nll(probs: Any, labels: Any, eps: float = 1e-12) -> float:
-    """Mean negative log-likelihood ``-mean_i log p_i[y_i]`` (probabilities clamped at ``eps``)."""
+def nll_from_picked(picked: torch.Tensor, eps: float = 1e-12) -> float:
+    """NLL from the probabilities of the true labels ``picked`` ``(N,)`` (unchecked; see :func:`nll`)."""
+    return float(-picked.to(torch.float64).clamp_min(eps).log().mean())
+
+
+def brier_from_picked(probs: torch.Tensor, picked: torch.Tensor) -> float:
+    """Brier score from ``probs`` ``(N, K)`` and the true labels' probabilities ``picked`` ``(N,)`` (unchecked).
+
+    ``sum_k (p_k - onehot_k)^2 = sum_k p_k^2 - 2 p_y + 1`` per sample (no one-hot copy of ``probs``),
+    clamped at 0 against rounding; see :func:`brier`.
+    """
+    p = probs.to(torch.float64)
+    per_sample = (p * p).sum(dim=1) - 2.0 * picked.to(torch.float64) + 1.0
+    return float(per_sample.clamp_min(0.0).mean())
+
+
+def _picked(probs: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
     p = check_probs(probs)
     y = check_labels_for(labels, p.shape[0], p.shape[1], device=p.device)
-    picked = p.gather(1, y[:, None]).squeeze(1).to(torch.float64)
-    return float(-picked.clamp_min(eps).log().mean())
+    return p, p.gather(1, y[:, None]).squeeze(1)
+
+
+def nll(probs: Any, labels: Any, eps: float = 1e-12) -> float:
+    """Mean negative log-likelihood ``-mean_i log p_i[y_i]`` (probabilities clamped at ``eps``)."""
+    return nll_from_picked(_picked(probs, labels)[1], eps)
 
 
 def brier(probs: Any, labels: Any) -> float:
     """Brier score: mean over samples of ``sum_k (p_k - onehot(y)_k)^2`` (in [0, 2])."""
-    p = check_probs(probs)
-    y = check_labels_for(labels, p.shape[0], p.shape[1], device=p.device)
-    diff = p.to(torch.float64).clone()
-    diff[torch.arange(p.shape[0], device=p.device), y] -= 1.0
-    return float((diff**2).sum(dim=1).mean())
+    return brier_from_picked(*_picked(probs, labels))
 
 
 def reliability_from_bins(stats: torch.Tensor) -> dict[str, Any]:

@@ -26,29 +26,21 @@ _METRICS = ("accuracy", "ece", "rms", "nll", "brier")
 
 def pool_reliability(diagrams: list[dict]) -> dict:
     """Merge reliability-diagram data (same bins) of several cells into one, weighting by bin counts."""
+    import torch
+
+    from ..metrics import reliability_from_bins
+
     if not diagrams:
         raise ValueError("pool_reliability needs at least one reliability diagram")
-    edges = diagrams[0]["bin_edges"]
-    n_bins = len(edges) - 1
-    count = [0] * n_bins
-    conf = [0.0] * n_bins
-    acc = [0.0] * n_bins
+    n_bins = len(diagrams[0]["count"])
+    stats = torch.zeros(3, n_bins, dtype=torch.float64)  # the bin sums of metrics.bin_statistics
     for d in diagrams:
         if len(d["count"]) != n_bins:
             raise ValueError("reliability diagrams to pool must use the same number of bins")
-        for b in range(n_bins):
-            count[b] += d["count"][b]
-            conf[b] += d["count"][b] * d["confidence"][b]
-            acc[b] += d["count"][b] * d["accuracy"][b]
-    total = sum(count)
-    ece = sum(abs(a - c) for a, c in zip(acc, conf, strict=True)) / total if total else 0.0
-    return {
-        "bin_edges": edges,
-        "confidence": [c / n if n else 0.0 for c, n in zip(conf, count, strict=True)],
-        "accuracy": [a / n if n else 0.0 for a, n in zip(acc, count, strict=True)],
-        "count": count,
-        "ece": ece,
-    }
+        count = torch.tensor(d["count"], dtype=torch.float64)
+        stats += torch.stack([count, count * torch.tensor(d["confidence"], dtype=torch.float64),
+                              count * torch.tensor(d["accuracy"], dtype=torch.float64)])
+    return reliability_from_bins(stats)
 
 
 @register_suite("calibration")

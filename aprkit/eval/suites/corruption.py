@@ -90,8 +90,8 @@ def cell_summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -
         "n": int(labels.shape[0]),
         "accuracy": acc,
         "error": 1.0 - acc,
-        "nll": float(-picked.clamp_min(1e-12).log().mean()),
-        "brier": float(((probs * probs).sum(dim=1) - 2.0 * picked + 1.0).mean()),  # sum_k (p_k - onehot_k)^2
+        "nll": M.nll_from_picked(picked),
+        "brier": M.brier_from_picked(probs, picked),
         "ece": reliability["ece"],
         "rms": M.rms_from_confidences(conf, correct),
         "reliability": reliability,
