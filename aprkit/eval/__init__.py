@@ -29,7 +29,7 @@ _EXPORTS: dict[str, str] = {
     "predict": "aprkit.eval.inference",
 }
 
-_SUBMODULES = ("metrics", "suites", "runner", "report", "scores", "states")
+_SUBMODULES = ("metrics", "suites", "runner", "report", "scores")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

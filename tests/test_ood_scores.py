@@ -1,4 +1,4 @@
-"""OOD scores (aprkit.eval.scores) and stateful metrics (aprkit.eval.states)."""
+"""OOD scores (aprkit.eval.scores)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from torch import nn
 
 from aprkit.eval import metrics as M
 from aprkit.eval import scores as S
-from aprkit.eval.states import AccuracyState, CalibrationState, OODState
 
 
 def _logits(n: int = 64, k: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,101 +117,3 @@ def test_scores_separate_in_from_out() -> None:
     knn = S.KNNScorer(k=5).fit(train)
     assert M.auroc(maha.score(s_in_f), maha.score(s_out_f)) > 0.95
     assert M.auroc(knn.score(s_in_f), knn.score(s_out_f)) > 0.95
-
-
-# ---------------------------------------------------------------- states
-
-
-def test_calibration_state_matches_functional_and_merges() -> None:
-    logits, y = _logits(1000, 10)
-    p = torch.softmax(logits.double(), 1)
-    a, b, whole = CalibrationState(), CalibrationState(), CalibrationState()
-    for i in range(0, 1000, 128):
-        (a if i < 500 else b).update(logits[i : i + 128], y[i : i + 128])
-        whole.update(logits[i : i + 128], y[i : i + 128])
-    a.merge_state(b)
-    for st in (a, whole):
-        r = st.compute()
-        assert r["n"] == 1000 and r["accuracy"] == pytest.approx(M.accuracy(p, y))
-        assert r["ece"] == pytest.approx(M.expected_calibration_error(p, y), abs=1e-12)
-        assert r["rms"] == pytest.approx(M.rms_calibration_error(p, y), abs=1e-12)
-        assert r["nll"] == pytest.approx(M.nll(p, y), abs=1e-10)
-        assert r["brier"] == pytest.approx(M.brier(p, y), abs=1e-10)
-        ref = M.reliability_diagram_data(p, y)
-        assert r["reliability"]["count"] == ref["count"]
-        assert np.allclose(r["reliability"]["confidence"], ref["confidence"], atol=1e-12)
-        assert np.allclose(r["reliability"]["accuracy"], ref["accuracy"], atol=1e-12)
-    c = CalibrationState()
-    c.load_state_dict(a.state_dict())
-    assert c.compute() == a.compute()
-    probs_state = CalibrationState(inputs="probs", keep_confidences=False)
-    probs_state.update(p.float(), y)
-    assert "rms" not in probs_state.compute()
-    assert probs_state.state_dict()["bins"].shape == (3, 15)  # fixed size
-
-
-def test_state_errors() -> None:
-    with pytest.raises(ValueError, match="before any update"):
-        CalibrationState().compute()
-    with pytest.raises(ValueError, match="NaN"):
-        CalibrationState().update(torch.tensor([[float("nan"), 0.0]]), torch.tensor([0]))
-    with pytest.raises(ValueError, match="3 predictions"):
-        CalibrationState().update(torch.randn(3, 4), torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match="different configuration"):
-        a = CalibrationState(n_bins=10)
-        a.merge_state(CalibrationState(n_bins=15))
-    with pytest.raises(TypeError, match="cannot merge"):
-        AccuracyState().merge_state(CalibrationState())
-    with pytest.raises(ValueError, match="both ID and OOD"):
-        OODState().compute()
-
-
-def test_accuracy_and_ood_states() -> None:
-    logits, y = _logits(300, 10, seed=2)
-    acc, other = AccuracyState(top_k=(1, 5)), AccuracyState(top_k=(1, 5))
-    acc.update(logits[:100], y[:100])
-    other.update(logits[100:], y[100:])
-    acc.merge_state(other.state_dict())
-    r = acc.compute()
-    assert r["accuracy"] == pytest.approx(M.accuracy(logits, y))
-    assert r["top5_accuracy"] == pytest.approx(M.accuracy(logits, y, top_k=5))
-    s_in, s_out = torch.randn(50) + 1, torch.randn(40)
-    o = OODState()
-    o.update(torch.cat([s_in[:20], s_out[:10]]), torch.cat([torch.ones(20), torch.zeros(10)]).bool())
-    o.update(s_in[20:], True)
-    o2 = OODState()
-    o2.update(s_out[10:], False)
-    o.merge_state(o2)
-    r = o.compute()
-    assert r["n_in"] == 50 and r["n_out"] == 40
-    assert r["auroc"] == pytest.approx(M.auroc(s_in, s_out)) and r["fpr@95"] == pytest.approx(M.fpr_at_tpr(s_in, s_out))
-
-
-def _sync_worker(rank: int, world: int, store_path: str, out_path: str) -> None:
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=world)
-    logits, y = _logits(400, 10, seed=7)
-    shard = slice(rank * 200, (rank + 1) * 200)
-    cal, acc = CalibrationState(), AccuracyState()
-    cal.update(logits[shard], y[shard])
-    acc.update(logits[shard], y[shard])
-    cal.sync()
-    acc.sync()
-    if rank == 0:
-        torch.save({"cal": cal.compute(), "acc": acc.compute()}, out_path)
-    dist.destroy_process_group()
-
-
-@pytest.mark.slow
-def test_states_sync_across_processes(tmp_path) -> None:
-    import torch.multiprocessing as mp
-
-    out = tmp_path / "out.pt"
-    mp.spawn(_sync_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2, join=True)
-    got = torch.load(out, weights_only=False)
-    logits, y = _logits(400, 10, seed=7)
-    p = torch.softmax(logits.double(), 1)
-    assert got["acc"]["n"] == 400 and got["acc"]["accuracy"] == pytest.approx(M.accuracy(logits, y))
-    assert got["cal"]["ece"] == pytest.approx(M.expected_calibration_error(p, y), abs=1e-12)
-    assert got["cal"]["rms"] == pytest.approx(M.rms_calibration_error(p, y), abs=1e-12)
