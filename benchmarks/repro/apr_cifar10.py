@@ -25,7 +25,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.repro.common import (
-    SMOKE, cifar10_spec, feature_apr_builder, fmt_num, fmt_pct, markdown_table, parser, shared_root, train_run,
+    SMOKE, cifar10_spec, feature_apr_builder, fmt_num, fmt_pct, markdown_table, parse_args, parser, train_run,
     write_outputs,
 )
 
@@ -125,14 +125,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--feature-layers", nargs="+", default=["layer2"], help="FeatureAPR sites (study 4)")
     p.add_argument("--feature-p", type=float, default=0.5, help="FeatureAPR probability per sample")
     p.add_argument("--batch-size", type=int, default=500, help="evaluation batch size")
-    args = p.parse_args(argv)
-    import torch
-
+    args, out, shared = parse_args(p, argv)
     from aprkit.eval import evaluate
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out, shared = Path(args.out), shared_root(args.shared)
     trained, wall = {}, {}
     for name in args.runs:
         build = feature_apr_builder(args.feature_layers, args.feature_p, seed=0) if name == FEATURE_RUN else None

@@ -23,7 +23,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 __all__ = [
-    "REPO_ROOT", "CONFIGS", "SMOKE", "parser", "shared_root", "cifar10_spec", "scaled_milestones", "train_run",
+    "REPO_ROOT", "CONFIGS", "SMOKE", "parser", "parse_args", "shared_root", "cifar10_spec", "scaled_milestones", "train_run",
     "feature_apr_builder", "write_outputs", "fmt_pct", "fmt_num", "markdown_table",
 ]
 
@@ -45,6 +45,16 @@ def parser(description: str, default_epochs: int) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="progress bars")
     return p
+
+
+def parse_args(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, Path, Path]:
+    """Parse a study's arguments, apply ``--threads`` and return ``(args, out folder, shared folder)``."""
+    args = p.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return args, Path(args.out), shared_root(args.shared)
 
 
 def shared_root(arg: str | None = None) -> Path:

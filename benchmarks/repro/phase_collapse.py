@@ -20,7 +20,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.repro.common import SMOKE, cifar10_spec, fmt_pct, markdown_table, parser, shared_root, train_run, write_outputs
+from benchmarks.repro.common import SMOKE, cifar10_spec, fmt_pct, markdown_table, parse_args, parser, train_run, write_outputs
 
 RUNS = {"modulus": "repro_cifar10_phase_collapse_modulus.yaml",
         "soft_threshold": "repro_cifar10_phase_collapse_soft_threshold.yaml",
@@ -46,14 +46,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__.split("\n")[0], default_epochs=10)
     p.add_argument("--runs", nargs="+", default=["modulus", "soft_threshold"], choices=list(RUNS))
     p.add_argument("--batch-size", type=int, default=250, help="evaluation batch size")
-    args = p.parse_args(argv)
-    import torch
-
+    args, out, shared = parse_args(p, argv)
     from aprkit.eval import evaluate
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out, shared = Path(args.out), shared_root(args.shared)
     trained, wall = {}, {}
     for name in args.runs:
         smoke_ov = [f"model.kwargs.widths=[{', '.join(map(str, SMOKE_PC_WIDTHS))}]"] if args.smoke else []

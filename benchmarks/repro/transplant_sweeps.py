@@ -22,7 +22,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.repro.phase_collapse import SMOKE_PC_WIDTHS
-from benchmarks.repro.common import SMOKE, cifar10_spec, fmt_pct, markdown_table, parser, shared_root, train_run, write_outputs
+from benchmarks.repro.common import SMOKE, cifar10_spec, fmt_pct, markdown_table, parse_args, parser, train_run, write_outputs
 
 SHIPPED = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
 TRAINED = {"gfnet_cifar": "repro_cifar10_gfnet_cifar_standard.yaml", "vit_tiny_p4": "repro_cifar10_vit_tiny_p4_standard.yaml",
@@ -81,14 +81,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--phase-collapse-checkpoint", default=None, help="a trained phase_collapse_cifar (study 2's modulus run)")
     p.add_argument("--n-pairs", type=int, default=1000, help="transplant pairs per site")
     p.add_argument("--batch-size", type=int, default=250, help="evaluation batch size")
-    args = p.parse_args(argv)
-    import torch
-
+    args, out, shared = parse_args(p, argv)
     from aprkit.eval import evaluate
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out, shared = Path(args.out), shared_root(args.shared)
     models: dict[str, str] = {}
     for name in args.models:
         if name in SHIPPED:
