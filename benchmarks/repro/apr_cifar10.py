@@ -120,7 +120,7 @@ def render(rows: dict[str, dict[str, float | None]], meta: dict[str, Any]) -> st
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = parser(__doc__.split("\n")[0], default_epochs=15)
+    p = parser(__doc__.split("\n")[0], default_epochs=12)
     p.add_argument("--runs", nargs="+", default=[*RUNS, FEATURE_RUN], choices=[*RUNS, FEATURE_RUN])
     p.add_argument("--feature-layers", nargs="+", default=["layer2"], help="FeatureAPR sites (study 4)")
     p.add_argument("--feature-p", type=float, default=0.5, help="FeatureAPR probability per sample")
