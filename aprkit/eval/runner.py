@@ -38,7 +38,7 @@ from .inference import _dist_info, is_main_process, resolve_device, wants_channe
 from .outdir import RunCache, SuiteIndex, merge_provenance
 from .report import Results
 from .suites import EvalContext, load_suites
-from .suites.options import check_suite_options
+from .suites.options import check_suite_options, suite_registry
 
 __all__ = ["evaluate", "Results", "load_eval_model", "SUITE_VERSION"]
 
@@ -111,14 +111,7 @@ def _data_for(data: Any, suite: str) -> Any:
 
 def _suite_names(suite: str | Sequence[str]) -> list[str]:
     names = [suite] if isinstance(suite, str) else list(suite)
-    registry = load_suites()
-    from aprkit._checks import nearest_names
-
-    for n in names:
-        if n not in registry:
-            raise ValueError(f"unknown suite {n!r}{nearest_names(n, list(registry))}; available: {', '.join(sorted(registry))}")
-    if not names:
-        raise ValueError("no suite given; choose from: " + ", ".join(sorted(registry)))
+    suite_registry(names)  # did-you-mean for an unknown name, an error for none
     return names
 
 
