@@ -13,6 +13,8 @@ Sampling lives here only for APR-P; the classes in :mod:`aprkit.augment.pair` an
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -28,6 +30,7 @@ from .._checks import (
 from ..fourier import _TINY, Dims, spectral_magnitude, with_amplitude
 
 __all__ = [
+    "CompiledCore",
     "apr_pair",
     "apr_pair_core",
     "apr_pair_with_dc",
@@ -253,3 +256,25 @@ def sample_pair_params(
     mask = (u < p).expand(batch_size)
     dev = torch.device(device) if device is not None else gdev
     return {"perm": perm.to(dev, non_blocking=True), "mask": mask.to(dev, non_blocking=True).contiguous()}
+
+
+class CompiledCore:
+    """Mixin of the APR modules with ``compile_core``: ``core_fn`` (the unchecked core), compiled on first use with
+    ``torch.compile(core_fn, fullgraph=True, **options)`` when ``compile_core`` is ``True`` or a dict of options."""
+
+    core_fn: Any
+
+    def _init_compile_core(self, compile_core: bool | dict[str, Any]) -> None:
+        if not isinstance(compile_core, (bool, dict)):
+            raise TypeError(f"compile_core must be a bool or a dict of torch.compile options, got {type(compile_core).__name__}")
+        self.compile_core = compile_core
+        self._core: Any = None
+
+    def _run_core(self) -> Any:
+        """``core_fn``, or its compiled graph (built once, lazily) if ``compile_core``."""
+        if not self.compile_core:
+            return self.core_fn
+        if self._core is None:
+            options = {"fullgraph": True} | ({} if self.compile_core is True else self.compile_core)
+            self._core = torch.compile(self.core_fn, **options)
+        return self._core

@@ -22,13 +22,13 @@ from torch import nn
 
 from .._checks import check_dims, check_finite_spectrum, check_image_tensor, check_labels, check_probability, eager_cpu
 from ..fourier import Dims
-from .functional import apr_pair, apr_pair_with_dc, needs_finite_check, sample_pair_params
+from .functional import CompiledCore, apr_pair, apr_pair_with_dc, needs_finite_check, sample_pair_params
 from .single import make_generator, worker_generator
 
 __all__ = ["APRPair", "APRSP"]
 
 
-class APRPair(nn.Module):
+class APRPair(CompiledCore, nn.Module):
     """Batch APR-P: ``images, labels = apr_pair(images, labels)`` (or ``images = apr_pair(images)``).
 
     Args:
@@ -50,6 +50,8 @@ class APRPair(nn.Module):
     images that take their amplitude.
     """
 
+    core_fn = staticmethod(apr_pair_with_dc)
+
     def __init__(self, p: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool = False,
                  generator: torch.Generator | None = None, seed: int | None = None,
                  compile_core: bool | dict[str, Any] = False) -> None:
@@ -61,10 +63,7 @@ class APRPair(nn.Module):
         self.clamp = bool(clamp)
         self.generator = make_generator(generator, seed)
         self._base_seed = None if self.generator is None else self.generator.initial_seed()  # see worker_generator
-        if not isinstance(compile_core, (bool, dict)):
-            raise TypeError(f"compile_core must be a bool or a dict of torch.compile options, got {type(compile_core).__name__}")
-        self.compile_core = compile_core
-        self._core: Any = None
+        self._init_compile_core(compile_core)
 
     def generate_parameters(self, batch_shape: torch.Size | tuple[int, ...], device: torch.device | str | None = None
                             ) -> dict[str, torch.Tensor]:
@@ -106,15 +105,6 @@ class APRPair(nn.Module):
         if dc is not None:  # eager CPU only: a free read there
             check_finite_spectrum(dc, x.dtype)
         return out if labels is None else (out, labels)
-
-    def _run_core(self) -> Any:
-        """:func:`~aprkit.augment.functional.apr_pair_with_dc`, compiled once (lazily) if ``compile_core``."""
-        if not self.compile_core:
-            return apr_pair_with_dc
-        if self._core is None:
-            options = {"fullgraph": True} | ({} if self.compile_core is True else self.compile_core)
-            self._core = torch.compile(apr_pair_with_dc, **options)
-        return self._core
 
     def extra_repr(self) -> str:
         compiled = f", compile_core={self.compile_core!r}" if self.compile_core else ""

@@ -26,7 +26,7 @@ from torch import nn
 
 from .._checks import check_dims, check_image_tensor, check_probability, compute_dtype
 from ..fourier import Dims
-from .functional import finish, recombine_views, recombine_views_numpy, value_range
+from .functional import CompiledCore, finish, recombine_views, recombine_views_numpy, value_range
 from .ops import TABLE_COLS, apply_table, grey_levels, op_table, pixel_matrix, resolve_ops, sample_op_params, use_dense
 from .ops_pil import apply_pil_op
 
@@ -181,7 +181,7 @@ def apr_single_core(x: torch.Tensor, params: dict[str, torch.Tensor], names: tup
     return finish(out if quantize else out / scale, x.dtype, clamp=True)
 
 
-class APRSingleBatch(nn.Module):
+class APRSingleBatch(CompiledCore, nn.Module):
     """APR-S on a whole batch ``(B, C, H, W)`` on its device: ``images = aprs_batch(images)``.
 
     Each image gets its own ops and draws. Kornia-style: :meth:`generate_parameters` samples,
@@ -190,6 +190,8 @@ class APRSingleBatch(nn.Module):
     :func:`apr_single_core` compiled as one graph (the sampling stays eager); on a device, draw from a
     generator there so the whole core is device work.
     """
+
+    core_fn = staticmethod(apr_single_core)
 
     def __init__(self, p: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None, dims: Dims = "chw",
                  generator: torch.Generator | None = None, seed: int | None = None,
@@ -202,10 +204,7 @@ class APRSingleBatch(nn.Module):
         self.dims = dims
         self.generator = make_generator(generator, seed)
         self._base_seed = None if self.generator is None else self.generator.initial_seed()  # see worker_generator
-        if not isinstance(compile_core, (bool, dict)):
-            raise TypeError(f"compile_core must be a bool or a dict of torch.compile options, got {type(compile_core).__name__}")
-        self.compile_core = compile_core
-        self._core: Any = None
+        self._init_compile_core(compile_core)
 
     def generate_parameters(self, batch_shape: torch.Size | Sequence[int], device: torch.device | str | None = None
                             ) -> dict[str, torch.Tensor]:
@@ -225,14 +224,6 @@ class APRSingleBatch(nn.Module):
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True)  # the one validation pass
         params = self.generate_parameters(x.shape)  # on the generator's device; the core moves one packed table
         return self._run_core()(x, params, self.ops, self.dims)
-
-    def _run_core(self) -> Any:
-        if not self.compile_core:
-            return apr_single_core
-        if self._core is None:
-            options = {} if self.compile_core is True else dict(self.compile_core)
-            self._core = torch.compile(apr_single_core, fullgraph=True, **options)
-        return self._core
 
     def extra_repr(self) -> str:
         return f"p={self.p}, severity={self.severity}, ops={len(self.ops)}, dims={self.dims!r}"
