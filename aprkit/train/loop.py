@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._io import atomic_write_text
+from ..models.normalize import unwrap_model
 from .batch_ops import to_float
 from .config import Config, config_from_dict, load_config, validate_config
 from .data import EpochBatches, load_datasets
@@ -37,7 +38,6 @@ from .state import (
     derive_seed,
     load_train_checkpoint,
     restore_rng,
-    unwrap_model,
 )
 
 __all__ = ["fit", "build_model", "evaluate_accuracy", "lr_factor"]

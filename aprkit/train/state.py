@@ -20,7 +20,6 @@ import torch
 
 from .._hash import stable_hash64
 from .._io import atomic_torch_save
-from ..models.normalize import unwrap_model  # re-exported: the one implementation (also DataParallel)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -33,7 +32,6 @@ __all__ = [
     "restore_rng",
     "atomic_save",
     "load_train_checkpoint",
-    "unwrap_model",
 ]
 
 CHECKPOINT_FORMAT = "aprkit-train/1"
