@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from typing import Any
 
@@ -47,8 +48,8 @@ def epoch_throughput(args: argparse.Namespace, method: str, path: str) -> float:
 
 
 def step_times(model_name: str, batch_size: int, image_size: int, device: torch.device | str, steps: int = 6, *,
-               num_classes: int = 10, deadline: float | None = None,
-               aug_compile: bool | dict[str, Any] = False) -> dict[str, float]:
+               num_classes: int = 10, deadline: float | None = None, aug_compile: bool | dict[str, Any] = False,
+               amp_dtype: str = "float16", rounds: int = 3) -> dict[str, float]:
     """Seconds per training step (AMP and channels_last on CUDA) of APR-SP against standard training.
 
     Measured on one uint8 batch of ``batch_size`` images already on the device: ``aug_s`` the APR-SP
@@ -59,7 +60,10 @@ def step_times(model_name: str, batch_size: int, image_size: int, device: torch.
     ``apr_sp_step_s / standard_2b_step_s - 1`` (goal on a GPU: < 5 %). ``aug_compile`` is the config's
     ``aug.compile``: ``True`` or ``torch.compile`` options (e.g. ``{"mode": "reduce-overhead"}``, CUDA graphs)
     compile both APR cores (APR-S and APR-P); three warm-up steps keep compilation and graph capture out of the
-    timings.
+    timings. ``amp_dtype`` is ``train.amp_dtype``: ``float16`` steps through a GradScaler (a host sync per step),
+    ``bfloat16`` needs none, so the host queues the next step while the device runs. The variants are timed in
+    ``rounds`` interleaved rounds of ``steps`` steps each and every figure is the median round (a drift of the
+    machine's clocks hits all variants alike).
     """
     from aprkit.models import create_model
     from aprkit.train.config import load_config
@@ -68,23 +72,24 @@ def step_times(model_name: str, batch_size: int, image_size: int, device: torch.
 
     device = resolve_device(str(device))
     cl = device.type == "cuda"
+    dtype = getattr(torch, amp_dtype)
     gen = torch.Generator(device=device).manual_seed(0)
 
     def setup(method: str, n: int):
         cfg = load_config(None, [f"aug.method={method}", f"model.name={model_name}", f"data.image_size={image_size}",
-                                 f"aug.compile={json.dumps(aug_compile)}"])  # JSON is YAML: the user's path
+                                 f"aug.compile={json.dumps(aug_compile)}", f"train.amp_dtype={amp_dtype}"])
         aug = DeviceAugment(cfg, device, gen, channels_last=cl)
         model = create_model(model_name, num_classes=num_classes).to(device).train()
         if cl:
             model = model.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-        scaler = torch.amp.GradScaler("cuda", enabled=cl)
+        scaler = torch.amp.GradScaler("cuda", enabled=cl and dtype == torch.float16)
         x8 = torch.randint(0, 256, (n, 3, image_size, image_size), dtype=torch.uint8, device=device)
         y = torch.randint(0, num_classes, (n,), device=device)
 
         def step() -> None:
             x = aug(x8)
-            with torch.autocast(device.type, enabled=cl):
+            with torch.autocast(device.type, dtype=dtype, enabled=cl):
                 loss, _, _ = method_loss(model, aug, x, y, method)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -97,8 +102,6 @@ def step_times(model_name: str, batch_size: int, image_size: int, device: torch.
         return step, aug_only
 
     def timed(fn, n: int) -> float:
-        for _ in range(3):  # reduce-overhead: compile, warm-up run, CUDA graph capture
-            fn()
         _sync(device)
         t = time.perf_counter()
         for _ in range(n):
@@ -108,15 +111,22 @@ def step_times(model_name: str, batch_size: int, image_size: int, device: torch.
 
     n = max(3, steps)
     aprsp_step, aug_only = setup("apr_sp", batch_size)
-    std_step, _ = setup("standard", batch_size)
-    std2_step, _ = setup("standard", 2 * batch_size)
-    out = {"aug_s": timed(aug_only, n), "apr_sp_step_s": timed(aprsp_step, n)}
-    out["standard_step_s"] = timed(std_step, n)
-    if deadline is None or time.perf_counter() < deadline:
-        out["standard_2b_step_s"] = timed(std2_step, n)
-        out["overhead_vs_2b"] = out["apr_sp_step_s"] / out["standard_2b_step_s"] - 1
+    variants = {"aug_s": aug_only, "apr_sp_step_s": aprsp_step, "standard_step_s": setup("standard", batch_size)[0],
+                "standard_2b_step_s": setup("standard", 2 * batch_size)[0]}
+    for fn in variants.values():
+        for _ in range(3):  # reduce-overhead: compile, warm-up run, CUDA graph capture
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for r in range(max(1, rounds)):
+        if r and deadline is not None and time.perf_counter() > deadline:
+            break
+        for key, fn in variants.items():
+            times[key].append(timed(fn, n))
+    out = {k: statistics.median(v) for k, v in times.items()}
+    out["overhead_vs_2b"] = out["apr_sp_step_s"] / out["standard_2b_step_s"] - 1
     out["aug_share"] = out["aug_s"] / out["apr_sp_step_s"]
     out["apr_sp_vs_standard"] = out["apr_sp_step_s"] / out["standard_step_s"]
+    out["rounds"] = float(len(times["aug_s"]))
     return out
 
 

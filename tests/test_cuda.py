@@ -360,14 +360,16 @@ def test_train_step_on_device_amp_channels_last() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-def test_fit_two_steps_on_device() -> None:
+@pytest.mark.parametrize("amp_dtype", ["float16", "bfloat16"])
+def test_fit_two_steps_on_device(amp_dtype: str) -> None:
     from aprkit.eval.inference import TensorImageDataset
     from aprkit.train import fit
 
     data = TensorImageDataset(natural_images(32, 32, seed=14), torch.arange(32) % 10)
     overrides = ["model.name=small_cnn", "aug.method=apr_sp", "data.input_path=gpu", "optim.batch_size=8",
                  "optim.epochs=1", "optim.milestones=[]", "train.max_steps=2", "train.eval_every=0",
-                 "train.progress=false", "train.tensorboard=false", "data.num_workers=0", f"train.device={DEVICE}"]
+                 "train.progress=false", "train.tensorboard=false", "data.num_workers=0", f"train.device={DEVICE}",
+                 f"train.amp_dtype={amp_dtype}"]
     result = fit({}, overrides, datasets=(data, None))
     assert result["global_step"] == 2
     assert all(torch.isfinite(p).all() for p in result["model"].parameters())

@@ -45,6 +45,12 @@ def test_type_coercion():
         config_from_dict(apply_overrides({}, ["train.amp=maybe"]))
 
 
+def test_amp_dtype_choices():
+    assert load_config(None, ["train.amp_dtype=bfloat16"]).train.amp_dtype == "bfloat16"
+    with pytest.raises(ValueError, match=r"train.amp_dtype must be one of float16, bfloat16, got 'fp8'"):
+        load_config(None, ["train.amp_dtype=fp8"])
+
+
 def test_unknown_key_lists_valid_keys(tmp_path):
     path = _write(tmp_path, "bad.yaml", "optim: {learning_rate: 0.1}\n")
     with pytest.raises(ValueError, match=r"unknown config key 'optim.learning_rate'.*valid keys in optim: lr, momentum"):

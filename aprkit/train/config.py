@@ -22,6 +22,7 @@ from ..config import apply_overrides, coerce, expand_env, read_config_files, unk
 
 __all__ = [
     "METHODS",
+    "AMP_DTYPES",
     "ModelConfig",
     "DataConfig",
     "AugConfig",
@@ -38,6 +39,8 @@ __all__ = [
 #: training losses: plain CE, APR-P batch, APR-S per image, APR-S then CE(clean)+CE(APR-P), AugMix + JSD
 Method = Literal["standard", "apr_p", "apr_s", "apr_sp", "augmix_jsd"]
 METHODS: tuple[str, ...] = typing.get_args(Method)
+#: autocast dtypes on CUDA: float16 needs a GradScaler (one host sync per step), bfloat16 needs none
+AMP_DTYPES: tuple[str, ...] = ("float16", "bfloat16")
 
 
 @dataclass
@@ -113,7 +116,8 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None  # torch.set_num_threads for CPU work (None: leave as is)
-    amp: bool = True  # autocast + GradScaler on CUDA; ignored on CPU
+    amp: bool = True  # autocast on CUDA (+ GradScaler for float16); ignored on CPU
+    amp_dtype: str = "float16"  # float16 (GradScaler: one host sync per step) or bfloat16 (no scaler, no sync)
     channels_last: bool = True  # on CUDA
     deterministic: bool = False  # CUDA: deterministic kernels (bit-for-bit resume on GPU), no cudnn.benchmark
     compile: bool = False
@@ -248,6 +252,8 @@ def validate_config(cfg: Config) -> Config:
         (cfg.data.num_workers >= 0, "data.num_workers must be >= 0"),
         (cfg.train.max_steps is None or cfg.train.max_steps >= 1, "train.max_steps must be null or >= 1"),
         (cfg.train.threads is None or cfg.train.threads >= 1, "train.threads must be null or >= 1"),
+        (cfg.train.amp_dtype in AMP_DTYPES, f"train.amp_dtype must be one of {', '.join(AMP_DTYPES)}, "
+                                            f"got {cfg.train.amp_dtype!r}"),
         (cfg.train.eval_every >= 0, "train.eval_every must be >= 0 (0: no evaluation during training)"),
         (cfg.train.device in ("auto", "cpu", "cuda", "mps") or cfg.train.device.startswith("cuda:"),
          f"train.device must be auto, cpu, cuda, cuda:N or mps, got {cfg.train.device!r}"),

@@ -70,13 +70,13 @@ def build_model(cfg: Config) -> nn.Module:
 
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, batches: EpochBatches, info: DistInfo, *, amp: bool = False,
-                      channels_last: bool = False) -> dict[str, float]:
+                      amp_dtype: torch.dtype = torch.float16, channels_last: bool = False) -> dict[str, float]:
     """Clean loss and top-1 accuracy of ``model`` over ``batches`` (summed over DDP ranks)."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=info.device)  # loss, correct, count
     for x, y in batches.iterate():
-        with torch.autocast(info.device.type, enabled=amp):
+        with torch.autocast(info.device.type, dtype=amp_dtype, enabled=amp):
             logits = model(to_float(x, channels_last))
         sums[0] += F.cross_entropy(logits.float(), y, reduction="sum")
         sums[1] += (logits.argmax(1) == y).sum()
@@ -165,6 +165,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     if cfg.optim.batch_size % info.world:
         raise ValueError(f"optim.batch_size {cfg.optim.batch_size} must be divisible by the {info.world} ranks")
     use_amp = tr.amp and dev.type == "cuda"
+    amp_dtype = getattr(torch, tr.amp_dtype)  # bfloat16 needs no GradScaler, so the step never syncs with the host
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = not tr.deterministic
         torch.backends.cudnn.deterministic = tr.deterministic
@@ -187,7 +188,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
                                 weight_decay=o.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(o.milestones, o.gamma, o.warmup_epochs, len(batches)))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     generator = torch.Generator(device=dev)
     aug = DeviceAugment(cfg, dev, generator, channels_last=cl)
 
@@ -259,7 +260,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         for xb, yb in batches.iterate(start_batch):
             generator.manual_seed(derive_seed(seed, info.rank, step) % (1 << 62))
             x = aug(xb)
-            with torch.autocast(dev.type, enabled=use_amp):
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
                 loss, logits, labels = method_loss(net, aug, x, yb, cfg.aug.method, cfg.aug.jsd_weight)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -292,7 +293,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         }
         final = epoch + 1 >= o.epochs or stopped
         if test_batches is not None and ((epoch + 1) % tr.eval_every == 0 or final) and (done or final):
-            last_eval = evaluate_accuracy(unwrap_model(net), test_batches, info, amp=use_amp, channels_last=cl)
+            last_eval = evaluate_accuracy(unwrap_model(net), test_batches, info, amp=use_amp, amp_dtype=amp_dtype,
+                                          channels_last=cl)
             row.update(last_eval)
         if done:
             epoch, start_batch = epoch + 1, 0

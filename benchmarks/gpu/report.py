@@ -151,7 +151,7 @@ def _train(res: dict) -> list[str]:
              ms(r.get("aug_s")), _fmt(r.get("aug_share"), ".1%"), _fmt(r.get("overhead_vs_2b"), "+.1%")]
             for b, r in res.get("rows", {}).items()]
     return [f"{res.get('model')} at {res.get('image_size')} px, AMP {res.get('amp')}, channels_last {res.get('channels_last')}"
-            ] + _table(["batch B", "standard ms", "standard 2B ms", "APR-SP ms", "APR aug ms", "aug share",
+            ] + _table(["batch B, AMP dtype", "standard ms", "standard 2B ms", "APR-SP ms", "APR aug ms", "aug share",
                         "APR-SP vs 2B"], rows)
 
 

@@ -255,32 +255,33 @@ def run_eval(ctx: Context) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- 5 train
-@section("train", cap_s=75, quick_cap_s=40, title="5. Training: an APR-SP step against standard steps")
+@section("train", cap_s=100, quick_cap_s=40, title="5. Training: an APR-SP step against standard steps")
 def run_train(ctx: Context) -> None:
+    """Rows ``"B, dtype[, APR compiled]"``: float16 AMP (GradScaler: one host sync per step, the default) and
+    bfloat16 AMP (no scaler, so the host runs ahead of the device), then bfloat16 with both APR cores in CUDA
+    graphs (``aug.compile={mode: reduce-overhead}``), each timed in interleaved rounds (median)."""
     from benchmarks.bench_train import step_times
 
     model, batches, steps = ("small_cnn", [8], 3) if ctx.quick else ("resnet18", [128, 256], 10)
     ctx.results.update(model=model, image_size=32, amp=ctx.is_cuda, channels_last=ctx.is_cuda)
     rows = ctx.results.setdefault("rows", {})
-    for b in batches:
-        if ctx.expired():
-            ctx.skip(f"batch {b}")
+    plan: list[tuple[int, str, dict[str, Any] | bool]] = [(b, "float16", False) for b in batches]
+    if ctx.is_cuda:
+        plan += [(b, "bfloat16", False) for b in batches]
+        if not ctx.quick:
+            plan.append((batches[0], "bfloat16", {"mode": "reduce-overhead"}))
+    for b, dtype, compiled in plan:
+        label = f"{b}, {dtype}" + (", APR compiled" if compiled else "")
+        if ctx.left() < (30 if compiled else 5):
+            ctx.skip(label)
             continue
         torch.manual_seed(0)
-        ctx.log(f"{model} batch {b}")
-        rows[str(b)] = step_times(model, b, 32, ctx.device, steps, deadline=ctx.deadline)
-        ctx.save()
-    if ctx.is_cuda and not ctx.quick:  # aug.compile: both APR cores (APR-S, APR-P) in CUDA graphs, warm-up untimed
-        b = batches[0]
-        if ctx.left() < 30:
-            ctx.skip(f"batch {b} with the APR cores compiled")
-            return
-        ctx.log(f"{model} batch {b}, aug.compile={{mode: reduce-overhead}} (APR-S and APR-P cores)")
+        ctx.log(f"{model} batch {label}")
         try:
-            rows[f"{b}, APR compiled"] = step_times(model, b, 32, ctx.device, steps, deadline=ctx.deadline,
-                                                    aug_compile={"mode": "reduce-overhead"})
-        except Exception as err:  # recorded; the section still reports the eager rows
-            ctx.results.setdefault("errors", {})[f"batch {b}, APR compiled"] = _err(err)
+            rows[label] = step_times(model, b, 32, ctx.device, steps, deadline=ctx.deadline, aug_compile=compiled,
+                                     amp_dtype=dtype)
+        except Exception as err:  # recorded; the other rows still run
+            ctx.results.setdefault("errors", {})[label] = _err(err)
         ctx.save()
 
 
