@@ -337,8 +337,11 @@ def _time_core_row(ctx: Context, row: dict[str, Any], b: int, s: int, mode: str)
                eager_vs_fft_limit=times["fft_limit"] / times["eager"], cudagraph_skips=_cudagraph_skips() - skips)
 
 
-def _time_explained_row(ctx: Context, row: dict[str, Any], target: str, b: int, s: int) -> None:
-    """``torch.compile`` of a whole target (``apr_pair`` or the ``APRPair`` module): graphs, breaks, speed-up."""
+def _time_explained_row(ctx: Context, row: dict[str, Any], target: str, b: int, s: int, mode: str = "default") -> None:
+    """``torch.compile`` of a whole target (``apr_pair`` or the ``APRPair`` module): graphs, breaks, speed-up.
+
+    With a ``mode`` other than ``default`` (e.g. ``reduce-overhead``: CUDA graphs) the FFT-only limit is compiled
+    the same way as well, and ``vs_fft_limit_same_mode`` compares the two graphs (launch costs out of both)."""
     import torch._dynamo as dynamo
 
     from benchmarks.bench_augment import fft_limit
@@ -355,18 +358,28 @@ def _time_explained_row(ctx: Context, row: dict[str, Any], target: str, b: int, 
     ctx.save()
     dynamo.reset()
     eager = _compile_target(target, x, perm)
-    compiled = torch.compile(_compile_target(target, x, perm), backend=backend, dynamic=False)
+    opts = _core_options(mode, backend)
+    compiled = torch.compile(_compile_target(target, x, perm), **opts)
     t0 = time.perf_counter()
-    y = compiled(x)
+    y = compiled(x).clone()
     ctx.sync()
     row["compile_s"] = time.perf_counter() - t0
     if target == "apr_pair":
         row["max_diff_vs_eager"] = float((y - eager(x)).abs().max())
+    fns = {"fft_limit": lambda: fft_limit(x), "eager": lambda: eager(x), "compiled": lambda: compiled(x)}
+    if mode != "default":
+        limit_graph = torch.compile(fft_limit, **opts)
+        fns["fft_limit_same_mode"] = lambda: limit_graph(x)
+    for fn in fns.values():  # CUDA graphs are recorded on the first calls after compiling
+        for _ in range(3):
+            fn()
+    ctx.sync()
     timing = _timing(ctx)
-    times = bench({"fft_limit": lambda: fft_limit(x), "eager": lambda: eager(x), "compiled": lambda: compiled(x)},
-                  timing["repeats"], ctx.device, min_time=timing["min_time"], deadline=ctx.deadline)
+    times = bench(fns, timing["repeats"], ctx.device, min_time=timing["min_time"], deadline=ctx.deadline)
     row.update(eager_img_s=b / times["eager"], compiled_img_s=b / times["compiled"], speedup=times["eager"] / times["compiled"],
                fft_limit_img_s=b / times["fft_limit"], vs_fft_limit=times["fft_limit"] / times["compiled"])
+    if "fft_limit_same_mode" in times:
+        row["vs_fft_limit_same_mode"] = times["fft_limit_same_mode"] / times["compiled"]
 
 
 @section("compile", cap_s=60, quick_cap_s=40, title="6. torch.compile of the APR-P hot paths")
@@ -381,6 +394,8 @@ def run_compile(ctx: Context) -> None:
     modes = ["default", "reduce-overhead"] if ctx.is_cuda and backend == "inductor" else ["default"]
     plan = [("APRPair compile_core", mode, b, s) for b, s in sizes for mode in modes]
     plan += [(target, "default", b, s) for b, s in sizes for target in ("apr_pair", "APRPair")]
+    if ctx.is_cuda and backend == "inductor":  # the core and the FFT-only limit, each in one CUDA graph
+        plan += [("apr_pair", "reduce-overhead", b, s) for b, s in sizes]
     if ctx.is_cuda and backend == "inductor" and not ctx.quick:  # autotuning takes long: last, large size only
         plan += [("APRPair compile_core", "max-autotune-no-cudagraphs", *sizes[-1])]
     for target, mode, b, s in plan:
@@ -396,7 +411,7 @@ def run_compile(ctx: Context) -> None:
             if target == "APRPair compile_core":
                 _time_core_row(ctx, row, b, s, mode)
             else:
-                _time_explained_row(ctx, row, target, b, s)
+                _time_explained_row(ctx, row, target, b, s, mode)
         except Exception as err:
             row["compile_error"] = _err(err, 600)
         ctx.save()
