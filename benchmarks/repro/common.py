@@ -44,6 +44,8 @@ def parser(description: str, default_epochs: int) -> argparse.ArgumentParser:
     p.add_argument("--shared", default=None, help="folder with data/cifar10 and models/ (default: $APRKIT_SHARED or ../shared)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="progress bars")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a training config override for every run (repeatable), e.g. train.amp_dtype=bfloat16")
     return p
 
 
@@ -97,7 +99,7 @@ def train_run(config: str | Path, out: Path, args: argparse.Namespace, overrides
     if args.smoke:
         ov += [f"data.limit={SMOKE['train_limit']}", f"data.test_limit={SMOKE['test_limit']}",
                f"optim.batch_size={SMOKE['batch_size']}", "data.num_workers=0"]
-    ov += list(overrides)
+    ov += [*getattr(args, "overrides", []), *overrides]
     path = config if Path(config).is_absolute() else CONFIGS / config
     ctx = _patched_build(build) if build is not None else contextlib.nullcontext()
     with ctx:
