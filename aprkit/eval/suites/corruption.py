@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from ..cache import cached
 from ..inference import as_dataset, dataset_id, predict
@@ -112,13 +112,6 @@ def _default_preset(data: Any) -> str:
     return "cifar" if side <= 32 else "tinyimagenet" if side <= 64 else "imagenet"
 
 
-def _split(v: Any) -> Any:
-    """Comma-separated text (``"fog,snow"``, ``"1,3"``) or one scalar as a list; other values unchanged."""
-    if isinstance(v, str):
-        return [s.strip() for s in v.split(",") if s.strip()]
-    return [v] if isinstance(v, int) else v
-
-
 class CorruptionOptions(LimitOption):
     """Options of the corruption suite; the calibration suite reads the same ones (the cells are shared)."""
 
@@ -137,34 +130,26 @@ class CorruptionOptions(LimitOption):
     n_bins: int = Field(15, ge=1)
     """equal-width bins of the ECE and the reliability diagrams"""
 
-    @field_validator("corruptions", mode="before")
+    @field_validator("corruptions", "severities", mode="before")
     @classmethod
-    def _corruption_names(cls, v: Any) -> Any:
-        v = _split(v)
-        if v is None or (isinstance(v, (list, tuple)) and not v):
-            return _benchmark()
-        if isinstance(v, (list, tuple)) and list(v) in (["none"], ["clean"]):
+    def _as_list(cls, v: Any, info: ValidationInfo) -> Any:
+        """Comma-separated text (``"fog,snow"``, ``"1,3"``) or one number as a list; an empty list is the default."""
+        v = [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else [v] if isinstance(v, int) else v
+        return cls.model_fields[str(info.field_name)].get_default(call_default_factory=True) if v in ([], ()) else v
+
+    @field_validator("corruptions")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        if v in (["none"], ["clean"]):
             return []  # clean accuracy only
-        from aprkit._checks import nearest_names
+        from aprkit.corruptions import check_name
 
-        from .. import metrics as M
+        return [check_name(c) for c in v]  # a did-you-mean for a typo
 
-        known = list(M.CORRUPTIONS) + list(M.EXTRA_CORRUPTIONS)
-        for c in v if isinstance(v, (list, tuple)) else ():
-            if c not in known:
-                raise ValueError(f"unknown corruption {c!r}{nearest_names(str(c), known)}; known: {', '.join(known)}")
-        return v
-
-    @field_validator("severities", mode="before")
+    @field_validator("severities")
     @classmethod
-    def _severity_range(cls, v: Any) -> Any:
-        v = _split(v)
-        if not v:
-            return [1, 2, 3, 4, 5]
-        try:
-            bad = [s for s in v if not 1 <= int(s) <= 5]
-        except (TypeError, ValueError):
-            bad = list(v)
+    def _in_range(cls, v: list[int]) -> list[int]:
+        bad = [s for s in v if not 1 <= s <= 5]
         if bad:
             raise ValueError(f"severities must be integers in 1..5, got {bad}")
         return v
