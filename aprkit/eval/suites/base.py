@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from torch import nn
+from typing_extensions import Self
 
 from ..._checks import nearest_names
 
@@ -54,7 +55,7 @@ class SuiteOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True, use_attribute_docstrings=True)
 
     @classmethod
-    def parse(cls, options: Mapping[str, Any], suite: str) -> Any:
+    def parse(cls, options: Mapping[str, Any], suite: str) -> Self:
         """The model of ``options``' keys that are fields of ``cls`` (flat keys; see the module docstring); a
         ``None`` value stands for the field's default."""
         fields = cls.model_fields
@@ -126,26 +127,27 @@ OptionsT = TypeVar("OptionsT", bound=SuiteOptions)
 
 
 class Suite(Generic[OptionsT]):
-    """Base class: subclasses are registered with ``@register_suite``, declare ``Options`` (and a ``Result``
-    TypedDict of what ``run`` returns) and implement ``run`` and ``report``."""
+    """Base class: subclasses are registered with ``@register_suite``, declare ``Options``, implement ``run``
+    (annotated with a TypedDict of its result's top-level keys) and ``report``."""
 
     name: ClassVar[str] = ""
     #: the suite's option keys, types and defaults (``aprkit eval`` and ``evaluate`` reject any other key)
-    Options: type[OptionsT]
+    Options: type[OptionsT] = SuiteOptions  # type: ignore[assignment]  # a suite without options
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
         """The flat option keys this suite reads (the fields of its ``Options``)."""
-        return tuple(getattr(cls, "Options", SuiteOptions).model_fields)
+        return tuple(cls.Options.model_fields)
 
     def options(self, ctx: EvalContext) -> OptionsT:
         """This suite's options in ``ctx`` (parsed once by ``evaluate``; parsed here for a hand-made context)."""
         parsed = ctx.parsed_options.get(self.name)
-        return parsed if parsed is not None else self.Options.parse(flat_options(ctx.options), self.name)  # type: ignore[return-value]
+        return parsed if isinstance(parsed, self.Options) else self.Options.parse(flat_options(ctx.options), self.name)
 
     def run(self, ctx: EvalContext, data: Any) -> Mapping[str, Any]:
         """Run the suite on ``data`` and return JSON-serialisable results."""
         raise NotImplementedError
+
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         """Render one section comparing models side by side.
 

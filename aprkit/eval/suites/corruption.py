@@ -127,7 +127,7 @@ class CorruptionOptions(LimitOption):
     """without ``num_classes``: check the model's outputs against the number of classes the dataset names"""
     preset: Literal["cifar", "tinyimagenet", "imagenet"] | None = None
     """parameters of generated corruptions (default by image side: <= 32 cifar, <= 64 tinyimagenet, else imagenet)"""
-    n_bins: int = Field(15, ge=1)
+    n_bins: int = Field(default=15, ge=1)
     """equal-width bins of the ECE and the reliability diagrams"""
 
     @field_validator("corruptions", "severities", mode="before")

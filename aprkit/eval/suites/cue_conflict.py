@@ -105,7 +105,7 @@ class CueConflictOptions(SuiteOptions):
 
     cue_conflict_seed: int | None = None
     """seed of the generated stimuli (default: 10007 + the run's seed)"""
-    cue_conflict_n: int | None = Field(None, ge=1)
+    cue_conflict_n: int | None = Field(default=None, ge=1)
     """number of generated stimuli (default: N of ``"synthetic:N"``, else 2000)"""
     categories: list[str] | None = None
     """class names of an ``(images, shape_labels, texture_labels)`` triple (default: the synthetic shapes)"""

@@ -44,19 +44,19 @@ class OODOptions(LimitOption):
 
     ood: Any = None
     """OOD sets: dataset specs (a list or comma-separated text) or a mapping name -> spec/Dataset; default: noise sets"""
-    ood_limit: int | None = Field(None, ge=1)
+    ood_limit: int | None = Field(default=None, ge=1)
     """images per OOD set (default: ``limit``, else as many as the in-distribution set has)"""
     ood_scores: list[str] = list(SCORES)
     """the scores to compute, of msp, max_logit, energy, odin, mahalanobis, knn (default: all)"""
     fit: Any = None
     """training data of Mahalanobis/KNN: a spec or Dataset (default: the ``train`` split of a data spec)"""
-    fit_limit: int = Field(10000, ge=1)
+    fit_limit: int = Field(default=10000, ge=1)
     """fit on a seeded random subset of this many training images"""
-    knn_k: int = Field(50, ge=1)
+    knn_k: int = Field(default=50, ge=1)
     """KNN score: distance to the k-th nearest normalised training feature"""
-    odin_temperature: float = Field(1000.0, gt=0)
+    odin_temperature: float = Field(default=1000.0, gt=0)
     """ODIN temperature"""
-    odin_epsilon: float = Field(0.0014, ge=0)
+    odin_epsilon: float = Field(default=0.0014, ge=0)
     """ODIN input-perturbation step"""
 
     @field_validator("ood_scores")

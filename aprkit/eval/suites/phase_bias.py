@@ -34,13 +34,13 @@ _VARIANTS = (("full", "full swap"), ("low_frequency", "low-freq. swap"))
 class PhaseBiasOptions(LimitOption):
     """Options of the phase-bias suite (the keyword arguments of :func:`~aprkit.eval.phase_amplitude.measure_phase_bias`)."""
 
-    n_pairs: int = Field(2000, ge=1)
+    n_pairs: int = Field(default=2000, ge=1)
     """pairs of test images of different classes to recombine"""
-    beta: float = Field(0.1, ge=0, le=1)
+    beta: float = Field(default=0.1, ge=0, le=1)
     """half-width of the low-frequency band as a fraction of min(H, W) (``fourier.low_frequency_swap``)"""
     patch_size: int | tuple[int, int] = 8
     """side of the patch-shuffle control's patches (or (height, width))"""
-    n_shuffle: int | None = Field(None, ge=1)
+    n_shuffle: int | None = Field(default=None, ge=1)
     """images of the patch-shuffle control (default: ``n_pairs``)"""
     dims: Dims = "chw"
     """Fourier transform over channels and space (``chw``) or per channel (``hw``)"""

@@ -35,13 +35,13 @@ class TransplantOptions(LimitOption):
     """the carriers to transplant: Fourier ``phase`` and/or ``sign``"""
     transplant_sites: list[Literal["output", "input"]] = ["output", "input"]
     """a block's output, and/or the input of its last nonlinearity"""
-    transplant_every: int = Field(1, ge=1)
+    transplant_every: int = Field(default=1, ge=1)
     """sweep every k-th block (the last one is always included)"""
-    transplant_n_pairs: int | None = Field(None, ge=1)
+    transplant_n_pairs: int | None = Field(default=None, ge=1)
     """image pairs per site (default: layer_sweep's, 1000)"""
-    transplant_n_control: int | None = Field(None, ge=1)
+    transplant_n_control: int | None = Field(default=None, ge=1)
     """pairs of the controls (default: layer_sweep's, 512)"""
-    transplant_max_images: int | None = Field(None, ge=1)
+    transplant_max_images: int | None = Field(default=None, ge=1)
     """images to load (default: ``limit``, else 1000)"""
     transplant_dims: Dims | None = None
     """Fourier dims of the phase code (default: layer_sweep's, ``"hw"``)"""
