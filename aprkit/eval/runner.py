@@ -153,7 +153,8 @@ def evaluate(
     dataset spec (e.g. ``"cifar10-c:ROOT"``); without it corruptions are generated on the fly. ``ood``:
     OOD set specs (default: synthetic noise). ``fit``: training data for Mahalanobis/KNN. ``limit``:
     first N images. ``options``: the suites' flat option keys (each suite's ``Options``, see
-    :mod:`aprkit.eval.suites.base`), e.g. ``{"knn_k": 10, "n_pairs": 500}``; they win over the parameters above. ``random_init``/``drop_head``: see :func:`aprkit.models.load_model` (untrained weights
+    :mod:`aprkit.eval.suites.base`), e.g. ``{"knn_k": 10, "n_pairs": 500}``; they win over the parameters above.
+    ``random_init``/``drop_head``: see :func:`aprkit.models.load_model` (untrained weights
     and re-initialised heads are refused unless asked for). With ``out_dir``, writes ``cache/``, ``index.json``, ``results.json``,
     ``report.md`` and ``report.html`` there; ``results.json`` and the report hold every suite finished in that
     folder (this run's and earlier runs'), the returned :class:`Results` this call's models only. A report
