@@ -120,7 +120,8 @@ def test_transplant_key_has_the_data_and_the_limit():
     suite = load_suites()["transplant"]()
     from test_transplant import SmallCNN, calibrate_head
 
-    opts = {"transplant": {"n_pairs": 8, "n_control": 8, "sites": ["output"], "codes": ["sign"], "layers": ["blocks.0"]}}
+    opts = {"transplant_n_pairs": 8, "transplant_n_control": 8, "transplant_sites": ["output"], "transplant_codes": ["sign"],
+            "transplant_layers": ["blocks.0"]}
     a = (natural_images(24, size=16, seed=1).float() / 255, torch.arange(24) % 6)
     b = (natural_images(24, size=16, seed=2).float() / 255, torch.arange(24) % 6)
     torch.manual_seed(0)

@@ -120,13 +120,14 @@ def test_model_through_every_suite(name, clean, cue_tree):
     sites, real_sites = _transplant_layers(model, x)
     layer = real_sites[-1] if real_sites else None
     scores = [s for s in SCORES if s != "mahalanobis" or model.num_features <= MAX_MAHALANOBIS_DIM]
-    transplant = {"n_pairs": 2, "n_control": 2, "max_images": 4, "codes": ["phase"], "sites": ["output"]}
+    transplant = {"transplant_n_pairs": 2, "transplant_n_control": 2, "transplant_max_images": 4, "transplant_codes": ["phase"],
+                  "transplant_sites": ["output"]}
     options: dict[str, Any] = {"ood": ["noise:gaussian"], "ood_limit": 2, "fit": (x, y), "knn_k": 2, "ood_scores": scores,
                                "n_pairs": 2, "patch_size": 8, "cue_conflict_n": 4}
     suites = [s for s in CLEAN_SUITES if s != "transplant"] + ["cue-conflict"]
     if layer is not None:
         suites.append("transplant")
-        options["transplant"] = {**transplant, "layers": [layer]}
+        options |= {**transplant, "transplant_layers": [layer]}
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no channels_last fallback needed by aprkit's own models
         res = evaluate(model, suite=suites, data={"default": (x, y), "cue-conflict": "synthetic"},
@@ -141,7 +142,7 @@ def test_model_through_every_suite(name, clean, cue_tree):
     assert out["cue-conflict"]["counts"]["n_stimuli"] <= 4
     if layer is None:  # complex-valued hidden maps (phase-collapse nets): a clear refusal, not a crash
         with pytest.raises(ValueError, match="complex"):
-            evaluate(model, suite="transplant", data=(x, y), options={"transplant": {**transplant, "layers": sites[-1:]}},
+            evaluate(model, suite="transplant", data=(x, y), options={**transplant, "transplant_layers": sites[-1:]},
                      device="cpu", batch_size=4, progress=False, report=False)
     else:
         assert out["transplant"]["rows"]

@@ -101,7 +101,7 @@ def test_phase_bias_suite_run_report_and_cache(tmp_path):
     results = {}
     for name, model in (("matched", MatchedFilter(imgs[::3])), ("random", nn.Sequential(nn.Flatten(), nn.Linear(192, 4)))):
         ctx = EvalContext(model=model.eval(), batch_size=8, progress=False, cache=cache, model_id=name,
-                          options={"phase-bias": {"n_pairs": 20, "patch_size": 4}})
+                          options={"n_pairs": 20, "patch_size": 4})
         results[name] = suite.run(ctx, (imgs, labels))
         assert suite.run(ctx, (imgs, labels)) == json.loads(json.dumps(results[name]))  # second run: cache hit
     assert len(cache) == 2 and results["matched"]["full"]["phase_bias"] == 1.0
@@ -109,8 +109,15 @@ def test_phase_bias_suite_run_report_and_cache(tmp_path):
     assert "CIFAR-scale analogue of shape bias, not the Geirhos" in section.markdown
     assert "| matched |" in section.markdown and "| random |" in section.markdown
     assert section.figures and all(p.is_file() and p.stat().st_size > 0 for p in section.figures)
-    with pytest.raises(ValueError, match="unknown phase-bias options"):
+    # the deprecated nested form still works, with a warning; an unknown key in it gets a did-you-mean
+    nested = EvalContext(model=model.eval(), batch_size=8, progress=False, cache=cache, model_id="random",
+                         options={"phase-bias": {"n_pairs": 20, "patch_size": 4}})
+    with pytest.warns(DeprecationWarning, match=r"options\['phase-bias'\] = \{\.\.\.\} is deprecated.*n_pairs, patch_size"):
+        assert suite.run(nested, (imgs, labels)) == json.loads(json.dumps(results["random"]))  # the same cache entry
+    with pytest.raises(ValueError, match=r"unknown phase-bias option 'phase-bias\.pairs' \(did you mean 'n_pairs'"):
         suite.run(EvalContext(model=Brightness(), options={"phase-bias": {"pairs": 3}}), (imgs, labels))
+    with pytest.raises(ValueError, match=r"option 'n_pairs' of suite 'phase-bias': input should be greater than or equal to 1"):
+        suite.run(EvalContext(model=Brightness(), options={"n_pairs": 0}), (imgs, labels))
 
 
 @pytest.mark.slow

@@ -232,7 +232,8 @@ def test_suite_registered_and_reports(setup, tmp_path) -> None:
 
     model, x = setup
     suite = load_suites()["transplant"]()
-    ctx = EvalContext(model=model, progress=False, options={"transplant": {"n_pairs": 10, "n_control": 10, "sites": ["output"]}})
+    ctx = EvalContext(model=model, progress=False, options={"transplant_n_pairs": 10, "transplant_n_control": 10,
+                                                              "transplant_sites": ["output"]})
     res = suite.run(ctx, (x, torch.zeros(48, dtype=torch.long)))
     section = suite.report({"small": res, "again": res}, tmp_path)
     assert "| small | output | phase |" in section.markdown and section.figures and section.figures[0].is_file()

@@ -1,7 +1,7 @@
 """``aprkit eval``: evaluate a model (or several, side by side) with the evaluation suites.
 
 Settings come from ``--config configs/eval/X.yaml`` (several files merge left to right; ``base:`` inherits)
-and are overridden by flags, then by ``--set key=value`` (YAML values; dotted keys reach nested options).
+and are overridden by flags, then by ``--set key=value`` (YAML values; dotted keys reach into mappings).
 Valid keys are the parameters of ``aprkit.eval.evaluate`` (``suites``/``out`` are accepted for ``suite``/
 ``out_dir``), ``models`` and the options of the selected suites; anything else is an error (the same
 loader and rules as ``aprkit train``). Without ``--out`` nothing is written (results are printed); with it,
@@ -75,7 +75,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.add_argument("--no-resume", dest="resume", action="store_false", default=None, help="recompute even if cached")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override a setting or suite option, e.g. batch_size=64 knn_k=10 phase-bias.n_pairs=500")
+                   help="override a setting or suite option, e.g. batch_size=64 knn_k=10 n_pairs=500")
     p.set_defaults(func=run)
     return p
 

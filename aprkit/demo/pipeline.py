@@ -207,9 +207,10 @@ def run_demo(
         "corrupted": shared, "preset": _preset(size), "corruptions": list(s.corruptions) if s.corruptions else None,
         "severities": list(s.severities), "num_classes": dd.num_classes, "ood_scores": list(s.ood_scores),
         "fit": dd.train, "fit_limit": s.fit_limit, "ood_limit": len(test),
-        "phase-bias": {"n_pairs": s.n_phase_pairs, "n_shuffle": min(s.n_phase_pairs, len(test))},
-        "transplant": {"layers": transplant_layers(models["standard"]), "every": s.transplant_every, "n_pairs": s.n_transplant_pairs,
-                       "n_control": s.n_transplant_control, "max_images": len(test)},
+        "n_pairs": s.n_phase_pairs, "n_shuffle": min(s.n_phase_pairs, len(test)),
+        "transplant_layers": transplant_layers(models["standard"]), "transplant_every": s.transplant_every,
+        "transplant_n_pairs": s.n_transplant_pairs, "transplant_n_control": s.n_transplant_control,
+        "transplant_max_images": len(test),
     }
     options = {k: v for k, v in options.items() if v is not None}
     fingerprint = _digest([s.to_dict(), data, seed, {k: model_fingerprint(m) for k, m in models.items()}])

@@ -2,9 +2,10 @@
 
 Valid top-level keys are the parameters of ``evaluate`` (read from its signature, values coerced to their
 annotated types), ``models`` (a mapping name -> model spec, or name -> ``{model, checkpoint}``), the aliases
-``suites`` (for ``suite``) and ``out`` (for ``out_dir``), and the options of the selected suites
-(``Suite.OPTIONS``), which are collected under ``options``. Anything else is an error with a did-you-mean, and
-so is an option that only a suite that is not selected reads.
+``suites`` (for ``suite``) and ``out`` (for ``out_dir``), and the flat option keys of the selected suites (the
+fields of their ``Options``, see :mod:`aprkit.eval.suites.base`), which are collected under ``options`` and
+parsed there. Anything else is an error with a did-you-mean, and so is an option that only a suite that is
+not selected reads.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 
 from .._checks import nearest_names
 from ..config import apply_overrides, coerce, merge, read_config_files, unknown_key
-from .suites.options import check_suite_options, option_error, suite_registry
+from .suites.base import flat_options
+from .suites.options import check_suite_options, option_error, parse_suite_options, suite_registry
 
 __all__ = ["ALIASES", "eval_schema", "check_suite_options", "eval_settings", "load_eval_config"]
 
@@ -63,11 +65,11 @@ def _check_models(models: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 def eval_settings(data: Mapping[str, Any]) -> dict[str, Any]:
     """Validate merged settings and return ``evaluate`` keyword arguments (plus ``models`` when given)."""
     schema = eval_schema()
-    data = _canonical(data, "the eval config")
+    data = flat_options(_canonical(data, "the eval config"))  # top-level 'phase-bias: {...}' (deprecated) too
     suites = data.get("suite", inspect.signature(_evaluate()).parameters["suite"].default)
     suites = [suites] if isinstance(suites, str) else list(coerce(suites, schema["suite"], "suite"))
     registry = suite_registry(suites)
-    selected = {o for s in suites for o in getattr(registry[s], "OPTIONS", ())}
+    selected = {o for s in suites for o in registry[s].option_names()}
     valid = sorted(schema) + sorted(ALIASES)
     out: dict[str, Any] = {}
     options = dict(coerce(data.get("options") or {}, schema["options"], "options"))
@@ -80,7 +82,8 @@ def eval_settings(data: Mapping[str, Any]) -> dict[str, Any]:
             options[key] = value
         else:
             raise option_error(str(key), suites, registry, valid)
-    check_suite_options(suites, options)
+    options = check_suite_options(suites, options)
+    parse_suite_options(suites, {k: v for k, v in out.items() if k in selected} | options)  # bad values fail here
     data = out.get("data")
     if isinstance(data, Mapping):
         missing = [s for s in suites if s not in data and "default" not in data]

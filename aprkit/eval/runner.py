@@ -38,7 +38,7 @@ from .inference import _dist_info, is_main_process, resolve_device, wants_channe
 from .outdir import RunCache, SuiteIndex, merge_provenance
 from .report import Results
 from .suites import EvalContext, load_suites
-from .suites.options import check_suite_options, suite_registry
+from .suites.options import check_suite_options, parse_suite_options, suite_registry
 
 __all__ = ["evaluate", "Results", "load_eval_model", "SUITE_VERSION"]
 
@@ -152,7 +152,9 @@ def evaluate(
     ``"default"`` entry, e.g. ``{"default": "cifar10:ROOT", "shape-bias": "cue-conflict:DIR"}``). ``corrupted``: a -C
     dataset spec (e.g. ``"cifar10-c:ROOT"``); without it corruptions are generated on the fly. ``ood``:
     OOD set specs (default: synthetic noise). ``fit``: training data for Mahalanobis/KNN. ``limit``:
-    first N images. ``random_init``/``drop_head``: see :func:`aprkit.models.load_model` (untrained weights
+    first N images. ``options``: the suites' flat option keys (each suite's ``Options``, see
+    :mod:`aprkit.eval.suites.base`), e.g. ``{"knn_k": 10, "n_pairs": 500}``; they win over the parameters above.
+    ``random_init``/``drop_head``: see :func:`aprkit.models.load_model` (untrained weights
     and re-initialised heads are refused unless asked for). With ``out_dir``, writes ``cache/``, ``index.json``, ``results.json``,
     ``report.md`` and ``report.html`` there; ``results.json`` and the report hold every suite finished in that
     folder (this run's and earlier runs'), the returned :class:`Results` this call's models only. A report
@@ -165,17 +167,17 @@ def evaluate(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     names = _suite_names(suite)
-    check_suite_options(names, options)
+    opts = check_suite_options(names, options)  # flat keys, each read by a selected suite
+    for k, v in dict(limit=limit, corruptions=corruptions, severities=severities, corrupted=corrupted, ood=ood, fit=fit, num_classes=num_classes).items():
+        if v is not None:
+            opts.setdefault(k, v)
+    parsed = parse_suite_options(names, opts)  # a bad value fails here, before any work
     dev = resolve_device(device)
     amp = dev.type == "cuda" if amp is None else bool(amp)
     out = Path(out_dir) if out_dir is not None else None
     backend = ResultCache(cache_dir) if cache_dir is not None else ResultCache(out / "cache") if out is not None else MemoryCache()
     world = _dist_info()[1]
     cache = RunCache(backend, resume, {"world_size": world, "batch_size": batch_size, "device": dev.type})
-    opts = dict(options or {})
-    for k, v in dict(limit=limit, corruptions=corruptions, severities=severities, corrupted=corrupted, ood=ood, fit=fit, num_classes=num_classes).items():
-        if v is not None:
-            opts.setdefault(k, v)
     models = dict(model) if isinstance(model, Mapping) else {model_id: model}
     run = _Run(out, SuiteIndex(out if is_main_process() else None), SuiteIndex(None), time.time(),
                dict(data=data, opts=opts, dev=dev, amp=amp, batch_size=batch_size, world=world))
@@ -200,7 +202,7 @@ def evaluate(
         run.index.claim(name, fingerprint)
         ctx = EvalContext(model=net, device=dev, batch_size=batch_size, num_workers=num_workers, amp=amp,
                           channels_last=use_cl, seed=seed, progress=progress, cache=cache, model_id=name,
-                          out_dir=out, options=opts, model_key=fingerprint)
+                          out_dir=out, options=opts, model_key=fingerprint, parsed_options=parsed)
         results.models[name] = {}
         for sname in names:
             sdata = _data_for(data, sname)

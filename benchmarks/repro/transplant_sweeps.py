@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         group = {k: v for k, v in models.items() if (k in OUTPUT_ONLY) == (sites == ("output",))}
         if not group:
             continue
-        options = {"transplant": {"n_pairs": n_pairs, "n_control": n_pairs, "sites": list(sites),
-                                  **({"every": 4} if args.smoke else {})}}
+        options = {"transplant_n_pairs": n_pairs, "transplant_n_control": n_pairs, "transplant_sites": list(sites),
+                   **({"transplant_every": 4} if args.smoke else {})}
         res = evaluate(group, suite=["transplant"], data=cifar10_spec(shared), out_dir=out / "eval", device=args.device,
                        batch_size=SMOKE["batch_size"] if args.smoke else args.batch_size,
                        limit=SMOKE["eval_limit"] if args.smoke else 2000, options=options, resume=args.resume,

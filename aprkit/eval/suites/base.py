@@ -1,21 +1,40 @@
 """The evaluation-suite interface: what ``evaluate(...)`` and ``aprkit eval --suite NAME`` run.
 
 A suite measures one thing (corruption robustness, calibration, OOD, shape bias, phase bias,
-transplant) on a model and returns JSON-serialisable results; it also renders its report section.
-Suites register themselves with ``@register_suite("name")``; the runner looks them up in ``SUITES``.
+transplant) on a model and returns JSON-serialisable results (a dict whose top-level keys its ``Result``
+TypedDict documents); it also renders its report section. Suites register themselves with
+``@register_suite("name")``; the runner looks them up in ``SUITES``.
+
+Options follow one convention: a single flat namespace of keys, given as ``evaluate(options={...})``, as
+top-level keys of an eval config or as ``aprkit eval --set key=value``, e.g. ``{"knn_k": 10, "n_pairs": 500,
+"transplant_layers": ["layer3"]}``. A key means one thing whichever suites read it (``limit`` is read by
+every suite that subsamples; the corruption and calibration suites share the corruption-cell options); a name
+that would be ambiguous carries its suite's prefix (``ood_limit``, ``calibration_corrupted``, ``cue_conflict_n``,
+``transplant_n_pairs`` beside phase-bias's ``n_pairs``). Each suite declares its keys as the fields of its
+``Options`` (a pydantic model of :class:`SuiteOptions`: types, defaults, ranges, docs); ``evaluate`` rejects any
+other key (naming the suite that reads it, or a did-you-mean) and parses each suite's ``Options`` once, before
+any work, and keeps them on the context; a suite reads them with ``self.options(ctx)``. The older nested forms
+``{"phase-bias": {...}}`` and ``{"transplant": {...}}`` still work: :func:`flat_options` maps them to the flat
+keys with a ``DeprecationWarning``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from torch import nn
+from typing_extensions import Self
 
-__all__ = ["EvalContext", "ReportSection", "ResultCacheLike", "Suite", "SUITES", "register_suite"]
+from ..._checks import nearest_names
+
+__all__ = ["EvalContext", "ReportSection", "ResultCacheLike", "Suite", "SuiteOptions", "LimitOption", "SUITES",
+           "register_suite", "flat_options"]
 
 
 class ResultCacheLike(Protocol):
@@ -26,12 +45,56 @@ class ResultCacheLike(Protocol):
     def put(self, key: str, value: dict) -> None: ...
 
 
+class SuiteOptions(BaseModel):
+    """Base of a suite's ``Options``: its flat option keys as typed, validated fields with defaults.
+
+    :meth:`parse` picks the model's own keys out of the flat options of a run (the other keys belong to other
+    suites) and turns a validation error into one ``ValueError`` / ``TypeError`` naming the key and the suite.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True, use_attribute_docstrings=True)
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any], suite: str) -> Self:
+        """The model of ``options``' keys that are fields of ``cls`` (flat keys; see the module docstring); a
+        ``None`` value stands for the field's default."""
+        fields = cls.model_fields
+        given = {k: v for k, v in options.items() if k in fields and not (v is None and fields[k].default is not None)}
+        try:
+            return cls.model_validate(given)
+        except ValidationError as err:
+            first = err.errors()[0]
+            original = (first.get("ctx") or {}).get("error")
+            if isinstance(original, (ValueError, TypeError)):  # a validator's own message, e.g. a did-you-mean
+                raise original from None
+            key = ".".join(map(str, first["loc"]))
+            kind = TypeError if first["type"].endswith(("_type", "_parsing")) else ValueError
+            msg = first["msg"][:1].lower() + first["msg"][1:]
+            raise kind(f"option {key!r} of suite {suite!r}: {msg}, got {first['input']!r}") from None
+
+
+class LimitOption(SuiteOptions):
+    """The run setting ``limit`` (``evaluate(limit=N)``) for the suites that subsample their data."""
+
+    limit: int | None = None
+    """use only the first N images of each dataset (a run setting: part of every cache key)"""
+
+    @field_validator("limit")
+    @classmethod
+    def _positive(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"limit must be a positive number of images, got {v}")
+        return v
+
+
 @dataclass
 class EvalContext:
     """Everything a suite needs besides its data.
 
     ``model`` takes float images in [0, 1] of shape ``(B, C, H, W)`` on ``device`` (normalisation is
-    inside the model) and returns logits ``(B, num_classes)``; it is in eval mode.
+    inside the model) and returns logits ``(B, num_classes)``; it is in eval mode. ``options`` holds the
+    run's flat option keys (see the module docstring); ``parsed_options`` each suite's parsed ``Options``
+    (filled by ``evaluate``; :meth:`Suite.options` parses ``options`` when its suite is missing).
     """
 
     model: nn.Module
@@ -47,6 +110,7 @@ class EvalContext:
     out_dir: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
     model_key: str | None = None  # weights fingerprint for cache keys (computed on first use when None)
+    parsed_options: dict[str, SuiteOptions] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -59,14 +123,28 @@ class ReportSection:
     error: BaseException | None = None  # set by the report writer when rendering this section failed
 
 
-class Suite:
-    """Base class: subclasses are registered with ``@register_suite`` and implement ``run`` and ``report``."""
+OptionsT = TypeVar("OptionsT", bound=SuiteOptions)
+
+
+class Suite(Generic[OptionsT]):
+    """Base class: subclasses are registered with ``@register_suite``, declare ``Options``, implement ``run``
+    (annotated with a TypedDict of its result's top-level keys) and ``report``."""
 
     name: ClassVar[str] = ""
-    #: names this suite reads from ``ctx.options`` (``aprkit eval`` and ``evaluate`` reject any other option)
-    OPTIONS: ClassVar[tuple[str, ...]] = ()
+    #: the suite's option keys, types and defaults (``aprkit eval`` and ``evaluate`` reject any other key)
+    Options: type[OptionsT] = SuiteOptions  # type: ignore[assignment]  # a suite without options
 
-    def run(self, ctx: EvalContext, data: Any) -> dict:
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The flat option keys this suite reads (the fields of its ``Options``)."""
+        return tuple(cls.Options.model_fields)
+
+    def options(self, ctx: EvalContext) -> OptionsT:
+        """This suite's options in ``ctx`` (parsed once by ``evaluate``; parsed here for a hand-made context)."""
+        parsed = ctx.parsed_options.get(self.name)
+        return parsed if isinstance(parsed, self.Options) else self.Options.parse(flat_options(ctx.options), self.name)
+
+    def run(self, ctx: EvalContext, data: Any) -> Mapping[str, Any]:
         """Run the suite on ``data`` and return JSON-serialisable results."""
         raise NotImplementedError
 
@@ -91,3 +169,33 @@ def register_suite(name: str) -> Callable[[type[Suite]], type[Suite]]:
         return cls
 
     return deco
+
+
+#: the deprecated nested option forms: ``options[KEY] = {name: value}`` stands for ``options[PREFIX + name]``
+#: (KEY -> (the suite, PREFIX))
+_NESTED = {"phase-bias": ("phase-bias", ""), "phase_bias": ("phase-bias", ""), "transplant": ("transplant", "transplant_")}
+
+
+def flat_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` in the flat convention: the deprecated nested forms mapped to their flat keys (each with a
+    ``DeprecationWarning``); an unknown nested key raises with a did-you-mean."""
+    out = dict(options)
+    for key, (suite, prefix) in _NESTED.items():
+        if key not in out:
+            continue
+        nested = out.pop(key)
+        if not isinstance(nested, Mapping):
+            raise TypeError(f"options[{key!r}] must be a mapping of {suite} options, got {type(nested).__name__}")
+        cls = SUITES.get(suite)
+        valid = [n[len(prefix):] for n in (cls.option_names() if cls else ()) if n.startswith(prefix)]
+        for name, value in nested.items():
+            flat = prefix + str(name)
+            if cls is not None and str(name) not in valid:
+                raise ValueError(f"unknown {suite} option '{key}.{name}'{nearest_names(str(name), valid)}; the {suite} "
+                                 f"options are the flat keys {', '.join(cls.option_names())}")
+            if flat in out:
+                raise ValueError(f"options '{key}.{name}' and {flat!r} are both set; keep the flat key {flat!r}")
+            out[flat] = value
+        warnings.warn(f"options[{key!r}] = {{...}} is deprecated: give the {suite} options as flat keys "
+                      f"({', '.join(prefix + str(n) for n in nested) or 'none given'})", DeprecationWarning, stacklevel=3)
+    return out

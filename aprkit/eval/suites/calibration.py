@@ -2,8 +2,8 @@
 
 Shares its forward passes with the corruption suite (the same cached cells). Corrupted numbers are the
 mean over the evaluated (corruption, severity) cells (the AugMix/Hendrycks convention for CIFAR-10-C),
-and ``pooled_ece`` is the ECE of all corrupted predictions pooled into one set of bins. Set
-``options["calibration_corrupted"] = False`` to measure clean data only.
+and ``pooled_ece`` is the ECE of all corrupted predictions pooled into one set of bins. Set the option
+``calibration_corrupted=False`` to measure clean data only.
 
 Conventions (from ``aprkit.eval.metrics``): ECE uses 15 equal-width bins weighted by bin mass; RMS
 uses adaptive bins of 100 samples sorted by confidence with the remainder joined to the last bin
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from .base import EvalContext, ReportSection, Suite, register_suite
-from .corruption import CorruptionSuite, evaluate_cell, markdown_table, pct, pyplot, resolve_grid
+from .corruption import CorruptionOptions, evaluate_cell, markdown_table, pct, pyplot
 
-__all__ = ["CalibrationSuite", "pool_reliability"]
+__all__ = ["CalibrationSuite", "CalibrationOptions", "CalibrationResult", "pool_reliability"]
 
 _METRICS = ("accuracy", "ece", "rms", "nll", "brier")
 
@@ -43,20 +43,35 @@ def pool_reliability(diagrams: list[dict]) -> dict:
     return reliability_from_bins(stats)
 
 
+class CalibrationOptions(CorruptionOptions):
+    """The corruption suite's options (the same cells) and whether to measure corrupted data at all."""
+
+    calibration_corrupted: bool = True
+    """also measure calibration under the corruptions (else clean data only)"""
+
+
+class CalibrationResult(TypedDict):
+    """What the calibration suite returns (fractions in [0, 1])."""
+
+    clean: dict[str, Any]  # accuracy, ece, rms, nll, brier, reliability (diagram data), n
+    corrupted: dict[str, Any] | None  # the clean keys' means over the cells, pooled_ece, pooled reliability, cells
+    per_severity: dict[str, dict[str, float]]  # severity -> mean accuracy, ece, rms, nll, brier over corruptions
+
+
 @register_suite("calibration")
-class CalibrationSuite(Suite):
+class CalibrationSuite(Suite[CalibrationOptions]):
     """ECE / RMS / NLL / Brier and reliability diagrams, clean and under corruptions."""
 
-    OPTIONS = CorruptionSuite.OPTIONS + ("calibration_corrupted",)
+    Options = CalibrationOptions
 
-    def run(self, ctx: EvalContext, data: Any) -> dict:
-        clean = evaluate_cell(ctx, data)
-        result: dict[str, Any] = {"clean": {k: clean[k] for k in _METRICS} | {"reliability": clean["reliability"], "n": clean["n"]}}
-        result["corrupted"] = None
-        result["per_severity"] = {}
-        if ctx.options.get("calibration_corrupted", True):
-            corruptions, severities = resolve_grid(ctx)
-            cells = [evaluate_cell(ctx, data, c, s) for c in corruptions for s in severities]
+    def run(self, ctx: EvalContext, data: Any) -> CalibrationResult:
+        opts = self.options(ctx)
+        clean = evaluate_cell(ctx, data, opts)
+        result: CalibrationResult = {"clean": {k: clean[k] for k in _METRICS} | {"reliability": clean["reliability"], "n": clean["n"]},
+                                     "corrupted": None, "per_severity": {}}
+        if opts.calibration_corrupted:
+            corruptions, severities = opts.grid()
+            cells = [evaluate_cell(ctx, data, opts, c, s) for c in corruptions for s in severities]
             if cells:
                 mean = {k: sum(c[k] for c in cells) / len(cells) for k in _METRICS}
                 pooled = pool_reliability([c["reliability"] for c in cells])

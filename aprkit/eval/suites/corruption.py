@@ -1,6 +1,6 @@
 """Corruption robustness: clean accuracy plus accuracy/error per corruption x severity.
 
-Corrupted images come from a -C dataset on disk (``options["corrupted"]``, e.g. ``"cifar10-c:ROOT"``;
+Corrupted images come from a -C dataset on disk (option ``corrupted``, e.g. ``"cifar10-c:ROOT"``;
 CIFAR-10-C ``.npy`` files are memory-mapped) or are generated on the fly with ``aprkit.corruptions``
 from the clean test set (any dataset). Each (corruption, severity) cell is one cached unit holding
 accuracy, error, NLL, Brier, ECE, RMS calibration error and reliability bins, so the calibration suite
@@ -20,15 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import torch
+from pydantic import Field, ValidationInfo, field_validator
 
 from ..cache import cached
 from ..inference import as_dataset, dataset_id, predict
-from .base import EvalContext, ReportSection, Suite, register_suite
+from .base import EvalContext, LimitOption, ReportSection, Suite, register_suite
 
-__all__ = ["CorruptionSuite", "evaluate_cell", "expected_classes", "cell_summary", "resolve_grid", "markdown_table", "pyplot", "grouped_bars", "pct"]
+__all__ = ["CorruptionSuite", "CorruptionOptions", "CorruptionResult", "evaluate_cell", "expected_classes", "cell_summary",
+           "markdown_table", "pyplot", "grouped_bars", "pct"]
 
 CELL_VERSION = 1
 
@@ -110,6 +112,70 @@ def _default_preset(data: Any) -> str:
     return "cifar" if side <= 32 else "tinyimagenet" if side <= 64 else "imagenet"
 
 
+class CorruptionOptions(LimitOption):
+    """Options of the corruption suite; the calibration suite reads the same ones (the cells are shared)."""
+
+    corruptions: list[str] = Field(default_factory=_benchmark)
+    """corruption names (default, or an empty list: the 15 benchmark ones); ``["none"]``: clean accuracy only"""
+    severities: list[int] = [1, 2, 3, 4, 5]
+    """severities in 1..5"""
+    corrupted: Any = None
+    """a -C dataset on disk (``"cifar10-c:ROOT"``) or a callable (corruption, severity) -> dataset; default: generated"""
+    num_classes: int | None = None
+    """classes the model must output (a run setting; default: the dataset's classes, see ``check_classes``)"""
+    check_classes: bool = True
+    """without ``num_classes``: check the model's outputs against the number of classes the dataset names"""
+    preset: Literal["cifar", "tinyimagenet", "imagenet"] | None = None
+    """parameters of generated corruptions (default by image side: <= 32 cifar, <= 64 tinyimagenet, else imagenet)"""
+    n_bins: int = Field(default=15, ge=1)
+    """equal-width bins of the ECE and the reliability diagrams"""
+
+    @field_validator("corruptions", "severities", mode="before")
+    @classmethod
+    def _as_list(cls, v: Any, info: ValidationInfo) -> Any:
+        """Comma-separated text (``"fog,snow"``, ``"1,3"``) or one number as a list; an empty list is the default."""
+        v = [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else [v] if isinstance(v, int) else v
+        return cls.model_fields[str(info.field_name)].get_default(call_default_factory=True) if v in ([], ()) else v
+
+    @field_validator("corruptions")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        if v in (["none"], ["clean"]):
+            return []  # clean accuracy only
+        from aprkit.corruptions import check_name
+
+        return [check_name(c) for c in v]  # a did-you-mean for a typo
+
+    @field_validator("severities")
+    @classmethod
+    def _in_range(cls, v: list[int]) -> list[int]:
+        bad = [s for s in v if not 1 <= s <= 5]
+        if bad:
+            raise ValueError(f"severities must be integers in 1..5, got {bad}")
+        return v
+
+    def grid(self) -> tuple[list[str], list[int]]:
+        """The corruptions and severities to evaluate (both empty for clean accuracy only)."""
+        return list(self.corruptions), list(self.severities) if self.corruptions else []
+
+
+class CorruptionResult(TypedDict):
+    """What the corruption suite returns (fractions in [0, 1]; None where a number is not defined)."""
+
+    clean: dict[str, Any]  # n, accuracy, error
+    cells: dict[str, dict[str, dict[str, Any]]]  # corruption -> severity -> n, accuracy, error, nll, ece
+    per_corruption: dict[str, float | None]  # mean error over severities
+    per_severity: dict[str, float | None]  # mean error over corruptions
+    mean_error: float | None  # over the evaluated cells
+    mean_corruption_error: float | None  # CIFAR convention: all 15 x 5 benchmark cells
+    relative_robustness: float | None  # mean corrupted accuracy / clean accuracy
+    complete: bool  # all 15 x 5 benchmark cells were evaluated
+    origin: str  # "none", "disk" or "generated"
+    preset: str
+    mce: float | None  # ImageNet-C mCE (AlexNet-normalised), preset "imagenet" with all cells
+    relative_mce: float | None
+
+
 def _generated_transform(corruption: str, severity: int, preset: str, seed: int):
     """The on-the-fly corruption of one cell: ``(uint8 images (B, C, H, W), dataset indices (B,)) -> images``.
 
@@ -135,55 +201,30 @@ def _open_corrupted(source: Any, corruption: str, severity: int):
     raise TypeError(f"options['corrupted'] must be a -C dataset spec such as 'cifar10-c:ROOT' or a callable (corruption, severity) -> dataset, got {type(source).__name__}")
 
 
-def expected_classes(ctx: EvalContext, dataset: Any) -> int | None:
-    """The number of classes the model must output: ``options["num_classes"]``, else ``len(dataset.classes)``
-    when the dataset names its classes (disable with ``options["check_classes"] = False``)."""
-    if ctx.options.get("num_classes"):
-        return int(ctx.options["num_classes"])
+def expected_classes(opts: CorruptionOptions, dataset: Any) -> int | None:
+    """The number of classes the model must output: option ``num_classes``, else ``len(dataset.classes)`` when
+    the dataset names its classes (disable with option ``check_classes=False``)."""
+    if opts.num_classes:
+        return int(opts.num_classes)
     classes = getattr(dataset, "classes", None)
-    if ctx.options.get("check_classes", True) and isinstance(classes, (list, tuple)) and len(classes) > 1:
+    if opts.check_classes and isinstance(classes, (list, tuple)) and len(classes) > 1:
         return len(classes)
     return None
 
 
-def resolve_grid(ctx: EvalContext) -> tuple[list[str], list[int]]:
-    """Corruptions (default: the 15 benchmark ones) and severities (default 1..5) from ``ctx.options``."""
-    corruptions = ctx.options.get("corruptions")
-    if isinstance(corruptions, str):
-        corruptions = [c.strip() for c in corruptions.split(",") if c.strip()]
-    if corruptions is None or (isinstance(corruptions, (list, tuple)) and not corruptions):
-        corruptions = _benchmark()
-    if list(corruptions) in (["none"], ["clean"]):
-        return [], []  # clean accuracy only
-    severities = ctx.options.get("severities") or [1, 2, 3, 4, 5]
-    if isinstance(severities, (int, str)):
-        severities = [int(s) for s in str(severities).split(",") if str(s).strip()]
-    severities = [int(s) for s in severities]
-    bad = [s for s in severities if not 1 <= s <= 5]
-    if bad:
-        raise ValueError(f"severities must be integers in 1..5, got {bad}")
-    from aprkit._checks import nearest_names
-
-    from .. import metrics as M
-
-    known = list(M.CORRUPTIONS) + list(M.EXTRA_CORRUPTIONS)
-    for c in corruptions:
-        if c not in known:
-            raise ValueError(f"unknown corruption {c!r}{nearest_names(c, known)}; known: {', '.join(known)}")
-    return list(corruptions), severities
-
-
-def evaluate_cell(ctx: EvalContext, data: Any, corruption: str | None = None, severity: int | None = None) -> dict:
-    """Evaluate (or fetch from ``ctx.cache``) one cell: clean when ``corruption`` is None.
+def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corruption: str | None = None,
+                  severity: int | None = None) -> dict:
+    """Evaluate (or fetch from ``ctx.cache``) one cell with the corruption suite's options ``opts``: clean when
+    ``corruption`` is None.
 
     The cell's key (:func:`aprkit.eval.cache.result_key`) holds the corruption, severity and either the
     generation (preset, ``aprkit.corruptions.CODE_VERSION``; the seed is a run setting) or the -C source.
     """
-    limit = ctx.options.get("limit")
+    limit = opts.limit
     clean = as_dataset(data)
-    source = ctx.options.get("corrupted")
-    preset = ctx.options.get("preset") or _default_preset(clean)
-    n_bins = int(ctx.options.get("n_bins", 15))
+    source = opts.corrupted
+    preset = opts.preset or _default_preset(clean)
+    n_bins = opts.n_bins
     generation: dict[str, Any] = {}
     if corruption is None:
         origin = "clean"
@@ -213,7 +254,7 @@ def evaluate_cell(ctx: EvalContext, data: Any, corruption: str | None = None, se
         out = predict(
             ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
             amp=ctx.amp, channels_last=ctx.channels_last, transform=transform, limit=limit,
-            num_classes=expected_classes(ctx, clean), progress=ctx.progress, desc=desc,
+            num_classes=expected_classes(opts, clean), progress=ctx.progress, desc=desc,
         )
         value = cell_summary(out.logits, out.labels, n_bins)
         value.update(corruption=corruption, severity=severity, origin=origin, seconds=out.seconds)
@@ -234,20 +275,21 @@ def _mean(xs: list[float]) -> float | None:
 
 
 @register_suite("corruption")
-class CorruptionSuite(Suite):
+class CorruptionSuite(Suite[CorruptionOptions]):
     """Clean and corrupted accuracy, mean corruption error (CIFAR), mCE (ImageNet-C)."""
 
-    OPTIONS = ("limit", "corruptions", "severities", "corrupted", "num_classes", "check_classes", "preset", "n_bins")
+    Options = CorruptionOptions
 
-    def run(self, ctx: EvalContext, data: Any) -> dict:
-        corruptions, severities = resolve_grid(ctx)
-        clean = evaluate_cell(ctx, data)
+    def run(self, ctx: EvalContext, data: Any) -> CorruptionResult:
+        opts = self.options(ctx)
+        corruptions, severities = opts.grid()
+        clean = evaluate_cell(ctx, data, opts)
         cells: dict[str, dict[str, dict]] = {}
         from tqdm.auto import tqdm
 
         grid = [(c, s) for c in corruptions for s in severities]
         for c, s in tqdm(grid, desc=f"{ctx.model_id}: corruptions", unit="cell", disable=not ctx.progress or not grid):
-            r = evaluate_cell(ctx, data, c, s)
+            r = evaluate_cell(ctx, data, opts, c, s)
             cells.setdefault(c, {})[str(s)] = {k: r[k] for k in ("n", "accuracy", "error", "nll", "ece")}
         errors = [cell["error"] for row in cells.values() for cell in row.values()]
         per_corruption = {c: _mean([v["error"] for v in row.values()]) for c, row in cells.items()}
@@ -255,7 +297,7 @@ class CorruptionSuite(Suite):
         full = set(_benchmark()) <= set(corruptions) and sorted(severities) == [1, 2, 3, 4, 5]
         bench = _benchmark()
         mean_err = _mean(errors)
-        result = {
+        result: CorruptionResult = {
             "clean": {k: clean[k] for k in ("n", "accuracy", "error")},
             "cells": cells,
             "per_corruption": per_corruption,
@@ -264,8 +306,8 @@ class CorruptionSuite(Suite):
             "mean_corruption_error": _mce_cifar(cells, bench) if full else None,
             "relative_robustness": (1 - mean_err) / clean["accuracy"] if mean_err is not None and clean["accuracy"] > 0 else None,
             "complete": full,
-            "origin": "none" if not grid else "disk" if ctx.options.get("corrupted") else "generated",
-            "preset": ctx.options.get("preset") or _default_preset(as_dataset(data)),
+            "origin": "none" if not grid else "disk" if opts.corrupted else "generated",
+            "preset": opts.preset or _default_preset(as_dataset(data)),
             "mce": None,
             "relative_mce": None,
         }

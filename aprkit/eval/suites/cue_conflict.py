@@ -7,8 +7,8 @@ mapping as in the ImageNet ``shape-bias`` suite); shape bias = shape decisions /
 decisions), computed by :func:`aprkit.eval.texture_shape`. It is the synthetic-data analogue of
 the Geirhos et al. benchmark, not that benchmark.
 
-``data``: ``"synthetic"`` / ``"synthetic:N"`` (stimuli generated from ``options["cue_conflict_seed"]``,
-default ``10007 + seed``; ``N`` or ``options["cue_conflict_n"]`` stimuli, default 2000), a
+``data``: ``"synthetic"`` / ``"synthetic:N"`` (stimuli generated from option ``cue_conflict_seed``,
+default ``10007 + seed``; ``N`` or option ``cue_conflict_n`` stimuli, default 2000), a
 :class:`CueConflictStimuli`, or an ``(images, shape_labels, texture_labels)`` triple.
 """
 
@@ -17,16 +17,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import torch
+from pydantic import Field
 from torch.utils.data import Dataset
 
 from ..cache import cached
-from .base import EvalContext, ReportSection, Suite, register_suite
+from .base import EvalContext, ReportSection, Suite, SuiteOptions, register_suite
 from .corruption import markdown_table, pyplot
 
-__all__ = ["CueConflictStimuli", "CueConflictSuite", "synthetic_stimuli", "resolve_cue_conflict"]
+__all__ = ["CueConflictStimuli", "CueConflictSuite", "CueConflictOptions", "CueConflictResult", "synthetic_stimuli",
+           "resolve_cue_conflict"]
 
 _VERSION = 1
 _DEFAULT_N = 2000
@@ -86,7 +88,8 @@ def resolve_cue_conflict(data: Any, options: Mapping[str, Any] | None = None, se
                              f"'synthetic' or 'synthetic:N', got {data!r} (for ImageNet models use the 'shape-bias' suite, "
                              "for other datasets the 'phase-bias' suite)")
         n = int(opts.get("cue_conflict_n") or (arg if arg.strip() else _DEFAULT_N))
-        return synthetic_stimuli(n, seed=int(opts.get("cue_conflict_seed", 10007 + seed)))
+        given_seed = opts.get("cue_conflict_seed")
+        return synthetic_stimuli(n, seed=int(10007 + seed if given_seed is None else given_seed))
     if isinstance(data, (tuple, list)) and len(data) == 3:
         from aprkit.data.synthetic import SHAPES
 
@@ -97,17 +100,41 @@ def resolve_cue_conflict(data: Any, options: Mapping[str, Any] | None = None, se
                     f"(images, shape_labels, texture_labels) triple; got {type(data).__name__}")
 
 
+class CueConflictOptions(SuiteOptions):
+    """Options of the cue-conflict suite."""
+
+    cue_conflict_seed: int | None = None
+    """seed of the generated stimuli (default: 10007 + the run's seed)"""
+    cue_conflict_n: int | None = Field(default=None, ge=1)
+    """number of generated stimuli (default: N of ``"synthetic:N"``, else 2000)"""
+    categories: list[str] | None = None
+    """class names of an ``(images, shape_labels, texture_labels)`` triple (default: the synthetic shapes)"""
+
+
+class CueConflictResult(TypedDict):
+    """What the cue-conflict suite returns (fractions in [0, 1]; None where no decision counted)."""
+
+    shape_bias: float | None  # shape decisions / (shape + texture decisions)
+    shape_match: float
+    texture_match: float
+    neither: float  # 1 - shape_match - texture_match
+    per_category: dict[str, float | None]  # shape class -> shape bias
+    counts: dict[str, Any]  # n_stimuli and the decision counts
+    categories: list[str]
+    stimuli: str  # the stimuli's cache id
+
+
 @register_suite("cue-conflict")
-class CueConflictSuite(Suite):
+class CueConflictSuite(Suite[CueConflictOptions]):
     """Shape bias, shape/texture match and per-class shape bias on generated cue-conflict stimuli."""
 
-    OPTIONS = ("cue_conflict_seed", "cue_conflict_n", "categories")
+    Options = CueConflictOptions
 
-    def run(self, ctx: EvalContext, data: Any) -> dict:
+    def run(self, ctx: EvalContext, data: Any) -> CueConflictResult:
         from ..inference import predict
         from ..texture_shape import shape_bias
 
-        ds = resolve_cue_conflict(data, ctx.options, ctx.seed)
+        ds = resolve_cue_conflict(data, self.options(ctx).model_dump(exclude_none=True), ctx.seed)
 
         def compute() -> dict:
             out = predict(ctx.model, ds, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
@@ -123,7 +150,7 @@ class CueConflictSuite(Suite):
             result["stimuli"] = ds.cache_id
             return result
 
-        return cached(ctx, "cue-conflict", ds.cache_id, compute, v=_VERSION)
+        return cast(CueConflictResult, cached(ctx, "cue-conflict", ds.cache_id, compute, v=_VERSION))
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         def f3(x: float | None) -> str:

@@ -3,16 +3,15 @@
 Scores (from ``aprkit.eval.scores``; higher = more in-distribution): MSP, MaxLogit, Energy, ODIN
 (temperature scaling plus input perturbation; one extra forward/backward pass per image), Mahalanobis
 (penultimate features, class means with a shared covariance) and KNN (distance to the k-th nearest
-normalised training feature). Mahalanobis and KNN are fitted on ``options["fit"]`` (a dataset spec or
+normalised training feature). Mahalanobis and KNN are fitted on option ``fit`` (a dataset spec or
 Dataset; default: the ``train`` split of the in-distribution spec), on a seeded random subset of
-``options["fit_limit"]`` images (default 10,000); they are skipped, with a note, when no training data
-can be found.
+``fit_limit`` images (default 10,000); they are skipped, with a note, when no training data can be found.
 
 Metrics follow the common convention: in-distribution is the positive class; AUPR-In uses ID as
 positive, AUPR-Out uses OOD as positive with negated scores; FPR@95 is the fraction of OOD samples
 accepted at the threshold that accepts 95 % of ID samples.
 
-OOD sets: ``options["ood"]``, a list of specs (``"noise:gaussian"``, ``"folder:/path/to/svhn"``) or a
+OOD sets: option ``ood``, a list of specs (``"noise:gaussian"``, ``"folder:/path/to/svhn"``) or a
 mapping name -> spec/Dataset; default: the built-in synthetic sets (Gaussian, uniform, Rademacher
 noise, blobs) at the in-distribution image size. Per-sample scores are cached per (model, dataset).
 """
@@ -21,17 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
+from pydantic import Field, field_validator
 from torch.utils.data import Subset
 
 from ..cache import cached
 from ..inference import as_dataset, dataset_id, iter_batches, predict, to_model_input, wants_channels_last
-from .base import EvalContext, ReportSection, Suite, register_suite
+from .base import EvalContext, LimitOption, ReportSection, Suite, register_suite
 from .corruption import grouped_bars, markdown_table, pct, pyplot
 
-__all__ = ["OODSuite", "SCORES", "SYNTHETIC_SETS", "compute_scores"]
+__all__ = ["OODSuite", "OODOptions", "OODResult", "SCORES", "SYNTHETIC_SETS", "compute_scores"]
 
 SCORES = ("msp", "max_logit", "energy", "odin", "mahalanobis", "knn")
 SYNTHETIC_SETS = ("gaussian", "uniform", "rademacher", "blobs")
@@ -39,8 +39,51 @@ _FEATURE_SCORES = ("mahalanobis", "knn")
 _METRICS = ("auroc", "aupr_in", "aupr_out", "fpr@95")
 
 
-def _ood_sets(ctx: EvalContext, like: Any) -> dict[str, Any]:
-    sets = ctx.options.get("ood") or [f"noise:{n}" for n in SYNTHETIC_SETS]
+class OODOptions(LimitOption):
+    """Options of the OOD suite."""
+
+    ood: Any = None
+    """OOD sets: dataset specs (a list or comma-separated text) or a mapping name -> spec/Dataset; default: noise sets"""
+    ood_limit: int | None = Field(default=None, ge=1)
+    """images per OOD set (default: ``limit``, else as many as the in-distribution set has)"""
+    ood_scores: list[str] = list(SCORES)
+    """the scores to compute, of msp, max_logit, energy, odin, mahalanobis, knn (default: all)"""
+    fit: Any = None
+    """training data of Mahalanobis/KNN: a spec or Dataset (default: the ``train`` split of a data spec)"""
+    fit_limit: int = Field(default=10000, ge=1)
+    """fit on a seeded random subset of this many training images"""
+    knn_k: int = Field(default=50, ge=1)
+    """KNN score: distance to the k-th nearest normalised training feature"""
+    odin_temperature: float = Field(default=1000.0, gt=0)
+    """ODIN temperature"""
+    odin_epsilon: float = Field(default=0.0014, ge=0)
+    """ODIN input-perturbation step"""
+
+    @field_validator("ood_scores")
+    @classmethod
+    def _known_scores(cls, v: list[str]) -> list[str]:
+        from ..._checks import nearest_names
+
+        for s in v:
+            if s not in SCORES:
+                raise ValueError(f"unknown OOD score {s!r}{nearest_names(s, list(SCORES))}; known: {', '.join(SCORES)}")
+        return v or list(SCORES)
+
+
+class OODResult(TypedDict, total=False):
+    """What the OOD suite returns (metrics as fractions in [0, 1])."""
+
+    n_in: int  # in-distribution images
+    scores: list[str]  # the scores computed
+    sets: dict[str, dict[str, Any]]  # OOD set -> n and score -> auroc, aupr_in, aupr_out, fpr@95
+    histograms: dict[str, dict[str, dict]]  # OOD set -> score -> range, in, out (histogram counts)
+    note: str | None  # why a score was skipped
+    in_accuracy: float  # accuracy on the in-distribution set (when it has labels)
+    mean: dict[str, dict[str, float]]  # score -> the metrics' means over the OOD sets
+
+
+def _ood_sets(opts: OODOptions) -> dict[str, Any]:
+    sets = opts.ood or [f"noise:{n}" for n in SYNTHETIC_SETS]
     if isinstance(sets, str):
         sets = [s.strip() for s in sets.split(",") if s.strip()]
     if isinstance(sets, Mapping):
@@ -48,7 +91,7 @@ def _ood_sets(ctx: EvalContext, like: Any) -> dict[str, Any]:
     out = {}
     for s in sets:
         if not isinstance(s, str):
-            raise TypeError(f"options['ood'] entries must be dataset specs; pass a mapping name -> Dataset for objects, got {type(s).__name__}")
+            raise TypeError(f"option 'ood' entries must be dataset specs; pass a mapping name -> Dataset for objects, got {type(s).__name__}")
         name = s.split(":", 1)[1] if s.startswith("noise:") else Path(s.split(":", 1)[-1]).name or s
         out[name] = s
     return out
@@ -65,38 +108,37 @@ def _open_ood(spec: Any, like: Any, n: int, seed: int) -> Any:
     return as_dataset(spec)
 
 
-def _fit_scorers(ctx: EvalContext, data: Any, wanted: list[str]) -> tuple[dict[str, Any], str | None, str]:
+def _fit_scorers(ctx: EvalContext, data: Any, opts: OODOptions) -> tuple[dict[str, Any], str | None, str]:
     """Fit Mahalanobis/KNN on training features; returns (scorers, note, fit id)."""
     from .. import scores as S
 
-    fit = ctx.options.get("fit")
+    fit = opts.fit
     if fit is None and isinstance(data, str):
         fit = data  # same spec, "train" split
     if fit is None:
-        return {}, "no training data for Mahalanobis/KNN (set options['fit'] / --set fit=SPEC)", "none"
+        return {}, "no training data for Mahalanobis/KNN (set the option fit, e.g. --set fit=SPEC)", "none"
     try:
         ds = as_dataset(fit, "train")
     except (FileNotFoundError, ValueError) as err:
         return {}, f"Mahalanobis/KNN skipped: no training split found ({err})", "none"
-    fit_limit = int(ctx.options.get("fit_limit") or 10000)
+    fit_limit = opts.fit_limit
     if len(ds) > fit_limit:  # a seeded random subset: training folders are often sorted by class
         g = torch.Generator().manual_seed(ctx.seed)
         ds = Subset(ds, sorted(torch.randperm(len(ds), generator=g)[:fit_limit].tolist()))
     out = predict(ctx.model, ds, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers, amp=ctx.amp,
                   channels_last=ctx.channels_last, features=True, progress=ctx.progress, desc="ood fit")
     scorers: dict[str, Any] = {}
-    if "mahalanobis" in wanted:
+    if "mahalanobis" in opts.ood_scores:
         scorers["mahalanobis"] = S.MahalanobisScorer().fit(out.features, out.labels)
-    if "knn" in wanted:
-        scorers["knn"] = S.KNNScorer(k=int(ctx.options.get("knn_k", 50))).fit(out.features)
+    if "knn" in opts.ood_scores:
+        scorers["knn"] = S.KNNScorer(k=opts.knn_k).fit(out.features)
     return scorers, None, dataset_id(fit, "train")
 
 
-def _odin_scores(ctx: EvalContext, dataset: Any, limit: int | None) -> torch.Tensor:
+def _odin_scores(ctx: EvalContext, dataset: Any, limit: int | None, opts: OODOptions) -> torch.Tensor:
     from .. import scores as S
 
-    T = float(ctx.options.get("odin_temperature", 1000.0))
-    eps = float(ctx.options.get("odin_epsilon", 0.0014))
+    T, eps = opts.odin_temperature, opts.odin_epsilon
     parts = []
     for images, _, _ in iter_batches(dataset, ctx.batch_size, num_workers=ctx.num_workers, limit=limit, device=ctx.device):
         x = to_model_input(images, ctx.device, wants_channels_last(ctx.model, ctx.channels_last))
@@ -104,8 +146,10 @@ def _odin_scores(ctx: EvalContext, dataset: Any, limit: int | None) -> torch.Ten
     return torch.cat(parts)
 
 
-def compute_scores(ctx: EvalContext, dataset: Any, wanted: list[str], scorers: dict[str, Any], limit: int | None, desc: str) -> dict[str, list[float]]:
-    """Per-sample OOD scores ``{score name: [N floats]}`` of ``dataset`` (higher = more in-distribution)."""
+def compute_scores(ctx: EvalContext, dataset: Any, wanted: list[str], scorers: dict[str, Any], limit: int | None, desc: str,
+                   opts: OODOptions | None = None) -> dict[str, list[float]]:
+    """Per-sample OOD scores ``{score name: [N floats]}`` of ``dataset`` (higher = more in-distribution); ODIN
+    uses the temperature and step of ``opts`` (default: :class:`OODOptions`' defaults)."""
     from .. import scores as S
 
     need_feats = any(s in scorers for s in wanted)
@@ -117,7 +161,7 @@ def compute_scores(ctx: EvalContext, dataset: Any, wanted: list[str], scorers: d
         if name in logit_fns:
             result[name] = logit_fns[name](out.logits).tolist()
         elif name == "odin":
-            result[name] = _odin_scores(ctx, dataset, limit).tolist()
+            result[name] = _odin_scores(ctx, dataset, limit, opts or OODOptions()).tolist()
         elif name in scorers:
             result[name] = scorers[name].score(out.features).tolist()
     if bool((out.labels >= 0).all()):
@@ -133,39 +177,37 @@ def _histograms(s_in: list[float], s_out: list[float], bins: int = 30) -> dict:
 
 
 @register_suite("ood")
-class OODSuite(Suite):
+class OODSuite(Suite[OODOptions]):
     """OOD detection with six scores against user and synthetic OOD sets."""
 
-    OPTIONS = ("limit", "ood", "ood_limit", "ood_scores", "fit", "fit_limit", "knn_k", "odin_temperature", "odin_epsilon")
+    Options = OODOptions
 
-    def run(self, ctx: EvalContext, data: Any) -> dict:
+    def run(self, ctx: EvalContext, data: Any) -> OODResult:
         from .. import metrics as M
 
-        wanted = list(ctx.options.get("ood_scores") or SCORES)
-        unknown = [s for s in wanted if s not in SCORES]
-        if unknown:
-            raise ValueError(f"unknown OOD scores {unknown}; known: {', '.join(SCORES)}")
-        limit = ctx.options.get("limit")
-        ood_limit = ctx.options.get("ood_limit") or limit
+        opts = self.options(ctx)
+        wanted = list(opts.ood_scores)
+        limit = opts.limit
+        ood_limit = opts.ood_limit or limit
         in_ds = as_dataset(data)
         n_in = len(in_ds) if limit is None else min(len(in_ds), int(limit))
-        sets = _ood_sets(ctx, in_ds)
-        odin_opts = {k: ctx.options.get(k) for k in ("odin_temperature", "odin_epsilon")}
-        fit_opts = {k: ctx.options.get(k) for k in ("fit", "fit_limit", "knn_k")}
-        fit_opts["fit"] = dataset_id(fit_opts["fit"], "train") if fit_opts["fit"] is not None else None
+        sets = _ood_sets(opts)
+        odin_opts = {"odin_temperature": opts.odin_temperature, "odin_epsilon": opts.odin_epsilon}
+        fit_opts = {"fit": dataset_id(opts.fit, "train") if opts.fit is not None else None, "fit_limit": opts.fit_limit,
+                    "knn_k": opts.knn_k}
         state: dict[str, Any] = {}
 
         def scores_for(name: str, ds: Any, ds_id: str, lim: int | None) -> dict[str, list[float]]:
             def compute() -> dict:
                 if "scorers" not in state and any(s in wanted for s in _FEATURE_SCORES):
-                    state["scorers"], state["note"], _ = _fit_scorers(ctx, data, wanted)
-                return compute_scores(ctx, ds, wanted, state.get("scorers", {}), lim, f"ood {name}")
+                    state["scorers"], state["note"], _ = _fit_scorers(ctx, data, opts)
+                return compute_scores(ctx, ds, wanted, state.get("scorers", {}), lim, f"ood {name}", opts)
 
             return cached(ctx, "ood-scores", ds_id, compute, scores=wanted, set_limit=lim, v=2, **odin_opts, **fit_opts)
 
         s_in = scores_for("in", in_ds, dataset_id(data), limit)
         present = [s for s in wanted if s in s_in]
-        result: dict[str, Any] = {"n_in": n_in, "scores": present, "sets": {}, "histograms": {}, "note": state.get("note")}
+        result: OODResult = {"n_in": n_in, "scores": present, "sets": {}, "histograms": {}, "note": state.get("note")}
         if "_accuracy" in s_in:
             result["in_accuracy"] = s_in["_accuracy"][0]
         missing = [s for s in wanted if s not in present]

@@ -1,5 +1,6 @@
-"""Which suite reads which option: the suite registry looked up by name and unknown options reported with the
-suite that would read them (or a did-you-mean); used by ``evaluate`` and by the eval config loader."""
+"""Which suite reads which option: the suite registry looked up by name, unknown options reported with the
+suite that would read them (or a did-you-mean), and each suite's ``Options`` parsed from the flat options of a
+run (the convention is in :mod:`.base`); used by ``evaluate`` and by the eval config loader."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 
 from ..._checks import nearest_names
 from . import load_suites
+from .base import SuiteOptions, flat_options
 
-__all__ = ["suite_registry", "option_error", "check_suite_options"]
+__all__ = ["suite_registry", "option_error", "check_suite_options", "parse_suite_options"]
 
 
 def suite_registry(names: Sequence[str]) -> dict[str, Any]:
@@ -26,14 +28,14 @@ def suite_registry(names: Sequence[str]) -> dict[str, Any]:
 def option_error(key: str, suites: Sequence[str], registry: Mapping[str, Any], valid_keys: Sequence[str] = ()) -> ValueError:
     """The error for ``key``: the suite that reads it when that one is not selected, else a did-you-mean
     over every suite option (and ``valid_keys``, the other config keys, when given)."""
-    owners = [name for name, cls in sorted(registry.items()) if key in getattr(cls, "OPTIONS", ())]
+    owners = [name for name, cls in sorted(registry.items()) if key in cls.option_names()]
     if owners:
         return ValueError(
             f"option {key!r} is read by suite {' and '.join(map(repr, owners))}, which is not selected "
             f"(suites: {', '.join(suites)}); add --suite {owners[0]} or remove the option"
         )
-    selected = sorted({o for s in suites for o in getattr(registry[s], "OPTIONS", ())})
-    every = sorted({o for cls in registry.values() for o in getattr(cls, "OPTIONS", ())} | set(valid_keys))
+    selected = sorted({o for s in suites for o in registry[s].option_names()})
+    every = sorted({o for cls in registry.values() for o in cls.option_names()} | set(valid_keys))
     what = "config key" if valid_keys else "suite option"
     keys = f"evaluate's settings ({', '.join(valid_keys)}) and " if valid_keys else ""
     return ValueError(
@@ -42,15 +44,24 @@ def option_error(key: str, suites: Sequence[str], registry: Mapping[str, Any], v
     )
 
 
-def check_suite_options(suites: str | Sequence[str], options: Mapping[str, Any] | None) -> None:
-    """Raise ``ValueError`` for an option that none of ``suites`` reads (naming the suite that would)."""
+def check_suite_options(suites: str | Sequence[str], options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` as flat keys (:func:`~.base.flat_options`); ``ValueError`` for a key that none of ``suites``
+    reads (naming the suite that would)."""
     names = [suites] if isinstance(suites, str) else list(suites)
     registry = suite_registry(names)
     if options is None:
-        return
+        return {}
     if not isinstance(options, Mapping):
         raise TypeError(f"options must be a mapping of suite option names to values, got {type(options).__name__}")
-    selected = {o for s in names for o in getattr(registry[s], "OPTIONS", ())}
-    for key in options:
+    flat = flat_options(options)
+    selected = {o for s in names for o in registry[s].option_names()}
+    for key in flat:
         if key not in selected:
             raise option_error(str(key), names, registry)
+    return flat
+
+
+def parse_suite_options(suites: Sequence[str], options: Mapping[str, Any]) -> dict[str, SuiteOptions]:
+    """Suite name -> its ``Options`` parsed from the flat ``options`` (a bad value raises naming key and suite)."""
+    registry = suite_registry(suites)
+    return {s: registry[s].Options.parse(options, s) for s in suites}

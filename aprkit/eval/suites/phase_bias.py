@@ -6,51 +6,68 @@ inside a low-frequency band only) and the suite counts whose class the model pre
 images (global shape destroyed, local texture kept) measure how much the class survives on texture.
 
 ``data`` is anything ``aprkit.eval.inference.as_dataset`` accepts (``"cifar10:ROOT"``, a dataset,
-``(images, labels)``). Options (``ctx.options``, flat or under ``"phase-bias"``): ``n_pairs`` (2000),
-``beta`` (0.1), ``patch_size`` (8), ``n_shuffle`` (= n_pairs), ``dims`` ("chw"); the runner's ``limit``
-restricts pairs to the first ``limit`` images.
+``(images, labels)``). Options: see :class:`PhaseBiasOptions`; the runner's ``limit`` restricts pairs to the
+first ``limit`` images.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
+from pydantic import Field
 from torch.utils.data import Subset
 
+from ...fourier import Dims
 from ..cache import cached
 from ..inference import as_dataset
 from ..phase_amplitude import measure_phase_bias
-from .base import EvalContext, ReportSection, Suite, register_suite
+from .base import EvalContext, LimitOption, ReportSection, Suite, register_suite
 
-__all__ = ["PhaseBiasSuite", "plot_phase_bias"]
+__all__ = ["PhaseBiasSuite", "PhaseBiasOptions", "PhaseBiasResult", "plot_phase_bias"]
 
 _VERSION = 1
-_DEFAULTS: dict[str, Any] = {"n_pairs": 2000, "beta": 0.1, "patch_size": 8, "n_shuffle": None, "dims": "chw"}
 _VARIANTS = (("full", "full swap"), ("low_frequency", "low-freq. swap"))
 
 
-def _options(ctx: EvalContext) -> dict[str, Any]:
-    nested = ctx.options.get("phase-bias") or ctx.options.get("phase_bias") or {}
-    if not isinstance(nested, Mapping):
-        raise TypeError(f"options['phase-bias'] must be a mapping of suite options, got {type(nested).__name__}")
-    opts = {k: nested.get(k, ctx.options.get(k, v)) for k, v in _DEFAULTS.items()}
-    unknown = set(nested) - set(_DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown phase-bias options {sorted(unknown)}; expected {sorted(_DEFAULTS)}")
-    return opts
+class PhaseBiasOptions(LimitOption):
+    """Options of the phase-bias suite (the keyword arguments of :func:`~aprkit.eval.phase_amplitude.measure_phase_bias`)."""
+
+    n_pairs: int = Field(default=2000, ge=1)
+    """pairs of test images of different classes to recombine"""
+    beta: float = Field(default=0.1, ge=0, le=1)
+    """half-width of the low-frequency band as a fraction of min(H, W) (``fourier.low_frequency_swap``)"""
+    patch_size: int | tuple[int, int] = 8
+    """side of the patch-shuffle control's patches (or (height, width))"""
+    n_shuffle: int | None = Field(default=None, ge=1)
+    """images of the patch-shuffle control (default: ``n_pairs``)"""
+    dims: Dims = "chw"
+    """Fourier transform over channels and space (``chw``) or per channel (``hw``)"""
+
+
+class PhaseBiasResult(TypedDict):
+    """What the phase-bias suite returns (:func:`~aprkit.eval.phase_amplitude.measure_phase_bias`, fractions in [0, 1])."""
+
+    phase_bias: float | None  # phase / (phase + amplitude) decisions, full swap
+    phase_bias_low_frequency: float | None  # the same, amplitude swapped only inside the low-frequency band
+    patch_shuffle_accuracy: float
+    clean_accuracy: float  # of the donor images
+    full: dict[str, Any]  # phase, amplitude, neither, phase_bias, n_pairs, both_correct
+    low_frequency: dict[str, Any]  # as ``full``
+    patch_shuffle: dict[str, Any]  # accuracy, clean_accuracy, n_images, patch_size
+    settings: dict[str, Any]  # n_pairs, beta, dims, seed
 
 
 @register_suite("phase-bias")
-class PhaseBiasSuite(Suite):
+class PhaseBiasSuite(Suite[PhaseBiasOptions]):
     """Follow-phase / follow-amplitude / neither rates, phase bias, and patch-shuffle accuracy."""
 
-    OPTIONS = ("limit", "phase-bias", "phase_bias", *_DEFAULTS)
+    Options = PhaseBiasOptions
 
-    def run(self, ctx: EvalContext, data: Any) -> dict:
-        opts = _options(ctx)
-        limit = ctx.options.get("limit")
+    def run(self, ctx: EvalContext, data: Any) -> PhaseBiasResult:
+        options = self.options(ctx)
+        limit, opts = options.limit, options.model_dump(exclude={"limit"})  # the keyword arguments of measure_phase_bias
 
         def compute() -> dict:
             dataset = as_dataset(data)
@@ -61,7 +78,7 @@ class PhaseBiasSuite(Suite):
                 amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress, **opts,
             )
 
-        return cached(ctx, "phase-bias", data, compute, v=_VERSION, **opts)
+        return cast(PhaseBiasResult, cached(ctx, "phase-bias", data, compute, v=_VERSION, **opts))
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         def f(x: float | None) -> str:

@@ -1,7 +1,7 @@
 """The ``shape-bias`` suite: Geirhos et al. cue-conflict shape bias of ImageNet models.
 
 ``data`` is a cue-conflict folder (``<shape>/<shape>N-<texture>M.png``; a ``"cue-conflict:"`` prefix is
-accepted), a ``CueConflict`` dataset, or None with ``options["stimuli"]`` set. The model must output
+accepted), a ``CueConflict`` dataset, or None with the option ``stimuli`` set. The model must output
 1000 ImageNet classes or the 16 categories. The report has a table and the per-category plot in the
 style of the paper (fraction of shape decisions per shape category, one marker per model, the
 published human and ResNet-50 averages as guides).
@@ -13,20 +13,20 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from ..cache import cached
 from ..texture_shape import CATEGORIES, REFERENCE_SHAPE_BIAS, predict_decisions, reference_lines, shape_bias
-from .base import EvalContext, ReportSection, Suite, register_suite
+from .base import EvalContext, ReportSection, Suite, SuiteOptions, register_suite
 
-__all__ = ["ShapeBiasSuite", "resolve_stimuli", "plot_shape_bias"]
+__all__ = ["ShapeBiasSuite", "ShapeBiasOptions", "ShapeBiasResult", "resolve_stimuli", "plot_shape_bias"]
 
 _VERSION = 1
 _MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
 
 
 def resolve_stimuli(data: Any, options: Mapping[str, Any] | None = None) -> Any:
-    """A ``CueConflict`` dataset from ``data`` (folder, ``"cue-conflict:PATH"``, dataset) or ``options["stimuli"]``."""
+    """A ``CueConflict`` dataset from ``data`` (folder, ``"cue-conflict:PATH"``, dataset) or option ``stimuli``."""
     from ...data.cue_conflict import CueConflict
 
     if data is None and options:
@@ -41,18 +41,41 @@ def resolve_stimuli(data: Any, options: Mapping[str, Any] | None = None) -> Any:
         return CueConflict(text)
     raise TypeError(
         "the shape-bias suite needs cue-conflict stimuli: a folder <shape>/<shape>N-<texture>M.png (optionally "
-        f"'cue-conflict:PATH'), a CueConflict dataset or options['stimuli']; got {type(data).__name__}"
+        f"'cue-conflict:PATH'), a CueConflict dataset or the option stimuli; got {type(data).__name__}"
     )
 
 
+class ShapeBiasOptions(SuiteOptions):
+    """Options of the shape-bias suite."""
+
+    stimuli: Any = None
+    """the cue-conflict stimuli when ``data`` is None: a folder, ``"cue-conflict:PATH"`` or a ``CueConflict``"""
+    references: str | Path | list[str | Path] | None = None
+    """raw decision CSVs (a folder or files) whose shape biases are drawn as the plot's guide lines"""
+
+
+class ShapeBiasResult(TypedDict, total=False):
+    """What the shape-bias suite returns (fractions in [0, 1]; None where no decision counted)."""
+
+    shape_bias: float | None  # shape decisions / (shape + texture decisions)
+    shape_match: float  # fraction of stimuli classified as their shape
+    texture_match: float  # fraction classified as their texture
+    per_category: dict[str, float | None]  # shape category -> shape bias
+    counts: dict[str, Any]  # n_stimuli and the decision counts
+    stimuli: str  # the stimuli folder
+    decisions: dict[str, str]  # stimulus file -> decided category
+    references: dict[str, float]  # guide lines from option ``references`` (only when given)
+
+
 @register_suite("shape-bias")
-class ShapeBiasSuite(Suite):
+class ShapeBiasSuite(Suite[ShapeBiasOptions]):
     """Shape bias, shape/texture match and per-category shape bias on the cue-conflict stimuli."""
 
-    OPTIONS = ("stimuli", "references")
+    Options = ShapeBiasOptions
 
-    def run(self, ctx: EvalContext, data: Any) -> dict:
-        ds = resolve_stimuli(data, ctx.options)
+    def run(self, ctx: EvalContext, data: Any) -> ShapeBiasResult:
+        opts = self.options(ctx)
+        ds = resolve_stimuli(data, {"stimuli": opts.stimuli})
 
         def compute() -> dict:
             decisions = predict_decisions(
@@ -68,9 +91,9 @@ class ShapeBiasSuite(Suite):
             result["decisions"] = {name: ds.categories[int(d)] for name, d in zip(ds.names, decisions, strict=True)}
             return result
 
-        result = cached(ctx, "shape-bias", ds.cache_id, compute, v=_VERSION)
-        if ctx.options.get("references"):  # raw decision CSVs (a folder or file): the plot's guide lines
-            result = {**result, "references": reference_lines(ctx.options["references"])}
+        result = cast(ShapeBiasResult, cached(ctx, "shape-bias", ds.cache_id, compute, v=_VERSION))
+        if opts.references:  # raw decision CSVs (a folder or file): the plot's guide lines
+            result = {**result, "references": reference_lines(opts.references)}
         return result
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:

@@ -1,56 +1,78 @@
 """The ``transplant`` suite: the internal phase/sign transplant layer sweep (tables and plots from
 :mod:`aprkit.eval.transplant_tables`).
 
-Options (``ctx.options["transplant"]`` or top-level ``ctx.options`` keys with a ``transplant_`` prefix):
-``layers`` ("all" or names), ``codes``, ``sites``, ``every``, ``n_pairs``, ``n_control``,
-``max_images``, ``dims``.
+Options: see :class:`TransplantOptions` (flat keys with a ``transplant_`` prefix: ``n_pairs`` and ``dims`` are
+the phase-bias suite's).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict, cast
 
 import torch
+from pydantic import Field
 
+from ...fourier import Dims
+from ...hidden.codes import Code
 from ..cache import cached
 from ..transplant_tables import plot_sweep, summary_table, sweep_table
-from .base import EvalContext, ReportSection, Suite, register_suite
+from .base import EvalContext, LimitOption, ReportSection, Suite, register_suite
 
-__all__ = ["TransplantSuite"]
+__all__ = ["TransplantSuite", "TransplantOptions", "TransplantResult"]
 
 _VERSION = 1
-_OPTION_KEYS = ("layers", "codes", "sites", "every", "n_pairs", "n_control", "max_images", "dims")
+_PREFIX = "transplant_"
 
 
-def _options(ctx: EvalContext) -> dict[str, Any]:
-    opts = dict(ctx.options.get("transplant", {}) or {})
-    for key in _OPTION_KEYS:
-        if f"transplant_{key}" in ctx.options:
-            opts[key] = ctx.options[f"transplant_{key}"]
-    unknown = set(opts) - set(_OPTION_KEYS)
-    if unknown:
-        raise ValueError(f"unknown transplant options {sorted(unknown)}; expected {list(_OPTION_KEYS)}")
-    return opts
+class TransplantOptions(LimitOption):
+    """Options of the transplant suite: keyword arguments of :func:`~aprkit.eval.transplant.layer_sweep`."""
+
+    transplant_layers: str | list[str] = "all"
+    """``"all"`` (every block, see :func:`aprkit.hidden.list_blocks`) or module names"""
+    transplant_codes: Code | list[Code] = ["phase", "sign"]
+    """the carriers to transplant: Fourier ``phase`` and/or ``sign``"""
+    transplant_sites: list[Literal["output", "input"]] = ["output", "input"]
+    """a block's output, and/or the input of its last nonlinearity"""
+    transplant_every: int = Field(default=1, ge=1)
+    """sweep every k-th block (the last one is always included)"""
+    transplant_n_pairs: int | None = Field(default=None, ge=1)
+    """image pairs per site (default: layer_sweep's, 1000)"""
+    transplant_n_control: int | None = Field(default=None, ge=1)
+    """pairs of the controls (default: layer_sweep's, 512)"""
+    transplant_max_images: int | None = Field(default=None, ge=1)
+    """images to load (default: ``limit``, else 1000)"""
+    transplant_dims: Dims | None = None
+    """Fourier dims of the phase code (default: layer_sweep's, ``"hw"``)"""
+
+
+class TransplantResult(TypedDict):
+    """What the transplant suite returns (:func:`~aprkit.eval.transplant.layer_sweep` without its figure)."""
+
+    rows: list[dict[str, Any]]  # one per (layer, site, code): follow_donor, follow_magnitude, neither, controls, flags
+    table: str  # Markdown table of the rows
+    clean_accuracy: float | None  # of the loaded images (None without labels)
+    config: dict[str, Any]  # n_images, n_pairs, num_outputs
 
 
 @register_suite("transplant")
-class TransplantSuite(Suite):
+class TransplantSuite(Suite[TransplantOptions]):
     """Phase / sign transplant layer sweep with magnitude-deletion, DC-only and identity controls."""
 
-    OPTIONS = ("limit", "transplant", *(f"transplant_{k}" for k in _OPTION_KEYS))
+    Options = TransplantOptions
 
-    def run(self, ctx: EvalContext, data: Any) -> dict:
+    def run(self, ctx: EvalContext, data: Any) -> TransplantResult:
         from ..inference import as_dataset
         from ..transplant import layer_sweep, load_data
 
-        opts = _options(ctx)
+        options = self.options(ctx)
+        given = {k.removeprefix(_PREFIX): v for k, v in options.model_dump(include=options.model_fields_set - {"limit"}).items()}
 
         def compute() -> dict:
-            o = dict(opts)
+            o = {k.removeprefix(_PREFIX): v for k, v in options.model_dump(exclude={"limit"}).items() if v is not None}
             ds = as_dataset(data) if isinstance(data, str) else data  # a spec such as "cifar10:ROOT" or "folder:ROOT"
-            images, labels = load_data(ds, max_images=o.pop("max_images", ctx.options.get("limit") or 1000))
+            images, labels = load_data(ds, max_images=o.pop("max_images", options.limit or 1000))
             classes = getattr(ds, "classes", None)
             if labels is not None and classes is not None:
                 with torch.no_grad():
@@ -59,16 +81,16 @@ class TransplantSuite(Suite):
                     labels = None
             res = layer_sweep(
                 ctx.model, (images, labels) if labels is not None else images,
-                layers=o.pop("layers", "all"), codes=o.pop("codes", ("phase", "sign")),
-                sites=o.pop("sites", ("output", "input")), every=o.pop("every", 1),
+                layers=o.pop("layers"), codes=o.pop("codes"), sites=o.pop("sites"), every=o.pop("every"),
                 generator=torch.Generator().manual_seed(ctx.seed), batch_size=ctx.batch_size, progress=ctx.progress, **o,
             )
             res.pop("figure", None)
             res["config"] = {k: res.pop(k) for k in ("n_images", "n_pairs", "num_outputs") if k in res}
             return res
 
-        # the data's identity and the run's limit (which caps max_images) are part of the key
-        return cached(ctx, "transplant", data, compute, v=_VERSION, **opts)
+        # the data's identity and the run's limit (which caps max_images) are part of the key; the options given
+        # (not the defaults) are, as before
+        return cast(TransplantResult, cached(ctx, "transplant", data, compute, v=_VERSION, **given))
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         parts = ["Pairs (A, B) with different clean predictions; B's activation gets A's carrier (Fourier phase, or "

@@ -1,0 +1,64 @@
+"""The suite contract: typed ``Options`` per suite (one flat key convention), parsed once by ``evaluate``, and a
+``Result`` TypedDict naming the top-level keys of what ``run`` returns."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+
+from aprkit.eval import evaluate
+from aprkit.eval.suites import SuiteOptions, load_suites
+from aprkit.eval.suites.base import flat_options
+from aprkit.eval.suites.calibration import CalibrationResult
+from aprkit.eval.suites.corruption import CorruptionOptions, CorruptionResult
+from aprkit.eval.suites.ood import OODResult
+from test_eval_runner import Tiny, small_data
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_every_suite_declares_documented_options_and_a_key_means_one_thing():
+    seen: dict[str, tuple] = {}
+    for name, cls in load_suites().items():
+        assert issubclass(cls.Options, SuiteOptions), name
+        for key, f in cls.Options.model_fields.items():
+            assert f.description, f"option {key!r} of suite {name!r} has no docstring"
+            meaning = (f.annotation, f.get_default(call_default_factory=True), f.description)
+            assert seen.setdefault(key, meaning) == meaning, f"option {key!r} means two things"
+
+
+def test_nested_forms_map_to_flat_keys_with_a_warning():
+    load_suites()
+    with pytest.warns(DeprecationWarning, match=r"options\['transplant'\].*transplant_n_pairs"):
+        assert flat_options({"transplant": {"n_pairs": 3}, "knn_k": 2}) == {"transplant_n_pairs": 3, "knn_k": 2}
+    with pytest.raises(ValueError, match="'transplant.n_pairs' and 'transplant_n_pairs' are both set"):
+        flat_options({"transplant": {"n_pairs": 3}, "transplant_n_pairs": 4})
+    with pytest.raises(TypeError, match=r"options\['phase-bias'\] must be a mapping"):
+        flat_options({"phase-bias": 3})
+
+
+def test_options_are_parsed_once_per_suite_and_results_have_their_typed_keys(monkeypatch):
+    calls: list[str] = []
+    parse = SuiteOptions.parse.__func__  # type: ignore[attr-defined]
+
+    def counting(cls, options, suite):
+        calls.append(suite)
+        return parse(cls, options, suite)
+
+    monkeypatch.setattr(SuiteOptions, "parse", classmethod(counting))
+    res = evaluate(Tiny(), suite=["corruption", "calibration", "ood"], data=small_data(16), device="cpu", progress=False,
+                   corruptions=["fog", "contrast"], severities=[1, 2], options={"ood_limit": 8, "ood_scores": ["msp"]},
+                   report=False)
+    assert sorted(calls) == ["calibration", "corruption", "ood"]  # not once per cell or per model call
+    out = res.models["Tiny"]
+    for suite, typed in (("corruption", CorruptionResult), ("calibration", CalibrationResult), ("ood", OODResult)):
+        keys = set(typing.get_type_hints(typed))
+        assert set(out[suite]) <= keys and typed.__required_keys__ <= set(out[suite]), suite
+
+
+def test_none_is_the_default_and_values_are_typed():
+    opts = CorruptionOptions.parse({"severities": None, "corruptions": "fog,snow", "n_bins": 10.0, "knn_k": 1}, "corruption")
+    assert opts.grid() == (["fog", "snow"], [1, 2, 3, 4, 5]) and opts.n_bins == 10 and isinstance(opts.n_bins, int)
+    with pytest.raises(ValueError, match="option 'preset' of suite 'corruption': input should be 'cifar', 'tinyimagenet' or 'imagenet'"):
+        CorruptionOptions.parse({"preset": "cifar100"}, "corruption")
