@@ -24,7 +24,7 @@ from ..blocks import Paragraph, ReportSection
 from ..cache import atomic_write_json, to_jsonable
 from ..suites.base import Measure
 from .header import header_items
-from .render import ReportDocument, render_html, render_markdown
+from .render import HeaderItem, ReportDocument, render_html, render_markdown
 from .sections import model_headline, render_sections, summary_section
 
 __all__ = ["Results", "ReportError", "raise_failed", "write_report"]
@@ -118,12 +118,13 @@ def _as_results(results: Any) -> Results:
 
 
 def write_report(results: Any, out_dir: str | Path, title: str | None = None, *, summary: ReportSection | None = None,
-                 intro: Sequence[ReportSection] = ()) -> dict[str, Path]:
+                 intro: Sequence[ReportSection] = (), header: Mapping[str, str] | None = None) -> dict[str, Path]:
     """Write ``results.json``, ``report.md``, ``report.html`` and ``figures/`` under ``out_dir``; return their paths.
 
-    The report: title, header, ``summary`` (default: the table of every suite's headline measures), the
-    ``intro`` sections, then one section per suite. A caller with its own summary (the demo's verdict table)
-    passes it as ``summary``, so the report has one summary section."""
+    The report: title, header (models, data, device, date, versions, status; ``header`` adds or replaces lines,
+    label -> text), ``summary`` (default: the table of every suite's headline measures), the ``intro`` sections,
+    then one section per suite. A caller with its own summary (the demo's verdict table) passes it as
+    ``summary``, so the report has one summary section."""
     if out_dir is None or str(out_dir) == "":
         raise ValueError("out_dir is required (reports are never written to the current directory implicitly)")
     res = _as_results(results)
@@ -139,7 +140,9 @@ def write_report(results: Any, out_dir: str | Path, title: str | None = None, *,
                                                           "the numbers are in results.json.")], error=err)
     sections = [("summary", summary)] if summary is not None else []
     sections += [(sec.title, sec) for sec in intro] + render_sections(res, out / "figures")
-    doc = ReportDocument(title, header_items(res.model_ids, res.meta), [sec for _, sec in sections])
+    items = {item.label: item for item in header_items(res.model_ids, res.meta)}
+    items.update({label: HeaderItem(label, str(text)) for label, text in (header or {}).items()})
+    doc = ReportDocument(title, list(items.values()), [sec for _, sec in sections])
     atomic_write_text(paths["markdown"], render_markdown(doc, out))
     atomic_write_text(paths["html"], render_html(doc))
     raise_failed(sections, out)

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from ..cache import cached
+from ..blocks import Figure, Heading, Paragraph
 from ..transplant_tables import plot_sweep, summary_table, sweep_table
-from .base import EvalContext, ReportSection, Suite, register_suite
+from .base import EvalContext, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["TransplantSuite"]
 
@@ -70,13 +71,27 @@ class TransplantSuite(Suite):
         # the data's identity and the run's limit (which caps max_images) are part of the key
         return cached(ctx, "transplant", data, compute, v=_VERSION, **opts)
 
+    def headline(self, result: Mapping[str, Any]) -> list[Measure]:
+        """Per code, the rate at which the deepest block's output follows the transplanted carrier."""
+        rows = result.get("rows") or []
+        site = "output" if any(r["site"] == "output" for r in rows) else (rows[0]["site"] if rows else None)
+        out = []
+        for code in dict.fromkeys(r["code"] for r in rows if r["site"] == site):
+            last = max((r for r in rows if r["site"] == site and r["code"] == code), key=lambda r: r["depth"])
+            out.append(Measure(f"transplant.{code}_follow_donor", f"transplant: follows the {code} donor (last block, {site})",
+                               last.get("follow_donor"), percent=True))
+        return out
+
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
-        parts = ["Pairs (A, B) with different clean predictions; B's activation gets A's carrier (Fourier phase, or "
-                 "sign) and B's magnitude. Rates in %; controls: magnitude deleted (dataset-mean magnitude), DC-only "
-                 "(channel means only), identity (A = B, must be 100).", "", summary_table(results)]
-        figures = []
+        blocks: list = [
+            Paragraph("Pairs (A, B) with different clean predictions; B's activation gets A's carrier (Fourier phase, or "
+                      "sign) and B's magnitude. Rates in %; controls: magnitude deleted (dataset-mean magnitude), DC-only "
+                      "(channel means only), identity (A = B, must be 100)."),
+            summary_table(results),
+        ]
         for model_id, res in results.items():
-            parts += ["", f"### {model_id}", "", res.get("table") or sweep_table(res.get("rows", []))]
+            blocks += [Heading(model_id), sweep_table(res.get("rows", []))]
             if res.get("rows"):
-                figures.append(plot_sweep(res["rows"], Path(fig_dir) / f"transplant_{model_id}.png", title=model_id))
-        return ReportSection("Transplant test (hidden phase / sign code)", "\n".join(parts), figures)
+                blocks.append(Figure(plot_sweep(res["rows"], Path(fig_dir) / f"transplant_{model_id}.png", title=model_id),
+                                     f"{model_id}: transplant rates against block depth"))
+        return ReportSection("Transplant test (hidden phase / sign code)", blocks)
