@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from aprkit.eval import evaluate
-from aprkit.eval.inference import TensorImageDataset
 from aprkit.eval.blocks import Figure, Heading, Paragraph, ReportSection, Span, Table, code, strong
+from aprkit.eval.inference import TensorImageDataset
 from aprkit.eval.report import ReportDocument, ReportError, header_items, render_html, render_markdown, write_report
 from aprkit.eval.runner import Results
 from conftest import natural_images
@@ -111,7 +111,7 @@ def test_report_html_is_rendered_with_one_summary(two_runs, tmp_path):
     assert "<dt>Models</dt><dd>standard (Net), apr-sp (Net)</dd>" in html and "<dt>Status</dt>" in html
     assert "- **Models:** standard (Net), apr-sp (Net)" in md
     for label in ("clean accuracy %", "ECE (clean) %", "OOD AUROC (msp, mean over OOD sets) %"):  # headlines
-        assert f"<td>{label}</td>" in html and f"| {label} |" in md
+        assert f"<tr><td>{label}</td>" in html and f"| {label} |" in md
 
 
 def test_header_describes_data_in_words():
@@ -126,6 +126,8 @@ def test_header_describes_data_in_words():
                      "Versions": "aprkit 0.1.0, torch 2.9, Python 3.12", "Status": "INCOMPLETE (not yet run: b: ood)"}
     merged = {i.label: i.text for i in header_items(["x", "y"], {"runs": [{"data": "cifar10:/d"}, {"data": "cifar10:/d"}]})}
     assert merged == {"Models": "x, y", "Data": "cifar10:/d"}
+    prov = {"data": "mixed (see provenance)", "provenance": {"x": {"ood": {"data": "cifar10:/d"}, "shape-bias": {"data": "cue:/s"}}}}
+    assert header_items(["x"], prov)[1].text == "cifar10:/d (ood); cue:/s (shape-bias)"  # per suite, from the provenance
 
 
 def test_markdown_and_html_from_the_same_blocks(tmp_path):
@@ -148,7 +150,7 @@ def test_markdown_and_html_from_the_same_blocks(tmp_path):
     assert "![a line](figs/line.png)" in md
     assert "<h2>A &lt;section&gt;</h2>" in html and "<h3>sub_heading</h3>" in html
     assert "a*b* and <strong>bold</strong>, <em>lean</em>, <code>x_y</code> &lt;b&gt;not html&lt;/b&gt; ~0.9" in html
-    assert "<th>a | b</th>" in html and "<td><strong>0.5</strong></td>" in html and "<caption>per *model*</caption>" in html
+    assert "<th class=\"num\">a | b</th>" in html and "<td class=\"num\"><strong>0.5</strong></td>" in html and "<p class=\"caption\">per *model*</p>" in html
     assert html.count("data:image/png;base64,") == 1 and "<figcaption>a line</figcaption>" in html
     with pytest.raises(ValueError, match="row 0 has 1 cells, expected 2"):
         Table(["a", "b"], [["x"]])
@@ -176,4 +178,37 @@ def test_summary_comes_from_suite_headlines(two_runs, tmp_path, monkeypatch):
     assert s["clean_accuracy"] == a.models["standard"]["corruption"]["clean"]["accuracy"]
     assert list(s)[:4] == ["clean_accuracy", "mean_corruption_error", "mean_error", "mce"]
     html = write_report(res, tmp_path)["html"].read_text()
-    assert "<td>custom score %</td><td>higher</td><td>25.00</td>" in html and "<h2>Custom</h2>" in html
+    assert "<td>custom score %</td><td>higher</td><td class=\"num\">25.00</td>" in html and "<h2>Custom</h2>" in html
+
+
+def demo_meta(results: Results) -> dict:
+    """A ``meta["demo"]`` as ``run_demo`` writes it, from the suites' results of a standard and an APR-SP model."""
+    from aprkit.demo.summary import headline_numbers, overall_sentence, verdicts
+
+    heads = {m: headline_numbers(results.models[m]) for m in results.models}
+    rows = verdicts(heads["standard"], heads["apr-sp"])
+    hist = [{"epoch": e, "train_acc": 0.2 + 0.1 * e, "test_acc": 0.15 + 0.08 * e} for e in range(1, 5)]
+    training = {m: {"method": meth, "epochs": 4, "final_train_acc": 0.6, "final_test_acc": 0.47, "train_seconds": 12.5,
+                    "history": hist} for m, meth in (("standard", "standard"), ("apr-sp", "apr_sp"))}
+    return {"data": "synthetic", "data_description": "the built-in synthetic shape x texture dataset (64 training / 16 test "
+            "images, 32x32)", "synthetic": False, "quick": True, "device": "cpu", "seed": 0,
+            "settings": {"epochs": 4, "batch_size": 32, "lr": 0.1, "severities": [1, 3]}, "training": training,
+            "headline": heads, "verdicts": rows, "overall": overall_sentence(rows),
+            "timings": {"train standard": {"wall_s": 12.5, "cpu_s": 20.1}, "total": {"wall_s": 40.0, "cpu_s": 70.2}},
+            "load_average_start": [1.5, 1.2, 1.0], "cpu_count": 2, "torch_threads": 1}
+
+
+def test_demo_report_extends_write_report_with_one_summary(two_runs, tmp_path):
+    from aprkit.demo.report import write_demo_report
+
+    a, b = two_runs
+    res = Results.merge({"standard": a, "apr-sp": b})
+    res.meta["demo"] = demo_meta(res)
+    paths = write_demo_report(res, tmp_path)
+    html, md = paths["html"].read_text(), paths["markdown"].read_text()
+    _assert_clean_html(html)  # one Summary: the verdict table replaces the headline summary
+    assert md.count("## Summary") == 1 and "## Demo setup" in md and "## Corruption robustness" in md
+    assert "<th class=\"num\">APR-SP - standard (±2 SE)</th>" in html and "<strong>helped</strong> / <strong>hurt</strong>" in html
+    assert "<dt>Data</dt><dd>the built-in synthetic shape x texture dataset" in html
+    assert html.count("data:image/png;base64,") == 7  # the training curves and the six suite figures
+    assert json.loads(paths["json"].read_text())["meta"]["demo"]["overall"] == res.meta["demo"]["overall"]

@@ -20,6 +20,8 @@ TITLE = "aprkit demo: standard vs APR-SP training"
 
 def training_figure(training: Mapping[str, Mapping[str, Any]], path: Path) -> Path | None:
     """Training curves (train / test accuracy per epoch) of both models."""
+    from matplotlib.ticker import MaxNLocator
+
     from ..eval.plotting import new_figure, save_figure
 
     if not any(t.get("history") for t in training.values()):
@@ -32,6 +34,7 @@ def training_figure(training: Mapping[str, Mapping[str, Any]], path: Path) -> Pa
         ax.plot(ep, [100 * r.get("train_acc", float("nan")) for r in h], "--", color=f"C{i}", label=f"{name} train")
         ax.plot(ep, [100 * r.get("test_acc", float("nan")) for r in h], "-o", ms=3, color=f"C{i}", label=f"{name} test")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -70,7 +73,7 @@ def demo_setup(demo: Mapping[str, Any], fig_dir: Path) -> ReportSection:
         "seed: ", strong("standard"), " (crop + flip, CE) and ", strong("APR-SP"), " (APR-S in the input pipeline, then "
         f"CE(x) + CE(APR-P(x))). {s['epochs']} epochs, batch {s['batch_size']}, SGD Nesterov lr {s['lr']} (x0.2 at 50 % "
         f"and 75 %), device ", code(str(demo["device"])), f", seed {demo['seed']}",
-        *([", ", strong("quick mode")] if demo["quick"] else []), ".",
+        *((", ", strong("quick mode")) if demo["quick"] else ()), ".",
     ])]
     rows = [[name, t["method"], t["epochs"], pct(t.get("final_train_acc")), pct(t.get("final_test_acc")),
              f"{t.get('train_seconds', 0):.1f}"] for name, t in demo["training"].items()]

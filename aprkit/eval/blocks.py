@@ -8,15 +8,17 @@ so ``*`` or ``|`` in a label is just a character in both outputs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 __all__ = ["Span", "Inline", "strong", "em", "code", "spans", "Heading", "Paragraph", "Table", "Figure", "Block",
            "ReportSection", "pct"]
 
 Style = Literal["plain", "strong", "em", "code"]
+_NUMBER = re.compile(r"[\d\s.,+\-–±%/()]*\d[\d\s.,+\-–±%/()]*")
 _STYLES = ("plain", "strong", "em", "code")
 
 
@@ -35,7 +37,7 @@ class Span:
 
 
 #: inline content: a string (plain text), a Span, a number (printed with ``str``) or a sequence of these
-Inline = Union[str, Span, int, float, Sequence[Union[str, Span, int, float]]]
+Inline = str | Span | int | float | Sequence[str | Span | int | float]
 
 
 def strong(text: str) -> Span:
@@ -104,6 +106,21 @@ class Table:
         self.rows = checked
         self.notes = spans(self.notes)
 
+    @property
+    def numeric(self) -> list[bool]:
+        """Per column: whether every cell is a number (or ``-``), so the column is right-aligned."""
+        def num(cell: tuple[Span, ...]) -> bool | None:
+            text = "".join(s.text for s in cell).replace("pp", "").strip()
+            if text in ("", "-", "–"):
+                return None
+            return bool(_NUMBER.fullmatch(text))
+
+        cols = []
+        for j in range(len(self.headers)):
+            kinds = [num(row[j]) for row in self.rows]  # type: ignore[arg-type]
+            cols.append(all(k is not False for k in kinds) and any(kinds))
+        return cols
+
 
 @dataclass
 class Figure:
@@ -116,7 +133,7 @@ class Figure:
         self.path = Path(self.path)
 
 
-Block = Union[Heading, Paragraph, Table, Figure]
+Block = Heading | Paragraph | Table | Figure
 
 
 @dataclass

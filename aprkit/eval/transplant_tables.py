@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .blocks import Table, code
+from .blocks import Table
+from .blocks import code as code_span
 
 __all__ = ["sweep_table", "sweep_markdown", "summary_table", "plot_sweep"]
 
@@ -29,7 +30,7 @@ def sweep_table(rows: Sequence[Mapping[str, Any]]) -> Table:
         idx = f"[{r['call_index']}]" if r["layer"].endswith(":relu") or r.get("call_index") else ""
         flags = "; ".join(f.split(":")[0] for f in r.get("flags", [])) or ""
         body.append([
-            str(r["depth"]), [code(f"{r['layer']}{idx}"), f" @ {r['site']}"], r["code"], _pct(r["follow_donor"]),
+            str(r["depth"]), [code_span(f"{r['layer']}{idx}"), f" @ {r['site']}"], r["code"], _pct(r["follow_donor"]),
             _pct(r["follow_magnitude"]), _pct(r["neither"]),
             _pct(r.get("deletion_accuracy", r["deletion_agreement"])),
             _pct(r.get("dc_only_accuracy", r["dc_only_agreement"])), _pct(r["identity_agreement"]),

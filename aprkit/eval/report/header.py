@@ -27,6 +27,16 @@ def describe(value: Any) -> str:
     return str(value)
 
 
+def _run_data(run: Mapping[str, Any]) -> Any:
+    """What a run evaluated on: per suite from its provenance records when it has them, else ``run["data"]``."""
+    per_suite: dict[str, Any] = {}
+    for suites in (run.get("provenance") or {}).values():
+        for suite, record in (suites or {}).items():
+            if isinstance(record, Mapping) and record.get("data") is not None:
+                per_suite.setdefault(str(suite), record["data"])
+    return per_suite or run.get("data")
+
+
 def _data_text(data: Any) -> str:
     """Datasets: ``"cifar10:/data (corruption, calibration); synthetic:2000 (cue-conflict)"``."""
     if not isinstance(data, Mapping):
@@ -83,7 +93,7 @@ def header_items(model_ids: Sequence[str], meta: Mapping[str, Any]) -> list[Head
     runs = [r for r in (meta.get("runs") if "runs" in meta else [meta]) or [] if isinstance(r, Mapping)]
     items = [HeaderItem("Models", _models_text(model_ids, runs))]
     fields = (
-        ("Data", lambda r: _data_text(r.get("data")) if r.get("data") is not None else ""),
+        ("Data", lambda r: _data_text(_run_data(r)) if _run_data(r) is not None else ""),
         ("Device", lambda r: _device_text(r) if r.get("device") else ""),
         ("Date", lambda r: str(r.get("date") or "").replace("T", " ").replace("+00:00", " UTC")),
         ("Versions", lambda r: ", ".join(f"{name} {r[key]}" for name, key in (("aprkit", "aprkit"), ("torch", "torch"),

@@ -296,7 +296,6 @@ class CorruptionSuite(Suite):
             ax.axhline(100 * r["clean"]["error"], ls="--", lw=1, color=f"C{i}")
         ax.set_xticks(range(len(corruptions)), [c.replace("_", " ") for c in corruptions], rotation=45, ha="right")
         ax.set_ylabel("error (%), mean over severities")
-        ax.set_title("Error per corruption (dashed: clean error)")
         ax.legend(fontsize=8)
         return save_figure(fig, Path(fig_dir) / "corruption_errors.png", dpi=110)
 

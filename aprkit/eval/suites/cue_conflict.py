@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..cache import cached
 from ..blocks import Figure, Paragraph, Table, code, strong
+from ..cache import cached
 from ..plotting import new_figure, save_figure
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
 

@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
+from ..blocks import Figure, Paragraph, Table, pct
 from ..cache import cached
 from ..inference import as_dataset, dataset_id, iter_batches, predict, to_model_input, wants_channels_last
-from ..blocks import Figure, Paragraph, Table, pct
 from ..plotting import grouped_bars, new_figure, save_figure
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
 

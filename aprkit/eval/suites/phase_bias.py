@@ -19,10 +19,10 @@ from typing import Any
 
 from torch.utils.data import Subset
 
+from ..blocks import Figure, Paragraph, Table, strong
 from ..cache import cached
 from ..inference import as_dataset
 from ..phase_amplitude import measure_phase_bias
-from ..blocks import Figure, Paragraph, Table, strong
 from ..plotting import new_figure, save_figure
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
 

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..cache import cached
-from ..texture_shape import CATEGORIES, REFERENCE_SHAPE_BIAS, predict_decisions, reference_lines, shape_bias
 from ..blocks import Figure, Paragraph, Table
+from ..cache import cached
 from ..plotting import new_figure, save_figure
+from ..texture_shape import CATEGORIES, REFERENCE_SHAPE_BIAS, predict_decisions, reference_lines, shape_bias
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["ShapeBiasSuite", "resolve_stimuli", "plot_shape_bias"]
@@ -136,7 +136,10 @@ def plot_shape_bias(results: Mapping[str, dict], path: Path) -> Path:
     ax.set_xlim(0, 1)
     ax.set_xlabel("fraction of 'shape' decisions")
     ax.set_ylabel("shape category")
-    top = ax.secondary_xaxis("top", functions=(lambda v: 1 - v, lambda v: 1 - v))
+    def flip(v: Any) -> Any:
+        return 1 - v
+
+    top = ax.secondary_xaxis("top", functions=(flip, flip))
     top.set_xlabel("fraction of 'texture' decisions")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False, title="mean shape bias", title_fontsize=8)

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from ..cache import cached
 from ..blocks import Figure, Heading, Paragraph
+from ..cache import cached
 from ..transplant_tables import plot_sweep, summary_table, sweep_table
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
 
