@@ -108,7 +108,7 @@ class Table:
 
     @property
     def numeric(self) -> list[bool]:
-        """Per column: whether every cell is a number (or ``-``), so the column is right-aligned."""
+        """Per column: whether every cell is a number or ``-`` (missing), so the column is right-aligned."""
         def num(cell: tuple[Span, ...]) -> bool | None:
             text = "".join(s.text for s in cell).replace("pp", "").strip()
             if text in ("", "-", "–"):
@@ -118,7 +118,7 @@ class Table:
         cols = []
         for j in range(len(self.headers)):
             kinds = [num(row[j]) for row in self.rows]  # type: ignore[arg-type]
-            cols.append(all(k is not False for k in kinds) and any(kinds))
+            cols.append(all(k is not False for k in kinds))  # a column of "-" only is a missing number
         return cols
 
 
