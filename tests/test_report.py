@@ -212,3 +212,19 @@ def test_demo_report_extends_write_report_with_one_summary(two_runs, tmp_path):
     assert "<dt>Data</dt><dd>the built-in synthetic shape x texture dataset" in html
     assert html.count("data:image/png;base64,") == 7  # the training curves and the six suite figures
     assert json.loads(paths["json"].read_text())["meta"]["demo"]["overall"] == res.meta["demo"]["overall"]
+
+
+def test_templates_ship_and_no_global_matplotlib_state():
+    """The templates are package data and jinja2 a dependency (a fresh install renders reports); no module
+    switches matplotlib's backend or draws through pyplot (reports never touch the caller's figures)."""
+    from pathlib import Path
+
+    import aprkit
+
+    root = Path(aprkit.__file__).parent
+    assert {p.name for p in (root / "eval" / "report" / "templates").glob("*.j2")} >= {"report.md.j2", "report.html.j2"}
+    pyproject = (root.parent / "pyproject.toml").read_text()
+    assert '"jinja2>=' in pyproject and '"**/*.j2"' in pyproject
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if re.search(r"matplotlib\.use\(|import matplotlib\.pyplot|from matplotlib import pyplot", p.read_text())]
+    assert not offenders, offenders

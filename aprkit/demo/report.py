@@ -31,10 +31,14 @@ def training_figure(training: Mapping[str, Mapping[str, Any]], path: Path) -> Pa
     for i, (name, t) in enumerate(training.items()):
         h = t.get("history") or []
         ep = [r["epoch"] for r in h]
-        ax.plot(ep, [100 * r.get("train_acc", float("nan")) for r in h], "--", color=f"C{i}", label=f"{name} train")
+        ax.plot(ep, [100 * r.get("train_acc", float("nan")) for r in h], "--s", ms=3, color=f"C{i}", label=f"{name} train")
         ax.plot(ep, [100 * r.get("test_acc", float("nan")) for r in h], "-o", ms=3, color=f"C{i}", label=f"{name} test")
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epochs = sorted({r["epoch"] for t in training.values() for r in t.get("history") or []})
+    if len(epochs) <= 12:
+        ax.set_xticks(epochs)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -99,4 +103,10 @@ def write_demo_report(results: Any, out_dir: str | Path) -> dict[str, Path]:
     demo = results.meta["demo"]
     setup = demo_setup(demo, Path(out_dir) / "figures" / "demo")
     return write_report(results, out_dir, title=TITLE, summary=demo_summary(demo), intro=[setup],
-                        header={"Data": f"{demo['data_description']} ({demo['data']})"})
+                        header={"Data": _data_line(demo)})
+
+
+def _data_line(demo: Mapping[str, Any]) -> str:
+    """The demo's data in words, with its spec when the description does not already name it."""
+    desc, spec = str(demo["data_description"]), str(demo["data"])
+    return desc if spec.lower() in desc.lower() else f"{desc} ({spec})"
