@@ -31,8 +31,9 @@ def training_figure(training: Mapping[str, Mapping[str, Any]], path: Path) -> Pa
     for i, (name, t) in enumerate(training.items()):
         h = t.get("history") or []
         ep = [r["epoch"] for r in h]
-        ax.plot(ep, [100 * r.get("train_acc", float("nan")) for r in h], "--s", ms=3, color=f"C{i}", label=f"{name} train")
-        ax.plot(ep, [100 * r.get("test_acc", float("nan")) for r in h], "-o", ms=3, color=f"C{i}", label=f"{name} test")
+        train, test = ([100 * r.get(k, float("nan")) for r in h] for k in ("train_acc", "test_acc"))
+        ax.plot(ep, train, "--s", ms=3, color=f"C{i}", label=f"{name} train")
+        ax.plot(ep, test, "-o", ms=3, color=f"C{i}", label=f"{name} test")
     ax.set_xlabel("epoch")
     epochs = sorted({r["epoch"] for t in training.values() for r in t.get("history") or []})
     if len(epochs) <= 12:
@@ -54,18 +55,18 @@ def demo_summary(demo: Mapping[str, Any]) -> ReportSection:
     blocks: list = [
         verdict_table(demo["verdicts"]),
         Paragraph(demo["overall"]),
-        Paragraph(["Verdicts are computed from these numbers: ", strong("helped"), " / ", strong("hurt"), " = better / worse "
-                   "by more than two approximate standard errors of the difference (binomial for rates, Hanley-McNeil for "
-                   "AUROC; training-seed variation is not included, so one run is indicative only). Mean corruption error: "
-                   f"the 15 corruptions x {len(s['severities'])} severities "
+        Paragraph(["Verdicts are computed from these numbers: ", strong("helped"), " / ", strong("hurt"),
+                   " = better / worse by more than two approximate standard errors of the difference (binomial for "
+                   "rates, Hanley-McNeil for AUROC; training-seed variation is not included, so one run is indicative "
+                   f"only). Mean corruption error: the 15 corruptions x {len(s['severities'])} severities "
                    f"({'the CIFAR convention' if full_grid else 'not the full CIFAR grid'}), generated once with ",
                    code("aprkit.corruptions"), " and shared by both models. Phase-follow rate: the fraction of "
                    "phase/amplitude-swapped test pairs classified as the phase donor."]),
     ]
     if not demo["synthetic"]:
-        blocks.append(Paragraph(["Shape bias: ", strong("not measured"), " (cue-conflict stimuli exist only for the synthetic "
-                                 "dataset); the phase-bias section (phase of one image with the amplitude of another) is the "
-                                 "analogue for this data."]))
+        blocks.append(Paragraph(["Shape bias: ", strong("not measured"), " (cue-conflict stimuli exist only for the "
+                                 "synthetic dataset); the phase-bias section (phase of one image with the amplitude of "
+                                 "another) is the analogue for this data."]))
     return ReportSection("Summary", blocks)
 
 
@@ -73,10 +74,10 @@ def demo_setup(demo: Mapping[str, Any], fig_dir: Path) -> ReportSection:
     """What ran: data, model and training settings, final accuracies, training curves, timings and the machine."""
     s = demo["settings"]
     blocks: list = [Paragraph([
-        f"Data: {demo['data_description']}. Model: ", code("small_cnn"), " (4 conv blocks), trained twice with the same "
-        "seed: ", strong("standard"), " (crop + flip, CE) and ", strong("APR-SP"), " (APR-S in the input pipeline, then "
-        f"CE(x) + CE(APR-P(x))). {s['epochs']} epochs, batch {s['batch_size']}, SGD Nesterov lr {s['lr']} (x0.2 at 50 % "
-        f"and 75 %), device ", code(str(demo["device"])), f", seed {demo['seed']}",
+        f"Data: {demo['data_description']}. Model: ", code("small_cnn"), " (4 conv blocks), trained twice with the "
+        "same seed: ", strong("standard"), " (crop + flip, CE) and ", strong("APR-SP"), " (APR-S in the input "
+        f"pipeline, then CE(x) + CE(APR-P(x))). {s['epochs']} epochs, batch {s['batch_size']}, SGD Nesterov lr "
+        f"{s['lr']} (x0.2 at 50 % and 75 %), device ", code(str(demo["device"])), f", seed {demo['seed']}",
         *((", ", strong("quick mode")) if demo["quick"] else ()), ".",
     ])]
     rows = [[name, t["method"], t["epochs"], pct(t.get("final_train_acc")), pct(t.get("final_test_acc")),
@@ -90,8 +91,9 @@ def demo_setup(demo: Mapping[str, Any], fig_dir: Path) -> ReportSection:
     blocks += [
         Heading("Timings"),
         Table(["stage", "wall s", "CPU s"], [[k, f"{v['wall_s']:.1f}", f"{v['cpu_s']:.1f}"] for k, v in t.items()]),
-        Paragraph(f"Machine: {demo['cpu_count']} CPU cores, {demo['torch_threads']} torch threads; load average at the "
-                  f"start {la[0]:.1f} (a load far above the core count means a shared machine and inflated wall times)."),
+        Paragraph(f"Machine: {demo['cpu_count']} CPU cores, {demo['torch_threads']} torch threads; load average at "
+                  f"the start {la[0]:.1f} (a load far above the core count means a shared machine and inflated wall "
+                  "times)."),
     ]
     return ReportSection("Demo setup", blocks)
 

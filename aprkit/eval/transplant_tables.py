@@ -59,7 +59,8 @@ def summary_table(results: Mapping[str, Mapping[str, Any]]) -> Table:
                 last = max(sel, key=lambda r: r["depth"])
                 md = sum(r["follow_donor"] for r in sel) / len(sel)
                 mm = sum(r["follow_magnitude"] for r in sel) / len(sel)
-                body.append([model_id, site, code_name, f"{_pct(last['follow_donor'])} / {_pct(last['follow_magnitude'])}",
+                body.append([model_id, site, code_name,
+                             f"{_pct(last['follow_donor'])} / {_pct(last['follow_magnitude'])}",
                              f"{_pct(md)} / {_pct(mm)}", _pct(res.get("clean_accuracy"))])
     return Table(["model", "site", "code", "last block: donor / magnitude", "mean over blocks: donor / magnitude",
                   "clean acc"], body)

@@ -19,7 +19,8 @@ from torch import nn
 
 from ..blocks import ReportSection
 
-__all__ = ["EvalContext", "Measure", "ReportSection", "ResultCacheLike", "Suite", "SUITES", "register_suite", "generic_headline"]
+__all__ = ["EvalContext", "Measure", "ReportSection", "ResultCacheLike", "Suite", "SUITES", "register_suite",
+           "generic_headline"]
 
 
 class ResultCacheLike(Protocol):
@@ -93,7 +94,8 @@ def generic_headline(name: str, result: Mapping[str, Any]) -> list[Measure]:
 
 
 class Suite:
-    """Base class: subclasses are registered with ``@register_suite`` and implement ``run``, ``headline`` and ``report``."""
+    """Base class: subclasses are registered with ``@register_suite`` and implement ``run``, ``headline`` and
+    ``report``."""
 
     name: ClassVar[str] = ""
     #: names this suite reads from ``ctx.options`` (``aprkit eval`` and ``evaluate`` reject any other option)

@@ -78,20 +78,20 @@ class TransplantSuite(Suite):
         out = []
         for code in dict.fromkeys(r["code"] for r in rows if r["site"] == site):
             last = max((r for r in rows if r["site"] == site and r["code"] == code), key=lambda r: r["depth"])
-            out.append(Measure(f"transplant.{code}_follow_donor", f"transplant: follows the {code} donor (last block, {site})",
-                               last.get("follow_donor"), percent=True))
+            label = f"transplant: follows the {code} donor (last block, {site})"
+            out.append(Measure(f"transplant.{code}_follow_donor", label, last.get("follow_donor"), percent=True))
         return out
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         blocks: list = [
-            Paragraph("Pairs (A, B) with different clean predictions; B's activation gets A's carrier (Fourier phase, or "
-                      "sign) and B's magnitude. Rates in %; controls: magnitude deleted (dataset-mean magnitude), DC-only "
-                      "(channel means only), identity (A = B, must be 100)."),
+            Paragraph("Pairs (A, B) with different clean predictions; B's activation gets A's carrier (Fourier phase, "
+                      "or sign) and B's magnitude. Rates in %; controls: magnitude deleted (dataset-mean magnitude), "
+                      "DC-only (channel means only), identity (A = B, must be 100)."),
             summary_table(results),
         ]
         for model_id, res in results.items():
             blocks += [Heading(model_id), sweep_table(res.get("rows", []))]
             if res.get("rows"):
-                blocks.append(Figure(plot_sweep(res["rows"], Path(fig_dir) / f"transplant_{model_id}.png", title=model_id),
-                                     f"{model_id}: transplant rates against block depth"))
+                png = plot_sweep(res["rows"], Path(fig_dir) / f"transplant_{model_id}.png", title=model_id)
+                blocks.append(Figure(png, f"{model_id}: transplant rates against block depth"))
         return ReportSection("Transplant test (hidden phase / sign code)", blocks)
