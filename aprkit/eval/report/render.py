@@ -47,7 +47,7 @@ def md_escape(text: Any) -> str:
     """``text`` with Markdown's inline syntax characters backslash-escaped (one line; ``#`` escaped at the start)."""
     t = " ".join(str(text).split("\n"))
     t = _MD_UNDERSCORE.sub(r"\\_", _MD_SPECIAL.sub(r"\\\1", t))
-    return "\\" + t if t.startswith(("#", "+", "- ")) else t
+    return "\\" + t if t.startswith(("#", "+ ", "- ")) else t  # a heading or list marker at a line start
 
 
 def _md_code(text: Any) -> str:
