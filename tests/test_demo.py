@@ -13,7 +13,7 @@ from torch import nn
 
 from aprkit.demo.summary import verdicts
 
-SECTIONS = ("Demo summary", "Corruption robustness", "Calibration", "OOD detection", "Shape bias (synthetic cue-conflict)",
+SECTIONS = ("Summary", "Demo setup", "Corruption robustness", "Calibration", "OOD detection", "Shape bias (synthetic cue-conflict)",
             "Phase bias", "Transplant test")
 SUITES = ("corruption", "calibration", "ood", "cue-conflict", "phase-bias", "transplant")
 

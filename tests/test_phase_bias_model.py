@@ -11,6 +11,7 @@ from torch import nn
 from aprkit.eval.cache import MemoryCache
 from aprkit.eval.phase_amplitude import measure_phase_bias
 from aprkit.eval.suites import EvalContext, load_suites
+from aprkit.eval.report import markdown_block
 
 N_CLASSES = 4
 
@@ -106,8 +107,9 @@ def test_phase_bias_suite_run_report_and_cache(tmp_path):
         assert suite.run(ctx, (imgs, labels)) == json.loads(json.dumps(results[name]))  # second run: cache hit
     assert len(cache) == 2 and results["matched"]["full"]["phase_bias"] == 1.0
     section = suite.report(results, tmp_path)
-    assert "CIFAR-scale analogue of shape bias, not the Geirhos" in section.markdown
-    assert "| matched |" in section.markdown and "| random |" in section.markdown
+    md = "\n".join(markdown_block(b) for b in section.blocks)
+    assert "CIFAR-scale analogue of shape bias, not the Geirhos" in md
+    assert "| matched |" in md and "| random |" in md
     assert section.figures and all(p.is_file() and p.stat().st_size > 0 for p in section.figures)
     # the deprecated nested form still works, with a warning; an unknown key in it gets a did-you-mean
     nested = EvalContext(model=model.eval(), batch_size=8, progress=False, cache=cache, model_id="random",

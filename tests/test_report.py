@@ -1,16 +1,20 @@
-"""Reports: results.json + report.md + self-contained report.html, several models side by side."""
+"""Reports: results.json + report.md + self-contained report.html, several models side by side; both documents
+rendered from the same structured blocks (no Markdown syntax in the HTML, no Python reprs in the header) with one
+summary built from the suites' headline measures."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 from torch import nn
 
 from aprkit.eval import evaluate
+from aprkit.eval.blocks import Figure, Heading, Paragraph, ReportSection, Span, Table, code, strong
 from aprkit.eval.inference import TensorImageDataset
-from aprkit.eval.report import ReportError, markdown_to_html, write_report
+from aprkit.eval.report import ReportDocument, ReportError, header_items, render_html, render_markdown, write_report
 from aprkit.eval.runner import Results
 from conftest import natural_images
 
@@ -84,7 +88,143 @@ def test_broken_section_keeps_numbers_and_raises(tmp_path):
     assert broken.summary()["other"]["custom-suite.x"] == 1.5
 
 
-def test_markdown_to_html_subset():
-    html = markdown_to_html("# T\n\ntext with **bold** and `code`\n\n| a | b |\n|---|---|\n| 1 | <2> |\n\n- x\n- y\n")
-    assert "<h1>T</h1>" in html and "<strong>bold</strong>" in html and "<code>code</code>" in html
-    assert "<th>a</th>" in html and "<td>&lt;2&gt;</td>" in html and "<ul><li>x</li><li>y</li></ul>" in html
+def _visible(html: str) -> str:
+    """The HTML without its style sheet and embedded images: what a reader sees as text or markup."""
+    html = re.sub(r"<style>.*?</style>", "", html, flags=re.S)
+    return re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:", html)
+
+
+def _assert_clean_html(html: str) -> None:
+    text = _visible(html)
+    assert "**" not in text and "|---" not in text and "](" not in text, "raw Markdown in the HTML"
+    assert not re.search(r"(?<![\w*])\*[A-Za-z][^*<>\n]*\*(?![\w*])", text), "raw *emphasis* in the HTML"
+    assert "{'" not in text and "['" not in text and "&#39;:" not in text, "a Python repr in the HTML"
+    assert text.count("<h2>Summary</h2>") == 1
+
+
+def test_report_html_is_rendered_with_one_summary(two_runs, tmp_path):
+    a, b = two_runs
+    paths = write_report({"standard": a, "apr-sp": b}, tmp_path / "rep")
+    html, md = paths["html"].read_text(), paths["markdown"].read_text()
+    _assert_clean_html(html)
+    assert md.count("## Summary") == 1 and "<table" not in md and "|---|" in md
+    assert "<dt>Models</dt><dd>standard (Net), apr-sp (Net)</dd>" in html and "<dt>Status</dt>" in html
+    assert "- **Models:** standard (Net), apr-sp (Net)" in md
+    for label in ("clean accuracy %", "ECE (clean) %", "OOD AUROC (msp, mean over OOD sets) %"):  # headlines
+        assert f"<tr><td>{label}</td>" in html and f"| {label} |" in md
+
+
+def test_header_describes_data_in_words():
+    meta = {"data": {"corruption": "TensorSet", "ood": "TensorSet", "transplant": ["Tensor", "Tensor"],
+                     "cue-conflict": "synthetic:2000"}, "device": ["cuda"], "world_size": [2], "amp": [True],
+            "date": "2026-01-02T03:04:05+00:00", "aprkit": "0.1.0", "torch": "2.9", "python": "3.12",
+            "complete": False, "pending": {"b": ["ood"]}, "models": {"a": "resnet20", "b": "resnet20"}}
+    items = {i.label: i.text for i in header_items(["a", "b"], meta)}
+    assert items == {"Models": "a (resnet20), b (resnet20)",
+                     "Data": "TensorSet (corruption, ood); in-memory tensors (transplant); synthetic:2000 (cue-conflict)",
+                     "Device": "cuda (2 processes, mixed precision)", "Date": "2026-01-02 03:04:05 UTC",
+                     "Versions": "aprkit 0.1.0, torch 2.9, Python 3.12", "Status": "INCOMPLETE (not yet run: b: ood)"}
+    merged = {i.label: i.text for i in header_items(["x", "y"], {"runs": [{"data": "cifar10:/d"}, {"data": "cifar10:/d"}]})}
+    assert merged == {"Models": "x, y", "Data": "cifar10:/d"}
+    prov = {"data": "mixed (see provenance)", "provenance": {"x": {"ood": {"data": "cifar10:/d"}, "shape-bias": {"data": "cue:/s"}}}}
+    assert header_items(["x"], prov)[1].text == "cifar10:/d (ood); cue:/s (shape-bias)"  # per suite, from the provenance
+
+
+def test_markdown_and_html_from_the_same_blocks(tmp_path):
+    from aprkit.eval.plotting import new_figure, save_figure
+
+    fig = new_figure(2, 1)
+    fig.subplots().plot([0, 1], [1, 0])
+    png = save_figure(fig, tmp_path / "figs" / "line.png")
+    section = ReportSection("A <section>", [
+        Heading("sub_heading"),
+        Paragraph(["a*b* and ", strong("bold"), ", ", Span("lean", "em"), ", ", code("x_y"), " <b>not html</b> ~0.9"]),
+        Table(["model", "a | b"], [["m_1", strong("0.5")]], caption="per *model*", notes="n = 3"),
+        Figure(png, "a line"),
+    ])
+    doc = ReportDocument("T", [], [section])
+    md, html = render_markdown(doc, tmp_path), render_html(doc)
+    assert "## A \\<section\\>" in md and "### sub_heading" in md  # an intraword _ is literal
+    assert "a\\*b\\* and **bold**, *lean*, `x_y` \\<b\\>not html\\</b\\> \\~0.9" in md
+    assert "| model | a \\| b |" in md and "| m_1 | **0.5** |" in md and "**per \\*model\\***" in md
+    assert "![a line](figs/line.png)" in md
+    assert "<h2>A &lt;section&gt;</h2>" in html and "<h3>sub_heading</h3>" in html
+    assert "a*b* and <strong>bold</strong>, <em>lean</em>, <code>x_y</code> &lt;b&gt;not html&lt;/b&gt; ~0.9" in html
+    assert "<th class=\"num\">a | b</th>" in html and "<td class=\"num\"><strong>0.5</strong></td>" in html and "<p class=\"caption\">per *model*</p>" in html
+    assert html.count("data:image/png;base64,") == 1 and "<figcaption>a line</figcaption>" in html
+    with pytest.raises(ValueError, match="row 0 has 1 cells, expected 2"):
+        Table(["a", "b"], [["x"]])
+    with pytest.raises(TypeError, match="Heading, Paragraph, Table or Figure"):
+        ReportSection("x", ["# raw markdown"])
+
+
+def test_summary_comes_from_suite_headlines(two_runs, tmp_path, monkeypatch):
+    from aprkit.eval.suites import SUITES, Measure, ReportSection as Section, Suite
+
+    class Custom(Suite):
+        name = "custom"
+
+        def headline(self, result):
+            return [Measure("custom.score", "custom score", result["score"], percent=True, higher_is_better=True)]
+
+        def report(self, results, fig_dir):
+            return Section("Custom", [Paragraph("custom section")])
+
+    monkeypatch.setitem(SUITES, "custom", Custom)
+    a, _ = two_runs
+    res = Results(models={"m": {**a.models["standard"], "custom": {"score": 0.25, "other": 3.0}}}, meta={})
+    s = res.summary()["m"]
+    assert s["custom.score"] == 0.25 and "custom.other" not in s  # the declared headline, not every number
+    assert s["clean_accuracy"] == a.models["standard"]["corruption"]["clean"]["accuracy"]
+    assert list(s)[:4] == ["clean_accuracy", "mean_corruption_error", "mean_error", "mce"]
+    html = write_report(res, tmp_path)["html"].read_text()
+    assert "<td>custom score %</td><td>higher</td><td class=\"num\">25.00</td>" in html and "<h2>Custom</h2>" in html
+
+
+def demo_meta(results: Results) -> dict:
+    """A ``meta["demo"]`` as ``run_demo`` writes it, from the suites' results of a standard and an APR-SP model."""
+    from aprkit.demo.summary import headline_numbers, overall_sentence, verdicts
+
+    heads = {m: headline_numbers(results.models[m]) for m in results.models}
+    rows = verdicts(heads["standard"], heads["apr-sp"])
+    hist = [{"epoch": e, "train_acc": 0.2 + 0.1 * e, "test_acc": 0.15 + 0.08 * e} for e in range(1, 5)]
+    training = {m: {"method": meth, "epochs": 4, "final_train_acc": 0.6, "final_test_acc": 0.47, "train_seconds": 12.5,
+                    "history": hist} for m, meth in (("standard", "standard"), ("apr-sp", "apr_sp"))}
+    return {"data": "synthetic", "data_description": "the built-in synthetic shape x texture dataset (64 training / 16 test "
+            "images, 32x32)", "synthetic": False, "quick": True, "device": "cpu", "seed": 0,
+            "settings": {"epochs": 4, "batch_size": 32, "lr": 0.1, "severities": [1, 3]}, "training": training,
+            "headline": heads, "verdicts": rows, "overall": overall_sentence(rows),
+            "timings": {"train standard": {"wall_s": 12.5, "cpu_s": 20.1}, "total": {"wall_s": 40.0, "cpu_s": 70.2}},
+            "load_average_start": [1.5, 1.2, 1.0], "cpu_count": 2, "torch_threads": 1}
+
+
+def test_demo_report_extends_write_report_with_one_summary(two_runs, tmp_path):
+    from aprkit.demo.report import write_demo_report
+
+    a, b = two_runs
+    res = Results.merge({"standard": a, "apr-sp": b})
+    res.meta["demo"] = demo_meta(res)
+    paths = write_demo_report(res, tmp_path)
+    html, md = paths["html"].read_text(), paths["markdown"].read_text()
+    _assert_clean_html(html)  # one Summary: the verdict table replaces the headline summary
+    assert md.count("## Summary") == 1 and "## Demo setup" in md and "## Corruption robustness" in md
+    assert "<th class=\"num\">APR-SP - standard (±2 SE)</th>" in html and "<strong>helped</strong> / <strong>hurt</strong>" in html
+    assert "<dt>Data</dt><dd>the built-in synthetic shape x texture dataset" in html
+    assert html.count("data:image/png;base64,") == 7  # the training curves and the six suite figures
+    assert json.loads(paths["json"].read_text())["meta"]["demo"]["overall"] == res.meta["demo"]["overall"]
+
+
+def test_templates_ship_and_no_global_matplotlib_state():
+    """The templates are package data and jinja2 a dependency (a fresh install renders reports); no module
+    switches matplotlib's backend or draws through pyplot (reports never touch the caller's figures)."""
+    from pathlib import Path
+
+    import aprkit
+
+    root = Path(aprkit.__file__).parent
+    assert {p.name for p in (root / "eval" / "report" / "templates").glob("*.j2")} >= {"report.md.j2", "report.html.j2"}
+    pyproject = (root.parent / "pyproject.toml").read_text()
+    assert '"jinja2>=' in pyproject and '"**/*.j2"' in pyproject
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if re.search(r"matplotlib\.use\(|import matplotlib\.pyplot|from matplotlib import pyplot", p.read_text())]
+    assert not offenders, offenders

@@ -12,6 +12,7 @@ from aprkit.data.cue_conflict import CUE_CONFLICT_CATEGORIES, CueConflict, write
 from aprkit.eval.cache import MemoryCache
 from aprkit.eval.texture_shape import measure_shape_bias, shape_bias
 from aprkit.eval.suites import EvalContext, load_suites
+from aprkit.eval.report import markdown_block
 
 
 class Constant(nn.Module):
@@ -63,8 +64,9 @@ def test_shape_bias_suite_run_report_side_by_side(tree, tmp_path):
     assert r["counts"]["n_stimuli"] == 32 and r["counts"]["n_excluded"] == 16
     assert set(r["decisions"].values()) == {"cat"} and len(r["decisions"]) == 48
     section = suite.report(results, tmp_path / "figs")
-    assert "| always-cat |" in section.markdown and "| humans (published) | 0.96 |" in section.markdown
-    assert "ResNet-50 (published) | 0.22" in section.markdown
+    md = "\n".join(markdown_block(b) for b in section.blocks)
+    assert "| always-cat |" in md and "| humans (published) | 0.96 |" in md
+    assert "ResNet-50 (published) | 0.22" in md
     assert section.figures == [tmp_path / "figs" / "shape_bias.png"] and section.figures[0].stat().st_size > 1000
 
 

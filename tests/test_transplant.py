@@ -11,6 +11,7 @@ from aprkit import fourier
 from aprkit.eval.phase_amplitude import sample_pairs
 from aprkit.eval.transplant import layer_sweep, sample_disagreeing_pairs, transplant_test
 from aprkit.hidden import codes
+from aprkit.eval.report import markdown_block
 
 from conftest import natural_images
 
@@ -236,7 +237,8 @@ def test_suite_registered_and_reports(setup, tmp_path) -> None:
                                                               "transplant_sites": ["output"]})
     res = suite.run(ctx, (x, torch.zeros(48, dtype=torch.long)))
     section = suite.report({"small": res, "again": res}, tmp_path)
-    assert "| small | output | phase |" in section.markdown and section.figures and section.figures[0].is_file()
+    md = "\n".join(markdown_block(b) for b in section.blocks)
+    assert "| small | output | phase |" in md and section.figures and section.figures[0].is_file()
 
 
 def test_example_smoke_runs(tmp_path) -> None:

@@ -202,19 +202,19 @@ def _init_distributed(device: Any) -> tuple[Any, bool]:
 
 
 def _print_summary(res: Any) -> None:
-    summary = res.summary()
-    keys: list[str] = []
-    for row in summary.values():
-        keys += [k for k in row if k not in keys and row[k] is not None]
-    width = max([len(k) for k in keys] + [6])
-    print(f"{'metric':<{width}}  " + "  ".join(f"{m:>14}" for m in summary))
-    for k in keys:
+    """The suites' headline measures, one line each, models side by side (percentages marked with %)."""
+    heads = res.headlines()
+    measures: dict[str, Any] = {}
+    for ms in heads.values():
+        for m in ms:
+            if m.value is not None:
+                measures.setdefault(m.name, m)
+    width = max([len(k) for k in measures] + [6])
+    print(f"{'metric':<{width}}  " + "  ".join(f"{m:>14}" for m in heads))
+    for name, first in measures.items():
         vals = []
-        for m in summary:
-            v = summary[m].get(k)
-            vals.append(f"{'-':>14}" if v is None else f"{100 * v:>13.2f}%" if _is_fraction(k) else f"{v:>14.4f}")
-        print(f"{k:<{width}}  " + "  ".join(vals))
-
-
-def _is_fraction(key: str) -> bool:
-    return not any(t in key for t in ("nll", "brier", "seconds"))
+        for ms in heads.values():
+            m = next((x for x in ms if x.name == name), None)
+            text = "-" if m is None or m.value is None else m.formatted() + ("%" if first.percent else "")
+            vals.append(f"{text:>14}")
+        print(f"{name:<{width}}  " + "  ".join(vals))

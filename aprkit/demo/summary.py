@@ -16,9 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..eval.blocks import Table, strong
 from ..eval.cache import nested_get
 
-__all__ = ["Headline", "MEASURES", "headline_numbers", "verdicts", "summary_markdown", "summary_text", "overall_sentence"]
+__all__ = ["Headline", "MEASURES", "headline_numbers", "verdicts", "verdict_table", "summary_text", "overall_sentence"]
 
 
 @dataclass(frozen=True)
@@ -119,16 +120,16 @@ def _fmt_diff(r: Mapping[str, Any], percent: bool) -> str:
     return f"{scale * r['diff']:+.2f}{unit} (±{2 * scale * r['se']:.2f})" if percent else f"{r['diff']:+.3f} (±{2 * r['se']:.3f})"
 
 
-def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown table: measure, standard, APR-SP, difference (± 2 SE), verdict."""
+def verdict_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """The verdict table: measure, better, standard, APR-SP, difference (± 2 SE), verdict."""
     pct = {m.key: m.percent for m in MEASURES}
-    lines = ["| measure | better | standard | APR-SP | APR-SP - standard (±2 SE) | verdict |", "|---|---|---|---|---|---|"]
+    body = []
     for r in rows:
         p = pct[r["key"]]
         unit = " %" if p else ""
-        lines.append(f"| {r['label']}{unit} | {'higher' if r['higher_is_better'] else 'lower'} | {_fmt(r['standard'], p)} | "
-                     f"{_fmt(r['apr_sp'], p)} | {_fmt_diff(r, p)} | **{r['verdict']}** |")
-    return "\n".join(lines)
+        body.append([f"{r['label']}{unit}", "higher" if r["higher_is_better"] else "lower", _fmt(r["standard"], p),
+                     _fmt(r["apr_sp"], p), _fmt_diff(r, p), strong(r["verdict"])])
+    return Table(["measure", "better", "standard", "APR-SP", "APR-SP - standard (±2 SE)", "verdict"], body)
 
 
 def overall_sentence(rows: Sequence[Mapping[str, Any]]) -> str:

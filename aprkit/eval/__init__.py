@@ -10,7 +10,7 @@ from .._lazy import lazy_getattr
 #: public name -> module that defines it (each area adds its own lines)
 _EXPORTS: dict[str, str] = {
     "evaluate": "aprkit.eval.runner",
-    "Results": "aprkit.eval.report",
+    "Results": "aprkit.eval.report.results",
     "shape_bias": "aprkit.eval.texture_shape",
     "phase_bias": "aprkit.eval.phase_amplitude",
     "ShapeBiasResult": "aprkit.eval.texture_shape",
@@ -24,7 +24,7 @@ _EXPORTS: dict[str, str] = {
     "sample_pairs": "aprkit.eval.phase_amplitude",
     "transplant_test": "aprkit.eval.transplant",
     "layer_sweep": "aprkit.eval.transplant",
-    "write_report": "aprkit.eval.report",
+    "write_report": "aprkit.eval.report.results",
     "ResultCache": "aprkit.eval.cache",
     "predict": "aprkit.eval.inference",
 }

@@ -30,7 +30,7 @@ from ..hidden.attach import token_layout
 from ..hidden.capture import FrontSkip, capture, front_blocks, predict
 from ..hidden.layout import from_grid, to_grid
 from ..hidden.sites import Site, last_activation_site, list_blocks, resolve_module
-from .transplant_tables import plot_sweep, sweep_table
+from .transplant_tables import plot_sweep, sweep_markdown
 
 __all__ = ["transplant_test", "layer_sweep", "sample_disagreeing_pairs", "load_data"]
 
@@ -359,7 +359,7 @@ def layer_sweep(
     finally:
         model.train(was_training)
     figure = plot_sweep(rows, plot) if plot is not None else None
-    return {**info, "rows": rows, "table": sweep_table(rows), "figure": None if figure is None else str(figure)}
+    return {**info, "rows": rows, "table": sweep_markdown(rows), "figure": None if figure is None else str(figure)}
 
 
 if __name__ == "__main__":

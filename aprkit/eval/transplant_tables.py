@@ -1,5 +1,6 @@
 """Tables and plots of a transplant layer sweep (:func:`aprkit.eval.transplant.layer_sweep` rows): one sweep as a
-Markdown table or a figure against depth, and several models side by side."""
+table (:class:`aprkit.eval.blocks.Table`, or Markdown text for the command line) or a figure against depth, and
+several models side by side."""
 
 from __future__ import annotations
 
@@ -8,60 +9,72 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["sweep_table", "summary_table", "plot_sweep"]
+from .blocks import Table
+from .blocks import code as code_span
+
+__all__ = ["sweep_table", "sweep_markdown", "summary_table", "plot_sweep"]
 
 
 def _pct(v: Any) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
 
-def sweep_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown table of a sweep, one line per (layer, site, code); rates in %."""
+def sweep_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """A sweep, one line per (layer, site, code); rates in %."""
     acc = any("deletion_accuracy" in r for r in rows)
     head = ["depth", "layer @ site", "code", "follow donor", "follow magnitude", "neither",
             "deletion " + ("acc" if acc else "agree"), "DC-only " + ("acc" if acc else "agree"),
             "identity", "mag. variation", "flags"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for r in rows:
         idx = f"[{r['call_index']}]" if r["layer"].endswith(":relu") or r.get("call_index") else ""
         flags = "; ".join(f.split(":")[0] for f in r.get("flags", [])) or ""
-        lines.append("| " + " | ".join([
-            str(r["depth"]), f"`{r['layer']}{idx}` @ {r['site']}", r["code"], _pct(r["follow_donor"]),
+        body.append([
+            str(r["depth"]), [code_span(f"{r['layer']}{idx}"), f" @ {r['site']}"], r["code"], _pct(r["follow_donor"]),
             _pct(r["follow_magnitude"]), _pct(r["neither"]),
             _pct(r.get("deletion_accuracy", r["deletion_agreement"])),
             _pct(r.get("dc_only_accuracy", r["dc_only_agreement"])), _pct(r["identity_agreement"]),
             f"{r['magnitude_variation']:.3f}", flags,
-        ]) + " |")
-    return "\n".join(lines)
+        ])
+    return Table(head, body)
 
 
-def summary_table(results: Mapping[str, Mapping[str, Any]]) -> str:
+def sweep_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """:func:`sweep_table` as Markdown text (the command line's output and ``sweep.md``)."""
+    from .report.render import markdown_block
+
+    return markdown_block(sweep_table(rows))
+
+
+def summary_table(results: Mapping[str, Mapping[str, Any]]) -> Table:
     """Models side by side: follow-donor / follow-magnitude at the last block and the mean over blocks."""
-    lines = ["| model | site | code | last block: donor / magnitude | mean over blocks: donor / magnitude | clean acc |",
-             "|---|---|---|---|---|---|"]
+    body = []
     for model_id, res in results.items():
         rows = res.get("rows", [])
         for site in dict.fromkeys(r["site"] for r in rows):
-            for code in dict.fromkeys(r["code"] for r in rows):
-                sel = [r for r in rows if r["site"] == site and r["code"] == code]
+            for code_name in dict.fromkeys(r["code"] for r in rows):
+                sel = [r for r in rows if r["site"] == site and r["code"] == code_name]
                 if not sel:
                     continue
                 last = max(sel, key=lambda r: r["depth"])
                 md = sum(r["follow_donor"] for r in sel) / len(sel)
                 mm = sum(r["follow_magnitude"] for r in sel) / len(sel)
-                lines.append(f"| {model_id} | {site} | {code} | {_pct(last['follow_donor'])} / {_pct(last['follow_magnitude'])} "
-                             f"| {_pct(md)} / {_pct(mm)} | {_pct(res.get('clean_accuracy'))} |")
-    return "\n".join(lines)
+                body.append([model_id, site, code_name,
+                             f"{_pct(last['follow_donor'])} / {_pct(last['follow_magnitude'])}",
+                             f"{_pct(md)} / {_pct(mm)}", _pct(res.get("clean_accuracy"))])
+    return Table(["model", "site", "code", "last block: donor / magnitude", "mean over blocks: donor / magnitude",
+                  "clean acc"], body)
 
 
 def plot_sweep(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = "") -> Path:
     """Plot follow-donor / follow-magnitude and magnitude-deletion accuracy against depth, one panel per site."""
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
+
+    from .plotting import new_figure, save_figure
 
     sites = list(dict.fromkeys(r["site"] for r in rows))
     codes = list(dict.fromkeys(r["code"] for r in rows))
-    fig = Figure(figsize=(5.5 * max(1, len(sites)), 3.8))
+    fig = new_figure(5.5 * max(1, len(sites)), 3.8)
     colors = {"phase": "tab:blue", "sign": "tab:red"}
     for k, site in enumerate(sites):
         ax = fig.add_subplot(1, len(sites), k + 1)
@@ -83,10 +96,4 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title
         if k == 0:
             ax.set_ylabel("rate")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110)

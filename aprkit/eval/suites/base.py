@@ -2,8 +2,10 @@
 
 A suite measures one thing (corruption robustness, calibration, OOD, shape bias, phase bias,
 transplant) on a model and returns JSON-serialisable results (a dict whose top-level keys its ``Result``
-TypedDict documents); it also renders its report section. Suites register themselves with
-``@register_suite("name")``; the runner looks them up in ``SUITES``.
+TypedDict documents); it also declares its headline measures (``headline``: what the report's summary table and
+``Results.summary()`` show) and renders its report section from structured blocks (``report``; see
+:mod:`aprkit.eval.blocks`). Suites register themselves with ``@register_suite("name")``; the runner looks them up
+in ``SUITES``.
 
 Options follow one convention: a single flat namespace of keys, given as ``evaluate(options={...})``, as
 top-level keys of an eval config or as ``aprkit eval --set key=value``, e.g. ``{"knn_k": 10, "n_pairs": 500,
@@ -32,9 +34,10 @@ from torch import nn
 from typing_extensions import Self
 
 from ..._checks import nearest_names
+from ..blocks import ReportSection
 
-__all__ = ["EvalContext", "ReportSection", "ResultCacheLike", "Suite", "SuiteOptions", "LimitOption", "SUITES",
-           "register_suite", "flat_options"]
+__all__ = ["EvalContext", "Measure", "ReportSection", "ResultCacheLike", "Suite", "SuiteOptions", "LimitOption",
+           "SUITES", "register_suite", "flat_options", "generic_headline"]
 
 
 class ResultCacheLike(Protocol):
@@ -113,14 +116,43 @@ class EvalContext:
     parsed_options: dict[str, SuiteOptions] = field(default_factory=dict, repr=False)
 
 
-@dataclass
-class ReportSection:
-    """One section of the report: Markdown body (tables) and PNG figures embedded in the HTML."""
+@dataclass(frozen=True)
+class Measure:
+    """One headline number of a suite for one model: the rows of the report's summary table.
 
-    title: str
-    markdown: str
-    figures: list[Path] = field(default_factory=list)
-    error: BaseException | None = None  # set by the report writer when rendering this section failed
+    ``name`` is the key in ``Results.summary()``; ``percent``: ``value`` is a fraction shown x100 with ``%``;
+    ``unit``: a unit shown otherwise (e.g. ``"s"``); ``higher_is_better``: None when neither direction is
+    better (a descriptive rate); ``digits``: decimals shown.
+    """
+
+    name: str
+    label: str
+    value: float | None
+    percent: bool = False
+    higher_is_better: bool | None = None
+    unit: str = ""
+    digits: int = 2
+
+    def formatted(self) -> str:
+        """The value as printed in the summary (``"-"`` when missing)."""
+        if self.value is None:
+            return "-"
+        return f"{100 * self.value:.{self.digits}f}" if self.percent else f"{self.value:.{self.digits}f}"
+
+    @property
+    def display_label(self) -> str:
+        """The label with its unit: ``"ECE %"``."""
+        unit = "%" if self.percent else self.unit
+        return f"{self.label} {unit}" if unit else self.label
+
+
+def generic_headline(name: str, result: Mapping[str, Any]) -> list[Measure]:
+    """The headline of a suite that declares none (or is not installed): its top-level numbers, named
+    ``"<suite>.<key>"``, direction unknown."""
+    if not isinstance(result, Mapping):
+        return []
+    return [Measure(f"{name}.{k}", f"{name}: {k}", float(v), digits=4) for k, v in result.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
 OptionsT = TypeVar("OptionsT", bound=SuiteOptions)
@@ -128,7 +160,7 @@ OptionsT = TypeVar("OptionsT", bound=SuiteOptions)
 
 class Suite(Generic[OptionsT]):
     """Base class: subclasses are registered with ``@register_suite``, declare ``Options``, implement ``run``
-    (annotated with a TypedDict of its result's top-level keys) and ``report``."""
+    (annotated with a TypedDict of its result's top-level keys), ``headline`` and ``report``."""
 
     name: ClassVar[str] = ""
     #: the suite's option keys, types and defaults (``aprkit eval`` and ``evaluate`` reject any other key)
@@ -148,11 +180,19 @@ class Suite(Generic[OptionsT]):
         """Run the suite on ``data`` and return JSON-serialisable results."""
         raise NotImplementedError
 
+    def headline(self, result: Mapping[str, Any]) -> list[Measure]:
+        """The few numbers that summarise ``result`` (what ``run`` returned for one model), in display order.
+
+        The report's summary table and ``Results.summary()`` are built from these alone. The default lists the
+        result's top-level numbers (:func:`generic_headline`); suites override it."""
+        return generic_headline(self.name, result)
+
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         """Render one section comparing models side by side.
 
         ``results`` maps a model id (e.g. ``"standard"``, ``"apr-sp"``) to what ``run`` returned for that
-        model (a single model is a mapping of one). Figures are written as PNGs under ``fig_dir``.
+        model (a single model is a mapping of one). Figures are written as PNGs under ``fig_dir``; the section
+        holds :mod:`aprkit.eval.blocks` (tables, paragraphs, figures), never Markdown text.
         """
         raise NotImplementedError
 

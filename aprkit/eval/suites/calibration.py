@@ -16,8 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
-from .base import EvalContext, ReportSection, Suite, register_suite
-from .corruption import CorruptionOptions, evaluate_cell, markdown_table, pct, pyplot
+from ..blocks import Figure, Table, pct
+from ..plotting import new_figure, save_figure
+from .base import EvalContext, Measure, ReportSection, Suite, register_suite
+from .corruption import CorruptionOptions, evaluate_cell
 
 __all__ = ["CalibrationSuite", "CalibrationOptions", "CalibrationResult", "pool_reliability"]
 
@@ -81,6 +83,17 @@ class CalibrationSuite(Suite[CalibrationOptions]):
                     result["per_severity"][str(s)] = {k: sum(c[k] for c in sub) / len(sub) for k in _METRICS}
         return result
 
+    def headline(self, result: Mapping[str, Any]) -> list[Measure]:
+        c, k = result["clean"], result.get("corrupted") or {}
+        return [
+            Measure("clean_accuracy", "clean accuracy", c.get("accuracy"), percent=True, higher_is_better=True),
+            Measure("ece", "ECE (clean)", c.get("ece"), percent=True, higher_is_better=False),
+            Measure("rms", "RMS calibration error (clean)", c.get("rms"), percent=True, higher_is_better=False),
+            Measure("nll", "NLL (clean)", c.get("nll"), higher_is_better=False, digits=3),
+            Measure("brier", "Brier score (clean)", c.get("brier"), higher_is_better=False, digits=3),
+            Measure("corrupted_ece", "ECE (corrupted, mean over cells)", k.get("ece"), percent=True, higher_is_better=False),
+        ]
+
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         rows = []
         for m, r in results.items():
@@ -88,20 +101,20 @@ class CalibrationSuite(Suite[CalibrationOptions]):
             k = r.get("corrupted") or {}
             rows.append([m, pct(c["accuracy"]), pct(c["ece"]), pct(c["rms"]), f"{c['nll']:.3f}", f"{c['brier']:.3f}",
                          pct(k.get("ece")), pct(k.get("rms")), "-" if not k else f"{k['nll']:.3f}", "-" if not k else f"{k['brier']:.3f}"])
-        md = markdown_table(["model", "clean acc %", "ECE %", "RMS %", "NLL", "Brier",
-                             "corr. ECE %", "corr. RMS %", "corr. NLL", "corr. Brier"], rows)
-        md += ("\n\nECE: 15 equal-width bins; RMS: adaptive bins of 100 samples (every bin counted); corrupted = "
-               "mean over the evaluated corruption x severity cells.")
-        figs = [self._reliability(results, fig_dir)]
+        table = Table(["model", "clean acc %", "ECE %", "RMS %", "NLL", "Brier", "corr. ECE %", "corr. RMS %", "corr. NLL",
+                       "corr. Brier"], rows,
+                      notes="ECE: 15 equal-width bins; RMS: adaptive bins of 100 samples (every bin counted); corrupted = "
+                            "mean over the evaluated corruption x severity cells.")
+        blocks: list = [table, Figure(self._reliability(results, fig_dir), "Reliability diagrams (dashed: perfect calibration)")]
         if any(r.get("per_severity") for r in results.values()):
-            figs.append(self._ece_vs_severity(results, fig_dir))
-        return ReportSection("Calibration", md, figs)
+            blocks.append(Figure(self._ece_vs_severity(results, fig_dir), "ECE against corruption severity"))
+        return ReportSection("Calibration", blocks)
 
     @staticmethod
     def _reliability(results: Mapping[str, dict], fig_dir: Path) -> Path:
-        plt = pyplot()
         cols = 2 if any(r.get("corrupted") for r in results.values()) else 1
-        fig, axes = plt.subplots(len(results), cols, figsize=(3.4 * cols, 3.2 * len(results)), squeeze=False)
+        fig = new_figure(3.4 * cols, 3.2 * len(results))
+        axes = fig.subplots(len(results), cols, squeeze=False)
         for i, (m, r) in enumerate(results.items()):
             for j, (label, d) in enumerate([("clean", r["clean"]["reliability"]), ("corrupted, pooled", (r.get("corrupted") or {}).get("reliability"))][:cols]):
                 ax = axes[i][j]
@@ -123,16 +136,12 @@ class CalibrationSuite(Suite[CalibrationOptions]):
                 ax.set_xlabel("confidence")
                 ax.set_ylabel("accuracy")
         axes[0][0].legend(fontsize=7, loc="upper left")
-        fig.tight_layout()
-        path = Path(fig_dir) / "reliability.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        return save_figure(fig, Path(fig_dir) / "reliability.png")
 
     @staticmethod
     def _ece_vs_severity(results: Mapping[str, dict], fig_dir: Path) -> Path:
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        fig = new_figure(4.5, 3.2)
+        ax = fig.subplots()
         for i, (m, r) in enumerate(results.items()):
             sev = sorted(int(s) for s in r.get("per_severity", {}))
             ax.plot([0] + sev, [100 * r["clean"]["ece"]] + [100 * r["per_severity"][str(s)]["ece"] for s in sev], marker="o", color=f"C{i}", label=m)
@@ -140,8 +149,4 @@ class CalibrationSuite(Suite[CalibrationOptions]):
         ax.set_ylabel("ECE (%), mean over corruptions")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = Path(fig_dir) / "ece_vs_severity.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        return save_figure(fig, Path(fig_dir) / "ece_vs_severity.png")

@@ -18,51 +18,23 @@ preset, i) only, so the numbers are the same for every batch size, worker count 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
+from ..blocks import Figure, Paragraph, Table, pct
 from ..cache import cached
 from ..inference import as_dataset, dataset_id, predict
-from .base import EvalContext, LimitOption, ReportSection, Suite, register_suite
+from ..plotting import grouped_bars, new_figure, save_figure
+from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
-__all__ = ["CorruptionSuite", "CorruptionOptions", "CorruptionResult", "evaluate_cell", "expected_classes", "cell_summary",
-           "markdown_table", "pyplot", "grouped_bars", "pct"]
+__all__ = ["CorruptionSuite", "CorruptionOptions", "CorruptionResult", "evaluate_cell", "expected_classes",
+           "cell_summary"]
 
 CELL_VERSION = 1
-
-
-def pyplot():
-    """matplotlib.pyplot with the non-interactive Agg backend (imported lazily)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def grouped_bars(ax: Any, series: Mapping[str, Sequence[float]], n_groups: int) -> None:
-    """Draw one bar per model in each of ``n_groups`` groups, side by side (``series``: model -> values)."""
-    width = 0.8 / max(1, len(series))
-    for i, (name, values) in enumerate(series.items()):
-        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(n_groups)]
-        ax.bar(xs, list(values), width, label=name)
-
-
-def pct(x: float | None, digits: int = 2) -> str:
-    """Format a fraction as a percentage (``"-"`` for None)."""
-    return "-" if x is None else f"{100 * x:.{digits}f}"
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def cell_summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict:
@@ -319,6 +291,16 @@ class CorruptionSuite(Suite[CorruptionOptions]):
             result["relative_mce"] = M.relative_mce(errs, clean["error"], baseline="alexnet")
         return result
 
+    def headline(self, result: Mapping[str, Any]) -> list[Measure]:
+        return [
+            Measure("clean_accuracy", "clean accuracy", result["clean"]["accuracy"], percent=True, higher_is_better=True),
+            Measure("mean_corruption_error", "mean corruption error (15 x 5 cells)", result.get("mean_corruption_error"),
+                    percent=True, higher_is_better=False),
+            Measure("mean_error", "mean error over the evaluated corruption cells", result.get("mean_error"),
+                    percent=True, higher_is_better=False),
+            Measure("mce", "mCE (ImageNet-C, AlexNet-normalised)", result.get("mce"), percent=True, higher_is_better=False),
+        ]
+
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         models = list(results)
         rows = []
@@ -326,50 +308,46 @@ class CorruptionSuite(Suite[CorruptionOptions]):
             rows.append([m, pct(r["clean"]["accuracy"]), pct(r["mean_error"]), pct(r["mean_corruption_error"]),
                          "-" if r["relative_robustness"] is None else f"{r['relative_robustness']:.3f}",
                          pct(r.get("mce"), 1), pct(r.get("relative_mce"), 1), r["origin"], r["clean"]["n"]])
-        md = [markdown_table(["model", "clean acc %", "mean error %", "mean corruption error %", "corr. acc / clean acc",
-                              "mCE %", "rel. mCE %", "corrupted data", "images"], rows)]
+        blocks: list = [Table(["model", "clean acc %", "mean error %", "mean corruption error %", "corr. acc / clean acc",
+                               "mCE %", "rel. mCE %", "corrupted data", "images"], rows)]
         corruptions = sorted({c for r in results.values() for c in r["cells"]}, key=lambda c: (_order(c), c))
         severities = sorted({int(s) for r in results.values() for row in r["cells"].values() for s in row})
         if not corruptions:
-            md.append("\nClean accuracy only (no corruptions were evaluated).")
-            return ReportSection("Corruption robustness", "\n".join(md), [])
-        md.append("\n**Error (%) per corruption, mean over severities**\n")
-        md.append(markdown_table(["corruption"] + models,
-                                 [[c] + [pct(results[m]["per_corruption"].get(c)) for m in models] for c in corruptions]))
+            blocks.append(Paragraph("Clean accuracy only (no corruptions were evaluated)."))
+            return ReportSection("Corruption robustness", blocks)
+        blocks.append(Table(["corruption"] + models,
+                            [[c] + [pct(results[m]["per_corruption"].get(c)) for m in models] for c in corruptions],
+                            caption="Error (%) per corruption, mean over severities"))
         for m in models:
-            md.append(f"\n**{m}: error (%) per corruption x severity**\n")
-            md.append(markdown_table(["corruption"] + [f"s{s}" for s in severities],
-                                     [[c] + [pct(results[m]["cells"].get(c, {}).get(str(s), {}).get("error")) for s in severities] for c in corruptions]))
-        figs = []
-        if corruptions:
-            figs = [self._bar_chart(results, corruptions, fig_dir), self._severity_curves(results, corruptions, severities, fig_dir)]
-        return ReportSection("Corruption robustness", "\n".join(md), figs)
+            blocks.append(Table(["corruption"] + [f"s{s}" for s in severities],
+                                [[c] + [pct(results[m]["cells"].get(c, {}).get(str(s), {}).get("error")) for s in severities]
+                                 for c in corruptions],
+                                caption=f"{m}: error (%) per corruption x severity"))
+        blocks.append(Figure(self._bar_chart(results, corruptions, fig_dir), "Error per corruption (dashed: clean error)"))
+        blocks.append(Figure(self._severity_curves(results, corruptions, severities, fig_dir),
+                             "Error against severity, per corruption and mean"))
+        return ReportSection("Corruption robustness", blocks)
 
     @staticmethod
     def _bar_chart(results: Mapping[str, dict], corruptions: list[str], fig_dir: Path) -> Path:
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(corruptions) + 2), 3.8))
+        fig = new_figure(max(6, 0.6 * len(corruptions) + 2), 3.8)
+        ax = fig.subplots()
         grouped_bars(ax, {m: [100 * (r["per_corruption"].get(c) or 0) for c in corruptions] for m, r in results.items()},
                      len(corruptions))
         for i, r in enumerate(results.values()):
             ax.axhline(100 * r["clean"]["error"], ls="--", lw=1, color=f"C{i}")
         ax.set_xticks(range(len(corruptions)), [c.replace("_", " ") for c in corruptions], rotation=45, ha="right")
         ax.set_ylabel("error (%), mean over severities")
-        ax.set_title("Error per corruption (dashed: clean error)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = Path(fig_dir) / "corruption_errors.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        return save_figure(fig, Path(fig_dir) / "corruption_errors.png", dpi=110)
 
     @staticmethod
     def _severity_curves(results: Mapping[str, dict], corruptions: list[str], severities: list[int], fig_dir: Path) -> Path:
-        plt = pyplot()
         panels = ["mean"] + corruptions
         cols = min(4, len(panels))
         rows = -(-len(panels) // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), squeeze=False, sharey=True)
+        fig = new_figure(3 * cols, 2.4 * rows)
+        axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
         for k, name in enumerate(panels):
             ax = axes[k // cols][k % cols]
             for i, (m, r) in enumerate(results.items()):
@@ -385,11 +363,7 @@ class CorruptionSuite(Suite[CorruptionOptions]):
         axes[0][0].set_ylabel("error (%)")
         axes[0][0].legend(fontsize=7)
         fig.supxlabel("severity (0 = clean)", fontsize=9)
-        fig.tight_layout()
-        path = Path(fig_dir) / "severity_curves.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        return save_figure(fig, Path(fig_dir) / "severity_curves.png")
 
 
 def _order(c: str) -> int:

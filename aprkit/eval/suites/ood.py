@@ -26,10 +26,11 @@ import torch
 from pydantic import Field, field_validator
 from torch.utils.data import Subset
 
+from ..blocks import Figure, Paragraph, Table, pct
 from ..cache import cached
 from ..inference import as_dataset, dataset_id, iter_batches, predict, to_model_input, wants_channels_last
-from .base import EvalContext, LimitOption, ReportSection, Suite, register_suite
-from .corruption import grouped_bars, markdown_table, pct, pyplot
+from ..plotting import grouped_bars, new_figure, save_figure
+from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["OODSuite", "OODOptions", "OODResult", "SCORES", "SYNTHETIC_SETS", "compute_scores"]
 
@@ -225,48 +226,50 @@ class OODSuite(Suite[OODOptions]):
         }
         return result
 
+    def headline(self, result: Mapping[str, Any]) -> list[Measure]:
+        return [Measure(f"ood_auroc_{score}", f"OOD AUROC ({score}, mean over OOD sets)", (m or {}).get("auroc"),
+                        percent=True, higher_is_better=True) for score, m in (result.get("mean") or {}).items()]
+
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         models = list(results)
-        md = ["ID is the positive class (higher score = more in-distribution); FPR@95 = fraction of OOD accepted at 95 % TPR.\n"]
-        md.append("**Mean over OOD sets: AUROC % / FPR@95 %**\n")
+        blocks: list = [Paragraph("ID is the positive class (higher score = more in-distribution); FPR@95 = fraction of "
+                                  "OOD accepted at 95 % TPR.")]
         scores = [s for s in SCORES if any(s in r["scores"] for r in results.values())]
-        md.append(markdown_table(["score"] + models, [[s] + [
+        blocks.append(Table(["score"] + models, [[s] + [
             "-" if s not in results[m]["mean"] else f"{pct(results[m]['mean'][s]['auroc'], 1)} / {pct(results[m]['mean'][s]['fpr@95'], 1)}"
-            for m in models] for s in scores]))
+            for m in models] for s in scores], caption="Mean over OOD sets: AUROC % / FPR@95 %"))
         for m, r in results.items():
-            md.append(f"\n**{m}: per OOD set (AUROC % / AUPR-In % / AUPR-Out % / FPR@95 %)**\n")
             sets = list(r["sets"])
-            md.append(markdown_table(["score"] + [f"{s} (n={r['sets'][s]['n']})" for s in sets], [[s] + [
-                " / ".join(pct(r["sets"][o][s][k], 1) for k in _METRICS) for o in sets] for s in r["scores"]]))
-            if r.get("note"):
-                md.append(f"\nNote: {r['note']}")
-        figs = [self._auroc_bars(results, scores, fig_dir), self._score_hist(results, fig_dir)]
-        return ReportSection("OOD detection", "\n".join(md), [f for f in figs if f is not None])
+            blocks.append(Table(["score"] + [f"{s} (n={r['sets'][s]['n']})" for s in sets], [[s] + [
+                " / ".join(pct(r["sets"][o][s][k], 1) for k in _METRICS) for o in sets] for s in r["scores"]],
+                caption=f"{m}: per OOD set (AUROC % / AUPR-In % / AUPR-Out % / FPR@95 %)",
+                notes=f"Note: {r['note']}" if r.get("note") else ""))
+        blocks.append(Figure(self._auroc_bars(results, scores, fig_dir), "AUROC per score, mean over OOD sets (dotted: chance)"))
+        hist = self._score_hist(results, fig_dir)
+        if hist is not None:
+            blocks.append(Figure(hist, "Score histograms: in-distribution against each OOD set"))
+        return ReportSection("OOD detection", blocks)
 
     @staticmethod
     def _auroc_bars(results: Mapping[str, dict], scores: list[str], fig_dir: Path) -> Path:
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(max(5, 1.0 * len(scores) + 2), 3.4))
+        fig = new_figure(max(5, 1.0 * len(scores) + 2), 3.4)
+        ax = fig.subplots()
         grouped_bars(ax, {m: [100 * r["mean"].get(s, {}).get("auroc", 0) for s in scores] for m, r in results.items()}, len(scores))
         ax.set_xticks(range(len(scores)), scores)
         ax.set_ylim(0, 100)
         ax.axhline(50, color="k", lw=0.8, ls=":")
         ax.set_ylabel("AUROC (%), mean over OOD sets")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = Path(fig_dir) / "ood_auroc.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        return save_figure(fig, Path(fig_dir) / "ood_auroc.png")
 
     @staticmethod
     def _score_hist(results: Mapping[str, dict], fig_dir: Path, score: str = "energy") -> Path | None:
-        plt = pyplot()
         items = [(m, r) for m, r in results.items() if r["histograms"]]
         if not items:
             return None
         sets = list(items[0][1]["histograms"])
-        fig, axes = plt.subplots(len(items), len(sets), figsize=(2.8 * len(sets), 2.3 * len(items)), squeeze=False)
+        fig = new_figure(2.8 * len(sets), 2.3 * len(items))
+        axes = fig.subplots(len(items), len(sets), squeeze=False)
         for i, (m, r) in enumerate(items):
             sc = score if score in r["scores"] else r["scores"][0]
             for j, o in enumerate(sets):
@@ -280,8 +283,4 @@ class OODSuite(Suite[OODOptions]):
                 ax.set_title(f"{m}: {sc}, vs {o}", fontsize=8)
                 ax.tick_params(labelsize=7)
         axes[0][0].legend(fontsize=7)
-        fig.tight_layout()
-        path = Path(fig_dir) / "ood_scores.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+        return save_figure(fig, Path(fig_dir) / "ood_scores.png")

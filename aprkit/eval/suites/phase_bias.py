@@ -20,10 +20,12 @@ from pydantic import Field
 from torch.utils.data import Subset
 
 from ...fourier import Dims
+from ..blocks import Figure, Paragraph, Table, strong
 from ..cache import cached
 from ..inference import as_dataset
 from ..phase_amplitude import measure_phase_bias
-from .base import EvalContext, LimitOption, ReportSection, Suite, register_suite
+from ..plotting import new_figure, save_figure
+from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["PhaseBiasSuite", "PhaseBiasOptions", "PhaseBiasResult", "plot_phase_bias"]
 
@@ -80,47 +82,55 @@ class PhaseBiasSuite(Suite[PhaseBiasOptions]):
 
         return cast(PhaseBiasResult, cached(ctx, "phase-bias", data, compute, v=_VERSION, **opts))
 
+    def headline(self, result: Mapping[str, Any]) -> list[Measure]:
+        return [
+            Measure("phase-bias.phase_bias", "phase bias (full swap)", result.get("phase_bias"), digits=3),
+            Measure("phase-bias.phase_bias_low_frequency", "phase bias (low-frequency swap)",
+                    result.get("phase_bias_low_frequency"), digits=3),
+            Measure("phase-bias.patch_shuffle_accuracy", "patch-shuffle accuracy", result.get("patch_shuffle_accuracy"),
+                    percent=True),
+        ]
+
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         def f(x: float | None) -> str:
             return "-" if x is None else f"{x:.3f}"
 
         head = ["model", "clean acc %"]
         for _, label in _VARIANTS:
-            head += [f"{label}: phase", "amplitude", "neither", "**phase bias**"]
+            head += [f"{label}: phase", "amplitude", "neither", "phase bias"]
         head += ["patch-shuffle acc %"]
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        rows = []
         for m, r in results.items():
-            row = [m, f"{100 * r['clean_accuracy']:.1f}"]
+            row: list = [m, f"{100 * r['clean_accuracy']:.1f}"]
             for v, _ in _VARIANTS:
                 x = r[v]
-                row += [f(x["phase"]), f(x["amplitude"]), f(x["neither"]), f"**{f(x['phase_bias'])}**"]
-            row += [f"{100 * r['patch_shuffle']['accuracy']:.1f}"]
-            lines.append("| " + " | ".join(row) + " |")
+                row += [f(x["phase"]), f(x["amplitude"]), f(x["neither"]), strong(f(x["phase_bias"]))]
+            rows.append(row + [f"{100 * r['patch_shuffle']['accuracy']:.1f}"])
         any_r = next(iter(results.values()))
         ps = any_r["patch_shuffle"]
-        md = "\n".join(lines)
-        md += (f"\n\nPhase bias = phase decisions / (phase + amplitude decisions) on {any_r['full']['n_pairs']} pairs of "
-               "test images of different classes, each recombined from the Fourier phase of one image and the amplitude "
-               f"of the other (low-freq.: amplitude swapped only inside the centred square of half-width beta*min(H,W), "
-               f"beta={any_r['settings']['beta']}). This is the CIFAR-scale analogue of shape bias, not the Geirhos cue-conflict "
-               f"metric. Patch shuffle: {ps['n_images']} images cut into {ps['patch_size']}-pixel patches and permuted "
-               "(shape destroyed, local texture kept); high accuracy there means the class is carried by local texture.")
+        text = (f"Phase bias = phase decisions / (phase + amplitude decisions) on {any_r['full']['n_pairs']} pairs of "
+                "test images of different classes, each recombined from the Fourier phase of one image and the amplitude "
+                f"of the other (low-freq.: amplitude swapped only inside the centred square of half-width beta*min(H,W), "
+                f"beta={any_r['settings']['beta']}). This is the CIFAR-scale analogue of shape bias, not the Geirhos cue-conflict "
+                f"metric. Patch shuffle: {ps['n_images']} images cut into {ps['patch_size']}-pixel patches and permuted "
+                "(shape destroyed, local texture kept); high accuracy there means the class is carried by local texture.")
         fig_dir = Path(fig_dir)
         fig_dir.mkdir(parents=True, exist_ok=True)
-        return ReportSection("Phase bias (phase-vs-amplitude conflict)", md, [plot_phase_bias(results, fig_dir / "phase_bias.png")])
+        return ReportSection("Phase bias (phase-vs-amplitude conflict)", [
+            Table(head, rows), Paragraph(text),
+            Figure(plot_phase_bias(results, fig_dir / "phase_bias.png"), "Which image the prediction follows, per model and swap"),
+        ])
 
 
 def plot_phase_bias(results: Mapping[str, dict], path: Path) -> Path:
     """Stacked horizontal bars per model and variant: follow phase / follow amplitude / neither."""
-    from .corruption import pyplot
-
-    plt = pyplot()
     labels, parts = [], []
     for m, r in results.items():
         for v, vlabel in _VARIANTS:
             labels.append(f"{m}\n{vlabel}")
             parts.append((r[v]["phase"], r[v]["amplitude"], r[v]["neither"]))
-    fig, ax = plt.subplots(figsize=(6.4, 0.55 * len(labels) + 1.2))
+    fig = new_figure(6.4, 0.55 * len(labels) + 1.2)
+    ax = fig.subplots()
     ys = list(range(len(labels)))[::-1]
     left = [0.0] * len(labels)
     for k, (name, color) in enumerate((("follows phase", "C0"), ("follows amplitude", "C1"), ("neither", "0.75"))):
@@ -132,7 +142,4 @@ def plot_phase_bias(results: Mapping[str, dict], path: Path) -> Path:
     ax.set_xlim(0, 1)
     ax.set_xlabel("fraction of conflict stimuli")
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -15,9 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
+from ..blocks import Figure, Paragraph, Table
 from ..cache import cached
+from ..plotting import new_figure, save_figure
 from ..texture_shape import CATEGORIES, REFERENCE_SHAPE_BIAS, predict_decisions, reference_lines, shape_bias
-from .base import EvalContext, ReportSection, Suite, SuiteOptions, register_suite
+from .base import EvalContext, Measure, ReportSection, Suite, SuiteOptions, register_suite
 
 __all__ = ["ShapeBiasSuite", "ShapeBiasOptions", "ShapeBiasResult", "resolve_stimuli", "plot_shape_bias"]
 
@@ -96,21 +98,31 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
             result = {**result, "references": reference_lines(opts.references)}
         return result
 
+    def headline(self, result: Mapping[str, Any]) -> list[Measure]:
+        return [
+            Measure("shape-bias.shape_bias", "shape bias (cue-conflict)", result.get("shape_bias"), digits=3),
+            Measure("shape-bias.shape_match", "cue-conflict: shape match", result.get("shape_match"), percent=True),
+            Measure("shape-bias.texture_match", "cue-conflict: texture match", result.get("texture_match"), percent=True),
+        ]
+
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         def f(x: float | None) -> str:
             return "-" if x is None else f"{x:.3f}"
 
-        rows = [f"| {m} | {f(r['shape_bias'])} | {100 * r['shape_match']:.1f} | {100 * r['texture_match']:.1f} | "
-                f"{r['counts']['n_stimuli']} |" for m, r in results.items()]
-        rows += [f"| {name} (published) | {v:.2f} | - | - | - |" for name, v in _references(results).items()]
-        md = "\n".join(["| model | shape bias | shape match % | texture match % | stimuli |", "|---|---|---|---|---|", *rows])
-        md += ("\n\nShape bias = shape decisions / (shape + texture decisions) over the cue-conflict stimuli whose shape "
-               "and texture classes differ (Geirhos et al., ICLR 2019); 1000-class outputs are mapped to the 16 "
-               "categories by the mean softmax probability over each category's ImageNet indices. Published "
-               "references: humans ~0.96, ResNet-50 ~0.22.")
+        rows: list[list] = [[m, f(r["shape_bias"]), f"{100 * r['shape_match']:.1f}", f"{100 * r['texture_match']:.1f}",
+                             r["counts"]["n_stimuli"]] for m, r in results.items()]
+        rows += [[f"{name} (published)", f"{v:.2f}", "-", "-", "-"] for name, v in _references(results).items()]
+        text = ("Shape bias = shape decisions / (shape + texture decisions) over the cue-conflict stimuli whose shape "
+                "and texture classes differ (Geirhos et al., ICLR 2019); 1000-class outputs are mapped to the 16 "
+                "categories by the mean softmax probability over each category's ImageNet indices. Published "
+                "references: humans ~0.96, ResNet-50 ~0.22.")
         fig_dir = Path(fig_dir)
         fig_dir.mkdir(parents=True, exist_ok=True)
-        return ReportSection("Shape bias (cue-conflict)", md, [plot_shape_bias(results, fig_dir / "shape_bias.png")])
+        return ReportSection("Shape bias (cue-conflict)", [
+            Table(["model", "shape bias", "shape match %", "texture match %", "stimuli"], rows), Paragraph(text),
+            Figure(plot_shape_bias(results, fig_dir / "shape_bias.png"),
+                   "Fraction of shape decisions per shape category (dashed: published references)"),
+        ])
 
 
 def _references(results: Mapping[str, dict]) -> dict[str, float]:
@@ -125,11 +137,9 @@ def plot_shape_bias(results: Mapping[str, dict], path: Path) -> Path:
     """Per-category plot in the style of Geirhos et al.: categories on the y axis, fraction of shape
     decisions on the x axis (texture fraction on the top axis), one marker per model and category,
     each model's overall shape bias as a solid line and the published references as dashed guides."""
-    from .corruption import pyplot
-
-    plt = pyplot()
     cats = list(CATEGORIES)
-    fig, ax = plt.subplots(figsize=(8.4, 6.0))
+    fig = new_figure(8.4, 6.0)
+    ax = fig.subplots()
     y = {c: len(cats) - 1 - i for i, c in enumerate(cats)}
     for (name, value), style in zip(_references(results).items(), ("--", ":", "-.", (0, (1, 3)), (0, (5, 5))), strict=False):
         ax.axvline(value, color="0.35", ls=style, lw=1.4, label=f"{name}, published ({value:.2f})")
@@ -149,11 +159,11 @@ def plot_shape_bias(results: Mapping[str, dict], path: Path) -> Path:
     ax.set_xlim(0, 1)
     ax.set_xlabel("fraction of 'shape' decisions")
     ax.set_ylabel("shape category")
-    top = ax.secondary_xaxis("top", functions=(lambda v: 1 - v, lambda v: 1 - v))
+    def flip(v: Any) -> Any:
+        return 1 - v
+
+    top = ax.secondary_xaxis("top", functions=(flip, flip))
     top.set_xlabel("fraction of 'texture' decisions")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False, title="mean shape bias", title_fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -16,9 +16,10 @@ from pydantic import Field
 
 from ...fourier import Dims
 from ...hidden.codes import Code
+from ..blocks import Figure, Heading, Paragraph
 from ..cache import cached
 from ..transplant_tables import plot_sweep, summary_table, sweep_table
-from .base import EvalContext, LimitOption, ReportSection, Suite, register_suite
+from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["TransplantSuite", "TransplantOptions", "TransplantResult"]
 
@@ -92,13 +93,27 @@ class TransplantSuite(Suite[TransplantOptions]):
         # (not the defaults) are, as before
         return cast(TransplantResult, cached(ctx, "transplant", data, compute, v=_VERSION, **given))
 
+    def headline(self, result: Mapping[str, Any]) -> list[Measure]:
+        """Per code, the rate at which the deepest block's output follows the transplanted carrier."""
+        rows = result.get("rows") or []
+        site = "output" if any(r["site"] == "output" for r in rows) else (rows[0]["site"] if rows else None)
+        out = []
+        for code in dict.fromkeys(r["code"] for r in rows if r["site"] == site):
+            last = max((r for r in rows if r["site"] == site and r["code"] == code), key=lambda r: r["depth"])
+            label = f"transplant: follows the {code} donor (last block, {site})"
+            out.append(Measure(f"transplant.{code}_follow_donor", label, last.get("follow_donor"), percent=True))
+        return out
+
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
-        parts = ["Pairs (A, B) with different clean predictions; B's activation gets A's carrier (Fourier phase, or "
-                 "sign) and B's magnitude. Rates in %; controls: magnitude deleted (dataset-mean magnitude), DC-only "
-                 "(channel means only), identity (A = B, must be 100).", "", summary_table(results)]
-        figures = []
+        blocks: list = [
+            Paragraph("Pairs (A, B) with different clean predictions; B's activation gets A's carrier (Fourier phase, "
+                      "or sign) and B's magnitude. Rates in %; controls: magnitude deleted (dataset-mean magnitude), "
+                      "DC-only (channel means only), identity (A = B, must be 100)."),
+            summary_table(results),
+        ]
         for model_id, res in results.items():
-            parts += ["", f"### {model_id}", "", res.get("table") or sweep_table(res.get("rows", []))]
+            blocks += [Heading(model_id), sweep_table(res.get("rows", []))]
             if res.get("rows"):
-                figures.append(plot_sweep(res["rows"], Path(fig_dir) / f"transplant_{model_id}.png", title=model_id))
-        return ReportSection("Transplant test (hidden phase / sign code)", "\n".join(parts), figures)
+                png = plot_sweep(res["rows"], Path(fig_dir) / f"transplant_{model_id}.png", title=model_id)
+                blocks.append(Figure(png, f"{model_id}: transplant rates against block depth"))
+        return ReportSection("Transplant test (hidden phase / sign code)", blocks)

@@ -1,0 +1,42 @@
+"""Figures for reports: ``matplotlib.figure.Figure`` objects saved straight to PNG.
+
+No ``pyplot`` and no global backend switch: a bare :class:`matplotlib.figure.Figure` renders with the Agg
+canvas when saved, so making a report never changes the backend (or the open figures) of the program that
+asked for it, e.g. a notebook. matplotlib is imported lazily.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._io import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["new_figure", "save_figure", "grouped_bars"]
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A new figure of ``width`` x ``height`` inches (add axes with ``fig.subplots(...)``)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100, tight: bool = True) -> Path:
+    """Lay out (``tight_layout``) and write ``fig`` as a PNG at ``path`` (atomically; parent folders created)."""
+    if tight:
+        fig.tight_layout()
+    return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
+
+
+def grouped_bars(ax: Any, series: Mapping[str, Sequence[float]], n_groups: int) -> None:
+    """Draw one bar per model in each of ``n_groups`` groups, side by side (``series``: model -> values)."""
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(n_groups)]
+        ax.bar(xs, list(values), width, label=name)

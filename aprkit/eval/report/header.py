@@ -1,0 +1,109 @@
+"""The report's header, in words: models, data, device, date, versions and whether the run is complete.
+
+Built from ``Results.meta`` (one run, or ``{"runs": [...]}`` for merged runs): datasets are printed as their
+names or specs grouped by the suites that used them, never as a Python dict or list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .render import HeaderItem
+
+__all__ = ["header_items", "describe"]
+
+
+def describe(value: Any) -> str:
+    """A metadata value (string, number, list, mapping) as plain text."""
+    if value is None:
+        return "-"
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k}: {describe(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        if value and all(v == "Tensor" for v in value):
+            return "in-memory tensors"
+        return ", ".join(describe(v) for v in value)
+    return str(value)
+
+
+def _run_data(run: Mapping[str, Any]) -> Any:
+    """What a run evaluated on: per suite from its provenance records when it has them, else ``run["data"]``."""
+    per_suite: dict[str, Any] = {}
+    for suites in (run.get("provenance") or {}).values():
+        for suite, record in (suites or {}).items():
+            if isinstance(record, Mapping) and record.get("data") is not None:
+                per_suite.setdefault(str(suite), record["data"])
+    return per_suite or run.get("data")
+
+
+def _data_text(data: Any) -> str:
+    """Datasets: ``"cifar10:/data (corruption, calibration); synthetic:2000 (cue-conflict)"``."""
+    if not isinstance(data, Mapping):
+        return describe(data)
+    groups: dict[str, list[str]] = {}
+    for suite, value in data.items():
+        groups.setdefault(describe(value), []).append(str(suite))
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{text} ({', '.join(suites)})" for text, suites in groups.items())
+
+
+def _list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [] if value is None else [value]
+
+
+def _device_text(run: Mapping[str, Any]) -> str:
+    devices = ", ".join(map(str, _list(run.get("device")))) or "-"
+    extra = []
+    worlds = [int(w) for w in _list(run.get("world_size")) if str(w).isdigit()]
+    if worlds and max(worlds) > 1:
+        extra.append(f"{'/'.join(map(str, worlds))} processes")
+    if True in _list(run.get("amp")):
+        extra.append("mixed precision")
+    return devices + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _models_text(model_ids: Sequence[str], runs: Sequence[Mapping[str, Any]]) -> str:
+    specs: dict[str, str] = {}
+    for run in runs:
+        for label, spec in (run.get("models") or {}).items():
+            if isinstance(spec, str) and spec != label:
+                specs.setdefault(str(label), spec)
+    return ", ".join(f"{m} ({specs[m]})" if m in specs else m for m in model_ids) or "-"
+
+
+def _status_text(runs: Sequence[Mapping[str, Any]]) -> str | None:
+    pending = {m: list(s) for run in runs for m, s in (run.get("pending") or {}).items() if s}
+    if any(run.get("complete") is False for run in runs) or pending:
+        todo = "; ".join(f"{m}: {', '.join(s)}" for m, s in pending.items())
+        return "INCOMPLETE" + (f" (not yet run: {todo})" if todo else "")
+    if any(run.get("complete") is True for run in runs):
+        return "complete (every requested suite finished)"
+    return None
+
+
+def _joined(runs: Sequence[Mapping[str, Any]], text: Any) -> str:
+    values = [t for t in dict.fromkeys(text(run) for run in runs) if t and t != "-"]
+    return "; ".join(values)
+
+
+def header_items(model_ids: Sequence[str], meta: Mapping[str, Any]) -> list[HeaderItem]:
+    """Header lines of a report on ``model_ids`` with run metadata ``meta`` (lines without a value are left out)."""
+    runs = [r for r in (meta.get("runs") if "runs" in meta else [meta]) or [] if isinstance(r, Mapping)]
+    items = [HeaderItem("Models", _models_text(model_ids, runs))]
+    fields = (
+        ("Data", lambda r: _data_text(_run_data(r)) if _run_data(r) is not None else ""),
+        ("Device", lambda r: _device_text(r) if r.get("device") else ""),
+        ("Date", lambda r: str(r.get("date") or "").replace("T", " ").replace("+00:00", " UTC")),
+        ("Versions", lambda r: ", ".join(f"{name} {r[key]}" for name, key in (("aprkit", "aprkit"), ("torch", "torch"),
+                                                                               ("Python", "python")) if r.get(key))),
+    )
+    for label, text in fields:
+        value = _joined(runs, text)
+        if value:
+            items.append(HeaderItem(label, value))
+    status = _status_text(runs)
+    if status:
+        items.append(HeaderItem("Status", status))
+    return items

@@ -1,0 +1,228 @@
+"""Results and their reports: :class:`Results` (what ``evaluate`` returns), ``results.json``, ``report.md``
+(figures as PNG files) and a self-contained ``report.html``.
+
+One report can hold several models side by side: pass a :class:`Results` with several models, a list of
+Results, or a mapping name -> Results. The report opens with a header (models, data, device, date, versions,
+completeness) and one summary table built from every suite's headline measures (``Suite.headline``); each
+suite then renders its own section (``Suite.report``) from the results of every model that ran it. Nothing
+here knows a suite by name: the summary and ``Results.summary()`` come from the suites' ``headline`` alone.
+
+A section that fails to render (a plotting or figure-write error) never passes silently: the report is
+written with a note in that section (``results.json`` has the numbers), then :func:`write_report` raises
+:class:`ReportError` naming every failed section, so a run that asked for a report exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..._io import atomic_write_text
+from ..blocks import Paragraph, ReportSection, Table
+from ..cache import atomic_write_json, to_jsonable
+from ..suites import load_suites
+from ..suites.base import Measure, generic_headline
+from .header import header_items
+from .render import HeaderItem, ReportDocument, render_html, render_markdown
+
+__all__ = ["Results", "ReportError", "raise_failed", "write_report", "render_sections", "summary_section",
+           "model_headline"]
+
+
+@dataclass
+class Results:
+    """Results of one or more models: ``models[model_id][suite_name] -> dict`` plus run metadata."""
+
+    models: dict[str, dict[str, dict]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    out_dir: Path | None = None
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def model_ids(self) -> list[str]:
+        return list(self.models)
+
+    def __getitem__(self, suite: str) -> dict:
+        """``results["corruption"]`` for a single-model run (use ``results.models[id][suite]`` otherwise)."""
+        if len(self.models) != 1:
+            raise KeyError(f"this Results holds {len(self.models)} models ({', '.join(self.models)}); use results.models[model_id][{suite!r}]")
+        suites = next(iter(self.models.values()))
+        if suite not in suites:
+            raise KeyError(f"no results for suite {suite!r}; available: {', '.join(suites) or 'none'}")
+        return suites[suite]
+
+    def headlines(self) -> dict[str, list[Measure]]:
+        """Each model's headline measures (``Suite.headline`` of every suite it ran), in suite order."""
+        return {mid: model_headline(suites) for mid, suites in self.models.items()}
+
+    def summary(self) -> dict[str, dict[str, float | None]]:
+        """Headline numbers per model, ``{model: {measure name: value}}`` (clean accuracy, mean corruption
+        error, ECE, mean OOD AUROC per score, shape/phase bias, ...): the values of :meth:`headlines`."""
+        return {mid: {m.name: m.value for m in measures} for mid, measures in self.headlines().items()}
+
+    def to_dict(self) -> dict:
+        return to_jsonable({"meta": self.meta, "models": self.models})
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``{"meta", "models"}`` as JSON (atomically)."""
+        return atomic_write_json(path, self.to_dict(), indent=1)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Results:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+        if not isinstance(d, dict) or "models" not in d:
+            raise ValueError(f"{path} is not an aprkit results.json (expected keys 'meta' and 'models')")
+        return cls(models=d["models"], meta=d.get("meta", {}))
+
+    @classmethod
+    def merge(cls, results: Sequence[Results] | Mapping[str, Results]) -> Results:
+        """Combine several runs into one (for side-by-side reports); a mapping renames single-model runs."""
+        merged = cls(meta={"runs": []})
+        items = results.items() if isinstance(results, Mapping) else [(None, r) for r in results]
+        for name, r in items:
+            if not isinstance(r, Results):
+                raise TypeError(f"expected Results objects to merge, got {type(r).__name__}")
+            if name is not None and len(r.models) != 1:
+                raise ValueError(f"cannot rename a run holding {len(r.models)} models to {name!r}; pass a list instead")
+            for mid, suites in r.models.items():
+                key = name or mid
+                if key in merged.models:
+                    raise ValueError(f"model id {key!r} appears twice; give the runs distinct names")
+                merged.models[key] = suites
+            merged.meta["runs"].append(r.meta)
+        return merged
+
+    def write_report(self, out_dir: str | Path | None = None, title: str | None = None) -> dict[str, Path]:
+        """Write results.json, report.md and report.html (see :func:`write_report`)."""
+        target = out_dir if out_dir is not None else self.out_dir
+        if target is None:
+            raise ValueError("no output folder: pass out_dir (reports are never written to the current directory implicitly)")
+        self.paths = write_report(self, target, title=title)
+        return self.paths
+
+
+class ReportError(RuntimeError):
+    """One or more report sections failed to render; the files were written with a note in their place."""
+
+
+def _as_results(results: Any) -> Results:
+    if isinstance(results, Results):
+        return results
+    if isinstance(results, Mapping) and all(isinstance(v, Results) for v in results.values()):
+        return Results.merge(results)
+    if isinstance(results, Sequence) and not isinstance(results, str) and all(isinstance(v, Results) for v in results):
+        return Results.merge(list(results))
+    raise TypeError(f"expected Results, a list of Results or a mapping name -> Results, got {type(results).__name__}")
+
+
+def write_report(results: Any, out_dir: str | Path, title: str | None = None, *, summary: ReportSection | None = None,
+                 intro: Sequence[ReportSection] = (), header: Mapping[str, str] | None = None) -> dict[str, Path]:
+    """Write ``results.json``, ``report.md``, ``report.html`` and ``figures/`` under ``out_dir``; return their paths.
+
+    The report: title, header (models, data, device, date, versions, status; ``header`` adds or replaces lines,
+    label -> text), ``summary`` (default: the table of every suite's headline measures), the ``intro`` sections,
+    then one section per suite. A caller with its own summary (the demo's verdict table) passes it as
+    ``summary``, so the report has one summary section."""
+    if out_dir is None or str(out_dir) == "":
+        raise ValueError("out_dir is required (reports are never written to the current directory implicitly)")
+    res = _as_results(results)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    title = title or ("aprkit evaluation: " + " vs ".join(res.models))
+    paths = {"json": res.save(out / "results.json"), "markdown": out / "report.md", "html": out / "report.html"}
+    if summary is None:
+        try:
+            summary = summary_section(res.headlines())
+        except Exception as err:  # a malformed result: the report and the numbers are still written, then we raise
+            summary = ReportSection("Summary", [Paragraph(f"Building the summary failed ({type(err).__name__}: {err}); "
+                                                          "the numbers are in results.json.")], error=err)
+    sections = [("summary", summary)] if summary is not None else []
+    sections += [(sec.title, sec) for sec in intro] + render_sections(res, out / "figures")
+    items = {item.label: item for item in header_items(res.model_ids, res.meta)}
+    items.update({label: HeaderItem(label, str(text)) for label, text in (header or {}).items()})
+    doc = ReportDocument(title, list(items.values()), [sec for _, sec in sections])
+    atomic_write_text(paths["markdown"], render_markdown(doc, out))
+    atomic_write_text(paths["html"], render_html(doc))
+    raise_failed(sections, out)
+    return paths
+
+
+def model_headline(suites: Mapping[str, Any]) -> list[Measure]:
+    """The headline measures of one model's results ``{suite name: result}``, in suite order.
+
+    A measure declared by two suites (``clean_accuracy`` by corruption and calibration) is listed once, with
+    the first value that is not None; a suite that is not installed contributes its top-level numbers."""
+    registry = load_suites()
+    out: dict[str, Measure] = {}
+    for name, result in suites.items():
+        measures = registry[name]().headline(result) if name in registry else generic_headline(name, result)
+        for m in measures:
+            if not isinstance(m, Measure):
+                raise TypeError(f"suite {name!r}: headline() must return Measure objects, got {type(m).__name__}")
+            if m.name not in out or (out[m.name].value is None and m.value is not None):
+                out[m.name] = m
+    return list(out.values())
+
+
+def summary_section(headlines: Mapping[str, list[Measure]], title: str = "Summary") -> ReportSection | None:
+    """One table, a row per headline measure and a column per model (None when there is no measure)."""
+    first: dict[str, Measure] = {}
+    values: dict[str, dict[str, Measure]] = {}
+    for model, measures in headlines.items():
+        for m in measures:
+            first.setdefault(m.name, m)
+            values.setdefault(m.name, {})[model] = m
+    names = [n for n in first if any(m.value is not None for m in values[n].values())]
+    if not names:
+        return None
+    better = {True: "higher", False: "lower", None: "-"}
+    rows = [[first[n].display_label, better[first[n].higher_is_better]]
+            + [values[n][model].formatted() if model in values[n] else "-" for model in headlines] for n in names]
+    table = Table(["measure", "better"] + list(headlines), rows,
+                  notes="Each suite's headline measures (details in its section below); % values are percentages.")
+    return ReportSection(title, [table])
+
+
+def render_sections(results: Any, fig_root: str | Path) -> list[tuple[str, ReportSection]]:
+    """Render every suite present in ``results`` (a ``Results`` or a mapping model -> {suite: result}, models
+    side by side); figures go to ``fig_root/<suite>/``.
+
+    A section whose renderer raises becomes a note naming the error, with the exception kept in
+    ``section.error`` (``write_report`` raises after writing them; so does ``raise_failed``)."""
+    models: Mapping[str, Mapping[str, Any]] = getattr(results, "models", results)
+    registry = load_suites()
+    order: list[str] = []
+    for suites in models.values():
+        order += [s for s in suites if s not in order]
+    sections = []
+    for sname in order:
+        per_model = {mid: suites[sname] for mid, suites in models.items() if sname in suites}
+        fig_dir = Path(fig_root) / sname.replace("/", "_")
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        if sname not in registry:
+            note = Paragraph(f"(no report renderer: suite {sname!r} is not installed)")
+            sections.append((sname, ReportSection(sname, [note])))
+            continue
+        try:
+            section = registry[sname]().report(per_model, fig_dir)
+            if not isinstance(section, ReportSection):
+                raise TypeError(f"report() returned {type(section).__name__}, expected a ReportSection")
+        except Exception as err:  # the other sections and the numbers are still written, then write_report raises
+            section = ReportSection(sname, [Paragraph(f"Rendering this section failed ({type(err).__name__}: {err}); "
+                                                      "the numbers are in results.json.")])
+            section.error = err
+        sections.append((sname, section))
+    return sections
+
+
+def raise_failed(sections: list[tuple[str, ReportSection]], out: Path) -> None:
+    """Raise :class:`ReportError` naming every section of ``sections`` that failed to render."""
+    failed = [(name, sec.error) for name, sec in sections if sec.error is not None]
+    if failed:
+        detail = "; ".join(f"{name}: {type(err).__name__}: {err}" for name, err in failed)
+        raise ReportError(f"report sections failed to render ({detail}); {out / 'report.md'} was written with a note in "
+                          f"their place and the numbers are in {out / 'results.json'}") from failed[0][1]
