@@ -342,3 +342,22 @@ def test_aug_compile_config_values():
         load_config(None, ["aug.compile={mdoe: reduce-overhead}"])
     with pytest.raises(TypeError, match="aug.compile"):
         load_config(None, ["aug.compile=3"])
+
+
+def test_restore_rng_from_another_device_type_warns_and_keeps_going():
+    """A run trained on CUDA resumes (or is re-evaluated) on the CPU: the step generator's CUDA state (16 bytes)
+    does not fit a CPU generator; it is skipped with a warning (the loop reseeds it every step)."""
+    import torch
+
+    from aprkit.train.state import capture_rng, restore_rng
+
+    gen = torch.Generator().manual_seed(1)
+    state = capture_rng(gen)
+    state["generator"] = torch.zeros(16, dtype=torch.uint8)  # the size of a CUDA (Philox) generator state
+    before = gen.get_state().clone()
+    with pytest.warns(RuntimeWarning, match="another device type"):
+        restore_rng(state, gen)
+    assert torch.equal(gen.get_state(), before)
+    state = capture_rng(torch.Generator().manual_seed(2))
+    restore_rng(state, gen)
+    assert torch.equal(gen.get_state(), state["generator"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -107,8 +108,14 @@ def restore_rng(state: Mapping[str, Any], generator: torch.Generator | None = No
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
-    if generator is not None and state.get("generator") is not None:
-        generator.set_state(state["generator"])
+    saved = state.get("generator")
+    if generator is not None and saved is not None:
+        if saved.numel() == generator.get_state().numel():
+            generator.set_state(saved)
+        else:  # a CUDA run resumed on the CPU (or back): the loop reseeds this generator every step anyway
+            warnings.warn(f"the checkpoint's augmentation generator state belongs to another device type than "
+                          f"{generator.device.type!r}; not restored (the training loop reseeds it from the seed and "
+                          "step at every step, so the augmentations are unaffected)", RuntimeWarning, stacklevel=2)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
