@@ -7,8 +7,11 @@ OUT    ?= runs/demo
 GPU_PYTHON ?= $(BIN)/python
 GPU_OUT    ?= runs/gpu-check
 GPU_ARGS   ?=
+# wheels of the runtime dependencies a bare GPU image may lack (carried to it in .whl/, see gpu-wheels)
+GPU_WHEELS ?= pydantic==2.14.4 pydantic_core==2.50.5 annotated_types==0.8.0 typing_inspection==0.4.5
+GPU_PY_TAG ?= 3.12
 
-.PHONY: install test test-slow lint demo bench gpu-check clean
+.PHONY: install test test-slow lint demo bench gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,8 +46,19 @@ bench: $(STAMP)
 ## CUDA tests + every GPU benchmark in one go (< 6 min): GPU_OUT/gpu_check.{json,md}. Needs no install
 ## (the repo root is the import path): `make gpu-check GPU_PYTHON=python3` on a bare GPU machine;
 ## GPU_ARGS="--device cpu --quick" is the CPU smoke run
+## A bare image without pydantic: run `make gpu-wheels` where pip reaches PyPI and carry .whl/ along; gpu-check
+## then installs those wheels into .whl/site (no network) before it starts.
 gpu-check:
-	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} NO_ALBUMENTATIONS_UPDATE=1 $(GPU_PYTHON) benchmarks/gpu_check.py --out $(GPU_OUT) $(GPU_ARGS)
+	@if [ -d .whl ] && ! $(GPU_PYTHON) -c "import pydantic" 2>/dev/null; then \
+		$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --target .whl/site .whl/*.whl; fi
+	PYTHONPATH=.$$( [ -d .whl/site ] && echo :.whl/site )$${PYTHONPATH:+:$$PYTHONPATH} NO_ALBUMENTATIONS_UPDATE=1 \
+		$(GPU_PYTHON) benchmarks/gpu_check.py --out $(GPU_OUT) $(GPU_ARGS)
+
+## Wheels of GPU_WHEELS for a Python GPU_PY_TAG x86-64 GPU image into .whl/ (ignored by git)
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PY_TAG) --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
