@@ -7,7 +7,7 @@ if writing fails. Nothing here is public API.
 ``durable=True`` (the default, for deliverables: ``results.json``, reports, checkpoints, logs) also
 ``fsync``-s the file before the rename, so the new content survives a power loss or kernel crash, not
 just a killed process. ``durable=False`` skips it (an fsync costs milliseconds on a disk): for files that
-are only a cache, where a file lost or damaged by a crash is just recomputed (``aprkit.eval.cache``).
+are only a cache, where a file lost or damaged by a crash is just recomputed (``aprkit.eval.engine.cache``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Both read YAML mappings with the same semantics:
 * every key is checked against a schema: unknown keys raise ``ValueError`` with a did-you-mean and the valid
   keys, values are coerced to the annotated type or raise ``TypeError`` naming the key and the expected type.
 
-The schemas live with their users (``aprkit.train.config``, ``aprkit.eval.config``).
+The schemas live with their users (``aprkit.train.config``, ``aprkit.eval.engine.config``).
 """
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ def forward_limit(model: nn.Module, device: torch.device, batch_size: int, *, am
                   batches: int = 30, repeats: int = 3) -> float:
     """img/s of ``model`` on one uint8 batch already on ``device`` (converted there, as aprkit does, then the
     forward pass under its AMP/layout settings; outputs kept on the device): the limit of the streaming loop."""
-    from aprkit.eval.inference import to_model_input
+    from aprkit.eval.engine.inference import to_model_input
 
     x8 = torch.randint(0, 256, (batch_size, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -162,7 +162,7 @@ def compare(
     forward timing (on a GPU it would serialise aprkit's overlapped streaming); forward shares are then None.
     """
     from aprkit.eval import evaluate
-    from aprkit.eval.inference import TensorImageDataset
+    from aprkit.eval.engine.inference import TensorImageDataset
     from aprkit.eval.metrics import CORRUPTIONS
 
     if interleave not in ("corruption", "run"):
@@ -249,7 +249,7 @@ def compare(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aprkit.eval.inference import resolve_device
+    from aprkit.eval.engine.inference import resolve_device
     from aprkit.models import create_model, load_model
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from aprkit.data.cue_conflict import CueConflict, write_synthetic_cue_conflict
-from aprkit.eval.texture_shape import CATEGORIES, REFERENCE_SHAPE_BIAS, measure_shape_bias
+from aprkit.eval.analyses.shape_bias import CATEGORIES, REFERENCE_SHAPE_BIAS, measure_shape_bias
 
 
 def _default_stimuli() -> str:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aprkit.eval.transplant import layer_sweep
+from aprkit.eval.analyses.transplant import layer_sweep
 
 
 class _Block(nn.Module):
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         if not (args.model and args.data):
             ap.error("give --smoke, or --model and --data")
-        from aprkit.eval.transplant_cli import read_folder
+        from aprkit.eval.analyses.transplant import read_folder
         from aprkit.models import load_model
 
         model = load_model(args.model, checkpoint=args.checkpoint)

@@ -218,8 +218,8 @@ def _api_cases() -> list[tuple[str, Callable[[Path], Any], type[BaseException], 
     from aprkit.data.arrays import load_npy
     from aprkit.data.folder import read_image
     from aprkit.eval import evaluate
-    from aprkit.eval.config import check_suite_options, load_eval_config
-    from aprkit.eval.inference import resolve_device
+    from aprkit.eval.engine.config import check_suite_options, load_eval_config
+    from aprkit.eval.engine.inference import resolve_device
     from aprkit.models import create_model, load_model
     from aprkit.train.config import load_config
 

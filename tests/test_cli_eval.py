@@ -10,7 +10,7 @@ from PIL import Image
 
 from aprkit.cli import main
 from aprkit.cli.eval import _data_arg
-from aprkit.eval.config import load_eval_config
+from aprkit.eval.engine.config import load_eval_config
 from conftest import natural_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,7 +124,7 @@ def test_eval_keys_come_from_evaluate_signature():
     import inspect
 
     from aprkit.eval import evaluate
-    from aprkit.eval.config import eval_schema
+    from aprkit.eval.engine.config import eval_schema
 
     assert set(inspect.signature(evaluate).parameters) | {"models"} == set(eval_schema())
 
@@ -176,7 +176,7 @@ def test_every_flag_is_an_evaluate_setting():
     import argparse
 
     from aprkit.cli.eval import _NOT_SETTINGS, add_parser
-    from aprkit.eval.config import ALIASES, eval_schema
+    from aprkit.eval.engine.config import ALIASES, eval_schema
 
     sub = argparse.ArgumentParser().add_subparsers()
     dests = {a.dest for a in add_parser(sub)._actions if a.dest != "help"} - set(_NOT_SETTINGS)

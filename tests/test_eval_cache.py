@@ -9,8 +9,8 @@ import torch
 
 import aprkit.corruptions
 from aprkit.eval import evaluate
-from aprkit.eval.cache import MemoryCache, Unidentifiable, cached, identity, model_fingerprint, result_key
-from aprkit.eval.inference import TensorImageDataset, dataset_id
+from aprkit.eval.engine.cache import MemoryCache, Unidentifiable, cached, identity, model_fingerprint, result_key
+from aprkit.eval.engine.inference import TensorImageDataset, dataset_id
 from aprkit.eval.suites import EvalContext, load_suites
 from conftest import natural_images
 from test_eval_runner import Tiny, small_data
@@ -54,7 +54,7 @@ def test_identity_resolves_specs_and_refuses_anonymous_callables(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c").mkdir()
     assert identity({"corrupted": "cifar10-c:c", "n": 3}) == {"corrupted": f"cifar10-c:{tmp_path / 'c'}", "n": 3}
-    assert identity("noise:uniform") == "noise:uniform" and identity(dataset_id) == "aprkit.eval.inference.dataset_id"
+    assert identity("noise:uniform") == "noise:uniform" and identity(dataset_id) == "aprkit.eval.engine.inference.dataset_id"
     assert identity(torch.ones(3)) != identity(torch.zeros(3))
     with pytest.raises(Unidentifiable, match="cache_id"):
         identity(lambda c, s: None)
@@ -136,7 +136,7 @@ def test_transplant_key_has_the_data_and_the_limit():
 
 def test_cells_record_the_world_and_batch_sizes_that_made_them(tmp_path, monkeypatch):
     """Item 4: a 1-process rerun may reuse a 2-process run's cells, but results.json says who made them."""
-    import aprkit.eval.runner as runner
+    import aprkit.eval.engine.runner as runner
 
     ds = small_data(16)
     with monkeypatch.context() as m:  # pretend to be a 2-process torchrun (the data stays unsharded)
@@ -158,7 +158,7 @@ def test_cells_record_the_world_and_batch_sizes_that_made_them(tmp_path, monkeyp
 
 
 def _count_hashes(monkeypatch) -> list[int]:
-    import aprkit.eval.cache as cache_mod
+    import aprkit.eval.engine.cache as cache_mod
 
     calls: list[int] = []
     real = cache_mod._hash_state

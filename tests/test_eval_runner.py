@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from aprkit.eval import evaluate
-from aprkit.eval.cache import MemoryCache, ResultCache, model_fingerprint
-from aprkit.eval.inference import TensorImageDataset, dataset_id, predict
+from aprkit.eval.engine.cache import MemoryCache, ResultCache, model_fingerprint
+from aprkit.eval.engine.inference import TensorImageDataset, dataset_id, predict
 from conftest import natural_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -345,7 +345,7 @@ def test_side_by_side_models_and_summary():
 
 def test_ood_suite_scores_and_metrics():
     from aprkit.eval import metrics as M
-    from aprkit.eval import scores as S
+    from aprkit.eval.metrics import ood_scores as S
 
     ds, fit = small_data(24), small_data(40)
     model = Tiny()

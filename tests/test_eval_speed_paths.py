@@ -13,8 +13,8 @@ from torch import nn
 
 from aprkit.data.arrays import ArrayDataset
 from aprkit.eval import evaluate
-from aprkit.eval.batches import default_prefetch, iter_batches, prefetch
-from aprkit.eval.inference import TensorImageDataset, predict
+from aprkit.eval.engine.batches import default_prefetch, iter_batches, prefetch
+from aprkit.eval.engine.inference import TensorImageDataset, predict
 from conftest import natural_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -32,7 +32,7 @@ def test_failed_write_keeps_old_file_and_leaves_no_tmp(tmp_path):
 def test_durable_writes_fsync_and_cache_writes_do_not(tmp_path, monkeypatch):
     import os
 
-    from aprkit.eval.cache import ResultCache, atomic_write_json
+    from aprkit.eval.engine.cache import ResultCache, atomic_write_json
 
     synced: list[int] = []
     real = os.fsync

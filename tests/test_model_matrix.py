@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from aprkit.eval import evaluate
-from aprkit.eval.inference import TensorImageDataset, predict
+from aprkit.eval.engine.inference import TensorImageDataset, predict
 from aprkit.eval.suites import load_suites
 from aprkit.models import create_model, list_models, save_checkpoint
 from conftest import natural_images

@@ -1,4 +1,4 @@
-"""OOD scores (aprkit.eval.scores)."""
+"""OOD scores (aprkit.eval.metrics.ood_scores)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from aprkit.eval import metrics as M
-from aprkit.eval import scores as S
+from aprkit.eval.metrics import ood_scores as S
 
 
 def _logits(n: int = 64, k: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aprkit.eval as E
-from aprkit.eval.phase_amplitude import (
+from aprkit.eval.analyses.phase_bias import (
     PatchShuffleDataset,
     PhaseConflictDataset,
     patch_permutations,
@@ -49,7 +49,7 @@ def test_phase_bias_nan_and_errors():
 
 
 def test_exported_through_the_package():
-    import aprkit.eval.phase_amplitude as module
+    import aprkit.eval.analyses.phase_bias as module
 
     assert E.phase_bias is module.phase_bias
     assert E.phase_bias([0], [0], [1]).phase_bias == 1.0

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from aprkit.eval.cache import MemoryCache
-from aprkit.eval.phase_amplitude import measure_phase_bias
+from aprkit.eval.engine.cache import MemoryCache
+from aprkit.eval.analyses.phase_bias import measure_phase_bias
 from aprkit.eval.suites import EvalContext, load_suites
 from aprkit.eval.report import markdown_block
 

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from aprkit.eval import evaluate
-from aprkit.eval.blocks import Figure, Heading, Paragraph, ReportSection, Span, Table, code, strong
-from aprkit.eval.inference import TensorImageDataset
+from aprkit.eval.report.blocks import Figure, Heading, Paragraph, ReportSection, Span, Table, code, strong
+from aprkit.eval.engine.inference import TensorImageDataset
 from aprkit.eval.report import ReportDocument, ReportError, header_items, render_html, render_markdown, write_report
-from aprkit.eval.runner import Results
+from aprkit.eval.engine.runner import Results
 from conftest import natural_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -131,7 +131,7 @@ def test_header_describes_data_in_words():
 
 
 def test_markdown_and_html_from_the_same_blocks(tmp_path):
-    from aprkit.eval.plotting import new_figure, save_figure
+    from aprkit.eval.report.plotting import new_figure, save_figure
 
     fig = new_figure(2, 1)
     fig.subplots().plot([0, 1], [1, 0])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import aprkit.eval as E
-from aprkit.eval.texture_shape import (
+from aprkit.eval.analyses.shape_bias import (
     CATEGORIES,
     IMAGENET_CATEGORY_INDICES,
     REFERENCE_SHAPE_BIAS,
@@ -166,7 +166,7 @@ def test_shape_bias_bad_input():
 
 
 def test_exported_through_the_package():
-    import aprkit.eval.texture_shape as module
+    import aprkit.eval.analyses.shape_bias as module
 
     assert E.shape_bias is module.shape_bias  # the function, never shadowed by a module of the same name
     assert E.shape_bias(["cat"], ["cat"], ["dog"]).shape_bias == 1.0

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from aprkit.eval.texture_shape import read_decisions_csv, shape_bias, shape_bias_from_csv
+from aprkit.eval.analyses.shape_bias import read_decisions_csv, shape_bias, shape_bias_from_csv
 
 HEADER = "subj,session,trial,rt,object_response,category,condition,imagename\n"
 
@@ -62,7 +62,7 @@ def test_bad_files_are_clear(tmp_path):
 
 def test_reference_lines_feed_the_plot(tmp_path):
     from aprkit.eval.suites.shape_bias import _references, plot_shape_bias
-    from aprkit.eval.texture_shape import reference_lines
+    from aprkit.eval.analyses.shape_bias import reference_lines
 
     _write(tmp_path / "a.csv", "subject-01", [("cat", "cat", "dog")] * 3 + [("dog", "cat", "dog")])
     _write(tmp_path / "b.csv", "subject-02", [("cat", "cat", "dog")])

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from aprkit.data.cue_conflict import CUE_CONFLICT_CATEGORIES, CueConflict, write_synthetic_cue_conflict
-from aprkit.eval.cache import MemoryCache
-from aprkit.eval.texture_shape import measure_shape_bias, shape_bias
+from aprkit.eval.engine.cache import MemoryCache
+from aprkit.eval.analyses.shape_bias import measure_shape_bias, shape_bias
 from aprkit.eval.suites import EvalContext, load_suites
 from aprkit.eval.report import markdown_block
 
@@ -20,7 +20,7 @@ class Constant(nn.Module):
 
     def __init__(self, category: str, outputs: int = 16) -> None:
         super().__init__()
-        from aprkit.eval.texture_shape import IMAGENET_CATEGORY_INDICES
+        from aprkit.eval.analyses.shape_bias import IMAGENET_CATEGORY_INDICES
 
         logits = torch.zeros(outputs)
         idx = CUE_CONFLICT_CATEGORIES.index(category) if outputs == 16 else IMAGENET_CATEGORY_INDICES[category][0]

@@ -86,7 +86,7 @@ _NOT_SETTINGS = ("config", "data", "overrides", "func", "command", "debug", "dow
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The validated ``evaluate`` keyword arguments (plus ``models``) of config files, flags and ``--set``."""
-    from aprkit.eval.config import load_eval_config
+    from aprkit.eval.engine.config import load_eval_config
 
     flags = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
     if args.data is not None:
@@ -125,8 +125,8 @@ def _data_arg(items: list[str]) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     """Run ``aprkit eval`` with parsed ``args``; prints a summary and where the report is."""
     from aprkit.eval import evaluate
-    from aprkit.eval.inference import resolve_device
-    from aprkit.eval.runner import load_eval_model
+    from aprkit.eval.engine.inference import resolve_device
+    from aprkit.eval.engine.runner import load_eval_model
 
     from ._common import check_out_dir
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..eval.inference import TensorImageDataset
+from ..eval.engine.inference import TensorImageDataset
 
 __all__ = ["DemoSettings", "demo_settings", "DemoData", "TensorSet", "load_demo_data"]
 

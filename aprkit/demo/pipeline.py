@@ -118,7 +118,7 @@ class SharedCorruptions:
 
     @property
     def cache_id(self) -> str:
-        """How the result cache identifies this -C source (``aprkit.eval.cache.identity``)."""
+        """How the result cache identifies this -C source (``aprkit.eval.engine.cache.identity``)."""
         return repr(self)
 
     def __call__(self, corruption: str, severity: int) -> TensorSet:
@@ -173,8 +173,8 @@ def run_demo(
     ``results.meta["demo"]`` holding the summary, verdicts, timings and training histories.
     """
     from ..eval import evaluate
-    from ..eval.cache import model_fingerprint
-    from ..eval.inference import resolve_device
+    from ..eval.engine.cache import model_fingerprint
+    from ..eval.engine.inference import resolve_device
     from ..eval.suites.cue_conflict import synthetic_stimuli
     from .report import write_demo_report
     from .summary import headline_numbers, overall_sentence, summary_text, verdicts

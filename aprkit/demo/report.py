@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..eval.blocks import Figure, Heading, Paragraph, ReportSection, Table, code, pct, strong
+from ..eval.report.blocks import Figure, Heading, Paragraph, ReportSection, Table, code, pct, strong
 
 __all__ = ["demo_summary", "demo_setup", "training_figure", "write_demo_report"]
 
@@ -22,7 +22,7 @@ def training_figure(training: Mapping[str, Mapping[str, Any]], path: Path) -> Pa
     """Training curves (train / test accuracy per epoch) of both models."""
     from matplotlib.ticker import MaxNLocator
 
-    from ..eval.plotting import new_figure, save_figure
+    from ..eval.report.plotting import new_figure, save_figure
 
     if not any(t.get("history") for t in training.values()):
         return None

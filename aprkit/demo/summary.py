@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..eval.blocks import Table, strong
-from ..eval.cache import nested_get
+from ..eval.engine.cache import nested_get
+from ..eval.report.blocks import Table, strong
 
 __all__ = ["Headline", "MEASURES", "headline_numbers", "verdicts", "verdict_table", "summary_text", "overall_sentence"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..blocks import Block, Figure, Heading, Paragraph, ReportSection, Table
+from .blocks import Block, Figure, Heading, Paragraph, ReportSection, Table
 
 __all__ = ["HeaderItem", "ReportDocument", "render_markdown", "render_html", "markdown_block", "md_escape"]
 
@@ -94,6 +94,6 @@ def render_html(doc: ReportDocument) -> str:
 
 
 def markdown_block(block: Block, base: str | os.PathLike[str] = ".") -> str:
-    """One block as Markdown (e.g. a :class:`~aprkit.eval.blocks.Table` printed by a command-line tool)."""
+    """One block as Markdown (e.g. a :class:`~aprkit.eval.report.blocks.Table` printed by a command-line tool)."""
     module = _environment().get_template("blocks.md.j2").make_module({"link": _link(Path(base))})
     return str(module.block(block)).strip("\n")

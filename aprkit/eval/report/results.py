@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ..._io import atomic_write_text
-from ..blocks import Paragraph, ReportSection, Table
-from ..cache import atomic_write_json, to_jsonable
+from ..engine.cache import atomic_write_json, to_jsonable
 from ..suites import load_suites
 from ..suites.base import Measure, generic_headline
+from .blocks import Paragraph, ReportSection, Table
 from .header import header_items
 from .render import HeaderItem, ReportDocument, render_html, render_markdown
 

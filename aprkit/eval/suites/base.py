@@ -4,7 +4,7 @@ A suite measures one thing (corruption robustness, calibration, OOD, shape bias,
 transplant) on a model and returns JSON-serialisable results (a dict whose top-level keys its ``Result``
 TypedDict documents); it also declares its headline measures (``headline``: what the report's summary table and
 ``Results.summary()`` show) and renders its report section from structured blocks (``report``; see
-:mod:`aprkit.eval.blocks`). Suites register themselves with ``@register_suite("name")``; the runner looks them up
+:mod:`aprkit.eval.report.blocks`). Suites register themselves with ``@register_suite("name")``; the runner looks them up
 in ``SUITES``.
 
 Options follow one convention: a single flat namespace of keys, given as ``evaluate(options={...})``, as
@@ -34,7 +34,7 @@ from torch import nn
 from typing_extensions import Self
 
 from ..._checks import nearest_names
-from ..blocks import ReportSection
+from ..report.blocks import ReportSection
 
 __all__ = ["EvalContext", "Measure", "ReportSection", "ResultCacheLike", "Suite", "SuiteOptions", "LimitOption",
            "SUITES", "register_suite", "flat_options", "generic_headline"]
@@ -192,7 +192,7 @@ class Suite(Generic[OptionsT]):
 
         ``results`` maps a model id (e.g. ``"standard"``, ``"apr-sp"``) to what ``run`` returned for that
         model (a single model is a mapping of one). Figures are written as PNGs under ``fig_dir``; the section
-        holds :mod:`aprkit.eval.blocks` (tables, paragraphs, figures), never Markdown text.
+        holds :mod:`aprkit.eval.report.blocks` (tables, paragraphs, figures), never Markdown text.
         """
         raise NotImplementedError
 

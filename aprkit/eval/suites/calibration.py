@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
-from ..blocks import Figure, Table, pct
-from ..plotting import new_figure, save_figure
+from ..report.blocks import Figure, Table, pct
+from ..report.plotting import new_figure, save_figure
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
 from .corruption import CorruptionOptions, evaluate_cell
 

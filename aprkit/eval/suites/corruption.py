@@ -25,10 +25,10 @@ from typing import Any, Literal, TypedDict
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
-from ..blocks import Figure, Paragraph, Table, pct
-from ..cache import cached
-from ..inference import as_dataset, dataset_id, predict
-from ..plotting import grouped_bars, new_figure, save_figure
+from ..engine.cache import cached
+from ..engine.inference import as_dataset, dataset_id, predict
+from ..report.blocks import Figure, Paragraph, Table, pct
+from ..report.plotting import grouped_bars, new_figure, save_figure
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["CorruptionSuite", "CorruptionOptions", "CorruptionResult", "evaluate_cell", "expected_classes",
@@ -189,7 +189,7 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
     """Evaluate (or fetch from ``ctx.cache``) one cell with the corruption suite's options ``opts``: clean when
     ``corruption`` is None.
 
-    The cell's key (:func:`aprkit.eval.cache.result_key`) holds the corruption, severity and either the
+    The cell's key (:func:`aprkit.eval.engine.cache.result_key`) holds the corruption, severity and either the
     generation (preset, ``aprkit.corruptions.CODE_VERSION``; the seed is a run setting) or the -C source.
     """
     limit = opts.limit

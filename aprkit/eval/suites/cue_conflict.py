@@ -4,7 +4,7 @@
 can render true cue-conflict stimuli: the shape of class ``i`` filled with the texture of class
 ``j != i`` (``make_cue_conflict``). The model outputs the synthetic classes directly (no 16-category
 mapping as in the ImageNet ``shape-bias`` suite); shape bias = shape decisions / (shape + texture
-decisions), computed by :func:`aprkit.eval.texture_shape`. It is the synthetic-data analogue of
+decisions), computed by :func:`aprkit.eval.analyses.shape_bias`. It is the synthetic-data analogue of
 the Geirhos et al. benchmark, not that benchmark.
 
 ``data``: ``"synthetic"`` / ``"synthetic:N"`` (stimuli generated from option ``cue_conflict_seed``,
@@ -23,9 +23,9 @@ import torch
 from pydantic import Field
 from torch.utils.data import Dataset
 
-from ..blocks import Figure, Paragraph, Table, code, strong
-from ..cache import cached
-from ..plotting import new_figure, save_figure
+from ..engine.cache import cached
+from ..report.blocks import Figure, Paragraph, Table, code, strong
+from ..report.plotting import new_figure, save_figure
 from .base import EvalContext, Measure, ReportSection, Suite, SuiteOptions, register_suite
 
 __all__ = ["CueConflictStimuli", "CueConflictSuite", "CueConflictOptions", "CueConflictResult", "synthetic_stimuli",
@@ -132,8 +132,8 @@ class CueConflictSuite(Suite[CueConflictOptions]):
     Options = CueConflictOptions
 
     def run(self, ctx: EvalContext, data: Any) -> CueConflictResult:
-        from ..inference import predict
-        from ..texture_shape import shape_bias
+        from ..analyses.shape_bias import shape_bias
+        from ..engine.inference import predict
 
         ds = resolve_cue_conflict(data, self.options(ctx).model_dump(exclude_none=True), ctx.seed)
 

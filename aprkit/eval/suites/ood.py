@@ -1,6 +1,6 @@
 """Out-of-distribution detection: scores x OOD sets x (AUROC, AUPR-In, AUPR-Out, FPR@95).
 
-Scores (from ``aprkit.eval.scores``; higher = more in-distribution): MSP, MaxLogit, Energy, ODIN
+Scores (from ``aprkit.eval.metrics.ood_scores``; higher = more in-distribution): MSP, MaxLogit, Energy, ODIN
 (temperature scaling plus input perturbation; one extra forward/backward pass per image), Mahalanobis
 (penultimate features, class means with a shared covariance) and KNN (distance to the k-th nearest
 normalised training feature). Mahalanobis and KNN are fitted on option ``fit`` (a dataset spec or
@@ -26,10 +26,10 @@ import torch
 from pydantic import Field, field_validator
 from torch.utils.data import Subset
 
-from ..blocks import Figure, Paragraph, Table, pct
-from ..cache import cached
-from ..inference import as_dataset, dataset_id, iter_batches, predict, to_model_input, wants_channels_last
-from ..plotting import grouped_bars, new_figure, save_figure
+from ..engine.cache import cached
+from ..engine.inference import as_dataset, dataset_id, iter_batches, predict, to_model_input, wants_channels_last
+from ..report.blocks import Figure, Paragraph, Table, pct
+from ..report.plotting import grouped_bars, new_figure, save_figure
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["OODSuite", "OODOptions", "OODResult", "SCORES", "SYNTHETIC_SETS", "compute_scores"]
@@ -111,7 +111,7 @@ def _open_ood(spec: Any, like: Any, n: int, seed: int) -> Any:
 
 def _fit_scorers(ctx: EvalContext, data: Any, opts: OODOptions) -> tuple[dict[str, Any], str | None, str]:
     """Fit Mahalanobis/KNN on training features; returns (scorers, note, fit id)."""
-    from .. import scores as S
+    from ..metrics import ood_scores as S
 
     fit = opts.fit
     if fit is None and isinstance(data, str):
@@ -137,7 +137,7 @@ def _fit_scorers(ctx: EvalContext, data: Any, opts: OODOptions) -> tuple[dict[st
 
 
 def _odin_scores(ctx: EvalContext, dataset: Any, limit: int | None, opts: OODOptions) -> torch.Tensor:
-    from .. import scores as S
+    from ..metrics import ood_scores as S
 
     T, eps = opts.odin_temperature, opts.odin_epsilon
     parts = []
@@ -151,7 +151,7 @@ def compute_scores(ctx: EvalContext, dataset: Any, wanted: list[str], scorers: d
                    opts: OODOptions | None = None) -> dict[str, list[float]]:
     """Per-sample OOD scores ``{score name: [N floats]}`` of ``dataset`` (higher = more in-distribution); ODIN
     uses the temperature and step of ``opts`` (default: :class:`OODOptions`' defaults)."""
-    from .. import scores as S
+    from ..metrics import ood_scores as S
 
     need_feats = any(s in scorers for s in wanted)
     out = predict(ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers, amp=ctx.amp,

@@ -5,7 +5,7 @@ different classes are recombined (phase of one, amplitude of the other, over the
 inside a low-frequency band only) and the suite counts whose class the model predicts; patch-shuffled
 images (global shape destroyed, local texture kept) measure how much the class survives on texture.
 
-``data`` is anything ``aprkit.eval.inference.as_dataset`` accepts (``"cifar10:ROOT"``, a dataset,
+``data`` is anything ``aprkit.eval.engine.inference.as_dataset`` accepts (``"cifar10:ROOT"``, a dataset,
 ``(images, labels)``). Options: see :class:`PhaseBiasOptions`; the runner's ``limit`` restricts pairs to the
 first ``limit`` images.
 """
@@ -20,11 +20,11 @@ from pydantic import Field
 from torch.utils.data import Subset
 
 from ...fourier import Dims
-from ..blocks import Figure, Paragraph, Table, strong
-from ..cache import cached
-from ..inference import as_dataset
-from ..phase_amplitude import measure_phase_bias
-from ..plotting import new_figure, save_figure
+from ..analyses.phase_bias import measure_phase_bias
+from ..engine.cache import cached
+from ..engine.inference import as_dataset
+from ..report.blocks import Figure, Paragraph, Table, strong
+from ..report.plotting import new_figure, save_figure
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["PhaseBiasSuite", "PhaseBiasOptions", "PhaseBiasResult", "plot_phase_bias"]
@@ -34,7 +34,7 @@ _VARIANTS = (("full", "full swap"), ("low_frequency", "low-freq. swap"))
 
 
 class PhaseBiasOptions(LimitOption):
-    """Options of the phase-bias suite (the keyword arguments of :func:`~aprkit.eval.phase_amplitude.measure_phase_bias`)."""
+    """Options of the phase-bias suite (the keyword arguments of :func:`~aprkit.eval.analyses.phase_bias.measure_phase_bias`)."""
 
     n_pairs: int = Field(default=2000, ge=1)
     """pairs of test images of different classes to recombine"""
@@ -49,7 +49,7 @@ class PhaseBiasOptions(LimitOption):
 
 
 class PhaseBiasResult(TypedDict):
-    """What the phase-bias suite returns (:func:`~aprkit.eval.phase_amplitude.measure_phase_bias`, fractions in [0, 1])."""
+    """What the phase-bias suite returns (:func:`~aprkit.eval.analyses.phase_bias.measure_phase_bias`, fractions in [0, 1])."""
 
     phase_bias: float | None  # phase / (phase + amplitude) decisions, full swap
     phase_bias_low_frequency: float | None  # the same, amplitude swapped only inside the low-frequency band

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
-from ..blocks import Figure, Paragraph, Table
-from ..cache import cached
-from ..plotting import new_figure, save_figure
-from ..texture_shape import CATEGORIES, REFERENCE_SHAPE_BIAS, predict_decisions, reference_lines, shape_bias
+from ..analyses.shape_bias import CATEGORIES, REFERENCE_SHAPE_BIAS, predict_decisions, reference_lines, shape_bias
+from ..engine.cache import cached
+from ..report.blocks import Figure, Paragraph, Table
+from ..report.plotting import new_figure, save_figure
 from .base import EvalContext, Measure, ReportSection, Suite, SuiteOptions, register_suite
 
 __all__ = ["ShapeBiasSuite", "ShapeBiasOptions", "ShapeBiasResult", "resolve_stimuli", "plot_shape_bias"]

@@ -1,5 +1,5 @@
 """The ``transplant`` suite: the internal phase/sign transplant layer sweep (tables and plots from
-:mod:`aprkit.eval.transplant_tables`).
+:mod:`aprkit.eval.analyses.transplant_tables`).
 
 Options: see :class:`TransplantOptions` (flat keys with a ``transplant_`` prefix: ``n_pairs`` and ``dims`` are
 the phase-bias suite's).
@@ -16,9 +16,9 @@ from pydantic import Field
 
 from ...fourier import Dims
 from ...hidden.codes import Code
-from ..blocks import Figure, Heading, Paragraph
-from ..cache import cached
-from ..transplant_tables import plot_sweep, summary_table, sweep_table
+from ..analyses.transplant_tables import plot_sweep, summary_table, sweep_table
+from ..engine.cache import cached
+from ..report.blocks import Figure, Heading, Paragraph
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["TransplantSuite", "TransplantOptions", "TransplantResult"]
@@ -28,7 +28,7 @@ _PREFIX = "transplant_"
 
 
 class TransplantOptions(LimitOption):
-    """Options of the transplant suite: keyword arguments of :func:`~aprkit.eval.transplant.layer_sweep`."""
+    """Options of the transplant suite: keyword arguments of :func:`~aprkit.eval.analyses.transplant.layer_sweep`."""
 
     transplant_layers: str | list[str] = "all"
     """``"all"`` (every block, see :func:`aprkit.hidden.list_blocks`) or module names"""
@@ -46,10 +46,13 @@ class TransplantOptions(LimitOption):
     """images to load (default: ``limit``, else 1000)"""
     transplant_dims: Dims | None = None
     """Fourier dims of the phase code (default: layer_sweep's, ``"hw"``)"""
+    transplant_skip_front: bool = False
+    """do not recompute the blocks before the intervened one (faster on block-sequential nets; the identity control
+    checks it); not part of the result's cache key, as in :func:`~aprkit.eval.analyses.transplant.layer_sweep`"""
 
 
 class TransplantResult(TypedDict):
-    """What the transplant suite returns (:func:`~aprkit.eval.transplant.layer_sweep` without its figure)."""
+    """What the transplant suite returns (:func:`~aprkit.eval.analyses.transplant.layer_sweep` without its figure)."""
 
     rows: list[dict[str, Any]]  # one per (layer, site, code): follow_donor, follow_magnitude, neither, controls, flags
     table: str  # Markdown table of the rows
@@ -64,11 +67,12 @@ class TransplantSuite(Suite[TransplantOptions]):
     Options = TransplantOptions
 
     def run(self, ctx: EvalContext, data: Any) -> TransplantResult:
-        from ..inference import as_dataset
-        from ..transplant import layer_sweep, load_data
+        from ..analyses.transplant import layer_sweep, load_data
+        from ..engine.inference import as_dataset
 
         options = self.options(ctx)
-        given = {k.removeprefix(_PREFIX): v for k, v in options.model_dump(include=options.model_fields_set - {"limit"}).items()}
+        keyed = options.model_fields_set - {"limit", "transplant_skip_front"}  # skip_front: the same numbers, faster
+        given = {k.removeprefix(_PREFIX): v for k, v in options.model_dump(include=keyed).items()}
 
         def compute() -> dict:
             o = {k.removeprefix(_PREFIX): v for k, v in options.model_dump(exclude={"limit"}).items() if v is not None}

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._io import atomic_write
+from ..._io import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

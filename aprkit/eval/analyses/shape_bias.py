@@ -14,13 +14,12 @@ and model-vs-human as they are (``subj, session, trial, rt, object_response, cat
 imagename``): shape = ``category``, texture = the ``<shape>N-<texture>M.png`` end of ``imagename``, and
 ``object_response = na`` (no answer) is an abstention, neither shape nor texture.
 
-Run ``python -m aprkit.eval.texture_shape --help`` for a command line.
+Run it as the ``shape-bias`` suite: ``aprkit eval --suite shape-bias --data shape-bias=cue-conflict:DIR``.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data.cue_conflict import CUE_CONFLICT_CATEGORIES
+from ...data.cue_conflict import CUE_CONFLICT_CATEGORIES
 
 __all__ = [
     "CATEGORIES",
@@ -253,7 +252,7 @@ def read_decisions_csv(path: object) -> dict[str, tuple[list[str], list[str], li
     import csv
     from pathlib import Path
 
-    from ..data.cue_conflict import parse_stimulus_name
+    from ...data.cue_conflict import parse_stimulus_name
 
     path = Path(path)  # type: ignore[arg-type]
     out: dict[str, tuple[list[str], list[str], list[str]]] = {}
@@ -313,10 +312,10 @@ def predict_decisions(model: nn.Module, dataset: torch.utils.data.Dataset, **kwa
     """16-category decisions ``(N,)`` of ``model`` on a dataset of ``(uint8 (C, H, W), label)`` items.
 
     Images reach the model as float ``[0, 1]`` ``(B, C, H, W)``; its ``(B, 1000)`` or ``(B, 16)`` logits
-    are mapped by ``cue_conflict_decisions``. Keyword arguments go to ``aprkit.eval.inference.predict``
+    are mapped by ``cue_conflict_decisions``. Keyword arguments go to ``aprkit.eval.engine.inference.predict``
     (``device``, ``batch_size``, ``num_workers``, ``amp``, ``channels_last``, ``progress``).
     """
-    from .inference import predict
+    from ..engine.inference import predict
 
     kwargs.setdefault("desc", "cue-conflict")
     return cue_conflict_decisions(predict(model, dataset, **kwargs).logits)
@@ -327,7 +326,7 @@ def measure_shape_bias(model: nn.Module, stimuli: object, **kwargs: Any) -> Shap
 
     Keyword arguments go to ``predict_decisions`` (``device``, ``batch_size``, ``progress``, ...).
     """
-    from ..data.cue_conflict import CueConflict
+    from ...data.cue_conflict import CueConflict
 
     ds = stimuli if isinstance(stimuli, CueConflict) else CueConflict(stimuli)  # type: ignore[arg-type]
     was_training = model.training
@@ -337,33 +336,3 @@ def measure_shape_bias(model: nn.Module, stimuli: object, **kwargs: Any) -> Shap
     finally:
         model.train(was_training)
     return shape_bias(decisions, ds.shape_labels, ds.texture_labels, ds.categories)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m aprkit.eval.texture_shape STIMULI [--checkpoint PATH]``: print the shape bias."""
-    import argparse
-    import json
-
-    from ..models import load_model
-
-    p = argparse.ArgumentParser(prog="python -m aprkit.eval.texture_shape", description=main.__doc__)
-    p.add_argument("stimuli", help="cue-conflict folder <shape>/<shape>N-<texture>M.png")
-    p.add_argument("--model", default="torchvision:mobilenet_v2",
-                   help="model spec for aprkit.models.load_model (default torchvision:mobilenet_v2)")
-    p.add_argument("--checkpoint", default=None, help="weights for the model (a float state_dict for torchvision specs)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print the full result as JSON")
-    args = p.parse_args(argv)
-    model = load_model(args.model, num_classes=1000, checkpoint=args.checkpoint, device=args.device)
-    res = measure_shape_bias(model, args.stimuli, device=args.device, batch_size=args.batch_size, progress=True)
-    if args.json:
-        print(json.dumps(res.to_dict(), indent=2))
-    else:
-        print(f"shape bias {res.shape_bias:.3f}  shape match {res.shape_match:.3f}  texture match "
-              f"{res.texture_match:.3f}  ({res.n_stimuli} conflicting stimuli, {res.n_excluded} excluded)")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

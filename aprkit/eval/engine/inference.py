@@ -6,7 +6,7 @@ logits ``(N, K)`` (float32, CPU), labels ``(N,)`` and optionally penultimate fea
 (the input of the model's last ``nn.Linear``, or ``forward_features`` pooled when there is none).
 
 On CUDA the uint8 batches come from pinned host memory, read one or two batches ahead in a background
-thread while the device computes (``aprkit.eval.batches``); outputs stay on the device until
+thread while the device computes (``aprkit.eval.engine.batches``); outputs stay on the device until
 ``FLUSH_ROWS`` rows have gathered, so there is no host sync per batch.
 
 When ``torch.distributed`` is initialised with more than one process (``torchrun``), each rank reads
@@ -30,8 +30,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data.arrays import NO_LABEL
-from ..models.normalize import find_classifier
+from ...data.arrays import NO_LABEL
+from ...models.normalize import find_classifier
 from .batches import _dist_info, iter_batches
 
 __all__ = [

@@ -3,7 +3,7 @@
 :class:`RunCache` wraps the result cache for one ``evaluate`` call: ``resume=False`` ignores old
 entries, under ``torchrun`` only rank 0 writes and every rank sees the same hits, and every stored value
 carries ``_produced_by`` (the world sizes, batch sizes and devices that produced it). Cells are keyed by
-what changes their numbers (:func:`aprkit.eval.cache.result_key`), not by how they were batched or
+what changes their numbers (:func:`aprkit.eval.engine.cache.result_key`), not by how they were batched or
 sharded, so a single-process run may reuse cells of a ``torchrun`` run; ``_produced_by`` keeps such
 reuse visible: the runner collects it per suite and ``results.json`` lists it (``meta.provenance`` and
 the ``world_size`` / ``batch_size`` / ``device`` lists of ``meta``).

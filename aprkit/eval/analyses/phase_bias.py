@@ -1,7 +1,7 @@
 """Phase-vs-amplitude bias for any labelled image dataset (CIFAR included).
 
 This is the CIFAR-scale analogue of shape bias, **not** the Geirhos et al. cue-conflict metric (which
-needs the 16-category ImageNet stimuli; see ``aprkit.eval.texture_shape``). Conflict stimuli are built
+needs the 16-category ImageNet stimuli; see ``aprkit.eval.analyses.shape_bias``). Conflict stimuli are built
 from pairs of test images of different classes: the Fourier phase of one image (its structure: edges,
 shape) with the amplitude spectrum of the other (mostly colour, contrast, texture statistics). A model
 "follows the phase" when it predicts the phase donor's class and "follows the amplitude" when it
@@ -23,7 +23,6 @@ Variants:
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -31,9 +30,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .._checks import check_image_tensor
-from ..fourier import Dims
-from .texture_shape import conflicting
+from ..._checks import check_image_tensor
+from ...fourier import Dims
+from .shape_bias import conflicting
 
 __all__ = [
     "PhaseBiasResult",
@@ -106,7 +105,7 @@ def sample_pairs(
 
     ``i`` is uniform over the dataset and ``j`` uniform over the images of every other class (exact,
     vectorised, no rejection loop). Same generator seed, same pairs. (The transplant test weighs every
-    differing pair the same instead: :func:`aprkit.eval.transplant.sample_disagreeing_pairs`.)
+    differing pair the same instead: :func:`aprkit.eval.analyses.transplant.sample_disagreeing_pairs`.)
     """
     labels = _as_index_tensor(labels, "labels")
     if not isinstance(n_pairs, int) or isinstance(n_pairs, bool) or n_pairs < 1:
@@ -141,7 +140,7 @@ def phase_amplitude_conflict(
     centred square of half-width ``floor(beta * min(H, W))`` (the rest of the spectrum is the phase
     donor's). Returns the inputs' dtype (uint8 rounded and clamped).
     """
-    from ..fourier import low_frequency_swap, swap_amplitude
+    from ...fourier import low_frequency_swap, swap_amplitude
 
     if variant == "full":
         return swap_amplitude(phase_source, amplitude_source, dims)
@@ -300,7 +299,7 @@ def measure_phase_bias(
     """
     from torch.utils.data import Subset
 
-    from .inference import as_dataset, predict
+    from ..engine.inference import as_dataset, predict
 
     base = as_dataset(data)
     labels = dataset_labels(base)
@@ -346,43 +345,3 @@ def measure_phase_bias(
     finally:
         model.train(was_training)
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m aprkit.eval.phase_amplitude MODEL DATA``: print phase bias and patch-shuffle accuracy."""
-    import argparse
-    import json
-
-    from ..models import load_model
-
-    p = argparse.ArgumentParser(prog="python -m aprkit.eval.phase_amplitude", description=main.__doc__)
-    p.add_argument("model", help="model spec for aprkit.models.load_model (a checkpoint path, or an arch name with --checkpoint)")
-    p.add_argument("data", help="dataset spec, e.g. cifar10:../shared/data/cifar10")
-    p.add_argument("--checkpoint", default=None)
-    p.add_argument("--pairs", type=int, default=2000)
-    p.add_argument("--beta", type=float, default=0.1)
-    p.add_argument("--patch-size", type=int, default=8)
-    p.add_argument("--dims", choices=("chw", "hw"), default="chw")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print the full result as JSON")
-    args = p.parse_args(argv)
-    model = load_model(args.model, checkpoint=args.checkpoint, device=args.device)
-    r = measure_phase_bias(model, args.data, n_pairs=args.pairs, beta=args.beta, patch_size=args.patch_size,
-                           dims=args.dims, seed=args.seed, device=args.device, batch_size=args.batch_size, progress=True)
-    if args.json:
-        print(json.dumps(r, indent=2))
-        return 0
-    print(f"clean accuracy (donors) {r['clean_accuracy']:.4f}")
-    for v in ("full", "low_frequency"):
-        x = r[v]
-        print(f"{v:13s} phase {x['phase']:.3f}  amplitude {x['amplitude']:.3f}  neither {x['neither']:.3f}  "
-              f"phase bias {x['phase_bias']:.3f}  ({x['n_pairs']} pairs)")
-    s = r["patch_shuffle"]
-    print(f"patch shuffle (patch {s['patch_size']}) accuracy {s['accuracy']:.4f} vs clean {s['clean_accuracy']:.4f} on {s['n_images']} images")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

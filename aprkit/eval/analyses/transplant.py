@@ -14,25 +14,27 @@ clean predictions) and flags for trivial results (a magnitude that barely varies
 transplant that does not change the activation, e.g. the sign of a post-ReLU map).
 
 Activations are captured once per layer (the forward stops at the layer); pairs run in batches.
-Run ``python -m aprkit.eval.transplant --help`` for the command line (:mod:`aprkit.eval.transplant_cli`).
+Run it as the ``transplant`` suite: ``aprkit eval --suite transplant --data folder:DIR`` (options ``transplant_*``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..hidden import codes as C
-from ..hidden.attach import token_layout
-from ..hidden.capture import FrontSkip, capture, front_blocks, predict
-from ..hidden.layout import from_grid, to_grid
-from ..hidden.sites import Site, last_activation_site, list_blocks, resolve_module
+from ...hidden import codes as C
+from ...hidden.attach import token_layout
+from ...hidden.capture import FrontSkip, capture, front_blocks, predict
+from ...hidden.layout import from_grid, to_grid
+from ...hidden.sites import Site, last_activation_site, list_blocks, resolve_module
 from .transplant_tables import plot_sweep, sweep_markdown
 
-__all__ = ["transplant_test", "layer_sweep", "sample_disagreeing_pairs", "load_data"]
+__all__ = ["transplant_test", "layer_sweep", "sample_disagreeing_pairs", "load_data", "read_folder"]
 
 Data = torch.Tensor | tuple | Iterable
 TRIVIAL_VARIATION = 0.05  # between-image magnitude variation below this flags a trivial result
@@ -82,12 +84,40 @@ def load_data(data: Data, labels: torch.Tensor | None = None, max_images: int | 
     return images, labels
 
 
+def read_folder(root: str | os.PathLike[str], per_class: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """uint8 images ``(N, 3, H, W)``, labels ``(N,)`` and class names from ``root/<class>/*.png|jpg``.
+
+    Class index = sorted folder order; at most ``per_class`` files (sorted by name) per class. All images
+    must share one size. Decoding goes through :func:`aprkit.data.folder.read_image`.
+    """
+    from ...data.folder import find_classes, read_image
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} does not exist; expected a folder of <class>/*.png")
+    classes = find_classes(root)
+    if not classes:
+        raise FileNotFoundError(f"{root} has no class folders <class>/*.png")
+    xs, ys = [], []
+    for k, c in enumerate(classes):
+        files = sorted(p for p in (root / c).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        for f in files[:per_class]:
+            xs.append(read_image(f))
+            ys.append(k)
+    if not xs:
+        raise FileNotFoundError(f"no .png/.jpg images in the class folders of {root}")
+    sizes = {tuple(x.shape) for x in xs}
+    if len(sizes) > 1:
+        raise ValueError(f"images under {root} differ in size ({sorted(sizes)[:3]}...); expected one size")
+    return torch.stack(xs), torch.tensor(ys), classes
+
+
 def sample_disagreeing_pairs(
     preds: torch.Tensor, n_pairs: int, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n_pairs`` index pairs ``(a, b)`` with ``preds[a] != preds[b]``, uniform over all such ordered pairs.
 
-    Drawn with replacement by rejection. Unlike :func:`aprkit.eval.phase_amplitude.sample_pairs` (``i``
+    Drawn with replacement by rejection. Unlike :func:`aprkit.eval.analyses.phase_bias.sample_pairs` (``i``
     uniform over the images), an image of a rare prediction class is picked as ``a`` more often: every
     disagreeing pair weighs the same, the estimand of the transplant test.
     """
@@ -360,9 +390,3 @@ def layer_sweep(
         model.train(was_training)
     figure = plot_sweep(rows, plot) if plot is not None else None
     return {**info, "rows": rows, "table": sweep_markdown(rows), "figure": None if figure is None else str(figure)}
-
-
-if __name__ == "__main__":
-    from aprkit.eval.transplant_cli import main
-
-    raise SystemExit(main())

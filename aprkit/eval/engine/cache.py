@@ -15,7 +15,7 @@ whole-suite entries and the output folder's suite index all use it, mostly throu
 - ``model``: :func:`model_fingerprint` of the state dict (class name, parameter and buffer names, dtypes,
   shapes and values; remembered per model object until a weight changes, see there). The user's ``model_id`` is a display label only and never part of a key. Input
   normalisation lives inside aprkit models as buffers, so preprocessing is covered by the fingerprint;
-- ``data``: the dataset identity (``aprkit.eval.inference.dataset_id``: the normalised spec with its
+- ``data``: the dataset identity (``aprkit.eval.engine.inference.dataset_id``: the normalised spec with its
   split, a ``cache_id``, or a content hash of an in-memory set);
 - the run settings that change numbers, added to every key from the evaluation context: ``limit`` (the
   first N images), ``seed``, ``amp`` and ``num_classes`` (when given);
@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import atomic_write_text
+from ..._io import atomic_write_text
 
 __all__ = [
     "ResultCache", "MemoryCache", "Unidentifiable", "atomic_write_json", "cached", "identity", "model_fingerprint",

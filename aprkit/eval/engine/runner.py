@@ -1,21 +1,21 @@
 """``evaluate(model, suite=..., data=...) -> Results``: run evaluation suites with caching and resume.
 
 Every finished unit (a corruption cell, a set of OOD scores, a phase-bias or transplant result) is
-stored in a :class:`~aprkit.eval.cache.ResultCache` under ``out_dir/cache`` (or ``cache_dir``), keyed by
-:func:`~aprkit.eval.cache.result_key` (weights fingerprint, data, run settings, the unit's options and
+stored in a :class:`~aprkit.eval.engine.cache.ResultCache` under ``out_dir/cache`` (or ``cache_dir``), keyed by
+:func:`~aprkit.eval.engine.cache.result_key` (weights fingerprint, data, run settings, the unit's options and
 code versions), so a killed run picks up where it stopped (``resume=True``) and no finished number is
 lost. Without ``out_dir``/``cache_dir`` nothing is written (an in-memory cache is used).
 
-There is one caching layer: the suites cache their own units (through :func:`~aprkit.eval.cache.cached`;
+There is one caching layer: the suites cache their own units (through :func:`~aprkit.eval.engine.cache.cached`;
 cells are shared between the corruption and calibration suites and between runs with different grids).
 The runner does not also cache whole suites: such an entry would have to know every version and
 option of the units inside it, and re-assembling a suite from cached units costs milliseconds. Finished
-suites go into the output folder's index (:class:`~aprkit.eval.outdir.SuiteIndex`), from which
+suites go into the output folder's index (:class:`~aprkit.eval.engine.outdir.SuiteIndex`), from which
 ``results.json`` is rebuilt before work starts (``meta.complete: false`` with the ``pending`` suites),
 after every suite and at the end, so evaluations with different suites into one folder add up and an
 interrupted run says so.
 
-Under ``torchrun`` every rank runs the same code; batches are sharded by ``aprkit.eval.inference``,
+Under ``torchrun`` every rank runs the same code; batches are sharded by ``aprkit.eval.engine.inference``,
 results are gathered, and only rank 0 writes files.
 """
 
@@ -33,12 +33,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..report.results import Results
+from ..suites import EvalContext, load_suites
+from ..suites.options import check_suite_options, parse_suite_options, suite_registry
 from .cache import MemoryCache, ResultCache, Unidentifiable, model_fingerprint, result_key, to_jsonable
 from .inference import _dist_info, is_main_process, resolve_device, wants_channels_last
 from .outdir import RunCache, SuiteIndex, merge_provenance
-from .report import Results
-from .suites import EvalContext, load_suites
-from .suites.options import check_suite_options, parse_suite_options, suite_registry
 
 __all__ = ["evaluate", "Results", "load_eval_model", "SUITE_VERSION"]
 

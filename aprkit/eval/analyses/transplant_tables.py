@@ -1,5 +1,5 @@
-"""Tables and plots of a transplant layer sweep (:func:`aprkit.eval.transplant.layer_sweep` rows): one sweep as a
-table (:class:`aprkit.eval.blocks.Table`, or Markdown text for the command line) or a figure against depth, and
+"""Tables and plots of a transplant layer sweep (:func:`aprkit.eval.analyses.transplant.layer_sweep` rows): one sweep as a
+table (:class:`aprkit.eval.report.blocks.Table`, or Markdown text for the command line) or a figure against depth, and
 several models side by side."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .blocks import Table
-from .blocks import code as code_span
+from ..report.blocks import Table
+from ..report.blocks import code as code_span
 
 __all__ = ["sweep_table", "sweep_markdown", "summary_table", "plot_sweep"]
 
@@ -41,7 +41,7 @@ def sweep_table(rows: Sequence[Mapping[str, Any]]) -> Table:
 
 def sweep_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """:func:`sweep_table` as Markdown text (the command line's output and ``sweep.md``)."""
-    from .report.render import markdown_block
+    from ..report.render import markdown_block
 
     return markdown_block(sweep_table(rows))
 
@@ -70,7 +70,7 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title
     """Plot follow-donor / follow-magnitude and magnitude-deletion accuracy against depth, one panel per site."""
     from matplotlib.ticker import MaxNLocator
 
-    from .plotting import new_figure, save_figure
+    from ..report.plotting import new_figure, save_figure
 
     sites = list(dict.fromkeys(r["site"] for r in rows))
     codes = list(dict.fromkeys(r["code"] for r in rows))

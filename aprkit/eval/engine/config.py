@@ -16,10 +16,10 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._checks import nearest_names
-from ..config import apply_overrides, coerce, merge, read_config_files, unknown_key
-from .suites.base import flat_options
-from .suites.options import check_suite_options, option_error, parse_suite_options, suite_registry
+from ..._checks import nearest_names
+from ...config import apply_overrides, coerce, merge, read_config_files, unknown_key
+from ..suites.base import flat_options
+from ..suites.options import check_suite_options, option_error, parse_suite_options, suite_registry
 
 __all__ = ["ALIASES", "eval_schema", "check_suite_options", "eval_settings", "load_eval_config"]
 

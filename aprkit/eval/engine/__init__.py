@@ -1,0 +1,13 @@
+"""The evaluation engine: models and data in, predictions and cached results out.
+
+- :mod:`.batches`: batching with prefetch and the ``torchrun`` shard of each rank;
+- :mod:`.inference`: data specs to datasets, devices, :func:`~.inference.predict`;
+- :mod:`.cache`: the result cache and its keys (weights fingerprint, data identity, options);
+- :mod:`.outdir`: the output folder's run cache and suite index;
+- :mod:`.config`: the settings of ``aprkit eval`` (config files, flags, ``--set``);
+- :mod:`.runner`: :func:`~.runner.evaluate`, which runs the suites (:mod:`aprkit.eval.suites`) on each model and
+  returns :class:`~aprkit.eval.report.results.Results`.
+
+Nothing is imported here: the suites import :mod:`.inference` and :mod:`.cache`, and :mod:`.runner` imports the
+suites.
+"""
