@@ -1,4 +1,5 @@
-"""Architecture of the ``aprkit`` package: no import cycles, registries that fail loudly, lazy exports that resolve.
+"""Architecture of the ``aprkit`` package: no import cycles, the data-flow layers of ``aprkit.eval``, registries
+that fail loudly, lazy exports that resolve.
 
 Import graph rule (what :func:`import_graph` counts as an edge ``A -> B``): every ``import``/``from ... import``
 statement anywhere in module A (module level, inside functions and classes, under ``TYPE_CHECKING``) that names
@@ -159,6 +160,37 @@ def test_aprkit_has_no_import_cycles() -> None:
     cycles = find_cycles(graph)
     assert not cycles, "import cycles in aprkit (break each by moving the shared piece into a lower module):\n" + \
         "\n".join(" -> ".join(c) for c in cycles)
+
+
+#: the data flow through ``aprkit.eval``, lowest layer first: a module imports ``aprkit.eval`` modules of its own
+#: layer or lower ones only. The runner, the ``aprkit eval`` settings and ``Results`` sit above the suites they run
+#: and summarise; the rest of ``engine/`` and ``report/`` sits below them.
+EVAL_LAYERS = (
+    ("metrics",),
+    ("engine.batches", "engine.inference", "engine.cache", "engine.outdir",
+     "report.blocks", "report.plotting", "report.render", "report.header"),
+    ("analyses",),
+    ("suites",),
+    ("engine.runner", "engine.config", "report.results"),
+)
+
+
+def _eval_layer(module: str) -> int | None:
+    rest = module.removeprefix("aprkit.eval.")
+    for level, prefixes in enumerate(EVAL_LAYERS):
+        if any(rest == p or rest.startswith(p + ".") for p in prefixes):
+            return level
+    return None
+
+
+def test_eval_layers_follow_the_data_flow() -> None:
+    graph = import_graph(ROOT)
+    packages = {"aprkit.eval", "aprkit.eval.engine", "aprkit.eval.analyses", "aprkit.eval.report"}
+    unplaced = [m for m in graph if m.startswith("aprkit.eval.") and m not in packages and _eval_layer(m) is None]
+    assert not unplaced, f"aprkit.eval modules without a layer in EVAL_LAYERS: {unplaced}"
+    upward = [f"{m} -> {t}" for m in graph for t in graph[m]
+              if (lm := _eval_layer(m)) is not None and (lt := _eval_layer(t)) is not None and lt > lm]
+    assert not upward, "aprkit.eval modules importing a higher layer (see EVAL_LAYERS):\n" + "\n".join(upward)
 
 
 def _write(root: Path, files: dict[str, str]) -> Path:

@@ -61,8 +61,8 @@ def test_bad_files_are_clear(tmp_path):
 
 
 def test_reference_lines_feed_the_plot(tmp_path):
-    from aprkit.eval.suites.shape_bias import _references, plot_shape_bias
     from aprkit.eval.analyses.shape_bias import reference_lines
+    from aprkit.eval.suites.shape_bias import _references, plot_shape_bias
 
     _write(tmp_path / "a.csv", "subject-01", [("cat", "cat", "dog")] * 3 + [("dog", "cat", "dog")])
     _write(tmp_path / "b.csv", "subject-02", [("cat", "cat", "dog")])

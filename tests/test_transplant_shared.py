@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aprkit.eval.analyses.transplant import transplant_test
 from aprkit.eval.analyses.transplant import read_folder as _read_folder
+from aprkit.eval.analyses.transplant import transplant_test
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared]
 
