@@ -24,7 +24,7 @@ from torch import nn
 from .._io import atomic_write_text
 from ..models.normalize import unwrap_model
 from .batch_ops import to_float
-from .config import Config, config_from_dict, load_config, validate_config
+from .config import Config, config_from_dict, load_config, resolve_amp_dtype, validate_config
 from .data import EpochBatches, load_datasets
 from .distributed import DistInfo, all_reduce_sum, barrier, setup_distributed, teardown_distributed
 from .metrics_log import MetricsLogger
@@ -165,7 +165,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     if cfg.optim.batch_size % info.world:
         raise ValueError(f"optim.batch_size {cfg.optim.batch_size} must be divisible by the {info.world} ranks")
     use_amp = tr.amp and dev.type == "cuda"
-    amp_dtype = getattr(torch, tr.amp_dtype)  # bfloat16 needs no GradScaler, so the step never syncs with the host
+    amp_dtype = resolve_amp_dtype(tr.amp_dtype, dev)  # bfloat16 needs no GradScaler: the step never syncs with the host
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = not tr.deterministic
         torch.backends.cudnn.deterministic = tr.deterministic

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batch_ops import random_crop, random_hflip, to_float
-from .config import Config
+from .config import Config, resolve_aug_compile
 
 __all__ = ["DeviceAugment", "method_loss", "jsd_loss"]
 
@@ -53,7 +53,8 @@ class DeviceAugment:
         from ..augment import APRSP, APRPair, APRSingleBatch
 
         self.cfg, self.device, self.generator, self.channels_last = cfg, device, generator, channels_last
-        method, gpu, compile_core = cfg.aug.method, cfg.data.input_path == "gpu", cfg.aug.compile
+        method, gpu = cfg.aug.method, cfg.data.input_path == "gpu"
+        compile_core = resolve_aug_compile(cfg.aug.compile, device)
         self.geometry = gpu and method != "augmix_jsd"  # crop/flip here (else done per image on the CPU)
         self.single: APRSingleBatch | None = None
         if gpu and method in ("apr_s", "apr_sp"):
