@@ -199,6 +199,7 @@ def mix_amplitude(
     """
     _check_pair(x, y, "x", "y")
     fft_dims = check_dims(dims)
+    lam_t: torch.Tensor | float
     if isinstance(lam, torch.Tensor):
         if not lam.is_floating_point():
             lam = lam.float()
@@ -272,6 +273,7 @@ def phase_only(
     check_image_tensor(x, "x")
     fft_dims = check_dims(dims)
     xf = _as_float(x)
+    amp: torch.Tensor | float
     if isinstance(magnitude, torch.Tensor):
         z = torch.fft.fftn(xf, dim=fft_dims)
         try:

@@ -76,7 +76,7 @@ class APRPair(CompiledCore, nn.Module):
     def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]  # Kornia-style apply(x, params) shadows nn.Module.apply(fn)
         """Deterministic APR-P of ``x`` ``(B, C, H, W)`` with ``params`` from :meth:`generate_parameters`."""
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)  # values: once, in apr_pair
-        mask = params["mask"]
+        mask: torch.Tensor | None = params["mask"]
         if not self.per_sample and isinstance(mask, torch.Tensor) and mask.device.type == "cpu" and mask.numel():
             if not bool(mask[0]):
                 return x
@@ -93,13 +93,14 @@ class APRPair(CompiledCore, nn.Module):
         if labels is not None:
             check_labels(labels, x.shape[0])
         params = self.generate_parameters(x.shape, None)
-        mask = params["mask"]
-        if not self.per_sample and mask.device.type == "cpu":
-            if not bool(mask[0]):
+        drawn = params["mask"]
+        mask: torch.Tensor | None
+        if not self.per_sample and drawn.device.type == "cpu":
+            if not bool(drawn[0]):
                 return x if labels is None else (x, labels)
             mask = None
         else:
-            mask = mask.to(x.device, non_blocking=True)
+            mask = drawn.to(x.device, non_blocking=True)
         perm = params["perm"].to(x.device, non_blocking=True)  # our own draw: no range check needed
         out, dc = self._run_core()(x, perm, mask, check_dims(self.dims), self.clamp, needs_finite_check(x))
         if dc is not None:  # eager CPU only: a free read there

@@ -270,9 +270,11 @@ class APRSingle:
             return self._apply_numpy(img, params)
         try:
             from PIL import Image
+
+            is_pil = isinstance(img, Image.Image)
         except ImportError:  # pragma: no cover - pillow is a dependency
-            Image = None
-        if Image is not None and isinstance(img, Image.Image):
+            is_pil = False
+        if is_pil:
             return self._apply_pil(img, params)
         raise TypeError(f"image must be a PIL image, a numpy array (H, W[, C]) or a tensor (C, H, W), got {type(img).__name__}")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -44,6 +44,12 @@ def _check_corruption(corruption: str) -> str:
     if key not in ALL_CORRUPTIONS:
         raise ValueError(f"unknown corruption {corruption!r}{nearest_names(key, ALL_CORRUPTIONS)}; valid: {', '.join(ALL_CORRUPTIONS)}")
     return key
+
+
+@overload
+def _check_severity(severity: int, allow_all: Literal[False]) -> int: ...
+@overload
+def _check_severity(severity: int | None, allow_all: Literal[True]) -> int | None: ...
 
 
 def _check_severity(severity: int | None, allow_all: bool) -> int | None:

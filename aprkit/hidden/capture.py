@@ -62,7 +62,7 @@ def front_blocks(model: nn.Module, site: Site, example: torch.Tensor) -> FrontSk
 def skipping(blocks: Sequence[tuple[nn.Module, tuple[int, ...]]]) -> Iterator[None]:
     """Within the context, each block returns zeros of its recorded shape instead of computing."""
     for m, shape in blocks:
-        m.forward = lambda x, *a, _s=shape, **k: x.new_zeros((x.shape[0], *_s))  # type: ignore[method-assign]
+        m.forward = lambda x, *a, _s=shape, **k: x.new_zeros((x.shape[0], *_s))
     try:
         yield
     finally:
@@ -88,6 +88,8 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: tor
         if site is None:
             out = model(x)
         else:
+            if replace is None:
+                raise ValueError("predict with a site needs replace (the function giving the replacement activations)")
             hook = None if feed is None else feed[0].register_forward_pre_hook(
                 lambda m, args, rows=rows: (feed[1](rows).to(args[0].dtype), *args[1:]))
             try:

@@ -59,11 +59,12 @@ class AlbuAPRSingle(DualTransform):
         self.severity = severity
         self.ops = ops
         self.dims = dims
-        self._aprs = APRSingle(recombine_p, severity, ops, dims, seed=0)
+        self._generator = torch.Generator().manual_seed(0)  # re-seeded from albumentations' generator per call
+        self._aprs = APRSingle(recombine_p, severity, ops, dims, generator=self._generator)
 
     def get_params(self) -> dict[str, Any]:
         seed = int(self.random_generator.integers(0, 2**62))
-        self._aprs.batch.generator.manual_seed(seed)
+        self._generator.manual_seed(seed)
         return {"apr_params": self._aprs.generate_parameters()}
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:

@@ -73,7 +73,7 @@ class APRMixup:
         self.mean, self.std = _stats(mean, "mean"), _stats(std, "std")
         if (self.mean is None) != (self.std is None):
             raise ValueError("pass both mean and std (the loader's normalisation) or neither")
-        if self.mean is not None and len(self.mean) != len(self.std):
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
             raise ValueError(f"mean and std must have the same length, got {len(self.mean)} and {len(self.std)}")
         self.pixel_space = self.mean is not None
         if clamp is None:
@@ -115,11 +115,14 @@ class APRMixup:
         c = x.shape[1]
         key = (x.device, c)
         if key not in self._norm:
-            if len(self.mean) not in (1, c):
-                raise ValueError(f"mean/std have {len(self.mean)} values but the input has {c} channels")
+            mean, std = self.mean, self.std
+            if mean is None or std is None:
+                raise RuntimeError("APRMixup has no mean/std: pixel-space statistics are only defined with both")
+            if len(mean) not in (1, c):
+                raise ValueError(f"mean/std have {len(mean)} values but the input has {c} channels")
             shape = (1, -1, 1, 1)
-            self._norm[key] = (torch.tensor(self.mean, device=x.device).view(shape).expand(1, c, 1, 1),
-                               torch.tensor(self.std, device=x.device).view(shape).expand(1, c, 1, 1))
+            self._norm[key] = (torch.tensor(mean, device=x.device).view(shape).expand(1, c, 1, 1),
+                               torch.tensor(std, device=x.device).view(shape).expand(1, c, 1, 1))
         return self._norm[key]
 
     def _check_input(self, x: torch.Tensor) -> None:
