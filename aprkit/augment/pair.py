@@ -142,7 +142,8 @@ class APRSP:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(x_all (2B, C, H, W), y_all (2B, ...))``: first half ``clean`` (or ``x``), second half APR-P of ``x``.
+        """Return ``(x_all (2B, C, H, W), y_all (2B, ...))``: first half ``clean`` (or ``x``), second half
+        APR-P of ``x``.
 
         Finiteness is checked on the CPU only (as in :class:`APRPair`: no host sync on accelerators)."""
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=_on_host(x))
@@ -152,8 +153,8 @@ class APRSP:
             check_image_tensor(clean, "clean", min_ndim=4, max_ndim=4, check_finite=_on_host(clean))
             if clean.shape != x.shape or clean.dtype != x.dtype or clean.device != x.device:
                 raise ValueError(
-                    f"clean must match images in shape, dtype and device: {tuple(clean.shape)} {clean.dtype} {clean.device} "
-                    f"vs {tuple(x.shape)} {x.dtype} {x.device}")
+                    f"clean must match images in shape, dtype and device: "
+                    f"{tuple(clean.shape)} {clean.dtype} {clean.device} vs {tuple(x.shape)} {x.dtype} {x.device}")
             first = clean
         mixed = self.pair(x)
         return torch.cat([first, mixed]), torch.cat([y, y])

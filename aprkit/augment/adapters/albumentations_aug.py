@@ -135,7 +135,9 @@ class AlbuAPRPair(ImageOnlyTransform):
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         refs = data.get(self.metadata_key)
         if refs is None:
-            raise ValueError(f"AlbuAPRPair needs partner images: call the pipeline with {self.metadata_key}=[image, ...]")
+            raise ValueError(
+                f"AlbuAPRPair needs partner images: call the pipeline with {self.metadata_key}=[image, ...]"
+            )
         if isinstance(refs, np.ndarray):
             refs = [refs]
         if len(refs) == 0:
