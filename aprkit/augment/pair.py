@@ -73,7 +73,8 @@ class APRPair(CompiledCore, nn.Module):
         generator = worker_generator(self.generator, self._base_seed)
         return sample_pair_params(int(batch_shape[0]), self.p, self.per_sample, generator, device)
 
-    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]  # Kornia-style apply(x, params) shadows nn.Module.apply(fn)
+    # Kornia-style apply(x, params) shadows nn.Module.apply(fn)
+    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
         """Deterministic APR-P of ``x`` ``(B, C, H, W)`` with ``params`` from :meth:`generate_parameters`."""
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)  # values: once, in apr_pair
         mask: torch.Tensor | None = params["mask"]

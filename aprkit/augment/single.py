@@ -217,7 +217,8 @@ class APRSingleBatch(CompiledCore, nn.Module):
         params = sample_single_params(n, self.p, self.severity, len(self.ops), generator)
         return {k: v.to(device, non_blocking=True) for k, v in params.items()} if device is not None else params
 
-    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]  # Kornia-style apply(x, params) shadows nn.Module.apply(fn)
+    # Kornia-style apply(x, params) shadows nn.Module.apply(fn)
+    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
         """Deterministic APR-S of ``x`` ``(B, C, H, W)`` with ``params``."""
         return apr_single(x, params, self.ops, self.dims)
 

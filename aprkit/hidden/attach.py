@@ -90,7 +90,8 @@ def attach(
     for name in layers:
         if ":" in name:
             raise ValueError(
-                f"attach needs a module, not a functional op ({name!r}); hook the module whose output you want to augment"
+                f"attach needs a module, not a functional op ({name!r}); "
+                f"hook the module whose output you want to augment"
             )
         resolved.append(resolve_module(model, name))
     hooks: list[Any] = []
@@ -104,7 +105,8 @@ def attach(
                 return None
             if not isinstance(out, torch.Tensor):
                 raise ValueError(
-                    f"layer {full!r} returns a {type(out).__name__}; FeatureAPR needs a feature map (B, C, H, W) or tokens (B, N, D)"
+                    f"layer {full!r} returns a {type(out).__name__}; "
+                    f"FeatureAPR needs a feature map (B, C, H, W) or tokens (B, N, D)"
                 )
             return apr(out)
 

@@ -70,7 +70,8 @@ class DeviceAugment:
                                          compile_core=compile_core)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Augment a uint8 batch; AugMix triplets ``(B, 3, C, H, W)`` are flattened to ``(3B, C, H, W)`` (views first)."""
+        """Augment a uint8 batch; AugMix triplets ``(B, 3, C, H, W)`` are flattened to ``(3B, C, H, W)``
+        (views first)."""
         if x.ndim == 5:
             x = x.transpose(0, 1).reshape(-1, *x.shape[2:])
         d = self.cfg.data

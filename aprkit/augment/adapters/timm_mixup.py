@@ -43,8 +43,9 @@ class APRMixup:
     soft targets ``(B, num_classes)`` out, equal to ``timm.data.mixup.mixup_target(target, num_classes,
     lam=1.0, smoothing=label_smoothing)`` (APR-P's label follows the phase, so no second label is mixed in);
     same defaults (``num_classes=1000``, ``label_smoothing=0.1`` with soft targets), ready for
-    ``SoftTargetCrossEntropy``; ``mixup_enabled = False`` switches the recombination off (timm's ``mixup_off_epoch``); odd batch sizes
-    are fine. ``num_classes=None`` returns the integer labels unchanged, for ``nn.CrossEntropyLoss`` only.
+    ``SoftTargetCrossEntropy``; ``mixup_enabled = False`` switches the recombination off (timm's
+    ``mixup_off_epoch``); odd batch sizes are fine. ``num_classes=None`` returns the integer labels
+    unchanged, for ``nn.CrossEntropyLoss`` only.
 
     APR-P is defined on [0, 1] images, but timm's loaders normalise first (with the prefetcher: on the
     device, after the uint8 batch is moved). Pass the loader's ``mean`` / ``std`` (``[0, 1]`` units, as in
@@ -111,7 +112,8 @@ class APRMixup:
             low, high = int(target.min()), int(target.max())
             if low < 0 or high >= self.num_classes:
                 raise ValueError(f"target holds class indices in [{low}, {high}], outside "
-                                 f"[0, num_classes={self.num_classes}); set num_classes to the model's number of classes")
+                                 f"[0, num_classes={self.num_classes}); "
+                                 f"set num_classes to the model's number of classes")
         off = self.label_smoothing / self.num_classes
         soft = torch.full((target.shape[0], self.num_classes), off, device=target.device)
         return soft.scatter_(1, target.long().view(-1, 1), 1.0 - self.label_smoothing + off)
