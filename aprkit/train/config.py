@@ -163,7 +163,7 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
         if key not in hints:
             raise unknown_key(full, valid, prefix.rstrip(".") or "the top level")
         tp = hints[key]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value or {}, f"{full}.")
         else:
             kwargs[key] = coerce(value, tp, full)

@@ -14,7 +14,7 @@ augmix_jsd     crop + flip, two AugMix views per image (CPU workers)       CE(cl
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -29,6 +29,7 @@ __all__ = ["DeviceAugment", "method_loss", "jsd_loss"]
 
 def _with_generator(cls: Callable[..., Any], generator: torch.Generator, **kwargs: Any) -> Any:
     """Instantiate an augmentation class, handing it ``generator`` when its constructor takes one."""
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):  # pragma: no cover
@@ -70,7 +71,8 @@ class DeviceAugment:
                                          compile_core=compile_core)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Augment a uint8 batch; AugMix triplets ``(B, 3, C, H, W)`` are flattened to ``(3B, C, H, W)`` (views first)."""
+        """Augment a uint8 batch; AugMix triplets ``(B, 3, C, H, W)`` are flattened to ``(3B, C, H, W)``
+        (views first)."""
         if x.ndim == 5:
             x = x.transpose(0, 1).reshape(-1, *x.shape[2:])
         d = self.cfg.data
