@@ -54,7 +54,8 @@ def check_image_tensor(
             f"{name} must have dtype uint8 or a floating dtype (float16/bfloat16/float32/float64), got {x.dtype}"
         )
     if x.ndim < min_ndim or (max_ndim is not None and x.ndim > max_ndim):
-        want = f"{min_ndim}" if max_ndim == min_ndim else f">= {min_ndim}" if max_ndim is None else f"{min_ndim}..{max_ndim}"
+        want = (f"{min_ndim}" if max_ndim == min_ndim
+                else f">= {min_ndim}" if max_ndim is None else f"{min_ndim}..{max_ndim}")
         layout = "(C, H, W)" if max_ndim == 3 else "(B, C, H, W)" if min_ndim == 4 else "(..., C, H, W)"
         raise ValueError(f"{name} must have {want} dimensions {layout}, got shape {tuple(x.shape)}")
     if x.numel() == 0:
@@ -103,7 +104,8 @@ def check_labels(labels: object, batch_size: int, name: str = "labels") -> torch
         raise TypeError(f"{name} must be a torch.Tensor, got {type(labels).__name__}")
     if labels.ndim == 0 or labels.shape[0] != batch_size:
         raise ValueError(
-            f"{name} must have one entry per image: expected first dimension {batch_size}, got shape {tuple(labels.shape)}"
+            f"{name} must have one entry per image: expected first dimension {batch_size}, "
+            f"got shape {tuple(labels.shape)}"
         )
     return labels
 

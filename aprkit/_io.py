@@ -51,13 +51,18 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, durable: bo
     return atomic_write(path, lambda fh: fh.write(data), durable=durable)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8", *, durable: bool = True) -> Path:
+def atomic_write_text(
+    path: str | os.PathLike[str], text: str, encoding: str = "utf-8", *, durable: bool = True
+) -> Path:
     """Write ``text`` to ``path`` atomically (``encoding`` defaults to UTF-8; ``durable``: see :func:`atomic_write`)."""
     return atomic_write(path, lambda fh: fh.write(text.encode(encoding)), durable=durable)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str], *, durable: bool = True) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (torch is imported only when called; ``durable``: see :func:`atomic_write`)."""
+    """``torch.save(obj)`` to ``path`` atomically.
+
+    torch is imported only when called; ``durable``: see :func:`atomic_write`.
+    """
     import torch
 
     return atomic_write(path, lambda fh: torch.save(obj, fh), durable=durable)

@@ -151,7 +151,8 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, xname: str, yname: str) -> Non
         torch.broadcast_shapes(x.shape[:-3], y.shape[:-3])
     except RuntimeError:
         raise ValueError(
-            f"{xname} and {yname} must have broadcastable leading batch shapes, got {tuple(x.shape)} and {tuple(y.shape)}"
+            f"{xname} and {yname} must have broadcastable leading batch shapes, "
+            f"got {tuple(x.shape)} and {tuple(y.shape)}"
         ) from None
 
 
@@ -199,6 +200,7 @@ def mix_amplitude(
     """
     _check_pair(x, y, "x", "y")
     fft_dims = check_dims(dims)
+    lam_t: torch.Tensor | float
     if isinstance(lam, torch.Tensor):
         if not lam.is_floating_point():
             lam = lam.float()
@@ -225,7 +227,8 @@ def mix_amplitude(
 
 
 def low_frequency_mask(
-    shape: tuple[int, ...], beta: float, dims: Dims = "chw", *, device: torch.device | str | None = None, real: bool = True
+    shape: tuple[int, ...], beta: float, dims: Dims = "chw", *, device: torch.device | str | None = None,
+    real: bool = True,
 ) -> torch.Tensor:
     """Boolean mask over the (half, if ``real``) spectrum of an image of ``shape`` ``(..., C, H, W)``.
 
@@ -239,7 +242,8 @@ def low_frequency_mask(
     h, w = shape[-2], shape[-1]
     b = int(float(beta) * min(h, w))
     fh = torch.fft.fftfreq(h, d=1.0 / h, device=device).abs()
-    fw = (torch.fft.rfftfreq(w, d=1.0 / w, device=device) if real else torch.fft.fftfreq(w, d=1.0 / w, device=device)).abs()
+    freq = torch.fft.rfftfreq if real else torch.fft.fftfreq
+    fw = freq(w, d=1.0 / w, device=device).abs()
     return ((fh[:, None] <= b) & (fw[None, :] <= b)).unsqueeze(0)
 
 
@@ -272,12 +276,15 @@ def phase_only(
     check_image_tensor(x, "x")
     fft_dims = check_dims(dims)
     xf = _as_float(x)
+    amp: torch.Tensor | float
     if isinstance(magnitude, torch.Tensor):
         z = torch.fft.fftn(xf, dim=fft_dims)
         try:
             amp = magnitude.to(z.real.dtype).expand_as(z.real)
         except RuntimeError:
-            raise ValueError(f"magnitude of shape {tuple(magnitude.shape)} does not broadcast to {tuple(x.shape)}") from None
+            raise ValueError(
+                f"magnitude of shape {tuple(magnitude.shape)} does not broadcast to {tuple(x.shape)}"
+            ) from None
         out = torch.fft.ifftn(with_amplitude(z, amp), dim=fft_dims).real
         return restore_dtype(out, x.dtype)
     z = torch.fft.rfftn(xf, dim=fft_dims)

@@ -66,13 +66,13 @@ def step_times(model_name: str, batch_size: int, image_size: int, device: torch.
     machine's clocks hits all variants alike).
     """
     from aprkit.models import create_model
-    from aprkit.train.config import load_config
+    from aprkit.train.config import load_config, resolve_amp_dtype
     from aprkit.train.distributed import resolve_device
     from aprkit.train.recipe import DeviceAugment, method_loss
 
     device = resolve_device(str(device))
     cl = device.type == "cuda"
-    dtype = getattr(torch, amp_dtype)
+    dtype = resolve_amp_dtype(amp_dtype, device)
     gen = torch.Generator(device=device).manual_seed(0)
 
     def setup(method: str, n: int):

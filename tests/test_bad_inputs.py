@@ -217,9 +217,11 @@ def _api_cases() -> list[tuple[str, Callable[[Path], Any], type[BaseException], 
     from aprkit.data import get_dataset
     from aprkit.data.arrays import load_npy
     from aprkit.data.folder import read_image
+    from aprkit.data.loading import subset
     from aprkit.eval import evaluate
     from aprkit.eval.engine.config import check_suite_options, load_eval_config
     from aprkit.eval.engine.inference import resolve_device
+    from aprkit.hidden.capture import predict as capture_predict
     from aprkit.models import create_model, load_model
     from aprkit.train.config import load_config
 
@@ -242,6 +244,10 @@ def _api_cases() -> list[tuple[str, Callable[[Path], Any], type[BaseException], 
         ("resolve-device-tpu", lambda d: resolve_device("tpu"), ValueError, r"unknown device 'tpu'"),
         ("check-out-dir-file", lambda d: check_out_dir(d / "afile"), ValueError, r"afile is a file; expected a folder"),
         ("create-model-typo", lambda d: create_model("resnet21"), ValueError, r"unknown model 'resnet21' \(did you mean"),
+        ("subset-bool", lambda d: subset(get_dataset("synthetic:8"), True), TypeError, r"n must be a count .*got True"),
+        ("capture-predict-no-replace", lambda d: capture_predict(tiny(), torch.zeros(2, 3, 32, 32), 2, torch.device("cpu"),
+                                                                  site=("layer1", "output")), ValueError,
+         r"predict with a site needs replace"),
     ]
 
 

@@ -337,10 +337,19 @@ def test_aug_compile_config_values():
 
     assert load_config(None, ["aug.compile={mode: reduce-overhead}"]).aug.compile == {"mode": "reduce-overhead"}
     assert load_config(None, ["aug.compile=true"]).aug.compile is True
-    assert load_config(None).aug.compile is False
+    assert load_config(None).aug.compile == "auto"
+    from aprkit.train.config import resolve_amp_dtype, resolve_aug_compile
+
+    assert resolve_aug_compile("auto", torch.device("cpu")) is False
+    assert resolve_aug_compile("auto", torch.device("cuda")) == {"mode": "reduce-overhead"}
+    assert resolve_aug_compile(False, torch.device("cuda")) is False
+    assert resolve_amp_dtype("auto", torch.device("cpu")) == torch.float16
+    assert resolve_amp_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(ValueError, match="aug.compile must be true, false, auto or a mapping"):
+        load_config(None, ["aug.compile=maybe"])
     with pytest.raises(ValueError, match="unknown torch.compile option 'mdoe' \\(did you mean 'mode'"):
         load_config(None, ["aug.compile={mdoe: reduce-overhead}"])
-    with pytest.raises(TypeError, match="aug.compile"):
+    with pytest.raises(ValueError, match="aug.compile must be true, false, auto or a mapping.*got '3'"):
         load_config(None, ["aug.compile=3"])
 
 

@@ -47,7 +47,7 @@ def test_type_coercion():
 
 def test_amp_dtype_choices():
     assert load_config(None, ["train.amp_dtype=bfloat16"]).train.amp_dtype == "bfloat16"
-    with pytest.raises(ValueError, match=r"train.amp_dtype must be one of float16, bfloat16, got 'fp8'"):
+    with pytest.raises(ValueError, match=r"train.amp_dtype must be one of auto, float16, bfloat16, got 'fp8'"):
         load_config(None, ["train.amp_dtype=fp8"])
 
 

@@ -95,11 +95,14 @@ def swap_with_partner(
 
 def _check_perm(perm: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
     if not isinstance(perm, torch.Tensor) or perm.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"perm must be an integer torch.Tensor of shape ({batch},), got {getattr(perm, 'dtype', type(perm).__name__)}")
+        got = getattr(perm, "dtype", type(perm).__name__)
+        raise TypeError(f"perm must be an integer torch.Tensor of shape ({batch},), got {got}")
     if perm.shape != (batch,):
         raise ValueError(f"perm must have shape ({batch},) (one partner index per image), got {tuple(perm.shape)}")
     if eager_cpu(perm) and (int(perm.min()) < 0 or int(perm.max()) >= batch):
-        raise ValueError(f"perm must hold partner indices in [0, {batch}), got values from {int(perm.min())} to {int(perm.max())}")
+        raise ValueError(
+            f"perm must hold partner indices in [0, {batch}), got values from {int(perm.min())} to {int(perm.max())}"
+        )
     return perm.to(device=device, dtype=torch.int64, non_blocking=True)
 
 
@@ -107,7 +110,8 @@ def _check_mask(mask: torch.Tensor | None, batch: int, device: torch.device) -> 
     if mask is None:
         return None
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool torch.Tensor of shape ({batch},), got {getattr(mask, 'dtype', type(mask).__name__)}")
+        got = getattr(mask, "dtype", type(mask).__name__)
+        raise TypeError(f"mask must be a bool torch.Tensor of shape ({batch},), got {got}")
     if mask.shape != (batch,):
         raise ValueError(f"mask must have shape ({batch},) (one flag per image), got {tuple(mask.shape)}")
     return mask.to(device=device, non_blocking=True)
@@ -266,7 +270,9 @@ class CompiledCore:
 
     def _init_compile_core(self, compile_core: bool | dict[str, Any]) -> None:
         if not isinstance(compile_core, (bool, dict)):
-            raise TypeError(f"compile_core must be a bool or a dict of torch.compile options, got {type(compile_core).__name__}")
+            raise TypeError(
+                f"compile_core must be a bool or a dict of torch.compile options, got {type(compile_core).__name__}"
+            )
         self.compile_core = compile_core
         self._core: Any = None
 

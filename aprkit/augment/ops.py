@@ -32,8 +32,8 @@ import torch.nn.functional as F
 
 from .._checks import nearest_names
 
-__all__ = ["DEFAULT_OPS", "ALL_OPS", "GEOMETRIC_OPS", "TABLE_COLS", "resolve_ops", "sample_op_params", "op_table", "apply_table", "apply_ops",
-           "use_dense", "grey_levels", "is_geometric", "pixel_matrix", "warp_pixels"]
+__all__ = ["DEFAULT_OPS", "ALL_OPS", "GEOMETRIC_OPS", "TABLE_COLS", "resolve_ops", "sample_op_params", "op_table",
+           "apply_table", "apply_ops", "use_dense", "grey_levels", "is_geometric", "pixel_matrix", "warp_pixels"]
 
 DEFAULT_OPS: tuple[str, ...] = (
     "autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x", "translate_y",
@@ -196,7 +196,8 @@ def _warp(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch
 
 
 def _to_norm(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-    """``(3, 3)``: pixel coordinates with integer pixel centres (kornia's, OpenCV's) -> ``affine_grid``'s normalised ones."""
+    """``(3, 3)``: pixel coordinates with integer pixel centres (kornia's, OpenCV's) -> ``affine_grid``'s
+    normalised ones."""
     return torch.tensor([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1], [0, 0, 1]], dtype=like.dtype, device=like.device)
 
 
@@ -239,14 +240,16 @@ def _autocontrast(x: torch.Tensor) -> torch.Tensor:
 
 
 def _equalize(x: torch.Tensor) -> torch.Tensor:
-    """PIL's equalize per channel (histogram of the grey levels, see :func:`grey_levels`), in exact integer arithmetic."""
+    """PIL's equalize per channel (histogram of the grey levels, see :func:`grey_levels`), in exact integer
+    arithmetic."""
     b, c, h, w = x.shape
     v = grey_levels(x.detach()).long().reshape(b * c, h * w)
     hist = torch.zeros(b * c, 256, device=x.device, dtype=torch.long).scatter_add_(1, v, v.new_ones(()).expand_as(v))
     last = hist.gather(1, v.amax(dim=1, keepdim=True))  # count of the highest value present
     step = torch.div(h * w - last, 255, rounding_mode="floor")
     cum = torch.cumsum(hist, 1) - hist  # exclusive
-    lut = torch.div(torch.div(step, 2, rounding_mode="floor") + cum, step.clamp(min=1), rounding_mode="floor").clamp(max=255)
+    half = torch.div(step, 2, rounding_mode="floor")
+    lut = torch.div(half + cum, step.clamp(min=1), rounding_mode="floor").clamp(max=255)
     out = lut.gather(1, v).to(x.dtype).reshape(b, c, h, w)
     return torch.where((step > 0).reshape(b, c, 1, 1), out, x)
 

@@ -73,10 +73,11 @@ class APRPair(CompiledCore, nn.Module):
         generator = worker_generator(self.generator, self._base_seed)
         return sample_pair_params(int(batch_shape[0]), self.p, self.per_sample, generator, device)
 
-    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]  # Kornia-style apply(x, params) shadows nn.Module.apply(fn)
+    # Kornia-style apply(x, params) shadows nn.Module.apply(fn)
+    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
         """Deterministic APR-P of ``x`` ``(B, C, H, W)`` with ``params`` from :meth:`generate_parameters`."""
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)  # values: once, in apr_pair
-        mask = params["mask"]
+        mask: torch.Tensor | None = params["mask"]
         if not self.per_sample and isinstance(mask, torch.Tensor) and mask.device.type == "cpu" and mask.numel():
             if not bool(mask[0]):
                 return x
@@ -93,13 +94,14 @@ class APRPair(CompiledCore, nn.Module):
         if labels is not None:
             check_labels(labels, x.shape[0])
         params = self.generate_parameters(x.shape, None)
-        mask = params["mask"]
-        if not self.per_sample and mask.device.type == "cpu":
-            if not bool(mask[0]):
+        drawn = params["mask"]
+        mask: torch.Tensor | None
+        if not self.per_sample and drawn.device.type == "cpu":
+            if not bool(drawn[0]):
                 return x if labels is None else (x, labels)
             mask = None
         else:
-            mask = mask.to(x.device, non_blocking=True)
+            mask = drawn.to(x.device, non_blocking=True)
         perm = params["perm"].to(x.device, non_blocking=True)  # our own draw: no range check needed
         out, dc = self._run_core()(x, perm, mask, check_dims(self.dims), self.clamp, needs_finite_check(x))
         if dc is not None:  # eager CPU only: a free read there
@@ -141,7 +143,8 @@ class APRSP:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(x_all (2B, C, H, W), y_all (2B, ...))``: first half ``clean`` (or ``x``), second half APR-P of ``x``.
+        """Return ``(x_all (2B, C, H, W), y_all (2B, ...))``: first half ``clean`` (or ``x``), second half
+        APR-P of ``x``.
 
         Finiteness is checked on the CPU only (as in :class:`APRPair`: no host sync on accelerators)."""
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=_on_host(x))
@@ -151,8 +154,8 @@ class APRSP:
             check_image_tensor(clean, "clean", min_ndim=4, max_ndim=4, check_finite=_on_host(clean))
             if clean.shape != x.shape or clean.dtype != x.dtype or clean.device != x.device:
                 raise ValueError(
-                    f"clean must match images in shape, dtype and device: {tuple(clean.shape)} {clean.dtype} {clean.device} "
-                    f"vs {tuple(x.shape)} {x.dtype} {x.device}")
+                    f"clean must match images in shape, dtype and device: "
+                    f"{tuple(clean.shape)} {clean.dtype} {clean.device} vs {tuple(x.shape)} {x.dtype} {x.device}")
             first = clean
         mixed = self.pair(x)
         return torch.cat([first, mixed]), torch.cat([y, y])

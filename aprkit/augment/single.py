@@ -30,8 +30,8 @@ from .functional import CompiledCore, finish, recombine_views, recombine_views_n
 from .ops import TABLE_COLS, apply_table, grey_levels, op_table, pixel_matrix, resolve_ops, sample_op_params, use_dense
 from .ops_pil import apply_pil_op
 
-__all__ = ["sample_single_params", "apr_single", "apr_single_core", "param_table", "APRSingleBatch", "APRSingle", "make_generator",
-           "worker_generator", "worker_seed"]
+__all__ = ["sample_single_params", "apr_single", "apr_single_core", "param_table", "APRSingleBatch", "APRSingle",
+           "make_generator", "worker_generator", "worker_seed"]
 
 
 def make_generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator | None:
@@ -142,7 +142,8 @@ def _views(x255: torch.Tensor, names: tuple[str, ...], table: torch.Tensor, quan
 def apr_single(
     x: torch.Tensor, params: dict[str, torch.Tensor], ops: Sequence[str] | None = None, dims: Dims = "chw"
 ) -> torch.Tensor:
-    """APR-S on a batch ``x`` ``(B, C, H, W)`` (uint8 or float in [0, 1]) with parameters from :func:`sample_single_params`.
+    """APR-S on a batch ``x`` ``(B, C, H, W)`` (uint8 or float in [0, 1]) with parameters from
+    :func:`sample_single_params`.
 
     Returns a new tensor of ``x``'s dtype and device, clamped to its range (uint8 rounded).
     Views of uint8 images are rounded to integers between ops, as the reference's uint8 arrays are.
@@ -216,7 +217,8 @@ class APRSingleBatch(CompiledCore, nn.Module):
         params = sample_single_params(n, self.p, self.severity, len(self.ops), generator)
         return {k: v.to(device, non_blocking=True) for k, v in params.items()} if device is not None else params
 
-    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]  # Kornia-style apply(x, params) shadows nn.Module.apply(fn)
+    # Kornia-style apply(x, params) shadows nn.Module.apply(fn)
+    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
         """Deterministic APR-S of ``x`` ``(B, C, H, W)`` with ``params``."""
         return apr_single(x, params, self.ops, self.dims)
 
@@ -237,9 +239,10 @@ class APRSingle:
     images on the CPU with 1 or 3 channels take the reference's path (PIL ops, then one small FFT
     in ``scipy.fft``: fastest per image); float images and device tensors take the batched torch
     path of :class:`APRSingleBatch` (same draws; the two agree to 0.5 grey levels mean per image on
-    average, at most 4.7 on CIFAR-10 -- see ``aprkit.augment.ops_pil``). With ``generator=None`` and no ``seed`` draws use torch's global RNG,
-    which ``DataLoader`` seeds per worker; with ``seed``/``generator`` each worker re-seeds its copy from
-    that seed and the worker's torch seed (:func:`worker_generator`), so workers draw different streams.
+    average, at most 4.7 on CIFAR-10 -- see ``aprkit.augment.ops_pil``). With ``generator=None`` and no
+    ``seed`` draws use torch's global RNG, which ``DataLoader`` seeds per worker; with ``seed``/``generator``
+    each worker re-seeds its copy from that seed and the worker's torch seed (:func:`worker_generator`), so
+    workers draw different streams.
     """
 
     def __init__(self, p: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None, dims: Dims = "chw",
@@ -270,11 +273,15 @@ class APRSingle:
             return self._apply_numpy(img, params)
         try:
             from PIL import Image
+
+            is_pil = isinstance(img, Image.Image)
         except ImportError:  # pragma: no cover - pillow is a dependency
-            Image = None
-        if Image is not None and isinstance(img, Image.Image):
+            is_pil = False
+        if is_pil:
             return self._apply_pil(img, params)
-        raise TypeError(f"image must be a PIL image, a numpy array (H, W[, C]) or a tensor (C, H, W), got {type(img).__name__}")
+        raise TypeError(
+            f"image must be a PIL image, a numpy array (H, W[, C]) or a tensor (C, H, W), got {type(img).__name__}"
+        )
 
     def _apply_numpy(self, arr: np.ndarray, params: dict[str, torch.Tensor]) -> np.ndarray:
         if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3)):

@@ -112,7 +112,10 @@ class ArrayDataset(Dataset):
                 raise ValueError(f"labels must have shape ({n},) (one per image), got shape {lab.shape}")
             self.labels = lab.astype(np.int64)
         self.classes = list(classes) if classes is not None else None
-        h, w, c = (arr.shape[1], arr.shape[2], arr.shape[3]) if layout == "nhwc" else (arr.shape[2], arr.shape[3], arr.shape[1])
+        if layout == "nhwc":
+            h, w, c = arr.shape[1], arr.shape[2], arr.shape[3]
+        else:
+            h, w, c = arr.shape[2], arr.shape[3], arr.shape[1]
         self.image_shape = (int(c), int(h), int(w))
 
     def _open(self) -> np.ndarray:

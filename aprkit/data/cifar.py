@@ -29,8 +29,10 @@ __all__ = ["CIFAR10_CLASSES", "cifar_dataset"]
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 _BINARY = {
-    "cifar10": ("cifar-10-batches-py", {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}, b"labels", "batches.meta", b"label_names"),
-    "cifar100": ("cifar-100-python", {"train": ["train"], "test": ["test"]}, b"fine_labels", "meta", b"fine_label_names"),
+    "cifar10": ("cifar-10-batches-py", {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
+                b"labels", "batches.meta", b"label_names"),
+    "cifar100": ("cifar-100-python", {"train": ["train"], "test": ["test"]},
+                 b"fine_labels", "meta", b"fine_label_names"),
 }
 
 
@@ -45,7 +47,8 @@ def _read_binary(folder: Path, name: str, split: str) -> ArrayDataset:
     for fname in files[split]:
         path = folder / fname
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; expected torchvision's {name} layout {folder}/{{{','.join(files['train'] + files['test'])}}}")
+            layout = f"{folder}/{{{','.join(files['train'] + files['test'])}}}"
+            raise FileNotFoundError(f"{path} is missing; expected torchvision's {name} layout {layout}")
         d = _unpickle(path)
         images.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.append(np.asarray(d[label_key], dtype=np.int64))
@@ -70,7 +73,8 @@ def _read_png_tree(root: Path, split: str, **kw) -> ImageListDataset:
     return ImageFolderDataset(root / split, **kw)
 
 
-def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", *, download: bool = False, in_memory: bool = False, **kw) -> Dataset:
+def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", *, download: bool = False,
+                  in_memory: bool = False, **kw) -> Dataset:
     """CIFAR-10/100 ``split`` (``"train"``/``"test"``) from ``root`` in either layout (see module docstring).
 
     Extra keywords (``transform``, ``resize``, ``crop``) go to the PNG-tree reader.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -22,7 +22,8 @@ from aprkit._checks import nearest_names
 from .arrays import ArrayDataset, load_npy
 from .folder import ImageFolderDataset
 
-__all__ = ["BENCHMARK_CORRUPTIONS", "ALL_CORRUPTIONS", "cifar_c", "imagenet_c", "available_corruptions", "check_matches_clean"]
+__all__ = ["BENCHMARK_CORRUPTIONS", "ALL_CORRUPTIONS", "cifar_c", "imagenet_c", "available_corruptions",
+           "check_matches_clean"]
 
 #: the 15 benchmark corruptions (same order as ``aprkit.eval.metrics.CORRUPTIONS``)
 BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
@@ -42,15 +43,23 @@ def _check_corruption(corruption: str) -> str:
         raise TypeError(f"corruption must be a str, got {type(corruption).__name__}")
     key = corruption.strip().lower().replace(" ", "_").replace("-", "_")
     if key not in ALL_CORRUPTIONS:
-        raise ValueError(f"unknown corruption {corruption!r}{nearest_names(key, ALL_CORRUPTIONS)}; valid: {', '.join(ALL_CORRUPTIONS)}")
+        raise ValueError(f"unknown corruption {corruption!r}{nearest_names(key, ALL_CORRUPTIONS)}; "
+                         f"valid: {', '.join(ALL_CORRUPTIONS)}")
     return key
+
+
+@overload
+def _check_severity(severity: int, allow_all: Literal[False]) -> int: ...
+@overload
+def _check_severity(severity: int | None, allow_all: Literal[True]) -> int | None: ...
 
 
 def _check_severity(severity: int | None, allow_all: bool) -> int | None:
     if severity is None and allow_all:
         return None
     if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 1 <= int(severity) <= 5:
-        raise ValueError(f"severity must be an int in 1..5{' or None (all five)' if allow_all else ''}, got {severity!r}")
+        valid = "an int in 1..5 or None (all five)" if allow_all else "an int in 1..5"
+        raise ValueError(f"severity must be {valid}, got {severity!r}")
     return int(severity)
 
 
@@ -60,7 +69,8 @@ def available_corruptions(root: str | Path) -> list[str]:
     return [c for c in ALL_CORRUPTIONS if (root / f"{c}.npy").is_file() or _find_corruption_dir(root, c) is not None]
 
 
-def cifar_c(root: str | Path, corruption: str, severity: int | None = None, *, classes: Sequence[str] | None = None) -> ArrayDataset:
+def cifar_c(root: str | Path, corruption: str, severity: int | None = None, *,
+            classes: Sequence[str] | None = None) -> ArrayDataset:
     """One corruption (and severity 1..5, or ``None`` for all five stacked) of CIFAR-10-C / CIFAR-100-C.
 
     Returns a memory-mapped :class:`ArrayDataset`. Raises ``FileNotFoundError`` naming the missing file and
@@ -81,7 +91,9 @@ def cifar_c(root: str | Path, corruption: str, severity: int | None = None, *, c
     n = arr.shape[0] // 5
     labels = load_npy(label_path)
     if labels.ndim != 1 or labels.shape[0] not in (n, 5 * n):
-        raise ValueError(f"{label_path} must have shape ({5 * n},) or ({n},) to match {data_path} {arr.shape}, got {labels.shape}")
+        raise ValueError(
+            f"{label_path} must have shape ({5 * n},) or ({n},) to match {data_path} {arr.shape}, got {labels.shape}"
+        )
     if labels.dtype.kind not in "iu":
         raise ValueError(f"{label_path} must hold integer class labels, got dtype {labels.dtype}")
     labels = np.asarray(labels, dtype=np.int64)
@@ -102,7 +114,8 @@ def _find_corruption_dir(root: Path, corruption: str) -> Path | None:
     return None
 
 
-def imagenet_c(root: str | Path, corruption: str, severity: int, *, classes: Sequence[str] | None = None, **kw) -> ImageFolderDataset:
+def imagenet_c(root: str | Path, corruption: str, severity: int, *, classes: Sequence[str] | None = None,
+               **kw) -> ImageFolderDataset:
     """One corruption x severity of ImageNet-C / Tiny-ImageNet-C (folder layout), decoded per image.
 
     ``classes`` fixes the label order (default: sorted wnid folders); extra keywords (``resize``, ``crop``,

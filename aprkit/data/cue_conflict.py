@@ -67,7 +67,8 @@ def parse_stimulus_name(name: str) -> tuple[str, str]:
     m = _NAME_RE.match(base)
     if m is None:
         raise ValueError(
-            f"malformed cue-conflict file name {base!r}: expected '<shape>N-<texture>M.png', e.g. 'knife1-airplane1.png'"
+            f"malformed cue-conflict file name {base!r}: expected '<shape>N-<texture>M.png', "
+            f"e.g. 'knife1-airplane1.png'"
         )
     return m.group(1), m.group(3)
 
@@ -125,7 +126,9 @@ def scan_cue_conflict(
             f"<shape>/<shape>N-<texture>M.png with categories {', '.join(cats)}:{_listing(problems)}"
         )
     if not stimuli:
-        raise ValueError(f"cue-conflict folder {str(root)!r} holds no stimuli (expected <shape>/<shape>N-<texture>M.png)")
+        raise ValueError(
+            f"cue-conflict folder {str(root)!r} holds no stimuli (expected <shape>/<shape>N-<texture>M.png)"
+        )
     return stimuli
 
 
@@ -154,7 +157,8 @@ class CueConflict(Dataset):
         self.texture_labels = torch.tensor([s.texture_label for s in self.stimuli], dtype=torch.long)
         self.names = [s.path.name for s in self.stimuli]
         #: stable identifier for result caches (root, filter and count)
-        self.cache_id = f"cue-conflict:{self.root.resolve()}:{'conflicting' if conflicting_only else 'all'}:{len(self.stimuli)}"
+        which = "conflicting" if conflicting_only else "all"
+        self.cache_id = f"cue-conflict:{self.root.resolve()}:{which}:{len(self.stimuli)}"
 
     def __len__(self) -> int:
         return len(self.stimuli)

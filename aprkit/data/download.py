@@ -163,7 +163,8 @@ def zenodo_md5(record: str, key: str, *, api: str = ZENODO_API, timeout: float =
     """The MD5 that Zenodo record ``record`` publishes for its file ``key`` (from ``{api}/{record}``)."""
     url = f"{api.rstrip('/')}/{record}"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "aprkit"}), timeout=timeout) as r:
+        request = urllib.request.Request(url, headers={"User-Agent": "aprkit"})
+        with urllib.request.urlopen(request, timeout=timeout) as r:
             meta = json.loads(r.read().decode("utf-8"))
     except (urllib.error.URLError, OSError) as e:
         raise DownloadError(f"could not read the checksums of Zenodo record {record} from {url} "

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["IMG_EXTENSIONS", "read_image", "resize_center_crop", "ImageListDataset", "ImageFolderDataset", "find_classes"]
+__all__ = ["IMG_EXTENSIONS", "read_image", "resize_center_crop", "ImageListDataset", "ImageFolderDataset",
+           "find_classes"]
 
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 _TV_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -46,7 +47,9 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     except FileNotFoundError:
         raise
     except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated, corrupted or not an image
-        raise ValueError(f"cannot decode image {path} ({err}); expected an intact image file (truncated or corrupted?)") from None
+        raise ValueError(
+            f"cannot decode image {path} ({err}); expected an intact image file (truncated or corrupted?)"
+        ) from None
     t = torch.from_numpy(arr.copy())
     return t.permute(2, 0, 1).contiguous() if t.ndim == 3 else t[None]
 
@@ -100,7 +103,9 @@ class ImageListDataset(Dataset):
 
     def _cached_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``uint8 (B, C, H, W)`` and labels ``int64 (B,)``, decoding only images not seen before."""
-        idx = torch.as_tensor(list(range(*indices.indices(len(self)))) if isinstance(indices, slice) else indices, dtype=torch.int64).reshape(-1)
+        if isinstance(indices, slice):
+            indices = list(range(*indices.indices(len(self))))
+        idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
         if self._cache is None:
             first = self._load(int(idx[0]) if idx.numel() else 0)
             self._cache = torch.empty((len(self), *first.shape), dtype=torch.uint8)
@@ -152,7 +157,8 @@ class ImageFolderDataset(ImageListDataset):
     when ``root`` is missing or holds no images.
     """
 
-    def __init__(self, root: str | Path, *, classes: Sequence[str] | None = None, extensions: Sequence[str] = IMG_EXTENSIONS, **kw):
+    def __init__(self, root: str | Path, *, classes: Sequence[str] | None = None,
+                 extensions: Sequence[str] = IMG_EXTENSIONS, **kw):
         root = Path(root)
         layout = f"{root}/<class>/<image>{'|'.join(extensions[:3])}..."
         if not root.is_dir():

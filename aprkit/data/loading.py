@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .arrays import ArrayDataset, _as_index_array
 
-__all__ = ["iter_batches", "collate_uint8", "subset", "first_n", "SubsetDataset", "dataset_tensors", "to_array_dataset", "batch_source",
-           "describe_size_mismatch"]
+__all__ = ["iter_batches", "collate_uint8", "subset", "first_n", "SubsetDataset", "dataset_tensors", "to_array_dataset",
+           "batch_source", "describe_size_mismatch"]
 
 
 def describe_size_mismatch(dataset: Dataset, indices: Sequence[int]) -> str:
@@ -81,9 +81,12 @@ class SubsetDataset(Dataset):
 
 
 def subset(dataset: Dataset, n: int | Sequence[int], *, seed: int | None = None) -> SubsetDataset:
-    """A subset: explicit ``indices``, the first ``n`` samples, or (with ``seed``) ``n`` random ones without replacement."""
+    """A subset: explicit ``indices``, the first ``n`` samples, or (with ``seed``) ``n`` random ones without
+    replacement."""
     total = len(dataset)  # type: ignore[arg-type]
-    if isinstance(n, (int, np.integer)) and not isinstance(n, bool):
+    if isinstance(n, bool):
+        raise TypeError(f"n must be a count (int) or a sequence of indices, got {n!r}")
+    if isinstance(n, (int, np.integer)):
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         n = min(int(n), total)

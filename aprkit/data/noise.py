@@ -33,13 +33,15 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     k = k / k.sum()
     b, c, h, w = x.shape
     y = x.reshape(b * c, 1, h, w)
-    y = torch.nn.functional.pad(y, (radius, radius, radius, radius), mode="reflect" if min(h, w) > radius else "replicate")
+    mode = "reflect" if min(h, w) > radius else "replicate"
+    y = torch.nn.functional.pad(y, (radius, radius, radius, radius), mode=mode)
     y = torch.nn.functional.conv2d(y, k.view(1, 1, 1, -1))
     y = torch.nn.functional.conv2d(y, k.view(1, 1, -1, 1))
     return y.reshape(b, c, h, w)
 
 
-def noise_images(kind: str, n: int, size: tuple[int, int] = (32, 32), channels: int = 3, *, generator: torch.Generator | None = None, std: float = 1.0) -> torch.Tensor:
+def noise_images(kind: str, n: int, size: tuple[int, int] = (32, 32), channels: int = 3, *,
+                 generator: torch.Generator | None = None, std: float = 1.0) -> torch.Tensor:
     """``n`` noise images of ``kind`` as uint8 ``(n, channels, H, W)`` (see the module docstring)."""
     if kind not in NOISE_KINDS:
         raise ValueError(f"unknown noise kind {kind!r}; valid: {', '.join(NOISE_KINDS)}")
@@ -63,7 +65,8 @@ class NoiseDataset(Dataset):
     ``size`` is an int or ``(H, W)``; ``seed`` fixes the set. Supports ``get_batch`` (fast batch path).
     """
 
-    def __init__(self, kind: str = "gaussian", n: int = 10000, *, size: int | tuple[int, int] = 32, channels: int = 3, seed: int = 0, std: float = 1.0):
+    def __init__(self, kind: str = "gaussian", n: int = 10000, *, size: int | tuple[int, int] = 32, channels: int = 3,
+                 seed: int = 0, std: float = 1.0):
         if kind not in NOISE_KINDS:
             raise ValueError(f"unknown noise kind {kind!r}; valid: {', '.join(NOISE_KINDS)}")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:

@@ -51,7 +51,9 @@ def _cifar_c(name: str) -> Callable[..., Dataset]:
         from .corrupted import cifar_c
 
         if corruption is None:
-            raise ValueError(f"{name} needs corruption= (e.g. get_dataset('{name}:ROOT', corruption='fog', severity=3))")
+            raise ValueError(
+                f"{name} needs corruption= (e.g. get_dataset('{name}:ROOT', corruption='fog', severity=3))"
+            )
         return cifar_c(_root(arg, name), corruption, severity, **kw)
 
     return make
@@ -62,7 +64,8 @@ def _folder_c(name: str) -> Callable[..., Dataset]:
         from .corrupted import imagenet_c
 
         if corruption is None or severity is None:
-            raise ValueError(f"{name} needs corruption= and severity= (e.g. get_dataset('{name}:ROOT', corruption='fog', severity=3))")
+            raise ValueError(f"{name} needs corruption= and severity= "
+                             f"(e.g. get_dataset('{name}:ROOT', corruption='fog', severity=3))")
         return imagenet_c(_root(arg, name), corruption, severity, **kw)
 
     return make
@@ -96,7 +99,8 @@ def _noise(arg: str, split: str, **kw: Any) -> Dataset:
     from .noise import NOISE_KINDS, NoiseDataset
 
     if arg not in NOISE_KINDS:
-        raise ValueError(f"unknown noise kind {arg!r}{nearest_names(arg, NOISE_KINDS)}; valid: {', '.join('noise:' + k for k in NOISE_KINDS)}")
+        raise ValueError(f"unknown noise kind {arg!r}{nearest_names(arg, NOISE_KINDS)}; "
+                         f"valid: {', '.join('noise:' + k for k in NOISE_KINDS)}")
     return NoiseDataset(arg, **kw)
 
 
@@ -137,7 +141,8 @@ def parse_spec(spec: str) -> tuple[str, str]:
     kind, _, arg = spec.partition(":")
     kind = kind.strip().lower()
     if kind not in DATASET_KINDS:
-        raise ValueError(f"unknown dataset kind {kind!r} in spec {spec!r}{nearest_names(kind, list(DATASET_KINDS))}; valid kinds: {', '.join(DATASET_KINDS)}")
+        raise ValueError(f"unknown dataset kind {kind!r} in spec {spec!r}{nearest_names(kind, list(DATASET_KINDS))}; "
+                         f"valid kinds: {', '.join(DATASET_KINDS)}")
     return kind, arg.strip()
 
 

@@ -99,19 +99,24 @@ def _zenodo(record: str, name: str, md5: str | None) -> RemoteFile:
 
 _HUMANS = tuple(f"cue-conflict_subject-{i:02d}_session_1.csv" for i in range(1, 11))
 #: MD5s computed from the files at the pinned commits (identical to texture-vs-shape's style-transfer CSVs)
-_HUMAN_MD5 = ("85a0dd1b5814a03d92b1119d80e4bc58", "bd78657d3026c7b08d86f74bf18dcbfc", "c6f00b8c321f809e3fe2eac2fb1e42c1",
-              "2c69d7df2c3cc024174980d8c5dd854f", "62d80fbde743d136a1da93561cb0190c", "90fb714cc6455565cad3f1807b047d3b",
-              "2ada5ef0b86a20e0a50411bad90f568e", "992de37cc0392378efb7fad1a5eb434a", "d574f5912b4425019709cd16417f690a",
-              "6d0734b9abc5ede1bb090d66e6c1853d")
+_HUMAN_MD5 = ("85a0dd1b5814a03d92b1119d80e4bc58", "bd78657d3026c7b08d86f74bf18dcbfc",
+              "c6f00b8c321f809e3fe2eac2fb1e42c1", "2c69d7df2c3cc024174980d8c5dd854f",
+              "62d80fbde743d136a1da93561cb0190c", "90fb714cc6455565cad3f1807b047d3b",
+              "2ada5ef0b86a20e0a50411bad90f568e", "992de37cc0392378efb7fad1a5eb434a",
+              "d574f5912b4425019709cd16417f690a", "6d0734b9abc5ede1bb090d66e6c1853d")
 _RESNET50 = "style-transfer-512-nomask-experiment_resnet50_session-1.csv"
+_MVH_RAW = f"https://raw.githubusercontent.com/bethgelab/model-vs-human/{_MVH_COMMIT}/raw-data"
+_TVS_RAW = f"https://raw.githubusercontent.com/rgeirhos/texture-vs-shape/{_TVS_COMMIT}/raw-data"
 
 #: name -> Source. MD5s are the ones the Zenodo records publish (CIFAR-10-C, CIFAR-100-C, ImageNet-C as also
 #: pinned by other loaders); Tiny-ImageNet-C's is read from its Zenodo record at download time (not pinned:
 #: we could not confirm it). GitHub archives are not byte-stable, so the stimuli are checked by content.
 SOURCES: dict[str, Source] = {
-    "cifar10-c": Source("cifar10-c", "CIFAR-10-C", (_zenodo("2535967", "CIFAR-10-C.tar", "56bf5dcef84df0e2308c6dcbcbbd8499"),),
+    "cifar10-c": Source("cifar10-c", "CIFAR-10-C",
+                        (_zenodo("2535967", "CIFAR-10-C.tar", "56bf5dcef84df0e2308c6dcbcbbd8499"),),
                         "CIFAR-10-C", _check_cifar_c),
-    "cifar100-c": Source("cifar100-c", "CIFAR-100-C", (_zenodo("3555552", "CIFAR-100-C.tar", "11f0ed0f1191edbf9fa23466ae6021d3"),),
+    "cifar100-c": Source("cifar100-c", "CIFAR-100-C",
+                         (_zenodo("3555552", "CIFAR-100-C.tar", "11f0ed0f1191edbf9fa23466ae6021d3"),),
                          "CIFAR-100-C", _check_cifar_c),
     "tinyimagenet-c": Source("tinyimagenet-c", "Tiny-ImageNet-C", (_zenodo("2536630", "Tiny-ImageNet-C.tar", None),),
                              "Tiny-ImageNet-C", _check_folder_c),
@@ -122,13 +127,14 @@ SOURCES: dict[str, Source] = {
         _zenodo("2235448", "digital.tar", "89157860d7b10d5797849337ca2e5c03"),
     ), "", _check_folder_c),
     "cue-conflict": Source("cue-conflict", "cue-conflict", (RemoteFile(
-        f"https://github.com/rgeirhos/texture-vs-shape/archive/{_TVS_COMMIT}.zip", f"texture-vs-shape-{_TVS_COMMIT[:7]}.zip"),),
+        f"https://github.com/rgeirhos/texture-vs-shape/archive/{_TVS_COMMIT}.zip",
+        f"texture-vs-shape-{_TVS_COMMIT[:7]}.zip"),),
         f"texture-vs-shape-{_TVS_COMMIT}/stimuli/style-transfer-preprocessed-512", _check_cue_conflict),
     "cue-conflict-decisions": Source("cue-conflict-decisions", "cue-conflict-decisions", tuple(
-        RemoteFile(f"https://raw.githubusercontent.com/bethgelab/model-vs-human/{_MVH_COMMIT}/raw-data/cue-conflict/{n}", n, m)
+        RemoteFile(f"{_MVH_RAW}/cue-conflict/{n}", n, m)
         for n, m in zip(_HUMANS, _HUMAN_MD5, strict=True)) + (RemoteFile(
-            f"https://raw.githubusercontent.com/rgeirhos/texture-vs-shape/{_TVS_COMMIT}/raw-data/"
-            f"style-transfer-512-nomask-experiment-trained-CNNs/{_RESNET50}", _RESNET50, "66c4ae7cb3fbf9669614a1593e6d2fd6"),),
+            f"{_TVS_RAW}/style-transfer-512-nomask-experiment-trained-CNNs/{_RESNET50}", _RESNET50,
+            "66c4ae7cb3fbf9669614a1593e6d2fd6"),),
         None, _check_files(_HUMANS + (_RESNET50,))),
 }
 
@@ -207,7 +213,9 @@ def ensure_source(
             extract_archive(a, extracted, progress=progress)
         inner = extracted / source.inner
         if not inner.is_dir():
-            raise ValueError(f"the {source.name} archives hold no folder {source.inner!r}; expected the published layout")
+            raise ValueError(
+                f"the {source.name} archives hold no folder {source.inner!r}; expected the published layout"
+            )
         _merge(inner, target)
         remove_tree(extracted)
         if not keep_archives:

@@ -133,7 +133,8 @@ def render(
     shape_ids = torch.as_tensor(shape_ids, dtype=torch.long).flatten()
     texture_ids = torch.as_tensor(texture_ids, dtype=torch.long).flatten()
     if shape_ids.shape != texture_ids.shape:
-        raise ValueError(f"shape_ids and texture_ids must have the same length, got {shape_ids.numel()} and {texture_ids.numel()}")
+        raise ValueError(f"shape_ids and texture_ids must have the same length, "
+                         f"got {shape_ids.numel()} and {texture_ids.numel()}")
     if shape_ids.numel() == 0:
         raise ValueError("shape_ids is empty; expected at least one image")
     for name, ids in (("shape_ids", shape_ids), ("texture_ids", texture_ids)):

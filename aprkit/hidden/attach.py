@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from .feature_apr import FeatureAPR
+from .. import fourier
+from .feature_apr import FeatureAPR, Lam
 from .sites import resolve_module
 
 __all__ = ["attach", "AttachHandle", "token_layout"]
@@ -22,8 +23,11 @@ def token_layout(model: nn.Module) -> tuple[int | None, tuple[int, int] | None]:
         k = getattr(m, "num_prefix_tokens", None)
         if k is not None:
             grid = getattr(getattr(m, "patch_embed", None), "grid_size", None)
-            grid_t = tuple(int(v) for v in grid) if grid is not None else None
-            return int(k), (grid_t if grid_t is not None and grid_t[0] != grid_t[1] else None)
+            if grid is not None:
+                gh, gw = (int(v) for v in grid)
+                if gh != gw:
+                    return int(k), (gh, gw)
+            return int(k), None
     return None, None
 
 
@@ -61,9 +65,9 @@ def attach(
     layers: Sequence[str],
     *,
     p: float = 0.5,
-    dims: str = "hw",
-    mode: str = "swap",
-    lam: Any = None,
+    dims: fourier.Dims = "hw",
+    mode: Literal["swap", "mix"] = "swap",
+    lam: Lam = None,
     num_prefix_tokens: int | None = None,
     grid: tuple[int, int] | None = None,
     generator: torch.Generator | None = None,
@@ -86,13 +90,14 @@ def attach(
     for name in layers:
         if ":" in name:
             raise ValueError(
-                f"attach needs a module, not a functional op ({name!r}); hook the module whose output you want to augment"
+                f"attach needs a module, not a functional op ({name!r}); "
+                f"hook the module whose output you want to augment"
             )
         resolved.append(resolve_module(model, name))
     hooks: list[Any] = []
     modules: dict[str, FeatureAPR] = {}
     for full, module in resolved:
-        apr = FeatureAPR(p=p, dims=dims, mode=mode, lam=lam, num_prefix_tokens=k, grid=grid, generator=generator)  # type: ignore[arg-type]
+        apr = FeatureAPR(p=p, dims=dims, mode=mode, lam=lam, num_prefix_tokens=k, grid=grid, generator=generator)
         modules[full] = apr
 
         def hook(mod: nn.Module, args: Any, out: Any, apr: FeatureAPR = apr, full: str = full) -> Any:
@@ -100,7 +105,8 @@ def attach(
                 return None
             if not isinstance(out, torch.Tensor):
                 raise ValueError(
-                    f"layer {full!r} returns a {type(out).__name__}; FeatureAPR needs a feature map (B, C, H, W) or tokens (B, N, D)"
+                    f"layer {full!r} returns a {type(out).__name__}; "
+                    f"FeatureAPR needs a feature map (B, C, H, W) or tokens (B, N, D)"
                 )
             return apr(out)
 

@@ -62,7 +62,7 @@ def front_blocks(model: nn.Module, site: Site, example: torch.Tensor) -> FrontSk
 def skipping(blocks: Sequence[tuple[nn.Module, tuple[int, ...]]]) -> Iterator[None]:
     """Within the context, each block returns zeros of its recorded shape instead of computing."""
     for m, shape in blocks:
-        m.forward = lambda x, *a, _s=shape, **k: x.new_zeros((x.shape[0], *_s))  # type: ignore[method-assign]
+        m.forward = lambda x, *a, _s=shape, **k: x.new_zeros((x.shape[0], *_s))
     try:
         yield
     finally:
@@ -74,7 +74,8 @@ def skipping(blocks: Sequence[tuple[nn.Module, tuple[int, ...]]]) -> Iterator[No
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
              site: Site | None = None, call: int = 0, replace: Callable[[torch.Tensor], torch.Tensor] | None = None,
              skip: Sequence[tuple[nn.Module, tuple[int, ...]]] = (),
-             feed: tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             feed: tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]] | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Predictions ``(N,)`` and logits ``(N, K)`` on the CPU for ``images`` ``(N, C, H, W)``.
 
     With ``site``, call number ``call`` of that site is replaced by ``replace(rows)`` for each batch of
@@ -88,10 +89,16 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: tor
         if site is None:
             out = model(x)
         else:
+            if replace is None:
+                raise ValueError("predict with a site needs replace (the function giving the replacement activations)")
             hook = None if feed is None else feed[0].register_forward_pre_hook(
                 lambda m, args, rows=rows: (feed[1](rows).to(args[0].dtype), *args[1:]))
+
+            def swap(a: Any, i: int, rows: torch.Tensor = rows) -> torch.Tensor | None:
+                return replace(rows).to(a.dtype) if i == call else None
+
             try:
-                with skipping(skip), tap(model, site, lambda a, i: replace(rows).to(a.dtype) if i == call else None):  # noqa: B023 - called within this iteration
+                with skipping(skip), tap(model, site, swap):
                     out = model(x)
             finally:
                 if hook is not None:
@@ -102,7 +109,8 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: tor
 
 
 @torch.no_grad()
-def capture(model: nn.Module, images: torch.Tensor, site: Site, batch_size: int, device: torch.device) -> tuple[torch.Tensor, int]:
+def capture(model: nn.Module, images: torch.Tensor, site: Site, batch_size: int, device: torch.device
+            ) -> tuple[torch.Tensor, int]:
     """Activations ``(N, ...)`` at ``site`` (on the model's device) and the resolved call index.
 
     A probe forward counts the calls of the site; ``site.call_index`` (negative counts from the end)
@@ -116,7 +124,8 @@ def capture(model: nn.Module, images: torch.Tensor, site: Site, batch_size: int,
     if n_calls == 0:
         raise ValueError(f"layer {site.layer!r} was never called in a forward pass; pick a layer the model uses")
     if site.call_index is None and n_calls > 1:
-        raise ValueError(f"layer {site.layer!r} is called {n_calls} times per forward; pass call_index (0..{n_calls - 1} or negative)")
+        raise ValueError(f"layer {site.layer!r} is called {n_calls} times per forward; "
+                         f"pass call_index (0..{n_calls - 1} or negative)")
     idx = 0 if site.call_index is None else site.call_index
     if not -n_calls <= idx < n_calls:
         raise ValueError(f"call_index {idx} out of range for layer {site.layer!r}, which is called {n_calls} times")
@@ -126,7 +135,8 @@ def capture(model: nn.Module, images: torch.Tensor, site: Site, batch_size: int,
     def grab(a: Any, i: int) -> None:
         if i == idx:
             if not isinstance(a, torch.Tensor):
-                raise ValueError(f"layer {site.layer!r} {site.site} is a {type(a).__name__}, not a feature map (B, C, H, W) or tokens (B, N, D)")
+                raise ValueError(f"layer {site.layer!r} {site.site} is a {type(a).__name__}, "
+                                 f"not a feature map (B, C, H, W) or tokens (B, N, D)")
             chunks.append(a.detach().clone())
             raise StopForward
 

@@ -136,4 +136,5 @@ class FeatureAPR(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, dims={self.dims!r}, mode={self.mode!r}, lam={self.lam}, num_prefix_tokens={self.num_prefix_tokens}"
+        return (f"p={self.p}, dims={self.dims!r}, mode={self.mode!r}, lam={self.lam}, "
+                f"num_prefix_tokens={self.num_prefix_tokens}")

@@ -76,12 +76,14 @@ def to_grid(
             side = math.isqrt(rest)
             if side * side != rest:
                 raise ValueError(
-                    f"{name} has {rest} patch tokens after {k} prefix tokens, which is not a square grid; pass grid=(h, w)"
+                    f"{name} has {rest} patch tokens after {k} prefix tokens, which is not a square grid; "
+                    f"pass grid=(h, w)"
                 )
             grid = (side, side)
         h, w = int(grid[0]), int(grid[1])
         if h * w != rest or h < 2 or w < 2:
-            raise ValueError(f"grid {grid} does not fit the {rest} patch tokens of {name} {tuple(x.shape)} (need h*w == {rest}, h, w >= 2)")
+            raise ValueError(f"grid {grid} does not fit the {rest} patch tokens of {name} {tuple(x.shape)} "
+                             f"(need h*w == {rest}, h, w >= 2)")
         prefix = x[:, :k] if k else None
         patches = x[:, k:].transpose(1, 2).reshape(x.shape[0], x.shape[2], h, w)
         return patches, prefix, GridLayout("tokens", (h, w), k)

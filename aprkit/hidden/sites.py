@@ -190,7 +190,9 @@ def tap(model: nn.Module, site: Site, fn: Callable[[torch.Tensor, int], torch.Te
             yield state
             return
         if op not in FUNCTIONAL_OPS:
-            raise ValueError(f"unknown functional op {op!r} in layer {site.layer!r}; expected one of {sorted(FUNCTIONAL_OPS)}")
+            raise ValueError(
+                f"unknown functional op {op!r} in layer {site.layer!r}; expected one of {sorted(FUNCTIONAL_OPS)}"
+            )
 
         def handler(func, args, kwargs):
             i = state.calls

@@ -183,8 +183,9 @@ def load_model(
     Extra keyword arguments go to the model builder.
 
     Untrained weights are never used silently: an aprkit architecture name without ``checkpoint`` raises
-    unless ``random_init=True`` (which also gives foreign specs random weights), and a checkpoint whose classifier has another
-    number of classes than ``num_classes`` raises unless ``drop_head=True`` (a new, random head).
+    unless ``random_init=True`` (which also gives foreign specs random weights), and a checkpoint whose
+    classifier has another number of classes than ``num_classes`` raises unless ``drop_head=True`` (a new,
+    random head).
     """
     if random_init and checkpoint is not None:
         raise ValueError("random_init=True asks for untrained weights but checkpoint= was given too; pass one of them")
@@ -206,7 +207,9 @@ def load_model(
                 model = create_foreign(text, num_classes=num_classes, pretrained=True, drop_head=drop_head, **kwargs)
         elif re.match(r"^[A-Za-z][\w.-]+:", text) and not Path(text).exists():
             lib = text.split(":", 1)[0]
-            raise ValueError(f"unknown model library {lib!r} in {text!r}; expected one of {', '.join(_FOREIGN_PREFIXES)}")
+            raise ValueError(
+                f"unknown model library {lib!r} in {text!r}; expected one of {', '.join(_FOREIGN_PREFIXES)}"
+            )
         elif is_model(text):
             model = _load_aprkit_arch(text, num_classes, checkpoint, weights_only, kwargs, random_init, drop_head)
         elif Path(text).is_file():

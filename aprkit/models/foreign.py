@@ -105,7 +105,10 @@ def _timm(name: str, num_classes: int | None, sd: Mapping[str, torch.Tensor] | N
           drop_head: bool) -> Normalize:
     import timm
 
-    build = lambda n: timm.create_model(name, pretrained=False, **({"num_classes": n} if n else {}), **kwargs)  # noqa: E731
+    def build(n: int | None) -> Any:
+        head: dict[str, Any] = {"num_classes": n} if n else {}
+        return timm.create_model(name, pretrained=False, **head, **kwargs)
+
     net = build(num_classes)
     if sd is not None and num_classes is None:
         n = _classes_in(sd, net)
@@ -123,7 +126,10 @@ def _torchvision(name: str, num_classes: int | None, sd: Mapping[str, torch.Tens
                  drop_head: bool) -> Normalize:
     import torchvision
 
-    build = lambda n: torchvision.models.get_model(name, weights=None, **({"num_classes": n} if n else {}), **kwargs)  # noqa: E731
+    def build(n: int | None) -> Any:
+        head: dict[str, Any] = {"num_classes": n} if n else {}
+        return torchvision.models.get_model(name, weights=None, **head, **kwargs)
+
     net = build(num_classes)
     if sd is not None and num_classes is None:
         n = _classes_in(sd, net)
@@ -178,8 +184,9 @@ class Preprocess(Normalize):
 def _weights_error(what: str, source: str, looked: str, e: BaseException) -> OSError:
     from ..data.download import DownloadError
 
+    first_line = str(e).splitlines()[0] if str(e) else ""
     return DownloadError(
-        f"could not load the pretrained weights of {what} from {source} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+        f"could not load the pretrained weights of {what} from {source} ({type(e).__name__}: {first_line}); "
         f"looked in {looked}. Offline: fill that cache on a machine with internet (or copy it here), or pass "
         "checkpoint=FILE (aprkit eval --checkpoint FILE); random weights only with random_init=True (--random-init)"
     )
@@ -209,7 +216,8 @@ def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head
         repo = getattr(cfg, "hf_hub_id", None) or name
         offline = os.environ.get("HF_HUB_OFFLINE") or getattr(constants, "HF_HUB_OFFLINE", False)
         raise _weights_error(f"timm:{name}", f"the Hugging Face hub repo {repo}",
-                             f"the Hugging Face cache {constants.HF_HUB_CACHE} (models--{str(repo).replace('/', '--')}; "
+                             f"the Hugging Face cache {constants.HF_HUB_CACHE} "
+                             f"(models--{str(repo).replace('/', '--')}; "
                              f"HF_HUB_OFFLINE={'1' if offline else 'unset'})", e) from e
     if _check_head(f"timm:{name}", net.num_classes, num_classes, drop_head):
         net.reset_classifier(num_classes)
@@ -323,7 +331,9 @@ def _robustbench(name: str, checkpoint: str | os.PathLike[str] | None, kwargs: d
     elif len(parts) == 1:
         dataset, threat, model_name = kwargs.pop("dataset", "cifar10"), kwargs.pop("threat_model", "Linf"), name
     else:
-        raise ValueError(f"robustbench spec must be 'robustbench:<name>' or 'robustbench:<dataset>/<threat>/<name>', got {name!r}")
+        raise ValueError(
+            f"robustbench spec must be 'robustbench:<name>' or 'robustbench:<dataset>/<threat>/<name>', got {name!r}"
+        )
     model_dir = kwargs.pop("model_dir", None) or checkpoint
     if model_dir is None:
         from ..data.download import data_root
@@ -340,7 +350,8 @@ def _robustbench(name: str, checkpoint: str | os.PathLike[str] | None, kwargs: d
         raise ImportError(f"robustbench:{dataset}/{threat}/{model_name} loads through robustbench's model zoo (weights "
                           f"{expected}: {state}), which is not importable. {e}") from e
     try:  # robustbench reads <model_dir>/<dataset>/<threat>/<name>.pt and downloads it when missing
-        net = rb_utils.load_model(model_name=model_name, model_dir=str(model_dir), dataset=dataset, threat_model=threat, **kwargs)
+        net = rb_utils.load_model(model_name=model_name, model_dir=str(model_dir), dataset=dataset,
+                                  threat_model=threat, **kwargs)
     except (ValueError, TypeError, KeyError):
         raise
     except Exception as e:

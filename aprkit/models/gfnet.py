@@ -190,7 +190,11 @@ def _variant(name: str, doc: str, **cfg: Any):
 
 gfnet_cifar = _variant("gfnet_cifar", "GFNet for 32 px CIFAR: 4 px patches (8x8 tokens), D=256, 12 blocks.",
                        img_size=32, patch_size=4, embed_dim=256, depth=12)
-gfnet_ti = _variant("gfnet_ti", "GFNet-Ti (224 px, 16 px patches, D=256, 12 blocks, ~7M params).", embed_dim=256, depth=12)
-gfnet_xs = _variant("gfnet_xs", "GFNet-XS (224 px, 16 px patches, D=384, 12 blocks, ~16M params).", embed_dim=384, depth=12)
-gfnet_s = _variant("gfnet_s", "GFNet-S (224 px, 16 px patches, D=384, 19 blocks, ~25M params).", embed_dim=384, depth=19)
-gfnet_b = _variant("gfnet_b", "GFNet-B (224 px, 16 px patches, D=512, 19 blocks, ~43M params).", embed_dim=512, depth=19)
+gfnet_ti = _variant("gfnet_ti", "GFNet-Ti (224 px, 16 px patches, D=256, 12 blocks, ~7M params).",
+                    embed_dim=256, depth=12)
+gfnet_xs = _variant("gfnet_xs", "GFNet-XS (224 px, 16 px patches, D=384, 12 blocks, ~16M params).",
+                    embed_dim=384, depth=12)
+gfnet_s = _variant("gfnet_s", "GFNet-S (224 px, 16 px patches, D=384, 19 blocks, ~25M params).",
+                   embed_dim=384, depth=19)
+gfnet_b = _variant("gfnet_b", "GFNet-B (224 px, 16 px patches, D=512, 19 blocks, ~43M params).",
+                   embed_dim=512, depth=19)

@@ -125,7 +125,9 @@ class Normalize(nn.Module):
         return find_classifier(inner)(features)
 
     def extra_repr(self) -> str:
-        return f"mean={[round(v, 4) for v in self.mean.flatten().tolist()]}, std={[round(v, 4) for v in self.std.flatten().tolist()]}"
+        mean = [round(v, 4) for v in self.mean.flatten().tolist()]
+        std = [round(v, 4) for v in self.std.flatten().tolist()]
+        return f"mean={mean}, std={std}"
 
 
 def _is_timm(model: nn.Module) -> bool:

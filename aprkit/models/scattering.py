@@ -65,7 +65,8 @@ def complex_soft_threshold(z: torch.Tensor, threshold: torch.Tensor) -> torch.Te
     return F.relu(1 - threshold / (complex_modulus(z) + 1e-6)) * z
 
 
-def wavelet_transform(x: torch.Tensor, phi: torch.Tensor, psi: torch.Tensor, subsample: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def wavelet_transform(x: torch.Tensor, phi: torch.Tensor, psi: torch.Tensor, subsample: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Circular filtering of ``x`` ``(B, C, H, W)`` (real or complex) by Fourier filters.
 
     ``phi`` ``(H, W)`` and ``psi`` ``(L, H, W)`` are real Fourier-domain filters. Returns the low-pass
@@ -171,7 +172,9 @@ class PhaseCollapseNet(ImageClassifier):
         default = (CIFAR10_MEAN, CIFAR10_STD) if img_size <= 64 else (IMAGENET_MEAN, IMAGENET_STD)
         super().__init__(mean, std, default_mean=default[0][:in_chans], default_std=default[1][:in_chans])
         if nonlinearity not in ("modulus", "soft_threshold"):
-            raise ValueError(f"nonlinearity must be 'modulus' (phase collapse) or 'soft_threshold', got {nonlinearity!r}")
+            raise ValueError(
+                f"nonlinearity must be 'modulus' (phase collapse) or 'soft_threshold', got {nonlinearity!r}"
+            )
         if not widths or any(int(w) < 1 for w in widths):
             raise ValueError(f"widths must be a non-empty sequence of positive ints, got {widths!r}")
         self.nonlinearity, self.skip = nonlinearity, skip

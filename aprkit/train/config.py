@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from .._checks import nearest_names
 from ..config import apply_overrides, coerce, expand_env, read_config_files, unknown_key
 
@@ -33,6 +35,8 @@ __all__ = [
     "config_from_dict",
     "apply_overrides",
     "validate_config",
+    "resolve_amp_dtype",
+    "resolve_aug_compile",
     "expand_env",
 ]
 
@@ -40,7 +44,7 @@ __all__ = [
 Method = Literal["standard", "apr_p", "apr_s", "apr_sp", "augmix_jsd"]
 METHODS: tuple[str, ...] = typing.get_args(Method)
 #: autocast dtypes on CUDA: float16 needs a GradScaler (one host sync per step), bfloat16 needs none
-AMP_DTYPES: tuple[str, ...] = ("float16", "bfloat16")
+AMP_DTYPES: tuple[str, ...] = ("auto", "float16", "bfloat16")
 
 
 @dataclass
@@ -89,8 +93,9 @@ class AugConfig:
     jsd_weight: float = 12.0
     augmix_severity: int = 3
     augmix_width: int = 3
-    # the APR cores (APR-S, APR-P) as compiled graphs: false, true or torch.compile options ({mode: reduce-overhead})
-    compile: bool | dict[str, Any] = False
+    # the APR cores (APR-S, APR-P) as compiled graphs: false, true, torch.compile options ({mode: reduce-overhead})
+    # or auto: CUDA graphs (reduce-overhead) on CUDA, eager elsewhere
+    compile: bool | dict[str, Any] | str = "auto"
 
 
 @dataclass
@@ -117,7 +122,8 @@ class RunConfig:
     device: str = "auto"
     threads: int | None = None  # torch.set_num_threads for CPU work (None: leave as is)
     amp: bool = True  # autocast on CUDA (+ GradScaler for float16); ignored on CPU
-    amp_dtype: str = "float16"  # float16 (GradScaler: one host sync per step) or bfloat16 (no scaler, no sync)
+    # float16 (GradScaler: one host sync per step), bfloat16 (no scaler, no sync) or auto (bfloat16 where supported)
+    amp_dtype: str = "auto"
     channels_last: bool = True  # on CUDA
     deterministic: bool = False  # CUDA: deterministic kernels (bit-for-bit resume on GPU), no cudnn.benchmark
     compile: bool = False
@@ -157,7 +163,7 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
         if key not in hints:
             raise unknown_key(full, valid, prefix.rstrip(".") or "the top level")
         tp = hints[key]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value or {}, f"{full}.")
         else:
             kwargs[key] = coerce(value, tp, full)
@@ -227,6 +233,20 @@ def _check_compile_options(options: Mapping[str, Any], key: str) -> None:
                              f"valid options: {', '.join(valid)}")
 
 
+def resolve_amp_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``train.amp_dtype`` on ``device``: ``auto`` is bfloat16 on a CUDA device that supports it, else float16."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, name)
+
+
+def resolve_aug_compile(value: bool | dict[str, Any] | str, device: torch.device) -> bool | dict[str, Any]:
+    """``aug.compile`` on ``device``: ``auto`` is CUDA graphs (``{"mode": "reduce-overhead"}``) on CUDA, else off."""
+    if value == "auto":
+        return {"mode": "reduce-overhead"} if device.type == "cuda" else False
+    return value  # type: ignore[return-value]  # validated: bool or a dict
+
+
 def validate_config(cfg: Config) -> Config:
     """Check value ranges and names that the type coercion cannot; return ``cfg`` unchanged."""
     if not isinstance(cfg, Config):
@@ -263,6 +283,9 @@ def validate_config(cfg: Config) -> Config:
             raise ValueError(message)
     if isinstance(cfg.aug.compile, dict):
         _check_compile_options(cfg.aug.compile, "aug.compile")
+    elif isinstance(cfg.aug.compile, str) and cfg.aug.compile != "auto":
+        raise ValueError(f"aug.compile must be true, false, auto or a mapping of torch.compile options, "
+                         f"got {cfg.aug.compile!r}")
     from ..data.registry import parse_spec
 
     for key, spec in (("data.dataset", cfg.data.dataset), ("data.test_dataset", cfg.data.test_dataset)):

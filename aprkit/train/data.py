@@ -25,7 +25,8 @@ from ..data.loading import SubsetDataset, dataset_tensors
 from .config import Config, expand_env
 from .state import derive_seed
 
-__all__ = ["load_datasets", "SubsetDataset", "SeededTransform", "EpochBatches", "cpu_train_transform", "cpu_test_transform"]
+__all__ = ["load_datasets", "SubsetDataset", "SeededTransform", "EpochBatches", "cpu_train_transform",
+           "cpu_test_transform"]
 
 
 def _subset(ds: Dataset, limit: int | None, seed: int, tag: str) -> Dataset:
@@ -48,8 +49,8 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
     train = _subset(get_dataset(spec, cfg.data.train_split), cfg.data.limit, cfg.train.seed, "train-subset")
     n_classes = len(getattr(train, "classes", None) or ())
     if n_classes > cfg.model.num_classes:
-        raise ValueError(f"model.num_classes={cfg.model.num_classes} but the training data {spec} has {n_classes} classes; "
-                         f"set model.num_classes={n_classes}")
+        raise ValueError(f"model.num_classes={cfg.model.num_classes} but the training data {spec} has "
+                         f"{n_classes} classes; set model.num_classes={n_classes}")
     test = None
     if cfg.train.eval_every > 0:
         tspec = expand_env(cfg.data.test_dataset or cfg.data.dataset)
@@ -155,7 +156,8 @@ def _fits_in_memory(ds: Dataset, cfg: Config) -> bool:
     if cfg.data.random_resized_crop or cfg.data.test_resize is not None or len(ds) == 0:  # type: ignore[arg-type]
         return False
     x0, _ = ds[0]
-    if not isinstance(x0, torch.Tensor) or x0.dtype != torch.uint8 or tuple(x0.shape[-2:]) != (cfg.data.image_size,) * 2:
+    size = cfg.data.image_size
+    if not isinstance(x0, torch.Tensor) or x0.dtype != torch.uint8 or tuple(x0.shape[-2:]) != (size, size):
         return False
     return len(ds) * x0.numel() <= cfg.data.max_memory_mb * 2**20  # type: ignore[arg-type]
 
@@ -232,4 +234,5 @@ class EpochBatches:
             persistent_workers=False,
         )
         for x, y in loader:
-            yield x.to(self.device, non_blocking=pin), torch.as_tensor(y, dtype=torch.long).to(self.device, non_blocking=pin)
+            y = torch.as_tensor(y, dtype=torch.long)
+            yield x.to(self.device, non_blocking=pin), y.to(self.device, non_blocking=pin)

@@ -24,7 +24,7 @@ from torch import nn
 from .._io import atomic_write_text
 from ..models.normalize import unwrap_model
 from .batch_ops import to_float
-from .config import Config, config_from_dict, load_config, validate_config
+from .config import Config, config_from_dict, load_config, resolve_amp_dtype, validate_config
 from .data import EpochBatches, load_datasets
 from .distributed import DistInfo, all_reduce_sum, barrier, setup_distributed, teardown_distributed
 from .metrics_log import MetricsLogger
@@ -165,7 +165,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     if cfg.optim.batch_size % info.world:
         raise ValueError(f"optim.batch_size {cfg.optim.batch_size} must be divisible by the {info.world} ranks")
     use_amp = tr.amp and dev.type == "cuda"
-    amp_dtype = getattr(torch, tr.amp_dtype)  # bfloat16 needs no GradScaler, so the step never syncs with the host
+    amp_dtype = resolve_amp_dtype(tr.amp_dtype, dev)  # bfloat16 needs no GradScaler: the step never syncs with the host
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = not tr.deterministic
         torch.backends.cudnn.deterministic = tr.deterministic
@@ -179,15 +179,18 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     if cl:
         model = model.to(memory_format=torch.channels_last)
     train_ds, test_ds = datasets if datasets is not None else load_datasets(cfg)
-    batches = EpochBatches(train_ds, cfg, cfg.optim.batch_size // info.world, dev, train=True, rank=info.rank, world=info.world)
+    batches = EpochBatches(train_ds, cfg, cfg.optim.batch_size // info.world, dev, train=True,
+                           rank=info.rank, world=info.world)
     test_batches = None
     if test_ds is not None and tr.eval_every > 0:
-        test_batches = EpochBatches(test_ds, cfg, cfg.data.eval_batch_size, dev, train=False, rank=info.rank, world=info.world)
+        test_batches = EpochBatches(test_ds, cfg, cfg.data.eval_batch_size, dev, train=False,
+                                    rank=info.rank, world=info.world)
 
     o = cfg.optim
-    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0,
-                                weight_decay=o.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(o.milestones, o.gamma, o.warmup_epochs, len(batches)))
+    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
+                                nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
+    schedule = lr_factor(o.milestones, o.gamma, o.warmup_epochs, len(batches))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     generator = torch.Generator(device=dev)
     aug = DeviceAugment(cfg, dev, generator, channels_last=cl)
@@ -316,7 +319,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         from ..models import save_checkpoint
 
         extra = {"config": cfg.to_dict(), "final": logger.history[-1] if logger.history else {}, "global_step": step}
-        ckpt = save_checkpoint(out / "model.pt", plain, arch=cfg.model.name, num_classes=cfg.model.num_classes, extra=extra)
+        ckpt = save_checkpoint(out / "model.pt", plain, arch=cfg.model.name, num_classes=cfg.model.num_classes,
+                               extra=extra)
     logger.close()
     return {
         "history": logger.history, "final": logger.history[-1] if logger.history else {}, "model": plain,

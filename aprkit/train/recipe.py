@@ -14,7 +14,7 @@ augmix_jsd     crop + flip, two AugMix views per image (CPU workers)       CE(cl
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -22,13 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batch_ops import random_crop, random_hflip, to_float
-from .config import Config
+from .config import Config, resolve_aug_compile
 
 __all__ = ["DeviceAugment", "method_loss", "jsd_loss"]
 
 
 def _with_generator(cls: Callable[..., Any], generator: torch.Generator, **kwargs: Any) -> Any:
     """Instantiate an augmentation class, handing it ``generator`` when its constructor takes one."""
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):  # pragma: no cover
@@ -53,7 +54,8 @@ class DeviceAugment:
         from ..augment import APRSP, APRPair, APRSingleBatch
 
         self.cfg, self.device, self.generator, self.channels_last = cfg, device, generator, channels_last
-        method, gpu, compile_core = cfg.aug.method, cfg.data.input_path == "gpu", cfg.aug.compile
+        method, gpu = cfg.aug.method, cfg.data.input_path == "gpu"
+        compile_core = resolve_aug_compile(cfg.aug.compile, device)
         self.geometry = gpu and method != "augmix_jsd"  # crop/flip here (else done per image on the CPU)
         self.single: APRSingleBatch | None = None
         if gpu and method in ("apr_s", "apr_sp"):
@@ -69,7 +71,8 @@ class DeviceAugment:
                                          compile_core=compile_core)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Augment a uint8 batch; AugMix triplets ``(B, 3, C, H, W)`` are flattened to ``(3B, C, H, W)`` (views first)."""
+        """Augment a uint8 batch; AugMix triplets ``(B, 3, C, H, W)`` are flattened to ``(3B, C, H, W)``
+        (views first)."""
         if x.ndim == 5:
             x = x.transpose(0, 1).reshape(-1, *x.shape[2:])
         d = self.cfg.data

@@ -59,11 +59,12 @@ class AlbuAPRSingle(DualTransform):
         self.severity = severity
         self.ops = ops
         self.dims = dims
-        self._aprs = APRSingle(recombine_p, severity, ops, dims, seed=0)
+        self._generator = torch.Generator().manual_seed(0)  # re-seeded from albumentations' generator per call
+        self._aprs = APRSingle(recombine_p, severity, ops, dims, generator=self._generator)
 
     def get_params(self) -> dict[str, Any]:
         seed = int(self.random_generator.integers(0, 2**62))
-        self._aprs.batch.generator.manual_seed(seed)
+        self._generator.manual_seed(seed)
         return {"apr_params": self._aprs.generate_parameters()}
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +135,9 @@ class AlbuAPRPair(ImageOnlyTransform):
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         refs = data.get(self.metadata_key)
         if refs is None:
-            raise ValueError(f"AlbuAPRPair needs partner images: call the pipeline with {self.metadata_key}=[image, ...]")
+            raise ValueError(
+                f"AlbuAPRPair needs partner images: call the pipeline with {self.metadata_key}=[image, ...]"
+            )
         if isinstance(refs, np.ndarray):
             refs = [refs]
         if len(refs) == 0:

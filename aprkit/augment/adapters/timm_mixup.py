@@ -13,7 +13,8 @@ from ..pair import APRPair
 
 __all__ = ["APRMixup"]
 
-_UNIT_SLACK = 0.05  # how far outside [0, 1] an un-normalised input may stray (half-precision loaders) before it is rejected
+# how far outside [0, 1] an un-normalised input may stray (half-precision loaders) before it is rejected
+_UNIT_SLACK = 0.05
 
 
 def _stats(values: Sequence[float] | None, name: str) -> tuple[float, ...] | None:
@@ -41,9 +42,10 @@ class APRMixup:
     Contract of ``timm.data.Mixup``: ``x, target = mixup_fn(x, target)`` with integer class indices in and
     soft targets ``(B, num_classes)`` out, equal to ``timm.data.mixup.mixup_target(target, num_classes,
     lam=1.0, smoothing=label_smoothing)`` (APR-P's label follows the phase, so no second label is mixed in);
-    same defaults (``num_classes=1000``, ``label_smoothing=0.1`` with soft targets), ready for ``SoftTargetCrossEntropy``;
-    ``mixup_enabled = False`` switches the recombination off (timm's ``mixup_off_epoch``); odd batch sizes
-    are fine. ``num_classes=None`` returns the integer labels unchanged, for ``nn.CrossEntropyLoss`` only.
+    same defaults (``num_classes=1000``, ``label_smoothing=0.1`` with soft targets), ready for
+    ``SoftTargetCrossEntropy``; ``mixup_enabled = False`` switches the recombination off (timm's
+    ``mixup_off_epoch``); odd batch sizes are fine. ``num_classes=None`` returns the integer labels
+    unchanged, for ``nn.CrossEntropyLoss`` only.
 
     APR-P is defined on [0, 1] images, but timm's loaders normalise first (with the prefetcher: on the
     device, after the uint8 batch is moved). Pass the loader's ``mean`` / ``std`` (``[0, 1]`` units, as in
@@ -61,7 +63,9 @@ class APRMixup:
                  num_classes: int | None = 1000, label_smoothing: float | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  generator: torch.Generator | None = None, seed: int | None = None) -> None:
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+        if num_classes is not None and (
+            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+        ):
             raise ValueError(f"num_classes must be a positive int (or None for integer labels), got {num_classes!r}")
         if label_smoothing is None:
             label_smoothing = 0.0 if num_classes is None else 0.1
@@ -69,11 +73,13 @@ class APRMixup:
                 or not 0.0 <= float(label_smoothing) < 1.0:
             raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
         if label_smoothing and num_classes is None:
-            raise ValueError("label_smoothing needs num_classes (soft targets); with num_classes=None labels stay integers")
+            raise ValueError(
+                "label_smoothing needs num_classes (soft targets); with num_classes=None labels stay integers"
+            )
         self.mean, self.std = _stats(mean, "mean"), _stats(std, "std")
         if (self.mean is None) != (self.std is None):
             raise ValueError("pass both mean and std (the loader's normalisation) or neither")
-        if self.mean is not None and len(self.mean) != len(self.std):
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
             raise ValueError(f"mean and std must have the same length, got {len(self.mean)} and {len(self.std)}")
         self.pixel_space = self.mean is not None
         if clamp is None:
@@ -105,7 +111,8 @@ class APRMixup:
         if target.device.type == "cpu" or not self._checked:
             low, high = int(target.min()), int(target.max())
             if low < 0 or high >= self.num_classes:
-                raise ValueError(f"target holds class indices in [{low}, {high}], outside [0, num_classes={self.num_classes}); "
+                raise ValueError(f"target holds class indices in [{low}, {high}], outside "
+                                 f"[0, num_classes={self.num_classes}); "
                                  f"set num_classes to the model's number of classes")
         off = self.label_smoothing / self.num_classes
         soft = torch.full((target.shape[0], self.num_classes), off, device=target.device)
@@ -115,11 +122,14 @@ class APRMixup:
         c = x.shape[1]
         key = (x.device, c)
         if key not in self._norm:
-            if len(self.mean) not in (1, c):
-                raise ValueError(f"mean/std have {len(self.mean)} values but the input has {c} channels")
+            mean, std = self.mean, self.std
+            if mean is None or std is None:
+                raise RuntimeError("APRMixup has no mean/std: pixel-space statistics are only defined with both")
+            if len(mean) not in (1, c):
+                raise ValueError(f"mean/std have {len(mean)} values but the input has {c} channels")
             shape = (1, -1, 1, 1)
-            self._norm[key] = (torch.tensor(self.mean, device=x.device).view(shape).expand(1, c, 1, 1),
-                               torch.tensor(self.std, device=x.device).view(shape).expand(1, c, 1, 1))
+            self._norm[key] = (torch.tensor(mean, device=x.device).view(shape).expand(1, c, 1, 1),
+                               torch.tensor(std, device=x.device).view(shape).expand(1, c, 1, 1))
         return self._norm[key]
 
     def _check_input(self, x: torch.Tensor) -> None:
@@ -132,9 +142,9 @@ class APRMixup:
         elif x.dtype.is_floating_point:
             low, high = (float(v) for v in torch.aminmax(x.detach()))
             if low < -_UNIT_SLACK or high > 1 + _UNIT_SLACK:
-                raise ValueError(f"input values lie in [{low:.3g}, {high:.3g}], not in [0, 1]: a normalised batch (timm's "
-                                 f"loaders normalise)? pass the loader's mean= and std= (APRMixup.from_data_config) so "
-                                 f"APR-P recombines [0, 1] images")
+                raise ValueError(f"input values lie in [{low:.3g}, {high:.3g}], not in [0, 1]: a normalised batch "
+                                 f"(timm's loaders normalise)? pass the loader's mean= and std= "
+                                 f"(APRMixup.from_data_config) so APR-P recombines [0, 1] images")
 
     def _recombine(self, x: torch.Tensor) -> torch.Tensor:
         if not self.pixel_space:
