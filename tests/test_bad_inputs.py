@@ -220,12 +220,15 @@ def _api_cases() -> list[tuple[str, Callable[[Path], Any], type[BaseException], 
     from aprkit.data.loading import subset
     from aprkit.eval import evaluate
     from aprkit.eval.engine.config import check_suite_options, load_eval_config
-    from aprkit.eval.engine.inference import resolve_device
+    from aprkit.eval.engine.inference import predict, resolve_device
+    from aprkit.eval.suites.base import EvalContext
+    from aprkit.eval.suites.corruption import CorruptionOptions, evaluate_cell
     from aprkit.hidden.capture import predict as capture_predict
     from aprkit.models import create_model, load_model
     from aprkit.train.config import load_config
 
     tiny = lambda: create_model("resnet20", num_classes=10)  # noqa: E731
+    stream = type("Stream", (torch.utils.data.IterableDataset,), {"__iter__": lambda self: iter(())})  # no __len__
     return [
         ("load-model-no-weights", lambda d: load_model("resnet20"), ValueError, r"no trained weights.*random_init=True"),
         ("load-model-head-mismatch", lambda d: load_model(d / "c100.pt", num_classes=10), ValueError, r"100 classes .*drop_head=True"),
@@ -238,6 +241,10 @@ def _api_cases() -> list[tuple[str, Callable[[Path], Any], type[BaseException], 
         ("evaluate-random-spec", lambda d: evaluate("resnet20", data="synthetic:8", progress=False), ValueError, r"no trained weights"),
         ("evaluate-option-bad-value", lambda d: evaluate(tiny(), suite="ood", data="synthetic:8", options={"knn_k": 0}, progress=False), ValueError, r"option 'knn_k' of suite 'ood': input should be greater than or equal to 1, got 0"),
         ("check-suite-options-unselected", lambda d: check_suite_options(["corruption"], {"knn_k": 3}), ValueError, r"read by suite 'ood'"),
+        ("evaluate-cell-no-severity", lambda d: evaluate_cell(EvalContext(tiny()), "synthetic:8", CorruptionOptions(), "fog"),
+         ValueError, r"corruption 'fog' needs a severity"),
+        ("predict-dataset-without-len", lambda d: predict(tiny(), stream()), TypeError,
+         r"map-style with a length .*got Stream without __len__"),
         ("eval-config-yaml", lambda d: load_eval_config(d / "syntax.yaml"), ValueError, r"not valid YAML at line 3"),
         ("train-config-unknown", lambda d: load_config(None, ["data.limt=3"]), ValueError, r"unknown config key 'data\.limt' \(did you mean 'limit'"),
         ("config-files-cycle", lambda d: read_config_files(d / "cyc.yaml"), ValueError, r"inheritance cycle"),

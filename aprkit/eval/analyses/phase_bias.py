@@ -271,7 +271,9 @@ class PatchShuffleDataset(torch.utils.data.Dataset):
 def dataset_labels(dataset: torch.utils.data.Dataset) -> torch.Tensor:
     """Labels ``(N,)`` of a dataset: its ``labels``/``targets`` attribute when complete (through ``Subset``),
     else read item by item."""
-    n = len(dataset)
+    from ..engine.batches import dataset_len
+
+    n = dataset_len(dataset)
     if isinstance(dataset, torch.utils.data.Subset):
         return dataset_labels(dataset.dataset)[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
     for attr in ("labels", "targets"):

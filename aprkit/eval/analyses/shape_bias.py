@@ -20,6 +20,7 @@ Run it as the ``shape-bias`` suite: ``aprkit eval --suite shape-bias --data shap
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...data.cue_conflict import CUE_CONFLICT_CATEGORIES
+from ...data.cue_conflict import CUE_CONFLICT_CATEGORIES, CueConflict
 
 __all__ = [
     "CATEGORIES",
@@ -243,7 +244,7 @@ def shape_bias(
 _CSV_COLUMNS = ("subj", "session", "trial", "rt", "object_response", "category", "condition", "imagename")
 
 
-def read_decisions_csv(path: object) -> dict[str, tuple[list[str], list[str], list[str]]]:
+def read_decisions_csv(path: str | os.PathLike[str]) -> dict[str, tuple[list[str], list[str], list[str]]]:
     """Raw decision CSV -> ``{subject: (decisions, shape names, texture names)}`` in file order.
 
     Raises ``ValueError`` naming the file for missing columns or an ``imagename`` without the
@@ -254,7 +255,7 @@ def read_decisions_csv(path: object) -> dict[str, tuple[list[str], list[str], li
 
     from ...data.cue_conflict import parse_stimulus_name
 
-    path = Path(path)  # type: ignore[arg-type]
+    path = Path(path)
     out: dict[str, tuple[list[str], list[str], list[str]]] = {}
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
@@ -277,15 +278,17 @@ def read_decisions_csv(path: object) -> dict[str, tuple[list[str], list[str], li
     return out
 
 
-def shape_bias_from_csv(paths: object) -> dict[str, ShapeBiasResult]:
+def shape_bias_from_csv(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+) -> dict[str, ShapeBiasResult]:
     """Per-subject shape bias from one or more raw decision CSVs (a path, a folder of ``*.csv`` or a list)."""
     from pathlib import Path
 
-    if isinstance(paths, (str, Path)):
+    if isinstance(paths, (str, os.PathLike)):
         p = Path(paths)
         files = sorted(p.glob("*.csv")) if p.is_dir() else [p]
     else:
-        files = [Path(x) for x in paths]  # type: ignore[union-attr]
+        files = [Path(x) for x in paths]
     if not files:
         raise ValueError(f"no decision CSVs found in {paths}")
     merged: dict[str, tuple[list[str], list[str], list[str]]] = {}
@@ -298,7 +301,7 @@ def shape_bias_from_csv(paths: object) -> dict[str, ShapeBiasResult]:
     return {subj: shape_bias(d, s, t) for subj, (d, s, t) in merged.items()}
 
 
-def reference_lines(paths: object) -> dict[str, float]:
+def reference_lines(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> dict[str, float]:
     """Guide lines for shape-bias plots from raw decision CSVs: ``"humans (N subjects)"`` = mean of the
     per-subject shape biases of ``subject-*``, then every other subject (a model) by name."""
     per = shape_bias_from_csv(paths)
@@ -321,14 +324,12 @@ def predict_decisions(model: nn.Module, dataset: torch.utils.data.Dataset, **kwa
     return cue_conflict_decisions(predict(model, dataset, **kwargs).logits)
 
 
-def measure_shape_bias(model: nn.Module, stimuli: object, **kwargs: Any) -> ShapeBiasResult:
+def measure_shape_bias(model: nn.Module, stimuli: str | os.PathLike[str] | CueConflict, **kwargs: Any) -> ShapeBiasResult:
     """Shape bias of ``model`` on ``stimuli`` (a cue-conflict folder path or a ``CueConflict`` dataset).
 
     Keyword arguments go to ``predict_decisions`` (``device``, ``batch_size``, ``progress``, ...).
     """
-    from ...data.cue_conflict import CueConflict
-
-    ds = stimuli if isinstance(stimuli, CueConflict) else CueConflict(stimuli)  # type: ignore[arg-type]
+    ds = stimuli if isinstance(stimuli, CueConflict) else CueConflict(stimuli)
     was_training = model.training
     model.eval()
     try:

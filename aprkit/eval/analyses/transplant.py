@@ -22,11 +22,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
+from ...fourier import Dims
 from ...hidden import codes as C
 from ...hidden.attach import token_layout
 from ...hidden.capture import FrontSkip, capture, front_blocks, predict
@@ -36,9 +37,18 @@ from .transplant_tables import plot_sweep, sweep_markdown
 
 __all__ = ["transplant_test", "layer_sweep", "sample_disagreeing_pairs", "load_data", "read_folder"]
 
-Data = torch.Tensor | tuple | Iterable
+Data = torch.Tensor | tuple | Iterable | torch.utils.data.Dataset
 TRIVIAL_VARIATION = 0.05  # between-image magnitude variation below this flags a trivial result
 INERT_CHANGE = 1e-6  # relative activation change below this flags an inert transplant
+
+
+@runtime_checkable
+class _MapStyle(Protocol):
+    """A map-style dataset: ``len`` and items by index."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
 
 
 def load_data(data: Data, labels: torch.Tensor | None = None, max_images: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -52,11 +62,11 @@ def load_data(data: Data, labels: torch.Tensor | None = None, max_images: int | 
         images, labels = data[0], (data[1] if labels is None else labels)
     else:
         xs, ys, n = [], [], 0
-        if max_images is not None and hasattr(data, "__len__") and hasattr(data, "__getitem__"):
+        if max_images is not None and isinstance(data, _MapStyle):
             size = len(data)  # a map-style dataset: spread the pick over it (folders are sorted by class)
             pick = torch.linspace(0, size - 1, min(max_images, size)).round().long().unique().tolist()
             data = [data[i] for i in pick]
-        for item in data:  # a dataset yields (C,H,W), a loader yields (B,C,H,W)
+        for item in iter(data):  # a dataset yields (C,H,W) (read by index without __iter__), a loader (B,C,H,W)
             if not (isinstance(item, (tuple, list)) and len(item) >= 2 and isinstance(item[0], torch.Tensor)):
                 raise TypeError("data must be images (N, C, H, W), (images, labels) or an iterable of (image, label)")
             x, y = item[0], torch.as_tensor(item[1])
@@ -140,9 +150,10 @@ def sample_disagreeing_pairs(
     return torch.cat(got_a)[:n_pairs], torch.cat(got_b)[:n_pairs]
 
 
-def _stats(x: torch.Tensor, code: str, dims: str, layout_kw: dict, batch_size: int) -> dict[str, Any]:
+def _stats(x: torch.Tensor, code: C.Code, dims: Dims, layout_kw: dict, batch_size: int) -> dict[str, Any]:
     """Dataset-mean magnitude, between-image magnitude variation and the fraction of negative entries."""
-    s1 = s2 = None
+    s1: torch.Tensor | None = None
+    s2: torch.Tensor | None = None
     neg = 0.0
     for s in range(0, x.shape[0], batch_size):
         g, _, _ = to_grid(x[s:s + batch_size], **layout_kw)
@@ -150,6 +161,8 @@ def _stats(x: torch.Tensor, code: str, dims: str, layout_kw: dict, batch_size: i
         s1 = m.sum(0) if s1 is None else s1 + m.sum(0)
         s2 = (m**2).sum(0) if s2 is None else s2 + (m**2).sum(0)
         neg += float((g < 0).double().sum())
+    if s1 is None or s2 is None:
+        raise ValueError(f"no activations to summarise (shape {tuple(x.shape)}); expected at least one image")
     n = x.shape[0]
     mean, sq = s1 / n, s2 / n
     var_between = (sq - mean**2).clamp_min(0).mean()
@@ -182,7 +195,8 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
     owner_mod = resolve_module(model, front.owner_input.layer)[1] if front.owner_input else None
 
     def predict_at(rows_in: torch.Tensor, replace) -> tuple[torch.Tensor, torch.Tensor]:
-        feed = None if owner_in is None else (owner_mod, lambda r: owner_in[rows_in[r].to(owner_in.device)])
+        feed = None if owner_in is None or owner_mod is None else (
+            owner_mod, lambda r: owner_in[rows_in[r].to(owner_in.device)])
         return predict(model, images[rows_in], batch_size, device, site, idx, replace, front.blocks, feed)
 
     def run(rows_in: torch.Tensor, replace) -> torch.Tensor:

@@ -15,13 +15,21 @@ from __future__ import annotations
 import inspect
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence, Sized
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-__all__ = ["iter_batches", "prefetch", "default_prefetch"]
+__all__ = ["iter_batches", "prefetch", "default_prefetch", "dataset_len"]
+
+
+def dataset_len(dataset: Dataset | Sized) -> int:
+    """``len(dataset)``; ``TypeError`` naming what was expected for a dataset without a length."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"the dataset must be map-style with a length (__len__ and __getitem__), "
+                        f"got {type(dataset).__name__} without __len__")
+    return len(dataset)
 
 
 def _dist_info() -> tuple[int, int]:
@@ -154,7 +162,7 @@ def iter_batches(
     device: torch.device | None = None,
     distributed: bool = True,
     read_ahead: int | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+) -> Generator[tuple[torch.Tensor, torch.Tensor, torch.Tensor], None, None]:
     """Yield ``(uint8 images (B, C, H, W), labels (B,), dataset indices (B,))`` in dataset order.
 
     For a CUDA ``device`` the images are in pinned host memory. ``read_ahead``: batches read ahead in a
@@ -165,7 +173,7 @@ def iter_batches(
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    n = len(dataset)
+    n = dataset_len(dataset)
     if limit is not None:
         if limit < 1:
             raise ValueError(f"limit must be a positive number of images, got {limit}")
@@ -180,7 +188,9 @@ def iter_batches(
     if world > 1:
         from torch.utils.data.distributed import DistributedSampler
 
-        indices = [indices[i] for i in DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=False)]
+        # the sampler reads only the length of its dataset and yields indices into it
+        shard: Iterable[int] = DistributedSampler(Subset(dataset, indices), num_replicas=world, rank=rank, shuffle=False)
+        indices = [indices[i] for i in shard]
     pin = device is not None and device.type == "cuda"
     chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
 

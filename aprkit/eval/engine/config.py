@@ -84,13 +84,13 @@ def eval_settings(data: Mapping[str, Any]) -> dict[str, Any]:
             raise option_error(str(key), suites, registry, valid)
     options = check_suite_options(suites, options)
     parse_suite_options(suites, {k: v for k, v in out.items() if k in selected} | options)  # bad values fail here
-    data = out.get("data")
-    if isinstance(data, Mapping):
-        missing = [s for s in suites if s not in data and "default" not in data]
+    per_suite = out.get("data")
+    if isinstance(per_suite, Mapping):
+        missing = [s for s in suites if s not in per_suite and "default" not in per_suite]
         if missing:
-            raise ValueError(f"no data for suite {missing[0]!r}: the data mapping has {', '.join(map(repr, data))}; "
+            raise ValueError(f"no data for suite {missing[0]!r}: the data mapping has {', '.join(map(repr, per_suite))}; "
                              f"add --data SPEC (default data) or --data {missing[0]}=SPEC")
-        for key in data:
+        for key in per_suite:
             if key != "default" and key not in registry:
                 raise ValueError(f"config key 'data.{key}': not a suite{nearest_names(str(key), list(registry))}; "
                                  f"the data mapping takes 'default' and suite names ({', '.join(sorted(registry))})")

@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from ...data.arrays import NO_LABEL
 from ...models.normalize import find_classifier
-from .batches import _dist_info, iter_batches
+from .batches import _dist_info, dataset_len, iter_batches
 
 __all__ = [
     "NO_LABEL",
@@ -159,7 +159,7 @@ def dataset_id(data: Any, split: str = "test") -> str:
         return _CONTENT_IDS[ds]
     except (KeyError, TypeError):  # not seen yet, or not weak-referenceable
         pass
-    n = len(ds)
+    n = dataset_len(ds)
     h = hashlib.sha1(f"{type(ds).__name__}:{n}".encode())
     images, labels = getattr(ds, "images", None), getattr(ds, "labels", None)
     if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):  # in memory: every image and label
@@ -250,11 +250,20 @@ def wants_channels_last(model: nn.Module, requested: bool) -> bool:
     return True
 
 
+class _SplitHead(Protocol):
+    """A model (timm style) whose forward pass is ``forward_head(forward_features(x))``."""
+
+    def forward_features(self, x: torch.Tensor) -> Any: ...
+
+    def forward_head(self, features: Any) -> Any: ...
+
+
 def _forward(model: nn.Module, x: torch.Tensor, use_head: bool, hook_store: list[torch.Tensor]) -> Any:
-    if use_head:
-        f = model.forward_features(x)
+    if use_head:  # predict checked that the model has forward_features and forward_head
+        split = cast(_SplitHead, model)
+        f = split.forward_features(x)
         hook_store.append(_features_from(f))
-        return model.forward_head(f)
+        return split.forward_head(f)
     return model(x)
 
 
@@ -339,11 +348,11 @@ def predict(
         _check_finite(logits, idx_all, desc)
         chunks_logits.append(logits.cpu())
         if features:
-            chunks_feats.append(torch.cat([p[1] for p in pending]).cpu())
+            chunks_feats.append(torch.cat([f for _, f, _ in pending if f is not None]).cpu())  # all set here
         pending.clear()
 
     t0 = time.perf_counter()
-    n_total = len(dataset) if limit is None else min(len(dataset), int(limit))
+    n_total = dataset_len(dataset) if limit is None else min(dataset_len(dataset), int(limit))
     bar = tqdm(total=n_total, desc=desc, unit="img", disable=not progress, leave=False)
     batches = iter_batches(dataset, batch_size, num_workers=num_workers, limit=limit, device=device, read_ahead=read_ahead)
     try:

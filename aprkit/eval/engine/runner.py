@@ -86,7 +86,8 @@ def place_model(model: nn.Module, device: torch.device, channels_last: bool = Fa
     moved = any(d.type != device.type or (index is not None and d.index != index) for d in {t.device for t in tensors})
     cl = torch.channels_last
     if channels_last and any(t.ndim == 5 or (t.ndim == 4 and not t.is_contiguous(memory_format=cl)) for t in tensors):
-        return model.to(device, memory_format=cl)
+        # one conversion pass; torch's stub overloads of Module.to lack (device, memory_format) together
+        return model.to(device, memory_format=cl)  # type: ignore[call-overload]
     return model.to(device) if moved else model
 
 

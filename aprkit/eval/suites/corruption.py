@@ -192,6 +192,11 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
     The cell's key (:func:`aprkit.eval.engine.cache.result_key`) holds the corruption, severity and either the
     generation (preset, ``aprkit.corruptions.CODE_VERSION``; the seed is a run setting) or the -C source.
     """
+    cell: tuple[str, int] | None = None  # (corruption, severity); None: the clean cell
+    if corruption is not None:
+        if severity is None:
+            raise ValueError(f"evaluate_cell: corruption {corruption!r} needs a severity (an int in 1..5), got None")
+        cell = (corruption, severity)
     limit = opts.limit
     clean = as_dataset(data)
     source = opts.corrupted
@@ -215,13 +220,13 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
     def compute() -> dict:
         transform = None
         dataset = clean
-        if corruption is not None and source:
-            dataset = _open_corrupted(source, corruption, severity)
+        if cell is not None and source:
+            dataset = _open_corrupted(source, *cell)
             from aprkit.data.corrupted import check_matches_clean
 
             check_matches_clean(dataset, clean, limit, f"the -C set of {corruption}-{severity}")
-        elif corruption is not None:
-            transform = _generated_transform(corruption, int(severity), preset, ctx.seed)
+        elif cell is not None:
+            transform = _generated_transform(cell[0], int(cell[1]), preset, ctx.seed)
         desc = "clean" if corruption is None else f"{corruption}-{severity}"
         out = predict(
             ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,

@@ -26,6 +26,7 @@ import torch
 from pydantic import Field, field_validator
 from torch.utils.data import Subset
 
+from ..engine.batches import dataset_len
 from ..engine.cache import cached
 from ..engine.inference import as_dataset, dataset_id, iter_batches, predict, to_model_input, wants_channels_last
 from ..report.blocks import Figure, Paragraph, Table, pct
@@ -123,16 +124,19 @@ def _fit_scorers(ctx: EvalContext, data: Any, opts: OODOptions) -> tuple[dict[st
     except (FileNotFoundError, ValueError) as err:
         return {}, f"Mahalanobis/KNN skipped: no training split found ({err})", "none"
     fit_limit = opts.fit_limit
-    if len(ds) > fit_limit:  # a seeded random subset: training folders are often sorted by class
+    if dataset_len(ds) > fit_limit:  # a seeded random subset: training folders are often sorted by class
         g = torch.Generator().manual_seed(ctx.seed)
-        ds = Subset(ds, sorted(torch.randperm(len(ds), generator=g)[:fit_limit].tolist()))
+        ds = Subset(ds, sorted(torch.randperm(dataset_len(ds), generator=g)[:fit_limit].tolist()))
     out = predict(ctx.model, ds, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers, amp=ctx.amp,
                   channels_last=ctx.channels_last, features=True, progress=ctx.progress, desc="ood fit")
+    features = out.features
+    if features is None:  # predict(features=True) always returns them
+        raise RuntimeError("predict returned no features for the Mahalanobis/KNN fit")
     scorers: dict[str, Any] = {}
     if "mahalanobis" in opts.ood_scores:
-        scorers["mahalanobis"] = S.MahalanobisScorer().fit(out.features, out.labels)
+        scorers["mahalanobis"] = S.MahalanobisScorer().fit(features, out.labels)
     if "knn" in opts.ood_scores:
-        scorers["knn"] = S.KNNScorer(k=opts.knn_k).fit(out.features)
+        scorers["knn"] = S.KNNScorer(k=opts.knn_k).fit(features)
     return scorers, None, dataset_id(fit, "train")
 
 
@@ -191,7 +195,7 @@ class OODSuite(Suite[OODOptions]):
         limit = opts.limit
         ood_limit = opts.ood_limit or limit
         in_ds = as_dataset(data)
-        n_in = len(in_ds) if limit is None else min(len(in_ds), int(limit))
+        n_in = dataset_len(in_ds) if limit is None else min(dataset_len(in_ds), int(limit))
         sets = _ood_sets(opts)
         odin_opts = {"odin_temperature": opts.odin_temperature, "odin_epsilon": opts.odin_epsilon}
         fit_opts = {"fit": dataset_id(opts.fit, "train") if opts.fit is not None else None, "fit_limit": opts.fit_limit,

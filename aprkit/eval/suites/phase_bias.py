@@ -21,6 +21,7 @@ from torch.utils.data import Subset
 
 from ...fourier import Dims
 from ..analyses.phase_bias import measure_phase_bias
+from ..engine.batches import dataset_len
 from ..engine.cache import cached
 from ..engine.inference import as_dataset
 from ..report.blocks import Figure, Paragraph, Table, strong
@@ -74,7 +75,7 @@ class PhaseBiasSuite(Suite[PhaseBiasOptions]):
         def compute() -> dict:
             dataset = as_dataset(data)
             if limit is not None:  # pairs are drawn among the first ``limit`` images
-                dataset = Subset(dataset, range(min(int(limit), len(dataset))))
+                dataset = Subset(dataset, range(min(int(limit), dataset_len(dataset))))
             return measure_phase_bias(
                 ctx.model, dataset, seed=ctx.seed, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
                 amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress, **opts,
