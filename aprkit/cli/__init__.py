@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="aprkit",
-        description="Fourier amplitude-phase recombination (APR): augment, train, corrupt and evaluate image classifiers.",
+        description="Fourier amplitude-phase recombination (APR): augment, train, corrupt and evaluate "
+        "image classifiers.",
     )
     parser.add_argument("--version", action="version", version=f"aprkit {__version__}")
     parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")

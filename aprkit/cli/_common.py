@@ -46,7 +46,8 @@ def error_line(err: BaseException) -> tuple[str, int]:
     if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
         text = f"{err.strerror or text}: {err.filename}"
     if any(s in text for s in _NO_CUDA):
-        return "CUDA was requested but is not available on this machine (torch.cuda.is_available() is False); use --device cpu", 2
+        return ("CUDA was requested but is not available on this machine (torch.cuda.is_available() is False); "
+                "use --device cpu"), 2
     target = re.search(r"Target (-?\d+) is out of bounds", text)
     if target:
         return (f"label {target.group(1)} is not a class of the model (labels must lie in 0..num_classes-1); set the "

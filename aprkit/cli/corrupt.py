@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     if layout == "imagenet":
         if is_array:
-            raise ValueError("the imagenet layout needs an image folder (class sub-folders); use --layout cifar for arrays")
+            raise ValueError("the imagenet layout needs an image folder (class sub-folders); "
+                             "use --layout cifar for arrays")
         n = write_imagenet_c(src, args.out, names, args.severities, args.preset or "imagenet", args.seed,
                              args.batch_size or 64, args.size if args.size is not None else 224, args.quality,
                              args.device, progress, args.frost_dir, overwrite=args.overwrite)
@@ -107,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         if images.ndim == 4 and images.shape[1] == 3 and images.shape[-1] != 3:
             images = images.transpose(0, 2, 3, 1)
         if images.ndim >= 1 and images.shape[0] == 0:
-            raise ValueError(f"{str(src)!r} holds no images (shape {images.shape}); expected a uint8 array (N, H, W, 3), N >= 1")
+            raise ValueError(f"{str(src)!r} holds no images (shape {images.shape}); "
+                             "expected a uint8 array (N, H, W, 3), N >= 1")
     else:
         if args.labels:
             raise ValueError("--labels is only for array input; folder labels come from the class sub-folders")

@@ -42,7 +42,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--config", nargs="+", default=[], metavar="FILE",
                    help="YAML settings file(s) (configs/eval/*.yaml), merged left to right (each may name a 'base:')")
-    p.add_argument("--model", help="model spec: aprkit arch name, checkpoint file, timm:NAME, torchvision:NAME, robustbench:NAME")
+    p.add_argument("--model",
+                   help="model spec: aprkit arch name, checkpoint file, timm:NAME, torchvision:NAME, robustbench:NAME")
     p.add_argument("--checkpoint", help="weights for --model")
     p.add_argument("--random-init", dest="random_init", action="store_true", default=None,
                    help="evaluate an untrained, randomly initialised --model on purpose (refused otherwise)")
@@ -50,26 +51,32 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="replace a checkpoint's classifier that has another number of classes than --num-classes")
     p.add_argument("--model-id", dest="model_id", help="name used in the report (default: the model's name)")
     p.add_argument("--num-classes", dest="num_classes", type=int)
-    p.add_argument("--data", action="append", help="clean test data spec, e.g. cifar10:/data/cifar10 or folder:/data/val; "
-                   "repeat as SUITE=SPEC for suite-specific data, e.g. --data shape-bias=cue-conflict:/data/cue-conflict")
+    p.add_argument("--data", action="append",
+                   help="clean test data spec, e.g. cifar10:/data/cifar10 or folder:/data/val; repeat as SUITE=SPEC "
+                   "for suite-specific data, e.g. --data shape-bias=cue-conflict:/data/cue-conflict")
     p.add_argument("--suite", dest="suites", action="append",
                    help="suite to run (repeatable; default corruption): a name registered in aprkit.eval.suites")
-    p.add_argument("--out", help="output folder for results.json, report.md/.html and the resumable cache (required for writing)")
+    p.add_argument("--out", help="output folder for results.json, report.md/.html and the resumable cache "
+                   "(required for writing)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--workers", dest="num_workers", type=int, help="DataLoader worker processes")
     p.add_argument("--limit", type=int, help="use only the first N images of each dataset")
     p.add_argument("--severities", type=_int_list, help="comma-separated severities, e.g. 1,3,5")
-    p.add_argument("--corruptions", type=_str_list, help="comma-separated corruption names (default: the 15 benchmark ones; 'none': clean only)")
-    p.add_argument("--corrupted", help="a -C dataset on disk, e.g. cifar10-c:/data/CIFAR-10-C (default: generate on the fly)")
+    p.add_argument("--corruptions", type=_str_list,
+                   help="comma-separated corruption names (default: the 15 benchmark ones; 'none': clean only)")
+    p.add_argument("--corrupted",
+                   help="a -C dataset on disk, e.g. cifar10-c:/data/CIFAR-10-C (default: generate on the fly)")
     p.add_argument("--ood", action="append", help="OOD dataset spec (repeatable; default: synthetic noise sets)")
     p.add_argument("--fit", help="training data spec for Mahalanobis/KNN (default: the train split of --data)")
     p.add_argument("--download", action="store_true", default=False,
-                   help="fetch missing -C sets and cue-conflict stimuli (e.g. --corrupted cifar10-c) from their official archives")
+                   help="fetch missing -C sets and cue-conflict stimuli (e.g. --corrupted cifar10-c) "
+                   "from their official archives")
     p.add_argument("--data-root", dest="data_root", metavar="DIR",
                    help="where downloaded data lives (default $APRKIT_DATA, else ~/.cache/aprkit)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: on for CUDA)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (default: on for CUDA)")
     p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on for convolutional models)")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
@@ -162,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
     if cfg.get("out_dir"):
         print(f"report: {Path(cfg['out_dir']) / 'report.html'} (also report.md, results.json)")
     else:
-        print("no --out given: nothing was written (pass --out DIR to keep results, the cache and the report)", file=sys.stderr)
+        print("no --out given: nothing was written (pass --out DIR to keep results, the cache and the report)",
+              file=sys.stderr)
     return 0
 
 
@@ -173,7 +181,8 @@ def _resolve_sources(cfg: dict[str, Any], download: bool, data_root: str | None)
     def one(spec: Any) -> Any:
         if not isinstance(spec, str) or spec.partition(":")[0].strip().lower() not in DOWNLOADABLE:
             return spec
-        return resolve_spec(spec, download=download, data_root=data_root, progress=cfg.get("progress", True) is not False)
+        return resolve_spec(spec, download=download, data_root=data_root,
+                            progress=cfg.get("progress", True) is not False)
 
     for key in ("data", "corrupted", "ood", "fit"):
         value = cfg.get(key)
@@ -190,7 +199,8 @@ def _init_distributed(device: Any) -> tuple[Any, bool]:
     each rank to its GPU. Returns the device to use and whether a group was started here."""
     import torch
 
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not torch.distributed.is_available() or torch.distributed.is_initialized():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or not torch.distributed.is_available() or torch.distributed.is_initialized():
         return device, False
     use_cuda = torch.cuda.is_available() and (device in (None, "auto") or str(device).startswith("cuda"))
     if use_cuda:

@@ -168,7 +168,8 @@ def _patch_grid(shape: Sequence[int], patch_size: int | tuple[int, int]) -> tupl
 def patch_permutations(
     n_images: int, shape: Sequence[int], patch_size: int | tuple[int, int], *, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Random patch orders ``(n_images, gh * gw)`` for images of ``shape`` (..., H, W); one uniform permutation per image."""
+    """Random patch orders ``(n_images, gh * gw)`` for images of ``shape`` (..., H, W); one uniform permutation
+    per image."""
     _, _, gh, gw = _patch_grid(shape, patch_size)
     return torch.rand(n_images, gh * gw, generator=generator).argsort(dim=1)
 
@@ -226,8 +227,10 @@ class PhaseConflictDataset(torch.utils.data.Dataset):
     def __init__(self, base: torch.utils.data.Dataset, phase_index: torch.Tensor, amplitude_index: torch.Tensor,
                  labels: torch.Tensor, variant: Variant = "full", *, beta: float = 0.1, dims: Dims = "chw") -> None:
         if len(phase_index) != len(amplitude_index):
-            raise ValueError(f"phase_index and amplitude_index must have the same length, got {len(phase_index)} and {len(amplitude_index)}")
-        phase_amplitude_conflict(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), variant, beta=beta, dims=dims)  # validate
+            raise ValueError(f"phase_index and amplitude_index must have the same length, "
+                             f"got {len(phase_index)} and {len(amplitude_index)}")
+        phase_amplitude_conflict(  # validate
+            torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), variant, beta=beta, dims=dims)
         self.base, self.variant, self.beta, self.dims = base, variant, beta, dims
         self.phase_index, self.amplitude_index = phase_index.long(), amplitude_index.long()
         self.phase_labels, self.amplitude_labels = labels[self.phase_index], labels[self.amplitude_index]
@@ -249,11 +252,13 @@ class PatchShuffleDataset(torch.utils.data.Dataset):
     """Texture-only control: item ``k`` is ``base[indices[k]]`` with its patches permuted (fixed per ``seed``)."""
 
     def __init__(
-        self, base: torch.utils.data.Dataset, indices: torch.Tensor, patch_size: int | tuple[int, int] = 8, *, seed: int = 0
+        self, base: torch.utils.data.Dataset, indices: torch.Tensor, patch_size: int | tuple[int, int] = 8, *,
+        seed: int = 0,
     ) -> None:
         self.base, self.indices, self.patch_size = base, indices.long(), patch_size
         shape = tuple(base[int(indices[0])][0].shape)
-        self.permutations = patch_permutations(len(indices), shape, patch_size, generator=torch.Generator().manual_seed(seed))
+        self.permutations = patch_permutations(len(indices), shape, patch_size,
+                                               generator=torch.Generator().manual_seed(seed))
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -307,7 +312,8 @@ def measure_phase_bias(
     labels = dataset_labels(base)
     g = torch.Generator().manual_seed(seed)
     pi, ai = sample_pairs(labels, n_pairs, generator=g)
-    kw: dict[str, Any] = dict(device=device, batch_size=batch_size, num_workers=num_workers, amp=amp, channels_last=channels_last, progress=progress)
+    kw: dict[str, Any] = dict(device=device, batch_size=batch_size, num_workers=num_workers, amp=amp,
+                              channels_last=channels_last, progress=progress)
     was_training = model.training
     model.eval()
     try:
@@ -322,7 +328,8 @@ def measure_phase_bias(
             dec = predict(model, ds, desc=f"phase-bias {variant}", **kw).logits.argmax(1)
             res = phase_bias(dec, ds.phase_labels, ds.amplitude_labels).to_dict()
             if bool(both_ok.any()):
-                res["both_correct"] = phase_bias(dec[both_ok], ds.phase_labels[both_ok], ds.amplitude_labels[both_ok]).to_dict()
+                res["both_correct"] = phase_bias(
+                    dec[both_ok], ds.phase_labels[both_ok], ds.amplitude_labels[both_ok]).to_dict()
             out[variant] = res
         m = min(n_shuffle if n_shuffle is not None else n_pairs, len(labels))
         order = torch.randperm(len(labels), generator=g)
@@ -330,7 +337,8 @@ def measure_phase_bias(
         idx = torch.cat([order[known], order[~known]])[:m]  # donors first: their clean predictions are known
         missing = idx[pred_of[idx] < 0]
         if len(missing):
-            pred_of[missing] = predict(model, Subset(base, missing.tolist()), desc="patch-shuffle clean", **kw).logits.argmax(1)
+            fresh = predict(model, Subset(base, missing.tolist()), desc="patch-shuffle clean", **kw)
+            pred_of[missing] = fresh.logits.argmax(1)
         plain = pred_of[idx]
         shuffled = PatchShuffleDataset(base, idx, patch_size, seed=seed)
         dec = predict(model, shuffled, desc="patch-shuffle", **kw).logits.argmax(1)

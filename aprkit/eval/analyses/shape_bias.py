@@ -96,10 +96,12 @@ def imagenet_to_16(outputs: torch.Tensor, *, probabilities: bool = False) -> tor
     sum to 1); 16-class outputs are returned as probabilities over ``CATEGORIES`` directly.
     """
     if not isinstance(outputs, torch.Tensor) or not outputs.is_floating_point():
-        raise TypeError(f"outputs must be a floating torch.Tensor (B, 1000) or (B, 16), got {getattr(outputs, 'dtype', type(outputs).__name__)}")
+        got = getattr(outputs, "dtype", type(outputs).__name__)
+        raise TypeError(f"outputs must be a floating torch.Tensor (B, 1000) or (B, 16), got {got}")
     if outputs.ndim != 2 or outputs.shape[1] not in (1000, len(CATEGORIES)):
         raise ValueError(
-            f"outputs must have shape (B, 1000) (ImageNet) or (B, 16) (cue-conflict categories), got {tuple(outputs.shape)}"
+            "outputs must have shape (B, 1000) (ImageNet) or (B, 16) (cue-conflict categories), "
+            f"got {tuple(outputs.shape)}"
         )
     x = outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs
     p = x if probabilities else torch.softmax(x, dim=1)
@@ -120,7 +122,8 @@ def _as_label_indices(values: object, name: str, categories: Sequence[str], abst
         if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
             raise TypeError(f"{name} must hold category names or integer indices, got a tensor of dtype {values.dtype}")
         if values.ndim != 1:
-            raise ValueError(f"{name} must be one-dimensional (one entry per stimulus), got shape {tuple(values.shape)}")
+            raise ValueError(f"{name} must be one-dimensional (one entry per stimulus), "
+                             f"got shape {tuple(values.shape)}")
         seq = values.tolist()
     elif isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise TypeError(f"{name} must be a sequence of category names or indices, got {type(values).__name__}")
@@ -190,7 +193,8 @@ def conflicting(decisions: torch.Tensor, cue_a: torch.Tensor, cue_b: torch.Tenso
     """
     if not len(decisions) == len(cue_a) == len(cue_b):
         raise ValueError(
-            f"decisions, {names[0]} and {names[1]} need one entry per {unit}, got lengths {len(decisions)}, {len(cue_a)}, {len(cue_b)}"
+            f"decisions, {names[0]} and {names[1]} need one entry per {unit}, "
+            f"got lengths {len(decisions)}, {len(cue_a)}, {len(cue_b)}"
         )
     keep = cue_a != cue_b
     if not bool(keep.any()):
@@ -259,7 +263,8 @@ def read_decisions_csv(path: str | os.PathLike[str]) -> dict[str, tuple[list[str
     out: dict[str, tuple[list[str], list[str], list[str]]] = {}
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in ("subj", "object_response", "category", "imagename") if c not in (reader.fieldnames or [])]
+        columns = reader.fieldnames or []
+        missing = [c for c in ("subj", "object_response", "category", "imagename") if c not in columns]
         if missing:
             raise ValueError(f"{path} lacks the columns {', '.join(missing)}; expected the raw decision format "
                              f"{', '.join(_CSV_COLUMNS)}")
@@ -307,7 +312,8 @@ def reference_lines(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[s
     per = shape_bias_from_csv(paths)
     humans = [r.shape_bias for k, r in per.items() if k.startswith("subject-") and not math.isnan(r.shape_bias)]
     lines = {f"humans ({len(humans)} subjects)": sum(humans) / len(humans)} if humans else {}
-    lines.update({k: r.shape_bias for k, r in per.items() if not k.startswith("subject-") and not math.isnan(r.shape_bias)})
+    lines.update({k: r.shape_bias for k, r in per.items()
+                  if not k.startswith("subject-") and not math.isnan(r.shape_bias)})
     return lines
 
 
@@ -324,7 +330,9 @@ def predict_decisions(model: nn.Module, dataset: torch.utils.data.Dataset, **kwa
     return cue_conflict_decisions(predict(model, dataset, **kwargs).logits)
 
 
-def measure_shape_bias(model: nn.Module, stimuli: str | os.PathLike[str] | CueConflict, **kwargs: Any) -> ShapeBiasResult:
+def measure_shape_bias(
+    model: nn.Module, stimuli: str | os.PathLike[str] | CueConflict, **kwargs: Any
+) -> ShapeBiasResult:
     """Shape bias of ``model`` on ``stimuli`` (a cue-conflict folder path or a ``CueConflict`` dataset).
 
     Keyword arguments go to ``predict_decisions`` (``device``, ``batch_size``, ``progress``, ...).

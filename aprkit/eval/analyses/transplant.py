@@ -51,7 +51,9 @@ class _MapStyle(Protocol):
     def __getitem__(self, index: int) -> Any: ...
 
 
-def load_data(data: Data, labels: torch.Tensor | None = None, max_images: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def load_data(
+    data: Data, labels: torch.Tensor | None = None, max_images: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Images ``(N, C, H, W)`` float in [0, 1] and labels ``(N,)`` (or ``None``) from a tensor, an
     ``(images, labels)`` pair, a dataset of ``(image, label)`` or an iterable of such batches.
 
@@ -90,11 +92,14 @@ def load_data(data: Data, labels: torch.Tensor | None = None, max_images: int | 
     if labels is not None:
         labels = torch.as_tensor(labels).long().reshape(-1)
         if labels.shape[0] != images.shape[0]:
-            raise ValueError(f"labels must have one entry per image: {images.shape[0]} images, {labels.shape[0]} labels")
+            raise ValueError(f"labels must have one entry per image: {images.shape[0]} images, "
+                             f"{labels.shape[0]} labels")
     return images, labels
 
 
-def read_folder(root: str | os.PathLike[str], per_class: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def read_folder(
+    root: str | os.PathLike[str], per_class: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """uint8 images ``(N, 3, H, W)``, labels ``(N,)`` and class names from ``root/<class>/*.png|jpg``.
 
     Class index = sorted folder order; at most ``per_class`` files (sorted by name) per class. All images
@@ -134,8 +139,8 @@ def sample_disagreeing_pairs(
     classes = torch.unique(preds)
     if classes.numel() < 2:
         raise ValueError(
-            f"all {preds.numel()} images have the same clean prediction (class {int(classes[0])}): no valid pair (A, B) "
-            "with different predictions exists; give images the model assigns to at least two classes"
+            f"all {preds.numel()} images have the same clean prediction (class {int(classes[0])}): no valid pair "
+            "(A, B) with different predictions exists; give images the model assigns to at least two classes"
         )
     if n_pairs < 1:
         raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
@@ -218,11 +223,15 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
             return from_grid(t, prefix, layout)
 
         pred = run(b_idx, main)
-        id_pred, id_logits = predict_at(ctrl, lambda r: build(ctrl[r], lambda g: C.transplant(g, g, code, dims)))  # noqa: B023 - called within this iteration
-        del_pred = run(ctrl, lambda r: build(ctrl[r], lambda g: C.with_magnitude(g, mean_mag, code, dims)))  # noqa: B023 - called within this iteration
+        # the lambdas below are called within this iteration (B023)
+        id_pred, id_logits = predict_at(
+            ctrl, lambda r: build(ctrl[r], lambda g: C.transplant(g, g, code, dims)))  # noqa: B023
+        del_pred = run(
+            ctrl, lambda r: build(ctrl[r], lambda g: C.with_magnitude(g, mean_mag, code, dims)))  # noqa: B023
         act_change = float(torch.cat(change).mean())
         row: dict[str, Any] = {
-            "layer": site.layer, "site": site.site, "call_index": idx, "code": code, "dims": dims if code == "phase" else None,
+            "layer": site.layer, "site": site.site, "call_index": idx, "code": code,
+            "dims": dims if code == "phase" else None,
             "shape": list(g0.shape[1:]), "kind": layout.kind, "n_pairs": int(a_idx.numel()),
             "follow_donor": _rate(pred, clean[a_idx]), "follow_magnitude": _rate(pred, clean[b_idx]),
             "identity_agreement": _rate(id_pred, clean[ctrl]),
@@ -237,7 +246,8 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
                        deletion_accuracy=_rate(del_pred, labels[ctrl]), dc_only_accuracy=_rate(dc_pred, labels[ctrl]))
         flags = []
         if act_change < INERT_CHANGE:
-            why = " (non-negative activations: the sign code is constant)" if code == "sign" and st["negative_fraction"] == 0 else ""
+            constant_sign = code == "sign" and st["negative_fraction"] == 0
+            why = " (non-negative activations: the sign code is constant)" if constant_sign else ""
             flags.append(f"inert: the transplant leaves the activation unchanged{why}")
         if st["variation"] < TRIVIAL_VARIATION:
             flags.append(f"trivial: the magnitude hardly varies between images (variation {st['variation']:.3f})")
@@ -268,7 +278,8 @@ def _prepare(model, data, labels, n_pairs, generator, batch_size, max_images, nu
         device = torch.device("cpu")
     clean, logits = predict(model, images, batch_size, device)
     if labels is not None and int(labels.max()) >= logits.shape[1]:
-        raise ValueError(f"labels go up to {int(labels.max())} but the model has {logits.shape[1]} outputs; pass labels=None")
+        raise ValueError(f"labels go up to {int(labels.max())} but the model has {logits.shape[1]} outputs; "
+                         "pass labels=None")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     pairs = (*sample_disagreeing_pairs(clean, n_pairs, gen), torch.randperm(images.shape[0], generator=gen))
     k, auto_grid = token_layout(model)
@@ -380,7 +391,10 @@ def layer_sweep(
     targets: list[tuple[int, str, Site]] = []
     for site in sites:
         for depth, b in enumerate(picked):
-            t = last_activation_site(model, b) if site == "input" and layers == "all" else Site(b, site, call_index)  # type: ignore[arg-type]
+            if site == "input" and layers == "all":
+                t = last_activation_site(model, b)
+            else:
+                t = Site(b, site, call_index)  # type: ignore[arg-type]  # a str; Site checks it is "input"/"output"
             resolve_module(model, t.module_path)
             targets.append((depth, b, t))
     was_training = model.training

@@ -1,6 +1,6 @@
-"""Tables and plots of a transplant layer sweep (:func:`aprkit.eval.analyses.transplant.layer_sweep` rows): one sweep as a
-table (:class:`aprkit.eval.report.blocks.Table`, or Markdown text for the command line) or a figure against depth, and
-several models side by side."""
+"""Tables and plots of a transplant layer sweep (:func:`aprkit.eval.analyses.transplant.layer_sweep` rows): one
+sweep as a table (:class:`aprkit.eval.report.blocks.Table`, or Markdown text for the command line) or a figure
+against depth, and several models side by side."""
 
 from __future__ import annotations
 

@@ -21,7 +21,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-__all__ = ["iter_batches", "prefetch", "default_prefetch", "dataset_len"]
+__all__ = ["iter_batches", "prefetch", "default_prefetch", "dataset_len", "describe_value"]
+
+
+def describe_value(x: object) -> str:
+    """``"<dtype> tensor of shape (...)"`` for a tensor, else the type's name: the "got ..." of an error message."""
+    return f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
 
 
 def dataset_len(dataset: Dataset | Sized) -> int:
@@ -97,8 +102,8 @@ def _collate(samples: list) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = zip(*samples, strict=True)
     for img in images[:1]:
         if not isinstance(img, torch.Tensor) or img.dtype != torch.uint8 or img.ndim != 3:
-            got = f"{img.dtype} tensor of shape {tuple(img.shape)}" if isinstance(img, torch.Tensor) else type(img).__name__
-            raise TypeError(f"datasets must yield (uint8 image tensor (C, H, W), int label); got an image of type {got}")
+            raise TypeError("datasets must yield (uint8 image tensor (C, H, W), int label); "
+                            f"got an image of type {describe_value(img)}")
     if len({img.shape for img in images}) > 1:
         raise _SizeMismatch("images of one batch differ in size")
     return torch.stack(images), torch.as_tensor(labels, dtype=torch.long)
@@ -189,7 +194,8 @@ def iter_batches(
         from torch.utils.data.distributed import DistributedSampler
 
         # the sampler reads only the length of its dataset and yields indices into it
-        shard: Iterable[int] = DistributedSampler(Subset(dataset, indices), num_replicas=world, rank=rank, shuffle=False)
+        shard: Iterable[int] = DistributedSampler(Subset(dataset, indices), num_replicas=world, rank=rank,
+                                                  shuffle=False)
         indices = [indices[i] for i in shard]
     pin = device is not None and device.type == "cuda"
     chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
@@ -198,7 +204,8 @@ def iter_batches(
         if hasattr(dataset, "get_batch") and num_workers == 0:  # array-backed, in-process: one slice per batch
             loader: Any = map(_BatchFetch(dataset, pin_memory=pin).__getitem__, chunks)
         elif hasattr(dataset, "get_batch"):  # the same in worker processes
-            loader = DataLoader(_BatchFetch(dataset), sampler=chunks, batch_size=None, num_workers=num_workers, pin_memory=pin)
+            loader = DataLoader(_BatchFetch(dataset), sampler=chunks, batch_size=None, num_workers=num_workers,
+                                pin_memory=pin)
         else:
             loader = DataLoader(
                 Subset(dataset, indices), batch_size=batch_size, shuffle=False, num_workers=num_workers,
@@ -208,8 +215,10 @@ def iter_batches(
 
     for chunk, (images, labels) in (prefetch(batches, depth) if depth else batches()):
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
-            got = f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
-            raise TypeError(f"datasets must yield uint8 images (C, H, W) (batches (B, C, H, W)); got {got}")
+            raise TypeError(f"datasets must yield uint8 images (C, H, W) (batches (B, C, H, W)); "
+                            f"got {describe_value(images)}")
         if len(labels) != len(images):
-            raise ValueError(f"label/image count mismatch: the dataset returned {len(images)} images but {len(labels)} labels")
-        yield images, labels, (torch.arange(chunk.start, chunk.stop) if isinstance(chunk, range) else torch.as_tensor(chunk))
+            raise ValueError(f"label/image count mismatch: the dataset returned {len(images)} images "
+                             f"but {len(labels)} labels")
+        yield images, labels, (torch.arange(chunk.start, chunk.stop) if isinstance(chunk, range)
+                               else torch.as_tensor(chunk))

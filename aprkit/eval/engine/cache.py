@@ -13,8 +13,9 @@ whole-suite entries and the output folder's suite index all use it, mostly throu
 - ``unit``: what was computed (``"cell"``, ``"ood-scores"``, ``"suite:corruption"``, ...) plus the unit's
   format version among its options (``v``);
 - ``model``: :func:`model_fingerprint` of the state dict (class name, parameter and buffer names, dtypes,
-  shapes and values; remembered per model object until a weight changes, see there). The user's ``model_id`` is a display label only and never part of a key. Input
-  normalisation lives inside aprkit models as buffers, so preprocessing is covered by the fingerprint;
+  shapes and values; remembered per model object until a weight changes, see there). The user's ``model_id``
+  is a display label only and never part of a key. Input normalisation lives inside aprkit models as buffers,
+  so preprocessing is covered by the fingerprint;
 - ``data``: the dataset identity (``aprkit.eval.engine.inference.dataset_id``: the normalised spec with its
   split, a ``cache_id``, or a content hash of an in-memory set);
 - the run settings that change numbers, added to every key from the evaluation context: ``limit`` (the
@@ -139,7 +140,8 @@ def identity(value: Any) -> Any:
         try:
             return dataset_id(value)
         except (TypeError, ValueError, IndexError, KeyError) as err:
-            raise Unidentifiable(f"cannot identify the {type(value).__name__} {value!r:.60} for the result cache: {err}") from err
+            raise Unidentifiable(
+                f"cannot identify the {type(value).__name__} {value!r:.60} for the result cache: {err}") from err
     qualname = getattr(value, "__qualname__", None)
     if isinstance(qualname, str) and "<" not in qualname and callable(value):
         return f"{getattr(value, '__module__', '?')}.{qualname}"
@@ -166,15 +168,17 @@ def result_key(ctx: Any, unit: str, data: Any, **options: Any) -> str:
     """The cache key of one unit computed with ``ctx`` (an ``EvalContext``) on ``data`` (see the module docstring).
 
     ``data`` is a dataset spec, an id string (from ``dataset_id`` or a ``cache_id``), a dataset, or
-    tensors; it is identified with ``dataset_id`` (strings) or :func:`identity`. ``options`` are the unit's own options; they must not repeat the run settings
-    (``seed``, ``amp``, ``limit``, ``num_classes``), which every key takes from ``ctx``.
+    tensors; it is identified with ``dataset_id`` (strings) or :func:`identity`. ``options`` are the unit's own
+    options; they must not repeat the run settings (``seed``, ``amp``, ``limit``, ``num_classes``), which every
+    key takes from ``ctx``.
     """
     if not isinstance(unit, str) or not unit:
         raise ValueError(f"unit must be a non-empty string naming what was computed, got {unit!r}")
     settings = {k: ctx.options.get(k) for k in RUN_SETTINGS} | {"seed": int(ctx.seed), "amp": bool(ctx.amp)}
     clash = sorted(set(options) & set(settings))
     if clash:
-        raise ValueError(f"options {clash} are run settings that every key takes from the context; give the unit's own value another name")
+        raise ValueError(f"options {clash} are run settings that every key takes from the context; "
+                         "give the unit's own value another name")
     from .inference import dataset_id
 
     if data is None or (isinstance(data, str) and not data):

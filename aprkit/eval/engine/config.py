@@ -57,7 +57,8 @@ def _check_models(models: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             if key not in _MODEL_ENTRY_KEYS:
                 raise unknown_key(f"models.{name}.{key}", _MODEL_ENTRY_KEYS, f"models.{name}")
         if not isinstance(entry.get("model"), str):
-            raise TypeError(f"config key 'models.{name}' must be a model spec string or {{model: SPEC, checkpoint: FILE}}, got {entry!r}")
+            raise TypeError(f"config key 'models.{name}' must be a model spec string or "
+                            f"{{model: SPEC, checkpoint: FILE}}, got {entry!r}")
         out[str(name)] = entry
     return out
 
@@ -88,7 +89,8 @@ def eval_settings(data: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(per_suite, Mapping):
         missing = [s for s in suites if s not in per_suite and "default" not in per_suite]
         if missing:
-            raise ValueError(f"no data for suite {missing[0]!r}: the data mapping has {', '.join(map(repr, per_suite))}; "
+            raise ValueError(f"no data for suite {missing[0]!r}: the data mapping has "
+                             f"{', '.join(map(repr, per_suite))}; "
                              f"add --data SPEC (default data) or --data {missing[0]}=SPEC")
         for key in per_suite:
             if key != "default" and key not in registry:

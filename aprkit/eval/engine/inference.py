@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from ...data.arrays import NO_LABEL
 from ...models.normalize import find_classifier
-from .batches import _dist_info, dataset_len, iter_batches
+from .batches import _dist_info, dataset_len, describe_value, iter_batches
 
 __all__ = [
     "NO_LABEL",
@@ -77,8 +77,7 @@ class TensorImageDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.dtype != torch.uint8:
-            got = f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
-            raise TypeError(f"images must be a uint8 tensor (N, C, H, W), got {got}")
+            raise TypeError(f"images must be a uint8 tensor (N, C, H, W), got {describe_value(images)}")
         labels = torch.zeros(len(images), dtype=torch.long) if labels is None else torch.as_tensor(labels)
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"labels must have shape ({len(images)},) to match the images, got {tuple(labels.shape)}")
@@ -93,7 +92,9 @@ class TensorImageDataset(Dataset):
     def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, int]]:
         return list(zip(self.images[idx], self.labels[idx].tolist(), strict=True))
 
-    def get_batch(self, indices: slice | list[int] | torch.Tensor, pin_memory: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def get_batch(
+        self, indices: slice | list[int] | torch.Tensor, pin_memory: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``uint8 (B, C, H, W)`` and labels ``(B,)`` for a slice or index list (the batch fast path).
 
         ``pin_memory=True``: the images are copied once into page-locked memory (for asynchronous copies to CUDA).
@@ -206,10 +207,12 @@ def _check_logits(logits: Any, n: int, num_classes: int | None, where: str) -> t
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"the model must return a logits tensor (B, num_classes), got {type(logits).__name__} {where}")
     if logits.ndim != 2:
-        raise ValueError(f"the model must return logits of shape (B, num_classes), got shape {tuple(logits.shape)} {where}")
+        raise ValueError(f"the model must return logits of shape (B, num_classes), "
+                         f"got shape {tuple(logits.shape)} {where}")
     if logits.shape[0] != n:
         raise ValueError(
-            f"label/prediction count mismatch {where}: the model returned {logits.shape[0]} rows of logits for {n} images/labels"
+            f"label/prediction count mismatch {where}: the model returned {logits.shape[0]} rows of logits "
+            f"for {n} images/labels"
         )
     if num_classes is not None and logits.shape[1] != num_classes:
         raise ValueError(
@@ -226,8 +229,9 @@ def _check_finite(logits: torch.Tensor, idx: torch.Tensor, desc: str) -> None:
         bad = (~finite).nonzero().flatten().cpu()
         first = idx[bad[:5]].tolist()
         raise ValueError(
-            f"the model returned NaN or infinite logits for {bad.numel()} of {logits.shape[0]} images ({desc}; dataset "
-            f"indices {first}{' ...' if bad.numel() > 5 else ''}); check the checkpoint and the input range (float [0, 1])"
+            f"the model returned NaN or infinite logits for {bad.numel()} of {logits.shape[0]} images ({desc}; "
+            f"dataset indices {first}{' ...' if bad.numel() > 5 else ''}); check the checkpoint and the input range "
+            "(float [0, 1])"
         )
 
 
@@ -283,7 +287,8 @@ def _retry_contiguous(model: nn.Module, exc: RuntimeError, retry: Callable[[], A
         raise exc from None
     warnings.warn(
         f"{type(model).__name__}'s forward pass fails under channels_last ({str(exc).splitlines()[0]}); "
-        "evaluating it in the contiguous layout instead. Pass channels_last=False (--no-channels-last) to skip this retry.",
+        "evaluating it in the contiguous layout instead. Pass channels_last=False (--no-channels-last) to skip "
+        "this retry.",
         RuntimeWarning, stacklevel=3,
     )
     _NO_CHANNELS_LAST.add(model)
@@ -311,8 +316,9 @@ def predict(
 
     ``transform`` (e.g. an on-the-fly corruption) runs on the device on uint8 batches before the float
     conversion. ``read_ahead``: batches read in a background thread ahead of the forward pass (default: 2 on
-    CUDA without loader workers, 0 on the CPU; the outputs are the same either way). ``num_classes`` (when known) is checked against the model's output; labels outside
-    ``[0, K)``, NaN logits and a logits/labels count mismatch raise ``ValueError``.
+    CUDA without loader workers, 0 on the CPU; the outputs are the same either way). ``num_classes`` (when
+    known) is checked against the model's output; labels outside ``[0, K)``, NaN logits and a logits/labels
+    count mismatch raise ``ValueError``.
     """
     from tqdm.auto import tqdm
 
@@ -354,7 +360,8 @@ def predict(
     t0 = time.perf_counter()
     n_total = dataset_len(dataset) if limit is None else min(dataset_len(dataset), int(limit))
     bar = tqdm(total=n_total, desc=desc, unit="img", disable=not progress, leave=False)
-    batches = iter_batches(dataset, batch_size, num_workers=num_workers, limit=limit, device=device, read_ahead=read_ahead)
+    batches = iter_batches(dataset, batch_size, num_workers=num_workers, limit=limit, device=device,
+                           read_ahead=read_ahead)
     try:
         with torch.inference_mode():
             for b, (images, labels, idx) in enumerate(batches):
@@ -371,7 +378,8 @@ def predict(
                             raise
                         x = x.contiguous()
                         hook_store.clear()
-                        out = _retry_contiguous(model, exc, lambda: _forward(model, x, use_head, hook_store))  # noqa: B023 - called within this iteration
+                        out = _retry_contiguous(  # the lambda is called within this iteration (B023)
+                            model, exc, lambda: _forward(model, x, use_head, hook_store))  # noqa: B023
                         channels_last = False
                 where = f"({desc}, batch {b}, images {int(idx[0])}..{int(idx[-1])})"
                 logits = _check_logits(out, len(labels), num_classes, where).float()

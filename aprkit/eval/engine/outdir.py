@@ -102,10 +102,12 @@ class SuiteIndex:
             with open(self.path, encoding="utf-8") as f:
                 data = json.load(f)
             entries = data["entries"]
-            if data.get("version") != self.VERSION or not all(isinstance(e, dict) and {"model", "suite", "value"} <= set(e) for e in entries):
+            if data.get("version") != self.VERSION or not all(
+                    isinstance(e, dict) and {"model", "suite", "value"} <= set(e) for e in entries):
                 raise ValueError(f"expected version {self.VERSION} entries with model, suite and value")
         except (OSError, ValueError, KeyError, TypeError) as err:
-            warnings.warn(f"ignoring the damaged suite index {self.path} ({err}); results.json lists this run's suites only",
+            warnings.warn(f"ignoring the damaged suite index {self.path} ({err}); "
+                          "results.json lists this run's suites only",
                           RuntimeWarning, stacklevel=3)
             return []
         return entries
@@ -117,7 +119,8 @@ class SuiteIndex:
             warnings.warn(
                 f"{self.path}: model label {label!r} previously named other weights; dropping its earlier results "
                 f"({', '.join(stale)}) from results.json (their cells stay in the cache)", RuntimeWarning, stacklevel=3)
-            self.entries = [e for e in self.entries if not (e["model"] == label and e.get("fingerprint") != fingerprint)]
+            self.entries = [e for e in self.entries
+                            if not (e["model"] == label and e.get("fingerprint") != fingerprint)]
 
     def add(self, entry: Mapping[str, Any]) -> None:
         """Record a finished suite, replacing an older entry of the same model label and suite."""
@@ -139,5 +142,6 @@ class SuiteIndex:
         """``{model label: {suite: everything in the entry but the result}}``."""
         out: dict[str, dict[str, dict]] = {}
         for e in self.entries:
-            out.setdefault(e["model"], {})[e["suite"]] = {k: v for k, v in e.items() if k not in ("model", "suite", "value")}
+            out.setdefault(e["model"], {})[e["suite"]] = {
+                k: v for k, v in e.items() if k not in ("model", "suite", "value")}
         return out

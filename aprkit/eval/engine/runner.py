@@ -53,14 +53,17 @@ def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None,
         if checkpoint is not None:
             from aprkit.models import load_model
 
-            return load_model(model, num_classes=num_classes, checkpoint=checkpoint, device=device, drop_head=drop_head), type(model).__name__
+            loaded = load_model(model, num_classes=num_classes, checkpoint=checkpoint, device=device,
+                                drop_head=drop_head)
+            return loaded, type(model).__name__
         return place_model(model, device), type(model).__name__
     if isinstance(model, (str, Path)):
         from aprkit.models import load_model
 
-        return load_model(str(model), num_classes=num_classes, checkpoint=checkpoint, device=device, random_init=random_init,
-                          drop_head=drop_head), _display_name(model)
-    raise TypeError(f"model must be an nn.Module, a model spec string (e.g. 'resnet20', 'timm:resnet50', a .th file) or a mapping name -> model; got {type(model).__name__}")
+        return load_model(str(model), num_classes=num_classes, checkpoint=checkpoint, device=device,
+                          random_init=random_init, drop_head=drop_head), _display_name(model)
+    raise TypeError("model must be an nn.Module, a model spec string (e.g. 'resnet20', 'timm:resnet50', a .th file) "
+                    f"or a mapping name -> model; got {type(model).__name__}")
 
 
 def _display_name(model: Any) -> str:
@@ -107,7 +110,8 @@ def _data_for(data: Any, suite: str) -> Any:
         return data[suite]
     if "default" in data:
         return data["default"]
-    raise ValueError(f"no data for suite {suite!r}: the data mapping has keys {sorted(data)}; add {suite!r} or 'default'")
+    raise ValueError(f"no data for suite {suite!r}: the data mapping has keys {sorted(data)}; "
+                     f"add {suite!r} or 'default'")
 
 
 def _suite_names(suite: str | Sequence[str]) -> list[str]:
@@ -148,35 +152,39 @@ def evaluate(
 ) -> Results:
     """Evaluate ``model`` (or a mapping name -> model, side by side) on ``suite`` and return :class:`Results`.
 
-    ``data``: the clean in-distribution test set (spec such as ``"cifar10:ROOT"``/``"folder:ROOT"``, a
-    Dataset yielding ``(uint8 (C, H, W), int)``, or a mapping suite name -> data with an optional
-    ``"default"`` entry, e.g. ``{"default": "cifar10:ROOT", "shape-bias": "cue-conflict:DIR"}``). ``corrupted``: a -C
-    dataset spec (e.g. ``"cifar10-c:ROOT"``); without it corruptions are generated on the fly. ``ood``:
-    OOD set specs (default: synthetic noise). ``fit``: training data for Mahalanobis/KNN. ``limit``:
-    first N images. ``options``: the suites' flat option keys (each suite's ``Options``, see
-    :mod:`aprkit.eval.suites.base`), e.g. ``{"knn_k": 10, "n_pairs": 500}``; they win over the parameters above.
-    ``random_init``/``drop_head``: see :func:`aprkit.models.load_model` (untrained weights
-    and re-initialised heads are refused unless asked for). With ``out_dir``, writes ``cache/``, ``index.json``, ``results.json``,
-    ``report.md`` and ``report.html`` there; ``results.json`` and the report hold every suite finished in that
-    folder (this run's and earlier runs'), the returned :class:`Results` this call's models only. A report
-    section that fails to render raises after the files are written. ``amp`` defaults to on for CUDA, off on CPU; ``channels_last`` defaults to on
-    for convolutional models on every device (it converts the model's parameters in place; on CPU
-    the oneDNN convolutions run 1.2-1.4x faster in that layout, see ``benchmarks/bench_eval.py``).
+    ``data``: the clean in-distribution test set (spec such as ``"cifar10:ROOT"``/``"folder:ROOT"``, a Dataset
+    yielding ``(uint8 (C, H, W), int)``, or a mapping suite name -> data with an optional ``"default"`` entry, e.g.
+    ``{"default": "cifar10:ROOT", "shape-bias": "cue-conflict:DIR"}``). ``corrupted``: a -C dataset spec (e.g.
+    ``"cifar10-c:ROOT"``); without it corruptions are generated on the fly. ``ood``: OOD set specs (default: synthetic
+    noise). ``fit``: training data for Mahalanobis/KNN. ``limit``: first N images. ``options``: the suites' flat
+    option keys (each suite's ``Options``, see :mod:`aprkit.eval.suites.base`), e.g.
+    ``{"knn_k": 10, "n_pairs": 500}``; they win over the parameters above. ``random_init``/``drop_head``: see
+    :func:`aprkit.models.load_model` (untrained weights and re-initialised heads are refused unless asked for). With
+    ``out_dir``, writes ``cache/``, ``index.json``, ``results.json``, ``report.md`` and ``report.html`` there;
+    ``results.json`` and the report hold every suite finished in that folder (this run's and earlier runs'), the
+    returned :class:`Results` this call's models only. A report section that fails to render raises after the files
+    are written. ``amp`` defaults to on for CUDA, off on CPU; ``channels_last`` defaults to on for convolutional
+    models on every device (it converts the model's parameters in place; on CPU the oneDNN convolutions run 1.2-1.4x
+    faster in that layout, see ``benchmarks/bench_eval.py``).
     """
     if data is None:
-        raise ValueError("data is required: a dataset spec such as 'cifar10:/path/to/cifar10' or 'folder:/path', or a Dataset")
+        raise ValueError("data is required: a dataset spec such as 'cifar10:/path/to/cifar10' or 'folder:/path', "
+                         "or a Dataset")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     names = _suite_names(suite)
     opts = check_suite_options(names, options)  # flat keys, each read by a selected suite
-    for k, v in dict(limit=limit, corruptions=corruptions, severities=severities, corrupted=corrupted, ood=ood, fit=fit, num_classes=num_classes).items():
+    params = dict(limit=limit, corruptions=corruptions, severities=severities, corrupted=corrupted, ood=ood, fit=fit,
+                  num_classes=num_classes)
+    for k, v in params.items():
         if v is not None:
             opts.setdefault(k, v)
     parsed = parse_suite_options(names, opts)  # a bad value fails here, before any work
     dev = resolve_device(device)
     amp = dev.type == "cuda" if amp is None else bool(amp)
     out = Path(out_dir) if out_dir is not None else None
-    backend = ResultCache(cache_dir) if cache_dir is not None else ResultCache(out / "cache") if out is not None else MemoryCache()
+    backend = (ResultCache(cache_dir) if cache_dir is not None
+               else ResultCache(out / "cache") if out is not None else MemoryCache())
     world = _dist_info()[1]
     cache = RunCache(backend, resume, {"world_size": world, "batch_size": batch_size, "device": dev.type})
     models = dict(model) if isinstance(model, Mapping) else {model_id: model}
@@ -209,7 +217,8 @@ def evaluate(
             sdata = _data_for(data, sname)
             value, produced_by = _run_suite(registry[sname](), ctx, sdata, cache)
             results.models[name][sname] = value
-            run.finish({"model": name, "suite": sname, "value": value, "key": _suite_key(ctx, sname, sdata), "fingerprint": fingerprint,
+            run.finish({"model": name, "suite": sname, "value": value, "key": _suite_key(ctx, sname, sdata),
+                        "fingerprint": fingerprint,
                         "spec": m if isinstance(m, str) else type(m).__name__, "data": _describe(sdata),
                         "options": _describe(opts), "seed": seed, "amp": amp, "produced_by": produced_by,
                         "date": _now()})
@@ -290,7 +299,8 @@ class _Run:
             "pending": pending,
             "models": {label: next(iter(suites.values())).get("spec") for label, suites in prov.items()},
             "suites": list(dict.fromkeys(s for suites in prov.values() for s in suites)),
-            "data": json.loads(datas.pop()) if len(datas) == 1 else _describe(st["data"]) if not datas else "mixed (see provenance)",
+            "data": (json.loads(datas.pop()) if len(datas) == 1
+                     else _describe(st["data"]) if not datas else "mixed (see provenance)"),
             "options": _describe(st["opts"]),
             "device": produced.get("device", [st["dev"].type]),
             "amp": sorted({bool(p.get("amp")) for p in entries}) or [st["amp"]],

@@ -30,7 +30,8 @@ def as_tensor(x: Any, name: str) -> torch.Tensor:
 
 
 def _float(x: torch.Tensor, name: str) -> torch.Tensor:
-    if x.dtype == torch.bool or not (x.is_floating_point() or x.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+    integer = x.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+    if x.dtype == torch.bool or not (x.is_floating_point() or integer):
         raise TypeError(f"{name} must be a real numeric tensor, got dtype {x.dtype}")
     return x.double() if x.dtype == torch.float64 else x.float()
 
@@ -39,7 +40,8 @@ def check_probs(probs: Any, name: str = "probs", *, atol: float = PROB_ATOL) -> 
     """Validate class probabilities ``(N, K)``: finite, in [0, 1], rows summing to 1; return float32/64."""
     p = as_tensor(probs, name)
     if p.ndim != 2:
-        raise ValueError(f"{name} must have shape (N, K) (one probability vector per sample), got shape {tuple(p.shape)}")
+        raise ValueError(f"{name} must have shape (N, K) (one probability vector per sample), "
+                         f"got shape {tuple(p.shape)}")
     if p.shape[0] == 0 or p.shape[1] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(p.shape)}); expected at least one sample and one class")
     if not p.is_floating_point():
@@ -48,16 +50,20 @@ def check_probs(probs: Any, name: str = "probs", *, atol: float = PROB_ATOL) -> 
     if not bool(torch.isfinite(p).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     if bool((p < -atol).any()) or bool((p > 1 + atol).any()):
-        raise ValueError(f"{name} must lie in [0, 1]; got values in [{p.min().item():.4g}, {p.max().item():.4g}] (pass softmax(logits), not logits)")
+        raise ValueError(f"{name} must lie in [0, 1]; got values in [{p.min().item():.4g}, {p.max().item():.4g}] "
+                         "(pass softmax(logits), not logits)")
     sums = p.sum(dim=1)
     bad = (sums - 1).abs() > atol
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
-        raise ValueError(f"rows of {name} must sum to 1 (within {atol}); row {i} sums to {sums[i].item():.6g} (pass softmax(logits), not logits)")
+        raise ValueError(f"rows of {name} must sum to 1 (within {atol}); row {i} sums to {sums[i].item():.6g} "
+                         "(pass softmax(logits), not logits)")
     return p
 
 
-def check_labels_for(labels: Any, n: int, num_classes: int | None, name: str = "labels", device: torch.device | None = None) -> torch.Tensor:
+def check_labels_for(
+    labels: Any, n: int, num_classes: int | None, name: str = "labels", device: torch.device | None = None
+) -> torch.Tensor:
     """Validate integer labels ``(N,)`` in ``[0, num_classes)`` and move them to ``device``."""
     y = as_tensor(labels, name)
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
@@ -65,12 +71,14 @@ def check_labels_for(labels: Any, n: int, num_classes: int | None, name: str = "
     if y.ndim != 1:
         raise ValueError(f"{name} must have shape (N,), got shape {tuple(y.shape)}")
     if y.shape[0] != n:
-        raise ValueError(f"{name} has {y.shape[0]} entries but there are {n} predictions; expected one label per sample")
+        raise ValueError(f"{name} has {y.shape[0]} entries but there are {n} predictions; "
+                         "expected one label per sample")
     if device is not None and y.device != device:
         y = y.to(device)
     y = y.long()
     if n and num_classes is not None and (bool((y < 0).any()) or bool((y >= num_classes).any())):
-        raise ValueError(f"{name} must be in [0, {num_classes}) for {num_classes} classes; got values in [{int(y.min())}, {int(y.max())}]")
+        raise ValueError(f"{name} must be in [0, {num_classes}) for {num_classes} classes; "
+                         f"got values in [{int(y.min())}, {int(y.max())}]")
     return y
 
 

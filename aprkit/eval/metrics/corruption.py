@@ -108,9 +108,12 @@ def _error_value(value: Any, what: str) -> torch.Tensor:
     return t
 
 
-def _errors_table(errors: Mapping[str, Any], name: str = "errors", required: tuple[str, ...] | None = CORRUPTIONS) -> dict[str, torch.Tensor]:
+def _errors_table(
+    errors: Mapping[str, Any], name: str = "errors", required: tuple[str, ...] | None = CORRUPTIONS
+) -> dict[str, torch.Tensor]:
     if not isinstance(errors, Mapping):
-        raise TypeError(f"{name} must be a mapping corruption -> error (or 5 per-severity errors), got {type(errors).__name__}")
+        raise TypeError(f"{name} must be a mapping corruption -> error (or 5 per-severity errors), "
+                        f"got {type(errors).__name__}")
     table = {}
     for key, value in errors.items():
         c = canonical_corruption(key)
@@ -120,7 +123,8 @@ def _errors_table(errors: Mapping[str, Any], name: str = "errors", required: tup
     if required is not None:
         missing = [c for c in required if c not in table]
         if missing:
-            raise ValueError(f"{name} lacks {len(missing)} of the {len(required)} benchmark corruptions: {', '.join(missing)}")
+            raise ValueError(f"{name} lacks {len(missing)} of the {len(required)} benchmark corruptions: "
+                             f"{', '.join(missing)}")
     return table
 
 
@@ -209,7 +213,9 @@ def corruption_robustness(accuracies: Mapping[str, Any] | float, clean_accuracy:
     return mean_acc / clean
 
 
-def corruption_summary(errors: Mapping[str, Any], clean_error: float | None = None, imagenet: bool = False) -> dict[str, Any]:
+def corruption_summary(
+    errors: Mapping[str, Any], clean_error: float | None = None, imagenet: bool = False
+) -> dict[str, Any]:
     """All corruption numbers a report needs, JSON-serialisable.
 
     Always: ``mean_corruption_error``, ``mean_corrupted_accuracy``, per-corruption mean errors and per-family

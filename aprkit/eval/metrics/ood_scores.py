@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LOGIT_SCORES", "msp", "max_logit", "energy", "odin", "features_and_logits", "MahalanobisScorer", "KNNScorer"]
+__all__ = [
+    "LOGIT_SCORES", "msp", "max_logit", "energy", "odin", "features_and_logits", "MahalanobisScorer", "KNNScorer",
+]
 
 
 def _check_logits(logits: Any, name: str = "logits") -> torch.Tensor:
@@ -86,7 +88,9 @@ def odin(model: nn.Module, x: torch.Tensor, temperature: float = 1000.0, epsilon
         return msp(model(x_pert).float(), t)
 
 
-def features_and_logits(model: nn.Module, x: torch.Tensor, layer: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def features_and_logits(
+    model: nn.Module, x: torch.Tensor, layer: nn.Module | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``(N, K)`` and penultimate features ``(N, D)``: the (flattened) input of ``layer``.
 
     ``layer`` defaults to the model's last ``nn.Linear`` (the classifier head of ResNets, timm and

@@ -48,7 +48,8 @@ class Results:
     def __getitem__(self, suite: str) -> dict:
         """``results["corruption"]`` for a single-model run (use ``results.models[id][suite]`` otherwise)."""
         if len(self.models) != 1:
-            raise KeyError(f"this Results holds {len(self.models)} models ({', '.join(self.models)}); use results.models[model_id][{suite!r}]")
+            raise KeyError(f"this Results holds {len(self.models)} models ({', '.join(self.models)}); "
+                           f"use results.models[model_id][{suite!r}]")
         suites = next(iter(self.models.values()))
         if suite not in suites:
             raise KeyError(f"no results for suite {suite!r}; available: {', '.join(suites) or 'none'}")
@@ -100,7 +101,8 @@ class Results:
         """Write results.json, report.md and report.html (see :func:`write_report`)."""
         target = out_dir if out_dir is not None else self.out_dir
         if target is None:
-            raise ValueError("no output folder: pass out_dir (reports are never written to the current directory implicitly)")
+            raise ValueError("no output folder: pass out_dir "
+                             "(reports are never written to the current directory implicitly)")
         self.paths = write_report(self, target, title=title)
         return self.paths
 
@@ -224,5 +226,5 @@ def raise_failed(sections: list[tuple[str, ReportSection]], out: Path) -> None:
     failed = [(name, sec.error) for name, sec in sections if sec.error is not None]
     if failed:
         detail = "; ".join(f"{name}: {type(err).__name__}: {err}" for name, err in failed)
-        raise ReportError(f"report sections failed to render ({detail}); {out / 'report.md'} was written with a note in "
-                          f"their place and the numbers are in {out / 'results.json'}") from failed[0][1]
+        raise ReportError(f"report sections failed to render ({detail}); {out / 'report.md'} was written with a "
+                          f"note in their place and the numbers are in {out / 'results.json'}") from failed[0][1]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from ..._lazy import import_plugins
 from .base import SUITES, EvalContext, Measure, ReportSection, Suite, SuiteOptions, register_suite
 
-__all__ = ["SUITES", "EvalContext", "Measure", "ReportSection", "Suite", "SuiteOptions", "register_suite", "load_suites",
-           "SUITE_MODULES"]
+__all__ = ["SUITES", "EvalContext", "Measure", "ReportSection", "Suite", "SuiteOptions", "register_suite",
+           "load_suites", "SUITE_MODULES"]
 
 #: modules that define suites, imported on demand by ``load_suites``
 SUITE_MODULES = ("corruption", "calibration", "ood", "shape_bias", "phase_bias", "transplant", "cue_conflict")

@@ -213,7 +213,9 @@ def register_suite(name: str) -> Callable[[type[Suite]], type[Suite]]:
 
 #: the deprecated nested option forms: ``options[KEY] = {name: value}`` stands for ``options[PREFIX + name]``
 #: (KEY -> (the suite, PREFIX))
-_NESTED = {"phase-bias": ("phase-bias", ""), "phase_bias": ("phase-bias", ""), "transplant": ("transplant", "transplant_")}
+_NESTED = {
+    "phase-bias": ("phase-bias", ""), "phase_bias": ("phase-bias", ""), "transplant": ("transplant", "transplant_"),
+}
 
 
 def flat_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -237,5 +239,6 @@ def flat_options(options: Mapping[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"options '{key}.{name}' and {flat!r} are both set; keep the flat key {flat!r}")
             out[flat] = value
         warnings.warn(f"options[{key!r}] = {{...}} is deprecated: give the {suite} options as flat keys "
-                      f"({', '.join(prefix + str(n) for n in nested) or 'none given'})", DeprecationWarning, stacklevel=3)
+                      f"({', '.join(prefix + str(n) for n in nested) or 'none given'})",
+                      DeprecationWarning, stacklevel=3)
     return out

@@ -69,8 +69,8 @@ class CalibrationSuite(Suite[CalibrationOptions]):
     def run(self, ctx: EvalContext, data: Any) -> CalibrationResult:
         opts = self.options(ctx)
         clean = evaluate_cell(ctx, data, opts)
-        result: CalibrationResult = {"clean": {k: clean[k] for k in _METRICS} | {"reliability": clean["reliability"], "n": clean["n"]},
-                                     "corrupted": None, "per_severity": {}}
+        clean_summary = {k: clean[k] for k in _METRICS} | {"reliability": clean["reliability"], "n": clean["n"]}
+        result: CalibrationResult = {"clean": clean_summary, "corrupted": None, "per_severity": {}}
         if opts.calibration_corrupted:
             corruptions, severities = opts.grid()
             cells = [evaluate_cell(ctx, data, opts, c, s) for c in corruptions for s in severities]
@@ -91,7 +91,8 @@ class CalibrationSuite(Suite[CalibrationOptions]):
             Measure("rms", "RMS calibration error (clean)", c.get("rms"), percent=True, higher_is_better=False),
             Measure("nll", "NLL (clean)", c.get("nll"), higher_is_better=False, digits=3),
             Measure("brier", "Brier score (clean)", c.get("brier"), higher_is_better=False, digits=3),
-            Measure("corrupted_ece", "ECE (corrupted, mean over cells)", k.get("ece"), percent=True, higher_is_better=False),
+            Measure("corrupted_ece", "ECE (corrupted, mean over cells)", k.get("ece"), percent=True,
+                    higher_is_better=False),
         ]
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
@@ -100,12 +101,14 @@ class CalibrationSuite(Suite[CalibrationOptions]):
             c = r["clean"]
             k = r.get("corrupted") or {}
             rows.append([m, pct(c["accuracy"]), pct(c["ece"]), pct(c["rms"]), f"{c['nll']:.3f}", f"{c['brier']:.3f}",
-                         pct(k.get("ece")), pct(k.get("rms")), "-" if not k else f"{k['nll']:.3f}", "-" if not k else f"{k['brier']:.3f}"])
-        table = Table(["model", "clean acc %", "ECE %", "RMS %", "NLL", "Brier", "corr. ECE %", "corr. RMS %", "corr. NLL",
-                       "corr. Brier"], rows,
-                      notes="ECE: 15 equal-width bins; RMS: adaptive bins of 100 samples (every bin counted); corrupted = "
-                            "mean over the evaluated corruption x severity cells.")
-        blocks: list = [table, Figure(self._reliability(results, fig_dir), "Reliability diagrams (dashed: perfect calibration)")]
+                         pct(k.get("ece")), pct(k.get("rms")), "-" if not k else f"{k['nll']:.3f}",
+                         "-" if not k else f"{k['brier']:.3f}"])
+        table = Table(["model", "clean acc %", "ECE %", "RMS %", "NLL", "Brier", "corr. ECE %", "corr. RMS %",
+                       "corr. NLL", "corr. Brier"], rows,
+                      notes="ECE: 15 equal-width bins; RMS: adaptive bins of 100 samples (every bin counted); "
+                            "corrupted = mean over the evaluated corruption x severity cells.")
+        blocks: list = [table, Figure(self._reliability(results, fig_dir),
+                                      "Reliability diagrams (dashed: perfect calibration)")]
         if any(r.get("per_severity") for r in results.values()):
             blocks.append(Figure(self._ece_vs_severity(results, fig_dir), "ECE against corruption severity"))
         return ReportSection("Calibration", blocks)
@@ -116,7 +119,9 @@ class CalibrationSuite(Suite[CalibrationOptions]):
         fig = new_figure(3.4 * cols, 3.2 * len(results))
         axes = fig.subplots(len(results), cols, squeeze=False)
         for i, (m, r) in enumerate(results.items()):
-            for j, (label, d) in enumerate([("clean", r["clean"]["reliability"]), ("corrupted, pooled", (r.get("corrupted") or {}).get("reliability"))][:cols]):
+            panels = [("clean", r["clean"]["reliability"]),
+                      ("corrupted, pooled", (r.get("corrupted") or {}).get("reliability"))]
+            for j, (label, d) in enumerate(panels[:cols]):
                 ax = axes[i][j]
                 if d is None:
                     ax.axis("off")
@@ -126,9 +131,11 @@ class CalibrationSuite(Suite[CalibrationOptions]):
                 w = edges[1] - edges[0]
                 accs = [a if n else 0 for a, n in zip(d["accuracy"], d["count"], strict=True)]
                 ax.bar(centres, accs, width=w, edgecolor="k", lw=0.5, color="C0", label="accuracy")
-                gaps = [abs(c - a) if n else 0 for a, c, n in zip(d["accuracy"], d["confidence"], d["count"], strict=True)]
-                lows = [min(a, c) if n else 0 for a, c, n in zip(d["accuracy"], d["confidence"], d["count"], strict=True)]
-                ax.bar(centres, gaps, bottom=lows, width=w, color="C3", alpha=0.35, hatch="//", label="gap to confidence")
+                bins = list(zip(d["accuracy"], d["confidence"], d["count"], strict=True))
+                gaps = [abs(c - a) if n else 0 for a, c, n in bins]
+                lows = [min(a, c) if n else 0 for a, c, n in bins]
+                ax.bar(centres, gaps, bottom=lows, width=w, color="C3", alpha=0.35, hatch="//",
+                       label="gap to confidence")
                 ax.plot([0, 1], [0, 1], "k--", lw=1)
                 ax.set_xlim(0, 1)
                 ax.set_ylim(0, 1)
@@ -144,7 +151,8 @@ class CalibrationSuite(Suite[CalibrationOptions]):
         ax = fig.subplots()
         for i, (m, r) in enumerate(results.items()):
             sev = sorted(int(s) for s in r.get("per_severity", {}))
-            ax.plot([0] + sev, [100 * r["clean"]["ece"]] + [100 * r["per_severity"][str(s)]["ece"] for s in sev], marker="o", color=f"C{i}", label=m)
+            ece = [100 * r["clean"]["ece"]] + [100 * r["per_severity"][str(s)]["ece"] for s in sev]
+            ax.plot([0] + sev, ece, marker="o", color=f"C{i}", label=m)
         ax.set_xlabel("severity (0 = clean)")
         ax.set_ylabel("ECE (%), mean over corruptions")
         ax.grid(alpha=0.3)

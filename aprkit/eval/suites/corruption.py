@@ -25,6 +25,7 @@ from typing import Any, Literal, TypedDict
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
+from ..engine.batches import describe_value
 from ..engine.cache import cached
 from ..engine.inference import as_dataset, dataset_id, predict
 from ..report.blocks import Figure, Paragraph, Table, pct
@@ -48,10 +49,10 @@ def cell_summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -
     from ..metrics._validate import check_labels_for
 
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or not logits.is_floating_point():
-        got = f"{logits.dtype} tensor of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise TypeError(f"logits must be a floating-point tensor (N, K), got {got}")
+        raise TypeError(f"logits must be a floating-point tensor (N, K), got {describe_value(logits)}")
     if logits.shape[0] == 0 or not bool(torch.isfinite(logits).all()):
-        raise ValueError(f"logits must be finite with at least one row, got shape {tuple(logits.shape)} (NaN/inf or empty)")
+        raise ValueError(f"logits must be finite with at least one row, got shape {tuple(logits.shape)} "
+                         "(NaN/inf or empty)")
     probs = torch.softmax(logits.double(), dim=1)
     y = check_labels_for(labels, probs.shape[0], probs.shape[1], device=probs.device)
     conf, pred = probs.max(dim=1)
@@ -92,7 +93,7 @@ class CorruptionOptions(LimitOption):
     severities: list[int] = [1, 2, 3, 4, 5]
     """severities in 1..5"""
     corrupted: Any = None
-    """a -C dataset on disk (``"cifar10-c:ROOT"``) or a callable (corruption, severity) -> dataset; default: generated"""
+    """a -C dataset on disk (``"cifar10-c:ROOT"``) or a callable (corruption, severity) -> dataset; else generated"""
     num_classes: int | None = None
     """classes the model must output (a run setting; default: the dataset's classes, see ``check_classes``)"""
     check_classes: bool = True
@@ -170,7 +171,8 @@ def _open_corrupted(source: Any, corruption: str, severity: int):
         from aprkit.data import get_dataset
 
         return get_dataset(source, "test", corruption=corruption, severity=int(severity))
-    raise TypeError(f"options['corrupted'] must be a -C dataset spec such as 'cifar10-c:ROOT' or a callable (corruption, severity) -> dataset, got {type(source).__name__}")
+    raise TypeError("options['corrupted'] must be a -C dataset spec such as 'cifar10-c:ROOT' or a callable "
+                    f"(corruption, severity) -> dataset, got {type(source).__name__}")
 
 
 def expected_classes(opts: CorruptionOptions, dataset: Any) -> int | None:
@@ -209,7 +211,8 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
         origin = "disk:" + dataset_id(source, "c")
         generation["source"] = origin
     elif source:
-        origin = "source:" + str(getattr(source, "cache_id", None) or getattr(source, "__qualname__", type(source).__name__))
+        source_name = getattr(source, "cache_id", None) or getattr(source, "__qualname__", type(source).__name__)
+        origin = "source:" + str(source_name)
         generation["source"] = source  # identified by its cache_id (or never cached)
     else:
         from aprkit.corruptions import CODE_VERSION
@@ -281,7 +284,8 @@ class CorruptionSuite(Suite[CorruptionOptions]):
             "per_severity": per_severity,
             "mean_error": mean_err,
             "mean_corruption_error": _mce_cifar(cells, bench) if full else None,
-            "relative_robustness": (1 - mean_err) / clean["accuracy"] if mean_err is not None and clean["accuracy"] > 0 else None,
+            "relative_robustness": ((1 - mean_err) / clean["accuracy"]
+                                    if mean_err is not None and clean["accuracy"] > 0 else None),
             "complete": full,
             "origin": "none" if not grid else "disk" if opts.corrupted else "generated",
             "preset": opts.preset or _default_preset(as_dataset(data)),
@@ -298,12 +302,14 @@ class CorruptionSuite(Suite[CorruptionOptions]):
 
     def headline(self, result: Mapping[str, Any]) -> list[Measure]:
         return [
-            Measure("clean_accuracy", "clean accuracy", result["clean"]["accuracy"], percent=True, higher_is_better=True),
-            Measure("mean_corruption_error", "mean corruption error (15 x 5 cells)", result.get("mean_corruption_error"),
-                    percent=True, higher_is_better=False),
+            Measure("clean_accuracy", "clean accuracy", result["clean"]["accuracy"], percent=True,
+                    higher_is_better=True),
+            Measure("mean_corruption_error", "mean corruption error (15 x 5 cells)",
+                    result.get("mean_corruption_error"), percent=True, higher_is_better=False),
             Measure("mean_error", "mean error over the evaluated corruption cells", result.get("mean_error"),
                     percent=True, higher_is_better=False),
-            Measure("mce", "mCE (ImageNet-C, AlexNet-normalised)", result.get("mce"), percent=True, higher_is_better=False),
+            Measure("mce", "mCE (ImageNet-C, AlexNet-normalised)", result.get("mce"), percent=True,
+                    higher_is_better=False),
         ]
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
@@ -313,8 +319,8 @@ class CorruptionSuite(Suite[CorruptionOptions]):
             rows.append([m, pct(r["clean"]["accuracy"]), pct(r["mean_error"]), pct(r["mean_corruption_error"]),
                          "-" if r["relative_robustness"] is None else f"{r['relative_robustness']:.3f}",
                          pct(r.get("mce"), 1), pct(r.get("relative_mce"), 1), r["origin"], r["clean"]["n"]])
-        blocks: list = [Table(["model", "clean acc %", "mean error %", "mean corruption error %", "corr. acc / clean acc",
-                               "mCE %", "rel. mCE %", "corrupted data", "images"], rows)]
+        blocks: list = [Table(["model", "clean acc %", "mean error %", "mean corruption error %",
+                               "corr. acc / clean acc", "mCE %", "rel. mCE %", "corrupted data", "images"], rows)]
         corruptions = sorted({c for r in results.values() for c in r["cells"]}, key=lambda c: (_order(c), c))
         severities = sorted({int(s) for r in results.values() for row in r["cells"].values() for s in row})
         if not corruptions:
@@ -325,10 +331,11 @@ class CorruptionSuite(Suite[CorruptionOptions]):
                             caption="Error (%) per corruption, mean over severities"))
         for m in models:
             blocks.append(Table(["corruption"] + [f"s{s}" for s in severities],
-                                [[c] + [pct(results[m]["cells"].get(c, {}).get(str(s), {}).get("error")) for s in severities]
-                                 for c in corruptions],
+                                [[c] + [pct(results[m]["cells"].get(c, {}).get(str(s), {}).get("error"))
+                                        for s in severities] for c in corruptions],
                                 caption=f"{m}: error (%) per corruption x severity"))
-        blocks.append(Figure(self._bar_chart(results, corruptions, fig_dir), "Error per corruption (dashed: clean error)"))
+        blocks.append(Figure(self._bar_chart(results, corruptions, fig_dir),
+                             "Error per corruption (dashed: clean error)"))
         blocks.append(Figure(self._severity_curves(results, corruptions, severities, fig_dir),
                              "Error against severity, per corruption and mean"))
         return ReportSection("Corruption robustness", blocks)
@@ -337,8 +344,8 @@ class CorruptionSuite(Suite[CorruptionOptions]):
     def _bar_chart(results: Mapping[str, dict], corruptions: list[str], fig_dir: Path) -> Path:
         fig = new_figure(max(6, 0.6 * len(corruptions) + 2), 3.8)
         ax = fig.subplots()
-        grouped_bars(ax, {m: [100 * (r["per_corruption"].get(c) or 0) for c in corruptions] for m, r in results.items()},
-                     len(corruptions))
+        errors = {m: [100 * (r["per_corruption"].get(c) or 0) for c in corruptions] for m, r in results.items()}
+        grouped_bars(ax, errors, len(corruptions))
         for i, r in enumerate(results.values()):
             ax.axhline(100 * r["clean"]["error"], ls="--", lw=1, color=f"C{i}")
         ax.set_xticks(range(len(corruptions)), [c.replace("_", " ") for c in corruptions], rotation=45, ha="right")
@@ -347,7 +354,9 @@ class CorruptionSuite(Suite[CorruptionOptions]):
         return save_figure(fig, Path(fig_dir) / "corruption_errors.png", dpi=110)
 
     @staticmethod
-    def _severity_curves(results: Mapping[str, dict], corruptions: list[str], severities: list[int], fig_dir: Path) -> Path:
+    def _severity_curves(
+        results: Mapping[str, dict], corruptions: list[str], severities: list[int], fig_dir: Path
+    ) -> Path:
         panels = ["mean"] + corruptions
         cols = min(4, len(panels))
         rows = -(-len(panels) // cols)
@@ -358,8 +367,10 @@ class CorruptionSuite(Suite[CorruptionOptions]):
             for i, (m, r) in enumerate(results.items()):
                 ys = [r["clean"]["error"]]
                 for s in severities:
-                    ys.append(r["per_severity"].get(str(s)) if name == "mean" else r["cells"].get(name, {}).get(str(s), {}).get("error"))
-                ax.plot([0] + severities, [None if y is None else 100 * y for y in ys], marker="o", ms=3, color=f"C{i}", label=m)
+                    ys.append(r["per_severity"].get(str(s)) if name == "mean"
+                              else r["cells"].get(name, {}).get(str(s), {}).get("error"))
+                ax.plot([0] + severities, [None if y is None else 100 * y for y in ys], marker="o", ms=3,
+                        color=f"C{i}", label=m)
             ax.set_title(name.replace("_", " "), fontsize=9)
             ax.set_xticks([0] + severities)
             ax.grid(alpha=0.3)

@@ -45,7 +45,7 @@ class OODOptions(LimitOption):
     """Options of the OOD suite."""
 
     ood: Any = None
-    """OOD sets: dataset specs (a list or comma-separated text) or a mapping name -> spec/Dataset; default: noise sets"""
+    """OOD sets: dataset specs (a list or comma-separated text) or a mapping name -> spec/Dataset; else noise sets"""
     ood_limit: int | None = Field(default=None, ge=1)
     """images per OOD set (default: ``limit``, else as many as the in-distribution set has)"""
     ood_scores: list[str] = list(SCORES)
@@ -93,7 +93,8 @@ def _ood_sets(opts: OODOptions) -> dict[str, Any]:
     out = {}
     for s in sets:
         if not isinstance(s, str):
-            raise TypeError(f"option 'ood' entries must be dataset specs; pass a mapping name -> Dataset for objects, got {type(s).__name__}")
+            raise TypeError("option 'ood' entries must be dataset specs; pass a mapping name -> Dataset for objects, "
+                            f"got {type(s).__name__}")
         name = s.split(":", 1)[1] if s.startswith("noise:") else Path(s.split(":", 1)[-1]).name or s
         out[name] = s
     return out
@@ -145,21 +146,23 @@ def _odin_scores(ctx: EvalContext, dataset: Any, limit: int | None, opts: OODOpt
 
     T, eps = opts.odin_temperature, opts.odin_epsilon
     parts = []
-    for images, _, _ in iter_batches(dataset, ctx.batch_size, num_workers=ctx.num_workers, limit=limit, device=ctx.device):
+    batches = iter_batches(dataset, ctx.batch_size, num_workers=ctx.num_workers, limit=limit, device=ctx.device)
+    for images, _, _ in batches:
         x = to_model_input(images, ctx.device, wants_channels_last(ctx.model, ctx.channels_last))
         parts.append(S.odin(ctx.model, x, temperature=T, epsilon=eps).detach().float().cpu())
     return torch.cat(parts)
 
 
-def compute_scores(ctx: EvalContext, dataset: Any, wanted: list[str], scorers: dict[str, Any], limit: int | None, desc: str,
-                   opts: OODOptions | None = None) -> dict[str, list[float]]:
+def compute_scores(ctx: EvalContext, dataset: Any, wanted: list[str], scorers: dict[str, Any], limit: int | None,
+                   desc: str, opts: OODOptions | None = None) -> dict[str, list[float]]:
     """Per-sample OOD scores ``{score name: [N floats]}`` of ``dataset`` (higher = more in-distribution); ODIN
     uses the temperature and step of ``opts`` (default: :class:`OODOptions`' defaults)."""
     from ..metrics import ood_scores as S
 
     need_feats = any(s in scorers for s in wanted)
-    out = predict(ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers, amp=ctx.amp,
-                  channels_last=ctx.channels_last, features=need_feats, limit=limit, progress=ctx.progress, desc=desc)
+    out = predict(ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
+                  amp=ctx.amp, channels_last=ctx.channels_last, features=need_feats, limit=limit,
+                  progress=ctx.progress, desc=desc)
     result: dict[str, list[float]] = {}
     logit_fns = {"msp": S.msp, "max_logit": S.max_logit, "energy": S.energy}
     for name in wanted:
@@ -221,12 +224,16 @@ class OODSuite(Suite[OODOptions]):
         for name, spec in sets.items():
             n = ood_limit or n_in
             ds = _open_ood(spec, in_ds, n=int(n), seed=ctx.seed)
-            ds_id = dataset_id(spec) + (f"#{ds[0][0].shape[-2]}x{ds[0][0].shape[-1]}-n{n}-seed{ctx.seed}" if isinstance(spec, str) and spec.startswith("noise:") else "")
+            ds_id = dataset_id(spec)
+            if isinstance(spec, str) and spec.startswith("noise:"):
+                ds_id += f"#{ds[0][0].shape[-2]}x{ds[0][0].shape[-1]}-n{n}-seed{ctx.seed}"
             s_out = scores_for(name, ds, ds_id, ood_limit)
-            result["sets"][name] = {"n": len(s_out[present[0]])} | {s: M.ood_metrics(s_in[s], s_out[s]) for s in present}
+            result["sets"][name] = ({"n": len(s_out[present[0]])}
+                                    | {s: M.ood_metrics(s_in[s], s_out[s]) for s in present})
             result["histograms"][name] = {s: _histograms(s_in[s], s_out[s]) for s in present}
         result["mean"] = {
-            s: {m: sum(r[s][m] for r in result["sets"].values()) / max(1, len(result["sets"])) for m in _METRICS} for s in present
+            s: {m: sum(r[s][m] for r in result["sets"].values()) / max(1, len(result["sets"])) for m in _METRICS}
+            for s in present
         }
         return result
 
@@ -236,11 +243,12 @@ class OODSuite(Suite[OODOptions]):
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         models = list(results)
-        blocks: list = [Paragraph("ID is the positive class (higher score = more in-distribution); FPR@95 = fraction of "
-                                  "OOD accepted at 95 % TPR.")]
+        blocks: list = [Paragraph("ID is the positive class (higher score = more in-distribution); "
+                                  "FPR@95 = fraction of OOD accepted at 95 % TPR.")]
         scores = [s for s in SCORES if any(s in r["scores"] for r in results.values())]
         blocks.append(Table(["score"] + models, [[s] + [
-            "-" if s not in results[m]["mean"] else f"{pct(results[m]['mean'][s]['auroc'], 1)} / {pct(results[m]['mean'][s]['fpr@95'], 1)}"
+            "-" if s not in results[m]["mean"]
+            else f"{pct(results[m]['mean'][s]['auroc'], 1)} / {pct(results[m]['mean'][s]['fpr@95'], 1)}"
             for m in models] for s in scores], caption="Mean over OOD sets: AUROC % / FPR@95 %"))
         for m, r in results.items():
             sets = list(r["sets"])
@@ -248,7 +256,8 @@ class OODSuite(Suite[OODOptions]):
                 " / ".join(pct(r["sets"][o][s][k], 1) for k in _METRICS) for o in sets] for s in r["scores"]],
                 caption=f"{m}: per OOD set (AUROC % / AUPR-In % / AUPR-Out % / FPR@95 %)",
                 notes=f"Note: {r['note']}" if r.get("note") else ""))
-        blocks.append(Figure(self._auroc_bars(results, scores, fig_dir), "AUROC per score, mean over OOD sets (dotted: chance)"))
+        blocks.append(Figure(self._auroc_bars(results, scores, fig_dir),
+                             "AUROC per score, mean over OOD sets (dotted: chance)"))
         hist = self._score_hist(results, fig_dir)
         if hist is not None:
             blocks.append(Figure(hist, "Score histograms: in-distribution against each OOD set"))
@@ -258,7 +267,8 @@ class OODSuite(Suite[OODOptions]):
     def _auroc_bars(results: Mapping[str, dict], scores: list[str], fig_dir: Path) -> Path:
         fig = new_figure(max(5, 1.0 * len(scores) + 2), 3.4)
         ax = fig.subplots()
-        grouped_bars(ax, {m: [100 * r["mean"].get(s, {}).get("auroc", 0) for s in scores] for m, r in results.items()}, len(scores))
+        aurocs = {m: [100 * r["mean"].get(s, {}).get("auroc", 0) for s in scores] for m, r in results.items()}
+        grouped_bars(ax, aurocs, len(scores))
         ax.set_xticks(range(len(scores)), scores)
         ax.set_ylim(0, 100)
         ax.axhline(50, color="k", lw=0.8, ls=":")

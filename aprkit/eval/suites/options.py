@@ -19,13 +19,16 @@ def suite_registry(names: Sequence[str]) -> dict[str, Any]:
     registry = load_suites()
     for n in names:
         if n not in registry:
-            raise ValueError(f"unknown suite {n!r}{nearest_names(str(n), list(registry))}; available: {', '.join(sorted(registry))}")
+            raise ValueError(f"unknown suite {n!r}{nearest_names(str(n), list(registry))}; "
+                             f"available: {', '.join(sorted(registry))}")
     if not names:
         raise ValueError("no suite given; choose from: " + ", ".join(sorted(registry)))
     return registry
 
 
-def option_error(key: str, suites: Sequence[str], registry: Mapping[str, Any], valid_keys: Sequence[str] = ()) -> ValueError:
+def option_error(
+    key: str, suites: Sequence[str], registry: Mapping[str, Any], valid_keys: Sequence[str] = ()
+) -> ValueError:
     """The error for ``key``: the suite that reads it when that one is not selected, else a did-you-mean
     over every suite option (and ``valid_keys``, the other config keys, when given)."""
     owners = [name for name, cls in sorted(registry.items()) if key in cls.option_names()]

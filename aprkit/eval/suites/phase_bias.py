@@ -35,7 +35,8 @@ _VARIANTS = (("full", "full swap"), ("low_frequency", "low-freq. swap"))
 
 
 class PhaseBiasOptions(LimitOption):
-    """Options of the phase-bias suite (the keyword arguments of :func:`~aprkit.eval.analyses.phase_bias.measure_phase_bias`)."""
+    """Options of the phase-bias suite (the keyword arguments of
+    :func:`~aprkit.eval.analyses.phase_bias.measure_phase_bias`)."""
 
     n_pairs: int = Field(default=2000, ge=1)
     """pairs of test images of different classes to recombine"""
@@ -50,7 +51,8 @@ class PhaseBiasOptions(LimitOption):
 
 
 class PhaseBiasResult(TypedDict):
-    """What the phase-bias suite returns (:func:`~aprkit.eval.analyses.phase_bias.measure_phase_bias`, fractions in [0, 1])."""
+    """What the phase-bias suite returns (:func:`~aprkit.eval.analyses.phase_bias.measure_phase_bias`, fractions
+    in [0, 1])."""
 
     phase_bias: float | None  # phase / (phase + amplitude) decisions, full swap
     phase_bias_low_frequency: float | None  # the same, amplitude swapped only inside the low-frequency band
@@ -70,15 +72,17 @@ class PhaseBiasSuite(Suite[PhaseBiasOptions]):
 
     def run(self, ctx: EvalContext, data: Any) -> PhaseBiasResult:
         options = self.options(ctx)
-        limit, opts = options.limit, options.model_dump(exclude={"limit"})  # the keyword arguments of measure_phase_bias
+        limit = options.limit
+        opts = options.model_dump(exclude={"limit"})  # the keyword arguments of measure_phase_bias
 
         def compute() -> dict:
             dataset = as_dataset(data)
             if limit is not None:  # pairs are drawn among the first ``limit`` images
                 dataset = Subset(dataset, range(min(int(limit), dataset_len(dataset))))
             return measure_phase_bias(
-                ctx.model, dataset, seed=ctx.seed, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
-                amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress, **opts,
+                ctx.model, dataset, seed=ctx.seed, device=ctx.device, batch_size=ctx.batch_size,
+                num_workers=ctx.num_workers, amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress,
+                **opts,
             )
 
         return cast(PhaseBiasResult, cached(ctx, "phase-bias", data, compute, v=_VERSION, **opts))
@@ -109,17 +113,19 @@ class PhaseBiasSuite(Suite[PhaseBiasOptions]):
             rows.append(row + [f"{100 * r['patch_shuffle']['accuracy']:.1f}"])
         any_r = next(iter(results.values()))
         ps = any_r["patch_shuffle"]
-        text = (f"Phase bias = phase decisions / (phase + amplitude decisions) on {any_r['full']['n_pairs']} pairs of "
-                "test images of different classes, each recombined from the Fourier phase of one image and the amplitude "
-                f"of the other (low-freq.: amplitude swapped only inside the centred square of half-width beta*min(H,W), "
-                f"beta={any_r['settings']['beta']}). This is the CIFAR-scale analogue of shape bias, not the Geirhos cue-conflict "
-                f"metric. Patch shuffle: {ps['n_images']} images cut into {ps['patch_size']}-pixel patches and permuted "
-                "(shape destroyed, local texture kept); high accuracy there means the class is carried by local texture.")
+        text = (f"Phase bias = phase decisions / (phase + amplitude decisions) on {any_r['full']['n_pairs']} pairs "
+                "of test images of different classes, each recombined from the Fourier phase of one image and the "
+                "amplitude of the other (low-freq.: amplitude swapped only inside the centred square of half-width "
+                f"beta*min(H,W), beta={any_r['settings']['beta']}). This is the CIFAR-scale analogue of shape bias, "
+                f"not the Geirhos cue-conflict metric. Patch shuffle: {ps['n_images']} images cut into "
+                f"{ps['patch_size']}-pixel patches and permuted (shape destroyed, local texture kept); high accuracy "
+                "there means the class is carried by local texture.")
         fig_dir = Path(fig_dir)
         fig_dir.mkdir(parents=True, exist_ok=True)
         return ReportSection("Phase bias (phase-vs-amplitude conflict)", [
             Table(head, rows), Paragraph(text),
-            Figure(plot_phase_bias(results, fig_dir / "phase_bias.png"), "Which image the prediction follows, per model and swap"),
+            Figure(plot_phase_bias(results, fig_dir / "phase_bias.png"),
+                   "Which image the prediction follows, per model and swap"),
         ])
 
 

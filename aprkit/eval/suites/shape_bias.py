@@ -102,7 +102,8 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
         return [
             Measure("shape-bias.shape_bias", "shape bias (cue-conflict)", result.get("shape_bias"), digits=3),
             Measure("shape-bias.shape_match", "cue-conflict: shape match", result.get("shape_match"), percent=True),
-            Measure("shape-bias.texture_match", "cue-conflict: texture match", result.get("texture_match"), percent=True),
+            Measure("shape-bias.texture_match", "cue-conflict: texture match", result.get("texture_match"),
+                    percent=True),
         ]
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
@@ -141,7 +142,8 @@ def plot_shape_bias(results: Mapping[str, dict], path: Path) -> Path:
     fig = new_figure(8.4, 6.0)
     ax = fig.subplots()
     y = {c: len(cats) - 1 - i for i, c in enumerate(cats)}
-    for (name, value), style in zip(_references(results).items(), ("--", ":", "-.", (0, (1, 3)), (0, (5, 5))), strict=False):
+    styles = ("--", ":", "-.", (0, (1, 3)), (0, (5, 5)))
+    for (name, value), style in zip(_references(results).items(), styles, strict=False):
         ax.axvline(value, color="0.35", ls=style, lw=1.4, label=f"{name}, published ({value:.2f})")
     for i, (model, r) in enumerate(results.items()):
         color, marker = f"C{i % 10}", _MARKERS[i % len(_MARKERS)]
@@ -165,5 +167,6 @@ def plot_shape_bias(results: Mapping[str, dict], path: Path) -> Path:
     top = ax.secondary_xaxis("top", functions=(flip, flip))
     top.set_xlabel("fraction of 'texture' decisions")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False, title="mean shape bias", title_fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False, title="mean shape bias",
+              title_fontsize=8)
     return save_figure(fig, path, dpi=110)

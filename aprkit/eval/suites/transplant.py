@@ -87,7 +87,8 @@ class TransplantSuite(Suite[TransplantOptions]):
             res = layer_sweep(
                 ctx.model, (images, labels) if labels is not None else images,
                 layers=o.pop("layers"), codes=o.pop("codes"), sites=o.pop("sites"), every=o.pop("every"),
-                generator=torch.Generator().manual_seed(ctx.seed), batch_size=ctx.batch_size, progress=ctx.progress, **o,
+                generator=torch.Generator().manual_seed(ctx.seed), batch_size=ctx.batch_size, progress=ctx.progress,
+                **o,
             )
             res.pop("figure", None)
             res["config"] = {k: res.pop(k) for k in ("n_images", "n_pairs", "num_outputs") if k in res}
