@@ -7,11 +7,14 @@ content) whose message names the argument and what was expected. Nothing here is
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
+from typing import Any
 
 import torch
 
 __all__ = [
+    "dataset_len",
+    "describe_value",
     "FLOAT_DTYPES",
     "IMAGE_DTYPES",
     "check_image_tensor",
@@ -148,3 +151,16 @@ def nearest_names(name: str, valid: Sequence[str], n: int = 3) -> str:
 
     close = difflib.get_close_matches(name, list(valid), n=n, cutoff=0.5)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def describe_value(x: object) -> str:
+    """``"<dtype> tensor of shape (...)"`` for a tensor, else the type's name: the "got ..." of an error message."""
+    return f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def dataset_len(dataset: Any) -> int:
+    """``len(dataset)``; ``TypeError`` naming what was expected for a dataset without a length."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"the dataset must be map-style with a length (__len__ and __getitem__), "
+                        f"got {type(dataset).__name__} without __len__")
+    return len(dataset)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .._checks import dataset_len
 from .arrays import ArrayDataset, _as_index_array
 
 __all__ = ["iter_batches", "collate_uint8", "subset", "first_n", "SubsetDataset", "dataset_tensors", "to_array_dataset",
@@ -59,7 +60,7 @@ class SubsetDataset(Dataset):
     def __init__(self, dataset: Dataset, indices: Sequence[int] | np.ndarray | torch.Tensor):
         idx = indices.cpu().numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices)
         idx = idx.astype(np.int64).reshape(-1)
-        n = len(dataset)  # type: ignore[arg-type]
+        n = dataset_len(dataset)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"subset indices must lie in [0, {n}), got {int(idx.min())}..{int(idx.max())}")
         self.dataset, self.indices = dataset, idx
@@ -83,7 +84,7 @@ class SubsetDataset(Dataset):
 def subset(dataset: Dataset, n: int | Sequence[int], *, seed: int | None = None) -> SubsetDataset:
     """A subset: explicit ``indices``, the first ``n`` samples, or (with ``seed``) ``n`` random ones without
     replacement."""
-    total = len(dataset)  # type: ignore[arg-type]
+    total = dataset_len(dataset)
     if isinstance(n, bool):
         raise TypeError(f"n must be a count (int) or a sequence of indices, got {n!r}")
     if isinstance(n, (int, np.integer)):
@@ -178,7 +179,7 @@ def iter_batches(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    n = len(dataset)  # type: ignore[arg-type]
+    n = dataset_len(dataset)
     idx = None
     if indices is not None:
         idx = indices.cpu().numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices, dtype=np.int64)
@@ -216,7 +217,7 @@ def dataset_tensors(
     of ``batch_size`` through :func:`iter_batches` (``num_workers`` decoding processes), with a tqdm bar
     labelled ``desc`` when ``progress``. An empty dataset raises ``ValueError``.
     """
-    n = len(dataset)  # type: ignore[arg-type]
+    n = dataset_len(dataset)
     if n == 0:
         raise ValueError("dataset is empty")
     source = batch_source(dataset)

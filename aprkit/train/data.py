@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from .._checks import dataset_len
 from ..data.loading import SubsetDataset, dataset_tensors
 from .config import Config, expand_env
 from .state import derive_seed
@@ -30,7 +31,7 @@ __all__ = ["load_datasets", "SubsetDataset", "SeededTransform", "EpochBatches", 
 
 
 def _subset(ds: Dataset, limit: int | None, seed: int, tag: str) -> Dataset:
-    n = len(ds)  # type: ignore[arg-type]
+    n = dataset_len(ds)
     if limit is None or limit >= n:
         return ds
     g = torch.Generator().manual_seed(derive_seed(seed, tag) % (1 << 62))
@@ -87,7 +88,7 @@ class SeededTransform(Dataset):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
+        return dataset_len(self.base)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x, y = self.base[i]
@@ -153,13 +154,13 @@ def _materialise(ds: Dataset, device: torch.device, num_workers: int) -> tuple[t
 def _fits_in_memory(ds: Dataset, cfg: Config) -> bool:
     if cfg.data.in_memory is not None:
         return cfg.data.in_memory
-    if cfg.data.random_resized_crop or cfg.data.test_resize is not None or len(ds) == 0:  # type: ignore[arg-type]
+    if cfg.data.random_resized_crop or cfg.data.test_resize is not None or dataset_len(ds) == 0:
         return False
     x0, _ = ds[0]
     size = cfg.data.image_size
     if not isinstance(x0, torch.Tensor) or x0.dtype != torch.uint8 or tuple(x0.shape[-2:]) != (size, size):
         return False
-    return len(ds) * x0.numel() <= cfg.data.max_memory_mb * 2**20  # type: ignore[arg-type]
+    return dataset_len(ds) * x0.numel() <= cfg.data.max_memory_mb * 2**20
 
 
 class EpochBatches:
@@ -183,7 +184,7 @@ class EpochBatches:
     ):
         self.cfg, self.batch_size, self.device, self.train = cfg, batch_size, device, train
         self.rank, self.world, self.epoch = rank, world, 0
-        n = len(ds)  # type: ignore[arg-type]
+        n = dataset_len(ds)
         if train:
             self.sampler: DistributedSampler | None = DistributedSampler(
                 ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed, drop_last=True

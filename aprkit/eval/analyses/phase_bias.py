@@ -276,7 +276,7 @@ class PatchShuffleDataset(torch.utils.data.Dataset):
 def dataset_labels(dataset: torch.utils.data.Dataset) -> torch.Tensor:
     """Labels ``(N,)`` of a dataset: its ``labels``/``targets`` attribute when complete (through ``Subset``),
     else read item by item."""
-    from ..engine.batches import dataset_len
+    from ..._checks import dataset_len
 
     n = dataset_len(dataset)
     if isinstance(dataset, torch.utils.data.Subset):

@@ -15,26 +15,15 @@ from __future__ import annotations
 import inspect
 import queue
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence, Sized
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-__all__ = ["iter_batches", "prefetch", "default_prefetch", "dataset_len", "describe_value"]
+from ..._checks import dataset_len, describe_value
 
-
-def describe_value(x: object) -> str:
-    """``"<dtype> tensor of shape (...)"`` for a tensor, else the type's name: the "got ..." of an error message."""
-    return f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-
-
-def dataset_len(dataset: Dataset | Sized) -> int:
-    """``len(dataset)``; ``TypeError`` naming what was expected for a dataset without a length."""
-    if not isinstance(dataset, Sized):
-        raise TypeError(f"the dataset must be map-style with a length (__len__ and __getitem__), "
-                        f"got {type(dataset).__name__} without __len__")
-    return len(dataset)
+__all__ = ["iter_batches", "prefetch", "default_prefetch"]
 
 
 def _dist_info() -> tuple[int, int]:

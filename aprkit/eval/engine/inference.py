@@ -30,9 +30,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..._checks import dataset_len, describe_value
 from ...data.arrays import NO_LABEL
 from ...models.normalize import find_classifier
-from .batches import _dist_info, dataset_len, describe_value, iter_batches
+from .batches import _dist_info, iter_batches
 
 __all__ = [
     "NO_LABEL",

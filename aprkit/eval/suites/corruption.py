@@ -25,7 +25,7 @@ from typing import Any, Literal, TypedDict
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
-from ..engine.batches import describe_value
+from ..._checks import describe_value
 from ..engine.cache import cached
 from ..engine.inference import as_dataset, dataset_id, predict
 from ..report.blocks import Figure, Paragraph, Table, pct

@@ -26,7 +26,7 @@ import torch
 from pydantic import Field, field_validator
 from torch.utils.data import Subset
 
-from ..engine.batches import dataset_len
+from ..._checks import dataset_len
 from ..engine.cache import cached
 from ..engine.inference import as_dataset, dataset_id, iter_batches, predict, to_model_input, wants_channels_last
 from ..report.blocks import Figure, Paragraph, Table, pct

@@ -19,9 +19,9 @@ from typing import Any, TypedDict, cast
 from pydantic import Field
 from torch.utils.data import Subset
 
+from ..._checks import dataset_len
 from ...fourier import Dims
 from ..analyses.phase_bias import measure_phase_bias
-from ..engine.batches import dataset_len
 from ..engine.cache import cached
 from ..engine.inference import as_dataset
 from ..report.blocks import Figure, Paragraph, Table, strong
