@@ -16,8 +16,6 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from .._checks import restore_dtype
-
 __all__ = [
     "as_float",
     "finish",
@@ -43,16 +41,24 @@ def as_float(x: torch.Tensor) -> torch.Tensor:
     """``(B, C, H, W)`` uint8 or float -> float32 (float64 stays) in [0, 1]; never aliases the input."""
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
     if x.dtype == torch.uint8:
-        return x.to(work) / 255.0
+        return torch.div(x, 255.0) if work == torch.float32 else x.to(work) / 255.0  # one pass: the same values
     return x.to(work, copy=True)
 
 
-def finish(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Clamp a [0, 1] float result and cast to ``dtype`` (uint8: rounded to 0-255)."""
-    y = y.clamp(0.0, 1.0)
+def finish(y: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Clamp a [0, 1] float result and cast to ``dtype`` (uint8: rounded to 0-255), into ``out`` if given.
+
+    uint8: ``round(y * 255)`` clamped to 0-255 equals ``round(clamp(y, 0, 1) * 255)`` (rounding is monotone
+    and maps 0 and 255 to themselves), in three passes over one temporary."""
     if dtype == torch.uint8:
-        return restore_dtype(y * 255.0, dtype)
-    return y.to(dtype)
+        t = torch.mul(y, 255.0)
+        t.round_().clamp_(0.0, 255.0)
+        return t.to(dtype) if out is None else out.copy_(t)
+    if out is None:
+        return y.clamp(0.0, 1.0).to(dtype)
+    if y.dtype == dtype:
+        return torch.clamp(y, 0.0, 1.0, out=out)
+    return out.copy_(y.clamp(0.0, 1.0))
 
 
 # ----------------------------------------------------------------------------- padding and filtering

@@ -162,9 +162,17 @@ def corrupt(
     # CPU: work on cache-sized chunks (~4 MB of float32); accelerators take the whole batch
     chunk = _CPU_CHUNK_BY_NAME.get(name, _CPU_CHUNK)
     step = max(1, chunk // flat[0].numel()) if flat.device.type == "cpu" else flat.shape[0]
-    outs = [finish(fn(as_float(flat[i:i + step]), c, source[i:i + step] if seeds is not None else source, **opts),
-                   images.dtype) for i in range(0, flat.shape[0], step)]
-    y = outs[0] if len(outs) == 1 else torch.cat(outs)
+    n = flat.shape[0]
+
+    def run(i: int) -> torch.Tensor:
+        return fn(as_float(flat[i:i + step]), c, source[i:i + step] if seeds is not None else source, **opts)
+
+    if step >= n:
+        y = finish(run(0), images.dtype)
+    else:  # each chunk is finished straight into its slice of the output
+        y = torch.empty_like(flat, memory_format=torch.contiguous_format)
+        for i in range(0, n, step):
+            finish(run(i), images.dtype, out=y[i:i + step])
     return y.reshape(*lead, *images.shape[-3:])
 
 
