@@ -194,18 +194,23 @@ def elastic_transform(x: torch.Tensor, c: tuple, generator: RandomSource = None)
     # inverse map (destination -> source) is the affine taking pts2 to pts1
     a = torch.cat([pts2, torch.ones(b, 3, 1, dtype=torch.float64)], dim=2)  # (B, 3, 3)
     inv = torch.linalg.solve(a, pts1.expand(b, 3, 2)).to(x.device)  # (B, 3, 2): [u, v, 1] @ inv = src (x, y)
-    yy, xx = torch.meshgrid(torch.arange(h, device=x.device, dtype=torch.float64),
-                            torch.arange(w, device=x.device, dtype=torch.float64), indexing="ij")
-    grid = torch.stack([xx, yy, torch.ones_like(xx)], dim=-1).reshape(1, -1, 3)  # (1, H*W, 3) as (x, y, 1)
-    src = (grid @ inv).reshape(b, h, w, 2)
-    # grid_sample with reflection about pixel centres (align_corners=True) is OpenCV's reflect-101
+    # grid_sample with reflection about pixel centres (align_corners=True) is OpenCV's reflect-101; the affine
+    # source coordinate (x, y, 1) @ inv, normalised to [-1, 1], is a column term plus a row term (float64)
+    cols = torch.arange(w, device=x.device, dtype=torch.float64)
+    rows = torch.arange(h, device=x.device, dtype=torch.float64)
     norm = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=torch.float64, device=x.device)
-    warped = F.grid_sample(x, (src * norm - 1).to(x.dtype), mode="bilinear", padding_mode="reflection",
-                           align_corners=True)
+    col_term = cols[None, :, None] * (inv[:, None, 0] * norm)  # (B, W, 2)
+    row_term = rows[None, :, None] * (inv[:, None, 1] * norm) + (inv[:, None, 2] * norm - 1)  # (B, H, 2)
+    grid = torch.empty(b, h, w, 2, dtype=x.dtype, device=x.device)
+    grid.copy_(row_term[:, :, None, :] + col_term[:, None, :, :])
+    warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
     dx = gaussian_filter(uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype), sigma, "symmetric", 3.0)
     dy = gaussian_filter(uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype), sigma, "symmetric", 3.0)
-    # ... and about pixel edges (align_corners=False) is SciPy's "reflect" (half-sample symmetric)
-    gx = ((xx[None] + dx * alpha + 0.5) * (2.0 / w) - 1).to(x.dtype)
-    gy = ((yy[None] + dy * alpha + 0.5) * (2.0 / h) - 1).to(x.dtype)
-    return F.grid_sample(warped, torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="reflection",
+    # ... and about pixel edges (align_corners=False) is SciPy's "reflect" (half-sample symmetric):
+    # ((x + alpha * dx + 0.5) * 2 / w - 1, likewise y), written into the reused grid
+    grid[..., 0] = (cols.to(x.dtype) + 0.5) * (2.0 / w) - 1
+    grid[..., 1] = ((rows.to(x.dtype) + 0.5) * (2.0 / h) - 1)[:, None]
+    grid[..., 0].add_(dx, alpha=alpha * 2.0 / w)
+    grid[..., 1].add_(dy, alpha=alpha * 2.0 / h)
+    return F.grid_sample(warped, grid, mode="bilinear", padding_mode="reflection",
                          align_corners=False)

@@ -51,18 +51,25 @@ def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
     ax, ay = gx.abs(), gy.abs()
     mag = ax + ay
     tg22x = ax * _TG22
-    horiz = ay * 32768 < tg22x
-    vert = ~horiz & (ay * 32768 > tg22x + ax * 65536)
+    ay15 = ay * 32768
+    horiz = ay15 < tg22x
+    vert = ~horiz & (ay15 > tg22x.add_(ax.mul_(65536)))  # exact in float32 for |gx|, |gy| <= 1020
     m = F.pad(mag, (1, 1, 1, 1))  # neighbour (dy, dx) of every pixel: m[1 + dy:, 1 + dx:] (0 outside)
 
-    def nb(oy: int, ox: int) -> torch.Tensor:
-        return m[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w]
+    def above(oy: int, ox: int) -> torch.Tensor:  # mag > neighbour (oy, ox)
+        return torch.gt(mag, m[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w])
 
-    same = (gx < 0) == (gy < 0)  # diagonal neighbours: (up, -s) and (down, +s), s = +1 when signs agree
-    d1 = torch.where(same, nb(-1, -1), nb(-1, 1))
-    d2 = torch.where(same, nb(1, 1), nb(1, -1))
-    nms = torch.where(horiz, (mag > nb(0, -1)) & (mag >= nb(0, 1)),
-                      torch.where(vert, (mag > nb(-1, 0)) & (mag >= nb(1, 0)), (mag > d1) & (mag > d2)))
+    def at_least(oy: int, ox: int) -> torch.Tensor:  # mag >= neighbour (oy, ox)
+        return torch.ge(mag, m[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w])
+
+    # non-maximum suppression per direction, as boolean algebra (torch.where is slow on the CPU): horizontal
+    # and vertical keep ties on one side; diagonals compare (up, -s) and (down, +s), s = +1 when signs agree
+    same = torch.lt(gx, 0) == torch.lt(gy, 0)
+    diag = ~(horiz | vert)
+    nms = horiz & above(0, -1) & at_least(0, 1)
+    nms |= vert & above(-1, 0) & at_least(1, 0)
+    nms |= diag & same & above(-1, -1) & above(1, 1)
+    nms |= diag & ~same & above(-1, 1) & above(1, -1)
     cand = nms & (mag > low)
     edges = cand & (mag > high)
     while True:
@@ -73,18 +80,27 @@ def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
 
 
 def truncated_distance(edges: torch.Tensor, limit: int = 20) -> torch.Tensor:
-    """Euclidean distance ``(B, 1, H, W)`` of every pixel to the nearest edge pixel, capped at ``limit``."""
+    """Euclidean distance ``(B, 1, H, W)`` of every pixel to the nearest edge pixel, capped at ``limit``.
+
+    Exact integer arithmetic (int16): the row distance to the nearest edge capped at ``limit + 1`` is the
+    number of ``k = 0 .. limit`` with no edge within ``k`` columns; the squared distance is the smallest
+    ``row_distance(y + k)^2 + k^2`` over ``|k| <= limit`` (larger offsets only matter beyond ``limit``)."""
     h, w = edges.shape[-2:]
-    big = float(4 * (limit + 1) ** 2)
-    pos = torch.arange(w, device=edges.device, dtype=torch.float32).expand(edges.shape)
-    left = torch.where(edges, pos, torch.full_like(pos, -big)).cummax(dim=-1).values
-    right = torch.where(edges, pos, torch.full_like(pos, 2 * big)).flip(-1).cummin(dim=-1).values.flip(-1)
-    g = torch.minimum(pos - left, right - pos).clamp_max(limit + 1)  # row distance to the nearest edge
-    g2 = F.pad(g * g, (0, 0, limit, limit), value=big)
-    d2 = g2[..., limit:limit + h, :]
+    near = edges.clone()
+    g = (~near).to(torch.int16)
     for k in range(1, limit + 1):
-        d2 = torch.minimum(d2, torch.minimum(g2[..., limit - k:limit - k + h, :], g2[..., limit + k:limit + k + h, :]) + k * k)
-    return d2.sqrt().clamp_max(float(limit))
+        if k < w:
+            near[..., k:] |= edges[..., :-k]
+            near[..., :-k] |= edges[..., k:]
+        g += ~near
+    big = 4 * (limit + 1) ** 2
+    g2 = F.pad(g.mul_(g), (0, 0, limit, limit), value=big)
+    d2 = g2[..., limit:limit + h, :].clone()
+    tmp = torch.empty_like(d2)
+    for k in range(1, limit + 1):
+        torch.minimum(g2[..., limit - k:limit - k + h, :], g2[..., limit + k:limit + k + h, :], out=tmp)
+        torch.minimum(d2, tmp.add_(k * k), out=d2)
+    return d2.to(torch.float32).sqrt_().clamp_max_(float(limit))
 
 
 def equalize_hist(img: torch.Tensor) -> torch.Tensor:
