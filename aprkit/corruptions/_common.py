@@ -26,6 +26,8 @@ __all__ = [
     "fft_size",
     "gaussian_filter",
     "filter2d",
+    "fft_filter2d",
+    "circular_size",
     "linear_axis",
     "map_index",
     "clipped_zoom",
@@ -125,28 +127,90 @@ def fft_size(n: int) -> int:
 
 
 def _filter_axis(x: torch.Tensor, k: torch.Tensor, r: int, dim: int, mode: str) -> torch.Tensor:
-    """Correlate ``x`` ``(N, 1, H, W)`` along ``dim`` (-2 or -1) with a symmetric ``2r+1``-tap kernel."""
+    """Correlate ``x`` ``(N, 1, H, W)`` along ``dim`` (-2 or -1) with a symmetric ``2r+1``-tap kernel (direct)."""
     n = x.shape[dim]
     xp = select(x, dim, pad_index(n, r, r, mode, x.device))
-    if r <= 8:  # short kernels: in-place multiply-adds beat FFT and single-channel convolution on CPU
-        taps = k.tolist()
-        out = xp.narrow(dim, 0, n) * taps[0]
-        for i in range(1, 2 * r + 1):
-            out.add_(xp.narrow(dim, i, n), alpha=taps[i])
-        return out
-    m = fft_size(xp.shape[dim])  # longer kernels: FFT along the (zero-extended) axis
-    spec = torch.fft.rfft(xp, n=m, dim=dim) * torch.fft.rfft(k.flip(0), n=m).view(
-        (-1, 1) if dim == -2 else (-1,))
-    full = torch.fft.irfft(spec, n=m, dim=dim)
-    return full.narrow(dim, 2 * r, n)
+    taps = k.tolist()
+    out = xp.narrow(dim, 0, n) * taps[0]  # in-place multiply-adds beat single-channel convolution on CPU
+    for i in range(1, 2 * r + 1):
+        out.add_(xp.narrow(dim, i, n), alpha=taps[i])
+    return out
+
+
+def _circular_index(n: int, r: int, m: int, mode: str, device: torch.device) -> torch.Tensor:
+    """Source indices ``(m,)`` of a length-``m`` circular buffer holding an axis of length ``n`` padded by ``r``
+    per ``mode``: position ``j`` holds ``j`` (``j < n + r``) or ``j - m`` (the left border, wrapped around)."""
+    j = torch.arange(m, device=device)
+    return map_index(torch.where(j < n + r, j, j - m), n, mode)
+
+
+def _kernel_spectrum(kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``conj(rfft2)`` of an odd ``(kh, kw)`` correlation kernel centred at index 0 of a circular ``size`` grid."""
+    kh, kw = kernel.shape
+    ry, rx = kh // 2, kw // 2
+    grid = torch.zeros(size, dtype=kernel.dtype, device=kernel.device)
+    rows = (torch.arange(-ry, ry + 1, device=kernel.device) % size[0])[:, None]
+    cols = (torch.arange(-rx, rx + 1, device=kernel.device) % size[1])[None, :]
+    grid[rows, cols] = kernel
+    return torch.fft.rfft2(grid).conj()
+
+
+def fft_filter2d(x: torch.Tensor, ry: int, rx: int, mode: str, spectrum: torch.Tensor) -> torch.Tensor:
+    """Correlate ``x`` ``(..., H, W)`` with a kernel of radii ``(ry, rx)`` given as ``spectrum`` (its conjugate
+    ``rfft2`` on the grid ``circular_size(H, W, ry, rx)``, real for centro-symmetric kernels); borders per ``mode``.
+
+    The padded image is gathered straight into a circular buffer of a fast FFT size (the left/top border wraps
+    around to its end), so one ``rfft2``/``irfft2`` pair gives the ``(H, W)`` result with no zero-filling."""
+    shape = x.shape
+    h, w = shape[-2:]
+    mh, mw = circular_size(h, w, ry, rx)
+    xp = x.reshape(-1, h, w).index_select(-2, _circular_index(h, ry, mh, mode, x.device))
+    xp = select(xp, -1, _circular_index(w, rx, mw, mode, x.device))
+    spec = torch.fft.rfft2(xp)
+    if spectrum.is_complex():
+        spec *= spectrum
+    else:  # a real spectrum scales real and imaginary parts alike
+        torch.view_as_real(spec).mul_(spectrum[..., None])
+    return torch.fft.irfft2(spec, s=(mh, mw))[..., :h, :w].reshape(shape)
+
+
+def circular_size(h: int, w: int, ry: int, rx: int) -> tuple[int, int]:
+    """The FFT grid of ``fft_filter2d``: fast sizes covering the image plus both borders per axis."""
+    return fft_size(h + 2 * ry), fft_size(w + 2 * rx)
+
+
+@lru_cache(maxsize=64)
+def _gaussian_spectrum(sigma: float, truncate: float, size: tuple[int, int], dtype: torch.dtype,
+                       device: torch.device) -> torch.Tensor:
+    """Real ``(mh, mw // 2 + 1)`` spectrum of the separable Gaussian (an even kernel: its transform is real)."""
+    w, r = gaussian_kernel1d(sigma, truncate)
+    k = torch.tensor(w, dtype=torch.float64, device=device)
+    return _kernel_spectrum(torch.outer(k, k), size).real.to(dtype)
+
+
+@lru_cache(maxsize=64)
+def _filter_spectrum(values: tuple[float, ...], kh: int, kw: int, size: tuple[int, int], dtype: torch.dtype,
+                     device: torch.device) -> torch.Tensor:
+    """Spectrum of a ``(kh, kw)`` kernel for ``fft_filter2d``: real when the kernel is centro-symmetric."""
+    k = torch.tensor(values, dtype=torch.float64, device=device).reshape(kh, kw)
+    spectrum = _kernel_spectrum(k, size)
+    if torch.equal(k, k.flip(0, 1)):
+        return spectrum.real.to(dtype)
+    return spectrum.to(torch.complex128 if dtype == torch.float64 else torch.complex64)
 
 
 def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "replicate", truncate: float = 4.0) -> torch.Tensor:
-    """``scipy.ndimage.gaussian_filter`` over the last two dims of ``x`` ``(..., H, W)`` (same shape)."""
+    """``scipy.ndimage.gaussian_filter`` over the last two dims of ``x`` ``(..., H, W)`` (same shape).
+
+    Short kernels (radius <= 8): two passes of multiply-adds; longer ones: one 2-D FFT (``fft_filter2d``)."""
     w, r = gaussian_kernel1d(sigma, truncate)
     if r == 0:
         return x.clone()
     shape = x.shape
+    if r > 8:
+        spectrum = _gaussian_spectrum(float(sigma), float(truncate), circular_size(shape[-2], shape[-1], r, r),
+                                      x.dtype, x.device)
+        return fft_filter2d(x, r, r, mode, spectrum)
     k = torch.tensor(w, dtype=x.dtype, device=x.device)
     y = _filter_axis(x.reshape(-1, 1, shape[-2], shape[-1]), k, r, -2, mode)
     return _filter_axis(y, k, r, -1, mode).reshape(shape)
@@ -156,32 +220,22 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "reflect101") ->
     """2-D correlation (``cv2.filter2D`` semantics) of ``x`` ``(..., H, W)`` with an odd ``(kh, kw)`` kernel."""
     kh, kw = kernel.shape
     shape = x.shape
+    if kh * kw > 49:  # large kernels: FFT correlation is far cheaper
+        size = circular_size(shape[-2], shape[-1], kh // 2, kw // 2)
+        values = tuple(kernel.to(torch.float64).flatten().tolist())
+        return fft_filter2d(x, kh // 2, kw // 2, mode, _filter_spectrum(values, kh, kw, size, x.dtype, x.device))
     xp = pad2d(x.reshape(-1, 1, shape[-2], shape[-1]), kh // 2, kw // 2, mode)
-    if kh * kw <= 49:  # small kernels: shifted multiply-adds
-        h, w = shape[-2:]
-        kl = kernel.to(x.dtype).tolist()
-        out = None
-        for i in range(kh):
-            for j in range(kw):
-                if kl[i][j] != 0.0:
-                    if out is None:
-                        out = xp[..., i:i + h, j:j + w] * kl[i][j]
-                    else:
-                        out.add_(xp[..., i:i + h, j:j + w], alpha=kl[i][j])
-        return (out if out is not None else torch.zeros_like(x.reshape(xp.shape[0], 1, h, w))).reshape(shape)
-    if kh * kw > 49:  # large kernels: FFT convolution is far cheaper
-        return _fft_correlate(xp, kernel.to(x.dtype)).reshape(shape)
-    return F.conv2d(xp, kernel.to(x.dtype).view(1, 1, kh, kw)).reshape(shape)
-
-
-def _fft_correlate(xp: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    kh, kw = kernel.shape
-    hp, wp = xp.shape[-2:]
-    size = (fft_size(hp), fft_size(wp))
-    xf = torch.fft.rfft2(xp, s=size)
-    kf = torch.fft.rfft2(kernel.flip(0, 1), s=size)
-    full = torch.fft.irfft2(xf * kf, s=size)
-    return full[..., kh - 1:hp, kw - 1:wp]
+    h, w = shape[-2:]  # small kernels: shifted multiply-adds
+    kl = kernel.to(x.dtype).tolist()
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            if kl[i][j] != 0.0:
+                if out is None:
+                    out = xp[..., i:i + h, j:j + w] * kl[i][j]
+                else:
+                    out.add_(xp[..., i:i + h, j:j + w], alpha=kl[i][j])
+    return (out if out is not None else torch.zeros_like(x.reshape(xp.shape[0], 1, h, w))).reshape(shape)
 
 
 # ----------------------------------------------------------------------------- resampling

@@ -108,8 +108,8 @@ def equalize_hist(img: torch.Tensor) -> torch.Tensor:
     b = img.shape[0]
     flat = img.reshape(b, -1).long().clamp(0, 255)
     total = flat.shape[1]
-    hist = torch.zeros(b, 256, dtype=torch.float64, device=img.device).scatter_add_(
-        1, flat, torch.ones_like(flat, dtype=torch.float64))
+    offsets = torch.arange(0, 256 * b, 256, device=img.device)[:, None]
+    hist = torch.bincount((flat + offsets).flatten(), minlength=256 * b).reshape(b, 256).to(torch.float64)
     first = (hist > 0).float().argmax(dim=1, keepdim=True)
     h_first = hist.gather(1, first)
     cum = hist.cumsum(1) - h_first
@@ -126,23 +126,22 @@ def spatter(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.
     b, _, h, w = x.shape
     liquid = normal((b, 1, h, w), c[0], c[1], generator, x.device, torch.float32)
     liquid = gaussian_filter(liquid, float(c[2]), "replicate")
-    liquid = torch.where(liquid < c[3], torch.zeros_like(liquid), liquid)
+    liquid = liquid.mul_(liquid >= c[3])  # zero below the threshold (a mask product: torch.where is slow on CPU)
     if c[5] == 0:
-        l8 = torch.floor((liquid * 255).clamp(0, 255))
-        dist = torch.where(canny(l8, 50, 150), torch.zeros_like(l8), torch.full_like(l8, 255.0))
-        dist = truncated_distance(dist == 0, 20)
+        l8 = torch.mul(liquid, 255).clamp_(0, 255).floor_()
+        dist = truncated_distance(canny(l8, 50, 150), 20)
         box = torch.full((3, 3), 1 / 9, device=x.device)
-        dist = torch.floor(filter2d(dist, box, "reflect101"))
+        dist = filter2d(dist, box, "reflect101").floor_()
         dist = equalize_hist(dist)
-        dist = torch.round(filter2d(dist, _EMBOSS.to(x.device), "reflect101")).clamp(0, 255)
+        dist = filter2d(dist, _EMBOSS.to(x.device), "reflect101").round_().clamp_(0, 255)
         dist = filter2d(dist, box, "reflect101")
-        m = l8 * dist  # the scripts multiply the 8-bit liquid layer
+        m = dist.mul_(l8)  # the scripts multiply the 8-bit liquid layer
         mx = m.amax(dim=(2, 3), keepdim=True)
-        m = torch.where(mx > 0, m / mx.clamp_min(1e-12), torch.zeros_like(m)) * c[4]
+        m = m.div_(mx.clamp_min(1e-12)).mul_(c[4])  # an all-zero layer stays zero
         color = torch.tensor(_WATER, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return x + m.to(x.dtype) * color
+        return torch.mul(m.to(x.dtype), color).add_(x)
     m = (liquid > c[3]).to(torch.float32)
     m = gaussian_filter(m, float(c[4]), "replicate")
-    m = torch.where(m < 0.8, torch.zeros_like(m), m).to(x.dtype)
+    m = m.mul_(m >= 0.8).to(x.dtype)
     color = torch.tensor(_MUD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return x * (1 - m) + color * m
