@@ -111,18 +111,14 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> tuple[list[float],
 
 @lru_cache(maxsize=256)
 def fft_size(n: int) -> int:
-    """Smallest ``2^a 3^b 5^c >= n``: a transform length pocketfft handles fast (``n`` may have large primes)."""
+    """Smallest ``f * 2^k >= n`` with ``f`` in 1, 3, 5, 9: transform lengths pocketfft handles fastest (mostly
+    radix 2; measured on 2-D transforms of 224-px images, 256 beats 240 and 250)."""
     best = 1 << max(n - 1, 0).bit_length()
-    p3 = 1
-    while p3 < best:
-        p35 = p3
-        while p35 < best:
-            m = p35
-            while m < n:
-                m *= 2
-            best = min(best, m)
-            p35 *= 5
-        p3 *= 3
+    for f in (3, 5, 9):
+        m = f
+        while m < n:
+            m *= 2
+        best = min(best, m)
     return best
 
 
@@ -144,34 +140,56 @@ def _circular_index(n: int, r: int, m: int, mode: str, device: torch.device) -> 
     return map_index(torch.where(j < n + r, j, j - m), n, mode)
 
 
-def _kernel_spectrum(kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``conj(rfft2)`` of an odd ``(kh, kw)`` correlation kernel centred at index 0 of a circular ``size`` grid."""
+def _kernel_spectrum(kernel: torch.Tensor, size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+    """The multiplier of ``fft_filter2d`` for an odd ``(kh, kw)`` correlation kernel (float64): ``conj(fft2)`` of
+    the kernel centred at index 0 of a circular ``size`` grid. A centro-symmetric kernel has a real spectrum,
+    returned as real ``(mh, mw, 2)`` (both parts of a complex value scale alike; far cheaper to apply), any
+    other as complex ``(mh, mw)``."""
     kh, kw = kernel.shape
     ry, rx = kh // 2, kw // 2
     grid = torch.zeros(size, dtype=kernel.dtype, device=kernel.device)
     rows = (torch.arange(-ry, ry + 1, device=kernel.device) % size[0])[:, None]
     cols = (torch.arange(-rx, rx + 1, device=kernel.device) % size[1])[None, :]
     grid[rows, cols] = kernel
-    return torch.fft.rfft2(grid).conj()
+    spectrum = torch.fft.fft2(grid).conj()
+    if torch.equal(kernel, kernel.flip(0, 1)):
+        return spectrum.real[..., None].expand(*size, 2).to(dtype).contiguous()
+    return spectrum.to(torch.complex128 if dtype == torch.float64 else torch.complex64)
 
 
 def fft_filter2d(x: torch.Tensor, ry: int, rx: int, mode: str, spectrum: torch.Tensor) -> torch.Tensor:
-    """Correlate ``x`` ``(..., H, W)`` with a kernel of radii ``(ry, rx)`` given as ``spectrum`` (its conjugate
-    ``rfft2`` on the grid ``circular_size(H, W, ry, rx)``, real for centro-symmetric kernels); borders per ``mode``.
+    """Correlate ``x`` ``(..., H, W)`` with a real kernel of radii ``(ry, rx)`` given by ``spectrum``
+    (``_kernel_spectrum`` on the grid ``circular_size(H, W, ry, rx)``); borders per ``mode``.
 
-    The padded image is gathered straight into a circular buffer of a fast FFT size (the left/top border wraps
-    around to its end), so one ``rfft2``/``irfft2`` pair gives the ``(H, W)`` result with no zero-filling."""
+    The padded planes are gathered straight into circular buffers of a fast FFT size (the left/top border
+    wraps around to the end), so no zero-filling is needed, and two real planes travel as the real and
+    imaginary parts of one complex plane (the kernel is real, so they stay apart): one complex ``fft2`` and
+    ``ifft2`` per pair, about 3x cheaper on the CPU than ``rfft2`` plus ``irfft2`` per plane."""
     shape = x.shape
     h, w = shape[-2:]
     mh, mw = circular_size(h, w, ry, rx)
-    xp = x.reshape(-1, h, w).index_select(-2, _circular_index(h, ry, mh, mode, x.device))
+    planes = x.reshape(-1, h, w)
+    n = planes.shape[0]
+    xp = planes.index_select(-2, _circular_index(h, ry, mh, mode, x.device))
     xp = select(xp, -1, _circular_index(w, rx, mw, mode, x.device))
-    spec = torch.fft.rfft2(xp)
+    out = torch.empty(n, h, w, dtype=x.dtype, device=x.device)
+    pairs = n // 2
+    if pairs:
+        out[:2 * pairs:2], out[1:2 * pairs:2] = _apply_spectrum(torch.complex(xp[:2 * pairs:2], xp[1:2 * pairs:2]),
+                                                               spectrum, h, w).unbind(-1)
+    if n % 2:  # the last plane of an odd count on its own
+        out[-1] = _apply_spectrum(xp[-1:], spectrum, h, w)[0, ..., 0]
+    return out.reshape(shape)
+
+
+def _apply_spectrum(z: torch.Tensor, spectrum: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``ifft2(fft2(z) * spectrum)`` cropped to ``(h, w)``, as real ``(..., h, w, 2)``."""
+    spec = torch.fft.fft2(z)
     if spectrum.is_complex():
         spec *= spectrum
-    else:  # a real spectrum scales real and imaginary parts alike
-        torch.view_as_real(spec).mul_(spectrum[..., None])
-    return torch.fft.irfft2(spec, s=(mh, mw))[..., :h, :w].reshape(shape)
+    else:
+        torch.view_as_real(spec).mul_(spectrum)
+    return torch.view_as_real(torch.fft.ifft2(spec))[..., :h, :w, :]
 
 
 def circular_size(h: int, w: int, ry: int, rx: int) -> tuple[int, int]:
@@ -182,21 +200,18 @@ def circular_size(h: int, w: int, ry: int, rx: int) -> tuple[int, int]:
 @lru_cache(maxsize=64)
 def _gaussian_spectrum(sigma: float, truncate: float, size: tuple[int, int], dtype: torch.dtype,
                        device: torch.device) -> torch.Tensor:
-    """Real ``(mh, mw // 2 + 1)`` spectrum of the separable Gaussian (an even kernel: its transform is real)."""
+    """``_kernel_spectrum`` of the separable Gaussian (even: a real spectrum)."""
     w, r = gaussian_kernel1d(sigma, truncate)
     k = torch.tensor(w, dtype=torch.float64, device=device)
-    return _kernel_spectrum(torch.outer(k, k), size).real.to(dtype)
+    return _kernel_spectrum(torch.outer(k, k), size, dtype)
 
 
 @lru_cache(maxsize=64)
 def _filter_spectrum(values: tuple[float, ...], kh: int, kw: int, size: tuple[int, int], dtype: torch.dtype,
                      device: torch.device) -> torch.Tensor:
-    """Spectrum of a ``(kh, kw)`` kernel for ``fft_filter2d``: real when the kernel is centro-symmetric."""
+    """``_kernel_spectrum`` of a ``(kh, kw)`` kernel given by its values (cached per kernel and grid)."""
     k = torch.tensor(values, dtype=torch.float64, device=device).reshape(kh, kw)
-    spectrum = _kernel_spectrum(k, size)
-    if torch.equal(k, k.flip(0, 1)):
-        return spectrum.real.to(dtype)
-    return spectrum.to(torch.complex128 if dtype == torch.float64 else torch.complex64)
+    return _kernel_spectrum(k, size, dtype)
 
 
 def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "replicate", truncate: float = 4.0) -> torch.Tensor:
