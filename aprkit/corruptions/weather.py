@@ -39,27 +39,32 @@ def plasma_fractal(batch: int, mapsize: int, wibbledecay: float, generator: Rand
     noise = uniform((batch, total), -1.0, 1.0, generator, device, torch.float64)
     step, wibble, used = mapsize, 100.0, 0
 
-    def wibbled(a: torch.Tensor) -> torch.Tensor:  # a / 4 + wibble * U(-wibble, wibble)
+    def wibbled(a: torch.Tensor, out: torch.Tensor) -> None:  # out = a / 4 + wibble^2 * U(-1, 1), a is a temporary
         nonlocal used
         n = a.shape[1] * a.shape[2]
         r = noise[:, used:used + n].view(a.shape)
         used += n
-        return a / 4 + (wibble * wibble) * r
+        torch.add(a.div_(4), r * (wibble * wibble), out=out)
 
     while step >= 2:
         half = step // 2
-        corner = m[:, 0::step, 0::step]
-        sq = corner + torch.roll(corner, -1, dims=1)
-        sq = sq + torch.roll(sq, -1, dims=2)
-        m[:, half::step, half::step] = wibbled(sq)
-        dr = m[:, half::step, half::step]
         ul = m[:, 0::step, 0::step]
-        m[:, 0::step, half::step] = wibbled(dr + torch.roll(dr, 1, dims=1) + ul + torch.roll(ul, -1, dims=2))
-        m[:, half::step, 0::step] = wibbled(dr + torch.roll(dr, 1, dims=2) + ul + torch.roll(ul, -1, dims=1))
+        sq = ul + torch.roll(ul, -1, dims=1)
+        sq += torch.roll(sq, -1, dims=2)
+        dr = m[:, half::step, half::step]
+        wibbled(sq, dr)
+        t = dr + torch.roll(dr, 1, dims=1)
+        t += ul
+        t += torch.roll(ul, -1, dims=2)
+        wibbled(t, m[:, 0::step, half::step])
+        t = dr + torch.roll(dr, 1, dims=2)
+        t += ul
+        t += torch.roll(ul, -1, dims=1)
+        wibbled(t, m[:, half::step, 0::step])
         step //= 2
         wibble /= wibbledecay
-    m = m - m.amin(dim=(1, 2), keepdim=True)
-    return m / m.amax(dim=(1, 2), keepdim=True)
+    m -= m.amin(dim=(1, 2), keepdim=True)
+    return m.div_(m.amax(dim=(1, 2), keepdim=True))
 
 
 def fog(x: torch.Tensor, c: tuple, generator: RandomSource = None, *, mapsize: int = 32) -> torch.Tensor:
@@ -70,7 +75,8 @@ def fog(x: torch.Tensor, c: tuple, generator: RandomSource = None, *, mapsize: i
         size *= 2
     plasma = plasma_fractal(b, size, float(c[1]), generator, x.device)[:, None, :h, :w].to(x.dtype)
     max_val = x.amax(dim=(1, 2, 3), keepdim=True)
-    return (x + c[0] * plasma) * max_val / (max_val + c[0])
+    y = torch.add(x, plasma.mul_(c[0]))
+    return y.mul_(max_val).div_(max_val + c[0])
 
 
 def frost(x: torch.Tensor, c: tuple, generator: RandomSource = None, *, scale: float = 0.2,
