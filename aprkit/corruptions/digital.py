@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import gaussian_filter, map_index
+from ._common import gaussian_filter, map_index, select
 from ._random import RandomSource, uniform
 
 __all__ = [
@@ -120,17 +120,45 @@ def _box_weights(n_in: int, n_out: int) -> np.ndarray:
     return wts
 
 
+@lru_cache(maxsize=64)
+def _box_taps(n_in: int, n_out: int) -> tuple[tuple[tuple[int, ...], tuple[float, ...]], ...]:
+    """``_box_weights`` as taps: per tap ``t``, the input index and the weight of every output (each output
+    averages a contiguous run of inputs; missing taps of shorter runs get weight 0 on a valid index)."""
+    wts = _box_weights(n_in, n_out)
+    runs = [np.nonzero(row)[0] for row in wts]
+    taps = []
+    for t in range(max(len(r) for r in runs)):
+        idx = tuple(int(r[t]) if t < len(r) else int(r[0]) for r in runs)
+        weight = tuple(float(wts[o, r[t]]) if t < len(r) else 0.0 for o, r in enumerate(runs))
+        taps.append((idx, weight))
+    return tuple(taps)
+
+
+def _box_axis(x: torch.Tensor, dim: int, n_out: int) -> torch.Tensor:
+    """BOX-resample ``x`` along ``dim`` (-1 or -2) to ``n_out``: a weighted sum of a few selected slices."""
+    out = None
+    for idx, weight in _box_taps(x.shape[dim], n_out):
+        part = select(x, dim, torch.tensor(idx, device=x.device))
+        if all(v == 1.0 for v in weight):  # one input per output (upsampling): a plain copy
+            return part
+        wt = torch.tensor(weight, dtype=x.dtype, device=x.device).view((-1, 1) if dim == -2 else (-1,))
+        out = part.mul_(wt) if out is None else out.add_(part.mul_(wt))
+    assert out is not None
+    return out
+
+
 def _resize_box(x255: torch.Tensor, oh: int, ow: int, quantize: bool) -> torch.Tensor:
-    """Two-pass (horizontal, then vertical) BOX resize of ``(B, C, H, W)`` values in 0-255."""
+    """Two-pass (horizontal, then vertical) BOX resize of ``(B, C, H, W)`` values in 0-255.
+
+    Integer inputs (``quantize``) give the same result as Pillow's weight matrices in any summation order:
+    an average of 2 integers rounds exactly, one of 3 or more lies at least 1/6 from a rounding tie."""
     h, w = x255.shape[-2:]
     if ow != w:
-        mw = torch.from_numpy(_box_weights(w, ow)).to(x255.device, x255.dtype)
-        x255 = torch.einsum("bchw,ow->bcho", x255, mw)
+        x255 = _box_axis(x255, -1, ow)
         if quantize:
             x255 = x255.round().clamp(0, 255)
     if oh != h:
-        mh = torch.from_numpy(_box_weights(h, oh)).to(x255.device, x255.dtype)
-        x255 = torch.einsum("bchw,oh->bcow", x255, mh)
+        x255 = _box_axis(x255, -2, oh)
         if quantize:
             x255 = x255.round().clamp(0, 255)
     return x255
