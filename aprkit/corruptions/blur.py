@@ -201,7 +201,7 @@ def motion_blur(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> to
     """Motion blur of radius ``c[0]``, sigma ``c[1]`` at a uniform angle in [-45, 45) degrees per image."""
     angles = uniform((x.shape[0],), -45.0, 45.0, generator, x.device, torch.float64)
     y = motion_line_blur(x, float(c[0]), float(c[1]), angles)
-    return torch.floor(y.clamp(0, 1) * 255 + 1e-4) / 255  # ImageMagick's 8-bit output truncates
+    return y.clamp_(0, 1).mul_(255).add_(1e-4).floor_().div_(255)  # ImageMagick's 8-bit output truncates
 
 
 # ----------------------------------------------------------------------------- zoom

@@ -80,12 +80,13 @@ def _poisson_from_levels(v: torch.Tensor, c: float, generator: RandomSource) -> 
     result is exactly that of a binary search, far cheaper than ``searchsorted`` over all ``256 * k_max`` keys."""
     flat_cdf, table, k_max, bins = _poisson_tables(float(c), v.device)
     u = uniform(v.shape, 0.0, 1.0, generator, v.device, torch.float64).flatten()
-    key = torch.add(torch.mul(u, bins).to(torch.int32), v.flatten(), alpha=bins)  # v * bins + floor(u * bins)
+    vf = v.flatten()
+    key = torch.add(u.mul_(bins).to(torch.int32), vf, alpha=bins)  # v * bins + floor(u * bins); u * bins exact
     counts = table.index_select(0, key)
     act = (counts < 0).nonzero().squeeze(1)
     if act.numel():  # walk from the bin's first candidate while cdf[v, k] < u
-        rows = v.flatten().index_select(0, act).long() * k_max
-        pos, ua = (-1 - counts.index_select(0, act)).long(), u.index_select(0, act)
+        rows = vf.index_select(0, act).long() * k_max
+        pos, ua = (-1 - counts.index_select(0, act)).long(), u.index_select(0, act).div_(bins)
         sub = torch.arange(act.numel(), device=v.device)
         while True:
             more = (flat_cdf.index_select(0, rows.index_select(0, sub) + pos.index_select(0, sub))

@@ -108,10 +108,10 @@ def truncated_distance(edges: torch.Tensor, limit: int = 20) -> torch.Tensor:
 def equalize_hist(img: torch.Tensor) -> torch.Tensor:
     """``cv2.equalizeHist`` per image of 8-bit values ``(B, 1, H, W)`` (float in, float 0-255 out)."""
     b = img.shape[0]
-    flat = img.reshape(b, -1).long().clamp(0, 255)
+    flat = img.reshape(b, -1).to(torch.int32).clamp_(0, 255)
     total = flat.shape[1]
-    offsets = torch.arange(0, 256 * b, 256, device=img.device)[:, None]
-    hist = torch.bincount((flat + offsets).flatten(), minlength=256 * b).reshape(b, 256).to(torch.float64)
+    key = flat.add_(torch.arange(0, 256 * b, 256, dtype=torch.int32, device=img.device)[:, None]).flatten()
+    hist = torch.bincount(key, minlength=256 * b).reshape(b, 256).to(torch.float64)
     first = (hist > 0).float().argmax(dim=1, keepdim=True)
     h_first = hist.gather(1, first)
     cum = hist.cumsum(1) - h_first
@@ -119,7 +119,7 @@ def equalize_hist(img: torch.Tensor) -> torch.Tensor:
     lut = torch.round(cum * scale).clamp(0, 255)
     lut = torch.where(torch.arange(256, device=img.device)[None] <= first, torch.zeros_like(lut), lut)
     lut = torch.where(h_first == total, first.to(lut.dtype).expand_as(lut), lut)
-    return lut.gather(1, flat).reshape(img.shape).to(img.dtype)
+    return lut.to(img.dtype).flatten().index_select(0, key).reshape(img.shape)  # integer levels: exact
 
 
 def spatter(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:

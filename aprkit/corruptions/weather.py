@@ -109,10 +109,11 @@ def snow(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Ten
     b, _, h, w = x.shape
     layer = normal((b, 1, h, w), c[0], c[1], generator, x.device, x.dtype)
     layer = clipped_zoom(layer, float(c[2]))
-    layer = torch.where(layer < c[3], torch.zeros_like(layer), layer)
-    layer = torch.floor(layer.clamp(0, 1) * 255) / 255  # (np.clip(...) * 255).astype(np.uint8)
+    # in place on temporaries, the same operations in the same order as the scripts' expressions
+    layer = layer.mul_(layer >= c[3]).clamp_(0, 1).mul_(255).floor_().div_(255)  # cut, then 8 bits (truncation)
     angles = uniform((b,), -135.0, -45.0, generator, x.device, torch.float64)
-    layer = torch.floor(motion_line_blur(layer, float(c[4]), float(c[5]), angles) * 255 + 1e-4) / 255  # 8-bit
-    gray = rgb_to_gray(x)
-    x = c[6] * x + (1 - c[6]) * torch.maximum(x, gray * 1.5 + 0.5)
-    return x + layer + torch.rot90(layer, 2, dims=(-2, -1))
+    layer = motion_line_blur(layer, float(c[4]), float(c[5]), angles).mul_(255).add_(1e-4).floor_().div_(255)
+    y = torch.mul(x, c[6])
+    y += torch.maximum(x, rgb_to_gray(x).mul_(1.5).add_(0.5)).mul_(1 - c[6])
+    y += layer
+    return y.add_(torch.rot90(layer, 2, dims=(-2, -1)))
