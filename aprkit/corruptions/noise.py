@@ -103,7 +103,7 @@ def impulse_noise(x: torch.Tensor, c: float, generator: RandomSource = None) -> 
     """Salt and pepper (scikit-image ``random_noise(mode="s&p", amount=c)``): a fraction ``c`` of the
     values (per channel) is replaced, half by 0 and half by 1."""
     u = uniform(x.shape, 0.0, 1.0, generator, x.device, x.dtype)  # one draw: u < c flips, u < c/2 salts
-    return x.masked_fill(u < c, 0.0).masked_fill_(u < 0.5 * c, 1.0)
+    return torch.mul(x, u >= c).add_(u < 0.5 * c)  # masks as 0/1 factors: cheaper than masked_fill on CPU
 
 
 def speckle_noise(x: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:

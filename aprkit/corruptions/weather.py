@@ -87,20 +87,14 @@ def frost(x: torch.Tensor, c: tuple, generator: RandomSource = None, *, scale: f
     textures = frost_textures(scale, (h, w), frost_dir)
     idx = randint(0, 5, (b,), generator, torch.device("cpu"))
     starts = uniform((b, 2), 0.0, 1.0, generator, torch.device("cpu"))
-    layer = torch.empty_like(x)
-    for k, tex in enumerate(textures):
-        sel = (idx == k).nonzero().flatten()
-        if sel.numel() == 0:
-            continue
-        tex = tex.to(x.device)
-        # np.random.randint(0, size - crop): start uniform in [0, size - crop)
-        r0 = (starts[sel, 0].cpu() * (tex.shape[1] - h)).long().clamp_max(tex.shape[1] - h - 1)
-        c0 = (starts[sel, 1].cpu() * (tex.shape[2] - w)).long().clamp_max(tex.shape[2] - w - 1)
-        rows = (r0[:, None] + torch.arange(h)).to(x.device)
-        cols = (c0[:, None] + torch.arange(w)).to(x.device)
-        crops = tex[:, rows[:, :, None], cols[:, None, :]]  # (3, n, h, w)
-        layer[sel.to(x.device)] = crops.permute(1, 0, 2, 3).to(x.dtype) / 255.0
-    return c[0] * x + c[1] * layer
+    # np.random.randint(0, size - crop): start uniform in [0, size - crop) (float32 products, as drawn)
+    room = torch.tensor([[textures[k].shape[1] - h, textures[k].shape[2] - w] for k in idx.tolist()])
+    corner = torch.minimum((starts * room).long(), room - 1).tolist()
+    on_device = {k: textures[k].to(x.device) for k in set(idx.tolist())}
+    layer = torch.empty(x.shape, dtype=textures[0].dtype, device=x.device)
+    for i, (k, (r0, c0)) in enumerate(zip(idx.tolist(), corner)):
+        layer[i] = on_device[k][:, r0:r0 + h, c0:c0 + w]  # a crop is a plain window copy
+    return torch.mul(x, c[0]).add_(layer.to(x.dtype).div_(255.0).mul_(c[1]))
 
 
 def snow(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:
