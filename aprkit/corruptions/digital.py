@@ -75,7 +75,9 @@ def brightness(x: torch.Tensor, c: float, generator: RandomSource = None) -> tor
     ``hsv2rgb`` of the edited ``rgb2hsv`` (black pixels, hue 0 / saturation 0, become grey ``V'``)."""
     v = x.amax(dim=1, keepdim=True)
     v2 = (v + c).clamp(0, 1)
-    return torch.where(v > 0, x * (v2 / torch.where(v > 0, v, torch.ones_like(v))), v2.expand_as(x))
+    lit = v > 0
+    y = x * (v2 / torch.where(lit, v, torch.ones_like(v)))
+    return y.add_(v2.mul_(~lit))  # black pixels (x = 0) become v2; a 0/1 factor, not a 3-channel torch.where
 
 
 def saturate(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:
@@ -88,9 +90,15 @@ def saturate(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch
     safe_v = torch.where(v > 0, v, torch.ones_like(v))
     s2 = ((delta / safe_v) * c[0] + c[1]).clamp(0, 1)
     colour = v - s2 * v * (v - x) / torch.where(delta > 0, delta, torch.ones_like(delta))
-    grey_s = min(max(float(c[1]), 0.0), 1.0)
-    grey = torch.cat([v, v * (1 - grey_s), v * (1 - grey_s)], dim=1)
-    return torch.where(delta > 0, colour, grey)
+    # grey pixels (delta = 0, all channels v) give colour = v; scikit-image's hue 0 makes them
+    # (v, v(1 - s'), v(1 - s')): only their green and blue need fixing, and they are few
+    grey = delta <= 0
+    if bool(grey.any()):
+        bi, _, yi, xi = grey.nonzero(as_tuple=True)
+        vals = v[bi, 0, yi, xi] * (1 - min(max(float(c[1]), 0.0), 1.0))
+        colour[bi, 1, yi, xi] = vals
+        colour[bi, 2, yi, xi] = vals
+    return colour
 
 
 def contrast(x: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:
