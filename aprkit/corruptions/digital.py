@@ -7,9 +7,8 @@ a generator; they return a float batch (the dispatcher clamps).
   (including its conventions for grey pixels: hue 0, so ``saturate`` with an offset tints them red).
 - ``pixelate`` reproduces Pillow's ``BOX`` resampling (down to ``int(size * c)``, back up), with
   Pillow's 8-bit rounding after each pass when the input is uint8.
-- ``jpeg_compression`` is a codec: each image is encoded and decoded with libjpeg on the CPU (through
-  ``torchvision.io``, with the settings of the scripts' Pillow call: default 4:2:0 chroma subsampling,
-  integer DCT; the decoded pixels are identical to Pillow's); float input is quantised to 8 bits.
+- ``jpeg_compression`` is a codec: each image is encoded and decoded with Pillow (libjpeg, default
+  4:2:0 chroma subsampling) on the CPU, exactly as the scripts do; float input is quantised to 8 bits.
 - ``elastic_transform``: random affine (``cv2.warpAffine`` with reflect-101 borders, bilinear) followed
   by a smooth displacement field (``map_coordinates(order=1, mode="reflect")``). OpenCV quantises warp
   coordinates to 1/32 pixel; here they are exact.
@@ -17,6 +16,7 @@ a generator; they return a float batch (the dispatcher clamps).
 
 from __future__ import annotations
 
+import io
 from functools import lru_cache
 
 import numpy as np
@@ -182,14 +182,20 @@ def pixelate(x: torch.Tensor, c: float, generator: RandomSource = None, *,
 
 # ----------------------------------------------------------------------------- jpeg
 def jpeg_compression(x: torch.Tensor, c: int, generator: RandomSource = None) -> torch.Tensor:
-    """Encode each image as JPEG with quality ``c`` and decode it (libjpeg through ``torchvision.io`` on the
-    CPU: the scripts' Pillow defaults, 4:2:0 chroma subsampling and the integer DCT, give identical pixels,
-    about twice as fast as a Pillow round trip)."""
-    from torchvision.io import decode_jpeg, encode_jpeg
+    """Encode each image as JPEG with quality ``c`` and decode it (Pillow, on the CPU): one contiguous
+    ``(B, H, W, C)`` uint8 copy in, the decoded pixels written straight into one array out."""
+    from PIL import Image
 
-    u8 = (x.clamp(0, 1) * 255).round_().to(torch.uint8).cpu()
-    out = torch.stack(decode_jpeg(encode_jpeg(list(u8), quality=int(c))))
-    return out.to(x.device, x.dtype).div_(255)
+    u8 = (x.clamp(0, 1) * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    out = np.empty_like(u8)
+    gray = u8.shape[-1] == 1
+    for i, img in enumerate(u8):
+        buf = io.BytesIO()
+        Image.fromarray(img[..., 0] if gray else img, "L" if gray else "RGB").save(buf, "JPEG", quality=int(c))
+        buf.seek(0)
+        with Image.open(buf) as dec:
+            out[i] = np.asarray(dec).reshape(img.shape)
+    return torch.from_numpy(out).to(x.device).permute(0, 3, 1, 2).to(x.dtype).div_(255)
 
 
 # ----------------------------------------------------------------------------- elastic
