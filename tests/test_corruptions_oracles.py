@@ -347,3 +347,17 @@ def test_jpeg_equals_per_image_pillow_round_trip() -> None:
             Image.fromarray(img[..., 0] if gray else img, "L" if gray else "RGB").save(buf, "JPEG", quality=15)
             ref = np.array(Image.open(io.BytesIO(buf.getvalue()))).reshape(img.shape)
             assert torch.equal(ours[i], torch.from_numpy(ref).permute(2, 0, 1).float() / 255)
+
+
+@pytest.mark.parametrize("name", ["gaussian_blur", "defocus_blur", "glass_blur", "motion_blur", "snow", "spatter",
+                                  "elastic_transform", "pixelate", "shot_noise"])
+def test_224px_paths_independent_of_the_batch(name: str) -> None:
+    """The FFT filters pair planes only within an image, the motion blur loops per image: an image's result
+    is the same alone as in a batch (the 32-px invariance tests do not reach these paths)."""
+    from aprkit.corruptions import corrupt, item_seeds
+
+    x = natural_images(3, 224, seed=18)
+    seeds = item_seeds(0, name, 5, "imagenet", torch.arange(3))
+    whole = corrupt(x, name, 5, "imagenet", seeds=seeds)
+    alone = torch.cat([corrupt(x[i:i + 1], name, 5, "imagenet", seeds=seeds[i:i + 1]) for i in range(3)])
+    assert torch.equal(whole, alone)

@@ -168,23 +168,25 @@ def fft_filter2d(x: torch.Tensor, ry: int, rx: int, mode: str, spectrum: torch.T
     (``_kernel_spectrum`` on the grid ``circular_size(H, W, ry, rx)``); borders per ``mode``.
 
     The padded planes are gathered straight into circular buffers of a fast FFT size (the left/top border
-    wraps around to the end), so no zero-filling is needed, and two real planes travel as the real and
-    imaginary parts of one complex plane (the kernel is real, so they stay apart): one complex ``fft2`` and
-    ``ifft2`` per pair, about 3x cheaper on the CPU than ``rfft2`` plus ``irfft2`` per plane."""
+    wraps around to the end), so no zero-filling is needed, and two real planes of one image (channels
+    ``2k`` and ``2k + 1`` of ``(..., C, H, W)``; ``C = 1`` for 3-D input) travel as the real and imaginary
+    parts of one complex plane (the kernel is real, so they stay apart): one complex ``fft2`` and ``ifft2``
+    per pair, about 3x cheaper on the CPU than ``rfft2`` plus ``irfft2`` per plane. Planes are never paired
+    across images, so an image's result does not depend on the batch it is in."""
     shape = x.shape
     h, w = shape[-2:]
     mh, mw = circular_size(h, w, ry, rx)
-    planes = x.reshape(-1, h, w)
-    n = planes.shape[0]
+    c = shape[-3] if x.ndim >= 4 else 1
+    planes = x.reshape(-1, c, h, w)
     xp = planes.index_select(-2, _circular_index(h, ry, mh, mode, x.device))
     xp = select(xp, -1, _circular_index(w, rx, mw, mode, x.device))
-    out = torch.empty(n, h, w, dtype=x.dtype, device=x.device)
-    pairs = n // 2
+    out = torch.empty(planes.shape, dtype=x.dtype, device=x.device)
+    pairs = c // 2
     if pairs:
-        out[:2 * pairs:2], out[1:2 * pairs:2] = _apply_spectrum(torch.complex(xp[:2 * pairs:2], xp[1:2 * pairs:2]),
-                                                               spectrum, h, w).unbind(-1)
-    if n % 2:  # the last plane of an odd count on its own
-        out[-1] = _apply_spectrum(xp[-1:], spectrum, h, w)[0, ..., 0]
+        both = _apply_spectrum(torch.complex(xp[:, :2 * pairs:2], xp[:, 1:2 * pairs:2]), spectrum, h, w)
+        out[:, :2 * pairs:2], out[:, 1:2 * pairs:2] = both.unbind(-1)
+    if c % 2:  # the last channel of an odd count on its own
+        out[:, -1] = _apply_spectrum(xp[:, -1], spectrum, h, w)[..., 0]
     return out.reshape(shape)
 
 
