@@ -184,9 +184,9 @@ def _line_direct(x: torch.Tensor, k: torch.Tensor, ox: torch.Tensor, oy: torch.T
     xp = pad2d(x, p, p, "replicate")
     out = torch.empty_like(x)
     taps = k.tolist()
-    for i, (oxs, oys) in enumerate(zip(ox.tolist(), oy.tolist())):
+    for i, (oxs, oys) in enumerate(zip(ox.tolist(), oy.tolist(), strict=True)):
         weights: dict[tuple[int, int], float] = {}
-        for t, off in enumerate(zip(oys, oxs)):
+        for t, off in enumerate(zip(oys, oxs, strict=True)):
             weights[off] = weights.get(off, 0.0) + taps[t]
         for j, ((dy, dx), wt) in enumerate(weights.items()):
             src = xp[i, :, p + dy:p + dy + h, p + dx:p + dx + w]

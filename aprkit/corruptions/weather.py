@@ -92,7 +92,7 @@ def frost(x: torch.Tensor, c: tuple, generator: RandomSource = None, *, scale: f
     corner = torch.minimum((starts * room).long(), room - 1).tolist()
     on_device = {k: textures[k].to(x.device) for k in set(idx.tolist())}
     layer = torch.empty(x.shape, dtype=textures[0].dtype, device=x.device)
-    for i, (k, (r0, c0)) in enumerate(zip(idx.tolist(), corner)):
+    for i, (k, (r0, c0)) in enumerate(zip(idx.tolist(), corner, strict=True)):
         layer[i] = on_device[k][:, r0:r0 + h, c0:c0 + w]  # a crop is a plain window copy
     return torch.mul(x, c[0]).add_(layer.to(x.dtype).div_(255.0).mul_(c[1]))
 
