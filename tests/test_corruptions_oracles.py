@@ -14,12 +14,12 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
+from conftest import natural_images
 from PIL import Image
 
 from aprkit.corruptions import digital, noise, spatter, weather
 from aprkit.corruptions._common import _filter_axis, filter2d, finish, gaussian_filter, gaussian_kernel1d, pad2d
 from aprkit.corruptions._random import ItemGenerators, uniform
-from conftest import natural_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
