@@ -238,7 +238,7 @@ def elastic_transform(x: torch.Tensor, c: tuple, generator: RandomSource = None)
     col_term = cols[None, :, None] * (inv[:, None, 0] * norm)  # (B, W, 2)
     row_term = rows[None, :, None] * (inv[:, None, 1] * norm) + (inv[:, None, 2] * norm - 1)  # (B, H, 2)
     grid = torch.empty(b, h, w, 2, dtype=x.dtype, device=x.device)
-    grid.copy_(row_term[:, :, None, :] + col_term[:, None, :, :])
+    torch.add(row_term[:, :, None, :], col_term[:, None, :, :], out=grid)  # summed in float64, stored once
     warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
     dx = uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype)
     dy = uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype)

@@ -26,8 +26,9 @@ __all__ = ["plasma_fractal", "fog", "frost", "snow"]
 
 
 def plasma_fractal(batch: int, mapsize: int, wibbledecay: float, generator: RandomSource = None,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """Diamond-square height maps ``(B, mapsize, mapsize)`` in [0, 1] (float64), one per image.
+                   device: torch.device | str = "cpu", *, crop: tuple[int, int] | None = None) -> torch.Tensor:
+    """Diamond-square height maps ``(B, mapsize, mapsize)`` in [0, 1] (float64), one per image; with ``crop``
+    ``(h, w)`` only their top-left ``(h, w)`` corner (normalised over the whole map all the same).
 
     Each image's random numbers (``mapsize**2 - 1`` of them, three ``n x n`` blocks per level) come from one
     draw per image, split level by level: with per-image generators that is one call per image, not ~15."""
@@ -63,8 +64,14 @@ def plasma_fractal(batch: int, mapsize: int, wibbledecay: float, generator: Rand
         wibbled(t, m[:, half::step, 0::step])
         step //= 2
         wibble /= wibbledecay
-    m -= m.amin(dim=(1, 2), keepdim=True)
-    return m.div_(m.amax(dim=(1, 2), keepdim=True))
+    return _normalised(m, *(crop or (mapsize, mapsize)))
+
+
+def _normalised(m: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``(m - min) / max(m - min)`` per map ``(B, S, S)``, on the top-left ``(h, w)`` crop only (exactly the
+    values of normalising the whole map: subtraction is monotone, so ``max(m - min) = max(m) - min``)."""
+    low = m.amin(dim=(1, 2), keepdim=True)
+    return (m[:, :h, :w] - low).div_(m.amax(dim=(1, 2), keepdim=True) - low)
 
 
 def fog(x: torch.Tensor, c: tuple, generator: RandomSource = None, *, mapsize: int = 32) -> torch.Tensor:
@@ -73,7 +80,7 @@ def fog(x: torch.Tensor, c: tuple, generator: RandomSource = None, *, mapsize: i
     size = mapsize
     while size < max(h, w):
         size *= 2
-    plasma = plasma_fractal(b, size, float(c[1]), generator, x.device)[:, None, :h, :w].to(x.dtype)
+    plasma = plasma_fractal(b, size, float(c[1]), generator, x.device, crop=(h, w))[:, None].to(x.dtype)
     max_val = x.amax(dim=(1, 2, 3), keepdim=True)
     y = torch.add(x, plasma.mul_(c[0]))
     return y.mul_(max_val).div_(max_val + c[0])
