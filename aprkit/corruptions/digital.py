@@ -240,9 +240,8 @@ def elastic_transform(x: torch.Tensor, c: tuple, generator: RandomSource = None)
     grid = torch.empty(b, h, w, 2, dtype=x.dtype, device=x.device)
     torch.add(row_term[:, :, None, :], col_term[:, None, :, :], out=grid)  # summed in float64, stored once
     warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
-    dx = uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype)
-    dy = uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype)
-    dx, dy = gaussian_filter(torch.stack([dx, dy], dim=1), sigma, "symmetric", 3.0).unbind(1)  # one image's pair
+    dx = gaussian_filter(uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype), sigma, "symmetric", 3.0)
+    dy = gaussian_filter(uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype), sigma, "symmetric", 3.0)
     # ... and about pixel edges (align_corners=False) is SciPy's "reflect" (half-sample symmetric):
     # ((x + alpha * dx + 0.5) * 2 / w - 1, likewise y), written into the reused grid
     grid[..., 0] = (cols.to(x.dtype) + 0.5) * (2.0 / w) - 1
