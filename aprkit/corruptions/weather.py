@@ -45,7 +45,7 @@ def plasma_fractal(batch: int, mapsize: int, wibbledecay: float, generator: Rand
         n = a.shape[1] * a.shape[2]
         r = noise[:, used:used + n].view(a.shape)
         used += n
-        torch.add(a.div_(4), r * (wibble * wibble), out=out)
+        torch.add(a.mul_(0.25), r * (wibble * wibble), out=out)  # * 0.25 is exactly / 4, and cheaper
 
     while step >= 2:
         half = step // 2
