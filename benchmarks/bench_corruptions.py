@@ -17,9 +17,10 @@ the eval suite run) against the corruption code of git revision ``REV`` of this 
 side in the same process and timed interleaved (min over ``--repeats``; process CPU time with one thread,
 robust on a shared machine): ms/img per corruption, the speed-up, and the totals with and without
 glass and zoom blur. Where ``imagecorruptions`` cannot run, the ratio to it is projected from the one
-quoted in issue 17 for the code before this work (4.4x without glass and zoom blur, at 224 px, one thread):
+quoted in issue 17 for the code before this work (4.4x without glass and zoom blur, at 224 px, one thread,
+measured with one generator per batch: ``--draws generator`` repeats that setting):
 
-    python benchmarks/bench_corruptions.py --threads 1 --baseline-rev 524acee
+    python benchmarks/bench_corruptions.py --threads 1 --baseline-rev 524acee [--draws generator]
 """
 
 from __future__ import annotations
@@ -165,18 +166,24 @@ def interleaved_min(fns: dict[str, Callable[[], object]], repeats: int, clock: C
     return best
 
 
-def seeded_vs_baseline(baseline: Any, batch: int, repeats: int, clock: Callable[[], float]
+def seeded_vs_baseline(baseline: Any, batch: int, repeats: int, clock: Callable[[], float], draws: str = "items"
                        ) -> dict[str, tuple[float, float, bool]]:
-    """Per corruption at 224 px (imagenet preset, severity 3, per-image seeds): (aprkit ms/img, baseline ms/img,
-    identical output)."""
+    """Per corruption at 224 px (imagenet preset, severity 3): (aprkit ms/img, baseline ms/img, identical output).
+
+    ``draws``: ``"items"`` (per-image seeds, as the -C writers and the eval suite) or ``"generator"`` (one CPU
+    generator for the batch, as ``batched_vs_looped`` and the figures quoted in issue 17)."""
     from aprkit.corruptions import corrupt, item_seeds, list_corruptions
 
     x = synthetic_images(batch, 224, noise=0.15)
     out = {}
     for name in list_corruptions():
         seeds = item_seeds(0, name, 3, "imagenet", torch.arange(batch))
-        fns = {"new": lambda: corrupt(x, name, 3, "imagenet", seeds=seeds),  # noqa: B023
-               "base": lambda: baseline.corrupt(x, name, 3, "imagenet", seeds=seeds)}  # noqa: B023
+        if draws == "items":
+            fns = {"new": lambda: corrupt(x, name, 3, "imagenet", seeds=seeds),  # noqa: B023
+                   "base": lambda: baseline.corrupt(x, name, 3, "imagenet", seeds=seeds)}  # noqa: B023
+        else:
+            fns = {"new": lambda: corrupt(x, name, 3, "imagenet", torch.Generator().manual_seed(0)),  # noqa: B023
+                   "base": lambda: baseline.corrupt(x, name, 3, "imagenet", torch.Generator().manual_seed(0))}  # noqa: B023
         same = torch.equal(fns["new"](), fns["base"]())
         t = interleaved_min(fns, repeats, clock)
         out[name] = (t["new"] / batch * 1e3, t["base"] / batch * 1e3, same)
@@ -185,13 +192,14 @@ def seeded_vs_baseline(baseline: Any, batch: int, repeats: int, clock: Callable[
     return out
 
 
-def report_vs_baseline(rev: str, batch: int, repeats: int, clock_name: str) -> None:
+def report_vs_baseline(rev: str, batch: int, repeats: int, clock_name: str, draws: str) -> None:
     baseline = load_baseline(rev)
     clock = time.process_time if clock_name == "cpu" else time.perf_counter
-    print(f"\n224x224 (imagenet preset, severity 3, batch {batch}, per-image seeds), {clock_name} time, "
+    how = "per-image seeds" if draws == "items" else "one generator per batch"
+    print(f"\n224x224 (imagenet preset, severity 3, batch {batch}, {how}), {clock_name} time, "
           f"min of {repeats}; baseline: aprkit.corruptions at {rev}")
     print(f"{'corruption':18s} {'ms/img':>9s} {'base ms/img':>11s} {'speed-up':>9s}")
-    res = seeded_vs_baseline(baseline, batch, repeats, clock)
+    res = seeded_vs_baseline(baseline, batch, repeats, clock, draws)
     for label, names in (("all 19", list(res)), ("without glass+zoom", [n for n in res if n not in _SLOW_PAIR])):
         new, base = sum(res[n][0] for n in names), sum(res[n][1] for n in names)
         print(f"{label:18s} {new:9.2f} {base:11.2f} {base / new:8.2f}x")
@@ -214,13 +222,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats per corruption (--baseline-rev)")
     ap.add_argument("--clock", choices=("cpu", "wall"), default=None,
                     help="--baseline-rev timing: process CPU time (default with one thread) or wall time")
+    ap.add_argument("--draws", choices=("items", "generator"), default="items",
+                    help="--baseline-rev randomness: per-image seeds or one generator per batch (issue 17's figures)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.baseline_rev:
         clock = args.clock or ("cpu" if torch.get_num_threads() == 1 else "wall")
         print(f"device=cpu threads={torch.get_num_threads()}")
-        report_vs_baseline(args.baseline_rev, args.batch224, args.repeats, clock)
+        report_vs_baseline(args.baseline_rev, args.batch224, args.repeats, clock, args.draws)
         return 0
     from aprkit.corruptions import list_corruptions
 
