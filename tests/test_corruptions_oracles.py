@@ -361,3 +361,16 @@ def test_224px_paths_independent_of_the_batch(name: str) -> None:
     whole = corrupt(x, name, 5, "imagenet", seeds=seeds)
     alone = torch.cat([corrupt(x[i:i + 1], name, 5, "imagenet", seeds=seeds[i:i + 1]) for i in range(3)])
     assert torch.equal(whole, alone)
+
+
+def test_motion_line_direct_equals_fft_path() -> None:
+    """Large images: shifted slices on the CPU, the previous FFT correlation on accelerators; they agree."""
+    from aprkit.corruptions.blur import _line_direct, _line_fft
+
+    x = torch.rand(3, 3, 80, 70, generator=_gen(19), dtype=torch.float64)
+    i = torch.arange(25, dtype=torch.float64)
+    k = torch.exp(-(i**2) / (2 * 8.0**2))
+    k = k / k.sum()
+    a = torch.deg2rad(torch.tensor([30.0, -100.0, 5.0], dtype=torch.float64))[:, None]
+    ox, oy = torch.ceil(i * torch.cos(a) - 0.5).long(), torch.ceil(i * torch.sin(a) - 0.5).long()
+    assert (_line_direct(x, k, ox, oy) - _line_fft(x, k, ox, oy, 25)).abs().max() < 1e-12

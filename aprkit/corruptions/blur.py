@@ -32,7 +32,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ._common import filter2d, gaussian_filter, pad2d, zoom_sum
+from ._common import fft_size, filter2d, gaussian_filter, pad2d, zoom_sum
 from ._random import RandomSource, randint, uniform
 
 __all__ = [
@@ -164,8 +164,9 @@ def motion_line_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch
     a = torch.deg2rad(angles.to(x.device, torch.float64))[:, None]
     ox = torch.ceil(i * torch.cos(a) - 0.5).long()  # (B, width)
     oy = torch.ceil(i * torch.sin(a) - 0.5).long()
-    if h * w > 4096:  # large images: per image, one multiply-add of a shifted slice per distinct offset
-        return _line_direct(x, k, ox, oy)
+    if h * w > 4096:  # large images: on the CPU one multiply-add of a shifted slice per image and offset, on
+        # accelerators (where a kernel launch per image and tap costs more) an FFT correlation
+        return _line_direct(x, k, ox, oy) if x.device.type == "cpu" else _line_fft(x, k, ox, oy, width)
     rows = (torch.arange(h, device=x.device)[None, None, :] + oy[:, :, None]).clamp(0, h - 1)  # (B, width, H)
     cols = (torch.arange(w, device=x.device)[None, None, :] + ox[:, :, None]).clamp(0, w - 1)
     flat = (rows[:, :, :, None] * w + cols[:, :, None, :]).reshape(b, width, 1, h * w)
@@ -195,6 +196,21 @@ def _line_direct(x: torch.Tensor, k: torch.Tensor, ox: torch.Tensor, oy: torch.T
             else:
                 out[i].add_(src, alpha=wt)
     return out
+
+
+def _line_fft(x: torch.Tensor, k: torch.Tensor, ox: torch.Tensor, oy: torch.Tensor, width: int) -> torch.Tensor:
+    """``sum_i k_i x[y + oy_i, x + ox_i]`` (edge-replicated) via FFT; ``ox``/``oy`` ``(B, width)``."""
+    b, ch, h, w = x.shape
+    p = width  # every offset lies in [-(width - 1), width - 1]
+    xp = pad2d(x, p, p, "replicate")
+    hp, wp = h + 2 * p, w + 2 * p
+    kern = torch.zeros(b, 2 * p + 1, 2 * p + 1, dtype=x.dtype, device=x.device)
+    bi = torch.arange(b, device=x.device)[:, None].expand_as(ox)
+    kern.index_put_((bi, p - oy, p - ox), k.expand_as(ox).to(x.dtype), accumulate=True)  # flipped: convolution
+    size = (fft_size(hp), fft_size(wp))  # zero extension beyond (hp, wp) leaves the kept window exact
+    spec = torch.fft.rfft2(xp, s=size) * torch.fft.rfft2(kern, s=size)[:, None]
+    full = torch.fft.irfft2(spec, s=size)
+    return full[..., 2 * p:2 * p + h, 2 * p:2 * p + w]
 
 
 def motion_blur(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:
