@@ -78,6 +78,11 @@ _CPU_CHUNK = 5 << 16
 # glass blur's sequential wavefront loop costs per call, not per value: larger chunks amortise it; zoom blur's
 # per-zoom transposes run faster on 4 MB chunks
 _CPU_CHUNK_BY_NAME = {"glass_blur": 1 << 23, "zoom_blur": 1 << 20}
+# corruptions with an exact uint8 -> uint8 form: uint8 batches skip the float round trip (same result: the float
+# path quantises to the same bytes and returns k / 255, which ``finish`` rounds back to k)
+_UINT8_NATIVE: dict[str, Callable[..., torch.Tensor]] = {"jpeg_compression": digital.jpeg_bytes}
+# corruptions that take a uint8 chunk as it is (their first step recovers the 8-bit levels anyway)
+_UINT8_INPUT = frozenset({"shot_noise"})
 _RGB_ONLY = frozenset({"snow", "frost", "spatter", "brightness", "saturate"})
 
 
@@ -171,8 +176,14 @@ def corrupt(
     step = max(1, chunk // flat[0].numel()) if flat.device.type == "cpu" else flat.shape[0]
     n = flat.shape[0]
 
+    if name in _UINT8_NATIVE and images.dtype == torch.uint8:
+        return _UINT8_NATIVE[name](flat, c).contiguous().reshape(images.shape)
+
+    raw = name in _UINT8_INPUT and images.dtype == torch.uint8
+
     def run(i: int) -> torch.Tensor:
-        return fn(as_float(flat[i:i + step]), c, source[i:i + step] if seeds is not None else source, **opts)
+        chunk = flat[i:i + step] if raw else as_float(flat[i:i + step])
+        return fn(chunk, c, source[i:i + step] if seeds is not None else source, **opts)
 
     if step >= n:
         y = finish(run(0), images.dtype)

@@ -34,6 +34,7 @@ __all__ = [
     "saturate",
     "pixelate",
     "jpeg_compression",
+    "jpeg_bytes",
     "elastic_transform",
     "bilinear_sample",
 ]
@@ -186,20 +187,27 @@ def pixelate(x: torch.Tensor, c: float, generator: RandomSource = None, *,
 
 # ----------------------------------------------------------------------------- jpeg
 def jpeg_compression(x: torch.Tensor, c: int, generator: RandomSource = None) -> torch.Tensor:
-    """Encode each image as JPEG with quality ``c`` and decode it (Pillow, on the CPU): one contiguous
-    ``(B, H, W, C)`` uint8 copy in, the decoded pixels written straight into one array out."""
+    """Encode each image as JPEG with quality ``c`` and decode it (Pillow, on the CPU); float input is
+    quantised to 8 bits first (``jpeg_bytes`` does the round trip on uint8 images)."""
+    u8 = (x.clamp(0, 1) * 255).round_().to(torch.uint8)
+    return jpeg_bytes(u8, c).to(x.dtype).div_(255)
+
+
+def jpeg_bytes(u8: torch.Tensor, c: int) -> torch.Tensor:
+    """The JPEG round trip (quality ``c``) of uint8 images ``(B, C, H, W)``, C 1 or 3 -> uint8, on their device:
+    one contiguous ``(B, H, W, C)`` copy in, the decoded pixels written straight into one array out."""
     from PIL import Image
 
-    u8 = (x.clamp(0, 1) * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
-    out = np.empty_like(u8)
-    gray = u8.shape[-1] == 1
-    for i, img in enumerate(u8):
+    hwc = u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    out = np.empty_like(hwc)
+    gray = hwc.shape[-1] == 1
+    for i, img in enumerate(hwc):
         buf = io.BytesIO()
         Image.fromarray(img[..., 0] if gray else img, "L" if gray else "RGB").save(buf, "JPEG", quality=int(c))
         buf.seek(0)
         with Image.open(buf) as dec:
             out[i] = np.asarray(dec).reshape(img.shape)
-    return torch.from_numpy(out).to(x.device).permute(0, 3, 1, 2).to(x.dtype).div_(255)
+    return torch.from_numpy(out).to(u8.device).permute(0, 3, 1, 2)
 
 
 # ----------------------------------------------------------------------------- elastic

@@ -27,10 +27,12 @@ def shot_noise(x: torch.Tensor, c: float, generator: RandomSource = None, *,
                levels: bool = False) -> torch.Tensor:
     """``Poisson(c * x) / c``: photon noise with ``c`` photons per unit intensity.
 
-    ``levels=True`` (8-bit input): the 256 possible rates get exact inverse-CDF tables, and a table lookup
-    per value draws its count (much faster than a general Poisson sampler)."""
+    ``levels=True`` (8-bit input, ``x`` float ``k / 255`` or the uint8 levels ``k`` themselves): the 256 possible
+    rates get exact inverse-CDF tables, and a table lookup per value draws its count (much faster than a general
+    Poisson sampler)."""
     if levels:
-        return _poisson_from_levels(torch.mul(x, 255).round_().to(torch.int32), float(c), generator).div_(c)
+        k = x.to(torch.int32) if x.dtype == torch.uint8 else torch.mul(x, 255).round_().to(torch.int32)
+        return _poisson_from_levels(k, float(c), generator).div_(c)
     return _poisson((x * c).clamp_min(0.0), generator) / c
 
 
