@@ -80,7 +80,8 @@ _CPU_CHUNK = 5 << 16
 _CPU_CHUNK_BY_NAME = {"glass_blur": 1 << 23, "zoom_blur": 1 << 20}
 # corruptions with an exact uint8 -> uint8 form: uint8 batches skip the float round trip (same result: the float
 # path quantises to the same bytes and returns k / 255, which ``finish`` rounds back to k)
-_UINT8_NATIVE: dict[str, Callable[..., torch.Tensor]] = {"jpeg_compression": digital.jpeg_bytes}
+_UINT8_NATIVE: dict[str, Callable[..., torch.Tensor]] = {"jpeg_compression": digital.jpeg_bytes,
+                                                         "pixelate": digital.pixelate_bytes}
 # corruptions that take a uint8 chunk as it is (their first step recovers the 8-bit levels anyway)
 _UINT8_INPUT = frozenset({"shot_noise"})
 _RGB_ONLY = frozenset({"snow", "frost", "spatter", "brightness", "saturate"})
@@ -177,7 +178,10 @@ def corrupt(
     n = flat.shape[0]
 
     if name in _UINT8_NATIVE and images.dtype == torch.uint8:
-        return _UINT8_NATIVE[name](flat, c).contiguous().reshape(images.shape)
+        out = torch.empty_like(flat, memory_format=torch.contiguous_format)
+        for i in range(0, n, step):
+            out[i:i + step] = _UINT8_NATIVE[name](flat[i:i + step], c)
+        return out.reshape(images.shape)
 
     raw = name in _UINT8_INPUT and images.dtype == torch.uint8
 

@@ -33,6 +33,7 @@ __all__ = [
     "contrast",
     "saturate",
     "pixelate",
+    "pixelate_bytes",
     "jpeg_compression",
     "jpeg_bytes",
     "elastic_transform",
@@ -183,6 +184,14 @@ def pixelate(x: torch.Tensor, c: float, generator: RandomSource = None, *,
     h, w = x.shape[-2:]
     y = _resize_box(x * 255, int(h * c), int(w * c), quantize)
     return _resize_box(y, h, w, quantize) / 255
+
+
+def pixelate_bytes(u8: torch.Tensor, c: float) -> torch.Tensor:
+    """``pixelate`` of uint8 images -> uint8, with Pillow's 8-bit rounding after each pass (the same bytes as
+    the float path: ``k / 255 * 255`` is exactly ``k`` in float32 for every byte ``k``)."""
+    h, w = u8.shape[-2:]
+    y = _resize_box(u8.to(torch.float32), int(h * c), int(w * c), True)
+    return _resize_box(y, h, w, True).to(torch.uint8)
 
 
 # ----------------------------------------------------------------------------- jpeg
