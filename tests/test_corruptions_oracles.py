@@ -377,7 +377,8 @@ def test_motion_line_direct_equals_fft_path() -> None:
 
 
 def test_uint8_shortcuts_equal_the_float_path() -> None:
-    """uint8 batches skip the float round trip (JPEG on bytes, shot noise on levels): the same results."""
+    """uint8 batches skip the float round trip (JPEG, pixelate, impulse noise on bytes, shot noise on levels):
+    the same results."""
     from aprkit.corruptions import PARAMS, corrupt, item_seeds
 
     x = natural_images(3, 48, seed=20)
@@ -388,6 +389,11 @@ def test_uint8_shortcuts_equal_the_float_path() -> None:
         xf = x.float() / 255
         assert torch.equal(corrupt(x, "pixelate", s, "imagenet"),
                            finish(digital.pixelate(xf, PARAMS["imagenet"]["pixelate"][s - 1], quantize=True), torch.uint8))
+        seeds = item_seeds(1, "impulse_noise", s, "tinyimagenet", torch.arange(3))
+        assert torch.equal(corrupt(x, "impulse_noise", s, "tinyimagenet", seeds=seeds),
+                           finish(corrupt(xf, "impulse_noise", s, "tinyimagenet", seeds=seeds), torch.uint8))
+        assert torch.equal(corrupt(x, "impulse_noise", s, "tinyimagenet", _gen(s)),
+                           finish(corrupt(xf, "impulse_noise", s, "tinyimagenet", _gen(s)), torch.uint8))
         seeds = item_seeds(1, "shot_noise", s, "tinyimagenet", torch.arange(3))
         on_levels = noise.shot_noise(x, 25.0, ItemGenerators(seeds), levels=True)
         assert torch.equal(on_levels, noise.shot_noise(x.float() / 255, 25.0, ItemGenerators(seeds), levels=True))

@@ -81,7 +81,8 @@ _CPU_CHUNK_BY_NAME = {"glass_blur": 1 << 23, "zoom_blur": 1 << 20}
 # corruptions with an exact uint8 -> uint8 form: uint8 batches skip the float round trip (same result: the float
 # path quantises to the same bytes and returns k / 255, which ``finish`` rounds back to k)
 _UINT8_NATIVE: dict[str, Callable[..., torch.Tensor]] = {"jpeg_compression": digital.jpeg_bytes,
-                                                         "pixelate": digital.pixelate_bytes}
+                                                         "pixelate": digital.pixelate_bytes,
+                                                         "impulse_noise": noise.impulse_bytes}
 # corruptions that take a uint8 chunk as it is (their first step recovers the 8-bit levels anyway)
 _UINT8_INPUT = frozenset({"shot_noise"})
 _RGB_ONLY = frozenset({"snow", "frost", "spatter", "brightness", "saturate"})
@@ -177,17 +178,19 @@ def corrupt(
     step = max(1, chunk // flat[0].numel()) if flat.device.type == "cpu" else flat.shape[0]
     n = flat.shape[0]
 
+    def part(i: int) -> torch.Generator | ItemGenerators | None:
+        return source[i:i + step] if isinstance(source, ItemGenerators) else source
+
     if name in _UINT8_NATIVE and images.dtype == torch.uint8:
         out = torch.empty_like(flat, memory_format=torch.contiguous_format)
         for i in range(0, n, step):
-            out[i:i + step] = _UINT8_NATIVE[name](flat[i:i + step], c)
+            out[i:i + step] = _UINT8_NATIVE[name](flat[i:i + step], c, part(i))
         return out.reshape(images.shape)
 
     raw = name in _UINT8_INPUT and images.dtype == torch.uint8
 
     def run(i: int) -> torch.Tensor:
-        chunk = flat[i:i + step] if raw else as_float(flat[i:i + step])
-        return fn(chunk, c, source[i:i + step] if seeds is not None else source, **opts)
+        return fn(flat[i:i + step] if raw else as_float(flat[i:i + step]), c, part(i), **opts)
 
     if step >= n:
         y = finish(run(0), images.dtype)

@@ -186,7 +186,7 @@ def pixelate(x: torch.Tensor, c: float, generator: RandomSource = None, *,
     return _resize_box(y, h, w, quantize) / 255
 
 
-def pixelate_bytes(u8: torch.Tensor, c: float) -> torch.Tensor:
+def pixelate_bytes(u8: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:
     """``pixelate`` of uint8 images -> uint8, with Pillow's 8-bit rounding after each pass (the same bytes as
     the float path: ``k / 255 * 255`` is exactly ``k`` in float32 for every byte ``k``)."""
     h, w = u8.shape[-2:]
@@ -202,7 +202,7 @@ def jpeg_compression(x: torch.Tensor, c: int, generator: RandomSource = None) ->
     return jpeg_bytes(u8, c).to(x.dtype).div_(255)
 
 
-def jpeg_bytes(u8: torch.Tensor, c: int) -> torch.Tensor:
+def jpeg_bytes(u8: torch.Tensor, c: int, generator: RandomSource = None) -> torch.Tensor:
     """The JPEG round trip (quality ``c``) of uint8 images ``(B, C, H, W)``, C 1 or 3 -> uint8, on their device:
     one contiguous ``(B, H, W, C)`` copy in, the decoded pixels written straight into one array out."""
     from PIL import Image

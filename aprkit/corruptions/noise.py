@@ -15,7 +15,7 @@ import torch
 
 from ._random import ItemGenerators, RandomSource, for_each_item, normal, randint, uniform
 
-__all__ = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"]
+__all__ = ["gaussian_noise", "shot_noise", "impulse_noise", "impulse_bytes", "speckle_noise"]
 
 
 def gaussian_noise(x: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:
@@ -106,6 +106,12 @@ def impulse_noise(x: torch.Tensor, c: float, generator: RandomSource = None) -> 
     values (per channel) is replaced, half by 0 and half by 1."""
     u = uniform(x.shape, 0.0, 1.0, generator, x.device, x.dtype)  # one draw: u < c flips, u < c/2 salts
     return torch.mul(x, u >= c).add_(u < 0.5 * c)  # masks as 0/1 factors: cheaper than masked_fill on CPU
+
+
+def impulse_bytes(u8: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:
+    """``impulse_noise`` of uint8 images -> uint8 (the same draws; pepper 0, salt 255, the rest unchanged)."""
+    u = uniform(u8.shape, 0.0, 1.0, generator, u8.device, torch.float32)
+    return torch.mul(u8, u >= c).add_((u < 0.5 * c).to(torch.uint8).mul_(255))
 
 
 def speckle_noise(x: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:
