@@ -301,10 +301,10 @@ def test_truncated_distance_matches_scipy_edt() -> None:
     assert torch.equal(truncated_distance(torch.zeros(1, 1, 8, 8, dtype=torch.bool)), torch.full((1, 1, 8, 8), 20.0))
 
 
-def test_motion_kernel_fft_path_for_large_images() -> None:
+def test_motion_kernel_direct_path_for_large_images() -> None:
     x = torch.rand(2, 3, 80, 70, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     angles = torch.tensor([30.0, -100.0])
-    ours = motion_line_blur(x, 15, 8, angles)  # > 64x64: FFT path
+    ours = motion_line_blur(x, 15, 8, angles)  # > 64x64: shifted-slice path
     width = 31
     i = torch.arange(width, dtype=torch.float64)
     k = torch.exp(-(i**2) / (2 * 8.0**2))

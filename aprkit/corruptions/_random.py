@@ -132,7 +132,7 @@ def uniform(shape: Sequence[int], low: float, high: float, generator: RandomSour
         u = torch.rand(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
     if low == 0.0 and high == 1.0:  # the identity affine map: skip two passes
         return u.to(device)
-    return (u * (high - low) + low).to(device)
+    return u.mul_(high - low).add_(low).to(device)  # in place on the fresh draw: the values of u * (high - low) + low
 
 
 def normal(shape: Sequence[int], mean: float, std: float, generator: RandomSource,
@@ -142,7 +142,8 @@ def normal(shape: Sequence[int], mean: float, std: float, generator: RandomSourc
         z = _per_item(lambda s, g, o: torch.randn(s, generator=g, out=o), shape, generator, batch_dim, dtype)
     else:
         z = torch.randn(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
-    return (z * std + mean).to(device)
+    z.mul_(std)  # in place on the fresh draw: the values of z * std + mean
+    return (z.add_(mean) if mean != 0.0 else z).to(device)  # + 0.0 only turns -0.0 into 0.0
 
 
 def randint(low: int, high: int, shape: Sequence[int], generator: RandomSource,

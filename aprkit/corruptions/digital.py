@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import gaussian_filter, map_index
+from ._common import gaussian_filter, map_index, select
 from ._random import RandomSource, uniform
 
 __all__ = [
@@ -33,7 +33,9 @@ __all__ = [
     "contrast",
     "saturate",
     "pixelate",
+    "pixelate_bytes",
     "jpeg_compression",
+    "jpeg_bytes",
     "elastic_transform",
     "bilinear_sample",
 ]
@@ -75,7 +77,9 @@ def brightness(x: torch.Tensor, c: float, generator: RandomSource = None) -> tor
     ``hsv2rgb`` of the edited ``rgb2hsv`` (black pixels, hue 0 / saturation 0, become grey ``V'``)."""
     v = x.amax(dim=1, keepdim=True)
     v2 = (v + c).clamp(0, 1)
-    return torch.where(v > 0, x * (v2 / torch.where(v > 0, v, torch.ones_like(v))), v2.expand_as(x))
+    lit = v > 0
+    y = x * (v2 / torch.where(lit, v, torch.ones_like(v)))
+    return y.add_(v2.mul_(~lit))  # black pixels (x = 0) become v2; a 0/1 factor, not a 3-channel torch.where
 
 
 def saturate(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:
@@ -88,9 +92,15 @@ def saturate(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch
     safe_v = torch.where(v > 0, v, torch.ones_like(v))
     s2 = ((delta / safe_v) * c[0] + c[1]).clamp(0, 1)
     colour = v - s2 * v * (v - x) / torch.where(delta > 0, delta, torch.ones_like(delta))
-    grey_s = min(max(float(c[1]), 0.0), 1.0)
-    grey = torch.cat([v, v * (1 - grey_s), v * (1 - grey_s)], dim=1)
-    return torch.where(delta > 0, colour, grey)
+    # grey pixels (delta = 0, all channels v) give colour = v; scikit-image's hue 0 makes them
+    # (v, v(1 - s'), v(1 - s')): only their green and blue need fixing, and they are few
+    grey = delta <= 0
+    if bool(grey.any()):
+        bi, _, yi, xi = grey.nonzero(as_tuple=True)
+        vals = v[bi, 0, yi, xi] * (1 - min(max(float(c[1]), 0.0), 1.0))
+        colour[bi, 1, yi, xi] = vals
+        colour[bi, 2, yi, xi] = vals
+    return colour
 
 
 def contrast(x: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:
@@ -120,17 +130,49 @@ def _box_weights(n_in: int, n_out: int) -> np.ndarray:
     return wts
 
 
+@lru_cache(maxsize=64)
+def _box_taps(n_in: int, n_out: int) -> tuple[tuple[tuple[int, ...], tuple[float, ...]], ...]:
+    """``_box_weights`` as taps: per tap ``t``, the input index and the weight of every output (each output
+    averages a contiguous run of inputs; missing taps of shorter runs get weight 0 on a valid index)."""
+    wts = _box_weights(n_in, n_out)
+    runs = [np.nonzero(row)[0] for row in wts]
+    taps = []
+    for t in range(max(len(r) for r in runs)):
+        idx = tuple(int(r[t]) if t < len(r) else int(r[0]) for r in runs)
+        weight = tuple(float(wts[o, r[t]]) if t < len(r) else 0.0 for o, r in enumerate(runs))
+        taps.append((idx, weight))
+    return tuple(taps)
+
+
+def _box_axis(x: torch.Tensor, dim: int, n_out: int) -> torch.Tensor:
+    """BOX-resample ``x`` along ``dim`` (-1 or -2) to ``n_out``: a weighted sum of a few selected slices."""
+    out = None
+    for idx, weight in _box_taps(x.shape[dim], n_out):
+        part = select(x, dim, torch.tensor(idx, device=x.device))
+        if all(v == 1.0 for v in weight):  # one input per output (upsampling): a plain copy
+            return part
+        wt = torch.tensor(weight, dtype=x.dtype, device=x.device).view((-1, 1) if dim == -2 else (-1,))
+        out = part.mul_(wt) if out is None else out.add_(part.mul_(wt))
+    assert out is not None
+    return out
+
+
 def _resize_box(x255: torch.Tensor, oh: int, ow: int, quantize: bool) -> torch.Tensor:
-    """Two-pass (horizontal, then vertical) BOX resize of ``(B, C, H, W)`` values in 0-255."""
+    """Two-pass (horizontal, then vertical) BOX resize of ``(B, C, H, W)`` values in 0-255.
+
+    Integer inputs (``quantize``) round the same in any summation order for runs of up to 5 inputs (every
+    preset's factors): weights 1/2 and 1/4 are exact, and an average of 3 or 5 integers is never a tie."""
     h, w = x255.shape[-2:]
-    if ow != w:
-        mw = torch.from_numpy(_box_weights(w, ow)).to(x255.device, x255.dtype)
-        x255 = torch.einsum("bchw,ow->bcho", x255, mw)
+    if ow < w:  # along rows a dense matrix product is cheaper than column gathers
+        x255 = x255 @ torch.from_numpy(_box_weights(w, ow)).to(x255.device, x255.dtype).t()
+        if quantize:
+            x255 = x255.round().clamp(0, 255)
+    elif ow != w:
+        x255 = _box_axis(x255, -1, ow)
         if quantize:
             x255 = x255.round().clamp(0, 255)
     if oh != h:
-        mh = torch.from_numpy(_box_weights(h, oh)).to(x255.device, x255.dtype)
-        x255 = torch.einsum("bchw,oh->bcow", x255, mh)
+        x255 = _box_axis(x255, -2, oh)
         if quantize:
             x255 = x255.round().clamp(0, 255)
     return x255
@@ -144,22 +186,37 @@ def pixelate(x: torch.Tensor, c: float, generator: RandomSource = None, *,
     return _resize_box(y, h, w, quantize) / 255
 
 
+def pixelate_bytes(u8: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:
+    """``pixelate`` of uint8 images -> uint8, with Pillow's 8-bit rounding after each pass (the same bytes as
+    the float path: ``k / 255 * 255`` is exactly ``k`` in float32 for every byte ``k``)."""
+    h, w = u8.shape[-2:]
+    y = _resize_box(u8.to(torch.float32), int(h * c), int(w * c), True)
+    return _resize_box(y, h, w, True).to(torch.uint8)
+
+
 # ----------------------------------------------------------------------------- jpeg
 def jpeg_compression(x: torch.Tensor, c: int, generator: RandomSource = None) -> torch.Tensor:
-    """Encode each image as JPEG with quality ``c`` and decode it (Pillow, on the CPU)."""
+    """Encode each image as JPEG with quality ``c`` and decode it (Pillow, on the CPU); float input is
+    quantised to 8 bits first (``jpeg_bytes`` does the round trip on uint8 images)."""
+    u8 = (x.clamp(0, 1) * 255).round_().to(torch.uint8)
+    return jpeg_bytes(u8, c).to(x.dtype).div_(255)
+
+
+def jpeg_bytes(u8: torch.Tensor, c: int, generator: RandomSource = None) -> torch.Tensor:
+    """The JPEG round trip (quality ``c``) of uint8 images ``(B, C, H, W)``, C 1 or 3 -> uint8, on their device:
+    one contiguous ``(B, H, W, C)`` copy in, the decoded pixels written straight into one array out."""
     from PIL import Image
 
-    u8 = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    out = np.empty_like(u8)
-    for i, img in enumerate(u8):
+    hwc = u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    out = np.empty_like(hwc)
+    gray = hwc.shape[-1] == 1
+    for i, img in enumerate(hwc):
         buf = io.BytesIO()
-        mode = "L" if img.shape[-1] == 1 else "RGB"
-        Image.fromarray(img[..., 0] if mode == "L" else img, mode).save(buf, "JPEG", quality=int(c))
+        Image.fromarray(img[..., 0] if gray else img, "L" if gray else "RGB").save(buf, "JPEG", quality=int(c))
         buf.seek(0)
         with Image.open(buf) as dec:
-            arr = np.asarray(dec)
-        out[i] = arr[..., None] if arr.ndim == 2 else arr
-    return torch.from_numpy(out).to(x.device).permute(0, 3, 1, 2).to(x.dtype) / 255
+            out[i] = np.asarray(dec).reshape(img.shape)
+    return torch.from_numpy(out).to(u8.device).permute(0, 3, 1, 2)
 
 
 # ----------------------------------------------------------------------------- elastic
@@ -194,18 +251,23 @@ def elastic_transform(x: torch.Tensor, c: tuple, generator: RandomSource = None)
     # inverse map (destination -> source) is the affine taking pts2 to pts1
     a = torch.cat([pts2, torch.ones(b, 3, 1, dtype=torch.float64)], dim=2)  # (B, 3, 3)
     inv = torch.linalg.solve(a, pts1.expand(b, 3, 2)).to(x.device)  # (B, 3, 2): [u, v, 1] @ inv = src (x, y)
-    yy, xx = torch.meshgrid(torch.arange(h, device=x.device, dtype=torch.float64),
-                            torch.arange(w, device=x.device, dtype=torch.float64), indexing="ij")
-    grid = torch.stack([xx, yy, torch.ones_like(xx)], dim=-1).reshape(1, -1, 3)  # (1, H*W, 3) as (x, y, 1)
-    src = (grid @ inv).reshape(b, h, w, 2)
-    # grid_sample with reflection about pixel centres (align_corners=True) is OpenCV's reflect-101
+    # grid_sample with reflection about pixel centres (align_corners=True) is OpenCV's reflect-101; the affine
+    # source coordinate (x, y, 1) @ inv, normalised to [-1, 1], is a column term plus a row term (float64)
+    cols = torch.arange(w, device=x.device, dtype=torch.float64)
+    rows = torch.arange(h, device=x.device, dtype=torch.float64)
     norm = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=torch.float64, device=x.device)
-    warped = F.grid_sample(x, (src * norm - 1).to(x.dtype), mode="bilinear", padding_mode="reflection",
-                           align_corners=True)
+    col_term = cols[None, :, None] * (inv[:, None, 0] * norm)  # (B, W, 2)
+    row_term = rows[None, :, None] * (inv[:, None, 1] * norm) + (inv[:, None, 2] * norm - 1)  # (B, H, 2)
+    grid = torch.empty(b, h, w, 2, dtype=x.dtype, device=x.device)
+    torch.add(row_term[:, :, None, :], col_term[:, None, :, :], out=grid)  # summed in float64, stored once
+    warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
     dx = gaussian_filter(uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype), sigma, "symmetric", 3.0)
     dy = gaussian_filter(uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype), sigma, "symmetric", 3.0)
-    # ... and about pixel edges (align_corners=False) is SciPy's "reflect" (half-sample symmetric)
-    gx = ((xx[None] + dx * alpha + 0.5) * (2.0 / w) - 1).to(x.dtype)
-    gy = ((yy[None] + dy * alpha + 0.5) * (2.0 / h) - 1).to(x.dtype)
-    return F.grid_sample(warped, torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="reflection",
+    # ... and about pixel edges (align_corners=False) is SciPy's "reflect" (half-sample symmetric):
+    # ((x + alpha * dx + 0.5) * 2 / w - 1, likewise y), written into the reused grid
+    grid[..., 0] = (cols.to(x.dtype) + 0.5) * (2.0 / w) - 1
+    grid[..., 1] = ((rows.to(x.dtype) + 0.5) * (2.0 / h) - 1)[:, None]
+    grid[..., 0].add_(dx, alpha=alpha * 2.0 / w)
+    grid[..., 1].add_(dy, alpha=alpha * 2.0 / h)
+    return F.grid_sample(warped, grid, mode="bilinear", padding_mode="reflection",
                          align_corners=False)

@@ -44,25 +44,37 @@ def _dilate3(e: torch.Tensor) -> torch.Tensor:
 def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """``cv2.Canny(img, low, high)`` (aperture 3, L1 magnitude) of 8-bit values ``(B, 1, H, W)`` -> bool."""
     h, w = img.shape[-2:]
-    p = pad2d(img, 1, 1, "replicate")
-    dx, dy = p[..., 2:] - p[..., :-2], p[..., 2:, :] - p[..., :-2, :]  # separable Sobel (exact integers)
-    gx = dx[..., :-2, :] + 2 * dx[..., 1:-1, :] + dx[..., 2:, :]
-    gy = dy[..., :-2] + 2 * dy[..., 1:-1] + dy[..., 2:]
+    p = pad2d(img.to(torch.int16), 1, 1, "replicate")  # exact integers: int16 halves the memory traffic
+    dx, dy = p[..., 2:] - p[..., :-2], p[..., 2:, :] - p[..., :-2, :]  # separable Sobel
+    gx = dx[..., :-2, :] + dx[..., 2:, :]
+    gx += dx[..., 1:-1, :]
+    gx += dx[..., 1:-1, :]
+    gy = dy[..., :-2] + dy[..., 2:]
+    gy += dy[..., 1:-1]
+    gy += dy[..., 1:-1]
     ax, ay = gx.abs(), gy.abs()
     mag = ax + ay
-    tg22x = ax * _TG22
-    horiz = ay * 32768 < tg22x
-    vert = ~horiz & (ay * 32768 > tg22x + ax * 65536)
+    ax32, ay32 = ax.to(torch.int32), ay.to(torch.int32)  # OpenCV's fixed-point direction tests
+    tg22x = ax32 * _TG22
+    ay15 = ay32 * 32768
+    horiz = ay15 < tg22x
+    vert = ~horiz & (ay15 > tg22x.add_(ax32.mul_(65536)))
     m = F.pad(mag, (1, 1, 1, 1))  # neighbour (dy, dx) of every pixel: m[1 + dy:, 1 + dx:] (0 outside)
 
-    def nb(oy: int, ox: int) -> torch.Tensor:
-        return m[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w]
+    def above(oy: int, ox: int) -> torch.Tensor:  # mag > neighbour (oy, ox)
+        return torch.gt(mag, m[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w])
 
-    same = (gx < 0) == (gy < 0)  # diagonal neighbours: (up, -s) and (down, +s), s = +1 when signs agree
-    d1 = torch.where(same, nb(-1, -1), nb(-1, 1))
-    d2 = torch.where(same, nb(1, 1), nb(1, -1))
-    nms = torch.where(horiz, (mag > nb(0, -1)) & (mag >= nb(0, 1)),
-                      torch.where(vert, (mag > nb(-1, 0)) & (mag >= nb(1, 0)), (mag > d1) & (mag > d2)))
+    def at_least(oy: int, ox: int) -> torch.Tensor:  # mag >= neighbour (oy, ox)
+        return torch.ge(mag, m[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w])
+
+    # non-maximum suppression per direction, as boolean algebra (torch.where is slow on the CPU): horizontal
+    # and vertical keep ties on one side; diagonals compare (up, -s) and (down, +s), s = +1 when signs agree
+    same = torch.lt(gx, 0) == torch.lt(gy, 0)
+    diag = ~(horiz | vert)
+    nms = horiz & above(0, -1) & at_least(0, 1)
+    nms |= vert & above(-1, 0) & at_least(1, 0)
+    nms |= diag & same & above(-1, -1) & above(1, 1)
+    nms |= diag & ~same & above(-1, 1) & above(1, -1)
     cand = nms & (mag > low)
     edges = cand & (mag > high)
     while True:
@@ -73,27 +85,33 @@ def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
 
 
 def truncated_distance(edges: torch.Tensor, limit: int = 20) -> torch.Tensor:
-    """Euclidean distance ``(B, 1, H, W)`` of every pixel to the nearest edge pixel, capped at ``limit``."""
+    """Euclidean distance ``(B, 1, H, W)`` of every pixel to the nearest edge pixel, capped at ``limit``.
+
+    Exact integer arithmetic (int16): the row distance to the nearest edge (capped at ``limit + 1``) comes from
+    running maxima of edge columns from both sides; the squared distance is the smallest
+    ``row_distance(y + k)^2 + k^2`` over ``|k| <= limit`` (larger offsets only matter beyond ``limit``)."""
     h, w = edges.shape[-2:]
-    big = float(4 * (limit + 1) ** 2)
-    pos = torch.arange(w, device=edges.device, dtype=torch.float32).expand(edges.shape)
-    left = torch.where(edges, pos, torch.full_like(pos, -big)).cummax(dim=-1).values
-    right = torch.where(edges, pos, torch.full_like(pos, 2 * big)).flip(-1).cummin(dim=-1).values.flip(-1)
-    g = torch.minimum(pos - left, right - pos).clamp_max(limit + 1)  # row distance to the nearest edge
-    g2 = F.pad(g * g, (0, 0, limit, limit), value=big)
-    d2 = g2[..., limit:limit + h, :]
+    pos = torch.arange(w, dtype=torch.int16, device=edges.device).expand(edges.shape)
+    left = torch.where(edges, pos, -limit - 2).cummax(dim=-1).values  # nearest edge column on each side
+    right = (w - 1) - torch.where(edges.flip(-1), pos, -limit - 2).cummax(dim=-1).values.flip(-1)
+    g = torch.minimum(pos - left, right - pos).clamp_max_(limit + 1)  # row distance, capped
+    big = 4 * (limit + 1) ** 2
+    g2 = F.pad(g.mul_(g), (0, 0, limit, limit), value=big)
+    d2 = g2[..., limit:limit + h, :].clone()
+    tmp = torch.empty_like(d2)
     for k in range(1, limit + 1):
-        d2 = torch.minimum(d2, torch.minimum(g2[..., limit - k:limit - k + h, :], g2[..., limit + k:limit + k + h, :]) + k * k)
-    return d2.sqrt().clamp_max(float(limit))
+        torch.minimum(g2[..., limit - k:limit - k + h, :], g2[..., limit + k:limit + k + h, :], out=tmp)
+        torch.minimum(d2, tmp.add_(k * k), out=d2)
+    return d2.to(torch.float32).sqrt_().clamp_max_(float(limit))
 
 
 def equalize_hist(img: torch.Tensor) -> torch.Tensor:
     """``cv2.equalizeHist`` per image of 8-bit values ``(B, 1, H, W)`` (float in, float 0-255 out)."""
     b = img.shape[0]
-    flat = img.reshape(b, -1).long().clamp(0, 255)
+    flat = img.reshape(b, -1).to(torch.int32).clamp_(0, 255)
     total = flat.shape[1]
-    hist = torch.zeros(b, 256, dtype=torch.float64, device=img.device).scatter_add_(
-        1, flat, torch.ones_like(flat, dtype=torch.float64))
+    key = flat.add_(torch.arange(0, 256 * b, 256, dtype=torch.int32, device=img.device)[:, None]).flatten()
+    hist = torch.bincount(key, minlength=256 * b).reshape(b, 256).to(torch.float64)
     first = (hist > 0).float().argmax(dim=1, keepdim=True)
     h_first = hist.gather(1, first)
     cum = hist.cumsum(1) - h_first
@@ -101,7 +119,7 @@ def equalize_hist(img: torch.Tensor) -> torch.Tensor:
     lut = torch.round(cum * scale).clamp(0, 255)
     lut = torch.where(torch.arange(256, device=img.device)[None] <= first, torch.zeros_like(lut), lut)
     lut = torch.where(h_first == total, first.to(lut.dtype).expand_as(lut), lut)
-    return lut.gather(1, flat).reshape(img.shape).to(img.dtype)
+    return lut.to(img.dtype).flatten().index_select(0, key).reshape(img.shape)  # integer levels: exact
 
 
 def spatter(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:
@@ -110,23 +128,22 @@ def spatter(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.
     b, _, h, w = x.shape
     liquid = normal((b, 1, h, w), c[0], c[1], generator, x.device, torch.float32)
     liquid = gaussian_filter(liquid, float(c[2]), "replicate")
-    liquid = torch.where(liquid < c[3], torch.zeros_like(liquid), liquid)
+    liquid = liquid.mul_(liquid >= c[3])  # zero below the threshold (a mask product: torch.where is slow on CPU)
     if c[5] == 0:
-        l8 = torch.floor((liquid * 255).clamp(0, 255))
-        dist = torch.where(canny(l8, 50, 150), torch.zeros_like(l8), torch.full_like(l8, 255.0))
-        dist = truncated_distance(dist == 0, 20)
+        l8 = torch.mul(liquid, 255).clamp_(0, 255).floor_()
+        dist = truncated_distance(canny(l8, 50, 150), 20)
         box = torch.full((3, 3), 1 / 9, device=x.device)
-        dist = torch.floor(filter2d(dist, box, "reflect101"))
+        dist = filter2d(dist, box, "reflect101").floor_()
         dist = equalize_hist(dist)
-        dist = torch.round(filter2d(dist, _EMBOSS.to(x.device), "reflect101")).clamp(0, 255)
+        dist = filter2d(dist, _EMBOSS.to(x.device), "reflect101").round_().clamp_(0, 255)
         dist = filter2d(dist, box, "reflect101")
-        m = l8 * dist  # the scripts multiply the 8-bit liquid layer
+        m = dist.mul_(l8)  # the scripts multiply the 8-bit liquid layer
         mx = m.amax(dim=(2, 3), keepdim=True)
-        m = torch.where(mx > 0, m / mx.clamp_min(1e-12), torch.zeros_like(m)) * c[4]
+        m = m.div_(mx.clamp_min(1e-12)).mul_(c[4])  # an all-zero layer stays zero
         color = torch.tensor(_WATER, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return x + m.to(x.dtype) * color
+        return torch.mul(m.to(x.dtype), color).add_(x)
     m = (liquid > c[3]).to(torch.float32)
     m = gaussian_filter(m, float(c[4]), "replicate")
-    m = torch.where(m < 0.8, torch.zeros_like(m), m).to(x.dtype)
+    m = m.mul_(m >= 0.8).to(x.dtype)
     color = torch.tensor(_MUD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return x * (1 - m) + color * m

@@ -26,8 +26,9 @@ __all__ = ["plasma_fractal", "fog", "frost", "snow"]
 
 
 def plasma_fractal(batch: int, mapsize: int, wibbledecay: float, generator: RandomSource = None,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """Diamond-square height maps ``(B, mapsize, mapsize)`` in [0, 1] (float64), one per image.
+                   device: torch.device | str = "cpu", *, crop: tuple[int, int] | None = None) -> torch.Tensor:
+    """Diamond-square height maps ``(B, mapsize, mapsize)`` in [0, 1] (float64), one per image; with ``crop``
+    ``(h, w)`` only their top-left ``(h, w)`` corner (normalised over the whole map all the same).
 
     Each image's random numbers (``mapsize**2 - 1`` of them, three ``n x n`` blocks per level) come from one
     draw per image, split level by level: with per-image generators that is one call per image, not ~15."""
@@ -39,27 +40,38 @@ def plasma_fractal(batch: int, mapsize: int, wibbledecay: float, generator: Rand
     noise = uniform((batch, total), -1.0, 1.0, generator, device, torch.float64)
     step, wibble, used = mapsize, 100.0, 0
 
-    def wibbled(a: torch.Tensor) -> torch.Tensor:  # a / 4 + wibble * U(-wibble, wibble)
+    def wibbled(a: torch.Tensor, out: torch.Tensor) -> None:  # out = a / 4 + wibble^2 * U(-1, 1), a is a temporary
         nonlocal used
         n = a.shape[1] * a.shape[2]
         r = noise[:, used:used + n].view(a.shape)
         used += n
-        return a / 4 + (wibble * wibble) * r
+        torch.add(a.mul_(0.25), r * (wibble * wibble), out=out)  # * 0.25 is exactly / 4, and cheaper
 
     while step >= 2:
         half = step // 2
-        corner = m[:, 0::step, 0::step]
-        sq = corner + torch.roll(corner, -1, dims=1)
-        sq = sq + torch.roll(sq, -1, dims=2)
-        m[:, half::step, half::step] = wibbled(sq)
-        dr = m[:, half::step, half::step]
         ul = m[:, 0::step, 0::step]
-        m[:, 0::step, half::step] = wibbled(dr + torch.roll(dr, 1, dims=1) + ul + torch.roll(ul, -1, dims=2))
-        m[:, half::step, 0::step] = wibbled(dr + torch.roll(dr, 1, dims=2) + ul + torch.roll(ul, -1, dims=1))
+        sq = ul + torch.roll(ul, -1, dims=1)
+        sq += torch.roll(sq, -1, dims=2)
+        dr = m[:, half::step, half::step]
+        wibbled(sq, dr)
+        t = dr + torch.roll(dr, 1, dims=1)
+        t += ul
+        t += torch.roll(ul, -1, dims=2)
+        wibbled(t, m[:, 0::step, half::step])
+        t = dr + torch.roll(dr, 1, dims=2)
+        t += ul
+        t += torch.roll(ul, -1, dims=1)
+        wibbled(t, m[:, half::step, 0::step])
         step //= 2
         wibble /= wibbledecay
-    m = m - m.amin(dim=(1, 2), keepdim=True)
-    return m / m.amax(dim=(1, 2), keepdim=True)
+    return _normalised(m, *(crop or (mapsize, mapsize)))
+
+
+def _normalised(m: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``(m - min) / max(m - min)`` per map ``(B, S, S)``, on the top-left ``(h, w)`` crop only (exactly the
+    values of normalising the whole map: subtraction is monotone, so ``max(m - min) = max(m) - min``)."""
+    low = m.amin(dim=(1, 2), keepdim=True)
+    return (m[:, :h, :w] - low).div_(m.amax(dim=(1, 2), keepdim=True) - low)
 
 
 def fog(x: torch.Tensor, c: tuple, generator: RandomSource = None, *, mapsize: int = 32) -> torch.Tensor:
@@ -68,9 +80,10 @@ def fog(x: torch.Tensor, c: tuple, generator: RandomSource = None, *, mapsize: i
     size = mapsize
     while size < max(h, w):
         size *= 2
-    plasma = plasma_fractal(b, size, float(c[1]), generator, x.device)[:, None, :h, :w].to(x.dtype)
+    plasma = plasma_fractal(b, size, float(c[1]), generator, x.device, crop=(h, w))[:, None].to(x.dtype)
     max_val = x.amax(dim=(1, 2, 3), keepdim=True)
-    return (x + c[0] * plasma) * max_val / (max_val + c[0])
+    y = torch.add(x, plasma.mul_(c[0]))
+    return y.mul_(max_val).div_(max_val + c[0])
 
 
 def frost(x: torch.Tensor, c: tuple, generator: RandomSource = None, *, scale: float = 0.2,
@@ -81,20 +94,14 @@ def frost(x: torch.Tensor, c: tuple, generator: RandomSource = None, *, scale: f
     textures = frost_textures(scale, (h, w), frost_dir)
     idx = randint(0, 5, (b,), generator, torch.device("cpu"))
     starts = uniform((b, 2), 0.0, 1.0, generator, torch.device("cpu"))
-    layer = torch.empty_like(x)
-    for k, tex in enumerate(textures):
-        sel = (idx == k).nonzero().flatten()
-        if sel.numel() == 0:
-            continue
-        tex = tex.to(x.device)
-        # np.random.randint(0, size - crop): start uniform in [0, size - crop)
-        r0 = (starts[sel, 0].cpu() * (tex.shape[1] - h)).long().clamp_max(tex.shape[1] - h - 1)
-        c0 = (starts[sel, 1].cpu() * (tex.shape[2] - w)).long().clamp_max(tex.shape[2] - w - 1)
-        rows = (r0[:, None] + torch.arange(h)).to(x.device)
-        cols = (c0[:, None] + torch.arange(w)).to(x.device)
-        crops = tex[:, rows[:, :, None], cols[:, None, :]]  # (3, n, h, w)
-        layer[sel.to(x.device)] = crops.permute(1, 0, 2, 3).to(x.dtype) / 255.0
-    return c[0] * x + c[1] * layer
+    # np.random.randint(0, size - crop): start uniform in [0, size - crop) (float32 products, as drawn)
+    room = torch.tensor([[textures[k].shape[1] - h, textures[k].shape[2] - w] for k in idx.tolist()])
+    corner = torch.minimum((starts * room).long(), room - 1).tolist()
+    on_device = {k: textures[k].to(x.device) for k in set(idx.tolist())}
+    layer = torch.empty(x.shape, dtype=textures[0].dtype, device=x.device)
+    for i, (k, (r0, c0)) in enumerate(zip(idx.tolist(), corner, strict=True)):
+        layer[i] = on_device[k][:, r0:r0 + h, c0:c0 + w]  # a crop is a plain window copy
+    return torch.mul(x, c[0]).add_(layer.to(x.dtype).div_(255.0).mul_(c[1]))
 
 
 def snow(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:
@@ -103,10 +110,11 @@ def snow(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Ten
     b, _, h, w = x.shape
     layer = normal((b, 1, h, w), c[0], c[1], generator, x.device, x.dtype)
     layer = clipped_zoom(layer, float(c[2]))
-    layer = torch.where(layer < c[3], torch.zeros_like(layer), layer)
-    layer = torch.floor(layer.clamp(0, 1) * 255) / 255  # (np.clip(...) * 255).astype(np.uint8)
+    # in place on temporaries, the same operations in the same order as the scripts' expressions
+    layer = layer.mul_(layer >= c[3]).clamp_(0, 1).mul_(255).floor_().div_(255)  # cut, then 8 bits (truncation)
     angles = uniform((b,), -135.0, -45.0, generator, x.device, torch.float64)
-    layer = torch.floor(motion_line_blur(layer, float(c[4]), float(c[5]), angles) * 255 + 1e-4) / 255  # 8-bit
-    gray = rgb_to_gray(x)
-    x = c[6] * x + (1 - c[6]) * torch.maximum(x, gray * 1.5 + 0.5)
-    return x + layer + torch.rot90(layer, 2, dims=(-2, -1))
+    layer = motion_line_blur(layer, float(c[4]), float(c[5]), angles).mul_(255).add_(1e-4).floor_().div_(255)
+    y = torch.mul(x, c[6])
+    y += torch.maximum(x, rgb_to_gray(x).mul_(1.5).add_(0.5)).mul_(1 - c[6])
+    y += layer
+    return y.add_(torch.rot90(layer, 2, dims=(-2, -1)))

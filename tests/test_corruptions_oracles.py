@@ -1,0 +1,399 @@
+"""The faster batched corruption code against the implementations it replaced, kept here as oracles.
+
+Exact where the rewrite only reorders work (same operations on the same values); within float rounding
+where an FFT or a different summation order replaced a direct computation.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import torch
+import torch.nn.functional as F
+from conftest import natural_images
+from PIL import Image
+
+from aprkit.corruptions import digital, noise, spatter, weather
+from aprkit.corruptions._common import _filter_axis, filter2d, finish, gaussian_filter, gaussian_kernel1d, pad2d
+from aprkit.corruptions._random import ItemGenerators, uniform
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- dispatcher and noise
+def test_finish_matches_clamp_then_round() -> None:
+    y = torch.cat([torch.rand(5000, generator=_gen()) * 1.6 - 0.3, (torch.arange(256) + 0.5) / 255])
+    old = (y.clamp(0, 1) * 255).round().clamp(0, 255).to(torch.uint8)
+    assert torch.equal(finish(y, torch.uint8), old)
+    out = torch.empty_like(old)
+    assert finish(y, torch.uint8, out=out) is out and torch.equal(out, old)
+    assert torch.equal(finish(y, torch.float32), y.clamp(0, 1))
+
+
+def _old_poisson_from_levels(v: torch.Tensor, c: float, generator: torch.Generator) -> torch.Tensor:
+    """The guide-table sampler (bins = 2 * k_max) this module used before."""
+    k_max = int(c + 12 * math.sqrt(c) + 12)
+    lam = torch.arange(256, dtype=torch.float64)[:, None] * (c / 255.0)
+    k = torch.arange(k_max, dtype=torch.float64)[None, :]
+    logpmf = k * torch.log(lam.clamp_min(1e-300)) - lam - torch.lgamma(k + 1)
+    pmf = torch.where(lam > 0, logpmf.exp(), (k == 0).to(torch.float64))
+    cdf = pmf.cumsum(dim=1).clamp_max(1.0)
+    cdf[:, -1] = 1.0
+    bins = 2 * k_max
+    edges = torch.arange(bins, dtype=torch.float64) / bins
+    guide = torch.searchsorted(cdf, edges.expand(256, bins).contiguous(), side="left").flatten()
+    flat_cdf = cdf.flatten()
+    u = torch.rand(v.shape, generator=generator, dtype=torch.float64).flatten()
+    vf = v.flatten().long()
+    row = vf * k_max
+    idx = row + guide.index_select(0, vf * bins + (u * bins).long().clamp_max(bins - 1))
+    while True:
+        behind = flat_cdf.index_select(0, idx) < u
+        if not bool(behind.any()):
+            break
+        idx = idx + behind.long()
+    return (idx - row).reshape(v.shape).to(torch.float32)
+
+
+@pytest.mark.parametrize("c", [3.0, 12.0, 60.0, 500.0])
+def test_shot_noise_bin_table_equals_guide_table(c: float) -> None:
+    v = torch.randint(0, 256, (3, 3, 40, 50), generator=_gen(1), dtype=torch.int32)
+    v[0, 0, :2] = 0
+    v[0, 0, 2:4] = 255
+    ours = noise._poisson_from_levels(v, c, _gen(7))
+    assert torch.equal(ours, _old_poisson_from_levels(v, c, _gen(7)))
+
+
+def test_impulse_noise_masks_equal_masked_fill() -> None:
+    x = natural_images(3, 32, seed=2).float() / 255
+    u = uniform(x.shape, 0.0, 1.0, _gen(3), x.device, x.dtype)
+    old = x.masked_fill(u < 0.09, 0.0).masked_fill_(u < 0.045, 1.0)
+    assert torch.equal(noise.impulse_noise(x, 0.09, _gen(3)), old)
+
+
+# ----------------------------------------------------------------------------- filters
+@pytest.mark.parametrize("mode", ["replicate", "symmetric", "reflect101"])
+@pytest.mark.parametrize("planes", [1, 3, 4])
+def test_fft_gaussian_equals_direct_filter(mode: str, planes: int) -> None:
+    for dtype, tol in ((torch.float32, 2e-6), (torch.float64, 1e-12)):
+        x = torch.rand(planes, 1, 37, 52, generator=_gen(planes), dtype=dtype)
+        for sigma in (2.0, 2.5, 3.0, 6.0):  # radius 9 and more: FFT path
+            w, r = gaussian_kernel1d(sigma)
+            k = torch.tensor(w, dtype=dtype)
+            direct = _filter_axis(_filter_axis(x, k, r, -2, mode), k, r, -1, mode)
+            assert (gaussian_filter(x, sigma, mode) - direct).abs().max() < tol, (dtype, sigma)
+
+
+def test_fft_filter2d_non_symmetric_kernel_matches_scipy() -> None:
+    x = torch.rand(3, 2, 30, 41, generator=_gen(5), dtype=torch.float64)
+    kernel = torch.rand(9, 11, generator=_gen(6), dtype=torch.float64)  # 99 taps: FFT path, complex spectrum
+    ours = filter2d(x, kernel, "reflect101")
+    ref = ndi.correlate(x.numpy(), kernel.numpy()[None, None], mode="mirror")
+    assert np.abs(ours.numpy() - ref).max() < 1e-12
+
+
+def test_pad2d_native_paths_equal_index_padding() -> None:
+    from aprkit.corruptions._common import pad_index, select
+
+    x = torch.rand(2, 3, 9, 7, generator=_gen(8))
+    for mode in ("replicate", "reflect101"):
+        for p in (1, 4):
+            ref = select(x.index_select(-2, pad_index(9, p, p, mode, x.device)), -1, pad_index(7, p, p, mode, x.device))
+            assert torch.equal(pad2d(x, p, p, mode), ref)
+    assert torch.equal(pad2d(x, 12, 12, "reflect101"), select(x.index_select(-2, pad_index(9, 12, 12, "reflect101",
+                       x.device)), -1, pad_index(7, 12, 12, "reflect101", x.device)))
+
+
+def _old_resize_box(x255: torch.Tensor, oh: int, ow: int, quantize: bool) -> torch.Tensor:
+    h, w = x255.shape[-2:]
+    if ow != w:
+        x255 = torch.einsum("bchw,ow->bcho", x255, torch.from_numpy(digital._box_weights(w, ow)).to(x255.dtype))
+        x255 = x255.round().clamp(0, 255) if quantize else x255
+    if oh != h:
+        x255 = torch.einsum("bchw,oh->bcow", x255, torch.from_numpy(digital._box_weights(h, oh)).to(x255.dtype))
+        x255 = x255.round().clamp(0, 255) if quantize else x255
+    return x255
+
+
+@pytest.mark.parametrize("size", [32, 64, 224])
+def test_pixelate_taps_equal_box_matrices(size: int) -> None:
+    x = natural_images(2, size, seed=3).float()
+    for c in (0.95, 0.6, 0.4, 0.25):
+        n = int(size * c)
+        down, old_down = digital._resize_box(x, n, n, True), _old_resize_box(x, n, n, True)
+        assert torch.equal(down, old_down)
+        assert torch.equal(digital._resize_box(down, size, size, True), _old_resize_box(old_down, size, size, True))
+        xf = x / 255 * 255
+        assert (digital._resize_box(xf, n, n, False) - _old_resize_box(xf, n, n, False)).abs().max() < 1e-3
+
+
+# ----------------------------------------------------------------------------- spatter's OpenCV steps
+def _old_canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    h, w = img.shape[-2:]
+    p = pad2d(img, 1, 1, "replicate")
+    dx, dy = p[..., 2:] - p[..., :-2], p[..., 2:, :] - p[..., :-2, :]
+    gx = dx[..., :-2, :] + 2 * dx[..., 1:-1, :] + dx[..., 2:, :]
+    gy = dy[..., :-2] + 2 * dy[..., 1:-1] + dy[..., 2:]
+    ax, ay = gx.abs(), gy.abs()
+    mag = ax + ay
+    tg22x = ax * spatter._TG22
+    horiz = ay * 32768 < tg22x
+    vert = ~horiz & (ay * 32768 > tg22x + ax * 65536)
+    m = F.pad(mag, (1, 1, 1, 1))
+
+    def nb(oy: int, ox: int) -> torch.Tensor:
+        return m[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w]
+
+    same = (gx < 0) == (gy < 0)
+    d1 = torch.where(same, nb(-1, -1), nb(-1, 1))
+    d2 = torch.where(same, nb(1, 1), nb(1, -1))
+    nms = torch.where(horiz, (mag > nb(0, -1)) & (mag >= nb(0, 1)),
+                      torch.where(vert, (mag > nb(-1, 0)) & (mag >= nb(1, 0)), (mag > d1) & (mag > d2)))
+    cand = nms & (mag > low)
+    edges = cand & (mag > high)
+    while True:
+        grown = cand & spatter._dilate3(edges)
+        if torch.equal(grown, edges):
+            return edges
+        edges = grown
+
+
+def _liquid_layers(n: int) -> list[torch.Tensor]:
+    g = _gen(9)
+    out = []
+    for t in range(n):
+        liquid = gaussian_filter(torch.randn(2, 1, 48 + 7 * t, 64, generator=g) * 0.3 + 0.65, 1.0 + t % 3)
+        out.append(torch.floor((liquid * (liquid >= 0.68) * 255).clamp(0, 255)))
+        out.append(torch.randint(0, 256, (2, 1, 30, 45 + t), generator=g).float())
+    return out
+
+
+def test_canny_int16_equals_float_version() -> None:
+    for img in _liquid_layers(6):
+        assert torch.equal(spatter.canny(img, 50, 150), _old_canny(img, 50, 150))
+
+
+def test_truncated_distance_equals_cummax_float_version() -> None:
+    for img in _liquid_layers(4):
+        edges = spatter.canny(img, 50, 150)
+        h, w = edges.shape[-2:]
+        big, limit = 4 * 21**2, 20
+        pos = torch.arange(w, dtype=torch.float32).expand(edges.shape)
+        left = torch.where(edges, pos, torch.full_like(pos, -big)).cummax(dim=-1).values
+        right = torch.where(edges, pos, torch.full_like(pos, 2 * big)).flip(-1).cummin(dim=-1).values.flip(-1)
+        g = torch.minimum(pos - left, right - pos).clamp_max(limit + 1)
+        g2 = F.pad(g * g, (0, 0, limit, limit), value=big)
+        d2 = g2[..., limit:limit + h, :]
+        for k in range(1, limit + 1):
+            d2 = torch.minimum(d2, torch.minimum(g2[..., limit - k:limit - k + h, :], g2[..., limit + k:limit + k + h, :]) + k * k)
+        assert torch.equal(spatter.truncated_distance(edges, limit), d2.sqrt().clamp_max(float(limit)))
+
+
+def test_equalize_hist_equals_scatter_version() -> None:
+    img = torch.randint(0, 21, (3, 1, 40, 30), generator=_gen(4)).float()
+    img[2] = 7.0  # a constant image
+    b = img.shape[0]
+    flat = img.reshape(b, -1).long().clamp(0, 255)
+    hist = torch.zeros(b, 256, dtype=torch.float64).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float64))
+    first = (hist > 0).float().argmax(dim=1, keepdim=True)
+    h_first = hist.gather(1, first)
+    lut = torch.round((hist.cumsum(1) - h_first) * (255.0 / (flat.shape[1] - h_first).clamp_min(1))).clamp(0, 255)
+    lut = torch.where(torch.arange(256)[None] <= first, torch.zeros_like(lut), lut)
+    lut = torch.where(h_first == flat.shape[1], first.to(lut.dtype).expand_as(lut), lut)
+    assert torch.equal(spatter.equalize_hist(img), lut.gather(1, flat).reshape(img.shape).to(img.dtype))
+
+
+# ----------------------------------------------------------------------------- colour, weather, geometry
+def _grey_heavy_images() -> torch.Tensor:
+    g = _gen(10)
+    x = torch.randint(0, 256, (3, 3, 24, 24), generator=g, dtype=torch.uint8)
+    x[:, 1:, :8] = x[:, :1, :8]  # grey rows
+    x[:, :, 16:] = 0  # black rows
+    return x.float() / 255
+
+
+def test_brightness_and_saturate_equal_where_versions() -> None:
+    x = _grey_heavy_images()
+    for c in (0.1, 0.5):
+        v = x.amax(dim=1, keepdim=True)
+        v2 = (v + c).clamp(0, 1)
+        old = torch.where(v > 0, x * (v2 / torch.where(v > 0, v, torch.ones_like(v))), v2.expand_as(x))
+        assert torch.equal(digital.brightness(x, c), old)
+    for c in ((0.3, 0.0), (2.0, 0.0), (20.0, 0.2)):
+        v = x.amax(dim=1, keepdim=True)
+        delta = v - x.amin(dim=1, keepdim=True)
+        s2 = ((delta / torch.where(v > 0, v, torch.ones_like(v))) * c[0] + c[1]).clamp(0, 1)
+        colour = v - s2 * v * (v - x) / torch.where(delta > 0, delta, torch.ones_like(delta))
+        gs = min(max(c[1], 0.0), 1.0)
+        old = torch.where(delta > 0, colour, torch.cat([v, v * (1 - gs), v * (1 - gs)], dim=1))
+        assert torch.equal(digital.saturate(x, c), old)
+
+
+def _old_plasma(batch: int, mapsize: int, wibbledecay: float, generator) -> torch.Tensor:
+    m = torch.zeros(batch, mapsize, mapsize, dtype=torch.float64)
+    noise_ = uniform((batch, mapsize * mapsize - 1), -1.0, 1.0, generator, m.device, torch.float64)
+    step, wibble, used = mapsize, 100.0, 0
+
+    def wibbled(a: torch.Tensor) -> torch.Tensor:
+        nonlocal used
+        n = a.shape[1] * a.shape[2]
+        r = noise_[:, used:used + n].view(a.shape)
+        used += n
+        return a / 4 + (wibble * wibble) * r
+
+    while step >= 2:
+        half = step // 2
+        corner = m[:, 0::step, 0::step]
+        sq = corner + torch.roll(corner, -1, dims=1)
+        sq = sq + torch.roll(sq, -1, dims=2)
+        m[:, half::step, half::step] = wibbled(sq)
+        dr, ul = m[:, half::step, half::step], m[:, 0::step, 0::step]
+        m[:, 0::step, half::step] = wibbled(dr + torch.roll(dr, 1, dims=1) + ul + torch.roll(ul, -1, dims=2))
+        m[:, half::step, 0::step] = wibbled(dr + torch.roll(dr, 1, dims=2) + ul + torch.roll(ul, -1, dims=1))
+        step //= 2
+        wibble /= wibbledecay
+    m = m - m.amin(dim=(1, 2), keepdim=True)
+    return m / m.amax(dim=(1, 2), keepdim=True)
+
+
+@pytest.mark.parametrize("mapsize", [32, 256])
+def test_plasma_in_place_equals_old(mapsize: int) -> None:
+    assert torch.equal(weather.plasma_fractal(3, mapsize, 1.7, _gen(11)), _old_plasma(3, mapsize, 1.7, _gen(11)))
+    seeds = [5, 6]
+    assert torch.equal(weather.plasma_fractal(2, mapsize, 2.0, ItemGenerators(seeds)),
+                       _old_plasma(2, mapsize, 2.0, ItemGenerators(seeds)))
+
+
+def _old_elastic(x: torch.Tensor, c: tuple, generator) -> torch.Tensor:
+    b, _, h, w = x.shape
+    alpha, sigma, jitter = (float(v) for v in c)
+    cy, cx, sq = float(h // 2), float(w // 2), float(min(h, w) // 3)
+    pts1 = torch.tensor([[cy + sq, cx + sq], [cy + sq, cx - sq], [cy - sq, cx - sq]], dtype=torch.float64)
+    pts2 = pts1 + uniform((b, 3, 2), -jitter, jitter, generator, x.device, torch.float64)
+    a = torch.cat([pts2, torch.ones(b, 3, 1, dtype=torch.float64)], dim=2)
+    inv = torch.linalg.solve(a, pts1.expand(b, 3, 2))
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    grid = torch.stack([xx, yy, torch.ones_like(xx)], dim=-1).reshape(1, -1, 3)
+    src = (grid @ inv).reshape(b, h, w, 2)
+    norm = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=torch.float64)
+    warped = F.grid_sample(x, (src * norm - 1).to(x.dtype), mode="bilinear", padding_mode="reflection",
+                           align_corners=True)
+    w1, r1 = gaussian_kernel1d(sigma, 3.0)
+    k = torch.tensor(w1, dtype=x.dtype)
+
+    def smooth(u: torch.Tensor) -> torch.Tensor:  # the direct two-pass filter
+        u4 = u[:, None]
+        return _filter_axis(_filter_axis(u4, k, r1, -2, "symmetric"), k, r1, -1, "symmetric")[:, 0]
+
+    dx = smooth(uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype))
+    dy = smooth(uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype))
+    gx = ((xx[None] + dx * alpha + 0.5) * (2.0 / w) - 1).to(x.dtype)
+    gy = ((yy[None] + dy * alpha + 0.5) * (2.0 / h) - 1).to(x.dtype)
+    return F.grid_sample(warped, torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="reflection",
+                         align_corners=False)
+
+
+@pytest.mark.parametrize("size", [32, 224])
+def test_elastic_grids_match_old_within_rounding(size: int) -> None:
+    from aprkit.corruptions import PARAMS
+
+    x = natural_images(2, size, seed=12).float() / 255
+    preset = "cifar" if size == 32 else "imagenet"
+    for s in (1, 3, 5):
+        c = PARAMS[preset]["elastic_transform"][s - 1]
+        ours, old = digital.elastic_transform(x, c, _gen(s)), _old_elastic(x, c, _gen(s))
+        assert (ours - old).abs().max() < 2e-4, s
+
+
+def test_frost_window_copies_equal_advanced_indexing() -> None:
+    from aprkit.corruptions._frost import frost_textures
+
+    try:
+        textures = frost_textures(1.0, (224, 224))
+    except FileNotFoundError:
+        pytest.skip("frost textures not installed")
+    x = natural_images(4, 224, seed=13).float() / 255
+    c = (0.7, 0.7)
+    b, _, h, w = x.shape
+    g = _gen(14)
+    idx = torch.randint(0, 5, (b,), generator=g)
+    starts = torch.rand(b, 2, generator=g)
+    layer = torch.empty_like(x)
+    for k, tex in enumerate(textures):
+        sel = (idx == k).nonzero().flatten()
+        if sel.numel():
+            r0 = (starts[sel, 0] * (tex.shape[1] - h)).long().clamp_max(tex.shape[1] - h - 1)
+            c0 = (starts[sel, 1] * (tex.shape[2] - w)).long().clamp_max(tex.shape[2] - w - 1)
+            crops = tex[:, (r0[:, None] + torch.arange(h))[:, :, None], (c0[:, None] + torch.arange(w))[:, None, :]]
+            layer[sel] = crops.permute(1, 0, 2, 3).to(x.dtype) / 255.0
+    assert torch.equal(weather.frost(x, c, _gen(14), scale=1.0), c[0] * x + c[1] * layer)
+
+
+def test_jpeg_equals_per_image_pillow_round_trip() -> None:
+    for x in (natural_images(3, 40, seed=15), natural_images(2, 33, seed=16)[:, :1]):
+        xf = x.float() / 255
+        ours = digital.jpeg_compression(xf, 15)
+        for i, img in enumerate(x.permute(0, 2, 3, 1).numpy()):
+            buf = io.BytesIO()
+            gray = img.shape[-1] == 1
+            Image.fromarray(img[..., 0] if gray else img, "L" if gray else "RGB").save(buf, "JPEG", quality=15)
+            ref = np.array(Image.open(io.BytesIO(buf.getvalue()))).reshape(img.shape)
+            assert torch.equal(ours[i], torch.from_numpy(ref).permute(2, 0, 1).float() / 255)
+
+
+@pytest.mark.parametrize("name", ["gaussian_blur", "defocus_blur", "glass_blur", "motion_blur", "snow", "spatter",
+                                  "elastic_transform", "pixelate", "shot_noise"])
+def test_224px_paths_independent_of_the_batch(name: str) -> None:
+    """The FFT filters pair planes only within an image, the motion blur loops per image: an image's result
+    is the same alone as in a batch (the 32-px invariance tests do not reach these paths)."""
+    from aprkit.corruptions import corrupt, item_seeds
+
+    x = natural_images(3, 224, seed=18)
+    seeds = item_seeds(0, name, 5, "imagenet", torch.arange(3))
+    whole = corrupt(x, name, 5, "imagenet", seeds=seeds)
+    alone = torch.cat([corrupt(x[i:i + 1], name, 5, "imagenet", seeds=seeds[i:i + 1]) for i in range(3)])
+    assert torch.equal(whole, alone)
+
+
+def test_motion_line_direct_equals_fft_path() -> None:
+    """Large images: shifted slices on the CPU, the previous FFT correlation on accelerators; they agree."""
+    from aprkit.corruptions.blur import _line_direct, _line_fft
+
+    x = torch.rand(3, 3, 80, 70, generator=_gen(19), dtype=torch.float64)
+    i = torch.arange(25, dtype=torch.float64)
+    k = torch.exp(-(i**2) / (2 * 8.0**2))
+    k = k / k.sum()
+    a = torch.deg2rad(torch.tensor([30.0, -100.0, 5.0], dtype=torch.float64))[:, None]
+    ox, oy = torch.ceil(i * torch.cos(a) - 0.5).long(), torch.ceil(i * torch.sin(a) - 0.5).long()
+    assert (_line_direct(x, k, ox, oy) - _line_fft(x, k, ox, oy, 25)).abs().max() < 1e-12
+
+
+def test_uint8_shortcuts_equal_the_float_path() -> None:
+    """uint8 batches skip the float round trip (JPEG, pixelate, impulse noise on bytes, shot noise on levels):
+    the same results."""
+    from aprkit.corruptions import PARAMS, corrupt, item_seeds
+
+    x = natural_images(3, 48, seed=20)
+    for s in (1, 5):
+        ours = corrupt(x, "jpeg_compression", s, "tinyimagenet")
+        assert ours.dtype == torch.uint8 and ours.is_contiguous()
+        assert torch.equal(ours, finish(corrupt(x.float() / 255, "jpeg_compression", s, "tinyimagenet"), torch.uint8))
+        xf = x.float() / 255
+        assert torch.equal(corrupt(x, "pixelate", s, "imagenet"),
+                           finish(digital.pixelate(xf, PARAMS["imagenet"]["pixelate"][s - 1], quantize=True), torch.uint8))
+        seeds = item_seeds(1, "impulse_noise", s, "tinyimagenet", torch.arange(3))
+        assert torch.equal(corrupt(x, "impulse_noise", s, "tinyimagenet", seeds=seeds),
+                           finish(corrupt(xf, "impulse_noise", s, "tinyimagenet", seeds=seeds), torch.uint8))
+        assert torch.equal(corrupt(x, "impulse_noise", s, "tinyimagenet", _gen(s)),
+                           finish(corrupt(xf, "impulse_noise", s, "tinyimagenet", _gen(s)), torch.uint8))
+        seeds = item_seeds(1, "shot_noise", s, "tinyimagenet", torch.arange(3))
+        on_levels = noise.shot_noise(x, 25.0, ItemGenerators(seeds), levels=True)
+        assert torch.equal(on_levels, noise.shot_noise(x.float() / 255, 25.0, ItemGenerators(seeds), levels=True))
