@@ -96,7 +96,8 @@ _TORCH_PAD = {"replicate": "replicate", "reflect101": "reflect"}  # border modes
 def pad2d(x: torch.Tensor, ph: int, pw: int, mode: str) -> torch.Tensor:
     """Pad the last two dims of ``x`` by ``ph`` rows and ``pw`` columns on each side."""
     native = _TORCH_PAD.get(mode)
-    if native and x.ndim == 4 and x.dtype != torch.bool and (native != "reflect" or (ph < x.shape[-2] and pw < x.shape[-1])):
+    fits = native != "reflect" or (ph < x.shape[-2] and pw < x.shape[-1])
+    if native and x.ndim == 4 and x.dtype != torch.bool and fits:
         return F.pad(x, (pw, pw, ph, ph), mode=native)
     if ph:
         x = x.index_select(-2, pad_index(x.shape[-2], ph, ph, mode, x.device))

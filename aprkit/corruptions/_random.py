@@ -32,7 +32,8 @@ def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -
     """
     idx = torch.as_tensor(indices)
     if idx.ndim != 1 or idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-        raise TypeError(f"indices must be a 1-D sequence of integer dataset indices, got {idx.dtype} shape {tuple(idx.shape)}")
+        raise TypeError(f"indices must be a 1-D sequence of integer dataset indices, "
+                        f"got {idx.dtype} shape {tuple(idx.shape)}")
     if idx.numel() and int(idx.min()) < 0:
         raise ValueError(f"indices must be non-negative dataset indices, got minimum {int(idx.min())}")
     base = np.uint64(stable_hash64("aprkit.corruptions", int(seed), name, int(severity), preset) >> 1)  # 63 bits
@@ -59,7 +60,8 @@ class ItemGenerators:
             return
         s = torch.as_tensor(seeds)
         if s.ndim != 1 or s.dtype.is_floating_point or s.dtype.is_complex or s.dtype == torch.bool:
-            raise TypeError(f"seeds must be a 1-D integer sequence (one seed per image), got {s.dtype} shape {tuple(s.shape)}")
+            raise TypeError(f"seeds must be a 1-D integer sequence (one seed per image), "
+                            f"got {s.dtype} shape {tuple(s.shape)}")
         self.generators = [torch.Generator().manual_seed(v) for v in s.tolist()]
 
     def __len__(self) -> int:
@@ -105,7 +107,8 @@ def for_each_item(fn: Callable[[int], Any], n: int, values_per_item: int) -> lis
     return list(pool.map(fn, range(n)))
 
 
-def _per_item(draw: Any, shape: Sequence[int], gens: ItemGenerators, batch_dim: int, dtype: torch.dtype) -> torch.Tensor:
+def _per_item(draw: Any, shape: Sequence[int], gens: ItemGenerators, batch_dim: int,
+              dtype: torch.dtype) -> torch.Tensor:
     """``draw(item_shape, generator, out)`` for every image, gathered along ``batch_dim`` of ``shape`` (CPU)."""
     shape = tuple(shape)
     if shape[batch_dim] != len(gens):
@@ -150,7 +153,8 @@ def randint(low: int, high: int, shape: Sequence[int], generator: RandomSource,
             device: torch.device, dtype: torch.dtype = torch.int64, batch_dim: int = 0) -> torch.Tensor:
     """Integers in ``[low, high)`` (like ``np.random.randint``) drawn from ``generator``, moved to ``device``."""
     if isinstance(generator, ItemGenerators):
-        r = _per_item(lambda s, g, o: torch.randint(low, high, s, generator=g, out=o), shape, generator, batch_dim, dtype)
+        r = _per_item(lambda s, g, o: torch.randint(low, high, s, generator=g, out=o), shape, generator, batch_dim,
+                      dtype)
     else:
         r = torch.randint(low, high, tuple(shape), generator=generator, device=_gen_device(generator, device),
                           dtype=dtype)

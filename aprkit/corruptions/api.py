@@ -30,7 +30,8 @@ from ._common import as_float, finish
 from ._random import ItemGenerators, item_seeds
 from .severity import PRESET_INFO, check_preset, params
 
-__all__ = ["CODE_VERSION", "BENCHMARK", "EXTRA", "CORRUPTIONS", "list_corruptions", "check_name", "corrupt", "corrupt_image",
+__all__ = ["CODE_VERSION", "BENCHMARK", "EXTRA", "CORRUPTIONS", "list_corruptions", "check_name", "corrupt",
+           "corrupt_image",
            "item_seeds"]
 
 #: version of the corruption code: bump whenever any corruption's output for a given (seed, item) changes;

@@ -60,6 +60,7 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     """The scripts' anti-aliased disk: a binary disk ``x^2 + y^2 <= r^2`` on a 17x17 grid (or
     ``(2r+1)^2`` for ``r > 8``), normalised, then blurred by a 3x3 (5x5) Gaussian of std ``alias_blur``
     with reflect-101 borders (``cv2.GaussianBlur``). Returns a float32 ``(k, k)`` array."""
+    grid: np.ndarray
     if radius <= 8:
         grid, ksize = np.arange(-8, 8 + 1), 3
     else:

@@ -57,7 +57,7 @@ def _load(path: Path, size: int | None) -> np.ndarray:
             short = int(round(size * 256 / 224))
             w, h = im.size
             scale = short / min(w, h)
-            im = im.resize((max(short, round(w * scale)), max(short, round(h * scale))), Image.BILINEAR)
+            im = im.resize((max(short, round(w * scale)), max(short, round(h * scale))), Image.Resampling.BILINEAR)
             w, h = im.size
             left, top = (w - size) // 2, (h - size) // 2
             im = im.crop((left, top, left + size, top + size))
@@ -80,7 +80,8 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
 def _check_names(names: Sequence[str], severities: Sequence[int]) -> tuple[list[str], list[int]]:
     names, severities = [check_name(n) for n in names], [check_severity(s) for s in severities]
     if not names or not severities:
-        raise ValueError(f"expected at least one corruption name and one severity, got names={names} severities={severities}")
+        raise ValueError(f"expected at least one corruption name and one severity, got names={names} "
+                         f"severities={severities}")
     return names, severities
 
 
@@ -128,7 +129,8 @@ def write_cifar_c(
             raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     out = Path(out_dir)
     outputs = [f"{name}.npy" for name in names] + (["labels.npy"] if labels is not None else [])
-    manifest = Manifest(out, _params("cifar", seed, preset, severities, fingerprint_array(arr, labels)), outputs, overwrite)
+    params = _params("cifar", seed, preset, severities, fingerprint_array(arr, labels))
+    manifest = Manifest(out, params, outputs, overwrite)
     if labels is not None and not (manifest.is_complete("labels.npy") and (out / "labels.npy").exists()):
         dtype = np.uint8 if labels.min() >= 0 and labels.max() < 256 else np.int64
         _atomic_save_npy(out / "labels.npy", np.tile(labels.astype(dtype), len(severities)))

@@ -65,7 +65,8 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     p = v * (1 - s)
     q = v * (1 - f * s)
     t = v * (1 - (1 - f) * s)
-    table = torch.stack([torch.stack(c, 0) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))], 0)
+    sextants = ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))
+    table = torch.stack([torch.stack(c, 0) for c in sextants], 0)
     idx = hi[None, None].expand(1, 3, *hi.shape)  # (1, 3, B, H, W)
     return table.gather(0, idx)[0].transpose(0, 1)
 

@@ -68,10 +68,12 @@ class Manifest:
         if old is None and not overwrite:
             present = [o for o in outputs if (Path(out) / o).exists()]
             if present:
-                raise ValueError(f"{str(out)!r} already holds {', '.join(present[:3])}{' ...' if len(present) > 3 else ''} "
+                more = " ..." if len(present) > 3 else ""
+                raise ValueError(f"{str(out)!r} already holds {', '.join(present[:3])}{more} "
                                  f"without a {MANIFEST} (written by an older aprkit or another tool); {hint}")
         keep = old is not None and old.get("params") == params and not overwrite
-        self.data: dict[str, Any] = old if keep else {"tool": _TOOL, "params": params, "complete": [], "started": []}
+        fresh = {"tool": _TOOL, "params": params, "complete": [], "started": []}
+        self.data: dict[str, Any] = old if keep and old is not None else fresh
         self.data.setdefault("complete", [])
         self.data.setdefault("started", [])
         self._write()
@@ -85,7 +87,8 @@ class Manifest:
             raise ValueError(f"{self.path} is not a readable manifest ({err}); pick another output folder or pass "
                              "--overwrite (overwrite=True)") from None
         if not isinstance(data, dict) or data.get("tool") != _TOOL:
-            raise ValueError(f"{self.path} is not a manifest of {_TOOL}; pick another output folder or pass --overwrite")
+            raise ValueError(f"{self.path} is not a manifest of {_TOOL}; pick another output folder or pass "
+                             "--overwrite")
         return data
 
     def _write(self) -> None:
