@@ -249,7 +249,7 @@ def compare(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aprkit.eval.engine.inference import resolve_device
+    from aprkit.distributed import resolve_device
     from aprkit.models import create_model, load_model
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -65,9 +65,9 @@ def step_times(model_name: str, batch_size: int, image_size: int, device: torch.
     ``rounds`` interleaved rounds of ``steps`` steps each and every figure is the median round (a drift of the
     machine's clocks hits all variants alike).
     """
+    from aprkit.distributed import resolve_device
     from aprkit.models import create_model
     from aprkit.train.config import load_config, resolve_amp_dtype
-    from aprkit.train.distributed import resolve_device
     from aprkit.train.recipe import DeviceAugment, method_loss
 
     device = resolve_device(str(device))

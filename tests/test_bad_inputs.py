@@ -220,7 +220,8 @@ def _api_cases() -> list[tuple[str, Callable[[Path], Any], type[BaseException], 
     from aprkit.data.loading import subset
     from aprkit.eval import evaluate
     from aprkit.eval.engine.config import check_suite_options, load_eval_config
-    from aprkit.eval.engine.inference import predict, resolve_device
+    from aprkit.distributed import resolve_device
+    from aprkit.eval.engine.inference import predict
     from aprkit.eval.suites.base import EvalContext
     from aprkit.eval.suites.corruption import CorruptionOptions, evaluate_cell
     from aprkit.hidden.capture import predict as capture_predict

@@ -15,7 +15,6 @@ published pretrained weights. Data specs of the -C sets and ``cue-conflict`` may
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -131,8 +130,8 @@ def _data_arg(items: list[str]) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``aprkit eval`` with parsed ``args``; prints a summary and where the report is."""
+    from aprkit.distributed import resolve_device, setup_distributed, teardown_distributed
     from aprkit.eval import evaluate
-    from aprkit.eval.engine.inference import resolve_device
     from aprkit.eval.engine.runner import load_eval_model
 
     from ._common import check_out_dir
@@ -149,21 +148,19 @@ def run(args: argparse.Namespace) -> int:
                          "{model: SPEC, checkpoint: FILE}")
     check_out_dir(cfg.get("out_dir"), "--out")
     resolve_device(cfg.get("device", "auto"))  # a bad or missing device fails before any work
-    cfg["device"], started_group = _init_distributed(cfg.get("device", "auto"))
-    main_rank = not started_group or int(os.environ.get("RANK", "0")) == 0
+    info = setup_distributed(cfg.get("device", "auto"))  # under torchrun: the process group, each rank on its GPU
+    if info.world > 1:
+        cfg["device"] = str(info.device)
     try:
         if models:
-            dev = resolve_device(cfg["device"])
+            dev = resolve_device(cfg.get("device", "auto"))
             cfg["model"] = {name: load_eval_model(entry["model"], cfg.get("num_classes"), entry.get("checkpoint"), dev,
                                                   bool(cfg.get("random_init")), bool(cfg.get("drop_head")))[0]
                             for name, entry in models.items()}
         res = evaluate(**cfg)
     finally:
-        if started_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-    if not main_rank:
+        teardown_distributed(info)
+    if not info.is_main:
         return 0
     _print_summary(res)
     if cfg.get("out_dir"):
@@ -192,23 +189,6 @@ def _resolve_sources(cfg: dict[str, Any], download: bool, data_root: str | None)
             cfg[key] = [one(v) for v in value]
         elif value is not None:
             cfg[key] = one(value)
-
-
-def _init_distributed(device: Any) -> tuple[Any, bool]:
-    """Under ``torchrun`` (WORLD_SIZE > 1): start the process group (NCCL on GPUs, else gloo) and pin
-    each rank to its GPU. Returns the device to use and whether a group was started here."""
-    import torch
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 or not torch.distributed.is_available() or torch.distributed.is_initialized():
-        return device, False
-    use_cuda = torch.cuda.is_available() and (device in (None, "auto") or str(device).startswith("cuda"))
-    if use_cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
-    torch.distributed.init_process_group("nccl" if use_cuda else "gloo")
-    return device, True
 
 
 def _print_summary(res: Any) -> None:

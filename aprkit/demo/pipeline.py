@@ -172,9 +172,9 @@ def run_demo(
     preset built from ``quick``/``epochs`` (see :class:`aprkit.demo.DemoSettings`). Returns the :class:`aprkit.eval.Results` with
     ``results.meta["demo"]`` holding the summary, verdicts, timings and training histories.
     """
+    from ..distributed import resolve_device
     from ..eval import evaluate
     from ..eval.engine.cache import model_fingerprint
-    from ..eval.engine.inference import resolve_device
     from ..eval.suites.cue_conflict import synthetic_stimuli
     from .report import write_demo_report
     from .summary import headline_numbers, overall_sentence, summary_text, verdicts

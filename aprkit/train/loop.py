@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._io import atomic_write_text
+from ..distributed import DistInfo, all_reduce_sum, barrier, setup_distributed, teardown_distributed
 from ..models.normalize import unwrap_model
 from .batch_ops import to_float
 from .config import Config, config_from_dict, load_config, resolve_amp_dtype, validate_config
 from .data import EpochBatches, load_datasets
-from .distributed import DistInfo, all_reduce_sum, barrier, setup_distributed, teardown_distributed
 from .metrics_log import MetricsLogger
 from .recipe import DeviceAugment, method_loss
 from .state import (

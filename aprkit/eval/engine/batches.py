@@ -22,15 +22,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..._checks import dataset_len, describe_value
+from ...distributed import group_info
 
 __all__ = ["iter_batches", "prefetch", "default_prefetch"]
-
-
-def _dist_info() -> tuple[int, int]:
-    """``(rank, world size)`` of an initialised ``torch.distributed`` group, else ``(0, 1)``."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def default_prefetch(device: torch.device | None, num_workers: int) -> int:
@@ -177,7 +171,7 @@ def iter_batches(
     depth = default_prefetch(device, num_workers) if read_ahead is None else int(read_ahead)
     if depth < 0:
         raise ValueError(f"read_ahead must be a number of batches >= 0, got {read_ahead!r}")
-    rank, world = _dist_info() if distributed else (0, 1)
+    rank, world = group_info() if distributed else (0, 1)
     indices: Sequence[int] = range(n)
     if world > 1:
         from torch.utils.data.distributed import DistributedSampler

@@ -32,8 +32,9 @@ from torch.utils.data import Dataset
 
 from ..._checks import dataset_len, describe_value
 from ...data.arrays import NO_LABEL
+from ...distributed import group_info, resolve_device
 from ...models.normalize import find_classifier
-from .batches import _dist_info, iter_batches
+from .batches import iter_batches
 
 __all__ = [
     "NO_LABEL",
@@ -41,11 +42,9 @@ __all__ = [
     "TensorImageDataset",
     "as_dataset",
     "dataset_id",
-    "resolve_device",
     "iter_batches",
     "to_model_input",
     "predict",
-    "is_main_process",
 ]
 
 #: model outputs gathered on the device before one finiteness check and copy to the host
@@ -110,19 +109,6 @@ class TensorImageDataset(Dataset):
         return torch.index_select(self.images, 0, idx, out=out), self.labels[idx]
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"``/None -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; expected auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu")
-    return dev
-
-
 def _normalise_spec(spec: str) -> str:
     kind, sep, rest = spec.partition(":")
     if sep and rest and Path(rest).exists():
@@ -181,11 +167,6 @@ def dataset_id(data: Any, split: str = "test") -> str:
 
 #: content ids of in-memory datasets, computed once per object
 _CONTENT_IDS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-
-
-def is_main_process() -> bool:
-    """True unless this is a non-zero rank of an initialised ``torch.distributed`` group."""
-    return _dist_info()[0] == 0
 
 
 def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
@@ -413,7 +394,7 @@ def predict(
 
 def _gather(out: Outputs, idx: torch.Tensor, n: int) -> Outputs:
     """Under torch.distributed: collect every rank's outputs and restore dataset order (drop padding)."""
-    rank, world = _dist_info()
+    rank, world = group_info()
     if world == 1:
         return out
     parts: list[Any] = [None] * world

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
+from ...distributed import group_info, is_main_process
 from .cache import atomic_write_json, to_jsonable
-from .inference import _dist_info, is_main_process
 
 __all__ = ["RunCache", "SuiteIndex", "PRODUCED_BY", "merge_provenance"]
 
@@ -56,7 +56,7 @@ class RunCache:
         self.mem: dict[str, dict] = {}
         self._seen: list[Mapping[str, Any]] = []
         self.snapshot: set[str] | None = None
-        if _dist_info()[1] > 1:
+        if group_info()[1] > 1:
             torch.distributed.barrier()
             self.snapshot = set(backend.keys()) if resume else set()
 

@@ -33,11 +33,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...distributed import group_info, is_main_process, resolve_device
 from ..report.results import Results
 from ..suites import EvalContext, load_suites
 from ..suites.options import check_suite_options, parse_suite_options, suite_registry
 from .cache import MemoryCache, ResultCache, Unidentifiable, model_fingerprint, result_key, to_jsonable
-from .inference import _dist_info, is_main_process, resolve_device, wants_channels_last
+from .inference import wants_channels_last
 from .outdir import RunCache, SuiteIndex, merge_provenance
 
 __all__ = ["evaluate", "Results", "load_eval_model", "SUITE_VERSION"]
@@ -96,7 +97,7 @@ def place_model(model: nn.Module, device: torch.device, channels_last: bool = Fa
 
 def _sync_weights(model: nn.Module) -> None:
     """Under torch.distributed, give every rank rank 0's parameters and buffers (e.g. a random init)."""
-    if _dist_info()[1] > 1:
+    if group_info()[1] > 1:
         with torch.no_grad():
             for t in list(model.parameters()) + list(model.buffers()):
                 torch.distributed.broadcast(t.data, src=0)
@@ -185,7 +186,7 @@ def evaluate(
     out = Path(out_dir) if out_dir is not None else None
     backend = (ResultCache(cache_dir) if cache_dir is not None
                else ResultCache(out / "cache") if out is not None else MemoryCache())
-    world = _dist_info()[1]
+    world = group_info()[1]
     cache = RunCache(backend, resume, {"world_size": world, "batch_size": batch_size, "device": dev.type})
     models = dict(model) if isinstance(model, Mapping) else {model_id: model}
     run = _Run(out, SuiteIndex(out if is_main_process() else None), SuiteIndex(None), time.time(),

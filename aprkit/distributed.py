@@ -1,4 +1,5 @@
-"""torchrun integration: process-group set-up from the environment, device choice, small collectives.
+"""Device choice and torchrun integration, for training and evaluation alike: ``resolve_device``, the process
+group set-up from the environment, the rank/world of a running group, and small collectives.
 
 Launch with the standard engine, e.g. ``torchrun --nproc_per_node=8 -m aprkit train --config F --out D``
 (multi-node: add ``--nnodes``/``--rdzv_endpoint``). When ``WORLD_SIZE > 1`` the process group is
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup_distributed", "resolve_device", "all_reduce_sum", "barrier", "teardown_distributed"]
+__all__ = ["DistInfo", "setup_distributed", "resolve_device", "group_info", "is_main_process", "all_reduce_sum", "barrier",
+           "teardown_distributed"]
 
 
 @dataclass(frozen=True)
@@ -30,17 +32,34 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else CPU; explicit names are checked."""
-    if name == "auto":
+def resolve_device(device: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
+    """``"auto"``/None -> ``cuda:LOCAL_RANK`` when CUDA is available, else CPU; a bare ``"cuda"`` gets the
+    local rank's index; anything else is checked (``ValueError`` naming what was expected)."""
+    if device is None or device == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; expected auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"train.device={name!r} but CUDA is not available; use 'cpu' or 'auto'")
-        if device.index is None:
-            device = torch.device(f"cuda:{local_rank}")
-    return device
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu "
+                             "(train.device=cpu) or auto")
+        if dev.index is None:
+            dev = torch.device(f"cuda:{local_rank}")
+    return dev
+
+
+def group_info() -> tuple[int, int]:
+    """``(rank, world size)`` of an initialised ``torch.distributed`` group, else ``(0, 1)``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of an initialised ``torch.distributed`` group."""
+    return group_info()[0] == 0
 
 
 def setup_distributed(device_name: str = "auto") -> DistInfo:
