@@ -197,8 +197,12 @@ def test_an_existing_run_is_refused_unless_resume_or_overwrite(tmp_path):
     assert {n: (tmp_path / n).read_bytes() for n in kept} == kept  # not a byte changed
     with pytest.raises(ValueError, match="contradict"):
         fit(cfg, out=tmp_path, resume=True, overwrite=True, datasets=(ds, None))
-    resumed = fit(cfg, out=tmp_path, resume=True, datasets=(ds, None))  # finished run: resumes to the same end
-    assert resumed["global_step"] == 2 and (tmp_path / "model.pt").is_file()
+    # a finished run resumed (here with another device setting, as when a GPU run is re-evaluated on the CPU)
+    # reaches the same end and keeps the config and model files that trained it, byte for byte
+    resumed = fit(cfg, ["train.threads=1"], out=tmp_path, resume=True, datasets=(ds, None))
+    assert resumed["global_step"] == 2 and resumed["checkpoint"] == str(tmp_path / "model.pt")
+    assert {n: (tmp_path / n).read_bytes() for n in ("model.pt", "config.yaml")} == {
+        n: kept[n] for n in ("model.pt", "config.yaml")}
     (tmp_path / "tb").mkdir(exist_ok=True)
     (tmp_path / "notes.txt").write_text("mine")
     again = fit(cfg, ["optim.lr=0.01", "optim.epochs=2"], out=tmp_path, overwrite=True, datasets=(ds, None))

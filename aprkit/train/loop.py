@@ -195,7 +195,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     generator = torch.Generator(device=dev)
     aug = DeviceAugment(cfg, dev, generator, channels_last=cl)
 
-    epoch, start_batch, step, history = 0, 0, 0, []
+    epoch, start_batch, step, history, resumed = 0, 0, 0, [], False
     accum = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, correct, n of the current epoch
     ckpt_path = out / "last.pt" if out is not None else None
     if tr.resume and ckpt_path is not None and ckpt_path.is_file():
@@ -210,6 +210,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         epoch, start_batch, step = state["epoch"], state["batch_in_epoch"], state["global_step"]
+        resumed = True  # a finished run resumed again keeps its config.yaml and model.pt as they are
         history = [r for r in state["history"] if not r.get("partial")]
         accum.copy_(state["accum"].to(dev))
         restore_rng(state["rng"], generator)
@@ -228,7 +229,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         if overwrite and clear_run_folder(out):  # only now: a config or data error above keeps the old run
             print(f"overwrite: deleted the previous run in {out}", file=sys.stderr)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if not (resumed and (out / "config.yaml").is_file()):  # a resumed run keeps the config that trained it
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     logger = MetricsLogger(out, enabled=main, tensorboard=tr.tensorboard, history=history)
 
     net: nn.Module = model
@@ -251,6 +253,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     from tqdm.auto import tqdm
 
     per_epoch = len(batches)
+    first_step = step  # what this call starts from (a resumed run: the checkpoint's step)
     last_eval: dict[str, float] = {}
     stopped = tr.max_steps is not None and step >= tr.max_steps
     while epoch < o.epochs and not stopped:
@@ -315,7 +318,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
 
     ckpt = None
     plain = unwrap_model(model)
-    if main and out is not None:
+    if main and out is not None and (step > first_step or not (out / "model.pt").is_file()):
         from ..models import save_checkpoint
 
         extra = {"config": cfg.to_dict(), "final": logger.history[-1] if logger.history else {}, "global_step": step}
@@ -324,6 +327,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     logger.close()
     return {
         "history": logger.history, "final": logger.history[-1] if logger.history else {}, "model": plain,
-        "out": str(out) if out is not None else None, "checkpoint": str(ckpt) if ckpt is not None else None,
+        "out": str(out) if out is not None else None,
+        "checkpoint": str(ckpt) if ckpt is not None else (str(out / "model.pt") if main and out is not None else None),
         "global_step": step, "wall_s": time.perf_counter() - t_start, "config": cfg.to_dict(),
     }
