@@ -4,23 +4,32 @@
 e.g. :class:`ArrayDataset` over a memory-mapped ``.npy`` or :class:`NoiseDataset`, and datasets with a
 ``tensors`` pair such as ``TensorDataset``): whole batches are sliced out of the array, with no per-image
 decoding or collation. Other datasets go through a ``DataLoader`` with :func:`collate_uint8`. Either way
-``num_workers`` processes can read ahead, and ``indices`` selects a shard (e.g. ``list(DistributedSampler)``).
+``num_workers`` processes can read ahead, ``indices`` selects samples and ``shard=True`` a ``torchrun`` rank's share.
+With ``pin_memory`` the batches are read straight into page-locked (pinned) host memory, so
+``tensor.to(device, non_blocking=True)`` is an asynchronous DMA copy, and ``read_ahead`` batches can be read in a
+background thread while the device computes. Pinned blocks come from PyTorch's caching host allocator, which does
+not hand a block out again before the copies that read it have finished, so no batch is overwritten in flight. The
+batches, their order and the numbers computed from them are the same on every path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import inspect
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .._checks import dataset_len
+from .._checks import dataset_len, describe_value
+from ..distributed import group_info
 from .arrays import ArrayDataset, _as_index_array
 
 __all__ = ["iter_batches", "collate_uint8", "subset", "first_n", "SubsetDataset", "dataset_tensors", "to_array_dataset",
-           "batch_source", "describe_size_mismatch"]
+           "batch_source", "describe_size_mismatch", "prefetch"]
 
 
 def describe_size_mismatch(dataset: Dataset, indices: Sequence[int]) -> str:
@@ -38,19 +47,24 @@ def describe_size_mismatch(dataset: Dataset, indices: Sequence[int]) -> str:
             "Python pass get_dataset('folder:ROOT', resize=36, crop=32)")
 
 
+class _SizeMismatch(ValueError):
+    """Raised by :func:`collate_uint8`; :func:`iter_batches` replaces it with :func:`describe_size_mismatch`."""
+
+
 def collate_uint8(batch: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack ``(uint8 (C, H, W), int)`` samples into ``(uint8 (B, C, H, W), int64 (B,))``."""
     if not batch:
         raise ValueError("cannot collate an empty batch")
     images = [b[0] for b in batch]
+    if not isinstance(images[0], torch.Tensor) or images[0].dtype != torch.uint8 or images[0].ndim != 3:
+        raise TypeError("datasets must yield (uint8 image tensor (C, H, W), int label); "
+                        f"got an image of type {describe_value(images[0])}")
     shapes = {tuple(im.shape) for im in images}
     if len(shapes) > 1:
-        raise ValueError(
+        raise _SizeMismatch(
             f"images in a batch differ in size ({sorted(shapes)[:3]}...); pass resize=/crop= to the dataset "
             "(e.g. get_dataset('folder:ROOT', resize=36, crop=32))"
         )
-    if images[0].dtype != torch.uint8:
-        raise TypeError(f"datasets must yield uint8 images, got {images[0].dtype}")
     return torch.stack(images), torch.tensor([int(b[1]) for b in batch], dtype=torch.int64)
 
 
@@ -136,21 +150,77 @@ def batch_source(dataset: Dataset) -> Any:
     return None
 
 
+def prefetch(make_iter: Callable[[], Iterable[Any]], depth: int) -> Iterator[Any]:
+    """Iterate ``make_iter()`` in a background thread, at most ``depth`` items ahead of the consumer.
+
+    Items arrive in order; an exception raised while producing is re-raised here; closing this generator
+    early (or an error in the consumer) stops the thread at its next item.
+    """
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be a positive number of items, got {depth!r}")
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in make_iter():
+                if not put((item, None)):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put((end, exc))
+            return
+        put((end, None))
+
+    thread = threading.Thread(target=work, name="aprkit-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if item is end:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+
+
 class _Chunks(Dataset):
-    def __init__(self, source: Any, chunks: list[Any]):
-        self.source, self.chunks = source, chunks
+    """One batch per item: ``source(chunk)``, read into pinned memory when ``pin`` (in-process only), directly
+    when the source takes a ``pin_memory`` argument (one copy), else pinned afterwards."""
+
+    def __init__(self, source: Any, chunks: list[Any], pin: bool = False):
+        self.source, self.chunks, self.pin = source, chunks, pin
+        try:
+            self._direct = pin and "pin_memory" in inspect.signature(source).parameters
+        except (TypeError, ValueError):  # no introspectable signature
+            self._direct = False
 
     def __len__(self) -> int:
         return len(self.chunks)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.source(self.chunks[i])
+        if self._direct:
+            return self.source(self.chunks[i], pin_memory=True)
+        images, labels = self.source(self.chunks[i])
+        if self.pin and isinstance(images, torch.Tensor) and not images.is_pinned():
+            images = images.pin_memory()
+        return images, labels
 
 
 def _chunks(indices: np.ndarray | None, n: int, batch_size: int, drop_last: bool) -> list[Any]:
     if indices is None:
-        starts = range(0, n, batch_size)
-        out: list[Any] = [slice(s, min(s + batch_size, n)) for s in starts]
+        out: list[Any] = [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     else:
         out = [indices[s : s + batch_size] for s in range(0, len(indices), batch_size)]
     if drop_last and out:
@@ -161,51 +231,102 @@ def _chunks(indices: np.ndarray | None, n: int, batch_size: int, drop_last: bool
     return out
 
 
+def _order(dataset: Dataset, indices: Any, limit: int | None, shard: bool) -> tuple[np.ndarray | None, int]:
+    """The samples to read, in order (``None``: ``range(n)``), and ``n``: ``indices`` capped at ``limit``, then
+    this rank's strided share under an initialised process group (``DistributedSampler`` padding included)."""
+    n = dataset_len(dataset)
+    if limit is not None:
+        if isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"limit must be a positive number of images, got {limit}")
+        n = min(n, int(limit))
+    if n == 0:
+        raise ValueError("the dataset is empty; expected at least one image")
+    idx = None
+    if indices is not None:
+        idx = indices.cpu().numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices, dtype=np.int64)
+        idx = idx.astype(np.int64).reshape(-1)[:limit]
+    rank, world = group_info() if shard else (0, 1)
+    if world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        order = idx if idx is not None else np.arange(n)
+        # the sampler reads only the length of its dataset and yields positions into it
+        share = DistributedSampler(Subset(dataset, order.tolist()), num_replicas=world, rank=rank, shuffle=False)
+        idx = order[np.fromiter(share, dtype=np.int64)]
+    return idx, n
+
+
 def iter_batches(
     dataset: Dataset,
     batch_size: int = 256,
     *,
     num_workers: int = 0,
     indices: Sequence[int] | np.ndarray | torch.Tensor | None = None,
-    pin_memory: bool = False,
+    limit: int | None = None,
     device: torch.device | str | None = None,
+    pin_memory: bool | None = None,
     drop_last: bool = False,
+    shard: bool = False,
+    read_ahead: int = 0,
+    with_indices: bool = False,
     prefetch_factor: int = 2,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(uint8 (B, C, H, W), int64 (B,))`` batches of ``dataset`` in order.
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Yield ``(uint8 (B, C, H, W), int64 (B,))`` batches of ``dataset`` in order (``with_indices``: also the
+    int64 dataset indices ``(B,)`` of each batch).
 
-    ``indices`` restricts (and orders) the samples; ``device`` moves each batch there (non-blocking when
-    pinned). Images stay uint8: convert and normalise on the device.
+    ``indices`` restricts (and orders) the samples, ``limit`` caps their number; ``shard=True`` under an
+    initialised process group gives each rank its strided share, the last batches of some ranks repeating a few
+    samples (``DistributedSampler`` padding). ``pin_memory`` (default: ``device`` is CUDA) reads batches into
+    page-locked memory; ``device`` moves each batch there (non-blocking when pinned). ``read_ahead``: batches
+    read ahead in a background thread (:func:`prefetch`). Images stay uint8: convert and normalise on the device.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    n = dataset_len(dataset)
-    idx = None
-    if indices is not None:
-        idx = indices.cpu().numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices, dtype=np.int64)
-        idx = idx.astype(np.int64).reshape(-1)
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(read_ahead, bool) or not isinstance(read_ahead, int) or read_ahead < 0:
+        raise ValueError(f"read_ahead must be a number of batches >= 0, got {read_ahead!r}")
+    idx, n = _order(dataset, indices, limit, shard)
+    dev = torch.device(device) if device is not None else None
+    pin = (dev is not None and dev.type == "cuda") if pin_memory is None else bool(pin_memory)
     source = batch_source(dataset)
-    wk: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin_memory}
+    wk: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin}
     if num_workers > 0:
         wk.update(prefetch_factor=prefetch_factor, persistent_workers=False)
     if source is not None:
         chunks = _chunks(idx, n, batch_size, drop_last)
-        if num_workers > 0 or pin_memory:
-            it: Any = DataLoader(_Chunks(source, chunks), batch_size=None, shuffle=False, **wk)
-        else:
-            it = (source(c) for c in chunks)
     else:
         order = idx if idx is not None else np.arange(n)
-        batches = [order[s : s + batch_size].tolist() for s in range(0, len(order), batch_size)]
-        if drop_last and batches and len(batches[-1]) < batch_size:
-            batches.pop()
-        it = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_uint8, **wk)
-    dev = torch.device(device) if device is not None else None
-    for x, y in it:
+        chunks = [order[s : s + batch_size].tolist() for s in range(0, len(order), batch_size)]
+        if drop_last and chunks and len(chunks[-1]) < batch_size:
+            chunks.pop()
+
+    def batches() -> Iterator[tuple[Any, Any]]:
+        if source is not None and num_workers == 0:  # array-backed, in-process: one slice per batch
+            yield from zip(chunks, map(_Chunks(source, chunks, pin).__getitem__, range(len(chunks))), strict=True)
+            return
+        if source is not None:  # the same in worker processes
+            loader: Any = DataLoader(_Chunks(source, chunks), batch_size=None, shuffle=False, **wk)
+        else:
+            loader = DataLoader(dataset, batch_sampler=chunks, collate_fn=collate_uint8, **wk)
+        it = iter(loader)
+        for chunk in chunks:
+            try:
+                batch = next(it)
+            except _SizeMismatch:
+                raise ValueError(describe_size_mismatch(dataset, list(chunk))) from None
+            yield chunk, batch
+
+    for chunk, (x, y) in (prefetch(batches, read_ahead) if read_ahead else batches()):
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim != 4:
+            raise TypeError(f"datasets must yield uint8 images (C, H, W) (batches (B, C, H, W)); got {describe_value(x)}")
+        if len(y) != len(x):
+            raise ValueError(f"label/image count mismatch: the dataset returned {len(x)} images but {len(y)} labels")
+        y = torch.as_tensor(y, dtype=torch.int64)
         if dev is not None:
-            x = x.to(dev, non_blocking=pin_memory)
-            y = y.to(dev, non_blocking=pin_memory)
-        yield x, y
+            x, y = x.to(dev, non_blocking=pin), y.to(dev, non_blocking=pin)
+        if with_indices:
+            yield x, y, (torch.arange(chunk.start, chunk.stop) if isinstance(chunk, slice) else torch.as_tensor(chunk))
+        else:
+            yield x, y
 
 
 def dataset_tensors(
