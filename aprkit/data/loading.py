@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -251,7 +251,8 @@ def _order(dataset: Dataset, indices: Any, limit: int | None, shard: bool) -> tu
 
         order = idx if idx is not None else np.arange(n)
         # the sampler reads only the length of its dataset and yields positions into it
-        share = DistributedSampler(Subset(dataset, order.tolist()), num_replicas=world, rank=rank, shuffle=False)
+        share: DistributedSampler[int] = DistributedSampler(Subset(dataset, order.tolist()), num_replicas=world,
+                                                            rank=rank, shuffle=False)
         idx = order[np.fromiter(share, dtype=np.int64)]
     return idx, n
 
@@ -270,7 +271,7 @@ def iter_batches(
     read_ahead: int = 0,
     with_indices: bool = False,
     prefetch_factor: int = 2,
-) -> Iterator[tuple[torch.Tensor, ...]]:
+) -> Generator[tuple[torch.Tensor, ...], None, None]:
     """Yield ``(uint8 (B, C, H, W), int64 (B,))`` batches of ``dataset`` in order (``with_indices``: also the
     int64 dataset indices ``(B,)`` of each batch).
 
@@ -317,7 +318,8 @@ def iter_batches(
 
     for chunk, (x, y) in (prefetch(batches, read_ahead) if read_ahead else batches()):
         if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim != 4:
-            raise TypeError(f"datasets must yield uint8 images (C, H, W) (batches (B, C, H, W)); got {describe_value(x)}")
+            raise TypeError("datasets must yield uint8 images (C, H, W) (batches (B, C, H, W)); "
+                            f"got {describe_value(x)}")
         if len(y) != len(x):
             raise ValueError(f"label/image count mismatch: the dataset returned {len(x)} images but {len(y)} labels")
         y = torch.as_tensor(y, dtype=torch.int64)

@@ -7,7 +7,7 @@ copy), with a background thread reading ahead while the device computes (:func:`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 
 import torch
 from torch.utils.data import Dataset
@@ -36,7 +36,7 @@ def iter_batches(
     device: torch.device | None = None,
     distributed: bool = True,
     read_ahead: int | None = None,
-) -> Iterator[tuple[torch.Tensor, ...]]:
+) -> Generator[tuple[torch.Tensor, ...], None, None]:
     """Yield ``(uint8 images (B, C, H, W), labels (B,), dataset indices (B,))`` in dataset order, on the host.
 
     For a CUDA ``device`` the images are in pinned host memory. ``read_ahead``: batches read ahead in a
