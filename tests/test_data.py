@@ -299,3 +299,43 @@ def test_dataset_tensors_same_from_items_and_from_the_batch_source() -> None:
     assert torch.equal(dataset_tensors(to_array_dataset(Items()))[0], base.tensors[0])
     with pytest.raises(ValueError, match="empty"):
         dataset_tensors(SubsetDataset(base, []))
+
+
+def test_iter_batches_one_contract_on_both_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The array fast path and the item-by-item DataLoader path give the same batches for every option."""
+    import aprkit.data.loading as L
+
+    x = torch.randint(0, 256, (11, 3, 4, 4), dtype=torch.uint8)
+    fast = TensorDataset(x, torch.arange(11, dtype=torch.int32))
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 11
+
+        def __getitem__(self, i):
+            return x[i], i
+
+    assert batch_source(fast) is not None and batch_source(Items()) is None
+    for ds in (fast, Items()):
+        got = list(iter_batches(ds, 4, indices=[9, 2, 5, 7, 0], limit=4, with_indices=True))
+        assert [b[2].tolist() for b in got] == [[9, 2, 5, 7]]
+        assert torch.equal(got[0][0], x[[9, 2, 5, 7]]) and got[0][1].dtype == torch.int64
+        assert [len(b[0]) for b in iter_batches(ds, 4, drop_last=True)] == [4, 4]
+        ahead = list(iter_batches(ds, 3, read_ahead=2, with_indices=True))
+        assert torch.equal(torch.cat([b[2] for b in ahead]), torch.arange(11))
+        with monkeypatch.context() as m:  # rank 1 of 3: a strided share, padded like DistributedSampler
+            m.setattr(L, "group_info", lambda: (1, 3))
+            idx = torch.cat([b[2] for b in iter_batches(ds, 2, shard=True, with_indices=True)])
+            assert idx.tolist() == [1, 4, 7, 10]
+            assert len(list(iter_batches(ds, 2))) == 6  # shard=False: every sample
+    with pytest.raises(ValueError, match="limit must be a positive number of images"):
+        next(iter_batches(fast, 2, limit=0))
+    with pytest.raises(ValueError, match="the dataset is empty"):
+        next(iter_batches(TensorDataset(x[:0], torch.zeros(0)), 2))
+
+
+def test_iter_batches_size_mismatch_named_from_worker_processes(tmp_path: Path) -> None:
+    _png(tmp_path / "a" / "0.png", 1, size=(40, 50))
+    _png(tmp_path / "b" / "0.jpg", 2, size=(32, 32))
+    with pytest.raises(ValueError, match=r"images differ in size \(.*0\.png is 40x50; .*0\.jpg is 32x32\).*resize"):
+        next(iter_batches(get_dataset(f"imagefolder:{tmp_path}"), 2, num_workers=1))
