@@ -292,17 +292,15 @@ def iter_batches(
     wk: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin}
     if num_workers > 0:
         wk.update(prefetch_factor=prefetch_factor, persistent_workers=False)
-    if source is not None:
-        chunks = _chunks(idx, n, batch_size, drop_last)
-    else:
-        order = idx if idx is not None else np.arange(n)
-        chunks = [order[s : s + batch_size].tolist() for s in range(0, len(order), batch_size)]
-        if drop_last and chunks and len(chunks[-1]) < batch_size:
-            chunks.pop()
+    chunks = _chunks(idx, n, batch_size, drop_last)
+    if source is None:  # item by item: index lists for the DataLoader's batch sampler
+        chunks = [list(range(c.start, c.stop)) if isinstance(c, slice) else c.tolist() for c in chunks]
 
     def batches() -> Iterator[tuple[Any, Any]]:
         if source is not None and num_workers == 0:  # array-backed, in-process: one slice per batch
-            yield from zip(chunks, map(_Chunks(source, chunks, pin).__getitem__, range(len(chunks))), strict=True)
+            fetch = _Chunks(source, chunks, pin)
+            for i, chunk in enumerate(chunks):
+                yield chunk, fetch[i]
             return
         if source is not None:  # the same in worker processes
             loader: Any = DataLoader(_Chunks(source, chunks), batch_size=None, shuffle=False, **wk)
