@@ -1,6 +1,7 @@
 """The evaluation engine: models and data in, predictions and cached results out.
 
-- :mod:`.batches`: batching with prefetch and the ``torchrun`` shard of each rank;
+- :mod:`.batches`: the evaluation's batch policy (pinned on CUDA, read ahead, each ``torchrun`` rank's shard) over
+  :func:`aprkit.data.iter_batches`;
 - :mod:`.inference`: data specs to datasets, devices, :func:`~.inference.predict`;
 - :mod:`.cache`: the result cache and its keys (weights fingerprint, data identity, options);
 - :mod:`.outdir`: the output folder's run cache and suite index;
