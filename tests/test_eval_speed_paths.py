@@ -13,7 +13,8 @@ from torch import nn
 
 from aprkit.data.arrays import ArrayDataset
 from aprkit.eval import evaluate
-from aprkit.eval.engine.batches import default_prefetch, iter_batches, prefetch
+from aprkit.data.loading import prefetch
+from aprkit.eval.engine.batches import default_prefetch, iter_batches
 from aprkit.eval.engine.inference import TensorImageDataset, predict
 from conftest import natural_images
 

@@ -13,9 +13,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ...data.loading import iter_batches as _read_batches
-from ...data.loading import prefetch
 
-__all__ = ["iter_batches", "prefetch", "default_prefetch"]
+__all__ = ["iter_batches", "default_prefetch"]
 
 
 def default_prefetch(device: torch.device | None, num_workers: int) -> int:
