@@ -31,6 +31,8 @@ class DemoSettings:
     batch_size: int = 128
     lr: float = 0.05
     weight_decay: float = 5e-4
+    pair_p: float = 0.6  # APR-SP: probability that the second half of a step is amplitude-swapped (APR-P)
+    sp_forward: str = "joint"  # APR-SP: "joint" (one forward of clean + APR-P, the reference) or "separate" (two forwards)
     corruptions: tuple[str, ...] | None = None  # None: all 15 benchmark corruptions
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     ood_scores: tuple[str, ...] = ("msp", "max_logit", "energy", "odin", "mahalanobis", "knn")
@@ -64,6 +66,10 @@ def demo_settings(quick: bool = False, epochs: int | None = None, **overrides: A
     for name in ("n_test", "epochs", "batch_size", "n_cue_conflict", "n_phase_pairs", "n_transplant_pairs"):
         if int(getattr(s, name)) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(s, name)}")
+    if not 0 <= s.pair_p <= 1:
+        raise ValueError(f"pair_p must lie in [0, 1], got {s.pair_p}")
+    if s.sp_forward not in ("joint", "separate"):
+        raise ValueError(f"sp_forward must be 'joint' or 'separate', got {s.sp_forward!r}")
     if s.n_train < 0:
         raise ValueError(f"n_train must be >= 0 (0 = all training images), got {s.n_train}")
     return s
