@@ -88,7 +88,7 @@ def _bin_variance(reliability: Mapping[str, Any] | None) -> float | None:
     total = sum(reliability["count"])
     if total <= 0:
         return None
-    return sum(c / total * a * (1 - a) for c, a in zip(reliability["count"], reliability["accuracy"]))
+    return sum(c / total * a * (1 - a) for c, a in zip(reliability["count"], reliability["accuracy"], strict=True))
 
 
 def _se_rate(p: float, n: float) -> float:

@@ -77,6 +77,10 @@ def run_variant(name: str, base: Any, data: Any, shared: Any, out: Path, args: A
 
     v = VARIANTS[name]
     s = dataclasses.replace(base, **v.settings(base))
+    if s.n_train != base.n_train:  # another training set size; the same test set (its seed and size are unchanged)
+        from aprkit.demo.config import load_demo_data
+
+        data = dataclasses.replace(data, train=load_demo_data("synthetic", s, seed=args.seed, progress=args.progress).train)
     size = int(data.test.images.shape[-1])
     cfg = train_config(v.method, s, data.num_classes, size, args.seed, args.device, args.progress)
     clock = Stopwatch(progress=True)
@@ -88,7 +92,7 @@ def run_variant(name: str, base: Any, data: Any, shared: Any, out: Path, args: A
     suites = res.models[name]
     ph = suites["phase-bias"]
     return {
-        "method": v.method, "description": v.description, "settings": {k: getattr(s, k) for k in ("epochs", "pair_p", "sp_forward")},
+        "method": v.method, "description": v.description, "settings": {k: getattr(s, k) for k in ("n_train", "epochs", "pair_p", "sp_forward")},
         "headline": headline_numbers(suites),
         "phase": {k: ph["full"][k] for k in ("phase", "amplitude", "neither", "phase_bias", "n_pairs")},
         "phase_bias_low_frequency": ph.get("phase_bias_low_frequency"), "patch_shuffle_accuracy": ph.get("patch_shuffle_accuracy"),
