@@ -30,6 +30,7 @@ class DemoSettings:
     epochs: int = 6
     batch_size: int = 128
     lr: float = 0.05
+    lr_steps: tuple[float, ...] = (0.5, 0.75)  # lr x0.2 after these fractions of the epochs
     weight_decay: float = 5e-4
     pair_p: float = 0.6  # APR-SP: probability that the second half of a step is amplitude-swapped (APR-P)
     sp_forward: str = "joint"  # APR-SP: "joint" (one forward of clean + APR-P, the reference) or "separate" (two forwards)
@@ -66,6 +67,8 @@ def demo_settings(quick: bool = False, epochs: int | None = None, **overrides: A
     for name in ("n_test", "epochs", "batch_size", "n_cue_conflict", "n_phase_pairs", "n_transplant_pairs"):
         if int(getattr(s, name)) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(s, name)}")
+    if not all(0 < f < 1 for f in s.lr_steps):
+        raise ValueError(f"lr_steps are fractions of the epochs in (0, 1), got {s.lr_steps}")
     if not 0 <= s.pair_p <= 1:
         raise ValueError(f"pair_p must lie in [0, 1], got {s.pair_p}")
     if s.sp_forward not in ("joint", "separate"):

@@ -71,12 +71,13 @@ def train_config(method: str, settings: DemoSettings, num_classes: int, image_si
                  progress: bool) -> dict[str, Any]:
     """The ``aprkit.train`` config of one demo model (``method``: ``standard`` or ``apr_sp``).
 
-    SGD Nesterov, ``lr`` with x0.2 steps at 50 % and 75 % of the epochs, random crop (pad 4) + flip;
+    SGD Nesterov, ``lr`` with x0.2 steps after the fractions ``lr_steps`` of the epochs (default 50 % and 75 %),
+    random crop (pad 4) + flip;
     ``apr_sp`` adds APR-S in the input pipeline and trains on CE(x) + CE(APR-P(x)) (the seed paper's recipe) with
     APR-P probability ``settings.pair_p`` and ``settings.sp_forward`` (one joint forward of both halves, or two).
     """
     e = settings.epochs
-    milestones = sorted({m for m in (math.ceil(0.5 * e), math.ceil(0.75 * e)) if 0 < m < e})
+    milestones = sorted({m for m in (math.ceil(f * e) for f in settings.lr_steps) if 0 < m < e})
     return {
         "name": f"demo-{method}",
         "model": {"name": "small_cnn", "num_classes": num_classes},

@@ -52,6 +52,16 @@ VARIANTS: dict[str, Variant] = {
     "apr_p_p1": Variant("apr_p", "APR-P alone with p=1", lambda s: {"pair_p": 1.0}),
     "apr_sp_p1_separate": Variant("apr_sp", "APR-SP with p=1 and separate forwards",
                                   lambda s: {"pair_p": 1.0, "sp_forward": "separate"}),
+    "apr_sp_p1_long": Variant("apr_sp", "APR-SP with p=1 and twice the epochs", lambda s: {"pair_p": 1.0, "epochs": 2 * s.epochs}),
+    "standard_half_data_long": Variant("standard", "standard training, half the training images, twice the epochs (same steps)",
+                                       lambda s: {"n_train": s.n_train // 2, "epochs": 2 * s.epochs}),
+    "apr_sp_half_data_long": Variant("apr_sp", "APR-SP (p=0.6), half the training images, twice the epochs (same steps)",
+                                     lambda s: {"n_train": s.n_train // 2, "epochs": 2 * s.epochs}),
+    "apr_sp_late_decay": Variant("apr_sp", "APR-SP, the demo's budget with one late lr step (x0.2 after 5 of 6 epochs)",
+                                 lambda s: {"lr_steps": (0.8,)}),
+    "apr_sp_lr01": Variant("apr_sp", "APR-SP, the demo's budget with lr 0.1 (instead of 0.05)", lambda s: {"lr": 0.1}),
+    "apr_sp_p1_half_data_long": Variant("apr_sp", "APR-SP with p=1, half the training images, twice the epochs (same steps)",
+                                        lambda s: {"pair_p": 1.0, "n_train": s.n_train // 2, "epochs": 2 * s.epochs}),
 }
 DEFAULT_VARIANTS = ["standard", "apr_sp", "apr_p", "apr_sp_p1", "apr_sp_separate", "apr_sp_long"]
 SUITES = ["corruption", "calibration", "phase-bias"]
@@ -92,7 +102,7 @@ def run_variant(name: str, base: Any, data: Any, shared: Any, out: Path, args: A
     suites = res.models[name]
     ph = suites["phase-bias"]
     return {
-        "method": v.method, "description": v.description, "settings": {k: getattr(s, k) for k in ("n_train", "epochs", "pair_p", "sp_forward")},
+        "method": v.method, "description": v.description, "settings": {k: getattr(s, k) for k in ("n_train", "epochs", "lr", "lr_steps", "pair_p", "sp_forward")},
         "headline": headline_numbers(suites),
         "phase": {k: ph["full"][k] for k in ("phase", "amplitude", "neither", "phase_bias", "n_pairs")},
         "phase_bias_low_frequency": ph.get("phase_bias_low_frequency"), "patch_shuffle_accuracy": ph.get("patch_shuffle_accuracy"),
