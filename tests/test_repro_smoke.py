@@ -75,6 +75,7 @@ def test_demo_ablation_smoke_and_resume(tmp_path: Path) -> None:
     for row in res["rows"].values():
         assert row["phase"]["phase"] is not None and row["headline"]["mean_corruption_error"]["value"] is not None
     assert set(res["vs_standard"]) == set(res["rows"]) - {"standard"}
+    assert {c["reference"] for c in res["vs_standard"].values()} == {"standard"}  # no standard run of another budget
     assert "phase-follow" in (out / "results.md").read_text()
     again = _run("demo_ablation.py", out, tmp_path, "--resume", "--variants", "apr_sp_separate")  # reloads, cached cells
     assert again["rows"]["apr_sp_separate"]["headline"] == res["rows"]["apr_sp_separate"]["headline"]

@@ -60,12 +60,18 @@ VARIANTS: dict[str, Variant] = {
     "apr_sp_late_decay": Variant("apr_sp", "APR-SP, the demo's budget with one late lr step (x0.2 after 5 of 6 epochs)",
                                  lambda s: {"lr_steps": (0.8,)}),
     "apr_sp_lr01": Variant("apr_sp", "APR-SP, the demo's budget with lr 0.1 (instead of 0.05)", lambda s: {"lr": 0.1}),
+    "standard_late_decay": Variant("standard", "standard training with one late lr step (x0.2 after 5 of 6 epochs)",
+                                   lambda s: {"lr_steps": (0.8,)}),
+    "standard_lr01": Variant("standard", "standard training with lr 0.1", lambda s: {"lr": 0.1}),
+    "standard_long": Variant("standard", "standard training with twice the epochs", lambda s: {"epochs": 2 * s.epochs}),
     "apr_sp_p1_half_data_long": Variant("apr_sp", "APR-SP with p=1, half the training images, twice the epochs (same steps)",
                                         lambda s: {"pair_p": 1.0, "n_train": s.n_train // 2, "epochs": 2 * s.epochs}),
 }
 DEFAULT_VARIANTS = ["standard", "apr_sp", "apr_p", "apr_sp_p1", "apr_sp_separate", "apr_sp_long"]
 SUITES = ["corruption", "calibration", "phase-bias"]
 #: headline keys (aprkit.demo.summary.MEASURES) compared with the standard model in results.md
+#: the demo settings that make a training budget (a variant is compared with the standard run of the same budget)
+BUDGET = ("n_train", "epochs", "lr", "lr_steps")
 COMPARED = ("phase_follow", "phase_bias", "mean_corruption_error", "corrupted_ece", "clean_accuracy")
 #: --smoke: the demo's quick preset with one corruption at one severity
 SMOKE = {"corruptions": ("gaussian_noise",), "severities": (3,), "n_phase_pairs": 40}
@@ -111,15 +117,27 @@ def run_variant(name: str, base: Any, data: Any, shared: Any, out: Path, args: A
     }
 
 
-def comparisons(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Each variant against ``standard`` with the demo's verdict rule (``aprkit.demo.summary.verdicts``)."""
+def reference(name: str, rows: Mapping[str, Mapping[str, Any]], base: Mapping[str, Any]) -> str | None:
+    """The standard-training row with ``name``'s budget (training images, epochs, lr and its steps), else ``standard``."""
+    def budget(row: Mapping[str, Any]) -> list[Any]:
+        return [list(v) if isinstance(v, (list, tuple)) else v for v in (row["settings"].get(k, base[k]) for k in BUDGET)]
+
+    same = [k for k, r in rows.items() if r["method"] == "standard" and budget(r) == budget(rows[name])]
+    return same[0] if same else ("standard" if "standard" in rows else None)
+
+
+def comparisons(rows: Mapping[str, Mapping[str, Any]], base: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each variant against its standard reference (:func:`reference`) with the demo's verdict rule
+    (``aprkit.demo.summary.verdicts``); ``"reference"`` names the row compared with."""
     from aprkit.demo.summary import verdicts
 
-    if "standard" not in rows:
-        return {}
-    ref = rows["standard"]["headline"]
-    return {name: {r["key"]: r for r in verdicts(ref, row["headline"]) if r["key"] in COMPARED}
-            for name, row in rows.items() if name != "standard"}
+    out: dict[str, dict[str, Any]] = {}
+    for name, row in rows.items():
+        ref = reference(name, rows, base)
+        if row["method"] == "standard" or ref is None:
+            continue
+        out[name] = {"reference": ref} | {r["key"]: r for r in verdicts(rows[ref]["headline"], row["headline"]) if r["key"] in COMPARED}
+    return out
 
 
 def _value(row: Mapping[str, Any], key: str) -> float | None:
@@ -142,16 +160,17 @@ def render(rows: Mapping[str, Mapping[str, Any]], cmp: Mapping[str, Any], meta: 
             f"`{name}`", r["description"], str(r["settings"]["epochs"]), f"{r['train_seconds']:.0f}",
             fmt_pct(_value(r, "clean_accuracy")), fmt_pct(_value(r, "mean_corruption_error")), fmt_pct(_value(r, "corrupted_ece")),
             fmt_pct(r["phase"]["phase"]), fmt_pct(r["phase"]["amplitude"]), fmt_num(r["phase"]["phase_bias"]),
-            _vs(c, "phase_follow"), _vs(c, "phase_bias"),
+            f"`{c['reference']}`" if c else "-", _vs(c, "phase_follow"), _vs(c, "phase_bias"),
         ])
     head = ["variant", "recipe", "epochs", "train s", "clean acc %", "mCE %", "corrupted ECE %", "phase-follow %",
-            "amplitude-follow %", "phase bias", "phase-follow vs standard (±2 SE)", "phase bias vs standard (±2 SE)"]
+            "amplitude-follow %", "phase bias", "reference", "phase-follow vs reference (±2 SE)",
+            "phase bias vs reference (±2 SE)"]
     lines = [
         f"# Demo ablation: what keeps APR-SP's phase-follow rate flat{' (SMOKE RUN)' if meta['smoke'] else ''}", "",
         f"Data: {meta['data']}. Demo settings: {meta['settings_brief']}. Each row is one training run (seed "
         f"{meta['seed']}); the phase numbers are the demo's phase-bias suite (full amplitude swap, {meta['n_phase_pairs']} "
-        "pairs of test images of different classes); 'vs standard' applies the demo's verdict rule (two standard "
-        "errors, sampling noise of the test set only, not seed-to-seed variation). 'train s' is the wall time of the "
+        "pairs of test images of different classes); 'vs reference' compares with the standard-training run of the same "
+        "budget (training images, epochs, lr schedule) by the demo's verdict rule (two standard errors, sampling noise of the test set only, not seed-to-seed variation). 'train s' is the wall time of the "
         f"training epochs with {meta['threads']} torch thread(s) on a machine shared with other jobs (it depends on the "
         "load; see each row's timings for process CPU seconds when it was trained in that call).", "",
         markdown_table(head, body),
@@ -183,12 +202,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in args.variants:
         rows[name] = run_variant(name, base, data, shared, out, args)
         rows = {k: rows[k] for k in VARIANTS if k in rows}
-        cmp = comparisons(rows)
+        cmp = comparisons(rows, base.to_dict())
         meta = {"smoke": args.smoke, "seed": args.seed, "data": data.description, "threads": torch.get_num_threads(),
                 "n_phase_pairs": base.n_phase_pairs, "settings": base.to_dict(),
                 "settings_brief": f"{base.n_train} training images, {base.epochs} epochs, batch {base.batch_size}, lr {base.lr}"}
         write_outputs(out, "demo_ablation", {"meta": meta, "rows": rows, "vs_standard": cmp}, render(rows, cmp, meta))
-    return {"rows": rows, "vs_standard": comparisons(rows)}
+    return {"rows": rows, "vs_standard": comparisons(rows, base.to_dict())}
 
 
 if __name__ == "__main__":
