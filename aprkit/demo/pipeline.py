@@ -71,7 +71,7 @@ def train_config(method: str, settings: DemoSettings, num_classes: int, image_si
                  progress: bool) -> dict[str, Any]:
     """The ``aprkit.train`` config of one demo model (``method``: ``standard`` or ``apr_sp``).
 
-    SGD Nesterov, ``lr`` with x0.2 steps after the fractions ``lr_steps`` of the epochs (default 50 % and 75 %),
+    SGD Nesterov, ``lr`` with x0.2 steps after the fractions ``lr_steps`` of the epochs (default: one, after 80 %),
     random crop (pad 4) + flip;
     ``apr_sp`` adds APR-S in the input pipeline and trains on CE(x) + CE(APR-P(x)) (the seed paper's recipe) with
     APR-P probability ``settings.pair_p`` and ``settings.sp_forward`` (one joint forward of both halves, or two).
