@@ -77,13 +77,14 @@ def train_config(method: str, settings: DemoSettings, num_classes: int, image_si
     APR-P probability ``settings.pair_p`` and ``settings.sp_forward`` (one joint forward of both halves, or two).
     """
     e = settings.epochs
+    apr = {"pair_p": settings.pair_p, "sp_forward": settings.sp_forward} if method in ("apr_p", "apr_sp") else {}
     milestones = sorted({m for m in (math.ceil(f * e) for f in settings.lr_steps) if 0 < m < e})
     return {
         "name": f"demo-{method}",
         "model": {"name": "small_cnn", "num_classes": num_classes},
         "data": {"image_size": image_size, "crop_padding": 4 if image_size <= 64 else image_size // 16, "num_workers": 0,
                  "eval_batch_size": settings.eval_batch_size, "input_path": "gpu", "in_memory": True},
-        "aug": {"method": method, "pair_p": settings.pair_p, "sp_forward": settings.sp_forward},
+        "aug": {"method": method, **apr},  # APR settings only where they act: a standard run's hash ignores them
         "optim": {"lr": settings.lr, "batch_size": settings.batch_size, "epochs": e, "milestones": milestones,
                   "gamma": 0.2, "weight_decay": settings.weight_decay},
         "train": {"seed": seed, "device": device, "progress": progress, "tensorboard": False, "eval_every": 1},
