@@ -1,17 +1,18 @@
 """Demo ablation (issue 16, item 5): which part of the APR-SP recipe keeps the demo's phase-follow rate flat?
 
 Trains the demo's small CNN on the demo's synthetic data at the demo's budget (``aprkit.demo`` settings: 8000
-images, 6 epochs; recipe: ``PAPER_RECIPE``, the demo's APR-SP before this study) once per variant -- the demo's APR-SP, APR-P alone, APR-SP with ``p = 1``, APR-SP with the
-clean and APR-P halves in separate forwards (batch norm statistics per half) instead of the joint one, and
-APR-SP with a longer schedule -- then measures each with the demo's own evaluation (the corruption grid,
-calibration and the phase-bias suite). Training and evaluation are the demo's functions
+images, 6 epochs; recipe: ``PAPER_RECIPE``, the demo's APR-SP before this study) once per variant -- that
+APR-SP, APR-P alone, APR-SP with ``p = 1``, APR-SP with the clean and APR-P halves in separate forwards (batch
+norm statistics per half) instead of the joint one, APR-SP with a longer schedule, and further schedule and
+learning-rate variants (``VARIANTS``), each beside a standard run of the same budget -- then measures each
+with the demo's own evaluation (the corruption grid, calibration and the phase-bias suite). Training and evaluation are the demo's functions
 (``aprkit.demo.pipeline.train_config`` / ``train_model`` / ``eval_options``, ``aprkit.demo.summary``), not copies.
 
     python benchmarks/repro/demo_ablation.py --out runs/repro/demo_ablation --threads 1 --variants apr_p
     python benchmarks/repro/demo_ablation.py --out runs/repro/demo_ablation --threads 1 --resume --variants apr_sp_p1
     python benchmarks/repro/demo_ablation.py --out /tmp/smoke --smoke
 
-Every call trains and evaluates the variants it is given (default: all), then rewrites results.json /
+Every call trains and evaluates the variants it is given (default: ``DEFAULT_VARIANTS``), then rewrites results.json /
 results.md with every variant measured so far in ``--out`` (``--resume`` keeps the earlier rows and reuses
 finished training runs and cached evaluation cells; without it an existing ``--out`` is refused).
 """
@@ -178,7 +179,8 @@ def render(rows: Mapping[str, Mapping[str, Any]], cmp: Mapping[str, Any], meta: 
         f"Data: {meta['data']}. Demo settings: {meta['settings_brief']}. Each row is one training run (seed "
         f"{meta['seed']}); the phase numbers are the demo's phase-bias suite (full amplitude swap, {meta['n_phase_pairs']} "
         "pairs of test images of different classes); 'vs reference' compares with the standard-training run of the same "
-        "budget (training images, epochs, lr schedule) by the demo's verdict rule (two standard errors, sampling noise of the test set only, not seed-to-seed variation). 'train s' is the wall time of the "
+        "budget (training images, epochs, lr schedule; `standard` where none was run) by the demo's verdict rule (two "
+        "standard errors, sampling noise of the test set only, not seed-to-seed variation). 'train s' is the wall time of the "
         f"training epochs with {meta['threads']} torch thread(s) on a machine shared with other jobs (it depends on the "
         "load; see each row's timings for process CPU seconds when it was trained in that call).", "",
         markdown_table(head, body),
