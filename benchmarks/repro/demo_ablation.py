@@ -43,7 +43,7 @@ class Variant:
 
 
 VARIANTS: dict[str, Variant] = {
-    "standard": Variant("standard", "standard training (the demo's reference)"),
+    "standard": Variant("standard", "standard training, lr steps at 50 % and 75 % (the demo's reference until this study)"),
     "apr_sp": Variant("apr_sp", "APR-SP, the paper's recipe (APR-S + CE(x) + CE(APR-P(x)), p=0.6, one joint forward; the demo's until this study)"),
     "apr_p": Variant("apr_p", "APR-P alone (p=0.6): no clean CE term, no APR-S"),
     "apr_sp_p1": Variant("apr_sp", "APR-SP with p=1 (every step's second half amplitude-swapped)", lambda s: {"pair_p": 1.0}),
