@@ -95,12 +95,36 @@ def test_verdicts_follow_the_numbers():
         return {"value": v, "n": n, **kw}
 
     std = {"clean_accuracy": h(0.80), "mean_corruption_error": h(0.40), "ece": h(0.05, accuracy=0.8),
-           "ood_auroc": h(0.90, n_out=1000), "shape_bias": h(0.30), "phase_follow": h(0.30)}
+           "corrupted_ece": h(0.30, accuracy=0.5, bin_variance=0.2), "corrupted_rms": h(0.12, bin_variance=0.2),
+           "ood_auroc": h(0.90, n_out=1000), "shape_bias": h(0.30), "phase_follow": h(0.30), "phase_bias": h(0.40, n=200)}
     apr = {"clean_accuracy": h(0.801), "mean_corruption_error": h(0.30), "ece": h(0.15, accuracy=0.8),
-           "ood_auroc": h(0.97, n_out=1000), "shape_bias": h(0.20), "phase_follow": h(None)}
-    got = {r["key"]: r["verdict"] for r in verdicts(std, apr)}
+           "corrupted_ece": h(0.10, accuracy=0.7, bin_variance=0.15), "corrupted_rms": h(0.11, bin_variance=0.15),
+           "ood_auroc": h(0.97, n_out=1000), "shape_bias": h(0.20), "phase_follow": h(None), "phase_bias": h(0.48, n=150)}
+    rows = verdicts(std, apr)
+    got = {r["key"]: r["verdict"] for r in rows}
     assert got == {"clean_accuracy": "no clear difference", "mean_corruption_error": "helped", "ece": "hurt",
-                   "ood_auroc": "helped", "shape_bias": "hurt", "phase_follow": "not measured"}
+                   "corrupted_ece": "helped", "corrupted_rms": "no clear difference", "ood_auroc": "helped",
+                   "shape_bias": "hurt", "phase_follow": "not measured", "phase_bias": "no clear difference"}
+    se = {r["key"]: r["se"] for r in rows}
+    assert se["corrupted_ece"] == pytest.approx(math.sqrt(0.2 / 1000 + 0.15 / 1000))  # binned error, n images (not cells)
+    assert se["phase_bias"] == pytest.approx(math.sqrt(0.4 * 0.6 / 200 + 0.48 * 0.52 / 150))  # n = pairs decided either way
+
+
+def test_headline_numbers_read_corrupted_calibration_and_phase_bias():
+    from aprkit.demo.summary import headline_numbers
+
+    rel = {"count": [10, 30], "accuracy": [0.5, 0.9], "confidence": [0.6, 0.95]}
+    suites = {"corruption": {"clean": {"n": 40, "accuracy": 0.8}, "mean_corruption_error": 0.4},
+              "calibration": {"clean": {"n": 40, "ece": 0.05, "accuracy": 0.8, "reliability": rel},
+                              "corrupted": {"ece": 0.2, "rms": 0.25, "accuracy": 0.6, "reliability": rel, "cells": 3}},
+              "phase-bias": {"full": {"phase": 0.3, "amplitude": 0.5, "neither": 0.2, "phase_bias": 0.375, "n_pairs": 100}}}
+    h = headline_numbers(suites)
+    assert h["corrupted_ece"]["value"] == 0.2 and h["corrupted_rms"]["value"] == 0.25 and h["corrupted_ece"]["n"] == 40
+    assert h["corrupted_ece"]["bin_variance"] == pytest.approx(0.25 * 0.25 + 0.75 * 0.09)
+    assert h["phase_bias"] == {"value": 0.375, "n": 80, "n_pairs": 100}
+    assert h["phase_follow"]["value"] == 0.3
+    empty = headline_numbers({})
+    assert empty["corrupted_ece"]["value"] is None and empty["phase_bias"]["value"] is None
 
 
 class _Constant(nn.Module):

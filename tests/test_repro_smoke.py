@@ -62,3 +62,21 @@ def test_transplant_sweeps_smoke(cifar10_dir: Path, shared_root: Path, tmp_path:
     assert models == {"resnet20", "resnet56", "gfnet_cifar", "vit_tiny_p4"}
     sign_out = [s for s in res["summary"] if s["model"] == "resnet20" and s["site"] == "output" and s["code"] == "sign"]
     assert sign_out and "inert" in sign_out[0]["finding"]
+
+
+def test_demo_ablation_smoke_and_resume(tmp_path: Path) -> None:
+    """The demo ablation runs on the built-in synthetic data (no shared folder needed) and resumes from its files."""
+    out = tmp_path / "s5"
+    res = _run("demo_ablation.py", out, tmp_path)
+    assert list(res["rows"]) == ["standard", "apr_sp", "apr_p", "apr_sp_p1", "apr_sp_separate", "apr_sp_long"]
+    settings = {name: row["settings"] for name, row in res["rows"].items()}
+    assert settings["apr_sp_p1"]["pair_p"] == 1.0 and settings["apr_sp_separate"]["sp_forward"] == "separate"
+    assert settings["apr_sp_long"]["epochs"] == 2 * settings["apr_sp"]["epochs"]
+    for row in res["rows"].values():
+        assert row["phase"]["phase"] is not None and row["headline"]["mean_corruption_error"]["value"] is not None
+    assert set(res["vs_standard"]) == set(res["rows"]) - {"standard"}
+    assert {c["reference"] for c in res["vs_standard"].values()} == {"standard"}  # no standard run of another budget
+    assert "phase-follow" in (out / "results.md").read_text()
+    again = _run("demo_ablation.py", out, tmp_path, "--resume", "--variants", "apr_sp_separate")  # reloads, cached cells
+    assert again["rows"]["apr_sp_separate"]["headline"] == res["rows"]["apr_sp_separate"]["headline"]
+    assert list(again["rows"]) == list(res["rows"])

@@ -374,3 +374,28 @@ def test_restore_rng_from_another_device_type_warns_and_keeps_going():
     state = capture_rng(torch.Generator().manual_seed(2))
     restore_rng(state, gen)
     assert torch.equal(gen.get_state(), state["generator"])
+
+
+@pytest.mark.skipif(not HAS_AUGMENT, reason="aprkit.augment not available")
+def test_apr_sp_separate_forward_normalises_each_half_on_its_own():
+    """``aug.sp_forward: separate`` runs the clean and APR-P halves through the model one after the other (batch norm
+    statistics per half); ``joint`` (the default) runs the 2B batch once. Same inputs, same loss formula."""
+    from aprkit.train.config import load_config
+    from aprkit.train.recipe import method_loss
+
+    x8, y = natural_images(8, 16, seed=23), torch.arange(8) % 4
+    calls: dict[str, list[int]] = {}
+    out = {}
+    for mode in ("joint", "separate"):
+        aug = _device_augment("apr_sp", seed=5)
+        aug.cfg.aug.sp_forward = mode
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(4))
+        model.register_forward_pre_hook(lambda m, args, mode=mode: calls.setdefault(mode, []).append(args[0].shape[0]))
+        out[mode] = method_loss(model, aug, aug(x8), y, "apr_sp")
+    assert calls == {"joint": [16], "separate": [8, 8]}
+    assert out["joint"][1].shape == out["separate"][1].shape == (8, 4)
+    assert not torch.allclose(out["joint"][0], out["separate"][0])  # batch statistics differ
+    assert load_config(None).aug.sp_forward == "joint"
+    with pytest.raises((TypeError, ValueError), match="sp_forward"):
+        load_config(None, ["aug.sp_forward=both"])

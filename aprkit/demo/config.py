@@ -30,7 +30,14 @@ class DemoSettings:
     epochs: int = 6
     batch_size: int = 128
     lr: float = 0.05
+    # lr x0.2 after these fractions of the epochs. One late step, not the usual (0.5, 0.75): with APR-SP's p = 1 it is
+    # what lets the phase effect show at this budget (benchmarks/repro/demo_ablation.py; docs/reproductions.md, study 5)
+    lr_steps: tuple[float, ...] = (0.8,)
     weight_decay: float = 5e-4
+    # APR-SP: probability that the second half of a step is amplitude-swapped (APR-P). The paper uses 0.6; at the demo's
+    # budget that leaves the phase-follow rate where standard training has it (the same ablation), so the demo uses 1
+    pair_p: float = 1.0
+    sp_forward: str = "joint"  # APR-SP: "joint" (one forward of clean + APR-P, the reference) or "separate" (two forwards)
     corruptions: tuple[str, ...] | None = None  # None: all 15 benchmark corruptions
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     ood_scores: tuple[str, ...] = ("msp", "max_logit", "energy", "odin", "mahalanobis", "knn")
@@ -64,6 +71,12 @@ def demo_settings(quick: bool = False, epochs: int | None = None, **overrides: A
     for name in ("n_test", "epochs", "batch_size", "n_cue_conflict", "n_phase_pairs", "n_transplant_pairs"):
         if int(getattr(s, name)) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(s, name)}")
+    if not all(0 < f < 1 for f in s.lr_steps):
+        raise ValueError(f"lr_steps are fractions of the epochs in (0, 1), got {s.lr_steps}")
+    if not 0 <= s.pair_p <= 1:
+        raise ValueError(f"pair_p must lie in [0, 1], got {s.pair_p}")
+    if s.sp_forward not in ("joint", "separate"):
+        raise ValueError(f"sp_forward must be 'joint' or 'separate', got {s.sp_forward!r}")
     if s.n_train < 0:
         raise ValueError(f"n_train must be >= 0 (0 = all training images), got {s.n_train}")
     return s

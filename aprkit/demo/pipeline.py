@@ -28,7 +28,7 @@ from torch import nn
 
 from .config import DemoData, DemoSettings, TensorSet, demo_settings, load_demo_data
 
-__all__ = ["run_demo", "train_config", "SharedCorruptions", "transplant_layers", "Stopwatch"]
+__all__ = ["run_demo", "train_config", "train_model", "eval_options", "SharedCorruptions", "transplant_layers", "Stopwatch"]
 
 #: the demo's two models: report name -> ``aprkit.train`` method (not the list of methods: that is ``aprkit.train.config.METHODS``)
 DEMO_MODELS = {"standard": "standard", "apr-sp": "apr_sp"}
@@ -71,17 +71,20 @@ def train_config(method: str, settings: DemoSettings, num_classes: int, image_si
                  progress: bool) -> dict[str, Any]:
     """The ``aprkit.train`` config of one demo model (``method``: ``standard`` or ``apr_sp``).
 
-    SGD Nesterov, ``lr`` with x0.2 steps at 50 % and 75 % of the epochs, random crop (pad 4) + flip;
-    ``apr_sp`` adds APR-S in the input pipeline and trains on CE(x) + CE(APR-P(x)) (the seed paper's recipe).
+    SGD Nesterov, ``lr`` with x0.2 steps after the fractions ``lr_steps`` of the epochs (default: one, after 80 %),
+    random crop (pad 4) + flip;
+    ``apr_sp`` adds APR-S in the input pipeline and trains on CE(x) + CE(APR-P(x)) (the seed paper's recipe) with
+    APR-P probability ``settings.pair_p`` and ``settings.sp_forward`` (one joint forward of both halves, or two).
     """
     e = settings.epochs
-    milestones = sorted({m for m in (math.ceil(0.5 * e), math.ceil(0.75 * e)) if 0 < m < e})
+    apr = {"pair_p": settings.pair_p, "sp_forward": settings.sp_forward} if method in ("apr_p", "apr_sp") else {}
+    milestones = sorted({m for m in (math.ceil(f * e) for f in settings.lr_steps) if 0 < m < e})
     return {
         "name": f"demo-{method}",
         "model": {"name": "small_cnn", "num_classes": num_classes},
         "data": {"image_size": image_size, "crop_padding": 4 if image_size <= 64 else image_size // 16, "num_workers": 0,
                  "eval_batch_size": settings.eval_batch_size, "input_path": "gpu", "in_memory": True},
-        "aug": {"method": method},
+        "aug": {"method": method, **apr},  # APR settings only where they act: a standard run's hash ignores them
         "optim": {"lr": settings.lr, "batch_size": settings.batch_size, "epochs": e, "milestones": milestones,
                   "gamma": 0.2, "weight_decay": settings.weight_decay},
         "train": {"seed": seed, "device": device, "progress": progress, "tensorboard": False, "eval_every": 1},
@@ -136,7 +139,9 @@ class SharedCorruptions:
         return self.cells[key]
 
 
-def _train(name: str, cfg: dict[str, Any], data: DemoData, out: Path) -> tuple[nn.Module, dict[str, Any]]:
+def train_model(name: str, cfg: dict[str, Any], data: DemoData, out: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Train (or resume, or reload when finished) ``cfg`` on ``data`` in ``out/train/<name>-<hash of cfg and data>``;
+    return the model in eval mode and a summary (checkpoint, history, final accuracies, training seconds)."""
     from ..train import fit
 
     key = {k: v for k, v in cfg.items() if k != "train"} | {"train": {k: v for k, v in cfg["train"].items() if k != "progress"}}
@@ -152,6 +157,28 @@ def _train(name: str, cfg: dict[str, Any], data: DemoData, out: Path) -> tuple[n
 
 def _preset(size: int) -> str:
     return "cifar" if size <= 32 else "tinyimagenet" if size <= 64 else "imagenet"
+
+
+def eval_options(s: DemoSettings, dd: DemoData, shared: SharedCorruptions, suites: list[str],
+                 layers: list[str] | None = None) -> dict[str, Any]:
+    """The demo's evaluation options for ``suites`` (only the options those suites read): the corruption grid of
+    ``s`` on the ``shared`` corrupted sets, OOD, phase-bias and transplant sizes; ``layers``: the transplant sites."""
+    from ..eval.suites.options import suite_registry
+
+    test, preset = dd.test, _preset(int(dd.test.images.shape[-1]))
+    options: dict[str, Any] = {
+        "corrupted": shared, "preset": preset, "corruptions": list(s.corruptions) if s.corruptions else None,
+        "severities": list(s.severities), "num_classes": dd.num_classes, "ood_scores": list(s.ood_scores),
+        "fit": dd.train, "fit_limit": s.fit_limit, "ood_limit": len(test),
+        "n_pairs": s.n_phase_pairs, "n_shuffle": min(s.n_phase_pairs, len(test)),
+        "transplant_layers": layers, "transplant_every": s.transplant_every, "transplant_n_pairs": s.n_transplant_pairs,
+        "transplant_n_control": s.n_transplant_control, "transplant_max_images": len(test),
+    }
+    if "transplant" in suites and not layers:
+        raise ValueError("eval_options: the transplant suite needs layers (transplant_layers(model))")
+    registry = suite_registry(suites)
+    read = {o for name in suites for o in registry[name].option_names()}
+    return {k: v for k, v in options.items() if v is not None and k in read}
 
 
 def run_demo(
@@ -194,7 +221,7 @@ def run_demo(
     training: dict[str, Any] = {}
     for name, method in DEMO_MODELS.items():
         cfg = train_config(method, s, dd.num_classes, size, seed, dev, progress)
-        models[name], training[name] = clock.run(f"train {name}", lambda cfg=cfg, name=name: _train(name, cfg, dd, out))
+        models[name], training[name] = clock.run(f"train {name}", lambda cfg=cfg, name=name: train_model(name, cfg, dd, out))
 
     suites = ["corruption", "calibration", "ood"] + (["cue-conflict"] if dd.synthetic else []) + ["phase-bias", "transplant"]
     test = dd.test
@@ -203,16 +230,7 @@ def run_demo(
     if dd.synthetic:
         data_map["cue-conflict"] = clock.run("cue-conflict stimuli", lambda: synthetic_stimuli(s.n_cue_conflict, seed=10007 + seed))
     shared = SharedCorruptions(test, seed, _preset(size), progress)
-    options: dict[str, Any] = {
-        "corrupted": shared, "preset": _preset(size), "corruptions": list(s.corruptions) if s.corruptions else None,
-        "severities": list(s.severities), "num_classes": dd.num_classes, "ood_scores": list(s.ood_scores),
-        "fit": dd.train, "fit_limit": s.fit_limit, "ood_limit": len(test),
-        "n_pairs": s.n_phase_pairs, "n_shuffle": min(s.n_phase_pairs, len(test)),
-        "transplant_layers": transplant_layers(models["standard"]), "transplant_every": s.transplant_every,
-        "transplant_n_pairs": s.n_transplant_pairs, "transplant_n_control": s.n_transplant_control,
-        "transplant_max_images": len(test),
-    }
-    options = {k: v for k, v in options.items() if v is not None}
+    options = eval_options(s, dd, shared, suites, transplant_layers(models["standard"]))
     fingerprint = _digest([s.to_dict(), data, seed, {k: model_fingerprint(m) for k, m in models.items()}])
     results = clock.run("evaluate", lambda: evaluate(
         models, suite=suites, data=data_map, out_dir=out, cache_dir=out / "cache" / fingerprint, device=dev,

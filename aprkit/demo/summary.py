@@ -3,10 +3,14 @@
 Every verdict is computed from the measured numbers: APR-SP "helped" on a measure when it is better
 than the standard model by more than two (approximate) standard errors of the difference, "hurt" when
 it is worse by that much, otherwise "no clear difference". Standard errors: binomial
-``sqrt(p (1 - p) / n)`` for rates (accuracy, corruption error, shape bias, phase-follow rate; for ECE
-the binomial error of the accuracy, the dominant noise of a binned calibration error) and the
-Hanley-McNeil approximation for AUROC. They ignore the seed-to-seed variation of training, so a
-single run's verdict is indicative, not a significance test.
+``sqrt(p (1 - p) / n)`` for rates (accuracy, corruption error, shape bias, phase-follow rate; phase bias
+is a rate over the ``n`` pairs on which the model followed either donor) and the Hanley-McNeil
+approximation for AUROC. For a calibration error (ECE, RMS) the binned first-order error
+``sqrt(sum_b w_b a_b (1 - a_b) / n)`` (``w_b``, ``a_b``: mass and accuracy of confidence bin ``b``), the
+noise of the bins' accuracies; the corrupted numbers are means over (corruption, severity) cells of the
+same ``n`` test images, so their error counts ``n`` images, not ``n`` x cells (cells fully correlated, a
+conservative choice). They ignore the seed-to-seed variation of training, so a single run's verdict is
+indicative, not a significance test.
 """
 
 from __future__ import annotations
@@ -36,9 +40,12 @@ MEASURES: tuple[Headline, ...] = (
     Headline("clean_accuracy", "clean accuracy", True),
     Headline("mean_corruption_error", "mean corruption error", False),
     Headline("ece", "ECE (clean)", False),
+    Headline("corrupted_ece", "ECE (corrupted, mean over cells)", False),
+    Headline("corrupted_rms", "RMS calibration error (corrupted)", False),
     Headline("ood_auroc", "OOD AUROC (MSP, mean over noise sets)", True),
     Headline("shape_bias", "shape bias (cue-conflict)", True, percent=False),
     Headline("phase_follow", "phase-follow rate (full swap)", True),
+    Headline("phase_bias", "phase bias (full swap)", True, percent=False),
 )
 
 
@@ -49,19 +56,40 @@ def headline_numbers(suites: Mapping[str, Any]) -> dict[str, dict[str, float | N
     n_test = nested_get(cor, "clean", "n") or nested_get(cal, "clean", "n")
     acc = nested_get(cor, "clean", "accuracy")
     mce = cor.get("mean_corruption_error")
+    corrupted = cal.get("corrupted") or {}
+    bins_clean, bins_corrupted = _bin_variance(nested_get(cal, "clean", "reliability")), _bin_variance(corrupted.get("reliability"))
+    full = ph.get("full") or {}
+    n_decided = round((full["phase"] + full["amplitude"]) * full["n_pairs"]) if full.get("n_pairs") else None
     out: dict[str, dict[str, float | None]] = {
         "clean_accuracy": {"value": acc, "n": n_test},
         "mean_corruption_error": {"value": mce if mce is not None else cor.get("mean_error"), "n": n_test,
                                   "complete": bool(cor.get("complete"))},
-        "ece": {"value": nested_get(cal, "clean", "ece"), "n": n_test, "accuracy": nested_get(cal, "clean", "accuracy")},
+        "ece": {"value": nested_get(cal, "clean", "ece"), "n": n_test, "accuracy": nested_get(cal, "clean", "accuracy"),
+                "bin_variance": bins_clean},
+        "corrupted_ece": {"value": corrupted.get("ece"), "n": n_test, "accuracy": corrupted.get("accuracy"),
+                          "bin_variance": bins_corrupted, "cells": corrupted.get("cells")},
+        "corrupted_rms": {"value": corrupted.get("rms"), "n": n_test, "accuracy": corrupted.get("accuracy"),
+                          "bin_variance": bins_corrupted, "cells": corrupted.get("cells")},
         "ood_auroc": {"value": nested_get(ood, "mean", "msp", "auroc"), "n": ood.get("n_in"),
                       "n_out": min((s.get("n", 0) for s in (ood.get("sets") or {}).values()), default=None)},
         "shape_bias": {"value": cue.get("shape_bias") if cue else None,
                        "n": (nested_get(cue, "counts", "n_shape_decisions") or 0) + (nested_get(cue, "counts", "n_texture_decisions") or 0) if cue else None},
-        "phase_follow": {"value": nested_get(ph, "full", "phase"), "n": nested_get(ph, "full", "n_pairs"),
-                         "phase_bias": nested_get(ph, "full", "phase_bias")},
+        "phase_follow": {"value": full.get("phase"), "n": full.get("n_pairs"), "amplitude_follow": full.get("amplitude"),
+                         "phase_bias": full.get("phase_bias")},
+        "phase_bias": {"value": full.get("phase_bias"), "n": n_decided, "n_pairs": full.get("n_pairs")},
     }
     return out
+
+
+def _bin_variance(reliability: Mapping[str, Any] | None) -> float | None:
+    """``sum_b w_b a_b (1 - a_b)`` of a reliability diagram (bin masses ``w_b``, bin accuracies ``a_b``): ``n`` times the
+    squared first-order standard error of a binned calibration error on ``n`` images; ``None`` without bins."""
+    if not reliability or not reliability.get("count"):
+        return None
+    total = sum(reliability["count"])
+    if total <= 0:
+        return None
+    return sum(c / total * a * (1 - a) for c, a in zip(reliability["count"], reliability["accuracy"], strict=True))
 
 
 def _se_rate(p: float, n: float) -> float:
@@ -77,13 +105,18 @@ def _se_auroc(a: float, n_in: float, n_out: float) -> float:
     return math.sqrt(max(var, 0.25 / max(n_in * n_out, 1)))
 
 
+_CALIBRATION = ("ece", "corrupted_ece", "corrupted_rms")
+
+
 def _se(key: str, h: Mapping[str, Any]) -> float | None:
     v, n = h.get("value"), h.get("n")
     if v is None or not n:
         return None
     if key == "ood_auroc":
         return _se_auroc(v, n, h.get("n_out") or n)
-    if key == "ece":
+    if key in _CALIBRATION:
+        if h.get("bin_variance") is not None:
+            return math.sqrt(max(h["bin_variance"], 0.25 / n) / n)  # floor as _se_rate: never a zero error
         return _se_rate(h.get("accuracy") or 0.5, n)
     return _se_rate(v, n)
 

@@ -90,6 +90,9 @@ class AugConfig:
     single_p: float = 0.5  # APR-S: probability of recombining an image with an augmented copy
     severity: int = 3
     dims: Literal["chw", "hw"] = "chw"
+    # apr_sp: one forward of the 2B batch (batch norm statistics over clean + APR-P images, the reference's way) or two
+    # forwards of B images each (clean and APR-P halves normalised by their own batch statistics)
+    sp_forward: Literal["joint", "separate"] = "joint"
     jsd_weight: float = 12.0
     augmix_severity: int = 3
     augmix_width: int = 3

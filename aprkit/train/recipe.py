@@ -7,6 +7,7 @@ standard       crop + flip                                                 CE(cl
 apr_p          crop + flip, then APR-P on the batch (``APRPair``)          CE(APR-P batch)
 apr_s          APR-S per image, crop + flip                                CE(APR-S)
 apr_sp         APR-S per image, crop + flip; that batch and its APR-P      CE(x) + CE(APR-P(x)), one forward on 2B
+                                                                           (``aug.sp_forward: separate``: two on B)
 augmix_jsd     crop + flip, two AugMix views per image (CPU workers)       CE(clean) + w * JSD(clean, aug1, aug2)
 =============  ==========================================================  =======================================
 """
@@ -126,8 +127,11 @@ def method_loss(
         from ..augment import APRSP
 
         x_all, y_all = aug.pair(x, y)
-        logits = model(x_all)
         b = x.shape[0]
+        if aug.cfg.aug.sp_forward == "separate":  # each half through batch norm with its own batch statistics
+            logits = torch.cat([model(x_all[:b]), model(x_all[b:])])
+        else:
+            logits = model(x_all)
         return APRSP.loss(logits, y_all), logits[:b], y
     if method == "augmix_jsd":
         logits = model(x)
