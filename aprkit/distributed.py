@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup_distributed", "resolve_device", "group_info", "is_main_process", "all_reduce_sum", "barrier",
-           "teardown_distributed"]
+__all__ = ["DistInfo", "setup_distributed", "resolve_device", "group_info", "is_main_process", "all_reduce_sum",
+           "barrier", "teardown_distributed"]
 
 
 @dataclass(frozen=True)

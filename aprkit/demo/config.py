@@ -37,7 +37,8 @@ class DemoSettings:
     # APR-SP: probability that the second half of a step is amplitude-swapped (APR-P). The paper uses 0.6; at the demo's
     # budget that leaves the phase-follow rate where standard training has it (the same ablation), so the demo uses 1
     pair_p: float = 1.0
-    sp_forward: str = "joint"  # APR-SP: "joint" (one forward of clean + APR-P, the reference) or "separate" (two forwards)
+    # APR-SP: "joint" (one forward of clean + APR-P, the reference) or "separate" (two forwards)
+    sp_forward: str = "joint"
     corruptions: tuple[str, ...] | None = None  # None: all 15 benchmark corruptions
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     ood_scores: tuple[str, ...] = ("msp", "max_logit", "energy", "odin", "mahalanobis", "knn")
@@ -66,7 +67,8 @@ def demo_settings(quick: bool = False, epochs: int | None = None, **overrides: A
         overrides["epochs"] = epochs
     unknown = set(overrides) - {f.name for f in dataclasses.fields(DemoSettings)}
     if unknown:
-        raise ValueError(f"unknown demo settings {sorted(unknown)}; valid: {[f.name for f in dataclasses.fields(DemoSettings)]}")
+        valid = [f.name for f in dataclasses.fields(DemoSettings)]
+        raise ValueError(f"unknown demo settings {sorted(unknown)}; valid: {valid}")
     s = dataclasses.replace(s, **overrides)
     for name in ("n_test", "epochs", "batch_size", "n_cue_conflict", "n_phase_pairs", "n_transplant_pairs"):
         if int(getattr(s, name)) < 1:
@@ -132,7 +134,8 @@ def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: b
     from ..data import get_dataset, parse_spec
 
     if not isinstance(spec, str) or not spec.strip():
-        raise TypeError(f"data must be a spec string: 'synthetic', 'cifar10:PATH', 'cifar100:PATH' or 'folder:PATH'; got {spec!r}")
+        raise TypeError(f"data must be a spec string: 'synthetic', 'cifar10:PATH', 'cifar100:PATH' or 'folder:PATH'; "
+                        f"got {spec!r}")
     kind, arg = parse_spec(spec)
     if kind == "synthetic":
         from ..data.synthetic import SHAPES, SyntheticShapes, class_names
@@ -141,10 +144,11 @@ def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: b
         tr = SyntheticShapes(n_train, split="train", seed=seed)
         te = SyntheticShapes(settings.n_test, split="test", seed=seed)
         (xtr, ytr), (xte, yte) = tr.tensors, te.tensors
-        names = class_names(len(SHAPES))
-        return DemoData(spec, TensorSet(xtr, ytr, f"synthetic#train-n{n_train}-seed{seed}", names),
-                        TensorSet(xte, yte, f"synthetic#test-n{settings.n_test}-seed{seed}", names), len(SHAPES), True,
-                        f"the built-in synthetic shape x texture dataset ({n_train} training / {settings.n_test} test images, 32x32)")
+        shapes = class_names(len(SHAPES))
+        return DemoData(spec, TensorSet(xtr, ytr, f"synthetic#train-n{n_train}-seed{seed}", shapes),
+                        TensorSet(xte, yte, f"synthetic#test-n{settings.n_test}-seed{seed}", shapes), len(SHAPES), True,
+                        f"the built-in synthetic shape x texture dataset ({n_train} training / {settings.n_test} "
+                        "test images, 32x32)")
     if kind in ("cifar10", "cifar100"):
         train_ds, test_ds = get_dataset(spec, "train"), get_dataset(spec, "test")
     elif kind in ("folder", "imagefolder"):
@@ -152,7 +156,8 @@ def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: b
         size = settings.image_size
         if (root / "train").is_dir() and (root / "test").is_dir():
             train_ds = get_dataset(f"folder:{root / 'train'}", resize=size, crop=size)
-            test_ds = get_dataset(f"folder:{root / 'test'}", resize=size, crop=size, classes=getattr(train_ds, "classes", None))
+            test_ds = get_dataset(f"folder:{root / 'test'}", resize=size, crop=size,
+                                  classes=getattr(train_ds, "classes", None))
         else:
             from ..data import subset
 
@@ -160,9 +165,10 @@ def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: b
             perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed + 4242)).tolist()
             cut = max(1, len(perm) // 5)
             test_ds, train_ds = subset(full, sorted(perm[:cut])), subset(full, sorted(perm[cut:]))
-            train_ds.classes = test_ds.classes = getattr(full, "classes", None)  # type: ignore[attr-defined]
+            train_ds.classes = test_ds.classes = getattr(full, "classes", None)
     else:
-        raise ValueError(f"the demo trains on 'synthetic', 'cifar10:PATH', 'cifar100:PATH' or 'folder:PATH'; got {spec!r}")
+        raise ValueError(f"the demo trains on 'synthetic', 'cifar10:PATH', 'cifar100:PATH' or 'folder:PATH'; "
+                         f"got {spec!r}")
     xtr, ytr = _materialise(train_ds, settings.n_train, seed, "train", progress)
     xte, yte = _materialise(test_ds, settings.n_test, seed + 1, "test", progress)
     k, names = _num_classes(train_ds, test_ds, labels=torch.cat([ytr, yte]))

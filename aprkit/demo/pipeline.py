@@ -20,6 +20,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,11 @@ from torch import nn
 
 from .config import DemoData, DemoSettings, TensorSet, demo_settings, load_demo_data
 
-__all__ = ["run_demo", "train_config", "train_model", "eval_options", "SharedCorruptions", "transplant_layers", "Stopwatch"]
+__all__ = ["run_demo", "train_config", "train_model", "eval_options", "SharedCorruptions", "transplant_layers",
+           "Stopwatch"]
 
-#: the demo's two models: report name -> ``aprkit.train`` method (not the list of methods: that is ``aprkit.train.config.METHODS``)
+#: the demo's two models: report name -> ``aprkit.train`` method (not the list of methods: that is
+#: ``aprkit.train.config.METHODS``)
 DEMO_MODELS = {"standard": "standard", "apr-sp": "apr_sp"}
 
 
@@ -60,7 +63,8 @@ class Stopwatch:
 
     @property
     def total(self) -> dict[str, float]:
-        return {"wall_s": round(time.perf_counter() - self._t0, 2), "cpu_s": round(sum(s["cpu_s"] for s in self.stages.values()), 2)}
+        cpu = sum(s["cpu_s"] for s in self.stages.values())
+        return {"wall_s": round(time.perf_counter() - self._t0, 2), "cpu_s": round(cpu, 2)}
 
 
 def _digest(obj: Any, n: int = 10) -> str:
@@ -82,7 +86,8 @@ def train_config(method: str, settings: DemoSettings, num_classes: int, image_si
     return {
         "name": f"demo-{method}",
         "model": {"name": "small_cnn", "num_classes": num_classes},
-        "data": {"image_size": image_size, "crop_padding": 4 if image_size <= 64 else image_size // 16, "num_workers": 0,
+        "data": {"image_size": image_size, "crop_padding": 4 if image_size <= 64 else image_size // 16,
+                 "num_workers": 0,
                  "eval_batch_size": settings.eval_batch_size, "input_path": "gpu", "in_memory": True},
         "aug": {"method": method, **apr},  # APR settings only where they act: a standard run's hash ignores them
         "optim": {"lr": settings.lr, "batch_size": settings.batch_size, "epochs": e, "milestones": milestones,
@@ -132,9 +137,11 @@ class SharedCorruptions:
             t0 = time.perf_counter()
             x = self.test.images
             seeds = item_seeds(self.seed, corruption, int(severity), self.preset, range(len(x)))  # as the eval's cells
-            parts = [corrupt(x[i : i + self.chunk], corruption, int(severity), preset=self.preset, seeds=seeds[i : i + self.chunk])
+            parts = [corrupt(x[i : i + self.chunk], corruption, int(severity), preset=self.preset,
+                             seeds=seeds[i : i + self.chunk])
                      for i in range(0, len(x), self.chunk)]
-            self.cells[key] = TensorSet(torch.cat(parts), self.test.labels, f"{self.test.cache_id}|{corruption}-{severity}|seed{self.seed}")
+            cell_id = f"{self.test.cache_id}|{corruption}-{severity}|seed{self.seed}"
+            self.cells[key] = TensorSet(torch.cat(parts), self.test.labels, cell_id)
             self.seconds += time.perf_counter() - t0
         return self.cells[key]
 
@@ -144,11 +151,13 @@ def train_model(name: str, cfg: dict[str, Any], data: DemoData, out: Path) -> tu
     return the model in eval mode and a summary (checkpoint, history, final accuracies, training seconds)."""
     from ..train import fit
 
-    key = {k: v for k, v in cfg.items() if k != "train"} | {"train": {k: v for k, v in cfg["train"].items() if k != "progress"}}
+    key = {k: v for k, v in cfg.items() if k != "train"} | {
+        "train": {k: v for k, v in cfg["train"].items() if k != "progress"}}
     run_dir = out / "train" / f"{name}-{_digest([key, data.train.cache_id, data.test.cache_id])}"
     res = fit(cfg, out=run_dir, resume=True, datasets=(data.train, data.test))
     hist = res["history"]
-    info = {"method": cfg["aug"]["method"], "run_dir": str(run_dir), "checkpoint": res["checkpoint"], "epochs": cfg["optim"]["epochs"],
+    info = {"method": cfg["aug"]["method"], "run_dir": str(run_dir), "checkpoint": res["checkpoint"],
+            "epochs": cfg["optim"]["epochs"],
             "history": hist, "final_train_acc": hist[-1].get("train_acc") if hist else None,
             "final_test_acc": hist[-1].get("test_acc") if hist else None,
             "train_seconds": round(sum(r.get("time_s", 0.0) for r in hist), 2)}
@@ -196,7 +205,8 @@ def run_demo(
 
     ``data``: ``"synthetic"`` (default; no download), ``"cifar10:PATH"``, ``"cifar100:PATH"`` or
     ``"folder:PATH"``. ``quick``: a seconds-long run with every report section. ``settings`` replaces the
-    preset built from ``quick``/``epochs`` (see :class:`aprkit.demo.DemoSettings`). Returns the :class:`aprkit.eval.Results` with
+    preset built from ``quick``/``epochs`` (see :class:`aprkit.demo.DemoSettings`). Returns the
+    :class:`aprkit.eval.Results` with
     ``results.meta["demo"]`` holding the summary, verdicts, timings and training histories.
     """
     from ..distributed import resolve_device
@@ -221,14 +231,16 @@ def run_demo(
     training: dict[str, Any] = {}
     for name, method in DEMO_MODELS.items():
         cfg = train_config(method, s, dd.num_classes, size, seed, dev, progress)
-        models[name], training[name] = clock.run(f"train {name}", lambda cfg=cfg, name=name: train_model(name, cfg, dd, out))
+        models[name], training[name] = clock.run(f"train {name}", partial(train_model, name, cfg, dd, out))
 
-    suites = ["corruption", "calibration", "ood"] + (["cue-conflict"] if dd.synthetic else []) + ["phase-bias", "transplant"]
+    suites = ["corruption", "calibration", "ood", *(["cue-conflict"] if dd.synthetic else []), "phase-bias",
+              "transplant"]
     test = dd.test
     data_map: dict[str, Any] = {k: test for k in suites}
     data_map["transplant"] = (test.images, test.labels)  # tensors: the sweep works on one in-memory batch
     if dd.synthetic:
-        data_map["cue-conflict"] = clock.run("cue-conflict stimuli", lambda: synthetic_stimuli(s.n_cue_conflict, seed=10007 + seed))
+        data_map["cue-conflict"] = clock.run("cue-conflict stimuli",
+                                             partial(synthetic_stimuli, s.n_cue_conflict, seed=10007 + seed))
     shared = SharedCorruptions(test, seed, _preset(size), progress)
     options = eval_options(s, dd, shared, suites, transplant_layers(models["standard"]))
     fingerprint = _digest([s.to_dict(), data, seed, {k: model_fingerprint(m) for k, m in models.items()}])
@@ -242,7 +254,8 @@ def run_demo(
         "data": data, "data_description": dd.description, "synthetic": dd.synthetic, "quick": quick, "device": dev,
         "seed": seed, "settings": s.to_dict(), "training": training, "headline": heads, "verdicts": rows,
         "overall": overall_sentence(rows), "corruption_generation_s": round(shared.seconds, 2),
-        "timings": {**clock.stages, "total": clock.total}, "load_average_start": load_start, "load_average_end": os.getloadavg(),
+        "timings": {**clock.stages, "total": clock.total}, "load_average_start": load_start,
+        "load_average_end": os.getloadavg(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
     }
     paths = clock.run("report", lambda: write_demo_report(results, out))

@@ -57,7 +57,8 @@ def headline_numbers(suites: Mapping[str, Any]) -> dict[str, dict[str, float | N
     acc = nested_get(cor, "clean", "accuracy")
     mce = cor.get("mean_corruption_error")
     corrupted = cal.get("corrupted") or {}
-    bins_clean, bins_corrupted = _bin_variance(nested_get(cal, "clean", "reliability")), _bin_variance(corrupted.get("reliability"))
+    bins_clean = _bin_variance(nested_get(cal, "clean", "reliability"))
+    bins_corrupted = _bin_variance(corrupted.get("reliability"))
     full = ph.get("full") or {}
     n_decided = round((full["phase"] + full["amplitude"]) * full["n_pairs"]) if full.get("n_pairs") else None
     out: dict[str, dict[str, float | None]] = {
@@ -73,17 +74,19 @@ def headline_numbers(suites: Mapping[str, Any]) -> dict[str, dict[str, float | N
         "ood_auroc": {"value": nested_get(ood, "mean", "msp", "auroc"), "n": ood.get("n_in"),
                       "n_out": min((s.get("n", 0) for s in (ood.get("sets") or {}).values()), default=None)},
         "shape_bias": {"value": cue.get("shape_bias") if cue else None,
-                       "n": (nested_get(cue, "counts", "n_shape_decisions") or 0) + (nested_get(cue, "counts", "n_texture_decisions") or 0) if cue else None},
-        "phase_follow": {"value": full.get("phase"), "n": full.get("n_pairs"), "amplitude_follow": full.get("amplitude"),
-                         "phase_bias": full.get("phase_bias")},
+                       "n": ((nested_get(cue, "counts", "n_shape_decisions") or 0)
+                             + (nested_get(cue, "counts", "n_texture_decisions") or 0)) if cue else None},
+        "phase_follow": {"value": full.get("phase"), "n": full.get("n_pairs"),
+                         "amplitude_follow": full.get("amplitude"), "phase_bias": full.get("phase_bias")},
         "phase_bias": {"value": full.get("phase_bias"), "n": n_decided, "n_pairs": full.get("n_pairs")},
     }
     return out
 
 
 def _bin_variance(reliability: Mapping[str, Any] | None) -> float | None:
-    """``sum_b w_b a_b (1 - a_b)`` of a reliability diagram (bin masses ``w_b``, bin accuracies ``a_b``): ``n`` times the
-    squared first-order standard error of a binned calibration error on ``n`` images; ``None`` without bins."""
+    """``sum_b w_b a_b (1 - a_b)`` of a reliability diagram (bin masses ``w_b``, bin accuracies ``a_b``): ``n``
+    times the squared first-order standard error of a binned calibration error on ``n`` images; ``None`` without
+    bins."""
     if not reliability or not reliability.get("count"):
         return None
     total = sum(reliability["count"])
@@ -127,7 +130,8 @@ def verdicts(standard: Mapping[str, Any], apr: Mapping[str, Any]) -> list[dict[s
     for m in MEASURES:
         a, b = standard.get(m.key) or {}, apr.get(m.key) or {}
         va, vb = a.get("value"), b.get("value")
-        row: dict[str, Any] = {"key": m.key, "label": m.label, "standard": va, "apr_sp": vb, "higher_is_better": m.higher_is_better}
+        row: dict[str, Any] = {"key": m.key, "label": m.label, "standard": va, "apr_sp": vb,
+                               "higher_is_better": m.higher_is_better}
         if va is None or vb is None or not all(map(math.isfinite, (va, vb))):
             row.update(diff=None, se=None, verdict="not measured")
         else:
@@ -150,7 +154,9 @@ def _fmt_diff(r: Mapping[str, Any], percent: bool) -> str:
     if r["diff"] is None:
         return "-"
     scale, unit = (100, " pp") if percent else (1, "")
-    return f"{scale * r['diff']:+.2f}{unit} (±{2 * scale * r['se']:.2f})" if percent else f"{r['diff']:+.3f} (±{2 * r['se']:.3f})"
+    if percent:
+        return f"{scale * r['diff']:+.2f}{unit} (±{2 * scale * r['se']:.2f})"
+    return f"{r['diff']:+.3f} (±{2 * r['se']:.3f})"
 
 
 def verdict_table(rows: Sequence[Mapping[str, Any]]) -> Table:
@@ -172,7 +178,9 @@ def overall_sentence(rows: Sequence[Mapping[str, Any]]) -> str:
         groups.setdefault(r["verdict"], []).append(r["label"])
     measured = [r for r in rows if r["verdict"] != "not measured"]
     parts = []
-    for verdict, text in (("helped", "APR-SP helped on"), ("hurt", "APR-SP was worse on"), ("no clear difference", "no clear difference on")):
+    phrases = (("helped", "APR-SP helped on"), ("hurt", "APR-SP was worse on"),
+               ("no clear difference", "no clear difference on"))
+    for verdict, text in phrases:
         if groups.get(verdict):
             parts.append(f"{text} {len(groups[verdict])} of {len(measured)} measures ({', '.join(groups[verdict])})")
     if groups.get("not measured"):
@@ -188,5 +196,6 @@ def summary_text(rows: Sequence[Mapping[str, Any]]) -> str:
     for r in rows:
         p = pct[r["key"]]
         label = r["label"] + (" %" if p else "")
-        out.append(f"{label:<{w}} {_fmt(r['standard'], p):>9} {_fmt(r['apr_sp'], p):>9}  {_fmt_diff(r, p):<22} {r['verdict']}")
+        out.append(f"{label:<{w}} {_fmt(r['standard'], p):>9} {_fmt(r['apr_sp'], p):>9}  {_fmt_diff(r, p):<22} "
+                   f"{r['verdict']}")
     return "\n".join(out)
