@@ -70,14 +70,21 @@ def demo_summary(demo: Mapping[str, Any]) -> ReportSection:
     return ReportSection("Summary", blocks)
 
 
+def _steps(fractions: Any) -> str:
+    """``(0.5, 0.75)`` -> ``"50 % and 75 %"``."""
+    parts = [f"{100 * float(f):g} %" for f in fractions]
+    return " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts) or "none"
+
+
 def demo_setup(demo: Mapping[str, Any], fig_dir: Path) -> ReportSection:
     """What ran: data, model and training settings, final accuracies, training curves, timings and the machine."""
     s = demo["settings"]
     blocks: list = [Paragraph([
         f"Data: {demo['data_description']}. Model: ", code("small_cnn"), " (4 conv blocks), trained twice with the "
         "same seed: ", strong("standard"), " (crop + flip, CE) and ", strong("APR-SP"), " (APR-S in the input "
-        f"pipeline, then CE(x) + CE(APR-P(x))). {s['epochs']} epochs, batch {s['batch_size']}, SGD Nesterov lr "
-        f"{s['lr']} (x0.2 at 50 % and 75 %), device ", code(str(demo["device"])), f", seed {demo['seed']}",
+        f"pipeline, then CE(x) + CE(APR-P(x)), APR-P with p = {s.get('pair_p', 0.6)}). {s['epochs']} epochs, batch "
+        f"{s['batch_size']}, SGD Nesterov lr {s['lr']} (x0.2 after {_steps(s.get('lr_steps', (0.5, 0.75)))} of the "
+        "epochs), device ", code(str(demo["device"])), f", seed {demo['seed']}",
         *((", ", strong("quick mode")) if demo["quick"] else ()), ".",
     ])]
     rows = [[name, t["method"], t["epochs"], pct(t.get("final_train_acc")), pct(t.get("final_test_acc")),
