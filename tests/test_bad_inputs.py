@@ -224,7 +224,7 @@ def _api_cases() -> list[tuple[str, Callable[[Path], Any], type[BaseException], 
     from aprkit.eval.engine.inference import predict
     from aprkit.eval.suites.base import EvalContext
     from aprkit.eval.suites.corruption import CorruptionOptions, evaluate_cell
-    from aprkit.hidden.capture import predict as capture_predict
+    from aprkit.hidden.capture import predict_intervened
     from aprkit.models import create_model, load_model
     from aprkit.train.config import load_config
 
@@ -253,8 +253,9 @@ def _api_cases() -> list[tuple[str, Callable[[Path], Any], type[BaseException], 
         ("check-out-dir-file", lambda d: check_out_dir(d / "afile"), ValueError, r"afile is a file; expected a folder"),
         ("create-model-typo", lambda d: create_model("resnet21"), ValueError, r"unknown model 'resnet21' \(did you mean"),
         ("subset-bool", lambda d: subset(get_dataset("synthetic:8"), True), TypeError, r"n must be a count .*got True"),
-        ("capture-predict-no-replace", lambda d: capture_predict(tiny(), torch.zeros(2, 3, 32, 32), 2, torch.device("cpu"),
-                                                                  site=("layer1", "output")), ValueError,
+        ("capture-predict-no-replace", lambda d: predict_intervened(tiny(), torch.zeros(2, 3, 32, 32), 2,
+                                                                     torch.device("cpu"), site=("layer1", "output")),
+         ValueError,
          r"predict with a site needs replace"),
     ]
 

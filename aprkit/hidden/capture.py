@@ -12,7 +12,7 @@ from torch import nn
 
 from .sites import Site, StopForward, list_blocks, resolve_module, tap
 
-__all__ = ["predict", "capture", "front_blocks", "skipping", "FrontSkip"]
+__all__ = ["predict_intervened", "capture", "front_blocks", "skipping", "FrontSkip"]
 
 
 @dataclass
@@ -71,11 +71,12 @@ def skipping(blocks: Sequence[tuple[nn.Module, tuple[int, ...]]]) -> Iterator[No
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
-             site: Site | None = None, call: int = 0, replace: Callable[[torch.Tensor], torch.Tensor] | None = None,
-             skip: Sequence[tuple[nn.Module, tuple[int, ...]]] = (),
-             feed: tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]] | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_intervened(
+    model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device, site: Site | None = None,
+    call: int = 0, replace: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    skip: Sequence[tuple[nn.Module, tuple[int, ...]]] = (),
+    feed: tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Predictions ``(N,)`` and logits ``(N, K)`` on the CPU for ``images`` ``(N, C, H, W)``.
 
     With ``site``, call number ``call`` of that site is replaced by ``replace(rows)`` for each batch of

@@ -30,7 +30,7 @@ from torch import nn
 from ...fourier import Dims
 from ...hidden import codes as C
 from ...hidden.attach import token_layout
-from ...hidden.capture import FrontSkip, capture, front_blocks, predict
+from ...hidden.capture import FrontSkip, capture, front_blocks, predict_intervened
 from ...hidden.layout import from_grid, to_grid
 from ...hidden.sites import Site, last_activation_site, list_blocks, resolve_module
 from .transplant_tables import plot_sweep, sweep_markdown
@@ -202,13 +202,13 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
     def predict_at(rows_in: torch.Tensor, replace) -> tuple[torch.Tensor, torch.Tensor]:
         feed = None if owner_in is None or owner_mod is None else (
             owner_mod, lambda r: owner_in[rows_in[r].to(owner_in.device)])
-        return predict(model, images[rows_in], batch_size, device, site, idx, replace, front.blocks, feed)
+        return predict_intervened(model, images[rows_in], batch_size, device, site, idx, replace, front.blocks, feed)
 
     def run(rows_in: torch.Tensor, replace) -> torch.Tensor:
         return predict_at(rows_in, replace)[0]
 
     dc_pred = run(ctrl, lambda r: build(ctrl[r], C.dc_only))
-    clean_logits = predict(model, images[ctrl], batch_size, device)[1]
+    clean_logits = predict_intervened(model, images[ctrl], batch_size, device)[1]
     out = []
     for code in codes:
         st = _stats(acts, code, dims, layout_kw, batch_size)
@@ -276,7 +276,7 @@ def _prepare(model, data, labels, n_pairs, generator, batch_size, max_images, nu
         device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
-    clean, logits = predict(model, images, batch_size, device)
+    clean, logits = predict_intervened(model, images, batch_size, device)
     if labels is not None and int(labels.max()) >= logits.shape[1]:
         raise ValueError(f"labels go up to {int(labels.max())} but the model has {logits.shape[1]} outputs; "
                          "pass labels=None")
