@@ -130,7 +130,7 @@ def _data_arg(items: list[str]) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``aprkit eval`` with parsed ``args``; prints a summary and where the report is."""
-    from aprkit.distributed import resolve_device, setup_distributed, teardown_distributed
+    from aprkit.distributed import setup_distributed, teardown_distributed
     from aprkit.eval import evaluate
     from aprkit.eval.engine.runner import load_eval_model
 
@@ -147,13 +147,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("checkpoint applies to one --model; with 'models:' give each entry its own "
                          "{model: SPEC, checkpoint: FILE}")
     check_out_dir(cfg.get("out_dir"), "--out")
-    resolve_device(cfg.get("device", "auto"))  # a bad or missing device fails before any work
-    info = setup_distributed(cfg.get("device", "auto"))  # under torchrun: the process group, each rank on its GPU
+    # resolves (and checks) the device before any work; under torchrun: the process group, each rank on its GPU
+    info = setup_distributed(cfg.get("device", "auto"))
     if info.world > 1:
         cfg["device"] = str(info.device)
     try:
         if models:
-            dev = resolve_device(cfg.get("device", "auto"))
+            dev = info.device
             cfg["model"] = {name: load_eval_model(entry["model"], cfg.get("num_classes"), entry.get("checkpoint"), dev,
                                                   bool(cfg.get("random_init")), bool(cfg.get("drop_head")))[0]
                             for name, entry in models.items()}
