@@ -5,15 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import natural_images
 from torch import nn
 
 from aprkit import fourier
 from aprkit.eval.analyses.phase_bias import sample_pairs
 from aprkit.eval.analyses.transplant import layer_sweep, sample_disagreeing_pairs, transplant_test
-from aprkit.hidden import codes
 from aprkit.eval.report import markdown_block
-
-from conftest import natural_images
+from aprkit.hidden import codes
 
 
 class Block(nn.Module):
@@ -62,7 +61,8 @@ def calibrate_head(model: nn.Module, fc: nn.Linear, x: torch.Tensor) -> nn.Modul
     h = fc.register_forward_hook(lambda m, a, o: seen.append(a[0]))
     model(x)
     h.remove()
-    fc.weight.copy_(torch.randn(fc.weight.shape, generator=torch.Generator().manual_seed(0)) / seen[0].std(0).clamp_min(1e-6))
+    w = torch.randn(fc.weight.shape, generator=torch.Generator().manual_seed(0))
+    fc.weight.copy_(w / seen[0].std(0).clamp_min(1e-6))
     fc.bias.copy_(-(seen[0] @ fc.weight.T).mean(0))
     return model
 
@@ -128,7 +128,8 @@ def test_post_relu_sign_transplant_is_a_noop(setup) -> None:
 
 def test_controls_dc_only_at_readout_and_deletion(setup) -> None:
     model, x = setup
-    res = transplant_test(model, x, ["blocks.1"], code=("phase", "sign"), n_pairs=30, labels=torch.zeros(48, dtype=torch.long))
+    res = transplant_test(model, x, ["blocks.1"], code=("phase", "sign"), n_pairs=30,
+                          labels=torch.zeros(48, dtype=torch.long))
     for r in res["rows"]:
         # the global average pool reads only the channel means: DC-only keeps every prediction
         assert r["dc_only_agreement"] == 1.0
@@ -213,7 +214,8 @@ def test_disagreeing_pairs_weigh_pairs_where_phase_pairs_weigh_images() -> None:
 def test_layer_sweep_table_plot_and_skip_front(setup, tmp_path) -> None:
     model, x = setup
     res = layer_sweep(model, x, "all", n_pairs=20, n_control=20, plot=tmp_path / "sweep.png")
-    assert [(r["block"], r["site"], r["code"]) for r in res["rows"]][:2] == [("blocks.0", "output", "phase"), ("blocks.0", "output", "sign")]
+    assert [(r["block"], r["site"], r["code"]) for r in res["rows"]][:2] == [
+        ("blocks.0", "output", "phase"), ("blocks.0", "output", "sign")]
     assert {r["layer"] for r in res["rows"] if r["site"] == "input"} == {"blocks.0:relu", "blocks.1:relu"}
     assert "| depth |" in res["table"] and (tmp_path / "sweep.png").stat().st_size > 0
     fast = layer_sweep(model, x, "all", n_pairs=20, n_control=20, skip_front=True)
@@ -221,8 +223,8 @@ def test_layer_sweep_table_plot_and_skip_front(setup, tmp_path) -> None:
     assert [{k: v for k, v in r.items() if k not in strip} for r in fast["rows"]] == [
         {k: v for k, v in r.items() if k not in strip} for r in res["rows"]]
     # a site inside a residual block: the block still runs on its true input (the shortcut reads it)
-    inner = [transplant_test(model, x, ["blocks.1.conv2"], code=("phase", "sign"), n_pairs=20, n_control=20, skip_front=sk)
-             for sk in (False, True)]
+    inner = [transplant_test(model, x, ["blocks.1.conv2"], code=("phase", "sign"), n_pairs=20, n_control=20,
+                             skip_front=sk) for sk in (False, True)]
     assert [{k: v for k, v in r.items() if k not in strip} for r in inner[1]["rows"]] == [
         {k: v for k, v in r.items() if k not in strip} for r in inner[0]["rows"]]
     assert all(r["identity_agreement"] == 1.0 for r in inner[1]["rows"])
@@ -271,3 +273,68 @@ def test_read_folder_decodes_class_folders(tmp_path) -> None:
     assert torch.equal(x[0], torch.from_numpy(want).permute(2, 0, 1))
     with pytest.raises(FileNotFoundError):
         read_folder(tmp_path / "missing")
+
+
+def test_complex_codes_by_hand() -> None:
+    """On complex maps the sign code is the phase z/|z| (phase 0 at z == 0) and the magnitude |z|."""
+    a = torch.tensor([[3 + 4j, 0], [1j, -2]], dtype=torch.complex64).reshape(1, 1, 2, 2)
+    b = torch.tensor([[1, 2j], [0, -1 - 1j]], dtype=torch.complex64).reshape(1, 1, 2, 2)
+    want = torch.tensor([[0.6 + 0.8j, 2], [0, -(2**0.5)]], dtype=torch.complex64).reshape(1, 1, 2, 2)
+    assert torch.allclose(codes.transplant(a, b, "sign"), want, atol=1e-6)
+    assert torch.allclose(codes.signum(a), torch.tensor([[0.6 + 0.8j, 1], [1j, -1]]).reshape(1, 1, 2, 2), atol=1e-6)
+    assert torch.equal(codes.magnitude(a, "sign"), torch.tensor([[5.0, 0], [1, 2]]).reshape(1, 1, 2, 2))
+    deleted = codes.with_magnitude(a, torch.full((1, 2, 2), 3.0), "sign")  # magnitude deletion: a mean magnitude
+    assert torch.allclose(deleted, torch.tensor([[1.8 + 2.4j, 3], [3j, -3]]).reshape(1, 1, 2, 2), atol=1e-6)
+    assert torch.allclose(codes.dc_only(a), torch.full_like(a, (1 + 5j) / 4))
+    # the identity swap reproduces the map, for both codes
+    z = torch.randn(2, 3, 4, 5, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    for code in ("sign", "phase"):
+        assert torch.allclose(codes.transplant(z, z, code), z, atol=1e-5)
+    # a real map written as complex gives the real codes' results (sign(0) = +1 = phase 0)
+    x, y = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    x[0, 0, 0, 0] = 0
+    xc, yc = x.to(torch.complex64), y.to(torch.complex64)
+    assert torch.allclose(codes.transplant(xc, yc, "sign"), codes.transplant(x, y, "sign").to(torch.complex64))
+    phase = codes.transplant(xc, yc, "phase")
+    assert torch.allclose(phase.real, codes.transplant(x, y, "phase"), atol=1e-5) and phase.imag.abs().max() < 1e-5
+    mean = codes.magnitude(y, "phase").mean(0)
+    deleted = codes.with_magnitude(xc, mean, "phase")
+    assert torch.allclose(deleted.real, codes.with_magnitude(x, mean, "phase"), atol=1e-5)
+    with pytest.raises(ValueError, match="both be real or both complex"):
+        codes.transplant(xc, y, "sign")
+
+
+def test_to_grid_takes_complex_maps_only_when_asked() -> None:
+    from aprkit.hidden import to_grid
+
+    z = torch.randn(2, 3, 4, 4, dtype=torch.complex64)
+    with pytest.raises(ValueError, match="floating feature map"):
+        to_grid(z)
+    assert to_grid(z, allow_complex=True)[0] is z
+
+
+def test_sweep_on_small_phase_collapse_net() -> None:
+    """The phase-collapse net's blocks output complex maps: the sweep runs on them (output site only)."""
+    from aprkit.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("phase_collapse_cifar", widths=[8, 8, 16, 16, 16, 16, 16, 16]).eval()
+    x = natural_images(32, size=32, seed=3).float() / 255
+    calibrate_head(model, model.classifier, x)
+    res = layer_sweep(model, x, "all", sites=("output",), every=3, n_pairs=16, n_control=16)
+    assert [(r["block"], r["code"]) for r in res["rows"]] == [
+        (f"layers.{i}", c) for i in (0, 3, 6, 7) for c in ("phase", "sign")]
+    for r in res["rows"]:
+        assert r["complex"] and r["negative_fraction"] is None and r["magnitude_variation"] > 0
+        assert r["identity_agreement"] == 1.0  # the identity control: 100 % of the clean predictions
+        assert r["activation_change"] > 0.01 and not r["flags"]
+        assert r["follow_donor"] + r["follow_magnitude"] + r["neither"] == pytest.approx(1.0)
+        assert 0.0 <= r["deletion_agreement"] <= 1.0 and 0.0 <= r["dc_only_agreement"] <= 1.0
+    assert "sign (complex phase)" in res["table"]
+    fast = layer_sweep(model, x, [f"layers.{i}" for i in (0, 6)], sites=("output",), n_pairs=16, n_control=16,
+                       skip_front=True)  # skipped complex blocks hand on complex zeros
+    strip = ("activation_change", "identity_max_logit_diff", "depth")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in fast["rows"]] == [
+        {k: v for k, v in r.items() if k not in strip} for r in res["rows"] if r["block"] in ("layers.0", "layers.6")]
+    with pytest.raises(ValueError, match="no pre-activation site; use sites=\\('output',\\)"):
+        layer_sweep(model, x, "all", sites=("input",), n_pairs=4)

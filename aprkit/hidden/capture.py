@@ -12,15 +12,15 @@ from torch import nn
 
 from .sites import Site, StopForward, list_blocks, resolve_module, tap
 
-__all__ = ["predict_intervened", "capture", "front_blocks", "skipping", "FrontSkip"]
+__all__ = ["predict_intervened", "capture", "count_calls", "front_blocks", "skipping", "FrontSkip"]
 
 
 @dataclass
 class FrontSkip:
-    """What an intervention at a site may skip: ``blocks`` (module, output shape without batch) and, when
-    the site lies inside a block, that block's input ``Site`` (its true input is fed from a capture)."""
+    """What an intervention at a site may skip: ``blocks`` (module, output shape without batch, output dtype)
+    and, when the site lies inside a block, that block's input ``Site`` (its true input is fed from a capture)."""
 
-    blocks: list[tuple[nn.Module, tuple[int, ...]]] = field(default_factory=list)
+    blocks: list[tuple[nn.Module, tuple[int, ...], torch.dtype]] = field(default_factory=list)
     owner_input: Site | None = None
 
 
@@ -31,7 +31,7 @@ def front_blocks(model: nn.Module, site: Site, example: torch.Tensor) -> FrontSk
     output). When ``site`` lies inside a block, that block still runs, on its true input (captured
     beforehand: a residual branch may read it after the site). Valid for block-sequential networks
     (ResNets, MobileNetV2, ViTs), where a block's output feeds only the next block; the identity
-    control checks it. Shapes are measured on ``example`` ``(1, C, H, W)``.
+    control checks it. Shapes and dtypes (complex for complex blocks) are measured on ``example`` ``(1, C, H, W)``.
     """
     full, _ = resolve_module(model, site.module_path)
     blocks = list_blocks(model)
@@ -41,11 +41,11 @@ def front_blocks(model: nn.Module, site: Site, example: torch.Tensor) -> FrontSk
     at_output = full == blocks[owner] and site.op is None and site.site == "output"
     n = owner + 1 if at_output else owner
     mods = [resolve_module(model, b)[1] for b in blocks[:n]]
-    shapes: dict[int, tuple[int, ...]] = {}
+    shapes: dict[int, tuple[tuple[int, ...], torch.dtype]] = {}
 
     def record(k: int) -> Callable[..., None]:
         def hook(m: nn.Module, a: Any, o: torch.Tensor) -> None:
-            shapes.setdefault(k, tuple(o.shape[1:]))
+            shapes.setdefault(k, (tuple(o.shape[1:]), o.dtype))
         return hook
 
     handles = [m.register_forward_hook(record(k)) for k, m in enumerate(mods)]
@@ -55,18 +55,18 @@ def front_blocks(model: nn.Module, site: Site, example: torch.Tensor) -> FrontSk
     finally:
         for h in handles:
             h.remove()
-    return FrontSkip([(m, shapes[k]) for k, m in enumerate(mods)], None if at_output else Site(blocks[owner], "input"))
+    return FrontSkip([(m, *shapes[k]) for k, m in enumerate(mods)], None if at_output else Site(blocks[owner], "input"))
 
 
 @contextmanager
-def skipping(blocks: Sequence[tuple[nn.Module, tuple[int, ...]]]) -> Iterator[None]:
-    """Within the context, each block returns zeros of its recorded shape instead of computing."""
-    for m, shape in blocks:
-        m.forward = lambda x, *a, _s=shape, **k: x.new_zeros((x.shape[0], *_s))
+def skipping(blocks: Sequence[tuple[nn.Module, tuple[int, ...], torch.dtype]]) -> Iterator[None]:
+    """Within the context, each block returns zeros of its recorded shape and dtype instead of computing."""
+    for m, shape, dtype in blocks:
+        m.forward = lambda x, *a, _s=shape, _d=dtype, **k: x.new_zeros((x.shape[0], *_s), dtype=_d)
     try:
         yield
     finally:
-        for m, _ in blocks:
+        for m, _, _ in blocks:
             del m.forward
 
 
@@ -74,7 +74,7 @@ def skipping(blocks: Sequence[tuple[nn.Module, tuple[int, ...]]]) -> Iterator[No
 def predict_intervened(
     model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device, site: Site | None = None,
     call: int = 0, replace: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    skip: Sequence[tuple[nn.Module, tuple[int, ...]]] = (),
+    skip: Sequence[tuple[nn.Module, tuple[int, ...], torch.dtype]] = (),
     feed: tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Predictions ``(N,)`` and logits ``(N, K)`` on the CPU for ``images`` ``(N, C, H, W)``.
@@ -110,6 +110,14 @@ def predict_intervened(
 
 
 @torch.no_grad()
+def count_calls(model: nn.Module, site: Site, example: torch.Tensor) -> int:
+    """How many times ``site`` is called in one forward pass on ``example`` (0: never)."""
+    with tap(model, site, lambda a, i: None) as state:
+        model(example)
+        return state.calls
+
+
+@torch.no_grad()
 def capture(model: nn.Module, images: torch.Tensor, site: Site, batch_size: int, device: torch.device
             ) -> tuple[torch.Tensor, int]:
     """Activations ``(N, ...)`` at ``site`` (on the model's device) and the resolved call index.
@@ -117,11 +125,7 @@ def capture(model: nn.Module, images: torch.Tensor, site: Site, batch_size: int,
     A probe forward counts the calls of the site; ``site.call_index`` (negative counts from the end)
     must pick one when there are several. Each batch's forward stops right after the capture.
     """
-    counted: list[int] = []
-    with tap(model, site, lambda a, i: None) as state:
-        model(images[:1].to(device))
-        counted.append(state.calls)
-    n_calls = counted[0]
+    n_calls = count_calls(model, site, images[:1].to(device))
     if n_calls == 0:
         raise ValueError(f"layer {site.layer!r} was never called in a forward pass; pick a layer the model uses")
     if site.call_index is None and n_calls > 1:

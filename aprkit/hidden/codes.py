@@ -6,7 +6,14 @@
   is ``+1``, so a non-negative (post-ReLU) activation has a constant sign and transplanting it is a
   no-op: ``transplant(a, b, "sign") == b`` whenever ``a >= 0`` and ``b >= 0``.
 
-All Fourier work goes through :mod:`aprkit.fourier`.
+Complex grids (the block outputs of :class:`aprkit.models.PhaseCollapseNet`) are supported natively: the
+elementwise carrier of ``z`` is its complex phase ``z / |z|`` (the sign of a real number is its phase
+``+-1``; ``z == 0`` has phase 0, i.e. carrier ``1``) and its magnitude ``|z|``, so the ``"sign"``
+transplant is ``|z_B| * z_A / |z_A|``. The ``"phase"`` code uses the full complex FFT of the map (its
+spectrum is not Hermitian) and the results stay complex. Real grids give real results.
+
+All Fourier work goes through :mod:`aprkit.fourier` (the amplitude/phase recombination of complex values is
+:func:`aprkit.fourier.with_amplitude`).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Literal
 import torch
 
 from .. import fourier
+from .._checks import check_dims
 
 __all__ = ["Code", "check_code", "signum", "transplant", "magnitude", "with_magnitude", "dc_only"]
 
@@ -30,34 +38,62 @@ def check_code(code: str) -> str:
 
 
 def signum(x: torch.Tensor) -> torch.Tensor:
-    """``+1`` where ``x >= 0``, ``-1`` elsewhere (same shape and dtype)."""
+    """``+1`` where ``x >= 0``, ``-1`` elsewhere (same shape and dtype); for complex ``x`` its phase
+    factor ``x / |x|`` (``1`` where ``x == 0``)."""
+    if x.is_complex():
+        return fourier.with_amplitude(x, 1.0)
     return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
 
 
+def _fft(x: torch.Tensor, dims: fourier.Dims) -> torch.Tensor:
+    """Full complex spectrum of a complex grid over ``dims`` (the real grids go through :mod:`aprkit.fourier`)."""
+    return torch.fft.fftn(x, dim=check_dims(dims))
+
+
+def _ifft(z: torch.Tensor, dims: fourier.Dims) -> torch.Tensor:
+    return torch.fft.ifftn(z, dim=check_dims(dims))
+
+
 def transplant(donor: torch.Tensor, receiver: torch.Tensor, code: Code, dims: fourier.Dims = "hw") -> torch.Tensor:
-    """The donor's carrier (phase or sign) with the receiver's magnitude; both ``(B, C, h, w)``."""
+    """The donor's carrier (phase or sign) with the receiver's magnitude; both ``(B, C, h, w)``, both real
+    or both complex."""
     check_code(code)
+    if donor.is_complex() != receiver.is_complex():
+        raise ValueError(f"donor and receiver must both be real or both complex, got {donor.dtype} and "
+                         f"{receiver.dtype}")
+    if donor.is_complex():
+        if code == "phase":
+            spectrum = fourier.with_amplitude(_fft(donor, dims), fourier.spectral_magnitude(_fft(receiver, dims)))
+            return _ifft(spectrum, dims)
+        return fourier.with_amplitude(donor, fourier.spectral_magnitude(receiver))
     if code == "phase":
         return fourier.swap_amplitude(donor, receiver, dims=dims)
     return signum(donor) * receiver.abs()
 
 
 def magnitude(x: torch.Tensor, code: Code, dims: fourier.Dims = "hw") -> torch.Tensor:
-    """The magnitude of ``x`` ``(B, C, h, w)`` under ``code``: full FFT amplitude or ``|x|``, same shape."""
+    """The magnitude of ``x`` ``(B, C, h, w)`` under ``code``: full FFT amplitude or ``|x|``, same shape, real."""
     check_code(code)
+    if x.is_complex():
+        return fourier.spectral_magnitude(_fft(x, dims) if code == "phase" else x)
     if code == "phase":
         return fourier.amplitude_phase(x, dims=dims)[0]
     return x.abs()
 
 
 def with_magnitude(x: torch.Tensor, mag: torch.Tensor, code: Code, dims: fourier.Dims = "hw") -> torch.Tensor:
-    """``x``'s carrier with the magnitude ``mag`` (broadcastable to ``x``, e.g. a dataset mean ``(C, h, w)``)."""
+    """``x``'s carrier with the magnitude ``mag`` (real, broadcastable to ``x``, e.g. a dataset mean ``(C, h, w)``)."""
     check_code(code)
+    if x.is_complex():
+        mag = mag.to(x.real.dtype)
+        if code == "phase":
+            return _ifft(fourier.with_amplitude(_fft(x, dims), mag), dims)
+        return fourier.with_amplitude(x, mag)
     if code == "phase":
         return fourier.phase_only(x, magnitude=mag, dims=dims)
     return signum(x) * mag.to(x.dtype)
 
 
 def dc_only(x: torch.Tensor) -> torch.Tensor:
-    """Keep only the DC component of each channel: its spatial mean, broadcast over ``(h, w)``."""
+    """Keep only the DC component of each channel: its spatial mean, broadcast over ``(h, w)`` (real or complex)."""
     return x.mean(dim=(-2, -1), keepdim=True).expand_as(x).contiguous()

@@ -48,16 +48,19 @@ def to_grid(
     num_prefix_tokens: int | None = None,
     grid: tuple[int, int] | None = None,
     name: str = "activation",
+    allow_complex: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, GridLayout]:
     """Split ``x`` into a grid ``(B, C, h, w)``, the prefix tokens ``(B, k, D)`` (or ``None``) and its layout.
 
     ``x`` is a feature map ``(B, C, H, W)`` (returned as is) or tokens ``(B, N, D)``. For tokens,
     ``num_prefix_tokens=None`` infers the prefix from ``N`` (see :func:`infer_prefix_tokens`) and
-    ``grid=None`` assumes a square patch grid. Raises ``ValueError`` for anything else.
+    ``grid=None`` assumes a square patch grid. ``allow_complex`` also accepts complex ``x`` (for code that
+    handles complex values, e.g. the transplant test). Raises ``ValueError`` for anything else.
     """
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+    if not isinstance(x, torch.Tensor) or not (x.is_floating_point() or (allow_complex and x.is_complex())):
+        kind = "floating or complex" if allow_complex else "floating"
         raise ValueError(
-            f"{name} must be a floating feature map (B, C, H, W) or token sequence (B, N, D), got {_describe(x)}"
+            f"{name} must be a {kind} feature map (B, C, H, W) or token sequence (B, N, D), got {_describe(x)}"
         )
     if x.ndim == 4:
         if x.shape[-2] < 2 or x.shape[-1] < 2:

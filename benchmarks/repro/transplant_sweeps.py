@@ -3,11 +3,13 @@
 Transplant sweeps (aprkit's ``transplant`` suite, i.e. ``aprkit.eval.layer_sweep``: phase and sign codes at each
 block's output and pre-activation, with the magnitude-deletion, DC-only and identity controls) on the shipped
 ResNet-20 / ResNet-56 and on aprkit-trained GFNet (``gfnet_cifar``), a small timm ViT (4 px patches at 32 px) and
-the phase-collapse network (opt-in, ``--models ... phase_collapse``: its block outputs are complex and
-``layer_sweep`` accepts only real feature maps today; ``--phase-collapse-checkpoint`` reuses study 2's modulus run).
-Writes per model and layer which donor the prediction follows, beside the paper's finding.
+the phase-collapse network (opt-in, ``--models ... phase_collapse``, as it needs training or
+``--phase-collapse-checkpoint``, e.g. study 2's modulus run). Its block outputs are complex: the sign code there is
+the complex phase ``z/|z|`` and the phase code the Fourier phase of the complex map; output site only.
+Writes per model and layer which donor the prediction follows, beside the paper's finding, and the controls.
 
     python benchmarks/repro/transplant_sweeps.py --out runs/repro/transplant --epochs 10 \
+        --models resnet20 resnet56 gfnet_cifar vit_tiny_p4 phase_collapse \
         --phase-collapse-checkpoint runs/repro/phase_collapse/runs/modulus/model.pt
     python benchmarks/repro/transplant_sweeps.py --out /tmp/smoke --smoke
 """
@@ -21,12 +23,23 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from benchmarks.repro.common import (
+    SMOKE,
+    cifar10_spec,
+    fmt_pct,
+    markdown_table,
+    parse_args,
+    parser,
+    train_run,
+    write_outputs,
+)
 from benchmarks.repro.phase_collapse import SMOKE_PC_WIDTHS
-from benchmarks.repro.common import SMOKE, cifar10_spec, fmt_pct, markdown_table, parse_args, parser, train_run, write_outputs
 
 SHIPPED = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
-TRAINED = {"gfnet_cifar": "repro_cifar10_gfnet_cifar_standard.yaml", "vit_tiny_p4": "repro_cifar10_vit_tiny_p4_standard.yaml",
+TRAINED = {"gfnet_cifar": "repro_cifar10_gfnet_cifar_standard.yaml",
+           "vit_tiny_p4": "repro_cifar10_vit_tiny_p4_standard.yaml",
            "phase_collapse": "repro_cifar10_phase_collapse_modulus.yaml"}
+DEFAULT_MODELS = [*SHIPPED, "gfnet_cifar", "vit_tiny_p4"]
 #: (model, site, code) -> the paper's finding (None: every site/code of that model)
 FINDINGS = {
     ("gfnet_cifar", None, "phase"): "follows the phase donor",
@@ -36,8 +49,13 @@ FINDINGS = {
     ("resnet20", "input", "sign"): "pre-ReLU sign carries the code in late blocks",
     ("resnet56", "input", "sign"): "pre-ReLU sign carries the code in late blocks",
 }
+#: (model, site) -> the paper's finding on the DC-only control at the last block
+DC_FINDINGS = {("resnet20", "output"): "DC-only readout (keeps the prediction)",
+               ("resnet56", "output"): "DC-only readout (keeps the prediction)"}
 #: models whose blocks have no activation module or functional ReLU (no pre-activation site)
 OUTPUT_ONLY = ("gfnet_cifar", "phase_collapse")
+#: the controls of each row (agreement with the clean prediction; ``*_accuracy`` with labels)
+CONTROLS = {"deletion": "deletion_agreement", "dc_only": "dc_only_agreement", "identity": "identity_agreement"}
 
 
 def finding(model: str, site: str, code: str) -> str:
@@ -45,47 +63,81 @@ def finding(model: str, site: str, code: str) -> str:
 
 
 def summarise(res: Any) -> list[dict[str, Any]]:
-    """Per model, site and code: follow-donor / follow-magnitude at the first, last and mean block, DC-only."""
+    """Per model, site and code: follow-donor / follow-magnitude and the controls (magnitude deletion, DC-only,
+    identity: agreement with the clean prediction, and accuracy where the suite had labels) at the first, last and
+    mean block, as the transplant suite's rows give them."""
     out = []
     for mid, suites in res.models.items():
-        rows = (suites.get("transplant") or {}).get("rows", [])
+        result = suites.get("transplant") or {}
+        rows = result.get("rows", [])
         for site in dict.fromkeys(r["site"] for r in rows):
             for code in dict.fromkeys(r["code"] for r in rows):
                 sel = sorted((r for r in rows if r["site"] == site and r["code"] == code), key=lambda r: r["depth"])
                 if not sel:
                     continue
-                mean = lambda k: sum(r[k] for r in sel) / len(sel)  # noqa: E731
-                out.append({"model": mid, "site": site, "code": code, "first": [sel[0]["follow_donor"], sel[0]["follow_magnitude"]],
+
+                def mean(k: str, sel: list[dict] = sel) -> float | None:
+                    vals = [r[k] for r in sel if r.get(k) is not None]
+                    return sum(vals) / len(vals) if vals else None
+
+                keys = [*CONTROLS.values(), *(k for k in ("deletion_accuracy", "dc_only_accuracy") if k in sel[-1])]
+                out.append({"model": mid, "site": site, "code": code, "complex": bool(sel[-1].get("complex")),
+                            "first": [sel[0]["follow_donor"], sel[0]["follow_magnitude"]],
                             "last": [sel[-1]["follow_donor"], sel[-1]["follow_magnitude"]],
                             "mean": [mean("follow_donor"), mean("follow_magnitude")],
-                            "per_layer": [{k: r.get(k) for k in ("block", "depth", "follow_donor", "follow_magnitude")} for r in sel],
-                            "finding": finding(mid, site, code)})
+                            "controls": {k: {"last": sel[-1].get(k), "mean": mean(k)} for k in keys},
+                            "clean_accuracy": result.get("clean_accuracy"),
+                            "per_layer": [{k: r.get(k) for k in ("block", "depth", "follow_donor", "follow_magnitude",
+                                                                 *keys)} for r in sel],
+                            "finding": finding(mid, site, code), "dc_finding": DC_FINDINGS.get((mid, site), "-")})
     return out
 
 
+def _pair(a: float | None, b: float | None) -> str:
+    return f"{fmt_pct(a)} / {fmt_pct(b)}"
+
+
 def render(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    body = [[s["model"], s["site"], s["code"], *(f"{fmt_pct(s[k][0])} / {fmt_pct(s[k][1])}" for k in ("first", "last", "mean")),
-             s["finding"]] for s in summary]
+    """``results.md``: one table of follow rates, one of the controls."""
+    from aprkit.eval.analyses.transplant_tables import code_label  # "sign (complex phase)" for complex maps
+
+    follow = [[s["model"], s["site"], code_label(s), *(_pair(*s[k]) for k in ("first", "last", "mean")), s["finding"]]
+              for s in summary]
+    controls = [[s["model"], s["site"], code_label(s),
+                 *(_pair(s["controls"][k]["last"], s["controls"][k]["mean"]) for k in CONTROLS.values()),
+                 fmt_pct(s["clean_accuracy"]), s["dc_finding"]] for s in summary]
+    smoke = "SMOKE RUN, " if meta["smoke"] else ""
     return "\n".join([
-        f"# Study 3: internal Oppenheim-Lim test ({'SMOKE RUN, ' if meta['smoke'] else ''}trained models: {meta['epochs']} epochs)", "",
-        "Follow rates in %: donor (A's phase / sign) / magnitude (B's). Per-layer tables, the DC-only, magnitude-deletion "
-        "and identity controls and the per-layer plots: `eval/report.md`.", "",
-        markdown_table(["model", "site", "code", "first block", "last block", "mean over blocks", "paper's finding"], body),
+        f"# Study 3: internal Oppenheim-Lim test ({smoke}trained models: {meta['epochs']} epochs)", "",
+        "## Which donor the prediction follows", "",
+        "Follow rates in %: donor (A's phase / sign) / magnitude (B's). On complex maps (phase_collapse) the sign is "
+        "the complex phase z/|z| and the phase the Fourier phase of the complex map. Per-layer tables and plots: "
+        "`eval/report.md`.", "",
+        markdown_table(["model", "site", "code", "first block", "last block", "mean over blocks", "paper's finding"],
+                       follow), "",
+        "## Controls", "",
+        "Agreement with the clean prediction in %, last block / mean over blocks: magnitude deleted (each image's "
+        "magnitude replaced by the dataset mean), DC-only (channel means only; the same for both codes), identity "
+        "(A = B, must be 100). Accuracies under the controls: `results.json` and `eval/report.md`.", "",
+        markdown_table(["model", "site", "code", "magnitude deleted", "DC-only", "identity", "clean acc",
+                        "paper's finding (DC-only)"], controls),
     ])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = parser(__doc__.split("\n")[0], default_epochs=10)
-    p.add_argument("--models", nargs="+", default=[*SHIPPED, "gfnet_cifar", "vit_tiny_p4"], choices=[*SHIPPED, *TRAINED],
-                   help="phase_collapse is opt-in: its blocks output complex maps, which layer_sweep rejects today")
-    p.add_argument("--phase-collapse-checkpoint", default=None, help="a trained phase_collapse_cifar (study 2's modulus run)")
+    p.add_argument("--models", nargs="+", default=None, choices=[*SHIPPED, *TRAINED],
+                   help=f"default: {' '.join(DEFAULT_MODELS)}, and phase_collapse with --smoke; phase_collapse is "
+                        "opt-in otherwise (it is trained here unless --phase-collapse-checkpoint is given)")
+    p.add_argument("--phase-collapse-checkpoint", default=None,
+                   help="a trained phase_collapse_cifar (study 2's modulus run)")
     p.add_argument("--n-pairs", type=int, default=1000, help="transplant pairs per site")
     p.add_argument("--batch-size", type=int, default=250, help="evaluation batch size")
     args, out, shared = parse_args(p, argv)
     from aprkit.eval import evaluate
 
     models: dict[str, str] = {}
-    for name in args.models:
+    for name in args.models or [*DEFAULT_MODELS, *(["phase_collapse"] if args.smoke else [])]:
         if name in SHIPPED:
             models[name] = str(shared / "models" / SHIPPED[name])
         elif name == "phase_collapse" and args.phase_collapse_checkpoint:
@@ -93,8 +145,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             smoke_ov: list[str] = []
             if args.smoke:  # smaller networks, so the smoke run stays under a minute on one CPU thread
-                smoke_ov = [f"model.kwargs.widths=[{', '.join(map(str, SMOKE_PC_WIDTHS))}]"] if name == "phase_collapse" \
-                    else ["model.kwargs.depth=2"]
+                pc_widths = f"model.kwargs.widths=[{', '.join(map(str, SMOKE_PC_WIDTHS))}]"
+                smoke_ov = [pc_widths] if name == "phase_collapse" else ["model.kwargs.depth=2"]
             models[name] = train_run(TRAINED[name], out / "runs" / name, args, overrides=smoke_ov)["checkpoint"]
     n_pairs = 32 if args.smoke else args.n_pairs
     summary = []

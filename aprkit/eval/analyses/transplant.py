@@ -7,6 +7,12 @@ A's *carrier* with B's *magnitude* and the rest of the network runs on it:
   token grid, ``dims="hw"``);
 - ``code="sign"``: ``sign(A) * |B|`` elementwise (``sign(0) = +1``).
 
+Complex activations (the block outputs of the phase-collapse network) are handled natively: there the
+elementwise carrier is the complex phase, ``sign(z) = z / |z|`` (phase 0 where ``z == 0``), so the
+``"sign"`` transplant is ``|B| * A / |A|``; ``"phase"`` uses the full complex FFT. The controls are the
+same with ``|z|`` as the magnitude (see :mod:`aprkit.hidden.codes`); rows carry ``complex: True`` and no
+``negative_fraction``.
+
 The prediction then follows A (the carrier donor), B (the magnitude donor) or neither. Controls come
 with every row: magnitude deletion (each image's magnitude replaced by the dataset mean at that
 layer), DC-only (only each channel's spatial mean kept), the A == B identity swap (must reproduce the
@@ -19,10 +25,8 @@ Run it as the ``transplant`` suite: ``aprkit eval --suite transplant --data fold
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,101 +34,16 @@ from torch import nn
 from ...fourier import Dims
 from ...hidden import codes as C
 from ...hidden.attach import token_layout
-from ...hidden.capture import FrontSkip, capture, front_blocks, predict_intervened
+from ...hidden.capture import FrontSkip, capture, count_calls, front_blocks, predict_intervened
 from ...hidden.layout import from_grid, to_grid
 from ...hidden.sites import Site, last_activation_site, list_blocks, resolve_module
+from .transplant_data import Data, load_data, read_folder
 from .transplant_tables import plot_sweep, sweep_markdown
 
 __all__ = ["transplant_test", "layer_sweep", "sample_disagreeing_pairs", "load_data", "read_folder"]
 
-Data = torch.Tensor | tuple | Iterable | torch.utils.data.Dataset
 TRIVIAL_VARIATION = 0.05  # between-image magnitude variation below this flags a trivial result
 INERT_CHANGE = 1e-6  # relative activation change below this flags an inert transplant
-
-
-@runtime_checkable
-class _MapStyle(Protocol):
-    """A map-style dataset: ``len`` and items by index."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> Any: ...
-
-
-def load_data(
-    data: Data, labels: torch.Tensor | None = None, max_images: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Images ``(N, C, H, W)`` float in [0, 1] and labels ``(N,)`` (or ``None``) from a tensor, an
-    ``(images, labels)`` pair, a dataset of ``(image, label)`` or an iterable of such batches.
-
-    From a map-style dataset, ``max_images`` are taken evenly spaced over its length."""
-    if isinstance(data, torch.Tensor):
-        images = data
-    elif isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor) and data[0].ndim == 4:
-        images, labels = data[0], (data[1] if labels is None else labels)
-    else:
-        xs, ys, n = [], [], 0
-        if max_images is not None and isinstance(data, _MapStyle):
-            size = len(data)  # a map-style dataset: spread the pick over it (folders are sorted by class)
-            pick = torch.linspace(0, size - 1, min(max_images, size)).round().long().unique().tolist()
-            data = [data[i] for i in pick]
-        for item in iter(data):  # a dataset yields (C,H,W) (read by index without __iter__), a loader (B,C,H,W)
-            if not (isinstance(item, (tuple, list)) and len(item) >= 2 and isinstance(item[0], torch.Tensor)):
-                raise TypeError("data must be images (N, C, H, W), (images, labels) or an iterable of (image, label)")
-            x, y = item[0], torch.as_tensor(item[1])
-            xs.append(x if x.ndim == 4 else x.unsqueeze(0))
-            ys.append(y.reshape(-1))
-            n += xs[-1].shape[0]
-            if max_images is not None and n >= max_images:
-                break
-        if not xs:
-            raise ValueError("data is empty; expected at least two images")
-        images, labels = torch.cat(xs), (torch.cat(ys) if labels is None else labels)
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise ValueError(f"images must be (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
-    if max_images is not None:
-        images = images[:max_images]
-        labels = labels[:max_images] if labels is not None else None
-    if images.dtype == torch.uint8:
-        images = images.float() / 255
-    elif not images.is_floating_point():
-        raise TypeError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
-    if labels is not None:
-        labels = torch.as_tensor(labels).long().reshape(-1)
-        if labels.shape[0] != images.shape[0]:
-            raise ValueError(f"labels must have one entry per image: {images.shape[0]} images, "
-                             f"{labels.shape[0]} labels")
-    return images, labels
-
-
-def read_folder(
-    root: str | os.PathLike[str], per_class: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """uint8 images ``(N, 3, H, W)``, labels ``(N,)`` and class names from ``root/<class>/*.png|jpg``.
-
-    Class index = sorted folder order; at most ``per_class`` files (sorted by name) per class. All images
-    must share one size. Decoding goes through :func:`aprkit.data.folder.read_image`.
-    """
-    from ...data.folder import find_classes, read_image
-
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} does not exist; expected a folder of <class>/*.png")
-    classes = find_classes(root)
-    if not classes:
-        raise FileNotFoundError(f"{root} has no class folders <class>/*.png")
-    xs, ys = [], []
-    for k, c in enumerate(classes):
-        files = sorted(p for p in (root / c).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-        for f in files[:per_class]:
-            xs.append(read_image(f))
-            ys.append(k)
-    if not xs:
-        raise FileNotFoundError(f"no .png/.jpg images in the class folders of {root}")
-    sizes = {tuple(x.shape) for x in xs}
-    if len(sizes) > 1:
-        raise ValueError(f"images under {root} differ in size ({sorted(sizes)[:3]}...); expected one size")
-    return torch.stack(xs), torch.tensor(ys), classes
 
 
 def sample_disagreeing_pairs(
@@ -156,23 +75,25 @@ def sample_disagreeing_pairs(
 
 
 def _stats(x: torch.Tensor, code: C.Code, dims: Dims, layout_kw: dict, batch_size: int) -> dict[str, Any]:
-    """Dataset-mean magnitude, between-image magnitude variation and the fraction of negative entries."""
+    """Dataset-mean magnitude, between-image magnitude variation and the fraction of negative entries
+    (``None`` for complex activations)."""
     s1: torch.Tensor | None = None
     s2: torch.Tensor | None = None
-    neg = 0.0
+    neg: float | None = None if x.is_complex() else 0.0
     for s in range(0, x.shape[0], batch_size):
         g, _, _ = to_grid(x[s:s + batch_size], **layout_kw)
-        m = C.magnitude(g.float(), code, dims).double()
+        m = C.magnitude(g if g.is_complex() else g.float(), code, dims).double()
         s1 = m.sum(0) if s1 is None else s1 + m.sum(0)
         s2 = (m**2).sum(0) if s2 is None else s2 + (m**2).sum(0)
-        neg += float((g < 0).double().sum())
+        if neg is not None:
+            neg += float((g < 0).double().sum())
     if s1 is None or s2 is None:
         raise ValueError(f"no activations to summarise (shape {tuple(x.shape)}); expected at least one image")
     n = x.shape[0]
     mean, sq = s1 / n, s2 / n
     var_between = (sq - mean**2).clamp_min(0).mean()
     variation = float(var_between.sqrt() / sq.mean().sqrt().clamp_min(1e-30))
-    return {"mean": mean.float(), "variation": variation, "negative_fraction": neg / x.numel()}
+    return {"mean": mean.float(), "variation": variation, "negative_fraction": None if neg is None else neg / x.numel()}
 
 
 def _rate(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -232,7 +153,7 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
         row: dict[str, Any] = {
             "layer": site.layer, "site": site.site, "call_index": idx, "code": code,
             "dims": dims if code == "phase" else None,
-            "shape": list(g0.shape[1:]), "kind": layout.kind, "n_pairs": int(a_idx.numel()),
+            "shape": list(g0.shape[1:]), "kind": layout.kind, "complex": g0.is_complex(), "n_pairs": int(a_idx.numel()),
             "follow_donor": _rate(pred, clean[a_idx]), "follow_magnitude": _rate(pred, clean[b_idx]),
             "identity_agreement": _rate(id_pred, clean[ctrl]),
             "identity_max_logit_diff": float((id_logits - clean_logits).abs().max()),
@@ -284,7 +205,7 @@ def _prepare(model, data, labels, n_pairs, generator, batch_size, max_images, nu
     pairs = (*sample_disagreeing_pairs(clean, n_pairs, gen), torch.randperm(images.shape[0], generator=gen))
     k, auto_grid = token_layout(model)
     layout_kw = {"num_prefix_tokens": num_prefix_tokens if num_prefix_tokens is not None else k,
-                 "grid": grid if grid is not None else auto_grid}
+                 "grid": grid if grid is not None else auto_grid, "allow_complex": True}
     info = {"n_images": int(images.shape[0]), "n_pairs": int(n_pairs), "num_outputs": int(logits.shape[1]),
             "clean_accuracy": _rate(clean, labels) if labels is not None else None}
     return images, labels, device, clean, pairs, layout_kw, info
@@ -366,7 +287,8 @@ def layer_sweep(
     """:func:`transplant_test` over the blocks (``layers="all"``, see :func:`aprkit.hidden.list_blocks`).
 
     ``site="output"`` is each block's output; with ``layers="all"``, ``site="input"`` is the input
-    of each block's last nonlinearity (its pre-activation; ``"<block>:relu"`` for functional ReLUs).
+    of each block's last nonlinearity (its pre-activation; ``"<block>:relu"`` for functional ReLUs);
+    blocks with neither (GFNet, the phase-collapse net, whose outputs are complex) have the output site only.
     Returns ``{"rows", "table" (Markdown), "figure" (path or None), ...}``; ``plot`` is a PNG path.
     ``cache`` (``get(key)``/``put(key, value)``) stores each finished site so a rerun resumes.
     Other keyword arguments are those of :func:`transplant_test`.
@@ -403,6 +325,10 @@ def layer_sweep(
         images, labels, device, clean, pairs, layout_kw, info = _prepare(
             model, data, prep["labels"], n_pairs, prep["generator"], opts["batch_size"], prep["max_images"],
             prep["num_prefix_tokens"], prep["grid"])
+        for _, block, t in targets:  # e.g. GFNet, the phase-collapse net: no activation to read the input of
+            if t.site == "input" and t.op is not None and count_calls(model, t, images[:1].to(device)) == 0:
+                raise ValueError(f"block {block!r} has no activation module and calls no functional {t.op}: it has no "
+                                 "pre-activation site; use sites=('output',) for this model")
         rows: list[dict] = []
         for depth, block, t in tqdm(targets, disable=not progress, desc="layer sweep"):
             key = f"{t.label()}|{','.join(codes)}|{n_pairs}|{ {k: v for k, v in opts.items() if k != 'skip_front'} }"

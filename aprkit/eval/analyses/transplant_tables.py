@@ -12,11 +12,16 @@ from typing import Any
 from ..report.blocks import Table
 from ..report.blocks import code as code_span
 
-__all__ = ["sweep_table", "sweep_markdown", "summary_table", "plot_sweep"]
+__all__ = ["sweep_table", "sweep_markdown", "summary_table", "plot_sweep", "code_label"]
 
 
 def _pct(v: Any) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
+
+
+def code_label(row: Mapping[str, Any]) -> str:
+    """A row's code as the tables print it: the sign of a complex map is its phase ``z/|z|``."""
+    return f"{row['code']} (complex phase)" if row.get("complex") and row["code"] == "sign" else row["code"]
 
 
 def sweep_table(rows: Sequence[Mapping[str, Any]]) -> Table:
@@ -25,13 +30,13 @@ def sweep_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     head = ["depth", "layer @ site", "code", "follow donor", "follow magnitude", "neither",
             "deletion " + ("acc" if acc else "agree"), "DC-only " + ("acc" if acc else "agree"),
             "identity", "mag. variation", "flags"]
-    body = []
+    body: list[list[Any]] = []
     for r in rows:
         idx = f"[{r['call_index']}]" if r["layer"].endswith(":relu") or r.get("call_index") else ""
         flags = "; ".join(f.split(":")[0] for f in r.get("flags", [])) or ""
         body.append([
-            str(r["depth"]), [code_span(f"{r['layer']}{idx}"), f" @ {r['site']}"], r["code"], _pct(r["follow_donor"]),
-            _pct(r["follow_magnitude"]), _pct(r["neither"]),
+            str(r["depth"]), [code_span(f"{r['layer']}{idx}"), f" @ {r['site']}"], code_label(r),
+            _pct(r["follow_donor"]), _pct(r["follow_magnitude"]), _pct(r["neither"]),
             _pct(r.get("deletion_accuracy", r["deletion_agreement"])),
             _pct(r.get("dc_only_accuracy", r["dc_only_agreement"])), _pct(r["identity_agreement"]),
             f"{r['magnitude_variation']:.3f}", flags,
@@ -59,7 +64,7 @@ def summary_table(results: Mapping[str, Mapping[str, Any]]) -> Table:
                 last = max(sel, key=lambda r: r["depth"])
                 md = sum(r["follow_donor"] for r in sel) / len(sel)
                 mm = sum(r["follow_magnitude"] for r in sel) / len(sel)
-                body.append([model_id, site, code_name,
+                body.append([model_id, site, code_label(last),
                              f"{_pct(last['follow_donor'])} / {_pct(last['follow_magnitude'])}",
                              f"{_pct(md)} / {_pct(mm)}", _pct(res.get("clean_accuracy"))])
     return Table(["model", "site", "code", "last block: donor / magnitude", "mean over blocks: donor / magnitude",

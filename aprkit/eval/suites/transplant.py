@@ -112,7 +112,8 @@ class TransplantSuite(Suite[TransplantOptions]):
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         blocks: list = [
             Paragraph("Pairs (A, B) with different clean predictions; B's activation gets A's carrier (Fourier phase, "
-                      "or sign) and B's magnitude. Rates in %; controls: magnitude deleted (dataset-mean magnitude), "
+                      "or sign; on complex maps the sign is the complex phase z/|z|) and B's magnitude. Rates in %; "
+                      "controls: magnitude deleted (dataset-mean magnitude), "
                       "DC-only (channel means only), identity (A = B, must be 100)."),
             summary_table(results),
         ]

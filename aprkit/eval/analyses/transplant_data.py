@@ -1,0 +1,100 @@
+"""Images and labels for the transplant test (:mod:`aprkit.eval.analyses.transplant`): from tensors, datasets,
+loaders or a folder of ``<class>/*.png``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["Data", "load_data", "read_folder"]
+
+Data = torch.Tensor | tuple | Iterable | torch.utils.data.Dataset
+
+
+@runtime_checkable
+class _MapStyle(Protocol):
+    """A map-style dataset: ``len`` and items by index."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
+
+
+def load_data(
+    data: Data, labels: torch.Tensor | None = None, max_images: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images ``(N, C, H, W)`` float in [0, 1] and labels ``(N,)`` (or ``None``) from a tensor, an
+    ``(images, labels)`` pair, a dataset of ``(image, label)`` or an iterable of such batches.
+
+    From a map-style dataset, ``max_images`` are taken evenly spaced over its length."""
+    if isinstance(data, torch.Tensor):
+        images = data
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor) and data[0].ndim == 4:
+        images, labels = data[0], (data[1] if labels is None else labels)
+    else:
+        xs, ys, n = [], [], 0
+        if max_images is not None and isinstance(data, _MapStyle):
+            size = len(data)  # a map-style dataset: spread the pick over it (folders are sorted by class)
+            pick = torch.linspace(0, size - 1, min(max_images, size)).round().long().unique().tolist()
+            data = [data[i] for i in pick]
+        for item in iter(data):  # a dataset yields (C,H,W) (read by index without __iter__), a loader (B,C,H,W)
+            if not (isinstance(item, (tuple, list)) and len(item) >= 2 and isinstance(item[0], torch.Tensor)):
+                raise TypeError("data must be images (N, C, H, W), (images, labels) or an iterable of (image, label)")
+            x, y = item[0], torch.as_tensor(item[1])
+            xs.append(x if x.ndim == 4 else x.unsqueeze(0))
+            ys.append(y.reshape(-1))
+            n += xs[-1].shape[0]
+            if max_images is not None and n >= max_images:
+                break
+        if not xs:
+            raise ValueError("data is empty; expected at least two images")
+        images, labels = torch.cat(xs), (torch.cat(ys) if labels is None else labels)
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
+    if max_images is not None:
+        images = images[:max_images]
+        labels = labels[:max_images] if labels is not None else None
+    if images.dtype == torch.uint8:
+        images = images.float() / 255
+    elif not images.is_floating_point():
+        raise TypeError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
+    if labels is not None:
+        labels = torch.as_tensor(labels).long().reshape(-1)
+        if labels.shape[0] != images.shape[0]:
+            raise ValueError(f"labels must have one entry per image: {images.shape[0]} images, "
+                             f"{labels.shape[0]} labels")
+    return images, labels
+
+
+def read_folder(
+    root: str | os.PathLike[str], per_class: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """uint8 images ``(N, 3, H, W)``, labels ``(N,)`` and class names from ``root/<class>/*.png|jpg``.
+
+    Class index = sorted folder order; at most ``per_class`` files (sorted by name) per class. All images
+    must share one size. Decoding goes through :func:`aprkit.data.folder.read_image`.
+    """
+    from ...data.folder import find_classes, read_image
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} does not exist; expected a folder of <class>/*.png")
+    classes = find_classes(root)
+    if not classes:
+        raise FileNotFoundError(f"{root} has no class folders <class>/*.png")
+    xs, ys = [], []
+    for k, c in enumerate(classes):
+        files = sorted(p for p in (root / c).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        for f in files[:per_class]:
+            xs.append(read_image(f))
+            ys.append(k)
+    if not xs:
+        raise FileNotFoundError(f"no .png/.jpg images in the class folders of {root}")
+    sizes = {tuple(x.shape) for x in xs}
+    if len(sizes) > 1:
+        raise ValueError(f"images under {root} differ in size ({sorted(sizes)[:3]}...); expected one size")
+    return torch.stack(xs), torch.tensor(ys), classes
