@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import torch
 
-from ._random import ItemGenerators, RandomSource, for_each_item, normal, randint, uniform
+from ._random import RandomSource, normal, poisson, uniform
 
 __all__ = ["gaussian_noise", "shot_noise", "impulse_noise", "impulse_bytes", "speckle_noise"]
 
@@ -33,22 +33,7 @@ def shot_noise(x: torch.Tensor, c: float, generator: RandomSource = None, *,
     if levels:
         k = x.to(torch.int32) if x.dtype == torch.uint8 else torch.mul(x, 255).round_().to(torch.int32)
         return _poisson_from_levels(k, float(c), generator).div_(c)
-    return _poisson((x * c).clamp_min(0.0), generator) / c
-
-
-def _poisson(rate: torch.Tensor, generator: RandomSource) -> torch.Tensor:
-    """Poisson counts ``(B, ...)`` of ``rate`` (same dtype); per-image generators draw each image alone."""
-    if isinstance(generator, ItemGenerators):
-        gens = generator.generators
-        return torch.cat(for_each_item(lambda i: _poisson(rate[i:i + 1], gens[i]), len(gens), rate[0].numel()))
-    if rate.device.type == "cpu":  # NumPy's Poisson sampler is ~10x faster than torch's on the CPU
-        import numpy as np
-
-        seed = int(randint(0, 2**62, (1,), generator, torch.device("cpu")))
-        counts = np.random.default_rng(seed).poisson(rate.double().numpy())
-        return torch.from_numpy(counts).to(rate.dtype)
-    dev = generator.device if generator is not None else rate.device
-    return torch.poisson(rate.to(dev), generator=generator).to(rate.device)
+    return poisson((x * c).clamp_min(0.0), generator) / c
 
 
 @lru_cache(maxsize=8)
