@@ -19,7 +19,7 @@ from PIL import Image
 
 from aprkit.corruptions import digital, noise, spatter, weather
 from aprkit.corruptions._common import _filter_axis, filter2d, finish, gaussian_filter, gaussian_kernel1d, pad2d
-from aprkit.corruptions._random import ItemKeys, uniform
+from aprkit.corruptions._random import ItemKeys, poisson_levels, uniform
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,7 +68,7 @@ def test_shot_noise_bin_table_equals_guide_table(c: float) -> None:
     v = torch.randint(0, 256, (3, 3, 40, 50), generator=_gen(1), dtype=torch.int32)
     v[0, 0, :2] = 0
     v[0, 0, 2:4] = 255
-    ours = noise._poisson_from_levels(v, c, _gen(7))
+    ours = poisson_levels(v, c, _gen(7))
     assert torch.equal(ours, _old_poisson_from_levels(v, c, _gen(7)))
 
 

@@ -136,6 +136,8 @@ def test_keys_move_to_the_requested_device_and_errors() -> None:
         uniform((4, 2), 0.0, 1.0, ik, CPU)
     with pytest.raises(ValueError, match="high - low <= 2"):
         randint(0, 2**40, (3,), ik, CPU)
+    with pytest.raises(ValueError, match="rates up to 512"):
+        poisson(torch.full((3, 2), 600.0), ik)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -182,9 +184,10 @@ def test_randint_range_and_histogram(low: int, high: int) -> None:
              torch.full((high - low,), r.numel() / (high - low), dtype=torch.float64))
 
 
-@pytest.mark.parametrize("lam", [0.0, 0.3, 4.0, 9.99, 10.0, 30.0, 60.0])
+@pytest.mark.parametrize("lam", [0.0, 0.3, 1.0, 4.0, 9.99, 60.0, 64.0, 300.0])
 def test_poisson_matches_its_pmf(lam: float) -> None:
-    """Inversion below rate 10, transformed rejection from 10 on: mean, variance and the pmf of the counts."""
+    """Rates split into table levels (none below 1, two above 256) and an inverted remainder: mean, variance and
+    the pmf of the counts."""
     n = 200_000
     k = poisson(torch.full((100, n // 100), lam), ItemKeys(_keys(100, seed=3))).double().flatten()
     assert torch.equal(k, k.round()) and float(k.min()) >= 0

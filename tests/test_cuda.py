@@ -285,7 +285,8 @@ def test_corruption_device_generator_224(name: str, frost_ok: bool) -> None:
 
 def test_item_draws_identical_on_device() -> None:
     """The counter-based per-image draws on the device equal the CPU's: integer hash and uniforms exactly,
-    normals (``erfinv``) to a few ulps, Poisson counts except where ``lgamma``/``log`` rounding flips one."""
+    normals (``erfinv``) to a few ulps, Poisson counts except where ``lgamma``/``exp`` rounding of the CDF
+    tables flips one."""
     from aprkit.corruptions._random import ItemKeys, normal, poisson, randint, uniform
 
     seeds = item_seeds(0, "draws", 3, "cifar", torch.arange(64))

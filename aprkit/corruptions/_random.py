@@ -29,7 +29,7 @@ import torch
 
 from .._hash import stable_hash64
 
-__all__ = ["item_seeds", "ItemKeys", "RandomSource", "uniform", "normal", "randint", "poisson"]
+__all__ = ["item_seeds", "ItemKeys", "RandomSource", "uniform", "normal", "randint", "poisson", "poisson_levels"]
 
 _M64 = (1 << 64) - 1
 _GOLDEN, _C1, _C2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # SplitMix64
@@ -90,11 +90,6 @@ def _steps(count: int, device: torch.device) -> torch.Tensor:
 def words(streams: torch.Tensor, count: int) -> torch.Tensor:
     """Words ``0..count-1`` of each stream ``(N,)``: ``(N, count)`` int64."""
     return mix64_(streams[:, None] + _steps(count, streams.device))
-
-
-def words_at(streams: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Word ``positions[e]`` of stream ``streams[e]`` (same shapes, int64): the same values as ``words``."""
-    return mix64_((positions + 1).mul_(_signed(_GOLDEN)).add_(streams))
 
 
 def half_words(streams: torch.Tensor, numel: int) -> torch.Tensor:
@@ -252,45 +247,37 @@ def poisson(rate: torch.Tensor, generator: RandomSource) -> torch.Tensor:
     return torch.poisson(rate.to(dev), generator=generator).to(rate.device)
 
 
-#: rates from here on draw by Hoermann's transformed rejection with squeeze (PTRS, 1993); smaller ones by inversion
-_PTRS_MIN = 10.0
-#: inversion steps at most (rates below 10: a count of 64 has probability < 1e-30)
-_INVERSION_STEPS = 64
-
-
-def _unit_at(keys: ItemKeys, call: int, lane: int, flat_index: torch.Tensor, numel: int) -> torch.Tensor:
-    """Float64 uniforms in [0, 1) of the elements ``flat_index`` (into ``(N, numel)``) from sub-stream ``lane`` of
-    ``call``: the high 32 bits of word ``j`` for element ``j``."""
-    return unit(words_at(keys.streams(call, lane).index_select(0, flat_index // numel), flat_index % numel),
-                torch.float64)
+#: per-image Poisson draws: rates up to this (shot noise: at most 500 photons per unit intensity)
+_ITEM_POISSON_MAX = 512.0
+#: inversion steps at most (rates below 1: a count of 32 has probability < 1e-35)
+_INVERSION_STEPS = 32
 
 
 def _item_poisson(rate: torch.Tensor, keys: ItemKeys) -> torch.Tensor:
-    """Poisson counts per element of ``rate`` ``(N, ...)`` from one draw call of ``keys``, vectorised over the
-    batch: inversion (one uniform of lane 0) below ``_PTRS_MIN``, else PTRS, whose ``r``-th attempt takes its two
-    uniforms from lanes ``2r + 1`` and ``2r + 2`` of the element, so every count depends on its own values only."""
-    n = len(keys)
-    if rate.shape[0] != n:
-        raise ValueError(f"{n} per-image keys for a batch of {rate.shape[0]} images (shape {tuple(rate.shape)})")
-    lam = rate.to(device=keys.device, dtype=torch.float64).flatten()
-    numel = rate[0].numel() if n else 0
-    call = keys.next_call()
-    counts = torch.zeros_like(lam)
-    small = ((lam > 0) & (lam < _PTRS_MIN)).nonzero().squeeze(1)
-    if small.numel():
-        counts.index_copy_(0, small, _inversion(lam.index_select(0, small), _unit_at(keys, call, 0, small, numel)))
-    todo, lane = (lam >= _PTRS_MIN).nonzero().squeeze(1), 1
-    while todo.numel():
-        u = _unit_at(keys, call, lane, todo, numel).sub_(0.5)
-        k, done = _ptrs_attempt(lam.index_select(0, todo), u, _unit_at(keys, call, lane + 1, todo, numel))
-        took = done.nonzero().squeeze(1)
-        counts.index_copy_(0, todo.index_select(0, took), k.index_select(0, took))
-        todo, lane = todo[~done], lane + 2
-    return counts.reshape(rate.shape).to(device=rate.device, dtype=rate.dtype)
+    """Poisson counts of ``rate`` ``(N, ...)`` (at most ``_ITEM_POISSON_MAX``) from per-image keys, exactly, by
+    splitting each rate: ``Poisson(r) = Poisson(c v / 255) + Poisson(r - c v / 255)`` for ``v = floor(255 r / c)``
+    (a sum of independent Poisson counts is Poisson), ``c`` the power of two that bounds the rates. The first part
+    comes from the levels' inverse-CDF tables (``poisson_levels``), the remainder (below ``c / 255``) is split
+    again with ``c / 255`` until ``c <= 1``, then drawn by inversion: every part is one draw call."""
+    r = rate.to(device=keys.device, dtype=torch.float64).clamp_min(0.0)
+    top = float(r.max()) if r.numel() else 0.0
+    if not top <= _ITEM_POISSON_MAX:
+        raise ValueError(f"Poisson draws with per-image keys take rates up to {_ITEM_POISSON_MAX:g}, got {top:g}")
+    c = 2.0 ** math.ceil(math.log2(top)) if top > 1 else 1.0
+    counts = torch.zeros_like(r)
+    while c > 1:
+        v = torch.mul(r, 255.0 / c).floor_().clamp_(0, 255).to(torch.int32)
+        counts += poisson_levels(v, c, keys)
+        r = r.sub_(v * (c / 255.0)).clamp_min_(0.0)  # the tables' rate of level v is v * (c / 255)
+        c /= 255.0
+    u = uniform(r.shape, 0.0, 1.0, keys, keys.device, torch.float64)
+    counts += _inversion(r.flatten(), u.flatten()).view(r.shape)
+    return counts.to(device=rate.device, dtype=rate.dtype)
 
 
 def _inversion(lam: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The first ``k`` with ``u <= P(Poisson(lam) <= k)`` (float64), all elements stepping up together."""
+    """The first ``k`` with ``u <= P(Poisson(lam) <= k)`` (float64, small ``lam``), all elements stepping up
+    together."""
     k = torch.zeros_like(lam)
     idx = torch.arange(lam.numel(), device=lam.device)
     p = torch.exp(-lam)
@@ -306,17 +293,51 @@ def _inversion(lam: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return k
 
 
-def _ptrs_attempt(lam: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One PTRS attempt for rates ``lam >= 10`` with ``u`` uniform in [-0.5, 0.5), ``v`` in [0, 1): the candidate
-    counts and whether each is accepted."""
-    b = lam.sqrt().mul_(2.53).add_(0.931)
-    a = b * 0.02483 - 0.059
-    inv_alpha = 1.1328 / (b - 3.4) + 1.1239
-    vr = 0.9277 - 3.6224 / (b - 2)
-    us = 0.5 - u.abs()
-    k = torch.floor((2 * a / us + b) * u + lam + 0.43)
-    accept = (us >= 0.07) & (v <= vr)
-    reject = (k < 0) | ((us < 0.013) & (v > us))
-    bound = k * lam.log() - lam - torch.lgamma(k + 1)
-    accept |= ~reject & (v.log() + inv_alpha.log() - (a / (us * us) + b).log() <= bound)
-    return k, accept
+@lru_cache(maxsize=16)
+def _poisson_tables(c: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Flat float64 CDF ``(256 * k_max,)`` of Poisson(``c * v / 255``) per level ``v`` and the bin table
+    ``(256 * bins,)`` (float32, ``bins`` a power of two): entry ``(v, j)`` is the count itself when every ``u`` in
+    ``[j / bins, (j + 1) / bins)`` has the same answer, else ``-1 - lo`` with ``lo`` the first count whose CDF
+    reaches ``j / bins`` (the answer lies between ``lo`` and the first count reaching ``(j + 1) / bins``)."""
+    k_max = int(c + 12 * math.sqrt(c) + 12)
+    lam = torch.arange(256, dtype=torch.float64, device=device)[:, None] * (c / 255.0)
+    k = torch.arange(k_max, dtype=torch.float64, device=device)[None, :]
+    logpmf = k * torch.log(lam.clamp_min(1e-300)) - lam - torch.lgamma(k + 1)
+    pmf = torch.where(lam > 0, logpmf.exp(), (k == 0).to(torch.float64))
+    cdf = pmf.cumsum(dim=1).clamp_max(1.0)
+    cdf[:, -1] = 1.0  # the truncated tail (< 1e-12) goes to the last count
+    bins = 1 << (16 * k_max - 1).bit_length()  # ~16 bins per count: few bins hold a CDF step
+    edges = torch.arange(bins + 1, dtype=torch.float64, device=device) / bins  # exact: bins is a power of two
+    first = torch.searchsorted(cdf, edges.expand(256, bins + 1).contiguous(), side="left")  # (256, bins + 1)
+    lo, hi = first[:, :-1], first[:, 1:]
+    table = torch.where(lo == hi, lo, -1 - lo).to(torch.float32)
+    return cdf.flatten(), table.flatten(), k_max, bins
+
+
+def poisson_levels(v: torch.Tensor, c: float, generator: RandomSource) -> torch.Tensor:
+    """Poisson counts (float32) with rates ``c * v / 255`` for integer levels ``v`` in 0..255 (int32).
+
+    Inverse-CDF sampling: the count is the first ``k`` with ``u <= cdf[v, k]`` (float64 ``u`` and CDF).
+    ``u * bins`` is exact (``bins`` is a power of two), so its bin ``j`` bounds the answer between the first
+    counts whose CDF reaches ``j / bins`` and ``(j + 1) / bins``; where those agree (all but a few percent of
+    the draws) the bin table holds the answer, and a few vectorised steps over the rest end their search. The
+    result is exactly that of a binary search, far cheaper than ``searchsorted`` over all ``256 * k_max`` keys."""
+    flat_cdf, table, k_max, bins = _poisson_tables(float(c), v.device)
+    u = uniform(v.shape, 0.0, 1.0, generator, v.device, torch.float64).flatten()
+    vf = v.flatten()
+    key = torch.add(u.mul_(bins).to(torch.int32), vf, alpha=bins)  # v * bins + floor(u * bins); u * bins exact
+    counts = table.index_select(0, key)
+    act = (counts < 0).nonzero().squeeze(1)
+    if act.numel():  # walk from the bin's first candidate while cdf[v, k] < u
+        rows = vf.index_select(0, act).long() * k_max
+        pos, ua = (-1 - counts.index_select(0, act)).long(), u.index_select(0, act).div_(bins)
+        sub = torch.arange(act.numel(), device=v.device)
+        while True:
+            more = (flat_cdf.index_select(0, rows.index_select(0, sub) + pos.index_select(0, sub))
+                    < ua.index_select(0, sub)).nonzero().squeeze(1)
+            if not more.numel():
+                break
+            sub = sub.index_select(0, more)
+            pos.index_add_(0, sub, torch.ones_like(sub))
+        counts.index_copy_(0, act, pos.to(counts.dtype))
+    return counts.reshape(v.shape)
