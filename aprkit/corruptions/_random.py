@@ -104,7 +104,7 @@ def _scaled(w: torch.Tensor, bits: int, dtype: torch.dtype, offset: float) -> to
     the float 0-dim offset makes ``add`` convert ``t`` itself."""
     shift = w.element_size() * 8 - bits
     t = torch.bitwise_right_shift(w, shift) if shift else w
-    return torch.add(torch.tensor(offset, dtype=dtype, device=w.device), t, alpha=2.0**-bits)
+    return torch.add(torch.full((), offset, dtype=dtype, device=w.device), t, alpha=2.0**-bits)  # a fill: no copy
 
 
 def unit(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -194,7 +194,7 @@ def _half_normals(keys: ItemKeys, numel: int, dtype: torch.dtype) -> torch.Tenso
     w = half_words(keys.streams(keys.next_call()), numel)
     bits, dtype = (31, dtype) if dtype == torch.float64 else (24, torch.float32)
     odd = torch.bitwise_right_shift(w, 31 - bits).bitwise_or_(1) if bits < 31 else w.bitwise_or(1)  # < 2^bits
-    scale = torch.tensor(2.0**-bits, dtype=dtype, device=w.device)  # a float 0-dim factor: mul converts odd itself
+    scale = torch.full((), 2.0**-bits, dtype=dtype, device=w.device)  # a float 0-dim factor: mul converts odd itself
     return torch.mul(odd, scale).erfinv_()  # odd * 2^-bits: exact
 
 
