@@ -18,11 +18,18 @@ side in the same process and timed interleaved (min over ``--repeats``; process 
 robust on a shared machine): ms/img per corruption, the speed-up, and the totals with and without
 glass and zoom blur, and whether the outputs are identical (CODE_VERSION 3: float rounding moved a few uint8
 values of the filters, motion blur and elastic transform; with one generator per batch the draws also follow
-the smaller CPU chunks). Where ``imagecorruptions`` cannot run, the ratio to it is projected from the one
-quoted in issue 17 for the code before this work (4.4x without glass and zoom blur, at 224 px, one thread,
-measured with one generator per batch: ``--draws generator`` repeats that setting):
+the smaller CPU chunks; CODE_VERSION 4: every draw with per-image seeds). Where ``imagecorruptions`` cannot
+run, the ratio to it is projected from the one quoted in issue 17 for the code before this work (4.4x without
+glass and zoom blur, at 224 px, one thread, measured with one generator per batch: ``--draws generator``
+repeats that setting):
 
     python benchmarks/bench_corruptions.py --threads 1 --baseline-rev 524acee [--draws generator]
+
+``--draw-overhead [NAME ...]`` with ``--baseline-rev REV`` times, at 32 px, per-image seeds of the working copy
+and of ``REV`` against one CPU generator for the batch: the per-image draw overhead (CODE_VERSION 4 replaced the
+per-image CPU generators with counter-based hashes on the images' device):
+
+    python benchmarks/bench_corruptions.py --threads 1 --batch32 500 --baseline-rev 1844c57 --draw-overhead
 """
 
 from __future__ import annotations
@@ -211,6 +218,29 @@ def report_vs_baseline(rev: str, batch: int, repeats: int, clock_name: str, draw
           f"baseline code x {gain:.2f} measured now): {QUOTED_IC_RATIO_WITHOUT_GLASS_ZOOM * gain:.1f}x")
 
 
+def draw_overhead_vs_baseline(rev: str, batch: int, repeats: int, clock_name: str, names: Sequence[str]) -> None:
+    """Per-image draw overhead at 32 px (cifar preset, severity 3), same process: ms/img with per-image seeds for
+    the working copy and for revision ``rev``, and with one CPU generator for the batch (the same code in both,
+    drawing with torch's fused samplers); ``seeds - one generator`` is what per-image reproducibility costs."""
+    from aprkit.corruptions import corrupt, item_seeds
+
+    baseline = load_baseline(rev)
+    clock = time.process_time if clock_name == "cpu" else time.perf_counter
+    x = synthetic_images(batch, 32, noise=0.15)
+    print(f"\n32x32 (cifar preset, severity 3, batch {batch}), {clock_name} time, min of {repeats}; "
+          f"baseline: aprkit.corruptions at {rev}; us/img")
+    print(f"{'corruption':18s} {'base seeds':>10s} {'seeds':>8s} {'one gen':>8s} {'base overhead':>14s} "
+          f"{'overhead':>9s}")
+    for name in names:
+        seeds = item_seeds(0, name, 3, "cifar", torch.arange(batch))
+        fns = {"base": lambda: baseline.corrupt(x, name, 3, "cifar", seeds=seeds),  # noqa: B023
+               "new": lambda: corrupt(x, name, 3, "cifar", seeds=seeds),  # noqa: B023
+               "gen": lambda: corrupt(x, name, 3, "cifar", torch.Generator().manual_seed(0))}  # noqa: B023
+        us = {k: v / batch * 1e6 for k, v in interleaved_min(fns, repeats, clock).items()}
+        print(f"{name:18s} {us['base']:10.1f} {us['new']:8.1f} {us['gen']:8.1f} {us['base'] - us['gen']:14.1f} "
+              f"{us['new'] - us['gen']:9.1f}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="aprkit.corruptions throughput")
     ap.add_argument("--device", default="cpu")
@@ -226,9 +256,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="--baseline-rev timing: process CPU time (default with one thread) or wall time")
     ap.add_argument("--draws", choices=("items", "generator"), default="items",
                     help="--baseline-rev randomness: per-image seeds or one generator per batch (issue 17's figures)")
+    ap.add_argument("--draw-overhead", nargs="*", metavar="NAME", default=None,
+                    help="with --baseline-rev: per-image draw overhead at 32 px (batch --batch32) of these corruptions "
+                         "(all when none is named)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.baseline_rev and args.draw_overhead is not None:
+        from aprkit.corruptions import list_corruptions
+
+        clock = args.clock or ("cpu" if torch.get_num_threads() == 1 else "wall")
+        print(f"device=cpu threads={torch.get_num_threads()}")
+        draw_overhead_vs_baseline(args.baseline_rev, args.batch32, args.repeats, clock,
+                                  args.draw_overhead or list_corruptions())
+        return 0
     if args.baseline_rev:
         clock = args.clock or ("cpu" if torch.get_num_threads() == 1 else "wall")
         print(f"device=cpu threads={torch.get_num_threads()}")

@@ -60,26 +60,18 @@ def test_each_image_is_independent_of_its_batch(images: torch.Tensor, name: str)
 
 @pytest.mark.parametrize("mapsize", [4, 32])
 def test_fog_plasma_one_draw_per_image_and_batch_invariant(mapsize: int, monkeypatch) -> None:
-    """Each image's plasma map comes from one draw of its own generator, so it is the same in any batch."""
-    from aprkit.corruptions._random import ItemGenerators
+    """The plasma maps take one draw call of the per-image keys (no torch RNG), so each is the same in any batch."""
+    from aprkit.corruptions._random import ItemKeys
     from aprkit.corruptions.weather import plasma_fractal
 
     seeds = item_seeds(5, "fog", 3, "cifar", torch.arange(6))
-    calls = []
-    rand = torch.rand
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs.get("generator"))
-        return rand(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "rand", spy)
-    gens = ItemGenerators(seeds)
-    whole = plasma_fractal(6, mapsize, 2.5, gens)
-    assert calls == gens.generators  # one call per image, each with that image's generator
-    monkeypatch.setattr(torch, "rand", rand)
+    monkeypatch.setattr(torch, "rand", None)  # any call into torch's RNG fails
+    keys = ItemKeys(seeds)
+    whole = plasma_fractal(6, mapsize, 2.5, keys)
+    assert keys.counter == 1  # one draw call for all levels of all maps
     assert whole.shape == (6, mapsize, mapsize) and whole.amin() == 0 and whole.amax() == 1
     for a, b in ((0, 1), (2, 5), (5, 6)):
-        assert torch.equal(plasma_fractal(b - a, mapsize, 2.5, ItemGenerators(seeds[a:b])), whole[a:b])
+        assert torch.equal(plasma_fractal(b - a, mapsize, 2.5, ItemKeys(seeds[a:b])), whole[a:b])
     assert not torch.equal(whole[0], whole[1])
 
 
@@ -189,13 +181,9 @@ def test_eval_cells_identical_under_two_process_gloo(small_set, tmp_path) -> Non
 
 @pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "impulse_noise", "elastic_transform"])
 def test_per_image_draws_do_not_depend_on_the_thread_count(name: str) -> None:
-    """Large per-image draws run on a thread pool; every image keeps its own generator, so the values
-    are the same with 1 thread and with several."""
-    from aprkit.corruptions import corrupt
-    from aprkit.corruptions._random import _PARALLEL_MIN_VALUES, item_seeds
-
+    """Per-image draws are elementwise integer hashes: the same values with 1 thread and with several (the
+    224-px tensors are large enough for torch to split them across threads)."""
     x = torch.randint(0, 256, (3, 3, 112, 112), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
-    assert x[0].numel() >= _PARALLEL_MIN_VALUES  # the threaded path is taken
     seeds = item_seeds(0, name, 3, "imagenet", torch.arange(3))
     before = torch.get_num_threads()
     try:
@@ -206,3 +194,25 @@ def test_per_image_draws_do_not_depend_on_the_thread_count(name: str) -> None:
     finally:
         torch.set_num_threads(before)
     assert torch.equal(one, many)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_seeded_corruptions_use_no_torch_or_numpy_generator(dtype: torch.dtype, monkeypatch) -> None:
+    """With ``seeds`` every draw is hashed from the per-image keys on the images' device: no ``torch.Generator``,
+    no torch or NumPy sampler is called (on a GPU nothing random runs on the host)."""
+    x = natural_images(4, 32, seed=4)
+    x = x if dtype == torch.uint8 else x.to(dtype) / 255
+    calls: list[str] = []
+
+    def spy(name: str, fn):
+        def wrapped(*args, **kwargs):
+            calls.append(name)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    for name in ("rand", "randn", "randint", "randperm", "poisson", "normal", "Generator"):
+        monkeypatch.setattr(torch, name, spy(name, getattr(torch, name)))
+    monkeypatch.setattr(np.random, "default_rng", spy("default_rng", np.random.default_rng))
+    for name in _names():
+        corrupt(x, name, 3, "cifar", seeds=item_seeds(0, name, 3, "cifar", torch.arange(4)))
+    assert calls == []

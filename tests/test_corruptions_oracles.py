@@ -19,7 +19,7 @@ from PIL import Image
 
 from aprkit.corruptions import digital, noise, spatter, weather
 from aprkit.corruptions._common import _filter_axis, filter2d, finish, gaussian_filter, gaussian_kernel1d, pad2d
-from aprkit.corruptions._random import ItemGenerators, uniform
+from aprkit.corruptions._random import ItemKeys, poisson_levels, uniform
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -68,7 +68,7 @@ def test_shot_noise_bin_table_equals_guide_table(c: float) -> None:
     v = torch.randint(0, 256, (3, 3, 40, 50), generator=_gen(1), dtype=torch.int32)
     v[0, 0, :2] = 0
     v[0, 0, 2:4] = 255
-    ours = noise._poisson_from_levels(v, c, _gen(7))
+    ours = poisson_levels(v, c, _gen(7))
     assert torch.equal(ours, _old_poisson_from_levels(v, c, _gen(7)))
 
 
@@ -268,8 +268,8 @@ def _old_plasma(batch: int, mapsize: int, wibbledecay: float, generator) -> torc
 def test_plasma_in_place_equals_old(mapsize: int) -> None:
     assert torch.equal(weather.plasma_fractal(3, mapsize, 1.7, _gen(11)), _old_plasma(3, mapsize, 1.7, _gen(11)))
     seeds = [5, 6]
-    assert torch.equal(weather.plasma_fractal(2, mapsize, 2.0, ItemGenerators(seeds)),
-                       _old_plasma(2, mapsize, 2.0, ItemGenerators(seeds)))
+    assert torch.equal(weather.plasma_fractal(2, mapsize, 2.0, ItemKeys(seeds)),
+                       _old_plasma(2, mapsize, 2.0, ItemKeys(seeds)))
 
 
 def _old_elastic(x: torch.Tensor, c: tuple, generator) -> torch.Tensor:
@@ -395,5 +395,5 @@ def test_uint8_shortcuts_equal_the_float_path() -> None:
         assert torch.equal(corrupt(x, "impulse_noise", s, "tinyimagenet", _gen(s)),
                            finish(corrupt(xf, "impulse_noise", s, "tinyimagenet", _gen(s)), torch.uint8))
         seeds = item_seeds(1, "shot_noise", s, "tinyimagenet", torch.arange(3))
-        on_levels = noise.shot_noise(x, 25.0, ItemGenerators(seeds), levels=True)
-        assert torch.equal(on_levels, noise.shot_noise(x.float() / 255, 25.0, ItemGenerators(seeds), levels=True))
+        on_levels = noise.shot_noise(x, 25.0, ItemKeys(seeds), levels=True)
+        assert torch.equal(on_levels, noise.shot_noise(x.float() / 255, 25.0, ItemKeys(seeds), levels=True))

@@ -4,7 +4,8 @@ Skipped without CUDA. ``APRKIT_TEST_DEVICE=cpu`` runs the same checks with the C
 device (how this module is tested on machines without a GPU); ``benchmarks/gpu_check.py`` runs it first.
 Random draws come from CPU generators wherever an API takes one, so device and CPU see the same random
 streams and must agree to float tolerance; where a path draws on the device, determinism and statistics
-are checked instead.
+are checked instead. Per-image seeds (``corrupt(seeds=...)``, the eval's generated cells) are hashed on the
+device and must give the CPU's draws: integers and uniforms exactly, the rest to float rounding.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 
 from aprkit import fourier
 from aprkit.augment import APRSP, APRPair, APRSingleBatch, apr_pair
-from aprkit.corruptions import corrupt, find_frost_dir, list_corruptions
+from aprkit.corruptions import corrupt, find_frost_dir, item_seeds, list_corruptions
 from aprkit.hidden import FeatureAPR
 from conftest import natural_images
 
@@ -280,6 +281,81 @@ def test_corruption_device_generator_224(name: str, frost_ok: bool) -> None:
     assert d.max() <= 1 and (d > 0).double().mean() < 1e-3
     if name not in ("jpeg_compression",):  # every other corruption visibly changes a 224 px image at severity 3
         assert not torch.equal(a, x)
+
+
+def test_item_draws_identical_on_device() -> None:
+    """The counter-based per-image draws on the device equal the CPU's: integer hash and uniforms exactly,
+    normals (``erfinv``) to a few ulps, Poisson counts except where ``lgamma``/``exp`` rounding of the CDF
+    tables flips one."""
+    from aprkit.corruptions._random import ItemKeys, normal, poisson, randint, uniform
+
+    seeds = item_seeds(0, "draws", 3, "cifar", torch.arange(64))
+
+    def draws(dev: torch.device) -> list[torch.Tensor]:
+        k = ItemKeys(seeds, dev)
+        assert k.keys.device.type == dev.type
+        return [uniform((64, 3, 32, 32), 0.0, 1.0, k, dev), uniform((64, 1023), -1.0, 1.0, k, dev, torch.float64),
+                randint(-2, 2, (2, 2, 64, 900), k, dev, torch.int8, batch_dim=2), randint(0, 10**6, (64, 5), k, dev),
+                normal((64, 3, 32, 32), 0.0, 0.08, k, dev), normal((64, 77), 1.0, 2.0, k, dev, torch.float64),
+                poisson(torch.linspace(0, 60, 3072, device=dev).repeat(64, 1), k)]
+
+    cpu, dev = draws(torch.device("cpu")), draws(DEVICE)
+    for i, (c, d) in enumerate(zip(cpu, dev, strict=True)):
+        _on_device(d)
+        assert d.shape == c.shape and d.dtype == c.dtype, i
+        if i < 4:
+            assert torch.equal(d.cpu(), c), i
+        elif i < 6:
+            torch.testing.assert_close(d.cpu(), c, rtol=8 * torch.finfo(c.dtype).eps, atol=1e-7)
+        else:
+            assert (d.cpu() != c).double().mean() <= 1e-4
+
+
+@pytest.mark.parametrize("name", list_corruptions())
+@pytest.mark.usefixtures("no_tf32")
+def test_seeded_corruption_matches_cpu(name: str, x8: torch.Tensor, frost_ok: bool) -> None:
+    """``seeds=``: the device hashes the same per-image draws as the CPU, so results agree as with a CPU generator
+    (shot noise on float input included: both sides draw its Poisson counts from the same hashed uniforms)."""
+    _frost_guard(name, frost_ok)
+    x, seeds = x8[:4], item_seeds(3, name, 3, "cifar", torch.arange(4))
+    assert_images_close(corrupt(x.to(DEVICE), name, 3, "cifar", seeds=seeds),
+                        corrupt(x, name, 3, "cifar", seeds=seeds), frac=2e-2)
+    xf = x.float() / 255
+    dev_f = corrupt(xf.to(DEVICE), name, 3, "cifar", seeds=seeds)
+    _on_device(dev_f)
+    assert (dev_f.cpu() - corrupt(xf, name, 3, "cifar", seeds=seeds)).abs().mean() < 2e-3
+
+
+def test_seeded_corruptions_and_evaluate_use_no_host_generator(monkeypatch, x8: torch.Tensor, frost_ok: bool) -> None:
+    """On the device, seeded corruptions (and ``evaluate``'s generated cells) draw nothing from a
+    ``torch.Generator``, torch's samplers or NumPy: no per-image host generator, no host loop per image."""
+    import numpy as np
+
+    from aprkit.eval import evaluate
+    from aprkit.eval.engine.inference import TensorImageDataset
+
+    calls: list[str] = []
+
+    def spy(name: str, fn):
+        def wrapped(*args, **kwargs):
+            calls.append(name)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    net = TinyNet().calibrate(x8.float() / 255).to(DEVICE)
+    data = TensorImageDataset(x8, torch.arange(len(x8)) % 10)
+    for name in ("rand", "randn", "randint", "randperm", "poisson", "normal", "Generator"):
+        monkeypatch.setattr(torch, name, spy(name, getattr(torch, name)))
+    monkeypatch.setattr(np.random, "default_rng", spy("default_rng", np.random.default_rng))
+    x = x8.to(DEVICE)
+    for name in list_corruptions():
+        if name != "frost" or frost_ok:
+            _on_device(corrupt(x, name, 3, "cifar", seeds=item_seeds(0, name, 3, "cifar", torch.arange(len(x)))))
+    assert calls == []
+    evaluate(net, suite="corruption", data=data, device=DEVICE, corruptions=["gaussian_noise", "glass_blur", "fog"],
+             severities=[3], batch_size=4, progress=False, report=False, model_id="tiny",
+             options={"check_classes": False})
+    assert calls == []
 
 
 # --------------------------------------------------------------------------------------------- evaluate / train

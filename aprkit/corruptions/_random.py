@@ -1,16 +1,27 @@
-"""Random draws of the corruption families (not public API) and the per-image seeds.
+"""Random draws of the corruption families (not public API) and the per-image keys.
 
 Randomness comes from a ``RandomSource``: one ``torch.Generator`` for the whole batch (or ``None``, the
-global RNG), or ``ItemGenerators`` (one generator per image, seeded by ``item_seeds``): then every draw
-of image ``i`` comes from its own generator, so its result does not depend on the other images of the
-batch (batch size, worker count, process count, ``limit``).
+global RNG), or ``ItemKeys``: one 63-bit key per image (``item_seeds``) on the images' device and a draw
+counter. With ``ItemKeys`` the ``k``-th draw call gives element ``j`` (row-major within the image) of image
+``i`` a value that is a pure function of ``(key_i, k, j)``: a SplitMix64 hash computed with torch integer ops
+for the whole batch at once, on the keys' device (no Python loop per image, no host generator). An image's
+values therefore do not depend on its batch (size, neighbours, slicing, workers, processes), on the thread
+count or on the device: the integer hash is exact everywhere, uniforms and integers are identical on every
+device and normals (``erfinv``) agree to float rounding.
+
+The hash: call ``k`` (and sub-stream ``lane``, for draws that need more numbers per element) gives image ``i``
+the stream ``s = mix64(key_i + c(k, lane))``; its ``p``-th 64-bit word is ``mix64(s + (p + 1) * golden)`` (a
+SplitMix64 sequence started at ``s``), and element ``j`` takes the 32-bit half ``j % 2`` of word ``j // 2``
+(low half first): uniforms use its high 24 bits (float32) or all 32 (float64), normals invert the normal CDF
+there, integers multiply-shift it. ``mix64`` is SplitMix64's finaliser; torch's int64 multiplication wraps as
+it needs, and its right shifts are arithmetic, so they are masked to logical ones.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import math
+from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -18,15 +29,28 @@ import torch
 
 from .._hash import stable_hash64
 
-__all__ = ["item_seeds", "ItemGenerators", "RandomSource", "for_each_item", "uniform", "normal", "randint"]
+__all__ = ["item_seeds", "ItemKeys", "RandomSource", "uniform", "normal", "randint", "poisson", "poisson_levels"]
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M64 = (1 << 64) - 1
+_GOLDEN, _C1, _C2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # SplitMix64
+
+
+def _signed(v: int) -> int:
+    """The int64 with the bits of the unsigned 64-bit ``v``."""
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _mix64_int(z: int) -> int:
+    """SplitMix64's finaliser of an unsigned 64-bit Python int."""
+    z = ((z ^ (z >> 30)) * _C1) & _M64
+    z = ((z ^ (z >> 27)) * _C2) & _M64
+    return z ^ (z >> 31)
 
 
 def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -> torch.Tensor:
-    """Generator seeds ``(N,)`` int64 (non-negative) of the images at dataset ``indices`` for one corruption.
+    """Per-image keys ``(N,)`` int64 (non-negative, 63 bits) of the images at dataset ``indices`` for one corruption.
 
-    Seed ``i`` is a function of ``(seed, name, severity, preset, indices[i])`` only (a SplitMix64 mix of
+    Key ``i`` is a function of ``(seed, name, severity, preset, indices[i])`` only (a SplitMix64 mix of
     the index into ``aprkit._hash.stable_hash64`` of the rest), so image ``i`` gets the same corruption whatever batch,
     worker or process it is computed in.
     """
@@ -39,98 +63,122 @@ def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -
     base = np.uint64(stable_hash64("aprkit.corruptions", int(seed), name, int(severity), preset) >> 1)  # 63 bits
     z = idx.cpu().numpy().astype(np.uint64)
     with np.errstate(over="ignore"):  # uint64 arithmetic wraps, as SplitMix64 intends
-        z = base + (z + np.uint64(1)) * _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = base + (z + np.uint64(1)) * np.uint64(_GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_C1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_C2)
         z = z ^ (z >> np.uint64(31))
     return torch.from_numpy((z >> np.uint64(1)).astype(np.int64))
 
 
-class ItemGenerators:
-    """One CPU ``torch.Generator`` per image of a batch, seeded from ``seeds`` (e.g. ``item_seeds``).
+def mix64_(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser of int64 ``z``, in place (and returned): logical shifts, wrapping products."""
+    t = torch.empty_like(z)
+    for shift, mult in ((30, _C1), (27, _C2), (31, 0)):
+        torch.bitwise_right_shift(z, shift, out=t).bitwise_and_((1 << (64 - shift)) - 1)
+        z.bitwise_xor_(t)
+        if mult:
+            z.mul_(_signed(mult))
+    return z
 
-    Passed where a generator is expected, the draw helpers below take image ``i``'s values from
-    generator ``i`` (in the same order for every batch), so each image's result is independent of
-    the batch it is in; slicing (``gens[a:b]``) keeps the generators (and their states).
+
+@lru_cache(maxsize=32)
+def _steps(count: int, device: torch.device) -> torch.Tensor:
+    """``(p + 1) * golden`` (int64, wrapped) for ``p < count``: the SplitMix64 increments of words ``0..count-1``."""
+    return torch.arange(1, count + 1, dtype=torch.int64, device=device).mul_(_signed(_GOLDEN))
+
+
+def words(streams: torch.Tensor, count: int) -> torch.Tensor:
+    """Words ``0..count-1`` of each stream ``(N,)``: ``(N, count)`` int64."""
+    return mix64_(streams[:, None] + _steps(count, streams.device))
+
+
+def half_words(streams: torch.Tensor, numel: int) -> torch.Tensor:
+    """``(N, numel)`` int32: element ``j`` is the 32-bit half ``j % 2`` (low first) of word ``j // 2`` of each
+    stream (the int32 view of little-endian words, as CPUs and GPUs store them)."""
+    return words(streams, (numel + 1) // 2).view(torch.int32)[:, :numel]
+
+
+def _scaled(w: torch.Tensor, bits: int, dtype: torch.dtype, offset: float) -> torch.Tensor:
+    """``offset + t * 2^-bits`` in ``dtype`` for ``t`` the signed high ``bits`` bits of the integer words ``w`` (``t``
+    in ``[-2^(bits-1), 2^(bits-1))``): exact, so every device gives the same values. One pass after the shift:
+    the float 0-dim offset makes ``add`` convert ``t`` itself."""
+    shift = w.element_size() * 8 - bits
+    t = torch.bitwise_right_shift(w, shift) if shift else w
+    return torch.add(torch.full((), offset, dtype=dtype, device=w.device), t, alpha=2.0**-bits)  # a fill: no copy
+
+
+def unit(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Uniforms in [0, 1) from the high ``b`` bits of integer words (multiples of ``2^-b``): float64 ``b = 32``,
+    else float32 ``b = 24``."""
+    return _scaled(w, 32, dtype, 0.5) if dtype == torch.float64 else _scaled(w, 24, torch.float32, 0.5)
+
+
+class ItemKeys:
+    """Per-image counter-based random streams: 63-bit ``keys`` ``(N,)`` (e.g. ``item_seeds``) on a device.
+
+    Every draw call takes the next value of ``counter``; slicing (``keys[a:b]``) keeps the images' keys and
+    the current counter, so a slice draws what the same images draw in the whole batch.
     """
 
-    def __init__(self, seeds: Any = (), *, generators: Sequence[torch.Generator] | None = None) -> None:
-        if generators is not None:
-            self.generators = list(generators)
-            return
-        s = torch.as_tensor(seeds)
-        if s.ndim != 1 or s.dtype.is_floating_point or s.dtype.is_complex or s.dtype == torch.bool:
+    def __init__(self, keys: Any, device: torch.device | str | None = None, *, counter: int = 0) -> None:
+        k = torch.as_tensor(keys)
+        if k.ndim != 1 or k.dtype.is_floating_point or k.dtype.is_complex or k.dtype == torch.bool:
             raise TypeError(f"seeds must be a 1-D integer sequence (one seed per image), "
-                            f"got {s.dtype} shape {tuple(s.shape)}")
-        self.generators = [torch.Generator().manual_seed(v) for v in s.tolist()]
+                            f"got {k.dtype} shape {tuple(k.shape)}")
+        self.keys = k.to(device=device if device is not None else k.device, dtype=torch.int64)
+        self.counter = int(counter)
 
     def __len__(self) -> int:
-        return len(self.generators)
+        return self.keys.shape[0]
 
-    def __iter__(self) -> Iterator[torch.Generator]:
-        return iter(self.generators)
+    def __getitem__(self, index: slice) -> ItemKeys:
+        return ItemKeys(self.keys[index], counter=self.counter)
 
-    def __getitem__(self, index: slice) -> ItemGenerators:
-        return ItemGenerators(generators=self.generators[index])
+    @property
+    def device(self) -> torch.device:
+        return self.keys.device
+
+    def next_call(self) -> int:
+        """The index of a new draw call (the counter advances)."""
+        self.counter += 1
+        return self.counter - 1
+
+    def streams(self, call: int, lane: int = 0) -> torch.Tensor:
+        """Stream keys ``(N,)`` of draw ``call``, sub-stream ``lane`` (a further independent stream per image)."""
+        if not (0 <= call < 1 << 32 and 0 <= lane < 1 << 32):
+            raise ValueError(f"call and lane must be in [0, 2^32), got {call} and {lane}")
+        c = _mix64_int((((call << 32) | lane) * _GOLDEN + _GOLDEN) & _M64)
+        return mix64_(self.keys + _signed(c))
 
 
-RandomSource = torch.Generator | ItemGenerators | None
+RandomSource = torch.Generator | ItemKeys | None
 
 
-def _gen_device(generator: RandomSource, device: torch.device) -> torch.device:
-    if isinstance(generator, ItemGenerators):
-        return torch.device("cpu")
+def _gen_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
     return generator.device if generator is not None else device
 
 
-#: per-image draws of at least this many values go to a thread pool (torch's CPU samplers are single-threaded
-#: and release the GIL; each image has its own generator, so the values do not depend on the threading)
-_PARALLEL_MIN_VALUES = 1 << 15
-_POOL: ThreadPoolExecutor | None = None
-_POOL_SIZE = 0
-_POOL_LOCK = threading.Lock()
-
-
-def for_each_item(fn: Callable[[int], Any], n: int, values_per_item: int) -> list[Any]:
-    """``[fn(i) for i in range(n)]``, on up to ``torch.get_num_threads()`` threads when each call draws at
-    least ``_PARALLEL_MIN_VALUES`` values (at 224 px a Gaussian noise field takes ~1.5 ms per image)."""
-    threads = min(torch.get_num_threads(), n)
-    if threads < 2 or values_per_item < _PARALLEL_MIN_VALUES:
-        return [fn(i) for i in range(n)]
-    global _POOL, _POOL_SIZE
-    with _POOL_LOCK:
-        if _POOL is None or _POOL_SIZE < threads:
-            if _POOL is not None:
-                _POOL.shutdown(wait=False)
-            _POOL, _POOL_SIZE = ThreadPoolExecutor(threads, thread_name_prefix="aprkit-draw"), threads
-        pool = _POOL
-    return list(pool.map(fn, range(n)))
-
-
-def _per_item(draw: Any, shape: Sequence[int], gens: ItemGenerators, batch_dim: int,
-              dtype: torch.dtype) -> torch.Tensor:
-    """``draw(item_shape, generator, out)`` for every image, gathered along ``batch_dim`` of ``shape`` (CPU)."""
+def _item_shape(shape: Sequence[int], keys: ItemKeys, batch_dim: int) -> tuple[int, ...]:
     shape = tuple(shape)
-    if shape[batch_dim] != len(gens):
-        raise ValueError(f"{len(gens)} per-image generators for a batch of {shape[batch_dim]} images (shape {shape})")
-    item = shape[:batch_dim] + shape[batch_dim + 1:]
-    numel = int(np.prod(item)) if item else 1
-    g = gens.generators
-    if batch_dim == 0:  # each image's slice is contiguous: draw straight into it
-        out = torch.empty(shape, dtype=dtype)
-        for_each_item(lambda i: draw(item, g[i], out[i]), len(g), numel)
-        return out
-    parts = for_each_item(lambda i: draw(item, g[i], torch.empty(item, dtype=dtype)), len(g), numel)
-    return torch.stack(parts, dim=batch_dim)
+    if shape[batch_dim] != len(keys):
+        raise ValueError(f"{len(keys)} per-image keys for a batch of {shape[batch_dim]} images (shape {shape})")
+    return shape[:batch_dim] + shape[batch_dim + 1:]
+
+
+def _per_image(flat: torch.Tensor, item: tuple[int, ...], batch_dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """``(N, numel)`` values -> ``shape`` with the image axis at ``batch_dim``."""
+    return flat.reshape(flat.shape[0], *item).movedim(0, batch_dim).to(dtype)
 
 
 def uniform(shape: Sequence[int], low: float, high: float, generator: RandomSource,
             device: torch.device, dtype: torch.dtype = torch.float32, batch_dim: int = 0) -> torch.Tensor:
     """Uniform samples in ``[low, high)`` drawn from ``generator`` (on its device), moved to ``device``.
 
-    ``batch_dim``: the image axis of ``shape`` (used by ``ItemGenerators``)."""
-    if isinstance(generator, ItemGenerators):
-        u = _per_item(lambda s, g, o: torch.rand(s, generator=g, out=o), shape, generator, batch_dim, dtype)
+    ``batch_dim``: the image axis of ``shape`` (used by ``ItemKeys``)."""
+    if isinstance(generator, ItemKeys):
+        item = _item_shape(shape, generator, batch_dim)
+        w = half_words(generator.streams(generator.next_call()), math.prod(item))
+        u = _per_image(unit(w, dtype), item, batch_dim, dtype)
     else:
         u = torch.rand(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
     if low == 0.0 and high == 1.0:  # the identity affine map: skip two passes
@@ -138,11 +186,25 @@ def uniform(shape: Sequence[int], low: float, high: float, generator: RandomSour
     return u.mul_(high - low).add_(low).to(device)  # in place on the fresh draw: the values of u * (high - low) + low
 
 
+def _half_normals(keys: ItemKeys, numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """``(N, numel)`` draws of ``N(0, 1/2)`` by inversion: ``erfinv(v)`` for ``v`` uniform on the odd multiples
+    of ``2^-b`` in (-1, 1) (exact), from the high ``b`` bits of each half-word: float64 ``b = 31``, else
+    (float32 arithmetic) ``b = 24``, where ``|z| = sqrt(2) |erfinv(v)|`` stays below 5.42 (a tail of
+    probability 6e-8 is cut; 6.1 and 1e-9 for float64)."""
+    w = half_words(keys.streams(keys.next_call()), numel)
+    bits, dtype = (31, dtype) if dtype == torch.float64 else (24, torch.float32)
+    odd = torch.bitwise_right_shift(w, 31 - bits).bitwise_or_(1) if bits < 31 else w.bitwise_or(1)  # < 2^bits
+    scale = torch.full((), 2.0**-bits, dtype=dtype, device=w.device)  # a float 0-dim factor: mul converts odd itself
+    return torch.mul(odd, scale).erfinv_()  # odd * 2^-bits: exact
+
+
 def normal(shape: Sequence[int], mean: float, std: float, generator: RandomSource,
            device: torch.device, dtype: torch.dtype = torch.float32, batch_dim: int = 0) -> torch.Tensor:
     """Normal samples ``N(mean, std^2)`` drawn from ``generator``, moved to ``device``."""
-    if isinstance(generator, ItemGenerators):
-        z = _per_item(lambda s, g, o: torch.randn(s, generator=g, out=o), shape, generator, batch_dim, dtype)
+    if isinstance(generator, ItemKeys):
+        item = _item_shape(shape, generator, batch_dim)
+        z = _per_image(_half_normals(generator, math.prod(item), dtype), item, batch_dim, dtype)
+        std = std * math.sqrt(2.0)  # erfinv of a uniform on (-1, 1) has variance 1/2
     else:
         z = torch.randn(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
     z.mul_(std)  # in place on the fresh draw: the values of z * std + mean
@@ -151,11 +213,131 @@ def normal(shape: Sequence[int], mean: float, std: float, generator: RandomSourc
 
 def randint(low: int, high: int, shape: Sequence[int], generator: RandomSource,
             device: torch.device, dtype: torch.dtype = torch.int64, batch_dim: int = 0) -> torch.Tensor:
-    """Integers in ``[low, high)`` (like ``np.random.randint``) drawn from ``generator``, moved to ``device``."""
-    if isinstance(generator, ItemGenerators):
-        r = _per_item(lambda s, g, o: torch.randint(low, high, s, generator=g, out=o), shape, generator, batch_dim,
-                      dtype)
-    else:
-        r = torch.randint(low, high, tuple(shape), generator=generator, device=_gen_device(generator, device),
-                          dtype=dtype)
+    """Integers in ``[low, high)`` (like ``np.random.randint``) drawn from ``generator``, moved to ``device``.
+
+    ``ItemKeys`` (ranges ``n = high - low`` up to ``2^31``): ``low + (u * n >> b)`` for ``u`` the high ``b`` bits of
+    a 32-bit half-word, ``b = 24`` for ``n <= 128`` (int32 arithmetic) else 32: a multiply-shift, exact integer
+    math, each value's probability off by at most ``n / 2^b`` relative."""
+    if isinstance(generator, ItemKeys):
+        n, low = int(high) - int(low), int(low)
+        if not 1 <= n <= 1 << 31:
+            raise ValueError(f"randint with per-image keys needs 1 <= high - low <= 2^31, got [{low}, {high})")
+        item = _item_shape(shape, generator, batch_dim)
+        numel = math.prod(item)
+        w = half_words(generator.streams(generator.next_call()), numel)
+        if n <= 1 << 7:  # (u24 * n) < 2^31
+            r = torch.bitwise_right_shift(w, 8).add_(1 << 23).mul_(n).bitwise_right_shift_(24)
+        else:  # (u32 * n) < 2^63
+            r = w.to(torch.int64).add_(1 << 31).mul_(n).bitwise_right_shift_(32)
+        return _per_image(r.add_(low) if low else r, item, batch_dim, dtype).to(device)
+    r = torch.randint(low, high, tuple(shape), generator=generator, device=_gen_device(generator, device),
+                      dtype=dtype)
     return r.to(device)
+
+
+def poisson(rate: torch.Tensor, generator: RandomSource) -> torch.Tensor:
+    """Poisson counts of ``rate`` ``(B, ...)`` (non-negative), in ``rate``'s dtype and device."""
+    if isinstance(generator, ItemKeys):
+        return _item_poisson(rate, generator)
+    if rate.device.type == "cpu":  # NumPy's Poisson sampler is ~10x faster than torch's on the CPU
+        seed = int(randint(0, 2**62, (1,), generator, torch.device("cpu")))
+        counts = np.random.default_rng(seed).poisson(rate.double().numpy())
+        return torch.from_numpy(counts).to(rate.dtype)
+    dev = generator.device if generator is not None else rate.device
+    return torch.poisson(rate.to(dev), generator=generator).to(rate.device)
+
+
+#: per-image Poisson draws: rates up to this (shot noise: at most 500 photons per unit intensity)
+_ITEM_POISSON_MAX = 512.0
+#: inversion steps at most (rates below 1: a count of 32 has probability < 1e-35)
+_INVERSION_STEPS = 32
+
+
+def _item_poisson(rate: torch.Tensor, keys: ItemKeys) -> torch.Tensor:
+    """Poisson counts of ``rate`` ``(N, ...)`` (at most ``_ITEM_POISSON_MAX``) from per-image keys, exactly, by
+    splitting each rate: ``Poisson(r) = Poisson(c v / 255) + Poisson(r - c v / 255)`` for ``v = floor(255 r / c)``
+    (a sum of independent Poisson counts is Poisson), ``c`` the power of two that bounds the rates. The first part
+    comes from the levels' inverse-CDF tables (``poisson_levels``), the remainder (below ``c / 255``) is split
+    again with ``c / 255`` until ``c <= 1``, then drawn by inversion: every part is one draw call."""
+    r = rate.to(device=keys.device, dtype=torch.float64).clamp_min(0.0)
+    top = float(r.max()) if r.numel() else 0.0
+    if not top <= _ITEM_POISSON_MAX:
+        raise ValueError(f"Poisson draws with per-image keys take rates up to {_ITEM_POISSON_MAX:g}, got {top:g}")
+    c = 2.0 ** math.ceil(math.log2(top)) if top > 1 else 1.0
+    counts = torch.zeros_like(r)
+    while c > 1:
+        v = torch.mul(r, 255.0 / c).floor_().clamp_(0, 255).to(torch.int32)
+        counts += poisson_levels(v, c, keys)
+        r = r.sub_(v * (c / 255.0)).clamp_min_(0.0)  # the tables' rate of level v is v * (c / 255)
+        c /= 255.0
+    u = uniform(r.shape, 0.0, 1.0, keys, keys.device, torch.float64)
+    counts += _inversion(r.flatten(), u.flatten()).view(r.shape)
+    return counts.to(device=rate.device, dtype=rate.dtype)
+
+
+def _inversion(lam: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The first ``k`` with ``u <= P(Poisson(lam) <= k)`` (float64, small ``lam``), all elements stepping up
+    together."""
+    k = torch.zeros_like(lam)
+    idx = torch.arange(lam.numel(), device=lam.device)
+    p = torch.exp(-lam)
+    cdf = p.clone()
+    for step in range(1, _INVERSION_STEPS + 1):
+        more = (u > cdf).nonzero().squeeze(1)
+        if not more.numel():
+            break
+        idx, lam, u, p, cdf = (t.index_select(0, more) for t in (idx, lam, u, p, cdf))
+        p = p.mul_(lam).div_(step)
+        cdf = cdf.add_(p)
+        k.index_fill_(0, idx, float(step))
+    return k
+
+
+@lru_cache(maxsize=16)
+def _poisson_tables(c: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Flat float64 CDF ``(256 * k_max,)`` of Poisson(``c * v / 255``) per level ``v`` and the bin table
+    ``(256 * bins,)`` (float32, ``bins`` a power of two): entry ``(v, j)`` is the count itself when every ``u`` in
+    ``[j / bins, (j + 1) / bins)`` has the same answer, else ``-1 - lo`` with ``lo`` the first count whose CDF
+    reaches ``j / bins`` (the answer lies between ``lo`` and the first count reaching ``(j + 1) / bins``)."""
+    k_max = int(c + 12 * math.sqrt(c) + 12)
+    lam = torch.arange(256, dtype=torch.float64, device=device)[:, None] * (c / 255.0)
+    k = torch.arange(k_max, dtype=torch.float64, device=device)[None, :]
+    logpmf = k * torch.log(lam.clamp_min(1e-300)) - lam - torch.lgamma(k + 1)
+    pmf = torch.where(lam > 0, logpmf.exp(), (k == 0).to(torch.float64))
+    cdf = pmf.cumsum(dim=1).clamp_max(1.0)
+    cdf[:, -1] = 1.0  # the truncated tail (< 1e-12) goes to the last count
+    bins = 1 << (16 * k_max - 1).bit_length()  # ~16 bins per count: few bins hold a CDF step
+    edges = torch.arange(bins + 1, dtype=torch.float64, device=device) / bins  # exact: bins is a power of two
+    first = torch.searchsorted(cdf, edges.expand(256, bins + 1).contiguous(), side="left")  # (256, bins + 1)
+    lo, hi = first[:, :-1], first[:, 1:]
+    table = torch.where(lo == hi, lo, -1 - lo).to(torch.float32)
+    return cdf.flatten(), table.flatten(), k_max, bins
+
+
+def poisson_levels(v: torch.Tensor, c: float, generator: RandomSource) -> torch.Tensor:
+    """Poisson counts (float32) with rates ``c * v / 255`` for integer levels ``v`` in 0..255 (int32).
+
+    Inverse-CDF sampling: the count is the first ``k`` with ``u <= cdf[v, k]`` (float64 ``u`` and CDF).
+    ``u * bins`` is exact (``bins`` is a power of two), so its bin ``j`` bounds the answer between the first
+    counts whose CDF reaches ``j / bins`` and ``(j + 1) / bins``; where those agree (all but a few percent of
+    the draws) the bin table holds the answer, and a few vectorised steps over the rest end their search. The
+    result is exactly that of a binary search, far cheaper than ``searchsorted`` over all ``256 * k_max`` keys."""
+    flat_cdf, table, k_max, bins = _poisson_tables(float(c), v.device)
+    u = uniform(v.shape, 0.0, 1.0, generator, v.device, torch.float64).flatten()
+    vf = v.flatten()
+    key = torch.add(u.mul_(bins).to(torch.int32), vf, alpha=bins)  # v * bins + floor(u * bins); u * bins exact
+    counts = table.index_select(0, key)
+    act = (counts < 0).nonzero().squeeze(1)
+    if act.numel():  # walk from the bin's first candidate while cdf[v, k] < u
+        rows = vf.index_select(0, act).long() * k_max
+        pos, ua = (-1 - counts.index_select(0, act)).long(), u.index_select(0, act).div_(bins)
+        sub = torch.arange(act.numel(), device=v.device)
+        while True:
+            more = (flat_cdf.index_select(0, rows.index_select(0, sub) + pos.index_select(0, sub))
+                    < ua.index_select(0, sub)).nonzero().squeeze(1)
+            if not more.numel():
+                break
+            sub = sub.index_select(0, more)
+            pos.index_add_(0, sub, torch.ones_like(sub))
+        counts.index_copy_(0, act, pos.to(counts.dtype))
+    return counts.reshape(v.shape)

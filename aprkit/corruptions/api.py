@@ -4,9 +4,10 @@
 CIFAR-10-C / ImageNet-C corruptions to a batch ``(..., C, H, W)`` (uint8 in [0, 255] or float in
 [0, 1], CPU or CUDA) and returns a tensor of the same shape, dtype and device. The severity
 parameters are the published ones of the chosen preset (``severity.PARAMS``); all randomness comes
-from ``generator`` (same seed, same output), or with ``seeds=`` (one seed per image, e.g.
-``item_seeds(seed, name, severity, preset, dataset_indices)``) from one generator per image, so that
-image ``i``'s result does not depend on the batch it is computed in.
+from ``generator`` (same seed, same output), or with ``seeds=`` (one key per image, e.g.
+``item_seeds(seed, name, severity, preset, dataset_indices)``) from counter-based per-image streams
+computed on the images' device (``_random.ItemKeys``), so that image ``i``'s result does not depend on the
+batch it is computed in, on the thread count or on the device.
 
 Fidelity (``benchmarks/fidelity_corruptions.py``, first 2,000 CIFAR-10 test images, severities 3 and 5):
 deterministic corruptions are within 49-56 dB PSNR of the original code (JPEG identical), and ResNet-20
@@ -27,7 +28,7 @@ from .._checks import check_image_tensor, nearest_names
 from . import blur, digital, noise, weather
 from . import spatter as _spatter
 from ._common import as_float, finish
-from ._random import ItemGenerators, item_seeds
+from ._random import ItemKeys, item_seeds
 from .severity import PRESET_INFO, check_preset, params
 
 __all__ = ["CODE_VERSION", "BENCHMARK", "EXTRA", "CORRUPTIONS", "list_corruptions", "check_name", "corrupt",
@@ -39,7 +40,10 @@ __all__ = ["CODE_VERSION", "BENCHMARK", "EXTRA", "CORRUPTIONS", "list_corruption
 #: 3: faster batched path (issue 17); FFT/direct filters, motion blur and elastic grids round differently (a few
 #: uint8 values in 10^5 move by one); per-image seeds draw the same numbers (one generator for a whole batch
 #: draws per CPU chunk, now smaller)
-CODE_VERSION = 3
+#: 4: per-image seeds (``seeds=``, the eval's generated cells, the -C writers) draw from counter-based streams
+#: hashed on the images' device (``_random.ItemKeys``) instead of one CPU ``torch.Generator`` per image: every
+#: value drawn with seeds changes (same distributions); one generator for the batch draws as before
+CODE_VERSION = 4
 
 #: the 15 corruptions of the CIFAR-10-C / ImageNet-C benchmark, in the published order
 BENCHMARK = (
@@ -145,9 +149,10 @@ def corrupt(
         preset: ``"cifar"`` (32 px), ``"tinyimagenet"`` (64 px) or ``"imagenet"`` (224 px) parameters.
         generator: source of every random choice (on the CPU or the images' device); the draws of one
             image depend on the images drawn before it in the batch.
-        seeds: instead of ``generator``, one integer seed per image (``(N,)`` for the ``N`` images of
-            ``(..., C, H, W)`` in row-major order): image ``i`` draws from its own generator, so its result
-            is the same in any batch. ``item_seeds`` builds them from (seed, name, severity, preset, index).
+        seeds: instead of ``generator``, one integer key per image (``(N,)`` for the ``N`` images of
+            ``(..., C, H, W)`` in row-major order): image ``i`` draws from its own counter-based stream
+            (hashed on the images' device, vectorised over the batch), so its result is the same in any
+            batch and on any device. ``item_seeds`` builds them from (seed, name, severity, preset, index).
         frost_dir: directory with the frost textures (else ``$APRKIT_FROST_DIR`` or ``imagecorruptions``).
 
     Returns:
@@ -165,11 +170,11 @@ def corrupt(
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     lead = images.shape[:-3]
     flat = images.reshape(-1, *images.shape[-3:])
-    source: torch.Generator | ItemGenerators | None = generator
+    source: torch.Generator | ItemKeys | None = generator
     if seeds is not None:
         if generator is not None:
             raise ValueError("pass either generator (one for the batch) or seeds (one per image), not both")
-        source = ItemGenerators(seeds)
+        source = ItemKeys(seeds, flat.device)
         if len(source) != flat.shape[0]:
             raise ValueError(f"seeds must hold one seed per image: expected {flat.shape[0]} for images of shape "
                              f"{tuple(images.shape)}, got {len(source)}")
@@ -179,8 +184,8 @@ def corrupt(
     step = max(1, chunk // flat[0].numel()) if flat.device.type == "cpu" else flat.shape[0]
     n = flat.shape[0]
 
-    def part(i: int) -> torch.Generator | ItemGenerators | None:
-        return source[i:i + step] if isinstance(source, ItemGenerators) else source
+    def part(i: int) -> torch.Generator | ItemKeys | None:
+        return source[i:i + step] if isinstance(source, ItemKeys) else source
 
     if name in _UINT8_NATIVE and images.dtype == torch.uint8:
         out = torch.empty_like(flat, memory_format=torch.contiguous_format)

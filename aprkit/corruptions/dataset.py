@@ -4,7 +4,7 @@
   ``(s-1)*N .. s*N-1`` hold severity ``s``), plus ``<out>/labels.npy`` (the labels tiled 5 times).
 - ImageNet-C layout: ``<out>/<corruption>/<severity>/<class>/<file>`` JPEG, quality 85.
 
-Image ``i`` of every (corruption, severity) draws from its own generator, seeded by
+Image ``i`` of every (corruption, severity) draws from its own counter-based stream, keyed by
 ``item_seeds(seed, name, severity, preset, i)`` (``i``: the row of the array, or the position in the
 sorted file list), so the files are the same byte for byte for every batch size and device count.
 ``<out>/manifest.json`` records the generation parameters and an input fingerprint (see ``manifest``):

@@ -8,12 +8,9 @@ the creation scripts.
 
 from __future__ import annotations
 
-import math
-from functools import lru_cache
-
 import torch
 
-from ._random import ItemGenerators, RandomSource, for_each_item, normal, randint, uniform
+from ._random import RandomSource, normal, poisson, poisson_levels, uniform
 
 __all__ = ["gaussian_noise", "shot_noise", "impulse_noise", "impulse_bytes", "speckle_noise"]
 
@@ -32,73 +29,8 @@ def shot_noise(x: torch.Tensor, c: float, generator: RandomSource = None, *,
     Poisson sampler)."""
     if levels:
         k = x.to(torch.int32) if x.dtype == torch.uint8 else torch.mul(x, 255).round_().to(torch.int32)
-        return _poisson_from_levels(k, float(c), generator).div_(c)
-    return _poisson((x * c).clamp_min(0.0), generator) / c
-
-
-def _poisson(rate: torch.Tensor, generator: RandomSource) -> torch.Tensor:
-    """Poisson counts ``(B, ...)`` of ``rate`` (same dtype); per-image generators draw each image alone."""
-    if isinstance(generator, ItemGenerators):
-        gens = generator.generators
-        return torch.cat(for_each_item(lambda i: _poisson(rate[i:i + 1], gens[i]), len(gens), rate[0].numel()))
-    if rate.device.type == "cpu":  # NumPy's Poisson sampler is ~10x faster than torch's on the CPU
-        import numpy as np
-
-        seed = int(randint(0, 2**62, (1,), generator, torch.device("cpu")))
-        counts = np.random.default_rng(seed).poisson(rate.double().numpy())
-        return torch.from_numpy(counts).to(rate.dtype)
-    dev = generator.device if generator is not None else rate.device
-    return torch.poisson(rate.to(dev), generator=generator).to(rate.device)
-
-
-@lru_cache(maxsize=8)
-def _poisson_tables(c: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """Flat float64 CDF ``(256 * k_max,)`` of Poisson(``c * v / 255``) per level ``v`` and the bin table
-    ``(256 * bins,)`` (float32, ``bins`` a power of two): entry ``(v, j)`` is the count itself when every ``u`` in
-    ``[j / bins, (j + 1) / bins)`` has the same answer, else ``-1 - lo`` with ``lo`` the first count whose CDF
-    reaches ``j / bins`` (the answer lies between ``lo`` and the first count reaching ``(j + 1) / bins``)."""
-    k_max = int(c + 12 * math.sqrt(c) + 12)
-    lam = torch.arange(256, dtype=torch.float64, device=device)[:, None] * (c / 255.0)
-    k = torch.arange(k_max, dtype=torch.float64, device=device)[None, :]
-    logpmf = k * torch.log(lam.clamp_min(1e-300)) - lam - torch.lgamma(k + 1)
-    pmf = torch.where(lam > 0, logpmf.exp(), (k == 0).to(torch.float64))
-    cdf = pmf.cumsum(dim=1).clamp_max(1.0)
-    cdf[:, -1] = 1.0  # the truncated tail (< 1e-12) goes to the last count
-    bins = 1 << (16 * k_max - 1).bit_length()  # ~16 bins per count: few bins hold a CDF step
-    edges = torch.arange(bins + 1, dtype=torch.float64, device=device) / bins  # exact: bins is a power of two
-    first = torch.searchsorted(cdf, edges.expand(256, bins + 1).contiguous(), side="left")  # (256, bins + 1)
-    lo, hi = first[:, :-1], first[:, 1:]
-    table = torch.where(lo == hi, lo, -1 - lo).to(torch.float32)
-    return cdf.flatten(), table.flatten(), k_max, bins
-
-
-def _poisson_from_levels(v: torch.Tensor, c: float, generator: RandomSource) -> torch.Tensor:
-    """Poisson counts (float32) with rates ``c * v / 255`` for integer levels ``v`` in 0..255 (int32).
-
-    Inverse-CDF sampling: the count is the first ``k`` with ``u <= cdf[v, k]`` (float64 ``u`` and CDF).
-    ``u * bins`` is exact (``bins`` is a power of two), so its bin ``j`` bounds the answer between the first
-    counts whose CDF reaches ``j / bins`` and ``(j + 1) / bins``; where those agree (all but a few percent of
-    the draws) the bin table holds the answer, and a few vectorised steps over the rest end their search. The
-    result is exactly that of a binary search, far cheaper than ``searchsorted`` over all ``256 * k_max`` keys."""
-    flat_cdf, table, k_max, bins = _poisson_tables(float(c), v.device)
-    u = uniform(v.shape, 0.0, 1.0, generator, v.device, torch.float64).flatten()
-    vf = v.flatten()
-    key = torch.add(u.mul_(bins).to(torch.int32), vf, alpha=bins)  # v * bins + floor(u * bins); u * bins exact
-    counts = table.index_select(0, key)
-    act = (counts < 0).nonzero().squeeze(1)
-    if act.numel():  # walk from the bin's first candidate while cdf[v, k] < u
-        rows = vf.index_select(0, act).long() * k_max
-        pos, ua = (-1 - counts.index_select(0, act)).long(), u.index_select(0, act).div_(bins)
-        sub = torch.arange(act.numel(), device=v.device)
-        while True:
-            more = (flat_cdf.index_select(0, rows.index_select(0, sub) + pos.index_select(0, sub))
-                    < ua.index_select(0, sub)).nonzero().squeeze(1)
-            if not more.numel():
-                break
-            sub = sub.index_select(0, more)
-            pos.index_add_(0, sub, torch.ones_like(sub))
-        counts.index_copy_(0, act, pos.to(counts.dtype))
-    return counts.reshape(v.shape)
+        return poisson_levels(k, float(c), generator).div_(c)
+    return poisson((x * c).clamp_min(0.0), generator) / c
 
 
 def impulse_noise(x: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:

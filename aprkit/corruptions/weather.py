@@ -31,7 +31,7 @@ def plasma_fractal(batch: int, mapsize: int, wibbledecay: float, generator: Rand
     ``(h, w)`` only their top-left ``(h, w)`` corner (normalised over the whole map all the same).
 
     Each image's random numbers (``mapsize**2 - 1`` of them, three ``n x n`` blocks per level) come from one
-    draw per image, split level by level: with per-image generators that is one call per image, not ~15."""
+    draw for the batch, split level by level (one draw call, not ~15)."""
     if mapsize < 2 or mapsize & (mapsize - 1):
         raise ValueError(f"mapsize must be a power of two >= 2, got {mapsize}")
     device = torch.device(device)
