@@ -7,11 +7,16 @@ OUT    ?= runs/demo
 GPU_PYTHON ?= $(BIN)/python
 GPU_OUT    ?= runs/gpu-check
 GPU_ARGS   ?=
+# the wheels in .whl/ installed into .whl/site (no network) unless pydantic is already importable, and the
+# environment that puts the repository and .whl/site on the import path (gpu-check, gpu-studies)
+GPU_SITE = if [ -d .whl ] && ! PYTHONPATH=.whl/site $(GPU_PYTHON) -c "import pydantic" 2>/dev/null; then \
+	$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --target .whl/site .whl/*.whl; fi
+GPU_ENV = PYTHONPATH=.$$( [ -d .whl/site ] && echo :.whl/site )$${PYTHONPATH:+:$$PYTHONPATH} NO_ALBUMENTATIONS_UPDATE=1
 # wheels of the runtime dependencies a bare GPU image may lack (carried to it in .whl/, see gpu-wheels)
 GPU_WHEELS ?= pydantic==2.14.4 pydantic_core==2.50.5 annotated_types==0.8.0 typing_inspection==0.4.5
 GPU_PY_TAG ?= 3.12
 
-.PHONY: install test test-slow lint demo bench gpu-check gpu-wheels clean
+.PHONY: install test test-slow lint demo bench gpu-check gpu-studies gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,10 +54,14 @@ bench: $(STAMP)
 ## A bare image without pydantic: run `make gpu-wheels` where pip reaches PyPI and carry .whl/ along; gpu-check
 ## then installs those wheels into .whl/site (no network) before it starts.
 gpu-check:
-	@if [ -d .whl ] && ! $(GPU_PYTHON) -c "import pydantic" 2>/dev/null; then \
-		$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --target .whl/site .whl/*.whl; fi
-	PYTHONPATH=.$$( [ -d .whl/site ] && echo :.whl/site )$${PYTHONPATH:+:$$PYTHONPATH} NO_ALBUMENTATIONS_UPDATE=1 \
-		$(GPU_PYTHON) benchmarks/gpu_check.py --out $(GPU_OUT) $(GPU_ARGS)
+	@$(GPU_SITE)
+	$(GPU_ENV) $(GPU_PYTHON) benchmarks/gpu_check.py --out $(GPU_OUT) $(GPU_ARGS)
+
+## issue 16's studies on a lent GPU within a time budget (benchmarks/repro/gpu_studies.py; the two-call procedure
+## is in docs/reproductions.md): GPU_ARGS="--unpack .gpu_data/part0.npz --shared /tmp/shared --budget-s 420"
+gpu-studies:
+	@$(GPU_SITE)
+	$(GPU_ENV) $(GPU_PYTHON) benchmarks/repro/gpu_studies.py --out $(GPU_OUT) $(GPU_ARGS)
 
 ## Wheels of GPU_WHEELS for a Python GPU_PY_TAG x86-64 GPU image into .whl/ (ignored by git)
 gpu-wheels: $(STAMP)

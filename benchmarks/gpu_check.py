@@ -24,8 +24,6 @@ import datetime
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: the repository root makes `ben
 
 from benchmarks.common import REPO_ROOT  # noqa: E402
 from benchmarks.gpu import sections as _sections  # noqa: E402,F401  (registers the sections)
+from benchmarks.gpu.capped import CappedProcess, tail  # noqa: E402
 from benchmarks.gpu.context import SECTIONS, Context, to_jsonable  # noqa: E402
 from benchmarks.gpu.report import goals, markdown  # noqa: E402
 
@@ -49,13 +48,6 @@ def _write(out: Path, report: dict) -> None:
     atomic_write_text(out / "gpu_check.md", markdown(report, {n: s.title for n, s in SECTIONS.items()}))
 
 
-def _tail(path: Path, n: int = 2000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
 def run_section_process(name: str, cap: float, args: argparse.Namespace, out: Path, scratch: Path) -> dict:
     """Run one section in a child process (own session, killed with its children at ``cap`` seconds)."""
     result, log = scratch / f"{name}.json", out / "logs" / f"{name}.log"
@@ -63,32 +55,20 @@ def run_section_process(name: str, cap: float, args: argparse.Namespace, out: Pa
     cmd = [sys.executable, str(Path(__file__).resolve()), "--section", name, "--result", str(result), "--out", str(out),
            "--device", args.device, "--compile-backend", args.compile_backend, "--soft-cap", f"{soft:.1f}",
            "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
-    t0 = time.perf_counter()
-    timed_out, rc = False, None
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=cap)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-    wall = time.perf_counter() - t0
+    child = CappedProcess(cmd, log, cap, cwd=REPO_ROOT)
+    rc = child.wait()
     try:
         payload = json.loads(result.read_text())
     except (OSError, ValueError):
         payload = {}
     error = payload.get("error")
-    if timed_out:
-        status, error = "timeout", error or f"killed at the {cap:.0f} s cap; log tail:\n{_tail(log)}"
+    if child.timed_out:
+        status, error = "timeout", error or f"killed at the {cap:.0f} s cap; log tail:\n{tail(log)}"
     elif error or rc != 0 or not payload.get("done"):
-        status, error = "error", error or f"exit code {rc}; log tail:\n{_tail(log)}"
+        status, error = "error", error or f"exit code {rc}; log tail:\n{tail(log)}"
     else:
         status = "ok"
-    return {"status": status, "wall_s": wall, "cap_s": cap, "exit_code": rc, "error": error,
+    return {"status": status, "wall_s": child.wall, "cap_s": cap, "exit_code": rc, "error": error,
             "log": str(log.relative_to(out)), "results": payload.get("results", {})}
 
 

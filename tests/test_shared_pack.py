@@ -34,3 +34,9 @@ def test_pack_unpack_round_trip(tmp_path: Path) -> None:
             assert np.array_equal(np.asarray(Image.open(src / rel)), np.asarray(Image.open(dest / rel))), rel
         else:
             assert (src / rel).read_bytes() == (dest / rel).read_bytes()
+
+
+def test_cifar10_only_leaves_out_the_cue_conflict_stimuli(tmp_path: Path) -> None:
+    _fake_shared(tmp_path)
+    files = shared_pack.study_files(tmp_path, cue_conflict=False)
+    assert len(files) == 8 and not any("cue-conflict" in str(f) for f in files)

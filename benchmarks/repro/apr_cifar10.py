@@ -25,7 +25,16 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.repro.common import (
-    SMOKE, cifar10_spec, feature_apr_builder, fmt_num, fmt_pct, markdown_table, parse_args, parser, train_run,
+    SMOKE,
+    cifar10_spec,
+    feature_apr_builder,
+    fmt_num,
+    fmt_pct,
+    markdown_table,
+    parse_args,
+    parser,
+    train_run,
+    train_summary,
     write_outputs,
 )
 
@@ -114,7 +123,7 @@ def render(rows: dict[str, dict[str, float | None]], meta: dict[str, Any]) -> st
         "Direction: the APR paper's claim for APR-P / APR-SP relative to standard training; study 4 asks whether "
         f"FeatureAPR after {meta['feature_layers']} adds to APR-SP.", "",
         markdown_table(["metric", *names, "paper's direction"], body), "",
-        f"Training wall time (s): {', '.join(f'{k} {v:.0f}' for k, v in meta['train_wall_s'].items())}. "
+        f"Training time (s, sum over the epochs): {', '.join(f'{k} {v:.0f}' for k, v in meta['train_s'].items())}. "
         f"Full report with severity curves, reliability diagrams and OOD plots: `eval/report.md`.",
     ])
 
@@ -128,11 +137,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, out, shared = parse_args(p, argv)
     from aprkit.eval import evaluate
 
-    trained, wall = {}, {}
+    runs = {}
     for name in args.runs:
         build = feature_apr_builder(args.feature_layers, args.feature_p, seed=0) if name == FEATURE_RUN else None
-        res = train_run(RUNS.get(name, RUNS["apr_sp"]), out / "runs" / name, args, build=build)
-        trained[name], wall[name] = res["checkpoint"], res["wall_s"]
+        runs[name] = train_run(RUNS.get(name, RUNS["apr_sp"]), out / "runs" / name, args, build=build)
+    if args.train_only:
+        return train_summary(runs)
+    trained, wall = {k: r["checkpoint"] for k, r in runs.items()}, {k: r["train_s"] for k, r in runs.items()}
     smoke = args.smoke
     res = evaluate(
         trained, suite=SUITES, data=cifar10_spec(shared), out_dir=out / "eval", device=args.device,
@@ -143,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     rows = summarise(res)
     meta = {"epochs": 1 if smoke else args.epochs, "smoke": smoke, "feature_layers": args.feature_layers,
-            "feature_p": args.feature_p, "train_wall_s": wall, "checkpoints": trained,
+            "feature_p": args.feature_p, "train_s": wall, "checkpoints": trained,
             "natural_ood": f"cue-conflict stimuli of {', '.join(NON_CIFAR_SHAPES)}, area-downscaled to 32 px"}
     write_outputs(out, "apr_cifar10", {"meta": meta, "rows": rows,
                                        "directions": {k: d for _, k, _, d in METRICS}}, render(rows, meta))

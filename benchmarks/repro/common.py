@@ -1,7 +1,8 @@
 """Shared plumbing of the reproduction studies (issue 16): arguments, training runs through ``aprkit.train.fit``,
 evaluation through ``aprkit.eval.evaluate``, and the JSON + Markdown result files.
 
-Every study script takes ``--out DIR``, ``--resume``, ``--device``, ``--epochs``, ``--smoke`` and ``--shared``;
+Every study script takes ``--out DIR``, ``--resume``, ``--device``, ``--epochs``, ``--smoke``, ``--shared`` and
+``--train-only`` (train and return :func:`train_summary`, as ``gpu_studies.py`` does run by run);
 training resumes through ``fit(..., resume=True)`` (``last.pt``) and evaluation through the eval cache
 (``DIR/eval/cache``). ``--smoke`` shrinks everything (a few hundred images, one epoch, one corruption at one
 severity) so a test can run the whole script in well under a minute on one CPU thread.
@@ -24,7 +25,7 @@ if str(REPO_ROOT) not in sys.path:
 
 __all__ = [
     "REPO_ROOT", "CONFIGS", "SMOKE", "parser", "parse_args", "shared_root", "cifar10_spec", "scaled_milestones", "train_run",
-    "feature_apr_builder", "write_outputs", "fmt_pct", "fmt_num", "markdown_table",
+    "train_summary", "feature_apr_builder", "write_outputs", "fmt_pct", "fmt_num", "markdown_table",
 ]
 
 CONFIGS = REPO_ROOT / "configs" / "train"
@@ -44,6 +45,8 @@ def parser(description: str, default_epochs: int) -> argparse.ArgumentParser:
     p.add_argument("--shared", default=None, help="folder with data/cifar10 and models/ (default: $APRKIT_SHARED or ../shared)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="progress bars")
+    p.add_argument("--train-only", action="store_true",
+                   help="train (or resume) the runs and stop: no evaluation, no results files (the GPU driver's jobs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a training config override for every run (repeatable), e.g. train.amp_dtype=bfloat16")
     return p
@@ -85,12 +88,16 @@ def scaled_milestones(epochs: int, fractions: Sequence[float] = (0.3, 0.6, 0.8, 
 def train_run(config: str | Path, out: Path, args: argparse.Namespace, overrides: Sequence[str] = (),
               build: Callable[[Any], Any] | None = None) -> dict[str, Any]:
     """Train ``config`` (a file in ``configs/train``) on the shared CIFAR-10 into ``out``; return fit's summary
-    without the model. ``build(cfg) -> nn.Module`` replaces ``aprkit.train.build_model`` during this call
-    (FeatureAPR hooks); everything else is the recipe plus the study's schedule."""
+    without the model, plus ``train_s`` (the sum of the epochs' times). ``build(cfg) -> nn.Module`` replaces
+    ``aprkit.train.build_model`` during this call (FeatureAPR hooks); everything else is the recipe plus the
+    study's schedule. With ``--resume``, a finished run brought back without ``last.pt`` (``model.pt`` and
+    ``metrics.json`` of all epochs, as ``gpu_studies.py`` returns them) is reused as it is."""
     from aprkit.train import fit
 
     shared = shared_root(args.shared)
     epochs = 1 if args.smoke else args.epochs
+    if args.resume and not (out / "last.pt").is_file() and (out / "model.pt").is_file():
+        return _finished_run(out, epochs)
     ov = [f"data.dataset={cifar10_spec(shared)}", f"optim.epochs={epochs}",
           f"optim.milestones=[{', '.join(map(str, scaled_milestones(epochs)))}]", f"train.device={args.device}",
           f"train.progress={str(bool(args.progress)).lower()}", "train.tensorboard=false"]
@@ -105,8 +112,34 @@ def train_run(config: str | Path, out: Path, args: argparse.Namespace, overrides
     with ctx:
         res = fit(str(path), ov, out=out, resume=args.resume)
     res = {k: v for k, v in res.items() if k != "model"}
-    print(f"trained {out.name}: {res['final']} in {res['wall_s']:.1f} s", file=sys.stderr)
+    # training time as the sum of the epochs' times: the same when a finished run is resumed (wall_s is this call's)
+    res["train_s"] = round(sum(float(r.get("time_s", 0.0)) for r in res["history"]), 1)
+    print(f"trained {out.name}: {res['final']} in {res['train_s']:.1f} s ({res['wall_s']:.1f} s this call)",
+          file=sys.stderr)
     return res
+
+
+def train_summary(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """What ``--train-only`` returns: per run its checkpoint, training time (sum over epochs), this call's wall
+    time, the epochs trained and the last metrics row."""
+    return {"runs": {name: {"checkpoint": r["checkpoint"], "train_s": r["train_s"], "wall_s": r["wall_s"],
+                            "epochs": len(r["history"]), "final": r["final"]} for name, r in runs.items()}}
+
+
+def _finished_run(out: Path, epochs: int) -> dict[str, Any]:
+    """The summary of a finished run from its ``model.pt`` and ``metrics.json`` (no ``last.pt`` to resume from)."""
+    try:
+        history = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(f"{out} has model.pt but neither last.pt nor a readable metrics.json: cannot tell "
+                                f"whether it finished ({err})") from None
+    if len(history) != epochs:
+        raise ValueError(f"{out} holds a run of {len(history)} epoch(s) without last.pt to continue it; asked for "
+                         f"{epochs}: pass --epochs {len(history)}, or remove the folder to train anew")
+    print(f"reusing the finished run in {out} (model.pt, {epochs} epochs; no last.pt)", file=sys.stderr)
+    return {"history": history, "final": history[-1] if history else {}, "checkpoint": str(out / "model.pt"),
+            "out": str(out), "global_step": history[-1].get("step") if history else 0, "wall_s": 0.0,
+            "train_s": round(sum(float(r.get("time_s", 0.0)) for r in history), 1)}
 
 
 @contextlib.contextmanager

@@ -5,8 +5,11 @@ A remote machine receives at most ~64 MiB per call, and the CIFAR-10 PNGs alone 
 ``test_order.csv`` and the cue-conflict stimuli of ``apr_cifar10.NON_CIFAR_SHAPES``) fit in two shards,
 sent with two consecutive calls. ``unpack`` rebuilds the same folder tree as PNGs with the same pixels
 (checked on every image at ``pack`` time), so a study run with ``--shared DEST`` reads exactly what it reads here.
+A marker in ``DEST/.unpacked`` makes unpacking the same shard again a no-op; ``incomplete`` says whether a folder
+holds all of CIFAR-10 (``gpu_studies.py`` checks it before training).
 
     python benchmarks/repro/shared_pack.py pack --shared ../shared --out .gpu_data --parts 2
+    python benchmarks/repro/shared_pack.py pack --shared ../shared --out .gpu_data --parts 2 --cifar10-only  # ~52 MiB each
     python benchmarks/repro/shared_pack.py unpack .gpu_data/part0.npz --dest /tmp/shared   # on the GPU machine
 """
 
@@ -16,9 +19,11 @@ import argparse
 import io
 import os
 import sys
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -29,13 +34,15 @@ if __package__ in (None, ""):
 RAW_SUFFIXES = (".csv", ".txt", ".json")
 
 
-def study_files(shared: Path) -> list[Path]:
-    """Every file the studies read, relative to ``shared``, in a fixed order."""
+def study_files(shared: Path, cue_conflict: bool = True) -> list[Path]:
+    """Every file the studies read, relative to ``shared``, in a fixed order (``cue_conflict=False``: CIFAR-10 only,
+    all that training and the GPU driver's evaluations read; the stimuli serve study 1's natural-image OOD set)."""
     from benchmarks.repro.apr_cifar10 import NON_CIFAR_SHAPES
 
     root = shared / "data"
     files = sorted((root / "cifar10").glob("*/*/*.png")) + sorted((root / "cifar10").glob("*.csv"))
-    files += sorted(f for c in NON_CIFAR_SHAPES for f in (root / "cue-conflict" / c).glob("*.png"))
+    if cue_conflict:
+        files += sorted(f for c in NON_CIFAR_SHAPES for f in (root / "cue-conflict" / c).glob("*.png"))
     if not files:
         raise FileNotFoundError(f"no CIFAR-10 PNGs under {root}/cifar10")
     return [f.relative_to(shared) for f in files]
@@ -56,9 +63,9 @@ def _encode(path: Path) -> bytes:
     return data
 
 
-def pack(shared: Path, out: Path, parts: int, workers: int) -> list[Path]:
+def pack(shared: Path, out: Path, parts: int, workers: int, cue_conflict: bool = True) -> list[Path]:
     """Write ``out/part{i}.npz`` shards of about equal size; return their paths."""
-    rel = study_files(shared)
+    rel = study_files(shared, cue_conflict)
     with ProcessPoolExecutor(workers) as pool:
         blobs = list(pool.map(_encode, [shared / r for r in rel], chunksize=256))
     sizes = np.array([len(b) for b in blobs], dtype=np.int64)
@@ -98,6 +105,54 @@ def unpack(shard: Path, dest: Path, workers: int) -> int:
     return len(items)
 
 
+#: the CIFAR-10 images per split that training and the GPU evaluations need
+CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
+
+
+def count_images(shared: Path) -> dict[str, int]:
+    root = shared / "data" / "cifar10"
+    def pngs(split: Path) -> int:
+        return sum(1 for d in split.iterdir() if d.is_dir() for f in os.scandir(d) if f.name.endswith(".png"))
+
+    return {split: pngs(root / split) if (root / split).is_dir() else 0 for split in CIFAR10_SIZES}
+
+
+def incomplete(shared: Path, smoke: bool = False) -> str | None:
+    """Why ``shared`` cannot feed the studies (a shard not unpacked, say), or None; ``smoke``: any images will do."""
+    n = count_images(shared)
+    want = {k: 1 for k in CIFAR10_SIZES} if smoke else CIFAR10_SIZES
+    short = {k: f"{n[k]} of {v}" for k, v in want.items() if n[k] < v}
+    if not (shared / "data" / "cifar10" / "test_order.csv").is_file():
+        short["test_order.csv"] = "missing"
+    if short:
+        what = ", ".join(f"{k}: {v}" for k, v in short.items())
+        return (f"CIFAR-10 under {shared}/data/cifar10 is incomplete ({what}): unpack both shards there first "
+                "(the first call's shard survives only while the machine stays warm)")
+    return None
+
+
+def unpack_once(shards: Sequence[str | Path], dest: Path, workers: int) -> list[dict[str, Any]]:
+    """Unpack each shard into ``dest`` unless a marker says it was (``dest/.unpacked/<name>-<bytes>``); per shard
+    its status, files and wall time (an error is recorded, not raised: :func:`incomplete` tells what is missing)."""
+    steps = []
+    for shard in map(Path, shards):
+        t0 = time.perf_counter()
+        step: dict[str, Any] = {"shard": str(shard), "status": "ok"}
+        try:
+            marker = dest / ".unpacked" / f"{shard.name}-{shard.stat().st_size}"
+            if marker.is_file():
+                step.update(status="ok (unpacked before)", files=int(marker.read_text()))
+            else:
+                step["files"] = unpack(shard, dest, workers)
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(str(step["files"]))
+        except Exception as err:  # recorded; incomplete() then says whether anything can run
+            step.update(status="error", error=f"{type(err).__name__}: {err}")
+        step["wall_s"] = time.perf_counter() - t0
+        steps.append(step)
+    return steps
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -105,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     a.add_argument("--shared", default=None, help="folder with data/cifar10 (default: $APRKIT_SHARED or ../shared)")
     a.add_argument("--out", required=True)
     a.add_argument("--parts", type=int, default=2)
+    a.add_argument("--cifar10-only", action="store_true",
+                   help="leave out the cue-conflict stimuli (8.5 MiB; only study 1's OOD evaluation reads them)")
     b = sub.add_parser("unpack")
     b.add_argument("shards", nargs="+", type=Path)
     b.add_argument("--dest", required=True, type=Path)
@@ -114,10 +171,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.cmd == "pack":
         from benchmarks.repro.common import shared_root
 
-        pack(shared_root(args.shared), Path(args.out), args.parts, args.workers)
+        pack(shared_root(args.shared), Path(args.out), args.parts, args.workers, cue_conflict=not args.cifar10_only)
     else:
-        for shard in args.shards:
-            unpack(shard, args.dest, args.workers)
+        failed = [s for s in unpack_once(args.shards, args.dest, args.workers) if s["status"] == "error"]
+        if failed:
+            raise SystemExit("; ".join(f"{s['shard']}: {s['error']}" for s in failed))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from benchmarks.repro.common import (
     parse_args,
     parser,
     train_run,
+    train_summary,
     write_outputs,
 )
 from benchmarks.repro.phase_collapse import SMOKE_PC_WIDTHS
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from aprkit.eval import evaluate
 
     models: dict[str, str] = {}
+    runs: dict[str, Any] = {}
     for name in args.models or [*DEFAULT_MODELS, *(["phase_collapse"] if args.smoke else [])]:
         if name in SHIPPED:
             models[name] = str(shared / "models" / SHIPPED[name])
@@ -147,7 +149,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if args.smoke:  # smaller networks, so the smoke run stays under a minute on one CPU thread
                 pc_widths = f"model.kwargs.widths=[{', '.join(map(str, SMOKE_PC_WIDTHS))}]"
                 smoke_ov = [pc_widths] if name == "phase_collapse" else ["model.kwargs.depth=2"]
-            models[name] = train_run(TRAINED[name], out / "runs" / name, args, overrides=smoke_ov)["checkpoint"]
+            runs[name] = train_run(TRAINED[name], out / "runs" / name, args, overrides=smoke_ov)
+            models[name] = runs[name]["checkpoint"]
+    if args.train_only:
+        return train_summary(runs)
     n_pairs = 32 if args.smoke else args.n_pairs
     summary = []
     for sites in (("output", "input"), ("output",)):  # no activation module / functional ReLU: output site only
