@@ -28,7 +28,15 @@ from .._checks import (
     needs_grad,
     restore_dtype,
 )
-from ..fourier import _TINY, Dims, spectral_magnitude, spectral_power, transfer_amplitude, with_amplitude
+from ..fourier import (
+    _TINY,
+    Dims,
+    irfftn,
+    spectral_magnitude,
+    spectral_power,
+    transfer_amplitude,
+    with_amplitude,
+)
 
 __all__ = [
     "CompiledCore",
@@ -160,7 +168,7 @@ def apr_pair_with_dc(
     z = torch.fft.rfftn(xf, dim=fft_dims)
     dc = z[..., :1, :1].real.clone() if with_dc else None  # before the in-place swap below
     spec = swap_with_partner(z, perm, inplace=True)
-    out = torch.fft.irfftn(spec, s=[x.shape[d] for d in fft_dims], dim=fft_dims)
+    out = irfftn(spec, [x.shape[d] for d in fft_dims], fft_dims)
     if mask is not None:
         out = torch.where(mask.view(-1, 1, 1, 1), out, xf)
     return finish(out, x.dtype, clamp), dc
@@ -209,7 +217,7 @@ def recombine_views(
         sel = phase_from_a.to(z.device)
         phase_rows, amp_rows = torch.where(sel, own, own + n), torch.where(sel, own + n, own)
     spec = swap_with_partner(z, amp_rows, rows=phase_rows)
-    return torch.fft.irfftn(spec, s=[a.shape[d] for d in fft_dims], dim=fft_dims)
+    return irfftn(spec, [a.shape[d] for d in fft_dims], fft_dims)
 
 
 def recombine_views_numpy(views: np.ndarray, phase_from_first: bool, dims: Dims = "chw") -> np.ndarray:

@@ -89,7 +89,7 @@ def feature_apr_core(
     else:
         lam_b = lam.view(-1, *([1] * (z.ndim - 1))) if isinstance(lam, torch.Tensor) else lam
         spec = fourier.mix_spectra(z, z, lam_b, perm=perm, inplace=True)
-    out = torch.fft.irfftn(spec, s=[g.shape[d] for d in fft_dims], dim=fft_dims).to(g.dtype)
+    out = fourier.irfftn(spec, [g.shape[d] for d in fft_dims], fft_dims).to(g.dtype)
     if eager_cpu(apply) and bool(apply.all()):  # every sample recombined: skip the selection pass
         return out
     return torch.where(apply.view(-1, *([1] * (g.ndim - 1))), out, g)
