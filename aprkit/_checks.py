@@ -23,6 +23,8 @@ __all__ = [
     "check_dims",
     "check_finite_spectrum",
     "eager_cpu",
+    "needs_grad",
+    "broadcast_shape",
     "compute_dtype",
     "restore_dtype",
     "nearest_names",
@@ -89,6 +91,25 @@ def eager_cpu(t: torch.Tensor) -> bool:
     Value checks and data-dependent shortcuts run only then; on accelerators they would be a host sync and
     under ``torch.compile`` a graph break (shape and dtype checks still run at trace time)."""
     return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def needs_grad(*ts: object) -> bool:
+    """Whether autograd must track an op on ``ts`` (tensors; numbers and ``None`` need none)."""
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in ts)
+
+
+def broadcast_shape(*shapes: Sequence[int]) -> torch.Size:
+    """``torch.broadcast_shapes`` in plain Python (that one builds tensors: tens of microseconds a call, which
+    add up on hot paths); raises ``RuntimeError`` alike when the shapes do not broadcast."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = [1] * ndim
+    for shape in shapes:
+        for i, n in enumerate(shape, ndim - len(shape)):
+            if n != 1:
+                if out[i] not in (1, n):
+                    raise RuntimeError(f"shapes {[tuple(s) for s in shapes]} do not broadcast to one shape")
+                out[i] = n
+    return torch.Size(out)
 
 
 def check_finite_spectrum(z: torch.Tensor, dtype: torch.dtype, name: str = "images") -> None:

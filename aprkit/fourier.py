@@ -20,7 +20,16 @@ from typing import Literal
 
 import torch
 
-from ._checks import check_dims, check_finite_spectrum, check_image_tensor, compute_dtype, eager_cpu, restore_dtype
+from ._checks import (
+    broadcast_shape,
+    check_dims,
+    check_finite_spectrum,
+    check_image_tensor,
+    compute_dtype,
+    eager_cpu,
+    needs_grad,
+    restore_dtype,
+)
 
 __all__ = [
     "Dims",
@@ -34,6 +43,10 @@ __all__ = [
     "amplitude_only",
     "spectrum",
     "spectral_magnitude",
+    "spectral_power",
+    "irfftn",
+    "mix_spectra",
+    "transfer_amplitude",
     "with_amplitude",
 ]
 
@@ -73,7 +86,7 @@ def recombine(amplitude: torch.Tensor, phase: torch.Tensor, dims: Dims = "chw") 
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
             raise TypeError(f"{name} must be a real floating torch.Tensor, got {getattr(t, 'dtype', type(t).__name__)}")
     try:
-        shape = torch.broadcast_shapes(amplitude.shape, phase.shape)
+        shape = broadcast_shape(amplitude.shape, phase.shape)
     except RuntimeError:
         raise ValueError(
             f"amplitude {tuple(amplitude.shape)} and phase {tuple(phase.shape)} must broadcast to one shape"
@@ -97,8 +110,52 @@ def spectral_magnitude(z: torch.Tensor) -> torch.Tensor:
     """
     if z.requires_grad:
         return z.abs()
+    return spectral_power(z).sqrt_()
+
+
+def spectral_power(z: torch.Tensor) -> torch.Tensor:
+    """``|z|^2`` of a complex spectrum ``z``, real, without autograd: two strided real passes on ``view_as_real``
+    (faster on the CPU than complex ``abs``, and no square root). A new tensor, free to overwrite."""
     vr = torch.view_as_real(z)
-    return torch.addcmul(vr[..., 0].square(), vr[..., 1], vr[..., 1]).sqrt_()
+    return torch.mul(vr[..., 0], vr[..., 0]).addcmul_(vr[..., 1], vr[..., 1])
+
+
+def _scale(z: torch.Tensor, ratio: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """``z * ratio`` (``ratio`` real, broadcastable): in place on ``z`` when allowed and the shapes agree.
+
+    Two strided multiplies of the real and imaginary parts: measured faster inside the FFT pipeline than one
+    broadcast multiply of ``view_as_real`` or a complex-by-real multiply."""
+    if inplace and (ratio.shape == z.shape or broadcast_shape(ratio.shape, z.shape) == z.shape):
+        vr = torch.view_as_real(z)
+        vr[..., 0].mul_(ratio)
+        vr[..., 1].mul_(ratio)
+        return z
+    return torch.view_as_complex(torch.view_as_real(z) * ratio.unsqueeze(-1))
+
+
+def transfer_amplitude(
+    z: torch.Tensor, power: torch.Tensor, source_power: torch.Tensor, lam: float | torch.Tensor = 1.0, *,
+    inplace: bool = False,
+) -> torch.Tensor | None:
+    """The no-autograd fast path of an amplitude swap or mix: ``z`` with its phase and the amplitude
+    ``(1 - lam) * |z| + lam * sqrt(source_power)``, or ``None`` when ``z`` has a zero bin (``|z| <= _TINY``:
+    the caller then takes :func:`with_amplitude`, which gives such a bin phase 0).
+
+    ``power`` is ``|z|^2`` (:func:`spectral_power`); ``source_power`` (real, broadcastable, owned by the caller:
+    it is overwritten when the shapes allow) the source amplitude squared; ``lam`` a float or a tensor
+    broadcastable to ``z``. Computes ``z * ((1 - lam) + lam * sqrt(source_power / power))``: no magnitude
+    tensors, no complex arithmetic, one pass per step. The zero test is one ``amin`` (a host read): call this
+    on eager CPU tensors only. ``inplace=True`` lets it overwrite ``z`` (a spectrum the caller owns).
+    """
+    if not bool(power.amin() > _TINY * _TINY):
+        return None
+    owned = source_power.shape == power.shape or broadcast_shape(source_power.shape, power.shape) == source_power.shape
+    ratio = (source_power.div_(power) if owned else source_power / power).sqrt_()
+    if isinstance(lam, torch.Tensor) or lam != 1.0:  # (1 - lam) + lam * ratio, as ratio + (1 - lam) * (1 - ratio)
+        one, weight = ratio.new_ones(()), 1 - (lam.to(ratio.dtype) if isinstance(lam, torch.Tensor) else lam)
+        fits = not isinstance(weight, torch.Tensor) or broadcast_shape(ratio.shape, weight.shape) == ratio.shape
+        ratio = ratio.lerp_(one, weight) if fits else torch.lerp(ratio, one, weight)
+    return _scale(z, ratio, inplace)
 
 
 def with_amplitude(
@@ -115,16 +172,8 @@ def with_amplitude(
     """
     if mag is None:
         mag = spectral_magnitude(z)
-    grad = torch.is_grad_enabled() and (z.requires_grad or mag.requires_grad
-                                        or (isinstance(amplitude, torch.Tensor) and amplitude.requires_grad))
-    if not grad and eager_cpu(z) and bool(mag.amin() > _TINY):  # common case: no zero bins to fix
-        ratio = amplitude / mag
-        if inplace and torch.broadcast_shapes(ratio.shape, z.shape) == z.shape:
-            vr = torch.view_as_real(z)
-            vr[..., 0].mul_(ratio)
-            vr[..., 1].mul_(ratio)
-            return z
-        return torch.view_as_complex(torch.view_as_real(z) * ratio.unsqueeze(-1))
+    if not needs_grad(z, mag, amplitude) and eager_cpu(z) and bool(mag.amin() > _TINY):  # common case: no zero bins
+        return _scale(z, amplitude / mag, inplace)
     ok = mag > _TINY
     ratio = torch.where(ok, amplitude / torch.where(ok, mag, 1.0), 0.0)
     out = torch.view_as_real(z) * ratio.unsqueeze(-1)
@@ -132,9 +181,36 @@ def with_amplitude(
     return torch.view_as_complex(out)
 
 
+#: on the CPU, half spectra larger than this are inverted in chunks of about _CHUNK_BYTES along the first dim
+_CHUNKED_ABOVE, _CHUNK_BYTES = 8 << 20, 2 << 20
+
+
+def irfftn(z: torch.Tensor, sizes: list[int], fft_dims: tuple[int, ...]) -> torch.Tensor:
+    """``torch.fft.irfftn(z, s=sizes, dim=fft_dims)``, in chunks along the first dim for large CPU batches.
+
+    torch inverts a multi-dimensional half spectrum as a complex FFT over the leading transform dims, then a
+    real one over the last, and for a batch it copies the whole spectrum into transposed layouts twice on the
+    way; once the batch is out of cache those copies cost as much as the transforms. On eager CPU calls
+    without autograd, a half spectrum over 8 MiB (``fft_dims`` not containing dim 0) is therefore inverted in
+    chunks of about 2 MiB, written into one output (measured 2.2x faster at 64x3x224x224 and 1.6x at
+    256x3x64x64 on one thread, no slower on other sizes); elsewhere it is the plain call.
+    """
+    nbytes = z.numel() * z.element_size()
+    if (nbytes <= _CHUNKED_ABOVE or not eager_cpu(z) or needs_grad(z)
+            or any(d % z.ndim == 0 for d in fft_dims)):
+        return torch.fft.irfftn(z, s=sizes, dim=fft_dims)
+    shape = list(z.shape)
+    for d, n in zip(fft_dims, sizes, strict=True):
+        shape[d] = n
+    out = torch.empty(shape, dtype=z.real.dtype, device=z.device)
+    step = max(1, _CHUNK_BYTES * z.shape[0] // nbytes)
+    for i in range(0, z.shape[0], step):
+        torch.fft.irfftn(z[i:i + step], s=sizes, dim=fft_dims, out=out[i:i + step])
+    return out
+
+
 def _irfft(z: torch.Tensor, like: torch.Tensor, fft_dims: tuple[int, ...]) -> torch.Tensor:
-    sizes = [like.shape[d] for d in fft_dims]
-    return torch.fft.irfftn(z, s=sizes, dim=fft_dims)
+    return irfftn(z, [like.shape[d] for d in fft_dims], fft_dims)
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, xname: str, yname: str) -> None:
@@ -148,7 +224,7 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, xname: str, yname: str) -> Non
     if x.device != y.device:
         raise ValueError(f"{xname} and {yname} must be on the same device, got {x.device} and {y.device}")
     try:
-        torch.broadcast_shapes(x.shape[:-3], y.shape[:-3])
+        broadcast_shape(x.shape[:-3], y.shape[:-3])
     except RuntimeError:
         raise ValueError(
             f"{xname} and {yname} must have broadcastable leading batch shapes, "
@@ -181,13 +257,35 @@ def swap_amplitude(phase_source: torch.Tensor, amplitude_source: torch.Tensor, d
     za = torch.fft.rfftn(_as_float(amplitude_source), dim=fft_dims)
     check_finite_spectrum(zp, phase_source.dtype, "phase_source")
     check_finite_spectrum(za, amplitude_source.dtype, "amplitude_source")
-    out = _irfft(with_amplitude(zp, spectral_magnitude(za), inplace=True), phase_source, fft_dims)
+    out = _irfft(mix_spectra(zp, za, inplace=True), phase_source, fft_dims)
     return restore_dtype(out, _out_dtype(phase_source, amplitude_source))
 
 
-def swap_amplitude_spectra(zp: torch.Tensor, za: torch.Tensor) -> torch.Tensor:
-    """Half spectrum with the phase of ``zp`` and the amplitude of ``za`` (internal building block)."""
-    return with_amplitude(zp, spectral_magnitude(za))
+def mix_spectra(
+    z: torch.Tensor, source: torch.Tensor, lam: float | torch.Tensor = 1.0, *, perm: torch.Tensor | None = None,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """Spectrum with the phase of ``z`` and the amplitude ``(1 - lam) * |z| + lam * |source[perm]|``.
+
+    ``source`` is a spectrum broadcastable to ``z`` (``z`` itself with ``perm`` for batch partners); ``perm``
+    ``None`` takes it as it is; ``lam`` a float or a real tensor broadcastable to ``z`` (``1.0``: a plain
+    amplitude swap). Where ``|z| == 0`` the phase is 0, as in :func:`with_amplitude`. Without autograd on eager
+    CPU tensors it runs :func:`transfer_amplitude` on squared magnitudes (fewest passes), otherwise magnitudes
+    and :func:`with_amplitude` (differentiable, no host sync). ``inplace=True`` lets it overwrite ``z``.
+    """
+    if not needs_grad(z, source, lam) and eager_cpu(z):
+        power = spectral_power(z)
+        src = power if source is z else spectral_power(source)
+        src = src.index_select(0, perm) if perm is not None else src.clone() if src is power else src
+        out = transfer_amplitude(z, power, src, lam, inplace=inplace)
+        if out is not None:
+            return out
+    mag = spectral_magnitude(z)
+    src_mag = mag if source is z else spectral_magnitude(source)
+    if perm is not None:
+        src_mag = src_mag.index_select(0, perm)
+    amp = src_mag if isinstance(lam, float) and lam == 1.0 else (1 - lam) * mag + lam * src_mag
+    return with_amplitude(z, amp, mag, inplace=inplace)
 
 
 def mix_amplitude(
@@ -204,9 +302,9 @@ def mix_amplitude(
     if isinstance(lam, torch.Tensor):
         if not lam.is_floating_point():
             lam = lam.float()
-        lead = torch.broadcast_shapes(x.shape[:-3], y.shape[:-3])
+        lead = broadcast_shape(x.shape[:-3], y.shape[:-3])
         try:
-            torch.broadcast_shapes(lam.shape, lead)
+            broadcast_shape(lam.shape, lead)
         except RuntimeError:
             raise ValueError(
                 f"lam tensor of shape {tuple(lam.shape)} must broadcast to the leading batch shape {tuple(lead)} "
@@ -220,10 +318,19 @@ def mix_amplitude(
             raise ValueError(f"lam must lie in [0, 1], got {lam!r}")
         lam_t = float(lam)
     zx, zy = _pair_spectra(x, y, fft_dims)
-    mx = spectral_magnitude(zx)
-    amp = (1 - lam_t) * mx + lam_t * spectral_magnitude(zy)
-    out = _irfft(with_amplitude(zx, amp, mx, inplace=True), x, fft_dims)
+    out = _irfft(mix_spectra(zx, zy, lam_t, inplace=True), x, fft_dims)
     return restore_dtype(out, _out_dtype(x, y))
+
+
+def _low_band(n: int, b: int) -> list[int]:
+    """Indices ``k`` of an ``n``-point DFT whose frequency ``min(k, n - k)`` is at most ``b`` (the centred low band)."""
+    return [k for k in range(n) if min(k, n - k) <= b]
+
+
+def _half_width(shape: tuple[int, ...], beta: float) -> int:
+    if not 0.0 <= float(beta) <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {beta!r}")
+    return int(float(beta) * min(shape[-2], shape[-1]))
 
 
 def low_frequency_mask(
@@ -237,29 +344,37 @@ def low_frequency_mask(
     ``dims="chw"``). Returned with shape ``(1, H, W or W//2+1)`` for broadcasting.
     """
     check_dims(dims)
-    if not 0.0 <= float(beta) <= 1.0:
-        raise ValueError(f"beta must lie in [0, 1], got {beta!r}")
+    b = _half_width(shape, beta)
     h, w = shape[-2], shape[-1]
-    b = int(float(beta) * min(h, w))
-    fh = torch.fft.fftfreq(h, d=1.0 / h, device=device).abs()
-    freq = torch.fft.rfftfreq if real else torch.fft.fftfreq
-    fw = freq(w, d=1.0 / w, device=device).abs()
-    return ((fh[:, None] <= b) & (fw[None, :] <= b)).unsqueeze(0)
+    rows, cols = torch.zeros(h, dtype=torch.bool), torch.zeros(w // 2 + 1 if real else w, dtype=torch.bool)
+    rows[_low_band(h, b)] = True
+    if real:
+        cols[: min(b, w // 2) + 1] = True
+    else:
+        cols[_low_band(w, b)] = True
+    return (rows[:, None] & cols[None, :]).unsqueeze(0).to(device)
 
 
 def low_frequency_swap(x: torch.Tensor, y: torch.Tensor, beta: float = 0.01, dims: Dims = "chw") -> torch.Tensor:
     """FDA-style swap: ``x`` takes the amplitude of ``y`` inside the centred low-frequency square.
 
-    The square has half-width ``floor(beta * min(H, W))`` (Yang & Soatto, CVPR 2020); ``beta=0`` swaps
-    only the DC term. Phase and high-frequency amplitude stay those of ``x``.
+    The square has half-width ``floor(beta * min(H, W))`` (Yang & Soatto, CVPR 2020; the True region of
+    :func:`low_frequency_mask`); ``beta=0`` swaps only the DC term. Phase and high-frequency amplitude stay
+    those of ``x``: only the bins of the square are read from ``y`` and rewritten (a small fraction of the
+    spectrum for the usual ``beta``), so the cost is about that of the three FFTs.
     """
     _check_pair(x, y, "x", "y")
     fft_dims = check_dims(dims)
-    mask = low_frequency_mask(x.shape, beta, dims, device=x.device)
+    b = _half_width(x.shape, beta)
     zx, zy = _pair_spectra(x, y, fft_dims)
-    mx = spectral_magnitude(zx)
-    amp = torch.where(mask, spectral_magnitude(zy), mx)
-    out = _irfft(with_amplitude(zx, amp, mx, inplace=True), x, fft_dims)
+    lead = broadcast_shape(zx.shape[:-3], zy.shape[:-3])
+    if zx.shape[:-3] != lead:  # y has more leading dims: x's spectrum is repeated for each
+        zx = zx.expand(*lead, *zx.shape[-3:]).clone()
+    rows = torch.tensor(_low_band(x.shape[-2], b), device=zx.device)
+    band = zx[..., : min(b, x.shape[-1] // 2) + 1]  # a view: the band's columns, every row
+    swapped = mix_spectra(band.index_select(-2, rows), zy[..., : band.shape[-1]].index_select(-2, rows), inplace=True)
+    band.index_copy_(-2, rows, swapped)
+    out = _irfft(zx, x, fft_dims)
     return restore_dtype(out, _out_dtype(x, y))
 
 

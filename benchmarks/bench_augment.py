@@ -5,10 +5,16 @@ Prints img/s and ratios measured in the same run (interleaved repeats, median):
 * APR-P, batch 256 at 3x32x32 and batch 64 at 3x224x224: ``aprkit.augment.apr_pair`` (batch selected)
   vs the reference ``mix_data`` (two complex ``fftn``, abs/angle/exp, complex ``ifftn``) and vs a plain
   ``clone`` of the batch (the memory-bound limit); then the FFT-only limit (``rfftn`` + ``irfftn`` of the
-  batch) and the share of it that ``apr_pair`` and ``APRPair.forward`` reach.
+  batch) and the share of it that ``apr_pair`` and ``APRPair.forward`` reach; then the FFTs the cores run
+  (``rfftn`` + ``aprkit.fourier.irfftn``, chunked for large CPU batches) plus the least memory traffic of an
+  amplitude swap (two read+write passes over the half spectrum: one for the magnitudes, one to rescale), and
+  the share of that the cores reach.
 * APR-S per image on PIL images (32 and 224 px, recombination always on): ``APRSingle`` vs the reference
   ``APRecombination`` (same PIL ops, then NumPy complex ``fftn`` of both views, abs/angle/exp, ``ifftn``),
   plus ``APRSingleBatch`` on the device for comparison.
+
+On the CPU with one torch thread the calls are timed in the thread's CPU time (steady on a shared machine),
+elsewhere in wall time (``benchmarks.common.cpu_clock``).
 
 Usage: ``python benchmarks/bench_augment.py [--device cuda] [--threads 1] [--repeats 7] [--min-time 0.02] [--quick]``.
 The candidate sets (``pair_candidates``, ``other_candidates``) are reused by ``benchmarks/gpu_check.py``.
@@ -30,8 +36,8 @@ if __package__ in (None, ""):  # run as a script: the repository root makes `ben
 
 from aprkit.augment import APRPair, APRSingle, APRSingleBatch, apr_pair, sample_single_params  # noqa: E402
 from aprkit.augment.ops_pil import apply_pil_op  # noqa: E402
-from aprkit.fourier import low_frequency_swap, mix_amplitude  # noqa: E402
-from benchmarks.common import bench, synthetic_images  # noqa: E402
+from aprkit.fourier import irfftn, low_frequency_swap, mix_amplitude  # noqa: E402
+from benchmarks.common import bench, cpu_clock, synthetic_images  # noqa: E402
 
 
 def reference_mix_data(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -63,6 +69,35 @@ def fft_limit(x: torch.Tensor) -> torch.Tensor:
     """The FFT-only limit of an APR op: ``irfftn(rfftn(x))`` over (C, H, W) in aprkit's compute dtype."""
     xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
     return torch.fft.irfftn(torch.fft.rfftn(xf, dim=(1, 2, 3)), s=x.shape[1:], dim=(1, 2, 3))
+
+
+def pass_candidates(x: torch.Tensor, partner: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """The FFT-only limits plus the least memory traffic of an amplitude swap on ``x`` (and ``partner``).
+
+    ``spectrum_pass``: one read+write pass over the half spectrum (a copy into a second buffer);
+    ``fft_limit_aprkit``: ``rfftn`` + :func:`aprkit.fourier.irfftn` (the inverse the cores use: chunked for large
+    CPU batches); ``fft_2pass_limit``: ``rfftn``, two such passes, that inverse (a swap must read the spectrum once
+    for the magnitudes and once more to rescale it); ``fft2_2pass_limit``: the same for the two-input ops
+    (``rfftn`` of both inputs, their sum as the first pass, a copy as the second, the inverse).
+    """
+    xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    pf = partner if partner.dtype in (torch.float32, torch.float64) else partner.float()
+    dims, s = (1, 2, 3), list(x.shape[1:])
+    z = torch.fft.rfftn(xf, dim=dims)
+    buf = torch.empty_like(z)
+
+    def two_pass() -> torch.Tensor:
+        zz = torch.fft.rfftn(xf, dim=dims)
+        buf.copy_(zz)
+        return irfftn(zz.copy_(buf), s, dims)
+
+    def two_input_two_pass() -> torch.Tensor:
+        zz = torch.fft.rfftn(xf, dim=dims) + torch.fft.rfftn(pf, dim=dims)
+        return irfftn(buf.copy_(zz), s, dims)
+
+    return {"spectrum_pass": lambda: buf.copy_(z),
+            "fft_limit_aprkit": lambda: irfftn(torch.fft.rfftn(xf, dim=dims), s, dims),
+            "fft_2pass_limit": two_pass, "fft2_2pass_limit": two_input_two_pass}
 
 
 def pair_candidates(x: torch.Tensor, perm: torch.Tensor) -> dict[str, Callable[[], object]]:
@@ -110,8 +145,9 @@ def run_pair(device: torch.device, repeats: int, quick: bool, min_time: float = 
         x = (synthetic_images(b, s).float() / 255).to(device)
         perm = torch.randperm(b, generator=torch.Generator().manual_seed(0)).to(device)
         err = (apr_pair(x, perm) - reference_mix_data(x, perm)).abs().max().item()
-        fns = {"reference": lambda: reference_mix_data(x, perm), **pair_candidates(x, perm)}
-        t = bench(fns, repeats, device, min_time=min_time)
+        fns = {"reference": lambda: reference_mix_data(x, perm), **pair_candidates(x, perm),
+               **pass_candidates(x, x.roll(1, 0))}
+        t = bench(fns, repeats, device, min_time=min_time, clock=cpu_clock(device)[0])
         ips = {k: b / v for k, v in t.items()}
         print(f"  batch {b:3d} x 3x{s}x{s}: reference {ips['reference']:10.0f}  aprkit {ips['apr_pair']:10.0f}  "
               f"copy {ips['copy']:12.0f}   aprkit/reference {t['reference'] / t['apr_pair']:5.2f}x  "
@@ -119,6 +155,10 @@ def run_pair(device: torch.device, repeats: int, quick: bool, min_time: float = 
         print(f"      FFT-only limit {ips['fft_limit']:10.0f}  apr_pair {t['fft_limit'] / t['apr_pair']:.2f} of it, "
               f"APRPair.forward {t['fft_limit'] / t['APRPair']:.2f} ({ips['APRPair']:.0f} img/s; "
               f"{t['apr_pair'] / t['APRPair']:.2f} of the core)")
+        lp = t["fft_2pass_limit"]
+        print(f"      FFT + 2 passes {ips['fft_2pass_limit']:10.0f}  apr_pair {lp / t['apr_pair']:.2f} of it "
+              f"(one read+write pass over the half spectrum: {t['spectrum_pass'] / t['fft_limit']:.3f} of the "
+              f"FFT-only limit; rfftn + aprkit's irfftn: {t['fft_limit'] / t['fft_limit_aprkit']:.2f}x its speed)")
 
 
 def run_wrappers(device: torch.device, repeats: int, quick: bool, min_time: float = 0.0) -> None:
@@ -149,7 +189,8 @@ def run_wrappers(device: torch.device, repeats: int, quick: bool, min_time: floa
             "FeatureAPR": lambda: feat(x),
             "mix_amplitude": lambda: mix_amplitude(x, partner, 0.5),
             "low_frequency_swap": lambda: low_frequency_swap(x, partner, 0.1),
-        }, repeats, device, min_time=min_time)
+            **pass_candidates(x, partner),
+        }, repeats, device, min_time=min_time, clock=cpu_clock(device)[0])
         lim, lim2 = t["fft_limit"], t["fft2_limit"]
         print(f"  batch {b:3d} x 3x{s}x{s}: core/limit: apr_pair {lim / t['apr_pair_core']:.2f}  "
               f"feature_apr {lim / t['feature_apr_core']:.2f}  mix_amplitude {lim / t['mix_amplitude']:.2f} "
@@ -157,6 +198,12 @@ def run_wrappers(device: torch.device, repeats: int, quick: bool, min_time: floa
               f"({lim2 / t['low_frequency_swap']:.2f})")
         print(f"      wrapper/core: APRPair {t['apr_pair_core'] / t['APRPair']:.2f}  APRSingleBatch "
               f"{t['apr_single_core'] / t['APRSingleBatch']:.2f}  FeatureAPR {t['feature_apr_core'] / t['FeatureAPR']:.2f}")
+        lp, lp2 = t["fft_2pass_limit"], t["fft2_2pass_limit"]
+        print(f"      core/(FFT + 2 passes): apr_pair {lp / t['apr_pair_core']:.2f}  "
+              f"feature_apr {lp / t['feature_apr_core']:.2f}  mix_amplitude {lp2 / t['mix_amplitude']:.2f}  "
+              f"low_frequency_swap {lp2 / t['low_frequency_swap']:.2f} "
+              f"(two-input ops: rfftn x2 + 2 passes + irfftn; one pass = {t['spectrum_pass'] / lim:.3f} of the limit; "
+              f"FFTs with aprkit's irfftn {lim / t['fft_limit_aprkit']:.2f}x its speed)")
 
 
 def run_single(device: torch.device, repeats: int, quick: bool, min_time: float = 0.0) -> None:
@@ -179,7 +226,7 @@ def run_single(device: torch.device, repeats: int, quick: bool, min_time: float 
             "reference": lambda: [reference_aprs(im, names, q) for im, q in zip(imgs, plain)],
             "aprkit": lambda: [aprs.apply(im, p) for im, p in zip(imgs, params)],
             "batch": lambda: sb.apply(xb, bparams),
-        }, repeats, device, min_time=min_time)
+        }, repeats, device, min_time=min_time, clock=cpu_clock(device)[0])
         ips = {k: n / v for k, v in t.items()}
         print(f"  {n:3d} images 3x{s}x{s}: reference {ips['reference']:8.0f}  aprkit {ips['aprkit']:8.0f}   "
               f"aprkit/reference {t['reference'] / t['aprkit']:5.2f}x   max|diff| {diff}   "
@@ -201,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}")
+    print(f"timer: {cpu_clock(device)[1]} (the same-run ratios are what to compare; img/s under other load vary)")
     run_pair(device, args.repeats, args.quick, args.min_time)
     run_wrappers(device, args.repeats, args.quick, args.min_time)
     run_single(device, args.repeats, args.quick, args.min_time)

@@ -3,13 +3,14 @@
 Timings are wall-clock seconds between device synchronisations (``torch.cuda.synchronize`` on CUDA),
 so queued asynchronous work is always included. Fast calls are repeated inside one timed block until it
 lasts ``min_time`` seconds (launch latency and timer resolution then cost little); the reported figure
-is the median over ``repeats`` blocks, with the candidates interleaved so that a machine whose speed
-drifts favours none of them.
+is the median over ``repeats`` blocks, with the candidates interleaved (in a new order each round) so that
+a machine whose speed drifts favours none of them.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import statistics
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["REPO_ROOT", "ensure_repo_on_path", "sync", "bench", "synthetic_images"]
+__all__ = ["REPO_ROOT", "ensure_repo_on_path", "sync", "bench", "cpu_clock", "synthetic_images"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,12 +46,14 @@ def bench(
     min_time: float = 0.0,
     max_inner: int = 1000,
     deadline: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Median seconds per call of each function (interleaved repeats, after one warm-up call each).
 
     ``min_time``: each timed block repeats a call until it lasts about this long (calibrated on the
     warm-up; at most ``max_inner`` calls per block). ``deadline`` (``time.perf_counter()`` value): stop
-    after the current round once it has passed (at least one round is always timed).
+    after the current round once it has passed (at least one round is always timed). ``clock``: the timer of the
+    calls (default wall time; :func:`cpu_clock` picks the thread's CPU time where that measures the same work).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -60,24 +63,36 @@ def bench(
         sync(device)
         inner[name] = 1
         if min_time > 0:
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
             sync(device)
-            single = max(time.perf_counter() - t0, 1e-7)
+            single = max(clock() - t0, 1e-7)
             inner[name] = max(1, min(max_inner, math.ceil(min_time / single)))
     times: dict[str, list[float]] = {k: [] for k in fns}
+    order, rng = list(fns), random.Random(0)
     for _ in range(repeats):
-        for name, fn in fns.items():
+        rng.shuffle(order)  # a fixed order lets one call's leftovers (cache, freed memory) bias the next
+        for name in order:
+            fn = fns[name]
             n = inner[name]
             sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(n):
                 fn()
             sync(device)
-            times[name].append((time.perf_counter() - t0) / n)
+            times[name].append((clock() - t0) / n)
         if deadline is not None and time.perf_counter() > deadline:
             break
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def cpu_clock(device: torch.device | str) -> tuple[Callable[[], float], str]:
+    """The timer for :func:`bench` and its name: the calling thread's CPU time for CPU work on one torch thread
+    (all of it then runs on this thread, so it is the same work as wall time minus the time the thread waits
+    for a core: far steadier on a shared machine), else wall time."""
+    if torch.device(device).type == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time, "thread CPU time"
+    return time.perf_counter, "wall time"
 
 
 def synthetic_images(n: int, size: int, seed: int = 0, noise: float = 0.0) -> torch.Tensor:

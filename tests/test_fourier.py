@@ -180,3 +180,54 @@ def test_pair_ops_reject_non_broadcastable_batches(fn):
     x, y = torch.rand(4, 3, 8, 8), torch.rand(3, 3, 8, 8)
     with pytest.raises(ValueError, match="broadcastable leading batch"):
         fn(x, y)
+
+
+@pytest.mark.parametrize("dims", ["chw", "hw"])
+def test_mix_fast_path_equals_the_general_path(dims, monkeypatch):
+    """Issue 17: the squared-magnitude fast path (eager CPU, no autograd) and the magnitude path (accelerators,
+    torch.compile, autograd) give the same spectra, zero bins (a constant image) and broadcast shapes included."""
+    g = torch.Generator().manual_seed(3)
+    x, y = (torch.rand(4, 3, 8, 6, generator=g, dtype=torch.float64) for _ in range(2))
+    x[2] = 0.5
+    lam = torch.tensor([0.0, 0.3, 0.7, 1.0], dtype=torch.float64)
+    cases = [(x, y, 0.3), (x, y, lam.view(4, 1, 1, 1)), (x[0], y, 0.6), (x, y[0], lam.view(4, 1, 1, 1)), (y, x, 1.0)]
+    zs = [(torch.fft.rfftn(a, dim=AXES[dims]), torch.fft.rfftn(b, dim=AXES[dims]), w) for a, b, w in cases]
+    fast = [fr.mix_spectra(za, zb, w) for za, zb, w in zs]
+    monkeypatch.setattr(fr, "eager_cpu", lambda t: False)
+    for (za, zb, w), want in zip(zs, fast, strict=True):
+        torch.testing.assert_close(fr.mix_spectra(za, zb, w), want, atol=1e-12, rtol=1e-12)
+    za, zb = zs[0][:2]
+    assert fr.transfer_amplitude(za, fr.spectral_power(za), fr.spectral_power(zb)) is None  # zero bins: general path
+
+
+def test_low_frequency_swap_leaves_the_rest_of_the_spectrum():
+    """Only the bins of the low-frequency square change (they take y's amplitude); every other bin stays x's."""
+    g = torch.Generator().manual_seed(4)
+    x, y = (torch.rand(3, 3, 12, 10, generator=g, dtype=torch.float64) for _ in range(2))
+    out = fr.low_frequency_swap(x, y, 0.25)
+    zo, zx, zy = (torch.fft.rfftn(t, dim=(-3, -2, -1)) for t in (out, x, y))
+    mask = fr.low_frequency_mask(x.shape, 0.25).expand_as(zx)
+    torch.testing.assert_close(zo[~mask], zx[~mask], atol=1e-10, rtol=0)
+    torch.testing.assert_close(zo[mask].abs(), zy[mask].abs(), atol=1e-10, rtol=0)
+    torch.testing.assert_close(torch.sgn(zo[mask]), torch.sgn(zx[mask]), atol=1e-9, rtol=0)
+
+
+def test_irfftn_in_chunks_equals_one_call(monkeypatch):
+    """Large CPU batches are inverted in chunks (torch's batched multi-dim inverse copies the whole spectrum
+    twice): same numbers as one call; with autograd it stays one call."""
+    monkeypatch.setattr(fr, "_CHUNKED_ABOVE", 1 << 10)
+    monkeypatch.setattr(fr, "_CHUNK_BYTES", 1 << 10)
+    x = torch.rand(7, 3, 10, 9, generator=torch.Generator().manual_seed(5))
+    for dims in ((-3, -2, -1), (-2, -1)):
+        z = torch.fft.rfftn(x, dim=dims)
+        sizes = [x.shape[d] for d in dims]
+        want = torch.fft.irfftn(z, s=sizes, dim=dims)
+        torch.testing.assert_close(fr.irfftn(z, sizes, dims), want, atol=1e-6, rtol=0)
+    zg = torch.fft.rfftn(x.clone().requires_grad_(True), dim=(-2, -1))
+    assert fr.irfftn(zg, [10, 9], (-2, -1)).requires_grad
+    perm = torch.tensor([6, 0, 1, 2, 3, 4, 5])
+    from aprkit.augment.functional import apr_pair
+
+    torch.testing.assert_close(apr_pair(x, perm), torch.fft.irfftn(
+        fr.mix_spectra(torch.fft.rfftn(x, dim=(1, 2, 3)), torch.fft.rfftn(x[perm], dim=(1, 2, 3))), s=(3, 10, 9),
+        dim=(1, 2, 3)), atol=1e-5, rtol=0)

@@ -25,9 +25,18 @@ from .._checks import (
     check_probability,
     compute_dtype,
     eager_cpu,
+    needs_grad,
     restore_dtype,
 )
-from ..fourier import _TINY, Dims, spectral_magnitude, with_amplitude
+from ..fourier import (
+    _TINY,
+    Dims,
+    irfftn,
+    spectral_magnitude,
+    spectral_power,
+    transfer_amplitude,
+    with_amplitude,
+)
 
 __all__ = [
     "CompiledCore",
@@ -68,24 +77,20 @@ def swap_with_partner(
     no complex ``abs``), and with ``inplace=True`` it overwrites ``z`` (a spectrum the caller owns).
     Zero bins are found with one ``amin`` on eager CPU calls, fixed with ``torch.where`` elsewhere.
     """
-    if torch.is_grad_enabled() and z.requires_grad:
+    if needs_grad(z):
         mag = spectral_magnitude(z)
         own = (z, mag) if rows is None else (z.index_select(0, rows), mag.index_select(0, rows))
         return with_amplitude(own[0], mag.index_select(0, perm), own[1])
-    vr = torch.view_as_real(z)
-    m2 = torch.mul(vr[..., 0], vr[..., 0]).addcmul_(vr[..., 1], vr[..., 1])
+    m2 = spectral_power(z)
     m2_own = m2
     if rows is not None:  # a fresh gathered copy: free to overwrite
         z, m2_own, inplace = z.index_select(0, rows), m2.index_select(0, rows), True
-        vr = torch.view_as_real(z)
     m2_partner = m2.index_select(0, perm)
-    if eager_cpu(z) and bool(m2_own.amin() > _TINY * _TINY):  # common case on the CPU: no zero bins
-        ratio = m2_partner.div_(m2_own).sqrt_()
-        if inplace:
-            vr[..., 0].mul_(ratio)
-            vr[..., 1].mul_(ratio)
-            return z
-        return torch.view_as_complex(vr * ratio.unsqueeze(-1))
+    if eager_cpu(z):  # common case on the CPU: no zero bins (one amin), no torch.where
+        out = transfer_amplitude(z, m2_own, m2_partner, inplace=inplace)
+        if out is not None:
+            return out
+    vr = torch.view_as_real(z)
     zero = m2_own <= _TINY * _TINY  # such a bin becomes (1, 0) * |z[perm]|: phase 0, the partner's amplitude
     ratio = m2_partner.div_(torch.where(zero, 1.0, m2_own)).sqrt_()
     out = torch.where(zero.unsqueeze(-1), 0.0, vr)
@@ -163,7 +168,7 @@ def apr_pair_with_dc(
     z = torch.fft.rfftn(xf, dim=fft_dims)
     dc = z[..., :1, :1].real.clone() if with_dc else None  # before the in-place swap below
     spec = swap_with_partner(z, perm, inplace=True)
-    out = torch.fft.irfftn(spec, s=[x.shape[d] for d in fft_dims], dim=fft_dims)
+    out = irfftn(spec, [x.shape[d] for d in fft_dims], fft_dims)
     if mask is not None:
         out = torch.where(mask.view(-1, 1, 1, 1), out, xf)
     return finish(out, x.dtype, clamp), dc
@@ -212,7 +217,7 @@ def recombine_views(
         sel = phase_from_a.to(z.device)
         phase_rows, amp_rows = torch.where(sel, own, own + n), torch.where(sel, own + n, own)
     spec = swap_with_partner(z, amp_rows, rows=phase_rows)
-    return torch.fft.irfftn(spec, s=[a.shape[d] for d in fft_dims], dim=fft_dims)
+    return irfftn(spec, [a.shape[d] for d in fft_dims], fft_dims)
 
 
 def recombine_views_numpy(views: np.ndarray, phase_from_first: bool, dims: Dims = "chw") -> np.ndarray:

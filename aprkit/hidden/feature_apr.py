@@ -87,11 +87,9 @@ def feature_apr_core(
     if lam is None:
         spec = swap_with_partner(z, perm, inplace=True)
     else:
-        mag = fourier.spectral_magnitude(z)
         lam_b = lam.view(-1, *([1] * (z.ndim - 1))) if isinstance(lam, torch.Tensor) else lam
-        amp = (1 - lam_b) * mag + lam_b * mag.index_select(0, perm)
-        spec = fourier.with_amplitude(z, amp, mag, inplace=True)
-    out = torch.fft.irfftn(spec, s=[g.shape[d] for d in fft_dims], dim=fft_dims).to(g.dtype)
+        spec = fourier.mix_spectra(z, z, lam_b, perm=perm, inplace=True)
+    out = fourier.irfftn(spec, [g.shape[d] for d in fft_dims], fft_dims).to(g.dtype)
     if eager_cpu(apply) and bool(apply.all()):  # every sample recombined: skip the selection pass
         return out
     return torch.where(apply.view(-1, *([1] * (g.ndim - 1))), out, g)
