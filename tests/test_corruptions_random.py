@@ -68,6 +68,16 @@ def test_uniform_float32_bits_match_numpy_reference() -> None:
         assert np.array_equal(u32[i].numpy(), ((signed >> 8) + 2**23).astype(np.float32) / 2**24)
 
 
+def test_item_seeds_match_numpy_reference() -> None:
+    from aprkit._hash import stable_hash64
+
+    idx = np.array([0, 1, 7, 2**40, 2**62], dtype=np.uint64)
+    base = np.uint64(stable_hash64("aprkit.corruptions", 5, "fog", 2, "cifar") >> 1)
+    with np.errstate(over="ignore"):
+        want = (_np_mix(base + (idx + np.uint64(1)) * np.uint64(_GOLDEN)) >> np.uint64(1)).astype(np.int64)
+    assert item_seeds(5, "fog", 2, "cifar", idx.astype(np.int64)).tolist() == want.tolist()
+
+
 def test_pinned_values() -> None:
     # a change here changes every generated corruption: bump aprkit.corruptions.CODE_VERSION
     keys = item_seeds(0, "fog", 1, "cifar", [0, 1])
@@ -138,6 +148,30 @@ def test_keys_move_to_the_requested_device_and_errors() -> None:
         randint(0, 2**40, (3,), ik, CPU)
     with pytest.raises(ValueError, match="rates up to 512"):
         poisson(torch.full((3, 2), 600.0), ik)
+
+
+def test_poisson_and_shot_noise_do_not_depend_on_the_other_rates_of_the_batch() -> None:
+    """The rate split is fixed by ``max_rate`` (default 512), not by the batch's largest rate: a dark image gets
+    the same counts alone and next to a bright one."""
+    keys = _keys(2)
+    rates = torch.stack([torch.linspace(0, 60, 50), torch.linspace(0, 3, 50)])
+    for max_rate in (None, 60.0):
+        both = poisson(rates, ItemKeys(keys), max_rate)
+        assert torch.equal(poisson(rates[1:], ItemKeys(keys[1:]), max_rate), both[1:])
+    with pytest.raises(ValueError, match="rates up to 60"):
+        poisson(rates * 2, ItemKeys(keys), 60.0)
+    x = natural_images(2, 32, seed=1).float() / 255
+    x[1] *= 0.3  # a dark image: its largest rate is under half of c
+    seeds = item_seeds(0, "shot_noise", 1, "cifar", [0, 1])
+    assert torch.equal(corrupt(x[1:], "shot_noise", 1, seeds=seeds[1:])[0],
+                       corrupt(x, "shot_noise", 1, seeds=seeds)[1])
+
+
+def test_randint_with_a_low_outside_int32() -> None:
+    keys = ItemKeys(_keys(3))
+    for low in (2**40, -(2**31), 2**31 - 5):
+        r = randint(low, low + 5, (3, 50), keys, CPU)
+        assert int(r.min()) >= low and int(r.max()) < low + 5 and int(r.max()) - int(r.min()) == 4
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -239,7 +273,7 @@ def test_independence_across_images_calls_and_lanes() -> None:
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 def test_seeded_corruptions_match_generator_statistics(name: str, dtype: torch.dtype) -> None:
     """Per-image keys draw from the same distributions as a torch generator: the changes they make to the same
-    images agree in mean, mean absolute value and spread (shot noise on float input: PTRS/inversion vs NumPy)."""
+    images agree in mean, mean absolute value and spread (shot noise on float input: table levels vs NumPy)."""
     x = natural_images(64, 32, seed=7)
     x = x if dtype == torch.uint8 else x.float() / 255
     seeded = corrupt(x, name, 3, "cifar", seeds=item_seeds(0, name, 3, "cifar", torch.arange(64))).double()

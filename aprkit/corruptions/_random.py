@@ -60,14 +60,9 @@ def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -
                         f"got {idx.dtype} shape {tuple(idx.shape)}")
     if idx.numel() and int(idx.min()) < 0:
         raise ValueError(f"indices must be non-negative dataset indices, got minimum {int(idx.min())}")
-    base = np.uint64(stable_hash64("aprkit.corruptions", int(seed), name, int(severity), preset) >> 1)  # 63 bits
-    z = idx.cpu().numpy().astype(np.uint64)
-    with np.errstate(over="ignore"):  # uint64 arithmetic wraps, as SplitMix64 intends
-        z = base + (z + np.uint64(1)) * np.uint64(_GOLDEN)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(_C1)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(_C2)
-        z = z ^ (z >> np.uint64(31))
-    return torch.from_numpy((z >> np.uint64(1)).astype(np.int64))
+    base = stable_hash64("aprkit.corruptions", int(seed), name, int(severity), preset) >> 1  # 63 bits
+    z = idx.to(device="cpu", dtype=torch.int64, copy=True).add_(1).mul_(_signed(_GOLDEN)).add_(base)  # wraps
+    return mix64_(z).bitwise_right_shift_(1).bitwise_and_((1 << 63) - 1)  # the high 63 bits, non-negative
 
 
 def mix64_(z: torch.Tensor) -> torch.Tensor:
@@ -229,16 +224,22 @@ def randint(low: int, high: int, shape: Sequence[int], generator: RandomSource,
             r = torch.bitwise_right_shift(w, 8).add_(1 << 23).mul_(n).bitwise_right_shift_(24)
         else:  # (u32 * n) < 2^63
             r = w.to(torch.int64).add_(1 << 31).mul_(n).bitwise_right_shift_(32)
+        if r.dtype == torch.int32 and not -(1 << 31) <= low <= (1 << 31) - n:  # low + r would wrap in int32
+            r = r.to(torch.int64)
         return _per_image(r.add_(low) if low else r, item, batch_dim, dtype).to(device)
     r = torch.randint(low, high, tuple(shape), generator=generator, device=_gen_device(generator, device),
                       dtype=dtype)
     return r.to(device)
 
 
-def poisson(rate: torch.Tensor, generator: RandomSource) -> torch.Tensor:
-    """Poisson counts of ``rate`` ``(B, ...)`` (non-negative), in ``rate``'s dtype and device."""
+def poisson(rate: torch.Tensor, generator: RandomSource, max_rate: float | None = None) -> torch.Tensor:
+    """Poisson counts of ``rate`` ``(B, ...)`` (non-negative), in ``rate``'s dtype and device.
+
+    ``max_rate``: a bound on the rates known before the draw (shot noise: ``c``); ``ItemKeys`` split every rate
+    by it (default ``_ITEM_POISSON_MAX``), never by the batch's largest rate, so that an image's counts do not
+    depend on the other images of its batch. Rates above it raise with ``ItemKeys``."""
     if isinstance(generator, ItemKeys):
-        return _item_poisson(rate, generator)
+        return _item_poisson(rate, generator, _ITEM_POISSON_MAX if max_rate is None else float(max_rate))
     if rate.device.type == "cpu":  # NumPy's Poisson sampler is ~10x faster than torch's on the CPU
         seed = int(randint(0, 2**62, (1,), generator, torch.device("cpu")))
         counts = np.random.default_rng(seed).poisson(rate.double().numpy())
@@ -253,22 +254,25 @@ _ITEM_POISSON_MAX = 512.0
 _INVERSION_STEPS = 32
 
 
-def _item_poisson(rate: torch.Tensor, keys: ItemKeys) -> torch.Tensor:
-    """Poisson counts of ``rate`` ``(N, ...)`` (at most ``_ITEM_POISSON_MAX``) from per-image keys, exactly, by
+def _item_poisson(rate: torch.Tensor, keys: ItemKeys, bound: float) -> torch.Tensor:
+    """Poisson counts of ``rate`` ``(N, ...)`` (at most ``bound <= _ITEM_POISSON_MAX``) from per-image keys, exactly, by
     splitting each rate: ``Poisson(r) = Poisson(c v / 255) + Poisson(r - c v / 255)`` for ``v = floor(255 r / c)``
-    (a sum of independent Poisson counts is Poisson), ``c`` the power of two that bounds the rates. The first part
+    (a sum of independent Poisson counts is Poisson), ``c`` the power of two at or above ``bound`` (fixed before the
+    draw: a batch-dependent ``c`` would make an image's counts depend on its neighbours' rates). The first part
     comes from the levels' inverse-CDF tables (``poisson_levels``), the remainder (below ``c / 255``) is split
     again with ``c / 255`` until ``c <= 1``, then drawn by inversion: every part is one draw call."""
+    if not 0.0 <= bound <= _ITEM_POISSON_MAX:
+        raise ValueError(f"max_rate must lie in [0, {_ITEM_POISSON_MAX:g}] for per-image keys, got {bound:g}")
     r = rate.to(device=keys.device, dtype=torch.float64).clamp_min(0.0)
     top = float(r.max()) if r.numel() else 0.0
-    if not top <= _ITEM_POISSON_MAX:
-        raise ValueError(f"Poisson draws with per-image keys take rates up to {_ITEM_POISSON_MAX:g}, got {top:g}")
-    c = 2.0 ** math.ceil(math.log2(top)) if top > 1 else 1.0
+    if not top <= bound:
+        raise ValueError(f"Poisson draws with per-image keys take rates up to {bound:g}, got {top:g}")
+    c = 2.0 ** math.ceil(math.log2(bound)) if bound > 1 else 1.0
     counts = torch.zeros_like(r)
     while c > 1:
         v = torch.mul(r, 255.0 / c).floor_().clamp_(0, 255).to(torch.int32)
         counts += poisson_levels(v, c, keys)
-        r = r.sub_(v * (c / 255.0)).clamp_min_(0.0)  # the tables' rate of level v is v * (c / 255)
+        r = r.sub_(v.to(torch.float64).mul_(c / 255.0)).clamp_min_(0.0)  # the tables' rate of level v (float64)
         c /= 255.0
     u = uniform(r.shape, 0.0, 1.0, keys, keys.device, torch.float64)
     counts += _inversion(r.flatten(), u.flatten()).view(r.shape)

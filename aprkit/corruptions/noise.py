@@ -30,7 +30,7 @@ def shot_noise(x: torch.Tensor, c: float, generator: RandomSource = None, *,
     if levels:
         k = x.to(torch.int32) if x.dtype == torch.uint8 else torch.mul(x, 255).round_().to(torch.int32)
         return poisson_levels(k, float(c), generator).div_(c)
-    return poisson((x * c).clamp_min(0.0), generator) / c
+    return poisson((x * c).clamp_min(0.0), generator, max_rate=c) / c  # x <= 1: rates <= c
 
 
 def impulse_noise(x: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:
