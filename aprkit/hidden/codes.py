@@ -12,8 +12,9 @@ elementwise carrier of ``z`` is its complex phase ``z / |z|`` (the sign of a rea
 transplant is ``|z_B| * z_A / |z_A|``. The ``"phase"`` code uses the full complex FFT of the map (its
 spectrum is not Hermitian) and the results stay complex. Real grids give real results.
 
-All Fourier work goes through :mod:`aprkit.fourier` (the amplitude/phase recombination of complex values is
-:func:`aprkit.fourier.with_amplitude`).
+Real grids go through :mod:`aprkit.fourier` for all Fourier work; complex grids take their full FFT here
+(``torch.fft.fftn``, which :mod:`aprkit.fourier`'s image functions do not accept) and recombine amplitude and
+phase with :func:`aprkit.fourier.with_amplitude`.
 """
 
 from __future__ import annotations
