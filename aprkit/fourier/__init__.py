@@ -20,7 +20,7 @@ from typing import Literal
 
 import torch
 
-from ._checks import (
+from .._checks import (
     broadcast_shape,
     check_dims,
     check_finite_spectrum,
