@@ -193,7 +193,7 @@ def test_mix_fast_path_equals_the_general_path(dims, monkeypatch):
     cases = [(x, y, 0.3), (x, y, lam.view(4, 1, 1, 1)), (x[0], y, 0.6), (x, y[0], lam.view(4, 1, 1, 1)), (y, x, 1.0)]
     zs = [(torch.fft.rfftn(a, dim=AXES[dims]), torch.fft.rfftn(b, dim=AXES[dims]), w) for a, b, w in cases]
     fast = [fr.mix_spectra(za, zb, w) for za, zb, w in zs]
-    monkeypatch.setattr(fr, "eager_cpu", lambda t: False)
+    monkeypatch.setattr(fr.mixing, "eager_cpu", lambda t: False)  # the module of mix_spectra
     for (za, zb, w), want in zip(zs, fast, strict=True):
         torch.testing.assert_close(fr.mix_spectra(za, zb, w), want, atol=1e-12, rtol=1e-12)
     za, zb = zs[0][:2]
@@ -215,8 +215,8 @@ def test_low_frequency_swap_leaves_the_rest_of_the_spectrum():
 def test_irfftn_in_chunks_equals_one_call(monkeypatch):
     """Large CPU batches are inverted in chunks (torch's batched multi-dim inverse copies the whole spectrum
     twice): same numbers as one call; with autograd it stays one call."""
-    monkeypatch.setattr(fr, "_CHUNKED_ABOVE", 1 << 10)
-    monkeypatch.setattr(fr, "_CHUNK_BYTES", 1 << 10)
+    monkeypatch.setattr(fr.spectra, "_CHUNKED_ABOVE", 1 << 10)
+    monkeypatch.setattr(fr.spectra, "_CHUNK_BYTES", 1 << 10)
     x = torch.rand(7, 3, 10, 9, generator=torch.Generator().manual_seed(5))
     for dims in ((-3, -2, -1), (-2, -1)):
         z = torch.fft.rfftn(x, dim=dims)

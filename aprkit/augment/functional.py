@@ -29,7 +29,6 @@ from .._checks import (
     restore_dtype,
 )
 from ..fourier import (
-    _TINY,
     Dims,
     irfftn,
     spectral_magnitude,
@@ -37,6 +36,7 @@ from ..fourier import (
     transfer_amplitude,
     with_amplitude,
 )
+from ..fourier.spectra import _TINY
 
 __all__ = [
     "CompiledCore",

@@ -1,0 +1,103 @@
+"""Amplitude edits of complex spectra, phase kept: set an amplitude (:func:`with_amplitude`), or swap / mix in
+another spectrum's amplitude (:func:`mix_spectra`, with :func:`transfer_amplitude` its no-autograd CPU fast path).
+
+Spectrum in, spectrum out: the image ops of :mod:`aprkit.fourier.images`, the APR augmentations and feature-level
+APR build on these.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._checks import broadcast_shape, eager_cpu, needs_grad
+from .spectra import _TINY, spectral_magnitude, spectral_power
+
+__all__ = ["with_amplitude", "transfer_amplitude", "mix_spectra"]
+
+
+def _scale(z: torch.Tensor, ratio: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """``z * ratio`` (``ratio`` real, broadcastable): in place on ``z`` when allowed and the shapes agree.
+
+    Two strided multiplies of the real and imaginary parts: measured faster inside the FFT pipeline than one
+    broadcast multiply of ``view_as_real`` or a complex-by-real multiply."""
+    if inplace and (ratio.shape == z.shape or broadcast_shape(ratio.shape, z.shape) == z.shape):
+        vr = torch.view_as_real(z)
+        vr[..., 0].mul_(ratio)
+        vr[..., 1].mul_(ratio)
+        return z
+    return torch.view_as_complex(torch.view_as_real(z) * ratio.unsqueeze(-1))
+
+
+def transfer_amplitude(
+    z: torch.Tensor, power: torch.Tensor, source_power: torch.Tensor, lam: float | torch.Tensor = 1.0, *,
+    inplace: bool = False,
+) -> torch.Tensor | None:
+    """The no-autograd fast path of an amplitude swap or mix: ``z`` with its phase and the amplitude
+    ``(1 - lam) * |z| + lam * sqrt(source_power)``, or ``None`` when ``z`` has a zero bin (``|z| <= _TINY``:
+    the caller then takes :func:`with_amplitude`, which gives such a bin phase 0).
+
+    ``power`` is ``|z|^2`` (:func:`spectral_power`); ``source_power`` (real, broadcastable, owned by the caller:
+    it is overwritten when the shapes allow) the source amplitude squared; ``lam`` a float or a tensor
+    broadcastable to ``z``. Computes ``z * ((1 - lam) + lam * sqrt(source_power / power))``: no magnitude
+    tensors, no complex arithmetic, one pass per step. The zero test is one ``amin`` (a host read): call this
+    on eager CPU tensors only. ``inplace=True`` lets it overwrite ``z`` (a spectrum the caller owns).
+    """
+    if not bool(power.amin() > _TINY * _TINY):
+        return None
+    owned = source_power.shape == power.shape or broadcast_shape(source_power.shape, power.shape) == source_power.shape
+    ratio = (source_power.div_(power) if owned else source_power / power).sqrt_()
+    if isinstance(lam, torch.Tensor) or lam != 1.0:  # (1 - lam) + lam * ratio, as ratio + (1 - lam) * (1 - ratio)
+        one, weight = ratio.new_ones(()), 1 - (lam.to(ratio.dtype) if isinstance(lam, torch.Tensor) else lam)
+        fits = not isinstance(weight, torch.Tensor) or broadcast_shape(ratio.shape, weight.shape) == ratio.shape
+        ratio = ratio.lerp_(one, weight) if fits else torch.lerp(ratio, one, weight)
+    return _scale(z, ratio, inplace)
+
+
+def with_amplitude(
+    z: torch.Tensor, amplitude: float | torch.Tensor, mag: torch.Tensor | None = None, *, inplace: bool = False
+) -> torch.Tensor:
+    """``amplitude * exp(i * angle(z))`` for a complex spectrum ``z``, computed as ``z * amplitude / |z|``.
+
+    ``amplitude`` is real, broadcastable to ``z`` (or a float); ``mag`` may pass a precomputed ``|z|``.
+    Where ``|z| == 0`` the phase is taken as 0 (``angle(0) == 0``), so the bin becomes ``amplitude``.
+    No trigonometry, real multiplies only; safe gradients at ``|z| == 0``. Returns a complex tensor of
+    the broadcast shape. ``inplace=True`` lets it overwrite ``z`` (a spectrum the caller owns) when no
+    gradient is involved. Eager CPU calls look for zero bins with one ``amin`` (a host read); on other
+    devices and under ``torch.compile`` zero bins are fixed with ``torch.where`` (no host sync).
+    """
+    if mag is None:
+        mag = spectral_magnitude(z)
+    if not needs_grad(z, mag, amplitude) and eager_cpu(z) and bool(mag.amin() > _TINY):  # common case: no zero bins
+        return _scale(z, amplitude / mag, inplace)
+    ok = mag > _TINY
+    ratio = torch.where(ok, amplitude / torch.where(ok, mag, 1.0), 0.0)
+    out = torch.view_as_real(z) * ratio.unsqueeze(-1)
+    out[..., 0] = torch.where(ok, out[..., 0], amplitude)
+    return torch.view_as_complex(out)
+
+
+def mix_spectra(
+    z: torch.Tensor, source: torch.Tensor, lam: float | torch.Tensor = 1.0, *, perm: torch.Tensor | None = None,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """Spectrum with the phase of ``z`` and the amplitude ``(1 - lam) * |z| + lam * |source[perm]|``.
+
+    ``source`` is a spectrum broadcastable to ``z`` (``z`` itself with ``perm`` for batch partners); ``perm``
+    ``None`` takes it as it is; ``lam`` a float or a real tensor broadcastable to ``z`` (``1.0``: a plain
+    amplitude swap). Where ``|z| == 0`` the phase is 0, as in :func:`with_amplitude`. Without autograd on eager
+    CPU tensors it runs :func:`transfer_amplitude` on squared magnitudes (fewest passes), otherwise magnitudes
+    and :func:`with_amplitude` (differentiable, no host sync). ``inplace=True`` lets it overwrite ``z``.
+    """
+    if not needs_grad(z, source, lam) and eager_cpu(z):
+        power = spectral_power(z)
+        src = power if source is z else spectral_power(source)
+        src = src.index_select(0, perm) if perm is not None else src.clone() if src is power else src
+        out = transfer_amplitude(z, power, src, lam, inplace=inplace)
+        if out is not None:
+            return out
+    mag = spectral_magnitude(z)
+    src_mag = mag if source is z else spectral_magnitude(source)
+    if perm is not None:
+        src_mag = src_mag.index_select(0, perm)
+    amp = src_mag if isinstance(lam, float) and lam == 1.0 else (1 - lam) * mag + lam * src_mag
+    return with_amplitude(z, amp, mag, inplace=inplace)
