@@ -1,6 +1,6 @@
 """A child process with a hard time cap: its own process session (killed with its children at the cap), output
-to a log file. Used by ``gpu_check.py`` (one section per child) and ``repro/gpu_studies.py`` (one job per child).
-Needs no torch, so planning and ``--dry-run`` stay light.
+to a log file. Used by ``gpu_check.py`` (one section per child) and ``repro/gpu_driver.py`` (one job of
+``repro/gpu_studies.py`` per child). Needs no torch, so planning and ``--dry-run`` stay light.
 """
 
 from __future__ import annotations
