@@ -4,7 +4,7 @@
     python benchmarks/gpu_check.py --device cpu --quick --out /tmp/gc   # smoke run on a CPU (seconds)
 
 Sections, each in its own process with a hard time cap (a failure or a kill is recorded and the next
-section still runs): ``env`` (versions, GPU), ``tests`` (``pytest tests/test_cuda.py``), ``augment``
+section still runs): ``env`` (versions, GPU), ``tests`` (``pytest tests/test_cuda*.py``), ``augment``
 (APR-P / APR-S / FACT / FDA img/s against the FFT-only limit and a batch copy, fp32 and AMP),
 ``corruptions`` (19 corruptions at 224 px, ImageNet-C projection), ``eval`` (``evaluate`` against a
 robustbench-style loop), ``train`` (APR-SP step against standard steps) and ``compile`` (``torch.compile``

@@ -1,10 +1,12 @@
-"""Shared pytest fixtures: paths to ../shared (skipped when absent) and generated images."""
+"""Shared pytest fixtures and helpers: paths to ../shared (skipped when absent), generated images, a spy on the
+random samplers."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,3 +102,25 @@ def images_u8() -> torch.Tensor:
 @pytest.fixture
 def images_f32() -> torch.Tensor:
     return natural_images(8, seed=1).float() / 255
+
+
+#: the torch functions :func:`spy_on_samplers` records (NumPy's ``default_rng`` too)
+SAMPLERS = ("rand", "randn", "randint", "randperm", "poisson", "normal", "Generator")
+
+
+def spy_on_samplers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on (until the test ends), record the name of every call of torch's samplers and ``Generator``
+    (:data:`SAMPLERS`) and of ``numpy.random.default_rng``; they still run. Returns the list the names go to
+    (empty while nothing random is drawn from a host generator or sampler)."""
+    calls: list[str] = []
+
+    def spy(name: str, fn):
+        def wrapped(*args, **kwargs):
+            calls.append(name)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    for name in SAMPLERS:
+        monkeypatch.setattr(torch, name, spy(name, getattr(torch, name)))
+    monkeypatch.setattr(np.random, "default_rng", spy("default_rng", np.random.default_rng))
+    return calls

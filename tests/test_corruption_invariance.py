@@ -13,7 +13,7 @@ from torch import nn
 
 from aprkit.cli import main
 from aprkit.corruptions import corrupt, find_frost_dir, item_seeds, list_corruptions
-from conftest import natural_images
+from conftest import natural_images, spy_on_samplers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -202,17 +202,7 @@ def test_seeded_corruptions_use_no_torch_or_numpy_generator(dtype: torch.dtype, 
     no torch or NumPy sampler is called (on a GPU nothing random runs on the host)."""
     x = natural_images(4, 32, seed=4)
     x = x if dtype == torch.uint8 else x.to(dtype) / 255
-    calls: list[str] = []
-
-    def spy(name: str, fn):
-        def wrapped(*args, **kwargs):
-            calls.append(name)
-            return fn(*args, **kwargs)
-        return wrapped
-
-    for name in ("rand", "randn", "randint", "randperm", "poisson", "normal", "Generator"):
-        monkeypatch.setattr(torch, name, spy(name, getattr(torch, name)))
-    monkeypatch.setattr(np.random, "default_rng", spy("default_rng", np.random.default_rng))
+    calls = spy_on_samplers(monkeypatch)
     for name in _names():
         corrupt(x, name, 3, "cifar", seeds=item_seeds(0, name, 3, "cifar", torch.arange(4)))
     assert calls == []

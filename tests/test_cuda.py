@@ -1,67 +1,28 @@
-"""The GPU code paths on CUDA against the CPU: Fourier ops, APR augmentations, the 19 corruptions, evaluate, training.
+"""The GPU code paths on CUDA against the CPU: Fourier ops, APR augmentations, evaluate, training (the corruptions
+and their random draws: ``test_cuda_corruptions.py``; the shared pieces: ``cuda_common.py``).
 
 Skipped without CUDA. ``APRKIT_TEST_DEVICE=cpu`` runs the same checks with the CPU standing in for the
-device (how this module is tested on machines without a GPU); ``benchmarks/gpu_check.py`` runs it first.
+device (how these modules are tested on machines without a GPU); ``benchmarks/gpu_check.py`` runs them first.
 Random draws come from CPU generators wherever an API takes one, so device and CPU see the same random
 streams and must agree to float tolerance; where a path draws on the device, determinism and statistics
-are checked instead. Per-image seeds (``corrupt(seeds=...)``, the eval's generated cells) are hashed on the
-device and must give the CPU's draws: integers and uniforms exactly, the rest to float rounding.
+are checked instead.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from aprkit import fourier
 from aprkit.augment import APRSP, APRPair, APRSingleBatch, apr_pair
-from aprkit.corruptions import corrupt, find_frost_dir, item_seeds, list_corruptions
 from aprkit.hidden import FeatureAPR
 from conftest import natural_images
+from cuda_common import DEVICE, DEVICE_MARKS, TinyNet, assert_images_close, cpu_gen, on_device
+from cuda_common import x8_fixture, xf_fixture  # noqa: F401 (the fixtures x8, xf)
 
-DEVICE = torch.device(os.environ.get("APRKIT_TEST_DEVICE", "cuda"))
-pytestmark = [
-    pytest.mark.skipif(DEVICE.type == "cuda" and not torch.cuda.is_available(), reason="CUDA is not available"),
-    pytest.mark.usefixtures("one_thread"),
-]
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _on_device(t: torch.Tensor) -> None:
-    assert t.device.type == DEVICE.type, f"result on {t.device}, expected {DEVICE}"
-
-
-def assert_images_close(dev: torch.Tensor, cpu: torch.Tensor, atol: float = 1e-4, frac: float | None = None) -> None:
-    """Same shape and dtype; pixels within ``atol`` (floats) or one level (uint8), except a ``frac`` share
-    of them (default: 1e-3 for uint8, none for floats), and a small mean difference."""
-    _on_device(dev)
-    assert dev.shape == cpu.shape and dev.dtype == cpu.dtype, (dev.shape, dev.dtype, cpu.shape, cpu.dtype)
-    d = (dev.cpu().double() - cpu.double()).abs()
-    u8 = cpu.dtype == torch.uint8
-    tol = 1.0 if u8 else atol
-    allowed = (1e-3 if u8 else 0.0) if frac is None else frac
-    off = (d > tol).double().mean()
-    assert off <= allowed, f"{off:.2e} of the values differ by more than {tol:g} (max {d.max():.2e}); allowed {allowed:g}"
-    bound = (0.5 + 255 * allowed) if u8 else (atol + allowed)  # no systematic offset
-    assert d.mean() <= bound, f"mean |diff| {d.mean():.2e} > {bound:.2e}"
-
-
-@pytest.fixture(scope="module")
-def x8() -> torch.Tensor:
-    return natural_images(6, 32, seed=5)
-
-
-@pytest.fixture(scope="module")
-def xf(x8: torch.Tensor) -> torch.Tensor:
-    return x8.float() / 255
+pytestmark = DEVICE_MARKS
 
 
 # --------------------------------------------------------------------------------------------- fourier
@@ -102,7 +63,7 @@ def test_fourier_gradients_on_device(xf: torch.Tensor) -> None:
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float16])
 def test_apr_pair_matches_cpu(dtype: torch.dtype, x8: torch.Tensor, xf: torch.Tensor) -> None:
     x = x8 if dtype == torch.uint8 else xf.to(dtype)
-    perm = torch.randperm(x.shape[0], generator=_gen())
+    perm = torch.randperm(x.shape[0], generator=cpu_gen())
     mask = torch.tensor([True, False] * 3)
     for m in (None, mask):
         cpu = apr_pair(x, perm, m)
@@ -114,7 +75,7 @@ def test_apr_pair_matches_cpu(dtype: torch.dtype, x8: torch.Tensor, xf: torch.Te
 
 def test_apr_pair_under_autocast(xf: torch.Tensor) -> None:
     x = xf.to(DEVICE)
-    perm = torch.randperm(x.shape[0], generator=_gen()).to(DEVICE)
+    perm = torch.randperm(x.shape[0], generator=cpu_gen()).to(DEVICE)
     half = torch.float16 if DEVICE.type == "cuda" else torch.bfloat16
     with torch.autocast(DEVICE.type, dtype=half):
         out = apr_pair(x, perm)
@@ -123,7 +84,7 @@ def test_apr_pair_under_autocast(xf: torch.Tensor) -> None:
 
 
 def test_apr_pair_gradient_on_device(xf: torch.Tensor) -> None:
-    perm = torch.randperm(xf.shape[0], generator=_gen())
+    perm = torch.randperm(xf.shape[0], generator=cpu_gen())
     x = xf.to(DEVICE, copy=True).requires_grad_(True)
     apr_pair(x, perm.to(DEVICE)).sum().backward()
     xc = xf.clone().requires_grad_(True)
@@ -141,7 +102,7 @@ def test_aprpair_module_on_device(per_sample: bool, xf: torch.Tensor) -> None:
     g1, g2 = (torch.Generator(DEVICE).manual_seed(1) for _ in range(2))  # generator on the device
     a = APRPair(p=1.0, per_sample=per_sample, generator=g1)(xf.to(DEVICE))
     b = APRPair(p=1.0, per_sample=per_sample, generator=g2)(xf.to(DEVICE))
-    _on_device(a)
+    on_device(a)
     assert (a - b).abs().max() < 1e-6 and not torch.equal(a.cpu(), xf)
 
 
@@ -187,7 +148,7 @@ def test_apr_single_batch_matches_cpu(dtype: torch.dtype, x8: torch.Tensor, xf: 
     x = x8 if dtype == torch.uint8 else xf
     cpu = APRSingleBatch(p=0.8, seed=2)(x)
     dev = APRSingleBatch(p=0.8, seed=2)(x.to(DEVICE))
-    _on_device(dev)
+    on_device(dev)
     assert dev.shape == cpu.shape and dev.dtype == cpu.dtype
     # a geometric op may round one sampling coordinate the other way, and the recombination then spreads
     # that pixel over its whole image: all but one image must agree
@@ -207,17 +168,17 @@ def test_aprsp_on_device(xf: torch.Tensor) -> None:
     assert x_dev.shape == (2 * xf.shape[0], *xf.shape[1:])
     assert_images_close(x_dev, x_cpu)
     assert torch.equal(y_dev.cpu(), y_cpu)
-    logits = torch.randn(x_dev.shape[0], 10, generator=_gen()).to(DEVICE)
+    logits = torch.randn(x_dev.shape[0], 10, generator=cpu_gen()).to(DEVICE)
     assert torch.isfinite(APRSP.loss(logits, y_dev))
 
 
 @pytest.mark.parametrize("mode", ["swap", "mix"])
 def test_feature_apr_matches_cpu(mode: str) -> None:
-    feats = torch.randn(4, 8, 6, 6, generator=_gen(1))
-    tokens = torch.randn(4, 1 + 16, 12, generator=_gen(2))
+    feats = torch.randn(4, 8, 6, 6, generator=cpu_gen(1))
+    tokens = torch.randn(4, 1 + 16, 12, generator=cpu_gen(2))
     for f, kw in ((feats, {}), (tokens, {"num_prefix_tokens": 1})):
-        cpu = FeatureAPR(p=1.0, mode=mode, generator=_gen(), **kw).train()(f)
-        mod = FeatureAPR(p=1.0, mode=mode, generator=_gen(), **kw).train()
+        cpu = FeatureAPR(p=1.0, mode=mode, generator=cpu_gen(), **kw).train()(f)
+        mod = FeatureAPR(p=1.0, mode=mode, generator=cpu_gen(), **kw).train()
         fd = f.to(DEVICE, copy=True).requires_grad_(True)
         dev = mod(fd)
         assert_images_close(dev.detach(), cpu, atol=1e-4)
@@ -225,164 +186,7 @@ def test_feature_apr_matches_cpu(mode: str) -> None:
         assert torch.isfinite(fd.grad).all()
 
 
-# --------------------------------------------------------------------------------------------- corruptions
-@pytest.fixture(scope="module")
-def frost_ok() -> bool:
-    try:
-        find_frost_dir()
-        return True
-    except FileNotFoundError:
-        return False
-
-
-def _frost_guard(name: str, frost_ok: bool) -> None:
-    if name == "frost" and not frost_ok:
-        pytest.skip("frost textures not found (set APRKIT_FROST_DIR; gpu_check.py provides stand-ins)")
-
-
-@pytest.fixture
-def no_tf32():
-    """Full-precision float32 convolutions on CUDA (cuDNN's TF32 default would move 8-bit truncations)."""
-    before = torch.backends.cudnn.allow_tf32
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32 = before
-
-
-@pytest.mark.parametrize("name", list_corruptions())
-@pytest.mark.usefixtures("no_tf32")
-def test_corruption_matches_cpu(name: str, x8: torch.Tensor, frost_ok: bool) -> None:
-    _frost_guard(name, frost_ok)
-    x = x8[:4]
-    cpu = corrupt(x, name, 3, "cifar", _gen(7))
-    dev = corrupt(x.to(DEVICE), name, 3, "cifar", _gen(7))  # CPU generator: the same random draws
-    assert_images_close(dev, cpu, frac=2e-2)
-    xf = x.float() / 255
-    cpu_f = corrupt(xf, name, 3, "cifar", _gen(7))
-    dev_f = corrupt(xf.to(DEVICE), name, 3, "cifar", _gen(7))
-    _on_device(dev_f)
-    assert dev_f.dtype == torch.float32 and 0 <= float(dev_f.min()) and float(dev_f.max()) <= 1
-    if name == "shot_noise":  # float input: NumPy's Poisson sampler on the CPU, torch.poisson on the device
-        d_cpu, d_dev = (cpu_f - xf).abs().mean(), (dev_f.cpu() - xf).abs().mean()
-        assert abs(d_dev - d_cpu) <= 0.2 * d_cpu, (float(d_dev), float(d_cpu))
-    else:
-        assert (dev_f.cpu() - cpu_f).abs().mean() < 2e-3
-
-
-@pytest.mark.parametrize("name", list_corruptions())
-def test_corruption_device_generator_224(name: str, frost_ok: bool) -> None:
-    _frost_guard(name, frost_ok)
-    x = natural_images(2, 224, seed=9).to(DEVICE)
-    a = corrupt(x, name, 3, "imagenet", torch.Generator(DEVICE).manual_seed(1))
-    b = corrupt(x, name, 3, "imagenet", torch.Generator(DEVICE).manual_seed(1))
-    _on_device(a)
-    assert a.shape == x.shape and a.dtype == torch.uint8
-    d = (a.int() - b.int()).abs()  # same seed, same output (atomic float adds may flip a rare rounding)
-    assert d.max() <= 1 and (d > 0).double().mean() < 1e-3
-    if name not in ("jpeg_compression",):  # every other corruption visibly changes a 224 px image at severity 3
-        assert not torch.equal(a, x)
-
-
-def test_item_draws_identical_on_device() -> None:
-    """The counter-based per-image draws on the device equal the CPU's: integer hash and uniforms exactly,
-    normals (``erfinv``) to a few ulps, Poisson counts except where ``lgamma``/``exp`` rounding of the CDF
-    tables flips one."""
-    from aprkit.corruptions._random import ItemKeys, normal, poisson, randint, uniform
-
-    seeds = item_seeds(0, "draws", 3, "cifar", torch.arange(64))
-
-    def draws(dev: torch.device) -> list[torch.Tensor]:
-        k = ItemKeys(seeds, dev)
-        assert k.keys.device.type == dev.type
-        return [uniform((64, 3, 32, 32), 0.0, 1.0, k, dev), uniform((64, 1023), -1.0, 1.0, k, dev, torch.float64),
-                randint(-2, 2, (2, 2, 64, 900), k, dev, torch.int8, batch_dim=2), randint(0, 10**6, (64, 5), k, dev),
-                normal((64, 3, 32, 32), 0.0, 0.08, k, dev), normal((64, 77), 1.0, 2.0, k, dev, torch.float64),
-                poisson(torch.linspace(0, 60, 3072, device=dev).repeat(64, 1), k)]
-
-    cpu, dev = draws(torch.device("cpu")), draws(DEVICE)
-    for i, (c, d) in enumerate(zip(cpu, dev, strict=True)):
-        _on_device(d)
-        assert d.shape == c.shape and d.dtype == c.dtype, i
-        if i < 4:
-            assert torch.equal(d.cpu(), c), i
-        elif i < 6:
-            torch.testing.assert_close(d.cpu(), c, rtol=8 * torch.finfo(c.dtype).eps, atol=1e-7)
-        else:
-            assert (d.cpu() != c).double().mean() <= 1e-4
-
-
-@pytest.mark.parametrize("name", list_corruptions())
-@pytest.mark.usefixtures("no_tf32")
-def test_seeded_corruption_matches_cpu(name: str, x8: torch.Tensor, frost_ok: bool) -> None:
-    """``seeds=``: the device hashes the same per-image draws as the CPU, so results agree as with a CPU generator
-    (shot noise on float input included: both sides draw its Poisson counts from the same hashed uniforms)."""
-    _frost_guard(name, frost_ok)
-    x, seeds = x8[:4], item_seeds(3, name, 3, "cifar", torch.arange(4))
-    assert_images_close(corrupt(x.to(DEVICE), name, 3, "cifar", seeds=seeds),
-                        corrupt(x, name, 3, "cifar", seeds=seeds), frac=2e-2)
-    xf = x.float() / 255
-    dev_f = corrupt(xf.to(DEVICE), name, 3, "cifar", seeds=seeds)
-    _on_device(dev_f)
-    assert (dev_f.cpu() - corrupt(xf, name, 3, "cifar", seeds=seeds)).abs().mean() < 2e-3
-
-
-def test_seeded_corruptions_and_evaluate_use_no_host_generator(monkeypatch, x8: torch.Tensor, frost_ok: bool) -> None:
-    """On the device, seeded corruptions (and ``evaluate``'s generated cells) draw nothing from a
-    ``torch.Generator``, torch's samplers or NumPy: no per-image host generator, no host loop per image."""
-    import numpy as np
-
-    from aprkit.eval import evaluate
-    from aprkit.eval.engine.inference import TensorImageDataset
-
-    calls: list[str] = []
-
-    def spy(name: str, fn):
-        def wrapped(*args, **kwargs):
-            calls.append(name)
-            return fn(*args, **kwargs)
-        return wrapped
-
-    net = TinyNet().calibrate(x8.float() / 255).to(DEVICE)
-    data = TensorImageDataset(x8, torch.arange(len(x8)) % 10)
-    for name in ("rand", "randn", "randint", "randperm", "poisson", "normal", "Generator"):
-        monkeypatch.setattr(torch, name, spy(name, getattr(torch, name)))
-    monkeypatch.setattr(np.random, "default_rng", spy("default_rng", np.random.default_rng))
-    x = x8.to(DEVICE)
-    for name in list_corruptions():
-        if name != "frost" or frost_ok:
-            _on_device(corrupt(x, name, 3, "cifar", seeds=item_seeds(0, name, 3, "cifar", torch.arange(len(x)))))
-    assert calls == []
-    evaluate(net, suite="corruption", data=data, device=DEVICE, corruptions=["gaussian_noise", "glass_blur", "fog"],
-             severities=[3], batch_size=4, progress=False, report=False, model_id="tiny",
-             options={"check_classes": False})
-    assert calls == []
-
-
 # --------------------------------------------------------------------------------------------- evaluate / train
-class TinyNet(nn.Module):
-    """conv -> ReLU -> conv -> global pool -> BatchNorm -> linear on [0, 1] images (channels_last-capable).
-
-    :meth:`calibrate` sets the BatchNorm statistics from a batch, so that the predictions vary from image
-    to image (random pooled features alone give every image the same class)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        g = _gen(11)
-        self.c1, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, stride=2, padding=1)
-        self.norm, self.fc = nn.BatchNorm1d(16, momentum=None), nn.Linear(16, 10)
-        with torch.no_grad():
-            for p in (*self.c1.parameters(), *self.c2.parameters(), *self.fc.parameters()):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.norm(F.relu(self.c2(F.relu(self.c1(x)))).mean((2, 3))))
-
-    @torch.no_grad()
-    def calibrate(self, x: torch.Tensor) -> TinyNet:
-        self.train()(x)
-        return self.eval()
-
-
 def test_evaluate_on_device_amp_channels_last() -> None:
     from aprkit.eval import evaluate
     from aprkit.eval.engine.inference import TensorImageDataset

@@ -76,10 +76,13 @@ def _junit_counts(path: str) -> dict[str, Any]:
             "total": counts["tests"], "problems": bad, "skip_reasons": skipped}
 
 
-@section("tests", cap_s=75, quick_cap_s=60, title="1. CUDA tests (tests/test_cuda.py)")
+CUDA_TESTS = ("tests/test_cuda.py", "tests/test_cuda_corruptions.py")  # the device-against-CPU test modules
+
+
+@section("tests", cap_s=75, quick_cap_s=60, title="1. CUDA tests (tests/test_cuda*.py)")
 def run_tests(ctx: Context) -> None:
     xml = (ctx.out_dir or REPO_ROOT) / "test_cuda.xml"
-    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/test_cuda.py", f"--junitxml={xml}",
+    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *CUDA_TESTS, f"--junitxml={xml}",
            "--durations=5"]
     env = dict(os.environ, APRKIT_TEST_DEVICE=str(ctx.device))
     ctx.results["command"] = " ".join(cmd[1:])
@@ -93,7 +96,7 @@ def run_tests(ctx: Context) -> None:
     if xml.is_file():
         ctx.results.update(_junit_counts(str(xml)))
     else:  # killed before pytest wrote its report: count the verbose result lines seen so far
-        words = re.findall(r"^tests/test_cuda\.py::\S+ (PASSED|FAILED|ERROR|SKIPPED)", output, flags=re.M)
+        words = re.findall(r"^tests/test_cuda\w*\.py::\S+ (PASSED|FAILED|ERROR|SKIPPED)", output, flags=re.M)
         ctx.results.update(passed=words.count("PASSED"), failed=words.count("FAILED"), errors=words.count("ERROR"),
                            skipped=words.count("SKIPPED"), total=len(words), incomplete=True)
 
