@@ -174,6 +174,33 @@ def test_randint_with_a_low_outside_int32() -> None:
         assert int(r.min()) >= low and int(r.max()) < low + 5 and int(r.max()) - int(r.min()) == 4
 
 
+@pytest.mark.parametrize("block_words", [7, 40, 1 << 16])
+def test_eager_cpu_blocks_equal_the_whole_batch_torch_path(block_words: int, monkeypatch) -> None:
+    """Eager CPU draws hash in NumPy, block by block (``_itemkeys.draw``); accelerators and compiled code hash the
+    whole batch with torch ops: the same values, also for odd element counts, blocks of several rows, partial rows
+    and the image axis elsewhere."""
+    from aprkit.corruptions import _itemkeys
+
+    keys = _keys(5)
+    shapes = [(5, 3, 7, 9), (5, 2, 33), (5, 1), (5, 0)]
+
+    def draws() -> list[torch.Tensor]:
+        ik = ItemKeys(keys)
+        out = [f(shape, ik) for shape in shapes for f in (
+            lambda s, k: uniform(s, -1.0, 2.0, k, CPU), lambda s, k: uniform(s, 0.0, 1.0, k, CPU, torch.float64),
+            lambda s, k: normal(s, 0.5, 2.0, k, CPU), lambda s, k: normal(s, 0.0, 1.0, k, CPU, torch.float64),
+            lambda s, k: normal(s, 0.0, 1.0, k, CPU, torch.float16), lambda s, k: randint(-3, 4, s, k, CPU, torch.int8),
+            lambda s, k: randint(0, 10**6, s, k, CPU))]
+        return out + [randint(-2, 2, (2, 2, 5, 41), ik, CPU, torch.int8, batch_dim=2), mix64_(keys.clone()),
+                      words(keys, 9)]
+
+    monkeypatch.setattr(_itemkeys, "_BLOCK_WORDS", block_words)
+    blocked = draws()
+    monkeypatch.setattr(_itemkeys, "eager_cpu", lambda t: False)
+    for a, b in zip(blocked, draws(), strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+
+
 # ----------------------------------------------------------------------------- statistics
 def _chi2_ok(observed: torch.Tensor, expected: torch.Tensor) -> None:
     """Pearson's statistic within 6 standard deviations of its mean (df = bins - 1)."""

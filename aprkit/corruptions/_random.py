@@ -1,20 +1,11 @@
-"""Random draws of the corruption families (not public API) and the per-image keys.
+"""Random draws of the corruption families (not public API).
 
 Randomness comes from a ``RandomSource``: one ``torch.Generator`` for the whole batch (or ``None``, the
-global RNG), or ``ItemKeys``: one 63-bit key per image (``item_seeds``) on the images' device and a draw
-counter. With ``ItemKeys`` the ``k``-th draw call gives element ``j`` (row-major within the image) of image
-``i`` a value that is a pure function of ``(key_i, k, j)``: a SplitMix64 hash computed with torch integer ops
-for the whole batch at once, on the keys' device (no Python loop per image, no host generator). An image's
-values therefore do not depend on its batch (size, neighbours, slicing, workers, processes), on the thread
-count or on the device: the integer hash is exact everywhere, uniforms and integers are identical on every
-device and normals (``erfinv``) agree to float rounding.
-
-The hash: call ``k`` (and sub-stream ``lane``, for draws that need more numbers per element) gives image ``i``
-the stream ``s = mix64(key_i + c(k, lane))``; its ``p``-th 64-bit word is ``mix64(s + (p + 1) * golden)`` (a
-SplitMix64 sequence started at ``s``), and element ``j`` takes the 32-bit half ``j % 2`` of word ``j // 2``
-(low half first): uniforms use its high 24 bits (float32) or all 32 (float64), normals invert the normal CDF
-there, integers multiply-shift it. ``mix64`` is SplitMix64's finaliser; torch's int64 multiplication wraps as
-it needs, and its right shifts are arithmetic, so they are masked to logical ones.
+global RNG), or ``ItemKeys`` (``_itemkeys``): one 63-bit key per image (``item_seeds``) on the images' device and a
+draw counter, whose ``k``-th draw call gives element ``j`` of image ``i`` a value that is a pure function of
+``(key_i, k, j)``, made from a 32-bit half-word of a SplitMix64 hash: uniforms use its high 24 bits (float32) or all
+32 (float64), normals invert the normal CDF there, integers multiply-shift it. The integer hash is exact everywhere:
+uniforms and integers are identical on every device and normals (``erfinv``) agree to float rounding.
 """
 
 from __future__ import annotations
@@ -22,128 +13,70 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import torch
 
-from .._hash import stable_hash64
+from ._itemkeys import Fill, ItemKeys, draw, item_seeds, mix64_, words  # noqa: F401 (the tests import the last two here)
 
 __all__ = ["item_seeds", "ItemKeys", "RandomSource", "uniform", "normal", "randint", "poisson", "poisson_levels"]
 
-_M64 = (1 << 64) - 1
-_GOLDEN, _C1, _C2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # SplitMix64
+
+def _compute_into(o: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``o`` if it has ``dtype``, else a new buffer of its shape in ``dtype`` (for ``_store``)."""
+    return o if o.dtype == dtype else torch.empty(o.shape, dtype=dtype, device=o.device)
 
 
-def _signed(v: int) -> int:
-    """The int64 with the bits of the unsigned 64-bit ``v``."""
-    return v - (1 << 64) if v >= 1 << 63 else v
+def _store(o: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``o`` holding ``v`` (converted like ``v.to(o.dtype)``)."""
+    return o if v is o else o.copy_(v)
 
 
-def _mix64_int(z: int) -> int:
-    """SplitMix64's finaliser of an unsigned 64-bit Python int."""
-    z = ((z ^ (z >> 30)) * _C1) & _M64
-    z = ((z ^ (z >> 27)) * _C2) & _M64
-    return z ^ (z >> 31)
+def _unit_fill(dtype: torch.dtype, low: float, high: float) -> Fill:
+    """Uniforms in ``[low, high)``: ``low + (high - low) u`` in ``dtype`` for ``u`` in [0, 1) the multiples of ``2^-b``
+    from the high ``b`` bits of each half-word, float64 ``b = 32``, else (float32) ``b = 24``: ``u = 0.5 + t 2^-b``
+    for ``t`` the signed high bits, exact, so every device gives the same values."""
+    bits, exact = (32, torch.float64) if dtype == torch.float64 else (24, torch.float32)
+
+    def fill(w: torch.Tensor, o: torch.Tensor) -> None:
+        t = w.bitwise_right_shift_(32 - bits) if bits < 32 else w
+        u = _store(o, _compute_into(o, exact).copy_(t).mul_(2.0**-bits).add_(0.5))
+        if not (low == 0.0 and high == 1.0):  # the identity affine map: skip two passes
+            u.mul_(high - low).add_(low)
+    return fill
 
 
-def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -> torch.Tensor:
-    """Per-image keys ``(N,)`` int64 (non-negative, 63 bits) of the images at dataset ``indices`` for one corruption.
+def _normal_fill(dtype: torch.dtype, mean: float, std: float) -> Fill:
+    """``mean + std z`` in ``dtype``, ``z = sqrt(2) erfinv(v)`` by inversion, ``v`` uniform on the odd multiples of
+    ``2^-b`` in (-1, 1) (exact) from the high ``b`` bits of each half-word: float64 ``b = 31``, else (float32
+    arithmetic) ``b = 24``, where ``|z|`` stays below 5.42 (a tail of probability 6e-8 is cut; 6.1 and 1e-9 for
+    float64)."""
+    bits, exact = (31, torch.float64) if dtype == torch.float64 else (24, torch.float32)
+    std = std * math.sqrt(2.0)  # erfinv of a uniform on (-1, 1) has variance 1/2
 
-    Key ``i`` is a function of ``(seed, name, severity, preset, indices[i])`` only (a SplitMix64 mix of
-    the index into ``aprkit._hash.stable_hash64`` of the rest), so image ``i`` gets the same corruption whatever batch,
-    worker or process it is computed in.
-    """
-    idx = torch.as_tensor(indices)
-    if idx.ndim != 1 or idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-        raise TypeError(f"indices must be a 1-D sequence of integer dataset indices, "
-                        f"got {idx.dtype} shape {tuple(idx.shape)}")
-    if idx.numel() and int(idx.min()) < 0:
-        raise ValueError(f"indices must be non-negative dataset indices, got minimum {int(idx.min())}")
-    base = stable_hash64("aprkit.corruptions", int(seed), name, int(severity), preset) >> 1  # 63 bits
-    z = idx.to(device="cpu", dtype=torch.int64, copy=True).add_(1).mul_(_signed(_GOLDEN)).add_(base)  # wraps
-    return mix64_(z).bitwise_right_shift_(1).bitwise_and_((1 << 63) - 1)  # the high 63 bits, non-negative
-
-
-def mix64_(z: torch.Tensor) -> torch.Tensor:
-    """SplitMix64's finaliser of int64 ``z``, in place (and returned): logical shifts, wrapping products."""
-    t = torch.empty_like(z)
-    for shift, mult in ((30, _C1), (27, _C2), (31, 0)):
-        torch.bitwise_right_shift(z, shift, out=t).bitwise_and_((1 << (64 - shift)) - 1)
-        z.bitwise_xor_(t)
-        if mult:
-            z.mul_(_signed(mult))
-    return z
+    def fill(w: torch.Tensor, o: torch.Tensor) -> None:
+        odd = (w.bitwise_right_shift_(31 - bits) if bits < 31 else w).bitwise_or_(1)  # |odd| < 2^bits
+        z = _store(o, _compute_into(o, exact).copy_(odd).mul_(2.0**-bits).erfinv_())  # odd * 2^-bits: exact
+        z.mul_(std)
+        if mean != 0.0:  # + 0.0 only turns -0.0 into 0.0
+            z.add_(mean)
+    return fill
 
 
-@lru_cache(maxsize=32)
-def _steps(count: int, device: torch.device) -> torch.Tensor:
-    """``(p + 1) * golden`` (int64, wrapped) for ``p < count``: the SplitMix64 increments of words ``0..count-1``."""
-    return torch.arange(1, count + 1, dtype=torch.int64, device=device).mul_(_signed(_GOLDEN))
+def _int_fill(low: int, n: int) -> Fill:
+    """``low + (u n >> b)`` for ``u`` the high ``b`` bits of each half-word, ``b = 24`` for ``n <= 128`` (int32
+    arithmetic, widened where ``low`` needs it) else 32 (int64)."""
+    wide = not -(1 << 31) <= low <= (1 << 31) - n  # low + r would wrap in int32
 
-
-def words(streams: torch.Tensor, count: int) -> torch.Tensor:
-    """Words ``0..count-1`` of each stream ``(N,)``: ``(N, count)`` int64."""
-    return mix64_(streams[:, None] + _steps(count, streams.device))
-
-
-def half_words(streams: torch.Tensor, numel: int) -> torch.Tensor:
-    """``(N, numel)`` int32: element ``j`` is the 32-bit half ``j % 2`` (low first) of word ``j // 2`` of each
-    stream (the int32 view of little-endian words, as CPUs and GPUs store them)."""
-    return words(streams, (numel + 1) // 2).view(torch.int32)[:, :numel]
-
-
-def _scaled(w: torch.Tensor, bits: int, dtype: torch.dtype, offset: float) -> torch.Tensor:
-    """``offset + t * 2^-bits`` in ``dtype`` for ``t`` the signed high ``bits`` bits of the integer words ``w`` (``t``
-    in ``[-2^(bits-1), 2^(bits-1))``): exact, so every device gives the same values. One pass after the shift:
-    the float 0-dim offset makes ``add`` convert ``t`` itself."""
-    shift = w.element_size() * 8 - bits
-    t = torch.bitwise_right_shift(w, shift) if shift else w
-    return torch.add(torch.full((), offset, dtype=dtype, device=w.device), t, alpha=2.0**-bits)  # a fill: no copy
-
-
-def unit(w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Uniforms in [0, 1) from the high ``b`` bits of integer words (multiples of ``2^-b``): float64 ``b = 32``,
-    else float32 ``b = 24``."""
-    return _scaled(w, 32, dtype, 0.5) if dtype == torch.float64 else _scaled(w, 24, torch.float32, 0.5)
-
-
-class ItemKeys:
-    """Per-image counter-based random streams: 63-bit ``keys`` ``(N,)`` (e.g. ``item_seeds``) on a device.
-
-    Every draw call takes the next value of ``counter``; slicing (``keys[a:b]``) keeps the images' keys and
-    the current counter, so a slice draws what the same images draw in the whole batch.
-    """
-
-    def __init__(self, keys: Any, device: torch.device | str | None = None, *, counter: int = 0) -> None:
-        k = torch.as_tensor(keys)
-        if k.ndim != 1 or k.dtype.is_floating_point or k.dtype.is_complex or k.dtype == torch.bool:
-            raise TypeError(f"seeds must be a 1-D integer sequence (one seed per image), "
-                            f"got {k.dtype} shape {tuple(k.shape)}")
-        self.keys = k.to(device=device if device is not None else k.device, dtype=torch.int64)
-        self.counter = int(counter)
-
-    def __len__(self) -> int:
-        return self.keys.shape[0]
-
-    def __getitem__(self, index: slice) -> ItemKeys:
-        return ItemKeys(self.keys[index], counter=self.counter)
-
-    @property
-    def device(self) -> torch.device:
-        return self.keys.device
-
-    def next_call(self) -> int:
-        """The index of a new draw call (the counter advances)."""
-        self.counter += 1
-        return self.counter - 1
-
-    def streams(self, call: int, lane: int = 0) -> torch.Tensor:
-        """Stream keys ``(N,)`` of draw ``call``, sub-stream ``lane`` (a further independent stream per image)."""
-        if not (0 <= call < 1 << 32 and 0 <= lane < 1 << 32):
-            raise ValueError(f"call and lane must be in [0, 2^32), got {call} and {lane}")
-        c = _mix64_int((((call << 32) | lane) * _GOLDEN + _GOLDEN) & _M64)
-        return mix64_(self.keys + _signed(c))
+    def fill(w: torch.Tensor, o: torch.Tensor) -> None:
+        if n <= 1 << 7:  # (u24 * n) < 2^31
+            r = w.bitwise_right_shift_(8).add_(1 << 23).mul_(n).bitwise_right_shift_(24)
+        else:  # (u32 * n) < 2^63
+            r = w.to(torch.int64).add_(1 << 31).mul_(n).bitwise_right_shift_(32)
+        if wide and r.dtype == torch.int32:
+            r = r.to(torch.int64)
+        _store(o, r.add_(low) if low else r)
+    return fill
 
 
 RandomSource = torch.Generator | ItemKeys | None
@@ -153,16 +86,13 @@ def _gen_device(generator: torch.Generator | None, device: torch.device) -> torc
     return generator.device if generator is not None else device
 
 
-def _item_shape(shape: Sequence[int], keys: ItemKeys, batch_dim: int) -> tuple[int, ...]:
+def _item_draw(shape: Sequence[int], keys: ItemKeys, batch_dim: int, dtype: torch.dtype, fill: Fill) -> torch.Tensor:
+    """A ``draw`` of ``shape`` with the image axis at ``batch_dim``."""
     shape = tuple(shape)
     if shape[batch_dim] != len(keys):
         raise ValueError(f"{len(keys)} per-image keys for a batch of {shape[batch_dim]} images (shape {shape})")
-    return shape[:batch_dim] + shape[batch_dim + 1:]
-
-
-def _per_image(flat: torch.Tensor, item: tuple[int, ...], batch_dim: int, dtype: torch.dtype) -> torch.Tensor:
-    """``(N, numel)`` values -> ``shape`` with the image axis at ``batch_dim``."""
-    return flat.reshape(flat.shape[0], *item).movedim(0, batch_dim).to(dtype)
+    item = shape[:batch_dim] + shape[batch_dim + 1:]
+    return draw(keys, math.prod(item), dtype, fill).view(len(keys), *item).movedim(0, batch_dim)
 
 
 def uniform(shape: Sequence[int], low: float, high: float, generator: RandomSource,
@@ -171,37 +101,19 @@ def uniform(shape: Sequence[int], low: float, high: float, generator: RandomSour
 
     ``batch_dim``: the image axis of ``shape`` (used by ``ItemKeys``)."""
     if isinstance(generator, ItemKeys):
-        item = _item_shape(shape, generator, batch_dim)
-        w = half_words(generator.streams(generator.next_call()), math.prod(item))
-        u = _per_image(unit(w, dtype), item, batch_dim, dtype)
-    else:
-        u = torch.rand(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
+        return _item_draw(shape, generator, batch_dim, dtype, _unit_fill(dtype, low, high)).to(device)
+    u = torch.rand(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
     if low == 0.0 and high == 1.0:  # the identity affine map: skip two passes
         return u.to(device)
     return u.mul_(high - low).add_(low).to(device)  # in place on the fresh draw: the values of u * (high - low) + low
-
-
-def _half_normals(keys: ItemKeys, numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """``(N, numel)`` draws of ``N(0, 1/2)`` by inversion: ``erfinv(v)`` for ``v`` uniform on the odd multiples
-    of ``2^-b`` in (-1, 1) (exact), from the high ``b`` bits of each half-word: float64 ``b = 31``, else
-    (float32 arithmetic) ``b = 24``, where ``|z| = sqrt(2) |erfinv(v)|`` stays below 5.42 (a tail of
-    probability 6e-8 is cut; 6.1 and 1e-9 for float64)."""
-    w = half_words(keys.streams(keys.next_call()), numel)
-    bits, dtype = (31, dtype) if dtype == torch.float64 else (24, torch.float32)
-    odd = torch.bitwise_right_shift(w, 31 - bits).bitwise_or_(1) if bits < 31 else w.bitwise_or(1)  # < 2^bits
-    scale = torch.full((), 2.0**-bits, dtype=dtype, device=w.device)  # a float 0-dim factor: mul converts odd itself
-    return torch.mul(odd, scale).erfinv_()  # odd * 2^-bits: exact
 
 
 def normal(shape: Sequence[int], mean: float, std: float, generator: RandomSource,
            device: torch.device, dtype: torch.dtype = torch.float32, batch_dim: int = 0) -> torch.Tensor:
     """Normal samples ``N(mean, std^2)`` drawn from ``generator``, moved to ``device``."""
     if isinstance(generator, ItemKeys):
-        item = _item_shape(shape, generator, batch_dim)
-        z = _per_image(_half_normals(generator, math.prod(item), dtype), item, batch_dim, dtype)
-        std = std * math.sqrt(2.0)  # erfinv of a uniform on (-1, 1) has variance 1/2
-    else:
-        z = torch.randn(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
+        return _item_draw(shape, generator, batch_dim, dtype, _normal_fill(dtype, mean, std)).to(device)
+    z = torch.randn(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
     z.mul_(std)  # in place on the fresh draw: the values of z * std + mean
     return (z.add_(mean) if mean != 0.0 else z).to(device)  # + 0.0 only turns -0.0 into 0.0
 
@@ -217,16 +129,7 @@ def randint(low: int, high: int, shape: Sequence[int], generator: RandomSource,
         n, low = int(high) - int(low), int(low)
         if not 1 <= n <= 1 << 31:
             raise ValueError(f"randint with per-image keys needs 1 <= high - low <= 2^31, got [{low}, {high})")
-        item = _item_shape(shape, generator, batch_dim)
-        numel = math.prod(item)
-        w = half_words(generator.streams(generator.next_call()), numel)
-        if n <= 1 << 7:  # (u24 * n) < 2^31
-            r = torch.bitwise_right_shift(w, 8).add_(1 << 23).mul_(n).bitwise_right_shift_(24)
-        else:  # (u32 * n) < 2^63
-            r = w.to(torch.int64).add_(1 << 31).mul_(n).bitwise_right_shift_(32)
-        if r.dtype == torch.int32 and not -(1 << 31) <= low <= (1 << 31) - n:  # low + r would wrap in int32
-            r = r.to(torch.int64)
-        return _per_image(r.add_(low) if low else r, item, batch_dim, dtype).to(device)
+        return _item_draw(shape, generator, batch_dim, dtype, _int_fill(low, n)).to(device)
     r = torch.randint(low, high, tuple(shape), generator=generator, device=_gen_device(generator, device),
                       dtype=dtype)
     return r.to(device)

@@ -6,7 +6,7 @@ CIFAR-10-C / ImageNet-C corruptions to a batch ``(..., C, H, W)`` (uint8 in [0, 
 parameters are the published ones of the chosen preset (``severity.PARAMS``); all randomness comes
 from ``generator`` (same seed, same output), or with ``seeds=`` (one key per image, e.g.
 ``item_seeds(seed, name, severity, preset, dataset_indices)``) from counter-based per-image streams
-computed on the images' device (``_random.ItemKeys``), so that image ``i``'s result does not depend on the
+computed on the images' device (``_itemkeys.ItemKeys``), so that image ``i``'s result does not depend on the
 batch it is computed in, on the thread count or on the device.
 
 Fidelity (``benchmarks/fidelity_corruptions.py``, first 2,000 CIFAR-10 test images, severities 3 and 5):
