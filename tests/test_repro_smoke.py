@@ -89,3 +89,4 @@ def test_demo_ablation_smoke_and_resume(tmp_path: Path) -> None:
     again = _run("demo_ablation.py", out, tmp_path, "--resume", "--variants", "apr_sp_separate")  # reloads, cached cells
     assert again["rows"]["apr_sp_separate"]["headline"] == res["rows"]["apr_sp_separate"]["headline"]
     assert list(again["rows"]) == list(res["rows"])
+
