@@ -15,11 +15,10 @@ def test_reduced_overrides_build_smaller_networks(model: str) -> None:
     """``--reduced`` (the CPU-budget variants of studies 2 / 3): each override set is a valid training config and
     builds a network with fewer parameters than the full one."""
     sys.path.insert(0, str(REPO))
-    from benchmarks.repro.common import CONFIGS
-    from benchmarks.repro.transplant_sweeps import REDUCED, TRAINED
-
     from aprkit.train.config import load_config
     from aprkit.train.loop import build_model
+    from benchmarks.repro.common import CONFIGS
+    from benchmarks.repro.transplant_sweeps import REDUCED, TRAINED
 
     def n_params(ov: list[str]) -> int:
         return sum(p.numel() for p in build_model(load_config(CONFIGS / TRAINED[model], ov)).parameters())
