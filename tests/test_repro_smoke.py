@@ -59,7 +59,7 @@ def test_transplant_sweeps_smoke(cifar10_dir: Path, shared_root: Path, tmp_path:
         pytest.skip("shipped ResNet checkpoints are not present")
     res = _run("transplant_sweeps.py", tmp_path / "s3", shared_root)
     models = {s["model"] for s in res["summary"]}
-    assert models == {"resnet20", "resnet56", "gfnet_cifar", "vit_tiny_p4", "phase_collapse"}
+    assert models == {"resnet20", "resnet56", "gfnet_cifar", "vit_tiny_p4", "vit_tiny_p4-cls-sign", "phase_collapse"}
     sign_out = [s for s in res["summary"] if s["model"] == "resnet20" and s["site"] == "output" and s["code"] == "sign"]
     assert sign_out and "inert" in sign_out[0]["finding"]
     assert sign_out[0]["controls"]["dc_only_agreement"]["last"] == 1.0  # the average-pool readout reads DC only
@@ -71,6 +71,8 @@ def test_transplant_sweeps_smoke(cifar10_dir: Path, shared_root: Path, tmp_path:
         assert {"deletion_agreement", "dc_only_agreement", "deletion_accuracy"} <= set(s["controls"])
     md = (tmp_path / "s3" / "results.md").read_text()
     assert "## Controls" in md and "| phase_collapse | output | sign (complex phase) |" in md
+    cls_sign = [s for s in res["summary"] if s["model"] == "vit_tiny_p4-cls-sign"]
+    assert {s["site"] for s in cls_sign} == {"output", "input"} and all("donor" in s["finding"] for s in cls_sign)
 
 
 def test_demo_ablation_smoke_and_resume(tmp_path: Path) -> None:

@@ -152,6 +152,15 @@ def test_tokens_keep_class_token() -> None:
         # the head reads the class token, which the transplant leaves as B's
         assert r["follow_magnitude"] == 1.0
         assert r["identity_agreement"] == 1.0
+        assert r["prefix_tokens"] == "receiver"
+    # prefix_tokens="sign": the class token takes A's sign on B's absolute values, so the prediction can follow A
+    signed = transplant_test(model, x, ["mix"], code=("phase", "sign"), site="input", n_pairs=20,
+                             num_prefix_tokens=1, prefix_tokens="sign")
+    for r in signed["rows"]:
+        assert r["prefix_tokens"] == "sign" and r["identity_agreement"] == 1.0
+        assert r["follow_donor"] > 0.1 and r["follow_magnitude"] < 0.8
+    with pytest.raises(ValueError, match="prefix_tokens must be one of"):
+        transplant_test(model, x, ["mix"], n_pairs=5, prefix_tokens="donor")
 
 
 def test_call_index_for_modules_called_twice() -> None:
@@ -243,6 +252,22 @@ def test_suite_registered_and_reports(setup, tmp_path) -> None:
     assert "| small | output | phase |" in md and section.figures and section.figures[0].is_file()
     fast = EvalContext(model=model, progress=False, options={**ctx.options, "transplant_skip_front": True})
     assert suite.run(fast, (x, torch.zeros(48, dtype=torch.long)))["rows"] == res["rows"]  # the same numbers, faster
+
+
+def test_suite_passes_prefix_tokens() -> None:
+    """``transplant_prefix_tokens`` reaches the sweep (token outputs: the class token takes the donor's sign)."""
+    from aprkit.eval.suites import EvalContext, load_suites
+
+    torch.manual_seed(1)
+    model = TokenNet().eval()
+    x = natural_images(32, size=16, seed=2).float() / 255
+    calibrate_head(model, model.head, x)
+    suite = load_suites()["transplant"]()
+    opts = {"transplant_n_pairs": 10, "transplant_n_control": 10, "transplant_sites": ["output"],
+            "transplant_layers": ["mix"]}
+    for value in ("receiver", "sign"):
+        ctx = EvalContext(model=model, progress=False, options={**opts, "transplant_prefix_tokens": value})
+        assert {r["prefix_tokens"] for r in suite.run(ctx, x)["rows"]} == {value}
 
 
 def test_example_smoke_runs(tmp_path) -> None:

@@ -32,18 +32,12 @@ def _store(o: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return o if v is o else o.copy_(v)
 
 
-def _check_float(dtype: torch.dtype) -> None:
-    """Per-image uniforms and normals are exact in float32 / float64 only (a float16 uniform could round up to
-    ``high``); the corruptions work in float32 or float64, so other dtypes are a caller's bug."""
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"per-image (seeds=) uniform/normal draws need dtype float32 or float64, got {dtype}")
-
-
 def _unit_fill(dtype: torch.dtype, low: float, high: float) -> Fill:
     """Uniforms in ``[low, high)``: ``low + (high - low) u`` in ``dtype`` for ``u`` in [0, 1) the multiples of ``2^-b``
     from the high ``b`` bits of each half-word, float64 ``b = 32``, else (float32) ``b = 24``: ``u = 0.5 + t 2^-b``
     for ``t`` the signed high bits, exact, so every device gives the same values."""
-    _check_float(dtype)
+    if dtype not in (torch.float32, torch.float64):  # a float16 value could round up to ``high``
+        raise ValueError(f"per-image (seeds=) uniform draws need dtype float32 or float64, got {dtype}")
     bits, exact = (32, torch.float64) if dtype == torch.float64 else (24, torch.float32)
 
     def fill(w: torch.Tensor, o: torch.Tensor) -> None:
@@ -59,7 +53,6 @@ def _normal_fill(dtype: torch.dtype, mean: float, std: float) -> Fill:
     ``2^-b`` in (-1, 1) (exact) from the high ``b`` bits of each half-word: float64 ``b = 31``, else (float32
     arithmetic) ``b = 24``, where ``|z|`` stays below 5.42 (a tail of probability 6e-8 is cut; 6.1 and 1e-9 for
     float64)."""
-    _check_float(dtype)
     bits, exact = (31, torch.float64) if dtype == torch.float64 else (24, torch.float32)
     std = std * math.sqrt(2.0)  # erfinv of a uniform on (-1, 1) has variance 1/2
 

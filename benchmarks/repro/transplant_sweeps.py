@@ -50,8 +50,11 @@ SMOKE_OVERRIDES = {"gfnet_cifar": ["model.kwargs.depth=2"], "vit_tiny_p4": ["mod
                    "phase_collapse": [widths_override(SMOKE_PC_WIDTHS)]}
 #: (model, site, code) -> the paper's finding (None: every site/code of that model)
 FINDINGS = {
-    ("gfnet_cifar", None, "phase"): "follows the phase donor",
-    ("vit_tiny_p4", None, "phase"): "follows the phase donor",
+    # the paper: "the prediction follows the phase or sign donor" (GFNet, ViT-B/16)
+    ("gfnet_cifar", None, "phase"): "follows the phase / sign donor",
+    ("gfnet_cifar", None, "sign"): "follows the phase / sign donor",
+    ("vit_tiny_p4", None, "phase"): "follows the phase / sign donor",
+    ("vit_tiny_p4", None, "sign"): "follows the phase / sign donor",
     ("resnet20", "output", "sign"): "post-ReLU sign inert (follows the magnitude)",
     ("resnet56", "output", "sign"): "post-ReLU sign inert (follows the magnitude)",
     ("resnet20", "input", "sign"): "pre-ReLU sign carries the code in late blocks",
@@ -62,11 +65,17 @@ DC_FINDINGS = {("resnet20", "output"): "DC-only readout (keeps the prediction)",
                ("resnet56", "output"): "DC-only readout (keeps the prediction)"}
 #: models whose blocks have no activation module or functional ReLU (no pre-activation site)
 OUTPUT_ONLY = ("gfnet_cifar", "phase_collapse")
+#: models whose block outputs are tokens with a class token: swept again with the class token taking the donor's
+#: sign (``transplant_prefix_tokens="sign"``), as the model id ``<name>-cls-sign``; by default it is the magnitude
+#: image's, so a ViT reading its class token follows the magnitude trivially at the last block
+CLASS_TOKEN = ("vit_tiny_p4",)
+CLS_SIGN = "-cls-sign"
 #: the controls of each row (agreement with the clean prediction; ``*_accuracy`` with labels)
 CONTROLS = {"deletion": "deletion_agreement", "dc_only": "dc_only_agreement", "identity": "identity_agreement"}
 
 
 def finding(model: str, site: str, code: str) -> str:
+    model = model.removesuffix(CLS_SIGN)
     return FINDINGS.get((model, site, code)) or FINDINGS.get((model, None, code)) or "no stated finding"
 
 
@@ -121,8 +130,10 @@ def render(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
           if (red := meta.get("reduced")) else []),
         "## Which donor the prediction follows", "",
         "Follow rates in %: donor (A's phase / sign) / magnitude (B's). On complex maps (phase_collapse) the sign is "
-        "the complex phase z/|z| and the phase the Fourier phase of the complex map. Per-layer tables and plots: "
-        "`eval/report.md`.", "",
+        "the complex phase z/|z| and the phase the Fourier phase of the complex map. ViT: the patch tokens form the "
+        "grid; its class token is B's (so at the last block, whose class token the head reads, the prediction "
+        f"follows B by construction), or, in the `{CLS_SIGN}` rows, A's sign on B's absolute values. Per-layer "
+        "tables and plots: `eval/report.md`.", "",
         markdown_table(["model", "site", "code", "first block", "last block", "mean over blocks", "paper's finding"],
                        follow), "",
         "## Controls", "",
@@ -165,12 +176,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return train_summary(runs)
     n_pairs = 32 if args.smoke else args.n_pairs
     summary = []
-    for sites in (("output", "input"), ("output",)):  # no activation module / functional ReLU: output site only
-        group = {k: v for k, v in models.items() if (k in OUTPUT_ONLY) == (sites == ("output",))}
+    groups = [  # (models, sites, extra options); no activation module / functional ReLU: output site only
+        ({k: v for k, v in models.items() if k not in OUTPUT_ONLY}, ("output", "input"), {}),
+        ({k: v for k, v in models.items() if k in OUTPUT_ONLY}, ("output",), {}),
+        ({k + CLS_SIGN: v for k, v in models.items() if k in CLASS_TOKEN}, ("output", "input"),
+         {"transplant_prefix_tokens": "sign"}),
+    ]
+    for group, sites, extra in groups:
         if not group:
             continue
         options = {"transplant_n_pairs": n_pairs, "transplant_n_control": n_pairs, "transplant_sites": list(sites),
-                   **({"transplant_every": 4} if args.smoke else {})}
+                   **({"transplant_every": 4} if args.smoke else {}), **extra}
         res = evaluate(group, suite=["transplant"], data=cifar10_spec(shared), out_dir=out / "eval", device=args.device,
                        batch_size=SMOKE["batch_size"] if args.smoke else args.batch_size,
                        limit=SMOKE["eval_limit"] if args.smoke else 2000, options=options, resume=args.resume,

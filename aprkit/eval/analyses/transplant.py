@@ -13,6 +13,12 @@ elementwise carrier is the complex phase, ``sign(z) = z / |z|`` (phase 0 where `
 same with ``|z|`` as the magnitude (see :mod:`aprkit.hidden.codes`); rows carry ``complex: True`` and no
 ``negative_fraction``.
 
+Token outputs ``(B, N, D)`` (timm ViTs): the patch tokens form the grid; the prefix tokens (class / register
+tokens, outside the grid) are B's by default (``prefix_tokens="receiver"``), so a ViT that reads its class token
+follows B trivially at its last block. ``prefix_tokens="sign"`` gives them A's sign on B's absolute values in the
+main transplant (the elementwise code of a real vector without a grid, for both codes); the controls keep each
+image's own prefix tokens.
+
 The prediction then follows A (the carrier donor), B (the magnitude donor) or neither. Controls come
 with every row: magnitude deletion (each image's magnitude replaced by the dataset mean at that
 layer), DC-only (only each channel's spatial mean kept), the A == B identity swap (must reproduce the
@@ -100,8 +106,18 @@ def _rate(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a == b).float().mean())
 
 
+#: where the prefix tokens (class / register) of token outputs come from in the main transplant
+PREFIX_TOKENS = ("receiver", "sign")
+
+
+def _check_prefix_tokens(prefix_tokens: str) -> str:
+    if prefix_tokens not in PREFIX_TOKENS:
+        raise ValueError(f"prefix_tokens must be one of {PREFIX_TOKENS}, got {prefix_tokens!r}")
+    return prefix_tokens
+
+
 def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw, batch_size, n_control, device,
-               skip_front=False) -> list[dict]:
+               skip_front=False, prefix_tokens="receiver") -> list[dict]:
     """All rows (one per code) for one site: main transplant and controls."""
     acts, idx = capture(model, images, site, batch_size, device)
     g0, _, layout = to_grid(acts[:1], **layout_kw, name=f"layer {site.layer!r} {site.site}")
@@ -137,9 +153,11 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
         change = []
 
         def main(r: torch.Tensor) -> torch.Tensor:  # called within this iteration (run below)
-            ga, _ = grid(a_idx[r])
+            ga, prefix_a = grid(a_idx[r])
             gb, prefix = grid(b_idx[r])
             t = C.transplant(ga, gb, code, dims).to(gb.dtype)  # noqa: B023
+            if prefix is not None and prefix_tokens == "sign":  # elementwise: A's sign on B's absolute values
+                prefix = C.transplant(prefix_a, prefix, "sign").to(prefix.dtype)
             change.append((t - gb).flatten(1).norm(dim=1) / gb.flatten(1).norm(dim=1).clamp_min(1e-30))  # noqa: B023
             return from_grid(t, prefix, layout)
 
@@ -154,6 +172,7 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
             "layer": site.layer, "site": site.site, "call_index": idx, "code": code,
             "dims": dims if code == "phase" else None,
             "shape": list(g0.shape[1:]), "kind": layout.kind, "complex": g0.is_complex(), "n_pairs": int(a_idx.numel()),
+            "prefix_tokens": prefix_tokens if layout.kind == "tokens" and layout.num_prefix_tokens else None,
             "follow_donor": _rate(pred, clean[a_idx]), "follow_magnitude": _rate(pred, clean[b_idx]),
             "identity_agreement": _rate(id_pred, clean[ctrl]),
             "identity_max_logit_diff": float((id_logits - clean_logits).abs().max()),
@@ -229,6 +248,7 @@ def transplant_test(
     num_prefix_tokens: int | None = None,
     grid: tuple[int, int] | None = None,
     skip_front: bool = False,
+    prefix_tokens: str = "receiver",
     keep_predictions: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -241,6 +261,8 @@ def transplant_test(
     computed on ``n_control`` random images), ``magnitude_variation``, ``activation_change`` and
     ``flags``. ``code`` may list several codes; they share the captured activations. ``skip_front``
     skips the blocks before the intervened one (block-sequential nets only; see ``front_blocks``).
+    ``prefix_tokens``: the prefix tokens of token outputs in the main transplant, B's (``"receiver"``) or A's
+    sign on B's absolute values (``"sign"``).
     ``keep_predictions`` adds the pair indices (``pairs_a``, ``pairs_b``), the clean predictions and
     each row's per-pair ``predictions``.
     """
@@ -249,6 +271,7 @@ def transplant_test(
     if isinstance(layers, str):
         layers = [layers]
     codes = _as_codes(code)
+    _check_prefix_tokens(prefix_tokens)
     sites = [Site(name, site, call_index) for name in layers]  # type: ignore[arg-type]
     for s in sites:
         resolve_module(model, s.module_path)
@@ -260,7 +283,7 @@ def transplant_test(
         rows = []
         for depth, s in enumerate(tqdm(sites, disable=not progress, desc="transplant")):
             for row in _site_rows(model, images, labels, clean, pairs, s, codes, dims, layout_kw, batch_size, n_control,
-                                  device, skip_front):
+                                  device, skip_front, prefix_tokens):
                 rows.append({"depth": depth, **row})
     finally:
         model.train(was_training)
@@ -304,8 +327,10 @@ def layer_sweep(
     codes = _as_codes(codes)
     call_index = kwargs.pop("call_index", None)
     progress = kwargs.pop("progress", False)
-    opts = {"dims": "hw", "batch_size": 256, "n_control": 512, "skip_front": False}
+    opts: dict[str, Any] = {"dims": "hw", "batch_size": 256, "n_control": 512, "skip_front": False,
+                            "prefix_tokens": "receiver"}
     opts.update({k: kwargs.pop(k) for k in list(kwargs) if k in opts})
+    _check_prefix_tokens(opts["prefix_tokens"])
     prep = {k: kwargs.pop(k, None) for k in ("labels", "generator", "max_images", "num_prefix_tokens", "grid")}
     n_pairs = kwargs.pop("n_pairs", 1000)
     if kwargs:
@@ -331,11 +356,14 @@ def layer_sweep(
                                  "pre-activation site; use sites=('output',) for this model")
         rows: list[dict] = []
         for depth, block, t in tqdm(targets, disable=not progress, desc="layer sweep"):
-            key = f"{t.label()}|{','.join(codes)}|{n_pairs}|{ {k: v for k, v in opts.items() if k != 'skip_front'} }"
+            # the key of the default prefix_tokens is the one from before the option existed
+            keyed = {k: v for k, v in opts.items() if k != "skip_front" and (k, v) != ("prefix_tokens", "receiver")}
+            key = f"{t.label()}|{','.join(codes)}|{n_pairs}|{keyed}"
             got = cache.get(key) if cache is not None else None
             if got is None:
                 got = {"rows": _site_rows(model, images, labels, clean, pairs, t, codes, opts["dims"], layout_kw,
-                                          opts["batch_size"], opts["n_control"], device, opts["skip_front"])}
+                                          opts["batch_size"], opts["n_control"], device, opts["skip_front"],
+                                          opts["prefix_tokens"])}
                 if cache is not None:
                     cache.put(key, got)
             rows += [{"depth": depth, "block": block, **{k: v for k, v in row.items() if k != "predictions"}}
