@@ -153,12 +153,14 @@ def test_tokens_keep_class_token() -> None:
         assert r["follow_magnitude"] == 1.0
         assert r["identity_agreement"] == 1.0
         assert r["prefix_tokens"] == "receiver"
+        assert r["deletion_agreement"] == 1.0  # the controls leave the class token as it is
     # prefix_tokens="sign": the class token takes A's sign on B's absolute values, so the prediction can follow A
     signed = transplant_test(model, x, ["mix"], code=("phase", "sign"), site="input", n_pairs=20,
                              num_prefix_tokens=1, prefix_tokens="sign")
     for r in signed["rows"]:
         assert r["prefix_tokens"] == "sign" and r["identity_agreement"] == 1.0
         assert r["follow_donor"] > 0.1 and r["follow_magnitude"] < 0.8
+        assert r["deletion_agreement"] < 1.0  # deletion now reaches the class token: own sign, mean magnitude
     with pytest.raises(ValueError, match="prefix_tokens must be one of"):
         transplant_test(model, x, ["mix"], n_pairs=5, prefix_tokens="donor")
 

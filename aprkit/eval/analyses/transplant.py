@@ -16,8 +16,9 @@ same with ``|z|`` as the magnitude (see :mod:`aprkit.hidden.codes`); rows carry 
 Token outputs ``(B, N, D)`` (timm ViTs): the patch tokens form the grid; the prefix tokens (class / register
 tokens, outside the grid) are B's by default (``prefix_tokens="receiver"``), so a ViT that reads its class token
 follows B trivially at its last block. ``prefix_tokens="sign"`` gives them A's sign on B's absolute values in the
-main transplant (the elementwise code of a real vector without a grid, for both codes); the controls keep each
-image's own prefix tokens.
+main transplant (the elementwise code of a real vector without a grid, for both codes), and in the magnitude-deletion
+control their own sign on the dataset-mean absolute values; the identity and DC-only controls keep each image's own
+prefix tokens.
 
 The prediction then follows A (the carrier donor), B (the magnitude donor) or neither. Controls come
 with every row: magnitude deletion (each image's magnitude replaced by the dataset mean at that
@@ -128,9 +129,16 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
         g, prefix, _ = to_grid(acts[rows.to(acts.device)], **layout_kw)
         return g, prefix
 
-    def build(rows_b: torch.Tensor, fn) -> torch.Tensor:
+    def build(rows_b: torch.Tensor, fn, prefix_fn=None) -> torch.Tensor:
         gb, prefix = grid(rows_b)
+        if prefix is not None and prefix_fn is not None:
+            prefix = prefix_fn(prefix).to(prefix.dtype)
         return from_grid(fn(gb).to(gb.dtype), prefix, layout)
+
+    signed_prefix = prefix_tokens == "sign" and layout.kind == "tokens" and layout.num_prefix_tokens > 0
+    # prefix_tokens="sign": the deletion control also gives the prefix tokens the dataset-mean absolute values
+    all_prefix = to_grid(acts, **layout_kw)[1] if signed_prefix else None
+    prefix_mean = None if all_prefix is None else all_prefix.abs().float().mean(0).to(acts.dtype)
 
     front = front_blocks(model, site, images[:1].to(device)) if skip_front else FrontSkip()
     owner_in = capture(model, images, front.owner_input, batch_size, device)[0] if front.owner_input else None
@@ -165,8 +173,9 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
         # the lambdas below are called within this iteration (B023)
         id_pred, id_logits = predict_at(
             ctrl, lambda r: build(ctrl[r], lambda g: C.transplant(g, g, code, dims)))  # noqa: B023
-        del_pred = run(
-            ctrl, lambda r: build(ctrl[r], lambda g: C.with_magnitude(g, mean_mag, code, dims)))  # noqa: B023
+        del_pred = run(ctrl, lambda r: build(
+            ctrl[r], lambda g: C.with_magnitude(g, mean_mag, code, dims),  # noqa: B023
+            None if prefix_mean is None else lambda pr: C.signum(pr) * prefix_mean))
         act_change = float(torch.cat(change).mean())
         row: dict[str, Any] = {
             "layer": site.layer, "site": site.site, "call_index": idx, "code": code,
