@@ -164,7 +164,7 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
             ga, prefix_a = grid(a_idx[r])
             gb, prefix = grid(b_idx[r])
             t = C.transplant(ga, gb, code, dims).to(gb.dtype)  # noqa: B023
-            if prefix is not None and prefix_tokens == "sign":  # elementwise: A's sign on B's absolute values
+            if prefix is not None and signed_prefix:  # elementwise: A's sign on B's absolute values
                 prefix = C.transplant(prefix_a, prefix, "sign").to(prefix.dtype)
             change.append((t - gb).flatten(1).norm(dim=1) / gb.flatten(1).norm(dim=1).clamp_min(1e-30))  # noqa: B023
             return from_grid(t, prefix, layout)
@@ -271,7 +271,8 @@ def transplant_test(
     ``flags``. ``code`` may list several codes; they share the captured activations. ``skip_front``
     skips the blocks before the intervened one (block-sequential nets only; see ``front_blocks``).
     ``prefix_tokens``: the prefix tokens of token outputs in the main transplant, B's (``"receiver"``) or A's
-    sign on B's absolute values (``"sign"``).
+    sign on B's absolute values (``"sign"``, which also gives them the dataset-mean absolute values in the
+    magnitude-deletion control).
     ``keep_predictions`` adds the pair indices (``pairs_a``, ``pairs_b``), the clean predictions and
     each row's per-pair ``predictions``.
     """

@@ -48,7 +48,8 @@ class TransplantOptions(LimitOption):
     """Fourier dims of the phase code (default: layer_sweep's, ``"hw"``)"""
     transplant_prefix_tokens: Literal["receiver", "sign"] | None = None
     """token outputs: the prefix (class / register) tokens in the main transplant, the magnitude image's
-    (``"receiver"``, layer_sweep's default) or the donor's sign on its absolute values (``"sign"``)"""
+    (``"receiver"``, layer_sweep's default) or the donor's sign on its absolute values (``"sign"``, also applied to
+    the magnitude-deletion control)"""
     transplant_skip_front: bool = False
     """do not recompute the blocks before the intervened one (faster on block-sequential nets; the identity control
     checks it); not part of the result's cache key, as in :func:`~aprkit.eval.analyses.transplant.layer_sweep`"""
