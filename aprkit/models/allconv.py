@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import HALF_MEAN, HALF_STD, ImageClassifier
+from .base import HALF_MEAN, HALF_STD, ImageClassifier, init_conv_bn
 from .registry import register_model
 
 __all__ = ["AllConvNet", "SigmoidGELU", "allconv"]
@@ -63,14 +63,7 @@ class AllConvNet(ImageClassifier):
         layers += [nn.AvgPool2d(8)]
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(w2, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (32, 32):

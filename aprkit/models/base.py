@@ -29,6 +29,7 @@ __all__ = [
     "NO_STD",
     "ImageClassifier",
     "as_stats",
+    "init_conv_bn",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -110,3 +111,19 @@ class ImageClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` of images ``(B, C, H, W)`` in [0, 1]."""
         return self.forward_head(self.forward_features(x))
+
+
+def init_conv_bn(model: nn.Module, *, linear_weight: bool = False) -> None:
+    """The AugMix CIFAR models' initialisation, in module order: convolutions He-normal (fan-out, ReLU), batch-norm
+    scale 1 and shift 0, linear biases 0; ``linear_weight=True`` also draws linear weights He-normal (fan-in), as
+    ResNeXt does. Consumes the global RNG exactly as the per-model loops it replaces did."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            if linear_weight:
+                nn.init.kaiming_normal_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import HALF_MEAN, HALF_STD, ImageClassifier
+from .base import HALF_MEAN, HALF_STD, ImageClassifier, init_conv_bn
 from .registry import register_model
 
 __all__ = ["DenseNetBC", "densenet_bc_100"]
@@ -100,14 +100,7 @@ class DenseNetBC(ImageClassifier):
         self.bn1 = nn.BatchNorm2d(channels)
         self.fc = nn.Linear(channels, num_classes)
         self.num_classes, self.input_size, self.num_features = num_classes, (3, 32, 32), channels
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         out = self.trans1(self.dense1(self.conv1(x)))

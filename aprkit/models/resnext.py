@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import HALF_MEAN, HALF_STD, ImageClassifier
+from .base import HALF_MEAN, HALF_STD, ImageClassifier, init_conv_bn
 from .registry import register_model
 
 __all__ = ["ResNeXt29", "resnext29", "resnext29_4x32d"]
@@ -84,15 +84,7 @@ class ResNeXt29(ImageClassifier):
             self.add_module(f"stage_{i}", nn.Sequential(*blocks))
             in_planes = 4 * planes
         self.classifier = nn.Linear(1024, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.kaiming_normal_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self, linear_weight=True)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn_1(self.conv_1_3x3(x)))

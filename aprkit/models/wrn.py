@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import HALF_MEAN, HALF_STD, ImageClassifier
+from .base import HALF_MEAN, HALF_STD, ImageClassifier, init_conv_bn
 from .registry import register_model
 
 __all__ = ["WideResNet", "wrn40_2", "wrn28_10"]
@@ -89,14 +89,7 @@ class WideResNet(ImageClassifier):
         self.block3 = NetworkBlock(n, widths[2], widths[3], 2, drop_rate)
         self.bn1 = nn.BatchNorm2d(widths[3])
         self.fc = nn.Linear(widths[3], num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block3(self.block2(self.block1(self.conv1(x))))

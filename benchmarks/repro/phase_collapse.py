@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, out, shared = parse_args(p, argv)
     from aprkit.eval import evaluate
 
+    widths = SMOKE_PC_WIDTHS if args.smoke else REDUCED_PC_WIDTHS if args.reduced else None  # None: the paper's
     runs = {}
     for name in args.runs:
-        widths = SMOKE_PC_WIDTHS if args.smoke else REDUCED_PC_WIDTHS if args.reduced else None
         runs[name] = train_run(RUNS[name], out / "runs" / name, args,
                                overrides=[widths_override(widths)] if widths else [])
     if args.train_only:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ratio = soft["clean_error"] / mod["clean_error"] if mod and soft and mod["clean_error"] > 0 else None
     meta = {"epochs": 1 if args.smoke else args.epochs, "smoke": args.smoke, "paper_ratio": PAPER_RATIO,
             "clean_only": args.clean_only, "reduced": args.reduced,
-            "widths": SMOKE_PC_WIDTHS if args.smoke else REDUCED_PC_WIDTHS if args.reduced else "paper"}
+            "widths": widths or "paper"}
     write_outputs(out, "phase_collapse", {"meta": meta, "rows": rows, "error_ratio_soft_over_modulus": ratio},
                   render(rows, ratio, meta))
     return {"rows": rows, "ratio": ratio, "meta": meta}
