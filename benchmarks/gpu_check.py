@@ -8,7 +8,7 @@ section still runs): ``env`` (versions, GPU), ``tests`` (``pytest tests/test_cud
 (APR-P / APR-S / FACT / FDA img/s against the FFT-only limit and a batch copy, fp32 and AMP),
 ``corruptions`` (19 corruptions at 224 px, ImageNet-C projection), ``eval`` (``evaluate`` against a
 robustbench-style loop), ``train`` (APR-SP step against standard steps) and ``compile`` (``torch.compile``
-of the APR-P hot paths). Writes ``gpu_check.json`` (every number, the environment, each section's
+of the APR-P and APR-S hot paths). Writes ``gpu_check.json`` (every number, the environment, each section's
 status, wall time and error) and ``gpu_check.md`` (summary tables and goals) to ``--out`` after every
 section, per-section logs to ``--out/logs``, and prints the summary at the end.
 

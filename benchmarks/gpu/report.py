@@ -70,6 +70,8 @@ def _apr_p_goals(report: dict) -> list[dict[str, Any]]:
             offer(row["batch"], row["size"], _get(row, "candidates", "apr_pair", "vs_fft_limit"), "eager apr_pair")
     backend = _res(report, "compile").get("backend")
     for row in _res(report, "compile").get("rows", []):
+        if row["target"].startswith("APRSingleBatch"):  # APR-S: shown in the compile table, not an APR-P figure
+            continue
         mode = f"mode {row.get('mode', 'default')}" if backend == "inductor" else f"backend {backend}"
         same = row.get("vs_fft_limit_same_mode")
         fair = f"; {same:.2f} against the limit in the same mode" if isinstance(same, (int, float)) else ""

@@ -2,7 +2,7 @@
 
 Sizes follow issue 17: APR at batch 256 x 3x32x32 and 64 x 3x224x224; the 19 corruptions at 224 px
 (batch 64, severity 3, ImageNet preset); ``evaluate`` against the robustbench-style loop; an APR-SP
-training step of a CIFAR ResNet-18 against standard steps; ``torch.compile`` of the APR-P hot paths.
+training step of a CIFAR ResNet-18 against standard steps; ``torch.compile`` of the APR-P and APR-S hot paths.
 ``--quick`` shrinks every size so that the whole check runs in seconds on a CPU (a smoke test).
 """
 
@@ -311,29 +311,39 @@ def _cudagraph_skips() -> int:
     return int(counters["inductor"]["cudagraph_skips"])
 
 
-def _time_core_row(ctx: Context, row: dict[str, Any], b: int, s: int, mode: str) -> None:
-    """``APRPair(p=1, compile_core=...)`` forward (CPU generator, as by default) against eager and the FFT-only limit."""
+#: the modules whose ``compile_core`` the compile section times, and the images each takes
+CORE_MODULES = {"APRPair compile_core": ("APRPair", "float"), "APRSingleBatch compile_core": ("APRSingleBatch", "uint8")}
+
+
+def _time_core_row(ctx: Context, row: dict[str, Any], b: int, s: int, mode: str,
+                   target: str = "APRPair compile_core") -> None:
+    """``APRPair`` / ``APRSingleBatch`` ``(p=1, compile_core=...)`` forward (CPU generator, as by default) against
+    eager and the FFT-only limit: APR-P on [0, 1] floats, APR-S on uint8 images (what a dataloader hands over;
+    every image recombined, two colour/geometric ops each)."""
     import torch._dynamo as dynamo
 
-    from aprkit.augment import APRPair
+    import aprkit.augment as augment
     from benchmarks.bench_augment import fft_limit
 
-    _, x, _ = _batch(b, s, ctx.device)
+    cls_name, kind = CORE_MODULES[target]
+    cls = getattr(augment, cls_name)
+    x8, xf, _ = _batch(b, s, ctx.device)
+    x = x8 if kind == "uint8" else xf
     dynamo.reset()
     skips = _cudagraph_skips()
-    eager = APRPair(p=1.0, seed=0)
-    compiled = APRPair(p=1.0, seed=0, compile_core=_core_options(mode, ctx.compile_backend))
+    eager = cls(p=1.0, seed=0)
+    compiled = cls(p=1.0, seed=0, compile_core=_core_options(mode, ctx.compile_backend))
     t0 = time.perf_counter()
     y = compiled(x)
     ctx.sync()
     row.update(compile_s=time.perf_counter() - t0, graphs=1, graph_breaks=0)  # fullgraph=True: one graph or an error
-    row["max_diff_vs_eager"] = float((y - eager(x)).abs().max())  # same seed: the same partners
+    row["max_diff_vs_eager"] = float((y.float() - eager(x).float()).abs().max())  # same seed: the same draws
     del y
     for _ in range(3):  # CUDA graphs are recorded on the first calls after compiling
         compiled(x)
     ctx.sync()
     timing = _timing(ctx)
-    times = bench({"fft_limit": lambda: fft_limit(x), "eager": lambda: eager(x), "compiled": lambda: compiled(x)},
+    times = bench({"fft_limit": lambda: fft_limit(xf), "eager": lambda: eager(x), "compiled": lambda: compiled(x)},
                   timing["repeats"], ctx.device, min_time=timing["min_time"], deadline=ctx.deadline)
     row.update(eager_img_s=b / times["eager"], compiled_img_s=b / times["compiled"], speedup=times["eager"] / times["compiled"],
                fft_limit_img_s=b / times["fft_limit"], vs_fft_limit=times["fft_limit"] / times["compiled"],
@@ -385,17 +395,19 @@ def _time_explained_row(ctx: Context, row: dict[str, Any], target: str, b: int, 
         row["vs_fft_limit_same_mode"] = times["fft_limit_same_mode"] / times["compiled"]
 
 
-@section("compile", cap_s=60, quick_cap_s=40, title="6. torch.compile of the APR-P hot paths")
+@section("compile", cap_s=75, quick_cap_s=40, title="6. torch.compile of the APR-P and APR-S hot paths")
 def run_compile(ctx: Context) -> None:
     backend = ctx.compile_backend
     ctx.results.update(backend=backend, note=(
-        "APRPair(compile_core=MODE): the module's core compiled as one graph (sampling with a CPU generator and "
-        "validation eager), dynamic=False; apr_pair / APRPair module: the whole call compiled; compile_s = the first "
+        "APRPair / APRSingleBatch(compile_core=MODE): the module's core compiled as one graph (sampling with a CPU "
+        "generator and validation eager; APR-S on uint8 images), dynamic=False; apr_pair / APRPair module: the whole call compiled; compile_s = the first "
         "call; ratio = FFT-only limit time / compiled time, measured in the same run"))
     rows = ctx.results.setdefault("rows", [])
     sizes = _sizes(ctx)[:1] if ctx.quick else _sizes(ctx)
     modes = ["default", "reduce-overhead"] if ctx.is_cuda and backend == "inductor" else ["default"]
     plan = [("APRPair compile_core", mode, b, s) for b, s in sizes for mode in modes]
+    # APR-S at 32 px: ~280 small ops per batch, launch-bound on a GPU (issue 17), where one graph should help most
+    plan += [("APRSingleBatch compile_core", mode, *sizes[0]) for mode in modes]
     plan += [(target, "default", b, s) for b, s in sizes for target in ("apr_pair", "APRPair")]
     if ctx.is_cuda and backend == "inductor":  # the core and the FFT-only limit, each in one CUDA graph
         plan += [("apr_pair", "reduce-overhead", b, s) for b, s in sizes]
@@ -411,8 +423,8 @@ def run_compile(ctx: Context) -> None:
         row: dict[str, Any] = {"target": target, "mode": mode, "batch": b, "size": s}
         rows.append(row)
         try:
-            if target == "APRPair compile_core":
-                _time_core_row(ctx, row, b, s, mode)
+            if target in CORE_MODULES:
+                _time_core_row(ctx, row, b, s, mode, target)
             else:
                 _time_explained_row(ctx, row, target, b, s, mode)
         except Exception as err:
