@@ -212,19 +212,47 @@ def test_low_frequency_swap_leaves_the_rest_of_the_spectrum():
     torch.testing.assert_close(torch.sgn(zo[mask]), torch.sgn(zx[mask]), atol=1e-9, rtol=0)
 
 
-def test_irfftn_in_chunks_equals_one_call(monkeypatch):
-    """Large CPU batches are inverted in chunks (torch's batched multi-dim inverse copies the whole spectrum
-    twice): same numbers as one call; with autograd it stays one call."""
-    monkeypatch.setattr(fr.spectra, "_CHUNKED_ABOVE", 1 << 10)
-    monkeypatch.setattr(fr.spectra, "_CHUNK_BYTES", 1 << 10)
-    x = torch.rand(7, 3, 10, 9, generator=torch.Generator().manual_seed(5))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(3, 8, 8), (2, 3, 8, 9), (2, 2, 3, 7, 6), (5, 1, 8, 8), (5, 4, 6, 8)])
+def test_real_ffts_match_torch(shape, dtype):
+    """``fourier.rfftn`` / ``irfftn`` (RGB over (C, H, W): a 2-D FFT and a 3x3 DFT over the channels on the CPU)
+    give torch's numbers, also for a spectrum that is not Hermitian, and the same shapes and dtypes."""
+    x = torch.rand(shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
     for dims in ((-3, -2, -1), (-2, -1)):
-        z = torch.fft.rfftn(x, dim=dims)
+        z, want = fr.rfftn(x, dims), torch.fft.rfftn(x, dim=dims)
+        assert z.shape == want.shape and z.dtype == want.dtype
+        torch.testing.assert_close(z, want, atol=tol * float(want.abs().max()), rtol=0)
         sizes = [x.shape[d] for d in dims]
-        want = torch.fft.irfftn(z, s=sizes, dim=dims)
-        torch.testing.assert_close(fr.irfftn(z, sizes, dims), want, atol=1e-6, rtol=0)
+        noise = torch.randn(want.shape, dtype=want.dtype, generator=torch.Generator().manual_seed(2))
+        for spec in (want, noise):
+            out = fr.irfftn(spec, sizes, dims)
+            torch.testing.assert_close(out, torch.fft.irfftn(spec, s=sizes, dim=dims), atol=tol, rtol=0)
+
+
+def test_real_ffts_chunks_and_batch_size_do_not_change_results(monkeypatch):
+    """Large CPU batches are transformed in chunks: RGB images bit for bit as one at a time (so results do not depend
+    on the batch size), other layouts to float rounding; with autograd no chunks, and gradients are torch's."""
+    monkeypatch.setattr(fr.fft, "_CHUNKED_ABOVE", 1 << 10)
+    monkeypatch.setattr(fr.fft, "_CHUNK_BYTES", 1 << 10)
+    x = torch.rand(7, 3, 10, 9, generator=torch.Generator().manual_seed(5))
+    z = fr.rfftn(x, (1, 2, 3))
+    assert torch.equal(z, torch.cat([fr.rfftn(x[i:i + 1], (1, 2, 3)) for i in range(7)]))
+    out = fr.irfftn(z, [3, 10, 9], (1, 2, 3))
+    assert torch.equal(out, torch.cat([fr.irfftn(z[i:i + 1], [3, 10, 9], (1, 2, 3)) for i in range(7)]))
+    torch.testing.assert_close(out, x, atol=1e-6, rtol=0)
+    z2 = torch.fft.rfftn(x, dim=(-2, -1))
+    torch.testing.assert_close(fr.irfftn(z2, [10, 9], (-2, -1)), x, atol=1e-6, rtol=0)
     zg = torch.fft.rfftn(x.clone().requires_grad_(True), dim=(-2, -1))
     assert fr.irfftn(zg, [10, 9], (-2, -1)).requires_grad
+    xd = torch.rand(2, 3, 5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(6), requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: fr.irfftn(fr.rfftn(t, (-3, -2, -1)) * 1j, [3, 5, 4], (-3, -2, -1)), (xd,))
+
+
+def test_apr_pair_through_the_chunked_ffts(monkeypatch):
+    monkeypatch.setattr(fr.fft, "_CHUNKED_ABOVE", 1 << 10)
+    monkeypatch.setattr(fr.fft, "_CHUNK_BYTES", 1 << 10)
+    x = torch.rand(7, 3, 10, 9, generator=torch.Generator().manual_seed(5))
     perm = torch.tensor([6, 0, 1, 2, 3, 4, 5])
     from aprkit.augment.functional import apr_pair
 

@@ -31,6 +31,7 @@ from .._checks import (
 from ..fourier import (
     Dims,
     irfftn,
+    rfftn,
     spectral_magnitude,
     spectral_power,
     transfer_amplitude,
@@ -165,7 +166,7 @@ def apr_pair_with_dc(
     then runs eagerly outside it.
     """
     xf = x.to(compute_dtype(x))
-    z = torch.fft.rfftn(xf, dim=fft_dims)
+    z = rfftn(xf, fft_dims)
     dc = z[..., :1, :1].real.clone() if with_dc else None  # before the in-place swap below
     spec = swap_with_partner(z, perm, inplace=True)
     out = irfftn(spec, [x.shape[d] for d in fft_dims], fft_dims)
@@ -209,7 +210,7 @@ def recombine_views(
     """
     fft_dims = check_dims(dims)
     n = a.shape[0]
-    z = torch.fft.rfftn(torch.cat([a, b]), dim=fft_dims)
+    z = rfftn(torch.cat([a, b]), fft_dims)
     own = torch.arange(n, device=z.device)
     if isinstance(phase_from_a, bool):
         phase_rows, amp_rows = (own, own + n) if phase_from_a else (own + n, own)

@@ -13,13 +13,15 @@ amplitude-only) use real FFTs (``rfftn``/``irfftn``): the recombined spectrum of
 Hermitian, so the half spectrum is exact and about half the work. ``amplitude_phase`` and
 ``recombine`` expose the full spectrum so users can edit and visualise it freely.
 
-Modules, lowest first: :mod:`~aprkit.fourier.spectra` (transforms, magnitudes, the chunked inverse),
+Modules, lowest first: :mod:`~aprkit.fourier.fft` (the real FFTs, with CPU fast routes),
+:mod:`~aprkit.fourier.spectra` (spectra, magnitudes),
 :mod:`~aprkit.fourier.mixing` (amplitude edits of spectra) and :mod:`~aprkit.fourier.images` (the image ops).
 Every public name is importable from ``aprkit.fourier``.
 """
 
 from __future__ import annotations
 
+from .fft import irfftn, rfftn
 from .images import (
     amplitude_only,
     low_frequency_mask,
@@ -29,7 +31,7 @@ from .images import (
     swap_amplitude,
 )
 from .mixing import mix_spectra, transfer_amplitude, with_amplitude
-from .spectra import Dims, amplitude_phase, irfftn, recombine, spectral_magnitude, spectral_power, spectrum
+from .spectra import Dims, amplitude_phase, recombine, spectral_magnitude, spectral_power, spectrum
 
 __all__ = [
     "Dims",
@@ -44,6 +46,7 @@ __all__ = [
     "spectrum",
     "spectral_magnitude",
     "spectral_power",
+    "rfftn",
     "irfftn",
     "mix_spectra",
     "transfer_amplitude",

@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 
 from .._checks import broadcast_shape, check_dims, check_finite_spectrum, check_image_tensor, restore_dtype
+from .fft import rfftn
 from .mixing import mix_spectra, with_amplitude
 from .spectra import Dims, _as_float, _irfft, spectral_magnitude
 
@@ -46,8 +47,8 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, xname: str, yname: str) -> Non
 
 def _pair_spectra(x: torch.Tensor, y: torch.Tensor, fft_dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Half spectra of ``x`` and ``y`` (their finiteness checked on the DC terms)."""
-    zx = torch.fft.rfftn(_as_float(x), dim=fft_dims)
-    zy = torch.fft.rfftn(_as_float(y), dim=fft_dims)
+    zx = rfftn(_as_float(x), fft_dims)
+    zy = rfftn(_as_float(y), fft_dims)
     check_finite_spectrum(zx, x.dtype, "x")
     check_finite_spectrum(zy, y.dtype, "y")
     return zx, zy
@@ -65,8 +66,8 @@ def swap_amplitude(phase_source: torch.Tensor, amplitude_source: torch.Tensor, d
     """
     _check_pair(phase_source, amplitude_source, "phase_source", "amplitude_source")
     fft_dims = check_dims(dims)
-    zp = torch.fft.rfftn(_as_float(phase_source), dim=fft_dims)
-    za = torch.fft.rfftn(_as_float(amplitude_source), dim=fft_dims)
+    zp = rfftn(_as_float(phase_source), fft_dims)
+    za = rfftn(_as_float(amplitude_source), fft_dims)
     check_finite_spectrum(zp, phase_source.dtype, "phase_source")
     check_finite_spectrum(za, amplitude_source.dtype, "amplitude_source")
     out = _irfft(mix_spectra(zp, za, inplace=True), phase_source, fft_dims)
@@ -187,7 +188,7 @@ def phase_only(
             ) from None
         out = torch.fft.ifftn(with_amplitude(z, amp), dim=fft_dims).real
         return restore_dtype(out, x.dtype)
-    z = torch.fft.rfftn(xf, dim=fft_dims)
+    z = rfftn(xf, fft_dims)
     if magnitude == "unit":
         amp = 1.0
     elif magnitude == "mean":
@@ -205,6 +206,6 @@ def amplitude_only(x: torch.Tensor, dims: Dims = "chw") -> torch.Tensor:
     """
     check_image_tensor(x, "x")
     fft_dims = check_dims(dims)
-    z = torch.fft.rfftn(_as_float(x), dim=fft_dims)
+    z = rfftn(_as_float(x), fft_dims)
     out = _irfft(z.abs().to(z.dtype), x, fft_dims)
     return restore_dtype(out, x.dtype)

@@ -1,7 +1,7 @@
-"""Spectra of image batches: the forward transforms, the amplitude/phase split and its inverse, magnitudes of
-complex spectra, and the inverse real FFT (chunked for large CPU batches) that the image ops end with.
+"""Spectra of image batches: the forward transforms, the amplitude/phase split and its inverse, and magnitudes of
+complex spectra. The real FFTs themselves (with their CPU fast routes) are :mod:`aprkit.fourier.fft`.
 
-The lowest layer of :mod:`aprkit.fourier`: it imports only :mod:`aprkit._checks`.
+With :mod:`~aprkit.fourier.fft`, the lowest layer of :mod:`aprkit.fourier`: they import only :mod:`aprkit._checks`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from typing import Literal
 
 import torch
 
-from .._checks import broadcast_shape, check_dims, check_image_tensor, compute_dtype, eager_cpu, needs_grad
+from .._checks import broadcast_shape, check_dims, check_image_tensor, compute_dtype
+from .fft import irfftn, rfftn
 
-__all__ = ["Dims", "spectrum", "amplitude_phase", "recombine", "spectral_magnitude", "spectral_power", "irfftn"]
+__all__ = ["Dims", "spectrum", "amplitude_phase", "recombine", "spectral_magnitude", "spectral_power"]
 
 Dims = Literal["chw", "hw"]
 #: magnitudes at or below this count as zero (their phase is undefined); shared with augment.functional
@@ -28,7 +29,7 @@ def spectrum(x: torch.Tensor, dims: Dims = "chw", *, real: bool = False) -> torc
     check_image_tensor(x, "x")
     fft_dims = check_dims(dims)
     xf = _as_float(x)
-    return torch.fft.rfftn(xf, dim=fft_dims) if real else torch.fft.fftn(xf, dim=fft_dims)
+    return rfftn(xf, fft_dims) if real else torch.fft.fftn(xf, dim=fft_dims)
 
 
 def amplitude_phase(x: torch.Tensor, dims: Dims = "chw") -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,34 +79,6 @@ def spectral_power(z: torch.Tensor) -> torch.Tensor:
     (faster on the CPU than complex ``abs``, and no square root). A new tensor, free to overwrite."""
     vr = torch.view_as_real(z)
     return torch.mul(vr[..., 0], vr[..., 0]).addcmul_(vr[..., 1], vr[..., 1])
-
-
-#: on the CPU, half spectra larger than this are inverted in chunks of about _CHUNK_BYTES along the first dim
-_CHUNKED_ABOVE, _CHUNK_BYTES = 8 << 20, 2 << 20
-
-
-def irfftn(z: torch.Tensor, sizes: list[int], fft_dims: tuple[int, ...]) -> torch.Tensor:
-    """``torch.fft.irfftn(z, s=sizes, dim=fft_dims)``, in chunks along the first dim for large CPU batches.
-
-    torch inverts a multi-dimensional half spectrum as a complex FFT over the leading transform dims, then a
-    real one over the last, and for a batch it copies the whole spectrum into transposed layouts twice on the
-    way; once the batch is out of cache those copies cost as much as the transforms. On eager CPU calls
-    without autograd, a half spectrum over 8 MiB (``fft_dims`` not containing dim 0) is therefore inverted in
-    chunks of about 2 MiB, written into one output (measured 2.2x faster at 64x3x224x224 and 1.6x at
-    256x3x64x64 on one thread, no slower on other sizes); elsewhere it is the plain call.
-    """
-    nbytes = z.numel() * z.element_size()
-    if (nbytes <= _CHUNKED_ABOVE or not eager_cpu(z) or needs_grad(z)
-            or any(d % z.ndim == 0 for d in fft_dims)):
-        return torch.fft.irfftn(z, s=sizes, dim=fft_dims)
-    shape = list(z.shape)
-    for d, n in zip(fft_dims, sizes, strict=True):
-        shape[d] = n
-    out = torch.empty(shape, dtype=z.real.dtype, device=z.device)
-    step = max(1, _CHUNK_BYTES * z.shape[0] // nbytes)
-    for i in range(0, z.shape[0], step):
-        torch.fft.irfftn(z[i:i + step], s=sizes, dim=fft_dims, out=out[i:i + step])
-    return out
 
 
 def _irfft(z: torch.Tensor, like: torch.Tensor, fft_dims: tuple[int, ...]) -> torch.Tensor:

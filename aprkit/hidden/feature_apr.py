@@ -83,7 +83,7 @@ def feature_apr_core(
     amplitudes, a float or ``(B,)`` tensor in [0, 1] mixes them. One real FFT serves both roles (the
     partners' spectra are a permutation of it). Like any layer, NaN/inf in ``g`` propagate (no check).
     """
-    z = torch.fft.rfftn(g.to(compute_dtype(g)), dim=fft_dims)
+    z = fourier.rfftn(g.to(compute_dtype(g)), fft_dims)
     if lam is None:
         spec = swap_with_partner(z, perm, inplace=True)
     else:

@@ -30,7 +30,8 @@ from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, regis
 
 __all__ = ["PhaseBiasSuite", "PhaseBiasOptions", "PhaseBiasResult", "plot_phase_bias"]
 
-_VERSION = 1
+#: 2: the swapped images come from aprkit.fourier.rfftn/irfftn (the CPU RGB route; equal to float rounding)
+_VERSION = 2
 _VARIANTS = (("full", "full swap"), ("low_frequency", "low-freq. swap"))
 
 
