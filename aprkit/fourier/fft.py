@@ -55,8 +55,10 @@ def _rgb_route(x: torch.Tensor, fft_dims: tuple[int, ...]) -> bool:
 
 
 def _chunks(n: int, nbytes: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of the chunks of about ``_CHUNK_BYTES`` along a leading extent ``n`` of ``nbytes`` in all."""
-    step = max(1, _CHUNK_BYTES * n // max(nbytes, 1))
+    """``(start, stop)`` of the chunks of about ``_CHUNK_BYTES`` along a leading extent ``n`` of ``nbytes`` in all, at
+    least one image per torch thread each: with fewer, the FFT library splits single transforms across threads,
+    which changes their rounding (seen at 299 px), so results would depend on the thread count."""
+    step = max(1, torch.get_num_threads(), _CHUNK_BYTES * n // max(nbytes, 1))
     return [(i, min(i + step, n)) for i in range(0, n, step)]
 
 
