@@ -228,6 +228,9 @@ def test_real_ffts_match_torch(shape, dtype):
         for spec in (want, noise):
             out = fr.irfftn(spec, sizes, dims)
             torch.testing.assert_close(out, torch.fft.irfftn(spec, s=sizes, dim=dims), atol=tol, rtol=0)
+        for other in ([s + 2 for s in sizes], [*sizes[:-1], sizes[-1] + 3]):  # torch crops / zero-pads: alike
+            torch.testing.assert_close(fr.irfftn(want, other, dims), torch.fft.irfftn(want, s=other, dim=dims),
+                                       atol=tol, rtol=0)
 
 
 def test_real_ffts_chunks_and_batch_size_do_not_change_results(monkeypatch):
