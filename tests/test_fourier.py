@@ -269,6 +269,28 @@ def test_real_ffts_do_not_depend_on_the_thread_count(size):
     assert all(torch.equal(a, b) for a, b in zip(out[1], out[2], strict=True))
 
 
+def test_apr_ops_take_the_cpu_rgb_route(monkeypatch):
+    """APR-P and the image ops on RGB batches run 2-D FFTs over (H, W) on the CPU (the channel DFT is a matrix
+    product), never torch's 3-D transform over (C, H, W); grey images keep torch's transform."""
+    calls = []
+    real = torch.fft.rfftn
+
+    def spy(x, *args, dim=None, **kw):
+        calls.append(tuple(dim))
+        return real(x, *args, dim=dim, **kw)
+
+    monkeypatch.setattr(torch.fft, "rfftn", spy)
+    from aprkit.augment.functional import apr_pair
+
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    apr_pair(x, torch.tensor([1, 2, 3, 0]))
+    fr.swap_amplitude(x, x.flip(0))
+    assert calls and set(calls) == {(-2, -1)}
+    calls.clear()
+    fr.swap_amplitude(x[:, :1], x[:, 1:2])
+    assert set(calls) == {(-3, -2, -1)}
+
+
 def test_apr_pair_through_the_chunked_ffts(monkeypatch):
     monkeypatch.setattr(fr.fft, "_CHUNKED_ABOVE", 1 << 10)
     monkeypatch.setattr(fr.fft, "_CHUNK_BYTES", 1 << 10)
