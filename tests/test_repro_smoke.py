@@ -33,8 +33,9 @@ def test_apr_cifar10_smoke_and_resume(cifar10_dir: Path, shared_root: Path, tmp_
         for key in ("clean_error", "mean_error", "corrupted_rms", "auroc_synthetic", "auroc_natural", "phase_bias", "patch_shuffle_acc"):
             assert row[key] is not None, key
     assert "lower" in res["directions"]["mean_error"]
-    assert "paper's direction" in (out / "results.md").read_text()
+    assert "paper's direction" in (out / "results.md").read_text() and res["meta"]["curves"]
     assert (out / "eval" / "report.md").is_file() and (out / "runs" / "apr_p" / "model.pt").is_file()
+    assert (out / "figures" / "training_curves.png").is_file()
     again = _run("apr_cifar10.py", out, shared_root, "--resume")  # finished runs and cached cells are reused
     assert again["rows"] == res["rows"]
 
@@ -52,6 +53,8 @@ def test_phase_collapse_smoke(cifar10_dir: Path, shared_root: Path, tmp_path: Pa
     res = _run("phase_collapse.py", tmp_path / "s2", shared_root)
     assert set(res["rows"]) == {"modulus", "soft_threshold"}
     assert res["error_ratio_soft_over_modulus"] is not None
+    assert res["meta"]["curves"] and (tmp_path / "s2" / "figures" / "training_curves.png").is_file()
+    assert "training_curves.png" in (tmp_path / "s2" / "results.md").read_text()
 
 
 def test_transplant_sweeps_smoke(cifar10_dir: Path, shared_root: Path, tmp_path: Path) -> None:

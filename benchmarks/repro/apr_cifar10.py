@@ -35,6 +35,7 @@ from benchmarks.repro.common import (
     parser,
     train_run,
     train_summary,
+    training_curves,
     write_outputs,
 )
 
@@ -125,6 +126,7 @@ def render(rows: dict[str, dict[str, float | None]], meta: dict[str, Any]) -> st
         markdown_table(["metric", *names, "paper's direction"], body), "",
         f"Training time (s, sum over the epochs): {', '.join(f'{k} {v:.0f}' for k, v in meta['train_s'].items())}. "
         f"Full report with severity curves, reliability diagrams and OOD plots: `eval/report.md`.",
+        *(["", meta["curves"]] if meta.get("curves") else []),
     ])
 
 
@@ -143,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs[name] = train_run(RUNS.get(name, RUNS["apr_sp"]), out / "runs" / name, args, build=build)
     if args.train_only:
         return train_summary(runs)
+    curves = training_curves(runs, out)
     trained, wall = {k: r["checkpoint"] for k, r in runs.items()}, {k: r["train_s"] for k, r in runs.items()}
     smoke = args.smoke
     res = evaluate(
@@ -155,7 +158,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = summarise(res)
     meta = {"epochs": 1 if smoke else args.epochs, "smoke": smoke, "feature_layers": args.feature_layers,
             "feature_p": args.feature_p, "train_s": wall, "checkpoints": trained,
-            "natural_ood": f"cue-conflict stimuli of {', '.join(NON_CIFAR_SHAPES)}, area-downscaled to 32 px"}
+            "natural_ood": f"cue-conflict stimuli of {', '.join(NON_CIFAR_SHAPES)}, area-downscaled to 32 px",
+            "curves": curves}
     write_outputs(out, "apr_cifar10", {"meta": meta, "rows": rows,
                                        "directions": {k: d for _, k, _, d in METRICS}}, render(rows, meta))
     return {"rows": rows, "meta": meta}

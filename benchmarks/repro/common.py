@@ -191,6 +191,19 @@ def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+#: every study's training curves, beside its results
+CURVES = "figures/training_curves.png"
+
+
+def training_curves(runs: Mapping[str, Mapping[str, Any]], out: Path) -> str | None:
+    """Train and test accuracy per epoch of ``runs`` (``train_run``'s summaries) in ``out/figures/training_curves.png``;
+    returns the Markdown line that shows it (relative to ``out``), or ``None`` when no run has a history."""
+    from aprkit.demo.report import training_figure
+
+    path = training_figure({k: {"history": r.get("history") or []} for k, r in runs.items()}, out / CURVES)
+    return None if path is None else f"![Train and test accuracy per epoch]({CURVES})"
+
+
 def write_outputs(out: Path, name: str, results: Mapping[str, Any], markdown: str) -> tuple[Path, Path]:
     """Write ``out/results.json`` and ``out/results.md`` atomically; return both paths."""
     from aprkit._io import atomic_write_text

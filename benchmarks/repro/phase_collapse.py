@@ -29,6 +29,7 @@ from benchmarks.repro.common import (
     parser,
     train_run,
     train_summary,
+    training_curves,
     write_outputs,
 )
 
@@ -46,9 +47,13 @@ def widths_override(widths: list[int]) -> str:
 PAPER_RATIO = 3.0  # soft-threshold error / modulus error, roughly, as quoted in issue 16
 
 
+#: the paper's direction per run, beside its number
+DIRECTION = {"modulus": "lowest (phase collapse)", "soft_threshold": "higher than modulus (~3x)",
+             "modulus_noskip": "- (the low-pass skip's share; no number quoted in issue 16)"}
+
+
 def render(rows: dict[str, dict[str, Any]], ratio: float | None, meta: dict[str, Any]) -> str:
-    body = [[name, fmt_pct(r["clean_error"]), f"{r['train_s']:.0f}",
-             "higher than modulus" if name != "modulus" else "lowest (phase collapse)"] for name, r in rows.items()]
+    body = [[name, fmt_pct(r["clean_error"]), f"{r['train_s']:.0f}", DIRECTION[name]] for name, r in rows.items()]
     verdict = "not measured" if ratio is None else (
         f"{ratio:.2f}x (paper: ~{PAPER_RATIO:.0f}x; "
         + ("same direction" if ratio > 1 else "opposite direction: the modulus net is not better here") + ")")
@@ -58,6 +63,9 @@ def render(rows: dict[str, dict[str, Any]], ratio: float | None, meta: dict[str,
         "", markdown_table(["network", "clean error %", "training s (sum over epochs)", "paper's direction"], body),
         "",
         f"Error ratio soft-threshold / modulus: **{verdict}**.",
+        *(["", f"Without the skip the modulus net's error is {meta['noskip_ratio']:.2f}x the skip version's."]
+          if meta.get("noskip_ratio") else []),
+        *(["", meta["curves"]] if meta.get("curves") else []),
     ])
 
 
@@ -79,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                overrides=[widths_override(widths)] if widths else [])
     if args.train_only:
         return train_summary(runs)
+    curves = training_curves(runs, out)
     trained, wall = {k: r["checkpoint"] for k, r in runs.items()}, {k: r["train_s"] for k, r in runs.items()}
     corruptions = ["none"] if args.clean_only else SMOKE["corruptions"] if args.smoke else None
     res = evaluate(
@@ -96,9 +105,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       "train_s": wall[name], "checkpoint": trained[name]}
     mod, soft = rows.get("modulus"), rows.get("soft_threshold")
     ratio = soft["clean_error"] / mod["clean_error"] if mod and soft and mod["clean_error"] > 0 else None
+    noskip = rows.get("modulus_noskip")
+    noskip_ratio = noskip["clean_error"] / mod["clean_error"] if mod and noskip and mod["clean_error"] > 0 else None
     meta = {"epochs": 1 if args.smoke else args.epochs, "smoke": args.smoke, "paper_ratio": PAPER_RATIO,
             "clean_only": args.clean_only, "reduced": args.reduced,
-            "widths": widths or "paper"}
+            "widths": widths or "paper", "noskip_ratio": noskip_ratio, "curves": curves}
     write_outputs(out, "phase_collapse", {"meta": meta, "rows": rows, "error_ratio_soft_over_modulus": ratio},
                   render(rows, ratio, meta))
     return {"rows": rows, "ratio": ratio, "meta": meta}
