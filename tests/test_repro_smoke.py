@@ -74,6 +74,7 @@ def test_transplant_sweeps_smoke(cifar10_dir: Path, shared_root: Path, tmp_path:
         assert {"deletion_agreement", "dc_only_agreement", "deletion_accuracy"} <= set(s["controls"])
     md = (tmp_path / "s3" / "results.md").read_text()
     assert "## Controls" in md and "| phase_collapse | output | sign (complex phase) |" in md
+    assert res["meta"]["curves"] and (tmp_path / "s3" / "figures" / "training_curves.png").is_file()
     cls_sign = [s for s in res["summary"] if s["model"] == "vit_tiny_p4-cls-sign"]
     assert {s["site"] for s in cls_sign} == {"output", "input"} and all("donor" in s["finding"] for s in cls_sign)
 

@@ -32,6 +32,7 @@ from benchmarks.repro.common import (
     parser,
     train_run,
     train_summary,
+    training_curves,
     write_outputs,
 )
 from benchmarks.repro.phase_collapse import REDUCED_PC_WIDTHS, SMOKE_PC_WIDTHS, widths_override
@@ -142,6 +143,7 @@ def render(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "(A = B, must be 100). Accuracies under the controls: `results.json` and `eval/report.md`.", "",
         markdown_table(["model", "site", "code", "magnitude deleted", "DC-only", "identity", "clean acc",
                         "paper's finding (DC-only)"], controls),
+        *(["", "## Training of the networks trained here", "", meta["curves"]] if meta.get("curves") else []),
     ])
 
 
@@ -174,6 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             models[name] = runs[name]["checkpoint"]
     if args.train_only:
         return train_summary(runs)
+    curves = training_curves(runs, out) if runs else None
     n_pairs = 32 if args.smoke else args.n_pairs
     summary = []
     groups = [  # (models, sites, extra options); no activation module / functional ReLU: output site only
@@ -193,7 +196,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        progress=args.progress, title="Study 3: internal Oppenheim-Lim test")
         summary += summarise(res)
     meta = {"epochs": 1 if args.smoke else args.epochs, "smoke": args.smoke, "models": models, "n_pairs": n_pairs,
-            "reduced": {k: v for k, v in REDUCED.items() if k in runs} if args.reduced and not args.smoke else {}}
+            "reduced": {k: v for k, v in REDUCED.items() if k in runs} if args.reduced and not args.smoke else {},
+            "curves": curves}
     write_outputs(out, "transplant_sweeps", {"meta": meta, "summary": summary}, render(summary, meta))
     return {"summary": summary, "meta": meta}
 
