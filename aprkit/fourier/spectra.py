@@ -1,7 +1,8 @@
 """Spectra of image batches: the forward transforms, the amplitude/phase split and its inverse, and magnitudes of
-complex spectra. The real FFTs themselves (with their CPU fast routes) are :mod:`aprkit.fourier.fft`.
+complex spectra.
 
-With :mod:`~aprkit.fourier.fft`, the lowest layer of :mod:`aprkit.fourier`: they import only :mod:`aprkit._checks`.
+Built on :mod:`aprkit.fourier.fft` (the real FFTs with their CPU fast routes; the lowest layer of
+:mod:`aprkit.fourier`, which imports only :mod:`aprkit._checks`).
 """
 
 from __future__ import annotations
