@@ -228,6 +228,9 @@ def test_real_ffts_match_torch(shape, dtype):
         for spec in (want, noise):
             out = fr.irfftn(spec, sizes, dims)
             torch.testing.assert_close(out, torch.fft.irfftn(spec, s=sizes, dim=dims), atol=tol, rtol=0)
+        full = fr.fftn(x, dims)
+        torch.testing.assert_close(full, torch.fft.fftn(x, dim=dims), atol=tol * float(want.abs().max()), rtol=0)
+        torch.testing.assert_close(fr.ifftn(full, dims), torch.fft.ifftn(full, dim=dims), atol=tol, rtol=0)
         for other in ([s + 2 for s in sizes], [*sizes[:-1], sizes[-1] + 3]):  # torch crops / zero-pads: alike
             torch.testing.assert_close(fr.irfftn(want, other, dims), torch.fft.irfftn(want, s=other, dim=dims),
                                        atol=tol, rtol=0)
@@ -250,6 +253,7 @@ def test_real_ffts_chunks_and_batch_size_do_not_change_results(monkeypatch):
     assert fr.irfftn(zg, [10, 9], (-2, -1)).requires_grad
     xd = torch.rand(2, 3, 5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(6), requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: fr.irfftn(fr.rfftn(t, (-3, -2, -1)) * 1j, [3, 5, 4], (-3, -2, -1)), (xd,))
+    assert torch.autograd.gradcheck(lambda t: fr.ifftn(fr.fftn(t, (-3, -2, -1)) * 1j, (-3, -2, -1)).real, (xd,))
 
 
 @pytest.mark.parametrize("size", [32, 299])

@@ -13,7 +13,7 @@ amplitude-only) use real FFTs (``rfftn``/``irfftn``): the recombined spectrum of
 Hermitian, so the half spectrum is exact and about half the work. ``amplitude_phase`` and
 ``recombine`` expose the full spectrum so users can edit and visualise it freely.
 
-Modules, lowest first: :mod:`~aprkit.fourier.fft` (the real FFTs, with CPU fast routes),
+Modules, lowest first: :mod:`~aprkit.fourier.fft` (the FFTs, with CPU fast routes),
 :mod:`~aprkit.fourier.spectra` (spectra, magnitudes),
 :mod:`~aprkit.fourier.mixing` (amplitude edits of spectra) and :mod:`~aprkit.fourier.images` (the image ops).
 Every public name is importable from ``aprkit.fourier``.
@@ -21,7 +21,7 @@ Every public name is importable from ``aprkit.fourier``.
 
 from __future__ import annotations
 
-from .fft import irfftn, rfftn
+from .fft import fftn, ifftn, irfftn, rfftn
 from .images import (
     amplitude_only,
     low_frequency_mask,
@@ -48,6 +48,8 @@ __all__ = [
     "spectral_power",
     "rfftn",
     "irfftn",
+    "fftn",
+    "ifftn",
     "mix_spectra",
     "transfer_amplitude",
     "with_amplitude",

@@ -1,7 +1,8 @@
-"""The real FFTs every aprkit image op runs through: :func:`rfftn` and its inverse :func:`irfftn`.
+"""The FFTs every aprkit image op runs through: :func:`rfftn` / :func:`irfftn` (real images) and :func:`fftn` /
+:func:`ifftn` (full complex spectra).
 
-They return what ``torch.fft.rfftn`` / ``torch.fft.irfftn`` return (to float rounding) for the same
-``fft_dims``; on the CPU they take two faster routes:
+They return what the ``torch.fft`` functions of the same names return (to float rounding) for the same
+``fft_dims``; on the CPU they take two faster routes (the second for the real pair only):
 
 * **RGB over (C, H, W).** torch transforms the length-3 channel axis as one more strided FFT pass over the
   whole batch, which on the CPU costs about as much as the 2-D transform itself. Here the 2-D real FFT runs
@@ -26,7 +27,7 @@ import torch
 
 from .._checks import eager_cpu, needs_grad
 
-__all__ = ["rfftn", "irfftn"]
+__all__ = ["rfftn", "irfftn", "fftn", "ifftn"]
 
 #: on the CPU, half spectra larger than this are transformed in chunks of about _CHUNK_BYTES along the leading dims
 _CHUNKED_ABOVE, _CHUNK_BYTES = 8 << 20, 2 << 20
@@ -113,3 +114,19 @@ def irfftn(z: torch.Tensor, sizes: list[int], fft_dims: tuple[int, ...]) -> torc
     for i, j in _chunks(z.shape[0], z.numel() * z.element_size()):
         torch.fft.irfftn(z[i:j], s=sizes, dim=fft_dims, out=out[i:j])
     return out
+
+
+def fftn(x: torch.Tensor, fft_dims: tuple[int, ...]) -> torch.Tensor:
+    """``torch.fft.fftn(x, dim=fft_dims)`` (``x`` real or complex); on the CPU the RGB route."""
+    if not _rgb_route(x, fft_dims):
+        return torch.fft.fftn(x, dim=fft_dims)
+    r = torch.fft.fftn(x, dim=(-2, -1))
+    return torch.matmul(_DFT3[r.dtype, False], r.reshape(-1, 3, r.shape[-2] * r.shape[-1])).view(r.shape)
+
+
+def ifftn(z: torch.Tensor, fft_dims: tuple[int, ...]) -> torch.Tensor:
+    """``torch.fft.ifftn(z, dim=fft_dims)``; on the CPU the RGB route."""
+    if not _rgb_route(z, fft_dims) or not z.is_complex():
+        return torch.fft.ifftn(z, dim=fft_dims)
+    r = torch.matmul(_DFT3[z.dtype, True], z.reshape(-1, 3, z.shape[-2] * z.shape[-1])).view(z.shape)
+    return torch.fft.ifftn(r, dim=(-2, -1))

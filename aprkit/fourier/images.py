@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 
 from .._checks import broadcast_shape, check_dims, check_finite_spectrum, check_image_tensor, restore_dtype
-from .fft import rfftn
+from .fft import fftn, ifftn, rfftn
 from .mixing import mix_spectra, with_amplitude
 from .spectra import Dims, _as_float, _irfft, spectral_magnitude
 
@@ -179,20 +179,20 @@ def phase_only(
     xf = _as_float(x)
     amp: torch.Tensor | float
     if isinstance(magnitude, torch.Tensor):
-        z = torch.fft.fftn(xf, dim=fft_dims)
+        z = fftn(xf, fft_dims)
         try:
             amp = magnitude.to(z.real.dtype).expand_as(z.real)
         except RuntimeError:
             raise ValueError(
                 f"magnitude of shape {tuple(magnitude.shape)} does not broadcast to {tuple(x.shape)}"
             ) from None
-        out = torch.fft.ifftn(with_amplitude(z, amp), dim=fft_dims).real
+        out = ifftn(with_amplitude(z, amp), fft_dims).real
         return restore_dtype(out, x.dtype)
     z = rfftn(xf, fft_dims)
     if magnitude == "unit":
         amp = 1.0
     elif magnitude == "mean":
-        amp = spectral_magnitude(torch.fft.fftn(xf, dim=fft_dims)).mean(dim=fft_dims, keepdim=True)
+        amp = spectral_magnitude(fftn(xf, fft_dims)).mean(dim=fft_dims, keepdim=True)
     else:
         raise ValueError(f"magnitude must be 'unit', 'mean' or a tensor, got {magnitude!r}")
     out = _irfft(with_amplitude(z, amp), x, fft_dims)

@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 
 from .._checks import broadcast_shape, check_dims, check_image_tensor, compute_dtype
-from .fft import irfftn, rfftn
+from .fft import fftn, ifftn, irfftn, rfftn
 
 __all__ = ["Dims", "spectrum", "amplitude_phase", "recombine", "spectral_magnitude", "spectral_power"]
 
@@ -30,7 +30,7 @@ def spectrum(x: torch.Tensor, dims: Dims = "chw", *, real: bool = False) -> torc
     check_image_tensor(x, "x")
     fft_dims = check_dims(dims)
     xf = _as_float(x)
-    return rfftn(xf, fft_dims) if real else torch.fft.fftn(xf, dim=fft_dims)
+    return rfftn(xf, fft_dims) if real else fftn(xf, fft_dims)
 
 
 def amplitude_phase(x: torch.Tensor, dims: Dims = "chw") -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +61,7 @@ def recombine(amplitude: torch.Tensor, phase: torch.Tensor, dims: Dims = "chw") 
     fft_dims = check_dims(dims)
     z = torch.polar(amplitude.to(torch.promote_types(amplitude.dtype, torch.float32)).expand(shape),
                     phase.to(torch.promote_types(phase.dtype, torch.float32)).expand(shape))
-    return torch.fft.ifftn(z, dim=fft_dims).real
+    return ifftn(z, fft_dims).real
 
 
 def spectral_magnitude(z: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,8 @@ from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, regis
 
 __all__ = ["TransplantSuite", "TransplantOptions", "TransplantResult"]
 
-_VERSION = 1
+#: 2: real grids' Fourier codes come from aprkit.fourier.fftn/ifftn (the CPU RGB route for 3-channel "chw" grids)
+_VERSION = 2
 _PREFIX = "transplant_"
 
 
