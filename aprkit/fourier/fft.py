@@ -47,6 +47,14 @@ _DFT3 = {(dt, inv): _dft3_matrix(dt, inv) for dt in (torch.complex64, torch.comp
 _ROUTE_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 
 
+def _channel_dft(t: torch.Tensor, inverse: bool, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The three-point DFT (``inverse``: its inverse) over dim -3 of a complex ``(..., 3, h, w)`` tensor, as one matrix
+    product; returns ``(n, 3, h * w)`` (``n`` the flattened leading dims), written into ``out`` when given."""
+    flat = t.reshape(-1, 3, t.shape[-2] * t.shape[-1])
+    m = _DFT3[t.dtype, inverse]
+    return torch.matmul(m, flat) if out is None else torch.matmul(m, flat, out=out)
+
+
 def _rgb_route(x: torch.Tensor, fft_dims: tuple[int, ...]) -> bool:
     """Whether the transform is over the last three dims (in order) with 3 channels, on the CPU (eager or compiled
     alike, so a compiled graph gives the eager numbers)."""
@@ -79,12 +87,11 @@ def rfftn(x: torch.Tensor, fft_dims: tuple[int, ...]) -> torch.Tensor:
     half = 3 * h * (w // 2 + 1)
     if not _large(n * half, 2 * x.element_size(), x):
         r = torch.fft.rfftn(x, dim=(-2, -1))
-        return torch.matmul(_DFT3[ctype, False], r.reshape(n, 3, -1)).view(r.shape)
+        return _channel_dft(r, False).view(r.shape)
     flat = x.reshape(n, 3, h, w)
     out = torch.empty(n, 3, h * (w // 2 + 1), dtype=ctype, device=x.device)
     for i, j in _chunks(n, n * half * 2 * x.element_size()):
-        r = torch.fft.rfftn(flat[i:j], dim=(-2, -1))
-        torch.matmul(_DFT3[ctype, False], r.view(j - i, 3, -1), out=out[i:j])
+        _channel_dft(torch.fft.rfftn(flat[i:j], dim=(-2, -1)), False, out=out[i:j])
     return out.view(*lead, 3, h, w // 2 + 1)
 
 
@@ -95,14 +102,14 @@ def irfftn(z: torch.Tensor, sizes: list[int], fft_dims: tuple[int, ...]) -> torc
     nd = z.ndim
     if _rgb_route(z, fft_dims) and sizes[0] == 3 and sizes[1] == z.shape[-2]:  # else torch crops or pads
         h, w = sizes[1], sizes[2]
-        lead, n, inv = z.shape[:-3], math.prod(z.shape[:-3]), _DFT3[z.dtype, True]
-        flat = z.reshape(n, 3, -1)
+        lead, n = z.shape[:-3], math.prod(z.shape[:-3])
+        flat = z.reshape(n, *z.shape[-3:])
         if not large:
-            r = torch.matmul(inv, flat).view(n, 3, h, -1)
+            r = _channel_dft(flat, True).view(flat.shape)
             return torch.fft.irfftn(r, s=(h, w), dim=(-2, -1)).view(*lead, 3, h, w)
         out = torch.empty(n, 3, h, w, dtype=z.real.dtype, device=z.device)
         for i, j in _chunks(n, z.numel() * z.element_size()):
-            r = torch.matmul(inv, flat[i:j]).view(j - i, 3, h, -1)
+            r = _channel_dft(flat[i:j], True).view(j - i, *flat.shape[1:])
             torch.fft.irfftn(r, s=(h, w), dim=(-2, -1), out=out[i:j])
         return out.view(*lead, 3, h, w)
     if not large or any(d % nd == 0 for d in fft_dims):
@@ -121,12 +128,11 @@ def fftn(x: torch.Tensor, fft_dims: tuple[int, ...]) -> torch.Tensor:
     if not _rgb_route(x, fft_dims):
         return torch.fft.fftn(x, dim=fft_dims)
     r = torch.fft.fftn(x, dim=(-2, -1))
-    return torch.matmul(_DFT3[r.dtype, False], r.reshape(-1, 3, r.shape[-2] * r.shape[-1])).view(r.shape)
+    return _channel_dft(r, False).view(r.shape)
 
 
 def ifftn(z: torch.Tensor, fft_dims: tuple[int, ...]) -> torch.Tensor:
     """``torch.fft.ifftn(z, dim=fft_dims)``; on the CPU the RGB route."""
     if not _rgb_route(z, fft_dims) or not z.is_complex():
         return torch.fft.ifftn(z, dim=fft_dims)
-    r = torch.matmul(_DFT3[z.dtype, True], z.reshape(-1, 3, z.shape[-2] * z.shape[-1])).view(z.shape)
-    return torch.fft.ifftn(r, dim=(-2, -1))
+    return torch.fft.ifftn(_channel_dft(z, True).view(z.shape), dim=(-2, -1))
