@@ -35,9 +35,11 @@ per-image CPU generators with counter-based hashes on the images' device):
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -155,6 +157,7 @@ def load_baseline(rev: str) -> Any:
     data = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", "--format=tar", rev, "aprkit"],
                           capture_output=True, check=True).stdout
     root = Path(tempfile.mkdtemp(prefix="aprkit-baseline-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # imported modules stay usable until exit
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         tar.extractall(root, filter="data")
     (root / "aprkit").rename(root / "aprkit_baseline")

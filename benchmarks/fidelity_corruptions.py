@@ -36,11 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-NAMES = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-         "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-         "speckle_noise", "gaussian_blur", "spatter", "saturate"]
+if __package__ in (None, ""):  # run as a script: the repository root makes aprkit importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aprkit.corruptions import corrupt, list_corruptions  # noqa: E402
+from aprkit.models import load_model  # noqa: E402
+
+# the original scripts' functions that draw no random numbers (compared pixel by pixel, PSNR)
 DETERMINISTIC = ["contrast", "brightness", "saturate", "pixelate", "jpeg_compression", "defocus_blur", "zoom_blur",
                  "gaussian_blur"]
 
@@ -71,58 +74,6 @@ for name in sys.argv[5].split(','):
 """
 
 
-# ----------------------------------------------------------------------------- ResNet-20 (He et al., option A)
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.pad = (cout - cin) // 2 if (stride != 1 or cin != cout) else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        sc = x if self.pad is None else F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-        return F.relu(out + sc)
-
-
-class ResNet20(nn.Module):
-    """CIFAR ResNet-20 with option-A shortcuts; takes float images in [0, 1] (normalises inside)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        layers, cin = [], 16
-        for cout, stride in ((16, 1), (32, 2), (64, 2)):
-            blocks = [_Block(cin, cout, stride)] + [_Block(cout, cout, 1) for _ in range(2)]
-            layers.append(nn.Sequential(*blocks))
-            cin = cout
-        self.layer1, self.layer2, self.layer3 = layers
-        self.linear = nn.Linear(64, 10)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.std
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.linear(F.adaptive_avg_pool2d(x, 1).flatten(1))
-
-
-def load_resnet20(path: Path) -> nn.Module:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # legacy pickle with non-tensor entries
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    sd = {k.removeprefix("module."): v for k, v in ckpt.get("state_dict", ckpt).items()}
-    model = ResNet20()
-    model.load_state_dict(sd)
-    return model.eval()
-
-
 @torch.no_grad()
 def accuracy(model: nn.Module, images_hwc: np.ndarray, labels: np.ndarray) -> float:
     correct = 0
@@ -146,14 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="ResNet-20 checkpoint (default: ../shared/models/resnet20-*.th)")
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--severities", type=int, nargs="+", default=[3, 5])
-    ap.add_argument("--names", nargs="+", default=NAMES)
+    ap.add_argument("--names", nargs="+", default=list(list_corruptions()), choices=list_corruptions())
     ap.add_argument("--ref-seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--seed", type=int, default=0, help="aprkit seed")
     args = ap.parse_args(argv)
 
     from PIL import Image
-
-    from aprkit.corruptions import corrupt
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -170,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                        check=True)
 
     model_path = Path(args.model) if args.model else sorted((data.parents[1] / "models").glob("resnet20-*.th"))[0]
-    model = load_resnet20(model_path)
+    model = load_model(model_path)  # a legacy pytorch_resnet_cifar10 checkpoint: option-A ResNet-20
     print(f"clean accuracy ({args.n} images): {accuracy(model, clean, labels):.2f}%")
     x = torch.from_numpy(clean).permute(0, 3, 1, 2).contiguous()
     results = {}
