@@ -18,12 +18,16 @@ side in the same process and timed interleaved (min over ``--repeats``; process 
 robust on a shared machine): ms/img per corruption, the speed-up, and the totals with and without
 glass and zoom blur, and whether the outputs are identical (CODE_VERSION 3: float rounding moved a few uint8
 values of the filters, motion blur and elastic transform; with one generator per batch the draws also follow
-the smaller CPU chunks; CODE_VERSION 4: every draw with per-image seeds). Where ``imagecorruptions`` cannot
-run, the ratio to it is projected from the one quoted in issue 17 for the code before this work (4.4x without
-glass and zoom blur, at 224 px, one thread, measured with one generator per batch: ``--draws generator``
-repeats that setting):
+the smaller CPU chunks; CODE_VERSION 4: every draw with per-image seeds). The ratio to ``imagecorruptions`` itself needs
+``--ic-python PY``: it runs in the side environment ``PY`` (NumPy 1.26, scikit-image 0.19.3, setuptools<81;
+``../shared/ENVIRONMENT.md``) on the same images, one thread, process CPU time, min over ``--repeats``, and the
+ratios per corruption and in total are printed (``--draws generator`` times aprkit with one generator per batch):
 
-    python benchmarks/bench_corruptions.py --threads 1 --baseline-rev 524acee [--draws generator]
+    python benchmarks/bench_corruptions.py --threads 1 --baseline-rev 524acee --ic-python /tmp/cside/venv/bin/python
+
+(Earlier versions projected that ratio from the 4.4x quoted in issue 17 for the code at 524acee; measured in one
+run here, 524acee is 2.4x faster than ``imagecorruptions`` without glass and zoom blur, so the projection
+overstated the ratio by 1.8x and is no longer printed.)
 
 ``--draw-overhead [NAME ...]`` with ``--baseline-rev REV`` times, at 32 px, per-image seeds of the working copy
 and of ``REV`` against one CPU generator for the batch: the per-image draw overhead (CODE_VERSION 4 replaced the
@@ -39,6 +43,7 @@ import atexit
 import importlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -56,8 +61,8 @@ if __package__ in (None, ""):  # run as a script: the repository root makes `ben
 
 from benchmarks.common import REPO_ROOT, bench, synthetic_images  # noqa: E402
 
-#: issue 17: imagecorruptions vs aprkit (code before the batched-path speed-ups, ~commit 524acee) at 224 px on one
-#: thread, without glass and zoom blur (quoted, not measured here: imagecorruptions does not import on NumPy 2)
+#: issue 17: imagecorruptions vs aprkit at 524acee, 224 px, one thread, without glass and zoom blur (quoted there;
+#: ``--ic-python`` measures 2.4x on this machine)
 QUOTED_IC_RATIO_WITHOUT_GLASS_ZOOM = 4.4
 _SLOW_PAIR = ("glass_blur", "zoom_blur")
 
@@ -92,6 +97,48 @@ except Exception as err:
     res['ic224_error'] = repr(err)
 print('JSON' + json.dumps(res))
 """
+
+# imagecorruptions at 224 px in a side environment, on the images aprkit times (an .npy of (N, H, W, 3) uint8):
+# one thread, process CPU time per image, min over repeats, severity 3; prints one JSON line
+_IC_SIDE = r"""
+import json, os, sys, time, warnings
+warnings.filterwarnings('ignore')
+import numpy as np
+import cv2
+cv2.setNumThreads(1)
+from imagecorruptions import corrupt, get_corruption_names
+images, repeats = np.load(sys.argv[1]), int(sys.argv[2])
+res = {}
+for name in get_corruption_names('all'):
+    np.random.seed(0)
+    best = float('inf')
+    for _ in range(repeats):
+        t = time.process_time()
+        for im in images:
+            corrupt(im, corruption_name=name, severity=3)
+        best = min(best, time.process_time() - t)
+    res[name] = best / len(images) * 1e3
+    print(name, round(res[name], 2), file=sys.stderr, flush=True)
+print('JSON' + json.dumps(res))
+"""
+
+
+def imagecorruptions_ms(python: str, images: torch.Tensor, repeats: int) -> dict[str, float]:
+    """ms per image of every ``imagecorruptions`` corruption at severity 3 on ``images`` ``(N, 3, H, W)`` uint8,
+    run by ``python`` (a side environment where it works: NumPy 1.26, scikit-image 0.19.3, see
+    ``../shared/ENVIRONMENT.md``) on one thread, process CPU time, min over ``repeats``."""
+    import numpy as np
+
+    one_thread = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    with tempfile.TemporaryDirectory(prefix="aprkit-ic-") as tmp:
+        path = Path(tmp) / "images.npy"
+        np.save(path, images.permute(0, 2, 3, 1).contiguous().numpy())
+        proc = subprocess.run([python, "-c", _IC_SIDE, str(path), str(repeats)], capture_output=True, text=True,
+                              env={**os.environ, **one_thread})
+    line = [s for s in proc.stdout.splitlines() if s.startswith("JSON")]
+    if proc.returncode or not line:
+        raise SystemExit(f"imagecorruptions failed in {python} (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return json.loads(line[0][4:])
 
 
 def time_corruptions(
@@ -204,7 +251,15 @@ def seeded_vs_baseline(baseline: Any, batch: int, repeats: int, clock: Callable[
     return out
 
 
-def report_vs_baseline(rev: str, batch: int, repeats: int, clock_name: str, draws: str) -> None:
+def report_vs_baseline(rev: str, batch: int, repeats: int, clock_name: str, draws: str,
+                       ic_python: str | None = None, ic_images: int = 4) -> None:
+    """Working copy vs revision ``rev`` at 224 px (see the module doc); with ``ic_python`` also vs
+    ``imagecorruptions`` measured in that environment on the first ``ic_images`` of the same images."""
+    ic = None
+    if ic_python:
+        print(f"imagecorruptions in {ic_python}: {ic_images} images, one thread, CPU time, min of {repeats}",
+              flush=True)
+        ic = imagecorruptions_ms(ic_python, synthetic_images(ic_images, 224, noise=0.15), repeats)
     baseline = load_baseline(rev)
     clock = time.process_time if clock_name == "cpu" else time.perf_counter
     how = "per-image seeds" if draws == "items" else "one generator per batch"
@@ -216,9 +271,18 @@ def report_vs_baseline(rev: str, batch: int, repeats: int, clock_name: str, draw
         new, base = sum(res[n][0] for n in names), sum(res[n][1] for n in names)
         print(f"{label:18s} {new:9.2f} {base:11.2f} {base / new:8.2f}x")
     rest = [n for n in res if n not in _SLOW_PAIR]
-    gain = sum(res[n][1] for n in rest) / sum(res[n][0] for n in rest)
-    print(f"vs imagecorruptions without glass+zoom (projected: quoted {QUOTED_IC_RATIO_WITHOUT_GLASS_ZOOM}x for the "
-          f"baseline code x {gain:.2f} measured now): {QUOTED_IC_RATIO_WITHOUT_GLASS_ZOOM * gain:.1f}x")
+    if ic is not None:
+        print(f"\n{'corruption':18s} {'ms/img':>9s} {'imagecorr. ms':>13s} {'speed-up':>9s}  (measured)")
+        for name in res:
+            print(f"{name:18s} {res[name][0]:9.2f} {ic[name]:13.2f} {ic[name] / res[name][0]:8.1f}x")
+        for label, names in (("all 19", list(res)), ("without glass+zoom", rest)):
+            new, ref = sum(res[n][0] for n in names), sum(ic[n] for n in names)
+            print(f"{label:18s} {new:9.2f} {ref:13.2f} {ref / new:8.1f}x")
+        base_rest = sum(res[n][1] for n in rest)
+        print(f"baseline {rev} vs imagecorruptions without glass+zoom, measured now: "
+              f"{sum(ic[n] for n in rest) / base_rest:.1f}x (issue 17 quoted {QUOTED_IC_RATIO_WITHOUT_GLASS_ZOOM}x)")
+        return
+    print("vs imagecorruptions: pass --ic-python (a python where it imports) to measure the ratio")
 
 
 def draw_overhead_vs_baseline(rev: str, batch: int, repeats: int, clock_name: str, names: Sequence[str]) -> None:
@@ -254,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--orig-dir", default=None)
     ap.add_argument("--baseline-rev", default=None,
                     help="git revision whose corruption code is timed against the working copy (224 px, seeded)")
+    ap.add_argument("--ic-python", default=None,
+                    help="with --baseline-rev: a python where imagecorruptions works; times it on the same images "
+                         "(one thread, CPU time) and prints the ratios")
+    ap.add_argument("--ic-images", type=int, default=4, help="images per imagecorruptions timing (--ic-python)")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats per corruption (--baseline-rev)")
     ap.add_argument("--clock", choices=("cpu", "wall"), default=None,
                     help="--baseline-rev timing: process CPU time (default with one thread) or wall time")
@@ -276,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline_rev:
         clock = args.clock or ("cpu" if torch.get_num_threads() == 1 else "wall")
         print(f"device=cpu threads={torch.get_num_threads()}")
-        report_vs_baseline(args.baseline_rev, args.batch224, args.repeats, clock, args.draws)
+        report_vs_baseline(args.baseline_rev, args.batch224, args.repeats, clock, args.draws, args.ic_python,
+                           args.ic_images)
         return 0
     from aprkit.corruptions import list_corruptions
 
