@@ -112,27 +112,50 @@ def test_pad2d_native_paths_equal_index_padding() -> None:
                        x.device)), -1, pad_index(7, 12, 12, "reflect101", x.device)))
 
 
-def _old_resize_box(x255: torch.Tensor, oh: int, ow: int, quantize: bool) -> torch.Tensor:
+def _old_resize_box(x255: torch.Tensor, oh: int, ow: int) -> torch.Tensor:
     h, w = x255.shape[-2:]
     if ow != w:
         x255 = torch.einsum("bchw,ow->bcho", x255, torch.from_numpy(digital._box_weights(w, ow)).to(x255.dtype))
-        x255 = x255.round().clamp(0, 255) if quantize else x255
     if oh != h:
         x255 = torch.einsum("bchw,oh->bcow", x255, torch.from_numpy(digital._box_weights(h, oh)).to(x255.dtype))
-        x255 = x255.round().clamp(0, 255) if quantize else x255
     return x255
 
 
 @pytest.mark.parametrize("size", [32, 64, 224])
 def test_pixelate_taps_equal_box_matrices(size: int) -> None:
-    x = natural_images(2, size, seed=3).float()
+    """Float (unquantised) BOX resizes: the tap sums equal the dense resampling matrices."""
+    x = natural_images(2, size, seed=3).float() / 255 * 255
     for c in (0.95, 0.6, 0.4, 0.25):
         n = int(size * c)
-        down, old_down = digital._resize_box(x, n, n, True), _old_resize_box(x, n, n, True)
-        assert torch.equal(down, old_down)
-        assert torch.equal(digital._resize_box(down, size, size, True), _old_resize_box(old_down, size, size, True))
-        xf = x / 255 * 255
-        assert (digital._resize_box(xf, n, n, False) - _old_resize_box(xf, n, n, False)).abs().max() < 1e-3
+        down = digital._resize_box(x, n, n, False)
+        assert (down - _old_resize_box(x, n, n)).abs().max() < 1e-3
+        assert (digital._resize_box(down, size, size, False) - _old_resize_box(down, size, size)).abs().max() < 1e-3
+
+
+def _pillow_pixelate(u8: torch.Tensor, c: float) -> torch.Tensor:
+    h, w = u8.shape[-2:]
+    out = []
+    for img in u8.permute(0, 2, 3, 1).numpy():
+        im = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+        im = im.resize((int(w * c), int(h * c)), Image.BOX).resize((w, h), Image.BOX)
+        out.append(np.asarray(im).reshape(img.shape))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (3, 224, 224), (1, 64, 71), (3, 100, 100)])
+def test_pixelate_emulation_equals_pillow_bit_for_bit(shape: tuple[int, int, int]) -> None:
+    """``_resize_box(quantize=True)`` (the path off the CPU and for the float route) reproduces Pillow's 8-bit
+    fixed-point BOX resampling exactly, ties included (2- and 4-input means round up, 10-input means down),
+    for every preset factor and odd ones; the CPU uint8 path is Pillow itself."""
+    ch, h, w = shape
+    noise = torch.randint(0, 256, (2, *shape), generator=torch.Generator().manual_seed(h), dtype=torch.uint8)
+    x = torch.cat([natural_images(2, max(h, w), channels=ch, seed=5)[..., :h, :w], noise])
+    for c in (0.95, 0.9, 0.75, 0.6, 0.5, 0.4, 0.3, 0.25, 0.13, 0.1):
+        ref = _pillow_pixelate(x, c)
+        small = digital._resize_box(x.float(), int(h * c), int(w * c), True)
+        assert torch.equal(digital._resize_box(small, h, w, True).to(torch.uint8), ref), c
+        assert torch.equal(digital.pixelate_bytes(x, c), ref), c
+        assert torch.equal(finish(digital.pixelate(x.float() / 255, c, quantize=True), torch.uint8), ref), c
 
 
 # ----------------------------------------------------------------------------- spatter's OpenCV steps

@@ -10,9 +10,10 @@ computed on the images' device (``_itemkeys.ItemKeys``), so that image ``i``'s r
 batch it is computed in, on the thread count or on the device.
 
 Fidelity (``benchmarks/fidelity_corruptions.py``, first 2,000 CIFAR-10 test images, severities 3 and 5):
-deterministic corruptions are within 49-56 dB PSNR of the original code (JPEG identical), and ResNet-20
-accuracy on aprkit's output is within 1.9 points of the original's for every corruption. One systematic
-difference: the scripts store ``np.uint8(result)`` (truncation) while aprkit rounds uint8 results.
+deterministic corruptions are within 49-56 dB PSNR of the original code (JPEG and, since CODE_VERSION 5,
+pixelate identical: both are Pillow's bytes), and ResNet-20 accuracy on aprkit's output is within 1.9 points of
+the original's for every corruption. One systematic difference: the scripts store ``np.uint8(result)``
+(truncation) while aprkit rounds uint8 results.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ __all__ = ["CODE_VERSION", "BENCHMARK", "EXTRA", "CORRUPTIONS", "list_corruption
 #: 4: per-image seeds (``seeds=``, the eval's generated cells, the -C writers) draw from counter-based streams
 #: hashed on the images' device (``_random.ItemKeys``) instead of one CPU ``torch.Generator`` per image: every
 #: value drawn with seeds changes (same distributions); one generator for the batch draws as before
-CODE_VERSION = 4
+#: 5: pixelate on 8-bit images is Pillow's BOX resize byte for byte (its fixed-point rounding: ties of 2- and
+#: 4-pixel means round up, where half-to-even rounding moved up to half the pixels by one level)
+CODE_VERSION = 5
 
 #: the 15 corruptions of the CIFAR-10-C / ImageNet-C benchmark, in the published order
 BENCHMARK = (

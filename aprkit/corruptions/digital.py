@@ -17,7 +17,9 @@ a generator; they return a float batch (the dispatcher clamps).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -145,37 +147,64 @@ def _box_taps(n_in: int, n_out: int) -> tuple[tuple[tuple[int, ...], tuple[float
     return tuple(taps)
 
 
-def _box_axis(x: torch.Tensor, dim: int, n_out: int) -> torch.Tensor:
-    """BOX-resample ``x`` along ``dim`` (-1 or -2) to ``n_out``: a weighted sum of a few selected slices."""
+def _box_axis(x: torch.Tensor, dim: int, n_out: int, sums: bool = False) -> torch.Tensor:
+    """BOX-resample ``x`` along ``dim`` (-1 or -2) to ``n_out``: a weighted sum of a few selected slices
+    (``sums``: the plain sum of each output's inputs instead of their mean)."""
     out = None
     for idx, weight in _box_taps(x.shape[dim], n_out):
         part = select(x, dim, torch.tensor(idx, device=x.device))
         if all(v == 1.0 for v in weight):  # one input per output (upsampling): a plain copy
             return part
-        wt = torch.tensor(weight, dtype=x.dtype, device=x.device).view((-1, 1) if dim == -2 else (-1,))
+        wt = torch.tensor([float(v > 0) for v in weight] if sums else weight, dtype=x.dtype, device=x.device)
+        wt = wt.view((-1, 1) if dim == -2 else (-1,))
         out = part.mul_(wt) if out is None else out.add_(part.mul_(wt))
     assert out is not None
     return out
 
 
+# Pillow resamples 8-bit images in fixed point: PRECISION_BITS = 32 - 8 - 2 fractional bits, every coefficient
+# rounded to that grid, the accumulator started at one half and shifted back (libImaging/Resample.c)
+_PRECISION_BITS = 22
+
+
+@lru_cache(maxsize=64)
+def _box_fixed_coefficients(n_in: int, n_out: int) -> np.ndarray:
+    """Pillow's fixed-point BOX coefficient of every output ``(n_out,)``: ``int(0.5 + 2^22 / n)`` for an output
+    that averages ``n`` inputs (all taps of one output share it)."""
+    counts = (_box_weights(n_in, n_out) > 0).sum(axis=1)
+    return np.floor(0.5 + (1 << _PRECISION_BITS) / counts.astype(np.float64)).astype(np.int32)
+
+
+def _pillow_round(sums: torch.Tensor, dim: int, n_in: int) -> torch.Tensor:
+    """Pillow's 8-bit outputs from the per-output input ``sums`` along ``dim``: ``(S * k + 2^21) >> 22`` clipped
+    to 0-255, exact in int32 (``S * k < 2^31``). Ties of 2- and 4-input means round up, which ``torch.round``
+    (half to even) would not; for other counts the rounding of ``k`` decides (10 inputs: down)."""
+    k = torch.from_numpy(_box_fixed_coefficients(n_in, sums.shape[dim])).to(sums.device, torch.int32)
+    k = k.view((-1, 1) if dim == -2 else (-1,))
+    acc = sums.to(torch.int32).mul_(k).add_(1 << (_PRECISION_BITS - 1)).bitwise_right_shift_(_PRECISION_BITS)
+    return acc.clamp_(0, 255).to(sums.dtype)
+
+
 def _resize_box(x255: torch.Tensor, oh: int, ow: int, quantize: bool) -> torch.Tensor:
     """Two-pass (horizontal, then vertical) BOX resize of ``(B, C, H, W)`` values in 0-255.
 
-    Integer inputs (``quantize``) round the same in any summation order for runs of up to 5 inputs (every
-    preset's factors): weights 1/2 and 1/4 are exact, and an average of 3 or 5 integers is never a tie."""
+    ``quantize``: integer inputs and outputs with Pillow's 8-bit arithmetic after each pass (``_pillow_round`` on
+    the exact integer sums), so the result equals ``Image.resize(..., Image.BOX)`` of 8-bit images."""
     h, w = x255.shape[-2:]
     if ow < w:  # along rows a dense matrix product is cheaper than column gathers
-        x255 = x255 @ torch.from_numpy(_box_weights(w, ow)).to(x255.device, x255.dtype).t()
+        wts = _box_weights(w, ow)
+        mat = torch.from_numpy((wts > 0).astype(np.float64) if quantize else wts).to(x255.device, x255.dtype)
+        x255 = x255 @ mat.t()
         if quantize:
-            x255 = x255.round().clamp(0, 255)
+            x255 = _pillow_round(x255, -1, w)
     elif ow != w:
-        x255 = _box_axis(x255, -1, ow)
+        x255 = _box_axis(x255, -1, ow, sums=quantize)
         if quantize:
-            x255 = x255.round().clamp(0, 255)
+            x255 = _pillow_round(x255, -1, w)
     if oh != h:
-        x255 = _box_axis(x255, -2, oh)
+        x255 = _box_axis(x255, -2, oh, sums=quantize)
         if quantize:
-            x255 = x255.round().clamp(0, 255)
+            x255 = _pillow_round(x255, -2, h)
     return x255
 
 
@@ -188,11 +217,31 @@ def pixelate(x: torch.Tensor, c: float, generator: RandomSource = None, *,
 
 
 def pixelate_bytes(u8: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:
-    """``pixelate`` of uint8 images -> uint8, with Pillow's 8-bit rounding after each pass (the same bytes as
-    the float path: ``k / 255 * 255`` is exactly ``k`` in float32 for every byte ``k``)."""
+    """``pixelate`` of uint8 images -> uint8: Pillow's two BOX resizes (on the CPU Pillow itself, about twice as
+    fast; elsewhere ``_resize_box``'s exact emulation of its 8-bit arithmetic, the same bytes)."""
     h, w = u8.shape[-2:]
+    if u8.device.type == "cpu":
+        from PIL import Image
+
+        small = (int(w * c), int(h * c))
+        return _pillow_each(u8, lambda im: im.resize(small, Image.BOX).resize((w, h), Image.BOX))
     y = _resize_box(u8.to(torch.float32), int(h * c), int(w * c), True)
     return _resize_box(y, h, w, True).to(torch.uint8)
+
+
+def _pillow_each(u8: torch.Tensor, fn: Callable[[Any], Any]) -> torch.Tensor:
+    """``fn`` (PIL image -> PIL image of the same size and mode) on every image of a uint8 batch ``(B, C, H, W)``,
+    C 1 or 3, on the images' device: one contiguous ``(B, H, W, C)`` copy in, the results written straight into
+    one array out."""
+    from PIL import Image
+
+    hwc = u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    out = np.empty_like(hwc)
+    gray = hwc.shape[-1] == 1
+    for i, img in enumerate(hwc):
+        with fn(Image.fromarray(img[..., 0] if gray else img, "L" if gray else "RGB")) as res:
+            out[i] = np.asarray(res).reshape(img.shape)
+    return torch.from_numpy(out).to(u8.device).permute(0, 3, 1, 2)
 
 
 # ----------------------------------------------------------------------------- jpeg
@@ -204,20 +253,16 @@ def jpeg_compression(x: torch.Tensor, c: int, generator: RandomSource = None) ->
 
 
 def jpeg_bytes(u8: torch.Tensor, c: int, generator: RandomSource = None) -> torch.Tensor:
-    """The JPEG round trip (quality ``c``) of uint8 images ``(B, C, H, W)``, C 1 or 3 -> uint8, on their device:
-    one contiguous ``(B, H, W, C)`` copy in, the decoded pixels written straight into one array out."""
+    """The JPEG round trip (quality ``c``) of uint8 images ``(B, C, H, W)``, C 1 or 3 -> uint8 (Pillow)."""
     from PIL import Image
 
-    hwc = u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-    out = np.empty_like(hwc)
-    gray = hwc.shape[-1] == 1
-    for i, img in enumerate(hwc):
+    def round_trip(im: Any) -> Any:
         buf = io.BytesIO()
-        Image.fromarray(img[..., 0] if gray else img, "L" if gray else "RGB").save(buf, "JPEG", quality=int(c))
+        im.save(buf, "JPEG", quality=int(c))
         buf.seek(0)
-        with Image.open(buf) as dec:
-            out[i] = np.asarray(dec).reshape(img.shape)
-    return torch.from_numpy(out).to(u8.device).permute(0, 3, 1, 2)
+        return Image.open(buf)
+
+    return _pillow_each(u8, round_trip)
 
 
 # ----------------------------------------------------------------------------- elastic
