@@ -9,11 +9,11 @@ from ``generator`` (same seed, same output), or with ``seeds=`` (one key per ima
 computed on the images' device (``_itemkeys.ItemKeys``), so that image ``i``'s result does not depend on the
 batch it is computed in, on the thread count or on the device.
 
-Fidelity (``benchmarks/fidelity_corruptions.py``, first 2,000 CIFAR-10 test images, severities 3 and 5):
-deterministic corruptions are within 49-56 dB PSNR of the original code (JPEG and, since CODE_VERSION 5,
-pixelate identical: both are Pillow's bytes), and ResNet-20 accuracy on aprkit's output is within 1.9 points of
-the original's for every corruption. One systematic difference: the scripts store ``np.uint8(result)``
-(truncation) while aprkit rounds uint8 results.
+Fidelity (``benchmarks/fidelity_corruptions.py``, first 2,000 CIFAR-10 test images, severities 3 and 5, against
+``make_cifar_c.py``; CODE_VERSION 5): the deterministic corruptions are within 49.4-54.0 dB PSNR of the original
+code, JPEG and pixelate identical (both are Pillow's bytes), and ResNet-20 accuracy on aprkit's output is within
+1.45 points of the original's for every corruption and severity. One systematic difference: the scripts store
+``np.uint8(result)`` (truncation) while aprkit rounds uint8 results.
 """
 
 from __future__ import annotations
