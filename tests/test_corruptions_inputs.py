@@ -85,3 +85,13 @@ def test_on_disk_c_labels_must_be_integers(tmp_path) -> None:
     root = _write_c(tmp_path / "c", 4, labels=np.tile(np.arange(4) % 10, 5).astype(np.float64) + 0.7)
     with pytest.raises(ValueError, match="integer class labels, got dtype float64"):
         cifar_c(root, "fog", 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_pixelate_refuses_images_it_would_shrink_to_nothing(dtype: torch.dtype) -> None:
+    """ImageNet severity 5 shrinks to a quarter first: 3 px images would become 0 px (a clear error, not a
+    ZeroDivisionError from the resampling weights); 4 px images work."""
+    x = torch.zeros(2, 3, 3, 3, dtype=dtype)
+    with pytest.raises(ValueError, match="pixelate at severity 5 .* at least 4 px per side"):
+        corrupt(x, "pixelate", 5, "imagenet")
+    assert corrupt(torch.zeros(2, 3, 4, 4, dtype=dtype), "pixelate", 5, "imagenet").shape == (2, 3, 4, 4)

@@ -18,6 +18,7 @@ code, JPEG and pixelate identical (both are Pillow's bytes), and ResNet-20 accur
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -169,6 +170,10 @@ def corrupt(
         raise ValueError(f"{name} needs RGB images (..., 3, H, W), got shape {tuple(images.shape)}")
     if channels not in (1, 3):
         raise ValueError(f"images must have 1 or 3 channels in (..., C, H, W), got shape {tuple(images.shape)}")
+    if name == "pixelate" and min(int(images.shape[-2] * c), int(images.shape[-1] * c)) < 1:
+        raise ValueError(f"pixelate at severity {severity} ({preset} preset) shrinks images to {c} of their size "
+                         f"first: images of shape {tuple(images.shape)} would shrink to 0 px; they need at least "
+                         f"{math.ceil(1 / c)} px per side")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     lead = images.shape[:-3]
