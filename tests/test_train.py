@@ -399,3 +399,22 @@ def test_apr_sp_separate_forward_normalises_each_half_on_its_own():
     assert load_config(None).aug.sp_forward == "joint"
     with pytest.raises((TypeError, ValueError), match="sp_forward"):
         load_config(None, ["aug.sp_forward=both"])
+
+
+def test_fit_gives_the_process_its_backend_flags_back(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """A CUDA run sets cuDNN autotuning / deterministic algorithms for itself; fit restores the caller's settings
+    afterwards (also when the run fails), so an evaluation in the same process is not affected."""
+    loop = importlib.import_module("aprkit.train.loop")
+
+    def fake_fit(*args, **kwargs):  # what _fit does on a CUDA device, then a failure
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = True, True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(loop, "_fit", fake_fit)
+    before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+              torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    with pytest.raises(RuntimeError, match="boom"):
+        fit({"model": {"name": "small_cnn"}}, out=tmp_path / "run")
+    assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+            torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) == before

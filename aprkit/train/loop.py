@@ -151,10 +151,16 @@ def fit(
     if cfg.train.threads is not None:
         torch.set_num_threads(cfg.train.threads)
     info = setup_distributed(cfg.train.device)
+    # _fit sets cuDNN autotuning / deterministic algorithms for the run (train.deterministic); the process gets its
+    # own settings back afterwards, so an evaluation that follows in the same process is not affected
+    flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     try:
         return _fit(cfg, info, datasets, overwrite)
     finally:
         teardown_distributed(info)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = flags[:2]
+        torch.use_deterministic_algorithms(flags[2], warn_only=flags[3])
 
 
 def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrite: bool = False) -> dict[str, Any]:

@@ -161,6 +161,7 @@ def feature_apr_builder(layers: Sequence[str], p: float, seed: int) -> Callable[
     (a resumed run continues with a fresh stream, so it is not bit-identical to an uninterrupted one)."""
     import torch
 
+    from aprkit.distributed import resolve_device
     from aprkit.hidden import attach
     from aprkit.train import loop
 
@@ -168,7 +169,8 @@ def feature_apr_builder(layers: Sequence[str], p: float, seed: int) -> Callable[
 
     def build(cfg: Any) -> Any:
         model = original(cfg)
-        dev = "cuda" if cfg.train.device.startswith("cuda") or (cfg.train.device == "auto" and torch.cuda.is_available()) else "cpu"
+        # the training device itself (e.g. cuda:1, or this rank's GPU under torchrun), as fit resolves it
+        dev = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
         gen = torch.Generator(device=dev).manual_seed(seed)
         model.to(dev)
         model.feature_apr_handle = attach(model, list(layers), p=p, generator=gen)
