@@ -189,7 +189,7 @@ def _resize_box(x255: torch.Tensor, oh: int, ow: int, quantize: bool) -> torch.T
     """Two-pass (horizontal, then vertical) BOX resize of ``(B, C, H, W)`` values in 0-255.
 
     ``quantize``: integer inputs and outputs with Pillow's 8-bit arithmetic after each pass (``_pillow_round`` on
-    the exact integer sums), so the result equals ``Image.resize(..., Image.BOX)`` of 8-bit images."""
+    the exact integer sums), so the result equals ``Image.resize(..., Image.Resampling.BOX)`` of 8-bit images."""
     h, w = x255.shape[-2:]
     if ow < w:  # along rows a dense matrix product is cheaper than column gathers
         wts = _box_weights(w, ow)
@@ -224,7 +224,7 @@ def pixelate_bytes(u8: torch.Tensor, c: float, generator: RandomSource = None) -
         from PIL import Image
 
         small = (int(w * c), int(h * c))
-        return _pillow_each(u8, lambda im: im.resize(small, Image.BOX).resize((w, h), Image.BOX))
+        return _pillow_each(u8, lambda im: im.resize(small, Image.Resampling.BOX).resize((w, h), Image.Resampling.BOX))
     y = _resize_box(u8.to(torch.float32), int(h * c), int(w * c), True)
     return _resize_box(y, h, w, True).to(torch.uint8)
 
