@@ -59,7 +59,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: the repository root makes `benchmarks` and aprkit importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import REPO_ROOT, bench, synthetic_images  # noqa: E402
+from benchmarks.common import REPO_ROOT, bench, cpu_clock, synthetic_images  # noqa: E402
 
 #: issue 17: imagecorruptions vs aprkit at 524acee, 224 px, one thread, without glass and zoom blur (quoted there;
 #: ``--side-python`` measures 2.2-2.4x on this machine)
@@ -145,8 +145,10 @@ def time_corruptions(
     min_time: float = 0.3,
     deadline: float | None = None,
     frost_dir: str | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
-    """Seconds per call of ``corrupt(x, name, severity, preset, ...)`` for each name (median of ``repeats``).
+    """Seconds per call of ``corrupt(x, name, severity, preset, ...)`` for each name (median of ``repeats``, timed
+    with ``clock``).
 
     ``generator_device``: ``"items"`` (per-image seeds, ``seeds=item_seeds(...)``: what the -C writers and the
     eval suite use), ``"cpu"`` (one CPU generator for the batch) or ``"device"`` (one on ``x``'s device).
@@ -166,18 +168,21 @@ def time_corruptions(
         else:
             g = torch.Generator(x.device if generator_device == "device" else "cpu").manual_seed(0)
             run = lambda: corrupt(x, name, severity, preset, g, frost_dir=frost_dir)  # noqa: E731
-        t = bench({name: run}, repeats, x.device, min_time=min_time, max_inner=50, deadline=deadline)
+        t = bench({name: run}, repeats, x.device, min_time=min_time, max_inner=50, deadline=deadline, clock=clock)
         out[name] = t[name]
     return out
 
 
-def batched_vs_looped(size: int, preset: str, batch: int, per_image: int, device: str) -> dict[str, tuple[float, float]]:
-    """Per corruption: (batched ms/img, per-image-loop ms/img) at severity 3 on ``device``."""
+def batched_vs_looped(size: int, preset: str, batch: int, per_image: int, device: str
+                      ) -> dict[str, tuple[float, float]]:
+    """Per corruption: (batched ms/img, per-image-loop ms/img) at severity 3 on ``device``, timed with
+    ``cpu_clock(device)`` (the thread's CPU time on one CPU thread, like the side environment's timings)."""
     from aprkit.corruptions import corrupt, list_corruptions
 
+    clock, _ = cpu_clock(device)
     x = synthetic_images(batch, size, noise=0.15).to(device)
     names = list_corruptions()
-    batched = time_corruptions(x, names, 3, preset, min_time=0.3)
+    batched = time_corruptions(x, names, 3, preset, min_time=0.3, clock=clock)
     out = {}
     for name in names:
         g = torch.Generator().manual_seed(0)
@@ -186,7 +191,7 @@ def batched_vs_looped(size: int, preset: str, batch: int, per_image: int, device
             for i in range(per_image):
                 corrupt(x[i:i + 1], name, 3, preset, g)
 
-        tl = bench({"loop": looped}, 1, device, min_time=0.2, max_inner=50)["loop"] / per_image
+        tl = bench({"loop": looped}, 1, device, min_time=0.2, max_inner=50, clock=clock)["loop"] / per_image
         out[name] = (batched[name] / batch * 1e3, tl * 1e3)
     return out
 
@@ -360,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         ic_here = "imports here (timed in the side environment only)"
     except Exception as err:  # the usual case on NumPy 2 / setuptools >= 81
         ic_here = f"does not import here ({type(err).__name__}: {err}); skipped"
-    print(f"device={args.device} threads={torch.get_num_threads()}  imagecorruptions {ic_here}")
+    print(f"device={args.device} threads={torch.get_num_threads()} ({cpu_clock(args.device)[1]})  "
+          f"imagecorruptions {ic_here}")
     for size, preset, batch, per in ((32, "cifar", args.batch32, 16), (224, "imagenet", args.batch224, 2)):
         res = batched_vs_looped(size, preset, batch, per, args.device)
         ref = side.get("orig32" if size == 32 else "ic224", {})
