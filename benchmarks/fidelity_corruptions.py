@@ -1,12 +1,10 @@
 """Fidelity of aprkit.corruptions to Hendrycks & Dietterich's original CIFAR-10-C creation code.
 
 The original ``make_cifar_c.py`` cannot run in aprkit's environment (NumPy 1.x, scikit-image 0.19,
-SciPy < 1.12, Wand + ImageMagick). Build a side environment once, e.g.::
+SciPy < 1.12, Wand + ImageMagick). Build a side environment once::
 
-    apt-get install -y libmagickwand-dev
-    python3.10 -m venv /tmp/cside/venv
-    /tmp/cside/venv/bin/pip install numpy==1.26.4 scipy==1.11.4 "setuptools<81" scikit-image==0.19.3 \\
-        Wand pillow opencv-python-headless
+    apt-get install -y libmagickwand-dev     # ImageMagick for Wand (make_cifar_c.py's motion blur)
+    bash benchmarks/side_env.sh /tmp/cside   # -> /tmp/cside/venv/bin/python
     # a directory with make_cifar_c.py and frost1.png .. frost6.jpg (never commit these)
 
 then run::
