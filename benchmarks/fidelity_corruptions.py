@@ -18,6 +18,13 @@ aprkit on the same images, and prints: PSNR between the two outputs for the dete
 corruptions (target >= 35 dB) and the ResNet-20 accuracy on both versions for every corruption
 (target: within 3 points). Pass ``--ref-seeds 0 1`` to also measure the seed-to-seed spread of the
 original code.
+
+``--vs-imagecorruptions`` compares the deterministic corruptions at 224 px (imagenet preset) with
+``imagecorruptions`` (the ImageNet-C code; no ``--orig-dir`` needed) on the first ``n`` test images upsampled to
+224 px: PSNR, mean and largest difference, and the share of values that differ::
+
+    python benchmarks/fidelity_corruptions.py --side-python /tmp/cside/venv/bin/python --work /tmp/cside/fid224 \
+        --n 16 --severities 1 3 5 --vs-imagecorruptions
 """
 
 from __future__ import annotations
@@ -71,6 +78,49 @@ for name in sys.argv[5].split(','):
         print(f'original {name} s{s}: {(time.time() - t) / len(imgs) * 1e3:.2f} ms/img', flush=True)
 """
 
+# imagecorruptions (the ImageNet-C code, 224 px) on the images of WORK/clean224.npy, one .npy per name and severity
+_IC_RUNNER = """
+import os, sys, warnings
+warnings.filterwarnings('ignore')
+import numpy as np
+from imagecorruptions import corrupt
+work, sevs = sys.argv[1], [int(s) for s in sys.argv[2].split(',')]
+imgs = np.load(os.path.join(work, 'clean224.npy'))
+for name in sys.argv[3].split(','):
+    for s in sevs:
+        out = np.stack([np.asarray(corrupt(im, corruption_name=name, severity=s)) for im in imgs])
+        np.save(os.path.join(work, f'ic_{name}_s{s}.npy'), out)
+"""
+
+
+def vs_imagecorruptions(args: argparse.Namespace, clean: np.ndarray, work: Path) -> dict[str, dict[str, float]]:
+    """The deterministic corruptions at 224 px (imagenet preset) against ``imagecorruptions`` in the side
+    environment, on ``clean`` upsampled to 224 px (bicubic): PSNR, mean and largest difference, share of values
+    that differ."""
+    from PIL import Image
+
+    big = np.stack([np.asarray(Image.fromarray(im).resize((224, 224), Image.Resampling.BICUBIC)) for im in clean])
+    np.save(work / "clean224.npy", big)
+    names = [n for n in args.names if n in DETERMINISTIC]
+    sev = ",".join(map(str, args.severities))
+    subprocess.run([args.side_python, "-c", _IC_RUNNER, str(work), sev, ",".join(names)], check=True)
+    x = torch.from_numpy(big).permute(0, 3, 1, 2).contiguous()
+    print(f"224 px, imagenet preset, {len(big)} images: aprkit vs imagecorruptions")
+    print(f"{'corruption':18s} sev  PSNR(dB)  mean diff  max |diff|  share differing")
+    results = {}
+    for name in names:
+        for s in args.severities:
+            ref = np.load(work / f"ic_{name}_s{s}.npy").astype(np.float64)
+            d = corrupt(x, name, s, "imagenet").permute(0, 2, 3, 1).numpy().astype(np.float64) - ref
+            q = psnr(d, np.zeros_like(d))
+            results[f"{name}/{s}"] = {"psnr": q, "mean_diff": float(d.mean()), "max_abs_diff": float(np.abs(d).max()),
+                                      "share_differing": float((d != 0).mean())}
+            r = results[f"{name}/{s}"]
+            print(f"{name:18s} {s:3d}  {q:8.2f}  {r['mean_diff']:+9.3f}  {r['max_abs_diff']:10.0f}  "
+                  f"{r['share_differing']:15.3f}", flush=True)
+    (work / "fidelity_imagenet.json").write_text(json.dumps(results, indent=1))
+    return results
+
 
 @torch.no_grad()
 def accuracy(model: nn.Module, images_hwc: np.ndarray, labels: np.ndarray) -> float:
@@ -89,7 +139,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--side-python", required=True, help="python of the side environment")
-    ap.add_argument("--orig-dir", required=True, help="directory with make_cifar_c.py and the frost images")
+    ap.add_argument("--orig-dir", default=None, help="directory with make_cifar_c.py and the frost images")
+    ap.add_argument("--vs-imagecorruptions", action="store_true",
+                    help="instead: the deterministic corruptions at 224 px against imagecorruptions (the ImageNet-C "
+                         "code) on the first --n test images upsampled to 224 px")
     ap.add_argument("--work", required=True, help="scratch directory for outputs (outside the repository)")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"))
     ap.add_argument("--model", default=None, help="ResNet-20 checkpoint (default: ../shared/models/resnet20-*.th)")
@@ -108,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = list(csv.DictReader(open(data / "test_order.csv")))[: args.n]
     clean = np.stack([np.asarray(Image.open(data / r["path"]).convert("RGB")) for r in rows])
     labels = np.array([int(r["label"]) for r in rows])
+    if args.vs_imagecorruptions:
+        vs_imagecorruptions(args, clean, work)
+        return 0
+    if args.orig_dir is None:
+        ap.error("--orig-dir is required (unless --vs-imagecorruptions)")
     np.save(work / "clean.npy", clean)
     runner = work / "run_original.py"
     runner.write_text(textwrap.dedent(_RUNNER))
