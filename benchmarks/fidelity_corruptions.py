@@ -19,12 +19,15 @@ corruptions (target >= 35 dB) and the ResNet-20 accuracy on both versions for ev
 (target: within 3 points). Pass ``--ref-seeds 0 1`` to also measure the seed-to-seed spread of the
 original code.
 
-``--vs-imagecorruptions`` compares the deterministic corruptions at 224 px (imagenet preset) with
-``imagecorruptions`` (the ImageNet-C code; no ``--orig-dir`` needed) on the first ``n`` test images upsampled to
-224 px: PSNR, mean and largest difference, and the share of values that differ::
+``--vs-imagecorruptions`` compares the corruptions at 224 px (imagenet preset) with ``imagecorruptions`` (the pip
+package of the ImageNet-C functions; no ``--orig-dir`` needed) on the first ``n`` test images upsampled to 224 px:
+the deterministic ones pixel by pixel, the random ones by their mean effect (different draws on each side).
+``imagecorruptions`` 1.1 replaced ``elastic_transform`` with a size-independent version of its own (no random
+affine, other strengths); aprkit follows ``make_imagenet_c.py``, the code that made ImageNet-C, so that one
+differs by design::
 
-    python benchmarks/fidelity_corruptions.py --side-python /tmp/cside/venv/bin/python --work /tmp/cside/fid224 \
-        --n 16 --severities 1 3 5 --vs-imagecorruptions
+    python benchmarks/fidelity_corruptions.py --side-python /tmp/cside/venv/bin/python --work /tmp/cside/fid224 \\
+        --n 96 --severities 1 3 5 --vs-imagecorruptions
 """
 
 from __future__ import annotations
@@ -94,30 +97,45 @@ for name in sys.argv[3].split(','):
 
 
 def vs_imagecorruptions(args: argparse.Namespace, clean: np.ndarray, work: Path) -> dict[str, dict[str, float]]:
-    """The deterministic corruptions at 224 px (imagenet preset) against ``imagecorruptions`` in the side
-    environment, on ``clean`` upsampled to 224 px (bicubic): PSNR, mean and largest difference, share of values
-    that differ."""
+    """The corruptions at 224 px (imagenet preset) against ``imagecorruptions`` in the side environment, on
+    ``clean`` upsampled to 224 px (bicubic). Deterministic ones pixel by pixel: PSNR, mean and largest difference,
+    share of values that differ. Random ones (different draws on each side) by their effect: the mean absolute
+    change per value and the mean change per image (mean and standard error over the images)."""
     from PIL import Image
+
+    from aprkit.corruptions import item_seeds
 
     big = np.stack([np.asarray(Image.fromarray(im).resize((224, 224), Image.Resampling.BICUBIC)) for im in clean])
     np.save(work / "clean224.npy", big)
-    names = [n for n in args.names if n in DETERMINISTIC]
     sev = ",".join(map(str, args.severities))
-    subprocess.run([args.side_python, "-c", _IC_RUNNER, str(work), sev, ",".join(names)], check=True)
+    subprocess.run([args.side_python, "-c", _IC_RUNNER, str(work), sev, ",".join(args.names)], check=True)
     x = torch.from_numpy(big).permute(0, 3, 1, 2).contiguous()
-    print(f"224 px, imagenet preset, {len(big)} images: aprkit vs imagecorruptions")
-    print(f"{'corruption':18s} sev  PSNR(dB)  mean diff  max |diff|  share differing")
-    results = {}
-    for name in names:
+    base = big.astype(np.float64)
+    n = len(big)
+    print(f"224 px, imagenet preset, {n} images: aprkit vs imagecorruptions")
+    print(f"{'corruption':18s} sev  PSNR(dB)  mean diff  max |diff|  share differing   (deterministic)")
+    print(f"{'':18s}      mean |change| aprkit / ic   mean change per image aprkit / ic (+- SE)   (random)")
+    results: dict[str, dict[str, float]] = {}
+    for name in args.names:
         for s in args.severities:
             ref = np.load(work / f"ic_{name}_s{s}.npy").astype(np.float64)
-            d = corrupt(x, name, s, "imagenet").permute(0, 2, 3, 1).numpy().astype(np.float64) - ref
-            q = psnr(d, np.zeros_like(d))
-            results[f"{name}/{s}"] = {"psnr": q, "mean_diff": float(d.mean()), "max_abs_diff": float(np.abs(d).max()),
-                                      "share_differing": float((d != 0).mean())}
-            r = results[f"{name}/{s}"]
-            print(f"{name:18s} {s:3d}  {q:8.2f}  {r['mean_diff']:+9.3f}  {r['max_abs_diff']:10.0f}  "
-                  f"{r['share_differing']:15.3f}", flush=True)
+            seeds = item_seeds(args.seed, name, s, "imagenet", torch.arange(n))
+            ours = corrupt(x, name, s, "imagenet", seeds=seeds).permute(0, 2, 3, 1).numpy().astype(np.float64)
+            if name in DETERMINISTIC:
+                d = ours - ref
+                r = {"psnr": psnr(ours, ref), "mean_diff": float(d.mean()), "max_abs_diff": float(np.abs(d).max()),
+                     "share_differing": float((d != 0).mean())}
+                print(f"{name:18s} {s:3d}  {r['psnr']:8.2f}  {r['mean_diff']:+9.3f}  {r['max_abs_diff']:10.0f}  "
+                      f"{r['share_differing']:15.3f}", flush=True)
+            else:
+                shift_o, shift_r = (ours - base).mean(axis=(1, 2, 3)), (ref - base).mean(axis=(1, 2, 3))
+                r = {"abs_change": float(np.abs(ours - base).mean()), "abs_change_ic": float(np.abs(ref - base).mean()),
+                     "shift": float(shift_o.mean()), "shift_ic": float(shift_r.mean()),
+                     "shift_se": float(shift_o.std() / n**0.5), "shift_se_ic": float(shift_r.std() / n**0.5)}
+                print(f"{name:18s} {s:3d}  {r['abs_change']:8.2f} / {r['abs_change_ic']:<8.2f}  "
+                      f"{r['shift']:+7.2f} +- {r['shift_se']:.2f} / {r['shift_ic']:+7.2f} +- {r['shift_se_ic']:.2f}",
+                      flush=True)
+            results[f"{name}/{s}"] = r
     (work / "fidelity_imagenet.json").write_text(json.dumps(results, indent=1))
     return results
 
@@ -141,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--side-python", required=True, help="python of the side environment")
     ap.add_argument("--orig-dir", default=None, help="directory with make_cifar_c.py and the frost images")
     ap.add_argument("--vs-imagecorruptions", action="store_true",
-                    help="instead: the deterministic corruptions at 224 px against imagecorruptions (the ImageNet-C "
-                         "code) on the first --n test images upsampled to 224 px")
+                    help="instead: the corruptions at 224 px against imagecorruptions on the first --n test images "
+                         "upsampled to 224 px")
     ap.add_argument("--work", required=True, help="scratch directory for outputs (outside the repository)")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"))
     ap.add_argument("--model", default=None, help="ResNet-20 checkpoint (default: ../shared/models/resnet20-*.th)")
