@@ -66,8 +66,8 @@ from benchmarks.common import REPO_ROOT, bench, cpu_clock, synthetic_images  # n
 QUOTED_IC_RATIO_WITHOUT_GLASS_ZOOM = 4.4
 _SLOW_PAIR = ("glass_blur", "zoom_blur")
 
-# the original CIFAR-10-C functions (make_cifar_c.py in --orig-dir) at 32 px in the side environment, wall time per
-# image; prints one JSON line
+# the original CIFAR-10-C functions (make_cifar_c.py in --orig-dir) at 32 px in the side environment, one thread,
+# process CPU time per image; prints one JSON line
 _SIDE = r"""
 import os, sys, time, json, warnings
 warnings.filterwarnings('ignore')
@@ -80,13 +80,15 @@ src = open(os.path.join(orig, 'make_cifar_c.py')).read()
 body = src[src.index('# /////////////// Distortion Helpers'):src.index('# /////////////// End Distortions')]
 ns = {}
 exec(compile('import numpy as np\nfrom PIL import Image\n' + body, 'make_cifar_c_functions', 'exec'), ns)
+if 'cv2' in ns:
+    ns['cv2'].setNumThreads(1)
 os.chdir(orig)
 imgs = [Image.fromarray(rng.randint(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(n32)]
 for name in sys.argv[3].split(','):
-    t = time.perf_counter()
+    t = time.process_time()
     for im in imgs:
         np.uint8(ns[name](im, 3))
-    res[name] = (time.perf_counter() - t) / n32 * 1e3
+    res[name] = (time.process_time() - t) / n32 * 1e3
 print('JSON' + json.dumps(res))
 """
 
@@ -116,18 +118,22 @@ print('JSON' + json.dumps(res))
 """
 
 
+def _one_thread_env() -> dict[str, str]:
+    """The environment for side-environment timings: NumPy/SciPy/OpenCV's thread pools on one thread."""
+    return {**os.environ, **{k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
+
+
 def imagecorruptions_ms(python: str, images: torch.Tensor, repeats: int) -> dict[str, float]:
     """ms per image of every ``imagecorruptions`` corruption at severity 3 on ``images`` ``(N, 3, H, W)`` uint8,
     run by ``python`` (a side environment where it works: NumPy 1.26, scikit-image 0.19.3, see
     ``../shared/ENVIRONMENT.md``) on one thread, process CPU time, min over ``repeats``."""
     import numpy as np
 
-    one_thread = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     with tempfile.TemporaryDirectory(prefix="aprkit-ic-") as tmp:
         path = Path(tmp) / "images.npy"
         np.save(path, images.permute(0, 2, 3, 1).contiguous().numpy())
         proc = subprocess.run([python, "-c", _IC_SIDE, str(path), str(repeats)], capture_output=True, text=True,
-                              env={**os.environ, **one_thread})
+                              env=_one_thread_env())
     line = [s for s in proc.stdout.splitlines() if s.startswith("JSON")]
     if proc.returncode or not line:
         raise SystemExit(f"imagecorruptions failed in {python} (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -351,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     side: dict[str, Any] = {}
     if args.side_python and args.orig_dir:
         proc = subprocess.run([args.side_python, "-c", _SIDE, args.orig_dir, "20", ",".join(names)],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=_one_thread_env())
         line = [s for s in proc.stdout.splitlines() if s.startswith("JSON")]
         side["orig32"] = json.loads(line[0][4:]) if line else {}
         if not line:
