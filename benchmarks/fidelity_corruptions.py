@@ -136,7 +136,7 @@ def vs_imagecorruptions(args: argparse.Namespace, clean: np.ndarray, work: Path)
                       f"{r['shift']:+7.2f} +- {r['shift_se']:.2f} / {r['shift_ic']:+7.2f} +- {r['shift_se_ic']:.2f}",
                       flush=True)
             results[f"{name}/{s}"] = r
-    (work / "fidelity_imagenet.json").write_text(json.dumps(results, indent=1))
+    (work / "fidelity_imagenet.json").write_text(strict_json(results))
     return results
 
 
@@ -147,6 +147,22 @@ def accuracy(model: nn.Module, images_hwc: np.ndarray, labels: np.ndarray) -> fl
         x = torch.from_numpy(images_hwc[i:i + 500]).permute(0, 3, 1, 2).float() / 255
         correct += int((model(x).argmax(1).numpy() == labels[i:i + 500]).sum())
     return 100.0 * correct / len(images_hwc)
+
+
+def strict_json(results: dict) -> str:
+    """``results`` as standard JSON: a PSNR of infinity (identical outputs) or NaN (random corruptions, no pixel
+    comparison) becomes null, with ``"identical"`` saying which."""
+    def clean(v: object) -> object:
+        if isinstance(v, dict):
+            out = {k: clean(x) for k, x in v.items()}
+            if isinstance(v.get("psnr"), float):
+                out["identical"] = v["psnr"] == float("inf")
+            return out
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return None if isinstance(v, float) and not np.isfinite(v) else v
+
+    return json.dumps(clean(results), indent=1, allow_nan=False)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -213,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             results[f"{name}/{s}"] = {"aprkit": acc_ours, "original": acc_ref, "psnr": q, "ms_per_image": ms}
             print(f"{name:18s} {s:3d}  {acc_ours:7.2f}  " + "  ".join(f"{a:7.2f}" for a in acc_ref)
                   + f"  {acc_ours - acc_ref[0]:+6.2f}  {q:8.2f}  {ms:8.3f}", flush=True)
-    (work / "fidelity.json").write_text(json.dumps(results, indent=1))
+    (work / "fidelity.json").write_text(strict_json(results))
     worst = max(abs(v["aprkit"] - v["original"][0]) for v in results.values())
     psnrs = [v["psnr"] for v in results.values() if v["psnr"] == v["psnr"]]
     print(f"max |accuracy difference| = {worst:.2f} points (target <= 3); "

@@ -9,17 +9,17 @@ from ``generator`` (same seed, same output), or with ``seeds=`` (one key per ima
 computed on the images' device (``_itemkeys.ItemKeys``), so that image ``i``'s result does not depend on the
 batch it is computed in, on the thread count or on the device.
 
-Fidelity (``benchmarks/fidelity_corruptions.py``, first 2,000 CIFAR-10 test images, severities 3 and 5, against
-``make_cifar_c.py``; CODE_VERSION 5): the deterministic corruptions are within 49.4-54.0 dB PSNR of the original
-code, JPEG and pixelate identical (both are Pillow's bytes), and ResNet-20 accuracy on aprkit's output is within
-1.45 points of the original's for every corruption and severity. At 224 px against ``imagecorruptions`` (the pip
-package of the ImageNet-C functions; ``--vs-imagecorruptions``, 96 upsampled test images, severities 1, 3, 5)
-every deterministic corruption is within one level (JPEG and pixelate identical) and the random ones change the
-images by the same mean amount to within 5 %, except ``elastic_transform``: imagecorruptions 1.1 replaced it with a
-version of its own, and aprkit follows ``make_imagenet_c.py``, the code that made ImageNet-C. One systematic
-difference: the scripts store ``np.uint8(result)`` (truncation) while aprkit rounds uint8 results (on average half
-a level brighter; truncating instead would not make the outputs identical, since float rounding near integers
-then flips values).
+Fidelity (``benchmarks/fidelity_corruptions.py``; results in ``benchmarks/results/corruption_fidelity/``; first
+2,000 CIFAR-10 test images, severities 3 and 5, against ``make_cifar_c.py``; CODE_VERSION 5): the deterministic
+corruptions are within 49.4-54.0 dB PSNR of the original code, JPEG and pixelate identical (both are Pillow's
+bytes), and ResNet-20 accuracy on aprkit's output is within 1.45 points of the original's for every corruption and
+severity. At 224 px against ``imagecorruptions`` (the pip package of the ImageNet-C functions;
+``--vs-imagecorruptions``, 96 upsampled test images, severities 1, 3, 5) every deterministic corruption is within
+one level (JPEG and pixelate identical) and the random ones change the images by the same mean amount to within 5 %,
+except ``elastic_transform``: imagecorruptions 1.1 replaced it with a version of its own, and aprkit follows
+``make_imagenet_c.py``, the code that made ImageNet-C. One systematic difference: the scripts store
+``np.uint8(result)`` (truncation) while aprkit rounds uint8 results (on average half a level brighter; truncating
+instead would not make the outputs identical, since float rounding near integers then flips values).
 """
 
 from __future__ import annotations
