@@ -1,6 +1,6 @@
-"""The committed reproduction results (``benchmarks/repro/results/``) can be re-evaluated: every checkpoint loads
-with ``aprkit.load_model``, every trained run in study 1's and study 2's ``results.json`` has its checkpoint committed, and
-(slow, ../shared) study 1's checkpoints give the clean error their ``results.json`` reports."""
+"""The committed reproduction results (``benchmarks/repro/results/``) can be re-evaluated: every checkpoint
+loads with ``aprkit.load_model``, every trained run in study 1's and study 2's ``results.json`` has its checkpoint
+committed, and (slow, ../shared) study 1's checkpoints give the clean error their ``results.json`` reports."""
 
 from __future__ import annotations
 
