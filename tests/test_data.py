@@ -274,8 +274,8 @@ def test_shared_cifar10_png_tree(cifar10_dir: Path) -> None:
 def test_shared_cifar10_full_read(cifar10_dir: Path) -> None:
     ds = get_dataset(f"cifar10:{cifar10_dir}", in_memory=True)
     assert len(ds) == 10000 and np.bincount(ds.labels).tolist() == [1000] * 10
-    train = get_dataset(f"cifar10:{cifar10_dir}", split="train")
-    assert len(train) == 30000
+    train = get_dataset(f"cifar10:{cifar10_dir}", split="train")  # the full training set since 2026-11-29
+    assert len(train) == 50000 and np.bincount(train.targets).tolist() == [5000] * 10
 
 
 def test_dataset_tensors_same_from_items_and_from_the_batch_source() -> None:
