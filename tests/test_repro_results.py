@@ -1,6 +1,6 @@
 """The committed reproduction results (``benchmarks/repro/results/``) can be re-evaluated: every checkpoint
 loads with ``aprkit.load_model``, every trained run in study 1's and study 2's ``results.json`` has its checkpoint
-committed, and (slow, ../shared) study 1's checkpoints give the clean error their ``results.json`` reports."""
+committed, and (slow, ../shared) those checkpoints give the clean error their ``results.json`` reports."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ def test_every_trained_row_has_its_checkpoint(study):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("study", STUDY1, ids=_rel)
-def test_study1_checkpoints_reproduce_clean_error(study, cifar10_dir, tmp_path):
+@pytest.mark.parametrize("study", TRAINED, ids=_rel)
+def test_checkpoints_reproduce_clean_error(study, cifar10_dir, tmp_path):
     from aprkit.eval import evaluate
 
     rows = json.loads((study / "results.json").read_text())["rows"]
