@@ -20,8 +20,8 @@ glass and zoom blur, and whether the outputs are identical (CODE_VERSION 3: floa
 values of the filters, motion blur and elastic transform; with one generator per batch the draws also follow
 the smaller CPU chunks; CODE_VERSION 4: every draw with per-image seeds). The ratio to ``imagecorruptions`` itself needs
 ``--side-python PY``: it runs in the side environment ``PY`` (NumPy 1.26, scikit-image 0.19.3, setuptools<81;
-``../shared/ENVIRONMENT.md``; ``bash benchmarks/side_env.sh DIR`` builds it as ``DIR/venv``) on the same images, one thread, process CPU time, min over ``--repeats``, and the
-ratios per corruption and in total are printed (``--draws generator`` times aprkit with one generator per batch):
+``../shared/ENVIRONMENT.md``; ``bash benchmarks/side_env.sh DIR`` builds it as ``DIR/venv``) on the same images,
+one thread, process CPU time, min over ``--repeats``, and the ratios per corruption and in total are printed (``--draws generator`` times aprkit with one generator per batch):
 
     python benchmarks/bench_corruptions.py --threads 1 --baseline-rev 524acee --side-python /tmp/cside/venv/bin/python
 

@@ -150,19 +150,14 @@ def accuracy(model: nn.Module, images_hwc: np.ndarray, labels: np.ndarray) -> fl
 
 
 def strict_json(results: dict) -> str:
-    """``results`` as standard JSON: a PSNR of infinity (identical outputs) or NaN (random corruptions, no pixel
-    comparison) becomes null, with ``"identical"`` saying which."""
-    def clean(v: object) -> object:
-        if isinstance(v, dict):
-            out = {k: clean(x) for k, x in v.items()}
-            if isinstance(v.get("psnr"), float):
-                out["identical"] = v["psnr"] == float("inf")
-            return out
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        return None if isinstance(v, float) and not np.isfinite(v) else v
+    """``results`` as standard JSON (``aprkit``'s ``to_jsonable``: non-finite floats become null); a cell with a
+    PSNR also says whether the outputs are ``"identical"`` (PSNR infinity), since its null PSNR could otherwise
+    also mean NaN (random corruptions, no pixel comparison)."""
+    from aprkit.eval.engine.cache import to_jsonable
 
-    return json.dumps(clean(results), indent=1, allow_nan=False)
+    marked = {k: {**v, "identical": v["psnr"] == float("inf")} if isinstance(v.get("psnr"), float) else v
+              for k, v in results.items()}
+    return json.dumps(to_jsonable(marked), indent=1, allow_nan=False)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
