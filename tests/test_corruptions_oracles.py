@@ -18,7 +18,8 @@ from conftest import natural_images
 from PIL import Image
 
 from aprkit.corruptions import digital, noise, spatter, weather
-from aprkit.corruptions._common import _filter_axis, filter2d, finish, gaussian_filter, gaussian_kernel1d, pad2d
+from aprkit.corruptions._common import filter2d, finish, gaussian_kernel1d, pad2d, pad_index
+from aprkit.corruptions._separable import gaussian_filter
 from aprkit.corruptions._random import ItemKeys, poisson_levels, uniform
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -80,16 +81,54 @@ def test_impulse_noise_masks_equal_masked_fill() -> None:
 
 
 # ----------------------------------------------------------------------------- filters
+def _direct_axis(x: torch.Tensor, sigma: float, dim: int, mode: str, truncate: float = 4.0) -> torch.Tensor:
+    """The direct 1-D Gaussian correlation along ``dim``: one multiply-add per tap, in tap order."""
+    w, r = gaussian_kernel1d(sigma, truncate)
+    n = x.shape[dim]
+    xp = x.index_select(dim, pad_index(n, r, r, mode, x.device))
+    out = xp.narrow(dim, 0, n) * w[0]
+    for i in range(1, 2 * r + 1):
+        out.add_(xp.narrow(dim, i, n), alpha=w[i])
+    return out
+
+
+def _direct_gaussian(x: torch.Tensor, sigma: float, mode: str, truncate: float = 4.0) -> torch.Tensor:
+    return _direct_axis(_direct_axis(x, sigma, -2, mode, truncate), sigma, -1, mode, truncate)
+
+
+_SCIPY_MODE = {"replicate": "nearest", "symmetric": "reflect", "reflect101": "mirror"}
+
+
 @pytest.mark.parametrize("mode", ["replicate", "symmetric", "reflect101"])
 @pytest.mark.parametrize("planes", [1, 3, 4])
-def test_fft_gaussian_equals_direct_filter(mode: str, planes: int) -> None:
+def test_gaussian_filter_matches_scipy(mode: str, planes: int) -> None:
+    """Banded windows (several per axis, a partial last one, radius above the window) and dense operators
+    (radius 32 and more, also beyond the image) against ``scipy.ndimage.gaussian_filter``."""
     for dtype, tol in ((torch.float32, 2e-6), (torch.float64, 1e-12)):
-        x = torch.rand(planes, 1, 37, 52, generator=_gen(planes), dtype=dtype)
-        for sigma in (2.0, 2.5, 3.0, 6.0):  # radius 9 and more: FFT path
-            w, r = gaussian_kernel1d(sigma)
-            k = torch.tensor(w, dtype=dtype)
-            direct = _filter_axis(_filter_axis(x, k, r, -2, mode), k, r, -1, mode)
-            assert (gaussian_filter(x, sigma, mode) - direct).abs().max() < tol, (dtype, sigma)
+        x = torch.rand(planes, 1, 37, 75, generator=_gen(planes), dtype=dtype)
+        for sigma, truncate in ((1.0, 4.0), (2.0, 4.0), (3.0, 4.0), (6.0, 4.0), (12.0, 4.0), (19.5, 3.0),
+                                (170.8, 3.0)):
+            ref = ndi.gaussian_filter(x.double().numpy(), (0, 0, sigma, sigma), mode=_SCIPY_MODE[mode],
+                                      truncate=truncate)
+            ours = gaussian_filter(x, sigma, mode, truncate)
+            assert ours.shape == x.shape and ours.dtype == dtype
+            assert np.abs(ours.double().numpy() - ref).max() < tol, (dtype, sigma)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0, 2.44])
+def test_banded_gaussian_equals_direct_filter(sigma: float) -> None:
+    """Radius up to 8 (the corruptions' short kernels): the banded products add the taps in the direct loop's
+    order (the band's zeros add exact zeros), so the values agree to the last bits or exactly."""
+    x = torch.rand(3, 2, 50, 70, generator=_gen(11))
+    assert (gaussian_filter(x, sigma, "symmetric") - _direct_gaussian(x, sigma, "symmetric")).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("sigma", [2.0, 6.0, 60.0])
+def test_gaussian_filter_planes_do_not_depend_on_the_batch(sigma: float) -> None:
+    x = torch.rand(5, 3, 40, 45, generator=_gen(12))
+    whole = gaussian_filter(x, sigma, "replicate")
+    assert torch.equal(whole[2:3], gaussian_filter(x[2:3], sigma, "replicate"))
+    assert torch.equal(whole[1, 1], gaussian_filter(x[1, 1], sigma, "replicate"))
 
 
 def test_fft_filter2d_non_symmetric_kernel_matches_scipy() -> None:
@@ -309,12 +348,9 @@ def _old_elastic(x: torch.Tensor, c: tuple, generator) -> torch.Tensor:
     norm = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=torch.float64)
     warped = F.grid_sample(x, (src * norm - 1).to(x.dtype), mode="bilinear", padding_mode="reflection",
                            align_corners=True)
-    w1, r1 = gaussian_kernel1d(sigma, 3.0)
-    k = torch.tensor(w1, dtype=x.dtype)
 
     def smooth(u: torch.Tensor) -> torch.Tensor:  # the direct two-pass filter
-        u4 = u[:, None]
-        return _filter_axis(_filter_axis(u4, k, r1, -2, "symmetric"), k, r1, -1, "symmetric")[:, 0]
+        return _direct_gaussian(u, sigma, "symmetric", 3.0)
 
     dx = smooth(uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype))
     dy = smooth(uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype))

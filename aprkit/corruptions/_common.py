@@ -24,7 +24,6 @@ __all__ = [
     "select",
     "gaussian_kernel1d",
     "fft_size",
-    "gaussian_filter",
     "filter2d",
     "fft_filter2d",
     "circular_size",
@@ -129,17 +128,6 @@ def fft_size(n: int) -> int:
     return best
 
 
-def _filter_axis(x: torch.Tensor, k: torch.Tensor, r: int, dim: int, mode: str) -> torch.Tensor:
-    """Correlate ``x`` ``(N, 1, H, W)`` along ``dim`` (-2 or -1) with a symmetric ``2r+1``-tap kernel (direct)."""
-    n = x.shape[dim]
-    xp = select(x, dim, pad_index(n, r, r, mode, x.device))
-    taps = k.tolist()
-    out = xp.narrow(dim, 0, n) * taps[0]  # in-place multiply-adds beat single-channel convolution on CPU
-    for i in range(1, 2 * r + 1):
-        out.add_(xp.narrow(dim, i, n), alpha=taps[i])
-    return out
-
-
 def _circular_index(n: int, r: int, m: int, mode: str, device: torch.device) -> torch.Tensor:
     """Source indices ``(m,)`` of a length-``m`` circular buffer holding an axis of length ``n`` padded by ``r``
     per ``mode``: position ``j`` holds ``j`` (``j < n + r``) or ``j - m`` (the left border, wrapped around)."""
@@ -207,38 +195,11 @@ def circular_size(h: int, w: int, ry: int, rx: int) -> tuple[int, int]:
 
 
 @lru_cache(maxsize=64)
-def _gaussian_spectrum(sigma: float, truncate: float, size: tuple[int, int], dtype: torch.dtype,
-                       device: torch.device) -> torch.Tensor:
-    """``_kernel_spectrum`` of the separable Gaussian (even: a real spectrum)."""
-    w, r = gaussian_kernel1d(sigma, truncate)
-    k = torch.tensor(w, dtype=torch.float64, device=device)
-    return _kernel_spectrum(torch.outer(k, k), size, dtype)
-
-
-@lru_cache(maxsize=64)
 def _filter_spectrum(values: tuple[float, ...], kh: int, kw: int, size: tuple[int, int], dtype: torch.dtype,
                      device: torch.device) -> torch.Tensor:
     """``_kernel_spectrum`` of a ``(kh, kw)`` kernel given by its values (cached per kernel and grid)."""
     k = torch.tensor(values, dtype=torch.float64, device=device).reshape(kh, kw)
     return _kernel_spectrum(k, size, dtype)
-
-
-def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "replicate", truncate: float = 4.0) -> torch.Tensor:
-    """``scipy.ndimage.gaussian_filter`` over the last two dims of ``x`` ``(..., H, W)`` (same shape).
-
-    Short kernels (radius <= 8): two passes of multiply-adds; longer ones: one 2-D FFT (``fft_filter2d``; on
-    the CPU's cache-sized chunks it is the cheaper one from radius ~9 on)."""
-    w, r = gaussian_kernel1d(sigma, truncate)
-    if r == 0:
-        return x.clone()
-    shape = x.shape
-    if r > 8:
-        spectrum = _gaussian_spectrum(float(sigma), float(truncate), circular_size(shape[-2], shape[-1], r, r),
-                                      x.dtype, x.device)
-        return fft_filter2d(x, r, r, mode, spectrum)
-    k = torch.tensor(w, dtype=x.dtype, device=x.device)
-    y = _filter_axis(x.reshape(-1, 1, shape[-2], shape[-1]), k, r, -2, mode)
-    return _filter_axis(y, k, r, -1, mode).reshape(shape)
 
 
 def filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str = "reflect101") -> torch.Tensor:

@@ -32,7 +32,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ._common import fft_size, filter2d, gaussian_filter, pad2d, zoom_sum
+from ._common import fft_size, filter2d, pad2d, zoom_sum
+from ._separable import gaussian_filter
 from ._random import RandomSource, randint, uniform
 
 __all__ = [

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import gaussian_filter, map_index, select
+from ._common import map_index, select
+from ._separable import gaussian_filter
 from ._random import RandomSource, uniform
 
 __all__ = [

@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._common import filter2d, gaussian_filter, pad2d
+from ._common import filter2d, pad2d
+from ._separable import gaussian_filter
 from ._random import RandomSource, normal
 
 __all__ = ["spatter", "canny", "equalize_hist", "truncated_distance"]
