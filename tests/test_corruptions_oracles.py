@@ -19,8 +19,8 @@ from PIL import Image
 
 from aprkit.corruptions import digital, noise, spatter, weather
 from aprkit.corruptions._common import filter2d, finish, gaussian_kernel1d, pad2d, pad_index
-from aprkit.corruptions._separable import gaussian_filter
 from aprkit.corruptions._random import ItemKeys, poisson_levels, uniform
+from aprkit.corruptions._separable import gaussian_filter
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from ._common import fft_size, filter2d, pad2d, zoom_sum
-from ._separable import gaussian_filter
 from ._random import RandomSource, randint, uniform
+from ._separable import gaussian_filter
 
 __all__ = [
     "defocus_blur",

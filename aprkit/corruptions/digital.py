@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from ._common import map_index, select
-from ._separable import gaussian_filter
 from ._random import RandomSource, uniform
+from ._separable import gaussian_filter
 
 __all__ = [
     "rgb_to_hsv",

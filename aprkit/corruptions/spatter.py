@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from ._common import filter2d, pad2d
-from ._separable import gaussian_filter
 from ._random import RandomSource, normal
+from ._separable import gaussian_filter
 
 __all__ = ["spatter", "canny", "equalize_hist", "truncated_distance"]
 

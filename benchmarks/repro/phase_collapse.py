@@ -13,6 +13,7 @@ without the low-pass skip. The clean test error of each is measured with aprkit'
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,20 @@ RUNS = {"modulus": "repro_cifar10_phase_collapse_modulus.yaml",
         "soft_threshold": "repro_cifar10_phase_collapse_soft_threshold.yaml",
         "modulus_noskip": "repro_cifar10_phase_collapse_modulus_noskip.yaml"}
 SMOKE_PC_WIDTHS = [8, 8, 16, 16, 16, 16, 16, 16]  # --smoke only; the real runs use the paper's widths (64-128-256-512x5)
-#: ``--reduced``: an eighth of the paper's widths, for a CPU budget (about 125 images/s on one CPU thread, against
-#: about 7 at the paper's widths); the results say so
-REDUCED_PC_WIDTHS = [8, 16, 32, 64, 64, 64, 64, 64]
+#: ``--reduced [N]``: the paper's widths (``PhaseCollapseNet``'s defaults) divided by ``N``, for a CPU budget; one
+#: CPU thread trains about 120 images/s at N = 8, 48 at N = 4 and 7 at the paper's widths; the results say so
+REDUCED_DIVISOR = 8
+
+
+def reduced_widths(divisor: int = REDUCED_DIVISOR) -> list[int]:
+    """The paper's ``phase_collapse_cifar`` widths divided by ``divisor`` (each at least 1)."""
+    from aprkit.models.scattering import PhaseCollapseNet
+
+    paper = inspect.signature(PhaseCollapseNet).parameters["widths"].default
+    return [max(1, int(w) // divisor) for w in paper]
+
+
+REDUCED_PC_WIDTHS = reduced_widths()
 
 
 def widths_override(widths: list[int]) -> str:
@@ -75,12 +87,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--batch-size", type=int, default=250, help="evaluation batch size")
     p.add_argument("--clean-only", action="store_true",
                    help="evaluate the clean test images only: the error ratio, no mean corruption error")
-    p.add_argument("--reduced", action="store_true",
-                   help=f"widths {REDUCED_PC_WIDTHS} (an eighth of the paper's) for a CPU budget; stated in the results")
+    p.add_argument("--reduced", nargs="?", type=int, const=REDUCED_DIVISOR, default=None, metavar="N",
+                   help=f"the paper's widths divided by N (default {REDUCED_DIVISOR}: {REDUCED_PC_WIDTHS}) for a CPU "
+                        "budget; stated in the results")
     args, out, shared = parse_args(p, argv)
     from aprkit.eval import evaluate
 
-    widths = SMOKE_PC_WIDTHS if args.smoke else REDUCED_PC_WIDTHS if args.reduced else None  # None: the paper's
+    if args.reduced is not None and args.reduced < 1:
+        p.error(f"--reduced takes a width divisor of at least 1, got {args.reduced}")
+    widths = SMOKE_PC_WIDTHS if args.smoke else reduced_widths(args.reduced) if args.reduced else None  # None: paper's
     runs = {}
     for name in args.runs:
         runs[name] = train_run(RUNS[name], out / "runs" / name, args,
@@ -108,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     noskip = rows.get("modulus_noskip")
     noskip_ratio = noskip["clean_error"] / mod["clean_error"] if mod and noskip and mod["clean_error"] > 0 else None
     meta = {"epochs": 1 if args.smoke else args.epochs, "smoke": args.smoke, "paper_ratio": PAPER_RATIO,
-            "clean_only": args.clean_only, "reduced": args.reduced,
+            "clean_only": args.clean_only, "reduced": bool(args.reduced), "width_divisor": args.reduced or 1,
             "widths": widths or "paper", "noskip_ratio": noskip_ratio, "curves": curves}
     write_outputs(out, "phase_collapse", {"meta": meta, "rows": rows, "error_ratio_soft_over_modulus": ratio},
                   render(rows, ratio, meta))
