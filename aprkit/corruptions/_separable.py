@@ -75,16 +75,16 @@ def _banded(p: torch.Tensor, weights: tuple[float, ...], r: int, mode: str) -> t
     t = _TILE
     band = _band(weights, t, p.dtype, p.device)
     _, rows, count_h = _windows(h, r, t, mode, p.device)
-    v = torch.matmul(band.t(), p.index_select(1, rows).view(n, count_h, t + 2 * r, w)).view(n, count_h * t, w)
-    v = v[:, :h]  # rows past h are the cropped tail of the last window
+    rows_out = count_h * t  # rows past h: the tail of the last window, cropped at the end
+    v = torch.matmul(band.t(), p.index_select(1, rows).view(n, count_h, t + 2 * r, w)).view(n, rows_out, w)
     padded, _, count_w = _windows(w, r, t, mode, p.device)
     vp = torch.cat([select(v, -1, padded[:r]), v, select(v, -1, padded[r + w:])], -1)
     out = torch.empty(n, h, w, dtype=p.dtype, device=p.device)
-    buf = torch.empty(n, h, t, dtype=p.dtype, device=p.device)
+    buf = torch.empty(n, rows_out, t, dtype=p.dtype, device=p.device)
     for j in range(count_w):  # each window of columns: a strided view of vp times the band
         torch.matmul(vp[:, :, j * t:j * t + t + 2 * r], band, out=buf)
         width = min(t, w - j * t)
-        out[:, :, j * t:j * t + width] = buf[:, :, :width]
+        out[:, :, j * t:j * t + width] = buf[:, :h, :width]
     return out
 
 
