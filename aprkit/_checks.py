@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "to_device",
     "dataset_len",
     "describe_value",
     "FLOAT_DTYPES",
@@ -91,6 +92,14 @@ def eager_cpu(t: torch.Tensor) -> bool:
     Value checks and data-dependent shortcuts run only then; on accelerators they would be a host sync and
     under ``torch.compile`` a graph break (shape and dtype checks still run at trace time)."""
     return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def to_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``t.to(device, dtype)``, asynchronous (``non_blocking``) unless the target is the host: a copy from an
+    accelerator to the host made with ``non_blocking=True`` returns before its values have landed, and reading them
+    without a synchronisation gives stale values."""
+    device = torch.device(device)
+    return t.to(device=device, dtype=dtype, non_blocking=device.type != "cpu")
 
 
 def needs_grad(*ts: object) -> bool:

@@ -159,3 +159,23 @@ def test_empty_targets_and_float_masks():
     out = t(image=img, bboxes=np.zeros((0, 4)), cls=[], mask=np.ones((64, 64), np.float32))
     assert len(out["bboxes"]) == 0 and out["mask"].dtype == np.float32
     assert torch.is_tensor(torch.from_numpy(out["mask"]))
+
+
+@pytest.mark.parametrize("cls", ["AlbuAPRSingle", "AlbuAPRPair"])
+def test_arguments_are_validated_like_albumentations_own_transforms(cls):
+    """An argument the transform does not take (albumentations 1.x's ``always_apply``) is ignored with the host's
+    warning, as ``A.HorizontalFlip(always_apply=True)`` is, and raises with ``strict=True``; bad values raise."""
+    from aprkit.augment.adapters import albumentations_aug as M
+
+    make = getattr(M, cls)
+    with pytest.warns(UserWarning, match="always_apply"):
+        A.HorizontalFlip(always_apply=True)
+    with pytest.warns(UserWarning, match=f"'always_apply' are not valid for transform {cls}"):
+        t = make(always_apply=True, p=0.25)
+    assert t.p == 0.25
+    with pytest.raises(ValueError, match="always_apply"):
+        make(always_apply=True, strict=True)
+    with pytest.raises(ValueError, match="dims"):
+        make(dims="xyz")
+    with pytest.raises(ValueError, match="p"):
+        make(p=1.5)

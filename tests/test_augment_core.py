@@ -218,3 +218,24 @@ def test_device_path_never_reads_values_and_propagates_nan(batch, monkeypatch):
     assert read == []
     masked = apr_pair(bad, perm, torch.tensor([True, True, True, False, False, True]))
     assert torch.equal(masked[3:5].isnan(), bad[3:5].isnan())  # unselected: returned as they are
+
+
+def test_clamp_leaves_unselected_images_exactly_as_given():
+    """``clamp=True`` clamps the recombined images; masked-out ones are returned as they are, also when their
+    values lie outside [0, 1] (they were clamped too)."""
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.1
+    mask = torch.tensor([True, False, True, False])
+    out = apr_pair(x, torch.tensor([1, 0, 3, 2]), mask, clamp=True)
+    assert torch.equal(out[~mask], x[~mask])
+    assert float(out[mask].min()) >= 0.0 and float(out[mask].max()) <= 1.0
+
+
+def test_apply_follows_a_mixed_mask_also_without_per_sample():
+    """``apply`` is deterministic in the given params: a mask selecting some images recombines those, whatever
+    ``per_sample`` was (it used to read only ``mask[0]``)."""
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    perm, mask = torch.tensor([1, 0, 3, 2]), torch.tensor([False, True, True, False])
+    got = APRPair(p=1.0).apply(x, {"perm": perm, "mask": mask})
+    torch.testing.assert_close(got, apr_pair(x, perm, mask))
+    assert torch.equal(got[~mask], x[~mask]) and not torch.equal(got[mask], x[mask])
+    assert APRPair(p=1.0).apply(x, {"perm": perm, "mask": torch.zeros(4, dtype=torch.bool)}) is x

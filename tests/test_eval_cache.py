@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 import aprkit.corruptions
 from aprkit.eval import evaluate
@@ -209,3 +210,39 @@ def test_second_evaluate_of_a_model_neither_rehashes_nor_converts(monkeypatch):
     assert len(calls) == 1
     assert [p.data_ptr() for p in model.parameters()] == ptrs  # already channels_last: not converted again
     assert second.models["Tiny"]["corruption"] == first.models["Tiny"]["corruption"]
+
+
+def test_fingerprint_covers_non_persistent_buffers_and_module_settings():
+    """Preprocessing that lives outside ``state_dict`` (non-persistent mean/std, a wrapper's resize/crop, the
+    activation type) changes the outputs, so it must change the fingerprint; a stale cached cell was reused."""
+    from aprkit.models.foreign import Preprocess
+    from aprkit.models.normalize import Normalize
+
+    inner = nn.Sequential(nn.Flatten(), nn.Linear(12, 10))
+    plain = Normalize(inner, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), num_classes=10)
+    imagenet = Normalize(inner, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), num_classes=10)
+    assert plain.state_dict().keys() == imagenet.state_dict().keys()  # mean/std are not in the state dict
+    assert model_fingerprint(plain) != model_fingerprint(imagenet)
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    a = Preprocess(inner, mean, std, resize=4, crop=2)
+    assert model_fingerprint(a) != model_fingerprint(Preprocess(inner, mean, std, resize=3, crop=2))
+    first = model_fingerprint(a)
+    a.interpolation = "bicubic"  # a setting changed on the same object: the memo must not hide it
+    assert model_fingerprint(a) != first
+    relu = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    gelu = nn.Sequential(nn.Linear(4, 4), nn.GELU())
+    gelu.load_state_dict(relu.state_dict())
+    assert model_fingerprint(relu) != model_fingerprint(gelu)
+
+
+def test_fingerprint_masks_memory_addresses_in_the_module_tree():
+    class Holder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fn = object()  # an extra_repr with an address differs between processes
+
+        def extra_repr(self) -> str:
+            return repr(self.fn)
+
+    a, b = Holder(), Holder()
+    assert repr(a) != repr(b) and model_fingerprint(a) == model_fingerprint(b)

@@ -366,3 +366,47 @@ def test_ood_suite_scores_and_metrics():
         assert all(0 <= v <= 1 for v in metrics.values())
     no_fit = evaluate(model, suite="ood", data=ds, device="cpu", progress=False, options={"ood_limit": 8, "ood_scores": ["msp", "knn"]})
     assert no_fit["ood"]["scores"] == ["msp"] and "Mahalanobis/KNN" in no_fit["ood"]["note"]
+
+
+def _png_tree(root: Path, n: int, seed: int) -> Path:
+    from PIL import Image
+
+    for i, img in enumerate(natural_images(n, seed=seed)):
+        d = root / f"class{i % 3}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i}.png")
+    return root
+
+
+def test_ood_feature_scores_are_not_fitted_on_the_test_images_of_a_folder(tmp_path):
+    """``folder:`` reads the same images for every split: the default fit would have been the test set itself."""
+    val, train = _png_tree(tmp_path / "val", 12, 7), _png_tree(tmp_path / "train", 15, 8)
+    opts = {"ood_scores": ["msp", "knn"], "ood_limit": 8, "knn_k": 2, "ood": ["noise:gaussian"]}
+    r = evaluate(Tiny(), suite="ood", data=f"folder:{val}", device="cpu", progress=False, report=False,
+                 options=opts)["ood"]
+    assert r["scores"] == ["msp"] and "no separate training split" in r["note"] and "fit=" in r["note"]
+    r = evaluate(Tiny(), suite="ood", data=f"folder:{val}", device="cpu", progress=False, report=False,
+                 options={**opts, "fit": f"folder:{train}"})["ood"]
+    assert r["scores"] == ["msp", "knn"] and r["note"] is None
+
+
+def test_ood_scores_are_keyed_by_the_default_fit_data(tmp_path):
+    """The OOD sets' KNN scores depend on the training split the data spec defaults to: two specs sharing a cache
+    must not share the (identical) noise set's scores."""
+    opts = {"ood_scores": ["knn"], "ood_limit": 8, "knn_k": 3, "ood": ["noise:gaussian"], "limit": 16}
+    run = lambda spec, **kw: evaluate(Tiny(), suite="ood", data=spec, device="cpu", progress=False,  # noqa: E731
+                                      report=False, options=opts, **kw)["ood"]["sets"]["gaussian"]["knn"]
+    run("synthetic:24", cache_dir=tmp_path / "cache")
+    assert run("synthetic:40", cache_dir=tmp_path / "cache") == run("synthetic:40")
+
+
+def test_unlabelled_tensors_are_not_scored_against_class_zero():
+    images = natural_images(8, seed=1)
+    ds = TensorImageDataset(images)
+    assert ds.labels.tolist() == [-1] * 8  # NO_LABEL
+    with pytest.raises(ValueError, match="label"):
+        evaluate(Tiny(), suite="calibration", data=images, device="cpu", progress=False, report=False,
+                 options={"calibration_corrupted": False})
+    r = evaluate(Tiny(), suite="ood", data=images, device="cpu", progress=False, report=False,
+                 options={"ood_scores": ["msp"], "ood_limit": 4, "ood": ["noise:gaussian"]})["ood"]
+    assert "in_accuracy" not in r

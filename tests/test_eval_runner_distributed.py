@@ -26,7 +26,10 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         out = predict(Tiny(), ds, batch_size=4, features=True)
         res = evaluate(Tiny(), suite="calibration", data=ds, out_dir=Path(out_dir) / "run", device="cpu", batch_size=4, progress=False,
                        model_id="tiny", report=False, options={"calibration_corrupted": False})
-        torch.save({"logits": out.logits, "labels": out.labels, "features": out.features, "ece": res["calibration"]["clean"]["ece"]},
+        ood = evaluate(Tiny(), suite="ood", data=ds, device="cpu", batch_size=4, progress=False, report=False,
+                       options={"ood_scores": ["odin"], "ood_limit": 8, "ood": ["noise:gaussian"]})["ood"]
+        torch.save({"logits": out.logits, "labels": out.labels, "features": out.features, "ece": res["calibration"]["clean"]["ece"],
+                    "odin": ood["sets"]["gaussian"]},
                    Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -42,11 +45,17 @@ def test_two_process_sharding_matches_single_process(tmp_path):
     ds = TensorImageDataset(natural_images(21, seed=4), torch.arange(21) % 10)
     ref = predict(Tiny(), ds, batch_size=4, features=True)
     ece = evaluate(Tiny(), suite="calibration", data=ds, device="cpu", progress=False, options={"calibration_corrupted": False})
+    odin = evaluate(Tiny(), suite="ood", data=ds, device="cpu", batch_size=4, progress=False, report=False,
+                    options={"ood_scores": ["odin"], "ood_limit": 8, "ood": ["noise:gaussian"]})["ood"]["sets"]["gaussian"]
     for rank in (0, 1):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         torch.testing.assert_close(got["logits"], ref.logits, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(got["features"], ref.features, rtol=1e-4, atol=1e-5)
         assert got["labels"].tolist() == ref.labels.tolist()  # dataset order restored, padding dropped
         assert got["ece"] == pytest.approx(ece["calibration"]["clean"]["ece"])
+        # ODIN runs its own backward passes per batch: each rank's share is gathered, so the counts and the
+        # metrics are those of one process (they were computed on half the images before)
+        assert got["odin"]["n"] == odin["n"] == 8
+        assert got["odin"]["odin"] == pytest.approx(odin["odin"], abs=1e-6)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())  # written once, by rank 0
     assert saved["meta"]["world_size"] == [2]  # the world sizes that produced the cells shown

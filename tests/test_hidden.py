@@ -196,3 +196,14 @@ def test_blocks_sites_and_functional_relu_tap() -> None:
         pre = blk.bn2(blk.conv2(F.relu(blk.bn1(blk.conv1(h))))) + h
     torch.testing.assert_close(got[1][1], pre)
     assert resolve_module(net, "layer1.1")[1] is blk
+
+
+def test_swap_mode_refuses_a_mix_weight():
+    """``lam`` weights the amplitude interpolation of ``mode="mix"``; ``mode="swap"`` used to ignore it silently."""
+    x = torch.randn(4, 8, 6, 6)
+    with pytest.raises(ValueError, match="lam=0.5 needs mode='mix'"):
+        feature_apr(x, lam=0.5)
+    with pytest.raises(ValueError, match="needs mode='mix'"):
+        FeatureAPR(lam=(0.2, 0.8))
+    g = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(feature_apr(x, lam=1.0, generator=g), feature_apr(x, generator=g.manual_seed(0)))

@@ -136,3 +136,24 @@ def test_get_dataset_cue_conflict_spec(tmp_path) -> None:
     assert len(ds) == 2 and ds[0][0].shape == (3, 8, 8)
     with pytest.raises(FileNotFoundError, match="does-not-exist"):
         get_dataset(f"cue-conflict:{tmp_path / 'does-not-exist'}")
+
+
+def test_cache_id_names_categories_and_transform(tmp_path):
+    """A resized or re-categorised stimulus set must not share cached results with the original."""
+    from aprkit.data.cue_conflict import CUE_CONFLICT_CATEGORIES, CueConflict, write_synthetic_cue_conflict
+
+    root = tmp_path / "cc"
+    write_synthetic_cue_conflict(root, per_shape=1, size=16)
+    plain = CueConflict(root)
+    assert CueConflict(root).cache_id == plain.cache_id
+
+    def half(img):
+        return img[:, ::2, ::2]
+
+    assert CueConflict(root, half).cache_id is None  # unnamed: caches hash sampled (transformed) items
+    half.cache_id = "half"
+    assert CueConflict(root, half).cache_id == plain.cache_id + ":transform=half"
+    first = list(CUE_CONFLICT_CATEGORIES[:4])
+    sub = tmp_path / "sub"
+    write_synthetic_cue_conflict(sub, per_shape=1, size=16, categories=first)
+    assert CueConflict(sub, categories=first).cache_id.endswith(":" + ",".join(first))

@@ -27,6 +27,7 @@ from .._checks import (
     eager_cpu,
     needs_grad,
     restore_dtype,
+    to_device,
 )
 from ..fourier import (
     Dims,
@@ -109,7 +110,7 @@ def _check_perm(perm: torch.Tensor, batch: int, device: torch.device) -> torch.T
         raise ValueError(
             f"perm must hold partner indices in [0, {batch}), got values from {int(perm.min())} to {int(perm.max())}"
         )
-    return perm.to(device=device, dtype=torch.int64, non_blocking=True)
+    return to_device(perm, device, torch.int64)
 
 
 def _check_mask(mask: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
@@ -120,7 +121,7 @@ def _check_mask(mask: torch.Tensor | None, batch: int, device: torch.device) -> 
         raise TypeError(f"mask must be a bool torch.Tensor of shape ({batch},), got {got}")
     if mask.shape != (batch,):
         raise ValueError(f"mask must have shape ({batch},) (one flag per image), got {tuple(mask.shape)}")
-    return mask.to(device=device, non_blocking=True)
+    return to_device(mask, device)
 
 
 def apr_pair_core(
@@ -170,9 +171,11 @@ def apr_pair_with_dc(
     dc = z[..., :1, :1].real.clone() if with_dc else None  # before the in-place swap below
     spec = swap_with_partner(z, perm, inplace=True)
     out = irfftn(spec, [x.shape[d] for d in fft_dims], fft_dims)
-    if mask is not None:
-        out = torch.where(mask.view(-1, 1, 1, 1), out, xf)
-    return finish(out, x.dtype, clamp), dc
+    if mask is None:
+        return finish(out, x.dtype, clamp), dc
+    if clamp and x.dtype != torch.uint8:
+        out = out.clamp(0.0, 1.0)  # the recombined images only: unselected ones come back exactly as given
+    return restore_dtype(torch.where(mask.view(-1, 1, 1, 1), out, xf), x.dtype), dc
 
 
 def apr_pair(
@@ -265,7 +268,7 @@ def sample_pair_params(
     perm = torch.randperm(batch_size, generator=generator, device=gdev)
     mask = (u < p).expand(batch_size)
     dev = torch.device(device) if device is not None else gdev
-    return {"perm": perm.to(dev, non_blocking=True), "mask": mask.to(dev, non_blocking=True).contiguous()}
+    return {"perm": to_device(perm, dev), "mask": to_device(mask, dev).contiguous()}
 
 
 class CompiledCore:

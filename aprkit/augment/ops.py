@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._checks import nearest_names
+from .._checks import nearest_names, to_device
 
 __all__ = ["DEFAULT_OPS", "ALL_OPS", "GEOMETRIC_OPS", "TABLE_COLS", "resolve_ops", "sample_op_params", "op_table",
            "apply_table", "apply_ops", "use_dense", "grey_levels", "is_geometric", "pixel_matrix", "warp_pixels"]
@@ -373,4 +373,4 @@ def apply_ops(x: torch.Tensor, names: tuple[str, ...], params: dict[str, torch.T
     :func:`apply_table`. Returns a new float tensor of the same shape.
     """
     table = op_table(names, params, x.shape[-2], x.shape[-1])
-    return apply_table(x, names, table.to(device=x.device, dtype=x.dtype, non_blocking=True), strategy)
+    return apply_table(x, names, to_device(table, x.device, x.dtype), strategy)

@@ -20,7 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_dims, check_finite_spectrum, check_image_tensor, check_labels, check_probability, eager_cpu
+from .._checks import (
+    check_dims,
+    check_finite_spectrum,
+    check_image_tensor,
+    check_labels,
+    check_probability,
+    eager_cpu,
+    to_device,
+)
 from ..fourier import Dims
 from .functional import CompiledCore, apr_pair, apr_pair_with_dc, needs_finite_check, sample_pair_params
 from .single import make_generator, worker_generator
@@ -78,10 +86,13 @@ class APRPair(CompiledCore, nn.Module):
         """Deterministic APR-P of ``x`` ``(B, C, H, W)`` with ``params`` from :meth:`generate_parameters`."""
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)  # values: once, in apr_pair
         mask: torch.Tensor | None = params["mask"]
-        if not self.per_sample and isinstance(mask, torch.Tensor) and mask.device.type == "cpu" and mask.numel():
-            if not bool(mask[0]):
+        if isinstance(mask, torch.Tensor) and mask.device.type == "cpu" and mask.numel():
+            # the mask is applied as given (also a mixed one under per_sample=False); on the host, the whole batch
+            # selected or none are shortcuts
+            if not bool(mask.any()):
                 return x
-            mask = None  # whole batch selected: skip the masking pass
+            if bool(mask.all()):
+                mask = None  # whole batch selected: skip the masking pass
         return apr_pair(x, params["perm"], mask, self.dims, self.clamp)
 
     @overload
@@ -101,8 +112,8 @@ class APRPair(CompiledCore, nn.Module):
                 return x if labels is None else (x, labels)
             mask = None
         else:
-            mask = drawn.to(x.device, non_blocking=True)
-        perm = params["perm"].to(x.device, non_blocking=True)  # our own draw: no range check needed
+            mask = to_device(drawn, x.device)
+        perm = to_device(params["perm"], x.device)  # our own draw: no range check needed
         out, dc = self._run_core()(x, perm, mask, check_dims(self.dims), self.clamp, needs_finite_check(x))
         if dc is not None:  # eager CPU only: a free read there
             check_finite_spectrum(dc, x.dtype)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_dims, check_image_tensor, check_probability, compute_dtype
+from .._checks import check_dims, check_image_tensor, check_probability, compute_dtype, to_device
 from ..fourier import Dims
 from .functional import CompiledCore, finish, recombine_views, recombine_views_numpy, value_range
 from .ops import TABLE_COLS, apply_table, grey_levels, op_table, pixel_matrix, resolve_ops, sample_op_params, use_dense
@@ -112,7 +112,7 @@ def param_table(names: tuple[str, ...], params: dict[str, torch.Tensor], h: int,
     if table.device != device:
         if table.device.type == "cpu" and device.type == "cuda" and not torch.compiler.is_compiling():
             table = table.pin_memory()
-        table = table.to(device, non_blocking=True)
+        table = to_device(table, device)
     return table
 
 
@@ -215,7 +215,7 @@ class APRSingleBatch(CompiledCore, nn.Module):
             raise ValueError(f"batch_shape must describe a non-empty batch (B, C, H, W), got {tuple(batch_shape)}")
         generator = worker_generator(self.generator, self._base_seed)
         params = sample_single_params(n, self.p, self.severity, len(self.ops), generator)
-        return {k: v.to(device, non_blocking=True) for k, v in params.items()} if device is not None else params
+        return {k: to_device(v, device) for k, v in params.items()} if device is not None else params
 
     # Kornia-style apply(x, params) shadows nn.Module.apply(fn)
     def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]

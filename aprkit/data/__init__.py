@@ -10,6 +10,7 @@ from .._lazy import lazy_getattr
 #: public name -> module that defines it (each area adds its own lines)
 _EXPORTS: dict[str, str] = {
     "get_dataset": "aprkit.data.registry",
+    "has_splits": "aprkit.data.registry",
     "parse_spec": "aprkit.data.registry",
     "DATASET_KINDS": "aprkit.data.registry",
     "iter_batches": "aprkit.data.loading",

@@ -156,9 +156,14 @@ class CueConflict(Dataset):
         self.shape_labels = torch.tensor([s.shape_label for s in self.stimuli], dtype=torch.long)
         self.texture_labels = torch.tensor([s.texture_label for s in self.stimuli], dtype=torch.long)
         self.names = [s.path.name for s in self.stimuli]
-        #: stable identifier for result caches (root, filter and count)
+        #: stable identifier for result caches (root, filter, count, categories and transform), or None when the
+        #: transform cannot be named (no ``cache_id`` string of its own): caches then hash sampled items instead
         which = "conflicting" if conflicting_only else "all"
-        self.cache_id = f"cue-conflict:{self.root.resolve()}:{which}:{len(self.stimuli)}"
+        cats = "" if self.categories == CUE_CONFLICT_CATEGORIES else ":" + ",".join(self.categories)
+        tid = getattr(transform, "cache_id", None)
+        named = transform is None or (isinstance(tid, str) and tid)
+        self.cache_id: str | None = (f"cue-conflict:{self.root.resolve()}:{which}:{len(self.stimuli)}{cats}"
+                                     f"{f':transform={tid}' if transform is not None else ''}") if named else None
 
     def __len__(self) -> int:
         return len(self.stimuli)

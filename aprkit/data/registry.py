@@ -34,7 +34,13 @@ from torch.utils.data import Dataset
 
 from aprkit._checks import nearest_names
 
-__all__ = ["DATASET_KINDS", "DOWNLOADABLE", "get_dataset", "parse_spec", "resolve_spec"]
+__all__ = ["DATASET_KINDS", "DOWNLOADABLE", "get_dataset", "has_splits", "parse_spec", "resolve_spec"]
+
+
+def _with_splits(factory: Callable[..., Dataset]) -> Callable[..., Dataset]:
+    """Mark a factory whose ``split`` selects different images (``has_splits``); the others ignore it."""
+    factory.has_splits = True  # type: ignore[attr-defined]
+    return factory
 
 
 def _cifar(name: str) -> Callable[..., Dataset]:
@@ -43,7 +49,7 @@ def _cifar(name: str) -> Callable[..., Dataset]:
 
         return cifar_dataset(_root(arg, name), name, split, **kw)
 
-    return make
+    return _with_splits(make)
 
 
 def _cifar_c(name: str) -> Callable[..., Dataset]:
@@ -77,6 +83,7 @@ def _folder(arg: str, split: str, **kw: Any) -> Dataset:
     return ImageFolderDataset(_root(arg, "folder"), **kw)
 
 
+@_with_splits
 def _synthetic(arg: str, split: str, **kw: Any) -> Dataset:
     import importlib
 
@@ -144,6 +151,12 @@ def parse_spec(spec: str) -> tuple[str, str]:
         raise ValueError(f"unknown dataset kind {kind!r} in spec {spec!r}{nearest_names(kind, list(DATASET_KINDS))}; "
                          f"valid kinds: {', '.join(DATASET_KINDS)}")
     return kind, arg.strip()
+
+
+def has_splits(spec: str) -> bool:
+    """Whether ``spec``'s kind reads different images for ``split="train"`` and ``"test"`` (``cifar10``, ``cifar100``,
+    ``synthetic``); ``folder:``, the -C sets, ``cue-conflict`` and ``noise`` read the same images for every split."""
+    return bool(getattr(DATASET_KINDS[parse_spec(spec)[0]], "has_splits", False))
 
 
 def resolve_spec(spec: str, *, download: bool = False, data_root: str | Path | None = None,

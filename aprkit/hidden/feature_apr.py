@@ -26,6 +26,9 @@ def _check_lam(lam: Lam, mode: str) -> float | tuple[float, float]:
         raise ValueError(f"mode must be 'swap' (partner's amplitude) or 'mix' (amplitude interpolation), got {mode!r}")
     if lam is None:
         return 1.0 if mode == "swap" else (0.0, 1.0)
+    if mode == "swap" and lam != 1.0:
+        raise ValueError(f"lam={lam!r} needs mode='mix' (amplitude interpolation); mode='swap' takes the partner's "
+                         "whole amplitude (lam 1)")
     if isinstance(lam, (tuple, list)):
         if len(lam) != 2:
             raise ValueError(f"lam must be a float or a (low, high) range, got {lam!r}")

@@ -4,6 +4,9 @@ Importing this module sets ``NO_ALBUMENTATIONS_UPDATE=1`` unless already set (no
 the network). Randomness comes from albumentations' own per-transform generator, so ``A.Compose(..., seed=s)``
 reproduces the output. Images are numpy ``(H, W, C)`` uint8 or float32 in [0, 1]; uint8 takes the
 reference's PIL path and float32 the torch path, which agree within a measured bound (see :class:`AlbuAPRSingle`).
+Both declare an ``InitSchema`` as albumentations' own transforms do: their arguments are validated the same way, an
+argument they do not take (e.g. the removed ``always_apply``) is ignored with albumentations' warning, or raises
+with ``strict=True``.
 
 :class:`AlbuAPRSingle` is a dual transform: APR-S's geometric ops (rotate, shear, translate) move masks
 (nearest), boxes and keypoints with the image, following the view whose phase the output keeps (see
@@ -15,14 +18,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 # albumentations 2.x contacts the network at import to check for updates unless told not to
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-from albumentations.core.transforms_interface import DualTransform, ImageOnlyTransform  # noqa: E402
+from albumentations.core.transforms_interface import (  # noqa: E402
+    BaseTransformInitSchema,
+    DualTransform,
+    ImageOnlyTransform,
+)
+from pydantic import Field  # noqa: E402
 
 from ...fourier import Dims, swap_amplitude
 from ..ops import warp_pixels
@@ -51,6 +59,12 @@ class AlbuAPRSingle(DualTransform):
     slightly different place than PIL's truncated uint8 levels, and which the amplitude swap spreads
     over the whole image.
     """
+
+    class InitSchema(BaseTransformInitSchema):
+        recombine_p: float = Field(ge=0, le=1)
+        severity: Any  # APRSingle checks these
+        ops: Any
+        dims: Any
 
     def __init__(self, recombine_p: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None,
                  dims: Dims = "chw", p: float = 1.0) -> None:
@@ -122,6 +136,10 @@ class AlbuAPRPair(ImageOnlyTransform):
     ``out = t(image=img, apr_metadata=[partner, ...])["image"]``: the image keeps its phase and
     takes the amplitude of one partner drawn at random (resized to the image size if needed).
     """
+
+    class InitSchema(BaseTransformInitSchema):
+        metadata_key: str
+        dims: Literal["chw", "hw"]
 
     def __init__(self, metadata_key: str = "apr_metadata", dims: Dims = "chw", p: float = 0.5) -> None:
         super().__init__(p=p)

@@ -12,14 +12,16 @@ whole-suite entries and the output folder's suite index all use it, mostly throu
 
 - ``unit``: what was computed (``"cell"``, ``"ood-scores"``, ``"suite:corruption"``, ...) plus the unit's
   format version among its options (``v``);
-- ``model``: :func:`model_fingerprint` of the state dict (class name, parameter and buffer names, dtypes,
-  shapes and values; remembered per model object until a weight changes, see there). The user's ``model_id``
-  is a display label only and never part of a key. Input normalisation lives inside aprkit models as buffers,
-  so preprocessing is covered by the fingerprint;
+- ``model``: :func:`model_fingerprint`: the module tree as ``repr`` prints it (every submodule's type and
+  settings, e.g. a wrapper's resize and crop), then every parameter and buffer, non-persistent ones included
+  (names, dtypes, shapes and values; remembered per model object until a weight changes, see there). The
+  user's ``model_id`` is a display label only and never part of a key. Input normalisation lives inside aprkit
+  models as (non-persistent) buffers or module settings, so preprocessing is covered by the fingerprint;
 - ``data``: the dataset identity (``aprkit.eval.engine.inference.dataset_id``: the normalised spec with its
   split, a ``cache_id``, or a content hash of an in-memory set);
 - the run settings that change numbers, added to every key from the evaluation context: ``limit`` (the
-  first N images), ``seed``, ``amp`` and ``num_classes`` (when given);
+  first N images), ``seed``, ``amp`` (false, or the autocast dtype: float16 on CUDA, bfloat16 elsewhere) and
+  ``num_classes`` (when given);
 - the unit's own options, e.g. for a corruption cell the corruption name, severity, preset and
   ``aprkit.corruptions.CODE_VERSION`` of a generated corruption, or the on-disk -C source's identity; for
   a whole suite every evaluation option. Values go through :func:`identity` (datasets by content id, specs
@@ -174,13 +176,14 @@ def result_key(ctx: Any, unit: str, data: Any, **options: Any) -> str:
     """
     if not isinstance(unit, str) or not unit:
         raise ValueError(f"unit must be a non-empty string naming what was computed, got {unit!r}")
-    settings = {k: ctx.options.get(k) for k in RUN_SETTINGS} | {"seed": int(ctx.seed), "amp": bool(ctx.amp)}
+    from .inference import amp_dtype, dataset_id
+
+    amp = str(amp_dtype(torch.device(ctx.device))).removeprefix("torch.") if ctx.amp else False
+    settings = {k: ctx.options.get(k) for k in RUN_SETTINGS} | {"seed": int(ctx.seed), "amp": amp}
     clash = sorted(set(options) & set(settings))
     if clash:
         raise ValueError(f"options {clash} are run settings that every key takes from the context; "
                          "give the unit's own value another name")
-    from .inference import dataset_id
-
     if data is None or (isinstance(data, str) and not data):
         raise ValueError(f"data must identify a dataset (a spec, an id string or a dataset), got {data!r}")
     data_id = dataset_id(data) if isinstance(data, str) else identity(data)
@@ -215,18 +218,21 @@ _FINGERPRINTS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]] = weakref
 
 
 def model_fingerprint(model: nn.Module, length: int = 16, *, reuse: bool = True) -> str:
-    """Hex digest of the model's class name and state_dict (names, dtypes, shapes and values).
+    """Hex digest of everything in ``model`` that its outputs depend on: the module tree as ``repr`` prints it
+    (submodule types and settings such as a preprocessing wrapper's resize, crop and interpolation; memory
+    addresses are masked) and every parameter and buffer, non-persistent ones too (e.g. a normalisation's mean
+    and std): names, dtypes, shapes and values.
 
     Hashing every weight takes a while for a large model (0.16 s for WRN-28-10 on a CPU), so the digest is
-    remembered per model object with a signature of its weights' state: each tensor's storage address,
-    version counter, shape, strides, dtype and device. Every in-place change through autograd-visible
+    remembered per model object with a signature of its state: the tree's text and each tensor's storage
+    address, version counter, shape, strides, dtype and device. Every in-place change through autograd-visible
     tensors (an optimizer step, ``load_state_dict``, ``copy_`` under ``no_grad``) bumps the version
     counter and a replaced tensor has a new address, so the value is hashed again. PyTorch does not
     version writes through ``param.data`` (``p.data.copy_(...)``): after such a write pass ``reuse=False``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    state = model.state_dict(keep_vars=True)  # the tensors themselves (no detached copies): same addresses and versions
+    state = _model_state(model)
     sig = _state_signature(model, state)
     if reuse and sig is not None:
         known = _FINGERPRINTS.get(model)
@@ -238,10 +244,29 @@ def model_fingerprint(model: nn.Module, length: int = 16, *, reuse: bool = True)
     return digest[:length]
 
 
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
+
+
+def _structure(model: nn.Module) -> str:
+    """The module tree as ``repr`` prints it, with memory addresses (``0x7f...`` of a function or object in some
+    ``extra_repr``) masked so that the text is the same in every process."""
+    return _ADDRESS.sub("0x?", repr(model))
+
+
+def _model_state(model: nn.Module) -> dict[str, Any]:
+    """``state_dict`` (the tensors themselves, so that addresses and versions identify them) plus the
+    non-persistent buffers, which ``state_dict`` leaves out but the forward pass uses."""
+    state: dict[str, Any] = dict(model.state_dict(keep_vars=True))
+    for name, buf in model.named_buffers():
+        if name not in state:
+            state[f"{name} (non-persistent)"] = buf
+    return state
+
+
 def _state_signature(model: nn.Module, state: Mapping[str, Any]) -> tuple | None:
     """What identifies the current values of ``state`` without reading them, or None when a tensor has no
     version counter (made in ``inference_mode``: then the values are hashed every time)."""
-    sig: list[Any] = [type(model).__name__]
+    sig: list[Any] = [type(model).__name__, _structure(model)]
     for name, t in state.items():
         if isinstance(t, torch.Tensor):
             if t.is_inference():
@@ -253,8 +278,10 @@ def _state_signature(model: nn.Module, state: Mapping[str, Any]) -> tuple | None
 
 
 def _hash_state(model: nn.Module, state: Mapping[str, Any]) -> str:
-    """The full sha256 hex digest of ``model``'s class name and ``state`` (every name, dtype, shape and value)."""
+    """The full sha256 hex digest of ``model``'s class name, module tree and ``state`` (every name, dtype, shape
+    and value)."""
     h = hashlib.sha256(type(model).__name__.encode())
+    h.update(_structure(model).encode())
     for name, t in state.items():
         h.update(name.encode())
         if isinstance(t, torch.Tensor):

@@ -40,8 +40,10 @@ __all__ = [
     "NO_LABEL",
     "Outputs",
     "TensorImageDataset",
+    "amp_dtype",
     "as_dataset",
     "dataset_id",
+    "gather_outputs",
     "iter_batches",
     "to_model_input",
     "predict",
@@ -73,12 +75,13 @@ class Outputs:
 
 
 class TensorImageDataset(Dataset):
-    """Wrap uint8 images ``(N, C, H, W)`` and integer labels ``(N,)`` as an aprkit dataset."""
+    """Wrap uint8 images ``(N, C, H, W)`` and integer labels ``(N,)`` as an aprkit dataset (no labels: every label is
+    ``NO_LABEL``, so suites that need labels refuse the data instead of scoring against class 0)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.dtype != torch.uint8:
             raise TypeError(f"images must be a uint8 tensor (N, C, H, W), got {describe_value(images)}")
-        labels = torch.zeros(len(images), dtype=torch.long) if labels is None else torch.as_tensor(labels)
+        labels = torch.full((len(images),), NO_LABEL, dtype=torch.long) if labels is None else torch.as_tensor(labels)
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"labels must have shape ({len(images)},) to match the images, got {tuple(labels.shape)}")
         self.images, self.labels = images, labels.long()
@@ -277,6 +280,11 @@ def _retry_contiguous(model: nn.Module, exc: RuntimeError, retry: Callable[[], A
     return out
 
 
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """The autocast dtype of the evaluation's AMP on ``device``: float16 on CUDA, bfloat16 elsewhere."""
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
 def predict(
     model: nn.Module,
     dataset: Dataset,
@@ -309,7 +317,7 @@ def predict(
     device = resolve_device(device)
     channels_last = wants_channels_last(model, channels_last)
     use_amp = bool(amp)
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    amp_type = amp_dtype(device)
     hook_store: list[torch.Tensor] = []
     handle = None
     use_head = False
@@ -351,7 +359,7 @@ def predict(
                 if transform is not None:
                     x = transform(x, idx)
                 x = to_model_input(x, device, channels_last)
-                ctx = torch.autocast(device.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+                ctx = torch.autocast(device.type, dtype=amp_type) if use_amp else contextlib.nullcontext()
                 with ctx:
                     try:
                         out = _forward(model, x, use_head, hook_store)
@@ -387,13 +395,14 @@ def predict(
         if handle is not None:
             handle.remove()
     out = Outputs(torch.cat(chunks_logits), torch.cat(chunks_labels), torch.cat(chunks_feats) if features else None)
-    out = _gather(out, torch.cat(chunks_idx), n_total)
+    out = gather_outputs(out, torch.cat(chunks_idx), n_total)
     out.seconds = time.perf_counter() - t0
     return out
 
 
-def _gather(out: Outputs, idx: torch.Tensor, n: int) -> Outputs:
-    """Under torch.distributed: collect every rank's outputs and restore dataset order (drop padding)."""
+def gather_outputs(out: Outputs, idx: torch.Tensor, n: int) -> Outputs:
+    """Under torch.distributed: collect every rank's outputs (rows of dataset indices ``idx``) and restore the dataset
+    order of the ``n`` rows (padding dropped); unchanged in a single process."""
     rank, world = group_info()
     if world == 1:
         return out

@@ -4,8 +4,11 @@ Scores (from ``aprkit.eval.metrics.ood_scores``; higher = more in-distribution):
 (temperature scaling plus input perturbation; one extra forward/backward pass per image), Mahalanobis
 (penultimate features, class means with a shared covariance) and KNN (distance to the k-th nearest
 normalised training feature). Mahalanobis and KNN are fitted on option ``fit`` (a dataset spec or
-Dataset; default: the ``train`` split of the in-distribution spec), on a seeded random subset of
-``fit_limit`` images (default 10,000); they are skipped, with a note, when no training data can be found.
+Dataset; default: the ``train`` split of the in-distribution spec, for kinds that have one: ``cifar10``,
+``cifar100``, ``synthetic``; a ``folder:`` spec reads the same images for every split, so the default would fit
+on the test images themselves), on a seeded random subset of ``fit_limit`` images (default 10,000); they are
+skipped, with a note, when no training data can be found. The fit data's identity is part of every score's
+cache key.
 
 Metrics follow the common convention: in-distribution is the positive class; AUPR-In uses ID as
 positive, AUPR-Out uses OOD as positive with negated scores; FPR@95 is the fraction of OOD samples
@@ -28,7 +31,16 @@ from torch.utils.data import Subset
 
 from ..._checks import dataset_len
 from ..engine.cache import cached
-from ..engine.inference import as_dataset, dataset_id, iter_batches, predict, to_model_input, wants_channels_last
+from ..engine.inference import (
+    Outputs,
+    as_dataset,
+    dataset_id,
+    gather_outputs,
+    iter_batches,
+    predict,
+    to_model_input,
+    wants_channels_last,
+)
 from ..report.blocks import Figure, Paragraph, Table, pct
 from ..report.plotting import grouped_bars, new_figure, save_figure
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
@@ -111,19 +123,30 @@ def _open_ood(spec: Any, like: Any, n: int, seed: int) -> Any:
     return as_dataset(spec)
 
 
-def _fit_scorers(ctx: EvalContext, data: Any, opts: OODOptions) -> tuple[dict[str, Any], str | None, str]:
-    """Fit Mahalanobis/KNN on training features; returns (scorers, note, fit id)."""
+def _fit_source(data: Any, opts: OODOptions) -> tuple[Any, str | None]:
+    """The training data of Mahalanobis/KNN (option ``fit``, else the ``train`` split of a data spec that has one),
+    or None and why not."""
+    from aprkit.data import has_splits
+
+    if opts.fit is not None:
+        return opts.fit, None
+    if not isinstance(data, str):
+        return None, "no training data for Mahalanobis/KNN (set the option fit, e.g. --set fit=SPEC)"
+    if not has_splits(data):
+        return None, (f"Mahalanobis/KNN skipped: {data.split(':', 1)[0]}: data has no separate training split (it "
+                      "reads the same images for every split, so they would be fitted on the test images); set the "
+                      "option fit to a training set, e.g. --set fit=folder:/path/to/train")
+    return data, None
+
+
+def _fit_scorers(ctx: EvalContext, fit: Any, opts: OODOptions) -> tuple[dict[str, Any], str | None]:
+    """Fit Mahalanobis/KNN on the training features of ``fit``; returns (scorers, note)."""
     from ..metrics import ood_scores as S
 
-    fit = opts.fit
-    if fit is None and isinstance(data, str):
-        fit = data  # same spec, "train" split
-    if fit is None:
-        return {}, "no training data for Mahalanobis/KNN (set the option fit, e.g. --set fit=SPEC)", "none"
     try:
         ds = as_dataset(fit, "train")
     except (FileNotFoundError, ValueError) as err:
-        return {}, f"Mahalanobis/KNN skipped: no training split found ({err})", "none"
+        return {}, f"Mahalanobis/KNN skipped: no training split found ({err})"
     fit_limit = opts.fit_limit
     if dataset_len(ds) > fit_limit:  # a seeded random subset: training folders are often sorted by class
         g = torch.Generator().manual_seed(ctx.seed)
@@ -138,19 +161,25 @@ def _fit_scorers(ctx: EvalContext, data: Any, opts: OODOptions) -> tuple[dict[st
         scorers["mahalanobis"] = S.MahalanobisScorer().fit(features, out.labels)
     if "knn" in opts.ood_scores:
         scorers["knn"] = S.KNNScorer(k=opts.knn_k).fit(features)
-    return scorers, None, dataset_id(fit, "train")
+    return scorers, None
 
 
 def _odin_scores(ctx: EvalContext, dataset: Any, limit: int | None, opts: OODOptions) -> torch.Tensor:
+    """ODIN scores ``(N,)`` in dataset order; under ``torchrun`` each rank scores its share and the shares are
+    gathered (as ``predict`` does), so the scores do not depend on the world size."""
     from ..metrics import ood_scores as S
 
     T, eps = opts.odin_temperature, opts.odin_epsilon
-    parts = []
+    parts, labels, indices = [], [], []
     batches = iter_batches(dataset, ctx.batch_size, num_workers=ctx.num_workers, limit=limit, device=ctx.device)
-    for images, _, _ in batches:
+    for images, y, idx in batches:
         x = to_model_input(images, ctx.device, wants_channels_last(ctx.model, ctx.channels_last))
         parts.append(S.odin(ctx.model, x, temperature=T, epsilon=eps).detach().float().cpu())
-    return torch.cat(parts)
+        labels.append(y)
+        indices.append(idx)
+    n = dataset_len(dataset) if limit is None else min(dataset_len(dataset), int(limit))
+    scores = Outputs(torch.cat(parts)[:, None], torch.cat(labels))
+    return gather_outputs(scores, torch.cat(indices), n).logits[:, 0]
 
 
 def compute_scores(ctx: EvalContext, dataset: Any, wanted: list[str], scorers: dict[str, Any], limit: int | None,
@@ -201,17 +230,19 @@ class OODSuite(Suite[OODOptions]):
         n_in = dataset_len(in_ds) if limit is None else min(dataset_len(in_ds), int(limit))
         sets = _ood_sets(opts)
         odin_opts = {"odin_temperature": opts.odin_temperature, "odin_epsilon": opts.odin_epsilon}
-        fit_opts = {"fit": dataset_id(opts.fit, "train") if opts.fit is not None else None, "fit_limit": opts.fit_limit,
+        fit, fit_note = _fit_source(data, opts) if any(s in wanted for s in _FEATURE_SCORES) else (None, None)
+        # the effective fit data (also when it defaults to the data spec's train split) keys every score
+        fit_opts = {"fit": dataset_id(fit, "train") if fit is not None else None, "fit_limit": opts.fit_limit,
                     "knn_k": opts.knn_k}
-        state: dict[str, Any] = {}
+        state: dict[str, Any] = {"note": fit_note}
 
         def scores_for(name: str, ds: Any, ds_id: str, lim: int | None) -> dict[str, list[float]]:
             def compute() -> dict:
-                if "scorers" not in state and any(s in wanted for s in _FEATURE_SCORES):
-                    state["scorers"], state["note"], _ = _fit_scorers(ctx, data, opts)
+                if "scorers" not in state and fit is not None:
+                    state["scorers"], state["note"] = _fit_scorers(ctx, fit, opts)
                 return compute_scores(ctx, ds, wanted, state.get("scorers", {}), lim, f"ood {name}", opts)
 
-            return cached(ctx, "ood-scores", ds_id, compute, scores=wanted, set_limit=lim, v=2, **odin_opts, **fit_opts)
+            return cached(ctx, "ood-scores", ds_id, compute, scores=wanted, set_limit=lim, v=3, **odin_opts, **fit_opts)
 
         s_in = scores_for("in", in_ds, dataset_id(data), limit)
         present = [s for s in wanted if s in s_in]

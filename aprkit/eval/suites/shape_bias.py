@@ -93,7 +93,7 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
             result["decisions"] = {name: ds.categories[int(d)] for name, d in zip(ds.names, decisions, strict=True)}
             return result
 
-        result = cast(ShapeBiasResult, cached(ctx, "shape-bias", ds.cache_id, compute, v=_VERSION))
+        result = cast(ShapeBiasResult, cached(ctx, "shape-bias", ds, compute, v=_VERSION))
         if opts.references:  # raw decision CSVs (a folder or file): the plot's guide lines
             result = {**result, "references": reference_lines(opts.references)}
         return result
