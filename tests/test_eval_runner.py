@@ -410,3 +410,17 @@ def test_unlabelled_tensors_are_not_scored_against_class_zero():
     r = evaluate(Tiny(), suite="ood", data=images, device="cpu", progress=False, report=False,
                  options={"ood_scores": ["msp"], "ood_limit": 4, "ood": ["noise:gaussian"]})["ood"]
     assert "in_accuracy" not in r
+
+
+def test_limit_on_a_class_sorted_folder_warns(tmp_path):
+    from aprkit.data import ImageFolderDataset, subset
+
+    ds = ImageFolderDataset(_png_tree(tmp_path / "f", 12, 7))  # 3 classes, read class by class
+    with pytest.warns(RuntimeWarning, match=r"cover only 1 of the 3 classes.*aprkit.data.subset"):
+        predict(Tiny(), ds, limit=4)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predict(Tiny(), ds, limit=12)  # every class
+        predict(Tiny(), subset(ds, 4, seed=0))

@@ -349,6 +349,8 @@ def predict(
 
     t0 = time.perf_counter()
     n_total = dataset_len(dataset) if limit is None else min(dataset_len(dataset), int(limit))
+    if limit is not None:
+        _warn_class_sorted_limit(dataset, n_total)
     bar = tqdm(total=n_total, desc=desc, unit="img", disable=not progress, leave=False)
     batches = iter_batches(dataset, batch_size, num_workers=num_workers, limit=limit, device=device,
                            read_ahead=read_ahead)
@@ -398,6 +400,19 @@ def predict(
     out = gather_outputs(out, torch.cat(chunks_idx), n_total)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _warn_class_sorted_limit(dataset: Dataset, n: int) -> None:
+    """Warn when the first ``n`` images of a folder dataset (read class by class) miss some of its classes."""
+    targets = getattr(dataset, "targets", None)
+    if not isinstance(targets, list) or n >= len(targets):
+        return
+    covered, total = len(set(targets[:n])), len(set(targets))
+    if covered < total:
+        warnings.warn(
+            f"limit={n} takes the first {n} images in dataset order, which cover only {covered} of the {total} classes "
+            f"(folders are read class by class); for a class-balanced sample pass aprkit.data.subset(dataset, {n}, "
+            "seed=0) as the data instead", RuntimeWarning, stacklevel=3)
 
 
 def gather_outputs(out: Outputs, idx: torch.Tensor, n: int) -> Outputs:
