@@ -188,3 +188,43 @@ def test_labels_must_be_integers(array_input) -> None:
     tmp, x, labels = array_input
     with pytest.raises(TypeError, match="labels must be integers"):
         write_cifar_c(x, tmp / "o", ["fog"], labels.astype(np.float32) + 0.5, progress=False)
+
+
+def test_overwrite_removes_the_replaced_runs_outputs(array_input, capsys) -> None:
+    """``--overwrite`` replaces the run: arrays of corruptions it no longer writes (made from the old images) go, so
+    no reader can pair them with the new labels."""
+    tmp, x, labels = array_input
+    argv = ["corrupt", str(tmp / "x.npy"), str(tmp / "o"), "--severities", "1", "--no-progress"]
+    assert main([*argv, "--corruptions", "contrast", "fog", "--labels", str(tmp / "y.npy")]) == 0
+    assert main([*argv, "--corruptions", "fog", "--overwrite"]) == 0
+    assert sorted(p.name for p in (tmp / "o").iterdir()) == ["fog.npy", "manifest.json"]
+
+
+def test_input_edited_in_place_is_noticed(folder_input, tmp_path, capsys) -> None:
+    """An image edited without changing its size (any uncompressed format) changes the input fingerprint."""
+    argv = ["corrupt", str(folder_input), str(tmp_path / "inc"), "--corruptions", "fog", "--severities", "1",
+            "--size", "32", "--no-progress"]
+    assert main(argv) == 0
+    path = next(folder_input.glob("*/*.png"))
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # edited (same size)
+    assert main(argv) == 2
+    assert "input" in capsys.readouterr().err
+
+
+def test_inputs_mapping_to_one_output_are_refused(folder_input, tmp_path, capsys) -> None:
+    img = np.asarray(Image.open(next(folder_input.glob("cat/*.png"))))
+    Image.fromarray(img).save(folder_input / "cat" / "im1.bmp")  # im1.png and im1.bmp would both be im1.JPEG
+    assert main(["corrupt", str(folder_input), str(tmp_path / "inc"), "--corruptions", "fog", "--severities", "1",
+                 "--size", "32", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "more than one input image" in err and "im1.JPEG" in err
+
+
+def test_cli_refuses_options_that_would_be_ignored(array_input, folder_input, tmp_path, capsys) -> None:
+    tmp, _, _ = array_input
+    assert main(["corrupt", str(tmp / "x.npy"), str(tmp / "o"), "--size", "16", "--no-progress"]) == 2
+    assert "--size resizes images read from a folder" in capsys.readouterr().err
+    assert main(["corrupt", str(folder_input), str(tmp_path / "inc"), "--labels", str(tmp / "y.npy"),
+                 "--no-progress"]) == 2
+    assert "--labels is only for array input" in capsys.readouterr().err

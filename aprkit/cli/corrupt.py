@@ -93,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
     layout = args.layout or ("cifar" if is_array else "imagenet")
     names = _names(args.corruptions)
     progress = not args.no_progress
+    if args.labels and not is_array:
+        raise ValueError("--labels is only for array input; folder labels come from the class sub-folders")
+    if args.size is not None and is_array:
+        raise ValueError("--size resizes images read from a folder; array input is written at its own size "
+                         f"({str(src)!r}: resize the array first)")
     if layout == "imagenet":
         if is_array:
             raise ValueError("the imagenet layout needs an image folder (class sub-folders); "
@@ -111,8 +116,6 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{str(src)!r} holds no images (shape {images.shape}); "
                              "expected a uint8 array (N, H, W, 3), N >= 1")
     else:
-        if args.labels:
-            raise ValueError("--labels is only for array input; folder labels come from the class sub-folders")
         images, labels = load_image_folder(src, args.size)
     written = write_cifar_c(images, args.out, names, labels, args.severities, args.preset or "cifar", args.seed,
                             args.batch_size or 500, args.device, progress, args.frost_dir, overwrite=args.overwrite)

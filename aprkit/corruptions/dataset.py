@@ -16,7 +16,7 @@ interrupted run leaves no partial output).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +83,18 @@ def _check_names(names: Sequence[str], severities: Sequence[int]) -> tuple[list[
         raise ValueError(f"expected at least one corruption name and one severity, got names={names} "
                          f"severities={severities}")
     return names, severities
+
+
+def _check_unique_targets(targets: Iterable[Path]) -> None:
+    """Refuse inputs that would write one output file (``x.png`` and ``x.bmp`` both become ``x.JPEG``)."""
+    seen: dict[Path, int] = {}
+    for t in targets:
+        seen[t] = seen.get(t, 0) + 1
+    clashes = [t.name for t, k in seen.items() if k > 1]
+    if clashes:
+        raise ValueError(f"{len(clashes)} output file(s) would be written by more than one input image (outputs are "
+                         f"named <stem>.JPEG): {', '.join(clashes[:5])}{' ...' if len(clashes) > 5 else ''}; rename "
+                         "the inputs that differ only in their extension")
 
 
 def _params(layout: str, seed: int, preset: str, severities: list[int], fingerprint: dict, **extra) -> dict:
@@ -201,6 +213,7 @@ def write_imagenet_c(
         stem = rel if rel.suffix.lower() in (".jpg", ".jpeg") else rel.with_suffix(".JPEG")
         return out / name / str(s) / classes[cls] / stem
 
+    _check_unique_targets(target(names[0], severities[0], p, c) for p, c in items)
     count = 0
     bar = tqdm(total=len(names) * len(severities) * len(items), disable=not progress, unit="img", desc="corrupt")
     for name in names:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,27 @@ def fingerprint_array(images: np.ndarray, labels: np.ndarray | None = None) -> d
 
 
 def fingerprint_files(paths: Sequence[Path], root: Path) -> dict[str, Any]:
-    """Number of files and a digest of their paths (relative to ``root``) and sizes."""
+    """Number of files and a digest of their paths (relative to ``root``), sizes and modification times (an edited
+    image keeps its size in an uncompressed format; the time tells, without reading every file)."""
     h = hashlib.blake2b(digest_size=16)
     for p in paths:
-        h.update(f"{p.relative_to(root).as_posix()}\t{p.stat().st_size}\n".encode())
+        st = p.stat()
+        h.update(f"{p.relative_to(root).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     return {"files": len(paths), "digest": h.hexdigest()}
+
+
+def _remove_outputs(out: Path, entries: Iterable[object]) -> None:
+    """Delete the outputs a replaced manifest recorded (files such as ``fog.npy`` or folders such as ``fog/3``), only
+    inside ``out``."""
+    root = out.resolve()
+    for entry in dict.fromkeys(e for e in entries if isinstance(e, str) and e):
+        path = (out / entry).resolve()
+        if root not in path.parents:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -72,6 +89,8 @@ class Manifest:
                 raise ValueError(f"{str(out)!r} already holds {', '.join(present[:3])}{more} "
                                  f"without a {MANIFEST} (written by an older aprkit or another tool); {hint}")
         keep = old is not None and old.get("params") == params and not overwrite
+        if overwrite and old is not None:  # the outputs of the replaced run go too (not only the ones rewritten now)
+            _remove_outputs(Path(out), [*old.get("started", []), *old.get("complete", [])])
         fresh = {"tool": _TOOL, "params": params, "complete": [], "started": []}
         self.data: dict[str, Any] = old if keep and old is not None else fresh
         self.data.setdefault("complete", [])

@@ -71,6 +71,13 @@ def _open(url: str, start: int, timeout: float):
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
+def _range_start(content_range: str | None) -> int | None:
+    """The first byte of a ``Content-Range: bytes START-END/TOTAL`` header, or None."""
+    unit, _, spec = (content_range or "").partition(" ")
+    first = spec.split("-", 1)[0]
+    return int(first) if unit == "bytes" and first.isdigit() else None
+
+
 def download_file(
     url: str, dest: str | os.PathLike, md5: str | None = None, *, progress: bool = True, timeout: float = 60.0
 ) -> Path:
@@ -96,8 +103,8 @@ def download_file(
             resp = None
         if resp is not None:
             with resp:
-                if start and resp.status != 206:  # the server ignored Range: start again
-                    start = 0
+                if start and (resp.status != 206 or _range_start(resp.headers.get("Content-Range")) != start):
+                    start = 0  # the server ignored Range, or answered from another offset: start again
                 length = resp.headers.get("Content-Length")
                 total = start + int(length) if length is not None else None
                 with open(part, "ab" if start else "wb") as f, tqdm(

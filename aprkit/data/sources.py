@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +164,19 @@ def _merge(inner: Path, target: Path) -> None:
         os.replace(child, dest)
 
 
+def _extract_or_discard(archive: Path, md5: str | None, dest: Path, progress: bool) -> None:
+    """Extract ``archive``; one that cannot be read is removed when no checksum vouched for it (a download cut short
+    by a server that sent no length looks complete), so that the next run fetches it again."""
+    try:
+        extract_archive(archive, dest, progress=progress)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as err:
+        if md5 is not None:
+            raise
+        archive.unlink(missing_ok=True)
+        raise ValueError(f"the downloaded archive {archive} could not be extracted ({err}); it has no published "
+                         "checksum, so it was probably cut short: it was removed, run again to download it afresh") from err
+
+
 def ensure_source(
     source: str | Source,
     target: str | os.PathLike | None = None,
@@ -205,12 +220,12 @@ def ensure_source(
         if md5 is None and f.zenodo is not None:
             md5 = zenodo_md5(f.zenodo, f.name, api=_mirrored(ZENODO_API, mirror))
         dest = (staging / f.name) if source.inner is not None else (target / f.name)
-        archives.append(download_file(_mirrored(f.url, mirror), dest, md5, progress=progress))
+        archives.append((download_file(_mirrored(f.url, mirror), dest, md5, progress=progress), md5))
     if source.inner is not None:
         extracted = staging / "extracted"
         remove_tree(extracted)
-        for a in archives:
-            extract_archive(a, extracted, progress=progress)
+        for a, md5 in archives:
+            _extract_or_discard(a, md5, extracted, progress)
         inner = extracted / source.inner
         if not inner.is_dir():
             raise ValueError(
