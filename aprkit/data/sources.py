@@ -173,8 +173,9 @@ def _extract_or_discard(archive: Path, md5: str | None, dest: Path, progress: bo
         if md5 is not None:
             raise
         archive.unlink(missing_ok=True)
-        raise ValueError(f"the downloaded archive {archive} could not be extracted ({err}); it has no published "
-                         "checksum, so it was probably cut short: it was removed, run again to download it afresh") from err
+        msg = (f"the downloaded archive {archive} could not be extracted ({err}); it has no published checksum, so it "
+               "was probably cut short: it was removed, run again to download it afresh")
+        raise ValueError(msg) from err
 
 
 def ensure_source(
