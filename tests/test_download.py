@@ -323,3 +323,11 @@ def test_resume_restarts_when_the_server_answers_from_another_offset(server, tmp
     (tmp_path / "f.bin.part").write_bytes(data[:1000])
     download_file(server.url + "/f.bin", dest, None, progress=False)  # no checksum to catch a misplaced append
     assert dest.read_bytes() == data
+
+
+def test_zenodo_answer_that_is_not_json_is_a_download_error(server):
+    from aprkit.data.download import zenodo_md5
+
+    server.files["/api/records/1"] = b"<html>captive portal</html>"
+    with pytest.raises(DownloadError, match="could not read the checksums of Zenodo record 1"):
+        zenodo_md5("1", "x.tar", api=server.url + "/api/records")

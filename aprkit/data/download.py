@@ -173,7 +173,7 @@ def zenodo_md5(record: str, key: str, *, api: str = ZENODO_API, timeout: float =
         request = urllib.request.Request(url, headers={"User-Agent": "aprkit"})
         with urllib.request.urlopen(request, timeout=timeout) as r:
             meta = json.loads(r.read().decode("utf-8"))
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:  # ValueError: not JSON
         raise DownloadError(f"could not read the checksums of Zenodo record {record} from {url} "
                             f"({getattr(e, 'reason', e)})") from e
     for entry in meta.get("files", []):
