@@ -156,7 +156,7 @@ def test_dense_core_compiles_into_one_graph():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("method", ["apr_p", "apr_sp"])
+@pytest.mark.parametrize("method", ["apr_p", "apr_p_only", "apr_sp"])
 def test_device_augment_pair_equals_the_class_wrappers(method):
     from aprkit.train.config import load_config
     from aprkit.train.recipe import DeviceAugment
@@ -165,7 +165,7 @@ def test_device_augment_pair_equals_the_class_wrappers(method):
     aug = DeviceAugment(cfg, torch.device("cpu"), torch.Generator().manual_seed(3))
     x, y = natural_images(6, 8, seed=9).float() / 255, torch.arange(6)
     got = aug.pair(x, y)
-    ref_cls = APRSP if method == "apr_sp" else APRPair
+    ref_cls = APRPair if method == "apr_p_only" else APRSP
     want = ref_cls(p=1.0, dims=cfg.aug.dims, generator=torch.Generator().manual_seed(3))(x, y)
     torch.testing.assert_close(got[0], want[0], atol=0, rtol=0)
     assert torch.equal(got[1], want[1])

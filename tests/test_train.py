@@ -143,7 +143,7 @@ def test_augmix_jsd_runs():
 
 
 @pytest.mark.skipif(not HAS_AUGMENT, reason="aprkit.augment (APRPair/APRSingle/APRSingleBatch) not available")
-@pytest.mark.parametrize("method", ["apr_p", "apr_s", "apr_sp"])
+@pytest.mark.parametrize("method", ["apr_p", "apr_p_only", "apr_s", "apr_sp"])
 @pytest.mark.parametrize("path", ["gpu", "loader"])
 def test_apr_methods_run_and_are_deterministic(method, path):
     ds = _Images(16)
@@ -298,7 +298,7 @@ def _device_augment(method: str, seed: int, compile_core: object = False):
 
 
 @pytest.mark.skipif(not HAS_AUGMENT, reason="aprkit.augment not available")
-@pytest.mark.parametrize("method", ["apr_p", "apr_sp"])
+@pytest.mark.parametrize("method", ["apr_p", "apr_p_only", "apr_sp"])
 def test_device_augment_is_the_augment_classes_in_sequence(method):
     """A training step's inputs are APRSingleBatch -> crop/flip -> float -> APRPair / APRSP, draw for draw."""
     from aprkit.augment import APRSP, APRPair, APRSingleBatch
@@ -308,25 +308,25 @@ def test_device_augment_is_the_augment_classes_in_sequence(method):
     x8, y = natural_images(8, 16, seed=21), torch.arange(8) % 4
     g = torch.Generator().manual_seed(4)
     single = APRSingleBatch(p=0.7, severity=3, generator=g) if method == "apr_sp" else None
-    pair = APRSP(p=0.6, generator=g) if method == "apr_sp" else APRPair(p=0.6, generator=g)
+    pair = APRPair(p=0.6, generator=g) if method == "apr_p_only" else APRSP(p=0.6, generator=g)
     for _ in range(4):  # p=0.6: both the recombined and the untouched batch occur
         got_x, got_y = aug.pair(aug(x8), y)
         x = single(x8) if single is not None else x8
         x = to_float(random_hflip(random_crop(x, 16, 2, 0, generator=g), generator=g), True)
-        want_x, want_y = pair(x, y) if method == "apr_sp" else (pair(x), y)
+        want_x, want_y = (pair(x), y) if method == "apr_p_only" else pair(x, y)
         torch.testing.assert_close(got_x, want_x, atol=0, rtol=0)
         assert torch.equal(got_y, want_y) and got_x.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.skipif(not HAS_AUGMENT, reason="aprkit.augment not available")
-@pytest.mark.parametrize("method", ["apr_p", "apr_sp"])
+@pytest.mark.parametrize("method", ["apr_p", "apr_p_only", "apr_sp"])
 def test_aug_compile_compiles_both_apr_cores_with_eager_numbers(method):
     torch._dynamo.reset()
     options = {"backend": "eager"}  # a compiled graph (fullgraph=True) without a C compiler
     compiled, eager = _device_augment(method, 6, options), _device_augment(method, 6)
-    pair = compiled.aprsp.pair if method == "apr_sp" else compiled.pair_op
+    pair = compiled.pair_op if method == "apr_p_only" else compiled.aprsp.pair
     assert pair.compile_core == options
-    assert compiled.single is None if method == "apr_p" else compiled.single.compile_core == options
+    assert compiled.single is None if method != "apr_sp" else compiled.single.compile_core == options
     x8, y = natural_images(8, 16, seed=22), torch.arange(8) % 4
     for _ in range(3):
         a, b = compiled.pair(compiled(x8), y), eager.pair(eager(x8), y)

@@ -60,7 +60,7 @@ def test_unknown_key_lists_valid_keys(tmp_path):
 
 
 def test_unknown_choice_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"aug.method.*'standard', 'apr_p', 'apr_s', 'apr_sp', 'augmix_jsd'.*did you mean 'apr_sp'"):
+    with pytest.raises(ValueError, match=r"aug.method.*'standard', 'apr_p', 'apr_p_only', 'apr_s', 'apr_sp', 'augmix_jsd'.*did you mean 'apr_sp'"):
         load_config(None, ["aug.method=apr-sp"])
 
 

@@ -80,8 +80,10 @@ def train_config(method: str, settings: DemoSettings, num_classes: int, image_si
     ``apr_sp`` adds APR-S in the input pipeline and trains on CE(x) + CE(APR-P(x)) (the seed paper's recipe) with
     APR-P probability ``settings.pair_p`` and ``settings.sp_forward`` (one joint forward of both halves, or two).
     """
+    from ..train.config import PAIR_METHODS
+
     e = settings.epochs
-    apr = {"pair_p": settings.pair_p, "sp_forward": settings.sp_forward} if method in ("apr_p", "apr_sp") else {}
+    apr = {"pair_p": settings.pair_p, "sp_forward": settings.sp_forward} if method in PAIR_METHODS else {}
     milestones = sorted({m for m in (math.ceil(f * e) for f in settings.lr_steps) if 0 < m < e})
     return {
         "name": f"demo-{method}",

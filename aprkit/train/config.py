@@ -24,6 +24,8 @@ from ..config import apply_overrides, coerce, expand_env, read_config_files, unk
 
 __all__ = [
     "METHODS",
+    "PAIR_METHODS",
+    "TWO_BATCH_METHODS",
     "AMP_DTYPES",
     "ModelConfig",
     "DataConfig",
@@ -40,9 +42,13 @@ __all__ = [
     "expand_env",
 ]
 
-#: training losses: plain CE, APR-P batch, APR-S per image, APR-S then CE(clean)+CE(APR-P), AugMix + JSD
-Method = Literal["standard", "apr_p", "apr_s", "apr_sp", "augmix_jsd"]
+#: training losses: plain CE; CE(clean) + CE(APR-P) (the reference's APR-P); CE(APR-P batch) alone; APR-S per image;
+#: APR-S then CE(clean) + CE(APR-P); AugMix + JSD
+Method = Literal["standard", "apr_p", "apr_p_only", "apr_s", "apr_sp", "augmix_jsd"]
 METHODS: tuple[str, ...] = typing.get_args(Method)
+#: methods that amplitude-swap the batch (APR-P), and those of them that train on the 2B batch cat([x, APR-P(x)])
+PAIR_METHODS: tuple[str, ...] = ("apr_p", "apr_p_only", "apr_sp")
+TWO_BATCH_METHODS: tuple[str, ...] = ("apr_p", "apr_sp")
 #: autocast dtypes on CUDA: float16 needs a GradScaler (one host sync per step), bfloat16 needs none
 AMP_DTYPES: tuple[str, ...] = ("auto", "float16", "bfloat16")
 
@@ -90,8 +96,8 @@ class AugConfig:
     single_p: float = 0.5  # APR-S: probability of recombining an image with an augmented copy
     severity: int = 3
     dims: Literal["chw", "hw"] = "chw"
-    # apr_sp: one forward of the 2B batch (batch norm statistics over clean + APR-P images, the reference's way) or two
-    # forwards of B images each (clean and APR-P halves normalised by their own batch statistics)
+    # apr_p, apr_sp: one forward of the 2B batch (batch norm statistics over clean + APR-P images, the reference's
+    # way) or two forwards of B images each (clean and APR-P halves normalised by their own batch statistics)
     sp_forward: Literal["joint", "separate"] = "joint"
     jsd_weight: float = 12.0
     augmix_severity: int = 3

@@ -4,7 +4,9 @@
 method         inputs the model sees                                       loss
 =============  ==========================================================  =======================================
 standard       crop + flip                                                 CE(clean)
-apr_p          crop + flip, then APR-P on the batch (``APRPair``)          CE(APR-P batch)
+apr_p          crop + flip; that batch and its APR-P (``APRSP``)           CE(x) + CE(APR-P(x)), one forward on 2B
+               (the reference's APR-P: ``mix_data`` in its training loop)  (``aug.sp_forward: separate``: two on B)
+apr_p_only     crop + flip, then APR-P on the batch (``APRPair``)          CE(APR-P batch)
 apr_s          APR-S per image, crop + flip                                CE(APR-S)
 apr_sp         APR-S per image, crop + flip; that batch and its APR-P      CE(x) + CE(APR-P(x)), one forward on 2B
                                                                            (``aug.sp_forward: separate``: two on B)
@@ -23,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batch_ops import random_crop, random_hflip, to_float
-from .config import Config, resolve_aug_compile
+from .config import TWO_BATCH_METHODS, Config, resolve_aug_compile
 
 __all__ = ["DeviceAugment", "method_loss", "jsd_loss"]
 
@@ -46,9 +48,9 @@ class DeviceAugment:
     All randomness comes from ``generator`` (on ``device``); the loop reseeds it every step from
     ``(seed, rank, step)``. APR-S runs :class:`~aprkit.augment.APRSingleBatch` (the sync-free dense core,
     parameters drawn and tabulated on the device); ``pair(x, y)`` runs :class:`~aprkit.augment.APRPair`
-    (``apr_p``) or :class:`~aprkit.augment.APRSP` (the ``2B`` batch of ``apr_sp``). ``cfg.aug.compile``
-    (``False``, ``True`` or ``torch.compile`` options such as ``{"mode": "reduce-overhead"}``) is their
-    ``compile_core``: each APR core then runs as one compiled graph, with the same numbers as eager.
+    (``apr_p_only``) or :class:`~aprkit.augment.APRSP` (the ``2B`` batch of ``apr_p`` and ``apr_sp``).
+    ``cfg.aug.compile`` (``False``, ``True`` or ``torch.compile`` options such as ``{"mode": "reduce-overhead"}``)
+    is their ``compile_core``: each APR core then runs as one compiled graph, with the same numbers as eager.
     """
 
     def __init__(self, cfg: Config, device: torch.device, generator: torch.Generator, *, channels_last: bool = False):
@@ -64,10 +66,10 @@ class DeviceAugment:
                                           dims=cfg.aug.dims, compile_core=compile_core)
         self.pair_op: APRPair | None = None
         self.aprsp: APRSP | None = None
-        if method == "apr_p":
+        if method == "apr_p_only":
             self.pair_op = _with_generator(APRPair, generator, p=cfg.aug.pair_p, dims=cfg.aug.dims,
                                            compile_core=compile_core)
-        elif method == "apr_sp":
+        elif method in TWO_BATCH_METHODS:
             self.aprsp = _with_generator(APRSP, generator, p=cfg.aug.pair_p, dims=cfg.aug.dims,
                                          compile_core=compile_core)
 
@@ -90,10 +92,10 @@ class DeviceAugment:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
 
     def pair(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """APR-P of the batch (``apr_p``), or the ``2B`` APR-SP batch ``cat([x, APR-P(x)])`` (``apr_sp``).
+        """APR-P of the batch (``apr_p_only``), or the ``2B`` batch ``cat([x, APR-P(x)])`` (``apr_p``, ``apr_sp``).
 
         The class wrappers validate shapes once and never sync with the host on a device; with CUDA graphs
-        (``aug.compile: {mode: reduce-overhead}``) an ``apr_p`` output lives until the next step's call."""
+        (``aug.compile: {mode: reduce-overhead}``) an ``apr_p_only`` output lives until the next step's call."""
         if self.aprsp is not None:
             x_all, y_all = self.aprsp(x, y)
             return self._layout(x_all), y_all
@@ -119,11 +121,11 @@ def method_loss(
     if method in ("standard", "apr_s"):
         logits = model(x)
         return F.cross_entropy(logits, y), logits, y
-    if method == "apr_p":
+    if method == "apr_p_only":
         xp, yp = aug.pair(x, y)
         logits = model(xp)
         return F.cross_entropy(logits, yp), logits, yp
-    if method == "apr_sp":
+    if method in TWO_BATCH_METHODS:
         from ..augment import APRSP
 
         x_all, y_all = aug.pair(x, y)
