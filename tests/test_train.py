@@ -114,6 +114,27 @@ def test_resume_after_interruption_is_bit_for_bit(tmp_path, method, path):
     assert (part / "metrics.csv").read_text().count("\n") == 4  # header + 3 epochs, the partial row dropped
 
 
+@register_model("_tiny_dropout_cnn")
+def _tiny_dropout_cnn(num_classes: int = 10) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Dropout(0.5), nn.AdaptiveMaxPool2d(4),
+                         nn.Flatten(), nn.Linear(16 * 4 * 4, num_classes))
+
+
+def test_resume_is_bit_for_bit_with_dropout_on_the_loader_path(tmp_path):
+    """Dropout draws from torch's global RNG; the loop reseeds it per (seed, rank, step), so a DataLoader's base-seed
+    draw or a mid-run evaluation (made at other points by a resumed run) no longer moves the masks."""
+    ds, test = _Images(40), _Images(16, seed=5)
+    cfg = _config(model={"name": "_tiny_dropout_cnn"}, data={"input_path": "loader"})
+    full = fit(cfg, out=tmp_path / "full", datasets=(ds, test))
+    fit(cfg, ["train.max_steps=7"], out=tmp_path / "part", datasets=(ds, test))
+    resumed = fit(cfg, out=tmp_path / "part", resume=True, datasets=(ds, test))
+    sa, sb = full["model"].state_dict(), resumed["model"].state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # the lr column is the rate each epoch trained at (milestone 2: the third epoch at 0.05 x gamma)
+    lrs = [r["lr"] for r in full["history"]]
+    assert lrs[0] == lrs[1] == 0.05 and lrs[2] == pytest.approx(0.05 * full["config"]["optim"]["gamma"])
+
+
 def test_outputs_and_checkpoint_read_by_load_model(tmp_path):
     from aprkit.models import load_model
 
@@ -266,6 +287,19 @@ def test_torchrun_ddp_two_cpu_processes(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["step"] == 8  # 64 images / 16 per step, 2 epochs
     assert rows[-1]["test_n"] == 30
     assert (tmp_path / "model.pt").is_file()
+    # stopped inside epoch 1 and resumed: the epoch's running sums were every rank's (rank 0 saves them summed), so
+    # the logged metrics equal the uninterrupted run's (they counted rank 0's share twice and lost rank 1's before)
+    part = tmp_path / "part"
+    for extra in (["train.max_steps=3"], ["--resume"]):
+        args = [a for a in cmd if a != str(tmp_path)]
+        args.insert(args.index("--out") + 1, str(part))
+        args = args[:args.index("--set")] + [e for e in extra if e.startswith("--")] + args[args.index("--set"):]
+        args += [e for e in extra if not e.startswith("--")]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads((part / "metrics.json").read_text())
+    keys = ("epoch", "step", "lr", "train_loss", "train_acc", "test_acc")
+    assert [{k: r[k] for k in keys} for r in again] == [{k: r[k] for k in keys} for r in rows]
 
 
 def test_lr_schedule_multistep_and_warmup():

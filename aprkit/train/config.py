@@ -274,6 +274,8 @@ def validate_config(cfg: Config) -> Config:
         (0 <= cfg.aug.pair_p <= 1 and 0 <= cfg.aug.single_p <= 1, "aug.pair_p and aug.single_p must be in [0, 1]"),
         (1 <= cfg.aug.severity <= 10 and 1 <= cfg.aug.augmix_severity <= 10, "aug severities must be in 1..10"),
         (cfg.aug.augmix_width >= 1, "aug.augmix_width must be >= 1"),
+        (cfg.aug.jsd_weight >= 0, "aug.jsd_weight must be >= 0"),
+        (cfg.data.eval_batch_size >= 1, "data.eval_batch_size must be >= 1"),
         (cfg.data.limit is None or cfg.data.limit >= 1, "data.limit must be null or >= 1"),
         (cfg.data.test_limit is None or cfg.data.test_limit >= 1, "data.test_limit must be null or >= 1"),
         (cfg.data.image_size >= 2 and cfg.data.crop_padding >= 0, "data.image_size >= 2, data.crop_padding >= 0"),

@@ -230,9 +230,11 @@ class EpochBatches:
         if not batches:
             return
         pin = self.device.type == "cuda"
+        # its own generator: the loader's base seed would otherwise be drawn from torch's global RNG (a draw a resumed
+        # run makes at another point); the items reseed per image anyway (SeededTransform)
         loader = DataLoader(
             self.items, batch_sampler=batches, num_workers=self.cfg.data.num_workers, pin_memory=pin,
-            persistent_workers=False,
+            persistent_workers=False, generator=torch.Generator().manual_seed(self.cfg.train.seed),
         )
         for x, y in loader:
             y = torch.as_tensor(y, dtype=torch.long)

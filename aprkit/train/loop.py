@@ -218,8 +218,14 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         epoch, start_batch, step = state["epoch"], state["batch_in_epoch"], state["global_step"]
         resumed = True  # a finished run resumed again keeps its config.yaml and model.pt as they are
         history = [r for r in state["history"] if not r.get("partial")]
-        accum.copy_(state["accum"].to(dev))
+        if info.rank == 0:  # the saved sums are over every rank's share of the epoch so far: counted once
+            accum.copy_(state["accum"].to(dev))
         restore_rng(state["rng"], generator)
+        saved_world = (state.get("sampler") or {}).get("world", info.world)
+        if main and saved_world != info.world:
+            print(f"warning: {ckpt_path} was trained on {saved_world} process(es), this run has {info.world}: the "
+                  "augmentation draws are seeded per rank, so the resumed run will not match an uninterrupted one",
+                  file=sys.stderr)
         if main:
             print(f"resumed from {ckpt_path} at epoch {epoch}, batch {start_batch}, step {step}", file=sys.stderr)
             changed = _changed_keys(state["config"], cfg.to_dict())
@@ -246,13 +252,14 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         net = torch.compile(net)  # type: ignore[assignment]
 
     def save_state(at_epoch: int, at_batch: int, rows: list[dict[str, Any]]) -> None:
+        sums = all_reduce_sum(accum.clone(), info)  # every rank takes part; rank 0 saves the epoch's running sums
         if not main or ckpt_path is None:
             return
         atomic_save({
             "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": unwrap_model(model).state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "epoch": at_epoch, "batch_in_epoch": at_batch, "global_step": step, "history": rows,
-            "accum": accum.cpu(), "rng": capture_rng(generator),
+            "accum": sums.cpu(), "rng": capture_rng(generator),
             "sampler": {"seed": seed, "epoch": at_epoch, "batch_in_epoch": at_batch, "world": info.world},
         }, ckpt_path)
 
@@ -266,11 +273,15 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         batches.set_epoch(epoch)
         net.train()
         t0, n0 = time.perf_counter(), step
+        lr0 = optimizer.param_groups[0]["lr"]  # this epoch's (first step's) rate: after it the scheduler looks ahead
         bar = tqdm(total=per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{o.epochs}", leave=False,
                    disable=not (tr.progress and main), dynamic_ncols=True)
         i = start_batch
         for xb, yb in batches.iterate(start_batch):
             generator.manual_seed(derive_seed(seed, info.rank, step) % (1 << 62))
+            # the global RNG too (dropout, drop-path): its draws then depend on (seed, rank, step) only, not on what
+            # else drew from it (a DataLoader's base seed, an evaluation) or on a resume; each rank draws its own
+            torch.manual_seed(derive_seed(seed, "global", info.rank, step) % (1 << 62))
             x = aug(xb)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
                 loss, logits, labels = method_loss(net, aug, x, yb, cfg.aug.method, cfg.aug.jsd_weight)
@@ -298,7 +309,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         sums = all_reduce_sum(accum.clone(), info)
         n = max(float(sums[2]), 1.0)
         row: dict[str, Any] = {
-            "epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
+            "epoch": epoch + 1, "step": step, "lr": lr0,
             "train_loss": float(sums[0]) / n, "train_acc": float(sums[1]) / n,
             "time_s": round(time.perf_counter() - t0, 3),
             "images_per_s": round((step - n0) * cfg.optim.batch_size / max(time.perf_counter() - t0, 1e-9), 1),
