@@ -6,9 +6,11 @@
 - ``loader`` path: the classic per-image torchvision pipeline in DataLoader workers (APR-S with
   ``aprkit.augment.APRSingle``, ``RandomCrop``, ``RandomHorizontalFlip``), uint8 batches, float on device.
 
-Batch order comes from ``DistributedSampler(seed=train.seed)`` (also with one process) and every per-image
-random choice from a seed derived from ``(seed, epoch, index)``, so an epoch is a pure function of the
-config: resuming mid-epoch skips the batches already done and draws the same data.
+Batch order comes from ``DistributedSampler(seed=train.seed)`` (also with one process). On the ``loader`` path every
+per-image random choice comes from a seed derived from ``(seed, epoch, index)``; on the ``gpu`` path the batched
+augmentations draw from a generator the loop reseeds per ``(seed, rank, step)``. Either way an epoch is a pure
+function of the config (and, on the ``gpu`` path, of the batch size and world size, which fix the steps): resuming
+mid-epoch skips the batches already done and draws the same data.
 """
 
 from __future__ import annotations
