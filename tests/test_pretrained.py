@@ -130,3 +130,27 @@ def test_torchvision_offline_names_url_and_cache(tmp_path, monkeypatch):
         load_model("torchvision:squeezenet1_1")
     msg = str(e.value)
     assert "download.pytorch.org/models/squeezenet1_1-" in msg and str(tmp_path / "torch" / "hub" / "checkpoints") in msg
+
+
+def test_preprocess_matches_torchvision_resize_and_keeps_crop_sized_inputs():
+    """The long side follows torchvision's ``int(resize * long / short)`` (a 71x71 image came out 224x223), square
+    crop-sized inputs (ImageNet-C, cue-conflict at 224 px) are not zoomed again, and timm's squash mode resizes both
+    sides."""
+    from torchvision.transforms.v2 import functional as TF
+
+    net = torch.nn.Identity()
+    model = Preprocess(net, (0.0,) * 3, (1.0,) * 3, resize=224, crop=224)
+    assert model.normalize(torch.rand(1, 3, 71, 71)).shape == (1, 3, 224, 224)
+    for h, w in ((299, 299), (300, 451), (451, 300), (97, 130)):
+        x = torch.rand(1, 3, h, w)
+        want = TF.center_crop(TF.resize(x, [256], antialias=True), [224])
+        got = Preprocess(net, (0.0,) * 3, (1.0,) * 3, resize=256, crop=224).normalize(x)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    x = torch.rand(2, 3, 224, 224)
+    assert torch.equal(Preprocess(net, (0.0,) * 3, (1.0,) * 3, resize=256, crop=224).normalize(x), x)
+    squash = Preprocess(net, (0.0,) * 3, (1.0,) * 3, resize=240, crop=224, crop_mode="squash")
+    x = torch.rand(1, 3, 200, 300)
+    want = TF.center_crop(TF.resize(x, [240, 240], antialias=True), [224])
+    torch.testing.assert_close(squash.normalize(x), want, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="crop_mode"):
+        Preprocess(net, (0.0,) * 3, (1.0,) * 3, resize=240, crop=224, crop_mode="border")

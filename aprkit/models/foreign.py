@@ -147,17 +147,23 @@ def _torchvision(name: str, num_classes: int | None, sd: Mapping[str, torch.Tens
 class Preprocess(Normalize):
     """``Normalize`` plus the model's evaluation resize and centre crop, applied on float [0, 1] images.
 
-    Images ``(B, C, H, W)`` have their shorter side resized to ``resize`` (``interpolation``, antialiased) and
-    are centre-cropped to ``crop`` x ``crop``, as the authors' evaluation transforms do; mean/std come after
-    (both steps are linear, so their order does not change the result).
+    Images ``(B, C, H, W)`` have their shorter side resized to ``resize`` (the longer one to
+    ``int(resize * long / short)``, as torchvision's ``Resize``; ``interpolation``, antialiased) or, with
+    ``crop_mode="squash"`` (timm's), both sides to ``resize``; then they are centre-cropped to ``crop`` x ``crop``, as
+    the authors' evaluation transforms do; mean/std come after (both steps are linear, so their order does not change
+    the result). Square images of exactly ``crop`` x ``crop`` are taken as already resized and cropped and pass
+    unchanged: the benchmark sets stored at the model's input size (ImageNet-C, the cue-conflict stimuli at 224 px)
+    are evaluated as they are, not zoomed in a second time.
     """
 
     def __init__(self, model: nn.Module, mean: Any, std: Any, *, resize: int, crop: int,
-                 interpolation: str = "bilinear", num_classes: int | None = None) -> None:
+                 interpolation: str = "bilinear", crop_mode: str = "center", num_classes: int | None = None) -> None:
         super().__init__(model, mean, std, num_classes=num_classes, input_size=(len(mean), int(crop), int(crop)))
         if interpolation not in ("nearest", "bilinear", "bicubic"):
             raise ValueError(f"interpolation must be nearest, bilinear or bicubic, got {interpolation!r}")
-        self.resize, self.crop, self.interpolation = int(resize), int(crop), interpolation
+        if crop_mode not in ("center", "squash"):
+            raise ValueError(f"crop_mode must be 'center' or 'squash', got {crop_mode!r}")
+        self.resize, self.crop, self.interpolation, self.crop_mode = int(resize), int(crop), interpolation, crop_mode
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Resize, centre-crop and normalise float images ``(B, C, H, W)`` in [0, 1] -> ``(B, C, crop, crop)``."""
@@ -165,20 +171,27 @@ class Preprocess(Normalize):
 
         z = super().normalize(x)
         h, w = z.shape[-2:]
-        if min(h, w) != self.resize:
-            s = self.resize / min(h, w)
-            size = (self.resize, int(w * s)) if h <= w else (int(h * s), self.resize)
+        if (h, w) == (self.crop, self.crop):
+            return z
+        size: tuple[int, int] | None = None
+        if self.crop_mode == "squash":
+            size = (self.resize, self.resize) if (h, w) != (self.resize, self.resize) else None
+        elif min(h, w) != self.resize:
+            long = int(self.resize * max(h, w) / min(h, w))
+            size = (self.resize, long) if h <= w else (long, self.resize)
+        if size is not None:
             smooth = self.interpolation != "nearest"
             z = F.interpolate(z, size=size, mode=self.interpolation, antialias=smooth,
                               **({"align_corners": False} if smooth else {}))
         h, w = z.shape[-2:]
-        top, left = int(round((h - self.crop) / 2.0)), int(round((w - self.crop) / 2.0))
-        if top < 0 or left < 0:
+        if h < self.crop or w < self.crop:
             raise ValueError(f"images of {h}x{w} after resizing are smaller than the crop {self.crop}")
+        top, left = int(round((h - self.crop) / 2.0)), int(round((w - self.crop) / 2.0))
         return z[..., top:top + self.crop, left:left + self.crop]
 
     def extra_repr(self) -> str:
-        return f"resize={self.resize}, crop={self.crop}, interpolation={self.interpolation!r}, " + super().extra_repr()
+        return (f"resize={self.resize}, crop={self.crop}, interpolation={self.interpolation!r}, "
+                f"crop_mode={self.crop_mode!r}, " + super().extra_repr())
 
 
 def _weights_error(what: str, source: str, looked: str, e: BaseException) -> OSError:
@@ -225,7 +238,11 @@ def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head
     crop = int(cfg["input_size"][-1])
     resize = int(math.floor(crop / float(cfg.get("crop_pct") or 1.0)))
     interp = cfg.get("interpolation", "bilinear")
-    return Preprocess(net, cfg["mean"], cfg["std"], resize=resize, crop=crop,
+    crop_mode = cfg.get("crop_mode") or "center"
+    if crop_mode not in ("center", "squash"):
+        raise ValueError(f"timm:{name} is evaluated with crop_mode={crop_mode!r}, which aprkit does not reproduce "
+                         "(it takes 'center' and 'squash'); its numbers would not follow the authors' protocol")
+    return Preprocess(net, cfg["mean"], cfg["std"], resize=resize, crop=crop, crop_mode=crop_mode,
                       interpolation=interp if interp in ("nearest", "bilinear", "bicubic") else "bilinear")
 
 
