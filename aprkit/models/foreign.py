@@ -6,8 +6,9 @@
 ``get_model(NAME, weights=...)`` (``"DEFAULT"`` or a weights-enum member name) via the torch hub cache
 (``$TORCH_HOME/hub/checkpoints``), robustbench's ``load_model`` into ``model_dir`` (default
 ``data_root()/robustbench``). Such a model is wrapped in :class:`Preprocess` with the authors' evaluation
-preprocessing (timm ``resolve_data_config``: resize to ``input_size / crop_pct``, centre crop, mean/std;
-torchvision: the weights' ``transforms()``). Weights from a local file (``checkpoint=``) or random weights get
+preprocessing (timm ``resolve_data_config(use_test_size=True)`` as timm's ``validate.py``: the test input size where
+the weights publish one, resize to ``input_size / crop_pct``, centre crop or squash, mean/std; torchvision: the
+weights' ``transforms()``). Weights from a local file (``checkpoint=``) or random weights get
 ``Normalize`` with the mean/std only (the images are used at their own size). robustbench models already
 take [0, 1] inputs, so their wrapper is identity.
 
@@ -234,7 +235,9 @@ def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head
                              f"HF_HUB_OFFLINE={'1' if offline else 'unset'})", e) from e
     if _check_head(f"timm:{name}", net.num_classes, num_classes, drop_head):
         net.reset_classifier(num_classes)
-    cfg = resolve_data_config({}, model=net)
+    # the test-time input size and crop where the weights publish one, as timm's validate.py (whose numbers timm
+    # publishes) evaluates: e.g. resnet50.a1_in1k at 288 px, crop_pct 1.0, not its 224-px training size
+    cfg = resolve_data_config({}, model=net, use_test_size=True)
     crop = int(cfg["input_size"][-1])
     resize = int(math.floor(crop / float(cfg.get("crop_pct") or 1.0)))
     interp = cfg.get("interpolation", "bilinear")
