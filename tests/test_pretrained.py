@@ -154,3 +154,20 @@ def test_preprocess_matches_torchvision_resize_and_keeps_crop_sized_inputs():
     torch.testing.assert_close(squash.normalize(x), want, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="crop_mode"):
         Preprocess(net, (0.0,) * 3, (1.0,) * 3, resize=240, crop=224, crop_mode="border")
+
+
+def test_timm_uses_the_published_test_size(hf_cache, monkeypatch):
+    """timm publishes accuracies from validate.py, which evaluates at ``test_input_size`` / ``test_crop_pct`` where a
+    weight set has them (resnet50.a1_in1k: 288 px, crop 1.0)."""
+    import timm
+
+    real = timm.create_model
+
+    def with_test_size(*args, **kwargs):
+        net = real(*args, **kwargs)
+        net.pretrained_cfg = {**net.pretrained_cfg, "test_input_size": (3, 192, 192), "test_crop_pct": 1.0}
+        return net
+
+    monkeypatch.setattr(timm, "create_model", with_test_size)
+    model = load_model(f"timm:{TIMM_NAME}")
+    assert (model.resize, model.crop) == (192, 192)
