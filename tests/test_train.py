@@ -452,3 +452,17 @@ def test_fit_gives_the_process_its_backend_flags_back(monkeypatch: pytest.Monkey
         fit({"model": {"name": "small_cnn"}}, out=tmp_path / "run")
     assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) == before
+
+
+def test_resume_without_last_pt_refuses_to_retrain_over_a_finished_run(tmp_path):
+    ds = _Images(16)
+    cfg = _config(optim={"epochs": 1})
+    fit(cfg, out=tmp_path, datasets=(ds, None))
+    (tmp_path / "last.pt").unlink()
+    kept = (tmp_path / "model.pt").read_bytes()
+    from aprkit.train.state import RunExistsError
+
+    with pytest.raises(RunExistsError, match="no last.pt to continue from.*--overwrite"):
+        fit(cfg, out=tmp_path, resume=True, datasets=(ds, None))
+    assert (tmp_path / "model.pt").read_bytes() == kept
+    fit(cfg, out=tmp_path / "fresh", resume=True, datasets=(ds, None))  # an empty folder: a new run, as before

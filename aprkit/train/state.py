@@ -54,9 +54,16 @@ def check_run_folder(out: str | os.PathLike[str] | None, *, resume: bool, overwr
     if resume and overwrite:
         raise ValueError("resume and overwrite contradict each other: --resume continues the run in the output "
                          "folder, --overwrite deletes it and starts over; give one of them")
-    if out is None or resume or overwrite:
+    if out is None or overwrite:
         return
     found = [name for name in RUN_FILES if (Path(out) / name).exists()]
+    if resume:  # resuming needs last.pt; without it a "resume" would silently retrain over the finished run's files
+        kept = [name for name in found if name in ("model.pt", "metrics.json", "metrics.csv")]
+        if kept and "last.pt" not in found:
+            raise RunExistsError(
+                f"cannot resume {out}: it holds a run ({', '.join(kept)}) but no last.pt to continue from; pass "
+                "--overwrite to train it again from the start, or choose another --out")
+        return
     if found:
         raise RunExistsError(
             f"{out} already holds a training run ({', '.join(found)}); pass --resume to continue it, --overwrite to "
