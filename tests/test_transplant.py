@@ -365,3 +365,33 @@ def test_sweep_on_small_phase_collapse_net() -> None:
         {k: v for k, v in r.items() if k not in strip} for r in res["rows"] if r["block"] in ("layers.0", "layers.6")]
     with pytest.raises(ValueError, match="no pre-activation site; use sites=\\('output',\\)"):
         layer_sweep(model, x, "all", sites=("input",), n_pairs=4)
+
+
+def test_channels_last_sites_are_refused_not_misread():
+    """ConvNeXt MLPs and Swin stages compute on (B, H, W, C): read as (B, C, H, W), the phase code would transform
+    over (W, C). Such a site is refused with what to pick instead; channels-first sites of the same model run."""
+    from torch import nn
+
+    from aprkit.eval.analyses.transplant import transplant_test
+
+    class ChannelsLastMLP(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.block = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8))
+            self.head = nn.Linear(8, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = self.stem(x).permute(0, 2, 3, 1)
+            z = z + self.block(z)
+            return self.head(z.mean((1, 2)))
+
+    torch.manual_seed(0)
+    model = ChannelsLastMLP().eval()
+    with torch.no_grad():
+        model.head.weight.mul_(50)  # spread the untrained predictions over the classes (pairs need two)
+    x = natural_images(24, 12, seed=3)
+    with pytest.raises(ValueError, match=r"channels-last activations of shape \(\d+, 12, 12, 16\)"):
+        transplant_test(model, x, ["block.2"], site="input", n_pairs=4, batch_size=8)
+    res = transplant_test(model, x, ["stem"], site="output", n_pairs=4, batch_size=8)
+    assert res["rows"] and res["rows"][0]["shape"] == [8, 12, 12]

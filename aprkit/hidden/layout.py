@@ -12,8 +12,9 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-__all__ = ["GridLayout", "to_grid", "from_grid", "infer_prefix_tokens"]
+__all__ = ["GridLayout", "to_grid", "from_grid", "infer_prefix_tokens", "check_channels_first"]
 
 
 @dataclass(frozen=True)
@@ -104,3 +105,31 @@ def from_grid(g: torch.Tensor, prefix: torch.Tensor | None, layout: GridLayout) 
     if prefix is None:
         return tokens
     return torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
+
+
+def check_channels_first(module: nn.Module, shape: tuple[int, ...], where: str) -> None:
+    """Refuse a 4-D activation ``shape`` of ``module`` (the module around the site) that looks channels-last,
+    ``(B, H, W, C)`` as in ConvNeXt MLPs and Swin stages: none of the module's convolution or batch-norm channel counts
+    is ``shape[1]`` while one of its Linear / LayerNorm feature sizes is ``shape[3]``. Read as ``(B, C, H, W)``, such a
+    map would put the channels into the Fourier transform (and the DC-only control would keep row means)."""
+    if len(shape) != 4:
+        return
+    first, last = set(), set()
+    for m in module.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            first |= {m.in_channels, m.out_channels}
+        elif isinstance(m, nn.modules.batchnorm._NormBase):
+            first.add(m.num_features)
+        elif isinstance(m, nn.GroupNorm):
+            first.add(m.num_channels)
+        elif isinstance(m, nn.Linear):
+            last |= {m.in_features, m.out_features}
+        elif isinstance(m, nn.LayerNorm) and m.normalized_shape:
+            last.add(int(m.normalized_shape[-1]))
+    if shape[3] in last and shape[1] not in first:
+        raise ValueError(
+            f"{where} holds channels-last activations of shape {tuple(shape)} (B, H, W, C): its Linear / LayerNorm "
+            f"layers act on the last axis ({shape[3]} features) and no convolution has {shape[1]} channels. "
+            "Hidden-layer Fourier codes read (B, C, H, W) maps and would mix the channels into the transform; pick "
+            "a site whose activation is (B, C, H, W), e.g. the block output of a ConvNeXt block"
+        )

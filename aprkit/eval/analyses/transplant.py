@@ -42,7 +42,7 @@ from ...fourier import Dims
 from ...hidden import codes as C
 from ...hidden.attach import token_layout
 from ...hidden.capture import FrontSkip, capture, count_calls, front_blocks, predict_intervened
-from ...hidden.layout import from_grid, to_grid
+from ...hidden.layout import check_channels_first, from_grid, to_grid
 from ...hidden.sites import Site, last_activation_site, list_blocks, resolve_module
 from .transplant_data import Data, load_data, read_folder
 from .transplant_tables import plot_sweep, sweep_markdown
@@ -121,6 +121,11 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
                skip_front=False, prefix_tokens="receiver") -> list[dict]:
     """All rows (one per code) for one site: main transplant and controls."""
     acts, idx = capture(model, images, site, batch_size, device)
+    path = site.module_path  # the module around the activation: the site's own, or its parent for a module's input
+    if site.site == "input" and site.op is None:
+        path = path.rsplit(".", 1)[0] if "." in path else ""
+    _, around = resolve_module(model, path)
+    check_channels_first(around, tuple(acts.shape), f"layer {site.layer!r} {site.site}")
     g0, _, layout = to_grid(acts[:1], **layout_kw, name=f"layer {site.layer!r} {site.site}")
     a_idx, b_idx, order = pairs
     ctrl = order[:n_control]
