@@ -87,8 +87,10 @@ def _stats(x: torch.Tensor, code: C.Code, dims: Dims, layout_kw: dict, batch_siz
     s1: torch.Tensor | None = None
     s2: torch.Tensor | None = None
     neg: float | None = None if x.is_complex() else 0.0
+    counted = 0  # grid entries (prefix tokens, which are not counted as negative either, left out)
     for s in range(0, x.shape[0], batch_size):
         g, _, _ = to_grid(x[s:s + batch_size], **layout_kw)
+        counted += g.numel()
         m = C.magnitude(g if g.is_complex() else g.float(), code, dims).double()
         s1 = m.sum(0) if s1 is None else s1 + m.sum(0)
         s2 = (m**2).sum(0) if s2 is None else s2 + (m**2).sum(0)
@@ -100,7 +102,8 @@ def _stats(x: torch.Tensor, code: C.Code, dims: Dims, layout_kw: dict, batch_siz
     mean, sq = s1 / n, s2 / n
     var_between = (sq - mean**2).clamp_min(0).mean()
     variation = float(var_between.sqrt() / sq.mean().sqrt().clamp_min(1e-30))
-    return {"mean": mean.float(), "variation": variation, "negative_fraction": None if neg is None else neg / x.numel()}
+    negative = None if neg is None else neg / max(counted, 1)
+    return {"mean": mean.float(), "variation": variation, "negative_fraction": negative}
 
 
 def _rate(a: torch.Tensor, b: torch.Tensor) -> float:
