@@ -339,3 +339,12 @@ def test_iter_batches_size_mismatch_named_from_worker_processes(tmp_path: Path) 
     _png(tmp_path / "b" / "0.jpg", 2, size=(32, 32))
     with pytest.raises(ValueError, match=r"images differ in size \(.*0\.png is 40x50; .*0\.jpg is 32x32\).*resize"):
         next(iter_batches(get_dataset(f"imagefolder:{tmp_path}"), 2, num_workers=1))
+
+
+def test_cifar_binary_layout_refuses_png_tree_options(tmp_path):
+    """resize / crop / transform reach the PNG-tree reader only; on the binary arrays they were silently ignored."""
+    from aprkit.data import get_dataset
+
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    with pytest.raises(ValueError, match="crop, resize apply to the PNG-tree layout only"):
+        get_dataset(f"cifar10:{tmp_path}", resize=64, crop=56)

@@ -424,3 +424,29 @@ def test_limit_on_a_class_sorted_folder_warns(tmp_path):
         warnings.simplefilter("error")
         predict(Tiny(), ds, limit=12)  # every class
         predict(Tiny(), subset(ds, 4, seed=0))
+
+
+def test_on_disk_c_set_with_other_labels_is_refused(tmp_path):
+    """A -C set with as many images of the same shape but other labels (another order, another dataset) is not a
+    corrupted copy of the clean set: refused instead of scored against unpaired images."""
+    ds = small_data(20)
+    shuffled = write_cifar_c(tmp_path / "c", ds.images.flip(0), ds.labels.flip(0), ["fog"])
+    with pytest.raises(ValueError, match="not paired with the clean set: image 0 has label"):
+        evaluate(Tiny(), suite="corruption", data=ds, corrupted=f"cifar10-c:{shuffled}", corruptions=["fog"],
+                 severities=[1], device="cpu", progress=False, report=False)
+    paired = write_cifar_c(tmp_path / "p", ds.images, ds.labels, ["fog"])
+    res = evaluate(Tiny(), suite="corruption", data=ds, corrupted=f"cifar10-c:{paired}", corruptions=["fog"],
+                   severities=[1], device="cpu", progress=False, report=False)
+    assert res["corruption"]["cells"]["fog"]["1"]["n"] == 20
+
+
+def test_sixteen_bit_pngs_are_read_as_8_bit(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from aprkit.data.folder import read_image
+
+    v = np.random.default_rng(0).integers(0, 256, (6, 5), dtype=np.uint16)
+    Image.fromarray(v * 257 + 100).save(tmp_path / "deep.png")  # 16-bit grey, ~v in 8 bits
+    got = read_image(tmp_path / "deep.png", channels=1)
+    assert got.dtype == torch.uint8 and torch.equal(got[0], torch.from_numpy(((v * 257 + 100 + 128) // 257).astype(np.uint8)))

@@ -92,6 +92,9 @@ def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", 
         cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
         cls(str(root), train=split == "train", download=True)
     if binary.is_dir():
+        if kw:  # the binary arrays are read as they are: resize / crop / transform would be silently ignored
+            raise ValueError(f"{', '.join(sorted(kw))} apply to the PNG-tree layout only; {binary} holds the binary "
+                             f"{name} arrays (32x32), read as they are: resize the images in the model or a transform")
         return _read_binary(binary, name, split)
     if (root / split).is_dir():
         ds = _read_png_tree(root, split, **kw)

@@ -35,7 +35,10 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
             mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                return decode_image(read_file(str(path)), mode=mode)
+                img = decode_image(read_file(str(path)), mode=mode)
+            if img.dtype == torch.uint16:  # a 16-bit PNG: to 8 bits, rounded (v * 257 -> v), as PIL's 8-bit modes
+                img = img.to(torch.int32).add_(128).div_(257, rounding_mode="floor").to(torch.uint8)
+            return img
         except (ImportError, RuntimeError):
             pass  # removed decoders or unusual encodings (e.g. CMYK JPEG): let PIL decode
     import numpy as np
