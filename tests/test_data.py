@@ -348,3 +348,17 @@ def test_cifar_binary_layout_refuses_png_tree_options(tmp_path):
     (tmp_path / "cifar-10-batches-py").mkdir()
     with pytest.raises(ValueError, match="crop, resize apply to the PNG-tree layout only"):
         get_dataset(f"cifar10:{tmp_path}", resize=64, crop=56)
+
+
+def test_class_folders_outside_classes_are_named(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from aprkit.data import ImageFolderDataset
+
+    for c in ("n01", "n02", "n03"):
+        (tmp_path / c).mkdir()
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / c / "a.png")
+    with pytest.warns(RuntimeWarning, match="1 class folder.*not in classes=.*n03"):
+        ds = ImageFolderDataset(tmp_path, classes=["n01", "n02"])
+    assert len(ds) == 2

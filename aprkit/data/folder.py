@@ -170,6 +170,13 @@ class ImageFolderDataset(ImageListDataset):
         names = list(classes) if classes is not None else found
         index = {c: i for i, c in enumerate(names)}
         exts = tuple(e.lower() for e in extensions)
+        left_out = [c for c in found if c not in index]
+        if left_out:  # a name mismatch (wnids against class names) would otherwise evaluate a silent subset
+            import warnings
+
+            warnings.warn(f"{len(left_out)} class folder(s) of {root} are not in classes= and are skipped: "
+                          f"{', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}", RuntimeWarning,
+                          stacklevel=2)
         samples = []
         for c in found:
             if c not in index:
