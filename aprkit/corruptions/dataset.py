@@ -16,6 +16,7 @@ interrupted run leaves no partial output).
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -87,10 +88,7 @@ def _check_names(names: Sequence[str], severities: Sequence[int]) -> tuple[list[
 
 def _check_unique_targets(targets: Iterable[Path]) -> None:
     """Refuse inputs that would write one output file (``x.png`` and ``x.bmp`` both become ``x.JPEG``)."""
-    seen: dict[Path, int] = {}
-    for t in targets:
-        seen[t] = seen.get(t, 0) + 1
-    clashes = [t.name for t, k in seen.items() if k > 1]
+    clashes = [t.name for t, k in Counter(targets).items() if k > 1]
     if clashes:
         raise ValueError(f"{len(clashes)} output file(s) would be written by more than one input image (outputs are "
                          f"named <stem>.JPEG): {', '.join(clashes[:5])}{' ...' if len(clashes) > 5 else ''}; rename "

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 import numpy as np
-import torch
 
 from aprkit._checks import nearest_names
 
 from .arrays import ArrayDataset, load_npy
 from .folder import ImageFolderDataset
+from .loading import attribute_labels
 
 __all__ = ["BENCHMARK_CORRUPTIONS", "ALL_CORRUPTIONS", "cifar_c", "imagenet_c", "available_corruptions",
            "check_matches_clean"]
@@ -151,22 +151,14 @@ def check_matches_clean(corrupted: Any, clean: Any, limit: int | None = None, wh
         if shape_c != shape_clean:
             raise ValueError(f"{what} has images of shape {shape_c} but the clean set has {shape_clean}; "
                              "expected the same image size (C, H, W)")
-        lab_c, lab_clean = _labels_of(corrupted, n_c), _labels_of(clean, n_c)
-        labelled = lab_c is not None and lab_clean is not None and (lab_c >= 0).all() and (lab_clean >= 0).all()
-        if labelled and lab_c is not None and lab_clean is not None and not np.array_equal(lab_c, lab_clean):
-            bad = int(np.flatnonzero(lab_c != lab_clean)[0])
+        lab_c, lab_clean = attribute_labels(corrupted), attribute_labels(clean)  # no image decoded
+        if lab_c is None or lab_clean is None:
+            return
+        lab_c, lab_clean = lab_c[:n_c].cpu(), lab_clean[:n_c].cpu()
+        differ = lab_c != lab_clean
+        if bool((lab_c >= 0).all()) and bool((lab_clean >= 0).all()) and bool(differ.any()):
+            bad = int(differ.nonzero()[0])
             raise ValueError(f"{what} is not paired with the clean set: image {bad} has label {int(lab_c[bad])} there "
-                             f"and {int(lab_clean[bad])} in the clean set ({int((lab_c != lab_clean).sum())} of the "
+                             f"and {int(lab_clean[bad])} in the clean set ({int(differ.sum())} of the "
                              f"first {n_c} differ); expected a corrupted copy of the clean test set in the same order "
                              "(a CIFAR PNG tree needs its test_order.csv; an ImageNet-C folder the clean classes)")
-
-
-def _labels_of(ds: Any, n: int) -> np.ndarray | None:
-    """The first ``n`` labels of ``ds`` from its ``labels`` / ``targets`` (no image decoded), or None."""
-    for attr in ("labels", "targets"):
-        value = getattr(ds, attr, None)
-        if value is not None and not callable(value):
-            arr = np.asarray(value.cpu() if isinstance(value, torch.Tensor) else value)
-            if arr.ndim == 1 and len(arr) >= n:
-                return arr[:n].astype(np.int64)
-    return None

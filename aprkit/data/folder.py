@@ -8,6 +8,7 @@ batch.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,8 +29,6 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     if path.suffix.lower() in _TV_EXTENSIONS:
         try:  # torchvision's decoders are ~1.7x faster than PIL on small PNGs (deprecated since 0.29)
-            import warnings
-
             from torchvision.io import ImageReadMode, decode_image, read_file
 
             mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
@@ -172,8 +171,6 @@ class ImageFolderDataset(ImageListDataset):
         exts = tuple(e.lower() for e in extensions)
         left_out = [c for c in found if c not in index]
         if left_out:  # a name mismatch (wnids against class names) would otherwise evaluate a silent subset
-            import warnings
-
             warnings.warn(f"{len(left_out)} class folder(s) of {root} are not in classes= and are skipped: "
                           f"{', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}", RuntimeWarning,
                           stacklevel=2)

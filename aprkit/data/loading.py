@@ -28,8 +28,8 @@ from .._checks import dataset_len, describe_value
 from ..distributed import group_info
 from .arrays import ArrayDataset, _as_index_array
 
-__all__ = ["iter_batches", "collate_uint8", "subset", "first_n", "SubsetDataset", "dataset_tensors", "to_array_dataset",
-           "batch_source", "describe_size_mismatch", "prefetch"]
+__all__ = ["iter_batches", "collate_uint8", "subset", "first_n", "SubsetDataset", "dataset_tensors", "attribute_labels",
+           "to_array_dataset", "batch_source", "describe_size_mismatch", "prefetch"]
 
 
 def describe_size_mismatch(dataset: Dataset, indices: Sequence[int]) -> str:
@@ -354,6 +354,20 @@ def dataset_tensors(
             ys.append(y)
             bar.update(len(y))
     return torch.cat(xs), torch.cat(ys)
+
+
+def attribute_labels(dataset: Dataset) -> torch.Tensor | None:
+    """Labels ``(N,)`` int64 from the dataset's ``labels`` / ``targets`` attribute (also through ``Subset``), without
+    decoding an image; ``None`` when it has no such attribute holding one label per item."""
+    if isinstance(dataset, Subset):
+        inner = attribute_labels(dataset.dataset)
+        return None if inner is None else inner[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
+    n = dataset_len(dataset)
+    for attr in ("labels", "targets"):
+        value = getattr(dataset, attr, None)
+        if value is not None and not callable(value) and len(value) == n:
+            return torch.as_tensor(value).long()
+    return None
 
 
 def to_array_dataset(dataset: Dataset, *, batch_size: int = 256, num_workers: int = 0) -> ArrayDataset:

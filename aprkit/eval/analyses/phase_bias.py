@@ -274,18 +274,15 @@ class PatchShuffleDataset(torch.utils.data.Dataset):
 
 
 def dataset_labels(dataset: torch.utils.data.Dataset) -> torch.Tensor:
-    """Labels ``(N,)`` of a dataset: its ``labels``/``targets`` attribute when complete (through ``Subset``),
-    else read item by item."""
+    """Labels ``(N,)`` of a dataset: its ``labels``/``targets`` attribute when complete (through ``Subset``,
+    :func:`aprkit.data.loading.attribute_labels`), else read item by item."""
     from ..._checks import dataset_len
+    from ...data.loading import attribute_labels
 
-    n = dataset_len(dataset)
-    if isinstance(dataset, torch.utils.data.Subset):
-        return dataset_labels(dataset.dataset)[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
-    for attr in ("labels", "targets"):
-        value = getattr(dataset, attr, None)
-        if value is not None and not callable(value) and len(value) == n:
-            return torch.as_tensor(value).long()
-    return torch.tensor([int(dataset[i][1]) for i in range(n)], dtype=torch.long)
+    labels = attribute_labels(dataset)
+    if labels is not None:
+        return labels
+    return torch.tensor([int(dataset[i][1]) for i in range(dataset_len(dataset))], dtype=torch.long)
 
 
 def measure_phase_bias(

@@ -232,13 +232,13 @@ def model_fingerprint(model: nn.Module, length: int = 16, *, reuse: bool = True)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    state = _model_state(model)
-    sig = _state_signature(model, state)
+    state, tree = _model_state(model), _structure(model)
+    sig = _state_signature(model, state, tree)
     if reuse and sig is not None:
         known = _FINGERPRINTS.get(model)
         if known is not None and known[0] == sig:
             return known[1][:length]
-    digest = _hash_state(model, state)
+    digest = _hash_state(model, state, tree)
     if sig is not None:
         _FINGERPRINTS[model] = (sig, digest)
     return digest[:length]
@@ -263,10 +263,10 @@ def _model_state(model: nn.Module) -> dict[str, Any]:
     return state
 
 
-def _state_signature(model: nn.Module, state: Mapping[str, Any]) -> tuple | None:
+def _state_signature(model: nn.Module, state: Mapping[str, Any], tree: str) -> tuple | None:
     """What identifies the current values of ``state`` without reading them, or None when a tensor has no
     version counter (made in ``inference_mode``: then the values are hashed every time)."""
-    sig: list[Any] = [type(model).__name__, _structure(model)]
+    sig: list[Any] = [type(model).__name__, tree]
     for name, t in state.items():
         if isinstance(t, torch.Tensor):
             if t.is_inference():
@@ -277,11 +277,11 @@ def _state_signature(model: nn.Module, state: Mapping[str, Any]) -> tuple | None
     return tuple(sig)
 
 
-def _hash_state(model: nn.Module, state: Mapping[str, Any]) -> str:
-    """The full sha256 hex digest of ``model``'s class name, module tree and ``state`` (every name, dtype, shape
-    and value)."""
+def _hash_state(model: nn.Module, state: Mapping[str, Any], tree: str) -> str:
+    """The full sha256 hex digest of ``model``'s class name, module tree ``tree`` (:func:`_structure`) and ``state``
+    (every name, dtype, shape and value)."""
     h = hashlib.sha256(type(model).__name__.encode())
-    h.update(_structure(model).encode())
+    h.update(tree.encode())
     for name, t in state.items():
         h.update(name.encode())
         if isinstance(t, torch.Tensor):
