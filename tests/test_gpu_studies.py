@@ -148,6 +148,11 @@ def test_failures_and_caps_are_recorded_and_later_jobs_run(tmp_path: Path, monke
     assert len(list((work / "fakejobs" / "calls").iterdir())) == calls  # finished jobs are not run again
     rep = json.loads((out / "gpu_studies.json").read_text())
     assert rep["jobs"]["a-ok"]["resumed"] and rep["epochs"] == {"resnet20": 1}
+    real = [a for a in argv if a != "--smoke"]  # a real call must not take the smoke jobs as finished
+    with pytest.raises(SystemExit, match="smoke: True there, False now"):
+        gpu_studies.run(gpu_studies.parse_args([*real, "--resume"]), jobs=_fake_jobs())
+    with pytest.raises(SystemExit, match="overrides"):
+        gpu_studies.run(gpu_studies.parse_args([*argv, "--resume", "--set", "train.amp_dtype=float16"]), jobs=_fake_jobs())
 
 
 def test_unpack_skips_a_shard_unpacked_before_and_checks_the_data(tmp_path: Path) -> None:

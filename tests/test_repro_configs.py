@@ -25,3 +25,54 @@ def test_reduced_overrides_build_smaller_networks(model: str) -> None:
 
     assert n_params(REDUCED[model]) < 0.6 * n_params([])
 
+
+
+def _recipe_args(epochs: int) -> list[str]:
+    from benchmarks.repro.common import scaled_milestones
+
+    return [f"optim.epochs={epochs}", f"optim.milestones=[{', '.join(map(str, scaled_milestones(epochs)))}]",
+            "data.pad_fill=0"]
+
+
+@pytest.mark.parametrize("run", ["standard", "apr_sp", "apr_sp_feature_apr"])
+def test_committed_runs_pass_their_own_recipe_check(run: str) -> None:
+    """The committed 30-epoch runs are reused by ``--resume`` with their recipe (black crop padding, FeatureAPR's
+    sites in study.json), whatever machine or thread count they trained with; another recipe is refused."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.repro.apr_cifar10 import RUNS
+    from benchmarks.repro.common import CONFIGS, check_same_recipe
+
+    out = REPO / "benchmarks/repro/results/apr_cifar10_e30/runs" / run
+    config = CONFIGS / RUNS["apr_sp" if run == "apr_sp_feature_apr" else run]
+    study = {"feature_apr": {"layers": ["layer2"], "p": 0.5, "seed": 0}} if run == "apr_sp_feature_apr" else {}
+    ov = ["data.dataset=cifar10:/elsewhere/cifar10", "train.threads=2", "train.device=cpu", *_recipe_args(30)]
+    check_same_recipe(out, config, ov, study)
+    with pytest.raises(ValueError, match="pad_fill: 0 there, 128 asked"):
+        check_same_recipe(out, config, [*ov, "data.pad_fill=128"], study)
+    with pytest.raises(ValueError, match="epochs: 30 trained there, 12 asked"):
+        check_same_recipe(out, config, [*ov, *_recipe_args(12)], study)
+    with pytest.raises(ValueError, match="study.json"):
+        check_same_recipe(out, config, ov, {"feature_apr": {"layers": ["layer3"], "p": 0.5, "seed": 0}})
+
+
+def test_recipe_check_refuses_another_method_and_dataset() -> None:
+    """The committed "apr_p" folder holds APR-P alone: asking for the reference's APR-P (or another dataset kind)
+    in it is refused, naming the keys."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.repro.apr_cifar10 import RUNS
+    from benchmarks.repro.common import CONFIGS, check_same_recipe
+
+    out = REPO / "benchmarks/repro/results/apr_cifar10_e30/runs/apr_p"
+    check_same_recipe(out, CONFIGS / RUNS["apr_p_only"], _recipe_args(30), {})
+    with pytest.raises(ValueError, match="aug.method: 'apr_p_only' there, 'apr_p' asked"):
+        check_same_recipe(out, CONFIGS / RUNS["apr_p"], _recipe_args(30), {})
+    with pytest.raises(ValueError, match="data.dataset kind"):
+        check_same_recipe(out, CONFIGS / RUNS["apr_p_only"], [*_recipe_args(30), "data.dataset=cifar100:/x"], {})
+
+
+def test_recipe_check_passes_a_new_folder(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks.repro.apr_cifar10 import RUNS
+    from benchmarks.repro.common import CONFIGS, check_same_recipe
+
+    check_same_recipe(tmp_path / "new", CONFIGS / RUNS["apr_p"], _recipe_args(30), {})

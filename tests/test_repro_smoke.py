@@ -95,4 +95,8 @@ def test_demo_ablation_smoke_and_resume(tmp_path: Path) -> None:
     again = _run("demo_ablation.py", out, tmp_path, "--resume", "--variants", "apr_sp_separate")  # reloads, cached cells
     assert again["rows"]["apr_sp_separate"]["headline"] == res["rows"]["apr_sp_separate"]["headline"]
     assert list(again["rows"]) == list(res["rows"])
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/repro/demo_ablation.py"), "--out", str(out), "--smoke",
+                           "--resume", "--seed", "1", "--variants", "standard"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0 and "another seed" in proc.stderr  # rows of seed 0 are not mixed with seed 1's
 

@@ -13,7 +13,7 @@ from aprkit.eval.suites.base import flat_options
 from aprkit.eval.suites.calibration import CalibrationResult
 from aprkit.eval.suites.corruption import CorruptionOptions, CorruptionResult
 from aprkit.eval.suites.ood import OODResult
-from test_eval_runner import Tiny, small_data
+from test_eval_runner import TensorImageDataset, Tiny, small_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,3 +62,24 @@ def test_none_is_the_default_and_values_are_typed():
     assert opts.grid() == (["fog", "snow"], [1, 2, 3, 4, 5]) and opts.n_bins == 10 and isinstance(opts.n_bins, int)
     with pytest.raises(ValueError, match="option 'preset' of suite 'corruption': input should be 'cifar', 'tinyimagenet' or 'imagenet'"):
         CorruptionOptions.parse({"preset": "cifar100"}, "corruption")
+
+
+def test_mce_only_for_imagenet_val_and_says_why_not(monkeypatch):
+    """mCE normalises by AlexNet's ImageNet-C errors: a 10-class set of 72-px images (the "imagenet" preset) gets
+    the mean error and a note, not an mCE; 1000 classes on the whole validation set get it."""
+    import torch
+
+    from aprkit.eval.suites import corruption as suite
+
+    images = torch.nn.functional.interpolate(small_data(4).images.float(), size=(72, 72)).round().to(torch.uint8)
+    data = TensorImageDataset(images, torch.arange(4) % 10)
+    opts = {"num_classes": 10}
+    res = evaluate(Tiny(), suite="corruption", data=data, device="cpu", progress=False, options=opts)
+    r = next(iter(res.models.values()))["corruption"]
+    assert r["preset"] == "imagenet" and r["complete"] and r["mce"] is None and r["relative_mce"] is None
+    assert "10 classes and 4 images" in r["mce_note"] and r["origin"] == "generated"
+    monkeypatch.setattr(suite, "IMAGENET_VAL_IMAGES", 4)
+    res = evaluate(Tiny(k=1000), suite="corruption", data=data, device="cpu", progress=False,
+                   options={"num_classes": 1000})
+    r = next(iter(res.models.values()))["corruption"]
+    assert r["mce"] is not None and r["mce_note"] is None

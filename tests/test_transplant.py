@@ -395,3 +395,27 @@ def test_channels_last_sites_are_refused_not_misread():
         transplant_test(model, x, ["block.2"], site="input", n_pairs=4, batch_size=8)
     res = transplant_test(model, x, ["stem"], site="output", n_pairs=4, batch_size=8)
     assert res["rows"] and res["rows"][0]["shape"] == [8, 12, 12]
+
+
+def test_layer_sweep_cache_keys_model_data_and_pairs(setup) -> None:
+    """``cache=`` resumes a sweep site by site, but only for the same weights, images and pairs: another model, other
+    images or another pair seed are computed, not served another sweep's rows; the batch size is not in the key."""
+    model, x = setup
+    cache: dict = {}
+    store = type("Store", (), {"get": lambda self, k: cache.get(k), "put": lambda self, k, v: cache.__setitem__(k, v)})()
+
+    def sweep(m, images, seed=0, **kw):
+        return layer_sweep(m, images, ["blocks.1"], sites=("output",), n_pairs=16, n_control=16, cache=store,
+                           generator=torch.Generator().manual_seed(seed), **kw)["rows"]
+
+    first = sweep(model, x)
+    assert len(cache) == 1 and sweep(model, x, batch_size=7) == first and len(cache) == 1
+    other = SmallCNN()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(-1.5)
+    assert sweep(other, x) == layer_sweep(other, x, ["blocks.1"], sites=("output",), n_pairs=16, n_control=16,
+                                          generator=torch.Generator().manual_seed(0))["rows"]
+    sweep(model, x.flip(0))
+    sweep(model, x, seed=7)
+    assert len(cache) == 4

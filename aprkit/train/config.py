@@ -34,6 +34,8 @@ __all__ = [
     "RunConfig",
     "Config",
     "load_config",
+    "RESUME_FREE",
+    "changed_keys",
     "config_from_dict",
     "apply_overrides",
     "validate_config",
@@ -205,6 +207,26 @@ def load_config(
     if validate:
         validate_config(cfg)
     return cfg
+
+
+#: config keys that do not change a run's trajectory: a resume may differ in them
+RESUME_FREE = frozenset({"train.out", "train.resume", "train.max_steps", "train.progress", "train.tensorboard",
+                         "optim.epochs", "train.eval_every", "train.checkpoint_every_steps", "data.test_limit",
+                         "data.num_workers", "name"})
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], ignore: typing.AbstractSet[str] = RESUME_FREE,
+                 prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config mappings (``Config.to_dict()`` / ``config.yaml``),
+    leaving out ``ignore`` (by default the keys that do not change the trajectory)."""
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        a, b, full = old.get(k), new.get(k), f"{prefix}{k}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            keys += changed_keys(a, b, ignore, f"{full}.")
+        elif a != b and full not in ignore:
+            keys.append(full)
+    return keys
 
 
 # ------------------------------------------------------------------------------------------------- validation

@@ -25,7 +25,7 @@ from .._io import atomic_write_text
 from ..distributed import DistInfo, all_reduce_sum, barrier, setup_distributed, teardown_distributed
 from ..models.normalize import unwrap_model
 from .batch_ops import to_float
-from .config import Config, config_from_dict, load_config, resolve_amp_dtype, validate_config
+from .config import Config, changed_keys, config_from_dict, load_config, resolve_amp_dtype, validate_config
 from .data import EpochBatches, load_datasets
 from .metrics_log import MetricsLogger
 from .recipe import DeviceAugment, method_loss
@@ -85,22 +85,6 @@ def evaluate_accuracy(model: nn.Module, batches: EpochBatches, info: DistInfo, *
     model.train(was_training)
     n = max(float(sums[2]), 1.0)
     return {"test_loss": float(sums[0]) / n, "test_acc": float(sums[1]) / n, "test_n": int(sums[2])}
-
-
-_RESUME_FREE = {"train.out", "train.resume", "train.max_steps", "train.progress", "train.tensorboard", "optim.epochs",
-                "train.eval_every", "train.checkpoint_every_steps", "data.test_limit", "data.num_workers", "name"}
-
-
-def _changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ, ignoring those that do not affect the trajectory."""
-    keys = []
-    for k in sorted(set(old) | set(new)):
-        a, b, full = old.get(k), new.get(k), f"{prefix}{k}"
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            keys += _changed_keys(a, b, f"{full}.")
-        elif a != b and full not in _RESUME_FREE:
-            keys.append(full)
-    return keys
 
 
 def lr_factor(milestones: Sequence[int], gamma: float, warmup_epochs: float, steps_per_epoch: int):
@@ -228,7 +212,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
                   file=sys.stderr)
         if main:
             print(f"resumed from {ckpt_path} at epoch {epoch}, batch {start_batch}, step {step}", file=sys.stderr)
-            changed = _changed_keys(state["config"], cfg.to_dict())
+            changed = changed_keys(state["config"], cfg.to_dict())
             if changed:
                 print(f"warning: the config differs from the checkpoint's in {', '.join(changed)}; the resumed run "
                       "will not match an uninterrupted one", file=sys.stderr)

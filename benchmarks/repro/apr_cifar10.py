@@ -33,6 +33,7 @@ from benchmarks.repro.common import (
     markdown_table,
     parse_args,
     parser,
+    run_recipe,
     train_run,
     train_summary,
     training_curves,
@@ -126,10 +127,17 @@ def render(rows: dict[str, dict[str, float | None]], meta: dict[str, Any]) -> st
         "Direction: the APR paper's claim for APR-P / APR-SP relative to standard training; study 4 asks whether "
         f"FeatureAPR after {meta['feature_layers']} adds to APR-SP.", "",
         markdown_table(["metric", *names, "paper's direction"], body), "",
+        *([f"Runs as trained (from each run's config.yaml): {'; '.join(_recipe_text(k, r) for k, r in recipes.items())}.",
+           ""] if (recipes := meta.get("recipes")) else []),
         f"Training time (s, sum over the epochs): {', '.join(f'{k} {v:.0f}' for k, v in meta['train_s'].items())}. "
         f"Full report with severity curves, reliability diagrams and OOD plots: `eval/report.md`.",
         *(["", meta["curves"]] if meta.get("curves") else []),
     ])
+
+
+def _recipe_text(name: str, recipe: dict[str, Any]) -> str:
+    extra = f", FeatureAPR {recipe['feature_apr']}" if recipe.get("feature_apr") else ""
+    return f"{name} = aug.method {recipe['method']}, pad_fill {recipe['pad_fill']}, {recipe['epochs']} epochs{extra}"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -144,8 +152,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     runs = {}
     for name in args.runs:
-        build = feature_apr_builder(args.feature_layers, args.feature_p, seed=0) if name == FEATURE_RUN else None
-        runs[name] = train_run(RUNS.get(name, RUNS["apr_sp"]), out / "runs" / name, args, build=build)
+        build, study = None, None
+        if name == FEATURE_RUN:
+            build = feature_apr_builder(args.feature_layers, args.feature_p, seed=0)
+            study = {"feature_apr": {"layers": list(args.feature_layers), "p": args.feature_p, "seed": 0}}
+        runs[name] = train_run(RUNS.get(name, RUNS["apr_sp"]), out / "runs" / name, args, build=build, study=study)
     if args.train_only:
         return train_summary(runs)
     curves = training_curves(runs, out)
@@ -162,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     meta = {"epochs": 1 if smoke else args.epochs, "smoke": smoke, "feature_layers": args.feature_layers,
             "feature_p": args.feature_p, "train_s": wall, "checkpoints": trained,
             "natural_ood": f"cue-conflict stimuli of {', '.join(NON_CIFAR_SHAPES)}, area-downscaled to 32 px",
-            "curves": curves}
+            "curves": curves, "recipes": {k: run_recipe(Path(r["checkpoint"]).parent) for k, r in runs.items()}}
     write_outputs(out, "apr_cifar10", {"meta": meta, "rows": rows,
                                        "directions": {k: d for _, k, _, d in METRICS}}, render(rows, meta))
     return {"rows": rows, "meta": meta}

@@ -24,7 +24,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 __all__ = [
-    "REPO_ROOT", "CONFIGS", "SMOKE", "parser", "parse_args", "shared_root", "cifar10_spec", "scaled_milestones", "train_run",
+    "REPO_ROOT", "CONFIGS", "SMOKE", "STUDY_FILE", "parser", "run_recipe", "parse_args", "shared_root", "cifar10_spec", "scaled_milestones", "train_run",
     "train_summary", "feature_apr_builder", "write_outputs", "fmt_pct", "fmt_num", "markdown_table",
 ]
 
@@ -86,18 +86,18 @@ def scaled_milestones(epochs: int, fractions: Sequence[float] = (0.3, 0.6, 0.8, 
 
 
 def train_run(config: str | Path, out: Path, args: argparse.Namespace, overrides: Sequence[str] = (),
-              build: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+              build: Callable[[Any], Any] | None = None, study: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train ``config`` (a file in ``configs/train``) on the shared CIFAR-10 into ``out``; return fit's summary
     without the model, plus ``train_s`` (the sum of the epochs' times). ``build(cfg) -> nn.Module`` replaces
     ``aprkit.train.build_model`` during this call (FeatureAPR hooks); everything else is the recipe plus the
-    study's schedule. With ``--resume``, a finished run brought back without ``last.pt`` (``model.pt`` and
-    ``metrics.json`` of all epochs, as ``gpu_studies.py`` returns them) is reused as it is."""
+    study's schedule. ``study`` holds the settings that the build hook adds (FeatureAPR sites and probability):
+    they are kept in ``study.json`` beside the run. With ``--resume``, a finished run brought back without
+    ``last.pt`` (``model.pt`` and ``metrics.json`` of all epochs, as ``gpu_studies.py`` returns them) is reused as
+    it is; a run folder whose recipe (config or ``study``) differs from the asked one is refused either way."""
     from aprkit.train import fit
 
     shared = shared_root(args.shared)
     epochs = 1 if args.smoke else args.epochs
-    if args.resume and not (out / "last.pt").is_file() and (out / "model.pt").is_file():
-        return _finished_run(out, epochs)
     ov = [f"data.dataset={cifar10_spec(shared)}", f"optim.epochs={epochs}",
           f"optim.milestones=[{', '.join(map(str, scaled_milestones(epochs)))}]", f"train.device={args.device}",
           f"train.progress={str(bool(args.progress)).lower()}", "train.tensorboard=false"]
@@ -108,6 +108,13 @@ def train_run(config: str | Path, out: Path, args: argparse.Namespace, overrides
                f"optim.batch_size={SMOKE['batch_size']}", "data.num_workers=0"]
     ov += [*getattr(args, "overrides", []), *overrides]
     path = config if Path(config).is_absolute() else CONFIGS / config
+    if args.resume:
+        check_same_recipe(out, path, ov, study or {})
+        if not (out / "last.pt").is_file() and (out / "model.pt").is_file():
+            return _finished_run(out, epochs)
+    if study:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / STUDY_FILE).write_text(json.dumps(dict(study), indent=1, sort_keys=True) + "\n")
     ctx = _patched_build(build) if build is not None else contextlib.nullcontext()
     with ctx:
         res = fit(str(path), ov, out=out, resume=args.resume)
@@ -117,6 +124,64 @@ def train_run(config: str | Path, out: Path, args: argparse.Namespace, overrides
     print(f"trained {out.name}: {res['final']} in {res['train_s']:.1f} s ({res['wall_s']:.1f} s this call)",
           file=sys.stderr)
     return res
+
+
+#: the build hook's settings of a run (beside its config.yaml)
+STUDY_FILE = "study.json"
+#: config keys that say where and how fast a run trained, not what: a finished run trained elsewhere (a GPU
+#: machine, other threads, another copy of CIFAR-10) is the same recipe
+PLACEMENT_KEYS = frozenset({"train.device", "train.threads", "train.amp_dtype", "data.dataset", "data.eval_batch_size"})
+
+
+def check_same_recipe(out: Path, config: Path, overrides: Sequence[str], study: Mapping[str, Any]) -> None:
+    """Refuse to resume or reuse the run in ``out`` if it was trained with another recipe than ``config`` +
+    ``overrides`` + ``study``: any trajectory key of ``config.yaml`` (see ``aprkit.train.config.changed_keys``,
+    where the run was trained aside), the dataset kind, the epochs it holds beyond the asked ones, or the build
+    hook's settings (``study.json``)."""
+    import yaml
+
+    from aprkit.train.config import RESUME_FREE, changed_keys, load_config
+
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    want = load_config(str(config), list(overrides)).to_dict()
+    diffs = [f"{k}: {_dotted(saved, k)!r} there, {_dotted(want, k)!r} asked"
+             for k in changed_keys(saved, want, RESUME_FREE | PLACEMENT_KEYS)]
+    kinds = [str(_dotted(c, "data.dataset")).partition(":")[0] for c in (saved, want)]
+    if kinds[0] != kinds[1]:
+        diffs.append(f"data.dataset kind: {kinds[0]!r} there, {kinds[1]!r} asked")
+    try:
+        trained = len(json.loads((out / "metrics.json").read_text()))
+    except (OSError, ValueError):
+        trained = 0
+    if trained > want["optim"]["epochs"]:
+        diffs.append(f"epochs: {trained} trained there, {want['optim']['epochs']} asked")
+    saved_study = json.loads((out / STUDY_FILE).read_text()) if (out / STUDY_FILE).is_file() else {}
+    if saved_study != json.loads(json.dumps(dict(study))):
+        diffs.append(f"{STUDY_FILE}: {saved_study} there, {dict(study)} asked")
+    if diffs:
+        raise ValueError(f"cannot resume {out}: it holds a run of another recipe ({'; '.join(diffs)}); ask for the same "
+                         "settings, or choose another --out (or remove the folder) to train anew")
+
+
+def run_recipe(run_dir: Path) -> dict[str, Any]:
+    """What the run in ``run_dir`` was trained with, read from its own files (not from this call's arguments): the
+    training method, the crop padding fill, the epochs it holds and the build hook's settings."""
+    import yaml
+
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    history = json.loads((run_dir / "metrics.json").read_text())
+    study = json.loads((run_dir / STUDY_FILE).read_text()) if (run_dir / STUDY_FILE).is_file() else {}
+    return {"method": _dotted(cfg, "aug.method"), "pad_fill": _dotted(cfg, "data.pad_fill"), "epochs": len(history),
+            **study}
+
+
+def _dotted(data: Mapping[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        data = data.get(part) if isinstance(data, Mapping) else None  # type: ignore[assignment]
+    return data
 
 
 def train_summary(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -117,7 +117,7 @@ def run_variant(name: str, base: Any, data: Any, shared: Any, out: Path, args: A
     suites = res.models[name]
     ph = suites["phase-bias"]
     return {
-        "method": v.method, "description": v.description, "settings": {k: getattr(s, k) for k in ("n_train", "epochs", "lr", "lr_steps", "pair_p", "sp_forward")},
+        "method": v.method, "description": v.description, "settings": s.to_dict(),
         "headline": headline_numbers(suites),
         "phase": {k: ph["full"][k] for k in ("phase", "amplitude", "neither", "phase_bias", "n_pairs")},
         "phase_bias_low_frequency": ph.get("phase_bias_low_frequency"), "patch_shuffle_accuracy": ph.get("patch_shuffle_accuracy"),
@@ -206,9 +206,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if (previous.is_file() or (out / "train").is_dir()) and not args.resume:
         raise SystemExit(f"{out} already holds an ablation run; pass --resume to continue it or choose another --out")
     base = base_settings(args)
+    rows: dict[str, Any] = {}
+    if previous.is_file():
+        before = json.loads(previous.read_text())
+        rows = before["rows"]
+        # rows of another seed, smoke mode or base budget are not comparable with this call's (and the base fills
+        # the budget keys that older rows did not record, see reference())
+        now = {"smoke": args.smoke, "seed": args.seed, "settings": json.loads(json.dumps(base.to_dict()))}
+        differ = [k for k in now if (before.get("meta") or {}).get(k) != now[k]]
+        if differ:
+            raise SystemExit(f"--resume: {previous} holds rows made with another {', '.join(differ)} than this call's; "
+                             "pass the same settings, or choose another --out")
     data = load_demo_data("synthetic", base, seed=args.seed, progress=args.progress)
     shared = SharedCorruptions(data.test, args.seed, "cifar", progress=args.progress)
-    rows: dict[str, Any] = json.loads(previous.read_text())["rows"] if previous.is_file() else {}
     for name in args.variants:
         rows[name] = run_variant(name, base, data, shared, out, args)
         rows = {k: rows[k] for k in VARIANTS if k in rows}

@@ -54,7 +54,8 @@ class Driver:
         self.report: dict[str, Any] = {
             "meta": {"started": datetime.datetime.now().isoformat(timespec="seconds"), "argv": sys.argv[1:],
                      "budget_s": args.budget_s, "lanes": args.lanes, "smoke": args.smoke, "device": args.device,
-                     "work": str(self.work), "shared": args.shared, "lane_slowdown": args.lane_slowdown},
+                     "work": str(self.work), "shared": args.shared, "lane_slowdown": args.lane_slowdown,
+                     "overrides": list(args.overrides), "threads": args.threads},
             "epochs": dict(args.forced_epochs), "jobs": {j.name: {"status": "pending", "study": j.study} for j in jobs},
             "unpack": [], "archives": {}, "study_results": {}}
 
@@ -79,7 +80,14 @@ class Driver:
             fh.write(line + "\n")
 
     def resume_from(self, previous: dict[str, Any]) -> None:
-        """Keep the finished jobs and the fixed epochs of an earlier call in the same work folder."""
+        """Keep the finished jobs and the fixed epochs of an earlier call in the same work folder; refuse one whose
+        jobs were made with other settings (``--smoke``, ``--set`` overrides, ``--device``)."""
+        before, now = previous.get("meta") or {}, self.report["meta"]
+        differ = [f"{k}: {before.get(k)!r} there, {now[k]!r} now" for k in ("smoke", "overrides", "device")
+                  if before.get(k, [] if k == "overrides" else None) != now[k]]
+        if differ:
+            raise SystemExit(f"--resume: the jobs in {self.work} were made with other settings ({'; '.join(differ)}); "
+                             "pass the same ones, or another --work folder")
         for group, e in (previous.get("epochs") or {}).items():
             if self.args.forced_epochs.get(group, e) != e:
                 raise SystemExit(f"--resume: {group} was trained at {e} epochs in {self.work}; --epochs "

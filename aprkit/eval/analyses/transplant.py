@@ -373,10 +373,9 @@ def layer_sweep(
                 raise ValueError(f"block {block!r} has no activation module and calls no functional {t.op}: it has no "
                                  "pre-activation site; use sites=('output',) for this model")
         rows: list[dict] = []
+        common = _sweep_key(model, images, labels, pairs, layout_kw, codes, opts) if cache is not None else ""
         for depth, block, t in tqdm(targets, disable=not progress, desc="layer sweep"):
-            # the key of the default prefix_tokens is the one from before the option existed
-            keyed = {k: v for k, v in opts.items() if k != "skip_front" and (k, v) != ("prefix_tokens", "receiver")}
-            key = f"{t.label()}|{','.join(codes)}|{n_pairs}|{keyed}"
+            key = f"{common}|{t.label()}"
             got = cache.get(key) if cache is not None else None
             if got is None:
                 got = {"rows": _site_rows(model, images, labels, clean, pairs, t, codes, opts["dims"], layout_kw,
@@ -390,3 +389,22 @@ def layer_sweep(
         model.train(was_training)
     figure = plot_sweep(rows, plot) if plot is not None else None
     return {**info, "rows": rows, "table": sweep_markdown(rows), "figure": None if figure is None else str(figure)}
+
+
+#: the version of a sweep site's cached rows (``layer_sweep(cache=...)``)
+SWEEP_CACHE_VERSION = 2
+
+
+def _sweep_key(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, pairs: Any, layout_kw: dict,
+               codes: Sequence[str], opts: dict[str, Any]) -> str:
+    """What a sweep site's rows depend on besides the site: the weights and module tree, the images and labels, the
+    sampled pairs (so the generator), the token layout, the codes and every option but ``batch_size`` (which only
+    changes how the rows are computed; ``skip_front`` changes the diagnostics' rounding)."""
+    import json
+
+    from ..engine.cache import identity, model_fingerprint
+
+    parts = {"v": SWEEP_CACHE_VERSION, "model": model_fingerprint(model), "images": identity(images),
+             "labels": identity(labels), "pairs": identity(list(pairs)), "layout": identity(layout_kw),
+             "codes": list(codes), **{k: identity(v) for k, v in opts.items() if k != "batch_size"}}
+    return json.dumps(parts, sort_keys=True)

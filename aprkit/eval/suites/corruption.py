@@ -145,8 +145,9 @@ class CorruptionResult(TypedDict):
     complete: bool  # all 15 x 5 benchmark cells were evaluated
     origin: str  # "none", "disk" or "generated"
     preset: str
-    mce: float | None  # ImageNet-C mCE (AlexNet-normalised), preset "imagenet" with all cells
+    mce: float | None  # ImageNet-C mCE (AlexNet-normalised): all cells of the 1000 classes x 50,000 images
     relative_mce: float | None
+    mce_note: str | None  # why mCE is None where the preset is "imagenet" and every cell was evaluated
 
 
 def _generated_transform(corruption: str, severity: int, preset: str, seed: int):
@@ -250,6 +251,21 @@ def _mce_cifar(cells: dict, bench: list[str]) -> float:
     return M.mean_corruption_error({c: [cells[c][str(s)]["error"] for s in range(1, 6)] for c in bench})
 
 
+#: ImageNet-C's clean set: the ImageNet-1k validation images, whose per-corruption AlexNet errors normalise mCE
+IMAGENET_CLASSES, IMAGENET_VAL_IMAGES = 1000, 50_000
+
+
+def _mce_refusal(classes: int | None, n_clean: int) -> str | None:
+    """Why mCE is not defined for this data (None when it is): AlexNet's errors are those of the 1000 ImageNet
+    classes on all 50,000 validation images, so another dataset, a class subset or a ``limit`` has no baseline."""
+    if classes != IMAGENET_CLASSES or n_clean != IMAGENET_VAL_IMAGES:
+        return (f"mCE is not reported: it normalises by AlexNet's ImageNet-C errors, defined for the "
+                f"{IMAGENET_CLASSES} ImageNet classes on all {IMAGENET_VAL_IMAGES:,} validation images; this data has "
+                f"{classes if classes is not None else 'unnamed'} classes and {n_clean:,} images (the mean error is "
+                "reported instead)")
+    return None
+
+
 def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
@@ -287,12 +303,16 @@ class CorruptionSuite(Suite[CorruptionOptions]):
             "relative_robustness": ((1 - mean_err) / clean["accuracy"]
                                     if mean_err is not None and clean["accuracy"] > 0 else None),
             "complete": full,
-            "origin": "none" if not grid else "disk" if opts.corrupted else "generated",
+            "origin": ("none" if not grid else "generated" if opts.corrupted is None
+                       else "disk" if isinstance(opts.corrupted, str) else "provided"),
             "preset": opts.preset or _default_preset(as_dataset(data)),
             "mce": None,
             "relative_mce": None,
+            "mce_note": None,
         }
         if full and result["preset"] == "imagenet":
+            result["mce_note"] = _mce_refusal(expected_classes(opts, as_dataset(data)), clean["n"])
+        if full and result["preset"] == "imagenet" and result["mce_note"] is None:
             from .. import metrics as M
 
             errs = {c: [cells[c][str(s)]["error"] for s in range(1, 6)] for c in bench}
@@ -321,6 +341,8 @@ class CorruptionSuite(Suite[CorruptionOptions]):
                          pct(r.get("mce"), 1), pct(r.get("relative_mce"), 1), r["origin"], r["clean"]["n"]])
         blocks: list = [Table(["model", "clean acc %", "mean error %", "mean corruption error %",
                                "corr. acc / clean acc", "mCE %", "rel. mCE %", "corrupted data", "images"], rows)]
+        notes = sorted({r["mce_note"] for r in results.values() if r.get("mce_note")})
+        blocks += [Paragraph(n + ".") for n in notes]
         corruptions = sorted({c for r in results.values() for c in r["cells"]}, key=lambda c: (_order(c), c))
         severities = sorted({int(s) for r in results.values() for row in r["cells"].values() for s in row})
         if not corruptions:
