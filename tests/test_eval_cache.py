@@ -246,3 +246,27 @@ def test_fingerprint_masks_memory_addresses_in_the_module_tree():
 
     a, b = Holder(), Holder()
     assert repr(a) != repr(b) and model_fingerprint(a) == model_fingerprint(b)
+
+
+def test_generated_data_and_demo_runs_are_keyed_by_their_version(monkeypatch, tmp_path):
+    """The synthetic images are named by their generator's version (the spec and the demo's sets), and the demo's
+    run folders by the resolved training config and the recipe version: a change to either is not served results
+    cached for the old one."""
+    from aprkit.data import synthetic
+    from aprkit.demo import pipeline
+    from aprkit.eval.engine.inference import dataset_id
+    from aprkit.train import config
+
+    before = dataset_id("synthetic")
+    monkeypatch.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
+    assert dataset_id("synthetic") != before
+    seen = []
+    monkeypatch.setattr("aprkit.train.fit", lambda cfg, out, **kw: seen.append(out) or {"history": [], "model": nn.Identity(),
+                                                                                       "checkpoint": None})
+    data = type("D", (), {"train": type("T", (), {"cache_id": "a"})(), "test": type("T", (), {"cache_id": "b"})()})()
+    cfg = {"model": {"name": "resnet20"}, "aug": {"method": "standard"}, "optim": {"epochs": 1}, "train": {"progress": False}}
+    pipeline.train_model("m", cfg, data, tmp_path)
+    pipeline.train_model("m", {**cfg, "train": {"progress": True}}, data, tmp_path)  # progress is not in the key
+    monkeypatch.setattr(config, "RECIPE_VERSION", config.RECIPE_VERSION + 1)
+    pipeline.train_model("m", cfg, data, tmp_path)
+    assert seen[0] == seen[1] != seen[2]

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 __all__ = [
+    "GENERATOR_VERSION",
     "SHAPES",
     "TEXTURES",
     "render",
@@ -28,6 +29,9 @@ __all__ = [
     "SyntheticShapes",
 ]
 
+#: the version of the images this module draws for a (split, seed): part of every cache id of them, so a change to
+#: the generator is never served another version's cached results (2: the random-phase textures of f3ed6de)
+GENERATOR_VERSION = 2
 SHAPES = ("disc", "square", "triangle", "star", "cross", "ring", "diamond", "crescent", "hbar", "heart")
 TEXTURES = (
     "vertical_stripes",

@@ -138,15 +138,16 @@ def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: b
                         f"got {spec!r}")
     kind, arg = parse_spec(spec)
     if kind == "synthetic":
-        from ..data.synthetic import SHAPES, SyntheticShapes, class_names
+        from ..data.synthetic import GENERATOR_VERSION, SHAPES, SyntheticShapes, class_names
 
         n_train = int(arg) if arg else (settings.n_train or 5000)
         tr = SyntheticShapes(n_train, split="train", seed=seed)
         te = SyntheticShapes(settings.n_test, split="test", seed=seed)
         (xtr, ytr), (xte, yte) = tr.tensors, te.tensors
         shapes = class_names(len(SHAPES))
-        return DemoData(spec, TensorSet(xtr, ytr, f"synthetic#train-n{n_train}-seed{seed}", shapes),
-                        TensorSet(xte, yte, f"synthetic#test-n{settings.n_test}-seed{seed}", shapes), len(SHAPES), True,
+        tag = f"synthetic-v{GENERATOR_VERSION}"  # the generator's version: its images of another version are others
+        return DemoData(spec, TensorSet(xtr, ytr, f"{tag}#train-n{n_train}-seed{seed}", shapes),
+                        TensorSet(xte, yte, f"{tag}#test-n{settings.n_test}-seed{seed}", shapes), len(SHAPES), True,
                         f"the built-in synthetic shape x texture dataset ({n_train} training / {settings.n_test} "
                         "test images, 32x32)")
     if kind in ("cifar10", "cifar100"):

@@ -114,6 +114,10 @@ class TensorImageDataset(Dataset):
 
 def _normalise_spec(spec: str) -> str:
     kind, sep, rest = spec.partition(":")
+    if kind == "synthetic":  # generated images: their generator's version names them
+        from aprkit.data.synthetic import GENERATOR_VERSION
+
+        return f"{spec}@v{GENERATOR_VERSION}"
     if sep and rest and Path(rest).exists():
         return f"{kind}:{Path(rest).resolve()}"
     return spec
