@@ -259,18 +259,25 @@ def test_real_ffts_chunks_and_batch_size_do_not_change_results(monkeypatch):
 @pytest.mark.parametrize("size", [32, 299])
 def test_real_ffts_do_not_depend_on_the_thread_count(size):
     """1 or 2 threads, the same bits: at 299 px the batch is chunked (over 8 MiB), and each chunk holds an image per
-    thread. (torch's own inverse differs between thread counts at some sizes, e.g. 12 px; not at these.)"""
+    thread. The inverse only where torch's own row-wise c2r is: MKL's c2r differs in the last bit between thread
+    counts on some CPUs and sizes (12 px on one machine here, 32 px on an AVX-512 EPYC), which aprkit cannot change
+    without a slower inverse; there the two must agree to float rounding."""
     x = torch.rand(8, 3, size, size, generator=torch.Generator().manual_seed(7))
     before = torch.get_num_threads()
     try:
-        out = {}
+        out, rows = {}, {}
         for n in (1, 2):
             torch.set_num_threads(n)
             z = fr.rfftn(x, (-3, -2, -1))
             out[n] = (z, fr.irfftn(z, [3, size, size], (-3, -2, -1)))
+            rows[n] = torch.fft.irfft(torch.fft.rfft(x, dim=-1), size, dim=-1)  # torch's own c2r
     finally:
         torch.set_num_threads(before)
-    assert all(torch.equal(a, b) for a, b in zip(out[1], out[2], strict=True))
+    assert torch.equal(out[1][0], out[2][0])
+    if torch.equal(rows[1], rows[2]):
+        assert torch.equal(out[1][1], out[2][1])
+    else:
+        torch.testing.assert_close(out[1][1], out[2][1], rtol=0, atol=2e-6)
 
 
 def test_apr_ops_take_the_cpu_rgb_route(monkeypatch):
