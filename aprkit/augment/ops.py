@@ -10,7 +10,10 @@ APR code): a level is drawn uniformly in ``[0.1, severity)``, then
 * ``autocontrast``, ``equalize``: per channel, no level;  ``color``, ``contrast``, ``brightness``,
   ``sharpness`` (not in the default list: they overlap the test corruptions): factor ``level * 1.8 / 10 + 0.1``.
 
-Geometric ops sample bilinearly with black fill. Work is done on a float 0..255 scale.
+Geometric ops sample bilinearly with black fill. Work is done on a float 0..255 scale, in the input's float
+dtype even inside a ``torch.autocast`` region: :func:`apply_table` and :func:`warp_pixels` switch autocast off for
+their device type (:func:`autocast_off`), since a sampling grid or a filter computed in bfloat16/float16 moves
+pixels and flips them between image and black fill along every warped edge.
 
 Two strategies give the same numbers (each image's result depends only on that image and its row of
 the parameter table from :func:`op_table`):
@@ -24,6 +27,7 @@ the parameter table from :func:`op_table`):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,7 +37,8 @@ import torch.nn.functional as F
 from .._checks import nearest_names, to_device
 
 __all__ = ["DEFAULT_OPS", "ALL_OPS", "GEOMETRIC_OPS", "TABLE_COLS", "resolve_ops", "sample_op_params", "op_table",
-           "apply_table", "apply_ops", "use_dense", "grey_levels", "is_geometric", "pixel_matrix", "warp_pixels"]
+           "apply_table", "apply_ops", "use_dense", "grey_levels", "is_geometric", "pixel_matrix", "warp_pixels",
+           "autocast_off"]
 
 DEFAULT_OPS: tuple[str, ...] = (
     "autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x", "translate_y",
@@ -47,6 +52,14 @@ _THETA, _ARG, _OP, _GEO = slice(0, 6), 6, 7, 8
 TABLE_COLS = 9
 STRATEGIES = ("auto", "grouped", "dense")
 _INT_TOL = 1e-4  # grey levels: a float image's k / 255 * 255 may come out a hair below the integer k
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """A region where an enclosing ``torch.autocast`` on ``device``'s type does not apply (ops run in their inputs'
+    dtypes); a no-op for device types without autocast (e.g. ``meta``)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def resolve_ops(ops: Sequence[str] | None) -> tuple[str, ...]:
@@ -221,12 +234,14 @@ def pixel_matrix(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 def warp_pixels(x: torch.Tensor, matrix: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """Warp ``x`` ``(B, C, H, W)`` float by forward pixel maps ``matrix`` ``(B, 3, 3)`` (:func:`pixel_matrix`'s
-    convention), with the same sampling and borders as the ops; ``mode="nearest"`` for masks."""
+    convention), with the same sampling and borders as the ops; ``mode="nearest"`` for masks. Runs with
+    autocast off (see :func:`autocast_off`)."""
     h, w = x.shape[-2:]
     m = matrix.to(torch.float64)
     n = _to_norm(h, w, m)
     theta = n @ torch.linalg.solve(m, torch.linalg.inv(n).expand_as(m))  # N M^-1 N^-1: output -> input, normalised
-    return _warp(x, theta[:, :2].reshape(-1, 6).to(x.dtype), mode)
+    with autocast_off(x.device):
+        return _warp(x, theta[:, :2].reshape(-1, 6).to(x.dtype), mode)
 
 
 def _autocontrast(x: torch.Tensor) -> torch.Tensor:
@@ -357,11 +372,14 @@ def apply_table(x: torch.Tensor, names: tuple[str, ...], table: torch.Tensor, st
 
     ``table`` ``(B, TABLE_COLS)`` from :func:`op_table`, best already on ``x``'s device in ``x``'s dtype.
     Returns a new float tensor; every image gets exactly one op. ``strategy`` as in :func:`use_dense`.
+    Runs in ``x``'s dtype inside a ``torch.autocast`` region too (autocast is switched off here: a bfloat16/float16
+    sampling grid would move pixels).
     """
     table = table.to(device=x.device, dtype=x.dtype)
-    if use_dense(x, strategy):
-        return _apply_dense(x, names, table)
-    return _apply_grouped(x, names, table)
+    with autocast_off(x.device):
+        if use_dense(x, strategy):
+            return _apply_dense(x, names, table)
+        return _apply_grouped(x, names, table)
 
 
 def apply_ops(x: torch.Tensor, names: tuple[str, ...], params: dict[str, torch.Tensor], strategy: str = "auto"
