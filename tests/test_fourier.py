@@ -170,6 +170,8 @@ def test_bad_arguments(images_f32):
         fr.low_frequency_swap(images_f32, images_f32, -0.1)
     with pytest.raises(ValueError, match="magnitude"):
         fr.phase_only(images_f32, "median")
+    with pytest.raises(ValueError, match="needs a floating image"):  # it rounded to an all-zero uint8 image
+        fr.phase_only((images_f32 * 255).to(torch.uint8), "unit")
 
 
 def test_with_amplitude_matches_polar_and_handles_zero_bins():

@@ -177,12 +177,16 @@ def phase_only(
 ) -> torch.Tensor:
     """Oppenheim-Lim phase-only reconstruction of ``x`` ``(..., C, H, W)``.
 
-    ``magnitude="unit"`` sets every amplitude to 1 (values are then tiny: rescale for display);
-    ``"mean"`` sets every amplitude to the image's own mean amplitude over ``dims`` (keeps the energy
-    scale); a tensor gives an explicit amplitude spectrum (full-size, broadcastable to ``x``), e.g.
-    a dataset-mean amplitude from ``amplitude_phase``.
+    ``magnitude="unit"`` sets every amplitude to 1 (values are then tiny, about ``1 / sqrt(N)`` for ``N``
+    transformed values: rescale for display); it needs a floating ``x`` (a uint8 result would round to 0
+    everywhere: ``ValueError``). ``"mean"`` sets every amplitude to the image's own mean amplitude over ``dims``
+    (keeps the energy scale); a tensor gives an explicit amplitude spectrum (full-size, broadcastable to
+    ``x``), e.g. a dataset-mean amplitude from ``amplitude_phase``. Returns ``x``'s dtype, as every op here.
     """
     check_image_tensor(x, "x")
+    if x.dtype == torch.uint8 and isinstance(magnitude, str) and magnitude == "unit":
+        raise ValueError("phase_only(magnitude='unit') needs a floating image: its values are about 1 / sqrt(N) "
+                         "and would round to 0 in uint8; pass x.float() / 255, or magnitude='mean'")
     fft_dims = check_dims(dims)
     xf = _as_float(x)
     amp: torch.Tensor | float
