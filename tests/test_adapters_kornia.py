@@ -150,3 +150,10 @@ def test_autocast_leaves_images_and_masks_unchanged():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out_ac, m_ac = seq(x, mask, params=seq._params)
     assert out_ac.dtype == out.dtype and torch.equal(out_ac, out) and torch.equal(m_ac, m)
+
+
+def test_apr_s_draws_do_not_depend_on_the_batch_size(images_f32):
+    """Item i of a batch of 4 and of 8 (same seed) gets the same APR-S result while kornia's gate draws nothing."""
+    for kw in ({}, {"p": 1.0, "p_batch": 1.0}):
+        small = RandomAPRSingle(0.5, seed=3, **kw)(images_f32[:4])
+        assert torch.equal(small, RandomAPRSingle(0.5, seed=3, **kw)(images_f32)[:4])
