@@ -275,3 +275,20 @@ def test_apr_s_draw_distribution():
     assert all(d[k].dtype == torch.bool for k in ("negate1", "negate2", "recombine", "phase_from_first"))
     assert bool(sample_single_params(50, 1.0)["recombine"].all())
     assert not sample_single_params(50, 0.0)["recombine"].any()
+
+
+def test_apr_outputs_keep_channels_last():
+    """A channels_last batch comes back channels_last (it came back contiguous NCHW), with the same values."""
+    x8 = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    perm, mask = torch.tensor([1, 2, 3, 0]), torch.tensor([True, False, True, True])
+    params = sample_single_params(4, 0.5, generator=torch.Generator().manual_seed(1))
+    calls = {"apr_pair": lambda t: apr_pair(t, perm), "apr_pair_mask": lambda t: apr_pair(t, perm, mask),
+             "apr_single": lambda t: apr_single(t, params), "APRPair": lambda t: APRPair(p=1.0, seed=0)(t),
+             "APRSingleBatch": lambda t: APRSingleBatch(p=1.0, seed=2)(t)}
+    for x in (x8, x8.float() / 255):
+        cl = x.contiguous(memory_format=torch.channels_last)
+        for name, fn in calls.items():
+            out, ref = fn(cl), fn(x)
+            assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous(), name
+            assert ref.is_contiguous(), name
+            torch.testing.assert_close(out, ref, atol=0, rtol=0)

@@ -156,7 +156,7 @@ def apr_single(
     """APR-S on a batch ``x`` ``(B, C, H, W)`` (uint8 or float in [0, 1]) with parameters from
     :func:`sample_single_params`.
 
-    Returns a new tensor of ``x``'s dtype and device, clamped to its range (uint8 rounded).
+    Returns a new tensor of ``x``'s dtype, device and memory format, clamped to its range (uint8 rounded).
     Views of uint8 images are rounded to integers between ops, as the reference's uint8 arrays are.
     Validates once (one ``aminmax`` pass for float input), then runs :func:`apr_single_core`.
     """
@@ -190,7 +190,7 @@ def apr_single_core(x: torch.Tensor, params: dict[str, torch.Tensor], names: tup
     a, b_view = _views(x255, names, table, quantize, use_dense(x, strategy))
     rec = recombine_views(a, b_view, table[:, _PHASE] > 0.5, dims)
     out = torch.where(table[:, _RECOMBINE].view(-1, 1, 1, 1) > 0.5, rec, a)
-    return finish(out if quantize else out / scale, x.dtype, clamp=True)
+    return finish(out if quantize else out / scale, x.dtype, clamp=True, like=x)
 
 
 class APRSingleBatch(CompiledCore, nn.Module):
