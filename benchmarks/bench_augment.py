@@ -119,13 +119,14 @@ def pair_candidates(x: torch.Tensor, perm: torch.Tensor) -> dict[str, Callable[[
 
 
 def other_candidates(x: torch.Tensor, x8: torch.Tensor) -> dict[str, Callable[[], object]]:
-    """``APRSingleBatch`` (always recombining) on the uint8 batch ``x8`` and the FACT / FDA amplitude ops on ``x``."""
+    """``APRSingleBatch`` (always recombining) on the uint8 batch ``x8`` and the FACT / FDA amplitude ops on ``x``
+    (over (C, H, W), like the FFT limits they are compared with; their default is per channel, ``dims="hw"``)."""
     partner = x.roll(1, 0)
     single = APRSingleBatch(p=1.0, seed=0)
     return {
         "APRSingleBatch": lambda: single(x8),
-        "mix_amplitude": lambda: mix_amplitude(x, partner, 0.5),
-        "low_frequency_swap": lambda: low_frequency_swap(x, partner, 0.1),
+        "mix_amplitude": lambda: mix_amplitude(x, partner, 0.5, "chw"),
+        "low_frequency_swap": lambda: low_frequency_swap(x, partner, 0.1, "chw"),
     }
 
 
@@ -191,8 +192,8 @@ def run_wrappers(device: torch.device, repeats: int, quick: bool, min_time: floa
             "APRSingleBatch": lambda: single(x8),
             "feature_apr_core": lambda: feature_apr_core(x, perm, ones, None, (-3, -2, -1)),
             "FeatureAPR": lambda: feat(x),
-            "mix_amplitude": lambda: mix_amplitude(x, partner, 0.5),
-            "low_frequency_swap": lambda: low_frequency_swap(x, partner, 0.1),
+            "mix_amplitude": lambda: mix_amplitude(x, partner, 0.5, "chw"),  # as the 3-D limits
+            "low_frequency_swap": lambda: low_frequency_swap(x, partner, 0.1, "chw"),
             **pass_candidates(x, partner),
         }, repeats, device, min_time=min_time, clock=cpu_clock(device)[0])
         lim, lim2 = t["fft_limit"], t["fft2_limit"]

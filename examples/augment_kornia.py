@@ -26,8 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     train, test = datasets(args, v2.PILToTensor() if args.data else None)
     loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
                                          drop_last=True, pin_memory=args.device.startswith("cuda"))
-    gpu_aug = K.AugmentationSequential(
-        K.RandomCrop((32, 32), padding=4), K.RandomHorizontalFlip(), RandomAPRSingle(p_apr=0.5), data_keys=["input"]
+    gpu_aug = K.AugmentationSequential(  # APR-S first, then the crop padded with grey 128 (as the reference)
+        RandomAPRSingle(p_apr=0.5), K.RandomCrop((32, 32), padding=4, fill=128 / 255), K.RandomHorizontalFlip(),
+        data_keys=["input"],
     ).to(args.device)
     aprsp = APRSP(p=0.6)
     model = small_cnn().to(args.device)

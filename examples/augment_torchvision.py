@@ -25,8 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
     # APR-S is a dataloader transform; it returns the kind it is given (PIL, uint8 tensor, tv_tensors.Image/Video).
     # seed=: each DataLoader worker derives its own stream from it and the loader's seed (reproducible run to run)
-    train_tf = v2.Compose([v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip(), APRSingleV2(p=0.5, seed=args.seed),
-                           v2.PILToTensor() if args.data else v2.Identity()])
+    # APR-S first, on the whole image, then the crop padded with grey 128 (the reference's order and fill)
+    train_tf = v2.Compose([APRSingleV2(p=0.5, seed=args.seed), v2.RandomCrop(32, padding=4, fill=128),
+                           v2.RandomHorizontalFlip(), v2.PILToTensor() if args.data else v2.Identity()])
     train, test = datasets(args, train_tf)
     loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
                                          drop_last=True, generator=torch.Generator().manual_seed(args.seed))

@@ -48,7 +48,8 @@ def _cx(a: np.ndarray) -> float:
 def test_translate_moves_mask_box_and_keypoint():
     """Item 1: ``ops=["translate_x"]`` moves the square 44.5 -> 39.5; mask, box and keypoint follow."""
     img, mask, box, kp = _scene()
-    out = _pipe(AlbuAPRSingle(0.0, ops=["translate_x"]), seed=1)(image=img, mask=mask, bboxes=box, cls=[1], keypoints=kp)
+    # seed 3 draws a 5-pixel shift to the left (seed 1 did so before APR-S drew per item)
+    out = _pipe(AlbuAPRSingle(0.0, ops=["translate_x"]), seed=3)(image=img, mask=mask, bboxes=box, cls=[1], keypoints=kp)
     assert _cx(out["image"][..., 0] > 128) == 39.5 and _cx(out["mask"]) == 39.5
     np.testing.assert_allclose(out["bboxes"], [[35.0, 20.0, 45.0, 30.0]], atol=1e-4)
     np.testing.assert_allclose(out["keypoints"][0][:2], [39.5, 24.5], atol=1e-4)
@@ -119,12 +120,14 @@ def test_p_gates_the_transform():
 
 def test_uint8_and_float32_agree(images_u8):
     """Item 7: the uint8 (PIL) and float32 (torch) paths give the same image up to a measured bound (in grey
-    levels, mean per image): <= 1.5 for the geometric ops alone (was up to 4: the torch warp blended the border
-    half pixel with black) and <= 6 with the default ops (was up to 23 on CIFAR-10)."""
-    for ops, bound in ((GEOMETRIC_OPS, 1.5), (None, 6.0)):
+    levels, mean per image): <= 1 for one geometric op (measured 0.5, PIL's truncation; was up to 4: the torch warp
+    blended the border half pixel with black), <= 3.5 for two recombined geometric views (the amplitude swap
+    amplifies their sub-level differences where an amplitude is small: 3.0 at worst over 320 images, mean 0.6) and
+    <= 6 with the default ops (was up to 23 on CIFAR-10)."""
+    for ops, p, bound in ((GEOMETRIC_OPS, 0.0, 1.0), (GEOMETRIC_OPS, 1.0, 3.5), (None, 1.0, 6.0)):
         diffs = []
         for seed in range(5):
-            t = APRSingle(p=1.0, ops=ops, seed=seed)
+            t = APRSingle(p=p, ops=ops, seed=seed)
             for x in images_u8:
                 prm = t.generate_parameters()
                 hwc = x.permute(1, 2, 0).numpy()

@@ -138,3 +138,22 @@ def test_dtypes(images_f32, dtype):
     assert m.dtype == dtype
     ref = RandomAPRSingle(1.0, seed=0)(images_f32)
     assert (RandomAPRSingle(1.0, seed=0)(x).float() - ref).abs().mean() < 0.01
+
+
+def test_autocast_leaves_images_and_masks_unchanged():
+    """Kornia modules often run inside the model's autocast region: the sampling grids stay in float32 there."""
+    x, mask, box, kp = _scene(8, 32)
+    x = x + 0.05 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
+    aug = RandomAPRSingle(0.5, ops=["rotate", "shear_x", "translate_y"], severity=6, seed=0)
+    seq = K.AugmentationSequential(aug, data_keys=["input", "mask"])
+    out, m = seq(x, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out_ac, m_ac = seq(x, mask, params=seq._params)
+    assert out_ac.dtype == out.dtype and torch.equal(out_ac, out) and torch.equal(m_ac, m)
+
+
+def test_apr_s_draws_do_not_depend_on_the_batch_size(images_f32):
+    """Item i of a batch of 4 and of 8 (same seed) gets the same APR-S result while kornia's gate draws nothing."""
+    for kw in ({}, {"p": 1.0, "p_batch": 1.0}):
+        small = RandomAPRSingle(0.5, seed=3, **kw)(images_f32[:4])
+        assert torch.equal(small, RandomAPRSingle(0.5, seed=3, **kw)(images_f32)[:4])

@@ -210,3 +210,11 @@ def test_worker_streams_leave_an_owner_reseeded_generator_alone():
                                          multiprocessing_context="fork")
     main = _OwnerReseeds(APRSingle(seed=0))
     assert [int(x) for x in loader] == [int(main[i]) for i in range(4)]
+
+
+def test_batched_tensor_draws_do_not_depend_on_the_batch_size():
+    from conftest import natural_images
+
+    x = natural_images(8, 12, seed=3)
+    want = APRSingleV2(p=0.5, seed=1)(x)[:4]
+    assert torch.equal(APRSingleV2(p=0.5, seed=1)(x[:4]), want)

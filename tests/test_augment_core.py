@@ -239,3 +239,56 @@ def test_apply_follows_a_mixed_mask_also_without_per_sample():
     torch.testing.assert_close(got, apr_pair(x, perm, mask))
     assert torch.equal(got[~mask], x[~mask]) and not torch.equal(got[mask], x[mask])
     assert APRPair(p=1.0).apply(x, {"perm": perm, "mask": torch.zeros(4, dtype=torch.bool)}) is x
+
+
+def _per_item_checks() -> None:
+    small, big = (sample_single_params(n, 0.5, generator=torch.Generator().manual_seed(0)) for n in (4, 8))
+    assert list(small) == list(big) and all(torch.equal(small[k], big[k][:4]) for k in small)
+
+
+def test_apr_s_draws_are_per_item(monkeypatch):
+    """Image i's ops, levels and flags do not depend on the batch size: same seed, batches of 4 and 8, items 0..3."""
+    _per_item_checks()
+    x8 = torch.randint(0, 256, (8, 3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    for x in (x8, x8.float() / 255):
+        for p in (0.5, 1.0):
+            want = APRSingleBatch(p=p, seed=7)(x)[:4]
+            torch.testing.assert_close(APRSingleBatch(p=p, seed=7)(x[:4]), want, atol=0, rtol=0)
+    import aprkit.augment.ops as ops  # off the CPU draws come in calls of a fixed number of rows: the same holds
+    monkeypatch.setitem(ops._ROWS_PER_CALL, "cpu", 3)
+    _per_item_checks()
+    assert sample_single_params(7, generator=torch.Generator().manual_seed(0))["op1"].shape == (7,)
+
+
+def test_apr_s_draw_distribution():
+    """One block of uniforms per batch, the same distribution as before: uniform ops, levels in [0.1, severity),
+    fair signs and phase source, recombination with probability p."""
+    n, num_ops = 40000, 9
+    d = sample_single_params(n, 0.3, severity=3, num_ops=num_ops, generator=torch.Generator().manual_seed(0))
+    for i in "12":
+        freq = torch.bincount(d[f"op{i}"], minlength=num_ops).double() / n
+        assert d[f"op{i}"].dtype == torch.int64 and freq.numel() == num_ops and (freq - 1 / num_ops).abs().max() < 0.01
+        lvl = d[f"level{i}"]
+        assert lvl.dtype == torch.float64 and 0.1 <= float(lvl.min()) and float(lvl.max()) < 3
+        assert abs(float(lvl.mean()) - 1.55) < 0.02 and abs(d[f"negate{i}"].double().mean() - 0.5) < 0.01
+    assert abs(d["recombine"].double().mean() - 0.3) < 0.01 and abs(d["phase_from_first"].double().mean() - 0.5) < 0.01
+    assert all(d[k].dtype == torch.bool for k in ("negate1", "negate2", "recombine", "phase_from_first"))
+    assert bool(sample_single_params(50, 1.0)["recombine"].all())
+    assert not sample_single_params(50, 0.0)["recombine"].any()
+
+
+def test_apr_outputs_keep_channels_last():
+    """A channels_last batch comes back channels_last (it came back contiguous NCHW), with the same values."""
+    x8 = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    perm, mask = torch.tensor([1, 2, 3, 0]), torch.tensor([True, False, True, True])
+    params = sample_single_params(4, 0.5, generator=torch.Generator().manual_seed(1))
+    calls = {"apr_pair": lambda t: apr_pair(t, perm), "apr_pair_mask": lambda t: apr_pair(t, perm, mask),
+             "apr_single": lambda t: apr_single(t, params), "APRPair": lambda t: APRPair(p=1.0, seed=0)(t),
+             "APRSingleBatch": lambda t: APRSingleBatch(p=1.0, seed=2)(t)}
+    for x in (x8, x8.float() / 255):
+        cl = x.contiguous(memory_format=torch.channels_last)
+        for name, fn in calls.items():
+            out, ref = fn(cl), fn(x)
+            assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous(), name
+            assert ref.is_contiguous(), name
+            torch.testing.assert_close(out, ref, atol=0, rtol=0)

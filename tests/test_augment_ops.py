@@ -169,3 +169,21 @@ def test_device_augment_pair_equals_the_class_wrappers(method):
     want = ref_cls(p=1.0, dims=cfg.aug.dims, generator=torch.Generator().manual_seed(3))(x, y)
     torch.testing.assert_close(got[0], want[0], atol=0, rtol=0)
     assert torch.equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_an_enclosing_autocast_does_not_change_the_pixels(dtype):
+    """Under ``torch.autocast`` the sampling grid's matmul (and sharpness's conv) ran in bfloat16: up to 251 grey
+    levels off along warped edges. The op core switches autocast off: the same bits as without it."""
+    x8 = torch.nn.functional.interpolate(natural_images(16, 8, seed=4).float(), size=32, mode="bilinear").round()
+    x = x8.to(torch.uint8) if dtype == torch.uint8 else x8 / 255
+    sb = APRSingleBatch(p=0.5, ops=ALL_OPS, seed=0)
+    params = sb.generate_parameters(x.shape)
+    geo = _params(16, torch.tensor([ALL_OPS.index(n) for n in ("rotate", "shear_x", "translate_y", "sharpness")] * 4))
+    want = {s: apr_single_core(x, params, sb.ops, strategy=s) for s in ("grouped", "dense")}
+    want_ops = apply_ops(x8, ALL_OPS, geo)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for s, ref in want.items():
+            torch.testing.assert_close(apr_single_core(x, params, sb.ops, strategy=s), ref, atol=0, rtol=0)
+        torch.testing.assert_close(sb.apply(x, params), want["grouped"], atol=0, rtol=0)
+        torch.testing.assert_close(apply_ops(x8, ALL_OPS, geo), want_ops, atol=0, rtol=0)

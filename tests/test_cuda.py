@@ -33,7 +33,7 @@ FOURIER_OPS = {
     "mix_amplitude_tensor": lambda x, y: fourier.mix_amplitude(x, y, torch.linspace(0, 1, x.shape[0], device=x.device)),
     "low_frequency_swap": lambda x, y: fourier.low_frequency_swap(x, y, 0.1),
     "phase_only_mean": lambda x, y: fourier.phase_only(x, "mean"),
-    "phase_only_unit": lambda x, y: fourier.phase_only(x, "unit"),
+    "phase_only_unit": lambda x, y: fourier.phase_only(x if x.is_floating_point() else x / 255, "unit"),  # float only
     "amplitude_only": lambda x, y: fourier.amplitude_only(x),
     "roundtrip": lambda x, y: fourier.recombine(*fourier.amplitude_phase(x)),
 }

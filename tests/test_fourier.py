@@ -58,17 +58,43 @@ def test_mix_amplitude(dims, images_f32):
     assert torch.allclose(fr.mix_amplitude(x, y, lam, dims), per, atol=1e-10)
 
 
+@pytest.mark.parametrize("dims", ["chw", "hw"])
 @pytest.mark.parametrize("beta", [0.0, 0.1, 0.25])
-def test_low_frequency_swap_matches_numpy(beta, images_f32):
+def test_low_frequency_swap_matches_numpy(beta, dims, images_f32):
     x, y = images_f32.double(), images_f32.double().roll(1, 0)
     h, w = x.shape[-2:]
     b = int(beta * min(h, w))
-    fx, fy = np.fft.fftn(_np(x), axes=(-3, -2, -1)), np.fft.fftn(_np(y), axes=(-3, -2, -1))
+    fx, fy = np.fft.fftn(_np(x), axes=AXES[dims]), np.fft.fftn(_np(y), axes=AXES[dims])
     kh = np.abs(np.fft.fftfreq(h, 1 / h))[:, None]
     kw = np.abs(np.fft.fftfreq(w, 1 / w))[None, :]
     amp = np.where((kh <= b) & (kw <= b), np.abs(fy), np.abs(fx))
-    want = np.real(np.fft.ifftn(amp * np.exp(1j * np.angle(fx)), axes=(-3, -2, -1)))
-    np.testing.assert_allclose(fr.low_frequency_swap(x, y, beta).numpy(), want, atol=1e-10)
+    want = np.real(np.fft.ifftn(amp * np.exp(1j * np.angle(fx)), axes=AXES[dims]))
+    np.testing.assert_allclose(fr.low_frequency_swap(x, y, beta, dims).numpy(), want, atol=1e-10)
+
+
+def _fda_numpy(src: np.ndarray, trg: np.ndarray, beta: float) -> np.ndarray:
+    """FDA's ``FDA_source_to_target_np`` (Yang & Soatto): per-channel 2-D FFTs, the centred square of the shifted
+    amplitude of ``src`` (C, H, W) replaced by ``trg``'s."""
+    fs, ft = np.fft.fft2(src, axes=(-2, -1)), np.fft.fft2(trg, axes=(-2, -1))
+    amp_s, pha_s, amp_t = np.abs(fs), np.angle(fs), np.abs(ft)
+    amp_s, amp_t = np.fft.fftshift(amp_s, axes=(-2, -1)), np.fft.fftshift(amp_t, axes=(-2, -1))
+    h, w = src.shape[-2:]
+    b = int(np.floor(min(h, w) * beta))
+    ch, cw = h // 2, w // 2
+    amp_s[:, ch - b:ch + b + 1, cw - b:cw + b + 1] = amp_t[:, ch - b:ch + b + 1, cw - b:cw + b + 1]
+    amp_s = np.fft.ifftshift(amp_s, axes=(-2, -1))
+    return np.real(np.fft.ifft2(amp_s * np.exp(1j * pha_s), axes=(-2, -1)))
+
+
+def test_fda_and_fact_ops_default_to_per_channel_ffts(images_f32):
+    """As FDA and FACT: each channel transformed on its own (``dims="hw"``), not one 3-D FFT over the channels."""
+    x, y = images_f32[:2].double(), images_f32[2:4].double()
+    for beta in (0.01, 0.1):
+        want = np.stack([_fda_numpy(_np(x[i]), _np(y[i]), beta) for i in range(2)])
+        np.testing.assert_allclose(fr.low_frequency_swap(x, y, beta).numpy(), want, atol=1e-10)
+    fx, fy = np.fft.fft2(_np(x)), np.fft.fft2(_np(y))  # FACT's colorful_spectrum_mix with ratio=1 (whole spectrum)
+    want = np.real(np.fft.ifft2((0.6 * np.abs(fx) + 0.4 * np.abs(fy)) * np.exp(1j * np.angle(fx))))
+    np.testing.assert_allclose(fr.mix_amplitude(x, y, 0.4).numpy(), want, atol=1e-10)
 
 
 def test_phase_only_and_amplitude_only_match_numpy(images_f32):
@@ -144,6 +170,8 @@ def test_bad_arguments(images_f32):
         fr.low_frequency_swap(images_f32, images_f32, -0.1)
     with pytest.raises(ValueError, match="magnitude"):
         fr.phase_only(images_f32, "median")
+    with pytest.raises(ValueError, match="needs a floating image"):  # it rounded to an all-zero uint8 image
+        fr.phase_only((images_f32 * 255).to(torch.uint8), "unit")
 
 
 def test_with_amplitude_matches_polar_and_handles_zero_bins():
@@ -200,13 +228,14 @@ def test_mix_fast_path_equals_the_general_path(dims, monkeypatch):
     assert fr.transfer_amplitude(za, fr.spectral_power(za), fr.spectral_power(zb)) is None  # zero bins: general path
 
 
-def test_low_frequency_swap_leaves_the_rest_of_the_spectrum():
+@pytest.mark.parametrize("dims", ["chw", "hw"])
+def test_low_frequency_swap_leaves_the_rest_of_the_spectrum(dims):
     """Only the bins of the low-frequency square change (they take y's amplitude); every other bin stays x's."""
     g = torch.Generator().manual_seed(4)
     x, y = (torch.rand(3, 3, 12, 10, generator=g, dtype=torch.float64) for _ in range(2))
-    out = fr.low_frequency_swap(x, y, 0.25)
-    zo, zx, zy = (torch.fft.rfftn(t, dim=(-3, -2, -1)) for t in (out, x, y))
-    mask = fr.low_frequency_mask(x.shape, 0.25).expand_as(zx)
+    out = fr.low_frequency_swap(x, y, 0.25, dims)
+    zo, zx, zy = (torch.fft.rfftn(t, dim=AXES[dims]) for t in (out, x, y))
+    mask = fr.low_frequency_mask(x.shape, 0.25, dims).expand_as(zx)
     torch.testing.assert_close(zo[~mask], zx[~mask], atol=1e-10, rtol=0)
     torch.testing.assert_close(zo[mask].abs(), zy[mask].abs(), atol=1e-10, rtol=0)
     torch.testing.assert_close(torch.sgn(zo[mask]), torch.sgn(zx[mask]), atol=1e-9, rtol=0)

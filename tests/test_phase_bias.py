@@ -95,7 +95,7 @@ def test_conflict_stimuli_take_phase_and_amplitude_from_the_donors(images_f32):
     keep = a_out > 1e-6
     torch.testing.assert_close(torch.polar(torch.ones_like(p_out), p_out)[keep], torch.polar(torch.ones_like(p_x), p_x)[keep])
     low = phase_amplitude_conflict(x, y, "low_frequency", beta=0.1)
-    torch.testing.assert_close(low, low_frequency_swap(x, y, 0.1))
+    torch.testing.assert_close(low, low_frequency_swap(x, y, 0.1, "chw"))  # the suite's dims
     assert not torch.allclose(low, out)
     hw = phase_amplitude_conflict(x, y, dims="hw")
     torch.testing.assert_close(hw, swap_amplitude(x, y, "hw"))
@@ -109,7 +109,7 @@ def test_conflict_dataset_matches_the_functional(images_u8):
     pi, ai = sample_pairs(labels, 6, generator=torch.Generator().manual_seed(0))
     ds = PhaseConflictDataset(base, pi, ai, labels, "low_frequency", beta=0.2)
     batch = ds.__getitems__(list(range(6)))
-    ref = low_frequency_swap(images_u8[pi], images_u8[ai], 0.2)
+    ref = low_frequency_swap(images_u8[pi], images_u8[ai], 0.2, "chw")
     assert torch.equal(torch.stack([b[0] for b in batch]), ref)
     assert ds[2][0].dtype == torch.uint8 and torch.equal(ds[2][0], ref[2]) and ds[2][1] == int(labels[pi[2]])
     assert torch.equal(ds.amplitude_labels, labels[ai])

@@ -52,6 +52,7 @@ __all__ = [
     "sample_pair_params",
     "value_range",
     "finish",
+    "keep_layout",
 ]
 
 
@@ -60,11 +61,21 @@ def value_range(dtype: torch.dtype) -> float:
     return 255.0 if dtype == torch.uint8 else 1.0
 
 
-def finish(out: torch.Tensor, dtype: torch.dtype, clamp: bool) -> torch.Tensor:
-    """Cast a float result to ``dtype``; uint8 is always rounded and clamped, floats clamped to [0, 1] if asked."""
+def finish(out: torch.Tensor, dtype: torch.dtype, clamp: bool, like: torch.Tensor | None = None) -> torch.Tensor:
+    """Cast a float result to ``dtype``; uint8 is always rounded and clamped, floats clamped to [0, 1] if asked.
+    ``like``: the input, whose memory format the result keeps (:func:`keep_layout`)."""
     if clamp and dtype != torch.uint8:
         out = out.clamp(0.0, 1.0)
-    return restore_dtype(out, dtype)
+    out = restore_dtype(out, dtype)
+    return out if like is None else keep_layout(out, like)
+
+
+def keep_layout(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``out`` in ``like``'s memory format: channels_last if ``like`` is a channels_last batch (one copy, after the
+    cast to the output dtype), else ``out`` as it is (the FFTs return contiguous NCHW)."""
+    if like.ndim == 4 and not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last):
+        return out.contiguous(memory_format=torch.channels_last)
+    return out
 
 
 def swap_with_partner(
@@ -172,10 +183,10 @@ def apr_pair_with_dc(
     spec = swap_with_partner(z, perm, inplace=True)
     out = irfftn(spec, [x.shape[d] for d in fft_dims], fft_dims)
     if mask is None:
-        return finish(out, x.dtype, clamp), dc
+        return finish(out, x.dtype, clamp, like=x), dc
     if clamp and x.dtype != torch.uint8:
         out = out.clamp(0.0, 1.0)  # the recombined images only: unselected ones come back exactly as given
-    return restore_dtype(torch.where(mask.view(-1, 1, 1, 1), out, xf), x.dtype), dc
+    return finish(torch.where(mask.view(-1, 1, 1, 1), out, xf), x.dtype, False, like=x), dc
 
 
 def apr_pair(
@@ -189,7 +200,8 @@ def apr_pair(
 
     ``mask`` ``(B,)`` bool selects the images to recombine (the others are returned exactly);
     ``None`` recombines all. Returns ``x``'s dtype and device; uint8 is rounded and clamped, floats
-    are clamped to [0, 1] only when ``clamp=True``. Differentiable in ``x``; ``x`` is not modified.
+    are clamped to [0, 1] only when ``clamp=True``, in ``x``'s memory format (channels_last stays).
+    Differentiable in ``x``; ``x`` is not modified.
     Validates once (shapes and dtypes; on eager CPU calls also the ``perm`` values and finiteness, from the
     spectrum's DC terms), then runs :func:`apr_pair_core`. On accelerators and under ``torch.compile`` the
     value checks are skipped (no host sync, no graph breaks): NaN/inf images come out NaN.

@@ -10,7 +10,8 @@ APR code): a level is drawn uniformly in ``[0.1, severity)``, then
 * ``autocontrast``, ``equalize``: per channel, no level;  ``color``, ``contrast``, ``brightness``,
   ``sharpness`` (not in the default list: they overlap the test corruptions): factor ``level * 1.8 / 10 + 0.1``.
 
-Geometric ops sample bilinearly with black fill. Work is done on a float 0..255 scale.
+Geometric ops sample bilinearly with black fill. Work is done on a float 0..255 scale in the input's dtype, also
+under ``torch.autocast`` (:func:`autocast_off`: a bfloat16/float16 sampling grid would move pixels).
 
 Two strategies give the same numbers (each image's result depends only on that image and its row of
 the parameter table from :func:`op_table`):
@@ -24,6 +25,7 @@ the parameter table from :func:`op_table`):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,8 +34,10 @@ import torch.nn.functional as F
 
 from .._checks import nearest_names, to_device
 
-__all__ = ["DEFAULT_OPS", "ALL_OPS", "GEOMETRIC_OPS", "TABLE_COLS", "resolve_ops", "sample_op_params", "op_table",
-           "apply_table", "apply_ops", "use_dense", "grey_levels", "is_geometric", "pixel_matrix", "warp_pixels"]
+__all__ = ["DEFAULT_OPS", "ALL_OPS", "GEOMETRIC_OPS", "TABLE_COLS", "resolve_ops", "uniform_rows", "op_params",
+           "sample_op_params", "op_table",
+           "apply_table", "apply_ops", "use_dense", "grey_levels", "is_geometric", "pixel_matrix", "warp_pixels",
+           "autocast_off"]
 
 DEFAULT_OPS: tuple[str, ...] = (
     "autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x", "translate_y",
@@ -49,6 +53,13 @@ STRATEGIES = ("auto", "grouped", "dense")
 _INT_TOL = 1e-4  # grey levels: a float image's k / 255 * 255 may come out a hair below the integer k
 
 
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """A region free of an enclosing ``torch.autocast`` on ``device``'s type (a no-op where it has none: ``meta``)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def resolve_ops(ops: Sequence[str] | None) -> tuple[str, ...]:
     """Validate a sequence of op names (``None`` -> :data:`DEFAULT_OPS`)."""
     if ops is None:
@@ -61,23 +72,32 @@ def resolve_ops(ops: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(ops)
 
 
-def sample_op_params(
-    n: int, num_ops: int, severity: float, generator: torch.Generator | None = None
-) -> dict[str, torch.Tensor]:
-    """Draw ``n`` op choices on the generator's device: ``op`` (index), ``level`` in [0.1, severity), ``negate``."""
+#: rows per draw call by device type (others: 256; None: one call, as the CPU fills elements in order from its stream,
+#: whereas a device kernel may map random values to elements by the call's size)
+_ROWS_PER_CALL: dict[str, int | None] = {"cpu": None}
+
+
+def uniform_rows(n: int, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(n, k)`` float64 uniforms in [0, 1) on the generator's device (``None``: torch's global CPU RNG), row ``i``
+    the same for every ``n``: item ``i`` of a batch draws the same whatever the batch size."""
     gdev = generator.device if generator is not None else torch.device("cpu")
-    op = torch.randint(num_ops, (n,), generator=generator, device=gdev)
-    level = 0.1 + (float(severity) - 0.1) * torch.rand(n, generator=generator, device=gdev, dtype=torch.float64)
-    negate = torch.rand(n, generator=generator, device=gdev) > 0.5
-    return {"op": op, "level": level, "negate": negate}
+    kw: dict[str, Any] = dict(generator=generator, device=gdev, dtype=torch.float64)
+    rows = _ROWS_PER_CALL.get(gdev.type, 256)
+    if rows is None:
+        return torch.rand(n, k, **kw)
+    return torch.cat([torch.rand(rows, k, **kw) for _ in range(max(1, -(-n // rows)))])[:n]
 
 
-def int_parameter(level: torch.Tensor, maxval: float | torch.Tensor) -> torch.Tensor:
-    return torch.floor(level * maxval / 10)
+def op_params(u: torch.Tensor, num_ops: int, severity: float) -> dict[str, torch.Tensor]:
+    """Op choices from uniforms ``u`` ``(n, 3)``: ``op`` (uniform index), ``level`` in [0.1, severity), ``negate``."""
+    op = (u[:, 0] * num_ops).long().clamp_(max=num_ops - 1)
+    return {"op": op, "level": 0.1 + (float(severity) - 0.1) * u[:, 1], "negate": u[:, 2] > 0.5}
 
 
-def float_parameter(level: torch.Tensor, maxval: float) -> torch.Tensor:
-    return level * maxval / 10
+def sample_op_params(n: int, num_ops: int, severity: float, generator: torch.Generator | None = None
+                     ) -> dict[str, torch.Tensor]:
+    """Draw ``n`` op choices on the generator's device (:func:`op_params` of :func:`uniform_rows`: per item)."""
+    return op_params(uniform_rows(n, 3, generator), num_ops, severity)
 
 
 def _rows(op: torch.Tensor, names: tuple[str, ...], wanted: Sequence[str]) -> torch.Tensor | None:
@@ -221,12 +241,14 @@ def pixel_matrix(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 def warp_pixels(x: torch.Tensor, matrix: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """Warp ``x`` ``(B, C, H, W)`` float by forward pixel maps ``matrix`` ``(B, 3, 3)`` (:func:`pixel_matrix`'s
-    convention), with the same sampling and borders as the ops; ``mode="nearest"`` for masks."""
+    convention), with the same sampling and borders as the ops; ``mode="nearest"`` for masks. Runs with
+    autocast off (see :func:`autocast_off`)."""
     h, w = x.shape[-2:]
     m = matrix.to(torch.float64)
     n = _to_norm(h, w, m)
     theta = n @ torch.linalg.solve(m, torch.linalg.inv(n).expand_as(m))  # N M^-1 N^-1: output -> input, normalised
-    return _warp(x, theta[:, :2].reshape(-1, 6).to(x.dtype), mode)
+    with autocast_off(x.device):
+        return _warp(x, theta[:, :2].reshape(-1, 6).to(x.dtype), mode)
 
 
 def _autocontrast(x: torch.Tensor) -> torch.Tensor:
@@ -357,11 +379,13 @@ def apply_table(x: torch.Tensor, names: tuple[str, ...], table: torch.Tensor, st
 
     ``table`` ``(B, TABLE_COLS)`` from :func:`op_table`, best already on ``x``'s device in ``x``'s dtype.
     Returns a new float tensor; every image gets exactly one op. ``strategy`` as in :func:`use_dense`.
+    Runs in ``x``'s dtype under ``torch.autocast`` too (:func:`autocast_off`).
     """
     table = table.to(device=x.device, dtype=x.dtype)
-    if use_dense(x, strategy):
-        return _apply_dense(x, names, table)
-    return _apply_grouped(x, names, table)
+    with autocast_off(x.device):
+        if use_dense(x, strategy):
+            return _apply_dense(x, names, table)
+        return _apply_grouped(x, names, table)
 
 
 def apply_ops(x: torch.Tensor, names: tuple[str, ...], params: dict[str, torch.Tensor], strategy: str = "auto"

@@ -1,7 +1,7 @@
 """AugMix-style operations on single PIL images (the reference implementation's own primitives).
 
 Same ops, level scaling and parameter draws as :mod:`aprkit.augment.ops` (see there); the
-parameters come from :func:`aprkit.augment.ops.sample_op_params`, so a seed gives the same op
+parameters come from :func:`aprkit.augment.single.sample_single_params`, so a seed gives the same op
 choices on the PIL and the batched torch paths. The torch ops sample as PIL does (black outside the
 image, edge pixels repeated inside) and threshold PIL's truncated grey levels; a float image's APR-S
 result stays within 0.5 grey levels mean per image on average (at most 4.7, measured on CIFAR-10) of

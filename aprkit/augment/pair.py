@@ -133,13 +133,13 @@ class APRSP:
     """The APR-SP training batch: ``x_all, y_all = aprsp(x, y)`` then ``loss = aprsp.loss(model(x_all), y_all)``.
 
     ``x`` is the batch as the DataLoader delivers it with :class:`~aprkit.augment.APRSingle` in its
-    transform (APR-S). ``x_all = cat([first, apr_pair(x)])`` with ``first = clean`` if given, else
-    ``x``; ``y_all = cat([y, y])``. :meth:`loss` is the reference's
-    ``CE(logits[:B], y) + CE(logits[B:], y)`` (a sum of two means). ``compile_core`` as in :class:`APRPair`.
-    Recipe::
+    transform (APR-S; first, on the whole image, then the crop padded with grey 128, as the reference).
+    ``x_all = cat([first, apr_pair(x)])`` with ``first = clean`` if given, else ``x``; ``y_all = cat([y, y])``.
+    :meth:`loss` is the reference's ``CE(logits[:B], y) + CE(logits[B:], y)`` (a sum of two means).
+    ``compile_core`` as in :class:`APRPair`. Recipe::
 
-        loader = DataLoader(ImageFolder(root, transform=Compose([RandomCrop(32, 4), RandomHorizontalFlip(),
-                                                                 APRSingle(), PILToTensor()])), ...)
+        loader = DataLoader(ImageFolder(root, transform=Compose([APRSingle(), RandomCrop(32, 4, fill=128),
+                                                                 RandomHorizontalFlip(), PILToTensor()])), ...)
         aprsp = APRSP(p=0.6)
         for x, y in loader:
             x = x.to(device).float().div(255)       # APR-P on [0, 1] images, as in the reference

@@ -27,7 +27,17 @@ from torch import nn
 from .._checks import check_dims, check_image_tensor, check_probability, compute_dtype, to_device
 from ..fourier import Dims
 from .functional import CompiledCore, finish, recombine_views, recombine_views_numpy, value_range
-from .ops import TABLE_COLS, apply_table, grey_levels, op_table, pixel_matrix, resolve_ops, sample_op_params, use_dense
+from .ops import (
+    TABLE_COLS,
+    apply_table,
+    grey_levels,
+    op_params,
+    op_table,
+    pixel_matrix,
+    resolve_ops,
+    uniform_rows,
+    use_dense,
+)
 from .ops_pil import apply_pil_op
 
 __all__ = ["sample_single_params", "apr_single", "apr_single_core", "param_table", "APRSingleBatch", "APRSingle",
@@ -81,13 +91,14 @@ def _check_severity(severity: float) -> float:
 def sample_single_params(
     n: int, p: float = 0.5, severity: float = 3, num_ops: int = 9, generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
-    """Draw APR-S parameters for ``n`` images, each ``(n,)``: first op, recombination flag, second op, phase source."""
+    """Draw APR-S parameters for ``n`` images, each ``(n,)``: first op, recombination flag, second op, phase source.
+
+    Per item: image ``i`` takes every parameter from row ``i`` of one ``(n, 8)`` block of uniforms
+    (:func:`~aprkit.augment.ops.uniform_rows`), so its draws do not depend on the batch size."""
     p = check_probability(p)
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    first = sample_op_params(n, num_ops, severity, generator)
-    recombine = torch.rand(n, generator=generator, device=gdev) < p
-    second = sample_op_params(n, num_ops, severity, generator)
-    phase_from_first = torch.rand(n, generator=generator, device=gdev) < 0.5
+    u = uniform_rows(n, 8, generator)
+    first, second = op_params(u[:, 0:3], num_ops, severity), op_params(u[:, 4:7], num_ops, severity)
+    recombine, phase_from_first = u[:, 3] < p, u[:, 7] < 0.5
     out = {f"{k}1": v for k, v in first.items()} | {f"{k}2": v for k, v in second.items()}
     return out | {"recombine": recombine, "phase_from_first": phase_from_first}
 
@@ -145,7 +156,7 @@ def apr_single(
     """APR-S on a batch ``x`` ``(B, C, H, W)`` (uint8 or float in [0, 1]) with parameters from
     :func:`sample_single_params`.
 
-    Returns a new tensor of ``x``'s dtype and device, clamped to its range (uint8 rounded).
+    Returns a new tensor of ``x``'s dtype, device and memory format, clamped to its range (uint8 rounded).
     Views of uint8 images are rounded to integers between ops, as the reference's uint8 arrays are.
     Validates once (one ``aminmax`` pass for float input), then runs :func:`apr_single_core`.
     """
@@ -179,13 +190,14 @@ def apr_single_core(x: torch.Tensor, params: dict[str, torch.Tensor], names: tup
     a, b_view = _views(x255, names, table, quantize, use_dense(x, strategy))
     rec = recombine_views(a, b_view, table[:, _PHASE] > 0.5, dims)
     out = torch.where(table[:, _RECOMBINE].view(-1, 1, 1, 1) > 0.5, rec, a)
-    return finish(out if quantize else out / scale, x.dtype, clamp=True)
+    return finish(out if quantize else out / scale, x.dtype, clamp=True, like=x)
 
 
 class APRSingleBatch(CompiledCore, nn.Module):
     """APR-S on a whole batch ``(B, C, H, W)`` on its device: ``images = aprs_batch(images)``.
 
-    Each image gets its own ops and draws. Kornia-style: :meth:`generate_parameters` samples,
+    Each image gets its own ops and draws, per item: image ``i`` draws the same whatever the batch size
+    (:func:`sample_single_params`). Kornia-style: :meth:`generate_parameters` samples,
     :meth:`apply` replays them deterministically; ``forward`` does both. ``compile_core=True`` (or a dict
     of ``torch.compile`` options, e.g. ``{"mode": "reduce-overhead"}``) makes ``forward`` run
     :func:`apr_single_core` compiled as one graph (the sampling stays eager); on a device, draw from a

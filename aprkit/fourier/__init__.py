@@ -6,7 +6,9 @@ clamped to [0, 255], never wrapped around). Computation runs in float32 (float64
 gradients flow through every floating path.
 
 ``dims="chw"`` is a 3-D FFT over (C, H, W), as in the reference APR code (Chen et al., ICCV 2021);
-``dims="hw"`` is a per-channel 2-D FFT over (H, W).
+``dims="hw"`` is a per-channel 2-D FFT over (H, W). Every op defaults to ``"chw"`` except the FDA- and FACT-style
+``low_frequency_swap`` and ``mix_amplitude`` (and ``low_frequency_mask``), which default to ``"hw"`` as those
+methods transform each channel on its own.
 
 The ops that produce real images from real images (swap, mix, low-frequency swap, phase-only,
 amplitude-only) use real FFTs (``rfftn``/``irfftn``): the recombined spectrum of real inputs is

@@ -75,12 +75,15 @@ def swap_amplitude(phase_source: torch.Tensor, amplitude_source: torch.Tensor, d
 
 
 def mix_amplitude(
-    x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor = 0.5, dims: Dims = "chw"
+    x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor = 0.5, dims: Dims = "hw"
 ) -> torch.Tensor:
     """FACT-style amplitude mix: amplitude ``(1 - lam) * |X| + lam * |Y|`` with the phase of ``x``.
 
     ``lam`` is a float in [0, 1] or a tensor broadcastable to the leading batch shape (one value per
-    image, e.g. shape ``(B,)``). ``lam=0`` returns ``x``; ``lam=1`` equals ``swap_amplitude(x, y)``.
+    image, e.g. shape ``(B,)``). ``lam=0`` returns ``x``; ``lam=1`` equals ``swap_amplitude(x, y, dims)``.
+    The default ``dims="hw"`` transforms each channel on its own, as FACT (Xu et al., CVPR 2021,
+    ``colorful_spectrum_mix``) does; ``dims="chw"`` mixes the 3-D spectrum over (C, H, W) (APR's transform),
+    which gives different numbers (earlier versions defaulted to ``"chw"``: pass it to keep their numbers).
     """
     _check_pair(x, y, "x", "y")
     fft_dims = check_dims(dims)
@@ -120,14 +123,15 @@ def _half_width(shape: tuple[int, ...], beta: float) -> int:
 
 
 def low_frequency_mask(
-    shape: tuple[int, ...], beta: float, dims: Dims = "chw", *, device: torch.device | str | None = None,
+    shape: tuple[int, ...], beta: float, dims: Dims = "hw", *, device: torch.device | str | None = None,
     real: bool = True,
 ) -> torch.Tensor:
     """Boolean mask over the (half, if ``real``) spectrum of an image of ``shape`` ``(..., C, H, W)``.
 
     True on the centred low-frequency square of half-width ``b = floor(beta * min(H, W))``: every
-    frequency with ``|k_h| <= b`` and ``|k_w| <= b`` (FDA convention; all channel frequencies for
-    ``dims="chw"``). Returned with shape ``(1, H, W or W//2+1)`` for broadcasting.
+    frequency with ``|k_h| <= b`` and ``|k_w| <= b`` (FDA convention): of every channel for ``dims="hw"``,
+    at every channel frequency for ``dims="chw"`` (the same mask either way). Returned with shape
+    ``(1, H, W or W//2+1)`` for broadcasting.
     """
     check_dims(dims)
     b = _half_width(shape, beta)
@@ -141,13 +145,17 @@ def low_frequency_mask(
     return (rows[:, None] & cols[None, :]).unsqueeze(0).to(device)
 
 
-def low_frequency_swap(x: torch.Tensor, y: torch.Tensor, beta: float = 0.01, dims: Dims = "chw") -> torch.Tensor:
+def low_frequency_swap(x: torch.Tensor, y: torch.Tensor, beta: float = 0.01, dims: Dims = "hw") -> torch.Tensor:
     """FDA-style swap: ``x`` takes the amplitude of ``y`` inside the centred low-frequency square.
 
     The square has half-width ``floor(beta * min(H, W))`` (Yang & Soatto, CVPR 2020; the True region of
     :func:`low_frequency_mask`); ``beta=0`` swaps only the DC term. Phase and high-frequency amplitude stay
     those of ``x``: only the bins of the square are read from ``y`` and rewritten (a small fraction of the
-    spectrum for the usual ``beta``), so the cost is about that of the three FFTs.
+    spectrum for the usual ``beta``), so the cost is about that of the three FFTs. The default ``dims="hw"``
+    transforms each channel on its own and equals FDA's ``FDA_source_to_target_np`` (to float rounding);
+    ``dims="chw"`` swaps the square at every channel frequency of the 3-D spectrum over (C, H, W), which mixes
+    amplitude across channels and gives different numbers (earlier versions defaulted to ``"chw"``: pass it to
+    keep their numbers).
     """
     _check_pair(x, y, "x", "y")
     fft_dims = check_dims(dims)
@@ -169,12 +177,16 @@ def phase_only(
 ) -> torch.Tensor:
     """Oppenheim-Lim phase-only reconstruction of ``x`` ``(..., C, H, W)``.
 
-    ``magnitude="unit"`` sets every amplitude to 1 (values are then tiny: rescale for display);
-    ``"mean"`` sets every amplitude to the image's own mean amplitude over ``dims`` (keeps the energy
-    scale); a tensor gives an explicit amplitude spectrum (full-size, broadcastable to ``x``), e.g.
-    a dataset-mean amplitude from ``amplitude_phase``.
+    ``magnitude="unit"`` sets every amplitude to 1 (values are then tiny, about ``1 / sqrt(N)`` for ``N``
+    transformed values: rescale for display); it needs a floating ``x`` (a uint8 result would round to 0
+    everywhere: ``ValueError``). ``"mean"`` sets every amplitude to the image's own mean amplitude over ``dims``
+    (keeps the energy scale); a tensor gives an explicit amplitude spectrum (full-size, broadcastable to
+    ``x``), e.g. a dataset-mean amplitude from ``amplitude_phase``. Returns ``x``'s dtype, as every op here.
     """
     check_image_tensor(x, "x")
+    if x.dtype == torch.uint8 and isinstance(magnitude, str) and magnitude == "unit":
+        raise ValueError("phase_only(magnitude='unit') needs a floating image: its values are about 1 / sqrt(N) "
+                         "and would round to 0 in uint8; pass x.float() / 255, or magnitude='mean'")
     fft_dims = check_dims(dims)
     xf = _as_float(x)
     amp: torch.Tensor | float

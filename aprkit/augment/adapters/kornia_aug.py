@@ -83,7 +83,9 @@ class RandomAPRSingle(_SeededGate, GeometricAugmentationBase2D):
 
     ``p_apr`` is APR-S's recombination probability (``APRSingleBatch(p=...)``; positional first argument as
     before); ``p``, ``p_batch``, ``same_on_batch`` and ``keepdim`` are kornia's. ``generator``/``seed`` drive
-    every draw, kornia's gate included, so a seeded module reproduces its output.
+    every draw, kornia's gate included, so a seeded module reproduces its output. Image ``i``'s APR-S draws do not
+    depend on the batch size (:func:`~aprkit.augment.single.sample_single_params`) while the gate draws nothing
+    (``p`` and ``p_batch`` 0 or 1); with ``0 < p < 1`` its ``B`` draws come first.
     """
 
     def __init__(self, p_apr: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None, dims: Dims = "chw",

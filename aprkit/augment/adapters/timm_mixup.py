@@ -9,6 +9,7 @@ import torch
 
 from ..._checks import check_image_tensor, check_labels
 from ...fourier import Dims
+from ..functional import keep_layout
 from ..pair import APRPair
 
 __all__ = ["APRMixup"]
@@ -154,10 +155,7 @@ class APRMixup:
         out = self.pair(pixels)
         if out is pixels:  # batch not selected: hand back the input untouched
             return x
-        out = (out - mean).div_(std).to(x.dtype)
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            out = out.contiguous(memory_format=torch.channels_last)
-        return out
+        return keep_layout((out - mean).div_(std).to(x.dtype), x)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_image_tensor(x, "input", min_ndim=4, max_ndim=4, check_finite=False)

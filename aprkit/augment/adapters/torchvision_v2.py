@@ -23,7 +23,7 @@ ANNOTATION_TYPES: tuple[type, ...] = (tv_tensors.BoundingBoxes, tv_tensors.Mask,
 
 
 class APRSingleV2(v2.Transform):
-    """APR-S for classification pipelines: ``v2.Compose([v2.RandomCrop(32, 4), APRSingleV2(), v2.ToDtype(...)])``.
+    """APR-S for classification pipelines: ``v2.Compose([APRSingleV2(), v2.RandomCrop(32, 4, fill=128), ...])``.
 
     Transforms PIL images, ``tv_tensors.Image``, plain tensors ``(..., C, H, W)`` (leading dims are
     independent images) and ``tv_tensors.Video`` ``(..., T, C, H, W)`` (the frames of one video share
