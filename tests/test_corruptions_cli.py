@@ -12,7 +12,7 @@ from PIL import Image
 
 from aprkit.cli import main
 from aprkit.corruptions import CODE_VERSION, corrupt, item_seeds
-from aprkit.corruptions.dataset import write_cifar_c
+from aprkit.corruptions.dataset import write_cifar_c, write_imagenet_c
 from conftest import natural_images
 
 NAMES = ["gaussian_noise", "contrast", "glass_blur"]
@@ -228,3 +228,24 @@ def test_cli_refuses_options_that_would_be_ignored(array_input, folder_input, tm
     assert main(["corrupt", str(folder_input), str(tmp_path / "inc"), "--labels", str(tmp / "y.npy"),
                  "--no-progress"]) == 2
     assert "--labels is only for array input" in capsys.readouterr().err
+
+
+def test_writers_default_to_the_preset_of_the_image_size(tmp_path, capsys) -> None:
+    """A 64-px array (Tiny-ImageNet) gets the tinyimagenet parameters, as the eval's generated cells do; a folder
+    written at --size 32 the cifar ones, and with size=None the preset of its images' size."""
+    x = natural_images(3, 64).permute(0, 2, 3, 1).numpy().copy()
+    np.save(tmp_path / "x64.npy", x)
+    assert main(["corrupt", str(tmp_path / "x64.npy"), str(tmp_path / "o"), "--corruptions", "pixelate",
+                 "--severities", "5", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["params"]["preset"] == "tinyimagenet"
+    seeds = item_seeds(0, "pixelate", 5, "tinyimagenet", range(3))
+    want = corrupt(torch.from_numpy(x).permute(0, 3, 1, 2), "pixelate", 5, "tinyimagenet", seeds=seeds)
+    assert np.array_equal(np.load(tmp_path / "o" / "pixelate.npy"), want.permute(0, 2, 3, 1).numpy())
+    src = tmp_path / "src" / "cls"
+    src.mkdir(parents=True)
+    for i, img in enumerate(x):
+        Image.fromarray(img).save(src / f"{i}.png")
+    for size, preset in ((32, "cifar"), (None, "tinyimagenet"), (224, "imagenet")):
+        out = tmp_path / f"inc{size}"
+        write_imagenet_c(tmp_path / "src", out, ["contrast"], severities=(1,), size=size, progress=False)
+        assert json.loads((out / "manifest.json").read_text())["params"]["preset"] == preset

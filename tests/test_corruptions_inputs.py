@@ -87,6 +87,7 @@ def test_on_disk_c_labels_must_be_integers(tmp_path) -> None:
         cifar_c(root, "fog", 1)
 
 
+@pytest.mark.filterwarnings("ignore::aprkit.corruptions.PresetSizeWarning")  # 3-4 px images, imagenet preset
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 def test_pixelate_refuses_images_it_would_shrink_to_nothing(dtype: torch.dtype) -> None:
     """ImageNet severity 5 shrinks to a quarter first: 3 px images would become 0 px (a clear error, not a
@@ -95,3 +96,34 @@ def test_pixelate_refuses_images_it_would_shrink_to_nothing(dtype: torch.dtype) 
     with pytest.raises(ValueError, match="pixelate at severity 5 .* at least 4 px per side"):
         corrupt(x, "pixelate", 5, "imagenet")
     assert corrupt(torch.zeros(2, 3, 4, 4, dtype=dtype), "pixelate", 5, "imagenet").shape == (2, 3, 4, 4)
+
+
+@pytest.mark.parametrize(("size", "preset"), [(32, "cifar"), (24, "cifar"), (64, "tinyimagenet"), (224, "imagenet")])
+def test_default_preset_follows_the_image_size(size: int, preset: str) -> None:
+    """Without ``preset=``, the parameters are those made for the image size (the cifar ones leave a 224-px image
+    almost unchanged); images of up to 32 px keep the cifar ones."""
+    from aprkit.corruptions import corrupt_image
+
+    x = natural_images(2, size)
+    want = corrupt(x, "pixelate", 5, preset)
+    assert torch.equal(corrupt(x, "pixelate", 5), want)
+    assert torch.equal(RandomCorruption("pixelate", 5)(x), want)
+    img = x[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(corrupt_image(img, "pixelate", 5), want[0].permute(1, 2, 0).numpy())
+
+
+def test_explicit_preset_far_from_the_image_size_warns() -> None:
+    import warnings
+
+    from aprkit.corruptions import PresetSizeWarning
+
+    with pytest.warns(PresetSizeWarning, match=r"preset 'cifar' .* 32-px images, but these images are 224x224 px.*"
+                                               r"the preset for this size is 'imagenet'"):
+        corrupt(natural_images(1, 224), "pixelate", 5, "cifar")
+    with pytest.warns(PresetSizeWarning, match="the preset for this size is 'cifar'"):
+        RandomCorruption("contrast", 1, preset="imagenet")(natural_images(1, 32))
+    with warnings.catch_warnings():  # near the preset's size, or no better preset: no warning
+        warnings.simplefilter("error", PresetSizeWarning)
+        corrupt(natural_images(1, 40), "pixelate", 5, "cifar")
+        corrupt(natural_images(1, 16), "pixelate", 5, "cifar")
+        corrupt(natural_images(1, 120), "pixelate", 5, "imagenet")

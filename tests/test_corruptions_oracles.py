@@ -435,6 +435,7 @@ def test_motion_line_direct_equals_fft_path() -> None:
     assert (_line_direct(x, k, ox, oy) - _line_fft(x, k, ox, oy, 25)).abs().max() < 1e-12
 
 
+@pytest.mark.filterwarnings("ignore::aprkit.corruptions.PresetSizeWarning")  # imagenet pixelate on 48-px images
 def test_uint8_shortcuts_equal_the_float_path() -> None:
     """uint8 batches skip the float round trip (JPEG, pixelate, impulse noise on bytes, shot noise on levels):
     the same results."""

@@ -1,9 +1,10 @@
 """Functional entry points: ``corrupt`` on batches, ``corrupt_image`` on single PIL/NumPy images.
 
-``corrupt(images, name, severity, preset="cifar", generator=None)`` applies one of the 19
+``corrupt(images, name, severity, preset=None, generator=None)`` applies one of the 19
 CIFAR-10-C / ImageNet-C corruptions to a batch ``(..., C, H, W)`` (uint8 in [0, 255] or float in
 [0, 1], CPU or CUDA) and returns a tensor of the same shape, dtype and device. The severity
-parameters are the published ones of the chosen preset (``severity.PARAMS``); all randomness comes
+parameters are the published ones of the chosen preset (``severity.PARAMS``; by default the preset made for
+the image size, ``severity.preset_for_size``; an explicit preset far from it warns); all randomness comes
 from ``generator`` (same seed, same output), or with ``seeds=`` (one key per image, e.g.
 ``item_seeds(seed, name, severity, preset, dataset_indices)``) from counter-based per-image streams
 computed on the images' device (``_itemkeys.ItemKeys``), so that image ``i``'s result does not depend on the
@@ -37,7 +38,7 @@ from . import blur, digital, noise, weather
 from . import spatter as _spatter
 from ._common import as_float, finish
 from ._random import ItemKeys, item_seeds
-from .severity import PRESET_INFO, check_preset, params
+from .severity import PRESET_INFO, params, resolve_preset
 
 __all__ = ["CODE_VERSION", "BENCHMARK", "EXTRA", "CORRUPTIONS", "list_corruptions", "check_name", "corrupt",
            "corrupt_image",
@@ -148,7 +149,7 @@ def corrupt(
     images: torch.Tensor,
     name: str,
     severity: int,
-    preset: str = "cifar",
+    preset: str | None = None,
     generator: torch.Generator | None = None,
     *,
     seeds: torch.Tensor | Sequence[int] | None = None,
@@ -161,7 +162,9 @@ def corrupt(
             accepted by the corruptions that do not use colour: noise, blur, contrast, fog, ...).
         name: one of ``list_corruptions()``.
         severity: 1-5.
-        preset: ``"cifar"`` (32 px), ``"tinyimagenet"`` (64 px) or ``"imagenet"`` (224 px) parameters.
+        preset: ``"cifar"`` (32 px), ``"tinyimagenet"`` (64 px) or ``"imagenet"`` (224 px) parameters; ``None``:
+            the one made for the image size (longer side <= 32 cifar, <= 64 tinyimagenet, else imagenet). An
+            explicit preset made for images more than 1.5 times larger or smaller warns (``PresetSizeWarning``).
         generator: source of every random choice (on the CPU or the images' device); the draws of one
             image depend on the images drawn before it in the batch.
         seeds: instead of ``generator``, one integer key per image (``(N,)`` for the ``N`` images of
@@ -174,8 +177,9 @@ def corrupt(
         The corrupted images: same shape, dtype and device; the input is never modified.
     """
     check_name(name)
-    c = params(name, severity, check_preset(preset))
     check_image_tensor(images, "images", min_ndim=3, unit_range=True)
+    preset = resolve_preset(preset, images.shape[-2], images.shape[-1])
+    c = params(name, severity, preset)
     channels = images.shape[-3]
     if name in _RGB_ONLY and channels != 3:
         raise ValueError(f"{name} needs RGB images (..., 3, H, W), got shape {tuple(images.shape)}")
@@ -230,7 +234,7 @@ def corrupt_image(
     image: Any,
     name: str,
     severity: int,
-    preset: str = "cifar",
+    preset: str | None = None,
     generator: torch.Generator | None = None,
     *,
     seed: int | None = None,

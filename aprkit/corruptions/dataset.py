@@ -27,7 +27,7 @@ from .._io import atomic_write
 from ._random import item_seeds
 from .api import CODE_VERSION, check_name, corrupt
 from .manifest import Manifest, check_batch_size, fingerprint_array, fingerprint_files
-from .severity import check_preset, check_severity
+from .severity import check_preset, check_severity, preset_for_size
 
 __all__ = ["IMAGE_EXTENSIONS", "scan_image_folder", "load_image_folder", "write_cifar_c", "write_imagenet_c"]
 
@@ -106,7 +106,7 @@ def write_cifar_c(
     names: Sequence[str],
     labels: np.ndarray | None = None,
     severities: Sequence[int] = (1, 2, 3, 4, 5),
-    preset: str = "cifar",
+    preset: str | None = None,
     seed: int = 0,
     batch_size: int = 500,
     device: str | torch.device = "cpu",
@@ -116,17 +116,18 @@ def write_cifar_c(
 ) -> list[Path]:
     """Write ``<out>/<name>.npy`` (uint8 ``(len(severities)*N, H, W, 3)``, severity-major) for every name.
 
-    ``images``: uint8 ``(N, H, W, 3)`` (``N >= 1``). Arrays the folder's manifest lists as complete are
+    ``images``: uint8 ``(N, H, W, 3)`` (``N >= 1``). ``preset``: default the one made for ``H x W``
+    (``preset_for_size``; an explicit preset far from it warns). Arrays the folder's manifest lists as complete are
     skipped; a folder generated with other parameters or input raises ``ValueError`` unless
     ``overwrite``. Returns the written paths.
     """
     from tqdm.auto import tqdm
 
     names, severities = _check_names(names, severities)
-    check_preset(preset)
     arr = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
         raise TypeError(f"images must be uint8 (N, H, W, 3), got {arr.dtype} {arr.shape}")
+    preset = preset_for_size(arr.shape[1], arr.shape[2]) if preset is None else check_preset(preset)
     n = arr.shape[0]
     if n == 0:
         raise ValueError(f"images is empty (shape {arr.shape}); expected at least one image (N, H, W, 3)")
@@ -175,7 +176,7 @@ def write_imagenet_c(
     out_dir: str | os.PathLike,
     names: Sequence[str],
     severities: Sequence[int] = (1, 2, 3, 4, 5),
-    preset: str = "imagenet",
+    preset: str | None = None,
     seed: int = 0,
     batch_size: int = 64,
     size: int | None = 224,
@@ -188,7 +189,9 @@ def write_imagenet_c(
     """Write ``<out>/<name>/<severity>/<class>/<file>`` JPEGs (``quality``) for a class-folder tree.
 
     ``size``: resize + centre-crop every image to ``size`` (ImageNet-C protocol), or ``None`` to keep
-    sizes (images of one batch that differ in size are corrupted one by one). Image ``i`` is the
+    sizes (images of one batch that differ in size are corrupted one by one). ``preset``: default the one made for
+    ``size`` (``preset_for_size``: ``"imagenet"`` for 224), or with ``size=None`` for the first image's size; an
+    explicit preset far from the images' size warns. Image ``i`` is the
     ``i``-th file of the sorted class-folder scan. Files of a (corruption, severity) begun under the
     folder's manifest are skipped when they exist; a folder generated with other parameters or input
     raises ``ValueError`` unless ``overwrite``. Returns the number of files written.
@@ -197,9 +200,16 @@ def write_imagenet_c(
     from tqdm.auto import tqdm
 
     names, severities = _check_names(names, severities)
-    check_preset(preset)
     batch_size = check_batch_size(batch_size)
     items, classes = scan_image_folder(src_dir)
+    if preset is None:
+        if size is None:
+            with Image.open(items[0][0]) as first:  # reads the header only
+                preset = preset_for_size(first.height, first.width)
+        else:
+            preset = preset_for_size(size, size)
+    else:
+        check_preset(preset)
     out = Path(out_dir)
     src = Path(src_dir)
     params = _params("imagenet", seed, preset, severities, fingerprint_files([p for p, _ in items], src),

@@ -29,7 +29,8 @@ class RandomCorruption(torch.nn.Module):
         names: corruption names (default: the 15 benchmark corruptions) or a single name.
         severities: an int 1-5 or a sequence of them.
         p: probability of corrupting each image.
-        preset: ``"cifar"``, ``"tinyimagenet"`` or ``"imagenet"`` severity parameters.
+        preset: ``"cifar"``, ``"tinyimagenet"`` or ``"imagenet"`` severity parameters; ``None``: the one made for
+            the size of the images transformed (``preset_for_size``).
         generator: source of every random choice (``None``: torch's global RNG).
         frost_dir: directory with the frost textures (see ``aprkit.corruptions.find_frost_dir``).
     """
@@ -39,7 +40,7 @@ class RandomCorruption(torch.nn.Module):
         names: Sequence[str] | str | None = None,
         severities: Sequence[int] | int = (1, 2, 3, 4, 5),
         p: float = 1.0,
-        preset: str = "cifar",
+        preset: str | None = None,
         generator: torch.Generator | None = None,
         frost_dir: str | os.PathLike | None = None,
     ) -> None:
@@ -53,7 +54,7 @@ class RandomCorruption(torch.nn.Module):
             raise ValueError("severities must contain at least one integer 1-5")
         self.severities = tuple(check_severity(s) for s in sev)
         self.p = check_probability(p)
-        self.preset = check_preset(preset)
+        self.preset = None if preset is None else check_preset(preset)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.generator = generator
