@@ -127,3 +127,18 @@ def test_explicit_preset_far_from_the_image_size_warns() -> None:
         corrupt(natural_images(1, 40), "pixelate", 5, "cifar")
         corrupt(natural_images(1, 16), "pixelate", 5, "cifar")
         corrupt(natural_images(1, 120), "pixelate", 5, "imagenet")
+
+
+def test_random_corruption_validates_the_whole_input() -> None:
+    """Range, dtype and channels are checked for every call, not only when an image is drawn for corruption
+    (``p=0``: none is)."""
+    with pytest.raises(ValueError, match=r"expected float images in \[0, 1\]"):
+        RandomCorruption("contrast", 3, p=0.0)(natural_images(2, 16).float())
+    gray = natural_images(2, 16, channels=1)
+    with pytest.raises(ValueError, match=r"snow needs RGB images .*shape \(2, 1, 16, 16\)"):
+        RandomCorruption(["contrast", "snow"], 3, p=0.0)(gray)
+    with pytest.raises(ValueError, match="frost needs RGB images"):
+        RandomCorruption("frost", p=0.0)(gray[0, 0].numpy())
+    with pytest.raises(TypeError, match="uint8 array"):
+        RandomCorruption("contrast", p=0.0)(np.zeros((8, 8, 3), np.float32))
+    assert torch.equal(RandomCorruption("contrast", p=0.0)(gray), gray)  # gray images suit the other corruptions

@@ -132,6 +132,28 @@ def check_name(name: object) -> str:
     return name
 
 
+def check_channels(names: Sequence[str], channels: int, got: str) -> None:
+    """Images with ``channels`` channels (``got`` describes them) must have 1 or 3, and 3 (RGB) for the colour
+    corruptions among ``names``."""
+    rgb = [n for n in names if n in _RGB_ONLY]
+    if rgb and channels != 3:
+        raise ValueError(f"{', '.join(rgb)} need{'s' if len(rgb) == 1 else ''} RGB images (..., 3, H, W), got {got}")
+    if channels not in (1, 3):
+        raise ValueError(f"images must have 1 or 3 channels in (..., C, H, W), got {got}")
+
+
+def image_channels(image: Any) -> int:
+    """The channels ``corrupt_image`` gives ``image``: 1 for a gray PIL image or ``(H, W)`` / ``(H, W, 1)`` array, else
+    3. Raises ``TypeError`` for anything but a PIL image or a uint8 ``(H, W, 3)`` / ``(H, W)`` array."""
+    if type(image).__module__.startswith("PIL"):
+        return 1 if getattr(image, "mode", None) == "L" else 3
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a PIL.Image or a NumPy uint8 array (H, W, 3), got {type(image).__name__}")
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
+        raise TypeError(f"image must be a uint8 array of shape (H, W, 3) or (H, W), got {image.dtype} {image.shape}")
+    return 1 if image.ndim == 2 else int(image.shape[2])
+
+
 def _options(name: str, preset: str, dtype: torch.dtype, frost_dir: Any) -> dict[str, Any]:
     info = PRESET_INFO[preset]
     if name == "fog":
@@ -180,11 +202,7 @@ def corrupt(
     check_image_tensor(images, "images", min_ndim=3, unit_range=True)
     preset = resolve_preset(preset, images.shape[-2], images.shape[-1])
     c = params(name, severity, preset)
-    channels = images.shape[-3]
-    if name in _RGB_ONLY and channels != 3:
-        raise ValueError(f"{name} needs RGB images (..., 3, H, W), got shape {tuple(images.shape)}")
-    if channels not in (1, 3):
-        raise ValueError(f"images must have 1 or 3 channels in (..., C, H, W), got shape {tuple(images.shape)}")
+    check_channels((name,), images.shape[-3], f"shape {tuple(images.shape)}")
     if name == "pixelate" and min(int(images.shape[-2] * c), int(images.shape[-1] * c)) < 1:
         raise ValueError(f"pixelate at severity {severity} ({preset} preset) shrinks images to {c} of their size "
                          f"first: images of shape {tuple(images.shape)} would shrink to 0 px; they need at least "
@@ -258,10 +276,7 @@ def corrupt_image(
             image = np.array(image.convert(pil_mode))
     except ImportError:  # pragma: no cover - Pillow is a dependency
         pass
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"image must be a PIL.Image or a NumPy uint8 array (H, W, 3), got {type(image).__name__}")
-    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3)):
-        raise TypeError(f"image must be a uint8 array of shape (H, W, 3) or (H, W), got {image.dtype} {image.shape}")
+    image_channels(image)
     gray = image.ndim == 2
     t = torch.from_numpy(np.array(image[..., None] if gray else image)).permute(2, 0, 1)  # a writable copy
     out = corrupt(t, name, severity, preset, generator, frost_dir=frost_dir).permute(1, 2, 0).numpy()

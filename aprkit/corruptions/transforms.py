@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .._checks import check_image_tensor, check_probability
-from .api import BENCHMARK, check_name, corrupt, corrupt_image
+from .api import BENCHMARK, check_channels, check_name, corrupt, corrupt_image, image_channels
 from .severity import check_preset, check_severity
 
 __all__ = ["RandomCorruption"]
@@ -24,6 +24,9 @@ __all__ = ["RandomCorruption"]
 class RandomCorruption(torch.nn.Module):
     """With probability ``p`` per image, apply a corruption drawn uniformly from ``names`` at a
     severity drawn uniformly from ``severities``.
+
+    Every input is validated whole before the draws (value range, dtype, and 3 channels when ``names`` holds a colour
+    corruption), so an unfit batch raises on every call, not only when an image happens to be drawn.
 
     Args:
         names: corruption names (default: the 15 benchmark corruptions) or a single name.
@@ -86,12 +89,15 @@ class RandomCorruption(torch.nn.Module):
     def forward(self, x: Any) -> Any:
         """Corrupt a tensor ``(C, H, W)`` / ``(B, C, H, W)``, a PIL image or an ``(H, W, 3)`` uint8 array."""
         if isinstance(x, torch.Tensor):
-            check_image_tensor(x, "images", min_ndim=3, max_ndim=4)
+            check_image_tensor(x, "images", min_ndim=3, max_ndim=4, unit_range=True)
+            check_channels(self.names, x.shape[-3], f"shape {tuple(x.shape)}")
             single = x.ndim == 3
             batch = x[None] if single else x
             out = self.apply(batch, self.generate_parameters(batch.shape[0]))
             return out[0] if single else out
         if isinstance(x, np.ndarray) or type(x).__module__.startswith("PIL"):
+            channels = image_channels(x)
+            check_channels(self.names, channels, f"a {type(x).__name__} image with {channels} channel(s)")
             prm = self.generate_parameters(1)
             if not bool(prm["apply"][0]):
                 return x
