@@ -142,3 +142,18 @@ def test_random_corruption_validates_the_whole_input() -> None:
     with pytest.raises(TypeError, match="uint8 array"):
         RandomCorruption("contrast", p=0.0)(np.zeros((8, 8, 3), np.float32))
     assert torch.equal(RandomCorruption("contrast", p=0.0)(gray), gray)  # gray images suit the other corruptions
+
+
+def test_shot_noise_takes_floats_within_the_range_slack() -> None:
+    """Floats up to 1 + 1e-3 pass the range check: with per-image seeds shot noise raised a Poisson-rate error
+    about 500.25; now the rates are clamped to [0, c] on every path (the same output as the clamped input)."""
+    from aprkit.corruptions import item_seeds
+
+    x = natural_images(2, 16).float() / 255
+    x[0, 0, 0, 0], x[1, 0, 0, 0] = 1.0005, -0.0005
+    clamped = x.clamp(0, 1)
+    seeds = item_seeds(0, "shot_noise", 1, "cifar", range(2))
+    assert torch.equal(corrupt(x, "shot_noise", 1, seeds=seeds), corrupt(clamped, "shot_noise", 1, seeds=seeds))
+    for s in (1, 5):
+        a = corrupt(x, "shot_noise", s, generator=torch.Generator().manual_seed(s))
+        assert torch.equal(a, corrupt(clamped, "shot_noise", s, generator=torch.Generator().manual_seed(s)))
