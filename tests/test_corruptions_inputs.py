@@ -157,3 +157,24 @@ def test_shot_noise_takes_floats_within_the_range_slack() -> None:
     for s in (1, 5):
         a = corrupt(x, "shot_noise", s, generator=torch.Generator().manual_seed(s))
         assert torch.equal(a, corrupt(clamped, "shot_noise", s, generator=torch.Generator().manual_seed(s)))
+
+
+def test_16bit_images_are_read_as_rounded_8bit(tmp_path) -> None:
+    """16-bit images are mapped to 8 bits, (v + 128) // 257, by the image folders' decoder, in ``corrupt_image`` and in
+    the -C writers' loader; PIL's conversion clipped them at 255 (a 0..65535 ramp came out almost white)."""
+    from PIL import Image
+
+    from aprkit.corruptions import corrupt_image
+    from aprkit.corruptions.dataset import load_image_folder
+
+    v = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    rgb = np.repeat(((v.astype(np.int64) + 128) // 257).astype(np.uint8)[..., None], 3, axis=2)
+    want = np.asarray(corrupt_image(Image.fromarray(rgb), "contrast", 1, seed=0))
+    for im in (Image.fromarray(v), Image.fromarray(v.astype(np.int32))):  # modes I;16 and I
+        out = corrupt_image(im, "contrast", 1, seed=0)
+        assert out.mode == "RGB" and np.array_equal(np.asarray(out), want)
+    (tmp_path / "c").mkdir()
+    Image.fromarray(v).save(tmp_path / "c" / "a.png")  # torchvision's decoder
+    Image.fromarray(v).save(tmp_path / "c" / "b.tif")  # PIL's
+    images, _ = load_image_folder(tmp_path)
+    assert np.array_equal(images, np.stack([rgb, rgb]))

@@ -260,29 +260,27 @@ def corrupt_image(
 ) -> Any:
     """Corrupt one PIL image or NumPy uint8 array ``(H, W, 3)`` / ``(H, W)``; returns the same type.
 
-    Drop-in for dataloaders that work on PIL images (before ``ToTensor``). ``seed`` is a shortcut for
-    ``generator=torch.Generator().manual_seed(seed)``.
+    Drop-in for dataloaders that work on PIL images (before ``ToTensor``). PIL images of modes other than RGB and L
+    come back as RGB; 16-bit ones are read as 8 bits, rounded (``aprkit.data.folder.pil_to_array``, the decoder of
+    the image folders). ``seed`` is a shortcut for ``generator=torch.Generator().manual_seed(seed)``.
     """
     if seed is not None:
         if generator is not None:
             raise ValueError("pass either generator or seed, not both")
         generator = torch.Generator().manual_seed(int(seed))
-    pil_mode = None
-    try:
-        from PIL import Image
+    from PIL import Image
 
-        if isinstance(image, Image.Image):
-            pil_mode = image.mode if image.mode in ("RGB", "L") else "RGB"
-            image = np.array(image.convert(pil_mode))
-    except ImportError:  # pragma: no cover - Pillow is a dependency
-        pass
+    pil_mode = None
+    if isinstance(image, Image.Image):
+        from ..data.folder import pil_to_array
+
+        pil_mode = "L" if image.mode == "L" else "RGB"
+        image = pil_to_array(image, 1 if pil_mode == "L" else 3)
     image_channels(image)
     gray = image.ndim == 2
     t = torch.from_numpy(np.array(image[..., None] if gray else image)).permute(2, 0, 1)  # a writable copy
     out = corrupt(t, name, severity, preset, generator, frost_dir=frost_dir).permute(1, 2, 0).numpy()
     out = out[..., 0] if gray else out
     if pil_mode is not None:
-        from PIL import Image
-
         return Image.fromarray(out, pil_mode)
     return out

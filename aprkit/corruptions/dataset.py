@@ -48,21 +48,24 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], 
 
 
 def _load(path: Path, size: int | None) -> np.ndarray:
-    """RGB uint8 ``(H, W, 3)``; with ``size``: resize the short side to ``size * 256 / 224`` and centre
-    crop ``size`` (the ImageNet-C protocol: Resize(256) + CenterCrop(224))."""
+    """RGB uint8 ``(H, W, 3)``, decoded as the image folders are (``aprkit.data.folder.read_image``: 16-bit images
+    to 8 bits, rounded); with ``size``: resize the short side to ``size * 256 / 224`` and centre crop ``size`` (the
+    ImageNet-C protocol: Resize(256) + CenterCrop(224))."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if size is not None:
-            short = int(round(size * 256 / 224))
-            w, h = im.size
-            scale = short / min(w, h)
-            im = im.resize((max(short, round(w * scale)), max(short, round(h * scale))), Image.Resampling.BILINEAR)
-            w, h = im.size
-            left, top = (w - size) // 2, (h - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-        return np.asarray(im)
+    from ..data.folder import read_image
+
+    arr = np.ascontiguousarray(read_image(path, 3).permute(1, 2, 0).numpy())
+    if size is None:
+        return arr
+    im = Image.fromarray(arr)
+    short = int(round(size * 256 / 224))
+    w, h = im.size
+    scale = short / min(w, h)
+    im = im.resize((max(short, round(w * scale)), max(short, round(h * scale))), Image.Resampling.BILINEAR)
+    w, h = im.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return np.asarray(im.crop((left, top, left + size, top + size)))
 
 
 def load_image_folder(root: str | os.PathLike, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
