@@ -249,3 +249,70 @@ def test_writers_default_to_the_preset_of_the_image_size(tmp_path, capsys) -> No
         out = tmp_path / f"inc{size}"
         write_imagenet_c(tmp_path / "src", out, ["contrast"], severities=(1,), size=size, progress=False)
         assert json.loads((out / "manifest.json").read_text())["params"]["preset"] == preset
+
+
+def _textures(root, seed: int):
+    """Five drawable frost textures (and the sixth file the scripts ship) of random content."""
+    from aprkit.corruptions._frost import FROST_FILES
+
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for name in FROST_FILES:
+        Image.fromarray(rng.integers(0, 256, (180, 200, 3), dtype=np.uint8)).save(root / name)
+    return root
+
+
+def test_manifest_records_frost_textures_device_and_versions(array_input, tmp_path) -> None:
+    """A rerun with other frost textures (wherever they lie), on another device type or with other library versions
+    is refused; the textures count only for the frost outputs; a manifest without these fields (an older aprkit) is
+    refused with a message, not a crash."""
+    import shutil
+
+    import PIL
+
+    _, x, _ = array_input
+    a, b = _textures(tmp_path / "a", 0), _textures(tmp_path / "b", 1)
+    out = tmp_path / "o"
+
+    def run(frost_dir, names=("contrast", "frost")):
+        return write_cifar_c(x, out, list(names), severities=(1,), frost_dir=frost_dir, progress=False)
+
+    assert len(run(a)) == 2
+    data = json.loads((out / "manifest.json").read_text())
+    assert data["params"]["device"] == {"type": "cpu"}
+    assert data["params"]["versions"]["torch"] == torch.__version__
+    assert data["params"]["versions"]["pillow"] == PIL.__version__
+    digest = data["depends"]["frost.npy"]["frost_textures"]
+    assert data["info"]["frost_dir"] == str(a.resolve()) and "contrast.npy" not in data["depends"]
+    first = (out / "frost.npy").read_bytes()
+    with pytest.raises(ValueError, match=r"lists frost.npy as made from other inputs .*frost_textures: '"
+                                         rf"{digest}' there, '[0-9a-f]+' now.*--overwrite"):
+        run(b)
+    assert (out / "frost.npy").read_bytes() == first
+    shutil.copytree(a, tmp_path / "moved")
+    assert run(tmp_path / "moved") == []  # the same textures elsewhere: resumed
+    assert run(b, ["contrast"]) == []  # no frost output written: the textures do not matter
+    for key, value in (("device", {"type": "cuda", "allow_tf32": True, "matmul_precision": "high"}),
+                       ("versions", {**data["params"]["versions"], "torch": "0.0"})):
+        edited = json.loads(json.dumps(data))
+        edited["params"][key] = value
+        (out / "manifest.json").write_text(json.dumps(edited))
+        with pytest.raises(ValueError, match=f"other generation parameters .*{key}: "):
+            run(a)
+    older = json.loads(json.dumps(data))
+    del older["params"]["device"], older["params"]["versions"], older["depends"]
+    (out / "manifest.json").write_text(json.dumps(older))
+    with pytest.raises(ValueError, match=r"device: not recorded \(an older aprkit\) there, \{'type': 'cpu'\} now"):
+        run(a)
+
+
+def test_imagenet_layout_refuses_a_resume_with_other_frost_textures(folder_input, tmp_path) -> None:
+    a, b = _textures(tmp_path / "a", 0), _textures(tmp_path / "b", 1)
+    out = tmp_path / "inc"
+    write_imagenet_c(folder_input, out, ["frost"], severities=(2,), size=32, frost_dir=a, progress=False)
+    data = json.loads((out / "manifest.json").read_text())
+    data["complete"] = []  # interrupted: frost/2 begun, not complete
+    (out / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="lists frost/2 as made from other inputs"):
+        write_imagenet_c(folder_input, out, ["frost"], severities=(2,), size=32, frost_dir=b, progress=False)
+    assert data["params"]["versions"]["torchvision"]  # its decoders read the images

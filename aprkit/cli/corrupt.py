@@ -8,8 +8,9 @@ Examples::
 
 Image i of every corruption x severity depends on (--seed, corruption, severity, --preset, i) only: the
 output is the same byte for byte for every --batch-size. OUT/manifest.json records the generation
-parameters and an input fingerprint; a rerun with the same ones skips finished files, a rerun with
-others is refused (pick another output folder or pass --overwrite).
+parameters, an input fingerprint, the device type, the torch/Pillow versions and the frost textures'
+digest; a rerun with the same ones skips finished files, a rerun with others is refused (pick another
+output folder or pass --overwrite).
 """
 
 from __future__ import annotations

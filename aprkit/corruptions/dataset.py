@@ -7,7 +7,8 @@
 Image ``i`` of every (corruption, severity) draws from its own counter-based stream, keyed by
 ``item_seeds(seed, name, severity, preset, i)`` (``i``: the row of the array, or the position in the
 sorted file list), so the files are the same byte for byte for every batch size and device count.
-``<out>/manifest.json`` records the generation parameters and an input fingerprint (see ``manifest``):
+``<out>/manifest.json`` records the generation parameters, an input fingerprint, the device type, the library
+versions and the frost textures' digest (see ``manifest``):
 a rerun with other parameters or other input is refused unless ``overwrite=True``; outputs the
 manifest lists as complete are skipped. Files are written to a temporary name and renamed (an
 interrupted run leaves no partial output).
@@ -24,9 +25,10 @@ import numpy as np
 import torch
 
 from .._io import atomic_write
+from ._frost import texture_digest
 from ._random import item_seeds
 from .api import CODE_VERSION, check_name, corrupt
-from .manifest import Manifest, check_batch_size, fingerprint_array, fingerprint_files
+from .manifest import Manifest, check_batch_size, environment, fingerprint_array, fingerprint_files
 from .severity import check_preset, check_severity, preset_for_size
 
 __all__ = ["IMAGE_EXTENSIONS", "scan_image_folder", "load_image_folder", "write_cifar_c", "write_imagenet_c"]
@@ -98,9 +100,21 @@ def _check_unique_targets(targets: Iterable[Path]) -> None:
                          "the inputs that differ only in their extension")
 
 
-def _params(layout: str, seed: int, preset: str, severities: list[int], fingerprint: dict, **extra) -> dict:
+def _params(layout: str, seed: int, preset: str, severities: list[int], fingerprint: dict,
+            device: str | torch.device, **extra) -> dict:
     return {"layout": layout, "seed": int(seed), "preset": preset, "severities": severities,
-            "code_version": CODE_VERSION, "input": fingerprint, **extra}
+            "code_version": CODE_VERSION, "input": fingerprint,
+            **environment(device, decodes_files=layout == "imagenet"), **extra}
+
+
+def _frost(entries: Sequence[str], frost_dir: str | os.PathLike | None) -> tuple[dict, dict]:
+    """The manifest's ``depends`` of the frost outputs ``entries`` (the digest of the textures read) and its ``info``
+    (their directory); empty without frost outputs. Raises ``FileNotFoundError`` before any output when frost is
+    asked for and the textures are missing."""
+    if not entries:
+        return {}, {}
+    digest, directory = texture_digest(frost_dir)
+    return {e: {"frost_textures": digest} for e in entries}, {"frost_dir": str(directory.resolve())}
 
 
 def write_cifar_c(
@@ -143,8 +157,9 @@ def write_cifar_c(
             raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     out = Path(out_dir)
     outputs = [f"{name}.npy" for name in names] + (["labels.npy"] if labels is not None else [])
-    params = _params("cifar", seed, preset, severities, fingerprint_array(arr, labels))
-    manifest = Manifest(out, params, outputs, overwrite)
+    params = _params("cifar", seed, preset, severities, fingerprint_array(arr, labels), device)
+    depends, info = _frost(["frost.npy"] if "frost" in names else [], frost_dir)
+    manifest = Manifest(out, params, outputs, overwrite, depends=depends, info=info)
     if labels is not None and not (manifest.is_complete("labels.npy") and (out / "labels.npy").exists()):
         dtype = np.uint8 if labels.min() >= 0 and labels.max() < 256 else np.int64
         _atomic_save_npy(out / "labels.npy", np.tile(labels.astype(dtype), len(severities)))
@@ -215,9 +230,11 @@ def write_imagenet_c(
         check_preset(preset)
     out = Path(out_dir)
     src = Path(src_dir)
-    params = _params("imagenet", seed, preset, severities, fingerprint_files([p for p, _ in items], src),
+    params = _params("imagenet", seed, preset, severities, fingerprint_files([p for p, _ in items], src), device,
                      size=size, quality=int(quality))
-    manifest = Manifest(out, params, [f"{name}/{s}" for name in names for s in severities], overwrite)
+    depends, info = _frost([f"frost/{s}" for s in severities] if "frost" in names else [], frost_dir)
+    manifest = Manifest(out, params, [f"{name}/{s}" for name in names for s in severities], overwrite,
+                        depends=depends, info=info)
 
     def target(name: str, s: int, path: Path, cls: int) -> Path:
         rel = path.relative_to(src / classes[cls])
