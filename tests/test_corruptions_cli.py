@@ -12,7 +12,7 @@ from PIL import Image
 
 from aprkit.cli import main
 from aprkit.corruptions import CODE_VERSION, corrupt, item_seeds
-from aprkit.corruptions.dataset import write_cifar_c
+from aprkit.corruptions.dataset import write_cifar_c, write_imagenet_c
 from conftest import natural_images
 
 NAMES = ["gaussian_noise", "contrast", "glass_blur"]
@@ -228,3 +228,91 @@ def test_cli_refuses_options_that_would_be_ignored(array_input, folder_input, tm
     assert main(["corrupt", str(folder_input), str(tmp_path / "inc"), "--labels", str(tmp / "y.npy"),
                  "--no-progress"]) == 2
     assert "--labels is only for array input" in capsys.readouterr().err
+
+
+def test_writers_default_to_the_preset_of_the_image_size(tmp_path, capsys) -> None:
+    """A 64-px array (Tiny-ImageNet) gets the tinyimagenet parameters, as the eval's generated cells do; a folder
+    written at --size 32 the cifar ones, and with size=None the preset of its images' size."""
+    x = natural_images(3, 64).permute(0, 2, 3, 1).numpy().copy()
+    np.save(tmp_path / "x64.npy", x)
+    assert main(["corrupt", str(tmp_path / "x64.npy"), str(tmp_path / "o"), "--corruptions", "pixelate",
+                 "--severities", "5", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["params"]["preset"] == "tinyimagenet"
+    seeds = item_seeds(0, "pixelate", 5, "tinyimagenet", range(3))
+    want = corrupt(torch.from_numpy(x).permute(0, 3, 1, 2), "pixelate", 5, "tinyimagenet", seeds=seeds)
+    assert np.array_equal(np.load(tmp_path / "o" / "pixelate.npy"), want.permute(0, 2, 3, 1).numpy())
+    src = tmp_path / "src" / "cls"
+    src.mkdir(parents=True)
+    for i, img in enumerate(x):
+        Image.fromarray(img).save(src / f"{i}.png")
+    for size, preset in ((32, "cifar"), (None, "tinyimagenet"), (224, "imagenet")):
+        out = tmp_path / f"inc{size}"
+        write_imagenet_c(tmp_path / "src", out, ["contrast"], severities=(1,), size=size, progress=False)
+        assert json.loads((out / "manifest.json").read_text())["params"]["preset"] == preset
+
+
+def _textures(root, seed: int):
+    """Five drawable frost textures (and the sixth file the scripts ship) of random content."""
+    from aprkit.corruptions._frost import FROST_FILES
+
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for name in FROST_FILES:
+        Image.fromarray(rng.integers(0, 256, (180, 200, 3), dtype=np.uint8)).save(root / name)
+    return root
+
+
+def test_manifest_records_frost_textures_device_and_versions(array_input, tmp_path) -> None:
+    """A rerun with other frost textures (wherever they lie), on another device type or with other library versions
+    is refused; the textures count only for the frost outputs; a manifest without these fields (an older aprkit) is
+    refused with a message, not a crash."""
+    import shutil
+
+    import PIL
+
+    _, x, _ = array_input
+    a, b = _textures(tmp_path / "a", 0), _textures(tmp_path / "b", 1)
+    out = tmp_path / "o"
+
+    def run(frost_dir, names=("contrast", "frost")):
+        return write_cifar_c(x, out, list(names), severities=(1,), frost_dir=frost_dir, progress=False)
+
+    assert len(run(a)) == 2
+    data = json.loads((out / "manifest.json").read_text())
+    assert data["params"]["device"] == {"type": "cpu"}
+    assert data["params"]["versions"]["torch"] == torch.__version__
+    assert data["params"]["versions"]["pillow"] == PIL.__version__
+    digest = data["depends"]["frost.npy"]["frost_textures"]
+    assert data["info"]["frost_dir"] == str(a.resolve()) and "contrast.npy" not in data["depends"]
+    first = (out / "frost.npy").read_bytes()
+    with pytest.raises(ValueError, match=r"lists frost.npy as made from other inputs .*frost_textures: '"
+                                         rf"{digest}' there, '[0-9a-f]+' now.*--overwrite"):
+        run(b)
+    assert (out / "frost.npy").read_bytes() == first
+    shutil.copytree(a, tmp_path / "moved")
+    assert run(tmp_path / "moved") == []  # the same textures elsewhere: resumed
+    assert run(b, ["contrast"]) == []  # no frost output written: the textures do not matter
+    for key, value in (("device", {"type": "cuda", "allow_tf32": True, "matmul_precision": "high"}),
+                       ("versions", {**data["params"]["versions"], "torch": "0.0"})):
+        edited = json.loads(json.dumps(data))
+        edited["params"][key] = value
+        (out / "manifest.json").write_text(json.dumps(edited))
+        with pytest.raises(ValueError, match=f"other generation parameters .*{key}: "):
+            run(a)
+    older = json.loads(json.dumps(data))
+    del older["params"]["device"], older["params"]["versions"], older["depends"]
+    (out / "manifest.json").write_text(json.dumps(older))
+    with pytest.raises(ValueError, match=r"device: not recorded \(an older aprkit\) there, \{'type': 'cpu'\} now"):
+        run(a)
+
+
+def test_imagenet_layout_refuses_a_resume_with_other_frost_textures(folder_input, tmp_path) -> None:
+    a, b = _textures(tmp_path / "a", 0), _textures(tmp_path / "b", 1)
+    out = tmp_path / "inc"
+    write_imagenet_c(folder_input, out, ["frost"], severities=(2,), size=32, frost_dir=a, progress=False)
+    data = json.loads((out / "manifest.json").read_text())
+    data["complete"] = []  # interrupted: frost/2 begun, not complete
+    (out / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="lists frost/2 as made from other inputs"):
+        write_imagenet_c(folder_input, out, ["frost"], severities=(2,), size=32, frost_dir=b, progress=False)
+    assert data["params"]["versions"]["torchvision"]  # its decoders read the images

@@ -87,6 +87,7 @@ def test_on_disk_c_labels_must_be_integers(tmp_path) -> None:
         cifar_c(root, "fog", 1)
 
 
+@pytest.mark.filterwarnings("ignore::aprkit.corruptions.PresetSizeWarning")  # 3-4 px images, imagenet preset
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 def test_pixelate_refuses_images_it_would_shrink_to_nothing(dtype: torch.dtype) -> None:
     """ImageNet severity 5 shrinks to a quarter first: 3 px images would become 0 px (a clear error, not a
@@ -95,3 +96,85 @@ def test_pixelate_refuses_images_it_would_shrink_to_nothing(dtype: torch.dtype) 
     with pytest.raises(ValueError, match="pixelate at severity 5 .* at least 4 px per side"):
         corrupt(x, "pixelate", 5, "imagenet")
     assert corrupt(torch.zeros(2, 3, 4, 4, dtype=dtype), "pixelate", 5, "imagenet").shape == (2, 3, 4, 4)
+
+
+@pytest.mark.parametrize(("size", "preset"), [(32, "cifar"), (24, "cifar"), (64, "tinyimagenet"), (224, "imagenet")])
+def test_default_preset_follows_the_image_size(size: int, preset: str) -> None:
+    """Without ``preset=``, the parameters are those made for the image size (the cifar ones leave a 224-px image
+    almost unchanged); images of up to 32 px keep the cifar ones."""
+    from aprkit.corruptions import corrupt_image
+
+    x = natural_images(2, size)
+    want = corrupt(x, "pixelate", 5, preset)
+    assert torch.equal(corrupt(x, "pixelate", 5), want)
+    assert torch.equal(RandomCorruption("pixelate", 5)(x), want)
+    img = x[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(corrupt_image(img, "pixelate", 5), want[0].permute(1, 2, 0).numpy())
+
+
+def test_explicit_preset_far_from_the_image_size_warns() -> None:
+    import warnings
+
+    from aprkit.corruptions import PresetSizeWarning
+
+    with pytest.warns(PresetSizeWarning, match=r"preset 'cifar' .* 32-px images, but these images are 224x224 px.*"
+                                               r"the preset for this size is 'imagenet'"):
+        corrupt(natural_images(1, 224), "pixelate", 5, "cifar")
+    with pytest.warns(PresetSizeWarning, match="the preset for this size is 'cifar'"):
+        RandomCorruption("contrast", 1, preset="imagenet")(natural_images(1, 32))
+    with warnings.catch_warnings():  # near the preset's size, or no better preset: no warning
+        warnings.simplefilter("error", PresetSizeWarning)
+        corrupt(natural_images(1, 40), "pixelate", 5, "cifar")
+        corrupt(natural_images(1, 16), "pixelate", 5, "cifar")
+        corrupt(natural_images(1, 120), "pixelate", 5, "imagenet")
+
+
+def test_random_corruption_validates_the_whole_input() -> None:
+    """Range, dtype and channels are checked for every call, not only when an image is drawn for corruption
+    (``p=0``: none is)."""
+    with pytest.raises(ValueError, match=r"expected float images in \[0, 1\]"):
+        RandomCorruption("contrast", 3, p=0.0)(natural_images(2, 16).float())
+    gray = natural_images(2, 16, channels=1)
+    with pytest.raises(ValueError, match=r"snow needs RGB images .*shape \(2, 1, 16, 16\)"):
+        RandomCorruption(["contrast", "snow"], 3, p=0.0)(gray)
+    with pytest.raises(ValueError, match="frost needs RGB images"):
+        RandomCorruption("frost", p=0.0)(gray[0, 0].numpy())
+    with pytest.raises(TypeError, match="uint8 array"):
+        RandomCorruption("contrast", p=0.0)(np.zeros((8, 8, 3), np.float32))
+    assert torch.equal(RandomCorruption("contrast", p=0.0)(gray), gray)  # gray images suit the other corruptions
+
+
+def test_shot_noise_takes_floats_within_the_range_slack() -> None:
+    """Floats up to 1 + 1e-3 pass the range check: with per-image seeds shot noise raised a Poisson-rate error
+    about 500.25; now the rates are clamped to [0, c] on every path (the same output as the clamped input)."""
+    from aprkit.corruptions import item_seeds
+
+    x = natural_images(2, 16).float() / 255
+    x[0, 0, 0, 0], x[1, 0, 0, 0] = 1.0005, -0.0005
+    clamped = x.clamp(0, 1)
+    seeds = item_seeds(0, "shot_noise", 1, "cifar", range(2))
+    assert torch.equal(corrupt(x, "shot_noise", 1, seeds=seeds), corrupt(clamped, "shot_noise", 1, seeds=seeds))
+    for s in (1, 5):
+        a = corrupt(x, "shot_noise", s, generator=torch.Generator().manual_seed(s))
+        assert torch.equal(a, corrupt(clamped, "shot_noise", s, generator=torch.Generator().manual_seed(s)))
+
+
+def test_16bit_images_are_read_as_rounded_8bit(tmp_path) -> None:
+    """16-bit images are mapped to 8 bits, (v + 128) // 257, by the image folders' decoder, in ``corrupt_image`` and in
+    the -C writers' loader; PIL's conversion clipped them at 255 (a 0..65535 ramp came out almost white)."""
+    from PIL import Image
+
+    from aprkit.corruptions import corrupt_image
+    from aprkit.corruptions.dataset import load_image_folder
+
+    v = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    rgb = np.repeat(((v.astype(np.int64) + 128) // 257).astype(np.uint8)[..., None], 3, axis=2)
+    want = np.asarray(corrupt_image(Image.fromarray(rgb), "contrast", 1, seed=0))
+    for im in (Image.fromarray(v), Image.fromarray(v.astype(np.int32))):  # modes I;16 and I
+        out = corrupt_image(im, "contrast", 1, seed=0)
+        assert out.mode == "RGB" and np.array_equal(np.asarray(out), want)
+    (tmp_path / "c").mkdir()
+    Image.fromarray(v).save(tmp_path / "c" / "a.png")  # torchvision's decoder
+    Image.fromarray(v).save(tmp_path / "c" / "b.tif")  # PIL's
+    images, _ = load_image_folder(tmp_path)
+    assert np.array_equal(images, np.stack([rgb, rgb]))

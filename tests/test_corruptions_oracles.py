@@ -259,6 +259,18 @@ def test_truncated_distance_equals_cummax_float_version() -> None:
         assert torch.equal(spatter.truncated_distance(edges, limit), d2.sqrt().clamp_max(float(limit)))
 
 
+def test_first_box_blur_truncates_like_cv2_blur() -> None:
+    """``cv2.blur`` on float32 sums in double and scales by 1/9 before the script's uint8 cast: flat distances 3, 6,
+    7, 12, 14 and 19 stay themselves (float32 products with 1/9 gave 2.9999998, truncated to 2), and every level is
+    that of a float64 sum."""
+    flat = torch.tensor([3.0, 6.0, 7.0, 12.0, 14.0, 19.0]).view(6, 1, 1, 1).expand(6, 1, 8, 8).contiguous()
+    assert torch.equal(spatter.box_blur_levels(flat), flat)
+    d = torch.randint(0, 401, (2, 1, 24, 20), generator=_gen(12)).float().sqrt().clamp_max(20.0)  # as distances are
+    pad = np.pad(d.double().numpy(), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")  # reflect-101
+    sums = sum(pad[..., i:i + 24, j:j + 20] for i in range(3) for j in range(3))
+    assert np.array_equal(spatter.box_blur_levels(d).numpy(), np.floor((sums * (1 / 9)).astype(np.float32)))
+
+
 def test_equalize_hist_equals_scatter_version() -> None:
     img = torch.randint(0, 21, (3, 1, 40, 30), generator=_gen(4)).float()
     img[2] = 7.0  # a constant image
@@ -435,6 +447,7 @@ def test_motion_line_direct_equals_fft_path() -> None:
     assert (_line_direct(x, k, ox, oy) - _line_fft(x, k, ox, oy, 25)).abs().max() < 1e-12
 
 
+@pytest.mark.filterwarnings("ignore::aprkit.corruptions.PresetSizeWarning")  # imagenet pixelate on 48-px images
 def test_uint8_shortcuts_equal_the_float_path() -> None:
     """uint8 batches skip the float round trip (JPEG, pixelate, impulse noise on bytes, shot noise on levels):
     the same results."""

@@ -214,7 +214,7 @@ def test_equalize_hist_matches_opencv_algorithm() -> None:
 # ----------------------------------------------------------------------------- noise statistics
 def test_noise_statistics() -> None:
     g = torch.Generator().manual_seed(0)
-    x = torch.full((4, 3, 64, 64), 0.5)
+    x = torch.full((16, 3, 32, 32), 0.5)  # the cifar preset's parameters
     assert abs(float((corrupt(x, "gaussian_noise", 3, generator=g) - x).std()) - 0.08) < 0.005
     assert abs(float((corrupt(x, "speckle_noise", 5, generator=g) - x).std()) - 0.5 * 0.2) < 0.005
     shot = corrupt(x, "shot_noise", 5, generator=g)  # Poisson(0.5 * 50) / 50
@@ -347,7 +347,7 @@ def test_grid_sample_reflection_matches_opencv_and_scipy_borders() -> None:
 
 
 def test_shot_noise_uint8_inverse_cdf_statistics() -> None:
-    x = torch.full((8, 3, 64, 64), 128, dtype=torch.uint8)
+    x = torch.full((32, 3, 32, 32), 128, dtype=torch.uint8)
     for s, c in ((1, 500), (5, 50)):
         y = corrupt(x, "shot_noise", s, "cifar", torch.Generator().manual_seed(s)).double() / 255
         counts = y * c  # Poisson(c * 128/255), up to uint8 rounding of counts / c

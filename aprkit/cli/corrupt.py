@@ -2,14 +2,15 @@
 
 Examples::
 
-    aprkit corrupt images.npy out/ --labels labels.npy            # CIFAR-10-C layout, "cifar" preset
+    aprkit corrupt images.npy out/ --labels labels.npy            # CIFAR-10-C layout, preset of the image size
     aprkit corrupt val/ out/                                       # ImageNet-C layout, 224 px, "imagenet"
     aprkit corrupt train_subset/ out/ --layout cifar --size 32     # class folders -> <name>.npy arrays
 
 Image i of every corruption x severity depends on (--seed, corruption, severity, --preset, i) only: the
 output is the same byte for byte for every --batch-size. OUT/manifest.json records the generation
-parameters and an input fingerprint; a rerun with the same ones skips finished files, a rerun with
-others is refused (pick another output folder or pass --overwrite).
+parameters, an input fingerprint, the device type, the torch/Pillow versions and the frost textures'
+digest; a rerun with the same ones skips finished files, a rerun with others is refused (pick another
+output folder or pass --overwrite).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="names (default: the 15 benchmark corruptions; 'all' = 19, 'extra' = 4)")
     p.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                   help="severity parameters (default: cifar for the cifar layout, imagenet otherwise)")
+                   help="severity parameters (default: the preset made for the image size: longest side <= 32 px "
+                        "cifar, <= 64 px tinyimagenet, else imagenet)")
     p.add_argument("--size", type=int, default=None,
                    help="resize + centre-crop images to SIZE (default: 224 for the imagenet layout, keep for cifar)")
     p.add_argument("--seed", type=int, default=0)
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         if is_array:
             raise ValueError("the imagenet layout needs an image folder (class sub-folders); "
                              "use --layout cifar for arrays")
-        n = write_imagenet_c(src, args.out, names, args.severities, args.preset or "imagenet", args.seed,
+        n = write_imagenet_c(src, args.out, names, args.severities, args.preset, args.seed,
                              args.batch_size or 64, args.size if args.size is not None else 224, args.quality,
                              args.device, progress, args.frost_dir, overwrite=args.overwrite)
         print(f"wrote {n} images to {args.out}")
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                              "expected a uint8 array (N, H, W, 3), N >= 1")
     else:
         images, labels = load_image_folder(src, args.size)
-    written = write_cifar_c(images, args.out, names, labels, args.severities, args.preset or "cifar", args.seed,
+    written = write_cifar_c(images, args.out, names, labels, args.severities, args.preset, args.seed,
                             args.batch_size or 500, args.device, progress, args.frost_dir, overwrite=args.overwrite)
     print(f"wrote {len(written)} arrays to {args.out} ({len(names) - len(written)} already complete)")
     return 0

@@ -28,7 +28,7 @@ from .api import (
                   item_seeds,
                   list_corruptions,
 )
-from .severity import PARAMS, PRESET_INFO, PRESETS, params
+from .severity import PARAMS, PRESET_INFO, PRESETS, PresetSizeWarning, params, preset_for_size
 from .transforms import RandomCorruption
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "PARAMS",
     "PRESETS",
     "PRESET_INFO",
+    "PresetSizeWarning",
     "RandomCorruption",
     "check_name",
     "corrupt",
@@ -47,4 +48,5 @@ __all__ = [
     "item_seeds",
     "list_corruptions",
     "params",
+    "preset_for_size",
 ]

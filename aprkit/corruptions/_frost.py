@@ -11,6 +11,7 @@ five are ever drawn). aprkit does not ship them; it finds them, in this order, i
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from functools import lru_cache
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["FROST_FILES", "find_frost_dir", "frost_textures"]
+__all__ = ["FROST_FILES", "find_frost_dir", "frost_textures", "texture_digest"]
 
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
 _ENV = "APRKIT_FROST_DIR"
@@ -70,6 +71,16 @@ def find_frost_dir(frost_dir: str | os.PathLike | None = None) -> Path:
             f"it), or pass frost_dir=... / set {_ENV} to a directory that contains them"
         )
     return found
+
+
+def texture_digest(frost_dir: str | os.PathLike | None = None) -> tuple[str, Path]:
+    """A blake2b digest of the bytes of the five drawable textures (``FROST_FILES`` order) that ``frost_dir`` resolves
+    to (``find_frost_dir``), and that directory: the identity of the textures, wherever they lie."""
+    directory = find_frost_dir(frost_dir)
+    h = hashlib.blake2b(digest_size=16)
+    for name in FROST_FILES[:5]:
+        h.update((directory / name).read_bytes())
+    return h.hexdigest(), directory
 
 
 def _cv2_linear_resize(img: np.ndarray, scale: float) -> np.ndarray:

@@ -7,7 +7,8 @@
 Image ``i`` of every (corruption, severity) draws from its own counter-based stream, keyed by
 ``item_seeds(seed, name, severity, preset, i)`` (``i``: the row of the array, or the position in the
 sorted file list), so the files are the same byte for byte for every batch size and device count.
-``<out>/manifest.json`` records the generation parameters and an input fingerprint (see ``manifest``):
+``<out>/manifest.json`` records the generation parameters, an input fingerprint, the device type, the library
+versions and the frost textures' digest (see ``manifest``):
 a rerun with other parameters or other input is refused unless ``overwrite=True``; outputs the
 manifest lists as complete are skipped. Files are written to a temporary name and renamed (an
 interrupted run leaves no partial output).
@@ -24,10 +25,11 @@ import numpy as np
 import torch
 
 from .._io import atomic_write
+from ._frost import texture_digest
 from ._random import item_seeds
 from .api import CODE_VERSION, check_name, corrupt
-from .manifest import Manifest, check_batch_size, fingerprint_array, fingerprint_files
-from .severity import check_preset, check_severity
+from .manifest import Manifest, check_batch_size, environment, fingerprint_array, fingerprint_files
+from .severity import check_preset, check_severity, preset_for_size
 
 __all__ = ["IMAGE_EXTENSIONS", "scan_image_folder", "load_image_folder", "write_cifar_c", "write_imagenet_c"]
 
@@ -48,21 +50,24 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], 
 
 
 def _load(path: Path, size: int | None) -> np.ndarray:
-    """RGB uint8 ``(H, W, 3)``; with ``size``: resize the short side to ``size * 256 / 224`` and centre
-    crop ``size`` (the ImageNet-C protocol: Resize(256) + CenterCrop(224))."""
+    """RGB uint8 ``(H, W, 3)``, decoded as the image folders are (``aprkit.data.folder.read_image``: 16-bit images
+    to 8 bits, rounded); with ``size``: resize the short side to ``size * 256 / 224`` and centre crop ``size`` (the
+    ImageNet-C protocol: Resize(256) + CenterCrop(224))."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if size is not None:
-            short = int(round(size * 256 / 224))
-            w, h = im.size
-            scale = short / min(w, h)
-            im = im.resize((max(short, round(w * scale)), max(short, round(h * scale))), Image.Resampling.BILINEAR)
-            w, h = im.size
-            left, top = (w - size) // 2, (h - size) // 2
-            im = im.crop((left, top, left + size, top + size))
-        return np.asarray(im)
+    from ..data.folder import read_image
+
+    arr = np.ascontiguousarray(read_image(path, 3).permute(1, 2, 0).numpy())
+    if size is None:
+        return arr
+    im = Image.fromarray(arr)
+    short = int(round(size * 256 / 224))
+    w, h = im.size
+    scale = short / min(w, h)
+    im = im.resize((max(short, round(w * scale)), max(short, round(h * scale))), Image.Resampling.BILINEAR)
+    w, h = im.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return np.asarray(im.crop((left, top, left + size, top + size)))
 
 
 def load_image_folder(root: str | os.PathLike, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -95,9 +100,21 @@ def _check_unique_targets(targets: Iterable[Path]) -> None:
                          "the inputs that differ only in their extension")
 
 
-def _params(layout: str, seed: int, preset: str, severities: list[int], fingerprint: dict, **extra) -> dict:
+def _params(layout: str, seed: int, preset: str, severities: list[int], fingerprint: dict,
+            device: str | torch.device, **extra) -> dict:
     return {"layout": layout, "seed": int(seed), "preset": preset, "severities": severities,
-            "code_version": CODE_VERSION, "input": fingerprint, **extra}
+            "code_version": CODE_VERSION, "input": fingerprint,
+            **environment(device, decodes_files=layout == "imagenet"), **extra}
+
+
+def _frost(entries: Sequence[str], frost_dir: str | os.PathLike | None) -> tuple[dict, dict]:
+    """The manifest's ``depends`` of the frost outputs ``entries`` (the digest of the textures read) and its ``info``
+    (their directory); empty without frost outputs. Raises ``FileNotFoundError`` before any output when frost is
+    asked for and the textures are missing."""
+    if not entries:
+        return {}, {}
+    digest, directory = texture_digest(frost_dir)
+    return {e: {"frost_textures": digest} for e in entries}, {"frost_dir": str(directory.resolve())}
 
 
 def write_cifar_c(
@@ -106,7 +123,7 @@ def write_cifar_c(
     names: Sequence[str],
     labels: np.ndarray | None = None,
     severities: Sequence[int] = (1, 2, 3, 4, 5),
-    preset: str = "cifar",
+    preset: str | None = None,
     seed: int = 0,
     batch_size: int = 500,
     device: str | torch.device = "cpu",
@@ -116,17 +133,18 @@ def write_cifar_c(
 ) -> list[Path]:
     """Write ``<out>/<name>.npy`` (uint8 ``(len(severities)*N, H, W, 3)``, severity-major) for every name.
 
-    ``images``: uint8 ``(N, H, W, 3)`` (``N >= 1``). Arrays the folder's manifest lists as complete are
+    ``images``: uint8 ``(N, H, W, 3)`` (``N >= 1``). ``preset``: default the one made for ``H x W``
+    (``preset_for_size``; an explicit preset far from it warns). Arrays the folder's manifest lists as complete are
     skipped; a folder generated with other parameters or input raises ``ValueError`` unless
     ``overwrite``. Returns the written paths.
     """
     from tqdm.auto import tqdm
 
     names, severities = _check_names(names, severities)
-    check_preset(preset)
     arr = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
         raise TypeError(f"images must be uint8 (N, H, W, 3), got {arr.dtype} {arr.shape}")
+    preset = preset_for_size(arr.shape[1], arr.shape[2]) if preset is None else check_preset(preset)
     n = arr.shape[0]
     if n == 0:
         raise ValueError(f"images is empty (shape {arr.shape}); expected at least one image (N, H, W, 3)")
@@ -139,8 +157,9 @@ def write_cifar_c(
             raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     out = Path(out_dir)
     outputs = [f"{name}.npy" for name in names] + (["labels.npy"] if labels is not None else [])
-    params = _params("cifar", seed, preset, severities, fingerprint_array(arr, labels))
-    manifest = Manifest(out, params, outputs, overwrite)
+    params = _params("cifar", seed, preset, severities, fingerprint_array(arr, labels), device)
+    depends, info = _frost(["frost.npy"] if "frost" in names else [], frost_dir)
+    manifest = Manifest(out, params, outputs, overwrite, depends=depends, info=info)
     if labels is not None and not (manifest.is_complete("labels.npy") and (out / "labels.npy").exists()):
         dtype = np.uint8 if labels.min() >= 0 and labels.max() < 256 else np.int64
         _atomic_save_npy(out / "labels.npy", np.tile(labels.astype(dtype), len(severities)))
@@ -175,7 +194,7 @@ def write_imagenet_c(
     out_dir: str | os.PathLike,
     names: Sequence[str],
     severities: Sequence[int] = (1, 2, 3, 4, 5),
-    preset: str = "imagenet",
+    preset: str | None = None,
     seed: int = 0,
     batch_size: int = 64,
     size: int | None = 224,
@@ -188,7 +207,9 @@ def write_imagenet_c(
     """Write ``<out>/<name>/<severity>/<class>/<file>`` JPEGs (``quality``) for a class-folder tree.
 
     ``size``: resize + centre-crop every image to ``size`` (ImageNet-C protocol), or ``None`` to keep
-    sizes (images of one batch that differ in size are corrupted one by one). Image ``i`` is the
+    sizes (images of one batch that differ in size are corrupted one by one). ``preset``: default the one made for
+    ``size`` (``preset_for_size``: ``"imagenet"`` for 224), or with ``size=None`` for the first image's size; an
+    explicit preset far from the images' size warns. Image ``i`` is the
     ``i``-th file of the sorted class-folder scan. Files of a (corruption, severity) begun under the
     folder's manifest are skipped when they exist; a folder generated with other parameters or input
     raises ``ValueError`` unless ``overwrite``. Returns the number of files written.
@@ -197,14 +218,23 @@ def write_imagenet_c(
     from tqdm.auto import tqdm
 
     names, severities = _check_names(names, severities)
-    check_preset(preset)
     batch_size = check_batch_size(batch_size)
     items, classes = scan_image_folder(src_dir)
+    if preset is None:
+        if size is None:
+            with Image.open(items[0][0]) as first:  # reads the header only
+                preset = preset_for_size(first.height, first.width)
+        else:
+            preset = preset_for_size(size, size)
+    else:
+        check_preset(preset)
     out = Path(out_dir)
     src = Path(src_dir)
-    params = _params("imagenet", seed, preset, severities, fingerprint_files([p for p, _ in items], src),
+    params = _params("imagenet", seed, preset, severities, fingerprint_files([p for p, _ in items], src), device,
                      size=size, quality=int(quality))
-    manifest = Manifest(out, params, [f"{name}/{s}" for name in names for s in severities], overwrite)
+    depends, info = _frost([f"frost/{s}" for s in severities] if "frost" in names else [], frost_dir)
+    manifest = Manifest(out, params, [f"{name}/{s}" for name in names for s in severities], overwrite,
+                        depends=depends, info=info)
 
     def target(name: str, s: int, path: Path, cls: int) -> Path:
         rel = path.relative_to(src / classes[cls])

@@ -1,9 +1,13 @@
 """The manifest of a generated -C folder: ``<out>/manifest.json``, written before any output.
 
 It records everything the outputs depend on (layout, seed, preset, severities, ``CODE_VERSION``, an
-input fingerprint and, for JPEG trees, size and quality) and which outputs are complete. A rerun into
-the same folder resumes only when these match; otherwise it is refused (pick another folder or pass
-``overwrite=True`` / ``--overwrite``). Outputs are skipped only when the manifest lists them complete.
+input fingerprint, for JPEG trees size and quality, and the ``environment``: the device type, on CUDA its TF32
+and float32 matmul settings, and the torch, Pillow and libjpeg versions, plus torchvision's when image files are
+decoded) and which outputs are complete. Outputs that depend on more record it per output (``depends``: the
+frost outputs the digest of the frost textures; where the textures were read from is kept under ``info``, for
+information only). A rerun into the same folder resumes only when all of these match; otherwise it is refused
+(pick another folder or pass ``overwrite=True`` / ``--overwrite``); a manifest of an older aprkit, which did not
+record some of them, is refused the same way. Outputs are skipped only when the manifest lists them complete.
 Nothing here is public API.
 """
 
@@ -12,15 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .._io import atomic_write_text
 
-__all__ = ["MANIFEST", "Manifest", "check_batch_size", "fingerprint_array", "fingerprint_files"]
+__all__ = ["MANIFEST", "Manifest", "check_batch_size", "environment", "fingerprint_array", "fingerprint_files"]
 
 MANIFEST = "manifest.json"
 _TOOL = "aprkit corrupt"
@@ -47,6 +52,28 @@ def fingerprint_files(paths: Sequence[Path], root: Path) -> dict[str, Any]:
     return {"files": len(paths), "digest": h.hexdigest()}
 
 
+def environment(device: str | torch.device, decodes_files: bool = False) -> dict[str, Any]:
+    """The ``device`` (its type; on CUDA also TF32 for matmuls and the float32 matmul precision, which move values by
+    a level) and the library versions the outputs depend on: torch (FFTs, ``erfinv``, ...), Pillow and its libjpeg
+    (JPEG and pixelate bytes, the JPEG files, resizing), and with ``decodes_files`` torchvision (its decoders read
+    the input images)."""
+    import PIL
+    from PIL import features
+
+    dev = torch.device(device)
+    where: dict[str, Any] = {"type": dev.type}
+    if dev.type == "cuda":
+        where.update(allow_tf32=bool(torch.backends.cuda.matmul.allow_tf32),
+                     matmul_precision=torch.get_float32_matmul_precision())
+    versions = {"torch": torch.__version__, "pillow": PIL.__version__,
+                "libjpeg": features.version("libjpeg_turbo") or features.version("jpg")}
+    if decodes_files:
+        import torchvision
+
+        versions["torchvision"] = torchvision.__version__
+    return {"device": where, "versions": versions}
+
+
 def _remove_outputs(out: Path, entries: Iterable[object]) -> None:
     """Delete the outputs a replaced manifest recorded (files such as ``fog.npy`` or folders such as ``fog/3``), only
     inside ``out``."""
@@ -61,27 +88,42 @@ def _remove_outputs(out: Path, entries: Iterable[object]) -> None:
             path.unlink()
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     keys = sorted(set(old) | set(new))
-    return [f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
+    return [f"{k}: {'not recorded (an older aprkit)' if k not in old else repr(old[k])} there, {new.get(k)!r} now"
+            for k in keys if old.get(k) != new.get(k)]
 
 
 class Manifest:
     """Open (or start) the manifest of ``out`` for a run with generation ``params``.
 
-    ``outputs``: the output paths (relative to ``out``) this run may write. Raises ``ValueError`` when
-    the folder's manifest was written with other parameters, or when outputs exist without a manifest,
-    unless ``overwrite`` (then the manifest starts afresh and every output is recomputed).
+    ``outputs``: the output paths (relative to ``out``) this run may write; ``depends``: for some of them, what
+    else they depend on (``{"frost.npy": {"frost_textures": digest}}``), recorded when they are started and
+    compared on resume; ``info``: recorded, never compared. Raises ``ValueError`` when the folder's manifest was
+    written with other parameters (or lists an output this run writes with other ``depends``), or when outputs
+    exist without a manifest, unless ``overwrite`` (then the manifest starts afresh and every output is
+    recomputed).
     """
 
-    def __init__(self, out: Path, params: dict[str, Any], outputs: Iterable[str], overwrite: bool = False) -> None:
+    def __init__(self, out: Path, params: dict[str, Any], outputs: Iterable[str], overwrite: bool = False, *,
+                 depends: Mapping[str, dict[str, Any]] | None = None, info: Mapping[str, Any] | None = None) -> None:
         self.path = Path(out) / MANIFEST
         params = json.loads(json.dumps(params))  # the JSON form: tuples -> lists, as read back
+        self.depends: dict[str, dict[str, Any]] = json.loads(json.dumps(dict(depends or {})))
+        outputs = list(outputs)
         old = self._read()
         hint = f"pick another output folder or pass --overwrite (overwrite=True) to replace {str(out)!r}"
         if old is not None and old.get("params") != params and not overwrite:
             diff = "; ".join(_differences(old.get("params") or {}, params))
             raise ValueError(f"{self.path} was written with other generation parameters ({diff}); {hint}")
+        if old is not None and not overwrite:
+            begun = {*old.get("started", []), *old.get("complete", [])}
+            for entry in outputs:
+                recorded = (old.get("depends") or {}).get(entry, {})
+                if entry in begun and recorded != self.depends.get(entry, {}):
+                    diff = "; ".join(_differences(recorded, self.depends.get(entry, {})))
+                    raise ValueError(f"{self.path} lists {entry} as made from other inputs than this run's ({diff}); "
+                                     f"{hint}")
         if old is None and not overwrite:
             present = [o for o in outputs if (Path(out) / o).exists()]
             if present:
@@ -91,10 +133,12 @@ class Manifest:
         keep = old is not None and old.get("params") == params and not overwrite
         if overwrite and old is not None:  # the outputs of the replaced run go too (not only the ones rewritten now)
             _remove_outputs(Path(out), [*old.get("started", []), *old.get("complete", [])])
-        fresh = {"tool": _TOOL, "params": params, "complete": [], "started": []}
+        fresh: dict[str, Any] = {"tool": _TOOL, "params": params, "complete": [], "started": []}
         self.data: dict[str, Any] = old if keep and old is not None else fresh
         self.data.setdefault("complete", [])
         self.data.setdefault("started", [])
+        self.data.setdefault("depends", {})
+        self.data.setdefault("info", {}).update(json.loads(json.dumps(dict(info or {}))))
         self._write()
 
     def _read(self) -> dict[str, Any] | None:
@@ -121,14 +165,20 @@ class Manifest:
         """``entry`` was begun under these parameters (its existing files are valid)."""
         return entry in self.data["started"] or self.is_complete(entry)
 
+    def _record(self, entry: str) -> None:
+        if self.depends.get(entry):
+            self.data["depends"][entry] = self.depends[entry]
+
     def start(self, entry: str) -> None:
         if entry not in self.data["started"]:
             self.data["started"].append(entry)
+            self._record(entry)
             self._write()
 
     def complete(self, entry: str) -> None:
         if entry not in self.data["complete"]:
             self.data["complete"].append(entry)
+            self._record(entry)
             self._write()
 
 

@@ -30,7 +30,9 @@ def shot_noise(x: torch.Tensor, c: float, generator: RandomSource = None, *,
     if levels:
         k = x.to(torch.int32) if x.dtype == torch.uint8 else torch.mul(x, 255).round_().to(torch.int32)
         return poisson_levels(k, float(c), generator).div_(c)
-    return poisson((x * c).clamp_min(0.0), generator, max_rate=c) / c  # x <= 1: rates <= c
+    # rates in [0, c]: float input may exceed [0, 1] by the range check's slack (the output is clamped to [0, 1]
+    # anyway), and every random source then draws from the same rates (per-image keys take rates up to c only)
+    return poisson((x * c).clamp_(0.0, c), generator, max_rate=c) / c
 
 
 def impulse_noise(x: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:

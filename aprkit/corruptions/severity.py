@@ -3,7 +3,9 @@
 The numbers are those of Hendrycks & Dietterich's creation scripts (``make_cifar_c.py``,
 ``make_tinyimagenet_c.py``, ``make_imagenet_c.py``; ICLR 2019), one tuple/number per severity 1-5.
 Each preset also records the image size it was designed for (``size``), the plasma-fractal map size
-used by ``fog`` and the scale applied to the frost textures before cropping.
+used by ``fog`` and the scale applied to the frost textures before cropping. ``preset_for_size`` picks the
+preset of an image size (the default wherever ``preset=None``); ``resolve_preset`` warns when an explicit
+preset was made for images of a very different size (the cifar parameters barely change a 224-px image).
 
 ``PARAMS[preset][name][severity - 1]`` is the raw parameter of that corruption; the meaning of each
 entry is documented next to the function that consumes it.
@@ -12,9 +14,11 @@ entry is documented next to the function that consumes it.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
-__all__ = ["PRESETS", "PARAMS", "PRESET_INFO", "params", "check_preset", "check_severity"]
+__all__ = ["PRESETS", "PARAMS", "PRESET_INFO", "PresetSizeWarning", "params", "check_preset", "check_severity",
+           "preset_for_size", "resolve_preset"]
 
 PRESETS = ("cifar", "tinyimagenet", "imagenet")
 
@@ -120,6 +124,43 @@ def check_preset(preset: str) -> str:
     """Validate a preset name (``"cifar"``, ``"tinyimagenet"`` or ``"imagenet"``)."""
     if not isinstance(preset, str) or preset not in PARAMS:
         raise ValueError(f"preset must be one of {', '.join(repr(p) for p in PRESETS)}, got {preset!r}")
+    return preset
+
+
+class PresetSizeWarning(UserWarning):
+    """An explicit preset was made for images of a very different size than the ones corrupted."""
+
+
+#: an explicit preset warns when the images' longer side is more than this factor from the preset's ``size``
+#: (and another preset fits the images)
+_SIZE_FACTOR = 1.5
+
+
+def preset_for_size(height: int, width: int) -> str:
+    """The preset made for images of ``height x width`` px: longer side <= 32 ``"cifar"``, <= 64
+    ``"tinyimagenet"``, else ``"imagenet"`` (the default of every ``preset=None``)."""
+    side = max(int(height), int(width))
+    return "cifar" if side <= 32 else "tinyimagenet" if side <= 64 else "imagenet"
+
+
+def resolve_preset(preset: str | None, height: int, width: int, *, stacklevel: int = 2) -> str:
+    """``preset`` (validated), or for ``None`` the preset of the image size (``preset_for_size``).
+
+    An explicit preset whose nominal ``size`` is more than 1.5 times larger or smaller than the images' longer side,
+    while another preset is made for that size, warns (``PresetSizeWarning``, naming the preset to pass); it is still
+    used. ``stacklevel`` as in ``warnings.warn``, counted from the caller of this function.
+    """
+    fit = preset_for_size(height, width)
+    if preset is None:
+        return fit
+    check_preset(preset)
+    side, nominal = max(int(height), int(width)), PRESET_INFO[preset]["size"]
+    if preset != fit and not nominal / _SIZE_FACTOR <= side <= nominal * _SIZE_FACTOR:
+        warnings.warn(f"preset {preset!r} holds the severity parameters of {nominal:g}-px images, but these images are "
+                      f"{int(height)}x{int(width)} px, so the corruptions are far weaker or stronger than published; "
+                      f"the preset for this size is {fit!r} (pass preset={fit!r}, or preset=None to pick it from the "
+                      "image size; silence with warnings.simplefilter('ignore', PresetSizeWarning))",
+                      PresetSizeWarning, stacklevel=stacklevel + 1)
     return preset
 
 

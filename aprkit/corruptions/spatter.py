@@ -9,7 +9,8 @@ blurred mask is pasted in brown.
 Each OpenCV step is re-implemented on batched tensors with OpenCV's conventions (Sobel with
 replicated borders and L1 gradient magnitude, 4-direction non-maximum suppression and 8-connected
 hysteresis — identical edge maps to ``cv2.Canny`` 4.11 on test layers; reflect-101 borders; 8-bit
-truncation/rounding where OpenCV stores uint8). One documented
+truncation/rounding where OpenCV stores uint8; the first box blur sums in float64 and scales by 1/9 as
+``cv2.blur`` does on float32, so that it truncates to the same levels). One documented
 difference: the distance transform is the exact Euclidean one, where ``cv2.DIST_L2`` with a 5x5 mask
 uses chamfer weights (1, 1.4, 2.1969); the values agree to a few percent before truncation at 20.
 """
@@ -23,12 +24,13 @@ from ._common import filter2d, pad2d
 from ._random import RandomSource, normal
 from ._separable import gaussian_filter
 
-__all__ = ["spatter", "canny", "equalize_hist", "truncated_distance"]
+__all__ = ["spatter", "canny", "equalize_hist", "truncated_distance", "box_blur_levels"]
 
 _TG22 = 13573  # round(tan(22.5 deg) * 2**15), as in OpenCV's Canny
 _WATER = (175 / 255.0, 238 / 255.0, 238 / 255.0)
 _MUD = (63 / 255.0, 42 / 255.0, 20 / 255.0)
 _EMBOSS = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
+_BOX_SUM = torch.ones(3, 3, dtype=torch.float64)
 
 
 def _dilate3(e: torch.Tensor) -> torch.Tensor:
@@ -106,6 +108,15 @@ def truncated_distance(edges: torch.Tensor, limit: int = 20) -> torch.Tensor:
     return d2.to(torch.float32).sqrt_().clamp_max_(float(limit))
 
 
+def box_blur_levels(dist: torch.Tensor) -> torch.Tensor:
+    """``cv2.blur(dist, (3, 3)).astype(np.uint8)`` of float32 distances ``(B, 1, H, W)`` in [0, 20] (reflect-101).
+
+    ``cv2.blur`` sums float32 values in double and scales by 1/9; the sums of these distances (multiples of 2^-23
+    below 180) are exact in float64, so the truncated levels are OpenCV's. Float32 products with 1/9 made a flat 3
+    2.9999998, truncated to 2 (0.2-1.5 % of the levels at water severities)."""
+    return filter2d(dist.double(), _BOX_SUM, "reflect101").mul_(1 / 9).float().floor_()
+
+
 def equalize_hist(img: torch.Tensor) -> torch.Tensor:
     """``cv2.equalizeHist`` per image of 8-bit values ``(B, 1, H, W)`` (float in, float 0-255 out)."""
     b = img.shape[0]
@@ -133,11 +144,10 @@ def spatter(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.
     if c[5] == 0:
         l8 = torch.mul(liquid, 255).clamp_(0, 255).floor_()
         dist = truncated_distance(canny(l8, 50, 150), 20)
-        box = torch.full((3, 3), 1 / 9, device=x.device)
-        dist = filter2d(dist, box, "reflect101").floor_()
+        dist = box_blur_levels(dist)
         dist = equalize_hist(dist)
         dist = filter2d(dist, _EMBOSS.to(x.device), "reflect101").round_().clamp_(0, 255)
-        dist = filter2d(dist, box, "reflect101")
+        dist = filter2d(dist, torch.full((3, 3), 1 / 9, device=x.device), "reflect101")
         m = dist.mul_(l8)  # the scripts multiply the 8-bit liquid layer
         mx = m.amax(dim=(2, 3), keepdim=True)
         m = m.div_(mx.clamp_min(1e-12)).mul_(c[4])  # an all-zero layer stays zero

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .._checks import check_image_tensor, check_probability
-from .api import BENCHMARK, check_name, corrupt, corrupt_image
+from .api import BENCHMARK, check_channels, check_name, corrupt, corrupt_image, image_channels
 from .severity import check_preset, check_severity
 
 __all__ = ["RandomCorruption"]
@@ -25,11 +25,15 @@ class RandomCorruption(torch.nn.Module):
     """With probability ``p`` per image, apply a corruption drawn uniformly from ``names`` at a
     severity drawn uniformly from ``severities``.
 
+    Every input is validated whole before the draws (value range, dtype, and 3 channels when ``names`` holds a colour
+    corruption), so an unfit batch raises on every call, not only when an image happens to be drawn.
+
     Args:
         names: corruption names (default: the 15 benchmark corruptions) or a single name.
         severities: an int 1-5 or a sequence of them.
         p: probability of corrupting each image.
-        preset: ``"cifar"``, ``"tinyimagenet"`` or ``"imagenet"`` severity parameters.
+        preset: ``"cifar"``, ``"tinyimagenet"`` or ``"imagenet"`` severity parameters; ``None``: the one made for
+            the size of the images transformed (``preset_for_size``).
         generator: source of every random choice (``None``: torch's global RNG).
         frost_dir: directory with the frost textures (see ``aprkit.corruptions.find_frost_dir``).
     """
@@ -39,7 +43,7 @@ class RandomCorruption(torch.nn.Module):
         names: Sequence[str] | str | None = None,
         severities: Sequence[int] | int = (1, 2, 3, 4, 5),
         p: float = 1.0,
-        preset: str = "cifar",
+        preset: str | None = None,
         generator: torch.Generator | None = None,
         frost_dir: str | os.PathLike | None = None,
     ) -> None:
@@ -53,7 +57,7 @@ class RandomCorruption(torch.nn.Module):
             raise ValueError("severities must contain at least one integer 1-5")
         self.severities = tuple(check_severity(s) for s in sev)
         self.p = check_probability(p)
-        self.preset = check_preset(preset)
+        self.preset = None if preset is None else check_preset(preset)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.generator = generator
@@ -85,12 +89,15 @@ class RandomCorruption(torch.nn.Module):
     def forward(self, x: Any) -> Any:
         """Corrupt a tensor ``(C, H, W)`` / ``(B, C, H, W)``, a PIL image or an ``(H, W, 3)`` uint8 array."""
         if isinstance(x, torch.Tensor):
-            check_image_tensor(x, "images", min_ndim=3, max_ndim=4)
+            check_image_tensor(x, "images", min_ndim=3, max_ndim=4, unit_range=True)
+            check_channels(self.names, x.shape[-3], f"shape {tuple(x.shape)}")
             single = x.ndim == 3
             batch = x[None] if single else x
             out = self.apply(batch, self.generate_parameters(batch.shape[0]))
             return out[0] if single else out
         if isinstance(x, np.ndarray) or type(x).__module__.startswith("PIL"):
+            channels = image_channels(x)
+            check_channels(self.names, channels, f"a {type(x).__name__} image with {channels} channel(s)")
             prm = self.generate_parameters(1)
             if not bool(prm["apply"][0]):
                 return x

@@ -1,7 +1,8 @@
 """File-backed image datasets: a list of ``(path, label)`` pairs, and ImageFolder trees.
 
 Images are decoded to uint8 ``(C, H, W)`` tensors with torchvision's decoders (PNG/JPEG), falling back
-to PIL for other formats; grayscale and RGBA images are converted to RGB. Folders whose images differ in
+to PIL for other formats; grayscale and RGBA images are converted to RGB, 16-bit images to 8 bits, rounded
+(``to_8bit``; ``pil_to_array`` does the same for PIL images, e.g. in ``corrupt_image``). Folders whose images differ in
 size need ``resize``/``crop`` (shorter side resized to ``resize``, then a centre ``crop``) so that they
 batch.
 """
@@ -11,15 +12,32 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["IMG_EXTENSIONS", "read_image", "resize_center_crop", "ImageListDataset", "ImageFolderDataset",
-           "find_classes"]
+__all__ = ["IMG_EXTENSIONS", "read_image", "to_8bit", "pil_to_array", "resize_center_crop", "ImageListDataset",
+           "ImageFolderDataset", "find_classes"]
 
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 _TV_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+def to_8bit(levels: torch.Tensor) -> torch.Tensor:
+    """16-bit levels (an integer tensor, values clipped to 0..65535) as uint8, rounded: ``(v + 128) // 257``, so
+    ``v * 257 -> v`` as PIL's 8-bit modes store them (PIL's own conversion clips 16-bit values at 255)."""
+    return levels.to(torch.int32).clamp_(0, 65535).add_(128).div_(257, rounding_mode="floor").to(torch.uint8)
+
+
+def pil_to_array(image: Any, channels: int = 3) -> np.ndarray:
+    """A PIL image as a uint8 array ``(H, W, 3)`` (``channels`` 3, RGB) or ``(H, W)`` (1, gray); 16- and 32-bit
+    integer images (modes ``I;16*``, ``I``) are mapped to 8 bits by ``to_8bit``, not clipped."""
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        gray = to_8bit(torch.from_numpy(np.asarray(image).astype(np.int32))).numpy()
+        return np.repeat(gray[..., None], 3, axis=2) if channels == 3 else gray
+    return np.asarray(image.convert("RGB" if channels == 3 else "L"))
 
 
 def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
@@ -35,17 +53,14 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 img = decode_image(read_file(str(path)), mode=mode)
-            if img.dtype == torch.uint16:  # a 16-bit PNG: to 8 bits, rounded (v * 257 -> v), as PIL's 8-bit modes
-                img = img.to(torch.int32).add_(128).div_(257, rounding_mode="floor").to(torch.uint8)
-            return img
+            return to_8bit(img) if img.dtype == torch.uint16 else img  # a 16-bit PNG
         except (ImportError, RuntimeError):
             pass  # removed decoders or unusual encodings (e.g. CMYK JPEG): let PIL decode
-    import numpy as np
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB" if channels == 3 else "L"))
+            arr = pil_to_array(im, channels)
     except FileNotFoundError:
         raise
     except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated, corrupted or not an image

@@ -168,17 +168,14 @@ def train_model(name: str, cfg: dict[str, Any], data: DemoData, out: Path) -> tu
     return res["model"].eval(), info
 
 
-def _preset(size: int) -> str:
-    return "cifar" if size <= 32 else "tinyimagenet" if size <= 64 else "imagenet"
-
-
 def eval_options(s: DemoSettings, dd: DemoData, shared: SharedCorruptions, suites: list[str],
                  layers: list[str] | None = None) -> dict[str, Any]:
     """The demo's evaluation options for ``suites`` (only the options those suites read): the corruption grid of
     ``s`` on the ``shared`` corrupted sets, OOD, phase-bias and transplant sizes; ``layers``: the transplant sites."""
+    from ..corruptions.severity import preset_for_size
     from ..eval.suites.options import suite_registry
 
-    test, preset = dd.test, _preset(int(dd.test.images.shape[-1]))
+    test, preset = dd.test, preset_for_size(*dd.test.images.shape[-2:])
     options: dict[str, Any] = {
         "corrupted": shared, "preset": preset, "corruptions": list(s.corruptions) if s.corruptions else None,
         "severities": list(s.severities), "num_classes": dd.num_classes, "ood_scores": list(s.ood_scores),
@@ -213,6 +210,7 @@ def run_demo(
     :class:`aprkit.eval.Results` with
     ``results.meta["demo"]`` holding the summary, verdicts, timings and training histories.
     """
+    from ..corruptions.severity import preset_for_size
     from ..distributed import resolve_device
     from ..eval import evaluate
     from ..eval.engine.cache import model_fingerprint
@@ -245,7 +243,7 @@ def run_demo(
     if dd.synthetic:
         data_map["cue-conflict"] = clock.run("cue-conflict stimuli",
                                              partial(synthetic_stimuli, s.n_cue_conflict, seed=10007 + seed))
-    shared = SharedCorruptions(test, seed, _preset(size), progress)
+    shared = SharedCorruptions(test, seed, preset_for_size(*test.images.shape[-2:]), progress)
     options = eval_options(s, dd, shared, suites, transplant_layers(models["standard"]))
     fingerprint = _digest([s.to_dict(), data, seed, {k: model_fingerprint(m) for k, m in models.items()}])
     results = clock.run("evaluate", lambda: evaluate(

@@ -80,9 +80,10 @@ def _benchmark() -> list[str]:
 
 
 def _default_preset(data: Any) -> str:
+    from aprkit.corruptions.severity import preset_for_size
+
     img, _ = data[0]
-    side = max(int(img.shape[-1]), int(img.shape[-2]))
-    return "cifar" if side <= 32 else "tinyimagenet" if side <= 64 else "imagenet"
+    return preset_for_size(img.shape[-2], img.shape[-1])
 
 
 class CorruptionOptions(LimitOption):
