@@ -208,7 +208,8 @@ def test_a_returned_run_without_last_pt_is_reused_not_retrained(tmp_path: Path) 
     (run / "model.pt").write_bytes(b"not a checkpoint: fit must not be called")
     (run / "metrics.json").write_text(json.dumps([{"epoch": 1, "step": 3, "time_s": 1.5},
                                                   {"epoch": 2, "step": 6, "time_s": 2.0, "test_acc": 0.5}]))
-    args = argparse.Namespace(resume=True, shared=str(tmp_path / "shared"), smoke=False, epochs=2)
+    args = argparse.Namespace(resume=True, shared=str(tmp_path / "shared"), smoke=False, epochs=2, device="auto",
+                              progress=False, threads=None)
     res = train_run("repro_cifar10_resnet20_standard.yaml", run, args)
     assert res["checkpoint"] == str(run / "model.pt") and res["train_s"] == 3.5 and res["final"]["test_acc"] == 0.5
     with pytest.raises(ValueError, match="--epochs 2"):
