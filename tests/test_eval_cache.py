@@ -270,3 +270,37 @@ def test_generated_data_and_demo_runs_are_keyed_by_their_version(monkeypatch, tm
     monkeypatch.setattr(config, "RECIPE_VERSION", config.RECIPE_VERSION + 1)
     pipeline.train_model("m", cfg, data, tmp_path)
     assert seen[0] == seen[1] != seen[2]
+
+
+def test_generated_frost_cells_are_keyed_by_the_textures(monkeypatch, tmp_path):
+    """Another set of frost textures (APRKIT_FROST_DIR) gives other frost images: their cells are not served from
+    the cache of the first set."""
+    import shutil
+
+    from aprkit.corruptions._frost import FROST_FILES, find_frost_dir
+
+    try:
+        src = find_frost_dir()
+    except FileNotFoundError:
+        pytest.skip("frost textures not installed")
+    other = tmp_path / "frost"
+    other.mkdir()
+    for name in FROST_FILES:
+        if (src / name).is_file():
+            shutil.copy(src / name, other / name)
+    from PIL import Image
+
+    first = other / FROST_FILES[0]
+    Image.open(first).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(first)
+    data = TensorImageDataset(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1]))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 2))
+
+    def run() -> int:
+        evaluate(model, suite="corruption", data=data, corruptions=["frost"], severities=[1], device="cpu",
+                 progress=False, cache_dir=tmp_path / "cache", options={"check_classes": False})
+        return sum(1 for p in (tmp_path / "cache").rglob("*.json"))
+
+    n = run()
+    assert run() == n  # the same textures: cached
+    monkeypatch.setenv("APRKIT_FROST_DIR", str(other))
+    assert run() > n

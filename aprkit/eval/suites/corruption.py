@@ -148,7 +148,7 @@ class CorruptionResult(TypedDict):
     preset: str
     mce: float | None  # ImageNet-C mCE (AlexNet-normalised): all cells of the 1000 classes x 50,000 images
     relative_mce: float | None
-    mce_note: str | None  # why mCE is None where the preset is "imagenet" and every cell was evaluated
+    mce_note: str | None  # why mCE is None (preset "imagenet", every cell evaluated), or how it was made
 
 
 def _generated_transform(corruption: str, severity: int, preset: str, seed: int):
@@ -221,6 +221,10 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
 
         origin = "generated"
         generation.update(preset=preset, code=CODE_VERSION)
+        if corruption == "frost":  # the textures it blends in: another set gives other images
+            from aprkit.corruptions._frost import texture_digest
+
+            generation["frost"] = texture_digest()[0]
 
     def compute() -> dict:
         transform = None
@@ -319,6 +323,10 @@ class CorruptionSuite(Suite[CorruptionOptions]):
             errs = {c: [cells[c][str(s)]["error"] for s in range(1, 6)] for c in bench}
             result["mce"] = M.mce(errs, baseline="alexnet")
             result["relative_mce"] = M.relative_mce(errs, clean["error"], baseline="alexnet")
+            if result["origin"] == "generated":
+                result["mce_note"] = ("mCE here is from aprkit-generated cells, not the published ImageNet-C files "
+                                      "(whose images were also saved as JPEG, quality 85): close to, not the same as, "
+                                      "published mCE figures")
         return result
 
     def headline(self, result: Mapping[str, Any]) -> list[Measure]:
