@@ -76,3 +76,18 @@ def test_recipe_check_passes_a_new_folder(tmp_path: Path) -> None:
     from benchmarks.repro.common import CONFIGS, check_same_recipe
 
     check_same_recipe(tmp_path / "new", CONFIGS / RUNS["apr_p"], _recipe_args(30), {})
+
+
+def test_phase_collapse_verdict_needs_more_than_the_sampling_noise() -> None:
+    """A ratio above 1 is "same direction" only when the error gap exceeds two standard errors of the test set."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.repro.phase_collapse import render
+
+    def line(soft: float) -> str:
+        rows = {"modulus": {"clean_error": 0.10, "n": 10000, "train_s": 1.0},
+                "soft_threshold": {"clean_error": soft, "n": 10000, "train_s": 1.0}}
+        text = render(rows, soft / 0.10, {"epochs": 8, "smoke": False})
+        return next(t for t in text.splitlines() if t.startswith("Error ratio"))
+
+    assert "no clear difference" in line(0.105) and "same direction" in line(0.2)
+    assert "modulus net is worse" in line(0.08)

@@ -51,14 +51,17 @@ def demo_summary(demo: Mapping[str, Any]) -> ReportSection:
     from .summary import verdict_table
 
     s = demo["settings"]
-    full_grid = len(s["severities"]) == 5
+    from ..corruptions import BENCHMARK
+
+    names = list(s.get("corruptions") or BENCHMARK)
+    full_grid = sorted(s["severities"]) == [1, 2, 3, 4, 5] and set(BENCHMARK) <= set(names)
     blocks: list = [
         verdict_table(demo["verdicts"]),
         Paragraph(demo["overall"]),
         Paragraph(["Verdicts are computed from these numbers: ", strong("helped"), " / ", strong("hurt"),
                    " = better / worse by more than two approximate standard errors of the difference (binomial for "
                    "rates, Hanley-McNeil for AUROC; training-seed variation is not included, so one run is indicative "
-                   f"only). Mean corruption error: the 15 corruptions x {len(s['severities'])} severities "
+                   f"only). Mean corruption error: {len(names)} corruptions x {len(s['severities'])} severities "
                    f"({'the CIFAR convention' if full_grid else 'not the full CIFAR grid'}), generated once with ",
                    code("aprkit.corruptions"), " and shared by both models. Phase-follow rate: the fraction of "
                    "phase/amplitude-swapped test pairs classified as the phase donor."]),

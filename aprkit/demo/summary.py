@@ -23,7 +23,8 @@ from typing import Any
 from ..eval.engine.cache import nested_get
 from ..eval.report.blocks import Table, strong
 
-__all__ = ["Headline", "MEASURES", "headline_numbers", "verdicts", "verdict_table", "summary_text", "overall_sentence"]
+__all__ = ["Headline", "MEASURES", "headline_numbers", "verdicts", "verdict_table", "summary_text", "overall_sentence",
+           "se_rate"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ def _bin_variance(reliability: Mapping[str, Any] | None) -> float | None:
     return sum(c / total * a * (1 - a) for c, a in zip(reliability["count"], reliability["accuracy"], strict=True))
 
 
-def _se_rate(p: float, n: float) -> float:
+def se_rate(p: float, n: float) -> float:
+    """The binomial standard error of a rate ``p`` measured on ``n`` items (floored: never zero)."""
     p = min(max(p, 0.0), 1.0)
     return math.sqrt(max(p * (1 - p), 0.25 / max(n, 1)) / max(n, 1))
 
@@ -119,9 +121,9 @@ def _se(key: str, h: Mapping[str, Any]) -> float | None:
         return _se_auroc(v, n, h.get("n_out") or n)
     if key in _CALIBRATION:
         if h.get("bin_variance") is not None:
-            return math.sqrt(max(h["bin_variance"], 0.25 / n) / n)  # floor as _se_rate: never a zero error
-        return _se_rate(h.get("accuracy") or 0.5, n)
-    return _se_rate(v, n)
+            return math.sqrt(max(h["bin_variance"], 0.25 / n) / n)  # floor as se_rate: never a zero error
+        return se_rate(h.get("accuracy") or 0.5, n)
+    return se_rate(v, n)
 
 
 def verdicts(standard: Mapping[str, Any], apr: Mapping[str, Any]) -> list[dict[str, Any]]:

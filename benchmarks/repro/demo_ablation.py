@@ -171,7 +171,7 @@ def render(rows: Mapping[str, Mapping[str, Any]], cmp: Mapping[str, Any], meta: 
             fmt_pct(r["phase"]["phase"]), fmt_pct(r["phase"]["amplitude"]), fmt_num(r["phase"]["phase_bias"]),
             f"`{c['reference']}`" if c else "-", _vs(c, "phase_follow"), _vs(c, "phase_bias"),
         ])
-    head = ["variant", "recipe", "epochs", "train s", "clean acc %", "mCE %", "corrupted ECE %", "phase-follow %",
+    head = ["variant", "recipe", "epochs", "train s", "clean acc %", "mean corr. error %", "corrupted ECE %", "phase-follow %",
             "amplitude-follow %", "phase bias", "reference", "phase-follow vs reference (±2 SE)",
             "phase bias vs reference (±2 SE)"]
     lines = [

@@ -14,6 +14,7 @@ without the low-pass skip. The clean test error of each is measured with aprkit'
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,11 +65,25 @@ DIRECTION = {"modulus": "lowest (phase collapse)", "soft_threshold": "higher tha
              "modulus_noskip": "- (the low-pass skip's share; no number quoted in issue 16)"}
 
 
+def _direction(rows: dict[str, dict[str, Any]]) -> str:
+    """Whether the modulus net's error is lower than the soft-threshold net's by more than two standard errors of
+    the difference (binomial test-set sampling, as the demo's verdicts; seed variation not included)."""
+    from aprkit.demo.summary import se_rate
+
+    mod, soft = rows["modulus"], rows["soft_threshold"]
+    n_mod, n_soft = mod.get("n"), soft.get("n")
+    gap = soft["clean_error"] - mod["clean_error"]
+    if not n_mod or not n_soft:  # results written before the image counts were kept
+        return "same direction" if gap > 0 else "opposite direction: the modulus net is not better here"
+    two_se = 2 * math.hypot(se_rate(mod["clean_error"], n_mod), se_rate(soft["clean_error"], n_soft))
+    if abs(gap) <= two_se:
+        return f"no clear difference: {100 * gap:+.2f} pp within ±{100 * two_se:.2f} pp (2 SE)"
+    return "same direction" if gap > 0 else "opposite direction: the modulus net is worse here"
+
+
 def render(rows: dict[str, dict[str, Any]], ratio: float | None, meta: dict[str, Any]) -> str:
     body = [[name, fmt_pct(r["clean_error"]), f"{r['train_s']:.0f}", DIRECTION[name]] for name, r in rows.items()]
-    verdict = "not measured" if ratio is None else (
-        f"{ratio:.2f}x (paper: ~{PAPER_RATIO:.0f}x; "
-        + ("same direction" if ratio > 1 else "opposite direction: the modulus net is not better here") + ")")
+    verdict = "not measured" if ratio is None else f"{ratio:.2f}x (paper: ~{PAPER_RATIO:.0f}x; {_direction(rows)})"
     return "\n".join([
         f"# Study 2: phase collapse (phase_collapse_cifar, {meta['epochs']} epochs{', SMOKE RUN' if meta['smoke'] else ''}"
         f"{', REDUCED widths ' + str(meta['widths']) if meta.get('reduced') else ''})",
@@ -116,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = {}
     for name, suites in res.models.items():
         acc = suites["corruption"]["clean"]["accuracy"]
-        rows[name] = {"clean_error": 1 - acc, "mean_corruption_error": suites["corruption"].get("mean_error"),
+        rows[name] = {"clean_error": 1 - acc, "n": suites["corruption"]["clean"]["n"],
+                      "mean_corruption_error": suites["corruption"].get("mean_error"),
                       "train_s": wall[name], "checkpoint": trained[name]}
     mod, soft = rows.get("modulus"), rows.get("soft_threshold")
     ratio = soft["clean_error"] / mod["clean_error"] if mod and soft and mod["clean_error"] > 0 else None

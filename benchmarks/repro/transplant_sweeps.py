@@ -125,8 +125,11 @@ def render(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                  *(_pair(s["controls"][k]["last"], s["controls"][k]["mean"]) for k in CONTROLS.values()),
                  fmt_pct(s["clean_accuracy"]), s["dc_finding"]] for s in summary]
     smoke = "SMOKE RUN, " if meta["smoke"] else ""
+    # older results name no trained runs: their header said the epochs whether or not anything was trained
+    trained = meta.get("trained", True)
+    what = f"trained models: {meta['epochs']} epochs" if trained else "shipped checkpoints only, nothing trained"
     return "\n".join([
-        f"# Study 3: internal Oppenheim-Lim test ({smoke}trained models: {meta['epochs']} epochs)", "",
+        f"# Study 3: internal Oppenheim-Lim test ({smoke}{what})", "",
         *([f"Reduced networks for a CPU budget: {'; '.join(f'{k}: {chr(32).join(v)}' for k, v in red.items())}.", ""]
           if (red := meta.get("reduced")) else []),
         "## Which donor the prediction follows", "",
@@ -195,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        limit=SMOKE["eval_limit"] if args.smoke else 2000, options=options, resume=args.resume,
                        progress=args.progress, title="Study 3: internal Oppenheim-Lim test")
         summary += summarise(res)
-    meta = {"epochs": 1 if args.smoke else args.epochs, "smoke": args.smoke, "models": models, "n_pairs": n_pairs,
+    meta = {"epochs": 1 if args.smoke else args.epochs, "trained": sorted(runs), "smoke": args.smoke, "models": models,
+            "n_pairs": n_pairs,
             "reduced": {k: v for k, v in REDUCED.items() if k in runs} if args.reduced and not args.smoke else {},
             "curves": curves}
     write_outputs(out, "transplant_sweeps", {"meta": meta, "summary": summary}, render(summary, meta))
