@@ -304,3 +304,16 @@ def test_generated_frost_cells_are_keyed_by_the_textures(monkeypatch, tmp_path):
     assert run() == n  # the same textures: cached
     monkeypatch.setenv("APRKIT_FROST_DIR", str(other))
     assert run() > n
+
+
+def test_the_demos_shared_corruptions_name_their_frost_textures(monkeypatch, tmp_path):
+    """The demo's corrupted sets (a callable source, identified by its cache_id) change identity with the frost
+    textures, as the eval's generated cells do."""
+    from aprkit.demo.config import TensorSet
+    from aprkit.demo.pipeline import SharedCorruptions
+
+    shared = SharedCorruptions(TensorSet(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1]), "t"), 0,
+                               "cifar", progress=False)
+    before = shared.cache_id
+    monkeypatch.setenv("APRKIT_FROST_DIR", str(tmp_path))  # no textures there: another identity
+    assert shared.cache_id != before and "frost=" in before

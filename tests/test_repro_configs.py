@@ -55,6 +55,18 @@ def test_committed_runs_pass_their_own_recipe_check(run: str) -> None:
         check_same_recipe(out, config, ov, {"feature_apr": {"layers": ["layer3"], "p": 0.5, "seed": 0}})
 
 
+@pytest.mark.parametrize("run", ["standard", "apr_p", "apr_sp"])
+def test_committed_12_epoch_runs_pass_their_own_recipe_check(run: str) -> None:
+    """The 12-epoch runs were written before aug.sp_forward and aug.compile existed: the saved config is read with
+    today's defaults (the old behaviour), so their own recipe passes."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.repro.apr_cifar10 import RUNS
+    from benchmarks.repro.common import CONFIGS, check_same_recipe
+
+    out = REPO / "benchmarks/repro/results/apr_cifar10_e12/runs" / run
+    check_same_recipe(out, CONFIGS / RUNS["apr_p_only" if run == "apr_p" else run], _recipe_args(12), {})
+
+
 def test_recipe_check_refuses_another_method_and_dataset() -> None:
     """The committed "apr_p" folder holds APR-P alone: asking for the reference's APR-P (or another dataset kind)
     in it is refused, naming the keys."""
@@ -91,3 +103,26 @@ def test_phase_collapse_verdict_needs_more_than_the_sampling_noise() -> None:
 
     assert "no clear difference" in line(0.105) and "same direction" in line(0.2)
     assert "modulus net is worse" in line(0.08)
+
+
+def test_a_refused_run_keeps_its_study_json(tmp_path: Path) -> None:
+    """Asking for other FeatureAPR settings in a folder that holds a run (without --resume) is refused by fit, and
+    leaves the run's study.json as it was (a later --resume with the new settings must still be refused)."""
+    import argparse
+    import shutil
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks.repro.common import STUDY_FILE, train_run
+
+    run = tmp_path / "runs" / "apr_sp_feature_apr"
+    shutil.copytree(REPO / "benchmarks/repro/results/apr_cifar10_e30/runs/apr_sp_feature_apr", run)
+    (tmp_path / "shared" / "data" / "cifar10").mkdir(parents=True)
+    before = (run / STUDY_FILE).read_text()
+    args = argparse.Namespace(resume=False, shared=str(tmp_path / "shared"), smoke=False, epochs=30, device="cpu",
+                              progress=False, threads=None, overrides=["data.pad_fill=0"])
+    with pytest.raises(Exception, match="resume"):
+        train_run("repro_cifar10_resnet20_apr_sp.yaml", run, args, study={"feature_apr": {"layers": ["layer3"]}})
+    assert (run / STUDY_FILE).read_text() == before
+    with pytest.raises(ValueError, match="study.json"):
+        train_run("repro_cifar10_resnet20_apr_sp.yaml", run, argparse.Namespace(**{**vars(args), "resume": True}),
+                  study={"feature_apr": {"layers": ["layer3"]}})

@@ -466,3 +466,19 @@ def test_resume_without_last_pt_refuses_to_retrain_over_a_finished_run(tmp_path)
         fit(cfg, out=tmp_path, resume=True, datasets=(ds, None))
     assert (tmp_path / "model.pt").read_bytes() == kept
     fit(cfg, out=tmp_path / "fresh", resume=True, datasets=(ds, None))  # an empty folder: a new run, as before
+
+
+def test_resuming_a_checkpoint_of_another_recipe_version_warns(tmp_path, capsys):
+    """A checkpoint saved by an aprkit whose methods trained differently (RECIPE_VERSION) resumes with a warning
+    that the run will not match an uninterrupted one; the version is saved in last.pt."""
+    from aprkit.train.config import RECIPE_VERSION
+
+    ds = _Images(16)
+    fit(_config(optim={"epochs": 2}, train={"max_steps": 1}), out=tmp_path, datasets=(ds, None))
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert state["recipe_version"] == RECIPE_VERSION
+    state["recipe_version"] = RECIPE_VERSION - 1
+    torch.save(state, tmp_path / "last.pt")
+    capsys.readouterr()
+    fit(_config(optim={"epochs": 2}, train={"resume": True}), out=tmp_path, datasets=(ds, None))
+    assert f"recipe version {RECIPE_VERSION - 1}" in capsys.readouterr().err

@@ -83,6 +83,15 @@ def texture_digest(frost_dir: str | os.PathLike | None = None) -> tuple[str, Pat
     return h.hexdigest(), directory
 
 
+def texture_id(frost_dir: str | os.PathLike | None = None) -> str:
+    """The frost textures' identity for cache keys: :func:`texture_digest`, or ``"missing"`` where none are found
+    (frost then raises when it runs)."""
+    try:
+        return texture_digest(frost_dir)[0]
+    except FileNotFoundError:
+        return "missing"
+
+
 def _cv2_linear_resize(img: np.ndarray, scale: float) -> np.ndarray:
     """``cv2.resize(img, (0, 0), fx=scale, fy=scale)`` (bilinear, half-pixel centres) on uint8 HWC
     (bit-identical to OpenCV 4.11 on the frost textures at scale 0.2)."""

@@ -123,8 +123,10 @@ class SharedCorruptions:
 
     def __repr__(self) -> str:  # stable: part of the runner's cache keys
         from ..corruptions import CODE_VERSION
+        from ..corruptions._frost import texture_id
 
-        return f"SharedCorruptions({self.test.cache_id}, seed={self.seed}, preset={self.preset}, code={CODE_VERSION})"
+        return (f"SharedCorruptions({self.test.cache_id}, seed={self.seed}, preset={self.preset}, code={CODE_VERSION}, "
+                f"frost={texture_id()})")
 
     @property
     def cache_id(self) -> str:

@@ -109,10 +109,12 @@ def train_run(config: str | Path, out: Path, args: argparse.Namespace, overrides
     ov += [*getattr(args, "overrides", []), *overrides]
     path = config if Path(config).is_absolute() else CONFIGS / config
     if args.resume:
+        finished = not (out / "last.pt").is_file() and (out / "model.pt").is_file()
+        summary = _finished_run(out, epochs) if finished else None  # first: its "pass --epochs N" is the clearer error
         check_same_recipe(out, path, ov, study or {})
-        if not (out / "last.pt").is_file() and (out / "model.pt").is_file():
-            return _finished_run(out, epochs)
-    if study:
+        if summary is not None:
+            return summary
+    if study and not (out / "config.yaml").is_file():  # a new run (an existing one is checked above or refused by fit)
         out.mkdir(parents=True, exist_ok=True)
         (out / STUDY_FILE).write_text(json.dumps(dict(study), indent=1, sort_keys=True) + "\n")
     ctx = _patched_build(build) if build is not None else contextlib.nullcontext()
@@ -130,7 +132,8 @@ def train_run(config: str | Path, out: Path, args: argparse.Namespace, overrides
 STUDY_FILE = "study.json"
 #: config keys that say where and how fast a run trained, not what: a finished run trained elsewhere (a GPU
 #: machine, other threads, another copy of CIFAR-10) is the same recipe
-PLACEMENT_KEYS = frozenset({"train.device", "train.threads", "train.amp_dtype", "data.dataset", "data.eval_batch_size"})
+PLACEMENT_KEYS = frozenset({"train.device", "train.threads", "train.amp_dtype", "data.dataset", "data.eval_batch_size",
+                            "train.compile", "aug.compile", "train.channels_last", "train.deterministic"})
 
 
 def check_same_recipe(out: Path, config: Path, overrides: Sequence[str], study: Mapping[str, Any]) -> None:
@@ -140,12 +143,16 @@ def check_same_recipe(out: Path, config: Path, overrides: Sequence[str], study: 
     hook's settings (``study.json``)."""
     import yaml
 
-    from aprkit.train.config import RESUME_FREE, changed_keys, load_config
+    from aprkit.train.config import RESUME_FREE, changed_keys, config_from_dict, load_config
 
     saved_path = out / "config.yaml"
     if not saved_path.is_file():
         return
     saved = yaml.safe_load(saved_path.read_text()) or {}
+    try:  # with today's defaults for the keys added since it was written (their defaults are the old behaviour)
+        saved = config_from_dict(saved).to_dict()
+    except (TypeError, ValueError):  # a key since removed or renamed: compared as written
+        pass
     want = load_config(str(config), list(overrides)).to_dict()
     diffs = [f"{k}: {_dotted(saved, k)!r} there, {_dotted(want, k)!r} asked"
              for k in changed_keys(saved, want, RESUME_FREE | PLACEMENT_KEYS)]

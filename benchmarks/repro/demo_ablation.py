@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     from aprkit.demo.config import load_demo_data
     from aprkit.demo.pipeline import SharedCorruptions
+    from aprkit.train.config import RECIPE_VERSION
 
     out = Path(args.out)
     previous = out / "results.json"
@@ -212,7 +213,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows = before["rows"]
         # rows of another seed, smoke mode or base budget are not comparable with this call's (and the base fills
         # the budget keys that older rows did not record, see reference())
-        now = {"smoke": args.smoke, "seed": args.seed, "settings": json.loads(json.dumps(base.to_dict()))}
+        now = {"smoke": args.smoke, "seed": args.seed, "settings": json.loads(json.dumps(base.to_dict())),
+               "recipe_version": RECIPE_VERSION}
         differ = [k for k in now if (before.get("meta") or {}).get(k) != now[k]]
         if differ:
             raise SystemExit(f"--resume: {previous} holds rows made with another {', '.join(differ)} than this call's; "
@@ -223,7 +225,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows[name] = run_variant(name, base, data, shared, out, args)
         rows = {k: rows[k] for k in VARIANTS if k in rows}
         cmp = comparisons(rows, base.to_dict())
-        meta = {"smoke": args.smoke, "seed": args.seed, "data": data.description, "threads": torch.get_num_threads(),
+        meta = {"smoke": args.smoke, "seed": args.seed, "recipe_version": RECIPE_VERSION, "data": data.description,
+                "threads": torch.get_num_threads(),
                 "n_phase_pairs": base.n_phase_pairs, "settings": base.to_dict(),
                 "settings_brief": f"{base.n_train} training images, {base.epochs} epochs, batch {base.batch_size}, lr {base.lr}"}
         write_outputs(out, "demo_ablation", {"meta": meta, "rows": rows, "vs_standard": cmp}, render(rows, cmp, meta))

@@ -144,7 +144,7 @@ class CorruptionResult(TypedDict):
     mean_corruption_error: float | None  # CIFAR convention: all 15 x 5 benchmark cells
     relative_robustness: float | None  # mean corrupted accuracy / clean accuracy
     complete: bool  # all 15 x 5 benchmark cells were evaluated
-    origin: str  # "none", "disk" or "generated"
+    origin: str  # "none", "generated", "disk" (a -C spec) or "provided" (a callable or dataset source)
     preset: str
     mce: float | None  # ImageNet-C mCE (AlexNet-normalised): all cells of the 1000 classes x 50,000 images
     relative_mce: float | None
@@ -194,7 +194,8 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
     ``corruption`` is None.
 
     The cell's key (:func:`aprkit.eval.engine.cache.result_key`) holds the corruption, severity and either the
-    generation (preset, ``aprkit.corruptions.CODE_VERSION``; the seed is a run setting) or the -C source.
+    generation (preset, ``aprkit.corruptions.CODE_VERSION``, for frost the textures' digest; the seed is a run
+    setting) or the -C source.
     """
     cell: tuple[str, int] | None = None  # (corruption, severity); None: the clean cell
     if corruption is not None:
@@ -222,9 +223,9 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
         origin = "generated"
         generation.update(preset=preset, code=CODE_VERSION)
         if corruption == "frost":  # the textures it blends in: another set gives other images
-            from aprkit.corruptions._frost import texture_digest
+            from aprkit.corruptions._frost import texture_id
 
-            generation["frost"] = texture_digest()[0]
+            generation["frost"] = texture_id()
 
     def compute() -> dict:
         transform = None
@@ -308,7 +309,7 @@ class CorruptionSuite(Suite[CorruptionOptions]):
             "relative_robustness": ((1 - mean_err) / clean["accuracy"]
                                     if mean_err is not None and clean["accuracy"] > 0 else None),
             "complete": full,
-            "origin": ("none" if not grid else "generated" if opts.corrupted is None
+            "origin": ("none" if not grid else "generated" if not opts.corrupted
                        else "disk" if isinstance(opts.corrupted, str) else "provided"),
             "preset": opts.preset or _default_preset(as_dataset(data)),
             "mce": None,
