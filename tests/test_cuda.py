@@ -161,6 +161,19 @@ def test_apr_single_batch_matches_cpu(dtype: torch.dtype, x8: torch.Tensor, xf: 
     assert torch.equal(a, b) and a.dtype == dtype
 
 
+def test_apr_single_draws_per_item_with_a_device_generator() -> None:
+    """A generator on the device draws image i's APR-S parameters the same for a batch of 4, 8 or 300 (the device
+    kernels lay values out by the call's size, so the draws come in fixed-size calls)."""
+    from aprkit.augment.single import sample_single_params
+
+    g = torch.Generator(DEVICE)
+    draws = {n: sample_single_params(n, generator=g.manual_seed(3)) for n in (4, 8, 300)}
+    for k, v in draws[4].items():
+        on_device(v)
+        assert torch.equal(v, draws[8][k][:4]) and torch.equal(v, draws[300][k][:4]), k
+    assert torch.equal(draws[8]["op1"], draws[300]["op1"][:8])
+
+
 def test_aprsp_on_device(xf: torch.Tensor) -> None:
     y = torch.arange(xf.shape[0])
     x_cpu, y_cpu = APRSP(p=1.0, seed=0)(xf, y)
