@@ -24,8 +24,9 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 __all__ = [
-    "REPO_ROOT", "CONFIGS", "SMOKE", "STUDY_FILE", "parser", "run_recipe", "parse_args", "shared_root", "cifar10_spec", "scaled_milestones", "train_run",
-    "train_summary", "feature_apr_builder", "write_outputs", "fmt_pct", "fmt_num", "markdown_table",
+    "REPO_ROOT", "CONFIGS", "SMOKE", "STUDY_FILE", "PLACEMENT_KEYS", "parser", "parse_args", "shared_root", "cifar10_spec",
+    "scaled_milestones", "train_run", "check_same_recipe", "run_recipe", "train_summary", "feature_apr_builder",
+    "write_outputs", "fmt_pct", "fmt_num", "markdown_table",
 ]
 
 CONFIGS = REPO_ROOT / "configs" / "train"
