@@ -174,6 +174,12 @@ def check_same_recipe(out: Path, config: Path, overrides: Sequence[str], study: 
                          "settings, or choose another --out (or remove the folder) to train anew")
 
 
+def _dotted(data: Mapping[str, Any], key: str) -> Any:
+    from aprkit.eval.engine.cache import nested_get
+
+    return nested_get(data, *key.split("."))
+
+
 def run_recipe(run_dir: Path) -> dict[str, Any]:
     """What the run in ``run_dir`` was trained with, read from its own files (not from this call's arguments): the
     training method, the crop padding fill, the epochs it holds and the build hook's settings."""
@@ -184,12 +190,6 @@ def run_recipe(run_dir: Path) -> dict[str, Any]:
     study = json.loads((run_dir / STUDY_FILE).read_text()) if (run_dir / STUDY_FILE).is_file() else {}
     return {"method": _dotted(cfg, "aug.method"), "pad_fill": _dotted(cfg, "data.pad_fill"), "epochs": len(history),
             **study}
-
-
-def _dotted(data: Mapping[str, Any], key: str) -> Any:
-    for part in key.split("."):
-        data = data.get(part) if isinstance(data, Mapping) else None  # type: ignore[assignment]
-    return data
 
 
 def train_summary(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
