@@ -210,7 +210,7 @@ def test_fpr_at_95_hand_computed_with_ties() -> None:
 def test_ood_perfect_separation_and_metrics_dict() -> None:
     s_in, s_out = torch.tensor([3.0, 4.0, 5.0]), torch.tensor([0.0, 1.0])
     r = M.ood_metrics(s_in, s_out)
-    assert r == {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr@95": 0.0}
+    assert r == {"auroc": 1.0, "auroc_se": 0.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr@95": 0.0}
     assert M.auroc(s_out, s_in) == 0.0
 
 
@@ -307,3 +307,33 @@ def test_metrics_run_on_cuda_inputs() -> None:
     assert np.allclose(cpu, gpu, atol=1e-6)
     s_in, s_out = _scores(0)
     assert M.auroc(torch.from_numpy(s_in).cuda(), torch.from_numpy(s_out).cuda()) == pytest.approx(M.auroc(s_in, s_out))
+
+
+def _delong_brute(s_in: np.ndarray, s_out: np.ndarray) -> tuple[float, float]:
+    """DeLong et al. (1988) written out pair by pair: psi(x, y) = 1 if x > y, 1/2 if tied, else 0."""
+    psi = (s_in[:, None] > s_out[None, :]) + 0.5 * (s_in[:, None] == s_out[None, :])
+    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+    var = v10.var(ddof=1) / len(s_in) + v01.var(ddof=1) / len(s_out)
+    return float(psi.mean()), float(np.sqrt(var))
+
+
+@pytest.mark.parametrize("n_in,n_out,levels", [(7, 5, 4), (40, 90, 1000), (200, 13, 6), (2, 2, 3)])
+def test_auroc_se_is_delongs(n_in: int, n_out: int, levels: int) -> None:
+    rng = np.random.default_rng(n_in * 1000 + n_out)
+    s_in = rng.integers(0, levels, n_in).astype(np.float64) + 0.3 * (levels > 10)  # few levels: many ties
+    s_out = rng.integers(0, levels, n_out).astype(np.float64) - 1
+    auc, se = _delong_brute(s_in, s_out)
+    assert M.auroc(s_in, s_out) == pytest.approx(auc, abs=1e-12)
+    assert M.auroc_se(s_in, s_out) == pytest.approx(se, abs=1e-12)
+    r = M.ood_metrics(torch.from_numpy(s_in).float(), torch.from_numpy(s_out).float())
+    assert r["auroc_se"] == pytest.approx(se, abs=1e-6)
+
+
+def test_auroc_se_edge_cases() -> None:
+    assert M.auroc_se(torch.tensor([3.0, 4.0, 5.0]), torch.tensor([0.0, 1.0])) == 0.0  # perfect separation
+    assert math.isnan(M.auroc_se(torch.tensor([3.0]), torch.tensor([0.0, 1.0])))  # one ID sample: no variance
+    # it shrinks like 1/sqrt(n): 100x the samples of the same two distributions, about a tenth of the error
+    g = torch.Generator().manual_seed(0)
+    small = M.auroc_se(torch.randn(90, generator=g) + 1, torch.randn(90, generator=g))
+    large = M.auroc_se(torch.randn(9000, generator=g) + 1, torch.randn(9000, generator=g))
+    assert 0.07 < large / small < 0.14

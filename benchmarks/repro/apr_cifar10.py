@@ -17,6 +17,7 @@ number) and the eval report with its plots (``OUT/eval/report.md``).
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ METRICS = [
     ("corrupted RMS calib. error %", "corrupted_rms", fmt_pct, "lower (paper's calibration claim)"),
     ("OOD AUROC (MSP), synthetic noise %", "auroc_synthetic", fmt_pct, "higher"),
     ("OOD AUROC (MSP), natural (cue-conflict non-CIFAR) %", "auroc_natural", fmt_pct, "higher"),
+    ("natural AUROC's standard error (DeLong) %", "auroc_natural_se", fmt_pct, "differences within ~2 SE are noise"),
     ("phase bias (full swap)", "phase_bias", fmt_num, "higher (APR: rely on phase)"),
     ("phase bias (low-freq. swap)", "phase_bias_low", fmt_num, "higher"),
     ("patch-shuffle accuracy %", "patch_shuffle_acc", fmt_pct, "lower (less texture reliance; our control)"),
@@ -98,20 +100,26 @@ def eval_options(args: Any, shared: Path) -> dict[str, Any]:
     return opts
 
 
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else x
+
+
 def summarise(res: Any) -> dict[str, dict[str, float | None]]:
     """One row of headline numbers per model from the eval :class:`Results`."""
     rows: dict[str, dict[str, float | None]] = {}
     for mid, suites in res.models.items():
         cor, cal, ood, pb = (suites.get(k) or {} for k in SUITES)
         acc = (cor.get("clean") or {}).get("accuracy")
-        per_set = {name: (sets.get("msp") or {}).get("auroc") for name, sets in (ood.get("sets") or {}).items()} \
+        msp = {name: sets.get("msp") or {} for name, sets in (ood.get("sets") or {}).items()} \
             if isinstance(ood.get("sets"), dict) else {}
+        per_set = {name: m.get("auroc") for name, m in msp.items()}
         noise = [v for k, v in per_set.items() if k.startswith("noise_") and v is not None]
         rows[mid] = {
             "clean_error": None if acc is None else 1 - acc, "mean_error": cor.get("mean_error"),
             "ece": (cal.get("clean") or {}).get("ece"), "rms": (cal.get("clean") or {}).get("rms"),
             "corrupted_ece": (cal.get("corrupted") or {}).get("ece"), "corrupted_rms": (cal.get("corrupted") or {}).get("rms"),
             "auroc_synthetic": sum(noise) / len(noise) if noise else None, "auroc_natural": per_set.get("natural_cue_conflict"),
+            "auroc_natural_se": _finite((msp.get("natural_cue_conflict") or {}).get("auroc_se")),
             "phase_bias": (pb.get("full") or {}).get("phase_bias"),
             "phase_bias_low": (pb.get("low_frequency") or {}).get("phase_bias"),
             "patch_shuffle_acc": (pb.get("patch_shuffle") or {}).get("accuracy"),

@@ -37,7 +37,7 @@ from .corruption import (
     mean_corruption_error,
     relative_mce,
 )
-from .ood import aupr_in, aupr_out, auroc, fpr_at_tpr, ood_metrics
+from .ood import aupr_in, aupr_out, auroc, auroc_se, fpr_at_tpr, ood_metrics
 
 __all__ = [
     "ALEXNET_CLEAN_ERROR",
@@ -50,6 +50,7 @@ __all__ = [
     "aupr_in",
     "aupr_out",
     "auroc",
+    "auroc_se",
     "bin_statistics",
     "brier",
     "brier_from_picked",

@@ -6,6 +6,11 @@ FPR@TPR; AUPR-Out treats OOD samples as positive and uses the negated scores.
 
 - ``auroc`` is the probability that a random ID sample scores above a random OOD sample, ties counting
   1/2 (Mann-Whitney U; equals ``sklearn.metrics.roc_auc_score``).
+- ``auroc_se`` is its standard error by DeLong et al. (1988): from each sample's placement among the other set
+  (the fraction of the other set it beats, ties 1/2), ``sqrt(var_in / n_in + var_out / n_out)`` with the
+  unbiased variances of the two sets' placements; NaN when a set has fewer than two samples. It needs no
+  resampling, so it is the same on every run; with few OOD images (tens) it is the number that says whether two
+  AUROCs differ beyond the sampling noise.
 - ``aupr_in`` / ``aupr_out`` are average precision without interpolation, a step sum over the distinct
   thresholds (equals ``sklearn.metrics.average_precision_score``).
 - ``fpr_at_tpr(tpr=0.95)`` thresholds at the largest score ``t`` that accepts (``score >= t``) at least
@@ -25,7 +30,7 @@ import torch
 
 from ._validate import check_scores
 
-__all__ = ["auroc", "aupr_in", "aupr_out", "fpr_at_tpr", "ood_metrics"]
+__all__ = ["auroc", "auroc_se", "aupr_in", "aupr_out", "fpr_at_tpr", "ood_metrics"]
 
 
 def _pair(scores_in: Any, scores_out: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,17 +39,33 @@ def _pair(scores_in: Any, scores_out: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return s_in, s_out
 
 
-def _auroc(s_in: torch.Tensor, s_out: torch.Tensor) -> float:
-    s = torch.cat([s_in, s_out])
+def _midranks(s: torch.Tensor) -> torch.Tensor:
+    """1-based ranks of ``s`` with ties given their average rank."""
     sorted_s, order = torch.sort(s)
     _, inverse, counts = torch.unique_consecutive(sorted_s, return_inverse=True, return_counts=True)
     ends = counts.cumsum(0).to(torch.float64)
-    avg_rank = ends - (counts.to(torch.float64) - 1) / 2  # 1-based average rank of each tie group
     ranks = torch.empty_like(s)
-    ranks[order] = avg_rank[inverse]
+    ranks[order] = (ends - (counts.to(torch.float64) - 1) / 2)[inverse]
+    return ranks
+
+
+def _auroc(s_in: torch.Tensor, s_out: torch.Tensor) -> float:
+    ranks = _midranks(torch.cat([s_in, s_out]))
     n_in, n_out = s_in.numel(), s_out.numel()
     u = ranks[:n_in].sum() - n_in * (n_in + 1) / 2
     return float(u / (n_in * n_out))
+
+
+def _auroc_se(s_in: torch.Tensor, s_out: torch.Tensor) -> float:
+    n_in, n_out = s_in.numel(), s_out.numel()
+    if min(n_in, n_out) < 2:
+        return math.nan
+    ranks = _midranks(torch.cat([s_in, s_out]))
+    # placements: the share of the other set each sample beats (ties 1/2), from its rank among both sets minus
+    # its rank within its own set
+    v_in = (ranks[:n_in] - _midranks(s_in)) / n_out
+    v_out = 1 - (ranks[n_in:] - _midranks(s_out)) / n_in
+    return math.sqrt(float(v_in.var() / n_in + v_out.var() / n_out))
 
 
 def _average_precision(pos: torch.Tensor, neg: torch.Tensor) -> float:
@@ -66,6 +87,11 @@ def _average_precision(pos: torch.Tensor, neg: torch.Tensor) -> float:
 def auroc(scores_in: Any, scores_out: Any) -> float:
     """Area under the ROC curve with ID as the positive class (higher score = more ID); in [0, 1]."""
     return _auroc(*_pair(scores_in, scores_out))
+
+
+def auroc_se(scores_in: Any, scores_out: Any) -> float:
+    """DeLong's standard error of :func:`auroc` (see module doc); NaN when a set has fewer than two scores."""
+    return _auroc_se(*_pair(scores_in, scores_out))
 
 
 def aupr_in(scores_in: Any, scores_out: Any) -> float:
@@ -96,10 +122,12 @@ def fpr_at_tpr(scores_in: Any, scores_out: Any, tpr: float = 0.95) -> float:
 
 
 def ood_metrics(scores_in: Any, scores_out: Any, tpr: float = 0.95) -> dict[str, float]:
-    """All four metrics at once: ``{"auroc", "aupr_in", "aupr_out", "fpr@95"}`` (key follows ``tpr``)."""
+    """All four metrics and AUROC's standard error at once: ``{"auroc", "auroc_se", "aupr_in", "aupr_out",
+    "fpr@95"}`` (key follows ``tpr``)."""
     s_in, s_out = _pair(scores_in, scores_out)
     return {
         "auroc": _auroc(s_in, s_out),
+        "auroc_se": _auroc_se(s_in, s_out),
         "aupr_in": _average_precision(s_in, s_out),
         "aupr_out": _average_precision(-s_out, -s_in),
         f"fpr@{round(tpr * 100):d}": fpr_at_tpr(s_in, s_out, tpr),

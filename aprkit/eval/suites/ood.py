@@ -12,7 +12,8 @@ cache key.
 
 Metrics follow the common convention: in-distribution is the positive class; AUPR-In uses ID as
 positive, AUPR-Out uses OOD as positive with negated scores; FPR@95 is the fraction of OOD samples
-accepted at the threshold that accepts 95 % of ID samples.
+accepted at the threshold that accepts 95 % of ID samples. Each set's AUROC comes with DeLong's standard error
+(``auroc_se``; not averaged over sets, which share the in-distribution scores).
 
 OOD sets: option ``ood``, a list of specs (``"noise:gaussian"``, ``"folder:/path/to/svhn"``) or a
 mapping name -> spec/Dataset; default: the built-in synthetic sets (Gaussian, uniform, Rademacher
@@ -21,6 +22,7 @@ noise, blobs) at the in-distribution image size. Per-sample scores are cached pe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
@@ -89,7 +91,7 @@ class OODResult(TypedDict, total=False):
 
     n_in: int  # in-distribution images
     scores: list[str]  # the scores computed
-    sets: dict[str, dict[str, Any]]  # OOD set -> n and score -> auroc, aupr_in, aupr_out, fpr@95
+    sets: dict[str, dict[str, Any]]  # OOD set -> n and score -> auroc, auroc_se, aupr_in, aupr_out, fpr@95
     histograms: dict[str, dict[str, dict]]  # OOD set -> score -> range, in, out (histogram counts)
     note: str | None  # why a score was skipped
     in_accuracy: float  # accuracy on the in-distribution set (when it has labels)
@@ -206,6 +208,13 @@ def compute_scores(ctx: EvalContext, dataset: Any, wanted: list[str], scorers: d
     return result
 
 
+def _set_cell(m: Mapping[str, float]) -> str:
+    """``AUROC ± SE / AUPR-In / AUPR-Out / FPR@95`` in % (results cached before the SE existed show no ±)."""
+    se = m.get("auroc_se")
+    auroc = pct(m["auroc"], 1) + (f" ± {pct(se, 1)}" if se is not None and math.isfinite(se) else "")
+    return " / ".join([auroc, *(pct(m[k], 1) for k in _METRICS[1:])])
+
+
 def _histograms(s_in: list[float], s_out: list[float], bins: int = 30) -> dict:
     lo, hi = min(min(s_in), min(s_out)), max(max(s_in), max(s_out))
     hi = hi if hi > lo else lo + 1.0
@@ -284,8 +293,8 @@ class OODSuite(Suite[OODOptions]):
         for m, r in results.items():
             sets = list(r["sets"])
             blocks.append(Table(["score"] + [f"{s} (n={r['sets'][s]['n']})" for s in sets], [[s] + [
-                " / ".join(pct(r["sets"][o][s][k], 1) for k in _METRICS) for o in sets] for s in r["scores"]],
-                caption=f"{m}: per OOD set (AUROC % / AUPR-In % / AUPR-Out % / FPR@95 %)",
+                _set_cell(r["sets"][o][s]) for o in sets] for s in r["scores"]],
+                caption=f"{m}: per OOD set (AUROC % ± its standard error / AUPR-In % / AUPR-Out % / FPR@95 %)",
                 notes=f"Note: {r['note']}" if r.get("note") else ""))
         blocks.append(Figure(self._auroc_bars(results, scores, fig_dir),
                              "AUROC per score, mean over OOD sets (dotted: chance)"))
