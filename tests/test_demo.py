@@ -96,10 +96,10 @@ def test_verdicts_follow_the_numbers():
 
     std = {"clean_accuracy": h(0.80), "mean_corruption_error": h(0.40), "ece": h(0.05, accuracy=0.8),
            "corrupted_ece": h(0.30, accuracy=0.5, bin_variance=0.2), "corrupted_rms": h(0.12, bin_variance=0.2),
-           "ood_auroc": h(0.90, n_out=1000), "shape_bias": h(0.30), "phase_follow": h(0.30), "phase_bias": h(0.40, n=200)}
+           "ood_auroc": h(0.90, n_out=1000, se=0.009), "shape_bias": h(0.30), "phase_follow": h(0.30), "phase_bias": h(0.40, n=200)}
     apr = {"clean_accuracy": h(0.801), "mean_corruption_error": h(0.30), "ece": h(0.15, accuracy=0.8),
            "corrupted_ece": h(0.10, accuracy=0.7, bin_variance=0.15), "corrupted_rms": h(0.11, bin_variance=0.15),
-           "ood_auroc": h(0.97, n_out=1000), "shape_bias": h(0.20), "phase_follow": h(None), "phase_bias": h(0.48, n=150)}
+           "ood_auroc": h(0.97, n_out=1000, se=0.005), "shape_bias": h(0.20), "phase_follow": h(None), "phase_bias": h(0.48, n=150)}
     rows = verdicts(std, apr)
     got = {r["key"]: r["verdict"] for r in rows}
     assert got == {"clean_accuracy": "no clear difference", "mean_corruption_error": "helped", "ece": "hurt",
@@ -108,6 +108,9 @@ def test_verdicts_follow_the_numbers():
     se = {r["key"]: r["se"] for r in rows}
     assert se["corrupted_ece"] == pytest.approx(math.sqrt(0.2 / 1000 + 0.15 / 1000))  # binned error, n images (not cells)
     assert se["phase_bias"] == pytest.approx(math.sqrt(0.4 * 0.6 / 200 + 0.48 * 0.52 / 150))  # n = pairs decided either way
+    assert se["ood_auroc"] == pytest.approx(math.sqrt(0.009**2 + 0.005**2))  # the sets' mean DeLong errors
+    same = verdicts({"ood_auroc": h(1.0, n_out=1000, se=0.0)}, {"ood_auroc": h(0.9995, n_out=1000, se=0.0)})
+    assert same[[r["key"] for r in same].index("ood_auroc")]["verdict"] == "no clear difference"  # floored, never 0
 
 
 def test_headline_numbers_read_corrupted_calibration_and_phase_bias():
@@ -123,6 +126,9 @@ def test_headline_numbers_read_corrupted_calibration_and_phase_bias():
     assert h["corrupted_ece"]["bin_variance"] == pytest.approx(0.25 * 0.25 + 0.75 * 0.09)
     assert h["phase_bias"] == {"value": 0.375, "n": 80, "n_pairs": 100}
     assert h["phase_follow"]["value"] == 0.3
+    ood = {"n_in": 40, "mean": {"msp": {"auroc": 0.8}},
+           "sets": {"a": {"n": 20, "msp": {"auroc": 0.7, "auroc_se": 0.04}}, "b": {"n": 30, "msp": {"auroc": 0.9, "auroc_se": 0.02}}}}
+    assert headline_numbers({"ood": ood})["ood_auroc"] == {"value": 0.8, "n": 40, "n_out": 20, "se": pytest.approx(0.03)}
     empty = headline_numbers({})
     assert empty["corrupted_ece"]["value"] is None and empty["phase_bias"]["value"] is None
 

@@ -60,7 +60,7 @@ def demo_summary(demo: Mapping[str, Any]) -> ReportSection:
         Paragraph(demo["overall"]),
         Paragraph(["Verdicts are computed from these numbers: ", strong("helped"), " / ", strong("hurt"),
                    " = better / worse by more than two approximate standard errors of the difference (binomial for "
-                   "rates, Hanley-McNeil for AUROC; training-seed variation is not included, so one run is indicative "
+                   "rates, DeLong for AUROC; training-seed variation is not included, so one run is indicative "
                    f"only). Mean corruption error: {len(names)} corruptions x {len(s['severities'])} severities "
                    f"({'the CIFAR convention' if full_grid else 'not the full CIFAR grid'}), generated once with ",
                    code("aprkit.corruptions"), " and shared by both models. Phase-follow rate: the fraction of "

@@ -1,16 +1,16 @@
 """Headline numbers of the demo, an honest verdict per measure, and the demo's report section.
 
-Every verdict is computed from the measured numbers: APR-SP "helped" on a measure when it is better
-than the standard model by more than two (approximate) standard errors of the difference, "hurt" when
-it is worse by that much, otherwise "no clear difference". Standard errors: binomial
-``sqrt(p (1 - p) / n)`` for rates (accuracy, corruption error, shape bias, phase-follow rate; phase bias
-is a rate over the ``n`` pairs on which the model followed either donor) and the Hanley-McNeil
-approximation for AUROC. For a calibration error (ECE, RMS) the binned first-order error
-``sqrt(sum_b w_b a_b (1 - a_b) / n)`` (``w_b``, ``a_b``: mass and accuracy of confidence bin ``b``), the
-noise of the bins' accuracies; the corrupted numbers are means over (corruption, severity) cells of the
-same ``n`` test images, so their error counts ``n`` images, not ``n`` x cells (cells fully correlated, a
-conservative choice). They ignore the seed-to-seed variation of training, so a single run's verdict is
-indicative, not a significance test.
+Every verdict is computed from the measured numbers: APR-SP "helped" on a measure when it is better than the
+standard model by more than two (approximate) standard errors of the difference, "hurt" when it is worse by that
+much, otherwise "no clear difference". Standard errors: binomial ``sqrt(p (1 - p) / n)`` for rates (accuracy,
+corruption error, shape bias, phase-follow rate; phase bias is a rate over the ``n`` pairs on which the model
+followed either donor); for the AUROC averaged over the noise sets, the mean of the sets' DeLong standard errors
+(a bound: the sets share the test images). For a calibration error (ECE, RMS) the binned first-order error
+``sqrt(sum_b w_b a_b (1 - a_b) / n)`` (``w_b``, ``a_b``: mass and accuracy of confidence bin ``b``), the noise
+of the bins' accuracies; the corrupted numbers are means over (corruption, severity) cells of the same ``n``
+test images, so their error counts ``n`` images, not ``n`` x cells (cells fully correlated, a conservative
+choice). They ignore the seed-to-seed variation of training, so a single run's verdict is indicative, not a
+significance test.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def headline_numbers(suites: Mapping[str, Any]) -> dict[str, dict[str, float | N
         "corrupted_rms": {"value": corrupted.get("rms"), "n": n_test, "accuracy": corrupted.get("accuracy"),
                           "bin_variance": bins_corrupted, "cells": corrupted.get("cells")},
         "ood_auroc": {"value": nested_get(ood, "mean", "msp", "auroc"), "n": ood.get("n_in"),
-                      "n_out": min((s.get("n", 0) for s in (ood.get("sets") or {}).values()), default=None)},
+                      "n_out": min((s.get("n", 0) for s in (ood.get("sets") or {}).values()), default=None),
+                      "se": _mean_set_se(ood.get("sets") or {})},
         "shape_bias": {"value": cue.get("shape_bias") if cue else None,
                        "n": ((nested_get(cue, "counts", "n_shape_decisions") or 0)
                              + (nested_get(cue, "counts", "n_texture_decisions") or 0)) if cue else None},
@@ -102,12 +103,14 @@ def se_rate(p: float, n: float) -> float:
     return math.sqrt(max(p * (1 - p), 0.25 / max(n, 1)) / max(n, 1))
 
 
-def _se_auroc(a: float, n_in: float, n_out: float) -> float:
-    """Hanley & McNeil (1982) standard error of an AUROC."""
-    a = min(max(a, 1e-6), 1 - 1e-6)
-    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    var = (a * (1 - a) + (n_in - 1) * (q1 - a * a) + (n_out - 1) * (q2 - a * a)) / max(n_in * n_out, 1)
-    return math.sqrt(max(var, 0.25 / max(n_in * n_out, 1)))
+def _mean_set_se(sets: Mapping[str, Any]) -> float | None:
+    """The mean over OOD sets of the MSP AUROC's DeLong standard errors: a bound on the standard error of the mean
+    AUROC (the sets share the in-distribution scores, so their errors are correlated; the standard deviation of a
+    sum is at most the sum of the standard deviations); None when a set has none."""
+    ses = [nested_get(r, "msp", "auroc_se") for r in sets.values()]
+    if not ses or any(v is None or not math.isfinite(v) for v in ses):
+        return None
+    return sum(ses) / len(ses)
 
 
 _CALIBRATION = ("ece", "corrupted_ece", "corrupted_rms")
@@ -117,8 +120,8 @@ def _se(key: str, h: Mapping[str, Any]) -> float | None:
     v, n = h.get("value"), h.get("n")
     if v is None or not n:
         return None
-    if key == "ood_auroc":
-        return _se_auroc(v, n, h.get("n_out") or n)
+    if key == "ood_auroc":  # floored like se_rate, so that a perfect separation is never an exact number
+        return max(h.get("se") or 0.0, math.sqrt(0.25 / max(n * (h.get("n_out") or n), 1)))
     if key in _CALIBRATION:
         if h.get("bin_variance") is not None:
             return math.sqrt(max(h["bin_variance"], 0.25 / n) / n)  # floor as se_rate: never a zero error
