@@ -25,16 +25,32 @@ def test_logit_scores_hand_computed() -> None:
     z = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
     assert torch.allclose(S.max_logit(z), torch.tensor([3.0, 0.0]))
     e = torch.exp(torch.tensor([1.0, 2.0, 3.0]))
-    assert torch.allclose(S.msp(z), torch.tensor([float(e[2] / e.sum()), 1 / 3]))
+    assert torch.allclose(S.msp(z), torch.tensor([float(e[2] / e.sum()), 1 / 3], dtype=torch.float64))
     assert torch.allclose(S.energy(z), torch.tensor([math.log(float(e.sum())), math.log(3.0)]))
     assert torch.allclose(S.energy(z, temperature=2.0), 2 * torch.logsumexp(z / 2, 1))
-    assert torch.allclose(S.msp(z, temperature=1000.0)[1], torch.tensor(1 / 3))
+    assert torch.allclose(S.msp(z, temperature=1000.0)[1], torch.tensor(1 / 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="NaN"):
         S.msp(torch.tensor([[float("nan"), 1.0]]))
     with pytest.raises(ValueError, match=r"\(N, K\)"):
         S.energy(torch.ones(3))
     with pytest.raises(ValueError, match="temperature"):
         S.energy(z, temperature=0)
+
+
+def test_msp_keeps_the_ranking_of_confident_logits() -> None:
+    """In float32 the softmax maximum is exactly 1.0 once the top logit leads by about 17: confident images became
+    ties. MSP is computed in float64 and ranks as the maximum logit does (for a lead below ~37)."""
+    lead = torch.tensor([18.0, 20.0, 25.0, 30.0])
+    z = torch.stack([lead, torch.zeros(4), torch.zeros(4)], dim=1)  # float32 logits
+    assert bool((torch.softmax(z, 1).amax(1) == 1.0).all())  # the float32 collapse this guards against
+    p = S.msp(z)
+    assert p.dtype == torch.float64 and bool((p < 1.0).all()) and bool((p.diff() > 0).all())
+    assert torch.allclose(p, 1 / (1 + 2 * torch.exp(-lead.double())), rtol=0, atol=1e-15)
+    from aprkit.eval import metrics as M
+
+    ood = torch.stack([torch.tensor([17.4, 17.6, 17.8, 17.9]), torch.zeros(4), torch.zeros(4)], dim=1)
+    assert M.auroc(S.msp(z), S.msp(ood)) == 1.0  # separable, as by the maximum logit
+    assert M.auroc(torch.softmax(z, 1).amax(1), torch.softmax(ood, 1).amax(1)) == 0.5  # float32: all ties at 1.0
 
 
 def _tiny_model(seed: int = 0) -> nn.Module:

@@ -10,8 +10,9 @@
 - :class:`KNNScorer`: minus the distance to the ``k``-th nearest in-distribution training feature after
   L2 normalisation (Sun et al., 2022).
 
-Each returns a float tensor ``(N,)`` on the input's device; feed ``(scores_in, scores_out)`` to
-:mod:`aprkit.eval.metrics` (``auroc``, ``fpr_at_tpr``, ...).
+Each returns a float tensor ``(N,)`` on the input's device (MSP and ODIN in float64, see :func:`msp`; on MPS,
+which has no float64, on the CPU); feed ``(scores_in, scores_out)`` to :mod:`aprkit.eval.metrics` (``auroc``,
+``fpr_at_tpr``, ...).
 """
 
 from __future__ import annotations
@@ -47,8 +48,13 @@ def _check_temperature(t: float) -> float:
 
 
 def msp(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Maximum softmax probability ``max_k softmax(logits / T)_k``, ``(N,)`` in (0, 1]."""
+    """Maximum softmax probability ``max_k softmax(logits / T)_k``, ``(N,)`` in (0, 1], float64.
+
+    Computed in float64: in float32 it rounds to exactly 1.0 once the top logit leads the others by about 17, so a
+    confident in-distribution set becomes a block of ties (AUROC counts them 1/2, FPR@95 thresholds at 1.0) and the
+    ranking that the maximum logit still has is lost; float64 keeps it up to a lead of about 37."""
     z = _check_logits(logits)
+    z = (z.cpu() if z.device.type == "mps" else z).to(torch.float64)
     return torch.softmax(z / _check_temperature(temperature), dim=1).amax(dim=1)
 
 
