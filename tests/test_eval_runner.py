@@ -400,6 +400,28 @@ def test_ood_scores_are_keyed_by_the_default_fit_data(tmp_path):
     assert run("synthetic:40", cache_dir=tmp_path / "cache") == run("synthetic:40")
 
 
+def test_ood_folders_with_many_classes_and_one_name(tmp_path):
+    """OOD folders' own class indices mean nothing to the model (12 subfolders against a 10-class model), two
+    folders both called "test" are both kept, and asking only for a score that cannot be fitted notes why."""
+    from PIL import Image
+
+    def tree(root: Path, classes: int) -> str:
+        for i, img in enumerate(natural_images(classes, seed=classes)):
+            (root / f"c{i:02d}").mkdir(parents=True)
+            Image.fromarray(img.permute(1, 2, 0).numpy()).save(root / f"c{i:02d}" / "0.png")
+        return f"folder:{root}"
+
+    sets = [tree(tmp_path / "svhn" / "test", 12), tree(tmp_path / "lsun" / "test", 3)]
+    ds = small_data(16)
+    r = evaluate(Tiny(), suite="ood", data=ds, device="cpu", progress=False, report=False,
+                 options={"ood_scores": ["msp"], "ood": sets})["ood"]
+    assert {k: v["n"] for k, v in r["sets"].items()} == {"svhn/test": 12, "lsun/test": 3}
+    assert set(r["sets"]["svhn/test"]["msp"]) == {"auroc", "auroc_se", "aupr_in", "aupr_out", "fpr@95"}
+    knn = evaluate(Tiny(), suite="ood", data=ds, device="cpu", progress=False, report=False,
+                   options={"ood_scores": ["knn"], "ood": sets[:1]})["ood"]
+    assert knn["scores"] == [] and knn["sets"] == {} and "Mahalanobis/KNN" in knn["note"]
+
+
 def test_unlabelled_tensors_are_not_scored_against_class_zero():
     images = natural_images(8, seed=1)
     ds = TensorImageDataset(images)

@@ -305,6 +305,7 @@ def predict(
     progress: bool = False,
     desc: str = "eval",
     read_ahead: int | None = None,
+    labelled: bool = True,
 ) -> Outputs:
     """Run ``model`` over ``dataset`` and return logits ``(N, K)``, labels ``(N,)`` and optional features.
 
@@ -312,7 +313,8 @@ def predict(
     conversion. ``read_ahead``: batches read in a background thread ahead of the forward pass (default: 2 on
     CUDA without loader workers, 0 on the CPU; the outputs are the same either way). ``num_classes`` (when
     known) is checked against the model's output; labels outside ``[0, K)``, NaN logits and a logits/labels
-    count mismatch raise ``ValueError``.
+    count mismatch raise ``ValueError``. ``labelled=False`` (OOD sets, whose folders' class indices mean nothing to
+    the model) skips the label check and returns every label as ``NO_LABEL`` (-1).
     """
     from tqdm.auto import tqdm
 
@@ -379,7 +381,9 @@ def predict(
                         channels_last = False
                 where = f"({desc}, batch {b}, images {int(idx[0])}..{int(idx[-1])})"
                 logits = _check_logits(out, len(labels), num_classes, where).float()
-                if int(labels.max()) >= logits.shape[1] or int(labels.min()) < NO_LABEL:
+                if not labelled:
+                    labels = torch.full_like(labels, NO_LABEL)
+                elif int(labels.max()) >= logits.shape[1] or int(labels.min()) < NO_LABEL:
                     raise ValueError(
                         f"labels {where} range over [{int(labels.min())}, {int(labels.max())}] but the model outputs "
                         f"{logits.shape[1]} classes; the model and the data disagree on the number of classes"

@@ -104,14 +104,35 @@ def _ood_sets(opts: OODOptions) -> dict[str, Any]:
         sets = [s.strip() for s in sets.split(",") if s.strip()]
     if isinstance(sets, Mapping):
         return dict(sets)
-    out = {}
     for s in sets:
         if not isinstance(s, str):
             raise TypeError("option 'ood' entries must be dataset specs; pass a mapping name -> Dataset for objects, "
                             f"got {type(s).__name__}")
-        name = s.split(":", 1)[1] if s.startswith("noise:") else Path(s.split(":", 1)[-1]).name or s
-        out[name] = s
+    repeated = sorted({s for s in sets if sets.count(s) > 1})
+    if repeated:
+        raise ValueError(f"option 'ood' lists {', '.join(repeated)} more than once")
+    out = {_set_name(s, sets): s for s in sets}
+    if len(out) < len(sets):
+        raise ValueError(f"OOD sets {sets} give repeated names; pass a mapping name -> spec instead")
     return out
+
+
+def _set_name(spec: str, specs: list[str]) -> str:
+    """A set's name: the noise kind, else its folder's name, with as many parent folders as make it unique among
+    ``specs`` (``svhn/test`` and ``lsun/test`` rather than two ``test``)."""
+    if spec.startswith("noise:"):
+        return spec.split(":", 1)[1]
+
+    def tail(s: str, k: int) -> str:
+        parts = [p for p in Path(s.split(":", 1)[-1]).parts if p not in ("/", "")]
+        return "/".join(parts[-k:]) if parts else s
+
+    others = [s for s in specs if s != spec and not s.startswith("noise:")]
+    for k in range(1, len(Path(spec.split(":", 1)[-1]).parts) + 1):
+        name = tail(spec, k)
+        if all(tail(o, k) != name for o in others):
+            return name
+    return spec
 
 
 def _open_ood(spec: Any, like: Any, n: int, seed: int) -> Any:
@@ -185,15 +206,16 @@ def _odin_scores(ctx: EvalContext, dataset: Any, limit: int | None, opts: OODOpt
 
 
 def compute_scores(ctx: EvalContext, dataset: Any, wanted: list[str], scorers: dict[str, Any], limit: int | None,
-                   desc: str, opts: OODOptions | None = None) -> dict[str, list[float]]:
+                   desc: str, opts: OODOptions | None = None, labelled: bool = True) -> dict[str, list[float]]:
     """Per-sample OOD scores ``{score name: [N floats]}`` of ``dataset`` (higher = more in-distribution); ODIN
-    uses the temperature and step of ``opts`` (default: :class:`OODOptions`' defaults)."""
+    uses the temperature and step of ``opts`` (default: :class:`OODOptions`' defaults). ``labelled=False`` for an
+    OOD set: its labels (e.g. a folder's own classes, more than the model has) are neither checked nor used."""
     from ..metrics import ood_scores as S
 
     need_feats = any(s in scorers for s in wanted)
     out = predict(ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
                   amp=ctx.amp, channels_last=ctx.channels_last, features=need_feats, limit=limit,
-                  progress=ctx.progress, desc=desc)
+                  progress=ctx.progress, desc=desc, labelled=labelled)
     result: dict[str, list[float]] = {}
     logit_fns = {"msp": S.msp, "max_logit": S.max_logit, "energy": S.energy}
     for name in wanted:
@@ -245,15 +267,16 @@ class OODSuite(Suite[OODOptions]):
                     "knn_k": opts.knn_k}
         state: dict[str, Any] = {"note": fit_note}
 
-        def scores_for(name: str, ds: Any, ds_id: str, lim: int | None) -> dict[str, list[float]]:
+        def scores_for(name: str, ds: Any, ds_id: str, lim: int | None, labelled: bool) -> dict[str, list[float]]:
             def compute() -> dict:
                 if "scorers" not in state and fit is not None:
                     state["scorers"], state["note"] = _fit_scorers(ctx, fit, opts)
-                return compute_scores(ctx, ds, wanted, state.get("scorers", {}), lim, f"ood {name}", opts)
+                return compute_scores(ctx, ds, wanted, state.get("scorers", {}), lim, f"ood {name}", opts,
+                                      labelled=labelled)
 
-            return cached(ctx, "ood-scores", ds_id, compute, scores=wanted, set_limit=lim, v=3, **odin_opts, **fit_opts)
+            return cached(ctx, "ood-scores", ds_id, compute, scores=wanted, set_limit=lim, v=4, **odin_opts, **fit_opts)
 
-        s_in = scores_for("in", in_ds, dataset_id(data), limit)
+        s_in = scores_for("in", in_ds, dataset_id(data), limit, True)
         present = [s for s in wanted if s in s_in]
         result: OODResult = {"n_in": n_in, "scores": present, "sets": {}, "histograms": {}, "note": state.get("note")}
         if "_accuracy" in s_in:
@@ -261,13 +284,16 @@ class OODSuite(Suite[OODOptions]):
         missing = [s for s in wanted if s not in present]
         if missing and result["note"] is None:
             result["note"] = f"scores not computed: {', '.join(missing)} (no training data to fit them)"
+        if not present:  # only Mahalanobis/KNN asked for, and nothing to fit them on: the note says why
+            result["mean"] = {}
+            return result
         for name, spec in sets.items():
             n = ood_limit or n_in
             ds = _open_ood(spec, in_ds, n=int(n), seed=ctx.seed)
             ds_id = dataset_id(spec)
             if isinstance(spec, str) and spec.startswith("noise:"):
                 ds_id += f"#{ds[0][0].shape[-2]}x{ds[0][0].shape[-1]}-n{n}-seed{ctx.seed}"
-            s_out = scores_for(name, ds, ds_id, ood_limit)
+            s_out = scores_for(name, ds, ds_id, ood_limit, False)
             result["sets"][name] = ({"n": len(s_out[present[0]])}
                                     | {s: M.ood_metrics(s_in[s], s_out[s]) for s in present})
             result["histograms"][name] = {s: _histograms(s_in[s], s_out[s]) for s in present}
