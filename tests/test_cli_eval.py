@@ -154,7 +154,7 @@ def test_cue_conflict_data_does_not_replace_clean_data(tmp_path):
                "--no-progress", "--out", str(tmp_path / "o"), "--model-id", "m"])
     assert rc == 0
     res = json.loads((tmp_path / "o" / "results.json").read_text())["models"]["m"]
-    assert res["corruption"]["clean"]["n"] == 16 and res["cue-conflict"]["stimuli"].startswith("synthetic-cue-conflict:n=12,")
+    assert res["corruption"]["clean"]["n"] == 16 and res["cue-conflict"]["stimuli"].startswith("synthetic-cue-conflict@v") and ":n=12," in res["cue-conflict"]["stimuli"]
 
 
 def test_random_weights_are_refused(png_folder, tmp_path, capsys):

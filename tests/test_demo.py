@@ -159,6 +159,16 @@ def test_cue_conflict_suite_on_a_constant_model():
     assert res2["cue-conflict"]["counts"]["n_stimuli"] == 50
 
 
+def test_synthetic_stimuli_are_keyed_by_the_generator_version(monkeypatch):
+    """Another generator version draws other stimuli: a cache must not serve their shape bias."""
+    import aprkit.data.synthetic as syn
+    from aprkit.eval.suites.cue_conflict import synthetic_stimuli
+
+    before = synthetic_stimuli(20, seed=3).cache_id
+    monkeypatch.setattr(syn, "GENERATOR_VERSION", syn.GENERATOR_VERSION + 1)
+    assert synthetic_stimuli(20, seed=3).cache_id != before
+
+
 def test_bad_inputs_get_clear_errors(tmp_path):
     from aprkit.demo import demo_settings, load_demo_data, run_demo
     from aprkit.eval.suites.cue_conflict import CueConflictStimuli, resolve_cue_conflict

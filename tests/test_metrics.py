@@ -83,6 +83,19 @@ def test_rms_exact_multiple_and_bin_size_one() -> None:
     assert M.rms_calibration_error(probs, labels, bin_size=1) == pytest.approx(per_sample, abs=1e-12)
 
 
+def test_rms_does_not_depend_on_the_order_of_ties() -> None:
+    """A bin edge inside a group of equal confidences: each tied sample counts with the group's mean correctness,
+    so any order of the samples gives the same error (a stable sort kept the input order inside the tie)."""
+    conf = torch.tensor([0.6, 0.7, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    correct = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    # bins of 2 after sorting: [0.6, 0.7], [1.0, 1.0], [1.0, 1.0]; the four ties are half correct
+    want = math.sqrt((2 * (0.65 - 0.5) ** 2 + 4 * (1.0 - 0.5) ** 2) / 6)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        p = torch.randperm(6, generator=g)
+        assert M.rms_from_confidences(conf[p], correct[p], bin_size=2) == pytest.approx(want, abs=1e-12)
+
+
 def test_nll_brier_hand_computed() -> None:
     p = torch.tensor([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]])
     y = torch.tensor([0, 1])

@@ -12,7 +12,9 @@ Binning conventions
   consecutive bins of ``bin_size`` samples; the remainder (``N % bin_size`` samples) joins the last bin, and
   with fewer than ``bin_size`` samples there is one bin. Hendrycks' reference ``calib_err`` leaves the last
   bin out of the sum (its loop stops one bin early); we include every bin, so for N = 10,000 our value
-  counts all samples where the reference drops the most confident 100.
+  counts all samples where the reference drops the most confident 100. Samples of equal confidence count with
+  their tie group's mean correctness, so the value does not depend on the input order (the reference's sort
+  splits ties arbitrarily at a bin edge).
 """
 
 from __future__ import annotations
@@ -105,6 +107,12 @@ def rms_from_confidences(confidences: torch.Tensor, correct: torch.Tensor, bin_s
         raise ValueError(f"confidences and correct must have the same length, got {n} and {corr.shape[0]}")
     order = torch.sort(conf, stable=True).indices
     conf, corr = conf[order], corr[order]
+    # samples of equal confidence have no order: each gets its tie group's mean correctness, so that a bin edge
+    # inside a group (float32 softmax maxima of exactly 1.0, say) does not make the error depend on the input order
+    _, group, size = torch.unique_consecutive(conf, return_inverse=True, return_counts=True)
+    if size.numel() < n:
+        corr = torch.zeros(size.numel(), dtype=torch.float64, device=conf.device).index_add_(0, group, corr)
+        corr = (corr / size)[group]
     n_bins = max(n // bin_size, 1)
     idx = (torch.arange(n, device=conf.device) // bin_size).clamp_max(n_bins - 1)
     count = torch.zeros(n_bins, dtype=torch.float64, device=conf.device).index_add_(0, idx, torch.ones_like(conf))

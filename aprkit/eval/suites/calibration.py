@@ -103,10 +103,13 @@ class CalibrationSuite(Suite[CalibrationOptions]):
             rows.append([m, pct(c["accuracy"]), pct(c["ece"]), pct(c["rms"]), f"{c['nll']:.3f}", f"{c['brier']:.3f}",
                          pct(k.get("ece")), pct(k.get("rms")), "-" if not k else f"{k['nll']:.3f}",
                          "-" if not k else f"{k['brier']:.3f}"])
+        bins = sorted({len(r["clean"]["reliability"]["count"]) for r in results.values()})
         table = Table(["model", "clean acc %", "ECE %", "RMS %", "NLL", "Brier", "corr. ECE %", "corr. RMS %",
                        "corr. NLL", "corr. Brier"], rows,
-                      notes="ECE: 15 equal-width bins; RMS: adaptive bins of 100 samples (every bin counted); "
-                            "corrupted = mean over the evaluated corruption x severity cells.")
+                      notes=f"ECE: {' / '.join(map(str, bins))} equal-width bins"
+                            f"{' (the models were evaluated with different bins)' if len(bins) > 1 else ''}; RMS: "
+                            "adaptive bins of 100 samples (every bin counted); corrupted = mean over the evaluated "
+                            "corruption x severity cells.")
         blocks: list = [table, Figure(self._reliability(results, fig_dir),
                                       "Reliability diagrams (dashed: perfect calibration)")]
         if any(r.get("per_severity") for r in results.values()):

@@ -73,11 +73,13 @@ def synthetic_stimuli(
     n: int = _DEFAULT_N, *, seed: int = 10007, size: int = 32, num_classes: int = 10
 ) -> CueConflictStimuli:
     """``n`` synthetic cue-conflict stimuli (``aprkit.data.synthetic.make_cue_conflict``) as a dataset."""
-    from aprkit.data.synthetic import SHAPES, make_cue_conflict
+    from aprkit.data.synthetic import GENERATOR_VERSION, SHAPES, make_cue_conflict
 
     images, shapes, textures = make_cue_conflict(int(n), seed=int(seed), size=size, num_classes=num_classes)
+    # the generator's version is part of the id: another version draws other stimuli
     return CueConflictStimuli(images, shapes, textures, SHAPES[:num_classes],
-                              cache_id=f"synthetic-cue-conflict:n={n},seed={seed},size={size},k={num_classes}")
+                              cache_id=f"synthetic-cue-conflict@v{GENERATOR_VERSION}:n={n},seed={seed},size={size},"
+                                       f"k={num_classes}")
 
 
 def resolve_cue_conflict(data: Any, options: Mapping[str, Any] | None = None, seed: int = 0) -> CueConflictStimuli:
