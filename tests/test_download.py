@@ -7,13 +7,12 @@ import hashlib
 import io
 import json
 import tarfile
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+from http_common import LocalServer, server_fixture  # noqa: F401 (server_fixture: the fixture ``server``)
 
 from aprkit.data import get_dataset
 from aprkit.data.corrupted import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS
@@ -21,71 +20,6 @@ from aprkit.data.cue_conflict import CUE_CONFLICT_CATEGORIES
 from aprkit.data.download import DownloadError, data_root, download_file, extract_archive
 from aprkit.data.registry import resolve_spec
 from aprkit.data.sources import MARKER, SOURCES, RemoteFile, ensure_source
-
-
-class _Server:
-    """Serves ``files`` (URL path -> bytes); ``truncate`` paths send half their bytes once, then close."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.truncate: set[str] = set()
-        self.no_length: set[str] = set()  # paths sent once without Content-Length, cut short (close-delimited)
-        self.offset_zero: set[str] = set()  # paths that answer a Range request with 206 from byte 0
-        self.requests: list[tuple[str, str | None]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                path = self.path.split("?")[0]
-                rng = self.headers.get("Range")
-                server.requests.append((path, rng))
-                if path not in server.files:
-                    self.send_error(404)
-                    return
-                data = server.files[path]
-                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
-                if start >= len(data) and rng:
-                    self.send_error(416)
-                    return
-                if path in server.no_length:
-                    server.no_length.discard(path)
-                    self.send_response(200)
-                    self.end_headers()
-                    self.wfile.write(data[: len(data) // 2])
-                    self.close_connection = True
-                    return
-                if rng and path in server.offset_zero:
-                    start = 0
-                self.send_response(206 if rng else 200)
-                if rng:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.send_header("Content-Length", str(len(data) - start))
-                self.end_headers()
-                body = data[start:]
-                if path in server.truncate:
-                    server.truncate.discard(path)
-                    body = body[: len(body) // 2]
-                    self.close_connection = True
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def server():
-    s = _Server()
-    yield s
-    s.close()
 
 
 def _tar(members: dict[str, bytes]) -> bytes:
@@ -115,7 +49,7 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
-def _local(source: str, server: _Server, data: bytes) -> object:
+def _local(source: str, server: LocalServer, data: bytes) -> object:
     """``SOURCES[source]`` with its one file served by ``server`` under the official URL path and checksum."""
     src = SOURCES[source]
     (f,) = src.files
@@ -271,9 +205,8 @@ def _png_cue_conflict_zip(inner: str) -> bytes:
 def test_cli_eval_download(server, tmp_path, monkeypatch, capsys):
     """`aprkit eval --download --data-root DIR`: a rootless spec is fetched once, then found; missing data without
     --download and an unreachable server give one clear line each."""
-    from aprkit.cli import main
-
     import aprkit.data.sources as sources
+    from aprkit.cli import main
 
     original = SOURCES["cue-conflict"]
     src = _local("cue-conflict", server, _png_cue_conflict_zip(original.inner))

@@ -3,8 +3,9 @@
 - ``data_root(root)``: where downloaded data lives: ``root`` if given, else ``$APRKIT_DATA``, else
   ``~/.cache/aprkit``. Never the working directory implicitly.
 - ``download_file(url, dest, md5=...)``: streams into ``dest + ".part"`` (an interrupted download resumes with
-  an HTTP ``Range`` request), shows a tqdm bar, verifies the MD5 (a mismatch removes the file and raises) and
-  renames the finished file atomically.
+  an HTTP ``Range`` request; a part the server cannot continue is fetched again from byte 0), shows a tqdm bar,
+  checks the size the server announced and the MD5 (a mismatch removes the file and raises) and renames the
+  finished file atomically.
 - ``extract_archive(path, dest)``: ``.tar``/``.tar.gz``/``.zip`` into ``dest``, refusing members that would
   land outside it.
 - ``zenodo_md5(record, key)``: the checksum a Zenodo record publishes for one of its files.
@@ -71,11 +72,70 @@ def _open(url: str, start: int, timeout: float):
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
-def _range_start(content_range: str | None) -> int | None:
-    """The first byte of a ``Content-Range: bytes START-END/TOTAL`` header, or None."""
-    unit, _, spec = (content_range or "").partition(" ")
-    first = spec.split("-", 1)[0]
-    return int(first) if unit == "bytes" and first.isdigit() else None
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """``(START, TOTAL)`` of a ``Content-Range: bytes START-END/TOTAL`` (or ``bytes */TOTAL``) header; None where a
+    part is absent or not a number (``*``)."""
+    unit, _, spec = (value or "").partition(" ")
+    if unit != "bytes":
+        return None, None
+    span, _, total = spec.partition("/")
+    first = span.split("-", 1)[0]
+    return (int(first) if first.isdigit() else None), (int(total) if total.isdigit() else None)
+
+
+def _stream(url: str, dest: Path, part: Path, timeout: float, progress: bool) -> None:
+    """Fill ``part`` with every byte of ``url``, continuing from its current size where the server allows.
+
+    A server that ignores the ``Range`` request (200) or answers from byte 0 sends the whole file, which replaces the
+    part; one that answers from another offset, or says (416) that the part is not the file's length, gets a second
+    request for the whole file. Where the server tells the total size, the part must end up exactly that long.
+    """
+    from tqdm.auto import tqdm
+
+    start = part.stat().st_size if part.is_file() else 0
+    for _ in range(2):  # the second pass (start 0, no Range) cannot come back here
+        try:
+            resp = _open(url, start, timeout)
+        except urllib.error.HTTPError as e:
+            if e.code != 416 or not start:
+                raise
+            total = _content_range(e.headers.get("Content-Range"))[1]
+            e.close()
+            if total == start:
+                return  # the part already holds every byte of the file
+            part.unlink()  # longer than the file, or the server did not say: a stale part
+            start = 0
+            continue
+        with resp:
+            first, total = _content_range(resp.headers.get("Content-Range")) if resp.status == 206 else (0, None)
+            if first is None or first not in (0, start):
+                if start == 0:
+                    raise DownloadError(f"{url} answered a request for the whole file with a part of it "
+                                        f"(Content-Range {resp.headers.get('Content-Range')!r}); nothing was written "
+                                        f"to {dest}")
+                part.unlink()  # the server answered a resume from another offset: fetch the whole file instead
+                start = 0
+                continue
+            length = resp.headers.get("Content-Length")
+            if total is None and length is not None and length.isdigit():
+                total = first + int(length)
+            with open(part, "ab" if first else "wb") as f, tqdm(
+                total=total, initial=first, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
+                disable=not progress, leave=False,
+            ) as bar:
+                while chunk := resp.read(_CHUNK):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+        size = part.stat().st_size
+        if total is not None and size < total:
+            raise _offline_error(url, dest, f"connection closed after {size} of {total} bytes; run again to resume "
+                                            f"from {part}")
+        if total is not None and size > total:
+            part.unlink()
+            raise DownloadError(f"downloading {url} gave {size} bytes where the server announced {total}; the "
+                                f"download was removed ({part}), run again to download it afresh")
+        return
+    raise AssertionError("unreachable: the second request asks for the whole file")
 
 
 def download_file(
@@ -84,39 +144,16 @@ def download_file(
     """Download ``url`` to ``dest`` (resuming ``dest.part``), verify ``md5`` and return ``dest``.
 
     An existing ``dest`` with the right checksum is kept (nothing is fetched). A checksum mismatch removes
-    the bad file and raises ``ValueError`` naming both checksums; network errors raise ``DownloadError``.
+    the bad file and raises ``ValueError`` naming both checksums; network errors, and a file whose size is not
+    the one the server announced, raise ``DownloadError``.
     """
-    from tqdm.auto import tqdm
-
     dest = Path(dest)
-    if dest.is_file() and (md5 is None or file_md5(dest) == md5.lower()):
+    if _finished(dest, md5):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    start = part.stat().st_size if part.is_file() else 0
     try:
-        try:
-            resp = _open(url, start, timeout)
-        except urllib.error.HTTPError as e:
-            if e.code != 416 or not start:  # 416: the .part file already holds every byte
-                raise
-            resp = None
-        if resp is not None:
-            with resp:
-                if start and (resp.status != 206 or _range_start(resp.headers.get("Content-Range")) != start):
-                    start = 0  # the server ignored Range, or answered from another offset: start again
-                length = resp.headers.get("Content-Length")
-                total = start + int(length) if length is not None else None
-                with open(part, "ab" if start else "wb") as f, tqdm(
-                    total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
-                    disable=not progress, leave=False,
-                ) as bar:
-                    for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                        f.write(chunk)
-                        bar.update(len(chunk))
-                if total is not None and part.stat().st_size < total:
-                    raise _offline_error(url, dest, f"connection closed after {part.stat().st_size} of {total} bytes; "
-                                                    f"run again to resume from {part}")
+        _stream(url, dest, part, timeout, progress)
     except DownloadError:
         raise
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
@@ -131,6 +168,10 @@ def download_file(
             )
     os.replace(part, dest)
     return dest
+
+
+def _finished(dest: Path, md5: str | None) -> bool:
+    return dest.is_file() and (md5 is None or file_md5(dest) == md5.lower())
 
 
 def _check_member(dest: Path, name: str, archive: Path) -> None:
