@@ -1,14 +1,17 @@
-"""Downloads that must not finish with a wrong file: stale or foreign ``.part`` files and servers answering a resume
-from another offset. Served from 127.0.0.1 only."""
+"""Downloads that must not finish with a wrong file: stale or foreign ``.part`` files, servers answering a resume
+from another offset, and concurrent downloads of one file. Served from 127.0.0.1 only."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 
 import pytest
 from http_common import LocalServer, server_fixture  # noqa: F401 (server_fixture: the fixture ``server``)
 
 from aprkit.data.download import download_file
+from aprkit.data.sources import MARKER, SOURCES, RemoteFile, ensure_source
 
 
 def _md5(data: bytes) -> str:
@@ -43,3 +46,56 @@ def test_resume_answered_from_another_offset_restarts_from_zero(server, tmp_path
     dest = download_file(server.url + "/f.bin", tmp_path / "f.bin", None, progress=False)
     assert dest.read_bytes() == data
     assert server.requests == [("/f.bin", "bytes=1000-"), ("/f.bin", None)]
+
+
+@pytest.mark.parametrize("md5", [True, False], ids=["md5", "no-md5"])
+def test_concurrent_downloads_of_one_file_take_turns(server, tmp_path, md5):
+    """Two threads download one slowly served file: the second waits for the first and returns its finished file."""
+    data = os.urandom(1 << 20)
+    server.files["/f.bin"] = data
+    server.delay = 0.02  # 16 chunks of 64 KiB: about 0.3 s
+    results: dict[str, object] = {}
+
+    def job(key: str) -> None:
+        try:
+            results[key] = download_file(server.url + "/f.bin", tmp_path / "f.bin", _md5(data) if md5 else None,
+                                         progress=False)
+        except Exception as e:  # reported below
+            results[key] = e
+
+    threads = [threading.Thread(target=job, args=(k,)) for k in "AB"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {"A": tmp_path / "f.bin", "B": tmp_path / "f.bin"}
+    assert (tmp_path / "f.bin").read_bytes() == data and not (tmp_path / "f.bin.part").exists()
+    assert server.requests == [("/f.bin", None)]  # one download, the other call found it finished
+
+
+def test_concurrent_ensure_source_calls_share_one_download(server, tmp_path):
+    """Two threads fetch one archive source into one folder: one downloads, extracts and merges, the other waits."""
+    from test_download import _cifar_c_tar
+
+    data = _cifar_c_tar()
+    server.files["/c10c.tar"] = data
+    server.delay = 0.01
+    src = SOURCES["cifar10-c"]
+    src = type(src)(src.name, src.folder, (RemoteFile(server.url + "/c10c.tar", "CIFAR-10-C.tar", _md5(data)),),
+                    src.inner, src.check)
+    results: dict[str, object] = {}
+
+    def job(key: str) -> None:
+        try:
+            results[key] = ensure_source(src, root=tmp_path, download=True, progress=False)
+        except Exception as e:  # reported below
+            results[key] = e
+
+    threads = [threading.Thread(target=job, args=(k,)) for k in "AB"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {"A": tmp_path / "CIFAR-10-C", "B": tmp_path / "CIFAR-10-C"}
+    assert (tmp_path / "CIFAR-10-C" / MARKER).is_file() and (tmp_path / "CIFAR-10-C" / "labels.npy").is_file()
+    assert len(server.requests) == 1

@@ -5,7 +5,8 @@
 - ``download_file(url, dest, md5=...)``: streams into ``dest + ".part"`` (an interrupted download resumes with
   an HTTP ``Range`` request; a part the server cannot continue is fetched again from byte 0), shows a tqdm bar,
   checks the size the server announced and the MD5 (a mismatch removes the file and raises) and renames the
-  finished file atomically.
+  finished file atomically. Concurrent calls for one ``dest`` take turns on ``dest + ".lock"``.
+- ``file_lock(path)``: that exclusive lock (threads and processes), also held by ``ensure_source``.
 - ``extract_archive(path, dest)``: ``.tar``/``.tar.gz``/``.zip`` into ``dest``, refusing members that would
   land outside it.
 - ``zenodo_md5(record, key)``: the checksum a Zenodo record publishes for one of its files.
@@ -27,8 +28,10 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-__all__ = ["DATA_ENV", "DownloadError", "data_root", "download_file", "extract_archive", "file_md5", "remove_tree",
-           "zenodo_md5"]
+import filelock
+
+__all__ = ["DATA_ENV", "DownloadError", "data_root", "download_file", "extract_archive", "file_lock", "file_md5",
+           "remove_tree", "zenodo_md5"]
 
 #: environment variable naming the data root
 DATA_ENV = "APRKIT_DATA"
@@ -81,6 +84,14 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     span, _, total = spec.partition("/")
     first = span.split("-", 1)[0]
     return (int(first) if first.isdigit() else None), (int(total) if total.isdigit() else None)
+
+
+def file_lock(path: str | os.PathLike) -> filelock.FileLock:
+    """An exclusive lock between threads and processes on ``path + ".lock"`` (an empty file, left in place so that
+    waiters share it); use as ``with file_lock(path): ...``. Waits as long as the holder keeps it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return filelock.FileLock(str(path.with_name(path.name + ".lock")))
 
 
 def _stream(url: str, dest: Path, part: Path, timeout: float, progress: bool) -> None:
@@ -145,28 +156,31 @@ def download_file(
 
     An existing ``dest`` with the right checksum is kept (nothing is fetched). A checksum mismatch removes
     the bad file and raises ``ValueError`` naming both checksums; network errors, and a file whose size is not
-    the one the server announced, raise ``DownloadError``.
+    the one the server announced, raise ``DownloadError``. Calls for the same ``dest`` (threads or processes) take
+    turns on the lock ``dest.lock``; a later one finds the finished file and returns it.
     """
     dest = Path(dest)
     if _finished(dest, md5):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    try:
-        _stream(url, dest, part, timeout, progress)
-    except DownloadError:
-        raise
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-        raise _offline_error(url, dest, f"{getattr(e, 'reason', e)}; run again to resume from {part}") from e
-    if md5 is not None:
-        got = file_md5(part)
-        if got != md5.lower():
-            part.unlink()
-            raise ValueError(
-                f"checksum mismatch for {url}: MD5 {got}, expected the published {md5.lower()}; the corrupt download "
-                f"was removed ({part}). Run again to download it afresh"
-            )
-    os.replace(part, dest)
+    with file_lock(dest):
+        if _finished(dest, md5):  # another call finished it while this one waited
+            return dest
+        part = dest.with_name(dest.name + ".part")
+        try:
+            _stream(url, dest, part, timeout, progress)
+        except DownloadError:
+            raise
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            raise _offline_error(url, dest, f"{getattr(e, 'reason', e)}; run again to resume from {part}") from e
+        if md5 is not None:
+            got = file_md5(part)
+            if got != md5.lower():
+                part.unlink()
+                raise ValueError(
+                    f"checksum mismatch for {url}: MD5 {got}, expected the published {md5.lower()}; the corrupt "
+                    f"download was removed ({part}). Run again to download it afresh"
+                )
+        os.replace(part, dest)
     return dest
 
 

@@ -30,7 +30,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .._checks import nearest_names
-from .download import DATA_ENV, ZENODO_API, data_root, download_file, extract_archive, remove_tree, zenodo_md5
+from .download import (
+    DATA_ENV,
+    ZENODO_API,
+    data_root,
+    download_file,
+    extract_archive,
+    file_lock,
+    remove_tree,
+    zenodo_md5,
+)
 
 __all__ = ["MARKER", "MIRROR_ENV", "RemoteFile", "Source", "SOURCES", "ensure_source"]
 
@@ -192,7 +201,9 @@ def ensure_source(
 
     ``target`` defaults to ``data_root(root) / source.folder``. A folder with the marker, or one that passes
     the layout check, is returned as it is. Without ``download`` an incomplete folder raises
-    ``FileNotFoundError`` naming the path, the URLs and how to supply the data.
+    ``FileNotFoundError`` naming the path, the URLs and how to supply the data. Downloads of one ``target``
+    (threads or processes) take turns on the lock ``.aprkit-downloads-<target name>.lock`` beside it: they share
+    the staging folder; a later one finds the marker the first one wrote.
     """
     if isinstance(source, str):
         if source not in SOURCES:
@@ -214,7 +225,26 @@ def ensure_source(
             f"it from {urls}, or place the extracted published layout there (the data root is ${DATA_ENV} or "
             "--data-root, default ~/.cache/aprkit)"
         )
-    staging = target.parent / f".aprkit-downloads-{target.name}"
+    with file_lock(_staging(target)):
+        if (target / MARKER).is_file():  # another call finished it while this one waited
+            return target
+        _fetch(source, target, mirror, progress, keep_archives)
+        problem = source.check(target)
+        if problem is not None:
+            raise ValueError(f"downloaded {source.name} into {target} but the layout is incomplete: {problem}")
+        _write_marker(target, source)
+    return target
+
+
+def _staging(target: Path) -> Path:
+    """The folder beside ``target`` that holds its archives while they are downloaded and extracted."""
+    return target.parent / f".aprkit-downloads-{target.name}"
+
+
+def _fetch(source: Source, target: Path, mirror: str | None, progress: bool, keep_archives: bool) -> None:
+    """Download ``source``'s files and, for archives, extract them and merge their published layout into ``target``
+    (the caller holds the lock on the staging folder)."""
+    staging = _staging(target)
     archives = []
     for f in source.files:
         md5 = f.md5
@@ -222,22 +252,16 @@ def ensure_source(
             md5 = zenodo_md5(f.zenodo, f.name, api=_mirrored(ZENODO_API, mirror))
         dest = (staging / f.name) if source.inner is not None else (target / f.name)
         archives.append((download_file(_mirrored(f.url, mirror), dest, md5, progress=progress), md5))
-    if source.inner is not None:
-        extracted = staging / "extracted"
-        remove_tree(extracted)
-        for a, md5 in archives:
-            _extract_or_discard(a, md5, extracted, progress)
-        inner = extracted / source.inner
-        if not inner.is_dir():
-            raise ValueError(
-                f"the {source.name} archives hold no folder {source.inner!r}; expected the published layout"
-            )
-        _merge(inner, target)
-        remove_tree(extracted)
-        if not keep_archives:
-            remove_tree(staging)
-    problem = source.check(target)
-    if problem is not None:
-        raise ValueError(f"downloaded {source.name} into {target} but the layout is incomplete: {problem}")
-    _write_marker(target, source)
-    return target
+    if source.inner is None:
+        return
+    extracted = staging / "extracted"
+    remove_tree(extracted)
+    for a, md5 in archives:
+        _extract_or_discard(a, md5, extracted, progress)
+    inner = extracted / source.inner
+    if not inner.is_dir():
+        raise ValueError(f"the {source.name} archives hold no folder {source.inner!r}; expected the published layout")
+    _merge(inner, target)
+    remove_tree(extracted)
+    if not keep_archives:
+        remove_tree(staging)
