@@ -1,16 +1,19 @@
 """Downloads that must not finish with a wrong file: stale or foreign ``.part`` files, servers answering a resume
-from another offset, and concurrent downloads of one file. Served from 127.0.0.1 only."""
+from another offset, concurrent downloads of one file, and tar members that escape the extraction folder on
+Pythons without tar's extraction filters. Served from 127.0.0.1 only."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import tarfile
 import threading
 
 import pytest
 from http_common import LocalServer, server_fixture  # noqa: F401 (server_fixture: the fixture ``server``)
 
-from aprkit.data.download import download_file
+from aprkit.data.download import download_file, extract_archive
 from aprkit.data.sources import MARKER, SOURCES, RemoteFile, ensure_source
 
 
@@ -99,3 +102,50 @@ def test_concurrent_ensure_source_calls_share_one_download(server, tmp_path):
     assert results == {"A": tmp_path / "CIFAR-10-C", "B": tmp_path / "CIFAR-10-C"}
     assert (tmp_path / "CIFAR-10-C" / MARKER).is_file() and (tmp_path / "CIFAR-10-C" / "labels.npy").is_file()
     assert len(server.requests) == 1
+
+
+def _archive(path, *members: tarfile.TarInfo, data: dict[str, bytes] | None = None) -> None:
+    with tarfile.open(path, "w") as tf:
+        for m in members:
+            body = (data or {}).get(m.name) if m.isfile() else None
+            if body is not None:
+                m.size = len(body)
+            tf.addfile(m, io.BytesIO(body) if body is not None else None)
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    m = tarfile.TarInfo(name)
+    m.type, m.linkname = kind, linkname
+    return m
+
+
+@pytest.mark.parametrize("filters", [True, False], ids=["data-filter", "no-filter"])
+def test_hard_link_out_of_the_folder_is_refused(tmp_path, monkeypatch, filters):
+    """Tar hard links name their target from the archive root: ``a/b/h -> ../victim.txt`` points outside, and a later
+    member ``a/b/h`` would write through it (Python < 3.10.12 / 3.11.4 have no ``tarfile.data_filter``)."""
+    if not filters:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("original\n")
+    evil = tmp_path / "evil.tar"
+    _archive(evil, _member("a/b/h", tarfile.LNKTYPE, "../victim.txt"), _member("a/b/h"), data={"a/b/h": b"PWNED\n"})
+    with pytest.raises(ValueError, match="a link 'a/b/h' to '../victim.txt' outside the extraction folder"):
+        extract_archive(evil, tmp_path / "out", progress=False)
+    assert victim.read_text() == "original\n"
+
+
+def test_without_filters_links_inside_extract_and_devices_are_refused(tmp_path, monkeypatch):
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    good = tmp_path / "good.tar"
+    _archive(good, _member("a/x.txt"), _member("a/b/h", tarfile.LNKTYPE, "a/x.txt"),
+             _member("a/b/s", tarfile.SYMTYPE, "../x.txt"), data={"a/x.txt": b"x"})
+    out = extract_archive(good, tmp_path / "out", progress=False)
+    assert (out / "a/b/h").read_bytes() == b"x" and (out / "a/b/s").read_bytes() == b"x"
+    fifo = tmp_path / "fifo.tar"
+    _archive(fifo, _member("p", tarfile.FIFOTYPE))
+    with pytest.raises(ValueError, match="'p' that is a device or FIFO"):
+        extract_archive(fifo, tmp_path / "out2", progress=False)
+    absolute = tmp_path / "abs.tar"
+    _archive(absolute, _member("s", tarfile.SYMTYPE, str(tmp_path / "out3" / "t")))
+    with pytest.raises(ValueError, match="link 's' to the absolute path"):
+        extract_archive(absolute, tmp_path / "out3", progress=False)

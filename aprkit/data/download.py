@@ -8,7 +8,7 @@
   finished file atomically. Concurrent calls for one ``dest`` take turns on ``dest + ".lock"``.
 - ``file_lock(path)``: that exclusive lock (threads and processes), also held by ``ensure_source``.
 - ``extract_archive(path, dest)``: ``.tar``/``.tar.gz``/``.zip`` into ``dest``, refusing members that would
-  land outside it.
+  land outside it (and, on Pythons without tar's extraction filters, links with absolute targets and devices).
 - ``zenodo_md5(record, key)``: the checksum a Zenodo record publishes for one of its files.
 
 Network failures raise :class:`DownloadError` (an ``OSError``) naming the URL tried, the path it was written
@@ -188,10 +188,12 @@ def _finished(dest: Path, md5: str | None) -> bool:
     return dest.is_file() and (md5 is None or file_md5(dest) == md5.lower())
 
 
-def _check_member(dest: Path, name: str, archive: Path) -> None:
+def _check_member(dest: Path, name: str, archive: Path, link: str | None = None) -> None:
+    """Refuse member ``name`` (or, given ``link``, the target ``name`` of the link member ``link``) outside ``dest``."""
     target = (dest / name).resolve()
     if target != dest.resolve() and dest.resolve() not in target.parents:
-        raise ValueError(f"archive {archive} has a member {name!r} outside the extraction folder; refusing to extract")
+        what = f"a member {name!r}" if link is None else f"a link {link!r} to {name!r}"
+        raise ValueError(f"archive {archive} has {what} outside the extraction folder; refusing to extract")
 
 
 def extract_archive(path: str | os.PathLike, dest: str | os.PathLike, *, progress: bool = True) -> Path:
@@ -212,13 +214,26 @@ def extract_archive(path: str | os.PathLike, dest: str | os.PathLike, *, progres
     with tarfile.open(path) as tf:
         for m in tqdm(tf, desc=f"extract {path.name}", disable=not progress, leave=False):
             _check_member(dest, m.name, path)
-            if m.issym() or m.islnk():
-                _check_member(dest, os.path.join(os.path.dirname(m.name), m.linkname), path)
+            if m.issym():  # a symbolic link's target is relative to the link's folder
+                _check_member(dest, os.path.join(os.path.dirname(m.name), m.linkname), path, m.name)
+            elif m.islnk():  # a hard link's target is relative to the archive's root
+                _check_member(dest, m.linkname, path, m.name)
             if hasattr(tarfile, "data_filter"):
                 tf.extract(m, dest, filter="data")
-            else:  # pragma: no cover - Python < 3.12 without the extraction filters
+            else:  # Python < 3.10.12 / 3.11.4: refuse by hand what the "data" filter would
+                _check_plain_member(m, path)
                 tf.extract(m, dest)
     return dest
+
+
+def _check_plain_member(m: tarfile.TarInfo, archive: Path) -> None:
+    """Refuse the tar members that tar's ``data`` filter refuses and the checks above do not catch."""
+    if (m.issym() or m.islnk()) and os.path.isabs(m.linkname):
+        raise ValueError(f"archive {archive} has a link {m.name!r} to the absolute path {m.linkname!r}; expected "
+                         "links inside the archive, refusing to extract")
+    if not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
+        raise ValueError(f"archive {archive} has a member {m.name!r} that is a device or FIFO; expected files, folders "
+                         "and links, refusing to extract")
 
 
 def zenodo_md5(record: str, key: str, *, api: str = ZENODO_API, timeout: float = 60.0) -> str:
