@@ -145,6 +145,34 @@ def test_folded_bn_state_dict_without_bn_keys():
         torch.testing.assert_close(net(x), torch.relu(conv(x)))
 
 
+def test_folded_bn_needs_unambiguous_evidence():
+    """BNs are made up only when none has an entry and every conv before one carries the bias the model's lacks."""
+    from aprkit.models.foreign import fold_bn_compat
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, bias=False),
+                        nn.BatchNorm2d(4))
+    conv, bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+    bn.running_var.fill_(2.0)  # trained statistics, not an identity
+    partial = {"0.weight": conv.weight, "0.bias": conv.bias, "2.weight": conv.weight[:, :1].repeat(1, 4, 1, 1)}
+    partial |= {f"3.{k}": v for k, v in bn.state_dict().items()}  # BN 3 present, BN 1 absent
+    assert fold_bn_compat(net, partial).keys() == partial.keys()
+    no_bias = {"0.weight": conv.weight, "2.weight": partial["2.weight"], "2.bias": conv.bias}  # conv 0 without bias
+    assert fold_bn_compat(net, no_bias).keys() == no_bias.keys()
+    assert net[1].eps == net[3].eps == 1e-5  # no layer was taken for a folded identity
+
+
+def test_checkpoint_missing_some_bn_entries_names_them(tmp_path):
+    """A torchvision checkpoint with layer3's BN entries deleted is not 'folded': it raises naming the missing keys
+    (it used to load with identity BNs in their place, the logits off by 20)."""
+    import torchvision
+
+    sd = torchvision.models.resnet18(num_classes=10).state_dict()
+    path = tmp_path / "r18.pth"
+    torch.save({k: v for k, v in sd.items() if not (k.startswith("layer3.") and ".bn" in k)}, path)
+    with pytest.raises(ValueError, match=r"checkpoint does not match ResNet: .*missing.*layer3\.0\.bn1\.weight"):
+        load_model("torchvision:resnet18", checkpoint=path)
+
+
 def test_random_weights_are_refused_unless_asked(tmp_path):
     """Issue 12 item 5: a bare aprkit architecture is untrained; never use it silently (timm/torchvision specs
     load their published weights instead: tests/test_pretrained.py)."""

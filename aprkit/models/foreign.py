@@ -14,8 +14,9 @@ take [0, 1] inputs, so their wrapper is identity.
 
 State_dicts whose batch-norm was folded into the convolutions (e.g. the dequantized qnnpack
 MobileNetV2, whose BN entries are weight 1, mean 0, var ``1 - eps``: exact as they are) load exactly:
-BN entries with weight 1, mean 0 and var exactly 1 get ``eps = 0``; missing BN entries become
-identity BNs carrying the convolution's bias.
+BN entries with weight 1, mean 0 and var exactly 1 get ``eps = 0``; a state_dict with no BN entries at all whose
+convolutions carry the biases the model's do not have gets identity BNs holding those biases. Any other missing BN
+entry is an error naming it (:func:`fold_bn_compat`).
 """
 
 from __future__ import annotations
@@ -295,28 +296,40 @@ def _head_classes(net: nn.Module, default: int) -> int:
 
 
 def fold_bn_compat(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Adapt a state_dict whose BN was folded into convolutions to ``model`` (which has BN layers).
+    """Adapt a state_dict whose batch-norm was folded into the convolutions to ``model`` (which has BN layers).
 
-    Returns a new state_dict; sets ``eps = 0`` on BN layers that are (or become) exact identities.
+    Returns a new state_dict. BN entries that are exact identities (weight 1, mean 0, var 1) get ``eps = 0`` on
+    their layer (eps would rescale by ``1/sqrt(1 + eps)``). BN entries are made up only when the folding is
+    unambiguous: no BN layer of ``model`` has any entry in ``state_dict`` and the convolution before each one carries
+    a bias of the BN's width that ``model``'s convolution does not have; each BN then becomes an identity (``eps = 0``)
+    holding that bias. Otherwise (some BN entries present, a bias missing: an incomplete checkpoint or another
+    architecture) the missing entries stay missing, so that the strict loader names them.
     """
     sd = dict(state_dict)
+    bns: list[tuple[str, nn.modules.batchnorm._BatchNorm, str | None]] = []  # (name, layer, bias-free conv before)
     last_conv: str | None = None
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d):
-            last_conv = name
-            continue
-        if not isinstance(m, nn.modules.batchnorm._BatchNorm):
-            continue
-        p = f"{name}."
-        if f"{p}weight" not in sd and last_conv is not None:
+            last_conv = name if m.bias is None else None  # a conv with its own bias cannot have received a BN's
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            bns.append((name, m, last_conv))
+    prefixes = tuple(f"{name}." for name, _, _ in bns)
+    convs = [conv for _, _, conv in bns]
+    biases = [sd.get(f"{conv}.bias") for conv in convs]
+    folded = (bool(bns) and not any(k.startswith(prefixes) for k in sd) and len(set(convs)) == len(convs)
+              and all(m.affine and m.track_running_stats and b is not None and tuple(b.shape) == (m.num_features,)
+                      for (_, m, _), b in zip(bns, biases, strict=True)))
+    for name, m, conv in bns:
+        w, mean, var = (sd.get(f"{name}.{k}") for k in ("weight", "running_mean", "running_var"))
+        if folded:
             c = m.num_features
-            bias = sd.pop(f"{last_conv}.bias", torch.zeros(c))
-            sd.update({f"{p}weight": torch.ones(c), f"{p}bias": bias, f"{p}running_mean": torch.zeros(c),
-                       f"{p}running_var": torch.ones(c), f"{p}num_batches_tracked": torch.tensor(0)})
+            sd.update({f"{name}.weight": torch.ones(c), f"{name}.bias": sd.pop(f"{conv}.bias"),
+                       f"{name}.running_mean": torch.zeros(c), f"{name}.running_var": torch.ones(c),
+                       f"{name}.num_batches_tracked": torch.tensor(0)})
             m.eps = 0.0
-        elif (f"{p}running_var" in sd and bool((sd[f"{p}weight"] == 1).all())
-              and bool((sd[f"{p}running_mean"] == 0).all()) and bool((sd[f"{p}running_var"] == 1).all())):
-            m.eps = 0.0  # folded: the BN is a pure bias; eps would rescale by 1/sqrt(1 + eps)
+        elif (w is not None and mean is not None and var is not None and bool((w == 1).all())
+              and bool((mean == 0).all()) and bool((var == 1).all())):
+            m.eps = 0.0  # folded: the BN is a pure bias
     return sd
 
 
