@@ -292,7 +292,8 @@ class OODSuite(Suite[OODOptions]):
             ds = _open_ood(spec, in_ds, n=int(n), seed=ctx.seed)
             ds_id = dataset_id(spec)
             if isinstance(spec, str) and spec.startswith("noise:"):
-                ds_id += f"#{ds[0][0].shape[-2]}x{ds[0][0].shape[-1]}-n{n}-seed{ctx.seed}"
+                c, h, w = ds[0][0].shape[-3:]  # generated like the in-distribution images: their shape keys them
+                ds_id += f"#{c}x{h}x{w}-n{n}-seed{ctx.seed}"
             s_out = scores_for(name, ds, ds_id, ood_limit, False)
             result["sets"][name] = ({"n": len(s_out[present[0]])}
                                     | {s: M.ood_metrics(s_in[s], s_out[s]) for s in present})
