@@ -226,3 +226,14 @@ def test_junk_checkpoints_are_not_valid_checkpoints(tmp_path, content):
     torch.save(nn.Linear(2, 2), tmp_path / "module.pt")  # a pickled class, not junk: name it, suggest re-saving
     with pytest.raises(ValueError, match=r"pickled Python objects \(torch.nn.modules.linear.Linear\).*state_dict"):
         load_model("resnet20", checkpoint=tmp_path / "module.pt")
+
+
+def test_explicit_mean_std_override_the_checkpoints(tmp_path):
+    """mean=/std= passed to load_model win over the normalisation stored in an aprkit checkpoint (they were
+    silently replaced by the stored values)."""
+    model = load_model("resnet20", num_classes=10, random_init=True)
+    path = save_checkpoint(tmp_path / "r.pt", model)
+    stored = load_model(path)
+    torch.testing.assert_close(stored.mean.flatten(), model.mean.flatten())
+    mine = load_model(path, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert mine.mean.flatten().tolist() == [0.5] * 3 and mine.std.flatten().tolist() == [0.25] * 3

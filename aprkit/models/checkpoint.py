@@ -139,9 +139,9 @@ def _from_aprkit(obj: Mapping[str, Any], num_classes: int | None, kwargs: dict, 
     kw = {**dict(obj.get("kwargs") or {}), **kwargs}
     model = _build_arch(arch, num_classes, kw, obj.get("num_classes"))
     load_state_dict_into(model, extract_state_dict(obj), drop_head=drop_head)
-    for name in ("mean", "std"):
+    for name in ("mean", "std"):  # the stored normalisation, unless the caller passed its own
         buf = getattr(model, name, None)
-        if name in obj and isinstance(buf, torch.Tensor) and buf.numel() == len(obj[name]):
+        if name in obj and name not in kwargs and isinstance(buf, torch.Tensor) and buf.numel() == len(obj[name]):
             buf.copy_(torch.as_tensor(obj[name], dtype=buf.dtype).view_as(buf))
     return tag_model(model, arch, kw)
 
