@@ -422,6 +422,20 @@ def test_ood_folders_with_many_classes_and_one_name(tmp_path):
     assert knn["scores"] == [] and knn["sets"] == {} and "Mahalanobis/KNN" in knn["note"]
 
 
+def test_scores_without_a_missing_fit_are_not_served_once_it_exists(tmp_path):
+    """A fit folder that cannot be opened skips Mahalanobis/KNN; the scores computed without it are keyed as such,
+    so a later run with the folder in place fits them instead of serving the cached scores without KNN."""
+    opts = {"ood_scores": ["msp", "knn"], "ood_limit": 8, "knn_k": 2, "ood": ["noise:gaussian"],
+            "fit": f"folder:{tmp_path / 'train'}"}
+    run = lambda: evaluate(Tiny(), suite="ood", data=small_data(12), device="cpu", progress=False,  # noqa: E731
+                           report=False, options=opts, cache_dir=tmp_path / "cache")["ood"]
+    first = run()
+    assert first["scores"] == ["msp"] and "skipped" in first["note"]
+    _png_tree(tmp_path / "train", 9, 5)
+    second = run()
+    assert second["scores"] == ["msp", "knn"] and second["note"] is None
+
+
 def test_unlabelled_tensors_are_not_scored_against_class_zero():
     images = natural_images(8, seed=1)
     ds = TensorImageDataset(images)

@@ -162,14 +162,19 @@ def _fit_source(data: Any, opts: OODOptions) -> tuple[Any, str | None]:
     return data, None
 
 
-def _fit_scorers(ctx: EvalContext, fit: Any, opts: OODOptions) -> tuple[dict[str, Any], str | None]:
-    """Fit Mahalanobis/KNN on the training features of ``fit``; returns (scorers, note)."""
+def _open_fit(fit: Any) -> tuple[Any, str | None]:
+    """The training split of ``fit`` as a dataset, or None and why not. Opened before any score's cache key is made,
+    so that scores computed without the fit are keyed as such (and computed again once the data is there)."""
+    try:
+        return as_dataset(fit, "train"), None
+    except (FileNotFoundError, ValueError) as err:
+        return None, f"Mahalanobis/KNN skipped: no training split found ({err})"
+
+
+def _fit_scorers(ctx: EvalContext, ds: Any, opts: OODOptions) -> dict[str, Any]:
+    """Mahalanobis/KNN fitted on the training features of the dataset ``ds``."""
     from ..metrics import ood_scores as S
 
-    try:
-        ds = as_dataset(fit, "train")
-    except (FileNotFoundError, ValueError) as err:
-        return {}, f"Mahalanobis/KNN skipped: no training split found ({err})"
     fit_limit = opts.fit_limit
     if dataset_len(ds) > fit_limit:  # a seeded random subset: training folders are often sorted by class
         g = torch.Generator().manual_seed(ctx.seed)
@@ -184,7 +189,7 @@ def _fit_scorers(ctx: EvalContext, fit: Any, opts: OODOptions) -> tuple[dict[str
         scorers["mahalanobis"] = S.MahalanobisScorer().fit(features, out.labels)
     if "knn" in opts.ood_scores:
         scorers["knn"] = S.KNNScorer(k=opts.knn_k).fit(features)
-    return scorers, None
+    return scorers
 
 
 def _odin_scores(ctx: EvalContext, dataset: Any, limit: int | None, opts: OODOptions) -> torch.Tensor:
@@ -262,6 +267,10 @@ class OODSuite(Suite[OODOptions]):
         sets = _ood_sets(opts)
         odin_opts = {"odin_temperature": opts.odin_temperature, "odin_epsilon": opts.odin_epsilon}
         fit, fit_note = _fit_source(data, opts) if any(s in wanted for s in _FEATURE_SCORES) else (None, None)
+        fit_ds = None
+        if fit is not None:
+            fit_ds, fit_note = _open_fit(fit)
+            fit = fit if fit_ds is not None else None
         # the effective fit data (also when it defaults to the data spec's train split) keys every score
         fit_opts = {"fit": dataset_id(fit, "train") if fit is not None else None, "fit_limit": opts.fit_limit,
                     "knn_k": opts.knn_k}
@@ -269,8 +278,8 @@ class OODSuite(Suite[OODOptions]):
 
         def scores_for(name: str, ds: Any, ds_id: str, lim: int | None, labelled: bool) -> dict[str, list[float]]:
             def compute() -> dict:
-                if "scorers" not in state and fit is not None:
-                    state["scorers"], state["note"] = _fit_scorers(ctx, fit, opts)
+                if "scorers" not in state and fit_ds is not None:
+                    state["scorers"] = _fit_scorers(ctx, fit_ds, opts)
                 return compute_scores(ctx, ds, wanted, state.get("scorers", {}), lim, f"ood {name}", opts,
                                       labelled=labelled)
 
