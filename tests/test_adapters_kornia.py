@@ -157,3 +157,18 @@ def test_apr_s_draws_do_not_depend_on_the_batch_size(images_f32):
     for kw in ({}, {"p": 1.0, "p_batch": 1.0}):
         small = RandomAPRSingle(0.5, seed=3, **kw)(images_f32[:4])
         assert torch.equal(small, RandomAPRSingle(0.5, seed=3, **kw)(images_f32)[:4])
+
+
+@pytest.mark.parametrize("cls", [RandomAPRSingle, RandomAPRPair])
+def test_module_apply_fn_reaches_the_core(cls, images_f32):
+    """The adapters hold ``APRSingleBatch`` / ``APRPair`` as child modules, whose Kornia-style ``apply(x, params)``
+    shadowed ``nn.Module.apply(fn)``: ``nn.Sequential(aug, conv).apply(fn)`` raised ``TypeError``; now ``fn`` visits
+    the adapter, its core and the conv, and replay with ``params`` gives the same output."""
+    aug = cls(1.0, seed=0)
+    out = aug(images_f32)
+    conv = torch.nn.Conv2d(3, 4, 3)
+    net = torch.nn.Sequential(aug, conv)
+    seen: list[torch.nn.Module] = []
+    assert net.apply(seen.append) is net
+    assert all(any(m is want for m in seen) for want in (aug, aug.core, conv, net))
+    assert torch.equal(aug(images_f32, params=aug._params), out)

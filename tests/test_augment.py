@@ -131,6 +131,29 @@ def test_cuda(images_u8):
     assert torch.equal(apr_pair(x, params["perm"]).cpu(), apr_pair(images_u8, params["perm"]))
 
 
+@pytest.mark.parametrize("make", [lambda: APRPair(p=1.0, seed=0), lambda: APRSingleBatch(p=1.0, seed=0)],
+                         ids=["APRPair", "APRSingleBatch"])
+def test_module_apply_fn_still_works_beside_the_replay_apply(make, images_f32):
+    """``apply(x, params)`` (Kornia-style replay) shadowed ``nn.Module.apply(fn)``: ``model.apply(init_fn)`` over a
+    tree holding the module raised ``TypeError: ... missing ... 'params'``; now ``fn`` visits it and its children
+    and ``apply(fn)`` returns the module, while replay with ``params`` is unchanged."""
+    aug = make()
+    params = aug.generate_parameters(images_f32.shape)
+    before = aug.apply(images_f32, params)
+    conv = torch.nn.Conv2d(3, 4, 3)
+    net = torch.nn.Sequential(aug, conv)
+    seen: list[torch.nn.Module] = []
+    assert net.apply(seen.append) is net
+    assert any(m is aug for m in seen) and any(m is conv for m in seen) and seen[-1] is net
+    assert aug.apply(lambda m: None) is aug
+    torch.nn.init.zeros_(conv.weight)
+    net.apply(lambda m: torch.nn.init.ones_(m.weight) if isinstance(m, torch.nn.Conv2d) else None)
+    assert bool((conv.weight == 1).all())
+    assert torch.equal(aug.apply(images_f32, params), before)
+    with pytest.raises(TypeError, match="params"):
+        aug.apply(images_f32)
+
+
 # ------------------------------------------------------------------------------------------ APR-S
 
 

@@ -31,7 +31,7 @@ from .._checks import (
 )
 from ..fourier import Dims
 from .functional import CompiledCore, apr_pair, apr_pair_with_dc, needs_finite_check, sample_pair_params
-from .single import make_generator, worker_generator
+from .single import make_generator, module_apply, worker_generator
 
 __all__ = ["APRPair", "APRSP"]
 
@@ -81,9 +81,18 @@ class APRPair(CompiledCore, nn.Module):
         generator = worker_generator(self.generator, self._base_seed)
         return sample_pair_params(int(batch_shape[0]), self.p, self.per_sample, generator, device)
 
-    # Kornia-style apply(x, params) shadows nn.Module.apply(fn)
-    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
-        """Deterministic APR-P of ``x`` ``(B, C, H, W)`` with ``params`` from :meth:`generate_parameters`."""
+    @overload
+    def apply(self, x: Callable[[nn.Module], None], params: None = None) -> APRPair: ...
+    @overload
+    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def apply(self, x: Any, params: dict[str, torch.Tensor] | None = None) -> Any:
+        """Deterministic APR-P of ``x`` ``(B, C, H, W)`` with ``params`` from :meth:`generate_parameters`.
+
+        ``apply(fn)`` without ``params`` is ``nn.Module.apply(fn)`` (returns the module; see
+        :func:`~aprkit.augment.single.module_apply`)."""
+        if params is None:
+            return module_apply(self, x)
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)  # values: once, in apr_pair
         mask: torch.Tensor | None = params["mask"]
         if isinstance(mask, torch.Tensor) and mask.device.type == "cpu" and mask.numel():
