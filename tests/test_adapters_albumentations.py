@@ -19,6 +19,7 @@ import torch
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 A = pytest.importorskip("albumentations")
 
+from aprkit import fourier  # noqa: E402
 from aprkit.augment import APRSingle  # noqa: E402
 from aprkit.augment.adapters import AlbuAPRPair, AlbuAPRSingle  # noqa: E402
 from aprkit.augment.ops import GEOMETRIC_OPS  # noqa: E402
@@ -182,3 +183,26 @@ def test_arguments_are_validated_like_albumentations_own_transforms(cls):
         make(dims="xyz")
     with pytest.raises(ValueError, match="p"):
         make(p=1.5)
+
+
+@pytest.mark.parametrize("bad", ["image", "partner"])
+def test_pair_rejects_float_0_255_like_single(bad, images_u8):
+    """A float image or partner holding 0..255 values was recombined silently (about 94 % of the output pixels
+    saturated at 1.0); now it raises the same ``ValueError`` as :class:`AlbuAPRSingle`, naming the argument."""
+    img = images_u8[0].permute(1, 2, 0).numpy()
+    partner = images_u8[1].permute(1, 2, 0).numpy()
+    ok_img, ok_partner = img.astype(np.float32) / 255, partner.astype(np.float32) / 255
+    args = {"image": (img.astype(np.float32), ok_partner), "partner": (ok_img, partner.astype(np.float32))}[bad]
+    name = {"image": "image", "partner": "apr_metadata"}[bad]
+    with pytest.raises(ValueError, match=rf"^{name} is float with values in .*expected float images in \[0, 1\]"):
+        A.Compose([AlbuAPRPair(p=1.0)], seed=0)(image=args[0], apr_metadata=[args[1]])
+    with pytest.raises(ValueError, match=r"expected float images in \[0, 1\]"):
+        A.Compose([AlbuAPRSingle(recombine_p=1.0)], seed=0)(image=img.astype(np.float32))
+    # valid mixes still run, with the numbers they had: uint8 / float [0, 1] in either role
+    for image, part in ((ok_img, ok_partner), (img, ok_partner), (ok_img, partner), (img, partner)):
+        out = A.Compose([AlbuAPRPair(p=1.0)], seed=0)(image=image, apr_metadata=[part])["image"]
+        assert out.dtype == image.dtype and out.shape == image.shape
+    out = A.Compose([AlbuAPRPair(p=1.0)], seed=0)(image=ok_img, apr_metadata=[ok_partner])["image"]
+    chw = [torch.from_numpy(a).permute(2, 0, 1) for a in (ok_img, ok_partner)]
+    want = fourier.swap_amplitude(*chw).clamp(0, 1).permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(out, want, atol=1e-6, rtol=0)

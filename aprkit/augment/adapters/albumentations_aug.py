@@ -32,6 +32,7 @@ from albumentations.core.transforms_interface import (  # noqa: E402
 )
 from pydantic import Field  # noqa: E402
 
+from ..._checks import check_image_tensor
 from ...fourier import Dims, swap_amplitude
 from ..ops import warp_pixels
 from ..single import APRSingle, single_transform_matrix
@@ -134,7 +135,9 @@ class AlbuAPRPair(ImageOnlyTransform):
     """APR-P per image with partners passed per call, like albumentations' ``FDA``.
 
     ``out = t(image=img, apr_metadata=[partner, ...])["image"]``: the image keeps its phase and
-    takes the amplitude of one partner drawn at random (resized to the image size if needed).
+    takes the amplitude of one partner drawn at random (resized to the image size if needed). Images and
+    partners are uint8 or float in [0, 1] (either may be float while the other is uint8); float 0..255 values
+    raise ``ValueError``, as in :class:`AlbuAPRSingle`.
     """
 
     class InitSchema(BaseTransformInitSchema):
@@ -170,6 +173,8 @@ class AlbuAPRPair(ImageOnlyTransform):
 
     def apply(self, img: np.ndarray, partner: np.ndarray, **params: Any) -> np.ndarray:
         x, y = _to_chw(img, "image"), _to_chw(partner, self.metadata_key)
+        for t, name in ((x, "image"), (y, self.metadata_key)):  # float 0..255 would saturate the output
+            check_image_tensor(t, name, min_ndim=3, max_ndim=3, unit_range=True)
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"partner image has {y.shape[0]} channels, image has {x.shape[0]}")
         if x.dtype == torch.uint8 and y.dtype != torch.uint8:
