@@ -81,6 +81,31 @@ def test_recombine_views_matches_with_amplitude(batch):
     torch.testing.assert_close(recombine_views(a, b, False), want.where(~sel.view(-1, 1, 1, 1), recombine_views(a, b, False)))
 
 
+def test_recombine_views_checks_shapes_and_dtypes(batch):
+    """``recombine_views`` checked neither: a (2, ...) ``a`` with a (3, ...) ``b`` silently dropped an image, a uint8
+    ``b`` was promoted (0..255 mixed into [0, 1]) and flags of the wrong length were left to torch's broadcasting
+    error. Now each raises, naming what was expected; valid views give the numbers they gave."""
+    a, b = batch[:2], batch.flip(-1)[:2] * 0.5
+    with pytest.raises(ValueError, match=r"b must match a in shape.*\(2, 3, 8, 8\).*\(3, 3, 8, 8\)"):
+        recombine_views(a, batch[:3])
+    with pytest.raises(TypeError, match="b must have a's dtype torch.float32"):
+        recombine_views(a, (b * 255).to(torch.uint8))
+    with pytest.raises(TypeError, match="b must have a's dtype"):
+        recombine_views(a, b.double())
+    with pytest.raises(TypeError, match="floating views"):
+        recombine_views((a * 255).to(torch.uint8), (b * 255).to(torch.uint8))
+    with pytest.raises(ValueError, match=r"phase_from_a must have shape \(2,\)"):
+        recombine_views(a, b, torch.tensor([True, False, True]))
+    with pytest.raises(TypeError, match="phase_from_a must be a bool"):
+        recombine_views(a, b, torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="4 dimensions"):
+        recombine_views(a[0], b[0])
+    za, zb = torch.fft.rfftn(a, dim=(1, 2, 3)), torch.fft.rfftn(b, dim=(1, 2, 3))
+    want = torch.fft.irfftn(fourier.with_amplitude(za, zb.abs()), s=(3, 8, 8), dim=(1, 2, 3))
+    torch.testing.assert_close(recombine_views(a, b, torch.tensor([True, True])), want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(recombine_views(a, b), want, atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("lam", [None, 0.3, "tensor"])
 def test_feature_core_matches_fourier_ops(lam):
     g = torch.randn(5, 4, 6, 6, generator=torch.Generator().manual_seed(1))

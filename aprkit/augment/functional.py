@@ -24,6 +24,7 @@ from .._checks import (
     check_image_tensor,
     check_probability,
     compute_dtype,
+    describe_value,
     eager_cpu,
     needs_grad,
     restore_dtype,
@@ -214,6 +215,27 @@ def apr_pair(
     return apr_pair_core(x, perm, mask, fft_dims, clamp, check_finite=True)
 
 
+def _check_views(a: torch.Tensor, b: torch.Tensor, phase_from_a: object) -> None:
+    """Shape/dtype/device checks of :func:`recombine_views` (free: no pass over the values)."""
+    check_image_tensor(a, "a", min_ndim=4, max_ndim=4, check_finite=False)
+    if a.dtype == torch.uint8:
+        raise TypeError("a and b must be floating views (N, C, H, W) of one floating dtype, got uint8 (call .float())")
+    if not isinstance(b, torch.Tensor) or b.dtype != a.dtype:
+        raise TypeError(f"b must have a's dtype {a.dtype} (a floating view of the same images), "
+                        f"got {describe_value(b)}")
+    if b.shape != a.shape or b.device != a.device:
+        raise ValueError(f"b must match a in shape and device, one view each of the same images: a is "
+                         f"{tuple(a.shape)} on {a.device}, b is {tuple(b.shape)} on {b.device}")
+    if isinstance(phase_from_a, bool):
+        return
+    if not isinstance(phase_from_a, torch.Tensor) or phase_from_a.dtype != torch.bool:
+        raise TypeError(f"phase_from_a must be a bool or a bool tensor of shape ({a.shape[0]},), got "
+                        f"{describe_value(phase_from_a)}")
+    if phase_from_a.shape != (a.shape[0],):
+        raise ValueError(f"phase_from_a must have shape ({a.shape[0]},) (one flag per image), "
+                         f"got {tuple(phase_from_a.shape)}")
+
+
 def recombine_views(
     a: torch.Tensor, b: torch.Tensor, phase_from_a: torch.Tensor | bool = True, dims: Dims = "chw"
 ) -> torch.Tensor:
@@ -222,8 +244,12 @@ def recombine_views(
     Where ``phase_from_a[i]`` the result has the phase of ``a[i]`` and the amplitude of ``b[i]``,
     otherwise the phase of ``b[i]`` and the amplitude of ``a[i]``. One real FFT of both views
     stacked; returns float ``(N, C, H, W)`` (no clamping).
+
+    ``a`` and ``b`` must have the same shape, the same floating dtype and device; ``phase_from_a`` is a bool or a
+    bool tensor ``(N,)``. Only shapes, dtypes and devices are checked (no pass over the values).
     """
     fft_dims = check_dims(dims)
+    _check_views(a, b, phase_from_a)
     n = a.shape[0]
     z = rfftn(torch.cat([a, b]), fft_dims)
     own = torch.arange(n, device=z.device)
