@@ -313,6 +313,25 @@ def test_bad_labels_and_arguments(images_f32):
         apr_pair(images_f32, torch.arange(8) + 1)
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_single_tensor_channels_are_checked_like_numpy(dtype, images_u8):
+    """A tensor of any channel count was accepted (an HWC (32, 32, 3) tensor read as C=32) while numpy arrays must
+    have 1 or 3 channels; now the tensor path raises alike, and 1- and 3-channel tensors run as before."""
+    x = images_u8[0] if dtype == torch.uint8 else images_u8[0].float() / 255
+    aprs = APRSingle(p=1.0, seed=0)
+    with pytest.raises(ValueError, match=r"1 or 3 channels.*\(32, 32, 3\)"):
+        aprs(x.permute(1, 2, 0))
+    with pytest.raises(ValueError, match=r"1 or 3 channels.*\(4, 32, 32\)"):
+        aprs(torch.cat([x, x[:1]]))
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        aprs(torch.cat([x, x[:1]]).permute(1, 2, 0).numpy())
+    params = aprs.generate_parameters()
+    for img in (x, x[:1]):
+        out = aprs.apply(img, params)
+        assert out.shape == img.shape and out.dtype == dtype
+        assert torch.equal(out, APRSingle(p=1.0, seed=0).apply(img, params))
+
+
 def test_bad_single_images(images_u8):
     aprs = APRSingle()
     with pytest.raises(TypeError, match="PIL image"):

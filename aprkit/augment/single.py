@@ -270,8 +270,8 @@ class APRSingle:
     """APR-S as a per-image dataloader transform: ``img = aprs(img)``.
 
     Accepts a PIL image (mode ``RGB`` or ``L``), a numpy array ``(H, W, C)``/``(H, W)`` or a tensor
-    ``(C, H, W)``, uint8 or float in [0, 1], and returns the same kind, shape and dtype. uint8
-    images on the CPU with 1 or 3 channels take the reference's path (PIL ops, then one small FFT
+    ``(C, H, W)`` with ``C`` 1 or 3 (an HWC tensor raises ``ValueError``), uint8 or float in [0, 1], and returns
+    the same kind, shape and dtype. uint8 images on the CPU take the reference's path (PIL ops, then one small FFT
     in ``scipy.fft``: fastest per image); float images and device tensors take the batched torch
     path of :class:`APRSingleBatch` (same draws; the two agree to 0.5 grey levels mean per image on
     average, at most 4.7 on CIFAR-10 -- see ``aprkit.augment.ops_pil``). With ``generator=None`` and no
@@ -298,8 +298,8 @@ class APRSingle:
     def apply(self, img: Any, params: dict[str, torch.Tensor]) -> Any:
         """Deterministic APR-S of one image with ``params`` from :meth:`generate_parameters`."""
         if isinstance(img, torch.Tensor):
-            check_image_tensor(img, "image", min_ndim=3, max_ndim=3)
-            if img.dtype == torch.uint8 and img.device.type == "cpu" and img.shape[0] in (1, 3):
+            check_image_tensor(img, "image", min_ndim=3, max_ndim=3, channels=(1, 3))  # as numpy / PIL images
+            if img.dtype == torch.uint8 and img.device.type == "cpu":
                 hwc = img.permute(1, 2, 0).numpy()
                 out = self._apply_numpy(hwc if img.shape[0] == 3 else hwc[..., 0], params)
                 return torch.from_numpy(out).reshape(img.shape[1], img.shape[2], -1).permute(2, 0, 1).contiguous()

@@ -12,6 +12,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2._utils import is_pure_tensor
 
+from ..._checks import check_image_tensor
 from ...fourier import Dims
 from ..single import APRSingle
 
@@ -27,7 +28,8 @@ class APRSingleV2(v2.Transform):
 
     Transforms PIL images, ``tv_tensors.Image``, plain tensors ``(..., C, H, W)`` (leading dims are
     independent images) and ``tv_tensors.Video`` ``(..., T, C, H, W)`` (the frames of one video share
-    their draws, as ``v2.AugMix`` shares its ops and weights across frames); uint8 or float in [0, 1].
+    their draws, as ``v2.AugMix`` shares its ops and weights across frames); uint8 or float in [0, 1], with 1 or 3
+    channels (``C``; a channels-last tensor raises ``ValueError``).
     Samples holding boxes, masks or keypoints (:data:`ANNOTATION_TYPES`) are rejected with a
     ``TypeError``, as ``v2.AugMix`` rejects them: the geometric ops would move the image but not them.
     Other inputs (labels, strings, ...) pass through untouched. ``seed=``: see
@@ -73,7 +75,8 @@ class APRSingleV2(v2.Transform):
         plain = inpt.as_subclass(torch.Tensor)
         if plain.ndim == 3:
             out = self.aprs.apply(plain, {k: v[:1] for k, v in p.items()})
-        else:
+        else:  # the channel check of APRSingle.apply, which the batched path does not pass through
+            check_image_tensor(plain, "image", min_ndim=4, channels=(1, 3), check_finite=False)
             flat = plain.reshape(-1, *plain.shape[-3:])
             n = self._leading(inpt)
             per = flat.shape[0] // n  # frames per video (1 for images)
