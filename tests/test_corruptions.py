@@ -202,6 +202,20 @@ def test_corrupt_image_pil_and_numpy() -> None:
 
 
 # ----------------------------------------------------------------------------- transform
+def test_random_corruption_keeps_module_apply() -> None:
+    """Its replay ``apply(images, params)`` must not break ``nn.Module.apply(fn)`` over a tree holding it."""
+    t = RandomCorruption("contrast", 2, generator=_gen(1))
+    seen = []
+    net = torch.nn.Sequential(t, torch.nn.Identity())
+    assert net.apply(lambda m: seen.append(type(m).__name__)) is net
+    assert seen == ["RandomCorruption", "Identity", "Sequential"]
+    x = natural_images(2, 32)
+    params = t.generate_parameters(2)
+    assert torch.equal(t.apply(x, params), t.apply(x, params))
+    with pytest.raises(TypeError, match="params"):
+        t.apply(x)
+
+
 def test_random_corruption_batch_single_and_compose() -> None:
     from PIL import Image
     from torchvision.transforms import v2

@@ -27,11 +27,12 @@ from .._checks import (
     check_labels,
     check_probability,
     eager_cpu,
+    module_apply,
     to_device,
 )
 from ..fourier import Dims
 from .functional import CompiledCore, apr_pair, apr_pair_with_dc, needs_finite_check, sample_pair_params
-from .single import make_generator, module_apply, worker_generator
+from .single import make_generator, worker_generator
 
 __all__ = ["APRPair", "APRSP"]
 
@@ -90,7 +91,7 @@ class APRPair(CompiledCore, nn.Module):
         """Deterministic APR-P of ``x`` ``(B, C, H, W)`` with ``params`` from :meth:`generate_parameters`.
 
         ``apply(fn)`` without ``params`` is ``nn.Module.apply(fn)`` (returns the module; see
-        :func:`~aprkit.augment.single.module_apply`)."""
+        :func:`aprkit._checks.module_apply`)."""
         if params is None:
             return module_apply(self, x)
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)  # values: once, in apr_pair

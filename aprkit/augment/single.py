@@ -18,13 +18,20 @@ input's range ([0, 255] for uint8, [0, 1] for floats).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, overload
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._checks import check_dims, check_image_tensor, check_probability, compute_dtype, describe_value, to_device
+from .._checks import (
+    check_dims,
+    check_image_tensor,
+    check_probability,
+    compute_dtype,
+    module_apply,
+    to_device,
+)
 from ..fourier import Dims
 from .functional import CompiledCore, finish, recombine_views, recombine_views_numpy, value_range
 from .ops import (
@@ -41,22 +48,8 @@ from .ops import (
 from .ops_pil import apply_pil_op
 
 __all__ = ["sample_single_params", "apr_single", "apr_single_core", "param_table", "APRSingleBatch", "APRSingle",
-           "make_generator", "worker_generator", "worker_seed", "module_apply"]
+           "make_generator", "worker_generator", "worker_seed"]
 
-_M = TypeVar("_M", bound=nn.Module)
-
-
-def module_apply(module: _M, fn: object) -> _M:
-    """``nn.Module.apply(module, fn)`` for the APR modules whose Kornia-style ``apply(x, params)`` shadows it.
-
-    Their ``apply`` called without ``params`` lands here, so ``model.apply(init_fn)`` over a module tree holding
-    them (directly, in ``nn.Sequential`` or inside the kornia adapters) visits them and their children as torch
-    does, and returns ``module``. Anything but a callable (a tensor without ``params``) is a ``TypeError``."""
-    if isinstance(fn, torch.Tensor) or not callable(fn):
-        raise TypeError(
-            f"{type(module).__name__}.apply takes (images, params) to replay the draws of generate_parameters, "
-            f"or a function fn(module) as nn.Module.apply does; got {describe_value(fn)} without params")
-    return nn.Module.apply(module, fn)
 
 
 def make_generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator | None:
@@ -252,7 +245,8 @@ class APRSingleBatch(CompiledCore, nn.Module):
     def apply(self, x: Any, params: dict[str, torch.Tensor] | None = None) -> Any:
         """Deterministic APR-S of ``x`` ``(B, C, H, W)`` with ``params`` (Kornia-style replay).
 
-        ``apply(fn)`` without ``params`` is ``nn.Module.apply(fn)`` (returns the module; see :func:`module_apply`)."""
+        ``apply(fn)`` without ``params`` is ``nn.Module.apply(fn)`` (returns the module; see
+        :func:`aprkit._checks.module_apply`)."""
         if params is None:
             return module_apply(self, x)
         return apr_single(x, params, self.ops, self.dims)

@@ -8,13 +8,14 @@ and severity), a PIL image or a NumPy ``(H, W, 3)`` uint8 array, so it fits insi
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, overload
 
 import numpy as np
 import torch
+from torch import nn
 
-from .._checks import check_image_tensor, check_probability
+from .._checks import check_image_tensor, check_probability, module_apply
 from .api import BENCHMARK, check_channels, check_name, corrupt, corrupt_image, image_channels
 from .severity import check_preset, check_severity
 
@@ -73,8 +74,18 @@ class RandomCorruption(torch.nn.Module):
         severity = torch.tensor(self.severities)[sev_index.cpu()]
         return {"apply": apply.cpu(), "name_index": name_index.cpu(), "severity": severity}
 
-    def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]  # Kornia-style apply(x, params) shadows nn.Module.apply(fn)
-        """Corrupt ``images`` ``(B, C, H, W)`` as ``params`` prescribes (a new tensor; input untouched)."""
+    @overload
+    def apply(self, images: Callable[[nn.Module], None], params: None = None) -> RandomCorruption: ...
+    @overload
+    def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def apply(self, images: Any, params: dict[str, torch.Tensor] | None = None) -> Any:
+        """Corrupt ``images`` ``(B, C, H, W)`` as ``params`` prescribes (a new tensor; input untouched).
+
+        ``apply(fn)`` without ``params`` is ``nn.Module.apply(fn)`` (:func:`aprkit._checks.module_apply`), so that
+        ``model.apply(init_fn)`` works on a module tree holding this transform."""
+        if params is None:
+            return module_apply(self, images)
         out = images.clone()
         keys = params["name_index"] * 8 + params["severity"]
         keys = torch.where(params["apply"], keys, torch.full_like(keys, -1))
