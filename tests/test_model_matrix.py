@@ -25,7 +25,7 @@ from conftest import natural_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-#: aprkit's own architectures: names registered by test modules (``_tiny_test_cnn`` in test_train.py, which
+#: aprkit's own architectures: names registered by test modules (``_tiny_test_cnn`` in train_common.py, which
 #: may be collected first) start with an underscore and are left out
 MODELS = [name for name in list_models() if not name.startswith("_")]
 

@@ -1,4 +1,4 @@
-"""Training loop: loss goes down, bit-for-bit resume, every method and input path runs, checkpoints load."""
+"""Training loop: loss goes down, every method and input path runs, checkpoints load (resume: test_train_resume.py)."""
 
 from __future__ import annotations
 
@@ -7,58 +7,15 @@ import json
 
 import pytest
 import torch
-from torch import nn
-
-from aprkit.models import register_model
-from aprkit.train import fit, jsd_loss, random_crop, random_hflip
 from conftest import natural_images
+from torch import nn
+from train_common import HAS_AUGMENT
+from train_common import Images as _Images
+from train_common import train_config as _config
 
-
-
-def _has_augment() -> bool:
-    try:
-        mod = importlib.import_module("aprkit.augment")
-    except ImportError:
-        return False
-    return all(hasattr(mod, n) for n in ("APRPair", "APRSingle", "APRSingleBatch"))
-
-
-HAS_AUGMENT = _has_augment()
+from aprkit.train import fit, jsd_loss, random_crop, random_hflip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@register_model("_tiny_test_cnn")
-def _tiny_test_cnn(num_classes: int = 10) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveMaxPool2d(4),
-                         nn.Flatten(), nn.Linear(16 * 4 * 4, num_classes))
-
-
-class _Images(torch.utils.data.Dataset):
-    """Generated uint8 images with labels; ``tensors`` enables the in-memory device path."""
-
-    def __init__(self, n: int, size: int = 16, seed: int = 0, with_tensors: bool = True):
-        self.x, self.y = natural_images(n, size=size, seed=seed), torch.arange(n) % 4
-        if with_tensors:
-            self.tensors = (self.x, self.y)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int):
-        return self.x[i], int(self.y[i])
-
-
-def _config(**sections) -> dict:
-    cfg = {
-        "model": {"name": "_tiny_test_cnn", "num_classes": 4},
-        "data": {"image_size": 16, "crop_padding": 2, "num_workers": 0, "eval_batch_size": 64},
-        "optim": {"batch_size": 8, "epochs": 3, "lr": 0.05, "milestones": [2]},
-        "train": {"progress": False, "tensorboard": False},
-    }
-    for key, values in sections.items():
-        cfg[key] = {**cfg.get(key, {}), **values}
-    return cfg
 
 
 def test_batch_ops_shapes_determinism_and_identity(images_u8):
@@ -92,47 +49,6 @@ def test_smoke_run_lowers_the_loss_on_a_fixed_batch():
     losses = [row["train_loss"] for row in result["history"]]
     assert len(losses) == 20 and result["global_step"] == 20
     assert losses[-1] < 0.5 * losses[0]
-
-
-RESUME_CASES = [("standard", "gpu")] + ([("apr_sp", "gpu"), ("apr_sp", "loader")] if HAS_AUGMENT else [])
-
-
-@pytest.mark.parametrize("method,path", RESUME_CASES)
-def test_resume_after_interruption_is_bit_for_bit(tmp_path, method, path):
-    ds, test = _Images(40), _Images(16, seed=5)
-    cfg = _config(aug={"method": method}, data={"input_path": path})
-    full = fit(cfg, out=tmp_path / "full", datasets=(ds, test))  # 3 epochs x 5 steps
-    part = tmp_path / "part"
-    first = fit(cfg, ["train.max_steps=7"], out=part, datasets=(ds, test))  # stops inside epoch 2
-    assert first["global_step"] == 7 and first["history"][-1]["partial"]
-    resumed = fit(cfg, out=part, resume=True, datasets=(ds, test))
-    assert resumed["global_step"] == full["global_step"] == 15
-    sa, sb = full["model"].state_dict(), resumed["model"].state_dict()
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("time_s", "images_per_s")} for r in rows]  # noqa: E731
-    assert strip(resumed["history"]) == strip(full["history"])
-    assert (part / "metrics.csv").read_text().count("\n") == 4  # header + 3 epochs, the partial row dropped
-
-
-@register_model("_tiny_dropout_cnn")
-def _tiny_dropout_cnn(num_classes: int = 10) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Dropout(0.5), nn.AdaptiveMaxPool2d(4),
-                         nn.Flatten(), nn.Linear(16 * 4 * 4, num_classes))
-
-
-def test_resume_is_bit_for_bit_with_dropout_on_the_loader_path(tmp_path):
-    """Dropout draws from torch's global RNG; the loop reseeds it per (seed, rank, step), so a DataLoader's base-seed
-    draw or a mid-run evaluation (made at other points by a resumed run) no longer moves the masks."""
-    ds, test = _Images(40), _Images(16, seed=5)
-    cfg = _config(model={"name": "_tiny_dropout_cnn"}, data={"input_path": "loader"})
-    full = fit(cfg, out=tmp_path / "full", datasets=(ds, test))
-    fit(cfg, ["train.max_steps=7"], out=tmp_path / "part", datasets=(ds, test))
-    resumed = fit(cfg, out=tmp_path / "part", resume=True, datasets=(ds, test))
-    sa, sb = full["model"].state_dict(), resumed["model"].state_dict()
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    # the lr column is the rate each epoch trained at (milestone 2: the third epoch at 0.05 x gamma)
-    lrs = [r["lr"] for r in full["history"]]
-    assert lrs[0] == lrs[1] == 0.05 and lrs[2] == pytest.approx(0.05 * full["config"]["optim"]["gamma"])
 
 
 def test_outputs_and_checkpoint_read_by_load_model(tmp_path):

@@ -270,7 +270,9 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         batches.set_epoch(epoch)
         net.train()
         t0, n0 = time.perf_counter(), step
-        lr0 = optimizer.param_groups[0]["lr"]  # this epoch's (first step's) rate: after it the scheduler looks ahead
+        # the rate of the epoch's first step, from the schedule (LambdaLR's own formula): a run resumed mid-epoch
+        # logs what the uninterrupted run logs, not the rate at the resume step
+        lr0 = scheduler.base_lrs[0] * schedule(step - start_batch)
         bar = tqdm(total=per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{o.epochs}", leave=False,
                    disable=not (tr.progress and main), dynamic_ncols=True)
         i = start_batch

@@ -1,0 +1,64 @@
+"""Training resume: a run stopped (``train.max_steps``, a crash) and resumed ends with the weights and the metrics
+history of the uninterrupted run, bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+from torch import nn
+from train_common import HAS_AUGMENT, Images, same_weights, strip_times, train_config
+
+from aprkit.models import register_model
+from aprkit.train import fit
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+RESUME_CASES = [("standard", "gpu")] + ([("apr_sp", "gpu"), ("apr_sp", "loader")] if HAS_AUGMENT else [])
+
+
+@pytest.mark.parametrize("method,path", RESUME_CASES)
+def test_resume_after_interruption_is_bit_for_bit(tmp_path, method, path):
+    ds, test = Images(40), Images(16, seed=5)
+    cfg = train_config(aug={"method": method}, data={"input_path": path})
+    full = fit(cfg, out=tmp_path / "full", datasets=(ds, test))  # 3 epochs x 5 steps
+    part = tmp_path / "part"
+    first = fit(cfg, ["train.max_steps=7"], out=part, datasets=(ds, test))  # stops inside epoch 2
+    assert first["global_step"] == 7 and first["history"][-1]["partial"]
+    resumed = fit(cfg, out=part, resume=True, datasets=(ds, test))
+    assert resumed["global_step"] == full["global_step"] == 15
+    assert same_weights(full["model"], resumed["model"])
+    assert strip_times(resumed["history"]) == strip_times(full["history"])
+    assert (part / "metrics.csv").read_text().count("\n") == 4  # header + 3 epochs, the partial row dropped
+
+
+@register_model("_tiny_dropout_cnn")
+def _tiny_dropout_cnn(num_classes: int = 10) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Dropout(0.5), nn.AdaptiveMaxPool2d(4),
+                         nn.Flatten(), nn.Linear(16 * 4 * 4, num_classes))
+
+
+def test_resume_is_bit_for_bit_with_dropout_on_the_loader_path(tmp_path):
+    """Dropout draws from torch's global RNG; the loop reseeds it per (seed, rank, step), so a DataLoader's base-seed
+    draw or a mid-run evaluation (made at other points by a resumed run) no longer moves the masks."""
+    ds, test = Images(40), Images(16, seed=5)
+    cfg = train_config(model={"name": "_tiny_dropout_cnn"}, data={"input_path": "loader"})
+    full = fit(cfg, out=tmp_path / "full", datasets=(ds, test))
+    fit(cfg, ["train.max_steps=7"], out=tmp_path / "part", datasets=(ds, test))
+    resumed = fit(cfg, out=tmp_path / "part", resume=True, datasets=(ds, test))
+    assert same_weights(full["model"], resumed["model"])
+    # the lr column is the rate each epoch trained at (milestone 2: the third epoch at 0.05 x gamma)
+    lrs = [r["lr"] for r in full["history"]]
+    assert lrs[0] == lrs[1] == 0.05 and lrs[2] == pytest.approx(0.05 * full["config"]["optim"]["gamma"])
+
+
+def test_resume_mid_warm_up_logs_the_epochs_first_rate(tmp_path):
+    """The lr column is the rate of each epoch's first step; it was read from the optimizer when the loop started,
+    so an epoch resumed mid-way logged the rate at the resume step (0.04 instead of 0.03 here)."""
+    ds, test = Images(40), Images(16, seed=5)
+    cfg = train_config(optim={"warmup_epochs": 2.0})  # 10 warm-up steps: step s trains at 0.05 * (s + 1) / 10
+    full = fit(cfg, out=tmp_path / "full", datasets=(ds, test))
+    assert [r["lr"] for r in full["history"]] == pytest.approx([0.005, 0.03, 0.05 * 0.2])
+    fit(cfg, ["train.max_steps=7"], out=tmp_path / "part", datasets=(ds, test))  # stops at step 7 of epoch 2
+    resumed = fit(cfg, out=tmp_path / "part", resume=True, datasets=(ds, test))
+    assert same_weights(full["model"], resumed["model"])
+    assert strip_times(resumed["history"]) == strip_times(full["history"])
+    assert (tmp_path / "part" / "metrics.csv").read_text().count("\n") == 4
