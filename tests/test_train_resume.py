@@ -3,6 +3,8 @@ history of the uninterrupted run, bit for bit."""
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 from torch import nn
 from train_common import HAS_AUGMENT, Images, same_weights, strip_times, train_config
@@ -62,3 +64,22 @@ def test_resume_mid_warm_up_logs_the_epochs_first_rate(tmp_path):
     assert same_weights(full["model"], resumed["model"])
     assert strip_times(resumed["history"]) == strip_times(full["history"])
     assert (tmp_path / "part" / "metrics.csv").read_text().count("\n") == 4
+
+
+@pytest.mark.parametrize("stop", ["train.max_steps=5", "optim.epochs=1"])
+def test_an_evaluation_at_a_stop_is_reported_and_dropped_once_the_run_goes_on(tmp_path, stop):
+    """eval_every=2 evaluates epoch 2 (and the last epoch, marked stop_eval). A run stopped after epoch 1 evaluates
+    there too; that row was saved like a scheduled one, so the resumed history had an extra evaluation."""
+    ds, test = Images(40), Images(16, seed=5)
+    cfg = train_config(train={"eval_every": 2})
+    full = fit(cfg, out=tmp_path / "full", datasets=(ds, test))
+    assert [("test_acc" in r, r.get("stop_eval", False)) for r in full["history"]] == [
+        (False, False), (True, False), (True, True)]
+    first = fit(cfg, [stop], out=tmp_path / "part", datasets=(ds, test))
+    assert first["global_step"] == 5 and first["final"]["stop_eval"] and "test_acc" in first["final"]
+    resumed = fit(cfg, out=tmp_path / "part", resume=True, datasets=(ds, test))
+    assert same_weights(full["model"], resumed["model"])
+    assert strip_times(resumed["history"]) == strip_times(full["history"])
+    rows = list(csv.DictReader((tmp_path / "part" / "metrics.csv").open()))
+    assert [(r["epoch"], r["test_acc"] != "", r["stop_eval"]) for r in rows] == [
+        ("1", False, ""), ("2", True, ""), ("3", True, "True")]

@@ -4,6 +4,11 @@ Files under ``train.out`` (rank 0 only; nothing is written when ``out`` is ``Non
 ``config.yaml`` (the resolved config), ``last.pt`` (resumable state, rewritten atomically every epoch and
 every ``checkpoint_every_steps``), ``metrics.csv``/``metrics.json`` (one row per epoch) and ``model.pt``
 (final weights via ``aprkit.models.save_checkpoint``, readable by ``aprkit eval --checkpoint``).
+
+The test set is evaluated every ``train.eval_every`` epochs and at the end of the run. An end-of-run evaluation
+in an epoch that ``eval_every`` skips is marked ``stop_eval`` in its row; when the run is resumed and trains on,
+that row loses its test metrics again, so the history equals the uninterrupted run's. A run stopped inside an
+epoch (``train.max_steps``) logs a ``partial`` row, which a resume replaces.
 """
 
 from __future__ import annotations
@@ -106,6 +111,17 @@ def lr_factor(milestones: Sequence[int], gamma: float, warmup_epochs: float, ste
         return ramp * gamma ** bisect.bisect_right(marks, step // steps_per_epoch)
 
     return factor
+
+
+def _drop_stop_evals(history: list[dict[str, Any]]) -> None:
+    """Strip the test metrics of rows evaluated only because a run stopped there (``stop_eval``), in place.
+
+    Called when a later epoch is logged: the run went on, and the uninterrupted run has no evaluation there.
+    """
+    for row in history:
+        if row.pop("stop_eval", False):
+            for key in [k for k in row if k.startswith("test_")]:
+                del row[key]
 
 
 def _seed_everything(seed: int) -> None:
@@ -264,7 +280,6 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
 
     per_epoch = len(batches)
     first_step = step  # what this call starts from (a resumed run: the checkpoint's step)
-    last_eval: dict[str, float] = {}
     stopped = tr.max_steps is not None and step >= tr.max_steps
     while epoch < o.epochs and not stopped:
         batches.set_epoch(epoch)
@@ -314,10 +329,13 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             "images_per_s": round((step - n0) * cfg.optim.batch_size / max(time.perf_counter() - t0, 1e-9), 1),
         }
         final = epoch + 1 >= o.epochs or stopped
-        if test_batches is not None and ((epoch + 1) % tr.eval_every == 0 or final) and (done or final):
-            last_eval = evaluate_accuracy(unwrap_model(net), test_batches, info, amp=use_amp, amp_dtype=amp_dtype,
-                                          channels_last=cl)
-            row.update(last_eval)
+        scheduled = done and test_batches is not None and (epoch + 1) % tr.eval_every == 0
+        if test_batches is not None and (scheduled or final):  # the run's last row is evaluated in any case
+            row.update(evaluate_accuracy(unwrap_model(net), test_batches, info, amp=use_amp, amp_dtype=amp_dtype,
+                                         channels_last=cl))
+            if done and not scheduled:  # marked: a resume that trains on drops it (an epoch eval_every skips)
+                row["stop_eval"] = True
+        _drop_stop_evals(logger.history)  # training went on past an earlier stop: its evaluation is no epoch's
         if done:
             epoch, start_batch = epoch + 1, 0
             accum.zero_()
