@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "setup_distributed", "resolve_device", "group_info", "is_main_process", "all_reduce_sum",
-           "barrier", "teardown_distributed"]
+           "broadcast_buffers", "barrier", "teardown_distributed"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,18 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.world > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics, ...) to every rank, in place (one process: no-op).
+
+    DDP does the same at the start of each forward; after the last training step every rank holds statistics
+    updated by its own batches. Rank 0's are the ones its checkpoint holds (timm's ``distribute_bn`` broadcasts
+    them likewise, or averages them: that would change the saved model).
+    """
+    if info.world > 1:
+        for buf in module.buffers():
+            dist.broadcast(buf, src)
 
 
 def barrier(info: DistInfo) -> None:

@@ -27,7 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._io import atomic_write_text
-from ..distributed import DistInfo, all_reduce_sum, barrier, setup_distributed, teardown_distributed
+from ..distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    setup_distributed,
+    teardown_distributed,
+)
 from ..models.normalize import unwrap_model
 from .batch_ops import to_float
 from .config import (
@@ -319,6 +326,9 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             if tr.checkpoint_every_steps and step % tr.checkpoint_every_steps == 0 and i < per_epoch:
                 save_state(epoch, i, logger.history)
         bar.close()
+        # each rank's last steps updated its BatchNorm statistics with its own batches: every rank takes rank 0's
+        # (what model.pt holds), so the evaluation below, summed over ranks, is the saved model's
+        broadcast_buffers(model, info)
         done = i >= per_epoch
         sums = all_reduce_sum(accum.clone(), info)
         n = max(float(sums[2]), 1.0)
