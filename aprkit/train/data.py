@@ -7,7 +7,8 @@
   ``aprkit.augment.APRSingle``, ``RandomCrop``, ``RandomHorizontalFlip``), uint8 batches, float on device.
 
 Batch order comes from ``DistributedSampler(seed=train.seed)`` (also with one process). On the ``loader`` path every
-per-image random choice comes from a seed derived from ``(seed, epoch, index)``; on the ``gpu`` path the batched
+per-image random choice (the dataset's own ``__getitem__`` included) comes from a seed derived from
+``(seed, epoch, index)``; on the ``gpu`` path the batched
 augmentations draw from a generator the loop reseeds per ``(seed, rank, step)``. Either way an epoch is a pure
 function of the config (and, on the ``gpu`` path, of the batch size and world size, which fix the steps): resuming
 mid-epoch skips the batches already done and draws the same data.
@@ -24,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .._checks import dataset_len
-from ..data.loading import SubsetDataset, dataset_tensors
+from ..data.loading import SubsetDataset, batch_source, dataset_tensors
 from .config import Config, expand_env
 from .state import derive_seed
 
@@ -81,7 +82,11 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 class SeededTransform(Dataset):
-    """Apply ``transform`` to each image of ``base`` under a seed derived from ``(seed, epoch, index)``."""
+    """Read item ``i`` of ``base`` and apply ``transform`` under a seed derived from ``(seed, epoch, i)``.
+
+    The read is seeded too: a dataset that draws from torch's, NumPy's or Python's global RNG in ``__getitem__``
+    (its own random transform) gives the same items whatever the worker count, and again after a resume.
+    """
 
     def __init__(self, base: Dataset, transform: Callable[[torch.Tensor], torch.Tensor] | None, seed: int):
         self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
@@ -93,9 +98,9 @@ class SeededTransform(Dataset):
         return dataset_len(self.base)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x, y = self.base[i]
-        if self.transform is not None:
-            with _seeded(derive_seed(self.seed, self.epoch, int(i))):
+        with _seeded(derive_seed(self.seed, self.epoch, int(i))):
+            x, y = self.base[i]
+            if self.transform is not None:
                 x = self.transform(x)
         return x, y
 
@@ -201,10 +206,11 @@ class EpochBatches:
             self.sampler = None
             ds = SubsetDataset(ds, range(rank, n, world)) if world > 1 else ds
             transform = cpu_test_transform(cfg)
-        self.in_memory = transform is None and _fits_in_memory(ds, cfg)
-        if self.in_memory:
-            self.x, self.y = _materialise(ds, device, cfg.data.num_workers)
         self.items = SeededTransform(ds, transform, cfg.train.seed)
+        self.in_memory = transform is None and _fits_in_memory(ds, cfg)
+        if self.in_memory:  # read once through the seeded items, unless the dataset hands out whole batches
+            self.x, self.y = _materialise(ds if batch_source(ds) is not None else self.items, device,
+                                          cfg.data.num_workers)
 
     def __len__(self) -> int:
         if self.sampler is not None:
