@@ -116,3 +116,41 @@ def test_train_and_eval_share_one_loader(tmp_path, monkeypatch):
         load_config(bad)
     with pytest.raises(TypeError, match="config key 'optim.batch_size' must be an int, got 'abc'"):
         load_config(None, ["optim.batch_size=abc"])
+
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("optim.milestones", [0, 2], r"optim.milestones must be epochs >= 1, got \[0, 2\]"),
+    ("optim.milestones", [-5], r"optim.milestones must be epochs >= 1, got \[-5\]"),
+    ("optim.lr", INF, "optim.lr must be a finite number > 0, got inf"),
+    ("optim.lr", NAN, "optim.lr must be a finite number > 0, got nan"),
+    ("optim.lr", 0.0, "optim.lr must be a finite number > 0, got 0.0"),
+    ("optim.gamma", INF, "optim.gamma must be a finite number > 0, got inf"),
+    ("optim.weight_decay", INF, "optim.weight_decay must be a finite number >= 0, got inf"),
+    ("optim.warmup_epochs", INF, "optim.warmup_epochs must be a finite number >= 0, got inf"),
+    ("aug.jsd_weight", NAN, "aug.jsd_weight must be a finite number >= 0, got nan"),
+    ("data.test_resize", 0, "data.test_resize must be null or a size >= 1, got 0"),
+    ("data.max_memory_mb", -1, "data.max_memory_mb must be >= 0, got -1"),
+    ("train.seed", -1, r"train.seed must be in 0..2\*\*63 - 1, got -1"),
+    ("train.seed", 2**63, rf"train.seed must be in 0..2\*\*63 - 1, got {2**63}"),
+    ("train.checkpoint_every_steps", -2, r"train.checkpoint_every_steps must be null, 0 \(none\) or >= 1, got -2"),
+])
+def test_out_of_range_values_name_what_is_expected(key, value, message):
+    section, name = key.split(".")
+    with pytest.raises(ValueError, match=message):
+        validate_config(config_from_dict({section: {name: value}}))
+
+
+def test_non_finite_values_from_yaml_and_overrides_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="optim.lr must be a finite number > 0, got inf"):
+        load_config(None, ["optim.lr=.inf"])
+    with pytest.raises(ValueError, match="optim.gamma must be a finite number > 0, got nan"):
+        load_config(_write(tmp_path, "nan.yaml", "optim: {gamma: .nan}\n"))
+
+
+def test_edge_values_that_stay_valid():
+    cfg = load_config(None, ["optim.milestones=[1]", "data.test_resize=1", "data.max_memory_mb=0",
+                             f"train.seed={2**63 - 1}", "train.checkpoint_every_steps=0", "optim.milestones=[]"])
+    assert cfg.train.seed == 2**63 - 1 and cfg.train.checkpoint_every_steps == 0 and cfg.optim.milestones == []

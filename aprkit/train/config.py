@@ -10,6 +10,7 @@ valid.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from collections.abc import Mapping, Sequence
@@ -288,26 +289,37 @@ def validate_config(cfg: Config) -> Config:
     if not isinstance(cfg, Config):
         raise TypeError(f"config must be an aprkit.train.Config, got {type(cfg).__name__}")
     _check_model_name(cfg.model.name)
+    o = cfg.optim
     checks = [
         (cfg.model.num_classes >= 2, "model.num_classes must be >= 2"),
         (cfg.optim.batch_size >= 1, "optim.batch_size must be >= 1"),
         (cfg.optim.epochs >= 1, "optim.epochs must be >= 1"),
-        (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (math.isfinite(o.lr) and o.lr > 0, f"optim.lr must be a finite number > 0, got {o.lr}"),
         (0 <= cfg.optim.momentum < 1, "optim.momentum must be in [0, 1)"),
-        (cfg.optim.weight_decay >= 0, "optim.weight_decay must be >= 0"),
-        (cfg.optim.gamma > 0, "optim.gamma must be > 0"),
-        (cfg.optim.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0"),
+        (math.isfinite(o.weight_decay) and o.weight_decay >= 0,
+         f"optim.weight_decay must be a finite number >= 0, got {o.weight_decay}"),
+        (math.isfinite(o.gamma) and o.gamma > 0, f"optim.gamma must be a finite number > 0, got {o.gamma}"),
+        (math.isfinite(o.warmup_epochs) and o.warmup_epochs >= 0,
+         f"optim.warmup_epochs must be a finite number >= 0, got {o.warmup_epochs}"),
         (list(cfg.optim.milestones) == sorted(cfg.optim.milestones), "optim.milestones must be increasing"),
+        (all(m >= 1 for m in o.milestones), f"optim.milestones must be epochs >= 1, got {o.milestones}"),
         (0 <= cfg.aug.pair_p <= 1 and 0 <= cfg.aug.single_p <= 1, "aug.pair_p and aug.single_p must be in [0, 1]"),
         (1 <= cfg.aug.severity <= 10 and 1 <= cfg.aug.augmix_severity <= 10, "aug severities must be in 1..10"),
         (cfg.aug.augmix_width >= 1, "aug.augmix_width must be >= 1"),
-        (cfg.aug.jsd_weight >= 0, "aug.jsd_weight must be >= 0"),
+        (math.isfinite(cfg.aug.jsd_weight) and cfg.aug.jsd_weight >= 0,
+         f"aug.jsd_weight must be a finite number >= 0, got {cfg.aug.jsd_weight}"),
         (cfg.data.eval_batch_size >= 1, "data.eval_batch_size must be >= 1"),
         (cfg.data.limit is None or cfg.data.limit >= 1, "data.limit must be null or >= 1"),
         (cfg.data.test_limit is None or cfg.data.test_limit >= 1, "data.test_limit must be null or >= 1"),
         (cfg.data.image_size >= 2 and cfg.data.crop_padding >= 0, "data.image_size >= 2, data.crop_padding >= 0"),
         (0 <= cfg.data.pad_fill <= 255, "data.pad_fill must be in 0..255"),
         (cfg.data.num_workers >= 0, "data.num_workers must be >= 0"),
+        (cfg.data.test_resize is None or cfg.data.test_resize >= 1,
+         f"data.test_resize must be null or a size >= 1, got {cfg.data.test_resize}"),
+        (cfg.data.max_memory_mb >= 0, f"data.max_memory_mb must be >= 0, got {cfg.data.max_memory_mb}"),
+        (0 <= cfg.train.seed < 2**63, f"train.seed must be in 0..2**63 - 1, got {cfg.train.seed}"),
+        (cfg.train.checkpoint_every_steps is None or cfg.train.checkpoint_every_steps >= 0,
+         f"train.checkpoint_every_steps must be null, 0 (none) or >= 1, got {cfg.train.checkpoint_every_steps}"),
         (cfg.train.max_steps is None or cfg.train.max_steps >= 1, "train.max_steps must be null or >= 1"),
         (cfg.train.threads is None or cfg.train.threads >= 1, "train.threads must be null or >= 1"),
         (cfg.train.amp_dtype in AMP_DTYPES, f"train.amp_dtype must be one of {', '.join(AMP_DTYPES)}, "
