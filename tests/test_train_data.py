@@ -51,3 +51,50 @@ def test_seeded_items_read_the_dataset_under_the_items_seed():
     builtin = get_dataset("synthetic:8", "train")  # the built-in datasets draw nothing: items unchanged
     items = SeededTransform(builtin, None, seed=0)
     assert all(torch.equal(items[i][0], builtin[i][0]) and items[i][1] == builtin[i][1] for i in range(8))
+
+
+class _Targets(torch.utils.data.Dataset):
+    """Images with a ``targets`` attribute (as torchvision's datasets have): labels known without decoding."""
+
+    def __init__(self, n: int, num_labels: int):
+        self.base, self.targets = Images(n, with_tensors=False), [i % num_labels for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        if i == 0:
+            raise AssertionError("the label check decodes no image")
+        return self.base[i][0], self.targets[i]
+
+
+def test_labels_beyond_num_classes_fail_before_training_with_a_clear_error():
+    """model.num_classes smaller than the labels failed at the first step with cross_entropy's IndexError."""
+    cfg = train_config(model={"num_classes": 2}, optim={"epochs": 1})
+    with pytest.raises(ValueError, match=r"the training data \(datasets=\) has label 3 but model.num_classes=2 "
+                                         r"\(labels must be in 0..1\); set model.num_classes to at least 4"):
+        fit(cfg, datasets=(_Targets(16, 4), None))
+    ok = train_config(model={"num_classes": 4}, optim={"epochs": 1}, train={"eval_every": 0})
+    with pytest.raises(ValueError, match=r"the test data \(datasets=\) has label 5 but model.num_classes=4"):
+        fit(ok, datasets=(Images(16), _Targets(8, 6)))
+    declared = Images(16)
+    declared.classes = [f"c{k}" for k in range(6)]
+    with pytest.raises(ValueError, match=r"model.num_classes=4 but the training data \(datasets=\) has 6 classes"):
+        fit(ok, datasets=(declared, None))
+
+
+@pytest.mark.parametrize("path,in_memory", [("gpu", True), ("gpu", False), ("loader", None)])
+def test_labels_of_a_dataset_without_label_attributes_are_checked_as_they_are_read(path, in_memory):
+    cfg = train_config(model={"num_classes": 2}, data={"input_path": path, "in_memory": in_memory},
+                       optim={"epochs": 1}, train={"eval_every": 0})
+    with pytest.raises(ValueError, match=r"the training data has label 3 but model.num_classes=2 .*at least 4"):
+        fit(cfg, datasets=(Images(16, with_tensors=False), None))
+
+
+def test_the_builtin_datasets_label_check_names_the_spec():
+    from aprkit.train.config import config_from_dict, validate_config
+    from aprkit.train.data import load_datasets
+
+    cfg = validate_config(config_from_dict({"model": {"num_classes": 2}, "data": {"dataset": "synthetic:16"}}))
+    with pytest.raises(ValueError, match=r"model.num_classes=2 but the training data synthetic:16 has \d+ classes"):
+        load_datasets(cfg)

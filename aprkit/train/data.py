@@ -25,11 +25,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .._checks import dataset_len
-from ..data.loading import SubsetDataset, batch_source, dataset_tensors
+from ..data.loading import SubsetDataset, attribute_labels, batch_source, dataset_tensors
 from .config import Config, expand_env
 from .state import derive_seed
 
-__all__ = ["load_datasets", "SubsetDataset", "SeededTransform", "EpochBatches", "cpu_train_transform",
+__all__ = ["load_datasets", "check_labels", "SubsetDataset", "SeededTransform", "EpochBatches", "cpu_train_transform",
            "cpu_test_transform"]
 
 
@@ -51,16 +51,40 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
 
     spec = expand_env(cfg.data.dataset)
     train = _subset(get_dataset(spec, cfg.data.train_split), cfg.data.limit, cfg.train.seed, "train-subset")
-    n_classes = len(getattr(train, "classes", None) or ())
-    if n_classes > cfg.model.num_classes:
-        raise ValueError(f"model.num_classes={cfg.model.num_classes} but the training data {spec} has "
-                         f"{n_classes} classes; set model.num_classes={n_classes}")
+    check_labels(train, cfg.model.num_classes, f"the training data {spec}")
     test = None
     if cfg.train.eval_every > 0:
         tspec = expand_env(cfg.data.test_dataset or cfg.data.dataset)
         test_limit = cfg.data.test_limit if cfg.data.test_limit is not None else cfg.data.limit
         test = _subset(get_dataset(tspec, cfg.data.test_split), test_limit, cfg.train.seed, "test-subset")
+        check_labels(test, cfg.model.num_classes, f"the test data {tspec}")
     return train, test
+
+
+def check_labels(ds: Dataset, num_classes: int, what: str) -> None:
+    """Raise ``ValueError`` when ``ds`` (described by ``what``) has more ``classes`` than ``num_classes`` or a
+    ``labels``/``targets`` attribute holding a label outside ``0..num_classes - 1``; no image is decoded.
+
+    Datasets without those attributes are checked batch by batch as they are read (:class:`EpochBatches`).
+    """
+    n_classes = len(getattr(ds, "classes", None) or ())
+    if n_classes > num_classes:
+        raise ValueError(f"model.num_classes={num_classes} but {what} has {n_classes} classes; set "
+                         f"model.num_classes={n_classes}")
+    labels = attribute_labels(ds)
+    if labels is not None:
+        _check_label_range(labels, num_classes, what)
+
+
+def _check_label_range(labels: torch.Tensor, num_classes: int, what: str) -> None:
+    if labels.numel() == 0:
+        return
+    lo, hi = int(labels.min()), int(labels.max())
+    if hi >= num_classes:
+        raise ValueError(f"{what} has label {hi} but model.num_classes={num_classes} (labels must be in "
+                         f"0..{num_classes - 1}); set model.num_classes to at least {hi + 1}")
+    if lo < 0:
+        raise ValueError(f"{what} has label {lo}; training labels must be class indices in 0..{num_classes - 1}")
 
 
 # ------------------------------------------------------------------------------------- per-image CPU transforms
@@ -208,9 +232,11 @@ class EpochBatches:
             transform = cpu_test_transform(cfg)
         self.items = SeededTransform(ds, transform, cfg.train.seed)
         self.in_memory = transform is None and _fits_in_memory(ds, cfg)
+        self.what = "the training data" if train else "the test data"
         if self.in_memory:  # read once through the seeded items, unless the dataset hands out whole batches
             self.x, self.y = _materialise(ds if batch_source(ds) is not None else self.items, device,
                                           cfg.data.num_workers)
+            _check_label_range(self.y, cfg.model.num_classes, self.what)
 
     def __len__(self) -> int:
         if self.sampler is not None:
@@ -246,4 +272,5 @@ class EpochBatches:
         )
         for x, y in loader:
             y = torch.as_tensor(y, dtype=torch.long)
+            _check_label_range(y, self.cfg.model.num_classes, self.what)  # on the CPU: no device sync
             yield x.to(self.device, non_blocking=pin), y.to(self.device, non_blocking=pin)

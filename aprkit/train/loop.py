@@ -46,7 +46,7 @@ from .config import (
     resolve_amp_dtype,
     validate_config,
 )
-from .data import EpochBatches, load_datasets
+from .data import EpochBatches, check_labels, load_datasets
 from .metrics_log import MetricsLogger
 from .recipe import DeviceAugment, method_loss
 from .state import (
@@ -199,7 +199,13 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     model = build_model(cfg).to(dev)
     if cl:
         model = model.to(memory_format=torch.channels_last)
-    train_ds, test_ds = datasets if datasets is not None else load_datasets(cfg)
+    if datasets is not None:
+        train_ds, test_ds = datasets
+        check_labels(train_ds, cfg.model.num_classes, "the training data (datasets=)")
+        if test_ds is not None:
+            check_labels(test_ds, cfg.model.num_classes, "the test data (datasets=)")
+    else:
+        train_ds, test_ds = load_datasets(cfg)
     batches = EpochBatches(train_ds, cfg, cfg.optim.batch_size // info.world, dev, train=True,
                            rank=info.rank, world=info.world)
     test_batches = None
