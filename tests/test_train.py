@@ -1,4 +1,5 @@
-"""Training loop: loss goes down, every method and input path runs, checkpoints load (resume: test_train_resume.py)."""
+"""Training loop: loss goes down, every method and input path runs, checkpoints load (resume: test_train_resume.py,
+DDP: test_train_distributed.py)."""
 
 from __future__ import annotations
 
@@ -187,37 +188,6 @@ def test_readme_smoke_command_on_cifar10(tmp_path, monkeypatch, cifar10_dir):
     assert rows[-1]["step"] == 5 and rows[-1]["test_n"] == 256
 
 
-@pytest.mark.slow
-def test_torchrun_ddp_two_cpu_processes(tmp_path):
-    """Two gloo ranks through torchrun: sharded data, summed metrics, rank-0 files only."""
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "aprkit",
-           "train", "--out", str(tmp_path), "--set", "model.name=resnet20", "data.dataset=synthetic:64",
-           "data.test_limit=30", "optim.batch_size=16", "optim.epochs=2", "data.num_workers=0", "train.threads=1",
-           "train.progress=false", "train.device=cpu"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads((tmp_path / "metrics.json").read_text())
-    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["step"] == 8  # 64 images / 16 per step, 2 epochs
-    assert rows[-1]["test_n"] == 30
-    assert (tmp_path / "model.pt").is_file()
-    # stopped inside epoch 1 and resumed: the epoch's running sums were every rank's (rank 0 saves them summed), so
-    # the logged metrics equal the uninterrupted run's (they counted rank 0's share twice and lost rank 1's before)
-    part = tmp_path / "part"
-    for extra in (["train.max_steps=3"], ["--resume"]):
-        args = [a for a in cmd if a != str(tmp_path)]
-        args.insert(args.index("--out") + 1, str(part))
-        args = args[:args.index("--set")] + [e for e in extra if e.startswith("--")] + args[args.index("--set"):]
-        args += [e for e in extra if not e.startswith("--")]
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    again = json.loads((part / "metrics.json").read_text())
-    keys = ("epoch", "step", "lr", "train_loss", "train_acc", "test_acc")
-    assert [{k: r[k] for k in keys} for r in again] == [{k: r[k] for k in keys} for r in rows]
-
-
 def test_lr_schedule_multistep_and_warmup():
     from aprkit.train.loop import lr_factor
 
@@ -368,33 +338,3 @@ def test_fit_gives_the_process_its_backend_flags_back(monkeypatch: pytest.Monkey
         fit({"model": {"name": "small_cnn"}}, out=tmp_path / "run")
     assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) == before
-
-
-def test_resume_without_last_pt_refuses_to_retrain_over_a_finished_run(tmp_path):
-    ds = _Images(16)
-    cfg = _config(optim={"epochs": 1})
-    fit(cfg, out=tmp_path, datasets=(ds, None))
-    (tmp_path / "last.pt").unlink()
-    kept = (tmp_path / "model.pt").read_bytes()
-    from aprkit.train.state import RunExistsError
-
-    with pytest.raises(RunExistsError, match="no last.pt to continue from.*--overwrite"):
-        fit(cfg, out=tmp_path, resume=True, datasets=(ds, None))
-    assert (tmp_path / "model.pt").read_bytes() == kept
-    fit(cfg, out=tmp_path / "fresh", resume=True, datasets=(ds, None))  # an empty folder: a new run, as before
-
-
-def test_resuming_a_checkpoint_of_another_recipe_version_warns(tmp_path, capsys):
-    """A checkpoint saved by an aprkit whose methods trained differently (RECIPE_VERSION) resumes with a warning
-    that the run will not match an uninterrupted one; the version is saved in last.pt."""
-    from aprkit.train.config import RECIPE_VERSION
-
-    ds = _Images(16)
-    fit(_config(optim={"epochs": 2}, train={"max_steps": 1}), out=tmp_path, datasets=(ds, None))
-    state = torch.load(tmp_path / "last.pt", weights_only=False)
-    assert state["recipe_version"] == RECIPE_VERSION
-    state["recipe_version"] = RECIPE_VERSION - 1
-    torch.save(state, tmp_path / "last.pt")
-    capsys.readouterr()
-    fit(_config(optim={"epochs": 2}, train={"resume": True}), out=tmp_path, datasets=(ds, None))
-    assert f"recipe version {RECIPE_VERSION - 1}" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+import torch
 from torch import nn
 from train_common import HAS_AUGMENT, Images, same_weights, strip_times, train_config
 
@@ -83,3 +84,33 @@ def test_an_evaluation_at_a_stop_is_reported_and_dropped_once_the_run_goes_on(tm
     rows = list(csv.DictReader((tmp_path / "part" / "metrics.csv").open()))
     assert [(r["epoch"], r["test_acc"] != "", r["stop_eval"]) for r in rows] == [
         ("1", False, ""), ("2", True, ""), ("3", True, "True")]
+
+
+def test_resume_without_last_pt_refuses_to_retrain_over_a_finished_run(tmp_path):
+    ds = Images(16)
+    cfg = train_config(optim={"epochs": 1})
+    fit(cfg, out=tmp_path, datasets=(ds, None))
+    (tmp_path / "last.pt").unlink()
+    kept = (tmp_path / "model.pt").read_bytes()
+    from aprkit.train.state import RunExistsError
+
+    with pytest.raises(RunExistsError, match="no last.pt to continue from.*--overwrite"):
+        fit(cfg, out=tmp_path, resume=True, datasets=(ds, None))
+    assert (tmp_path / "model.pt").read_bytes() == kept
+    fit(cfg, out=tmp_path / "fresh", resume=True, datasets=(ds, None))  # an empty folder: a new run, as before
+
+
+def test_resuming_a_checkpoint_of_another_recipe_version_warns(tmp_path, capsys):
+    """A checkpoint saved by an aprkit whose methods trained differently (RECIPE_VERSION) resumes with a warning
+    that the run will not match an uninterrupted one; the version is saved in last.pt."""
+    from aprkit.train.config import RECIPE_VERSION
+
+    ds = Images(16)
+    fit(train_config(optim={"epochs": 2}, train={"max_steps": 1}), out=tmp_path, datasets=(ds, None))
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert state["recipe_version"] == RECIPE_VERSION
+    state["recipe_version"] = RECIPE_VERSION - 1
+    torch.save(state, tmp_path / "last.pt")
+    capsys.readouterr()
+    fit(train_config(optim={"epochs": 2}, train={"resume": True}), out=tmp_path, datasets=(ds, None))
+    assert f"recipe version {RECIPE_VERSION - 1}" in capsys.readouterr().err
