@@ -34,7 +34,7 @@ def _recipe_args(epochs: int) -> list[str]:
             "data.pad_fill=0"]
 
 
-@pytest.mark.parametrize("run", ["standard", "apr_sp", "apr_sp_feature_apr"])
+@pytest.mark.parametrize("run", ["standard", "apr_p", "apr_p_only", "apr_sp", "apr_sp_feature_apr"])
 def test_committed_runs_pass_their_own_recipe_check(run: str) -> None:
     """The committed 30-epoch runs are reused by ``--resume`` with their recipe (black crop padding, FeatureAPR's
     sites in study.json), whatever machine or thread count they trained with; another recipe is refused."""
@@ -68,13 +68,13 @@ def test_committed_12_epoch_runs_pass_their_own_recipe_check(run: str) -> None:
 
 
 def test_recipe_check_refuses_another_method_and_dataset() -> None:
-    """The committed "apr_p" folder holds APR-P alone: asking for the reference's APR-P (or another dataset kind)
-    in it is refused, naming the keys."""
+    """The committed "apr_p_only" folder holds APR-P alone: asking for the reference's APR-P (or another dataset
+    kind) in it is refused, naming the keys."""
     sys.path.insert(0, str(REPO))
     from benchmarks.repro.apr_cifar10 import RUNS
     from benchmarks.repro.common import CONFIGS, check_same_recipe
 
-    out = REPO / "benchmarks/repro/results/apr_cifar10_e30/runs/apr_p"
+    out = REPO / "benchmarks/repro/results/apr_cifar10_e30/runs/apr_p_only"
     check_same_recipe(out, CONFIGS / RUNS["apr_p_only"], _recipe_args(30), {})
     with pytest.raises(ValueError, match="aug.method: 'apr_p_only' there, 'apr_p' asked"):
         check_same_recipe(out, CONFIGS / RUNS["apr_p"], _recipe_args(30), {})
