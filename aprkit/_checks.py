@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence, Sized
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
-from torch import nn
 
 __all__ = [
-    "module_apply",
     "to_device",
     "dataset_len",
     "describe_value",
@@ -196,19 +194,3 @@ def dataset_len(dataset: Any) -> int:
         raise TypeError(f"the dataset must be map-style with a length (__len__ and __getitem__), "
                         f"got {type(dataset).__name__} without __len__")
     return len(dataset)
-
-
-_Module = TypeVar("_Module", bound=nn.Module)
-
-
-def module_apply(module: _Module, fn: object) -> _Module:
-    """``nn.Module.apply(module, fn)`` for the APR modules whose Kornia-style ``apply(x, params)`` shadows it.
-
-    Their ``apply`` called without ``params`` lands here, so ``model.apply(init_fn)`` over a module tree holding
-    them (directly, in ``nn.Sequential`` or inside the kornia adapters) visits them and their children as torch
-    does, and returns ``module``. Anything but a callable (a tensor without ``params``) is a ``TypeError``."""
-    if isinstance(fn, torch.Tensor) or not callable(fn):
-        raise TypeError(
-            f"{type(module).__name__}.apply takes (images, params) to replay the draws of generate_parameters, "
-            f"or a function fn(module) as nn.Module.apply does; got {describe_value(fn)} without params")
-    return nn.Module.apply(module, fn)

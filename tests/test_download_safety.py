@@ -9,6 +9,7 @@ import io
 import os
 import tarfile
 import threading
+from collections.abc import Callable
 
 import pytest
 from http_common import LocalServer, server_fixture  # noqa: F401 (server_fixture: the fixture ``server``)
@@ -19,6 +20,24 @@ from aprkit.data.sources import MARKER, SOURCES, RemoteFile, ensure_source
 
 def _md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
+
+
+def _in_two_threads(call: Callable[[], object]) -> dict[str, object]:
+    """``call()`` in two threads "A" and "B" at once: what each returned, or the exception it raised."""
+    results: dict[str, object] = {}
+
+    def job(key: str) -> None:
+        try:
+            results[key] = call()
+        except Exception as e:  # reported to the caller
+            results[key] = e
+
+    threads = [threading.Thread(target=job, args=(k,)) for k in "AB"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
 
 
 @pytest.mark.parametrize("md5", [True, False], ids=["md5", "no-md5"])
@@ -57,20 +76,8 @@ def test_concurrent_downloads_of_one_file_take_turns(server, tmp_path, md5):
     data = os.urandom(1 << 20)
     server.files["/f.bin"] = data
     server.delay = 0.02  # 16 chunks of 64 KiB: about 0.3 s
-    results: dict[str, object] = {}
-
-    def job(key: str) -> None:
-        try:
-            results[key] = download_file(server.url + "/f.bin", tmp_path / "f.bin", _md5(data) if md5 else None,
-                                         progress=False)
-        except Exception as e:  # reported below
-            results[key] = e
-
-    threads = [threading.Thread(target=job, args=(k,)) for k in "AB"]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    results = _in_two_threads(lambda: download_file(server.url + "/f.bin", tmp_path / "f.bin",
+                                                    _md5(data) if md5 else None, progress=False))
     assert results == {"A": tmp_path / "f.bin", "B": tmp_path / "f.bin"}
     assert (tmp_path / "f.bin").read_bytes() == data and not (tmp_path / "f.bin.part").exists()
     assert server.requests == [("/f.bin", None)]  # one download, the other call found it finished
@@ -86,19 +93,7 @@ def test_concurrent_ensure_source_calls_share_one_download(server, tmp_path):
     src = SOURCES["cifar10-c"]
     src = type(src)(src.name, src.folder, (RemoteFile(server.url + "/c10c.tar", "CIFAR-10-C.tar", _md5(data)),),
                     src.inner, src.check)
-    results: dict[str, object] = {}
-
-    def job(key: str) -> None:
-        try:
-            results[key] = ensure_source(src, root=tmp_path, download=True, progress=False)
-        except Exception as e:  # reported below
-            results[key] = e
-
-    threads = [threading.Thread(target=job, args=(k,)) for k in "AB"]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    results = _in_two_threads(lambda: ensure_source(src, root=tmp_path, download=True, progress=False))
     assert results == {"A": tmp_path / "CIFAR-10-C", "B": tmp_path / "CIFAR-10-C"}
     assert (tmp_path / "CIFAR-10-C" / MARKER).is_file() and (tmp_path / "CIFAR-10-C" / "labels.npy").is_file()
     assert len(server.requests) == 1

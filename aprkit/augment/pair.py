@@ -18,7 +18,6 @@ from typing import Any, overload
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .._checks import (
     check_dims,
@@ -27,9 +26,9 @@ from .._checks import (
     check_labels,
     check_probability,
     eager_cpu,
-    module_apply,
     to_device,
 )
+from .._replay import ReplayModule
 from ..fourier import Dims
 from .functional import CompiledCore, apr_pair, apr_pair_with_dc, needs_finite_check, sample_pair_params
 from .single import make_generator, worker_generator
@@ -37,7 +36,7 @@ from .single import make_generator, worker_generator
 __all__ = ["APRPair", "APRSP"]
 
 
-class APRPair(CompiledCore, nn.Module):
+class APRPair(CompiledCore, ReplayModule):
     """Batch APR-P: ``images, labels = apr_pair(images, labels)`` (or ``images = apr_pair(images)``).
 
     Args:
@@ -82,18 +81,9 @@ class APRPair(CompiledCore, nn.Module):
         generator = worker_generator(self.generator, self._base_seed)
         return sample_pair_params(int(batch_shape[0]), self.p, self.per_sample, generator, device)
 
-    @overload
-    def apply(self, x: Callable[[nn.Module], None], params: None = None) -> APRPair: ...
-    @overload
-    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor: ...
-
-    def apply(self, x: Any, params: dict[str, torch.Tensor] | None = None) -> Any:
-        """Deterministic APR-P of ``x`` ``(B, C, H, W)`` with ``params`` from :meth:`generate_parameters`.
-
-        ``apply(fn)`` without ``params`` is ``nn.Module.apply(fn)`` (returns the module; see
-        :func:`aprkit._checks.module_apply`)."""
-        if params is None:
-            return module_apply(self, x)
+    def replay(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Deterministic APR-P of ``x`` ``(B, C, H, W)`` with ``params`` from :meth:`generate_parameters`, called as
+        ``apply(x, params)`` (Kornia-style; ``apply(fn)`` is ``nn.Module.apply``, see :mod:`aprkit._replay`)."""
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)  # values: once, in apr_pair
         mask: torch.Tensor | None = params["mask"]
         if isinstance(mask, torch.Tensor) and mask.device.type == "cpu" and mask.numel():

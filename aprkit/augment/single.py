@@ -17,21 +17,20 @@ input's range ([0, 255] for uint8, [0, 1] for floats).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, overload
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from .._checks import (
     check_dims,
     check_image_tensor,
     check_probability,
     compute_dtype,
-    module_apply,
     to_device,
 )
+from .._replay import ReplayModule
 from ..fourier import Dims
 from .functional import CompiledCore, finish, recombine_views, recombine_views_numpy, value_range
 from .ops import (
@@ -201,7 +200,7 @@ def apr_single_core(x: torch.Tensor, params: dict[str, torch.Tensor], names: tup
     return finish(out if quantize else out / scale, x.dtype, clamp=True, like=x)
 
 
-class APRSingleBatch(CompiledCore, nn.Module):
+class APRSingleBatch(CompiledCore, ReplayModule):
     """APR-S on a whole batch ``(B, C, H, W)`` on its device: ``images = aprs_batch(images)``.
 
     Each image gets its own ops and draws, per item: image ``i`` draws the same whatever the batch size
@@ -237,18 +236,9 @@ class APRSingleBatch(CompiledCore, nn.Module):
         params = sample_single_params(n, self.p, self.severity, len(self.ops), generator)
         return {k: to_device(v, device) for k, v in params.items()} if device is not None else params
 
-    @overload
-    def apply(self, x: Callable[[nn.Module], None], params: None = None) -> APRSingleBatch: ...
-    @overload
-    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor: ...
-
-    def apply(self, x: Any, params: dict[str, torch.Tensor] | None = None) -> Any:
-        """Deterministic APR-S of ``x`` ``(B, C, H, W)`` with ``params`` (Kornia-style replay).
-
-        ``apply(fn)`` without ``params`` is ``nn.Module.apply(fn)`` (returns the module; see
-        :func:`aprkit._checks.module_apply`)."""
-        if params is None:
-            return module_apply(self, x)
+    def replay(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Deterministic APR-S of ``x`` ``(B, C, H, W)`` with ``params`` (called as ``apply(x, params)``, Kornia-style;
+        ``apply(fn)`` is ``nn.Module.apply``, see :mod:`aprkit._replay`)."""
         return apr_single(x, params, self.ops, self.dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,21 +8,21 @@ and severity), a PIL image or a NumPy ``(H, W, 3)`` uint8 array, so it fits insi
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from typing import Any, overload
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from .._checks import check_image_tensor, check_probability, module_apply
+from .._checks import check_image_tensor, check_probability
+from .._replay import ReplayModule
 from .api import BENCHMARK, check_channels, check_name, corrupt, corrupt_image, image_channels
 from .severity import check_preset, check_severity
 
 __all__ = ["RandomCorruption"]
 
 
-class RandomCorruption(torch.nn.Module):
+class RandomCorruption(ReplayModule):
     """With probability ``p`` per image, apply a corruption drawn uniformly from ``names`` at a
     severity drawn uniformly from ``severities``.
 
@@ -74,18 +74,9 @@ class RandomCorruption(torch.nn.Module):
         severity = torch.tensor(self.severities)[sev_index.cpu()]
         return {"apply": apply.cpu(), "name_index": name_index.cpu(), "severity": severity}
 
-    @overload
-    def apply(self, images: Callable[[nn.Module], None], params: None = None) -> RandomCorruption: ...
-    @overload
-    def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor: ...
-
-    def apply(self, images: Any, params: dict[str, torch.Tensor] | None = None) -> Any:
-        """Corrupt ``images`` ``(B, C, H, W)`` as ``params`` prescribes (a new tensor; input untouched).
-
-        ``apply(fn)`` without ``params`` is ``nn.Module.apply(fn)`` (:func:`aprkit._checks.module_apply`), so that
-        ``model.apply(init_fn)`` works on a module tree holding this transform."""
-        if params is None:
-            return module_apply(self, images)
+    def replay(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Corrupt ``images`` ``(B, C, H, W)`` as ``params`` prescribes (a new tensor; input untouched); called as
+        ``apply(images, params)``, Kornia-style (``apply(fn)`` is ``nn.Module.apply``, see :mod:`aprkit._replay`)."""
         out = images.clone()
         keys = params["name_index"] * 8 + params["severity"]
         keys = torch.where(params["apply"], keys, torch.full_like(keys, -1))
