@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "check_chw_layout",
     "to_device",
     "dataset_len",
     "describe_value",
@@ -194,3 +195,12 @@ def dataset_len(dataset: Any) -> int:
         raise TypeError(f"the dataset must be map-style with a length (__len__ and __getitem__), "
                         f"got {type(dataset).__name__} without __len__")
     return len(dataset)
+
+
+def check_chw_layout(x: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """Refuse a tensor ``(..., H, W, C)`` given where ``(..., C, H, W)`` is expected: last axis 1 or 3 long while the
+    channel axis is not (an image 3 pixels wide would be the only false alarm). Returns ``x``."""
+    if x.ndim >= 3 and x.shape[-1] in (1, 3) and x.shape[-3] not in (1, 3):
+        raise ValueError(f"{name} of shape {tuple(x.shape)} looks like channels-last (..., H, W, C); pass "
+                         "(..., C, H, W), e.g. x.permute(2, 0, 1) for one image, x.permute(0, 3, 1, 2) for a batch")
+    return x

@@ -137,14 +137,14 @@ def test_dtype_and_device_preserved_input_untouched(dtype, device, images_u8):
 
 @pytest.mark.parametrize("kind", ["image", "batched", "tv_image"])
 def test_channels_last_tensors_are_rejected(kind, images_u8):
-    """An HWC tensor was read as C=H (any channel count went through, single or batched); now, as for numpy
-    arrays in APRSingle, the channel count must be 1 or 3."""
+    """An HWC tensor was read as C=H (single or batched): it is refused; other channel counts in (C, H, W) run."""
     x = {"image": images_u8[0].permute(1, 2, 0), "batched": images_u8.permute(0, 2, 3, 1),
-         "tv_image": tv_tensors.Image(torch.cat([images_u8[0], images_u8[0, :1]]))}[kind]
-    with pytest.raises(ValueError, match="1 or 3 channels"):
+         "tv_image": tv_tensors.Image(images_u8[0].permute(1, 2, 0))}[kind]
+    with pytest.raises(ValueError, match="channels-last"):
         APRSingleV2(p=1.0, seed=0)(x)
-    gray = images_u8[:, :1]
+    gray, four = images_u8[:, :1], torch.cat([images_u8, images_u8[:, :1]], dim=1)
     assert APRSingleV2(p=1.0, seed=0)(gray).shape == gray.shape
+    assert APRSingleV2(p=1.0, seed=0)(tv_tensors.Image(four[0])).shape == four[0].shape
 
 
 def test_float_0_255_is_rejected(images_u8):

@@ -314,18 +314,20 @@ def test_bad_labels_and_arguments(images_f32):
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
-def test_single_tensor_channels_are_checked_like_numpy(dtype, images_u8):
-    """A tensor of any channel count was accepted (an HWC (32, 32, 3) tensor read as C=32) while numpy arrays must
-    have 1 or 3 channels; now the tensor path raises alike, and 1- and 3-channel tensors run as before."""
+def test_single_tensor_layout_is_checked(dtype, images_u8):
+    """An HWC (32, 32, 3) tensor was read as C=32: it is refused. Other channel counts run as APRSingleBatch runs
+    them (uint8 included, which goes through PIL's path only for 1 or 3 channels); 1 and 3 channels as before."""
     x = images_u8[0] if dtype == torch.uint8 else images_u8[0].float() / 255
     aprs = APRSingle(p=1.0, seed=0)
-    with pytest.raises(ValueError, match=r"1 or 3 channels.*\(32, 32, 3\)"):
+    with pytest.raises(ValueError, match=r"\(32, 32, 3\).*channels-last"):
         aprs(x.permute(1, 2, 0))
-    with pytest.raises(ValueError, match=r"1 or 3 channels.*\(4, 32, 32\)"):
-        aprs(torch.cat([x, x[:1]]))
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         aprs(torch.cat([x, x[:1]]).permute(1, 2, 0).numpy())
     params = aprs.generate_parameters()
+    four = torch.cat([x, x[:1]])
+    out4 = aprs.apply(four, params)
+    assert out4.shape == four.shape and out4.dtype == dtype
+    assert torch.equal(out4, aprs.batch.apply(four[None], params)[0])
     for img in (x, x[:1]):
         out = aprs.apply(img, params)
         assert out.shape == img.shape and out.dtype == dtype

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .._checks import (
+    check_chw_layout,
     check_dims,
     check_image_tensor,
     check_probability,
@@ -282,8 +283,8 @@ class APRSingle:
     def apply(self, img: Any, params: dict[str, torch.Tensor]) -> Any:
         """Deterministic APR-S of one image with ``params`` from :meth:`generate_parameters`."""
         if isinstance(img, torch.Tensor):
-            check_image_tensor(img, "image", min_ndim=3, max_ndim=3, channels=(1, 3))  # as numpy / PIL images
-            if img.dtype == torch.uint8 and img.device.type == "cpu":
+            check_chw_layout(check_image_tensor(img, "image", min_ndim=3, max_ndim=3))
+            if img.dtype == torch.uint8 and img.device.type == "cpu" and img.shape[0] in (1, 3):  # PIL's path
                 hwc = img.permute(1, 2, 0).numpy()
                 out = self._apply_numpy(hwc if img.shape[0] == 3 else hwc[..., 0], params)
                 return torch.from_numpy(out).reshape(img.shape[1], img.shape[2], -1).permute(2, 0, 1).contiguous()

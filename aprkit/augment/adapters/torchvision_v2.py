@@ -12,7 +12,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2._utils import is_pure_tensor
 
-from ..._checks import check_image_tensor
+from ..._checks import check_chw_layout, check_image_tensor
 from ...fourier import Dims
 from ..single import APRSingle
 
@@ -75,8 +75,8 @@ class APRSingleV2(v2.Transform):
         plain = inpt.as_subclass(torch.Tensor)
         if plain.ndim == 3:
             out = self.aprs.apply(plain, {k: v[:1] for k, v in p.items()})
-        else:  # the channel check of APRSingle.apply, which the batched path does not pass through
-            check_image_tensor(plain, "image", min_ndim=4, channels=(1, 3), check_finite=False)
+        else:  # the layout check of APRSingle.apply, which the batched path does not pass through
+            check_chw_layout(check_image_tensor(plain, "image", min_ndim=4, check_finite=False))
             flat = plain.reshape(-1, *plain.shape[-3:])
             n = self._leading(inpt)
             per = flat.shape[0] // n  # frames per video (1 for images)
