@@ -422,7 +422,7 @@ def test_ood_folders_with_many_classes_and_one_name(tmp_path):
     assert knn["scores"] == [] and knn["sets"] == {} and "Mahalanobis/KNN" in knn["note"]
 
 
-def test_scores_without_a_missing_fit_are_not_served_once_it_exists(tmp_path):
+def test_scores_without_a_missing_fit_are_not_served_once_it_exists(tmp_path, monkeypatch):
     """A fit folder that cannot be opened skips Mahalanobis/KNN; the scores computed without it are keyed as such,
     so a later run with the folder in place fits them instead of serving the cached scores without KNN."""
     opts = {"ood_scores": ["msp", "knn"], "ood_limit": 8, "knn_k": 2, "ood": ["noise:gaussian"],
@@ -434,6 +434,13 @@ def test_scores_without_a_missing_fit_are_not_served_once_it_exists(tmp_path):
     _png_tree(tmp_path / "train", 9, 5)
     second = run()
     assert second["scores"] == ["msp", "knn"] and second["note"] is None
+    import aprkit.eval.suites.ood as ood_suite
+
+    def never(fit):  # a fully cached run must not read the fit data (a folder listing: minutes on ImageNet)
+        raise AssertionError("the fit data was opened on a cached run")
+
+    monkeypatch.setattr(ood_suite, "_open_fit", never)
+    assert run()["sets"] == second["sets"]
 
 
 def test_unlabelled_tensors_are_not_scored_against_class_zero():

@@ -162,9 +162,12 @@ def _fit_source(data: Any, opts: OODOptions) -> tuple[Any, str | None]:
     return data, None
 
 
+class _FitUnavailable(Exception):
+    """The Mahalanobis/KNN fit data could not be opened (the message says why)."""
+
+
 def _open_fit(fit: Any) -> tuple[Any, str | None]:
-    """The training split of ``fit`` as a dataset, or None and why not. Opened before any score's cache key is made,
-    so that scores computed without the fit are keyed as such (and computed again once the data is there)."""
+    """The training split of ``fit`` as a dataset, or None and why not."""
     try:
         return as_dataset(fit, "train"), None
     except (FileNotFoundError, ValueError) as err:
@@ -267,23 +270,33 @@ class OODSuite(Suite[OODOptions]):
         sets = _ood_sets(opts)
         odin_opts = {"odin_temperature": opts.odin_temperature, "odin_epsilon": opts.odin_epsilon}
         fit, fit_note = _fit_source(data, opts) if any(s in wanted for s in _FEATURE_SCORES) else (None, None)
-        fit_ds = None
-        if fit is not None:
-            fit_ds, fit_note = _open_fit(fit)
-            fit = fit if fit_ds is not None else None
-        # the effective fit data (also when it defaults to the data spec's train split) keys every score
-        fit_opts = {"fit": dataset_id(fit, "train") if fit is not None else None, "fit_limit": opts.fit_limit,
+        state: dict[str, Any] = {"note": fit_note, "fit": fit}
+
+        def fit_opts() -> dict[str, Any]:
+            # the effective fit data (also when it defaults to the data spec's train split) keys every score
+            f = state["fit"]
+            return {"fit": dataset_id(f, "train") if f is not None else None, "fit_limit": opts.fit_limit,
                     "knn_k": opts.knn_k}
-        state: dict[str, Any] = {"note": fit_note}
 
         def scores_for(name: str, ds: Any, ds_id: str, lim: int | None, labelled: bool) -> dict[str, list[float]]:
             def compute() -> dict:
-                if "scorers" not in state and fit_ds is not None:
+                if "scorers" not in state and state["fit"] is not None:
+                    fit_ds, note = _open_fit(state["fit"])  # opened only when a score is computed, not on a hit
+                    if fit_ds is None:
+                        raise _FitUnavailable(note)
                     state["scorers"] = _fit_scorers(ctx, fit_ds, opts)
                 return compute_scores(ctx, ds, wanted, state.get("scorers", {}), lim, f"ood {name}", opts,
                                       labelled=labelled)
 
-            return cached(ctx, "ood-scores", ds_id, compute, scores=wanted, set_limit=lim, v=4, **odin_opts, **fit_opts)
+            def lookup() -> dict[str, list[float]]:
+                return cached(ctx, "ood-scores", ds_id, compute, scores=wanted, set_limit=lim, labelled=labelled,
+                              v=4, **odin_opts, **fit_opts())
+
+            try:
+                return lookup()
+            except _FitUnavailable as why:  # scores without the fit are keyed without it (and computed anew once
+                state["fit"], state["note"] = None, str(why)  # the data is there)
+                return lookup()
 
         s_in = scores_for("in", in_ds, dataset_id(data), limit, True)
         present = [s for s in wanted if s in s_in]
