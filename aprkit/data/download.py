@@ -87,8 +87,9 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
 
 
 def file_lock(path: str | os.PathLike) -> filelock.FileLock:
-    """An exclusive lock between threads and processes on ``path + ".lock"`` (an empty file, left in place so that
-    waiters share it); use as ``with file_lock(path): ...``. Waits as long as the holder keeps it."""
+    """An exclusive lock between threads and processes on ``path + ".lock"`` (``filelock``: an empty file, left in
+    place on Unix so that waiters share it; Windows removes it on release); use as ``with file_lock(path): ...``.
+    Waits as long as the holder keeps it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return filelock.FileLock(str(path.with_name(path.name + ".lock")))
