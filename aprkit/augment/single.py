@@ -51,7 +51,6 @@ __all__ = ["sample_single_params", "apr_single", "apr_single_core", "param_table
            "make_generator", "worker_generator", "worker_seed"]
 
 
-
 def make_generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator | None:
     """The generator to draw from: ``generator``, or a new CPU one seeded with ``seed``, or ``None`` (global RNG)."""
     if generator is not None and seed is not None:
@@ -255,10 +254,10 @@ class APRSingle:
     """APR-S as a per-image dataloader transform: ``img = aprs(img)``.
 
     Accepts a PIL image (mode ``RGB`` or ``L``), a numpy array ``(H, W, C)``/``(H, W)`` or a tensor
-    ``(C, H, W)`` with ``C`` 1 or 3 (an HWC tensor raises ``ValueError``), uint8 or float in [0, 1], and returns
-    the same kind, shape and dtype. uint8 images on the CPU take the reference's path (PIL ops, then one small FFT
-    in ``scipy.fft``: fastest per image); float images and device tensors take the batched torch
-    path of :class:`APRSingleBatch` (same draws; the two agree to 0.5 grey levels mean per image on
+    ``(C, H, W)`` (a channels-last tensor raises ``ValueError``), uint8 or float in [0, 1], and returns the same
+    kind, shape and dtype. uint8 images on the CPU with 1 or 3 channels take the reference's path (PIL ops, then
+    one small FFT in ``scipy.fft``: fastest per image); float images, device tensors and other channel counts take
+    the batched torch path of :class:`APRSingleBatch` (same draws; the two agree to 0.5 grey levels mean per image on
     average, at most 4.7 on CIFAR-10 -- see ``aprkit.augment.ops_pil``). With ``generator=None`` and no
     ``seed`` draws use torch's global RNG, which ``DataLoader`` seeds per worker; with ``seed``/``generator``
     each worker re-seeds its copy from that seed and the worker's torch seed (:func:`worker_generator`), so

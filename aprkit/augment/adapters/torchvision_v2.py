@@ -28,8 +28,8 @@ class APRSingleV2(v2.Transform):
 
     Transforms PIL images, ``tv_tensors.Image``, plain tensors ``(..., C, H, W)`` (leading dims are
     independent images) and ``tv_tensors.Video`` ``(..., T, C, H, W)`` (the frames of one video share
-    their draws, as ``v2.AugMix`` shares its ops and weights across frames); uint8 or float in [0, 1], with 1 or 3
-    channels (``C``; a channels-last tensor raises ``ValueError``).
+    their draws, as ``v2.AugMix`` shares its ops and weights across frames); uint8 or float in [0, 1] (a
+    channels-last tensor raises ``ValueError``).
     Samples holding boxes, masks or keypoints (:data:`ANNOTATION_TYPES`) are rejected with a
     ``TypeError``, as ``v2.AugMix`` rejects them: the geometric ops would move the image but not them.
     Other inputs (labels, strings, ...) pass through untouched. ``seed=``: see

@@ -49,18 +49,23 @@ def _midranks(s: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def _auroc(s_in: torch.Tensor, s_out: torch.Tensor) -> float:
-    ranks = _midranks(torch.cat([s_in, s_out]))
+def _joint_ranks(s_in: torch.Tensor, s_out: torch.Tensor) -> torch.Tensor:
+    """Midranks of the ID then the OOD scores among both sets (what AUROC and its standard error share)."""
+    return _midranks(torch.cat([s_in, s_out]))
+
+
+def _auroc(s_in: torch.Tensor, s_out: torch.Tensor, ranks: torch.Tensor | None = None) -> float:
+    ranks = _joint_ranks(s_in, s_out) if ranks is None else ranks
     n_in, n_out = s_in.numel(), s_out.numel()
     u = ranks[:n_in].sum() - n_in * (n_in + 1) / 2
     return float(u / (n_in * n_out))
 
 
-def _auroc_se(s_in: torch.Tensor, s_out: torch.Tensor) -> float:
+def _auroc_se(s_in: torch.Tensor, s_out: torch.Tensor, ranks: torch.Tensor | None = None) -> float:
     n_in, n_out = s_in.numel(), s_out.numel()
     if min(n_in, n_out) < 2:
         return math.nan
-    ranks = _midranks(torch.cat([s_in, s_out]))
+    ranks = _joint_ranks(s_in, s_out) if ranks is None else ranks
     # placements: the share of the other set each sample beats (ties 1/2), from its rank among both sets minus
     # its rank within its own set
     v_in = (ranks[:n_in] - _midranks(s_in)) / n_out
@@ -125,9 +130,10 @@ def ood_metrics(scores_in: Any, scores_out: Any, tpr: float = 0.95) -> dict[str,
     """All four metrics and AUROC's standard error at once: ``{"auroc", "auroc_se", "aupr_in", "aupr_out",
     "fpr@95"}`` (key follows ``tpr``)."""
     s_in, s_out = _pair(scores_in, scores_out)
+    ranks = _joint_ranks(s_in, s_out)  # one sort for both
     return {
-        "auroc": _auroc(s_in, s_out),
-        "auroc_se": _auroc_se(s_in, s_out),
+        "auroc": _auroc(s_in, s_out, ranks),
+        "auroc_se": _auroc_se(s_in, s_out, ranks),
         "aupr_in": _average_precision(s_in, s_out),
         "aupr_out": _average_precision(-s_out, -s_in),
         f"fpr@{round(tpr * 100):d}": fpr_at_tpr(s_in, s_out, tpr),
