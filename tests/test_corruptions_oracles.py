@@ -73,6 +73,27 @@ def test_shot_noise_bin_table_equals_guide_table(c: float) -> None:
     assert torch.equal(ours, _old_poisson_from_levels(v, c, _gen(7)))
 
 
+@pytest.mark.parametrize("c", [3.0, 12.0, 60.0, 500.0])  # int8 tables up to k_max 127, int16 above
+def test_shot_noise_item_keys_invert_the_uniforms(c: float) -> None:
+    """With per-image keys the bins come from the raw half-words (no float64 uniforms but where the table leaves a
+    search): the counts are still the first k with ``u <= cdf[v, k]`` at ``uniform``'s own float64 ``u``."""
+    v = torch.randint(0, 256, (2, 3, 40, 50), generator=_gen(2), dtype=torch.int32)
+    v[0, 0, :2] = 0
+    v[0, 0, 2:4] = 255
+    keys = torch.tensor([5, 2**62 + 9])
+    ours = poisson_levels(v, c, ItemKeys(keys))
+    u = uniform(v.shape, 0.0, 1.0, ItemKeys(keys), v.device, torch.float64).flatten()
+    k_max = int(c + 12 * math.sqrt(c) + 12)
+    lam = torch.arange(256, dtype=torch.float64)[:, None] * (c / 255.0)
+    k = torch.arange(k_max, dtype=torch.float64)[None, :]
+    pmf = torch.where(lam > 0, (k * torch.log(lam.clamp_min(1e-300)) - lam - torch.lgamma(k + 1)).exp(),
+                      (k == 0).to(torch.float64))
+    cdf = pmf.cumsum(dim=1).clamp_max(1.0)
+    cdf[:, -1] = 1.0
+    ref = torch.searchsorted(cdf[v.flatten().long()], u[:, None], side="left").squeeze(1)
+    assert torch.equal(ours.flatten(), ref.to(torch.float32))
+
+
 def test_impulse_noise_masks_equal_masked_fill() -> None:
     x = natural_images(3, 32, seed=2).float() / 255
     u = uniform(x.shape, 0.0, 1.0, _gen(3), x.device, x.dtype)
@@ -193,6 +214,8 @@ def test_pixelate_emulation_equals_pillow_bit_for_bit(shape: tuple[int, int, int
         ref = _pillow_pixelate(x, c)
         small = digital._resize_box(x.float(), int(h * c), int(w * c), True)
         assert torch.equal(digital._resize_box(small, h, w, True).to(torch.uint8), ref), c
+        small8 = small.to(torch.uint8)  # enlarging copies bytes: the gathers that pixelate_bytes runs
+        assert torch.equal(digital._box_axis(digital._box_axis(small8, -1, w), -2, h), ref), c
         assert torch.equal(digital.pixelate_bytes(x, c), ref), c
         assert torch.equal(finish(digital.pixelate(x.float() / 255, c, quantize=True), torch.uint8), ref), c
 

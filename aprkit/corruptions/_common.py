@@ -50,11 +50,13 @@ def finish(y: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None)
     """Clamp a [0, 1] float result and cast to ``dtype`` (uint8: rounded to 0-255), into ``out`` if given.
 
     uint8: ``round(y * 255)`` clamped to 0-255 equals ``round(clamp(y, 0, 1) * 255)`` (rounding is monotone
-    and maps 0 and 255 to themselves), in three passes over one temporary."""
+    and maps 0 and 255 to themselves), in three passes over one temporary. On the CPU the whole numbers go
+    through int32 (exact): float -> int32 -> uint8 is 3x faster there than torch's direct float -> uint8 cast."""
     if dtype == torch.uint8:
         t = torch.mul(y, 255.0)
         t.round_().clamp_(0.0, 255.0)
-        return t.to(dtype) if out is None else out.copy_(t)
+        q = t.to(torch.int32) if t.device.type == "cpu" else t
+        return q.to(dtype) if out is None else out.copy_(q)
     if out is None:
         return y.clamp(0.0, 1.0).to(dtype)
     if y.dtype == dtype:

@@ -17,6 +17,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .._checks import eager_cpu
 from ._itemkeys import Fill, ItemKeys, draw, item_seeds, mix64_, words  # noqa: F401 (the tests import the last two here)
 
 __all__ = ["item_seeds", "ItemKeys", "RandomSource", "uniform", "normal", "randint", "poisson", "poisson_levels"]
@@ -192,7 +193,7 @@ def _inversion(lam: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     p = torch.exp(-lam)
     cdf = p.clone()
     for step in range(1, _INVERSION_STEPS + 1):
-        more = (u > cdf).nonzero().squeeze(1)
+        more = _negative_at(cdf - u)  # u > cdf, exactly
         if not more.numel():
             break
         idx, lam, u, p, cdf = (t.index_select(0, more) for t in (idx, lam, u, p, cdf))
@@ -205,9 +206,10 @@ def _inversion(lam: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 @lru_cache(maxsize=16)
 def _poisson_tables(c: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """Flat float64 CDF ``(256 * k_max,)`` of Poisson(``c * v / 255``) per level ``v`` and the bin table
-    ``(256 * bins,)`` (float32, ``bins`` a power of two): entry ``(v, j)`` is the count itself when every ``u`` in
-    ``[j / bins, (j + 1) / bins)`` has the same answer, else ``-1 - lo`` with ``lo`` the first count whose CDF
-    reaches ``j / bins`` (the answer lies between ``lo`` and the first count reaching ``(j + 1) / bins``)."""
+    ``(256 * bins,)`` (``bins`` a power of two; int8 where every entry fits, else int16: a table of 2^19 entries
+    then stays in a 2 MiB L2 cache, where float32 entries did not): entry ``(v, j)`` is the count itself when
+    every ``u`` in ``[j / bins, (j + 1) / bins)`` has the same answer, else ``-1 - lo`` with ``lo`` the first count
+    whose CDF reaches ``j / bins`` (the answer lies between ``lo`` and the first count reaching ``(j + 1) / bins``)."""
     k_max = int(c + 12 * math.sqrt(c) + 12)
     lam = torch.arange(256, dtype=torch.float64, device=device)[:, None] * (c / 255.0)
     k = torch.arange(k_max, dtype=torch.float64, device=device)[None, :]
@@ -219,7 +221,9 @@ def _poisson_tables(c: float, device: torch.device) -> tuple[torch.Tensor, torch
     edges = torch.arange(bins + 1, dtype=torch.float64, device=device) / bins  # exact: bins is a power of two
     first = torch.searchsorted(cdf, edges.expand(256, bins + 1).contiguous(), side="left")  # (256, bins + 1)
     lo, hi = first[:, :-1], first[:, 1:]
-    table = torch.where(lo == hi, lo, -1 - lo).to(torch.float32)
+    # entries lie in [-1 - k_max, k_max)
+    small = torch.int8 if k_max <= 127 else torch.int16 if k_max <= 32767 else torch.int32
+    table = torch.where(lo == hi, lo, -1 - lo).to(small)
     return cdf.flatten(), table.flatten(), k_max, bins
 
 
@@ -230,23 +234,50 @@ def poisson_levels(v: torch.Tensor, c: float, generator: RandomSource) -> torch.
     ``u * bins`` is exact (``bins`` is a power of two), so its bin ``j`` bounds the answer between the first
     counts whose CDF reaches ``j / bins`` and ``(j + 1) / bins``; where those agree (all but a few percent of
     the draws) the bin table holds the answer, and a few vectorised steps over the rest end their search. The
-    result is exactly that of a binary search, far cheaper than ``searchsorted`` over all ``256 * k_max`` keys."""
+    result is exactly that of a binary search, far cheaper than ``searchsorted`` over all ``256 * k_max`` keys.
+
+    With ``ItemKeys`` the float64 uniforms ``u = 0.5 + t 2^-32`` (``uniform``'s, ``t`` the signed half-words) are
+    only formed where the table leaves a search: the bin is ``j = bins / 2 + (t >> (32 - log2 bins))`` (the
+    arithmetic shift floors, exactly as ``floor(u * bins)``), in int32."""
     flat_cdf, table, k_max, bins = _poisson_tables(float(c), v.device)
-    u = uniform(v.shape, 0.0, 1.0, generator, v.device, torch.float64).flatten()
     vf = v.flatten()
-    key = torch.add(u.mul_(bins).to(torch.int32), vf, alpha=bins)  # v * bins + floor(u * bins); u * bins exact
+    if isinstance(generator, ItemKeys):
+        raw = _item_draw(v.shape, generator, 0, torch.int32, _raw_fill).flatten()
+        j = torch.bitwise_right_shift(raw, 32 - (bins.bit_length() - 1)).add_(bins // 2)
+    else:
+        u = uniform(v.shape, 0.0, 1.0, generator, v.device, torch.float64).flatten()
+        j = u.mul(bins).to(torch.int32)
+    key = j.add_(vf, alpha=bins)  # v * bins + floor(u * bins): u * bins is exact
     counts = table.index_select(0, key)
-    act = (counts < 0).nonzero().squeeze(1)
+    act = _negative_at(counts)
+    counts = counts.to(torch.float32)
     if act.numel():  # walk from the bin's first candidate while cdf[v, k] < u
         rows = vf.index_select(0, act).long() * k_max
-        pos, ua = (-1 - counts.index_select(0, act)).long(), u.index_select(0, act).div_(bins)
+        pos = (-1 - counts.index_select(0, act)).long()
+        if isinstance(generator, ItemKeys):  # uniform's values: exact float64 products and sums
+            ua = raw.index_select(0, act).to(torch.float64).mul_(2.0**-32).add_(0.5)
+        else:
+            ua = u.index_select(0, act)
         sub = torch.arange(act.numel(), device=v.device)
         while True:
-            more = (flat_cdf.index_select(0, rows.index_select(0, sub) + pos.index_select(0, sub))
-                    < ua.index_select(0, sub)).nonzero().squeeze(1)
+            more = _negative_at(flat_cdf.index_select(0, rows.index_select(0, sub) + pos.index_select(0, sub))
+                                .sub_(ua.index_select(0, sub)))  # cdf - u < 0: cdf < u, exactly
             if not more.numel():
                 break
             sub = sub.index_select(0, more)
             pos.index_add_(0, sub, torch.ones_like(sub))
         counts.index_copy_(0, act, pos.to(counts.dtype))
     return counts.reshape(v.shape)
+
+
+def _negative_at(t: torch.Tensor) -> torch.Tensor:
+    """Positions (int64) of the negative entries of 1-D ``t``: NumPy's compare and ``flatnonzero`` on eager CPU
+    tensors (8x faster there than torch's ``lt`` and ``nonzero`` on 2^19 int8 values), else torch's."""
+    if eager_cpu(t):
+        return torch.from_numpy(np.flatnonzero(t.numpy() < 0))
+    return (t < 0).nonzero().squeeze(1)
+
+
+def _raw_fill(w: torch.Tensor, o: torch.Tensor) -> None:
+    """The half-words themselves (int32)."""
+    o.copy_(w)
