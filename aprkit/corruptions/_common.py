@@ -137,6 +137,20 @@ def _circular_index(n: int, r: int, m: int, mode: str, device: torch.device) -> 
     return map_index(torch.where(j < n + r, j, j - m), n, mode)
 
 
+def _circular_pad(planes: torch.Tensor, mh: int, mw: int, ry: int, rx: int, mode: str) -> torch.Tensor:
+    """``planes`` ``(..., H, W)`` in circular ``(mh, mw)`` buffers (``_circular_index`` per axis): the image is one
+    plain copy into the top-left corner (position ``j < n`` holds ``j``), and only the ``mh - H`` rows and ``mw - W``
+    columns after it are gathered (on the CPU 4x cheaper than gathering the whole buffer: the same values)."""
+    h, w = planes.shape[-2:]
+    xp = torch.empty(*planes.shape[:-2], mh, mw, dtype=planes.dtype, device=planes.device)
+    xp[..., :h, :w] = planes
+    if mh > h:
+        xp[..., h:, :w] = planes.index_select(-2, _circular_index(h, ry, mh, mode, planes.device)[h:])
+    if mw > w:
+        xp[..., w:] = xp[..., :w].index_select(-1, _circular_index(w, rx, mw, mode, planes.device)[w:])
+    return xp
+
+
 def _kernel_spectrum(kernel: torch.Tensor, size: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
     """The multiplier of ``fft_filter2d`` for an odd ``(kh, kw)`` correlation kernel (float64): ``conj(fft2)`` of
     the kernel centred at index 0 of a circular ``size`` grid. A centro-symmetric kernel has a real spectrum,
@@ -169,8 +183,7 @@ def fft_filter2d(x: torch.Tensor, ry: int, rx: int, mode: str, spectrum: torch.T
     mh, mw = circular_size(h, w, ry, rx)
     c = shape[-3] if x.ndim >= 4 else 1
     planes = x.reshape(-1, c, h, w)
-    xp = planes.index_select(-2, _circular_index(h, ry, mh, mode, x.device))
-    xp = select(xp, -1, _circular_index(w, rx, mw, mode, x.device))
+    xp = _circular_pad(planes, mh, mw, ry, rx, mode)
     out = torch.empty(planes.shape, dtype=x.dtype, device=x.device)
     pairs = c // 2
     if pairs:
