@@ -315,10 +315,11 @@ def elastic_transform(x: torch.Tensor, c: tuple, generator: RandomSource = None)
     col_term = cols[None, :, None] * (inv[:, None, 0] * norm)  # (B, W, 2)
     row_term = rows[None, :, None] * (inv[:, None, 1] * norm) + (inv[:, None, 2] * norm - 1)  # (B, H, 2)
     grid = torch.empty(b, h, w, 2, dtype=x.dtype, device=x.device)
-    torch.add(row_term[:, :, None, :], col_term[:, None, :, :], out=grid)  # summed in float64, stored once
+    for k in range(2):  # summed in float64, stored once; per coordinate, the broadcast runs along whole rows
+        torch.add(row_term[:, :, None, k], col_term[:, None, :, k], out=grid[..., k])
     warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
-    dx = gaussian_filter(uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype), sigma, "symmetric", 3.0)
-    dy = gaussian_filter(uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype), sigma, "symmetric", 3.0)
+    fields = torch.cat([uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype) for _ in range(2)])
+    dx, dy = gaussian_filter(fields, sigma, "symmetric", 3.0).chunk(2)  # every plane on its own: one call for both
     # ... and about pixel edges (align_corners=False) is SciPy's "reflect" (half-sample symmetric):
     # ((x + alpha * dx + 0.5) * 2 / w - 1, likewise y), written into the reused grid
     grid[..., 0] = (cols.to(x.dtype) + 0.5) * (2.0 / w) - 1
