@@ -39,6 +39,16 @@ def test_finish_matches_clamp_then_round() -> None:
     assert torch.equal(finish(y, torch.float32), y.clamp(0, 1))
 
 
+def test_finish_blocks_and_strides() -> None:
+    """The CPU int32 blocks: more values than one block (with a partial last one) and a non-contiguous input."""
+    y = torch.rand(3, 5, 300, 70, generator=_gen(4)) * 1.4 - 0.2  # 315,000 values: two blocks of 2^18
+    for src in (y, y.transpose(-1, -2), y[:, ::2]):
+        old = (src.clamp(0, 1) * 255).round().to(torch.uint8)
+        assert torch.equal(finish(src, torch.uint8), old)
+        out = torch.empty(old.shape, dtype=torch.uint8)
+        assert finish(src, torch.uint8, out=out) is out and torch.equal(out, old)
+
+
 def _old_poisson_from_levels(v: torch.Tensor, c: float, generator: torch.Generator) -> torch.Tensor:
     """The guide-table sampler (bins = 2 * k_max) this module used before."""
     k_max = int(c + 12 * math.sqrt(c) + 12)

@@ -51,17 +51,29 @@ def finish(y: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None)
 
     uint8: ``round(y * 255)`` clamped to 0-255 equals ``round(clamp(y, 0, 1) * 255)`` (rounding is monotone
     and maps 0 and 255 to themselves), in three passes over one temporary. On the CPU the whole numbers go
-    through int32 (exact): float -> int32 -> uint8 is 3x faster there than torch's direct float -> uint8 cast."""
+    through int32 (exact), block by block in one reused cache-sized buffer: float -> int32 -> uint8 is 3x faster
+    there than torch's direct float -> uint8 cast, and a whole-batch int32 temporary would cost fresh pages."""
     if dtype == torch.uint8:
         t = torch.mul(y, 255.0)
         t.round_().clamp_(0.0, 255.0)
-        q = t.to(torch.int32) if t.device.type == "cpu" else t
-        return q.to(dtype) if out is None else out.copy_(q)
+        res = torch.empty(t.shape, dtype=dtype, device=t.device) if out is None else out
+        if t.device.type != "cpu" or not res.is_contiguous():
+            return res.copy_(t)
+        src, dst = t.reshape(-1), res.view(-1)  # row-major order in both (t follows y's strides)
+        buf = torch.empty(min(src.numel(), _FINISH_BLOCK), dtype=torch.int32)
+        for i in range(0, src.numel(), _FINISH_BLOCK):
+            part = buf[:min(_FINISH_BLOCK, src.numel() - i)]
+            dst[i:i + part.numel()].copy_(part.copy_(src[i:i + part.numel()]))
+        return res
     if out is None:
         return y.clamp(0.0, 1.0).to(dtype)
     if y.dtype == dtype:
         return torch.clamp(y, 0.0, 1.0, out=out)
     return out.copy_(y.clamp(0.0, 1.0))
+
+
+#: ``finish``'s int32 blocks on the CPU (1 MiB)
+_FINISH_BLOCK = 1 << 18
 
 
 # ----------------------------------------------------------------------------- padding and filtering
