@@ -242,7 +242,7 @@ def poisson_levels(v: torch.Tensor, c: float, generator: RandomSource) -> torch.
     flat_cdf, table, k_max, bins = _poisson_tables(float(c), v.device)
     vf = v.flatten()
     if isinstance(generator, ItemKeys):
-        raw = _item_draw(v.shape, generator, 0, torch.int32, _raw_fill).flatten()
+        raw = _item_draw(v.shape, generator, 0, torch.int32, _raw_fill).to(v.device).flatten()
         j = torch.bitwise_right_shift(raw, 32 - (bins.bit_length() - 1)).add_(bins // 2)
     else:
         u = uniform(v.shape, 0.0, 1.0, generator, v.device, torch.float64).flatten()
