@@ -17,6 +17,8 @@ uses chamfer weights (1, 1.4, 2.1969); the values agree to a few percent before 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -34,7 +36,7 @@ _BOX_SUM = torch.ones(3, 3, dtype=torch.float64)
 
 
 def _dilate3(e: torch.Tensor) -> torch.Tensor:
-    """3x3 binary dilation of a bool ``(..., H, W)`` map (zero outside), as two shifted ORs per axis."""
+    """3x3 binary dilation of a 0/1 (or bool) ``(..., H, W)`` map (zero outside), as two shifted ORs per axis."""
     r = e.clone()
     r[..., 1:, :] |= e[..., :-1, :]
     r[..., :-1, :] |= e[..., 1:, :]
@@ -42,6 +44,12 @@ def _dilate3(e: torch.Tensor) -> torch.Tensor:
     out[..., 1:] |= r[..., :-1]
     out[..., :-1] |= r[..., 1:]
     return out
+
+
+def _positive(d: torch.Tensor) -> torch.Tensor:
+    """1 where the integer tensor ``d`` is positive, else 0, in place and in ``d``'s dtype. The steps of ``canny``
+    stay 0/1 integers: on the CPU, torch's comparisons to bool and bool-to-number casts cost 5-8x an integer clamp."""
+    return d.clamp_(0, 1)
 
 
 def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -56,34 +64,34 @@ def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
     gy += dy[..., 1:-1]
     gy += dy[..., 1:-1]
     ax, ay = gx.abs(), gy.abs()
-    mag = ax + ay
+    mag = ax + ay  # at most 2040: every difference below fits in int16
     ax32, ay32 = ax.to(torch.int32), ay.to(torch.int32)  # OpenCV's fixed-point direction tests
     tg22x = ax32 * _TG22
     ay15 = ay32 * 32768
-    horiz = ay15 < tg22x
-    vert = ~horiz & (ay15 > tg22x.add_(ax32.mul_(65536)))
+    horiz = _positive(tg22x - ay15).to(torch.int16)  # ay15 < tg22x
+    vert = _positive(ay15.sub_(tg22x.add_(ax32.mul_(65536)))).to(torch.int16)  # ay15 > tg67x (>= tg22x): not horiz
     m = F.pad(mag, (1, 1, 1, 1))  # neighbour (dy, dx) of every pixel: m[1 + dy:, 1 + dx:] (0 outside)
 
     def above(oy: int, ox: int) -> torch.Tensor:  # mag > neighbour (oy, ox)
-        return torch.gt(mag, m[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w])
+        return _positive(mag - m[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w])
 
     def at_least(oy: int, ox: int) -> torch.Tensor:  # mag >= neighbour (oy, ox)
-        return torch.ge(mag, m[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w])
+        return _positive(torch.sub(mag, m[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w]).add_(1))
 
-    # non-maximum suppression per direction, as boolean algebra (torch.where is slow on the CPU): horizontal
-    # and vertical keep ties on one side; diagonals compare (up, -s) and (down, +s), s = +1 when signs agree
-    same = torch.lt(gx, 0) == torch.lt(gy, 0)
-    diag = ~(horiz | vert)
+    # non-maximum suppression per direction, as 0/1 integer algebra: horizontal and vertical keep ties on one side;
+    # diagonals compare (up, -s) and (down, +s), s = +1 when the signs of gx and gy agree (sign bit of gx ^ gy clear)
+    same = torch.bitwise_xor(gx, gy).bitwise_right_shift_(15).add_(1)
+    diag = torch.bitwise_or(horiz, vert).bitwise_xor_(1)
     nms = horiz & above(0, -1) & at_least(0, 1)
     nms |= vert & above(-1, 0) & at_least(1, 0)
     nms |= diag & same & above(-1, -1) & above(1, 1)
-    nms |= diag & ~same & above(-1, 1) & above(1, -1)
-    cand = nms & (mag > low)
-    edges = cand & (mag > high)
+    nms |= diag & same.bitwise_xor_(1) & above(-1, 1) & above(1, -1)
+    cand = nms & _positive(mag - math.floor(low))  # integers: mag > low <=> mag - floor(low) > 0
+    edges = cand & _positive(mag - math.floor(high))
     while True:
         grown = cand & _dilate3(edges)
         if torch.equal(grown, edges):
-            return edges
+            return edges.to(torch.uint8).view(torch.bool)  # 0/1 bytes are valid bools
         edges = grown
 
 
@@ -94,9 +102,12 @@ def truncated_distance(edges: torch.Tensor, limit: int = 20) -> torch.Tensor:
     running maxima of edge columns from both sides; the squared distance is the smallest
     ``row_distance(y + k)^2 + k^2`` over ``|k| <= limit`` (larger offsets only matter beyond ``limit``)."""
     h, w = edges.shape[-2:]
-    pos = torch.arange(w, dtype=torch.int16, device=edges.device).expand(edges.shape)
-    left = torch.where(edges, pos, -limit - 2).cummax(dim=-1).values  # nearest edge column on each side
-    right = (w - 1) - torch.where(edges.flip(-1), pos, -limit - 2).cummax(dim=-1).values.flip(-1)
+    off = limit + 2  # non-edges take column -off: at least limit + 2 from every pixel
+    shifted = torch.arange(off, w + off, dtype=torch.int16, device=edges.device).expand(edges.shape)
+    e = edges.to(torch.int16)  # the column (edges) or -off, as 0/1 products: cheaper than torch.where on the CPU
+    left = (shifted * e).sub_(off).cummax(dim=-1).values  # nearest edge column on each side
+    right = (w - 1) - (shifted * e.flip(-1)).sub_(off).cummax(dim=-1).values.flip(-1)
+    pos = shifted - off
     g = torch.minimum(pos - left, right - pos).clamp_max_(limit + 1)  # row distance, capped
     big = 4 * (limit + 1) ** 2
     g2 = F.pad(g.mul_(g), (0, 0, limit, limit), value=big)
