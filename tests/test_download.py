@@ -139,6 +139,25 @@ def test_tinyimagenet_c_checksum_from_zenodo_record(server, tmp_path):
     assert (path / "fog" / "3" / "n01443537").is_dir() and (path / MARKER).is_file()
 
 
+def test_tinyimagenet_c_staged_archive_needs_no_network(server, tmp_path):
+    """The record's MD5 is kept beside the staged archive: an offline rerun (interrupted extraction, kept archives)
+    checks the archive against it instead of asking Zenodo again."""
+    members = {f"Tiny-ImageNet-C/{c}/{s}/n01443537/test_{s}.JPEG": b"" for c in BENCHMARK_CORRUPTIONS for s in range(1, 6)}
+    data = _tar(members)
+    server.files["/records/2536630/files/Tiny-ImageNet-C.tar"] = data
+    server.files["/api/records/2536630"] = json.dumps(
+        {"files": [{"key": "Tiny-ImageNet-C.tar", "checksum": f"md5:{_md5(data)}"}]}).encode()
+    path = ensure_source("tinyimagenet-c", root=tmp_path, download=True, progress=False, mirror=server.url,
+                         keep_archives=True)
+    staged = tmp_path / ".aprkit-downloads-Tiny-ImageNet-C"
+    assert (staged / "Tiny-ImageNet-C.tar.md5").read_text().strip() == _md5(data)
+    for p in sorted(path.rglob("*"), reverse=True):  # the extracted layout is gone, the archive stays
+        p.unlink() if p.is_file() else p.rmdir()
+    path.rmdir()
+    again = ensure_source("tinyimagenet-c", root=tmp_path, download=True, progress=False, mirror="http://127.0.0.1:9")
+    assert again == path and (path / "fog" / "3" / "n01443537").is_dir() and (path / MARKER).is_file()
+
+
 def test_imagenet_c_four_archives_merge(server, tmp_path):
     fam = {"noise": BENCHMARK_CORRUPTIONS[:3], "blur": BENCHMARK_CORRUPTIONS[3:7],
            "weather": BENCHMARK_CORRUPTIONS[7:11], "digital": BENCHMARK_CORRUPTIONS[11:]}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tarfile
 import zipfile
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .._checks import nearest_names
+from .._io import atomic_write_text
 from .download import (
     DATA_ENV,
     ZENODO_API,
@@ -241,15 +243,28 @@ def _staging(target: Path) -> Path:
     return target.parent / f".aprkit-downloads-{target.name}"
 
 
+def _record_md5(f: RemoteFile, staging: Path, mirror: str | None) -> str:
+    """The MD5 that ``f``'s Zenodo record publishes, kept beside its staged archive (``<name>.md5``): a rerun with the
+    archive already staged (an interrupted extraction, ``keep_archives``) checks it without the network."""
+    assert f.zenodo is not None
+    kept = staging / f"{f.name}.md5"
+    if kept.is_file():
+        value = kept.read_text(encoding="utf-8").strip().lower()
+        if re.fullmatch(r"[0-9a-f]{32}", value):
+            return value
+    md5 = zenodo_md5(f.zenodo, f.name, api=_mirrored(ZENODO_API, mirror)).lower()
+    staging.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(kept, md5 + "\n")
+    return md5
+
+
 def _fetch(source: Source, target: Path, mirror: str | None, progress: bool, keep_archives: bool) -> None:
     """Download ``source``'s files and, for archives, extract them and merge their published layout into ``target``
     (the caller holds the lock on the staging folder)."""
     staging = _staging(target)
     archives = []
     for f in source.files:
-        md5 = f.md5
-        if md5 is None and f.zenodo is not None:
-            md5 = zenodo_md5(f.zenodo, f.name, api=_mirrored(ZENODO_API, mirror))
+        md5 = _record_md5(f, staging, mirror) if f.md5 is None and f.zenodo is not None else f.md5
         dest = (staging / f.name) if source.inner is not None else (target / f.name)
         archives.append((download_file(_mirrored(f.url, mirror), dest, md5, progress=progress), md5))
     if source.inner is None:
