@@ -502,3 +502,20 @@ def test_uint8_shortcuts_equal_the_float_path() -> None:
         seeds = item_seeds(1, "shot_noise", s, "tinyimagenet", torch.arange(3))
         on_levels = noise.shot_noise(x, 25.0, ItemKeys(seeds), levels=True)
         assert torch.equal(on_levels, noise.shot_noise(x.float() / 255, 25.0, ItemKeys(seeds), levels=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mask_equals_torch_comparisons(dtype: torch.dtype) -> None:
+    """``mask`` (NumPy on the CPU) gives torch's own comparisons, also for values next to the threshold rounded to
+    the tensor's dtype and for thresholds that are not representable in it."""
+    from aprkit.corruptions._common import mask
+
+    for c in (0.7, 0.69, 0.045, 1 / 3, 0.0, 0.8):
+        ct = torch.tensor(c, dtype=dtype)
+        near = torch.stack([torch.nextafter(ct, torch.tensor(-1.0, dtype=dtype)), ct,
+                            torch.nextafter(ct, torch.tensor(2.0, dtype=dtype))])
+        t = torch.cat([near, torch.rand(1000, generator=_gen(3), dtype=dtype), torch.tensor([-0.0, 1.0], dtype=dtype)])
+        for op, ref in ((">=", t >= c), (">", t > c), ("<", t < c), ("<=", t <= c)):
+            got = mask(t, op, c)
+            assert got.dtype == torch.uint8 and torch.equal(got.bool(), ref), (c, op)
+        assert torch.equal(mask(t[::3], ">=", c).bool(), t[::3] >= c)  # strided input

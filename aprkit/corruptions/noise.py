@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ._common import mask
 from ._random import RandomSource, normal, poisson, poisson_levels, uniform
 
 __all__ = ["gaussian_noise", "shot_noise", "impulse_noise", "impulse_bytes", "speckle_noise"]
@@ -39,13 +40,13 @@ def impulse_noise(x: torch.Tensor, c: float, generator: RandomSource = None) -> 
     """Salt and pepper (scikit-image ``random_noise(mode="s&p", amount=c)``): a fraction ``c`` of the
     values (per channel) is replaced, half by 0 and half by 1."""
     u = uniform(x.shape, 0.0, 1.0, generator, x.device, x.dtype)  # one draw: u < c flips, u < c/2 salts
-    return torch.mul(x, u >= c).add_(u < 0.5 * c)  # masks as 0/1 factors: cheaper than masked_fill on CPU
+    return torch.mul(x, mask(u, ">=", c)).add_(mask(u, "<", 0.5 * c))  # 0/1 factors: cheaper than masked_fill
 
 
 def impulse_bytes(u8: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:
     """``impulse_noise`` of uint8 images -> uint8 (the same draws; pepper 0, salt 255, the rest unchanged)."""
     u = uniform(u8.shape, 0.0, 1.0, generator, u8.device, torch.float32)
-    return torch.mul(u8, u >= c).add_((u < 0.5 * c).to(torch.uint8).mul_(255))
+    return torch.mul(u8, mask(u, ">=", c)).add_(mask(u, "<", 0.5 * c).mul_(255))
 
 
 def speckle_noise(x: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:

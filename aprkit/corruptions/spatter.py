@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._common import filter2d, pad2d
+from ._common import filter2d, mask, pad2d
 from ._random import RandomSource, normal
 from ._separable import gaussian_filter
 
@@ -151,7 +151,7 @@ def spatter(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.
     b, _, h, w = x.shape
     liquid = normal((b, 1, h, w), c[0], c[1], generator, x.device, torch.float32)
     liquid = gaussian_filter(liquid, float(c[2]), "replicate")
-    liquid = liquid.mul_(liquid >= c[3])  # zero below the threshold (a mask product: torch.where is slow on CPU)
+    liquid = liquid.mul_(mask(liquid, ">=", c[3]))  # zero below the threshold (torch.where is slow on the CPU)
     if c[5] == 0:
         l8 = torch.mul(liquid, 255).clamp_(0, 255).floor_()
         dist = truncated_distance(canny(l8, 50, 150), 20)
@@ -164,8 +164,8 @@ def spatter(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.
         m = m.div_(mx.clamp_min(1e-12)).mul_(c[4])  # an all-zero layer stays zero
         color = torch.tensor(_WATER, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return torch.mul(m.to(x.dtype), color).add_(x)
-    m = (liquid > c[3]).to(torch.float32)
+    m = mask(liquid, ">", c[3]).to(torch.float32)
     m = gaussian_filter(m, float(c[4]), "replicate")
-    m = m.mul_(m >= 0.8).to(x.dtype)
+    m = m.mul_(mask(m, ">=", 0.8)).to(x.dtype)
     color = torch.tensor(_MUD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return x * (1 - m) + color * m

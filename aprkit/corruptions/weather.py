@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from ._common import clipped_zoom, rgb_to_gray
+from ._common import clipped_zoom, mask, rgb_to_gray
 from ._frost import frost_textures
 from ._random import RandomSource, normal, randint, uniform
 from .blur import motion_line_blur
@@ -111,7 +111,7 @@ def snow(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Ten
     layer = normal((b, 1, h, w), c[0], c[1], generator, x.device, x.dtype)
     layer = clipped_zoom(layer, float(c[2]))
     # in place on temporaries, the same operations in the same order as the scripts' expressions
-    layer = layer.mul_(layer >= c[3]).clamp_(0, 1).mul_(255).floor_().div_(255)  # cut, then 8 bits (truncation)
+    layer = layer.mul_(mask(layer, ">=", c[3])).clamp_(0, 1).mul_(255).floor_().div_(255)  # cut, then 8 bits
     angles = uniform((b,), -135.0, -45.0, generator, x.device, torch.float64)
     layer = motion_line_blur(layer, float(c[4]), float(c[5]), angles).mul_(255).add_(1e-4).floor_().div_(255)
     y = torch.mul(x, c[6])
