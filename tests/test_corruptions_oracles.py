@@ -21,6 +21,7 @@ from aprkit.corruptions import digital, noise, spatter, weather
 from aprkit.corruptions._common import filter2d, finish, gaussian_kernel1d, pad2d, pad_index
 from aprkit.corruptions._random import ItemKeys, poisson_levels, uniform
 from aprkit.corruptions._separable import gaussian_filter
+from aprkit.corruptions.severity import params
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -519,3 +520,28 @@ def test_mask_equals_torch_comparisons(dtype: torch.dtype) -> None:
             got = mask(t, op, c)
             assert got.dtype == torch.uint8 and torch.equal(got.bool(), ref), (c, op)
         assert torch.equal(mask(t[::3], ">=", c).bool(), t[::3] >= c)  # strided input
+
+
+def test_every_corruption_returns_a_new_tensor() -> None:
+    """``corrupt`` finishes each function's result in place (``finish(consume=True)``): no function may return its
+    input, a view of it or a tensor it keeps (a second call must still give the first call's result)."""
+    from aprkit.corruptions import find_frost_dir
+    from aprkit.corruptions.api import CORRUPTIONS
+
+    try:
+        find_frost_dir()
+        names = list(CORRUPTIONS)
+    except FileNotFoundError:  # no frost textures here
+        names = [n for n in CORRUPTIONS if n != "frost"]
+    for size in (32, 224):
+        x = natural_images(2, size, seed=9).float() / 255
+        before = x.clone()
+        for name in names:
+            fn, c = CORRUPTIONS[name], params(name, 3, "cifar" if size == 32 else "imagenet")
+            opts = {"quantize": False} if name == "pixelate" else {}
+            y = fn(x, c, torch.Generator().manual_seed(0), **opts)
+            assert y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr(), name
+            first = y.clone()
+            y.mul_(0.5)  # what finish(consume=True) may do to it
+            assert torch.equal(fn(x, c, torch.Generator().manual_seed(0), **opts), first), name
+            assert torch.equal(x, before), name

@@ -50,15 +50,17 @@ def as_float(x: torch.Tensor) -> torch.Tensor:
     return x.to(work, copy=True)
 
 
-def finish(y: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
+def finish(y: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None, *,
+           consume: bool = False) -> torch.Tensor:
     """Clamp a [0, 1] float result and cast to ``dtype`` (uint8: rounded to 0-255), into ``out`` if given.
+    ``consume``: ``y`` is a temporary of the caller's that may be overwritten (one buffer fewer, still in cache).
 
     uint8: ``round(y * 255)`` clamped to 0-255 equals ``round(clamp(y, 0, 1) * 255)`` (rounding is monotone
     and maps 0 and 255 to themselves), in three passes over one temporary. On the CPU the whole numbers go
     through int32 (exact), block by block in one reused cache-sized buffer: float -> int32 -> uint8 is 3x faster
     there than torch's direct float -> uint8 cast, and a whole-batch int32 temporary would cost fresh pages."""
     if dtype == torch.uint8:
-        t = torch.mul(y, 255.0)
+        t = y.mul_(255.0) if consume else torch.mul(y, 255.0)
         t.round_().clamp_(0.0, 255.0)
         res = torch.empty(t.shape, dtype=dtype, device=t.device) if out is None else out
         if t.device.type != "cpu" or not res.is_contiguous():

@@ -78,6 +78,7 @@ BENCHMARK = (
 #: the 4 extra (validation) corruptions
 EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 
+# every function returns a new tensor (never its input, a view of it or a cached one): ``corrupt`` finishes it in place
 CORRUPTIONS: dict[str, Callable[..., torch.Tensor]] = {
     "gaussian_noise": noise.gaussian_noise,
     "shot_noise": noise.shot_noise,
@@ -254,11 +255,11 @@ def corrupt(
         return fn(flat[i:i + step] if raw else as_float(flat[i:i + step]), c, part(i), **opts)
 
     if step >= n:
-        y = finish(run(0), images.dtype)
+        y = finish(run(0), images.dtype, consume=True)  # every corruption returns a new tensor
     else:  # each chunk is finished straight into its slice of the output
         y = torch.empty_like(flat, memory_format=torch.contiguous_format)
         for i in range(0, n, step):
-            finish(run(i), images.dtype, out=y[i:i + step])
+            finish(run(i), images.dtype, out=y[i:i + step], consume=True)
     return y.reshape(*lead, *images.shape[-3:])
 
 
