@@ -32,7 +32,6 @@ _TG22 = 13573  # round(tan(22.5 deg) * 2**15), as in OpenCV's Canny
 _WATER = (175 / 255.0, 238 / 255.0, 238 / 255.0)
 _MUD = (63 / 255.0, 42 / 255.0, 20 / 255.0)
 _EMBOSS = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
-_BOX_SUM = torch.ones(3, 3, dtype=torch.float64)
 
 
 def _dilate3(e: torch.Tensor) -> torch.Tensor:
@@ -123,9 +122,15 @@ def box_blur_levels(dist: torch.Tensor) -> torch.Tensor:
     """``cv2.blur(dist, (3, 3)).astype(np.uint8)`` of float32 distances ``(B, 1, H, W)`` in [0, 20] (reflect-101).
 
     ``cv2.blur`` sums float32 values in double and scales by 1/9; the sums of these distances (multiples of 2^-23
-    below 180) are exact in float64, so the truncated levels are OpenCV's. Float32 products with 1/9 made a flat 3
-    2.9999998, truncated to 2 (0.2-1.5 % of the levels at water severities)."""
-    return filter2d(dist.double(), _BOX_SUM, "reflect101").mul_(1 / 9).float().floor_()
+    below 180) are exact in float64, whatever the order (here rows, then columns: 4 additions instead of 9
+    multiply-adds), so the truncated levels are OpenCV's. Float32 products with 1/9 made a flat 3 2.9999998,
+    truncated to 2 (0.2-1.5 % of the levels at water severities)."""
+    p = pad2d(dist.double(), 1, 1, "reflect101")
+    rows = p[..., :-2, :] + p[..., 1:-1, :]
+    rows += p[..., 2:, :]
+    sums = rows[..., :-2] + rows[..., 1:-1]
+    sums += rows[..., 2:]
+    return sums.mul_(1 / 9).float().floor_()
 
 
 def equalize_hist(img: torch.Tensor) -> torch.Tensor:
