@@ -8,7 +8,7 @@ every ``checkpoint_every_steps``), ``metrics.csv``/``metrics.json`` (one row per
 The test set is evaluated every ``train.eval_every`` epochs and at the end of the run. An end-of-run evaluation
 in an epoch that ``eval_every`` skips is marked ``stop_eval`` in its row; when the run is resumed and trains on,
 that row loses its test metrics again, so the history equals the uninterrupted run's. A run stopped inside an
-epoch (``train.max_steps``) logs a ``partial`` row, which a resume replaces.
+epoch (``train.max_steps``) logs a ``partial`` row, which a resume that trains on replaces.
 """
 
 from __future__ import annotations
@@ -238,7 +238,10 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         scaler.load_state_dict(state["scaler"])
         epoch, start_batch, step = state["epoch"], state["batch_in_epoch"], state["global_step"]
         resumed = True  # a finished run resumed again keeps its config.yaml and model.pt as they are
-        history = [r for r in state["history"] if not r.get("partial")]
+        # a partial row (a max_steps stop inside an epoch) is replaced when training goes on; a run resumed at its
+        # max_steps trains nothing more and keeps it
+        at_max = tr.max_steps is not None and step >= tr.max_steps
+        history = [r for r in state["history"] if at_max or not r.get("partial")]
         if info.rank == 0:  # the saved sums are over every rank's share of the epoch so far: counted once
             accum.copy_(state["accum"].to(dev))
         restore_rng(state["rng"], generator)
