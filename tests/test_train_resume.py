@@ -127,3 +127,13 @@ def test_resuming_a_checkpoint_of_another_recipe_version_warns(tmp_path, capsys)
     capsys.readouterr()
     fit(train_config(optim={"epochs": 2}, train={"resume": True}), out=tmp_path, datasets=(ds, None))
     assert f"recipe version {RECIPE_VERSION - 1}" in capsys.readouterr().err
+
+
+def test_test_loss_does_not_depend_on_the_eval_batch_size(tmp_path):
+    """The logged test loss is an exact sum of per-image losses: batching the test images otherwise (where the
+    logits are the same) gives the same number to the last digit."""
+    ds, test = Images(40), Images(48, seed=5)
+    cfg = train_config(optim={"epochs": 1})
+    runs = [fit(cfg, [f"data.eval_batch_size={b}"], datasets=(ds, test)) for b in (48, 24, 16)]
+    losses = [r["history"][-1]["test_loss"] for r in runs]
+    assert losses[0] == losses[1] == losses[2]

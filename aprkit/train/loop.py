@@ -13,6 +13,7 @@ epoch (``train.max_steps``) logs a ``partial`` row, which a resume that trains o
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import sys
@@ -91,16 +92,21 @@ def build_model(cfg: Config) -> nn.Module:
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, batches: EpochBatches, info: DistInfo, *, amp: bool = False,
                       amp_dtype: torch.dtype = torch.float16, channels_last: bool = False) -> dict[str, float]:
-    """Clean loss and top-1 accuracy of ``model`` over ``batches`` (summed over DDP ranks)."""
+    """Clean loss and top-1 accuracy of ``model`` over ``batches`` (summed over DDP ranks).
+
+    The loss is the correctly rounded sum (``math.fsum``) of the images' own losses, so it does not depend on how the
+    images are batched wherever the logits do not (a float32 sum per batch moved its last digits)."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=info.device)  # loss, correct, count
+    losses = []
     for x, y in batches.iterate():
         with torch.autocast(info.device.type, dtype=amp_dtype, enabled=amp):
             logits = model(to_float(x, channels_last))
-        sums[0] += F.cross_entropy(logits.float(), y, reduction="sum")
+        losses.append(F.cross_entropy(logits.float(), y, reduction="none"))
         sums[1] += (logits.argmax(1) == y).sum()
         sums[2] += y.numel()
+    sums[0] = math.fsum(torch.cat(losses).tolist()) if losses else 0.0
     all_reduce_sum(sums, info)
     model.train(was_training)
     n = max(float(sums[2]), 1.0)
