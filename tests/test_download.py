@@ -150,12 +150,32 @@ def test_tinyimagenet_c_staged_archive_needs_no_network(server, tmp_path):
     path = ensure_source("tinyimagenet-c", root=tmp_path, download=True, progress=False, mirror=server.url,
                          keep_archives=True)
     staged = tmp_path / ".aprkit-downloads-Tiny-ImageNet-C"
-    assert (staged / "Tiny-ImageNet-C.tar.md5").read_text().strip() == _md5(data)
+    assert (staged / "Tiny-ImageNet-C.tar.md5").read_text().split() == [_md5(data), server.url + "/api/records"]
     for p in sorted(path.rglob("*"), reverse=True):  # the extracted layout is gone, the archive stays
         p.unlink() if p.is_file() else p.rmdir()
     path.rmdir()
-    again = ensure_source("tinyimagenet-c", root=tmp_path, download=True, progress=False, mirror="http://127.0.0.1:9")
+    server.files.clear()  # the mirror now answers nothing (404): offline as far as these files go
+    again = ensure_source("tinyimagenet-c", root=tmp_path, download=True, progress=False, mirror=server.url)
     assert again == path and (path / "fog" / "3" / "n01443537").is_dir() and (path / MARKER).is_file()
+
+
+def test_tinyimagenet_c_kept_checksum_is_dropped_on_a_mismatch_and_refetched_when_damaged(server, tmp_path):
+    members = {f"Tiny-ImageNet-C/{c}/{s}/n01443537/test_{s}.JPEG": b"" for c in BENCHMARK_CORRUPTIONS for s in range(1, 6)}
+    data = _tar(members)
+    server.files["/records/2536630/files/Tiny-ImageNet-C.tar"] = data
+    record = "/api/records/2536630"
+    server.files[record] = json.dumps({"files": [{"key": "Tiny-ImageNet-C.tar", "checksum": "md5:" + "0" * 32}]}).encode()
+    with pytest.raises(ValueError, match="checksum mismatch"):  # the record served a wrong MD5
+        ensure_source("tinyimagenet-c", root=tmp_path, download=True, progress=False, mirror=server.url)
+    staged = tmp_path / ".aprkit-downloads-Tiny-ImageNet-C"
+    assert not (staged / "Tiny-ImageNet-C.tar.md5").exists()  # not kept: a rerun asks the record again
+    server.files[record] = json.dumps(
+        {"files": [{"key": "Tiny-ImageNet-C.tar", "checksum": f"md5:{_md5(data)}"}]}).encode()
+    staged.mkdir(exist_ok=True)
+    (staged / "Tiny-ImageNet-C.tar.md5").write_bytes(b"\xff\xfe damaged")  # unreadable: asked for again
+    path = ensure_source("tinyimagenet-c", root=tmp_path, download=True, progress=False, mirror=server.url)
+    assert (path / MARKER).is_file()
+    assert sum(p == record for p, _ in server.requests) == 2
 
 
 def test_imagenet_c_four_archives_merge(server, tmp_path):

@@ -64,8 +64,8 @@ __all__ = ["CODE_VERSION", "BENCHMARK", "EXTRA", "CORRUPTIONS", "list_corruption
 #: and at severities 1-3 of 8 imagenet images 0.07-1.4 % of the values (up to 22 levels); mud spatter and every
 #: other corruption are unchanged
 #: (not a version: the per-image seeds' outputs did not change) with one generator for a whole batch, the draws follow
-#: the CPU chunks, and above 64x64 spatter, fog, snow, elastic_transform, frost and motion_blur now take 4 images
-#: at 224 px per chunk (``_CPU_CHUNK_LARGE``): their generator outputs for more than 2 such images can differ
+#: the CPU chunks, and above 64x64 spatter, fog, snow, frost and motion_blur now take twice the values per chunk (4
+#: images at 224 px, ``_CPU_CHUNK_LARGE``): their generator outputs for batches the old chunks split can differ
 CODE_VERSION = 7
 
 #: the 15 corruptions of the CIFAR-10-C / ImageNet-C benchmark, in the published order
@@ -107,14 +107,15 @@ _CPU_CHUNK = 5 << 16
 # glass blur's sequential wavefront loop costs per call, not per value: larger chunks amortise it; zoom blur's
 # per-zoom transposes run faster on 4 MB chunks
 _CPU_CHUNK_BY_NAME = {"glass_blur": 1 << 23, "zoom_blur": 1 << 20}
-# images above 64x64: corruptions that work on one-channel planes (spatter, fog, snow, elastic's fields) or whose
-# per-chunk steps are Python-level (frost's crops, motion blur's taps, Pillow calls) spend more on per-op dispatch
-# than they gain from 2-image chunks: at 224 px, 4 images per chunk saved 1.2 ms per image over these seven (one
-# thread, benchmarks/bench_corruptions.py; 8 images gained 0.1 ms more but 4.8 MB temporaries, which glibc can hand
-# back to the system between chunks: one run had elastic_transform 1.8x slower from page faults). At 32 and 64 px
-# snow and motion blur are 2x slower with such chunks, so small images keep the plain ones.
+# images above 64x64: corruptions that work on one-channel planes (spatter, fog, snow) or whose per-chunk steps are
+# Python-level (frost's crops, motion blur's taps) spend more on per-op dispatch than they gain from 2-image chunks:
+# at 224 px, 4 images per chunk saved 0.8 ms per image over these five (one thread, bench_corruptions.py; 8 images
+# gained 0.1 ms more but 4.8 MB temporaries, which glibc can hand back to the system between chunks). None of them
+# runs a matrix product whose size follows the chunk (elastic_transform's dense filters and float pixelate's
+# shrinking do: MKL then rounds float64 products differently, so they keep the plain chunks). At 32 and 64 px snow
+# and motion blur are 2x slower with such chunks, so small images keep the plain ones.
 _CPU_CHUNK_LARGE = 5 << 17
-_CPU_CHUNK_LARGE_NAMES = frozenset({"spatter", "fog", "snow", "elastic_transform", "frost", "motion_blur", "pixelate"})
+_CPU_CHUNK_LARGE_NAMES = frozenset({"spatter", "fog", "snow", "frost", "motion_blur"})
 # corruptions with an exact uint8 -> uint8 form: uint8 batches skip the float round trip (same result: the float
 # path quantises to the same bytes and returns k / 255, which ``finish`` rounds back to k)
 _UINT8_NATIVE: dict[str, Callable[..., torch.Tensor]] = {"jpeg_compression": digital.jpeg_bytes,

@@ -318,8 +318,9 @@ def elastic_transform(x: torch.Tensor, c: tuple, generator: RandomSource = None)
     for k in range(2):  # summed in float64, stored once; per coordinate, the broadcast runs along whole rows
         torch.add(row_term[:, :, None, k], col_term[:, None, :, k], out=grid[..., k])
     warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
-    fields = torch.cat([uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype) for _ in range(2)])
-    dx, dy = gaussian_filter(fields, sigma, "symmetric", 3.0).chunk(2)  # every plane on its own: one call for both
+    # one filter call per field: a joint call changes the matrix-product sizes, which moves float64 results (MKL)
+    dx = gaussian_filter(uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype), sigma, "symmetric", 3.0)
+    dy = gaussian_filter(uniform((b, h, w), -1.0, 1.0, generator, x.device, x.dtype), sigma, "symmetric", 3.0)
     # ... and about pixel edges (align_corners=False) is SciPy's "reflect" (half-sample symmetric):
     # ((x + alpha * dx + 0.5) * 2 / w - 1, likewise y), written into the reused grid
     grid[..., 0] = (cols.to(x.dtype) + 0.5) * (2.0 / w) - 1

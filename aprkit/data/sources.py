@@ -244,18 +244,26 @@ def _staging(target: Path) -> Path:
 
 
 def _record_md5(f: RemoteFile, staging: Path, mirror: str | None) -> str:
-    """The MD5 that ``f``'s Zenodo record publishes, kept beside its staged archive (``<name>.md5``): a rerun with the
-    archive already staged (an interrupted extraction, ``keep_archives``) checks it without the network."""
+    """The MD5 that ``f``'s Zenodo record publishes, kept beside its staged archive (``<name>.md5``, with the API it
+    came from): a rerun with the archive already staged (an interrupted extraction, ``keep_archives``) checks it
+    without the network. An unreadable or foreign kept value is asked for again; ``_fetch`` drops it on a mismatch."""
     assert f.zenodo is not None
-    kept = staging / f"{f.name}.md5"
-    if kept.is_file():
-        value = kept.read_text(encoding="utf-8").strip().lower()
-        if re.fullmatch(r"[0-9a-f]{32}", value):
+    api = _mirrored(ZENODO_API, mirror)
+    kept = _kept_md5(staging, f)
+    try:
+        value, _, source = kept.read_text(encoding="utf-8").strip().partition(" ")
+        if re.fullmatch(r"[0-9a-f]{32}", value) and source == api:
             return value
-    md5 = zenodo_md5(f.zenodo, f.name, api=_mirrored(ZENODO_API, mirror)).lower()
+    except (OSError, UnicodeDecodeError):  # absent or damaged: ask the record
+        pass
+    md5 = zenodo_md5(f.zenodo, f.name, api=api).lower()
     staging.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(kept, md5 + "\n")
+    atomic_write_text(kept, f"{md5} {api}\n")
     return md5
+
+
+def _kept_md5(staging: Path, f: RemoteFile) -> Path:
+    return staging / f"{f.name}.md5"
 
 
 def _fetch(source: Source, target: Path, mirror: str | None, progress: bool, keep_archives: bool) -> None:
@@ -266,7 +274,11 @@ def _fetch(source: Source, target: Path, mirror: str | None, progress: bool, kee
     for f in source.files:
         md5 = _record_md5(f, staging, mirror) if f.md5 is None and f.zenodo is not None else f.md5
         dest = (staging / f.name) if source.inner is not None else (target / f.name)
-        archives.append((download_file(_mirrored(f.url, mirror), dest, md5, progress=progress), md5))
+        try:
+            archives.append((download_file(_mirrored(f.url, mirror), dest, md5, progress=progress), md5))
+        except ValueError:  # a checksum mismatch: a kept record MD5 may be the wrong one, ask the record again
+            _kept_md5(staging, f).unlink(missing_ok=True)
+            raise
     if source.inner is None:
         return
     extracted = staging / "extracted"
