@@ -209,7 +209,9 @@ def corrupt(
         seeds: instead of ``generator``, one integer key per image (``(N,)`` for the ``N`` images of
             ``(..., C, H, W)`` in row-major order): image ``i`` draws from its own counter-based stream
             (hashed on the images' device, vectorised over the batch), so its result is the same in any
-            batch and on any device. ``item_seeds`` builds them from (seed, name, severity, preset, index).
+            batch and on any device (float64 images: the matrix products of the Gaussian filters and float
+            pixelate can move the last bit with the batch, see ``_separable``). ``item_seeds`` builds them from
+            (seed, name, severity, preset, index).
         frost_dir: directory with the frost textures (else ``$APRKIT_FROST_DIR`` or ``imagecorruptions``).
 
     Returns:
