@@ -198,6 +198,13 @@ def test_mix_amplitude_rejects_nan_and_misshaped_lam_tensor():
         fr.mix_amplitude(x, y, torch.tensor([0.1, float("nan"), 0.2, 0.3]))
     with pytest.raises(ValueError, match="lam"):
         fr.mix_amplitude(x, y, torch.tensor([0.1, 0.2, 0.3]))
+    for shape in ((4, 1), (1, 4), (2, 4)):  # broadcast with the batch but to a larger shape: every image x every lam
+        with pytest.raises(ValueError, match="lam"):
+            fr.mix_amplitude(x, y, torch.full(shape, 0.5))
+    with pytest.raises(ValueError, match="uint8"):  # two scales (0-255 and 0-1) cannot be mixed
+        fr.mix_amplitude((x * 255).to(torch.uint8), y, 0.5)
+    with pytest.raises(ValueError, match="uint8"):
+        fr.low_frequency_swap(x, (y * 255).to(torch.uint8), 0.1)
     out = fr.mix_amplitude(x, y, torch.tensor([0.0, 1.0, 0.5, 0.5], dtype=torch.float64))
     assert out.dtype == x.dtype
     torch.testing.assert_close(out[0], x[0], atol=1e-5, rtol=0)

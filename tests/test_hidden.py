@@ -207,3 +207,36 @@ def test_swap_mode_refuses_a_mix_weight():
         FeatureAPR(lam=(0.2, 0.8))
     g = torch.Generator().manual_seed(0)
     torch.testing.assert_close(feature_apr(x, lam=1.0, generator=g), feature_apr(x, generator=g.manual_seed(0)))
+
+
+class _InPlaceBlock(nn.Module):
+    """A block whose ReLU works in place with its result ignored (``out.relu_()`` or ``F.relu(out, inplace=True)``)."""
+
+    def __init__(self, style: str) -> None:
+        super().__init__()
+        self.conv, self.style = nn.Conv2d(3, 4, 3, padding=1), style
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        if self.style == "method":
+            out.relu_()
+        elif self.style == "keyword":
+            F.relu(out, inplace=True)
+        else:
+            F.relu(out, True)
+        return out
+
+
+@pytest.mark.parametrize("style", ["method", "keyword", "positional"])
+@pytest.mark.parametrize("kind", ["input", "output"])
+def test_in_place_functional_relu_sites_take_the_replacement(style: str, kind: str) -> None:
+    """A replacement at an in-place functional ReLU reaches the caller's tensor: it was returned only, so the block
+    kept its own activation (output site) or lost its ReLU (input site) while the transplant was counted."""
+    torch.manual_seed(0)
+    net = nn.Sequential(_InPlaceBlock(style), nn.Flatten(1))
+    x = torch.rand(2, 3, 6, 6) - 0.5
+    repl = torch.full((2, 4, 6, 6), -0.25 if kind == "input" else 0.75)
+    with torch.no_grad(), tap(net, Site("0:relu", kind), lambda a, i: repl):
+        got = net(x)
+    expected = repl.relu() if kind == "input" else repl
+    assert torch.equal(got, expected.flatten(1))

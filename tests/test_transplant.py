@@ -351,6 +351,7 @@ def test_sweep_on_small_phase_collapse_net() -> None:
     res = layer_sweep(model, x, "all", sites=("output",), every=3, n_pairs=16, n_control=16)
     assert [(r["block"], r["code"]) for r in res["rows"]] == [
         (f"layers.{i}", c) for i in (0, 3, 6, 7) for c in ("phase", "sign")]
+    assert [r["depth"] for r in res["rows"]] == [0, 0, 3, 3, 6, 6, 7, 7]  # the blocks' own depths, not 0-3
     for r in res["rows"]:
         assert r["complex"] and r["negative_fraction"] is None and r["magnitude_variation"] > 0
         assert r["identity_agreement"] == 1.0  # the identity control: 100 % of the clean predictions

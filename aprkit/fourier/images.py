@@ -45,6 +45,13 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, xname: str, yname: str) -> Non
         ) from None
 
 
+def _check_same_scale(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Mixing two images' values needs one scale: both uint8 (0-255) or both floating (0-1)."""
+    if (x.dtype == torch.uint8) != (y.dtype == torch.uint8):
+        raise ValueError(f"x and y must both be uint8 (0-255) or both floating point (0-1) to be mixed, got {x.dtype} "
+                         f"and {y.dtype}; convert one first (e.g. y.float() / 255)")
+
+
 def _pair_spectra(x: torch.Tensor, y: torch.Tensor, fft_dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Half spectra of ``x`` and ``y`` (their finiteness checked on the DC terms)."""
     zx = rfftn(_as_float(x), fft_dims)
@@ -86,19 +93,22 @@ def mix_amplitude(
     which gives different numbers (earlier versions defaulted to ``"chw"``: pass it to keep their numbers).
     """
     _check_pair(x, y, "x", "y")
+    _check_same_scale(x, y)
     fft_dims = check_dims(dims)
     lam_t: torch.Tensor | float
     if isinstance(lam, torch.Tensor):
         if not lam.is_floating_point():
             lam = lam.float()
-        lead = broadcast_shape(x.shape[:-3], y.shape[:-3])
+        lead = tuple(broadcast_shape(x.shape[:-3], y.shape[:-3]))
         try:
-            broadcast_shape(lam.shape, lead)
+            fits = tuple(broadcast_shape(lam.shape, lead)) == lead  # to the batch shape, not a larger one
         except RuntimeError:
+            fits = False
+        if not fits:
             raise ValueError(
-                f"lam tensor of shape {tuple(lam.shape)} must broadcast to the leading batch shape {tuple(lead)} "
+                f"lam tensor of shape {tuple(lam.shape)} must broadcast to the leading batch shape {lead} "
                 "(one value per image)"
-            ) from None
+            )
         if lam.numel() and not bool(((lam >= 0) & (lam <= 1)).all()):  # also rejects NaN
             raise ValueError("lam must lie in [0, 1] (finite), got values outside or NaN")
         lam_t = lam.to(x.device).reshape(*lam.shape, *([1] * 3))
@@ -158,6 +168,7 @@ def low_frequency_swap(x: torch.Tensor, y: torch.Tensor, beta: float = 0.01, dim
     keep their numbers).
     """
     _check_pair(x, y, "x", "y")
+    _check_same_scale(x, y)
     fft_dims = check_dims(dims)
     b = _half_width(x.shape, beta)
     zx, zy = _pair_spectra(x, y, fft_dims)

@@ -134,6 +134,17 @@ def last_activation_site(model: nn.Module, block: str) -> Site:
     return Site(f"{full}:relu", "input", -1)
 
 
+_IN_PLACE = (torch.relu_, torch.Tensor.relu_)
+
+
+def _in_place(func: Callable, args: tuple, kwargs: dict) -> bool:
+    """Whether a functional activation call works in place (``relu_``, or ``inplace=True`` given by keyword or as the
+    second positional argument of ``F.relu``/``F.relu6``/``F.silu``)."""
+    if func in _IN_PLACE:
+        return True
+    return bool(kwargs.get("inplace", args[1] if len(args) > 1 and isinstance(args[1], bool) else False))
+
+
 class _OpMode(TorchFunctionMode):
     """Intercepts functional activations while ``depth > 0`` (inside the addressed module)."""
 
@@ -197,14 +208,17 @@ def tap(model: nn.Module, site: Site, fn: Callable[[torch.Tensor, int], torch.Te
         def handler(func, args, kwargs):
             i = state.calls
             state.calls += 1
+            inplace = _in_place(func, args, kwargs)  # the caller may ignore the result: write into its tensor
             if site.site == "input":
                 new = fn(args[0], i)
                 if new is not None:
-                    args = (new, *args[1:])
+                    args = (args[0].copy_(new) if inplace else new, *args[1:])
                 return func(*args, **kwargs)
             out = func(*args, **kwargs)
             new = fn(out, i)
-            return out if new is None else new
+            if new is None:
+                return out
+            return out.copy_(new) if inplace else new
 
         mode = _OpMode(FUNCTIONAL_OPS[op], handler)
         handles.append(model.register_forward_pre_hook(lambda m, a: setattr(mode, "depth", 0)))

@@ -339,9 +339,9 @@ def layer_sweep(
     blocks = list_blocks(model) if layers == "all" else ([layers] if isinstance(layers, str) else list(layers))
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
-    picked = blocks[::every]
-    if picked[-1] != blocks[-1]:
-        picked.append(blocks[-1])
+    picked = list(range(0, len(blocks), every))  # positions among all the blocks: a row's depth is its block's
+    if picked[-1] != len(blocks) - 1:
+        picked.append(len(blocks) - 1)
     codes = _as_codes(codes)
     call_index = kwargs.pop("call_index", None)
     progress = kwargs.pop("progress", False)
@@ -355,7 +355,8 @@ def layer_sweep(
         raise TypeError(f"layer_sweep got unexpected arguments {sorted(kwargs)}")
     targets: list[tuple[int, str, Site]] = []
     for site in sites:
-        for depth, b in enumerate(picked):
+        for depth in picked:
+            b = blocks[depth]
             if site == "input" and layers == "all":
                 t = last_activation_site(model, b)
             else:

@@ -24,7 +24,9 @@ from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, regis
 __all__ = ["TransplantSuite", "TransplantOptions", "TransplantResult"]
 
 #: 2: real grids' Fourier codes come from aprkit.fourier.fftn/ifftn (the CPU RGB route for 3-channel "chw" grids)
-_VERSION = 2
+#: 3: a sweep row's depth is its block's position among all blocks (with every > 1 it was the position among the
+#: blocks swept)
+_VERSION = 3
 _PREFIX = "transplant_"
 
 
