@@ -240,3 +240,12 @@ def test_in_place_functional_relu_sites_take_the_replacement(style: str, kind: s
         got = net(x)
     expected = repl.relu() if kind == "input" else repl
     assert torch.equal(got, expected.flatten(1))
+
+
+def test_last_activation_site_knows_the_other_common_nonlinearities() -> None:
+    """A block whose last nonlinearity is PReLU/ELU/SELU/CELU/Mish after an earlier ReLU: the site is the last one
+    (the earlier ReLU was picked when only ReLU-like modules were known)."""
+    for act in (nn.PReLU(), nn.ELU(), nn.SELU(), nn.CELU(), nn.Mish()):
+        block = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 4, 1), act)
+        net = nn.Sequential(nn.Sequential(block, nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU())))
+        assert last_activation_site(net, "0.0") == Site("0.0.3", "input", -1), type(act).__name__

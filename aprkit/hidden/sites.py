@@ -48,7 +48,8 @@ FUNCTIONAL_OPS: dict[str, tuple[Callable, ...]] = {
     "gelu": (F.gelu,),
     "silu": (F.silu,),
 }
-_ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Hardswish)
+_ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Hardswish, nn.PReLU, nn.ELU, nn.SELU,
+                       nn.CELU, nn.Mish)
 
 
 class StopForward(Exception):
