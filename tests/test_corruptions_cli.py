@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -56,6 +57,32 @@ def test_cifar_layout_from_array(array_input) -> None:
     lab = np.load(out / "labels.npy")
     assert lab.dtype == np.uint8 and np.array_equal(lab, np.tile(labels, 5))
     assert not list(out.glob("*.tmp"))
+
+
+def test_cifar_layout_with_other_severities_reads_back_by_its_manifest(array_input) -> None:
+    """A folder written with severities 3 only, or 5..1, is read by the manifest's severities: severity s is the
+    block written for s (both used to be sliced as 1..5: 3 gave 1/5 of the images per 'severity', 5..1 reversed)."""
+    from aprkit.data import get_dataset
+
+    tmp, x, labels = array_input
+    full = tmp / "full"
+    write_cifar_c(x, full, ["shot_noise"], labels, progress=False)
+    ref = {s: get_dataset(f"cifar10-c:{full}", corruption="shot_noise", severity=s) for s in range(1, 6)}
+    for sevs in ([3], [5, 4, 3, 2, 1], [2, 5]):
+        out = tmp / "s" / "".join(map(str, sevs))
+        write_cifar_c(x, out, ["shot_noise"], labels, severities=sevs, progress=False)
+        for s in range(1, 6):
+            if s not in sevs:
+                with pytest.raises(ValueError, match=re.escape(f"holds severities {sevs}")):
+                    get_dataset(f"cifar10-c:{out}", corruption="shot_noise", severity=s)
+                continue
+            ds = get_dataset(f"cifar10-c:{out}", corruption="shot_noise", severity=s)
+            assert len(ds) == len(x)
+            for i in range(len(x)):
+                assert torch.equal(ds[i][0], ref[s][i][0]) and ds[i][1] == ref[s][i][1]
+        if sevs != [1, 2, 3, 4, 5]:
+            with pytest.raises(ValueError, match="not 1..5 in order"):
+                get_dataset(f"cifar10-c:{out}", corruption="shot_noise", severity=None)
 
 
 def test_cifar_layout_resumes_and_is_reproducible(array_input) -> None:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -87,23 +88,47 @@ def cifar_c(root: str | Path, corruption: str, severity: int | None = None, *,
     arr = load_npy(data_path)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] != 3:
         raise ValueError(f"{data_path} must hold uint8 images (5*N, H, W, 3), got dtype {arr.dtype} shape {arr.shape}")
-    if arr.shape[0] % 5:
-        raise ValueError(f"{data_path} has {arr.shape[0]} images, not a multiple of 5 severities")
-    n = arr.shape[0] // 5
+    held = _stacked_severities(root)
+    k = len(held)
+    if arr.shape[0] % k:
+        raise ValueError(f"{data_path} has {arr.shape[0]} images, not a multiple of its {k} severities {held}")
+    n = arr.shape[0] // k
     labels = load_npy(label_path)
-    if labels.ndim != 1 or labels.shape[0] not in (n, 5 * n):
+    if labels.ndim != 1 or labels.shape[0] not in (n, k * n):
         raise ValueError(
-            f"{label_path} must have shape ({5 * n},) or ({n},) to match {data_path} {arr.shape}, got {labels.shape}"
+            f"{label_path} must have shape ({k * n},) or ({n},) to match {data_path} {arr.shape}, got {labels.shape}"
         )
     if labels.dtype.kind not in "iu":
         raise ValueError(f"{label_path} must hold integer class labels, got dtype {labels.dtype}")
     labels = np.asarray(labels, dtype=np.int64)
     if severity is None:
+        if held != [1, 2, 3, 4, 5]:
+            raise ValueError(f"{root} holds severities {held} (its manifest.json), not 1..5 in order: open one "
+                             "severity at a time")
         lab = labels if labels.shape[0] == 5 * n else np.tile(labels, 5)
         return ArrayDataset(data_path, lab, start=0, stop=5 * n, classes=classes)
-    lo = (severity - 1) * n
-    lab = labels[lo : lo + n] if labels.shape[0] == 5 * n else labels
+    if severity not in held:
+        raise ValueError(f"{root} holds severities {held} only (its manifest.json), not severity {severity}")
+    lo = held.index(severity) * n
+    lab = labels[lo : lo + n] if labels.shape[0] == k * n else labels
     return ArrayDataset(data_path, lab, start=lo, stop=lo + n, classes=classes)
+
+
+def _stacked_severities(root: Path) -> list[int]:
+    """The severities stacked in ``root``'s CIFAR-C files, in file order: those an ``aprkit corrupt`` manifest
+    (``manifest.json``, ``params.severities``) records, else the published 1..5."""
+    path = root / "manifest.json"
+    if not path.is_file():
+        return [1, 2, 3, 4, 5]
+    try:
+        held = json.loads(path.read_text(encoding="utf-8"))["params"]["severities"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} does not say which severities {root} holds ({e}); expected an aprkit corrupt "
+                         "manifest with params.severities, or remove it for the published 1..5 layout") from e
+    if (not isinstance(held, list) or not held or len(set(held)) != len(held)
+            or not all(isinstance(v, int) and 1 <= v <= 5 for v in held)):
+        raise ValueError(f"{path} lists severities {held!r}; expected distinct integers in 1..5")
+    return held
 
 
 def _find_corruption_dir(root: Path, corruption: str) -> Path | None:
