@@ -91,7 +91,7 @@ def cifar_c(root: str | Path, corruption: str, severity: int | None = None, *,
     held = _stacked_severities(root)
     k = len(held)
     if arr.shape[0] % k:
-        raise ValueError(f"{data_path} has {arr.shape[0]} images, not a multiple of its {k} severities {held}")
+        raise ValueError(f"{data_path} has {arr.shape[0]} images, not a multiple of {k} severities ({held})")
     n = arr.shape[0] // k
     labels = load_npy(label_path)
     if labels.ndim != 1 or labels.shape[0] not in (n, k * n):
