@@ -168,6 +168,25 @@ def test_cifar_png_tree_with_and_without_order_csv(tmp_path: Path) -> None:
         get_dataset(f"cifar10:{tmp_path}", split="train")
 
 
+def test_cifar_png_tree_labels_are_the_official_ones(tmp_path: Path) -> None:
+    """Class folders carry CIFAR-10's names at their official labels: a subset keeps them, other names are refused
+    (the tutorial's plane/car folders sorted into other labels), and so is a CSV whose classes disagree."""
+    for i, cls in enumerate(["cat", "dog"]):
+        _png(tmp_path / "a" / "test" / cls / "x.png", 60 + i)
+    assert [y for _, y in get_dataset(f"cifar10:{tmp_path / 'a'}")] == [3, 5]
+    for cls in ("plane", "car"):
+        _png(tmp_path / "b" / "test" / cls / "x.png", 70)
+    with pytest.raises(ValueError, match="not CIFAR-10 classes"):
+        get_dataset(f"cifar10:{tmp_path / 'b'}")
+    _png(tmp_path / "c" / "test" / "cat" / "x.png", 80)
+    with open(tmp_path / "c" / "test_order.csv", "w", newline="") as f:
+        f.write("index,label,class,path\n0,0,cat,test/cat/x.png\n")
+    with pytest.raises(ValueError, match="not CIFAR-10's"):
+        get_dataset(f"cifar10:{tmp_path / 'c'}")
+    with pytest.raises(ValueError, match="not CIFAR-100's 100"):
+        get_dataset(f"cifar100:{tmp_path / 'a'}")
+
+
 def test_cifar_torchvision_binary_layout(tmp_path: Path) -> None:
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
