@@ -98,3 +98,29 @@ def test_the_builtin_datasets_label_check_names_the_spec():
     cfg = validate_config(config_from_dict({"model": {"num_classes": 2}, "data": {"dataset": "synthetic:16"}}))
     with pytest.raises(ValueError, match=r"model.num_classes=2 but the training data synthetic:16 has \d+ classes"):
         load_datasets(cfg)
+
+
+def test_a_dataset_without_splits_needs_its_own_test_dataset(tmp_path) -> None:
+    """A folder: dataset ignores the split: without data.test_dataset the test set would be the training images
+    (it was, silently); a folder that holds split folders is not a 2-class dataset."""
+    from PIL import Image
+
+    from aprkit.data import get_dataset
+    from aprkit.train.config import config_from_dict
+    from aprkit.train.data import load_datasets
+
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / split / cls / "x.png")
+    cfg = config_from_dict({"model": {"name": "small_cnn", "num_classes": 2},
+                            "data": {"dataset": f"folder:{tmp_path / 'train'}"}})
+    with pytest.raises(ValueError, match="test_dataset"):
+        load_datasets(cfg)
+    cfg = config_from_dict({"model": {"name": "small_cnn", "num_classes": 2},
+                            "data": {"dataset": f"folder:{tmp_path / 'train'}",
+                                     "test_dataset": f"folder:{tmp_path / 'test'}"}})
+    train, test = load_datasets(cfg)
+    assert len(train) == len(test) == 2
+    with pytest.raises(ValueError, match="split folders"):
+        get_dataset(f"folder:{tmp_path}")

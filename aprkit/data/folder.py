@@ -166,6 +166,9 @@ class ImageListDataset(Dataset):
         return f"{type(self).__name__}({len(self)} images, {len(self.classes or [])} classes)"
 
 
+_SPLIT_NAMES = frozenset({"train", "test", "val", "valid", "validation"})
+
+
 class ImageFolderDataset(ImageListDataset):
     """``root/<class>/**/<image>`` (torchvision ImageFolder layout): class index = sorted folder order.
 
@@ -181,6 +184,9 @@ class ImageFolderDataset(ImageListDataset):
         if not root.is_dir():
             raise FileNotFoundError(f"image folder {root} does not exist; expected the ImageFolder layout {layout}")
         found = find_classes(root)
+        if classes is None and len(found) >= 2 and set(found) <= _SPLIT_NAMES:
+            raise ValueError(f"{root} holds the split folders {found}, not class folders: point at one split "
+                             f"(e.g. {root / found[-1]}), whose subfolders are the classes")
         names = list(classes) if classes is not None else found
         index = {c: i for i, c in enumerate(names)}
         exts = tuple(e.lower() for e in extensions)

@@ -47,7 +47,7 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
     ``data.limit`` caps both splits (a smoke run evaluates as few images as it trains on); ``data.test_limit``,
     when set, caps the test split instead (larger than the test set: all of it).
     """
-    from ..data import get_dataset
+    from ..data import get_dataset, has_splits, parse_spec
 
     spec = expand_env(cfg.data.dataset)
     train = _subset(get_dataset(spec, cfg.data.train_split), cfg.data.limit, cfg.train.seed, "train-subset")
@@ -55,6 +55,10 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
     test = None
     if cfg.train.eval_every > 0:
         tspec = expand_env(cfg.data.test_dataset or cfg.data.dataset)
+        if not cfg.data.test_dataset and not has_splits(spec):  # its split is ignored: the test set is the train set
+            raise ValueError(f"data.dataset={spec!r} has no train/test splits (a {parse_spec(spec)[0]}: dataset "
+                             "ignores the split, so the test set would be the training images): set "
+                             "data.test_dataset (e.g. folder:/path/test), or train.eval_every=0")
         test_limit = cfg.data.test_limit if cfg.data.test_limit is not None else cfg.data.limit
         test = _subset(get_dataset(tspec, cfg.data.test_split), test_limit, cfg.train.seed, "test-subset")
         check_labels(test, cfg.model.num_classes, f"the test data {tspec}")
