@@ -7,8 +7,10 @@ seeds, ``aprkit.train`` per-step seeds). Nothing here is public API.
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 
-__all__ = ["stable_hash64"]
+__all__ = ["stable_hash64", "path_state"]
 
 
 def stable_hash64(*parts: object, sep: str = "|") -> int:
@@ -21,3 +23,29 @@ def stable_hash64(*parts: object, sep: str = "|") -> int:
         raise TypeError(f"sep must be a str, got {type(sep).__name__}")
     digest = hashlib.blake2b(sep.join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little")
+
+
+def path_state(path: str | os.PathLike, depth: int = 2) -> str:
+    """A short hash of what lies at ``path`` down to ``depth`` levels: every entry's relative name, size and
+    modification time (nanoseconds). Result caches keyed by a data folder's path alone returned stale numbers after
+    its files were rewritten (``aprkit corrupt --overwrite``), renamed or added (a ``test_order.csv``); this catches
+    every change at the top ``depth`` levels (files replaced or added there, folders added, removed or renamed) and,
+    through folder times, files added or removed one level further down. A file overwritten in place deeper than that
+    keeps its folder's time."""
+    root = Path(path)
+    h = hashlib.blake2b(digest_size=8)
+    todo = [(root, 0)]
+    while todo:
+        folder, level = todo.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except NotADirectoryError:  # a file: its own size and time
+            st = folder.stat()
+            h.update(f"{folder.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            continue
+        for e in entries:
+            st = e.stat()
+            h.update(f"{Path(e.path).relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            if e.is_dir() and level + 1 < depth:
+                todo.append((Path(e.path), level + 1))
+    return h.hexdigest()

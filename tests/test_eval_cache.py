@@ -54,7 +54,12 @@ def test_result_key_holds_weights_data_settings_and_options():
 def test_identity_resolves_specs_and_refuses_anonymous_callables(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c").mkdir()
-    assert identity({"corrupted": "cifar10-c:c", "n": 3}) == {"corrupted": f"cifar10-c:{tmp_path / 'c'}", "n": 3}
+    from aprkit._hash import path_state
+
+    ident = identity({"corrupted": "cifar10-c:c", "n": 3})
+    assert ident == {"corrupted": f"cifar10-c:{tmp_path / 'c'}@{path_state(tmp_path / 'c')}", "n": 3}
+    (tmp_path / "c" / "fog.npy").write_bytes(b"x")  # the folder's files are part of the identity
+    assert identity({"corrupted": "cifar10-c:c", "n": 3}) != ident
     assert identity("noise:uniform") == "noise:uniform" and identity(dataset_id) == "aprkit.eval.engine.inference.dataset_id"
     assert identity(torch.ones(3)) != identity(torch.zeros(3))
     with pytest.raises(Unidentifiable, match="cache_id"):
@@ -317,3 +322,27 @@ def test_the_demos_shared_corruptions_name_their_frost_textures(monkeypatch, tmp
     before = shared.cache_id
     monkeypatch.setenv("APRKIT_FROST_DIR", str(tmp_path))  # no textures there: another identity
     assert shared.cache_id != before and "frost=" in before
+
+
+def test_path_state_follows_the_files_of_a_data_folder(tmp_path):
+    """Rewritten, renamed and added files at the top two levels (and files added one level further down) change the
+    state that keys on-disk datasets; nothing changed, the same state."""
+    import os
+
+    from aprkit._hash import path_state
+
+    (tmp_path / "a" / "x").mkdir(parents=True)
+    (tmp_path / "a" / "x" / "1.png").write_bytes(b"one")
+    (tmp_path / "g.npy").write_bytes(b"1234")
+    first = path_state(tmp_path)
+    assert path_state(tmp_path) == first
+    st = (tmp_path / "g.npy").stat()
+    (tmp_path / "g.npy").write_bytes(b"5678")  # same size, rewritten
+    os.utime(tmp_path / "g.npy", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    second = path_state(tmp_path)
+    assert second != first
+    (tmp_path / "a" / "x" / "2.png").write_bytes(b"two")  # a file added in a class folder (depth 3)
+    os.utime(tmp_path / "a" / "x", ns=(1, 10**18))
+    assert path_state(tmp_path) != second
+    (tmp_path / "a").rename(tmp_path / "b")
+    assert path_state(tmp_path) not in (first, second)

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .._checks import nearest_names
+from .._hash import path_state
 
 __all__ = [
     "CUE_CONFLICT_CATEGORIES",
@@ -162,7 +163,8 @@ class CueConflict(Dataset):
         cats = "" if self.categories == CUE_CONFLICT_CATEGORIES else ":" + ",".join(self.categories)
         tid = getattr(transform, "cache_id", None)
         named = transform is None or (isinstance(tid, str) and tid)
-        self.cache_id: str | None = (f"cue-conflict:{self.root.resolve()}:{which}:{len(self.stimuli)}{cats}"
+        self.cache_id: str | None = (f"cue-conflict:{self.root.resolve()}@{path_state(self.root)}:{which}:"
+                                     f"{len(self.stimuli)}{cats}"
                                      f"{f':transform={tid}' if transform is not None else ''}") if named else None
 
     def __len__(self) -> int:

@@ -118,8 +118,10 @@ def _normalise_spec(spec: str) -> str:
         from aprkit.data.synthetic import GENERATOR_VERSION
 
         return f"{spec}@v{GENERATOR_VERSION}"
-    if sep and rest and Path(rest).exists():
-        return f"{kind}:{Path(rest).resolve()}"
+    if sep and rest and Path(rest).exists():  # on-disk data: its path and the state of its files
+        from aprkit._hash import path_state
+
+        return f"{kind}:{Path(rest).resolve()}@{path_state(rest)}"
     return spec
 
 
