@@ -381,3 +381,20 @@ def test_class_folders_outside_classes_are_named(tmp_path):
     with pytest.warns(RuntimeWarning, match="1 class folder.*not in classes=.*n03"):
         ds = ImageFolderDataset(tmp_path, classes=["n01", "n02"])
     assert len(ds) == 2
+
+
+def test_check_matches_clean_refuses_other_classes(tmp_path: Path) -> None:
+    """An ImageNet-C severity folder lacking a class reads its later classes with shifted labels: refused (the
+    image-count check alone missed it under a limit)."""
+    from aprkit.data.corrupted import check_matches_clean
+
+    for wnid in ("n01", "n02", "n03"):
+        _png(tmp_path / "clean" / wnid / "x.png", 40)
+        if wnid != "n01":
+            _png(tmp_path / "fog" / "2" / wnid / "x.png", 41)
+            _png(tmp_path / "fog" / "2" / wnid / "y.png", 42)
+    clean = get_dataset(f"folder:{tmp_path / 'clean'}")
+    corrupted = get_dataset(f"folder:{tmp_path / 'fog' / '2'}")
+    with pytest.raises(ValueError, match="missing n01"):
+        check_matches_clean(corrupted, clean, limit=2)
+    check_matches_clean(clean, clean)

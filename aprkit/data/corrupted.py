@@ -171,6 +171,12 @@ def check_matches_clean(corrupted: Any, clean: Any, limit: int | None = None, wh
     if n_c != n_clean:
         raise ValueError(f"{what} has {n_c} images{cut} but the clean set has {n_clean}{cut}; "
                          "expected a corrupted copy of the clean test set, image for image")
+    names_c, names_clean = getattr(corrupted, "classes", None), getattr(clean, "classes", None)
+    if names_c and names_clean and list(names_c) != list(names_clean):
+        gone = [c for c in names_clean if c not in set(names_c)]
+        raise ValueError(f"{what} has other classes than the clean set ({len(names_c)} against {len(names_clean)}"
+                         f"{'; missing ' + ', '.join(map(str, gone[:5])) if gone else ''}): its labels would not be "
+                         "the clean set's (an ImageNet-C severity folder lacking a class shifts every later label)")
     if n_c:
         shape_c, shape_clean = tuple(np.shape(corrupted[0][0])), tuple(np.shape(clean[0][0]))
         if shape_c != shape_clean:
