@@ -398,3 +398,22 @@ def test_check_matches_clean_refuses_other_classes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="missing n01"):
         check_matches_clean(corrupted, clean, limit=2)
     check_matches_clean(clean, clean)
+
+
+def test_indices_must_be_integer_positions_and_any_slice_works() -> None:
+    """A boolean mask is refused (it was read as positions 0/1), and slices with other steps give their images (a
+    reversed slice gave an empty batch)."""
+    from aprkit.data.loading import SubsetDataset
+
+    ds = ArrayDataset(np.arange(5 * 3 * 2 * 2, dtype=np.uint8).reshape(5, 3, 2, 2), np.arange(10, 15), layout="nchw")
+    mask = torch.tensor([False, True, False, True, False])
+    for bad in (mask, mask.numpy(), np.array([0.5, 1.5])):
+        with pytest.raises(TypeError, match="integer positions"):
+            next(iter_batches(ds, 2, indices=bad))
+        with pytest.raises(TypeError, match="integer positions"):
+            SubsetDataset(ds, bad)
+    assert ds.get_batch(slice(None, None, -1))[1].tolist() == [14, 13, 12, 11, 10]
+    assert ds.get_batch(slice(3, None, -1))[1].tolist() == [13, 12, 11, 10]
+    assert ds.get_batch(slice(0, 5, 2))[1].tolist() == [10, 12, 14]
+    assert ds.get_batch(slice(4, 2))[1].tolist() == []
+    assert [y.tolist() for _, y in iter_batches(ds, 2, indices=mask.nonzero().squeeze(1))] == [[11, 13]]

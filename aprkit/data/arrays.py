@@ -24,12 +24,24 @@ __all__ = ["ArrayDataset", "NO_LABEL", "load_npy"]
 NO_LABEL = -1
 
 
+def integer_positions(indices: Any) -> np.ndarray:
+    """``indices`` (sequence, array or tensor of integer positions) as a flat int64 array. A boolean mask or
+    non-integer values raise ``TypeError``: cast to positions, a mask ``[F, T, F, T]`` had picked images 0, 1, 0, 1."""
+    idx = indices.cpu().numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices)
+    if idx.size and idx.dtype.kind not in "iu":
+        hint = " (a boolean mask: pass mask.nonzero() for its positions)" if idx.dtype.kind == "b" else ""
+        raise TypeError(f"indices must be integer positions, got dtype {idx.dtype}{hint}")
+    return idx.astype(np.int64).reshape(-1)
+
+
 def _as_index_array(indices: Any, n: int) -> np.ndarray | slice:
     """Indices as a slice when they form a contiguous ascending range, else an int64 array."""
     if isinstance(indices, slice):
-        return slice(*indices.indices(n))
-    idx = indices.cpu().numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices)
-    idx = idx.astype(np.int64).reshape(-1)
+        start, stop, step = indices.indices(n)
+        if step == 1:
+            return slice(start, max(stop, start))
+        indices = np.arange(start, stop, step)  # other steps (reversed, strided): explicit positions
+    idx = integer_positions(indices)
     if idx.size and (idx.min() < -n or idx.max() >= n):
         raise IndexError(f"indices out of range for {n} images (got {int(idx.min())}..{int(idx.max())})")
     idx = np.where(idx < 0, idx + n, idx)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .._checks import dataset_len, describe_value
 from ..distributed import group_info
-from .arrays import ArrayDataset, _as_index_array
+from .arrays import ArrayDataset, _as_index_array, integer_positions
 
 __all__ = ["iter_batches", "collate_uint8", "subset", "first_n", "SubsetDataset", "dataset_tensors", "attribute_labels",
            "to_array_dataset", "batch_source", "describe_size_mismatch", "prefetch"]
@@ -72,8 +72,7 @@ class SubsetDataset(Dataset):
     """Rows ``indices`` of ``dataset``, keeping its fast ``get_batch`` path and ``classes``."""
 
     def __init__(self, dataset: Dataset, indices: Sequence[int] | np.ndarray | torch.Tensor):
-        idx = indices.cpu().numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices)
-        idx = idx.astype(np.int64).reshape(-1)
+        idx = integer_positions(indices)
         n = dataset_len(dataset)
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"subset indices must lie in [0, {n}), got {int(idx.min())}..{int(idx.max())}")
@@ -243,8 +242,7 @@ def _order(dataset: Dataset, indices: Any, limit: int | None, shard: bool) -> tu
         raise ValueError("the dataset is empty; expected at least one image")
     idx = None
     if indices is not None:
-        idx = indices.cpu().numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices, dtype=np.int64)
-        idx = idx.astype(np.int64).reshape(-1)[:limit]
+        idx = integer_positions(indices)[:limit]
     rank, world = group_info() if shard else (0, 1)
     if world > 1:
         from torch.utils.data.distributed import DistributedSampler
