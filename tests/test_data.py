@@ -417,3 +417,22 @@ def test_indices_must_be_integer_positions_and_any_slice_works() -> None:
     assert ds.get_batch(slice(0, 5, 2))[1].tolist() == [10, 12, 14]
     assert ds.get_batch(slice(4, 2))[1].tolist() == []
     assert [y.tolist() for _, y in iter_batches(ds, 2, indices=mask.nonzero().squeeze(1))] == [[11, 13]]
+
+
+def test_limit_on_a_class_sorted_folder_warns(tmp_path: Path) -> None:
+    """limit means "the first N images": on an image folder (class by class) it takes the first classes only."""
+    from aprkit.eval.engine.runner import warn_if_limit_takes_few_classes
+
+    for cls in ("a", "b", "c"):
+        for i in range(3):
+            _png(tmp_path / cls / f"{i}.png", 10 + i)
+    with pytest.warns(RuntimeWarning, match="cover 1 of its 3 classes"):
+        warn_if_limit_takes_few_classes(f"folder:{tmp_path}", 3)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_limit_takes_few_classes(f"folder:{tmp_path}", 9)  # all of it
+        warn_if_limit_takes_few_classes(f"folder:{tmp_path}", None)
+        shuffled = ArrayDataset(np.zeros((6, 3, 2, 2), np.uint8), np.array([0, 1, 2, 0, 1, 2]), layout="nchw")
+        warn_if_limit_takes_few_classes(shuffled, 3)

@@ -115,6 +115,31 @@ def _data_for(data: Any, suite: str) -> Any:
                      f"add {suite!r} or 'default'")
 
 
+def warn_if_limit_takes_few_classes(data: Any, limit: int | None) -> None:
+    """Warn when ``limit`` ("the first N images") would evaluate a class-sorted dataset's first classes only: an image
+    folder lists its images class by class, so ``folder:ROOT`` with ``limit=1000`` scored one class."""
+    if limit is None:
+        return
+    from aprkit.data.loading import attribute_labels
+
+    from .inference import as_dataset
+
+    for d in {id(v): v for v in (data.values() if isinstance(data, Mapping) else [data])}.values():
+        try:
+            labels = attribute_labels(as_dataset(d))
+        except (TypeError, ValueError, FileNotFoundError):  # opened (and reported) by the suite itself
+            continue
+        if labels is None or labels.numel() <= limit:
+            continue
+        first, every = labels[:limit].unique().numel(), labels.unique().numel()
+        if first < every and bool((labels[1:] >= labels[:-1]).all()):
+            import warnings
+
+            warnings.warn(f"limit={limit} takes the first {limit} images of a dataset ordered by class: they cover "
+                          f"{first} of its {every} classes. Pass a shuffled order (a CIFAR PNG tree with its "
+                          "test_order.csv) or evaluate all of it", RuntimeWarning, stacklevel=3)
+
+
 def _suite_names(suite: str | Sequence[str]) -> list[str]:
     names = [suite] if isinstance(suite, str) else list(suite)
     suite_registry(names)  # did-you-mean for an unknown name, an error for none
@@ -181,6 +206,7 @@ def evaluate(
         if v is not None:
             opts.setdefault(k, v)
     parsed = parse_suite_options(names, opts)  # a bad value fails here, before any work
+    warn_if_limit_takes_few_classes(data, limit)
     dev = resolve_device(device)
     amp = dev.type == "cuda" if amp is None else bool(amp)
     out = Path(out_dir) if out_dir is not None else None
