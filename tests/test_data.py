@@ -436,3 +436,18 @@ def test_limit_on_a_class_sorted_folder_warns(tmp_path: Path) -> None:
         warn_if_limit_takes_few_classes(f"folder:{tmp_path}", None)
         shuffled = ArrayDataset(np.zeros((6, 3, 2, 2), np.uint8), np.array([0, 1, 2, 0, 1, 2]), layout="nchw")
         warn_if_limit_takes_few_classes(shuffled, 3)
+
+
+def test_noise_sets_follow_outlier_exposure() -> None:
+    """Outlier Exposure's synthetic outliers mapped to [0, 1]: Gaussian N(0.5, 0.25^2) clipped (their N(0, 0.5^2) on
+    [-1, 1]; std 1 clipped most values to 0 or 1), and blobs blurred across the channel axis too (correlated
+    channels; the per-channel blur left them independent)."""
+    from aprkit.data.noise import noise_images
+
+    g = torch.Generator().manual_seed(0)
+    gauss = noise_images("gaussian", 64, generator=g).float() / 255
+    assert abs(gauss.std().item() - 0.24) < 0.01 and ((gauss == 0) | (gauss == 1)).float().mean() < 0.06
+    blobs = noise_images("blobs", 200, generator=g).float() / 255
+    assert abs((blobs > 0).float().mean().item() - 0.208) < 0.01
+    c = blobs.permute(0, 2, 3, 1).reshape(-1, 3).numpy()
+    assert np.corrcoef(c[:, 0], c[:, 1])[0, 1] > 0.5

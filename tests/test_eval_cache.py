@@ -60,7 +60,10 @@ def test_identity_resolves_specs_and_refuses_anonymous_callables(tmp_path, monke
     assert ident == {"corrupted": f"cifar10-c:{tmp_path / 'c'}@{path_state(tmp_path / 'c')}", "n": 3}
     (tmp_path / "c" / "fog.npy").write_bytes(b"x")  # the folder's files are part of the identity
     assert identity({"corrupted": "cifar10-c:c", "n": 3}) != ident
-    assert identity("noise:uniform") == "noise:uniform" and identity(dataset_id) == "aprkit.eval.engine.inference.dataset_id"
+    from aprkit.data.noise import NOISE_VERSION
+
+    assert identity("noise:uniform") == f"noise:uniform@v{NOISE_VERSION}"  # the definitions' version names them
+    assert identity(dataset_id) == "aprkit.eval.engine.inference.dataset_id"
     assert identity(torch.ones(3)) != identity(torch.zeros(3))
     with pytest.raises(Unidentifiable, match="cache_id"):
         identity(lambda c, s: None)

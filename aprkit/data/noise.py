@@ -1,18 +1,22 @@
 """Synthetic OOD sets generated on the fly (no files): Gaussian, uniform, Rademacher noise and blobs.
 
-Definitions follow the synthetic outliers of Hendrycks et al. (Outlier Exposure, 2019), in [0, 1]:
-- ``gaussian``: i.i.d. ``N(0.5, std^2)`` per pixel and channel (``std=1`` by default), clipped to [0, 1];
+The synthetic outliers of Hendrycks et al. (Outlier Exposure, 2019, ``CIFAR/test.py``), which draw them in the
+network's [-1, 1] input range, mapped to [0, 1] pixels by ``(v + 1) / 2``:
+- ``gaussian``: i.i.d. ``N(0.5, std^2)`` per pixel and channel, ``std=0.25`` by default (their ``N(0, 0.5^2)``),
+  clipped to [0, 1];
 - ``uniform``: i.i.d. ``U(0, 1)``;
-- ``rademacher``: i.i.d. values 0 or 1 with probability 1/2 (``{-1, 1}`` mapped to [0, 1]);
-- ``blobs``: Bernoulli(0.7) pixels, Gaussian-blurred (sigma 1.5) per channel, values below 0.75 set to 0.
+- ``rademacher``: i.i.d. values 0 or 1 with probability 1/2;
+- ``blobs``: Bernoulli(0.7) values of an ``(H, W, C)`` image, blurred by a Gaussian of sigma 1.5 along all three
+  axes (their scikit-image ``gaussian(..., multichannel=False)``: the channel axis too, edge values repeated),
+  values below 0.75 set to 0.
 
 Images are quantised to uint8. Generation is blockwise (``BLOCK`` images per seeded block), so image ``i``
-is the same whatever batch it is requested in, and the same ``seed`` always gives the same set.
+is the same whatever batch it is requested in, and the same ``seed`` always gives the same set. ``NOISE_VERSION``
+names the definitions in result-cache keys.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -20,28 +24,28 @@ from torch.utils.data import Dataset
 
 from .arrays import NO_LABEL, _as_index_array
 
-__all__ = ["NOISE_KINDS", "NoiseDataset", "noise_images"]
+__all__ = ["NOISE_KINDS", "NOISE_VERSION", "NoiseDataset", "noise_images"]
 
 NOISE_KINDS = ("gaussian", "uniform", "rademacher", "blobs")
 BLOCK = 256
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(math.ceil(4 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
-    b, c, h, w = x.shape
-    y = x.reshape(b * c, 1, h, w)
-    mode = "reflect" if min(h, w) > radius else "replicate"
-    y = torch.nn.functional.pad(y, (radius, radius, radius, radius), mode=mode)
-    y = torch.nn.functional.conv2d(y, k.view(1, 1, 1, -1))
-    y = torch.nn.functional.conv2d(y, k.view(1, 1, -1, 1))
-    return y.reshape(b, c, h, w)
+#: 2: Outlier Exposure's definitions: gaussian std 0.25 (was 1, mostly clipped to 0 or 1), blobs blurred across
+#: channels too with edge values repeated (were blurred per channel with reflected borders)
+NOISE_VERSION = 2
+
+
+def _blob_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of ``(N, C, H, W)`` along H, W and C (scipy ``mode="nearest"``, ``truncate=4``), per image."""
+    from scipy.ndimage import gaussian_filter
+
+    hwc = x.permute(0, 2, 3, 1).double().numpy()
+    out = gaussian_filter(hwc, sigma=(0.0, sigma, sigma, sigma), mode="nearest", truncate=4.0)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float()
 
 
 def noise_images(kind: str, n: int, size: tuple[int, int] = (32, 32), channels: int = 3, *,
-                 generator: torch.Generator | None = None, std: float = 1.0) -> torch.Tensor:
+                 generator: torch.Generator | None = None, std: float = 0.25) -> torch.Tensor:
     """``n`` noise images of ``kind`` as uint8 ``(n, channels, H, W)`` (see the module docstring)."""
     if kind not in NOISE_KINDS:
         raise ValueError(f"unknown noise kind {kind!r}; valid: {', '.join(NOISE_KINDS)}")
@@ -54,7 +58,7 @@ def noise_images(kind: str, n: int, size: tuple[int, int] = (32, 32), channels: 
         x = torch.bernoulli(torch.full(shape, 0.5), generator=generator)
     else:
         x = torch.bernoulli(torch.full(shape, 0.7), generator=generator)
-        x = _blur(x, 1.5)
+        x = _blob_blur(x, 1.5)
         x[x < 0.75] = 0.0
     return (x * 255).round_().clamp_(0, 255).to(torch.uint8)
 
@@ -66,7 +70,7 @@ class NoiseDataset(Dataset):
     """
 
     def __init__(self, kind: str = "gaussian", n: int = 10000, *, size: int | tuple[int, int] = 32, channels: int = 3,
-                 seed: int = 0, std: float = 1.0):
+                 seed: int = 0, std: float = 0.25):
         if kind not in NOISE_KINDS:
             raise ValueError(f"unknown noise kind {kind!r}; valid: {', '.join(NOISE_KINDS)}")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:

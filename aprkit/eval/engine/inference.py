@@ -118,6 +118,10 @@ def _normalise_spec(spec: str) -> str:
         from aprkit.data.synthetic import GENERATOR_VERSION
 
         return f"{spec}@v{GENERATOR_VERSION}"
+    if kind == "noise":  # generated noise sets: their definitions' version names them
+        from aprkit.data.noise import NOISE_VERSION
+
+        return f"{spec}@v{NOISE_VERSION}"
     if sep and rest and Path(rest).exists():  # on-disk data: its path and the state of its files
         from aprkit._hash import path_state
 
