@@ -349,3 +349,18 @@ def test_path_state_follows_the_files_of_a_data_folder(tmp_path):
     assert path_state(tmp_path) != second
     (tmp_path / "a").rename(tmp_path / "b")
     assert path_state(tmp_path) not in (first, second)
+
+
+def test_a_downloadable_spec_without_folder_is_keyed_by_the_data_roots_copy(tmp_path, monkeypatch):
+    """``cifar10-c`` alone names the copy under ``$APRKIT_DATA``: two data roots are two datasets."""
+    from aprkit.data.sources import MARKER
+
+    ids = []
+    for root in ("a", "b"):
+        (tmp_path / root / "CIFAR-10-C").mkdir(parents=True)
+        (tmp_path / root / "CIFAR-10-C" / MARKER).write_text("ok")
+        monkeypatch.setenv("APRKIT_DATA", str(tmp_path / root))
+        ids.append(dataset_id("cifar10-c"))
+    assert ids[0] != ids[1] and str(tmp_path / "a" / "CIFAR-10-C") in ids[0]
+    monkeypatch.setenv("APRKIT_DATA", str(tmp_path / "none"))
+    assert dataset_id("cifar10-c") == "cifar10-c#test"  # absent: the spec itself (the reader says what is missing)

@@ -122,6 +122,14 @@ def _normalise_spec(spec: str) -> str:
         from aprkit.data.noise import NOISE_VERSION
 
         return f"{spec}@v{NOISE_VERSION}"
+    if not rest:  # a downloadable kind without a folder: the data root's copy ($APRKIT_DATA), when present
+        from aprkit.data.registry import DOWNLOADABLE, resolve_spec
+
+        if kind in DOWNLOADABLE:
+            try:
+                kind, sep, rest = resolve_spec(spec).partition(":")
+            except FileNotFoundError:  # not there: the reader names what is missing
+                return spec
     if sep and rest and Path(rest).exists():  # on-disk data: its path and the state of its files
         from aprkit._hash import path_state
 
