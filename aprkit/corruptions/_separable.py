@@ -12,10 +12,10 @@ the data each, at BLAS speed) instead of one multiply-add pass per tap:
   filter of an axis, borders folded in, is one ``(n, n)`` matrix, so the cost no longer grows with the radius
   (an FFT of the padded plane did: at radius 512 the padded grid is 30x the image).
 
-Every plane is filtered on its own: a result does not depend on the values of the other planes of the batch. Known
-exception to batch invariance: the second product of the dense path and the horizontal band products each run as one
-GEMM over all planes, and MKL picks float64 kernels by size, so float64 results can move in the last bit with the
-number of planes (seen at 65 px with radii >= 32; float32 and uint8-derived input were identical here). On CUDA the
+Every plane is filtered on its own: a result does not depend on the values of the other planes of the batch. The
+products' sizes follow the number of planes, and MKL picks float64 kernels by size, so float64 results move in the
+last bit with it (seen at 17-65 px with radii >= 32; float32 was identical at every size and batch tried); ``corrupt``
+therefore filters float64 images with per-image seeds one image at a time on the CPU. On CUDA the
 products follow PyTorch's float32 matmul precision: the default ("highest") keeps full float32; a caller that
 enables TF32 (``torch.backends.cuda.matmul.allow_tf32``) gets 10-bit-mantissa products, which move some 8-bit
 values by a level. Against the per-tap loop and FFTs this replaces (one thread, CODE_VERSION 5 -> 6):

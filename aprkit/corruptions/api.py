@@ -65,7 +65,10 @@ __all__ = ["CODE_VERSION", "BENCHMARK", "EXTRA", "CORRUPTIONS", "list_corruption
 #: other corruption are unchanged
 #: (not a version: the per-image seeds' outputs did not change) with one generator for a whole batch, the draws follow
 #: the CPU chunks, and above 64x64 spatter, fog, snow, frost and motion_blur now take twice the values per chunk (4
-#: images at 224 px, ``_CPU_CHUNK_LARGE``): their generator outputs for batches the old chunks split can differ
+#: images at 224 px, ``_CPU_CHUNK_LARGE``): their generator outputs for batches the old chunks split can differ;
+#: float64 images with per-image seeds run one image per chunk in the corruptions with matrix products
+#: (``_CHUNK_GEMM``): their values are those that one-image batches had before, where larger batches could differ in
+#: the last bit
 CODE_VERSION = 7
 
 #: the 15 corruptions of the CIFAR-10-C / ImageNet-C benchmark, in the published order
@@ -111,11 +114,15 @@ _CPU_CHUNK_BY_NAME = {"glass_blur": 1 << 23, "zoom_blur": 1 << 20}
 # Python-level (frost's crops, motion blur's taps) spend more on per-op dispatch than they gain from 2-image chunks:
 # at 224 px, 4 images per chunk saved 0.8 ms per image over these five (one thread, bench_corruptions.py; 8 images
 # gained 0.1 ms more but 4.8 MB temporaries, which glibc can hand back to the system between chunks). None of them
-# runs a matrix product whose size follows the chunk (elastic_transform's dense filters and float pixelate's
-# shrinking do: MKL then rounds float64 products differently, so they keep the plain chunks). At 32 and 64 px snow
-# and motion blur are 2x slower with such chunks, so small images keep the plain ones.
+# runs a matrix product whose size follows the chunk (``_CHUNK_GEMM``). At 32 and 64 px snow and motion blur are 2x
+# slower with such chunks, so small images keep the plain ones.
 _CPU_CHUNK_LARGE = 5 << 17
 _CPU_CHUNK_LARGE_NAMES = frozenset({"spatter", "fog", "snow", "frost", "motion_blur"})
+# corruptions with matrix products whose sizes follow the chunk (Gaussian filters' dense operators and banded
+# windows, zoom blur's interpolation matrices at small sizes, float pixelate's shrinking): MKL picks float64 GEMM
+# kernels by size, so float64 images with per-image seeds go one image per chunk on the CPU (their results are then
+# the same in any batch); float32 products came out the same at every size and batch tried
+_CHUNK_GEMM = frozenset({"gaussian_blur", "glass_blur", "zoom_blur", "elastic_transform", "pixelate"})
 # corruptions with an exact uint8 -> uint8 form: uint8 batches skip the float round trip (same result: the float
 # path quantises to the same bytes and returns k / 255, which ``finish`` rounds back to k)
 _UINT8_NATIVE: dict[str, Callable[..., torch.Tensor]] = {"jpeg_compression": digital.jpeg_bytes,
@@ -209,8 +216,8 @@ def corrupt(
         seeds: instead of ``generator``, one integer key per image (``(N,)`` for the ``N`` images of
             ``(..., C, H, W)`` in row-major order): image ``i`` draws from its own counter-based stream
             (hashed on the images' device, vectorised over the batch), so its result is the same in any
-            batch and on any device (float64 images: the matrix products of the Gaussian filters and float
-            pixelate can move the last bit with the batch, see ``_separable``). ``item_seeds`` builds them from
+            batch and its draws on any device (float64 images on the CPU: the corruptions with matrix products run
+            one image at a time, since MKL rounds float64 products by their size). ``item_seeds`` builds them from
             (seed, name, severity, preset, index).
         frost_dir: directory with the frost textures (else ``$APRKIT_FROST_DIR`` or ``imagecorruptions``).
 
@@ -245,6 +252,8 @@ def corrupt(
     else:
         chunk = _CPU_CHUNK_BY_NAME.get(name, _CPU_CHUNK)
     step = max(1, chunk // flat[0].numel()) if flat.device.type == "cpu" else flat.shape[0]
+    if flat.device.type == "cpu" and flat.dtype == torch.float64 and name in _CHUNK_GEMM and seeds is not None:
+        step = 1
     n = flat.shape[0]
 
     def part(i: int) -> torch.Generator | ItemKeys | None:
