@@ -419,3 +419,16 @@ def test_layer_sweep_cache_keys_model_data_and_pairs(setup) -> None:
     sweep(model, x.flip(0))
     sweep(model, x, seed=7)
     assert len(cache) == 4
+
+
+def test_whole_swap_control_flags_sites_inside_a_residual_branch(setup) -> None:
+    """A's whole activation at a block output or at the final ReLU's input (branch + skip) moves every prediction to
+    A's; at the branch's inner ReLU the skip path still carries B, so fewer follow and the row is flagged partial."""
+    model, x = setup
+    for site, layer, idx in (("output", "blocks.0", None), ("input", "blocks.1:relu", -1)):
+        row = _row(transplant_test(model, x, [layer], site=site, call_index=idx, n_pairs=40))
+        assert row["whole_swap_follow"] == 1.0 and not any(f.startswith("partial") for f in row["flags"])
+        assert row["follow_donor"] <= row["whole_swap_follow"]
+    inner = _row(transplant_test(model, x, ["blocks.1:relu"], site="output", call_index=0, n_pairs=40))
+    assert inner["whole_swap_follow"] < 0.9
+    assert any(f.startswith("partial") for f in inner["flags"])

@@ -23,8 +23,10 @@ prefix tokens.
 The prediction then follows A (the carrier donor), B (the magnitude donor) or neither. Controls come
 with every row: magnitude deletion (each image's magnitude replaced by the dataset mean at that
 layer), DC-only (only each channel's spatial mean kept), the A == B identity swap (must reproduce the
-clean predictions) and flags for trivial results (a magnitude that barely varies between images, or a
-transplant that does not change the activation, e.g. the sign of a post-ReLU map).
+clean predictions), the whole swap (A's entire activation in B's forward: how often the prediction can follow A
+at all from this site, below 1 where a skip path or another branch carries B past it) and flags for trivial
+results (a magnitude that barely varies between images, or a transplant that does not change the activation, e.g.
+the sign of a post-ReLU map) and for partial sites (a whole swap followed below 90 %).
 
 Activations are captured once per layer (the forward stops at the layer); pairs run in batches.
 Run it as the ``transplant`` suite: ``aprkit eval --suite transplant --data folder:DIR`` (options ``transplant_*``).
@@ -51,6 +53,7 @@ __all__ = ["transplant_test", "layer_sweep", "sample_disagreeing_pairs", "load_d
 
 TRIVIAL_VARIATION = 0.05  # between-image magnitude variation below this flags a trivial result
 INERT_CHANGE = 1e-6  # relative activation change below this flags an inert transplant
+PARTIAL_REACH = 0.9  # a whole-activation swap followed less often than this flags a site that does not carry it all
 
 
 def sample_disagreeing_pairs(
@@ -161,6 +164,11 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
         return predict_at(rows_in, replace)[0]
 
     dc_pred = run(ctrl, lambda r: build(ctrl[r], C.dc_only))
+    # reach control: A's whole activation in B's forward. Below 1 where the output also reads B past this site (a
+    # skip path around a pre-activation block's inner nonlinearity, another branch): no code can score above it
+    a_c, b_c = a_idx[:n_control], b_idx[:n_control]
+    whole_pred = run(b_c, lambda r: build(a_c[r], lambda g: g))  # A's grid and prefix tokens
+    whole_follow = _rate(whole_pred, clean[a_c])
     clean_logits = predict_intervened(model, images[ctrl], batch_size, device)[1]
     out = []
     for code in codes:
@@ -194,6 +202,7 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
             "identity_agreement": _rate(id_pred, clean[ctrl]),
             "identity_max_logit_diff": float((id_logits - clean_logits).abs().max()),
             "deletion_agreement": _rate(del_pred, clean[ctrl]), "dc_only_agreement": _rate(dc_pred, clean[ctrl]),
+            "whole_swap_follow": whole_follow,
             "magnitude_variation": st["variation"], "negative_fraction": st["negative_fraction"],
             "activation_change": act_change,
         }
@@ -210,6 +219,10 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
             flags.append(f"trivial: the magnitude hardly varies between images (variation {st['variation']:.3f})")
         if row["identity_agreement"] < 1.0:
             flags.append("identity swap changed predictions")
+        if whole_follow < PARTIAL_REACH:
+            flags.append(f"partial: with A's whole activation here only {100 * whole_follow:.1f} % follow A (the "
+                         "output also reads B past this site, e.g. a skip path around a pre-activation block's "
+                         "inner nonlinearity)")
         row["flags"] = flags
         row["predictions"] = pred.tolist()
         out.append(row)
@@ -275,9 +288,10 @@ def transplant_test(
     ``(images, labels)`` pair or an iterable of ``(image, label)``. Each row has ``follow_donor`` (rate
     of predicting A's clean class), ``follow_magnitude`` (B's), ``neither``, the controls
     (``identity_agreement``, ``deletion_agreement``/``_accuracy``, ``dc_only_agreement``/``_accuracy``,
-    computed on ``n_control`` random images), ``magnitude_variation``, ``activation_change`` and
-    ``flags``. ``code`` may list several codes; they share the captured activations. ``skip_front``
-    skips the blocks before the intervened one (block-sequential nets only; see ``front_blocks``).
+    computed on ``n_control`` random images; ``whole_swap_follow`` on the first ``n_control`` pairs),
+    ``magnitude_variation``, ``activation_change`` and ``flags``. ``code`` may list several codes; they share the
+    captured activations. ``skip_front`` skips the blocks before the intervened one (block-sequential nets only;
+    see ``front_blocks``).
     ``prefix_tokens``: the prefix tokens of token outputs in the main transplant, B's (``"receiver"``) or A's
     sign on B's absolute values (``"sign"``, which also gives them the dataset-mean absolute values in the
     magnitude-deletion control).
@@ -393,7 +407,7 @@ def layer_sweep(
 
 
 #: the version of a sweep site's cached rows (``layer_sweep(cache=...)``)
-SWEEP_CACHE_VERSION = 2
+SWEEP_CACHE_VERSION = 3  # 3: rows carry whole_swap_follow
 
 
 def _sweep_key(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, pairs: Any, layout_kw: dict,

@@ -29,7 +29,7 @@ def sweep_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     acc = any("deletion_accuracy" in r for r in rows)
     head = ["depth", "layer @ site", "code", "follow donor", "follow magnitude", "neither",
             "deletion " + ("acc" if acc else "agree"), "DC-only " + ("acc" if acc else "agree"),
-            "identity", "mag. variation", "flags"]
+            "identity", "whole swap", "mag. variation", "flags"]
     body: list[list[Any]] = []
     for r in rows:
         idx = f"[{r['call_index']}]" if r["layer"].endswith(":relu") or r.get("call_index") else ""
@@ -39,7 +39,7 @@ def sweep_table(rows: Sequence[Mapping[str, Any]]) -> Table:
             _pct(r["follow_donor"]), _pct(r["follow_magnitude"]), _pct(r["neither"]),
             _pct(r.get("deletion_accuracy", r["deletion_agreement"])),
             _pct(r.get("dc_only_accuracy", r["dc_only_agreement"])), _pct(r["identity_agreement"]),
-            f"{r['magnitude_variation']:.3f}", flags,
+            _pct(r.get("whole_swap_follow")), f"{r['magnitude_variation']:.3f}", flags,
         ])
     return Table(head, body)
 

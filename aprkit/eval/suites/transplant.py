@@ -26,7 +26,8 @@ __all__ = ["TransplantSuite", "TransplantOptions", "TransplantResult"]
 #: 2: real grids' Fourier codes come from aprkit.fourier.fftn/ifftn (the CPU RGB route for 3-channel "chw" grids)
 #: 3: a sweep row's depth is its block's position among all blocks (with every > 1 it was the position among the
 #: blocks swept)
-_VERSION = 3
+#: 4: rows carry the whole-swap control (``whole_swap_follow``, the ``partial`` flag)
+_VERSION = 4
 _PREFIX = "transplant_"
 
 
@@ -121,7 +122,8 @@ class TransplantSuite(Suite[TransplantOptions]):
             Paragraph("Pairs (A, B) with different clean predictions; B's activation gets A's carrier (Fourier phase, "
                       "or sign; on complex maps the sign is the complex phase z/|z|) and B's magnitude. Rates in %; "
                       "controls: magnitude deleted (dataset-mean magnitude), "
-                      "DC-only (channel means only), identity (A = B, must be 100)."),
+                      "DC-only (channel means only), identity (A = B, must be 100), whole swap (A's entire activation: "
+                      "the most a code can follow A from this site; below 90 is flagged partial)."),
             summary_table(results),
         ]
         for model_id, res in results.items():
