@@ -98,7 +98,7 @@ def test_in_memory_data_is_identified_by_content(tmp_path):
     evaluate(Tiny(), data=a, out_dir=tmp_path, report=False, **CELL)
     model = Tiny()
     rb = evaluate(model, data=b, out_dir=tmp_path, report=False, **CELL)["corruption"]
-    assert model.calls == 2 * 5  # clean + 1 cell, nothing answered from a's entries
+    assert model._calls == 2 * 5  # clean + 1 cell, nothing answered from a's entries
     assert rb == evaluate(Tiny(), data=b, **CELL)["corruption"]
 
 
@@ -117,11 +117,11 @@ def test_corruption_code_version_is_in_generated_cell_keys(tmp_path, monkeypatch
     evaluate(Tiny(), data=ds, out_dir=tmp_path, report=False, **CELL)
     again = Tiny()
     evaluate(again, data=ds, out_dir=tmp_path, report=False, **CELL)
-    assert again.calls == 0
+    assert again._calls == 0
     monkeypatch.setattr(aprkit.corruptions, "CODE_VERSION", aprkit.corruptions.CODE_VERSION + 1)
     changed = Tiny()
     evaluate(changed, data=ds, out_dir=tmp_path, report=False, **CELL)
-    assert changed.calls == 2  # the generated cell (2 batches) is recomputed, the clean cell is shared
+    assert changed._calls == 2  # the generated cell (2 batches) is recomputed, the clean cell is shared
 
 
 def test_transplant_key_has_the_data_and_the_limit():
@@ -208,14 +208,14 @@ def test_fingerprint_of_inference_mode_weights_is_hashed_each_time(monkeypatch):
     assert len(calls) == 3
 
 
-def test_second_evaluate_of_a_model_neither_rehashes_nor_converts(monkeypatch):
+def test_second_evaluate_of_a_model_hashes_once_and_does_not_convert(monkeypatch):
     calls = _count_hashes(monkeypatch)
     model, ds = Tiny(seed=1), small_data(16)
     first = evaluate(model, data=ds, **CELL)
     ptrs = [p.data_ptr() for p in model.parameters()]
     assert model.conv.weight.is_contiguous(memory_format=torch.channels_last)  # the default for conv models
     second = evaluate(model, data=ds, **CELL)
-    assert len(calls) == 1
+    assert len(calls) == 2  # once per call (weights written through .data keep their version), not once per cell
     assert [p.data_ptr() for p in model.parameters()] == ptrs  # already channels_last: not converted again
     assert second.models["Tiny"]["corruption"] == first.models["Tiny"]["corruption"]
 
@@ -364,3 +364,98 @@ def test_a_downloadable_spec_without_folder_is_keyed_by_the_data_roots_copy(tmp_
     assert ids[0] != ids[1] and str(tmp_path / "a" / "CIFAR-10-C") in ids[0]
     monkeypatch.setenv("APRKIT_DATA", str(tmp_path / "none"))
     assert dataset_id("cifar10-c") == "cifar10-c#test"  # absent: the spec itself (the reader says what is missing)
+
+
+def test_weights_swapped_through_data_are_evaluated_again(tmp_path):
+    """EMA helpers write other weights through ``p.data`` (no version bump): evaluate hashes the weights afresh."""
+    model, data = Tiny(), small_data(40)
+    kw = dict(out_dir=tmp_path, suite="calibration", corruptions=["none"], device="cpu", progress=False, report=False)
+    first = evaluate(model, data=data, **kw)["calibration"]["clean"]["nll"]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.data.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
+    again = evaluate(model, data=data, **kw)["calibration"]["clean"]["nll"]
+    fresh = evaluate(model, data=data, **(kw | {"out_dir": tmp_path / "fresh"}))["calibration"]["clean"]["nll"]
+    assert again == fresh != first
+
+
+def test_fingerprint_holds_plain_module_attributes():
+    """A setting kept as a plain attribute (a temperature no ``repr`` shows) changes the fingerprint."""
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner, self.t = Tiny(), 1.0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x) / self.t
+
+    m = Scaled()
+    before = model_fingerprint(m)
+    m.t = 20.0
+    assert model_fingerprint(m) != before
+    m.t = 1.0
+    m.train()  # the training flag is not part of it (evaluate sets eval mode)
+    assert model_fingerprint(m) == before
+
+
+def test_dataset_id_reads_every_label_and_in_memory_images():
+    """A dataset without cache_id: every label (``targets``) and an in-memory ``data`` array key it, not 16 samples."""
+    class Lazy(torch.utils.data.Dataset):
+        def __init__(self, targets: list[int]) -> None:
+            self.targets = targets
+            self.data = natural_images(40, 8, seed=1)
+
+        def __len__(self) -> int:
+            return len(self.targets)
+
+        def __getitem__(self, i: int):
+            return self.data[i], self.targets[i]
+
+    base = [i % 10 for i in range(40)]
+    fixed = list(base)
+    fixed[7] = 3  # not one of the 16 sampled positions
+    assert dataset_id(Lazy(base)) != dataset_id(Lazy(fixed))
+    a, b = Lazy(base), Lazy(base)
+    b.data = b.data.clone()
+    b.data[7] ^= 1
+    assert dataset_id(a) != dataset_id(b)
+    sampled = Lazy(base)
+    del sampled.data  # nothing in memory: the key samples images and says so
+    sampled.__class__ = type("OnDisk", (Lazy,), {"__getitem__": lambda self, i: (a.data[i], self.targets[i])})
+    with pytest.warns(RuntimeWarning, match="16 of its images"):
+        dataset_id(sampled)
+
+
+def test_a_callable_corrupted_source_is_keyed_by_the_data_it_returns(tmp_path):
+    """Two functions of the same name returning other data: the cells are not shared."""
+    clean = small_data(24)
+    version = {"seed": 0}
+
+    def corrupted(corruption: str, severity: int) -> TensorImageDataset:
+        g = torch.Generator().manual_seed(version["seed"])
+        return TensorImageDataset(torch.randint(0, 256, clean.images.shape, dtype=torch.uint8, generator=g),
+                                  clean.labels)
+
+    corrupted.__qualname__ = "corrupted"  # a module-level name, as a script's function has
+    kw = dict(suite="corruption", cache_dir=tmp_path, corrupted=corrupted, corruptions=["fog"], severities=[1],
+              device="cpu", progress=False, report=False)
+    model = Tiny()
+    first = evaluate(model, data=clean, **kw)["corruption"]["cells"]["fog"]["1"]
+    version["seed"] = 1
+    second = evaluate(model, data=clean, **kw)["corruption"]["cells"]["fog"]["1"]
+    fresh = evaluate(model, data=clean, **(kw | {"cache_dir": tmp_path / "fresh"}))["corruption"]["cells"]["fog"]["1"]
+    assert second == fresh and second["nll"] != first["nll"]
+
+
+def test_evaluate_refuses_a_misspelt_data_mapping_key():
+    with pytest.raises(ValueError, match="'calibraton': not a suite.*did you mean 'calibration'"):
+        evaluate(Tiny(), suite="calibration", data={"default": small_data(8), "calibraton": small_data(8)},
+                 device="cpu", progress=False)
+
+
+def test_accuracy_refuses_negative_labels():
+    from aprkit.eval.metrics import accuracy
+
+    with pytest.raises(ValueError, match="negative"):
+        accuracy([-1, -1, 3], [-1, -1, 2])
+    assert accuracy([1, 2, 3], [1, 2, 2]) == pytest.approx(2 / 3)

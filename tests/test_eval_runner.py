@@ -31,10 +31,10 @@ class Tiny(nn.Module):
         with torch.no_grad():
             for p in self.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-        self.calls = 0
+        self._calls = 0  # private: counters are not part of the weights fingerprint (plain public attributes are)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
+        self._calls += 1
         return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
@@ -42,7 +42,7 @@ def broken_tiny(fail_after: int) -> Tiny:
     """A Tiny (same class and weights, so the same cache identity) that raises after ``fail_after`` forward calls."""
 
     def kill(module: Tiny, args: tuple) -> None:
-        if module.calls >= fail_after:
+        if module._calls >= fail_after:
             raise KeyboardInterrupt("simulated kill")
 
     model = Tiny()
@@ -311,16 +311,16 @@ def test_killed_run_resumes_from_cache(tmp_path):
     assert done == 4  # clean + 3 finished cells survived the kill
     resumed = Tiny()
     res = evaluate(resumed, out_dir=out, **kw)
-    assert resumed.calls == 2 * (7 - 4)  # only the 3 unfinished cells were recomputed
+    assert resumed._calls == 2 * (7 - 4)  # only the 3 unfinished cells were recomputed
     fresh = evaluate(Tiny(), **kw)
     assert res["corruption"]["cells"] == fresh["corruption"]["cells"]
     again = Tiny()
     evaluate(again, out_dir=out, **kw)
-    assert again.calls == 0  # the finished suite comes straight from the cache
+    assert again._calls == 0  # the finished suite comes straight from the cache
     assert json.loads((out / "results.json").read_text())["models"]["tiny"]["corruption"]["clean"]["n"] == 20
     fresh_run = Tiny()
     evaluate(fresh_run, out_dir=out, resume=False, **kw)
-    assert fresh_run.calls == 2 * 7
+    assert fresh_run._calls == 2 * 7
 
 
 def test_generated_corruptions_are_seeded(monkeypatch):

@@ -34,12 +34,12 @@ class Counting(nn.Module):
         with torch.no_grad():
             for p in self.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-        self.calls = 0
-        self.images = 0
+        self._calls = 0  # private: counters are not part of the weights fingerprint
+        self._images = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        self.images += x.shape[0]
+        self._calls += 1
+        self._images += x.shape[0]
         return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
@@ -125,7 +125,7 @@ def test_read_ahead_gives_identical_batches_and_outputs(tmp_path, kind):
 def test_read_ahead_error_in_forward_stops_thread():
     class Boom(Counting):
         def forward(self, x):
-            if self.calls == 1:
+            if self._calls == 1:
                 raise RuntimeError("forward failed")
             return super().forward(x)
 
@@ -171,11 +171,11 @@ def test_clean_set_evaluated_once_per_run(tmp_path):
     res = evaluate(model, suite=["corruption", "calibration"], data=data, corrupted=corrupted, corruptions=["fog", "contrast"],
                    severities=[1, 2],
                    device="cpu", batch_size=5, progress=False, report=False, channels_last=False)
-    assert model.images == 12 * (1 + 2 * 2)  # clean once, then 4 cells; calibration reuses every cell
+    assert model._images == 12 * (1 + 2 * 2)  # clean once, then 4 cells; calibration reuses every cell
     assert res.models["Counting"]["calibration"]["clean"]["n"] == 12
     # a run in pieces sharing one cache (how bench_eval interleaves): the clean set is not evaluated again
-    model.images = 0
+    model._images = 0
     for c in ("fog", "contrast"):
         evaluate(model, suite="corruption", data=data, corrupted=corrupted, corruptions=[c], severities=[1],
                  device="cpu", batch_size=5, progress=False, report=False, channels_last=False, cache_dir=tmp_path / "cache")
-    assert model.images == 12 * (1 + 2)
+    assert model._images == 12 * (1 + 2)

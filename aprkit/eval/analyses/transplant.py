@@ -419,7 +419,7 @@ def _sweep_key(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | No
 
     from ..engine.cache import identity, model_fingerprint
 
-    parts = {"v": SWEEP_CACHE_VERSION, "model": model_fingerprint(model), "images": identity(images),
+    parts = {"v": SWEEP_CACHE_VERSION, "model": model_fingerprint(model, reuse=False), "images": identity(images),
              "labels": identity(labels), "pairs": identity(list(pairs)), "layout": identity(layout_kw),
              "codes": list(codes), **{k: identity(v) for k, v in opts.items() if k != "batch_size"}}
     return json.dumps(parts, sort_keys=True)

@@ -158,7 +158,7 @@ def _model_key(ctx: Any) -> str:
     """The context's weights fingerprint, computed once per context."""
     fp = getattr(ctx, "model_key", None)
     if not fp:
-        fp = model_fingerprint(ctx.model)
+        fp = model_fingerprint(ctx.model, reuse=False)  # once per context: hashed afresh (see model_fingerprint)
         try:
             ctx.model_key = fp
         except AttributeError:  # a frozen or slotted context: recompute next time
@@ -220,15 +220,18 @@ _FINGERPRINTS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]] = weakref
 def model_fingerprint(model: nn.Module, length: int = 16, *, reuse: bool = True) -> str:
     """Hex digest of everything in ``model`` that its outputs depend on: the module tree as ``repr`` prints it
     (submodule types and settings such as a preprocessing wrapper's resize, crop and interpolation; memory
-    addresses are masked) and every parameter and buffer, non-persistent ones too (e.g. a normalisation's mean
-    and std): names, dtypes, shapes and values.
+    addresses are masked), every module's plain public attributes (numbers, strings and tuples of them, e.g. a
+    temperature; keep counters that change in ``forward`` in ``_private`` attributes, else no result is reused) and
+    every parameter and buffer, non-persistent ones too (e.g. a normalisation's mean and std): names, dtypes, shapes
+    and values.
 
     Hashing every weight takes a while for a large model (0.16 s for WRN-28-10 on a CPU), so the digest is
     remembered per model object with a signature of its state: the tree's text and each tensor's storage
     address, version counter, shape, strides, dtype and device. Every in-place change through autograd-visible
     tensors (an optimizer step, ``load_state_dict``, ``copy_`` under ``no_grad``) bumps the version
     counter and a replaced tensor has a new address, so the value is hashed again. PyTorch does not
-    version writes through ``param.data`` (``p.data.copy_(...)``): after such a write pass ``reuse=False``.
+    version writes through ``param.data`` (``p.data.copy_(...)``, as EMA helpers swap weights in): after such a write
+    pass ``reuse=False``; ``evaluate`` and ``layer_sweep`` hash afresh once per call.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -247,10 +250,21 @@ def model_fingerprint(model: nn.Module, length: int = 16, *, reuse: bool = True)
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
 
 
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value))
+
+
 def _structure(model: nn.Module) -> str:
-    """The module tree as ``repr`` prints it, with memory addresses (``0x7f...`` of a function or object in some
-    ``extra_repr``) masked so that the text is the same in every process."""
-    return _ADDRESS.sub("0x?", repr(model))
+    """The module tree as ``repr`` prints it plus every module's plain public attributes (numbers, strings, tuples of
+    them: a temperature ``self.t = 1.5`` that no ``extra_repr`` shows; ``training`` aside), with memory addresses
+    (``0x7f...`` of a function or object in some ``extra_repr``) masked so that the text is the same in every
+    process."""
+    attrs = [f"{name}.{k}={v!r}" for name, mod in model.named_modules()
+             for k, v in sorted(vars(mod).items()) if not k.startswith("_") and k != "training" and _plain(v)]
+    return _ADDRESS.sub("0x?", "\n".join([repr(model), *attrs]))
 
 
 def _model_state(model: nn.Module) -> dict[str, Any]:

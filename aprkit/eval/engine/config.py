@@ -16,10 +16,9 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..._checks import nearest_names
 from ...config import apply_overrides, coerce, merge, read_config_files, unknown_key
 from ..suites.base import flat_options
-from ..suites.options import check_suite_options, option_error, parse_suite_options, suite_registry
+from ..suites.options import check_data_mapping, check_suite_options, option_error, parse_suite_options, suite_registry
 
 __all__ = ["ALIASES", "eval_schema", "check_suite_options", "eval_settings", "load_eval_config"]
 
@@ -85,17 +84,8 @@ def eval_settings(data: Mapping[str, Any]) -> dict[str, Any]:
             raise option_error(str(key), suites, registry, valid)
     options = check_suite_options(suites, options)
     parse_suite_options(suites, {k: v for k, v in out.items() if k in selected} | options)  # bad values fail here
-    per_suite = out.get("data")
-    if isinstance(per_suite, Mapping):
-        missing = [s for s in suites if s not in per_suite and "default" not in per_suite]
-        if missing:
-            raise ValueError(f"no data for suite {missing[0]!r}: the data mapping has "
-                             f"{', '.join(map(repr, per_suite))}; "
-                             f"add --data SPEC (default data) or --data {missing[0]}=SPEC")
-        for key in per_suite:
-            if key != "default" and key not in registry:
-                raise ValueError(f"config key 'data.{key}': not a suite{nearest_names(str(key), list(registry))}; "
-                                 f"the data mapping takes 'default' and suite names ({', '.join(sorted(registry))})")
+    check_data_mapping(out.get("data"), suites, "add --data SPEC (default data) or --data {suite}=SPEC",
+                       "config key 'data.{key}'")
     out["suite"] = suites
     out["options"] = options
     if out.get("models"):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -175,7 +176,20 @@ def dataset_id(data: Any, split: str = "test") -> str:
         for t in (images, labels):
             h.update(f"{t.dtype}{tuple(t.shape)}".encode())
             h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    else:  # other datasets: 16 items spread over the whole set (reading every image would cost a pass)
+    else:  # other datasets: every label they hold and in-memory images (e.g. torchvision's ``data`` array), else
+        # 16 images spread over the whole set (reading every image from disk would cost a pass)
+        from aprkit.data.loading import attribute_labels
+
+        all_labels = attribute_labels(ds)
+        if all_labels is not None:
+            h.update(b"labels" + all_labels.contiguous().numpy().tobytes())
+        array = next((a for a in (getattr(ds, k, None) for k in ("images", "data"))
+                      if isinstance(a, (torch.Tensor, np.ndarray)) and len(a) == n), None)
+        if array is not None:
+            t = torch.as_tensor(array).detach().cpu().contiguous()
+            h.update(f"images{t.dtype}{tuple(t.shape)}".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            _warn_sampled(ds)
         for i in sorted({(k * (n - 1)) // 15 for k in range(16)}) if n else []:
             img, label = ds[i]
             h.update(torch.as_tensor(img).contiguous().numpy().tobytes())
@@ -185,6 +199,20 @@ def dataset_id(data: Any, split: str = "test") -> str:
         _CONTENT_IDS[ds] = ident  # datasets are treated as immutable while a process runs
     return ident
 
+
+def _warn_sampled(ds: Any) -> None:
+    """Warn once per dataset class that its cache identity reads only 16 of its images."""
+    name = f"{type(ds).__module__}.{type(ds).__qualname__}"
+    if name in _SAMPLED_WARNED:
+        return
+    _SAMPLED_WARNED.add(name)
+    warnings.warn(f"{type(ds).__name__} has no cache_id and no in-memory images: cached results are keyed by its "
+                  "length, its labels and 16 of its images, so a change to another image is not seen; give it a "
+                  "cache_id attribute naming its content (e.g. its files and their state) if its images can change",
+                  RuntimeWarning, stacklevel=3)
+
+
+_SAMPLED_WARNED: set[str] = set()
 
 #: content ids of in-memory datasets, computed once per object
 _CONTENT_IDS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()

@@ -36,7 +36,7 @@ from torch import nn
 from ...distributed import group_info, is_main_process, resolve_device
 from ..report.results import Results
 from ..suites import EvalContext, load_suites
-from ..suites.options import check_suite_options, parse_suite_options, suite_registry
+from ..suites.options import check_data_mapping, check_suite_options, parse_suite_options, suite_registry
 from .cache import MemoryCache, ResultCache, Unidentifiable, model_fingerprint, result_key, to_jsonable
 from .inference import wants_channels_last
 from .outdir import RunCache, SuiteIndex, merge_provenance
@@ -199,6 +199,7 @@ def evaluate(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     names = _suite_names(suite)
+    check_data_mapping(data, names)
     opts = check_suite_options(names, options)  # flat keys, each read by a selected suite
     params = dict(limit=limit, corruptions=corruptions, severities=severities, corrupted=corrupted, ood=ood, fit=fit,
                   num_classes=num_classes)
@@ -229,7 +230,8 @@ def evaluate(
         use_cl = wants_channels_last(net, _has_conv(net) if channels_last is None else bool(channels_last))
         net = place_model(net, dev, use_cl)
         run.settings["channels_last"] = use_cl
-        fingerprint = model_fingerprint(net, reuse=world == 1)  # _sync_weights writes through .data (unversioned)
+        # hashed afresh: writes through .data (_sync_weights, EMA helpers swapping weights in) keep version counters
+        fingerprint = model_fingerprint(net, reuse=False)
         name = given_id or display
         if name in results.models:
             name = f"{display}-{fingerprint}"

@@ -79,6 +79,9 @@ def check_labels_for(
     if n and num_classes is not None and (bool((y < 0).any()) or bool((y >= num_classes).any())):
         raise ValueError(f"{name} must be in [0, {num_classes}) for {num_classes} classes; "
                          f"got values in [{int(y.min())}, {int(y.max())}]")
+    if n and num_classes is None and bool((y < 0).any()):  # e.g. NO_LABEL (-1) of unlabelled data
+        raise ValueError(f"{name} must be class indices >= 0; got {int((y < 0).sum())} negative values (-1 marks "
+                         "unlabelled images, which have no accuracy)")
     return y
 
 

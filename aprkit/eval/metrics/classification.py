@@ -29,9 +29,10 @@ def topk_correct(outputs: Any, labels: Any, ks: tuple[int, ...] = (1,)) -> torch
     if out.ndim == 1:
         if any(k != 1 for k in ks):
             raise ValueError("outputs of shape (N,) are predicted labels; only top-1 accuracy is defined for them")
-        y = check_labels_for(labels, out.shape[0], None, device=out.device)
         if out.is_floating_point():
             raise TypeError("outputs of shape (N,) must be integer predicted labels; pass scores as (N, K)")
+        y = check_labels_for(labels, out.shape[0], None, device=out.device)
+        check_labels_for(out, out.shape[0], None, "predicted labels (outputs of shape (N,))")
         return (out.long() == y).sum().reshape(1).repeat(len(ks))
     if out.ndim != 2:
         raise ValueError(f"outputs must be scores (N, K) or predicted labels (N,), got shape {tuple(out.shape)}")

@@ -210,6 +210,7 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
     preset = opts.preset or _default_preset(clean)
     n_bins = opts.n_bins
     generation: dict[str, Any] = {}
+    opened = None  # a callable source's dataset for this cell, once opened
     if corruption is None:
         origin = "clean"
     elif isinstance(source, str) and source:
@@ -218,7 +219,11 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
     elif source:
         source_name = getattr(source, "cache_id", None) or getattr(source, "__qualname__", type(source).__name__)
         origin = "source:" + str(source_name)
-        generation["source"] = source  # identified by its cache_id (or never cached)
+        if isinstance(getattr(source, "cache_id", None), str) and source.cache_id:
+            generation["source"] = source  # its cache_id names what it opens
+        else:  # a function's name says nothing of the data it returns: the cell's dataset itself keys it
+            opened = _open_corrupted(source, *cell) if cell is not None else None
+            generation["source"] = opened
     else:
         from aprkit.corruptions import CODE_VERSION
 
@@ -233,7 +238,7 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
         transform = None
         dataset = clean
         if cell is not None and source:
-            dataset = _open_corrupted(source, *cell)
+            dataset = opened if opened is not None else _open_corrupted(source, *cell)
             from aprkit.data.corrupted import check_matches_clean
 
             check_matches_clean(dataset, clean, limit, f"the -C set of {corruption}-{severity}")

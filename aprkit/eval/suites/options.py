@@ -11,7 +11,7 @@ from ..._checks import nearest_names
 from . import load_suites
 from .base import SuiteOptions, flat_options
 
-__all__ = ["suite_registry", "option_error", "check_suite_options", "parse_suite_options"]
+__all__ = ["suite_registry", "option_error", "check_suite_options", "parse_suite_options", "check_data_mapping"]
 
 
 def suite_registry(names: Sequence[str]) -> dict[str, Any]:
@@ -68,3 +68,21 @@ def parse_suite_options(suites: Sequence[str], options: Mapping[str, Any]) -> di
     """Suite name -> its ``Options`` parsed from the flat ``options`` (a bad value raises naming key and suite)."""
     registry = suite_registry(suites)
     return {s: registry[s].Options.parse(options, s) for s in suites}
+
+
+def check_data_mapping(data: Any, suites: Sequence[str], add_hint: str = "add {suite!r} or 'default'",
+                       key_label: str = "data mapping key {key!r}") -> None:
+    """A per-suite data mapping (``{suite name: data, "default": data}``) must give every suite in ``suites`` its data
+    and name only suites (a misspelt key would silently hand that suite the default data). ``add_hint`` says how to
+    add the missing entry (formatted with ``suite``), ``key_label`` names a key (formatted with ``key``)."""
+    if not isinstance(data, Mapping):
+        return
+    registry = load_suites()
+    for key in data:
+        if key != "default" and key not in registry:
+            raise ValueError(key_label.format(key=key) + f": not a suite{nearest_names(str(key), list(registry))}; the "
+                             f"data mapping takes 'default' and suite names ({', '.join(sorted(registry))})")
+    missing = [s for s in suites if s not in data and "default" not in data]
+    if missing:
+        raise ValueError(f"no data for suite {missing[0]!r}: the data mapping has {', '.join(map(repr, data))}; "
+                         + add_hint.format(suite=missing[0]))
