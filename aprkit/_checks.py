@@ -95,6 +95,25 @@ def eager_cpu(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
+def check_not_0_255(x: torch.Tensor, name: str = "images") -> None:
+    """Refuse float images holding 0..255 values where results are clamped to [0, 1] (they would come out white):
+    one ``amax`` pass, on eager CPU calls only (elsewhere a host sync). Values a little outside [0, 1] (another
+    augmentation's overshoot) pass; NaN is left to the finiteness checks."""
+    if x.is_floating_point() and eager_cpu(x) and x.numel():
+        hi = float(x.detach().amax())
+        if hi > 2.0:
+            raise ValueError(f"{name} is float with values up to {hi:.4g}, but results are clamped to [0, 1] "
+                             "(clamp=True): 0..255 floats? pass float images in [0, 1] (divide by 255) or uint8")
+
+
+def check_hwc_layout(arr: Any, name: str = "image") -> None:
+    """Refuse a NumPy array ``(C, H, W)`` given where ``(H, W, C)`` is expected (the mirror of
+    :func:`check_chw_layout`): first axis 1 or 3 long, last axis not, the would-be width and channel axes over 4."""
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[2] not in (1, 3) and min(arr.shape[1:]) > 4:
+        raise ValueError(f"{name} of shape {tuple(arr.shape)} looks like channels-first (C, H, W); NumPy images are "
+                         "(H, W, C), e.g. arr.transpose(1, 2, 0)")
+
+
 def to_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``t.to(device, dtype)``, asynchronous (``non_blocking``) unless the target is the host: a copy from an
     accelerator to the host made with ``non_blocking=True`` returns before its values have landed, and reading them
@@ -199,8 +218,9 @@ def dataset_len(dataset: Any) -> int:
 
 def check_chw_layout(x: torch.Tensor, name: str = "image") -> torch.Tensor:
     """Refuse a tensor ``(..., H, W, C)`` given where ``(..., C, H, W)`` is expected: last axis 1 or 3 long while the
-    channel axis is not (an image 3 pixels wide would be the only false alarm). Returns ``x``."""
-    if x.ndim >= 3 and x.shape[-1] in (1, 3) and x.shape[-3] not in (1, 3):
+    channel axis is not and the would-be channel and height axes are over 4 long (only an image 3 pixels wide with
+    more than 4 channels would be a false alarm). Returns ``x``."""
+    if x.ndim >= 3 and x.shape[-1] in (1, 3) and x.shape[-3] not in (1, 3) and min(x.shape[-3], x.shape[-2]) > 4:
         raise ValueError(f"{name} of shape {tuple(x.shape)} looks like channels-last (..., H, W, C); pass "
                          "(..., C, H, W), e.g. x.permute(2, 0, 1) for one image, x.permute(0, 3, 1, 2) for a batch")
     return x

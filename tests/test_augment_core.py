@@ -3,6 +3,7 @@ call (no full-size ``isfinite`` pass), zero-bin handling on both code paths, and
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -317,3 +318,36 @@ def test_apr_outputs_keep_channels_last():
             assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous(), name
             assert ref.is_contiguous(), name
             torch.testing.assert_close(out, ref, atol=0, rtol=0)
+
+
+def test_clamp_refuses_0_255_float_input_and_hw_dims_refuse_channels_last():
+    """``clamp=True`` promises [0, 1] floats: 0..255 floats would come out saturated, so they are refused (eager
+    CPU); with ``dims="hw"`` a (B, H, W, C) batch would be transformed over the wrong axes, so it is refused too."""
+    from aprkit.augment import APRPair, APRSingleBatch, apr_pair
+
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"0\.\.255 floats"):
+        APRPair(p=1.0, clamp=True, seed=0)(x * 255)
+    with pytest.raises(ValueError, match=r"0\.\.255 floats"):
+        apr_pair(x * 255, torch.tensor([1, 2, 3, 0]), clamp=True)
+    assert APRPair(p=1.0, seed=0)(x * 255).amax() > 1  # without clamp any float range is fine (normalised batches)
+    bhwc = x.permute(0, 2, 3, 1).contiguous()
+    for call in (lambda: APRPair(p=1.0, dims="hw", seed=0)(bhwc), lambda: APRSingleBatch(seed=0)(bhwc),
+                 lambda: apr_pair(bhwc, torch.tensor([1, 2, 3, 0]), dims="hw")):
+        with pytest.raises(ValueError, match="channels-last"):
+            call()
+    APRPair(p=1.0, dims="chw", seed=0)(bhwc)  # the 3-D transform is the same in either layout
+
+
+def test_numpy_images_may_have_any_channel_count():
+    """Like albumentations' own transforms, APR-S takes (H, W, C) arrays with C other than 1 or 3 (torch's path)."""
+    from aprkit.augment import APRSingle
+
+    img = np.random.default_rng(0).integers(0, 256, (16, 16, 4)).astype(np.uint8)
+    aug = APRSingle(seed=0)
+    out = aug.apply(img, params := aug.generate_parameters())
+    assert out.shape == img.shape and out.dtype == np.uint8
+    ref = aug.apply(torch.from_numpy(img).permute(2, 0, 1).contiguous(), params)
+    assert np.array_equal(out, ref.permute(1, 2, 0).numpy())
+    f = aug.apply(img.astype(np.float32) / 255, params)
+    assert f.shape == img.shape and f.dtype == np.float32

@@ -19,9 +19,11 @@ import numpy as np
 import torch
 
 from .._checks import (
+    check_chw_layout,
     check_dims,
     check_finite_spectrum,
     check_image_tensor,
+    check_not_0_255,
     check_probability,
     compute_dtype,
     describe_value,
@@ -208,7 +210,11 @@ def apr_pair(
     value checks are skipped (no host sync, no graph breaks): NaN/inf images come out NaN.
     """
     check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)
+    if clamp:
+        check_not_0_255(x)
     fft_dims = check_dims(dims)
+    if dims == "hw":  # a channels-last batch would be transformed over the wrong axes ("chw" is the same either way)
+        check_chw_layout(x, "images")
     b = x.shape[0]
     perm = _check_perm(perm, b, x.device)
     mask = _check_mask(mask, b, x.device)

@@ -20,10 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import (
+    check_chw_layout,
     check_dims,
     check_finite_spectrum,
     check_image_tensor,
     check_labels,
+    check_not_0_255,
     check_probability,
     eager_cpu,
     to_device,
@@ -43,7 +45,8 @@ class APRPair(CompiledCore, ReplayModule):
         p: probability that the batch (or, with ``per_sample=True``, each image) is recombined.
         dims: ``"chw"`` (3-D FFT over C, H, W, as the reference) or ``"hw"`` (per channel).
         per_sample: select images independently (``torch.where`` masking, no host sync per image).
-        clamp: clamp float results to [0, 1] (uint8 results are always rounded and clamped).
+        clamp: clamp float results to [0, 1] (uint8 results are always rounded and clamped); 0..255 float input is
+            then refused (checked on eager CPU calls).
         generator / seed: source of the random draws (``None``: torch's global RNG).
         compile_core: ``True`` or a dict of ``torch.compile`` options (e.g. ``{"mode": "reduce-overhead"}``,
             CUDA graphs): ``forward`` runs the core compiled as one graph (``fullgraph=True``, compiled once
@@ -81,10 +84,20 @@ class APRPair(CompiledCore, ReplayModule):
         generator = worker_generator(self.generator, self._base_seed)
         return sample_pair_params(int(batch_shape[0]), self.p, self.per_sample, generator, device)
 
+    def _check_images(self, x: torch.Tensor) -> None:
+        """Shapes and dtype; with ``dims="hw"`` a channels-last ``(B, H, W, C)`` batch is refused (the 2-D transforms
+        would run over the wrong axes); with ``clamp`` 0..255 floats are refused on eager CPU calls (one ``amax``
+        pass; they would come out saturated)."""
+        check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)
+        if self.clamp:
+            check_not_0_255(x)
+        if self.dims == "hw":
+            check_chw_layout(x, "images")
+
     def replay(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic APR-P of ``x`` ``(B, C, H, W)`` with ``params`` from :meth:`generate_parameters`, called as
         ``apply(x, params)`` (Kornia-style; ``apply(fn)`` is ``nn.Module.apply``, see :mod:`aprkit._replay`)."""
-        check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)  # values: once, in apr_pair
+        self._check_images(x)  # values: once, in apr_pair
         mask: torch.Tensor | None = params["mask"]
         if isinstance(mask, torch.Tensor) and mask.device.type == "cpu" and mask.numel():
             # the mask is applied as given (also a mixed one under per_sample=False); on the host, the whole batch
@@ -101,7 +114,7 @@ class APRPair(CompiledCore, ReplayModule):
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None):
-        check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)  # values: once, in the core
+        self._check_images(x)  # finiteness: once, in the core
         if labels is not None:
             check_labels(labels, x.shape[0])
         params = self.generate_parameters(x.shape, None)

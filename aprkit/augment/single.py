@@ -26,6 +26,7 @@ import torch
 from .._checks import (
     check_chw_layout,
     check_dims,
+    check_hwc_layout,
     check_image_tensor,
     check_probability,
     compute_dtype,
@@ -167,7 +168,7 @@ def apr_single(
     Views of uint8 images are rounded to integers between ops, as the reference's uint8 arrays are.
     Validates once (one ``aminmax`` pass for float input), then runs :func:`apr_single_core`.
     """
-    check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True)
+    check_chw_layout(check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True))
     names = resolve_ops(ops)
     b = x.shape[0]
     missing = [k for k in _PARAM_KEYS if k not in params]
@@ -242,7 +243,7 @@ class APRSingleBatch(CompiledCore, ReplayModule):
         return apr_single(x, params, self.ops, self.dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True)  # the one validation pass
+        check_chw_layout(check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True))  # one pass
         params = self.generate_parameters(x.shape)  # on the generator's device; the core moves one packed table
         return self._run_core()(x, params, self.ops, self.dims)
 
@@ -282,7 +283,8 @@ class APRSingle:
     def apply(self, img: Any, params: dict[str, torch.Tensor]) -> Any:
         """Deterministic APR-S of one image with ``params`` from :meth:`generate_parameters`."""
         if isinstance(img, torch.Tensor):
-            check_chw_layout(check_image_tensor(img, "image", min_ndim=3, max_ndim=3))
+            check_chw_layout(check_image_tensor(img, "image", min_ndim=3, max_ndim=3, check_finite=False))  # values:
+            # once, by apr_single's range pass (or PIL's uint8 path)
             if img.dtype == torch.uint8 and img.device.type == "cpu" and img.shape[0] in (1, 3):  # PIL's path
                 hwc = img.permute(1, 2, 0).numpy()
                 out = self._apply_numpy(hwc if img.shape[0] == 3 else hwc[..., 0], params)
@@ -303,8 +305,9 @@ class APRSingle:
         )
 
     def _apply_numpy(self, arr: np.ndarray, params: dict[str, torch.Tensor]) -> np.ndarray:
-        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3)):
-            raise ValueError(f"numpy image must have shape (H, W), (H, W, 1) or (H, W, 3), got {arr.shape}")
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] < 1):
+            raise ValueError(f"numpy image must have shape (H, W) or (H, W, C), got {arr.shape}")
+        check_hwc_layout(arr, "numpy image")
         if arr.dtype == np.uint8 and (arr.ndim == 2 or arr.shape[2] == 3):
             from PIL import Image
 
