@@ -237,3 +237,59 @@ def test_explicit_mean_std_override_the_checkpoints(tmp_path):
     torch.testing.assert_close(stored.mean.flatten(), model.mean.flatten())
     mine = load_model(path, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     assert mine.mean.flatten().tolist() == [0.5] * 3 and mine.std.flatten().tolist() == [0.25] * 3
+
+
+def test_a_module_with_checkpoint_gets_its_weights(tmp_path):
+    """load_model / evaluate's loader given a module and checkpoint= load the weights into it (they were dropped)."""
+    from aprkit.eval.engine.runner import load_eval_model
+    from aprkit.models import create_model
+
+    trained = create_model("resnet20", num_classes=10)
+    path = save_checkpoint(tmp_path / "r20.pt", trained)
+    fresh = create_model("resnet20", num_classes=10)
+    assert not torch.equal(fresh.conv1.weight, trained.conv1.weight)
+    got = load_model(fresh, checkpoint=path)
+    assert got is fresh and torch.equal(fresh.conv1.weight, trained.conv1.weight)
+    other = create_model("resnet20", num_classes=10)
+    net, _ = load_eval_model(other, None, str(path), torch.device("cpu"))
+    assert torch.equal(net.conv1.weight, trained.conv1.weight)
+    with pytest.raises(ValueError, match="100"):
+        load_model(create_model("resnet20", num_classes=10), num_classes=100)
+    with pytest.raises(FileNotFoundError):
+        load_model(fresh, checkpoint=tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="random_init"):
+        load_model(fresh, random_init=True)
+    with pytest.raises(ValueError, match="checkpoint file"):
+        load_model(str(path), random_init=True)
+    with pytest.raises(ValueError, match="100 but the model's classifier has 10"):
+        save_checkpoint(tmp_path / "bad.pt", trained, num_classes=100)
+
+
+def test_a_pretrained_foreign_model_reloads_with_its_preprocessing_and_bn_eps(tmp_path, monkeypatch):
+    """save_checkpoint keeps a Preprocess wrapper's resize/crop and batch-norm eps (folded checkpoints set 0):
+    the reloaded model gives the same logits."""
+    torchvision = pytest.importorskip("torchvision")
+    real = torchvision.models.get_model
+    monkeypatch.setattr(torchvision.models, "get_model", lambda name, weights=None, **kw: real(name, weights=None, **kw))
+    torch.manual_seed(0)
+    m = load_model("torchvision:resnet18")  # the pretrained path (download stubbed): resize 256, crop 224
+    monkeypatch.setattr(torchvision.models, "get_model", real)
+    m.model.bn1.eps = 0.0
+    path = save_checkpoint(tmp_path / "m.pt", m)
+    r = load_model(path)
+    assert (type(r).__name__, r.resize, r.crop) == ("Preprocess", m.resize, m.crop) and r.model.bn1.eps == 0.0
+    x = torch.rand(2, 3, 40, 40)
+    with torch.no_grad():
+        assert torch.equal(m(x), r(x))
+
+
+def test_normalize_refuses_an_aprkit_model_and_wide_inputs_get_statistics():
+    from aprkit.models import create_model
+
+    with pytest.raises(TypeError, match="normalises inside"):
+        Normalize(create_model("resnet20", num_classes=10))
+    for name, kw in (("small_cnn", {"in_channels": 4}), ("phase_collapse_cifar", {"in_chans": 4, "widths": (8, 8)})):
+        net = create_model(name, num_classes=10, **kw).eval()
+        assert net(torch.rand(2, 4, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="4 input channels"):
+        create_model("small_cnn", num_classes=10, in_channels=4, mean=(0.5,) * 3, std=(0.5,) * 3)

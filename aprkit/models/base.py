@@ -76,12 +76,21 @@ class ImageClassifier(nn.Module):
         *,
         default_mean: Sequence[float] = IMAGENET_MEAN,
         default_std: Sequence[float] = IMAGENET_STD,
+        in_channels: int | None = None,
     ) -> None:
+        """``in_channels``: the defaults are cut to that many channels (or 0.5 each beyond theirs), and given
+        statistics must have that many."""
         super().__init__()
+        if in_channels is not None:
+            c = int(in_channels)
+            default_mean = tuple(default_mean)[:c] if c <= len(default_mean) else (0.5,) * c
+            default_std = tuple(default_std)[:c] if c <= len(default_std) else (0.5,) * c
         m = as_stats(mean, default_mean, "mean")
         s = as_stats(std, default_std, "std")
         if m.numel() != s.numel():
             raise ValueError(f"mean and std must have the same number of channels, got {m.numel()} and {s.numel()}")
+        if in_channels is not None and m.numel() != in_channels:
+            raise ValueError(f"mean/std have {m.numel()} channels but the model takes {in_channels} input channels")
         self.register_buffer("mean", m, persistent=False)
         self.register_buffer("std", s, persistent=False)
 

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from .._io import atomic_torch_save
-from .foreign import FOREIGN_LIBRARIES, create_foreign
-from .normalize import unwrap_model
+from .foreign import FOREIGN_LIBRARIES, Preprocess, create_foreign
+from .normalize import Normalize, unwrap_model
 from .registry import create_model, is_model, list_models, tag_model
 from .state_dict import extract_state_dict, load_state_dict_into, num_classes_of
 
@@ -60,6 +60,9 @@ def save_checkpoint(
     num_classes = num_classes if num_classes is not None else getattr(model, "num_classes", None)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    own = num_classes_of(model.state_dict(), model)
+    if own is not None and own != num_classes:  # the file would not load back
+        raise ValueError(f"num_classes={num_classes} but the model's classifier has {own} classes")
     payload: dict[str, Any] = {
         "format": "aprkit",
         "arch": arch,
@@ -73,6 +76,12 @@ def save_checkpoint(
         buf = getattr(model, name, None)
         if isinstance(buf, torch.Tensor):
             payload[name] = buf.detach().cpu().flatten().tolist()
+    if isinstance(model, Preprocess):  # the authors' evaluation resize and crop of a pretrained foreign model
+        payload["preprocess"] = {"resize": model.resize, "crop": model.crop, "interpolation": model.interpolation,
+                                 "crop_mode": model.crop_mode}
+    # batch-norm eps is no state_dict entry; folded checkpoints set it to 0 (``fold_bn_compat``)
+    payload["bn_eps"] = {n: float(m.eps) for n, m in model.named_modules()
+                         if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     return atomic_torch_save(payload, path)
 
 
@@ -138,7 +147,16 @@ def _from_aprkit(obj: Mapping[str, Any], num_classes: int | None, kwargs: dict, 
         raise ValueError(f"checkpoint holds a {arch!r} model, not {expected_arch!r}")
     kw = {**dict(obj.get("kwargs") or {}), **kwargs}
     model = _build_arch(arch, num_classes, kw, obj.get("num_classes"))
+    pre = obj.get("preprocess")
+    if isinstance(pre, Mapping) and isinstance(model, Normalize) and not isinstance(model, Preprocess):
+        model = Preprocess(model.inner, model.mean.tolist(), model.std.tolist(), num_classes=model.num_classes,
+                           **dict(pre))
     load_state_dict_into(model, extract_state_dict(obj), drop_head=drop_head)
+    modules = dict(model.named_modules())
+    for name, eps in dict(obj.get("bn_eps") or {}).items():
+        layer = modules.get(name)
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.eps = float(eps)
     for name in ("mean", "std"):  # the stored normalisation, unless the caller passed its own
         buf = getattr(model, name, None)
         if name in obj and name not in kwargs and isinstance(buf, torch.Tensor) and buf.numel() == len(obj[name]):
@@ -161,6 +179,24 @@ def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: 
     return _load_aprkit_arch(f"resnet{match.group(1)}", num_classes, path, weights_only, kwargs, drop_head=drop_head)
 
 
+def _load_into_module(model: nn.Module, num_classes: int | None, checkpoint: str | os.PathLike | None,
+                      weights_only: bool, random_init: bool, drop_head: bool) -> nn.Module:
+    """A module given as the spec: used with the weights it holds, or with ``checkpoint``'s loaded into it (strictly;
+    ``drop_head`` skips a classifier of another size). ``num_classes`` must agree with its classifier."""
+    if random_init:
+        raise ValueError("random_init=True applies to model names; a module is used with the weights it holds (or "
+                         "with checkpoint='s)")
+    target = unwrap_model(model)
+    if checkpoint is not None:
+        load_state_dict_into(target, extract_state_dict(read_checkpoint(checkpoint, weights_only=weights_only)),
+                             drop_head=drop_head)
+    own = num_classes_of(target.state_dict(), target)
+    if num_classes is not None and own is not None and own != num_classes:
+        raise ValueError(f"the model's classifier has {own} classes but num_classes={num_classes} was given; a module "
+                         "is used as it is: build it with that many classes or leave num_classes unset")
+    return model
+
+
 def load_model(
     spec: nn.Module | str | os.PathLike,
     num_classes: int | None = None,
@@ -174,10 +210,10 @@ def load_model(
 ) -> nn.Module:
     """Any model spec -> an ``nn.Module`` in eval mode on ``device`` taking float images in [0, 1].
 
-    ``spec`` is an ``nn.Module`` (returned as is), an aprkit architecture name (``"resnet20"``; weights
-    from ``checkpoint``, random otherwise), a path to an aprkit or legacy ``pytorch_resnet_cifar10``
-    checkpoint, ``"timm:<name>"`` / ``"torchvision:<name>"`` (the published pretrained weights through the
-    library's cache, with the authors' preprocessing; a local ``checkpoint`` overrides) or
+    ``spec`` is an ``nn.Module`` (used with its weights, or with ``checkpoint``'s loaded strictly), an aprkit
+    architecture name (``"resnet20"``; weights from ``checkpoint``, random otherwise), a path to an aprkit or legacy
+    ``pytorch_resnet_cifar10`` checkpoint, ``"timm:<name>"`` / ``"torchvision:<name>"`` (the published pretrained
+    weights through the library's cache, with the authors' preprocessing; a local ``checkpoint`` overrides) or
     ``"robustbench:[<dataset>/<threat>/]<name>"`` (robustbench's model zoo into ``model_dir=``, default
     ``data_root()/robustbench``; needs the optional robustbench package).
     Extra keyword arguments go to the model builder.
@@ -190,7 +226,7 @@ def load_model(
     if random_init and checkpoint is not None:
         raise ValueError("random_init=True asks for untrained weights but checkpoint= was given too; pass one of them")
     if isinstance(spec, nn.Module):
-        model = spec
+        model = _load_into_module(spec, num_classes, checkpoint, weights_only, random_init, drop_head)
     elif isinstance(spec, (str, os.PathLike)):
         text = os.fspath(spec)
         if text.startswith(_FOREIGN_PREFIXES):
@@ -215,6 +251,9 @@ def load_model(
         elif Path(text).is_file():
             if checkpoint is not None:
                 raise ValueError("give either a checkpoint path as spec or checkpoint=, not both")
+            if random_init:
+                raise ValueError(f"random_init=True asks for untrained weights but {text!r} is a checkpoint file; pass "
+                                 "the architecture name with random_init=True instead")
             model = _load_file(Path(text), num_classes, weights_only, kwargs, drop_head)
         else:
             from .._checks import nearest_names

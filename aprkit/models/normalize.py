@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, as_stats
+from .base import IMAGENET_MEAN, IMAGENET_STD, ImageClassifier, as_stats
 
 __all__ = ["Normalize", "find_classifier", "unwrap_model"]
 
@@ -72,6 +72,10 @@ class Normalize(nn.Module):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"Normalize wraps an nn.Module, got {type(model).__name__}")
+        if isinstance(model, ImageClassifier):  # its forward normalises again, its feature split does not
+            raise TypeError(f"{type(model).__name__} is an aprkit model: it takes [0, 1] images and normalises inside "
+                            "with its own mean/std buffers; use it as it is (set model.mean / model.std to change "
+                            "them) rather than wrapping it in Normalize")
         m, s = as_stats(mean, IMAGENET_MEAN, "mean"), as_stats(std, IMAGENET_STD, "std")
         if m.numel() != s.numel():
             raise ValueError(f"mean and std must have the same number of channels, got {m.numel()} and {s.numel()}")

@@ -170,7 +170,7 @@ class PhaseCollapseNet(ImageClassifier):
         std: Sequence[float] | None = None,
     ) -> None:
         default = (CIFAR10_MEAN, CIFAR10_STD) if img_size <= 64 else (IMAGENET_MEAN, IMAGENET_STD)
-        super().__init__(mean, std, default_mean=default[0][:in_chans], default_std=default[1][:in_chans])
+        super().__init__(mean, std, default_mean=default[0], default_std=default[1], in_channels=in_chans)
         if nonlinearity not in ("modulus", "soft_threshold"):
             raise ValueError(
                 f"nonlinearity must be 'modulus' (phase collapse) or 'soft_threshold', got {nonlinearity!r}"

@@ -41,7 +41,7 @@ class SmallCNN(ImageClassifier):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(mean, std, default_mean=HALF_MEAN[:in_channels], default_std=HALF_STD[:in_channels])
+        super().__init__(mean, std, default_mean=HALF_MEAN, default_std=HALF_STD, in_channels=in_channels)
         if width < 1:
             raise ValueError(f"width must be positive, got {width}")
         self.num_classes, self.input_size, self.num_features = num_classes, (in_channels, 32, 32), 4 * width
