@@ -65,7 +65,14 @@ def is_main_process() -> bool:
 def setup_distributed(device_name: str = "auto") -> DistInfo:
     """Join the torchrun process group when ``WORLD_SIZE > 1`` (or use the existing one); one process otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if "LOCAL_RANK" in os.environ:
+        local_rank = int(os.environ["LOCAL_RANK"])
+    elif dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
+        # a group the caller made (mp.spawn, no LOCAL_RANK): the GPU it selected, else one per rank on this host
+        local_rank = (torch.cuda.current_device() if torch.cuda.current_device() != 0 or dist.get_rank() == 0
+                      else dist.get_rank() % torch.cuda.device_count())
+    else:
+        local_rank = 0
     device = resolve_device(device_name, local_rank)
     if world <= 1 and not (dist.is_available() and dist.is_initialized()):
         return DistInfo(0, 1, 0, device)

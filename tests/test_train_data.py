@@ -124,3 +124,38 @@ def test_a_dataset_without_splits_needs_its_own_test_dataset(tmp_path) -> None:
     assert len(train) == len(test) == 2
     with pytest.raises(ValueError, match="split folders"):
         get_dataset(f"folder:{tmp_path}")
+
+
+def test_loader_path_crops_before_apr_s_with_random_resized_crop():
+    """As the reference's ImageNet code and the device path: RandomResizedCrop, then APR-S, then the flip."""
+    pytest.importorskip("torchvision")
+    from aprkit.train.config import config_from_dict
+    from aprkit.train.data import cpu_train_transform
+
+    cfg = config_from_dict(train_config(aug={"method": "apr_sp"}, data={"input_path": "loader",
+                                                                       "random_resized_crop": True}))
+    names = [type(t).__name__ for t in cpu_train_transform(cfg).transforms]
+    assert names == ["RandomResizedCrop", "APRSingle", "RandomHorizontalFlip"]
+    cfg = config_from_dict(train_config(aug={"method": "apr_sp"}, data={"input_path": "loader"}))
+    names = [type(t).__name__ for t in cpu_train_transform(cfg).transforms]
+    assert names == ["APRSingle", "RandomCrop", "RandomHorizontalFlip"]  # CIFAR: recombine, then pad and crop
+
+
+def test_repeated_config_options_are_all_read():
+    """``--config a.yaml --config b.yaml`` merges both (argparse's default kept only the last); likewise
+    ``aprkit corrupt --corruptions`` and ``--severities``."""
+    import argparse
+
+    from aprkit.cli import corrupt as corrupt_cli
+    from aprkit.cli import eval as eval_cli
+    from aprkit.cli import train as train_cli
+
+    for mod in (train_cli, eval_cli):
+        parser = mod.add_parser(argparse.ArgumentParser().add_subparsers())
+        args = parser.parse_known_args(["--config", "a.yaml", "--config", "b.yaml", "c.yaml"])[0]
+        assert args.config == ["a.yaml", "b.yaml", "c.yaml"]
+    parser = corrupt_cli.add_parser(argparse.ArgumentParser().add_subparsers())
+    args = parser.parse_known_args(["in.npy", "out", "--corruptions", "fog", "--corruptions", "snow",
+                                    "--severities", "2", "--severities", "4"])[0]
+    assert (args.corruptions, args.severities) == (["fog", "snow"], [2, 4])
+    assert parser.parse_known_args(["in.npy", "out"])[0].severities is None  # 1-5 when the command runs

@@ -137,3 +137,45 @@ def test_test_loss_does_not_depend_on_the_eval_batch_size(tmp_path):
     runs = [fit(cfg, [f"data.eval_batch_size={b}"], datasets=(ds, test)) for b in (48, 24, 16)]
     losses = [r["history"][-1]["test_loss"] for r in runs]
     assert losses[0] == losses[1] == losses[2]
+
+
+def test_a_resume_with_changed_optimiser_settings_applies_all_of_them_and_records_it(tmp_path):
+    """The saved optimiser state carried the old lr / decay / momentum while gamma and milestones came from the
+    config: now every changed setting applies, and model.pt records what changed at which step."""
+    ds = Images(40)
+    fit(train_config(), ["train.max_steps=5"], out=tmp_path, datasets=(ds, None))
+    fit(train_config(), ["optim.lr=0.5", "optim.weight_decay=0.01", "optim.momentum=0.5", "optim.gamma=0.5",
+                         "train.max_steps=11"], out=tmp_path, resume=True, datasets=(ds, None))
+    g = torch.load(tmp_path / "last.pt", weights_only=False)["optimizer"]["param_groups"][0]
+    assert {k: g[k] for k in ("lr", "initial_lr", "weight_decay", "momentum")} == {
+        "lr": 0.25, "initial_lr": 0.5, "weight_decay": 0.01, "momentum": 0.5}  # epoch 3: past milestone 2
+    fit(train_config(), ["optim.lr=0.5", "optim.weight_decay=0.01", "optim.momentum=0.5", "optim.gamma=0.5"],
+        out=tmp_path, resume=True, datasets=(ds, None))
+    changes = torch.load(tmp_path / "model.pt", weights_only=False)["extra"]["config_changes"]
+    assert [c["global_step"] for c in changes] == [5]
+    assert set(changes[0]["keys"]) == {"optim.lr", "optim.weight_decay", "optim.momentum", "optim.gamma"}
+    assert changes[0]["before"]["optim"]["lr"] == 0.05
+
+
+def test_fit_leaves_the_callers_config_and_threads_and_limits_given_datasets(tmp_path):
+    from aprkit.train.config import config_from_dict, validate_config
+
+    threads = torch.get_num_threads()
+    cfg = validate_config(config_from_dict(train_config(optim={"epochs": 1}, train={"threads": threads + 1})))
+    fit(cfg, out=tmp_path / "a", resume=True, datasets=(Images(16), None))
+    assert (cfg.train.out, cfg.train.resume, torch.get_num_threads()) == (None, False, threads)
+    r = fit(train_config(optim={"epochs": 1}, data={"limit": 16, "test_limit": 8}),
+            datasets=(Images(40), Images(16, seed=5)))
+    assert (r["global_step"], r["final"]["test_n"]) == (2, 8)  # 16 images in batches of 8; 8 test images
+
+
+def test_out_with_a_tilde_is_written_where_it_is_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    fit(train_config(optim={"epochs": 1}), out="~/run", datasets=(Images(16), None))
+    assert (tmp_path / "run" / "model.pt").is_file() and not (tmp_path / "~").exists()
+
+
+def test_test_images_of_another_size_than_the_training_crops_are_refused_before_training():
+    with pytest.raises(ValueError, match="test image 0 is 16x16 but data.image_size is 12"):
+        fit(train_config(optim={"epochs": 1}, data={"image_size": 12}), datasets=(Images(16), Images(8)))

@@ -38,9 +38,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="cifar: <name>.npy severity-major + labels.npy; imagenet: <name>/<sev>/<class>/<file> "
                         "JPEG q85 (default: cifar for .npy input, imagenet for folders)")
     p.add_argument("--labels", default=None, help="labels .npy for array input (written as labels.npy, tiled x5)")
-    p.add_argument("--corruptions", nargs="+", default=None, metavar="NAME",
+    p.add_argument("--corruptions", nargs="+", default=None, action="extend", metavar="NAME",
                    help="names (default: the 15 benchmark corruptions; 'all' = 19, 'extra' = 4)")
-    p.add_argument("--severities", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    p.add_argument("--severities", nargs="+", type=int, default=None, action="extend",
+                   help="severities to write (default: 1 2 3 4 5)")
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
                    help="severity parameters (default: the preset made for the image size: longest side <= 32 px "
                         "cifar, <= 64 px tinyimagenet, else imagenet)")
@@ -94,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(args.out, "OUT")
     layout = args.layout or ("cifar" if is_array else "imagenet")
     names = _names(args.corruptions)
+    if args.severities is None:
+        args.severities = [1, 2, 3, 4, 5]
     progress = not args.no_progress
     if args.labels and not is_array:
         raise ValueError("--labels is only for array input; folder labels come from the class sub-folders")

@@ -39,7 +39,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "eval", help="evaluate models: corruptions, calibration, OOD, shape/phase bias, transplant",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", nargs="+", default=[], metavar="FILE",
+    p.add_argument("--config", nargs="+", default=[], action="extend", metavar="FILE",
                    help="YAML settings file(s) (configs/eval/*.yaml), merged left to right (each may name a 'base:')")
     p.add_argument("--model",
                    help="model spec: aprkit arch name, checkpoint file, timm:NAME, torchvision:NAME, robustbench:NAME")

@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1] if __doc__ else None,
     )
-    p.add_argument("--config", nargs="+", default=[], metavar="FILE",
+    p.add_argument("--config", nargs="+", default=[], action="extend", metavar="FILE",
                    help="YAML config file(s), merged left to right (each may name a 'base:')")
     p.add_argument("--set", nargs="+", default=[], action="extend", metavar="KEY=VALUE", dest="overrides",
                    help="override config values, e.g. optim.lr=0.05 train.max_steps=5 data.limit=256")

@@ -212,9 +212,10 @@ def load_config(
 
 
 #: the version of what the methods train (2: ``apr_p`` is the reference's CE(x) + CE(APR-P(x)), 50509bc; 3: APR-S
-#: draws each image's ops from its own row, whatever the batch size): part of the keys of trained runs that are
-#: reused by their config (the demo's run folders)
-RECIPE_VERSION = 3
+#: draws each image's ops from its own row, whatever the batch size; 4: with ``data.random_resized_crop`` the loader
+#: path crops before APR-S, as the reference's ImageNet code and the device path do): part of the keys of trained
+#: runs that are reused by their config (the demo's run folders)
+RECIPE_VERSION = 4
 #: config keys that do not change a run's trajectory: a resume may differ in them
 RESUME_FREE = frozenset({"train.out", "train.resume", "train.max_steps", "train.progress", "train.tensorboard",
                          "optim.epochs", "train.eval_every", "train.checkpoint_every_steps", "data.test_limit",

@@ -41,6 +41,17 @@ def _subset(ds: Dataset, limit: int | None, seed: int, tag: str) -> Dataset:
     return SubsetDataset(ds, torch.randperm(n, generator=g)[:limit].sort().values)
 
 
+def limit_datasets(cfg: Config, train: Dataset, test: Dataset | None) -> tuple[Dataset, Dataset | None]:
+    """``data.limit`` / ``data.test_limit`` applied to given datasets (``fit(..., datasets=...)``), as
+    :func:`load_datasets` applies them to the ones it opens."""
+    return (_subset(train, cfg.data.limit, cfg.train.seed, "train-subset"),
+            None if test is None else _subset(test, _test_limit(cfg), cfg.train.seed, "test-subset"))
+
+
+def _test_limit(cfg: Config) -> int | None:
+    return cfg.data.test_limit if cfg.data.test_limit is not None else cfg.data.limit
+
+
 def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
     """Training and test datasets of ``cfg.data`` (seeded random subsets when ``limit``/``test_limit`` are set).
 
@@ -59,8 +70,7 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
             raise ValueError(f"data.dataset={spec!r} has no train/test splits (a {parse_spec(spec)[0]}: dataset "
                              "ignores the split, so the test set would be the training images): set "
                              "data.test_dataset (e.g. folder:/path/test), or train.eval_every=0")
-        test_limit = cfg.data.test_limit if cfg.data.test_limit is not None else cfg.data.limit
-        test = _subset(get_dataset(tspec, cfg.data.test_split), test_limit, cfg.train.seed, "test-subset")
+        test = _subset(get_dataset(tspec, cfg.data.test_split), _test_limit(cfg), cfg.train.seed, "test-subset")
         check_labels(test, cfg.model.num_classes, f"the test data {tspec}")
     return train, test
 
@@ -154,13 +164,13 @@ def cpu_train_transform(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor] |
     from torchvision.transforms import v2
 
     steps: list[Callable] = []
-    if per_image and method in ("apr_s", "apr_sp"):
+    if d.random_resized_crop:  # ImageNet: the reference crops, then recombines (as the device path does)
+        steps.append(v2.RandomResizedCrop(d.image_size, antialias=True))
+    if per_image and method in ("apr_s", "apr_sp"):  # CIFAR: the reference recombines, then pads and crops
         from ..augment import APRSingle
 
         steps.append(APRSingle(p=cfg.aug.single_p, severity=cfg.aug.severity, dims=cfg.aug.dims))
-    if d.random_resized_crop:
-        steps.append(v2.RandomResizedCrop(d.image_size, antialias=True))
-    elif per_image:
+    if per_image and not d.random_resized_crop:
         steps.append(v2.RandomCrop(d.image_size, padding=d.crop_padding, fill=d.pad_fill))
     if per_image and d.hflip:
         steps.append(v2.RandomHorizontalFlip())
@@ -179,6 +189,19 @@ def cpu_test_transform(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor] | 
 
 
 # -------------------------------------------------------------------------------------------- batch iteration
+
+
+def _check_test_size(ds: Dataset, n: int, size: int) -> None:
+    """Without ``data.test_resize`` the test images are used as they are: they must be ``size`` x ``size`` (checked on
+    the first and last, before any training: a mismatch used to surface as a collate error after an epoch, or to test
+    at another resolution than the training crops)."""
+    for i in sorted({0, n - 1}) if n else []:
+        x = ds[i][0]
+        shape = tuple(getattr(x, "shape", ())[-2:])
+        if shape and shape != (size, size):
+            raise ValueError(f"test image {i} is {shape[0]}x{shape[1]} but data.image_size is {size}: set "
+                             f"data.test_resize (resize the short side, then centre-crop {size}; ImageNet: 256) or "
+                             "data.image_size to the test images' size")
 
 
 def _materialise(ds: Dataset, device: torch.device, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,6 +255,8 @@ class EpochBatches:
             transform = cpu_train_transform(cfg)
         else:
             self.sampler = None
+            if cfg.data.test_resize is None:
+                _check_test_size(ds, n, cfg.data.image_size)
             ds = SubsetDataset(ds, range(rank, n, world)) if world > 1 else ds
             transform = cpu_test_transform(cfg)
         self.items = SeededTransform(ds, transform, cfg.train.seed)

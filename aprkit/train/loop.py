@@ -13,6 +13,7 @@ epoch (``train.max_steps``) logs a ``partial`` row, which a resume that trains o
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
@@ -47,7 +48,7 @@ from .config import (
     resolve_amp_dtype,
     validate_config,
 )
-from .data import EpochBatches, check_labels, load_datasets
+from .data import EpochBatches, check_labels, limit_datasets, load_datasets
 from .metrics_log import MetricsLogger
 from .recipe import DeviceAugment, method_loss
 from .state import (
@@ -163,12 +164,15 @@ def fit(
     Returns ``{"history": [...rows], "final": last row, "model": trained nn.Module (unwrapped), "out": dir or
     None, "checkpoint": path of model.pt or None, "global_step": int, "wall_s": float, "config": dict}``.
     """
-    cfg = _as_config(config, overrides)
+    cfg = copy.deepcopy(_as_config(config, overrides))  # the caller's Config is left as it was
     if out is not None:
         cfg.train.out = os.fspath(out)
     if resume is not None:
         cfg.train.resume = bool(resume)
+    if cfg.train.out:
+        cfg.train.out = os.path.expanduser(cfg.train.out)  # checked and written at the same place
     check_run_folder(cfg.train.out, resume=cfg.train.resume, overwrite=overwrite)
+    threads = torch.get_num_threads()
     if cfg.train.threads is not None:
         torch.set_num_threads(cfg.train.threads)
     info = setup_distributed(cfg.train.device)
@@ -180,6 +184,7 @@ def fit(
         return _fit(cfg, info, datasets, overwrite)
     finally:
         teardown_distributed(info)
+        torch.set_num_threads(threads)
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = flags[:2]
         torch.use_deterministic_algorithms(flags[2], warn_only=flags[3])
 
@@ -206,7 +211,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     if cl:
         model = model.to(memory_format=torch.channels_last)
     if datasets is not None:
-        train_ds, test_ds = datasets
+        train_ds, test_ds = limit_datasets(cfg, *datasets)
         check_labels(train_ds, cfg.model.num_classes, "the training data (datasets=)")
         if test_ds is not None:
             check_labels(test_ds, cfg.model.num_classes, "the test data (datasets=)")
@@ -229,6 +234,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     aug = DeviceAugment(cfg, dev, generator, channels_last=cl)
 
     epoch, start_batch, step, history, resumed = 0, 0, 0, [], False
+    config_changes: list[dict[str, Any]] = []  # settings changed at a resume: the step and the config before
     accum = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, correct, n of the current epoch
     ckpt_path = out / "last.pt" if out is not None else None
     if tr.resume and ckpt_path is not None and ckpt_path.is_file():
@@ -241,7 +247,16 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         unwrap_model(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        # the config's optimiser settings apply from here on: the saved state carries the learning rate, decay and
+        # momentum it was started with, while milestones, gamma and warm-up come from the config (half a change).
+        # Unchanged settings give the same values (base lr times the schedule's factor, as the scheduler computes it)
+        for g in optimizer.param_groups:
+            g.update(momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay,
+                     initial_lr=o.lr, lr=o.lr * schedule(scheduler.last_epoch))
+        scheduler.base_lrs = [o.lr] * len(optimizer.param_groups)
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]  # what get_last_lr() reports
+        if state["scaler"]:  # runs without a float16 GradScaler (CPU, bfloat16) saved an empty state
+            scaler.load_state_dict(state["scaler"])
         epoch, start_batch, step = state["epoch"], state["batch_in_epoch"], state["global_step"]
         resumed = True  # a finished run resumed again keeps its config.yaml and model.pt as they are
         # a partial row (a max_steps stop inside an epoch) is replaced when training goes on; a run resumed at its
@@ -256,9 +271,9 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             print(f"warning: {ckpt_path} was trained on {saved_world} process(es), this run has {info.world}: the "
                   "augmentation draws are seeded per rank, so the resumed run will not match an uninterrupted one",
                   file=sys.stderr)
+        changed = changed_keys(state["config"], cfg.to_dict())
         if main:
             print(f"resumed from {ckpt_path} at epoch {epoch}, batch {start_batch}, step {step}", file=sys.stderr)
-            changed = changed_keys(state["config"], cfg.to_dict())
             saved_recipe = state.get("recipe_version", 2)  # checkpoints before the field: version 2 or older
             if saved_recipe != RECIPE_VERSION:
                 print(f"warning: {ckpt_path} was trained by recipe version {saved_recipe}, this aprkit trains "
@@ -266,7 +281,11 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
                       "run will not match an uninterrupted one", file=sys.stderr)
             if changed:
                 print(f"warning: the config differs from the checkpoint's in {', '.join(changed)}; the resumed run "
-                      "will not match an uninterrupted one", file=sys.stderr)
+                      "goes on with the new values (recorded in model.pt's config_changes) and will not match an "
+                      "uninterrupted one", file=sys.stderr)
+        config_changes = list(state.get("config_changes") or [])
+        if changed:
+            config_changes.append({"global_step": step, "keys": changed, "before": state["config"]})
     elif tr.resume and main:
         print(f"no checkpoint at {ckpt_path}; starting a new run", file=sys.stderr)
 
@@ -295,6 +314,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "epoch": at_epoch, "batch_in_epoch": at_batch, "global_step": step, "history": rows,
             "accum": sums.cpu(), "rng": capture_rng(generator), "recipe_version": RECIPE_VERSION,
+            "config_changes": config_changes,
             "sampler": {"seed": seed, "epoch": at_epoch, "batch_in_epoch": at_batch, "world": info.world},
         }, ckpt_path)
 
@@ -380,7 +400,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     if main and out is not None and (step > first_step or not (out / "model.pt").is_file()):
         from ..models import save_checkpoint
 
-        extra = {"config": cfg.to_dict(), "final": logger.history[-1] if logger.history else {}, "global_step": step}
+        extra = {"config": cfg.to_dict(), "final": logger.history[-1] if logger.history else {}, "global_step": step,
+                 "config_changes": config_changes}
         ckpt = save_checkpoint(out / "model.pt", plain, arch=cfg.model.name, num_classes=cfg.model.num_classes,
                                extra=extra)
     logger.close()
