@@ -181,3 +181,10 @@ def test_every_flag_is_an_evaluate_setting():
     sub = argparse.ArgumentParser().add_subparsers()
     dests = {a.dest for a in add_parser(sub)._actions if a.dest != "help"} - set(_NOT_SETTINGS)
     assert {ALIASES.get(d, d) for d in dests} <= set(eval_schema())
+
+
+def test_data_given_twice_is_refused():
+    with pytest.raises(ValueError, match="--data given twice for the default data"):
+        _data_arg(["synthetic:40", "synthetic:80"])
+    with pytest.raises(ValueError, match="given twice for 'ood'"):
+        _data_arg(["ood=noise:gaussian", "ood=noise:uniform"])

@@ -493,3 +493,66 @@ def test_sixteen_bit_pngs_are_read_as_8_bit(tmp_path):
     Image.fromarray(v * 257 + 100).save(tmp_path / "deep.png")  # 16-bit grey, ~v in 8 bits
     got = read_image(tmp_path / "deep.png", channels=1)
     assert got.dtype == torch.uint8 and torch.equal(got[0], torch.from_numpy(((v * 257 + 100 + 128) // 257).astype(np.uint8)))
+
+
+def _interrupt_after(model: nn.Module, calls: int) -> nn.Module:
+    def kill(mod: nn.Module, args: tuple) -> None:
+        if mod._calls >= calls:
+            raise KeyboardInterrupt("simulated Ctrl-C")
+
+    model.register_forward_pre_hook(kill)
+    return model
+
+
+def test_a_suite_an_interrupted_run_left_undone_stays_pending_in_the_folder(tmp_path):
+    """The folder's index remembers what was asked for and not finished: a later run of another model into the
+    same folder does not report it complete."""
+    kw = dict(out_dir=tmp_path, device="cpu", batch_size=64, corruptions=["fog"], severities=[1], progress=False,
+              data="synthetic:40")
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(_interrupt_after(Tiny(), 2), model_id="A", suite=["corruption", "ood"],
+                 options={"ood_scores": ["msp"]}, **kw)
+    evaluate(Tiny(seed=1), model_id="B", suite=["corruption"], **kw)
+    meta = json.loads((tmp_path / "results.json").read_text())["meta"]
+    assert meta["complete"] is False and meta["pending"] == {"A": ["ood"]}
+    assert "INCOMPLETE (not yet run: A: ood)" in (tmp_path / "report.md").read_text()
+    evaluate(Tiny(), model_id="A", suite=["ood"], options={"ood_scores": ["msp"]}, **kw)
+    assert json.loads((tmp_path / "results.json").read_text())["meta"]["complete"] is True
+
+
+def test_an_interrupted_run_of_new_weights_under_an_old_label_leaves_no_stale_numbers(tmp_path):
+    kw = dict(suite=["corruption"], out_dir=tmp_path, device="cpu", batch_size=64, corruptions=["fog"],
+              severities=[1], progress=False, data="synthetic:40")
+    evaluate(Tiny(), model_id="A", **kw)
+    with pytest.warns(RuntimeWarning, match="previously named other weights"), pytest.raises(KeyboardInterrupt):
+        evaluate(_interrupt_after(Tiny(seed=2), 1), model_id="A", **kw)
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["models"] == {} and res["meta"]["pending"] == {"A": ["corruption"]}
+    assert not (tmp_path / "report.md").exists()  # it showed the old weights' numbers as complete
+
+
+def test_bars_of_unmeasured_values_are_left_out_and_figure_names_are_safe(tmp_path, monkeypatch):
+    import math
+
+    from aprkit.eval.report import plotting
+    from aprkit.eval.report.render import _link
+    from aprkit.eval.suites.corruption import CorruptionSuite
+
+    drawn = {}
+    monkeypatch.setattr("aprkit.eval.suites.corruption.grouped_bars", lambda ax, s, n: drawn.update(s))
+    results = {"A": {"per_corruption": {"fog": 0.9}, "clean": {"error": 0.1}},
+               "B": {"per_corruption": {"contrast": 1.0}, "clean": {"error": 0.2}}}
+    CorruptionSuite._bar_chart(results, ["fog", "contrast"], tmp_path)
+    assert drawn["A"][0] == pytest.approx(90.0) and math.isnan(drawn["A"][1]) and math.isnan(drawn["B"][0])
+    stems = {plotting.file_stem(n) for n in ("my model (v2)", "my model [v2]", "../<b>A</b> & 'q'")}
+    assert len(stems) == 3 and all("/" not in s and not s.startswith(".") for s in stems)
+    png = tmp_path / "figures" / "a b (c).png"
+    assert _link(tmp_path)(png) == "figures/a%20b%20%28c%29.png"
+
+
+def test_the_header_names_each_models_data_when_they_differ(tmp_path):
+    kw = dict(suite=["corruption"], out_dir=tmp_path, device="cpu", batch_size=64, corruptions=["fog"],
+              severities=[1], progress=False)
+    evaluate(Tiny(), model_id="A", data="synthetic:40", **kw)
+    evaluate(Tiny(seed=1), model_id="B", data="synthetic:48", **kw)
+    assert "- **Data:** A: synthetic:40; B: synthetic:48" in (tmp_path / "report.md").read_text()

@@ -122,9 +122,13 @@ def _data_arg(items: list[str]) -> dict[str, str]:
                                  f"expected SPEC or SUITE=SPEC with SUITE one of {', '.join(sorted(suites))}")
             if not spec:
                 raise ValueError(f"--data {item}: no data spec after '='; expected {name}=SPEC")
-            mapping[name] = spec
+            key = name
         else:
-            mapping["default"] = item
+            key, spec = "default", item
+        if key in mapping:
+            what = "the default data" if key == "default" else repr(key)
+            raise ValueError(f"--data given twice for {what}: {mapping[key]!r} and {spec!r}; pass each once")
+        mapping[key] = spec
     return mapping
 
 
@@ -146,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
     if models and cfg.get("checkpoint"):
         raise ValueError("checkpoint applies to one --model; with 'models:' give each entry its own "
                          "{model: SPEC, checkpoint: FILE}")
+    if models and cfg.get("model_id"):
+        raise ValueError("--model-id names one --model; with 'models:' each entry's key is its label")
     check_out_dir(cfg.get("out_dir"), "--out")
     # resolves (and checks) the device before any work; under torchrun: the process group, each rank on its GPU
     info = setup_distributed(cfg.get("device", "auto"))
@@ -163,8 +169,10 @@ def run(args: argparse.Namespace) -> int:
     if not info.is_main:
         return 0
     _print_summary(res)
-    if cfg.get("out_dir"):
+    if cfg.get("out_dir") and cfg.get("report", True):
         print(f"report: {Path(cfg['out_dir']) / 'report.html'} (also report.md, results.json)")
+    elif cfg.get("out_dir"):
+        print(f"results: {Path(cfg['out_dir']) / 'results.json'} (report=false: no report written)")
     else:
         print("no --out given: nothing was written (pass --out DIR to keep results, the cache and the report)",
               file=sys.stderr)

@@ -12,6 +12,7 @@ resumes where it stopped when started again with the same arguments.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -230,6 +231,8 @@ def run_demo(
     load_start = os.getloadavg()
 
     dd: DemoData = clock.run("data", lambda: load_demo_data(data, s, seed=seed, progress=progress))
+    if dd.synthetic:  # synthetic:N names the training size itself: the settings record the size used
+        s = dataclasses.replace(s, n_train=int(dd.train.images.shape[0]))
     size = int(dd.test.images.shape[-1])
     models: dict[str, nn.Module] = {}
     training: dict[str, Any] = {}

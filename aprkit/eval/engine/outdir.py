@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,8 @@ class SuiteIndex:
 
     def __init__(self, out: str | Path | None) -> None:
         self.path = Path(out) / "index.json" if out is not None else None
+        #: (model label, suite) pairs asked for in this folder and not finished yet (an interrupted run's too)
+        self.pending: list[tuple[str, str]] = []
         self.entries: list[dict[str, Any]] = self._load()
 
     def _load(self) -> list[dict[str, Any]]:
@@ -105,12 +107,21 @@ class SuiteIndex:
             if data.get("version") != self.VERSION or not all(
                     isinstance(e, dict) and {"model", "suite", "value"} <= set(e) for e in entries):
                 raise ValueError(f"expected version {self.VERSION} entries with model, suite and value")
+            self.pending = [(str(m), str(s)) for m, s in data.get("pending", [])]
         except (OSError, ValueError, KeyError, TypeError) as err:
             warnings.warn(f"ignoring the damaged suite index {self.path} ({err}); "
                           "results.json lists this run's suites only",
                           RuntimeWarning, stacklevel=3)
             return []
         return entries
+
+    def want(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Record (model label, suite) pairs a run is about to compute: pending until :meth:`add` finishes them."""
+        self.pending += [p for p in pairs if p not in self.pending]
+
+    def relabel(self, old: str, new: str) -> None:
+        """A pending model label renamed once its model was loaded (a clash got the weights' fingerprint)."""
+        self.pending = [(new if m == old else m, s) for m, s in self.pending]
 
     def claim(self, label: str, fingerprint: str) -> None:
         """Drop ``label``'s entries made with other weights than ``fingerprint`` (a reused label)."""
@@ -126,10 +137,12 @@ class SuiteIndex:
         """Record a finished suite, replacing an older entry of the same model label and suite."""
         self.entries = [e for e in self.entries if (e["model"], e["suite"]) != (entry["model"], entry["suite"])]
         self.entries.append(to_jsonable(dict(entry)))
+        self.pending = [p for p in self.pending if p != (entry["model"], entry["suite"])]
 
     def save(self) -> None:
         if self.path is not None and is_main_process():
-            atomic_write_json(self.path, {"version": self.VERSION, "entries": self.entries})
+            atomic_write_json(self.path, {"version": self.VERSION, "entries": self.entries,
+                                          "pending": [list(p) for p in self.pending]})
 
     def models(self) -> dict[str, dict[str, dict]]:
         """``{model label: {suite: result}}`` in the order the labels first appear."""

@@ -21,6 +21,7 @@ results are gathered, and only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import platform
@@ -220,11 +221,43 @@ def evaluate(
                dict(data=data, opts=opts, dev=dev, amp=amp, batch_size=batch_size, world=world))
     labels = [given or _display_name(m) for given, m in models.items()]
     run.pending = [(label, sname) for label in labels for sname in names]
+    run.index.want(run.pending)
+    run.index.save()
     run.write()  # results.json says what is still to do before any work starts
     results = Results(out_dir=out)
+    try:
+        load = dict(num_classes=num_classes, checkpoint=checkpoint, device=dev, random_init=random_init,
+                    drop_head=drop_head)
+        ctx_kw = dict(device=dev, batch_size=batch_size, num_workers=num_workers, amp=amp, seed=seed,
+                      progress=progress, cache=cache, out_dir=out, options=opts, parsed_options=parsed)
+        _evaluate_models(run, models, labels, names, results, data, channels_last, load, ctx_kw)
+    except BaseException:  # an error or an interrupt: the report says what finished and what did not
+        if out is not None and is_main_process() and report:
+            with contextlib.suppress(Exception):
+                if run.index.entries:
+                    run.written().write_report(out, title=title)
+                else:  # nothing finished is left (a label's old weights were dropped): no stale report either
+                    for name in ("report.md", "report.html"):
+                        (out / name).unlink(missing_ok=True)
+        raise
+    results.meta = run.meta(run.this_run)
+    if out is not None and is_main_process():
+        if report:
+            results.paths = run.written().write_report(out, title=title)  # raises when a section fails, after writing
+        else:
+            run.write()
+    return results
+
+
+def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], names: list[str], results: Results,
+                     data: Any, channels_last: bool | None, load: dict[str, Any], ctx_kw: dict[str, Any]) -> None:
+    """Each model (``load``: :func:`load_eval_model`'s settings) through each suite (``ctx_kw``: the
+    ``EvalContext`` settings), recording every finished suite in the run's index as it ends."""
     registry = load_suites()
+    dev = load["device"]
     for pos, (given_id, m) in enumerate(models.items()):
-        net, display = load_eval_model(m, num_classes, checkpoint, dev, random_init, drop_head)
+        net, display = load_eval_model(m, load["num_classes"], load["checkpoint"], dev, load["random_init"],
+                                       load["drop_head"])
         net.eval()
         _sync_weights(net)
         use_cl = wants_channels_last(net, _has_conv(net) if channels_last is None else bool(channels_last))
@@ -236,28 +269,22 @@ def evaluate(
         if name in results.models:
             name = f"{display}-{fingerprint}"
         run.pending = [(name if lab == labels[pos] else lab, sn) for lab, sn in run.pending]
+        run.index.relabel(labels[pos], name)
         labels[pos] = name
         run.index.claim(name, fingerprint)
-        ctx = EvalContext(model=net, device=dev, batch_size=batch_size, num_workers=num_workers, amp=amp,
-                          channels_last=use_cl, seed=seed, progress=progress, cache=cache, model_id=name,
-                          out_dir=out, options=opts, model_key=fingerprint, parsed_options=parsed)
+        run.index.save()  # another model's results under this label leave results.json now, not at the end
+        run.write()
+        ctx = EvalContext(model=net, channels_last=use_cl, model_id=name, model_key=fingerprint, **ctx_kw)
         results.models[name] = {}
         for sname in names:
             sdata = _data_for(data, sname)
-            value, produced_by = _run_suite(registry[sname](), ctx, sdata, cache)
+            value, produced_by = _run_suite(registry[sname](), ctx, sdata, ctx_kw["cache"])
             results.models[name][sname] = value
             run.finish({"model": name, "suite": sname, "value": value, "key": _suite_key(ctx, sname, sdata),
                         "fingerprint": fingerprint,
                         "spec": m if isinstance(m, str) else type(m).__name__, "data": _describe(sdata),
-                        "options": _describe(opts), "seed": seed, "amp": amp, "produced_by": produced_by,
-                        "date": _now()})
-    results.meta = run.meta(run.this_run)
-    if out is not None and is_main_process():
-        if report:
-            results.paths = run.written().write_report(out, title=title)  # raises when a section fails, after writing
-        else:
-            run.write()
-    return results
+                        "options": _describe(ctx_kw["options"]), "seed": ctx_kw["seed"], "amp": ctx_kw["amp"],
+                        "produced_by": produced_by, "date": _now()})
 
 
 def _run_suite(suite: Any, ctx: EvalContext, data: Any, cache: RunCache) -> tuple[dict, dict]:
@@ -316,7 +343,8 @@ class _Run:
         produced = merge_provenance(p.get("produced_by") for p in entries)
         datas = {json.dumps(p.get("data"), sort_keys=True) for p in entries}
         pending: dict[str, list[str]] = {}
-        for label, sname in self.pending:
+        # the folder's index also remembers what an earlier, interrupted run left undone
+        for label, sname in dict.fromkeys([*self.pending, *(index.pending if index is self.index else [])]):
             pending.setdefault(label, []).append(sname)
         return {
             "aprkit": aprkit.__version__,
@@ -324,7 +352,7 @@ class _Run:
             "python": platform.python_version(),
             "date": _now(),
             "seconds": round(time.time() - self.started, 2),
-            "complete": not self.pending,
+            "complete": not pending,
             "pending": pending,
             "models": {label: next(iter(suites.values())).get("spec") for label, suites in prov.items()},
             "suites": list(dict.fromkeys(s for suites in prov.values() for s in suites)),

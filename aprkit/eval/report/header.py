@@ -28,12 +28,17 @@ def describe(value: Any) -> str:
 
 
 def _run_data(run: Mapping[str, Any]) -> Any:
-    """What a run evaluated on: per suite from its provenance records when it has them, else ``run["data"]``."""
-    per_suite: dict[str, Any] = {}
-    for suites in (run.get("provenance") or {}).values():
+    """What a run evaluated on: per suite from its provenance records when it has them, else ``run["data"]``. A suite
+    whose models were evaluated on different data lists each model's (``"A: spec; B: spec"``)."""
+    per_model: dict[str, dict[str, str]] = {}  # suite -> {model: data text}
+    for model, suites in (run.get("provenance") or {}).items():
         for suite, record in (suites or {}).items():
             if isinstance(record, Mapping) and record.get("data") is not None:
-                per_suite.setdefault(str(suite), record["data"])
+                per_model.setdefault(str(suite), {})[str(model)] = describe(record["data"])
+    per_suite: dict[str, Any] = {}
+    for suite, by_model in per_model.items():
+        texts = list(dict.fromkeys(by_model.values()))
+        per_suite[suite] = texts[0] if len(texts) == 1 else "; ".join(f"{m}: {t}" for m, t in by_model.items())
     return per_suite or run.get("data")
 
 

@@ -34,6 +34,21 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100, tight
     return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi))
 
 
+def bar_height(v: float | None) -> float:
+    """A bar's height: NaN (matplotlib draws no bar) for a value that was not measured, never 0."""
+    return float("nan") if v is None else float(v)
+
+
+def file_stem(name: str) -> str:
+    """A file name stem for a free-form label (a model id): safe characters only, plus a short hash of the label so
+    that labels differing only in other characters do not share a file (no ``/`` or ``..`` reaches the path)."""
+    import hashlib
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+    return f"{safe[:60]}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+
+
 def grouped_bars(ax: Any, series: Mapping[str, Sequence[float]], n_groups: int) -> None:
     """Draw one bar per model in each of ``n_groups`` groups, side by side (``series``: model -> values)."""
     width = 0.8 / max(1, len(series))

@@ -13,6 +13,7 @@ import base64
 import functools
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,8 @@ def _environment() -> Any:
 def _link(base: Path):
     def link(path: Path) -> str:
         p, b = Path(path).resolve(), Path(base).resolve()
-        return (p.relative_to(b) if p.is_relative_to(b) else Path(os.path.relpath(p, b))).as_posix()
+        rel = (p.relative_to(b) if p.is_relative_to(b) else Path(os.path.relpath(p, b))).as_posix()
+        return urllib.parse.quote(rel)  # spaces and parentheses end a Markdown link target
 
     return link
 

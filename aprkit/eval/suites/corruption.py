@@ -29,7 +29,7 @@ from ..._checks import describe_value
 from ..engine.cache import cached
 from ..engine.inference import as_dataset, dataset_id, predict
 from ..report.blocks import Figure, Paragraph, Table, pct
-from ..report.plotting import grouped_bars, new_figure, save_figure
+from ..report.plotting import bar_height, grouped_bars, new_figure, save_figure
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["CorruptionSuite", "CorruptionOptions", "CorruptionResult", "evaluate_cell", "expected_classes",
@@ -383,7 +383,7 @@ class CorruptionSuite(Suite[CorruptionOptions]):
     def _bar_chart(results: Mapping[str, dict], corruptions: list[str], fig_dir: Path) -> Path:
         fig = new_figure(max(6, 0.6 * len(corruptions) + 2), 3.8)
         ax = fig.subplots()
-        errors = {m: [100 * (r["per_corruption"].get(c) or 0) for c in corruptions] for m, r in results.items()}
+        errors = {m: [100 * bar_height(r["per_corruption"].get(c)) for c in corruptions] for m, r in results.items()}
         grouped_bars(ax, errors, len(corruptions))
         for i, r in enumerate(results.values()):
             ax.axhline(100 * r["clean"]["error"], ls="--", lw=1, color=f"C{i}")

@@ -44,7 +44,7 @@ from ..engine.inference import (
     wants_channels_last,
 )
 from ..report.blocks import Figure, Paragraph, Table, pct
-from ..report.plotting import grouped_bars, new_figure, save_figure
+from ..report.plotting import bar_height, grouped_bars, new_figure, save_figure
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["OODSuite", "OODOptions", "OODResult", "SCORES", "SYNTHETIC_SETS", "compute_scores"]
@@ -356,7 +356,8 @@ class OODSuite(Suite[OODOptions]):
     def _auroc_bars(results: Mapping[str, dict], scores: list[str], fig_dir: Path) -> Path:
         fig = new_figure(max(5, 1.0 * len(scores) + 2), 3.4)
         ax = fig.subplots()
-        aurocs = {m: [100 * r["mean"].get(s, {}).get("auroc", 0) for s in scores] for m, r in results.items()}
+        aurocs = {m: [100 * bar_height((r["mean"].get(s) or {}).get("auroc")) for s in scores]
+                  for m, r in results.items()}  # a score not computed for a model: no bar, not 0
         grouped_bars(ax, aurocs, len(scores))
         ax.set_xticks(range(len(scores)), scores)
         ax.set_ylim(0, 100)

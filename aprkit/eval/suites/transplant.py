@@ -19,6 +19,7 @@ from ...hidden.codes import Code
 from ..analyses.transplant_tables import plot_sweep, summary_table, sweep_table
 from ..engine.cache import cached
 from ..report.blocks import Figure, Heading, Paragraph
+from ..report.plotting import file_stem
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["TransplantSuite", "TransplantOptions", "TransplantResult"]
@@ -129,6 +130,6 @@ class TransplantSuite(Suite[TransplantOptions]):
         for model_id, res in results.items():
             blocks += [Heading(model_id), sweep_table(res.get("rows", []))]
             if res.get("rows"):
-                png = plot_sweep(res["rows"], Path(fig_dir) / f"transplant_{model_id}.png", title=model_id)
+                png = plot_sweep(res["rows"], Path(fig_dir) / f"transplant_{file_stem(model_id)}.png", title=model_id)
                 blocks.append(Figure(png, f"{model_id}: transplant rates against block depth"))
         return ReportSection("Transplant test (hidden phase / sign code)", blocks)
