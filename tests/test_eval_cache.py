@@ -275,7 +275,7 @@ def test_generated_data_and_demo_runs_are_keyed_by_their_version(monkeypatch, tm
     cfg = {"model": {"name": "resnet20"}, "aug": {"method": "standard"}, "optim": {"epochs": 1}, "train": {"progress": False}}
     pipeline.train_model("m", cfg, data, tmp_path)
     pipeline.train_model("m", {**cfg, "train": {"progress": True}}, data, tmp_path)  # progress is not in the key
-    monkeypatch.setattr(config, "RECIPE_VERSION", config.RECIPE_VERSION + 1)
+    monkeypatch.setattr(config, "recipe_version", lambda c: config.RECIPE_VERSION + 1)  # a recipe change for this run
     pipeline.train_model("m", cfg, data, tmp_path)
     assert seen[0] == seen[1] != seen[2]
 
@@ -459,3 +459,37 @@ def test_accuracy_refuses_negative_labels():
     with pytest.raises(ValueError, match="negative"):
         accuracy([-1, -1, 3], [-1, -1, 2])
     assert accuracy([1, 2, 3], [1, 2, 2]) == pytest.approx(2 / 3)
+
+
+def test_dataset_id_of_path_lists_string_labels_and_array_datasets():
+    """Datasets holding file paths (``data``) or string labels are still identified (by sampled items); an
+    ``ArrayDataset`` is keyed by every pixel of its rows."""
+    import numpy as np
+
+    from aprkit.data.arrays import ArrayDataset
+
+    class Paths(torch.utils.data.Dataset):
+        def __init__(self) -> None:
+            self.data = np.array([f"img{i}.png" for i in range(20)])
+            self.targets = [f"class{i % 3}" for i in range(20)]
+
+        def __len__(self) -> int:
+            return 20
+
+        def __getitem__(self, i: int):
+            return torch.full((3, 4, 4), i, dtype=torch.uint8), i % 3
+
+    with pytest.warns(RuntimeWarning, match="16 of its images"):
+        assert dataset_id(Paths()).startswith("Paths-20-")
+    x = natural_images(20, 8, seed=2).permute(0, 2, 3, 1).numpy().copy()
+    a = ArrayDataset(x, np.arange(16) % 10, start=2, stop=18)
+    x2 = x.copy()
+    x2[3] ^= 1  # an image outside the 16-item sample of the rows 2..17
+    assert dataset_id(a) != dataset_id(ArrayDataset(x2, np.arange(16) % 10, start=2, stop=18))
+
+
+def test_fingerprint_of_a_wrapped_model_is_the_models():
+    """DataParallel / compiled wrappers (DDP keeps attributes that change per forward and per rank) hash as the
+    model they wrap."""
+    m = Tiny()
+    assert model_fingerprint(nn.DataParallel(m)) == model_fingerprint(m)

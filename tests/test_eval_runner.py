@@ -556,3 +556,13 @@ def test_the_header_names_each_models_data_when_they_differ(tmp_path):
     evaluate(Tiny(), model_id="A", data="synthetic:40", **kw)
     evaluate(Tiny(seed=1), model_id="B", data="synthetic:48", **kw)
     assert "- **Data:** A: synthetic:40; B: synthetic:48" in (tmp_path / "report.md").read_text()
+
+
+def test_a_model_that_fails_to_load_leaves_nothing_pending(tmp_path):
+    kw = dict(suite=["calibration"], out_dir=tmp_path, device="cpu", corruptions=["none"], progress=False,
+              data="synthetic:40")
+    with pytest.raises((FileNotFoundError, ValueError)):
+        evaluate({"typo": str(tmp_path / "missing.pt")}, **kw)
+    evaluate(Tiny(), model_id="A", **kw)
+    meta = json.loads((tmp_path / "results.json").read_text())["meta"]
+    assert meta["complete"] is True and meta["pending"] == {}

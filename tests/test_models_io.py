@@ -293,3 +293,11 @@ def test_normalize_refuses_an_aprkit_model_and_wide_inputs_get_statistics():
         assert net(torch.rand(2, 4, 32, 32)).shape == (2, 10)
     with pytest.raises(ValueError, match="4 input channels"):
         create_model("small_cnn", num_classes=10, in_channels=4, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def test_one_mean_value_broadcasts_for_models_with_in_channels():
+    from aprkit.models import create_model
+
+    for name in ("small_cnn", "phase_collapse_cifar"):
+        net = create_model(name, num_classes=10, mean=0.5, std=0.25).eval()
+        assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)

@@ -116,17 +116,18 @@ def test_resume_without_last_pt_refuses_to_retrain_over_a_finished_run(tmp_path)
 def test_resuming_a_checkpoint_of_another_recipe_version_warns(tmp_path, capsys):
     """A checkpoint saved by an aprkit whose methods trained differently (RECIPE_VERSION) resumes with a warning
     that the run will not match an uninterrupted one; the version is saved in last.pt."""
-    from aprkit.train.config import RECIPE_VERSION
+    from aprkit.train.config import config_from_dict, recipe_version
 
     ds = Images(16)
     fit(train_config(optim={"epochs": 2}, train={"max_steps": 1}), out=tmp_path, datasets=(ds, None))
     state = torch.load(tmp_path / "last.pt", weights_only=False)
-    assert state["recipe_version"] == RECIPE_VERSION
-    state["recipe_version"] = RECIPE_VERSION - 1
+    own = recipe_version(config_from_dict(train_config()))
+    assert state["recipe_version"] == own
+    state["recipe_version"] = own - 1
     torch.save(state, tmp_path / "last.pt")
     capsys.readouterr()
     fit(train_config(optim={"epochs": 2}, train={"resume": True}), out=tmp_path, datasets=(ds, None))
-    assert f"recipe version {RECIPE_VERSION - 1}" in capsys.readouterr().err
+    assert f"recipe version {own - 1}" in capsys.readouterr().err
 
 
 def test_test_loss_does_not_depend_on_the_eval_batch_size(tmp_path):
@@ -179,3 +180,11 @@ def test_out_with_a_tilde_is_written_where_it_is_checked(tmp_path, monkeypatch):
 def test_test_images_of_another_size_than_the_training_crops_are_refused_before_training():
     with pytest.raises(ValueError, match="test image 0 is 16x16 but data.image_size is 12"):
         fit(train_config(optim={"epochs": 1}, data={"image_size": 12}), datasets=(Images(16), Images(8)))
+
+
+def test_the_recipe_version_moves_only_for_configs_the_change_touched():
+    from aprkit.train.config import config_from_dict, recipe_version
+
+    assert recipe_version(config_from_dict(train_config(aug={"method": "apr_sp"}))) == 3
+    assert recipe_version(config_from_dict(train_config(
+        aug={"method": "apr_sp"}, data={"input_path": "loader", "random_resized_crop": True}))) == 4

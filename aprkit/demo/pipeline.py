@@ -155,11 +155,12 @@ def train_model(name: str, cfg: dict[str, Any], data: DemoData, out: Path) -> tu
     """Train (or resume, or reload when finished) ``cfg`` on ``data`` in ``out/train/<name>-<hash of cfg and data>``;
     return the model in eval mode and a summary (checkpoint, history, final accuracies, training seconds)."""
     from ..train import fit
-    from ..train.config import RECIPE_VERSION, config_from_dict
+    from ..train.config import config_from_dict, recipe_version
 
-    resolved = config_from_dict(cfg).to_dict()  # with the defaults of this version, not only the keys the demo sets
+    parsed = config_from_dict(cfg)
+    resolved = parsed.to_dict()  # with the defaults of this version, not only the keys the demo sets
     key = {**resolved, "train": {k: v for k, v in resolved["train"].items() if k != "progress"},
-           "recipe_version": RECIPE_VERSION}
+           "recipe_version": recipe_version(parsed)}
     run_dir = out / "train" / f"{name}-{_digest([key, data.train.cache_id, data.test.cache_id])}"
     res = fit(cfg, out=run_dir, resume=True, datasets=(data.train, data.test))
     hist = res["history"]

@@ -89,6 +89,8 @@ class ImageClassifier(nn.Module):
         s = as_stats(std, default_std, "std")
         if m.numel() != s.numel():
             raise ValueError(f"mean and std must have the same number of channels, got {m.numel()} and {s.numel()}")
+        if in_channels is not None and m.numel() == 1 and in_channels > 1:  # one value for every channel
+            m, s = m.repeat(in_channels, 1, 1), s.repeat(in_channels, 1, 1)
         if in_channels is not None and m.numel() != in_channels:
             raise ValueError(f"mean/std have {m.numel()} channels but the model takes {in_channels} input channels")
         self.register_buffer("mean", m, persistent=False)

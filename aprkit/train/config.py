@@ -37,6 +37,7 @@ __all__ = [
     "load_config",
     "RESUME_FREE",
     "RECIPE_VERSION",
+    "recipe_version",
     "changed_keys",
     "config_from_dict",
     "apply_overrides",
@@ -213,9 +214,18 @@ def load_config(
 
 #: the version of what the methods train (2: ``apr_p`` is the reference's CE(x) + CE(APR-P(x)), 50509bc; 3: APR-S
 #: draws each image's ops from its own row, whatever the batch size; 4: with ``data.random_resized_crop`` the loader
-#: path crops before APR-S, as the reference's ImageNet code and the device path do): part of the keys of trained
-#: runs that are reused by their config (the demo's run folders)
+#: path crops before APR-S, as the reference's ImageNet code and the device path do). A run's own version is
+#: :func:`recipe_version` of its config: part of the keys of trained runs that are reused by their config (the demo's
+#: run folders) and checked on resume
 RECIPE_VERSION = 4
+
+
+def recipe_version(cfg: Config) -> int:
+    """The latest :data:`RECIPE_VERSION` that changed what ``cfg`` trains: 4 only for APR-S in the DataLoader
+    workers with ``random_resized_crop`` (where the crop moved before it), else 3, so that runs the change does not
+    touch keep their keys and resume without a warning."""
+    per_image_apr_s = cfg.aug.method in ("apr_s", "apr_sp") and cfg.data.input_path != "gpu"
+    return 4 if per_image_apr_s and cfg.data.random_resized_crop else 3
 #: config keys that do not change a run's trajectory: a resume may differ in them
 RESUME_FREE = frozenset({"train.out", "train.resume", "train.max_steps", "train.progress", "train.tensorboard",
                          "optim.epochs", "train.eval_every", "train.checkpoint_every_steps", "data.test_limit",

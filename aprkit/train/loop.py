@@ -40,11 +40,11 @@ from ..distributed import (
 from ..models.normalize import unwrap_model
 from .batch_ops import to_float
 from .config import (
-    RECIPE_VERSION,
     Config,
     changed_keys,
     config_from_dict,
     load_config,
+    recipe_version,
     resolve_amp_dtype,
     validate_config,
 )
@@ -274,10 +274,10 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         changed = changed_keys(state["config"], cfg.to_dict())
         if main:
             print(f"resumed from {ckpt_path} at epoch {epoch}, batch {start_batch}, step {step}", file=sys.stderr)
-            saved_recipe = state.get("recipe_version", 2)  # checkpoints before the field: version 2 or older
-            if saved_recipe != RECIPE_VERSION:
+            saved_recipe, recipe = state.get("recipe_version", 2), recipe_version(cfg)  # no field: 2 or older
+            if saved_recipe != recipe:
                 print(f"warning: {ckpt_path} was trained by recipe version {saved_recipe}, this aprkit trains "
-                      f"version {RECIPE_VERSION} (aprkit.train.config.RECIPE_VERSION says what changed); the resumed "
+                      f"version {recipe} (aprkit.train.config.RECIPE_VERSION says what changed); the resumed "
                       "run will not match an uninterrupted one", file=sys.stderr)
             if changed:
                 print(f"warning: the config differs from the checkpoint's in {', '.join(changed)}; the resumed run "
@@ -313,7 +313,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": unwrap_model(model).state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "epoch": at_epoch, "batch_in_epoch": at_batch, "global_step": step, "history": rows,
-            "accum": sums.cpu(), "rng": capture_rng(generator), "recipe_version": RECIPE_VERSION,
+            "accum": sums.cpu(), "rng": capture_rng(generator), "recipe_version": recipe_version(cfg),
             "config_changes": config_changes,
             "sampler": {"seed": seed, "epoch": at_epoch, "batch_in_epoch": at_batch, "world": info.world},
         }, ckpt_path)

@@ -235,6 +235,10 @@ def model_fingerprint(model: nn.Module, length: int = 16, *, reuse: bool = True)
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    from aprkit.models.normalize import unwrap_model
+
+    model = unwrap_model(model)  # DDP / DataParallel / torch.compile wrappers: the same weights, the same digest (DDP
+    # keeps attributes that change after a forward pass and differ per rank)
     state, tree = _model_state(model), _structure(model)
     sig = _state_signature(model, state, tree)
     if reuse and sig is not None:

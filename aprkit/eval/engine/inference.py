@@ -180,11 +180,13 @@ def dataset_id(data: Any, split: str = "test") -> str:
         # 16 images spread over the whole set (reading every image from disk would cost a pass)
         from aprkit.data.loading import attribute_labels
 
-        all_labels = attribute_labels(ds)
+        try:
+            all_labels = attribute_labels(ds)
+        except (TypeError, ValueError):  # labels that are not class indices (strings): the sampled items say them
+            all_labels = None
         if all_labels is not None:
             h.update(b"labels" + all_labels.contiguous().numpy().tobytes())
-        array = next((a for a in (getattr(ds, k, None) for k in ("images", "data"))
-                      if isinstance(a, (torch.Tensor, np.ndarray)) and len(a) == n), None)
+        array = _pixel_array(ds, n)
         if array is not None:
             t = torch.as_tensor(array).detach().cpu().contiguous()
             h.update(f"images{t.dtype}{tuple(t.shape)}".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -198,6 +200,22 @@ def dataset_id(data: Any, split: str = "test") -> str:
     with contextlib.suppress(TypeError):
         _CONTENT_IDS[ds] = ident  # datasets are treated as immutable while a process runs
     return ident
+
+
+def _pixel_array(ds: Any, n: int) -> Any:
+    """A dataset's images held in memory as one numeric array of ``n`` rows (``images`` / ``data``, an
+    ``ArrayDataset``'s rows of ``array``), else None (file paths, lazily read images)."""
+    from aprkit.data.arrays import ArrayDataset
+
+    if isinstance(ds, ArrayDataset):
+        return np.asarray(ds.array[ds.start:ds.stop])
+    for key in ("images", "data"):
+        a = getattr(ds, key, None)
+        if isinstance(a, torch.Tensor) and len(a) == n and not a.is_complex():
+            return a
+        if isinstance(a, np.ndarray) and len(a) == n and a.dtype.kind in "biuf":
+            return a
+    return None
 
 
 def _warn_sampled(ds: Any) -> None:

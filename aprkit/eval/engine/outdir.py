@@ -116,12 +116,9 @@ class SuiteIndex:
         return entries
 
     def want(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Record (model label, suite) pairs a run is about to compute: pending until :meth:`add` finishes them."""
+        """Record (model label, suite) pairs a run is about to compute (its model loaded): pending until :meth:`add`
+        finishes them, also for later runs into the folder when this one is interrupted."""
         self.pending += [p for p in pairs if p not in self.pending]
-
-    def relabel(self, old: str, new: str) -> None:
-        """A pending model label renamed once its model was loaded (a clash got the weights' fingerprint)."""
-        self.pending = [(new if m == old else m, s) for m, s in self.pending]
 
     def claim(self, label: str, fingerprint: str) -> None:
         """Drop ``label``'s entries made with other weights than ``fingerprint`` (a reused label)."""

@@ -221,8 +221,6 @@ def evaluate(
                dict(data=data, opts=opts, dev=dev, amp=amp, batch_size=batch_size, world=world))
     labels = [given or _display_name(m) for given, m in models.items()]
     run.pending = [(label, sname) for label in labels for sname in names]
-    run.index.want(run.pending)
-    run.index.save()
     run.write()  # results.json says what is still to do before any work starts
     results = Results(out_dir=out)
     try:
@@ -269,9 +267,9 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
         if name in results.models:
             name = f"{display}-{fingerprint}"
         run.pending = [(name if lab == labels[pos] else lab, sn) for lab, sn in run.pending]
-        run.index.relabel(labels[pos], name)
         labels[pos] = name
         run.index.claim(name, fingerprint)
+        run.index.want([(name, sname) for sname in names])  # loaded: its suites are pending in the folder until done
         run.index.save()  # another model's results under this label leave results.json now, not at the end
         run.write()
         ctx = EvalContext(model=net, channels_last=use_cl, model_id=name, model_key=fingerprint, **ctx_kw)
