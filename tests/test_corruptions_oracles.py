@@ -545,3 +545,12 @@ def test_every_corruption_returns_a_new_tensor() -> None:
             y.mul_(0.5)  # what finish(consume=True) may do to it
             assert torch.equal(fn(x, c, torch.Generator().manual_seed(0), **opts), first), name
             assert torch.equal(x, before), name
+
+
+def test_zoom_factors_are_numpys_arange_to_the_last_bit():
+    """make_cifar_c.py's np.arange(1, 1.26, 0.01) ends at 1.2500000000000002, which zooms a 32-px image to 33 px."""
+    from aprkit.corruptions.severity import params
+
+    for sev, stop in enumerate([1.06, 1.11, 1.16, 1.21, 1.26], start=1):
+        assert params("zoom_blur", sev, "cifar") == tuple(np.arange(1, stop, 0.01).tolist())
+    assert params("zoom_blur", 5, "cifar")[-1] == 1.2500000000000002

@@ -118,7 +118,13 @@ def test_corruption_code_version_is_in_generated_cell_keys(tmp_path, monkeypatch
     again = Tiny()
     evaluate(again, data=ds, out_dir=tmp_path, report=False, **CELL)
     assert again._calls == 0
-    monkeypatch.setattr(aprkit.corruptions, "CODE_VERSION", aprkit.corruptions.CODE_VERSION + 1)
+    import aprkit.corruptions.api as api
+
+    monkeypatch.setitem(api._VERSIONS, "fog", 99)  # another corruption's version: this cell is reused
+    unchanged = Tiny()
+    evaluate(unchanged, data=ds, out_dir=tmp_path, report=False, **CELL)
+    assert unchanged._calls == 0
+    monkeypatch.setitem(api._VERSIONS, CELL["corruptions"][0], 99)  # this corruption's outputs changed
     changed = Tiny()
     evaluate(changed, data=ds, out_dir=tmp_path, report=False, **CELL)
     assert changed._calls == 2  # the generated cell (2 batches) is recomputed, the clean cell is shared

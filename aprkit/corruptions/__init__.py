@@ -25,6 +25,7 @@ from .api import (
                   check_name,
                   corrupt,
                   corrupt_image,
+                  corruption_version,
                   item_seeds,
                   list_corruptions,
 )
@@ -34,6 +35,7 @@ from .transforms import RandomCorruption
 __all__ = [
     "BENCHMARK",
     "CODE_VERSION",
+    "corruption_version",
     "EXTRA",
     "CORRUPTIONS",
     "PARAMS",

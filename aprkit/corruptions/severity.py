@@ -13,9 +13,10 @@ entry is documented next to the function that consumes it.
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
+
+import numpy as np
 
 __all__ = ["PRESETS", "PARAMS", "PRESET_INFO", "PresetSizeWarning", "params", "check_preset", "check_severity",
            "preset_for_size", "resolve_preset"]
@@ -31,9 +32,10 @@ PRESET_INFO: dict[str, dict[str, float]] = {
 
 
 def _arange(stop: float, step: float) -> tuple[float, ...]:
-    """``np.arange(1, stop, step)`` as the creation scripts build zoom factors (same length and values)."""
-    n = math.ceil((stop - 1) / step)
-    return tuple(1 + i * step for i in range(n))
+    """``np.arange(1, stop, step)``, as the creation scripts build zoom factors: the same values to the last bit
+    (NumPy steps by ``(1 + step) - 1``, so the CIFAR factor 1.25 is 1.2500000000000002, which rounds a 32-px image's
+    zoomed size up to 33 where 1.25 gave 32)."""
+    return tuple(float(v) for v in np.arange(1, stop, step))
 
 
 _E32, _E64, _E244 = 32, 64, 244  # elastic: IMSIZE of each script (ImageNet-C uses 244, sic)

@@ -196,7 +196,7 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
     ``corruption`` is None.
 
     The cell's key (:func:`aprkit.eval.engine.cache.result_key`) holds the corruption, severity and either the
-    generation (preset, ``aprkit.corruptions.CODE_VERSION``, for frost the textures' digest; the seed is a run
+    generation (preset, ``aprkit.corruptions.corruption_version``, for frost the textures' digest; the seed is a run
     setting) or the -C source.
     """
     cell: tuple[str, int] | None = None  # (corruption, severity); None: the clean cell
@@ -225,10 +225,10 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
             opened = _open_corrupted(source, *cell) if cell is not None else None
             generation["source"] = opened
     else:
-        from aprkit.corruptions import CODE_VERSION
+        from aprkit.corruptions import corruption_version
 
         origin = "generated"
-        generation.update(preset=preset, code=CODE_VERSION)
+        generation.update(preset=preset, code=corruption_version(corruption))
         if corruption == "frost":  # the textures it blends in: another set gives other images
             from aprkit.corruptions._frost import texture_id
 
