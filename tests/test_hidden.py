@@ -249,3 +249,28 @@ def test_last_activation_site_knows_the_other_common_nonlinearities() -> None:
         block = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 4, 1), act)
         net = nn.Sequential(nn.Sequential(block, nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU())))
         assert last_activation_site(net, "0.0") == Site("0.0.3", "input", -1), type(act).__name__
+
+
+def test_review_fixes_of_the_hidden_layer_helpers():
+    """FeatureAPR refuses a channels-last (B, H, W, C) layer; skipping() puts back a forward set on the instance;
+    recombine takes amplitude and phase of different precisions; a given grid fixes the prefix-token count."""
+    from aprkit import fourier
+    from aprkit.hidden import attach
+    from aprkit.hidden.capture import skipping
+    from aprkit.hidden.layout import to_grid
+
+    net = nn.Sequential(nn.Linear(16, 16), nn.Flatten(1), nn.LazyLinear(3)).train()
+    with attach(net, ["0"], p=1.0, generator=torch.Generator().manual_seed(0)), \
+            pytest.raises(ValueError, match="channels-last"):
+        net(torch.randn(4, 6, 6, 16))
+    block = nn.Identity()
+    patched = lambda x: x + 1  # noqa: E731
+    block.forward = patched
+    with skipping([(block, (2,), torch.float32)]):
+        assert block(torch.ones(3, 2)).sum() == 0
+    assert block.forward is patched
+    amp, ph = torch.rand(1, 3, 4, 4, dtype=torch.float64), torch.rand(1, 3, 4, 4)
+    assert fourier.recombine(amp, ph).dtype == torch.float64
+    tokens = torch.randn(2, 41, 8)  # one class token and a 5x8 grid
+    g, prefix, layout = to_grid(tokens, grid=(5, 8))
+    assert g.shape == (2, 8, 5, 8) and prefix.shape == (2, 1, 8) and layout.num_prefix_tokens == 1

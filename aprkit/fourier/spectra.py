@@ -59,8 +59,8 @@ def recombine(amplitude: torch.Tensor, phase: torch.Tensor, dims: Dims = "chw") 
         ) from None
     check_image_tensor(torch.empty(shape, device="meta"), "amplitude/phase", check_finite=False)
     fft_dims = check_dims(dims)
-    z = torch.polar(amplitude.to(torch.promote_types(amplitude.dtype, torch.float32)).expand(shape),
-                    phase.to(torch.promote_types(phase.dtype, torch.float32)).expand(shape))
+    dt = torch.promote_types(torch.promote_types(amplitude.dtype, phase.dtype), torch.float32)  # one precision
+    z = torch.polar(amplitude.to(dt).expand(shape), phase.to(dt).expand(shape))
     return ifftn(z, fft_dims).real
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from .. import fourier
 from .feature_apr import FeatureAPR, Lam
+from .layout import check_channels_first
 from .sites import resolve_module
 
 __all__ = ["attach", "AttachHandle", "token_layout"]
@@ -100,7 +101,10 @@ def attach(
         apr = FeatureAPR(p=p, dims=dims, mode=mode, lam=lam, num_prefix_tokens=k, grid=grid, generator=generator)
         modules[full] = apr
 
-        def hook(mod: nn.Module, args: Any, out: Any, apr: FeatureAPR = apr, full: str = full) -> Any:
+        checked: set[tuple[int, ...]] = set()  # activation shapes already checked for a channels-last layout
+
+        def hook(mod: nn.Module, args: Any, out: Any, apr: FeatureAPR = apr, full: str = full,
+                 checked: set[tuple[int, ...]] = checked) -> Any:
             if not (mod.training and apr.training):
                 return None
             if not isinstance(out, torch.Tensor):
@@ -108,6 +112,9 @@ def attach(
                     f"layer {full!r} returns a {type(out).__name__}; "
                     f"FeatureAPR needs a feature map (B, C, H, W) or tokens (B, N, D)"
                 )
+            if out.ndim == 4 and tuple(out.shape[1:]) not in checked:  # a (B, H, W, C) map would mix channels
+                check_channels_first(mod, tuple(out.shape), f"layer {full!r} output")
+                checked.add(tuple(out.shape[1:]))
             return apr(out)
 
         hooks.append(module.register_forward_hook(hook))

@@ -61,13 +61,17 @@ def front_blocks(model: nn.Module, site: Site, example: torch.Tensor) -> FrontSk
 @contextmanager
 def skipping(blocks: Sequence[tuple[nn.Module, tuple[int, ...], torch.dtype]]) -> Iterator[None]:
     """Within the context, each block returns zeros of its recorded shape and dtype instead of computing."""
+    own = [m.__dict__.get("forward") for m, _, _ in blocks]  # a forward set on the instance (a monkeypatch) returns
     for m, shape, dtype in blocks:
         m.forward = lambda x, *a, _s=shape, _d=dtype, **k: x.new_zeros((x.shape[0], *_s), dtype=_d)
     try:
         yield
     finally:
-        for m, _, _ in blocks:
-            del m.forward
+        for (m, _, _), prev in zip(blocks, own, strict=True):
+            if prev is None:
+                del m.forward
+            else:
+                m.forward = prev
 
 
 @torch.no_grad()

@@ -72,7 +72,12 @@ def to_grid(
         return x, None, GridLayout("map", (x.shape[-2], x.shape[-1]), 0)
     if x.ndim == 3:
         n = x.shape[1]
-        k = infer_prefix_tokens(n) if num_prefix_tokens is None else int(num_prefix_tokens)
+        if num_prefix_tokens is not None:
+            k = int(num_prefix_tokens)
+        elif grid is not None:  # the grid says how many tokens are patches: the rest are prefix tokens
+            k = n - int(grid[0]) * int(grid[1])
+        else:
+            k = infer_prefix_tokens(n)
         if not 0 <= k < n:
             raise ValueError(f"num_prefix_tokens must lie in [0, {n}) for {name} of shape {tuple(x.shape)}, got {k}")
         rest = n - k
