@@ -161,7 +161,7 @@ def test_cifar_png_tree_with_and_without_order_csv(tmp_path: Path) -> None:
         w.writerows(reversed(rows))
     ds = get_dataset(f"cifar10:{tmp_path}")
     assert [y for _, y in ds] == [2, 0, 1, 0] and [int(x[0, 3, 3]) for x, _ in ds] == [50, 51, 52, 53]
-    assert ds.classes == classes
+    assert ds.classes[:3] == classes and len(ds.classes) == 10  # CIFAR-10's names, as for class folders
     mem = get_dataset(f"cifar10:{tmp_path}", in_memory=True)
     assert isinstance(mem, ArrayDataset) and torch.equal(mem.get_batch(slice(0, 4))[0], next(iter_batches(ds, 4))[0])
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py.*download=True"):
@@ -451,3 +451,48 @@ def test_noise_sets_follow_outlier_exposure() -> None:
     assert abs((blobs > 0).float().mean().item() - 0.208) < 0.01
     c = blobs.permute(0, 2, 3, 1).reshape(-1, 3).numpy()
     assert np.corrcoef(c[:, 0], c[:, 1])[0, 1] > 0.5
+
+
+def test_order_csv_and_subset_checks(tmp_path: Path) -> None:
+    """A cut or duplicated order, a path outside its class folder and a gap in CIFAR-100 labels are refused; aprkit's
+    SubsetDataset exposes its labels (the -C pairing check had skipped it); the cached PNG batch refuses a mask."""
+    from aprkit.data import subset
+    from aprkit.data.loading import attribute_labels
+
+    for i, cls in enumerate(["cat", "dog"]):
+        _png(tmp_path / "test" / cls / "x.png", 60 + i)
+    bad = {"dup": "index,label,class,path\n0,3,cat,test/cat/x.png\n0,5,dog,test/dog/x.png\n",
+           "folder": "index,label,class,path\n0,3,cat,test/dog/x.png\n1,5,dog,test/cat/x.png\n"}
+    for text, match in zip(bad.values(), ["0 .. 1 once each", "not in the folder of its class"], strict=True):
+        (tmp_path / "test_order.csv").write_text(text)
+        with pytest.raises(ValueError, match=match):
+            get_dataset(f"cifar10:{tmp_path}")
+    (tmp_path / "test_order.csv").write_text("index,label,class,path\n0,0,cat,test/cat/x.png\n1,2,dog,test/dog/x.png\n")
+    with pytest.raises(ValueError, match="without gaps"):
+        get_dataset(f"cifar100:{tmp_path}")
+    (tmp_path / "test_order.csv").unlink()
+    ds = get_dataset(f"cifar10:{tmp_path}")
+    assert attribute_labels(subset(ds, [1])).tolist() == [5]
+    with pytest.raises(TypeError, match="integer positions"):
+        ds.get_batch(torch.tensor([False, True]))
+
+
+def test_synthetic_sizes_and_classes_and_archives_kept_on_disk_errors(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import aprkit.data.sources as sources
+    from aprkit.data.synthetic import SyntheticShapes
+
+    with pytest.raises(ValueError, match="positive int"):
+        SyntheticShapes(0)
+    assert len(SyntheticShapes(8, num_classes=3).classes) == 3
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(b"PK")
+
+    def full_disk(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sources, "extract_archive", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        sources._extract_or_discard(archive, None, tmp_path / "out", False)
+    assert archive.is_file()  # a full disk is no reason to download it again

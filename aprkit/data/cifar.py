@@ -58,6 +58,28 @@ def _read_binary(folder: Path, name: str, split: str) -> ArrayDataset:
     return ArrayDataset(np.concatenate(images), np.concatenate(labels), layout="nchw", classes=classes)
 
 
+def _csv_classes(order: Path, rows: list[dict[str, str]], name: str) -> list[str]:
+    """Class names by label from an order CSV, ``classes[label]``: each path inside its class's folder, one name per
+    label; CIFAR-10 gives its ten official names (the CSV's must match them), others need every label from 0 up."""
+    names: dict[int, str] = {}
+    for r in rows:
+        label, cls = int(r["label"]), r.get("class") or None
+        if cls is not None and Path(r["path"]).parent.name != cls:
+            raise ValueError(f"{order}: image {r['index']} ({r['path']}) is not in the folder of its class {cls!r}")
+        if names.setdefault(label, cls or str(label)) != (cls or str(label)):
+            raise ValueError(f"{order}: label {label} is named both {names[label]!r} and {cls!r}")
+    if name == "cifar10":  # the official names, also for a subset of the classes (as for class folders)
+        wrong = [(i, c) for i, c in sorted(names.items())
+                 if not 0 <= i < 10 or ("class" in rows[0] and CIFAR10_CLASSES[i] != c)]
+        if wrong:
+            raise ValueError(f"{order} gives labels and classes {wrong[:3]} that are not CIFAR-10's "
+                             f"{list(CIFAR10_CLASSES)} (label i is the i-th name)")
+        return list(CIFAR10_CLASSES)
+    if sorted(names) != list(range(len(names))):  # a missing label would shift every later name
+        raise ValueError(f"{order}: labels {sorted(names)[:12]} are not 0 .. {len(names) - 1} without gaps")
+    return [names[i] for i in range(len(names))]
+
+
 def _read_png_tree(root: Path, split: str, name: str, **kw) -> ImageListDataset:
     """The PNG tree's ``split``. Its labels must be the dataset's: CIFAR-10 class folders (or the CSV's class column)
     must carry the official names, each at its official label (PyTorch's tutorial ``plane``/``car`` folders sorted
@@ -71,14 +93,12 @@ def _read_png_tree(root: Path, split: str, name: str, **kw) -> ImageListDataset:
         if not rows or not {"index", "label", "path"} <= set(rows[0]):
             raise ValueError(f"{order} must have columns index,label,class,path")
         rows.sort(key=lambda r: int(r["index"]))
+        if [int(r["index"]) for r in rows] != list(range(len(rows))):  # a cut, duplicated or gapped order
+            raise ValueError(f"{order}: the index column must hold 0 .. {len(rows) - 1} once each (the official "
+                             "order of every image)")
         samples = [(root / r["path"], int(r["label"])) for r in rows]
-        classes = sorted({(int(r["label"]), r.get("class", r["label"])) for r in rows})
-        if name == "cifar10" and "class" in rows[0]:
-            wrong = [(i, c) for i, c in classes if not 0 <= i < 10 or CIFAR10_CLASSES[i] != c]
-            if wrong:
-                raise ValueError(f"{order} gives labels and classes {wrong[:3]} that are not CIFAR-10's "
-                                 f"{list(CIFAR10_CLASSES)} (label i is the i-th name)")
-        return ImageListDataset(samples, classes=[c for _, c in classes], **kw)
+        classes = _csv_classes(order, rows, name)
+        return ImageListDataset(samples, classes=classes, **kw)
     found = find_classes(root / split)
     if name == "cifar10":
         odd = [c for c in found if c not in CIFAR10_CLASSES]

@@ -197,6 +197,10 @@ def _check_member(dest: Path, name: str, archive: Path, link: str | None = None)
         raise ValueError(f"archive {archive} has {what} outside the extraction folder; refusing to extract")
 
 
+class UnreadableArchive(ValueError):
+    """A file that is no readable archive (a download cut short, another file), as opposed to a refused member."""
+
+
 def extract_archive(path: str | os.PathLike, dest: str | os.PathLike, *, progress: bool = True) -> Path:
     """Extract a ``.tar``(``.gz``/``.bz2``/``.xz``) or ``.zip`` archive into ``dest``; returns ``dest``."""
     from tqdm.auto import tqdm
@@ -211,7 +215,7 @@ def extract_archive(path: str | os.PathLike, dest: str | os.PathLike, *, progres
                 zf.extract(m, dest)
         return dest
     if not tarfile.is_tarfile(path):
-        raise ValueError(f"{path} is neither a tar nor a zip archive; expected the published archive")
+        raise UnreadableArchive(f"{path} is neither a tar nor a zip archive; expected the published archive")
     with tarfile.open(path) as tf:
         for m in tqdm(tf, desc=f"extract {path.name}", disable=not progress, leave=False):
             _check_member(dest, m.name, path)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .arrays import integer_positions
+
 __all__ = ["IMG_EXTENSIONS", "read_image", "to_8bit", "pil_to_array", "resize_center_crop", "ImageListDataset",
            "ImageFolderDataset", "find_classes"]
 
@@ -121,8 +123,10 @@ class ImageListDataset(Dataset):
     def _cached_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``uint8 (B, C, H, W)`` and labels ``int64 (B,)``, decoding only images not seen before."""
         if isinstance(indices, slice):
-            indices = list(range(*indices.indices(len(self))))
-        idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
+            indices = np.arange(*indices.indices(len(self)))
+        idx = torch.from_numpy(integer_positions(indices))  # a bool mask is refused
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
+            raise IndexError(f"indices must lie in [0, {len(self)}), got {int(idx.min())}..{int(idx.max())}")
         if self._cache is None:
             first = self._load(int(idx[0]) if idx.numel() else 0)
             self._cache = torch.empty((len(self), *first.shape), dtype=torch.uint8)

@@ -357,9 +357,9 @@ def dataset_tensors(
 def attribute_labels(dataset: Dataset) -> torch.Tensor | None:
     """Labels ``(N,)`` int64 from the dataset's ``labels`` / ``targets`` attribute (also through ``Subset``), without
     decoding an image; ``None`` when it has no such attribute holding one label per item."""
-    if isinstance(dataset, Subset):
+    if isinstance(dataset, (Subset, SubsetDataset)):  # torch's and aprkit's subsets: the parent's labels, selected
         inner = attribute_labels(dataset.dataset)
-        return None if inner is None else inner[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
+        return None if inner is None else inner[torch.as_tensor(np.asarray(dataset.indices), dtype=torch.long)]
     n = dataset_len(dataset)
     for attr in ("labels", "targets"):
         value = getattr(dataset, attr, None)

@@ -25,6 +25,7 @@ import os
 import re
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from .._io import atomic_write_text
 from .download import (
     DATA_ENV,
     ZENODO_API,
+    UnreadableArchive,
     data_root,
     download_file,
     extract_archive,
@@ -180,7 +182,10 @@ def _extract_or_discard(archive: Path, md5: str | None, dest: Path, progress: bo
     by a server that sent no length looks complete), so that the next run fetches it again."""
     try:
         extract_archive(archive, dest, progress=progress)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as err:
+    except (UnreadableArchive, EOFError, zipfile.BadZipFile, tarfile.ReadError, tarfile.CompressionError,
+            zlib.error) as err:
+        # only an unreadable archive is discarded: a full disk, a permission error or a refused member path is
+        # reported as it is, and the archive stays
         if md5 is not None:
             raise
         archive.unlink(missing_ok=True)

@@ -210,12 +210,17 @@ class SyntheticShapes(Dataset):
     rendered in chunks on first access and kept in memory (32x32x3 bytes each).
     """
 
-    classes = SHAPES
+    classes: tuple[str, ...] = SHAPES
 
     def __init__(self, n: int = 10000, *, split: str = "train", seed: int = 0, size: int = 32, num_classes: int = _NUM):
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"the number of synthetic images must be a positive int (synthetic:N), got {n!r}")
+        if not 2 <= num_classes <= len(SHAPES):
+            raise ValueError(f"num_classes must lie in [2, {len(SHAPES)}], got {num_classes}")
         self.n, self.split, self.seed, self.size, self.num_classes = n, split, seed, size, num_classes
+        self.classes = SHAPES[:num_classes]  # the model is checked against this many outputs
         self._data: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _materialise(self) -> tuple[torch.Tensor, torch.Tensor]:
