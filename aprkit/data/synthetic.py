@@ -14,6 +14,7 @@ Everything is generated on the fly from a seed, batched in torch (no files).
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -215,11 +216,11 @@ class SyntheticShapes(Dataset):
     def __init__(self, n: int = 10000, *, split: str = "train", seed: int = 0, size: int = 32, num_classes: int = _NUM):
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if isinstance(n, bool) or not hasattr(n, "__index__") or operator.index(n) < 1:  # ints, NumPy ints
             raise ValueError(f"the number of synthetic images must be a positive int (synthetic:N), got {n!r}")
         if not 2 <= num_classes <= len(SHAPES):
             raise ValueError(f"num_classes must lie in [2, {len(SHAPES)}], got {num_classes}")
-        self.n, self.split, self.seed, self.size, self.num_classes = n, split, seed, size, num_classes
+        self.n, self.split, self.seed, self.size, self.num_classes = operator.index(n), split, seed, size, num_classes
         self.classes = SHAPES[:num_classes]  # the model is checked against this many outputs
         self._data: tuple[torch.Tensor, torch.Tensor] | None = None
 
