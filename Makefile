@@ -13,7 +13,7 @@ GPU_SITE = if [ -d .whl ] && ! PYTHONPATH=.whl/site $(GPU_PYTHON) -c "import pyd
 	$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --target .whl/site .whl/*.whl; fi
 GPU_ENV = PYTHONPATH=.$$( [ -d .whl/site ] && echo :.whl/site )$${PYTHONPATH:+:$$PYTHONPATH} NO_ALBUMENTATIONS_UPDATE=1
 # wheels of the runtime dependencies a bare GPU image may lack (carried to it in .whl/, see gpu-wheels)
-GPU_WHEELS ?= pydantic==2.14.4 pydantic_core==2.50.5 annotated_types==0.8.0 typing_inspection==0.4.5
+GPU_WHEELS ?= pydantic==2.14.4 pydantic_core==2.50.5 annotated_types==0.8.0 typing_inspection==0.4.5 typing_extensions==4.16.0
 GPU_PY_TAG ?= 3.12
 
 .PHONY: install test test-slow lint demo bench gpu-check gpu-studies gpu-wheels clean

@@ -10,7 +10,7 @@ section still runs): ``env`` (versions, GPU), ``tests`` (``pytest tests/test_cud
 robustbench-style loop), ``train`` (APR-SP step against standard steps) and ``compile`` (``torch.compile``
 of the APR-P and APR-S hot paths). Writes ``gpu_check.json`` (every number, the environment, each section's
 status, wall time and error) and ``gpu_check.md`` (summary tables and goals) to ``--out`` after every
-section, per-section logs to ``--out/logs``, and prints the summary at the end.
+section, every section's output appended to ``--out/gpu_check.log`` (three files in all), and prints the summary (goals last).
 
 aprkit need not be installed: the repository root is put on ``sys.path`` (and ``PYTHONPATH`` of the
 sections); kornia and albumentations are not needed. Images are synthetic and models randomly
@@ -50,7 +50,7 @@ def _write(out: Path, report: dict) -> None:
 
 def run_section_process(name: str, cap: float, args: argparse.Namespace, out: Path, scratch: Path) -> dict:
     """Run one section in a child process (own session, killed with its children at ``cap`` seconds)."""
-    result, log = scratch / f"{name}.json", out / "logs" / f"{name}.log"
+    result, log = scratch / f"{name}.json", scratch / "logs" / f"{name}.log"  # appended to out/gpu_check.log
     soft = max(1.0, cap - max(4.0, 0.15 * cap))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--section", name, "--result", str(result), "--out", str(out),
            "--device", args.device, "--compile-backend", args.compile_backend, "--soft-cap", f"{soft:.1f}",
@@ -68,13 +68,17 @@ def run_section_process(name: str, cap: float, args: argparse.Namespace, out: Pa
         status, error = "error", error or f"exit code {rc}; log tail:\n{tail(log)}"
     else:
         status = "ok"
+    with open(out / "gpu_check.log", "a", encoding="utf-8") as fh:  # one log file: the device tool returns few files
+        fh.write(f"===== section {name} ({status}, {child.wall:.1f} s) =====\n")
+        fh.write(log.read_text(errors="replace") if log.is_file() else "(no output)\n")
     return {"status": status, "wall_s": child.wall, "cap_s": cap, "exit_code": rc, "error": error,
-            "log": str(log.relative_to(out)), "results": payload.get("results", {})}
+            "log": f"gpu_check.log, section {name}", "results": payload.get("results", {})}
 
 
 def run_all(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
-    (out / "logs").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_check.log").write_text("")  # this run's sections are appended
     names = ["env"] + [n for n in (args.sections or SECTIONS) if n != "env"]
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
@@ -111,7 +115,11 @@ def _run_sections(args: argparse.Namespace, out: Path, names: list[str], scratch
     _write(out, report)
     print()
     print((out / "gpu_check.md").read_text())
-    print(f"[gpu-check] wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'} "
+    print("[gpu-check] goals (again, last, so that a cut output tail keeps them):")  # the tail of a device call
+    for g in report["goals"]:
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[g["met"]]
+        print(f"[gpu-check]   {g['goal']}: {g['shown']} (target {g['target']}): {verdict}")
+    print(f"[gpu-check] wrote {out / 'gpu_check.json'}, {out / 'gpu_check.md'} and {out / 'gpu_check.log'} "
           f"in {report['meta']['wall_s']:.0f} s", flush=True)
     return 0 if all(s["status"] == "ok" for s in report["sections"].values()) else 1
 

@@ -225,7 +225,7 @@ def test_train_step_on_device_amp_channels_last() -> None:
     from aprkit.train.config import load_config
     from aprkit.train.recipe import DeviceAugment, method_loss
 
-    cfg = load_config(None, ["aug.method=apr_sp", "model.name=small_cnn"])
+    cfg = load_config(None, ["aug.method=apr_sp", "model.name=small_cnn", "aug.compile=false"])  # compiling: below
     cuda = DEVICE.type == "cuda"
     aug = DeviceAugment(cfg, DEVICE, torch.Generator(DEVICE).manual_seed(0), channels_last=True)
     model = TinyNet().to(DEVICE).to(memory_format=torch.channels_last).train()
@@ -262,7 +262,7 @@ def test_fit_two_steps_on_device(amp_dtype: str) -> None:
     overrides = ["model.name=small_cnn", "aug.method=apr_sp", "data.input_path=gpu", "optim.batch_size=8",
                  "optim.epochs=1", "optim.milestones=[]", "train.max_steps=2", "train.eval_every=0",
                  "train.progress=false", "train.tensorboard=false", "data.num_workers=0", f"train.device={DEVICE}",
-                 f"train.amp_dtype={amp_dtype}"]
+                 f"train.amp_dtype={amp_dtype}", "aug.compile=false"]  # a cold compile costs ~30 s: its own test
     result = fit({}, overrides, datasets=(data, None))
     assert result["global_step"] == 2
     assert all(torch.isfinite(p).all() for p in result["model"].parameters())

@@ -23,6 +23,17 @@ def tail(path: Path, n: int = 2000) -> str:
         return ""
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL when the gpu-check process dies, so a section killed with it (the
+    device call's time limit) does not live on and skew a rerun's timings."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class CappedProcess:
     """Start ``cmd`` (stdout and stderr to ``log``) in a new process session; :meth:`poll` kills the whole
     session once ``cap`` seconds have passed. ``timed_out`` says whether it was killed that way (or by :meth:`kill`)."""
@@ -35,7 +46,8 @@ class CappedProcess:
         self.started = time.perf_counter()
         with open(log, "w") as fh:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(list(cmd), cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                         start_new_session=True, env=dict(env) if env is not None else None)
+                                         start_new_session=True, env=dict(env) if env is not None else None,
+                                         preexec_fn=_die_with_parent)
 
     @property
     def wall(self) -> float:
@@ -57,7 +69,10 @@ class CappedProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        self.proc.wait()
+        try:  # a process stuck in driver teardown must not hold up the next section
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
         self._end()
 
     def poll(self) -> int | None:
