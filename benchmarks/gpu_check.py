@@ -48,9 +48,19 @@ def _write(out: Path, report: dict) -> None:
     atomic_write_text(out / "gpu_check.md", markdown(report, {n: s.title for n, s in SECTIONS.items()}))
 
 
+def _append_log(out: Path, name: str, how: str, log: Path) -> None:
+    """Append a section's output to ``out/gpu_check.log`` (one file: the device tool returns few files)."""
+    with open(out / "gpu_check.log", "a", encoding="utf-8") as fh:
+        fh.write(f"===== section {name} ({how}) =====\n")
+        fh.write(log.read_text(errors="replace") if log.is_file() else "(no output)\n")
+    log.unlink(missing_ok=True)
+
+
 def run_section_process(name: str, cap: float, args: argparse.Namespace, out: Path, scratch: Path) -> dict:
     """Run one section in a child process (own session, killed with its children at ``cap`` seconds)."""
-    result, log = scratch / f"{name}.json", scratch / "logs" / f"{name}.log"  # appended to out/gpu_check.log
+    # the running section writes to out/gpu_check.running.log (kept when the whole run is killed), which is moved
+    # to the end of out/gpu_check.log once the section ends
+    result, log = scratch / f"{name}.json", out / "gpu_check.running.log"
     soft = max(1.0, cap - max(4.0, 0.15 * cap))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--section", name, "--result", str(result), "--out", str(out),
            "--device", args.device, "--compile-backend", args.compile_backend, "--soft-cap", f"{soft:.1f}",
@@ -68,9 +78,7 @@ def run_section_process(name: str, cap: float, args: argparse.Namespace, out: Pa
         status, error = "error", error or f"exit code {rc}; log tail:\n{tail(log)}"
     else:
         status = "ok"
-    with open(out / "gpu_check.log", "a", encoding="utf-8") as fh:  # one log file: the device tool returns few files
-        fh.write(f"===== section {name} ({status}, {child.wall:.1f} s) =====\n")
-        fh.write(log.read_text(errors="replace") if log.is_file() else "(no output)\n")
+    _append_log(out, name, f"{status}, {child.wall:.1f} s", log)
     return {"status": status, "wall_s": child.wall, "cap_s": cap, "exit_code": rc, "error": error,
             "log": f"gpu_check.log, section {name}", "results": payload.get("results", {})}
 

@@ -83,7 +83,7 @@ def test_item_seeds_are_distinct_and_keyed_by_every_part() -> None:
     for other in (item_seeds(1, "fog", 3, "cifar", range(1000)), item_seeds(0, "snow", 3, "cifar", range(1000)),
                   item_seeds(0, "fog", 4, "cifar", range(1000)), item_seeds(0, "fog", 3, "imagenet", range(1000))):
         assert not set(other.tolist()) & set(base.tolist())
-    # pinned values: a change here changes every generated corruption (bump aprkit.corruptions.CODE_VERSION)
+    # pinned values: a change here changes every generated corruption (raise aprkit.corruptions.api.BASE_VERSION)
     assert item_seeds(0, "fog", 1, "cifar", [0, 1, 2]).tolist() == [
         8877181005327387015, 8083694796127700408, 563962412858001761]
 

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from aprkit.cli import main
-from aprkit.corruptions import CODE_VERSION, corrupt, item_seeds
+from aprkit.corruptions import corrupt, item_seeds
+from aprkit.corruptions.api import BASE_VERSION
 from aprkit.corruptions.dataset import write_cifar_c, write_imagenet_c
 from conftest import natural_images
 
@@ -164,7 +165,7 @@ def test_manifest_records_parameters_and_refuses_a_mismatch(array_input, capsys)
     assert _run(tmp, "o", "--seed", "1") == 0
     manifest = json.loads((tmp / "o" / "manifest.json").read_text())
     assert manifest["params"]["seed"] == 1 and manifest["params"]["preset"] == "cifar"
-    assert manifest["params"]["severities"] == [1] and manifest["params"]["code_version"] == CODE_VERSION
+    assert manifest["params"]["severities"] == [1] and manifest["params"]["code_version"] == BASE_VERSION
     assert manifest["params"]["input"]["shape"] == list(x.shape) and manifest["complete"] == ["gaussian_noise.npy"]
     first = (tmp / "o" / "gaussian_noise.npy").read_bytes()
     for extra in (["--seed", "2"], ["--seed", "1", "--preset", "tinyimagenet"]):
@@ -343,3 +344,18 @@ def test_imagenet_layout_refuses_a_resume_with_other_frost_textures(folder_input
     with pytest.raises(ValueError, match="lists frost/2 as made from other inputs"):
         write_imagenet_c(folder_input, out, ["frost"], severities=(2,), size=32, frost_dir=b, progress=False)
     assert data["params"]["versions"]["torchvision"]  # its decoders read the images
+
+
+def test_a_set_written_before_a_one_corruption_change_resumes_for_the_others(tmp_path, monkeypatch):
+    """Outputs are keyed by their corruption's own version: a set written before a change to zoom blur only keeps
+    its other corruptions and accepts new ones (the whole set had been refused)."""
+    import aprkit.corruptions.api as api
+    from aprkit.corruptions.dataset import write_cifar_c
+
+    x = natural_images(4, 32, seed=3).permute(0, 2, 3, 1).numpy()
+    monkeypatch.setattr(api, "_VERSIONS", {})
+    monkeypatch.setattr("aprkit.corruptions.dataset.corruption_version", lambda n: 7)
+    write_cifar_c(x, tmp_path, ["gaussian_noise"], severities=[1], progress=False)
+    monkeypatch.setattr("aprkit.corruptions.dataset.corruption_version", lambda n: 8 if n == "zoom_blur" else 7)
+    write_cifar_c(x, tmp_path, ["gaussian_noise", "zoom_blur"], severities=[1], progress=False)
+    assert (tmp_path / "zoom_blur.npy").is_file()

@@ -79,7 +79,7 @@ def test_item_seeds_match_numpy_reference() -> None:
 
 
 def test_pinned_values() -> None:
-    # a change here changes every generated corruption: bump aprkit.corruptions.CODE_VERSION
+    # a change here changes every generated corruption: raise aprkit.corruptions.api.BASE_VERSION
     keys = item_seeds(0, "fog", 1, "cifar", [0, 1])
     assert uniform((2, 3), 0.0, 1.0, ItemKeys(keys), CPU).mul(2**24).long().tolist() == [
         [4902292, 12285571, 8834680], [2380207, 16445954, 13251451]]

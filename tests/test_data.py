@@ -463,7 +463,7 @@ def test_order_csv_and_subset_checks(tmp_path: Path) -> None:
         _png(tmp_path / "test" / cls / "x.png", 60 + i)
     bad = {"dup": "index,label,class,path\n0,3,cat,test/cat/x.png\n0,5,dog,test/dog/x.png\n",
            "folder": "index,label,class,path\n0,3,cat,test/dog/x.png\n1,5,dog,test/cat/x.png\n"}
-    for text, match in zip(bad.values(), ["0 .. 1 once each", "not in the folder of its class"], strict=True):
+    for text, match in zip(bad.values(), ["0 .. 1 once each", "lies in the folder of class 'dog'"], strict=True):
         (tmp_path / "test_order.csv").write_text(text)
         with pytest.raises(ValueError, match=match):
             get_dataset(f"cifar10:{tmp_path}")
@@ -475,6 +475,11 @@ def test_order_csv_and_subset_checks(tmp_path: Path) -> None:
     assert attribute_labels(subset(ds, [1])).tolist() == [5]
     with pytest.raises(TypeError, match="integer positions"):
         ds.get_batch(torch.tensor([False, True]))
+    assert ds.get_batch([-1])[1].tolist() == [5]  # negative positions count from the end, as elsewhere
+    flat = tmp_path / "flat"
+    _png(flat / "test" / "a.png", 1)
+    (flat / "test_order.csv").write_text("index,label,class,path\n0,3,cat,test/a.png\n")
+    assert [y for _, y in get_dataset(f"cifar10:{flat}")] == [3]  # a flat layout with a class column loads
 
 
 def test_synthetic_sizes_and_classes_and_archives_kept_on_disk_errors(tmp_path: Path, monkeypatch) -> None:
@@ -496,3 +501,20 @@ def test_synthetic_sizes_and_classes_and_archives_kept_on_disk_errors(tmp_path: 
     with pytest.raises(OSError, match="No space left"):
         sources._extract_or_discard(archive, None, tmp_path / "out", False)
     assert archive.is_file()  # a full disk is no reason to download it again
+
+
+def test_a_corrupt_gzip_archive_is_discarded(tmp_path: Path, monkeypatch) -> None:
+    import gzip
+
+    import aprkit.data.sources as sources
+
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(b"x")
+
+    def bad_crc(*a, **k):
+        raise gzip.BadGzipFile("CRC check failed")
+
+    monkeypatch.setattr(sources, "extract_archive", bad_crc)
+    with pytest.raises(ValueError, match="could not be extracted"):
+        sources._extract_or_discard(archive, None, tmp_path / "out", False)
+    assert not archive.exists()

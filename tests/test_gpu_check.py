@@ -110,6 +110,8 @@ def test_apr_p_goal_is_the_best_of_eager_and_compiled() -> None:
                                              "vs_fft_limit": 0.99},  # graph replay against the eager limit: left out
                                             {"target": "apr_pair", "mode": "reduce-overhead", "batch": 4, "size": 32,
                                              "vs_fft_limit": 0.97, "vs_fft_limit_same_mode": 0.95},
+                                            {"target": "APRPair compile_core", "mode": "max-autotune-no-cudagraphs",
+                                             "batch": 4, "size": 224, "vs_fft_limit": 0.85},  # no graphs: counts
                                             {"target": "apr_pair", "batch": 4, "size": 224,
                                                                      "vs_fft_limit": 0.5}, {"target": "x", "batch": 4, "size": 224},
                                             {"target": "APRSingleBatch compile_core", "mode": "default", "batch": 4,
@@ -118,7 +120,7 @@ def test_apr_p_goal_is_the_best_of_eager_and_compiled() -> None:
     apr = {g["goal"].split(",")[1].split()[2]: g for g in goals(report) if g["goal"].startswith("APR-P core")}
     assert apr["3x32x32"]["value"] == 0.95 and "reduce-overhead" in apr["3x32x32"]["shown"] and apr["3x32x32"]["met"]
     assert "limit in that mode" in apr["3x32x32"]["shown"]
-    assert apr["3x224x224"]["value"] == 0.9 and "eager apr_pair" in apr["3x224x224"]["shown"]
+    assert apr["3x224x224"]["value"] == 0.9 and "eager apr_pair" in apr["3x224x224"]["shown"]  # 0.9 > 0.85
 
 
 def test_frost_fallback_writes_stand_ins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

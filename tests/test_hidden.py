@@ -274,3 +274,5 @@ def test_review_fixes_of_the_hidden_layer_helpers():
     tokens = torch.randn(2, 41, 8)  # one class token and a 5x8 grid
     g, prefix, layout = to_grid(tokens, grid=(5, 8))
     assert g.shape == (2, 8, 5, 8) and prefix.shape == (2, 1, 8) and layout.num_prefix_tokens == 1
+    with pytest.raises(ValueError, match="leaves 61 of the 257 tokens"):
+        to_grid(torch.randn(2, 257, 8), grid=(14, 14))  # a ViT/16 at 256 px given the 224-px grid

@@ -40,11 +40,12 @@ from ._common import as_float, finish
 from ._random import ItemKeys, item_seeds
 from .severity import PRESET_INFO, params, resolve_preset
 
-__all__ = ["CODE_VERSION", "corruption_version", "BENCHMARK", "EXTRA", "CORRUPTIONS", "list_corruptions",
-           "check_name", "corrupt", "corrupt_image", "item_seeds"]
+__all__ = ["CODE_VERSION", "BASE_VERSION", "corruption_version", "BENCHMARK", "EXTRA", "CORRUPTIONS",
+           "list_corruptions", "check_name", "corrupt", "corrupt_image", "item_seeds"]
 
-#: version of the corruption code: bump whenever any corruption's output for a given (seed, item) changes;
-#: it is part of every cache key of a generated corruption
+#: version of the corruption code, raised whenever any corruption's output for a given (seed, item) changes (how:
+#: below, ``BASE_VERSION`` and ``_VERSIONS``); each corruption's own version (:func:`corruption_version`) is part of
+#: every cache key of its generated cells
 #: 3: faster batched path (issue 17); FFT/direct filters, motion blur and elastic grids round differently (a few
 #: uint8 values in 10^5 move by one); per-image seeds draw the same numbers (one generator for a whole batch
 #: draws per CPU chunk, now smaller)
@@ -71,17 +72,20 @@ __all__ = ["CODE_VERSION", "corruption_version", "BENCHMARK", "EXTRA", "CORRUPTI
 #: 8: zoom blur's factors are NumPy's ``arange`` values to the last bit (``severity._arange``): the CIFAR preset's
 #: severity 5 zooms one layer to 33 px instead of 32, as make_cifar_c.py does (mean difference to the script 0.64 ->
 #: 0.49 levels); other zoom factors moved by an ulp at most. Every other corruption is unchanged (its version stays 7)
-CODE_VERSION = 8
-#: the version of each corruption's outputs where it differs from an earlier :data:`CODE_VERSION` (the others' is the
-#: version before the last change): what a cached generated cell is keyed by, so that a change to one corruption
-#: does not recompute the others (:func:`corruption_version`)
-_VERSIONS = {"zoom_blur": 8}
+#:
+#: How to version a change: one that moves every corruption's outputs raises ``BASE_VERSION``; one that moves some
+#: corruptions' outputs gives those names the next version in ``_VERSIONS``. ``CODE_VERSION`` follows (the highest),
+#: and :func:`corruption_version` is what cached generated cells and -C writers' outputs are keyed by, so that a
+#: change to one corruption recomputes that corruption only.
+BASE_VERSION = 7
+_VERSIONS: dict[str, int] = {"zoom_blur": 8}
+CODE_VERSION = max(BASE_VERSION, *_VERSIONS.values())
 
 
 def corruption_version(name: str) -> int:
-    """The version of ``name``'s outputs: the :data:`CODE_VERSION` at which they last changed (7 for every
-    corruption but zoom blur)."""
-    return _VERSIONS.get(name, 7)
+    """The version of ``name``'s outputs: the :data:`CODE_VERSION` at which they last changed (``BASE_VERSION`` for
+    every corruption not in ``_VERSIONS``)."""
+    return max(BASE_VERSION, _VERSIONS.get(name, BASE_VERSION))
 
 #: the 15 corruptions of the CIFAR-10-C / ImageNet-C benchmark, in the published order
 BENCHMARK = (

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ import torch
 from .._io import atomic_write
 from ._frost import texture_digest
 from ._random import item_seeds
-from .api import CODE_VERSION, check_name, corrupt
+from .api import BASE_VERSION, check_name, corrupt, corruption_version
 from .manifest import Manifest, check_batch_size, environment, fingerprint_array, fingerprint_files
 from .severity import check_preset, check_severity, preset_for_size
 
@@ -103,8 +103,20 @@ def _check_unique_targets(targets: Iterable[Path]) -> None:
 def _params(layout: str, seed: int, preset: str, severities: list[int], fingerprint: dict,
             device: str | torch.device, **extra) -> dict:
     return {"layout": layout, "seed": int(seed), "preset": preset, "severities": severities,
-            "code_version": CODE_VERSION, "input": fingerprint,
+            "code_version": BASE_VERSION, "input": fingerprint,
             **environment(device, decodes_files=layout == "imagenet"), **extra}
+
+
+def _with_versions(depends: dict, entries: Mapping[str, str]) -> dict:
+    """``depends`` plus, for each output of a corruption whose outputs changed since the base version
+    (``corruption_version(name)`` above ``BASE_VERSION``), that version: resuming a set written before refuses those
+    outputs only (the parameters keep the base version, so the other corruptions' outputs are reused)."""
+    out = {k: dict(v) for k, v in depends.items()}
+    for entry, name in entries.items():
+        version = corruption_version(name)
+        if version != BASE_VERSION:
+            out.setdefault(entry, {})["code_version"] = version
+    return out
 
 
 def _frost(entries: Sequence[str], frost_dir: str | os.PathLike | None) -> tuple[dict, dict]:
@@ -159,6 +171,7 @@ def write_cifar_c(
     outputs = [f"{name}.npy" for name in names] + (["labels.npy"] if labels is not None else [])
     params = _params("cifar", seed, preset, severities, fingerprint_array(arr, labels), device)
     depends, info = _frost(["frost.npy"] if "frost" in names else [], frost_dir)
+    depends = _with_versions(depends, {f"{name}.npy": name for name in names})
     manifest = Manifest(out, params, outputs, overwrite, depends=depends, info=info)
     if labels is not None and not (manifest.is_complete("labels.npy") and (out / "labels.npy").exists()):
         dtype = np.uint8 if labels.min() >= 0 and labels.max() < 256 else np.int64
@@ -233,6 +246,7 @@ def write_imagenet_c(
     params = _params("imagenet", seed, preset, severities, fingerprint_files([p for p, _ in items], src), device,
                      size=size, quality=int(quality))
     depends, info = _frost([f"frost/{s}" for s in severities] if "frost" in names else [], frost_dir)
+    depends = _with_versions(depends, {f"{name}/{s}": name for name in names for s in severities})
     manifest = Manifest(out, params, [f"{name}/{s}" for name in names for s in severities], overwrite,
                         depends=depends, info=info)
 

@@ -63,11 +63,16 @@ def _csv_classes(order: Path, rows: list[dict[str, str]], name: str) -> list[str
     label; CIFAR-10 gives its ten official names (the CSV's must match them), others need every label from 0 up."""
     names: dict[int, str] = {}
     for r in rows:
-        label, cls = int(r["label"]), r.get("class") or None
-        if cls is not None and Path(r["path"]).parent.name != cls:
-            raise ValueError(f"{order}: image {r['index']} ({r['path']}) is not in the folder of its class {cls!r}")
-        if names.setdefault(label, cls or str(label)) != (cls or str(label)):
+        label = int(r["label"])
+        cls = r.get("class") or str(label)
+        if names.setdefault(label, cls) != cls:
             raise ValueError(f"{order}: label {label} is named both {names[label]!r} and {cls!r}")
+    known = set(names.values())
+    for r in rows:  # a path in the folder of another class (flat or numbered folders are fine)
+        parent, cls = Path(r["path"]).parent.name, names[int(r["label"])]
+        if parent in known and parent != cls:
+            raise ValueError(f"{order}: image {r['index']} ({r['path']}) lies in the folder of class {parent!r} but is "
+                             f"labelled {cls!r}")
     if name == "cifar10":  # the official names, also for a subset of the classes (as for class folders)
         wrong = [(i, c) for i, c in sorted(names.items())
                  if not 0 <= i < 10 or ("class" in rows[0] and CIFAR10_CLASSES[i] != c)]

@@ -125,8 +125,10 @@ class ImageListDataset(Dataset):
         if isinstance(indices, slice):
             indices = np.arange(*indices.indices(len(self)))
         idx = torch.from_numpy(integer_positions(indices))  # a bool mask is refused
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
-            raise IndexError(f"indices must lie in [0, {len(self)}), got {int(idx.min())}..{int(idx.max())}")
+        n = len(self)
+        if idx.numel() and (int(idx.min()) < -n or int(idx.max()) >= n):
+            raise IndexError(f"indices must lie in [-{n}, {n}), got {int(idx.min())}..{int(idx.max())}")
+        idx = torch.where(idx < 0, idx + n, idx)
         if self._cache is None:
             first = self._load(int(idx[0]) if idx.numel() else 0)
             self._cache = torch.empty((len(self), *first.shape), dtype=torch.uint8)

@@ -20,7 +20,9 @@ marker file ``.aprkit-complete`` and is never downloaded again. ``$APRKIT_DOWNLO
 
 from __future__ import annotations
 
+import gzip
 import json
+import lzma
 import os
 import re
 import tarfile
@@ -183,7 +185,7 @@ def _extract_or_discard(archive: Path, md5: str | None, dest: Path, progress: bo
     try:
         extract_archive(archive, dest, progress=progress)
     except (UnreadableArchive, EOFError, zipfile.BadZipFile, tarfile.ReadError, tarfile.CompressionError,
-            zlib.error) as err:
+            zlib.error, gzip.BadGzipFile, lzma.LZMAError) as err:
         # only an unreadable archive is discarded: a full disk, a permission error or a refused member path is
         # reported as it is, and the archive stays
         if md5 is not None:

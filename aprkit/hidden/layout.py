@@ -74,8 +74,11 @@ def to_grid(
         n = x.shape[1]
         if num_prefix_tokens is not None:
             k = int(num_prefix_tokens)
-        elif grid is not None:  # the grid says how many tokens are patches: the rest are prefix tokens
-            k = n - int(grid[0]) * int(grid[1])
+        elif grid is not None:  # the grid says how many tokens are patches: the rest are prefix tokens (at most 8,
+            k = n - int(grid[0]) * int(grid[1])  # as infer_prefix_tokens allows; more means the grid is wrong)
+            if not 0 <= k <= 8:
+                raise ValueError(f"grid {tuple(grid)} leaves {k} of the {n} tokens of {name} as prefix tokens; "
+                                 "pass the patch grid and num_prefix_tokens explicitly")
         else:
             k = infer_prefix_tokens(n)
         if not 0 <= k < n:

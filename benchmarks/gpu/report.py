@@ -76,7 +76,7 @@ def _apr_p_goals(report: dict) -> list[dict[str, Any]]:
         same = row.get("vs_fft_limit_same_mode")
         if isinstance(same, (int, float)):  # a CUDA-graphed core against a CUDA-graphed limit: launch costs out of both
             offer(row["batch"], row["size"], same, f"compiled {row['target']}, {mode}, against the limit in that mode")
-        elif row.get("mode", "default") == "default" or backend != "inductor":
+        elif row.get("mode", "default") not in ("reduce-overhead", "max-autotune") or backend != "inductor":
             offer(row["batch"], row["size"], row.get("vs_fft_limit"), f"compiled {row['target']}, {mode}")
         # a graph-replayed core against the eager limit is left out: replay alone can reach 0.8 when launch-bound
     out = []

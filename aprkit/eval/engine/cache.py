@@ -23,7 +23,7 @@ whole-suite entries and the output folder's suite index all use it, mostly throu
   first N images), ``seed``, ``amp`` (false, or the autocast dtype: float16 on CUDA, bfloat16 elsewhere) and
   ``num_classes`` (when given);
 - the unit's own options, e.g. for a corruption cell the corruption name, severity, preset and
-  ``aprkit.corruptions.CODE_VERSION`` of a generated corruption, or the on-disk -C source's identity; for
+  ``aprkit.corruptions.corruption_version`` of a generated corruption, or the on-disk -C source's identity; for
   a whole suite every evaluation option. Values go through :func:`identity` (datasets by content id, specs
   with resolved paths, callables by ``cache_id``).
 
