@@ -554,3 +554,12 @@ def test_zoom_factors_are_numpys_arange_to_the_last_bit():
     for sev, stop in enumerate([1.06, 1.11, 1.16, 1.21, 1.26], start=1):
         assert params("zoom_blur", sev, "cifar") == tuple(np.arange(1, stop, 0.01).tolist())
     assert params("zoom_blur", 5, "cifar")[-1] == 1.2500000000000002
+
+
+def test_spatter_liquid_bytes_wrap_as_the_scripts_uint8_cast():
+    """(liquid * 255).astype(np.uint8) truncates and wraps values of 256 and more (they had been clamped to 255)."""
+    from aprkit.corruptions.spatter import liquid_bytes
+
+    liquid = torch.tensor([0.0, 0.5, 0.999, 1.0, 1.01, 1.5])
+    expected = (liquid.numpy().astype(np.float64) * 255).astype(np.int64) % 256
+    assert liquid_bytes(liquid).tolist() == expected.astype(float).tolist()

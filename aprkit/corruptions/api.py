@@ -77,8 +77,10 @@ __all__ = ["CODE_VERSION", "BASE_VERSION", "corruption_version", "BENCHMARK", "E
 #: corruptions' outputs gives those names the next version in ``_VERSIONS``. ``CODE_VERSION`` follows (the highest),
 #: and :func:`corruption_version` is what cached generated cells and -C writers' outputs are keyed by, so that a
 #: change to one corruption recomputes that corruption only.
+#: 9: water spatter's 8-bit liquid layer wraps values of 256 and more around and its second box blur rounds to whole
+#: levels, as the scripts' ``astype(np.uint8)`` and ``cv2.blur`` of 8-bit input do (mud spatter is unchanged)
 BASE_VERSION = 7
-_VERSIONS: dict[str, int] = {"zoom_blur": 8}
+_VERSIONS: dict[str, int] = {"zoom_blur": 8, "spatter": 9}
 CODE_VERSION = max(BASE_VERSION, *_VERSIONS.values())
 
 

@@ -12,7 +12,9 @@ hysteresis — identical edge maps to ``cv2.Canny`` 4.11 on test layers; reflect
 truncation/rounding where OpenCV stores uint8; the first box blur sums in float64 and scales by 1/9 as
 ``cv2.blur`` does on float32, so that it truncates to the same levels). One documented
 difference: the distance transform is the exact Euclidean one, where ``cv2.DIST_L2`` with a 5x5 mask
-uses chamfer weights (1, 1.4, 2.1969); the values agree to a few percent before truncation at 20.
+uses chamfer weights (1, 1.4, 2.1969); the values agree to a few percent before truncation at 20. Like the scripts,
+the 8-bit liquid layer wraps values of 256 and more around (their ``astype(np.uint8)``) and the second box blur
+rounds to whole levels (``cv2.blur`` of 8-bit input), since corruption version 9.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ._common import filter2d, mask, pad2d
 from ._random import RandomSource, normal
 from ._separable import gaussian_filter
 
-__all__ = ["spatter", "canny", "equalize_hist", "truncated_distance", "box_blur_levels"]
+__all__ = ["spatter", "canny", "equalize_hist", "truncated_distance", "box_blur_levels", "liquid_bytes"]
 
 _TG22 = 13573  # round(tan(22.5 deg) * 2**15), as in OpenCV's Canny
 _WATER = (175 / 255.0, 238 / 255.0, 238 / 255.0)
@@ -150,6 +152,12 @@ def equalize_hist(img: torch.Tensor) -> torch.Tensor:
     return lut.to(img.dtype).flatten().index_select(0, key).reshape(img.shape)  # integer levels: exact
 
 
+def liquid_bytes(liquid: torch.Tensor) -> torch.Tensor:
+    """The scripts' ``(liquid * 255).astype(np.uint8)`` of a non-negative layer, as float levels: truncation, and
+    values of 256 and more wrap around (as x86 float-to-uint8 casts do)."""
+    return torch.mul(liquid, 255).floor_().remainder_(256)
+
+
 def spatter(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:
     """Water (``c[5] == 0``) or mud (``c[5] == 1``) spatter; ``c = (loc, scale, sigma, threshold,
     intensity / mud blur, kind)`` as in the scripts."""
@@ -158,12 +166,13 @@ def spatter(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.
     liquid = gaussian_filter(liquid, float(c[2]), "replicate")
     liquid = liquid.mul_(mask(liquid, ">=", c[3]))  # zero below the threshold (torch.where is slow on the CPU)
     if c[5] == 0:
-        l8 = torch.mul(liquid, 255).clamp_(0, 255).floor_()
+        l8 = liquid_bytes(liquid)
         dist = truncated_distance(canny(l8, 50, 150), 20)
         dist = box_blur_levels(dist)
         dist = equalize_hist(dist)
         dist = filter2d(dist, _EMBOSS.to(x.device), "reflect101").round_().clamp_(0, 255)
-        dist = filter2d(dist, torch.full((3, 3), 1 / 9, device=x.device), "reflect101")
+        dist = filter2d(dist, torch.full((3, 3), 1 / 9, device=x.device), "reflect101").round_()  # cv2.blur of 8-bit
+        # values: whole levels (a sum / 9 is never half-way)
         m = dist.mul_(l8)  # the scripts multiply the 8-bit liquid layer
         mx = m.amax(dim=(2, 3), keepdim=True)
         m = m.div_(mx.clamp_min(1e-12)).mul_(c[4])  # an all-zero layer stays zero
