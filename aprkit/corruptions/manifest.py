@@ -1,11 +1,12 @@
 """The manifest of a generated -C folder: ``<out>/manifest.json``, written before any output.
 
-It records everything the outputs depend on (layout, seed, preset, severities, ``CODE_VERSION``, an
+It records everything the outputs depend on (layout, seed, preset, severities, the corruptions' base version, an
 input fingerprint, for JPEG trees size and quality, and the ``environment``: the device type, on CUDA its TF32
 and float32 matmul settings, and the torch, Pillow and libjpeg versions, plus torchvision's when image files are
 decoded) and which outputs are complete. Outputs that depend on more record it per output (``depends``: the
-frost outputs the digest of the frost textures; where the textures were read from is kept under ``info``, for
-information only). A rerun into the same folder resumes only when all of these match; otherwise it is refused
+frost outputs the digest of the frost textures, the outputs of a corruption changed since the base version that
+corruption's version; where the textures were read from is kept under ``info``, for information only). A rerun
+into the same folder resumes only when all of these match; otherwise it is refused
 (pick another folder or pass ``overwrite=True`` / ``--overwrite``); a manifest of an older aprkit, which did not
 record some of them, is refused the same way. Outputs are skipped only when the manifest lists them complete.
 Nothing here is public API.

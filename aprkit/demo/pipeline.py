@@ -126,6 +126,7 @@ class SharedCorruptions:
         from ..corruptions import CODE_VERSION
         from ..corruptions._frost import texture_id
 
+        # one source for every cell, so the whole code's version (any corruption's change recomputes the demo's cells)
         return (f"SharedCorruptions({self.test.cache_id}, seed={self.seed}, preset={self.preset}, code={CODE_VERSION}, "
                 f"frost={texture_id()})")
 
