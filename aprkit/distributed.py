@@ -69,8 +69,8 @@ def setup_distributed(device_name: str = "auto") -> DistInfo:
         local_rank = int(os.environ["LOCAL_RANK"])
     elif dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
         # a group the caller made (mp.spawn, no LOCAL_RANK): the GPU it selected, else one per rank on this host
-        local_rank = (torch.cuda.current_device() if torch.cuda.current_device() != 0 or dist.get_rank() == 0
-                      else dist.get_rank() % torch.cuda.device_count())
+        current = torch.cuda.current_device()
+        local_rank = current if current != 0 else dist.get_rank() % torch.cuda.device_count()
     else:
         local_rank = 0
     device = resolve_device(device_name, local_rank)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .arrays import integer_positions
+from .arrays import _as_index_array
 
 __all__ = ["IMG_EXTENSIONS", "read_image", "to_8bit", "pil_to_array", "resize_center_crop", "ImageListDataset",
            "ImageFolderDataset", "find_classes"]
@@ -122,13 +122,8 @@ class ImageListDataset(Dataset):
 
     def _cached_batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """Images ``uint8 (B, C, H, W)`` and labels ``int64 (B,)``, decoding only images not seen before."""
-        if isinstance(indices, slice):
-            indices = np.arange(*indices.indices(len(self)))
-        idx = torch.from_numpy(integer_positions(indices))  # a bool mask is refused
-        n = len(self)
-        if idx.numel() and (int(idx.min()) < -n or int(idx.max()) >= n):
-            raise IndexError(f"indices must lie in [-{n}, {n}), got {int(idx.min())}..{int(idx.max())}")
-        idx = torch.where(idx < 0, idx + n, idx)
+        sel = _as_index_array(indices, len(self))  # positions checked (a bool mask is refused), negatives wrapped
+        idx = torch.from_numpy(np.arange(sel.start, sel.stop) if isinstance(sel, slice) else sel)
         if self._cache is None:
             first = self._load(int(idx[0]) if idx.numel() else 0)
             self._cache = torch.empty((len(self), *first.shape), dtype=torch.uint8)
