@@ -347,6 +347,11 @@ def test_iter_batches_one_contract_on_both_paths(tmp_path: Path, monkeypatch: py
             idx = torch.cat([b[2] for b in iter_batches(ds, 2, shard=True, with_indices=True)])
             assert idx.tolist() == [1, 4, 7, 10]
             assert len(list(iter_batches(ds, 2))) == 6  # shard=False: every sample
+    x0, labels = x.clone(), torch.arange(11)
+    for xb, yb in iter_batches(TensorDataset(x, labels), 4):  # a batch never aliases the dataset
+        xb.zero_()
+        yb.fill_(-1)
+    assert torch.equal(x, x0) and torch.equal(labels, torch.arange(11))
     with pytest.raises(ValueError, match="limit must be a positive number of images"):
         next(iter_batches(fast, 2, limit=0))
     with pytest.raises(ValueError, match="the dataset is empty"):

@@ -131,7 +131,10 @@ class _TensorSource:
     def __call__(self, i: Any) -> tuple[torch.Tensor, torch.Tensor]:
         sel = _as_index_array(i, self.x.shape[0])
         sel_t = sel if isinstance(sel, slice) else torch.from_numpy(sel)
-        return self.x[sel_t], self.y[sel_t].long()
+        # a slice is a view: copy it, so that a caller writing into the batch never changes the dataset (as the
+        # DataLoader path's collated batches and ``ArrayDataset.get_batch`` never alias their source)
+        x, y = self.x[sel_t], self.y[sel_t]
+        return (x.clone() if isinstance(sel, slice) else x), y.to(torch.int64, copy=isinstance(sel, slice))
 
 
 def batch_source(dataset: Dataset) -> Any:
