@@ -38,6 +38,7 @@ __all__ = [
     "RESUME_FREE",
     "RECIPE_VERSION",
     "recipe_version",
+    "apr_s_where",
     "changed_keys",
     "config_from_dict",
     "apply_overrides",
@@ -224,8 +225,16 @@ def recipe_version(cfg: Config) -> int:
     """The latest :data:`RECIPE_VERSION` that changed what ``cfg`` trains: 4 only for APR-S in the DataLoader
     workers with ``random_resized_crop`` (where the crop moved before it), else 3, so that runs the change does not
     touch keep their keys and resume without a warning."""
-    per_image_apr_s = cfg.aug.method in ("apr_s", "apr_sp") and cfg.data.input_path != "gpu"
-    return 4 if per_image_apr_s and cfg.data.random_resized_crop else 3
+    return 4 if apr_s_where(cfg) == "loader" and cfg.data.random_resized_crop else 3
+
+
+def apr_s_where(cfg: Config) -> Literal["loader", "device"] | None:
+    """Where ``cfg`` runs APR-S: per image in the DataLoader workers (``"loader"``), batched on the device
+    (``"device"``), or nowhere (``None``: a method without APR-S)."""
+    if cfg.aug.method not in ("apr_s", "apr_sp"):
+        return None
+    return "device" if cfg.data.input_path == "gpu" else "loader"
+
 #: config keys that do not change a run's trajectory: a resume may differ in them
 RESUME_FREE = frozenset({"train.out", "train.resume", "train.max_steps", "train.progress", "train.tensorboard",
                          "optim.epochs", "train.eval_every", "train.checkpoint_every_steps", "data.test_limit",

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .._checks import dataset_len
 from ..data.loading import SubsetDataset, attribute_labels, batch_source, dataset_tensors
-from .config import Config, expand_env
+from .config import Config, apr_s_where, expand_env
 from .state import derive_seed
 
 __all__ = ["load_datasets", "check_labels", "SubsetDataset", "SeededTransform", "EpochBatches", "cpu_train_transform",
@@ -166,7 +166,7 @@ def cpu_train_transform(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor] |
     steps: list[Callable] = []
     if d.random_resized_crop:  # ImageNet: the reference crops, then recombines (as the device path does)
         steps.append(v2.RandomResizedCrop(d.image_size, antialias=True))
-    if per_image and method in ("apr_s", "apr_sp"):  # CIFAR: the reference recombines, then pads and crops
+    if apr_s_where(cfg) == "loader":  # CIFAR: the reference recombines, then pads and crops
         from ..augment import APRSingle
 
         steps.append(APRSingle(p=cfg.aug.single_p, severity=cfg.aug.severity, dims=cfg.aug.dims))

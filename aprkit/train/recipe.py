@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batch_ops import random_crop, random_hflip, to_float
-from .config import TWO_BATCH_METHODS, Config, resolve_aug_compile
+from .config import TWO_BATCH_METHODS, Config, apr_s_where, resolve_aug_compile
 
 __all__ = ["DeviceAugment", "method_loss", "jsd_loss"]
 
@@ -61,7 +61,7 @@ class DeviceAugment:
         compile_core = resolve_aug_compile(cfg.aug.compile, device)
         self.geometry = gpu and method != "augmix_jsd"  # crop/flip here (else done per image on the CPU)
         self.single: APRSingleBatch | None = None
-        if gpu and method in ("apr_s", "apr_sp"):
+        if apr_s_where(cfg) == "device":
             self.single = _with_generator(APRSingleBatch, generator, p=cfg.aug.single_p, severity=cfg.aug.severity,
                                           dims=cfg.aug.dims, compile_core=compile_core)
         self.pair_op: APRPair | None = None
