@@ -467,11 +467,21 @@ def test_order_csv_and_subset_checks(tmp_path: Path) -> None:
     for i, cls in enumerate(["cat", "dog"]):
         _png(tmp_path / "test" / cls / "x.png", 60 + i)
     bad = {"dup": "index,label,class,path\n0,3,cat,test/cat/x.png\n0,5,dog,test/dog/x.png\n",
-           "folder": "index,label,class,path\n0,3,cat,test/dog/x.png\n1,5,dog,test/cat/x.png\n"}
-    for text, match in zip(bad.values(), ["0 .. 1 once each", "lies in the folder of class 'dog'"], strict=True):
+           "folder": "index,label,class,path\n0,3,cat,test/dog/x.png\n1,5,dog,test/cat/x.png\n",
+           # no class column: CIFAR-10's official folder names are still checked against the labels
+           "no class": "index,label,path\n0,0,test/cat/x.png\n1,1,test/dog/x.png\n",
+           "columns": "index,lbl,path\n0,3,test/cat/x.png\n"}
+    matches = ["0 .. 1 once each", "lies in the folder of class 'dog'",
+               r"test/cat/x\.png\) lies in the folder of class 'cat' but is labelled 'airplane'",
+               r"columns index,label,path \(and optionally class\); found \['index', 'lbl', 'path'\]"]
+    for text, match in zip(bad.values(), matches, strict=True):
         (tmp_path / "test_order.csv").write_text(text)
         with pytest.raises(ValueError, match=match):
             get_dataset(f"cifar10:{tmp_path}")
+    # a spreadsheet's byte-order mark and spaces after the commas are read as the plain header
+    (tmp_path / "test_order.csv").write_text("\ufeffindex, label, class, path\n0, 3, cat, test/cat/x.png\n"
+                                             "1, 5, dog, test/dog/x.png\n", encoding="utf-8")
+    assert [y for _, y in get_dataset(f"cifar10:{tmp_path}")] == [3, 5]
     (tmp_path / "test_order.csv").write_text("index,label,class,path\n0,0,cat,test/cat/x.png\n1,2,dog,test/dog/x.png\n")
     with pytest.raises(ValueError, match="without gaps"):
         get_dataset(f"cifar100:{tmp_path}")

@@ -163,6 +163,20 @@ def test_accuracy_bad_input() -> None:
         M.accuracy(torch.randn(2, 3), torch.tensor([0, 1]), top_k=4)
 
 
+def test_accuracy_ties_follow_argmax() -> None:
+    """Tied top scores count the lowest tied class, as argmax, torchmetrics and the suites' per-cell accuracy do."""
+    from torchmetrics.functional.classification import multiclass_accuracy
+
+    out = torch.tensor([[1.0, 1.0, 1.0, 0.0, 2.0, 2.0]] * 2 + [[3.0, 0.0, 3.0, 3.0, 1.0, 1.0]])
+    assert M.accuracy(out, torch.tensor([4, 5, 0])) == pytest.approx(2 / 3)
+    assert M.topk_correct(out, torch.tensor([5, 2, 3]), (1, 2, 3)).tolist() == [0, 1, 2]  # class 2 ranks 5th in row 2
+    g = torch.Generator().manual_seed(0)
+    q = torch.randint(0, 3, (300, 8), generator=g).float()  # many ties
+    y = torch.randint(0, 8, (300,), generator=g)
+    ref = float(multiclass_accuracy(q, y, num_classes=8, average="micro"))
+    assert M.accuracy(q, y) == pytest.approx(ref) == pytest.approx(float((q.argmax(1) == y).float().mean()))
+
+
 def test_inputs_not_mutated_and_dtype_agnostic() -> None:
     p, y = _probs(200, 5)
     p0, y0 = p.clone(), y.clone()

@@ -68,7 +68,8 @@ def test_reference_lines_feed_the_plot(tmp_path):
     _write(tmp_path / "b.csv", "subject-02", [("cat", "cat", "dog")])
     _write(tmp_path / "m.csv", "resnet50", [("dog", "cat", "dog")] * 3 + [("cat", "cat", "dog")])
     lines = reference_lines(tmp_path)
-    assert lines == {"humans (2 subjects)": pytest.approx(0.875), "resnet50": pytest.approx(0.25)}
+    # the humans' trials pooled (model-vs-human): 4 shape of 5 decisions, not the mean 0.875 of 0.75 and 1
+    assert lines == {"humans (2 subjects)": pytest.approx(0.8), "resnet50": pytest.approx(0.25)}
     results = {"m": {"shape_bias": 0.5, "per_category": {"cat": 0.5}, "references": lines}}
     assert _references(results) == lines
     assert plot_shape_bias(results, tmp_path / "p.png").is_file()

@@ -67,22 +67,25 @@ def _csv_classes(order: Path, rows: list[dict[str, str]], name: str) -> list[str
         cls = r.get("class") or str(label)
         if names.setdefault(label, cls) != cls:
             raise ValueError(f"{order}: label {label} is named both {names[label]!r} and {cls!r}")
-    known = set(names.values())
-    for r in rows:  # a path in the folder of another class (flat or numbered folders are fine)
-        parent, cls = Path(r["path"]).parent.name, names[int(r["label"])]
-        if parent in known and parent != cls:
-            raise ValueError(f"{order}: image {r['index']} ({r['path']}) lies in the folder of class {parent!r} but is "
-                             f"labelled {cls!r}")
+    classes: list[str]
     if name == "cifar10":  # the official names, also for a subset of the classes (as for class folders)
         wrong = [(i, c) for i, c in sorted(names.items())
                  if not 0 <= i < 10 or ("class" in rows[0] and CIFAR10_CLASSES[i] != c)]
         if wrong:
             raise ValueError(f"{order} gives labels and classes {wrong[:3]} that are not CIFAR-10's "
                              f"{list(CIFAR10_CLASSES)} (label i is the i-th name)")
-        return list(CIFAR10_CLASSES)
-    if sorted(names) != list(range(len(names))):  # a missing label would shift every later name
+        classes = list(CIFAR10_CLASSES)
+    elif sorted(names) != list(range(len(names))):  # a missing label would shift every later name
         raise ValueError(f"{order}: labels {sorted(names)[:12]} are not 0 .. {len(names) - 1} without gaps")
-    return [names[i] for i in range(len(names))]
+    else:
+        classes = [names[i] for i in range(len(names))]
+    known = set(classes)  # CIFAR-10's official names also when the CSV has no class column
+    for r in rows:  # a path in the folder of another class (flat or numbered folders are fine)
+        parent, cls = Path(r["path"]).parent.name, classes[int(r["label"])]
+        if parent in known and parent != cls:
+            raise ValueError(f"{order}: image {r['index']} ({r['path']}) lies in the folder of class {parent!r} but is "
+                             f"labelled {cls!r}")
+    return classes
 
 
 def _read_png_tree(root: Path, split: str, name: str, **kw) -> ImageListDataset:
@@ -93,10 +96,14 @@ def _read_png_tree(root: Path, split: str, name: str, **kw) -> ImageListDataset:
     kw.setdefault("cache", kw.get("transform") is None)
     order = root / f"{split}_order.csv"
     if order.is_file():
-        with open(order, newline="") as f:
-            rows = list(csv.DictReader(f))
+        with open(order, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: a spreadsheet's byte-order mark
+            reader = csv.DictReader(f, skipinitialspace=True)
+            if reader.fieldnames is not None:
+                reader.fieldnames = [c.strip() for c in reader.fieldnames]
+            rows = list(reader)
         if not rows or not {"index", "label", "path"} <= set(rows[0]):
-            raise ValueError(f"{order} must have columns index,label,class,path")
+            raise ValueError(f"{order} must have columns index,label,path (and optionally class); found "
+                             f"{list(rows[0]) if rows else 'no rows'}")
         rows.sort(key=lambda r: int(r["index"]))
         if [int(r["index"]) for r in rows] != list(range(len(rows))):  # a cut, duplicated or gapped order
             raise ValueError(f"{order}: the index column must hold 0 .. {len(rows) - 1} once each (the official "

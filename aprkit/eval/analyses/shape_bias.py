@@ -307,11 +307,15 @@ def shape_bias_from_csv(
 
 
 def reference_lines(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> dict[str, float]:
-    """Guide lines for shape-bias plots from raw decision CSVs: ``"humans (N subjects)"`` = mean of the
-    per-subject shape biases of ``subject-*``, then every other subject (a model) by name."""
+    """Guide lines for shape-bias plots from raw decision CSVs: ``"humans (N subjects)"``, the shape bias of the
+    ``subject-*`` trials pooled (their shape decisions over their shape plus texture decisions, as model-vs-human's
+    shape-bias plot analyses its human decision makers together; the mean of per-subject biases differs by about
+    0.1 pp on its data), then every other subject (a model) by name."""
     per = shape_bias_from_csv(paths)
-    humans = [r.shape_bias for k, r in per.items() if k.startswith("subject-") and not math.isnan(r.shape_bias)]
-    lines = {f"humans ({len(humans)} subjects)": sum(humans) / len(humans)} if humans else {}
+    humans = [r for k, r in per.items() if k.startswith("subject-") and not math.isnan(r.shape_bias)]
+    n_shape = sum(r.n_shape_decisions for r in humans)
+    lines = ({f"humans ({len(humans)} subjects)": n_shape / (n_shape + sum(r.n_texture_decisions for r in humans))}
+             if humans else {})
     lines.update({k: r.shape_bias for k, r in per.items()
                   if not k.startswith("subject-") and not math.isnan(r.shape_bias)})
     return lines

@@ -6,8 +6,10 @@ floats. Confidence is the top-label probability ``probs.max(1)``; a sample is co
 equals its label.
 
 Binning conventions
-- ECE uses ``n_bins`` equal-width bins ``[i/n, (i+1)/n)``, the last one closed at 1 (the convention of
-  torchmetrics' ``CalibrationError``), weighted by the fraction of samples in each bin.
+- ECE uses ``n_bins`` equal-width bins ``[i/n, (i+1)/n)``, the last one closed at 1, weighted by the fraction of
+  samples in each bin. torchmetrics' ``CalibrationError`` bins the same way except at a confidence of exactly 1,
+  which it gives a bin of its own; the two differ only when such samples exist (float64 softmax rarely gives them,
+  and on real float32 outputs the values agreed to 1e-6).
 - RMS calibration error (Hendrycks et al.) sorts samples by confidence (stable sort) and cuts them into
   consecutive bins of ``bin_size`` samples; the remainder (``N % bin_size`` samples) joins the last bin, and
   with fewer than ``bin_size`` samples there is one bin. Hendrycks' reference ``calib_err`` leaves the last

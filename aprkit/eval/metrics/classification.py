@@ -23,7 +23,8 @@ def topk_correct(outputs: Any, labels: Any, ks: tuple[int, ...] = (1,)) -> torch
     """Number of correct samples for each ``k`` in ``ks`` (int64 tensor ``(len(ks),)`` on the outputs' device).
 
     ``outputs`` are scores ``(N, K)`` (logits or probabilities; arg-max order is all that matters) or
-    predicted labels ``(N,)`` (then only ``k = 1`` is allowed). Raises on NaN scores or label mismatch.
+    predicted labels ``(N,)`` (then only ``k = 1`` is allowed). Tied scores rank by class index, the lower first
+    (``argmax``'s rule). Raises on NaN scores or label mismatch.
     """
     out = as_tensor(outputs, "outputs")
     if out.ndim == 1:
@@ -42,7 +43,10 @@ def topk_correct(outputs: Any, labels: Any, ks: tuple[int, ...] = (1,)) -> torch
         raise ValueError("outputs contain NaN or infinite values (check the model's logits)")
     y = check_labels_for(labels, out.shape[0], out.shape[1], device=out.device)
     kmax = max(_check_k(k, out.shape[1]) for k in ks)
-    top = out.topk(kmax, dim=1).indices  # (N, kmax)
+    if kmax == 1:  # tied top scores: the first class, as argmax (documented), torchmetrics and the suites decide
+        top = out.argmax(dim=1, keepdim=True)
+    else:  # topk orders tied scores arbitrarily (CPU kernels returned the last); a stable sort keeps index order
+        top = out.sort(dim=1, descending=True, stable=True).indices[:, :kmax]  # (N, kmax)
     hit = top == y[:, None]
     return torch.stack([hit[:, :k].any(dim=1).sum() for k in ks])
 
