@@ -217,6 +217,15 @@ def test_imagenet_c_folder_layout(tmp_path: Path) -> None:
         get_dataset(f"imagenet-c:{tmp_path}", corruption="defocus_blur", severity=2)
     with pytest.raises(FileNotFoundError, match="fog is missing"):
         get_dataset(f"imagenet-c:{tmp_path}", corruption="fog", severity=1)
+    # a severity folder that lacks a class its siblings hold keeps the others' labels, and says so
+    _png(tmp_path / "blur" / "defocus_blur" / "1" / "n00" / "x.png", 99, size=(16, 16))
+    with pytest.warns(RuntimeWarning, match=r"lacks 1 class folder\(s\) that the other severities .* \(n00\)"):
+        ds = get_dataset(f"imagenet-c:{tmp_path}", corruption="defocus_blur", severity=3)
+    assert ds.classes == ["n00", "n01", "n02"] and [y for _, y in ds] == [1, 2]
+    wnids = tmp_path / "w"  # WordNet ids, but neither 1000 nor 200 of them: the labels are local positions
+    _png(wnids / "fog" / "3" / "n01440764" / "a.png", 1, size=(16, 16))
+    with pytest.warns(RuntimeWarning, match="1 WordNet-id class folders, not ImageNet's 1000 .* needs classes="):
+        get_dataset(f"imagenet-c:{wnids}", corruption="fog", severity=3)
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "uniform", "rademacher", "blobs"])

@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -21,7 +23,7 @@ import numpy as np
 from aprkit._checks import nearest_names
 
 from .arrays import ArrayDataset, load_npy
-from .folder import ImageFolderDataset
+from .folder import ImageFolderDataset, find_classes
 from .loading import attribute_labels
 
 __all__ = ["BENCHMARK_CORRUPTIONS", "ALL_CORRUPTIONS", "cifar_c", "imagenet_c", "available_corruptions",
@@ -144,8 +146,9 @@ def imagenet_c(root: str | Path, corruption: str, severity: int, *, classes: Seq
                **kw) -> ImageFolderDataset:
     """One corruption x severity of ImageNet-C / Tiny-ImageNet-C (folder layout), decoded per image.
 
-    ``classes`` fixes the label order (default: sorted wnid folders); extra keywords (``resize``, ``crop``,
-    ``transform``) go to :class:`ImageFolderDataset`.
+    ``classes`` fixes the label order (default: the wnid folders of all the corruption's severities, sorted;
+    warns when this severity lacks some, or when WordNet-id folders number neither 1000 nor 200); extra keywords
+    (``resize``, ``crop``, ``transform``) go to :class:`ImageFolderDataset`.
     """
     root = Path(root).expanduser()
     corruption = _check_corruption(corruption)
@@ -158,7 +161,29 @@ def imagenet_c(root: str | Path, corruption: str, severity: int, *, classes: Seq
     sdir = cdir / str(severity)
     if not sdir.is_dir():
         raise FileNotFoundError(f"{sdir} is missing; expected the -C folder layout {_FOLDER_LAYOUT}")
+    if classes is None:
+        classes = _severity_classes(cdir, sdir)
     return ImageFolderDataset(sdir, classes=classes, **kw)
+
+
+def _severity_classes(cdir: Path, sdir: Path) -> list[str]:
+    """The class folders of every severity of one corruption, sorted: a severity folder that lacks some (a partial
+    copy or extraction) keeps the others at their labels instead of shifting every later one; it warns."""
+    found = set(find_classes(sdir))
+    union = set(found)
+    for sibling in cdir.iterdir():
+        if sibling != sdir and sibling.name in ("1", "2", "3", "4", "5") and sibling.is_dir():
+            union.update(find_classes(sibling))
+    if union != found:
+        missing = sorted(union - found)
+        warnings.warn(f"{sdir} lacks {len(missing)} class folder(s) that the other severities of {cdir.name} hold "
+                      f"({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}): a partial copy? The others "
+                      "keep their labels (sorted over all severities)", RuntimeWarning, stacklevel=3)
+    if len(union) not in (1000, 200) and union and all(re.fullmatch(r"n\d{8}", c) for c in union):
+        warnings.warn(f"{sdir} holds {len(union)} WordNet-id class folders, not ImageNet's 1000 or Tiny-ImageNet's "
+                      "200: labels are positions among these folders, so a model with the full label space needs "
+                      "classes= (its wnids in label order)", RuntimeWarning, stacklevel=3)
+    return sorted(union)
 
 
 def check_matches_clean(corrupted: Any, clean: Any, limit: int | None = None, what: str = "the -C set") -> None:
