@@ -129,6 +129,55 @@ def test_offline_messages(tmp_path):
     assert "offline" in msg and "place it at" in msg
 
 
+def test_http_and_disk_errors_are_not_reported_as_offline(server, tmp_path, monkeypatch):
+    with pytest.raises(DownloadError) as e:
+        download_file(server.url + "/nowhere.bin", tmp_path / "nf.bin", progress=False)
+    msg = str(e.value)
+    assert "answered HTTP 404" in msg and "place it at" in msg and "offline" not in msg and "resume" not in msg
+    server.files["/a.bin"] = b"x" * 5000
+    import builtins
+    import errno as errno_mod
+
+    real_open = builtins.open
+
+    def full_disk(path, mode="r", *a, **k):  # the part file's writes fail as on a full disk
+        f = real_open(path, mode, *a, **k)
+        if str(path).endswith(".part") and "b" in mode and ("w" in mode or "a" in mode):
+            class Full:
+                def __enter__(self):
+                    return self
+
+                def __exit__(self, *exc):
+                    f.close()
+
+                def write(self, chunk):
+                    raise OSError(errno_mod.ENOSPC, "No space left on device")
+            return Full()
+        return f
+
+    monkeypatch.setattr(builtins, "open", full_disk)
+    with pytest.raises(DownloadError) as e:
+        download_file(server.url + "/a.bin", tmp_path / "a.bin", progress=False)
+    monkeypatch.undo()
+    msg = str(e.value)
+    assert "No space left on device" in msg and "free space" in msg and "offline" not in msg
+
+
+def test_tinyimagenet_c_archive_placed_by_hand_is_used_offline(tmp_path):
+    """Offline, the record's checksum cannot be read: the error says where the archive goes, and an archive placed
+    there is then extracted without it (with a warning)."""
+    with pytest.raises(DownloadError, match=r"offline, download https://zenodo\.org/records/2536630/files/Tiny-ImageNet"
+                                            r"-C\.tar elsewhere and place it at .*\.aprkit-downloads-Tiny-ImageNet-C"):
+        ensure_source("tinyimagenet-c", root=tmp_path, download=True, progress=False, mirror="http://127.0.0.1:9")
+    staged = tmp_path / ".aprkit-downloads-Tiny-ImageNet-C"
+    staged.mkdir(exist_ok=True)
+    members = {f"Tiny-ImageNet-C/{c}/{s}/n01443537/test_{s}.JPEG": b"" for c in BENCHMARK_CORRUPTIONS for s in range(1, 6)}
+    (staged / "Tiny-ImageNet-C.tar").write_bytes(_tar(members))
+    with pytest.warns(RuntimeWarning, match="without the published checksum"):
+        path = ensure_source("tinyimagenet-c", root=tmp_path, download=True, progress=False, mirror="http://127.0.0.1:9")
+    assert (path / "fog" / "3" / "n01443537").is_dir() and (path / MARKER).is_file()
+
+
 def test_tinyimagenet_c_checksum_from_zenodo_record(server, tmp_path):
     members = {f"Tiny-ImageNet-C/{c}/{s}/n01443537/test_{s}.JPEG": b"" for c in BENCHMARK_CORRUPTIONS for s in range(1, 6)}
     data = _tar(members)
@@ -303,3 +352,19 @@ def test_zenodo_answer_that_is_not_json_is_a_download_error(server):
     server.files["/api/records/1"] = b"<html>captive portal</html>"
     with pytest.raises(DownloadError, match="could not read the checksums of Zenodo record 1"):
         zenodo_md5("1", "x.tar", api=server.url + "/api/records")
+
+
+def test_cifar_download_offline_is_a_download_error(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision
+
+    from aprkit.data.cifar import cifar_dataset
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "__init__", offline)
+    with pytest.raises(DownloadError, match=r"could not download https://www\.cs\.toronto\.edu/.*cifar-10-python\.tar\.gz "
+                                            r"into .*offline, download it elsewhere and extract it into"):
+        cifar_dataset(tmp_path, download=True)

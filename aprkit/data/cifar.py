@@ -22,6 +22,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .arrays import ArrayDataset
+from .download import DownloadError
 from .folder import ImageFolderDataset, ImageListDataset, find_classes
 
 __all__ = ["CIFAR10_CLASSES", "cifar_dataset"]
@@ -141,7 +142,12 @@ def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", 
         import torchvision
 
         cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-        cls(str(root), train=split == "train", download=True)
+        try:
+            cls(str(root), train=split == "train", download=True)
+        except OSError as e:  # urllib's URLError included: name the file, where it goes and what to do offline
+            raise DownloadError(f"could not download {cls.url} into {root} ({getattr(e, 'reason', e)}). If this "
+                                f"machine is offline, download it elsewhere and extract it into {root} (giving "
+                                f"{binary}), or point at a PNG tree {root}/{{train,test}}/<class>") from e
     if binary.is_dir():
         if kw:  # the binary arrays are read as they are: resize / crop / transform would be silently ignored
             raise ValueError(f"{', '.join(sorted(kw))} apply to the PNG-tree layout only; {binary} holds the binary "

@@ -17,6 +17,7 @@ to and how to supply the file by hand.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import json
@@ -58,6 +59,11 @@ def file_md5(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+#: errors of this machine's files, not of the network (a full disk, a read-only or forbidden folder)
+_LOCAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                           errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR})
 
 
 def _offline_error(url: str, dest: Path, reason: object) -> DownloadError:
@@ -171,8 +177,19 @@ def download_file(
             _stream(url, dest, part, timeout, progress)
         except DownloadError:
             raise
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            raise _offline_error(url, dest, f"{getattr(e, 'reason', e)}; run again to resume from {part}") from e
+        except urllib.error.HTTPError as e:  # the server answered: no network problem, and no part to resume
+            hint = "The server failed: run again later, or" if e.code >= 500 else "If the file has moved,"
+            raise DownloadError(f"{url} answered HTTP {e.code} {e.reason}; nothing more was written to {dest}. {hint} "
+                                f"download it by hand and place it at {dest}") from e
+        except OSError as e:
+            if not isinstance(e, urllib.error.URLError) and e.errno in _LOCAL_ERRNOS:  # this machine's disk
+                raise DownloadError(f"could not write {part} while downloading {url} ({e.strerror}); free space or "
+                                    f"fix the folder's permissions, then run again to resume") from e
+            resume = f"; run again to resume from {part}" if part.is_file() and part.stat().st_size else ""
+            raise _offline_error(url, dest, f"{getattr(e, 'reason', e)}{resume}") from e
+        except http.client.HTTPException as e:
+            resume = f"; run again to resume from {part}" if part.is_file() and part.stat().st_size else ""
+            raise _offline_error(url, dest, f"{e!r}{resume}") from e
         if md5 is not None:
             got = file_md5(part)
             if got != md5.lower():

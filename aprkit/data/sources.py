@@ -26,6 +26,7 @@ import lzma
 import os
 import re
 import tarfile
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from .._io import atomic_write_text
 from .download import (
     DATA_ENV,
     ZENODO_API,
+    DownloadError,
     UnreadableArchive,
     data_root,
     download_file,
@@ -279,8 +281,18 @@ def _fetch(source: Source, target: Path, mirror: str | None, progress: bool, kee
     staging = _staging(target)
     archives = []
     for f in source.files:
-        md5 = _record_md5(f, staging, mirror) if f.md5 is None and f.zenodo is not None else f.md5
         dest = (staging / f.name) if source.inner is not None else (target / f.name)
+        md5 = f.md5
+        if md5 is None and f.zenodo is not None:
+            try:
+                md5 = _record_md5(f, staging, mirror)
+            except DownloadError as e:  # offline: an archive placed by hand is used unchecked, else say where it goes
+                if not dest.is_file():
+                    raise DownloadError(f"{e}. If this machine is offline, download {f.url} elsewhere and place it at "
+                                        f"{dest} (it is then used without the published checksum), or extract it "
+                                        f"into {target}") from e
+                warnings.warn(f"{e}; using the archive already at {dest} without the published checksum",
+                              RuntimeWarning, stacklevel=2)
         try:
             archives.append((download_file(_mirrored(f.url, mirror), dest, md5, progress=progress), md5))
         except ValueError:  # a checksum mismatch: a kept record MD5 may be the wrong one, ask the record again
