@@ -185,6 +185,17 @@ def test_arguments_are_validated_like_albumentations_own_transforms(cls):
         make(p=1.5)
 
 
+def test_pair_partners_as_one_stacked_array(images_u8):
+    """A stacked ``(N, H, W, C)`` array holds N partners (it reached cv2.resize as one 4-D image); anything else
+    that is no image is refused naming the expected forms."""
+    imgs = images_u8.permute(0, 2, 3, 1).numpy()
+    stacked = A.Compose([AlbuAPRPair(p=1.0)], seed=3)(image=imgs[0], apr_metadata=imgs[1:4])["image"]
+    listed = A.Compose([AlbuAPRPair(p=1.0)], seed=3)(image=imgs[0], apr_metadata=list(imgs[1:4]))["image"]
+    assert np.array_equal(stacked, listed)
+    with pytest.raises(ValueError, match=r"list of partner images \(H, W\) or \(H, W, C\).*got str"):
+        A.Compose([AlbuAPRPair(p=1.0)], seed=3)(image=imgs[0], apr_metadata=["x.png"])
+
+
 @pytest.mark.parametrize("bad", ["image", "partner"])
 def test_pair_rejects_float_0_255_like_single(bad, images_u8):
     """A float image or partner holding 0..255 values was recombined silently (about 94 % of the output pixels

@@ -98,8 +98,18 @@ def test_p0_is_identity_and_p1_always_applies(images_f32):
     assert torch.equal(RandomAPRSingle(p_apr=0.5, seed=4)(images_f32), APRSingleBatch(p=0.5, seed=4)(images_f32))
     assert torch.equal(RandomAPRPair(p_apr=1.0, seed=2)(images_f32), APRPair(p=1.0, seed=2)(images_f32))
     assert RandomAPRSingle(0.3).p_apr == 0.3 and RandomAPRSingle(0.3).p == 1.0
-    with pytest.raises(ValueError, match="p"):
+    with pytest.raises(ValueError, match="^p must"):
         RandomAPRSingle(p=1.5)
+    for cls in (RandomAPRSingle, RandomAPRPair):  # APR's own probability is named as the user wrote it
+        with pytest.raises(ValueError, match="^p_apr must be in"):
+            cls(p_apr=1.5)
+
+
+def test_repr_shows_the_apr_settings_and_kornias():
+    a, b = RandomAPRSingle(p_apr=0.1, severity=1, ops=["rotate"], p=0.5), RandomAPRSingle(p_apr=0.9, p=0.5)
+    assert repr(a) != repr(b) and repr(a).startswith("RandomAPRSingle(p_apr=0.1, severity=1.0, ops=1,")
+    assert "p=0.5, p_batch=1.0, same_on_batch=False" in repr(a)
+    assert repr(RandomAPRPair(0.6)).startswith("RandomAPRPair(p_apr=0.6, dims='chw', per_sample=False")
 
 
 def test_same_on_batch_and_container_override(images_f32):

@@ -147,6 +147,11 @@ def test_channels_last_tensors_are_rejected(kind, images_u8):
     assert APRSingleV2(p=1.0, seed=0)(tv_tensors.Image(four[0])).shape == four[0].shape
 
 
+def test_too_few_dims_name_the_single_image_layout():
+    with pytest.raises(ValueError, match=r">= 3 dimensions \(\.\.\., C, H, W\), got shape \(16, 16\)"):
+        APRSingleV2(p=1.0, seed=0)(torch.rand(16, 16))
+
+
 def test_float_0_255_is_rejected(images_u8):
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         APRSingleV2(p=1.0, seed=0)(images_u8.float())

@@ -11,7 +11,10 @@ with ``strict=True``.
 :class:`AlbuAPRSingle` is a dual transform: APR-S's geometric ops (rotate, shear, translate) move masks
 (nearest), boxes and keypoints with the image, following the view whose phase the output keeps (see
 :func:`aprkit.augment.single.single_transform_matrix`). Boxes follow albumentations' ``Affine``: the four
-corners are mapped and the enclosing box is kept (a rotated box grows).
+corners are mapped and the enclosing box is kept (a rotated box grows). A keypoint's angle turns with the image (a
+ray drawn in it keeps pointing along the keypoint, as ``A.RandomRotate90`` turns angles); albumentations 2.0's
+``Affine`` and ``Rotate`` turn angles the opposite way for the same matrix, so a pipeline mixing them with
+``AlbuAPRSingle`` turns keypoint angles in opposite directions.
 """
 
 from __future__ import annotations
@@ -159,11 +162,15 @@ class AlbuAPRPair(ImageOnlyTransform):
             raise ValueError(
                 f"AlbuAPRPair needs partner images: call the pipeline with {self.metadata_key}=[image, ...]"
             )
-        if isinstance(refs, np.ndarray):
-            refs = [refs]
+        if isinstance(refs, np.ndarray):  # one image (H, W[, C]), or a stack (N, H, W, C) of them
+            refs = list(refs) if refs.ndim == 4 else [refs]
         if len(refs) == 0:
             raise ValueError(f"{self.metadata_key} must hold at least one partner image")
         partner = refs[self.py_random.randrange(len(refs))]
+        if not isinstance(partner, np.ndarray) or partner.ndim not in (2, 3):
+            got = f"an array of shape {partner.shape}" if isinstance(partner, np.ndarray) else type(partner).__name__
+            raise ValueError(f"{self.metadata_key} must be a list of partner images (H, W) or (H, W, C), or one "
+                             f"stacked array (N, H, W, C); got {got}")
         h, w = params["shape"][:2]
         if partner.shape[:2] != (h, w):
             import cv2

@@ -71,6 +71,11 @@ class _SeededGate:
     def p_apr(self) -> float:
         return self.core.p
 
+    def __repr__(self) -> str:  # kornia's fields after the core's settings, whose ``p`` is ``p_apr`` here
+        name, _, rest = super().__repr__().partition("(")
+        ours = self.core.extra_repr()
+        return f"{name}({'p_apr=' + ours[2:] if ours.startswith('p=') else ours}, {rest}"
+
     def __batch_prob_generator__(self, batch_shape: tuple[int, ...], p: float, p_batch: float,
                                  same_on_batch: bool) -> torch.Tensor:
         if self.core.generator is None:  # kornia's own draws from the global RNG
@@ -93,7 +98,8 @@ class RandomAPRSingle(_SeededGate, GeometricAugmentationBase2D):
                  p_batch: float = 1.0, same_on_batch: bool = False, keepdim: bool = False) -> None:
         super().__init__(p=check_probability(p, "p"), p_batch=check_probability(p_batch, "p_batch"),
                          same_on_batch=same_on_batch, keepdim=keepdim)
-        self.core = APRSingleBatch(p_apr, severity, ops, dims, generator=generator, seed=seed)
+        self.core = APRSingleBatch(check_probability(p_apr, "p_apr"), severity, ops, dims, generator=generator,
+                                   seed=seed)
         self.flags = {"resample": Resample.BILINEAR, "align_corners": False}
 
     def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
@@ -143,7 +149,7 @@ class RandomAPRPair(_SeededGate, IntensityAugmentationBase2D):
                  p_batch: float = 1.0, same_on_batch: bool = False, keepdim: bool = False) -> None:
         super().__init__(p=check_probability(p, "p"), p_batch=check_probability(p_batch, "p_batch"),
                          same_on_batch=same_on_batch, keepdim=keepdim)
-        self.core = APRPair(p_apr, dims, per_sample, clamp, generator=generator, seed=seed)
+        self.core = APRPair(check_probability(p_apr, "p_apr"), dims, per_sample, clamp, generator=generator, seed=seed)
 
     def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
         params = self.core.generate_parameters(batch_shape)

@@ -34,6 +34,10 @@ class APRSingleV2(v2.Transform):
     ``TypeError``, as ``v2.AugMix`` rejects them: the geometric ops would move the image but not them.
     Other inputs (labels, strings, ...) pass through untouched. ``seed=``: see
     :func:`aprkit.augment.single.worker_generator` (per-worker streams in a ``DataLoader``).
+
+    ``p`` is APR-S's recombination probability (as in :class:`~aprkit.augment.APRSingle` and the reference), not
+    an apply probability like ``v2.RandomErasing``'s: with ``p=0`` the augmentation ops still run. To apply the whole
+    transform with probability ``q``, wrap it: ``v2.RandomApply([APRSingleV2()], p=q)``.
     """
 
     _transformed_types = (tv_tensors.Image, tv_tensors.Video, is_pure_tensor, PIL.Image.Image)
@@ -73,6 +77,8 @@ class APRSingleV2(v2.Transform):
         if not isinstance(inpt, torch.Tensor):
             return self.aprs.apply(inpt, {k: v[:1] for k, v in p.items()})
         plain = inpt.as_subclass(torch.Tensor)
+        if plain.ndim < 3:
+            check_image_tensor(plain, "image", min_ndim=3, check_finite=False)  # names (C, H, W): raises
         if plain.ndim == 3:
             out = self.aprs.apply(plain, {k: v[:1] for k, v in p.items()})
         else:  # the layout check of APRSingle.apply, which the batched path does not pass through
