@@ -160,6 +160,10 @@ def _as_label_indices(values: object, name: str, categories: Sequence[str], abst
 class ShapeBiasResult:
     """Shape bias and its parts; rates are over the conflicting stimuli (shape != texture).
 
+    ``shape_match`` / ``texture_match`` divide by the conflicting stimuli only; model-vs-human's
+    ``fraction-correct-shape`` / ``-texture`` divide by all stimuli, the 80 with shape == texture included, so theirs
+    are smaller by that share (``shape_bias`` is the same in both).
+
     ``per_category`` maps each shape category to its own shape bias (NaN where the model made no shape
     or texture decision for it); ``per_category_counts`` holds ``(shape decisions, texture decisions, n)``.
     """

@@ -1,8 +1,11 @@
 """Calibration on clean and corrupted data: ECE, RMS calibration error, NLL, Brier, reliability diagrams.
 
 Shares its forward passes with the corruption suite (the same cached cells). Corrupted numbers are the
-mean over the evaluated (corruption, severity) cells (the AugMix/Hendrycks convention for CIFAR-10-C),
-and ``pooled_ece`` is the ECE of all corrupted predictions pooled into one set of bins. Set the option
+mean over the evaluated (corruption, severity) cells, each computed on its own images, as corruption error is
+averaged; ``pooled_ece`` is the ECE of all corrupted predictions pooled into one set of bins. Neither the APR
+nor the AugMix repository publishes its corrupted-calibration code, so a paper's figure may pool differently (e.g.
+per corruption over its five severities, then the mean of the 15); calibration error is not linear, so such
+figures are comparable in direction, not to the decimal. Set the option
 ``calibration_corrupted=False`` to measure clean data only.
 
 Conventions (from ``aprkit.eval.metrics``): ECE uses 15 equal-width bins weighted by bin mass; RMS
