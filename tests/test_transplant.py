@@ -432,3 +432,74 @@ def test_whole_swap_control_flags_sites_inside_a_residual_branch(setup) -> None:
     inner = _row(transplant_test(model, x, ["blocks.1:relu"], site="output", call_index=0, n_pairs=40))
     assert inner["whole_swap_follow"] < 0.9
     assert any(f.startswith("partial") for f in inner["flags"])
+
+
+def test_parameter_free_channels_last_sites_compiled_models_and_patch_tokens():
+    """A parameter-free module inside a channels-last MLP is judged by the MLP (it was read as (B, C, H, W)); a
+    compiled model is tested through the module it wraps (its hooks never ran: the test crashed); the patch
+    embedding's tokens, which come before the class token is prepended, need no grid= (the model's prefix count
+    made them 63 tokens); a squeeze-excite gate's activation or timm's own GELU are found as block activations."""
+    import timm
+    import torchvision
+    from torch import nn
+
+    from aprkit.eval.analyses.transplant import transplant_test
+    from aprkit.hidden import attach
+    from aprkit.hidden.sites import Site, last_activation_site
+
+    class ChannelsLastMLP(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Dropout(0.0), nn.Linear(16, 8))
+            self.head = nn.Linear(8, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = self.stem(x).permute(0, 2, 3, 1)
+            return self.head((z + self.mlp(z)).mean((1, 2)))
+
+    torch.manual_seed(0)
+    model = ChannelsLastMLP().eval()
+    with torch.no_grad():
+        model.head.weight.mul_(50)
+    x = natural_images(24, 12, seed=3)
+    with pytest.raises(ValueError, match=r"channels-last activations of shape \(\d+, 12, 12, 16\)"):
+        transplant_test(model, x, ["mlp.2"], n_pairs=4, batch_size=8)
+    with attach(model.train(), ["mlp.1"], p=1.0), pytest.raises(ValueError, match="channels-last"):
+        model(x[:4].float() / 255)
+    model.eval()
+    compiled = torch.compile(model, backend="eager")
+    with pytest.raises(ValueError, match="compiled"):
+        attach(compiled, ["stem"])
+    plain = transplant_test(model, x, ["stem"], n_pairs=4, batch_size=8)
+    assert transplant_test(compiled, x, ["_orig_mod.stem"], n_pairs=4, batch_size=8)["rows"] == plain["rows"]
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=4, embed_dim=32, depth=1,
+                            num_heads=2, num_classes=4).eval()
+    with torch.no_grad():
+        vit.head.weight.normal_(0, 5)  # timm starts the head at zero: one class for every image
+    rows = transplant_test(vit, natural_images(16, 32, seed=1), ["patch_embed", "blocks.0"], n_pairs=4,
+                           batch_size=8)["rows"]
+    assert [r["shape"] for r in rows][:1] == [[32, 8, 8]] and len(rows) == 2
+    with attach(vit.train(), ["patch_embed", "blocks.0"], p=1.0, generator=torch.Generator().manual_seed(0)):
+        vit(torch.rand(2, 3, 32, 32))
+    se_net = torchvision.models.mobilenet_v3_small()
+    assert last_activation_site(se_net, "features.1") == Site("features.1.block.0.2", "input", -1)
+    gelu = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 1), timm.layers.activations.GELU(), nn.Conv2d(4, 4, 1)))
+    assert last_activation_site(gelu, "0") == Site("0.1", "input", -1)
+
+
+def test_attach_warns_that_checkpointing_does_not_restore_a_generator():
+    import warnings
+
+    from torch import nn
+
+    from aprkit.hidden import attach
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 2, 1)).train()
+    net.grad_checkpointing = True  # timm's flag
+    with attach(net, ["0"], p=1.0, generator=torch.Generator().manual_seed(0)), \
+            pytest.warns(RuntimeWarning, match="activation checkpointing does not restore"):
+        net(torch.rand(4, 3, 8, 8))
+    with attach(net, ["0"], p=1.0), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net(torch.rand(4, 3, 8, 8))

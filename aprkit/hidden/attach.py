@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from .. import fourier
 from .feature_apr import FeatureAPR, Lam
-from .layout import check_channels_first
+from .layout import check_channels_first, enclosing_modules, site_prefix_tokens
 from .sites import resolve_module
 
 __all__ = ["attach", "AttachHandle", "token_layout"]
@@ -84,9 +85,14 @@ def attach(
         layers = [layers]
     if not layers:
         raise ValueError("layers must name at least one module, e.g. ['layer2', 'layer3']")
+    if isinstance(model, torch._dynamo.eval_frame.OptimizedModule):  # its compiled graph never runs later hooks
+        raise ValueError("model is compiled (torch.compile): hooks attached now would not run in its compiled graph. "
+                         "attach to the module before compiling it, e.g. attach(model, ...) then torch.compile(model)")
     auto_k, auto_grid = token_layout(model)
+    model_k = auto_k if num_prefix_tokens is None else None  # the model's count, fitted per output (patch_embed: 0)
     k = num_prefix_tokens if num_prefix_tokens is not None else auto_k
     grid = grid if grid is not None else auto_grid
+    warned: list[bool] = []
     resolved: list[tuple[str, nn.Module]] = []
     for name in layers:
         if ":" in name:
@@ -113,8 +119,16 @@ def attach(
                     f"FeatureAPR needs a feature map (B, C, H, W) or tokens (B, N, D)"
                 )
             if out.ndim == 4 and tuple(out.shape[1:]) not in checked:  # a (B, H, W, C) map would mix channels
-                check_channels_first(mod, tuple(out.shape), f"layer {full!r} output")
+                check_channels_first(enclosing_modules(model, full), tuple(out.shape), f"layer {full!r} output")
                 checked.add(tuple(out.shape[1:]))
+            if out.ndim == 3 and model_k is not None:
+                apr.num_prefix_tokens = site_prefix_tokens(out.shape[1], model_k, grid)
+            if apr.generator is not None and not warned and getattr(model, "grad_checkpointing", False):
+                warned.append(True)
+                warnings.warn("FeatureAPR draws from generator=, which activation checkpointing does not restore: the "
+                              "recomputed forward draws other partners, so the gradients belong to another "
+                              "recombination; with checkpointing use the global RNG (generator=None, seeded with "
+                              "torch.manual_seed)", RuntimeWarning, stacklevel=2)
             return apr(out)
 
         hooks.append(module.register_forward_hook(hook))

@@ -9,12 +9,14 @@ reshaped to ``(B, D, h, w)``. :func:`to_grid` and :func:`from_grid` are exact in
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["GridLayout", "to_grid", "from_grid", "infer_prefix_tokens", "check_channels_first"]
+__all__ = ["GridLayout", "to_grid", "from_grid", "infer_prefix_tokens", "check_channels_first", "enclosing_modules",
+           "site_prefix_tokens"]
 
 
 @dataclass(frozen=True)
@@ -115,14 +117,35 @@ def from_grid(g: torch.Tensor, prefix: torch.Tensor | None, layout: GridLayout) 
     return torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
 
 
-def check_channels_first(module: nn.Module, shape: tuple[int, ...], where: str) -> None:
-    """Refuse a 4-D activation ``shape`` of ``module`` (the module around the site) that looks channels-last,
-    ``(B, H, W, C)`` as in ConvNeXt MLPs and Swin stages: none of the module's convolution or batch-norm channel counts
-    is ``shape[1]`` while one of its Linear / LayerNorm feature sizes is ``shape[3]``. Read as ``(B, C, H, W)``, such a
-    map would put the channels into the Fourier transform (and the DC-only control would keep row means)."""
-    if len(shape) != 4:
-        return
-    first, last = set(), set()
+def site_prefix_tokens(n_tokens: int, model_k: int | None, model_grid: tuple[int, int] | None) -> int | None:
+    """The prefix-token count of one token output of ``n_tokens`` when the model states ``model_k`` (and perhaps its
+    patch grid): ``model_k`` where the rest fits the grid (or a square), else 0 where all the tokens do (an output
+    from before the class / register tokens are prepended, such as the patch embedding's); otherwise ``model_k``
+    (:func:`to_grid` then names the mismatch). ``None`` when the model states nothing (``to_grid`` infers)."""
+    if model_k is None:
+        return None
+
+    def fits(rest: int) -> bool:
+        if model_grid is not None:
+            return rest == int(model_grid[0]) * int(model_grid[1])
+        return rest >= 4 and math.isqrt(rest) ** 2 == rest
+
+    if fits(n_tokens - model_k):
+        return model_k
+    return 0 if fits(n_tokens) else model_k
+
+
+def enclosing_modules(model: nn.Module, path: str) -> list[nn.Module]:
+    """The module at ``path`` and its ancestors up to ``model``, innermost first."""
+    parts = path.split(".") if path else []
+    return [model.get_submodule(".".join(parts[:i])) for i in range(len(parts), -1, -1)]
+
+
+def _channel_sizes(module: nn.Module) -> tuple[set[int], set[int]]:
+    """Channel counts of ``module``'s channels-first layers (conv, batch / group norm) and feature sizes of its
+    last-axis layers (Linear, LayerNorm)."""
+    first: set[int] = set()
+    last: set[int] = set()
     for m in module.modules():
         if isinstance(m, nn.modules.conv._ConvNd):
             first |= {m.in_channels, m.out_channels}
@@ -134,6 +157,31 @@ def check_channels_first(module: nn.Module, shape: tuple[int, ...], where: str) 
             last |= {m.in_features, m.out_features}
         elif isinstance(m, nn.LayerNorm) and m.normalized_shape:
             last.add(int(m.normalized_shape[-1]))
+    return first, last
+
+
+def check_channels_first(modules: nn.Module | Sequence[nn.Module], shape: tuple[int, ...], where: str) -> None:
+    """Refuse a 4-D activation ``shape`` that looks channels-last, ``(B, H, W, C)`` as in ConvNeXt MLPs and Swin stages.
+
+    ``modules``: the module around the site, or it and its ancestors innermost first (:func:`enclosing_modules`); the
+    innermost one with any convolution, norm or Linear layer decides (a parameter-free activation inside a ConvNeXt
+    MLP is judged by that MLP). Channels-last: that module declares ``output_fmt`` NHWC (timm's patch embedding with
+    dynamic image sizes), or none of its convolution or batch-norm channel counts is ``shape[1]`` while one of its
+    Linear / LayerNorm feature sizes is ``shape[3]``. Read as ``(B, C, H, W)``, such a map would put the channels into
+    the Fourier transform (and the DC-only control would keep row means)."""
+    if len(shape) != 4:
+        return
+    chain = [modules] if isinstance(modules, nn.Module) else list(modules)
+    if chain and str(getattr(chain[0], "output_fmt", "")).upper().endswith("NHWC"):
+        raise ValueError(f"{where} holds channels-last activations of shape {tuple(shape)} (B, H, W, C): the module "
+                         "declares output_fmt NHWC. Hidden-layer Fourier codes read (B, C, H, W) maps; pick a site "
+                         "whose activation is (B, C, H, W)")
+    first: set[int] = set()
+    last: set[int] = set()
+    for module in chain:
+        first, last = _channel_sizes(module)
+        if first or last:
+            break
     if shape[3] in last and shape[1] not in first:
         raise ValueError(
             f"{where} holds channels-last activations of shape {tuple(shape)} (B, H, W, C): its Linear / LayerNorm "

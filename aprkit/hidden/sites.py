@@ -17,6 +17,7 @@ A *site* is where an activation is read or replaced:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +51,25 @@ FUNCTIONAL_OPS: dict[str, tuple[Callable, ...]] = {
 }
 _ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Hardswish, nn.PReLU, nn.ELU, nn.SELU,
                        nn.CELU, nn.Mish)
+#: class names of other libraries' activation modules (timm's GELU, GELUTanh, QuickGELU, Swish, HardSwish, ...)
+_ACTIVATION_NAMES = frozenset({"relu", "relu6", "gelu", "gelutanh", "quickgelu", "silu", "swish", "hardswish",
+                               "hardswishme", "swishme", "leakyrelu", "prelu", "elu", "selu", "celu", "mish", "mishme"})
+#: squeeze-excite gates: their activations act on pooled (B, C, 1, 1) vectors, not on the block's feature map
+_GATE = re.compile(r"squeeze|excit|^se$|^se\d|semodule|seblock", re.IGNORECASE)
+
+
+def _is_activation(m: nn.Module) -> bool:
+    return isinstance(m, _ACTIVATION_MODULES) or type(m).__name__.lower() in _ACTIVATION_NAMES
+
+
+def _in_gate(mod: nn.Module, name: str) -> bool:
+    """Whether module ``name`` of ``mod`` lies inside a squeeze-excite (or other gating) submodule."""
+    parts = name.split(".")[:-1]
+    for i in range(len(parts)):
+        sub = mod.get_submodule(".".join(parts[:i + 1]))
+        if _GATE.search(parts[i]) or _GATE.search(type(sub).__name__):
+            return True
+    return False
 
 
 class StopForward(Exception):
@@ -126,10 +146,11 @@ def list_blocks(model: nn.Module) -> list[str]:
 
 
 def last_activation_site(model: nn.Module, block: str) -> Site:
-    """The pre-activation site of a block's last nonlinearity: its last activation module, or the
+    """The pre-activation site of a block's last nonlinearity: its last activation module (torch's or another
+    library's, e.g. timm's ``GELU``; not one inside a squeeze-excite gate, which acts on pooled vectors), or the
     functional ``relu`` called inside it (``"<block>:relu"``) when it has none; the last call."""
     full, mod = resolve_module(model, block)
-    acts = [n for n, m in mod.named_modules() if isinstance(m, _ACTIVATION_MODULES)]
+    acts = [n for n, m in mod.named_modules() if n and _is_activation(m) and not _in_gate(mod, n)]
     if acts:
         return Site(f"{full}.{acts[-1]}", "input", -1)
     return Site(f"{full}:relu", "input", -1)

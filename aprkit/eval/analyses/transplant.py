@@ -44,7 +44,7 @@ from ...fourier import Dims
 from ...hidden import codes as C
 from ...hidden.attach import token_layout
 from ...hidden.capture import FrontSkip, capture, count_calls, front_blocks, predict_intervened
-from ...hidden.layout import check_channels_first, from_grid, to_grid
+from ...hidden.layout import check_channels_first, enclosing_modules, from_grid, site_prefix_tokens, to_grid
 from ...hidden.sites import Site, last_activation_site, list_blocks, resolve_module
 from .transplant_data import Data, load_data, read_folder
 from .transplant_tables import plot_sweep, sweep_markdown
@@ -130,8 +130,12 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
     path = site.module_path  # the module around the activation: the site's own, or its parent for a module's input
     if site.site == "input" and site.op is None:
         path = path.rsplit(".", 1)[0] if "." in path else ""
-    _, around = resolve_module(model, path)
-    check_channels_first(around, tuple(acts.shape), f"layer {site.layer!r} {site.site}")
+    full, _ = resolve_module(model, path)
+    check_channels_first(enclosing_modules(model, full), tuple(acts.shape), f"layer {site.layer!r} {site.site}")
+    layout_kw = dict(layout_kw)
+    model_k = layout_kw.pop("model_prefix_tokens", None)
+    if model_k is not None and acts.ndim == 3:  # the model's prefix count, unless this output has none (patch_embed)
+        layout_kw["num_prefix_tokens"] = site_prefix_tokens(acts.shape[1], model_k, layout_kw["grid"])
     g0, _, layout = to_grid(acts[:1], **layout_kw, name=f"layer {site.layer!r} {site.site}")
     a_idx, b_idx, order = pairs
     ctrl = order[:n_control]
@@ -254,10 +258,21 @@ def _prepare(model, data, labels, n_pairs, generator, batch_size, max_images, nu
     pairs = (*sample_disagreeing_pairs(clean, n_pairs, gen), torch.randperm(images.shape[0], generator=gen))
     k, auto_grid = token_layout(model)
     layout_kw = {"num_prefix_tokens": num_prefix_tokens if num_prefix_tokens is not None else k,
-                 "grid": grid if grid is not None else auto_grid, "allow_complex": True}
+                 "grid": grid if grid is not None else auto_grid, "allow_complex": True,
+                 "model_prefix_tokens": k if num_prefix_tokens is None else None}
     info = {"n_images": int(images.shape[0]), "n_pairs": int(n_pairs), "num_outputs": int(logits.shape[1]),
             "clean_accuracy": _rate(clean, labels) if labels is not None else None}
     return images, labels, device, clean, pairs, layout_kw, info
+
+
+def _uncompiled(model: nn.Module, layers: Any) -> tuple[nn.Module, Any]:
+    """Hooks do not run inside a ``torch.compile`` graph: the tests run the module it wraps (the same weights), whose
+    layer names lack the ``_orig_mod.`` prefix."""
+    if not isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
+        return model, layers
+    if isinstance(layers, str):
+        return model._orig_mod, (layers if layers == "all" else layers.removeprefix("_orig_mod."))
+    return model._orig_mod, [name.removeprefix("_orig_mod.") for name in layers]
 
 
 def transplant_test(
@@ -302,6 +317,7 @@ def transplant_test(
 
     if isinstance(layers, str):
         layers = [layers]
+    model, layers = _uncompiled(model, layers)
     codes = _as_codes(code)
     _check_prefix_tokens(prefix_tokens)
     sites = [Site(name, site, call_index) for name in layers]  # type: ignore[arg-type]
@@ -350,6 +366,7 @@ def layer_sweep(
     """
     from tqdm.auto import tqdm
 
+    model, layers = _uncompiled(model, layers)
     blocks = list_blocks(model) if layers == "all" else ([layers] if isinstance(layers, str) else list(layers))
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
@@ -420,6 +437,7 @@ def _sweep_key(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | No
     from ..engine.cache import identity, model_fingerprint
 
     parts = {"v": SWEEP_CACHE_VERSION, "model": model_fingerprint(model, reuse=False), "images": identity(images),
-             "labels": identity(labels), "pairs": identity(list(pairs)), "layout": identity(layout_kw),
+             "labels": identity(labels), "pairs": identity(list(pairs)),
+             "layout": identity({k: v for k, v in layout_kw.items() if k != "model_prefix_tokens"}),  # implied
              "codes": list(codes), **{k: identity(v) for k, v in opts.items() if k != "batch_size"}}
     return json.dumps(parts, sort_keys=True)
