@@ -499,3 +499,100 @@ def test_fingerprint_of_a_wrapped_model_is_the_models():
     model they wrap."""
     m = Tiny()
     assert model_fingerprint(nn.DataParallel(m)) == model_fingerprint(m)
+
+
+def test_fingerprint_holds_lists_tensors_functions_and_hooks():
+    """What a forward may read besides parameters and buffers: a list or dict setting, a tensor kept as a plain
+    attribute, a function attribute and forward (pre-)hooks (they were left out: the cache returned the previous
+    model's numbers). Two models built the same way share their fingerprint."""
+    class Wrapped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner, self.mean, self.gain, self.act = Tiny(), [0.5, 0.5, 0.5], torch.tensor(1.0), torch.relu
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.act(self.inner(x - torch.tensor(self.mean)[:, None, None]) * self.gain)
+
+    base = model_fingerprint(Wrapped())
+    assert model_fingerprint(Wrapped()) == base
+    for change in (lambda m: setattr(m, "mean", [0.3] * 3), lambda m: setattr(m, "gain", torch.tensor(-1.0)),
+                   lambda m: setattr(m, "act", torch.tanh), lambda m: m.gain.fill_(2.0),
+                   lambda m: m.register_forward_hook(lambda mod, args, out: -out),
+                   lambda m: m.inner.register_forward_pre_hook(lambda mod, args: (args[0].flip(-1),))):
+        m = Wrapped()
+        change(m)
+        assert model_fingerprint(m) != base
+    flip = lambda mod, args: (args[0].flip(-1),)  # noqa: E731
+    a, b = Wrapped(), Wrapped()
+    a.register_forward_pre_hook(flip)
+    b.register_forward_pre_hook(flip)
+    assert model_fingerprint(a) == model_fingerprint(b) != base
+
+
+def test_data_changed_in_place_and_rewritten_png_files_are_evaluated_again(tmp_path):
+    """A dataset object edited between two evaluate calls, and a CIFAR PNG tree whose images were rewritten in place
+    (three levels down, where the folder scan did not look), get new ids: their cells are computed again."""
+    import os
+
+    from PIL import Image
+
+    ds = small_data(16)
+    kw = dict(CELL, out_dir=tmp_path / "out")
+    first = evaluate(Tiny(), data=ds, **kw).models["Tiny"]["corruption"]["clean"]["accuracy"]
+    with torch.no_grad():
+        ds.labels[:] = Tiny()(ds.images.float() / 255).argmax(1)  # in place: now every label is the prediction
+    assert first < 1.0 and evaluate(Tiny(), data=ds, **kw).models["Tiny"]["corruption"]["clean"]["accuracy"] == 1.0
+    img = tmp_path / "test" / "cat" / "0.png"
+    img.parent.mkdir(parents=True)
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(img)
+    before = dataset_id(f"cifar10:{tmp_path}", "test")
+    st = img.stat()
+    Image.new("RGB", (8, 8), (90, 20, 30)).save(img)  # same size on disk, rewritten in place
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    os.utime(img.parent, ns=(st.st_atime_ns, st.st_mtime_ns))  # the class folder's time as before
+    assert dataset_id(f"cifar10:{tmp_path}", "test") != before
+
+
+def test_two_runs_into_one_folder_keep_each_others_suites_and_a_bad_record_is_recomputed(tmp_path):
+    """Two processes evaluating into one folder add up (each save replayed its changes on the index it had read at
+    its start, dropping the other's); a cache record edited by hand is computed again instead of crashing."""
+    from aprkit.eval.engine.cache import ResultCache
+    from aprkit.eval.engine.outdir import SuiteIndex
+
+    a, b = SuiteIndex(tmp_path), SuiteIndex(tmp_path)  # both read the empty folder
+    a.want([("A", "corruption")])
+    a.save()
+    b.want([("B", "ood")])
+    b.add({"model": "B", "suite": "ood", "value": {"x": 1}, "fingerprint": "f"})
+    b.save()
+    a.add({"model": "A", "suite": "corruption", "value": {"x": 2}, "fingerprint": "g"})
+    a.save()
+    again = SuiteIndex(tmp_path)
+    assert sorted((e["model"], e["suite"]) for e in again.entries) == [("A", "corruption"), ("B", "ood")]
+    assert again.pending == []
+    cache = ResultCache(tmp_path / "cache")
+    cache.put("k", {"v": 1})
+    for bad in ({"key": "k"}, {"key": "k", "value": [1, 2]}):
+        cache.path_for("k").write_text(json.dumps(bad))
+        assert cache.get("k") is None
+
+
+def test_report_of_a_relabelled_model_is_refreshed_before_the_new_run_ends(tmp_path):
+    """When a label now names other weights, the report drops their numbers at once (a run killed later had left the
+    old weights' report in place while results.json had withdrawn it)."""
+    kw = dict(CELL, out_dir=tmp_path, model_id="L")
+    evaluate(Tiny(), data=small_data(16), **kw)
+    assert "L" in (tmp_path / "report.md").read_text()
+    seen = []
+
+    def killed(mod, args):  # as SIGKILL at the first forward: no except clause runs after it
+        seen.append((tmp_path / "report.md").exists())
+        raise SystemExit
+
+    m = Tiny()
+    with torch.no_grad():
+        m.fc.bias.add_(1.0)  # other weights under the same label
+    m.register_forward_pre_hook(killed)
+    with pytest.raises(SystemExit):
+        evaluate(m, data=small_data(16), **kw)
+    assert seen == [False]  # nothing finished is left under L before the work starts: no report of withdrawn numbers

@@ -34,19 +34,17 @@ class Tiny(nn.Module):
         self._calls = 0  # private: counters are not part of the weights fingerprint (plain public attributes are)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._calls >= getattr(self, "_fail_after", float("inf")):
+            raise KeyboardInterrupt("simulated kill")
         self._calls += 1
         return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
 def broken_tiny(fail_after: int) -> Tiny:
-    """A Tiny (same class and weights, so the same cache identity) that raises after ``fail_after`` forward calls."""
-
-    def kill(module: Tiny, args: tuple) -> None:
-        if module._calls >= fail_after:
-            raise KeyboardInterrupt("simulated kill")
-
+    """A Tiny (same class, weights and hooks, so the same cache identity) that raises after ``fail_after`` forward
+    calls (the limit is private: private attributes are not part of the fingerprint, hooks are)."""
     model = Tiny()
-    model.register_forward_pre_hook(kill)
+    model._fail_after = fail_after
     return model
 
 
@@ -496,11 +494,7 @@ def test_sixteen_bit_pngs_are_read_as_8_bit(tmp_path):
 
 
 def _interrupt_after(model: nn.Module, calls: int) -> nn.Module:
-    def kill(mod: nn.Module, args: tuple) -> None:
-        if mod._calls >= calls:
-            raise KeyboardInterrupt("simulated Ctrl-C")
-
-    model.register_forward_pre_hook(kill)
+    model._fail_after = calls  # a Tiny raises KeyboardInterrupt at that forward call
     return model
 
 

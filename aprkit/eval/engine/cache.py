@@ -37,11 +37,13 @@ computed every time and never cached.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
 import re
+import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -257,18 +259,63 @@ _ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
 _PLAIN = (bool, int, float, str, type(None))
 
 
-def _plain(value: Any) -> bool:
-    return isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value))
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Numbers, strings and None, and lists, tuples and string-keyed dicts of them (nested a few levels)."""
+    if isinstance(value, _PLAIN):
+        return True
+    if depth > 4:
+        return False
+    if isinstance(value, (tuple, list)):
+        return all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _callable_id(f: Any) -> str | None:
+    """What a function attribute or hook computes, the same text in every process: its qualified name, for Python
+    functions also a hash of its code, constants and plain closure values; for callable objects their class and plain
+    public attributes. ``None`` for anything else."""
+    if isinstance(f, functools.partial):
+        inner = _callable_id(f.func)
+        args = [a if _plain(a) else type(a).__name__ for a in f.args]
+        kwargs = {k: v if _plain(v) else type(v).__name__ for k, v in f.keywords.items()}
+        return f"partial({inner}, {args!r}, {kwargs!r})"
+    if isinstance(f, types.MethodType):
+        return f"{type(f.__self__).__qualname__}.{_callable_id(f.__func__)}"
+    if isinstance(f, types.FunctionType):
+        code = f.__code__
+        closure = [c.cell_contents if _plain(c.cell_contents) else type(c.cell_contents).__name__
+                   for c in (f.__closure__ or ())]
+        text = _ADDRESS.sub("0x?", repr((code.co_code, code.co_consts, code.co_names, closure)))
+        return f"{f.__module__}.{f.__qualname__}#{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+    if isinstance(f, types.BuiltinFunctionType):  # torch.tanh, math.exp, a C method
+        return f"{getattr(f, '__module__', None)}.{getattr(f, '__qualname__', repr(f))}"
+    if callable(f) and not isinstance(f, (nn.Module, type)):
+        attrs = {k: v for k, v in sorted(vars(f).items()) if not k.startswith("_") and _plain(v)} \
+            if hasattr(f, "__dict__") else {}
+        return f"{type(f).__module__}.{type(f).__qualname__}({attrs!r})"
+    return None
 
 
 def _structure(model: nn.Module) -> str:
-    """The module tree as ``repr`` prints it plus every module's plain public attributes (numbers, strings, tuples of
-    them: a temperature ``self.t = 1.5`` that no ``extra_repr`` shows; ``training`` aside), with memory addresses
-    (``0x7f...`` of a function or object in some ``extra_repr``) masked so that the text is the same in every
-    process."""
-    attrs = [f"{name}.{k}={v!r}" for name, mod in model.named_modules()
-             for k, v in sorted(vars(mod).items()) if not k.startswith("_") and k != "training" and _plain(v)]
-    return _ADDRESS.sub("0x?", "\n".join([repr(model), *attrs]))
+    """The module tree as ``repr`` prints it plus every module's plain public attributes (numbers, strings, and lists,
+    tuples and dicts of them: a temperature ``self.t = 1.5`` or a mean ``[0.5, 0.5, 0.5]`` that no ``extra_repr``
+    shows; ``training`` aside), its function attributes (``self.act = torch.tanh``) and its forward (pre-)hooks, with
+    memory addresses (``0x7f...`` of a function or object in some ``extra_repr``) masked so that the text is the same
+    in every process."""
+    lines = [repr(model)]
+    for name, mod in model.named_modules():
+        for k, v in sorted(vars(mod).items()):
+            if k.startswith("_") or k == "training" or isinstance(v, (torch.Tensor, nn.Module)):
+                continue  # tensors: hashed with the weights (_model_state)
+            text = repr(v) if _plain(v) else _callable_id(v)
+            if text is not None:
+                lines.append(f"{name}.{k}={text}")
+        for kind in ("_forward_pre_hooks", "_forward_hooks"):
+            for hook in getattr(mod, kind, {}).values():
+                lines.append(f"{name}.{kind}={_callable_id(hook)}")
+    return _ADDRESS.sub("0x?", "\n".join(lines))
 
 
 def _model_state(model: nn.Module) -> dict[str, Any]:
@@ -278,6 +325,10 @@ def _model_state(model: nn.Module) -> dict[str, Any]:
     for name, buf in model.named_buffers():
         if name not in state:
             state[f"{name} (non-persistent)"] = buf
+    for name, mod in model.named_modules():  # tensors kept as plain attributes (a gain, a mean), not registered
+        for k, v in sorted(vars(mod).items()):
+            if isinstance(v, torch.Tensor) and not k.startswith("_"):
+                state[f"{name + '.' if name else ''}{k} (attribute)"] = v
     return state
 
 
@@ -365,8 +416,8 @@ class ResultCache:
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             self.misses += 1
             return None
-        if not isinstance(record, dict) or record.get("key") != key:
-            self.misses += 1
+        if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("value"), dict):
+            self.misses += 1  # another key's record, or one edited by hand: computed again
             return None
         self.hits += 1
         return record["value"]

@@ -21,7 +21,7 @@ import hashlib
 import time
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -44,6 +44,7 @@ __all__ = [
     "amp_dtype",
     "as_dataset",
     "dataset_id",
+    "memo_dataset_ids",
     "gather_outputs",
     "iter_batches",
     "to_model_input",
@@ -113,7 +114,9 @@ class TensorImageDataset(Dataset):
         return torch.index_select(self.images, 0, idx, out=out), self.labels[idx]
 
 
-def _normalise_spec(spec: str) -> str:
+def _normalise_spec(spec: str, split: str | None = None) -> str:
+    """``spec`` with its generator's version, or its resolved path and the state of its files (``path_state``; a
+    CIFAR PNG tree's ``split`` folder to the image files, which lie a level deeper than ``path_state`` looks)."""
     kind, sep, rest = spec.partition(":")
     if kind == "synthetic":  # generated images: their generator's version names them
         from aprkit.data.synthetic import GENERATOR_VERSION
@@ -134,7 +137,15 @@ def _normalise_spec(spec: str) -> str:
     if sep and rest and Path(rest).exists():  # on-disk data: its path and the state of its files
         from aprkit._hash import path_state
 
-        return f"{kind}:{Path(rest).resolve()}@{path_state(rest)}"
+        known = _SPEC_IDS.get((spec, split))
+        if known is None:
+            state = path_state(rest)
+            if kind in ("cifar10", "cifar100") and split and (Path(rest) / split).is_dir():  # root/split/class/image
+                state += "+" + path_state(Path(rest) / split, depth=2)
+            known = f"{kind}:{Path(rest).resolve()}@{state}"
+            if _MEMO:
+                _SPEC_IDS[(spec, split)] = known
+        return known
     return spec
 
 
@@ -159,7 +170,7 @@ def as_dataset(data: Any, split: str = "test") -> Dataset:
 def dataset_id(data: Any, split: str = "test") -> str:
     """A stable identifier for cache keys: the normalised spec, a ``cache_id`` attribute or a content hash."""
     if isinstance(data, str):
-        return f"{_normalise_spec(data)}#{split}"
+        return f"{_normalise_spec(data, split)}#{split}"
     for attr in ("cache_id", "spec"):
         value = getattr(data, attr, None)
         if isinstance(value, str) and value:
@@ -197,8 +208,9 @@ def dataset_id(data: Any, split: str = "test") -> str:
             h.update(torch.as_tensor(img).contiguous().numpy().tobytes())
             h.update(str(int(label)).encode())
     ident = f"{type(ds).__name__}-{n}-{h.hexdigest()[:16]}"
-    with contextlib.suppress(TypeError):
-        _CONTENT_IDS[ds] = ident  # datasets are treated as immutable while a process runs
+    if _MEMO:  # within one evaluate call
+        with contextlib.suppress(TypeError):
+            _CONTENT_IDS[ds] = ident
     return ident
 
 
@@ -232,8 +244,32 @@ def _warn_sampled(ds: Any) -> None:
 
 _SAMPLED_WARNED: set[str] = set()
 
-#: content ids of in-memory datasets, computed once per object
+#: content ids of in-memory datasets, computed once per object within memo_dataset_ids()
 _CONTENT_IDS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+#: ids of on-disk specs (path and file state) by (spec, split), until the next forget_dataset_ids()
+_SPEC_IDS: dict[tuple[str, str | None], str] = {}
+
+
+_MEMO: list[bool] = []  # non-empty inside memo_dataset_ids()
+
+
+@contextlib.contextmanager
+def memo_dataset_ids() -> Iterator[None]:
+    """Within the block (one ``evaluate`` call) each in-memory dataset is hashed and each data folder scanned once;
+    outside it, and in the next block, afresh: a dataset changed in place between two calls (labels fixed in a
+    notebook, PNG files rewritten) gets a new id."""
+    _CONTENT_IDS.clear()
+    _SPEC_IDS.clear()
+    _MEMO.append(True)
+    try:
+        yield
+    finally:
+        _MEMO.pop()
+        if not _MEMO:
+            _CONTENT_IDS.clear()
+            _SPEC_IDS.clear()
 
 
 def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:

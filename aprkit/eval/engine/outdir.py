@@ -87,7 +87,11 @@ class RunCache:
 
 
 class SuiteIndex:
-    """Finished suites of one output folder (``<out>/index.json``), or of this run only when ``out`` is None."""
+    """Finished suites of one output folder (``<out>/index.json``), or of this run only when ``out`` is None.
+
+    Changes (:meth:`want`, :meth:`claim`, :meth:`add`) apply at once to this object and are replayed by :meth:`save`
+    onto the file as it is then, under a lock on ``index.json.lock``: two processes evaluating into one folder add up
+    (each one's save used to overwrite the other's entries with the index it had read at its start)."""
 
     VERSION = 1
 
@@ -95,11 +99,13 @@ class SuiteIndex:
         self.path = Path(out) / "index.json" if out is not None else None
         #: (model label, suite) pairs asked for in this folder and not finished yet (an interrupted run's too)
         self.pending: list[tuple[str, str]] = []
-        self.entries: list[dict[str, Any]] = self._load()
+        self.entries: list[dict[str, Any]] = []
+        self.entries, self.pending = self._load()
+        self._ops: list[tuple] = []  # this object's changes not yet written
 
-    def _load(self) -> list[dict[str, Any]]:
+    def _load(self) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
         if self.path is None or not self.path.is_file():
-            return []
+            return [], []
         try:
             with open(self.path, encoding="utf-8") as f:
                 data = json.load(f)
@@ -107,39 +113,52 @@ class SuiteIndex:
             if data.get("version") != self.VERSION or not all(
                     isinstance(e, dict) and {"model", "suite", "value"} <= set(e) for e in entries):
                 raise ValueError(f"expected version {self.VERSION} entries with model, suite and value")
-            self.pending = [(str(m), str(s)) for m, s in data.get("pending", [])]
+            pending = [(str(m), str(s)) for m, s in data.get("pending", [])]
         except (OSError, ValueError, KeyError, TypeError) as err:
             warnings.warn(f"ignoring the damaged suite index {self.path} ({err}); "
                           "results.json lists this run's suites only",
                           RuntimeWarning, stacklevel=3)
-            return []
-        return entries
+            return [], []
+        return entries, pending
+
+    def _do(self, op: tuple) -> list[str]:
+        """Apply ``op`` to this object (and keep it for :meth:`save`); the suites a claim dropped."""
+        self._ops.append(op)
+        self.entries, self.pending, dropped = _apply(op, self.entries, self.pending)
+        return dropped
 
     def want(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Record (model label, suite) pairs a run is about to compute (its model loaded): pending until :meth:`add`
         finishes them, also for later runs into the folder when this one is interrupted."""
-        self.pending += [p for p in pairs if p not in self.pending]
+        self._do(("want", [tuple(p) for p in pairs]))
 
-    def claim(self, label: str, fingerprint: str) -> None:
-        """Drop ``label``'s entries made with other weights than ``fingerprint`` (a reused label)."""
-        stale = [e["suite"] for e in self.entries if e["model"] == label and e.get("fingerprint") != fingerprint]
+    def claim(self, label: str, fingerprint: str) -> list[str]:
+        """Drop ``label``'s entries made with other weights than ``fingerprint`` (a reused label); returns the dropped
+        suites."""
+        stale = self._do(("claim", label, fingerprint))
         if stale:
             warnings.warn(
                 f"{self.path}: model label {label!r} previously named other weights; dropping its earlier results "
                 f"({', '.join(stale)}) from results.json (their cells stay in the cache)", RuntimeWarning, stacklevel=3)
-            self.entries = [e for e in self.entries
-                            if not (e["model"] == label and e.get("fingerprint") != fingerprint)]
+        return stale
 
     def add(self, entry: Mapping[str, Any]) -> None:
         """Record a finished suite, replacing an older entry of the same model label and suite."""
-        self.entries = [e for e in self.entries if (e["model"], e["suite"]) != (entry["model"], entry["suite"])]
-        self.entries.append(to_jsonable(dict(entry)))
-        self.pending = [p for p in self.pending if p != (entry["model"], entry["suite"])]
+        self._do(("add", to_jsonable(dict(entry))))
 
     def save(self) -> None:
-        if self.path is not None and is_main_process():
-            atomic_write_json(self.path, {"version": self.VERSION, "entries": self.entries,
-                                          "pending": [list(p) for p in self.pending]})
+        """Write this object's changes onto the index file as it is now (another process may have added to it)."""
+        if self.path is None or not is_main_process():
+            return
+        from aprkit.data.download import file_lock
+
+        with file_lock(self.path):
+            entries, pending = self._load()
+            for op in self._ops:
+                entries, pending, _ = _apply(op, entries, pending)
+            atomic_write_json(self.path, {"version": self.VERSION, "entries": entries,
+                                          "pending": [list(p) for p in pending]})
+        self.entries, self.pending, self._ops = entries, pending, []
 
     def models(self) -> dict[str, dict[str, dict]]:
         """``{model label: {suite: result}}`` in the order the labels first appear."""
@@ -155,3 +174,19 @@ class SuiteIndex:
             out.setdefault(e["model"], {})[e["suite"]] = {
                 k: v for k, v in e.items() if k not in ("model", "suite", "value")}
         return out
+
+
+def _apply(op: tuple, entries: list[dict[str, Any]], pending: list[tuple[str, str]]
+           ) -> tuple[list[dict[str, Any]], list[tuple[str, str]], list[str]]:
+    """``(entries, pending, dropped suites)`` after one :class:`SuiteIndex` change."""
+    kind = op[0]
+    if kind == "want":
+        return entries, pending + [p for p in dict.fromkeys(op[1]) if p not in pending], []
+    if kind == "claim":
+        _, label, fingerprint = op
+        stale = [e for e in entries if e["model"] == label and e.get("fingerprint") != fingerprint]
+        return [e for e in entries if not any(e is x for x in stale)], pending, [e["suite"] for e in stale]
+    entry = op[1]
+    key = (entry["model"], entry["suite"])
+    return ([e for e in entries if (e["model"], e["suite"]) != key] + [entry],
+            [p for p in pending if p != key], [])

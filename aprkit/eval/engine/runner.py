@@ -39,7 +39,7 @@ from ..report.results import Results
 from ..suites import EvalContext, load_suites
 from ..suites.options import check_data_mapping, check_suite_options, parse_suite_options, suite_registry
 from .cache import MemoryCache, ResultCache, Unidentifiable, model_fingerprint, result_key, to_jsonable
-from .inference import wants_channels_last
+from .inference import memo_dataset_ids, wants_channels_last
 from .outdir import RunCache, SuiteIndex, merge_provenance
 
 __all__ = ["evaluate", "Results", "load_eval_model", "SUITE_VERSION"]
@@ -147,6 +147,7 @@ def _suite_names(suite: str | Sequence[str]) -> list[str]:
     return names
 
 
+@memo_dataset_ids()  # each dataset identified once per call, afresh in the next (changed in place meanwhile)
 def evaluate(
     model: nn.Module | str | Mapping[str, nn.Module | str],
     suite: str | Sequence[str] = ("corruption",),
@@ -218,7 +219,8 @@ def evaluate(
     cache = RunCache(backend, resume, {"world_size": world, "batch_size": batch_size, "device": dev.type})
     models = dict(model) if isinstance(model, Mapping) else {model_id: model}
     run = _Run(out, SuiteIndex(out if is_main_process() else None), SuiteIndex(None), time.time(),
-               dict(data=data, opts=opts, dev=dev, amp=amp, batch_size=batch_size, world=world))
+               dict(data=data, opts=opts, dev=dev, amp=amp, batch_size=batch_size, world=world, report=report,
+                    title=title))
     labels = [given or _display_name(m) for given, m in models.items()]
     run.pending = [(label, sname) for label in labels for sname in names]
     run.write()  # results.json says what is still to do before any work starts
@@ -230,13 +232,8 @@ def evaluate(
                       progress=progress, cache=cache, out_dir=out, options=opts, parsed_options=parsed)
         _evaluate_models(run, models, labels, names, results, data, channels_last, load, ctx_kw)
     except BaseException:  # an error or an interrupt: the report says what finished and what did not
-        if out is not None and is_main_process() and report:
-            with contextlib.suppress(Exception):
-                if run.index.entries:
-                    run.written().write_report(out, title=title)
-                else:  # nothing finished is left (a label's old weights were dropped): no stale report either
-                    for name in ("report.md", "report.html"):
-                        (out / name).unlink(missing_ok=True)
+        with contextlib.suppress(Exception):
+            run.refresh_report()
         raise
     results.meta = run.meta(run.this_run)
     if out is not None and is_main_process():
@@ -268,10 +265,12 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
             name = f"{display}-{fingerprint}"
         run.pending = [(name if lab == labels[pos] else lab, sn) for lab, sn in run.pending]
         labels[pos] = name
-        run.index.claim(name, fingerprint)
+        dropped = run.index.claim(name, fingerprint)
         run.index.want([(name, sname) for sname in names])  # loaded: its suites are pending in the folder until done
         run.index.save()  # another model's results under this label leave results.json now, not at the end
         run.write()
+        if dropped:  # ... and the report, also when this run is killed before it writes its own
+            run.refresh_report()
         ctx = EvalContext(model=net, channels_last=use_cl, model_id=name, model_key=fingerprint, **ctx_kw)
         results.models[name] = {}
         for sname in names:
@@ -322,6 +321,17 @@ class _Run:
         self.index.save()
         self.pending = [p for p in self.pending if p != (entry["model"], entry["suite"])]
         self.write()
+
+    def refresh_report(self) -> None:
+        """Rewrite the report from what the folder's index holds now (pending suites included), or remove it when
+        nothing finished is left (a label's old weights were dropped): never a report of withdrawn numbers."""
+        if self.out is None or not is_main_process() or not self.settings.get("report", True):
+            return
+        if self.index.entries:
+            self.written().write_report(self.out, title=self.settings.get("title"))
+        else:
+            for name in ("report.md", "report.html"):
+                (self.out / name).unlink(missing_ok=True)
 
     def written(self) -> Results:
         """What ``results.json`` holds: every suite finished in the output folder (index order)."""
