@@ -222,10 +222,12 @@ _FINGERPRINTS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]] = weakref
 def model_fingerprint(model: nn.Module, length: int = 16, *, reuse: bool = True) -> str:
     """Hex digest of everything in ``model`` that its outputs depend on: the module tree as ``repr`` prints it
     (submodule types and settings such as a preprocessing wrapper's resize, crop and interpolation; memory
-    addresses are masked), every module's plain public attributes (numbers, strings and tuples of them, e.g. a
-    temperature; keep counters that change in ``forward`` in ``_private`` attributes, else no result is reused) and
-    every parameter and buffer, non-persistent ones too (e.g. a normalisation's mean and std): names, dtypes, shapes
-    and values.
+    addresses are masked), every module's public attributes that are plain values (numbers, strings, and lists, tuples
+    and dicts of them, e.g. a temperature or a mean), functions (``self.act = torch.tanh``; Python functions by name
+    and code) or tensors (by value, like the weights), its forward (pre-)hooks (an observer hook counts too: the
+    fingerprint cannot tell it from a test-time flip), and every parameter and buffer, non-persistent ones too (e.g. a
+    normalisation's mean and std): names, dtypes, shapes and values. Keep counters that change in ``forward`` in
+    ``_private`` attributes, else no result is reused.
 
     Hashing every weight takes a while for a large model (0.16 s for WRN-28-10 on a CPU), so the digest is
     remembered per model object with a signature of its state: the tree's text and each tensor's storage
