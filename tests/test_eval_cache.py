@@ -596,3 +596,46 @@ def test_report_of_a_relabelled_model_is_refreshed_before_the_new_run_ends(tmp_p
     with pytest.raises(SystemExit):
         evaluate(m, data=small_data(16), **kw)
     assert seen == [False]  # nothing finished is left under L before the work starts: no report of withdrawn numbers
+
+
+def test_fingerprint_is_stable_across_forward_passes_and_processes(tmp_path):
+    """An observer hook's list filling up, an empty cache dict a forward pass fills, frozenset constants (ordered by
+    PYTHONHASHSEED) and a function's file and line leave the fingerprint alone; a default argument changes it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    stats = []
+
+    def observer(mod, args, out):
+        stats.append(float(out.sum()))
+
+    m = Tiny()
+    m.register_forward_hook(observer)
+    m.cache = {}
+    before = model_fingerprint(m)
+    m(torch.rand(2, 3, 8, 8))
+    m.cache["k"] = torch.zeros(1)
+    assert model_fingerprint(m) == before
+    one, minus = (lambda mod, a, o, s=1.0: o * s), (lambda mod, a, o, s=-1.0: o * s)
+    a, b = Tiny(), Tiny()
+    a.register_forward_hook(one)
+    b.register_forward_hook(minus)
+    assert model_fingerprint(a) != model_fingerprint(b)
+    script = tmp_path / "fp.py"
+    script.write_text(textwrap.dedent("""
+        import sys, torch
+        from torch import nn
+        from aprkit.eval.engine.cache import model_fingerprint
+        src = "def act(x):\\n    return torch.relu(x) if 'relu' in {'relu', 'gelu', 'silu'} else x\\n"
+        ns = {"torch": torch}
+        exec(compile(src, sys.argv[1], "exec"), ns)
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(3, 3))
+        m.act = ns["act"]
+        print(model_fingerprint(m))
+    """))
+    digests = {subprocess.run([sys.executable, str(script), f"/x{seed}/nb.py"], capture_output=True, text=True,
+                              env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}, check=True).stdout
+               for seed in (1, 2, 3)}
+    assert len(digests) == 1

@@ -473,10 +473,17 @@ def test_parameter_free_channels_last_sites_compiled_models_and_patch_tokens():
         attach(compiled, ["stem"])
     plain = transplant_test(model, x, ["stem"], n_pairs=4, batch_size=8)
     assert transplant_test(compiled, x, ["_orig_mod.stem"], n_pairs=4, batch_size=8)["rows"] == plain["rows"]
+    in_place = ChannelsLastMLP()
+    in_place.stem.compile(backend="eager")  # compiled in place, below the top: hooks there would not run either
+    with pytest.raises(ValueError, match=r"compiled .*\['stem'\]"):
+        attach(in_place, ["mlp.0"])
+    with pytest.raises(ValueError, match="compiled parts"):
+        transplant_test(in_place, x, ["stem"], n_pairs=4, batch_size=8)
+    torch.manual_seed(0)
     vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=4, embed_dim=32, depth=1,
-                            num_heads=2, num_classes=4).eval()
-    with torch.no_grad():
-        vit.head.weight.normal_(0, 5)  # timm starts the head at zero: one class for every image
+                            num_heads=2, num_classes=4, global_pool="avg").eval()  # (the class token is one class)
+    with torch.no_grad():  # timm starts the head at zero: one class for every image
+        vit.head.weight.copy_(torch.randn(vit.head.weight.shape, generator=torch.Generator().manual_seed(1)) * 5)
     rows = transplant_test(vit, natural_images(16, 32, seed=1), ["patch_embed", "blocks.0"], n_pairs=4,
                            batch_size=8)["rows"]
     assert [r["shape"] for r in rows][:1] == [[32, 8, 8]] and len(rows) == 2
@@ -495,8 +502,8 @@ def test_attach_warns_that_checkpointing_does_not_restore_a_generator():
 
     from aprkit.hidden import attach
 
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 2, 1)).train()
-    net.grad_checkpointing = True  # timm's flag
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Sequential(nn.Conv2d(4, 2, 1))).train()
+    net[1].grad_checkpointing = True  # timm's flag, on a stage (ConvNeXt, Swin)
     with attach(net, ["0"], p=1.0, generator=torch.Generator().manual_seed(0)), \
             pytest.warns(RuntimeWarning, match="activation checkpointing does not restore"):
         net(torch.rand(4, 3, 8, 8))

@@ -22,7 +22,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .arrays import ArrayDataset
-from .download import DownloadError
+from .download import DownloadError, is_local_error
 from .folder import ImageFolderDataset, ImageListDataset, find_classes
 
 __all__ = ["CIFAR10_CLASSES", "cifar_dataset"]
@@ -145,6 +145,8 @@ def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", 
         try:
             cls(str(root), train=split == "train", download=True)
         except OSError as e:  # urllib's URLError included: name the file, where it goes and what to do offline
+            if is_local_error(e):  # a full disk or an unwritable folder: its own message says so
+                raise
             raise DownloadError(f"could not download {cls.url} into {root} ({getattr(e, 'reason', e)}). If this "
                                 f"machine is offline, download it elsewhere and extract it into {root} (giving "
                                 f"{binary}), or point at a PNG tree {root}/{{train,test}}/<class>") from e

@@ -166,6 +166,9 @@ def imagenet_c(root: str | Path, corruption: str, severity: int, *, classes: Seq
     return ImageFolderDataset(sdir, classes=classes, **kw)
 
 
+_WARNED: set[tuple[str, str]] = set()
+
+
 def _severity_classes(cdir: Path, sdir: Path) -> list[str]:
     """The class folders of every severity of one corruption, sorted: a severity folder that lacks some (a partial
     copy or extraction) keeps the others at their labels instead of shifting every later one; it warns."""
@@ -174,12 +177,15 @@ def _severity_classes(cdir: Path, sdir: Path) -> list[str]:
     for sibling in cdir.iterdir():
         if sibling != sdir and sibling.name in ("1", "2", "3", "4", "5") and sibling.is_dir():
             union.update(find_classes(sibling))
-    if union != found:
+    if union != found and (str(sdir), "missing") not in _WARNED:
+        _WARNED.add((str(sdir), "missing"))  # once per folder and process (a -C evaluation reads it per cell)
         missing = sorted(union - found)
         warnings.warn(f"{sdir} lacks {len(missing)} class folder(s) that the other severities of {cdir.name} hold "
                       f"({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}): a partial copy? The others "
                       "keep their labels (sorted over all severities)", RuntimeWarning, stacklevel=3)
-    if len(union) not in (1000, 200) and union and all(re.fullmatch(r"n\d{8}", c) for c in union):
+    if (len(union) not in (1000, 200) and union and all(re.fullmatch(r"n\d{8}", c) for c in union)
+            and (str(cdir.parent), "wnids") not in _WARNED):
+        _WARNED.add((str(cdir.parent), "wnids"))  # once per -C root and process
         warnings.warn(f"{sdir} holds {len(union)} WordNet-id class folders, not ImageNet's 1000 or Tiny-ImageNet's "
                       "200: labels are positions among these folders, so a model with the full label space needs "
                       "classes= (its wnids in label order)", RuntimeWarning, stacklevel=3)

@@ -66,6 +66,12 @@ _LOCAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES
                            errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR})
 
 
+def is_local_error(e: BaseException) -> bool:
+    """Whether ``e`` is an error of this machine's files (a full disk, a read-only or forbidden folder), not of the
+    network."""
+    return isinstance(e, OSError) and not isinstance(e, urllib.error.URLError) and e.errno in _LOCAL_ERRNOS
+
+
 def _offline_error(url: str, dest: Path, reason: object) -> DownloadError:
     return DownloadError(
         f"could not download {url} ({reason}); it was to be written to {dest}. If this machine is offline, "
@@ -178,11 +184,12 @@ def download_file(
         except DownloadError:
             raise
         except urllib.error.HTTPError as e:  # the server answered: no network problem, and no part to resume
-            hint = "The server failed: run again later, or" if e.code >= 500 else "If the file has moved,"
+            later = e.code >= 500 or e.code in (408, 429)  # the server failed, timed out or asks to slow down
+            hint = "Run again later, or" if later else "If the file has moved,"
             raise DownloadError(f"{url} answered HTTP {e.code} {e.reason}; nothing more was written to {dest}. {hint} "
                                 f"download it by hand and place it at {dest}") from e
         except OSError as e:
-            if not isinstance(e, urllib.error.URLError) and e.errno in _LOCAL_ERRNOS:  # this machine's disk
+            if is_local_error(e):  # this machine's disk
                 raise DownloadError(f"could not write {part} while downloading {url} ({e.strerror}); free space or "
                                     f"fix the folder's permissions, then run again to resume") from e
             resume = f"; run again to resume from {part}" if part.is_file() and part.stat().st_size else ""

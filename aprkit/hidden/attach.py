@@ -14,7 +14,7 @@ from .feature_apr import FeatureAPR, Lam
 from .layout import check_channels_first, enclosing_modules, site_prefix_tokens
 from .sites import resolve_module
 
-__all__ = ["attach", "AttachHandle", "token_layout"]
+__all__ = ["attach", "AttachHandle", "token_layout", "compiled_modules"]
 
 
 def token_layout(model: nn.Module) -> tuple[int | None, tuple[int, int] | None]:
@@ -31,6 +31,13 @@ def token_layout(model: nn.Module) -> tuple[int | None, tuple[int, int] | None]:
                     return int(k), (gh, gw)
             return int(k), None
     return None, None
+
+
+def compiled_modules(model: nn.Module) -> list[str]:
+    """Names of the modules of ``model`` that ``torch.compile`` wrapped (``_orig_mod``) or compiled in place
+    (``module.compile()``): hooks attached below them after tracing do not run."""
+    return [name or "<model>" for name, m in model.named_modules()
+            if hasattr(m, "_orig_mod") or getattr(m, "_compiled_call_impl", None) is not None]
 
 
 class AttachHandle:
@@ -85,9 +92,11 @@ def attach(
         layers = [layers]
     if not layers:
         raise ValueError("layers must name at least one module, e.g. ['layer2', 'layer3']")
-    if isinstance(model, torch._dynamo.eval_frame.OptimizedModule):  # its compiled graph never runs later hooks
-        raise ValueError("model is compiled (torch.compile): hooks attached now would not run in its compiled graph. "
-                         "attach to the module before compiling it, e.g. attach(model, ...) then torch.compile(model)")
+    compiled = compiled_modules(model)
+    if compiled:  # a compiled graph never runs hooks attached after it was traced
+        raise ValueError(f"model is compiled (torch.compile) at {compiled[:3]}: hooks attached now would not run in "
+                         "its compiled graph. attach to the module before compiling it, e.g. attach(model, ...) then "
+                         "torch.compile(model)")
     auto_k, auto_grid = token_layout(model)
     model_k = auto_k if num_prefix_tokens is None else None  # the model's count, fitted per output (patch_embed: 0)
     k = num_prefix_tokens if num_prefix_tokens is not None else auto_k
@@ -123,7 +132,8 @@ def attach(
                 checked.add(tuple(out.shape[1:]))
             if out.ndim == 3 and model_k is not None:
                 apr.num_prefix_tokens = site_prefix_tokens(out.shape[1], model_k, grid)
-            if apr.generator is not None and not warned and getattr(model, "grad_checkpointing", False):
+            if apr.generator is not None and not warned and any(
+                    getattr(m, "grad_checkpointing", False) for m in model.modules()):  # timm: on the model or stages
                 warned.append(True)
                 warnings.warn("FeatureAPR draws from generator=, which activation checkpointing does not restore: the "
                               "recomputed forward draws other partners, so the gradients belong to another "

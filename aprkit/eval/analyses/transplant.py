@@ -42,7 +42,7 @@ from torch import nn
 
 from ...fourier import Dims
 from ...hidden import codes as C
-from ...hidden.attach import token_layout
+from ...hidden.attach import compiled_modules, token_layout
 from ...hidden.capture import FrontSkip, capture, count_calls, front_blocks, predict_intervened
 from ...hidden.layout import check_channels_first, enclosing_modules, from_grid, site_prefix_tokens, to_grid
 from ...hidden.sites import Site, last_activation_site, list_blocks, resolve_module
@@ -266,13 +266,19 @@ def _prepare(model, data, labels, n_pairs, generator, batch_size, max_images, nu
 
 
 def _uncompiled(model: nn.Module, layers: Any) -> tuple[nn.Module, Any]:
-    """Hooks do not run inside a ``torch.compile`` graph: the tests run the module it wraps (the same weights), whose
-    layer names lack the ``_orig_mod.`` prefix."""
-    if not isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
-        return model, layers
-    if isinstance(layers, str):
-        return model._orig_mod, (layers if layers == "all" else layers.removeprefix("_orig_mod."))
-    return model._orig_mod, [name.removeprefix("_orig_mod.") for name in layers]
+    """Hooks do not run inside a ``torch.compile`` graph: the tests run the module a compiled model wraps (the same
+    weights), whose layer names lack the ``_orig_mod.`` prefix; a model compiled elsewhere (in place, or inside a
+    wrapper) is refused."""
+    inner = getattr(model, "_orig_mod", None)
+    if isinstance(inner, nn.Module):
+        model = inner
+        layers = (layers if layers == "all" else layers.removeprefix("_orig_mod.")) if isinstance(layers, str) else [
+            name.removeprefix("_orig_mod.") for name in layers]
+    compiled = compiled_modules(model)
+    if compiled:
+        raise ValueError(f"model has compiled parts {compiled[:3]} (torch.compile or module.compile()): the hooks of "
+                         "the transplant test would not run in their graphs; pass the uncompiled model")
+    return model, layers
 
 
 def transplant_test(

@@ -262,35 +262,70 @@ _PLAIN = (bool, int, float, str, type(None))
 
 
 def _plain(value: Any, depth: int = 0) -> bool:
-    """Numbers, strings and None, and lists, tuples and string-keyed dicts of them (nested a few levels)."""
+    """Numbers, strings and None, and non-empty lists, tuples and string-keyed dicts of them (nested a few levels; an
+    empty container is often a cache that ``forward`` fills, e.g. LeViT's attention-bias cache)."""
     if isinstance(value, _PLAIN):
         return True
     if depth > 4:
         return False
     if isinstance(value, (tuple, list)):
-        return all(_plain(v, depth + 1) for v in value)
+        return (bool(value) or isinstance(value, tuple)) and all(_plain(v, depth + 1) for v in value)
     if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+        return bool(value) and all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
     return False
+
+
+def _immutable(value: Any) -> bool:
+    """Numbers, strings, None and tuples of them: values a function may hold that ``forward`` cannot change."""
+    return isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(_immutable(v) for v in value))
+
+
+def _const_text(c: Any) -> str:
+    """A code constant as text that is the same in every process: nested code by content (not by file and line),
+    frozensets sorted (their order follows ``PYTHONHASHSEED``)."""
+    if isinstance(c, types.CodeType):
+        return _code_digest(c)
+    if isinstance(c, frozenset):
+        return "frozenset(" + repr(sorted(map(_const_text, c))) + ")"
+    if isinstance(c, tuple):
+        return "(" + ",".join(map(_const_text, c)) + ")"
+    return _ADDRESS.sub("0x?", repr(c))
+
+
+def _code_digest(code: types.CodeType) -> str:
+    """A hash of what ``code`` computes: its bytecode, names and constants (nested code recursed); its file name and
+    line numbers are left out."""
+    h = hashlib.sha1(code.co_code)
+    h.update(repr((code.co_names, code.co_varnames, code.co_freevars)).encode())
+    h.update("|".join(map(_const_text, code.co_consts)).encode())
+    return h.hexdigest()[:12]
+
+
+def _value_text(v: Any) -> str:
+    return _const_text(v) if _immutable(v) else type(v).__name__
 
 
 def _callable_id(f: Any) -> str | None:
     """What a function attribute or hook computes, the same text in every process: its qualified name, for Python
-    functions also a hash of its code, constants and plain closure values; for callable objects their class and plain
+    functions also a hash of its code and its immutable closure values and defaults (values a forward pass may change,
+    such as a list an observer hook appends to, count by type only); for callable objects their class and plain
     public attributes. ``None`` for anything else."""
     if isinstance(f, functools.partial):
         inner = _callable_id(f.func)
-        args = [a if _plain(a) else type(a).__name__ for a in f.args]
-        kwargs = {k: v if _plain(v) else type(v).__name__ for k, v in f.keywords.items()}
+        args = [_value_text(a) for a in f.args]
+        kwargs = {k: _value_text(v) for k, v in sorted(f.keywords.items())}
         return f"partial({inner}, {args!r}, {kwargs!r})"
     if isinstance(f, types.MethodType):
-        return f"{type(f.__self__).__qualname__}.{_callable_id(f.__func__)}"
+        owner = f.__self__
+        state = "" if isinstance(owner, nn.Module) else repr(
+            {k: _value_text(v) for k, v in sorted(getattr(owner, "__dict__", {}).items()) if not k.startswith("_")})
+        return f"{type(owner).__qualname__}{state}.{_callable_id(f.__func__)}"
     if isinstance(f, types.FunctionType):
-        code = f.__code__
-        closure = [c.cell_contents if _plain(c.cell_contents) else type(c.cell_contents).__name__
-                   for c in (f.__closure__ or ())]
-        text = _ADDRESS.sub("0x?", repr((code.co_code, code.co_consts, code.co_names, closure)))
-        return f"{f.__module__}.{f.__qualname__}#{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+        closure = [_value_text(c.cell_contents) for c in (f.__closure__ or ())]
+        defaults = [_value_text(d) for d in (f.__defaults__ or ())]
+        kwdefaults = {k: _value_text(v) for k, v in sorted((f.__kwdefaults__ or {}).items())}
+        extra = hashlib.sha1(repr((closure, defaults, kwdefaults)).encode()).hexdigest()[:8]
+        return f"{f.__module__}.{f.__qualname__}#{_code_digest(f.__code__)}{extra}"
     if isinstance(f, types.BuiltinFunctionType):  # torch.tanh, math.exp, a C method
         return f"{getattr(f, '__module__', None)}.{getattr(f, '__qualname__', repr(f))}"
     if callable(f) and not isinstance(f, (nn.Module, type)):

@@ -17,9 +17,10 @@ weights drops that label's older entries (with a warning); their cells stay in t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +101,11 @@ class SuiteIndex:
         #: (model label, suite) pairs asked for in this folder and not finished yet (an interrupted run's too)
         self.pending: list[tuple[str, str]] = []
         self.entries: list[dict[str, Any]] = []
-        self.entries, self.pending = self._load()
+        self.entries, self.pending = self._load() or ([], [])
         self._ops: list[tuple] = []  # this object's changes not yet written
 
-    def _load(self) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    def _load(self) -> tuple[list[dict[str, Any]], list[tuple[str, str]]] | None:
+        """The file's entries and pending pairs (none when it does not exist), or ``None`` when it is damaged."""
         if self.path is None or not self.path.is_file():
             return [], []
         try:
@@ -118,7 +120,7 @@ class SuiteIndex:
             warnings.warn(f"ignoring the damaged suite index {self.path} ({err}); "
                           "results.json lists this run's suites only",
                           RuntimeWarning, stacklevel=3)
-            return [], []
+            return None
         return entries, pending
 
     def _do(self, op: tuple) -> list[str]:
@@ -146,19 +148,33 @@ class SuiteIndex:
         """Record a finished suite, replacing an older entry of the same model label and suite."""
         self._do(("add", to_jsonable(dict(entry))))
 
-    def save(self) -> None:
-        """Write this object's changes onto the index file as it is now (another process may have added to it)."""
+    @contextlib.contextmanager
+    def synced(self) -> Iterator[None]:
+        """Hold the folder's lock with this object's changes written onto the index file as it is now (another
+        process may have added to it) and this object showing the merged index: ``results.json`` and the report
+        written inside the block cannot drop another run's suites. Without a folder (or off rank 0), nothing to do."""
         if self.path is None or not is_main_process():
+            yield
             return
         from aprkit.data.download import file_lock
 
         with file_lock(self.path):
-            entries, pending = self._load()
-            for op in self._ops:
-                entries, pending, _ = _apply(op, entries, pending)
+            disk = self._load()
+            if disk is None:  # damaged: what this object knows (it includes its changes) replaces it
+                entries, pending = self.entries, self.pending
+            else:
+                entries, pending = disk
+                for op in self._ops:
+                    entries, pending, _ = _apply(op, entries, pending)
             atomic_write_json(self.path, {"version": self.VERSION, "entries": entries,
                                           "pending": [list(p) for p in pending]})
-        self.entries, self.pending, self._ops = entries, pending, []
+            self.entries, self.pending, self._ops = entries, pending, []
+            yield
+
+    def save(self) -> None:
+        """Write this object's changes onto the index file as it is now (see :meth:`synced`)."""
+        with self.synced():
+            pass
 
     def models(self) -> dict[str, dict[str, dict]]:
         """``{model label: {suite: result}}`` in the order the labels first appear."""

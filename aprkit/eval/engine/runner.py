@@ -26,6 +26,7 @@ import datetime
 import json
 import platform
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,7 +239,7 @@ def evaluate(
     results.meta = run.meta(run.this_run)
     if out is not None and is_main_process():
         if report:
-            results.paths = run.written().write_report(out, title=title)  # raises when a section fails, after writing
+            results.paths = run.final_report(title)  # raises when a section fails, after writing
         else:
             run.write()
     return results
@@ -324,14 +325,20 @@ class _Run:
 
     def refresh_report(self) -> None:
         """Rewrite the report from what the folder's index holds now (pending suites included), or remove it when
-        nothing finished is left (a label's old weights were dropped): never a report of withdrawn numbers."""
+        nothing finished is left (a label's old weights were dropped): never a report of withdrawn numbers. A section
+        that fails to render warns here (the run goes on; its final report raises)."""
         if self.out is None or not is_main_process() or not self.settings.get("report", True):
             return
-        if self.index.entries:
-            self.written().write_report(self.out, title=self.settings.get("title"))
-        else:
-            for name in ("report.md", "report.html"):
-                (self.out / name).unlink(missing_ok=True)
+        with self.index.synced():
+            if self.index.entries:
+                try:
+                    self.written().write_report(self.out, title=self.settings.get("title"))
+                except Exception as err:  # noqa: BLE001 - the run's results matter more than this early report
+                    warnings.warn(f"could not refresh the report in {self.out} ({err}); it is written at the end",
+                                  RuntimeWarning, stacklevel=2)
+            else:
+                for name in ("report.md", "report.html"):
+                    (self.out / name).unlink(missing_ok=True)
 
     def written(self) -> Results:
         """What ``results.json`` holds: every suite finished in the output folder (index order)."""
@@ -339,7 +346,13 @@ class _Run:
 
     def write(self) -> None:
         if self.out is not None and is_main_process():
-            self.written().save(self.out / "results.json")
+            with self.index.synced():  # the folder's index as it is now: another run's suites are kept
+                self.written().save(self.out / "results.json")
+
+    def final_report(self, title: str | None) -> Any:
+        """Write ``results.json`` and the report of the folder's merged index (raises when a section fails)."""
+        with self.index.synced():
+            return self.written().write_report(self.out, title=title)
 
     def meta(self, index: SuiteIndex) -> dict:
         """Run metadata; ``world_size``/``batch_size``/``device``/``amp`` list what produced the results shown."""

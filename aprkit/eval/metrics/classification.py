@@ -42,13 +42,14 @@ def topk_correct(outputs: Any, labels: Any, ks: tuple[int, ...] = (1,)) -> torch
     if out.is_floating_point() and not bool(torch.isfinite(out).all()):
         raise ValueError("outputs contain NaN or infinite values (check the model's logits)")
     y = check_labels_for(labels, out.shape[0], out.shape[1], device=out.device)
-    kmax = max(_check_k(k, out.shape[1]) for k in ks)
-    if kmax == 1:  # tied top scores: the first class, as argmax (documented), torchmetrics and the suites decide
-        top = out.argmax(dim=1, keepdim=True)
-    else:  # topk orders tied scores arbitrarily (CPU kernels returned the last); a stable sort keeps index order
-        top = out.sort(dim=1, descending=True, stable=True).indices[:, :kmax]  # (N, kmax)
-    hit = top == y[:, None]
-    return torch.stack([hit[:, :k].any(dim=1).sum() for k in ks])
+    for k in ks:
+        _check_k(k, out.shape[1])
+    # the label's rank with tied scores ordered by class index (argmax's rule, as torchmetrics and the suites decide;
+    # topk orders ties arbitrarily, CPU kernels returned the last): higher scores, plus equal ones of lower classes
+    own = out.gather(1, y[:, None])
+    lower = torch.arange(out.shape[1], device=out.device)[None, :] < y[:, None]
+    rank = (out > own).sum(1) + ((out == own) & lower).sum(1)
+    return torch.stack([(rank < k).sum() for k in ks])
 
 
 def accuracy(outputs: Any, labels: Any, top_k: int = 1) -> float:
