@@ -510,3 +510,26 @@ def test_attach_warns_that_checkpointing_does_not_restore_a_generator():
     with attach(net, ["0"], p=1.0), warnings.catch_warnings():
         warnings.simplefilter("error")
         net(torch.rand(4, 3, 8, 8))
+
+
+def test_suite_says_not_measured_when_every_image_has_one_prediction(tmp_path):
+    """A barely trained model that predicts one class for every image (the demo's quick run with another seed) gets
+    a transplant result that says why nothing was measured; the run and its report go on (the run aborted)."""
+    from torch import nn
+
+    from aprkit.eval import evaluate
+
+    class OneClass(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer1 = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+            self.head = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.layer1(x).mean((2, 3))) * 0 + torch.tensor([0.0, 1.0, 0.0])
+
+    res = evaluate(OneClass(), suite="transplant", data=(natural_images(12, 16, seed=2), torch.arange(12) % 3),
+                   out_dir=tmp_path, device="cpu", progress=False, options={"transplant_layers": ["layer1"]})
+    value = res.models["OneClass"]["transplant"]
+    assert value["rows"] == [] and value["note"].startswith("not measured: all 12 images have the same clean prediction")
+    assert "not measured" in (tmp_path / "report.md").read_text()

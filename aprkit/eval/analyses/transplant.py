@@ -56,6 +56,10 @@ INERT_CHANGE = 1e-6  # relative activation change below this flags an inert tran
 PARTIAL_REACH = 0.9  # a whole-activation swap followed less often than this flags a site that does not carry it all
 
 
+class NoDisagreeingPairs(ValueError):
+    """Every image has the same clean prediction: the transplant test has no pair (A, B) to run on."""
+
+
 def sample_disagreeing_pairs(
     preds: torch.Tensor, n_pairs: int, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,7 +71,7 @@ def sample_disagreeing_pairs(
     """
     classes = torch.unique(preds)
     if classes.numel() < 2:
-        raise ValueError(
+        raise NoDisagreeingPairs(
             f"all {preds.numel()} images have the same clean prediction (class {int(classes[0])}): no valid pair "
             "(A, B) with different predictions exists; give images the model assigns to at least two classes"
         )

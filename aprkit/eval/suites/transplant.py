@@ -60,7 +60,11 @@ class TransplantOptions(LimitOption):
     checks it); not part of the result's cache key, as in :func:`~aprkit.eval.analyses.transplant.layer_sweep`"""
 
 
-class TransplantResult(TypedDict):
+class _Note(TypedDict, total=False):
+    note: str  # why nothing was measured (every image has the same clean prediction)
+
+
+class TransplantResult(_Note):
     """What the transplant suite returns (:func:`~aprkit.eval.analyses.transplant.layer_sweep` without its figure)."""
 
     rows: list[dict[str, Any]]  # one per (layer, site, code): follow_donor, follow_magnitude, neither, controls, flags
@@ -76,7 +80,7 @@ class TransplantSuite(Suite[TransplantOptions]):
     Options = TransplantOptions
 
     def run(self, ctx: EvalContext, data: Any) -> TransplantResult:
-        from ..analyses.transplant import layer_sweep, load_data
+        from ..analyses.transplant import NoDisagreeingPairs, layer_sweep, load_data
         from ..engine.inference import as_dataset
 
         options = self.options(ctx)
@@ -93,12 +97,16 @@ class TransplantSuite(Suite[TransplantOptions]):
                     n_out = ctx.model(images[:1].to(ctx.device)).shape[1]
                 if len(classes) != n_out:  # e.g. 16 cue-conflict shapes vs 1000 ImageNet outputs
                     labels = None
-            res = layer_sweep(
-                ctx.model, (images, labels) if labels is not None else images,
-                layers=o.pop("layers"), codes=o.pop("codes"), sites=o.pop("sites"), every=o.pop("every"),
-                generator=torch.Generator().manual_seed(ctx.seed), batch_size=ctx.batch_size, progress=ctx.progress,
-                **o,
-            )
+            try:
+                res = layer_sweep(
+                    ctx.model, (images, labels) if labels is not None else images,
+                    layers=o.pop("layers"), codes=o.pop("codes"), sites=o.pop("sites"), every=o.pop("every"),
+                    generator=torch.Generator().manual_seed(ctx.seed), batch_size=ctx.batch_size,
+                    progress=ctx.progress, **o,
+                )
+            except NoDisagreeingPairs as err:  # e.g. a barely trained model: the report says why nothing was measured
+                return {"rows": [], "table": "", "clean_accuracy": None,
+                        "config": {"n_images": int(images.shape[0]), "n_pairs": 0}, "note": f"not measured: {err}"}
             res.pop("figure", None)
             res["config"] = {k: res.pop(k) for k in ("n_images", "n_pairs", "num_outputs") if k in res}
             return res
@@ -128,7 +136,11 @@ class TransplantSuite(Suite[TransplantOptions]):
             summary_table(results),
         ]
         for model_id, res in results.items():
-            blocks += [Heading(model_id), sweep_table(res.get("rows", []))]
+            blocks.append(Heading(model_id))
+            if res.get("note"):
+                blocks.append(Paragraph(res["note"]))
+                continue
+            blocks.append(sweep_table(res.get("rows", [])))
             if res.get("rows"):
                 png = plot_sweep(res["rows"], Path(fig_dir) / f"transplant_{file_stem(model_id)}.png", title=model_id)
                 blocks.append(Figure(png, f"{model_id}: transplant rates against block depth"))
