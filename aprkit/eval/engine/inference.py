@@ -154,7 +154,12 @@ def as_dataset(data: Any, split: str = "test") -> Dataset:
     if isinstance(data, str):
         from aprkit.data import get_dataset
 
-        return get_dataset(data, split)
+        if not _MEMO:
+            return get_dataset(data, split)
+        ds = _SPEC_DATASETS.get((data, split))  # one reader per spec within an evaluate call: a PNG tree's file
+        if ds is None:  # index is built (and its images decoded) once, not once per corrupted cell
+            ds = _SPEC_DATASETS[(data, split)] = get_dataset(data, split)
+        return ds
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         return TensorImageDataset(data[0], data[1])
     if isinstance(data, torch.Tensor):
@@ -253,15 +258,18 @@ _SPEC_IDS: dict[tuple[str, str | None], str] = {}
 
 
 _MEMO: list[bool] = []  # non-empty inside memo_dataset_ids()
+#: datasets read from spec strings by (spec, split), within memo_dataset_ids()
+_SPEC_DATASETS: dict[tuple[str, str], Any] = {}
 
 
 @contextlib.contextmanager
 def memo_dataset_ids() -> Iterator[None]:
-    """Within the block (one ``evaluate`` call) each in-memory dataset is hashed and each data folder scanned once;
-    outside it, and in the next block, afresh: a dataset changed in place between two calls (labels fixed in a
-    notebook, PNG files rewritten) gets a new id."""
+    """Within the block (one ``evaluate`` call) each in-memory dataset is hashed, each data folder scanned and each
+    spec string read (:func:`as_dataset`) once; outside it, and in the next block, afresh: a dataset changed in place
+    between two calls (labels fixed in a notebook, PNG files rewritten) gets a new id."""
     _CONTENT_IDS.clear()
     _SPEC_IDS.clear()
+    _SPEC_DATASETS.clear()
     _MEMO.append(True)
     try:
         yield
@@ -270,6 +278,7 @@ def memo_dataset_ids() -> Iterator[None]:
         if not _MEMO:
             _CONTENT_IDS.clear()
             _SPEC_IDS.clear()
+            _SPEC_DATASETS.clear()
 
 
 def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
