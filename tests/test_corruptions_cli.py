@@ -134,6 +134,30 @@ def test_cli_errors(array_input, capsys) -> None:
     assert "image folder" in capsys.readouterr().err
 
 
+def test_cli_usage_errors_write_nothing_that_binds_a_fix(array_input, folder_input, capsys) -> None:
+    """A misspelt device, repeated severities and --size 0 are usage errors (exit 2, naming the option) that leave
+    no manifest binding the corrected run; output files get the umask's mode (they were all 0600)."""
+    tmp, _, _ = array_input
+    base = ["corrupt", str(tmp / "x.npy"), str(tmp / "o"), "--corruptions", "fog", "--no-progress"]
+    assert main([*base, "--severities", "1", "--device", "gpu"]) == 2
+    assert "unknown device 'gpu'" in capsys.readouterr().err
+    assert main([*base, "--severities", "2", "2"]) == 2
+    assert "severities [2, 2] repeat a value" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["corrupt", str(folder_input), str(tmp / "f"), "--size", "0", "--corruptions", "fog", "--severities", "1",
+              "--no-progress"])
+    assert exc.value.code == 2 and "--size" in capsys.readouterr().err
+    (tmp / "o").mkdir(exist_ok=True)
+    (tmp / "o" / "manifest.json").write_text(json.dumps(  # what a run that failed before writing left
+        {"tool": "aprkit corrupt", "params": {"device": "cuda"}, "complete": [], "started": []}))
+    old = os.umask(0o022)
+    try:
+        assert main([*base, "--severities", "1"]) == 0
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp / "o" / "fog.npy").st_mode & 0o777) == 0o644
+
+
 def _run(tmp, out: str, *extra: str) -> int:
     return main(["corrupt", str(tmp / "x.npy"), str(tmp / out), "--corruptions", "gaussian_noise", "--severities", "1",
                  "--no-progress", *extra])

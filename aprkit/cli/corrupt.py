@@ -45,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
                    help="severity parameters (default: the preset made for the image size: longest side <= 32 px "
                         "cifar, <= 64 px tinyimagenet, else imagenet)")
-    p.add_argument("--size", type=int, default=None,
+    p.add_argument("--size", type=_positive_int, default=None,
                    help="resize + centre-crop images to SIZE (default: 224 for the imagenet layout, keep for cifar)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_positive_int, default=None,
@@ -93,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
     if is_array and src.suffix != ".npy":
         raise ValueError(f"array input must be a .npy file, got {str(src)!r}")
     check_out_dir(args.out, "OUT")
+    from ..distributed import resolve_device
+
+    resolved = resolve_device(args.device)  # a misspelt device is a usage error, not an internal one
+    if args.device == "auto":
+        args.device = str(resolved)
     layout = args.layout or ("cifar" if is_array else "imagenet")
     names = _names(args.corruptions)
     if args.severities is None:

@@ -88,6 +88,9 @@ def _check_names(names: Sequence[str], severities: Sequence[int]) -> tuple[list[
     if not names or not severities:
         raise ValueError(f"expected at least one corruption name and one severity, got names={names} "
                          f"severities={severities}")
+    for what, values in (("corruption names", names), ("severities", severities)):
+        if len(set(values)) != len(values):  # a repeated severity doubles the rows, which no reader accepts
+            raise ValueError(f"{what} {values} repeat a value; expected each once")
     return names, severities
 
 
