@@ -457,7 +457,7 @@ def test_limit_on_a_class_sorted_folder_warns(tmp_path):
     from aprkit.data import ImageFolderDataset, subset
 
     ds = ImageFolderDataset(_png_tree(tmp_path / "f", 12, 7))  # 3 classes, read class by class
-    with pytest.warns(RuntimeWarning, match=r"cover only 1 of the 3 classes.*aprkit.data.subset"):
+    with pytest.warns(RuntimeWarning, match=r"cover 1 of its 3 classes.*aprkit.data.subset"):
         predict(Tiny(), ds, limit=4)
     import warnings
 
@@ -465,6 +465,9 @@ def test_limit_on_a_class_sorted_folder_warns(tmp_path):
         warnings.simplefilter("error")
         predict(Tiny(), ds, limit=12)  # every class
         predict(Tiny(), subset(ds, 4, seed=0))
+        mixed = ImageFolderDataset(tmp_path / "f")
+        mixed.samples = [mixed.samples[i] for i in (0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11)]  # classes interleaved,
+        predict(Tiny(), mixed, limit=2)  # as a CIFAR tree's test order: a fair sample, no warning
 
 
 def test_on_disk_c_set_with_other_labels_is_refused(tmp_path):

@@ -515,17 +515,27 @@ def predict(
     return out
 
 
+def class_sorted_limit(labels: Any, limit: int) -> str | None:
+    """Why ``limit`` (the first N images) would evaluate only the first classes of a dataset whose ``labels`` are
+    sorted by class (an image folder lists its images class by class, so ``folder:ROOT`` with ``limit=1000`` scored
+    one class), else ``None``: a shuffled order (a CIFAR PNG tree in its test order) is a fair sample."""
+    t = torch.as_tensor(labels)
+    if t.numel() <= limit:
+        return None
+    first, every = t[:limit].unique().numel(), t.unique().numel()
+    if first == every or not bool((t[1:] >= t[:-1]).all()):
+        return None
+    return (f"limit={limit} takes the first {limit} images of a dataset ordered by class: they cover {first} of its "
+            f"{every} classes. Pass a shuffled order (a CIFAR PNG tree with its test_order.csv), a class-balanced "
+            f"sample (aprkit.data.subset(dataset, {limit}, seed=0)) or evaluate all of it")
+
+
 def _warn_class_sorted_limit(dataset: Dataset, n: int) -> None:
-    """Warn when the first ``n`` images of a folder dataset (read class by class) miss some of its classes."""
+    """Warn when the first ``n`` images of a folder dataset, read class by class, miss some of its classes."""
     targets = getattr(dataset, "targets", None)
-    if not isinstance(targets, list) or n >= len(targets):
-        return
-    covered, total = len(set(targets[:n])), len(set(targets))
-    if covered < total:
-        warnings.warn(
-            f"limit={n} takes the first {n} images in dataset order, which cover only {covered} of the {total} classes "
-            f"(folders are read class by class); for a class-balanced sample pass aprkit.data.subset(dataset, {n}, "
-            "seed=0) as the data instead", RuntimeWarning, stacklevel=3)
+    message = class_sorted_limit(targets, n) if isinstance(targets, list) and targets else None
+    if message:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def gather_outputs(out: Outputs, idx: torch.Tensor, n: int) -> Outputs:

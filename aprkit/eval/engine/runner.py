@@ -40,7 +40,7 @@ from ..report.results import Results
 from ..suites import EvalContext, load_suites
 from ..suites.options import check_data_mapping, check_suite_options, parse_suite_options, suite_registry
 from .cache import MemoryCache, ResultCache, Unidentifiable, model_fingerprint, result_key, to_jsonable
-from .inference import memo_dataset_ids, wants_channels_last
+from .inference import class_sorted_limit, memo_dataset_ids, wants_channels_last
 from .outdir import RunCache, SuiteIndex, merge_provenance
 
 __all__ = ["evaluate", "Results", "load_eval_model", "SUITE_VERSION"]
@@ -131,15 +131,9 @@ def warn_if_limit_takes_few_classes(data: Any, limit: int | None) -> None:
             labels = attribute_labels(as_dataset(d))
         except Exception:  # noqa: BLE001 - a best-effort warning: the suite opens the data and reports its errors
             continue
-        if labels is None or labels.numel() <= limit:
-            continue
-        first, every = labels[:limit].unique().numel(), labels.unique().numel()
-        if first < every and bool((labels[1:] >= labels[:-1]).all()):
-            import warnings
-
-            warnings.warn(f"limit={limit} takes the first {limit} images of a dataset ordered by class: they cover "
-                          f"{first} of its {every} classes. Pass a shuffled order (a CIFAR PNG tree with its "
-                          "test_order.csv) or evaluate all of it", RuntimeWarning, stacklevel=3)
+        message = class_sorted_limit(labels, limit) if labels is not None else None
+        if message:
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def _suite_names(suite: str | Sequence[str]) -> list[str]:
