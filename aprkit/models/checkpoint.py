@@ -248,16 +248,19 @@ def load_model(
             )
         elif is_model(text):
             model = _load_aprkit_arch(text, num_classes, checkpoint, weights_only, kwargs, random_init, drop_head)
-        elif Path(text).is_file():
+        elif Path(text).expanduser().is_file():
             if checkpoint is not None:
                 raise ValueError("give either a checkpoint path as spec or checkpoint=, not both")
             if random_init:
                 raise ValueError(f"random_init=True asks for untrained weights but {text!r} is a checkpoint file; pass "
                                  "the architecture name with random_init=True instead")
-            model = _load_file(Path(text), num_classes, weights_only, kwargs, drop_head)
+            model = _load_file(Path(text).expanduser(), num_classes, weights_only, kwargs, drop_head)
         else:
             from .._checks import nearest_names
 
+            if Path(text).suffix in (".th", ".pt", ".pth", ".ckpt", ".bin", ".safetensors") or os.sep in text:
+                raise FileNotFoundError(f"model checkpoint {text!r} does not exist (it reads as a file path: "
+                                        f"{str(Path(text).expanduser().absolute())!r})")
             valid = list_models()
             raise ValueError(
                 f"unknown model spec {text!r}{nearest_names(text.lower(), valid)}: expected an aprkit architecture "
