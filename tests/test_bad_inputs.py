@@ -95,6 +95,7 @@ CLI: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("eval-head-mismatch", lambda d: E + ["--model", str(d / "c100.pt"), "--num-classes", "10", "--data", "synthetic:8"], r"has 100 classes but the model was built with 10.*--drop-head"),
     ("eval-random-init-and-checkpoint", lambda d: E + ["--model", "resnet20", "--random-init", "--checkpoint", str(d / "r20.pt"), "--data", "synthetic:8"], r"random_init=True .*checkpoint= was given too"),
     ("eval-unknown-model", lambda d: E + ["--model", "resnet21", "--data", "synthetic:8"], r"unknown model spec 'resnet21' \(did you mean"),
+    ("eval-negative-workers", lambda d: E + ["--model", "resnet20", "--random-init", "--data", "synthetic:8", "--workers", "-1"], r"num_workers must be an integer >= 0"),
     ("eval-unknown-library", lambda d: E + ["--model", "keras:resnet", "--data", "synthetic:8"], r"unknown model library 'keras'.*expected"),
     ("eval-unknown-timm-model", lambda d: E + ["--model", "timm:resnet_nope", "--data", "synthetic:8"], r"unknown timm model 'resnet_nope'"),
     ("eval-model-classes-below-labels", lambda d: E + ["--model", str(d / "c3.pt"), "--data", "synthetic:8"], r"model outputs 3 classes but the data has 10"),

@@ -195,6 +195,8 @@ def evaluate(
                          "or a Dataset")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be an integer >= 0 (0: read in this process), got {num_workers!r}")
     names = _suite_names(suite)
     check_data_mapping(data, names)
     opts = check_suite_options(names, options)  # flat keys, each read by a selected suite
