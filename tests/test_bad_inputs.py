@@ -191,6 +191,9 @@ def test_cli_bad_input(case, bad, capsys):
 def test_argparse_errors_are_one_line(capsys):
     rc, err = _run(["eval", "--severities", "1,x"], capsys)
     assert rc == 2 and "expected comma-separated integers such as 1,3,5, got '1,x'" in err and "Traceback" not in err
+    for flag in ("--corruptions", "--severities"):  # an empty list read as "not given" ran every default value
+        rc, err = _run(["eval", flag, ""], capsys)
+        assert rc == 2 and f"argument {flag}: expected comma-separated" in err and "got an empty list" in err
 
 
 def test_debug_adds_the_traceback(bad, capsys):

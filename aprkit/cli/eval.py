@@ -24,13 +24,20 @@ __all__ = ["add_parser", "run", "settings"]
 
 def _int_list(text: str) -> list[int]:
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        values = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,3,5, got {text!r}") from None
+    if not values:  # an empty list would read as "not given": every default value
+        raise argparse.ArgumentTypeError("expected comma-separated integers such as 1,3,5, got an empty list")
+    return list(dict.fromkeys(values))  # a repeated value adds nothing but another cache key
 
 
 def _str_list(text: str) -> list[str]:
-    return [s.strip() for s in text.split(",") if s.strip()]
+    values = [s.strip() for s in text.split(",") if s.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("expected comma-separated names such as fog,contrast (or 'none'), got an "
+                                         "empty list")
+    return list(dict.fromkeys(values))
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
