@@ -19,7 +19,7 @@ def test_eval_cifar10c_smoke(tmp_path):
     assert "clean accuracy:" in out and "published .npy files" in out
     assert "gaussian_noise" in out and "fog" in out and "mean corruption error" in out
     assert (tmp_path / "report.md").is_file() and (tmp_path / "results.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(("cache", "figures"))) == ["index.json", "report.html", "report.md", "results.json"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(("cache", "figures"))) == ["index.json", "index.json.lock", "report.html", "report.md", "results.json"]
 
 
 def test_make_tiny_layout_matches_published_format(tmp_path):

@@ -183,7 +183,8 @@ def evaluate(
     option keys (each suite's ``Options``, see :mod:`aprkit.eval.suites.base`), e.g.
     ``{"knn_k": 10, "n_pairs": 500}``; they win over the parameters above. ``random_init``/``drop_head``: see
     :func:`aprkit.models.load_model` (untrained weights and re-initialised heads are refused unless asked for). With
-    ``out_dir``, writes ``cache/``, ``index.json``, ``results.json``, ``report.md`` and ``report.html`` there;
+    ``out_dir``, writes ``cache/``, ``index.json`` (and its lock file, so that runs into one folder add up),
+    ``results.json``, ``report.md`` and ``report.html`` there;
     ``results.json`` and the report hold every suite finished in that folder (this run's and earlier runs'), the
     returned :class:`Results` this call's models only. A report section that fails to render raises after the files
     are written. ``amp`` defaults to on for CUDA, off on CPU; ``channels_last`` defaults to on for convolutional
