@@ -12,6 +12,7 @@ are only a cache, where a file lost or damaged by a crash is just recomputed (``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -31,9 +32,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
-        if hasattr(os, "fchmod"):  # mkstemp makes 0600: give the file the mode open() would (0666 less the umask)
-            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600: the mode open() would give (0666 less the umask); a
+                with contextlib.suppress(OSError):  # file system without modes (vfat) keeps its own
+                    os.fchmod(fh.fileno(), 0o666 & ~_umask())
             write(fh)
             if durable:
                 fh.flush()

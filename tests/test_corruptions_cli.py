@@ -135,8 +135,8 @@ def test_cli_errors(array_input, capsys) -> None:
 
 
 def test_cli_usage_errors_write_nothing_that_binds_a_fix(array_input, folder_input, capsys) -> None:
-    """A misspelt device, repeated severities and --size 0 are usage errors (exit 2, naming the option) that leave
-    no manifest binding the corrected run; output files get the umask's mode (they were all 0600)."""
+    """A misspelt device, repeated severities and --size 0 are usage errors (exit 2, naming the option) refused before
+    any manifest binds the corrected run; output files get the umask's mode (they were all 0600)."""
     tmp, _, _ = array_input
     base = ["corrupt", str(tmp / "x.npy"), str(tmp / "o"), "--corruptions", "fog", "--no-progress"]
     assert main([*base, "--severities", "1", "--device", "gpu"]) == 2
@@ -147,15 +147,14 @@ def test_cli_usage_errors_write_nothing_that_binds_a_fix(array_input, folder_inp
         main(["corrupt", str(folder_input), str(tmp / "f"), "--size", "0", "--corruptions", "fog", "--severities", "1",
               "--no-progress"])
     assert exc.value.code == 2 and "--size" in capsys.readouterr().err
-    (tmp / "o").mkdir(exist_ok=True)
-    (tmp / "o" / "manifest.json").write_text(json.dumps(  # what a run that failed before writing left
-        {"tool": "aprkit corrupt", "params": {"device": "cuda"}, "complete": [], "started": []}))
-    old = os.umask(0o022)
-    try:
-        assert main([*base, "--severities", "1"]) == 0
-    finally:
-        os.umask(old)
-    assert (os.stat(tmp / "o" / "fog.npy").st_mode & 0o777) == 0o644
+    assert not (tmp / "o" / "manifest.json").exists()  # refused before the manifest: nothing binds the fixed run
+    for mask, mode in ((0o022, 0o644), (0o027, 0o640)):
+        old = os.umask(mask)
+        try:
+            assert main([*base, "--severities", "1", "--overwrite"]) == 0
+        finally:
+            os.umask(old)
+        assert (os.stat(tmp / "o" / "fog.npy").st_mode & 0o777) == mode
 
 
 def _run(tmp, out: str, *extra: str) -> int:

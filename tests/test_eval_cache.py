@@ -639,3 +639,18 @@ def test_fingerprint_is_stable_across_forward_passes_and_processes(tmp_path):
                               env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}, check=True).stdout
                for seed in (1, 2, 3)}
     assert len(digests) == 1
+
+
+def test_a_spec_is_read_once_per_evaluate_call(tmp_path, monkeypatch):
+    """The corruption suite's cells share one reader of the data spec (each rebuilt a PNG tree's file index); the
+    next call reads it afresh."""
+    import aprkit.data
+
+    calls = []
+    real = aprkit.data.get_dataset
+    monkeypatch.setattr(aprkit.data, "get_dataset", lambda *a, **k: calls.append(a) or real(*a, **k))
+    kw = dict(CELL, corruptions=["contrast", "fog"], severities=[1, 2], data="synthetic:16")
+    evaluate(Tiny(), **kw)
+    first = len(calls)
+    evaluate(Tiny(), **kw)
+    assert first <= 2 and len(calls) == 2 * first

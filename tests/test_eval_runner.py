@@ -465,6 +465,11 @@ def test_limit_on_a_class_sorted_folder_warns(tmp_path):
         warnings.simplefilter("error")
         predict(Tiny(), ds, limit=12)  # every class
         predict(Tiny(), subset(ds, 4, seed=0))
+    grouped = ImageFolderDataset(tmp_path / "f", classes=sorted(ds.classes, reverse=True))  # labels 2,2,..,1,..,0
+    with pytest.warns(RuntimeWarning, match=r"cover 1 of its 3 classes"):  # grouped by class, not increasing
+        predict(Tiny(), grouped, limit=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         mixed = ImageFolderDataset(tmp_path / "f")
         mixed.samples = [mixed.samples[i] for i in (0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11)]  # classes interleaved,
         predict(Tiny(), mixed, limit=2)  # as a CIFAR tree's test order: a fair sample, no warning

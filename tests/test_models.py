@@ -104,6 +104,8 @@ def test_unknown_names_list_valid_ones():
         load_model("no_such_net")
     with pytest.raises(FileNotFoundError, match="model checkpoint '/nowhere/net.th' does not exist"):
         load_model("/nowhere/net.th")  # a path, not a misspelt name
+    with pytest.raises(FileNotFoundError, match="NET.PT' does not exist"):
+        load_model("NET.PT")
     with pytest.raises(ValueError, match="unknown timm model"):
         load_model("timm:resnet_does_not_exist")
     with pytest.raises(ValueError, match="unknown torchvision model"):

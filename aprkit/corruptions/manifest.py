@@ -113,10 +113,8 @@ class Manifest:
         self.depends: dict[str, dict[str, Any]] = json.loads(json.dumps(dict(depends or {})))
         outputs = list(outputs)
         old = self._read()
-        wrote_nothing = old is not None and not old.get("started") and not old.get("complete")
         hint = f"pick another output folder or pass --overwrite (overwrite=True) to replace {str(out)!r}"
-        # a run that wrote nothing (it failed on a bad option) binds no later run to its parameters
-        if old is not None and old.get("params") != params and not overwrite and not wrote_nothing:
+        if old is not None and old.get("params") != params and not overwrite:
             diff = "; ".join(_differences(old.get("params") or {}, params))
             raise ValueError(f"{self.path} was written with other generation parameters ({diff}); {hint}")
         if old is not None and not overwrite:

@@ -258,9 +258,13 @@ def load_model(
         else:
             from .._checks import nearest_names
 
-            if Path(text).suffix in (".th", ".pt", ".pth", ".ckpt", ".bin", ".safetensors") or os.sep in text:
+            path = Path(text).expanduser()
+            if path.is_dir():
+                raise IsADirectoryError(f"model spec {text!r} is a folder; expected a checkpoint file in it")
+            if path.suffix.lower() in (".th", ".pt", ".pth", ".ckpt", ".bin", ".safetensors") or "/" in text \
+                    or os.sep in text:
                 raise FileNotFoundError(f"model checkpoint {text!r} does not exist (it reads as a file path: "
-                                        f"{str(Path(text).expanduser().absolute())!r})")
+                                        f"{str(path.absolute())!r})")
             valid = list_models()
             raise ValueError(
                 f"unknown model spec {text!r}{nearest_names(text.lower(), valid)}: expected an aprkit architecture "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 import time
 import warnings
 import weakref
@@ -137,14 +138,14 @@ def _normalise_spec(spec: str, split: str | None = None) -> str:
     if sep and rest and Path(rest).exists():  # on-disk data: its path and the state of its files
         from aprkit._hash import path_state
 
-        known = _SPEC_IDS.get((spec, split))
+        known = _MEMO.spec_ids.get((spec, split))
         if known is None:
             state = path_state(rest)
             if kind in ("cifar10", "cifar100") and split and (Path(rest) / split).is_dir():  # root/split/class/image
                 state += "+" + path_state(Path(rest) / split, depth=2)
             known = f"{kind}:{Path(rest).resolve()}@{state}"
-            if _MEMO:
-                _SPEC_IDS[(spec, split)] = known
+            if _MEMO.depth:
+                _MEMO.spec_ids[(spec, split)] = known
         return known
     return spec
 
@@ -154,11 +155,11 @@ def as_dataset(data: Any, split: str = "test") -> Dataset:
     if isinstance(data, str):
         from aprkit.data import get_dataset
 
-        if not _MEMO:
+        if not _MEMO.depth:
             return get_dataset(data, split)
-        ds = _SPEC_DATASETS.get((data, split))  # one reader per spec within an evaluate call: a PNG tree's file
+        ds = _MEMO.datasets.get((data, split))  # one reader per spec within an evaluate call: a PNG tree's file
         if ds is None:  # index is built (and its images decoded) once, not once per corrupted cell
-            ds = _SPEC_DATASETS[(data, split)] = get_dataset(data, split)
+            ds = _MEMO.datasets[(data, split)] = get_dataset(data, split)
         return ds
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         return TensorImageDataset(data[0], data[1])
@@ -182,7 +183,7 @@ def dataset_id(data: Any, split: str = "test") -> str:
             return value
     ds = as_dataset(data, split)
     try:
-        return _CONTENT_IDS[ds]
+        return _MEMO.content_ids[ds]
     except (KeyError, TypeError):  # not seen yet, or not weak-referenceable
         pass
     n = dataset_len(ds)
@@ -213,9 +214,9 @@ def dataset_id(data: Any, split: str = "test") -> str:
             h.update(torch.as_tensor(img).contiguous().numpy().tobytes())
             h.update(str(int(label)).encode())
     ident = f"{type(ds).__name__}-{n}-{h.hexdigest()[:16]}"
-    if _MEMO:  # within one evaluate call
+    if _MEMO.depth:  # within one evaluate call
         with contextlib.suppress(TypeError):
-            _CONTENT_IDS[ds] = ident
+            _MEMO.content_ids[ds] = ident
     return ident
 
 
@@ -249,36 +250,40 @@ def _warn_sampled(ds: Any) -> None:
 
 _SAMPLED_WARNED: set[str] = set()
 
-#: content ids of in-memory datasets, computed once per object within memo_dataset_ids()
-_CONTENT_IDS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+class _Memo(threading.local):
+    """Per thread, within :func:`memo_dataset_ids`: content ids of in-memory datasets (per object), ids of on-disk
+    specs (path and file state) and the datasets read from spec strings, by (spec, split)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.content_ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        self.spec_ids: dict[tuple[str, str | None], str] = {}
+        self.datasets: dict[tuple[str, str], Any] = {}
+
+    def clear(self) -> None:
+        self.content_ids.clear()
+        self.spec_ids.clear()
+        self.datasets.clear()
 
 
-#: ids of on-disk specs (path and file state) by (spec, split), until the next forget_dataset_ids()
-_SPEC_IDS: dict[tuple[str, str | None], str] = {}
-
-
-_MEMO: list[bool] = []  # non-empty inside memo_dataset_ids()
-#: datasets read from spec strings by (spec, split), within memo_dataset_ids()
-_SPEC_DATASETS: dict[tuple[str, str], Any] = {}
+_MEMO = _Memo()
 
 
 @contextlib.contextmanager
 def memo_dataset_ids() -> Iterator[None]:
-    """Within the block (one ``evaluate`` call) each in-memory dataset is hashed, each data folder scanned and each
-    spec string read (:func:`as_dataset`) once; outside it, and in the next block, afresh: a dataset changed in place
-    between two calls (labels fixed in a notebook, PNG files rewritten) gets a new id."""
-    _CONTENT_IDS.clear()
-    _SPEC_IDS.clear()
-    _SPEC_DATASETS.clear()
-    _MEMO.append(True)
+    """Within the block (one ``evaluate`` call; per thread, nested calls share the outer one's) each in-memory dataset
+    is hashed, each data folder scanned and each spec string read (:func:`as_dataset`) once; outside it, and in the
+    next block, afresh: a dataset changed in place between two calls (labels fixed in a notebook, PNG files
+    rewritten) gets a new id."""
+    if not _MEMO.depth:
+        _MEMO.clear()
+    _MEMO.depth += 1
     try:
         yield
     finally:
-        _MEMO.pop()
-        if not _MEMO:
-            _CONTENT_IDS.clear()
-            _SPEC_IDS.clear()
-            _SPEC_DATASETS.clear()
+        _MEMO.depth -= 1
+        if not _MEMO.depth:
+            _MEMO.clear()
 
 
 def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
@@ -517,13 +522,13 @@ def predict(
 
 def class_sorted_limit(labels: Any, limit: int) -> str | None:
     """Why ``limit`` (the first N images) would evaluate only the first classes of a dataset whose ``labels`` are
-    sorted by class (an image folder lists its images class by class, so ``folder:ROOT`` with ``limit=1000`` scored
+    grouped by class (an image folder lists its images class by class, so ``folder:ROOT`` with ``limit=1000`` scored
     one class), else ``None``: a shuffled order (a CIFAR PNG tree in its test order) is a fair sample."""
     t = torch.as_tensor(labels)
     if t.numel() <= limit:
         return None
     first, every = t[:limit].unique().numel(), t.unique().numel()
-    if first == every or not bool((t[1:] >= t[:-1]).all()):
+    if first == every or int((t[1:] != t[:-1]).sum()) + 1 != every:  # grouped: each class in one run, any order
         return None
     return (f"limit={limit} takes the first {limit} images of a dataset ordered by class: they cover {first} of its "
             f"{every} classes. Pass a shuffled order (a CIFAR PNG tree with its test_order.csv), a class-balanced "
