@@ -74,6 +74,26 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_LOADER: Any = None
+
+
+def _yaml_load(stream: Any) -> Any:
+    """``yaml.safe_load`` that also reads ``5e-4`` and ``1E3`` as numbers: YAML 1.1 (PyYAML) wants a dot and a signed
+    exponent and kept them as strings, so ``weight_decay: 5e-4`` was refused; YAML 1.2 and JSON read them as floats."""
+    global _LOADER
+    import yaml
+
+    if _LOADER is None:
+        class Loader(yaml.SafeLoader):
+            pass
+
+        Loader.add_implicit_resolver(  # (the dotted forms keep PyYAML's own resolver)
+            "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+            list("-+0123456789"))
+        _LOADER = Loader
+    return yaml.load(stream, Loader=_LOADER)  # noqa: S506 - a SafeLoader subclass
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     import yaml
 
@@ -85,7 +105,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise FileNotFoundError(f"config file not found: {path}{where}; expected a YAML file")
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = _yaml_load(fh)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -128,7 +148,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise ValueError(f"override {item!r} has an empty key part; expected key=value or section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return parts, expand_env(value)

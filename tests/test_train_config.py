@@ -36,6 +36,13 @@ def test_base_inheritance_and_overrides(tmp_path):
     assert cfg.data.test_limit is None
 
 
+def test_scientific_notation_without_a_dot_is_a_number(tmp_path):
+    """``5e-4`` (YAML 1.2, JSON, Python) was a string to PyYAML: 'must be a number, got '5e-4''."""
+    path = _write(tmp_path, "sci.yaml", "optim: {weight_decay: 5e-4, lr: 1E-1}\n")
+    cfg = load_config(path, ["optim.momentum=9e-1"])
+    assert (cfg.optim.weight_decay, cfg.optim.lr, cfg.optim.momentum) == (5e-4, 0.1, 0.9)
+
+
 def test_type_coercion():
     cfg = config_from_dict(apply_overrides({}, ["optim.lr=1", "optim.epochs=2.0", "model.name=resnet20"]))
     assert isinstance(cfg.optim.lr, float) and cfg.optim.epochs == 2 and isinstance(cfg.optim.epochs, int)
