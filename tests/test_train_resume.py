@@ -46,6 +46,20 @@ def test_resume_at_max_steps_keeps_the_partial_row(tmp_path):
     assert len(rows) == 2 and rows[-1]["step"] == "7"
 
 
+def test_resume_refuses_another_batch_size_and_an_epoch_budget_already_passed(tmp_path):
+    """The schedule and the position in the epoch are counted in steps: a resume with another batch size put the
+    learning-rate drops mid-epoch; a resume with fewer epochs than the checkpoint reached reported metrics of
+    other weights than model.pt's."""
+    ds, test = Images(40), Images(16, seed=5)
+    cfg = train_config()
+    fit(cfg, ["train.max_steps=7"], out=tmp_path, datasets=(ds, test))  # 5 steps per epoch: stopped in epoch 2
+    with pytest.raises(ValueError, match=r"ran 5 steps per epoch, this config 10 \(optim.batch_size"):
+        fit(cfg, ["optim.batch_size=4"], out=tmp_path, resume=True, datasets=(ds, test))
+    with pytest.raises(ValueError, match=r"optim.epochs=1: .* already at epoch 1, batch 2 .* optim.epochs >= 2"):
+        fit(cfg, ["optim.epochs=1"], out=tmp_path, resume=True, datasets=(ds, test))
+    assert fit(cfg, out=tmp_path, resume=True, datasets=(ds, test))["global_step"] == 15
+
+
 @register_model("_tiny_dropout_cnn")
 def _tiny_dropout_cnn(num_classes: int = 10) -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Dropout(0.5), nn.AdaptiveMaxPool2d(4),

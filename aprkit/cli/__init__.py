@@ -56,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted; finished results are kept and a rerun resumes", file=sys.stderr)
+        how = "a rerun with --resume goes on" if args.command == "train" else "a rerun resumes"
+        print(f"interrupted; finished results are kept and {how}", file=sys.stderr)
         return 130
     except Exception as err:
         from ._common import error_line

@@ -238,7 +238,7 @@ def apr_s_where(cfg: Config) -> Literal["loader", "device"] | None:
 #: config keys that do not change a run's trajectory: a resume may differ in them
 RESUME_FREE = frozenset({"train.out", "train.resume", "train.max_steps", "train.progress", "train.tensorboard",
                          "optim.epochs", "train.eval_every", "train.checkpoint_every_steps", "data.test_limit",
-                         "data.num_workers", "name"})
+                         "data.num_workers", "data.eval_batch_size", "name"})
 
 
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], ignore: typing.AbstractSet[str] = RESUME_FREE,

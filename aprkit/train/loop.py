@@ -258,6 +258,16 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         if state["scaler"]:  # runs without a float16 GradScaler (CPU, bfloat16) saved an empty state
             scaler.load_state_dict(state["scaler"])
         epoch, start_batch, step = state["epoch"], state["batch_in_epoch"], state["global_step"]
+        saved_steps = (state.get("sampler") or {}).get("steps_per_epoch")  # older checkpoints: not checked
+        if saved_steps is not None and saved_steps != len(batches):
+            raise ValueError(f"cannot resume: {ckpt_path} ran {saved_steps} steps per epoch, this config "
+                             f"{len(batches)} (optim.batch_size or the training data changed): the learning-rate "
+                             "schedule and the position inside the epoch are counted in steps. Resume with the same "
+                             "batch size and data, or start a new run (another --out)")
+        if epoch > o.epochs or (epoch == o.epochs and start_batch > 0):
+            raise ValueError(f"cannot resume with optim.epochs={o.epochs}: {ckpt_path} is already at epoch {epoch}, "
+                             f"batch {start_batch} (its weights are past that budget); give optim.epochs >= "
+                             f"{epoch + (start_batch > 0)} or start a new run (another --out)")
         resumed = True  # a finished run resumed again keeps its config.yaml and model.pt as they are
         # a partial row (a max_steps stop inside an epoch) is replaced when training goes on; a run resumed at its
         # max_steps trains nothing more and keeps it
@@ -315,7 +325,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             "epoch": at_epoch, "batch_in_epoch": at_batch, "global_step": step, "history": rows,
             "accum": sums.cpu(), "rng": capture_rng(generator), "recipe_version": recipe_version(cfg),
             "config_changes": config_changes,
-            "sampler": {"seed": seed, "epoch": at_epoch, "batch_in_epoch": at_batch, "world": info.world},
+            "sampler": {"seed": seed, "epoch": at_epoch, "batch_in_epoch": at_batch, "world": info.world,
+                        "steps_per_epoch": len(batches)},
         }, ckpt_path)
 
     from tqdm.auto import tqdm
