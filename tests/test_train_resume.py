@@ -57,6 +57,8 @@ def test_resume_refuses_another_batch_size_and_an_epoch_budget_already_passed(tm
         fit(cfg, ["optim.batch_size=4"], out=tmp_path, resume=True, datasets=(ds, test))
     with pytest.raises(ValueError, match=r"optim.epochs=1: .* already at epoch 1, batch 2 .* optim.epochs >= 2"):
         fit(cfg, ["optim.epochs=1"], out=tmp_path, resume=True, datasets=(ds, test))
+    with pytest.raises(ValueError, match=r"built with model.kwargs=\{\}, this config has \{'width': 2\}"):
+        fit(cfg, ["model.kwargs={width: 2}"], out=tmp_path, resume=True, datasets=(ds, test))
     assert fit(cfg, out=tmp_path, resume=True, datasets=(ds, test))["global_step"] == 15
 
 

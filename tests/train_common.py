@@ -24,9 +24,9 @@ HAS_AUGMENT = _has_augment()
 
 
 @register_model("_tiny_test_cnn")
-def _tiny_test_cnn(num_classes: int = 10) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveMaxPool2d(4),
-                         nn.Flatten(), nn.Linear(16 * 4 * 4, num_classes))
+def _tiny_test_cnn(num_classes: int = 10, width: int = 16) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.AdaptiveMaxPool2d(4),
+                         nn.Flatten(), nn.Linear(width * 4 * 4, num_classes))
 
 
 class Images(torch.utils.data.Dataset):

@@ -14,6 +14,7 @@ epoch (``train.max_steps``) logs a ``partial`` row, which a resume that trains o
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import random
@@ -244,6 +245,11 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             raise ValueError(f"cannot resume: {ckpt_path} is a run of model.name={saved['name']!r} with "
                              f"{saved['num_classes']} classes, not {cfg.model.name!r} with {cfg.model.num_classes}; "
                              "resume with the same model settings or choose another --out")
+        saved_kwargs = (state.get("config") or {}).get("model", {}).get("kwargs", {}) or {}
+        if json.dumps(saved_kwargs, sort_keys=True, default=str) != json.dumps(cfg.model.kwargs, sort_keys=True,
+                                                                              default=str):  # another architecture
+            raise ValueError(f"cannot resume: {ckpt_path} was built with model.kwargs={saved_kwargs}, this config has "
+                             f"{cfg.model.kwargs}; resume with the same model settings or choose another --out")
         unwrap_model(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
