@@ -147,6 +147,11 @@ def test_cli_usage_errors_write_nothing_that_binds_a_fix(array_input, folder_inp
         main(["corrupt", str(folder_input), str(tmp / "f"), "--size", "0", "--corruptions", "fog", "--severities", "1",
               "--no-progress"])
     assert exc.value.code == 2 and "--size" in capsys.readouterr().err
+    assert main([*base, "--severities", "1", "--quality", "90"]) == 2  # it was accepted and ignored
+    assert "--quality sets the JPEG quality of the imagenet layout" in capsys.readouterr().err
+    assert main(["corrupt", str(folder_input), str(tmp / "f"), "--quality", "101", "--corruptions", "fog",
+                 "--severities", "1", "--no-progress"]) == 2
+    assert "expected a JPEG quality in 1..100" in capsys.readouterr().err
     assert not (tmp / "o" / "manifest.json").exists()  # refused before the manifest: nothing binds the fixed run
     for mask, mode in ((0o022, 0o644), (0o027, 0o640)):
         old = os.umask(mask)

@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="images per batch (default 500 cifar, 64 imagenet); does not change the output")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--frost-dir", default=None, help="directory with frost1.png .. frost5.jpg")
-    p.add_argument("--quality", type=int, default=85, help="JPEG quality of the imagenet layout")
+    p.add_argument("--quality", type=int, default=None, help="JPEG quality of the imagenet layout, 1-100 (default 85)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the outputs of a folder generated with other parameters or input")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -108,12 +108,18 @@ def run(args: argparse.Namespace) -> int:
     if args.size is not None and is_array:
         raise ValueError("--size resizes images read from a folder; array input is written at its own size "
                          f"({str(src)!r}: resize the array first)")
+    if args.quality is not None and (layout != "imagenet" or not 1 <= args.quality <= 100):
+        raise ValueError(f"--quality {args.quality}: expected a JPEG quality in 1..100 for the imagenet layout (the "
+                         "cifar layout stores lossless arrays)" if layout == "imagenet" else
+                         "--quality sets the JPEG quality of the imagenet layout; the cifar layout stores lossless "
+                         "arrays")
     if layout == "imagenet":
         if is_array:
             raise ValueError("the imagenet layout needs an image folder (class sub-folders); "
                              "use --layout cifar for arrays")
         n = write_imagenet_c(src, args.out, names, args.severities, args.preset, args.seed,
-                             args.batch_size or 64, args.size if args.size is not None else 224, args.quality,
+                             args.batch_size or 64, args.size if args.size is not None else 224,
+                             args.quality if args.quality is not None else 85,
                              args.device, progress, args.frost_dir, overwrite=args.overwrite)
         print(f"wrote {n} images to {args.out}")
         return 0
