@@ -108,11 +108,12 @@ def run(args: argparse.Namespace) -> int:
     if args.size is not None and is_array:
         raise ValueError("--size resizes images read from a folder; array input is written at its own size "
                          f"({str(src)!r}: resize the array first)")
-    if args.quality is not None and (layout != "imagenet" or not 1 <= args.quality <= 100):
-        raise ValueError(f"--quality {args.quality}: expected a JPEG quality in 1..100 for the imagenet layout (the "
-                         "cifar layout stores lossless arrays)" if layout == "imagenet" else
-                         "--quality sets the JPEG quality of the imagenet layout; the cifar layout stores lossless "
+    if args.quality is not None and layout != "imagenet":
+        raise ValueError("--quality sets the JPEG quality of the imagenet layout; the cifar layout stores lossless "
                          "arrays")
+    if args.quality is not None and not 1 <= args.quality <= 100:
+        raise ValueError(f"--quality {args.quality}: expected a JPEG quality in 1..100 for the imagenet layout (the "
+                         "cifar layout stores lossless arrays)")
     if layout == "imagenet":
         if is_array:
             raise ValueError("the imagenet layout needs an image folder (class sub-folders); "

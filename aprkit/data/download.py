@@ -28,6 +28,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import TypeGuard
 
 import filelock
 
@@ -66,7 +67,7 @@ _LOCAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES
                            errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR})
 
 
-def is_local_error(e: BaseException) -> bool:
+def is_local_error(e: BaseException) -> TypeGuard[OSError]:
     """Whether ``e`` is an error of this machine's files (a full disk, a read-only or forbidden folder), not of the
     network."""
     return isinstance(e, OSError) and not isinstance(e, urllib.error.URLError) and e.errno in _LOCAL_ERRNOS
@@ -188,15 +189,13 @@ def download_file(
             hint = "Run again later, or" if later else "If the file has moved,"
             raise DownloadError(f"{url} answered HTTP {e.code} {e.reason}; nothing more was written to {dest}. {hint} "
                                 f"download it by hand and place it at {dest}") from e
-        except OSError as e:
+        except (OSError, http.client.HTTPException) as e:
             if is_local_error(e):  # this machine's disk
                 raise DownloadError(f"could not write {part} while downloading {url} ({e.strerror}); free space or "
                                     f"fix the folder's permissions, then run again to resume") from e
+            reason = getattr(e, "reason", e) if isinstance(e, OSError) else repr(e)
             resume = f"; run again to resume from {part}" if part.is_file() and part.stat().st_size else ""
-            raise _offline_error(url, dest, f"{getattr(e, 'reason', e)}{resume}") from e
-        except http.client.HTTPException as e:
-            resume = f"; run again to resume from {part}" if part.is_file() and part.stat().st_size else ""
-            raise _offline_error(url, dest, f"{e!r}{resume}") from e
+            raise _offline_error(url, dest, f"{reason}{resume}") from e
         if md5 is not None:
             got = file_md5(part)
             if got != md5.lower():

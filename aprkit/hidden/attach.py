@@ -11,7 +11,7 @@ from torch import nn
 
 from .. import fourier
 from .feature_apr import FeatureAPR, Lam
-from .layout import check_channels_first, enclosing_modules, site_prefix_tokens
+from .layout import check_channels_first, site_prefix_tokens
 from .sites import resolve_module
 
 __all__ = ["attach", "AttachHandle", "token_layout", "compiled_modules"]
@@ -102,6 +102,8 @@ def attach(
     k = num_prefix_tokens if num_prefix_tokens is not None else auto_k
     grid = grid if grid is not None else auto_grid
     warned: list[bool] = []
+    # modules with timm's activation-checkpointing switch (on the model or its stages), read at each training forward
+    switches = [m for m in model.modules() if hasattr(m, "grad_checkpointing")]
     resolved: list[tuple[str, nn.Module]] = []
     for name in layers:
         if ":" in name:
@@ -128,12 +130,11 @@ def attach(
                     f"FeatureAPR needs a feature map (B, C, H, W) or tokens (B, N, D)"
                 )
             if out.ndim == 4 and tuple(out.shape[1:]) not in checked:  # a (B, H, W, C) map would mix channels
-                check_channels_first(enclosing_modules(model, full), tuple(out.shape), f"layer {full!r} output")
+                check_channels_first(model, full, tuple(out.shape), f"layer {full!r} output")
                 checked.add(tuple(out.shape[1:]))
             if out.ndim == 3 and model_k is not None:
                 apr.num_prefix_tokens = site_prefix_tokens(out.shape[1], model_k, grid)
-            if apr.generator is not None and not warned and any(
-                    getattr(m, "grad_checkpointing", False) for m in model.modules()):  # timm: on the model or stages
+            if apr.generator is not None and not warned and any(m.grad_checkpointing for m in switches):
                 warned.append(True)
                 warnings.warn("FeatureAPR draws from generator=, which activation checkpointing does not restore: the "
                               "recomputed forward draws other partners, so the gradients belong to another "

@@ -9,14 +9,12 @@ reshaped to ``(B, D, h, w)``. :func:`to_grid` and :func:`from_grid` are exact in
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["GridLayout", "to_grid", "from_grid", "infer_prefix_tokens", "check_channels_first", "enclosing_modules",
-           "site_prefix_tokens"]
+__all__ = ["GridLayout", "to_grid", "from_grid", "infer_prefix_tokens", "check_channels_first", "site_prefix_tokens"]
 
 
 @dataclass(frozen=True)
@@ -28,11 +26,15 @@ class GridLayout:
     num_prefix_tokens: int = 0
 
 
+def _square_grid(n: int) -> bool:
+    """Whether ``n`` tokens form a square patch grid of at least 2 x 2."""
+    return n >= 4 and math.isqrt(n) ** 2 == n
+
+
 def infer_prefix_tokens(n_tokens: int, max_prefix: int = 8) -> int:
     """Smallest ``k <= max_prefix`` such that ``n_tokens - k`` is a perfect square (>= 4); else ``ValueError``."""
     for k in range(0, max_prefix + 1):
-        rest = n_tokens - k
-        if rest >= 4 and math.isqrt(rest) ** 2 == rest:
+        if _square_grid(n_tokens - k):
             return k
     raise ValueError(
         f"cannot infer the patch grid of {n_tokens} tokens: pass num_prefix_tokens= and grid=(h, w) explicitly"
@@ -128,14 +130,14 @@ def site_prefix_tokens(n_tokens: int, model_k: int | None, model_grid: tuple[int
     def fits(rest: int) -> bool:
         if model_grid is not None:
             return rest == int(model_grid[0]) * int(model_grid[1])
-        return rest >= 4 and math.isqrt(rest) ** 2 == rest
+        return _square_grid(rest)
 
     if fits(n_tokens - model_k):
         return model_k
     return 0 if fits(n_tokens) else model_k
 
 
-def enclosing_modules(model: nn.Module, path: str) -> list[nn.Module]:
+def _enclosing_modules(model: nn.Module, path: str) -> list[nn.Module]:
     """The module at ``path`` and its ancestors up to ``model``, innermost first."""
     parts = path.split(".") if path else []
     return [model.get_submodule(".".join(parts[:i])) for i in range(len(parts), -1, -1)]
@@ -160,19 +162,19 @@ def _channel_sizes(module: nn.Module) -> tuple[set[int], set[int]]:
     return first, last
 
 
-def check_channels_first(modules: nn.Module | Sequence[nn.Module], shape: tuple[int, ...], where: str) -> None:
+def check_channels_first(model: nn.Module, path: str, shape: tuple[int, ...], where: str) -> None:
     """Refuse a 4-D activation ``shape`` that looks channels-last, ``(B, H, W, C)`` as in ConvNeXt MLPs and Swin stages.
 
-    ``modules``: the module around the site, or it and its ancestors innermost first (:func:`enclosing_modules`); the
-    innermost one with any convolution, norm or Linear layer decides (a parameter-free activation inside a ConvNeXt
+    ``path``: the module of ``model`` around the site; of it and its ancestors, the innermost one with any
+    convolution, norm or Linear layer decides (a parameter-free activation inside a ConvNeXt
     MLP is judged by that MLP). Channels-last: that module declares ``output_fmt`` NHWC (timm's patch embedding with
     dynamic image sizes), or none of its convolution or batch-norm channel counts is ``shape[1]`` while one of its
     Linear / LayerNorm feature sizes is ``shape[3]``. Read as ``(B, C, H, W)``, such a map would put the channels into
     the Fourier transform (and the DC-only control would keep row means)."""
     if len(shape) != 4:
         return
-    chain = [modules] if isinstance(modules, nn.Module) else list(modules)
-    if chain and str(getattr(chain[0], "output_fmt", "")).upper().endswith("NHWC"):
+    chain = _enclosing_modules(model, path)
+    if str(getattr(chain[0], "output_fmt", "")).upper().endswith("NHWC"):
         raise ValueError(f"{where} holds channels-last activations of shape {tuple(shape)} (B, H, W, C): the module "
                          "declares output_fmt NHWC. Hidden-layer Fourier codes read (B, C, H, W) maps; pick a site "
                          "whose activation is (B, C, H, W)")

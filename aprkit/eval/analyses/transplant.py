@@ -44,7 +44,7 @@ from ...fourier import Dims
 from ...hidden import codes as C
 from ...hidden.attach import compiled_modules, token_layout
 from ...hidden.capture import FrontSkip, capture, count_calls, front_blocks, predict_intervened
-from ...hidden.layout import check_channels_first, enclosing_modules, from_grid, site_prefix_tokens, to_grid
+from ...hidden.layout import check_channels_first, from_grid, site_prefix_tokens, to_grid
 from ...hidden.sites import Site, last_activation_site, list_blocks, resolve_module
 from .transplant_data import Data, load_data, read_folder
 from .transplant_tables import plot_sweep, sweep_markdown
@@ -135,7 +135,7 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
     if site.site == "input" and site.op is None:
         path = path.rsplit(".", 1)[0] if "." in path else ""
     full, _ = resolve_module(model, path)
-    check_channels_first(enclosing_modules(model, full), tuple(acts.shape), f"layer {site.layer!r} {site.site}")
+    check_channels_first(model, full, tuple(acts.shape), f"layer {site.layer!r} {site.site}")
     layout_kw = dict(layout_kw)
     model_k = layout_kw.pop("model_prefix_tokens", None)
     if model_k is not None and acts.ndim == 3:  # the model's prefix count, unless this output has none (patch_embed)

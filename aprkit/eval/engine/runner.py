@@ -265,8 +265,7 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
         labels[pos] = name
         dropped = run.index.claim(name, fingerprint)
         run.index.want([(name, sname) for sname in names])  # loaded: its suites are pending in the folder until done
-        run.index.save()  # another model's results under this label leave results.json now, not at the end
-        run.write()
+        run.write()  # saves the index too: another model's results under this label leave results.json now
         if dropped:  # ... and the report, also when this run is killed before it writes its own
             run.refresh_report()
         ctx = EvalContext(model=net, channels_last=use_cl, model_id=name, model_key=fingerprint, **ctx_kw)
@@ -316,7 +315,6 @@ class _Run:
     def finish(self, entry: dict) -> None:
         for idx in (self.index, self.this_run):
             idx.add(entry)
-        self.index.save()
         self.pending = [p for p in self.pending if p != (entry["model"], entry["suite"])]
         self.write()
 
@@ -342,6 +340,7 @@ class _Run:
         return Results(models=self.index.models(), meta=self.meta(self.index), out_dir=self.out)
 
     def write(self) -> None:
+        """Save the folder's index and write ``results.json`` from it (as merged with other runs' changes)."""
         if self.out is not None and is_main_process():
             with self.index.synced():  # the folder's index as it is now: another run's suites are kept
                 self.written().save(self.out / "results.json")
