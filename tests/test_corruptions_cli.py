@@ -387,3 +387,26 @@ def test_a_set_written_before_a_one_corruption_change_resumes_for_the_others(tmp
     monkeypatch.setattr("aprkit.corruptions.dataset.corruption_version", lambda n: 8 if n == "zoom_blur" else 7)
     write_cifar_c(x, tmp_path, ["gaussian_noise", "zoom_blur"], severities=[1], progress=False)
     assert (tmp_path / "zoom_blur.npy").is_file()
+
+
+def test_a_run_that_stopped_before_its_first_corruption_is_replaced_without_overwrite(array_input, monkeypatch) -> None:
+    """Its manifest lists only the label file: a rerun with other parameters starts afresh instead of asking for
+    --overwrite (nothing would be lost); a folder with a corruption done is still refused."""
+    import aprkit.corruptions.dataset as dataset
+
+    tmp, x, labels = array_input
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("stopped")
+
+    with monkeypatch.context() as m:
+        m.setattr(dataset, "corrupt", broken)
+        with pytest.raises(RuntimeError, match="stopped"):
+            write_cifar_c(x, tmp / "o", ["fog"], labels, [1], seed=1, progress=False)
+    assert json.loads((tmp / "o" / "manifest.json").read_text())["complete"] == ["labels.npy"]
+    assert write_cifar_c(x, tmp / "o", ["fog"], labels, [1, 2], seed=2, progress=False) == [tmp / "o" / "fog.npy"]
+    data = json.loads((tmp / "o" / "manifest.json").read_text())
+    assert data["params"]["seed"] == 2 and sorted(data["complete"]) == ["fog.npy", "labels.npy"]
+    assert np.load(tmp / "o" / "labels.npy").shape == (2 * len(labels),)
+    with pytest.raises(ValueError, match="other generation parameters"):
+        write_cifar_c(x, tmp / "o", ["fog"], labels, [1, 2], seed=3, progress=False)

@@ -175,7 +175,7 @@ def write_cifar_c(
     params = _params("cifar", seed, preset, severities, fingerprint_array(arr, labels), device)
     depends, info = _frost(["frost.npy"] if "frost" in names else [], frost_dir)
     depends = _with_versions(depends, {f"{name}.npy": name for name in names})
-    manifest = Manifest(out, params, outputs, overwrite, depends=depends, info=info)
+    manifest = Manifest(out, params, outputs, overwrite, depends=depends, info=info, cheap=["labels.npy"])
     if labels is not None and not (manifest.is_complete("labels.npy") and (out / "labels.npy").exists()):
         dtype = np.uint8 if labels.min() >= 0 and labels.max() < 256 else np.int64
         _atomic_save_npy(out / "labels.npy", np.tile(labels.astype(dtype), len(severities)))

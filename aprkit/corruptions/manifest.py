@@ -8,7 +8,9 @@ frost outputs the digest of the frost textures, the outputs of a corruption chan
 corruption's version; where the textures were read from is kept under ``info``, for information only). A rerun
 into the same folder resumes only when all of these match; otherwise it is refused
 (pick another folder or pass ``overwrite=True`` / ``--overwrite``); a manifest of an older aprkit, which did not
-record some of them, is refused the same way. Outputs are skipped only when the manifest lists them complete.
+record some of them, is refused the same way. A manifest whose run stopped before its first corruption output (a
+bad option, a crash) is replaced without asking: there is nothing to keep. Outputs are skipped only when the
+manifest lists them complete.
 Nothing here is public API.
 """
 
@@ -103,16 +105,22 @@ class Manifest:
     compared on resume; ``info``: recorded, never compared. Raises ``ValueError`` when the folder's manifest was
     written with other parameters (or lists an output this run writes with other ``depends``), or when outputs
     exist without a manifest, unless ``overwrite`` (then the manifest starts afresh and every output is
-    recomputed).
+    recomputed). A manifest with other parameters that lists no output but ``cheap`` ones (bookkeeping such as the
+    label file, rewritten in no time) is replaced without asking: its run stopped before its first corruption.
     """
 
     def __init__(self, out: Path, params: dict[str, Any], outputs: Iterable[str], overwrite: bool = False, *,
-                 depends: Mapping[str, dict[str, Any]] | None = None, info: Mapping[str, Any] | None = None) -> None:
+                 depends: Mapping[str, dict[str, Any]] | None = None, info: Mapping[str, Any] | None = None,
+                 cheap: Iterable[str] = ()) -> None:
         self.path = Path(out) / MANIFEST
         params = json.loads(json.dumps(params))  # the JSON form: tuples -> lists, as read back
         self.depends: dict[str, dict[str, Any]] = json.loads(json.dumps(dict(depends or {})))
         outputs = list(outputs)
         old = self._read()
+        listed = [] if old is None else [*old.get("started", []), *old.get("complete", [])]
+        if old is not None and old.get("params") != params and not overwrite and set(listed) <= set(cheap):
+            _remove_outputs(Path(out), listed)  # its run stopped before its first corruption: nothing to keep
+            old = None
         hint = f"pick another output folder or pass --overwrite (overwrite=True) to replace {str(out)!r}"
         if old is not None and old.get("params") != params and not overwrite:
             diff = "; ".join(_differences(old.get("params") or {}, params))
