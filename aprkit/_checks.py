@@ -7,7 +7,7 @@ content) whose message names the argument and what was expected. Nothing here is
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence, Sized
+from collections.abc import Mapping, Sequence, Sized
 from typing import Any
 
 import torch
@@ -161,6 +161,16 @@ def check_labels(labels: object, batch_size: int, name: str = "labels") -> torch
             f"got shape {tuple(labels.shape)}"
         )
     return labels
+
+
+def check_param_keys(params: object, keys: Sequence[str], source: str) -> None:
+    """``params`` is a mapping holding every key of ``keys`` (``ValueError`` naming the missing ones and ``source``,
+    where such a dict comes from)."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a dict as returned by {source}, got {type(params).__name__}")
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise ValueError(f"params lack {missing}; expected the dict from {source}")
 
 
 def check_probability(p: float, name: str = "p") -> float:

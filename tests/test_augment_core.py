@@ -351,3 +351,11 @@ def test_numpy_images_may_have_any_channel_count():
     assert np.array_equal(out, ref.permute(1, 2, 0).numpy())
     f = aug.apply(img.astype(np.float32) / 255, params)
     assert f.shape == img.shape and f.dtype == np.float32
+
+
+def test_replayed_parameters_name_what_is_missing() -> None:
+    x = torch.rand(4, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"params lack \['mask'\]; expected the dict from generate_parameters"):
+        APRPair(p=1.0).apply(x, {"perm": torch.arange(4)})
+    with pytest.raises(ValueError, match="non-empty batch"):
+        APRSingleBatch().generate_parameters(())

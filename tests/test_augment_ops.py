@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageOps
 
 from aprkit.augment import ALL_OPS, APRSP, APRPair, APRSingleBatch
-from aprkit.augment.ops import TABLE_COLS, apply_ops, op_table, use_dense
+from aprkit.augment.ops import TABLE_COLS, apply_ops, op_table, sample_op_params, use_dense
 from aprkit.augment.single import apr_single_core, param_table
 from conftest import natural_images
 
@@ -187,3 +187,15 @@ def test_an_enclosing_autocast_does_not_change_the_pixels(dtype):
             torch.testing.assert_close(apr_single_core(x, params, sb.ops, strategy=s), ref, atol=0, rtol=0)
         torch.testing.assert_close(sb.apply(x, params), want["grouped"], atol=0, rtol=0)
         torch.testing.assert_close(apply_ops(x8, ALL_OPS, geo), want_ops, atol=0, rtol=0)
+
+
+def test_sharpness_keeps_images_below_3x3_as_pil_does() -> None:
+    """PIL's SMOOTH keeps border pixels, so a 2-pixel-tall image is unchanged; the tensor path crashed in conv2d."""
+    from PIL import ImageEnhance
+
+    x = natural_images(1, 8)[:, :, :2]
+    img = Image.fromarray(x[0].permute(1, 2, 0).numpy())
+    assert np.array_equal(np.asarray(ImageEnhance.Sharpness(img).enhance(1.7)), np.asarray(img))
+    params = sample_op_params(1, 1, 3.0, torch.Generator().manual_seed(0))
+    for strategy in ("grouped", "dense"):
+        assert torch.equal(apply_ops(x.float(), ("sharpness",), params, strategy), x.float())

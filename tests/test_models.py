@@ -174,3 +174,13 @@ def test_published_parameter_counts():
     assert round(m("allconv"), 1) == 1.4  # AugMix: AllConvNet, 1.4M
     assert round(m("resnext29_4x32d"), 1) == 6.8  # AugMix: ResNeXt-29, 6.8M
     assert round(m("resnet18"), 1) == 11.2
+
+
+def test_normalisation_stats_of_the_wrong_channel_count_are_refused_at_build_time() -> None:
+    """The RGB models took a 2-value mean and failed at every forward blaming the input; one value is every
+    channel's, as for the models with an input-channel setting."""
+    with pytest.raises(ValueError, match="mean/std have 2 channels but the model takes 3 input channels"):
+        create_model("wrn40_2", mean=(0.5, 0.5), std=(0.5, 0.5))
+    model = create_model("resnet20", mean=(0.5,), std=(0.5,))
+    assert model.mean.flatten().tolist() == [0.5] * 3 and model(torch.rand(1, 3, 32, 32)).shape == (1, 10)
+    assert create_model("gfnet_cifar", in_chans=1).mean.numel() == 1

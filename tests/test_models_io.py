@@ -301,3 +301,23 @@ def test_one_mean_value_broadcasts_for_models_with_in_channels():
     for name in ("small_cnn", "phase_collapse_cifar"):
         net = create_model(name, num_classes=10, mean=0.5, std=0.25).eval()
         assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_save_checkpoint_stores_numpy_settings_as_plain_data_and_refuses_objects(tmp_path) -> None:
+    """NumPy values in the create_model kwargs or in extra made files that load_model (weights_only) refused, with
+    advice to use save_checkpoint; other objects are refused before writing."""
+    from aprkit.models import create_model
+
+    model = create_model("resnet20", mean=np.array([0.5, 0.5, 0.5]), std=[np.float32(0.25)] * 3).eval()
+    path = save_checkpoint(tmp_path / "a.pt", model, extra={"acc": np.float64(0.9), "hist": np.arange(3)})
+    loaded = load_model(path).eval()
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(loaded(x), model(x)) and torch.allclose(loaded.std.flatten(), torch.full((3,), 0.25))
+    assert torch.load(path, weights_only=True)["extra"] == {"acc": 0.9, "hist": [0, 1, 2]}
+
+    class Opaque:
+        pass
+
+    with pytest.raises(TypeError, match=r"extra\['log'\]\[0\] is a Opaque, which an aprkit checkpoint cannot hold"):
+        save_checkpoint(tmp_path / "b.pt", model, extra={"log": [Opaque()]})
+    assert not (tmp_path / "b.pt").exists()

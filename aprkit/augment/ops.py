@@ -301,6 +301,9 @@ def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> t
 
 
 def _smooth(x: torch.Tensor) -> torch.Tensor:
+    """PIL's ``ImageFilter.SMOOTH``: the 3x3 filter inside, the border pixels kept (all of them below 3 x 3)."""
+    if x.shape[-2] < 3 or x.shape[-1] < 3:
+        return x
     k = torch.full((3, 3), 1 / 13, dtype=x.dtype, device=x.device)
     k[1, 1] = 5 / 13
     inner = F.conv2d(x, k.expand(x.shape[1], 1, 3, 3), groups=x.shape[1])

@@ -26,6 +26,7 @@ from .._checks import (
     check_image_tensor,
     check_labels,
     check_not_0_255,
+    check_param_keys,
     check_probability,
     eager_cpu,
     to_device,
@@ -50,7 +51,9 @@ class APRPair(CompiledCore, ReplayModule):
         generator / seed: source of the random draws (``None``: torch's global RNG).
         compile_core: ``True`` or a dict of ``torch.compile`` options (e.g. ``{"mode": "reduce-overhead"}``,
             CUDA graphs): ``forward`` runs the core compiled as one graph (``fullgraph=True``, compiled once
-            per module on the first call); validation and sampling stay eager outside it. Same numbers as eager.
+            per module on the first call); validation and sampling stay eager outside it. The same draws
+            and the same computation as eager; Inductor's fused kernels may round differently (a few 1e-7 on the
+            CPU), the ``eager``/``aot_eager`` backends give identical numbers.
             With CUDA graphs an output lives until the next call (clone it to keep it longer).
 
     Kornia-style: :meth:`generate_parameters` returns ``{"perm", "mask"}`` and :meth:`apply` replays
@@ -98,6 +101,7 @@ class APRPair(CompiledCore, ReplayModule):
         """Deterministic APR-P of ``x`` ``(B, C, H, W)`` with ``params`` from :meth:`generate_parameters`, called as
         ``apply(x, params)`` (Kornia-style; ``apply(fn)`` is ``nn.Module.apply``, see :mod:`aprkit._replay`)."""
         self._check_images(x)  # values: once, in apr_pair
+        check_param_keys(params, ("perm", "mask"), "generate_parameters ({'perm': (B,) int64, 'mask': (B,) bool})")
         mask: torch.Tensor | None = params["mask"]
         if isinstance(mask, torch.Tensor) and mask.device.type == "cpu" and mask.numel():
             # the mask is applied as given (also a mixed one under per_sample=False); on the host, the whole batch

@@ -28,6 +28,7 @@ from .._checks import (
     check_dims,
     check_hwc_layout,
     check_image_tensor,
+    check_param_keys,
     check_probability,
     compute_dtype,
     to_device,
@@ -171,9 +172,7 @@ def apr_single(
     check_chw_layout(check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True))
     names = resolve_ops(ops)
     b = x.shape[0]
-    missing = [k for k in _PARAM_KEYS if k not in params]
-    if missing:
-        raise ValueError(f"params lack {missing}; expected the dict from sample_single_params / generate_parameters")
+    check_param_keys(params, _PARAM_KEYS, "sample_single_params / generate_parameters")
     for key, val in params.items():
         if val.shape != (b,):
             raise ValueError(f"params[{key!r}] must have shape ({b},) for a batch of {b}, got {tuple(val.shape)}")
@@ -230,7 +229,7 @@ class APRSingleBatch(CompiledCore, ReplayModule):
     def generate_parameters(self, batch_shape: torch.Size | Sequence[int], device: torch.device | str | None = None
                             ) -> dict[str, torch.Tensor]:
         """Sample parameters for a batch of shape ``(B, C, H, W)``; tensors ``(B,)`` on ``device``."""
-        n = int(batch_shape[0])
+        n = int(batch_shape[0]) if len(batch_shape) else 0
         if n < 1:
             raise ValueError(f"batch_shape must describe a non-empty batch (B, C, H, W), got {tuple(batch_shape)}")
         generator = worker_generator(self.generator, self._base_seed)

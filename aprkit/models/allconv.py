@@ -47,7 +47,7 @@ class AllConvNet(ImageClassifier):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(mean, std, default_mean=HALF_MEAN, default_std=HALF_STD)
+        super().__init__(mean, std, default_mean=HALF_MEAN, default_std=HALF_STD, in_channels=3)
         if width1 < 1 or width2 < 1:
             raise ValueError(f"widths must be positive, got width1={width1}, width2={width2}")
         if not 0.0 <= drop_rate < 1.0:

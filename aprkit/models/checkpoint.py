@@ -43,8 +43,12 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model``'s weights and how to rebuild it to ``path`` atomically (``*.tmp`` then rename).
 
-    ``arch``/``num_classes`` default to what ``create_model``/``load_model`` recorded on the model.
-    DDP/DataParallel/``torch.compile`` wrappers are stripped. Returns the path written.
+    ``arch`` defaults to the name ``create_model``/``load_model`` recorded on the model, ``num_classes`` to the
+    model's ``num_classes`` attribute. DDP/DataParallel/``torch.compile`` wrappers are stripped. The model's
+    ``create_model`` keyword arguments and ``extra`` are stored as plain data, which :func:`load_model` reads
+    without unpickling code: NumPy numbers and arrays become Python numbers and lists; anything else that is not a
+    number, string, ``None``, tensor or a list/tuple/dict of them is refused (``TypeError``) before writing.
+    Returns the path written.
     """
     from .. import __version__
 
@@ -67,10 +71,10 @@ def save_checkpoint(
         "format": "aprkit",
         "arch": arch,
         "num_classes": num_classes,
-        "kwargs": dict(getattr(model, "aprkit_kwargs", {}) or {}),
+        "kwargs": _plain(dict(getattr(model, "aprkit_kwargs", {}) or {}), "the model's create_model keyword arguments"),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "aprkit_version": __version__,
-        "extra": extra,
+        "extra": _plain(extra, "extra"),
     }
     for name in ("mean", "std"):
         buf = getattr(model, name, None)
@@ -83,6 +87,28 @@ def save_checkpoint(
     payload["bn_eps"] = {n: float(m.eps) for n, m in model.named_modules()
                          if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     return atomic_torch_save(payload, path)
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as data a ``weights_only`` load accepts: NumPy numbers and arrays as Python numbers and lists,
+    subclasses of the plain types (``IntEnum``, named tuples, ``OrderedDict``) as the plain types; ``TypeError``
+    naming ``where`` for anything else."""
+    import numpy as np
+
+    if value is None or isinstance(value, (torch.Tensor, torch.dtype, torch.Size, torch.device)):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    for kind in (bool, int, float, complex, str):  # bool first: it is an int
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, Mapping):
+        return {_plain(k, f"a key of {where}"): _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    raise TypeError(f"{where} is a {type(value).__name__}, which an aprkit checkpoint cannot hold (it is loaded "
+                    "without unpickling code); store numbers, strings, None, tensors, or lists/tuples/dicts of them")
 
 
 def read_checkpoint(path: str | os.PathLike, *, weights_only: bool = True) -> Any:

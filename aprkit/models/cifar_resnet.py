@@ -59,7 +59,7 @@ class CifarResNet(ImageClassifier):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(mean, std, default_mean=IMAGENET_MEAN, default_std=IMAGENET_STD)
+        super().__init__(mean, std, default_mean=IMAGENET_MEAN, default_std=IMAGENET_STD, in_channels=3)
         if depth < 8 or (depth - 2) % 6 != 0:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (20, 32, 44, 56, 110, ...), got {depth}")
         n = (depth - 2) // 6

@@ -80,7 +80,7 @@ class DenseNetBC(ImageClassifier):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(mean, std, default_mean=HALF_MEAN, default_std=HALF_STD)
+        super().__init__(mean, std, default_mean=HALF_MEAN, default_std=HALF_STD, in_channels=3)
         per = 6 if bottleneck else 3
         if depth < 4 + per or (depth - 4) % per != 0:
             raise ValueError(f"DenseNet depth must be {per}n+4 with n >= 1 (bottleneck={bottleneck}), got {depth}")

@@ -142,7 +142,7 @@ class GFNet(ImageClassifier):
     ) -> None:
         rgb = in_chans == 3
         super().__init__(mean, std, default_mean=IMAGENET_MEAN if rgb else (0.5,) * in_chans,
-                         default_std=IMAGENET_STD if rgb else (0.5,) * in_chans)
+                         default_std=IMAGENET_STD if rgb else (0.5,) * in_chans, in_channels=in_chans)
         if patch_size < 1 or img_size % patch_size != 0:
             raise ValueError(f"img_size must be a multiple of patch_size, got {img_size} and {patch_size}")
         if depth < 1 or embed_dim < 1:

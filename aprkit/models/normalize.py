@@ -6,7 +6,7 @@ names such as ``model.layer2`` resolve for hooks (``inner`` returns it too). It 
 ``forward_features``/``forward_head``/``num_classes``/``input_size``:
 
 - timm models: ``forward_head(forward_features(x), pre_logits=True)`` and ``get_classifier()``;
-- aprkit models (already normalising) should not be wrapped; if they are, their split is used;
+- aprkit models normalise inside already and are refused (``TypeError``): use them as they are;
 - anything else: the input of the last ``nn.Linear`` (captured by a forward hook) and that layer.
 """
 

@@ -60,7 +60,7 @@ class CifarResNetB(ImageClassifier):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(mean, std, default_mean=HALF_MEAN, default_std=HALF_STD)
+        super().__init__(mean, std, default_mean=HALF_MEAN, default_std=HALF_STD, in_channels=3)
         if len(blocks) != 4 or any(int(b) < 1 for b in blocks):
             raise ValueError(f"blocks must be four positive ints (blocks per stage), got {blocks!r}")
         self.num_classes, self.input_size, self.num_features = num_classes, (3, 32, 32), 512

@@ -68,7 +68,7 @@ class ResNeXt29(ImageClassifier):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(mean, std, default_mean=HALF_MEAN, default_std=HALF_STD)
+        super().__init__(mean, std, default_mean=HALF_MEAN, default_std=HALF_STD, in_channels=3)
         if depth < 11 or (depth - 2) % 9 != 0:
             raise ValueError(f"ResNeXt depth must be 9n+2 with n >= 1 (29, 38, ...), got {depth}")
         if cardinality < 1 or base_width < 1:

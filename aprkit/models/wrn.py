@@ -73,7 +73,7 @@ class WideResNet(ImageClassifier):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(mean, std, default_mean=HALF_MEAN, default_std=HALF_STD)
+        super().__init__(mean, std, default_mean=HALF_MEAN, default_std=HALF_STD, in_channels=3)
         if depth < 10 or (depth - 4) % 6 != 0:
             raise ValueError(f"WRN depth must be 6n+4 with n >= 1 (16, 28, 40, ...), got {depth}")
         if widen < 1:

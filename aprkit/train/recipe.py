@@ -50,7 +50,8 @@ class DeviceAugment:
     parameters drawn and tabulated on the device); ``pair(x, y)`` runs :class:`~aprkit.augment.APRPair`
     (``apr_p_only``) or :class:`~aprkit.augment.APRSP` (the ``2B`` batch of ``apr_p`` and ``apr_sp``).
     ``cfg.aug.compile`` (``False``, ``True`` or ``torch.compile`` options such as ``{"mode": "reduce-overhead"}``)
-    is their ``compile_core``: each APR core then runs as one compiled graph, with the same numbers as eager.
+    is their ``compile_core``: each APR core then runs as one compiled graph, with the same draws as eager (values
+    equal up to the rounding of Inductor's fused kernels).
     """
 
     def __init__(self, cfg: Config, device: torch.device, generator: torch.Generator, *, channels_last: bool = False):
