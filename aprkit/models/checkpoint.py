@@ -101,7 +101,7 @@ def _plain(value: Any, where: str) -> Any:
         return value.tolist()
     for kind in (bool, int, float, complex, str):  # bool first: it is an int
         if isinstance(value, kind):
-            return kind(value)
+            return kind(value)  # type: ignore[arg-type]  # value is a kind
     if isinstance(value, Mapping):
         return {_plain(k, f"a key of {where}"): _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
