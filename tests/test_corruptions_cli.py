@@ -410,3 +410,51 @@ def test_a_run_that_stopped_before_its_first_corruption_is_replaced_without_over
     assert np.load(tmp / "o" / "labels.npy").shape == (2 * len(labels),)
     with pytest.raises(ValueError, match="other generation parameters"):
         write_cifar_c(x, tmp / "o", ["fog"], labels, [1, 2], seed=3, progress=False)
+
+
+def test_writers_read_the_source_tree_as_the_image_folder_datasets_do(tmp_path) -> None:
+    """A hidden folder (.ipynb_checkpoints) was a class to the writers and shifted every label by one; a .gif was
+    left out and a folder named like an image was read as one. The writers now share the datasets' scan."""
+    from aprkit.corruptions.dataset import load_image_folder, scan_image_folder
+    from aprkit.data import get_dataset
+
+    src = tmp_path / "src"
+    imgs = natural_images(4, 32, seed=3).permute(0, 2, 3, 1).numpy()
+    for i, img in enumerate(imgs):
+        d = src / ("bird" if i < 2 else "cat")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(d / (f"im{i}.gif" if i == 3 else f"im{i}.png"))
+    (src / ".ipynb_checkpoints").mkdir()
+    (src / "bird" / "folder.png").mkdir()
+    items, classes = scan_image_folder(src)
+    clean = get_dataset(f"folder:{src}")
+    assert classes == ["bird", "cat"] and [c for _, c in items] == [0, 0, 1, 1] == [int(y) for _, y in clean]
+    images, labels = load_image_folder(src, 32)
+    assert labels.tolist() == [0, 0, 1, 1]
+    # images already at the size are kept: a -C set of them is a corrupted copy of the clean images
+    assert all(np.array_equal(images[i], clean[i][0].permute(1, 2, 0).numpy()) for i in range(3))
+
+
+def test_size_follows_torchvisions_resize_and_centre_crop(tmp_path) -> None:
+    """The ImageNet-C protocol (Resize(256) + CenterCrop(224) on the PIL image, at SIZE * 256 / 224); the cifar
+    layout resizes the short side to SIZE. 32-px images were zoomed to 37 px and cropped back."""
+    from torchvision import transforms as T
+
+    from aprkit.corruptions.dataset import _load
+
+    path = tmp_path / "a.png"
+    Image.fromarray(natural_images(1, 61, seed=2)[0].permute(1, 2, 0).numpy()[:, :45]).save(path)
+    img = Image.open(path).convert("RGB")
+    assert np.array_equal(_load(path, 28), np.asarray(T.Compose([T.Resize(32), T.CenterCrop(28)])(img)))
+    assert np.array_equal(_load(path, 28, zoom=False), np.asarray(T.Compose([T.Resize(28), T.CenterCrop(28)])(img)))
+
+
+def test_imagenet_layout_writes_every_class_folder(tmp_path) -> None:
+    """A class folder without images got no output folder, and the -C reader's labels then shifted."""
+    src = tmp_path / "src"
+    for cls in ("a", "b", "c"):
+        (src / cls).mkdir(parents=True)
+    for i, cls in enumerate(("a", "c")):
+        Image.fromarray(natural_images(1, 24, seed=i)[0].permute(1, 2, 0).numpy()).save(src / cls / "x.png")
+    write_imagenet_c(src, tmp_path / "o", ["contrast"], [1], size=None, progress=False)
+    assert sorted(p.name for p in (tmp_path / "o" / "contrast" / "1").iterdir()) == ["a", "b", "c"]

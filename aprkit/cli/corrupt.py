@@ -46,7 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="severity parameters (default: the preset made for the image size: longest side <= 32 px "
                         "cifar, <= 64 px tinyimagenet, else imagenet)")
     p.add_argument("--size", type=_positive_int, default=None,
-                   help="resize + centre-crop images to SIZE (default: 224 for the imagenet layout, keep for cifar)")
+                   help="bring images to SIZE x SIZE: the imagenet layout resizes the short side to SIZE*256/224 and "
+                        "centre-crops SIZE (ImageNet-C's Resize(256) + CenterCrop(224)), the cifar layout resizes the "
+                        "short side to SIZE and centre-crops; images already SIZE x SIZE are kept (default: 224 for "
+                        "the imagenet layout, keep for cifar)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="images per batch (default 500 cifar, 64 imagenet); does not change the output")

@@ -31,49 +31,44 @@ from .api import BASE_VERSION, check_name, corrupt, corruption_version
 from .manifest import Manifest, check_batch_size, environment, fingerprint_array, fingerprint_files
 from .severity import check_preset, check_severity, preset_for_size
 
-__all__ = ["IMAGE_EXTENSIONS", "scan_image_folder", "load_image_folder", "write_cifar_c", "write_imagenet_c"]
+__all__ = ["scan_image_folder", "load_image_folder", "write_cifar_c", "write_imagenet_c"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+#: how images are brought to ``size`` (recorded in the manifest: a folder made with the earlier rounding is refused)
+_RESIZE = "torchvision Resize(round(size * 256 / 224)) + CenterCrop(size); size x size kept"
 
 
 def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], list[str]]:
-    """``(path, class index)`` of every image under ``root/<class>/`` (sorted) and the class names."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
-    items = [(p, i) for i, c in enumerate(classes) for p in sorted((root / c).rglob("*"))
-             if p.suffix.lower() in IMAGE_EXTENSIONS]
-    if not items:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in class sub-folders of {str(root)!r}")
-    return items, classes
+    """``(path, class index)`` of every image under ``root/<class>/`` (sorted) and the class names, read as the
+    image-folder datasets read them (``aprkit.data.folder.scan_image_folder``: hidden folders are no classes), so
+    a -C set holds the clean set's images with its labels."""
+    from ..data.folder import scan_image_folder as scan
+
+    return scan(Path(root))
 
 
-def _load(path: Path, size: int | None) -> np.ndarray:
+def _load(path: Path, size: int | None, zoom: bool = True) -> np.ndarray:
     """RGB uint8 ``(H, W, 3)``, decoded as the image folders are (``aprkit.data.folder.read_image``: 16-bit images
-    to 8 bits, rounded); with ``size``: resize the short side to ``size * 256 / 224`` and centre crop ``size`` (the
-    ImageNet-C protocol: Resize(256) + CenterCrop(224))."""
+    to 8 bits, rounded). With ``size``: torchvision's ``Resize(short)`` (bilinear on the PIL image) and
+    ``CenterCrop(size)`` as ImageNet-C was made, ``short = round(size * 256 / 224)`` with ``zoom`` (the ImageNet-C
+    protocol: Resize(256) + CenterCrop(224)) else ``size``; an image already ``size x size`` is kept as it is."""
     from PIL import Image
+    from torchvision.transforms import functional as tvf
 
     from ..data.folder import read_image
 
     arr = np.ascontiguousarray(read_image(path, 3).permute(1, 2, 0).numpy())
-    if size is None:
+    if size is None or arr.shape[:2] == (size, size):
         return arr
-    im = Image.fromarray(arr)
-    short = int(round(size * 256 / 224))
-    w, h = im.size
-    scale = short / min(w, h)
-    im = im.resize((max(short, round(w * scale)), max(short, round(h * scale))), Image.Resampling.BILINEAR)
-    w, h = im.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return np.asarray(im.crop((left, top, left + size, top + size)))
+    short = int(round(size * 256 / 224)) if zoom else size
+    im = tvf.resize(Image.fromarray(arr), [short], interpolation=tvf.InterpolationMode.BILINEAR)
+    return np.asarray(tvf.center_crop(im, [size, size]))
 
 
 def load_image_folder(root: str | os.PathLike, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """All images of a class-folder tree as uint8 ``(N, H, W, 3)`` plus int64 labels ``(N,)``."""
+    """All images of a class-folder tree as uint8 ``(N, H, W, 3)`` plus int64 labels ``(N,)``; with ``size`` each
+    is resized (short side to ``size``) and centre-cropped to ``size x size``, unless it is that size already."""
     items, _ = scan_image_folder(root)
-    arrays = [_load(p, size) for p, _ in items]
+    arrays = [_load(p, size, zoom=False) for p, _ in items]
     if len({a.shape for a in arrays}) != 1:
         raise ValueError("images differ in size; pass size=... (e.g. 32) to resize them for the CIFAR layout")
     return np.stack(arrays), np.array([c for _, c in items], dtype=np.int64)
@@ -222,7 +217,8 @@ def write_imagenet_c(
 ) -> int:
     """Write ``<out>/<name>/<severity>/<class>/<file>`` JPEGs (``quality``) for a class-folder tree.
 
-    ``size``: resize + centre-crop every image to ``size`` (ImageNet-C protocol), or ``None`` to keep
+    ``size``: resize the short side to ``size * 256 / 224`` and centre-crop ``size`` (the ImageNet-C protocol,
+    torchvision's Resize(256) + CenterCrop(224) for 224; images already ``size x size`` are kept), or ``None`` to keep
     sizes (images of one batch that differ in size are corrupted one by one). ``preset``: default the one made for
     ``size`` (``preset_for_size``: ``"imagenet"`` for 224), or with ``size=None`` for the first image's size; an
     explicit preset far from the images' size warns. Image ``i`` is the
@@ -247,7 +243,7 @@ def write_imagenet_c(
     out = Path(out_dir)
     src = Path(src_dir)
     params = _params("imagenet", seed, preset, severities, fingerprint_files([p for p, _ in items], src), device,
-                     size=size, quality=int(quality))
+                     size=size, quality=int(quality), **({} if size is None else {"resize": _RESIZE}))
     depends, info = _frost([f"frost/{s}" for s in severities] if "frost" in names else [], frost_dir)
     depends = _with_versions(depends, {f"{name}/{s}": name for name in names for s in severities})
     manifest = Manifest(out, params, [f"{name}/{s}" for name in names for s in severities], overwrite,
@@ -267,6 +263,8 @@ def write_imagenet_c(
             entry = f"{name}/{s}"
             resume = manifest.was_started(entry)  # files begun under other parameters are recomputed
             manifest.start(entry)
+            for c in classes:  # every class folder, also one without images: the labels are the folder order
+                (out / name / str(s) / c).mkdir(parents=True, exist_ok=True)
             for start in range(0, len(items), batch_size):
                 chunk = items[start:start + batch_size]
                 targets = [target(name, s, p, c) for p, c in chunk]

@@ -20,8 +20,8 @@ from torch.utils.data import Dataset
 
 from .arrays import _as_index_array
 
-__all__ = ["IMG_EXTENSIONS", "read_image", "to_8bit", "pil_to_array", "resize_center_crop", "ImageListDataset",
-           "ImageFolderDataset", "find_classes"]
+__all__ = ["IMG_EXTENSIONS", "scan_image_folder", "read_image", "to_8bit", "pil_to_array", "resize_center_crop",
+           "ImageListDataset", "ImageFolderDataset", "find_classes"]
 
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 _TV_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -87,6 +87,43 @@ def resize_center_crop(image: torch.Tensor, resize: int | None, crop: int | None
 def find_classes(root: Path) -> list[str]:
     """Sorted class subfolder names of ``root`` (hidden folders skipped)."""
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
+                      extensions: Sequence[str] = IMG_EXTENSIONS, *, stacklevel: int = 2
+                      ) -> tuple[list[tuple[Path, int]], list[str]]:
+    """``(path, class index)`` of every image file under ``root/<class>/`` (sorted) and the class names: the one
+    reading of an ImageFolder tree (the datasets and the -C writers). Classes are the sorted non-hidden subfolders
+    (or ``classes``, which fixes the label order; folders not in it are skipped with a warning); image files are
+    matched by ``extensions`` in any depth below a class folder.
+
+    Raises ``FileNotFoundError`` naming the layout when ``root`` is missing or holds no images, ``ValueError`` when
+    it holds split folders (``train``, ``test``, ...) instead of classes."""
+    root = Path(root)
+    layout = f"{root}/<class>/<image>{'|'.join(extensions[:3])}..."
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist; expected the ImageFolder layout {layout}")
+    found = find_classes(root)
+    if classes is None and len(found) >= 2 and set(found) <= _SPLIT_NAMES:
+        raise ValueError(f"{root} holds the split folders {found}, not class folders: point at one split "
+                         f"(e.g. {root / found[-1]}), whose subfolders are the classes")
+    names = list(classes) if classes is not None else found
+    index = {c: i for i, c in enumerate(names)}
+    exts = tuple(e.lower() for e in extensions)
+    left_out = [c for c in found if c not in index]
+    if left_out:  # a name mismatch (wnids against class names) would otherwise evaluate a silent subset
+        warnings.warn(f"{len(left_out)} class folder(s) of {root} are not in classes= and are skipped: "
+                      f"{', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}", RuntimeWarning,
+                      stacklevel=stacklevel)
+    samples = []
+    for c in found:
+        if c not in index:
+            continue
+        files = sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in exts and p.is_file())
+        samples += [(p, index[c]) for p in files]
+    if not samples:
+        raise FileNotFoundError(f"no images found under {root}; expected the ImageFolder layout {layout}")
+    return samples, names
 
 
 class ImageListDataset(Dataset):
@@ -181,28 +218,6 @@ class ImageFolderDataset(ImageListDataset):
     def __init__(self, root: str | Path, *, classes: Sequence[str] | None = None,
                  extensions: Sequence[str] = IMG_EXTENSIONS, **kw):
         root = Path(root)
-        layout = f"{root}/<class>/<image>{'|'.join(extensions[:3])}..."
-        if not root.is_dir():
-            raise FileNotFoundError(f"image folder {root} does not exist; expected the ImageFolder layout {layout}")
-        found = find_classes(root)
-        if classes is None and len(found) >= 2 and set(found) <= _SPLIT_NAMES:
-            raise ValueError(f"{root} holds the split folders {found}, not class folders: point at one split "
-                             f"(e.g. {root / found[-1]}), whose subfolders are the classes")
-        names = list(classes) if classes is not None else found
-        index = {c: i for i, c in enumerate(names)}
-        exts = tuple(e.lower() for e in extensions)
-        left_out = [c for c in found if c not in index]
-        if left_out:  # a name mismatch (wnids against class names) would otherwise evaluate a silent subset
-            warnings.warn(f"{len(left_out)} class folder(s) of {root} are not in classes= and are skipped: "
-                          f"{', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}", RuntimeWarning,
-                          stacklevel=2)
-        samples = []
-        for c in found:
-            if c not in index:
-                continue
-            files = sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in exts and p.is_file())
-            samples += [(p, index[c]) for p in files]
-        if not samples:
-            raise FileNotFoundError(f"no images found under {root}; expected the ImageFolder layout {layout}")
+        samples, names = scan_image_folder(root, classes, extensions, stacklevel=3)
         super().__init__(samples, classes=names, **kw)
         self.root = root
