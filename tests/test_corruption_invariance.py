@@ -224,3 +224,17 @@ def test_float64_images_are_independent_of_their_batch(name: str, severity: int)
     planes = x.reshape(-1, 65, 65)[:8]
     assert not torch.equal(gaussian_filter(planes, 9.0), torch.cat([gaussian_filter(p[None], 9.0) for p in planes])), \
         "the filter itself moves with the batch here (else this test no longer shows why corrupt goes per image)"
+
+
+def test_float_results_do_not_depend_on_the_batch_or_the_memory_layout() -> None:
+    """pixelate's float32 results moved by an ulp with the batch size (a transposed matrix operand), contrast's with
+    a channels-last or transposed view (the mean's summation order)."""
+    from aprkit.corruptions import corrupt as run
+
+    x = torch.rand(5, 3, 65, 47, generator=torch.Generator().manual_seed(0))
+    full = run(x, "pixelate", 5, "imagenet")
+    assert torch.equal(full, torch.cat([run(x[i:i + 1], "pixelate", 5, "imagenet") for i in range(5)]))
+    for name in ("pixelate", "contrast"):
+        ref = run(x, name, 3, "imagenet")
+        assert torch.equal(ref, run(x.contiguous(memory_format=torch.channels_last), name, 3, "imagenet"))
+        assert torch.equal(ref, run(x.transpose(-1, -2).contiguous().transpose(-1, -2), name, 3, "imagenet"))

@@ -178,3 +178,44 @@ def test_16bit_images_are_read_as_rounded_8bit(tmp_path) -> None:
     Image.fromarray(v).save(tmp_path / "c" / "b.tif")  # PIL's
     images, _ = load_image_folder(tmp_path)
     assert np.array_equal(images, np.stack([rgb, rgb]))
+
+
+class _Constant(torch.utils.data.Dataset):
+    def __init__(self) -> None:
+        self.tf = RandomCorruption(["gaussian_noise", "shot_noise", "impulse_noise"],
+                                   generator=torch.Generator().manual_seed(0))
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.tf(torch.full((3, 8, 8), 0.5))
+
+
+def test_random_corruption_draws_other_streams_in_each_dataloader_worker() -> None:
+    """With a seeded generator every worker's copy drew the same stream: 4 distinct images out of 8."""
+    def run() -> torch.Tensor:
+        torch.manual_seed(1)
+        return torch.cat(list(torch.utils.data.DataLoader(_Constant(), batch_size=1, num_workers=2)))
+
+    first = run()
+    assert len({tuple(t.flatten().tolist()) for t in first}) == 8 and torch.equal(first, run())
+
+
+@pytest.mark.parametrize("name", ["shot_noise", "glass_blur", "gaussian_blur", "motion_blur"])
+def test_inputs_that_require_grad_are_corrupted_without_it(name: str) -> None:
+    """These crashed (NumPy reads, out= products); corruptions are not differentiable, the result never requires
+    grad."""
+    x = torch.rand(2, 3, 72, 72, requires_grad=True)
+    y = corrupt(x, name, 3, "tinyimagenet", torch.Generator().manual_seed(0))
+    assert not y.requires_grad
+    assert torch.equal(y, corrupt(x.detach(), name, 3, "tinyimagenet", torch.Generator().manual_seed(0)))
+    assert RandomCorruption(name, severities=np.int64(3))(x).shape == x.shape
+
+
+def test_writers_take_a_single_name_and_severity(tmp_path) -> None:
+    from aprkit.corruptions.dataset import write_cifar_c
+
+    x = natural_images(2, 32).permute(0, 2, 3, 1).numpy()
+    assert [p.name for p in write_cifar_c(x, tmp_path, "fog", severities=3, progress=False)] == ["fog.npy"]
+    assert np.load(tmp_path / "fog.npy").shape == x.shape

@@ -31,10 +31,10 @@ from .._checks import (
     eager_cpu,
     to_device,
 )
+from .._generators import make_generator, worker_generator
 from .._replay import ReplayModule
 from ..fourier import Dims
 from .functional import CompiledCore, apr_pair, apr_pair_with_dc, needs_finite_check, sample_pair_params
-from .single import make_generator, worker_generator
 
 __all__ = ["APRPair", "APRSP"]
 

@@ -33,6 +33,7 @@ from .._checks import (
     compute_dtype,
     to_device,
 )
+from .._generators import make_generator, worker_generator, worker_seed
 from .._replay import ReplayModule
 from ..fourier import Dims
 from .functional import CompiledCore, finish, recombine_views, recombine_views_numpy, value_range
@@ -51,44 +52,6 @@ from .ops_pil import apply_pil_op
 
 __all__ = ["sample_single_params", "apr_single", "apr_single_core", "param_table", "APRSingleBatch", "APRSingle",
            "make_generator", "worker_generator", "worker_seed"]
-
-
-def make_generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator | None:
-    """The generator to draw from: ``generator``, or a new CPU one seeded with ``seed``, or ``None`` (global RNG)."""
-    if generator is not None and seed is not None:
-        raise ValueError("pass either generator or seed, not both")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if seed is not None:
-        return torch.Generator().manual_seed(int(seed))
-    return generator
-
-
-def worker_seed(seed: int, worker_seed_: int) -> int:
-    """A 64-bit seed mixed from a transform's ``seed`` and a DataLoader worker's torch seed (``SeedSequence``)."""
-    state = np.random.SeedSequence([int(seed) % 2**64, int(worker_seed_) % 2**64]).generate_state(2, np.uint32)
-    return int(state[0]) | (int(state[1]) << 32)
-
-
-def worker_generator(generator: torch.Generator | None, base_seed: int | None) -> torch.Generator | None:
-    """``generator``, re-seeded once per DataLoader worker at its first use there.
-
-    Forked (or pickled) workers each hold a copy of a seeded generator, so without this every worker
-    would draw the same stream. Inside a worker whose copy still carries ``base_seed`` (the generator's
-    ``initial_seed()`` when the transform was built), the copy is re-seeded in place with
-    :func:`worker_seed` ``(base_seed, get_worker_info().seed)``, as torch seeds its own RNG per worker
-    (``base_seed`` of the loader + worker id): streams differ between workers and epochs and repeat
-    whenever the loader's seed does (``torch.manual_seed`` or ``DataLoader(generator=...)``). In the
-    main process, and for a generator its owner re-seeded after construction, nothing changes.
-    """
-    if generator is None or base_seed is None:
-        return generator
-    from torch.utils.data import get_worker_info
-
-    info = get_worker_info()
-    if info is not None and generator.initial_seed() == base_seed:
-        generator.manual_seed(worker_seed(base_seed, info.seed))
-    return generator
 
 
 def _check_severity(severity: float) -> float:

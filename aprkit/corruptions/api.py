@@ -139,7 +139,8 @@ _CPU_CHUNK_LARGE_NAMES = frozenset({"spatter", "fog", "snow", "frost", "motion_b
 # corruptions with matrix products whose sizes follow the chunk (Gaussian filters' dense operators and banded
 # windows, zoom blur's interpolation matrices at small sizes, float pixelate's shrinking): MKL picks float64 GEMM
 # kernels by size, so float64 images with per-image seeds go one image per chunk on the CPU (their results are then
-# the same in any batch); float32 products came out the same at every size and batch tried
+# the same in any batch); float32 products came out the same at every size and batch tried once their right
+# operands are contiguous (pixelate's transposed weight view moved float32 results by an ulp with the batch)
 _CHUNK_GEMM = frozenset({"gaussian_blur", "glass_blur", "zoom_blur", "elastic_transform", "pixelate"})
 # corruptions with an exact uint8 -> uint8 form: uint8 batches skip the float round trip (same result: the float
 # path quantises to the same bytes and returns k / 255, which ``finish`` rounds back to k)
@@ -240,10 +241,12 @@ def corrupt(
         frost_dir: directory with the frost textures (else ``$APRKIT_FROST_DIR`` or ``imagecorruptions``).
 
     Returns:
-        The corrupted images: same shape, dtype and device; the input is never modified.
+        The corrupted images: same shape, dtype and device; the input is never modified. Corruptions are not
+        differentiable (random draws, 8-bit steps): the result never requires grad, also for an input that does.
     """
     check_name(name)
     check_image_tensor(images, "images", min_ndim=3, unit_range=True)
+    images = images.detach()  # several corruptions write with out= or read NumPy arrays, which autograd refuses
     preset = resolve_preset(preset, images.shape[-2], images.shape[-1])
     c = params(name, severity, preset)
     check_channels((name,), images.shape[-3], f"shape {tuple(images.shape)}")
@@ -254,7 +257,7 @@ def corrupt(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     lead = images.shape[:-3]
-    flat = images.reshape(-1, *images.shape[-3:])
+    flat = images.reshape(-1, *images.shape[-3:]).contiguous()  # results independent of the memory layout (means)
     source: torch.Generator | ItemKeys | None = generator
     if seeds is not None:
         if generator is not None:

@@ -78,7 +78,10 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda fh: np.save(fh, array))
 
 
-def _check_names(names: Sequence[str], severities: Sequence[int]) -> tuple[list[str], list[int]]:
+def _check_names(names: Sequence[str] | str, severities: Sequence[int] | int) -> tuple[list[str], list[int]]:
+    """The corruption names and severities (a single name or severity is accepted as one), checked."""
+    names = [names] if isinstance(names, str) else list(names)
+    severities = [severities] if isinstance(severities, (int, np.integer)) else list(severities)
     names, severities = [check_name(n) for n in names], [check_severity(s) for s in severities]
     if not names or not severities:
         raise ValueError(f"expected at least one corruption name and one severity, got names={names} "
@@ -130,9 +133,9 @@ def _frost(entries: Sequence[str], frost_dir: str | os.PathLike | None) -> tuple
 def write_cifar_c(
     images: np.ndarray | torch.Tensor,
     out_dir: str | os.PathLike,
-    names: Sequence[str],
+    names: Sequence[str] | str,
     labels: np.ndarray | None = None,
-    severities: Sequence[int] = (1, 2, 3, 4, 5),
+    severities: Sequence[int] | int = (1, 2, 3, 4, 5),
     preset: str | None = None,
     seed: int = 0,
     batch_size: int = 500,
@@ -203,8 +206,8 @@ def write_cifar_c(
 def write_imagenet_c(
     src_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    names: Sequence[str],
-    severities: Sequence[int] = (1, 2, 3, 4, 5),
+    names: Sequence[str] | str,
+    severities: Sequence[int] | int = (1, 2, 3, 4, 5),
     preset: str | None = None,
     seed: int = 0,
     batch_size: int = 64,

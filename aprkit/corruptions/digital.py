@@ -198,7 +198,8 @@ def _resize_box(x255: torch.Tensor, oh: int, ow: int, quantize: bool) -> torch.T
     if ow < w:  # along rows a dense matrix product is cheaper than column gathers
         wts = _box_weights(w, ow)
         mat = torch.from_numpy((wts > 0).astype(np.float64) if quantize else wts).to(x255.device, x255.dtype)
-        x255 = x255 @ mat.t()
+        # a contiguous (W, W') operand: with a transposed view MKL's float32 results moved by an ulp with the batch
+        x255 = x255 @ mat.t().contiguous()
         if quantize:
             x255 = _pillow_round(x255, -1, w)
     elif ow != w:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .._checks import check_image_tensor, check_probability
+from .._generators import worker_generator
 from .._replay import ReplayModule
 from .api import BENCHMARK, check_channels, check_name, corrupt, corrupt_image, image_channels
 from .severity import check_preset, check_severity
@@ -35,7 +36,9 @@ class RandomCorruption(ReplayModule):
         p: probability of corrupting each image.
         preset: ``"cifar"``, ``"tinyimagenet"`` or ``"imagenet"`` severity parameters; ``None``: the one made for
             the size of the images transformed (``preset_for_size``).
-        generator: source of every random choice (``None``: torch's global RNG).
+        generator: source of every random choice (``None``: torch's global RNG). In DataLoader workers each copy is
+            re-seeded from its seed and the worker's torch seed at first use (as the APR transforms do), so the
+            workers draw different streams that repeat with the loader's seed.
         frost_dir: directory with the frost textures (see ``aprkit.corruptions.find_frost_dir``).
     """
 
@@ -53,7 +56,7 @@ class RandomCorruption(ReplayModule):
         if not names:
             raise ValueError("names must contain at least one corruption name")
         self.names = tuple(check_name(n) for n in names)
-        sev = (severities,) if isinstance(severities, int) else tuple(severities)
+        sev = (severities,) if isinstance(severities, (int, np.integer)) else tuple(severities)
         if not sev:
             raise ValueError("severities must contain at least one integer 1-5")
         self.severities = tuple(check_severity(s) for s in sev)
@@ -62,11 +65,12 @@ class RandomCorruption(ReplayModule):
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.generator = generator
+        self._base_seed = None if generator is None else generator.initial_seed()  # see worker_generator
         self.frost_dir = frost_dir
 
     def generate_parameters(self, batch_size: int) -> dict[str, torch.Tensor]:
         """Sample per-image choices: ``apply`` (bool), ``name_index`` and ``severity`` (long), each ``(B,)``."""
-        g = self.generator
+        g = worker_generator(self.generator, self._base_seed)
         dev = g.device if g is not None else torch.device("cpu")
         apply = torch.rand(batch_size, generator=g, device=dev) < self.p
         name_index = torch.randint(len(self.names), (batch_size,), generator=g, device=dev)

@@ -33,7 +33,7 @@ class APRSingleV2(v2.Transform):
     Samples holding boxes, masks or keypoints (:data:`ANNOTATION_TYPES`) are rejected with a
     ``TypeError``, as ``v2.AugMix`` rejects them: the geometric ops would move the image but not them.
     Other inputs (labels, strings, ...) pass through untouched. ``seed=``: see
-    :func:`aprkit.augment.single.worker_generator` (per-worker streams in a ``DataLoader``).
+    :func:`aprkit._generators.worker_generator` (per-worker streams in a ``DataLoader``).
 
     ``p`` is APR-S's recombination probability (as in :class:`~aprkit.augment.APRSingle` and the reference), not
     an apply probability like ``v2.RandomErasing``'s: with ``p=0`` the augmentation ops still run. To apply the whole
