@@ -3,6 +3,8 @@ verdict logic, the synthetic cue-conflict suite and the demo's input checks."""
 
 from __future__ import annotations
 
+import re
+
 import json
 import math
 from pathlib import Path
@@ -210,3 +212,30 @@ def test_folder_data_split_and_sizes(tmp_path):
     assert tuple(d.train.images.shape[1:]) == (3, 32, 32) and d.train.images.dtype == torch.uint8
     again = load_demo_data(f"folder:{tmp_path}", s)
     assert torch.equal(again.test.images, d.test.images)
+
+
+def test_demo_setup_states_the_schedule_the_run_had() -> None:
+    """At 4 epochs or fewer (every --quick run) there is no learning-rate step; the report said x0.2 after 80 %."""
+    from aprkit.demo.report import _schedule
+
+    assert _schedule({"epochs": 1, "lr_steps": (0.8,)}) == "constant: no step within 1 epoch"
+    assert _schedule({"epochs": 6, "lr_steps": (0.8,)}) == "x0.2 after epoch 5 of 6"
+    assert _schedule({"epochs": 8, "lr_steps": (0.5, 0.75)}) == "x0.2 after epochs 4, 6 of 8"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--quick", "--data", "synthetic:100"], r"needs at least 128 training images; synthetic:100 gives 100"),
+    (["--quick", "--data", "synthetic:abc"], r"synthetic:N takes a positive number of training images, got 'synthetic:abc'"),
+    (["--quick", "--data", "synthetic:300", "--train-size", "100"], r"already sets the number of training images"),
+    (["--quick", "--train-size", "0"], r"the synthetic one is generated: give a number"),
+    (["--quick", "--seed", "-1"], r"seed \(--seed\) must be an integer in 0\.\.2\*\*63 - 1, got -1"),
+    (["--quick", "--device", "tpu"], r"tpu"),
+])
+def test_demo_refuses_what_it_cannot_run_in_one_line_and_leaves_no_folder(tmp_path, capsys, argv, message) -> None:
+    from aprkit.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["demo", "--out", str(out), "--no-progress", *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and re.search(message, err) and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()

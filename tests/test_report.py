@@ -228,3 +228,23 @@ def test_templates_ship_and_no_global_matplotlib_state():
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
                  if re.search(r"matplotlib\.use\(|import matplotlib\.pyplot|from matplotlib import pyplot", p.read_text())]
     assert not offenders, offenders
+
+
+def test_model_labels_reach_the_plots_literally(tmp_path):
+    """A label with '$' was rendered as math (a malformed one failed every section with a plot) and a label
+    starting with '_' was dropped from every legend."""
+    from matplotlib.figure import Figure as MplFigure
+
+    from aprkit.eval.report.plotting import grouped_bars, plot_text
+
+    assert plot_text("$\\frac$ x") == "\\$\\frac\\$ x" and plot_text("_r20") == " _r20" and plot_text("ok") == "ok"
+    fig = MplFigure()
+    ax = fig.subplots()
+    grouped_bars(ax, {"_r20": [1.0, 2.0], "cost $\\frac$ x": [2.0, 1.0]}, 2)
+    legend = ax.legend()
+    fig.savefig(tmp_path / "bars.png")
+    assert [t.get_text() for t in legend.get_texts()] == [" _r20", "cost \\$\\frac\\$ x"]
+    ds = TensorImageDataset(natural_images(8, seed=5), torch.arange(8) % 10)
+    res = evaluate({"_r20": Net(0), "cost $\\frac$ x": Net(1)}, suite=["calibration"], data=ds, device="cpu",
+                   batch_size=8, progress=False, corruptions=["contrast"], severities=[1], out_dir=tmp_path / "out")
+    assert res.paths["html"].exists() and (tmp_path / "out" / "figures" / "calibration" / "ece_vs_severity.png").exists()

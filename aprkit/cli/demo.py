@@ -2,7 +2,7 @@
 
 Examples::
 
-    aprkit demo --out runs/demo                       # synthetic data, about 7 minutes on a 2-core CPU
+    aprkit demo --out runs/demo                       # synthetic data, about 5 minutes on a 2-core CPU
     aprkit demo --out runs/demo-quick --quick         # seconds; every report section present
     aprkit demo --out runs/demo-c10 --data cifar10:/data/cifar10 --epochs 15 --device cuda
     aprkit demo --out runs/demo-mine --data folder:/data/my_images   # PATH/{train,test}/<class>/ or one tree
@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     from ._common import check_out_dir
 
     check_out_dir(args.out, "--out")
+    if args.train_size is not None and args.data.strip().lower().startswith("synthetic:"):
+        raise ValueError(f"--data {args.data} already sets the number of training images; drop --train-size "
+                         f"{args.train_size} or use --data synthetic")
     extra = {k: v for k, v in (("n_train", args.train_size), ("n_test", args.test_size)) if v is not None}
     settings = demo_settings(args.quick, args.epochs, **extra)
     res = run_demo(args.out, quick=args.quick, device=args.device, data=args.data, epochs=args.epochs, seed=args.seed,

@@ -8,6 +8,7 @@ section of the report but shrinks everything so the run takes seconds.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch.utils.data import Dataset
 
 from ..eval.engine.inference import TensorImageDataset
 
-__all__ = ["DemoSettings", "demo_settings", "DemoData", "TensorSet", "load_demo_data"]
+__all__ = ["DemoSettings", "demo_settings", "lr_milestones", "DemoData", "TensorSet", "load_demo_data"]
 
 
 @dataclass
@@ -53,6 +54,12 @@ class DemoSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def lr_milestones(epochs: int, lr_steps: Sequence[float]) -> list[int]:
+    """The epochs after which the learning rate drops: ``ceil(f * epochs)`` of each fraction ``f``, inside the run
+    (a run of a few epochs may have none)."""
+    return sorted({m for m in (math.ceil(float(f) * epochs) for f in lr_steps) if 0 < m < epochs})
 
 
 def demo_settings(quick: bool = False, epochs: int | None = None, **overrides: Any) -> DemoSettings:
@@ -140,7 +147,12 @@ def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: b
     if kind == "synthetic":
         from ..data.synthetic import GENERATOR_VERSION, SHAPES, SyntheticShapes, class_names
 
-        n_train = int(arg) if arg else (settings.n_train or 5000)
+        if arg and not (arg.isdigit() and int(arg) > 0):
+            raise ValueError(f"synthetic:N takes a positive number of training images, got {spec!r}")
+        if not arg and settings.n_train == 0:
+            raise ValueError("n_train (--train-size) 0 means all images of a real dataset; the synthetic one is "
+                             "generated: give a number of training images")
+        n_train = int(arg) if arg else settings.n_train
         tr = SyntheticShapes(n_train, split="train", seed=seed)
         te = SyntheticShapes(settings.n_test, split="test", seed=seed)
         (xtr, ytr), (xte, yte) = tr.tensors, te.tensors

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import resource
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import DemoData, DemoSettings, TensorSet, demo_settings, load_demo_data
+from .config import DemoData, DemoSettings, TensorSet, demo_settings, load_demo_data, lr_milestones
 
 __all__ = ["run_demo", "train_config", "train_model", "eval_options", "SharedCorruptions", "transplant_layers",
            "Stopwatch"]
@@ -85,7 +84,7 @@ def train_config(method: str, settings: DemoSettings, num_classes: int, image_si
 
     e = settings.epochs
     apr = {"pair_p": settings.pair_p, "sp_forward": settings.sp_forward} if method in PAIR_METHODS else {}
-    milestones = sorted({m for m in (math.ceil(f * e) for f in settings.lr_steps) if 0 < m < e})
+    milestones = lr_milestones(e, settings.lr_steps)
     return {
         "name": f"demo-{method}",
         "model": {"name": "small_cnn", "num_classes": num_classes},
@@ -225,8 +224,9 @@ def run_demo(
 
     if out_dir is None or str(out_dir) == "":
         raise ValueError("out_dir is required: the demo writes its report and checkpoints there")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed (--seed) must be an integer in 0..2**63 - 1, got {seed!r}")
     out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
     dev = str(resolve_device(device))
     s = settings if settings is not None else demo_settings(quick, epochs)
     clock = Stopwatch(progress)
@@ -235,6 +235,11 @@ def run_demo(
     dd: DemoData = clock.run("data", lambda: load_demo_data(data, s, seed=seed, progress=progress))
     if dd.synthetic:  # synthetic:N names the training size itself: the settings record the size used
         s = dataclasses.replace(s, n_train=int(dd.train.images.shape[0]))
+    if len(dd.train) < s.batch_size:
+        raise ValueError(f"the demo trains on batches of {s.batch_size} images, so it needs at least {s.batch_size} "
+                         f"training images; {data} gives {len(dd.train)} (raise --train-size or synthetic:N, or add "
+                         "images)")
+    out.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves no empty folder behind
     size = int(dd.test.images.shape[-1])
     models: dict[str, nn.Module] = {}
     training: dict[str, Any] = {}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..eval.report.blocks import Figure, Heading, Paragraph, ReportSection, Table, code, pct, strong
+from .config import lr_milestones
 
 __all__ = ["demo_summary", "demo_setup", "training_figure", "write_demo_report"]
 
@@ -73,10 +74,13 @@ def demo_summary(demo: Mapping[str, Any]) -> ReportSection:
     return ReportSection("Summary", blocks)
 
 
-def _steps(fractions: Any) -> str:
-    """``(0.5, 0.75)`` -> ``"50 % and 75 %"``."""
-    parts = [f"{100 * float(f):g} %" for f in fractions]
-    return " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts) or "none"
+def _schedule(settings: Mapping[str, Any]) -> str:
+    """The learning-rate steps the run had: ``"x0.2 after epoch 5 of 6"``, or that it had none."""
+    e = int(settings["epochs"])
+    steps = lr_milestones(e, settings.get("lr_steps", (0.5, 0.75)))
+    if not steps:
+        return f"constant: no step within {e} epoch{'s' if e != 1 else ''}"
+    return f"x0.2 after epoch{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))} of {e}"
 
 
 def demo_setup(demo: Mapping[str, Any], fig_dir: Path) -> ReportSection:
@@ -86,8 +90,8 @@ def demo_setup(demo: Mapping[str, Any], fig_dir: Path) -> ReportSection:
         f"Data: {demo['data_description']}. Model: ", code("small_cnn"), " (4 conv blocks), trained twice with the "
         "same seed: ", strong("standard"), " (crop + flip, CE) and ", strong("APR-SP"), " (APR-S in the input "
         f"pipeline, then CE(x) + CE(APR-P(x)), APR-P with p = {s.get('pair_p', 0.6)}). {s['epochs']} epochs, batch "
-        f"{s['batch_size']}, SGD Nesterov lr {s['lr']} (x0.2 after {_steps(s.get('lr_steps', (0.5, 0.75)))} of the "
-        "epochs), device ", code(str(demo["device"])), f", seed {demo['seed']}",
+        f"{s['batch_size']}, SGD Nesterov lr {s['lr']} ({_schedule(s)}), device ", code(str(demo["device"])),
+        f", seed {demo['seed']}",
         *((", ", strong("quick mode")) if demo["quick"] else ()), ".",
     ])]
     rows = [[name, t["method"], t["epochs"], pct(t.get("final_train_acc")), pct(t.get("final_test_acc")),

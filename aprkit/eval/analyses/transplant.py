@@ -214,7 +214,8 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
             "magnitude_variation": st["variation"], "negative_fraction": st["negative_fraction"],
             "activation_change": act_change,
         }
-        row["neither"] = 1.0 - row["follow_donor"] - row["follow_magnitude"]
+        # counted, not 1 - donor - magnitude: float32 rates left -3e-8 ("-0.0" in reports)
+        row["neither"] = float(((pred != clean[a_idx]) & (pred != clean[b_idx])).float().mean())
         if labels is not None:
             row.update(donor_label_acc=_rate(pred, labels[a_idx]), magnitude_label_acc=_rate(pred, labels[b_idx]),
                        deletion_accuracy=_rate(del_pred, labels[ctrl]), dc_only_accuracy=_rate(dc_pred, labels[ctrl]))

@@ -75,7 +75,7 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title
     """Plot follow-donor / follow-magnitude and magnitude-deletion accuracy against depth, one panel per site."""
     from matplotlib.ticker import MaxNLocator
 
-    from ..report.plotting import new_figure, save_figure
+    from ..report.plotting import new_figure, plot_text, save_figure
 
     sites = list(dict.fromkeys(r["site"] for r in rows))
     codes = list(dict.fromkeys(r["code"] for r in rows))
@@ -96,7 +96,7 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title
         ax.set_xlabel("block depth")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{title} site={site}".strip())
+        ax.set_title(f"{plot_text(title)} site={site}".strip())
         ax.grid(alpha=0.3)
         if k == 0:
             ax.set_ylabel("rate")

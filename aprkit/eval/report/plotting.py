@@ -49,9 +49,17 @@ def file_stem(name: str) -> str:
     return f"{safe[:60]}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
 
 
+def plot_text(text: object) -> str:
+    """``text`` (a model id, a data set name) as matplotlib shows it literally: ``$`` escaped (no mathtext, which
+    renders ``$x$`` as math and fails on unbalanced TeX) and a leading ``_`` (legends drop such labels) after a
+    space."""
+    t = str(text).replace("$", r"\$")
+    return " " + t if t.startswith("_") else t
+
+
 def grouped_bars(ax: Any, series: Mapping[str, Sequence[float]], n_groups: int) -> None:
     """Draw one bar per model in each of ``n_groups`` groups, side by side (``series``: model -> values)."""
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(n_groups)]
-        ax.bar(xs, list(values), width, label=name)
+        ax.bar(xs, list(values), width, label=plot_text(name))

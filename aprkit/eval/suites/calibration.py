@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from ..report.blocks import Figure, Table, pct
-from ..report.plotting import new_figure, save_figure
+from ..report.plotting import new_figure, plot_text, save_figure
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
 from .corruption import CorruptionOptions, evaluate_cell
 
@@ -145,7 +145,7 @@ class CalibrationSuite(Suite[CalibrationOptions]):
                 ax.plot([0, 1], [0, 1], "k--", lw=1)
                 ax.set_xlim(0, 1)
                 ax.set_ylim(0, 1)
-                ax.set_title(f"{m}, {label}: ECE {100 * d['ece']:.2f}%", fontsize=9)
+                ax.set_title(f"{plot_text(m)}, {label}: ECE {100 * d['ece']:.2f}%", fontsize=9)
                 ax.set_xlabel("confidence")
                 ax.set_ylabel("accuracy")
         axes[0][0].legend(fontsize=7, loc="upper left")
@@ -158,7 +158,8 @@ class CalibrationSuite(Suite[CalibrationOptions]):
         for i, (m, r) in enumerate(results.items()):
             sev = sorted(int(s) for s in r.get("per_severity", {}))
             ece = [100 * r["clean"]["ece"]] + [100 * r["per_severity"][str(s)]["ece"] for s in sev]
-            ax.plot([0] + sev, ece, marker="o", color=f"C{i}", label=m)
+            ax.plot([0] + sev, ece, marker="o", color=f"C{i}", label=plot_text(m))
+            ax.set_xticks([0] + sev)
         ax.set_xlabel("severity (0 = clean)")
         ax.set_ylabel("ECE (%), mean over corruptions")
         ax.grid(alpha=0.3)

@@ -44,7 +44,7 @@ from ..engine.inference import (
     wants_channels_last,
 )
 from ..report.blocks import Figure, Paragraph, Table, pct
-from ..report.plotting import bar_height, grouped_bars, new_figure, save_figure
+from ..report.plotting import bar_height, grouped_bars, new_figure, plot_text, save_figure
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["OODSuite", "OODOptions", "OODResult", "SCORES", "SYNTHETIC_SETS", "compute_scores"]
@@ -383,8 +383,8 @@ class OODSuite(Suite[OODOptions]):
                 xs = [lo + (k + 0.5) * step for k in range(len(h["in"]))]
                 ax = axes[i][j]
                 ax.bar(xs, h["in"], width=step, alpha=0.55, label="in-dist.")
-                ax.bar(xs, h["out"], width=step, alpha=0.55, label=o)
-                ax.set_title(f"{m}: {sc}, vs {o}", fontsize=8)
+                ax.bar(xs, h["out"], width=step, alpha=0.55, label=plot_text(o))
+                ax.set_title(f"{plot_text(m)}: {sc}, vs {plot_text(o)}", fontsize=8)
                 ax.tick_params(labelsize=7)
         axes[0][0].legend(fontsize=7)
         return save_figure(fig, Path(fig_dir) / "ood_scores.png")

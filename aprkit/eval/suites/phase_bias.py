@@ -25,7 +25,7 @@ from ..analyses.phase_bias import measure_phase_bias
 from ..engine.cache import cached
 from ..engine.inference import as_dataset
 from ..report.blocks import Figure, Paragraph, Table, strong
-from ..report.plotting import new_figure, save_figure
+from ..report.plotting import new_figure, plot_text, save_figure
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["PhaseBiasSuite", "PhaseBiasOptions", "PhaseBiasResult", "plot_phase_bias"]
@@ -135,7 +135,7 @@ def plot_phase_bias(results: Mapping[str, dict], path: Path) -> Path:
     labels, parts = [], []
     for m, r in results.items():
         for v, vlabel in _VARIANTS:
-            labels.append(f"{m}\n{vlabel}")
+            labels.append(f"{plot_text(m)}\n{vlabel}")
             parts.append((r[v]["phase"], r[v]["amplitude"], r[v]["neither"]))
     fig = new_figure(6.4, 0.55 * len(labels) + 1.2)
     ax = fig.subplots()

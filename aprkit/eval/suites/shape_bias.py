@@ -18,7 +18,7 @@ from typing import Any, TypedDict, cast
 from ..analyses.shape_bias import CATEGORIES, REFERENCE_SHAPE_BIAS, predict_decisions, reference_lines, shape_bias
 from ..engine.cache import cached
 from ..report.blocks import Figure, Paragraph, Table
-from ..report.plotting import new_figure, save_figure
+from ..report.plotting import new_figure, plot_text, save_figure
 from .base import EvalContext, Measure, ReportSection, Suite, SuiteOptions, register_suite
 
 __all__ = ["ShapeBiasSuite", "ShapeBiasOptions", "ShapeBiasResult", "resolve_stimuli", "plot_shape_bias"]
@@ -151,7 +151,7 @@ def plot_shape_bias(results: Mapping[str, dict], path: Path) -> Path:
         xs = [per[c] for c in cats if per.get(c) is not None and not math.isnan(per[c])]
         ys = [y[c] for c in cats if per.get(c) is not None and not math.isnan(per[c])]
         overall = r.get("shape_bias")
-        label = f"{model} ({overall:.2f})" if overall is not None else model
+        label = f"{plot_text(model)} ({overall:.2f})" if overall is not None else plot_text(model)
         ax.scatter(xs, ys, color=color, marker=marker, s=46, alpha=0.85, edgecolor="k", lw=0.4, label=label, zorder=3)
         if overall is not None:
             ax.axvline(overall, color=color, lw=1.6, alpha=0.8)
