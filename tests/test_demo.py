@@ -3,10 +3,9 @@ verdict logic, the synthetic cue-conflict suite and the demo's input checks."""
 
 from __future__ import annotations
 
-import re
-
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
