@@ -248,3 +248,20 @@ def test_model_labels_reach_the_plots_literally(tmp_path):
     res = evaluate({"_r20": Net(0), "cost $\\frac$ x": Net(1)}, suite=["calibration"], data=ds, device="cpu",
                    batch_size=8, progress=False, corruptions=["contrast"], severities=[1], out_dir=tmp_path / "out")
     assert res.paths["html"].exists() and (tmp_path / "out" / "figures" / "calibration" / "ece_vs_severity.png").exists()
+
+
+def test_a_folder_of_suites_run_on_different_limits_says_so(tmp_path):
+    """Reusing --out with another --limit gave one summary whose clean accuracy came from another image count than
+    the corruption section's, with results.json claiming the last run's limit for all."""
+    ds = TensorImageDataset(natural_images(16, seed=5), torch.arange(16) % 10)
+    kw = dict(data=ds, device="cpu", batch_size=8, progress=False, corruptions=["contrast"], severities=[1],
+              out_dir=tmp_path)
+    evaluate(Net(0), suite="calibration", model_id="m", limit=16, **kw)
+    res = evaluate(Net(0), suite="corruption", model_id="m", limit=8, **kw)
+    text = res.paths["markdown"].read_text()
+    assert "**Images:** first 16 images (calibration); first 8 images (corruption)" in text
+    assert "The suites ran on different numbers of images" in text
+    assert json.loads((tmp_path / "results.json").read_text())["meta"]["options"] == "mixed (see provenance)"
+    alone = evaluate(Net(0), suite="corruption", model_id="m", limit=8, **{**kw, "out_dir": tmp_path / "one"})
+    one = alone.paths["markdown"].read_text()
+    assert "**Images:** first 8 images" in one and "different numbers of images" not in one

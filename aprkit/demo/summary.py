@@ -22,6 +22,7 @@ from typing import Any
 
 from ..eval.engine.cache import nested_get
 from ..eval.report.blocks import Table, strong
+from ..eval.suites.corruption import MEAN_CELL_ERROR
 
 __all__ = ["Headline", "MEASURES", "headline_numbers", "verdicts", "verdict_table", "summary_text", "overall_sentence",
            "se_rate"]
@@ -50,7 +51,7 @@ MEASURES: tuple[Headline, ...] = (
 )
 
 
-def headline_numbers(suites: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
+def headline_numbers(suites: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """``{measure key: {"value": x, "n": sample size, ...}}`` of one model's suite results."""
     cor, cal, ood = suites.get("corruption") or {}, suites.get("calibration") or {}, suites.get("ood") or {}
     cue, ph = suites.get("cue-conflict") or {}, suites.get("phase-bias") or {}
@@ -62,10 +63,12 @@ def headline_numbers(suites: Mapping[str, Any]) -> dict[str, dict[str, float | N
     bins_corrupted = _bin_variance(corrupted.get("reliability"))
     full = ph.get("full") or {}
     n_decided = round((full["phase"] + full["amplitude"]) * full["n_pairs"]) if full.get("n_pairs") else None
-    out: dict[str, dict[str, float | None]] = {
+    out: dict[str, dict[str, Any]] = {
         "clean_accuracy": {"value": acc, "n": n_test},
         "mean_corruption_error": {"value": mce if mce is not None else cor.get("mean_error"), "n": n_test,
-                                  "complete": bool(cor.get("complete"))},
+                                  "complete": bool(cor.get("complete")),
+                                  # not the full grid: the corruption section's label of the mean it then reports
+                                  **({} if mce is not None else {"label": MEAN_CELL_ERROR})},
         "ece": {"value": nested_get(cal, "clean", "ece"), "n": n_test, "accuracy": nested_get(cal, "clean", "accuracy"),
                 "bin_variance": bins_clean},
         "corrupted_ece": {"value": corrupted.get("ece"), "n": n_test, "accuracy": corrupted.get("accuracy"),
@@ -135,7 +138,8 @@ def verdicts(standard: Mapping[str, Any], apr: Mapping[str, Any]) -> list[dict[s
     for m in MEASURES:
         a, b = standard.get(m.key) or {}, apr.get(m.key) or {}
         va, vb = a.get("value"), b.get("value")
-        row: dict[str, Any] = {"key": m.key, "label": m.label, "standard": va, "apr_sp": vb,
+        label = a.get("label") or b.get("label") or m.label
+        row: dict[str, Any] = {"key": m.key, "label": label, "standard": va, "apr_sp": vb,
                                "higher_is_better": m.higher_is_better}
         if va is None or vb is None or not all(map(math.isfinite, (va, vb))):
             row.update(diff=None, se=None, verdict="not measured")

@@ -359,6 +359,7 @@ class _Run:
         entries = [p for suites in prov.values() for p in suites.values()]
         produced = merge_provenance(p.get("produced_by") for p in entries)
         datas = {json.dumps(p.get("data"), sort_keys=True) for p in entries}
+        options = {json.dumps(p.get("options"), sort_keys=True) for p in entries if "options" in p}
         pending: dict[str, list[str]] = {}
         # the folder's index also remembers what an earlier, interrupted run left undone
         for label, sname in dict.fromkeys([*self.pending, *(index.pending if index is self.index else [])]):
@@ -375,7 +376,8 @@ class _Run:
             "suites": list(dict.fromkeys(s for suites in prov.values() for s in suites)),
             "data": (json.loads(datas.pop()) if len(datas) == 1
                      else _describe(st["data"]) if not datas else "mixed (see provenance)"),
-            "options": _describe(st["opts"]),
+            "options": (json.loads(options.pop()) if len(options) == 1
+                        else _describe(st["opts"]) if not options else "mixed (see provenance)"),
             "device": produced.get("device", [st["dev"].type]),
             "amp": sorted({bool(p.get("amp")) for p in entries}) or [st["amp"]],
             "channels_last": st.get("channels_last"),

@@ -11,7 +11,7 @@ from typing import Any
 
 from .render import HeaderItem
 
-__all__ = ["header_items", "describe"]
+__all__ = ["header_items", "describe", "run_limits"]
 
 
 def describe(value: Any) -> str:
@@ -40,6 +40,30 @@ def _run_data(run: Mapping[str, Any]) -> Any:
         texts = list(dict.fromkeys(by_model.values()))
         per_suite[suite] = texts[0] if len(texts) == 1 else "; ".join(f"{m}: {t}" for m, t in by_model.items())
     return per_suite or run.get("data")
+
+
+def run_limits(run: Mapping[str, Any]) -> dict[str, Any]:
+    """``{suite: limit}`` of a run from its provenance records (``None``: every image), one entry per suite."""
+    limits: dict[str, set] = {}
+    for suites in (run.get("provenance") or {}).values():
+        for suite, record in (suites or {}).items():
+            options = record.get("options") if isinstance(record, Mapping) else None
+            if isinstance(options, Mapping):
+                limits.setdefault(str(suite), set()).add(options.get("limit"))
+    return {suite: next(iter(v)) if len(v) == 1 else "differs between models" for suite, v in limits.items()}
+
+
+def _limit_text(run: Mapping[str, Any]) -> str:
+    """``"first 200 images (calibration); first 50 images (corruption)"``; empty when every suite used every image."""
+    groups: dict[str, list[str]] = {}
+    for suite, limit in run_limits(run).items():
+        text = "all images" if limit is None else f"first {limit} images" if isinstance(limit, int) else str(limit)
+        groups.setdefault(text, []).append(suite)
+    if not groups or list(groups) == ["all images"]:
+        return ""
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{text} ({', '.join(suites)})" for text, suites in groups.items())
 
 
 def _data_text(data: Any) -> str:
@@ -99,6 +123,7 @@ def header_items(model_ids: Sequence[str], meta: Mapping[str, Any]) -> list[Head
     items = [HeaderItem("Models", _models_text(model_ids, runs))]
     fields = (
         ("Data", lambda r: _data_text(_run_data(r)) if _run_data(r) is not None else ""),
+        ("Images", _limit_text),
         ("Device", lambda r: _device_text(r) if r.get("device") else ""),
         ("Date", lambda r: str(r.get("date") or "").replace("T", " ").replace("+00:00", " UTC")),
         ("Versions", lambda r: ", ".join(f"{name} {r[key]}" for name, key in (("aprkit", "aprkit"), ("torch", "torch"),

@@ -25,7 +25,7 @@ from ..engine.cache import atomic_write_json, to_jsonable
 from ..suites import load_suites
 from ..suites.base import Measure, generic_headline
 from .blocks import Paragraph, ReportSection, Table
-from .header import header_items
+from .header import header_items, run_limits
 from .render import HeaderItem, ReportDocument, render_html, render_markdown
 
 __all__ = ["Results", "ReportError", "raise_failed", "write_report", "render_sections", "summary_section",
@@ -139,6 +139,12 @@ def write_report(results: Any, out_dir: str | Path, title: str | None = None, *,
     if summary is None:
         try:
             summary = summary_section(res.headlines())
+            runs = res.meta.get("runs", [res.meta]) if isinstance(res.meta, Mapping) else []
+            if summary is not None and any(len({repr(v) for v in run_limits(r).values()}) > 1
+                                           for r in runs if isinstance(r, Mapping)):
+                summary.blocks.append(Paragraph(
+                    "The suites ran on different numbers of images (header: Images), so a measure that several suites "
+                    "report (clean accuracy) is the first suite's value; each suite's section has its own."))
         except Exception as err:  # a malformed result: the report and the numbers are still written, then we raise
             summary = ReportSection("Summary", [Paragraph(f"Building the summary failed ({type(err).__name__}: {err}); "
                                                           "the numbers are in results.json.")], error=err)

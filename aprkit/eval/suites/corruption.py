@@ -33,11 +33,13 @@ from ..report.plotting import bar_height, grouped_bars, new_figure, plot_text, s
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["CorruptionSuite", "CorruptionOptions", "CorruptionResult", "evaluate_cell", "expected_classes",
-           "cell_summary"]
+           "cell_summary", "MEAN_CELL_ERROR"]
 
 #: what a cached cell's values mean: 2 since the RMS calibration error gives tied confidences their group's mean
 #: correctness (cells of version 1 kept the order-dependent value)
 CELL_VERSION = 2
+#: the label of the plain mean error over the cells run (reported instead of mCE when they are not the full grid)
+MEAN_CELL_ERROR = "mean error over the evaluated corruption cells"
 
 
 def cell_summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict:
@@ -343,7 +345,7 @@ class CorruptionSuite(Suite[CorruptionOptions]):
                     higher_is_better=True),
             Measure("mean_corruption_error", "mean corruption error (15 x 5 cells)",
                     result.get("mean_corruption_error"), percent=True, higher_is_better=False),
-            Measure("mean_error", "mean error over the evaluated corruption cells", result.get("mean_error"),
+            Measure("mean_error", MEAN_CELL_ERROR, result.get("mean_error"),
                     percent=True, higher_is_better=False),
             Measure("mce", "mCE (ImageNet-C, AlexNet-normalised)", result.get("mce"), percent=True,
                     higher_is_better=False),
