@@ -219,3 +219,18 @@ def test_writers_take_a_single_name_and_severity(tmp_path) -> None:
     x = natural_images(2, 32).permute(0, 2, 3, 1).numpy()
     assert [p.name for p in write_cifar_c(x, tmp_path, "fog", severities=3, progress=False)] == ["fog.npy"]
     assert np.load(tmp_path / "fog.npy").shape == x.shape
+
+
+def test_shot_noise_of_float_8_bit_images_equals_their_uint8_originals() -> None:
+    """Float images of 8-bit levels (ToTensor) drew other Poisson noise than the same uint8 images; the other
+    corruptions already agreed."""
+    from aprkit.corruptions import item_seeds
+
+    u8 = (natural_images(3, 40) // 1).to(torch.uint8)
+    seeds = item_seeds(0, "shot_noise", 3, "cifar", torch.arange(3))
+    ref = corrupt(u8, "shot_noise", 3, "cifar", seeds=seeds)
+    for dtype in (torch.float32, torch.float64):
+        out = corrupt(u8.to(dtype) / 255, "shot_noise", 3, "cifar", seeds=seeds)
+        assert torch.equal((out * 255).round().to(torch.uint8), ref)
+    other = corrupt(u8.float() / 255 * 0.999, "shot_noise", 3, "cifar", seeds=seeds)  # not levels: still runs
+    assert other.shape == ref.shape
