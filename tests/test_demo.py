@@ -238,3 +238,15 @@ def test_demo_refuses_what_it_cannot_run_in_one_line_and_leaves_no_folder(tmp_pa
     err = capsys.readouterr().err
     assert rc == 2 and re.search(message, err) and len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_a_difference_without_a_sample_size_gets_no_verdict() -> None:
+    """With n missing the standard error was taken as 0: 'helped (±0.000)' instead of no verdict."""
+    from aprkit.demo.summary import overall_sentence, summary_text
+
+    a = {"clean_accuracy": {"value": 0.80, "n": None}}
+    b = {"clean_accuracy": {"value": 0.81, "n": None}}
+    row = {r["key"]: r for r in verdicts(a, b)}["clean_accuracy"]
+    assert row["verdict"] == "not judged (no sample size)" and row["se"] is None
+    assert "+1.00 pp" in summary_text(verdicts(a, b)) and "no verdict without a sample size on 1" in \
+        overall_sentence(verdicts(a, b))

@@ -145,7 +145,11 @@ def verdicts(standard: Mapping[str, Any], apr: Mapping[str, Any]) -> list[dict[s
             row.update(diff=None, se=None, verdict="not measured")
         else:
             sa, sb = _se(m.key, a), _se(m.key, b)
-            se = math.sqrt((sa or 0) ** 2 + (sb or 0) ** 2)
+            if sa is None or sb is None:  # no sample size: a difference without an error is no verdict
+                row.update(diff=vb - va, se=None, verdict="not judged (no sample size)")
+                rows.append(row)
+                continue
+            se = math.sqrt(sa ** 2 + sb ** 2)
             gain = (vb - va) if m.higher_is_better else (va - vb)
             verdict = "helped" if gain > 2 * se else "hurt" if gain < -2 * se else "no clear difference"
             row.update(diff=vb - va, se=se, verdict=verdict)
@@ -163,6 +167,8 @@ def _fmt_diff(r: Mapping[str, Any], percent: bool) -> str:
     if r["diff"] is None:
         return "-"
     scale, unit = (100, " pp") if percent else (1, "")
+    if r["se"] is None:
+        return f"{scale * r['diff']:+.2f}{unit}" if percent else f"{r['diff']:+.3f}"
     if percent:
         return f"{scale * r['diff']:+.2f}{unit} (±{2 * scale * r['se']:.2f})"
     return f"{r['diff']:+.3f} (±{2 * r['se']:.3f})"
@@ -188,7 +194,8 @@ def overall_sentence(rows: Sequence[Mapping[str, Any]]) -> str:
     measured = [r for r in rows if r["verdict"] != "not measured"]
     parts = []
     phrases = (("helped", "APR-SP helped on"), ("hurt", "APR-SP was worse on"),
-               ("no clear difference", "no clear difference on"))
+               ("no clear difference", "no clear difference on"),
+               ("not judged (no sample size)", "no verdict without a sample size on"))
     for verdict, text in phrases:
         if groups.get(verdict):
             parts.append(f"{text} {len(groups[verdict])} of {len(measured)} measures ({', '.join(groups[verdict])})")
