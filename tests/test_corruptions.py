@@ -258,3 +258,23 @@ def test_cuda_keeps_device(name: str) -> None:
         assert y.device == xi.device and y.dtype == dt and y.shape == xi.shape
         y2 = corrupt(xi, name, 3, "cifar", _gen(0))  # CPU generator with CUDA images
         assert y2.device == xi.device
+
+
+def test_random_corruption_replay_is_deterministic_and_batch_free() -> None:
+    """The params hold a key per image, so a replay gives the same images in any batch and from a PIL image; the
+    noise was drawn afresh from the generator at each replay."""
+    from PIL import Image
+
+    t = RandomCorruption(("gaussian_noise", "shot_noise", "fog"), (2, 4), generator=_gen(7))
+    x = natural_images(5, 32)
+    params = t.generate_parameters(5)
+    full = t.apply(x, params)
+    assert torch.equal(full, t.apply(x, params))
+    for i in range(5):
+        one = {k: v[i:i + 1] for k, v in params.items()}
+        assert torch.equal(t.apply(x[i:i + 1], one)[0], full[i])
+    with pytest.raises(ValueError, match=r"params lack \['seed'\]"):
+        t.apply(x, {k: v for k, v in params.items() if k != "seed"})
+    img = Image.fromarray(x[0].permute(1, 2, 0).numpy())
+    t1, t2 = RandomCorruption("gaussian_noise", 3, generator=_gen(1)), RandomCorruption("gaussian_noise", 3, generator=_gen(1))
+    assert np.array_equal(np.asarray(t1(img)), t2(x[0]).permute(1, 2, 0).numpy())

@@ -320,6 +320,12 @@ def corrupt_image(
         if generator is not None:
             raise ValueError("pass either generator or seed, not both")
         generator = torch.Generator().manual_seed(int(seed))
+    return on_image(image, lambda t: corrupt(t, name, severity, preset, generator, frost_dir=frost_dir))
+
+
+def on_image(image: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``fn`` on the uint8 ``(C, H, W)`` tensor of a PIL image or NumPy array ``(H, W, 3)`` / ``(H, W)``, returned as
+    the input's type (PIL modes other than RGB and L come back as RGB)."""
     from PIL import Image
 
     pil_mode = None
@@ -331,7 +337,7 @@ def corrupt_image(
     image_channels(image)
     gray = image.ndim == 2
     t = torch.from_numpy(np.array(image[..., None] if gray else image)).permute(2, 0, 1)  # a writable copy
-    out = corrupt(t, name, severity, preset, generator, frost_dir=frost_dir).permute(1, 2, 0).numpy()
+    out = fn(t).permute(1, 2, 0).numpy()
     out = out[..., 0] if gray else out
     if pil_mode is not None:
         return Image.fromarray(out, pil_mode)

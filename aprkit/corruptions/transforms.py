@@ -14,13 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import check_image_tensor, check_probability
+from .._checks import check_image_tensor, check_param_keys, check_probability
 from .._generators import worker_generator
 from .._replay import ReplayModule
-from .api import BENCHMARK, check_channels, check_name, corrupt, corrupt_image, image_channels
+from .api import BENCHMARK, check_channels, check_name, corrupt, image_channels, on_image
 from .severity import check_preset, check_severity
 
 __all__ = ["RandomCorruption"]
+
+_PARAM_KEYS = ("apply", "name_index", "severity", "seed")
 
 
 class RandomCorruption(ReplayModule):
@@ -69,18 +71,22 @@ class RandomCorruption(ReplayModule):
         self.frost_dir = frost_dir
 
     def generate_parameters(self, batch_size: int) -> dict[str, torch.Tensor]:
-        """Sample per-image choices: ``apply`` (bool), ``name_index`` and ``severity`` (long), each ``(B,)``."""
+        """Sample per-image choices: ``apply`` (bool), ``name_index``, ``severity`` and ``seed`` (long, the image's
+        key for the corruption's own draws), each ``(B,)`` on the CPU."""
         g = worker_generator(self.generator, self._base_seed)
         dev = g.device if g is not None else torch.device("cpu")
         apply = torch.rand(batch_size, generator=g, device=dev) < self.p
         name_index = torch.randint(len(self.names), (batch_size,), generator=g, device=dev)
         sev_index = torch.randint(len(self.severities), (batch_size,), generator=g, device=dev)
+        seed = torch.randint(-(2**63), 2**63 - 1, (batch_size,), generator=g, device=dev)
         severity = torch.tensor(self.severities)[sev_index.cpu()]
-        return {"apply": apply.cpu(), "name_index": name_index.cpu(), "severity": severity}
+        return {"apply": apply.cpu(), "name_index": name_index.cpu(), "severity": severity, "seed": seed.cpu()}
 
     def replay(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Corrupt ``images`` ``(B, C, H, W)`` as ``params`` prescribes (a new tensor; input untouched); called as
-        ``apply(images, params)``, Kornia-style (``apply(fn)`` is ``nn.Module.apply``, see :mod:`aprkit._replay`)."""
+        ``apply(images, params)``, Kornia-style (``apply(fn)`` is ``nn.Module.apply``, see :mod:`aprkit._replay`).
+        Each image draws from its own ``seed``, so a replay gives the same images in any batch."""
+        check_param_keys(params, _PARAM_KEYS, "generate_parameters")
         out = images.clone()
         keys = params["name_index"] * 8 + params["severity"]
         keys = torch.where(params["apply"], keys, torch.full_like(keys, -1))
@@ -89,7 +95,8 @@ class RandomCorruption(ReplayModule):
                 continue
             sel = (keys == key).nonzero().flatten().to(images.device)
             name, severity = self.names[key // 8], key % 8
-            out[sel] = corrupt(images[sel], name, severity, self.preset, self.generator, frost_dir=self.frost_dir)
+            out[sel] = corrupt(images[sel], name, severity, self.preset, seeds=params["seed"][sel.cpu()],
+                               frost_dir=self.frost_dir)
         return out
 
     def forward(self, x: Any) -> Any:
@@ -107,9 +114,9 @@ class RandomCorruption(ReplayModule):
             prm = self.generate_parameters(1)
             if not bool(prm["apply"][0]):
                 return x
-            name = self.names[int(prm["name_index"][0])]
-            return corrupt_image(x, name, int(prm["severity"][0]), self.preset, self.generator,
-                                 frost_dir=self.frost_dir)
+            name, severity = self.names[int(prm["name_index"][0])], int(prm["severity"][0])
+            return on_image(x, lambda t: corrupt(t, name, severity, self.preset, seeds=prm["seed"],
+                                                 frost_dir=self.frost_dir))
         raise TypeError(f"RandomCorruption expects a torch.Tensor, PIL image or NumPy array, got {type(x).__name__}")
 
     def extra_repr(self) -> str:
