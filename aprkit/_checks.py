@@ -163,6 +163,15 @@ def check_labels(labels: object, batch_size: int, name: str = "labels") -> torch
     return labels
 
 
+def check_integer_labels(labels: Any, name: str = "labels") -> None:
+    """``labels`` (a tensor or NumPy array) hold class indices: integers, or floats of integral value (``TypeError``
+    for fractional or non-finite values, which a cast to int64 would truncate silently)."""
+    t = torch.as_tensor(labels) if not isinstance(labels, torch.Tensor) else labels
+    if t.is_complex() or (t.is_floating_point() and t.numel() and not bool((t == t.round()).all())):
+        bad = t.flatten()[(t != t.round()).flatten()][:1].tolist() if not t.is_complex() else [t.flatten()[0].item()]
+        raise TypeError(f"{name} must be integer class indices, got {t.dtype} values such as {bad[0]!r}")
+
+
 def check_param_keys(params: object, keys: Sequence[str], source: str) -> None:
     """``params`` is a mapping holding every key of ``keys`` (``ValueError`` naming the missing ones and ``source``,
     where such a dict comes from)."""

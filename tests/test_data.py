@@ -542,3 +542,62 @@ def test_a_corrupt_gzip_archive_is_discarded(tmp_path: Path, monkeypatch) -> Non
     with pytest.raises(ValueError, match="could not be extracted"):
         sources._extract_or_discard(archive, None, tmp_path / "out", False)
     assert not archive.exists()
+
+
+def test_order_csv_cells_paths_and_cuts_are_named(tmp_path: Path) -> None:
+    """A label '3.0' failed as a bare int() error, a listed PNG that does not exist only when read, and a cut order
+    file evaluated a subset silently."""
+    for i, cls in enumerate(["cat", "dog"]):
+        _png(tmp_path / "test" / cls / "x.png", 60 + i)
+    cases = {"index,label,class,path\n0,3.0,cat,test/cat/x.png\n1,5,dog,test/dog/x.png\n":
+             (ValueError, r"test_order\.csv, row 2: the label column must hold a whole number >= 0, got '3\.0'"),
+             "index,label,class,path\n0,3,cat,test/cat/x.png\n1,5,dog,test/dog/y.png\n":
+             (FileNotFoundError, r"lists 1 image\(s\) that do not exist, e\.g\. .*test/dog/y\.png"),
+             "index,label,class,path\n0,3,cat,test/cat/x.png\n":
+             (ValueError, r"lists 1 images but .*test holds 1 more PNGs that it does not list: a cut order file")}
+    for text, (kind, match) in cases.items():
+        (tmp_path / "test_order.csv").write_text(text)
+        with pytest.raises(kind, match=match):
+            get_dataset(f"cifar10:{tmp_path}")
+
+
+def test_folders_skip_hidden_files_and_refuse_a_lone_split_folder(tmp_path: Path) -> None:
+    """macOS '._x.png' files failed to decode and '.ipynb_checkpoints' copies duplicated images; a root holding only
+    test/ was read as a one-class data set labelled 'test'."""
+    for i, cls in enumerate(["cat", "dog"]):
+        _png(tmp_path / "t" / cls / "x.png", 60 + i)
+    (tmp_path / "t" / "cat" / "._x.png").write_bytes(b"\x00\x05\x16\x07")  # an AppleDouble file, not a PNG
+    _png(tmp_path / "t" / "cat" / ".ipynb_checkpoints" / "x-checkpoint.png", 60)
+    ds = get_dataset(f"folder:{tmp_path / 't'}")
+    assert len(ds) == 2 and [y for _, y in ds] == [0, 1]
+    (tmp_path / "lone" / "test").mkdir(parents=True)
+    (tmp_path / "t").rename(tmp_path / "lone" / "test" / "inner")
+    with pytest.raises(ValueError, match=r"holds the split folders \['test'\], not class folders"):
+        get_dataset(f"folder:{tmp_path / 'lone'}")
+
+
+def test_in_memory_refuses_a_transform_and_labels_must_be_integers(tmp_path: Path) -> None:
+    from aprkit.eval.engine.inference import TensorImageDataset
+
+    for i, cls in enumerate(["cat", "dog"]):
+        _png(tmp_path / "test" / cls / "x.png", 60 + i)
+    with pytest.raises(ValueError, match="in_memory=True .* would freeze the"):
+        get_dataset(f"cifar10:{tmp_path}", in_memory=True, transform=lambda x: x)
+    x = np.zeros((3, 4, 4, 3), np.uint8)
+    assert ArrayDataset(x, np.array([0.0, 1.0, 2.0])).labels.tolist() == [0, 1, 2]
+    with pytest.raises(TypeError, match="integer class indices, got torch.float64 values such as 1.5"):
+        ArrayDataset(x, np.array([0.0, 1.5, 2.0]))
+    with pytest.raises(TypeError, match="integer class indices"):
+        TensorImageDataset(torch.zeros(3, 3, 4, 4, dtype=torch.uint8), torch.tensor([0.5, 1.0, 2.0]))
+
+
+def test_tensor_dataset_batches_are_copies() -> None:
+    """A slice of TensorImageDataset returned views: writing into a batch changed the images and labels."""
+    from aprkit.eval.engine.inference import TensorImageDataset
+
+    images, labels = torch.arange(10 * 3 * 4, dtype=torch.uint8).reshape(10, 3, 2, 2), torch.arange(10)
+    ds = TensorImageDataset(images.clone(), labels.clone())
+    for x, y in iter_batches(ds, 4):
+        x.zero_()
+        y.fill_(99)
+    assert torch.equal(ds.images, images) and torch.equal(ds.labels, labels)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._checks import check_integer_labels
+
 __all__ = ["ArrayDataset", "NO_LABEL", "load_npy"]
 
 #: label yielded by datasets without class labels (synthetic OOD sets)
@@ -122,6 +124,7 @@ class ArrayDataset(Dataset):
             lab = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
             if lab.ndim != 1 or lab.shape[0] != n:
                 raise ValueError(f"labels must have shape ({n},) (one per image), got shape {lab.shape}")
+            check_integer_labels(lab)
             self.labels = lab.astype(np.int64)
         self.classes = list(classes) if classes is not None else None
         if layout == "nhwc":

@@ -15,6 +15,7 @@ Two layouts are recognised under ``root``:
 from __future__ import annotations
 
 import csv
+import os
 import pickle
 from pathlib import Path
 
@@ -105,11 +106,28 @@ def _read_png_tree(root: Path, split: str, name: str, **kw) -> ImageListDataset:
         if not rows or not {"index", "label", "path"} <= set(rows[0]):
             raise ValueError(f"{order} must have columns index,label,path (and optionally class); found "
                              f"{list(rows[0]) if rows else 'no rows'}")
+        for i, r in enumerate(rows):  # whole numbers, named by file and row (int() said only "invalid literal")
+            for key in ("index", "label"):
+                cell = (r.get(key) or "").strip()
+                if not cell.isdigit():
+                    raise ValueError(f"{order}, row {i + 2}: the {key} column must hold a whole number >= 0, got "
+                                     f"{r.get(key)!r}")
         rows.sort(key=lambda r: int(r["index"]))
-        if [int(r["index"]) for r in rows] != list(range(len(rows))):  # a cut, duplicated or gapped order
+        if [int(r["index"]) for r in rows] != list(range(len(rows))):  # a duplicated or gapped order
             raise ValueError(f"{order}: the index column must hold 0 .. {len(rows) - 1} once each (the official "
                              "order of every image)")
         samples = [(root / r["path"], int(r["label"])) for r in rows]
+        missing = [str(p) for p, _ in samples if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{order} lists {len(missing)} image(s) that do not exist, e.g. {missing[0]}; "
+                                    f"expected every path relative to {root} ({root}/{split}/<class>/<name>.png)")
+        listed = {os.path.normpath(p) for p, _ in samples}
+        unlisted = sum(1 for d, _, files in os.walk(root / split) for f in files
+                       if f.lower().endswith(".png") and os.path.normpath(os.path.join(d, f)) not in listed)
+        if unlisted:  # a cut order file would evaluate a subset silently (a subset is limit= or subset())
+            raise ValueError(f"{order} lists {len(rows)} images but {root / split} holds {unlisted} more PNGs that it "
+                             "does not list: a cut order file? Use the full official order (limit= or "
+                             "aprkit.data.subset for a subset)")
         classes = _csv_classes(order, rows, name)
         return ImageListDataset(samples, classes=classes, **kw)
     found = find_classes(root / split)
@@ -156,6 +174,9 @@ def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", 
                              f"{name} arrays (32x32), read as they are: resize the images in the model or a transform")
         return _read_binary(binary, name, split)
     if (root / split).is_dir():
+        if in_memory and kw.get("transform") is not None:
+            raise ValueError("in_memory=True decodes every image once and would freeze the (possibly random) "
+                             "transform; use one or the other")
         ds = _read_png_tree(root, split, name, **kw)
         if in_memory:
             from .loading import to_array_dataset

@@ -95,7 +95,8 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
     """``(path, class index)`` of every image file under ``root/<class>/`` (sorted) and the class names: the one
     reading of an ImageFolder tree (the datasets and the -C writers). Classes are the sorted non-hidden subfolders
     (or ``classes``, which fixes the label order; folders not in it are skipped with a warning); image files are
-    matched by ``extensions`` in any depth below a class folder.
+    matched by ``extensions`` in any depth below a class folder, hidden ones and those in hidden folders left out
+    (macOS ``._x.png`` resource files, ``.ipynb_checkpoints`` copies; torchvision's ImageFolder reads them).
 
     Raises ``FileNotFoundError`` naming the layout when ``root`` is missing or holds no images, ``ValueError`` when
     it holds split folders (``train``, ``test``, ...) instead of classes."""
@@ -104,7 +105,7 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist; expected the ImageFolder layout {layout}")
     found = find_classes(root)
-    if classes is None and len(found) >= 2 and set(found) <= _SPLIT_NAMES:
+    if classes is None and found and set(found) <= _SPLIT_NAMES:  # also one split alone: not a one-class set
         raise ValueError(f"{root} holds the split folders {found}, not class folders: point at one split "
                          f"(e.g. {root / found[-1]}), whose subfolders are the classes")
     names = list(classes) if classes is not None else found
@@ -119,7 +120,8 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
     for c in found:
         if c not in index:
             continue
-        files = sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in exts and p.is_file())
+        files = sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in exts and p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(root / c).parts))
         samples += [(p, index[c]) for p in files]
     if not samples:
         raise FileNotFoundError(f"no images found under {root}; expected the ImageFolder layout {layout}")

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..._checks import dataset_len, describe_value
+from ..._checks import check_integer_labels, dataset_len, describe_value
 from ...data.arrays import NO_LABEL
 from ...distributed import group_info, resolve_device
 from ...models.normalize import find_classifier
@@ -87,6 +87,7 @@ class TensorImageDataset(Dataset):
         labels = torch.full((len(images),), NO_LABEL, dtype=torch.long) if labels is None else torch.as_tensor(labels)
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"labels must have shape ({len(images)},) to match the images, got {tuple(labels.shape)}")
+        check_integer_labels(labels)
         self.images, self.labels = images, labels.long()
 
     def __len__(self) -> int:
@@ -105,9 +106,9 @@ class TensorImageDataset(Dataset):
 
         ``pin_memory=True``: the images are copied once into page-locked memory (for asynchronous copies to CUDA).
         """
-        if isinstance(indices, slice):
-            images, labels = self.images[indices], self.labels[indices]
-            return (images.pin_memory() if pin_memory else images), labels
+        if isinstance(indices, slice):  # copies: a caller writing into the batch never changes the dataset
+            images, labels = self.images[indices], self.labels[indices].clone()
+            return (images.pin_memory() if pin_memory else images.clone()), labels
         idx = torch.as_tensor(indices, dtype=torch.long)
         if not pin_memory:
             return self.images[idx], self.labels[idx]
