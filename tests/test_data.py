@@ -601,3 +601,9 @@ def test_tensor_dataset_batches_are_copies() -> None:
         x.zero_()
         y.fill_(99)
     assert torch.equal(ds.images, images) and torch.equal(ds.labels, labels)
+
+
+def test_synthetic_spec_and_n_keyword_cannot_disagree() -> None:
+    with pytest.raises(ValueError, match=r"'synthetic:20' and n=50 name two image counts"):
+        get_dataset("synthetic:20", n=50)
+    assert len(get_dataset("synthetic:20", n=20)) == 20

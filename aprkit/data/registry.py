@@ -90,9 +90,12 @@ def _synthetic(arg: str, split: str, **kw: Any) -> Dataset:
     mod = importlib.import_module("aprkit.data.synthetic")
     if arg:
         try:
-            kw.setdefault("n", int(arg))
+            n = int(arg)
         except ValueError:
             raise ValueError(f"synthetic spec takes an image count, e.g. 'synthetic:10000', got {arg!r}") from None
+        if kw.get("n", n) != n:  # two counts: neither may win silently
+            raise ValueError(f"'synthetic:{arg}' and n={kw['n']} name two image counts; give one")
+        kw["n"] = n
     return mod.SyntheticShapes(split=split, **kw)
 
 
