@@ -47,11 +47,35 @@ _DFT3 = {(dt, inv): _dft3_matrix(dt, inv) for dt in (torch.complex64, torch.comp
 _ROUTE_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 
 
+def _dft3_diff_matrix(dtype: torch.dtype) -> torch.Tensor:
+    """The forward DFT over ``(x_0, x_1 - x_0, x_2 - x_0)``: ``X_0 = 3 x_0 + d_1 + d_2``, ``X_k = w^k d_1 + w^2k d_2``
+    for ``k = 1, 2`` (each row of the DFT matrix but the first sums to 0)."""
+    m = _DFT3[dtype, False].clone()
+    m[0] = torch.tensor([3.0, 1.0, 1.0], dtype=dtype)
+    m[1:, 0] = 0
+    return m
+
+
+_DFT3_DIFF = {dt: _dft3_diff_matrix(dt) for dt in (torch.complex64, torch.complex128)}
+
+
 def _channel_dft(t: torch.Tensor, inverse: bool, out: torch.Tensor | None = None) -> torch.Tensor:
     """The three-point DFT (``inverse``: its inverse) over dim -3 of a complex ``(..., 3, h, w)`` tensor, as one matrix
-    product; returns ``(n, 3, h * w)`` (``n`` the flattened leading dims), written into ``out`` when given."""
+    product; returns ``(n, 3, h * w)`` (``n`` the flattened leading dims), written into ``out`` when given.
+
+    The forward transform multiplies ``(x_0, x_1 - x_0, x_2 - x_0)`` (the differences written into ``t``, which the
+    caller owns, when no gradient is involved): equal channels (a grey image) then give exact zeros at the channel
+    frequencies 1 and 2, as torch's own radix-3 pass does. The plain product left rounding noise there, whose phase
+    the amplitude swaps took, so a stimulus depended on float rounding (float32 against float64, CPU against CUDA)."""
     flat = t.reshape(-1, 3, t.shape[-2] * t.shape[-1])
-    m = _DFT3[t.dtype, inverse]
+    if inverse:
+        m = _DFT3[t.dtype, True]
+    else:
+        m = _DFT3_DIFF[t.dtype]
+        if needs_grad(flat):
+            flat = torch.cat([flat[:, :1], flat[:, 1:] - flat[:, :1]], 1)
+        else:
+            flat[:, 1:] -= flat[:, :1]
     return torch.matmul(m, flat) if out is None else torch.matmul(m, flat, out=out)
 
 
