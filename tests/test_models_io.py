@@ -321,3 +321,15 @@ def test_save_checkpoint_stores_numpy_settings_as_plain_data_and_refuses_objects
     with pytest.raises(TypeError, match=r"extra\['log'\]\[0\] is a Opaque, which an aprkit checkpoint cannot hold"):
         save_checkpoint(tmp_path / "b.pt", model, extra={"log": [Opaque()]})
     assert not (tmp_path / "b.pt").exists()
+
+
+def test_eval_data_root_also_places_the_robustbench_weights(tmp_path, monkeypatch, capsys):
+    """--data-root is the data root of the CLI; robustbench weights (documented under it) ignored it."""
+    from aprkit.cli import main
+
+    monkeypatch.setitem(sys.modules, "robustbench", None)
+    monkeypatch.setitem(sys.modules, "robustbench.utils", None)
+    rc = main(["eval", "--model", "robustbench:Standard", "--data", "synthetic:8", "--data-root", str(tmp_path),
+               "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(tmp_path / "robustbench" / "cifar10" / "Linf" / "Standard.pt") in err, err

@@ -122,3 +122,13 @@ def test_evaluate_runner_integration(tree, tmp_path):
     assert "shape-bias.shape_bias" in res.summary()["cat"]
     md = (tmp_path / "report.md").read_text()
     assert "Shape bias (cue-conflict)" in md and "humans (published)" in md
+
+
+def test_limit_says_it_does_not_apply_to_the_shape_bias_suite(tree):
+    """--limit ('the first N images of each dataset') was silently ignored by shape-bias, which scores every
+    stimulus."""
+    from aprkit.eval import evaluate
+
+    with pytest.warns(RuntimeWarning, match="limit=4 does not apply to shape-bias: it scores every stimulus"):
+        res = evaluate(Constant("cat"), suite="shape-bias", data=f"cue-conflict:{tree}", limit=4, progress=False)
+    assert res.models["Constant"]["shape-bias"]["counts"]["n_stimuli"] == 32  # every conflicting stimulus

@@ -79,7 +79,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="fetch missing -C sets and cue-conflict stimuli (e.g. --corrupted cifar10-c) "
                    "from their official archives")
     p.add_argument("--data-root", dest="data_root", metavar="DIR",
-                   help="where downloaded data lives (default $APRKIT_DATA, else ~/.cache/aprkit)")
+                   help="where downloaded data (and robustbench weights, DIR/robustbench) live (default $APRKIT_DATA, "
+                        "else ~/.cache/aprkit)")
     p.add_argument("--seed", type=int)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (default: on for CUDA)")
@@ -150,6 +151,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = settings(args)
     _resolve_sources(cfg, bool(getattr(args, "download", False)), getattr(args, "data_root", None))
     models = cfg.pop("models", None)
+    root = getattr(args, "data_root", None)
+    if root:  # robustbench weights live under the data root too (<root>/robustbench), unless a folder is given
+        for entry in [cfg, *(models or {}).values()]:
+            if _is_robustbench(entry.get("model")) and not entry.get("checkpoint"):
+                entry["checkpoint"] = str(Path(root).expanduser() / "robustbench")
     if not cfg.get("model") and not models:
         raise ValueError("no model given: pass --model SPEC (and --checkpoint) or a config with 'model:'")
     if not cfg.get("data"):
@@ -184,6 +190,10 @@ def run(args: argparse.Namespace) -> int:
         print("no --out given: nothing was written (pass --out DIR to keep results, the cache and the report)",
               file=sys.stderr)
     return 0
+
+
+def _is_robustbench(spec: Any) -> bool:
+    return isinstance(spec, str) and spec.strip().lower().startswith("robustbench:")
 
 
 def _resolve_sources(cfg: dict[str, Any], download: bool, data_root: str | None) -> None:

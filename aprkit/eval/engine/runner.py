@@ -117,6 +117,19 @@ def _data_for(data: Any, suite: str) -> Any:
                      f"add {suite!r} or 'default'")
 
 
+def warn_if_limit_ignored(names: Sequence[str], limit: int | None) -> None:
+    """Warn when a selected suite reads no ``limit`` (the cue-conflict suites score every stimulus): "the first N
+    images of each dataset" would otherwise hold for some sections of the report and silently not for others."""
+    if limit is None:
+        return
+    registry = load_suites()
+    ignored = [n for n in names if "limit" not in registry[n].option_names()]
+    if ignored:
+        verb = "it scores" if len(ignored) == 1 else "they score"
+        warnings.warn(f"limit={limit} does not apply to {', '.join(ignored)}: {verb} every stimulus (a subset of the "
+                      "cue-conflict set is no shape-bias measurement)", RuntimeWarning, stacklevel=3)
+
+
 def warn_if_limit_takes_few_classes(data: Any, limit: int | None) -> None:
     """Warn when ``limit`` ("the first N images") would evaluate a class-sorted dataset's first classes only: an image
     folder lists its images class by class, so ``folder:ROOT`` with ``limit=1000`` scored one class."""
@@ -208,6 +221,7 @@ def evaluate(
             opts.setdefault(k, v)
     parsed = parse_suite_options(names, opts)  # a bad value fails here, before any work
     warn_if_limit_takes_few_classes(data, limit)
+    warn_if_limit_ignored(names, limit)
     dev = resolve_device(device)
     amp = dev.type == "cuda" if amp is None else bool(amp)
     out = Path(out_dir) if out_dir is not None else None
