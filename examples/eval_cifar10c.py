@@ -82,9 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     if corrupted is not None and ":" not in corrupted:
         corrupted = f"cifar10-c:{corrupted}"
     try:
-        model = load_model(args.model, num_classes=args.num_classes, checkpoint=args.checkpoint,
-                           random_init=args.checkpoint is None)
-        if args.checkpoint is None:
+        weights_file = Path(args.model).expanduser().is_file()  # a checkpoint given as --model carries its weights
+        untrained = args.checkpoint is None and not weights_file
+        model = load_model(args.model, num_classes=args.num_classes, checkpoint=args.checkpoint, random_init=untrained)
+        if untrained:
             print(f"note: {args.model} has random weights (no --checkpoint); the numbers only show the pipeline works")
         res = evaluate(
             model, suite=["corruption"], data=args.data, model_id=args.model.replace(":", "-"), corrupted=corrupted,

@@ -368,3 +368,30 @@ def test_cifar_download_offline_is_a_download_error(tmp_path, monkeypatch):
     with pytest.raises(DownloadError, match=r"could not download https://www\.cs\.toronto\.edu/.*cifar-10-python\.tar\.gz "
                                             r"into .*offline, download it elsewhere and extract it into"):
         cifar_dataset(tmp_path, download=True)
+
+
+def test_get_dataset_and_eval_download_reach_the_cifar_reader(tmp_path, monkeypatch, capsys):
+    """The missing-CIFAR error says download=True / --download fetch it; get_dataset kept download from the reader
+    and aprkit eval --download from CIFAR specs, so neither fetched anything."""
+    import urllib.error
+
+    import torchvision
+
+    from aprkit.cli import main
+    from aprkit.data import get_dataset
+
+    calls = []
+
+    def offline(self, root, *a, **k):
+        calls.append((root, k.get("download")))
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "__init__", offline)
+    with pytest.raises(DownloadError, match="could not download"):
+        get_dataset(f"cifar10:{tmp_path}", download=True)
+    assert calls == [(str(tmp_path), True)]
+    with pytest.raises(FileNotFoundError, match=r"get_dataset\(\.\.\., download=True\) or aprkit eval --download"):
+        get_dataset(f"cifar10:{tmp_path}")
+    assert main(["eval", "--model", "resnet20", "--random-init", "--data", f"cifar10:{tmp_path}", "--download",
+                 "--device", "cpu"]) == 2
+    assert "could not download" in capsys.readouterr().err and len(calls) == 2

@@ -201,7 +201,13 @@ def _resolve_sources(cfg: dict[str, Any], download: bool, data_root: str | None)
     from aprkit.data.registry import DOWNLOADABLE, resolve_spec
 
     def one(spec: Any) -> Any:
-        if not isinstance(spec, str) or spec.partition(":")[0].strip().lower() not in DOWNLOADABLE:
+        kind = spec.partition(":")[0].strip().lower() if isinstance(spec, str) else None
+        if download and kind in ("cifar10", "cifar100"):  # torchvision's archive into the spec's folder, once
+            from aprkit.data import get_dataset
+
+            get_dataset(spec, "test", download=True)
+            return spec
+        if kind not in DOWNLOADABLE:
             return spec
         return resolve_spec(spec, download=download, data_root=data_root,
                             progress=cfg.get("progress", True) is not False)

@@ -185,5 +185,6 @@ def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", 
         return ds
     raise FileNotFoundError(
         f"no {name} {split} data under {root}: expected torchvision's layout {root}/{folder_name}/ "
-        f"(pass download=True to fetch it) or a PNG tree {root}/{split}/<class>/*.png"
+        f"(get_dataset(..., download=True) or aprkit eval --download fetches it) or a PNG tree "
+        f"{root}/{split}/<class>/*.png"
     )

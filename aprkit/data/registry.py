@@ -184,9 +184,12 @@ def get_dataset(spec: str, split: str = "test", *, download: bool = False, data_
     """The dataset named by ``spec`` (see the module docstring); keywords go to its reader.
 
     ``download=True`` fetches a -C set or the cue-conflict stimuli first (into ``data_root``, see
-    :func:`resolve_spec`). Raises ``ValueError`` for an unknown kind (listing the valid ones) and
-    ``FileNotFoundError`` naming the missing file and the layout expected.
+    :func:`resolve_spec`), or CIFAR-10/100 (torchvision's archive) into the spec's folder. Raises ``ValueError``
+    for an unknown kind (listing the valid ones) and ``FileNotFoundError`` naming the missing file and the layout
+    expected.
     """
     spec = resolve_spec(spec, download=download, data_root=data_root)
     kind, arg = parse_spec(spec)
+    if download and kind in ("cifar10", "cifar100"):  # torchvision's archive into the spec's folder
+        kw["download"] = True
     return DATASET_KINDS[kind](arg, split, **kw)

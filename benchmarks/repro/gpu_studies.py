@@ -125,7 +125,7 @@ def dry_run(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The driver's arguments, checked; ``--shared`` resolved (the unpack destination, or as the study scripts)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", help="returned files: gpu_studies.{json,md,log} and one tar per study script")
     p.add_argument("--work", default="/tmp/aprkit-gpu-studies", help="runs, last.pt, eval caches, job logs")
