@@ -458,3 +458,27 @@ def test_imagenet_layout_writes_every_class_folder(tmp_path) -> None:
         Image.fromarray(natural_images(1, 24, seed=i)[0].permute(1, 2, 0).numpy()).save(src / cls / "x.png")
     write_imagenet_c(src, tmp_path / "o", ["contrast"], [1], size=None, progress=False)
     assert sorted(p.name for p in (tmp_path / "o" / "contrast" / "1").iterdir()) == ["a", "b", "c"]
+
+
+def test_a_second_run_into_a_folder_being_written_is_refused(array_input, monkeypatch) -> None:
+    """While a run computes its first corruption its manifest lists only the label file: a second run with other
+    parameters took the folder over (deleting the first run's labels); the folder's lock refuses it."""
+    import aprkit.corruptions.dataset as dataset
+
+    tmp, x, labels = array_input
+    real = dataset.corrupt
+    seen = []
+
+    def second_run_meanwhile(*args, **kwargs):
+        if not seen:
+            seen.append(1)
+            with pytest.raises(ValueError, match="another run is writing into"):
+                write_cifar_c(x, tmp / "o", ["fog"], labels, [1], seed=2, progress=False)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dataset, "corrupt", second_run_meanwhile)
+    write_cifar_c(x, tmp / "o", ["fog"], labels, [1], seed=1, progress=False)
+    data = json.loads((tmp / "o" / "manifest.json").read_text())
+    assert seen and data["params"]["seed"] == 1 and (tmp / "o" / "labels.npy").exists()
+    monkeypatch.setattr(dataset, "corrupt", real)
+    write_cifar_c(x, tmp / "o", ["contrast"], labels, [1], seed=1, progress=False)  # the lock was released

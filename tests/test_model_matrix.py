@@ -115,6 +115,7 @@ def test_model_through_every_suite(name, clean, cue_tree):
     options |= {**transplant, "transplant_layers": [layer]}
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no channels_last fallback needed by aprkit's own models
+        warnings.filterwarnings("ignore", "limit=4 does not apply to cue-conflict", RuntimeWarning)  # as it says
         res = evaluate(model, suite=suites, data={"default": (x, y), "cue-conflict": "synthetic"},
                        corruptions=["fog"], severities=[1], limit=4, options=options, device="cpu", batch_size=4,
                        progress=False, report=False)

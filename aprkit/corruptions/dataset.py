@@ -173,34 +173,34 @@ def write_cifar_c(
     params = _params("cifar", seed, preset, severities, fingerprint_array(arr, labels), device)
     depends, info = _frost(["frost.npy"] if "frost" in names else [], frost_dir)
     depends = _with_versions(depends, {f"{name}.npy": name for name in names})
-    manifest = Manifest(out, params, outputs, overwrite, depends=depends, info=info, cheap=["labels.npy"])
-    if labels is not None and not (manifest.is_complete("labels.npy") and (out / "labels.npy").exists()):
-        dtype = np.uint8 if labels.min() >= 0 and labels.max() < 256 else np.int64
-        _atomic_save_npy(out / "labels.npy", np.tile(labels.astype(dtype), len(severities)))
-        manifest.complete("labels.npy")
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)
-    expected = (len(severities) * n,) + arr.shape[1:]
-    written = []
-    bar = tqdm(total=len(names) * len(severities) * n, disable=not progress, unit="img", desc="corrupt")
-    for name in names:
-        path = out / f"{name}.npy"
-        if manifest.is_complete(path.name) and path.exists() and np.load(path, mmap_mode="r").shape == expected:
-            bar.update(len(severities) * n)
-            continue
-        result = np.empty(expected, dtype=np.uint8)
-        for si, s in enumerate(severities):
-            bar.set_postfix_str(f"{name} s{s}")
-            for start in range(0, n, batch_size):
-                xb = x[start:start + batch_size].to(device)
-                seeds = item_seeds(seed, name, s, preset, range(start, start + xb.shape[0]))
-                yb = corrupt(xb, name, s, preset, seeds=seeds, frost_dir=frost_dir)
-                result[si * n + start: si * n + start + xb.shape[0]] = yb.permute(0, 2, 3, 1).cpu().numpy()
-                bar.update(xb.shape[0])
-        _atomic_save_npy(path, result)
-        manifest.complete(path.name)
-        written.append(path)
-    bar.close()
-    return written
+    with Manifest(out, params, outputs, overwrite, depends=depends, info=info, cheap=["labels.npy"]) as manifest:
+        if labels is not None and not (manifest.is_complete("labels.npy") and (out / "labels.npy").exists()):
+            dtype = np.uint8 if labels.min() >= 0 and labels.max() < 256 else np.int64
+            _atomic_save_npy(out / "labels.npy", np.tile(labels.astype(dtype), len(severities)))
+            manifest.complete("labels.npy")
+        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)
+        expected = (len(severities) * n,) + arr.shape[1:]
+        written = []
+        bar = tqdm(total=len(names) * len(severities) * n, disable=not progress, unit="img", desc="corrupt")
+        for name in names:
+            path = out / f"{name}.npy"
+            if manifest.is_complete(path.name) and path.exists() and np.load(path, mmap_mode="r").shape == expected:
+                bar.update(len(severities) * n)
+                continue
+            result = np.empty(expected, dtype=np.uint8)
+            for si, s in enumerate(severities):
+                bar.set_postfix_str(f"{name} s{s}")
+                for start in range(0, n, batch_size):
+                    xb = x[start:start + batch_size].to(device)
+                    seeds = item_seeds(seed, name, s, preset, range(start, start + xb.shape[0]))
+                    yb = corrupt(xb, name, s, preset, seeds=seeds, frost_dir=frost_dir)
+                    result[si * n + start: si * n + start + xb.shape[0]] = yb.permute(0, 2, 3, 1).cpu().numpy()
+                    bar.update(xb.shape[0])
+            _atomic_save_npy(path, result)
+            manifest.complete(path.name)
+            written.append(path)
+        bar.close()
+        return written
 
 
 def write_imagenet_c(
@@ -249,55 +249,55 @@ def write_imagenet_c(
                      size=size, quality=int(quality), **({} if size is None else {"resize": _RESIZE}))
     depends, info = _frost([f"frost/{s}" for s in severities] if "frost" in names else [], frost_dir)
     depends = _with_versions(depends, {f"{name}/{s}": name for name in names for s in severities})
-    manifest = Manifest(out, params, [f"{name}/{s}" for name in names for s in severities], overwrite,
-                        depends=depends, info=info)
+    with Manifest(out, params, [f"{name}/{s}" for name in names for s in severities], overwrite,
+                  depends=depends, info=info) as manifest:
 
-    def target(name: str, s: int, path: Path, cls: int) -> Path:
-        rel = path.relative_to(src / classes[cls])
-        stem = rel if rel.suffix.lower() in (".jpg", ".jpeg") else rel.with_suffix(".JPEG")
-        return out / name / str(s) / classes[cls] / stem
+        def target(name: str, s: int, path: Path, cls: int) -> Path:
+            rel = path.relative_to(src / classes[cls])
+            stem = rel if rel.suffix.lower() in (".jpg", ".jpeg") else rel.with_suffix(".JPEG")
+            return out / name / str(s) / classes[cls] / stem
 
-    _check_unique_targets(target(names[0], severities[0], p, c) for p, c in items)
-    count = 0
-    bar = tqdm(total=len(names) * len(severities) * len(items), disable=not progress, unit="img", desc="corrupt")
-    for name in names:
-        for s in severities:
-            bar.set_postfix_str(f"{name} s{s}")
-            entry = f"{name}/{s}"
-            resume = manifest.was_started(entry)  # files begun under other parameters are recomputed
-            manifest.start(entry)
-            for c in classes:  # every class folder, also one without images: the labels are the folder order
-                (out / name / str(s) / c).mkdir(parents=True, exist_ok=True)
-            for start in range(0, len(items), batch_size):
-                chunk = items[start:start + batch_size]
-                targets = [target(name, s, p, c) for p, c in chunk]
-                if resume and all(t.exists() for t in targets):
-                    bar.update(len(chunk))
-                    continue
-                seeds = item_seeds(seed, name, s, preset, range(start, start + len(chunk)))
-                imgs = [_load(p, size) for p, _ in chunk]
-                if len({a.shape for a in imgs}) == 1:
-                    xb = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).to(device)
-                    outs = list(corrupt(xb, name, s, preset, seeds=seeds, frost_dir=frost_dir)
-                                .permute(0, 2, 3, 1).cpu().numpy())
-                else:
-                    outs = [corrupt(torch.from_numpy(a).permute(2, 0, 1).to(device), name, s, preset,
-                                    seeds=seeds[j:j + 1], frost_dir=frost_dir).permute(1, 2, 0).cpu().numpy()
-                            for j, a in enumerate(imgs)]
-                for t, o in zip(targets, outs, strict=True):
-                    if resume and t.exists():
+        _check_unique_targets(target(names[0], severities[0], p, c) for p, c in items)
+        count = 0
+        bar = tqdm(total=len(names) * len(severities) * len(items), disable=not progress, unit="img", desc="corrupt")
+        for name in names:
+            for s in severities:
+                bar.set_postfix_str(f"{name} s{s}")
+                entry = f"{name}/{s}"
+                resume = manifest.was_started(entry)  # files begun under other parameters are recomputed
+                manifest.start(entry)
+                for c in classes:  # every class folder, also one without images: the labels are the folder order
+                    (out / name / str(s) / c).mkdir(parents=True, exist_ok=True)
+                for start in range(0, len(items), batch_size):
+                    chunk = items[start:start + batch_size]
+                    targets = [target(name, s, p, c) for p, c in chunk]
+                    if resume and all(t.exists() for t in targets):
+                        bar.update(len(chunk))
                         continue
-                    t.parent.mkdir(parents=True, exist_ok=True)
-                    # temporary name + rename, without the fsync of _io.atomic_write (one per image
-                    # would dominate writing an ImageNet-C-sized tree)
-                    tmp = t.with_name(t.name + ".tmp")
-                    try:
-                        Image.fromarray(o).save(tmp, "JPEG", quality=quality, optimize=True)
-                        os.replace(tmp, t)
-                    finally:
-                        tmp.unlink(missing_ok=True)
-                    count += 1
-                bar.update(len(chunk))
-            manifest.complete(entry)
-    bar.close()
-    return count
+                    seeds = item_seeds(seed, name, s, preset, range(start, start + len(chunk)))
+                    imgs = [_load(p, size) for p, _ in chunk]
+                    if len({a.shape for a in imgs}) == 1:
+                        xb = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).to(device)
+                        outs = list(corrupt(xb, name, s, preset, seeds=seeds, frost_dir=frost_dir)
+                                    .permute(0, 2, 3, 1).cpu().numpy())
+                    else:
+                        outs = [corrupt(torch.from_numpy(a).permute(2, 0, 1).to(device), name, s, preset,
+                                        seeds=seeds[j:j + 1], frost_dir=frost_dir).permute(1, 2, 0).cpu().numpy()
+                                for j, a in enumerate(imgs)]
+                    for t, o in zip(targets, outs, strict=True):
+                        if resume and t.exists():
+                            continue
+                        t.parent.mkdir(parents=True, exist_ok=True)
+                        # temporary name + rename, without the fsync of _io.atomic_write (one per image
+                        # would dominate writing an ImageNet-C-sized tree)
+                        tmp = t.with_name(t.name + ".tmp")
+                        try:
+                            Image.fromarray(o).save(tmp, "JPEG", quality=quality, optimize=True)
+                            os.replace(tmp, t)
+                        finally:
+                            tmp.unlink(missing_ok=True)
+                        count += 1
+                    bar.update(len(chunk))
+                manifest.complete(entry)
+        bar.close()
+        return count

@@ -9,8 +9,9 @@ corruption's version; where the textures were read from is kept under ``info``, 
 into the same folder resumes only when all of these match; otherwise it is refused
 (pick another folder or pass ``overwrite=True`` / ``--overwrite``); a manifest of an older aprkit, which did not
 record some of them, is refused the same way. A manifest whose run stopped before its first corruption output (a
-bad option, a crash) is replaced without asking: there is nothing to keep. Outputs are skipped only when the
-manifest lists them complete.
+bad option, a crash) is replaced without asking: there is nothing to keep. A run holds a lock on the folder
+while it writes, so a second run into the folder is refused until the first ends. Outputs
+are skipped only when the manifest lists them complete.
 Nothing here is public API.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -91,6 +93,26 @@ def _remove_outputs(out: Path, entries: Iterable[object]) -> None:
             path.unlink()
 
 
+def _hold(folder: Path) -> int | None:
+    """The folder's run lock (an exclusive ``flock`` on the folder itself: nothing is left in it), held while a run
+    writes: a second run into the folder is refused at once (it would rewrite the manifest under the first one, or
+    take over a folder whose first output is still being computed); a run that died left it free. ``None`` where
+    ``fcntl`` is missing (Windows: no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ValueError(f"another run is writing into {str(folder)!r}; wait for it to finish or pick another output "
+                         "folder") from None
+    return fd
+
+
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     keys = sorted(set(old) | set(new))
     return [f"{k}: {'not recorded (an older aprkit)' if k not in old else repr(old[k])} there, {new.get(k)!r} now"
@@ -107,12 +129,24 @@ class Manifest:
     exist without a manifest, unless ``overwrite`` (then the manifest starts afresh and every output is
     recomputed). A manifest with other parameters that lists no output but ``cheap`` ones (bookkeeping such as the
     label file, rewritten in no time) is replaced without asking: its run stopped before its first corruption.
+    The folder's lock is held from here until :meth:`release` (or the end of a ``with`` block): another run into the
+    folder raises ``ValueError`` meanwhile.
     """
 
     def __init__(self, out: Path, params: dict[str, Any], outputs: Iterable[str], overwrite: bool = False, *,
                  depends: Mapping[str, dict[str, Any]] | None = None, info: Mapping[str, Any] | None = None,
                  cheap: Iterable[str] = ()) -> None:
         self.path = Path(out) / MANIFEST
+        self._lock = _hold(Path(out))
+        try:
+            self._open(Path(out), params, outputs, overwrite, depends, info, cheap)
+        except BaseException:
+            self.release()
+            raise
+
+    def _open(self, out: Path, params: dict[str, Any], outputs: Iterable[str], overwrite: bool,
+              depends: Mapping[str, dict[str, Any]] | None, info: Mapping[str, Any] | None,
+              cheap: Iterable[str]) -> None:
         params = json.loads(json.dumps(params))  # the JSON form: tuples -> lists, as read back
         self.depends: dict[str, dict[str, Any]] = json.loads(json.dumps(dict(depends or {})))
         outputs = list(outputs)
@@ -149,6 +183,18 @@ class Manifest:
         self.data.setdefault("depends", {})
         self.data.setdefault("info", {}).update(json.loads(json.dumps(dict(info or {}))))
         self._write()
+
+    def release(self) -> None:
+        """Let another run write into the folder (the writers release when they return or fail)."""
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor ends its flock
+            self._lock = None
+
+    def __enter__(self) -> Manifest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def _read(self) -> dict[str, Any] | None:
         if not self.path.exists():
