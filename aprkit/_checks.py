@@ -166,10 +166,17 @@ def check_labels(labels: object, batch_size: int, name: str = "labels") -> torch
 def check_integer_labels(labels: Any, name: str = "labels") -> None:
     """``labels`` (a tensor or NumPy array) hold class indices: integers, or floats of integral value (``TypeError``
     for fractional or non-finite values, which a cast to int64 would truncate silently)."""
-    t = torch.as_tensor(labels) if not isinstance(labels, torch.Tensor) else labels
-    if t.is_complex() or (t.is_floating_point() and t.numel() and not bool((t == t.round()).all())):
-        bad = t.flatten()[(t != t.round()).flatten()][:1].tolist() if not t.is_complex() else [t.flatten()[0].item()]
-        raise TypeError(f"{name} must be integer class indices, got {t.dtype} values such as {bad[0]!r}")
+    try:
+        t = torch.as_tensor(labels) if not isinstance(labels, torch.Tensor) else labels
+    except (TypeError, ValueError, RuntimeError):  # strings, objects
+        raise TypeError(f"{name} must be integer class indices, got {describe_value(labels)}") from None
+    if t.is_complex():
+        raise TypeError(f"{name} must be integer class indices, got {t.dtype}")
+    if t.is_floating_point() and t.numel():
+        bad = ~torch.isfinite(t) | (t != t.round())
+        if bool(bad.any()):
+            raise TypeError(f"{name} must be integer class indices, got {t.dtype} values such as "
+                            f"{t.flatten()[bad.flatten()][0].item()!r}")
 
 
 def check_param_keys(params: object, keys: Sequence[str], source: str) -> None:

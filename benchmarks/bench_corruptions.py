@@ -184,9 +184,9 @@ def batched_vs_looped(size: int, preset: str, batch: int, per_image: int, device
     """Per corruption: (batched ms/img, per-image-loop ms/img) at severity 3 on ``device``, timed with
     ``cpu_clock(device)`` (the thread's CPU time on one CPU thread, like the side environment's timings).
 
-    The batched path runs with per-image seeds (what the -C writers and the eval suite run) and is timed as the
-    side environment times ``imagecorruptions``: the minimum over ``repeats`` calls, the corruptions interleaved
-    round by round (a slow phase of a shared machine then falls on all of them alike)."""
+    Both paths run with per-image seeds (what the -C writers and the eval suite run) and are timed as the side
+    environment times ``imagecorruptions``: the minimum over ``repeats`` calls, the corruptions interleaved round by
+    round (a slow phase of a shared machine then falls on all of them alike)."""
     from aprkit.corruptions import corrupt, item_seeds, list_corruptions
 
     clock, _ = cpu_clock(device)
@@ -202,18 +202,18 @@ def batched_vs_looped(size: int, preset: str, batch: int, per_image: int, device
             sync(device)
         return run
 
-    batched = interleaved_min({name: seeded(name) for name in names}, repeats, clock)
-    out = {}
-    for name in names:
-        g = torch.Generator().manual_seed(0)
+    def looped(name: str) -> Callable[[], None]:  # the same images one at a time, with their own seeds
+        seeds = item_seeds(0, name, 3, preset, index)
 
-        def looped() -> None:
+        def run() -> None:
             for i in range(per_image):
-                corrupt(x[i:i + 1], name, 3, preset, g)
+                corrupt(x[i:i + 1], name, 3, preset, seeds=seeds[i:i + 1])
+            sync(device)
+        return run
 
-        tl = bench({"loop": looped}, 1, device, min_time=0.2, max_inner=50, clock=clock)["loop"] / per_image
-        out[name] = (batched[name] / batch * 1e3, tl * 1e3)
-    return out
+    batched = interleaved_min({name: seeded(name) for name in names}, repeats, clock)
+    loop = interleaved_min({name: looped(name) for name in names}, repeats, clock)
+    return {name: (batched[name] / batch * 1e3, loop[name] / per_image * 1e3) for name in names}
 
 
 def load_baseline(rev: str) -> Any:

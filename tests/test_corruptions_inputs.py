@@ -234,3 +234,18 @@ def test_shot_noise_of_float_8_bit_images_equals_their_uint8_originals() -> None
         assert torch.equal((out * 255).round().to(torch.uint8), ref)
     other = corrupt(u8.float() / 255 * 0.999, "shot_noise", 3, "cifar", seeds=seeds)  # not levels: still runs
     assert other.shape == ref.shape
+
+
+def test_shot_noise_decides_the_8_bit_path_per_image() -> None:
+    """The k / 255 test ran over a whole chunk: one non-level image moved the noise of its 105 neighbours."""
+    from aprkit.corruptions import item_seeds
+
+    u8 = natural_images(4, 32).to(torch.uint8)
+    x = u8.float() / 255
+    x[2] = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    seeds = item_seeds(0, "shot_noise", 3, "cifar", torch.arange(4))
+    full = corrupt(x, "shot_noise", 3, "cifar", seeds=seeds)
+    assert torch.equal(full, torch.cat([corrupt(x[i:i + 1], "shot_noise", 3, "cifar", seeds=seeds[i:i + 1])
+                                        for i in range(4)]))
+    ref = corrupt(u8, "shot_noise", 3, "cifar", seeds=seeds)
+    assert torch.equal((full[[0, 1, 3]] * 255).round().to(torch.uint8), ref[[0, 1, 3]])

@@ -607,3 +607,20 @@ def test_synthetic_spec_and_n_keyword_cannot_disagree() -> None:
     with pytest.raises(ValueError, match=r"'synthetic:20' and n=50 name two image counts"):
         get_dataset("synthetic:20", n=50)
     assert len(get_dataset("synthetic:20", n=20)) == 20
+
+
+def test_hidden_files_do_not_count_as_unlisted_pngs(tmp_path: Path) -> None:
+    for i, cls in enumerate(["cat", "dog"]):
+        _png(tmp_path / "test" / cls / "x.png", 60 + i)
+    (tmp_path / "test_order.csv").write_text("index,label,class,path\n0,3,cat,test/cat/x.png\n1,5,dog,test/dog/x.png\n")
+    (tmp_path / "test" / "cat" / "._x.png").write_bytes(b"\x00\x05\x16\x07")
+    _png(tmp_path / "test" / "dog" / ".ipynb_checkpoints" / "x-checkpoint.png", 61)
+    assert [y for _, y in get_dataset(f"cifar10:{tmp_path}")] == [3, 5]
+
+
+def test_non_finite_or_text_labels_are_refused() -> None:
+    x = np.zeros((2, 4, 4, 3), np.uint8)
+    with pytest.raises(TypeError, match="values such as inf"):
+        ArrayDataset(x, np.array([0.0, np.inf]))
+    with pytest.raises(TypeError, match="integer class indices, got"):
+        ArrayDataset(x, np.array(["cat", "dog"]))

@@ -333,3 +333,17 @@ def test_eval_data_root_also_places_the_robustbench_weights(tmp_path, monkeypatc
                "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2 and str(tmp_path / "robustbench" / "cifar10" / "Linf" / "Standard.pt") in err, err
+
+
+def test_save_checkpoint_stores_enum_members_as_their_values():
+    import enum
+
+    from aprkit.models.checkpoint import _plain
+
+    class Act(str, enum.Enum):
+        RELU = "relu"
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    assert _plain({"act": Act.RELU, "level": Level.HIGH}, "kwargs") == {"act": "relu", "level": 3}

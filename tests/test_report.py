@@ -265,3 +265,17 @@ def test_a_folder_of_suites_run_on_different_limits_says_so(tmp_path):
     alone = evaluate(Net(0), suite="corruption", model_id="m", limit=8, **{**kw, "out_dir": tmp_path / "one"})
     one = alone.paths["markdown"].read_text()
     assert "**Images:** first 8 images" in one and "different numbers of images" not in one
+
+
+def test_the_images_line_leaves_out_suites_that_read_no_limit(tmp_path):
+    """The cue-conflict suite scores every stimulus: the header said 'first 8 images' for it too."""
+    import warnings
+
+    ds = TensorImageDataset(natural_images(16, seed=5), torch.arange(16) % 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = evaluate(Net(0), suite=["calibration", "cue-conflict"], data={"default": ds, "cue-conflict": "synthetic"},
+                       limit=8, device="cpu", batch_size=8, progress=False, corruptions=["contrast"], severities=[1],
+                       options={"cue_conflict_n": 20}, out_dir=tmp_path)
+    text = res.paths["markdown"].read_text()
+    assert "**Images:** first 8 images (calibration); all images (cue-conflict)" in text

@@ -64,8 +64,8 @@ def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -
 class ItemKeys:
     """Per-image counter-based random streams: 63-bit ``keys`` ``(N,)`` (e.g. ``item_seeds``) on a device.
 
-    Every draw call takes the next value of ``counter``; slicing (``keys[a:b]``) keeps the images' keys and
-    the current counter, so a slice draws what the same images draw in the whole batch.
+    Every draw call takes the next value of ``counter``; slicing (``keys[a:b]``, or a bool mask) keeps the images'
+    keys and the current counter, so a slice draws what the same images draw in the whole batch.
     """
 
     def __init__(self, keys: Any, device: torch.device | str | None = None, *, counter: int = 0) -> None:
@@ -79,7 +79,7 @@ class ItemKeys:
     def __len__(self) -> int:
         return self.keys.shape[0]
 
-    def __getitem__(self, index: slice) -> ItemKeys:
+    def __getitem__(self, index: slice | torch.Tensor) -> ItemKeys:
         return ItemKeys(self.keys[index], counter=self.counter)
 
     @property

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ._common import mask
+from ._itemkeys import ItemKeys
 from ._random import RandomSource, normal, poisson, poisson_levels, uniform
 
 __all__ = ["gaussian_noise", "shot_noise", "impulse_noise", "impulse_bytes", "speckle_noise"]
@@ -28,13 +29,20 @@ def shot_noise(x: torch.Tensor, c: float, generator: RandomSource = None, *,
     ``levels=True`` (8-bit input, ``x`` float ``k / 255`` or the uint8 levels ``k`` themselves): the 256 possible
     rates get exact inverse-CDF tables, and a table lookup per value draws its count (much faster than a general
     Poisson sampler). Float32/float64 images whose values are all ``k / 255`` (``ToTensor`` of 8-bit images) take
-    the same path, so they get the noise of their uint8 originals."""
+    the same path, image by image, so they get the noise of their uint8 originals."""
     if not levels and x.dtype in (torch.float32, torch.float64):  # float images of 8-bit levels (ToTensor's k / 255)
         xc = x.clamp(0.0, 1.0)  # the range check's slack counts as the clamped value (as the rates below do)
         k255 = torch.mul(xc, 255).round_()  # draw as their uint8 originals do: the same image, the same noise
-        levels = bool(torch.equal(k255.div(255), xc))
-        if levels:
+        per_image = (k255.div(255) == xc).flatten(1).all(1)  # decided per image: its neighbours do not matter
+        if bool(per_image.all()):
             return poisson_levels(k255.to(torch.int32), float(c), generator).to(x.dtype).div_(c)
+        if bool(per_image.any()):  # a mixed batch: each part as a batch of its own (per-image keys: the same draws)
+            out = torch.empty_like(x)
+            for part in (per_image, ~per_image):
+                rows = part.nonzero().flatten()
+                source = generator[part] if isinstance(generator, ItemKeys) else generator
+                out[rows] = shot_noise(x[rows], c, source)
+            return out
     if levels:
         k = x.to(torch.int32) if x.dtype == torch.uint8 else torch.mul(x, 255).round_().to(torch.int32)
         return poisson_levels(k, float(c), generator).div_(c)

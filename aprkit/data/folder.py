@@ -105,7 +105,10 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist; expected the ImageFolder layout {layout}")
     found = find_classes(root)
-    if classes is None and found and set(found) <= _SPLIT_NAMES:  # also one split alone: not a one-class set
+    # split folders instead of classes; one split alone too when it holds class folders (ODIN's OOD sets, such as
+    # LSUN/test/*.jpg, hold their images in it directly: one class, as before)
+    splits = classes is None and set(found) <= _SPLIT_NAMES
+    if splits and (len(found) >= 2 or (found and find_classes(root / found[0]))):
         raise ValueError(f"{root} holds the split folders {found}, not class folders: point at one split "
                          f"(e.g. {root / found[-1]}), whose subfolders are the classes")
     names = list(classes) if classes is not None else found

@@ -13,6 +13,7 @@ state_dicts, and dicts with the weights under ``state_dict``/``model``/``model_s
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 from collections.abc import Mapping
@@ -90,18 +91,27 @@ def save_checkpoint(
 
 
 def _plain(value: Any, where: str) -> Any:
-    """``value`` as data a ``weights_only`` load accepts: NumPy numbers and arrays as Python numbers and lists,
-    subclasses of the plain types (``IntEnum``, named tuples, ``OrderedDict``) as the plain types; ``TypeError``
-    naming ``where`` for anything else."""
+    """``value`` as data a ``weights_only`` load accepts: NumPy numbers and arrays as Python numbers and lists, enum
+    members as their values, subclasses of the plain types (named tuples, ``OrderedDict``) as the plain types;
+    ``TypeError`` naming ``where`` for anything else."""
     import numpy as np
 
     if value is None or isinstance(value, (torch.Tensor, torch.dtype, torch.Size, torch.device)):
         return value
     if isinstance(value, (np.ndarray, np.generic)):
         return value.tolist()
-    for kind in (bool, int, float, complex, str):  # bool first: it is an int
-        if isinstance(value, kind):
-            return kind(value)  # type: ignore[arg-type]  # value is a kind
+    if isinstance(value, enum.Enum):  # an enum member is stored as its value (str(Act.RELU) would be 'Act.RELU')
+        return _plain(value.value, where)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):  # the base types' own conversions: a subclass may override __str__ / __int__
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, complex):
+        return complex(value.real, value.imag)
+    if isinstance(value, str):
+        return str.__str__(value)
     if isinstance(value, Mapping):
         return {_plain(k, f"a key of {where}"): _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
     if isinstance(value, (list, tuple)):

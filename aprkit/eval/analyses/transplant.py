@@ -435,7 +435,7 @@ def layer_sweep(
 
 
 #: the version of a sweep site's cached rows (``layer_sweep(cache=...)``)
-SWEEP_CACHE_VERSION = 3  # 3: rows carry whole_swap_follow
+SWEEP_CACHE_VERSION = 4  # 3: rows carry whole_swap_follow; 4: 'neither' counted, grey grids' exact channel zeros
 
 
 def _sweep_key(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, pairs: Any, layout_kw: dict,

@@ -43,13 +43,18 @@ def _run_data(run: Mapping[str, Any]) -> Any:
 
 
 def run_limits(run: Mapping[str, Any]) -> dict[str, Any]:
-    """``{suite: limit}`` of a run from its provenance records (``None``: every image), one entry per suite."""
+    """``{suite: limit}`` of a run from its provenance records (``None``: every image, also for the suites that read no
+    limit), one entry per suite."""
+    from ..suites import load_suites
+
+    registry = load_suites()
     limits: dict[str, set] = {}
     for suites in (run.get("provenance") or {}).values():
         for suite, record in (suites or {}).items():
             options = record.get("options") if isinstance(record, Mapping) else None
+            reads = suite not in registry or "limit" in registry[suite].option_names()  # cue-conflict scores all
             if isinstance(options, Mapping):
-                limits.setdefault(str(suite), set()).add(options.get("limit"))
+                limits.setdefault(str(suite), set()).add(options.get("limit") if reads else None)
     return {suite: next(iter(v)) if len(v) == 1 else "differs between models" for suite, v in limits.items()}
 
 

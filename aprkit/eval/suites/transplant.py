@@ -28,7 +28,9 @@ __all__ = ["TransplantSuite", "TransplantOptions", "TransplantResult"]
 #: 3: a sweep row's depth is its block's position among all blocks (with every > 1 it was the position among the
 #: blocks swept)
 #: 4: rows carry the whole-swap control (``whole_swap_follow``, the ``partial`` flag)
-_VERSION = 4
+#: 5: ``neither`` is counted (it was 1 - donor - magnitude: -3e-8), and a grey 3-channel grid's channel frequencies
+#: 1 and 2 are exact zeros (aprkit.fourier's channel DFT)
+_VERSION = 5
 _PREFIX = "transplant_"
 
 
