@@ -110,6 +110,9 @@ def _hold(folder: Path) -> int | None:
         os.close(fd)
         raise ValueError(f"another run is writing into {str(folder)!r}; wait for it to finish or pick another output "
                          "folder") from None
+    except OSError:  # a file system without locks (some network mounts): write unlocked, as before
+        os.close(fd)
+        return None
     return fd
 
 
