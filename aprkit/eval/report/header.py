@@ -6,7 +6,7 @@ names or specs grouped by the suites that used them, never as a Python dict or l
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from .render import HeaderItem
@@ -42,26 +42,22 @@ def _run_data(run: Mapping[str, Any]) -> Any:
     return per_suite or run.get("data")
 
 
-def run_limits(run: Mapping[str, Any]) -> dict[str, Any]:
-    """``{suite: limit}`` of a run from its provenance records (``None``: every image, also for the suites that read no
-    limit), one entry per suite."""
-    from ..suites import load_suites
-
-    registry = load_suites()
+def run_limits(run: Mapping[str, Any], limitless: Collection[str] = ()) -> dict[str, Any]:
+    """``{suite: limit}`` of a run from its provenance records (``None``: every image, also for the suites in
+    ``limitless``, which read no limit), one entry per suite."""
     limits: dict[str, set] = {}
     for suites in (run.get("provenance") or {}).values():
         for suite, record in (suites or {}).items():
             options = record.get("options") if isinstance(record, Mapping) else None
-            reads = suite not in registry or "limit" in registry[suite].option_names()  # cue-conflict scores all
             if isinstance(options, Mapping):
-                limits.setdefault(str(suite), set()).add(options.get("limit") if reads else None)
+                limits.setdefault(str(suite), set()).add(None if suite in limitless else options.get("limit"))
     return {suite: next(iter(v)) if len(v) == 1 else "differs between models" for suite, v in limits.items()}
 
 
-def _limit_text(run: Mapping[str, Any]) -> str:
+def _limit_text(run: Mapping[str, Any], limitless: Collection[str] = ()) -> str:
     """``"first 200 images (calibration); first 50 images (corruption)"``; empty when every suite used every image."""
     groups: dict[str, list[str]] = {}
-    for suite, limit in run_limits(run).items():
+    for suite, limit in run_limits(run, limitless).items():
         text = "all images" if limit is None else f"first {limit} images" if isinstance(limit, int) else str(limit)
         groups.setdefault(text, []).append(suite)
     if not groups or list(groups) == ["all images"]:
@@ -122,13 +118,15 @@ def _joined(runs: Sequence[Mapping[str, Any]], text: Any) -> str:
     return "; ".join(values)
 
 
-def header_items(model_ids: Sequence[str], meta: Mapping[str, Any]) -> list[HeaderItem]:
-    """Header lines of a report on ``model_ids`` with run metadata ``meta`` (lines without a value are left out)."""
+def header_items(model_ids: Sequence[str], meta: Mapping[str, Any], limitless: Collection[str] = ()
+                 ) -> list[HeaderItem]:
+    """Header lines of a report on ``model_ids`` with run metadata ``meta`` (lines without a value are left out);
+    ``limitless``: the suites that read no limit (their line says every image)."""
     runs = [r for r in (meta.get("runs") if "runs" in meta else [meta]) or [] if isinstance(r, Mapping)]
     items = [HeaderItem("Models", _models_text(model_ids, runs))]
     fields = (
         ("Data", lambda r: _data_text(_run_data(r)) if _run_data(r) is not None else ""),
-        ("Images", _limit_text),
+        ("Images", lambda r: _limit_text(r, limitless)),
         ("Device", lambda r: _device_text(r) if r.get("device") else ""),
         ("Date", lambda r: str(r.get("date") or "").replace("T", " ").replace("+00:00", " UTC")),
         ("Versions", lambda r: ", ".join(f"{name} {r[key]}" for name, key in (("aprkit", "aprkit"), ("torch", "torch"),

@@ -136,11 +136,12 @@ def write_report(results: Any, out_dir: str | Path, title: str | None = None, *,
     out.mkdir(parents=True, exist_ok=True)
     title = title or ("aprkit evaluation: " + " vs ".join(res.models))
     paths = {"json": res.save(out / "results.json"), "markdown": out / "report.md", "html": out / "report.html"}
+    limitless = {name for name, cls in load_suites().items() if "limit" not in cls.option_names()}
     if summary is None:
         try:
             summary = summary_section(res.headlines())
             runs = res.meta.get("runs", [res.meta]) if isinstance(res.meta, Mapping) else []
-            if summary is not None and any(len({repr(v) for v in run_limits(r).values()}) > 1
+            if summary is not None and any(len({repr(v) for v in run_limits(r, limitless).values()}) > 1
                                            for r in runs if isinstance(r, Mapping)):
                 summary.blocks.append(Paragraph(
                     "The suites ran on different numbers of images (header: Images), so a measure that several suites "
@@ -150,7 +151,7 @@ def write_report(results: Any, out_dir: str | Path, title: str | None = None, *,
                                                           "the numbers are in results.json.")], error=err)
     sections = [("summary", summary)] if summary is not None else []
     sections += [(sec.title, sec) for sec in intro] + render_sections(res, out / "figures")
-    items = {item.label: item for item in header_items(res.model_ids, res.meta)}
+    items = {item.label: item for item in header_items(res.model_ids, res.meta, limitless)}
     items.update({label: HeaderItem(label, str(text)) for label, text in (header or {}).items()})
     doc = ReportDocument(title, list(items.values()), [sec for _, sec in sections])
     atomic_write_text(paths["markdown"], render_markdown(doc, out))
