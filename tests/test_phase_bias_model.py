@@ -59,7 +59,7 @@ def test_phase_reader_follows_the_phase():
     model = MatchedFilter(imgs[:: 3])
     r = measure_phase_bias(model, (imgs, labels), n_pairs=40, patch_size=4, batch_size=16, seed=0)
     assert r["clean_accuracy"] == 1.0 and r["phase_bias"] == 1.0 and r["phase_bias_low_frequency"] == 1.0
-    assert r["settings"] == {"n_pairs": 40, "beta": 0.1, "dims": "chw", "seed": 0}
+    assert r["settings"] == {"n_pairs": 40, "n_distinct_pairs": 34, "beta": 0.1, "dims": "chw", "seed": 0}
     for v in ("full", "low_frequency"):
         assert r[v]["phase"] == 1.0 and r[v]["phase_bias"] == 1.0 and r[v]["n_pairs"] == 40
         assert r[v]["both_correct"]["phase_bias"] == 1.0 and r[v]["both_correct"]["n_pairs"] == 40
@@ -146,3 +146,15 @@ def test_evaluate_runner_integration_with_limit(tmp_path):
     assert r["full"]["n_pairs"] == 12 and r["patch_shuffle"]["n_images"] == 8  # limit: first 8 images only
     assert res.summary()["bright"]["phase-bias.phase_bias"] == 0.0
     assert "CIFAR-scale analogue" in (tmp_path / "report.md").read_text()
+
+
+def test_repeated_pairs_are_counted_and_named(tmp_path):
+    """Pairs are drawn independently: on a tiny set most repeat, and the report said '40 pairs' as if independent."""
+    from aprkit.eval.suites import load_suites
+
+    imgs, labels = _shift_data()
+    r = measure_phase_bias(MatchedFilter(imgs[:: 3]), (imgs[:4], labels[:4]), n_pairs=40, patch_size=4, seed=0)
+    distinct = r["settings"]["n_distinct_pairs"]
+    assert distinct < 40
+    section = load_suites()["phase-bias"]().report({"m": r}, tmp_path)
+    assert any(f"40 pairs ({distinct} distinct" in str(b) for b in section.blocks)

@@ -62,7 +62,9 @@ def headline_numbers(suites: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     bins_clean = _bin_variance(nested_get(cal, "clean", "reliability"))
     bins_corrupted = _bin_variance(corrupted.get("reliability"))
     full = ph.get("full") or {}
-    n_decided = round((full["phase"] + full["amplitude"]) * full["n_pairs"]) if full.get("n_pairs") else None
+    distinct = (ph.get("settings") or {}).get("n_distinct_pairs")  # repeated pairs add no information
+    pairs = distinct or full.get("n_pairs")
+    n_decided = round((full["phase"] + full["amplitude"]) * pairs) if pairs else None
     out: dict[str, dict[str, Any]] = {
         "clean_accuracy": {"value": acc, "n": n_test},
         "mean_corruption_error": {"value": mce if mce is not None else cor.get("mean_error"), "n": n_test,
@@ -81,7 +83,7 @@ def headline_numbers(suites: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         "shape_bias": {"value": cue.get("shape_bias") if cue else None,
                        "n": ((nested_get(cue, "counts", "n_shape_decisions") or 0)
                              + (nested_get(cue, "counts", "n_texture_decisions") or 0)) if cue else None},
-        "phase_follow": {"value": full.get("phase"), "n": full.get("n_pairs"),
+        "phase_follow": {"value": full.get("phase"), "n": distinct or full.get("n_pairs"),
                          "amplitude_follow": full.get("amplitude"), "phase_bias": full.get("phase_bias")},
         "phase_bias": {"value": full.get("phase_bias"), "n": n_decided, "n_pairs": full.get("n_pairs")},
     }

@@ -348,7 +348,9 @@ def measure_phase_bias(
         out["phase_bias"] = out["full"]["phase_bias"]
         out["phase_bias_low_frequency"] = out["low_frequency"]["phase_bias"]
         out["patch_shuffle_accuracy"] = out["patch_shuffle"]["accuracy"]
-        out["settings"] = {"n_pairs": n_pairs, "beta": beta, "dims": dims, "seed": seed}
+        # pairs are drawn independently, so a small test set repeats some: the distinct ones are the sample's size
+        distinct = int(torch.unique(pi * len(labels) + ai).numel())
+        out["settings"] = {"n_pairs": n_pairs, "n_distinct_pairs": distinct, "beta": beta, "dims": dims, "seed": seed}
     finally:
         model.train(was_training)
     return out

@@ -116,8 +116,11 @@ class PhaseBiasSuite(Suite[PhaseBiasOptions]):
             rows.append(row + [f"{100 * r['patch_shuffle']['accuracy']:.1f}"])
         any_r = next(iter(results.values()))
         ps = any_r["patch_shuffle"]
-        text = (f"Phase bias = phase decisions / (phase + amplitude decisions) on {any_r['full']['n_pairs']} pairs "
-                "of test images of different classes, each recombined from the Fourier phase of one image and the "
+        n_pairs = any_r["full"]["n_pairs"]
+        distinct = any_r["settings"].get("n_distinct_pairs", n_pairs)
+        repeats = f" ({distinct} distinct: pairs are drawn independently)" if distinct < n_pairs else ""
+        text = (f"Phase bias = phase decisions / (phase + amplitude decisions) on {n_pairs} pairs{repeats} of test "
+                "images of different classes, each recombined from the Fourier phase of one image and the "
                 "amplitude of the other (low-freq.: amplitude swapped only inside the centred square of half-width "
                 f"beta*min(H,W), beta={any_r['settings']['beta']}). This is the CIFAR-scale analogue of shape bias, "
                 f"not the Geirhos cue-conflict metric. Patch shuffle: {ps['n_images']} images cut into "
