@@ -175,6 +175,11 @@ def check_name(name: object) -> str:
     return name
 
 
+def check_names(names: str | Sequence[str]) -> list[str]:
+    """Corruption names, a single name counting as one, each checked (:func:`check_name`)."""
+    return [check_name(n) for n in ([names] if isinstance(names, str) else names)]
+
+
 def check_channels(names: Sequence[str], channels: int, got: str) -> None:
     """Images with ``channels`` channels (``got`` describes them) must have 1 or 3, and 3 (RGB) for the colour
     corruptions among ``names``."""

@@ -27,9 +27,9 @@ import torch
 from .._io import atomic_write
 from ._frost import texture_digest
 from ._random import item_seeds
-from .api import BASE_VERSION, check_name, corrupt, corruption_version
+from .api import BASE_VERSION, check_names, corrupt, corruption_version
 from .manifest import Manifest, check_batch_size, environment, fingerprint_array, fingerprint_files
-from .severity import check_preset, check_severity, preset_for_size
+from .severity import check_preset, check_severities, preset_for_size
 
 __all__ = ["scan_image_folder", "load_image_folder", "write_cifar_c", "write_imagenet_c"]
 
@@ -80,9 +80,7 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
 
 def _check_names(names: Sequence[str] | str, severities: Sequence[int] | int) -> tuple[list[str], list[int]]:
     """The corruption names and severities (a single name or severity is accepted as one), checked."""
-    names = [names] if isinstance(names, str) else list(names)
-    severities = [severities] if isinstance(severities, (int, np.integer)) else list(severities)
-    names, severities = [check_name(n) for n in names], [check_severity(s) for s in severities]
+    names, severities = check_names(names), check_severities(severities)
     if not names or not severities:
         raise ValueError(f"expected at least one corruption name and one severity, got names={names} "
                          f"severities={severities}")

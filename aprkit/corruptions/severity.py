@@ -14,12 +14,13 @@ entry is documented next to the function that consumes it.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 __all__ = ["PRESETS", "PARAMS", "PRESET_INFO", "PresetSizeWarning", "params", "check_preset", "check_severity",
-           "preset_for_size", "resolve_preset"]
+           "check_severities", "preset_for_size", "resolve_preset"]
 
 PRESETS = ("cifar", "tinyimagenet", "imagenet")
 
@@ -164,6 +165,11 @@ def resolve_preset(preset: str | None, height: int, width: int, *, stacklevel: i
                       "image size; silence with warnings.simplefilter('ignore', PresetSizeWarning))",
                       PresetSizeWarning, stacklevel=stacklevel + 1)
     return preset
+
+
+def check_severities(severities: int | Sequence[int]) -> list[int]:
+    """Severities, a single integer counting as one, each checked (:func:`check_severity`)."""
+    return [check_severity(s) for s in ([severities] if isinstance(severities, (int, np.integer)) else severities)]
 
 
 def check_severity(severity: object) -> int:

@@ -17,8 +17,8 @@ import torch
 from .._checks import check_image_tensor, check_param_keys, check_probability
 from .._generators import worker_generator
 from .._replay import ReplayModule
-from .api import BENCHMARK, check_channels, check_name, corrupt, image_channels, on_image
-from .severity import check_preset, check_severity
+from .api import BENCHMARK, check_channels, check_names, corrupt, image_channels, on_image
+from .severity import check_preset, check_severities
 
 __all__ = ["RandomCorruption"]
 
@@ -54,14 +54,12 @@ class RandomCorruption(ReplayModule):
         frost_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
-        names = BENCHMARK if names is None else ((names,) if isinstance(names, str) else tuple(names))
-        if not names:
+        self.names = tuple(check_names(BENCHMARK if names is None else names))
+        if not self.names:
             raise ValueError("names must contain at least one corruption name")
-        self.names = tuple(check_name(n) for n in names)
-        sev = (severities,) if isinstance(severities, (int, np.integer)) else tuple(severities)
-        if not sev:
+        self.severities = tuple(check_severities(severities))
+        if not self.severities:
             raise ValueError("severities must contain at least one integer 1-5")
-        self.severities = tuple(check_severity(s) for s in sev)
         self.p = check_probability(p)
         self.preset = None if preset is None else check_preset(preset)
         if generator is not None and not isinstance(generator, torch.Generator):
