@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from .arrays import ArrayDataset
 from .download import DownloadError, is_local_error
-from .folder import ImageFolderDataset, ImageListDataset, find_classes
+from .folder import ImageFolderDataset, ImageListDataset, find_classes, image_files
 
 __all__ = ["CIFAR10_CLASSES", "cifar_dataset"]
 
@@ -90,17 +90,6 @@ def _csv_classes(order: Path, rows: list[dict[str, str]], name: str) -> list[str
     return classes
 
 
-def _unlisted_pngs(folder: Path, listed: set[str]) -> int:
-    """How many PNGs under ``folder`` are not in ``listed`` (normalised paths); hidden files and folders are left
-    out, as the image folders leave them out (macOS ``._x.png`` files, ``.ipynb_checkpoints``)."""
-    count = 0
-    for d, dirs, files in os.walk(folder):
-        dirs[:] = [x for x in dirs if not x.startswith(".")]
-        count += sum(1 for f in files if f.lower().endswith(".png") and not f.startswith(".")
-                     and os.path.normpath(os.path.join(d, f)) not in listed)
-    return count
-
-
 def _read_png_tree(root: Path, split: str, name: str, **kw) -> ImageListDataset:
     """The PNG tree's ``split``. Its labels must be the dataset's: CIFAR-10 class folders (or the CSV's class column)
     must carry the official names, each at its official label (PyTorch's tutorial ``plane``/``car`` folders sorted
@@ -133,7 +122,7 @@ def _read_png_tree(root: Path, split: str, name: str, **kw) -> ImageListDataset:
             raise FileNotFoundError(f"{order} lists {len(missing)} image(s) that do not exist, e.g. {missing[0]}; "
                                     f"expected every path relative to {root} ({root}/{split}/<class>/<name>.png)")
         listed = {os.path.normpath(p) for p, _ in samples}
-        unlisted = _unlisted_pngs(root / split, listed)
+        unlisted = sum(1 for p in image_files(root / split, (".png",)) if os.path.normpath(p) not in listed)
         if unlisted:  # a cut order file would evaluate a subset silently (a subset is limit= or subset())
             raise ValueError(f"{order} lists {len(rows)} images but {root / split} holds {unlisted} more PNGs that it "
                              "does not list: a cut order file? Use the full official order (limit= or "

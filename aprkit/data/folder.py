@@ -9,6 +9,7 @@ batch.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,8 +21,8 @@ from torch.utils.data import Dataset
 
 from .arrays import _as_index_array
 
-__all__ = ["IMG_EXTENSIONS", "scan_image_folder", "read_image", "to_8bit", "pil_to_array", "resize_center_crop",
-           "ImageListDataset", "ImageFolderDataset", "find_classes"]
+__all__ = ["IMG_EXTENSIONS", "image_files", "scan_image_folder", "read_image", "to_8bit", "pil_to_array",
+           "resize_center_crop", "ImageListDataset", "ImageFolderDataset", "find_classes"]
 
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 _TV_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -89,14 +90,34 @@ def find_classes(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def image_files(folder: Path, extensions: Sequence[str] = IMG_EXTENSIONS) -> list[Path]:
+    """The image files (matched by ``extensions``) at any depth below ``folder``, sorted; hidden files and those in
+    hidden folders left out (macOS ``._x.png`` resource files, ``.ipynb_checkpoints`` copies)."""
+    exts = tuple(e.lower() for e in extensions)
+    found: list[Path] = []
+
+    def visit(directory: str | Path) -> None:  # scandir: file types from the directory listing, no stat per file
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):  # as rglob: linked folders are not entered
+                    visit(entry.path)
+                elif entry.name.lower().endswith(exts) and entry.is_file():
+                    found.append(Path(entry.path))
+
+    visit(folder)
+    return sorted(found)
+
+
 def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
                       extensions: Sequence[str] = IMG_EXTENSIONS, *, stacklevel: int = 2
                       ) -> tuple[list[tuple[Path, int]], list[str]]:
     """``(path, class index)`` of every image file under ``root/<class>/`` (sorted) and the class names: the one
     reading of an ImageFolder tree (the datasets and the -C writers). Classes are the sorted non-hidden subfolders
     (or ``classes``, which fixes the label order; folders not in it are skipped with a warning); image files are
-    matched by ``extensions`` in any depth below a class folder, hidden ones and those in hidden folders left out
-    (macOS ``._x.png`` resource files, ``.ipynb_checkpoints`` copies; torchvision's ImageFolder reads them).
+    matched by ``extensions`` in any depth below a class folder (:func:`image_files`: hidden ones left out, which
+    torchvision's ImageFolder reads).
 
     Raises ``FileNotFoundError`` naming the layout when ``root`` is missing or holds no images, ``ValueError`` when
     it holds split folders (``train``, ``test``, ...) instead of classes."""
@@ -113,7 +134,6 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
                          f"(e.g. {root / found[-1]}), whose subfolders are the classes")
     names = list(classes) if classes is not None else found
     index = {c: i for i, c in enumerate(names)}
-    exts = tuple(e.lower() for e in extensions)
     left_out = [c for c in found if c not in index]
     if left_out:  # a name mismatch (wnids against class names) would otherwise evaluate a silent subset
         warnings.warn(f"{len(left_out)} class folder(s) of {root} are not in classes= and are skipped: "
@@ -123,9 +143,7 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
     for c in found:
         if c not in index:
             continue
-        files = sorted(p for p in (root / c).rglob("*") if p.suffix.lower() in exts and p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(root / c).parts))
-        samples += [(p, index[c]) for p in files]
+        samples += [(p, index[c]) for p in image_files(root / c, extensions)]
     if not samples:
         raise FileNotFoundError(f"no images found under {root}; expected the ImageFolder layout {layout}")
     return samples, names
