@@ -38,7 +38,13 @@ from torch import nn
 from ...distributed import group_info, is_main_process, resolve_device
 from ..report.results import Results
 from ..suites import EvalContext, load_suites
-from ..suites.options import check_data_mapping, check_suite_options, parse_suite_options, suite_registry
+from ..suites.options import (
+    check_data_mapping,
+    check_suite_options,
+    parse_suite_options,
+    suite_registry,
+    suites_without,
+)
 from .cache import MemoryCache, ResultCache, Unidentifiable, model_fingerprint, result_key, to_jsonable
 from .inference import class_sorted_limit, memo_dataset_ids, wants_channels_last
 from .outdir import RunCache, SuiteIndex, merge_provenance
@@ -122,8 +128,7 @@ def warn_if_limit_ignored(names: Sequence[str], limit: int | None) -> None:
     images of each dataset" would otherwise hold for some sections of the report and silently not for others."""
     if limit is None:
         return
-    registry = load_suites()
-    ignored = [n for n in names if "limit" not in registry[n].option_names()]
+    ignored = [n for n in names if n in suites_without("limit")]
     if ignored:
         verb = "it scores" if len(ignored) == 1 else "they score"
         warnings.warn(f"limit={limit} does not apply to {', '.join(ignored)}: {verb} every stimulus (a subset of the "

@@ -24,6 +24,7 @@ from ..._io import atomic_write_text
 from ..engine.cache import atomic_write_json, to_jsonable
 from ..suites import load_suites
 from ..suites.base import Measure, generic_headline
+from ..suites.options import suites_without
 from .blocks import Paragraph, ReportSection, Table
 from .header import header_items, run_limits
 from .render import HeaderItem, ReportDocument, render_html, render_markdown
@@ -136,7 +137,7 @@ def write_report(results: Any, out_dir: str | Path, title: str | None = None, *,
     out.mkdir(parents=True, exist_ok=True)
     title = title or ("aprkit evaluation: " + " vs ".join(res.models))
     paths = {"json": res.save(out / "results.json"), "markdown": out / "report.md", "html": out / "report.html"}
-    limitless = {name for name, cls in load_suites().items() if "limit" not in cls.option_names()}
+    limitless = suites_without("limit")
     if summary is None:
         try:
             summary = summary_section(res.headlines())

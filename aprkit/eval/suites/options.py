@@ -11,7 +11,8 @@ from ..._checks import nearest_names
 from . import load_suites
 from .base import SuiteOptions, flat_options
 
-__all__ = ["suite_registry", "option_error", "check_suite_options", "parse_suite_options", "check_data_mapping"]
+__all__ = ["suite_registry", "option_error", "suites_without", "check_suite_options", "parse_suite_options",
+           "check_data_mapping"]
 
 
 def suite_registry(names: Sequence[str]) -> dict[str, Any]:
@@ -45,6 +46,12 @@ def option_error(
         f"unknown {what} {key!r}{nearest_names(key, every)}; valid: {keys}the options of the selected suites "
         f"({', '.join(suites)}): {', '.join(selected) or 'none'}"
     )
+
+
+def suites_without(option: str) -> frozenset[str]:
+    """The registered suites that read no ``option`` (``"limit"``: the cue-conflict suites, which score every
+    stimulus)."""
+    return frozenset(name for name, cls in load_suites().items() if option not in cls.option_names())
 
 
 def check_suite_options(suites: str | Sequence[str], options: Mapping[str, Any] | None) -> dict[str, Any]:
