@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .._checks import eager_cpu
+from ._common import positions
 from ._itemkeys import Fill, ItemKeys, draw, item_seeds, mix64_, words  # noqa: F401 (the tests import the last two here)
 
 __all__ = ["item_seeds", "ItemKeys", "RandomSource", "uniform", "normal", "randint", "poisson", "poisson_levels"]
@@ -193,7 +193,7 @@ def _inversion(lam: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     p = torch.exp(-lam)
     cdf = p.clone()
     for step in range(1, _INVERSION_STEPS + 1):
-        more = _negative_at(cdf - u)  # u > cdf, exactly
+        more = positions(cdf - u, "<", 0)  # u > cdf, exactly
         if not more.numel():
             break
         idx, lam, u, p, cdf = (t.index_select(0, more) for t in (idx, lam, u, p, cdf))
@@ -249,7 +249,7 @@ def poisson_levels(v: torch.Tensor, c: float, generator: RandomSource) -> torch.
         j = u.mul(bins).to(torch.int32)
     key = j.add_(vf, alpha=bins)  # v * bins + floor(u * bins): u * bins is exact
     counts = table.index_select(0, key)
-    act = _negative_at(counts)
+    act = positions(counts, "<", 0)
     counts = counts.to(torch.float32)
     if act.numel():  # walk from the bin's first candidate while cdf[v, k] < u
         rows = vf.index_select(0, act).long() * k_max
@@ -260,22 +260,14 @@ def poisson_levels(v: torch.Tensor, c: float, generator: RandomSource) -> torch.
             ua = u.index_select(0, act)
         sub = torch.arange(act.numel(), device=v.device)
         while True:
-            more = _negative_at(flat_cdf.index_select(0, rows.index_select(0, sub) + pos.index_select(0, sub))
-                                .sub_(ua.index_select(0, sub)))  # cdf - u < 0: cdf < u, exactly
+            more = positions(flat_cdf.index_select(0, rows.index_select(0, sub) + pos.index_select(0, sub))
+                                .sub_(ua.index_select(0, sub)), "<", 0)  # cdf - u < 0: cdf < u, exactly
             if not more.numel():
                 break
             sub = sub.index_select(0, more)
             pos.index_add_(0, sub, torch.ones_like(sub))
         counts.index_copy_(0, act, pos.to(counts.dtype))
     return counts.reshape(v.shape)
-
-
-def _negative_at(t: torch.Tensor) -> torch.Tensor:
-    """Positions (int64) of the negative entries of 1-D ``t``: NumPy's compare and ``flatnonzero`` on eager CPU
-    tensors (8x faster there than torch's ``lt`` and ``nonzero`` on 2^19 int8 values), else torch's."""
-    if eager_cpu(t):
-        return torch.from_numpy(np.flatnonzero(t.numpy() < 0))
-    return (t < 0).nonzero().squeeze(1)
 
 
 def _raw_fill(w: torch.Tensor, o: torch.Tensor) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import map_index, select
+from ._common import map_index, positions, select
 from ._random import RandomSource, uniform
 from ._separable import gaussian_filter
 
@@ -90,17 +90,21 @@ def saturate(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch
     """HSV saturation ``s * c[0] + c[1]`` (clipped to [0, 1]).
 
     Closed form of scikit-image's round trip: with ``delta = max - min`` each channel is
-    ``v - s * v * (v - x) / delta``; grey pixels (hue 0 in scikit-image) become ``(v, v(1-s'), v(1-s'))``."""
+    ``v - s * v * (v - x) / delta``; grey pixels (hue 0 in scikit-image) become ``(v, v(1-s'), v(1-s'))``.
+    The expression's operations run in its order on reused buffers (one three-channel temporary)."""
     v = x.amax(dim=1, keepdim=True)
     delta = v - x.amin(dim=1, keepdim=True)
-    safe_v = torch.where(v > 0, v, torch.ones_like(v))
-    s2 = ((delta / safe_v) * c[0] + c[1]).clamp(0, 1)
-    colour = v - s2 * v * (v - x) / torch.where(delta > 0, delta, torch.ones_like(delta))
+    sv = delta / torch.where(v > 0, v, torch.ones_like(v))
+    sv.mul_(c[0]).add_(c[1]).clamp_(0, 1).mul_(v)  # s' * v
+    colour = torch.sub(v, x).mul_(sv).div_(torch.where(delta > 0, delta, torch.ones_like(delta)))
+    colour = torch.sub(v, colour, out=colour)
     # grey pixels (delta = 0, all channels v) give colour = v; scikit-image's hue 0 makes them
     # (v, v(1 - s'), v(1 - s')): only their green and blue need fixing, and they are few
-    grey = delta <= 0
-    if bool(grey.any()):
-        bi, _, yi, xi = grey.nonzero(as_tuple=True)
+    grey = positions(delta, "<=", 0)
+    if grey.numel():
+        h, w = x.shape[-2:]
+        bi, pi = grey.div(h * w, rounding_mode="floor"), grey.remainder(h * w)
+        yi, xi = pi.div(w, rounding_mode="floor"), pi.remainder(w)
         vals = v[bi, 0, yi, xi] * (1 - min(max(float(c[1]), 0.0), 1.0))
         colour[bi, 1, yi, xi] = vals
         colour[bi, 2, yi, xi] = vals
