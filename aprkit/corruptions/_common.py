@@ -46,8 +46,8 @@ _GRAY = (0.299, 0.587, 0.114)
 def as_float(x: torch.Tensor) -> torch.Tensor:
     """``(B, C, H, W)`` uint8 or float -> float32 (float64 stays) in [0, 1]; never aliases the input."""
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
-    if x.dtype == torch.uint8:
-        return torch.div(x, 255.0) if work == torch.float32 else x.to(work) / 255.0  # one pass: the same values
+    if x.dtype == torch.uint8:  # a cast, then a float division: the values of torch.div(x, 255.0), 25% faster
+        return x.to(torch.float32).div_(255.0)
     return x.to(work, copy=True)
 
 
@@ -57,21 +57,17 @@ def finish(y: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None,
     ``consume``: ``y`` is a temporary of the caller's that may be overwritten (one buffer fewer, still in cache).
 
     uint8: ``round(y * 255)`` clamped to 0-255 equals ``round(clamp(y, 0, 1) * 255)`` (rounding is monotone
-    and maps 0 and 255 to themselves), in three passes over one temporary. On the CPU the whole numbers go
-    through int32 (exact), block by block in one reused cache-sized buffer: float -> int32 -> uint8 is 3x faster
-    there than torch's direct float -> uint8 cast, and a whole-batch int32 temporary would cost fresh pages."""
+    and maps 0 and 255 to themselves), in three passes over one temporary. On eager CPU calls the whole numbers are
+    cast by NumPy (exact; 2x faster than torch's float -> int32 -> uint8, and torch's direct float -> uint8 cast is
+    slower still)."""
     if dtype == torch.uint8:
         t = y.mul_(255.0) if consume else torch.mul(y, 255.0)
         t.round_().clamp_(0.0, 255.0)
         res = torch.empty(t.shape, dtype=dtype, device=t.device) if out is None else out
-        if t.device.type != "cpu" or not res.is_contiguous():
-            return res.copy_(t)
-        src, dst = t.reshape(-1), res.view(-1)  # row-major order in both (t follows y's strides)
-        buf = torch.empty(min(src.numel(), _FINISH_BLOCK), dtype=torch.int32)
-        for i in range(0, src.numel(), _FINISH_BLOCK):
-            part = buf[:min(_FINISH_BLOCK, src.numel() - i)]
-            dst[i:i + part.numel()].copy_(part.copy_(src[i:i + part.numel()]))
-        return res
+        if eager_cpu(t) and t.dtype in (torch.float32, torch.float64):
+            np.copyto(res.numpy(), t.detach().numpy(), casting="unsafe")
+            return res
+        return res.copy_(t)
     if out is None:
         return y.clamp(0.0, 1.0).to(dtype)
     if y.dtype == dtype:
@@ -103,10 +99,6 @@ def positions(t: torch.Tensor, op: str, c: float) -> torch.Tensor:
         a = t.detach().numpy()
         return torch.from_numpy(np.flatnonzero(numpy_op(a, a.dtype.type(c))))
     return torch_op(t.reshape(-1), c).nonzero().squeeze(1)
-
-
-#: ``finish``'s int32 blocks on the CPU (1 MiB)
-_FINISH_BLOCK = 1 << 18
 
 
 # ----------------------------------------------------------------------------- padding and filtering
