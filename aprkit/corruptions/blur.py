@@ -168,7 +168,7 @@ def motion_line_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch
     oy = torch.ceil(i * torch.sin(a) - 0.5).long()
     if h * w > 4096:  # large images: on the CPU one multiply-add of a shifted slice per image and offset, on
         # accelerators (where a kernel launch per image and tap costs more) an FFT correlation
-        return _line_direct(x, k, ox, oy) if x.device.type == "cpu" else _line_fft(x, k, ox, oy, width)
+        return _line_direct(x, k, ox, oy, width) if x.device.type == "cpu" else _line_fft(x, k, ox, oy, width)
     rows = (torch.arange(h, device=x.device)[None, None, :] + oy[:, :, None]).clamp(0, h - 1)  # (B, width, H)
     cols = (torch.arange(w, device=x.device)[None, None, :] + ox[:, :, None]).clamp(0, w - 1)
     flat = (rows[:, :, :, None] * w + cols[:, :, None, :]).reshape(b, width, 1, h * w)
@@ -179,11 +179,15 @@ def motion_line_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch
     return out.reshape(b, ch, h, w)
 
 
-def _line_direct(x: torch.Tensor, k: torch.Tensor, ox: torch.Tensor, oy: torch.Tensor) -> torch.Tensor:
+def _line_direct(x: torch.Tensor, k: torch.Tensor, ox: torch.Tensor, oy: torch.Tensor, width: int) -> torch.Tensor:
     """``sum_i k_i x[y + oy_i, x + ox_i]`` (edge-replicated); ``ox``/``oy`` ``(B, width)``. Taps that share an
-    offset are merged; each image then takes one multiply-add per distinct offset (cheaper than an FFT)."""
+    offset are merged; each image then takes one multiply-add per distinct offset (cheaper than an FFT).
+
+    The border is the largest possible offset (``width - 1``), not the batch's: padded buffers of one size per
+    call let the C allocator reuse its memory, where sizes that followed the angles drawn took fresh pages (and
+    their page faults) chunk after chunk (0.17 ms per image at 224 px)."""
     b, ch, h, w = x.shape
-    p = int(torch.cat([ox.abs().flatten(), oy.abs().flatten()]).max())
+    p = width - 1
     xp = pad2d(x, p, p, "replicate")
     out = torch.empty_like(x)
     taps = k.tolist()
