@@ -478,7 +478,7 @@ def test_motion_line_direct_equals_fft_path() -> None:
     k = k / k.sum()
     a = torch.deg2rad(torch.tensor([30.0, -100.0, 5.0], dtype=torch.float64))[:, None]
     ox, oy = torch.ceil(i * torch.cos(a) - 0.5).long(), torch.ceil(i * torch.sin(a) - 0.5).long()
-    assert (_line_direct(x, k, ox, oy) - _line_fft(x, k, ox, oy, 25)).abs().max() < 1e-12
+    assert (_line_direct(x, k, ox, oy, 25) - _line_fft(x, k, ox, oy, 25)).abs().max() < 1e-12
 
 
 @pytest.mark.filterwarnings("ignore::aprkit.corruptions.PresetSizeWarning")  # imagenet pixelate on 48-px images
