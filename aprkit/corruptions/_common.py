@@ -79,15 +79,24 @@ _COMPARE = {">=": (torch.ge, np.greater_equal), ">": (torch.gt, np.greater), "<"
             "<=": (torch.le, np.less_equal)}
 
 
-def mask(t: torch.Tensor, op: str, c: float) -> torch.Tensor:
-    """``t <op> c`` as 0/1 uint8 (``op`` one of ``>=``, ``>``, ``<``, ``<=``), the values of torch's comparison (``c``
-    rounded to ``t``'s dtype). Eager CPU float tensors compare in NumPy: torch's comparisons to bool cost 0.43 ns per
-    value on the CPU, NumPy's 0.07, and a uint8 factor multiplies 3x faster than a bool one."""
+def mask(t: torch.Tensor, op: str, c: float | torch.Tensor) -> torch.Tensor:
+    """``t <op> c`` as 0/1 uint8 (``op`` one of ``>=``, ``>``, ``<``, ``<=``; ``c`` a number or a tensor of ``t``'s
+    dtype that broadcasts to ``t``'s shape), the values of torch's comparison (a number ``c`` rounded to ``t``'s
+    dtype). Eager CPU tensors compare in NumPy: torch's comparisons to bool cost 0.43 ns per value on the CPU,
+    NumPy's 0.07, and a uint8 factor multiplies 3x faster than a bool one. A fractional ``c`` against an integer
+    ``t`` compares in torch (NumPy would truncate it)."""
     torch_op, numpy_op = _COMPARE[op]
-    if eager_cpu(t) and t.dtype in (torch.float32, torch.float64) and not t.requires_grad:
+    if eager_cpu(t) and t.dtype in _NUMPY_COMPARE and not t.requires_grad:
         a = t.numpy()
-        return torch.from_numpy(numpy_op(a, a.dtype.type(c)).view(np.uint8))
+        if isinstance(c, torch.Tensor):
+            if c.dtype == t.dtype and not c.requires_grad:
+                return torch.from_numpy(numpy_op(a, c.numpy()).view(np.uint8))
+        elif t.is_floating_point() or float(c).is_integer():
+            return torch.from_numpy(numpy_op(a, a.dtype.type(c)).view(np.uint8))
     return torch_op(t, c).view(torch.uint8)
+
+
+_NUMPY_COMPARE = frozenset({torch.float32, torch.float64, torch.int16, torch.int32, torch.int64, torch.uint8})
 
 
 def positions(t: torch.Tensor, op: str, c: float) -> torch.Tensor:

@@ -37,7 +37,7 @@ _EMBOSS = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
 
 
 def _dilate3(e: torch.Tensor) -> torch.Tensor:
-    """3x3 binary dilation of a 0/1 (or bool) ``(..., H, W)`` map (zero outside), as two shifted ORs per axis."""
+    """3x3 binary dilation of a 0/1 uint8 ``(..., H, W)`` map (zero outside), as two shifted ORs per axis."""
     r = e.clone()
     r[..., 1:, :] |= e[..., :-1, :]
     r[..., :-1, :] |= e[..., 1:, :]
@@ -47,14 +47,11 @@ def _dilate3(e: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _positive(d: torch.Tensor) -> torch.Tensor:
-    """1 where the integer tensor ``d`` is positive, else 0, in place and in ``d``'s dtype. The steps of ``canny``
-    stay 0/1 integers: on the CPU, torch's comparisons to bool and bool-to-number casts cost 5-8x an integer clamp."""
-    return d.clamp_(0, 1)
-
-
 def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """``cv2.Canny(img, low, high)`` (aperture 3, L1 magnitude) of 8-bit values ``(B, 1, H, W)`` -> bool."""
+    """``cv2.Canny(img, low, high)`` (aperture 3, L1 magnitude) of 8-bit values ``(B, 1, H, W)`` -> bool.
+
+    Gradients are exact int16 integers; every test is an integer comparison into a 0/1 uint8 map (``mask``: NumPy's
+    compare on the CPU), combined with bitwise ``&`` and ``|`` (a byte per value: half the traffic of int16)."""
     h, w = img.shape[-2:]
     p = pad2d(img.to(torch.int16), 1, 1, "replicate")  # exact integers: int16 halves the memory traffic
     dx, dy = p[..., 2:] - p[..., :-2], p[..., 2:, :] - p[..., :-2, :]  # separable Sobel
@@ -68,31 +65,31 @@ def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
     mag = ax + ay  # at most 2040: every difference below fits in int16
     ax32, ay32 = ax.to(torch.int32), ay.to(torch.int32)  # OpenCV's fixed-point direction tests
     tg22x = ax32 * _TG22
-    ay15 = ay32 * 32768
-    horiz = _positive(tg22x - ay15).to(torch.int16)  # ay15 < tg22x
-    vert = _positive(ay15.sub_(tg22x.add_(ax32.mul_(65536)))).to(torch.int16)  # ay15 > tg67x (>= tg22x): not horiz
+    ay15 = ay32.mul_(32768)
+    horiz = mask(tg22x, ">", ay15)  # ay15 < tg22x
+    vert = mask(ay15, ">", ax32.mul_(65536).add_(tg22x))  # ay15 > tg67x (>= tg22x): not horiz
     m = F.pad(mag, (1, 1, 1, 1))  # neighbour (dy, dx) of every pixel: m[1 + dy:, 1 + dx:] (0 outside)
 
     def above(oy: int, ox: int) -> torch.Tensor:  # mag > neighbour (oy, ox)
-        return _positive(mag - m[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w])
+        return mask(mag, ">", m[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w])
 
     def at_least(oy: int, ox: int) -> torch.Tensor:  # mag >= neighbour (oy, ox)
-        return _positive(torch.sub(mag, m[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w]).add_(1))
+        return mask(mag, ">=", m[..., 1 + oy:1 + oy + h, 1 + ox:1 + ox + w])
 
-    # non-maximum suppression per direction, as 0/1 integer algebra: horizontal and vertical keep ties on one side;
-    # diagonals compare (up, -s) and (down, +s), s = +1 when the signs of gx and gy agree (sign bit of gx ^ gy clear)
-    same = torch.bitwise_xor(gx, gy).bitwise_right_shift_(15).add_(1)
+    # non-maximum suppression per direction: horizontal and vertical keep ties on one side; diagonals compare
+    # (up, -s) and (down, +s), s = +1 when the signs of gx and gy agree (gx ^ gy has its sign bit clear)
+    same = mask(torch.bitwise_xor(gx, gy), ">=", 0)
     diag = torch.bitwise_or(horiz, vert).bitwise_xor_(1)
     nms = horiz & above(0, -1) & at_least(0, 1)
     nms |= vert & above(-1, 0) & at_least(1, 0)
     nms |= diag & same & above(-1, -1) & above(1, 1)
     nms |= diag & same.bitwise_xor_(1) & above(-1, 1) & above(1, -1)
-    cand = nms & _positive(mag - math.floor(low))  # integers: mag > low <=> mag - floor(low) > 0
-    edges = cand & _positive(mag - math.floor(high))
+    cand = nms & mask(mag, ">", math.floor(low))  # integers: mag > low <=> mag > floor(low)
+    edges = cand & mask(mag, ">", math.floor(high))
     while True:
         grown = cand & _dilate3(edges)
         if torch.equal(grown, edges):
-            return edges.to(torch.uint8).view(torch.bool)  # 0/1 bytes are valid bools
+            return edges.view(torch.bool)  # 0/1 bytes are valid bools
         edges = grown
 
 
@@ -176,8 +173,14 @@ def spatter(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.
         m = dist.mul_(l8)  # the scripts multiply the 8-bit liquid layer
         mx = m.amax(dim=(2, 3), keepdim=True)
         m = m.div_(mx.clamp_min(1e-12)).mul_(c[4])  # an all-zero layer stays zero
-        color = torch.tensor(_WATER, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        return torch.mul(m.to(x.dtype), color).add_(x)
+        # m * colour + x, channel by channel: torch's product of a one-channel plane and a (1, 3, 1, 1) colour
+        # broadcast over channels is slower than three products with a number (the colour in x's dtype: the same
+        # values)
+        m = m.to(x.dtype)[:, 0]
+        y = torch.empty_like(x)
+        for ch, value in enumerate(torch.tensor(_WATER, dtype=x.dtype).tolist()):
+            torch.mul(m, value, out=y[:, ch])
+        return y.add_(x)
     m = mask(liquid, ">", c[3]).to(torch.float32)
     m = gaussian_filter(m, float(c[4]), "replicate")
     m = m.mul_(mask(m, ">=", 0.8)).to(x.dtype)
