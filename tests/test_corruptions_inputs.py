@@ -180,6 +180,19 @@ def test_16bit_images_are_read_as_rounded_8bit(tmp_path) -> None:
     assert np.array_equal(images, np.stack([rgb, rgb]))
 
 
+def test_8bit_values_in_mode_i_stay_8bit() -> None:
+    """An 8-bit image converted to PIL mode ``I`` (values 0..255) keeps its levels; it was read as 16-bit (all black)."""
+    from PIL import Image
+
+    from aprkit.data.folder import pil_to_array
+
+    g = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert np.array_equal(pil_to_array(Image.fromarray(g).convert("I"), 1), g)
+    assert np.array_equal(pil_to_array(Image.fromarray(g).convert("I"), 3), np.repeat(g[..., None], 3, axis=2))
+    wide = g.astype(np.int32) * 257  # beyond 255: 16-bit levels, as before
+    assert np.array_equal(pil_to_array(Image.fromarray(wide), 1), g)
+
+
 class _Constant(torch.utils.data.Dataset):
     def __init__(self) -> None:
         self.tf = RandomCorruption(["gaussian_noise", "shot_noise", "impulse_noise"],

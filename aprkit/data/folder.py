@@ -35,10 +35,16 @@ def to_8bit(levels: torch.Tensor) -> torch.Tensor:
 
 
 def pil_to_array(image: Any, channels: int = 3) -> np.ndarray:
-    """A PIL image as a uint8 array ``(H, W, 3)`` (``channels`` 3, RGB) or ``(H, W)`` (1, gray); 16- and 32-bit
-    integer images (modes ``I;16*``, ``I``) are mapped to 8 bits by ``to_8bit``, not clipped."""
+    """A PIL image as a uint8 array ``(H, W, 3)`` (``channels`` 3, RGB) or ``(H, W)`` (1, gray); 16-bit images (modes
+    ``I;16*``) are mapped to 8 bits by ``to_8bit``, not clipped. Mode ``I`` (32-bit integers) holds either: an image
+    whose values all lie in 0..255 (an 8-bit image converted to ``I``) keeps them, any other is read as 16-bit levels
+    (older Pillow versions open 16-bit PNGs as ``I``)."""
     if image.mode == "I" or image.mode.startswith("I;16"):
-        gray = to_8bit(torch.from_numpy(np.asarray(image).astype(np.int32))).numpy()
+        levels = np.asarray(image).astype(np.int32)
+        if image.mode == "I" and levels.size and levels.min() >= 0 and levels.max() <= 255:
+            gray = levels.astype(np.uint8)
+        else:
+            gray = to_8bit(torch.from_numpy(levels)).numpy()
         return np.repeat(gray[..., None], 3, axis=2) if channels == 3 else gray
     return np.asarray(image.convert("RGB" if channels == 3 else "L"))
 
