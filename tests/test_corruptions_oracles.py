@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -520,6 +521,52 @@ def test_mask_equals_torch_comparisons(dtype: torch.dtype) -> None:
             got = mask(t, op, c)
             assert got.dtype == torch.uint8 and torch.equal(got.bool(), ref), (c, op)
         assert torch.equal(mask(t[::3], ">=", c).bool(), t[::3] >= c)  # strided input
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8])
+def test_mask_and_positions_equal_torch_on_integers(dtype: torch.dtype) -> None:
+    """Integer tensors: ``mask`` and ``positions`` give torch's values for integer, fractional, whole-number float,
+    out-of-range and tensor thresholds (torch compares a float threshold in float32, NumPy would truncate it or
+    compare exactly), for 0-dim tensors and broadcast tensor operands."""
+    from aprkit.corruptions._common import mask, positions
+
+    info = torch.iinfo(dtype)
+    t = torch.tensor([info.min, -1 if info.min < 0 else 0, 0, 1, 2, 100, info.max], dtype=dtype)
+    cases: list = [0, 1, 0.5, -0.5, 2.0, 1e20, -1e20, float("nan")]
+    if dtype in (torch.int32, torch.int64):
+        t = torch.cat([t, torch.tensor([16777217], dtype=dtype)])
+        cases.append(16777216.0)
+    for c in cases:
+        for op, fn in ((">=", torch.ge), (">", torch.gt), ("<", torch.lt), ("<=", torch.le)):
+            assert torch.equal(mask(t, op, c).bool(), fn(t, c)), (c, op)
+            assert torch.equal(positions(t, op, c), fn(t, c).nonzero().flatten()), (c, op)
+    other = torch.flip(t, [0])
+    assert torch.equal(mask(t, ">", other).bool(), t > other)
+    assert torch.equal(mask(t[:, None], "<=", t[None, ::2]).bool(), t[:, None] <= t[None, ::2])
+    assert torch.equal(mask(torch.tensor(3, dtype=dtype), ">", 2).bool(), torch.tensor(True))  # 0-dim
+
+
+def test_tensor_caches_build_outside_inference_mode() -> None:
+    """Cached constant tensors (here fft_filter2d's index maps and spectrum) first built inside inference mode are
+    ordinary tensors: a later call that autograd records can save them."""
+    from aprkit.corruptions._common import _filter_spectrum, circular_size, fft_filter2d
+
+    kernel = tuple(torch.rand(11, 11, generator=_gen(4), dtype=torch.float64).flatten().tolist())
+    args = (kernel, 11, 11, circular_size(23, 29, 5, 5), torch.float32, torch.device("cpu"))
+    with torch.inference_mode():
+        fft_filter2d(torch.rand(1, 3, 23, 29), 5, 5, "reflect101", _filter_spectrum(*args))
+    x = torch.rand(1, 3, 23, 29, requires_grad=True)
+    fft_filter2d(x, 5, 5, "reflect101", _filter_spectrum(*args)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_finish_maps_nan_to_zero_without_a_warning() -> None:
+    from aprkit.corruptions._common import finish
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = finish(torch.tensor([float("nan"), 0.5, 2.0]), torch.uint8)
+    assert out.tolist() == [0, 128, 255]
 
 
 def test_every_corruption_returns_a_new_tensor() -> None:

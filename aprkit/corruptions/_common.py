@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .._checks import eager_cpu
+from .._tensor_cache import tensor_cache
 
 __all__ = [
     "as_float",
@@ -65,7 +67,8 @@ def finish(y: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None,
         t.round_().clamp_(0.0, 255.0)
         res = torch.empty(t.shape, dtype=dtype, device=t.device) if out is None else out
         if eager_cpu(t) and t.dtype in (torch.float32, torch.float64):
-            np.copyto(res.numpy(), t.detach().numpy(), casting="unsafe")
+            with np.errstate(invalid="ignore"):  # NaN becomes 0, as torch's cast does, without a warning
+                np.copyto(res.numpy(), t.detach().numpy(), casting="unsafe")
             return res
         return res.copy_(t)
     if out is None:
@@ -79,34 +82,49 @@ _COMPARE = {">=": (torch.ge, np.greater_equal), ">": (torch.gt, np.greater), "<"
             "<=": (torch.le, np.less_equal)}
 
 
+def _numpy_operands(t: torch.Tensor, c: float | torch.Tensor) -> tuple[np.ndarray, Any] | None:
+    """NumPy operands of ``t <op> c`` with torch's values, or ``None`` where torch must compare: eager CPU tensors of at
+    least one dimension and a NumPy dtype; ``c`` a tensor of ``t``'s dtype, a number for a float ``t`` (rounded to its
+    dtype as torch does), or an integer within an integer ``t``'s range (torch compares integers exactly, but converts
+    ``t`` to float against a float ``c``, and NumPy would truncate a fractional one)."""
+    if not (eager_cpu(t) and t.ndim and t.dtype in _NUMPY_COMPARE and not t.requires_grad):
+        return None
+    a = t.numpy()
+    if isinstance(c, torch.Tensor):
+        return (a, c.numpy()) if c.dtype == t.dtype and c.ndim and not c.requires_grad else None
+    if t.is_floating_point():
+        with np.errstate(over="ignore"):  # a number beyond the dtype's range becomes inf, as in torch
+            return a, a.dtype.type(c)
+    if isinstance(c, (int, np.integer)) and not isinstance(c, bool):
+        info = np.iinfo(a.dtype)
+        return (a, a.dtype.type(c)) if info.min <= c <= info.max else None
+    return None
+
+
 def mask(t: torch.Tensor, op: str, c: float | torch.Tensor) -> torch.Tensor:
-    """``t <op> c`` as 0/1 uint8 (``op`` one of ``>=``, ``>``, ``<``, ``<=``; ``c`` a number or a tensor of ``t``'s
-    dtype that broadcasts to ``t``'s shape), the values of torch's comparison (a number ``c`` rounded to ``t``'s
-    dtype). Eager CPU tensors compare in NumPy: torch's comparisons to bool cost 0.43 ns per value on the CPU,
-    NumPy's 0.07, and a uint8 factor multiplies 3x faster than a bool one. A fractional ``c`` against an integer
-    ``t`` compares in torch (NumPy would truncate it)."""
+    """``t <op> c`` as 0/1 uint8 (``op`` one of ``>=``, ``>``, ``<``, ``<=``; ``c`` a number or a tensor that broadcasts
+    to ``t``'s shape), the values of torch's comparison. Eager CPU tensors compare in NumPy where it gives torch's
+    values (``_numpy_operands``): torch's comparisons to bool cost 0.43 ns per value on the CPU, NumPy's 0.07, and a
+    uint8 factor multiplies 3x faster than a bool one."""
     torch_op, numpy_op = _COMPARE[op]
-    if eager_cpu(t) and t.dtype in _NUMPY_COMPARE and not t.requires_grad:
-        a = t.numpy()
-        if isinstance(c, torch.Tensor):
-            if c.dtype == t.dtype and not c.requires_grad:
-                return torch.from_numpy(numpy_op(a, c.numpy()).view(np.uint8))
-        elif t.is_floating_point() or float(c).is_integer():
-            return torch.from_numpy(numpy_op(a, a.dtype.type(c)).view(np.uint8))
+    operands = _numpy_operands(t, c)
+    if operands is not None:
+        return torch.from_numpy(numpy_op(*operands).view(np.uint8))
     return torch_op(t, c).view(torch.uint8)
 
 
-_NUMPY_COMPARE = frozenset({torch.float32, torch.float64, torch.int16, torch.int32, torch.int64, torch.uint8})
+_NUMPY_COMPARE = frozenset({torch.float32, torch.float64, torch.int8, torch.int16, torch.int32, torch.int64,
+                            torch.uint8})
 
 
 def positions(t: torch.Tensor, op: str, c: float) -> torch.Tensor:
-    """Flat row-major positions (int64) of the entries of ``t`` with ``t <op> c`` (``op`` as in ``mask``). Eager CPU
-    tensors compare in NumPy and take ``flatnonzero`` (8x faster there than torch's comparison and ``nonzero`` on 2^19
-    int8 values); elsewhere torch's."""
+    """Flat row-major positions (int64) of the entries of ``t`` with ``t <op> c`` (``op`` and ``c`` as in ``mask``).
+    Eager CPU tensors compare in NumPy and take ``flatnonzero`` where NumPy gives torch's values (8x faster there than
+    torch's comparison and ``nonzero`` on 2^19 values); elsewhere torch's."""
     torch_op, numpy_op = _COMPARE[op]
-    if eager_cpu(t) and t.dtype != torch.bfloat16:
-        a = t.detach().numpy()
-        return torch.from_numpy(np.flatnonzero(numpy_op(a, a.dtype.type(c))))
+    operands = _numpy_operands(t, c)
+    if operands is not None:
+        return torch.from_numpy(np.flatnonzero(numpy_op(*operands)))
     return torch_op(t.reshape(-1), c).nonzero().squeeze(1)
 
 
@@ -176,7 +194,7 @@ def fft_size(n: int) -> int:
     return best
 
 
-@lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _circular_tail(n: int, r: int, m: int, mode: str, device: torch.device) -> torch.Tensor:
     """Source indices ``(m - n,)`` of positions ``n .. m - 1`` of a length-``m`` circular buffer holding an axis of
     length ``n`` padded by ``r`` per ``mode``: position ``j`` holds ``j`` (``j < n + r``) or ``j - m`` (the left
@@ -265,7 +283,7 @@ def circular_size(h: int, w: int, ry: int, rx: int) -> tuple[int, int]:
     return fft_size(h + 2 * ry), fft_size(w + 2 * rx)
 
 
-@lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _filter_spectrum(values: tuple[float, ...], kh: int, kw: int, size: tuple[int, int], dtype: torch.dtype,
                      device: torch.device) -> torch.Tensor:
     """``_kernel_spectrum`` of a ``(kh, kw)`` kernel given by its values (cached per kernel and grid)."""

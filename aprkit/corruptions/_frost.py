@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .._tensor_cache import tensor_cache
 
 __all__ = ["FROST_FILES", "find_frost_dir", "frost_textures", "texture_digest"]
 
@@ -113,7 +114,7 @@ def _cv2_linear_resize(img: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-@lru_cache(maxsize=16)
+@tensor_cache(maxsize=16)
 def _load(directory: str, scale: float) -> tuple[torch.Tensor, ...]:
     from PIL import Image
 

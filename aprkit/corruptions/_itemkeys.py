@@ -16,7 +16,6 @@ masked to logical ones) or, on eager CPU calls, NumPy uint64 ops on the same mem
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ import torch
 
 from .._checks import eager_cpu
 from .._hash import stable_hash64
+from .._tensor_cache import tensor_cache
 
 __all__ = ["item_seeds", "ItemKeys", "mix64_", "words", "draw", "Fill"]
 
@@ -138,7 +138,7 @@ def mix64_(z: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor
     return z
 
 
-@lru_cache(maxsize=32)
+@tensor_cache(maxsize=32)
 def _steps(count: int, device: torch.device) -> torch.Tensor:
     """``(p + 1) * golden`` (int64, wrapped) for ``p < count``: the SplitMix64 increments of words ``0..count-1``."""
     return torch.arange(1, count + 1, dtype=torch.int64, device=device).mul_(_signed(_GOLDEN))

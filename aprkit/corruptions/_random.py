@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 import torch
 
+from .._tensor_cache import tensor_cache
 from ._common import positions
 from ._itemkeys import Fill, ItemKeys, draw, item_seeds, mix64_, words  # noqa: F401 (the tests import the last two here)
 
@@ -203,7 +203,7 @@ def _inversion(lam: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return k
 
 
-@lru_cache(maxsize=16)
+@tensor_cache(maxsize=16)
 def _poisson_tables(c: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """Flat float64 CDF ``(256 * k_max,)`` of Poisson(``c * v / 255``) per level ``v`` and the bin table
     ``(256 * bins,)`` (``bins`` a power of two; int8 where every entry fits, else int16: a table of 2^19 entries

@@ -25,10 +25,9 @@ elastic_transform 1.5x / 1.9x / 1.1x, and elastic_transform's severity 1 at 224 
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 
+from .._tensor_cache import tensor_cache
 from ._common import gaussian_kernel1d, map_index, pad_index, select
 
 __all__ = ["gaussian_filter", "separable_filter"]
@@ -37,7 +36,7 @@ _TILE = 32  # outputs per window: the band's K dimension is tile + 2r
 _DENSE_FROM = 32  # radius from which one (n, n) matrix per axis costs less than banded windows (equal at 224 px)
 
 
-@lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _band(weights: tuple[float, ...], tile: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``(tile + 2r, tile)``: column ``j`` holds the taps in rows ``j .. j + 2r``."""
     k = torch.tensor(weights, dtype=torch.float64)
@@ -48,7 +47,7 @@ def _band(weights: tuple[float, ...], tile: int, dtype: torch.dtype, device: tor
     return m.to(dtype=dtype, device=device)
 
 
-@lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _windows(n: int, r: int, tile: int, mode: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Source indices of the axis padded per ``mode`` to ``count * tile + 2r`` samples, of its ``count``
     overlapping windows (``count * (tile + 2r)``, window after window), and ``count``. Samples past
@@ -59,7 +58,7 @@ def _windows(n: int, r: int, tile: int, mode: str, device: torch.device) -> tupl
     return padded, padded[(starts + torch.arange(tile + 2 * r, device=device)).flatten()], count
 
 
-@lru_cache(maxsize=64)
+@tensor_cache(maxsize=64)
 def _operator(weights: tuple[float, ...], n: int, mode: str, dtype: torch.dtype, device: torch.device
               ) -> torch.Tensor:
     """``(n, n)`` matrix of the whole 1-D correlation of an axis of length ``n``: row ``i`` sums the taps
