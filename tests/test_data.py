@@ -441,15 +441,19 @@ def test_limit_on_a_class_sorted_folder_warns(tmp_path: Path) -> None:
         for i in range(3):
             _png(tmp_path / cls / f"{i}.png", 10 + i)
     with pytest.warns(RuntimeWarning, match="cover 1 of its 3 classes"):
-        warn_if_limit_takes_few_classes(f"folder:{tmp_path}", 3)
+        warn_if_limit_takes_few_classes(f"folder:{tmp_path}", 3, ["calibration"])
+    with pytest.warns(RuntimeWarning, match="cover 1 of its 3 classes"):
+        warn_if_limit_takes_few_classes(f"folder:{tmp_path}", 3, ["transplant", "calibration"])
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        warn_if_limit_takes_few_classes(f"folder:{tmp_path}", 9)  # all of it
-        warn_if_limit_takes_few_classes(f"folder:{tmp_path}", None)
+        warn_if_limit_takes_few_classes(f"folder:{tmp_path}", 9, ["calibration"])  # all of it
+        warn_if_limit_takes_few_classes(f"folder:{tmp_path}", None, ["calibration"])
+        warn_if_limit_takes_few_classes(f"folder:{tmp_path}", 3, ["transplant"])  # spreads its images
+        warn_if_limit_takes_few_classes(f"folder:{tmp_path}", 3, ["cue-conflict"])  # reads no limit
         shuffled = ArrayDataset(np.zeros((6, 3, 2, 2), np.uint8), np.array([0, 1, 2, 0, 1, 2]), layout="nchw")
-        warn_if_limit_takes_few_classes(shuffled, 3)
+        warn_if_limit_takes_few_classes(shuffled, 3, ["calibration"])
 
 
 def test_noise_sets_follow_outlier_exposure() -> None:

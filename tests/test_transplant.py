@@ -533,3 +533,48 @@ def test_suite_says_not_measured_when_every_image_has_one_prediction(tmp_path):
     value = res.models["OneClass"]["transplant"]
     assert value["rows"] == [] and value["note"].startswith("not measured: all 12 images have the same clean prediction")
     assert "not measured" in (tmp_path / "report.md").read_text()
+
+
+def test_analyses_give_back_every_submodules_training_mode(setup) -> None:
+    """transplant_test, layer_sweep and phase bias put the model in eval mode and give every submodule back its own
+    flag: a module frozen in eval inside a training model stays in eval (model.train(flag) reset them all)."""
+    from aprkit.eval.analyses.phase_bias import measure_phase_bias
+
+    model, x = setup
+    with torch.no_grad():
+        labels = model(x).argmax(1)
+    data = torch.utils.data.TensorDataset((x * 255).round().to(torch.uint8), labels)
+    runs = (lambda: transplant_test(model, x, ["blocks.0"], n_pairs=5, n_control=2),
+            lambda: layer_sweep(model, x, n_pairs=5, n_control=2),
+            lambda: measure_phase_bias(model, data, n_pairs=4))
+    try:
+        for run in runs:
+            model.train()
+            model.stem.eval()
+            run()
+            assert model.training and model.blocks.training and not model.stem.training
+            assert not model.stem[0].training
+    finally:
+        model.eval()
+
+
+def test_module_names_holding_a_colon_are_module_names() -> None:
+    """A ModuleDict key may hold ':' ("s:1"): list_blocks' names address modules; '<module>:<op>' is an op only
+    when the text after the last ':' is an identifier."""
+    from aprkit.hidden import Site, attach, list_blocks
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stages = nn.ModuleDict({"s:1": nn.Sequential(Block(3), Block(3))})
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.stages["s:1"](x).mean((2, 3)))
+
+    net = Net()
+    assert list_blocks(net) == ["stages.s:1.0", "stages.s:1.1"]
+    assert Site("stages.s:1.0").module_path == "stages.s:1.0" and Site("stages.s:1.0").op is None
+    assert (Site("stages.s:1.0:relu").module_path, Site("stages.s:1.0:relu").op) == ("stages.s:1.0", "relu")
+    with attach(net, ["stages.s:1.0"]) as handle:
+        assert list(handle.modules) == ["stages.s:1.0"]

@@ -12,7 +12,7 @@ from torch import nn
 from .. import fourier
 from .feature_apr import FeatureAPR, Lam
 from .layout import check_channels_first, site_prefix_tokens
-from .sites import resolve_module
+from .sites import Site, resolve_module
 
 __all__ = ["attach", "AttachHandle", "token_layout", "compiled_modules"]
 
@@ -106,7 +106,7 @@ def attach(
     switches = [m for m in model.modules() if hasattr(m, "grad_checkpointing")]
     resolved: list[tuple[str, nn.Module]] = []
     for name in layers:
-        if ":" in name:
+        if Site(name).op is not None:
             raise ValueError(
                 f"attach needs a module, not a functional op ({name!r}); "
                 f"hook the module whose output you want to augment"

@@ -6,9 +6,10 @@ A *site* is where an activation is read or replaced:
   wrapped in ``aprkit.models.Normalize`` (inner model at ``.model``) resolve with or without the
   ``model.`` prefix.
 - ``layer="<module>:<op>"`` addresses a *functional* activation (``op`` in :data:`FUNCTIONAL_OPS`,
-  e.g. ``"layer3.2:relu"``) called anywhere inside that module's forward, such as the
-  ``F.relu(out + shortcut(x))`` that ends a CIFAR ResNet block: such calls cannot be hooked as
-  modules, so they are intercepted with a ``TorchFunctionMode`` while the module runs.
+  e.g. ``"layer3.2:relu"``; the text after the last ``:`` when it is an identifier, so module names holding a ``:``
+  before a number, such as ``ModuleDict`` keys ``"s:1"``, stay module names) called anywhere inside that module's
+  forward, such as the ``F.relu(out + shortcut(x))`` that ends a CIFAR ResNet block: such calls cannot be hooked
+  as modules, so they are intercepted with a ``TorchFunctionMode`` while the module runs.
 - ``site="output"`` is the module's (or op's) result, ``site="input"`` its first positional input:
   for a ReLU that is the pre-activation.
 - ``call_index`` picks one call when a module or op runs several times per forward (torchvision's
@@ -92,13 +93,19 @@ class Site:
         if self.call_index is not None and not isinstance(self.call_index, int):
             raise TypeError(f"call_index must be an int or None, got {type(self.call_index).__name__}")
 
+    def _split(self) -> tuple[str, str | None]:
+        """``(module path, op)``: the op is the text after the last ``:`` when it is an identifier; otherwise the whole
+        ``layer`` is a module path (``ModuleDict`` keys may hold ``:``, e.g. ``"stages.s:1.0"``)."""
+        path, sep, op = self.layer.rpartition(":")
+        return (path, op) if sep and op.isidentifier() else (self.layer, None)
+
     @property
     def module_path(self) -> str:
-        return self.layer.split(":", 1)[0]
+        return self._split()[0]
 
     @property
     def op(self) -> str | None:
-        return self.layer.split(":", 1)[1] if ":" in self.layer else None
+        return self._split()[1]
 
     def label(self) -> str:
         idx = "" if self.call_index is None else f"[{self.call_index}]"

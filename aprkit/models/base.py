@@ -13,12 +13,14 @@ reference implementations). Every model exposes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
 __all__ = [
+    "eval_mode",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "CIFAR10_MEAN",
@@ -138,3 +140,16 @@ def init_conv_bn(model: nn.Module, *, linear_weight: bool = False) -> None:
             if linear_weight:
                 nn.init.kaiming_normal_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model.eval()`` for the block; afterwards every submodule gets back its own training flag (``model.train(flag)``
+    would give all of them the top module's: a BatchNorm frozen in eval inside a training model would train again)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in modes:
+            m.training = flag

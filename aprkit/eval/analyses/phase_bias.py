@@ -32,6 +32,7 @@ from torch import nn
 
 from ..._checks import check_image_tensor
 from ...fourier import Dims
+from ...models.base import eval_mode
 from .shape_bias import conflicting
 
 __all__ = [
@@ -311,9 +312,7 @@ def measure_phase_bias(
     pi, ai = sample_pairs(labels, n_pairs, generator=g)
     kw: dict[str, Any] = dict(device=device, batch_size=batch_size, num_workers=num_workers, amp=amp,
                               channels_last=channels_last, progress=progress)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         donors = torch.unique(torch.cat([pi, ai]))
         clean = predict(model, Subset(base, donors.tolist()), desc="donors", **kw).logits.argmax(1)
         pred_of = torch.full((len(labels),), -1, dtype=torch.long)
@@ -351,6 +350,4 @@ def measure_phase_bias(
         # pairs are drawn independently, so a small test set repeats some: the distinct ones are the sample's size
         distinct = int(torch.unique(pi * len(labels) + ai).numel())
         out["settings"] = {"n_pairs": n_pairs, "n_distinct_pairs": distinct, "beta": beta, "dims": dims, "seed": seed}
-    finally:
-        model.train(was_training)
     return out

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ...data.cue_conflict import CUE_CONFLICT_CATEGORIES, CueConflict
+from ...models.base import eval_mode
 
 __all__ = [
     "CATEGORIES",
@@ -346,10 +347,6 @@ def measure_shape_bias(
     Keyword arguments go to ``predict_decisions`` (``device``, ``batch_size``, ``progress``, ...).
     """
     ds = stimuli if isinstance(stimuli, CueConflict) else CueConflict(stimuli)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         decisions = predict_decisions(model, ds, **kwargs)
-    finally:
-        model.train(was_training)
     return shape_bias(decisions, ds.shape_labels, ds.texture_labels, ds.categories)

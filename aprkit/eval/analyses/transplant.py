@@ -46,6 +46,7 @@ from ...hidden.attach import compiled_modules, token_layout
 from ...hidden.capture import FrontSkip, capture, count_calls, front_blocks, predict_intervened
 from ...hidden.layout import check_channels_first, from_grid, site_prefix_tokens, to_grid
 from ...hidden.sites import Site, last_activation_site, list_blocks, resolve_module
+from ...models.base import eval_mode
 from .transplant_data import Data, load_data, read_folder
 from .transplant_tables import plot_sweep, sweep_markdown
 
@@ -125,6 +126,12 @@ def _check_prefix_tokens(prefix_tokens: str) -> str:
     if prefix_tokens not in PREFIX_TOKENS:
         raise ValueError(f"prefix_tokens must be one of {PREFIX_TOKENS}, got {prefix_tokens!r}")
     return prefix_tokens
+
+
+def _check_n_control(n_control: Any) -> int:
+    if isinstance(n_control, bool) or not isinstance(n_control, int) or n_control < 1:
+        raise ValueError(f"n_control must be an integer >= 1 (the images and pairs of the controls), got {n_control!r}")
+    return n_control
 
 
 def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw, batch_size, n_control, device,
@@ -331,12 +338,11 @@ def transplant_test(
     model, layers = _uncompiled(model, layers)
     codes = _as_codes(code)
     _check_prefix_tokens(prefix_tokens)
+    _check_n_control(n_control)
     sites = [Site(name, site, call_index) for name in layers]  # type: ignore[arg-type]
     for s in sites:
         resolve_module(model, s.module_path)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         images, labels, device, clean, pairs, layout_kw, info = _prepare(
             model, data, labels, n_pairs, generator, batch_size, max_images, num_prefix_tokens, grid)
         rows = []
@@ -344,8 +350,6 @@ def transplant_test(
             for row in _site_rows(model, images, labels, clean, pairs, s, codes, dims, layout_kw, batch_size, n_control,
                                   device, skip_front, prefix_tokens):
                 rows.append({"depth": depth, **row})
-    finally:
-        model.train(was_training)
     if keep_predictions:
         info.update(pairs_a=pairs[0].tolist(), pairs_b=pairs[1].tolist(), clean_predictions=clean.tolist())
     else:
@@ -391,6 +395,7 @@ def layer_sweep(
                             "prefix_tokens": "receiver"}
     opts.update({k: kwargs.pop(k) for k in list(kwargs) if k in opts})
     _check_prefix_tokens(opts["prefix_tokens"])
+    _check_n_control(opts["n_control"])
     prep = {k: kwargs.pop(k, None) for k in ("labels", "generator", "max_images", "num_prefix_tokens", "grid")}
     n_pairs = kwargs.pop("n_pairs", 1000)
     if kwargs:
@@ -405,9 +410,7 @@ def layer_sweep(
                 t = Site(b, site, call_index)  # type: ignore[arg-type]  # a str; Site checks it is "input"/"output"
             resolve_module(model, t.module_path)
             targets.append((depth, b, t))
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         images, labels, device, clean, pairs, layout_kw, info = _prepare(
             model, data, prep["labels"], n_pairs, prep["generator"], opts["batch_size"], prep["max_images"],
             prep["num_prefix_tokens"], prep["grid"])
@@ -428,8 +431,6 @@ def layer_sweep(
                     cache.put(key, got)
             rows += [{"depth": depth, "block": block, **{k: v for k, v in row.items() if k != "predictions"}}
                      for row in got["rows"]]
-    finally:
-        model.train(was_training)
     figure = plot_sweep(rows, plot) if plot is not None else None
     return {**info, "rows": rows, "table": sweep_markdown(rows), "figure": None if figure is None else str(figure)}
 

@@ -135,10 +135,12 @@ def warn_if_limit_ignored(names: Sequence[str], limit: int | None) -> None:
                       "cue-conflict set is no shape-bias measurement)", RuntimeWarning, stacklevel=3)
 
 
-def warn_if_limit_takes_few_classes(data: Any, limit: int | None) -> None:
+def warn_if_limit_takes_few_classes(data: Any, limit: int | None, names: Sequence[str]) -> None:
     """Warn when ``limit`` ("the first N images") would evaluate a class-sorted dataset's first classes only: an image
-    folder lists its images class by class, so ``folder:ROOT`` with ``limit=1000`` scored one class."""
-    if limit is None:
+    folder lists its images class by class, so ``folder:ROOT`` with ``limit=1000`` scored one class. Only suites
+    ``names`` that take the first N images (``Suite.limit_takes_first``; the transplant suite spreads them) count."""
+    registry = load_suites()
+    if limit is None or not any(registry[n].limit_takes_first and n not in suites_without("limit") for n in names):
         return
     from aprkit.data.loading import attribute_labels
 
@@ -225,7 +227,7 @@ def evaluate(
         if v is not None:
             opts.setdefault(k, v)
     parsed = parse_suite_options(names, opts)  # a bad value fails here, before any work
-    warn_if_limit_takes_few_classes(data, limit)
+    warn_if_limit_takes_few_classes(data, limit, names)
     warn_if_limit_ignored(names, limit)
     dev = resolve_device(device)
     amp = dev.type == "cuda" if amp is None else bool(amp)

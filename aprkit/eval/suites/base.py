@@ -165,6 +165,9 @@ class Suite(Generic[OptionsT]):
     name: ClassVar[str] = ""
     #: the suite's option keys, types and defaults (``aprkit eval`` and ``evaluate`` reject any other key)
     Options: type[OptionsT] = SuiteOptions  # type: ignore[assignment]  # a suite without options
+    #: whether ``limit`` takes the first N images (a class-sorted dataset's first classes: the runner warns) or
+    #: spreads N images over the whole dataset
+    limit_takes_first: ClassVar[bool] = True
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:

@@ -80,6 +80,7 @@ class TransplantSuite(Suite[TransplantOptions]):
     """Phase / sign transplant layer sweep with magnitude-deletion, DC-only and identity controls."""
 
     Options = TransplantOptions
+    limit_takes_first = False  # load_data spreads the images evenly over a map-style dataset
 
     def run(self, ctx: EvalContext, data: Any) -> TransplantResult:
         from ..analyses.transplant import NoDisagreeingPairs, layer_sweep, load_data
