@@ -16,15 +16,17 @@ import torch
 from torch import nn
 
 from ._checks import describe_value
+from ._generators import GeneratorPickling
 
 __all__ = ["ReplayModule"]
 
 _M = TypeVar("_M", bound="ReplayModule")
 
 
-class ReplayModule(nn.Module):
+class ReplayModule(GeneratorPickling, nn.Module):
     """A module whose ``apply(images, params)`` replays the draws of its ``generate_parameters`` (see the module
-    docstring); subclasses implement :meth:`replay`."""
+    docstring); subclasses implement :meth:`replay`. Its generators pickle as plain bytes (``GeneratorPickling``:
+    DataLoader workers started with spawn or forkserver receive them)."""
 
     @overload
     def apply(self: _M, x: Callable[[nn.Module], None], params: None = None) -> _M: ...

@@ -217,3 +217,13 @@ def test_pair_rejects_float_0_255_like_single(bad, images_u8):
     chw = [torch.from_numpy(a).permute(2, 0, 1) for a in (ok_img, ok_partner)]
     want = fourier.swap_amplitude(*chw).clamp(0, 1).permute(1, 2, 0).numpy()
     np.testing.assert_allclose(out, want, atol=1e-6, rtol=0)
+
+
+def test_albu_apr_single_pickles_its_generator_as_bytes():
+    """DataLoader workers started with spawn receive the transform (its private generator travels as bytes)."""
+    import pickle
+
+    t = AlbuAPRSingle(p=1.0)
+    assert not any(isinstance(v, torch.Generator) for v in t.__getstate__().values())
+    copy = pickle.loads(pickle.dumps(t))
+    assert torch.equal(torch.rand(3, generator=copy._generator), torch.rand(3, generator=t._generator))

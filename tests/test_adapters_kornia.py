@@ -107,7 +107,7 @@ def test_p0_is_identity_and_p1_always_applies(images_f32):
 
 def test_repr_shows_the_apr_settings_and_kornias():
     a, b = RandomAPRSingle(p_apr=0.1, severity=1, ops=["rotate"], p=0.5), RandomAPRSingle(p_apr=0.9, p=0.5)
-    assert repr(a) != repr(b) and repr(a).startswith("RandomAPRSingle(p_apr=0.1, severity=1.0, ops=1,")
+    assert repr(a) != repr(b) and repr(a).startswith("RandomAPRSingle(p_apr=0.1, severity=1.0, ops=['rotate'],")
     assert "p=0.5, p_batch=1.0, same_on_batch=False" in repr(a)
     assert repr(RandomAPRPair(0.6)).startswith("RandomAPRPair(p_apr=0.6, dims='chw', per_sample=False")
 

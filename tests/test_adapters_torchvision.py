@@ -235,3 +235,24 @@ def test_batched_tensor_draws_do_not_depend_on_the_batch_size():
     x = natural_images(8, 12, seed=3)
     want = APRSingleV2(p=0.5, seed=1)(x)[:4]
     assert torch.equal(APRSingleV2(p=0.5, seed=1)(x[:4]), want)
+
+
+def test_seeded_transforms_reach_spawned_workers(images_u8):
+    """Generators pickle as plain bytes: a seeded transform reaches DataLoader workers started with spawn (torch's
+    multiprocessing pickler shared the generator's state through shared memory and the worker died, pytorch#146828),
+    and a pickled copy keeps the seed and position (so per-worker re-seeding still applies)."""
+    import pickle
+
+    from aprkit.augment import APRPair
+    from aprkit.corruptions import RandomCorruption
+    from aprkit.hidden import FeatureAPR
+
+    ds = _Repeat(images_u8[0], APRSingleV2(p=1.0, seed=11), n=2)
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1, multiprocessing_context="spawn")
+    assert len(list(loader)) == 2
+    for t in (APRSingleV2(seed=3).aprs.batch, APRPair(seed=3), RandomCorruption(["contrast"],
+              generator=torch.Generator().manual_seed(3)), FeatureAPR(generator=torch.Generator().manual_seed(3))):
+        assert not any(isinstance(v, torch.Generator) for v in t.__getstate__().values())
+        copy = pickle.loads(pickle.dumps(t))
+        assert copy.generator.initial_seed() == 3
+        assert torch.equal(torch.rand(4, generator=copy.generator), torch.rand(4, generator=t.generator))

@@ -38,6 +38,7 @@ from .._replay import ReplayModule
 from ..fourier import Dims
 from .functional import CompiledCore, finish, recombine_views, recombine_views_numpy, value_range
 from .ops import (
+    DEFAULT_OPS,
     TABLE_COLS,
     apply_table,
     grey_levels,
@@ -210,7 +211,8 @@ class APRSingleBatch(CompiledCore, ReplayModule):
         return self._run_core()(x, params, self.ops, self.dims)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, severity={self.severity}, ops={len(self.ops)}, dims={self.dims!r}"
+        ops = None if self.ops == DEFAULT_OPS else list(self.ops)  # as the constructor takes them
+        return f"p={self.p}, severity={self.severity}, ops={ops!r}, dims={self.dims!r}"
 
 
 class APRSingle:
