@@ -142,6 +142,10 @@ class RandomAPRPair(_SeededGate, IntensityAugmentationBase2D):
     ``p_apr`` is APR-P's probability (``APRPair(p=...)``); kornia's ``p``/``p_batch`` gate which images keep
     their recombined result (partners are always drawn over the whole batch). ``same_on_batch=True`` gives
     all images the same recombination decision.
+
+    Unlike kornia's own intensity augmentations, results are not clamped to [0, 1] by default (``clamp=False``, as
+    APR-P's reference trains on them): a recombined image overshoots by a few tenths where its phase and its
+    partner's amplitude disagree. Pass ``clamp=True`` for images that must stay in range.
     """
 
     def __init__(self, p_apr: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool = False,
