@@ -338,3 +338,36 @@ def test_fit_gives_the_process_its_backend_flags_back(monkeypatch: pytest.Monkey
         fit({"model": {"name": "small_cnn"}}, out=tmp_path / "run")
     assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) == before
+
+
+def test_review_fixes_of_the_training_entry_points(tmp_path, capsys, monkeypatch):
+    """A mapping's base: is merged (it was dropped: the defaults trained); a crop larger than the padded training
+    images is refused before the output folder is written or an old run cleared; under torchrun only rank 0 prints
+    the JSON summary."""
+    import json
+
+    from aprkit.cli import main
+    from aprkit.train.config import config_from_dict
+
+    small = ["model.name=_tiny_test_cnn", "data.dataset=synthetic:64", "optim.batch_size=16", "optim.epochs=1",
+             "data.test_limit=32", "data.num_workers=0", "train.progress=false", "train.max_steps=1"]
+    (tmp_path / "base.yaml").write_text("model: {name: _tiny_test_cnn}\naug: {method: apr_p}\n")
+    monkeypatch.chdir(tmp_path)
+    res = fit({"base": "base.yaml", "data": {"dataset": "synthetic:64", "num_workers": 0, "test_limit": 16},
+               "optim": {"batch_size": 16, "epochs": 1}, "train": {"progress": False, "max_steps": 1}}, out=None)
+    assert res["config"]["model"]["name"] == "_tiny_test_cnn" and res["config"]["aug"]["method"] == "apr_p"
+    with pytest.raises(ValueError, match="base"):
+        config_from_dict({"base": "base.yaml"})
+
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--set", *small]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    before = (run / "model.pt").read_bytes()
+    for extra in ([], ["--overwrite"]):
+        assert main(["train", "--out", str(tmp_path / "fresh" if not extra else run), *extra,
+                     "--set", *small, "data.image_size=48"]) == 2
+        assert "data.crop_padding=4" in capsys.readouterr().err
+    assert not (tmp_path / "fresh").exists() and (run / "model.pt").read_bytes() == before
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train", "--out", str(tmp_path / "rank1"), "--set", *small]) == 0
+    assert capsys.readouterr().out == "" and summary["global_step"] == 1

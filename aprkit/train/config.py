@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 
 from .._checks import nearest_names
-from ..config import apply_overrides, coerce, expand_env, read_config_files, unknown_key
+from ..config import apply_overrides, coerce, expand_env, merge, read_config_files, unknown_key
 
 __all__ = [
     "METHODS",
@@ -186,9 +186,23 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:
-    """Build a :class:`Config` from a nested mapping (``base`` must already be resolved)."""
-    data = {k: v for k, v in dict(data).items() if k != "base"}
-    return _build(Config, data, "")
+    """Build a :class:`Config` from a nested mapping (``base`` must already be resolved: :func:`resolve_bases`)."""
+    if "base" in data:
+        raise ValueError(f"config mapping holds base: {data['base']!r}, which is resolved when files are read; "
+                         "merge it first (aprkit.train.config.resolve_bases) or pass the YAML path")
+    return _build(Config, dict(data), "")
+
+
+def resolve_bases(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A config mapping with its ``base:`` (a YAML path or a list of them, relative to the current directory)
+    merged underneath, as ``base:`` works in a file."""
+    out = dict(data)
+    bases = out.pop("base", None)
+    if bases is None:
+        return out
+    if not isinstance(bases, (str, os.PathLike, list, tuple)):
+        raise TypeError(f"config mapping: 'base' must be a path or a list of paths, got {bases!r}")
+    return merge(read_config_files(bases), out)
 
 
 def load_config(

@@ -204,6 +204,19 @@ def _check_test_size(ds: Dataset, n: int, size: int) -> None:
                              "data.image_size to the test images' size")
 
 
+def _check_crop_size(ds: Dataset, n: int, cfg: Config) -> None:
+    """Without ``data.random_resized_crop`` the training images are padded by ``data.crop_padding`` and cropped to
+    ``data.image_size``: the padded images must hold the crop (checked on the first and last, before any training:
+    a mismatch surfaced at the first step, after the output folder had been written or cleared)."""
+    d = cfg.data
+    for i in sorted({0, n - 1}) if n else []:
+        shape = tuple(getattr(ds[i][0], "shape", ())[-2:])
+        if len(shape) == 2 and min(shape) + 2 * d.crop_padding < d.image_size:
+            raise ValueError(f"training image {i} is {shape[0]}x{shape[1]}: padded by data.crop_padding="
+                             f"{d.crop_padding} it is smaller than the crop data.image_size={d.image_size}; lower "
+                             "data.image_size, raise data.crop_padding or set data.random_resized_crop")
+
+
 def _materialise(ds: Dataset, device: torch.device, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = dataset_tensors(ds, batch_size=512, num_workers=num_workers)
     return x.to(device), y.to(device)
@@ -252,6 +265,8 @@ class EpochBatches:
                     f"the training set has {n} images ({len(self.sampler)} per rank), fewer than one batch of "
                     f"{batch_size}; lower optim.batch_size or raise data.limit"
                 )
+            if not cfg.data.random_resized_crop:
+                _check_crop_size(ds, n, cfg)
             transform = cpu_train_transform(cfg)
         else:
             self.sampler = None

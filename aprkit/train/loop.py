@@ -76,9 +76,9 @@ def _as_config(config: Config | str | os.PathLike[str] | Mapping[str, Any], over
     if isinstance(config, (str, os.PathLike)):
         return load_config(config, overrides)
     if isinstance(config, Mapping):
-        from .config import apply_overrides
+        from .config import apply_overrides, resolve_bases
 
-        return validate_config(config_from_dict(apply_overrides(config, overrides)))
+        return validate_config(config_from_dict(apply_overrides(resolve_bases(config), overrides)))
     raise TypeError(f"config must be a Config, a YAML path or a mapping, got {type(config).__name__}")
 
 
@@ -156,9 +156,10 @@ def fit(
 ) -> dict[str, Any]:
     """Train the model described by ``config`` and return a summary.
 
-    ``config`` is a :class:`Config`, a YAML path or a mapping; ``overrides`` are ``section.key=value``
-    strings; ``out``/``resume`` override ``train.out``/``train.resume``. ``datasets=(train, test)`` replaces
-    the datasets named in the config (each yielding ``(uint8 (C, H, W), int)``; ``test`` may be ``None``).
+    ``config`` is a :class:`Config`, a YAML path or a mapping (its ``base:`` paths relative to the current
+    directory); ``overrides`` are ``section.key=value`` strings; ``out``/``resume`` override
+    ``train.out``/``train.resume``. ``datasets=(train, test)`` replaces the datasets named in the config (each
+    yielding ``(uint8 (C, H, W), int)``; ``test`` may be ``None``).
     An output folder that already holds a run is refused (``RunExistsError``) unless ``resume`` (continue
     it) or ``overwrite`` (delete its run files, then start over) is given.
 
