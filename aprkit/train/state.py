@@ -52,8 +52,9 @@ def check_run_folder(out: str | os.PathLike[str] | None, *, resume: bool, overwr
     and ``ValueError`` when both ``resume`` and ``overwrite`` are set.
     """
     if resume and overwrite:
-        raise ValueError("resume and overwrite contradict each other: --resume continues the run in the output "
-                         "folder, --overwrite deletes it and starts over; give one of them")
+        raise ValueError("resume and overwrite contradict each other: --resume (or train.resume: true in the "
+                         "config) continues the run in the output folder, --overwrite deletes it and starts over; "
+                         "give one of them")
     if out is None or overwrite:
         return
     found = [name for name in RUN_FILES if (Path(out) / name).exists()]
