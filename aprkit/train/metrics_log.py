@@ -2,6 +2,10 @@
 
 Both files are rewritten atomically from the full history after every row, so a resumed run that drops
 rows past its checkpoint leaves consistent files. Only the main process (rank 0) writes.
+
+``train_loss`` is the training objective per batch: for ``apr_p`` and ``apr_sp`` CE(clean) + CE(APR batch), about
+twice a single cross-entropy and so not comparable with ``test_loss``; for ``augmix_jsd`` CE(clean) plus the weighted
+Jensen-Shannon term. ``train_acc`` is measured on the clean images (``apr_p_only``: on its APR batch).
 """
 
 from __future__ import annotations
