@@ -1,15 +1,16 @@
 """Random generators of the transforms: one per transform (``generator=`` or ``seed=``), re-seeded per DataLoader
-worker so that forked or pickled copies do not draw the same stream, and pickled as plain bytes
-(``GeneratorPickling``) so that spawned workers can receive them."""
+worker so that forked or pickled copies do not draw the same stream; sent to other processes as plain bytes, so that
+spawned workers can receive them."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["make_generator", "worker_generator", "worker_seed", "GeneratorPickling"]
+__all__ = ["make_generator", "worker_generator", "worker_seed"]
 
 
 def make_generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator | None:
@@ -50,36 +51,20 @@ def worker_generator(generator: torch.Generator | None, base_seed: int | None) -
     return generator
 
 
-class _PickledGenerator(NamedTuple):
-    """A ``torch.Generator`` as plain data: its device and its state's bytes."""
-
-    device: str
-    state: bytes
-
-    def restore(self) -> torch.Generator:
-        g = torch.Generator(self.device)
-        g.set_state(torch.frombuffer(bytearray(self.state), dtype=torch.uint8))  # the seed and the stream position
-        return g
+def _generator_from_bytes(device: str, state: bytes) -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` with the state ``state`` (its seed and its position in the stream)."""
+    g = torch.Generator(device)
+    g.set_state(torch.frombuffer(bytearray(state), dtype=torch.uint8))
+    return g
 
 
-class GeneratorPickling:
-    """Mixin (before ``nn.Module`` or any other base): the ``torch.Generator`` attributes of an instance pickle as
-    plain bytes (device and state). torch's multiprocessing pickler otherwise shares a generator's state tensor
-    through shared memory, which fails in DataLoader workers started with ``spawn`` or ``forkserver`` ("unable to
-    resize file", pytorch#146828); plain ``pickle`` and ``copy.deepcopy`` give the same generator either way (its
-    seed and position: ``worker_generator`` still recognises an unused copy)."""
+def _reduce_generator(g: torch.Generator) -> tuple[Any, tuple[str, bytes]]:
+    return _generator_from_bytes, (str(g.device), g.get_state().numpy().tobytes())
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(super().__getstate__())  # type: ignore[misc]  # object's (Python >= 3.11) or a base class's
-        for key, value in state.items():
-            if isinstance(value, torch.Generator):
-                state[key] = _PickledGenerator(str(value.device), value.get_state().numpy().tobytes())
-        return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state = {k: v.restore() if isinstance(v, _PickledGenerator) else v for k, v in state.items()}
-        parent = getattr(super(), "__setstate__", None)
-        if parent is not None:
-            parent(state)
-        else:
-            self.__dict__.update(state)
+# Generators sent to DataLoader workers (and other processes) travel as plain bytes. torch's multiprocessing pickler
+# would share their state tensor through shared memory, which fails in workers started with spawn or forkserver
+# ("unable to resize file", pytorch#146828), so every transform holding a seeded generator crashed them. Registered
+# on the multiprocessing pickler only: plain pickle and copy.deepcopy keep torch's own reduction. Within one pickle a
+# generator shared by several transforms stays one object (the pickler memoises it).
+ForkingPickler.register(torch.Generator, _reduce_generator)

@@ -16,17 +16,15 @@ import torch
 from torch import nn
 
 from ._checks import describe_value
-from ._generators import GeneratorPickling
 
 __all__ = ["ReplayModule"]
 
 _M = TypeVar("_M", bound="ReplayModule")
 
 
-class ReplayModule(GeneratorPickling, nn.Module):
+class ReplayModule(nn.Module):
     """A module whose ``apply(images, params)`` replays the draws of its ``generate_parameters`` (see the module
-    docstring); subclasses implement :meth:`replay`. Its generators pickle as plain bytes (``GeneratorPickling``:
-    DataLoader workers started with spawn or forkserver receive them)."""
+    docstring); subclasses implement :meth:`replay`."""
 
     @overload
     def apply(self: _M, x: Callable[[nn.Module], None], params: None = None) -> _M: ...

@@ -219,11 +219,16 @@ def test_pair_rejects_float_0_255_like_single(bad, images_u8):
     np.testing.assert_allclose(out, want, atol=1e-6, rtol=0)
 
 
-def test_albu_apr_single_pickles_its_generator_as_bytes():
-    """DataLoader workers started with spawn receive the transform (its private generator travels as bytes)."""
+def test_albu_apr_single_reaches_other_processes_with_its_generator_shared():
+    """DataLoader workers started with spawn receive the transform (its private generator travels as bytes and stays
+    the one its APR-S core draws from, so albumentations' seed still controls it)."""
+    import io
     import pickle
+    from multiprocessing.reduction import ForkingPickler
 
     t = AlbuAPRSingle(p=1.0)
-    assert not any(isinstance(v, torch.Generator) for v in t.__getstate__().values())
-    copy = pickle.loads(pickle.dumps(t))
+    buf = io.BytesIO()
+    ForkingPickler(buf, pickle.HIGHEST_PROTOCOL).dump(t)
+    copy = pickle.loads(buf.getvalue())
+    assert copy._generator is copy._aprs.batch.generator
     assert torch.equal(torch.rand(3, generator=copy._generator), torch.rand(3, generator=t._generator))

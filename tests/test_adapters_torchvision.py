@@ -238,10 +238,13 @@ def test_batched_tensor_draws_do_not_depend_on_the_batch_size():
 
 
 def test_seeded_transforms_reach_spawned_workers(images_u8):
-    """Generators pickle as plain bytes: a seeded transform reaches DataLoader workers started with spawn (torch's
-    multiprocessing pickler shared the generator's state through shared memory and the worker died, pytorch#146828),
-    and a pickled copy keeps the seed and position (so per-worker re-seeding still applies)."""
+    """Generators travel to other processes as plain bytes: a seeded transform reaches DataLoader workers started with
+    spawn (torch's multiprocessing pickler shared the generator's state through shared memory and the worker died,
+    pytorch#146828); the copy keeps the seed and position (so per-worker re-seeding still applies), and a generator
+    shared by two transforms stays shared."""
+    import io
     import pickle
+    from multiprocessing.reduction import ForkingPickler
 
     from aprkit.augment import APRPair
     from aprkit.corruptions import RandomCorruption
@@ -250,9 +253,13 @@ def test_seeded_transforms_reach_spawned_workers(images_u8):
     ds = _Repeat(images_u8[0], APRSingleV2(p=1.0, seed=11), n=2)
     loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1, multiprocessing_context="spawn")
     assert len(list(loader)) == 2
-    for t in (APRSingleV2(seed=3).aprs.batch, APRPair(seed=3), RandomCorruption(["contrast"],
-              generator=torch.Generator().manual_seed(3)), FeatureAPR(generator=torch.Generator().manual_seed(3))):
-        assert not any(isinstance(v, torch.Generator) for v in t.__getstate__().values())
-        copy = pickle.loads(pickle.dumps(t))
-        assert copy.generator.initial_seed() == 3
-        assert torch.equal(torch.rand(4, generator=copy.generator), torch.rand(4, generator=t.generator))
+    g = torch.Generator().manual_seed(3)
+    holders = [APRSingleV2(generator=g).aprs.batch, APRPair(generator=g), RandomCorruption(["contrast"], generator=g),
+               FeatureAPR(generator=g)]
+    torch.rand(2, generator=g)
+    buf = io.BytesIO()
+    ForkingPickler(buf, pickle.HIGHEST_PROTOCOL).dump(holders)
+    assert b"torch.storage" not in buf.getvalue() and b"rebuild_storage" not in buf.getvalue()
+    copies = pickle.loads(buf.getvalue())
+    assert all(c.generator is copies[0].generator for c in copies) and copies[0].generator.initial_seed() == 3
+    assert torch.equal(torch.rand(4, generator=copies[0].generator), torch.rand(4, generator=g))

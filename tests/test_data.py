@@ -452,6 +452,9 @@ def test_limit_on_a_class_sorted_folder_warns(tmp_path: Path) -> None:
         warn_if_limit_takes_few_classes(f"folder:{tmp_path}", None, ["calibration"])
         warn_if_limit_takes_few_classes(f"folder:{tmp_path}", 3, ["transplant"])  # spreads its images
         warn_if_limit_takes_few_classes(f"folder:{tmp_path}", 3, ["cue-conflict"])  # reads no limit
+        shuffled_ = ArrayDataset(np.zeros((6, 3, 2, 2), np.uint8), np.array([0, 1, 2, 0, 1, 2]), layout="nchw")
+        per_suite = {"transplant": f"folder:{tmp_path}", "default": shuffled_}  # the folder only for transplant
+        warn_if_limit_takes_few_classes(per_suite, 3, ["calibration", "transplant"])
         shuffled = ArrayDataset(np.zeros((6, 3, 2, 2), np.uint8), np.array([0, 1, 2, 0, 1, 2]), layout="nchw")
         warn_if_limit_takes_few_classes(shuffled, 3, ["calibration"])
 

@@ -578,3 +578,8 @@ def test_module_names_holding_a_colon_are_module_names() -> None:
     assert (Site("stages.s:1.0:relu").module_path, Site("stages.s:1.0:relu").op) == ("stages.s:1.0", "relu")
     with attach(net, ["stages.s:1.0"]) as handle:
         assert list(handle.modules) == ["stages.s:1.0"]
+    net.stages["stage:a"] = Block(3)  # an identifier after ':' reads as an op in a Site; attach takes modules only
+    with attach(net, ["stages.stage:a"]) as handle:
+        assert list(handle.modules) == ["stages.stage:a"]
+    with pytest.raises(ValueError, match="functional op"):
+        attach(net, ["stages.s:1.0:relu"])

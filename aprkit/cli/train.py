@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 __all__ = ["add_parser", "run"]
@@ -59,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("no output directory: give --out DIR (or set train.out in the config)")
     check_out_dir(cfg.train.out, "--out")  # before any data is read
     result = fit(cfg, resume=args.resume or None, overwrite=args.overwrite)
-    # one summary: under torchrun (which sets RANK) only the main process prints; fit has left its group by now
-    if result["out"] is not None and int(os.environ.get("RANK", "0")) == 0:
+    if result["out"] is not None and result["rank"] == 0:  # one summary: under torchrun the main process prints
         summary = {k: result[k] for k in ("out", "checkpoint", "global_step")}
         summary["final"] = result["final"]
         summary["wall_s"] = round(result["wall_s"], 2)

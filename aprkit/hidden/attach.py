@@ -106,12 +106,13 @@ def attach(
     switches = [m for m in model.modules() if hasattr(m, "grad_checkpointing")]
     resolved: list[tuple[str, nn.Module]] = []
     for name in layers:
-        if Site(name).op is not None:
-            raise ValueError(
-                f"attach needs a module, not a functional op ({name!r}); "
-                f"hook the module whose output you want to augment"
-            )
-        resolved.append(resolve_module(model, name))
+        try:  # a module's name first: ModuleDict keys may hold ':' ("stage:a")
+            resolved.append(resolve_module(model, name))
+        except ValueError:
+            if isinstance(name, str) and Site(name).op is not None:
+                raise ValueError(f"attach needs a module, not a functional op ({name!r}); hook the module whose "
+                                 "output you want to augment") from None
+            raise
     hooks: list[Any] = []
     modules: dict[str, FeatureAPR] = {}
     for full, module in resolved:

@@ -13,7 +13,6 @@ from torch import nn
 
 from .. import fourier
 from .._checks import check_dims, check_probability, compute_dtype, eager_cpu
-from .._generators import GeneratorPickling
 from ..augment.functional import swap_with_partner
 from .layout import from_grid, to_grid
 
@@ -99,7 +98,7 @@ def feature_apr_core(
     return torch.where(apply.view(-1, *([1] * (g.ndim - 1))), out, g)
 
 
-class FeatureAPR(GeneratorPickling, nn.Module):
+class FeatureAPR(nn.Module):
     """Feature-level APR as a module: :func:`feature_apr` in training mode, the identity in eval mode.
 
     Args:

@@ -41,6 +41,7 @@ __all__ = [
     "apr_s_where",
     "changed_keys",
     "config_from_dict",
+    "resolve_bases",
     "apply_overrides",
     "validate_config",
     "resolve_amp_dtype",
@@ -198,7 +199,7 @@ def resolve_bases(data: Mapping[str, Any]) -> dict[str, Any]:
     merged underneath, as ``base:`` works in a file."""
     out = dict(data)
     bases = out.pop("base", None)
-    if bases is None:
+    if not bases:  # as in a file: an empty base is none
         return out
     if not isinstance(bases, (str, os.PathLike, list, tuple)):
         raise TypeError(f"config mapping: 'base' must be a path or a list of paths, got {bases!r}")

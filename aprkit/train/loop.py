@@ -38,6 +38,7 @@ from ..distributed import (
     setup_distributed,
     teardown_distributed,
 )
+from ..models.base import eval_mode
 from ..models.normalize import unwrap_model
 from .batch_ops import to_float
 from .config import (
@@ -98,19 +99,17 @@ def evaluate_accuracy(model: nn.Module, batches: EpochBatches, info: DistInfo, *
 
     The loss is the correctly rounded sum (``math.fsum``) of the images' own losses, so it does not depend on how the
     images are batched wherever the logits do not (a float32 sum per batch moved its last digits)."""
-    was_training = model.training
-    model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=info.device)  # loss, correct, count
     losses = []
-    for x, y in batches.iterate():
-        with torch.autocast(info.device.type, dtype=amp_dtype, enabled=amp):
-            logits = model(to_float(x, channels_last))
-        losses.append(F.cross_entropy(logits.float(), y, reduction="none"))
-        sums[1] += (logits.argmax(1) == y).sum()
-        sums[2] += y.numel()
+    with eval_mode(model):
+        for x, y in batches.iterate():
+            with torch.autocast(info.device.type, dtype=amp_dtype, enabled=amp):
+                logits = model(to_float(x, channels_last))
+            losses.append(F.cross_entropy(logits.float(), y, reduction="none"))
+            sums[1] += (logits.argmax(1) == y).sum()
+            sums[2] += y.numel()
     sums[0] = math.fsum(torch.cat(losses).tolist()) if losses else 0.0
     all_reduce_sum(sums, info)
-    model.train(was_training)
     n = max(float(sums[2]), 1.0)
     return {"test_loss": float(sums[0]) / n, "test_acc": float(sums[1]) / n, "test_n": int(sums[2])}
 
@@ -164,7 +163,8 @@ def fit(
     it) or ``overwrite`` (delete its run files, then start over) is given.
 
     Returns ``{"history": [...rows], "final": last row, "model": trained nn.Module (unwrapped), "out": dir or
-    None, "checkpoint": path of model.pt or None, "global_step": int, "wall_s": float, "config": dict}``.
+    None, "checkpoint": path of model.pt or None, "global_step": int, "wall_s": float, "config": dict, "rank": this
+    process's rank (0 unless distributed)}``.
     """
     cfg = copy.deepcopy(_as_config(config, overrides))  # the caller's Config is left as it was
     if out is not None:
@@ -427,5 +427,5 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         "history": logger.history, "final": logger.history[-1] if logger.history else {}, "model": plain,
         "out": str(out) if out is not None else None,
         "checkpoint": str(ckpt) if ckpt is not None else (str(out / "model.pt") if main and out is not None else None),
-        "global_step": step, "wall_s": time.perf_counter() - t_start, "config": cfg.to_dict(),
+        "global_step": step, "wall_s": time.perf_counter() - t_start, "config": cfg.to_dict(), "rank": info.rank,
     }

@@ -36,7 +36,6 @@ from albumentations.core.transforms_interface import (  # noqa: E402
 from pydantic import Field  # noqa: E402
 
 from ..._checks import check_image_tensor
-from ..._generators import GeneratorPickling
 from ...fourier import Dims, swap_amplitude
 from ..ops import warp_pixels
 from ..single import APRSingle, single_transform_matrix
@@ -51,7 +50,7 @@ def _to_chw(img: np.ndarray, name: str) -> torch.Tensor:
     return t.unsqueeze(0) if img.ndim == 2 else t.permute(2, 0, 1)
 
 
-class AlbuAPRSingle(GeneratorPickling, DualTransform):
+class AlbuAPRSingle(DualTransform):
     """APR-S per image: ``A.Compose([A.HorizontalFlip(), AlbuAPRSingle(), A.ToTensorV2()])``.
 
     ``p`` is albumentations' probability of applying the transform at all; ``recombine_p`` is the

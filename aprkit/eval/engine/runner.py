@@ -140,13 +140,20 @@ def warn_if_limit_takes_few_classes(data: Any, limit: int | None, names: Sequenc
     folder lists its images class by class, so ``folder:ROOT`` with ``limit=1000`` scored one class. Only suites
     ``names`` that take the first N images (``Suite.limit_takes_first``; the transplant suite spreads them) count."""
     registry = load_suites()
-    if limit is None or not any(registry[n].limit_takes_first and n not in suites_without("limit") for n in names):
+    relevant = [n for n in names if registry[n].limit_takes_first and n not in suites_without("limit")]
+    if limit is None or not relevant:
         return
     from aprkit.data.loading import attribute_labels
 
     from .inference import as_dataset
 
-    for d in {id(v): v for v in (data.values() if isinstance(data, Mapping) else [data])}.values():
+    sources = []
+    for n in relevant:  # the data these suites read (a per-suite mapping gives each its own)
+        try:
+            sources.append(_data_for(data, n))
+        except ValueError:  # no data for it: the run reports that
+            continue
+    for d in {id(v): v for v in sources}.values():
         try:
             labels = attribute_labels(as_dataset(d))
         except Exception:  # noqa: BLE001 - a best-effort warning: the suite opens the data and reports its errors
