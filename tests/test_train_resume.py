@@ -204,3 +204,25 @@ def test_the_recipe_version_moves_only_for_configs_the_change_touched():
     assert recipe_version(config_from_dict(train_config(aug={"method": "apr_sp"}))) == 3
     assert recipe_version(config_from_dict(train_config(
         aug={"method": "apr_sp"}, data={"input_path": "loader", "random_resized_crop": True}))) == 4
+
+
+def test_config_yaml_of_a_resumed_run_that_only_went_further_reruns_it(tmp_path):
+    """A resume that only moved how far the run goes (train.max_steps, optim.epochs) rewrites config.yaml: rerun from
+    scratch, it gives the resumed run's weights (it said the first, shorter budget); a resume that changed the
+    trajectory keeps the config that started it (the change is in model.pt's config_changes)."""
+    import yaml
+
+    from aprkit.train import load_config
+
+    ds, test = Images(40), Images(16, seed=5)
+    cfg = train_config()
+    part = tmp_path / "part"
+    fit(cfg, ["train.max_steps=7"], out=part, datasets=(ds, test))
+    assert yaml.safe_load((part / "config.yaml").read_text())["train"]["max_steps"] == 7
+    resumed = fit(cfg, out=part, resume=True, datasets=(ds, test))
+    again = fit(load_config(part / "config.yaml"), out=tmp_path / "again", resume=False, datasets=(ds, test))
+    assert same_weights(resumed["model"], again["model"])
+    other = tmp_path / "other"
+    fit(cfg, ["train.max_steps=7"], out=other, datasets=(ds, test))
+    fit(cfg, ["optim.lr=0.01"], out=other, resume=True, datasets=(ds, test))
+    assert yaml.safe_load((other / "config.yaml").read_text())["train"]["max_steps"] == 7

@@ -67,6 +67,11 @@ from .state import (
 __all__ = ["fit", "build_model", "evaluate_accuracy", "lr_factor"]
 
 
+def _run_length(config: Mapping[str, Any]) -> tuple[Any, Any]:
+    """``(optim.epochs, train.max_steps)`` of a config mapping: how far a run goes."""
+    return (config.get("optim") or {}).get("epochs"), (config.get("train") or {}).get("max_steps")
+
+
 def _as_config(config: Config | str | os.PathLike[str] | Mapping[str, Any], overrides: Sequence[str]) -> Config:
     if isinstance(config, Config):
         if overrides:
@@ -237,6 +242,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
 
     epoch, start_batch, step, history, resumed = 0, 0, 0, [], False
     config_changes: list[dict[str, Any]] = []  # settings changed at a resume: the step and the config before
+    saved_config: dict[str, Any] = {}  # the resumed checkpoint's config
     accum = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, correct, n of the current epoch
     ckpt_path = out / "last.pt" if out is not None else None
     if tr.resume and ckpt_path is not None and ckpt_path.is_file():
@@ -288,7 +294,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             print(f"warning: {ckpt_path} was trained on {saved_world} process(es), this run has {info.world}: the "
                   "augmentation draws are seeded per rank, so the resumed run will not match an uninterrupted one",
                   file=sys.stderr)
-        changed = changed_keys(state["config"], cfg.to_dict())
+        saved_config = state["config"]
+        changed = changed_keys(saved_config, cfg.to_dict())
         if main:
             print(f"resumed from {ckpt_path} at epoch {epoch}, batch {start_batch}, step {step}", file=sys.stderr)
             saved_recipe, recipe = state.get("recipe_version", 2), recipe_version(cfg)  # no field: 2 or older
@@ -312,7 +319,11 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         if overwrite and clear_run_folder(out):  # only now: a config or data error above keeps the old run
             print(f"overwrite: deleted the previous run in {out}", file=sys.stderr)
         out.mkdir(parents=True, exist_ok=True)
-        if not (resumed and (out / "config.yaml").is_file()):  # a resumed run keeps the config that trained it
+        # a resumed run keeps the config that trained it, unless the resume only moved how far it goes (optim.epochs,
+        # train.max_steps) and nothing ever changed its trajectory: then the current config reruns it from scratch to
+        # the same weights, where the first one stopped short
+        extended = resumed and not config_changes and _run_length(saved_config) != _run_length(cfg.to_dict())
+        if not (resumed and (out / "config.yaml").is_file()) or extended:
             atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     logger = MetricsLogger(out, enabled=main, tensorboard=tr.tensorboard, history=history)
 
