@@ -389,9 +389,57 @@ def test_get_dataset_and_eval_download_reach_the_cifar_reader(tmp_path, monkeypa
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "__init__", offline)
     with pytest.raises(DownloadError, match="could not download"):
         get_dataset(f"cifar10:{tmp_path}", download=True)
-    assert calls == [(str(tmp_path), True)]
+    assert calls == [(str(tmp_path / ".aprkit-download-cifar-10-batches-py"), True)]  # staged, then renamed
     with pytest.raises(FileNotFoundError, match=r"get_dataset\(\.\.\., download=True\) or aprkit eval --download"):
         get_dataset(f"cifar10:{tmp_path}")
     assert main(["eval", "--model", "resnet20", "--random-init", "--data", f"cifar10:{tmp_path}", "--download",
                  "--device", "cpu"]) == 2
     assert "could not download" in capsys.readouterr().err and len(calls) == 2
+
+
+def test_parallel_cifar_downloads_fetch_once_and_never_read_a_half_extracted_folder(tmp_path, monkeypatch):
+    """Parallel readers with download=True (torchrun ranks, jobs sharing a folder) take turns: one downloads into a
+    staging folder renamed into place at the end, the others wait and read the whole folder; a truncated batch file
+    is named with what to do."""
+    import pickle
+    import threading
+    import time
+
+    import numpy as np
+    import torchvision
+
+    from aprkit.data.cifar import cifar_dataset
+
+    calls = []
+
+    def fake(self, root, train=True, download=False, **k):  # torchvision: download, then extract in place, slowly
+        calls.append(root)
+        folder = Path(root) / "cifar-10-batches-py"
+        folder.mkdir(parents=True)
+        time.sleep(0.3)
+        for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
+            with open(folder / name, "wb") as f:
+                pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}, f)
+            time.sleep(0.02)
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "__init__", fake)
+    results, errors = [], []
+
+    def read() -> None:
+        try:
+            results.append(len(cifar_dataset(tmp_path, download=True)))
+        except Exception as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join()
+    assert errors == [] and results == [2, 2, 2] and len(calls) == 1
+    assert not (tmp_path / ".aprkit-download-cifar-10-batches-py").exists()
+    batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    batch.write_bytes(batch.read_bytes()[:20])
+    with pytest.raises(ValueError, match=r"test_batch is not a readable CIFAR batch .*delete .*cifar-10-batches-py"):
+        cifar_dataset(tmp_path)

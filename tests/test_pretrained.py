@@ -80,6 +80,7 @@ def test_timm_offline_without_cache_is_one_clear_error(tmp_path, monkeypatch, ca
         load_model(f"timm:{TIMM_NAME}")
     msg = str(e.value)
     assert f"timm/{TIMM_NAME}" in msg and str(tmp_path / "empty") in msg and "HF_HUB_OFFLINE=1" in msg
+    assert "hub offline mode on" in msg
     assert "--checkpoint" in msg and "--random-init" in msg
     rc = main(["eval", "--model", f"timm:{TIMM_NAME}", "--data", "synthetic:4", "--device", "cpu"])
     err = capsys.readouterr().err

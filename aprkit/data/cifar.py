@@ -23,7 +23,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .arrays import ArrayDataset
-from .download import DownloadError, is_local_error
+from .download import DownloadError, file_lock, is_local_error
 from .folder import ImageFolderDataset, ImageListDataset, find_classes, image_files
 
 __all__ = ["CIFAR10_CLASSES", "cifar_dataset"]
@@ -39,8 +39,12 @@ _BINARY = {
 
 
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as e:
+        raise ValueError(f"{path} is not a readable CIFAR batch ({type(e).__name__}: {e}; truncated or corrupted?): "
+                         f"delete {path.parent} and download it again (--download), or restore the file") from None
 
 
 def _read_binary(folder: Path, name: str, split: str) -> ArrayDataset:
@@ -142,6 +146,35 @@ def _read_png_tree(root: Path, split: str, name: str, **kw) -> ImageListDataset:
     return ImageFolderDataset(root / split, **kw)
 
 
+def _download(root: Path, name: str, split: str, binary: Path) -> None:
+    """torchvision's download and extraction of ``name`` into a hidden staging folder of ``root``, then the extracted
+    folder renamed to ``binary`` in one step: a reader never sees it half extracted (torchvision extracts in place)."""
+    import shutil
+
+    import torchvision
+
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    staging = root / f".aprkit-download-{binary.name}"
+    staging.mkdir(parents=True, exist_ok=True)
+    if (root / cls.filename).is_file() and not (staging / cls.filename).exists():  # an archive already here: reuse it
+        os.replace(root / cls.filename, staging / cls.filename)
+    try:
+        cls(str(staging), train=split == "train", download=True)
+        os.replace(staging / binary.name, binary)
+        if (staging / cls.filename).is_file():  # the archive, where torchvision keeps it
+            os.replace(staging / cls.filename, root / cls.filename)
+        shutil.rmtree(staging, ignore_errors=True)
+    except OSError as e:  # urllib's URLError included: name the file, where it goes and what to do offline
+        if is_local_error(e):  # a full disk or an unwritable folder: its own message says so
+            raise
+        raise DownloadError(f"could not download {cls.url} into {root} ({getattr(e, 'reason', e)}). If this "
+                            f"machine is offline, download it elsewhere and extract it into {root} (giving "
+                            f"{binary}), or point at a PNG tree {root}/{{train,test}}/<class>") from e
+    except RuntimeError as e:  # torchvision: "File not found or corrupted." (a checksum that does not match)
+        raise DownloadError(f"the {name} archive downloaded from {cls.url} into {staging} failed torchvision's "
+                            f"checksum ({e}); delete {staging / cls.filename} and download again") from e
+
+
 def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", *, download: bool = False,
                   in_memory: bool = False, **kw) -> Dataset:
     """CIFAR-10/100 ``split`` (``"train"``/``"test"``) from ``root`` in either layout (see module docstring).
@@ -155,18 +188,11 @@ def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", 
     root = Path(root).expanduser()
     folder_name = _BINARY[name][0]
     binary = root if root.name == folder_name else root / folder_name
-    if not binary.is_dir() and not (root / split).is_dir() and download:
-        import torchvision
-
-        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-        try:
-            cls(str(root), train=split == "train", download=True)
-        except OSError as e:  # urllib's URLError included: name the file, where it goes and what to do offline
-            if is_local_error(e):  # a full disk or an unwritable folder: its own message says so
-                raise
-            raise DownloadError(f"could not download {cls.url} into {root} ({getattr(e, 'reason', e)}). If this "
-                                f"machine is offline, download it elsewhere and extract it into {root} (giving "
-                                f"{binary}), or point at a PNG tree {root}/{{train,test}}/<class>") from e
+    if download and not binary.is_dir() and not (root / split).is_dir():
+        # one process downloads at a time (parallel jobs, torchrun ranks); the others wait, then find the whole folder
+        with file_lock(root / f".{folder_name}"):
+            if not binary.is_dir():
+                _download(root, name, split, binary)
     if binary.is_dir():
         if kw:  # the binary arrays are read as they are: resize / crop / transform would be silently ignored
             raise ValueError(f"{', '.join(sorted(kw))} apply to the PNG-tree layout only; {binary} holds the binary "

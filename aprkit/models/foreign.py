@@ -229,11 +229,12 @@ def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head
     except Exception as e:  # hub errors, missing cache entries offline, connection failures
         cfg = timm.models.get_pretrained_cfg(name) if hasattr(timm.models, "get_pretrained_cfg") else None
         repo = getattr(cfg, "hf_hub_id", None) or name
-        offline = os.environ.get("HF_HUB_OFFLINE") or getattr(constants, "HF_HUB_OFFLINE", False)
+        offline = "on" if getattr(constants, "HF_HUB_OFFLINE", False) else "off"  # the hub's reading ("0": off)
+        variable = os.environ.get("HF_HUB_OFFLINE", "unset")
         raise _weights_error(f"timm:{name}", f"the Hugging Face hub repo {repo}",
                              f"the Hugging Face cache {constants.HF_HUB_CACHE} "
-                             f"(models--{str(repo).replace('/', '--')}; "
-                             f"HF_HUB_OFFLINE={'1' if offline else 'unset'})", e) from e
+                             f"(models--{str(repo).replace('/', '--')}; hub offline mode {offline}, "
+                             f"HF_HUB_OFFLINE={variable})", e) from e
     if _check_head(f"timm:{name}", net.num_classes, num_classes, drop_head):
         net.reset_classifier(num_classes)
     # the test-time input size and crop where the weights publish one, as timm's validate.py (whose numbers timm
