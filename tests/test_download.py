@@ -443,3 +443,15 @@ def test_parallel_cifar_downloads_fetch_once_and_never_read_a_half_extracted_fol
     batch.write_bytes(batch.read_bytes()[:20])
     with pytest.raises(ValueError, match=r"test_batch is not a readable CIFAR batch .*delete .*cifar-10-batches-py"):
         cifar_dataset(tmp_path)
+
+
+def test_an_unwritable_folder_is_named_when_its_lock_cannot_be_made(tmp_path, monkeypatch):
+    from aprkit.data.download import file_lock
+
+    def refuse(self, *a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(PermissionError, match=r"cannot create the lock file .*x\.lock \(Permission denied\): the "
+                                              r"folder must be writable.*--data-root or \$APRKIT_DATA"):
+        file_lock(tmp_path / "sub" / "x")

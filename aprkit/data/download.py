@@ -104,8 +104,14 @@ def file_lock(path: str | os.PathLike) -> filelock.FileLock:
     place on Unix so that waiters share it; Windows removes it on release); use as ``with file_lock(path): ...``.
     Waits as long as the holder keeps it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return filelock.FileLock(str(path.with_name(path.name + ".lock")))
+    lock = path.with_name(path.name + ".lock")
+    try:  # an unwritable folder fails here, named, rather than as a bare PermissionError inside filelock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        open(lock, "a").close()
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot create the lock file {lock} ({e.strerror}): the folder must be writable; fix "
+                      "its permissions or choose another folder (for datasets: --data-root or $APRKIT_DATA)") from None
+    return filelock.FileLock(str(lock))
 
 
 def _stream(url: str, dest: Path, part: Path, timeout: float, progress: bool) -> None:
