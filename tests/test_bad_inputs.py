@@ -98,6 +98,7 @@ CLI: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("eval-negative-workers", lambda d: E + ["--model", "resnet20", "--random-init", "--data", "synthetic:8", "--workers", "-1"], r"num_workers must be an integer >= 0"),
     ("eval-unknown-library", lambda d: E + ["--model", "keras:resnet", "--data", "synthetic:8"], r"unknown model library 'keras'.*expected"),
     ("eval-unknown-timm-model", lambda d: E + ["--model", "timm:resnet_nope", "--data", "synthetic:8"], r"unknown timm model 'resnet_nope'"),
+    ("eval-model-given-twice", lambda d: E + ["--model", "resnet20", "--model", "resnet56", "--data", "synthetic:8"], r"--model given 2 times \(resnet20, resnet56\); one --model per run"),
     ("eval-model-classes-below-labels", lambda d: E + ["--model", str(d / "c3.pt"), "--data", "synthetic:8"], r"model outputs 3 classes but the data has 10"),
     # suites and data
     ("eval-unknown-suite", lambda d: E + _m(d) + ["--data", "synthetic:8", "--suite", "calibraton"], r"unknown suite 'calibraton' \(did you mean 'calibration'"),

@@ -188,3 +188,11 @@ def test_data_given_twice_is_refused():
         _data_arg(["synthetic:40", "synthetic:80"])
     with pytest.raises(ValueError, match="given twice for 'ood'"):
         _data_arg(["ood=noise:gaussian", "ood=noise:uniform"])
+
+
+def test_a_model_flag_over_a_configs_models_says_it_replaces_them(tmp_path):
+    cfg = tmp_path / "two.yaml"
+    cfg.write_text("models: {a: resnet20, b: resnet56}\ndata: synthetic:8\n")
+    with pytest.warns(UserWarning, match=r"--model replaces the config's models: \(a, b\); only 'resnet32'"):
+        out = load_eval_config([cfg], flags={"model": "resnet32"})
+    assert out["model"] == "resnet32" and "models" not in out

@@ -631,3 +631,18 @@ def test_non_finite_or_text_labels_are_refused() -> None:
         ArrayDataset(x, np.array([0.0, np.inf]))
     with pytest.raises(TypeError, match="integer class indices, got"):
         ArrayDataset(x, np.array(["cat", "dog"]))
+
+
+def test_a_cut_order_file_is_refused_also_with_linked_class_folders(tmp_path: Path) -> None:
+    """Class folders that are symbolic links (a common way to share a data set) counted no PNGs, so a cut order file
+    evaluated a subset silently."""
+    for i, cls in enumerate(["cat", "dog"]):
+        _png(tmp_path / "real" / cls / "x.png", 60 + i)
+        (tmp_path / "tree" / "test").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tree" / "test" / cls).symlink_to(tmp_path / "real" / cls, target_is_directory=True)
+    (tmp_path / "tree" / "test_order.csv").write_text("index,label,class,path\n0,3,cat,test/cat/x.png\n")
+    with pytest.raises(ValueError, match=r"holds 1 more PNGs that it does not list"):
+        get_dataset(f"cifar10:{tmp_path / 'tree'}")
+    (tmp_path / "tree" / "test_order.csv").write_text(
+        "index,label,class,path\n0,3,cat,test/cat/x.png\n1,5,dog,test/dog/x.png\n")
+    assert [y for _, y in get_dataset(f"cifar10:{tmp_path / 'tree'}")] == [3, 5]

@@ -244,6 +244,9 @@ def test_wrong_num_classes_and_bad_dataset():
     named.classes = ["cat", "dog", "cow"]  # a dataset that names its classes fixes the expected output size
     with pytest.raises(ValueError, match="outputs 10 classes but the data has 3"):
         evaluate(Tiny(), suite="corruption", data=named, corruptions="none", device="cpu", progress=False)
+    named.classes = ["cat"]  # a one-class folder: every label 0, scored as 0 % against a 10-class model
+    with pytest.raises(ValueError, match="outputs 10 classes but the data has 1"):
+        evaluate(Tiny(), suite="corruption", data=named, corruptions="none", device="cpu", progress=False)
 
     class FloatDS(torch.utils.data.Dataset):
         def __len__(self):

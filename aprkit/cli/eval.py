@@ -48,8 +48,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--config", nargs="+", default=[], action="extend", metavar="FILE",
                    help="YAML settings file(s) (configs/eval/*.yaml), merged left to right (each may name a 'base:')")
-    p.add_argument("--model",
-                   help="model spec: aprkit arch name, checkpoint file, timm:NAME, torchvision:NAME, robustbench:NAME")
+    p.add_argument("--model", action="append",
+                   help="model spec: aprkit arch name, checkpoint file, timm:NAME, torchvision:NAME, robustbench:NAME "
+                        "(one; several models side by side: a config's models:)")
     p.add_argument("--checkpoint", help="weights for --model")
     p.add_argument("--random-init", dest="random_init", action="store_true", default=None,
                    help="evaluate an untrained, randomly initialised --model on purpose (refused otherwise)")
@@ -103,6 +104,12 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     from aprkit.eval.engine.config import load_eval_config
 
     flags = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
+    if args.model is not None:
+        if len(args.model) > 1:
+            raise ValueError(f"--model given {len(args.model)} times ({', '.join(args.model)}); one --model per run: "
+                             "to compare models side by side list them under models: in a config (e.g. "
+                             "configs/eval/cifar10_resnets.yaml) or run aprkit eval once per model into the same --out")
+        flags["model"] = args.model[0]
     if args.data is not None:
         flags["data"] = _data_arg(args.data)
     cfg = load_eval_config(args.config, args.overrides, flags)

@@ -187,7 +187,7 @@ def expected_classes(opts: CorruptionOptions, dataset: Any) -> int | None:
     if opts.num_classes:
         return int(opts.num_classes)
     classes = getattr(dataset, "classes", None)
-    if opts.check_classes and isinstance(classes, (list, tuple)) and len(classes) > 1:
+    if opts.check_classes and isinstance(classes, (list, tuple)) and classes:  # one class too: all its labels are 0
         return len(classes)
     return None
 
