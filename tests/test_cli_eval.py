@@ -196,3 +196,5 @@ def test_a_model_flag_over_a_configs_models_says_it_replaces_them(tmp_path):
     with pytest.warns(UserWarning, match=r"--model replaces the config's models: \(a, b\); only 'resnet32'"):
         out = load_eval_config([cfg], flags={"model": "resnet32"})
     assert out["model"] == "resnet32" and "models" not in out
+    cfg.write_text("models: null\ndata: synthetic:8\n")  # an emptied models: is replaced without a word
+    assert load_eval_config([cfg], flags={"model": "resnet32"})["model"] == "resnet32"

@@ -438,6 +438,8 @@ def test_parallel_cifar_downloads_fetch_once_and_never_read_a_half_extracted_fol
     for t in threads:
         t.join()
     assert errors == [] and results == [2, 2, 2] and len(calls) == 1
+    assert len(cifar_dataset(tmp_path / "named" / "cifar-10-batches-py", download=True)) == 2  # root names the folder
+    assert calls[-1] == str(tmp_path / "named" / ".aprkit-download-cifar-10-batches-py")
     assert not (tmp_path / ".aprkit-download-cifar-10-batches-py").exists()
     batch = tmp_path / "cifar-10-batches-py" / "test_batch"
     batch.write_bytes(batch.read_bytes()[:20])
@@ -451,7 +453,16 @@ def test_an_unwritable_folder_is_named_when_its_lock_cannot_be_made(tmp_path, mo
     def refuse(self, *a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(Path, "mkdir", refuse)
-    with pytest.raises(PermissionError, match=r"cannot create the lock file .*x\.lock \(Permission denied\): the "
+    lock = file_lock(tmp_path / "x")
+    assert not (tmp_path / "x.lock").exists()  # made by filelock on acquire only: its soft locks wait on any file
+    with lock:
+        pass
+    import os
+
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    with pytest.raises(PermissionError, match=r"cannot create the lock file .*y\.lock \(Permission denied\): the "
                                               r"folder must be writable.*--data-root or \$APRKIT_DATA"):
+        file_lock(tmp_path / "y")
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(PermissionError, match=r"cannot create the folder of the lock file .*x\.lock"):
         file_lock(tmp_path / "sub" / "x")

@@ -222,6 +222,10 @@ def test_config_yaml_of_a_resumed_run_that_only_went_further_reruns_it(tmp_path)
     resumed = fit(cfg, out=part, resume=True, datasets=(ds, test))
     again = fit(load_config(part / "config.yaml"), out=tmp_path / "again", resume=False, datasets=(ds, test))
     assert same_weights(resumed["model"], again["model"])
+    short = tmp_path / "short"  # a resume that trains nothing more keeps the config that reached its step
+    fit(cfg, ["train.max_steps=7"], out=short, datasets=(ds, test))
+    fit(cfg, ["train.max_steps=5"], out=short, resume=True, datasets=(ds, test))
+    assert yaml.safe_load((short / "config.yaml").read_text())["train"]["max_steps"] == 7
     other = tmp_path / "other"
     fit(cfg, ["train.max_steps=7"], out=other, datasets=(ds, test))
     fit(cfg, ["optim.lr=0.01"], out=other, resume=True, datasets=(ds, test))

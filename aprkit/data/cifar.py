@@ -195,9 +195,10 @@ def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", 
     binary = root if root.name == folder_name else root / folder_name
     if download and not binary.is_dir() and not (root / split).is_dir():
         # one process downloads at a time (parallel jobs, torchrun ranks); the others wait, then find the whole folder
-        with file_lock(root / f".{folder_name}"):
+        # (locked and staged beside the binary folder: a root naming that folder must not be created by the lock)
+        with file_lock(binary.parent / f".{folder_name}"):
             if not binary.is_dir():
-                _download(root, name, split, binary)
+                _download(binary.parent, name, split, binary)
     if binary.is_dir():
         if kw:  # the binary arrays are read as they are: resize / crop / transform would be silently ignored
             raise ValueError(f"{', '.join(sorted(kw))} apply to the PNG-tree layout only; {binary} holds the binary "

@@ -105,12 +105,14 @@ def file_lock(path: str | os.PathLike) -> filelock.FileLock:
     Waits as long as the holder keeps it."""
     path = Path(path)
     lock = path.with_name(path.name + ".lock")
+    hint = "the folder must be writable; fix its permissions or choose another folder (for datasets: --data-root or " \
+           "$APRKIT_DATA)"
     try:  # an unwritable folder fails here, named, rather than as a bare PermissionError inside filelock
         path.parent.mkdir(parents=True, exist_ok=True)
-        open(lock, "a").close()
     except OSError as e:
-        raise type(e)(e.errno, f"cannot create the lock file {lock} ({e.strerror}): the folder must be writable; fix "
-                      "its permissions or choose another folder (for datasets: --data-root or $APRKIT_DATA)") from None
+        raise type(e)(e.errno, f"cannot create the folder of the lock file {lock} ({e.strerror}): {hint}") from None
+    if not os.access(path.parent, os.W_OK):  # not the file itself: filelock's soft locks (no flock) wait on any file
+        raise PermissionError(13, f"cannot create the lock file {lock} (Permission denied): {hint}")
     return filelock.FileLock(str(lock))
 
 

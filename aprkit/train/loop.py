@@ -322,7 +322,9 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         # a resumed run keeps the config that trained it, unless the resume only moved how far it goes (optim.epochs,
         # train.max_steps) and nothing ever changed its trajectory: then the current config reruns it from scratch to
         # the same weights, where the first one stopped short
-        extended = resumed and not config_changes and _run_length(saved_config) != _run_length(cfg.to_dict())
+        end = o.epochs * len(batches) if tr.max_steps is None else min(o.epochs * len(batches), tr.max_steps)
+        extended = (resumed and not config_changes and end > step  # this call trains on
+                    and _run_length(saved_config) != _run_length(cfg.to_dict()))
         if not (resumed and (out / "config.yaml").is_file()) or extended:
             atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     logger = MetricsLogger(out, enabled=main, tensorboard=tr.tensorboard, history=history)

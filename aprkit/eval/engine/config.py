@@ -109,11 +109,12 @@ def load_eval_config(
     files' ``models``), then ``key=value`` overrides; validated by :func:`eval_settings`."""
     data = _canonical(read_config_files(paths), "the eval config")
     flags = {k: v for k, v in _canonical(dict(flags or {}), "the flags").items() if v is not None}
-    if "model" in flags and data.get("models"):
+    if "model" in flags and "models" in data:
         replaced = data.pop("models")
-        names = ", ".join(map(str, replaced)) if isinstance(replaced, Mapping) else str(replaced)
-        warnings.warn(f"--model replaces the config's models: ({names}); only {flags['model']!r} is evaluated",
-                      UserWarning, stacklevel=2)
+        if replaced:
+            names = ", ".join(map(str, replaced)) if isinstance(replaced, Mapping) else str(replaced)
+            warnings.warn(f"--model replaces the config's models: ({names}); only {flags['model']!r} is evaluated",
+                          UserWarning, stacklevel=2)
     data = merge(data, flags)
     renamed = []
     for item in overrides:
