@@ -191,13 +191,17 @@ def cpu_test_transform(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor] | 
 # -------------------------------------------------------------------------------------------- batch iteration
 
 
+def _end_shapes(ds: Dataset, n: int) -> list[tuple[int, tuple[int, ...]]]:
+    """``(index, last two dims of the image's shape)`` of the first and last of the ``n`` items of ``ds`` (``()`` for an
+    image without a shape): what the size checks below read before any training."""
+    return [(i, tuple(getattr(ds[i][0], "shape", ())[-2:])) for i in (sorted({0, n - 1}) if n else [])]
+
+
 def _check_test_size(ds: Dataset, n: int, size: int) -> None:
     """Without ``data.test_resize`` the test images are used as they are: they must be ``size`` x ``size`` (checked on
     the first and last, before any training: a mismatch used to surface as a collate error after an epoch, or to test
     at another resolution than the training crops)."""
-    for i in sorted({0, n - 1}) if n else []:
-        x = ds[i][0]
-        shape = tuple(getattr(x, "shape", ())[-2:])
+    for i, shape in _end_shapes(ds, n):
         if shape and shape != (size, size):
             raise ValueError(f"test image {i} is {shape[0]}x{shape[1]} but data.image_size is {size}: set "
                              f"data.test_resize (resize the short side, then centre-crop {size}; ImageNet: 256) or "
@@ -209,8 +213,7 @@ def _check_crop_size(ds: Dataset, n: int, cfg: Config) -> None:
     ``data.image_size``: the padded images must hold the crop (checked on the first and last, before any training:
     a mismatch surfaced at the first step, after the output folder had been written or cleared)."""
     d = cfg.data
-    for i in sorted({0, n - 1}) if n else []:
-        shape = tuple(getattr(ds[i][0], "shape", ())[-2:])
+    for i, shape in _end_shapes(ds, n):
         if len(shape) == 2 and min(shape) + 2 * d.crop_padding < d.image_size:
             raise ValueError(f"training image {i} is {shape[0]}x{shape[1]}: padded by data.crop_padding="
                              f"{d.crop_padding} it is smaller than the crop data.image_size={d.image_size}; lower "
