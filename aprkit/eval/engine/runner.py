@@ -128,7 +128,8 @@ def warn_if_limit_ignored(names: Sequence[str], limit: int | None) -> None:
     images of each dataset" would otherwise hold for some sections of the report and silently not for others."""
     if limit is None:
         return
-    ignored = [n for n in names if n in suites_without("limit")]
+    no_limit = suites_without("limit")
+    ignored = [n for n in names if n in no_limit]
     if ignored:
         verb = "it scores" if len(ignored) == 1 else "they score"
         warnings.warn(f"limit={limit} does not apply to {', '.join(ignored)}: {verb} every stimulus (a subset of the "
@@ -139,9 +140,11 @@ def warn_if_limit_takes_few_classes(data: Any, limit: int | None, names: Sequenc
     """Warn when ``limit`` ("the first N images") would evaluate a class-sorted dataset's first classes only: an image
     folder lists its images class by class, so ``folder:ROOT`` with ``limit=1000`` scored one class. Only suites
     ``names`` that take the first N images (``Suite.limit_takes_first``; the transplant suite spreads them) count."""
-    registry = load_suites()
-    relevant = [n for n in names if registry[n].limit_takes_first and n not in suites_without("limit")]
-    if limit is None or not relevant:
+    if limit is None:
+        return
+    registry, no_limit = load_suites(), suites_without("limit")
+    relevant = [n for n in names if registry[n].limit_takes_first and n not in no_limit]
+    if not relevant:
         return
     from aprkit.data.loading import attribute_labels
 
