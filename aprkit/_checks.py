@@ -166,6 +166,8 @@ def check_labels(labels: object, batch_size: int, name: str = "labels") -> torch
 def check_integer_labels(labels: Any, name: str = "labels") -> None:
     """``labels`` (a tensor or NumPy array) hold class indices: integers, or floats of integral value (``TypeError``
     for fractional or non-finite values, which a cast to int64 would truncate silently)."""
+    if getattr(getattr(labels, "flags", None), "writeable", True) is False:  # a read-only NumPy array (a memory
+        labels = labels.copy()  # map of -C labels): torch warns about a view of it, and this check only reads
     try:
         t = torch.as_tensor(labels) if not isinstance(labels, torch.Tensor) else labels
     except (TypeError, ValueError, RuntimeError):  # strings, objects

@@ -354,93 +354,105 @@ def test_zenodo_answer_that_is_not_json_is_a_download_error(server):
         zenodo_md5("1", "x.tar", api=server.url + "/api/records")
 
 
-def test_cifar_download_offline_is_a_download_error(tmp_path, monkeypatch):
-    import urllib.error
+def _cifar_tar(labels=(0, 1)) -> bytes:
+    """The published cifar-10-python.tar.gz layout with two images per batch."""
+    import gzip
+    import pickle
 
+    members = {f"cifar-10-batches-py/{n}": pickle.dumps({b"data": np.zeros((len(labels), 3072), np.uint8),
+                                                         b"labels": list(labels)})
+               for n in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]}
+    members["cifar-10-batches-py/batches.meta"] = pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]})
+    return gzip.compress(_tar(members), mtime=0)
+
+
+def test_cifar_sources_pin_the_published_archives():
     import torchvision
 
+    for name, cls in (("cifar10", torchvision.datasets.CIFAR10), ("cifar100", torchvision.datasets.CIFAR100)):
+        (f,) = SOURCES[name].files
+        assert (f.url, f.name, f.md5) == (cls.url, cls.filename, cls.tgz_md5)
+
+
+def test_cifar_download_resumes_checks_and_honours_progress(server, tmp_path, monkeypatch, capsys):
+    """CIFAR comes through the one download path: a cut connection resumes with a Range request, the published
+    checksum is checked, progress=False prints no bar, and the classes come from the archive's meta file."""
     from aprkit.data.cifar import cifar_dataset
+    from aprkit.data.sources import MIRROR_ENV
 
-    def offline(*a, **k):
-        raise urllib.error.URLError("Name or service not known")
+    data = _cifar_tar()
+    monkeypatch.setenv(MIRROR_ENV, server.url)
+    server.files["/~kriz/cifar-10-python.tar.gz"] = data  # the published checksum: another archive is refused
+    with pytest.raises(ValueError, match="checksum mismatch.*c58f30108f718f92721af3b95e74349a.*removed"):
+        cifar_dataset(tmp_path, download=True, progress=False)
+    monkeypatch.setitem(SOURCES, "cifar10", _local("cifar10", server, data))
+    path = "/~kriz/cifar-10-python.tar.gz"
+    server.truncate.add(path)
+    with pytest.raises(DownloadError, match=r"resume.*extract cifar-10-python\.tar\.gz by hand into"):
+        cifar_dataset(tmp_path, download=True, progress=False)
+    ds = cifar_dataset(tmp_path, "cifar10", "train", download=True, progress=False)
+    assert server.requests[-1][0] == path and server.requests[-1][1] not in (None, "bytes=0-")  # resumed
+    assert len(ds) == 10 and ds.classes[:2] == ["c0", "c1"] and capsys.readouterr().err == ""
+    assert (tmp_path / "cifar-10-batches-py" / MARKER).is_file() and not list(tmp_path.glob(".aprkit-downloads-*/*"))
+    n = len(server.requests)
+    assert len(cifar_dataset(tmp_path, download=True, progress=False)) == 2 and len(server.requests) == n  # kept
 
-    monkeypatch.setattr(torchvision.datasets.CIFAR10, "__init__", offline)
-    with pytest.raises(DownloadError, match=r"could not download https://www\.cs\.toronto\.edu/.*cifar-10-python\.tar\.gz "
-                                            r"into .*offline, download it elsewhere and extract it into"):
-        cifar_dataset(tmp_path, download=True)
+
+def test_cifar_download_offline_is_a_download_error(tmp_path, monkeypatch):
+    from aprkit.data.cifar import cifar_dataset
+    from aprkit.data.sources import MIRROR_ENV
+
+    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(DownloadError, match=r"could not download http://127\.0\.0\.1:9/~kriz/cifar-10-python\.tar\.gz "
+                                            r".*offline.*extract cifar-10-python\.tar\.gz by hand into"):
+        cifar_dataset(tmp_path, download=True, progress=False)
 
 
 def test_get_dataset_and_eval_download_reach_the_cifar_reader(tmp_path, monkeypatch, capsys):
     """The missing-CIFAR error says download=True / --download fetch it; get_dataset kept download from the reader
     and aprkit eval --download from CIFAR specs, so neither fetched anything."""
-    import urllib.error
-
-    import torchvision
-
     from aprkit.cli import main
-    from aprkit.data import get_dataset
+    from aprkit.data.sources import MIRROR_ENV
 
-    calls = []
-
-    def offline(self, root, *a, **k):
-        calls.append((root, k.get("download")))
-        raise urllib.error.URLError("Name or service not known")
-
-    monkeypatch.setattr(torchvision.datasets.CIFAR10, "__init__", offline)
-    with pytest.raises(DownloadError, match="could not download"):
-        get_dataset(f"cifar10:{tmp_path}", download=True)
-    assert calls == [(str(tmp_path / ".aprkit-download-cifar-10-batches-py"), True)]  # staged, then renamed
+    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9")
+    with pytest.raises(DownloadError, match="could not download http://127.0.0.1:9/~kriz"):
+        get_dataset(f"cifar10:{tmp_path}", download=True, progress=False)
     with pytest.raises(FileNotFoundError, match=r"get_dataset\(\.\.\., download=True\) or aprkit eval --download"):
         get_dataset(f"cifar10:{tmp_path}")
     assert main(["eval", "--model", "resnet20", "--random-init", "--data", f"cifar10:{tmp_path}", "--download",
-                 "--device", "cpu"]) == 2
-    assert "could not download" in capsys.readouterr().err and len(calls) == 2
+                 "--device", "cpu", "--no-progress"]) == 2
+    assert "could not download http://127.0.0.1:9/~kriz" in capsys.readouterr().err
 
 
-def test_parallel_cifar_downloads_fetch_once_and_never_read_a_half_extracted_folder(tmp_path, monkeypatch):
-    """Parallel readers with download=True (torchrun ranks, jobs sharing a folder) take turns: one downloads into a
-    staging folder renamed into place at the end, the others wait and read the whole folder; a truncated batch file
-    is named with what to do."""
-    import pickle
+def test_parallel_cifar_downloads_fetch_once_and_never_read_a_half_extracted_folder(server, tmp_path, monkeypatch):
+    """Parallel readers with download=True (torchrun ranks, jobs sharing a folder) take turns: one downloads, the
+    others wait and read the whole folder; a truncated batch file is named with what to do."""
     import threading
     import time
 
-    import numpy as np
-    import torchvision
-
     from aprkit.data.cifar import cifar_dataset
 
-    calls = []
-
-    def fake(self, root, train=True, download=False, **k):  # torchvision: download, then extract in place, slowly
-        calls.append(root)
-        folder = Path(root) / "cifar-10-batches-py"
-        folder.mkdir(parents=True)
-        time.sleep(0.3)
-        for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
-            with open(folder / name, "wb") as f:
-                pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}, f)
-            time.sleep(0.02)
-
-    monkeypatch.setattr(torchvision.datasets.CIFAR10, "__init__", fake)
+    monkeypatch.setitem(SOURCES, "cifar10", _local("cifar10", server, _cifar_tar()))
+    server.delay = 0.05  # a slow server: the others arrive while the first one downloads
     results, errors = [], []
 
     def read() -> None:
         try:
-            results.append(len(cifar_dataset(tmp_path, download=True)))
+            results.append(len(cifar_dataset(tmp_path, download=True, progress=False)))
         except Exception as e:  # noqa: BLE001 - collected for the assertion
             errors.append(e)
 
     threads = [threading.Thread(target=read) for _ in range(3)]
     for t in threads:
         t.start()
-        time.sleep(0.05)
+        time.sleep(0.02)
     for t in threads:
         t.join()
-    assert errors == [] and results == [2, 2, 2] and len(calls) == 1
-    assert len(cifar_dataset(tmp_path / "named" / "cifar-10-batches-py", download=True)) == 2  # root names the folder
-    assert calls[-1] == str(tmp_path / "named" / ".aprkit-download-cifar-10-batches-py")
-    assert not (tmp_path / ".aprkit-download-cifar-10-batches-py").exists()
+    assert errors == [] and results == [2, 2, 2] and len(server.requests) == 1
+    named = tmp_path / "named" / "cifar-10-batches-py"
+    assert len(cifar_dataset(named, download=True, progress=False)) == 2  # root names the folder
+    assert len(server.requests) == 2 and not (named / "cifar-10-batches-py").exists()
+    assert not (tmp_path / "named" / ".aprkit-downloads-cifar-10-batches-py").exists()
     batch = tmp_path / "cifar-10-batches-py" / "test_batch"
     batch.write_bytes(batch.read_bytes()[:20])
     with pytest.raises(ValueError, match=r"test_batch is not a readable CIFAR batch .*delete .*cifar-10-batches-py"):

@@ -133,6 +133,24 @@ def test_torchvision_offline_names_url_and_cache(tmp_path, monkeypatch):
     assert "download.pytorch.org/models/squeezenet1_1-" in msg and str(tmp_path / "torch" / "hub" / "checkpoints") in msg
 
 
+def test_an_unwritable_weights_cache_is_named_as_this_machines_problem(tmp_path, monkeypatch):
+    """A cache folder that cannot be written (or a full disk) is not an offline problem: the error says the folder
+    must be writable and which variable moves it."""
+    import torch.hub
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def unwritable(url, dst, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", unwritable)
+    with pytest.raises(DownloadError) as e:
+        load_model("torchvision:squeezenet1_1")
+    msg = str(e.value)
+    assert "could not store the pretrained weights" in msg and "must be writable" in msg and "TORCH_HOME" in msg
+    assert "Offline" not in msg and "--checkpoint" in msg
+
+
 def test_preprocess_matches_torchvision_resize_and_keeps_crop_sized_inputs():
     """The long side follows torchvision's ``int(resize * long / short)`` (a 71x71 image came out 224x223), square
     crop-sized inputs (ImageNet-C, cue-conflict at 224 px) are not zoomed again, and timm's squash mode resizes both

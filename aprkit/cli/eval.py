@@ -209,15 +209,15 @@ def _resolve_sources(cfg: dict[str, Any], download: bool, data_root: str | None)
 
     def one(spec: Any) -> Any:
         kind = spec.partition(":")[0].strip().lower() if isinstance(spec, str) else None
-        if download and kind in ("cifar10", "cifar100"):  # torchvision's archive into the spec's folder, once
+        progress = cfg.get("progress", True) is not False
+        if download and kind in ("cifar10", "cifar100"):  # the published archive into the spec's folder, once
             from aprkit.data import get_dataset
 
-            get_dataset(spec, "test", download=True)
+            get_dataset(spec, "test", download=True, progress=progress)
             return spec
         if kind not in DOWNLOADABLE:
             return spec
-        return resolve_spec(spec, download=download, data_root=data_root,
-                            progress=cfg.get("progress", True) is not False)
+        return resolve_spec(spec, download=download, data_root=data_root, progress=progress)
 
     for key in ("data", "corrupted", "ood", "fit"):
         value = cfg.get(key)

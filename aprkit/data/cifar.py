@@ -3,7 +3,8 @@
 Two layouts are recognised under ``root``:
 
 - torchvision's binary layout ``root/cifar-10-batches-py/{data_batch_1..5,test_batch}`` or
-  ``root/cifar-100-python/{train,test}`` (``download=True`` fetches it with torchvision when online);
+  ``root/cifar-100-python/{train,test}`` (``download=True`` fetches the published archive, see
+  :mod:`aprkit.data.sources`);
   read into an in-memory :class:`~aprkit.data.arrays.ArrayDataset` (the fast batch path);
 - a PNG tree ``root/{train,test}/<class>/*.png`` (e.g. ``../shared/data/cifar10``), in the official order
   given by ``root/<split>_order.csv`` (columns ``index,label,class,path``) when present, else class-folder
@@ -23,7 +24,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .arrays import ArrayDataset
-from .download import DownloadError, file_lock, is_local_error
+from .download import DownloadError
 from .folder import ImageFolderDataset, ImageListDataset, find_classes, image_files
 
 __all__ = ["CIFAR10_CLASSES", "cifar_dataset"]
@@ -151,38 +152,29 @@ def _read_png_tree(root: Path, split: str, name: str, **kw) -> ImageListDataset:
     return ImageFolderDataset(root / split, **kw)
 
 
-def _download(root: Path, name: str, split: str, binary: Path) -> None:
-    """torchvision's download and extraction of ``name`` into a hidden staging folder of ``root``, then the extracted
-    folder renamed to ``binary`` in one step: a reader never sees it half extracted (torchvision extracts in place)."""
-    import shutil
+def binary_files(name: str) -> list[str]:
+    """The files of ``name``'s binary layout (both splits and the class names)."""
+    _, files, _, meta_file, _ = _BINARY[name]
+    return files["train"] + files["test"] + [meta_file]
 
-    import torchvision
 
-    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-    staging = root / f".aprkit-download-{binary.name}"
-    staging.mkdir(parents=True, exist_ok=True)
-    if (root / cls.filename).is_file() and not (staging / cls.filename).exists():  # an archive already here: reuse it
-        os.replace(root / cls.filename, staging / cls.filename)
+def _download(name: str, binary: Path, progress: bool) -> None:
+    """The published archive of ``name`` downloaded (resumable, checksummed: :func:`aprkit.data.sources.ensure_source`)
+    and extracted into ``binary``; parallel calls take turns, and each returns once the folder is whole."""
+    from .sources import SOURCES, ensure_source
+
     try:
-        cls(str(staging), train=split == "train", download=True)
-        os.replace(staging / binary.name, binary)
-        if (staging / cls.filename).is_file():  # the archive, where torchvision keeps it
-            os.replace(staging / cls.filename, root / cls.filename)
-        shutil.rmtree(staging, ignore_errors=True)
-    except OSError as e:  # urllib's URLError included: name the file, where it goes and what to do offline
-        if is_local_error(e):  # a full disk or an unwritable folder: its own message says so
-            raise
-        raise DownloadError(f"could not download {cls.url} into {root} ({getattr(e, 'reason', e)}). If this "
-                            f"machine is offline, download it elsewhere and extract it into {root} (giving "
-                            f"{binary}), or point at a PNG tree {root}/{{train,test}}/<class>") from e
-    except RuntimeError as e:  # torchvision: "File not found or corrupted." (a checksum that does not match)
-        raise DownloadError(f"the {name} archive downloaded from {cls.url} into {staging} failed torchvision's "
-                            f"checksum ({e}); delete {staging / cls.filename} and download again") from e
+        ensure_source(SOURCES[name], binary, download=True, progress=progress)
+    except DownloadError as e:
+        raise DownloadError(f"{e}. Or extract {SOURCES[name].files[0].name} by hand into {binary.parent} (giving "
+                            f"{binary}), or point at a PNG tree {binary.parent}/{{train,test}}/<class>") from e
 
 
 def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", *, download: bool = False,
-                  in_memory: bool = False, **kw) -> Dataset:
+                  progress: bool = True, in_memory: bool = False, **kw) -> Dataset:
     """CIFAR-10/100 ``split`` (``"train"``/``"test"``) from ``root`` in either layout (see module docstring).
+
+    ``download=True`` fetches the binary layout when ``root`` holds neither layout whole (``progress``: a bar).
 
     Extra keywords (``transform``, ``resize``, ``crop``) go to the PNG-tree reader.
     """
@@ -193,12 +185,8 @@ def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", 
     root = Path(root).expanduser()
     folder_name = _BINARY[name][0]
     binary = root if root.name == folder_name else root / folder_name
-    if download and not binary.is_dir() and not (root / split).is_dir():
-        # one process downloads at a time (parallel jobs, torchrun ranks); the others wait, then find the whole folder
-        # (locked and staged beside the binary folder: a root naming that folder must not be created by the lock)
-        with file_lock(binary.parent / f".{folder_name}"):
-            if not binary.is_dir():
-                _download(binary.parent, name, split, binary)
+    if download and not (root / split).is_dir():
+        _download(name, binary, progress)
     if binary.is_dir():
         if kw:  # the binary arrays are read as they are: resize / crop / transform would be silently ignored
             raise ValueError(f"{', '.join(sorted(kw))} apply to the PNG-tree layout only; {binary} holds the binary "

@@ -180,16 +180,17 @@ def resolve_spec(spec: str, *, download: bool = False, data_root: str | Path | N
 
 
 def get_dataset(spec: str, split: str = "test", *, download: bool = False, data_root: str | Path | None = None,
-                **kw: Any) -> Dataset:
+                progress: bool = True, **kw: Any) -> Dataset:
     """The dataset named by ``spec`` (see the module docstring); keywords go to its reader.
 
     ``download=True`` fetches a -C set or the cue-conflict stimuli first (into ``data_root``, see
-    :func:`resolve_spec`), or CIFAR-10/100 (torchvision's archive) into the spec's folder. Raises ``ValueError``
+    :func:`resolve_spec`), or CIFAR-10/100 (the published archive) into the spec's folder; ``progress`` shows a bar
+    while downloading. Raises ``ValueError``
     for an unknown kind (listing the valid ones) and ``FileNotFoundError`` naming the missing file and the layout
     expected.
     """
-    spec = resolve_spec(spec, download=download, data_root=data_root)
+    spec = resolve_spec(spec, download=download, data_root=data_root, progress=progress)
     kind, arg = parse_spec(spec)
-    if download and kind in ("cifar10", "cifar100"):  # torchvision's archive into the spec's folder
-        kw["download"] = True
+    if download and kind in ("cifar10", "cifar100"):  # the published archive into the spec's folder
+        kw.update(download=True, progress=progress)
     return DATASET_KINDS[kind](arg, split, **kw)

@@ -1,6 +1,9 @@
 """Where the published datasets come from, and ``ensure_source``: find them on disk or download them.
 
 =======================  ====================================================================================
+``cifar10``              ``cifar-10-python.tar.gz`` from the authors' page (Krizhevsky 2009): the pickled batches
+                         ``cifar-10-batches-py``, the layout torchvision reads
+``cifar100``             ``cifar-100-python.tar.gz``, same page: ``cifar-100-python``
 ``cifar10-c``            Zenodo record 2535967 ``CIFAR-10-C.tar`` (Hendrycks & Dietterich 2019)
 ``cifar100-c``           Zenodo record 3555552 ``CIFAR-100-C.tar``
 ``tinyimagenet-c``       Zenodo record 2536630 ``Tiny-ImageNet-C.tar``
@@ -91,6 +94,15 @@ def _check_cifar_c(p: Path) -> str | None:
     return _missing([p / "labels.npy"] + [p / f"{c}.npy" for c in ALL_CORRUPTIONS])
 
 
+def _check_cifar(name: str) -> Callable[[Path], str | None]:
+    def check(p: Path) -> str | None:
+        from .cifar import binary_files
+
+        return _missing([p / n for n in binary_files(name)])
+
+    return check
+
+
 def _check_folder_c(p: Path) -> str | None:
     from .corrupted import BENCHMARK_CORRUPTIONS, available_corruptions
 
@@ -123,14 +135,22 @@ _HUMAN_MD5 = ("85a0dd1b5814a03d92b1119d80e4bc58", "bd78657d3026c7b08d86f74bf18dc
               "62d80fbde743d136a1da93561cb0190c", "90fb714cc6455565cad3f1807b047d3b",
               "2ada5ef0b86a20e0a50411bad90f568e", "992de37cc0392378efb7fad1a5eb434a",
               "d574f5912b4425019709cd16417f690a", "6d0734b9abc5ede1bb090d66e6c1853d")
+_KRIZ = "https://www.cs.toronto.edu/~kriz"
 _RESNET50 = "style-transfer-512-nomask-experiment_resnet50_session-1.csv"
 _MVH_RAW = f"https://raw.githubusercontent.com/bethgelab/model-vs-human/{_MVH_COMMIT}/raw-data"
 _TVS_RAW = f"https://raw.githubusercontent.com/rgeirhos/texture-vs-shape/{_TVS_COMMIT}/raw-data"
 
-#: name -> Source. MD5s are the ones the Zenodo records publish (CIFAR-10-C, CIFAR-100-C, ImageNet-C as also
-#: pinned by other loaders); Tiny-ImageNet-C's is read from its Zenodo record at download time (not pinned:
-#: we could not confirm it). GitHub archives are not byte-stable, so the stimuli are checked by content.
+#: name -> Source. CIFAR's MD5s are the ones its page publishes (and torchvision pins); the -C sets' are the ones
+#: the Zenodo records publish (CIFAR-10-C, CIFAR-100-C, ImageNet-C as also pinned by other loaders); Tiny-ImageNet-C's
+#: is read from its Zenodo record at download time (not pinned: we could not confirm it). GitHub archives are not
+#: byte-stable, so the stimuli are checked by content.
 SOURCES: dict[str, Source] = {
+    "cifar10": Source("cifar10", "cifar-10-batches-py", (RemoteFile(
+        f"{_KRIZ}/cifar-10-python.tar.gz", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),),
+        "cifar-10-batches-py", _check_cifar("cifar10")),
+    "cifar100": Source("cifar100", "cifar-100-python", (RemoteFile(
+        f"{_KRIZ}/cifar-100-python.tar.gz", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),),
+        "cifar-100-python", _check_cifar("cifar100")),
     "cifar10-c": Source("cifar10-c", "CIFAR-10-C",
                         (_zenodo("2535967", "CIFAR-10-C.tar", "56bf5dcef84df0e2308c6dcbcbbd8499"),),
                         "CIFAR-10-C", _check_cifar_c),

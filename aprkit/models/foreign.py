@@ -196,10 +196,18 @@ class Preprocess(Normalize):
                 f"crop_mode={self.crop_mode!r}, " + super().extra_repr())
 
 
-def _weights_error(what: str, source: str, looked: str, e: BaseException) -> OSError:
-    from ..data.download import DownloadError
+def _weights_error(what: str, source: str, looked: str, e: BaseException, env: str) -> OSError:
+    """The error for weights that could not be loaded: this machine's cache folder (unwritable, full: ``env`` names
+    the variable that moves it) or the network (offline: how to supply them)."""
+    from ..data.download import DownloadError, is_local_error
 
     first_line = str(e).splitlines()[0] if str(e) else ""
+    if is_local_error(e):
+        return DownloadError(
+            f"could not store the pretrained weights of {what} from {source} ({type(e).__name__}: {first_line}); "
+            f"looked in {looked}. The cache folder must be writable and have free space: fix it or set {env} to "
+            "another folder, or pass checkpoint=FILE (aprkit eval --checkpoint FILE)"
+        )
     return DownloadError(
         f"could not load the pretrained weights of {what} from {source} ({type(e).__name__}: {first_line}); "
         f"looked in {looked}. Offline: fill that cache on a machine with internet (or copy it here), or pass "
@@ -234,7 +242,7 @@ def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head
         raise _weights_error(f"timm:{name}", f"the Hugging Face hub repo {repo}",
                              f"the Hugging Face cache {constants.HF_HUB_CACHE} "
                              f"(models--{str(repo).replace('/', '--')}; hub offline mode {offline}, "
-                             f"HF_HUB_OFFLINE={variable})", e) from e
+                             f"HF_HUB_OFFLINE={variable})", e, "HF_HOME") from e
     if _check_head(f"timm:{name}", net.num_classes, num_classes, drop_head):
         net.reset_classifier(num_classes)
     # the test-time input size and crop where the weights publish one, as timm's validate.py (whose numbers timm
@@ -269,7 +277,7 @@ def _torchvision_pretrained(name: str, num_classes: int | None, kwargs: dict, dr
         raise
     except Exception as e:  # URLError offline, truncated files, hash mismatches
         raise _weights_error(f"torchvision:{name} ({weights})", weights.url, f"the torch hub cache: {target} "
-                             "(TORCH_HOME)", e) from e
+                             "(TORCH_HOME)", e, "TORCH_HOME") from e
     n = len(weights.meta.get("categories") or []) or None
     if n is not None and _check_head(f"torchvision:{name}", n, num_classes, drop_head):
         _replace_head(net, int(num_classes))  # type: ignore[arg-type]
@@ -390,7 +398,8 @@ def _robustbench(name: str, checkpoint: str | os.PathLike[str] | None, kwargs: d
         raise
     except Exception as e:
         raise _weights_error(f"robustbench:{dataset}/{threat}/{model_name}", "robustbench's model zoo",
-                             f"{expected} (layout <model_dir>/<dataset>/<threat>/<name>.pt)", e) from e
+                             f"{expected} (layout <model_dir>/<dataset>/<threat>/<name>.pt)", e,
+                             "--data-root (or $APRKIT_DATA)") from e
     n = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}.get(dataset)
     size = 224 if dataset == "imagenet" else 32
     wrapped = Normalize(net, NO_MEAN, NO_STD, num_classes=n, input_size=(3, size, size))
