@@ -45,6 +45,23 @@ def test_dense_gradients_are_finite():
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
+def test_constants_first_built_in_inference_mode_serve_autograd_later():
+    """The cached tables and grid are ordinary tensors even when the first call ran under inference mode: a later
+    call that autograd records (parameters that need gradients) can save them for backward."""
+    names = ("rotate", "shear_x", "translate_y", "posterize")
+    params = sample_op_params(3, len(names), 3.0, torch.Generator().manual_seed(4))
+    x = torch.rand(3, 3, 13, 11) * 255
+    with torch.inference_mode():
+        apply_ops(x, names, params)
+    y = x.clone().requires_grad_()
+    apply_ops(y, names, params).sum().backward()
+    assert torch.isfinite(y.grad).all()
+    from aprkit.augment.ops import _base_grid, _constants
+
+    assert not _base_grid(13, 11, x.device, x.dtype).is_inference()
+    assert not _constants(names, 13, 11, x.device)["coef"].is_inference()
+
+
 @pytest.mark.parametrize("name", ALL_OPS)
 def test_every_op_alone_and_mixed(name):
     x = natural_images(6, 12, seed=3).float()

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import nearest_names, to_device
+from .._tensor_cache import tensor_cache
 
 __all__ = ["DEFAULT_OPS", "ALL_OPS", "GEOMETRIC_OPS", "TABLE_COLS", "resolve_ops", "uniform_rows", "op_params",
            "sample_op_params", "op_table",
@@ -137,33 +138,32 @@ def _build_constants(names: tuple[str, ...], h: int, w: int, device: torch.devic
     }
 
 
-_CONSTANTS: dict[tuple, dict[str, torch.Tensor]] = {}
-
-
-def _cached(key: tuple, build) -> dict[str, torch.Tensor]:
-    """Small constant tensors built once per key (on a device: copied there once, not per batch)."""
-    if torch.compiler.is_compiling():
-        return build()
-    if key not in _CONSTANTS:
-        if len(_CONSTANTS) > 64:
-            _CONSTANTS.clear()
-        _CONSTANTS[key] = build()
-    return _CONSTANTS[key]
+_cached_constants = tensor_cache(64)(_build_constants)
 
 
 def _constants(names: tuple[str, ...], h: int, w: int, device: torch.device) -> dict[str, torch.Tensor]:
-    return _cached(("table", names, h, w, device), lambda: _build_constants(names, h, w, device))
+    """The small constant tables, built once per key (on a device: copied there once, not per batch); built afresh
+    inside ``torch.compile``'s trace, where they become graph constants."""
+    if torch.compiler.is_compiling():
+        return _build_constants(names, h, w, device)
+    return _cached_constants(names, h, w, device)
+
+
+def _build_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    ys = (torch.arange(h, dtype=torch.float64) * 2 + 1) / h - 1
+    xs = (torch.arange(w, dtype=torch.float64) * 2 + 1) / w - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx, gy, torch.ones_like(gx)], -1).reshape(h * w, 3).to(device=device, dtype=dtype)
+
+
+_cached_grid = tensor_cache(64)(_build_grid)
 
 
 def _base_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``(H * W, 3)``: normalised output pixel centres ``(x_n, y_n, 1)`` (``affine_grid``'s, computed in float64)."""
-    def build() -> dict[str, torch.Tensor]:
-        ys = (torch.arange(h, dtype=torch.float64) * 2 + 1) / h - 1
-        xs = (torch.arange(w, dtype=torch.float64) * 2 + 1) / w - 1
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        pts = torch.stack([gx, gy, torch.ones_like(gx)], -1).reshape(h * w, 3)
-        return {"grid": pts.to(device=device, dtype=dtype)}
-    return _cached(("grid", h, w, device, dtype), build)["grid"]
+    if torch.compiler.is_compiling():
+        return _build_grid(h, w, device, dtype)
+    return _cached_grid(h, w, device, dtype)
 
 
 def op_table(names: tuple[str, ...], params: dict[str, torch.Tensor], h: int, w: int) -> torch.Tensor:
