@@ -43,8 +43,8 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int =
         raise ValueError(f"unknown device {device!r}; expected auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu "
-                             "(train.device=cpu) or auto")
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu or auto "
+                             "(in a training config: train.device: cpu)")
         if dev.index is None:
             dev = torch.device(f"cuda:{local_rank}")
     return dev

@@ -3,7 +3,8 @@
 Each subcommand lives in its own module ``aprkit.cli.<name>`` exposing ``add_parser(subparsers)``
 (registers its argparse sub-parser and sets ``func``) so adding one never touches this file's logic.
 Every error a subcommand raises is reported as one line ``aprkit <cmd>: error: ...`` (exit code 2 for bad
-input, 1 for an unexpected failure); ``--debug`` (before or after the subcommand) adds the traceback.
+input, 1 for an unexpected failure), every warning as ``aprkit <cmd>: warning: ...``; ``--debug`` (before or after
+the subcommand) adds the traceback and the warnings' source lines.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 
 from .._lazy import import_plugins
@@ -53,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
+    original = warnings.formatwarning
+    if not args.debug:  # a warning is one line for the user, not the library's source line that raised it
+        warnings.formatwarning = lambda message, category, *a, **k: (  # type: ignore[assignment]
+            f"aprkit {args.command}: warning: {message}\n")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -67,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         line, code = error_line(err)
         print(f"aprkit {args.command}: error: {line}", file=sys.stderr)
         return code
+    finally:
+        warnings.formatwarning = original
 
 
 if __name__ == "__main__":  # pragma: no cover

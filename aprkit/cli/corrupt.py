@@ -16,6 +16,7 @@ output folder or pass --overwrite).
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 from ..corruptions.severity import PRESETS
@@ -37,11 +38,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--layout", choices=("cifar", "imagenet"), default=None,
                    help="cifar: <name>.npy severity-major + labels.npy; imagenet: <name>/<sev>/<class>/<file> "
                         "JPEG q85 (default: cifar for .npy input, imagenet for folders)")
-    p.add_argument("--labels", default=None, help="labels .npy for array input (written as labels.npy, tiled x5)")
+    p.add_argument("--labels", default=None,
+                   help="labels .npy for array input (written as labels.npy, tiled once per severity written; "
+                        "without it the set cannot be evaluated)")
     p.add_argument("--corruptions", nargs="+", default=None, action="extend", metavar="NAME",
-                   help="names (default: the 15 benchmark corruptions; 'all' = 19, 'extra' = 4)")
-    p.add_argument("--severities", nargs="+", type=int, default=None, action="extend",
-                   help="severities to write (default: 1 2 3 4 5)")
+                   help="names and groups, spaces or commas between them (default: the 15 benchmark corruptions; "
+                        "groups 'benchmark' = 15, 'extra' = 4, 'all' = 19)")
+    p.add_argument("--severities", nargs="+", default=None, action="extend", metavar="S",
+                   help="severities to write, 1-5, spaces or commas between them (default: 1 2 3 4 5)")
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
                    help="severity parameters (default: the preset made for the image size: longest side <= 32 px "
                         "cifar, <= 64 px tinyimagenet, else imagenet)")
@@ -50,7 +54,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "centre-crops SIZE (ImageNet-C's Resize(256) + CenterCrop(224)), the cifar layout resizes the "
                         "short side to SIZE and centre-crops; images already SIZE x SIZE are kept (default: 224 for "
                         "the imagenet layout, keep for cifar)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="image i of every corruption x severity draws from (seed, corruption, severity, preset, i) "
+                        "(default 0)")
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="images per batch (default 500 cifar, 64 imagenet); does not change the output")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
@@ -73,29 +79,53 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _tokens(values: list[str]) -> list[str]:
+    """The items of a space- and comma-separated option (``1 3``, ``1,3``), as ``aprkit eval`` takes lists."""
+    return [t.strip() for v in values for t in v.split(",") if t.strip()]
+
+
 def _names(spec: list[str] | None) -> list[str]:
+    """The corruption names, groups expanded in place (a name given twice is refused by the writer)."""
     from ..corruptions import list_corruptions
 
     if not spec:
         return list(list_corruptions("benchmark"))
-    if spec in (["all"], ["extra"], ["benchmark"]):
-        return list(list_corruptions(spec[0]))
-    return spec
+    out: list[str] = []
+    for token in _tokens(spec):
+        out.extend(list_corruptions(token) if token in ("all", "extra", "benchmark") else [token])
+    return out
+
+
+def _severities(spec: list[str] | None) -> list[int]:
+    if spec is None:
+        return [1, 2, 3, 4, 5]
+    try:
+        return [int(t) for t in _tokens(spec)]
+    except ValueError:
+        raise ValueError(f"--severities {' '.join(spec)}: expected whole numbers 1-5 (e.g. --severities 1 3 5 or "
+                         "1,3,5)") from None
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..corruptions.dataset import load_image_folder, write_cifar_c, write_imagenet_c
+    from ..corruptions.dataset import load_image_folder, scan_image_folder, write_cifar_c, write_imagenet_c
     from ..data.arrays import load_npy
 
     src = Path(args.input)
     if not src.exists():
         raise FileNotFoundError(f"input {str(src)!r} does not exist (expected a .npy array or an image folder)")
     is_array = src.is_file()
-    if is_array and src.suffix != ".npy":
+    if is_array and src.suffix.lower() != ".npy":
         raise ValueError(f"array input must be a .npy file, got {str(src)!r}")
     check_out_dir(args.out, "OUT")
+    if not is_array:
+        from ..corruptions.dataset import check_outside
+
+        check_outside(src, Path(args.out))
+    if args.labels and not Path(args.labels).is_file():
+        raise FileNotFoundError(f"--labels {args.labels!r}: no such file; expected a .npy array of one integer label "
+                                "per input image")
     from ..distributed import resolve_device
 
     resolved = resolve_device(args.device)  # a misspelt device is a usage error, not an internal one
@@ -103,8 +133,7 @@ def run(args: argparse.Namespace) -> int:
         args.device = str(resolved)
     layout = args.layout or ("cifar" if is_array else "imagenet")
     names = _names(args.corruptions)
-    if args.severities is None:
-        args.severities = [1, 2, 3, 4, 5]
+    args.severities = _severities(args.severities)
     progress = not args.no_progress
     if args.labels and not is_array:
         raise ValueError("--labels is only for array input; folder labels come from the class sub-folders")
@@ -135,9 +164,15 @@ def run(args: argparse.Namespace) -> int:
         if images.ndim >= 1 and images.shape[0] == 0:
             raise ValueError(f"{str(src)!r} holds no images (shape {images.shape}); "
                              "expected a uint8 array (N, H, W, 3), N >= 1")
+        if labels is None:
+            warnings.warn("no --labels: the arrays are written without labels.npy, which get_dataset and aprkit eval "
+                          "need to read the set; pass --labels LABELS.npy to write it", UserWarning, stacklevel=2)
+        classes = None
     else:
         images, labels = load_image_folder(src, args.size)
+        classes = scan_image_folder(src)[1]
     written = write_cifar_c(images, args.out, names, labels, args.severities, args.preset, args.seed,
-                            args.batch_size or 500, args.device, progress, args.frost_dir, overwrite=args.overwrite)
+                            args.batch_size or 500, args.device, progress, args.frost_dir, overwrite=args.overwrite,
+                            classes=classes)
     print(f"wrote {len(written)} arrays to {args.out} ({len(names) - len(written)} already complete)")
     return 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from .api import BASE_VERSION, check_names, corrupt, corruption_version
 from .manifest import Manifest, check_batch_size, environment, fingerprint_array, fingerprint_files
 from .severity import check_preset, check_severities, preset_for_size
 
-__all__ = ["scan_image_folder", "load_image_folder", "write_cifar_c", "write_imagenet_c"]
+__all__ = ["check_outside", "scan_image_folder", "load_image_folder", "write_cifar_c", "write_imagenet_c"]
 
 #: how images are brought to ``size`` (recorded in the manifest: a folder made with the earlier rounding is refused)
 _RESIZE = "torchvision Resize(round(size * 256 / 224)) + CenterCrop(size); size x size kept"
@@ -70,12 +70,35 @@ def load_image_folder(root: str | os.PathLike, size: int | None = None) -> tuple
     items, _ = scan_image_folder(root)
     arrays = [_load(p, size, zoom=False) for p, _ in items]
     if len({a.shape for a in arrays}) != 1:
-        raise ValueError("images differ in size; pass size=... (e.g. 32) to resize them for the CIFAR layout")
+        raise ValueError("images differ in size; pass size=... (aprkit corrupt --size 32) to resize them for the "
+                         "CIFAR layout")
     return np.stack(arrays), np.array([c for _, c in items], dtype=np.int64)
 
 
+def check_outside(src: Path, out: Path) -> None:
+    """Refuse an output folder that is the input folder or inside it: the -C folders would become classes of the
+    clean set."""
+    src_r, out_r = src.resolve(), out.resolve()
+    if out_r == src_r or src_r in out_r.parents:
+        raise ValueError(f"the output folder {str(out)!r} lies inside the input folder {str(src)!r}: its corruption "
+                         "folders would become classes of the clean set; choose an output folder outside it")
+
+
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    atomic_write(path, lambda fh: np.save(fh, array))
+    try:
+        atomic_write(path, lambda fh: np.save(fh, array))
+    except OSError as e:  # NumPy's short write names neither the file nor the cause
+        if e.errno is not None:
+            raise
+        raise OSError(f"could not write {path} ({array.nbytes:,} bytes): {e}; is the disk full?") from e
+
+
+def _npy_shape(path: Path) -> tuple[int, ...] | None:
+    """The shape of the array in ``path``; ``None`` when it is missing or not a whole .npy file (it is rewritten)."""
+    try:
+        return tuple(np.load(path, mmap_mode="r").shape)
+    except (OSError, ValueError, EOFError):  # missing, truncated, not an array
+        return None
 
 
 def _check_names(names: Sequence[str] | str, severities: Sequence[int] | int) -> tuple[list[str], list[int]]:
@@ -90,13 +113,22 @@ def _check_names(names: Sequence[str] | str, severities: Sequence[int] | int) ->
     return names, severities
 
 
-def _check_unique_targets(targets: Iterable[Path]) -> None:
-    """Refuse inputs that would write one output file (``x.png`` and ``x.bmp`` both become ``x.JPEG``)."""
+def _check_targets(sources: Sequence[Path], targets: Sequence[Path]) -> None:
+    """Refuse inputs that would write one output file (``x.png`` and ``x.bmp`` both become ``x.JPEG``), or whose
+    renamed outputs sort in another order than the inputs (``a.b.png`` before ``a.png``, but ``a.JPEG`` before
+    ``a.b.JPEG``): a reader pairs image ``i`` of the -C tree with image ``i`` of the clean one."""
     clashes = [t.name for t, k in Counter(targets).items() if k > 1]
     if clashes:
         raise ValueError(f"{len(clashes)} output file(s) would be written by more than one input image (outputs are "
                          f"named <stem>.JPEG): {', '.join(clashes[:5])}{' ...' if len(clashes) > 5 else ''}; rename "
                          "the inputs that differ only in their extension")
+    swapped = next((i for i in range(len(targets) - 1) if targets[i] > targets[i + 1]), None)
+    if swapped is not None:
+        a, b = sources[swapped], sources[swapped + 1]
+        raise ValueError(f"the outputs (named <stem>.JPEG) would sort in another order than the inputs: {a.name} comes "
+                         f"before {b.name}, but {targets[swapped].name} after {targets[swapped + 1].name}, so the "
+                         "-C images would not pair with the clean ones image for image; rename the inputs (e.g. "
+                         "without dots in the stem) or convert them to .JPEG first")
 
 
 def _params(layout: str, seed: int, preset: str, severities: list[int], fingerprint: dict,
@@ -141,13 +173,14 @@ def write_cifar_c(
     progress: bool = True,
     frost_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
+    classes: Sequence[str] | None = None,
 ) -> list[Path]:
     """Write ``<out>/<name>.npy`` (uint8 ``(len(severities)*N, H, W, 3)``, severity-major) for every name.
 
     ``images``: uint8 ``(N, H, W, 3)`` (``N >= 1``). ``preset``: default the one made for ``H x W``
     (``preset_for_size``; an explicit preset far from it warns). Arrays the folder's manifest lists as complete are
     skipped; a folder generated with other parameters or input raises ``ValueError`` unless
-    ``overwrite``. Returns the written paths.
+    ``overwrite``. ``classes``: the label names, recorded in the manifest. Returns the written paths.
     """
     from tqdm.auto import tqdm
 
@@ -170,6 +203,8 @@ def write_cifar_c(
     outputs = [f"{name}.npy" for name in names] + (["labels.npy"] if labels is not None else [])
     params = _params("cifar", seed, preset, severities, fingerprint_array(arr, labels), device)
     depends, info = _frost(["frost.npy"] if "frost" in names else [], frost_dir)
+    if classes is not None:
+        info["classes"] = [str(c) for c in classes]
     depends = _with_versions(depends, {f"{name}.npy": name for name in names})
     with Manifest(out, params, outputs, overwrite, depends=depends, info=info, cheap=["labels.npy"]) as manifest:
         if labels is not None and not (manifest.is_complete("labels.npy") and (out / "labels.npy").exists()):
@@ -182,7 +217,7 @@ def write_cifar_c(
         bar = tqdm(total=len(names) * len(severities) * n, disable=not progress, unit="img", desc="corrupt")
         for name in names:
             path = out / f"{name}.npy"
-            if manifest.is_complete(path.name) and path.exists() and np.load(path, mmap_mode="r").shape == expected:
+            if manifest.is_complete(path.name) and _npy_shape(path) == expected:
                 bar.update(len(severities) * n)
                 continue
             result = np.empty(expected, dtype=np.uint8)
@@ -243,6 +278,7 @@ def write_imagenet_c(
         check_preset(preset)
     out = Path(out_dir)
     src = Path(src_dir)
+    check_outside(src, out)
     params = _params("imagenet", seed, preset, severities, fingerprint_files([p for p, _ in items], src), device,
                      size=size, quality=int(quality), **({} if size is None else {"resize": _RESIZE}))
     depends, info = _frost([f"frost/{s}" for s in severities] if "frost" in names else [], frost_dir)
@@ -255,7 +291,7 @@ def write_imagenet_c(
             stem = rel if rel.suffix.lower() in (".jpg", ".jpeg") else rel.with_suffix(".JPEG")
             return out / name / str(s) / classes[cls] / stem
 
-        _check_unique_targets(target(names[0], severities[0], p, c) for p, c in items)
+        _check_targets([p for p, _ in items], [target(names[0], severities[0], p, c) for p, c in items])
         count = 0
         bar = tqdm(total=len(names) * len(severities) * len(items), disable=not progress, unit="img", desc="corrupt")
         for name in names:

@@ -5,7 +5,8 @@ input fingerprint, for JPEG trees size and quality, and the ``environment``: the
 and float32 matmul settings, and the torch, Pillow and libjpeg versions, plus torchvision's when image files are
 decoded) and which outputs are complete. Outputs that depend on more record it per output (``depends``: the
 frost outputs the digest of the frost textures, the outputs of a corruption changed since the base version that
-corruption's version; where the textures were read from is kept under ``info``, for information only). A rerun
+corruption's version; where the textures were read from, the class names of folder input and the aprkit
+version are kept under ``info``, for information only). A rerun
 into the same folder resumes only when all of these match; otherwise it is refused
 (pick another folder or pass ``overwrite=True`` / ``--overwrite``); a manifest of an older aprkit, which did not
 record some of them, is refused the same way. A manifest whose run stopped before its first corruption output (a
@@ -17,6 +18,7 @@ Nothing here is public API.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -93,6 +95,16 @@ def _remove_outputs(out: Path, entries: Iterable[object]) -> None:
             path.unlink()
 
 
+def _remove_temporaries(out: Path, entries: Iterable[str]) -> None:
+    """Delete the temporary files (``<name>.<random>.tmp``, see ``aprkit._io.atomic_write``) that a run killed while
+    writing the files ``entries`` left beside them; the caller holds the folder's lock, so no writer owns them."""
+    for entry in entries:
+        path = out / entry
+        for tmp in path.parent.glob(f"{glob.escape(path.name)}.*.tmp") if path.parent.is_dir() else ():
+            if tmp.is_file() and len(tmp.name) == len(path.name) + len(".xxxxxxxx.tmp"):  # mkstemp's 8 characters
+                tmp.unlink(missing_ok=True)
+
+
 def _hold(folder: Path) -> int | None:
     """The folder's run lock (an exclusive ``flock`` on the folder itself: nothing is left in it), held while a run
     writes: a second run into the folder is refused at once (it would rewrite the manifest under the first one, or
@@ -114,6 +126,12 @@ def _hold(folder: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _aprkit_version() -> str:
+    from .. import __version__
+
+    return __version__
 
 
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -153,7 +171,8 @@ class Manifest:
         params = json.loads(json.dumps(params))  # the JSON form: tuples -> lists, as read back
         self.depends: dict[str, dict[str, Any]] = json.loads(json.dumps(dict(depends or {})))
         outputs = list(outputs)
-        old = self._read()
+        _remove_temporaries(out, [*outputs, MANIFEST])
+        old = self._read(overwrite)
         listed = [] if old is None else [*old.get("started", []), *old.get("complete", [])]
         if old is not None and old.get("params") != params and not overwrite and set(listed) <= set(cheap):
             _remove_outputs(Path(out), listed)  # its run stopped before its first corruption: nothing to keep
@@ -184,7 +203,7 @@ class Manifest:
         self.data.setdefault("complete", [])
         self.data.setdefault("started", [])
         self.data.setdefault("depends", {})
-        self.data.setdefault("info", {}).update(json.loads(json.dumps(dict(info or {}))))
+        self.data.setdefault("info", {}).update(json.loads(json.dumps(dict(info or {}))), aprkit=_aprkit_version())
         self._write()
 
     def release(self) -> None:
@@ -199,17 +218,23 @@ class Manifest:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    def _read(self) -> dict[str, Any] | None:
+    def _read(self, overwrite: bool) -> dict[str, Any] | None:
+        """The folder's manifest; ``None`` when there is none, or with ``overwrite`` when it cannot be read or another
+        tool wrote it (then it is replaced, and this run's outputs are recomputed)."""
         if not self.path.exists():
             return None
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError) as err:
+            if overwrite:
+                return None
             raise ValueError(f"{self.path} is not a readable manifest ({err}); pick another output folder or pass "
-                             "--overwrite (overwrite=True)") from None
+                             "--overwrite (overwrite=True) to replace it") from None
         if not isinstance(data, dict) or data.get("tool") != _TOOL:
+            if overwrite:
+                return None
             raise ValueError(f"{self.path} is not a manifest of {_TOOL}; pick another output folder or pass "
-                             "--overwrite")
+                             "--overwrite (overwrite=True) to replace it")
         return data
 
     def _write(self) -> None:

@@ -223,4 +223,6 @@ def check_matches_clean(corrupted: Any, clean: Any, limit: int | None = None, wh
             raise ValueError(f"{what} is not paired with the clean set: image {bad} has label {int(lab_c[bad])} there "
                              f"and {int(lab_clean[bad])} in the clean set ({int(differ.sum())} of the "
                              f"first {n_c} differ); expected a corrupted copy of the clean test set in the same order "
-                             "(a CIFAR PNG tree needs its test_order.csv; an ImageNet-C folder the clean classes)")
+                             "(a CIFAR PNG tree needs its test_order.csv; an ImageNet-C folder the clean classes; a "
+                             "set that aprkit corrupt wrote from ROOT/test follows its sorted class folders: pair it "
+                             "with folder:ROOT/test, not cifar10:ROOT)")
