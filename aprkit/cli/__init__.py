@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args.command is None else 2
     original = warnings.formatwarning
     if not args.debug:  # a warning is one line for the user, not the library's source line that raised it
-        warnings.formatwarning = lambda message, category, *a, **k: (  # type: ignore[assignment]
+        warnings.formatwarning = lambda message, category, *a, **k: (
             f"aprkit {args.command}: warning: {message}\n")
     try:
         return int(args.func(args) or 0)
