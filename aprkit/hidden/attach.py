@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -113,6 +114,10 @@ def attach(
                 raise ValueError(f"attach needs a module, not a functional op ({name!r}); hook the module whose "
                                  "output you want to augment") from None
             raise
+    repeated = [full for full, k in Counter(full for full, _ in resolved).items() if k > 1]
+    if repeated:
+        raise ValueError(f"layers {list(layers)} name the module {repeated[0]!r} more than once; expected each module "
+                         "once (one FeatureAPR per module, reachable through the handle)")
     hooks: list[Any] = []
     modules: dict[str, FeatureAPR] = {}
     for full, module in resolved:

@@ -155,7 +155,8 @@ def list_blocks(model: nn.Module) -> list[str]:
 def last_activation_site(model: nn.Module, block: str) -> Site:
     """The pre-activation site of a block's last nonlinearity: its last activation module (torch's or another
     library's, e.g. timm's ``GELU``; not one inside a squeeze-excite gate, which acts on pooled vectors), or the
-    functional ``relu`` called inside it (``"<block>:relu"``) when it has none; the last call."""
+    functional ``relu`` called inside it (``"<block>:relu"``) when it has none; the last call. (The transplant sweep
+    then takes the first functional activation the block calls, e.g. GFNet's ``gelu``.)"""
     full, mod = resolve_module(model, block)
     acts = [n for n, m in mod.named_modules() if n and _is_activation(m) and not _in_gate(mod, n)]
     if acts:

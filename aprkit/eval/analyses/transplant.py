@@ -26,7 +26,9 @@ layer), DC-only (only each channel's spatial mean kept), the A == B identity swa
 clean predictions), the whole swap (A's entire activation in B's forward: how often the prediction can follow A
 at all from this site, below 1 where a skip path or another branch carries B past it) and flags for trivial
 results (a magnitude that barely varies between images, or a transplant that does not change the activation, e.g.
-the sign of a post-ReLU map) and for partial sites (a whole swap followed below 90 %).
+the sign of a post-ReLU map), for a phase transplant that cannot move a readout of the channel means (a non-negative
+map whose DC-only control keeps every prediction, e.g. a ResNet's last block before global average pooling: the
+transplant keeps B's means) and for partial sites (a whole swap followed below 90 %).
 
 Activations are captured once per layer (the forward stops at the layer); pairs run in batches.
 Run it as the ``transplant`` suite: ``aprkit eval --suite transplant --data folder:DIR`` (options ``transplant_*``).
@@ -45,7 +47,7 @@ from ...hidden import codes as C
 from ...hidden.attach import compiled_modules, token_layout
 from ...hidden.capture import FrontSkip, capture, count_calls, front_blocks, predict_intervened
 from ...hidden.layout import check_channels_first, from_grid, site_prefix_tokens, to_grid
-from ...hidden.sites import Site, last_activation_site, list_blocks, resolve_module
+from ...hidden.sites import FUNCTIONAL_OPS, Site, last_activation_site, list_blocks, resolve_module
 from ...models.base import eval_mode
 from .transplant_data import Data, load_data, read_folder
 from .transplant_tables import plot_sweep, sweep_markdown
@@ -231,6 +233,10 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
             constant_sign = code == "sign" and st["negative_fraction"] == 0
             why = " (non-negative activations: the sign code is constant)" if constant_sign else ""
             flags.append(f"inert: the transplant leaves the activation unchanged{why}")
+        if code == "phase" and dims == "hw" and st["negative_fraction"] == 0 and row["dc_only_agreement"] >= 1.0:
+            flags.append("dc-readout: the output reads only the channel means here (the DC-only control keeps every "
+                         "prediction), and a phase transplant keeps B's non-negative means: following B is by "
+                         "construction")
         if st["variation"] < TRIVIAL_VARIATION:
             flags.append(f"trivial: the magnitude hardly varies between images (variation {st['variation']:.3f})")
         if row["identity_agreement"] < 1.0:
@@ -243,6 +249,18 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
         row["predictions"] = pred.tolist()
         out.append(row)
     return out
+
+
+def _functional_site(model: nn.Module, block: str, site: Site, example: torch.Tensor) -> Site:
+    """The pre-activation site of ``block``'s functional activation (``site`` is ``"<block>:relu"``): the first of
+    :data:`~aprkit.hidden.sites.FUNCTIONAL_OPS` that the block calls (GFNet's blocks call ``F.gelu``)."""
+    for op in FUNCTIONAL_OPS:
+        candidate = Site(f"{site.module_path}:{op}", "input", site.call_index)
+        if count_calls(model, candidate, example):
+            return candidate
+    raise ValueError(f"block {block!r} has no activation module and calls none of the functional activations "
+                     f"{', '.join(FUNCTIONAL_OPS)} (e.g. the phase-collapse net's modulus): it has no pre-activation "
+                     "site; use sites=('output',) (aprkit eval: --set 'transplant_sites=[output]')")
 
 
 def _as_codes(code: str | Sequence[str]) -> list[str]:
@@ -383,6 +401,9 @@ def layer_sweep(
 
     model, layers = _uncompiled(model, layers)
     blocks = list_blocks(model) if layers == "all" else ([layers] if isinstance(layers, str) else list(layers))
+    if not blocks:
+        raise ValueError("layers is empty; expected 'all' or module names (aprkit eval: --set "
+                         "'transplant_layers=[layer2.1]')")
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     picked = list(range(0, len(blocks), every))  # positions among all the blocks: a row's depth is its block's
@@ -414,10 +435,9 @@ def layer_sweep(
         images, labels, device, clean, pairs, layout_kw, info = _prepare(
             model, data, prep["labels"], n_pairs, prep["generator"], opts["batch_size"], prep["max_images"],
             prep["num_prefix_tokens"], prep["grid"])
-        for _, block, t in targets:  # e.g. GFNet, the phase-collapse net: no activation to read the input of
-            if t.site == "input" and t.op is not None and count_calls(model, t, images[:1].to(device)) == 0:
-                raise ValueError(f"block {block!r} has no activation module and calls no functional {t.op}: it has no "
-                                 "pre-activation site; use sites=('output',) for this model")
+        for i, (depth, block, t) in enumerate(targets):  # a block without activation modules: its functional one
+            if t.site == "input" and t.op is not None:
+                targets[i] = (depth, block, _functional_site(model, block, t, images[:1].to(device)))
         rows: list[dict] = []
         common = _sweep_key(model, images, labels, pairs, layout_kw, codes, opts) if cache is not None else ""
         for depth, block, t in tqdm(targets, disable=not progress, desc="layer sweep"):

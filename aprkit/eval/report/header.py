@@ -6,12 +6,12 @@ names or specs grouped by the suites that used them, never as a Python dict or l
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from .render import HeaderItem
 
-__all__ = ["header_items", "describe", "run_limits"]
+__all__ = ["header_items", "describe", "limit_text", "run_limits"]
 
 
 def describe(value: Any) -> str:
@@ -54,12 +54,29 @@ def run_limits(run: Mapping[str, Any], limitless: Collection[str] = ()) -> dict[
     return {suite: next(iter(v)) if len(v) == 1 else "differs between models" for suite, v in limits.items()}
 
 
-def _limit_text(run: Mapping[str, Any], limitless: Collection[str] = ()) -> str:
+def limit_text(limit: Any) -> str:
+    """``"all images"`` or ``"first N images"``: what ``limit`` reads of a dataset."""
+    return "all images" if limit is None else f"first {limit} images" if isinstance(limit, int) else str(limit)
+
+
+#: ``(suite, its recorded options) -> "first 200 images"``: how many images a suite read
+ImagesText = Callable[[str, Mapping[str, Any]], str]
+
+
+def _limit_text(run: Mapping[str, Any], limitless: Collection[str] = (), images: ImagesText | None = None) -> str:
     """``"first 200 images (calibration); first 50 images (corruption)"``; empty when every suite used every image."""
+    def default(suite: str, options: Mapping[str, Any]) -> str:
+        return limit_text(None if suite in limitless else options.get("limit"))
+
+    texts: dict[str, set[str]] = {}
+    for suites in (run.get("provenance") or {}).values():
+        for suite, record in (suites or {}).items():
+            options = record.get("options") if isinstance(record, Mapping) else None
+            if isinstance(options, Mapping):
+                texts.setdefault(str(suite), set()).add((images or default)(str(suite), options))
     groups: dict[str, list[str]] = {}
-    for suite, limit in run_limits(run, limitless).items():
-        text = "all images" if limit is None else f"first {limit} images" if isinstance(limit, int) else str(limit)
-        groups.setdefault(text, []).append(suite)
+    for suite, values in texts.items():
+        groups.setdefault(next(iter(values)) if len(values) == 1 else "differs between models", []).append(suite)
     if not groups or list(groups) == ["all images"]:
         return ""
     if len(groups) == 1:
@@ -118,15 +135,16 @@ def _joined(runs: Sequence[Mapping[str, Any]], text: Any) -> str:
     return "; ".join(values)
 
 
-def header_items(model_ids: Sequence[str], meta: Mapping[str, Any], limitless: Collection[str] = ()
-                 ) -> list[HeaderItem]:
+def header_items(model_ids: Sequence[str], meta: Mapping[str, Any], limitless: Collection[str] = (),
+                 images: ImagesText | None = None) -> list[HeaderItem]:
     """Header lines of a report on ``model_ids`` with run metadata ``meta`` (lines without a value are left out);
-    ``limitless``: the suites that read no limit (their line says every image)."""
+    ``limitless``: the suites that read no limit (their line says every image); ``images``: each suite's own
+    account of the images it read (default: the first ``limit``)."""
     runs = [r for r in (meta.get("runs") if "runs" in meta else [meta]) or [] if isinstance(r, Mapping)]
     items = [HeaderItem("Models", _models_text(model_ids, runs))]
     fields = (
         ("Data", lambda r: _data_text(_run_data(r)) if _run_data(r) is not None else ""),
-        ("Images", lambda r: _limit_text(r, limitless)),
+        ("Images", lambda r: _limit_text(r, limitless, images)),
         ("Device", lambda r: _device_text(r) if r.get("device") else ""),
         ("Date", lambda r: str(r.get("date") or "").replace("T", " ").replace("+00:00", " UTC")),
         ("Versions", lambda r: ", ".join(f"{name} {r[key]}" for name, key in (("aprkit", "aprkit"), ("torch", "torch"),

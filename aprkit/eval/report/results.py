@@ -26,7 +26,7 @@ from ..suites import load_suites
 from ..suites.base import Measure, generic_headline
 from ..suites.options import suites_without
 from .blocks import Paragraph, ReportSection, Table
-from .header import header_items, run_limits
+from .header import header_items, limit_text, run_limits
 from .render import HeaderItem, ReportDocument, render_html, render_markdown
 
 __all__ = ["Results", "ReportError", "raise_failed", "write_report", "render_sections", "summary_section",
@@ -152,7 +152,13 @@ def write_report(results: Any, out_dir: str | Path, title: str | None = None, *,
                                                           "the numbers are in results.json.")], error=err)
     sections = [("summary", summary)] if summary is not None else []
     sections += [(sec.title, sec) for sec in intro] + render_sections(res, out / "figures")
-    items = {item.label: item for item in header_items(res.model_ids, res.meta, limitless)}
+    registry = load_suites()
+
+    def images(suite: str, options: Mapping[str, Any]) -> str:
+        cls = registry.get(suite)
+        return cls.images_text(options) if cls is not None else limit_text(options.get("limit"))
+
+    items = {item.label: item for item in header_items(res.model_ids, res.meta, limitless, images)}
     items.update({label: HeaderItem(label, str(text)) for label, text in (header or {}).items()})
     doc = ReportDocument(title, list(items.values()), [sec for _, sec in sections])
     atomic_write_text(paths["markdown"], render_markdown(doc, out))

@@ -170,6 +170,14 @@ class Suite(Generic[OptionsT]):
     limit_takes_first: ClassVar[bool] = True
 
     @classmethod
+    def images_text(cls, options: Mapping[str, Any]) -> str:
+        """The images the suite read under ``options`` (its provenance record), for the report header: the first
+        ``limit`` (``"first 200 images"``) or ``"all images"``."""
+        from ..report.header import limit_text
+
+        return limit_text(options.get("limit") if "limit" in cls.option_names() else None)
+
+    @classmethod
     def option_names(cls) -> tuple[str, ...]:
         """The flat option keys this suite reads (the fields of its ``Options``)."""
         return tuple(cls.Options.model_fields)

@@ -30,7 +30,9 @@ __all__ = ["TransplantSuite", "TransplantOptions", "TransplantResult"]
 #: 4: rows carry the whole-swap control (``whole_swap_follow``, the ``partial`` flag)
 #: 5: ``neither`` is counted (it was 1 - donor - magnitude: -3e-8), and a grey 3-channel grid's channel frequencies
 #: 1 and 2 are exact zeros (aprkit.fourier's channel DFT)
-_VERSION = 5
+#: 6: transplant_skip_front is part of the key (a net it breaks gives other numbers) and --limit caps
+#: transplant_max_images
+_VERSION = 6
 _PREFIX = "transplant_"
 
 
@@ -42,7 +44,8 @@ class TransplantOptions(LimitOption):
     transplant_codes: Code | list[Code] = ["phase", "sign"]
     """the carriers to transplant: Fourier ``phase`` and/or ``sign``"""
     transplant_sites: list[Literal["output", "input"]] = ["output", "input"]
-    """a block's output, and/or the input of its last nonlinearity"""
+    """a block's output, and/or (with ``transplant_layers="all"``) the input of its last nonlinearity, the
+    pre-activation (with named layers: the input of the named module itself)"""
     transplant_every: int = Field(default=1, ge=1)
     """sweep every k-th block (the last one is always included)"""
     transplant_n_pairs: int | None = Field(default=None, ge=1)
@@ -50,7 +53,7 @@ class TransplantOptions(LimitOption):
     transplant_n_control: int | None = Field(default=None, ge=1)
     """pairs of the controls (default: layer_sweep's, 512)"""
     transplant_max_images: int | None = Field(default=None, ge=1)
-    """images to load (default: ``limit``, else 1000)"""
+    """images to load, spread evenly over the dataset (default: ``limit``, else 1000; at most ``limit``)"""
     transplant_dims: Dims | None = None
     """Fourier dims of the phase code (default: layer_sweep's, ``"hw"``)"""
     transplant_prefix_tokens: Literal["receiver", "sign"] | None = None
@@ -59,7 +62,7 @@ class TransplantOptions(LimitOption):
     the magnitude-deletion control)"""
     transplant_skip_front: bool = False
     """do not recompute the blocks before the intervened one (faster on block-sequential nets; the identity control
-    checks it); not part of the result's cache key, as in :func:`~aprkit.eval.analyses.transplant.layer_sweep`"""
+    checks it). Part of the result's cache key: on a net it breaks, the numbers differ"""
 
 
 class _Note(TypedDict, total=False):
@@ -75,6 +78,12 @@ class TransplantResult(_Note):
     config: dict[str, Any]  # n_images, n_pairs, num_outputs
 
 
+def _max_images(limit: int | None, max_images: int | None) -> int:
+    """The images the suite loads: ``max_images``, at most ``limit``; 1000 when neither is given."""
+    given = [n for n in (limit, max_images) if n is not None]
+    return min(given) if given else 1000
+
+
 @register_suite("transplant")
 class TransplantSuite(Suite[TransplantOptions]):
     """Phase / sign transplant layer sweep with magnitude-deletion, DC-only and identity controls."""
@@ -87,13 +96,16 @@ class TransplantSuite(Suite[TransplantOptions]):
         from ..engine.inference import as_dataset
 
         options = self.options(ctx)
-        keyed = options.model_fields_set - {"limit", "transplant_skip_front"}  # skip_front: the same numbers, faster
+        keyed = options.model_fields_set - {"limit", "transplant_skip_front"}
         given = {k.removeprefix(_PREFIX): v for k, v in options.model_dump(include=keyed).items()}
+        if options.transplant_skip_front:  # the same numbers on block-sequential nets, others on nets it breaks
+            given["skip_front"] = True
 
         def compute() -> dict:
             o = {k.removeprefix(_PREFIX): v for k, v in options.model_dump(exclude={"limit"}).items() if v is not None}
+            o.pop("max_images", None)
             ds = as_dataset(data) if isinstance(data, str) else data  # a spec such as "cifar10:ROOT" or "folder:ROOT"
-            images, labels = load_data(ds, max_images=o.pop("max_images", options.limit or 1000))
+            images, labels = load_data(ds, max_images=_max_images(options.limit, options.transplant_max_images))
             classes = getattr(ds, "classes", None)
             if labels is not None and classes is not None:
                 with torch.no_grad():
@@ -117,6 +129,11 @@ class TransplantSuite(Suite[TransplantOptions]):
         # the data's identity and the run's limit (which caps max_images) are part of the key; the options given
         # (not the defaults) are, as before
         return cast(TransplantResult, cached(ctx, "transplant", data, compute, v=_VERSION, **given))
+
+    @classmethod
+    def images_text(cls, options: Mapping[str, Any]) -> str:
+        n = _max_images(options.get("limit"), options.get("transplant_max_images"))
+        return f"up to {n} images spread evenly over the set"
 
     def headline(self, result: Mapping[str, Any]) -> list[Measure]:
         """Per code, the rate at which the deepest block's output follows the transplanted carrier."""
