@@ -71,6 +71,13 @@ def test_timm_spec_wraps_with_pretrained_cfg_and_roundtrips(tmp_path):
             torch.testing.assert_close(loaded(x), ref)
 
 
+def test_a_timm_model_built_for_another_size_reports_it():
+    """A ViT built with img_size=32 takes 32-px inputs; its published cfg says 224, which input_size reported."""
+    vit = load_model("timm:vit_tiny_patch16_224", random_init=True, img_size=32, patch_size=4, num_classes=10,
+                     depth=1)
+    assert vit.input_size == (3, 32, 32) and load_model("timm:resnet18", random_init=True).input_size == (3, 224, 224)
+
+
 def test_torchvision_spec_and_checkpoint(tmp_path):
     model = load_model("torchvision:resnet18", num_classes=4, random_init=True)
     assert isinstance(model, Normalize) and model.num_classes == 4

@@ -59,6 +59,9 @@ def transplant(donor: torch.Tensor, receiver: torch.Tensor, code: Code, dims: fo
     """The donor's carrier (phase or sign) with the receiver's magnitude; both ``(B, C, h, w)``, both real
     or both complex."""
     check_code(code)
+    if donor.shape != receiver.shape:
+        raise ValueError(f"donor and receiver must have the same shape, got {tuple(donor.shape)} and "
+                         f"{tuple(receiver.shape)}")
     if donor.is_complex() != receiver.is_complex():
         raise ValueError(f"donor and receiver must both be real or both complex, got {donor.dtype} and "
                          f"{receiver.dtype}")

@@ -117,8 +117,11 @@ def _timm(name: str, num_classes: int | None, sd: Mapping[str, torch.Tensor] | N
         if n is not None and n != net.num_classes:
             net = build(n)
     cfg = getattr(net, "pretrained_cfg", None) or {}
-    wrapped = Normalize(net, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD),
-                        input_size=tuple(cfg.get("input_size", (3, 224, 224))))
+    size = tuple(cfg.get("input_size", (3, 224, 224)))
+    if kwargs.get("img_size") is not None:  # built for another size (a ViT at 32 px): the published cfg says 224
+        hw = kwargs["img_size"]
+        size = (int(kwargs.get("in_chans", size[0])), *((hw, hw) if isinstance(hw, int) else tuple(hw)))
+    wrapped = Normalize(net, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD), input_size=size)
     if sd is not None:
         load_state_dict_into(wrapped, sd, drop_head=drop_head)
     return wrapped
