@@ -26,17 +26,12 @@ from torch.utils.data import Dataset
 from .arrays import ArrayDataset
 from .download import DownloadError
 from .folder import ImageFolderDataset, ImageListDataset, find_classes, image_files
+from .sources import CIFAR_BINARY, SOURCES, ensure_source
 
 __all__ = ["CIFAR10_CLASSES", "cifar_dataset"]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-_BINARY = {
-    "cifar10": ("cifar-10-batches-py", {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
-                b"labels", "batches.meta", b"label_names"),
-    "cifar100": ("cifar-100-python", {"train": ["train"], "test": ["test"]},
-                 b"fine_labels", "meta", b"fine_label_names"),
-}
 
 
 def _unpickle(path: Path) -> dict:
@@ -49,7 +44,7 @@ def _unpickle(path: Path) -> dict:
 
 
 def _read_binary(folder: Path, name: str, split: str) -> ArrayDataset:
-    _, files, label_key, meta_file, names_key = _BINARY[name]
+    _, files, label_key, meta_file, names_key = CIFAR_BINARY[name]
     images, labels = [], []
     for fname in files[split]:
         path = folder / fname
@@ -152,17 +147,9 @@ def _read_png_tree(root: Path, split: str, name: str, **kw) -> ImageListDataset:
     return ImageFolderDataset(root / split, **kw)
 
 
-def binary_files(name: str) -> list[str]:
-    """The files of ``name``'s binary layout (both splits and the class names)."""
-    _, files, _, meta_file, _ = _BINARY[name]
-    return files["train"] + files["test"] + [meta_file]
-
-
 def _download(name: str, binary: Path, progress: bool) -> None:
     """The published archive of ``name`` downloaded (resumable, checksummed: :func:`aprkit.data.sources.ensure_source`)
     and extracted into ``binary``; parallel calls take turns, and each returns once the folder is whole."""
-    from .sources import SOURCES, ensure_source
-
     try:
         ensure_source(SOURCES[name], binary, download=True, progress=progress)
     except DownloadError as e:
@@ -178,12 +165,12 @@ def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", 
 
     Extra keywords (``transform``, ``resize``, ``crop``) go to the PNG-tree reader.
     """
-    if name not in _BINARY:
+    if name not in CIFAR_BINARY:
         raise ValueError(f"name must be 'cifar10' or 'cifar100', got {name!r}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test' for {name}, got {split!r}")
     root = Path(root).expanduser()
-    folder_name = _BINARY[name][0]
+    folder_name = CIFAR_BINARY[name][0]
     binary = root if root.name == folder_name else root / folder_name
     if download and not (root / split).is_dir():
         _download(name, binary, progress)

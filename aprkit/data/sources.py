@@ -52,7 +52,7 @@ from .download import (
     zenodo_md5,
 )
 
-__all__ = ["MARKER", "MIRROR_ENV", "RemoteFile", "Source", "SOURCES", "ensure_source"]
+__all__ = ["CIFAR_BINARY", "MARKER", "MIRROR_ENV", "RemoteFile", "Source", "SOURCES", "ensure_source"]
 
 MARKER = ".aprkit-complete"
 MIRROR_ENV = "APRKIT_DOWNLOAD_MIRROR"
@@ -94,13 +94,18 @@ def _check_cifar_c(p: Path) -> str | None:
     return _missing([p / "labels.npy"] + [p / f"{c}.npy" for c in ALL_CORRUPTIONS])
 
 
+#: the pickled layouts of the CIFAR archives: name -> (folder, files per split, label key, meta file, class names key)
+CIFAR_BINARY: dict[str, tuple[str, dict[str, list[str]], bytes, str, bytes]] = {
+    "cifar10": ("cifar-10-batches-py", {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
+                b"labels", "batches.meta", b"label_names"),
+    "cifar100": ("cifar-100-python", {"train": ["train"], "test": ["test"]},
+                 b"fine_labels", "meta", b"fine_label_names"),
+}
+
+
 def _check_cifar(name: str) -> Callable[[Path], str | None]:
-    def check(p: Path) -> str | None:
-        from .cifar import binary_files
-
-        return _missing([p / n for n in binary_files(name)])
-
-    return check
+    _, files, _, meta, _ = CIFAR_BINARY[name]
+    return _check_files((*files["train"], *files["test"], meta))
 
 
 def _check_folder_c(p: Path) -> str | None:
