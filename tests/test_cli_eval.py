@@ -198,3 +198,16 @@ def test_a_model_flag_over_a_configs_models_says_it_replaces_them(tmp_path):
     assert out["model"] == "resnet32" and "models" not in out
     cfg.write_text("models: null\ndata: synthetic:8\n")  # an emptied models: is replaced without a word
     assert load_eval_config([cfg], flags={"model": "resnet32"})["model"] == "resnet32"
+
+
+def test_the_weights_file_read_with_an_architecture_is_recorded(tmp_path, capsys) -> None:
+    """--model ARCH --checkpoint FILE: the report and meta name the file evaluated, not only the architecture."""
+    from aprkit.models import create_model, save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "mine.pt", create_model("resnet20", num_classes=10))
+    out = tmp_path / "out"
+    assert main(["eval", "--model", "resnet20", "--checkpoint", str(ckpt), "--data", "synthetic:8", "--suite",
+                 "calibration", "--corruptions", "none", "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    assert meta["models"] == {"resnet20": f"resnet20, checkpoint {ckpt}"}
+    assert f"checkpoint {ckpt}" in (out / "report.md").read_text()

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from .arrays import _as_index_array
 
 __all__ = ["IMG_EXTENSIONS", "image_files", "scan_image_folder", "read_image", "to_8bit", "pil_to_array",
-           "resize_center_crop", "ImageListDataset", "ImageFolderDataset", "find_classes"]
+           "resize_center_crop", "ImageListDataset", "ImageFolderDataset", "ResizedDataset", "find_classes"]
 
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 _TV_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -89,6 +89,30 @@ def resize_center_crop(image: torch.Tensor, resize: int | None, crop: int | None
     if crop is not None:
         image = F.center_crop(image, [crop, crop])
     return image
+
+
+class ResizedDataset(Dataset):
+    """``dataset``'s images brought to ``size`` ``(H, W)``: resized (antialiased) until they cover it, keeping their
+    aspect ratio, then centre-cropped (for a square ``size``: :func:`resize_center_crop` with the shorter side to
+    ``H``); images of that size already are kept. For OOD sets scored at the in-distribution size."""
+
+    def __init__(self, dataset: Dataset, size: tuple[int, int]) -> None:
+        self.dataset, self.size = dataset, (int(size[0]), int(size[1]))
+        self.classes = getattr(dataset, "classes", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from torchvision.transforms.v2 import functional as F
+
+        img, label = self.dataset[index]
+        (h, w), (ih, iw) = self.size, img.shape[-2:]
+        if (ih, iw) != (h, w):
+            scale = max(h / ih, w / iw)
+            img = F.resize(img, [max(h, round(ih * scale)), max(w, round(iw * scale))], antialias=True)
+            img = F.center_crop(img, [h, w])
+        return img, label
 
 
 def find_classes(root: Path) -> list[str]:

@@ -210,7 +210,8 @@ def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: 
     if match is None:
         raise ValueError(
             f"cannot tell the architecture of {path}: it is not an aprkit checkpoint and its name contains none of "
-            f"resnet20/32/44/56/110; pass the architecture, e.g. load_model('resnet20', checkpoint='{path}')"
+            f"resnet20/32/44/56/110; pass the architecture, e.g. load_model('ARCH', checkpoint='{path}') (aprkit "
+            f"eval --model ARCH --checkpoint {path}; ARCH: resnet20, torchvision:mobilenet_v2, timm:NAME, ...)"
         )
     return _load_aprkit_arch(f"resnet{match.group(1)}", num_classes, path, weights_only, kwargs, drop_head=drop_head)
 

@@ -41,6 +41,7 @@ from ..suites import EvalContext, load_suites
 from ..suites.options import (
     check_data_mapping,
     check_suite_options,
+    option_error,
     parse_suite_options,
     suite_registry,
     suites_without,
@@ -69,8 +70,13 @@ def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None,
     if isinstance(model, (str, Path)):
         from aprkit.models import load_model
 
-        return load_model(str(model), num_classes=num_classes, checkpoint=checkpoint, device=device,
-                          random_init=random_init, drop_head=drop_head), _display_name(model)
+        net = load_model(str(model), num_classes=num_classes, checkpoint=checkpoint, device=device,
+                         random_init=random_init, drop_head=drop_head)
+        # what was evaluated, for the provenance: the spec and the weights file read with it
+        source = str(model) + (f", checkpoint {checkpoint}" if checkpoint is not None else "") + (
+            ", random weights" if random_init and checkpoint is None else "")
+        setattr(net, "aprkit_source", source)  # noqa: B010 (a plain attribute, as models.registry.tag_model sets)
+        return net, _display_name(model)
     raise TypeError("model must be an nn.Module, a model spec string (e.g. 'resnet20', 'timm:resnet50', a .th file) "
                     f"or a mapping name -> model; got {type(model).__name__}")
 
@@ -233,9 +239,13 @@ def evaluate(
     opts = check_suite_options(names, options)  # flat keys, each read by a selected suite
     params = dict(limit=limit, corruptions=corruptions, severities=severities, corrupted=corrupted, ood=ood, fit=fit,
                   num_classes=num_classes)
+    registry = load_suites()
     for k, v in params.items():
-        if v is not None:
-            opts.setdefault(k, v)
+        if v is None:
+            continue
+        if k in ("corrupted", "ood", "fit") and not any(k in registry[n].option_names() for n in names):
+            raise option_error(k, names, registry)  # data given to no selected suite: accepted and never read
+        opts.setdefault(k, v)
     parsed = parse_suite_options(names, opts)  # a bad value fails here, before any work
     warn_if_limit_takes_few_classes(data, limit, names)
     warn_if_limit_ignored(names, limit)
@@ -307,7 +317,8 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
             results.models[name][sname] = value
             run.finish({"model": name, "suite": sname, "value": value, "key": _suite_key(ctx, sname, sdata),
                         "fingerprint": fingerprint,
-                        "spec": m if isinstance(m, str) else type(m).__name__, "data": _describe(sdata),
+                        "spec": getattr(net, "aprkit_source", None) or (m if isinstance(m, str) else type(m).__name__),
+                        "data": _describe(sdata),
                         "options": _describe(ctx_kw["options"]), "seed": ctx_kw["seed"], "amp": ctx_kw["amp"],
                         "produced_by": produced_by, "date": _now()})
 

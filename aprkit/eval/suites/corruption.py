@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import torch
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..._checks import describe_value
 from ..engine.cache import cached
@@ -131,6 +131,15 @@ class CorruptionOptions(LimitOption):
         if bad:
             raise ValueError(f"severities must be integers in 1..5, got {bad}")
         return v
+
+    @model_validator(mode="after")
+    def _read_with_corruptions(self) -> CorruptionOptions:
+        """Severities or a -C set given with ``corruptions: none`` would be accepted and never read."""
+        unread = [k for k in ("severities", "corrupted") if k in self.model_fields_set and getattr(self, k) is not None]
+        if not self.corruptions and "corruptions" in self.model_fields_set and unread:
+            raise ValueError(f"{' and '.join(unread)} given with corruptions none (clean accuracy only), where nothing "
+                             "reads them; drop them or name the corruptions")
+        return self
 
     def grid(self) -> tuple[list[str], list[int]]:
         """The corruptions and severities to evaluate (both empty for clean accuracy only)."""

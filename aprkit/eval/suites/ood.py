@@ -22,7 +22,7 @@ noise, blobs) at the in-distribution image size. Per-sample scores are cached pe
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
@@ -31,7 +31,7 @@ import torch
 from pydantic import Field, field_validator
 from torch.utils.data import Subset
 
-from ..._checks import dataset_len
+from ..._checks import dataset_len, describe_value
 from ..engine.cache import cached
 from ..engine.inference import (
     Outputs,
@@ -43,8 +43,6 @@ from ..engine.inference import (
     to_model_input,
     wants_channels_last,
 )
-from ..report.blocks import Figure, Paragraph, Table, pct
-from ..report.plotting import bar_height, grouped_bars, new_figure, plot_text, save_figure
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["OODSuite", "OODOptions", "OODResult", "SCORES", "SYNTHETIC_SETS", "compute_scores"]
@@ -74,6 +72,10 @@ class OODOptions(LimitOption):
     """ODIN temperature"""
     odin_epsilon: float = Field(default=0.0014, ge=0)
     """ODIN input-perturbation step"""
+    ood_resize: bool = True
+    """OOD images of another size than the in-distribution ones are resized to it (until they cover it, then a centre
+    crop), as CIFAR benchmarks use 32-px SVHN or LSUN; false: scored at their own size, where the AUROC also measures
+    the change of resolution"""
 
     @field_validator("ood_scores")
     @classmethod
@@ -135,15 +137,27 @@ def _set_name(spec: str, specs: list[str]) -> str:
     return spec
 
 
-def _open_ood(spec: Any, like: Any, n: int, seed: int) -> Any:
-    """An OOD dataset; synthetic ``noise:`` specs are generated at the in-distribution image size."""
+def _open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool) -> tuple[Any, list[int] | None]:
+    """An OOD dataset and, when its images were resized to the in-distribution size, their own size ``[H, W]`` (of
+    the first image); synthetic ``noise:`` specs are generated at the in-distribution image size."""
+    img, _ = like[0]
+    c, h, w = (int(d) for d in img.shape)
     if isinstance(spec, str) and spec.startswith("noise:"):
         from aprkit.data import get_dataset
 
-        img, _ = like[0]
-        c, h, w = (int(d) for d in img.shape)
-        return get_dataset(spec, "test", size=(h, w), channels=c, n=n, seed=seed)
-    return as_dataset(spec)
+        return get_dataset(spec, "test", size=(h, w), channels=c, n=n, seed=seed), None
+    ds = as_dataset(spec)
+    own = [int(d) for d in ds[0][0].shape[-2:]]
+    if own == [h, w]:
+        return ds, None
+    if resize:
+        from aprkit.data.folder import ResizedDataset
+
+        return ResizedDataset(ds, (h, w)), own
+    warnings.warn(f"OOD set {describe_value(spec) if not isinstance(spec, str) else spec}: its images are "
+                  f"{own[0]}x{own[1]}, the in-distribution ones {h}x{w}, and ood_resize is off: the scores also "
+                  "measure the change of resolution", RuntimeWarning, stacklevel=3)
+    return ds, None
 
 
 def _fit_source(data: Any, opts: OODOptions) -> tuple[Any, str | None]:
@@ -238,13 +252,6 @@ def compute_scores(ctx: EvalContext, dataset: Any, wanted: list[str], scorers: d
     return result
 
 
-def _set_cell(m: Mapping[str, float]) -> str:
-    """``AUROC ± SE / AUPR-In / AUPR-Out / FPR@95`` in % (results cached before the SE existed show no ±)."""
-    se = m.get("auroc_se")
-    auroc = pct(m["auroc"], 1) + (f" ± {pct(se, 1)}" if se is not None and math.isfinite(se) else "")
-    return " / ".join([auroc, *(pct(m[k], 1) for k in _METRICS[1:])])
-
-
 def _histograms(s_in: list[float], s_out: list[float], bins: int = 30) -> dict:
     lo, hi = min(min(s_in), min(s_out)), max(max(s_in), max(s_out))
     hi = hi if hi > lo else lo + 1.0
@@ -306,18 +313,18 @@ class OODSuite(Suite[OODOptions]):
         missing = [s for s in wanted if s not in present]
         if missing and result["note"] is None:
             result["note"] = f"scores not computed: {', '.join(missing)} (no training data to fit them)"
-        if not present:  # only Mahalanobis/KNN asked for, and nothing to fit them on: the note says why
-            result["mean"] = {}
-            return result
+        if not present:  # only Mahalanobis/KNN asked for, and nothing to fit them on: nothing would be measured
+            raise ValueError(f"no OOD score could be computed: {result['note']}")
         for name, spec in sets.items():
             n = ood_limit or n_in
-            ds = _open_ood(spec, in_ds, n=int(n), seed=ctx.seed)
+            ds, resized_from = _open_ood(spec, in_ds, n=int(n), seed=ctx.seed, resize=opts.ood_resize)
             ds_id = dataset_id(spec)
-            if isinstance(spec, str) and spec.startswith("noise:"):
-                c, h, w = ds[0][0].shape[-3:]  # generated like the in-distribution images: their shape keys them
-                ds_id += f"#{c}x{h}x{w}-n{n}-seed{ctx.seed}"
+            if isinstance(spec, str) and spec.startswith("noise:") or resized_from is not None:
+                c, h, w = ds[0][0].shape[-3:]  # generated or resized to the in-distribution shape: it keys them
+                ds_id += (f"#{c}x{h}x{w}-n{n}-seed{ctx.seed}" if resized_from is None else f"#resized-{h}x{w}")
             s_out = scores_for(name, ds, ds_id, ood_limit, False)
             result["sets"][name] = ({"n": len(s_out[present[0]])}
+                                    | ({} if resized_from is None else {"resized_from": resized_from})
                                     | {s: M.ood_metrics(s_in[s], s_out[s]) for s in present})
             result["histograms"][name] = {s: _histograms(s_in[s], s_out[s]) for s in present}
         result["mean"] = {
@@ -331,60 +338,6 @@ class OODSuite(Suite[OODOptions]):
                         percent=True, higher_is_better=True) for score, m in (result.get("mean") or {}).items()]
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
-        models = list(results)
-        blocks: list = [Paragraph("ID is the positive class (higher score = more in-distribution); "
-                                  "FPR@95 = fraction of OOD accepted at 95 % TPR.")]
-        scores = [s for s in SCORES if any(s in r["scores"] for r in results.values())]
-        blocks.append(Table(["score"] + models, [[s] + [
-            "-" if s not in results[m]["mean"]
-            else f"{pct(results[m]['mean'][s]['auroc'], 1)} / {pct(results[m]['mean'][s]['fpr@95'], 1)}"
-            for m in models] for s in scores], caption="Mean over OOD sets: AUROC % / FPR@95 %"))
-        for m, r in results.items():
-            sets = list(r["sets"])
-            blocks.append(Table(["score"] + [f"{s} (n={r['sets'][s]['n']})" for s in sets], [[s] + [
-                _set_cell(r["sets"][o][s]) for o in sets] for s in r["scores"]],
-                caption=f"{m}: per OOD set (AUROC % ± its standard error / AUPR-In % / AUPR-Out % / FPR@95 %)",
-                notes=f"Note: {r['note']}" if r.get("note") else ""))
-        blocks.append(Figure(self._auroc_bars(results, scores, fig_dir),
-                             "AUROC per score, mean over OOD sets (dotted: chance)"))
-        hist = self._score_hist(results, fig_dir)
-        if hist is not None:
-            blocks.append(Figure(hist, "Score histograms: in-distribution against each OOD set"))
-        return ReportSection("OOD detection", blocks)
+        from .ood_report import ood_section
 
-    @staticmethod
-    def _auroc_bars(results: Mapping[str, dict], scores: list[str], fig_dir: Path) -> Path:
-        fig = new_figure(max(5, 1.0 * len(scores) + 2), 3.4)
-        ax = fig.subplots()
-        aurocs = {m: [100 * bar_height((r["mean"].get(s) or {}).get("auroc")) for s in scores]
-                  for m, r in results.items()}  # a score not computed for a model: no bar, not 0
-        grouped_bars(ax, aurocs, len(scores))
-        ax.set_xticks(range(len(scores)), scores)
-        ax.set_ylim(0, 100)
-        ax.axhline(50, color="k", lw=0.8, ls=":")
-        ax.set_ylabel("AUROC (%), mean over OOD sets")
-        ax.legend(fontsize=8)
-        return save_figure(fig, Path(fig_dir) / "ood_auroc.png")
-
-    @staticmethod
-    def _score_hist(results: Mapping[str, dict], fig_dir: Path, score: str = "energy") -> Path | None:
-        items = [(m, r) for m, r in results.items() if r["histograms"]]
-        if not items:
-            return None
-        sets = list(items[0][1]["histograms"])
-        fig = new_figure(2.8 * len(sets), 2.3 * len(items))
-        axes = fig.subplots(len(items), len(sets), squeeze=False)
-        for i, (m, r) in enumerate(items):
-            sc = score if score in r["scores"] else r["scores"][0]
-            for j, o in enumerate(sets):
-                h = r["histograms"][o][sc]
-                lo, hi = h["range"]
-                step = (hi - lo) / len(h["in"])
-                xs = [lo + (k + 0.5) * step for k in range(len(h["in"]))]
-                ax = axes[i][j]
-                ax.bar(xs, h["in"], width=step, alpha=0.55, label="in-dist.")
-                ax.bar(xs, h["out"], width=step, alpha=0.55, label=plot_text(o))
-                ax.set_title(f"{plot_text(m)}: {sc}, vs {plot_text(o)}", fontsize=8)
-                ax.tick_params(labelsize=7)
-        axes[0][0].legend(fontsize=7)
-        return save_figure(fig, Path(fig_dir) / "ood_scores.png")
+        return ood_section(results, fig_dir, SCORES, _METRICS)

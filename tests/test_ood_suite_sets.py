@@ -1,0 +1,69 @@
+"""The OOD suite with real OOD folders: images of another size than the in-distribution ones, reports combining
+models evaluated against other OOD sets, and options given without the suite that reads them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from aprkit.eval import evaluate, write_report
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 10)  # the synthetic set's classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).mean((-2, -1)))
+
+
+def _folder(root, size: int, n: int = 6):
+    g = torch.Generator().manual_seed(size)
+    for i in range(n):
+        (root / "x").mkdir(parents=True, exist_ok=True)
+        arr = torch.randint(0, 256, (size, size + 2 * (i % 2), 3), dtype=torch.uint8, generator=g).numpy()
+        Image.fromarray(arr).save(root / "x" / f"{i}.png")
+    return root
+
+
+OPTS = {"ood_scores": ["msp", "energy"]}
+
+
+def test_ood_images_of_another_size_are_resized_to_the_in_distribution_size(tmp_path) -> None:
+    big = _folder(tmp_path / "big", 48)  # mixed 48x48 and 48x50: also a folder that cannot be batched as it is
+    res = evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{big}"], options=OPTS, progress=False,
+                   out_dir=tmp_path / "run")
+    r = next(iter(res.models.values()))["ood"]
+    assert r["sets"]["big"]["resized_from"] == [48, 48] and r["sets"]["big"]["n"] == 6
+    assert "big (n=6, resized from 48x48)" in (tmp_path / "run" / "report.md").read_text()
+    same = _folder(tmp_path / "same", 32, n=1)  # synthetic images are 32 px: kept as they are
+    r = next(iter(evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{same}"], options=OPTS,
+                           progress=False).models.values()))["ood"]
+    assert "resized_from" not in r["sets"]["same"]
+    with pytest.warns(RuntimeWarning, match="48x48, the in-distribution ones 32x32, and ood_resize is off"):
+        one = _folder(tmp_path / "one", 48, n=1)
+        evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{one}"], options={**OPTS, "ood_resize": False},
+                 progress=False)
+
+
+def test_a_report_of_models_with_other_ood_sets_renders(tmp_path) -> None:
+    a = evaluate(Tiny(), "ood", "synthetic:12", options=OPTS, progress=False, out_dir=tmp_path / "a")
+    b = evaluate(Tiny(), "ood", "synthetic:12", ood=["noise:uniform"], options=OPTS, progress=False,
+                 out_dir=tmp_path / "b")
+    write_report({"noise": a, "uniform": b}, tmp_path / "both")
+    md = (tmp_path / "both" / "report.md").read_text()
+    assert "Rendering this section failed" not in md and "ood_scores.png" in md
+
+
+@pytest.mark.parametrize("kwargs", [{"ood": ["noise:gaussian"]}, {"fit": "synthetic:10"},
+                                    {"options": {"corruptions": "none", "severities": [3]}},
+                                    {"options": {"corruptions": "none"}, "corrupted": "cifar10-c:/nowhere"}])
+def test_settings_no_selected_suite_reads_are_refused(kwargs) -> None:
+    with pytest.raises(ValueError, match="not selected|where nothing reads them"):
+        evaluate(Tiny(), "calibration" if "ood" in kwargs or "fit" in kwargs else "corruption", "synthetic:12",
+                 progress=False, **kwargs)
