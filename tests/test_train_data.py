@@ -157,5 +157,5 @@ def test_repeated_config_options_are_all_read():
     parser = corrupt_cli.add_parser(argparse.ArgumentParser().add_subparsers())
     args = parser.parse_known_args(["in.npy", "out", "--corruptions", "fog", "--corruptions", "snow",
                                     "--severities", "2", "--severities", "4"])[0]
-    assert (args.corruptions, args.severities) == (["fog", "snow"], [2, 4])
-    assert parser.parse_known_args(["in.npy", "out"])[0].severities is None  # 1-5 when the command runs
+    assert (args.corruptions, corrupt_cli._severities(args.severities)) == (["fog", "snow"], [2, 4])
+    assert corrupt_cli._severities(parser.parse_known_args(["in.npy", "out"])[0].severities) == [1, 2, 3, 4, 5]
