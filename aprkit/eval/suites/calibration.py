@@ -145,7 +145,7 @@ class CalibrationSuite(Suite[CalibrationOptions]):
                 ax.plot([0, 1], [0, 1], "k--", lw=1)
                 ax.set_xlim(0, 1)
                 ax.set_ylim(0, 1)
-                ax.set_title(f"{plot_text(m)}, {label}: ECE {100 * d['ece']:.2f}%", fontsize=9)
+                ax.set_title(f"{plot_text(m)}\n{label}: ECE {100 * d['ece']:.2f}%", fontsize=9)  # two lines: fits
                 ax.set_xlabel("confidence")
                 ax.set_ylabel("accuracy")
         axes[0][0].legend(fontsize=7, loc="upper left")
