@@ -34,6 +34,7 @@ __all__ = [
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _RANGE_SLACK = 1e-3  # rounding noise tolerated around [0, 1] by ``unit_range`` (0..255 floats are far outside)
+_OVERSHOOT = 1.0  # ``overshoot=True``: [-1, 2] passes (bicubic ringing, APR-P's recombination; not 0..255 floats)
 IMAGE_DTYPES = FLOAT_DTYPES + (torch.uint8,)
 
 
@@ -46,6 +47,7 @@ def check_image_tensor(
     check_finite: bool = True,
     channels: Sequence[int] | None = None,
     unit_range: bool = False,
+    overshoot: bool = False,
 ) -> torch.Tensor:
     """Validate an image tensor of shape ``(..., C, H, W)`` and return it unchanged.
 
@@ -53,6 +55,9 @@ def check_image_tensor(
     dimensions, an empty batch, ``H`` or ``W`` below 2, a wrong channel count or non-finite values.
     ``unit_range=True`` (at API boundaries that clamp to [0, 1]): float values outside [0, 1] (e.g. 0..255
     floats) raise ``ValueError`` too; it costs one ``aminmax`` pass, which also serves the finiteness check.
+    ``overshoot=True`` (augmentations that clamp their views, as the hosts' own transforms take such input): values
+    in [-1, 2], another augmentation's overshoot (bicubic resampling, APR-P), pass; 0..255 floats and mean/std
+    normalised images are still refused.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (..., C, H, W), got {type(x).__name__}")
@@ -78,9 +83,13 @@ def check_image_tensor(
         lo, hi = (float(v) for v in torch.aminmax(x.detach()))  # NaN and inf propagate
         if check_finite and not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError(f"{name} contains NaN or infinite values; expected finite pixel values")
-        if lo < -_RANGE_SLACK or hi > 1.0 + _RANGE_SLACK:
+        low, high = (-_OVERSHOOT, 1.0 + _OVERSHOOT) if overshoot else (-_RANGE_SLACK, 1.0 + _RANGE_SLACK)
+        if lo < low or hi > high:
+            why = ("normalised with a mean and std? normalise after this step" if lo < -1.0 else "divide 0..255 "
+                   "values by 255" if hi > 2.0 else "a little outside: another augmentation's overshoot? clamp it "
+                   "first, x.clamp(0, 1)")
             raise ValueError(f"{name} is float with values in [{lo:.4g}, {hi:.4g}]; expected float images in [0, 1] "
-                             "(divide 0..255 values by 255) or uint8 in [0, 255]")
+                             f"({why}) or uint8 in [0, 255]")
         return x
     if check_finite and x.dtype != torch.uint8 and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values; expected finite pixel values")

@@ -359,3 +359,19 @@ def test_replayed_parameters_name_what_is_missing() -> None:
         APRPair(p=1.0).apply(x, {"perm": torch.arange(4)})
     with pytest.raises(ValueError, match="non-empty batch"):
         APRSingleBatch().generate_parameters(())
+
+
+def test_apr_s_takes_another_augmentations_overshoot_as_the_hosts_do():
+    """Bicubic resampling or APR-P leave float images a little outside [0, 1]; kornia's and torchvision's own
+    transforms take them, and APR-S clamps its views: it takes them too (its output stays in [0, 1]). 0..255 floats
+    and mean/std-normalised images are still refused, each with its own advice."""
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.3  # [-0.3, 1.3]
+    aprs = APRSingleBatch(p=1.0, seed=1)
+    y = aprs(x)
+    assert float(y.min()) >= 0 and float(y.max()) <= 1
+    params = APRSingleBatch(p=1.0, seed=2).generate_parameters(x.shape)
+    assert torch.equal(apr_single(x, params), apr_single(x.clamp(-0.3, 1.3), params))  # the functional API too
+    with pytest.raises(ValueError, match="divide 0..255 values by 255"):
+        aprs(x.clamp(0, 1) * 255)
+    with pytest.raises(ValueError, match="normalised with a mean and std"):
+        aprs((x.clamp(0, 1) - 0.5) / 0.2)

@@ -133,7 +133,7 @@ def apr_single(
     Views of uint8 images are rounded to integers between ops, as the reference's uint8 arrays are.
     Validates once (one ``aminmax`` pass for float input), then runs :func:`apr_single_core`.
     """
-    check_chw_layout(check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True))
+    check_chw_layout(check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True, overshoot=True))
     names = resolve_ops(ops)
     b = x.shape[0]
     check_param_keys(params, _PARAM_KEYS, "sample_single_params / generate_parameters")
@@ -206,7 +206,8 @@ class APRSingleBatch(CompiledCore, ReplayModule):
         return apr_single(x, params, self.ops, self.dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_chw_layout(check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True))  # one pass
+        # one pass; another augmentation's overshoot passes: the views are clamped
+        check_chw_layout(check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True, overshoot=True))
         params = self.generate_parameters(x.shape)  # on the generator's device; the core moves one packed table
         return self._run_core()(x, params, self.ops, self.dims)
 

@@ -181,7 +181,7 @@ class AlbuAPRPair(ImageOnlyTransform):
     def apply(self, img: np.ndarray, partner: np.ndarray, **params: Any) -> np.ndarray:
         x, y = _to_chw(img, "image"), _to_chw(partner, self.metadata_key)
         for t, name in ((x, "image"), (y, self.metadata_key)):  # float 0..255 would saturate the output
-            check_image_tensor(t, name, min_ndim=3, max_ndim=3, unit_range=True)
+            check_image_tensor(t, name, min_ndim=3, max_ndim=3, unit_range=True, overshoot=True)
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"partner image has {y.shape[0]} channels, image has {x.shape[0]}")
         if x.dtype == torch.uint8 and y.dtype != torch.uint8:
