@@ -147,7 +147,7 @@ class RunConfig:
     eval_every: int = 1
     checkpoint_every_steps: int | None = None  # extra mid-epoch checkpoints
     progress: bool = True
-    tensorboard: bool = True
+    tensorboard: bool = True  # event files in <out>/tb where the tensorboard package is installed (none without it)
     out: str | None = None
     resume: bool = False
 
