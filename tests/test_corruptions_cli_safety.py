@@ -118,3 +118,33 @@ def test_a_full_disk_is_named_with_the_file(array_input, monkeypatch, capsys) ->
     err = capsys.readouterr().err
     assert "could not write" in err and "contrast.npy" in err and "disk full" in err
     assert not list((tmp / "o").glob("*.tmp"))
+
+
+def test_overwrite_without_a_usable_manifest_leaves_no_stale_images(folder_input, tmp_path, capsys) -> None:  # noqa: F811
+    """An --overwrite run over a garbled manifest removes this run's old outputs too (an image whose input is gone
+    would break the pairing); a refused input leaves the previous tree alone."""
+    out = tmp_path / "o"
+    args = (str(folder_input), str(out), "--size", "32", "--corruptions", "fog", "--severities", "1")
+    assert _run(*args) == 0
+    (out / "manifest.json").write_text("{garbled")
+    gone = next(folder_input.glob("cat/*.png"))
+    gone.unlink()
+    assert _run(*args, "--overwrite") == 0
+    assert not (out / "fog" / "1" / "cat" / f"{gone.stem}.JPEG").exists()
+    assert len(list((out / "fog" / "1").rglob("*.JPEG"))) == 3
+    before = sorted((out / "fog" / "1").rglob("*.JPEG"))
+    Image.new("RGB", (40, 40)).save(folder_input / "cat" / f"{before[0].stem}.crop.png")  # would sort differently
+    capsys.readouterr()
+    assert _run(*args, "--overwrite") == 2 and "sort in another order" in capsys.readouterr().err
+    assert sorted((out / "fog" / "1").rglob("*.JPEG")) == before
+
+
+def test_damaged_labels_are_written_again(array_input) -> None:  # noqa: F811
+    tmp, _, labels = array_input
+    out = tmp / "o"
+    args = (str(tmp / "x.npy"), str(out), "--labels", str(tmp / "y.npy"), "--corruptions", "contrast",
+            "--severities", "1", "2")
+    assert _run(*args) == 0
+    (out / "labels.npy").write_bytes(b"garbage")
+    assert _run(*args) == 0
+    assert np.array_equal(np.load(out / "labels.npy"), np.tile(labels, 2))

@@ -398,6 +398,23 @@ def test_cifar_download_resumes_checks_and_honours_progress(server, tmp_path, mo
     assert len(cifar_dataset(tmp_path, download=True, progress=False)) == 2 and len(server.requests) == n  # kept
 
 
+def test_a_folder_holding_the_split_asked_for_is_read_without_downloading(tmp_path, monkeypatch):
+    """A test-only copy of the batches (common on evaluation machines) is read as it is with download=True."""
+    import pickle
+
+    from aprkit.data.cifar import cifar_dataset
+    from aprkit.data.sources import MIRROR_ENV
+
+    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9")  # any download attempt fails
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((3, 3072), np.uint8), b"labels": [0, 1, 2]}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))
+    assert len(cifar_dataset(tmp_path, download=True, progress=False)) == 3
+    with pytest.raises(DownloadError):  # the train split is not there: fetched
+        cifar_dataset(tmp_path, "cifar10", "train", download=True, progress=False)
+
+
 def test_cifar_download_offline_is_a_download_error(tmp_path, monkeypatch):
     from aprkit.data.cifar import cifar_dataset
     from aprkit.data.sources import MIRROR_ENV
@@ -426,7 +443,8 @@ def test_get_dataset_and_eval_download_reach_the_cifar_reader(tmp_path, monkeypa
 
 def test_parallel_cifar_downloads_fetch_once_and_never_read_a_half_extracted_folder(server, tmp_path, monkeypatch):
     """Parallel readers with download=True (torchrun ranks, jobs sharing a folder) take turns: one downloads, the
-    others wait and read the whole folder; a truncated batch file is named with what to do."""
+    others wait and read the whole folder (a reader without download=True may see a folder being filled: its missing
+    batch is named); a truncated batch file is named with what to do."""
     import threading
     import time
 

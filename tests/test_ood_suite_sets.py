@@ -41,6 +41,10 @@ def test_ood_images_of_another_size_are_resized_to_the_in_distribution_size(tmp_
     r = next(iter(res.models.values()))["ood"]
     assert r["sets"]["big"]["resized_from"] == [48, 48] and r["sets"]["big"]["n"] == 6
     assert "big (n=6, resized from 48x48)" in (tmp_path / "run" / "report.md").read_text()
+    mixed = _folder(tmp_path / "mixed", 32, n=3)  # the first image has the in-distribution size, the second not
+    r = next(iter(evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{mixed}"], options=OPTS,
+                           progress=False).models.values()))["ood"]
+    assert r["sets"]["mixed"]["n"] == 3
     same = _folder(tmp_path / "same", 32, n=1)  # synthetic images are 32 px: kept as they are
     r = next(iter(evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{same}"], options=OPTS,
                            progress=False).models.values()))["ood"]
@@ -61,9 +65,15 @@ def test_a_report_of_models_with_other_ood_sets_renders(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"ood": ["noise:gaussian"]}, {"fit": "synthetic:10"},
-                                    {"options": {"corruptions": "none", "severities": [3]}},
                                     {"options": {"corruptions": "none"}, "corrupted": "cifar10-c:/nowhere"}])
 def test_settings_no_selected_suite_reads_are_refused(kwargs) -> None:
-    with pytest.raises(ValueError, match="not selected|where nothing reads them"):
+    with pytest.raises(ValueError, match="not selected|where nothing reads it"):
         evaluate(Tiny(), "calibration" if "ood" in kwargs or "fit" in kwargs else "corruption", "synthetic:12",
                  progress=False, **kwargs)
+
+
+def test_severities_of_a_config_stay_acceptable_with_corruptions_none() -> None:
+    """A config that sets severities (configs/eval/cifar10_resnet20.yaml) runs with --corruptions none."""
+    r = evaluate(Tiny(), "corruption", "synthetic:12", options={"corruptions": "none", "severities": [1, 2, 3, 4, 5]},
+                 progress=False)
+    assert next(iter(r.models.values()))["corruption"]["cells"] == {}

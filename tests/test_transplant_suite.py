@@ -54,6 +54,10 @@ def test_skip_front_is_part_of_the_key_and_the_header_says_how_images_were_picke
     assert next(iter(res["models"].values()))["transplant"]["config"]["n_images"] == 40  # the limit caps max_images
     report = (out / "report.md").read_text()
     assert "up to 40 images spread evenly over the set" in report and "first 40 images" not in report
+    from aprkit.eval.suites import load_suites
+
+    assert load_suites()["transplant"].images_text({"limit": 50, "transplant_max_images": "40"}) == (
+        "up to 40 images spread evenly over the set")  # options recorded as given
 
 
 def test_a_phase_transplant_into_a_mean_readout_is_flagged(setup) -> None:  # noqa: F811
@@ -94,6 +98,8 @@ def test_blocks_calling_a_functional_gelu_have_a_pre_activation_site() -> None:
     calibrate_head(model, model.fc, x)
     rows = layer_sweep(model, x, "all", codes=("sign",), sites=("input",), n_pairs=8, n_control=8)["rows"]
     assert [r["layer"] for r in rows] == ["blocks.0:gelu", "blocks.1:gelu"]
+    with pytest.raises(ValueError, match="never called"):  # a site named by the user is kept as named
+        layer_sweep(model, x, ["blocks.0:relu"], codes=("sign",), sites=("input",), n_pairs=8, n_control=8)
 
 
 def test_empty_and_repeated_layer_lists_are_refused(setup) -> None:  # noqa: F811

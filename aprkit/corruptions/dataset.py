@@ -207,7 +207,8 @@ def write_cifar_c(
         info["classes"] = [str(c) for c in classes]
     depends = _with_versions(depends, {f"{name}.npy": name for name in names})
     with Manifest(out, params, outputs, overwrite, depends=depends, info=info, cheap=["labels.npy"]) as manifest:
-        if labels is not None and not (manifest.is_complete("labels.npy") and (out / "labels.npy").exists()):
+        tiled = (len(severities) * n,)
+        if labels is not None and not (manifest.is_complete("labels.npy") and _npy_shape(out / "labels.npy") == tiled):
             dtype = np.uint8 if labels.min() >= 0 and labels.max() < 256 else np.int64
             _atomic_save_npy(out / "labels.npy", np.tile(labels.astype(dtype), len(severities)))
             manifest.complete("labels.npy")
@@ -283,15 +284,16 @@ def write_imagenet_c(
                      size=size, quality=int(quality), **({} if size is None else {"resize": _RESIZE}))
     depends, info = _frost([f"frost/{s}" for s in severities] if "frost" in names else [], frost_dir)
     depends = _with_versions(depends, {f"{name}/{s}": name for name in names for s in severities})
+
+    def target(name: str, s: int, path: Path, cls: int) -> Path:
+        rel = path.relative_to(src / classes[cls])
+        stem = rel if rel.suffix.lower() in (".jpg", ".jpeg") else rel.with_suffix(".JPEG")
+        return out / name / str(s) / classes[cls] / stem
+
+    # before the manifest: a refused input must not cost an --overwrite run the outputs it would replace
+    _check_targets([p for p, _ in items], [target(names[0], severities[0], p, c) for p, c in items])
     with Manifest(out, params, [f"{name}/{s}" for name in names for s in severities], overwrite,
                   depends=depends, info=info) as manifest:
-
-        def target(name: str, s: int, path: Path, cls: int) -> Path:
-            rel = path.relative_to(src / classes[cls])
-            stem = rel if rel.suffix.lower() in (".jpg", ".jpeg") else rel.with_suffix(".JPEG")
-            return out / name / str(s) / classes[cls] / stem
-
-        _check_targets([p for p, _ in items], [target(names[0], severities[0], p, c) for p, c in items])
         count = 0
         bar = tqdm(total=len(names) * len(severities) * len(items), disable=not progress, unit="img", desc="corrupt")
         for name in names:

@@ -171,7 +171,8 @@ class Manifest:
         params = json.loads(json.dumps(params))  # the JSON form: tuples -> lists, as read back
         self.depends: dict[str, dict[str, Any]] = json.loads(json.dumps(dict(depends or {})))
         outputs = list(outputs)
-        _remove_temporaries(out, [*outputs, MANIFEST])
+        if self._lock is not None:  # held: no other run owns them (unlocked file systems: left alone)
+            _remove_temporaries(out, [*outputs, MANIFEST])
         old = self._read(overwrite)
         listed = [] if old is None else [*old.get("started", []), *old.get("complete", [])]
         if old is not None and old.get("params") != params and not overwrite and set(listed) <= set(cheap):
@@ -196,8 +197,10 @@ class Manifest:
                 raise ValueError(f"{str(out)!r} already holds {', '.join(present[:3])}{more} "
                                  f"without a {MANIFEST} (written by an older aprkit or another tool); {hint}")
         keep = old is not None and old.get("params") == params and not overwrite
-        if overwrite and old is not None:  # the outputs of the replaced run go too (not only the ones rewritten now)
-            _remove_outputs(Path(out), [*old.get("started", []), *old.get("complete", [])])
+        if overwrite:  # the outputs of the replaced run go too (not only the ones rewritten now); without a usable
+            # manifest, at least this run's (an ImageNet-C folder keeping an image whose input is gone breaks pairing)
+            _remove_outputs(Path(out), [*outputs, *([] if old is None else [*old.get("started", []),
+                                                                            *old.get("complete", [])])])
         fresh: dict[str, Any] = {"tool": _TOOL, "params": params, "complete": [], "started": []}
         self.data: dict[str, Any] = old if keep and old is not None else fresh
         self.data.setdefault("complete", [])

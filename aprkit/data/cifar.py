@@ -161,7 +161,8 @@ def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", 
                   progress: bool = True, in_memory: bool = False, **kw) -> Dataset:
     """CIFAR-10/100 ``split`` (``"train"``/``"test"``) from ``root`` in either layout (see module docstring).
 
-    ``download=True`` fetches the binary layout when ``root`` holds neither layout whole (``progress``: a bar).
+    ``download=True`` fetches the binary layout when ``root`` holds neither the PNG tree's ``split`` folder nor the
+    binary files of ``split`` (``progress``: a bar).
 
     Extra keywords (``transform``, ``resize``, ``crop``) go to the PNG-tree reader.
     """
@@ -172,8 +173,9 @@ def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", 
     root = Path(root).expanduser()
     folder_name = CIFAR_BINARY[name][0]
     binary = root if root.name == folder_name else root / folder_name
-    if download and not (root / split).is_dir():
-        _download(name, binary, progress)
+    _, files, _, meta_file, _ = CIFAR_BINARY[name]
+    if download and not (root / split).is_dir() and not all((binary / f).is_file() for f in [*files[split], meta_file]):
+        _download(name, binary, progress)  # (a folder with this split's batches, e.g. test only, is read as it is)
     if binary.is_dir():
         if kw:  # the binary arrays are read as they are: resize / crop / transform would be silently ignored
             raise ValueError(f"{', '.join(sorted(kw))} apply to the PNG-tree layout only; {binary} holds the binary "

@@ -92,9 +92,10 @@ def resize_center_crop(image: torch.Tensor, resize: int | None, crop: int | None
 
 
 class ResizedDataset(Dataset):
-    """``dataset``'s images brought to ``size`` ``(H, W)``: resized (antialiased) until they cover it, keeping their
-    aspect ratio, then centre-cropped (for a square ``size``: :func:`resize_center_crop` with the shorter side to
-    ``H``); images of that size already are kept. For OOD sets scored at the in-distribution size."""
+    """``dataset``'s images brought to ``size`` ``(H, W)``: for a square ``size``, :func:`resize_center_crop` (the
+    shorter side to ``H``, then a centre crop); otherwise resized (antialiased, aspect ratio kept) until they cover
+    it, then centre-cropped. Images of that size already are kept. For OOD sets scored at the in-distribution
+    size."""
 
     def __init__(self, dataset: Dataset, size: tuple[int, int]) -> None:
         self.dataset, self.size = dataset, (int(size[0]), int(size[1]))
@@ -108,7 +109,9 @@ class ResizedDataset(Dataset):
 
         img, label = self.dataset[index]
         (h, w), (ih, iw) = self.size, img.shape[-2:]
-        if (ih, iw) != (h, w):
+        if (ih, iw) != (h, w) and h == w:
+            img = resize_center_crop(img, h, h)
+        elif (ih, iw) != (h, w):
             scale = max(h / ih, w / iw)
             img = F.resize(img, [max(h, round(ih * scale)), max(w, round(iw * scale))], antialias=True)
             img = F.center_crop(img, [h, w])

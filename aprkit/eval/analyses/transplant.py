@@ -436,7 +436,7 @@ def layer_sweep(
             model, data, prep["labels"], n_pairs, prep["generator"], opts["batch_size"], prep["max_images"],
             prep["num_prefix_tokens"], prep["grid"])
         for i, (depth, block, t) in enumerate(targets):  # a block without activation modules: its functional one
-            if t.site == "input" and t.op is not None:
+            if t.site == "input" and t.op is not None and layers == "all":  # (a named "blk:relu" is kept as named)
                 targets[i] = (depth, block, _functional_site(model, block, t, images[:1].to(device)))
         rows: list[dict] = []
         common = _sweep_key(model, images, labels, pairs, layout_kw, codes, opts) if cache is not None else ""

@@ -75,7 +75,8 @@ def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None,
         # what was evaluated, for the provenance: the spec and the weights file read with it
         source = str(model) + (f", checkpoint {checkpoint}" if checkpoint is not None else "") + (
             ", random weights" if random_init and checkpoint is None else "")
-        setattr(net, "aprkit_source", source)  # noqa: B010 (a plain attribute, as models.registry.tag_model sets)
+        # private: public plain attributes are hashed into the model's fingerprint, and a path must not move it
+        setattr(net, "_aprkit_source", source)  # noqa: B010
         return net, _display_name(model)
     raise TypeError("model must be an nn.Module, a model spec string (e.g. 'resnet20', 'timm:resnet50', a .th file) "
                     f"or a mapping name -> model; got {type(model).__name__}")
@@ -317,7 +318,7 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
             results.models[name][sname] = value
             run.finish({"model": name, "suite": sname, "value": value, "key": _suite_key(ctx, sname, sdata),
                         "fingerprint": fingerprint,
-                        "spec": getattr(net, "aprkit_source", None) or (m if isinstance(m, str) else type(m).__name__),
+                        "spec": getattr(net, "_aprkit_source", None) or (m if isinstance(m, str) else type(m).__name__),
                         "data": _describe(sdata),
                         "options": _describe(ctx_kw["options"]), "seed": ctx_kw["seed"], "amp": ctx_kw["amp"],
                         "produced_by": produced_by, "date": _now()})

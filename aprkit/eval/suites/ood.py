@@ -138,8 +138,9 @@ def _set_name(spec: str, specs: list[str]) -> str:
 
 
 def _open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool) -> tuple[Any, list[int] | None]:
-    """An OOD dataset and, when its images were resized to the in-distribution size, their own size ``[H, W]`` (of
-    the first image); synthetic ``noise:`` specs are generated at the in-distribution image size."""
+    """An OOD dataset (with ``resize``, every image of another size brought to the in-distribution size) and the
+    first image's own size ``[H, W]`` where it differs, for the report; synthetic ``noise:`` specs are generated at
+    the in-distribution image size."""
     img, _ = like[0]
     c, h, w = (int(d) for d in img.shape)
     if isinstance(spec, str) and spec.startswith("noise:"):
@@ -148,12 +149,12 @@ def _open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool) -> tuple[An
         return get_dataset(spec, "test", size=(h, w), channels=c, n=n, seed=seed), None
     ds = as_dataset(spec)
     own = [int(d) for d in ds[0][0].shape[-2:]]
-    if own == [h, w]:
-        return ds, None
-    if resize:
+    if resize:  # every image: a mixed folder's first image may have the in-distribution size
         from aprkit.data.folder import ResizedDataset
 
-        return ResizedDataset(ds, (h, w)), own
+        return ResizedDataset(ds, (h, w)), (None if own == [h, w] else own)
+    if own == [h, w]:
+        return ds, None
     warnings.warn(f"OOD set {describe_value(spec) if not isinstance(spec, str) else spec}: its images are "
                   f"{own[0]}x{own[1]}, the in-distribution ones {h}x{w}, and ood_resize is off: the scores also "
                   "measure the change of resolution", RuntimeWarning, stacklevel=3)
@@ -319,9 +320,10 @@ class OODSuite(Suite[OODOptions]):
             n = ood_limit or n_in
             ds, resized_from = _open_ood(spec, in_ds, n=int(n), seed=ctx.seed, resize=opts.ood_resize)
             ds_id = dataset_id(spec)
-            if isinstance(spec, str) and spec.startswith("noise:") or resized_from is not None:
+            noise = isinstance(spec, str) and spec.startswith("noise:")
+            if noise or opts.ood_resize:
                 c, h, w = ds[0][0].shape[-3:]  # generated or resized to the in-distribution shape: it keys them
-                ds_id += (f"#{c}x{h}x{w}-n{n}-seed{ctx.seed}" if resized_from is None else f"#resized-{h}x{w}")
+                ds_id += f"#{c}x{h}x{w}-n{n}-seed{ctx.seed}" if noise else f"#resized-cover-crop-{h}x{w}"
             s_out = scores_for(name, ds, ds_id, ood_limit, False)
             result["sets"][name] = ({"n": len(s_out[present[0]])}
                                     | ({} if resized_from is None else {"resized_from": resized_from})

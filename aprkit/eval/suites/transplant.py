@@ -132,7 +132,8 @@ class TransplantSuite(Suite[TransplantOptions]):
 
     @classmethod
     def images_text(cls, options: Mapping[str, Any]) -> str:
-        n = _max_images(options.get("limit"), options.get("transplant_max_images"))
+        as_int = {k: None if options.get(k) is None else int(options[k]) for k in ("limit", "transplant_max_images")}
+        n = _max_images(as_int["limit"], as_int["transplant_max_images"])  # recorded as given ("40" parses)
         return f"up to {n} images spread evenly over the set"
 
     def headline(self, result: Mapping[str, Any]) -> list[Measure]:
