@@ -48,6 +48,7 @@ def check_image_tensor(
     channels: Sequence[int] | None = None,
     unit_range: bool = False,
     overshoot: bool = False,
+    allow_empty: bool = False,
 ) -> torch.Tensor:
     """Validate an image tensor of shape ``(..., C, H, W)`` and return it unchanged.
 
@@ -57,7 +58,8 @@ def check_image_tensor(
     floats) raise ``ValueError`` too; it costs one ``aminmax`` pass, which also serves the finiteness check.
     ``overshoot=True`` (augmentations that clamp their views, as the hosts' own transforms take such input): values
     in [-1, 2], another augmentation's overshoot (bicubic resampling, APR-P), pass; 0..255 floats and mean/std
-    normalised images are still refused.
+    normalised images are still refused. ``allow_empty=True`` (batch transforms, which hand an empty batch back as
+    their hosts' own transforms do): a batch of no images passes (its image shape is still checked).
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (..., C, H, W), got {type(x).__name__}")
@@ -70,7 +72,8 @@ def check_image_tensor(
                 else f">= {min_ndim}" if max_ndim is None else f"{min_ndim}..{max_ndim}")
         layout = "(C, H, W)" if max_ndim == 3 else "(B, C, H, W)" if min_ndim == 4 else "(..., C, H, W)"
         raise ValueError(f"{name} must have {want} dimensions {layout}, got shape {tuple(x.shape)}")
-    if x.numel() == 0:
+    empty_batch = allow_empty and x.ndim >= 4 and x.shape[0] == 0
+    if x.numel() == 0 and not empty_batch:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); expected at least one image")
     h, w = x.shape[-2], x.shape[-1]
     if h < 2 or w < 2:
@@ -79,6 +82,8 @@ def check_image_tensor(
         raise ValueError(
             f"{name} must have {' or '.join(map(str, channels))} channels in (..., C, H, W), got shape {tuple(x.shape)}"
         )
+    if empty_batch:
+        return x
     if unit_range and x.dtype != torch.uint8:
         lo, hi = (float(v) for v in torch.aminmax(x.detach()))  # NaN and inf propagate
         if check_finite and not (math.isfinite(lo) and math.isfinite(hi)):

@@ -121,3 +121,22 @@ def test_albumentations_pair(images_u8):
     assert pipe(image=img, apr_metadata=[big])["image"].shape == img.shape  # resized partner
     with pytest.raises(ValueError, match="apr_metadata"):
         pipe(image=img)
+
+
+def test_an_empty_batch_comes_back_as_the_hosts_hand_it_back():
+    """kornia's and torchvision's transforms and timm's Mixup return an empty batch; so do aprkit's (its image shape
+    is still checked)."""
+    import kornia.augmentation as K
+    import torchvision.transforms.v2 as v2
+
+    x, y = torch.rand(0, 3, 16, 16), torch.zeros(0, dtype=torch.long)
+    for aug in (APRPair(p=1.0, seed=0), APRSingleBatch(p=1.0, seed=0), RandomAPRSingle(p=1.0, seed=0),
+                RandomAPRPair(p_apr=1.0, seed=0), K.AugmentationSequential(RandomAPRPair(seed=0), RandomAPRSingle(seed=0)),
+                v2.Compose([APRSingleV2(p=1.0)])):
+        assert aug(x).shape == (0, 3, 16, 16)
+    assert K.ColorJitter(0.1, p=1.0)(x).shape == x.shape  # the host, for comparison
+    out, soft = APRMixup(num_classes=10)(x, y)
+    assert out.shape == x.shape and soft.shape == (0, 10)
+    assert APRPair(p=1.0, seed=0)(x, y)[1].shape == (0,)
+    with pytest.raises(ValueError, match="H >= 2 and W >= 2"):
+        APRPair(p=1.0)(torch.rand(0, 3, 1, 16))

@@ -357,7 +357,7 @@ def test_replayed_parameters_name_what_is_missing() -> None:
     x = torch.rand(4, 3, 8, 8)
     with pytest.raises(ValueError, match=r"params lack \['mask'\]; expected the dict from generate_parameters"):
         APRPair(p=1.0).apply(x, {"perm": torch.arange(4)})
-    with pytest.raises(ValueError, match="non-empty batch"):
+    with pytest.raises(ValueError, match="must describe a batch"):
         APRSingleBatch().generate_parameters(())
 
 

@@ -304,8 +304,8 @@ def sample_pair_params(
     as in the reference ``mix_data``); otherwise each image is selected with probability ``p``.
     Draws happen on the generator's device (CPU by default) and are then moved to ``device``.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+        raise ValueError(f"batch_size must be an int >= 0, got {batch_size!r}")
     p = check_probability(p)
     gdev = generator.device if generator is not None else torch.device("cpu")
     u = torch.rand(batch_size if per_sample else 1, generator=generator, device=gdev)

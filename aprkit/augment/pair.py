@@ -82,8 +82,8 @@ class APRPair(CompiledCore, ReplayModule):
     def generate_parameters(self, batch_shape: torch.Size | tuple[int, ...], device: torch.device | str | None = None
                             ) -> dict[str, torch.Tensor]:
         """Sample ``{"perm": (B,) int64, "mask": (B,) bool}`` for a batch of shape ``(B, C, H, W)``."""
-        if len(batch_shape) == 0 or int(batch_shape[0]) < 1:
-            raise ValueError(f"batch_shape must describe a non-empty batch (B, C, H, W), got {tuple(batch_shape)}")
+        if len(batch_shape) == 0 or int(batch_shape[0]) < 0:
+            raise ValueError(f"batch_shape must describe a batch (B, C, H, W), got {tuple(batch_shape)}")
         generator = worker_generator(self.generator, self._base_seed)
         return sample_pair_params(int(batch_shape[0]), self.p, self.per_sample, generator, device)
 
@@ -91,7 +91,7 @@ class APRPair(CompiledCore, ReplayModule):
         """Shapes and dtype; with ``dims="hw"`` a channels-last ``(B, H, W, C)`` batch is refused (the 2-D transforms
         would run over the wrong axes); with ``clamp`` 0..255 floats are refused on eager CPU calls (one ``amax``
         pass; they would come out saturated)."""
-        check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)
+        check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False, allow_empty=True)
         if self.clamp:
             check_not_0_255(x)
         if self.dims == "hw":
@@ -102,6 +102,8 @@ class APRPair(CompiledCore, ReplayModule):
         ``apply(x, params)`` (Kornia-style; ``apply(fn)`` is ``nn.Module.apply``, see :mod:`aprkit._replay`)."""
         self._check_images(x)  # values: once, in apr_pair
         check_param_keys(params, ("perm", "mask"), "generate_parameters ({'perm': (B,) int64, 'mask': (B,) bool})")
+        if x.shape[0] == 0:  # an empty batch comes back as it is, as from the hosts' own transforms
+            return x
         mask: torch.Tensor | None = params["mask"]
         if isinstance(mask, torch.Tensor) and mask.device.type == "cpu" and mask.numel():
             # the mask is applied as given (also a mixed one under per_sample=False); on the host, the whole batch
@@ -121,6 +123,8 @@ class APRPair(CompiledCore, ReplayModule):
         self._check_images(x)  # finiteness: once, in the core
         if labels is not None:
             check_labels(labels, x.shape[0])
+        if x.shape[0] == 0:  # an empty batch comes back as it is, as from the hosts' own transforms
+            return x if labels is None else (x, labels)
         params = self.generate_parameters(x.shape, None)
         drawn = params["mask"]
         mask: torch.Tensor | None

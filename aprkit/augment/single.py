@@ -133,13 +133,16 @@ def apr_single(
     Views of uint8 images are rounded to integers between ops, as the reference's uint8 arrays are.
     Validates once (one ``aminmax`` pass for float input), then runs :func:`apr_single_core`.
     """
-    check_chw_layout(check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True, overshoot=True))
+    check_chw_layout(check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True, overshoot=True,
+                                        allow_empty=True))
     names = resolve_ops(ops)
     b = x.shape[0]
     check_param_keys(params, _PARAM_KEYS, "sample_single_params / generate_parameters")
     for key, val in params.items():
         if val.shape != (b,):
             raise ValueError(f"params[{key!r}] must have shape ({b},) for a batch of {b}, got {tuple(val.shape)}")
+    if b == 0:  # an empty batch comes back as it is, as from the hosts' own transforms
+        return x
     return apr_single_core(x, params, names, dims)
 
 
@@ -193,9 +196,9 @@ class APRSingleBatch(CompiledCore, ReplayModule):
     def generate_parameters(self, batch_shape: torch.Size | Sequence[int], device: torch.device | str | None = None
                             ) -> dict[str, torch.Tensor]:
         """Sample parameters for a batch of shape ``(B, C, H, W)``; tensors ``(B,)`` on ``device``."""
-        n = int(batch_shape[0]) if len(batch_shape) else 0
-        if n < 1:
-            raise ValueError(f"batch_shape must describe a non-empty batch (B, C, H, W), got {tuple(batch_shape)}")
+        n = int(batch_shape[0]) if len(batch_shape) else -1
+        if n < 0:
+            raise ValueError(f"batch_shape must describe a batch (B, C, H, W), got {tuple(batch_shape)}")
         generator = worker_generator(self.generator, self._base_seed)
         params = sample_single_params(n, self.p, self.severity, len(self.ops), generator)
         return {k: to_device(v, device) for k, v in params.items()} if device is not None else params
@@ -207,7 +210,10 @@ class APRSingleBatch(CompiledCore, ReplayModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # one pass; another augmentation's overshoot passes: the views are clamped
-        check_chw_layout(check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True, overshoot=True))
+        check_chw_layout(check_image_tensor(x, "images", min_ndim=4, max_ndim=4, unit_range=True, overshoot=True,
+                                            allow_empty=True))
+        if x.shape[0] == 0:  # an empty batch comes back as it is, as from the hosts' own transforms
+            return x
         params = self.generate_parameters(x.shape)  # on the generator's device; the core moves one packed table
         return self._run_core()(x, params, self.ops, self.dims)
 

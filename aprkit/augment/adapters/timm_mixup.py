@@ -109,7 +109,7 @@ class APRMixup:
                             f"the soft (B, num_classes) targets itself, as timm's Mixup does")
         if target.ndim != 1:
             raise ValueError(f"target must hold one class index per image, shape (B,), got {tuple(target.shape)}")
-        if target.device.type == "cpu" or not self._checked:
+        if target.numel() and (target.device.type == "cpu" or not self._checked):
             low, high = int(target.min()), int(target.max())
             if low < 0 or high >= self.num_classes:
                 raise ValueError(f"target holds class indices in [{low}, {high}], outside "
@@ -158,8 +158,10 @@ class APRMixup:
         return keep_layout((out - mean).div_(std).to(x.dtype), x)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        check_image_tensor(x, "input", min_ndim=4, max_ndim=4, check_finite=False)
+        check_image_tensor(x, "input", min_ndim=4, max_ndim=4, check_finite=False, allow_empty=True)
         check_labels(target, x.shape[0], "target")
+        if x.shape[0] == 0:  # as timm's Mixup: the empty batch and its (0, num_classes) targets
+            return x, self._targets(target)
         self._check_input(x)
         soft = self._targets(target)
         self._checked = True

@@ -79,6 +79,8 @@ class APRSingleV2(v2.Transform):
         plain = inpt.as_subclass(torch.Tensor)
         if plain.ndim < 3:
             check_image_tensor(plain, "image", min_ndim=3, check_finite=False)  # names (C, H, W): raises
+        if plain.ndim >= 4 and plain.shape[0] == 0 and plain.shape[-2] >= 2 and plain.shape[-1] >= 2:
+            return inpt  # an empty batch comes back as it is, as from torchvision's own transforms
         if plain.ndim == 3:
             out = self.aprs.apply(plain, {k: v[:1] for k, v in p.items()})
         else:  # the layout check of APRSingle.apply, which the batched path does not pass through
