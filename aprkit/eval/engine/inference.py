@@ -537,7 +537,10 @@ def class_sorted_limit(labels: Any, limit: int) -> str | None:
 
 
 def _warn_class_sorted_limit(dataset: Dataset, n: int) -> None:
-    """Warn when the first ``n`` images of a folder dataset, read class by class, miss some of its classes."""
+    """Warn when the first ``n`` images of a folder dataset, read class by class, miss some of its classes (not within
+    an ``evaluate`` call: it warned once for the run, where every suite and cell would warn again)."""
+    if _MEMO.depth:
+        return
     targets = getattr(dataset, "targets", None)
     message = class_sorted_limit(targets, n) if isinstance(targets, list) and targets else None
     if message:
