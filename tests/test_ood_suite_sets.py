@@ -77,3 +77,19 @@ def test_severities_of_a_config_stay_acceptable_with_corruptions_none() -> None:
     r = evaluate(Tiny(), "corruption", "synthetic:12", options={"corruptions": "none", "severities": [1, 2, 3, 4, 5]},
                  progress=False)
     assert next(iter(r.models.values()))["corruption"]["cells"] == {}
+
+
+def test_the_class_sorted_limit_warning_comes_once_per_run(tmp_path) -> None:
+    """An image folder read class by class with a limit: one warning for the run, not one per suite and cell."""
+    import warnings
+
+    from aprkit.data import get_dataset
+
+    for c in range(3):
+        _folder(tmp_path / "fd" / f"c{c}", 32, n=4)
+    ds = get_dataset(f"folder:{tmp_path / 'fd'}", resize=32, crop=32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluate(Tiny(), ["ood", "calibration"], ds, limit=4, progress=False, num_classes=10,
+                 options={**OPTS, "corruptions": ["contrast"], "severities": [1], "ood": ["noise:gaussian"]})
+    assert sum("takes the first 4 images" in str(w.message) for w in caught) == 1, [str(w.message) for w in caught]
