@@ -13,13 +13,14 @@ are only a cache, where a file lost or damaged by a crash is just recomputed (``
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "remove_temporaries"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any], *, durable: bool = True) -> Path:
@@ -48,6 +49,23 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
             pass
         raise
     return path
+
+
+def remove_temporaries(folder: str | os.PathLike[str], names: Iterable[str]) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` left beside the files ``names`` of ``folder`` (paths
+    relative to it) when its process was killed mid-write (``<name>.<8 random characters>.tmp``); returns them. Only
+    for a caller that knows no other process writes these files now (it holds the folder's lock, or is the run's
+    only writer)."""
+    removed = []
+    for name in names:
+        path = Path(folder) / name
+        if not path.parent.is_dir():
+            continue
+        for tmp in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
+            if tmp.is_file() and len(tmp.name) == len(path.name) + len(".xxxxxxxx.tmp"):  # mkstemp's 8 characters
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+    return removed
 
 
 def _umask() -> int:

@@ -230,3 +230,15 @@ def test_config_yaml_of_a_resumed_run_that_only_went_further_reruns_it(tmp_path)
     fit(cfg, ["train.max_steps=7"], out=other, datasets=(ds, test))
     fit(cfg, ["optim.lr=0.01"], out=other, resume=True, datasets=(ds, test))
     assert yaml.safe_load((other / "config.yaml").read_text())["train"]["max_steps"] == 7
+
+
+def test_a_killed_runs_half_written_checkpoint_is_removed_on_resume(tmp_path):
+    """SIGKILL during the atomic write of last.pt leaves last.pt.<random>.tmp; the next run into the folder removes
+    it (the run's only writer), and leaves other files alone."""
+    ds, test = Images(40), Images(16, seed=5)
+    fit(train_config(), ["train.max_steps=3"], out=tmp_path, datasets=(ds, test))
+    stale = tmp_path / "last.pt.k3x9a_zq.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    (tmp_path / "notes.txt.abcdefgh.tmp").write_text("not ours")
+    fit(train_config(), ["train.max_steps=5"], out=tmp_path, resume=True, datasets=(ds, test))
+    assert not stale.exists() and (tmp_path / "notes.txt.abcdefgh.tmp").exists()

@@ -18,7 +18,6 @@ Nothing here is public API.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, remove_temporaries
 
 __all__ = ["MANIFEST", "Manifest", "check_batch_size", "environment", "fingerprint_array", "fingerprint_files"]
 
@@ -93,16 +92,6 @@ def _remove_outputs(out: Path, entries: Iterable[object]) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-
-
-def _remove_temporaries(out: Path, entries: Iterable[str]) -> None:
-    """Delete the temporary files (``<name>.<random>.tmp``, see ``aprkit._io.atomic_write``) that a run killed while
-    writing the files ``entries`` left beside them; the caller holds the folder's lock, so no writer owns them."""
-    for entry in entries:
-        path = out / entry
-        for tmp in path.parent.glob(f"{glob.escape(path.name)}.*.tmp") if path.parent.is_dir() else ():
-            if tmp.is_file() and len(tmp.name) == len(path.name) + len(".xxxxxxxx.tmp"):  # mkstemp's 8 characters
-                tmp.unlink(missing_ok=True)
 
 
 def _hold(folder: Path) -> int | None:
@@ -172,7 +161,7 @@ class Manifest:
         self.depends: dict[str, dict[str, Any]] = json.loads(json.dumps(dict(depends or {})))
         outputs = list(outputs)
         if self._lock is not None:  # held: no other run owns them (unlocked file systems: left alone)
-            _remove_temporaries(out, [*outputs, MANIFEST])
+            remove_temporaries(out, [*outputs, MANIFEST])
         old = self._read(overwrite)
         listed = [] if old is None else [*old.get("started", []), *old.get("complete", [])]
         if old is not None and old.get("params") != params and not overwrite and set(listed) <= set(cheap):

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, remove_temporaries
 from ..distributed import (
     DistInfo,
     all_reduce_sum,
@@ -55,6 +55,7 @@ from .metrics_log import MetricsLogger
 from .recipe import DeviceAugment, method_loss
 from .state import (
     CHECKPOINT_FORMAT,
+    RUN_FILES,
     atomic_save,
     capture_rng,
     check_run_folder,
@@ -319,6 +320,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         if overwrite and clear_run_folder(out):  # only now: a config or data error above keeps the old run
             print(f"overwrite: deleted the previous run in {out}", file=sys.stderr)
         out.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(out, RUN_FILES)  # a killed run's half-written checkpoints (rank 0 is the only writer)
         # a resumed run keeps the config that trained it, unless the resume only moved how far it goes (optim.epochs,
         # train.max_steps) and nothing ever changed its trajectory: then the current config reruns it from scratch to
         # the same weights, where the first one stopped short
