@@ -132,3 +132,16 @@ def test_limit_says_it_does_not_apply_to_the_shape_bias_suite(tree):
     with pytest.warns(RuntimeWarning, match="limit=4 does not apply to shape-bias: it scores every stimulus"):
         res = evaluate(Constant("cat"), suite="shape-bias", data=f"cue-conflict:{tree}", limit=4, progress=False)
     assert res.models["Constant"]["shape-bias"]["counts"]["n_stimuli"] == 32  # every conflicting stimulus
+
+
+def test_specs_of_other_data_and_phase_bias_on_the_stimuli_are_clear_errors(tree, tmp_path):
+    """A cifar10: spec given to shape-bias names what it needs; the phase-bias suite refuses a model whose outputs
+    are not the data's classes (an ImageNet model on the 16 categories scored 0 % silently)."""
+    from aprkit.eval import evaluate
+
+    with pytest.raises(ValueError, match="needs the cue-conflict stimuli .*got the cifar10 spec"):
+        evaluate(Constant("cat", 1000), "shape-bias", f"cifar10:{tmp_path}", progress=False)
+    with pytest.raises(ValueError, match="compares predictions with the data's 16 classes, but the model outputs 1000"):
+        evaluate(Constant("cat", 1000), "phase-bias", f"cue-conflict:{tree}", progress=False)
+    with pytest.raises(ValueError, match="data is required.*shape-bias=cue-conflict:DIR"):
+        evaluate(Constant("cat", 1000), "shape-bias", None, options={"stimuli": str(tree)}, progress=False)

@@ -166,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.get("model") and not models:
         raise ValueError("no model given: pass --model SPEC (and --checkpoint) or a config with 'model:'")
     if not cfg.get("data"):
-        raise ValueError("no data given: pass --data SPEC (e.g. cifar10:/path/to/cifar10) or a config with 'data:'")
+        raise ValueError("no data given: pass --data SPEC (e.g. cifar10:/path/to/cifar10; the shape-bias stimuli: "
+                         "--data shape-bias=cue-conflict:DIR) or a config with 'data:'")
     if models and cfg.get("checkpoint"):
         raise ValueError("checkpoint applies to one --model; with 'models:' give each entry its own "
                          "{model: SPEC, checkpoint: FILE}")

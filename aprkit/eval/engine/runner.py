@@ -229,8 +229,11 @@ def evaluate(
     faster in that layout, see ``benchmarks/bench_eval.py``).
     """
     if data is None:
+        hint = (" (the shape-bias stimuli go there too: data={'shape-bias': 'cue-conflict:DIR'}, --data "
+                "shape-bias=cue-conflict:DIR; the option stimuli is for Suite.run by hand)"
+                if isinstance(options, Mapping) and "stimuli" in options else "")
         raise ValueError("data is required: a dataset spec such as 'cifar10:/path/to/cifar10' or 'folder:/path', "
-                         "or a Dataset")
+                         f"or a Dataset{hint}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
+import torch
 from pydantic import Field
 from torch.utils.data import Subset
 
@@ -23,7 +24,7 @@ from ..._checks import dataset_len
 from ...fourier import Dims
 from ..analyses.phase_bias import measure_phase_bias
 from ..engine.cache import cached
-from ..engine.inference import as_dataset
+from ..engine.inference import as_dataset, to_model_input
 from ..report.blocks import Figure, Paragraph, Table, strong
 from ..report.plotting import new_figure, plot_text, save_figure
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
@@ -67,6 +68,21 @@ class PhaseBiasResult(TypedDict):
     settings: dict[str, Any]  # n_pairs, beta, dims, seed
 
 
+def _check_outputs(ctx: EvalContext, dataset: Any) -> None:
+    """The phase bias counts predictions equal to a donor's label: the model must output the data's classes (an
+    ImageNet model on the cue-conflict stimuli scored argmax over 1000 classes against 16 labels: 0 %, silently)."""
+    classes = getattr(dataset, "classes", None) or getattr(dataset, "categories", None)  # the cue-conflict shapes
+    if not classes:
+        return
+    image, _ = dataset[0]
+    with torch.no_grad():
+        n = int(ctx.model(to_model_input(torch.as_tensor(image)[None], ctx.device, ctx.channels_last)).shape[-1])
+    if n != len(classes):
+        raise ValueError(f"the phase-bias suite compares predictions with the data's {len(classes)} classes, but the "
+                         f"model outputs {n}; give it data labelled with the model's classes (for an ImageNet model "
+                         "on the cue-conflict stimuli, the shape-bias suite maps its outputs to the 16 categories)")
+
+
 @register_suite("phase-bias")
 class PhaseBiasSuite(Suite[PhaseBiasOptions]):
     """Follow-phase / follow-amplitude / neither rates, phase bias, and patch-shuffle accuracy."""
@@ -77,6 +93,8 @@ class PhaseBiasSuite(Suite[PhaseBiasOptions]):
         options = self.options(ctx)
         limit = options.limit
         opts = options.model_dump(exclude={"limit"})  # the keyword arguments of measure_phase_bias
+
+        _check_outputs(ctx, as_dataset(data))
 
         def compute() -> dict:
             dataset = as_dataset(data)

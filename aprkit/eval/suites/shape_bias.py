@@ -1,7 +1,7 @@
 """The ``shape-bias`` suite: Geirhos et al. cue-conflict shape bias of ImageNet models.
 
 ``data`` is a cue-conflict folder (``<shape>/<shape>N-<texture>M.png``; a ``"cue-conflict:"`` prefix is
-accepted), a ``CueConflict`` dataset, or None with the option ``stimuli`` set. The model must output
+accepted), a ``CueConflict`` dataset, or (run by hand) None with the option ``stimuli`` set. The model must output
 1000 ImageNet classes or the 16 categories. The report has a table and the per-category plot in the
 style of the paper (fraction of shape decisions per shape category, one marker per model, the
 published human and ResNet-50 averages as guides).
@@ -37,9 +37,13 @@ def resolve_stimuli(data: Any, options: Mapping[str, Any] | None = None) -> Any:
         return data
     if isinstance(data, (str, os.PathLike)):
         text = os.fspath(data)
-        for prefix in ("cue-conflict:", "cue_conflict:", "folder:"):
-            if text.startswith(prefix):
-                text = text[len(prefix):]
+        kind, sep, rest = text.partition(":")
+        if sep and kind.strip().lower() in ("cue-conflict", "cue_conflict", "folder"):
+            text = rest
+        elif sep and kind.isidentifier() and not Path(text).exists():  # cifar10:ROOT, synthetic:N, ...
+            raise ValueError(f"the shape-bias suite needs the cue-conflict stimuli (cue-conflict:DIR, a folder "
+                             f"<shape>/<shape>N-<texture>M.png), got the {kind} spec {text!r}; give the suite its own "
+                             "data: --data shape-bias=cue-conflict:DIR (data={'shape-bias': ...})")
         return CueConflict(text)
     raise TypeError(
         "the shape-bias suite needs cue-conflict stimuli: a folder <shape>/<shape>N-<texture>M.png (optionally "
@@ -51,7 +55,8 @@ class ShapeBiasOptions(SuiteOptions):
     """Options of the shape-bias suite."""
 
     stimuli: Any = None
-    """the cue-conflict stimuli when ``data`` is None: a folder, ``"cue-conflict:PATH"`` or a ``CueConflict``"""
+    """the cue-conflict stimuli when the suite is run by hand with ``data=None`` (``ShapeBiasSuite().run(ctx,
+    None)``); ``evaluate`` and ``aprkit eval`` take them as the suite's data (``--data shape-bias=cue-conflict:DIR``)"""
     references: str | Path | list[str | Path] | None = None
     """raw decision CSVs (a folder or files) whose shape biases are drawn as the plot's guide lines"""
 
