@@ -145,3 +145,5 @@ def test_specs_of_other_data_and_phase_bias_on_the_stimuli_are_clear_errors(tree
         evaluate(Constant("cat", 1000), "phase-bias", f"cue-conflict:{tree}", progress=False)
     with pytest.raises(ValueError, match="data is required.*shape-bias=cue-conflict:DIR"):
         evaluate(Constant("cat", 1000), "shape-bias", None, options={"stimuli": str(tree)}, progress=False)
+    with pytest.raises(ValueError, match="must be positive and divide the image size"):  # before any pass
+        evaluate(Constant("cat", 16), "phase-bias", f"cue-conflict:{tree}", options={"patch_size": 5}, progress=False)

@@ -150,7 +150,9 @@ def phase_amplitude_conflict(
     raise ValueError(f"variant must be 'full' or 'low_frequency', got {variant!r}")
 
 
-def _patch_grid(shape: Sequence[int], patch_size: int | tuple[int, int]) -> tuple[int, int, int, int]:
+def patch_grid(shape: Sequence[int], patch_size: int | tuple[int, int]) -> tuple[int, int, int, int]:
+    """``(ph, pw, rows, cols)`` of a ``patch_size`` grid over images of ``shape`` (``(..., H, W)``); the patch size must
+    divide the image size."""
     if isinstance(patch_size, int) and not isinstance(patch_size, bool):
         ph = pw = patch_size
     elif isinstance(patch_size, (tuple, list)) and len(patch_size) == 2 and all(isinstance(v, int) for v in patch_size):
@@ -171,7 +173,7 @@ def patch_permutations(
 ) -> torch.Tensor:
     """Random patch orders ``(n_images, gh * gw)`` for images of ``shape`` (..., H, W); one uniform permutation
     per image."""
-    _, _, gh, gw = _patch_grid(shape, patch_size)
+    _, _, gh, gw = patch_grid(shape, patch_size)
     return torch.rand(n_images, gh * gw, generator=generator).argsort(dim=1)
 
 
@@ -193,7 +195,7 @@ def patch_shuffle(
     single = images.ndim == 3
     x = images.unsqueeze(0) if single else images
     b, c, h, w = x.shape
-    ph, pw, gh, gw = _patch_grid(x.shape, patch_size)
+    ph, pw, gh, gw = patch_grid(x.shape, patch_size)
     if permutation is None:
         permutation = patch_permutations(b, x.shape, (ph, pw), generator=generator)
     else:

@@ -22,7 +22,7 @@ from torch.utils.data import Subset
 
 from ..._checks import dataset_len
 from ...fourier import Dims
-from ..analyses.phase_bias import measure_phase_bias
+from ..analyses.phase_bias import measure_phase_bias, patch_grid
 from ..engine.cache import cached
 from ..engine.inference import as_dataset, to_model_input
 from ..report.blocks import Figure, Paragraph, Table, strong
@@ -94,7 +94,9 @@ class PhaseBiasSuite(Suite[PhaseBiasOptions]):
         limit = options.limit
         opts = options.model_dump(exclude={"limit"})  # the keyword arguments of measure_phase_bias
 
-        _check_outputs(ctx, as_dataset(data))
+        dataset = as_dataset(data)
+        patch_grid(tuple(dataset[0][0].shape), options.patch_size)  # a patch size that does not divide: now, not
+        _check_outputs(ctx, dataset)  # after the phase-bias passes
 
         def compute() -> dict:
             dataset = as_dataset(data)
