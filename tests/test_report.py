@@ -279,3 +279,16 @@ def test_the_images_line_leaves_out_suites_that_read_no_limit(tmp_path):
                        options={"cue_conflict_n": 20}, out_dir=tmp_path)
     text = res.paths["markdown"].read_text()
     assert "**Images:** first 8 images (calibration); all images (cue-conflict)" in text
+
+
+def test_a_measure_no_model_could_compute_shows_a_dash_in_the_summary():
+    """A None headline (no disagreeing pairs for the phase bias) is a row of "-", not left out of the summary."""
+    from aprkit.eval.report import markdown_block
+    from aprkit.eval.report.results import summary_section
+    from aprkit.eval.suites.base import Measure
+
+    sec = summary_section({"a": [Measure("x.done", "done", 0.5), Measure("x.none", "not computed", None)],
+                           "b": [Measure("x.done", "done", 0.25), Measure("x.none", "not computed", None)]})
+    md = "\n".join(markdown_block(b) for b in sec.blocks)
+    assert "| not computed | - | - | - |" in md.replace("  ", " ")
+    assert summary_section({"a": [Measure("x.none", "not computed", None)]}) is None  # nothing at all: no table

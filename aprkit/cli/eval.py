@@ -236,8 +236,7 @@ def _print_summary(res: Any) -> None:
     measures: dict[str, Any] = {}
     for ms in heads.values():
         for m in ms:
-            if m.value is not None:
-                measures.setdefault(m.name, m)
+            measures.setdefault(m.name, m)  # one no model could compute prints "-"
     width = max([len(k) for k in measures] + [6])
     print(f"{'metric':<{width}}  " + "  ".join(f"{m:>14}" for m in heads))
     for name, first in measures.items():

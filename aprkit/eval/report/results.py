@@ -192,8 +192,8 @@ def summary_section(headlines: Mapping[str, list[Measure]], title: str = "Summar
         for m in measures:
             first.setdefault(m.name, m)
             values.setdefault(m.name, {})[model] = m
-    names = [n for n in first if any(m.value is not None for m in values[n].values())]
-    if not names:
+    names = list(first)  # a measure no model could compute shows "-": leaving it out hid that it was asked for
+    if not any(m.value is not None for n in names for m in values[n].values()):
         return None
     better = {True: "higher", False: "lower", None: "-"}
     rows = [[first[n].display_label, better[first[n].higher_is_better]]
