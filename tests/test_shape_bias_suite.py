@@ -67,6 +67,7 @@ def test_shape_bias_suite_run_report_side_by_side(tree, tmp_path):
     md = "\n".join(markdown_block(b) for b in section.blocks)
     assert "| always-cat |" in md and "| humans (published) | 0.96 |" in md
     assert "ResNet-50 (published) | 0.22" in md
+    assert "| shape category | always-cat | always-dog-1k |" in md and "\n| cat | 1.000 |" in md  # per category
     assert section.figures == [tmp_path / "figs" / "shape_bias.png"] and section.figures[0].stat().st_size > 1000
 
 

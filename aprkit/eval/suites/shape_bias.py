@@ -117,15 +117,22 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
 
         rows: list[list] = [[m, f(r["shape_bias"]), f"{100 * r['shape_match']:.1f}", f"{100 * r['texture_match']:.1f}",
                              r["counts"]["n_stimuli"]] for m, r in results.items()]
-        rows += [[f"{name} (published)", f"{v:.2f}", "-", "-", "-"] for name, v in _references(results).items()]
+        published = not any(r.get("references") for r in results.values())
+        source = "published" if published else "from the reference decisions"
+        rows += [[f"{name} ({source})", f"{v:.2f}", "-", "-", "-"] for name, v in _references(results).items()]
         text = ("Shape bias = shape decisions / (shape + texture decisions) over the cue-conflict stimuli whose shape "
                 "and texture classes differ (Geirhos et al., ICLR 2019); 1000-class outputs are mapped to the 16 "
-                "categories by the mean softmax probability over each category's ImageNet indices. Published "
-                "references: humans ~0.96, ResNet-50 ~0.22.")
+                "categories by the mean softmax probability over each category's ImageNet indices."
+                + (" Published references: humans ~0.96, ResNet-50 ~0.22." if published else ""))
+        cats = list(dict.fromkeys(c for r in results.values() for c in (r.get("per_category") or {})))
+        per_category = Table(["shape category"] + list(results), [
+            [c] + [f((r.get("per_category") or {}).get(c)) for r in results.values()] for c in cats],
+            caption="Shape bias per shape category")
         fig_dir = Path(fig_dir)
         fig_dir.mkdir(parents=True, exist_ok=True)
         return ReportSection("Shape bias (cue-conflict)", [
             Table(["model", "shape bias", "shape match %", "texture match %", "stimuli"], rows), Paragraph(text),
+            per_category,
             Figure(plot_shape_bias(results, fig_dir / "shape_bias.png"),
                    "Fraction of shape decisions per shape category (dashed: published references)"),
         ])
