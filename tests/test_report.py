@@ -128,6 +128,8 @@ def test_header_describes_data_in_words():
     assert merged == {"Models": "x, y", "Data": "cifar10:/d"}
     prov = {"data": "mixed (see provenance)", "provenance": {"x": {"ood": {"data": "cifar10:/d"}, "shape-bias": {"data": "cue:/s"}}}}
     assert header_items(["x"], prov)[1].text == "cifar10:/d (ood); cue:/s (shape-bias)"  # per suite, from the provenance
+    seeded = {"provenance": {"x": {"ood": {"seed": 0}, "calibration": {"seed": 3}}}}
+    assert {i.label: i.text for i in header_items(["x"], seeded)}["Seed"] == "0, 3"  # the seeds the numbers used
 
 
 def test_markdown_and_html_from_the_same_blocks(tmp_path):

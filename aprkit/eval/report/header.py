@@ -100,6 +100,13 @@ def _list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [] if value is None else [value]
 
 
+def _seed_text(run: Mapping[str, Any]) -> str:
+    """The seeds of the run's suites (their provenance records), e.g. ``"0"``."""
+    seeds = {str(record.get("seed")) for suites in (run.get("provenance") or {}).values()
+             for record in (suites or {}).values() if isinstance(record, Mapping) and record.get("seed") is not None}
+    return ", ".join(sorted(seeds))
+
+
 def _device_text(run: Mapping[str, Any]) -> str:
     devices = ", ".join(map(str, _list(run.get("device")))) or "-"
     extra = []
@@ -146,6 +153,7 @@ def header_items(model_ids: Sequence[str], meta: Mapping[str, Any], limitless: C
         ("Data", lambda r: _data_text(_run_data(r)) if _run_data(r) is not None else ""),
         ("Images", lambda r: _limit_text(r, limitless, images)),
         ("Device", lambda r: _device_text(r) if r.get("device") else ""),
+        ("Seed", _seed_text),
         ("Date", lambda r: str(r.get("date") or "").replace("T", " ").replace("+00:00", " UTC")),
         ("Versions", lambda r: ", ".join(f"{name} {r[key]}" for name, key in (("aprkit", "aprkit"), ("torch", "torch"),
                                                                                ("Python", "python")) if r.get(key))),
