@@ -103,9 +103,12 @@ CIFAR_BINARY: dict[str, tuple[str, dict[str, list[str]], bytes, str, bytes]] = {
 }
 
 
-def _check_cifar(name: str) -> Callable[[Path], str | None]:
-    _, files, _, meta, _ = CIFAR_BINARY[name]
-    return _check_files((*files["train"], *files["test"], meta))
+def _cifar(name: str, archive: str, md5: str) -> Source:
+    """The source of a CIFAR archive from the authors' page: its pickled layout's folder (``CIFAR_BINARY``) is both
+    the archive's top folder and where it lands; complete when every batch and the meta file are there."""
+    folder, files, _, meta, _ = CIFAR_BINARY[name]
+    return Source(name, folder, (RemoteFile(f"{_KRIZ}/{archive}", archive, md5),), folder,
+                  _check_files((*files["train"], *files["test"], meta)))
 
 
 def _check_folder_c(p: Path) -> str | None:
@@ -150,12 +153,8 @@ _TVS_RAW = f"https://raw.githubusercontent.com/rgeirhos/texture-vs-shape/{_TVS_C
 #: is read from its Zenodo record at download time (not pinned: we could not confirm it). GitHub archives are not
 #: byte-stable, so the stimuli are checked by content.
 SOURCES: dict[str, Source] = {
-    "cifar10": Source("cifar10", "cifar-10-batches-py", (RemoteFile(
-        f"{_KRIZ}/cifar-10-python.tar.gz", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),),
-        "cifar-10-batches-py", _check_cifar("cifar10")),
-    "cifar100": Source("cifar100", "cifar-100-python", (RemoteFile(
-        f"{_KRIZ}/cifar-100-python.tar.gz", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),),
-        "cifar-100-python", _check_cifar("cifar100")),
+    "cifar10": _cifar("cifar10", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+    "cifar100": _cifar("cifar100", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
     "cifar10-c": Source("cifar10-c", "CIFAR-10-C",
                         (_zenodo("2535967", "CIFAR-10-C.tar", "56bf5dcef84df0e2308c6dcbcbbd8499"),),
                         "CIFAR-10-C", _check_cifar_c),

@@ -6,7 +6,7 @@ names or specs grouped by the suites that used them, never as a Python dict or l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from .render import HeaderItem
@@ -27,14 +27,21 @@ def describe(value: Any) -> str:
     return str(value)
 
 
+def _records(run: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+    """``(model, suite, provenance record)`` of every suite a run recorded."""
+    for model, suites in (run.get("provenance") or {}).items():
+        for suite, record in (suites or {}).items():
+            if isinstance(record, Mapping):
+                yield str(model), str(suite), record
+
+
 def _run_data(run: Mapping[str, Any]) -> Any:
     """What a run evaluated on: per suite from its provenance records when it has them, else ``run["data"]``. A suite
     whose models were evaluated on different data lists each model's (``"A: spec; B: spec"``)."""
     per_model: dict[str, dict[str, str]] = {}  # suite -> {model: data text}
-    for model, suites in (run.get("provenance") or {}).items():
-        for suite, record in (suites or {}).items():
-            if isinstance(record, Mapping) and record.get("data") is not None:
-                per_model.setdefault(str(suite), {})[str(model)] = describe(record["data"])
+    for model, suite, record in _records(run):
+        if record.get("data") is not None:
+            per_model.setdefault(suite, {})[model] = describe(record["data"])
     per_suite: dict[str, Any] = {}
     for suite, by_model in per_model.items():
         texts = list(dict.fromkeys(by_model.values()))
@@ -46,11 +53,10 @@ def run_limits(run: Mapping[str, Any], limitless: Collection[str] = ()) -> dict[
     """``{suite: limit}`` of a run from its provenance records (``None``: every image, also for the suites in
     ``limitless``, which read no limit), one entry per suite."""
     limits: dict[str, set] = {}
-    for suites in (run.get("provenance") or {}).values():
-        for suite, record in (suites or {}).items():
-            options = record.get("options") if isinstance(record, Mapping) else None
-            if isinstance(options, Mapping):
-                limits.setdefault(str(suite), set()).add(None if suite in limitless else options.get("limit"))
+    for _, suite, record in _records(run):
+        options = record.get("options")
+        if isinstance(options, Mapping):
+            limits.setdefault(suite, set()).add(None if suite in limitless else options.get("limit"))
     return {suite: next(iter(v)) if len(v) == 1 else "differs between models" for suite, v in limits.items()}
 
 
@@ -69,11 +75,10 @@ def _limit_text(run: Mapping[str, Any], limitless: Collection[str] = (), images:
         return limit_text(None if suite in limitless else options.get("limit"))
 
     texts: dict[str, set[str]] = {}
-    for suites in (run.get("provenance") or {}).values():
-        for suite, record in (suites or {}).items():
-            options = record.get("options") if isinstance(record, Mapping) else None
-            if isinstance(options, Mapping):
-                texts.setdefault(str(suite), set()).add((images or default)(str(suite), options))
+    for _, suite, record in _records(run):
+        options = record.get("options")
+        if isinstance(options, Mapping):
+            texts.setdefault(suite, set()).add((images or default)(suite, options))
     groups: dict[str, list[str]] = {}
     for suite, values in texts.items():
         groups.setdefault(next(iter(values)) if len(values) == 1 else "differs between models", []).append(suite)
@@ -102,8 +107,7 @@ def _list(value: Any) -> list:
 
 def _seed_text(run: Mapping[str, Any]) -> str:
     """The seeds of the run's suites (their provenance records), e.g. ``"0"``."""
-    seeds = {str(record.get("seed")) for suites in (run.get("provenance") or {}).values()
-             for record in (suites or {}).values() if isinstance(record, Mapping) and record.get("seed") is not None}
+    seeds = {str(record["seed"]) for _, _, record in _records(run) if record.get("seed") is not None}
     return ", ".join(sorted(seeds))
 
 

@@ -68,15 +68,14 @@ class PhaseBiasResult(TypedDict):
     settings: dict[str, Any]  # n_pairs, beta, dims, seed
 
 
-def _check_outputs(ctx: EvalContext, dataset: Any) -> None:
+def _check_outputs(ctx: EvalContext, dataset: Any, image: torch.Tensor) -> None:
     """The phase bias counts predictions equal to a donor's label: the model must output the data's classes (an
     ImageNet model on the cue-conflict stimuli scored argmax over 1000 classes against 16 labels: 0 %, silently)."""
     classes = getattr(dataset, "classes", None) or getattr(dataset, "categories", None)  # the cue-conflict shapes
     if not classes:
         return
-    image, _ = dataset[0]
-    with torch.no_grad():
-        n = int(ctx.model(to_model_input(torch.as_tensor(image)[None], ctx.device, ctx.channels_last)).shape[-1])
+    with torch.no_grad():  # ``image``: the dataset's first
+        n = int(ctx.model(to_model_input(image[None], ctx.device, ctx.channels_last)).shape[-1])
     if n != len(classes):
         raise ValueError(f"the phase-bias suite compares predictions with the data's {len(classes)} classes, but the "
                          f"model outputs {n}; give it data labelled with the model's classes (for an ImageNet model "
@@ -95,15 +94,14 @@ class PhaseBiasSuite(Suite[PhaseBiasOptions]):
         opts = options.model_dump(exclude={"limit"})  # the keyword arguments of measure_phase_bias
 
         dataset = as_dataset(data)
-        patch_grid(tuple(dataset[0][0].shape), options.patch_size)  # a patch size that does not divide: now, not
-        _check_outputs(ctx, dataset)  # after the phase-bias passes
+        image = torch.as_tensor(dataset[0][0])
+        patch_grid(tuple(image.shape), options.patch_size)  # a patch size that does not divide: now, not after the
+        _check_outputs(ctx, dataset, image)  # phase-bias passes
 
         def compute() -> dict:
-            dataset = as_dataset(data)
-            if limit is not None:  # pairs are drawn among the first ``limit`` images
-                dataset = Subset(dataset, range(min(int(limit), dataset_len(dataset))))
-            return measure_phase_bias(
-                ctx.model, dataset, seed=ctx.seed, device=ctx.device, batch_size=ctx.batch_size,
+            pool = dataset if limit is None else Subset(dataset, range(min(int(limit), dataset_len(dataset))))
+            return measure_phase_bias(  # pairs are drawn among the first ``limit`` images
+                ctx.model, pool, seed=ctx.seed, device=ctx.device, batch_size=ctx.batch_size,
                 num_workers=ctx.num_workers, amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress,
                 **opts,
             )
