@@ -7,6 +7,7 @@ content) whose message names the argument and what was expected. Nothing here is
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence, Sized
 from typing import Any
 
@@ -110,14 +111,18 @@ def eager_cpu(t: torch.Tensor) -> bool:
 
 
 def check_not_0_255(x: torch.Tensor, name: str = "images") -> None:
-    """Refuse float images holding 0..255 values where results are clamped to [0, 1] (they would come out white):
-    one ``amax`` pass, on eager CPU calls only (elsewhere a host sync). Values a little outside [0, 1] (another
-    augmentation's overshoot) pass; NaN is left to the finiteness checks."""
+    """Refuse float images holding 0..255 values (they would come out white) or mean/std-normalised values (their
+    negative part would be cut off) where results are clamped to [0, 1]: one ``aminmax`` pass, on eager CPU calls
+    only (elsewhere a host sync). Values in [-1, 2] (another augmentation's overshoot, as APR-S's) pass; NaN is
+    left to the finiteness checks."""
     if x.is_floating_point() and eager_cpu(x) and x.numel():
-        hi = float(x.detach().amax())
+        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
         if hi > 2.0:
             raise ValueError(f"{name} is float with values up to {hi:.4g}, but results are clamped to [0, 1] "
                              "(clamp=True): 0..255 floats? pass float images in [0, 1] (divide by 255) or uint8")
+        if lo < -1.0:
+            raise ValueError(f"{name} is float with values down to {lo:.4g}, but results are clamped to [0, 1] "
+                             "(clamp=True): normalised with a mean and std? pass images in [0, 1] and normalise after")
 
 
 def check_hwc_layout(arr: Any, name: str = "image") -> None:
@@ -206,11 +211,12 @@ def check_param_keys(params: object, keys: Sequence[str], source: str) -> None:
 
 
 def check_probability(p: float, name: str = "p") -> float:
-    """Validate a probability in [0, 1]."""
-    try:
-        value = float(p)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number in [0, 1], got {p!r}") from None
+    """Validate a probability in [0, 1] (a real number or a one-element tensor/array: not a bool or a string)."""
+    if getattr(p, "ndim", None) == 0 and not isinstance(p, bool) and hasattr(p, "item"):
+        p = p.item()
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"{name} must be a number in [0, 1], got {p!r}")
+    value = float(p)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {p!r}")
     return value

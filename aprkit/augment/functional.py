@@ -249,7 +249,7 @@ def recombine_views(
 
     Where ``phase_from_a[i]`` the result has the phase of ``a[i]`` and the amplitude of ``b[i]``,
     otherwise the phase of ``b[i]`` and the amplitude of ``a[i]``. One real FFT of both views
-    stacked; returns float ``(N, C, H, W)`` (no clamping).
+    stacked; returns ``(N, C, H, W)`` in the views' dtype (no clamping; half precision is computed in float32).
 
     ``a`` and ``b`` must have the same shape, the same floating dtype and device; ``phase_from_a`` is a bool or a
     bool tensor ``(N,)``. Only shapes, dtypes and devices are checked (no pass over the values).
@@ -257,7 +257,7 @@ def recombine_views(
     fft_dims = check_dims(dims)
     _check_views(a, b, phase_from_a)
     n = a.shape[0]
-    z = rfftn(torch.cat([a, b]), fft_dims)
+    z = rfftn(torch.cat([a, b]).to(compute_dtype(a)), fft_dims)
     own = torch.arange(n, device=z.device)
     if isinstance(phase_from_a, bool):
         phase_rows, amp_rows = (own, own + n) if phase_from_a else (own + n, own)
@@ -265,7 +265,7 @@ def recombine_views(
         sel = phase_from_a.to(z.device)
         phase_rows, amp_rows = torch.where(sel, own, own + n), torch.where(sel, own + n, own)
     spec = swap_with_partner(z, amp_rows, rows=phase_rows)
-    return irfftn(spec, [a.shape[d] for d in fft_dims], fft_dims)
+    return irfftn(spec, [a.shape[d] for d in fft_dims], fft_dims).to(a.dtype)
 
 
 def recombine_views_numpy(views: np.ndarray, phase_from_first: bool, dims: Dims = "chw") -> np.ndarray:
@@ -337,3 +337,9 @@ class CompiledCore:
             options = {"fullgraph": True} | ({} if self.compile_core is True else self.compile_core)
             self._core = torch.compile(self.core_fn, **options)
         return self._core
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (DataLoader workers, ``torch.save``) without the compiled graph, which is rebuilt on first use."""
+        state = dict(self.__dict__)
+        state["_core"] = None
+        return state

@@ -7,6 +7,7 @@ is exact and about half the work. Results come back in the input's dtype (uint8 
 
 from __future__ import annotations
 
+import numbers
 from typing import Literal
 
 import torch
@@ -45,19 +46,20 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, xname: str, yname: str) -> Non
         ) from None
 
 
-def _check_same_scale(x: torch.Tensor, y: torch.Tensor) -> None:
+def _check_same_scale(x: torch.Tensor, y: torch.Tensor, xname: str = "x", yname: str = "y") -> None:
     """Mixing two images' values needs one scale: both uint8 (0-255) or both floating (0-1)."""
     if (x.dtype == torch.uint8) != (y.dtype == torch.uint8):
-        raise ValueError(f"x and y must both be uint8 (0-255) or both floating point (0-1) to be mixed, got {x.dtype} "
-                         f"and {y.dtype}; convert one first (e.g. y.float() / 255)")
+        raise ValueError(f"{xname} and {yname} must both be uint8 (0-255) or both floating point (0-1) to be mixed, "
+                         f"got {x.dtype} and {y.dtype}; convert one first (e.g. {yname}.float() / 255)")
 
 
-def _pair_spectra(x: torch.Tensor, y: torch.Tensor, fft_dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair_spectra(x: torch.Tensor, y: torch.Tensor, fft_dims: tuple[int, ...],
+                  names: tuple[str, str] = ("x", "y")) -> tuple[torch.Tensor, torch.Tensor]:
     """Half spectra of ``x`` and ``y`` (their finiteness checked on the DC terms)."""
     zx = rfftn(_as_float(x), fft_dims)
     zy = rfftn(_as_float(y), fft_dims)
-    check_finite_spectrum(zx, x.dtype, "x")
-    check_finite_spectrum(zy, y.dtype, "y")
+    check_finite_spectrum(zx, x.dtype, names[0])
+    check_finite_spectrum(zy, y.dtype, names[1])
     return zx, zy
 
 
@@ -68,15 +70,14 @@ def _out_dtype(x: torch.Tensor, y: torch.Tensor) -> torch.dtype:
 def swap_amplitude(phase_source: torch.Tensor, amplitude_source: torch.Tensor, dims: Dims = "chw") -> torch.Tensor:
     """Image with the phase of ``phase_source`` and the amplitude of ``amplitude_source``.
 
-    Both ``(..., C, H, W)``; leading shapes broadcast. Returns the dtype of ``phase_source`` when both
-    dtypes agree (uint8 rounded and clamped), otherwise the promoted floating dtype.
+    Both ``(..., C, H, W)``, on one scale (both uint8 0-255 or both floating 0-1); leading shapes broadcast. Returns
+    the dtype of ``phase_source`` when both dtypes agree (uint8 rounded and clamped), otherwise the promoted
+    floating dtype.
     """
     _check_pair(phase_source, amplitude_source, "phase_source", "amplitude_source")
+    _check_same_scale(phase_source, amplitude_source, "phase_source", "amplitude_source")
     fft_dims = check_dims(dims)
-    zp = rfftn(_as_float(phase_source), fft_dims)
-    za = rfftn(_as_float(amplitude_source), fft_dims)
-    check_finite_spectrum(zp, phase_source.dtype, "phase_source")
-    check_finite_spectrum(za, amplitude_source.dtype, "amplitude_source")
+    zp, za = _pair_spectra(phase_source, amplitude_source, fft_dims, ("phase_source", "amplitude_source"))
     out = _irfft(mix_spectra(zp, za, inplace=True), phase_source, fft_dims)
     return restore_dtype(out, _out_dtype(phase_source, amplitude_source))
 
@@ -96,6 +97,8 @@ def mix_amplitude(
     _check_same_scale(x, y)
     fft_dims = check_dims(dims)
     lam_t: torch.Tensor | float
+    if not isinstance(lam, (torch.Tensor, numbers.Real)) and hasattr(lam, "__array__"):  # a NumPy array of them
+        lam = torch.as_tensor(lam)
     if isinstance(lam, torch.Tensor):
         if not lam.is_floating_point():
             lam = lam.float()
@@ -113,8 +116,8 @@ def mix_amplitude(
             raise ValueError("lam must lie in [0, 1] (finite), got values outside or NaN")
         lam_t = lam.to(x.device).reshape(*lam.shape, *([1] * 3))
     else:
-        if not 0.0 <= float(lam) <= 1.0:
-            raise ValueError(f"lam must lie in [0, 1], got {lam!r}")
+        if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not 0.0 <= float(lam) <= 1.0:
+            raise ValueError(f"lam must be a number in [0, 1] or a tensor of them (one per image), got {lam!r}")
         lam_t = float(lam)
     zx, zy = _pair_spectra(x, y, fft_dims)
     out = _irfft(mix_spectra(zx, zy, lam_t, inplace=True), x, fft_dims)
@@ -127,8 +130,8 @@ def _low_band(n: int, b: int) -> list[int]:
 
 
 def _half_width(shape: tuple[int, ...], beta: float) -> int:
-    if not 0.0 <= float(beta) <= 1.0:
-        raise ValueError(f"beta must lie in [0, 1], got {beta!r}")
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0.0 <= float(beta) <= 1.0:
+        raise ValueError(f"beta must be a number in [0, 1], got {beta!r}")
     return int(float(beta) * min(shape[-2], shape[-1]))
 
 

@@ -55,7 +55,8 @@ def feature_apr(
     ``x`` is ``(B, C, H, W)`` or tokens ``(B, N, D)`` (prefix tokens pass through untouched). With
     probability ``p`` per sample, ``mode="swap"`` takes the partner's amplitude and ``mode="mix"`` the
     amplitude ``(1 - lam) |X| + lam |Y|`` with ``lam`` a float or drawn uniformly per sample from a
-    ``(low, high)`` range (default ``(0, 1)``). Returns the shape and dtype of ``x``; differentiable.
+    ``(low, high)`` range (default ``(0, 1)``). Returns the shape and dtype of ``x``; differentiable; an empty batch
+    comes back as it is.
     Arguments and the layout are checked; values are not (like any layer: NaN/inf propagate, no host sync).
     """
     p = check_probability(p, "p")
@@ -63,6 +64,8 @@ def feature_apr(
     fft_dims = check_dims(dims)
     g, prefix, layout = to_grid(x, num_prefix_tokens=num_prefix_tokens, grid=grid, name="features")
     b = g.shape[0]
+    if b == 0:  # an empty batch passes, as through any layer
+        return x
     gdev = generator.device if generator is not None else torch.device("cpu")
     perm = torch.randperm(b, generator=generator, device=gdev).to(g.device)
     apply = (torch.rand(b, generator=generator, device=gdev) < p).to(g.device)
@@ -138,4 +141,4 @@ class FeatureAPR(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"p={self.p}, dims={self.dims!r}, mode={self.mode!r}, lam={self.lam}, "
-                f"num_prefix_tokens={self.num_prefix_tokens}")
+                f"num_prefix_tokens={self.num_prefix_tokens}, grid={self.grid}")

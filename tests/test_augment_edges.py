@@ -1,0 +1,99 @@
+"""Edge cases of the functional core and its classes found by black-box testing: half-precision views, empty
+feature batches, pickling compiled transforms, normalised batches under ``clamp``, mixed scales, argument types."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from aprkit.augment import APRPair, APRSingleBatch
+from aprkit.augment.functional import apr_pair, recombine_views
+from aprkit.fourier import low_frequency_swap, mix_amplitude, swap_amplitude
+from aprkit.hidden import FeatureAPR, feature_apr
+
+
+def _images(n: int = 4, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_recombine_views_half_precision_matches_float32(dtype):
+    a, b = _images(), _images(seed=1)
+    got = recombine_views(a.to(dtype), b.to(dtype), torch.tensor([True, False, True, False]))
+    ref = recombine_views(a.to(dtype).float(), b.to(dtype).float(), torch.tensor([True, False, True, False]))
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), ref.to(dtype).float())
+
+
+@pytest.mark.parametrize("shape", [(0, 8, 4, 4), (0, 17, 8)])
+def test_feature_apr_empty_batch_passes(shape):
+    x = torch.rand(*shape)
+    assert FeatureAPR(p=1.0).train()(x).shape == x.shape
+    assert feature_apr(x, p=1.0) is x
+
+
+def test_feature_apr_repr_names_the_grid():
+    assert "grid=(2, 2)" in repr(FeatureAPR(grid=(2, 2)))
+
+
+@pytest.mark.parametrize("cls", [APRPair, APRSingleBatch])
+def test_compiled_transform_pickles_after_first_call(cls):
+    aug = cls(p=1.0, seed=0, compile_core={"backend": "eager"})
+    x = _images()
+    first = aug(x)
+    assert aug._core is not None
+    clone = pickle.loads(pickle.dumps(aug))
+    assert clone._core is None and aug._core is not None  # the original keeps its graph
+    assert clone.compile_core == {"backend": "eager"}
+    assert clone(x).shape == first.shape
+
+
+@pytest.mark.parametrize("low", [-2.2, -1.5])
+def test_clamp_refuses_normalised_batches(low):
+    x = _images() * (1.0 - low) + low  # values in [low, 1]: a mean/std-normalised batch
+    with pytest.raises(ValueError, match="normalised with a mean and std"):
+        APRPair(p=1.0, clamp=True, seed=0)(x)
+    with pytest.raises(ValueError, match="normalised with a mean and std"):
+        apr_pair(x, torch.arange(4).flip(0), clamp=True)
+    assert APRPair(p=1.0, seed=0)(x).shape == x.shape  # without clamp nothing is cut off: accepted
+
+
+def test_clamp_accepts_apr_s_overshoot():
+    x = _images() * 3.0 - 1.0  # [-1, 2]: what an unclamped APR-S may hand on
+    assert APRPair(p=1.0, clamp=True, seed=0)(x).amin() >= 0.0
+
+
+def test_swap_amplitude_refuses_mixed_scales():
+    x = _images()
+    with pytest.raises(ValueError, match="phase_source and amplitude_source must both be uint8"):
+        swap_amplitude(x, (x * 255).to(torch.uint8))
+    assert swap_amplitude(x.double(), x).dtype == torch.float64  # two floating dtypes: promoted
+
+
+@pytest.mark.parametrize("beta", [None, "0.1", True])
+def test_low_frequency_swap_beta_type(beta):
+    with pytest.raises(ValueError, match="beta must be a number in"):
+        low_frequency_swap(_images(), _images(seed=1), beta=beta)
+
+
+def test_mix_amplitude_lam_numpy():
+    x, y = _images(), _images(seed=1)
+    lam = np.array([0.0, 0.25, 0.5, 1.0])
+    torch.testing.assert_close(mix_amplitude(x, y, lam=lam), mix_amplitude(x, y, lam=torch.from_numpy(lam)))
+    torch.testing.assert_close(mix_amplitude(x, y, lam=np.float32(0.5)), mix_amplitude(x, y, lam=0.5))
+    with pytest.raises(ValueError, match="lam must be a number in"):
+        mix_amplitude(x, y, lam="0.5")
+
+
+@pytest.mark.parametrize("p", [True, "0.5", torch.tensor([0.5])])
+def test_probability_must_be_a_number(p):
+    with pytest.raises(TypeError, match="p must be a number in"):
+        APRPair(p=p)
+
+
+@pytest.mark.parametrize("p", [torch.tensor(0.5), np.float32(0.5), np.array(0.5), 1])
+def test_probability_scalars_accepted(p):
+    assert APRPair(p=p).p == float(p)
