@@ -646,3 +646,37 @@ def test_a_cut_order_file_is_refused_also_with_linked_class_folders(tmp_path: Pa
     (tmp_path / "tree" / "test_order.csv").write_text(
         "index,label,class,path\n0,3,cat,test/cat/x.png\n1,5,dog,test/dog/x.png\n")
     assert [y for _, y in get_dataset(f"cifar10:{tmp_path / 'tree'}")] == [3, 5]
+
+
+def test_an_array_in_the_other_layout_is_refused_naming_it():
+    """An (N, C, H, W) array read as NHWC had 32 'channels' of width 3 and failed only in the model."""
+    from aprkit.eval.engine.inference import TensorImageDataset
+
+    nchw = np.zeros((4, 3, 32, 32), np.uint8)
+    with pytest.raises(ValueError, match="pass layout='nchw'"):
+        ArrayDataset(nchw, np.zeros(4, int))
+    with pytest.raises(ValueError, match="pass layout='nhwc'"):
+        ArrayDataset(nchw.transpose(0, 2, 3, 1), np.zeros(4, int), layout="nchw")
+    assert ArrayDataset(nchw, np.zeros(4, int), layout="nchw").image_shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="permute"):
+        TensorImageDataset(torch.from_numpy(nchw.transpose(0, 2, 3, 1)))
+
+
+def test_pinned_batches_without_an_accelerator_warn_on_every_path():
+    """pin_memory=True without CUDA: the array fast path raised 'no NVIDIA driver' where the DataLoader path warned."""
+    if torch.accelerator.is_available():
+        pytest.skip("needs a machine without an accelerator")
+    ds = ArrayDataset(np.zeros((6, 8, 8, 3), np.uint8), np.arange(6))
+    for workers in (0, 1):
+        with pytest.warns(UserWarning, match="pin_memory"):
+            batches = list(iter_batches(ds, batch_size=4, pin_memory=True, num_workers=workers))
+        assert [len(b[0]) for b in batches] == [4, 2]
+
+
+def test_float_images_are_refused_not_clipped(tmp_path):
+    """A 32-bit float TIFF came out black (Pillow's conversion clips 0-1 floats to 0 or 1)."""
+    from aprkit.data.folder import read_image
+
+    Image.fromarray(np.full((8, 8), 0.5, np.float32), mode="F").save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match=r"f\.tif is a 32-bit floating-point image"):
+        read_image(tmp_path / "f.tif")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -654,3 +655,21 @@ def test_a_spec_is_read_once_per_evaluate_call(tmp_path, monkeypatch):
     first = len(calls)
     evaluate(Tiny(), **kw)
     assert first <= 2 and len(calls) == 2 * first
+
+
+def test_spec_spellings_share_the_files_state(monkeypatch, tmp_path):
+    """``folder:~/x``, ``folder: /abs/x`` and ``FOLDER:/abs/x`` read the same files as ``folder:/abs/x`` and are keyed
+    by the state of those files, so a changed image is not served an old result (the key held the bare spec)."""
+    from PIL import Image
+
+    root = tmp_path / "home" / "ft"
+    (root / "c0").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(root / "c0" / "a.png")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    spellings = ["folder:~/ft", f"folder: {root}", f"FOLDER:{root}", f"folder:{root}"]
+    ids = {dataset_id(s) for s in spellings}
+    assert len(ids) == 1 and str(root.resolve()) in next(iter(ids))
+    Image.new("RGB", (8, 8), (200, 20, 30)).save(root / "c0" / "a.png")
+    os.utime(root / "c0" / "a.png", ns=(1, 1))
+    assert dataset_id("folder:~/ft") not in ids
+    assert dataset_id("SYNTHETIC:5") == dataset_id("synthetic:5")

@@ -159,3 +159,28 @@ def test_repeated_config_options_are_all_read():
                                     "--severities", "2", "--severities", "4"])[0]
     assert (args.corruptions, corrupt_cli._severities(args.severities)) == (["fog", "snow"], [2, 4])
     assert corrupt_cli._severities(parser.parse_known_args(["in.npy", "out"])[0].severities) == [1, 2, 3, 4, 5]
+
+
+def test_a_test_folder_with_fewer_classes_is_labelled_by_the_training_classes(tmp_path) -> None:
+    """Train on a, b, c and test on a, c: c keeps label 2 (its own sorted folders gave it 1, silently); a test class
+    the training lacks is refused."""
+    from PIL import Image
+
+    from aprkit.train.config import config_from_dict
+    from aprkit.train.data import load_datasets
+
+    for split, classes in (("train", "abc"), ("test", "ac"), ("other", "ad")):
+        for cls in classes:
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / split / cls / "x.png")
+
+    def cfg(test: str):
+        return config_from_dict({"model": {"name": "small_cnn", "num_classes": 3},
+                                 "data": {"dataset": f"folder:{tmp_path / 'train'}",
+                                          "test_dataset": f"folder:{tmp_path / test}"}})
+
+    train, test = load_datasets(cfg("test"))
+    assert list(test.classes) == ["a", "b", "c"]
+    assert sorted(int(test[i][1]) for i in range(len(test))) == [0, 2]
+    with pytest.raises(ValueError, match="class\\(es\\) the training data lacks: d"):
+        load_datasets(cfg("other"))

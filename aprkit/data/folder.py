@@ -34,11 +34,19 @@ def to_8bit(levels: torch.Tensor) -> torch.Tensor:
     return levels.to(torch.int32).clamp_(0, 65535).add_(128).div_(257, rounding_mode="floor").to(torch.uint8)
 
 
+class UnsupportedImage(ValueError):
+    """An intact image of a kind aprkit does not read (the message says which and what to do)."""
+
+
 def pil_to_array(image: Any, channels: int = 3) -> np.ndarray:
     """A PIL image as a uint8 array ``(H, W, 3)`` (``channels`` 3, RGB) or ``(H, W)`` (1, gray); 16-bit images (modes
     ``I;16*``) are mapped to 8 bits by ``to_8bit``, not clipped. Mode ``I`` (32-bit integers) holds either: an image
     whose values all lie in 0..255 (an 8-bit image converted to ``I``) keeps them, any other is read as 16-bit levels
-    (older Pillow versions open 16-bit PNGs as ``I``)."""
+    (older Pillow versions open 16-bit PNGs as ``I``). 32-bit float images (mode ``F``, e.g. float TIFFs) are refused:
+    their value range (0-1, 0-255, physical units) is not recorded, and Pillow's conversion would clip them."""
+    if image.mode == "F":
+        raise UnsupportedImage("a 32-bit floating-point image (PIL mode 'F'), whose value range is unknown; "
+                               "expected 8- or 16-bit images: convert it to 8 bits first")
     if image.mode == "I" or image.mode.startswith("I;16"):
         levels = np.asarray(image).astype(np.int32)
         if image.mode == "I" and levels.size and levels.min() >= 0 and levels.max() <= 255:
@@ -72,6 +80,8 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
             arr = pil_to_array(im, channels)
     except FileNotFoundError:
         raise
+    except UnsupportedImage as err:
+        raise UnsupportedImage(f"{path} is {err}") from None
     except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated, corrupted or not an image
         raise ValueError(
             f"cannot decode image {path} ({err}); expected an intact image file (truncated or corrupted?)"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import queue
 import threading
+import warnings
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -289,6 +290,9 @@ def iter_batches(
     idx, n = _order(dataset, indices, limit, shard)
     dev = torch.device(device) if device is not None else None
     pin = (dev is not None and dev.type == "cuda") if pin_memory is None else bool(pin_memory)
+    if pin and not torch.accelerator.is_available():  # page-locked memory needs an accelerator: as the DataLoader
+        warnings.warn("pin_memory=True but no accelerator is available: batches are not pinned", stacklevel=2)
+        pin = False
     source = batch_source(dataset)
     wk: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin}
     if num_workers > 0:

@@ -61,7 +61,8 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
     from ..data import get_dataset, has_splits, parse_spec
 
     spec = expand_env(cfg.data.dataset)
-    train = _subset(get_dataset(spec, cfg.data.train_split), cfg.data.limit, cfg.train.seed, "train-subset")
+    train_ds = get_dataset(spec, cfg.data.train_split)
+    train = _subset(train_ds, cfg.data.limit, cfg.train.seed, "train-subset")
     check_labels(train, cfg.model.num_classes, f"the training data {spec}")
     test = None
     if cfg.train.eval_every > 0:
@@ -70,9 +71,30 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
             raise ValueError(f"data.dataset={spec!r} has no train/test splits (a {parse_spec(spec)[0]}: dataset "
                              "ignores the split, so the test set would be the training images): set "
                              "data.test_dataset (e.g. folder:/path/test), or train.eval_every=0")
-        test = _subset(get_dataset(tspec, cfg.data.test_split), _test_limit(cfg), cfg.train.seed, "test-subset")
+        test_ds = get_dataset(tspec, cfg.data.test_split)
+        names = getattr(train_ds, "classes", None)
+        if names and getattr(test_ds, "classes", None) and list(test_ds.classes) != list(names):
+            test_ds = _with_classes(test_ds, list(names), tspec, cfg.data.test_split)
+        test = _subset(test_ds, _test_limit(cfg), cfg.train.seed, "test-subset")
         check_labels(test, cfg.model.num_classes, f"the test data {tspec}")
     return train, test
+
+
+def _with_classes(test: Dataset, names: list[str], tspec: str, split: str) -> Dataset:
+    """The test folder ``tspec`` labelled by the training data's class ``names`` (its own sorted subfolders would give
+    a class another index when the two sets of classes differ); refused when it holds a class the training lacks."""
+    from ..data import get_dataset, parse_spec
+
+    own = [str(c) for c in test.classes]  # type: ignore[attr-defined]
+    extra = [c for c in own if c not in names]
+    if extra:
+        raise ValueError(f"the test data {tspec} has class(es) the training data lacks: {', '.join(extra[:5])}"
+                         f"{' ...' if len(extra) > 5 else ''}; a model cannot predict them (training classes: "
+                         f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''})")
+    if parse_spec(tspec)[0] not in ("folder", "imagefolder"):
+        raise ValueError(f"the test data {tspec} orders its classes ({', '.join(own[:10])}) unlike the training data "
+                         f"({', '.join(names[:10])}): its labels would name other classes")
+    return get_dataset(tspec, split, classes=names)
 
 
 def check_labels(ds: Dataset, num_classes: int, what: str) -> None:

@@ -84,6 +84,10 @@ class TensorImageDataset(Dataset):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.dtype != torch.uint8:
             raise TypeError(f"images must be a uint8 tensor (N, C, H, W), got {describe_value(images)}")
+        if images.shape[1] not in (1, 3, 4):
+            hint = "; an (N, H, W, C) batch? use images.permute(0, 3, 1, 2)" if images.shape[-1] in (1, 3) else ""
+            raise ValueError(f"images must be (N, C, H, W) with 1, 3 or 4 channels, got shape {tuple(images.shape)}"
+                             + hint)
         labels = torch.full((len(images),), NO_LABEL, dtype=torch.long) if labels is None else torch.as_tensor(labels)
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"labels must have shape ({len(images)},) to match the images, got {tuple(labels.shape)}")
@@ -119,7 +123,15 @@ class TensorImageDataset(Dataset):
 def _normalise_spec(spec: str, split: str | None = None) -> str:
     """``spec`` with its generator's version, or its resolved path and the state of its files (``path_state``; a
     CIFAR PNG tree's ``split`` folder to the image files, which lie a level deeper than ``path_state`` looks)."""
-    kind, sep, rest = spec.partition(":")
+    from aprkit.data.registry import parse_spec
+
+    try:  # the reader's own reading of the spec: kind in lower case, the path stripped and ``~`` expanded
+        kind, rest = parse_spec(spec)
+    except (TypeError, ValueError):  # not a dataset spec: the reader names the problem
+        return spec
+    sep = ":" if ":" in spec else ""
+    rest = str(Path(rest).expanduser()) if rest else rest
+    spec = f"{kind}{sep}{rest}"
     if kind == "synthetic":  # generated images: their generator's version names them
         from aprkit.data.synthetic import GENERATOR_VERSION
 
