@@ -222,6 +222,13 @@ def check_probability(p: float, name: str = "p") -> float:
     return value
 
 
+def check_positive_int(value: Any, name: str) -> int:
+    """``value`` as an ``int`` >= 1 (Python or NumPy integers; not bools, floats or strings), else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
 def check_dims(dims: str) -> tuple[int, ...]:
     """Map ``"chw"`` (3-D FFT over C, H, W) or ``"hw"`` (per-channel 2-D FFT) to tensor dims."""
     if dims == "chw":

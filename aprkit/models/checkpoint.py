@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import check_positive_int
 from .._io import atomic_torch_save
 from .foreign import FOREIGN_LIBRARIES, Preprocess, create_foreign
 from .normalize import Normalize, unwrap_model
@@ -55,24 +56,30 @@ def save_checkpoint(
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; expected the path of the checkpoint file to write")
     model = unwrap_model(model)
-    arch = arch if arch is not None else getattr(model, "aprkit_arch", None)
+    recorded = getattr(model, "aprkit_arch", None)
+    arch = arch if arch is not None else recorded
     if not isinstance(arch, str) or not (is_model(arch) or arch.startswith(_FOREIGN_PREFIXES)):
         raise ValueError(
             f"arch must be a registered aprkit model or 'timm:<name>'/'torchvision:<name>', got {arch!r}; "
             f"registered: {', '.join(list_models())}"
         )
-    num_classes = num_classes if num_classes is not None else getattr(model, "num_classes", None)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    num_classes = check_positive_int(num_classes if num_classes is not None else getattr(model, "num_classes", None),
+                                     "num_classes")
     own = num_classes_of(model.state_dict(), model)
     if own is not None and own != num_classes:  # the file would not load back
         raise ValueError(f"num_classes={num_classes} but the model's classifier has {own} classes")
+    kwargs = dict(getattr(model, "aprkit_kwargs", {}) or {})
+    if is_model(arch) and (not isinstance(recorded, str) or recorded.lower() != arch.lower()):
+        _check_arch_fits(model, arch, num_classes, kwargs)
     payload: dict[str, Any] = {
         "format": "aprkit",
         "arch": arch,
         "num_classes": num_classes,
-        "kwargs": _plain(dict(getattr(model, "aprkit_kwargs", {}) or {}), "the model's create_model keyword arguments"),
+        "kwargs": _plain(kwargs, "the model's create_model keyword arguments"),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "aprkit_version": __version__,
         "extra": _plain(extra, "extra"),
@@ -88,6 +95,26 @@ def save_checkpoint(
     payload["bn_eps"] = {n: float(m.eps) for n, m in model.named_modules()
                          if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     return atomic_torch_save(payload, path)
+
+
+def _check_arch_fits(model: nn.Module, arch: str, num_classes: int, kwargs: dict) -> None:
+    """Refuse to write a checkpoint named ``arch`` whose weights ``arch`` cannot load (the file would not load back):
+    the state_dict keys and shapes of ``create_model(arch, ...)`` against the model's."""
+    try:
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream is not advanced by the initialisation
+            ref = create_model(arch, num_classes=num_classes, **kwargs).state_dict()
+    except (TypeError, ValueError):  # the model's keyword arguments do not fit arch: the key check below cannot run
+        raise ValueError(f"the model cannot be rebuilt as arch={arch!r} with its keyword arguments {kwargs}, so the "
+                         "checkpoint would not load back; pass the architecture the model was built as") from None
+    own = model.state_dict()
+    missing = [k for k in ref if k not in own]
+    unexpected = [k for k in own if k not in ref]
+    shapes = [k for k in ref if k in own and tuple(ref[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        groups = (("missing", missing), ("unexpected", unexpected), ("other shapes", shapes))
+        parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for label, keys in groups if keys]
+        raise ValueError(f"the model's weights do not fit arch={arch!r} ({'; '.join(parts)}), so the checkpoint would "
+                         f"not load back; pass the architecture the model was built as")
 
 
 def _plain(value: Any, where: str) -> Any:
@@ -122,8 +149,9 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def read_checkpoint(path: str | os.PathLike, *, weights_only: bool = True) -> Any:
-    """``torch.load`` on the CPU; a missing, truncated, corrupted or non-checkpoint file is a clear error."""
-    path = Path(path)
+    """``torch.load`` on the CPU (``~`` expanded); a missing, truncated, corrupted or non-checkpoint file is a clear
+    error."""
+    path = Path(path).expanduser()
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "not found"
         raise FileNotFoundError(f"checkpoint file {what}: {path}")
@@ -188,16 +216,23 @@ def _from_aprkit(obj: Mapping[str, Any], num_classes: int | None, kwargs: dict, 
         model = Preprocess(model.inner, model.mean.tolist(), model.std.tolist(), num_classes=model.num_classes,
                            **dict(pre))
     load_state_dict_into(model, extract_state_dict(obj), drop_head=drop_head)
+    _apply_stored(model, obj, kwargs)
+    return tag_model(model, arch, kw)
+
+
+def _apply_stored(model: nn.Module, obj: Mapping[str, Any], kwargs: Mapping[str, Any]) -> None:
+    """What an aprkit checkpoint holds beside the state_dict and its weights depend on: the batch-norm eps and the
+    normalisation (``mean``/``std``, unless the caller passed its own in ``kwargs``)."""
     modules = dict(model.named_modules())
     for name, eps in dict(obj.get("bn_eps") or {}).items():
         layer = modules.get(name)
         if isinstance(layer, nn.modules.batchnorm._BatchNorm):
             layer.eps = float(eps)
-    for name in ("mean", "std"):  # the stored normalisation, unless the caller passed its own
+    for name in ("mean", "std"):
         buf = getattr(model, name, None)
         if name in obj and name not in kwargs and isinstance(buf, torch.Tensor) and buf.numel() == len(obj[name]):
-            buf.copy_(torch.as_tensor(obj[name], dtype=buf.dtype).view_as(buf))
-    return tag_model(model, arch, kw)
+            with torch.no_grad():
+                buf.copy_(torch.as_tensor(obj[name], dtype=buf.dtype).view_as(buf))
 
 
 def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: dict, drop_head: bool) -> nn.Module:
@@ -219,14 +254,17 @@ def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: 
 def _load_into_module(model: nn.Module, num_classes: int | None, checkpoint: str | os.PathLike | None,
                       weights_only: bool, random_init: bool, drop_head: bool) -> nn.Module:
     """A module given as the spec: used with the weights it holds, or with ``checkpoint``'s loaded into it (strictly;
-    ``drop_head`` skips a classifier of another size). ``num_classes`` must agree with its classifier."""
+    ``drop_head`` skips a classifier of another size; an aprkit checkpoint's normalisation and batch-norm eps too).
+    ``num_classes`` must agree with its classifier."""
     if random_init:
         raise ValueError("random_init=True applies to model names; a module is used with the weights it holds (or "
                          "with checkpoint='s)")
     target = unwrap_model(model)
     if checkpoint is not None:
-        load_state_dict_into(target, extract_state_dict(read_checkpoint(checkpoint, weights_only=weights_only)),
-                             drop_head=drop_head)
+        obj = read_checkpoint(checkpoint, weights_only=weights_only)
+        load_state_dict_into(target, extract_state_dict(obj), drop_head=drop_head)
+        if isinstance(obj, Mapping) and obj.get("format") == "aprkit":  # as loading by name: its normalisation too
+            _apply_stored(target, obj, {})
     own = num_classes_of(target.state_dict(), target)
     if num_classes is not None and own is not None and own != num_classes:
         raise ValueError(f"the model's classifier has {own} classes but num_classes={num_classes} was given; a module "
@@ -262,6 +300,10 @@ def load_model(
     """
     if random_init and checkpoint is not None:
         raise ValueError("random_init=True asks for untrained weights but checkpoint= was given too; pass one of them")
+    if num_classes is not None:  # every spec kind: the foreign builders took 0 for "the default head"
+        num_classes = check_positive_int(num_classes, "num_classes")
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint).expanduser()
     if isinstance(spec, nn.Module):
         model = _load_into_module(spec, num_classes, checkpoint, weights_only, random_init, drop_head)
     elif isinstance(spec, (str, os.PathLike)):

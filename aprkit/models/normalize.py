@@ -126,6 +126,13 @@ class Normalize(nn.Module):
         inner: Any = self.model  # duck-typed: timm, aprkit or any classifier
         if hasattr(inner, "forward_head") and hasattr(inner, "_features"):
             return inner.forward_head(features)
+        if _is_timm(inner) and callable(getattr(inner, "get_classifier", None)):
+            head = inner.get_classifier()
+            if isinstance(head, nn.Module):  # timm's own head on its pre-logits (nn.Identity without a classifier)
+                return head(features)
+            raise ValueError(f"{type(inner).__name__} has {len(head) if isinstance(head, tuple) else 'several'} heads "
+                             "on different tokens (a distilled model averages them): its logits are not a function "
+                             "of one feature vector, so forward_head cannot give them; use the model's forward")
         return find_classifier(inner)(features)
 
     def extra_repr(self) -> str:

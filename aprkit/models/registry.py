@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from .._checks import nearest_names
+from .._checks import check_positive_int, nearest_names
 from .._lazy import import_plugins
 
 __all__ = ["register_model", "create_model", "list_models", "is_model", "tag_model", "MODEL_MODULES"]
@@ -90,8 +90,7 @@ def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
     """
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    num_classes = check_positive_int(num_classes, "num_classes")
     _load_builtin()
     key = name.lower()
     if key not in _REGISTRY:

@@ -55,7 +55,7 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
     sd = dict(state_dict)
     own = target.state_dict()
     skipped: list[str] = []
-    head = find_classifier(target)
+    head = _classifier_or_none(target)
     head_names = {f"{n}.{p}" for n, m in target.named_modules() if m is head for p in ("weight", "bias")}
     head_diff = sorted((k for k in head_names & set(sd) if k in own and own[k].shape != sd[k].shape), reverse=True)
     if head_diff and not drop_head and all(own[k].shape == sd[k].shape for k in set(sd) & set(own) - head_names):
@@ -83,10 +83,22 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
     target.load_state_dict(sd, strict=False)
 
 
+def _classifier_or_none(model: nn.Module) -> nn.Linear | None:
+    """``find_classifier(model)``; ``None`` for a model without an ``nn.Linear`` head (SqueezeNet's is a conv)."""
+    try:
+        return find_classifier(model)
+    except ValueError:
+        return None
+
+
 def num_classes_of(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> int | None:
-    """Rows of ``model``'s classifier weight in ``state_dict`` (None when the state_dict has no such entry)."""
-    head = find_classifier(model)
+    """Rows of ``model``'s classifier weight in ``state_dict``, also when its keys carry the ``model.`` prefix of a
+    ``Normalize`` wrapper (the state_dict of a model ``load_model`` returned); None when the state_dict has no such
+    entry or the model no ``nn.Linear`` classifier."""
+    head = _classifier_or_none(model)
     for name, m in model.named_modules():
-        if m is head and f"{name}.weight" in state_dict:
-            return int(state_dict[f"{name}.weight"].shape[0])
+        if m is head:
+            for key in (f"{name}.weight", f"model.{name}.weight"):
+                if key in state_dict:
+                    return int(state_dict[key].shape[0])
     return None

@@ -282,10 +282,10 @@ def _check_model_name(name: str) -> None:
             raise ValueError(f"model.name {name!r}: the prefix must be 'timm:' or 'torchvision:', got {source!r}:")
         check_foreign_spec(name)
         return
-    from ..models import list_models
+    from ..models import is_model, list_models
 
-    valid = list(list_models())
-    if name not in valid:
+    if not is_model(name):  # case-insensitive, as create_model and load_model
+        valid = list(list_models())
         raise ValueError(
             f"unknown model.name {name!r}{nearest_names(name, valid)}; valid models: {', '.join(valid)} "
             "(or timm:NAME / torchvision:NAME)"
