@@ -680,3 +680,26 @@ def test_float_images_are_refused_not_clipped(tmp_path):
     Image.fromarray(np.full((8, 8), 0.5, np.float32), mode="F").save(tmp_path / "f.tif")
     with pytest.raises(ValueError, match=r"f\.tif is a 32-bit floating-point image"):
         read_image(tmp_path / "f.tif")
+
+
+def test_folder_reader_messages(tmp_path):
+    """Duplicate classes= names are refused (the last index won); images lying directly in the root are named; an
+    empty class folder, which still counts as a class, is warned about."""
+    (tmp_path / "flat").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "flat" / "a.png")
+    with pytest.raises(FileNotFoundError, match="1 image\\(s\\) lie directly in it"):
+        ImageFolderDataset(tmp_path / "flat")
+    for c in ("a", "b"):
+        (tmp_path / "tree" / c).mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "tree" / "a" / "x.png")
+    with pytest.warns(RuntimeWarning, match="hold no images but count as classes: b"):
+        assert ImageFolderDataset(tmp_path / "tree").classes == ["a", "b"]
+    with pytest.raises(ValueError, match="'a' more than once"):
+        ImageFolderDataset(tmp_path / "tree", classes=["a", "b", "a"])
+
+
+def test_small_argument_types():
+    ds = NoiseDataset("gaussian", n=np.int64(5))
+    assert len(ds) == 5 and len(get_dataset("noise:GAUSSIAN", n=3)) == 3
+    with pytest.raises(ValueError, match="limit must be a positive number of images, got 2.5"):
+        next(iter_batches(ds, batch_size=2, limit=2.5))

@@ -176,19 +176,33 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
         raise ValueError(f"{root} holds the split folders {found}, not class folders: point at one split "
                          f"(e.g. {root / found[-1]}), whose subfolders are the classes")
     names = list(classes) if classes is not None else found
+    if len(set(names)) != len(names):
+        twice = sorted({c for c in names if names.count(c) > 1})
+        raise ValueError(f"classes= names {', '.join(map(repr, twice[:5]))} more than once; expected each class once "
+                         "(its position is its label)")
     index = {c: i for i, c in enumerate(names)}
     left_out = [c for c in found if c not in index]
     if left_out:  # a name mismatch (wnids against class names) would otherwise evaluate a silent subset
         warnings.warn(f"{len(left_out)} class folder(s) of {root} are not in classes= and are skipped: "
                       f"{', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}", RuntimeWarning,
                       stacklevel=stacklevel)
-    samples = []
+    samples, empty = [], []
     for c in found:
         if c not in index:
             continue
-        samples += [(p, index[c]) for p in image_files(root / c, extensions)]
+        files = image_files(root / c, extensions)
+        samples += [(p, index[c]) for p in files]
+        if not files:
+            empty.append(c)
     if not samples:
-        raise FileNotFoundError(f"no images found under {root}; expected the ImageFolder layout {layout}")
+        direct = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in {e.lower() for e in extensions}]
+        where = (f"; its {len(direct)} image(s) lie directly in it: move them into class subfolders" if direct
+                 else "")
+        raise FileNotFoundError(f"no images found under {root}; expected the ImageFolder layout {layout}{where}")
+    if empty and classes is None:  # they still count as classes: the model's outputs and the labels follow them
+        warnings.warn(f"{len(empty)} class folder(s) of {root} hold no images but count as classes: "
+                      f"{', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}", RuntimeWarning,
+                      stacklevel=stacklevel)
     return samples, names
 
 

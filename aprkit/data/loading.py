@@ -15,6 +15,7 @@ batches, their order and the numbers computed from them are the same on every pa
 from __future__ import annotations
 
 import inspect
+import numbers
 import queue
 import threading
 import warnings
@@ -239,8 +240,8 @@ def _order(dataset: Dataset, indices: Any, limit: int | None, shard: bool) -> tu
     this rank's strided share under an initialised process group (``DistributedSampler`` padding included)."""
     n = dataset_len(dataset)
     if limit is not None:
-        if isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"limit must be a positive number of images, got {limit}")
+        if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1:
+            raise ValueError(f"limit must be a positive number of images, got {limit!r}")
         n = min(n, int(limit))
     if n == 0:
         raise ValueError("the dataset is empty; expected at least one image")

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from .._checks import check_positive_int
 from .arrays import NO_LABEL, _as_index_array
 
 __all__ = ["NOISE_KINDS", "NOISE_VERSION", "NoiseDataset", "noise_images"]
@@ -73,8 +74,7 @@ class NoiseDataset(Dataset):
                  seed: int = 0, std: float = 0.25):
         if kind not in NOISE_KINDS:
             raise ValueError(f"unknown noise kind {kind!r}; valid: {', '.join(NOISE_KINDS)}")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        n = check_positive_int(n, "n")
         hw = (size, size) if isinstance(size, int) else tuple(size)
         if len(hw) != 2 or min(hw) < 2:
             raise ValueError(f"size must be an int or (H, W) with H, W >= 2, got {size!r}")

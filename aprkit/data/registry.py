@@ -108,6 +108,7 @@ def _cue_conflict(arg: str, split: str, **kw: Any) -> Dataset:
 def _noise(arg: str, split: str, **kw: Any) -> Dataset:
     from .noise import NOISE_KINDS, NoiseDataset
 
+    arg = arg.lower()  # as the kinds: case does not matter
     if arg not in NOISE_KINDS:
         raise ValueError(f"unknown noise kind {arg!r}{nearest_names(arg, NOISE_KINDS)}; "
                          f"valid: {', '.join('noise:' + k for k in NOISE_KINDS)}")

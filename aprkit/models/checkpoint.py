@@ -162,7 +162,8 @@ def read_checkpoint(path: str | os.PathLike, *, weights_only: bool = True) -> An
         if weights_only and glob:
             raise ValueError(
                 f"checkpoint {path} holds pickled Python objects ({glob.group(1)}), not only weights; save the "
-                "weights instead (aprkit.models.save_checkpoint or torch.save(model.state_dict(), path))"
+                "weights instead (aprkit.models.save_checkpoint or torch.save(model.state_dict(), path)), or, for "
+                "a file you trust (unpickling can run code), load it with load_model(..., weights_only=False)"
             ) from None
         size = path.stat().st_size
         raise ValueError(
@@ -308,6 +309,9 @@ def load_model(
         model = _load_into_module(spec, num_classes, checkpoint, weights_only, random_init, drop_head)
     elif isinstance(spec, (str, os.PathLike)):
         text = os.fspath(spec)
+        if not text.strip():
+            raise ValueError("model spec is empty; expected an aprkit architecture, a checkpoint file or "
+                             "'timm:<name>' / 'torchvision:<name>' / 'robustbench:<name>'")
         if text.startswith(_FOREIGN_PREFIXES):
             if checkpoint is not None and not text.startswith("robustbench:"):
                 obj = read_checkpoint(checkpoint, weights_only=weights_only)
