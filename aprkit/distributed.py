@@ -47,6 +47,14 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int =
                              "(in a training config: train.device: cpu)")
         if dev.index is None:
             dev = torch.device(f"cuda:{local_rank}")
+    elif dev.type == "cpu":
+        dev = torch.device("cpu")  # "cpu:0" is the CPU
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {str(device)!r} requested but MPS (Apple GPUs) is not available here; "
+                             "use --device cpu or auto")
+    else:
+        raise ValueError(f"device {str(device)!r} is not one aprkit runs on; expected auto, cpu, cuda, cuda:N or mps")
     return dev
 
 

@@ -250,3 +250,71 @@ def test_a_difference_without_a_sample_size_gets_no_verdict() -> None:
     assert row["verdict"] == "not judged (no sample size)" and row["se"] is None
     assert "+1.00 pp" in summary_text(verdicts(a, b)) and "no verdict without a sample size on 1" in \
         overall_sentence(verdicts(a, b))
+
+
+def _two_class_folder(root: Path, n: int = 10, classes: str = "ab", value: int | None = None) -> None:
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            arr = torch.randint(0, 256, (8, 8, 3), generator=g, dtype=torch.uint8)
+            Image.fromarray((arr if value is None else torch.full_like(arr, value)).numpy()).save(root / c / f"{i}.png")
+
+
+def test_folder_data_is_keyed_by_content_and_checked_early(tmp_path):
+    """Rewritten images give other cache ids (the models trained on the old files were reused); ``folder:`` without
+    a path is an error (it read the working folder)."""
+    from aprkit.demo import demo_settings, load_demo_data
+
+    s = demo_settings(quick=True, n_train=0, n_test=100)
+    _two_class_folder(tmp_path / "d")
+    first = load_demo_data(f"folder:{tmp_path / 'd'}", s)
+    _two_class_folder(tmp_path / "d", value=7)  # same names and counts, other pixels
+    second = load_demo_data(f"folder:{tmp_path / 'd'}", s)
+    assert first.train.cache_id != second.train.cache_id and first.test.cache_id != second.test.cache_id
+    with pytest.raises(ValueError, match="folder needs a root folder"):
+        load_demo_data("folder:", s)
+
+
+def test_one_class_in_a_split_is_refused_before_training(tmp_path):
+    from aprkit.demo import demo_settings, run_demo
+
+    _two_class_folder(tmp_path / "one" / "train", n=70)
+    _two_class_folder(tmp_path / "one" / "test", classes="a")
+    with pytest.raises(ValueError, match="test images of one class only"):
+        run_demo(tmp_path / "out", data=f"folder:{tmp_path / 'one'}", progress=False,
+                 settings=demo_settings(quick=True, n_train=0, n_test=100))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_rerun_with_other_settings_removes_the_old_runs_results(tmp_path):
+    """An interrupted rerun with other settings mixed two runs' numbers in results.json and left the old report
+    saying 'complete': the outputs of another run are removed before this one evaluates; its own are kept."""
+    from aprkit.demo.pipeline import _claim_out_dir
+
+    for name in ("index.json", "results.json", "report.md"):
+        (tmp_path / name).write_text("old")
+    _claim_out_dir(tmp_path, "aaa")  # unknown origin: removed
+    assert not (tmp_path / "index.json").exists() and (tmp_path / "demo-run.txt").read_text().strip() == "aaa"
+    (tmp_path / "index.json").write_text("mine")
+    _claim_out_dir(tmp_path, "aaa")  # the same run resumed: kept
+    assert (tmp_path / "index.json").read_text() == "mine"
+    _claim_out_dir(tmp_path, "bbb")
+    assert not (tmp_path / "index.json").exists()
+
+
+def test_devices_and_seeds_at_the_edges():
+    from aprkit.data.noise import NoiseDataset
+    from aprkit.data.synthetic import SyntheticShapes
+    from aprkit.distributed import resolve_device
+
+    assert resolve_device("cpu:0") == torch.device("cpu")
+    for bad, message in (("meta", "not one aprkit runs on"), ("mps", "MPS")):
+        if bad == "mps" and torch.backends.mps.is_available():
+            continue
+        with pytest.raises(ValueError, match=message):
+            resolve_device(bad)
+    assert NoiseDataset("gaussian", 2, seed=2**45).get_batch([0, 1])[0].shape == (2, 3, 32, 32)
+    assert SyntheticShapes(2, seed=2**63 - 1).tensors[0].shape[0] == 2

@@ -96,7 +96,7 @@ class NoiseDataset(Dataset):
         return cache[b]
 
     def _generate(self, b: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + b * 7919 + NOISE_KINDS.index(self.kind))
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + b * 7919 + NOISE_KINDS.index(self.kind)) % (1 << 64))
         count = min(BLOCK, self.n - b * BLOCK)
         return noise_images(self.kind, count, self.size, self.channels, generator=g, std=self.std)
 

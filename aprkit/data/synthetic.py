@@ -226,7 +226,7 @@ class SyntheticShapes(Dataset):
 
     def _materialise(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._data is None:
-            stream = self.seed * 2 + (0 if self.split == "train" else 1) + 7919
+            stream = (self.seed * 2 + (0 if self.split == "train" else 1) + 7919) % (1 << 64)  # torch's seed range
             self._data = make_synthetic(self.n, seed=stream, size=self.size, num_classes=self.num_classes)
         return self._data
 

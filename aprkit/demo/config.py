@@ -165,6 +165,8 @@ def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: b
     if kind in ("cifar10", "cifar100"):
         train_ds, test_ds = get_dataset(spec, "train"), get_dataset(spec, "test")
     elif kind in ("folder", "imagefolder"):
+        if not arg:  # Path("") is the working folder
+            raise ValueError(f"{kind} needs a root folder: '{kind}:/path/to/images'")
         root = Path(arg).expanduser()
         size = settings.image_size
         if (root / "train").is_dir() and (root / "test").is_dir():
@@ -185,8 +187,13 @@ def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: b
     xtr, ytr = _materialise(train_ds, settings.n_train, seed, "train", progress)
     xte, yte = _materialise(test_ds, settings.n_test, seed + 1, "test", progress)
     k, names = _num_classes(train_ds, test_ds, labels=torch.cat([ytr, yte]))
-    tag = f"{spec}#{{}}-n{{}}-seed{seed}"
+    from ..eval.engine.cache import identity
+
+    # each split's images and labels by content, not only the spec: a rerun on rewritten files is not served the
+    # models trained or the results computed on the old ones
+    tag = f"{spec}#{{}}-n{{}}-seed{seed}-{{}}"
     desc = (f"{spec} ({len(ytr)} training / {len(yte)} test images, {xtr.shape[-2]}x{xtr.shape[-1]}, {k} classes"
-            f"{'; seeded random subsets' if settings.n_train else ''})")
-    return DemoData(spec, TensorSet(xtr, ytr, tag.format("train", len(ytr)), names),
-                    TensorSet(xte, yte, tag.format("test", len(yte)), names), k, False, desc)
+            f"{'; seeded random subsets' if settings.n_train and settings.n_train < len(train_ds) else ''})")
+    train_id = tag.format("train", len(ytr), "-".join(identity([xtr, ytr])))
+    test_id = tag.format("test", len(yte), "-".join(identity([xte, yte])))
+    return DemoData(spec, TensorSet(xtr, ytr, train_id, names), TensorSet(xte, yte, test_id, names), k, False, desc)

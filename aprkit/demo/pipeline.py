@@ -195,6 +195,27 @@ def eval_options(s: DemoSettings, dd: DemoData, shared: SharedCorruptions, suite
     return {k: v for k, v in options.items() if v is not None and k in read}
 
 
+#: the fingerprint of the run whose results ``<out>/index.json`` and the reports hold
+_RUN_MARKER = "demo-run.txt"
+#: what a demo run writes into ``--out`` from its evaluation (rebuilt from the fingerprint's cache when it resumes)
+_RUN_OUTPUTS = ("index.json", "results.json", "report.md", "report.html")
+
+
+def _claim_out_dir(out: Path, fingerprint: str) -> None:
+    """Make ``out`` this run's: when its results and reports are another run's (other settings, data or weights;
+    or of unknown origin), they are removed before this run evaluates, so that an interrupted or failed run leaves
+    no mix of two runs' numbers under one label and no old report that says "complete". This run's own results
+    are kept (a resumed run); its evaluation cells live in ``cache/<fingerprint>`` either way."""
+    from .._io import atomic_write_text
+
+    marker = out / _RUN_MARKER
+    previous = marker.read_text().strip() if marker.is_file() else None
+    if previous != fingerprint:
+        for name in _RUN_OUTPUTS:
+            (out / name).unlink(missing_ok=True)
+        atomic_write_text(marker, fingerprint + "\n")
+
+
 def run_demo(
     out_dir: str | os.PathLike[str],
     quick: bool = False,
@@ -239,6 +260,11 @@ def run_demo(
         raise ValueError(f"the demo trains on batches of {s.batch_size} images, so it needs at least {s.batch_size} "
                          f"training images; {data} gives {len(dd.train)} (raise --train-size or synthetic:N, or add "
                          "images)")
+    for split, ds in (("training", dd.train), ("test", dd.test)):  # before hours of training, not in phase bias
+        if int(torch.unique(ds.labels).numel()) < 2:
+            raise ValueError(f"{data} gives {split} images of one class only; the demo compares classifiers and pairs "
+                             "test images of different classes, so it needs at least two classes in each split "
+                             f"(raise --{'train' if split == 'training' else 'test'}-size or add images)")
     out.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves no empty folder behind
     size = int(dd.test.images.shape[-1])
     models: dict[str, nn.Module] = {}
@@ -258,6 +284,7 @@ def run_demo(
     shared = SharedCorruptions(test, seed, preset_for_size(*test.images.shape[-2:]), progress)
     options = eval_options(s, dd, shared, suites, transplant_layers(models["standard"]))
     fingerprint = _digest([s.to_dict(), data, seed, {k: model_fingerprint(m) for k, m in models.items()}])
+    _claim_out_dir(out, fingerprint)
     results = clock.run("evaluate", lambda: evaluate(
         models, suite=suites, data=data_map, out_dir=out, cache_dir=out / "cache" / fingerprint, device=dev,
         batch_size=s.eval_batch_size, options=options, seed=seed, progress=progress, report=False))

@@ -89,7 +89,8 @@ def demo_setup(demo: Mapping[str, Any], fig_dir: Path) -> ReportSection:
     blocks: list = [Paragraph([
         f"Data: {demo['data_description']}. Model: ", code("small_cnn"), " (4 conv blocks), trained twice with the "
         "same seed: ", strong("standard"), " (crop + flip, CE) and ", strong("APR-SP"), " (APR-S in the input "
-        f"pipeline, then CE(x) + CE(APR-P(x)), APR-P with p = {s.get('pair_p', 0.6)}). {s['epochs']} epochs, batch "
+        f"pipeline, then CE(x) + CE(APR-P(x)), APR-P with p = {s.get('pair_p', 0.6)}). "
+        f"{s['epochs']} epoch{'' if s['epochs'] == 1 else 's'}, batch "
         f"{s['batch_size']}, SGD Nesterov lr {s['lr']} ({_schedule(s)}), device ", code(str(demo["device"])),
         f", seed {demo['seed']}",
         *((", ", strong("quick mode")) if demo["quick"] else ()), ".",

@@ -298,7 +298,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         saved_config = state["config"]
         changed = changed_keys(saved_config, cfg.to_dict())
         if main:
-            print(f"resumed from {ckpt_path} at epoch {epoch}, batch {start_batch}, step {step}", file=sys.stderr)
+            if tr.progress:  # a status line; the warnings below are printed either way
+                print(f"resumed from {ckpt_path} at epoch {epoch}, batch {start_batch}, step {step}", file=sys.stderr)
             saved_recipe, recipe = state.get("recipe_version", 2), recipe_version(cfg)  # no field: 2 or older
             if saved_recipe != recipe:
                 print(f"warning: {ckpt_path} was trained by recipe version {saved_recipe}, this aprkit trains "
@@ -311,7 +312,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         config_changes = list(state.get("config_changes") or [])
         if changed:
             config_changes.append({"global_step": step, "keys": changed, "before": state["config"]})
-    elif tr.resume and main:
+    elif tr.resume and main and tr.progress:
         print(f"no checkpoint at {ckpt_path}; starting a new run", file=sys.stderr)
 
     if main and out is not None:
