@@ -76,6 +76,8 @@ def run_section_process(name: str, cap: float, args: argparse.Namespace, out: Pa
         status, error = "timeout", error or f"killed at the {cap:.0f} s cap; log tail:\n{tail(log)}"
     elif error or rc != 0 or not payload.get("done"):
         status, error = "error", error or f"exit code {rc}; log tail:\n{tail(log)}"
+    elif payload.get("results", {}).get("problems"):  # the section ended, but some of its work failed or was cut
+        status, error = "error", "; ".join(payload["results"]["problems"])
     else:
         status = "ok"
     _append_log(out, name, f"{status}, {child.wall:.1f} s", log)
@@ -84,13 +86,13 @@ def run_section_process(name: str, cap: float, args: argparse.Namespace, out: Pa
 
 
 def run_all(args: argparse.Namespace) -> int:
+    names = ["env"] + [n for n in (args.sections or SECTIONS) if n != "env"]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:  # before anything in --out is touched: a typo must not wipe the last run's log
+        raise SystemExit(f"unknown section(s) {unknown}; valid: {', '.join(SECTIONS)}")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_check.log").write_text("")  # this run's sections are appended
-    names = ["env"] + [n for n in (args.sections or SECTIONS) if n != "env"]
-    unknown = [n for n in names if n not in SECTIONS]
-    if unknown:
-        raise SystemExit(f"unknown section(s) {unknown}; valid: {', '.join(SECTIONS)}")
     scratch = Path(tempfile.mkdtemp(prefix="aprkit-gpu-check-"))
     try:
         return _run_sections(args, out, names, scratch)
@@ -172,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         args.compile_backend = "eager" if args.quick else "inductor"
     if args.cap_scale <= 0:
         ap.error(f"--cap-scale must be positive, got {args.cap_scale}")
+    if args.threads < 0:
+        ap.error(f"--threads must be 0 (torch's choice) or more, got {args.threads}")
+    import torch
+
+    try:  # a misspelt device is refused once, here; an unavailable one is each section's recorded error (env says why)
+        torch.device(args.device)
+    except (RuntimeError, TypeError):
+        ap.error(f"--device {args.device!r} is not a torch device; expected cuda, cuda:N or cpu")
     return run_child(args) if args.section else run_all(args)
 
 

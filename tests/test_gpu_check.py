@@ -79,8 +79,22 @@ def test_a_section_past_its_cap_is_killed_and_reported(tmp_path: Path) -> None:
 def test_unknown_section_is_refused(tmp_path: Path) -> None:
     from benchmarks.gpu_check import main
 
+    (tmp_path / "gpu_check.log").write_text("the last run's log")
     with pytest.raises(SystemExit, match=r"unknown section\(s\) \['augmnt'\]; valid: env, tests, augment"):
         main(["--out", str(tmp_path), "--sections", "augmnt"])
+    assert (tmp_path / "gpu_check.log").read_text() == "the last run's log"  # refused before --out is touched
+    for bad, message in ((["--threads", "-1"], "--threads must be 0"), (["--device", "cdua"], "not a torch device")):
+        with pytest.raises(SystemExit):
+            main(["--out", str(tmp_path), *bad])
+
+
+def test_a_section_whose_work_failed_is_an_error(tmp_path: Path) -> None:
+    """Compile errors in every row (or a test run cut at the cap) left the section 'ok' and the exit code 0."""
+    proc, report, md = _run(tmp_path, "--device", "cpu", "--quick", "--sections", "compile", "--compile-backend",
+                            "bogus", timeout=180)
+    sec = report["sections"]["compile"]
+    assert proc.returncode == 1 and sec["status"] == "error" and "InvalidBackend" in sec["error"], sec
+    assert report["sections"]["env"]["status"] == "ok"
 
 
 def test_report_renders_partial_results() -> None:

@@ -102,6 +102,11 @@ def run_tests(ctx: Context) -> None:
         words = re.findall(r"^tests/test_cuda\w*\.py::\S+ (PASSED|FAILED|ERROR|SKIPPED)", output, flags=re.M)
         ctx.results.update(passed=words.count("PASSED"), failed=words.count("FAILED"), errors=words.count("ERROR"),
                            skipped=words.count("SKIPPED"), total=len(words), incomplete=True)
+    code, r = ctx.results["exit_code"], ctx.results
+    if code != 0:
+        how = "killed at the section's time cap" if code == "timeout" else f"exit code {code}"
+        ctx.problem(f"pytest {how}: {r.get('passed')} passed, {r.get('failed')} failed, {r.get('errors')} errors "
+                    f"of {r.get('total')} run")
 
 
 # ---------------------------------------------------------------------------------------------- 2 augment
@@ -436,4 +441,5 @@ def run_compile(ctx: Context) -> None:
                 _time_explained_row(ctx, row, target, b, s, mode)
         except Exception as err:
             row["compile_error"] = _err(err, 600)
+            ctx.problem(f"{label}: {row['compile_error'][:200]}")
         ctx.save()
