@@ -194,6 +194,7 @@ def batched_vs_looped(size: int, preset: str, batch: int, per_image: int, device
     from aprkit.corruptions import corrupt, item_seeds, list_corruptions
 
     clock, _ = cpu_clock(device)
+    per_image = min(per_image, batch)  # a batch smaller than the loop's share: the loop covers the whole batch
     x = synthetic_images(batch, size, noise=0.15).to(device)
     names = list_corruptions()
     index = torch.arange(batch)

@@ -154,6 +154,14 @@ def main() -> None:
                         'e.g. \'{"mode": "reduce-overhead"}\'')
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = p.parse_args()
+    try:  # before any measurement: it was read after four of them
+        compile_opts = json.loads(args.aug_compile)
+    except json.JSONDecodeError as err:
+        p.error(f"--aug-compile must be JSON (false, true or an object such as '{{\"mode\": \"default\"}}'), got "
+                f"{args.aug_compile!r}: {err}")
+    if not isinstance(compile_opts, (bool, dict)):
+        p.error(f"--aug-compile must be false, true or a JSON object of torch.compile options, got {args.aug_compile!r}")
+    args.aug_compile = json.dumps(compile_opts)
 
     rows = {}
     for method in ("standard", "apr_sp"):

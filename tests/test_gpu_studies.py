@@ -85,6 +85,11 @@ def test_dry_run_prints_the_plan_without_torch(tmp_path: Path) -> None:
     assert "MiB of 64 MiB" in proc.stdout
     with pytest.raises(SystemExit, match="GROUP=E"):
         gpu_studies.main(["--dry-run", "--epochs", "bogus=3"])
+    with pytest.raises(SystemExit, match="--only: unknown job"):
+        gpu_studies.main(["--dry-run", "--only", "bogus"])
+    for bad in (["--lane-slowdown", "-3"], ["--cap-scale", "0"], ["--budget-s", "nan"]):
+        with pytest.raises(SystemExit):
+            gpu_studies.main(["--dry-run", *bad])
 
 
 FAKE = '''

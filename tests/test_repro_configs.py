@@ -120,9 +120,27 @@ def test_a_refused_run_keeps_its_study_json(tmp_path: Path) -> None:
     before = (run / STUDY_FILE).read_text()
     args = argparse.Namespace(resume=False, shared=str(tmp_path / "shared"), smoke=False, epochs=30, device="cpu",
                               progress=False, threads=None, overrides=["data.pad_fill=0"])
-    with pytest.raises(Exception, match="resume"):
+    with pytest.raises((Exception, SystemExit), match="resume"):  # the scripts' one-line exit
         train_run("repro_cifar10_resnet20_apr_sp.yaml", run, args, study={"feature_apr": {"layers": ["layer3"]}})
     assert (run / STUDY_FILE).read_text() == before
     with pytest.raises(ValueError, match="study.json"):
         train_run("repro_cifar10_resnet20_apr_sp.yaml", run, argparse.Namespace(**{**vars(args), "resume": True}),
                   study={"feature_apr": {"layers": ["layer3"]}})
+
+
+def test_the_study_scripts_check_their_inputs_before_training(tmp_path: Path) -> None:
+    """A missing shipped checkpoint (transplant sweeps), a layer FeatureAPR cannot attach to (study 1) or --shared
+    given to the ablation (it reads none) failed after every run had trained."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.repro import apr_cifar10, demo_ablation, transplant_sweeps
+
+    shared = tmp_path / "shared"
+    (shared / "data" / "cifar10").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="checkpoint\\(s\\) not found: .*resnet20"):
+        transplant_sweeps.main(["--smoke", "--out", str(tmp_path / "t"), "--shared", str(shared)])
+    with pytest.raises(ValueError, match="no layer named 'layer9'"):
+        apr_cifar10.main(["--smoke", "--out", str(tmp_path / "a"), "--shared", str(shared), "--feature-layers",
+                          "layer9"])
+    with pytest.raises(SystemExit):
+        demo_ablation.main(["--smoke", "--out", str(tmp_path / "d"), "--shared", str(shared)])
+    assert not (tmp_path / "t" / "runs").exists() and not (tmp_path / "a" / "runs").exists()

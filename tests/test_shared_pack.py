@@ -40,3 +40,16 @@ def test_cifar10_only_leaves_out_the_cue_conflict_stimuli(tmp_path: Path) -> Non
     _fake_shared(tmp_path)
     files = shared_pack.study_files(tmp_path, cue_conflict=False)
     assert len(files) == 8 and not any("cue-conflict" in str(f) for f in files)
+
+
+def test_more_parts_than_files_gives_no_empty_shard(tmp_path: Path) -> None:
+    """--parts 12 over 9 files wrote empty shards that unpack could not read; --parts 0 is refused."""
+    import pytest
+
+    src, dest = tmp_path / "shared", tmp_path / "dest"
+    _fake_shared(src)
+    shards = shared_pack.pack(src, tmp_path / "packed", parts=12, workers=1)
+    assert len(shards) == 9
+    assert sum(shared_pack.unpack(s, dest, workers=1) for s in shards) == 9
+    with pytest.raises(SystemExit):
+        shared_pack.main(["pack", "--shared", str(src), "--out", str(tmp_path / "p0"), "--parts", "0"])

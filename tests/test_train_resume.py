@@ -242,3 +242,18 @@ def test_a_killed_runs_half_written_checkpoint_is_removed_on_resume(tmp_path):
     (tmp_path / "notes.txt.abcdefgh.tmp").write_text("not ours")
     fit(train_config(), ["train.max_steps=5"], out=tmp_path, resume=True, datasets=(ds, test))
     assert not stale.exists() and (tmp_path / "notes.txt.abcdefgh.tmp").exists()
+
+
+def test_a_resumed_epochs_time_counts_the_part_before_the_stop(tmp_path):
+    """time_s of an epoch resumed in its middle covered only the steps after the resume (the studies' training
+    times were undercounted): the checkpoint carries the epoch's time so far."""
+    ds, test = Images(40), Images(16, seed=5)
+    cfg = train_config()
+    fit(cfg, ["train.max_steps=7"], out=tmp_path, datasets=(ds, test))  # stops at step 2 of epoch 2
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert state["batch_in_epoch"] == 2 and state["epoch_time_s"] > 0
+    state["epoch_time_s"] = 1000.0  # as if the first two steps of epoch 2 had taken that long
+    torch.save(state, tmp_path / "last.pt")
+    resumed = fit(cfg, out=tmp_path, resume=True, datasets=(ds, test))
+    rows = {r["epoch"]: r for r in resumed["history"]}
+    assert rows[2]["time_s"] >= 1000.0 and rows[3]["time_s"] < 1000.0

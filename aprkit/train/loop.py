@@ -242,6 +242,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     aug = DeviceAugment(cfg, dev, generator, channels_last=cl)
 
     epoch, start_batch, step, history, resumed = 0, 0, 0, [], False
+    carried_s = 0.0  # training time of the epoch before a mid-epoch resume: the epoch's row counts all of it
     config_changes: list[dict[str, Any]] = []  # settings changed at a resume: the step and the config before
     saved_config: dict[str, Any] = {}  # the resumed checkpoint's config
     accum = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, correct, n of the current epoch
@@ -272,6 +273,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         if state["scaler"]:  # runs without a float16 GradScaler (CPU, bfloat16) saved an empty state
             scaler.load_state_dict(state["scaler"])
         epoch, start_batch, step = state["epoch"], state["batch_in_epoch"], state["global_step"]
+        carried_s = float(state.get("epoch_time_s") or 0.0) if start_batch else 0.0
         saved_steps = (state.get("sampler") or {}).get("steps_per_epoch")  # older checkpoints: not checked
         if saved_steps is not None and saved_steps != len(batches):
             raise ValueError(f"cannot resume: {ckpt_path} ran {saved_steps} steps per epoch, this config "
@@ -347,7 +349,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "epoch": at_epoch, "batch_in_epoch": at_batch, "global_step": step, "history": rows,
             "accum": sums.cpu(), "rng": capture_rng(generator), "recipe_version": recipe_version(cfg),
-            "config_changes": config_changes,
+            "config_changes": config_changes, "epoch_time_s": time.perf_counter() - t0 if at_batch else 0.0,
             "sampler": {"seed": seed, "epoch": at_epoch, "batch_in_epoch": at_batch, "world": info.world,
                         "steps_per_epoch": len(batches)},
         }, ckpt_path)
@@ -360,7 +362,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     while epoch < o.epochs and not stopped:
         batches.set_epoch(epoch)
         net.train()
-        t0, n0 = time.perf_counter(), step
+        t0, n0 = time.perf_counter() - carried_s, step - start_batch  # a resumed epoch: from its first step
+        carried_s = 0.0
         # the rate of the epoch's first step, from the schedule (LambdaLR's own formula): a run resumed mid-epoch
         # logs what the uninterrupted run logs, not the rate at the resume step
         lr0 = scheduler.base_lrs[0] * schedule(step - start_batch)

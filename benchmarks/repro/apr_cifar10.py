@@ -158,6 +158,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args, out, shared = parse_args(p, argv)
     from aprkit.eval import evaluate
 
+    # what the evaluation and the feature run need is checked before hours of training, not after
+    if FEATURE_RUN in args.runs:
+        from aprkit.hidden.sites import resolve_module
+        from aprkit.models import create_model
+
+        probe = create_model("resnet20")
+        for layer in args.feature_layers:
+            resolve_module(probe, layer)
+    options = None if args.train_only else eval_options(args, shared)
     runs = {}
     for name in args.runs:
         build, study = None, None
@@ -174,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         trained, suite=SUITES, data=cifar10_spec(shared), out_dir=out / "eval", device=args.device,
         batch_size=SMOKE["batch_size"] if smoke else args.batch_size, limit=SMOKE["eval_limit"] if smoke else None,
         corruptions=SMOKE["corruptions"] if smoke else None, severities=SMOKE["severities"] if smoke else None,
-        options=eval_options(args, shared), resume=args.resume, progress=args.progress,
+        options=options, resume=args.resume, progress=args.progress,
         title="Study 1/4: APR on CIFAR-10 (ResNet-20)",
     )
     rows = summarise(res)

@@ -119,8 +119,14 @@ def train_run(config: str | Path, out: Path, args: argparse.Namespace, overrides
         out.mkdir(parents=True, exist_ok=True)
         (out / STUDY_FILE).write_text(json.dumps(dict(study), indent=1, sort_keys=True) + "\n")
     ctx = _patched_build(build) if build is not None else contextlib.nullcontext()
+    from aprkit.train.state import RunExistsError
+
     with ctx:
-        res = fit(str(path), ov, out=out, resume=args.resume)
+        try:
+            res = fit(str(path), ov, out=out, resume=args.resume)
+        except RunExistsError:  # its advice names aprkit train's --overwrite, which these scripts do not have
+            raise SystemExit(f"{out} already holds a training run: pass --resume to continue it (a finished one is "
+                             "reused), or another --out (delete the folder to start over)") from None
     res = {k: v for k, v in res.items() if k != "model"}
     # training time as the sum of the epochs' times: the same when a finished run is resumed (wall_s is this call's)
     res["train_s"] = round(sum(float(r.get("time_s", 0.0)) for r in res["history"]), 1)

@@ -94,11 +94,9 @@ def base_settings(args: Any) -> Any:
     return demo_settings(epochs=args.epochs, **PAPER_RECIPE)
 
 
-def run_variant(name: str, base: Any, data: Any, shared: Any, out: Path, args: Any) -> dict[str, Any]:
-    """Train (or reload) one variant with the demo's functions and evaluate it; return its results row."""
-    from aprkit.demo.pipeline import Stopwatch, eval_options, train_config, train_model
-    from aprkit.demo.summary import headline_numbers
-    from aprkit.eval import evaluate
+def train_variant(name: str, base: Any, data: Any, out: Path, args: Any) -> tuple[Any, dict[str, Any], Any, Any, Any]:
+    """Train (or reload) one variant with the demo's functions: ``(model, info, settings, data, stopwatch)``."""
+    from aprkit.demo.pipeline import Stopwatch, train_config, train_model
 
     v = VARIANTS[name]
     s = dataclasses.replace(base, **v.settings(base))
@@ -110,6 +108,17 @@ def run_variant(name: str, base: Any, data: Any, shared: Any, out: Path, args: A
     cfg = train_config(v.method, s, data.num_classes, size, args.seed, args.device, args.progress)
     clock = Stopwatch(progress=True)
     model, info = clock.run(f"train {name}", lambda: train_model(name, cfg, data, out))
+    return model, info, s, data, clock
+
+
+def run_variant(name: str, base: Any, data: Any, shared: Any, out: Path, args: Any) -> dict[str, Any]:
+    """Train (or reload) one variant and evaluate it; return its results row."""
+    from aprkit.demo.pipeline import eval_options
+    from aprkit.demo.summary import headline_numbers
+    from aprkit.eval import evaluate
+
+    v = VARIANTS[name]
+    model, info, s, data, clock = train_variant(name, base, data, out, args)
     res = clock.run(f"evaluate {name}", lambda: evaluate(
         {name: model}, suite=SUITES, data=data.test, cache_dir=out / "eval" / "cache", device=args.device,
         batch_size=s.eval_batch_size, options=eval_options(s, data, shared, SUITES), seed=args.seed,
@@ -194,6 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)  # common.parse_args would insist on the shared CIFAR-10 folder, which this study never reads
+    if args.shared is not None:
+        p.error("--shared is not read by this study: it trains and evaluates on the demo's generated data")
     import torch
 
     if args.threads:
@@ -220,6 +231,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise SystemExit(f"--resume: {previous} holds rows made with another {', '.join(differ)} than this call's; "
                              "pass the same settings, or choose another --out")
     data = load_demo_data("synthetic", base, seed=args.seed, progress=args.progress)
+    if args.train_only:  # the runs only (a later call with --resume evaluates them)
+        trained = {name: train_variant(name, base, data, out, args)[1]["run_dir"] for name in args.variants}
+        return {"trained": trained}
     shared = SharedCorruptions(data.test, args.seed, "cifar", progress=args.progress)
     for name in args.variants:
         rows[name] = run_variant(name, base, data, shared, out, args)

@@ -111,7 +111,11 @@ def dry_run(args: argparse.Namespace) -> int:
                    epochs=dict(args.forced_epochs), forced=lead_studies(args.forced_epochs), eval_ok=eval_blocker(),
                    smoke=args.smoke,
                    lane_slowdown=args.lane_slowdown)
-    planned = plan(select(JOBS, args.only), st)
+    try:
+        selected = select(JOBS, args.only)
+    except ValueError as err:  # unknown names: one line, as on the run path
+        raise SystemExit(f"--only: {err}") from None
+    planned = plan(selected, st)
     print(f"unpack {len(args.unpack or [])} shard(s): ~{unpack_s:.0f} s; {MARGIN_S:.0f} s kept for the end\n")
     print(format_plan(planned, st))
     if args.carry is not None:
@@ -159,6 +163,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.device = args.device or ("cpu" if args.smoke else "cuda")
     if args.lanes < 1:
         p.error(f"--lanes must be at least 1, got {args.lanes}")
+    for name, value in (("--lane-slowdown", args.lane_slowdown), ("--cap-scale", args.cap_scale),
+                        ("--budget-s", args.budget_s)):
+        if not (value > 0 or (name == "--lane-slowdown" and value == 0)):  # also NaN
+            p.error(f"{name} must be {'0 or more' if name == '--lane-slowdown' else 'positive'}, got {value}")
     if args.dry_run:
         return args
     if not args.out:

@@ -66,6 +66,7 @@ def _encode(path: Path) -> bytes:
 def pack(shared: Path, out: Path, parts: int, workers: int, cue_conflict: bool = True) -> list[Path]:
     """Write ``out/part{i}.npz`` shards of about equal size; return their paths."""
     rel = study_files(shared, cue_conflict)
+    parts = max(1, min(parts, len(rel)))  # no empty shards
     with ProcessPoolExecutor(workers) as pool:
         blobs = list(pool.map(_encode, [shared / r for r in rel], chunksize=256))
     sizes = np.array([len(b) for b in blobs], dtype=np.int64)
@@ -98,6 +99,7 @@ def unpack(shard: Path, dest: Path, workers: int) -> int:
     """Rebuild the files of one shard under ``dest``; return how many."""
     with np.load(shard) as z:
         blob, offsets, rel = z["blob"].tobytes(), z["offsets"], z["paths"].tobytes().decode().split("\n")
+    rel = rel[: len(offsets) - 1]  # an empty shard holds no names ("".split gives [""])
     items = [(r, blob[offsets[i]:offsets[i + 1]], str(dest)) for i, r in enumerate(rel)]
     with ProcessPoolExecutor(workers) as pool:
         list(pool.map(_write, items, chunksize=256))
@@ -168,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for q in (a, b):
         q.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
+    if args.cmd == "pack" and args.parts < 1:
+        p.error(f"--parts must be at least 1, got {args.parts}")
     if args.cmd == "pack":
         from benchmarks.repro.common import shared_root
 

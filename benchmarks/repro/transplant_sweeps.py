@@ -167,7 +167,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     models: dict[str, str] = {}
     runs: dict[str, Any] = {}
-    for name in args.models or [*DEFAULT_MODELS, *(["phase_collapse"] if args.smoke else [])]:
+    names = args.models or [*DEFAULT_MODELS, *(["phase_collapse"] if args.smoke else [])]
+    given = [shared / "models" / SHIPPED[n] for n in names if n in SHIPPED]  # checked before any training
+    if "phase_collapse" in names and args.phase_collapse_checkpoint:
+        given.append(Path(args.phase_collapse_checkpoint).expanduser())
+    missing = [str(f) for f in given if not f.is_file()]
+    if missing and not args.train_only:
+        raise SystemExit(f"transplant_sweeps: checkpoint(s) not found: {', '.join(missing)} (--shared holds the "
+                         "shipped ResNets under models/; --phase-collapse-checkpoint names study 2's run)")
+    for name in names:
         if name in SHIPPED:
             models[name] = str(shared / "models" / SHIPPED[name])
         elif name == "phase_collapse" and args.phase_collapse_checkpoint:
