@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -703,3 +704,19 @@ def test_small_argument_types():
     assert len(ds) == 5 and len(get_dataset("noise:GAUSSIAN", n=3)) == 3
     with pytest.raises(ValueError, match="limit must be a positive number of images, got 2.5"):
         next(iter_batches(ds, batch_size=2, limit=2.5))
+
+
+@pytest.mark.parametrize("batch, message", [
+    ({b"data": np.zeros((2, 3072), np.uint8), b"fine_labels": [0, 1]}, r"expected the entries 'data' and 'labels'"),
+    ({b"data": np.zeros((2, 300), np.uint8), b"labels": [0, 1]}, r"600 pixel values and 2 labels"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, r"labels in \[0, 10\], outside the 10 classes"),
+    ([1, 2], r"found list"),
+])
+def test_a_damaged_or_foreign_cifar_batch_is_named(tmp_path: Path, batch, message) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch, f)
+    with pytest.raises(ValueError, match=r"test_batch (is not a cifar10 batch|holds)") as err:
+        get_dataset(f"cifar10:{tmp_path}")
+    assert re.search(message, str(err.value)), err.value

@@ -184,7 +184,7 @@ def test_bad_inputs_get_clear_errors(tmp_path):
         demo_settings(n_trian=5)
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         demo_settings(epochs=0)
-    with pytest.raises(ValueError, match="unknown dataset kind"):
+    with pytest.raises(ValueError, match="unknown --data .imagenett:/x.; the demo trains on"):
         load_demo_data("imagenett:/x", demo_settings(quick=True))
     with pytest.raises(FileNotFoundError):
         load_demo_data(f"folder:{tmp_path / 'missing'}", demo_settings(quick=True))

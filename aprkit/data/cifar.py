@@ -19,6 +19,7 @@ import csv
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -43,6 +44,26 @@ def _unpickle(path: Path) -> dict:
                          f"delete {path.parent} and download it again (--download), or restore the file") from None
 
 
+def _batch_arrays(d: Any, path: Path, name: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, 3, 32, 32)`` and labels ``(N,)`` of one unpickled batch, checked: a batch of another dataset or a
+    damaged one is named, not reshaped into a wrong error (or wrong labels)."""
+    redo = f"delete {path.parent} and download it again (--download), or restore the file"
+    if not isinstance(d, dict) or b"data" not in d or label_key not in d:
+        keys = sorted(k.decode(errors="replace") if isinstance(k, bytes) else str(k) for k in d) \
+            if isinstance(d, dict) else type(d).__name__
+        raise ValueError(f"{path} is not a {name} batch: expected the entries 'data' and {label_key.decode()!r}, "
+                         f"found {keys}; {redo}")
+    data, labels = np.asarray(d[b"data"], dtype=np.uint8), np.asarray(d[label_key], dtype=np.int64)
+    if data.size % (3 * 32 * 32) or data.size // (3 * 32 * 32) != labels.size:
+        raise ValueError(f"{path} holds {data.size} pixel values and {labels.size} labels; a {name} batch holds "
+                         f"3x32x32 values per label; {redo}")
+    k = 10 if name == "cifar10" else 100
+    if labels.size and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"{path} holds labels in [{labels.min()}, {labels.max()}], outside the {k} classes of "
+                         f"{name}; {redo}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
 def _read_binary(folder: Path, name: str, split: str) -> ArrayDataset:
     _, files, label_key, meta_file, names_key = CIFAR_BINARY[name]
     images, labels = [], []
@@ -51,9 +72,9 @@ def _read_binary(folder: Path, name: str, split: str) -> ArrayDataset:
         if not path.is_file():
             layout = f"{folder}/{{{','.join(files['train'] + files['test'])}}}"
             raise FileNotFoundError(f"{path} is missing; expected torchvision's {name} layout {layout}")
-        d = _unpickle(path)
-        images.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(d[label_key], dtype=np.int64))
+        x, y = _batch_arrays(_unpickle(path), path, name, label_key)
+        images.append(x)
+        labels.append(y)
     classes = None
     if (folder / meta_file).is_file():
         classes = [c.decode() for c in _unpickle(folder / meta_file)[names_key]]

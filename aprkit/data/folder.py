@@ -167,7 +167,8 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
     root = Path(root)
     layout = f"{root}/<class>/<image>{'|'.join(extensions[:3])}..."
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist; expected the ImageFolder layout {layout}")
+        what = "is a file, not a folder" if root.is_file() else "does not exist"
+        raise FileNotFoundError(f"image folder {root} {what}; expected the ImageFolder layout {layout}")
     found = find_classes(root)
     # split folders instead of classes; one split alone too when it holds class folders (ODIN's OOD sets, such as
     # LSUN/test/*.jpg, hold their images in it directly: one class, as before)

@@ -143,7 +143,11 @@ def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: b
     if not isinstance(spec, str) or not spec.strip():
         raise TypeError(f"data must be a spec string: 'synthetic', 'cifar10:PATH', 'cifar100:PATH' or 'folder:PATH'; "
                         f"got {spec!r}")
-    kind, arg = parse_spec(spec)
+    kinds = "'synthetic', 'synthetic:N', 'cifar10:PATH', 'cifar100:PATH' or 'folder:PATH'"
+    try:
+        kind, arg = parse_spec(spec)
+    except ValueError:  # the registry lists every dataset kind; the demo trains on these
+        raise ValueError(f"unknown --data {spec!r}; the demo trains on {kinds}") from None
     if kind == "synthetic":
         from ..data.synthetic import GENERATOR_VERSION, SHAPES, SyntheticShapes, class_names
 
