@@ -211,12 +211,11 @@ def check_param_keys(params: object, keys: Sequence[str], source: str) -> None:
 
 
 def check_probability(p: float, name: str = "p") -> float:
-    """Validate a probability in [0, 1] (a real number or a one-element tensor/array: not a bool or a string)."""
-    if getattr(p, "ndim", None) == 0 and not isinstance(p, bool) and hasattr(p, "item"):
-        p = p.item()
-    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+    """Validate a probability in [0, 1]: a real number or a 0-dim tensor/array (not a bool or a string)."""
+    value: Any = p.item() if getattr(p, "ndim", None) == 0 and hasattr(p, "item") else p
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number in [0, 1], got {p!r}")
-    value = float(p)
+    value = float(value)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {p!r}")
     return value

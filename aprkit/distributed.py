@@ -53,9 +53,20 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int =
         if not torch.backends.mps.is_available():
             raise ValueError(f"device {str(device)!r} requested but MPS (Apple GPUs) is not available here; "
                              "use --device cpu or auto")
-    else:
-        raise ValueError(f"device {str(device)!r} is not one aprkit runs on; expected auto, cpu, cuda, cuda:N or mps")
+    elif dev.type == "meta" or not _available(dev.type):  # another accelerator (xpu, ...) is used when present
+        raise ValueError(f"device {str(device)!r} is not available here; expected auto, cpu, cuda, cuda:N or mps "
+                         "(or another accelerator this torch build supports)")
     return dev
+
+
+def _available(kind: str) -> bool:
+    """Whether torch reports an accelerator of type ``kind`` (``torch.xpu.is_available()`` and the like)."""
+    backend = getattr(torch, kind, None)
+    check = getattr(backend, "is_available", None)
+    try:
+        return bool(check()) if callable(check) else False
+    except Exception:  # a backend that cannot even be queried is not available
+        return False
 
 
 def group_info() -> tuple[int, int]:

@@ -76,8 +76,8 @@ def run_section_process(name: str, cap: float, args: argparse.Namespace, out: Pa
         status, error = "timeout", error or f"killed at the {cap:.0f} s cap; log tail:\n{tail(log)}"
     elif error or rc != 0 or not payload.get("done"):
         status, error = "error", error or f"exit code {rc}; log tail:\n{tail(log)}"
-    elif payload.get("results", {}).get("problems"):  # the section ended, but some of its work failed or was cut
-        status, error = "error", "; ".join(payload["results"]["problems"])
+    elif payload.get("results", {}).get("section_problems"):  # the section ended, but some of its work failed or was cut
+        status, error = "error", "; ".join(payload["results"]["section_problems"])
     else:
         status = "ok"
     _append_log(out, name, f"{status}, {child.wall:.1f} s", log)

@@ -4,6 +4,7 @@ feature batches, pickling compiled transforms, normalised batches under ``clamp`
 from __future__ import annotations
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -75,8 +76,14 @@ def test_swap_amplitude_refuses_mixed_scales():
 
 @pytest.mark.parametrize("beta", [None, "0.1", True])
 def test_low_frequency_swap_beta_type(beta):
-    with pytest.raises(ValueError, match="beta must be a number in"):
+    with pytest.raises(TypeError, match="beta must be a number in"):
         low_frequency_swap(_images(), _images(seed=1), beta=beta)
+
+
+@pytest.mark.parametrize("beta", [torch.tensor(0.1), np.array(0.1), np.float32(0.1)])
+def test_low_frequency_swap_beta_scalars(beta):
+    x, y = _images(), _images(seed=1)
+    torch.testing.assert_close(low_frequency_swap(x, y, beta=beta), low_frequency_swap(x, y, beta=0.1))
 
 
 def test_mix_amplitude_lam_numpy():
@@ -84,13 +91,15 @@ def test_mix_amplitude_lam_numpy():
     lam = np.array([0.0, 0.25, 0.5, 1.0])
     torch.testing.assert_close(mix_amplitude(x, y, lam=lam), mix_amplitude(x, y, lam=torch.from_numpy(lam)))
     torch.testing.assert_close(mix_amplitude(x, y, lam=np.float32(0.5)), mix_amplitude(x, y, lam=0.5))
-    with pytest.raises(ValueError, match="lam must be a number in"):
+    with pytest.raises(TypeError, match="lam must be a number in"):
         mix_amplitude(x, y, lam="0.5")
+    with pytest.raises(ValueError, match="lam must be in"):
+        mix_amplitude(x, y, lam=1.5)
 
 
-@pytest.mark.parametrize("p", [True, "0.5", torch.tensor([0.5])])
+@pytest.mark.parametrize("p", [True, "0.5", torch.tensor([0.5]), torch.tensor(True)])
 def test_probability_must_be_a_number(p):
-    with pytest.raises(TypeError, match="p must be a number in"):
+    with pytest.raises(TypeError, match=f"p must be a number in \\[0, 1\\], got {re.escape(repr(p))}"):
         APRPair(p=p)
 
 

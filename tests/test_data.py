@@ -679,7 +679,7 @@ def test_float_images_are_refused_not_clipped(tmp_path):
     from aprkit.data.folder import read_image
 
     Image.fromarray(np.full((8, 8), 0.5, np.float32), mode="F").save(tmp_path / "f.tif")
-    with pytest.raises(ValueError, match=r"f\.tif is a 32-bit floating-point image"):
+    with pytest.raises(ValueError, match=r"f\.tif: 32-bit floating-point images \(PIL mode 'F'\) are not read"):
         read_image(tmp_path / "f.tif")
 
 

@@ -672,4 +672,4 @@ def test_spec_spellings_share_the_files_state(monkeypatch, tmp_path):
     Image.new("RGB", (8, 8), (200, 20, 30)).save(root / "c0" / "a.png")
     os.utime(root / "c0" / "a.png", ns=(1, 1))
     assert dataset_id("folder:~/ft") not in ids
-    assert dataset_id("SYNTHETIC:5") == dataset_id("synthetic:5")
+    assert dataset_id("SYNTHETIC:5") == dataset_id("synthetic:5") and dataset_id("noise:GAUSSIAN") == dataset_id("noise:gaussian")

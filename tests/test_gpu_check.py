@@ -150,3 +150,24 @@ def test_frost_fallback_writes_stand_ins(tmp_path: Path, monkeypatch: pytest.Mon
     x = torch.zeros(2, 3, 224, 224, dtype=torch.uint8)
     y = corrupt(x, "frost", 3, "imagenet", torch.Generator().manual_seed(0), frost_dir=directory)
     assert y.shape == x.shape and y.float().mean() > 10
+
+
+def test_failing_tests_and_section_problems_render_side_by_side(tmp_path: Path) -> None:
+    """The failing tests (junit ``problems``) and the section's own ``section_problems`` live under separate keys:
+    sharing one list crashed both the status line and the report when a CUDA test failed."""
+    import torch
+
+    from benchmarks.gpu.context import Context
+    from benchmarks.gpu.report import goals, markdown
+
+    ctx = Context(device=torch.device("cpu"), quick=True, deadline=0.0, result_path=tmp_path / "r.json")
+    ctx.results.update(exit_code=1, passed=3, failed=1, errors=0, skipped=0, total=4,
+                       problems=[{"kind": "failure", "test": "tests/test_cuda.py::t", "message": "boom"}])
+    ctx.problem("pytest exit code 1: 3 passed, 1 failed")
+    saved = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert saved["section_problems"] == ["pytest exit code 1: 3 passed, 1 failed"]
+    report = {"meta": {}, "goals": [], "sections": {"tests": {"status": "error", "error": "; ".join(
+        saved["section_problems"]), "wall_s": 1.0, "cap_s": 2.0, "results": saved}}}
+    report["goals"] = goals(report)
+    md = markdown(report, {"tests": "CUDA tests"})
+    assert "- failure: tests/test_cuda.py::t: boom" in md and "| tests | error |" in md

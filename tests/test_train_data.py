@@ -184,3 +184,21 @@ def test_a_test_folder_with_fewer_classes_is_labelled_by_the_training_classes(tm
     assert sorted(int(test[i][1]) for i in range(len(test))) == [0, 2]
     with pytest.raises(ValueError, match="class\\(es\\) the training data lacks: d"):
         load_datasets(cfg("other"))
+
+
+def test_given_datasets_with_other_class_names_are_refused(tmp_path) -> None:
+    """fit(datasets=...) cannot reopen a test set by the training classes: other names are refused, not scored."""
+    from PIL import Image
+
+    from aprkit.data import ImageFolderDataset
+    from aprkit.train import fit
+    from aprkit.train.config import config_from_dict
+
+    for split, classes in (("train", "abc"), ("test", "ac")):
+        for cls in classes:
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / split / cls / "x.png")
+    cfg = config_from_dict({"model": {"name": "small_cnn", "num_classes": 3}})
+    train = ImageFolderDataset(tmp_path / "train")
+    with pytest.raises(ValueError, match="labels its classes \\(a, c\\) unlike the training data \\(a, b, c\\)"):
+        fit(cfg, datasets=(train, ImageFolderDataset(tmp_path / "test")))

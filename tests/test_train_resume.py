@@ -257,3 +257,22 @@ def test_a_resumed_epochs_time_counts_the_part_before_the_stop(tmp_path):
     resumed = fit(cfg, out=tmp_path, resume=True, datasets=(ds, test))
     rows = {r["epoch"]: r for r in resumed["history"]}
     assert rows[2]["time_s"] >= 1000.0 and rows[3]["time_s"] < 1000.0
+
+
+def test_a_stops_evaluation_is_not_counted_as_training_time(tmp_path, monkeypatch):
+    """The time saved at a mid-epoch stop was taken after the stop's evaluation: the resumed epoch counted it."""
+    import time as time_module
+
+    from aprkit.train import loop
+
+    real = loop.evaluate_accuracy
+
+    def slow(*args, **kwargs):
+        time_module.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate_accuracy", slow)
+    ds, test = Images(40), Images(16, seed=5)
+    fit(train_config(), ["train.max_steps=7"], out=tmp_path, datasets=(ds, test))
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert state["epoch_time_s"] < 0.9

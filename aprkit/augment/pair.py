@@ -89,8 +89,8 @@ class APRPair(CompiledCore, ReplayModule):
 
     def _check_images(self, x: torch.Tensor) -> None:
         """Shapes and dtype; with ``dims="hw"`` a channels-last ``(B, H, W, C)`` batch is refused (the 2-D transforms
-        would run over the wrong axes); with ``clamp`` 0..255 floats are refused on eager CPU calls (one ``amax``
-        pass; they would come out saturated)."""
+        would run over the wrong axes); with ``clamp`` 0..255 and mean/std-normalised floats are refused on eager CPU
+        calls (one ``aminmax`` pass; they would come out saturated or cut off)."""
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False, allow_empty=True)
         if self.clamp:
             check_not_0_255(x)

@@ -131,10 +131,11 @@ class ArrayDataset(Dataset):
             h, w, c = arr.shape[1], arr.shape[2], arr.shape[3]
         else:
             h, w, c = arr.shape[2], arr.shape[3], arr.shape[1]
-        if c not in (1, 3, 4):  # an (N, C, H, W) array read as NHWC (or the reverse) has H or W channels
+        other_c = arr.shape[1] if layout == "nhwc" else arr.shape[3]
+        if c > 4 and other_c in (1, 3):  # an (N, C, H, W) array read as NHWC (or the reverse): H or W "channels"
             other = "nchw" if layout == "nhwc" else "nhwc"
-            raise ValueError(f"images of shape {arr.shape} read as {layout.upper()} have {c} channels; expected 1, 3 "
-                             f"or 4: pass layout={other!r} if the array is {other.upper()}")
+            raise ValueError(f"images of shape {arr.shape} read as {layout.upper()} would have {c} channels: pass "
+                             f"layout={other!r} if the array is {other.upper()}")
         self.image_shape = (int(c), int(h), int(w))
 
     def _open(self) -> np.ndarray:

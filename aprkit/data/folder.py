@@ -45,8 +45,8 @@ def pil_to_array(image: Any, channels: int = 3) -> np.ndarray:
     (older Pillow versions open 16-bit PNGs as ``I``). 32-bit float images (mode ``F``, e.g. float TIFFs) are refused:
     their value range (0-1, 0-255, physical units) is not recorded, and Pillow's conversion would clip them."""
     if image.mode == "F":
-        raise UnsupportedImage("a 32-bit floating-point image (PIL mode 'F'), whose value range is unknown; "
-                               "expected 8- or 16-bit images: convert it to 8 bits first")
+        raise UnsupportedImage("32-bit floating-point images (PIL mode 'F') are not read: their value range is "
+                               "unknown; expected 8- or 16-bit images: convert it to 8 bits first")
     if image.mode == "I" or image.mode.startswith("I;16"):
         levels = np.asarray(image).astype(np.int32)
         if image.mode == "I" and levels.size and levels.min() >= 0 and levels.max() <= 255:
@@ -81,7 +81,7 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     except FileNotFoundError:
         raise
     except UnsupportedImage as err:
-        raise UnsupportedImage(f"{path} is {err}") from None
+        raise UnsupportedImage(f"{path}: {err}") from None
     except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated, corrupted or not an image
         raise ValueError(
             f"cannot decode image {path} ({err}); expected an intact image file (truncated or corrupted?)"
@@ -196,7 +196,8 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
         if not files:
             empty.append(c)
     if not samples:
-        direct = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in {e.lower() for e in extensions}]
+        exts = {e.lower() for e in extensions}
+        direct = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts]
         where = (f"; its {len(direct)} image(s) lie directly in it: move them into class subfolders" if direct
                  else "")
         raise FileNotFoundError(f"no images found under {root}; expected the ImageFolder layout {layout}{where}")

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -213,6 +214,7 @@ def _claim_out_dir(out: Path, fingerprint: str) -> None:
     if previous != fingerprint:
         for name in _RUN_OUTPUTS:
             (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "figures", ignore_errors=True)  # the report's plots of that run
         atomic_write_text(marker, fingerprint + "\n")
 
 

@@ -12,7 +12,14 @@ from typing import Literal
 
 import torch
 
-from .._checks import broadcast_shape, check_dims, check_finite_spectrum, check_image_tensor, restore_dtype
+from .._checks import (
+    broadcast_shape,
+    check_dims,
+    check_finite_spectrum,
+    check_image_tensor,
+    check_probability,
+    restore_dtype,
+)
 from .fft import fftn, ifftn, rfftn
 from .mixing import mix_spectra, with_amplitude
 from .spectra import Dims, _as_float, _irfft, spectral_magnitude
@@ -116,9 +123,7 @@ def mix_amplitude(
             raise ValueError("lam must lie in [0, 1] (finite), got values outside or NaN")
         lam_t = lam.to(x.device).reshape(*lam.shape, *([1] * 3))
     else:
-        if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not 0.0 <= float(lam) <= 1.0:
-            raise ValueError(f"lam must be a number in [0, 1] or a tensor of them (one per image), got {lam!r}")
-        lam_t = float(lam)
+        lam_t = check_probability(lam, "lam")
     zx, zy = _pair_spectra(x, y, fft_dims)
     out = _irfft(mix_spectra(zx, zy, lam_t, inplace=True), x, fft_dims)
     return restore_dtype(out, _out_dtype(x, y))
@@ -130,9 +135,7 @@ def _low_band(n: int, b: int) -> list[int]:
 
 
 def _half_width(shape: tuple[int, ...], beta: float) -> int:
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0.0 <= float(beta) <= 1.0:
-        raise ValueError(f"beta must be a number in [0, 1], got {beta!r}")
-    return int(float(beta) * min(shape[-2], shape[-1]))
+    return int(check_probability(beta, "beta") * min(shape[-2], shape[-1]))
 
 
 def low_frequency_mask(

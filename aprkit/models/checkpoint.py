@@ -265,7 +265,7 @@ def _load_into_module(model: nn.Module, num_classes: int | None, checkpoint: str
         obj = read_checkpoint(checkpoint, weights_only=weights_only)
         load_state_dict_into(target, extract_state_dict(obj), drop_head=drop_head)
         if isinstance(obj, Mapping) and obj.get("format") == "aprkit":  # as loading by name: its normalisation too
-            _apply_stored(target, obj, {})
+            _apply_stored(target, obj, getattr(target, "aprkit_kwargs", None) or {})  # mean= given at build: kept
     own = num_classes_of(target.state_dict(), target)
     if num_classes is not None and own is not None and own != num_classes:
         raise ValueError(f"the model's classifier has {own} classes but num_classes={num_classes} was given; a module "

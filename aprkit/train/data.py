@@ -72,29 +72,38 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
                              "ignores the split, so the test set would be the training images): set "
                              "data.test_dataset (e.g. folder:/path/test), or train.eval_every=0")
         test_ds = get_dataset(tspec, cfg.data.test_split)
-        names = getattr(train_ds, "classes", None)
-        if names and getattr(test_ds, "classes", None) and list(test_ds.classes) != list(names):
-            test_ds = _with_classes(test_ds, list(names), tspec, cfg.data.test_split)
+        if class_mismatch(train_ds, test_ds):  # a test folder with fewer classes: labelled by the training classes
+            folder = parse_spec(tspec)[0] in ("folder", "imagefolder")
+            check_same_classes(train_ds, test_ds, f"the test data {tspec}", relabel=folder)
+            test_ds = get_dataset(tspec, cfg.data.test_split, classes=list(train_ds.classes))
         test = _subset(test_ds, _test_limit(cfg), cfg.train.seed, "test-subset")
         check_labels(test, cfg.model.num_classes, f"the test data {tspec}")
     return train, test
 
 
-def _with_classes(test: Dataset, names: list[str], tspec: str, split: str) -> Dataset:
-    """The test folder ``tspec`` labelled by the training data's class ``names`` (its own sorted subfolders would give
-    a class another index when the two sets of classes differ); refused when it holds a class the training lacks."""
-    from ..data import get_dataset, parse_spec
+def class_mismatch(train: Dataset, test: Dataset) -> bool:
+    """Whether ``train`` and ``test`` both name their classes and the names differ (label i is another class)."""
+    a, b = getattr(train, "classes", None), getattr(test, "classes", None)
+    return bool(a) and bool(b) and [str(c) for c in a] != [str(c) for c in b]  # type: ignore[union-attr]
 
-    own = [str(c) for c in test.classes]  # type: ignore[attr-defined]
+
+def check_same_classes(train: Dataset, test: Dataset, what: str, relabel: bool = False) -> None:
+    """Refuse test data ``what`` whose class names differ from the training data's: a class the training lacks, or
+    (unless the caller will ``relabel`` it by the training classes) the same classes under other labels (a test
+    folder of fewer classes, sorted on its own)."""
+    if not class_mismatch(train, test):
+        return
+    names, own = [str(c) for c in train.classes], [str(c) for c in test.classes]  # type: ignore[attr-defined]
     extra = [c for c in own if c not in names]
     if extra:
-        raise ValueError(f"the test data {tspec} has class(es) the training data lacks: {', '.join(extra[:5])}"
+        raise ValueError(f"{what} has class(es) the training data lacks: {', '.join(extra[:5])}"
                          f"{' ...' if len(extra) > 5 else ''}; a model cannot predict them (training classes: "
                          f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''})")
-    if parse_spec(tspec)[0] not in ("folder", "imagefolder"):
-        raise ValueError(f"the test data {tspec} orders its classes ({', '.join(own[:10])}) unlike the training data "
-                         f"({', '.join(names[:10])}): its labels would name other classes")
-    return get_dataset(tspec, split, classes=names)
+    if relabel:
+        return
+    raise ValueError(f"{what} labels its classes ({', '.join(own[:10])}) unlike the training data "
+                     f"({', '.join(names[:10])}): its labels would name other classes; label it with the training "
+                     "classes (e.g. ImageFolderDataset(root, classes=train.classes))")
 
 
 def check_labels(ds: Dataset, num_classes: int, what: str) -> None:

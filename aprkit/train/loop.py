@@ -50,7 +50,7 @@ from .config import (
     resolve_amp_dtype,
     validate_config,
 )
-from .data import EpochBatches, check_labels, limit_datasets, load_datasets
+from .data import EpochBatches, check_labels, check_same_classes, limit_datasets, load_datasets
 from .metrics_log import MetricsLogger
 from .recipe import DeviceAugment, method_loss
 from .state import (
@@ -222,6 +222,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         train_ds, test_ds = limit_datasets(cfg, *datasets)
         check_labels(train_ds, cfg.model.num_classes, "the training data (datasets=)")
         if test_ds is not None:
+            check_same_classes(train_ds, test_ds, "the test data (datasets=)")
             check_labels(test_ds, cfg.model.num_classes, "the test data (datasets=)")
     else:
         train_ds, test_ds = load_datasets(cfg)
@@ -250,7 +251,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     if tr.resume and ckpt_path is not None and ckpt_path.is_file():
         state = load_train_checkpoint(ckpt_path)
         saved = {k: (state.get("config") or {}).get("model", {}).get(k) for k in ("name", "num_classes")}
-        if saved != {"name": cfg.model.name, "num_classes": cfg.model.num_classes}:
+        if str(saved["name"]).lower() != cfg.model.name.lower() or saved["num_classes"] != cfg.model.num_classes:
             raise ValueError(f"cannot resume: {ckpt_path} is a run of model.name={saved['name']!r} with "
                              f"{saved['num_classes']} classes, not {cfg.model.name!r} with {cfg.model.num_classes}; "
                              "resume with the same model settings or choose another --out")
@@ -340,7 +341,9 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     if tr.compile:
         net = torch.compile(net)  # type: ignore[assignment]
 
-    def save_state(at_epoch: int, at_batch: int, rows: list[dict[str, Any]]) -> None:
+    def save_state(at_epoch: int, at_batch: int, rows: list[dict[str, Any]], trained_s: float | None = None) -> None:
+        """``trained_s``: the epoch's training time so far (default: until now; a stop passes the time before its
+        evaluation, which is no training)."""
         sums = all_reduce_sum(accum.clone(), info)  # every rank takes part; rank 0 saves the epoch's running sums
         if not main or ckpt_path is None:
             return
@@ -349,7 +352,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "epoch": at_epoch, "batch_in_epoch": at_batch, "global_step": step, "history": rows,
             "accum": sums.cpu(), "rng": capture_rng(generator), "recipe_version": recipe_version(cfg),
-            "config_changes": config_changes, "epoch_time_s": time.perf_counter() - t0 if at_batch else 0.0,
+            "config_changes": config_changes,
+            "epoch_time_s": (time.perf_counter() - t0 if trained_s is None else trained_s) if at_batch else 0.0,
             "sampler": {"seed": seed, "epoch": at_epoch, "batch_in_epoch": at_batch, "world": info.world,
                         "steps_per_epoch": len(batches)},
         }, ckpt_path)
@@ -398,6 +402,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             if tr.checkpoint_every_steps and step % tr.checkpoint_every_steps == 0 and i < per_epoch:
                 save_state(epoch, i, logger.history)
         bar.close()
+        trained_s = time.perf_counter() - t0  # the epoch's training, before any evaluation
         # each rank's last steps updated its BatchNorm statistics with its own batches: every rank takes rank 0's
         # (what model.pt holds), so the evaluation below, summed over ranks, is the saved model's
         broadcast_buffers(model, info)
@@ -407,8 +412,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         row: dict[str, Any] = {
             "epoch": epoch + 1, "step": step, "lr": lr0,
             "train_loss": float(sums[0]) / n, "train_acc": float(sums[1]) / n,
-            "time_s": round(time.perf_counter() - t0, 3),
-            "images_per_s": round((step - n0) * cfg.optim.batch_size / max(time.perf_counter() - t0, 1e-9), 1),
+            "time_s": round(trained_s, 3),
+            "images_per_s": round((step - n0) * cfg.optim.batch_size / max(trained_s, 1e-9), 1),
         }
         final = epoch + 1 >= o.epochs or stopped
         scheduled = done and test_batches is not None and (epoch + 1) % tr.eval_every == 0
@@ -426,7 +431,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         else:  # stopped by max_steps in the middle of an epoch: keep the position and the running sums
             row["partial"] = True
             logger.log(row)
-            save_state(epoch, i, logger.history)
+            save_state(epoch, i, logger.history, trained_s)
         if main and tr.progress:
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
             print(" ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr)

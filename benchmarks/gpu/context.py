@@ -69,7 +69,7 @@ class Context:
     def problem(self, what: str) -> None:
         """Record work of the section that failed or was cut short although the section itself ran to its end (a
         test run killed at the cap, a compile error): the parent then marks the section an error."""
-        self.results.setdefault("problems", []).append(what)
+        self.results.setdefault("section_problems", []).append(what)
         self.save()
 
     def save(self, done: bool = False, error: str | None = None) -> None:

@@ -84,10 +84,9 @@ class TensorImageDataset(Dataset):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.dtype != torch.uint8:
             raise TypeError(f"images must be a uint8 tensor (N, C, H, W), got {describe_value(images)}")
-        if images.shape[1] not in (1, 3, 4):
-            hint = "; an (N, H, W, C) batch? use images.permute(0, 3, 1, 2)" if images.shape[-1] in (1, 3) else ""
-            raise ValueError(f"images must be (N, C, H, W) with 1, 3 or 4 channels, got shape {tuple(images.shape)}"
-                             + hint)
+        if images.shape[1] > 4 and images.shape[-1] in (1, 3):  # the usual transposition; other counts are fine
+            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}: an (N, H, W, C) batch? "
+                             "use images.permute(0, 3, 1, 2)")
         labels = torch.full((len(images),), NO_LABEL, dtype=torch.long) if labels is None else torch.as_tensor(labels)
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"labels must have shape ({len(images)},) to match the images, got {tuple(labels.shape)}")
@@ -130,7 +129,7 @@ def _normalise_spec(spec: str, split: str | None = None) -> str:
     except (TypeError, ValueError):  # not a dataset spec: the reader names the problem
         return spec
     sep = ":" if ":" in spec else ""
-    rest = str(Path(rest).expanduser()) if rest else rest
+    rest = rest.lower() if kind == "noise" else str(Path(rest).expanduser()) if rest else rest  # as the readers
     spec = f"{kind}{sep}{rest}"
     if kind == "synthetic":  # generated images: their generator's version names them
         from aprkit.data.synthetic import GENERATOR_VERSION
