@@ -268,3 +268,40 @@ def test_shot_noise_decides_the_8_bit_path_per_image() -> None:
                                         for i in range(4)]))
     ref = corrupt(u8, "shot_noise", 3, "cifar", seeds=seeds)
     assert torch.equal((full[[0, 1, 3]] * 255).round().to(torch.uint8), ref[[0, 1, 3]])
+
+
+def test_float_pixelate_does_not_depend_on_the_thread_count():
+    """The float path's row resize was a BLAS product with fractional weights: 4 threads moved values by an ulp."""
+    from aprkit.corruptions import corrupt
+
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = corrupt(x, "pixelate", 4)
+        torch.set_num_threads(4)
+        assert torch.equal(corrupt(x, "pixelate", 4), one)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(corrupt(x[1:], "pixelate", 4), one[1:])
+
+
+def test_item_seeds_checks_its_key_parts_and_takes_empty_lists():
+    from aprkit.corruptions import item_seeds
+
+    assert item_seeds(0, "fog", 3, "cifar", []).dtype == torch.int64 and len(item_seeds(0, "fog", 3, "cifar", range(0))) == 0
+    for args, exc, message in (((0, "fgo", 3, "cifar"), ValueError, "did you mean 'fog'"),
+                               ((0.7, "fog", 3, "cifar"), TypeError, "seed must be an integer"),
+                               ((0, "fog", 9, "cifar"), ValueError, "severity"),
+                               ((0, "fog", 3, None), ValueError, "preset")):
+        with pytest.raises(exc, match=message):
+            item_seeds(*args, [1])
+
+
+def test_random_corruption_passes_empty_batches_and_cuts_the_graph():
+    from aprkit.corruptions import RandomCorruption
+
+    empty = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
+    assert RandomCorruption()(empty) is empty
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    assert not RandomCorruption(p=1.0, generator=torch.Generator().manual_seed(0))(x).requires_grad

@@ -199,13 +199,11 @@ def _resize_box(x255: torch.Tensor, oh: int, ow: int, quantize: bool) -> torch.T
     ``quantize``: integer inputs and outputs with Pillow's 8-bit arithmetic after each pass (``_pillow_round`` on
     the exact integer sums), so the result equals ``Image.resize(..., Image.Resampling.BOX)`` of 8-bit images."""
     h, w = x255.shape[-2:]
-    if ow < w:  # along rows a dense matrix product is cheaper than column gathers
+    if ow < w and quantize:  # along rows a dense matrix product is cheaper than column gathers; its sums of integers
+        # are exact in any order, whereas fractional weights' sums would move by an ulp with the BLAS thread count
         wts = _box_weights(w, ow)
-        mat = torch.from_numpy((wts > 0).astype(np.float64) if quantize else wts).to(x255.device, x255.dtype)
-        # a contiguous (W, W') operand: with a transposed view MKL's float32 results moved by an ulp with the batch
-        x255 = x255 @ mat.t().contiguous()
-        if quantize:
-            x255 = _pillow_round(x255, -1, w)
+        mat = torch.from_numpy((wts > 0).astype(np.float64)).to(x255.device, x255.dtype)
+        x255 = _pillow_round(x255 @ mat.t().contiguous(), -1, w)
     elif ow != w:
         x255 = _box_axis(x255, -1, ow, sums=quantize)
         if quantize:

@@ -85,7 +85,7 @@ class RandomCorruption(ReplayModule):
         ``apply(images, params)``, Kornia-style (``apply(fn)`` is ``nn.Module.apply``, see :mod:`aprkit._replay`).
         Each image draws from its own ``seed``, so a replay gives the same images in any batch."""
         check_param_keys(params, _PARAM_KEYS, "generate_parameters")
-        out = images.clone()
+        out = images.detach().clone()  # as corrupt's results: no gradient flows through a corruption
         keys = params["name_index"] * 8 + params["severity"]
         keys = torch.where(params["apply"], keys, torch.full_like(keys, -1))
         for key in torch.unique(keys).tolist():
@@ -100,8 +100,10 @@ class RandomCorruption(ReplayModule):
     def forward(self, x: Any) -> Any:
         """Corrupt a tensor ``(C, H, W)`` / ``(B, C, H, W)``, a PIL image or an ``(H, W, 3)`` uint8 array."""
         if isinstance(x, torch.Tensor):
-            check_image_tensor(x, "images", min_ndim=3, max_ndim=4, unit_range=True)
+            check_image_tensor(x, "images", min_ndim=3, max_ndim=4, unit_range=True, allow_empty=True)
             check_channels(self.names, x.shape[-3], f"shape {tuple(x.shape)}")
+            if x.ndim == 4 and x.shape[0] == 0:  # an empty batch comes back as it is, as from the hosts' transforms
+                return x
             single = x.ndim == 3
             batch = x[None] if single else x
             out = self.apply(batch, self.generate_parameters(batch.shape[0]))
