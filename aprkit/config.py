@@ -77,6 +77,30 @@ def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 _LOADER: Any = None
 
 
+def _unique_keys(loader: Any, node: Any, deep: bool = False) -> Any:
+    """A mapping whose keys are all different: PyYAML kept the last of two equal keys (a second ``r:`` under
+    ``models:`` replaced the first, ``1:`` and ``true:`` are one Python key), silently. Keys merged in with ``<<``
+    may be overridden, as YAML allows."""
+    import yaml
+
+    first: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            earlier = first.setdefault(key, key_node)
+        except TypeError:  # an unhashable key: construct_mapping names it
+            continue
+        if earlier is not key_node:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark,
+                f"found the key {key_node.value!r} twice (first at line {earlier.start_mark.line + 1}"
+                + ("" if earlier.value == key_node.value else f" as {earlier.value!r}, the same key") + ")",
+                key_node.start_mark)
+    return loader.construct_mapping(node, deep=deep)
+
+
 def _yaml_load(stream: Any) -> Any:
     """``yaml.safe_load`` that also reads ``5e-4`` and ``1E3`` as numbers: YAML 1.1 (PyYAML) wants a dot and a signed
     exponent and kept them as strings, so ``weight_decay: 5e-4`` was refused; YAML 1.2 and JSON read them as floats."""
@@ -90,6 +114,7 @@ def _yaml_load(stream: Any) -> Any:
         Loader.add_implicit_resolver(  # (the dotted forms keep PyYAML's own resolver)
             "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
             list("-+0123456789"))
+        Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_keys)
         _LOADER = Loader
     return yaml.load(stream, Loader=_LOADER)  # noqa: S506 - a SafeLoader subclass
 
@@ -123,8 +148,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not isinstance(bases, (str, list)):
         raise TypeError(f"config file {path}: 'base' must be a path or a list of paths, got {bases!r}")
     merged: dict[str, Any] = {}
-    for b in [bases] if isinstance(bases, str) else bases:
-        merged = merge(merged, _read_yaml(path.parent / str(b), seen + (path,)))
+    for b in [bases] if isinstance(bases, str) else bases:  # ${VAR} and ~ in a base's path too, as in every string
+        merged = merge(merged, _read_yaml(path.parent / Path(str(expand_env(str(b)))).expanduser(), seen + (path,)))
     return merge(merged, data)
 
 

@@ -97,7 +97,8 @@ def canonical_corruption(name: str) -> str:
 
 
 def _error_value(value: Any, what: str) -> torch.Tensor:
-    t = value.detach().cpu() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    # Python floats straight to float64 (as_tensor's default float32 moved them by ~1e-9)
+    t = value.detach().cpu() if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=torch.float64)
     t = t.to(torch.float64).reshape(-1)
     if t.numel() not in (1, 5):
         raise ValueError(f"{what} must be one error or a sequence of 5 per-severity errors, got {t.numel()} values")
@@ -149,7 +150,11 @@ def ce_per_corruption(errors: Mapping[str, Any], baseline: str | Mapping[str, An
 
 
 def mce(errors: Mapping[str, Any], baseline: str | Mapping[str, Any] = "alexnet") -> float:
-    """ImageNet-C mean corruption error: mean over the 15 corruptions of ``CE_c`` (1.0 = AlexNet)."""
+    """ImageNet-C mean corruption error: mean over the 15 corruptions of ``CE_c`` (1.0 = AlexNet).
+
+    The default baseline is AlexNet's errors on ImageNet-C (all 1000 classes, 50,000 validation images): errors of
+    another dataset (CIFAR-10-C, a class subset, a ``limit``) need their own ``baseline`` mapping, or are better
+    reported as the plain mean (:func:`mean_corruption_error`), as the evaluation suite does."""
     ce = ce_per_corruption(errors, baseline)
     return sum(ce.values()) / len(ce)
 

@@ -111,6 +111,29 @@ def _seed_text(run: Mapping[str, Any]) -> str:
     return ", ".join(sorted(seeds))
 
 
+#: the suites whose numbers are means over corruption x severity cells
+_GRID_SUITES = ("corruption", "calibration")
+
+
+def _grid_text(runs: Sequence[Mapping[str, Any]]) -> str:
+    """Empty when every model and suite was evaluated on the same corruption x severity cells, else which ones each
+    used: a mean over other cells is no comparison (the options record what was asked beyond the defaults)."""
+    grids: dict[str, list[str]] = {}
+    for run in runs:
+        for model, suite, record in _records(run):
+            options = record.get("options")
+            if suite not in _GRID_SUITES or not isinstance(options, Mapping):
+                continue
+            parts = [describe(options.get("corruptions")) if options.get("corruptions") else "default corruptions",
+                     f"severities {describe(options.get('severities')) if options.get('severities') else '1-5'}"]
+            if options.get("corrupted"):
+                parts.append(f"from {describe(options['corrupted'])}")
+            grids.setdefault("; ".join(parts), []).append(f"{model} {suite}")
+    if len(grids) < 2:
+        return ""
+    return "DIFFER: " + " | ".join(f"{grid} ({', '.join(who)})" for grid, who in grids.items())
+
+
 def _device_text(run: Mapping[str, Any]) -> str:
     devices = ", ".join(map(str, _list(run.get("device")))) or "-"
     extra = []
@@ -166,6 +189,8 @@ def header_items(model_ids: Sequence[str], meta: Mapping[str, Any], limitless: C
         value = _joined(runs, text)
         if value:
             items.append(HeaderItem(label, value))
+        if label == "Images" and _grid_text(runs):
+            items.append(HeaderItem("Corruption cells", _grid_text(runs)))
     status = _status_text(runs)
     if status:
         items.append(HeaderItem("Status", status))

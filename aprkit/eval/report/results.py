@@ -90,12 +90,16 @@ class Results:
                 raise TypeError(f"expected Results objects to merge, got {type(r).__name__}")
             if name is not None and len(r.models) != 1:
                 raise ValueError(f"cannot rename a run holding {len(r.models)} models to {name!r}; pass a list instead")
+            meta = r.meta
             for mid, suites in r.models.items():
                 key = name or mid
                 if key in merged.models:
                     raise ValueError(f"model id {key!r} appears twice; give the runs distinct names")
                 merged.models[key] = suites
-            merged.meta["runs"].append(r.meta)
+                if key != mid:
+                    meta = _renamed(meta, mid, key)
+            # a merged run's own runs join the list (nested, the header read only the outer level)
+            merged.meta["runs"].extend(meta["runs"] if isinstance(meta.get("runs"), list) else [meta])
         return merged
 
     def write_report(self, out_dir: str | Path | None = None, title: str | None = None) -> dict[str, Path]:
@@ -106,6 +110,19 @@ class Results:
                              "(reports are never written to the current directory implicitly)")
         self.paths = write_report(self, target, title=title)
         return self.paths
+
+
+def _renamed(meta: Mapping[str, Any], old: str, new: str) -> dict[str, Any]:
+    """``meta`` of a run whose model ``old`` is merged as ``new``: its per-model entries (specs, provenance, pending
+    suites) under the new name, in every nested run too."""
+    out = dict(meta)
+    for key in ("models", "provenance", "pending"):
+        value = out.get(key)
+        if isinstance(value, Mapping) and old in value:
+            out[key] = {new if k == old else k: v for k, v in value.items()}
+    if isinstance(out.get("runs"), list):
+        out["runs"] = [_renamed(m, old, new) if isinstance(m, Mapping) else m for m in out["runs"]]
+    return out
 
 
 class ReportError(RuntimeError):

@@ -122,7 +122,7 @@ class CorruptionOptions(LimitOption):
             return []  # clean accuracy only
         from aprkit.corruptions import check_name
 
-        return [check_name(c) for c in v]  # a did-you-mean for a typo
+        return list(dict.fromkeys(check_name(c) for c in v))  # a did-you-mean for a typo; a repeat counts once
 
     @field_validator("severities")
     @classmethod
@@ -130,7 +130,7 @@ class CorruptionOptions(LimitOption):
         bad = [s for s in v if not 1 <= s <= 5]
         if bad:
             raise ValueError(f"severities must be integers in 1..5, got {bad}")
-        return v
+        return list(dict.fromkeys(v))  # a repeated cell would weigh twice in the means over cells
 
     @model_validator(mode="after")
     def _read_with_corruptions(self) -> CorruptionOptions:

@@ -1,0 +1,80 @@
+"""Evaluation edge cases found by black-box testing: repeated corruption cells, nested merges, duplicate YAML keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from aprkit.eval import Results
+from aprkit.eval.report.header import header_items
+from aprkit.eval.suites.corruption import CorruptionOptions
+
+
+def test_repeated_corruptions_and_severities_count_once():
+    """fog twice or severity 1 twice weighed those cells twice in the calibration mean and the severity curve, and a
+    repeated 5 made a full grid 'incomplete' (no mean corruption error)."""
+    opts = CorruptionOptions(corruptions=["fog", "fog", "contrast"], severities=[1, 1, 5])
+    assert opts.corruptions == ["fog", "contrast"] and opts.severities == [1, 5]
+    assert CorruptionOptions(severities=[1, 2, 3, 4, 5, 5]).severities == [1, 2, 3, 4, 5]
+
+
+def _run(model: str, limit: int, date: str) -> Results:
+    return Results(models={model: {"x": {"v": 1.0}}},
+                   meta={"models": {model: f"{model}.pt"}, "date": date,
+                         "provenance": {model: {"x": {"options": {"limit": limit}}}}})
+
+
+def test_merging_a_merged_run_keeps_every_runs_metadata():
+    a, b, c = _run("a", 100, "2026-01-01"), _run("b", 100, "2026-01-02"), _run("c", 200, "2026-01-03")
+    twice = Results.merge([Results.merge([a, b]), c])
+    flat = Results.merge([a, b, c])
+    assert twice.meta == flat.meta and len(twice.meta["runs"]) == 3
+    items = {i.label: i.text for i in header_items(["a", "b", "c"], twice.meta)}
+    assert "a (a.pt)" in items["Models"] and "first 100 images" in items["Images"] and "2026-01-01" in items["Date"]
+
+
+def test_a_renamed_merge_keeps_the_models_spec():
+    merged = Results.merge({"A": _run("a", 100, "2026-01-01")})
+    items = {i.label: i.text for i in header_items(["A"], merged.meta)}
+    assert items["Models"] == "A (a.pt)"
+
+
+@pytest.mark.parametrize("text, key", [("models:\n  r: resnet20\n  r: resnet32\n", "'r' twice"),
+                                       ("limit: 50\nlimit: 10\n", "'limit' twice"),
+                                       ("models:\n  1: resnet20\n  true: resnet44\n", "'true' twice")])
+def test_duplicate_yaml_keys_are_refused(tmp_path, text, key):
+    from aprkit.eval.engine.config import load_eval_config
+
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ValueError, match=f"not valid YAML at line .*{key}"):
+        load_eval_config(tmp_path / "c.yaml")
+
+
+def test_merge_keys_may_be_overridden(tmp_path):
+    from aprkit.config import _yaml_load
+
+    assert _yaml_load("b: &b {x: 1, y: 2}\nc:\n  <<: *b\n  x: 3\n")["c"] == {"x": 3, "y": 2}
+
+
+def test_the_header_says_when_models_used_other_corruption_cells():
+    """Two models evaluated on other corruption grids into one folder were compared with no word of it."""
+    def run(model: str, corruptions: list[str], severities: list[int]) -> Results:
+        opts = {"corruptions": corruptions, "severities": severities}
+        return Results(models={model: {"corruption": {}}},
+                       meta={"provenance": {model: {"corruption": {"options": opts}, "calibration": {"options": opts}}}})
+
+    same = Results.merge([run("a", ["fog"], [1]), run("b", ["fog"], [1])])
+    assert "Corruption cells" not in {i.label for i in header_items(["a", "b"], same.meta)}
+    other = Results.merge([run("a", ["fog"], [1]), run("b", ["glass_blur"], [5])])
+    items = {i.label: i.text for i in header_items(["a", "b"], other.meta)}
+    assert items["Corruption cells"].startswith("DIFFER: fog; severities 1 (a corruption, a calibration)")
+    assert "glass_blur; severities 5 (b corruption, b calibration)" in items["Corruption cells"]
+
+
+def test_a_base_path_may_use_environment_variables(tmp_path, monkeypatch):
+    from aprkit.config import read_config_files
+
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "base.yaml").write_text("limit: 7\n")
+    (tmp_path / "c.yaml").write_text("base: ${CFGDIR}/base.yaml\nseed: 3\n")
+    monkeypatch.setenv("CFGDIR", str(tmp_path / "shared"))
+    assert read_config_files(tmp_path / "c.yaml") == {"limit": 7, "seed": 3}
