@@ -227,7 +227,8 @@ def test_demo_setup_states_the_schedule_the_run_had() -> None:
     (["--quick", "--data", "synthetic:abc"], r"synthetic:N takes a positive number of training images, got 'synthetic:abc'"),
     (["--quick", "--data", "synthetic:300", "--train-size", "100"], r"already sets the number of training images"),
     (["--quick", "--train-size", "0"], r"the synthetic one is generated: give a number"),
-    (["--quick", "--seed", "-1"], r"seed \(--seed\) must be an integer in 0\.\.2\*\*63 - 1, got -1"),
+    (["--quick", "--seed", "-1"], r"seed \(--seed\) must be an integer in 0\.\.2\*\*31 - 1, got -1"),
+    (["--quick", "--seed", str(2**32)], r"seed \(--seed\) must be an integer in 0\.\.2\*\*31 - 1"),
     (["--quick", "--device", "tpu"], r"tpu"),
 ])
 def test_demo_refuses_what_it_cannot_run_in_one_line_and_leaves_no_folder(tmp_path, capsys, argv, message) -> None:

@@ -247,8 +247,10 @@ def run_demo(
 
     if out_dir is None or str(out_dir) == "":
         raise ValueError("out_dir is required: the demo writes its report and checkpoints there")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed (--seed) must be an integer in 0..2**63 - 1, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        # torch's CPU generators read the low 32 bits of a seed, and the demo derives streams as 2 * seed + k: a larger
+        # seed would repeat a smaller one's data
+        raise ValueError(f"seed (--seed) must be an integer in 0..2**31 - 1, got {seed!r}")
     out = Path(out_dir).expanduser()
     dev = str(resolve_device(device))
     s = settings if settings is not None else demo_settings(quick, epochs)
