@@ -49,15 +49,14 @@ def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -
 
     Key ``i`` is a function of ``(seed, name, severity, preset, indices[i])`` only (a SplitMix64 mix of
     the index into ``aprkit._hash.stable_hash64`` of the rest), so image ``i`` gets the same corruption whatever batch,
-    worker or process it is computed in. The name, severity and preset are checked (a misspelt one would give keys
-    that no writer or evaluation uses).
+    worker or process it is computed in. The seed, severity and preset are checked here, the name by the public
+    :func:`aprkit.corruptions.item_seeds` (a misspelt one would give keys that no writer or evaluation uses).
     """
-    from .api import check_name  # api imports this module
     from .severity import check_preset, check_severity
 
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {seed!r}")
-    name, severity, preset = check_name(name), check_severity(severity), check_preset(preset)
+    severity, preset = check_severity(severity), check_preset(preset)
     idx = torch.as_tensor(indices) if not isinstance(indices, (list, tuple, range)) or len(indices) else \
         torch.empty(0, dtype=torch.int64)  # an empty list would read as float
     if idx.ndim != 1 or idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:

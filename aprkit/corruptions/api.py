@@ -37,7 +37,8 @@ from .._checks import check_image_tensor, nearest_names
 from . import blur, digital, noise, weather
 from . import spatter as _spatter
 from ._common import as_float, finish
-from ._random import ItemKeys, item_seeds
+from ._random import ItemKeys
+from ._random import item_seeds as _item_seeds
 from .severity import PRESET_INFO, params, resolve_preset
 
 __all__ = ["CODE_VERSION", "BASE_VERSION", "corruption_version", "BENCHMARK", "EXTRA", "CORRUPTIONS",
@@ -173,6 +174,13 @@ def check_name(name: object) -> str:
             f"valid names: {', '.join(BENCHMARK + EXTRA)}"
         )
     return name
+
+
+def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -> torch.Tensor:
+    """Per-image keys ``(N,)`` of the images at dataset ``indices`` for one corruption cell (see
+    :func:`aprkit.corruptions._itemkeys.item_seeds`), with ``name`` checked: a misspelt one (a did-you-mean here)
+    would give keys that no writer or evaluation uses."""
+    return _item_seeds(seed, check_name(name), severity, preset, indices)
 
 
 def check_names(names: str | Sequence[str]) -> list[str]:
