@@ -583,3 +583,14 @@ def test_module_names_holding_a_colon_are_module_names() -> None:
         assert list(handle.modules) == ["stages.stage:a"]
     with pytest.raises(ValueError, match="functional op"):
         attach(net, ["stages.s:1.0:relu"])
+
+
+def test_magnitude_statistics_do_not_follow_the_batch_size(setup) -> None:
+    """The dataset-mean magnitude and its variation were float64 sums over the evaluation's batches: batch 17 and 64
+    moved magnitude_variation by an ulp (tester)."""
+    model, x = setup
+    big = torch.cat([x, x.flip(-1)])  # 96 images: more than one fixed chunk
+    runs = [transplant_test(model, big, ["blocks.0"], n_pairs=20, batch_size=b, generator=torch.Generator().manual_seed(0))
+            for b in (7, 96)]
+    for key in ("magnitude_variation", "deletion_agreement"):
+        assert _row(runs[0])[key] == _row(runs[1])[key], key

@@ -91,15 +91,19 @@ def sample_disagreeing_pairs(
     return torch.cat(got_a)[:n_pairs], torch.cat(got_b)[:n_pairs]
 
 
-def _stats(x: torch.Tensor, code: C.Code, dims: Dims, layout_kw: dict, batch_size: int) -> dict[str, Any]:
+#: images per partial sum of :func:`_stats`: fixed, so that the float64 sums do not follow the evaluation's batch size
+_STATS_CHUNK = 64
+
+
+def _stats(x: torch.Tensor, code: C.Code, dims: Dims, layout_kw: dict) -> dict[str, Any]:
     """Dataset-mean magnitude, between-image magnitude variation and the fraction of negative entries
-    (``None`` for complex activations)."""
+    (``None`` for complex activations), summed over fixed chunks of images (the same numbers for every batch size)."""
     s1: torch.Tensor | None = None
     s2: torch.Tensor | None = None
     neg: float | None = None if x.is_complex() else 0.0
     counted = 0  # grid entries (prefix tokens, which are not counted as negative either, left out)
-    for s in range(0, x.shape[0], batch_size):
-        g, _, _ = to_grid(x[s:s + batch_size], **layout_kw)
+    for s in range(0, x.shape[0], _STATS_CHUNK):
+        g, _, _ = to_grid(x[s:s + _STATS_CHUNK], **layout_kw)
         counted += g.numel()
         m = C.magnitude(g if g.is_complex() else g.float(), code, dims).double()
         s1 = m.sum(0) if s1 is None else s1 + m.sum(0)
@@ -189,7 +193,7 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
     clean_logits = predict_intervened(model, images[ctrl], batch_size, device)[1]
     out = []
     for code in codes:
-        st = _stats(acts, code, dims, layout_kw, batch_size)
+        st = _stats(acts, code, dims, layout_kw)
         mean_mag = st["mean"].to(acts.device)
         change = []
 
