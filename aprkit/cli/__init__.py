@@ -50,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the command is starting (imports, argument parsing): nothing to keep
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
@@ -63,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         how = "a rerun with --resume goes on" if args.command == "train" else "a rerun resumes"
-        print(f"interrupted; finished results are kept and {how}", file=sys.stderr)
+        print(f"\ninterrupted; finished results are kept and {how}", file=sys.stderr)  # below a progress bar
         return 130
     except Exception as err:
         from ._common import error_line
