@@ -84,8 +84,12 @@ def _unique_keys(loader: Any, node: Any, deep: bool = False) -> Any:
     import yaml
 
     first: dict[Any, Any] = {}
+    start, end = node.start_mark.index, node.end_mark.index
     for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
+        # merge keys, and keys merged in already (an anchor that PyYAML expanded before reading it): not this text's
+        # (a plain "=" is PyYAML's value key, retagged as a string only by construct_mapping)
+        if key_node.tag in ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value") \
+                or not start <= key_node.start_mark.index < end:
             continue
         key = loader.construct_object(key_node, deep=True)
         try:
@@ -148,8 +152,10 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not isinstance(bases, (str, list)):
         raise TypeError(f"config file {path}: 'base' must be a path or a list of paths, got {bases!r}")
     merged: dict[str, Any] = {}
-    for b in [bases] if isinstance(bases, str) else bases:  # ${VAR} and ~ in a base's path too, as in every string
-        merged = merge(merged, _read_yaml(path.parent / Path(str(expand_env(str(b)))).expanduser(), seen + (path,)))
+    for b in [bases] if isinstance(bases, str) else bases:  # ${VAR} and ~/ in a base's path too, as in every string
+        name = str(expand_env(str(b)))
+        name = os.path.expanduser(name) if name == "~" or name.startswith("~/") else name  # not "~old.yaml"
+        merged = merge(merged, _read_yaml(path.parent / name, seen + (path,)))
     return merge(merged, data)
 
 

@@ -305,3 +305,15 @@ def test_random_corruption_passes_empty_batches_and_cuts_the_graph():
     assert RandomCorruption()(empty) is empty
     x = torch.rand(2, 3, 32, 32, requires_grad=True)
     assert not RandomCorruption(p=1.0, generator=torch.Generator().manual_seed(0))(x).requires_grad
+
+
+def test_random_corruption_passes_the_gradient_of_untouched_images():
+    from aprkit.corruptions import RandomCorruption
+
+    aug = RandomCorruption(p=0.5, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(8, 3, 32, 32, requires_grad=True)
+    params = aug.generate_parameters(8)
+    assert 0 < int(params["apply"].sum()) < 8
+    aug.apply(x, params).sum().backward()
+    per_image = x.grad.mean((1, 2, 3))
+    assert torch.equal(per_image == 1, ~params["apply"]) and torch.all(per_image[params["apply"]] == 0)

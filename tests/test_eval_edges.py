@@ -78,3 +78,33 @@ def test_a_base_path_may_use_environment_variables(tmp_path, monkeypatch):
     (tmp_path / "c.yaml").write_text("base: ${CFGDIR}/base.yaml\nseed: 3\n")
     monkeypatch.setenv("CFGDIR", str(tmp_path / "shared"))
     assert read_config_files(tmp_path / "c.yaml") == {"limit": 7, "seed": 3}
+
+
+def test_the_same_cells_in_other_spellings_are_no_difference():
+    from aprkit.eval.report.header import _grid_text
+
+    def run(model: str, opts: dict) -> dict:
+        return {"provenance": {model: {"corruption": {"options": opts}}}}
+
+    same = [({"corruptions": "fog,contrast", "severities": [1, 5]}, {"corruptions": ["contrast", "fog", "fog"],
+                                                                        "severities": "5,1"}),
+            ({}, {"severities": [1, 2, 3, 4, 5]}),
+            ({"corruptions": ["none"], "severities": [1]}, {"corruptions": ["clean"]})]
+    for a, b in same:
+        assert _grid_text([run("a", a), run("b", b)]) == "", (a, b)
+    assert _grid_text([run("a", {}), run("b", {"severities": [5]})]).startswith("DIFFER")
+
+
+def test_yaml_merges_of_merged_anchors_and_odd_keys_load(tmp_path):
+    from aprkit.config import _yaml_load, read_config_files
+
+    text = "b: &b {x: 1, y: 2}\nitems:\n  - &d\n    <<: *b\n    x: 3\nother:\n  <<: *d\n  z: 1\n"
+    assert _yaml_load(text)["items"][0] == {"x": 3, "y": 2}
+    assert _yaml_load("=: 1\n") == {"=": 1}
+    (tmp_path / "~old.yaml").write_text("limit: 4\n")
+    (tmp_path / "c.yaml").write_text("base: ~old.yaml\n")
+    assert read_config_files(tmp_path / "c.yaml") == {"limit": 4}
+
+
+def test_merge_takes_runs_without_metadata():
+    assert Results.merge([Results(models={"k": {}}, meta=None)]).meta == {"runs": [{}]}

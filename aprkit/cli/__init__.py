@@ -71,7 +71,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         how = "a rerun with --resume goes on" if args.command == "train" else "a rerun resumes"
-        print(f"\ninterrupted; finished results are kept and {how}", file=sys.stderr)  # below a progress bar
+        below = "\n" if sys.stderr.isatty() else ""  # below a progress bar's line on a terminal
+        print(f"{below}interrupted; finished results are kept and {how}", file=sys.stderr)
         return 130
     except Exception as err:
         from ._common import error_line

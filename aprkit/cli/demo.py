@@ -31,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--data", default="synthetic", metavar="SPEC",
                    help="synthetic (default), synthetic:N_TRAIN, cifar10:PATH, cifar100:PATH or folder:PATH")
     p.add_argument("--epochs", type=int, default=None, help="training epochs per model (default: the preset's)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data, training and evaluation (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data, training and evaluation, 0..2**31-1 (default 0)")
     p.add_argument("--train-size", type=int, default=None, metavar="N",
                    help="training images (real data: seeded random subset; 0 = all)")
     p.add_argument("--test-size", type=int, default=None, metavar="N", help="test images for the evaluation")

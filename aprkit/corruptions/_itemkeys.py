@@ -54,6 +54,7 @@ def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -
     """
     from .severity import check_preset, check_severity
 
+    seed = seed.item() if getattr(seed, "ndim", None) == 0 and hasattr(seed, "item") else seed  # a 0-dim tensor
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {seed!r}")
     severity, preset = check_severity(severity), check_preset(preset)

@@ -85,7 +85,10 @@ class RandomCorruption(ReplayModule):
         ``apply(images, params)``, Kornia-style (``apply(fn)`` is ``nn.Module.apply``, see :mod:`aprkit._replay`).
         Each image draws from its own ``seed``, so a replay gives the same images in any batch."""
         check_param_keys(params, _PARAM_KEYS, "generate_parameters")
-        out = images.detach().clone()  # as corrupt's results: no gradient flows through a corruption
+        # untouched images pass their gradient through (as the hosts' transforms); corrupted ones carry none (as
+        # corrupt's results); a batch corrupted throughout is no graph at all
+        whole = bool(params["apply"].all())
+        out = images.detach().clone() if whole else images.clone()
         keys = params["name_index"] * 8 + params["severity"]
         keys = torch.where(params["apply"], keys, torch.full_like(keys, -1))
         for key in torch.unique(keys).tolist():

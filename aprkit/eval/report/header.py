@@ -115,6 +115,26 @@ def _seed_text(run: Mapping[str, Any]) -> str:
 _GRID_SUITES = ("corruption", "calibration")
 
 
+def _items(value: Any) -> list[str]:
+    """A recorded list option as its items (``"fog,snow"``, ``["fog", "snow"]``, ``5``)."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [] if value is None else [str(value)]
+
+
+def _cells_text(options: Mapping[str, Any]) -> str:
+    """The corruption x severity cells that recorded suite ``options`` mean, in one canonical text: the same cells
+    read the same whatever order, repeats or spelling of the defaults the options were given in."""
+    corruptions = sorted(set(_items(options.get("corruptions"))))
+    if corruptions in (["none"], ["clean"]):
+        return "clean images only"
+    severities = sorted(set(_items(options.get("severities"))) or {"1", "2", "3", "4", "5"})
+    parts = [", ".join(corruptions) if corruptions else "default corruptions", f"severities {', '.join(severities)}"]
+    if options.get("corrupted"):
+        parts.append(f"from {describe(options['corrupted'])}")
+    return "; ".join(parts)
+
+
 def _grid_text(runs: Sequence[Mapping[str, Any]]) -> str:
     """Empty when every model and suite was evaluated on the same corruption x severity cells, else which ones each
     used: a mean over other cells is no comparison (the options record what was asked beyond the defaults)."""
@@ -124,11 +144,7 @@ def _grid_text(runs: Sequence[Mapping[str, Any]]) -> str:
             options = record.get("options")
             if suite not in _GRID_SUITES or not isinstance(options, Mapping):
                 continue
-            parts = [describe(options.get("corruptions")) if options.get("corruptions") else "default corruptions",
-                     f"severities {describe(options.get('severities')) if options.get('severities') else '1-5'}"]
-            if options.get("corrupted"):
-                parts.append(f"from {describe(options['corrupted'])}")
-            grids.setdefault("; ".join(parts), []).append(f"{model} {suite}")
+            grids.setdefault(_cells_text(options), []).append(f"{model} {suite}")
     if len(grids) < 2:
         return ""
     return "DIFFER: " + " | ".join(f"{grid} ({', '.join(who)})" for grid, who in grids.items())
@@ -189,8 +205,9 @@ def header_items(model_ids: Sequence[str], meta: Mapping[str, Any], limitless: C
         value = _joined(runs, text)
         if value:
             items.append(HeaderItem(label, value))
-        if label == "Images" and _grid_text(runs):
-            items.append(HeaderItem("Corruption cells", _grid_text(runs)))
+        grid = _grid_text(runs) if label == "Images" else ""
+        if grid:
+            items.append(HeaderItem("Corruption cells", grid))
     status = _status_text(runs)
     if status:
         items.append(HeaderItem("Status", status))

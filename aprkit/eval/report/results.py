@@ -90,7 +90,7 @@ class Results:
                 raise TypeError(f"expected Results objects to merge, got {type(r).__name__}")
             if name is not None and len(r.models) != 1:
                 raise ValueError(f"cannot rename a run holding {len(r.models)} models to {name!r}; pass a list instead")
-            meta = r.meta
+            meta = r.meta or {}
             for mid, suites in r.models.items():
                 key = name or mid
                 if key in merged.models:
