@@ -202,3 +202,31 @@ def test_given_datasets_with_other_class_names_are_refused(tmp_path) -> None:
     train = ImageFolderDataset(tmp_path / "train")
     with pytest.raises(ValueError, match="labels its classes \\(a, c\\) unlike the training data \\(a, b, c\\)"):
         fit(cfg, datasets=(train, ImageFolderDataset(tmp_path / "test")))
+
+
+def test_an_evaluation_refuses_data_that_names_the_classes_otherwise(tmp_path) -> None:
+    """aprkit train records the training classes in model.pt; an evaluation on a test folder of fewer classes (its
+    labels shifted) is refused instead of scored."""
+    from PIL import Image
+
+    from aprkit.data import ImageFolderDataset
+    from aprkit.eval.engine.inference import predict
+    from aprkit.models import load_model
+    from aprkit.train import fit
+    from aprkit.train.config import config_from_dict
+
+    for split, classes in (("train", "abc"), ("test", "ac")):
+        for cls in classes:
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (32, 32), (40 * i, 0, 0)).save(tmp_path / split / cls / f"{i}.png")
+    cfg = config_from_dict({"model": {"name": "small_cnn", "num_classes": 3},
+                            "optim": {"epochs": 1, "batch_size": 3}, "train": {"eval_every": 0, "progress": False}})
+    fit(cfg, out=tmp_path / "run", datasets=(ImageFolderDataset(tmp_path / "train"), None))
+    model = load_model(tmp_path / "run" / "model.pt")
+    assert model.aprkit_classes == ["a", "b", "c"]
+    assert predict(model, ImageFolderDataset(tmp_path / "train")).logits.shape == (9, 3)
+    with pytest.raises(ValueError, match="labels its classes \\(a, c\\) unlike the data the model was trained on"):
+        predict(model, ImageFolderDataset(tmp_path / "test"))
+    ok = ImageFolderDataset(tmp_path / "test", classes=model.aprkit_classes)
+    assert predict(model, ok).labels.tolist() == [0, 0, 0, 2, 2, 2]

@@ -218,6 +218,10 @@ def _from_aprkit(obj: Mapping[str, Any], num_classes: int | None, kwargs: dict, 
                            **dict(pre))
     load_state_dict_into(model, extract_state_dict(obj), drop_head=drop_head)
     _apply_stored(model, obj, kwargs)
+    extra = obj.get("extra")
+    names = extra.get("classes") if isinstance(extra, Mapping) else None
+    if isinstance(names, list) and not drop_head:  # the training data's class names (aprkit train records them)
+        setattr(model, "aprkit_classes", [str(c) for c in names])  # noqa: B010 (nn.Module.__setattr__ is typed for tensors)
     return tag_model(model, arch, kw)
 
 

@@ -444,6 +444,9 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
 
         extra = {"config": cfg.to_dict(), "final": logger.history[-1] if logger.history else {}, "global_step": step,
                  "config_changes": config_changes}
+        names = getattr(train_ds, "classes", None)
+        if names:  # what label i means: an evaluation checks its data against them
+            extra["classes"] = [str(c) for c in names]
         ckpt = save_checkpoint(out / "model.pt", plain, arch=cfg.model.name, num_classes=cfg.model.num_classes,
                                extra=extra)
     logger.close()

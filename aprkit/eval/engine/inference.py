@@ -314,6 +314,26 @@ def _features_from(feats: torch.Tensor) -> torch.Tensor:
     return feats.flatten(1)
 
 
+def check_class_names(model: nn.Module, dataset: Any) -> None:
+    """Refuse data whose class names put another class under a label than the model's training data did (a test
+    folder of fewer classes, sorted on its own): its accuracy would be silently wrong. Only where both are named:
+    ``model.aprkit_classes`` (checkpoints written by ``aprkit train``) and ``dataset.classes``."""
+    from ...models import unwrap_model
+
+    trained = getattr(unwrap_model(model), "aprkit_classes", None)
+    named = getattr(dataset, "classes", None)
+    if not trained or not named:
+        return
+    names = [str(c) for c in named]
+    if names == [str(c) for c in trained][:len(names)]:
+        return
+    raise ValueError(f"the data labels its classes ({', '.join(names[:10])}{' ...' if len(names) > 10 else ''}) "
+                     f"unlike the data the model was trained on ({', '.join(map(str, trained[:10]))}"
+                     f"{' ...' if len(trained) > 10 else ''}): label i would name another class. Evaluate on data "
+                     "labelled by the model's classes: a folder with a (possibly empty) folder for each of them, or "
+                     "get_dataset('folder:PATH', classes=model.aprkit_classes)")
+
+
 def _check_logits(logits: Any, n: int, num_classes: int | None, where: str) -> torch.Tensor:
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"the model must return a logits tensor (B, num_classes), got {type(logits).__name__} {where}")
@@ -442,6 +462,8 @@ def predict(
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module taking float images in [0, 1], got {type(model).__name__}")
+    if labelled:
+        check_class_names(model, dataset)
     device = resolve_device(device)
     channels_last = wants_channels_last(model, channels_last)
     use_amp = bool(amp)
