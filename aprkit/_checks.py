@@ -91,9 +91,9 @@ def check_image_tensor(
             raise ValueError(f"{name} contains NaN or infinite values; expected finite pixel values")
         low, high = (-_OVERSHOOT, 1.0 + _OVERSHOOT) if overshoot else (-_RANGE_SLACK, 1.0 + _RANGE_SLACK)
         if lo < low or hi > high:
-            why = ("normalised with a mean and std? normalise after this step" if lo < -1.0 else "divide 0..255 "
-                   "values by 255" if hi > 2.0 else "a little outside: another augmentation's overshoot? clamp it "
-                   "first, x.clamp(0, 1)")
+            why = ("normalised with a mean and std? normalise after this step" if lo < -_OVERSHOOT else "divide "
+                   "0..255 values by 255" if hi > 1.0 + _OVERSHOOT else "a little outside: another augmentation's "
+                   "overshoot? clamp it first, x.clamp(0, 1)")
             raise ValueError(f"{name} is float with values in [{lo:.4g}, {hi:.4g}]; expected float images in [0, 1] "
                              f"({why}) or uint8 in [0, 255]")
         return x
@@ -117,10 +117,10 @@ def check_not_0_255(x: torch.Tensor, name: str = "images") -> None:
     left to the finiteness checks."""
     if x.is_floating_point() and eager_cpu(x) and x.numel():
         lo, hi = (float(v) for v in torch.aminmax(x.detach()))
-        if hi > 2.0:
+        if hi > 1.0 + _OVERSHOOT:  # the bounds of check_image_tensor(overshoot=True)
             raise ValueError(f"{name} is float with values up to {hi:.4g}, but results are clamped to [0, 1] "
                              "(clamp=True): 0..255 floats? pass float images in [0, 1] (divide by 255) or uint8")
-        if lo < -1.0:
+        if lo < -_OVERSHOOT:
             raise ValueError(f"{name} is float with values down to {lo:.4g}, but results are clamped to [0, 1] "
                              "(clamp=True): normalised with a mean and std? pass images in [0, 1] and normalise after")
 
