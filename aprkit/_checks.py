@@ -228,6 +228,16 @@ def check_positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def labels_agree(trained: Any, named: Any) -> bool:
+    """Whether data naming its classes ``named`` labels them as data naming ``trained`` did: label i is the same
+    class for every label the data uses (a leading part of the classes, e.g. a folder holding the first few, is
+    fine). ``True`` when either side names no classes (nothing to compare)."""
+    if not trained or not named:
+        return True
+    names = [str(c) for c in named]
+    return names == [str(c) for c in trained][:len(names)]
+
+
 def check_dims(dims: str) -> tuple[int, ...]:
     """Map ``"chw"`` (3-D FFT over C, H, W) or ``"hw"`` (per-channel 2-D FFT) to tensor dims."""
     if dims == "chw":

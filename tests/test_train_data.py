@@ -204,6 +204,29 @@ def test_given_datasets_with_other_class_names_are_refused(tmp_path) -> None:
         fit(cfg, datasets=(train, ImageFolderDataset(tmp_path / "test")))
 
 
+def test_a_test_set_holding_the_first_classes_is_accepted_by_training_and_evaluation() -> None:
+    """Training and evaluation apply one rule: data naming a leading part of the classes (a, b of a, b, c) keeps
+    every label's class, so both accept it; other names are refused by both."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from aprkit.eval.engine.inference import check_class_names
+    from aprkit.train.data import check_same_classes
+
+    train = SimpleNamespace(classes=["a", "b", "c"])
+    model = nn.Identity()
+    model.aprkit_classes = ["a", "b", "c"]
+    for ok in (["a", "b"], ["a", "b", "c"]):
+        check_same_classes(train, SimpleNamespace(classes=ok), "test")  # type: ignore[arg-type]
+        check_class_names(model, SimpleNamespace(classes=ok))
+    bad = SimpleNamespace(classes=["a", "c"])
+    with pytest.raises(ValueError, match="unlike the training data"):
+        check_same_classes(train, bad, "test")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unlike the data the model was trained on"):
+        check_class_names(model, bad)
+
+
 def test_an_evaluation_refuses_data_that_names_the_classes_otherwise(tmp_path) -> None:
     """aprkit train records the training classes in model.pt; an evaluation on a test folder of fewer classes (its
     labels shifted) is refused instead of scored."""

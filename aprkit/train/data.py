@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .._checks import dataset_len
+from .._checks import dataset_len, labels_agree
 from ..data.loading import SubsetDataset, attribute_labels, batch_source, dataset_tensors
 from .config import Config, apr_s_where, expand_env
 from .state import derive_seed
@@ -82,9 +82,9 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
 
 
 def class_mismatch(train: Dataset, test: Dataset) -> bool:
-    """Whether ``train`` and ``test`` both name their classes and the names differ (label i is another class)."""
-    a, b = getattr(train, "classes", None), getattr(test, "classes", None)
-    return bool(a) and bool(b) and [str(c) for c in a] != [str(c) for c in b]  # type: ignore[union-attr]
+    """Whether ``train`` and ``test`` both name their classes and ``test``'s label i is another class than
+    ``train``'s (:func:`~aprkit._checks.labels_agree`, the rule evaluations apply too)."""
+    return not labels_agree(getattr(train, "classes", None), getattr(test, "classes", None))
 
 
 def check_same_classes(train: Dataset, test: Dataset, what: str, relabel: bool = False) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..._checks import check_image_tensor, check_labels
+from ..._checks import check_image_tensor, check_labels, check_positive_int
 from ...fourier import Dims
 from ..functional import keep_layout
 from ..pair import APRPair
@@ -64,10 +64,8 @@ class APRMixup:
                  num_classes: int | None = 1000, label_smoothing: float | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  generator: torch.Generator | None = None, seed: int | None = None) -> None:
-        if num_classes is not None and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-        ):
-            raise ValueError(f"num_classes must be a positive int (or None for integer labels), got {num_classes!r}")
+        if num_classes is not None:
+            num_classes = check_positive_int(num_classes, "num_classes (or None for integer labels)")
         if label_smoothing is None:
             label_smoothing = 0.0 if num_classes is None else 0.1
         if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..._checks import check_integer_labels, dataset_len, describe_value
+from ..._checks import check_integer_labels, dataset_len, describe_value, labels_agree
 from ...data.arrays import NO_LABEL
 from ...distributed import group_info, resolve_device
 from ...models.normalize import find_classifier
@@ -320,15 +320,13 @@ def check_class_names(model: nn.Module, dataset: Any) -> None:
     ``model.aprkit_classes`` (checkpoints written by ``aprkit train``) and ``dataset.classes``."""
     from ...models import unwrap_model
 
-    trained = getattr(unwrap_model(model), "aprkit_classes", None)
-    named = getattr(dataset, "classes", None)
-    if not trained or not named:
+    trained: Any = getattr(unwrap_model(model), "aprkit_classes", None)
+    named: Any = getattr(dataset, "classes", None)
+    if labels_agree(trained, named):
         return
-    names = [str(c) for c in named]
-    if names == [str(c) for c in trained][:len(names)]:
-        return
+    names, trained = [str(c) for c in named], [str(c) for c in trained]
     raise ValueError(f"the data labels its classes ({', '.join(names[:10])}{' ...' if len(names) > 10 else ''}) "
-                     f"unlike the data the model was trained on ({', '.join(map(str, trained[:10]))}"
+                     f"unlike the data the model was trained on ({', '.join(trained[:10])}"
                      f"{' ...' if len(trained) > 10 else ''}): label i would name another class. Evaluate on data "
                      "labelled by the model's classes: a folder with a (possibly empty) folder for each of them, or "
                      "get_dataset('folder:PATH', classes=model.aprkit_classes)")
