@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 
 from aprkit._checks import nearest_names
 
-__all__ = ["DATASET_KINDS", "DOWNLOADABLE", "get_dataset", "has_splits", "parse_spec", "resolve_spec"]
+__all__ = ["DATASET_KINDS", "DOWNLOADABLE", "get_dataset", "has_splits", "parse_spec", "resolve_spec", "spec_root"]
 
 
 def _with_splits(factory: Callable[..., Dataset]) -> Callable[..., Dataset]:
@@ -47,7 +47,7 @@ def _cifar(name: str) -> Callable[..., Dataset]:
     def make(arg: str, split: str, **kw: Any) -> Dataset:
         from .cifar import cifar_dataset
 
-        return cifar_dataset(_root(arg, name), name, split, **kw)
+        return cifar_dataset(spec_root(arg, name), name, split, **kw)
 
     return _with_splits(make)
 
@@ -60,7 +60,7 @@ def _cifar_c(name: str) -> Callable[..., Dataset]:
             raise ValueError(
                 f"{name} needs corruption= (e.g. get_dataset('{name}:ROOT', corruption='fog', severity=3))"
             )
-        return cifar_c(_root(arg, name), corruption, severity, **kw)
+        return cifar_c(spec_root(arg, name), corruption, severity, **kw)
 
     return make
 
@@ -72,7 +72,7 @@ def _folder_c(name: str) -> Callable[..., Dataset]:
         if corruption is None or severity is None:
             raise ValueError(f"{name} needs corruption= and severity= "
                              f"(e.g. get_dataset('{name}:ROOT', corruption='fog', severity=3))")
-        return imagenet_c(_root(arg, name), corruption, severity, **kw)
+        return imagenet_c(spec_root(arg, name), corruption, severity, **kw)
 
     return make
 
@@ -80,7 +80,7 @@ def _folder_c(name: str) -> Callable[..., Dataset]:
 def _folder(arg: str, split: str, **kw: Any) -> Dataset:
     from .folder import ImageFolderDataset
 
-    return ImageFolderDataset(_root(arg, "folder"), **kw)
+    return ImageFolderDataset(spec_root(arg, "folder"), **kw)
 
 
 @_with_splits
@@ -102,7 +102,7 @@ def _synthetic(arg: str, split: str, **kw: Any) -> Dataset:
 def _cue_conflict(arg: str, split: str, **kw: Any) -> Dataset:
     from .cue_conflict import CueConflict
 
-    return CueConflict(_root(arg, "cue-conflict"), **kw)
+    return CueConflict(spec_root(arg, "cue-conflict"), **kw)
 
 
 def _noise(arg: str, split: str, **kw: Any) -> Dataset:
@@ -139,7 +139,7 @@ DOWNLOADABLE: dict[str, str] = {
 }
 
 
-def _root(arg: str, kind: str) -> Path:
+def spec_root(arg: str, kind: str) -> Path:
     if not arg:
         raise ValueError(f"{kind} needs a root folder: '{kind}:/path/to/data'")
     return Path(arg).expanduser()

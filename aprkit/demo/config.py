@@ -11,7 +11,6 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -169,9 +168,9 @@ def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: b
     if kind in ("cifar10", "cifar100"):
         train_ds, test_ds = get_dataset(spec, "train"), get_dataset(spec, "test")
     elif kind in ("folder", "imagefolder"):
-        if not arg:  # Path("") is the working folder
-            raise ValueError(f"{kind} needs a root folder: '{kind}:/path/to/images'")
-        root = Path(arg).expanduser()
+        from ..data.registry import spec_root
+
+        root = spec_root(arg, kind)
         size = settings.image_size
         if (root / "train").is_dir() and (root / "test").is_dir():
             train_ds = get_dataset(f"folder:{root / 'train'}", resize=size, crop=size)
