@@ -228,6 +228,12 @@ def check_positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def comma_items(text: str) -> list[str]:
+    """The items of comma-separated text, stripped, blanks dropped (``"fog, snow,"`` -> ``["fog", "snow"]``): how
+    every list option given as text (CLI flags, YAML strings, recorded options) is read."""
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
 def labels_agree(trained: Any, named: Any) -> bool:
     """Whether data naming its classes ``named`` labels them as data naming ``trained`` did: label i is the same
     class for every label the data uses (a leading part of the classes, e.g. a folder holding the first few, is

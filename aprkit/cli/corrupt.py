@@ -19,6 +19,7 @@ import argparse
 import warnings
 from pathlib import Path
 
+from .._checks import comma_items
 from ..corruptions.severity import PRESETS
 from ._common import check_out_dir
 
@@ -81,7 +82,7 @@ def _positive_int(text: str) -> int:
 
 def _tokens(values: list[str]) -> list[str]:
     """The items of a space- and comma-separated option (``1 3``, ``1,3``), as ``aprkit eval`` takes lists."""
-    return [t.strip() for v in values for t in v.split(",") if t.strip()]
+    return [t for v in values for t in comma_items(v)]
 
 
 def _names(spec: list[str] | None) -> list[str]:

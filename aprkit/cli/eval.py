@@ -19,12 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._checks import comma_items
+
 __all__ = ["add_parser", "run", "settings"]
 
 
 def _int_list(text: str) -> list[int]:
     try:
-        values = [int(s) for s in text.split(",") if s.strip()]
+        values = [int(s) for s in comma_items(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,3,5, got {text!r}") from None
     if not values:  # an empty list would read as "not given": every default value
@@ -33,7 +35,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def _str_list(text: str) -> list[str]:
-    values = [s.strip() for s in text.split(",") if s.strip()]
+    values = comma_items(text)
     if not values:
         raise argparse.ArgumentTypeError("expected comma-separated names such as fog,contrast (or 'none'), got an "
                                          "empty list")

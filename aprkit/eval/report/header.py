@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
+from ..._checks import comma_items
 from .render import HeaderItem
 
 __all__ = ["header_items", "describe", "limit_text", "run_limits"]
@@ -118,7 +119,7 @@ _GRID_SUITES = ("corruption", "calibration")
 def _items(value: Any) -> list[str]:
     """A recorded list option as its items (``"fog,snow"``, ``["fog", "snow"]``, ``5``)."""
     if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
+        return comma_items(value)
     return [str(v) for v in value] if isinstance(value, (list, tuple)) else [] if value is None else [str(value)]
 
 

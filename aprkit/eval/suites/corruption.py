@@ -25,7 +25,7 @@ from typing import Any, Literal, TypedDict
 import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from ..._checks import describe_value
+from ..._checks import comma_items, describe_value
 from ..engine.cache import cached
 from ..engine.inference import as_dataset, dataset_id, predict
 from ..report.blocks import Figure, Paragraph, Table, pct
@@ -112,7 +112,7 @@ class CorruptionOptions(LimitOption):
     @classmethod
     def _as_list(cls, v: Any, info: ValidationInfo) -> Any:
         """Comma-separated text (``"fog,snow"``, ``"1,3"``) or one number as a list; an empty list is the default."""
-        v = [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else [v] if isinstance(v, int) else v
+        v = comma_items(v) if isinstance(v, str) else [v] if isinstance(v, int) else v
         return cls.model_fields[str(info.field_name)].get_default(call_default_factory=True) if v in ([], ()) else v
 
     @field_validator("corruptions")

@@ -31,7 +31,7 @@ import torch
 from pydantic import Field, field_validator
 from torch.utils.data import Subset
 
-from ..._checks import dataset_len, describe_value
+from ..._checks import comma_items, dataset_len, describe_value
 from ..engine.cache import cached
 from ..engine.inference import (
     Outputs,
@@ -103,7 +103,7 @@ class OODResult(TypedDict, total=False):
 def _ood_sets(opts: OODOptions) -> dict[str, Any]:
     sets = opts.ood or [f"noise:{n}" for n in SYNTHETIC_SETS]
     if isinstance(sets, str):
-        sets = [s.strip() for s in sets.split(",") if s.strip()]
+        sets = comma_items(sets)
     if isinstance(sets, Mapping):
         return dict(sets)
     for s in sets:
