@@ -31,6 +31,7 @@ from ._checks import nearest_names
 __all__ = [
     "expand_env",
     "merge",
+    "read_bases",
     "read_config_files",
     "parse_override",
     "apply_overrides",
@@ -148,15 +149,29 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise TypeError(
             f"config file {path} must hold a mapping of settings (key: value lines), got {type(data).__name__}"
         )
-    bases = data.pop("base", None) or []
-    if not isinstance(bases, (str, list)):
-        raise TypeError(f"config file {path}: 'base' must be a path or a list of paths, got {bases!r}")
+    return merge(_read_bases(data.pop("base", None), path.parent, f"config file {path}", seen + (path,)), data)
+
+
+def _read_bases(bases: Any, parent: Path, where: str, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The files a ``base:`` value names (a path or a list of them, relative to ``parent``), merged left to right;
+    an empty value names none."""
+    if not bases:
+        return {}
+    if not isinstance(bases, (str, os.PathLike, list, tuple)):
+        raise TypeError(f"{where}: 'base' must be a path or a list of paths, got {bases!r}")
     merged: dict[str, Any] = {}
-    for b in [bases] if isinstance(bases, str) else bases:  # ${VAR} and ~/ in a base's path too, as in every string
-        name = str(expand_env(str(b)))
+    for b in [bases] if isinstance(bases, (str, os.PathLike)) else bases:  # ${VAR} and ~/ too, as in every string
+        name = str(expand_env(os.fspath(b) if isinstance(b, os.PathLike) else str(b)))
         name = os.path.expanduser(name) if name == "~" or name.startswith("~/") else name  # not "~old.yaml"
-        merged = merge(merged, _read_yaml(path.parent / name, seen + (path,)))
-    return merge(merged, data)
+        merged = merge(merged, _read_yaml(parent / name, seen))
+    return merged
+
+
+def read_bases(bases: Any, relative_to: str | os.PathLike[str] = ".", where: str = "config mapping") -> dict[str, Any]:
+    """What a ``base:`` value of a config mapping built in code names (paths relative to ``relative_to``, the
+    working folder by default), read as a file's ``base:`` is: merged left to right, environment variables
+    expanded. ``where`` names the mapping in errors."""
+    return expand_env(_read_bases(bases, Path(relative_to), where))
 
 
 def read_config_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None) -> dict[str, Any]:

@@ -358,9 +358,25 @@ def test_review_fixes_of_the_training_entry_points(tmp_path, capsys, monkeypatch
     assert res["config"]["model"]["name"] == "_tiny_test_cnn" and res["config"]["aug"]["method"] == "apr_p"
     with pytest.raises(ValueError, match="base"):
         config_from_dict({"base": "base.yaml"})
+    from aprkit.config import read_config_files
     from aprkit.train.config import resolve_bases
 
     assert resolve_bases({"base": "", "aug": {"method": "apr_s"}}) == {"aug": {"method": "apr_s"}}  # as in a file
+    # read as a file's base: is (one reader): a path object, ~/ and ${VAR} in the path, a list merged left to right
+    home = tmp_path / "home"
+    (home / "cfg").mkdir(parents=True)
+    (home / "cfg" / "b2.yaml").write_text("aug: {method: apr_sp}\noptim: {epochs: 3}\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("CFG_DIR", str(home / "cfg"))
+    for bases in ("~/cfg/b2.yaml", "${CFG_DIR}/b2.yaml", home / "cfg" / "b2.yaml"):
+        assert resolve_bases({"base": bases}) == {"aug": {"method": "apr_sp"}, "optim": {"epochs": 3}}
+    assert resolve_bases({"base": ["~/cfg/b2.yaml", "base.yaml"]})["aug"] == {"method": "apr_p"}
+    for bad in (5, {"a": 1}):
+        with pytest.raises(TypeError, match="config mapping: 'base' must be a path or a list of paths"):
+            resolve_bases({"base": bad})
+    (tmp_path / "bad.yaml").write_text("base: 5\n")
+    with pytest.raises(TypeError, match="bad.yaml: 'base' must be a path or a list of paths"):
+        read_config_files(tmp_path / "bad.yaml")
 
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), "--set", *small]) == 0

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 
 from .._checks import nearest_names
-from ..config import apply_overrides, coerce, expand_env, merge, read_config_files, unknown_key
+from ..config import apply_overrides, coerce, expand_env, merge, read_bases, read_config_files, unknown_key
 
 __all__ = [
     "METHODS",
@@ -198,12 +198,7 @@ def resolve_bases(data: Mapping[str, Any]) -> dict[str, Any]:
     """A config mapping with its ``base:`` (a YAML path or a list of them, relative to the current directory)
     merged underneath, as ``base:`` works in a file."""
     out = dict(data)
-    bases = out.pop("base", None)
-    if not bases:  # as in a file: an empty base is none
-        return out
-    if not isinstance(bases, (str, os.PathLike, list, tuple)):
-        raise TypeError(f"config mapping: 'base' must be a path or a list of paths, got {bases!r}")
-    return merge(read_config_files(bases), out)
+    return merge(read_bases(out.pop("base", None)), out)
 
 
 def load_config(
