@@ -276,3 +276,34 @@ def test_review_fixes_of_the_hidden_layer_helpers():
     assert g.shape == (2, 8, 5, 8) and prefix.shape == (2, 1, 8) and layout.num_prefix_tokens == 1
     with pytest.raises(ValueError, match="leaves 61 of the 257 tokens"):
         to_grid(torch.randn(2, 257, 8), grid=(14, 14))  # a ViT/16 at 256 px given the 224-px grid
+
+
+def test_attached_models_pickle_copies_carry_their_own_hooks_and_detach_removes_them(tmp_path) -> None:
+    """attach registers picklable hook objects: torch.save of an attached model works; a deepcopy (an EMA model)
+    carries copies of the hooks, which the original's handle does not reach and detach() removes; a second attach
+    to a module that has one is refused (it would apply FeatureAPR twice)."""
+    import copy
+
+    from aprkit.hidden import FeatureAPR, attach, detach
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1)).train()
+    x = torch.rand(6, 3, 8, 8)
+    handle = attach(net, ["0"], p=1.0)
+    with pytest.raises(ValueError, match="already has a FeatureAPR attached"):
+        attach(net, ["0"], p=1.0)
+    torch.save(net, tmp_path / "net.pt")
+    loaded = torch.load(tmp_path / "net.pt", weights_only=False)
+    twin = copy.deepcopy(net)
+    handle.remove()
+    plain = net(x)
+    for m in (loaded, twin):
+        assert not torch.equal(m(x), plain)  # still augmenting in training mode
+        found = detach(m)
+        assert list(found) == ["0"] and isinstance(found["0"], FeatureAPR)
+        assert torch.equal(m(x), plain) and detach(m) == {}
+    with attach(net, ["0"], p=1.0):  # after remove() the module takes a new one
+        pass
+    flat = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten()).train()
+    with attach(flat, ["1"], p=1.0), pytest.raises(ValueError, match="layer '1': "):  # the layer is named
+        flat(x)

@@ -594,3 +594,100 @@ def test_magnitude_statistics_do_not_follow_the_batch_size(setup) -> None:
             for b in (7, 96)]
     for key in ("magnitude_variation", "deletion_agreement"):
         assert _row(runs[0])[key] == _row(runs[1])[key], key
+
+
+class _SE(nn.Module):
+    """A squeeze-excite gate of Linear layers: they act on the pooled channels, the map stays (B, C, H, W)."""
+
+    def __init__(self, c: int = 32, r: int = 4) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(c, c // r), nn.Linear(c // r, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean((2, 3))))))[:, :, None, None]
+
+
+class _TupleBlock(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv, self.act = nn.Conv2d(c, c, 3, padding=1), nn.ReLU()
+
+    def forward(self, t):
+        t = t[0] if isinstance(t, tuple) else t
+        o = self.act(self.conv(t))
+        return o, o.mean()
+
+
+class _TupleNet(nn.Module):
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.blocks = nn.Sequential(_TupleBlock(c), _TupleBlock(c), _TupleBlock(c))
+        self.fc = nn.Linear(c, 5)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.stem(x))[0].mean((2, 3)))
+
+
+def test_sites_are_checked_before_computing_and_the_default_sweep_leaves_out_what_it_cannot_measure(setup) -> None:
+    """A squeeze-excite gate's 8x8 map of 32 channels is (B, C, H, W), not channels-last (its Linear sizes include the
+    channels); a 1x1 stage is left out of the default sweep (listed in "skipped"), while a named one fails before
+    any site is computed; blocks returning tuples run with skip_front (nothing skipped); bad arguments are named."""
+    from aprkit.hidden import attach
+
+    torch.manual_seed(0)
+    se = nn.Sequential(nn.Conv2d(3, 32, 3, stride=4, padding=1), _SE()).train()
+    with attach(se, ["1"], p=1.0):
+        se(torch.rand(4, 3, 32, 32))
+
+    model, x = setup  # 16 px: stem 16x16; add a stage pooled to 1x1 that the default sweep reaches
+    deep = SmallCNN()
+    deep.load_state_dict(model.state_dict())
+    deep.blocks.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 8, 1)))
+    calibrate_head(deep.eval(), deep.fc, x)
+    res = layer_sweep(deep, x, sites=("output",), codes=("phase",), n_pairs=8, n_control=8)
+    assert [r["block"] for r in res["rows"]] == ["blocks.0", "blocks.1"]
+    assert [(k["block"], k["site"]) for k in res["skipped"]] == [("blocks.2", "output")]
+    assert "below 2x2" in res["skipped"][0]["reason"]
+    calls: list[int] = []
+    h = deep.blocks[0].register_forward_hook(lambda *a: calls.append(1))
+    transplant_test(deep, x, ["blocks.0"], n_pairs=8, n_control=8)
+    one_site, calls[:] = len(calls), []
+    with pytest.raises(ValueError, match="below 2x2"):  # named: refused after one probing forward per site
+        transplant_test(deep, x, ["blocks.0", "blocks.2"], n_pairs=8, n_control=8)
+    assert len(calls) < one_site / 2  # the clean predictions and the probes, not the transplants of blocks.0
+    with pytest.raises(ValueError, match="below 2x2"):
+        layer_sweep(deep, x, ["blocks.0", "blocks.2"], sites=("output",), n_pairs=8, n_control=8)
+    h.remove()
+
+    net = _TupleNet().eval()
+    calibrate_head(net, net.fc, x)
+    a = transplant_test(net, x, ["blocks.2.act"], site="input", skip_front=True, n_pairs=8, n_control=8)
+    b = transplant_test(net, x, ["blocks.2.act"], site="input", n_pairs=8, n_control=8)
+    assert a["rows"][0]["follow_donor"] == b["rows"][0]["follow_donor"]
+    assert a["rows"][0]["identity_agreement"] == 1.0
+
+    for kwargs, err, match in (({"batch_size": 0}, ValueError, "batch_size must be a positive int"),
+                               ({"n_pairs": 2.5}, ValueError, "n_pairs must be a positive int"),
+                               ({"max_images": 0}, ValueError, "max_images must be a positive int")):
+        with pytest.raises(err, match=match):
+            transplant_test(model, x, ["blocks.0"], **kwargs)
+    with pytest.raises(ValueError, match="data is empty"):
+        transplant_test(model, x[:0], ["blocks.0"])
+    with pytest.raises(ValueError, match="layers is empty"):
+        transplant_test(model, x, [])
+    with pytest.raises(ValueError, match="class indices >= 0"):
+        transplant_test(model, (x, -torch.ones(len(x), dtype=torch.long)), ["blocks.0"])
+    with pytest.raises(ValueError, match="0..255 floats"):
+        transplant_test(model, x * 255, ["blocks.0"])
+    with pytest.raises(TypeError, match="module name"):
+        transplant_test(model, x, [model.blocks[0]])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="module name"):
+        attach(model, [3])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="call_index must be an int"):
+        transplant_test(model, x, ["blocks.0"], call_index=True)  # type: ignore[arg-type]
+    one = layer_sweep(model, x, ["blocks.0"], sites="output", codes=("phase",), n_pairs=8, n_control=8)
+    assert [r["site"] for r in one["rows"]] == ["output"]  # a string is one site, not its letters
+    double = transplant_test(model.double(), x, ["blocks.0"], n_pairs=8, n_control=8)  # a float64 model
+    model.float()
+    assert double["rows"][0]["identity_agreement"] == 1.0

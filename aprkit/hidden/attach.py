@@ -15,7 +15,7 @@ from .feature_apr import FeatureAPR, Lam
 from .layout import check_channels_first, site_prefix_tokens
 from .sites import Site, resolve_module
 
-__all__ = ["attach", "AttachHandle", "token_layout", "compiled_modules"]
+__all__ = ["attach", "AttachHandle", "detach", "token_layout", "compiled_modules"]
 
 
 def token_layout(model: nn.Module) -> tuple[int | None, tuple[int, int] | None]:
@@ -102,9 +102,6 @@ def attach(
     model_k = auto_k if num_prefix_tokens is None else None  # the model's count, fitted per output (patch_embed: 0)
     k = num_prefix_tokens if num_prefix_tokens is not None else auto_k
     grid = grid if grid is not None else auto_grid
-    warned: list[bool] = []
-    # modules with timm's activation-checkpointing switch (on the model or its stages), read at each training forward
-    switches = [m for m in model.modules() if hasattr(m, "grad_checkpointing")]
     resolved: list[tuple[str, nn.Module]] = []
     for name in layers:
         try:  # a module's name first: ModuleDict keys may hold ':' ("stage:a")
@@ -118,35 +115,74 @@ def attach(
     if repeated:
         raise ValueError(f"layers {list(layers)} name the module {repeated[0]!r} more than once; expected each module "
                          "once (one FeatureAPR per module, reachable through the handle)")
+    held = [full for full, module in resolved if _feature_hooks(module)]
+    if held:
+        raise ValueError(f"module {held[0]!r} already has a FeatureAPR attached (an earlier attach, or a copy of an "
+                         "attached model): it would be applied twice. Remove it first: handle.remove(), or "
+                         "aprkit.hidden.detach(model) for a copy")
     hooks: list[Any] = []
     modules: dict[str, FeatureAPR] = {}
+    state = _HookState(model, model_k, grid, [m for m in model.modules() if hasattr(m, "grad_checkpointing")])
     for full, module in resolved:
         apr = FeatureAPR(p=p, dims=dims, mode=mode, lam=lam, num_prefix_tokens=k, grid=grid, generator=generator)
         modules[full] = apr
-
-        checked: set[tuple[int, ...]] = set()  # activation shapes already checked for a channels-last layout
-
-        def hook(mod: nn.Module, args: Any, out: Any, apr: FeatureAPR = apr, full: str = full,
-                 checked: set[tuple[int, ...]] = checked) -> Any:
-            if not (mod.training and apr.training):
-                return None
-            if not isinstance(out, torch.Tensor):
-                raise ValueError(
-                    f"layer {full!r} returns a {type(out).__name__}; "
-                    f"FeatureAPR needs a feature map (B, C, H, W) or tokens (B, N, D)"
-                )
-            if out.ndim == 4 and tuple(out.shape[1:]) not in checked:  # a (B, H, W, C) map would mix channels
-                check_channels_first(model, full, tuple(out.shape), f"layer {full!r} output")
-                checked.add(tuple(out.shape[1:]))
-            if out.ndim == 3 and model_k is not None:
-                apr.num_prefix_tokens = site_prefix_tokens(out.shape[1], model_k, grid)
-            if apr.generator is not None and not warned and any(m.grad_checkpointing for m in switches):
-                warned.append(True)
-                warnings.warn("FeatureAPR draws from generator=, which activation checkpointing does not restore: the "
-                              "recomputed forward draws other partners, so the gradients belong to another "
-                              "recombination; with checkpointing use the global RNG (generator=None, seeded with "
-                              "torch.manual_seed)", RuntimeWarning, stacklevel=2)
-            return apr(out)
-
-        hooks.append(module.register_forward_hook(hook))
+        hooks.append(module.register_forward_hook(_FeatureHook(apr, full, state)))
     return AttachHandle(hooks, modules)
+
+
+class _HookState:
+    """What the hooks of one :func:`attach` call share: the model (for the layout check), its token layout, the
+    modules holding timm's activation-checkpointing switch, and whether the generator warning was given."""
+
+    def __init__(self, model: nn.Module, model_k: int | None, grid: tuple[int, int] | None,
+                 switches: list[nn.Module]) -> None:
+        self.model, self.model_k, self.grid, self.switches, self.warned = model, model_k, grid, switches, False
+
+
+class _FeatureHook:
+    """The forward hook :func:`attach` registers: applies its :class:`FeatureAPR` to the module's output in
+    training mode. An object, not a closure, so an attached model pickles (``torch.save``); a copy of the model
+    (``copy.deepcopy``, e.g. an EMA model) carries copies of its hooks, which :func:`detach` removes."""
+
+    def __init__(self, apr: FeatureAPR, full: str, state: _HookState) -> None:
+        self.apr, self.full, self.state = apr, full, state
+        self.checked: set[tuple[int, ...]] = set()  # activation shapes already checked for a channels-last layout
+
+    def __call__(self, mod: nn.Module, args: Any, out: Any) -> Any:
+        apr, full, st = self.apr, self.full, self.state
+        if not (mod.training and apr.training):
+            return None
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(f"layer {full!r} returns a {type(out).__name__}; "
+                             f"FeatureAPR needs a feature map (B, C, H, W) or tokens (B, N, D)")
+        if out.ndim == 4 and tuple(out.shape[1:]) not in self.checked:  # a (B, H, W, C) map would mix channels
+            check_channels_first(st.model, full, tuple(out.shape), f"layer {full!r} output")
+            self.checked.add(tuple(out.shape[1:]))
+        if out.ndim == 3 and st.model_k is not None:
+            apr.num_prefix_tokens = site_prefix_tokens(out.shape[1], st.model_k, st.grid)
+        if apr.generator is not None and not st.warned and any(m.grad_checkpointing for m in st.switches):
+            st.warned = True
+            warnings.warn("FeatureAPR draws from generator=, which activation checkpointing does not restore: the "
+                          "recomputed forward draws other partners, so the gradients belong to another "
+                          "recombination; with checkpointing use the global RNG (generator=None, seeded with "
+                          "torch.manual_seed)", RuntimeWarning, stacklevel=2)
+        try:
+            return apr(out)
+        except ValueError as err:  # the layer's name beside the shape FeatureAPR refused
+            raise ValueError(f"layer {full!r}: {err}") from None
+
+
+def _feature_hooks(module: nn.Module) -> list[int]:
+    """The ids of ``module``'s forward hooks that :func:`attach` registered."""
+    return [i for i, h in module._forward_hooks.items() if isinstance(h, _FeatureHook)]
+
+
+def detach(model: nn.Module) -> dict[str, FeatureAPR]:
+    """Remove every FeatureAPR hook from ``model``'s modules and return them by layer name: for a copy of an
+    attached model (``copy.deepcopy``, ``torch.load`` of a pickled model), whose hooks the original's handle does
+    not reach. A model without any is returned unchanged (``{}``)."""
+    found: dict[str, FeatureAPR] = {}
+    for name, module in model.named_modules():
+        for i in _feature_hooks(module):
+            found[name] = module._forward_hooks.pop(i).apr
+    return found

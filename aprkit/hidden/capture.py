@@ -32,6 +32,7 @@ def front_blocks(model: nn.Module, site: Site, example: torch.Tensor) -> FrontSk
     beforehand: a residual branch may read it after the site). Valid for block-sequential networks
     (ResNets, MobileNetV2, ViTs), where a block's output feeds only the next block; the identity
     control checks it. Shapes and dtypes (complex for complex blocks) are measured on ``example`` ``(1, C, H, W)``.
+    Where a front block takes or returns anything but a tensor (a tuple), nothing is skipped.
     """
     full, _ = resolve_module(model, site.module_path)
     blocks = list_blocks(model)
@@ -41,11 +42,12 @@ def front_blocks(model: nn.Module, site: Site, example: torch.Tensor) -> FrontSk
     at_output = full == blocks[owner] and site.op is None and site.site == "output"
     n = owner + 1 if at_output else owner
     mods = [resolve_module(model, b)[1] for b in blocks[:n]]
-    shapes: dict[int, tuple[tuple[int, ...], torch.dtype]] = {}
+    shapes: dict[int, tuple[tuple[int, ...], torch.dtype] | None] = {}
 
     def record(k: int) -> Callable[..., None]:
-        def hook(m: nn.Module, a: Any, o: torch.Tensor) -> None:
-            shapes.setdefault(k, (tuple(o.shape[1:]), o.dtype))
+        def hook(m: nn.Module, a: Any, o: Any) -> None:  # a block taking or returning other than one tensor: None
+            tensors = isinstance(o, torch.Tensor) and bool(a) and isinstance(a[0], torch.Tensor)
+            shapes.setdefault(k, (tuple(o.shape[1:]), o.dtype) if tensors else None)
         return hook
 
     handles = [m.register_forward_hook(record(k)) for k, m in enumerate(mods)]
@@ -55,7 +57,10 @@ def front_blocks(model: nn.Module, site: Site, example: torch.Tensor) -> FrontSk
     finally:
         for h in handles:
             h.remove()
-    return FrontSkip([(m, *shapes[k]) for k, m in enumerate(mods)], None if at_output else Site(blocks[owner], "input"))
+    if any(shapes.get(k) is None for k in range(len(mods))):  # zeros of one shape cannot stand in: compute them all
+        return FrontSkip()
+    return FrontSkip([(m, *shapes[k]) for k, m in enumerate(mods)],  # type: ignore[misc]
+                     None if at_output else Site(blocks[owner], "input"))
 
 
 @contextmanager
@@ -134,7 +139,7 @@ def capture(model: nn.Module, images: torch.Tensor, site: Site, batch_size: int,
         raise ValueError(f"layer {site.layer!r} was never called in a forward pass; pick a layer the model uses")
     if site.call_index is None and n_calls > 1:
         raise ValueError(f"layer {site.layer!r} is called {n_calls} times per forward; "
-                         f"pass call_index (0..{n_calls - 1} or negative)")
+                         f"pass call_index (0..{n_calls - 1} or negative; aprkit eval: --set transplant_call_index=1)")
     idx = 0 if site.call_index is None else site.call_index
     if not -n_calls <= idx < n_calls:
         raise ValueError(f"call_index {idx} out of range for layer {site.layer!r}, which is called {n_calls} times")

@@ -168,9 +168,10 @@ def check_channels_first(model: nn.Module, path: str, shape: tuple[int, ...], wh
     ``path``: the module of ``model`` around the site; of it and its ancestors, the innermost one with any
     convolution, norm or Linear layer decides (a parameter-free activation inside a ConvNeXt
     MLP is judged by that MLP). Channels-last: that module declares ``output_fmt`` NHWC (timm's patch embedding with
-    dynamic image sizes), or none of its convolution or batch-norm channel counts is ``shape[1]`` while one of its
+    dynamic image sizes), or none of its convolution, norm or Linear sizes is ``shape[1]`` while one of its
     Linear / LayerNorm feature sizes is ``shape[3]``. Read as ``(B, C, H, W)``, such a map would put the channels into
-    the Fourier transform (and the DC-only control would keep row means)."""
+    the Fourier transform (and the DC-only control would keep row means). A map whose ``shape[1]`` is a Linear size
+    too is channels-first: Linear layers acting on pooled channels (a squeeze-excite gate) size them so."""
     if len(shape) != 4:
         return
     chain = _enclosing_modules(model, path)
@@ -184,7 +185,7 @@ def check_channels_first(model: nn.Module, path: str, shape: tuple[int, ...], wh
         first, last = _channel_sizes(module)
         if first or last:
             break
-    if shape[3] in last and shape[1] not in first:
+    if shape[3] in last and shape[1] not in first and shape[1] not in last:
         raise ValueError(
             f"{where} holds channels-last activations of shape {tuple(shape)} (B, H, W, C): its Linear / LayerNorm "
             f"layers act on the last axis ({shape[3]} features) and no convolution has {shape[1]} channels. "

@@ -90,7 +90,7 @@ class Site:
             raise TypeError(f"layer must be a module name (str), got {type(self.layer).__name__}")
         if self.site not in ("input", "output"):
             raise ValueError(f"site must be 'input' or 'output', got {self.site!r}")
-        if self.call_index is not None and not isinstance(self.call_index, int):
+        if self.call_index is not None and (isinstance(self.call_index, bool) or not isinstance(self.call_index, int)):
             raise TypeError(f"call_index must be an int or None, got {type(self.call_index).__name__}")
 
     def _split(self) -> tuple[str, str | None]:
@@ -119,6 +119,9 @@ def resolve_module(model: nn.Module, name: str) -> tuple[str, nn.Module]:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(name, str):
+        raise TypeError(f"a layer is named by its module name (a str from model.named_modules(), e.g. 'layer2.1'), "
+                        f"got {type(name).__name__}")
     modules = dict(model.named_modules())
     for cand in (name, f"model.{name}" if name else "model"):
         if cand in modules and not (cand == "model" and name == ""):

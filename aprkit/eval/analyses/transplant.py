@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..._checks import check_positive_int
 from ...fourier import Dims
 from ...hidden import codes as C
 from ...hidden.attach import compiled_modules, token_layout
@@ -143,17 +144,7 @@ def _check_n_control(n_control: Any) -> int:
 def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw, batch_size, n_control, device,
                skip_front=False, prefix_tokens="receiver") -> list[dict]:
     """All rows (one per code) for one site: main transplant and controls."""
-    acts, idx = capture(model, images, site, batch_size, device)
-    path = site.module_path  # the module around the activation: the site's own, or its parent for a module's input
-    if site.site == "input" and site.op is None:
-        path = path.rsplit(".", 1)[0] if "." in path else ""
-    full, _ = resolve_module(model, path)
-    check_channels_first(model, full, tuple(acts.shape), f"layer {site.layer!r} {site.site}")
-    layout_kw = dict(layout_kw)
-    model_k = layout_kw.pop("model_prefix_tokens", None)
-    if model_k is not None and acts.ndim == 3:  # the model's prefix count, unless this output has none (patch_embed)
-        layout_kw["num_prefix_tokens"] = site_prefix_tokens(acts.shape[1], model_k, layout_kw["grid"])
-    g0, _, layout = to_grid(acts[:1], **layout_kw, name=f"layer {site.layer!r} {site.site}")
+    acts, idx, layout_kw, g0, layout = _site_activations(model, images, site, batch_size, device, layout_kw)
     a_idx, b_idx, order = pairs
     ctrl = order[:n_control]
 
@@ -255,6 +246,36 @@ def _site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw
     return out
 
 
+def _site_activations(model: nn.Module, images: torch.Tensor, site: Site, batch_size: int, device: torch.device,
+                      layout_kw: dict) -> tuple[torch.Tensor, int, dict, torch.Tensor, Any]:
+    """``site``'s activations of ``images`` checked for a transplant (a (B, C, H, W) map of at least 2x2, complex
+    or real, or a token sequence): the activations, their call index, the site's token layout options, the first
+    image's grid and its layout. Raises ``ValueError`` naming the site otherwise."""
+    acts, idx = capture(model, images, site, batch_size, device)
+    path = site.module_path  # the module around the activation: the site's own, or its parent for a module's input
+    if site.site == "input" and site.op is None:
+        path = path.rsplit(".", 1)[0] if "." in path else ""
+    full, _ = resolve_module(model, path)
+    check_channels_first(model, full, tuple(acts.shape), f"layer {site.layer!r} {site.site}")
+    layout_kw = dict(layout_kw)
+    model_k = layout_kw.pop("model_prefix_tokens", None)
+    if model_k is not None and acts.ndim == 3:  # the model's prefix count, unless this output has none (patch_embed)
+        layout_kw["num_prefix_tokens"] = site_prefix_tokens(acts.shape[1], model_k, layout_kw["grid"])
+    g0, _, layout = to_grid(acts[:1], **layout_kw, name=f"layer {site.layer!r} {site.site}")
+    return acts, idx, layout_kw, g0, layout
+
+
+def _site_problem(model: nn.Module, example: torch.Tensor, site: Site, device: torch.device,
+                  layout_kw: dict) -> str | None:
+    """Why ``site`` cannot be transplanted (checked on one image ``example``), or ``None``: a sweep checks every
+    site before the long computation starts."""
+    try:
+        _site_activations(model, example, site, 1, device, layout_kw)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
 def _functional_site(model: nn.Module, block: str, site: Site, example: torch.Tensor) -> Site:
     """The pre-activation site of ``block``'s functional activation (``site`` is ``"<block>:relu"``): the first of
     :data:`~aprkit.hidden.sites.FUNCTIONAL_OPS` that the block calls (GFNet's blocks call ``F.gelu``)."""
@@ -279,11 +300,14 @@ def _as_codes(code: str | Sequence[str]) -> list[str]:
 def _prepare(model, data, labels, n_pairs, generator, batch_size, max_images, num_prefix_tokens, grid):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    batch_size, n_pairs = check_positive_int(batch_size, "batch_size"), check_positive_int(n_pairs, "n_pairs")
     images, labels = load_data(data, labels, max_images)
     try:
         device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), images.dtype)
+    images = images.to(dtype)  # a half or double model takes its own precision (load_data gives float32)
     clean, logits = predict_intervened(model, images, batch_size, device)
     if labels is not None and int(labels.max()) >= logits.shape[1]:
         raise ValueError(f"labels go up to {int(labels.max())} but the model has {logits.shape[1]} outputs; "
@@ -357,6 +381,8 @@ def transplant_test(
 
     if isinstance(layers, str):
         layers = [layers]
+    if not layers:
+        raise ValueError("layers is empty; expected module names such as ['layer2.1'] (or layer_sweep for all blocks)")
     model, layers = _uncompiled(model, layers)
     codes = _as_codes(code)
     _check_prefix_tokens(prefix_tokens)
@@ -367,6 +393,10 @@ def transplant_test(
     with eval_mode(model):
         images, labels, device, clean, pairs, layout_kw, info = _prepare(
             model, data, labels, n_pairs, generator, batch_size, max_images, num_prefix_tokens, grid)
+        for s in sites:  # every site before the first one's long computation
+            problem = _site_problem(model, images[:1], s, device, layout_kw)
+            if problem is not None:
+                raise ValueError(problem)
         rows = []
         for depth, s in enumerate(tqdm(sites, disable=not progress, desc="transplant")):
             for row in _site_rows(model, images, labels, clean, pairs, s, codes, dims, layout_kw, batch_size, n_control,
@@ -395,9 +425,13 @@ def layer_sweep(
     """:func:`transplant_test` over the blocks (``layers="all"``, see :func:`aprkit.hidden.list_blocks`).
 
     ``site="output"`` is each block's output; with ``layers="all"``, ``site="input"`` is the input
-    of each block's last nonlinearity (its pre-activation; ``"<block>:relu"`` for functional ReLUs);
-    blocks with neither (GFNet, the phase-collapse net, whose outputs are complex) have the output site only.
-    Returns ``{"rows", "table" (Markdown), "figure" (path or None), ...}``; ``plot`` is a PNG path.
+    of each block's last nonlinearity (its pre-activation; ``"<block>:relu"`` or ``":gelu"`` for functional ones,
+    as in GFNet); blocks without one (the phase-collapse net, whose modulus is no activation) have the output site
+    only. Every site is checked on one image before the sweep computes: with ``layers="all"``, sites that cannot be
+    transplanted (no pre-activation, a map below 2x2 such as a 1x1 last stage, a channels-last map) are left out and
+    listed in ``"skipped"`` with the reason (an error when no site is left); a site named in ``layers`` that cannot
+    be transplanted is an error before anything is computed.
+    Returns ``{"rows", "skipped", "table" (Markdown), "figure" (path or None), ...}``; ``plot`` is a PNG path.
     ``cache`` (``get(key)``/``put(key, value)``) stores each finished site so a rerun resumes.
     Other keyword arguments are those of :func:`transplant_test`.
     """
@@ -414,6 +448,9 @@ def layer_sweep(
     if picked[-1] != len(blocks) - 1:
         picked.append(len(blocks) - 1)
     codes = _as_codes(codes)
+    sites = [sites] if isinstance(sites, str) else list(sites)
+    if not sites:
+        raise ValueError("sites is empty; expected 'output' and/or 'input'")
     call_index = kwargs.pop("call_index", None)
     progress = kwargs.pop("progress", False)
     opts: dict[str, Any] = {"dims": "hw", "batch_size": 256, "n_control": 512, "skip_front": False,
@@ -426,11 +463,16 @@ def layer_sweep(
     if kwargs:
         raise TypeError(f"layer_sweep got unexpected arguments {sorted(kwargs)}")
     targets: list[tuple[int, str, Site]] = []
+    skipped: list[dict[str, Any]] = []  # the default sweep's sites it cannot measure, and why
     for site in sites:
         for depth in picked:
             b = blocks[depth]
             if site == "input" and layers == "all":
-                t = last_activation_site(model, b)
+                try:
+                    t = last_activation_site(model, b)
+                except ValueError as err:  # a block without a nonlinearity (complex blocks): its output only
+                    skipped.append({"depth": depth, "block": b, "layer": b, "site": site, "reason": str(err)})
+                    continue
             else:
                 t = Site(b, site, call_index)  # type: ignore[arg-type]  # a str; Site checks it is "input"/"output"
             resolve_module(model, t.module_path)
@@ -439,9 +481,25 @@ def layer_sweep(
         images, labels, device, clean, pairs, layout_kw, info = _prepare(
             model, data, prep["labels"], n_pairs, prep["generator"], opts["batch_size"], prep["max_images"],
             prep["num_prefix_tokens"], prep["grid"])
-        for i, (depth, block, t) in enumerate(targets):  # a block without activation modules: its functional one
-            if t.site == "input" and t.op is not None and layers == "all":  # (a named "blk:relu" is kept as named)
-                targets[i] = (depth, block, _functional_site(model, block, t, images[:1].to(device)))
+        checked = []  # every site is checked before the first one's long computation
+        for depth, block, t in targets:
+            problem = None
+            if t.site == "input" and t.op is not None and layers == "all":  # a block without activation modules:
+                try:  # its functional one (a named "blk:relu" is kept as named)
+                    t = _functional_site(model, block, t, images[:1].to(device))
+                except ValueError as err:
+                    problem, t = str(err), Site(block, "input")  # (named by its block in "skipped")
+            problem = problem or _site_problem(model, images[:1], t, device, layout_kw)
+            if problem is None:
+                checked.append((depth, block, t))
+            elif layers != "all":  # sites the caller named: an error
+                raise ValueError(problem)
+            else:  # the default sweep: the sites it can measure, the others named
+                skipped.append({"depth": depth, "block": block, "layer": t.label(), "site": t.site, "reason": problem})
+        targets = checked
+        if not targets:
+            raise ValueError("no block of the sweep can be transplanted: "
+                             + "; ".join(f"{k['layer']}: {k['reason']}" for k in skipped[:3]))
         rows: list[dict] = []
         common = _sweep_key(model, images, labels, pairs, layout_kw, codes, opts) if cache is not None else ""
         for depth, block, t in tqdm(targets, disable=not progress, desc="layer sweep"):
@@ -456,7 +514,8 @@ def layer_sweep(
             rows += [{"depth": depth, "block": block, **{k: v for k, v in row.items() if k != "predictions"}}
                      for row in got["rows"]]
     figure = plot_sweep(rows, plot) if plot is not None else None
-    return {**info, "rows": rows, "table": sweep_markdown(rows), "figure": None if figure is None else str(figure)}
+    return {**info, "rows": rows, "skipped": skipped, "table": sweep_markdown(rows),
+            "figure": None if figure is None else str(figure)}
 
 
 #: the version of a sweep site's cached rows (``layer_sweep(cache=...)``)

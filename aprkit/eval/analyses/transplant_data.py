@@ -10,6 +10,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from ..._checks import _OVERSHOOT, check_positive_int
+
 __all__ = ["Data", "load_data", "read_folder"]
 
 Data = torch.Tensor | tuple | Iterable | torch.utils.data.Dataset
@@ -31,6 +33,8 @@ def load_data(
     ``(images, labels)`` pair, a dataset of ``(image, label)`` or an iterable of such batches.
 
     From a map-style dataset, ``max_images`` are taken evenly spaced over its length."""
+    if max_images is not None:
+        max_images = check_positive_int(max_images, "max_images")
     if isinstance(data, torch.Tensor):
         images = data
     elif isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor) and data[0].ndim == 4:
@@ -58,15 +62,23 @@ def load_data(
     if max_images is not None:
         images = images[:max_images]
         labels = labels[:max_images] if labels is not None else None
+    if images.shape[0] == 0:
+        raise ValueError("data is empty; expected at least two images")
     if images.dtype == torch.uint8:
         images = images.float() / 255
     elif not images.is_floating_point():
         raise TypeError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
+    elif images.numel() and float(images.detach().amax()) > 1.0 + _OVERSHOOT:
+        raise ValueError(f"images are float with values up to {float(images.amax()):.4g}: 0..255 floats? pass float "
+                         "images in [0, 1] (divide by 255) or uint8")
     if labels is not None:
         labels = torch.as_tensor(labels).long().reshape(-1)
         if labels.shape[0] != images.shape[0]:
             raise ValueError(f"labels must have one entry per image: {images.shape[0]} images, "
                              f"{labels.shape[0]} labels")
+        if labels.numel() and int(labels.min()) < 0:
+            raise ValueError(f"labels must be class indices >= 0, got {int(labels.min())} (unlabelled images: pass "
+                             "the images alone)")
     return images, labels
 
 

@@ -46,6 +46,9 @@ class TransplantOptions(LimitOption):
     transplant_sites: list[Literal["output", "input"]] = ["output", "input"]
     """a block's output, and/or (with ``transplant_layers="all"``) the input of its last nonlinearity, the
     pre-activation (with named layers: the input of the named module itself)"""
+    transplant_call_index: int | None = None
+    """which call of a named layer that runs several times per forward (a module reused in a block, e.g. torchvision
+    ResNets' shared ``relu``; ``layer2.1:relu`` for a functional one): 0-based, negative counts from the end"""
     transplant_every: int = Field(default=1, ge=1)
     """sweep every k-th block (the last one is always included)"""
     transplant_n_pairs: int | None = Field(default=None, ge=1)
@@ -74,6 +77,7 @@ class TransplantResult(_Note):
 
     rows: list[dict[str, Any]]  # one per (layer, site, code): follow_donor, follow_magnitude, neither, controls, flags
     table: str  # Markdown table of the rows
+    skipped: list[dict[str, Any]]  # sites of the default sweep that cannot be transplanted: layer, site, reason
     clean_accuracy: float | None  # of the loaded images (None without labels)
     config: dict[str, Any]  # n_images, n_pairs, num_outputs
 
@@ -120,7 +124,7 @@ class TransplantSuite(Suite[TransplantOptions]):
                     progress=ctx.progress, **o,
                 )
             except NoDisagreeingPairs as err:  # e.g. a barely trained model: the report says why nothing was measured
-                return {"rows": [], "table": "", "clean_accuracy": None,
+                return {"rows": [], "skipped": [], "table": "", "clean_accuracy": None,
                         "config": {"n_images": int(images.shape[0]), "n_pairs": 0}, "note": f"not measured: {err}"}
             res.pop("figure", None)
             res["config"] = {k: res.pop(k) for k in ("n_images", "n_pairs", "num_outputs") if k in res}
@@ -162,6 +166,12 @@ class TransplantSuite(Suite[TransplantOptions]):
                 blocks.append(Paragraph(res["note"]))
                 continue
             blocks.append(sweep_table(res.get("rows", [])))
+            skipped = res.get("skipped") or []
+            if skipped:
+                shown = "; ".join(f"{k['layer']} ({k['reason'].split(';')[0]})" for k in skipped[:4])
+                more = f"; and {len(skipped) - 4} more (results.json lists them)" if len(skipped) > 4 else ""
+                blocks.append(Paragraph(f"Left out of the sweep ({len(skipped)} sites cannot be transplanted): "
+                                        f"{shown}{more}."))
             if res.get("rows"):
                 png = plot_sweep(res["rows"], Path(fig_dir) / f"transplant_{file_stem(model_id)}.png", title=model_id)
                 blocks.append(Figure(png, f"{model_id}: transplant rates against block depth"))
