@@ -64,7 +64,8 @@ FINDINGS = {
 #: (model, site) -> the paper's finding on the DC-only control at the last block
 DC_FINDINGS = {("resnet20", "output"): "DC-only readout (keeps the prediction)",
                ("resnet56", "output"): "DC-only readout (keeps the prediction)"}
-#: models whose blocks have no activation module or functional ReLU (no pre-activation site)
+#: models swept at their block outputs only: the phase-collapse net has no pre-activation site; GFNet (F.gelu) has one,
+#: which this study does not sweep
 OUTPUT_ONLY = ("gfnet_cifar", "phase_collapse")
 #: models whose block outputs are tokens with a class token: swept again with the class token taking the donor's
 #: sign (``transplant_prefix_tokens="sign"``), as the model id ``<name>-cls-sign``; by default it is the magnitude
