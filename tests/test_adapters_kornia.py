@@ -182,3 +182,28 @@ def test_module_apply_fn_reaches_the_core(cls, images_f32):
     assert net.apply(seen.append) is net
     assert all(any(m is want for m in seen) for want in (aug, aug.core, conv, net))
     assert torch.equal(aug(images_f32, params=aug._params), out)
+
+
+class _Gated(torch.utils.data.Dataset):
+    """Kornia's apply/skip draw of the first call in each DataLoader worker, with the worker's id."""
+
+    def __init__(self, aug) -> None:
+        self.aug = aug
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int):
+        self.aug(torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0)))
+        return self.aug._params["batch_prob"].clone(), torch.utils.data.get_worker_info().id
+
+
+@pytest.mark.parametrize("cls", [RandomAPRSingle, RandomAPRPair])
+def test_seeded_gate_draws_differ_between_workers_from_the_first_call(cls):
+    """Kornia's apply/skip draw comes from the seeded core generator, re-seeded per worker before that first draw
+    (it drew the same gate in every worker on the first call)."""
+    loader = torch.utils.data.DataLoader(_Gated(cls(seed=0, p=0.5)), batch_size=None, num_workers=2,
+                                         multiprocessing_context="fork",
+                                         generator=torch.Generator().manual_seed(0))
+    gates = {int(w): g for g, w in loader}
+    assert set(gates) == {0, 1} and not torch.equal(gates[0], gates[1])

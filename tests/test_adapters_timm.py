@@ -162,3 +162,27 @@ def test_timm_loader_with_prefetcher():
         sizes.append(n)
         start += n
     assert sizes == [3, 2]
+
+
+def test_infinite_pixels_are_named_as_such_and_numpy_counts_are_taken(images_f32):
+    """An inf pixel is 'NaN or infinite' (it read as a normalised batch); NumPy integers are class counts."""
+    x = images_f32[:4].clone()
+    x[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        APRMixup(num_classes=10)(x, torch.arange(4))
+    assert APRMixup(num_classes=np.int64(10)).num_classes == 10
+
+
+def test_read_only_numpy_images_take_no_torch_warning():
+    """A read-only array (a view of another array or of a PIL image) is copied before torch reads it."""
+    import warnings
+
+    from aprkit.augment import APRSingle
+
+    for arr in (np.random.default_rng(0).random((8, 8, 3), dtype=np.float32),
+                np.random.default_rng(0).integers(0, 256, (8, 8, 4), dtype=np.uint8)):
+        arr.setflags(write=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out = APRSingle(p=1.0, seed=0)(arr)
+        assert out.shape == arr.shape and out.dtype == arr.dtype

@@ -285,7 +285,7 @@ class APRSingle:
             return np.array(self._apply_pil(Image.fromarray(arr), params))
         if arr.dtype not in (np.uint8, np.float32, np.float64):
             raise TypeError(f"numpy image must have dtype uint8, float32 or float64, got {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = torch.from_numpy(np.require(arr, requirements=("C", "W")))  # copied only if strided or read-only
         chw = t.unsqueeze(0) if arr.ndim == 2 else t.permute(2, 0, 1)
         out = self.apply(chw, params)
         return (out[0] if arr.ndim == 2 else out.permute(1, 2, 0)).numpy()

@@ -23,6 +23,7 @@ from kornia.augmentation import GeometricAugmentationBase2D, IntensityAugmentati
 from kornia.constants import Resample
 
 from ..._checks import check_probability
+from ..._generators import worker_generator
 from ...fourier import Dims
 from ..ops import warp_pixels
 from ..pair import APRPair
@@ -80,7 +81,9 @@ class _SeededGate:
                                  same_on_batch: bool) -> torch.Tensor:
         if self.core.generator is None:  # kornia's own draws from the global RNG
             return super().__batch_prob_generator__(batch_shape, p, p_batch, same_on_batch)  # type: ignore[misc]
-        return _gate(self.core.generator, batch_shape, p, p_batch, same_on_batch)
+        # re-seeded per DataLoader worker before this first draw of a call, as the core's own draws are
+        gen = worker_generator(self.core.generator, self.core._base_seed)
+        return _gate(gen, batch_shape, p, p_batch, same_on_batch)  # type: ignore[arg-type]
 
 
 class RandomAPRSingle(_SeededGate, GeometricAugmentationBase2D):

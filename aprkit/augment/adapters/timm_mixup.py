@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -140,6 +141,8 @@ class APRMixup:
                 raise TypeError(f"input must be a normalised float batch when mean/std are given, got {x.dtype}")
         elif x.dtype.is_floating_point:
             low, high = (float(v) for v in torch.aminmax(x.detach()))
+            if not (math.isfinite(low) and math.isfinite(high)):  # (NaN reaches the pair's check; inf stops here)
+                raise ValueError("input contains NaN or infinite values; expected finite pixel values")
             if low < -_UNIT_SLACK or high > 1 + _UNIT_SLACK:
                 raise ValueError(f"input values lie in [{low:.3g}, {high:.3g}], not in [0, 1]: a normalised batch "
                                  f"(timm's loaders normalise)? pass the loader's mean= and std= "

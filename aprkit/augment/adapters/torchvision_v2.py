@@ -29,7 +29,9 @@ class APRSingleV2(v2.Transform):
     Transforms PIL images, ``tv_tensors.Image``, plain tensors ``(..., C, H, W)`` (leading dims are
     independent images) and ``tv_tensors.Video`` ``(..., T, C, H, W)`` (the frames of one video share
     their draws, as ``v2.AugMix`` shares its ops and weights across frames); uint8 or float in [0, 1] (a
-    channels-last tensor raises ``ValueError``).
+    channels-last tensor raises ``ValueError``). One uint8 image (PIL, or a CPU tensor ``(C, H, W)`` of 1 or 3
+    channels) takes :class:`~aprkit.augment.APRSingle`'s PIL path, a batch the torch path: with the same draws the
+    two agree to about half a grey level per image on average (float images: exactly).
     Samples holding boxes, masks or keypoints (:data:`ANNOTATION_TYPES`) are rejected with a
     ``TypeError``, as ``v2.AugMix`` rejects them: the geometric ops would move the image but not them.
     Other inputs (labels, strings, ...) pass through untouched. ``seed=``: see
