@@ -364,3 +364,37 @@ def test_auroc_se_edge_cases() -> None:
     small = M.auroc_se(torch.randn(90, generator=g) + 1, torch.randn(90, generator=g))
     large = M.auroc_se(torch.randn(9000, generator=g) + 1, torch.randn(9000, generator=g))
     assert 0.07 < large / small < 0.14
+
+
+def test_oracle_review_nll_is_the_cross_entropy_and_bfloat16_and_edge_keys():
+    """NLL is not capped (a 1e-12 floor capped each sample at 27.6): the suites' cells take the exact
+    cross-entropy of the logits; a bfloat16 softmax passes the probability check; energy is float64 (no float32
+    ties at a high temperature); FPR keys keep the percent's digits; 1-D empty outputs and corruption names in
+    any spelling are handled."""
+    import torch.nn.functional as F
+
+    from aprkit.eval import metrics as M
+    from aprkit.eval.metrics import ood_scores as S
+    from aprkit.eval.suites.corruption import cell_summary
+
+    lg, y = torch.tensor([[40.0, 0.0, 0.0], [0.0, 2.0, 1.0]]), torch.tensor([1, 1])
+    want = float(F.cross_entropy(lg.double(), y))
+    assert cell_summary(lg, y)["nll"] == pytest.approx(want, rel=1e-12)
+    assert M.nll_from_logits(lg, y) == pytest.approx(want, rel=1e-12)
+    assert M.nll(torch.softmax(lg.double(), 1), y) == pytest.approx(want, rel=1e-12)
+    assert M.nll(torch.tensor([[1.0, 0.0]]), torch.tensor([1])) == pytest.approx(708.396, abs=1e-3)
+    labels = torch.randint(0, 10, (500,), generator=torch.Generator().manual_seed(0))
+    bf = torch.softmax(torch.randn(500, 10, generator=torch.Generator().manual_seed(1)).bfloat16(), 1)
+    assert 0 <= M.expected_calibration_error(bf, labels) <= 1
+    z = torch.randn(2000, 10, generator=torch.Generator().manual_seed(2))
+    e = S.energy(z, temperature=1000.0)
+    assert e.dtype == torch.float64 and e.unique().numel() == 2000
+    with pytest.raises(ValueError, match="finite number > 0"):
+        S.energy(z, temperature=float("inf"))
+    keys = M.ood_metrics(torch.rand(50), torch.rand(50), tpr=0.999)
+    assert "fpr@99.9" in keys and "fpr@95" in M.ood_metrics(torch.rand(50), torch.rand(50))
+    with pytest.raises(ValueError, match="outputs is empty"):
+        M.accuracy(torch.zeros(0, dtype=torch.long), [])
+    errs = {c: [0.1] * 5 for c in M.CORRUPTIONS}
+    spelled = tuple(c.replace("_", " ").title() for c in M.CORRUPTIONS)
+    assert M.mean_corruption_error(errs, corruptions=spelled) == pytest.approx(0.1)

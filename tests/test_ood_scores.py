@@ -26,8 +26,8 @@ def test_logit_scores_hand_computed() -> None:
     assert torch.allclose(S.max_logit(z), torch.tensor([3.0, 0.0]))
     e = torch.exp(torch.tensor([1.0, 2.0, 3.0]))
     assert torch.allclose(S.msp(z), torch.tensor([float(e[2] / e.sum()), 1 / 3], dtype=torch.float64))
-    assert torch.allclose(S.energy(z), torch.tensor([math.log(float(e.sum())), math.log(3.0)]))
-    assert torch.allclose(S.energy(z, temperature=2.0), 2 * torch.logsumexp(z / 2, 1))
+    assert torch.allclose(S.energy(z), torch.tensor([math.log(float(e.sum())), math.log(3.0)], dtype=torch.float64))
+    assert torch.allclose(S.energy(z, temperature=2.0), 2 * torch.logsumexp(z.double() / 2, 1))
     assert torch.allclose(S.msp(z, temperature=1000.0)[1], torch.tensor(1 / 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="NaN"):
         S.msp(torch.tensor([[float("nan"), 1.0]]))

@@ -37,7 +37,8 @@ def _float(x: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def check_probs(probs: Any, name: str = "probs", *, atol: float = PROB_ATOL) -> torch.Tensor:
-    """Validate class probabilities ``(N, K)``: finite, in [0, 1], rows summing to 1; return float32/64."""
+    """Validate class probabilities ``(N, K)``: finite, in [0, 1], rows summing to 1 (within ``atol``, or the
+    dtype's machine epsilon where that is larger: bfloat16); return float32/64."""
     p = as_tensor(probs, name)
     if p.ndim != 2:
         raise ValueError(f"{name} must have shape (N, K) (one probability vector per sample), "
@@ -46,6 +47,7 @@ def check_probs(probs: Any, name: str = "probs", *, atol: float = PROB_ATOL) -> 
         raise ValueError(f"{name} is empty (shape {tuple(p.shape)}); expected at least one sample and one class")
     if not p.is_floating_point():
         raise TypeError(f"{name} must be floating point probabilities, got dtype {p.dtype}")
+    atol = max(atol, float(torch.finfo(p.dtype).eps))  # a bfloat16 softmax's rows sum to 1 within its 2**-7 only
     p = _float(p, name)
     if not bool(torch.isfinite(p).all()):
         raise ValueError(f"{name} contains NaN or infinite values")

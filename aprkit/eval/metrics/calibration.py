@@ -1,9 +1,9 @@
 """Calibration metrics: ECE, RMS calibration error, NLL, Brier score and reliability-diagram data.
 
-All functions take ``probs`` of shape ``(N, K)`` (rows sum to 1; pass ``softmax(logits)``) and integer
-``labels`` of shape ``(N,)`` as tensors or arrays, compute on the device of ``probs`` and return Python
-floats. Confidence is the top-label probability ``probs.max(1)``; a sample is correct when its arg-max
-equals its label.
+All functions but :func:`nll_from_logits` take ``probs`` of shape ``(N, K)`` (rows sum to 1; pass
+``softmax(logits)``) and integer ``labels`` of shape ``(N,)`` as tensors or arrays, compute on the device of
+``probs`` and return Python floats. Confidence is the top-label probability ``probs.max(1)``; a sample is
+correct when its arg-max equals its label.
 
 Binning conventions
 - ECE uses ``n_bins`` equal-width bins ``[i/n, (i+1)/n)``, the last one closed at 1, weighted by the fraction of
@@ -39,6 +39,7 @@ __all__ = [
     "ece_from_bins",
     "rms_from_confidences",
     "nll_from_picked",
+    "nll_from_logits",
     "brier_from_picked",
 ]
 
@@ -133,9 +134,21 @@ def rms_calibration_error(probs: Any, labels: Any, bin_size: int = 100) -> float
     return rms_from_confidences(conf, correct, bin_size)
 
 
-def nll_from_picked(picked: torch.Tensor, eps: float = 1e-12) -> float:
+#: the smallest probability :func:`nll` takes the log of: float64's smallest normal number (-log: 708.4). A
+#: probability of exactly 0 (a float32 softmax underflows at logit gaps above about 104) counts with that value
+_NLL_FLOOR = float(torch.finfo(torch.float64).tiny)
+
+
+def nll_from_picked(picked: torch.Tensor, eps: float | None = None) -> float:
     """NLL from the probabilities of the true labels ``picked`` ``(N,)`` (unchecked; see :func:`nll`)."""
-    return float(-picked.to(torch.float64).clamp_min(eps).log().mean())
+    return float(-picked.to(torch.float64).clamp_min(_NLL_FLOOR if eps is None else eps).log().mean())
+
+
+def nll_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The exact mean NLL (cross-entropy) from logits ``(N, K)`` and labels ``(N,)`` (unchecked): the float64
+    log-softmax, with no probability floor (what :func:`nll` of ``softmax(logits)`` approximates)."""
+    logp = torch.log_softmax(logits.to(torch.float64), dim=1)
+    return float(-logp.gather(1, labels.reshape(-1, 1).to(logp.device)).mean())
 
 
 def brier_from_picked(probs: torch.Tensor, picked: torch.Tensor) -> float:
@@ -155,8 +168,11 @@ def _picked(probs: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return p, p.gather(1, y[:, None]).squeeze(1)
 
 
-def nll(probs: Any, labels: Any, eps: float = 1e-12) -> float:
-    """Mean negative log-likelihood ``-mean_i log p_i[y_i]`` (probabilities clamped at ``eps``)."""
+def nll(probs: Any, labels: Any, eps: float | None = None) -> float:
+    """Mean negative log-likelihood ``-mean_i log p_i[y_i]``. Probabilities are clamped at ``eps`` (default: the
+    smallest normal float64, so a probability of exactly 0 counts 708.4; a fixed 1e-12 capped every sample at
+    27.6 and read low for confidently wrong models). From logits, the suites use the exact
+    :func:`nll_from_logits`."""
     return nll_from_picked(_picked(probs, labels)[1], eps)
 
 

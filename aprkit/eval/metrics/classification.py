@@ -27,6 +27,8 @@ def topk_correct(outputs: Any, labels: Any, ks: tuple[int, ...] = (1,)) -> torch
     (``argmax``'s rule). Raises on NaN scores or label mismatch.
     """
     out = as_tensor(outputs, "outputs")
+    if out.ndim in (1, 2) and out.shape[0] == 0:
+        raise ValueError("outputs is empty; expected at least one sample")
     if out.ndim == 1:
         if any(k != 1 for k in ks):
             raise ValueError("outputs of shape (N,) are predicted labels; only top-1 accuracy is defined for them")
@@ -37,8 +39,6 @@ def topk_correct(outputs: Any, labels: Any, ks: tuple[int, ...] = (1,)) -> torch
         return (out.long() == y).sum().reshape(1).repeat(len(ks))
     if out.ndim != 2:
         raise ValueError(f"outputs must be scores (N, K) or predicted labels (N,), got shape {tuple(out.shape)}")
-    if out.shape[0] == 0:
-        raise ValueError("outputs is empty; expected at least one sample")
     if out.is_floating_point() and not bool(torch.isfinite(out).all()):
         raise ValueError("outputs contain NaN or infinite values (check the model's logits)")
     y = check_labels_for(labels, out.shape[0], out.shape[1], device=out.device)

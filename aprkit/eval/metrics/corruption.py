@@ -122,7 +122,7 @@ def _errors_table(
             raise ValueError(f"{name} names corruption {c!r} twice")
         table[c] = _error_value(value, f"{name}[{key!r}]")
     if required is not None:
-        missing = [c for c in required if c not in table]
+        missing = [c for c in (canonical_corruption(r) for r in required) if c not in table]
         if missing:
             raise ValueError(f"{name} lacks {len(missing)} of the {len(required)} benchmark corruptions: "
                              f"{', '.join(missing)}")
@@ -193,7 +193,7 @@ def mean_corruption_error(errors: Mapping[str, Any], corruptions: tuple[str, ...
     averages whatever is given. A single error per corruption counts as its severity mean.
     """
     table = _errors_table(errors, required=corruptions)
-    keys = corruptions if corruptions is not None else tuple(table)
+    keys = tuple(canonical_corruption(c) for c in corruptions) if corruptions is not None else tuple(table)
     if not keys:
         raise ValueError("errors is empty")
     return sum(float(table[c].mean()) for c in keys) / len(keys)

@@ -128,7 +128,7 @@ def fpr_at_tpr(scores_in: Any, scores_out: Any, tpr: float = 0.95) -> float:
 
 def ood_metrics(scores_in: Any, scores_out: Any, tpr: float = 0.95) -> dict[str, float]:
     """All four metrics and AUROC's standard error at once: ``{"auroc", "auroc_se", "aupr_in", "aupr_out",
-    "fpr@95"}`` (key follows ``tpr``)."""
+    "fpr@95"}`` (the key follows ``tpr``: ``fpr@99.9`` for 0.999)."""
     s_in, s_out = _pair(scores_in, scores_out)
     ranks = _joint_ranks(s_in, s_out)  # one sort for both
     return {
@@ -136,5 +136,10 @@ def ood_metrics(scores_in: Any, scores_out: Any, tpr: float = 0.95) -> dict[str,
         "auroc_se": _auroc_se(s_in, s_out, ranks),
         "aupr_in": _average_precision(s_in, s_out),
         "aupr_out": _average_precision(-s_out, -s_in),
-        f"fpr@{round(tpr * 100):d}": fpr_at_tpr(s_in, s_out, tpr),
+        f"fpr@{_percent(tpr)}": fpr_at_tpr(s_in, s_out, tpr),
     }
+
+
+def _percent(tpr: float) -> str:
+    """``tpr`` as the percent in the FPR key: ``95``, ``99.9``, ``92.5`` (rounding merged 0.999 into ``fpr@100``)."""
+    return f"{float(tpr) * 100:.6g}"

@@ -36,8 +36,9 @@ __all__ = ["CorruptionSuite", "CorruptionOptions", "CorruptionResult", "evaluate
            "cell_summary", "MEAN_CELL_ERROR"]
 
 #: what a cached cell's values mean: 2 since the RMS calibration error gives tied confidences their group's mean
-#: correctness (cells of version 1 kept the order-dependent value)
-CELL_VERSION = 2
+#: correctness (cells of version 1 kept the order-dependent value); 3: the NLL is the exact cross-entropy of the
+#: logits (it clamped probabilities at 1e-12, capping each sample at 27.6)
+CELL_VERSION = 3
 #: the label of the plain mean error over the cells run (reported instead of mCE when they are not the full grid)
 MEAN_CELL_ERROR = "mean error over the evaluated corruption cells"
 
@@ -69,7 +70,7 @@ def cell_summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -
         "n": int(labels.shape[0]),
         "accuracy": acc,
         "error": 1.0 - acc,
-        "nll": M.nll_from_picked(picked),
+        "nll": M.nll_from_logits(logits, y),
         "brier": M.brier_from_picked(probs, picked),
         "ece": reliability["ece"],
         "rms": M.rms_from_confidences(conf, correct),

@@ -296,9 +296,9 @@ class OODSuite(Suite[OODOptions]):
                 return compute_scores(ctx, ds, wanted, state.get("scorers", {}), lim, f"ood {name}", opts,
                                       labelled=labelled)
 
-            def lookup() -> dict[str, list[float]]:
+            def lookup() -> dict[str, list[float]]:  # v5: energy in float64 (float32 tied scores at high T)
                 return cached(ctx, "ood-scores", ds_id, compute, scores=wanted, set_limit=lim, labelled=labelled,
-                              v=4, **odin_opts, **fit_opts())
+                              v=5, **odin_opts, **fit_opts())
 
             try:
                 return lookup()
