@@ -266,11 +266,18 @@ def restore_dtype(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def nearest_names(name: str, valid: Sequence[str], n: int = 3) -> str:
-    """A ``did you mean`` fragment for error messages (empty when nothing is close)."""
+    """A ``did you mean`` fragment for error messages (empty when nothing is close); case and ``-``/``_`` do not
+    count against a match (``APR_SP`` -> ``'apr_sp'``)."""
     import difflib
 
-    close = difflib.get_close_matches(name, list(valid), n=n, cutoff=0.5)
-    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    def fold(text: str) -> str:
+        return str(text).lower().replace("-", "_")
+
+    by_fold: dict[str, str] = {}
+    for v in valid:
+        by_fold.setdefault(fold(v), v)
+    close = difflib.get_close_matches(fold(name), list(by_fold), n=n, cutoff=0.5)
+    return f" (did you mean {', '.join(repr(by_fold[c]) for c in close)}?)" if close else ""
 
 
 def describe_value(x: object) -> str:

@@ -42,13 +42,29 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        cause = _os_cause(err) if isinstance(err, Exception) else None  # (not an interrupt)
+        if cause is not None and (cause is not err or not err.filename):  # the file it was writing, named
+            raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from err
         raise
     return path
+
+
+def _os_cause(err: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``err`` (itself, or the one a writer such as ``torch.save`` turned into a
+    ``RuntimeError``: a full disk read "unexpected pos 552576 vs 552464"), or ``None``."""
+    seen: BaseException | None = err
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def remove_temporaries(folder: str | os.PathLike[str], names: Iterable[str]) -> list[Path]:

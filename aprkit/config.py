@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections.abc
 import copy
+import math
 import os
 import re
 import types
@@ -65,9 +66,12 @@ def expand_env(value: Any) -> Any:
 
 
 def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep merge: mappings merge key by key, anything else in ``over`` replaces ``base``."""
+    """Deep merge: mappings merge key by key, anything else in ``over`` replaces ``base``; an empty section
+    (``None`` over a mapping: ``data:`` with every line commented out) keeps the base's mapping."""
     out = copy.deepcopy(dict(base))
     for key, value in over.items():
+        if value is None and isinstance(out.get(key), Mapping):
+            continue
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
             out[key] = merge(out[key], value)
         else:
@@ -211,6 +215,9 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
             if not isinstance(nxt, dict):
                 raise ValueError(f"override {item!r}: {p!r} is not a section (it holds {nxt!r})")
             node = nxt
+        if value is None and len(parts) == 1 and isinstance(node.get(parts[-1]), Mapping):  # a whole section
+            raise ValueError(f"override {item!r} would empty the section {parts[0]!r}; set its keys instead "
+                             f"({parts[0]}.KEY=VALUE)")
         node[parts[-1]] = value
     return out
 
@@ -241,10 +248,23 @@ def describe_type(tp: Any) -> str:
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
+def _scalar(text: str) -> Any:
+    """``text`` read as a YAML scalar (``"3"`` -> 3, ``"false"`` -> False), else ``text`` itself: values that
+    environment variables expand into (``epochs: ${EPOCHS:-2}``) or that were quoted."""
+    import yaml
+
+    try:
+        value = _yaml_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (bool, int, float)) else text
+
+
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` (from YAML or an override) to the annotation ``tp`` or raise naming ``key``.
 
-    ``int`` accepts whole floats, ``float`` accepts ints, a scalar becomes a one-element list; classes
+    ``int`` accepts whole floats, ``float`` accepts ints, numbers and booleans accept text that YAML reads as one
+    (what ``${VAR}`` expands to), a scalar becomes a one-element list; classes
     (``torch.device``, ``Path``, ...) accept their instances; ``Any`` accepts everything.
     """
     origin = typing.get_origin(tp)
@@ -281,12 +301,15 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise TypeError(f"config key {key!r} must be a mapping (key: value), got {value!r}")
         return dict(value)
+    if tp in (bool, int, float) and isinstance(value, str):  # "${EPOCHS:-2}" expands to text: read it as YAML
+        value = _scalar(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
         raise TypeError(f"config key {key!r} must be a bool (true/false), got {value!r}")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or int(value) != value:
             raise TypeError(f"config key {key!r} must be an int, got {value!r}")
         return int(value)
     if tp is float:

@@ -161,3 +161,73 @@ def test_edge_values_that_stay_valid():
     cfg = load_config(None, ["optim.milestones=[1]", "data.test_resize=1", "data.max_memory_mb=0",
                              f"train.seed={2**63 - 1}", "train.checkpoint_every_steps=0", "optim.milestones=[]"])
     assert cfg.train.seed == 2**63 - 1 and cfg.train.checkpoint_every_steps == 0 and cfg.optim.milestones == []
+
+
+def test_tester_round_empty_sections_environment_numbers_and_suggestions(tmp_path, monkeypatch):
+    """An empty section in a child (every line commented out) keeps the base's values instead of resetting the
+    section to the defaults; ${VAR} in a number or bool key is read as YAML; --set SECTION=null is refused; inf
+    and NaN in an int key are named; suggestions ignore case; the train help lists the registry's methods."""
+    base = _write(tmp_path, "base.yaml", "data: {dataset: 'synthetic:64', limit: 32}\noptim: {lr: 0.05}\n")
+    child = _write(tmp_path, "child.yaml", f"base: {base.name}\ndata:\n#  limit: 256\noptim:\n")
+    cfg = load_config(child)
+    assert cfg.data.dataset == "synthetic:64" and cfg.data.limit == 32 and cfg.optim.lr == 0.05
+    monkeypatch.setenv("EPOCHS", "3")
+    monkeypatch.delenv("PROGRESS", raising=False)
+    env = _write(tmp_path, "env.yaml", "optim:\n  epochs: ${EPOCHS:-2}\n  lr: '${LR:-0.2}'\n"
+                                       "train:\n  progress: ${PROGRESS:-false}\n")
+    cfg = load_config(env)
+    assert (cfg.optim.epochs, cfg.optim.lr, cfg.train.progress) == (3, 0.2, False)
+    with pytest.raises(ValueError, match="would empty the section 'optim'"):
+        load_config(base, ["optim=null"])
+    for bad in (".inf", ".nan"):
+        with pytest.raises(TypeError, match="config key 'optim.epochs' must be an int"):
+            load_config(None, [f"optim.epochs={bad}"])
+    with pytest.raises(ValueError, match="did you mean 'apr_sp'"):
+        load_config(None, ["aug.method=APR_SP"])
+
+    import argparse
+
+    from aprkit.cli.train import add_parser
+    from aprkit.train.config import METHODS
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    text = add_parser(sub).format_help()
+    assert all(m in " ".join(text.split()) for m in METHODS)
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch):
+    """torch.save turns a full disk into 'unexpected pos ...' (a RuntimeError); the atomic writer raises the
+    OSError behind it, naming the file, and leaves no temporary file."""
+    import errno
+    import os
+
+    import torch
+
+    from aprkit._io import atomic_torch_save
+
+    real = os.fdopen
+
+    class Full:
+        def __init__(self, fh) -> None:
+            self.fh, self.n = fh, 0
+
+        def write(self, b) -> int:
+            self.n += len(b)
+            if self.n > 1000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.fh.write(b)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.fh.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: Full(real(fd, mode)))
+    with pytest.raises(OSError, match="No space left on device") as info:
+        atomic_torch_save({"w": torch.zeros(10_000)}, tmp_path / "last.pt")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "last.pt")
+    assert list(tmp_path.iterdir()) == []

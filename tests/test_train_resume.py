@@ -220,6 +220,7 @@ def test_config_yaml_of_a_resumed_run_that_only_went_further_reruns_it(tmp_path)
     fit(cfg, ["train.max_steps=7"], out=part, datasets=(ds, test))
     assert yaml.safe_load((part / "config.yaml").read_text())["train"]["max_steps"] == 7
     resumed = fit(cfg, out=part, resume=True, datasets=(ds, test))
+    assert yaml.safe_load((part / "config.yaml").read_text())["train"]["resume"] is False  # a rerun, not a resume
     again = fit(load_config(part / "config.yaml"), out=tmp_path / "again", resume=False, datasets=(ds, test))
     assert same_weights(resumed["model"], again["model"])
     short = tmp_path / "short"  # a resume that trains nothing more keeps the config that reached its step
@@ -276,3 +277,18 @@ def test_a_stops_evaluation_is_not_counted_as_training_time(tmp_path, monkeypatc
     fit(train_config(), ["train.max_steps=7"], out=tmp_path, datasets=(ds, test))
     state = torch.load(tmp_path / "last.pt", weights_only=False)
     assert state["epoch_time_s"] < 0.9
+
+
+def test_resuming_a_finished_run_with_other_settings_says_nothing_changes(tmp_path, capsys):
+    """A finished run resumed with another lr trains nothing: a note says the change takes no effect (the warning
+    said it went on with the new values, recorded in config_changes, which stayed empty)."""
+    ds, test = Images(40), Images(16, seed=5)
+    cfg = train_config()
+    done = tmp_path / "done"
+    fit(cfg, out=done, datasets=(ds, test))
+    before = (done / "model.pt").read_bytes()
+    capsys.readouterr()
+    fit(cfg, ["optim.lr=0.3"], out=done, resume=True, datasets=(ds, test))
+    err = capsys.readouterr().err
+    assert "the run is finished" in err and "goes on with the new values" not in err
+    assert (done / "model.pt").read_bytes() == before

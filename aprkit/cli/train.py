@@ -19,10 +19,14 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..train.config import METHODS
+
+    methods = ", ".join(METHODS)
     p = subparsers.add_parser(
         "train",
-        help="train a classifier (standard, APR-P, APR-S, APR-SP, AugMix+JSD) from a YAML config",
-        description="Train a classifier from YAML config(s); later files and --set overrides win.",
+        help=f"train a classifier from a YAML config (aug.method: {methods})",
+        description=f"Train a classifier from YAML config(s); later files and --set overrides win. Training methods "
+                    f"(aug.method): {methods}.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1] if __doc__ else None,
     )

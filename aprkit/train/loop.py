@@ -289,6 +289,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         # a partial row (a max_steps stop inside an epoch) is replaced when training goes on; a run resumed at its
         # max_steps trains nothing more and keeps it
         at_max = tr.max_steps is not None and step >= tr.max_steps
+        finished = at_max or (epoch >= o.epochs and start_batch == 0)  # nothing left to train
         history = [r for r in state["history"] if at_max or not r.get("partial")]
         if info.rank == 0:  # the saved sums are over every rank's share of the epoch so far: counted once
             accum.copy_(state["accum"].to(dev))
@@ -308,12 +309,16 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
                 print(f"warning: {ckpt_path} was trained by recipe version {saved_recipe}, this aprkit trains "
                       f"version {recipe} (aprkit.train.config.RECIPE_VERSION says what changed); the resumed "
                       "run will not match an uninterrupted one", file=sys.stderr)
-            if changed:
+            if changed and finished:
+                print(f"note: the config differs from the checkpoint's in {', '.join(changed)}, but the run is "
+                      f"finished (epoch {epoch} of {o.epochs}{', at train.max_steps' if at_max else ''}): nothing "
+                      "is trained and the changes take no effect", file=sys.stderr)
+            elif changed:
                 print(f"warning: the config differs from the checkpoint's in {', '.join(changed)}; the resumed run "
                       "goes on with the new values (recorded in model.pt's config_changes) and will not match an "
                       "uninterrupted one", file=sys.stderr)
         config_changes = list(state.get("config_changes") or [])
-        if changed:
+        if changed and not finished:
             config_changes.append({"global_step": step, "keys": changed, "before": state["config"]})
     elif tr.resume and main and tr.progress:
         print(f"no checkpoint at {ckpt_path}; starting a new run", file=sys.stderr)
@@ -332,7 +337,9 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         extended = (resumed and not config_changes and end > step  # this call trains on
                     and _run_length(saved_config) != _run_length(cfg.to_dict()))
         if not (resumed and (out / "config.yaml").is_file()) or extended:
-            atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            rerun = cfg.to_dict()  # a config that reruns the run from scratch: not a resume of it
+            rerun["train"]["resume"] = False
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(rerun, sort_keys=False))
     logger = MetricsLogger(out, enabled=main, tensorboard=tr.tensorboard, history=history)
 
     net: nn.Module = model

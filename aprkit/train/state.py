@@ -140,7 +140,8 @@ def load_train_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception:  # zip / pickle / EOF errors of a truncated or corrupted file
         raise ValueError(f"{path} is not a valid training checkpoint (torch.load cannot read it: truncated or "
-                         "corrupted); remove it to start over, or resume from a complete copy") from None
+                         "corrupted); start over with --overwrite (aprkit train; fit(overwrite=True)), or resume "
+                         "from a complete copy") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an aprkit training checkpoint (format {CHECKPOINT_FORMAT!r})")
     return state
