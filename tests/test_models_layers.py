@@ -129,3 +129,29 @@ def test_phase_collapse_net_config_and_errors():
     with pytest.raises(ValueError, match="too small"):
         create_model("phase_collapse_cifar", img_size=8)
     assert math.isclose(m.std[0].item(), 0.2470, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("nonlinearity", ["modulus", "soft_threshold"])
+def test_float64_models_keep_float64_and_half_phase_collapse_is_refused(nonlinearity):
+    """A .double() phase-collapse layer and GFNet filter compute in float64 (complex64 / float() casts dropped
+    the bits: float64 gradcheck failed); a half or bfloat16 phase-collapse net is refused with a message naming
+    autocast (it crashed inside complex half arithmetic)."""
+    from aprkit.models.scattering import PhaseCollapseLayer
+
+    torch.manual_seed(0)
+    layer = PhaseCollapseLayer(2, 3, 8, 4, 1, True, nonlinearity, False).double()
+    x = torch.rand(2, 2, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: torch.view_as_real(layer(t)), (x,), eps=1e-6, atol=1e-5)
+    gf = GlobalFilter(2, 4, 4).double()
+    tokens = torch.rand(1, 16, 2, dtype=torch.float64)
+    base = gf(tokens)
+    with torch.no_grad():
+        gf.complex_weight.add_(1e-10)
+    assert not torch.equal(gf(tokens), base)  # a 1e-10 change of the filter reaches a float64 output
+    net = create_model("phase_collapse_cifar", widths=(8, 8, 16, 16), nonlinearity=nonlinearity).eval()
+    for dtype in (torch.float16, torch.bfloat16):
+        with pytest.raises(TypeError, match="torch.autocast"):
+            net.to(dtype)(torch.rand(2, 3, 32, 32, dtype=dtype))
+    net.float()
+    out = net.double()(torch.rand(2, 3, 32, 32, dtype=torch.float64))
+    assert out.dtype == torch.float64

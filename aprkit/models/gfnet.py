@@ -67,7 +67,9 @@ class GlobalFilter(nn.Module):
             raise ValueError(f"GlobalFilter expects {self.h}x{self.w}={self.h * self.w} tokens, got {n}")
         # contiguous(): the 4-D weight is channels_last-strided after ``model.to(memory_format=torch.channels_last)``
         # and view_as_complex needs the (re, im) pairs adjacent (a no-op otherwise)
-        weight = torch.view_as_complex(self.complex_weight.float().contiguous())
+        # float32 at least (half has no complex FFT here), float64 in a float64 model (float() dropped its bits)
+        w = self.complex_weight
+        weight = torch.view_as_complex(w.to(torch.promote_types(w.dtype, torch.float32)).contiguous())
         y = global_filter(x.reshape(b, self.h, self.w, d), weight)
         return y.reshape(b, n, d)
 

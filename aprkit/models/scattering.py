@@ -15,11 +15,14 @@ Each layer applies, in order:
 
 The classifier splits complex channels into real/imag parts, applies BatchNorm and a linear layer
 on the flattened map. There are no biases and no learned spatial filters before the classifier.
-Everything runs in float32 with complex arithmetic (autocast is disabled inside).
+Everything runs in float32 (float64 in a ``.double()`` model) with complex arithmetic (autocast is disabled
+inside; ``.half()`` / ``.bfloat16()`` models are refused: torch lacks complex half arithmetic).
 
 Differences from the reference code: periodic (circular) filtering instead of reflection padding
 and cropping, so on CIFAR the layers see 32, 32, 16, 16, 8, 8, 4, 4 px maps and the classifier a
-2x2 map; no Parseval/quadrature regularisers.
+2x2 map; no Parseval/quadrature regularisers. On ImageNet an odd map subsamples as ``[::2]`` (7 -> 4 px,
+the last and first samples adjacent across the periodic wrap), so the classifier reads 256 x 4 x 4 features
+where the reference, padding and cropping, reads 3 x 3.
 
 Configurations: ``phase_collapse_cifar`` (8 layers, widths 64-128-256-512x5, L=4, 32 px) and
 ``phase_collapse_imagenet`` (11 layers, widths 32-64-64-128-256-512x5-256, L=8, 224 px, the first
@@ -82,6 +85,14 @@ def wavelet_transform(x: torch.Tensor, phi: torch.Tensor, psi: torch.Tensor, sub
     return (low if x.is_complex() else low.real), high
 
 
+def _as_complex(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a complex tensor of its precision: complex128 for float64 (complex64 dropped a float64 model's
+    bits), complex64 otherwise."""
+    if x.is_complex():
+        return x
+    return x.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
+
+
 class ComplexStandardize(nn.Module):
     """Per-channel standardisation of real or complex ``(B, C, H, W)``; no learned parameters."""
 
@@ -136,7 +147,7 @@ class PhaseCollapseLayer(nn.Module):
         if self.nonlinearity == "modulus":
             return complex_modulus(z)
         thr = self.threshold[offset: offset + z.shape[1]]
-        return complex_soft_threshold(z if z.is_complex() else z.to(torch.complex64), thr)
+        return complex_soft_threshold(_as_complex(z), thr)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         low, high = wavelet_transform(x, self.phi, self.psi, self.subsample)
@@ -145,7 +156,7 @@ class PhaseCollapseLayer(nn.Module):
         else:
             parts = [self.rho(low, 0), self.rho(high, low.shape[1])]
         if any(p.is_complex() for p in parts):
-            parts = [p if p.is_complex() else p.to(torch.complex64) for p in parts]
+            parts = [_as_complex(p) for p in parts]
         z = self.std(torch.cat(parts, dim=1))
         weight = torch.view_as_complex(self.proj)
         z = torch.einsum("oc,bchw->bohw", weight, z.to(weight.dtype))
@@ -199,10 +210,13 @@ class PhaseCollapseNet(ImageClassifier):
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != self.input_size[1:]:
             raise ValueError(f"PhaseCollapseNet was built for {self.input_size[1:]} images, got shape {tuple(x.shape)}")
+        work = self.classifier.weight.dtype
+        if work not in (torch.float32, torch.float64):  # torch has no complex half arithmetic on every device
+            raise TypeError(f"PhaseCollapseNet computes in float32 (or float64); its parameters are {work}. Keep the "
+                            "model in float32 and run it under torch.autocast for mixed precision (autocast is "
+                            "disabled inside, the classifier runs in the autocast dtype)")
         with torch.autocast(device_type=x.device.type, enabled=False):
-            z = self.layers(x.float())
-            if not z.is_complex():
-                z = z.to(torch.complex64)
+            z = _as_complex(self.layers(x.to(work)))
             z = torch.view_as_real(z).permute(0, 1, 4, 2, 3).flatten(1, 2)  # (B, 2C, h, w): re, im per channel
             return self.bn(z).flatten(1)
 
