@@ -60,7 +60,7 @@ def test_evaluations_use_finished_and_running_runs() -> None:
     p = {x.job.name: x for x in plan([j for j in JOBS if j.name == "e3-transplant"], st)}
     assert p["e3-transplant"].skip is None  # any of its runs will do
     args = gpu_plan.job_args(JOBS[-1], {"s2-modulus"}, Path("/w"))
-    ckpt = "/w/phase_collapse/runs/modulus/model.pt"
+    ckpt = "/w/phase_collapse/runs/modulus_skip/model.pt"
     assert args == ["--models", "phase_collapse", "--phase-collapse-checkpoint", ckpt]
     st = PlanState(budget_s=400, lanes_free=[0.0], status={"s2-modulus": "error"})
     assert "s2-modulus (error)" in plan([j for j in JOBS if j.name == "e2-clean-error"], st)[0].skip

@@ -97,7 +97,7 @@ def test_nonlinearities():
 
 
 @pytest.mark.parametrize("nonlinearity", ["modulus", "soft_threshold"])
-@pytest.mark.parametrize("skip", [True, False])
+@pytest.mark.parametrize("skip", ["linear", "lowpass", "none"])
 def test_phase_collapse_net_variants(nonlinearity, skip):
     torch.manual_seed(0)
     m = create_model("phase_collapse_cifar", nonlinearity=nonlinearity, skip=skip,
@@ -139,7 +139,7 @@ def test_float64_models_keep_float64_and_half_phase_collapse_is_refused(nonlinea
     from aprkit.models.scattering import PhaseCollapseLayer
 
     torch.manual_seed(0)
-    layer = PhaseCollapseLayer(2, 3, 8, 4, 1, True, nonlinearity, False).double()
+    layer = PhaseCollapseLayer(2, 3, 8, 4, 1, True, nonlinearity, "none").double()
     x = torch.rand(2, 2, 8, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: torch.view_as_real(layer(t)), (x,), eps=1e-6, atol=1e-5)
     gf = GlobalFilter(2, 4, 4).double()
@@ -155,3 +155,42 @@ def test_float64_models_keep_float64_and_half_phase_collapse_is_refused(nonlinea
     net.float()
     out = net.double()(torch.rand(2, 3, 32, 32, dtype=torch.float64))
     assert out.dtype == torch.float64
+
+
+@pytest.mark.parametrize("nonlinearity", ["modulus", "soft_threshold"])
+def test_skip_modes_are_the_papers_configurations(nonlinearity):
+    """skip='linear' (the paper's LScat + skip, the reference's 'Fw rho Std Pc N'): P reads Wx beside rho(Wx),
+    2 C (L + 1) channels, rho (and its thresholds) on every channel; 'lowpass' (LScat, 'Fw Std Pc N --psi-arch
+    mod'): the low-pass linear, rho on the wavelets, C (L + 1) channels; 'none': rho on everything. Booleans of
+    older checkpoints keep their meaning (True: lowpass, False: none) with a FutureWarning."""
+    from aprkit.models.scattering import PhaseCollapseLayer
+
+    torch.manual_seed(0)
+    c, L = 2, 4
+    x = torch.rand(3, c, 8, 8)
+    for skip, n_in, n_thr in (("linear", 2 * c * (L + 1), c * (L + 1)), ("lowpass", c * (L + 1), c * L),
+                              ("none", c * (L + 1), c * (L + 1))):
+        layer = PhaseCollapseLayer(c, 5, 8, L, 1, True, nonlinearity, skip).eval()
+        assert layer.proj.shape == (5, n_in, 2) and layer.std.running_var.shape == (n_in,)
+        if nonlinearity == "soft_threshold":
+            assert layer.threshold.shape[0] == n_thr
+        low, high = wavelet_transform(x, layer.phi, layer.psi, True)
+        thr = layer.threshold if nonlinearity == "soft_threshold" else None
+
+        def rho(z, off, thr=thr):
+            if thr is None:
+                return complex_modulus(z)
+            return complex_soft_threshold(z.to(torch.complex64), thr[off: off + z.shape[1]])
+
+        parts = {"linear": lambda: [low, high, rho(low, 0), rho(high, c)], "lowpass": lambda: [low, rho(high, 0)],
+                 "none": lambda: [rho(low, 0), rho(high, c)]}[skip]()
+        z = layer.std(torch.cat([p.to(torch.complex64) for p in parts], 1))
+        z = torch.einsum("oc,bchw->bohw", torch.view_as_complex(layer.proj), z)
+        want = z / complex_modulus(z).square().sum(1, keepdim=True).clamp_min(1e-12).sqrt()
+        torch.testing.assert_close(layer(x), want)
+    assert create_model("phase_collapse_cifar", widths=(8, 8)).skip == "linear"  # the paper's headline network
+    for old, new in ((True, "lowpass"), (False, "none")):
+        with pytest.warns(FutureWarning, match=f"read as skip='{new}'"):
+            assert create_model("phase_collapse_cifar", widths=(8, 8), skip=old).skip == new
+    with pytest.raises(ValueError, match="skip must be one of"):
+        create_model("phase_collapse_cifar", widths=(8, 8), skip="yes")

@@ -144,3 +144,21 @@ def test_the_study_scripts_check_their_inputs_before_training(tmp_path: Path) ->
     with pytest.raises(SystemExit):
         demo_ablation.main(["--smoke", "--out", str(tmp_path / "d"), "--shared", str(shared)])
     assert not (tmp_path / "t" / "runs").exists() and not (tmp_path / "a" / "runs").exists()
+
+
+def test_phase_collapse_pairs_follow_the_papers_configurations() -> None:
+    """The modulus / soft-threshold runs come in the paper's two configurations: LScat (skip: lowpass) and the
+    headline LScat + skip (skip: linear), whose ratio is the one the paper reports (22.5 / 7.7 %)."""
+    sys.path.insert(0, str(REPO))
+    from aprkit.train.config import load_config
+    from benchmarks.repro.phase_collapse import PAIRS, RUNS, pair_ratios, render
+
+    skips = {name: load_config(REPO / "configs" / "train" / cfg).model.kwargs["skip"] for name, cfg in RUNS.items()}
+    assert skips == {"modulus": "lowpass", "soft_threshold": "lowpass", "modulus_noskip": "none",
+                     "modulus_skip": "linear", "soft_threshold_skip": "linear"}
+    assert set(PAIRS["skip"]) | set(PAIRS["lscat"]) <= set(RUNS)
+    rows = {n: {"clean_error": e, "n": 10000, "train_s": 1.0}
+            for n, e in (("modulus_skip", 0.10), ("soft_threshold_skip", 0.30))}
+    assert pair_ratios(rows) == {"skip": pytest.approx(3.0)}
+    text = render(rows, None, {"epochs": 8, "smoke": False})
+    assert "with skip connection (the paper's 22.5 / 7.7 %): **3.00x" in text and "without skip" not in text

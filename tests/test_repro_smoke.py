@@ -51,8 +51,8 @@ def test_apr_cifar10_refuses_existing_run_without_resume(cifar10_dir: Path, shar
 
 def test_phase_collapse_smoke(cifar10_dir: Path, shared_root: Path, tmp_path: Path) -> None:
     res = _run("phase_collapse.py", tmp_path / "s2", shared_root)
-    assert set(res["rows"]) == {"modulus", "soft_threshold"}
-    assert res["error_ratio_soft_over_modulus"] is not None
+    assert set(res["rows"]) == {"modulus_skip", "soft_threshold_skip"}  # the paper's headline pair by default
+    assert res["error_ratio_skip"] is not None
     assert res["meta"]["curves"] and (tmp_path / "s2" / "figures" / "training_curves.png").is_file()
     assert "training_curves.png" in (tmp_path / "s2" / "results.md").read_text()
 

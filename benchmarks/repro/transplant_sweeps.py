@@ -10,7 +10,7 @@ Writes per model and layer which donor the prediction follows, beside the paper'
 
     python benchmarks/repro/transplant_sweeps.py --out runs/repro/transplant --epochs 10 \
         --models resnet20 resnet56 gfnet_cifar vit_tiny_p4 phase_collapse \
-        --phase-collapse-checkpoint runs/repro/phase_collapse/runs/modulus/model.pt
+        --phase-collapse-checkpoint runs/repro/phase_collapse/runs/modulus_skip/model.pt
     python benchmarks/repro/transplant_sweeps.py --out /tmp/smoke --smoke
 """
 
@@ -40,7 +40,7 @@ from benchmarks.repro.phase_collapse import REDUCED_PC_WIDTHS, SMOKE_PC_WIDTHS, 
 SHIPPED = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
 TRAINED = {"gfnet_cifar": "repro_cifar10_gfnet_cifar_standard.yaml",
            "vit_tiny_p4": "repro_cifar10_vit_tiny_p4_standard.yaml",
-           "phase_collapse": "repro_cifar10_phase_collapse_modulus.yaml"}
+           "phase_collapse": "repro_cifar10_phase_collapse_modulus_skip.yaml"}  # the paper's headline network
 DEFAULT_MODELS = [*SHIPPED, "gfnet_cifar", "vit_tiny_p4"]
 #: ``--reduced``: smaller trained networks for a CPU budget (one thread: GFNet ~200 images/s instead of ~35,
 #: ViT ~100 instead of ~54, the phase-collapse net ~125 instead of ~7); the results say so
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help=f"default: {' '.join(DEFAULT_MODELS)}, and phase_collapse with --smoke; phase_collapse is "
                         "opt-in otherwise (it is trained here unless --phase-collapse-checkpoint is given)")
     p.add_argument("--phase-collapse-checkpoint", default=None,
-                   help="a trained phase_collapse_cifar (study 2's modulus run)")
+                   help="a trained phase_collapse_cifar (study 2's modulus_skip run, or any)")
     p.add_argument("--n-pairs", type=int, default=1000, help="transplant pairs per site")
     p.add_argument("--reduced", action="store_true",
                    help="smaller trained networks for a CPU budget (" + "; ".join(
