@@ -257,6 +257,30 @@ def test_cue_conflict_from_repo_archive(server, tmp_path):
     assert not (tmp_path / "cue-conflict" / "README.md").exists()
 
 
+def test_completing_a_folder_in_place_keeps_the_users_own_files(server, tmp_path):
+    """An incomplete folder completed by a download keeps the files it held besides the archive's (a user's own
+    stimulus, which the layout check then names): the archive's files are moved in folder by folder (same-named
+    folders were deleted whole, silently)."""
+    (src_file,) = SOURCES["cue-conflict"].files
+    inner = SOURCES["cue-conflict"].inner
+    cats = CUE_CONFLICT_CATEGORIES
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i, shape in enumerate(cats):
+            for k in range(80):
+                zf.writestr(f"{inner}/{shape}/{shape}{k + 1}-{cats[(i + k) % 16]}{k + 1}.png", b"new")
+    src = _local("cue-conflict", server, buf.getvalue())
+    mine = tmp_path / "mine"
+    (mine / "cat").mkdir(parents=True)
+    (mine / "cat" / "cat99-dog99.png").write_bytes(b"own")
+    (mine / "cat" / "cat1-cat1.png").write_bytes(b"old")  # a published name: the archive's file replaces it
+    with pytest.raises(ValueError, match="1281 stimuli instead of the published 1,280"):  # named, not deleted
+        ensure_source(src, mine, download=True, progress=False)
+    assert len(list(mine.glob("*/*-*.png"))) == 1281
+    assert (mine / "cat" / "cat99-dog99.png").read_bytes() == b"own"
+    assert (mine / "cat" / "cat1-cat1.png").read_bytes() == b"new"
+
+
 def test_extract_refuses_paths_outside(tmp_path):
     bad = tmp_path / "bad.tar"
     bad.write_bytes(_tar({"../evil.txt": b"x"}))

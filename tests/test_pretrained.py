@@ -87,6 +87,26 @@ def test_timm_offline_without_cache_is_one_clear_error(tmp_path, monkeypatch, ca
     assert rc == 2 and "could not load the pretrained weights" in err and "Traceback" not in err
 
 
+def test_an_unreachable_hub_reads_the_cache_at_once(hf_cache, tmp_path, monkeypatch):
+    """With the hub unreachable (HF_HUB_OFFLINE unset) timm's weights come from the cache in offline mode at once
+    (the hub retried for about a minute first); a missing entry is one error naming the unreachable hub; the
+    hub's offline setting is restored afterwards."""
+    from huggingface_hub import constants
+
+    from aprkit.models import foreign
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(foreign, "_reachable", lambda url, timeout=3.0: False)
+    model = load_model(f"timm:{TIMM_NAME}")
+    assert all(torch.equal(model.model.state_dict()[k], v) for k, v in hf_cache.items())
+    assert constants.HF_HUB_OFFLINE is False
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(DownloadError, match="hub offline mode on: https://huggingface.co is unreachable"):
+        load_model(f"timm:{TIMM_NAME}")
+    assert constants.HF_HUB_OFFLINE is False
+
+
 def test_random_init_and_local_file_still_override(hf_cache, tmp_path):
     rnd = load_model(f"timm:{TIMM_NAME}", random_init=True)
     assert not isinstance(rnd, Preprocess)  # random weights, mean/std only

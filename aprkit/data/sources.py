@@ -197,10 +197,16 @@ def _write_marker(target: Path, src: Source) -> None:
 
 
 def _merge(inner: Path, target: Path) -> None:
+    """Move the extracted tree ``inner`` into ``target``, folder by folder: a published file replaces the one of
+    its name, files ``target`` holds besides them stay (a folder completed in place kept only the archive's files:
+    a user's own notes or stimuli in it were deleted)."""
     target.mkdir(parents=True, exist_ok=True)
     for child in inner.iterdir():
         dest = target / child.name
-        if dest.is_dir():
+        if child.is_dir() and not child.is_symlink() and dest.is_dir() and not dest.is_symlink():
+            _merge(child, dest)
+            continue
+        if dest.is_dir() and not dest.is_symlink():  # a folder where the archive has a file: the archive's layout
             remove_tree(dest)
         os.replace(child, dest)
 

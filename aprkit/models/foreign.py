@@ -21,10 +21,11 @@ entry is an error naming it (:func:`fold_bn_compat`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -228,19 +229,52 @@ def _check_head(what: str, have: int, num_classes: int | None, drop_head: bool) 
     return True
 
 
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (no request is sent)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname or "", port), timeout=timeout).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _hub_offline(constants: Any, on: bool) -> Iterator[None]:
+    """The Hugging Face hub in offline mode (cache only) while ``on``: with the hub unreachable, its downloads
+    retried for about a minute (24 lines of "Retrying in 8s") before the error; offline, a cached file loads at
+    once and a missing one fails at once."""
+    if not on:
+        yield
+        return
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
 def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head: bool) -> Preprocess:
     import timm
     from huggingface_hub import constants
     from timm.data import resolve_data_config
 
+    unreachable = not getattr(constants, "HF_HUB_OFFLINE", False) and not _reachable(constants.ENDPOINT)
     try:
-        net: Any = timm.create_model(name, pretrained=True, **kwargs)  # timm attributes (num_classes, reset_classifier)
+        with _hub_offline(constants, unreachable):  # from the cache at once, not after a minute of retries
+            net: Any = timm.create_model(name, pretrained=True, **kwargs)  # timm attributes (num_classes, ...)
     except (ValueError, TypeError):
         raise
     except Exception as e:  # hub errors, missing cache entries offline, connection failures
         cfg = timm.models.get_pretrained_cfg(name) if hasattr(timm.models, "get_pretrained_cfg") else None
         repo = getattr(cfg, "hf_hub_id", None) or name
         offline = "on" if getattr(constants, "HF_HUB_OFFLINE", False) else "off"  # the hub's reading ("0": off)
+        offline = f"on: {constants.ENDPOINT} is unreachable" if unreachable else offline
         variable = os.environ.get("HF_HUB_OFFLINE", "unset")
         raise _weights_error(f"timm:{name}", f"the Hugging Face hub repo {repo}",
                              f"the Hugging Face cache {constants.HF_HUB_CACHE} "
