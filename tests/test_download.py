@@ -281,6 +281,16 @@ def test_completing_a_folder_in_place_keeps_the_users_own_files(server, tmp_path
     assert (mine / "cat" / "cat1-cat1.png").read_bytes() == b"new"
 
 
+def test_download_file_refuses_a_folder_dest_and_a_non_url_before_fetching(tmp_path):
+    """A folder as dest (it was fetched whole, then os.replace failed, leaving the .part) and a text that is no URL
+    are named before any request."""
+    with pytest.raises(IsADirectoryError, match="dest is a folder; expected the path of the file"):
+        download_file("http://127.0.0.1:9/x.tar", tmp_path, progress=False)
+    with pytest.raises(ValueError, match="url must be an http"):
+        download_file("notaurl", tmp_path / "x", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_extract_refuses_paths_outside(tmp_path):
     bad = tmp_path / "bad.tar"
     bad.write_bytes(_tar({"../evil.txt": b"x"}))
@@ -458,7 +468,7 @@ def test_get_dataset_and_eval_download_reach_the_cifar_reader(tmp_path, monkeypa
     monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9")
     with pytest.raises(DownloadError, match="could not download http://127.0.0.1:9/~kriz"):
         get_dataset(f"cifar10:{tmp_path}", download=True, progress=False)
-    with pytest.raises(FileNotFoundError, match=r"get_dataset\(\.\.\., download=True\) or aprkit eval --download"):
+    with pytest.raises(FileNotFoundError, match=r"get_dataset\(\.\.\., download=True\) or `aprkit eval \.\.\. --download`"):
         get_dataset(f"cifar10:{tmp_path}")
     assert main(["eval", "--model", "resnet20", "--random-init", "--data", f"cifar10:{tmp_path}", "--download",
                  "--device", "cpu", "--no-progress"]) == 2

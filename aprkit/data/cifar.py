@@ -214,6 +214,7 @@ def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", 
         return ds
     raise FileNotFoundError(
         f"no {name} {split} data under {root}: expected torchvision's layout {root}/{folder_name}/ "
-        f"(get_dataset(..., download=True) or aprkit eval --download fetches it) or a PNG tree "
+        f"(get_dataset(..., download=True) or `aprkit eval ... --download` fetches it; aprkit train then reads it "
+        f"there) or a PNG tree "
         f"{root}/{split}/<class>/*.png"
     )

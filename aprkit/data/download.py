@@ -76,8 +76,8 @@ def is_local_error(e: BaseException) -> TypeGuard[OSError]:
 def _offline_error(url: str, dest: Path, reason: object) -> DownloadError:
     return DownloadError(
         f"could not download {url} ({reason}); it was to be written to {dest}. If this machine is offline, "
-        f"download the file elsewhere and place it at {dest} (or point ${DATA_ENV} / --data-root at a folder "
-        "that already holds the extracted data)"
+        f"download the file elsewhere and place it at {dest} (or, for data read from the data root rather than a "
+        f"folder you named, point ${DATA_ENV} / --data-root at a folder that already holds the extracted data)"
     )
 
 
@@ -181,7 +181,14 @@ def download_file(
     the one the server announced, raise ``DownloadError``. Calls for the same ``dest`` (threads or processes) take
     turns on the lock ``dest.lock``; a later one finds the finished file and returns it.
     """
-    dest = Path(dest)
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https", "file", "ftp"):
+        raise ValueError(f"url must be an http(s), ftp or file URL such as https://host/file.tar, got {url!r}")
+    dest = Path(dest).expanduser()
+    if dest.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"dest is a folder; expected the path of the file to write "
+                                f"(e.g. {dest / (url.rsplit('/', 1)[-1] or 'file')})", str(dest))
     if _finished(dest, md5):
         return dest
     with file_lock(dest):
@@ -254,10 +261,10 @@ def extract_archive(path: str | os.PathLike, dest: str | os.PathLike, *, progres
                 _check_member(dest, os.path.join(os.path.dirname(m.name), m.linkname), path, m.name)
             elif m.islnk():  # a hard link's target is relative to the archive's root
                 _check_member(dest, m.linkname, path, m.name)
-            if hasattr(tarfile, "data_filter"):
+            _check_plain_member(m, path)  # devices, FIFOs, absolute links: named with the archive
+            if hasattr(tarfile, "data_filter"):  # (Python < 3.10.12 / 3.11.4 lack it: the checks above stand in)
                 tf.extract(m, dest, filter="data")
-            else:  # Python < 3.10.12 / 3.11.4: refuse by hand what the "data" filter would
-                _check_plain_member(m, path)
+            else:
                 tf.extract(m, dest)
     return dest
 

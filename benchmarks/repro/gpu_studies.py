@@ -167,6 +167,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         ("--budget-s", args.budget_s)):
         if not (value > 0 or (name == "--lane-slowdown" and value == 0)):  # also NaN
             p.error(f"{name} must be {'0 or more' if name == '--lane-slowdown' else 'positive'}, got {value}")
+    missing = [c for c in args.carry or [] if not (REPO_ROOT / c).exists()]
+    if missing:
+        p.error(f"--carry names paths that do not exist under {REPO_ROOT}: {', '.join(missing)}")
     if args.dry_run:
         return args
     if not args.out:
