@@ -108,3 +108,26 @@ def test_yaml_merges_of_merged_anchors_and_odd_keys_load(tmp_path):
 
 def test_merge_takes_runs_without_metadata():
     assert Results.merge([Results(models={"k": {}}, meta=None)]).meta == {"runs": [{}]}
+
+
+def test_the_header_says_when_models_were_measured_with_other_suite_settings():
+    """OOD means over other OOD sets, or phase biases on other pairs, side by side: a header line per suite names the
+    settings that differ and whose they are (the corruption cells had such a line, the other suites none); the
+    defaults count as given, so spelling them out is no difference."""
+    def run(model: str, suite: str, opts: dict) -> Results:
+        return Results(models={model: {suite: {}}}, meta={"provenance": {model: {suite: {"options": opts}}}})
+
+    same = Results.merge([run("a", "ood", {"ood": "noise:uniform,noise:blobs"}),
+                          run("b", "ood", {"ood": ["noise:blobs", "noise:uniform"], "fit_limit": 10000})])
+    assert not [i for i in header_items(["a", "b"], same.meta, setup=_setup) if i.label == "ood settings"]
+    other = Results.merge([run("a", "ood", {"ood": ["noise:gaussian"]}), run("b", "ood", {"ood": ["noise:blobs"]}),
+                           run("c", "phase-bias", {"n_pairs": 20}), run("d", "phase-bias", {})])
+    items = {i.label: i.text for i in header_items(["a", "b", "c", "d"], other.meta, setup=_setup)}
+    assert items["ood settings"] == "DIFFER: ood=noise:gaussian (a) | ood=noise:blobs (b)"
+    assert items["phase-bias settings"] == "DIFFER: n_pairs=20 (c) | n_pairs=2000 (d)"
+
+
+def _setup(suite, options):
+    from aprkit.eval.suites import load_suites
+
+    return load_suites()[suite].setup_text(options)

@@ -200,3 +200,26 @@ def test_patch_shuffle_dataset(images_u8):
     ref = patch_shuffle(images_u8[[5, 1, 2]], 8, permutation=ds.permutations)
     assert torch.equal(torch.stack([img for img, _ in items]), ref)
     assert torch.equal(ds[1][0], ref[1])
+
+
+def test_one_class_data_is_a_note_not_the_end_of_the_run(tmp_path):
+    """Phase bias on images of one class has no pair to measure: the suite records why and the run's next suites
+    still run (the error stopped the run and the report called the failed suite 'not yet run')."""
+    from PIL import Image
+
+    from aprkit.eval import evaluate
+    from aprkit.models import create_model
+
+    gen = torch.Generator().manual_seed(0)
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    for i in range(6):
+        arr = (torch.rand(16, 16, 3, generator=gen) * 255).to(torch.uint8).numpy()
+        Image.fromarray(arr).save(tmp_path / "data" / "cat" / f"{i}.png")
+    torch.manual_seed(0)
+    res = evaluate({"m": create_model("small_cnn", num_classes=1)}, suite=["phase-bias", "calibration"],
+                   data=f"folder:{tmp_path / 'data'}", device="cpu", progress=False, out_dir=tmp_path / "out",
+                   corruptions=["none"])
+    assert "not measured" in res.models["m"]["phase-bias"]["note"] and res.models["m"]["calibration"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "m: not measured: labels must contain at least two different classes" in report
+    assert "complete (every requested suite finished)" in report

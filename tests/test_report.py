@@ -294,3 +294,13 @@ def test_a_measure_no_model_could_compute_shows_a_dash_in_the_summary():
     md = "\n".join(markdown_block(b) for b in sec.blocks)
     assert "| not computed | - | - | - |" in md.replace("  ", " ")
     assert summary_section({"a": [Measure("x.none", "not computed", None)]}) is None  # nothing at all: no table
+
+
+def test_category_names_reach_the_plots_literally(tmp_path):
+    """Custom cue-conflict categories with '$' (matplotlib's mathtext) are drawn as text; the report failed."""
+    from aprkit.eval.suites.cue_conflict import CueConflictSuite
+
+    cats = ["cost $5 and $10", r"$\frac$", "ok"]
+    results = {"m": {"per_category": {c: 0.5 for c in cats}, "shape_bias": 0.5}}
+    png = CueConflictSuite._plot(results, cats, tmp_path / "cc.png")
+    assert png.is_file()

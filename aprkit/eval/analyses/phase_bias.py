@@ -36,6 +36,7 @@ from ...models.base import eval_mode
 from .shape_bias import conflicting
 
 __all__ = [
+    "OneClass",
     "PhaseBiasResult",
     "phase_bias",
     "sample_pairs",
@@ -47,6 +48,11 @@ __all__ = [
     "dataset_labels",
     "measure_phase_bias",
 ]
+
+
+class OneClass(ValueError):
+    """The labelled images hold one class: there is no pair of images of different classes to measure on."""
+
 
 Variant = Literal["full", "low_frequency"]
 
@@ -112,7 +118,7 @@ def sample_pairs(
     if not isinstance(n_pairs, int) or isinstance(n_pairs, bool) or n_pairs < 1:
         raise ValueError(f"n_pairs must be a positive integer, got {n_pairs!r}")
     if len(labels) < 2 or bool((labels == labels[0]).all()):
-        raise ValueError("labels must contain at least two different classes to form pairs of different classes")
+        raise OneClass("labels must contain at least two different classes to form pairs of different classes")
     order = torch.argsort(labels, stable=True)
     sorted_labels = labels[order]
     classes, counts = torch.unique_consecutive(sorted_labels, return_counts=True)

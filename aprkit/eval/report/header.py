@@ -151,6 +151,33 @@ def _grid_text(runs: Sequence[Mapping[str, Any]]) -> str:
     return "DIFFER: " + " | ".join(f"{grid} ({', '.join(who)})" for grid, who in grids.items())
 
 
+#: a suite's :meth:`~aprkit.eval.suites.base.Suite.setup_text` of recorded options
+SetupText = Callable[[str, Mapping[str, Any]], str]
+
+
+def _setup_items(runs: Sequence[Mapping[str, Any]], setup: SetupText | None) -> list[HeaderItem]:
+    """One line per suite whose models were measured with different settings (``setup``'s texts), naming each
+    setting's models: their numbers side by side are no comparison (OOD means over other sets)."""
+    if setup is None:
+        return []
+    by_suite: dict[str, dict[str, list[str]]] = {}
+    for run in runs:
+        for model, suite, record in _records(run):
+            options = record.get("options")
+            text = setup(suite, options) if isinstance(options, Mapping) else ""
+            if text:
+                by_suite.setdefault(suite, {}).setdefault(text, []).append(model)
+    items = []
+    for suite, texts in by_suite.items():
+        if len(texts) < 2:
+            continue
+        common = set.intersection(*(set(t.split("; ")) for t in texts))  # shown once would say nothing
+        shown = {"; ".join(p for p in t.split("; ") if p not in common): who for t, who in texts.items()}
+        items.append(HeaderItem(f"{suite} settings",
+                                "DIFFER: " + " | ".join(f"{t} ({', '.join(who)})" for t, who in shown.items())))
+    return items
+
+
 def _device_text(run: Mapping[str, Any]) -> str:
     devices = ", ".join(map(str, _list(run.get("device")))) or "-"
     extra = []
@@ -187,10 +214,11 @@ def _joined(runs: Sequence[Mapping[str, Any]], text: Any) -> str:
 
 
 def header_items(model_ids: Sequence[str], meta: Mapping[str, Any], limitless: Collection[str] = (),
-                 images: ImagesText | None = None) -> list[HeaderItem]:
+                 images: ImagesText | None = None, setup: SetupText | None = None) -> list[HeaderItem]:
     """Header lines of a report on ``model_ids`` with run metadata ``meta`` (lines without a value are left out);
     ``limitless``: the suites that read no limit (their line says every image); ``images``: each suite's own
-    account of the images it read (default: the first ``limit``)."""
+    account of the images it read (default: the first ``limit``); ``setup``: each suite's account of its settings
+    (a line per suite whose models differ in them)."""
     runs = [r for r in (meta.get("runs") if "runs" in meta else [meta]) or [] if isinstance(r, Mapping)]
     items = [HeaderItem("Models", _models_text(model_ids, runs))]
     fields = (
@@ -209,6 +237,8 @@ def header_items(model_ids: Sequence[str], meta: Mapping[str, Any], limitless: C
         grid = _grid_text(runs) if label == "Images" else ""
         if grid:
             items.append(HeaderItem("Corruption cells", grid))
+        if label == "Images":
+            items += _setup_items(runs, setup)
     status = _status_text(runs)
     if status:
         items.append(HeaderItem("Status", status))

@@ -175,7 +175,11 @@ def write_report(results: Any, out_dir: str | Path, title: str | None = None, *,
         cls = registry.get(suite)
         return cls.images_text(options) if cls is not None else limit_text(options.get("limit"))
 
-    items = {item.label: item for item in header_items(res.model_ids, res.meta, limitless, images)}
+    def setup(suite: str, options: Mapping[str, Any]) -> str:
+        cls = registry.get(suite)
+        return cls.setup_text(options) if cls is not None else ""
+
+    items = {item.label: item for item in header_items(res.model_ids, res.meta, limitless, images, setup)}
     items.update({label: HeaderItem(label, str(text)) for label, text in (header or {}).items()})
     doc = ReportDocument(title, list(items.values()), [sec for _, sec in sections])
     atomic_write_text(paths["markdown"], render_markdown(doc, out))

@@ -177,6 +177,28 @@ class Suite(Generic[OptionsT]):
 
         return limit_text(options.get("limit") if "limit" in cls.option_names() else None)
 
+    #: options that change what the suite's numbers mean beyond the data and the images (the OOD sets, the pairs):
+    #: the report header says when models were measured with different ones
+    setup_keys: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def setup_text(cls, options: Mapping[str, Any]) -> str:
+        """The :attr:`setup_keys` of recorded ``options`` (defaults filled in, lists as sorted items) in one text:
+        equal for models measured alike, whatever order or spelling the options were given in."""
+        from ..._checks import comma_items
+
+        parts = []
+        for key in cls.setup_keys:
+            field = cls.Options.model_fields.get(key)
+            value = options[key] if key in options else (
+                field.get_default(call_default_factory=True) if field is not None else None)
+            if isinstance(value, str) and "," in value:
+                value = comma_items(value)
+            if isinstance(value, (list, tuple)):
+                value = ", ".join(sorted(map(str, value)))
+            parts.append(f"{key}={value}")
+        return "; ".join(parts)
+
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
         """The flat option keys this suite reads (the fields of its ``Options``)."""

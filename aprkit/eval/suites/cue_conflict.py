@@ -205,7 +205,7 @@ class CueConflictSuite(Suite[CueConflictOptions]):
             if r["shape_bias"] is not None:
                 ax.axvline(r["shape_bias"], color=f"C{i}", lw=1.4, alpha=0.8)
         ax.set_yticks(ys)
-        ax.set_yticklabels(list(cats), fontsize=8)
+        ax.set_yticklabels([plot_text(c) for c in cats], fontsize=8)
         ax.set_xlim(-0.02, 1.02)
         ax.set_xlabel("fraction of shape decisions (of shape + texture decisions)")
         ax.grid(axis="x", alpha=0.3)

@@ -265,6 +265,7 @@ class OODSuite(Suite[OODOptions]):
     """OOD detection with six scores against user and synthetic OOD sets."""
 
     Options = OODOptions
+    setup_keys = ("ood", "ood_limit", "ood_resize", "fit", "fit_limit", "knn_k", "odin_temperature", "odin_epsilon")
 
     def run(self, ctx: EvalContext, data: Any) -> OODResult:
         from .. import metrics as M

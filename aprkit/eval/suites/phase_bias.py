@@ -22,7 +22,7 @@ from torch.utils.data import Subset
 
 from ..._checks import dataset_len
 from ...fourier import Dims
-from ..analyses.phase_bias import measure_phase_bias, patch_grid
+from ..analyses.phase_bias import OneClass, measure_phase_bias, patch_grid
 from ..engine.cache import cached
 from ..engine.inference import as_dataset, to_model_input
 from ..report.blocks import Figure, Paragraph, Table, strong
@@ -87,6 +87,7 @@ class PhaseBiasSuite(Suite[PhaseBiasOptions]):
     """Follow-phase / follow-amplitude / neither rates, phase bias, and patch-shuffle accuracy."""
 
     Options = PhaseBiasOptions
+    setup_keys = ("n_pairs", "beta", "patch_size", "n_shuffle", "dims")
 
     def run(self, ctx: EvalContext, data: Any) -> PhaseBiasResult:
         options = self.options(ctx)
@@ -100,11 +101,15 @@ class PhaseBiasSuite(Suite[PhaseBiasOptions]):
 
         def compute() -> dict:
             pool = dataset if limit is None else Subset(dataset, range(min(int(limit), dataset_len(dataset))))
-            return measure_phase_bias(  # pairs are drawn among the first ``limit`` images
-                ctx.model, pool, seed=ctx.seed, device=ctx.device, batch_size=ctx.batch_size,
-                num_workers=ctx.num_workers, amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress,
-                **opts,
-            )
+            try:
+                return measure_phase_bias(  # pairs are drawn among the first ``limit`` images
+                    ctx.model, pool, seed=ctx.seed, device=ctx.device, batch_size=ctx.batch_size,
+                    num_workers=ctx.num_workers, amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress,
+                    **opts,
+                )
+            except OneClass as err:  # the report says why nothing was measured; the run's other suites go on
+                return {"phase_bias": None, "phase_bias_low_frequency": None, "patch_shuffle_accuracy": None,
+                        "note": f"not measured: {err} (the images read hold one class)"}
 
         return cast(PhaseBiasResult, cached(ctx, "phase-bias", data, compute, v=_VERSION, **opts))
 
@@ -125,6 +130,11 @@ class PhaseBiasSuite(Suite[PhaseBiasOptions]):
         for _, label in _VARIANTS:
             head += [f"{label}: phase", "amplitude", "neither", "phase bias"]
         head += ["patch-shuffle acc %"]
+        notes = {m: r["note"] for m, r in results.items() if r.get("note")}
+        results = {m: r for m, r in results.items() if m not in notes}
+        if not results:
+            return ReportSection("Phase bias (phase-vs-amplitude conflict)",
+                                 [Paragraph(f"{m}: {note}") for m, note in notes.items()])
         rows = []
         for m, r in results.items():
             row: list = [m, f"{100 * r['clean_accuracy']:.1f}"]
@@ -132,22 +142,34 @@ class PhaseBiasSuite(Suite[PhaseBiasOptions]):
                 x = r[v]
                 row += [f(x["phase"]), f(x["amplitude"]), f(x["neither"]), strong(f(x["phase_bias"]))]
             rows.append(row + [f"{100 * r['patch_shuffle']['accuracy']:.1f}"])
-        any_r = next(iter(results.values()))
-        ps = any_r["patch_shuffle"]
-        n_pairs = any_r["full"]["n_pairs"]
-        distinct = any_r["settings"].get("n_distinct_pairs", n_pairs)
-        repeats = f" ({distinct} distinct: pairs are drawn independently)" if distinct < n_pairs else ""
-        text = (f"Phase bias = phase decisions / (phase + amplitude decisions) on {n_pairs} pairs{repeats} of test "
+        def setup(r: Mapping[str, Any]) -> tuple:
+            n = r["full"]["n_pairs"]
+            return (n, r["settings"].get("n_distinct_pairs", n), r["settings"]["beta"],
+                    r["patch_shuffle"]["n_images"], str(r["patch_shuffle"]["patch_size"]))
+
+        setups = {m: setup(r) for m, r in results.items()}
+        extra: list[Paragraph | Table] = []
+        if len(set(setups.values())) == 1:  # one description for every model
+            n_pairs, distinct, beta, n_shuffle, patch = next(iter(setups.values()))
+            repeats = f" ({distinct} distinct: pairs are drawn independently)" if distinct < n_pairs else ""
+            on, beta_text = f"on {n_pairs} pairs{repeats} of", f", beta={beta}"
+            shuffle = f"{n_shuffle} images cut into {patch}-pixel patches"
+        else:  # each model's own settings (the first model's were described for all)
+            on, beta_text, shuffle = "on pairs of", " (beta per model below)", "images cut into patches"
+            extra = [Paragraph("The models were measured with different settings:"),
+                     Table(["model", "pairs", "distinct pairs", "beta", "patch-shuffle images", "patch px"],
+                           [[m, *map(str, v)] for m, v in setups.items()])]
+        text = (f"Phase bias = phase decisions / (phase + amplitude decisions) {on} test "
                 "images of different classes, each recombined from the Fourier phase of one image and the "
                 "amplitude of the other (low-freq.: amplitude swapped only inside the centred square of half-width "
-                f"beta*min(H,W), beta={any_r['settings']['beta']}). This is the CIFAR-scale analogue of shape bias, "
-                f"not the Geirhos cue-conflict metric. Patch shuffle: {ps['n_images']} images cut into "
-                f"{ps['patch_size']}-pixel patches and permuted (shape destroyed, local texture kept); high accuracy "
-                "there means the class is carried by local texture.")
+                f"beta*min(H,W){beta_text}). This is the CIFAR-scale analogue of shape bias, "
+                f"not the Geirhos cue-conflict metric. Patch shuffle: {shuffle} and permuted (shape destroyed, local "
+                "texture kept); high accuracy there means the class is carried by local texture.")
         fig_dir = Path(fig_dir)
         fig_dir.mkdir(parents=True, exist_ok=True)
+        extra += [Paragraph(f"{m}: {note}") for m, note in notes.items()]
         return ReportSection("Phase bias (phase-vs-amplitude conflict)", [
-            Table(head, rows), Paragraph(text),
+            Table(head, rows), Paragraph(text), *extra,
             Figure(plot_phase_bias(results, fig_dir / "phase_bias.png"),
                    "Which image the prediction follows, per model and swap"),
         ])

@@ -134,7 +134,8 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
             Table(["model", "shape bias", "shape match %", "texture match %", "stimuli"], rows), Paragraph(text),
             per_category,
             Figure(plot_shape_bias(results, fig_dir / "shape_bias.png"),
-                   "Fraction of shape decisions per shape category (dashed: published references)"),
+                   "Fraction of shape decisions per shape category (dashed: "
+                   f"{'published references' if published else 'references from the decision files'})"),
         ])
 
 
@@ -155,8 +156,9 @@ def plot_shape_bias(results: Mapping[str, dict], path: Path) -> Path:
     ax = fig.subplots()
     y = {c: len(cats) - 1 - i for i, c in enumerate(cats)}
     styles = ("--", ":", "-.", (0, (1, 3)), (0, (5, 5)))
+    source = "published" if not any(r.get("references") for r in results.values()) else "reference decisions"
     for (name, value), style in zip(_references(results).items(), styles, strict=False):
-        ax.axvline(value, color="0.35", ls=style, lw=1.4, label=f"{name}, published ({value:.2f})")
+        ax.axvline(value, color="0.35", ls=style, lw=1.4, label=f"{plot_text(name)}, {source} ({value:.2f})")
     for i, (model, r) in enumerate(results.items()):
         color, marker = f"C{i % 10}", _MARKERS[i % len(_MARKERS)]
         per = r.get("per_category", {})
