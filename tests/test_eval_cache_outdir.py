@@ -79,3 +79,28 @@ def test_cli_exits_non_zero_when_a_figure_fails(models_dir, cifar10_dir, tmp_pat
         rc = 1
     assert rc != 0
     assert _saved(tmp_path)["models"]["resnet20-12fca82f"]["corruption"]["clean"]["n"] == 8
+
+
+def test_a_folder_keeps_its_model_order_and_a_retitled_report_keeps_every_model(tmp_path):
+    """Evaluating the first model of a folder again keeps it first (it moved last, swapping every column), and
+    write_report() of that call's Results rewrites the folder's report with all its models (it dropped the
+    others from results.json and the report)."""
+    import json
+
+    import torch
+
+    from aprkit.eval import evaluate
+    from aprkit.models import create_model
+
+    torch.manual_seed(0)
+    kw = dict(suite="corruption", data="synthetic:24", device="cpu", progress=False, out_dir=tmp_path,
+              corruptions=["none"])
+    a, b = create_model("small_cnn", num_classes=10), create_model("small_cnn", num_classes=10)
+    evaluate({"a": a}, **kw)
+    evaluate({"b": b}, **kw)
+    again = evaluate({"a": a}, **kw)
+    assert list(json.loads((tmp_path / "results.json").read_text())["models"]) == ["a", "b"]
+    again.write_report(title="retitled")
+    assert list(json.loads((tmp_path / "results.json").read_text())["models"]) == ["a", "b"]
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith("# retitled") and "**Models:** a (SmallCNN), b (SmallCNN)" in report

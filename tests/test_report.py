@@ -304,3 +304,16 @@ def test_category_names_reach_the_plots_literally(tmp_path):
     results = {"m": {"per_category": {c: 0.5 for c in cats}, "shape_bias": 0.5}}
     png = CueConflictSuite._plot(results, cats, tmp_path / "cc.png")
     assert png.is_file()
+
+
+def test_long_labels_are_shortened_and_many_models_keep_distinct_colours():
+    """Figures shorten labels beyond PLOT_LABEL_CHARS in the middle (a 48-character timm name squeezed the axes;
+    tables keep it whole) and give an eleventh model a colour of its own (it took the first one's)."""
+    from aprkit.eval.report.plotting import PLOT_LABEL_CHARS, plot_text, series_color
+
+    name = "timm:vit_base_patch16_224.augreg2_in21k_ft_in1k"
+    short = plot_text(name)
+    assert len(short) == PLOT_LABEL_CHARS and short.startswith("timm:vit_base") and short.endswith("_ft_in1k")
+    assert plot_text("resnet20") == "resnet20"
+    colours = [str(series_color(i)) for i in range(20)]
+    assert len(set(colours)) == 20

@@ -204,5 +204,8 @@ def _apply(op: tuple, entries: list[dict[str, Any]], pending: list[tuple[str, st
         return [e for e in entries if not any(e is x for x in stale)], pending, [e["suite"] for e in stale]
     entry = op[1]
     key = (entry["model"], entry["suite"])
-    return ([e for e in entries if (e["model"], e["suite"]) != key] + [entry],
-            [p for p in pending if p != key], [])
+    # an entry evaluated again keeps its place: the folder's models and suites keep their order in the report
+    # (appended, a rerun of the first model moved it last and swapped every column)
+    at = next((i for i, e in enumerate(entries) if (e["model"], e["suite"]) == key), None)
+    replaced = entries + [entry] if at is None else entries[:at] + [entry] + entries[at + 1:]
+    return replaced, [p for p in pending if p != key], []

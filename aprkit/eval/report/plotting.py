@@ -17,7 +17,7 @@ from ..._io import atomic_write
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["new_figure", "save_figure", "grouped_bars"]
+__all__ = ["new_figure", "save_figure", "grouped_bars", "plot_text", "series_color"]
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -49,12 +49,29 @@ def file_stem(name: str) -> str:
     return f"{safe[:60]}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
 
 
+#: labels longer than this are shortened in the middle in figures (a 48-character timm name squeezed the axes)
+PLOT_LABEL_CHARS = 36
+
+
 def plot_text(text: object) -> str:
     """``text`` (a model id, a data set name) as matplotlib shows it literally: ``$`` escaped (no mathtext, which
-    renders ``$x$`` as math and fails on unbalanced TeX) and a leading ``_`` (legends drop such labels) after a
-    space."""
-    t = str(text).replace("$", r"\$")
+    renders ``$x$`` as math and fails on unbalanced TeX), a leading ``_`` (legends drop such labels) after a
+    space, and shortened in the middle beyond :data:`PLOT_LABEL_CHARS` characters (the tables give it whole)."""
+    t = str(text)
+    if len(t) > PLOT_LABEL_CHARS:
+        t = t[:PLOT_LABEL_CHARS - 13] + "…" + t[-12:]
+    t = t.replace("$", r"\$")
     return " " + t if t.startswith("_") else t
+
+
+def series_color(i: int) -> Any:
+    """The colour of the ``i``-th model in a figure: matplotlib's ten default colours, then the ten lighter shades
+    of ``tab20`` (an eleventh model took the first one's colour), then again."""
+    import matplotlib
+
+    if i % 20 < 10:
+        return f"C{i % 10}"
+    return matplotlib.colormaps["tab20"](2 * (i % 10) + 1)
 
 
 def grouped_bars(ax: Any, series: Mapping[str, Sequence[float]], n_groups: int) -> None:
@@ -62,4 +79,4 @@ def grouped_bars(ax: Any, series: Mapping[str, Sequence[float]], n_groups: int) 
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(n_groups)]
-        ax.bar(xs, list(values), width, label=plot_text(name))
+        ax.bar(xs, list(values), width, label=plot_text(name), color=series_color(i))

@@ -103,13 +103,33 @@ class Results:
         return merged
 
     def write_report(self, out_dir: str | Path | None = None, title: str | None = None) -> dict[str, Path]:
-        """Write results.json, report.md and report.html (see :func:`write_report`)."""
+        """Write results.json, report.md and report.html (see :func:`write_report`).
+
+        Into its own evaluation folder (``out_dir`` None), where ``results.json`` holds these models' results and
+        others' (several evaluations into one folder add up), the report covers the folder's models, as the
+        evaluation's own report does: rewriting it with this call's models alone dropped the others."""
         target = out_dir if out_dir is not None else self.out_dir
         if target is None:
             raise ValueError("no output folder: pass out_dir "
                              "(reports are never written to the current directory implicitly)")
-        self.paths = write_report(self, target, title=title)
+        whole = self._folder_results() if out_dir is None else None
+        self.paths = write_report(whole or self, target, title=title)
         return self.paths
+
+    def _folder_results(self) -> Results | None:
+        """The results of this object's evaluation folder where they hold its models, with the same numbers, and
+        more; else None."""
+        path = Path(self.out_dir) / "results.json" if self.out_dir is not None else None
+        if path is None or not path.is_file():
+            return None
+        try:
+            folder = Results.load(path)
+        except (OSError, ValueError):
+            return None
+        mine = self.to_dict()["models"]
+        if set(folder.models) <= set(mine) or any(folder.to_dict()["models"].get(m) != v for m, v in mine.items()):
+            return None
+        return Results(models=folder.models, meta=folder.meta, out_dir=self.out_dir)
 
 
 def _renamed(meta: Mapping[str, Any], old: str, new: str) -> dict[str, Any]:

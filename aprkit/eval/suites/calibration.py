@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from ..report.blocks import Figure, Table, pct
-from ..report.plotting import new_figure, plot_text, save_figure
+from ..report.plotting import new_figure, plot_text, save_figure, series_color
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
 from .corruption import CorruptionOptions, evaluate_cell
 
@@ -158,7 +158,7 @@ class CalibrationSuite(Suite[CalibrationOptions]):
         for i, (m, r) in enumerate(results.items()):
             sev = sorted(int(s) for s in r.get("per_severity", {}))
             ece = [100 * r["clean"]["ece"]] + [100 * r["per_severity"][str(s)]["ece"] for s in sev]
-            ax.plot([0] + sev, ece, marker="o", color=f"C{i}", label=plot_text(m))
+            ax.plot([0] + sev, ece, marker="o", color=series_color(i), label=plot_text(m))
             ax.set_xticks([0] + sev)
         ax.set_xlabel("severity (0 = clean)")
         ax.set_ylabel("ECE (%), mean over corruptions")

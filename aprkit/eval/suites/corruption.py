@@ -29,7 +29,7 @@ from ..._checks import comma_items, describe_value
 from ..engine.cache import cached
 from ..engine.inference import as_dataset, dataset_id, predict
 from ..report.blocks import Figure, Paragraph, Table, pct
-from ..report.plotting import bar_height, grouped_bars, new_figure, plot_text, save_figure
+from ..report.plotting import bar_height, grouped_bars, new_figure, plot_text, save_figure, series_color
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
 __all__ = ["CorruptionSuite", "CorruptionOptions", "CorruptionResult", "evaluate_cell", "expected_classes",
@@ -398,7 +398,7 @@ class CorruptionSuite(Suite[CorruptionOptions]):
         errors = {m: [100 * bar_height(r["per_corruption"].get(c)) for c in corruptions] for m, r in results.items()}
         grouped_bars(ax, errors, len(corruptions))
         for i, r in enumerate(results.values()):
-            ax.axhline(100 * r["clean"]["error"], ls="--", lw=1, color=f"C{i}")
+            ax.axhline(100 * r["clean"]["error"], ls="--", lw=1, color=series_color(i))
         ax.set_xticks(range(len(corruptions)), [c.replace("_", " ") for c in corruptions], rotation=45, ha="right")
         ax.set_ylabel("error (%), mean over severities")
         ax.legend(fontsize=8)
@@ -421,7 +421,7 @@ class CorruptionSuite(Suite[CorruptionOptions]):
                     ys.append(r["per_severity"].get(str(s)) if name == "mean"
                               else r["cells"].get(name, {}).get(str(s), {}).get("error"))
                 ax.plot([0] + severities, [None if y is None else 100 * y for y in ys], marker="o", ms=3,
-                        color=f"C{i}", label=plot_text(m))
+                        color=series_color(i), label=plot_text(m))
             ax.set_title(name.replace("_", " "), fontsize=9)
             ax.set_xticks([0] + severities)
             ax.grid(alpha=0.3)

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from ..engine.cache import cached
 from ..report.blocks import Figure, Paragraph, Table, code, strong
-from ..report.plotting import new_figure, plot_text, save_figure
+from ..report.plotting import new_figure, plot_text, save_figure, series_color
 from .base import EvalContext, Measure, ReportSection, Suite, SuiteOptions, register_suite
 
 __all__ = ["CueConflictStimuli", "CueConflictSuite", "CueConflictOptions", "CueConflictResult", "synthetic_stimuli",
@@ -200,10 +200,10 @@ class CueConflictSuite(Suite[CueConflictOptions]):
             pts = [(r["per_category"].get(c), y) for c, y in zip(cats, ys, strict=True)
                    if r["per_category"].get(c) is not None]
             overall = "-" if r["shape_bias"] is None else f"{r['shape_bias']:.2f}"
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=f"C{i}", marker="os^D"[i % 4], edgecolor="k",
-                       lw=0.4, s=40, label=f"{plot_text(m)} ({overall})", zorder=3)
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=series_color(i), marker="os^D"[i % 4],
+                       edgecolor="k", lw=0.4, s=40, label=f"{plot_text(m)} ({overall})", zorder=3)
             if r["shape_bias"] is not None:
-                ax.axvline(r["shape_bias"], color=f"C{i}", lw=1.4, alpha=0.8)
+                ax.axvline(r["shape_bias"], color=series_color(i), lw=1.4, alpha=0.8)
         ax.set_yticks(ys)
         ax.set_yticklabels([plot_text(c) for c in cats], fontsize=8)
         ax.set_xlim(-0.02, 1.02)

@@ -18,7 +18,7 @@ from typing import Any, TypedDict, cast
 from ..analyses.shape_bias import CATEGORIES, REFERENCE_SHAPE_BIAS, predict_decisions, reference_lines, shape_bias
 from ..engine.cache import cached
 from ..report.blocks import Figure, Paragraph, Table
-from ..report.plotting import new_figure, plot_text, save_figure
+from ..report.plotting import new_figure, plot_text, save_figure, series_color
 from .base import EvalContext, Measure, ReportSection, Suite, SuiteOptions, register_suite
 
 __all__ = ["ShapeBiasSuite", "ShapeBiasOptions", "ShapeBiasResult", "resolve_stimuli", "plot_shape_bias"]
@@ -160,7 +160,7 @@ def plot_shape_bias(results: Mapping[str, dict], path: Path) -> Path:
     for (name, value), style in zip(_references(results).items(), styles, strict=False):
         ax.axvline(value, color="0.35", ls=style, lw=1.4, label=f"{plot_text(name)}, {source} ({value:.2f})")
     for i, (model, r) in enumerate(results.items()):
-        color, marker = f"C{i % 10}", _MARKERS[i % len(_MARKERS)]
+        color, marker = series_color(i), _MARKERS[i % len(_MARKERS)]
         per = r.get("per_category", {})
         xs = [per[c] for c in cats if per.get(c) is not None and not math.isnan(per[c])]
         ys = [y[c] for c in cats if per.get(c) is not None and not math.isnan(per[c])]
