@@ -47,7 +47,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any]
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        cause = _os_cause(err) if isinstance(err, Exception) else None  # (not an interrupt)
+        # torch.save's RuntimeError over a failed write (not an interrupt, nor a writer's own error)
+        cause = _os_cause(err) if isinstance(err, (OSError, RuntimeError)) else None
         if cause is not None and (cause is not err or not err.filename):  # the file it was writing, named
             raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from err
         raise

@@ -23,7 +23,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -204,8 +204,10 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return parts, expand_env(value)
 
 
-def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``key=value`` / ``section.key=value`` strings to a copy of ``data``."""
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str],
+                    sections: Collection[str] = ()) -> dict[str, Any]:
+    """Apply ``key=value`` / ``section.key=value`` strings to a copy of ``data``; ``SECTION=null`` for one of
+    ``sections`` (groups of settings, not values) is refused: it would reset the section's every key."""
     out = copy.deepcopy(dict(data))
     for item in overrides:
         parts, value = parse_override(item)
@@ -215,7 +217,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
             if not isinstance(nxt, dict):
                 raise ValueError(f"override {item!r}: {p!r} is not a section (it holds {nxt!r})")
             node = nxt
-        if value is None and len(parts) == 1 and isinstance(node.get(parts[-1]), Mapping):  # a whole section
+        if value is None and len(parts) == 1 and parts[0] in sections:  # a whole section
             raise ValueError(f"override {item!r} would empty the section {parts[0]!r}; set its keys instead "
                              f"({parts[0]}.KEY=VALUE)")
         node[parts[-1]] = value
@@ -272,7 +274,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None and type(None) in args:
+        if type(None) in args and (value is None or value in ("null", "Null", "NULL", "~")):  # ${X:-null} too
             return None
         for arg in args:
             if arg is type(None):

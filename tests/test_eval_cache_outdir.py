@@ -104,3 +104,7 @@ def test_a_folder_keeps_its_model_order_and_a_retitled_report_keeps_every_model(
     assert list(json.loads((tmp_path / "results.json").read_text())["models"]) == ["a", "b"]
     report = (tmp_path / "report.md").read_text()
     assert report.startswith("# retitled") and "**Models:** a (SmallCNN), b (SmallCNN)" in report
+    other = evaluate({"a": a}, **{**kw, "suite": "calibration"})  # a suite the folder's a did not have
+    other.write_report(title="again")
+    held = json.loads((tmp_path / "results.json").read_text())["models"]
+    assert list(held) == ["a", "b"] and set(held["a"]) == {"corruption", "calibration"}

@@ -194,3 +194,34 @@ def test_skip_modes_are_the_papers_configurations(nonlinearity):
             assert create_model("phase_collapse_cifar", widths=(8, 8), skip=old).skip == new
     with pytest.raises(ValueError, match="skip must be one of"):
         create_model("phase_collapse_cifar", widths=(8, 8), skip="yes")
+
+
+def test_checkpoints_of_the_old_default_and_of_booleans_load_and_new_ones_record_skip(tmp_path):
+    """A checkpoint saved without skip was built with the default of its time ('lowpass'): it loads as such (it
+    failed with a shape mismatch once 'linear' became the default); new checkpoints record the resolved skip, so a
+    re-saved boolean checkpoint carries 'lowpass' and warns no more."""
+    import warnings
+
+    from aprkit.models import load_model, save_checkpoint
+
+    torch.manual_seed(0)
+    old = create_model("phase_collapse_cifar", widths=(8, 8), skip="lowpass")
+    assert old.aprkit_kwargs["skip"] == "lowpass"
+    save_checkpoint(tmp_path / "new.pt", old)
+    payload = torch.load(tmp_path / "new.pt", weights_only=False)
+    assert payload["kwargs"]["skip"] == "lowpass"
+    del payload["kwargs"]["skip"]  # as saved before skip took names: the default then
+    torch.save(payload, tmp_path / "old.pt")
+    x = torch.rand(2, 3, 32, 32)
+    for path in ("new.pt", "old.pt"):
+        loaded = load_model(tmp_path / path)
+        assert loaded.skip == "lowpass"
+        torch.testing.assert_close(loaded(x), old.eval()(x))
+    payload["kwargs"]["skip"] = True
+    torch.save(payload, tmp_path / "bool.pt")
+    with pytest.warns(FutureWarning):
+        legacy = load_model(tmp_path / "bool.pt")
+    save_checkpoint(tmp_path / "resaved.pt", legacy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_model(tmp_path / "resaved.pt").skip == "lowpass"

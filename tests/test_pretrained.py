@@ -210,3 +210,14 @@ def test_timm_uses_the_published_test_size(hf_cache, monkeypatch):
     monkeypatch.setattr(timm, "create_model", with_test_size)
     model = load_model(f"timm:{TIMM_NAME}")
     assert (model.resize, model.crop) == (192, 192)
+
+
+def test_the_reachability_probe_defers_to_a_proxy(monkeypatch):
+    """Behind a proxy a direct connection says nothing about the hub: the probe does not force offline mode."""
+    from aprkit.models.foreign import _reachable
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert _reachable("http://127.0.0.1:9", timeout=1.0) is False  # nothing listens on the discard port here
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    assert _reachable("http://127.0.0.1:9", timeout=1.0) is True

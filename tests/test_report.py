@@ -313,7 +313,9 @@ def test_long_labels_are_shortened_and_many_models_keep_distinct_colours():
 
     name = "timm:vit_base_patch16_224.augreg2_in21k_ft_in1k"
     short = plot_text(name)
-    assert len(short) == PLOT_LABEL_CHARS and short.startswith("timm:vit_base") and short.endswith("_ft_in1k")
+    assert len(short) == PLOT_LABEL_CHARS and short.startswith("timm:vit_base") and "_ft_in1k #" in short
+    others = {plot_text(name.replace("augreg2", v)) for v in ("augreg2", "augreg", "orig")}
+    assert len(others) == 3  # names differing in the middle stay apart
     assert plot_text("resnet20") == "resnet20"
     colours = [str(series_color(i)) for i in range(20)]
     assert len(set(colours)) == 20

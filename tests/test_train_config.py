@@ -177,6 +177,7 @@ def test_tester_round_empty_sections_environment_numbers_and_suggestions(tmp_pat
                                        "train:\n  progress: ${PROGRESS:-false}\n")
     cfg = load_config(env)
     assert (cfg.optim.epochs, cfg.optim.lr, cfg.train.progress) == (3, 0.2, False)
+    assert load_config(None, ["train.max_steps=${UNSET_STEPS:-null}"]).train.max_steps is None
     with pytest.raises(ValueError, match="would empty the section 'optim'"):
         load_config(base, ["optim=null"])
     for bad in (".inf", ".nan"):

@@ -677,7 +677,10 @@ def test_sites_are_checked_before_computing_and_the_default_sweep_leaves_out_wha
     with pytest.raises(ValueError, match="layers is empty"):
         transplant_test(model, x, [])
     with pytest.raises(ValueError, match="class indices >= 0"):
-        transplant_test(model, (x, -torch.ones(len(x), dtype=torch.long)), ["blocks.0"])
+        transplant_test(model, (x, torch.arange(len(x)) % 3 - 1), ["blocks.0"])
+    unlabelled = transplant_test(model, (x, -torch.ones(len(x), dtype=torch.long)), ["blocks.0"], n_pairs=8,
+                                 n_control=8)  # NO_LABEL throughout: an unlabelled set (noise:), measured as such
+    assert unlabelled["clean_accuracy"] is None
     with pytest.raises(ValueError, match="0..255 floats"):
         transplant_test(model, x * 255, ["blocks.0"])
     with pytest.raises(TypeError, match="module name"):

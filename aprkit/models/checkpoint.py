@@ -27,7 +27,7 @@ from .._checks import check_positive_int
 from .._io import atomic_torch_save
 from .foreign import FOREIGN_LIBRARIES, Preprocess, create_foreign
 from .normalize import Normalize, unwrap_model
-from .registry import create_model, is_model, list_models, tag_model
+from .registry import checkpoint_kwargs, create_model, is_model, list_models, tag_model
 from .state_dict import extract_state_dict, load_state_dict_into, num_classes_of
 
 __all__ = ["save_checkpoint", "load_model", "read_checkpoint", "extract_state_dict", "load_state_dict_into"]
@@ -197,6 +197,7 @@ def _load_aprkit_arch(arch: str, num_classes: int | None, path: str | os.PathLik
     if isinstance(obj, Mapping) and obj.get("format") == "aprkit":
         return _from_aprkit(obj, num_classes, kwargs, expected_arch=arch, drop_head=drop_head)
     sd = extract_state_dict(obj)
+    kwargs = checkpoint_kwargs(arch, kwargs, sd)
     model = create_model(arch, num_classes=10, **kwargs)
     n = num_classes if num_classes is not None else num_classes_of(sd, model)
     if n is not None and n != 10:
@@ -210,7 +211,7 @@ def _from_aprkit(obj: Mapping[str, Any], num_classes: int | None, kwargs: dict, 
     arch = obj["arch"]
     if expected_arch is not None and expected_arch.lower() != str(arch).lower():
         raise ValueError(f"checkpoint holds a {arch!r} model, not {expected_arch!r}")
-    kw = {**dict(obj.get("kwargs") or {}), **kwargs}
+    kw = {**checkpoint_kwargs(arch, dict(obj.get("kwargs") or {}), obj.get("state_dict")), **kwargs}
     model = _build_arch(arch, num_classes, kw, obj.get("num_classes"))
     pre = obj.get("preprocess")
     if isinstance(pre, Mapping) and isinstance(model, Normalize) and not isinstance(model, Preprocess):

@@ -102,8 +102,20 @@ def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
     return tag_model(_REGISTRY[key](num_classes=num_classes, **kwargs), key, kwargs)
 
 
+def checkpoint_kwargs(arch: str, kwargs: dict[str, Any], state_dict: Any) -> dict[str, Any]:
+    """The builder keyword arguments that rebuild the model a checkpoint's ``state_dict`` came from: ``kwargs``
+    as saved, completed by the builder's ``checkpoint_kwargs`` hook where an argument's default changed since (the
+    phase-collapse net's ``skip``)."""
+    _load_builtin()
+    hook = getattr(_REGISTRY.get(str(arch).lower()), "checkpoint_kwargs", None)
+    return dict(hook(dict(kwargs), state_dict)) if hook is not None and state_dict is not None else dict(kwargs)
+
+
 def tag_model(model: M, arch: str, kwargs: dict[str, Any]) -> M:
-    """Record how ``model`` was built (``aprkit_arch``, ``aprkit_kwargs``: what checkpoints save); returns it."""
+    """Record how ``model`` was built (``aprkit_arch``, ``aprkit_kwargs``: what checkpoints save); returns it.
+    Arguments the model pins itself (``aprkit_pinned_kwargs``: a resolved default that may change) are recorded
+    too, so its checkpoints rebuild it whatever the defaults are then."""
+    kwargs = {**dict(kwargs), **dict(getattr(model, "aprkit_pinned_kwargs", None) or {})}
     for attr, value in (("aprkit_arch", arch), ("aprkit_kwargs", dict(kwargs))):
         setattr(model, attr, value)  # plain attributes; nn.Module.__setattr__ is typed for tensors and modules
     return model

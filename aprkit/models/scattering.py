@@ -41,7 +41,7 @@ layer a full octave), as in the paper's Table 1. Normalisation default: CIFAR-10
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -222,6 +222,7 @@ class PhaseCollapseNet(ImageClassifier):
             raise ValueError(f"widths must be a non-empty sequence of positive ints, got {widths!r}")
         skip = check_skip(skip)  # type: ignore[assignment]
         self.nonlinearity, self.skip = nonlinearity, skip
+        self.aprkit_pinned_kwargs = {"skip": skip}  # checkpoints record it: its default changed once (see tag_model)
         layers, c, size = [], in_chans, img_size
         for i, width in enumerate(widths):
             if first_full_octave and i == 0:
@@ -257,10 +258,29 @@ class PhaseCollapseNet(ImageClassifier):
         return self.classifier(features)
 
 
+def _checkpoint_kwargs(default_L: int) -> Any:
+    """The builder's checkpoint hook (:func:`aprkit.models.registry.checkpoint_kwargs`): a checkpoint saved without
+    ``skip`` was built with the default of its time, ``"lowpass"`` (what ``skip=True`` built; ``"linear"`` became the
+    default later), recognised by its first projection taking ``in_chans (L + 1)`` channels, not twice that."""
+    def hook(kwargs: dict[str, Any], state_dict: Any) -> dict[str, Any]:
+        if "skip" in kwargs or not isinstance(state_dict, Mapping):
+            return kwargs
+        proj = next((v for k, v in state_dict.items() if str(k).endswith("layers.0.proj")), None)
+        n_in = int(kwargs.get("in_chans", 3)) * (int(kwargs.get("L", default_L)) + 1)
+        if proj is not None and getattr(proj, "ndim", 0) == 3 and proj.shape[1] == n_in:
+            return {**kwargs, "skip": "lowpass"}
+        return kwargs
+
+    return hook
+
+
 @register_model("phase_collapse_cifar")
 def phase_collapse_cifar(num_classes: int = 10, **kwargs: Any) -> PhaseCollapseNet:
     """Learned scattering for CIFAR (8 layers, L=4); ``nonlinearity``/``skip`` switch the ablations."""
     return PhaseCollapseNet(num_classes, **kwargs)
+
+
+phase_collapse_cifar.checkpoint_kwargs = _checkpoint_kwargs(4)  # type: ignore[attr-defined]
 
 
 @register_model("phase_collapse_imagenet")
@@ -269,3 +289,6 @@ def phase_collapse_imagenet(num_classes: int = 1000, **kwargs: Any) -> PhaseColl
     cfg: dict[str, Any] = dict(widths=(32, 64, 64, 128, 256, 512, 512, 512, 512, 512, 256), L=8, img_size=224,
                                first_full_octave=True)
     return PhaseCollapseNet(num_classes, **{**cfg, **kwargs})
+
+
+phase_collapse_imagenet.checkpoint_kwargs = _checkpoint_kwargs(8)  # type: ignore[attr-defined]

@@ -186,6 +186,11 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+#: the groups of settings of a :class:`Config` (``optim``, ``data``, ...): ``--set optim=null`` is refused
+SECTIONS: tuple[str, ...] = tuple(name for name, tp in typing.get_type_hints(Config).items()
+                                  if dataclasses.is_dataclass(tp))
+
+
 def config_from_dict(data: Mapping[str, Any]) -> Config:
     """Build a :class:`Config` from a nested mapping (``base`` must already be resolved: :func:`resolve_bases`)."""
     if "base" in data:
@@ -217,7 +222,7 @@ def load_config(
     data = read_config_files(paths)
     if paths and not data.get("name"):
         data["name"] = "+".join(Path(p).stem for p in paths)
-    cfg = config_from_dict(apply_overrides(data, overrides))
+    cfg = config_from_dict(apply_overrides(data, overrides, SECTIONS))
     if validate:
         validate_config(cfg)
     return cfg

@@ -76,16 +76,16 @@ def _run_length(config: Mapping[str, Any]) -> tuple[Any, Any]:
 def _as_config(config: Config | str | os.PathLike[str] | Mapping[str, Any], overrides: Sequence[str]) -> Config:
     if isinstance(config, Config):
         if overrides:
-            from .config import apply_overrides
+            from .config import SECTIONS, apply_overrides
 
-            return validate_config(config_from_dict(apply_overrides(config.to_dict(), overrides)))
+            return validate_config(config_from_dict(apply_overrides(config.to_dict(), overrides, SECTIONS)))
         return validate_config(config)
     if isinstance(config, (str, os.PathLike)):
         return load_config(config, overrides)
     if isinstance(config, Mapping):
-        from .config import apply_overrides, resolve_bases
+        from .config import SECTIONS, apply_overrides, resolve_bases
 
-        return validate_config(config_from_dict(apply_overrides(resolve_bases(config), overrides)))
+        return validate_config(config_from_dict(apply_overrides(resolve_bases(config), overrides, SECTIONS)))
     raise TypeError(f"config must be a Config, a YAML path or a mapping, got {type(config).__name__}")
 
 
@@ -260,7 +260,17 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
                                                                               default=str):  # another architecture
             raise ValueError(f"cannot resume: {ckpt_path} was built with model.kwargs={saved_kwargs}, this config has "
                              f"{cfg.model.kwargs}; resume with the same model settings or choose another --out")
-        unwrap_model(model).load_state_dict(state["model"])
+        try:
+            unwrap_model(model).load_state_dict(state["model"])
+        except RuntimeError as err:  # the same settings built another model: a builder default changed since
+            from ..models.registry import checkpoint_kwargs
+
+            then = checkpoint_kwargs(cfg.model.name, dict(cfg.model.kwargs), state["model"])
+            pin = " ".join(f"model.kwargs.{k}={v}" for k, v in then.items() if cfg.model.kwargs.get(k) != v)
+            first = str(err).splitlines()[0]
+            raise ValueError(f"cannot resume: {ckpt_path}'s weights do not fit the model these settings build now "
+                             f"(a default of {cfg.model.name!r} changed since it was trained?)"
+                             + (f"; resume with --set {pin}" if pin else "") + f". {first}") from None
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         # the config's optimiser settings apply from here on: the saved state carries the learning rate, decay and

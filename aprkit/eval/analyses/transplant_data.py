@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from ..._checks import _OVERSHOOT, check_positive_int
+from ...data.arrays import NO_LABEL
 
 __all__ = ["Data", "load_data", "read_folder"]
 
@@ -76,9 +77,11 @@ def load_data(
         if labels.shape[0] != images.shape[0]:
             raise ValueError(f"labels must have one entry per image: {images.shape[0]} images, "
                              f"{labels.shape[0]} labels")
-        if labels.numel() and int(labels.min()) < 0:
-            raise ValueError(f"labels must be class indices >= 0, got {int(labels.min())} (unlabelled images: pass "
-                             "the images alone)")
+        if labels.numel() and bool((labels == NO_LABEL).all()):  # an unlabelled set (noise:, TensorImageDataset)
+            labels = None
+        elif labels.numel() and int(labels.min()) < 0:
+            raise ValueError(f"labels must be class indices >= 0 (or all {NO_LABEL}: unlabelled), got "
+                             f"{int(labels.min())}")
     return images, labels
 
 

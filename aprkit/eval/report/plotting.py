@@ -56,10 +56,13 @@ PLOT_LABEL_CHARS = 36
 def plot_text(text: object) -> str:
     """``text`` (a model id, a data set name) as matplotlib shows it literally: ``$`` escaped (no mathtext, which
     renders ``$x$`` as math and fails on unbalanced TeX), a leading ``_`` (legends drop such labels) after a
-    space, and shortened in the middle beyond :data:`PLOT_LABEL_CHARS` characters (the tables give it whole)."""
+    space, and shortened in the middle beyond :data:`PLOT_LABEL_CHARS` characters, with a 4-digit hash of the whole
+    (the tables give it whole)."""
     t = str(text)
-    if len(t) > PLOT_LABEL_CHARS:
-        t = t[:PLOT_LABEL_CHARS - 13] + "…" + t[-12:]
+    if len(t) > PLOT_LABEL_CHARS:  # the head, the tail and a short hash: names differing in the middle stay apart
+        import hashlib
+
+        t = t[:PLOT_LABEL_CHARS - 19] + "…" + t[-12:] + " #" + hashlib.sha1(t.encode()).hexdigest()[:4]
     t = t.replace("$", r"\$")
     return " " + t if t.startswith("_") else t
 

@@ -126,8 +126,10 @@ class Results:
             folder = Results.load(path)
         except (OSError, ValueError):
             return None
-        mine = self.to_dict()["models"]
-        if set(folder.models) <= set(mine) or any(folder.to_dict()["models"].get(m) != v for m, v in mine.items()):
+        mine, held = self.to_dict()["models"], folder.to_dict()["models"]
+        if any((held.get(m) or {}).get(s) != v for m, suites in mine.items() for s, v in suites.items()):
+            return None  # other numbers than the folder's: these results are written as they are
+        if held == mine:
             return None
         return Results(models=folder.models, meta=folder.meta, out_dir=self.out_dir)
 
