@@ -120,6 +120,12 @@ def test_the_header_says_when_models_were_measured_with_other_suite_settings():
     same = Results.merge([run("a", "ood", {"ood": "noise:uniform,noise:blobs"}),
                           run("b", "ood", {"ood": ["noise:blobs", "noise:uniform"], "fit_limit": 10000})])
     assert not [i for i in header_items(["a", "b"], same.meta, setup=_setup) if i.label == "ood settings"]
+    defaults = Results.merge([run("a", "ood", {}), run("b", "ood", {"ood": [f"noise:{n}" for n in (
+        "blobs", "gaussian", "rademacher", "uniform")]}), run("c", "ood", {"ood": None})])
+    assert not [i for i in header_items(["a", "b", "c"], defaults.meta, setup=_setup) if i.label == "ood settings"]
+    named = Results.merge([run("a", "ood", {"ood": {"x": "noise:blobs", "y": "noise:uniform"}}),
+                           run("b", "ood", {"ood": {"y": "noise:uniform", "x": "noise:blobs"}})])
+    assert not [i for i in header_items(["a", "b"], named.meta, setup=_setup) if i.label == "ood settings"]
     other = Results.merge([run("a", "ood", {"ood": ["noise:gaussian"]}), run("b", "ood", {"ood": ["noise:blobs"]}),
                            run("c", "phase-bias", {"n_pairs": 20}), run("d", "phase-bias", {})])
     items = {i.label: i.text for i in header_items(["a", "b", "c", "d"], other.meta, setup=_setup)}

@@ -267,6 +267,15 @@ class OODSuite(Suite[OODOptions]):
     Options = OODOptions
     setup_keys = ("ood", "ood_limit", "ood_resize", "fit", "fit_limit", "knn_k", "odin_temperature", "odin_epsilon")
 
+    @classmethod
+    def setup_text(cls, options: Mapping[str, Any]) -> str:
+        """As :meth:`Suite.setup_text`, with no ``ood`` read as the default synthetic sets it means and a mapping
+        of named sets in name order."""
+        sets = options.get("ood") or [f"noise:{n}" for n in SYNTHETIC_SETS]
+        if isinstance(sets, Mapping):
+            sets = [f"{k}={v}" for k, v in sorted((str(k), str(v)) for k, v in sets.items())]
+        return super().setup_text({**options, "ood": sets})
+
     def run(self, ctx: EvalContext, data: Any) -> OODResult:
         from .. import metrics as M
 
