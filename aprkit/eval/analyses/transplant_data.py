@@ -69,8 +69,8 @@ def load_data(
         images = images.float() / 255
     elif not images.is_floating_point():
         raise TypeError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
-    elif images.numel() and float(images.detach().amax()) > 1.0 + _OVERSHOOT:
-        raise ValueError(f"images are float with values up to {float(images.amax()):.4g}: 0..255 floats? pass float "
+    elif images.numel() and (high := float(images.detach().amax())) > 1.0 + _OVERSHOOT:
+        raise ValueError(f"images are float with values up to {high:.4g}: 0..255 floats? pass float "
                          "images in [0, 1] (divide by 255) or uint8")
     if labels is not None:
         labels = torch.as_tensor(labels).long().reshape(-1)

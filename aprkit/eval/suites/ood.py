@@ -49,6 +49,8 @@ __all__ = ["OODSuite", "OODOptions", "OODResult", "SCORES", "SYNTHETIC_SETS", "c
 
 SCORES = ("msp", "max_logit", "energy", "odin", "mahalanobis", "knn")
 SYNTHETIC_SETS = ("gaussian", "uniform", "rademacher", "blobs")
+#: the OOD sets when none are given (option ``ood`` unset)
+_DEFAULT_SETS = tuple(f"noise:{n}" for n in SYNTHETIC_SETS)
 _FEATURE_SCORES = ("mahalanobis", "knn")
 _METRICS = ("auroc", "aupr_in", "aupr_out", "fpr@95")
 
@@ -101,7 +103,7 @@ class OODResult(TypedDict, total=False):
 
 
 def _ood_sets(opts: OODOptions) -> dict[str, Any]:
-    sets = opts.ood or [f"noise:{n}" for n in SYNTHETIC_SETS]
+    sets = opts.ood or list(_DEFAULT_SETS)
     if isinstance(sets, str):
         sets = comma_items(sets)
     if isinstance(sets, Mapping):
@@ -271,7 +273,7 @@ class OODSuite(Suite[OODOptions]):
     def setup_text(cls, options: Mapping[str, Any]) -> str:
         """As :meth:`Suite.setup_text`, with no ``ood`` read as the default synthetic sets it means and a mapping
         of named sets in name order."""
-        sets = options.get("ood") or [f"noise:{n}" for n in SYNTHETIC_SETS]
+        sets = options.get("ood") or list(_DEFAULT_SETS)
         if isinstance(sets, Mapping):
             sets = [f"{k}={v}" for k, v in sorted((str(k), str(v)) for k, v in sets.items())]
         return super().setup_text({**options, "ood": sets})
