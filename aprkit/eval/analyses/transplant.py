@@ -471,7 +471,8 @@ def layer_sweep(
                 try:
                     t = last_activation_site(model, b)
                 except ValueError as err:  # a block without a nonlinearity (complex blocks): its output only
-                    skipped.append({"depth": depth, "block": b, "layer": b, "site": site, "reason": str(err)})
+                    skipped.append({"depth": depth, "block": b, "layer": Site(b, "input").label(), "site": site,
+                                    "reason": str(err)})
                     continue
             else:
                 t = Site(b, site, call_index)  # type: ignore[arg-type]  # a str; Site checks it is "input"/"output"
