@@ -163,3 +163,8 @@ class ReportSection:
 def pct(x: float | None, digits: int = 2) -> str:
     """A fraction as a percentage for a table cell (``"-"`` for None)."""
     return "-" if x is None else f"{100 * x:.{digits}f}"
+
+
+def num(x: float | None, digits: int = 3) -> str:
+    """A number for a table cell with ``digits`` decimals (``"-"`` for None)."""
+    return "-" if x is None else f"{x:.{digits}f}"

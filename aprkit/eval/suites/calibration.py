@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
-from ..report.blocks import Figure, Table, pct
+from ..report.blocks import Figure, Table, num, pct
 from ..report.plotting import new_figure, plot_text, save_figure, series_color
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
 from .corruption import CorruptionOptions, evaluate_cell
@@ -103,9 +103,8 @@ class CalibrationSuite(Suite[CalibrationOptions]):
         for m, r in results.items():
             c = r["clean"]
             k = r.get("corrupted") or {}
-            rows.append([m, pct(c["accuracy"]), pct(c["ece"]), pct(c["rms"]), f"{c['nll']:.3f}", f"{c['brier']:.3f}",
-                         pct(k.get("ece")), pct(k.get("rms")), "-" if not k else f"{k['nll']:.3f}",
-                         "-" if not k else f"{k['brier']:.3f}"])
+            rows.append([m, pct(c["accuracy"]), pct(c["ece"]), pct(c["rms"]), num(c["nll"]), num(c["brier"]),
+                         pct(k.get("ece")), pct(k.get("rms")), num(k.get("nll")), num(k.get("brier"))])
         bins = sorted({len(r["clean"]["reliability"]["count"]) for r in results.values()})
         table = Table(["model", "clean acc %", "ECE %", "RMS %", "NLL", "Brier", "corr. ECE %", "corr. RMS %",
                        "corr. NLL", "corr. Brier"], rows,

@@ -28,7 +28,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from ..._checks import comma_items, describe_value
 from ..engine.cache import cached
 from ..engine.inference import as_dataset, dataset_id, predict
-from ..report.blocks import Figure, Paragraph, Table, pct
+from ..report.blocks import Figure, Paragraph, Table, num, pct
 from ..report.plotting import bar_height, grouped_bars, new_figure, plot_text, save_figure, series_color
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
@@ -366,7 +366,7 @@ class CorruptionSuite(Suite[CorruptionOptions]):
         rows = []
         for m, r in results.items():
             rows.append([m, pct(r["clean"]["accuracy"]), pct(r["mean_error"]), pct(r["mean_corruption_error"]),
-                         "-" if r["relative_robustness"] is None else f"{r['relative_robustness']:.3f}",
+                         num(r["relative_robustness"]),
                          pct(r.get("mce"), 1), pct(r.get("relative_mce"), 1), r["origin"], r["clean"]["n"]])
         blocks: list = [Table(["model", "clean acc %", "mean error %", "mean corruption error %",
                                "corr. acc / clean acc", "mCE %", "rel. mCE %", "corrupted data", "images"], rows)]

@@ -25,7 +25,7 @@ from ...fourier import Dims
 from ..analyses.phase_bias import OneClass, measure_phase_bias, patch_grid
 from ..engine.cache import cached
 from ..engine.inference import as_dataset, to_model_input
-from ..report.blocks import Figure, Paragraph, Table, strong
+from ..report.blocks import Figure, Paragraph, Table, num, pct, strong
 from ..report.plotting import new_figure, plot_text, save_figure
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
@@ -123,9 +123,6 @@ class PhaseBiasSuite(Suite[PhaseBiasOptions]):
         ]
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
-        def f(x: float | None) -> str:
-            return "-" if x is None else f"{x:.3f}"
-
         head = ["model", "clean acc %"]
         for _, label in _VARIANTS:
             head += [f"{label}: phase", "amplitude", "neither", "phase bias"]
@@ -137,11 +134,11 @@ class PhaseBiasSuite(Suite[PhaseBiasOptions]):
                                  [Paragraph(f"{m}: {note}") for m, note in notes.items()])
         rows = []
         for m, r in results.items():
-            row: list = [m, f"{100 * r['clean_accuracy']:.1f}"]
+            row: list = [m, pct(r["clean_accuracy"], 1)]
             for v, _ in _VARIANTS:
                 x = r[v]
-                row += [f(x["phase"]), f(x["amplitude"]), f(x["neither"]), strong(f(x["phase_bias"]))]
-            rows.append(row + [f"{100 * r['patch_shuffle']['accuracy']:.1f}"])
+                row += [num(x["phase"]), num(x["amplitude"]), num(x["neither"]), strong(num(x["phase_bias"]))]
+            rows.append(row + [pct(r["patch_shuffle"]["accuracy"], 1)])
         def setup(r: Mapping[str, Any]) -> tuple:
             n = r["full"]["n_pairs"]
             return (n, r["settings"].get("n_distinct_pairs", n), r["settings"]["beta"],

@@ -17,7 +17,7 @@ from typing import Any, TypedDict, cast
 
 from ..analyses.shape_bias import CATEGORIES, REFERENCE_SHAPE_BIAS, predict_decisions, reference_lines, shape_bias
 from ..engine.cache import cached
-from ..report.blocks import Figure, Paragraph, Table
+from ..report.blocks import Figure, Paragraph, Table, num, pct
 from ..report.plotting import new_figure, plot_text, save_figure, series_color
 from .base import EvalContext, Measure, ReportSection, Suite, SuiteOptions, register_suite
 
@@ -112,10 +112,7 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
         ]
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
-        def f(x: float | None) -> str:
-            return "-" if x is None else f"{x:.3f}"
-
-        rows: list[list] = [[m, f(r["shape_bias"]), f"{100 * r['shape_match']:.1f}", f"{100 * r['texture_match']:.1f}",
+        rows: list[list] = [[m, num(r["shape_bias"]), pct(r["shape_match"], 1), pct(r["texture_match"], 1),
                              r["counts"]["n_stimuli"]] for m, r in results.items()]
         published = not any(r.get("references") for r in results.values())
         source = "published" if published else "from the reference decisions"
@@ -126,7 +123,7 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
                 + (" Published references: humans ~0.96, ResNet-50 ~0.22." if published else ""))
         cats = list(dict.fromkeys(c for r in results.values() for c in (r.get("per_category") or {})))
         per_category = Table(["shape category"] + list(results), [
-            [c] + [f((r.get("per_category") or {}).get(c)) for r in results.values()] for c in cats],
+            [c] + [num((r.get("per_category") or {}).get(c)) for r in results.values()] for c in cats],
             caption="Shape bias per shape category")
         fig_dir = Path(fig_dir)
         fig_dir.mkdir(parents=True, exist_ok=True)
