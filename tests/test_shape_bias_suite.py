@@ -83,8 +83,37 @@ def test_suite_data_errors(tree):
 
 
 def test_model_with_wrong_outputs_is_rejected(tree):
-    with pytest.raises(ValueError, match=r"\(B, 1000\)"):
-        measure_shape_bias(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 20)), tree)
+    # named on the first batch, in terms of the outputs a shape-bias model needs (not the stimuli's label range)
+    with pytest.raises(ValueError, match=r"outputs 10 classes .*needs 1000 or 16 outputs"):
+        measure_shape_bias(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 10)), tree, batch_size=4)
+
+
+@pytest.mark.parametrize("outputs", [16, 1000])
+def test_a_dataset_with_its_own_category_order_or_subset(tmp_path, tree, outputs):
+    """Decisions name one of the 16 sorted categories; a dataset listing them in another order (or a subset) reads
+    them by name, so the numbers equal the default order's (they were read by index: a constant 'cat' model
+    scored 1.0 on reversed categories)."""
+    model = Constant("cat", outputs)
+    default = measure_shape_bias(model, CueConflict(tree)).to_dict()
+    assert measure_shape_bias(model, CueConflict(tree, categories=CUE_CONFLICT_CATEGORIES[::-1])).to_dict() == default
+    subset = ("dog", "cat", "clock")
+    root = tmp_path / "subset"
+    write_synthetic_cue_conflict(root, categories=subset, per_shape=4, size=16, seed=1)
+    ds = CueConflict(root, categories=subset)
+    r = measure_shape_bias(model, ds)
+    assert r.to_dict() == shape_bias(["cat"] * len(ds), ds.shape_labels, ds.texture_labels, subset).to_dict()
+    suite = load_suites()["shape-bias"]()
+    ctx = EvalContext(model=model, batch_size=5, cache=MemoryCache(), progress=False)
+    out = suite.run(ctx, ds)
+    assert out["shape_bias"] == r.shape_bias and set(out["decisions"].values()) == {"cat"}
+    with pytest.raises(ValueError, match=r"\['zebra'\] are not among the 16"):
+        measure_shape_bias(model, CueConflict(_zebra_tree(tmp_path), categories=("cat", "zebra")))
+
+
+def _zebra_tree(tmp_path):
+    root = tmp_path / "zebra"
+    write_synthetic_cue_conflict(root, categories=("cat", "zebra"), per_shape=2, size=16, seed=2)
+    return root
 
 
 def test_example_smoke_mode(tmp_path, capsys):
@@ -148,3 +177,14 @@ def test_specs_of_other_data_and_phase_bias_on_the_stimuli_are_clear_errors(tree
         evaluate(Constant("cat", 1000), "shape-bias", None, options={"stimuli": str(tree)}, progress=False)
     with pytest.raises(ValueError, match="must be positive and divide the image size"):  # before any pass
         evaluate(Constant("cat", 16), "phase-bias", f"cue-conflict:{tree}", options={"patch_size": 5}, progress=False)
+
+
+def test_mixed_sizes_name_the_files_and_a_cue_conflict_fix(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "mixed"
+    paths = write_synthetic_cue_conflict(root, per_shape=2, size=16)
+    Image.new("RGB", (20, 20)).save(paths[0])
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 16))
+    with pytest.raises(ValueError, match=r"airplane1-truck1\.png is 20x20.*CueConflict\(ROOT, transform="):
+        measure_shape_bias(model, root)

@@ -167,6 +167,11 @@ class CueConflict(Dataset):
                                      f"{len(self.stimuli)}{cats}"
                                      f"{f':transform={tid}' if transform is not None else ''}") if named else None
 
+    @property
+    def samples(self) -> list[tuple[str, int]]:
+        """``(path, shape label)`` per stimulus, as an ``ImageFolder``'s (error messages name files by it)."""
+        return [(str(s.path), s.shape_label) for s in self.stimuli]
+
     def __len__(self) -> int:
         return len(self.stimuli)
 

@@ -45,8 +45,10 @@ def describe_size_mismatch(dataset: Dataset, indices: Sequence[int]) -> str:
     samples = getattr(dataset, "samples", None)
     where = [f"{samples[i][0] if samples is not None else f'item {i}'} is {'x'.join(map(str, s[-2:]))}"
              + (f" with {s[0]} channels" if len({t[0] for t in first}) > 1 else "") for s, i in first.items()]
+    fix = ("CueConflict(ROOT, transform=torchvision.transforms.v2.Resize((224, 224)))"
+           if hasattr(dataset, "shape_labels") else "get_dataset('folder:ROOT', resize=36, crop=32)")
     return (f"images differ in size ({'; '.join(where)}); a batch needs one size: resize the files to one size, or in "
-            "Python pass get_dataset('folder:ROOT', resize=36, crop=32)")
+            f"Python pass {fix}")
 
 
 class _SizeMismatch(ValueError):

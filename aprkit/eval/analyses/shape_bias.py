@@ -39,6 +39,7 @@ __all__ = [
     "imagenet_to_16",
     "conflicting",
     "cue_conflict_decisions",
+    "decisions_in",
     "shape_bias",
     "predict_decisions",
     "measure_shape_bias",
@@ -336,7 +337,24 @@ def predict_decisions(model: nn.Module, dataset: torch.utils.data.Dataset, **kwa
     from ..engine.inference import predict
 
     kwargs.setdefault("desc", "cue-conflict")
-    return cue_conflict_decisions(predict(model, dataset, **kwargs).logits)
+    # the stimuli's shape labels are not the model's classes: only the output width is checked (first batch)
+    outputs = predict(model, dataset, num_classes=(1000, len(CATEGORIES)), labelled=False, **kwargs)
+    return cue_conflict_decisions(outputs.logits)
+
+
+def decisions_in(decisions: torch.Tensor, categories: Sequence[str]) -> torch.Tensor:
+    """Decisions ``(N,)`` over ``CATEGORIES`` (``predict_decisions``) as indices into ``categories``, a
+    dataset's own list (another order or a subset of the 16); a decision for a category outside it becomes -1
+    (neither shape nor texture). A category that is not one of the 16 is refused: no decision can name it."""
+    cats = tuple(categories)
+    if cats == CATEGORIES:
+        return decisions
+    unknown = [c for c in cats if c not in CATEGORIES]
+    if unknown:
+        raise ValueError(f"cue-conflict categories {unknown} are not among the 16 that ImageNet outputs map to "
+                         f"({', '.join(CATEGORIES)}); shape bias from a classifier needs those names")
+    lookup = torch.tensor([cats.index(c) if c in cats else -1 for c in CATEGORIES], dtype=torch.long)
+    return lookup[decisions.long().cpu()]
 
 
 def measure_shape_bias(
@@ -347,6 +365,7 @@ def measure_shape_bias(
     Keyword arguments go to ``predict_decisions`` (``device``, ``batch_size``, ``progress``, ...).
     """
     ds = stimuli if isinstance(stimuli, CueConflict) else CueConflict(stimuli)
+    decisions_in(torch.zeros(0, dtype=torch.long), ds.categories)  # refuse unknown categories before inference
     with eval_mode(model):
         decisions = predict_decisions(model, ds, **kwargs)
-    return shape_bias(decisions, ds.shape_labels, ds.texture_labels, ds.categories)
+    return shape_bias(decisions_in(decisions, ds.categories), ds.shape_labels, ds.texture_labels, ds.categories)

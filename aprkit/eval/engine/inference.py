@@ -332,7 +332,7 @@ def check_class_names(model: nn.Module, dataset: Any) -> None:
                      "get_dataset('folder:PATH', classes=model.aprkit_classes)")
 
 
-def _check_logits(logits: Any, n: int, num_classes: int | None, where: str) -> torch.Tensor:
+def _check_logits(logits: Any, n: int, num_classes: int | tuple[int, ...] | None, where: str) -> torch.Tensor:
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"the model must return a logits tensor (B, num_classes), got {type(logits).__name__} {where}")
     if logits.ndim != 2:
@@ -343,7 +343,11 @@ def _check_logits(logits: Any, n: int, num_classes: int | None, where: str) -> t
             f"label/prediction count mismatch {where}: the model returned {logits.shape[0]} rows of logits "
             f"for {n} images/labels"
         )
-    if num_classes is not None and logits.shape[1] != num_classes:
+    if isinstance(num_classes, tuple):
+        if logits.shape[1] not in num_classes:
+            raise ValueError(f"the model outputs {logits.shape[1]} classes {where}; this data needs "
+                             f"{' or '.join(map(str, num_classes))} outputs")
+    elif num_classes is not None and logits.shape[1] != num_classes:
         raise ValueError(
             f"the model outputs {logits.shape[1]} classes but the data has {num_classes} {where}; "
             "pass the matching num_classes/checkpoint or a dataset with the model's label set"
@@ -441,7 +445,7 @@ def predict(
     transform: BatchTransform | None = None,
     features: bool = False,
     limit: int | None = None,
-    num_classes: int | None = None,
+    num_classes: int | tuple[int, ...] | None = None,
     progress: bool = False,
     desc: str = "eval",
     read_ahead: int | None = None,
@@ -452,9 +456,10 @@ def predict(
     ``transform`` (e.g. an on-the-fly corruption) runs on the device on uint8 batches before the float
     conversion. ``read_ahead``: batches read in a background thread ahead of the forward pass (default: 2 on
     CUDA without loader workers, 0 on the CPU; the outputs are the same either way). ``num_classes`` (when
-    known) is checked against the model's output; labels outside ``[0, K)``, NaN logits and a logits/labels
-    count mismatch raise ``ValueError``. ``labelled=False`` (OOD sets, whose folders' class indices mean nothing to
-    the model) skips the label check and returns every label as ``NO_LABEL`` (-1).
+    known; or a tuple of accepted counts) is checked against the model's output on the first batch; labels
+    outside ``[0, K)``, NaN logits and a logits/labels count mismatch raise ``ValueError``. ``labelled=False``
+    (OOD sets, whose folders' class indices mean nothing to the model) skips the label check and returns every
+    label as ``NO_LABEL`` (-1).
     """
     from tqdm.auto import tqdm
 

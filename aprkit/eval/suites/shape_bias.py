@@ -15,7 +15,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
-from ..analyses.shape_bias import CATEGORIES, REFERENCE_SHAPE_BIAS, predict_decisions, reference_lines, shape_bias
+import torch
+
+from ..analyses.shape_bias import (
+    CATEGORIES,
+    REFERENCE_SHAPE_BIAS,
+    decisions_in,
+    predict_decisions,
+    reference_lines,
+    shape_bias,
+)
 from ..engine.cache import cached
 from ..report.blocks import Figure, Paragraph, Table, num, pct
 from ..report.plotting import new_figure, plot_text, save_figure, series_color
@@ -23,7 +32,7 @@ from .base import EvalContext, Measure, ReportSection, Suite, SuiteOptions, regi
 
 __all__ = ["ShapeBiasSuite", "ShapeBiasOptions", "ShapeBiasResult", "resolve_stimuli", "plot_shape_bias"]
 
-_VERSION = 1
+_VERSION = 2  # 2: decisions re-indexed into a dataset's own category list
 _MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
 
 
@@ -84,18 +93,21 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
         opts = self.options(ctx)
         ds = resolve_stimuli(data, {"stimuli": opts.stimuli})
 
+        decisions_in(torch.zeros(0, dtype=torch.long), ds.categories)  # unknown categories: refused up front
+
         def compute() -> dict:
             decisions = predict_decisions(
                 ctx.model, ds, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
                 amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress,
             )
-            full = shape_bias(decisions, ds.shape_labels, ds.texture_labels, ds.categories).to_dict()
+            full = shape_bias(decisions_in(decisions, ds.categories), ds.shape_labels, ds.texture_labels,
+                              ds.categories).to_dict()
             # headline fractions at the top level; counts and details below (runner summaries list top-level numbers)
             result: dict[str, Any] = {k: full.pop(k) for k in ("shape_bias", "shape_match", "texture_match")}
             result["per_category"] = full.pop("per_category")
             result["counts"] = full
             result["stimuli"] = str(ds.root)
-            result["decisions"] = {name: ds.categories[int(d)] for name, d in zip(ds.names, decisions, strict=True)}
+            result["decisions"] = {name: CATEGORIES[int(d)] for name, d in zip(ds.names, decisions, strict=True)}
             return result
 
         result = cast(ShapeBiasResult, cached(ctx, "shape-bias", ds, compute, v=_VERSION))
@@ -119,7 +131,8 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
         rows += [[f"{name} ({source})", f"{v:.2f}", "-", "-", "-"] for name, v in _references(results).items()]
         text = ("Shape bias = shape decisions / (shape + texture decisions) over the cue-conflict stimuli whose shape "
                 "and texture classes differ (Geirhos et al., ICLR 2019); 1000-class outputs are mapped to the 16 "
-                "categories by the mean softmax probability over each category's ImageNet indices."
+                "categories by the mean softmax probability over each category's ImageNet indices; shape and "
+                "texture match are fractions of those conflicting stimuli."
                 + (" Published references: humans ~0.96, ResNet-50 ~0.22." if published else ""))
         cats = list(dict.fromkeys(c for r in results.values() for c in (r.get("per_category") or {})))
         per_category = Table(["shape category"] + list(results), [
