@@ -277,6 +277,8 @@ def nearest_names(name: str, valid: Sequence[str], n: int = 3) -> str:
     for v in valid:
         by_fold.setdefault(fold(v), v)
     close = difflib.get_close_matches(fold(name), list(by_fold), n=n, cutoff=0.5)
+    if not close and len(fold(name)) >= 3:  # a leading part: 'jpeg' -> 'jpeg_compression'
+        close = [v for v in by_fold if v.startswith(fold(name))][:n]
     return f" (did you mean {', '.join(repr(by_fold[c]) for c in close)}?)" if close else ""
 
 

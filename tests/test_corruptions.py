@@ -129,6 +129,27 @@ def test_unknown_name_lists_valid_names() -> None:
         corrupt(natural_images(1), "gausian_noise", 1)
     with pytest.raises(TypeError, match="name must be a str"):
         corrupt(natural_images(1), 3, 1)
+    with pytest.raises(ValueError, match="did you mean 'jpeg_compression'"):  # a leading part is suggested too
+        corrupt(natural_images(1), "jpeg", 1)
+
+
+def test_one_list_of_names_read_in_any_spelling() -> None:
+    """Every module takes the names from aprkit.corruptions.names, and every reader accepts the same spellings
+    (the writers refused 'Gaussian Noise' where the -C readers and the metrics took it)."""
+    from aprkit.corruptions import CORRUPTIONS, check_name
+    from aprkit.data.corrupted import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS
+    from aprkit.eval.metrics import CORRUPTION_FAMILIES, EXTRA_CORRUPTIONS, canonical_corruption
+    from aprkit.eval.metrics import CORRUPTIONS as METRIC_NAMES
+
+    assert set(CORRUPTIONS) == set(ALL) and ALL_CORRUPTIONS == ALL and BENCHMARK_CORRUPTIONS == METRIC_NAMES == BENCHMARK
+    assert EXTRA_CORRUPTIONS == EXTRA and sum(CORRUPTION_FAMILIES.values(), ()) == BENCHMARK
+    for spelling in ("Gaussian Noise", "gaussian-noise", " GAUSSIAN_NOISE "):
+        assert check_name(spelling) == canonical_corruption(spelling) == "gaussian_noise"
+    x = natural_images(2)
+    seeds = torch.tensor([3, 4])
+    assert torch.equal(corrupt(x, "Gaussian Noise", 2, seeds=seeds), corrupt(x, "gaussian_noise", 2, seeds=seeds))
+    with pytest.raises(ValueError, match=r"int64 range"):
+        corrupt(x[:1], "fog", 1, seeds=[2**64 - 1])
 
 
 @pytest.mark.parametrize("severity", [0, 6, -1])

@@ -137,6 +137,21 @@ def test_image_folder_sizes_and_errors(tmp_path: Path) -> None:
     ds = get_dataset(f"folder:{tmp_path}", resize=32, crop=32)
     x, _ = next(iter_batches(ds, 2))
     assert x.shape == (2, 3, 32, 32)
+    spec = get_dataset(f"folder:{tmp_path}?resize=40&crop=32")  # the same keywords in the spec (the CLI's way)
+    assert (spec.resize, spec.crop) == (40, 32) and next(iter_batches(spec, 2))[0].shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"unknown option 'rezise' .*did you mean 'resize'.*folder: takes resize, crop"):
+        get_dataset(f"folder:{tmp_path}?rezise=40")
+    with pytest.raises(ValueError, match=r"option 'crop' .* positive number of pixels, got '0'"):
+        get_dataset(f"folder:{tmp_path}?crop=0")
+    with pytest.raises(ValueError, match="crop given both in the spec and as a keyword"):
+        get_dataset(f"folder:{tmp_path}?crop=32", crop=24)
+    with pytest.raises(ValueError, match=r"cifar10-c: takes none \(folder: takes resize, crop\)"):
+        get_dataset("cifar10-c:/x?resize=3", corruption="fog", severity=1)
+    from aprkit.eval.engine.inference import _normalise_spec
+
+    keyed = _normalise_spec(f"folder:{tmp_path}?resize=40&crop=32")  # options in one order, in every cache key
+    assert keyed == _normalise_spec(f"folder:{tmp_path}?crop=32&resize=40") and keyed.endswith("?crop=32&resize=40")
+    assert keyed.startswith(_normalise_spec(f"folder:{tmp_path}") + "?")
     with pytest.raises(ValueError, match="cache=True needs one image size"):
         get_dataset(f"folder:{tmp_path}", cache=True).get_batch([0, 1])
     with pytest.raises(ValueError, match="freeze"):

@@ -62,7 +62,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="images per batch (default 500 cifar, 64 imagenet); does not change the output")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--frost-dir", default=None, help="directory with frost1.png .. frost5.jpg")
-    p.add_argument("--quality", type=int, default=None, help="JPEG quality of the imagenet layout, 1-100 (default 85)")
+    p.add_argument("--quality", type=int, default=None, help="JPEG quality of the imagenet layout, 1-100 (default 85, "
+                   "as ImageNet-C); Pillow's 4:2:0 chroma subsampling applies at every quality, so even 100 is lossy "
+                   "(a few levels per pixel): for a lossless set use the cifar layout (.npy)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the outputs of a folder generated with other parameters or input")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -78,7 +78,13 @@ class ItemKeys:
     """
 
     def __init__(self, keys: Any, device: torch.device | str | None = None, *, counter: int = 0) -> None:
-        k = torch.as_tensor(keys)
+        try:
+            k = torch.as_tensor(keys)
+        except (OverflowError, RuntimeError, ValueError, TypeError) as e:
+            if "overflow" in str(e).lower():  # a Python int beyond 64 bits
+                raise ValueError("seeds must be integers in the int64 range (-2**63 .. 2**63 - 1)") from None
+            raise TypeError(f"seeds must be a 1-D integer sequence (one seed per image), got {type(keys).__name__} "
+                            f"that torch cannot read as integers ({e})") from None
         if k.ndim != 1 or k.dtype.is_floating_point or k.dtype.is_complex or k.dtype == torch.bool:
             raise TypeError(f"seeds must be a 1-D integer sequence (one seed per image), "
                             f"got {k.dtype} shape {tuple(k.shape)}")

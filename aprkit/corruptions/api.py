@@ -33,12 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import check_image_tensor, nearest_names
+from .._checks import check_image_tensor
 from . import blur, digital, noise, weather
 from . import spatter as _spatter
 from ._common import as_float, finish
 from ._random import ItemKeys
 from ._random import item_seeds as _item_seeds
+from .names import BENCHMARK, EXTRA, canonical_name
 from .severity import PRESET_INFO, params, resolve_preset
 
 __all__ = ["CODE_VERSION", "BASE_VERSION", "corruption_version", "BENCHMARK", "EXTRA", "CORRUPTIONS",
@@ -90,15 +91,6 @@ def corruption_version(name: str) -> int:
     every corruption not in ``_VERSIONS``)."""
     return max(BASE_VERSION, _VERSIONS.get(name, BASE_VERSION))
 
-#: the 15 corruptions of the CIFAR-10-C / ImageNet-C benchmark, in the published order
-BENCHMARK = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog",
-    "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
-#: the 4 extra (validation) corruptions
-EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 
 # every function returns a new tensor (never its input, a view of it or a cached one): ``corrupt`` finishes it in place
 CORRUPTIONS: dict[str, Callable[..., torch.Tensor]] = {
@@ -164,16 +156,9 @@ def list_corruptions(subset: str = "all") -> tuple[str, ...]:
     raise ValueError(f"subset must be 'benchmark', 'extra' or 'all', got {subset!r}")
 
 
-def check_name(name: object) -> str:
-    """Validate a corruption name; the error lists every valid name."""
-    if not isinstance(name, str):
-        raise TypeError(f"corruption name must be a str, got {type(name).__name__}")
-    if name not in CORRUPTIONS:
-        raise ValueError(
-            f"unknown corruption {name!r}{nearest_names(name, list(CORRUPTIONS))}; "
-            f"valid names: {', '.join(BENCHMARK + EXTRA)}"
-        )
-    return name
+#: a corruption name in any spelling, checked: ``"Gaussian Noise"`` -> ``"gaussian_noise"``; the error lists every
+#: valid name
+check_name = canonical_name
 
 
 def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -> torch.Tensor:
@@ -257,7 +242,7 @@ def corrupt(
         The corrupted images: same shape, dtype and device; the input is never modified. Corruptions are not
         differentiable (random draws, 8-bit steps): the result never requires grad, also for an input that does.
     """
-    check_name(name)
+    name = check_name(name)
     check_image_tensor(images, "images", min_ndim=3, unit_range=True)
     images = images.detach()  # several corruptions write with out= or read NumPy arrays, which autograd refuses
     preset = resolve_preset(preset, images.shape[-2], images.shape[-1])

@@ -102,8 +102,9 @@ def _npy_shape(path: Path) -> tuple[int, ...] | None:
 
 
 def _check_names(names: Sequence[str] | str, severities: Sequence[int] | int) -> tuple[list[str], list[int]]:
-    """The corruption names and severities (a single name or severity is accepted as one), checked."""
-    names, severities = check_names(names), check_severities(severities)
+    """The corruption names and severities (a single name or severity is accepted as one), checked; severities in
+    ascending order (a CIFAR-10-C array stacks them so, and readers slice it by ``(severity - 1) * N``)."""
+    names, severities = check_names(names), sorted(check_severities(severities))
     if not names or not severities:
         raise ValueError(f"expected at least one corruption name and one severity, got names={names} "
                          f"severities={severities}")

@@ -20,7 +20,7 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
-from aprkit._checks import nearest_names
+from aprkit.corruptions.names import ALL, BENCHMARK, FAMILIES, canonical_name
 
 from .arrays import ArrayDataset, load_npy
 from .folder import ImageFolderDataset, find_classes
@@ -29,27 +29,15 @@ from .loading import attribute_labels
 __all__ = ["BENCHMARK_CORRUPTIONS", "ALL_CORRUPTIONS", "cifar_c", "imagenet_c", "available_corruptions",
            "check_matches_clean"]
 
-#: the 15 benchmark corruptions (same order as ``aprkit.eval.metrics.CORRUPTIONS``)
-BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
+#: the 15 benchmark corruptions, in the published order (``aprkit.corruptions.names``)
+BENCHMARK_CORRUPTIONS: tuple[str, ...] = BENCHMARK
 #: benchmark + the four extra corruptions shipped with the -C datasets
-ALL_CORRUPTIONS: tuple[str, ...] = BENCHMARK_CORRUPTIONS + ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-_FAMILIES = ("noise", "blur", "weather", "digital", "extra")
+ALL_CORRUPTIONS: tuple[str, ...] = ALL
 
 _CIFAR_LAYOUT = "<root>/<corruption>.npy (uint8 (5*N, 32, 32, 3), severities 1..5 stacked) + <root>/labels.npy"
 _FOLDER_LAYOUT = "<root>/<corruption>/<severity 1..5>/<class>/<image>"
 
 
-def _check_corruption(corruption: str) -> str:
-    if not isinstance(corruption, str):
-        raise TypeError(f"corruption must be a str, got {type(corruption).__name__}")
-    key = corruption.strip().lower().replace(" ", "_").replace("-", "_")
-    if key not in ALL_CORRUPTIONS:
-        raise ValueError(f"unknown corruption {corruption!r}{nearest_names(key, ALL_CORRUPTIONS)}; "
-                         f"valid: {', '.join(ALL_CORRUPTIONS)}")
-    return key
 
 
 @overload
@@ -81,7 +69,7 @@ def cifar_c(root: str | Path, corruption: str, severity: int | None = None, *,
     the expected layout, ``ValueError`` for inconsistent shapes.
     """
     root = Path(root).expanduser()
-    corruption = _check_corruption(corruption)
+    corruption = canonical_name(corruption)
     severity = _check_severity(severity, allow_all=True)
     data_path, label_path = root / f"{corruption}.npy", root / "labels.npy"
     for p in (data_path, label_path):
@@ -136,7 +124,7 @@ def _stacked_severities(root: Path) -> list[int]:
 def _find_corruption_dir(root: Path, corruption: str) -> Path | None:
     if (root / corruption).is_dir():
         return root / corruption
-    for fam in _FAMILIES:
+    for fam in FAMILIES:
         if (root / fam / corruption).is_dir():
             return root / fam / corruption
     return None
@@ -151,7 +139,7 @@ def imagenet_c(root: str | Path, corruption: str, severity: int, *, classes: Seq
     (``resize``, ``crop``, ``transform``) go to :class:`ImageFolderDataset`.
     """
     root = Path(root).expanduser()
-    corruption = _check_corruption(corruption)
+    corruption = canonical_name(corruption)
     severity = _check_severity(severity, allow_all=False)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} does not exist; expected the -C folder layout {_FOLDER_LAYOUT}")
@@ -212,7 +200,8 @@ def check_matches_clean(corrupted: Any, clean: Any, limit: int | None = None, wh
         shape_c, shape_clean = tuple(np.shape(corrupted[0][0])), tuple(np.shape(clean[0][0]))
         if shape_c != shape_clean:
             raise ValueError(f"{what} has images of shape {shape_c} but the clean set has {shape_clean}; "
-                             "expected the same image size (C, H, W)")
+                             "expected the same image size (C, H, W): bring a clean folder to the -C set's size as "
+                             "it was written, e.g. 'folder:ROOT?resize=256&crop=224' for ImageNet-C's 224 px")
         lab_c, lab_clean = attribute_labels(corrupted), attribute_labels(clean)  # no image decoded
         if lab_c is None or lab_clean is None:
             return

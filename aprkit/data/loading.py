@@ -46,7 +46,9 @@ def describe_size_mismatch(dataset: Dataset, indices: Sequence[int]) -> str:
     where = [f"{samples[i][0] if samples is not None else f'item {i}'} is {'x'.join(map(str, s[-2:]))}"
              + (f" with {s[0]} channels" if len({t[0] for t in first}) > 1 else "") for s, i in first.items()]
     fix = ("CueConflict(ROOT, transform=torchvision.transforms.v2.Resize((224, 224)))"
-           if hasattr(dataset, "shape_labels") else "get_dataset('folder:ROOT', resize=36, crop=32)")
+           if hasattr(dataset, "shape_labels") else
+           "get_dataset('folder:ROOT', resize=256, crop=224) (the spec 'folder:ROOT?resize=256&crop=224' on the "
+           "command line)")
     return (f"images differ in size ({'; '.join(where)}); a batch needs one size: resize the files to one size, or in "
             f"Python pass {fix}")
 
@@ -67,7 +69,7 @@ def collate_uint8(batch: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tens
     if len(shapes) > 1:
         raise _SizeMismatch(
             f"images in a batch differ in size ({sorted(shapes)[:3]}...); pass resize=/crop= to the dataset "
-            "(e.g. get_dataset('folder:ROOT', resize=36, crop=32))"
+            "(e.g. get_dataset('folder:ROOT', resize=256, crop=224))"
         )
     return torch.stack(images), torch.tensor([int(b[1]) for b in batch], dtype=torch.int64)
 

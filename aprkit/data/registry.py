@@ -6,7 +6,8 @@ Specs (``KIND:ARG``):
 ``cifar10:ROOT``              CIFAR-10 (torchvision binary layout, or PNG tree ``ROOT/{train,test}/<class>``)
 ``cifar100:ROOT``             CIFAR-100 (same layouts)
 ``folder:ROOT``               any ImageFolder tree ``ROOT/<class>/<image>`` (``split`` is ignored; pass
-                              ``resize=``/``crop=`` when sizes differ). ``imagefolder:`` is an alias
+                              ``resize=``/``crop=`` when sizes differ, in the spec too:
+                              ``folder:ROOT?resize=256&crop=224``). ``imagefolder:`` is an alias
 ``cifar10-c:ROOT``            CIFAR-10-C ``.npy`` layout; needs ``corruption=`` and ``severity=`` (1..5 or None)
 ``cifar100-c:ROOT``           CIFAR-100-C, same
 ``imagenet-c:ROOT``           ImageNet-C folders ``ROOT/<corruption>/<severity>/<wnid>/<image>``
@@ -34,7 +35,8 @@ from torch.utils.data import Dataset
 
 from aprkit._checks import nearest_names
 
-__all__ = ["DATASET_KINDS", "DOWNLOADABLE", "get_dataset", "has_splits", "parse_spec", "resolve_spec", "spec_root"]
+__all__ = ["DATASET_KINDS", "DOWNLOADABLE", "SPEC_OPTIONS", "get_dataset", "has_splits", "parse_spec", "resolve_spec",
+           "spec_root", "split_spec_options"]
 
 
 def _with_splits(factory: Callable[..., Dataset]) -> Callable[..., Dataset]:
@@ -157,6 +159,38 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return kind, arg.strip()
 
 
+#: keywords a spec of each kind may carry after ``?`` (integers, ``&``-separated), e.g. on the command line
+SPEC_OPTIONS: dict[str, tuple[str, ...]] = {"folder": ("resize", "crop"), "imagefolder": ("resize", "crop")}
+
+
+def split_spec_options(spec: str) -> tuple[str, dict[str, int]]:
+    """``"folder:ROOT?resize=256&crop=224"`` -> ``("folder:ROOT", {"resize": 256, "crop": 224})``; a spec without
+    ``?key=value`` options is returned as it is (a ``?`` in a path without ``=`` after it is part of the path).
+    Raises ``ValueError`` for an option the kind does not take (``SPEC_OPTIONS``) or a value that is not a positive
+    integer."""
+    base, sep, query = spec.rpartition("?") if isinstance(spec, str) else ("", "", "")
+    if not sep or "=" not in query:
+        return spec, {}
+    kind = parse_spec(base)[0]
+    allowed = SPEC_OPTIONS.get(kind, ())
+    opts: dict[str, int] = {}
+    for item in query.split("&"):
+        key, _, value = item.partition("=")
+        key = key.strip().lower()
+        if key not in allowed:
+            takes = (f"{kind}: takes {', '.join(allowed)}" if allowed else
+                     f"{kind}: takes none (folder: takes {', '.join(SPEC_OPTIONS['folder'])})")
+            raise ValueError(f"unknown option {key!r} in dataset spec {spec!r}{nearest_names(key, allowed)}; {takes}")
+        try:
+            opts[key] = int(value.strip())
+        except ValueError:
+            opts[key] = 0
+        if opts[key] < 1:
+            raise ValueError(f"option {key!r} in dataset spec {spec!r} must be a positive number of pixels, "
+                             f"got {value.strip()!r}")
+    return base, opts
+
+
 def has_splits(spec: str) -> bool:
     """Whether ``spec``'s kind reads different images for ``split="train"`` and ``"test"`` (``cifar10``, ``cifar100``,
     ``synthetic``); ``folder:``, the -C sets, ``cue-conflict`` and ``noise`` read the same images for every split."""
@@ -190,6 +224,11 @@ def get_dataset(spec: str, split: str = "test", *, download: bool = False, data_
     for an unknown kind (listing the valid ones) and ``FileNotFoundError`` naming the missing file and the layout
     expected.
     """
+    spec, opts = split_spec_options(spec)
+    twice = sorted(set(opts) & set(kw))
+    if twice:
+        raise ValueError(f"{', '.join(twice)} given both in the spec and as a keyword; give each once")
+    kw.update(opts)
     spec = resolve_spec(spec, download=download, data_root=data_root, progress=progress)
     kind, arg = parse_spec(spec)
     if download and kind in ("cifar10", "cifar100"):  # the published archive into the spec's folder

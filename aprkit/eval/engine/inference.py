@@ -121,7 +121,19 @@ class TensorImageDataset(Dataset):
 
 def _normalise_spec(spec: str, split: str | None = None) -> str:
     """``spec`` with its generator's version, or its resolved path and the state of its files (``path_state``; a
-    CIFAR PNG tree's ``split`` folder to the image files, which lie a level deeper than ``path_state`` looks)."""
+    CIFAR PNG tree's ``split`` folder to the image files, which lie a level deeper than ``path_state`` looks), and its
+    ``?`` options (``folder:ROOT?resize=256&crop=224``) in one order."""
+    from aprkit.data.registry import split_spec_options
+
+    try:
+        base, opts = split_spec_options(spec)
+    except (TypeError, ValueError):  # the reader names the problem
+        return spec
+    query = "&".join(f"{k}={v}" for k, v in sorted(opts.items()))
+    return _normalise_base(base, split) + (f"?{query}" if query else "")
+
+
+def _normalise_base(spec: str, split: str | None) -> str:
     from aprkit.data.registry import parse_spec
 
     try:  # the reader's own reading of the spec: kind in lower case, the path stripped and ``~`` expanded

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from aprkit._checks import nearest_names
+from aprkit.corruptions.names import BENCHMARK, EXTRA, FAMILIES, canonical_name
 
 __all__ = [
     "CORRUPTIONS",
@@ -38,21 +38,11 @@ __all__ = [
     "corruption_summary",
 ]
 
-#: the 15 benchmark corruptions, in the order of the ImageNet-C paper
-CORRUPTIONS: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness",
-    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
+#: the 15 benchmark corruptions, in the order of the ImageNet-C paper (``aprkit.corruptions.names``)
+CORRUPTIONS: tuple[str, ...] = BENCHMARK
 #: the four held-out ("extra") corruptions shipped with ImageNet-C / CIFAR-10-C
-EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-CORRUPTION_FAMILIES: dict[str, tuple[str, ...]] = {
-    "noise": CORRUPTIONS[0:3],
-    "blur": CORRUPTIONS[3:7],
-    "weather": CORRUPTIONS[7:11],
-    "digital": CORRUPTIONS[11:15],
-}
+EXTRA_CORRUPTIONS: tuple[str, ...] = EXTRA
+CORRUPTION_FAMILIES: dict[str, tuple[str, ...]] = {k: v for k, v in FAMILIES.items() if k != "extra"}
 
 # AlexNet top-1 errors on ImageNet-C per corruption and severity 1..5 (fractions). Source: Hendrycks &
 # Dietterich, "Benchmarking Neural Network Robustness to Common Corruptions and Perturbations", ICLR 2019,
@@ -85,15 +75,8 @@ ALEXNET_CLEAN_ERROR: float = 0.4348
 _BASELINES = {"alexnet": (ALEXNET_ERRORS, ALEXNET_CLEAN_ERROR)}
 
 
-def canonical_corruption(name: str) -> str:
-    """``"Gaussian Noise"`` / ``"gaussian-noise"`` -> ``"gaussian_noise"`` (raises on unknown names)."""
-    if not isinstance(name, str):
-        raise TypeError(f"corruption names must be str, got {type(name).__name__}")
-    key = name.strip().lower().replace(" ", "_").replace("-", "_")
-    if key not in CORRUPTIONS and key not in EXTRA_CORRUPTIONS:
-        valid = CORRUPTIONS + EXTRA_CORRUPTIONS
-        raise ValueError(f"unknown corruption {name!r}{nearest_names(key, valid)}; valid: {', '.join(valid)}")
-    return key
+#: ``"Gaussian Noise"`` / ``"gaussian-noise"`` -> ``"gaussian_noise"`` (raises on unknown names)
+canonical_corruption = canonical_name
 
 
 def _error_value(value: Any, what: str) -> torch.Tensor:

@@ -1,0 +1,43 @@
+"""The corruption names, one list for the package: the 15 benchmark corruptions of CIFAR-10-C / ImageNet-C
+(Hendrycks & Dietterich, ICLR 2019) in the published order, the 4 extra ones shipped with the -C sets, and the
+reading of a name in any spelling (``"Gaussian Noise"``, ``"gaussian-noise"`` -> ``"gaussian_noise"``).
+
+It imports nothing heavy, so the -C readers and the metrics take the names from here without the corruption code.
+"""
+
+from __future__ import annotations
+
+from .._checks import nearest_names
+
+__all__ = ["BENCHMARK", "EXTRA", "ALL", "FAMILIES", "canonical_name"]
+
+#: the 15 corruptions of the CIFAR-10-C / ImageNet-C benchmark, in the published order
+BENCHMARK: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "impulse_noise",
+    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog",
+    "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
+#: the 4 extra (validation) corruptions
+EXTRA: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+#: all 19, benchmark first
+ALL: tuple[str, ...] = BENCHMARK + EXTRA
+#: the benchmark's families (ImageNet-C's grouping) and the extra corruptions
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "noise": BENCHMARK[0:3],
+    "blur": BENCHMARK[3:7],
+    "weather": BENCHMARK[7:11],
+    "digital": BENCHMARK[11:15],
+    "extra": EXTRA,
+}
+
+
+def canonical_name(name: object) -> str:
+    """``name`` as aprkit spells it (case, spaces and ``-`` do not matter); ``ValueError`` with a did-you-mean and
+    every valid name for an unknown one, ``TypeError`` for a non-string."""
+    if not isinstance(name, str):
+        raise TypeError(f"corruption name must be a str, got {type(name).__name__}")
+    key = name.strip().lower().replace(" ", "_").replace("-", "_")
+    if key not in ALL:
+        raise ValueError(f"unknown corruption {name!r}{nearest_names(key, ALL)}; valid names: {', '.join(ALL)}")
+    return key
