@@ -354,3 +354,49 @@ def test_save_checkpoint_stores_enum_members_as_their_values():
         HIGH = 3
 
     assert _plain({"act": Act.RELU, "level": Level.HIGH}, "kwargs") == {"act": "relu", "level": 3}
+
+
+def test_a_whole_pickled_module_is_used_as_it_is_and_options_are_refused(tmp_path):
+    """torch.save(model) files: builder options were ignored silently and a bare foreign module got [0, 1] images
+    with no word (tester)."""
+    from aprkit.models import create_model, load_model
+
+    path = tmp_path / "whole_resnet20.pt"
+    torch.save(create_model("resnet20").eval(), path)
+    assert load_model(path, weights_only=False).num_classes == 10
+    with pytest.raises(ValueError, match="10 classes, not num_classes=100"):
+        load_model(path, num_classes=100, weights_only=False)
+    with pytest.raises(ValueError, match="mean cannot rebuild it"):
+        load_model(path, weights_only=False, mean=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="drop_head cannot rebuild it"):
+        load_model(path, weights_only=False, drop_head=True)
+    bare = tmp_path / "bare.pt"
+    torch.save(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), bare)
+    with pytest.warns(UserWarning, match="without aprkit's normalisation"):
+        load_model(bare, weights_only=False)
+
+
+def test_a_classifier_of_another_input_width_is_a_shape_mismatch_not_a_class_count(tmp_path):
+    from aprkit.models import create_model, load_model
+
+    sd = create_model("resnet20").state_dict()
+    key = next(k for k in sd if k.endswith("linear.weight"))
+    sd[key] = torch.zeros(10, 32)
+    torch.save(sd, tmp_path / "resnet20_narrow.pth")
+    for drop in (False, True):  # --drop-head replaces a head of another class count only
+        with pytest.raises(ValueError, match=r"shape mismatch \(1\): .*linear.weight: checkpoint \(10, 32\)"):
+            load_model("resnet20", checkpoint=tmp_path / "resnet20_narrow.pth", drop_head=drop)
+
+
+def test_a_pickle_that_runs_code_is_named_as_such(tmp_path):
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    torch.save({"state_dict": Evil()}, tmp_path / "evil.pt")
+    from aprkit.models import load_model
+
+    with pytest.raises(ValueError, match=r"holds pickled Python objects \((posix|nt)\.system\)"):
+        load_model("resnet20", checkpoint=tmp_path / "evil.pt")

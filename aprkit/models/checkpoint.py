@@ -25,6 +25,7 @@ from torch import nn
 
 from .._checks import check_positive_int
 from .._io import atomic_torch_save
+from .base import ImageClassifier
 from .foreign import FOREIGN_LIBRARIES, Preprocess, create_foreign
 from .normalize import Normalize, unwrap_model
 from .registry import checkpoint_kwargs, create_model, is_model, list_models, tag_model
@@ -33,6 +34,8 @@ from .state_dict import extract_state_dict, load_state_dict_into, num_classes_of
 __all__ = ["save_checkpoint", "load_model", "read_checkpoint", "extract_state_dict", "load_state_dict_into"]
 
 _FOREIGN_PREFIXES = tuple(f"{lib}:" for lib in FOREIGN_LIBRARIES)
+#: the ``format`` of ``aprkit train``'s resumable state (``last.pt``): its weights load as a model too
+TRAIN_STATE_FORMAT = "aprkit-train/1"
 _LEGACY_ARCH = re.compile(r"resnet(20|32|44|56|110)(?!\d)", re.IGNORECASE)
 
 
@@ -158,7 +161,7 @@ def read_checkpoint(path: str | os.PathLike, *, weights_only: bool = True) -> An
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as e:  # zip/pickle/EOF errors of junk files, pickled classes beyond weights
-        glob = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        glob = re.search(r"GLOBAL ([\w.]+)", str(e))  # both of torch's wordings
         if weights_only and glob:
             raise ValueError(
                 f"checkpoint {path} holds pickled Python objects ({glob.group(1)}), not only weights; save the "
@@ -187,6 +190,23 @@ def _no_weights(spec: str) -> ValueError:
     )
 
 
+def _from_train_state(obj: Mapping[str, Any], path: str | os.PathLike, num_classes: int | None, kwargs: dict,
+                      expected_arch: str | None = None, drop_head: bool = False) -> nn.Module:
+    """The weights of ``aprkit train``'s resumable state (``last.pt``: the last finished epoch, or the step a stop
+    interrupted), built as its config names the model."""
+    spec = (obj.get("config") or {}).get("model") or {}
+    arch = spec.get("name")
+    if not isinstance(arch, str) or not isinstance(obj.get("model"), Mapping):
+        raise ValueError(f"{path} is an aprkit training state without its model's name or weights; expected the "
+                         "last.pt that aprkit train writes")
+    if expected_arch is not None and expected_arch.lower() != arch.lower():
+        raise ValueError(f"checkpoint holds a {arch!r} model, not {expected_arch!r}")
+    kw = {**checkpoint_kwargs(arch, dict(spec.get("kwargs") or {}), obj["model"]), **kwargs}
+    model = _build_arch(arch, num_classes, kw, spec.get("num_classes"))
+    load_state_dict_into(model, obj["model"], drop_head=drop_head)
+    return tag_model(model, arch, kw)
+
+
 def _load_aprkit_arch(arch: str, num_classes: int | None, path: str | os.PathLike | None, weights_only: bool,
                       kwargs: dict, random_init: bool = False, drop_head: bool = False) -> nn.Module:
     if path is None:
@@ -196,6 +216,8 @@ def _load_aprkit_arch(arch: str, num_classes: int | None, path: str | os.PathLik
     obj = read_checkpoint(path, weights_only=weights_only)
     if isinstance(obj, Mapping) and obj.get("format") == "aprkit":
         return _from_aprkit(obj, num_classes, kwargs, expected_arch=arch, drop_head=drop_head)
+    if isinstance(obj, Mapping) and obj.get("format") == TRAIN_STATE_FORMAT:
+        return _from_train_state(obj, path, num_classes, kwargs, expected_arch=arch, drop_head=drop_head)
     sd = extract_state_dict(obj)
     kwargs = checkpoint_kwargs(arch, kwargs, sd)
     model = create_model(arch, num_classes=10, **kwargs)
@@ -244,9 +266,11 @@ def _apply_stored(model: nn.Module, obj: Mapping[str, Any], kwargs: Mapping[str,
 def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: dict, drop_head: bool) -> nn.Module:
     obj = read_checkpoint(path, weights_only=weights_only)
     if isinstance(obj, nn.Module):
-        return obj
+        return _pickled_module(obj, path, num_classes, kwargs, drop_head)
     if isinstance(obj, Mapping) and obj.get("format") == "aprkit":
         return _from_aprkit(obj, num_classes, kwargs, drop_head=drop_head)
+    if isinstance(obj, Mapping) and obj.get("format") == TRAIN_STATE_FORMAT:
+        return _from_train_state(obj, path, num_classes, kwargs, drop_head=drop_head)
     match = _LEGACY_ARCH.search(path.name)
     if match is None:
         raise ValueError(
@@ -255,6 +279,25 @@ def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: 
             f"eval --model ARCH --checkpoint {path}; ARCH: resnet20, torchvision:mobilenet_v2, timm:NAME, ...)"
         )
     return _load_aprkit_arch(f"resnet{match.group(1)}", num_classes, path, weights_only, kwargs, drop_head=drop_head)
+
+
+def _pickled_module(model: nn.Module, path: Path, num_classes: int | None, kwargs: dict, drop_head: bool) -> nn.Module:
+    """A whole module saved with ``torch.save(model)``: used as it is. Options that would rebuild it are refused
+    (they were ignored), and a module without aprkit's normalisation warns: it receives float [0, 1] images."""
+    if kwargs or drop_head:
+        given = sorted(kwargs) + (["drop_head"] if drop_head else [])
+        raise ValueError(f"{path} holds a whole pickled {type(model).__name__}, used as it is: {', '.join(given)} "
+                         "cannot rebuild it; save its state_dict and load that into the architecture instead")
+    own = num_classes_of(model.state_dict(), model)
+    if num_classes is not None and own is not None and own != num_classes:
+        raise ValueError(f"{path} holds a model with {own} classes, not num_classes={num_classes}")
+    if not isinstance(model, (Normalize, ImageClassifier)):  # aprkit's own architectures normalise inside
+        import warnings
+
+        warnings.warn(f"{path} holds a pickled {type(model).__name__} without aprkit's normalisation: it receives "
+                      "float images in [0, 1] as they are; wrap it (aprkit.models.Normalize(model, mean, std)) if it "
+                      "expects normalised input", UserWarning, stacklevel=4)
+    return model
 
 
 def _load_into_module(model: nn.Module, num_classes: int | None, checkpoint: str | os.PathLike | None,

@@ -27,9 +27,11 @@ def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
             if isinstance(inner, (Mapping, nn.Module)):
                 return extract_state_dict(inner)
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        held = (f"a dict with keys {', '.join(map(repr, list(obj)[:8]))}{' ...' if len(obj) > 8 else ''}"
+                if isinstance(obj, Mapping) and obj else type(obj).__name__ if obj is not None else "None")
         raise ValueError(
-            "checkpoint holds no state_dict: expected a mapping of parameter names to tensors, or a dict with "
-            "one under 'state_dict' / 'model' / 'model_state_dict'"
+            f"checkpoint holds no state_dict ({held}): expected a mapping of parameter names to tensors, or a dict "
+            "with one under 'state_dict' / 'model_state_dict' / 'model' / 'state_dict_ema'"
         )
     out: dict[str, torch.Tensor] = {}
     for k, v in obj.items():
@@ -57,7 +59,9 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
     skipped: list[str] = []
     head = _classifier_or_none(target)
     head_names = {f"{n}.{p}" for n, m in target.named_modules() if m is head for p in ("weight", "bias")}
-    head_diff = sorted((k for k in head_names & set(sd) if k in own and own[k].shape != sd[k].shape), reverse=True)
+    # another number of classes: the rows differ, the input width agrees (another width is another backbone)
+    head_diff = sorted((k for k in head_names & set(sd) if k in own and own[k].shape != sd[k].shape
+                        and own[k].shape[1:] == sd[k].shape[1:]), reverse=True)
     if head_diff and not drop_head and all(own[k].shape == sd[k].shape for k in set(sd) & set(own) - head_names):
         k = head_diff[0]
         raise ValueError(

@@ -21,6 +21,7 @@ import torch
 
 from .._hash import stable_hash64
 from .._io import atomic_torch_save
+from ..models.checkpoint import TRAIN_STATE_FORMAT
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -35,7 +36,7 @@ __all__ = [
     "load_train_checkpoint",
 ]
 
-CHECKPOINT_FORMAT = "aprkit-train/1"
+CHECKPOINT_FORMAT = TRAIN_STATE_FORMAT  # ``last.pt``; aprkit.models reads its weights too
 
 #: what ``fit`` writes into ``train.out``: a folder holding any of these is an existing run
 RUN_FILES = ("last.pt", "model.pt", "metrics.csv", "metrics.json", "config.yaml", "tb")
@@ -97,9 +98,12 @@ def derive_seed(*parts: int | str) -> int:
 
 def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
     """Random states of torch (CPU + all CUDA devices), NumPy, Python and ``generator``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        # the key array as a tensor: a checkpoint of tensors and plain values loads with torch.load(weights_only=True)
+        # (``aprkit eval --checkpoint last.pt``), which refuses NumPy arrays
+        "numpy": (kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached),
         "python": random.getstate(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -111,7 +115,9 @@ def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
 def restore_rng(state: Mapping[str, Any], generator: torch.Generator | None = None) -> None:
     """Inverse of :func:`capture_rng` (CUDA states are restored only when the device count matches)."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys.numpy() if isinstance(keys, torch.Tensor) else keys, dtype=np.uint32),
+                         *rest))  # a tensor since the checkpoints load weights-only; an array in older ones
     random.setstate(state["python"])
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
