@@ -182,6 +182,8 @@ def test_cifar_png_tree_with_and_without_order_csv(tmp_path: Path) -> None:
     assert isinstance(mem, ArrayDataset) and torch.equal(mem.get_batch(slice(0, 4))[0], next(iter_batches(ds, 4))[0])
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py.*download=True"):
         get_dataset(f"cifar10:{tmp_path}", split="train")
+    with pytest.raises(ValueError, match="names CIFAR-10 classes .*read this tree with cifar10:"):  # was read as 10
+        get_dataset(f"cifar100:{tmp_path}")  # CIFAR-100 classes
 
 
 def test_cifar_png_tree_labels_are_the_official_ones(tmp_path: Path) -> None:

@@ -424,21 +424,35 @@ def test_ood_folders_with_many_classes_and_one_name(tmp_path):
                  options={"ood_scores": ["knn"], "ood": sets[:1]})
 
 
+def _cifar_split(root: Path, split: str, n: int, seed: int) -> None:
+    from PIL import Image
+
+    from aprkit.data.cifar import CIFAR10_CLASSES
+
+    for i, img in enumerate(natural_images(n, seed=seed)):
+        d = root / split / CIFAR10_CLASSES[i % 10]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(d / f"{i}.png")
+
+
 def test_scores_without_a_missing_fit_are_not_served_once_it_exists(tmp_path, monkeypatch):
-    """A fit folder that cannot be opened skips Mahalanobis/KNN; the scores computed without it are keyed as such,
-    so a later run with the folder in place fits them instead of serving the cached scores without KNN."""
-    opts = {"ood_scores": ["msp", "knn"], "ood_limit": 8, "knn_k": 2, "ood": ["noise:gaussian"],
-            "fit": f"folder:{tmp_path / 'train'}"}
-    run = lambda: evaluate(Tiny(), suite="ood", data=small_data(12), device="cpu", progress=False,  # noqa: E731
-                           report=False, options=opts, cache_dir=tmp_path / "cache")["ood"]
+    """A default fit (the data's train split) that cannot be opened skips Mahalanobis/KNN; the scores computed
+    without it are keyed as such, so a later run with the split in place fits them instead of serving the cached
+    scores without KNN. A fit the user names and that cannot be opened is an error (it was skipped silently)."""
+    opts = {"ood_scores": ["msp", "knn"], "ood_limit": 8, "knn_k": 2, "ood": ["noise:gaussian"]}
+    _cifar_split(tmp_path / "c10", "test", 12, 4)
+    run = lambda **o: evaluate(Tiny(), suite="ood", data=f"cifar10:{tmp_path / 'c10'}", device="cpu",  # noqa: E731
+                               progress=False, report=False, options={**opts, **o}, cache_dir=tmp_path / "cache")["ood"]
+    with pytest.raises(ValueError, match=r"option fit='folder:.*nothere' \(the Mahalanobis/KNN training data\) cannot"):
+        run(fit=f"folder:{tmp_path / 'nothere'}")
     first = run()
     assert first["scores"] == ["msp"] and "skipped" in first["note"]
-    _png_tree(tmp_path / "train", 9, 5)
+    _cifar_split(tmp_path / "c10", "train", 20, 5)
     second = run()
     assert second["scores"] == ["msp", "knn"] and second["note"] is None
     import aprkit.eval.suites.ood as ood_suite
 
-    def never(fit):  # a fully cached run must not read the fit data (a folder listing: minutes on ImageNet)
+    def never(*args):  # a fully cached run must not read the fit data (a folder listing: minutes on ImageNet)
         raise AssertionError("the fit data was opened on a cached run")
 
     monkeypatch.setattr(ood_suite, "_open_fit", never)
@@ -572,3 +586,9 @@ def test_a_model_that_fails_to_load_leaves_nothing_pending(tmp_path):
     evaluate(Tiny(), model_id="A", **kw)
     meta = json.loads((tmp_path / "results.json").read_text())["meta"]
     assert meta["complete"] is True and meta["pending"] == {}
+    # ... also right after the failed call: a finished folder stays complete (it read "INCOMPLETE (not yet run:
+    # typo: calibration)" until the next run; tester)
+    with pytest.raises((FileNotFoundError, ValueError)):
+        evaluate({"A": Tiny(), "typo": str(tmp_path / "missing.pt")}, **kw)
+    meta = json.loads((tmp_path / "results.json").read_text())["meta"]
+    assert meta["complete"] is True and meta["pending"] == {} and "INCOMPLETE" not in (tmp_path / "report.md").read_text()

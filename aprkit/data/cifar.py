@@ -102,6 +102,9 @@ def _csv_classes(order: Path, rows: list[dict[str, str]], name: str) -> list[str
         raise ValueError(f"{order}: labels {sorted(names)[:12]} are not 0 .. {len(names) - 1} without gaps")
     else:
         classes = [names[i] for i in range(len(names))]
+    if name == "cifar100" and set(classes) & set(CIFAR10_CLASSES):  # no CIFAR-10 name is a CIFAR-100 class
+        raise ValueError(f"{order} names CIFAR-10 classes ({', '.join(sorted(set(classes) & set(CIFAR10_CLASSES)))}), "
+                         "not CIFAR-100's: read this tree with cifar10:")
     known = set(classes)  # CIFAR-10's official names also when the CSV has no class column
     for r in rows:  # a path in the folder of another class (flat or numbered folders are fine)
         parent, cls = Path(r["path"]).parent.name, classes[int(r["label"])]

@@ -275,7 +275,9 @@ def evaluate(
                       progress=progress, cache=cache, out_dir=out, options=opts, parsed_options=parsed)
         _evaluate_models(run, models, labels, names, results, data, channels_last, load, ctx_kw)
     except BaseException:  # an error or an interrupt: the report says what finished and what did not
+        run.pending = [p for p in run.pending if p[0] in run.loaded]  # a model that never loaded started nothing
         with contextlib.suppress(Exception):
+            run.write()
             run.refresh_report()
         raise
     results.meta = run.meta(run.this_run)
@@ -308,6 +310,7 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
             name = f"{display}-{fingerprint}"
         run.pending = [(name if lab == labels[pos] else lab, sn) for lab, sn in run.pending]
         labels[pos] = name
+        run.loaded.add(name)
         dropped = run.index.claim(name, fingerprint)
         run.index.want([(name, sname) for sname in names])  # loaded: its suites are pending in the folder until done
         run.write()  # saves the index too: another model's results under this label leave results.json now
@@ -357,6 +360,7 @@ class _Run:
     started: float
     settings: dict[str, Any]
     pending: list[tuple[str, str]] = field(default_factory=list)
+    loaded: set[str] = field(default_factory=set)  # labels of the models that loaded (their suites were started)
 
     def finish(self, entry: dict) -> None:
         for idx in (self.index, self.this_run):

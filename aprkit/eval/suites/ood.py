@@ -183,12 +183,17 @@ class _FitUnavailable(Exception):
     """The Mahalanobis/KNN fit data could not be opened (the message says why)."""
 
 
-def _open_fit(fit: Any) -> tuple[Any, str | None]:
-    """The training split of ``fit`` as a dataset, or None and why not."""
+def _open_fit(fit: Any, named: bool) -> Any:
+    """The training split of ``fit`` as a dataset. When it cannot be opened: a fit the user ``named`` (option
+    ``fit``) is a ``ValueError``; the default (the data's train split) raises :class:`_FitUnavailable` (skipped, with
+    a note)."""
     try:
-        return as_dataset(fit, "train"), None
+        return as_dataset(fit, "train")
     except (FileNotFoundError, ValueError) as err:
-        return None, f"Mahalanobis/KNN skipped: no training split found ({err})"
+        if named:
+            raise ValueError(f"option fit={fit!r} (the Mahalanobis/KNN training data) cannot be opened: "
+                             f"{err}") from None
+        raise _FitUnavailable(f"Mahalanobis/KNN skipped: no training split found ({err})") from None
 
 
 def _fit_scorers(ctx: EvalContext, ds: Any, opts: OODOptions) -> dict[str, Any]:
@@ -301,10 +306,8 @@ class OODSuite(Suite[OODOptions]):
         def scores_for(name: str, ds: Any, ds_id: str, lim: int | None, labelled: bool) -> dict[str, list[float]]:
             def compute() -> dict:
                 if "scorers" not in state and state["fit"] is not None:
-                    fit_ds, note = _open_fit(state["fit"])  # opened only when a score is computed, not on a hit
-                    if fit_ds is None:
-                        raise _FitUnavailable(note)
-                    state["scorers"] = _fit_scorers(ctx, fit_ds, opts)
+                    # opened only when a score is computed, not on a cache hit
+                    state["scorers"] = _fit_scorers(ctx, _open_fit(state["fit"], opts.fit is not None), opts)
                 return compute_scores(ctx, ds, wanted, state.get("scorers", {}), lim, f"ood {name}", opts,
                                       labelled=labelled)
 
