@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from aprkit.augment import APRPair, APRSingleBatch
+from aprkit.augment import APRSP, APRPair, APRSingleBatch
 from aprkit.augment.adapters import APRMixup, APRSingleV2, RandomAPRPair, RandomAPRSingle
 
 
@@ -138,5 +138,7 @@ def test_an_empty_batch_comes_back_as_the_hosts_hand_it_back():
     out, soft = APRMixup(num_classes=10)(x, y)
     assert out.shape == x.shape and soft.shape == (0, 10)
     assert APRPair(p=1.0, seed=0)(x, y)[1].shape == (0,)
+    x_all, y_all = APRSP(p=1.0, seed=0)(x, y, clean=x)  # it refused an empty batch
+    assert x_all.shape == (0, 3, 16, 16) and y_all.shape == (0,)
     with pytest.raises(ValueError, match="H >= 2 and W >= 2"):
         APRPair(p=1.0)(torch.rand(0, 3, 1, 16))

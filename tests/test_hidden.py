@@ -307,3 +307,19 @@ def test_attached_models_pickle_copies_carry_their_own_hooks_and_detach_removes_
     flat = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten()).train()
     with attach(flat, ["1"], p=1.0), pytest.raises(ValueError, match="layer '1': "):  # the layer is named
         flat(x)
+
+
+def test_a_guessed_token_layout_beyond_one_class_token_warns():
+    """(B, 20, D) is read as 4 prefix tokens and a 4x4 grid, a guess a 4x5 grid or a plain sequence fools: it warns
+    (a class token and a square grid, or a square grid alone, do not)."""
+    import warnings
+
+    from aprkit.hidden import to_grid
+
+    with pytest.warns(UserWarning, match=r"20 tokens read as 4 prefix tokens and a 4x4 patch grid \(a guess"):
+        to_grid(torch.rand(2, 20, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for n in (16, 17):
+            to_grid(torch.rand(2, n, 8))
+        assert to_grid(torch.rand(2, 20, 8), grid=(4, 5))[2].num_prefix_tokens == 0

@@ -179,11 +179,12 @@ class APRSP:
         APR-P of ``x``.
 
         Finiteness is checked on the CPU only (as in :class:`APRPair`: no host sync on accelerators)."""
-        check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=_on_host(x))
+        check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=_on_host(x), allow_empty=True)
         check_labels(y, x.shape[0], "y")
         first = x
         if clean is not None:
-            check_image_tensor(clean, "clean", min_ndim=4, max_ndim=4, check_finite=_on_host(clean))
+            check_image_tensor(clean, "clean", min_ndim=4, max_ndim=4, check_finite=_on_host(clean),
+                               allow_empty=True)
             if clean.shape != x.shape or clean.dtype != x.dtype or clean.device != x.device:
                 raise ValueError(
                     f"clean must match images in shape, dtype and device: "

@@ -85,6 +85,13 @@ def to_grid(
                                  "pass the patch grid and num_prefix_tokens explicitly")
         else:
             k = infer_prefix_tokens(n)
+            if k > 1:  # one class token (or none) is the common case; more is a guess a plain sequence can fool
+                import warnings
+
+                warnings.warn(f"{name}: {n} tokens read as {k} prefix tokens and a {math.isqrt(n - k)}x"
+                              f"{math.isqrt(n - k)} patch grid (a guess: the smallest prefix leaving a square grid); "
+                              "pass num_prefix_tokens= and grid=(h, w) if that is not the layout", UserWarning,
+                              stacklevel=3)
         if not 0 <= k < n:
             raise ValueError(f"num_prefix_tokens must lie in [0, {n}) for {name} of shape {tuple(x.shape)}, got {k}")
         rest = n - k
