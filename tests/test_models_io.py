@@ -386,6 +386,11 @@ def test_a_classifier_of_another_input_width_is_a_shape_mismatch_not_a_class_cou
     for drop in (False, True):  # --drop-head replaces a head of another class count only
         with pytest.raises(ValueError, match=r"shape mismatch \(1\): .*linear.weight: checkpoint \(10, 32\)"):
             load_model("resnet20", checkpoint=tmp_path / "resnet20_narrow.pth", drop_head=drop)
+    # every mismatch names the file and the architecture it was loaded into (a config of several models)
+    with pytest.raises(ValueError, match=r"^'resnet20' from '.*resnet20_narrow\.pth': checkpoint does not match"):
+        load_model("resnet20", checkpoint=tmp_path / "resnet20_narrow.pth")
+    with pytest.raises(ValueError, match=r"^'.*resnet20_narrow\.pth': checkpoint does not match"):
+        load_model(tmp_path / "resnet20_narrow.pth")
 
 
 def test_a_pickle_that_runs_code_is_named_as_such(tmp_path):

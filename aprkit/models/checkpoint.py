@@ -25,11 +25,10 @@ from torch import nn
 
 from .._checks import check_positive_int
 from .._io import atomic_torch_save
-from .base import ImageClassifier
 from .foreign import FOREIGN_LIBRARIES, Preprocess, create_foreign
 from .normalize import Normalize, unwrap_model
 from .registry import checkpoint_kwargs, create_model, is_model, list_models, tag_model
-from .state_dict import extract_state_dict, load_state_dict_into, num_classes_of
+from .state_dict import CheckpointMismatch, extract_state_dict, load_state_dict_into, num_classes_of, pickled_module
 
 __all__ = ["save_checkpoint", "load_model", "read_checkpoint", "extract_state_dict", "load_state_dict_into"]
 
@@ -266,7 +265,7 @@ def _apply_stored(model: nn.Module, obj: Mapping[str, Any], kwargs: Mapping[str,
 def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: dict, drop_head: bool) -> nn.Module:
     obj = read_checkpoint(path, weights_only=weights_only)
     if isinstance(obj, nn.Module):
-        return _pickled_module(obj, path, num_classes, kwargs, drop_head)
+        return pickled_module(obj, path, num_classes, kwargs, drop_head)
     if isinstance(obj, Mapping) and obj.get("format") == "aprkit":
         return _from_aprkit(obj, num_classes, kwargs, drop_head=drop_head)
     if isinstance(obj, Mapping) and obj.get("format") == TRAIN_STATE_FORMAT:
@@ -279,25 +278,6 @@ def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: 
             f"eval --model ARCH --checkpoint {path}; ARCH: resnet20, torchvision:mobilenet_v2, timm:NAME, ...)"
         )
     return _load_aprkit_arch(f"resnet{match.group(1)}", num_classes, path, weights_only, kwargs, drop_head=drop_head)
-
-
-def _pickled_module(model: nn.Module, path: Path, num_classes: int | None, kwargs: dict, drop_head: bool) -> nn.Module:
-    """A whole module saved with ``torch.save(model)``: used as it is. Options that would rebuild it are refused
-    (they were ignored), and a module without aprkit's normalisation warns: it receives float [0, 1] images."""
-    if kwargs or drop_head:
-        given = sorted(kwargs) + (["drop_head"] if drop_head else [])
-        raise ValueError(f"{path} holds a whole pickled {type(model).__name__}, used as it is: {', '.join(given)} "
-                         "cannot rebuild it; save its state_dict and load that into the architecture instead")
-    own = num_classes_of(model.state_dict(), model)
-    if num_classes is not None and own is not None and own != num_classes:
-        raise ValueError(f"{path} holds a model with {own} classes, not num_classes={num_classes}")
-    if not isinstance(model, (Normalize, ImageClassifier)):  # aprkit's own architectures normalise inside
-        import warnings
-
-        warnings.warn(f"{path} holds a pickled {type(model).__name__} without aprkit's normalisation: it receives "
-                      "float images in [0, 1] as they are; wrap it (aprkit.models.Normalize(model, mean, std)) if it "
-                      "expects normalised input", UserWarning, stacklevel=4)
-    return model
 
 
 def _load_into_module(model: nn.Module, num_classes: int | None, checkpoint: str | os.PathLike | None,
@@ -353,6 +333,21 @@ def load_model(
         num_classes = check_positive_int(num_classes, "num_classes")
     if checkpoint is not None:
         checkpoint = Path(checkpoint).expanduser()
+    try:
+        model = _build(spec, num_classes, checkpoint, weights_only, random_init, drop_head, kwargs)
+    except CheckpointMismatch as err:  # the file and the model it was loaded into, in every spec's message
+        source = checkpoint if checkpoint is not None else spec if isinstance(spec, (str, os.PathLike)) else None
+        if source is None:
+            raise
+        what = (f"{os.fspath(spec)!r} from {os.fspath(source)!r}" if checkpoint is not None
+                and isinstance(spec, (str, os.PathLike)) else repr(os.fspath(source)))
+        raise CheckpointMismatch(f"{what}: {err}") from None
+    return model.to(device).eval()
+
+
+def _build(spec: nn.Module | str | os.PathLike, num_classes: int | None, checkpoint: Path | None, weights_only: bool,
+           random_init: bool, drop_head: bool, kwargs: dict) -> nn.Module:
+    """:func:`load_model`'s dispatch on the kind of ``spec`` (arguments checked there)."""
     if isinstance(spec, nn.Module):
         model = _load_into_module(spec, num_classes, checkpoint, weights_only, random_init, drop_head)
     elif isinstance(spec, (str, os.PathLike)):
@@ -404,4 +399,4 @@ def load_model(
             )
     else:
         raise TypeError(f"spec must be an nn.Module, a model name or a checkpoint path, got {type(spec).__name__}")
-    return model.to(device).eval()
+    return model

@@ -3,15 +3,17 @@ number of classes a state_dict's classifier holds (shared by native and foreign 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from .base import ImageClassifier
 from .normalize import Normalize, find_classifier
 
-__all__ = ["extract_state_dict", "load_state_dict_into", "num_classes_of"]
+__all__ = ["CheckpointMismatch", "extract_state_dict", "load_state_dict_into", "num_classes_of", "pickled_module"]
 
 #: wrapper prefixes stripped from state_dict keys (DDP/DataParallel, torch.compile)
 _PREFIXES = ("module.", "_orig_mod.")
@@ -45,6 +47,10 @@ def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     return out
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint's weights do not fit the model built for them (missing, unexpected or other-shape keys)."""
+
+
 def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, drop_head: bool = False) -> None:
     """Load strictly into ``model`` (or into ``model.inner`` for a ``Normalize`` wrapper and plain keys).
 
@@ -64,7 +70,7 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
                         and own[k].shape[1:] == sd[k].shape[1:]), reverse=True)
     if head_diff and not drop_head and all(own[k].shape == sd[k].shape for k in set(sd) & set(own) - head_names):
         k = head_diff[0]
-        raise ValueError(
+        raise CheckpointMismatch(
             f"the checkpoint's classifier {k} has {sd[k].shape[0]} classes but the model was built with "
             f"{own[k].shape[0]}: leave num_classes unset to keep the trained head, or pass drop_head=True "
             "(aprkit eval --drop-head, train: model.drop_head=true) to replace it with a randomly initialised one"
@@ -83,7 +89,7 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
         for label, keys in (("shape mismatch", mismatched), ("missing", missing), ("unexpected", unexpected)):
             if keys:
                 parts.append(f"{label} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}")
-        raise ValueError(f"checkpoint does not match {type(target).__name__}: " + "; ".join(parts))
+        raise CheckpointMismatch(f"checkpoint does not match {type(target).__name__}: " + "; ".join(parts))
     target.load_state_dict(sd, strict=False)
 
 
@@ -106,3 +112,23 @@ def num_classes_of(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> 
                 if key in state_dict:
                     return int(state_dict[key].shape[0])
     return None
+
+
+def pickled_module(model: nn.Module, path: os.PathLike | str, num_classes: int | None, kwargs: dict,
+                   drop_head: bool) -> nn.Module:
+    """A whole module saved with ``torch.save(model)``: used as it is. Options that would rebuild it are refused
+    (they were ignored), and a module without aprkit's normalisation warns: it receives float [0, 1] images."""
+    if kwargs or drop_head:
+        given = sorted(kwargs) + (["drop_head"] if drop_head else [])
+        raise ValueError(f"{path} holds a whole pickled {type(model).__name__}, used as it is: {', '.join(given)} "
+                         "cannot rebuild it; save its state_dict and load that into the architecture instead")
+    own = num_classes_of(model.state_dict(), model)
+    if num_classes is not None and own is not None and own != num_classes:
+        raise ValueError(f"{path} holds a model with {own} classes, not num_classes={num_classes}")
+    if not isinstance(model, (Normalize, ImageClassifier)):  # aprkit's own architectures normalise inside
+        import warnings
+
+        warnings.warn(f"{path} holds a pickled {type(model).__name__} without aprkit's normalisation: it receives "
+                      "float images in [0, 1] as they are; wrap it (aprkit.models.Normalize(model, mean, std)) if it "
+                      "expects normalised input", UserWarning, stacklevel=5)
+    return model
