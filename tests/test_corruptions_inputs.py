@@ -85,6 +85,16 @@ def test_on_disk_c_set_must_match_the_clean_set(tmp_path) -> None:
         _eval(_write_c(tmp_path / "big", 12, size=64), clean)
 
 
+def test_a_c_set_that_cannot_pair_fails_before_the_clean_pass(tmp_path, monkeypatch) -> None:
+    import aprkit.eval.suites.corruption as suite
+
+    calls = []
+    monkeypatch.setattr(suite, "predict", lambda *a, **k: calls.append(k.get("desc")))
+    with pytest.raises(ValueError, match="has 5 images .* clean set has 12"):
+        _eval(_write_c(tmp_path / "short", 5), _clean(12))
+    assert calls == []  # the clean images were evaluated first (minutes on ImageNet) before the refusal
+
+
 def test_on_disk_c_labels_must_be_integers(tmp_path) -> None:
     from aprkit.data.corrupted import cifar_c
 

@@ -304,11 +304,16 @@ class CorruptionSuite(Suite[CorruptionOptions]):
     def run(self, ctx: EvalContext, data: Any) -> CorruptionResult:
         opts = self.options(ctx)
         corruptions, severities = opts.grid()
+        grid = [(c, s) for c in corruptions for s in severities]
+        if grid and opts.corrupted:  # a -C set that cannot pair with the clean set fails before the clean pass
+            from aprkit.data.corrupted import check_matches_clean
+
+            check_matches_clean(_open_corrupted(opts.corrupted, *grid[0]), as_dataset(data), opts.limit,
+                                f"the -C set of {grid[0][0]}-{grid[0][1]}")
         clean = evaluate_cell(ctx, data, opts)
         cells: dict[str, dict[str, dict]] = {}
         from tqdm.auto import tqdm
 
-        grid = [(c, s) for c in corruptions for s in severities]
         for c, s in tqdm(grid, desc=f"{ctx.model_id}: corruptions", unit="cell", disable=not ctx.progress or not grid):
             r = evaluate_cell(ctx, data, opts, c, s)
             cells.setdefault(c, {})[str(s)] = {k: r[k] for k in ("n", "accuracy", "error", "nll", "ece")}
