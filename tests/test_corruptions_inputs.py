@@ -93,6 +93,18 @@ def test_a_c_set_that_cannot_pair_fails_before_the_clean_pass(tmp_path, monkeypa
     with pytest.raises(ValueError, match="has 5 images .* clean set has 12"):
         _eval(_write_c(tmp_path / "short", 5), _clean(12))
     assert calls == []  # the clean images were evaluated first (minutes on ImageNet) before the refusal
+    monkeypatch.undo()
+    root, clean = _write_c(tmp_path / "ok", 12), _clean(12)
+    cache = tmp_path / "cache"
+    from aprkit.eval import evaluate
+
+    evaluate_once = lambda: evaluate(Mean(), suite="corruption", data=clean, corrupted=f"cifar10-c:{root}",  # noqa: E731
+                                     corruptions=["fog"], severities=[1], device="cpu", progress=False, report=False,
+                                     model_id="m", options={"check_classes": False}, cache_dir=cache)
+    first = evaluate_once()
+    opened = []
+    monkeypatch.setattr(suite, "_open_corrupted", lambda *a: opened.append(a))
+    assert evaluate_once()["corruption"] == first["corruption"] and opened == []  # a cached run reads no -C data
 
 
 def test_on_disk_c_labels_must_be_integers(tmp_path) -> None:

@@ -143,6 +143,8 @@ def test_image_folder_sizes_and_errors(tmp_path: Path) -> None:
         get_dataset(f"folder:{tmp_path}?rezise=40")
     with pytest.raises(ValueError, match=r"option 'crop' .* positive number of pixels, got '0'"):
         get_dataset(f"folder:{tmp_path}?crop=0")
+    with pytest.raises(ValueError, match="option 'resize' is given twice"):
+        get_dataset(f"folder:{tmp_path}?resize=50&resize=40")
     with pytest.raises(ValueError, match="crop given both in the spec and as a keyword"):
         get_dataset(f"folder:{tmp_path}?crop=32", crop=24)
     with pytest.raises(ValueError, match=r"cifar10-c: takes none \(folder: takes resize, crop\)"):

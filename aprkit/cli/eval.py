@@ -61,8 +61,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--model-id", dest="model_id", help="name used in the report (default: the model's name)")
     p.add_argument("--num-classes", dest="num_classes", type=int)
     p.add_argument("--data", action="append",
-                   help="clean test data spec, e.g. cifar10:/data/cifar10 or folder:/data/val; repeat as SUITE=SPEC "
-                   "for suite-specific data, e.g. --data shape-bias=cue-conflict:/data/cue-conflict")
+                   help="clean test data spec, e.g. cifar10:/data/cifar10 or folder:/data/val ('folder:/data/val?"
+                   "resize=256&crop=224' brings images of other sizes to one); repeat as SUITE=SPEC for "
+                   "suite-specific data, e.g. --data shape-bias=cue-conflict:/data/cue-conflict")
     p.add_argument("--suite", dest="suites", action="append",
                    help="suite to run (repeatable; default corruption): a name registered in aprkit.eval.suites")
     p.add_argument("--out", help="output folder for results.json, report.md/.html and the resumable cache "

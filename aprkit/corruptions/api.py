@@ -88,8 +88,8 @@ CODE_VERSION = max(BASE_VERSION, *_VERSIONS.values())
 
 def corruption_version(name: str) -> int:
     """The version of ``name``'s outputs: the :data:`CODE_VERSION` at which they last changed (``BASE_VERSION`` for
-    every corruption not in ``_VERSIONS``)."""
-    return max(BASE_VERSION, _VERSIONS.get(name, BASE_VERSION))
+    every corruption not in ``_VERSIONS``); ``name`` in any spelling, an unknown one refused."""
+    return max(BASE_VERSION, _VERSIONS.get(canonical_name(name), BASE_VERSION))
 
 
 # every function returns a new tensor (never its input, a view of it or a cached one): ``corrupt`` finishes it in place

@@ -101,10 +101,14 @@ def _npy_shape(path: Path) -> tuple[int, ...] | None:
         return None
 
 
-def _check_names(names: Sequence[str] | str, severities: Sequence[int] | int) -> tuple[list[str], list[int]]:
-    """The corruption names and severities (a single name or severity is accepted as one), checked; severities in
-    ascending order (a CIFAR-10-C array stacks them so, and readers slice it by ``(severity - 1) * N``)."""
-    names, severities = check_names(names), sorted(check_severities(severities))
+def _check_names(names: Sequence[str] | str, severities: Sequence[int] | int,
+                 ascending: bool = False) -> tuple[list[str], list[int]]:
+    """The corruption names and severities (a single name or severity is accepted as one), checked; with
+    ``ascending`` the severities sorted (a CIFAR-10-C array stacks them so, and readers slice it by
+    ``(severity - 1) * N``; the ImageNet layout keeps the order given, which its manifests record)."""
+    names, severities = check_names(names), check_severities(severities)
+    if ascending:
+        severities = sorted(severities)
     if not names or not severities:
         raise ValueError(f"expected at least one corruption name and one severity, got names={names} "
                          f"severities={severities}")
@@ -185,7 +189,7 @@ def write_cifar_c(
     """
     from tqdm.auto import tqdm
 
-    names, severities = _check_names(names, severities)
+    names, severities = _check_names(names, severities, ascending=True)
     arr = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
         raise TypeError(f"images must be uint8 (N, H, W, 3), got {arr.dtype} {arr.shape}")

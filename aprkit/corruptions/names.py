@@ -2,7 +2,7 @@
 (Hendrycks & Dietterich, ICLR 2019) in the published order, the 4 extra ones shipped with the -C sets, and the
 reading of a name in any spelling (``"Gaussian Noise"``, ``"gaussian-noise"`` -> ``"gaussian_noise"``).
 
-It imports nothing heavy, so the -C readers and the metrics take the names from here without the corruption code.
+The corruption API, the -C writers and readers and the metrics all take the names from here.
 """
 
 from __future__ import annotations

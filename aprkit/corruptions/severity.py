@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .names import canonical_name
+
 __all__ = ["PRESETS", "PARAMS", "PRESET_INFO", "PresetSizeWarning", "params", "check_preset", "check_severity",
            "check_severities", "preset_for_size", "resolve_preset"]
 
@@ -192,7 +194,4 @@ def check_severity(severity: object) -> int:
 def params(name: str, severity: int, preset: str = "cifar") -> Any:
     """The published parameter of corruption ``name`` at ``severity`` (1-5) in ``preset``."""
     check_preset(preset)
-    table = PARAMS[preset]
-    if name not in table:
-        raise ValueError(f"unknown corruption {name!r}; valid names: {', '.join(sorted(table))}")
-    return table[name][check_severity(severity) - 1]
+    return PARAMS[preset][canonical_name(name)][check_severity(severity) - 1]

@@ -177,6 +177,8 @@ def split_spec_options(spec: str) -> tuple[str, dict[str, int]]:
     for item in query.split("&"):
         key, _, value = item.partition("=")
         key = key.strip().lower()
+        if key in opts:
+            raise ValueError(f"option {key!r} is given twice in dataset spec {spec!r}; give it once")
         if key not in allowed:
             takes = (f"{kind}: takes {', '.join(allowed)}" if allowed else
                      f"{kind}: takes none (folder: takes {', '.join(SPEC_OPTIONS['folder'])})")

@@ -91,7 +91,7 @@ def to_grid(
                 warnings.warn(f"{name}: {n} tokens read as {k} prefix tokens and a {math.isqrt(n - k)}x"
                               f"{math.isqrt(n - k)} patch grid (a guess: the smallest prefix leaving a square grid); "
                               "pass num_prefix_tokens= and grid=(h, w) if that is not the layout", UserWarning,
-                              stacklevel=3)
+                              stacklevel=2)
         if not 0 <= k < n:
             raise ValueError(f"num_prefix_tokens must lie in [0, {n}) for {name} of shape {tuple(x.shape)}, got {k}")
         rest = n - k

@@ -360,6 +360,9 @@ def _build(spec: nn.Module | str | os.PathLike, num_classes: int | None, checkpo
                 obj = read_checkpoint(checkpoint, weights_only=weights_only)
                 if isinstance(obj, Mapping) and obj.get("format") == "aprkit":
                     model = _from_aprkit(obj, num_classes, kwargs, expected_arch=text, drop_head=drop_head)
+                elif isinstance(obj, Mapping) and obj.get("format") == TRAIN_STATE_FORMAT:
+                    model = _from_train_state(obj, checkpoint, num_classes, kwargs, expected_arch=text,
+                                              drop_head=drop_head)
                 else:
                     model = create_foreign(text, num_classes=num_classes, state_dict=extract_state_dict(obj),
                                            drop_head=drop_head, **kwargs)

@@ -66,8 +66,9 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
     head = _classifier_or_none(target)
     head_names = {f"{n}.{p}" for n, m in target.named_modules() if m is head for p in ("weight", "bias")}
     # another number of classes: the rows differ, the input width agrees (another width is another backbone)
-    head_diff = sorted((k for k in head_names & set(sd) if k in own and own[k].shape != sd[k].shape
-                        and own[k].shape[1:] == sd[k].shape[1:]), reverse=True)
+    widths_agree = all(own[k].shape[1:] == sd[k].shape[1:] for k in head_names & set(sd) & set(own))
+    head_diff = sorted((k for k in head_names & set(sd) if k in own and own[k].shape != sd[k].shape),
+                       reverse=True) if widths_agree else []
     if head_diff and not drop_head and all(own[k].shape == sd[k].shape for k in set(sd) & set(own) - head_names):
         k = head_diff[0]
         raise CheckpointMismatch(

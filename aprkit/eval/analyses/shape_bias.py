@@ -338,7 +338,9 @@ def predict_decisions(model: nn.Module, dataset: torch.utils.data.Dataset, **kwa
 
     kwargs.setdefault("desc", "cue-conflict")
     # the stimuli's shape labels are not the model's classes: only the output width is checked (first batch)
-    outputs = predict(model, dataset, num_classes=(1000, len(CATEGORIES)), labelled=False, **kwargs)
+    kwargs.setdefault("num_classes", (1000, len(CATEGORIES)))
+    kwargs.setdefault("labelled", False)
+    outputs = predict(model, dataset, **kwargs)
     return cue_conflict_decisions(outputs.logits)
 
 

@@ -275,7 +275,7 @@ def evaluate(
                       progress=progress, cache=cache, out_dir=out, options=opts, parsed_options=parsed)
         _evaluate_models(run, models, labels, names, results, data, channels_last, load, ctx_kw)
     except BaseException:  # an error or an interrupt: the report says what finished and what did not
-        run.pending = [p for p in run.pending if p[0] in run.loaded]  # a model that never loaded started nothing
+        run.pending = [p for p in run.pending if p[0] != run.unloadable]  # a model that failed to load started nothing
         with contextlib.suppress(Exception):
             run.write()
             run.refresh_report()
@@ -296,8 +296,12 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
     registry = load_suites()
     dev = load["device"]
     for pos, (given_id, m) in enumerate(models.items()):
-        net, display = load_eval_model(m, load["num_classes"], load["checkpoint"], dev, load["random_init"],
-                                       load["drop_head"])
+        try:
+            net, display = load_eval_model(m, load["num_classes"], load["checkpoint"], dev, load["random_init"],
+                                           load["drop_head"])
+        except BaseException:
+            run.unloadable = labels[pos]
+            raise
         net.eval()
         _sync_weights(net)
         use_cl = wants_channels_last(net, _has_conv(net) if channels_last is None else bool(channels_last))
@@ -310,7 +314,6 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
             name = f"{display}-{fingerprint}"
         run.pending = [(name if lab == labels[pos] else lab, sn) for lab, sn in run.pending]
         labels[pos] = name
-        run.loaded.add(name)
         dropped = run.index.claim(name, fingerprint)
         run.index.want([(name, sname) for sname in names])  # loaded: its suites are pending in the folder until done
         run.write()  # saves the index too: another model's results under this label leave results.json now
@@ -360,7 +363,7 @@ class _Run:
     started: float
     settings: dict[str, Any]
     pending: list[tuple[str, str]] = field(default_factory=list)
-    loaded: set[str] = field(default_factory=set)  # labels of the models that loaded (their suites were started)
+    unloadable: str | None = None  # the label of a model whose loading raised (nothing of it was started)
 
     def finish(self, entry: dict) -> None:
         for idx in (self.index, self.this_run):

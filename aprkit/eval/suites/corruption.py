@@ -18,7 +18,7 @@ preset, i) only, so the numbers are the same for every batch size, worker count 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
@@ -203,13 +203,13 @@ def expected_classes(opts: CorruptionOptions, dataset: Any) -> int | None:
 
 
 def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corruption: str | None = None,
-                  severity: int | None = None) -> dict:
+                  severity: int | None = None, before: Callable[[], None] | None = None) -> dict:
     """Evaluate (or fetch from ``ctx.cache``) one cell with the corruption suite's options ``opts``: clean when
     ``corruption`` is None.
 
     The cell's key (:func:`aprkit.eval.engine.cache.result_key`) holds the corruption, severity and either the
     generation (preset, ``aprkit.corruptions.corruption_version``, for frost the textures' digest; the seed is a run
-    setting) or the -C source.
+    setting) or the -C source. ``before`` runs first when the cell is computed (never on a cache hit).
     """
     cell: tuple[str, int] | None = None  # (corruption, severity); None: the clean cell
     if corruption is not None:
@@ -247,6 +247,8 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
             generation["frost"] = texture_id()
 
     def compute() -> dict:
+        if before is not None:  # a check that only a computed cell needs (a cached one reads no data)
+            before()
         transform = None
         dataset = clean
         if cell is not None and source:
@@ -305,12 +307,14 @@ class CorruptionSuite(Suite[CorruptionOptions]):
         opts = self.options(ctx)
         corruptions, severities = opts.grid()
         grid = [(c, s) for c in corruptions for s in severities]
-        if grid and opts.corrupted:  # a -C set that cannot pair with the clean set fails before the clean pass
+
+        def pairs() -> None:  # a -C set that cannot pair with the clean set fails before the clean pass
             from aprkit.data.corrupted import check_matches_clean
 
             check_matches_clean(_open_corrupted(opts.corrupted, *grid[0]), as_dataset(data), opts.limit,
                                 f"the -C set of {grid[0][0]}-{grid[0][1]}")
-        clean = evaluate_cell(ctx, data, opts)
+
+        clean = evaluate_cell(ctx, data, opts, before=pairs if grid and opts.corrupted else None)
         cells: dict[str, dict[str, dict]] = {}
         from tqdm.auto import tqdm
 

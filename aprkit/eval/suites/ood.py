@@ -7,8 +7,8 @@ normalised training feature). Mahalanobis and KNN are fitted on option ``fit`` (
 Dataset; default: the ``train`` split of the in-distribution spec, for kinds that have one: ``cifar10``,
 ``cifar100``, ``synthetic``; a ``folder:`` spec reads the same images for every split, so the default would fit
 on the test images themselves), on a seeded random subset of ``fit_limit`` images (default 10,000); they are
-skipped, with a note, when no training data can be found. The fit data's identity is part of every score's
-cache key.
+skipped, with a note, when no default training data can be found (a ``fit`` that cannot be opened is an error).
+The fit data's identity is part of every score's cache key.
 
 Metrics follow the common convention: in-distribution is the positive class; AUPR-In uses ID as
 positive, AUPR-Out uses OOD as positive with negated scores; FPR@95 is the fraction of OOD samples
