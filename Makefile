@@ -48,7 +48,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_augment.py
 
-## CUDA tests + every GPU benchmark in one go (< 6 min): GPU_OUT/gpu_check.{json,md}. Needs no install
+## CUDA tests + every GPU benchmark in one go (at most 7.75 min, the sections' caps): GPU_OUT/gpu_check.{json,md}. Needs no install
 ## (the repo root is the import path): `make gpu-check GPU_PYTHON=python3` on a bare GPU machine;
 ## GPU_ARGS="--device cpu --quick" is the CPU smoke run
 ## A bare image without pydantic: run `make gpu-wheels` where pip reaches PyPI and carry .whl/ along; gpu-check
