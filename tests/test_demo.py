@@ -186,6 +186,8 @@ def test_bad_inputs_get_clear_errors(tmp_path):
         demo_settings(epochs=0)
     with pytest.raises(ValueError, match="unknown --data .imagenett:/x.; the demo trains on"):
         load_demo_data("imagenett:/x", demo_settings(quick=True))
+    with pytest.raises(ValueError, match="the demo brings images to its own size .*drop the"):
+        load_demo_data(f"folder:{tmp_path}?resize=40", demo_settings(quick=True))
     with pytest.raises(FileNotFoundError):
         load_demo_data(f"folder:{tmp_path / 'missing'}", demo_settings(quick=True))
     with pytest.raises(ValueError, match="out_dir"):

@@ -147,6 +147,11 @@ def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: b
         kind, arg = parse_spec(spec)
     except ValueError:  # the registry lists every dataset kind; the demo trains on these
         raise ValueError(f"unknown --data {spec!r}; the demo trains on {kinds}") from None
+    from ..data.registry import split_spec_options
+
+    if split_spec_options(spec)[1]:
+        raise ValueError(f"--data {spec!r}: the demo brings images to its own size (image_size={settings.image_size}); "
+                         "drop the ?resize=/crop= options")
     if kind == "synthetic":
         from ..data.synthetic import GENERATOR_VERSION, SHAPES, SyntheticShapes, class_names
 
