@@ -232,3 +232,10 @@ def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch):
         atomic_torch_save({"w": torch.zeros(10_000)}, tmp_path / "last.pt")
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "last.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dataset_spec_options_are_checked_with_the_config():
+    """A misspelt ?resize= option fails when the config is read, not when the data loads."""
+    assert load_config(None, ["data.dataset=folder:/x?resize=40&crop=32"]).data.dataset.endswith("crop=32")
+    with pytest.raises(ValueError, match=r"data.dataset: unknown option 'rezise' .*did you mean 'resize'"):
+        load_config(None, ["data.dataset=folder:/x?rezise=3"])

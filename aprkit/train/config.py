@@ -371,12 +371,12 @@ def validate_config(cfg: Config) -> Config:
     elif isinstance(cfg.aug.compile, str) and cfg.aug.compile != "auto":
         raise ValueError(f"aug.compile must be true, false, auto or a mapping of torch.compile options, "
                          f"got {cfg.aug.compile!r}")
-    from ..data.registry import parse_spec
+    from ..data.registry import parse_spec, split_spec_options
 
     for key, spec in (("data.dataset", cfg.data.dataset), ("data.test_dataset", cfg.data.test_dataset)):
         if spec is not None:
             try:
-                parse_spec(expand_env(spec))
+                parse_spec(split_spec_options(expand_env(spec))[0])  # options checked too (?resize=, ?crop=)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{key}: {err}") from None
     return cfg
