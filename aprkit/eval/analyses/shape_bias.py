@@ -356,7 +356,8 @@ def decisions_in(decisions: torch.Tensor, categories: Sequence[str]) -> torch.Te
         raise ValueError(f"cue-conflict categories {unknown} are not among the 16 that ImageNet outputs map to "
                          f"({', '.join(CATEGORIES)}); shape bias from a classifier needs those names")
     lookup = torch.tensor([cats.index(c) if c in cats else -1 for c in CATEGORIES], dtype=torch.long)
-    return lookup[decisions.long().cpu()]
+    d = decisions.long().cpu()
+    return torch.where(d < 0, -1, lookup[d.clamp(min=0)])  # an abstention (-1) stays one
 
 
 def measure_shape_bias(
