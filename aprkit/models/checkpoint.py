@@ -206,6 +206,18 @@ def _from_train_state(obj: Mapping[str, Any], path: str | os.PathLike, num_class
     return tag_model(model, arch, kw)
 
 
+def _from_own_format(obj: Any, path: str | os.PathLike, num_classes: int | None, kwargs: dict,
+                     expected_arch: str | None = None, drop_head: bool = False) -> nn.Module | None:
+    """The model of a checkpoint aprkit wrote (``save_checkpoint``'s ``"aprkit"`` format, or ``aprkit train``'s
+    resumable state), or None for any other file."""
+    fmt = obj.get("format") if isinstance(obj, Mapping) else None
+    if fmt == "aprkit":
+        return _from_aprkit(obj, num_classes, kwargs, expected_arch=expected_arch, drop_head=drop_head)
+    if fmt == TRAIN_STATE_FORMAT:
+        return _from_train_state(obj, path, num_classes, kwargs, expected_arch=expected_arch, drop_head=drop_head)
+    return None
+
+
 def _load_aprkit_arch(arch: str, num_classes: int | None, path: str | os.PathLike | None, weights_only: bool,
                       kwargs: dict, random_init: bool = False, drop_head: bool = False) -> nn.Module:
     if path is None:
@@ -213,10 +225,9 @@ def _load_aprkit_arch(arch: str, num_classes: int | None, path: str | os.PathLik
             raise _no_weights(arch)
         return create_model(arch, num_classes=num_classes if num_classes is not None else 10, **kwargs)
     obj = read_checkpoint(path, weights_only=weights_only)
-    if isinstance(obj, Mapping) and obj.get("format") == "aprkit":
-        return _from_aprkit(obj, num_classes, kwargs, expected_arch=arch, drop_head=drop_head)
-    if isinstance(obj, Mapping) and obj.get("format") == TRAIN_STATE_FORMAT:
-        return _from_train_state(obj, path, num_classes, kwargs, expected_arch=arch, drop_head=drop_head)
+    own = _from_own_format(obj, path, num_classes, kwargs, expected_arch=arch, drop_head=drop_head)
+    if own is not None:
+        return own
     sd = extract_state_dict(obj)
     kwargs = checkpoint_kwargs(arch, kwargs, sd)
     model = create_model(arch, num_classes=10, **kwargs)
@@ -266,10 +277,9 @@ def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: 
     obj = read_checkpoint(path, weights_only=weights_only)
     if isinstance(obj, nn.Module):
         return pickled_module(obj, path, num_classes, kwargs, drop_head)
-    if isinstance(obj, Mapping) and obj.get("format") == "aprkit":
-        return _from_aprkit(obj, num_classes, kwargs, drop_head=drop_head)
-    if isinstance(obj, Mapping) and obj.get("format") == TRAIN_STATE_FORMAT:
-        return _from_train_state(obj, path, num_classes, kwargs, drop_head=drop_head)
+    own = _from_own_format(obj, path, num_classes, kwargs, drop_head=drop_head)
+    if own is not None:
+        return own
     match = _LEGACY_ARCH.search(path.name)
     if match is None:
         raise ValueError(
@@ -358,14 +368,9 @@ def _build(spec: nn.Module | str | os.PathLike, num_classes: int | None, checkpo
         if text.startswith(_FOREIGN_PREFIXES):
             if checkpoint is not None and not text.startswith("robustbench:"):
                 obj = read_checkpoint(checkpoint, weights_only=weights_only)
-                if isinstance(obj, Mapping) and obj.get("format") == "aprkit":
-                    model = _from_aprkit(obj, num_classes, kwargs, expected_arch=text, drop_head=drop_head)
-                elif isinstance(obj, Mapping) and obj.get("format") == TRAIN_STATE_FORMAT:
-                    model = _from_train_state(obj, checkpoint, num_classes, kwargs, expected_arch=text,
-                                              drop_head=drop_head)
-                else:
-                    model = create_foreign(text, num_classes=num_classes, state_dict=extract_state_dict(obj),
-                                           drop_head=drop_head, **kwargs)
+                own = _from_own_format(obj, checkpoint, num_classes, kwargs, expected_arch=text, drop_head=drop_head)
+                model = own if own is not None else create_foreign(
+                    text, num_classes=num_classes, state_dict=extract_state_dict(obj), drop_head=drop_head, **kwargs)
             elif random_init or text.startswith("robustbench:"):
                 model = create_foreign(text, num_classes=num_classes, checkpoint=checkpoint, **kwargs)
             else:  # the library's published weights, through its own cache
