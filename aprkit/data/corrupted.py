@@ -38,8 +38,6 @@ _CIFAR_LAYOUT = "<root>/<corruption>.npy (uint8 (5*N, 32, 32, 3), severities 1..
 _FOLDER_LAYOUT = "<root>/<corruption>/<severity 1..5>/<class>/<image>"
 
 
-
-
 @overload
 def _check_severity(severity: int, allow_all: Literal[False]) -> int: ...
 @overload

@@ -141,6 +141,9 @@ class CueConflict(Dataset):
     stimuli whose shape and texture agree at load time (shape bias drops them anyway).
     """
 
+    #: how to bring stimuli of several sizes to one (the hint of a mixed-size error)
+    size_fix = "CueConflict(ROOT, transform=torchvision.transforms.v2.Resize((224, 224)))"
+
     def __init__(
         self,
         root: str | os.PathLike,

@@ -35,7 +35,8 @@ __all__ = ["iter_batches", "collate_uint8", "subset", "first_n", "SubsetDataset"
 
 
 def describe_size_mismatch(dataset: Dataset, indices: Sequence[int]) -> str:
-    """Why ``indices`` of ``dataset`` cannot be batched: one file (or index) of each image size, and the fix."""
+    """Why ``indices`` of ``dataset`` cannot be batched: one file (or index) of each image size, and the fix (the
+    dataset's own ``size_fix`` text where it has one)."""
     first: dict[tuple[int, ...], int] = {}
     for i in indices:
         first.setdefault(tuple(dataset[int(i)][0].shape), int(i))
@@ -45,10 +46,8 @@ def describe_size_mismatch(dataset: Dataset, indices: Sequence[int]) -> str:
     samples = getattr(dataset, "samples", None)
     where = [f"{samples[i][0] if samples is not None else f'item {i}'} is {'x'.join(map(str, s[-2:]))}"
              + (f" with {s[0]} channels" if len({t[0] for t in first}) > 1 else "") for s, i in first.items()]
-    fix = ("CueConflict(ROOT, transform=torchvision.transforms.v2.Resize((224, 224)))"
-           if hasattr(dataset, "shape_labels") else
-           "get_dataset('folder:ROOT', resize=256, crop=224) (the spec 'folder:ROOT?resize=256&crop=224' on the "
-           "command line)")
+    fix = getattr(dataset, "size_fix", None) or ("get_dataset('folder:ROOT', resize=256, crop=224) (the spec "
+                                                "'folder:ROOT?resize=256&crop=224' on the command line)")
     return (f"images differ in size ({'; '.join(where)}); a batch needs one size: resize the files to one size, or in "
             f"Python pass {fix}")
 

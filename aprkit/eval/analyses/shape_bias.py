@@ -39,6 +39,7 @@ __all__ = [
     "imagenet_to_16",
     "conflicting",
     "cue_conflict_decisions",
+    "check_categories",
     "decisions_in",
     "shape_bias",
     "predict_decisions",
@@ -344,17 +345,24 @@ def predict_decisions(model: nn.Module, dataset: torch.utils.data.Dataset, **kwa
     return cue_conflict_decisions(outputs.logits)
 
 
-def decisions_in(decisions: torch.Tensor, categories: Sequence[str]) -> torch.Tensor:
-    """Decisions ``(N,)`` over ``CATEGORIES`` (``predict_decisions``) as indices into ``categories``, a
-    dataset's own list (another order or a subset of the 16); a decision for a category outside it becomes -1
-    (neither shape nor texture). A category that is not one of the 16 is refused: no decision can name it."""
+def check_categories(categories: Sequence[str]) -> tuple[str, ...]:
+    """``categories`` (a ``CueConflict``'s list) as a tuple; ``ValueError`` for one that is not among the 16 the
+    ImageNet outputs map to (no decision can name it)."""
     cats = tuple(categories)
-    if cats == CATEGORIES:
-        return decisions
     unknown = [c for c in cats if c not in CATEGORIES]
     if unknown:
         raise ValueError(f"cue-conflict categories {unknown} are not among the 16 that ImageNet outputs map to "
                          f"({', '.join(CATEGORIES)}); shape bias from a classifier needs those names")
+    return cats
+
+
+def decisions_in(decisions: torch.Tensor, categories: Sequence[str]) -> torch.Tensor:
+    """Decisions ``(N,)`` over ``CATEGORIES`` (``predict_decisions``) as indices into ``categories``, a
+    dataset's own list (another order or a subset of the 16); a decision for a category outside it becomes -1
+    (neither shape nor texture). A category that is not one of the 16 is refused: no decision can name it."""
+    cats = check_categories(categories)
+    if cats == CATEGORIES:
+        return decisions
     lookup = torch.tensor([cats.index(c) if c in cats else -1 for c in CATEGORIES], dtype=torch.long)
     d = decisions.long().cpu()
     return torch.where(d < 0, -1, lookup[d.clamp(min=0)])  # an abstention (-1) stays one
@@ -368,7 +376,7 @@ def measure_shape_bias(
     Keyword arguments go to ``predict_decisions`` (``device``, ``batch_size``, ``progress``, ...).
     """
     ds = stimuli if isinstance(stimuli, CueConflict) else CueConflict(stimuli)
-    decisions_in(torch.zeros(0, dtype=torch.long), ds.categories)  # refuse unknown categories before inference
+    check_categories(ds.categories)  # before inference
     with eval_mode(model):
         decisions = predict_decisions(model, ds, **kwargs)
     return shape_bias(decisions_in(decisions, ds.categories), ds.shape_labels, ds.texture_labels, ds.categories)

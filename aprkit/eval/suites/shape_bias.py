@@ -15,11 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
-import torch
-
 from ..analyses.shape_bias import (
     CATEGORIES,
     REFERENCE_SHAPE_BIAS,
+    check_categories,
     decisions_in,
     predict_decisions,
     reference_lines,
@@ -93,7 +92,7 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
         opts = self.options(ctx)
         ds = resolve_stimuli(data, {"stimuli": opts.stimuli})
 
-        decisions_in(torch.zeros(0, dtype=torch.long), ds.categories)  # unknown categories: refused up front
+        check_categories(ds.categories)  # before inference
 
         def compute() -> dict:
             decisions = predict_decisions(
