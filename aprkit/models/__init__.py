@@ -24,7 +24,7 @@ _EXPORTS: dict[str, str] = {
     "CIFAR10_STD": "aprkit.models.base",
     "Normalize": "aprkit.models.normalize",
     "unwrap_model": "aprkit.models.normalize",
-    "save_checkpoint": "aprkit.models.checkpoint",
+    "save_checkpoint": "aprkit.models.saving",
     "load_model": "aprkit.models.checkpoint",
     "read_checkpoint": "aprkit.models.checkpoint",
     "CifarResNet": "aprkit.models.cifar_resnet",

@@ -1,4 +1,5 @@
-"""Checkpoints: ``save_checkpoint`` (atomic) and ``load_model`` (one entry point for every model spec).
+"""Checkpoints: ``load_model`` (one entry point for every model spec) and ``read_checkpoint``; writing is
+:mod:`aprkit.models.saving` (``save_checkpoint``, re-exported here).
 
 An aprkit checkpoint is a ``torch.save``d dict::
 
@@ -13,7 +14,6 @@ state_dicts, and dicts with the weights under ``state_dict``/``model``/``model_s
 
 from __future__ import annotations
 
-import enum
 import os
 import re
 from collections.abc import Mapping
@@ -24,130 +24,24 @@ import torch
 from torch import nn
 
 from .._checks import check_positive_int
-from .._io import atomic_torch_save
-from .foreign import FOREIGN_LIBRARIES, Preprocess, create_foreign
+from .foreign import FOREIGN_PREFIXES, Preprocess, create_foreign
 from .normalize import Normalize, unwrap_model
 from .registry import checkpoint_kwargs, create_model, is_model, list_models, tag_model
-from .state_dict import CheckpointMismatch, extract_state_dict, load_state_dict_into, num_classes_of, pickled_module
+from .saving import save_checkpoint
+from .state_dict import (
+    CheckpointMismatch,
+    classes_disagree,
+    extract_state_dict,
+    load_state_dict_into,
+    num_classes_of,
+    pickled_module,
+)
 
 __all__ = ["save_checkpoint", "load_model", "read_checkpoint", "extract_state_dict", "load_state_dict_into"]
 
-_FOREIGN_PREFIXES = tuple(f"{lib}:" for lib in FOREIGN_LIBRARIES)
 #: the ``format`` of ``aprkit train``'s resumable state (``last.pt``): its weights load as a model too
 TRAIN_STATE_FORMAT = "aprkit-train/1"
 _LEGACY_ARCH = re.compile(r"resnet(20|32|44|56|110)(?!\d)", re.IGNORECASE)
-
-
-def save_checkpoint(
-    path: str | os.PathLike,
-    model: nn.Module,
-    arch: str | None = None,
-    num_classes: int | None = None,
-    extra: Any = None,
-) -> Path:
-    """Write ``model``'s weights and how to rebuild it to ``path`` atomically (``*.tmp`` then rename).
-
-    ``arch`` defaults to the name ``create_model``/``load_model`` recorded on the model, ``num_classes`` to the
-    model's ``num_classes`` attribute. DDP/DataParallel/``torch.compile`` wrappers are stripped. The model's
-    ``create_model`` keyword arguments and ``extra`` are stored as plain data, which :func:`load_model` reads
-    without unpickling code: NumPy numbers and arrays become Python numbers and lists; anything else that is not a
-    number, string, ``None``, tensor or a list/tuple/dict of them is refused (``TypeError``) before writing.
-    Returns the path written.
-    """
-    from .. import __version__
-
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; expected the path of the checkpoint file to write")
-    model = unwrap_model(model)
-    recorded = getattr(model, "aprkit_arch", None)
-    arch = arch if arch is not None else recorded
-    if not isinstance(arch, str) or not (is_model(arch) or arch.startswith(_FOREIGN_PREFIXES)):
-        raise ValueError(
-            f"arch must be a registered aprkit model or 'timm:<name>'/'torchvision:<name>', got {arch!r}; "
-            f"registered: {', '.join(list_models())}"
-        )
-    num_classes = check_positive_int(num_classes if num_classes is not None else getattr(model, "num_classes", None),
-                                     "num_classes")
-    own = num_classes_of(model.state_dict(), model)
-    if own is not None and own != num_classes:  # the file would not load back
-        raise ValueError(f"num_classes={num_classes} but the model's classifier has {own} classes")
-    kwargs = dict(getattr(model, "aprkit_kwargs", {}) or {})
-    if is_model(arch) and (not isinstance(recorded, str) or recorded.lower() != arch.lower()):
-        _check_arch_fits(model, arch, num_classes, kwargs)
-    payload: dict[str, Any] = {
-        "format": "aprkit",
-        "arch": arch,
-        "num_classes": num_classes,
-        "kwargs": _plain(kwargs, "the model's create_model keyword arguments"),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "aprkit_version": __version__,
-        "extra": _plain(extra, "extra"),
-    }
-    for name in ("mean", "std"):
-        buf = getattr(model, name, None)
-        if isinstance(buf, torch.Tensor):
-            payload[name] = buf.detach().cpu().flatten().tolist()
-    if isinstance(model, Preprocess):  # the authors' evaluation resize and crop of a pretrained foreign model
-        payload["preprocess"] = {"resize": model.resize, "crop": model.crop, "interpolation": model.interpolation,
-                                 "crop_mode": model.crop_mode}
-    # batch-norm eps is no state_dict entry; folded checkpoints set it to 0 (``fold_bn_compat``)
-    payload["bn_eps"] = {n: float(m.eps) for n, m in model.named_modules()
-                         if isinstance(m, nn.modules.batchnorm._BatchNorm)}
-    return atomic_torch_save(payload, path)
-
-
-def _check_arch_fits(model: nn.Module, arch: str, num_classes: int, kwargs: dict) -> None:
-    """Refuse to write a checkpoint named ``arch`` whose weights ``arch`` cannot load (the file would not load back):
-    the state_dict keys and shapes of ``create_model(arch, ...)`` against the model's."""
-    try:
-        with torch.random.fork_rng(devices=[]):  # the caller's random stream is not advanced by the initialisation
-            ref = create_model(arch, num_classes=num_classes, **kwargs).state_dict()
-    except (TypeError, ValueError):  # the model's keyword arguments do not fit arch: the key check below cannot run
-        raise ValueError(f"the model cannot be rebuilt as arch={arch!r} with its keyword arguments {kwargs}, so the "
-                         "checkpoint would not load back; pass the architecture the model was built as") from None
-    own = model.state_dict()
-    missing = [k for k in ref if k not in own]
-    unexpected = [k for k in own if k not in ref]
-    shapes = [k for k in ref if k in own and tuple(ref[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        groups = (("missing", missing), ("unexpected", unexpected), ("other shapes", shapes))
-        parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for label, keys in groups if keys]
-        raise ValueError(f"the model's weights do not fit arch={arch!r} ({'; '.join(parts)}), so the checkpoint would "
-                         f"not load back; pass the architecture the model was built as")
-
-
-def _plain(value: Any, where: str) -> Any:
-    """``value`` as data a ``weights_only`` load accepts: NumPy numbers and arrays as Python numbers and lists, enum
-    members as their values, subclasses of the plain types (named tuples, ``OrderedDict``) as the plain types;
-    ``TypeError`` naming ``where`` for anything else."""
-    import numpy as np
-
-    if value is None or isinstance(value, (torch.Tensor, torch.dtype, torch.Size, torch.device)):
-        return value
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
-    if isinstance(value, enum.Enum):  # an enum member is stored as its value (str(Act.RELU) would be 'Act.RELU')
-        return _plain(value.value, where)
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, int):  # the base types' own conversions: a subclass may override __str__ / __int__
-        return int.__int__(value)
-    if isinstance(value, float):
-        return float.__float__(value)
-    if isinstance(value, complex):
-        return complex(value.real, value.imag)
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, Mapping):
-        return {_plain(k, f"a key of {where}"): _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return items if isinstance(value, list) else tuple(items)
-    raise TypeError(f"{where} is a {type(value).__name__}, which an aprkit checkpoint cannot hold (it is loaded "
-                    "without unpickling code); store numbers, strings, None, tensors, or lists/tuples/dicts of them")
 
 
 def read_checkpoint(path: str | os.PathLike, *, weights_only: bool = True) -> Any:
@@ -177,7 +71,7 @@ def read_checkpoint(path: str | os.PathLike, *, weights_only: bool = True) -> An
 
 def _build_arch(arch: str, num_classes: int | None, kwargs: dict, checkpoint_num_classes: int | None) -> nn.Module:
     n = num_classes if num_classes is not None else checkpoint_num_classes
-    if arch.startswith(_FOREIGN_PREFIXES):
+    if arch.startswith(FOREIGN_PREFIXES):
         return create_foreign(arch, num_classes=n, **kwargs)
     return create_model(arch, num_classes=n if n is not None else 10, **kwargs)
 
@@ -304,8 +198,8 @@ def _load_into_module(model: nn.Module, num_classes: int | None, checkpoint: str
         load_state_dict_into(target, extract_state_dict(obj), drop_head=drop_head)
         if isinstance(obj, Mapping) and obj.get("format") == "aprkit":  # as loading by name: its normalisation too
             _apply_stored(target, obj, getattr(target, "aprkit_kwargs", None) or {})  # mean= given at build: kept
-    own = num_classes_of(target.state_dict(), target)
-    if num_classes is not None and own is not None and own != num_classes:
+    own = classes_disagree(target, num_classes)
+    if own is not None:
         raise ValueError(f"the model's classifier has {own} classes but num_classes={num_classes} was given; a module "
                          "is used as it is: build it with that many classes or leave num_classes unset")
     return model
@@ -365,7 +259,7 @@ def _build(spec: nn.Module | str | os.PathLike, num_classes: int | None, checkpo
         if not text.strip():
             raise ValueError("model spec is empty; expected an aprkit architecture, a checkpoint file or "
                              "'timm:<name>' / 'torchvision:<name>' / 'robustbench:<name>'")
-        if text.startswith(_FOREIGN_PREFIXES):
+        if text.startswith(FOREIGN_PREFIXES):
             if checkpoint is not None and not text.startswith("robustbench:"):
                 obj = read_checkpoint(checkpoint, weights_only=weights_only)
                 own = _from_own_format(obj, checkpoint, num_classes, kwargs, expected_arch=text, drop_head=drop_head)
@@ -378,7 +272,7 @@ def _build(spec: nn.Module | str | os.PathLike, num_classes: int | None, checkpo
         elif re.match(r"^[A-Za-z][\w.-]+:", text) and not Path(text).exists():
             lib = text.split(":", 1)[0]
             raise ValueError(
-                f"unknown model library {lib!r} in {text!r}; expected one of {', '.join(_FOREIGN_PREFIXES)}"
+                f"unknown model library {lib!r} in {text!r}; expected one of {', '.join(FOREIGN_PREFIXES)}"
             )
         elif is_model(text):
             model = _load_aprkit_arch(text, num_classes, checkpoint, weights_only, kwargs, random_init, drop_head)

@@ -41,6 +41,8 @@ __all__ = ["Preprocess", "create_foreign", "check_foreign_spec", "fold_bn_compat
 
 #: model libraries a foreign spec ``LIB:NAME`` may name
 FOREIGN_LIBRARIES = ("timm", "torchvision", "robustbench")
+#: the spec prefixes of foreign models: ``timm:``, ``torchvision:``, ``robustbench:``
+FOREIGN_PREFIXES = tuple(f"{lib}:" for lib in FOREIGN_LIBRARIES)
 
 
 def _valid_names(lib: str) -> list[str]:

@@ -13,7 +13,10 @@ from torch import nn
 from .base import ImageClassifier
 from .normalize import Normalize, find_classifier
 
-__all__ = ["CheckpointMismatch", "extract_state_dict", "load_state_dict_into", "num_classes_of", "pickled_module"]
+__all__ = [
+    "CheckpointMismatch", "extract_state_dict", "load_state_dict_into", "num_classes_of", "classes_disagree",
+    "pickled_module",
+]
 
 #: wrapper prefixes stripped from state_dict keys (DDP/DataParallel, torch.compile)
 _PREFIXES = ("module.", "_orig_mod.")
@@ -115,6 +118,13 @@ def num_classes_of(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> 
     return None
 
 
+def classes_disagree(model: nn.Module, num_classes: int | None) -> int | None:
+    """The number of classes ``model``'s classifier holds when it is not ``num_classes``; ``None`` when they agree,
+    when ``num_classes`` is ``None`` or when the model has no ``nn.Linear`` classifier (the callers' one check)."""
+    own = num_classes_of(model.state_dict(), model)
+    return own if num_classes is not None and own is not None and own != num_classes else None
+
+
 def pickled_module(model: nn.Module, path: os.PathLike | str, num_classes: int | None, kwargs: dict,
                    drop_head: bool) -> nn.Module:
     """A whole module saved with ``torch.save(model)``: used as it is. Options that would rebuild it are refused
@@ -123,8 +133,8 @@ def pickled_module(model: nn.Module, path: os.PathLike | str, num_classes: int |
         given = sorted(kwargs) + (["drop_head"] if drop_head else [])
         raise ValueError(f"{path} holds a whole pickled {type(model).__name__}, used as it is: {', '.join(given)} "
                          "cannot rebuild it; save its state_dict and load that into the architecture instead")
-    own = num_classes_of(model.state_dict(), model)
-    if num_classes is not None and own is not None and own != num_classes:
+    own = classes_disagree(model, num_classes)
+    if own is not None:
         raise ValueError(f"{path} holds a model with {own} classes, not num_classes={num_classes}")
     if not isinstance(model, (Normalize, ImageClassifier)):  # aprkit's own architectures normalise inside
         import warnings
