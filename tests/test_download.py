@@ -530,3 +530,46 @@ def test_an_unwritable_folder_is_named_when_its_lock_cannot_be_made(tmp_path, mo
     monkeypatch.setattr(Path, "mkdir", refuse)
     with pytest.raises(PermissionError, match=r"cannot create the folder of the lock file .*x\.lock"):
         file_lock(tmp_path / "sub" / "x")
+
+
+def test_unverified_archive_of_another_layout_is_removed_so_the_next_run_fetches_it_again(server, tmp_path):
+    """An archive without a published checksum that holds another layout (another commit's zip) was kept in the staging
+    folder and taken as finished on every later run: a fixed server never helped. It is removed, and the error says so."""
+    inner = SOURCES["cue-conflict"].inner
+    cats = CUE_CONFLICT_CATEGORIES
+
+    def repo_zip(top: str) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for i, shape in enumerate(cats):
+                for k in range(80):
+                    zf.writestr(f"{top}/{shape}/{shape}{k + 1}-{cats[(i + k) % 16]}{k + 1}.png", b"x")
+        return buf.getvalue()
+
+    src = _local("cue-conflict", server, repo_zip("texture-vs-shape-master/stimuli/style-transfer-preprocessed-512"))
+    src = dataclasses.replace(src, files=(dataclasses.replace(src.files[0], md5=None),))  # as published: no MD5
+    with pytest.raises(ValueError, match=r"hold no folder.*no published checksum and were removed.*afresh"):
+        ensure_source(src, root=tmp_path, download=True, progress=False)
+    assert not list((tmp_path / ".aprkit-downloads-cue-conflict").glob("*.zip"))
+    server.files["/" + src.files[0].url.split("/", 3)[3]] = repo_zip(inner)  # the server now has the right file
+    path = ensure_source(src, root=tmp_path, download=True, progress=False)
+    assert len(list(path.glob("*/*.png"))) == 1280
+
+
+def test_offline_error_names_a_placed_file_that_fails_the_checksum(tmp_path):
+    dest = tmp_path / "CIFAR-10-C.tar"
+    dest.write_bytes(b"not the archive")
+    with pytest.raises(DownloadError, match=r"the file already at .*CIFAR-10-C\.tar does not match the published MD5"):
+        download_file("http://127.0.0.1:9/CIFAR-10-C.tar", dest, md5="0" * 32, progress=False, timeout=2)
+
+
+def test_not_found_hint_names_the_folder_inside_the_archive(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"the contents of the archive's folder texture-vs-shape-ccd0c01"):
+        ensure_source("cue-conflict", root=tmp_path)
+
+
+def test_get_dataset_names_data_root_when_given_root(tmp_path):
+    from aprkit.data import get_dataset
+
+    with pytest.raises(TypeError, match="data_root="):
+        get_dataset("cue-conflict", root=tmp_path, download=True)

@@ -405,3 +405,27 @@ def test_a_pickle_that_runs_code_is_named_as_such(tmp_path):
 
     with pytest.raises(ValueError, match=r"holds pickled Python objects \((posix|nt)\.system\)"):
         load_model("resnet20", checkpoint=tmp_path / "evil.pt")
+
+
+def test_a_checkpoint_without_weights_is_named_in_the_error(tmp_path):
+    path = tmp_path / "junk.pt"
+    torch.save({"a": 1}, path)
+    with pytest.raises(ValueError, match=r"'resnet20' from '.*junk\.pt': checkpoint holds no state_dict"):
+        load_model("resnet20", checkpoint=path)
+
+
+@pytest.mark.parametrize("content", [b"garbage" * 10, "truncated zip"])
+def test_a_damaged_file_in_the_torch_hub_cache_is_named_with_the_fix(tmp_path, monkeypatch, content):
+    """A cut-short or damaged weights file in the cache was reported as an offline problem ("fill that cache")."""
+    torchvision = pytest.importorskip("torchvision")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    url = torchvision.models.MobileNet_V2_Weights.DEFAULT.url
+    cached = tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    if content == "truncated zip":
+        buf = tmp_path / "whole.pt"
+        torch.save({"w": torch.zeros(1000)}, buf)
+        content = buf.read_bytes()[:2000]
+    cached.write_bytes(content)
+    with pytest.raises(OSError, match=r"the cached file .*mobilenet_v2-.*\.pth cannot be read.*Delete it and run again"):
+        load_model("torchvision:mobilenet_v2")

@@ -195,6 +195,8 @@ def download_file(
         if _finished(dest, md5):  # another call finished it while this one waited
             return dest
         part = dest.with_name(dest.name + ".part")
+        # a file at dest that failed the checksum (placed by hand?): the errors below say so, a download replaces it
+        wrong = f"; the file already at {dest} does not match the published MD5 {md5}" if dest.is_file() else ""
         try:
             _stream(url, dest, part, timeout, progress)
         except DownloadError:
@@ -203,14 +205,14 @@ def download_file(
             later = e.code >= 500 or e.code in (408, 429)  # the server failed, timed out or asks to slow down
             hint = "Run again later, or" if later else "If the file has moved,"
             raise DownloadError(f"{url} answered HTTP {e.code} {e.reason}; nothing more was written to {dest}. {hint} "
-                                f"download it by hand and place it at {dest}") from e
+                                f"download it by hand and place it at {dest}{wrong}") from e
         except (OSError, http.client.HTTPException) as e:
             if is_local_error(e):  # this machine's disk
                 raise DownloadError(f"could not write {part} while downloading {url} ({e.strerror}); free space or "
                                     f"fix the folder's permissions, then run again to resume") from e
             reason = getattr(e, "reason", e) if isinstance(e, OSError) else repr(e)
             resume = f"; run again to resume from {part}" if part.is_file() and part.stat().st_size else ""
-            raise _offline_error(url, dest, f"{reason}{resume}") from e
+            raise _offline_error(url, dest, f"{reason}{resume}{wrong}") from e
         if md5 is not None:
             got = file_md5(part)
             if got != md5.lower():

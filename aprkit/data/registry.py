@@ -226,6 +226,9 @@ def get_dataset(spec: str, split: str = "test", *, download: bool = False, data_
     for an unknown kind (listing the valid ones) and ``FileNotFoundError`` naming the missing file and the layout
     expected.
     """
+    if "root" in kw:  # the spec names the folder; root= would reach the reader beside it (or be ignored)
+        raise TypeError("get_dataset() takes the folder in the spec ('folder:PATH', 'cifar10:PATH') and the data root "
+                        "of downloaded sets as data_root=; root= is not one of its keywords")
     spec, opts = split_spec_options(spec)
     twice = sorted(set(opts) & set(kw))
     if twice:

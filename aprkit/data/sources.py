@@ -228,6 +228,21 @@ def _extract_or_discard(archive: Path, md5: str | None, dest: Path, progress: bo
         raise ValueError(msg) from err
 
 
+def _discard_unverified(archives: list[tuple[Path, str | None]], source: Source, err: ValueError) -> None:
+    """Remove the archives no checksum vouched for after ``err`` refused them (a wrong layout, a refused member): kept,
+    they would be taken as finished on every later run, and no fixed server or re-download could replace them.
+    Raises ``ValueError`` saying so; returns when there is none (``err`` is then raised as it is)."""
+    unverified = [a for a, md5 in archives if md5 is None and a.is_file()]
+    if not unverified:
+        return
+    for a in unverified:
+        a.unlink(missing_ok=True)
+    urls = ", ".join(f.url for f in source.files if f.md5 is None)
+    raise ValueError(f"{err}. The archive(s) {', '.join(map(str, unverified))} had no published checksum and were "
+                     f"removed, so the next run downloads them afresh; one placed by hand must be the published file "
+                     f"({urls})") from err
+
+
 def ensure_source(
     source: str | Source,
     target: str | os.PathLike | None = None,
@@ -263,8 +278,8 @@ def ensure_source(
         urls = ", ".join(_mirrored(f.url, mirror) for f in source.files[:4]) + (" ..." if len(source.files) > 4 else "")
         raise FileNotFoundError(
             f"{source.name} not found at {target} ({problem}). Pass download=True (aprkit eval --download) to fetch "
-            f"it from {urls}, or place the extracted published layout there (the data root is ${DATA_ENV} or "
-            "--data-root, default ~/.cache/aprkit)"
+            f"it from {urls}, or place the extracted published layout there ({_inner_hint(source)}the data root is "
+            f"${DATA_ENV} or --data-root, default ~/.cache/aprkit)"
         )
     with file_lock(_staging(target)):
         if (target / MARKER).is_file():  # another call finished it while this one waited
@@ -275,6 +290,13 @@ def ensure_source(
             raise ValueError(f"downloaded {source.name} into {target} but the layout is incomplete: {problem}")
         _write_marker(target, source)
     return target
+
+
+def _inner_hint(source: Source) -> str:
+    """``"the contents of the archive's folder X; "`` for a source whose layout sits deeper in its archive."""
+    if not source.inner or "/" not in source.inner:
+        return ""
+    return f"the contents of the archive's folder {source.inner}; "
 
 
 def _staging(target: Path) -> Path:
@@ -332,11 +354,16 @@ def _fetch(source: Source, target: Path, mirror: str | None, progress: bool, kee
         return
     extracted = staging / "extracted"
     remove_tree(extracted)
-    for a, md5 in archives:
-        _extract_or_discard(a, md5, extracted, progress)
-    inner = extracted / source.inner
-    if not inner.is_dir():
-        raise ValueError(f"the {source.name} archives hold no folder {source.inner!r}; expected the published layout")
+    try:
+        for a, md5 in archives:
+            _extract_or_discard(a, md5, extracted, progress)
+        inner = extracted / source.inner
+        if not inner.is_dir():
+            raise ValueError(f"the {source.name} archives hold no folder {source.inner!r}; expected the published "
+                             "layout")
+    except ValueError as err:
+        _discard_unverified(archives, source, err)
+        raise
     _merge(inner, target)
     remove_tree(extracted)
     if not keep_archives:

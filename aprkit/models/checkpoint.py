@@ -223,11 +223,13 @@ def load_model(
     ``pytorch_resnet_cifar10`` checkpoint, ``"timm:<name>"`` / ``"torchvision:<name>"`` (the published pretrained
     weights through the library's cache, with the authors' preprocessing; a local ``checkpoint`` overrides) or
     ``"robustbench:[<dataset>/<threat>/]<name>"`` (robustbench's model zoo into ``model_dir=``, default
-    ``data_root()/robustbench``; needs the optional robustbench package).
+    ``data_root()/robustbench``; ``checkpoint=`` a weights file, loaded wherever it lies, or a ``model_dir``
+    folder; needs the optional robustbench package).
     Extra keyword arguments go to the model builder.
 
     Untrained weights are never used silently: an aprkit architecture name without ``checkpoint`` raises
-    unless ``random_init=True`` (which also gives foreign specs random weights), and a checkpoint whose
+    unless ``random_init=True`` (which also gives timm and torchvision specs random weights; robustbench specs
+    refuse it), and a checkpoint whose
     classifier has another number of classes than ``num_classes`` raises unless ``drop_head=True`` (a new,
     random head).
     """
@@ -265,6 +267,10 @@ def _build(spec: nn.Module | str | os.PathLike, num_classes: int | None, checkpo
                 own = _from_own_format(obj, checkpoint, num_classes, kwargs, expected_arch=text, drop_head=drop_head)
                 model = own if own is not None else create_foreign(
                     text, num_classes=num_classes, state_dict=extract_state_dict(obj), drop_head=drop_head, **kwargs)
+            elif random_init and text.startswith("robustbench:"):
+                raise ValueError(f"{text} loads robustbench's published weights (or checkpoint='s); random_init=True "
+                                 "has no robustbench model to build: build the architecture by name (an aprkit model, "
+                                 "timm:NAME or torchvision:NAME) with random_init=True instead")
             elif random_init or text.startswith("robustbench:"):
                 model = create_foreign(text, num_classes=num_classes, checkpoint=checkpoint, **kwargs)
             else:  # the library's published weights, through its own cache

@@ -202,9 +202,11 @@ class Preprocess(Normalize):
                 f"crop_mode={self.crop_mode!r}, " + super().extra_repr())
 
 
-def _weights_error(what: str, source: str, looked: str, e: BaseException, env: str) -> OSError:
+def _weights_error(what: str, source: str, looked: str, e: BaseException, env: str, *, random_init: bool = True,
+                   cached: Path | None = None) -> OSError:
     """The error for weights that could not be loaded: this machine's cache folder (unwritable, full: ``env`` names
-    the variable that moves it) or the network (offline: how to supply them)."""
+    the variable that moves it), a file already in the cache that cannot be read (``cached``) or the network
+    (offline: how to supply them)."""
     from ..data.download import DownloadError, is_local_error
 
     first_line = str(e).splitlines()[0] if str(e) else ""
@@ -214,10 +216,16 @@ def _weights_error(what: str, source: str, looked: str, e: BaseException, env: s
             f"looked in {looked}. The cache folder must be writable and have free space: fix it or set {env} to "
             "another folder, or pass checkpoint=FILE (aprkit eval --checkpoint FILE)"
         )
+    if cached is not None:  # the file was in the cache before the call: nothing was downloaded, it is unreadable
+        return DownloadError(
+            f"could not load the pretrained weights of {what} ({type(e).__name__}: {first_line}): the cached file "
+            f"{cached} cannot be read (damaged or cut short). Delete it and run again to download it afresh from "
+            f"{source}, or replace it, or pass checkpoint=FILE (aprkit eval --checkpoint FILE)")
     return DownloadError(
         f"could not load the pretrained weights of {what} from {source} ({type(e).__name__}: {first_line}); "
         f"looked in {looked}. Offline: fill that cache on a machine with internet (or copy it here), or pass "
-        "checkpoint=FILE (aprkit eval --checkpoint FILE); random weights only with random_init=True (--random-init)"
+        "checkpoint=FILE (aprkit eval --checkpoint FILE)"
+        + ("; random weights only with random_init=True (--random-init)" if random_init else "")
     )
 
 
@@ -315,13 +323,14 @@ def _torchvision_pretrained(name: str, num_classes: int | None, kwargs: dict, dr
         raise ValueError(f"torchvision:{name} has no pretrained weights {choice!r}: {e}; pass checkpoint=FILE or "
                          "random_init=True") from None
     target = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    cached = target if target.is_file() else None
     try:
         net = torchvision.models.get_model(name, weights=weights, **kwargs)
     except (ValueError, TypeError):
         raise
     except Exception as e:  # URLError offline, truncated files, hash mismatches
         raise _weights_error(f"torchvision:{name} ({weights})", weights.url, f"the torch hub cache: {target} "
-                             "(TORCH_HOME)", e, "TORCH_HOME") from e
+                             "(TORCH_HOME)", e, "TORCH_HOME", cached=cached) from e
     n = len(weights.meta.get("categories") or []) or None
     if n is not None and _check_head(f"torchvision:{name}", n, num_classes, drop_head):
         _replace_head(net, int(num_classes))  # type: ignore[arg-type]
@@ -390,24 +399,71 @@ def import_robustbench():
     """Import ``robustbench.utils`` with the shims it needs as published (see ENVIRONMENT.md).
 
     robustbench 1.1.1 imports ``autoattack`` while its dependency installs ``pyautoattack``, and needs
-    ``pkg_resources`` (``setuptools<81``). Raises ``ImportError`` with instructions when unavailable.
+    ``pkg_resources`` (``setuptools<81``). ``pyautoattack`` stands in for ``autoattack`` only when no importable
+    ``autoattack`` is installed, and not beyond a failed import. Raises ``ImportError`` with instructions when
+    unavailable.
     """
+    aliased = False
     if "autoattack" not in sys.modules:
         try:
-            import pyautoattack
+            import autoattack  # noqa: F401 - a genuine autoattack is used as it is
+        except Exception:  # noqa: BLE001 - absent, or broken on import: pyautoattack stands in
+            try:
+                import pyautoattack
 
-            sys.modules["autoattack"] = pyautoattack
-        except ImportError:
-            pass
+                sys.modules["autoattack"] = pyautoattack
+                aliased = True
+            except ImportError:
+                pass
     try:
         import robustbench.utils as rb_utils
     except Exception as e:  # ImportError, or pkg_resources / autoattack failures inside robustbench
+        if aliased:
+            sys.modules.pop("autoattack", None)
         raise ImportError(
             "robustbench models need the optional robustbench package: pip install 'aprkit[robustbench]' "
             "(robustbench plus setuptools<81 for pkg_resources; aprkit aliases pyautoattack as autoattack). "
             f"Import failed with: {type(e).__name__}: {e}"
         ) from e
     return rb_utils
+
+
+def _robustbench_dir(checkpoint: str | os.PathLike[str] | None, model_dir: Any, dataset: str, threat: str,
+                     model_name: str, stack: contextlib.ExitStack) -> Path:
+    """robustbench's ``model_dir`` (it reads ``<model_dir>/<dataset>/<threat>/<name>.pt``) for ``checkpoint=``: a
+    folder is that ``model_dir``; a weights file in that layout, its root; any other file is linked into a temporary
+    layout (closed with ``stack``), so that robustbench loads that file and not the published weights. A path that
+    does not exist is a ``model_dir`` to fill when it has no file extension, else a missing file."""
+    if checkpoint is not None and model_dir is not None:
+        raise ValueError("give robustbench's weights either as checkpoint= (a weights file or a model_dir folder) or "
+                         "as model_dir=, not both")
+    if checkpoint is None:
+        if model_dir is not None:
+            return Path(model_dir).expanduser()
+        from ..data.download import data_root
+
+        return data_root() / "robustbench"
+    path = Path(checkpoint).expanduser()
+    if path.is_dir() or (not path.exists() and not path.suffix):  # a model_dir, perhaps not made yet
+        return path
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; expected robustbench weights (a file) or a "
+                                "model_dir folder holding <dataset>/<threat>/<name>.pt")
+    folder = threat.replace("_3d", "")  # robustbench keeps the 3D corruption models under 'corruptions'
+    if path.parts[-3:] == (dataset, folder, f"{model_name}.pt"):
+        return path.parents[2]
+    import tempfile
+
+    root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aprkit-robustbench-")))
+    link = root / dataset / folder / f"{model_name}.pt"
+    link.parent.mkdir(parents=True)
+    try:
+        link.symlink_to(path.absolute())
+    except OSError:  # no symbolic links here (some file systems): a copy
+        import shutil
+
+        shutil.copyfile(path, link)
+    return root
 
 
 def _robustbench(name: str, checkpoint: str | os.PathLike[str] | None, kwargs: dict) -> Normalize:
@@ -420,30 +476,24 @@ def _robustbench(name: str, checkpoint: str | os.PathLike[str] | None, kwargs: d
         raise ValueError(
             f"robustbench spec must be 'robustbench:<name>' or 'robustbench:<dataset>/<threat>/<name>', got {name!r}"
         )
-    model_dir = kwargs.pop("model_dir", None) or checkpoint
-    if model_dir is None:
-        from ..data.download import data_root
-
-        model_dir = data_root() / "robustbench"
-    model_dir = Path(model_dir)
-    if model_dir.is_file():  # <model_dir>/<dataset>/<threat>/<name>.pt given directly
-        model_dir = model_dir.parents[2]
-    expected = model_dir / dataset / threat / f"{model_name}.pt"
-    try:
-        rb_utils = import_robustbench()
-    except ImportError as e:
-        state = "present" if expected.is_file() else "not there yet"
-        raise ImportError(f"robustbench:{dataset}/{threat}/{model_name} loads through robustbench's model zoo (weights "
-                          f"{expected}: {state}), which is not importable. {e}") from e
-    try:  # robustbench reads <model_dir>/<dataset>/<threat>/<name>.pt and downloads it when missing
-        net = rb_utils.load_model(model_name=model_name, model_dir=str(model_dir), dataset=dataset,
-                                  threat_model=threat, **kwargs)
-    except (ValueError, TypeError, KeyError):
-        raise
-    except Exception as e:
-        raise _weights_error(f"robustbench:{dataset}/{threat}/{model_name}", "robustbench's model zoo",
-                             f"{expected} (layout <model_dir>/<dataset>/<threat>/<name>.pt)", e,
-                             "--data-root (or $APRKIT_DATA)") from e
+    with contextlib.ExitStack() as stack:
+        model_dir = _robustbench_dir(checkpoint, kwargs.pop("model_dir", None), dataset, threat, model_name, stack)
+        expected = model_dir / dataset / threat / f"{model_name}.pt"
+        try:
+            rb_utils = import_robustbench()
+        except ImportError as e:
+            state = "present" if expected.is_file() else "not there yet"
+            raise ImportError(f"robustbench:{dataset}/{threat}/{model_name} loads through robustbench's model zoo "
+                              f"(weights {expected}: {state}), which is not importable. {e}") from e
+        try:  # robustbench reads <model_dir>/<dataset>/<threat>/<name>.pt and downloads it when missing
+            net = rb_utils.load_model(model_name=model_name, model_dir=str(model_dir), dataset=dataset,
+                                      threat_model=threat, **kwargs)
+        except (ValueError, TypeError, KeyError):
+            raise
+        except Exception as e:
+            raise _weights_error(f"robustbench:{dataset}/{threat}/{model_name}", "robustbench's model zoo",
+                                 f"{expected} (layout <model_dir>/<dataset>/<threat>/<name>.pt)", e,
+                                 "--data-root (or $APRKIT_DATA)", random_init=False) from e
     n = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}.get(dataset)
     size = 224 if dataset == "imagenet" else 32
     wrapped = Normalize(net, NO_MEAN, NO_STD, num_classes=n, input_size=(3, size, size))

@@ -22,6 +22,11 @@ __all__ = [
 _PREFIXES = ("module.", "_orig_mod.")
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint's weights do not fit the model built for them (missing, unexpected or other-shape keys,
+    or no weights at all)."""
+
+
 def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     """The tensor state_dict inside a loaded checkpoint, with ``module.``/``_orig_mod.`` prefixes removed."""
     if isinstance(obj, nn.Module):
@@ -34,7 +39,7 @@ def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         held = (f"a dict with keys {', '.join(map(repr, list(obj)[:8]))}{' ...' if len(obj) > 8 else ''}"
                 if isinstance(obj, Mapping) and obj else type(obj).__name__ if obj is not None else "None")
-        raise ValueError(
+        raise CheckpointMismatch(  # load_model names the file
             f"checkpoint holds no state_dict ({held}): expected a mapping of parameter names to tensors, or a dict "
             "with one under 'state_dict' / 'model_state_dict' / 'model' / 'state_dict_ema'"
         )
@@ -50,8 +55,6 @@ def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-class CheckpointMismatch(ValueError):
-    """A checkpoint's weights do not fit the model built for them (missing, unexpected or other-shape keys)."""
 
 
 def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, drop_head: bool = False) -> None:

@@ -1,0 +1,112 @@
+"""The optional robustbench integration against a stand-in robustbench package (robustbench as published needs the
+network and is not installed here): where its weights come from, random_init, and the autoattack alias."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+from aprkit.models import load_model
+
+_UTILS = textwrap.dedent('''
+    import os, torch, autoattack
+    from torch import nn
+    CALLS = []
+    def net():
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 10))
+    def load_model(model_name, model_dir="./models", dataset="cifar10", threat_model="Linf"):
+        CALLS.append(dict(model_name=model_name, model_dir=model_dir, dataset=dataset, threat_model=threat_model))
+        path = os.path.join(model_dir, dataset, threat_model, model_name + ".pt")
+        if not os.path.isfile(path):
+            raise ConnectionError("offline: cannot download " + model_name)
+        m = net()
+        m.load_state_dict(torch.load(path))
+        return m.eval()
+''')
+
+
+@pytest.fixture()
+def fake_rb(tmp_path, monkeypatch):
+    """A stand-in ``robustbench`` (its ``load_model`` reads ``<model_dir>/<dataset>/<threat>/<name>.pt`` and never
+    downloads) and ``pyautoattack``, importable for one test."""
+    site = tmp_path / "site"
+    (site / "robustbench").mkdir(parents=True)
+    (site / "robustbench" / "__init__.py").write_text("")
+    (site / "robustbench" / "utils.py").write_text(_UTILS)
+    (site / "pyautoattack").mkdir()
+    (site / "pyautoattack" / "__init__.py").write_text("NAME = 'pyautoattack'\n")
+    monkeypatch.syspath_prepend(str(site))
+    for mod in ("robustbench", "robustbench.utils", "autoattack", "pyautoattack"):
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+    yield site
+    for mod in ("robustbench", "robustbench.utils", "autoattack", "pyautoattack"):
+        sys.modules.pop(mod, None)
+
+
+def _weights(path, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 10))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(m.state_dict(), path)
+    return m.eval()
+
+
+def test_a_checkpoint_file_outside_robustbench_layout_is_the_one_loaded(fake_rb, tmp_path):
+    """checkpoint=FILE not in <model_dir>/<dataset>/<threat>/<name>.pt was taken as a pointer to a folder: the file
+    was never read (online, robustbench would have downloaded the published weights and reported them as it)."""
+    mine = _weights(tmp_path / "my weights" / "fine-tuned.pt", seed=1)
+    _weights(tmp_path / "cifar10" / "Linf" / "Standard.pt", seed=2)  # what the old code would have loaded
+    model = load_model("robustbench:Standard", checkpoint=tmp_path / "my weights" / "fine-tuned.pt")
+    x = torch.rand(2, 3, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), mine(x))
+
+
+def test_a_checkpoint_file_in_robustbench_layout_and_a_folder_give_its_model_dir(fake_rb, tmp_path):
+    ref = _weights(tmp_path / "zoo" / "cifar10" / "Linf" / "Standard.pt", seed=3)
+    x = torch.rand(2, 3, 4, 4)
+    for given in (tmp_path / "zoo" / "cifar10" / "Linf" / "Standard.pt", tmp_path / "zoo"):
+        model = load_model("robustbench:Standard", checkpoint=given)
+        assert sys.modules["robustbench.utils"].CALLS[-1]["model_dir"] == str(tmp_path / "zoo")
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), ref(x))
+
+
+def test_robustbench_checkpoint_errors(fake_rb, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt does not exist; expected robustbench weights"):
+        load_model("robustbench:Standard", checkpoint=tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="either as checkpoint=.*or as model_dir=, not both"):
+        load_model("robustbench:Standard", checkpoint=tmp_path, model_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"random_init=True has no robustbench model to build"):
+        load_model("robustbench:Standard", random_init=True)
+
+
+def test_offline_error_does_not_suggest_random_init_for_robustbench(fake_rb, tmp_path):
+    from aprkit.data.download import DownloadError
+
+    with pytest.raises(DownloadError) as info:
+        load_model("robustbench:Standard", model_dir=tmp_path)
+    assert "Standard.pt" in str(info.value) and "random_init" not in str(info.value)
+
+
+def test_pyautoattack_stands_in_only_for_a_missing_autoattack(fake_rb, tmp_path, monkeypatch):
+    real = tmp_path / "real"
+    (real / "autoattack").mkdir(parents=True)
+    (real / "autoattack" / "__init__.py").write_text("NAME = 'real autoattack'\n")
+    monkeypatch.syspath_prepend(str(real))
+    _weights(tmp_path / "zoo" / "cifar10" / "Linf" / "Standard.pt", seed=0)
+    load_model("robustbench:Standard", model_dir=tmp_path / "zoo")
+    assert sys.modules["autoattack"].NAME == "real autoattack"
+
+
+def test_the_autoattack_alias_does_not_outlive_a_failed_robustbench_import(fake_rb):
+    (fake_rb / "robustbench" / "utils.py").write_text("import autoattack\nraise ImportError('no pkg_resources')\n")
+    from aprkit.models.foreign import import_robustbench
+
+    with pytest.raises(ImportError, match="no pkg_resources"):
+        import_robustbench()
+    assert "autoattack" not in sys.modules
