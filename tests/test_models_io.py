@@ -429,3 +429,16 @@ def test_a_damaged_file_in_the_torch_hub_cache_is_named_with_the_fix(tmp_path, m
     cached.write_bytes(content)
     with pytest.raises(OSError, match=r"the cached file .*mobilenet_v2-.*\.pth cannot be read.*Delete it and run again"):
         load_model("torchvision:mobilenet_v2")
+
+
+def test_a_checkpoint_with_a_changed_byte_is_refused_not_loaded_as_other_weights(tmp_path):
+    """torch.load does not check the zip's CRCs: one flipped bit in the tensor data loaded silently as other weights."""
+    model = load_model("resnet20", random_init=True)
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"bad\.pt is damaged: its record .* fails its CRC-32 check"):
+        load_model(bad)
+    load_model(path)  # the intact file loads

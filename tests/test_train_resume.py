@@ -292,3 +292,17 @@ def test_resuming_a_finished_run_with_other_settings_says_nothing_changes(tmp_pa
     err = capsys.readouterr().err
     assert "the run is finished" in err and "goes on with the new values" not in err
     assert (done / "model.pt").read_bytes() == before
+
+
+def test_a_resume_state_with_a_changed_byte_is_refused(tmp_path):
+    import torch
+
+    from aprkit.train.state import CHECKPOINT_FORMAT, atomic_save, load_train_checkpoint
+
+    path = atomic_save({"format": CHECKPOINT_FORMAT, "model": {"w": torch.arange(4096.0)}}, tmp_path / "last.pt")
+    assert load_train_checkpoint(path)["format"] == CHECKPOINT_FORMAT
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="not a valid training checkpoint"):
+        load_train_checkpoint(path)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .._hash import stable_hash64
-from .._io import atomic_torch_save
+from .._io import atomic_torch_save, damaged_zip_record
 from ..models.checkpoint import TRAIN_STATE_FORMAT
 
 __all__ = [
@@ -142,9 +142,12 @@ def load_train_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no training checkpoint to resume from at {path}")
+    bad = damaged_zip_record(path)
     try:
+        if bad is not None:
+            raise ValueError(f"record {bad!r} fails its CRC-32 check")
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # zip / pickle / EOF errors of a truncated or corrupted file
+    except Exception:  # zip / pickle / EOF errors of a truncated or corrupted file, a failed CRC
         raise ValueError(f"{path} is not a valid training checkpoint (torch.load cannot read it: truncated or "
                          "corrupted); start over with --overwrite (aprkit train; fit(overwrite=True)), or resume "
                          "from a complete copy") from None
