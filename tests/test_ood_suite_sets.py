@@ -93,3 +93,29 @@ def test_the_class_sorted_limit_warning_comes_once_per_run(tmp_path) -> None:
         evaluate(Tiny(), ["ood", "calibration"], ds, limit=4, progress=False, num_classes=10,
                  options={**OPTS, "corruptions": ["contrast"], "severities": [1], "ood": ["noise:gaussian"]})
     assert sum("takes the first 4 images" in str(w.message) for w in caught) == 1, [str(w.message) for w in caught]
+
+
+def test_a_limited_ood_folder_read_class_by_class_warns(tmp_path) -> None:
+    """ood_limit took the first N images of a class-sorted OOD folder (its first classes) without a word, where the
+    in-distribution data warns."""
+    for c in range(3):
+        _folder(tmp_path / "ood" / f"c{c}", 32, n=4)
+    with pytest.warns(RuntimeWarning, match=r"OOD set folder:.*takes the first 4 images .* cover 1 of its 3 classes"):
+        evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{tmp_path / 'ood'}"],
+                 options={**OPTS, "ood_limit": 4}, progress=False)
+
+
+def test_in_accuracy_only_for_labels_in_the_models_classes(tmp_path) -> None:
+    """A 2-class folder scored by a 10-class model: the OOD scores hold, its 'accuracy' (labels 0/1 against the
+    model's 10 classes) meant nothing and is left out; otherwise it is an exact fraction, not a float32 one."""
+    from aprkit.data import get_dataset
+
+    for c in range(2):
+        _folder(tmp_path / "two" / f"c{c}", 32, n=3)
+    two = get_dataset(f"folder:{tmp_path / 'two'}", resize=32, crop=32)
+    r = next(iter(evaluate(Tiny(), "ood", two, ood=["noise:gaussian"], options=OPTS,
+                           progress=False).models.values()))["ood"]
+    assert "in_accuracy" not in r and next(iter(r["sets"].values()))["msp"]["auroc"] is not None
+    r = next(iter(evaluate(Tiny(), "ood", "synthetic:12", ood=["noise:gaussian"], options=OPTS,
+                           progress=False).models.values()))["ood"]
+    assert r["in_accuracy"] * 12 == round(r["in_accuracy"] * 12)

@@ -36,6 +36,7 @@ from ..engine.cache import cached
 from ..engine.inference import (
     Outputs,
     as_dataset,
+    class_sorted_limit,
     dataset_id,
     gather_outputs,
     iter_batches,
@@ -98,7 +99,8 @@ class OODResult(TypedDict, total=False):
     sets: dict[str, dict[str, Any]]  # OOD set -> n and score -> auroc, auroc_se, aupr_in, aupr_out, fpr@95
     histograms: dict[str, dict[str, dict]]  # OOD set -> score -> range, in, out (histogram counts)
     note: str | None  # why a score was skipped
-    in_accuracy: float  # accuracy on the in-distribution set (when it has labels)
+    in_accuracy: float  # accuracy on the in-distribution set (when it has labels in the model's classes: not for a
+    # dataset naming another number of classes than the model outputs)
     mean: dict[str, dict[str, float]]  # score -> the metrics' means over the OOD sets
 
 
@@ -139,10 +141,24 @@ def _set_name(spec: str, specs: list[str]) -> str:
     return spec
 
 
-def _open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool) -> tuple[Any, list[int] | None]:
+def _warn_first_classes(spec: Any, ds: Any, limit: int | None) -> None:
+    """Warn when ``limit`` (the first N images) takes only the first classes of an OOD folder read class by class: a
+    held-out-class or natural OOD set would shrink to a few of its classes (as the runner warns for the data)."""
+    from aprkit.data.loading import attribute_labels
+
+    labels = attribute_labels(ds) if limit is not None else None
+    message = class_sorted_limit(labels, limit) if labels is not None and limit is not None else None
+    if message:
+        name = spec if isinstance(spec, str) else describe_value(spec)
+        warnings.warn(f"OOD set {name}: {message}", RuntimeWarning, stacklevel=4)
+
+
+def _open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool,
+              limit: int | None = None) -> tuple[Any, list[int] | None]:
     """An OOD dataset (with ``resize``, every image of another size brought to the in-distribution size) and the
     first image's own size ``[H, W]`` where it differs, for the report; synthetic ``noise:`` specs are generated at
-    the in-distribution image size."""
+    the in-distribution image size. ``limit``: the images the suite reads of it (the first N; a warning when they
+    miss some of a class-sorted folder's classes)."""
     img, _ = like[0]
     c, h, w = (int(d) for d in img.shape)
     if isinstance(spec, str) and spec.startswith("noise:"):
@@ -150,6 +166,7 @@ def _open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool) -> tuple[An
 
         return get_dataset(spec, "test", size=(h, w), channels=c, n=n, seed=seed), None
     ds = as_dataset(spec)
+    _warn_first_classes(spec, ds, limit)
     own = [int(d) for d in ds[0][0].shape[-2:]]
     if resize:  # every image: a mixed folder's first image may have the in-distribution size
         from aprkit.data.folder import ResizedDataset
@@ -255,8 +272,10 @@ def compute_scores(ctx: EvalContext, dataset: Any, wanted: list[str], scorers: d
             result[name] = _odin_scores(ctx, dataset, limit, opts or OODOptions()).tolist()
         elif name in scorers:
             result[name] = scorers[name].score(out.features).tolist()
-    if bool((out.labels >= 0).all()):
-        result["_accuracy"] = [float((out.logits.argmax(1) == out.labels).float().mean())]
+    classes = getattr(dataset, "classes", None)
+    named_other = isinstance(classes, (list, tuple)) and bool(classes) and len(classes) != out.logits.shape[1]
+    if out.labels.numel() and bool((out.labels >= 0).all()) and not named_other:  # labels in the model's classes
+        result["_accuracy"] = [int((out.logits.argmax(1) == out.labels).sum()) / out.labels.numel()]
     return result
 
 
@@ -311,9 +330,10 @@ class OODSuite(Suite[OODOptions]):
                 return compute_scores(ctx, ds, wanted, state.get("scorers", {}), lim, f"ood {name}", opts,
                                       labelled=labelled)
 
-            def lookup() -> dict[str, list[float]]:  # v5: energy in float64 (float32 tied scores at high T)
+            def lookup() -> dict[str, list[float]]:  # v5: energy in float64 (float32 tied scores at high T); v6:
+                # no accuracy for data naming another number of classes than the model outputs, exact fractions
                 return cached(ctx, "ood-scores", ds_id, compute, scores=wanted, set_limit=lim, labelled=labelled,
-                              v=5, **odin_opts, **fit_opts())
+                              v=6, **odin_opts, **fit_opts())
 
             try:
                 return lookup()
@@ -333,7 +353,7 @@ class OODSuite(Suite[OODOptions]):
             raise ValueError(f"no OOD score could be computed: {result['note']}")
         for name, spec in sets.items():
             n = ood_limit or n_in
-            ds, resized_from = _open_ood(spec, in_ds, n=int(n), seed=ctx.seed, resize=opts.ood_resize)
+            ds, resized_from = _open_ood(spec, in_ds, n=int(n), seed=ctx.seed, resize=opts.ood_resize, limit=ood_limit)
             ds_id = dataset_id(spec)
             noise = isinstance(spec, str) and spec.startswith("noise:")
             if noise or opts.ood_resize:
