@@ -138,7 +138,7 @@ def test_loader_path_crops_before_apr_s_with_random_resized_crop():
     assert names == ["RandomResizedCrop", "APRSingle", "RandomHorizontalFlip"]
     cfg = config_from_dict(train_config(aug={"method": "apr_sp"}, data={"input_path": "loader"}))
     names = [type(t).__name__ for t in cpu_train_transform(cfg).transforms]
-    assert names == ["APRSingle", "RandomCrop", "RandomHorizontalFlip"]  # CIFAR: recombine, then pad and crop
+    assert names == ["APRSingle", "_PadCrop", "RandomHorizontalFlip"]  # CIFAR: recombine, then pad and crop
 
 
 def test_repeated_config_options_are_all_read():

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import random
+import warnings
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,6 +108,25 @@ def check_same_classes(train: Dataset, test: Dataset, what: str, relabel: bool =
                      "classes (e.g. ImageFolderDataset(root, classes=train.classes))")
 
 
+def check_several_classes(ds: Dataset, num_classes: int) -> None:
+    """Refuse training data of one class (every prediction of it is right: 100 % accuracy, nothing learnt), and warn
+    when ``num_classes`` exceeds the classes it names (outputs never trained). Reads the ``classes`` and label
+    attributes only (no image decoded); data without them is not checked."""
+    classes = getattr(ds, "classes", None)
+    labels = attribute_labels(ds)
+    present = [str(c) for c in classes] if isinstance(classes, (list, tuple)) else []
+    if labels is not None and labels.numel():
+        found = labels.unique().tolist()
+        present = [present[k] if 0 <= k < len(present) else str(k) for k in found]
+    if len(present) == 1:
+        raise ValueError(f"the training data holds images of one class only ({present[0]}): every prediction of it is "
+                         "right and nothing is learnt; expected images of at least two classes (one folder per class)")
+    if isinstance(classes, (list, tuple)) and classes and num_classes > len(classes):
+        warnings.warn(f"model.num_classes={num_classes} but the training data names {len(classes)} classes: the "
+                      f"other {num_classes - len(classes)} outputs are never trained; set model.num_classes="
+                      f"{len(classes)} unless that is meant", RuntimeWarning, stacklevel=4)
+
+
 def check_labels(ds: Dataset, num_classes: int, what: str) -> None:
     """Raise ``ValueError`` when ``ds`` (described by ``what``) has more ``classes`` than ``num_classes`` or a
     ``labels``/``targets`` attribute holding a label outside ``0..num_classes - 1``; no image is decoded.
@@ -170,7 +191,11 @@ class SeededTransform(Dataset):
         with _seeded(derive_seed(self.seed, self.epoch, int(i))):
             x, y = self.base[i]
             if self.transform is not None:
-                x = self.transform(x)
+                try:
+                    x = self.transform(x)
+                except (ValueError, TypeError, RuntimeError) as e:  # e.g. one image smaller than the crop
+                    shape = "x".join(map(str, getattr(x, "shape", ()))) or type(x).__name__
+                    raise ValueError(f"item {i} of the data ({shape}): {e}") from e
         return x, y
 
 
@@ -184,6 +209,21 @@ class _AugMixTriplet:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([x, self.augmix(x), self.augmix(x)])
+
+
+class _PadCrop:
+    """Pad by ``padding`` with the uint8 level ``fill`` and take a random ``size`` crop, as the device path's
+    :func:`~aprkit.train.batch_ops.random_crop`: the fill is scaled to [0, 1] for float images (torchvision's fixed
+    fill padded float images with 128.0). Both dtypes draw the same crop offsets."""
+
+    def __init__(self, size: int, padding: int, fill: int):
+        from torchvision.transforms import v2
+
+        self.u8 = v2.RandomCrop(size, padding=padding, fill=fill)
+        self.float = v2.RandomCrop(size, padding=padding, fill=fill / 255.0)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.float if x.is_floating_point() else self.u8)(x)
 
 
 def cpu_train_transform(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -202,7 +242,7 @@ def cpu_train_transform(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor] |
 
         steps.append(APRSingle(p=cfg.aug.single_p, severity=cfg.aug.severity, dims=cfg.aug.dims))
     if per_image and not d.random_resized_crop:
-        steps.append(v2.RandomCrop(d.image_size, padding=d.crop_padding, fill=d.pad_fill))
+        steps.append(_PadCrop(d.image_size, d.crop_padding, d.pad_fill))
     if per_image and d.hflip:
         steps.append(v2.RandomHorizontalFlip())
     if method == "augmix_jsd":
@@ -222,18 +262,41 @@ def cpu_test_transform(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor] | 
 # -------------------------------------------------------------------------------------------- batch iteration
 
 
-def _end_shapes(ds: Dataset, n: int) -> list[tuple[int, tuple[int, ...]]]:
-    """``(index, last two dims of the image's shape)`` of the first and last of the ``n`` items of ``ds`` (``()`` for an
-    image without a shape): what the size checks below read before any training."""
-    return [(i, tuple(getattr(ds[i][0], "shape", ())[-2:])) for i in (sorted({0, n - 1}) if n else [])]
+def _end_shapes(ds: Dataset, n: int, what: str) -> list[tuple[int, tuple[int, ...]]]:
+    """``(index, (H, W))`` of the first and last of the ``n`` items of ``ds``, each checked to be an image tensor
+    ``(C, H, W)``, uint8 or float in [0, 1] (:func:`_check_item`): what the checks below read before any training."""
+    out = []
+    for i in sorted({0, n - 1}) if n else []:
+        x = ds[i][0]
+        _check_item(x, i, what)
+        out.append((i, tuple(x.shape[-2:])))
+    return out
+
+
+def _check_item(x: Any, i: int, what: str) -> None:
+    """Refuse an item that is not what training reads: a ``(C, H, W)`` tensor (C of 1, 3 or 4), uint8 or float in
+    [0, 1]; a PIL image, a channels-last array or 0-255 floats would fail later with a collate error or train on
+    wrong values."""
+    expected = "expected (C, H, W) image tensors, uint8 (0-255) or float in [0, 1]"
+    if not isinstance(x, torch.Tensor):
+        hint = " (add torchvision.transforms.v2.PILToTensor() to the dataset)" if hasattr(x, "getpixel") else ""
+        raise TypeError(f"{what}: item {i} is a {type(x).__module__}.{type(x).__name__}{hint}; {expected}")
+    if x.ndim != 3 or x.shape[0] not in (1, 3, 4):
+        hwc = " (channels last: permute it to channels first)" if x.ndim == 3 and x.shape[-1] in (1, 3, 4) else ""
+        raise ValueError(f"{what}: item {i} has shape {tuple(x.shape)}{hwc}; {expected}")
+    if x.is_floating_point() and x.numel() and not (0 <= float(x.min()) and float(x.max()) <= 1):
+        raise ValueError(f"{what}: item {i} holds floats from {float(x.min()):g} to {float(x.max()):g}; {expected} "
+                         "(uint8 images are scaled by 1/255 on the device)")
+    if not x.is_floating_point() and x.dtype != torch.uint8:
+        raise TypeError(f"{what}: item {i} is a {x.dtype} tensor; {expected}")
 
 
 def _check_test_size(ds: Dataset, n: int, size: int) -> None:
     """Without ``data.test_resize`` the test images are used as they are: they must be ``size`` x ``size`` (checked on
     the first and last, before any training: a mismatch used to surface as a collate error after an epoch, or to test
     at another resolution than the training crops)."""
-    for i, shape in _end_shapes(ds, n):
-        if shape and shape != (size, size):
+    for i, shape in _end_shapes(ds, n, "the test data"):
+        if shape != (size, size):
             raise ValueError(f"test image {i} is {shape[0]}x{shape[1]} but data.image_size is {size}: set "
                              f"data.test_resize (resize the short side, then centre-crop {size}; ImageNet: 256) or "
                              "data.image_size to the test images' size")
@@ -243,12 +306,20 @@ def _check_crop_size(ds: Dataset, n: int, cfg: Config) -> None:
     """Without ``data.random_resized_crop`` the training images are padded by ``data.crop_padding`` and cropped to
     ``data.image_size``: the padded images must hold the crop (checked on the first and last, before any training:
     a mismatch surfaced at the first step, after the output folder had been written or cleared)."""
-    d = cfg.data
-    for i, shape in _end_shapes(ds, n):
-        if len(shape) == 2 and min(shape) + 2 * d.crop_padding < d.image_size:
+    d, warned = cfg.data, False
+    for i, shape in _end_shapes(ds, n, "the training data"):
+        if d.random_resized_crop:
+            continue
+        if min(shape) + 2 * d.crop_padding < d.image_size:
             raise ValueError(f"training image {i} is {shape[0]}x{shape[1]}: padded by data.crop_padding="
                              f"{d.crop_padding} it is smaller than the crop data.image_size={d.image_size}; lower "
                              "data.image_size, raise data.crop_padding or set data.random_resized_crop")
+        if max(shape) > d.image_size and not warned:
+            warnings.warn(f"training image {i} is {shape[0]}x{shape[1]}, larger than data.image_size={d.image_size}: "
+                          f"each step trains on a random {d.image_size}x{d.image_size} part of it (pad and crop, the "
+                          "CIFAR recipe); set data.random_resized_crop for the ImageNet recipe, or give images of "
+                          "that size", RuntimeWarning, stacklevel=4)
+            warned = True
 
 
 def _materialise(ds: Dataset, device: torch.device, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -299,8 +370,8 @@ class EpochBatches:
                     f"the training set has {n} images ({len(self.sampler)} per rank), fewer than one batch of "
                     f"{batch_size}; lower optim.batch_size or raise data.limit"
                 )
-            if not cfg.data.random_resized_crop:
-                _check_crop_size(ds, n, cfg)
+            _check_crop_size(ds, n, cfg)
+            check_several_classes(ds, cfg.model.num_classes)
             transform = cpu_train_transform(cfg)
         else:
             self.sampler = None

@@ -63,6 +63,7 @@ from .state import (
     derive_seed,
     load_train_checkpoint,
     restore_rng,
+    run_lock,
 )
 
 __all__ = ["fit", "build_model", "evaluate_accuracy", "lr_factor"]
@@ -74,6 +75,9 @@ def _run_length(config: Mapping[str, Any]) -> tuple[Any, Any]:
 
 
 def _as_config(config: Config | str | os.PathLike[str] | Mapping[str, Any], overrides: Sequence[str]) -> Config:
+    if isinstance(overrides, (str, bytes)):  # iterated, its characters would each be read as an override
+        raise TypeError(f"overrides must be a list of 'section.key=value' strings, got the string {overrides!r}; "
+                        f"pass [{overrides!r}]")
     if isinstance(config, Config):
         if overrides:
             from .config import SECTIONS, apply_overrides
@@ -189,7 +193,8 @@ def fit(
     flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
              torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     try:
-        return _fit(cfg, info, datasets, overwrite)
+        with run_lock(cfg.train.out, info.is_main):
+            return _fit(cfg, info, datasets, overwrite)
     finally:
         teardown_distributed(info)
         torch.set_num_threads(threads)
@@ -325,8 +330,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
                       "is trained and the changes take no effect", file=sys.stderr)
             elif changed:
                 print(f"warning: the config differs from the checkpoint's in {', '.join(changed)}; the resumed run "
-                      "goes on with the new values (recorded in model.pt's config_changes) and will not match an "
-                      "uninterrupted one", file=sys.stderr)
+                      "goes on with the new values (recorded in last.pt's and model.pt's config_changes; config.yaml "
+                      "keeps the config the run started with) and will not match an uninterrupted one", file=sys.stderr)
         config_changes = list(state.get("config_changes") or [])
         if changed and not finished:
             config_changes.append({"global_step": step, "keys": changed, "before": state["config"]})

@@ -9,10 +9,11 @@ draws exactly what the uninterrupted run would have drawn.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "RUN_FILES",
     "RunExistsError",
+    "RunBusyError",
+    "run_lock",
     "check_run_folder",
     "clear_run_folder",
     "derive_seed",
@@ -44,6 +47,41 @@ RUN_FILES = ("last.pt", "model.pt", "metrics.csv", "metrics.json", "config.yaml"
 
 class RunExistsError(FileExistsError, ValueError):
     """``train.out`` already holds a run and neither ``resume`` nor ``overwrite`` was given."""
+
+
+class RunBusyError(RunExistsError):
+    """Another process is training into ``train.out`` right now (it holds the folder's lock)."""
+
+
+@contextlib.contextmanager
+def run_lock(out: str | os.PathLike[str] | None, main: bool) -> Iterator[None]:
+    """Hold the output folder's lock (``OUT/.aprkit-train.lock``) for the run, in the main process: a second
+    ``aprkit train`` into the same folder (the same command twice, a resume while the first still runs) is refused with
+    :class:`RunBusyError` instead of both writing its files. A path that is a file is left to the run's own check; a
+    folder made for the lock is removed again when the run wrote nothing into it."""
+    if out is None or not main or (Path(out).exists() and not Path(out).is_dir()):
+        yield
+        return
+    import filelock
+
+    folder = Path(out)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".aprkit-train.lock"
+    lock = filelock.FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise RunBusyError(f"another aprkit train is writing to {out} now (it holds {path}); wait for it to "
+                           "finish (then --resume continues it), or choose another --out") from None
+    try:
+        yield
+    finally:
+        lock.release()
+        if created and [p.name for p in folder.iterdir()] == [path.name]:  # a run that failed before writing: no
+            with contextlib.suppress(OSError):  # folder is left behind for it
+                path.unlink()
+                folder.rmdir()
 
 
 def check_run_folder(out: str | os.PathLike[str] | None, *, resume: bool, overwrite: bool) -> None:

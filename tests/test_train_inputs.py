@@ -1,0 +1,126 @@
+"""What `fit` reads (black-box findings): float images on the loader path, items of the wrong kind, data of one class,
+images larger than the crop, two runs into one folder, and overrides given as one string."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from train_common import Images, same_weights, train_config
+
+from aprkit.train import fit
+
+
+class Mapped(torch.utils.data.Dataset):
+    """``base``'s items through ``fn`` (no tensors attribute: the loader path reads it item by item)."""
+
+    def __init__(self, base, fn, labels=None):
+        self.base, self.fn, self.labels = base, fn, labels
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        x, y = self.base[i]
+        return self.fn(x), (y if self.labels is None else self.labels[i])
+
+
+def _cfg(**data):
+    return train_config(data={"input_path": "loader", **data}, optim={"epochs": 1, "milestones": []})
+
+
+def test_float_images_pad_with_the_scaled_fill_on_the_loader_path(tmp_path):
+    """The loader path padded float [0, 1] images with pad_fill=128 as 128.0: the run trained on garbage. Float images
+    now train exactly as their uint8 originals (the same crops, the fill scaled to [0, 1])."""
+    base = Images(32, with_tensors=False)
+    cfg = _cfg(pad_fill=128)
+    u8 = fit(cfg, datasets=(Mapped(base, lambda x: x), None), out=tmp_path / "u8")
+    fl = fit(cfg, datasets=(Mapped(base, lambda x: x.float() / 255), None), out=tmp_path / "fl")
+    assert same_weights(u8["model"], fl["model"])
+
+
+@pytest.mark.parametrize(("fn", "match"), [
+    (lambda x: x.permute(1, 2, 0).contiguous(), r"item 0 has shape \(16, 16, 3\) \(channels last"),
+    (lambda x: x.float(), r"item 0 holds floats from .* to .*; expected \(C, H, W\) image tensors"),
+    (lambda x: x.numpy(), r"item 0 is a numpy.ndarray; expected \(C, H, W\) image tensors"),
+    (lambda x: x.long(), r"item 0 is a torch.int64 tensor"),
+])
+def test_items_training_cannot_read_are_refused_before_training(tmp_path, fn, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        fit(_cfg(), datasets=(Mapped(Images(16, with_tensors=False), fn), None), out=tmp_path / "r")
+
+
+def test_pil_items_get_the_transform_to_add(tmp_path):
+    from PIL import Image
+
+    ds = Mapped(Images(16, with_tensors=False), lambda x: Image.fromarray(x.permute(1, 2, 0).numpy()))
+    with pytest.raises(TypeError, match=r"PIL.Image.Image \(add torchvision.transforms.v2.PILToTensor\(\)"):
+        fit(_cfg(), datasets=(ds, None), out=tmp_path / "r")
+
+
+def test_one_image_of_another_size_in_the_middle_is_named(tmp_path):
+    base = Images(16, with_tensors=False)
+
+    class OneSmall(Mapped):  # the checks before training read the first and last items only
+        def __getitem__(self, i: int):
+            x, y = self.base[i]
+            return (x[:, :8, :8] if i == 7 else x), y
+
+    with pytest.raises(ValueError, match=r"item 7 of the data \(3x8x8\)"):
+        fit(_cfg(crop_padding=0), datasets=(OneSmall(base, None), None), out=tmp_path / "r")
+
+
+def test_training_data_of_one_class_is_refused(tmp_path):
+    """One class in the training data trained silently to 100 % accuracy."""
+    ds = Mapped(Images(16, with_tensors=False), lambda x: x, labels=[2] * 16)
+    with pytest.raises(ValueError, match="holds images of one class only"):
+        fit(_cfg(), datasets=(ds, None), out=tmp_path / "r")
+
+
+def test_more_outputs_than_the_data_names_classes_warns(tmp_path):
+    ds = Mapped(Images(16, with_tensors=False), lambda x: x)
+    ds.classes = ["a", "b", "c", "d"]
+    cfg = _cfg()
+    cfg["model"]["num_classes"] = 6
+    with pytest.warns(RuntimeWarning, match=r"model.num_classes=6 but the training data names 4 classes"):
+        fit(cfg, datasets=(ds, None), out=tmp_path / "r", overwrite=True)
+
+
+def test_images_larger_than_the_crop_warn(tmp_path):
+    ds = Mapped(Images(16, size=24, with_tensors=False), lambda x: x)
+    with pytest.warns(RuntimeWarning, match=r"training image 0 is 24x24, larger than data.image_size=16"):
+        fit(_cfg(), datasets=(ds, None), out=tmp_path / "r")
+
+
+def test_a_second_run_into_a_folder_being_trained_is_refused(tmp_path):
+    """Two processes training into one --out both finished; whichever ended last left its files."""
+    import multiprocessing as mp
+
+    from aprkit.train.state import RunBusyError
+
+    ctx = mp.get_context("spawn")  # stands in for the first process: it holds the folder's lock while it trains
+    q = ctx.Event()
+    p = ctx.Process(target=_hold_lock, args=(str(tmp_path / "r"), q))
+    p.start()
+    try:
+        assert q.wait(60)
+        with pytest.raises(RunBusyError, match="another aprkit train is writing to"):
+            fit(_cfg(), datasets=(Images(16, with_tensors=False), None), out=tmp_path / "r", resume=True)
+    finally:
+        p.terminate()
+        p.join()
+    fit(_cfg(), datasets=(Images(16, with_tensors=False), None), out=tmp_path / "r", resume=True)  # released
+
+
+def _hold_lock(out: str, ready) -> None:
+    import time
+
+    from aprkit.train.state import run_lock
+
+    with run_lock(out, True):
+        ready.set()
+        time.sleep(60)
+
+
+def test_overrides_given_as_one_string_are_refused():
+    with pytest.raises(TypeError, match=r"overrides must be a list .* pass \['optim.lr=0.1'\]"):
+        fit(_cfg(), "optim.lr=0.1")
