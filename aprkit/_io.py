@@ -124,13 +124,16 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str], *, durable: bool =
 
 def damaged_zip_record(path: str | os.PathLike[str]) -> str | None:
     """The first record of a zip file (the format of ``torch.save``) whose bytes fail their CRC-32, or ``None`` when
-    every record checks out or the file is no zip (a legacy pickle: nothing to check). ``torch.load`` does not check
+    every record checks out, the file was saved without CRCs (all 0) or is no zip (a legacy pickle: nothing to
+    check). ``torch.load`` does not check
     the CRCs, so a byte changed on disk or in transfer would load as different weights; reading them back costs about
     a millisecond per megabyte."""
     import zipfile
 
     try:
         with zipfile.ZipFile(path) as zf:
+            if all(info.CRC == 0 for info in zf.infolist() if info.file_size):  # saved without CRCs
+                return None  # (torch.serialization.set_crc32_options(False) writes 0 for every record)
             return zf.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError):  # no zip, or one torch.load reports itself
         return None

@@ -573,3 +573,19 @@ def test_get_dataset_names_data_root_when_given_root(tmp_path):
 
     with pytest.raises(TypeError, match="data_root="):
         get_dataset("cue-conflict", root=tmp_path, download=True)
+
+
+def test_an_unchecked_archive_placed_before_the_run_is_named_not_deleted(server, tmp_path):
+    """Offline, a hand-placed archive without a checksum is used as it is; refused, it was deleted (gigabytes, and no
+    download could replace it offline). It is kept and named."""
+    src = _local("cue-conflict", server, b"")
+    src = dataclasses.replace(src, files=(dataclasses.replace(src.files[0], md5=None),))
+    staged = tmp_path / ".aprkit-downloads-cue-conflict" / src.files[0].name
+    staged.parent.mkdir(parents=True)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("other-layout/x.png", b"x")
+    staged.write_bytes(buf.getvalue())
+    with pytest.raises(ValueError, match=r"already there \(not downloaded by this run, no checksum\).*replace or delete"):
+        ensure_source(src, root=tmp_path, download=True, progress=False)
+    assert staged.is_file()

@@ -442,3 +442,28 @@ def test_a_checkpoint_with_a_changed_byte_is_refused_not_loaded_as_other_weights
     with pytest.raises(ValueError, match=r"bad\.pt is damaged: its record .* fails its CRC-32 check"):
         load_model(bad)
     load_model(path)  # the intact file loads
+
+
+def test_a_checkpoint_saved_without_crcs_loads(tmp_path):
+    """torch.serialization.set_crc32_options(False) writes 0 for every record's CRC: such files are not damaged."""
+    from torch.serialization import get_crc32_options, set_crc32_options
+
+    before = get_crc32_options()
+    set_crc32_options(False)
+    try:
+        path = save_checkpoint(tmp_path / "m.pt", load_model("resnet20", random_init=True))
+    finally:
+        set_crc32_options(before)
+    load_model(path)
+
+
+def test_options_that_do_not_fit_the_pretrained_weights_are_not_called_a_damaged_file(tmp_path, monkeypatch):
+    torchvision = pytest.importorskip("torchvision")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    url = torchvision.models.MobileNet_V2_Weights.DEFAULT.url
+    cached = tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), cached)  # a good file, of the default architecture
+    with pytest.raises(ValueError, match=r"built with \{'width_mult': 0.5\} does not fit its pretrained weights"):
+        load_model("torchvision:mobilenet_v2", width_mult=0.5)
+    assert cached.is_file()

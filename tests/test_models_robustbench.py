@@ -15,7 +15,10 @@ from aprkit.models import load_model
 _UTILS = textwrap.dedent('''
     import os, torch, autoattack
     from torch import nn
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
     CALLS = []
+    all_models = {BenchmarkDataset("cifar10"): {ThreatModel("Linf"): {
+        "Standard": {"gdrive_id": "x"}, "Ensemble": {"gdrive_id": ["a", "b"]}}}}
     def net():
         return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 10))
     def load_model(model_name, model_dir="./models", dataset="cifar10", threat_model="Linf"):
@@ -37,13 +40,21 @@ def fake_rb(tmp_path, monkeypatch):
     (site / "robustbench").mkdir(parents=True)
     (site / "robustbench" / "__init__.py").write_text("")
     (site / "robustbench" / "utils.py").write_text(_UTILS)
+    (site / "robustbench" / "model_zoo").mkdir()
+    (site / "robustbench" / "model_zoo" / "__init__.py").write_text("")
+    (site / "robustbench" / "model_zoo" / "enums.py").write_text(
+        "from enum import Enum\n"
+        "class BenchmarkDataset(Enum):\n    cifar_10 = 'cifar10'\n    imagenet = 'imagenet'\n"
+        "class ThreatModel(Enum):\n    Linf = 'Linf'\n    corruptions = 'corruptions'\n")
     (site / "pyautoattack").mkdir()
     (site / "pyautoattack" / "__init__.py").write_text("NAME = 'pyautoattack'\n")
     monkeypatch.syspath_prepend(str(site))
-    for mod in ("robustbench", "robustbench.utils", "autoattack", "pyautoattack"):
+    mods = ("robustbench", "robustbench.utils", "robustbench.model_zoo", "robustbench.model_zoo.enums", "autoattack",
+            "pyautoattack")
+    for mod in mods:
         monkeypatch.delitem(sys.modules, mod, raising=False)
     yield site
-    for mod in ("robustbench", "robustbench.utils", "autoattack", "pyautoattack"):
+    for mod in mods:
         sys.modules.pop(mod, None)
 
 
@@ -110,3 +121,22 @@ def test_the_autoattack_alias_does_not_outlive_a_failed_robustbench_import(fake_
     with pytest.raises(ImportError, match="no pkg_resources"):
         import_robustbench()
     assert "autoattack" not in sys.modules
+
+
+@pytest.mark.parametrize(("spec", "why"), [
+    ("robustbench:Ensemble", "it is an ensemble"),
+    ("robustbench:imagenet/Linf/Standard_R50", "robustbench builds ImageNet 'Standard' models from torchvision"),
+])
+def test_a_weights_file_robustbench_would_not_read_is_refused(fake_rb, tmp_path, spec, why):
+    """For these models robustbench reads no <name>.pt: a linked file would be ignored and the published weights
+    reported as it."""
+    _weights(tmp_path / "mine.pt", seed=0)
+    with pytest.raises(ValueError, match=f"cannot load the weights file .*mine.pt: {why}"):
+        load_model(spec, checkpoint=tmp_path / "mine.pt")
+
+
+def test_errors_name_the_folder_robustbench_reads_for_3d_corruptions(fake_rb, tmp_path):
+    from aprkit.data.download import DownloadError
+
+    with pytest.raises(DownloadError, match=r"cifar10/corruptions/X\.pt"):
+        load_model("robustbench:cifar10/corruptions_3d/X", model_dir=tmp_path)

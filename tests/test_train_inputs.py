@@ -65,7 +65,7 @@ def test_one_image_of_another_size_in_the_middle_is_named(tmp_path):
             x, y = self.base[i]
             return (x[:, :8, :8] if i == 7 else x), y
 
-    with pytest.raises(ValueError, match=r"item 7 of the data \(3x8x8\)"):
+    with pytest.raises(ValueError, match=r"item 7 of the data read \(3x8x8;"):
         fit(_cfg(crop_padding=0), datasets=(OneSmall(base, None), None), out=tmp_path / "r")
 
 
@@ -112,11 +112,13 @@ def test_a_second_run_into_a_folder_being_trained_is_refused(tmp_path):
 
 
 def _hold_lock(out: str, ready) -> None:
+    import os
     import time
 
     from aprkit.train.state import run_lock
 
-    with run_lock(out, True):
+    os.makedirs(out, exist_ok=True)
+    with run_lock(out):
         ready.set()
         time.sleep(60)
 

@@ -228,19 +228,23 @@ def _extract_or_discard(archive: Path, md5: str | None, dest: Path, progress: bo
         raise ValueError(msg) from err
 
 
-def _discard_unverified(archives: list[tuple[Path, str | None]], source: Source, err: ValueError) -> None:
-    """Remove the archives no checksum vouched for after ``err`` refused them (a wrong layout, a refused member): kept,
-    they would be taken as finished on every later run, and no fixed server or re-download could replace them.
+def _discard_unverified(archives: list[tuple[Path, str | None, bool]], source: Source, err: ValueError) -> None:
+    """After ``err`` refused the archives (a wrong layout, a refused member): remove the ones this call downloaded
+    with no checksum to vouch for them (kept, they would be taken as finished on every later run, and no fixed server
+    could replace them), and name the unchecked ones that were there before (``placed``: perhaps by hand, kept).
     Raises ``ValueError`` saying so; returns when there is none (``err`` is then raised as it is)."""
-    unverified = [a for a, md5 in archives if md5 is None and a.is_file()]
-    if not unverified:
+    fetched = [a for a, md5, placed in archives if md5 is None and not placed and a.is_file()]
+    kept = [a for a, md5, placed in archives if md5 is None and placed and a.is_file()]
+    if not fetched and not kept:
         return
-    for a in unverified:
+    for a in fetched:
         a.unlink(missing_ok=True)
     urls = ", ".join(f.url for f in source.files if f.md5 is None)
-    raise ValueError(f"{err}. The archive(s) {', '.join(map(str, unverified))} had no published checksum and were "
-                     f"removed, so the next run downloads them afresh; one placed by hand must be the published file "
-                     f"({urls})") from err
+    parts = [f"the downloaded archive(s) {', '.join(map(str, fetched))} had no published checksum and were removed, "
+             "so the next run downloads them afresh"] if fetched else []
+    parts += [f"the archive(s) {', '.join(map(str, kept))}, already there (not downloaded by this run, no checksum), "
+              f"are not the published file(s): replace or delete them ({urls})"] if kept else []
+    raise ValueError(f"{err}. {'; '.join(parts)}") from err
 
 
 def ensure_source(
@@ -331,7 +335,7 @@ def _fetch(source: Source, target: Path, mirror: str | None, progress: bool, kee
     """Download ``source``'s files and, for archives, extract them and merge their published layout into ``target``
     (the caller holds the lock on the staging folder)."""
     staging = _staging(target)
-    archives = []
+    archives: list[tuple[Path, str | None, bool]] = []
     for f in source.files:
         dest = (staging / f.name) if source.inner is not None else (target / f.name)
         md5 = f.md5
@@ -345,8 +349,9 @@ def _fetch(source: Source, target: Path, mirror: str | None, progress: bool, kee
                                         f"into {target}") from e
                 warnings.warn(f"{e}; using the archive already at {dest} without the published checksum",
                               RuntimeWarning, stacklevel=2)
+        placed = dest.is_file() and md5 is None  # there before this call, unchecked: perhaps placed by hand
         try:
-            archives.append((download_file(_mirrored(f.url, mirror), dest, md5, progress=progress), md5))
+            archives.append((download_file(_mirrored(f.url, mirror), dest, md5, progress=progress), md5, placed))
         except ValueError:  # a checksum mismatch: a kept record MD5 may be the wrong one, ask the record again
             _kept_md5(staging, f).unlink(missing_ok=True)
             raise
@@ -355,7 +360,7 @@ def _fetch(source: Source, target: Path, mirror: str | None, progress: bool, kee
     extracted = staging / "extracted"
     remove_tree(extracted)
     try:
-        for a, md5 in archives:
+        for a, md5, _ in archives:
             _extract_or_discard(a, md5, extracted, progress)
         inner = extracted / source.inner
         if not inner.is_dir():

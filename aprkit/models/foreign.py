@@ -328,6 +328,13 @@ def _torchvision_pretrained(name: str, num_classes: int | None, kwargs: dict, dr
         net = torchvision.models.get_model(name, weights=weights, **kwargs)
     except (ValueError, TypeError):
         raise
+    except RuntimeError as e:
+        if "Error(s) in loading state_dict" not in str(e):
+            raise _weights_error(f"torchvision:{name} ({weights})", weights.url, f"the torch hub cache: {target} "
+                                 "(TORCH_HOME)", e, "TORCH_HOME", cached=cached) from e
+        raise ValueError(f"torchvision:{name} built with {kwargs} does not fit its pretrained weights {weights} "
+                         f"({str(e).splitlines()[0]}); the published weights need the default architecture: drop "
+                         "those options, or pass random_init=True (--random-init) for an untrained model") from None
     except Exception as e:  # URLError offline, truncated files, hash mismatches
         raise _weights_error(f"torchvision:{name} ({weights})", weights.url, f"the torch hub cache: {target} "
                              "(TORCH_HOME)", e, "TORCH_HOME", cached=cached) from e
@@ -428,8 +435,38 @@ def import_robustbench():
     return rb_utils
 
 
-def _robustbench_dir(checkpoint: str | os.PathLike[str] | None, model_dir: Any, dataset: str, threat: str,
-                     model_name: str, stack: contextlib.ExitStack) -> Path:
+def _default_robustbench_dir() -> Path:
+    from ..data.download import data_root
+
+    return data_root() / "robustbench"
+
+
+def _reads_other_files(rb_utils: Any, dataset: str, folder: str, model_name: str) -> str | None:
+    """Why robustbench's ``load_model`` would not read ``<model_dir>/<dataset>/<folder>/<name>.pt`` for this model
+    (so a weights file linked there would be ignored, and the published weights loaded instead), or ``None``."""
+    lower = model_name.lower().replace("-", "_")
+    try:
+        import timm
+
+        if timm.is_model(f"{lower}_{dataset}_{folder.lower()}"):
+            return "robustbench loads this model through timm's registry, not from its model_dir"
+    except ImportError:
+        pass
+    if dataset == "imagenet" and "Standard" in model_name:
+        return "robustbench builds ImageNet 'Standard' models from torchvision's published weights, reading no file"
+    try:
+        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+        entry = rb_utils.all_models[BenchmarkDataset(dataset)][ThreatModel(folder)][model_name]
+    except Exception:  # noqa: BLE001 - an unknown name or another robustbench layout: robustbench reports it
+        return None
+    if isinstance(entry.get("gdrive_id"), list):
+        return "it is an ensemble, which robustbench reads as one file per member (<name>.pt_m0.pt, ...)"
+    return None
+
+
+def _robustbench_dir(rb_utils: Any, checkpoint: str | os.PathLike[str] | None, model_dir: Any, dataset: str,
+                     threat: str, model_name: str, stack: contextlib.ExitStack) -> Path:
     """robustbench's ``model_dir`` (it reads ``<model_dir>/<dataset>/<threat>/<name>.pt``) for ``checkpoint=``: a
     folder is that ``model_dir``; a weights file in that layout, its root; any other file is linked into a temporary
     layout (closed with ``stack``), so that robustbench loads that file and not the published weights. A path that
@@ -438,13 +475,10 @@ def _robustbench_dir(checkpoint: str | os.PathLike[str] | None, model_dir: Any, 
         raise ValueError("give robustbench's weights either as checkpoint= (a weights file or a model_dir folder) or "
                          "as model_dir=, not both")
     if checkpoint is None:
-        if model_dir is not None:
-            return Path(model_dir).expanduser()
-        from ..data.download import data_root
-
-        return data_root() / "robustbench"
+        return Path(model_dir).expanduser() if model_dir is not None else _default_robustbench_dir()
     path = Path(checkpoint).expanduser()
-    if path.is_dir() or (not path.exists() and not path.suffix):  # a model_dir, perhaps not made yet
+    weights_suffix = path.suffix.lower() in (".pt", ".pth", ".th", ".ckpt", ".bin", ".tar")
+    if path.is_dir() or (not path.exists() and not weights_suffix):  # a model_dir, perhaps not made yet
         return path
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; expected robustbench weights (a file) or a "
@@ -452,6 +486,10 @@ def _robustbench_dir(checkpoint: str | os.PathLike[str] | None, model_dir: Any, 
     folder = threat.replace("_3d", "")  # robustbench keeps the 3D corruption models under 'corruptions'
     if path.parts[-3:] == (dataset, folder, f"{model_name}.pt"):
         return path.parents[2]
+    why = _reads_other_files(rb_utils, dataset, folder, model_name)
+    if why:
+        raise ValueError(f"robustbench:{dataset}/{threat}/{model_name} cannot load the weights file {path}: {why}, "
+                         "so it would report the published weights as that file's")
     import tempfile
 
     root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aprkit-robustbench-")))
@@ -477,14 +515,20 @@ def _robustbench(name: str, checkpoint: str | os.PathLike[str] | None, kwargs: d
             f"robustbench spec must be 'robustbench:<name>' or 'robustbench:<dataset>/<threat>/<name>', got {name!r}"
         )
     with contextlib.ExitStack() as stack:
-        model_dir = _robustbench_dir(checkpoint, kwargs.pop("model_dir", None), dataset, threat, model_name, stack)
-        expected = model_dir / dataset / threat / f"{model_name}.pt"
         try:
             rb_utils = import_robustbench()
         except ImportError as e:
+            given = kwargs.get("model_dir") or checkpoint
+            root = Path(given).expanduser() if given is not None else None
+            expected = (root if root is not None and root.is_file() else
+                        (root if root is not None else _default_robustbench_dir())
+                        / dataset / threat.replace("_3d", "") / f"{model_name}.pt")
             state = "present" if expected.is_file() else "not there yet"
             raise ImportError(f"robustbench:{dataset}/{threat}/{model_name} loads through robustbench's model zoo "
                               f"(weights {expected}: {state}), which is not importable. {e}") from e
+        model_dir = _robustbench_dir(rb_utils, checkpoint, kwargs.pop("model_dir", None), dataset, threat, model_name,
+                                     stack)
+        expected = model_dir / dataset / threat.replace("_3d", "") / f"{model_name}.pt"
         try:  # robustbench reads <model_dir>/<dataset>/<threat>/<name>.pt and downloads it when missing
             net = rb_utils.load_model(model_name=model_name, model_dir=str(model_dir), dataset=dataset,
                                       threat_model=threat, **kwargs)

@@ -64,6 +64,7 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
 
     spec = expand_env(cfg.data.dataset)
     train_ds = get_dataset(spec, cfg.data.train_split)
+    check_several_classes(train_ds, cfg.model.num_classes)  # the whole data: a small data.limit may draw one class
     train = _subset(train_ds, cfg.data.limit, cfg.train.seed, "train-subset")
     check_labels(train, cfg.model.num_classes, f"the training data {spec}")
     test = None
@@ -193,9 +194,9 @@ class SeededTransform(Dataset):
             if self.transform is not None:
                 try:
                     x = self.transform(x)
-                except (ValueError, TypeError, RuntimeError) as e:  # e.g. one image smaller than the crop
+                except ValueError as e:  # e.g. one image smaller than the crop (torchvision's bare message)
                     shape = "x".join(map(str, getattr(x, "shape", ()))) or type(x).__name__
-                    raise ValueError(f"item {i} of the data ({shape}): {e}") from e
+                    raise ValueError(f"item {i} of the data read ({shape}; with data.limit, of the subset): {e}") from e
         return x, y
 
 
@@ -371,7 +372,6 @@ class EpochBatches:
                     f"{batch_size}; lower optim.batch_size or raise data.limit"
                 )
             _check_crop_size(ds, n, cfg)
-            check_several_classes(ds, cfg.model.num_classes)
             transform = cpu_train_transform(cfg)
         else:
             self.sampler = None

@@ -3,7 +3,8 @@
 Files under ``train.out`` (rank 0 only; nothing is written when ``out`` is ``None``):
 ``config.yaml`` (the resolved config), ``last.pt`` (resumable state, rewritten atomically every epoch and
 every ``checkpoint_every_steps``), ``metrics.csv``/``metrics.json`` (one row per epoch) and ``model.pt``
-(final weights via ``aprkit.models.save_checkpoint``, readable by ``aprkit eval --checkpoint``).
+(final weights via ``aprkit.models.save_checkpoint``, readable by ``aprkit eval --checkpoint``), and the empty lock
+file ``.aprkit-train.lock``, held while the run writes (a second run into the folder meanwhile is refused).
 
 The test set is evaluated every ``train.eval_every`` epochs and at the end of the run. An end-of-run evaluation
 in an epoch that ``eval_every`` skips is marked ``stop_eval`` in its row; when the run is resumed and trains on,
@@ -13,6 +14,7 @@ epoch (``train.max_steps``) logs a ``partial`` row, which a resume that trains o
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -50,7 +52,14 @@ from .config import (
     resolve_amp_dtype,
     validate_config,
 )
-from .data import EpochBatches, check_labels, check_same_classes, limit_datasets, load_datasets
+from .data import (
+    EpochBatches,
+    check_labels,
+    check_same_classes,
+    check_several_classes,
+    limit_datasets,
+    load_datasets,
+)
 from .metrics_log import MetricsLogger
 from .recipe import DeviceAugment, method_loss
 from .state import (
@@ -193,8 +202,8 @@ def fit(
     flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
              torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     try:
-        with run_lock(cfg.train.out, info.is_main):
-            return _fit(cfg, info, datasets, overwrite)
+        with contextlib.ExitStack() as held:  # the output folder's lock, taken by _fit before its first write
+            return _fit(cfg, info, datasets, overwrite, held)
     finally:
         teardown_distributed(info)
         torch.set_num_threads(threads)
@@ -202,7 +211,8 @@ def fit(
         torch.use_deterministic_algorithms(flags[2], warn_only=flags[3])
 
 
-def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrite: bool = False) -> dict[str, Any]:
+def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrite: bool,
+         held: contextlib.ExitStack) -> dict[str, Any]:
     t_start = time.perf_counter()
     dev, tr, seed = info.device, cfg.train, cfg.train.seed
     out = Path(tr.out) if tr.out else None
@@ -224,6 +234,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     if cl:
         model = model.to(memory_format=torch.channels_last)
     if datasets is not None:
+        check_several_classes(datasets[0], cfg.model.num_classes)  # before data.limit draws its subset
         train_ds, test_ds = limit_datasets(cfg, *datasets)
         check_labels(train_ds, cfg.model.num_classes, "the training data (datasets=)")
         if test_ds is not None:
@@ -341,9 +352,10 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     if main and out is not None:
         import yaml
 
+        out.mkdir(parents=True, exist_ok=True)
+        held.enter_context(run_lock(out))  # no other run writes here until this one returns
         if overwrite and clear_run_folder(out):  # only now: a config or data error above keeps the old run
             print(f"overwrite: deleted the previous run in {out}", file=sys.stderr)
-        out.mkdir(parents=True, exist_ok=True)
         remove_temporaries(out, RUN_FILES)  # a killed run's half-written checkpoints (rank 0 is the only writer)
         # a resumed run keeps the config that trained it, unless the resume only moved how far it goes (optim.epochs,
         # train.max_steps) and nothing ever changed its trajectory: then the current config reruns it from scratch to

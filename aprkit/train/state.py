@@ -54,34 +54,25 @@ class RunBusyError(RunExistsError):
 
 
 @contextlib.contextmanager
-def run_lock(out: str | os.PathLike[str] | None, main: bool) -> Iterator[None]:
-    """Hold the output folder's lock (``OUT/.aprkit-train.lock``) for the run, in the main process: a second
-    ``aprkit train`` into the same folder (the same command twice, a resume while the first still runs) is refused with
-    :class:`RunBusyError` instead of both writing its files. A path that is a file is left to the run's own check; a
-    folder made for the lock is removed again when the run wrote nothing into it."""
-    if out is None or not main or (Path(out).exists() and not Path(out).is_dir()):
-        yield
-        return
+def run_lock(out: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the output folder's lock (``OUT/.aprkit-train.lock``, made in ``out``, which must exist) while a run writes
+    there: a second ``aprkit train`` into the same folder (the same command twice, a resume while the first still
+    runs) is refused with :class:`RunBusyError` instead of both writing its files. The main process takes it, right
+    before its first write; the empty lock file stays (deleting it would let a waiter and a newcomer both lock)."""
     import filelock
 
-    folder = Path(out)
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ".aprkit-train.lock"
-    lock = filelock.FileLock(str(path))
+    from ..data.download import file_lock
+
+    lock = file_lock(Path(out) / ".aprkit-train")
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
-        raise RunBusyError(f"another aprkit train is writing to {out} now (it holds {path}); wait for it to "
+        raise RunBusyError(f"another aprkit train is writing to {out} now (it holds {lock.lock_file}); wait for it to "
                            "finish (then --resume continues it), or choose another --out") from None
     try:
         yield
     finally:
         lock.release()
-        if created and [p.name for p in folder.iterdir()] == [path.name]:  # a run that failed before writing: no
-            with contextlib.suppress(OSError):  # folder is left behind for it
-                path.unlink()
-                folder.rmdir()
 
 
 def check_run_folder(out: str | os.PathLike[str] | None, *, resume: bool, overwrite: bool) -> None:
@@ -181,11 +172,13 @@ def load_train_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no training checkpoint to resume from at {path}")
     bad = damaged_zip_record(path)
+    if bad is not None:
+        raise ValueError(f"{path} is damaged: its record {bad!r} fails its CRC-32 check (a byte changed on disk or in "
+                         "transfer), so the run would resume from other weights; resume from an intact copy, or start "
+                         "over with --overwrite (aprkit train; fit(overwrite=True))")
     try:
-        if bad is not None:
-            raise ValueError(f"record {bad!r} fails its CRC-32 check")
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # zip / pickle / EOF errors of a truncated or corrupted file, a failed CRC
+    except Exception:  # zip / pickle / EOF errors of a truncated or corrupted file
         raise ValueError(f"{path} is not a valid training checkpoint (torch.load cannot read it: truncated or "
                          "corrupted); start over with --overwrite (aprkit train; fit(overwrite=True)), or resume "
                          "from a complete copy") from None

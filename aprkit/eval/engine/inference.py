@@ -326,6 +326,13 @@ def _features_from(feats: torch.Tensor) -> torch.Tensor:
     return feats.flatten(1)
 
 
+def names_other_classes(dataset: Any, n_outputs: int) -> bool:
+    """Whether ``dataset`` names its classes and they are not the model's ``n_outputs``: its labels then mean nothing
+    to the model (e.g. 16 cue-conflict shapes under 1000 ImageNet outputs), so no accuracy is read from them."""
+    classes = getattr(dataset, "classes", None)
+    return isinstance(classes, (list, tuple)) and bool(classes) and len(classes) != n_outputs
+
+
 def check_class_names(model: nn.Module, dataset: Any) -> None:
     """Refuse data whose class names put another class under a label than the model's training data did (a test
     folder of fewer classes, sorted on its own): its accuracy would be silently wrong. Only where both are named:

@@ -40,6 +40,7 @@ from ..engine.inference import (
     dataset_id,
     gather_outputs,
     iter_batches,
+    names_other_classes,
     predict,
     to_model_input,
     wants_channels_last,
@@ -272,9 +273,8 @@ def compute_scores(ctx: EvalContext, dataset: Any, wanted: list[str], scorers: d
             result[name] = _odin_scores(ctx, dataset, limit, opts or OODOptions()).tolist()
         elif name in scorers:
             result[name] = scorers[name].score(out.features).tolist()
-    classes = getattr(dataset, "classes", None)
-    named_other = isinstance(classes, (list, tuple)) and bool(classes) and len(classes) != out.logits.shape[1]
-    if out.labels.numel() and bool((out.labels >= 0).all()) and not named_other:  # labels in the model's classes
+    in_classes = not names_other_classes(dataset, out.logits.shape[1])
+    if out.labels.numel() and bool((out.labels >= 0).all()) and in_classes:  # labels in the model's classes
         result["_accuracy"] = [int((out.logits.argmax(1) == out.labels).sum()) / out.labels.numel()]
     return result
 
@@ -330,10 +330,10 @@ class OODSuite(Suite[OODOptions]):
                 return compute_scores(ctx, ds, wanted, state.get("scorers", {}), lim, f"ood {name}", opts,
                                       labelled=labelled)
 
-            def lookup() -> dict[str, list[float]]:  # v5: energy in float64 (float32 tied scores at high T); v6:
-                # no accuracy for data naming another number of classes than the model outputs, exact fractions
+            def lookup() -> dict[str, list[float]]:  # v5: energy in float64 (float32 tied scores at high T); v6
+                # (the in-distribution data only): no accuracy for data naming other classes, exact fractions
                 return cached(ctx, "ood-scores", ds_id, compute, scores=wanted, set_limit=lim, labelled=labelled,
-                              v=6, **odin_opts, **fit_opts())
+                              v=6 if labelled else 5, **odin_opts, **fit_opts())
 
             try:
                 return lookup()

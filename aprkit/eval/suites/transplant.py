@@ -97,7 +97,7 @@ class TransplantSuite(Suite[TransplantOptions]):
 
     def run(self, ctx: EvalContext, data: Any) -> TransplantResult:
         from ..analyses.transplant import NoDisagreeingPairs, layer_sweep, load_data
-        from ..engine.inference import as_dataset
+        from ..engine.inference import as_dataset, names_other_classes
 
         options = self.options(ctx)
         keyed = options.model_fields_set - {"limit", "transplant_skip_front"}
@@ -110,11 +110,10 @@ class TransplantSuite(Suite[TransplantOptions]):
             o.pop("max_images", None)
             ds = as_dataset(data) if isinstance(data, str) else data  # a spec such as "cifar10:ROOT" or "folder:ROOT"
             images, labels = load_data(ds, max_images=_max_images(options.limit, options.transplant_max_images))
-            classes = getattr(ds, "classes", None)
-            if labels is not None and classes is not None:
+            if labels is not None and getattr(ds, "classes", None) is not None:
                 with torch.no_grad():
                     n_out = ctx.model(images[:1].to(ctx.device)).shape[1]
-                if len(classes) != n_out:  # e.g. 16 cue-conflict shapes vs 1000 ImageNet outputs
+                if names_other_classes(ds, n_out):  # e.g. 16 cue-conflict shapes vs 1000 ImageNet outputs
                     labels = None
             try:
                 res = layer_sweep(
