@@ -49,3 +49,9 @@ def path_state(path: str | os.PathLike, depth: int = 2) -> str:
             if e.is_dir() and level + 1 < depth:
                 todo.append((Path(e.path), level + 1))
     return h.hexdigest()
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed that depends on every part (stable across runs, platforms and processes): one seed per item, per
+    purpose, from a run's seed."""
+    return stable_hash64(*parts, sep="/") & ((1 << 63) - 1)

@@ -126,3 +126,24 @@ def _hold_lock(out: str, ready) -> None:
 def test_overrides_given_as_one_string_are_refused():
     with pytest.raises(TypeError, match=r"overrides must be a list .* pass \['optim.lr=0.1'\]"):
         fit(_cfg(), "optim.lr=0.1")
+
+
+def test_a_run_writes_its_report_with_the_curves_and_the_numbers_of_metrics_json(tmp_path):
+    import json
+
+    cfg = train_config(optim={"epochs": 2, "milestones": [1]}, train={"report": True, "max_steps": 6})
+    fit(cfg, datasets=(Images(32, with_tensors=False), Images(16, seed=1)), out=tmp_path / "r")
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "stopped inside epoch 2 of 2" in md and "training: Images, 32 images; test: Images, 16 images" in md
+    fit(cfg | {"train": {**cfg["train"], "max_steps": None}}, datasets=(Images(32, with_tensors=False),
+                                                                         Images(16, seed=1)), out=tmp_path / "r",
+        resume=True)
+    md = (tmp_path / "r" / "report.md").read_text()
+    rows = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert "**Status:** finished (2 epochs)" in md and "(partial)" not in md
+    assert f"| test accuracy % (last evaluation) | {100 * rows[-1]['test_acc']:.2f} |" in md
+    for name in ("training_curves.png", "loss_lr.png"):
+        assert (tmp_path / "r" / "figures" / name).stat().st_size > 1000
+    assert "<img" in (tmp_path / "r" / "report.html").read_text()
+    fit(train_config(train={"report": False}), datasets=(Images(32), None), out=tmp_path / "off")
+    assert not (tmp_path / "off" / "report.md").exists()

@@ -155,11 +155,11 @@ def test_tokens_keep_class_token() -> None:
         assert r["prefix_tokens"] == "receiver"
         assert r["deletion_agreement"] == 1.0  # the controls leave the class token as it is
     # prefix_tokens="sign": the class token takes A's sign on B's absolute values, so the prediction can follow A
-    signed = transplant_test(model, x, ["mix"], code=("phase", "sign"), site="input", n_pairs=20,
+    signed = transplant_test(model, x, ["mix"], code=("phase", "sign"), site="input", n_pairs=80,
                              num_prefix_tokens=1, prefix_tokens="sign")
     for r in signed["rows"]:
         assert r["prefix_tokens"] == "sign" and r["identity_agreement"] == 1.0
-        assert r["follow_donor"] > 0.1 and r["follow_magnitude"] < 0.8
+        assert r["follow_donor"] > 0.02 and r["follow_magnitude"] < 0.95  # the receiver mode's are 0 and 1
         assert r["deletion_agreement"] < 1.0  # deletion now reaches the class token: own sign, mean magnitude
     with pytest.raises(ValueError, match="prefix_tokens must be one of"):
         transplant_test(model, x, ["mix"], n_pairs=5, prefix_tokens="donor")
@@ -694,3 +694,37 @@ def test_sites_are_checked_before_computing_and_the_default_sweep_leaves_out_wha
     double = transplant_test(model.double(), x, ["blocks.0"], n_pairs=8, n_control=8)  # a float64 model
     model.float()
     assert double["rows"][0]["identity_agreement"] == 1.0
+
+
+def test_controls_do_not_move_with_n_pairs_and_more_pairs_extend_fewer() -> None:
+    """The controls' images came from the same generator right after the pairs: another n_pairs changed them (DC-only
+    agreement 22 % at 100 pairs, 28 % at 101); and the first 100 of 300 pairs were not the 100 pairs."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    x = natural_images(48, size=16, seed=3).float() / 255
+    calibrate_head(model, model[-1], x)
+    runs = {n: transplant_test(model, x, ["2"], n_pairs=n, n_control=16, keep_predictions=True,
+                               generator=torch.Generator().manual_seed(5)) for n in (10, 11, 30)}
+    controls = ("identity_agreement", "deletion_agreement", "dc_only_agreement")
+    for n in (11, 30):
+        assert [runs[n]["rows"][0].get(k) for k in controls] == [runs[10]["rows"][0].get(k) for k in controls]
+        assert runs[n]["pairs_a"][:10] == runs[10]["pairs_a"] and runs[n]["pairs_b"][:10] == runs[10]["pairs_b"]
+
+
+def test_max_images_of_a_tensor_spreads_over_class_sorted_data() -> None:
+    """On a tensor, max_images took the first N images (two classes of class-sorted data) where datasets spread."""
+    from aprkit.eval.analyses.transplant_data import load_data
+
+    x = torch.zeros(100, 3, 4, 4, dtype=torch.uint8)
+    y = torch.arange(10).repeat_interleave(10)
+    _, labels = load_data((x, y), max_images=10)
+    assert sorted(labels.tolist()) == list(range(10))
+
+
+def test_a_dotted_functional_op_name_suggests_the_colon_form() -> None:
+    from aprkit.hidden.sites import resolve_module
+
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)))
+    with pytest.raises(ValueError, match=r"for a functional relu called inside '0': '0:relu'"):
+        resolve_module(model, "0.relu")

@@ -50,7 +50,7 @@ def train_config(**sections: dict[str, Any]) -> dict:
         "model": {"name": "_tiny_test_cnn", "num_classes": 4},
         "data": {"image_size": 16, "crop_padding": 2, "num_workers": 0, "eval_batch_size": 64},
         "optim": {"batch_size": 8, "epochs": 3, "lr": 0.05, "milestones": [2]},
-        "train": {"progress": False, "tensorboard": False},
+        "train": {"progress": False, "tensorboard": False, "report": False},  # the report: its own test
     }
     for key, values in sections.items():
         cfg[key] = {**cfg.get(key, {}), **values}

@@ -12,39 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from ..eval.report.blocks import Figure, Heading, Paragraph, ReportSection, Table, code, pct, strong
+from ..train.report import training_figure
 from .config import lr_milestones
 
 __all__ = ["demo_summary", "demo_setup", "training_figure", "write_demo_report"]
 
 TITLE = "aprkit demo: standard vs APR-SP training"
-
-
-def training_figure(training: Mapping[str, Mapping[str, Any]], path: Path) -> Path | None:
-    """Training curves (train / test accuracy per epoch) of both models."""
-    from matplotlib.ticker import MaxNLocator
-
-    from ..eval.report.plotting import new_figure, save_figure
-
-    if not any(t.get("history") for t in training.values()):
-        return None
-    fig = new_figure(5.2, 3.3)
-    ax = fig.subplots()
-    for i, (name, t) in enumerate(training.items()):
-        h = t.get("history") or []
-        ep = [r["epoch"] for r in h]
-        train, test = ([100 * r.get(k, float("nan")) for r in h] for k in ("train_acc", "test_acc"))
-        ax.plot(ep, train, "--s", ms=3, color=f"C{i}", label=f"{name} train")
-        ax.plot(ep, test, "-o", ms=3, color=f"C{i}", label=f"{name} test")
-    ax.set_xlabel("epoch")
-    epochs = sorted({r["epoch"] for t in training.values() for r in t.get("history") or []})
-    if len(epochs) <= 12:
-        ax.set_xticks(epochs)
-    else:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return save_figure(fig, path)
 
 
 def demo_summary(demo: Mapping[str, Any]) -> ReportSection:

@@ -130,6 +130,9 @@ def resolve_module(model: nn.Module, name: str) -> tuple[str, nn.Module]:
         return "", model
     short = [n[len("model."):] for n in modules if n.startswith("model.")]
     hint = nearest_names(name, [n for n in modules if n] + short)
+    parent, _, op = name.rpartition(".")
+    if op in FUNCTIONAL_OPS and any(c in modules for c in (parent, f"model.{parent}")):  # F.relu is no module
+        hint += f" (for a functional {op} called inside {parent!r}: '{parent}:{op}')"
     raise ValueError(f"model has no layer named {name!r}{hint}; names come from model.named_modules()")
 
 

@@ -148,6 +148,7 @@ class RunConfig:
     checkpoint_every_steps: int | None = None  # extra mid-epoch checkpoints
     progress: bool = True
     tensorboard: bool = True  # event files in <out>/tb where the tensorboard package is installed (none without it)
+    report: bool = True  # <out>/report.md, report.html and figures/ (training curves), rewritten after every epoch
     out: str | None = None
     resume: bool = False
 
@@ -252,6 +253,7 @@ def apr_s_where(cfg: Config) -> Literal["loader", "device"] | None:
 
 #: config keys that do not change a run's trajectory: a resume may differ in them
 RESUME_FREE = frozenset({"train.out", "train.resume", "train.max_steps", "train.progress", "train.tensorboard",
+                         "train.report",
                          "optim.epochs", "train.eval_every", "train.checkpoint_every_steps", "data.test_limit",
                          "data.num_workers", "data.eval_batch_size", "name"})
 

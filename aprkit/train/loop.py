@@ -3,7 +3,8 @@
 Files under ``train.out`` (rank 0 only; nothing is written when ``out`` is ``None``):
 ``config.yaml`` (the resolved config), ``last.pt`` (resumable state, rewritten atomically every epoch and
 every ``checkpoint_every_steps``), ``metrics.csv``/``metrics.json`` (one row per epoch) and ``model.pt``
-(final weights via ``aprkit.models.save_checkpoint``, readable by ``aprkit eval --checkpoint``), and the empty lock
+(final weights via ``aprkit.models.save_checkpoint``, readable by ``aprkit eval --checkpoint``), ``report.md`` /
+``report.html`` with ``figures/`` (the training curves; ``train.report``), and the empty lock
 file ``.aprkit-train.lock``, held while the run writes (a second run into the folder meanwhile is refused).
 
 The test set is evaluated every ``train.eval_every`` epochs and at the end of the run. An end-of-run evaluation
@@ -367,7 +368,13 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             rerun = cfg.to_dict()  # a config that reruns the run from scratch: not a resume of it
             rerun["train"]["resume"] = False
             atomic_write_text(out / "config.yaml", yaml.safe_dump(rerun, sort_keys=False))
-    logger = MetricsLogger(out, enabled=main, tensorboard=tr.tensorboard, history=history)
+    report = None
+    if tr.report and out is not None:
+        from .report import data_text, write_train_report
+
+        text = data_text(cfg.data, train_ds, test_ds, given=datasets is not None)
+        report = lambda rows: write_train_report(out, rows, cfg.to_dict(), config_changes, text)  # noqa: E731
+    logger = MetricsLogger(out, enabled=main, tensorboard=tr.tensorboard, history=history, report=report)
 
     net: nn.Module = model
     if info.world > 1:

@@ -14,7 +14,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,10 @@ class MetricsLogger:
     """
 
     def __init__(self, out: str | os.PathLike[str] | None, *, enabled: bool = True, tensorboard: bool = True,
-                 history: Sequence[dict[str, Any]] = ()):
+                 history: Sequence[dict[str, Any]] = (), report: Callable[[list[dict[str, Any]]], Any] | None = None):
         self.out = Path(out) if out is not None and enabled else None
         self.history: list[dict[str, Any]] = [dict(r) for r in history]
+        self._report = report  # called with the history after the files are rewritten (the run's report)
         self._tb = None
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -70,6 +71,8 @@ class MetricsLogger:
         writer.writerows(self.history)
         atomic_write_text(self.out / "metrics.csv", buf.getvalue())
         atomic_write_text(self.out / "metrics.json", json.dumps(self.history, indent=1))
+        if self._report is not None:
+            self._report(self.history)
 
     def close(self) -> None:
         if self._tb is not None:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._hash import stable_hash64
+from .._hash import derive_seed
 from .._io import atomic_torch_save, damaged_zip_record
 from ..models.checkpoint import TRAIN_STATE_FORMAT
 
@@ -118,11 +118,6 @@ def clear_run_folder(out: str | os.PathLike[str]) -> list[str]:
             continue
         removed.append(name)
     return removed
-
-
-def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed that depends on every part (stable across runs, platforms and processes)."""
-    return stable_hash64(*parts, sep="/") & ((1 << 63) - 1)
 
 
 def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:

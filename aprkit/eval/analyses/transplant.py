@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from ..._checks import check_positive_int
+from ..._hash import derive_seed
 from ...fourier import Dims
 from ...hidden import codes as C
 from ...hidden.attach import compiled_modules, token_layout
@@ -64,12 +65,17 @@ class NoDisagreeingPairs(ValueError):
     """Every image has the same clean prediction: the transplant test has no pair (A, B) to run on."""
 
 
+#: candidate pairs drawn per rejection round (fixed: see sample_disagreeing_pairs)
+_PAIR_ROUND = 4096
+
+
 def sample_disagreeing_pairs(
     preds: torch.Tensor, n_pairs: int, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n_pairs`` index pairs ``(a, b)`` with ``preds[a] != preds[b]``, uniform over all such ordered pairs.
 
-    Drawn with replacement by rejection. Unlike :func:`aprkit.eval.analyses.phase_bias.sample_pairs` (``i``
+    Drawn with replacement by rejection, in rounds of a fixed size, so that a larger ``n_pairs`` extends the pairs of a
+    smaller one (same generator state). Unlike :func:`aprkit.eval.analyses.phase_bias.sample_pairs` (``i``
     uniform over the images), an image of a rare prediction class is picked as ``a`` more often: every
     disagreeing pair weighs the same, the estimand of the transplant test.
     """
@@ -82,9 +88,9 @@ def sample_disagreeing_pairs(
     if n_pairs < 1:
         raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")
     n, got_a, got_b, have = preds.numel(), [], [], 0
-    while have < n_pairs:
-        a = torch.randint(n, (4 * n_pairs,), generator=generator)
-        b = torch.randint(n, (4 * n_pairs,), generator=generator)
+    while have < n_pairs:  # rounds of a fixed size: the first k pairs are the same for every n_pairs >= k
+        a = torch.randint(n, (_PAIR_ROUND,), generator=generator)
+        b = torch.randint(n, (_PAIR_ROUND,), generator=generator)
         keep = preds.cpu()[a] != preds.cpu()[b]
         got_a.append(a[keep])
         got_b.append(b[keep])
@@ -313,7 +319,10 @@ def _prepare(model, data, labels, n_pairs, generator, batch_size, max_images, nu
         raise ValueError(f"labels go up to {int(labels.max())} but the model has {logits.shape[1]} outputs; "
                          "pass labels=None")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    pairs = (*sample_disagreeing_pairs(clean, n_pairs, gen), torch.randperm(images.shape[0], generator=gen))
+    base = int(torch.randint(1 << 62, (1,), generator=gen))  # one draw: the pairs and the controls' images each
+    streams = [torch.Generator().manual_seed(derive_seed(base, use)) for use in ("pairs", "controls")]  # own stream
+    pairs = (*sample_disagreeing_pairs(clean, n_pairs, streams[0]), torch.randperm(images.shape[0],
+                                                                                    generator=streams[1]))
     k, auto_grid = token_layout(model)
     layout_kw = {"num_prefix_tokens": num_prefix_tokens if num_prefix_tokens is not None else k,
                  "grid": grid if grid is not None else auto_grid, "allow_complex": True,

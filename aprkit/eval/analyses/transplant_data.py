@@ -33,7 +33,8 @@ def load_data(
     """Images ``(N, C, H, W)`` float in [0, 1] and labels ``(N,)`` (or ``None``) from a tensor, an
     ``(images, labels)`` pair, a dataset of ``(image, label)`` or an iterable of such batches.
 
-    From a map-style dataset, ``max_images`` are taken evenly spaced over its length."""
+    From a tensor, a pair or a map-style dataset, ``max_images`` are taken evenly spaced over its length (data sorted
+    by class keeps every class); from an iterable of batches (a loader), the first ``max_images``."""
     if max_images is not None:
         max_images = check_positive_int(max_images, "max_images")
     if isinstance(data, torch.Tensor):
@@ -60,9 +61,13 @@ def load_data(
         images, labels = torch.cat(xs), (torch.cat(ys) if labels is None else labels)
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
-    if max_images is not None:
-        images = images[:max_images]
-        labels = labels[:max_images] if labels is not None else None
+    if max_images is not None and images.shape[0] > max_images:
+        spread = isinstance(data, torch.Tensor) or (isinstance(data, (tuple, list)) and data and data[0] is images)
+        pick = (torch.linspace(0, images.shape[0] - 1, max_images).round().long().unique() if spread
+                else torch.arange(max_images))
+        if labels is not None and len(labels) == images.shape[0]:  # (another length is refused below)
+            labels = torch.as_tensor(labels)[pick]
+        images = images[pick]
     if images.shape[0] == 0:
         raise ValueError("data is empty; expected at least two images")
     if images.dtype == torch.uint8:

@@ -31,8 +31,9 @@ __all__ = ["TransplantSuite", "TransplantOptions", "TransplantResult"]
 #: 5: ``neither`` is counted (it was 1 - donor - magnitude: -3e-8), and a grey 3-channel grid's channel frequencies
 #: 1 and 2 are exact zeros (aprkit.fourier's channel DFT)
 #: 6: transplant_skip_front is part of the key (a net it breaks gives other numbers) and --limit caps
-#: transplant_max_images
-_VERSION = 6
+#: transplant_max_images; 7: the pairs and the controls' images are drawn from their own streams (the controls no
+#: longer move with n_pairs) and a larger n_pairs extends the pairs of a smaller one
+_VERSION = 7
 _PREFIX = "transplant_"
 
 
@@ -54,7 +55,8 @@ class TransplantOptions(LimitOption):
     transplant_n_pairs: int | None = Field(default=None, ge=1)
     """image pairs per site (default: layer_sweep's, 1000)"""
     transplant_n_control: int | None = Field(default=None, ge=1)
-    """pairs of the controls (default: layer_sweep's, 512)"""
+    """images of the identity, magnitude-deletion and DC-only controls, and pairs of the whole-swap control (default:
+    layer_sweep's, 512)"""
     transplant_max_images: int | None = Field(default=None, ge=1)
     """images to load, spread evenly over the dataset (default: ``limit``, else 1000; at most ``limit``)"""
     transplant_dims: Dims | None = None

@@ -1,0 +1,162 @@
+"""The report of a training run: ``report.md`` and ``report.html`` beside ``metrics.json``, with the training curves.
+
+Rewritten after every epoch (``train.report``), so a long run shows where it stands; the numbers are the ones
+``metrics.json`` holds. :func:`training_figure` draws the accuracy curves of one or several runs (the demo's report
+uses it for its two models).
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._checks import dataset_len
+from .._io import atomic_write_text
+from ..eval.report.blocks import Figure, Paragraph, ReportSection, Table, code, pct
+
+__all__ = ["training_figure", "loss_figure", "data_text", "write_train_report"]
+
+
+def training_figure(training: Mapping[str, Mapping[str, Any]], path: Path) -> Path | None:
+    """Train (dashed) and test accuracy per epoch of the runs ``training`` (name -> ``{"history": rows}``)."""
+    from matplotlib.ticker import MaxNLocator
+
+    from ..eval.report.plotting import new_figure, save_figure
+
+    if not any(t.get("history") for t in training.values()):
+        return None
+    fig = new_figure(5.2, 3.3)
+    ax = fig.subplots()
+    for i, (name, t) in enumerate(training.items()):
+        h = t.get("history") or []
+        ep = [r["epoch"] for r in h]
+        train, test = ([100 * r.get(k, float("nan")) for r in h] for k in ("train_acc", "test_acc"))
+        ax.plot(ep, train, "--s", ms=3, color=f"C{i}", label=f"{name} train")
+        ax.plot(ep, test, "-o", ms=3, color=f"C{i}", label=f"{name} test")
+    ax.set_xlabel("epoch")
+    epochs = sorted({r["epoch"] for t in training.values() for r in t.get("history") or []})
+    if len(epochs) <= 12:
+        ax.set_xticks(epochs)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def loss_figure(history: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
+    """Train and test loss per epoch (log scale when positive), with the learning rate on a second axis."""
+    from ..eval.report.plotting import new_figure, save_figure
+
+    if not history:
+        return None
+    fig = new_figure(5.2, 3.3)
+    ax = fig.subplots()
+    ep = [r["epoch"] for r in history]
+    for key, style in (("train_loss", "--s"), ("test_loss", "-o")):
+        values = [r.get(key, float("nan")) for r in history]
+        ax.plot(ep, values, style, ms=3, label=key.replace("_", " "))
+    if all(v > 0 for r in history for k, v in r.items() if k.endswith("_loss") and isinstance(v, float)):
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    lr = ax.twinx()
+    lr.step(ep, [r.get("lr", float("nan")) for r in history], where="post", color="0.5", lw=1, label="lr")
+    lr.set_ylabel("learning rate", color="0.4")
+    lines = ax.get_legend_handles_labels()
+    extra = lr.get_legend_handles_labels()
+    ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=7)
+    return save_figure(fig, path)
+
+
+def data_text(d: Any, train: Any, test: Any, given: bool) -> str:
+    """The run's data for its report: the specs of ``d`` (the config's ``data`` section; the datasets' types when they
+    were given as ``datasets=``) and image counts."""
+    def one(ds: Any, spec: str | None) -> str:
+        return f"{spec if spec and not given else type(ds).__name__}, {dataset_len(ds)} images"
+
+    test_text = one(test, d.test_dataset or d.dataset) if test is not None else "none"
+    return f"training: {one(train, d.dataset)}; test: {test_text}"
+
+
+def _status(history: Sequence[Mapping[str, Any]], epochs: int) -> str:
+    if not history:
+        return "no epoch finished yet"
+    last = history[-1]
+    at = f"epoch {last['epoch']} of {epochs}"
+    if last.get("partial"):
+        return f"stopped inside {at} (train.max_steps); --resume goes on"
+    return "finished" + f" ({epochs} epochs)" if last["epoch"] >= epochs else f"{at} done; still training or stopped"
+
+
+def _fmt(value: Any, percent: bool = False) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    return pct(float(value)) if percent else f"{float(value):.4g}"
+
+
+def write_train_report(out: Path, history: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
+                       config_changes: Sequence[Mapping[str, Any]] = (), data: str | None = None) -> Path:
+    """Write ``out/report.md``, ``out/report.html`` and ``out/figures/`` for a run's ``history`` (metrics.json's rows)
+    and its ``config`` (``Config.to_dict()``); ``data`` describes the data (default: the config's specs). Returns the
+    Markdown path."""
+    import torch
+
+    from .. import __version__
+    from ..eval.report.render import HeaderItem, ReportDocument, render_html, render_markdown
+
+    model, spec, aug, optim, run = (config.get(k) or {} for k in ("model", "data", "aug", "optim", "train"))
+    epochs = int(optim.get("epochs") or 0)
+    kwargs = ", ".join(f"{k}={v}" for k, v in (model.get("kwargs") or {}).items())
+    arch = f"{model.get('name')}({kwargs})" if kwargs else str(model.get("name"))
+    header = [
+        HeaderItem("Model", f"{arch}, {model.get('num_classes')} classes"),
+        HeaderItem("Data", data or f"{spec.get('dataset')} (test: {spec.get('test_dataset') or 'its test split'})"),
+        HeaderItem("Recipe", f"aug.method={aug.get('method')}, {epochs} epochs, batch {optim.get('batch_size')}, "
+                             f"lr {optim.get('lr')} (x{optim.get('gamma')} at epochs {optim.get('milestones')}), "
+                             f"seed {run.get('seed')}"),
+        HeaderItem("Status", _status(history, epochs)),
+        HeaderItem("Versions", f"aprkit {__version__}, torch {torch.__version__}, Python {platform.python_version()}"),
+    ]
+    sections = []
+    if history:
+        tested = [r for r in history if isinstance(r.get("test_acc"), float)]
+        best = max(tested, key=lambda r: r["test_acc"]) if tested else None
+        last = history[-1]
+        seconds = sum(float(r.get("time_s") or 0) for r in history if not r.get("partial")) + (
+            float(last.get("time_s") or 0) if last.get("partial") else 0.0)
+        summary = Table(["measure", "value"], [
+            ["test accuracy % (last evaluation)", _fmt(tested[-1]["test_acc"], True) if tested else "-"],
+            ["best test accuracy % (epoch)", f"{_fmt(best['test_acc'], True)} ({best['epoch']})" if best else "-"],
+            ["train accuracy % (last epoch)", _fmt(last.get("train_acc"), True)],
+            ["train loss (last epoch)", _fmt(last.get("train_loss"))],
+            ["training time s", f"{seconds:.1f}"],
+        ], notes="From metrics.json; the model saved as model.pt is the last epoch's, not the best one's.")
+        sections.append(ReportSection("Summary", [summary]))
+        fig_dir = out / "figures"
+        blocks: list = []
+        acc = training_figure({"": {"history": list(history)}}, fig_dir / "training_curves.png")
+        loss = loss_figure(history, fig_dir / "loss_lr.png")
+        blocks += [Figure(acc, "Train (dashed) and test accuracy per epoch")] if acc else []
+        blocks += [Figure(loss, "Train and test loss per epoch, learning rate in grey")] if loss else []
+        keys = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "time_s", "images_per_s"]
+        rows = [[_fmt(r.get(k), percent=k.endswith("_acc")) if k != "epoch" else str(r["epoch"])
+                 + (" (partial)" if r.get("partial") else "") for k in keys] for r in history]
+        blocks.append(Table([k.replace("_acc", " acc %").replace("_", " ") for k in keys], rows))
+        sections.append(ReportSection("Per epoch", blocks))
+    if config_changes:
+        rows = [[str(c.get("global_step")), ", ".join(map(str, c.get("keys") or []))] for c in config_changes]
+        sections.append(ReportSection("Settings changed at a resume", [
+            Table(["at step", "keys"], rows),
+            Paragraph(["The run went on with the new values; ", code("model.pt"), " records the settings before each "
+                       "change (", code("config_changes"), ")."])]))
+    title = f"aprkit train: {config.get('name') or model.get('name')}"
+    doc = ReportDocument(title, header, sections)
+    md = out / "report.md"
+    atomic_write_text(md, render_markdown(doc, out))
+    atomic_write_text(out / "report.html", render_html(doc))
+    return md
