@@ -207,3 +207,21 @@ def test_seeded_gate_draws_differ_between_workers_from_the_first_call(cls):
                                          generator=torch.Generator().manual_seed(0))
     gates = {int(w): g for g, w in loader}
     assert set(gates) == {0, 1} and not torch.equal(gates[0], gates[1])
+
+
+@pytest.mark.parametrize("same_on_frame", [True, False])
+def test_apr_p_in_a_video_container_pairs_frame_t_with_frame_t(same_on_frame):
+    """VideoSequential repeats a per-video draw over the frames: its video indices were read as frame indices (video 0
+    took frame 2 of video 0 as its partner). Frame t now takes frame t of the partner video, as kornia's own mixes."""
+    kaug = pytest.importorskip("kornia.augmentation")
+    x = torch.rand(3, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    aug = RandomAPRPair(p_apr=1.0, seed=3)
+    out = kaug.VideoSequential(aug, data_format="BTCHW", same_on_frame=same_on_frame)(x).reshape(12, 3, 8, 8)
+    frames = x.reshape(12, 3, 8, 8)
+    drawn = aug._params["perm"]
+    perm = drawn * 4 + torch.arange(12) % 4 if same_on_frame else drawn
+    amp = lambda t: torch.fft.fftn(t, dim=(-3, -2, -1)).abs()  # noqa: E731
+    torch.testing.assert_close(amp(out), amp(frames[perm]), atol=1e-3, rtol=1e-3)
+    if same_on_frame:
+        with pytest.raises(ValueError, match="needs same_on_batch=False"):
+            kaug.VideoSequential(RandomAPRPair(p_apr=1.0, same_on_batch=True), data_format="BTCHW")(x)

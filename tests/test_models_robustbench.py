@@ -133,6 +133,11 @@ def test_a_weights_file_robustbench_would_not_read_is_refused(fake_rb, tmp_path,
     _weights(tmp_path / "mine.pt", seed=0)
     with pytest.raises(ValueError, match=f"cannot load the weights file .*mine.pt: {why}"):
         load_model(spec, checkpoint=tmp_path / "mine.pt")
+    dataset, threat, name = (spec.split(":")[1].split("/") if "/" in spec else ("cifar10", "Linf", "Ensemble"))
+    in_layout = tmp_path / "zoo" / dataset / threat / f"{name}.pt"  # in robustbench's layout: not read either
+    _weights(in_layout, seed=0)
+    with pytest.raises(ValueError, match=f"cannot load the weights file .*{name}.pt: {why}"):
+        load_model(spec, checkpoint=in_layout)
 
 
 def test_errors_name_the_folder_robustbench_reads_for_3d_corruptions(fake_rb, tmp_path):

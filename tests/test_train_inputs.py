@@ -3,6 +3,8 @@ images larger than the crop, two runs into one folder, and overrides given as on
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from train_common import Images, same_weights, train_config
@@ -147,3 +149,59 @@ def test_a_run_writes_its_report_with_the_curves_and_the_numbers_of_metrics_json
     assert "<img" in (tmp_path / "r" / "report.html").read_text()
     fit(train_config(train={"report": False}), datasets=(Images(32), None), out=tmp_path / "off")
     assert not (tmp_path / "off" / "report.md").exists()
+
+
+def test_a_report_that_cannot_be_written_does_not_stop_the_run(tmp_path):
+    """A report error (here: figures/ is a file) killed the run before that epoch's last.pt."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "figures").write_text("not a folder")
+    cfg = train_config(optim={"epochs": 2, "milestones": [1]}, train={"report": True})
+    with pytest.warns(RuntimeWarning, match="the training report .* could not be written"):
+        res = fit(cfg, datasets=(Images(32), Images(16, seed=1)), out=tmp_path / "r")
+    assert len(res["history"]) == 2 and (tmp_path / "r" / "last.pt").is_file()
+
+
+def test_overwrite_removes_the_old_report_and_a_file_as_out_is_refused_first(tmp_path):
+    cfg = train_config(optim={"epochs": 1, "milestones": []}, train={"report": True})
+    fit(cfg, datasets=(Images(32), None), out=tmp_path / "r")
+    assert (tmp_path / "r" / "report.md").is_file()
+    fit(train_config(optim={"epochs": 1, "milestones": []}), datasets=(Images(32), None), out=tmp_path / "r",
+        overwrite=True)
+    assert not (tmp_path / "r" / "report.md").exists() and not (tmp_path / "r" / "figures").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file; expected the folder of the run"):
+        fit(cfg, datasets=(Images(32), None), out=tmp_path / "file")
+
+
+def test_a_run_that_changed_the_folder_while_this_one_got_ready_is_not_replaced(tmp_path, monkeypatch):
+    """The folder checks ran before loading data and model, the lock only at the first write: a run that finished
+    (or wrote last.pt) in between was replaced."""
+    import aprkit.train.loop as loop
+    from aprkit.train.state import RunBusyError, RunExistsError
+
+    real = loop.build_model
+    cfg = train_config(optim={"epochs": 2, "milestones": [1]})
+
+    def meanwhile(write):
+        def build(c):
+            write()
+            return real(c)
+        return build
+
+    monkeypatch.setattr(loop, "build_model", meanwhile(lambda: (tmp_path / "new").mkdir() or
+                                                       (tmp_path / "new" / "model.pt").write_bytes(b"x")))
+    with pytest.raises(RunExistsError, match="already holds a training run"):
+        fit(cfg, datasets=(Images(32), None), out=tmp_path / "new")
+    monkeypatch.setattr(loop, "build_model", real)
+    fit(cfg | {"train": {**cfg["train"], "max_steps": 3}}, datasets=(Images(32), None), out=tmp_path / "res")
+    last = tmp_path / "res" / "last.pt"
+    real_load = loop.load_train_checkpoint
+
+    def load_then_another_run_writes(path):
+        state = real_load(path)
+        os.utime(path, ns=(1, 1))  # the other run's next checkpoint
+        return state
+
+    monkeypatch.setattr(loop, "load_train_checkpoint", load_then_another_run_writes)
+    with pytest.raises(RunBusyError, match="wrote .*last.pt while this run was getting ready"):
+        fit(cfg, datasets=(Images(32), None), out=tmp_path / "res", resume=True)

@@ -155,8 +155,8 @@ def test_tokens_keep_class_token() -> None:
         assert r["prefix_tokens"] == "receiver"
         assert r["deletion_agreement"] == 1.0  # the controls leave the class token as it is
     # prefix_tokens="sign": the class token takes A's sign on B's absolute values, so the prediction can follow A
-    signed = transplant_test(model, x, ["mix"], code=("phase", "sign"), site="input", n_pairs=80,
-                             num_prefix_tokens=1, prefix_tokens="sign")
+    signed = transplant_test(model, x, ["mix"], code=("phase", "sign"), site="input", n_pairs=400,
+                             num_prefix_tokens=1, prefix_tokens="sign")  # about 5.5 % follow A: 400 pairs to see it
     for r in signed["rows"]:
         assert r["prefix_tokens"] == "sign" and r["identity_agreement"] == 1.0
         assert r["follow_donor"] > 0.02 and r["follow_magnitude"] < 0.95  # the receiver mode's are 0 and 1
@@ -728,3 +728,18 @@ def test_a_dotted_functional_op_name_suggests_the_colon_form() -> None:
     model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)))
     with pytest.raises(ValueError, match=r"for a functional relu called inside '0': '0:relu'"):
         resolve_module(model, "0.relu")
+
+
+def test_max_images_keeps_the_labels_of_the_images_kept() -> None:
+    """labels= of the whole data with max_images: a loader's and a dataset's images got the first labels or none."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from aprkit.eval.analyses.transplant_data import load_data
+
+    x = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1).expand(100, 3, 2, 2).contiguous()
+    y = torch.arange(10).repeat_interleave(10)
+    ds = TensorDataset(x, y)
+    for data in (DataLoader(ds, batch_size=7), ds, x, (x, y)):
+        images, labels = load_data(data, labels=y, max_images=10)
+        index = (images[:, 0, 0, 0] * 255).round().long()  # each image's own index
+        assert torch.equal(labels, y[index]), type(data).__name__

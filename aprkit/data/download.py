@@ -105,8 +105,8 @@ def file_lock(path: str | os.PathLike) -> filelock.FileLock:
     Waits as long as the holder keeps it."""
     path = Path(path)
     lock = path.with_name(path.name + ".lock")
-    hint = "the folder must be writable; fix its permissions or choose another folder (for datasets: --data-root or " \
-           "$APRKIT_DATA)"
+    hint = "the folder must be writable; fix its permissions or choose another folder (datasets: --data-root or " \
+           "$APRKIT_DATA; a training run: --out)"
     try:  # an unwritable folder fails here, named, rather than as a bare PermissionError inside filelock
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

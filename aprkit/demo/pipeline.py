@@ -160,7 +160,8 @@ def train_model(name: str, cfg: dict[str, Any], data: DemoData, out: Path) -> tu
 
     parsed = config_from_dict(cfg)
     resolved = parsed.to_dict()  # with the defaults of this version, not only the keys the demo sets
-    key = {**resolved, "train": {k: v for k, v in resolved["train"].items() if k != "progress"},
+    shown = ("progress", "tensorboard", "report")  # what a run shows, not what it computes: not part of the key
+    key = {**resolved, "train": {k: v for k, v in resolved["train"].items() if k not in shown},
            "recipe_version": recipe_version(parsed)}
     run_dir = out / "train" / f"{name}-{_digest([key, data.train.cache_id, data.test.cache_id])}"
     res = fit(cfg, out=run_dir, resume=True, datasets=(data.train, data.test))

@@ -477,19 +477,19 @@ def _robustbench_dir(rb_utils: Any, checkpoint: str | os.PathLike[str] | None, m
     if checkpoint is None:
         return Path(model_dir).expanduser() if model_dir is not None else _default_robustbench_dir()
     path = Path(checkpoint).expanduser()
-    weights_suffix = path.suffix.lower() in (".pt", ".pth", ".th", ".ckpt", ".bin", ".tar")
+    weights_suffix = path.suffix.lower() in (".pt", ".pth", ".th", ".ckpt", ".bin", ".tar", ".safetensors", ".pkl")
     if path.is_dir() or (not path.exists() and not weights_suffix):  # a model_dir, perhaps not made yet
         return path
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; expected robustbench weights (a file) or a "
                                 "model_dir folder holding <dataset>/<threat>/<name>.pt")
     folder = threat.replace("_3d", "")  # robustbench keeps the 3D corruption models under 'corruptions'
-    if path.parts[-3:] == (dataset, folder, f"{model_name}.pt"):
-        return path.parents[2]
-    why = _reads_other_files(rb_utils, dataset, folder, model_name)
+    why = _reads_other_files(rb_utils, dataset, folder, model_name)  # also for a file in the layout: not read
     if why:
         raise ValueError(f"robustbench:{dataset}/{threat}/{model_name} cannot load the weights file {path}: {why}, "
                          "so it would report the published weights as that file's")
+    if path.parts[-3:] == (dataset, folder, f"{model_name}.pt"):
+        return path.parents[2]
     import tempfile
 
     root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aprkit-robustbench-")))

@@ -65,7 +65,9 @@ from .metrics_log import MetricsLogger
 from .recipe import DeviceAugment, method_loss
 from .state import (
     CHECKPOINT_FORMAT,
+    REPORT_FILES,
     RUN_FILES,
+    RunBusyError,
     atomic_save,
     capture_rng,
     check_run_folder,
@@ -156,6 +158,15 @@ def _drop_stop_evals(history: list[dict[str, Any]]) -> None:
         if row.pop("stop_eval", False):
             for key in [k for k in row if k.startswith("test_")]:
                 del row[key]
+
+
+def _file_state(path: Path | None) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of ``path`` (``None`` when absent): whether a file changed between two looks."""
+    try:
+        st = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return None if st is None else (st.st_size, st.st_mtime_ns)
 
 
 def _seed_everything(seed: int) -> None:
@@ -265,6 +276,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     saved_config: dict[str, Any] = {}  # the resumed checkpoint's config
     accum = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, correct, n of the current epoch
     ckpt_path = out / "last.pt" if out is not None else None
+    read_state = _file_state(ckpt_path)  # what this run starts from: checked again once it holds the folder's lock
     if tr.resume and ckpt_path is not None and ckpt_path.is_file():
         state = load_train_checkpoint(ckpt_path)
         saved = {k: (state.get("config") or {}).get("model", {}).get(k) for k in ("name", "num_classes")}
@@ -355,9 +367,13 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
 
         out.mkdir(parents=True, exist_ok=True)
         held.enter_context(run_lock(out))  # no other run writes here until this one returns
+        if _file_state(ckpt_path) != read_state:  # another run wrote last.pt while this one loaded data and model
+            raise RunBusyError(f"another aprkit train wrote {ckpt_path} while this run was getting ready; nothing was "
+                               "written: run the command again (--resume then goes on from that run's state)")
+        check_run_folder(out, resume=tr.resume, overwrite=overwrite)  # a run that finished meanwhile is not replaced
         if overwrite and clear_run_folder(out):  # only now: a config or data error above keeps the old run
             print(f"overwrite: deleted the previous run in {out}", file=sys.stderr)
-        remove_temporaries(out, RUN_FILES)  # a killed run's half-written checkpoints (rank 0 is the only writer)
+        remove_temporaries(out, RUN_FILES + REPORT_FILES)  # a killed run's half-written files (rank 0 writes)
         # a resumed run keeps the config that trained it, unless the resume only moved how far it goes (optim.epochs,
         # train.max_steps) and nothing ever changed its trajectory: then the current config reruns it from scratch to
         # the same weights, where the first one stopped short
@@ -369,11 +385,11 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             rerun["train"]["resume"] = False
             atomic_write_text(out / "config.yaml", yaml.safe_dump(rerun, sort_keys=False))
     report = None
-    if tr.report and out is not None:
-        from .report import data_text, write_train_report
+    if tr.report and out is not None and main:
+        from .report import ReportWriter, data_text
 
-        text = data_text(cfg.data, train_ds, test_ds, given=datasets is not None)
-        report = lambda rows: write_train_report(out, rows, cfg.to_dict(), config_changes, text)  # noqa: E731
+        report = ReportWriter(out, cfg.to_dict(), config_changes, data_text(cfg.data, train_ds, test_ds,
+                                                                          given=datasets is not None))
     logger = MetricsLogger(out, enabled=main, tensorboard=tr.tensorboard, history=history, report=report)
 
     net: nn.Module = model

@@ -7,7 +7,10 @@ uses it for its two models).
 
 from __future__ import annotations
 
+import math
 import platform
+import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from .._checks import dataset_len
 from .._io import atomic_write_text
 from ..eval.report.blocks import Figure, Paragraph, ReportSection, Table, code, pct
 
-__all__ = ["training_figure", "loss_figure", "data_text", "write_train_report"]
+__all__ = ["training_figure", "loss_figure", "data_text", "write_train_report", "ReportWriter"]
 
 
 def training_figure(training: Mapping[str, Mapping[str, Any]], path: Path) -> Path | None:
@@ -59,7 +62,9 @@ def loss_figure(history: Sequence[Mapping[str, Any]], path: Path) -> Path | None
     for key, style in (("train_loss", "--s"), ("test_loss", "-o")):
         values = [r.get(key, float("nan")) for r in history]
         ax.plot(ep, values, style, ms=3, label=key.replace("_", " "))
-    if all(v > 0 for r in history for k, v in r.items() if k.endswith("_loss") and isinstance(v, float)):
+    finite = [v for r in history for k, v in r.items() if k.endswith("_loss") and isinstance(v, float)
+              and math.isfinite(v)]
+    if finite and min(finite) > 0:  # a diverged epoch (NaN) does not flatten the others on a linear scale
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
@@ -89,7 +94,7 @@ def _status(history: Sequence[Mapping[str, Any]], epochs: int) -> str:
     last = history[-1]
     at = f"epoch {last['epoch']} of {epochs}"
     if last.get("partial"):
-        return f"stopped inside {at} (train.max_steps); --resume goes on"
+        return f"stopped inside {at} (train.max_steps); --resume with a larger train.max_steps (or none) goes on"
     return "finished" + f" ({epochs} epochs)" if last["epoch"] >= epochs else f"{at} done; still training or stopped"
 
 
@@ -124,7 +129,7 @@ def write_train_report(out: Path, history: Sequence[Mapping[str, Any]], config: 
     ]
     sections = []
     if history:
-        tested = [r for r in history if isinstance(r.get("test_acc"), float)]
+        tested = [r for r in history if isinstance(r.get("test_acc"), float) and math.isfinite(r["test_acc"])]
         best = max(tested, key=lambda r: r["test_acc"]) if tested else None
         last = history[-1]
         seconds = sum(float(r.get("time_s") or 0) for r in history if not r.get("partial")) + (
@@ -142,7 +147,10 @@ def write_train_report(out: Path, history: Sequence[Mapping[str, Any]], config: 
         acc = training_figure({"": {"history": list(history)}}, fig_dir / "training_curves.png")
         loss = loss_figure(history, fig_dir / "loss_lr.png")
         blocks += [Figure(acc, "Train (dashed) and test accuracy per epoch")] if acc else []
-        blocks += [Figure(loss, "Train and test loss per epoch, learning rate in grey")] if loss else []
+        two = aug.get("method") in ("apr_p", "apr_sp", "augmix_jsd")  # the objective, not one cross-entropy
+        note = "; the train loss is the training objective (CE(clean) + CE(APR batch), or + the JSD term), not " \
+               "comparable with the test loss" if two else ""
+        blocks += [Figure(loss, f"Train and test loss per epoch, learning rate in grey{note}")] if loss else []
         keys = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "time_s", "images_per_s"]
         rows = [[_fmt(r.get(k), percent=k.endswith("_acc")) if k != "epoch" else str(r["epoch"])
                  + (" (partial)" if r.get("partial") else "") for k in keys] for r in history]
@@ -157,6 +165,33 @@ def write_train_report(out: Path, history: Sequence[Mapping[str, Any]], config: 
     title = f"aprkit train: {config.get('name') or model.get('name')}"
     doc = ReportDocument(title, header, sections)
     md = out / "report.md"
-    atomic_write_text(md, render_markdown(doc, out))
-    atomic_write_text(out / "report.html", render_html(doc))
+    atomic_write_text(md, render_markdown(doc, out), durable=False)  # rewritten every epoch; remade from metrics.json
+    atomic_write_text(out / "report.html", render_html(doc), durable=False)
     return md
+
+
+class ReportWriter:
+    """The run's report as its logger's history grows: rewritten at most every ``every_s`` seconds, and always for the
+    run's last row (its last epoch, or a stop inside an epoch). A failure (plotting, the disk) warns once and turns the
+    report off: a convenience file never stops a training run. Arguments after ``out`` as :func:`write_train_report`."""
+
+    def __init__(self, out: Path, config: Mapping[str, Any], config_changes: Sequence[Mapping[str, Any]],
+                 data: str | None, every_s: float = 30.0):
+        self.out, self.config, self.changes, self.data, self.every_s = out, config, config_changes, data, every_s
+        self.epochs = int((config.get("optim") or {}).get("epochs") or 0)
+        self.last: float | None = None
+        self.off = False
+
+    def __call__(self, history: Sequence[Mapping[str, Any]]) -> None:
+        if self.off or not history:
+            return
+        final = bool(history[-1].get("partial")) or history[-1].get("epoch", 0) >= self.epochs
+        if not final and self.last is not None and time.monotonic() - self.last < self.every_s:
+            return
+        try:
+            write_train_report(self.out, history, self.config, self.changes, self.data)
+        except Exception as e:  # noqa: BLE001 - the run goes on; metrics.json holds the numbers
+            self.off = True
+            warnings.warn(f"the training report in {self.out} could not be written ({type(e).__name__}: {e}); the run "
+                          "goes on without it (metrics.json has every number)", RuntimeWarning, stacklevel=2)
+        self.last = time.monotonic()

@@ -27,6 +27,7 @@ from ..models.checkpoint import TRAIN_STATE_FORMAT
 __all__ = [
     "CHECKPOINT_FORMAT",
     "RUN_FILES",
+    "REPORT_FILES",
     "RunExistsError",
     "RunBusyError",
     "run_lock",
@@ -43,6 +44,8 @@ CHECKPOINT_FORMAT = TRAIN_STATE_FORMAT  # ``last.pt``; aprkit.models reads its w
 
 #: what ``fit`` writes into ``train.out``: a folder holding any of these is an existing run
 RUN_FILES = ("last.pt", "model.pt", "metrics.csv", "metrics.json", "config.yaml", "tb")
+#: the run's report (train.report): cleared with the run, but no sign of one (an eval's report has the same names)
+REPORT_FILES = ("report.md", "report.html", "figures")
 
 
 class RunExistsError(FileExistsError, ValueError):
@@ -85,6 +88,8 @@ def check_run_folder(out: str | os.PathLike[str] | None, *, resume: bool, overwr
         raise ValueError("resume and overwrite contradict each other: --resume (or train.resume: true in the "
                          "config) continues the run in the output folder, --overwrite deletes it and starts over; "
                          "give one of them")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; expected the folder of the run (it is made when missing)")
     if out is None or overwrite:
         return
     found = [name for name in RUN_FILES if (Path(out) / name).exists()]
@@ -104,11 +109,12 @@ def check_run_folder(out: str | os.PathLike[str] | None, *, resume: bool, overwr
 
 
 def clear_run_folder(out: str | os.PathLike[str]) -> list[str]:
-    """Delete the run files of ``out`` (:data:`RUN_FILES`; nothing else in the folder); returns their names."""
+    """Delete the run files of ``out`` (:data:`RUN_FILES` and :data:`REPORT_FILES`; nothing else in the folder);
+    returns their names."""
     import shutil
 
     removed = []
-    for name in RUN_FILES:
+    for name in RUN_FILES + REPORT_FILES:
         path = Path(out) / name
         if path.is_dir():
             shutil.rmtree(path)

@@ -53,8 +53,9 @@ def _to_chw(img: np.ndarray, name: str) -> torch.Tensor:
 class AlbuAPRSingle(DualTransform):
     """APR-S per image: ``A.Compose([A.HorizontalFlip(), AlbuAPRSingle(), A.ToTensorV2()])``.
 
-    ``p`` is albumentations' probability of applying the transform at all; ``recombine_p`` is the
-    APR-S recombination probability (``APRSingle(p=...)``). Targets: image(s), mask(s) (nearest), bboxes
+    ``p`` is albumentations' probability of applying the transform at all (default 1.0, unlike most albumentations
+    transforms' 0.5: ``recombine_p`` already decides per image); ``recombine_p`` is the APR-S recombination
+    probability (``APRSingle(p=...)``). Targets: image(s), mask(s) (nearest), bboxes
     and keypoints (x, y moved; the angle's direction mapped; the scale is kept).
 
     uint8 images take PIL's ops, float32 images the torch ops; with the same draws they agree to

@@ -27,6 +27,10 @@ class _MapStyle(Protocol):
     def __getitem__(self, index: int) -> Any: ...
 
 
+def _take(labels: Any, taken: torch.Tensor | None) -> Any:
+    return labels if labels is None or taken is None else torch.as_tensor(labels)[taken]
+
+
 def load_data(
     data: Data, labels: torch.Tensor | None = None, max_images: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -37,16 +41,23 @@ def load_data(
     by class keeps every class); from an iterable of batches (a loader), the first ``max_images``."""
     if max_images is not None:
         max_images = check_positive_int(max_images, "max_images")
-    if isinstance(data, torch.Tensor):
-        images = data
-    elif isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor) and data[0].ndim == 4:
-        images, labels = data[0], (data[1] if labels is None else labels)
+    taken: torch.Tensor | None = None  # the indices of the data's items kept (None: every one), for labels= too
+    if isinstance(data, torch.Tensor) or (isinstance(data, (tuple, list)) and len(data) == 2
+                                          and isinstance(data[0], torch.Tensor) and data[0].ndim == 4):
+        images, own = (data, None) if isinstance(data, torch.Tensor) else (data[0], data[1])
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:
+            raise ValueError(f"images must be (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
+        if max_images is not None and images.shape[0] > max_images:  # spread: class-sorted data keeps every class
+            taken = torch.linspace(0, images.shape[0] - 1, max_images).round().long().unique()
+            own = _take(own, taken) if own is not None and len(own) == images.shape[0] else own
+            images = images[taken]
+        labels = own if labels is None else labels
     else:
         xs, ys, n = [], [], 0
         if max_images is not None and isinstance(data, _MapStyle):
             size = len(data)  # a map-style dataset: spread the pick over it (folders are sorted by class)
-            pick = torch.linspace(0, size - 1, min(max_images, size)).round().long().unique().tolist()
-            data = [data[i] for i in pick]
+            taken = torch.linspace(0, size - 1, min(max_images, size)).round().long().unique()
+            data = [data[i] for i in taken.tolist()]
         for item in iter(data):  # a dataset yields (C,H,W) (read by index without __iter__), a loader (B,C,H,W)
             if not (isinstance(item, (tuple, list)) and len(item) >= 2 and isinstance(item[0], torch.Tensor)):
                 raise TypeError("data must be images (N, C, H, W), (images, labels) or an iterable of (image, label)")
@@ -58,16 +69,16 @@ def load_data(
                 break
         if not xs:
             raise ValueError("data is empty; expected at least two images")
-        images, labels = torch.cat(xs), (torch.cat(ys) if labels is None else labels)
+        images, own = torch.cat(xs), torch.cat(ys)
+        if max_images is not None and images.shape[0] > max_images:  # a loader's last batch overshoots
+            images, own = images[:max_images], own[:max_images]
+        if taken is None and max_images is not None:
+            taken = torch.arange(images.shape[0])  # a loader: its first images
+        labels = own if labels is None else labels
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
-    if max_images is not None and images.shape[0] > max_images:
-        spread = isinstance(data, torch.Tensor) or (isinstance(data, (tuple, list)) and data and data[0] is images)
-        pick = (torch.linspace(0, images.shape[0] - 1, max_images).round().long().unique() if spread
-                else torch.arange(max_images))
-        if labels is not None and len(labels) == images.shape[0]:  # (another length is refused below)
-            labels = torch.as_tensor(labels)[pick]
-        images = images[pick]
+    if labels is not None and taken is not None and len(labels) != images.shape[0] and len(labels) > int(taken.max()):
+        labels = _take(labels, taken)  # labels= for the whole data: those of the images kept (a shorter one is refused)
     if images.shape[0] == 0:
         raise ValueError("data is empty; expected at least two images")
     if images.dtype == torch.uint8:
