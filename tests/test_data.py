@@ -154,7 +154,7 @@ def test_image_folder_sizes_and_errors(tmp_path: Path) -> None:
     keyed = _normalise_spec(f"folder:{tmp_path}?resize=40&crop=32")  # options in one order, in every cache key
     assert keyed == _normalise_spec(f"folder:{tmp_path}?crop=32&resize=40") and keyed.endswith("?crop=32&resize=40")
     assert keyed.startswith(_normalise_spec(f"folder:{tmp_path}") + "?")
-    with pytest.raises(ValueError, match="cache=True needs one image size"):
+    with pytest.raises(ValueError, match="images of one size are needed to hold them in memory"):
         get_dataset(f"folder:{tmp_path}", cache=True).get_batch([0, 1])
     with pytest.raises(ValueError, match="freeze"):
         get_dataset(f"folder:{tmp_path}", cache=True, transform=lambda im: im)

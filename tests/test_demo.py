@@ -322,3 +322,14 @@ def test_devices_and_seeds_at_the_edges():
             resolve_device(bad)
     assert NoiseDataset("gaussian", 2, seed=2**45).get_batch([0, 1])[0].shape == (2, 3, 32, 32)
     assert SyntheticShapes(2, seed=2**63 - 1).tensors[0].shape[0] == 2
+
+
+def test_the_demo_refuses_a_folder_with_results_it_did_not_write(tmp_path):
+    """`aprkit demo --out DIR` deleted results.json, the report and figures/ of a folder it had not written."""
+    from aprkit.demo import run_demo
+
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "paper.png").write_bytes(b"png")
+    with pytest.raises(FileExistsError, match="figures that aprkit demo did not write"):
+        run_demo(tmp_path, quick=True, progress=False)
+    assert (tmp_path / "figures" / "paper.png").is_file()

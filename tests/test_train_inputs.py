@@ -205,3 +205,16 @@ def test_a_run_that_changed_the_folder_while_this_one_got_ready_is_not_replaced(
     monkeypatch.setattr(loop, "load_train_checkpoint", load_then_another_run_writes)
     with pytest.raises(RunBusyError, match="wrote .*last.pt while this run was getting ready"):
         fit(cfg, datasets=(Images(32), None), out=tmp_path / "res", resume=True)
+
+
+def test_the_report_of_a_run_stopped_at_an_epochs_end_has_that_epoch(tmp_path):
+    """train.max_steps on an epoch boundary: the last row is no partial one and not the last epoch, so the throttled
+    report missed it (the report said epoch 1 where metrics.json had 2)."""
+    import json
+
+    cfg = train_config(optim={"epochs": 5, "milestones": [1], "batch_size": 8}, train={"report": True, "max_steps": 8})
+    fit(cfg, datasets=(Images(32, with_tensors=False), Images(16, seed=1)), out=tmp_path / "r")  # 4 steps per epoch
+    rows = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert rows[-1]["epoch"] == 2 and "stopped after epoch 2 of 5 (train.max_steps)" in md
+    assert f"| test accuracy % (last evaluation) | {100 * rows[-1]['test_acc']:.2f} |" in md

@@ -253,7 +253,9 @@ class ImageListDataset(Dataset):
             if img.shape != self._cache.shape[1:]:
                 raise ValueError(
                     f"{self.samples[i][0]} has shape {tuple(img.shape)}, others {tuple(self._cache.shape[1:])}; "
-                    "cache=True needs one image size (pass resize=/crop=)"
+                    "images of one size are needed to hold them in memory: read the tree as "
+                    "folder:ROOT?resize=N&crop=N (or pass resize=/crop= to the dataset); a CIFAR tree holds 32x32 "
+                    "images only"
                 )
             self._cache[i] = img
             self._filled[i] = True

@@ -117,6 +117,8 @@ class SharedCorruptions:
     """``(corruption, severity) -> TensorSet``: each corrupted test set is generated once (seeded) and reused
     by every model, so both models see exactly the same corrupted images."""
 
+    origin = "generated"  # what the corruption suite reports for these cells (aprkit generated them, once)
+
     def __init__(self, test: TensorSet, seed: int, preset: str, progress: bool = True, chunk: int = 500) -> None:
         self.test, self.seed, self.preset, self.progress, self.chunk = test, seed, preset, progress, chunk
         self.cells: dict[tuple[str, int], TensorSet] = {}
@@ -203,6 +205,18 @@ _RUN_MARKER = "demo-run.txt"
 _RUN_OUTPUTS = ("index.json", "results.json", "report.md", "report.html")
 
 
+def _check_out_dir(out: Path) -> None:
+    """Refuse an output folder holding results or a report that no demo wrote (no ``demo-run.txt``): the demo would
+    replace them (an evaluation's, a paper's figures). Checked before training, which takes minutes."""
+    if (out / _RUN_MARKER).is_file() or not out.is_dir():
+        return
+    found = [n for n in (*_RUN_OUTPUTS, "figures") if (out / n).exists()]
+    if found:
+        raise FileExistsError(f"{out} holds {', '.join(found)} that aprkit demo did not write; the demo writes its "
+                              "results, report and figures there and would replace them: choose another --out (or "
+                              "move them away)")
+
+
 def _claim_out_dir(out: Path, fingerprint: str) -> None:
     """Make ``out`` this run's: when its results and reports are another run's (other settings, data or weights;
     or of unknown origin), they are removed before this run evaluates, so that an interrupted or failed run leaves
@@ -213,6 +227,9 @@ def _claim_out_dir(out: Path, fingerprint: str) -> None:
     marker = out / _RUN_MARKER
     previous = marker.read_text().strip() if marker.is_file() else None
     if previous != fingerprint:
+        if previous is not None and any((out / n).exists() for n in _RUN_OUTPUTS):
+            print(f"demo: {out} holds another demo run's results (other settings, data or weights): replacing its "
+                  "results.json and report", file=sys.stderr)
         for name in _RUN_OUTPUTS:
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / "figures", ignore_errors=True)  # the report's plots of that run
@@ -270,6 +287,7 @@ def run_demo(
             raise ValueError(f"{data} gives {split} images of one class only; the demo compares classifiers and pairs "
                              "test images of different classes, so it needs at least two classes in each split "
                              f"(raise --{'train' if split == 'training' else 'test'}-size or add images)")
+    _check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves no empty folder behind
     size = int(dd.test.images.shape[-1])
     models: dict[str, nn.Module] = {}

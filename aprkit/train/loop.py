@@ -506,6 +506,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             extra["classes"] = [str(c) for c in names]
         ckpt = save_checkpoint(out / "model.pt", plain, arch=cfg.model.name, num_classes=cfg.model.num_classes,
                                extra=extra)
+    if report is not None:
+        report(logger.history, final=True)  # also a stop at train.max_steps on an epoch's end (no partial row)
     logger.close()
     return {
         "history": logger.history, "final": logger.history[-1] if logger.history else {}, "model": plain,

@@ -88,14 +88,17 @@ def data_text(d: Any, train: Any, test: Any, given: bool) -> str:
     return f"training: {one(train, d.dataset)}; test: {test_text}"
 
 
-def _status(history: Sequence[Mapping[str, Any]], epochs: int) -> str:
+def _status(history: Sequence[Mapping[str, Any]], epochs: int, stopped: bool = False) -> str:
     if not history:
         return "no epoch finished yet"
     last = history[-1]
     at = f"epoch {last['epoch']} of {epochs}"
+    again = "--resume with a larger train.max_steps (or none) goes on"
     if last.get("partial"):
-        return f"stopped inside {at} (train.max_steps); --resume with a larger train.max_steps (or none) goes on"
-    return "finished" + f" ({epochs} epochs)" if last["epoch"] >= epochs else f"{at} done; still training or stopped"
+        return f"stopped inside {at} (train.max_steps); {again}"
+    if last["epoch"] >= epochs:
+        return f"finished ({epochs} epochs)"
+    return f"stopped after {at} (train.max_steps); {again}" if stopped else f"{at} done; training goes on"
 
 
 def _fmt(value: Any, percent: bool = False) -> str:
@@ -105,10 +108,11 @@ def _fmt(value: Any, percent: bool = False) -> str:
 
 
 def write_train_report(out: Path, history: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
-                       config_changes: Sequence[Mapping[str, Any]] = (), data: str | None = None) -> Path:
+                       config_changes: Sequence[Mapping[str, Any]] = (), data: str | None = None,
+                       stopped: bool = False) -> Path:
     """Write ``out/report.md``, ``out/report.html`` and ``out/figures/`` for a run's ``history`` (metrics.json's rows)
     and its ``config`` (``Config.to_dict()``); ``data`` describes the data (default: the config's specs). Returns the
-    Markdown path."""
+    Markdown path. ``stopped``: the run returned before its last epoch (``train.max_steps`` at an epoch's end)."""
     import torch
 
     from .. import __version__
@@ -124,7 +128,7 @@ def write_train_report(out: Path, history: Sequence[Mapping[str, Any]], config: 
         HeaderItem("Recipe", f"aug.method={aug.get('method')}, {epochs} epochs, batch {optim.get('batch_size')}, "
                              f"lr {optim.get('lr')} (x{optim.get('gamma')} at epochs {optim.get('milestones')}), "
                              f"seed {run.get('seed')}"),
-        HeaderItem("Status", _status(history, epochs)),
+        HeaderItem("Status", _status(history, epochs, stopped)),
         HeaderItem("Versions", f"aprkit {__version__}, torch {torch.__version__}, Python {platform.python_version()}"),
     ]
     sections = []
@@ -182,14 +186,17 @@ class ReportWriter:
         self.last: float | None = None
         self.off = False
 
-    def __call__(self, history: Sequence[Mapping[str, Any]]) -> None:
+    def __call__(self, history: Sequence[Mapping[str, Any]], *, final: bool = False) -> None:
+        """Write the report for ``history`` unless one was written less than ``every_s`` ago; ``final`` (the run
+        returns: its last epoch, a stop at ``train.max_steps``) writes it in any case."""
         if self.off or not history:
             return
-        final = bool(history[-1].get("partial")) or history[-1].get("epoch", 0) >= self.epochs
+        final = final or bool(history[-1].get("partial")) or history[-1].get("epoch", 0) >= self.epochs
         if not final and self.last is not None and time.monotonic() - self.last < self.every_s:
             return
         try:
-            write_train_report(self.out, history, self.config, self.changes, self.data)
+            write_train_report(self.out, history, self.config, self.changes, self.data,
+                               stopped=final and history[-1].get("epoch", 0) < self.epochs)
         except Exception as e:  # noqa: BLE001 - the run goes on; metrics.json holds the numbers
             self.off = True
             warnings.warn(f"the training report in {self.out} could not be written ({type(e).__name__}: {e}); the run "

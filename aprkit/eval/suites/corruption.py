@@ -158,7 +158,8 @@ class CorruptionResult(TypedDict):
     mean_corruption_error: float | None  # CIFAR convention: all 15 x 5 benchmark cells
     relative_robustness: float | None  # mean corrupted accuracy / clean accuracy
     complete: bool  # all 15 x 5 benchmark cells were evaluated
-    origin: str  # "none", "generated", "disk" (a -C spec) or "provided" (a callable or dataset source)
+    origin: str  # "none", "generated", "disk" (a -C spec) or "provided" (a callable or dataset source; one with an
+    # ``origin`` attribute names its own, e.g. the demo's shared generated cells)
     preset: str
     mce: float | None  # ImageNet-C mCE (AlexNet-normalised): all cells of the 1000 classes x 50,000 images
     relative_mce: float | None
@@ -338,7 +339,8 @@ class CorruptionSuite(Suite[CorruptionOptions]):
                                     if mean_err is not None and clean["accuracy"] > 0 else None),
             "complete": full,
             "origin": ("none" if not grid else "generated" if not opts.corrupted
-                       else "disk" if isinstance(opts.corrupted, str) else "provided"),
+                       else "disk" if isinstance(opts.corrupted, str)
+                       else str(getattr(opts.corrupted, "origin", "provided"))),  # a source may say it generates
             "preset": opts.preset or _default_preset(as_dataset(data)),
             "mce": None,
             "relative_mce": None,
