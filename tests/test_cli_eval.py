@@ -211,3 +211,15 @@ def test_the_weights_file_read_with_an_architecture_is_recorded(tmp_path, capsys
     meta = json.loads((out / "results.json").read_text())["meta"]
     assert meta["models"] == {"resnet20": f"resnet20, checkpoint {ckpt}"}
     assert f"checkpoint {ckpt}" in (out / "report.md").read_text()
+
+
+def test_print_config_shows_the_resolved_settings(capsys):
+    """`aprkit eval --print-config` was an unknown flag (only aprkit train had it)."""
+    import yaml
+
+    from aprkit.cli import main
+
+    assert main(["eval", "--model", "resnet20", "--random-init", "--data", "synthetic:8", "--print-config",
+                 "--set", "batch_size=7"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"] == "resnet20" and cfg["batch_size"] == 7 and cfg["data"] == "synthetic:8"

@@ -94,12 +94,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-resume", dest="resume", action="store_false", default=None, help="recompute even if cached")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override a setting or suite option, e.g. batch_size=64 knn_k=10 n_pairs=500")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved settings (config files, flags and --set, validated) as YAML and exit")
     p.set_defaults(func=run)
     return p
 
 
 #: parsed arguments that are not settings (every other flag's destination is an ``evaluate`` key or alias)
-_NOT_SETTINGS = ("config", "data", "overrides", "func", "command", "debug", "download", "data_root")
+_NOT_SETTINGS = ("config", "data", "overrides", "func", "command", "debug", "download", "data_root", "print_config")
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -159,6 +161,11 @@ def run(args: argparse.Namespace) -> int:
     from ._common import check_out_dir
 
     cfg = settings(args)
+    if getattr(args, "print_config", False):
+        import yaml
+
+        print(yaml.safe_dump(cfg, sort_keys=False), end="")
+        return 0
     _resolve_sources(cfg, bool(getattr(args, "download", False)), getattr(args, "data_root", None))
     models = cfg.pop("models", None)
     root = getattr(args, "data_root", None)
