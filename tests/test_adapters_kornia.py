@@ -225,3 +225,12 @@ def test_apr_p_in_a_video_container_pairs_frame_t_with_frame_t(same_on_frame):
     if same_on_frame:
         with pytest.raises(ValueError, match="needs same_on_batch=False"):
             kaug.VideoSequential(RandomAPRPair(p_apr=1.0, same_on_batch=True), data_format="BTCHW")(x)
+
+
+def test_a_shared_draw_over_as_many_frames_as_videos_is_refused_too():
+    """With B == T a per-frame shared draw (same_on_frame=False, same_on_batch=True) looked like a per-video one."""
+    kaug = pytest.importorskip("kornia.augmentation")
+    x = torch.rand(3, 3, 3, 8, 8)
+    with pytest.raises(ValueError, match="needs same_on_batch=False"):
+        kaug.VideoSequential(RandomAPRPair(p_apr=1.0, same_on_batch=True), data_format="BTCHW",
+                             same_on_frame=False)(x)

@@ -167,7 +167,7 @@ def test_overwrite_removes_the_old_report_and_a_file_as_out_is_refused_first(tmp
     assert (tmp_path / "r" / "report.md").is_file()
     fit(train_config(optim={"epochs": 1, "milestones": []}), datasets=(Images(32), None), out=tmp_path / "r",
         overwrite=True)
-    assert not (tmp_path / "r" / "report.md").exists() and not (tmp_path / "r" / "figures").exists()
+    assert not (tmp_path / "r" / "report.md").exists() and not list((tmp_path / "r" / "figures").glob("*.png"))
     (tmp_path / "file").write_text("x")
     with pytest.raises(NotADirectoryError, match="is a file; expected the folder of the run"):
         fit(cfg, datasets=(Images(32), None), out=tmp_path / "file")
@@ -218,3 +218,13 @@ def test_the_report_of_a_run_stopped_at_an_epochs_end_has_that_epoch(tmp_path):
     md = (tmp_path / "r" / "report.md").read_text()
     assert rows[-1]["epoch"] == 2 and "stopped after epoch 2 of 5 (train.max_steps)" in md
     assert f"| test accuracy % (last evaluation) | {100 * rows[-1]['test_acc']:.2f} |" in md
+
+
+def test_overwrite_keeps_an_evaluation_report_in_a_folder_without_a_run(tmp_path):
+    (tmp_path / "r" / "figures").mkdir(parents=True)
+    (tmp_path / "r" / "report.md").write_text("an evaluation's report")
+    (tmp_path / "r" / "figures" / "corruption.png").write_bytes(b"png")
+    fit(train_config(optim={"epochs": 1, "milestones": []}), datasets=(Images(32), None), out=tmp_path / "r",
+        overwrite=True)
+    assert (tmp_path / "r" / "report.md").read_text() == "an evaluation's report"
+    assert (tmp_path / "r" / "figures" / "corruption.png").is_file()

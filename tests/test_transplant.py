@@ -743,3 +743,15 @@ def test_max_images_keeps_the_labels_of_the_images_kept() -> None:
         images, labels = load_data(data, labels=y, max_images=10)
         index = (images[:, 0, 0, 0] * 255).round().long()  # each image's own index
         assert torch.equal(labels, y[index]), type(data).__name__
+
+
+def test_labels_of_another_length_than_the_data_are_refused_with_max_images() -> None:
+    from aprkit.eval.analyses.transplant_data import load_data
+
+    x = torch.zeros(20, 3, 2, 2, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="labels must have one entry per image"):
+        load_data(x, labels=torch.zeros(1000, dtype=torch.long), max_images=5)
+    x = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1).expand(40, 3, 2, 2).contiguous()
+    batches = [(x[i:i + 4], torch.arange(i, i + 4)) for i in range(0, 40, 4)]  # a list of batches: the first images
+    images, labels = load_data(batches, labels=torch.arange(40), max_images=5)
+    assert labels.tolist() == [0, 1, 2, 3, 4] == (images[:, 0, 0, 0] * 255).round().long().tolist()

@@ -160,13 +160,13 @@ def _drop_stop_evals(history: list[dict[str, Any]]) -> None:
                 del row[key]
 
 
-def _file_state(path: Path | None) -> tuple[int, int] | None:
-    """``(size, mtime_ns)`` of ``path`` (``None`` when absent): whether a file changed between two looks."""
+def _file_state(path: Path | None) -> tuple[int, int, int] | None:
+    """``(size, mtime_ns, inode)`` of ``path`` (``None`` when absent): whether a file changed between two looks."""
     try:
         st = path.stat() if path is not None else None
     except OSError:
         return None
-    return None if st is None else (st.st_size, st.st_mtime_ns)
+    return None if st is None else (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def _seed_everything(seed: int) -> None:
@@ -368,8 +368,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         out.mkdir(parents=True, exist_ok=True)
         held.enter_context(run_lock(out))  # no other run writes here until this one returns
         if _file_state(ckpt_path) != read_state:  # another run wrote last.pt while this one loaded data and model
-            raise RunBusyError(f"another aprkit train wrote {ckpt_path} while this run was getting ready; nothing was "
-                               "written: run the command again (--resume then goes on from that run's state)")
+            raise RunBusyError(f"another aprkit train wrote {ckpt_path} while this run was getting ready; this run "
+                               "wrote nothing: run the command again once that run is done")
         check_run_folder(out, resume=tr.resume, overwrite=overwrite)  # a run that finished meanwhile is not replaced
         if overwrite and clear_run_folder(out):  # only now: a config or data error above keeps the old run
             print(f"overwrite: deleted the previous run in {out}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """The report of a training run: ``report.md`` and ``report.html`` beside ``metrics.json``, with the training curves.
 
-Rewritten after every epoch (``train.report``), so a long run shows where it stands; the numbers are the ones
-``metrics.json`` holds. :func:`training_figure` draws the accuracy curves of one or several runs (the demo's report
-uses it for its two models).
+Rewritten as the run trains (``train.report``; at most every 30 s, and for its last row), so a long run shows where
+it stands; the numbers are the ones ``metrics.json`` holds. :func:`training_figure` draws the accuracy curves of one
+or several runs (the demo's report uses it for its two models).
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def _status(history: Sequence[Mapping[str, Any]], epochs: int, stopped: bool = F
         return f"stopped inside {at} (train.max_steps); {again}"
     if last["epoch"] >= epochs:
         return f"finished ({epochs} epochs)"
-    return f"stopped after {at} (train.max_steps); {again}" if stopped else f"{at} done; training goes on"
+    return f"stopped after {at} (train.max_steps); {again}" if stopped else f"{at} done (the run was training when " \
+        "this was written; metrics.json may be further)"
 
 
 def _fmt(value: Any, percent: bool = False) -> str:
@@ -184,6 +185,7 @@ class ReportWriter:
         self.out, self.config, self.changes, self.data, self.every_s = out, config, config_changes, data, every_s
         self.epochs = int((config.get("optim") or {}).get("epochs") or 0)
         self.last: float | None = None
+        self.written: tuple[int, bool] | None = None  # (rows, stopped) of the last report written
         self.off = False
 
     def __call__(self, history: Sequence[Mapping[str, Any]], *, final: bool = False) -> None:
@@ -194,9 +196,12 @@ class ReportWriter:
         final = final or bool(history[-1].get("partial")) or history[-1].get("epoch", 0) >= self.epochs
         if not final and self.last is not None and time.monotonic() - self.last < self.every_s:
             return
+        stopped = final and history[-1].get("epoch", 0) < self.epochs
+        if self.written == (len(history), stopped):  # the same report again (the run's end after its last row)
+            return
+        self.written = (len(history), stopped)
         try:
-            write_train_report(self.out, history, self.config, self.changes, self.data,
-                               stopped=final and history[-1].get("epoch", 0) < self.epochs)
+            write_train_report(self.out, history, self.config, self.changes, self.data, stopped=stopped)
         except Exception as e:  # noqa: BLE001 - the run goes on; metrics.json holds the numbers
             self.off = True
             warnings.warn(f"the training report in {self.out} could not be written ({type(e).__name__}: {e}); the run "

@@ -44,8 +44,8 @@ CHECKPOINT_FORMAT = TRAIN_STATE_FORMAT  # ``last.pt``; aprkit.models reads its w
 
 #: what ``fit`` writes into ``train.out``: a folder holding any of these is an existing run
 RUN_FILES = ("last.pt", "model.pt", "metrics.csv", "metrics.json", "config.yaml", "tb")
-#: the run's report (train.report): cleared with the run, but no sign of one (an eval's report has the same names)
-REPORT_FILES = ("report.md", "report.html", "figures")
+#: the run's report (train.report): cleared with a run, but no sign of one (an eval's report has the same names)
+REPORT_FILES = ("report.md", "report.html", "figures/training_curves.png", "figures/loss_lr.png")
 
 
 class RunExistsError(FileExistsError, ValueError):
@@ -109,12 +109,13 @@ def check_run_folder(out: str | os.PathLike[str] | None, *, resume: bool, overwr
 
 
 def clear_run_folder(out: str | os.PathLike[str]) -> list[str]:
-    """Delete the run files of ``out`` (:data:`RUN_FILES` and :data:`REPORT_FILES`; nothing else in the folder);
-    returns their names."""
+    """Delete the run files of ``out`` (:data:`RUN_FILES`, and :data:`REPORT_FILES` when it held a run; nothing else in
+    the folder); returns their names."""
     import shutil
 
     removed = []
-    for name in RUN_FILES + REPORT_FILES:
+    held_run = any((Path(out) / name).exists() for name in RUN_FILES)
+    for name in RUN_FILES + (REPORT_FILES if held_run else ()):
         path = Path(out) / name
         if path.is_dir():
             shutil.rmtree(path)

@@ -35,22 +35,24 @@ _SINGLE_KEYS = ("op1", "level1", "negate1", "recombine", "op2", "level2", "negat
 _PAIR_KEYS = ("perm", "mask")
 
 
-def _video_frames(ours: dict[str, torch.Tensor], params: dict[str, Any]) -> dict[str, torch.Tensor]:
+def _video_frames(ours: dict[str, torch.Tensor], params: dict[str, Any], shared: bool) -> dict[str, torch.Tensor]:
     """APR-P's partners inside kornia's ``VideoSequential``: drawn per video (``same_on_frame=True``) and repeated over
     the ``T`` frames, they are video indices; frame ``t`` takes the amplitude of frame ``t`` of the partner video
     (``perm * T + t``, as kornia remaps its own mix augmentations). Drawn per frame they index the frames already.
-    A draw shared by every video (``same_on_batch=True``) pairs nothing and is refused."""
-    videos, drawn = params.get("video_batch_size"), params.get("drawn_for")
-    if videos is None or drawn is None or not drawn.numel():
+    A draw shared by every video (``same_on_batch=True``: ``shared``) pairs nothing and is refused."""
+    videos, row = params.get("video_batch_size"), params.get("row")
+    perm = ours["perm"]
+    if videos is None or row is None or not perm.numel():
         return ours
-    perm, videos, drawn_for = ours["perm"], int(videos), int(drawn.reshape(-1)[0])
-    if drawn_for == perm.numel():  # one draw per frame: frame indices
+    n, videos = perm.numel(), int(videos)
+    at = torch.arange(n, device=row.device)
+    if torch.equal(row.reshape(-1), at):  # one draw per frame: frame indices already
         return ours
-    if drawn_for != videos or perm.numel() % videos:
+    if shared or n % videos or not torch.equal(row.reshape(-1), at // (n // videos)):  # no draw per video either
         raise ValueError("RandomAPRPair in a VideoSequential needs same_on_batch=False: APR-P pairs the videos of the "
                          "batch with each other, and one draw shared by all of them pairs every video with the first")
-    frames = perm.numel() // videos
-    return {**ours, "perm": perm * frames + torch.arange(perm.numel(), device=perm.device) % frames}
+    frames = n // videos
+    return {**ours, "perm": perm * frames + at.to(perm.device) % frames}
 
 
 def _ours(params: dict[str, Any], keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -180,10 +182,10 @@ class RandomAPRPair(_SeededGate, IntensityAugmentationBase2D):
         params = self.core.generate_parameters(batch_shape)
         if self.same_on_batch and params["mask"].numel() > 1:
             params["mask"] = params["mask"][:1].expand_as(params["mask"]).clone()
-        # the batch the partners index, one row per image: a VideoSequential repeats it per frame with the rest
-        params["drawn_for"] = torch.full_like(params["perm"], int(params["perm"].numel()))
+        # each row's own index: how a VideoSequential broadcast the draw over the frames shows in it (_video_frames)
+        params["row"] = torch.arange(params["perm"].numel(), device=params["perm"].device)
         return params
 
     def apply_transform(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict[str, Any],
                         transform: torch.Tensor | None = None) -> torch.Tensor:
-        return self.core.apply(input, _video_frames(_ours(params, _PAIR_KEYS), params))
+        return self.core.apply(input, _video_frames(_ours(params, _PAIR_KEYS), params, self.same_on_batch))

@@ -27,6 +27,15 @@ class _MapStyle(Protocol):
     def __getitem__(self, index: int) -> Any: ...
 
 
+def _holds_batches(data: Any) -> bool:
+    """Whether a map-style ``data``'s items are batches ``(B, C, H, W)`` (a list of a loader's batches): those are read
+    in order, not spread."""
+    if not len(data):
+        return False
+    first = data[0]
+    return isinstance(first, (tuple, list)) and bool(first) and getattr(first[0], "ndim", 0) == 4
+
+
 def _take(labels: Any, taken: torch.Tensor | None) -> Any:
     return labels if labels is None or taken is None else torch.as_tensor(labels)[taken]
 
@@ -41,27 +50,32 @@ def load_data(
     by class keeps every class); from an iterable of batches (a loader), the first ``max_images``."""
     if max_images is not None:
         max_images = check_positive_int(max_images, "max_images")
-    taken: torch.Tensor | None = None  # the indices of the data's items kept (None: every one), for labels= too
+    # labels= may be the whole data's: n_total (its length, None for a loader) and taken (the positions kept) map them
+    n_total: int | None = None
+    taken: torch.Tensor | None = None
     if isinstance(data, torch.Tensor) or (isinstance(data, (tuple, list)) and len(data) == 2
                                           and isinstance(data[0], torch.Tensor) and data[0].ndim == 4):
         images, own = (data, None) if isinstance(data, torch.Tensor) else (data[0], data[1])
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
             raise ValueError(f"images must be (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
-        if max_images is not None and images.shape[0] > max_images:  # spread: class-sorted data keeps every class
-            taken = torch.linspace(0, images.shape[0] - 1, max_images).round().long().unique()
-            own = _take(own, taken) if own is not None and len(own) == images.shape[0] else own
+        n_total = images.shape[0]
+        if max_images is not None and n_total > max_images:  # spread: class-sorted data keeps every class
+            taken = torch.linspace(0, n_total - 1, max_images).round().long().unique()
+            own = _take(own, taken) if own is not None and len(own) == n_total else own
             images = images[taken]
         labels = own if labels is None else labels
     else:
         xs, ys, n = [], [], 0
-        if max_images is not None and isinstance(data, _MapStyle):
+        if max_images is not None and isinstance(data, _MapStyle) and not _holds_batches(data):
             size = len(data)  # a map-style dataset: spread the pick over it (folders are sorted by class)
             taken = torch.linspace(0, size - 1, min(max_images, size)).round().long().unique()
-            data = [data[i] for i in taken.tolist()]
+            data, n_total = [data[i] for i in taken.tolist()], size
         for item in iter(data):  # a dataset yields (C,H,W) (read by index without __iter__), a loader (B,C,H,W)
             if not (isinstance(item, (tuple, list)) and len(item) >= 2 and isinstance(item[0], torch.Tensor)):
                 raise TypeError("data must be images (N, C, H, W), (images, labels) or an iterable of (image, label)")
             x, y = item[0], torch.as_tensor(item[1])
+            if x.ndim == 4:  # a batch: positions in images are no item indices (a loader, a list of batches)
+                n_total = taken = None
             xs.append(x if x.ndim == 4 else x.unsqueeze(0))
             ys.append(y.reshape(-1))
             n += xs[-1].shape[0]
@@ -72,13 +86,14 @@ def load_data(
         images, own = torch.cat(xs), torch.cat(ys)
         if max_images is not None and images.shape[0] > max_images:  # a loader's last batch overshoots
             images, own = images[:max_images], own[:max_images]
-        if taken is None and max_images is not None:
-            taken = torch.arange(images.shape[0])  # a loader: its first images
         labels = own if labels is None else labels
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
-    if labels is not None and taken is not None and len(labels) != images.shape[0] and len(labels) > int(taken.max()):
-        labels = _take(labels, taken)  # labels= for the whole data: those of the images kept (a shorter one is refused)
+    if labels is not None and len(labels) != images.shape[0]:  # labels= of the whole data: those of the images kept
+        if n_total is not None and taken is not None and len(labels) == n_total:
+            labels = _take(labels, taken)
+        elif n_total is None and max_images is not None and len(labels) > images.shape[0]:
+            labels = torch.as_tensor(labels)[: images.shape[0]]  # a loader: its first images (refused below if short)
     if images.shape[0] == 0:
         raise ValueError("data is empty; expected at least two images")
     if images.dtype == torch.uint8:

@@ -192,6 +192,12 @@ def _open_corrupted(source: Any, corruption: str, severity: int):
                     f"(corruption, severity) -> dataset, got {type(source).__name__}")
 
 
+def _source_origin(source: Any) -> str:
+    """``"provided"`` for a callable or dataset source, unless it says it generates its cells (``origin =
+    "generated"``: the demo's shared cells); no other value is taken from it."""
+    return "generated" if getattr(source, "origin", None) == "generated" else "provided"
+
+
 def expected_classes(opts: CorruptionOptions, dataset: Any) -> int | None:
     """The number of classes the model must output: option ``num_classes``, else ``len(dataset.classes)`` when
     the dataset names its classes (disable with option ``check_classes=False``)."""
@@ -340,7 +346,7 @@ class CorruptionSuite(Suite[CorruptionOptions]):
             "complete": full,
             "origin": ("none" if not grid else "generated" if not opts.corrupted
                        else "disk" if isinstance(opts.corrupted, str)
-                       else str(getattr(opts.corrupted, "origin", "provided"))),  # a source may say it generates
+                       else _source_origin(opts.corrupted)),
             "preset": opts.preset or _default_preset(as_dataset(data)),
             "mce": None,
             "relative_mce": None,
