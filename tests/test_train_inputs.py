@@ -135,20 +135,20 @@ def test_a_run_writes_its_report_with_the_curves_and_the_numbers_of_metrics_json
 
     cfg = train_config(optim={"epochs": 2, "milestones": [1]}, train={"report": True, "max_steps": 6})
     fit(cfg, datasets=(Images(32, with_tensors=False), Images(16, seed=1)), out=tmp_path / "r")
-    md = (tmp_path / "r" / "report.md").read_text()
+    md = (tmp_path / "r" / "train_report.md").read_text()
     assert "stopped inside epoch 2 of 2" in md and "training: Images, 32 images; test: Images, 16 images" in md
     fit(cfg | {"train": {**cfg["train"], "max_steps": None}}, datasets=(Images(32, with_tensors=False),
                                                                          Images(16, seed=1)), out=tmp_path / "r",
         resume=True)
-    md = (tmp_path / "r" / "report.md").read_text()
+    md = (tmp_path / "r" / "train_report.md").read_text()
     rows = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert "**Status:** finished (2 epochs)" in md and "(partial)" not in md
     assert f"| test accuracy % (last evaluation) | {100 * rows[-1]['test_acc']:.2f} |" in md
     for name in ("training_curves.png", "loss_lr.png"):
         assert (tmp_path / "r" / "figures" / name).stat().st_size > 1000
-    assert "<img" in (tmp_path / "r" / "report.html").read_text()
+    assert "<img" in (tmp_path / "r" / "train_report.html").read_text()
     fit(train_config(train={"report": False}), datasets=(Images(32), None), out=tmp_path / "off")
-    assert not (tmp_path / "off" / "report.md").exists()
+    assert not (tmp_path / "off" / "train_report.md").exists()
 
 
 def test_a_report_that_cannot_be_written_does_not_stop_the_run(tmp_path):
@@ -164,10 +164,10 @@ def test_a_report_that_cannot_be_written_does_not_stop_the_run(tmp_path):
 def test_overwrite_removes_the_old_report_and_a_file_as_out_is_refused_first(tmp_path):
     cfg = train_config(optim={"epochs": 1, "milestones": []}, train={"report": True})
     fit(cfg, datasets=(Images(32), None), out=tmp_path / "r")
-    assert (tmp_path / "r" / "report.md").is_file()
+    assert (tmp_path / "r" / "train_report.md").is_file()
     fit(train_config(optim={"epochs": 1, "milestones": []}), datasets=(Images(32), None), out=tmp_path / "r",
         overwrite=True)
-    assert not (tmp_path / "r" / "report.md").exists() and not list((tmp_path / "r" / "figures").glob("*.png"))
+    assert not (tmp_path / "r" / "train_report.md").exists() and not list((tmp_path / "r" / "figures").glob("*.png"))
     (tmp_path / "file").write_text("x")
     with pytest.raises(NotADirectoryError, match="is a file; expected the folder of the run"):
         fit(cfg, datasets=(Images(32), None), out=tmp_path / "file")
@@ -215,7 +215,7 @@ def test_the_report_of_a_run_stopped_at_an_epochs_end_has_that_epoch(tmp_path):
     cfg = train_config(optim={"epochs": 5, "milestones": [1], "batch_size": 8}, train={"report": True, "max_steps": 8})
     fit(cfg, datasets=(Images(32, with_tensors=False), Images(16, seed=1)), out=tmp_path / "r")  # 4 steps per epoch
     rows = json.loads((tmp_path / "r" / "metrics.json").read_text())
-    md = (tmp_path / "r" / "report.md").read_text()
+    md = (tmp_path / "r" / "train_report.md").read_text()
     assert rows[-1]["epoch"] == 2 and "stopped after epoch 2 of 5 (train.max_steps)" in md
     assert f"| test accuracy % (last evaluation) | {100 * rows[-1]['test_acc']:.2f} |" in md
 
@@ -224,7 +224,8 @@ def test_overwrite_keeps_an_evaluation_report_in_a_folder_without_a_run(tmp_path
     (tmp_path / "r" / "figures").mkdir(parents=True)
     (tmp_path / "r" / "report.md").write_text("an evaluation's report")
     (tmp_path / "r" / "figures" / "corruption.png").write_bytes(b"png")
-    fit(train_config(optim={"epochs": 1, "milestones": []}), datasets=(Images(32), None), out=tmp_path / "r",
-        overwrite=True)
+    fit(train_config(optim={"epochs": 1, "milestones": []}, train={"report": True}), datasets=(Images(32), None),
+        out=tmp_path / "r", overwrite=True)  # the training report has its own name
     assert (tmp_path / "r" / "report.md").read_text() == "an evaluation's report"
+    assert (tmp_path / "r" / "train_report.md").is_file()
     assert (tmp_path / "r" / "figures" / "corruption.png").is_file()

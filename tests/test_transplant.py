@@ -755,3 +755,19 @@ def test_labels_of_another_length_than_the_data_are_refused_with_max_images() ->
     batches = [(x[i:i + 4], torch.arange(i, i + 4)) for i in range(0, 40, 4)]  # a list of batches: the first images
     images, labels = load_data(batches, labels=torch.arange(40), max_images=5)
     assert labels.tolist() == [0, 1, 2, 3, 4] == (images[:, 0, 0, 0] * 255).round().long().tolist()
+
+
+def test_a_sized_iterable_dataset_is_read_in_order_with_max_images() -> None:
+    from torch.utils.data import IterableDataset
+
+    from aprkit.eval.analyses.transplant_data import load_data
+
+    class Stream(IterableDataset):
+        def __len__(self) -> int:
+            return 6
+
+        def __iter__(self):
+            return iter((torch.full((3, 2, 2), i, dtype=torch.uint8), i % 2) for i in range(6))
+
+    images, labels = load_data(Stream(), max_images=3)
+    assert (images[:, 0, 0, 0] * 255).round().long().tolist() == [0, 1, 2] and labels.tolist() == [0, 1, 0]

@@ -148,7 +148,7 @@ class RunConfig:
     checkpoint_every_steps: int | None = None  # extra mid-epoch checkpoints
     progress: bool = True
     tensorboard: bool = True  # event files in <out>/tb where the tensorboard package is installed (none without it)
-    report: bool = True  # <out>/report.md, report.html, figures/ (training curves): rewritten as it trains (<= 30 s)
+    report: bool = True  # <out>/train_report.md, .html, figures/ (training curves): rewritten as it trains (<= 30 s)
     out: str | None = None
     resume: bool = False
 

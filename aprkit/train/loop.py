@@ -3,8 +3,8 @@
 Files under ``train.out`` (rank 0 only; nothing is written when ``out`` is ``None``):
 ``config.yaml`` (the resolved config), ``last.pt`` (resumable state, rewritten atomically every epoch and
 every ``checkpoint_every_steps``), ``metrics.csv``/``metrics.json`` (one row per epoch) and ``model.pt``
-(final weights via ``aprkit.models.save_checkpoint``, readable by ``aprkit eval --checkpoint``), ``report.md`` /
-``report.html`` with ``figures/`` (the training curves; ``train.report``), and the empty lock
+(final weights via ``aprkit.models.save_checkpoint``, readable by ``aprkit eval --checkpoint``), ``train_report.md``
+/ ``.html`` with ``figures/`` (the training curves; ``train.report``), and the empty lock
 file ``.aprkit-train.lock``, held while the run writes (a second run into the folder meanwhile is refused).
 
 The test set is evaluated every ``train.eval_every`` epochs and at the end of the run. An end-of-run evaluation

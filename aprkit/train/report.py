@@ -1,4 +1,5 @@
-"""The report of a training run: ``report.md`` and ``report.html`` beside ``metrics.json``, with the training curves.
+"""The report of a training run: ``train_report.md`` / ``.html`` beside ``metrics.json``, with the training curves
+(named apart from an evaluation's ``report.md``, which may share the folder).
 
 Rewritten as the run trains (``train.report``; at most every 30 s, and for its last row), so a long run shows where
 it stands; the numbers are the ones ``metrics.json`` holds. :func:`training_figure` draws the accuracy curves of one
@@ -111,9 +112,10 @@ def _fmt(value: Any, percent: bool = False) -> str:
 def write_train_report(out: Path, history: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
                        config_changes: Sequence[Mapping[str, Any]] = (), data: str | None = None,
                        stopped: bool = False) -> Path:
-    """Write ``out/report.md``, ``out/report.html`` and ``out/figures/`` for a run's ``history`` (metrics.json's rows)
-    and its ``config`` (``Config.to_dict()``); ``data`` describes the data (default: the config's specs). Returns the
-    Markdown path. ``stopped``: the run returned before its last epoch (``train.max_steps`` at an epoch's end)."""
+    """Write ``out/train_report.md``, ``out/train_report.html`` and ``out/figures/`` for a run's ``history``
+    (metrics.json's rows) and its ``config`` (``Config.to_dict()``); ``data`` describes the data (default: the config's
+    specs). Returns the Markdown path. ``stopped``: the run returned before its last epoch (``train.max_steps`` at an
+    epoch's end)."""
     import torch
 
     from .. import __version__
@@ -169,9 +171,9 @@ def write_train_report(out: Path, history: Sequence[Mapping[str, Any]], config: 
                        "change (", code("config_changes"), ")."])]))
     title = f"aprkit train: {config.get('name') or model.get('name')}"
     doc = ReportDocument(title, header, sections)
-    md = out / "report.md"
+    md = out / "train_report.md"
     atomic_write_text(md, render_markdown(doc, out), durable=False)  # rewritten every epoch; remade from metrics.json
-    atomic_write_text(out / "report.html", render_html(doc), durable=False)
+    atomic_write_text(out / "train_report.html", render_html(doc), durable=False)
     return md
 
 

@@ -44,8 +44,8 @@ CHECKPOINT_FORMAT = TRAIN_STATE_FORMAT  # ``last.pt``; aprkit.models reads its w
 
 #: what ``fit`` writes into ``train.out``: a folder holding any of these is an existing run
 RUN_FILES = ("last.pt", "model.pt", "metrics.csv", "metrics.json", "config.yaml", "tb")
-#: the run's report (train.report): cleared with a run, but no sign of one (an eval's report has the same names)
-REPORT_FILES = ("report.md", "report.html", "figures/training_curves.png", "figures/loss_lr.png")
+#: the run's report (train.report): cleared with a run, but no sign of one
+REPORT_FILES = ("train_report.md", "train_report.html", "figures/training_curves.png", "figures/loss_lr.png")
 
 
 class RunExistsError(FileExistsError, ValueError):
