@@ -66,8 +66,8 @@ def load_data(
         labels = own if labels is None else labels
     else:
         xs, ys, n = [], [], 0
-        indexable = isinstance(data, _MapStyle) and not isinstance(data, torch.utils.data.IterableDataset)
-        if max_images is not None and indexable and not _holds_batches(data):  # (a sized IterableDataset: in order)
+        if (max_images is not None and isinstance(data, _MapStyle)  # (a sized IterableDataset: read in order)
+                and not isinstance(data, torch.utils.data.IterableDataset) and not _holds_batches(data)):
             size = len(data)  # a map-style dataset: spread the pick over it (folders are sorted by class)
             taken = torch.linspace(0, size - 1, min(max_images, size)).round().long().unique()
             data, n_total = [data[i] for i in taken.tolist()], size
