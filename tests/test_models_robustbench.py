@@ -116,7 +116,7 @@ def test_pyautoattack_stands_in_only_for_a_missing_autoattack(fake_rb, tmp_path,
 
 def test_the_autoattack_alias_does_not_outlive_a_failed_robustbench_import(fake_rb):
     (fake_rb / "robustbench" / "utils.py").write_text("import autoattack\nraise ImportError('no pkg_resources')\n")
-    from aprkit.models.foreign import import_robustbench
+    from aprkit.models.robustbench import import_robustbench
 
     with pytest.raises(ImportError, match="no pkg_resources"):
         import_robustbench()

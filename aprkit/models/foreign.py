@@ -1,16 +1,15 @@
 """Foreign models (timm, torchvision, robustbench) brought to the aprkit convention.
 
-``pretrained=True`` loads the published weights through each library's own cache: timm
-``create_model(NAME, pretrained=True)`` via the Hugging Face hub cache (honours ``HF_HUB_OFFLINE``,
-``HF_HOME``/``HF_HUB_CACHE``; ``NAME`` may carry a pretrained tag, ``resnet50.a1_in1k``), torchvision
-``get_model(NAME, weights=...)`` (``"DEFAULT"`` or a weights-enum member name) via the torch hub cache
-(``$TORCH_HOME/hub/checkpoints``), robustbench's ``load_model`` into ``model_dir`` (default
-``data_root()/robustbench``). Such a model is wrapped in :class:`Preprocess` with the authors' evaluation
-preprocessing (timm ``resolve_data_config(use_test_size=True)`` as timm's ``validate.py``: the test input size where
-the weights publish one, resize to ``input_size / crop_pct``, centre crop or squash, mean/std; torchvision: the
-weights' ``transforms()``). Weights from a local file (``checkpoint=``) or random weights get
-``Normalize`` with the mean/std only (the images are used at their own size). robustbench models already
-take [0, 1] inputs, so their wrapper is identity.
+``pretrained=True`` loads the published weights through each library's own cache: timm ``create_model(NAME,
+pretrained=True)`` via the Hugging Face hub cache (honours ``HF_HUB_OFFLINE``, ``HF_HOME``/``HF_HUB_CACHE``; ``NAME``
+may carry a pretrained tag, ``resnet50.a1_in1k``), torchvision ``get_model(NAME, weights=...)`` (``"DEFAULT"`` or a
+weights-enum member name) via the torch hub cache (``$TORCH_HOME/hub/checkpoints``), robustbench's ``load_model`` into
+``model_dir`` (default ``data_root()/robustbench``; :mod:`aprkit.models.robustbench`). Such a model is wrapped in
+:class:`Preprocess` with the authors' evaluation preprocessing (timm ``resolve_data_config(use_test_size=True)`` as
+timm's ``validate.py``: the test input size where the weights publish one, resize to ``input_size / crop_pct``, centre
+crop or squash, mean/std; torchvision: the weights' ``transforms()``). Weights from a local file (``checkpoint=``) or
+random weights get ``Normalize`` with the mean/std only (the images are used at their own size). robustbench models
+already take [0, 1] inputs, so their wrapper is identity.
 
 State_dicts whose batch-norm was folded into the convolutions (e.g. the dequantized qnnpack
 MobileNetV2, whose BN entries are weight 1, mean 0, var ``1 - eps``: exact as they are) load exactly:
@@ -24,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,10 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, NO_MEAN, NO_STD
+from .base import IMAGENET_MEAN, IMAGENET_STD
 from .normalize import Normalize, find_classifier
 from .registry import tag_model
+from .robustbench import create_robustbench, import_robustbench
 from .state_dict import load_state_dict_into, num_classes_of
+from .weights_error import weights_error
 
 __all__ = ["Preprocess", "create_foreign", "check_foreign_spec", "fold_bn_compat", "import_robustbench"]
 
@@ -98,7 +98,7 @@ def create_foreign(
         model = _torchvision_pretrained(name, num_classes, kwargs, drop_head) if pretrained else \
             _torchvision(name, num_classes, state_dict, kwargs, drop_head)
     else:
-        return _robustbench(name, checkpoint, kwargs)
+        return create_robustbench(name, checkpoint, kwargs)
     return tag_model(model, spec, kwargs)
 
 
@@ -202,33 +202,6 @@ class Preprocess(Normalize):
                 f"crop_mode={self.crop_mode!r}, " + super().extra_repr())
 
 
-def _weights_error(what: str, source: str, looked: str, e: BaseException, env: str, *, random_init: bool = True,
-                   cached: Path | None = None) -> OSError:
-    """The error for weights that could not be loaded: this machine's cache folder (unwritable, full: ``env`` names
-    the variable that moves it), a file already in the cache that cannot be read (``cached``) or the network
-    (offline: how to supply them)."""
-    from ..data.download import DownloadError, is_local_error
-
-    first_line = str(e).splitlines()[0] if str(e) else ""
-    if is_local_error(e):
-        return DownloadError(
-            f"could not store the pretrained weights of {what} from {source} ({type(e).__name__}: {first_line}); "
-            f"looked in {looked}. The cache folder must be writable and have free space: fix it or set {env} to "
-            "another folder, or pass checkpoint=FILE (aprkit eval --checkpoint FILE)"
-        )
-    if cached is not None:  # the file was in the cache before the call: nothing was downloaded, it is unreadable
-        return DownloadError(
-            f"could not load the pretrained weights of {what} ({type(e).__name__}: {first_line}): the cached file "
-            f"{cached} cannot be read (damaged or cut short). Delete it and run again to download it afresh from "
-            f"{source}, or replace it, or pass checkpoint=FILE (aprkit eval --checkpoint FILE)")
-    return DownloadError(
-        f"could not load the pretrained weights of {what} from {source} ({type(e).__name__}: {first_line}); "
-        f"looked in {looked}. Offline: fill that cache on a machine with internet (or copy it here), or pass "
-        "checkpoint=FILE (aprkit eval --checkpoint FILE)"
-        + ("; random weights only with random_init=True (--random-init)" if random_init else "")
-    )
-
-
 def _check_head(what: str, have: int, num_classes: int | None, drop_head: bool) -> bool:
     """True when the head must be replaced by one with ``num_classes`` outputs."""
     if num_classes is None or num_classes == have:
@@ -291,7 +264,7 @@ def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head
         offline = "on" if getattr(constants, "HF_HUB_OFFLINE", False) else "off"  # the hub's reading ("0": off)
         offline = f"on: {constants.ENDPOINT} is unreachable" if unreachable else offline
         variable = os.environ.get("HF_HUB_OFFLINE", "unset")
-        raise _weights_error(f"timm:{name}", f"the Hugging Face hub repo {repo}",
+        raise weights_error(f"timm:{name}", f"the Hugging Face hub repo {repo}",
                              f"the Hugging Face cache {constants.HF_HUB_CACHE} "
                              f"(models--{str(repo).replace('/', '--')}; hub offline mode {offline}, "
                              f"HF_HUB_OFFLINE={variable})", e, "HF_HOME") from e
@@ -330,13 +303,13 @@ def _torchvision_pretrained(name: str, num_classes: int | None, kwargs: dict, dr
         raise
     except RuntimeError as e:
         if "Error(s) in loading state_dict" not in str(e):
-            raise _weights_error(f"torchvision:{name} ({weights})", weights.url, f"the torch hub cache: {target} "
+            raise weights_error(f"torchvision:{name} ({weights})", weights.url, f"the torch hub cache: {target} "
                                  "(TORCH_HOME)", e, "TORCH_HOME", cached=cached) from e
         raise ValueError(f"torchvision:{name} built with {kwargs} does not fit its pretrained weights {weights} "
                          f"({str(e).splitlines()[0]}); the published weights need the default architecture: drop "
                          "those options, or pass random_init=True (--random-init) for an untrained model") from None
     except Exception as e:  # URLError offline, truncated files, hash mismatches
-        raise _weights_error(f"torchvision:{name} ({weights})", weights.url, f"the torch hub cache: {target} "
+        raise weights_error(f"torchvision:{name} ({weights})", weights.url, f"the torch hub cache: {target} "
                              "(TORCH_HOME)", e, "TORCH_HOME", cached=cached) from e
     n = len(weights.meta.get("categories") or []) or None
     if n is not None and _check_head(f"torchvision:{name}", n, num_classes, drop_head):
@@ -400,145 +373,3 @@ def fold_bn_compat(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> 
               and bool((mean == 0).all()) and bool((var == 1).all())):
             m.eps = 0.0  # folded: the BN is a pure bias
     return sd
-
-
-def import_robustbench():
-    """Import ``robustbench.utils`` with the shims it needs as published (see ENVIRONMENT.md).
-
-    robustbench 1.1.1 imports ``autoattack`` while its dependency installs ``pyautoattack``, and needs
-    ``pkg_resources`` (``setuptools<81``). ``pyautoattack`` stands in for ``autoattack`` only when no importable
-    ``autoattack`` is installed, and not beyond a failed import. Raises ``ImportError`` with instructions when
-    unavailable.
-    """
-    aliased = False
-    if "autoattack" not in sys.modules:
-        try:
-            import autoattack  # noqa: F401 - a genuine autoattack is used as it is
-        except Exception:  # noqa: BLE001 - absent, or broken on import: pyautoattack stands in
-            try:
-                import pyautoattack
-
-                sys.modules["autoattack"] = pyautoattack
-                aliased = True
-            except ImportError:
-                pass
-    try:
-        import robustbench.utils as rb_utils
-    except Exception as e:  # ImportError, or pkg_resources / autoattack failures inside robustbench
-        if aliased:
-            sys.modules.pop("autoattack", None)
-        raise ImportError(
-            "robustbench models need the optional robustbench package: pip install 'aprkit[robustbench]' "
-            "(robustbench plus setuptools<81 for pkg_resources; aprkit aliases pyautoattack as autoattack). "
-            f"Import failed with: {type(e).__name__}: {e}"
-        ) from e
-    return rb_utils
-
-
-def _default_robustbench_dir() -> Path:
-    from ..data.download import data_root
-
-    return data_root() / "robustbench"
-
-
-def _reads_other_files(rb_utils: Any, dataset: str, folder: str, model_name: str) -> str | None:
-    """Why robustbench's ``load_model`` would not read ``<model_dir>/<dataset>/<folder>/<name>.pt`` for this model
-    (so a weights file linked there would be ignored, and the published weights loaded instead), or ``None``."""
-    lower = model_name.lower().replace("-", "_")
-    try:
-        import timm
-
-        if timm.is_model(f"{lower}_{dataset}_{folder.lower()}"):
-            return "robustbench loads this model through timm's registry, not from its model_dir"
-    except ImportError:
-        pass
-    if dataset == "imagenet" and "Standard" in model_name:
-        return "robustbench builds ImageNet 'Standard' models from torchvision's published weights, reading no file"
-    try:
-        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
-
-        entry = rb_utils.all_models[BenchmarkDataset(dataset)][ThreatModel(folder)][model_name]
-    except Exception:  # noqa: BLE001 - an unknown name or another robustbench layout: robustbench reports it
-        return None
-    if isinstance(entry.get("gdrive_id"), list):
-        return "it is an ensemble, which robustbench reads as one file per member (<name>.pt_m0.pt, ...)"
-    return None
-
-
-def _robustbench_dir(rb_utils: Any, checkpoint: str | os.PathLike[str] | None, model_dir: Any, dataset: str,
-                     threat: str, model_name: str, stack: contextlib.ExitStack) -> Path:
-    """robustbench's ``model_dir`` (it reads ``<model_dir>/<dataset>/<threat>/<name>.pt``) for ``checkpoint=``: a
-    folder is that ``model_dir``; a weights file in that layout, its root; any other file is linked into a temporary
-    layout (closed with ``stack``), so that robustbench loads that file and not the published weights. A path that
-    does not exist is a ``model_dir`` to fill when it has no file extension, else a missing file."""
-    if checkpoint is not None and model_dir is not None:
-        raise ValueError("give robustbench's weights either as checkpoint= (a weights file or a model_dir folder) or "
-                         "as model_dir=, not both")
-    if checkpoint is None:
-        return Path(model_dir).expanduser() if model_dir is not None else _default_robustbench_dir()
-    path = Path(checkpoint).expanduser()
-    weights_suffix = path.suffix.lower() in (".pt", ".pth", ".th", ".ckpt", ".bin", ".tar", ".safetensors", ".pkl")
-    if path.is_dir() or (not path.exists() and not weights_suffix):  # a model_dir, perhaps not made yet
-        return path
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; expected robustbench weights (a file) or a "
-                                "model_dir folder holding <dataset>/<threat>/<name>.pt")
-    folder = threat.replace("_3d", "")  # robustbench keeps the 3D corruption models under 'corruptions'
-    why = _reads_other_files(rb_utils, dataset, folder, model_name)  # also for a file in the layout: not read
-    if why:
-        raise ValueError(f"robustbench:{dataset}/{threat}/{model_name} cannot load the weights file {path}: {why}, "
-                         "so it would report the published weights as that file's")
-    if path.parts[-3:] == (dataset, folder, f"{model_name}.pt"):
-        return path.parents[2]
-    import tempfile
-
-    root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aprkit-robustbench-")))
-    link = root / dataset / folder / f"{model_name}.pt"
-    link.parent.mkdir(parents=True)
-    try:
-        link.symlink_to(path.absolute())
-    except OSError:  # no symbolic links here (some file systems): a copy
-        import shutil
-
-        shutil.copyfile(path, link)
-    return root
-
-
-def _robustbench(name: str, checkpoint: str | os.PathLike[str] | None, kwargs: dict) -> Normalize:
-    parts = name.split("/")
-    if len(parts) == 3:
-        dataset, threat, model_name = parts
-    elif len(parts) == 1:
-        dataset, threat, model_name = kwargs.pop("dataset", "cifar10"), kwargs.pop("threat_model", "Linf"), name
-    else:
-        raise ValueError(
-            f"robustbench spec must be 'robustbench:<name>' or 'robustbench:<dataset>/<threat>/<name>', got {name!r}"
-        )
-    with contextlib.ExitStack() as stack:
-        try:
-            rb_utils = import_robustbench()
-        except ImportError as e:
-            given = kwargs.get("model_dir") or checkpoint
-            root = Path(given).expanduser() if given is not None else None
-            expected = (root if root is not None and root.is_file() else
-                        (root if root is not None else _default_robustbench_dir())
-                        / dataset / threat.replace("_3d", "") / f"{model_name}.pt")
-            state = "present" if expected.is_file() else "not there yet"
-            raise ImportError(f"robustbench:{dataset}/{threat}/{model_name} loads through robustbench's model zoo "
-                              f"(weights {expected}: {state}), which is not importable. {e}") from e
-        model_dir = _robustbench_dir(rb_utils, checkpoint, kwargs.pop("model_dir", None), dataset, threat, model_name,
-                                     stack)
-        expected = model_dir / dataset / threat.replace("_3d", "") / f"{model_name}.pt"
-        try:  # robustbench reads <model_dir>/<dataset>/<threat>/<name>.pt and downloads it when missing
-            net = rb_utils.load_model(model_name=model_name, model_dir=str(model_dir), dataset=dataset,
-                                      threat_model=threat, **kwargs)
-        except (ValueError, TypeError, KeyError):
-            raise
-        except Exception as e:
-            raise _weights_error(f"robustbench:{dataset}/{threat}/{model_name}", "robustbench's model zoo",
-                                 f"{expected} (layout <model_dir>/<dataset>/<threat>/<name>.pt)", e,
-                                 "--data-root (or $APRKIT_DATA)", random_init=False) from e
-    n = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}.get(dataset)
-    size = 224 if dataset == "imagenet" else 32
-    wrapped = Normalize(net, NO_MEAN, NO_STD, num_classes=n, input_size=(3, size, size))
-    return tag_model(wrapped, f"robustbench:{dataset}/{threat}/{model_name}", {})
