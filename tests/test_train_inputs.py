@@ -229,3 +229,55 @@ def test_overwrite_keeps_an_evaluation_report_in_a_folder_without_a_run(tmp_path
     assert (tmp_path / "r" / "report.md").read_text() == "an evaluation's report"
     assert (tmp_path / "r" / "train_report.md").is_file()
     assert (tmp_path / "r" / "figures" / "corruption.png").is_file()
+
+
+def test_an_interrupted_run_says_so_in_its_report_and_last_pt_comes_before_the_metrics(tmp_path, monkeypatch):
+    """Ctrl-C left a report saying 'epoch 1 done, still training'; and metrics.json was written before last.pt, so a
+    kill between the two left a folder --resume refused ('holds a run but no last.pt')."""
+    import aprkit.train.loop as loop
+
+    real_eval, calls = loop.evaluate_accuracy, []
+
+    def eval_then_interrupt(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_eval(*a, **k)
+
+    monkeypatch.setattr(loop, "evaluate_accuracy", eval_then_interrupt)
+    cfg = train_config(optim={"epochs": 3, "milestones": [1]}, train={"report": True})
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, datasets=(Images(32), Images(16, seed=1)), out=tmp_path / "r")
+    assert "interrupted after epoch 1 of 3" in (tmp_path / "r" / "train_report.md").read_text()
+    monkeypatch.setattr(loop, "evaluate_accuracy", real_eval)
+
+    def log_fails(self, row):
+        raise OSError("disk full while writing metrics.json")
+
+    monkeypatch.setattr(loop.MetricsLogger, "log", log_fails)
+    with pytest.raises(OSError):
+        fit(cfg, datasets=(Images(32), Images(16, seed=1)), out=tmp_path / "k")
+    monkeypatch.undo()
+    assert (tmp_path / "k" / "last.pt").is_file()
+    res = fit(cfg, datasets=(Images(32), Images(16, seed=1)), out=tmp_path / "k", resume=True)
+    assert len(res["history"]) == 3
+
+
+def test_a_new_run_into_a_folder_being_trained_is_told_so_first(tmp_path):
+    import multiprocessing as mp
+
+    from aprkit.train.state import RunBusyError
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.yaml").write_text("model: {}\n")  # the first run has written its config
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    p = ctx.Process(target=_hold_lock, args=(str(tmp_path / "r"), ready))
+    p.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(RunBusyError, match="another aprkit train is writing to"):
+            fit(_cfg(), datasets=(Images(16, with_tensors=False), None), out=tmp_path / "r")
+    finally:
+        p.terminate()
+        p.join()

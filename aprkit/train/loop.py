@@ -204,6 +204,9 @@ def fit(
         cfg.train.resume = bool(resume)
     if cfg.train.out:
         cfg.train.out = os.path.expanduser(cfg.train.out)  # checked and written at the same place
+    if cfg.train.out and os.environ.get("RANK", "0") == "0" and Path(cfg.train.out).is_dir():
+        with run_lock(cfg.train.out):  # a run writing there now is named first (not as "holds a run, --resume")
+            pass
     check_run_folder(cfg.train.out, resume=cfg.train.resume, overwrite=overwrite)
     threads = torch.get_num_threads()
     if cfg.train.threads is not None:
@@ -390,6 +393,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
 
         report = ReportWriter(out, cfg.to_dict(), config_changes, data_text(cfg.data, train_ds, test_ds,
                                                                           given=datasets is not None))
+        held.callback(report.interrupted)  # an interrupt (Ctrl-C) leaves a report that says so
     logger = MetricsLogger(out, enabled=main, tensorboard=tr.tensorboard, history=history, report=report)
 
     net: nn.Module = model
@@ -483,12 +487,12 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         if done:
             epoch, start_batch = epoch + 1, 0
             accum.zero_()
+            save_state(epoch, 0, [*logger.history, row])  # last.pt first: a kill between the two stays resumable
             logger.log(row)
-            save_state(epoch, 0, logger.history)
         else:  # stopped by max_steps in the middle of an epoch: keep the position and the running sums
             row["partial"] = True
+            save_state(epoch, i, [*logger.history, row], trained_s)
             logger.log(row)
-            save_state(epoch, i, logger.history, trained_s)
         if main and tr.progress:
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
             print(" ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr)
@@ -508,6 +512,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
                                extra=extra)
     if report is not None:
         report(logger.history, final=True)  # also a stop at train.max_steps on an epoch's end (no partial row)
+        report.done = True
     logger.close()
     return {
         "history": logger.history, "final": logger.history[-1] if logger.history else {}, "model": plain,

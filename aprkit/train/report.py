@@ -53,6 +53,8 @@ def training_figure(training: Mapping[str, Mapping[str, Any]], path: Path) -> Pa
 
 def loss_figure(history: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
     """Train and test loss per epoch (log scale when positive), with the learning rate on a second axis."""
+    from matplotlib.ticker import MaxNLocator
+
     from ..eval.report.plotting import new_figure, save_figure
 
     if not history:
@@ -70,8 +72,9 @@ def loss_figure(history: Sequence[Mapping[str, Any]], path: Path) -> Path | None
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     lr = ax.twinx()
-    lr.step(ep, [r.get("lr", float("nan")) for r in history], where="post", color="0.5", lw=1, label="lr")
+    lr.plot(ep, [r.get("lr", float("nan")) for r in history], ".-", color="0.5", lw=1, label="lr")
     lr.set_ylabel("learning rate", color="0.4")
     lines = ax.get_legend_handles_labels()
     extra = lr.get_legend_handles_labels()
@@ -89,7 +92,7 @@ def data_text(d: Any, train: Any, test: Any, given: bool) -> str:
     return f"training: {one(train, d.dataset)}; test: {test_text}"
 
 
-def _status(history: Sequence[Mapping[str, Any]], epochs: int, stopped: bool = False) -> str:
+def _status(history: Sequence[Mapping[str, Any]], epochs: int, stopped: bool = False, interrupted: bool = False) -> str:
     if not history:
         return "no epoch finished yet"
     last = history[-1]
@@ -99,6 +102,8 @@ def _status(history: Sequence[Mapping[str, Any]], epochs: int, stopped: bool = F
         return f"stopped inside {at} (train.max_steps); {again}"
     if last["epoch"] >= epochs:
         return f"finished ({epochs} epochs)"
+    if interrupted:
+        return f"interrupted after {at} (the last epoch logged); --resume goes on from last.pt"
     return f"stopped after {at} (train.max_steps); {again}" if stopped else f"{at} done (the run was training when " \
         "this was written; metrics.json may be further)"
 
@@ -111,7 +116,7 @@ def _fmt(value: Any, percent: bool = False) -> str:
 
 def write_train_report(out: Path, history: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
                        config_changes: Sequence[Mapping[str, Any]] = (), data: str | None = None,
-                       stopped: bool = False) -> Path:
+                       stopped: bool = False, interrupted: bool = False) -> Path:
     """Write ``out/train_report.md``, ``out/train_report.html`` and ``out/figures/`` for a run's ``history``
     (metrics.json's rows) and its ``config`` (``Config.to_dict()``); ``data`` describes the data (default: the config's
     specs). Returns the Markdown path. ``stopped``: the run returned before its last epoch (``train.max_steps`` at an
@@ -131,7 +136,7 @@ def write_train_report(out: Path, history: Sequence[Mapping[str, Any]], config: 
         HeaderItem("Recipe", f"aug.method={aug.get('method')}, {epochs} epochs, batch {optim.get('batch_size')}, "
                              f"lr {optim.get('lr')} (x{optim.get('gamma')} at epochs {optim.get('milestones')}), "
                              f"seed {run.get('seed')}"),
-        HeaderItem("Status", _status(history, epochs, stopped)),
+        HeaderItem("Status", _status(history, epochs, stopped, interrupted)),
         HeaderItem("Versions", f"aprkit {__version__}, torch {torch.__version__}, Python {platform.python_version()}"),
     ]
     sections = []
@@ -146,7 +151,7 @@ def write_train_report(out: Path, history: Sequence[Mapping[str, Any]], config: 
             ["best test accuracy % (epoch)", f"{_fmt(best['test_acc'], True)} ({best['epoch']})" if best else "-"],
             ["train accuracy % (last epoch)", _fmt(last.get("train_acc"), True)],
             ["train loss (last epoch)", _fmt(last.get("train_loss"))],
-            ["training time s", f"{seconds:.1f}"],
+            ["training time s (sum of the epochs)", f"{seconds:.1f}"],
         ], notes="From metrics.json; the model saved as model.pt is the last epoch's, not the best one's.")
         sections.append(ReportSection("Summary", [summary]))
         fig_dir = out / "figures"
@@ -188,11 +193,13 @@ class ReportWriter:
         self.epochs = int((config.get("optim") or {}).get("epochs") or 0)
         self.last: float | None = None
         self.written: tuple[int, bool] | None = None  # (rows, stopped) of the last report written
-        self.off = False
+        self.history: Sequence[Mapping[str, Any]] = ()
+        self.off = self.done = False
 
     def __call__(self, history: Sequence[Mapping[str, Any]], *, final: bool = False) -> None:
         """Write the report for ``history`` unless one was written less than ``every_s`` ago; ``final`` (the run
         returns: its last epoch, a stop at ``train.max_steps``) writes it in any case."""
+        self.history = history
         if self.off or not history:
             return
         final = final or bool(history[-1].get("partial")) or history[-1].get("epoch", 0) >= self.epochs
@@ -209,3 +216,12 @@ class ReportWriter:
             warnings.warn(f"the training report in {self.out} could not be written ({type(e).__name__}: {e}); the run "
                           "goes on without it (metrics.json has every number)", RuntimeWarning, stacklevel=2)
         self.last = time.monotonic()
+
+    def interrupted(self) -> None:
+        """When the run leaves without returning (an interrupt, an error): its report once more, saying so."""
+        if self.done or self.off or not self.history:
+            return
+        try:
+            write_train_report(self.out, self.history, self.config, self.changes, self.data, interrupted=True)
+        except Exception:  # noqa: BLE001 - the interrupt or error on its way out matters, not this file
+            pass
