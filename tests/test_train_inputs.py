@@ -3,6 +3,7 @@ images larger than the crop, two runs into one folder, and overrides given as on
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -95,22 +96,28 @@ def test_images_larger_than_the_crop_warn(tmp_path):
 
 def test_a_second_run_into_a_folder_being_trained_is_refused(tmp_path):
     """Two processes training into one --out both finished; whichever ended last left its files."""
-    import multiprocessing as mp
-
     from aprkit.train.state import RunBusyError
 
-    ctx = mp.get_context("spawn")  # stands in for the first process: it holds the folder's lock while it trains
-    q = ctx.Event()
-    p = ctx.Process(target=_hold_lock, args=(str(tmp_path / "r"), q))
+    with _another_run_holds(tmp_path / "r"), pytest.raises(RunBusyError, match="another aprkit train is writing to"):
+        fit(_cfg(), datasets=(Images(16, with_tensors=False), None), out=tmp_path / "r", resume=True)
+    fit(_cfg(), datasets=(Images(16, with_tensors=False), None), out=tmp_path / "r", resume=True)  # released
+
+
+@contextlib.contextmanager
+def _another_run_holds(out):
+    """A second process holding ``out``'s training lock (as a run writing there) while the block runs."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    p = ctx.Process(target=_hold_lock, args=(str(out), ready))
     p.start()
     try:
-        assert q.wait(60)
-        with pytest.raises(RunBusyError, match="another aprkit train is writing to"):
-            fit(_cfg(), datasets=(Images(16, with_tensors=False), None), out=tmp_path / "r", resume=True)
+        assert ready.wait(60)
+        yield
     finally:
         p.terminate()
         p.join()
-    fit(_cfg(), datasets=(Images(16, with_tensors=False), None), out=tmp_path / "r", resume=True)  # released
 
 
 def _hold_lock(out: str, ready) -> None:
@@ -264,20 +271,9 @@ def test_an_interrupted_run_says_so_in_its_report_and_last_pt_comes_before_the_m
 
 
 def test_a_new_run_into_a_folder_being_trained_is_told_so_first(tmp_path):
-    import multiprocessing as mp
-
     from aprkit.train.state import RunBusyError
 
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "config.yaml").write_text("model: {}\n")  # the first run has written its config
-    ctx = mp.get_context("spawn")
-    ready = ctx.Event()
-    p = ctx.Process(target=_hold_lock, args=(str(tmp_path / "r"), ready))
-    p.start()
-    try:
-        assert ready.wait(60)
-        with pytest.raises(RunBusyError, match="another aprkit train is writing to"):
-            fit(_cfg(), datasets=(Images(16, with_tensors=False), None), out=tmp_path / "r")
-    finally:
-        p.terminate()
-        p.join()
+    with _another_run_holds(tmp_path / "r"), pytest.raises(RunBusyError, match="another aprkit train is writing to"):
+        fit(_cfg(), datasets=(Images(16, with_tensors=False), None), out=tmp_path / "r")
