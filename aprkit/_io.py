@@ -1,5 +1,5 @@
 """Atomic file writes shared by every aprkit module that persists results (checkpoints, logs, caches), and the
-integrity check of the torch files it reads back (:func:`damaged_zip_record`).
+integrity check of the torch files it reads back (:func:`check_zip_intact`).
 
 A writer fills a temporary file in the destination folder and ``os.replace``-s it over the target, so
 readers (and a resumed run after a crash) never see a half-written file. The temporary file is removed
@@ -122,18 +122,20 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str], *, durable: bool =
     return atomic_write(path, lambda fh: torch.save(obj, fh), durable=durable)
 
 
-def damaged_zip_record(path: str | os.PathLike[str]) -> str | None:
-    """The first record of a zip file (the format of ``torch.save``) whose bytes fail their CRC-32, or ``None`` when
-    every record checks out, the file was saved without CRCs (all 0) or is no zip (a legacy pickle: nothing to
-    check). ``torch.load`` does not check
-    the CRCs, so a byte changed on disk or in transfer would load as different weights; reading them back costs about
-    a millisecond per megabyte."""
+def check_zip_intact(path: str | os.PathLike[str], consequence: str) -> None:
+    """Refuse a zip file (the format of ``torch.save``) whose record fails its CRC-32: ``ValueError`` naming the file,
+    the record, ``consequence`` (what loading it would do, and what to do instead). ``torch.load`` does not check the
+    CRCs, so a byte changed on disk or in transfer would load as different weights; reading them back costs about a
+    millisecond per megabyte. A file saved without CRCs (all 0) or no zip at all (a legacy pickle) is not checked."""
     import zipfile
 
     try:
         with zipfile.ZipFile(path) as zf:
             if all(info.CRC == 0 for info in zf.infolist() if info.file_size):  # saved without CRCs
-                return None  # (torch.serialization.set_crc32_options(False) writes 0 for every record)
-            return zf.testzip()
+                return  # (torch.serialization.set_crc32_options(False) writes 0 for every record)
+            bad = zf.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError):  # no zip, or one torch.load reports itself
-        return None
+        return
+    if bad is not None:
+        raise ValueError(f"{path} is damaged: its record {bad!r} fails its CRC-32 check (a byte changed on disk or in "
+                         f"transfer), so {consequence}")

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .._checks import check_positive_int
-from .._io import damaged_zip_record
+from .._io import check_zip_intact
 from .foreign import FOREIGN_PREFIXES, Preprocess, create_foreign
 from .normalize import Normalize, unwrap_model
 from .registry import checkpoint_kwargs, create_model, is_model, list_models, tag_model
@@ -52,10 +52,7 @@ def read_checkpoint(path: str | os.PathLike, *, weights_only: bool = True) -> An
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "not found"
         raise FileNotFoundError(f"checkpoint file {what}: {path}")
-    bad = damaged_zip_record(path)
-    if bad is not None:
-        raise ValueError(f"{path} is damaged: its record {bad!r} fails its CRC-32 check (a byte changed on disk or in "
-                         "transfer), so its weights would load wrong; copy or download the file again")
+    check_zip_intact(path, "its weights would load wrong; copy or download the file again")
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as e:  # zip/pickle/EOF errors of junk files, pickled classes beyond weights

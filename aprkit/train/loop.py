@@ -393,8 +393,9 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
 
         report = ReportWriter(out, cfg.to_dict(), config_changes, data_text(cfg.data, train_ds, test_ds,
                                                                           given=datasets is not None))
-        held.callback(report.interrupted)  # an interrupt (Ctrl-C) leaves a report that says so
     logger = MetricsLogger(out, enabled=main, tensorboard=tr.tensorboard, history=history, report=report)
+    if report is not None:
+        held.callback(lambda: report.interrupted(logger.history))  # an interrupt (Ctrl-C) leaves a report saying so
 
     net: nn.Module = model
     if info.world > 1:
@@ -511,8 +512,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         ckpt = save_checkpoint(out / "model.pt", plain, arch=cfg.model.name, num_classes=cfg.model.num_classes,
                                extra=extra)
     if report is not None:
-        report(logger.history, final=True)  # also a stop at train.max_steps on an epoch's end (no partial row)
-        report.done = True
+        report(logger.history, end=True)  # also a stop at train.max_steps on an epoch's end (no partial row)
     logger.close()
     return {
         "history": logger.history, "final": logger.history[-1] if logger.history else {}, "model": plain,

@@ -193,16 +193,15 @@ class ReportWriter:
         self.epochs = int((config.get("optim") or {}).get("epochs") or 0)
         self.last: float | None = None
         self.written: tuple[int, bool] | None = None  # (rows, stopped) of the last report written
-        self.history: Sequence[Mapping[str, Any]] = ()
         self.off = self.done = False
 
-    def __call__(self, history: Sequence[Mapping[str, Any]], *, final: bool = False) -> None:
-        """Write the report for ``history`` unless one was written less than ``every_s`` ago; ``final`` (the run
-        returns: its last epoch, a stop at ``train.max_steps``) writes it in any case."""
-        self.history = history
+    def __call__(self, history: Sequence[Mapping[str, Any]], *, end: bool = False) -> None:
+        """Write the report for ``history`` unless one was written less than ``every_s`` ago; the run's last row
+        and ``end`` (the run returns: its last epoch, a stop at ``train.max_steps``) write it in any case."""
+        self.done = self.done or end
         if self.off or not history:
             return
-        final = final or bool(history[-1].get("partial")) or history[-1].get("epoch", 0) >= self.epochs
+        final = end or bool(history[-1].get("partial")) or history[-1].get("epoch", 0) >= self.epochs
         if not final and self.last is not None and time.monotonic() - self.last < self.every_s:
             return
         stopped = final and history[-1].get("epoch", 0) < self.epochs
@@ -217,11 +216,11 @@ class ReportWriter:
                           "goes on without it (metrics.json has every number)", RuntimeWarning, stacklevel=2)
         self.last = time.monotonic()
 
-    def interrupted(self) -> None:
+    def interrupted(self, history: Sequence[Mapping[str, Any]]) -> None:
         """When the run leaves without returning (an interrupt, an error): its report once more, saying so."""
-        if self.done or self.off or not self.history:
+        if self.done or self.off or not history:
             return
         try:
-            write_train_report(self.out, self.history, self.config, self.changes, self.data, interrupted=True)
+            write_train_report(self.out, history, self.config, self.changes, self.data, interrupted=True)
         except Exception:  # noqa: BLE001 - the interrupt or error on its way out matters, not this file
             pass

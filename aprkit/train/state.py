@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .._hash import derive_seed
-from .._io import atomic_torch_save, damaged_zip_record
+from .._io import atomic_torch_save, check_zip_intact
 from ..models.checkpoint import TRAIN_STATE_FORMAT
 
 __all__ = [
@@ -173,11 +173,8 @@ def load_train_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no training checkpoint to resume from at {path}")
-    bad = damaged_zip_record(path)
-    if bad is not None:
-        raise ValueError(f"{path} is damaged: its record {bad!r} fails its CRC-32 check (a byte changed on disk or in "
-                         "transfer), so the run would resume from other weights; resume from an intact copy, or start "
-                         "over with --overwrite (aprkit train; fit(overwrite=True))")
+    check_zip_intact(path, "the run would resume from other weights; resume from an intact copy, or start over with "
+                           "--overwrite (aprkit train; fit(overwrite=True))")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception:  # zip / pickle / EOF errors of a truncated or corrupted file
