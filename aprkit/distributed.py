@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup_distributed", "resolve_device", "group_info", "is_main_process", "all_reduce_sum",
-           "broadcast_buffers", "barrier", "teardown_distributed"]
+__all__ = ["DistInfo", "setup_distributed", "resolve_device", "group_info", "is_main_process", "launch_rank",
+           "all_reduce_sum", "broadcast_buffers", "barrier", "teardown_distributed"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,14 @@ def group_info() -> tuple[int, int]:
 def is_main_process() -> bool:
     """True unless this is a non-zero rank of an initialised ``torch.distributed`` group."""
     return group_info()[0] == 0
+
+
+def launch_rank() -> int:
+    """This process's rank before or after the group is joined: the initialised group's, else the one torchrun gave
+    it (``RANK``), else 0. For work that runs once per launch before :func:`setup_distributed` (printing, probing)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
 
 
 def setup_distributed(device_name: str = "auto") -> DistInfo:

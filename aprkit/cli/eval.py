@@ -15,7 +15,6 @@ published pretrained weights. Data specs of the -C sets and ``cue-conflict`` may
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -165,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "print_config", False):
         import yaml
 
-        if os.environ.get("RANK", "0") == "0":  # once under torchrun
+        from aprkit.distributed import launch_rank
+
+        if launch_rank() == 0:  # once under torchrun
             print(yaml.safe_dump(cfg, sort_keys=False), end="")
         return 0
     _resolve_sources(cfg, bool(getattr(args, "download", False)), getattr(args, "data_root", None))

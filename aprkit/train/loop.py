@@ -38,6 +38,7 @@ from ..distributed import (
     all_reduce_sum,
     barrier,
     broadcast_buffers,
+    launch_rank,
     setup_distributed,
     teardown_distributed,
 )
@@ -204,7 +205,7 @@ def fit(
         cfg.train.resume = bool(resume)
     if cfg.train.out:
         cfg.train.out = os.path.expanduser(cfg.train.out)  # checked and written at the same place
-    if cfg.train.out and os.environ.get("RANK", "0") == "0" and Path(cfg.train.out).is_dir():
+    if cfg.train.out and launch_rank() == 0 and Path(cfg.train.out).is_dir():
         with run_lock(cfg.train.out):  # a run writing there now is named first (not as "holds a run, --resume")
             pass
     check_run_folder(cfg.train.out, resume=cfg.train.resume, overwrite=overwrite)

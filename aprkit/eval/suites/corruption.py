@@ -158,8 +158,8 @@ class CorruptionResult(TypedDict):
     mean_corruption_error: float | None  # CIFAR convention: all 15 x 5 benchmark cells
     relative_robustness: float | None  # mean corrupted accuracy / clean accuracy
     complete: bool  # all 15 x 5 benchmark cells were evaluated
-    origin: str  # "none", "generated", "disk" (a -C spec) or "provided" (a callable or dataset source; one with an
-    # ``origin`` attribute names its own, e.g. the demo's shared generated cells)
+    origin: str  # "none", "generated", "disk" (a -C spec) or "provided" (a callable or dataset source; one with
+    # ``origin = "generated"``, the demo's shared cells, is "generated")
     preset: str
     mce: float | None  # ImageNet-C mCE (AlexNet-normalised): all cells of the 1000 classes x 50,000 images
     relative_mce: float | None

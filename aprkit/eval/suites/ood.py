@@ -147,8 +147,10 @@ def _warn_first_classes(spec: Any, ds: Any, limit: int | None) -> None:
     held-out-class or natural OOD set would shrink to a few of its classes (as the runner warns for the data)."""
     from aprkit.data.loading import attribute_labels
 
-    labels = attribute_labels(ds) if limit is not None else None
-    message = class_sorted_limit(labels, limit) if labels is not None and limit is not None else None
+    if limit is None:
+        return
+    labels = attribute_labels(ds)
+    message = class_sorted_limit(labels, limit) if labels is not None else None
     if message:
         name = spec if isinstance(spec, str) else describe_value(spec)
         warnings.warn(f"OOD set {name}: {message}", RuntimeWarning, stacklevel=4)
