@@ -184,6 +184,7 @@ def test_a_run_that_changed_the_folder_while_this_one_got_ready_is_not_replaced(
     """The folder checks ran before loading data and model, the lock only at the first write: a run that finished
     (or wrote last.pt) in between was replaced."""
     import aprkit.train.loop as loop
+    import aprkit.train.resume as resume
     from aprkit.train.state import RunBusyError, RunExistsError
 
     real = loop.build_model
@@ -202,14 +203,14 @@ def test_a_run_that_changed_the_folder_while_this_one_got_ready_is_not_replaced(
     monkeypatch.setattr(loop, "build_model", real)
     fit(cfg | {"train": {**cfg["train"], "max_steps": 3}}, datasets=(Images(32), None), out=tmp_path / "res")
     last = tmp_path / "res" / "last.pt"
-    real_load = loop.load_train_checkpoint
+    real_load = resume.load_train_checkpoint
 
     def load_then_another_run_writes(path):
         state = real_load(path)
         os.utime(path, ns=(1, 1))  # the other run's next checkpoint
         return state
 
-    monkeypatch.setattr(loop, "load_train_checkpoint", load_then_another_run_writes)
+    monkeypatch.setattr(resume, "load_train_checkpoint", load_then_another_run_writes)
     with pytest.raises(RunBusyError, match="wrote .*last.pt while this run was getting ready"):
         fit(cfg, datasets=(Images(32), None), out=tmp_path / "res", resume=True)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import os
 import random
@@ -47,7 +46,6 @@ from ..models.normalize import unwrap_model
 from .batch_ops import to_float
 from .config import (
     Config,
-    changed_keys,
     config_from_dict,
     load_config,
     recipe_version,
@@ -63,7 +61,9 @@ from .data import (
     load_datasets,
 )
 from .metrics_log import MetricsLogger
+from .optim import build_optimizer, lr_factor
 from .recipe import DeviceAugment, method_loss
+from .resume import RunPosition, resume_run
 from .state import (
     CHECKPOINT_FORMAT,
     REPORT_FILES,
@@ -74,8 +74,6 @@ from .state import (
     check_run_folder,
     clear_run_folder,
     derive_seed,
-    load_train_checkpoint,
-    restore_rng,
     run_lock,
 )
 
@@ -135,19 +133,6 @@ def evaluate_accuracy(model: nn.Module, batches: EpochBatches, info: DistInfo, *
     all_reduce_sum(sums, info)
     n = max(float(sums[2]), 1.0)
     return {"test_loss": float(sums[0]) / n, "test_acc": float(sums[1]) / n, "test_n": int(sums[2])}
-
-
-def lr_factor(milestones: Sequence[int], gamma: float, warmup_epochs: float, steps_per_epoch: int):
-    """Per-step learning-rate factor: ``gamma ** (#milestones <= epoch)`` times a linear warm-up ramp."""
-    import bisect
-
-    marks, warm = sorted(milestones), max(0.0, warmup_epochs) * steps_per_epoch
-
-    def factor(step: int) -> float:
-        ramp = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
-        return ramp * gamma ** bisect.bisect_right(marks, step // steps_per_epoch)
-
-    return factor
 
 
 def _drop_stop_evals(history: list[dict[str, Any]]) -> None:
@@ -266,105 +251,23 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
                                     rank=info.rank, world=info.world)
 
     o = cfg.optim
-    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
-                                nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
-    schedule = lr_factor(o.milestones, o.gamma, o.warmup_epochs, len(batches))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    optimizer, scheduler, schedule = build_optimizer(o, model, len(batches))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     generator = torch.Generator(device=dev)
     aug = DeviceAugment(cfg, dev, generator, channels_last=cl)
 
-    epoch, start_batch, step, history, resumed = 0, 0, 0, [], False
-    carried_s = 0.0  # training time of the epoch before a mid-epoch resume: the epoch's row counts all of it
-    config_changes: list[dict[str, Any]] = []  # settings changed at a resume: the step and the config before
-    saved_config: dict[str, Any] = {}  # the resumed checkpoint's config
     accum = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, correct, n of the current epoch
     ckpt_path = out / "last.pt" if out is not None else None
     read_state = _file_state(ckpt_path)  # what this run starts from: checked again once it holds the folder's lock
+    pos = RunPosition()
     if tr.resume and ckpt_path is not None and ckpt_path.is_file():
-        state = load_train_checkpoint(ckpt_path)
-        saved = {k: (state.get("config") or {}).get("model", {}).get(k) for k in ("name", "num_classes")}
-        if str(saved["name"]).lower() != cfg.model.name.lower() or saved["num_classes"] != cfg.model.num_classes:
-            raise ValueError(f"cannot resume: {ckpt_path} is a run of model.name={saved['name']!r} with "
-                             f"{saved['num_classes']} classes, not {cfg.model.name!r} with {cfg.model.num_classes}; "
-                             "resume with the same model settings or choose another --out")
-        saved_kwargs = (state.get("config") or {}).get("model", {}).get("kwargs", {}) or {}
-        if json.dumps(saved_kwargs, sort_keys=True, default=str) != json.dumps(cfg.model.kwargs, sort_keys=True,
-                                                                              default=str):  # another architecture
-            raise ValueError(f"cannot resume: {ckpt_path} was built with model.kwargs={saved_kwargs}, this config has "
-                             f"{cfg.model.kwargs}; resume with the same model settings or choose another --out")
-        try:
-            unwrap_model(model).load_state_dict(state["model"])
-        except RuntimeError as err:  # the same settings built another model: a builder default changed since
-            from ..models.registry import checkpoint_kwargs
-
-            then = checkpoint_kwargs(cfg.model.name, dict(cfg.model.kwargs), state["model"])
-            pin = " ".join(f"model.kwargs.{k}={v}" for k, v in then.items() if cfg.model.kwargs.get(k) != v)
-            first = str(err).splitlines()[0]
-            raise ValueError(f"cannot resume: {ckpt_path}'s weights do not fit the model these settings build now "
-                             f"(a default of {cfg.model.name!r} changed since it was trained?)"
-                             + (f"; resume with --set {pin}" if pin else "") + f". {first}") from None
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        # the config's optimiser settings apply from here on: the saved state carries the learning rate, decay and
-        # momentum it was started with, while milestones, gamma and warm-up come from the config (half a change).
-        # Unchanged settings give the same values (base lr times the schedule's factor, as the scheduler computes it)
-        for g in optimizer.param_groups:
-            g.update(momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay,
-                     initial_lr=o.lr, lr=o.lr * schedule(scheduler.last_epoch))
-        scheduler.base_lrs = [o.lr] * len(optimizer.param_groups)
-        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]  # what get_last_lr() reports
-        if state["scaler"]:  # runs without a float16 GradScaler (CPU, bfloat16) saved an empty state
-            scaler.load_state_dict(state["scaler"])
-        epoch, start_batch, step = state["epoch"], state["batch_in_epoch"], state["global_step"]
-        carried_s = float(state.get("epoch_time_s") or 0.0) if start_batch else 0.0
-        saved_steps = (state.get("sampler") or {}).get("steps_per_epoch")  # older checkpoints: not checked
-        if saved_steps is not None and saved_steps != len(batches):
-            raise ValueError(f"cannot resume: {ckpt_path} ran {saved_steps} steps per epoch, this config "
-                             f"{len(batches)} (optim.batch_size or the training data changed): the learning-rate "
-                             "schedule and the position inside the epoch are counted in steps. Resume with the same "
-                             "batch size and data, or start a new run (another --out)")
-        if epoch > o.epochs or (epoch == o.epochs and start_batch > 0):
-            raise ValueError(f"cannot resume with optim.epochs={o.epochs}: {ckpt_path} is already at epoch {epoch}, "
-                             f"batch {start_batch} (its weights are past that budget); give optim.epochs >= "
-                             f"{epoch + (start_batch > 0)} or start a new run (another --out)")
-        resumed = True  # a finished run resumed again keeps its config.yaml and model.pt as they are
-        # a partial row (a max_steps stop inside an epoch) is replaced when training goes on; a run resumed at its
-        # max_steps trains nothing more and keeps it
-        at_max = tr.max_steps is not None and step >= tr.max_steps
-        finished = at_max or (epoch >= o.epochs and start_batch == 0)  # nothing left to train
-        history = [r for r in state["history"] if at_max or not r.get("partial")]
-        if info.rank == 0:  # the saved sums are over every rank's share of the epoch so far: counted once
-            accum.copy_(state["accum"].to(dev))
-        restore_rng(state["rng"], generator)
-        saved_world = (state.get("sampler") or {}).get("world", info.world)
-        if main and saved_world != info.world:
-            print(f"warning: {ckpt_path} was trained on {saved_world} process(es), this run has {info.world}: the "
-                  "augmentation draws are seeded per rank, so the resumed run will not match an uninterrupted one",
-                  file=sys.stderr)
-        saved_config = state["config"]
-        changed = changed_keys(saved_config, cfg.to_dict())
-        if main:
-            if tr.progress:  # a status line; the warnings below are printed either way
-                print(f"resumed from {ckpt_path} at epoch {epoch}, batch {start_batch}, step {step}", file=sys.stderr)
-            saved_recipe, recipe = state.get("recipe_version", 2), recipe_version(cfg)  # no field: 2 or older
-            if saved_recipe != recipe:
-                print(f"warning: {ckpt_path} was trained by recipe version {saved_recipe}, this aprkit trains "
-                      f"version {recipe} (aprkit.train.config.RECIPE_VERSION says what changed); the resumed "
-                      "run will not match an uninterrupted one", file=sys.stderr)
-            if changed and finished:
-                print(f"note: the config differs from the checkpoint's in {', '.join(changed)}, but the run is "
-                      f"finished (epoch {epoch} of {o.epochs}{', at train.max_steps' if at_max else ''}): nothing "
-                      "is trained and the changes take no effect", file=sys.stderr)
-            elif changed:
-                print(f"warning: the config differs from the checkpoint's in {', '.join(changed)}; the resumed run "
-                      "goes on with the new values (recorded in last.pt's and model.pt's config_changes; config.yaml "
-                      "keeps the config the run started with) and will not match an uninterrupted one", file=sys.stderr)
-        config_changes = list(state.get("config_changes") or [])
-        if changed and not finished:
-            config_changes.append({"global_step": step, "keys": changed, "before": state["config"]})
+        pos = resume_run(ckpt_path, cfg, info, model=model, optimizer=optimizer, scheduler=scheduler,
+                         schedule=schedule, scaler=scaler, generator=generator, accum=accum,
+                         steps_per_epoch=len(batches))
     elif tr.resume and main and tr.progress:
         print(f"no checkpoint at {ckpt_path}; starting a new run", file=sys.stderr)
+    epoch, start_batch, step, carried_s = pos.epoch, pos.start_batch, pos.step, pos.carried_s
+    config_changes = pos.config_changes
 
     if main and out is not None:
         import yaml
@@ -382,9 +285,9 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         # train.max_steps) and nothing ever changed its trajectory: then the current config reruns it from scratch to
         # the same weights, where the first one stopped short
         end = o.epochs * len(batches) if tr.max_steps is None else min(o.epochs * len(batches), tr.max_steps)
-        extended = (resumed and not config_changes and end > step  # this call trains on
-                    and _run_length(saved_config) != _run_length(cfg.to_dict()))
-        if not (resumed and (out / "config.yaml").is_file()) or extended:
+        extended = (pos.resumed and not config_changes and end > step  # this call trains on
+                    and _run_length(pos.saved_config) != _run_length(cfg.to_dict()))
+        if not (pos.resumed and (out / "config.yaml").is_file()) or extended:
             rerun = cfg.to_dict()  # a config that reruns the run from scratch: not a resume of it
             rerun["train"]["resume"] = False
             atomic_write_text(out / "config.yaml", yaml.safe_dump(rerun, sort_keys=False))
@@ -394,7 +297,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
 
         report = ReportWriter(out, cfg.to_dict(), config_changes, data_text(cfg.data, train_ds, test_ds,
                                                                           given=datasets is not None))
-    logger = MetricsLogger(out, enabled=main, tensorboard=tr.tensorboard, history=history, report=report)
+    logger = MetricsLogger(out, enabled=main, tensorboard=tr.tensorboard, history=pos.history, report=report)
     if report is not None:
         held.callback(lambda: report.interrupted(logger.history))  # an interrupt (Ctrl-C) leaves a report saying so
 

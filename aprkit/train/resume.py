@@ -1,0 +1,138 @@
+"""Resuming a training run from its ``last.pt``: the checks that it is the same run, the restored state, and the
+warnings when the config or the process count changed since.
+
+``resume_run`` loads the checkpoint into the freshly built model, optimiser, scheduler, scaler and generator (in
+place) and returns where the run stands (:class:`RunPosition`); ``RunPosition()`` is a new run's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..distributed import DistInfo
+from ..models.normalize import unwrap_model
+from .config import Config, changed_keys, recipe_version
+from .optim import apply_optim_config
+from .state import load_train_checkpoint, restore_rng
+
+__all__ = ["RunPosition", "resume_run"]
+
+
+@dataclass
+class RunPosition:
+    """Where a run stands: the epoch and the batch inside it to go on from, the global step, the logged rows."""
+
+    epoch: int = 0
+    start_batch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    carried_s: float = 0.0  # training time of the epoch before a mid-epoch resume: the epoch's row counts all of it
+    config_changes: list[dict[str, Any]] = field(default_factory=list)  # changed at a resume: step, config before
+    saved_config: dict[str, Any] = field(default_factory=dict)  # the resumed checkpoint's config
+    resumed: bool = False
+
+
+def _check_same_model(state: dict[str, Any], cfg: Config, ckpt_path: Path, model: nn.Module) -> None:
+    """Load the checkpoint's weights into ``model``, refusing another model name, class count or architecture."""
+    saved = {k: (state.get("config") or {}).get("model", {}).get(k) for k in ("name", "num_classes")}
+    if str(saved["name"]).lower() != cfg.model.name.lower() or saved["num_classes"] != cfg.model.num_classes:
+        raise ValueError(f"cannot resume: {ckpt_path} is a run of model.name={saved['name']!r} with "
+                         f"{saved['num_classes']} classes, not {cfg.model.name!r} with {cfg.model.num_classes}; "
+                         "resume with the same model settings or choose another --out")
+    saved_kwargs = (state.get("config") or {}).get("model", {}).get("kwargs", {}) or {}
+    if json.dumps(saved_kwargs, sort_keys=True, default=str) != json.dumps(cfg.model.kwargs, sort_keys=True,
+                                                                          default=str):  # another architecture
+        raise ValueError(f"cannot resume: {ckpt_path} was built with model.kwargs={saved_kwargs}, this config has "
+                         f"{cfg.model.kwargs}; resume with the same model settings or choose another --out")
+    try:
+        unwrap_model(model).load_state_dict(state["model"])
+    except RuntimeError as err:  # the same settings built another model: a builder default changed since
+        from ..models.registry import checkpoint_kwargs
+
+        then = checkpoint_kwargs(cfg.model.name, dict(cfg.model.kwargs), state["model"])
+        pin = " ".join(f"model.kwargs.{k}={v}" for k, v in then.items() if cfg.model.kwargs.get(k) != v)
+        first = str(err).splitlines()[0]
+        raise ValueError(f"cannot resume: {ckpt_path}'s weights do not fit the model these settings build now "
+                         f"(a default of {cfg.model.name!r} changed since it was trained?)"
+                         + (f"; resume with --set {pin}" if pin else "") + f". {first}") from None
+
+
+def _warn_changes(state: dict[str, Any], cfg: Config, ckpt_path: Path, pos: RunPosition, changed: list[str],
+                  finished: bool, at_max: bool) -> None:
+    """The resume's status line and its warnings (rank 0): another recipe version, a changed config."""
+    if cfg.train.progress:  # a status line; the warnings below are printed either way
+        print(f"resumed from {ckpt_path} at epoch {pos.epoch}, batch {pos.start_batch}, step {pos.step}",
+              file=sys.stderr)
+    saved_recipe, recipe = state.get("recipe_version", 2), recipe_version(cfg)  # no field: 2 or older
+    if saved_recipe != recipe:
+        print(f"warning: {ckpt_path} was trained by recipe version {saved_recipe}, this aprkit trains "
+              f"version {recipe} (aprkit.train.config.RECIPE_VERSION says what changed); the resumed "
+              "run will not match an uninterrupted one", file=sys.stderr)
+    if changed and finished:
+        print(f"note: the config differs from the checkpoint's in {', '.join(changed)}, but the run is "
+              f"finished (epoch {pos.epoch} of {cfg.optim.epochs}{', at train.max_steps' if at_max else ''}): "
+              "nothing is trained and the changes take no effect", file=sys.stderr)
+    elif changed:
+        print(f"warning: the config differs from the checkpoint's in {', '.join(changed)}; the resumed run "
+              "goes on with the new values (recorded in last.pt's and model.pt's config_changes; config.yaml "
+              "keeps the config the run started with) and will not match an uninterrupted one", file=sys.stderr)
+
+
+def resume_run(ckpt_path: Path, cfg: Config, info: DistInfo, *, model: nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LambdaLR, schedule: Callable[[int], float],
+               scaler: torch.amp.GradScaler, generator: torch.Generator, accum: torch.Tensor,
+               steps_per_epoch: int) -> RunPosition:
+    """Restore the run saved in ``ckpt_path`` into the given objects (in place) and return its position.
+
+    ``accum`` (loss * n, correct, n of the epoch so far) is restored on rank 0 only: the saved sums are over every
+    rank's share of the epoch, counted once. Refuses a checkpoint of another model, another number of steps per epoch
+    (the schedule and the position inside the epoch are counted in steps) or one past ``optim.epochs``."""
+    o = cfg.optim
+    state = load_train_checkpoint(ckpt_path)
+    _check_same_model(state, cfg, ckpt_path, model)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    apply_optim_config(o, optimizer, scheduler, schedule)
+    if state["scaler"]:  # runs without a float16 GradScaler (CPU, bfloat16) saved an empty state
+        scaler.load_state_dict(state["scaler"])
+    pos = RunPosition(epoch=state["epoch"], start_batch=state["batch_in_epoch"], step=state["global_step"],
+                      resumed=True, saved_config=state["config"])
+    pos.carried_s = float(state.get("epoch_time_s") or 0.0) if pos.start_batch else 0.0
+    saved_steps = (state.get("sampler") or {}).get("steps_per_epoch")  # older checkpoints: not checked
+    if saved_steps is not None and saved_steps != steps_per_epoch:
+        raise ValueError(f"cannot resume: {ckpt_path} ran {saved_steps} steps per epoch, this config "
+                         f"{steps_per_epoch} (optim.batch_size or the training data changed): the learning-rate "
+                         "schedule and the position inside the epoch are counted in steps. Resume with the same "
+                         "batch size and data, or start a new run (another --out)")
+    if pos.epoch > o.epochs or (pos.epoch == o.epochs and pos.start_batch > 0):
+        raise ValueError(f"cannot resume with optim.epochs={o.epochs}: {ckpt_path} is already at epoch {pos.epoch}, "
+                         f"batch {pos.start_batch} (its weights are past that budget); give optim.epochs >= "
+                         f"{pos.epoch + (pos.start_batch > 0)} or start a new run (another --out)")
+    # a partial row (a max_steps stop inside an epoch) is replaced when training goes on; a run resumed at its
+    # max_steps trains nothing more and keeps it
+    at_max = cfg.train.max_steps is not None and pos.step >= cfg.train.max_steps
+    finished = at_max or (pos.epoch >= o.epochs and pos.start_batch == 0)  # nothing left to train
+    pos.history = [r for r in state["history"] if at_max or not r.get("partial")]
+    if info.rank == 0:
+        accum.copy_(state["accum"].to(accum.device))
+    restore_rng(state["rng"], generator)
+    saved_world = (state.get("sampler") or {}).get("world", info.world)
+    if info.is_main and saved_world != info.world:
+        print(f"warning: {ckpt_path} was trained on {saved_world} process(es), this run has {info.world}: the "
+              "augmentation draws are seeded per rank, so the resumed run will not match an uninterrupted one",
+              file=sys.stderr)
+    changed = changed_keys(state["config"], cfg.to_dict())
+    if info.is_main:
+        _warn_changes(state, cfg, ckpt_path, pos, changed, finished, at_max)
+    pos.config_changes = list(state.get("config_changes") or [])
+    if changed and not finished:
+        pos.config_changes.append({"global_step": pos.step, "keys": changed, "before": state["config"]})
+    return pos
