@@ -162,7 +162,7 @@ def compare(
     forward timing (on a GPU it would serialise aprkit's overlapped streaming); forward shares are then None.
     """
     from aprkit.eval import evaluate
-    from aprkit.eval.engine.inference import TensorImageDataset
+    from aprkit.eval.engine.datasets import TensorImageDataset
     from aprkit.eval.metrics import CORRUPTIONS
 
     if interleave not in ("corruption", "run"):

@@ -119,7 +119,7 @@ class PixelModel(nn.Module):
 
 @pytest.fixture(scope="module")
 def small_set():
-    from aprkit.eval.engine.inference import TensorImageDataset
+    from aprkit.eval.engine.datasets import TensorImageDataset
 
     return TensorImageDataset(natural_images(40, 16, seed=2), torch.arange(40) % 10)
 
@@ -158,7 +158,7 @@ def test_cli_output_identical_across_batch_sizes(tmp_path) -> None:
 def _dist_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from aprkit.eval.engine.inference import TensorImageDataset
+    from aprkit.eval.engine.datasets import TensorImageDataset
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)

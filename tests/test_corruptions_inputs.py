@@ -52,7 +52,7 @@ class Mean(nn.Module):
 
 
 def _clean(n: int = 12, size: int = 32):
-    from aprkit.eval.engine.inference import TensorImageDataset
+    from aprkit.eval.engine.datasets import TensorImageDataset
 
     return TensorImageDataset(natural_images(n, size, seed=1), torch.arange(n) % 10)
 

@@ -202,7 +202,7 @@ def test_feature_apr_matches_cpu(mode: str) -> None:
 # --------------------------------------------------------------------------------------------- evaluate / train
 def test_evaluate_on_device_amp_channels_last() -> None:
     from aprkit.eval import evaluate
-    from aprkit.eval.engine.inference import TensorImageDataset
+    from aprkit.eval.engine.datasets import TensorImageDataset
 
     images = natural_images(48, 32, seed=12)
     net = TinyNet().calibrate(images.float() / 255)
@@ -255,7 +255,7 @@ def test_train_step_on_device_amp_channels_last() -> None:
 
 @pytest.mark.parametrize("amp_dtype", ["float16", "bfloat16"])
 def test_fit_two_steps_on_device(amp_dtype: str) -> None:
-    from aprkit.eval.engine.inference import TensorImageDataset
+    from aprkit.eval.engine.datasets import TensorImageDataset
     from aprkit.train import fit
 
     data = TensorImageDataset(natural_images(32, 32, seed=14), torch.arange(32) % 10)

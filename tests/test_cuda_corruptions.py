@@ -124,7 +124,7 @@ def test_seeded_corruptions_and_evaluate_use_no_host_generator(monkeypatch, x8: 
     """On the device, seeded corruptions (and ``evaluate``'s generated cells) draw nothing from a
     ``torch.Generator``, torch's samplers or NumPy: no per-image host generator, no host loop per image."""
     from aprkit.eval import evaluate
-    from aprkit.eval.engine.inference import TensorImageDataset
+    from aprkit.eval.engine.datasets import TensorImageDataset
 
     net = TinyNet().calibrate(x8.float() / 255).to(DEVICE)  # before the spy: its weights come from a CPU generator
     data = TensorImageDataset(x8, torch.arange(len(x8)) % 10)

@@ -149,7 +149,7 @@ def test_image_folder_sizes_and_errors(tmp_path: Path) -> None:
         get_dataset(f"folder:{tmp_path}?crop=32", crop=24)
     with pytest.raises(ValueError, match=r"cifar10-c: takes none \(folder: takes resize, crop\)"):
         get_dataset("cifar10-c:/x?resize=3", corruption="fog", severity=1)
-    from aprkit.eval.engine.inference import _normalise_spec
+    from aprkit.eval.engine.datasets import _normalise_spec
 
     keyed = _normalise_spec(f"folder:{tmp_path}?resize=40&crop=32")  # options in one order, in every cache key
     assert keyed == _normalise_spec(f"folder:{tmp_path}?crop=32&resize=40") and keyed.endswith("?crop=32&resize=40")
@@ -604,7 +604,7 @@ def test_folders_skip_hidden_files_and_refuse_a_lone_split_folder(tmp_path: Path
 
 
 def test_in_memory_refuses_a_transform_and_labels_must_be_integers(tmp_path: Path) -> None:
-    from aprkit.eval.engine.inference import TensorImageDataset
+    from aprkit.eval.engine.datasets import TensorImageDataset
 
     for i, cls in enumerate(["cat", "dog"]):
         _png(tmp_path / "test" / cls / "x.png", 60 + i)
@@ -620,7 +620,7 @@ def test_in_memory_refuses_a_transform_and_labels_must_be_integers(tmp_path: Pat
 
 def test_tensor_dataset_batches_are_copies() -> None:
     """A slice of TensorImageDataset returned views: writing into a batch changed the images and labels."""
-    from aprkit.eval.engine.inference import TensorImageDataset
+    from aprkit.eval.engine.datasets import TensorImageDataset
 
     images, labels = torch.arange(10 * 3 * 4, dtype=torch.uint8).reshape(10, 3, 2, 2), torch.arange(10)
     ds = TensorImageDataset(images.clone(), labels.clone())
@@ -670,7 +670,7 @@ def test_a_cut_order_file_is_refused_also_with_linked_class_folders(tmp_path: Pa
 
 def test_an_array_in_the_other_layout_is_refused_naming_it():
     """An (N, C, H, W) array read as NHWC had 32 'channels' of width 3 and failed only in the model."""
-    from aprkit.eval.engine.inference import TensorImageDataset
+    from aprkit.eval.engine.datasets import TensorImageDataset
 
     nchw = np.zeros((4, 3, 32, 32), np.uint8)
     with pytest.raises(ValueError, match="pass layout='nchw'"):

@@ -12,7 +12,7 @@ from torch import nn
 import aprkit.corruptions
 from aprkit.eval import evaluate
 from aprkit.eval.engine.cache import MemoryCache, Unidentifiable, cached, identity, model_fingerprint, result_key
-from aprkit.eval.engine.inference import TensorImageDataset, dataset_id
+from aprkit.eval.engine.datasets import TensorImageDataset, dataset_id
 from aprkit.eval.suites import EvalContext, load_suites
 from conftest import natural_images
 from test_eval_runner import Tiny, small_data
@@ -64,7 +64,7 @@ def test_identity_resolves_specs_and_refuses_anonymous_callables(tmp_path, monke
     from aprkit.data.noise import NOISE_VERSION
 
     assert identity("noise:uniform") == f"noise:uniform@v{NOISE_VERSION}"  # the definitions' version names them
-    assert identity(dataset_id) == "aprkit.eval.engine.inference.dataset_id"
+    assert identity(dataset_id) == "aprkit.eval.engine.datasets.dataset_id"
     assert identity(torch.ones(3)) != identity(torch.zeros(3))
     with pytest.raises(Unidentifiable, match="cache_id"):
         identity(lambda c, s: None)
@@ -269,7 +269,7 @@ def test_generated_data_and_demo_runs_are_keyed_by_their_version(monkeypatch, tm
     cached for the old one."""
     from aprkit.data import synthetic
     from aprkit.demo import pipeline
-    from aprkit.eval.engine.inference import dataset_id
+    from aprkit.eval.engine.datasets import dataset_id
     from aprkit.train import config
 
     before = dataset_id("synthetic")

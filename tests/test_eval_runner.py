@@ -14,7 +14,8 @@ from torch import nn
 
 from aprkit.eval import evaluate
 from aprkit.eval.engine.cache import MemoryCache, ResultCache, model_fingerprint
-from aprkit.eval.engine.inference import TensorImageDataset, dataset_id, predict
+from aprkit.eval.engine.inference import predict
+from aprkit.eval.engine.datasets import TensorImageDataset, dataset_id
 from conftest import natural_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,7 +16,8 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
     from aprkit.eval import evaluate
-    from aprkit.eval.engine.inference import TensorImageDataset, predict
+    from aprkit.eval.engine.inference import predict
+    from aprkit.eval.engine.datasets import TensorImageDataset
     from test_eval_runner import Tiny
 
     torch.set_num_threads(1)
@@ -38,7 +39,8 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 @pytest.mark.slow
 def test_two_process_sharding_matches_single_process(tmp_path):
     from aprkit.eval import evaluate
-    from aprkit.eval.engine.inference import TensorImageDataset, predict
+    from aprkit.eval.engine.inference import predict
+    from aprkit.eval.engine.datasets import TensorImageDataset
     from test_eval_runner import Tiny
 
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)

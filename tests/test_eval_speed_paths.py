@@ -15,7 +15,8 @@ from aprkit.data.arrays import ArrayDataset
 from aprkit.eval import evaluate
 from aprkit.data.loading import prefetch
 from aprkit.eval.engine.batches import default_prefetch, iter_batches
-from aprkit.eval.engine.inference import TensorImageDataset, predict
+from aprkit.eval.engine.inference import predict
+from aprkit.eval.engine.datasets import TensorImageDataset
 from conftest import natural_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from aprkit.eval import evaluate
-from aprkit.eval.engine.inference import TensorImageDataset, predict
+from aprkit.eval.engine.inference import predict
+from aprkit.eval.engine.datasets import TensorImageDataset
 from aprkit.eval.suites import load_suites
 from aprkit.models import create_model, list_models, save_checkpoint
 from conftest import natural_images

@@ -13,7 +13,7 @@ from torch import nn
 
 from aprkit.eval import evaluate
 from aprkit.eval.report.blocks import Figure, Heading, Paragraph, ReportSection, Span, Table, code, strong
-from aprkit.eval.engine.inference import TensorImageDataset
+from aprkit.eval.engine.datasets import TensorImageDataset
 from aprkit.eval.report import ReportDocument, ReportError, header_items, render_html, render_markdown, write_report
 from aprkit.eval.engine.runner import Results
 from conftest import natural_images

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..eval.engine.inference import TensorImageDataset
+from ..eval.engine.datasets import TensorImageDataset
 
 __all__ = ["DemoSettings", "demo_settings", "lr_milestones", "DemoData", "TensorSet", "load_demo_data"]
 

@@ -312,7 +312,8 @@ def measure_phase_bias(
     """
     from torch.utils.data import Subset
 
-    from ..engine.inference import as_dataset, predict
+    from ..engine.datasets import as_dataset
+    from ..engine.inference import predict
 
     base = as_dataset(data)
     labels = dataset_labels(base)

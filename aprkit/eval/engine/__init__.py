@@ -2,7 +2,8 @@
 
 - :mod:`.batches`: the evaluation's batch policy (pinned on CUDA, read ahead, each ``torchrun`` rank's shard) over
   :func:`aprkit.data.iter_batches`;
-- :mod:`.inference`: data specs to datasets, devices, :func:`~.inference.predict`;
+- :mod:`.datasets`: data specs, tensors and datasets as datasets, and their cache identity;
+- :mod:`.inference`: devices and :func:`~.inference.predict`;
 - :mod:`.cache`: the result cache and its keys (weights fingerprint, data identity, options);
 - :mod:`.outdir`: the output folder's run cache and suite index;
 - :mod:`.config`: the settings of ``aprkit eval`` (config files, flags, ``--set``);

@@ -17,7 +17,7 @@ whole-suite entries and the output folder's suite index all use it, mostly throu
   (names, dtypes, shapes and values; remembered per model object until a weight changes, see there). The
   user's ``model_id`` is a display label only and never part of a key. Input normalisation lives inside aprkit
   models as (non-persistent) buffers or module settings, so preprocessing is covered by the fingerprint;
-- ``data``: the dataset identity (``aprkit.eval.engine.inference.dataset_id``: the normalised spec with its
+- ``data``: the dataset identity (``aprkit.eval.engine.datasets.dataset_id``: the normalised spec with its
   split, a ``cache_id``, or a content hash of an in-memory set);
 - the run settings that change numbers, added to every key from the evaluation context: ``limit`` (the
   first N images), ``seed``, ``amp`` (false, or the autocast dtype: float16 on CUDA, bfloat16 elsewhere) and
@@ -115,7 +115,7 @@ def identity(value: Any) -> Any:
     datasets (``__getitem__`` and ``__len__``) give ``dataset_id``; module-level functions and classes give
     ``module.qualname``. Anything else raises :class:`Unidentifiable`.
     """
-    from .inference import _normalise_spec, dataset_id
+    from .datasets import _normalise_spec, dataset_id
 
     if value is None or isinstance(value, (bool, int)):
         return value
@@ -178,7 +178,8 @@ def result_key(ctx: Any, unit: str, data: Any, **options: Any) -> str:
     """
     if not isinstance(unit, str) or not unit:
         raise ValueError(f"unit must be a non-empty string naming what was computed, got {unit!r}")
-    from .inference import amp_dtype, dataset_id
+    from .datasets import dataset_id
+    from .inference import amp_dtype
 
     amp = str(amp_dtype(torch.device(ctx.device))).removeprefix("torch.") if ctx.amp else False
     settings = {k: ctx.options.get(k) for k in RUN_SETTINGS} | {"seed": int(ctx.seed), "amp": amp}

@@ -17,35 +17,28 @@ order on every rank (rank 0 writes results); nothing else changes for the caller
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, cast
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..._checks import check_integer_labels, dataset_len, describe_value, labels_agree
+from ..._checks import dataset_len, labels_agree
 from ...data.arrays import NO_LABEL
 from ...distributed import group_info, resolve_device
 from ...models.normalize import find_classifier
 from .batches import iter_batches
+from .datasets import in_memo_block
 
 __all__ = [
     "NO_LABEL",
     "Outputs",
-    "TensorImageDataset",
     "amp_dtype",
-    "as_dataset",
-    "dataset_id",
-    "memo_dataset_ids",
     "gather_outputs",
     "iter_batches",
     "to_model_input",
@@ -75,239 +68,6 @@ class Outputs:
     def probs(self) -> torch.Tensor:
         """Softmax probabilities ``(N, K)`` in float64 (stable metrics)."""
         return torch.softmax(self.logits.double(), dim=1)
-
-
-class TensorImageDataset(Dataset):
-    """Wrap uint8 images ``(N, C, H, W)`` and integer labels ``(N,)`` as an aprkit dataset (no labels: every label is
-    ``NO_LABEL``, so suites that need labels refuse the data instead of scoring against class 0)."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.dtype != torch.uint8:
-            raise TypeError(f"images must be a uint8 tensor (N, C, H, W), got {describe_value(images)}")
-        if images.shape[1] > 4 and images.shape[-1] in (1, 3):  # the usual transposition; other counts are fine
-            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}: an (N, H, W, C) batch? "
-                             "use images.permute(0, 3, 1, 2)")
-        labels = torch.full((len(images),), NO_LABEL, dtype=torch.long) if labels is None else torch.as_tensor(labels)
-        if labels.ndim != 1 or len(labels) != len(images):
-            raise ValueError(f"labels must have shape ({len(images)},) to match the images, got {tuple(labels.shape)}")
-        check_integer_labels(labels)
-        self.images, self.labels = images, labels.long()
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i], int(self.labels[i])
-
-    def __getitems__(self, idx: list[int]) -> list[tuple[torch.Tensor, int]]:
-        return list(zip(self.images[idx], self.labels[idx].tolist(), strict=True))
-
-    def get_batch(
-        self, indices: slice | list[int] | torch.Tensor, pin_memory: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images ``uint8 (B, C, H, W)`` and labels ``(B,)`` for a slice or index list (the batch fast path).
-
-        ``pin_memory=True``: the images are copied once into page-locked memory (for asynchronous copies to CUDA).
-        """
-        if isinstance(indices, slice):  # copies: a caller writing into the batch never changes the dataset
-            images, labels = self.images[indices], self.labels[indices].clone()
-            return (images.pin_memory() if pin_memory else images.clone()), labels
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        if not pin_memory:
-            return self.images[idx], self.labels[idx]
-        out = torch.empty((len(idx), *self.images.shape[1:]), dtype=torch.uint8, pin_memory=True)
-        return torch.index_select(self.images, 0, idx, out=out), self.labels[idx]
-
-
-def _normalise_spec(spec: str, split: str | None = None) -> str:
-    """``spec`` with its generator's version, or its resolved path and the state of its files (``path_state``; a
-    CIFAR PNG tree's ``split`` folder to the image files, which lie a level deeper than ``path_state`` looks), and its
-    ``?`` options (``folder:ROOT?resize=256&crop=224``) in one order."""
-    from aprkit.data.registry import split_spec_options
-
-    try:
-        base, opts = split_spec_options(spec)
-    except (TypeError, ValueError):  # the reader names the problem
-        return spec
-    query = "&".join(f"{k}={v}" for k, v in sorted(opts.items()))
-    return _normalise_base(base, split) + (f"?{query}" if query else "")
-
-
-def _normalise_base(spec: str, split: str | None) -> str:
-    from aprkit.data.registry import parse_spec
-
-    try:  # the reader's own reading of the spec: kind in lower case, the path stripped and ``~`` expanded
-        kind, rest = parse_spec(spec)
-    except (TypeError, ValueError):  # not a dataset spec: the reader names the problem
-        return spec
-    sep = ":" if ":" in spec else ""
-    rest = rest.lower() if kind == "noise" else str(Path(rest).expanduser()) if rest else rest  # as the readers
-    spec = f"{kind}{sep}{rest}"
-    if kind == "synthetic":  # generated images: their generator's version names them
-        from aprkit.data.synthetic import GENERATOR_VERSION
-
-        return f"{spec}@v{GENERATOR_VERSION}"
-    if kind == "noise":  # generated noise sets: their definitions' version names them
-        from aprkit.data.noise import NOISE_VERSION
-
-        return f"{spec}@v{NOISE_VERSION}"
-    if not rest:  # a downloadable kind without a folder: the data root's copy ($APRKIT_DATA), when present
-        from aprkit.data.registry import DOWNLOADABLE, resolve_spec
-
-        if kind in DOWNLOADABLE:
-            try:
-                kind, sep, rest = resolve_spec(spec).partition(":")
-            except FileNotFoundError:  # not there: the reader names what is missing
-                return spec
-    if sep and rest and Path(rest).exists():  # on-disk data: its path and the state of its files
-        from aprkit._hash import path_state
-
-        known = _MEMO.spec_ids.get((spec, split))
-        if known is None:
-            state = path_state(rest)
-            if kind in ("cifar10", "cifar100") and split and (Path(rest) / split).is_dir():  # root/split/class/image
-                state += "+" + path_state(Path(rest) / split, depth=2)
-            known = f"{kind}:{Path(rest).resolve()}@{state}"
-            if _MEMO.depth:
-                _MEMO.spec_ids[(spec, split)] = known
-        return known
-    return spec
-
-
-def as_dataset(data: Any, split: str = "test") -> Dataset:
-    """A dataset from a spec string (``"cifar10:ROOT"``, ``"folder:ROOT"``, ...), a Dataset or ``(images, labels)``."""
-    if isinstance(data, str):
-        from aprkit.data import get_dataset
-
-        if not _MEMO.depth:
-            return get_dataset(data, split)
-        ds = _MEMO.datasets.get((data, split))  # one reader per spec within an evaluate call: a PNG tree's file
-        if ds is None:  # index is built (and its images decoded) once, not once per corrupted cell
-            ds = _MEMO.datasets[(data, split)] = get_dataset(data, split)
-        return ds
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        return TensorImageDataset(data[0], data[1])
-    if isinstance(data, torch.Tensor):
-        return TensorImageDataset(data)
-    if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-        return data
-    raise TypeError(
-        "data must be a dataset spec string (e.g. 'cifar10:ROOT', 'folder:ROOT'), a Dataset yielding "
-        f"(uint8 image (C, H, W), int label), or an (images, labels) tensor pair; got {type(data).__name__}"
-    )
-
-
-def dataset_id(data: Any, split: str = "test") -> str:
-    """A stable identifier for cache keys: the normalised spec, a ``cache_id`` attribute or a content hash."""
-    if isinstance(data, str):
-        return f"{_normalise_spec(data, split)}#{split}"
-    for attr in ("cache_id", "spec"):
-        value = getattr(data, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    ds = as_dataset(data, split)
-    try:
-        return _MEMO.content_ids[ds]
-    except (KeyError, TypeError):  # not seen yet, or not weak-referenceable
-        pass
-    n = dataset_len(ds)
-    h = hashlib.sha1(f"{type(ds).__name__}:{n}".encode())
-    images, labels = getattr(ds, "images", None), getattr(ds, "labels", None)
-    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):  # in memory: every image and label
-        for t in (images, labels):
-            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    else:  # other datasets: every label they hold and in-memory images (e.g. torchvision's ``data`` array), else
-        # 16 images spread over the whole set (reading every image from disk would cost a pass)
-        from aprkit.data.loading import attribute_labels
-
-        try:
-            all_labels = attribute_labels(ds)
-        except (TypeError, ValueError):  # labels that are not class indices (strings): the sampled items say them
-            all_labels = None
-        if all_labels is not None:
-            h.update(b"labels" + all_labels.contiguous().numpy().tobytes())
-        array = _pixel_array(ds, n)
-        if array is not None:
-            t = torch.as_tensor(array).detach().cpu().contiguous()
-            h.update(f"images{t.dtype}{tuple(t.shape)}".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        else:
-            _warn_sampled(ds)
-        for i in sorted({(k * (n - 1)) // 15 for k in range(16)}) if n else []:
-            img, label = ds[i]
-            h.update(torch.as_tensor(img).contiguous().numpy().tobytes())
-            h.update(str(int(label)).encode())
-    ident = f"{type(ds).__name__}-{n}-{h.hexdigest()[:16]}"
-    if _MEMO.depth:  # within one evaluate call
-        with contextlib.suppress(TypeError):
-            _MEMO.content_ids[ds] = ident
-    return ident
-
-
-def _pixel_array(ds: Any, n: int) -> Any:
-    """A dataset's images held in memory as one numeric array of ``n`` rows (``images`` / ``data``, an
-    ``ArrayDataset``'s rows of ``array``), else None (file paths, lazily read images)."""
-    from aprkit.data.arrays import ArrayDataset
-
-    if isinstance(ds, ArrayDataset):
-        return np.asarray(ds.array[ds.start:ds.stop])
-    for key in ("images", "data"):
-        a = getattr(ds, key, None)
-        if isinstance(a, torch.Tensor) and len(a) == n and not a.is_complex():
-            return a
-        if isinstance(a, np.ndarray) and len(a) == n and a.dtype.kind in "biuf":
-            return a
-    return None
-
-
-def _warn_sampled(ds: Any) -> None:
-    """Warn once per dataset class that its cache identity reads only 16 of its images."""
-    name = f"{type(ds).__module__}.{type(ds).__qualname__}"
-    if name in _SAMPLED_WARNED:
-        return
-    _SAMPLED_WARNED.add(name)
-    warnings.warn(f"{type(ds).__name__} has no cache_id and no in-memory images: cached results are keyed by its "
-                  "length, its labels and 16 of its images, so a change to another image is not seen; give it a "
-                  "cache_id attribute naming its content (e.g. its files and their state) if its images can change",
-                  RuntimeWarning, stacklevel=3)
-
-
-_SAMPLED_WARNED: set[str] = set()
-
-class _Memo(threading.local):
-    """Per thread, within :func:`memo_dataset_ids`: content ids of in-memory datasets (per object), ids of on-disk
-    specs (path and file state) and the datasets read from spec strings, by (spec, split)."""
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.content_ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-        self.spec_ids: dict[tuple[str, str | None], str] = {}
-        self.datasets: dict[tuple[str, str], Any] = {}
-
-    def clear(self) -> None:
-        self.content_ids.clear()
-        self.spec_ids.clear()
-        self.datasets.clear()
-
-
-_MEMO = _Memo()
-
-
-@contextlib.contextmanager
-def memo_dataset_ids() -> Iterator[None]:
-    """Within the block (one ``evaluate`` call; per thread, nested calls share the outer one's) each in-memory dataset
-    is hashed, each data folder scanned and each spec string read (:func:`as_dataset`) once; outside it, and in the
-    next block, afresh: a dataset changed in place between two calls (labels fixed in a notebook, PNG files
-    rewritten) gets a new id."""
-    if not _MEMO.depth:
-        _MEMO.clear()
-    _MEMO.depth += 1
-    try:
-        yield
-    finally:
-        _MEMO.depth -= 1
-        if not _MEMO.depth:
-            _MEMO.clear()
 
 
 def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
@@ -594,7 +354,7 @@ def class_sorted_limit(labels: Any, limit: int) -> str | None:
 def _warn_class_sorted_limit(dataset: Dataset, n: int) -> None:
     """Warn when the first ``n`` images of a folder dataset, read class by class, miss some of its classes (not within
     an ``evaluate`` call: it warned once for the run, where every suite and cell would warn again)."""
-    if _MEMO.depth:
+    if in_memo_block():
         return
     targets = getattr(dataset, "targets", None)
     message = class_sorted_limit(targets, n) if isinstance(targets, list) and targets else None

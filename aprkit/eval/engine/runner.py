@@ -47,7 +47,8 @@ from ..suites.options import (
     suites_without,
 )
 from .cache import MemoryCache, ResultCache, Unidentifiable, model_fingerprint, result_key, to_jsonable
-from .inference import class_sorted_limit, memo_dataset_ids, wants_channels_last
+from .datasets import memo_dataset_ids
+from .inference import class_sorted_limit, wants_channels_last
 from .outdir import RunCache, SuiteIndex, merge_provenance
 
 __all__ = ["evaluate", "Results", "load_eval_model", "SUITE_VERSION"]
@@ -155,7 +156,7 @@ def warn_if_limit_takes_few_classes(data: Any, limit: int | None, names: Sequenc
         return
     from aprkit.data.loading import attribute_labels
 
-    from .inference import as_dataset
+    from .datasets import as_dataset
 
     sources = []
     for n in relevant:  # the data these suites read (a per-suite mapping gives each its own)

@@ -27,7 +27,8 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..._checks import comma_items, describe_value
 from ..engine.cache import cached
-from ..engine.inference import as_dataset, dataset_id, predict
+from ..engine.datasets import as_dataset, dataset_id
+from ..engine.inference import predict
 from ..report.blocks import Figure, Paragraph, Table, num, pct
 from ..report.plotting import bar_height, grouped_bars, new_figure, plot_text, save_figure, series_color
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite

@@ -33,11 +33,10 @@ from torch.utils.data import Subset
 
 from ..._checks import comma_items, dataset_len, describe_value
 from ..engine.cache import cached
+from ..engine.datasets import as_dataset, dataset_id
 from ..engine.inference import (
     Outputs,
-    as_dataset,
     class_sorted_limit,
-    dataset_id,
     gather_outputs,
     iter_batches,
     names_other_classes,

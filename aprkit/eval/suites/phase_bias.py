@@ -5,7 +5,7 @@ different classes are recombined (phase of one, amplitude of the other, over the
 inside a low-frequency band only) and the suite counts whose class the model predicts; patch-shuffled
 images (global shape destroyed, local texture kept) measure how much the class survives on texture.
 
-``data`` is anything ``aprkit.eval.engine.inference.as_dataset`` accepts (``"cifar10:ROOT"``, a dataset,
+``data`` is anything ``aprkit.eval.engine.datasets.as_dataset`` accepts (``"cifar10:ROOT"``, a dataset,
 ``(images, labels)``). Options: see :class:`PhaseBiasOptions`; the runner's ``limit`` restricts pairs to the
 first ``limit`` images.
 """
@@ -24,7 +24,8 @@ from ..._checks import dataset_len
 from ...fourier import Dims
 from ..analyses.phase_bias import OneClass, measure_phase_bias, patch_grid
 from ..engine.cache import cached
-from ..engine.inference import as_dataset, to_model_input
+from ..engine.datasets import as_dataset
+from ..engine.inference import to_model_input
 from ..report.blocks import Figure, Paragraph, Table, num, pct, strong
 from ..report.plotting import new_figure, plot_text, save_figure
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
