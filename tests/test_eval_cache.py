@@ -11,7 +11,8 @@ from torch import nn
 
 import aprkit.corruptions
 from aprkit.eval import evaluate
-from aprkit.eval.engine.cache import MemoryCache, Unidentifiable, cached, identity, model_fingerprint, result_key
+from aprkit.eval.engine.cache import MemoryCache, Unidentifiable, cached, identity, result_key
+from aprkit.eval.engine.fingerprint import model_fingerprint
 from aprkit.eval.engine.datasets import TensorImageDataset, dataset_id
 from aprkit.eval.suites import EvalContext, load_suites
 from conftest import natural_images
@@ -174,7 +175,7 @@ def test_cells_record_the_world_and_batch_sizes_that_made_them(tmp_path, monkeyp
 
 
 def _count_hashes(monkeypatch) -> list[int]:
-    import aprkit.eval.engine.cache as cache_mod
+    import aprkit.eval.engine.fingerprint as cache_mod
 
     calls: list[int] = []
     real = cache_mod._hash_state
@@ -627,7 +628,7 @@ def test_fingerprint_is_stable_across_forward_passes_and_processes(tmp_path):
     script.write_text(textwrap.dedent("""
         import sys, torch
         from torch import nn
-        from aprkit.eval.engine.cache import model_fingerprint
+        from aprkit.eval.engine.fingerprint import model_fingerprint
         src = "def act(x):\\n    return torch.relu(x) if 'relu' in {'relu', 'gelu', 'silu'} else x\\n"
         ns = {"torch": torch}
         exec(compile(src, sys.argv[1], "exec"), ns)

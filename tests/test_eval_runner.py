@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from aprkit.eval import evaluate
-from aprkit.eval.engine.cache import MemoryCache, ResultCache, model_fingerprint
+from aprkit.eval.engine.cache import MemoryCache, ResultCache
+from aprkit.eval.engine.fingerprint import model_fingerprint
 from aprkit.eval.engine.inference import predict
 from aprkit.eval.engine.datasets import TensorImageDataset, dataset_id
 from conftest import natural_images

@@ -258,7 +258,7 @@ def run_demo(
     from ..corruptions.severity import preset_for_size
     from ..distributed import resolve_device
     from ..eval import evaluate
-    from ..eval.engine.cache import model_fingerprint
+    from ..eval.engine.fingerprint import model_fingerprint
     from ..eval.suites.cue_conflict import synthetic_stimuli
     from .report import write_demo_report
     from .summary import headline_numbers, overall_sentence, summary_text, verdicts

@@ -344,7 +344,8 @@ def _sweep_key(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | No
     changes how the rows are computed; ``skip_front`` changes the diagnostics' rounding)."""
     import json
 
-    from ..engine.cache import identity, model_fingerprint
+    from ..engine.cache import identity
+    from ..engine.fingerprint import model_fingerprint
 
     parts = {"v": SWEEP_CACHE_VERSION, "model": model_fingerprint(model, reuse=False), "images": identity(images),
              "labels": identity(labels), "pairs": identity(list(pairs)),

@@ -5,6 +5,7 @@
 - :mod:`.datasets`: data specs, tensors and datasets as datasets, and their cache identity;
 - :mod:`.inference`: devices and :func:`~.inference.predict`;
 - :mod:`.cache`: the result cache and its keys (weights fingerprint, data identity, options);
+- :mod:`.fingerprint`: the weights fingerprint of a model (every module setting, hook and tensor);
 - :mod:`.outdir`: the output folder's run cache and suite index;
 - :mod:`.config`: the settings of ``aprkit eval`` (config files, flags, ``--set``);
 - :mod:`.runner`: :func:`~.runner.evaluate`, which runs the suites (:mod:`aprkit.eval.suites`) on each model and

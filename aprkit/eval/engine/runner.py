@@ -46,8 +46,9 @@ from ..suites.options import (
     suite_registry,
     suites_without,
 )
-from .cache import MemoryCache, ResultCache, Unidentifiable, model_fingerprint, result_key, to_jsonable
+from .cache import MemoryCache, ResultCache, Unidentifiable, result_key, to_jsonable
 from .datasets import memo_dataset_ids
+from .fingerprint import model_fingerprint
 from .inference import class_sorted_limit, wants_channels_last
 from .outdir import RunCache, SuiteIndex, merge_provenance
 

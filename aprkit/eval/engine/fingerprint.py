@@ -1,0 +1,204 @@
+"""The weights fingerprint of a model for result-cache keys (:func:`model_fingerprint`).
+
+The digest covers the module tree as ``repr`` prints it, every module's plain public attributes, function attributes
+and forward hooks (by code, so the same in every process) and every parameter and buffer by value; it is remembered
+per model object until a weight changes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import types
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["model_fingerprint"]
+
+#: per model object: (signature of its weights' state, full fingerprint) of the last :func:`model_fingerprint`
+_FINGERPRINTS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()
+
+
+def model_fingerprint(model: nn.Module, length: int = 16, *, reuse: bool = True) -> str:
+    """Hex digest of everything in ``model`` that its outputs depend on: the module tree as ``repr`` prints it
+    (submodule types and settings such as a preprocessing wrapper's resize, crop and interpolation; memory
+    addresses are masked), every module's public attributes that are plain values (numbers, strings, and lists, tuples
+    and dicts of them, e.g. a temperature or a mean), functions (``self.act = torch.tanh``; Python functions by name
+    and code) or tensors (by value, like the weights), its forward (pre-)hooks (an observer hook counts too: the
+    fingerprint cannot tell it from a test-time flip), and every parameter and buffer, non-persistent ones too (e.g. a
+    normalisation's mean and std): names, dtypes, shapes and values. Keep counters that change in ``forward`` in
+    ``_private`` attributes, else no result is reused.
+
+    Hashing every weight takes a while for a large model (0.16 s for WRN-28-10 on a CPU), so the digest is
+    remembered per model object with a signature of its state: the tree's text and each tensor's storage
+    address, version counter, shape, strides, dtype and device. Every in-place change through autograd-visible
+    tensors (an optimizer step, ``load_state_dict``, ``copy_`` under ``no_grad``) bumps the version
+    counter and a replaced tensor has a new address, so the value is hashed again. PyTorch does not
+    version writes through ``param.data`` (``p.data.copy_(...)``, as EMA helpers swap weights in): after such a write
+    pass ``reuse=False``; ``evaluate`` and ``layer_sweep`` hash afresh once per call.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    from aprkit.models.normalize import unwrap_model
+
+    model = unwrap_model(model)  # DDP / DataParallel / torch.compile wrappers: the same weights, the same digest (DDP
+    # keeps attributes that change after a forward pass and differ per rank)
+    state, tree = _model_state(model), _structure(model)
+    sig = _state_signature(model, state, tree)
+    if reuse and sig is not None:
+        known = _FINGERPRINTS.get(model)
+        if known is not None and known[0] == sig:
+            return known[1][:length]
+    digest = _hash_state(model, state, tree)
+    if sig is not None:
+        _FINGERPRINTS[model] = (sig, digest)
+    return digest[:length]
+
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Numbers, strings and None, and non-empty lists, tuples and string-keyed dicts of them (nested a few levels; an
+    empty container is often a cache that ``forward`` fills, e.g. LeViT's attention-bias cache)."""
+    if isinstance(value, _PLAIN):
+        return True
+    if depth > 4:
+        return False
+    if isinstance(value, (tuple, list)):
+        return (bool(value) or isinstance(value, tuple)) and all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return bool(value) and all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _immutable(value: Any) -> bool:
+    """Numbers, strings, None and tuples of them: values a function may hold that ``forward`` cannot change."""
+    return isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(_immutable(v) for v in value))
+
+
+def _const_text(c: Any) -> str:
+    """A code constant as text that is the same in every process: nested code by content (not by file and line),
+    frozensets sorted (their order follows ``PYTHONHASHSEED``)."""
+    if isinstance(c, types.CodeType):
+        return _code_digest(c)
+    if isinstance(c, frozenset):
+        return "frozenset(" + repr(sorted(map(_const_text, c))) + ")"
+    if isinstance(c, tuple):
+        return "(" + ",".join(map(_const_text, c)) + ")"
+    return _ADDRESS.sub("0x?", repr(c))
+
+
+def _code_digest(code: types.CodeType) -> str:
+    """A hash of what ``code`` computes: its bytecode, names and constants (nested code recursed); its file name and
+    line numbers are left out."""
+    h = hashlib.sha1(code.co_code)
+    h.update(repr((code.co_names, code.co_varnames, code.co_freevars)).encode())
+    h.update("|".join(map(_const_text, code.co_consts)).encode())
+    return h.hexdigest()[:12]
+
+
+def _value_text(v: Any) -> str:
+    return _const_text(v) if _immutable(v) else type(v).__name__
+
+
+def _callable_id(f: Any) -> str | None:
+    """What a function attribute or hook computes, the same text in every process: its qualified name, for Python
+    functions also a hash of its code and its immutable closure values and defaults (values a forward pass may change,
+    such as a list an observer hook appends to, count by type only); for callable objects their class and plain
+    public attributes. ``None`` for anything else."""
+    if isinstance(f, functools.partial):
+        inner = _callable_id(f.func)
+        args = [_value_text(a) for a in f.args]
+        kwargs = {k: _value_text(v) for k, v in sorted(f.keywords.items())}
+        return f"partial({inner}, {args!r}, {kwargs!r})"
+    if isinstance(f, types.MethodType):
+        owner = f.__self__
+        state = "" if isinstance(owner, nn.Module) else repr(
+            {k: _value_text(v) for k, v in sorted(getattr(owner, "__dict__", {}).items()) if not k.startswith("_")})
+        return f"{type(owner).__qualname__}{state}.{_callable_id(f.__func__)}"
+    if isinstance(f, types.FunctionType):
+        closure = [_value_text(c.cell_contents) for c in (f.__closure__ or ())]
+        defaults = [_value_text(d) for d in (f.__defaults__ or ())]
+        kwdefaults = {k: _value_text(v) for k, v in sorted((f.__kwdefaults__ or {}).items())}
+        extra = hashlib.sha1(repr((closure, defaults, kwdefaults)).encode()).hexdigest()[:8]
+        return f"{f.__module__}.{f.__qualname__}#{_code_digest(f.__code__)}{extra}"
+    if isinstance(f, types.BuiltinFunctionType):  # torch.tanh, math.exp, a C method
+        return f"{getattr(f, '__module__', None)}.{getattr(f, '__qualname__', repr(f))}"
+    if callable(f) and not isinstance(f, (nn.Module, type)):
+        attrs = {k: v for k, v in sorted(vars(f).items()) if not k.startswith("_") and _plain(v)} \
+            if hasattr(f, "__dict__") else {}
+        return f"{type(f).__module__}.{type(f).__qualname__}({attrs!r})"
+    return None
+
+
+def _structure(model: nn.Module) -> str:
+    """The module tree as ``repr`` prints it plus every module's plain public attributes (numbers, strings, and lists,
+    tuples and dicts of them: a temperature ``self.t = 1.5`` or a mean ``[0.5, 0.5, 0.5]`` that no ``extra_repr``
+    shows; ``training`` aside), its function attributes (``self.act = torch.tanh``) and its forward (pre-)hooks, with
+    memory addresses (``0x7f...`` of a function or object in some ``extra_repr``) masked so that the text is the same
+    in every process."""
+    lines = [repr(model)]
+    for name, mod in model.named_modules():
+        for k, v in sorted(vars(mod).items()):
+            if k.startswith("_") or k == "training" or isinstance(v, (torch.Tensor, nn.Module)):
+                continue  # tensors: hashed with the weights (_model_state)
+            text = repr(v) if _plain(v) else _callable_id(v)
+            if text is not None:
+                lines.append(f"{name}.{k}={text}")
+        for kind in ("_forward_pre_hooks", "_forward_hooks"):
+            for hook in getattr(mod, kind, {}).values():
+                lines.append(f"{name}.{kind}={_callable_id(hook)}")
+    return _ADDRESS.sub("0x?", "\n".join(lines))
+
+
+def _model_state(model: nn.Module) -> dict[str, Any]:
+    """``state_dict`` (the tensors themselves, so that addresses and versions identify them) plus the
+    non-persistent buffers, which ``state_dict`` leaves out but the forward pass uses."""
+    state: dict[str, Any] = dict(model.state_dict(keep_vars=True))
+    for name, buf in model.named_buffers():
+        if name not in state:
+            state[f"{name} (non-persistent)"] = buf
+    for name, mod in model.named_modules():  # tensors kept as plain attributes (a gain, a mean), not registered
+        for k, v in sorted(vars(mod).items()):
+            if isinstance(v, torch.Tensor) and not k.startswith("_"):
+                state[f"{name + '.' if name else ''}{k} (attribute)"] = v
+    return state
+
+
+def _state_signature(model: nn.Module, state: Mapping[str, Any], tree: str) -> tuple | None:
+    """What identifies the current values of ``state`` without reading them, or None when a tensor has no
+    version counter (made in ``inference_mode``: then the values are hashed every time)."""
+    sig: list[Any] = [type(model).__name__, tree]
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor):
+            if t.is_inference():
+                return None
+            sig.append((name, t.data_ptr(), t._version, t.shape, t.stride(), t.dtype, t.device))
+        else:
+            sig.append((name, repr(t)))
+    return tuple(sig)
+
+
+def _hash_state(model: nn.Module, state: Mapping[str, Any], tree: str) -> str:
+    """The full sha256 hex digest of ``model``'s class name, module tree ``tree`` (:func:`_structure`) and ``state``
+    (every name, dtype, shape and value)."""
+    h = hashlib.sha256(type(model).__name__.encode())
+    h.update(tree.encode())
+    for name, t in state.items():
+        h.update(name.encode())
+        if isinstance(t, torch.Tensor):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(repr(t).encode())
+    return h.hexdigest()
