@@ -212,7 +212,7 @@ def test_a_test_set_holding_the_first_classes_is_accepted_by_training_and_evalua
     from torch import nn
 
     from aprkit.eval.engine.inference import check_class_names
-    from aprkit.train.data import check_same_classes
+    from aprkit.train.data_checks import check_same_classes
 
     train = SimpleNamespace(classes=["a", "b", "c"])
     model = nn.Identity()

@@ -18,20 +18,27 @@ from __future__ import annotations
 
 import contextlib
 import random
-import warnings
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .._checks import dataset_len, labels_agree
-from ..data.loading import SubsetDataset, attribute_labels, batch_source, dataset_tensors
+from .._checks import dataset_len
+from ..data.loading import SubsetDataset, batch_source, dataset_tensors
 from .config import Config, apr_s_where, expand_env
+from .data_checks import (
+    check_crop_size,
+    check_label_range,
+    check_labels,
+    check_same_classes,
+    check_several_classes,
+    check_test_size,
+    class_mismatch,
+)
 from .state import derive_seed
 
-__all__ = ["load_datasets", "check_labels", "SubsetDataset", "SeededTransform", "EpochBatches", "cpu_train_transform",
+__all__ = ["load_datasets", "SubsetDataset", "SeededTransform", "EpochBatches", "cpu_train_transform",
            "cpu_test_transform"]
 
 
@@ -82,76 +89,6 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
         test = _subset(test_ds, _test_limit(cfg), cfg.train.seed, "test-subset")
         check_labels(test, cfg.model.num_classes, f"the test data {tspec}")
     return train, test
-
-
-def class_mismatch(train: Dataset, test: Dataset) -> bool:
-    """Whether ``train`` and ``test`` both name their classes and ``test``'s label i is another class than
-    ``train``'s (:func:`~aprkit._checks.labels_agree`, the rule evaluations apply too)."""
-    return not labels_agree(getattr(train, "classes", None), getattr(test, "classes", None))
-
-
-def check_same_classes(train: Dataset, test: Dataset, what: str, relabel: bool = False) -> None:
-    """Refuse test data ``what`` whose class names differ from the training data's: a class the training lacks, or
-    (unless the caller will ``relabel`` it by the training classes) the same classes under other labels (a test
-    folder of fewer classes, sorted on its own)."""
-    if not class_mismatch(train, test):
-        return
-    names, own = [str(c) for c in train.classes], [str(c) for c in test.classes]  # type: ignore[attr-defined]
-    extra = [c for c in own if c not in names]
-    if extra:
-        raise ValueError(f"{what} has class(es) the training data lacks: {', '.join(extra[:5])}"
-                         f"{' ...' if len(extra) > 5 else ''}; a model cannot predict them (training classes: "
-                         f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''})")
-    if relabel:
-        return
-    raise ValueError(f"{what} labels its classes ({', '.join(own[:10])}) unlike the training data "
-                     f"({', '.join(names[:10])}): its labels would name other classes; label it with the training "
-                     "classes (e.g. ImageFolderDataset(root, classes=train.classes))")
-
-
-def check_several_classes(ds: Dataset, num_classes: int) -> None:
-    """Refuse training data of one class (every prediction of it is right: 100 % accuracy, nothing learnt), and warn
-    when ``num_classes`` exceeds the classes it names (outputs never trained). Reads the ``classes`` and label
-    attributes only (no image decoded); data without them is not checked."""
-    classes = getattr(ds, "classes", None)
-    labels = attribute_labels(ds)
-    present = [str(c) for c in classes] if isinstance(classes, (list, tuple)) else []
-    if labels is not None and labels.numel():
-        found = labels.unique().tolist()
-        present = [present[k] if 0 <= k < len(present) else str(k) for k in found]
-    if len(present) == 1:
-        raise ValueError(f"the training data holds images of one class only ({present[0]}): every prediction of it is "
-                         "right and nothing is learnt; expected images of at least two classes (one folder per class)")
-    if isinstance(classes, (list, tuple)) and classes and num_classes > len(classes):
-        warnings.warn(f"model.num_classes={num_classes} but the training data names {len(classes)} classes: the "
-                      f"other {num_classes - len(classes)} outputs are never trained; set model.num_classes="
-                      f"{len(classes)} unless that is meant", RuntimeWarning, stacklevel=4)
-
-
-def check_labels(ds: Dataset, num_classes: int, what: str) -> None:
-    """Raise ``ValueError`` when ``ds`` (described by ``what``) has more ``classes`` than ``num_classes`` or a
-    ``labels``/``targets`` attribute holding a label outside ``0..num_classes - 1``; no image is decoded.
-
-    Datasets without those attributes are checked batch by batch as they are read (:class:`EpochBatches`).
-    """
-    n_classes = len(getattr(ds, "classes", None) or ())
-    if n_classes > num_classes:
-        raise ValueError(f"model.num_classes={num_classes} but {what} has {n_classes} classes; set "
-                         f"model.num_classes={n_classes}")
-    labels = attribute_labels(ds)
-    if labels is not None:
-        _check_label_range(labels, num_classes, what)
-
-
-def _check_label_range(labels: torch.Tensor, num_classes: int, what: str) -> None:
-    if labels.numel() == 0:
-        return
-    lo, hi = int(labels.min()), int(labels.max())
-    if hi >= num_classes:
-        raise ValueError(f"{what} has label {hi} but model.num_classes={num_classes} (labels must be in "
-                         f"0..{num_classes - 1}); set model.num_classes to at least {hi + 1}")
-    if lo < 0:
-        raise ValueError(f"{what} has label {lo}; training labels must be class indices in 0..{num_classes - 1}")
 
 
 # ------------------------------------------------------------------------------------- per-image CPU transforms
@@ -263,66 +200,6 @@ def cpu_test_transform(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor] | 
 # -------------------------------------------------------------------------------------------- batch iteration
 
 
-def _end_shapes(ds: Dataset, n: int, what: str) -> list[tuple[int, tuple[int, ...]]]:
-    """``(index, (H, W))`` of the first and last of the ``n`` items of ``ds``, each checked to be an image tensor
-    ``(C, H, W)``, uint8 or float in [0, 1] (:func:`_check_item`): what the checks below read before any training."""
-    out = []
-    for i in sorted({0, n - 1}) if n else []:
-        x = ds[i][0]
-        _check_item(x, i, what)
-        out.append((i, tuple(x.shape[-2:])))
-    return out
-
-
-def _check_item(x: Any, i: int, what: str) -> None:
-    """Refuse an item that is not what training reads: a ``(C, H, W)`` tensor (C of 1, 3 or 4), uint8 or float in
-    [0, 1]; a PIL image, a channels-last array or 0-255 floats would fail later with a collate error or train on
-    wrong values."""
-    expected = "expected (C, H, W) image tensors, uint8 (0-255) or float in [0, 1]"
-    if not isinstance(x, torch.Tensor):
-        hint = " (add torchvision.transforms.v2.PILToTensor() to the dataset)" if hasattr(x, "getpixel") else ""
-        raise TypeError(f"{what}: item {i} is a {type(x).__module__}.{type(x).__name__}{hint}; {expected}")
-    if x.ndim != 3 or x.shape[0] not in (1, 3, 4):
-        hwc = " (channels last: permute it to channels first)" if x.ndim == 3 and x.shape[-1] in (1, 3, 4) else ""
-        raise ValueError(f"{what}: item {i} has shape {tuple(x.shape)}{hwc}; {expected}")
-    if x.is_floating_point() and x.numel() and not (0 <= float(x.min()) and float(x.max()) <= 1):
-        raise ValueError(f"{what}: item {i} holds floats from {float(x.min()):g} to {float(x.max()):g}; {expected} "
-                         "(uint8 images are scaled by 1/255 on the device)")
-    if not x.is_floating_point() and x.dtype != torch.uint8:
-        raise TypeError(f"{what}: item {i} is a {x.dtype} tensor; {expected}")
-
-
-def _check_test_size(ds: Dataset, n: int, size: int) -> None:
-    """Without ``data.test_resize`` the test images are used as they are: they must be ``size`` x ``size`` (checked on
-    the first and last, before any training: a mismatch used to surface as a collate error after an epoch, or to test
-    at another resolution than the training crops)."""
-    for i, shape in _end_shapes(ds, n, "the test data"):
-        if shape != (size, size):
-            raise ValueError(f"test image {i} is {shape[0]}x{shape[1]} but data.image_size is {size}: set "
-                             f"data.test_resize (resize the short side, then centre-crop {size}; ImageNet: 256) or "
-                             "data.image_size to the test images' size")
-
-
-def _check_crop_size(ds: Dataset, n: int, cfg: Config) -> None:
-    """Without ``data.random_resized_crop`` the training images are padded by ``data.crop_padding`` and cropped to
-    ``data.image_size``: the padded images must hold the crop (checked on the first and last, before any training:
-    a mismatch surfaced at the first step, after the output folder had been written or cleared)."""
-    d, warned = cfg.data, False
-    for i, shape in _end_shapes(ds, n, "the training data"):
-        if d.random_resized_crop:
-            continue
-        if min(shape) + 2 * d.crop_padding < d.image_size:
-            raise ValueError(f"training image {i} is {shape[0]}x{shape[1]}: padded by data.crop_padding="
-                             f"{d.crop_padding} it is smaller than the crop data.image_size={d.image_size}; lower "
-                             "data.image_size, raise data.crop_padding or set data.random_resized_crop")
-        if max(shape) > d.image_size and not warned:
-            warnings.warn(f"training image {i} is {shape[0]}x{shape[1]}, larger than data.image_size={d.image_size}: "
-                          f"each step trains on a random {d.image_size}x{d.image_size} part of it (pad and crop, the "
-                          "CIFAR recipe); set data.random_resized_crop for the ImageNet recipe, or give images of "
-                          "that size", RuntimeWarning, stacklevel=4)
-            warned = True
-
-
 def _materialise(ds: Dataset, device: torch.device, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = dataset_tensors(ds, batch_size=512, num_workers=num_workers)
     return x.to(device), y.to(device)
@@ -371,12 +248,12 @@ class EpochBatches:
                     f"the training set has {n} images ({len(self.sampler)} per rank), fewer than one batch of "
                     f"{batch_size}; lower optim.batch_size or raise data.limit"
                 )
-            _check_crop_size(ds, n, cfg)
+            check_crop_size(ds, n, cfg)
             transform = cpu_train_transform(cfg)
         else:
             self.sampler = None
             if cfg.data.test_resize is None:
-                _check_test_size(ds, n, cfg.data.image_size)
+                check_test_size(ds, n, cfg.data.image_size)
             ds = SubsetDataset(ds, range(rank, n, world)) if world > 1 else ds
             transform = cpu_test_transform(cfg)
         self.items = SeededTransform(ds, transform, cfg.train.seed)
@@ -385,7 +262,7 @@ class EpochBatches:
         if self.in_memory:  # read once through the seeded items, unless the dataset hands out whole batches
             self.x, self.y = _materialise(ds if batch_source(ds) is not None else self.items, device,
                                           cfg.data.num_workers)
-            _check_label_range(self.y, cfg.model.num_classes, self.what)
+            check_label_range(self.y, cfg.model.num_classes, self.what)
 
     def __len__(self) -> int:
         if self.sampler is not None:
@@ -421,5 +298,5 @@ class EpochBatches:
         )
         for x, y in loader:
             y = torch.as_tensor(y, dtype=torch.long)
-            _check_label_range(y, self.cfg.model.num_classes, self.what)  # on the CPU: no device sync
+            check_label_range(y, self.cfg.model.num_classes, self.what)  # on the CPU: no device sync
             yield x.to(self.device, non_blocking=pin), y.to(self.device, non_blocking=pin)

@@ -52,14 +52,8 @@ from .config import (
     resolve_amp_dtype,
     validate_config,
 )
-from .data import (
-    EpochBatches,
-    check_labels,
-    check_same_classes,
-    check_several_classes,
-    limit_datasets,
-    load_datasets,
-)
+from .data import EpochBatches, limit_datasets, load_datasets
+from .data_checks import check_labels, check_same_classes, check_several_classes
 from .metrics_log import MetricsLogger
 from .optim import build_optimizer, lr_factor
 from .recipe import DeviceAugment, method_loss
