@@ -9,7 +9,6 @@ import pytest
 
 from aprkit.eval import evaluate
 from aprkit.eval.report import ReportError
-from aprkit.eval.suites.corruption import CorruptionSuite
 from test_eval_runner import Tiny, broken_tiny, small_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -59,7 +58,7 @@ def _broken_chart(*args, **kwargs):
 
 
 def test_failed_figure_fails_the_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(CorruptionSuite, "_bar_chart", staticmethod(_broken_chart))
+    monkeypatch.setattr("aprkit.eval.suites.corruption_report.bar_chart", _broken_chart)
     with pytest.raises(ReportError, match="corruption: OSError: No space left on device"):
         evaluate(Tiny(), suite="corruption", data=small_data(8), out_dir=tmp_path, **KW)
     saved = _saved(tmp_path)  # the numbers were written first
@@ -70,7 +69,7 @@ def test_failed_figure_fails_the_run(tmp_path, monkeypatch):
 def test_cli_exits_non_zero_when_a_figure_fails(models_dir, cifar10_dir, tmp_path, monkeypatch, capsys):
     from aprkit.cli import main
 
-    monkeypatch.setattr(CorruptionSuite, "_bar_chart", staticmethod(_broken_chart))
+    monkeypatch.setattr("aprkit.eval.suites.corruption_report.bar_chart", _broken_chart)
     argv = ["eval", "--model", str(models_dir / "resnet20-12fca82f.th"), "--data", f"cifar10:{cifar10_dir}", "--suite", "corruption",
             "--corruptions", "fog", "--severities", "1", "--limit", "8", "--device", "cpu", "--no-progress", "--out", str(tmp_path)]
     try:

@@ -558,13 +558,13 @@ def test_bars_of_unmeasured_values_are_left_out_and_figure_names_are_safe(tmp_pa
 
     from aprkit.eval.report import plotting
     from aprkit.eval.report.render import _link
-    from aprkit.eval.suites.corruption import CorruptionSuite
+    from aprkit.eval.suites.corruption_report import bar_chart
 
     drawn = {}
-    monkeypatch.setattr("aprkit.eval.suites.corruption.grouped_bars", lambda ax, s, n: drawn.update(s))
+    monkeypatch.setattr("aprkit.eval.suites.corruption_report.grouped_bars", lambda ax, s, n: drawn.update(s))
     results = {"A": {"per_corruption": {"fog": 0.9}, "clean": {"error": 0.1}},
                "B": {"per_corruption": {"contrast": 1.0}, "clean": {"error": 0.2}}}
-    CorruptionSuite._bar_chart(results, ["fog", "contrast"], tmp_path)
+    bar_chart(results, ["fog", "contrast"], tmp_path)
     assert drawn["A"][0] == pytest.approx(90.0) and math.isnan(drawn["A"][1]) and math.isnan(drawn["B"][0])
     stems = {plotting.file_stem(n) for n in ("my model (v2)", "my model [v2]", "../<b>A</b> & 'q'")}
     assert len(stems) == 3 and all("/" not in s and not s.startswith(".") for s in stems)
