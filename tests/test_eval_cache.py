@@ -158,7 +158,7 @@ def test_cells_record_the_world_and_batch_sizes_that_made_them(tmp_path, monkeyp
     ds = small_data(16)
     with monkeypatch.context() as m:  # pretend to be a 2-process torchrun (the data stays unsharded)
         m.setattr(runner, "group_info", lambda: (0, 2))
-        m.setattr(runner, "_sync_weights", lambda net: None)
+        m.setattr(runner, "sync_weights", lambda net: None)
         evaluate(Tiny(), data=ds, out_dir=tmp_path, report=False, **CELL)
     stored = [json.loads(p.read_text())["value"] for p in (tmp_path / "cache").glob("*.json")]
     assert stored and all(v["_produced_by"] == {"world_size": [2], "batch_size": [8], "device": ["cpu"]} for v in stored)

@@ -248,7 +248,7 @@ def test_explicit_mean_std_override_the_checkpoints(tmp_path):
 
 def test_a_module_with_checkpoint_gets_its_weights(tmp_path):
     """load_model / evaluate's loader given a module and checkpoint= load the weights into it (they were dropped)."""
-    from aprkit.eval.engine.runner import load_eval_model
+    from aprkit.eval.engine.models import load_eval_model
     from aprkit.models import create_model
 
     trained = create_model("resnet20", num_classes=10)

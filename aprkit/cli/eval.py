@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``aprkit eval`` with parsed ``args``; prints a summary and where the report is."""
     from aprkit.distributed import setup_distributed, teardown_distributed
     from aprkit.eval import evaluate
-    from aprkit.eval.engine.runner import load_eval_model
+    from aprkit.eval.engine.models import load_eval_model
 
     from ._common import check_out_dir
 

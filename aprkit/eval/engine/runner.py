@@ -50,74 +50,13 @@ from .cache import MemoryCache, ResultCache, Unidentifiable, result_key, to_json
 from .datasets import memo_dataset_ids
 from .fingerprint import model_fingerprint
 from .inference import class_sorted_limit, wants_channels_last
+from .models import display_name, has_conv, load_eval_model, place_model, sync_weights
 from .outdir import RunCache, SuiteIndex, merge_provenance
 
-__all__ = ["evaluate", "Results", "load_eval_model", "SUITE_VERSION"]
+__all__ = ["evaluate", "Results", "SUITE_VERSION"]
 
 #: version of the suite results recorded in an output folder's index (part of their key)
 SUITE_VERSION = 1
-
-
-def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None, device: torch.device,
-                    random_init: bool = False, drop_head: bool = False) -> tuple[nn.Module, str]:
-    """An ``nn.Module`` from a module or a spec (via ``aprkit.models.load_model``) plus a display name."""
-    if isinstance(model, nn.Module):
-        if checkpoint is not None:
-            from aprkit.models import load_model
-
-            loaded = load_model(model, num_classes=num_classes, checkpoint=checkpoint, device=device,
-                                drop_head=drop_head)
-            return loaded, type(model).__name__
-        return place_model(model, device), type(model).__name__
-    if isinstance(model, (str, Path)):
-        from aprkit.models import load_model
-
-        net = load_model(str(model), num_classes=num_classes, checkpoint=checkpoint, device=device,
-                         random_init=random_init, drop_head=drop_head)
-        # what was evaluated, for the provenance: the spec and the weights file read with it
-        source = str(model) + (f", checkpoint {checkpoint}" if checkpoint is not None else "") + (
-            ", random weights" if random_init and checkpoint is None else "")
-        # private: public plain attributes are hashed into the model's fingerprint, and a path must not move it
-        setattr(net, "_aprkit_source", source)  # noqa: B010
-        return net, _display_name(model)
-    raise TypeError("model must be an nn.Module, a model spec string (e.g. 'resnet20', 'timm:resnet50', a .th file) "
-                    f"or a mapping name -> model; got {type(model).__name__}")
-
-
-def _display_name(model: Any) -> str:
-    """The label of a model without a ``model_id``: a checkpoint's file stem, a spec's name or the class name."""
-    if isinstance(model, (str, Path)):
-        spec = str(model)
-        return Path(spec).stem if spec.endswith((".th", ".pth", ".pt", ".ckpt")) else spec.split(":")[-1]
-    return type(model).__name__
-
-
-def _has_conv(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-
-def place_model(model: nn.Module, device: torch.device, channels_last: bool = False) -> nn.Module:
-    """``model`` on ``device`` (with ``channels_last``: its 4-d weights in that layout), in one ``Module.to``
-    pass and only when some parameter or buffer is not there yet (an evaluated model usually already is;
-    a conversion gives the weights new storage, so the fingerprint would be hashed again)."""
-    index = device.index
-    if index is None and device.type == "cuda":
-        index = torch.cuda.current_device()  # where .to("cuda") puts tensors
-    tensors = [*model.parameters(), *model.buffers()]
-    moved = any(d.type != device.type or (index is not None and d.index != index) for d in {t.device for t in tensors})
-    cl = torch.channels_last
-    if channels_last and any(t.ndim == 5 or (t.ndim == 4 and not t.is_contiguous(memory_format=cl)) for t in tensors):
-        # one conversion pass; torch's stub overloads of Module.to lack (device, memory_format) together
-        return model.to(device, memory_format=cl)  # type: ignore[call-overload]
-    return model.to(device) if moved else model
-
-
-def _sync_weights(model: nn.Module) -> None:
-    """Under torch.distributed, give every rank rank 0's parameters and buffers (e.g. a random init)."""
-    if group_info()[1] > 1:
-        with torch.no_grad():
-            for t in list(model.parameters()) + list(model.buffers()):
-                torch.distributed.broadcast(t.data, src=0)
 
 
 def _data_for(data: Any, suite: str) -> Any:
@@ -266,7 +205,7 @@ def evaluate(
     run = _Run(out, SuiteIndex(out if is_main_process() else None), SuiteIndex(None), time.time(),
                dict(data=data, opts=opts, dev=dev, amp=amp, batch_size=batch_size, world=world, report=report,
                     title=title))
-    labels = [given or _display_name(m) for given, m in models.items()]
+    labels = [given or display_name(m) for given, m in models.items()]
     run.pending = [(label, sname) for label in labels for sname in names]
     run.write()  # results.json says what is still to do before any work starts
     results = Results(out_dir=out)
@@ -305,11 +244,11 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
             run.unloadable = labels[pos]
             raise
         net.eval()
-        _sync_weights(net)
-        use_cl = wants_channels_last(net, _has_conv(net) if channels_last is None else bool(channels_last))
+        sync_weights(net)
+        use_cl = wants_channels_last(net, has_conv(net) if channels_last is None else bool(channels_last))
         net = place_model(net, dev, use_cl)
         run.settings["channels_last"] = use_cl
-        # hashed afresh: writes through .data (_sync_weights, EMA helpers swapping weights in) keep version counters
+        # hashed afresh: writes through .data (sync_weights, EMA helpers swapping weights in) keep version counters
         fingerprint = model_fingerprint(net, reuse=False)
         name = given_id or display
         if name in results.models:
