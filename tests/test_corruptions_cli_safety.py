@@ -148,3 +148,65 @@ def test_damaged_labels_are_written_again(array_input) -> None:  # noqa: F811
     (out / "labels.npy").write_bytes(b"garbage")
     assert _run(*args) == 0
     assert np.array_equal(np.load(out / "labels.npy"), np.tile(labels, 2))
+
+
+def test_an_imagenet_run_that_wrote_no_image_is_replaced_and_a_partial_severity_is_not_read(
+        folder_input, tmp_path, monkeypatch, capsys) -> None:  # noqa: F811
+    """The ImageNet writer marks a severity begun before its first image: a run stopped there (a crash, a bad option
+    inside the corruption) blocked the corrected rerun until --overwrite; and a severity a killed run left part way
+    was read as if complete (19 of 30 images)."""
+    import aprkit.corruptions.dataset as dataset
+    from aprkit.data import imagenet_c
+
+    real = dataset.corrupt
+    with monkeypatch.context() as m:
+        m.setattr(dataset, "corrupt", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stopped")))
+        assert _run(str(folder_input), str(tmp_path / "o"), "--size", "32", "--corruptions", "fog",
+                    "--severities", "2") != 0
+    assert "stopped" in capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["started"] == ["fog/2"]
+    assert _run(str(folder_input), str(tmp_path / "o"), "--size", "32", "--corruptions", "fog", "--severities", "2",
+                "--quality", "95") == 0  # other parameters, nothing written before: no --overwrite needed
+    assert len(imagenet_c(tmp_path / "o", "fog", 2)) == 4
+
+    calls = []
+
+    def second_batch_fails(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(dataset, "corrupt", second_batch_fails)
+        assert _run(str(folder_input), str(tmp_path / "o"), "--size", "32", "--corruptions", "fog",
+                    "--severities", "3", "--quality", "95", "--batch-size", "2") != 0
+    assert len(list((tmp_path / "o" / "fog" / "3").rglob("*.JPEG"))) == 2
+    with pytest.raises(ValueError, match="unfinished.*fog/3.*run the same aprkit corrupt command"):
+        imagenet_c(tmp_path / "o", "fog", 3)
+    capsys.readouterr()
+    assert _run(str(folder_input), str(tmp_path / "o"), "--size", "32", "--corruptions", "fog", "--severities",
+                "3") == 2  # images written: kept, not replaced
+    assert "other generation parameters" in capsys.readouterr().err
+    assert _run(str(folder_input), str(tmp_path / "o"), "--size", "32", "--corruptions", "fog", "--severities", "3",
+                "--quality", "95") == 0
+    assert len(imagenet_c(tmp_path / "o", "fog", 3)) == 4
+
+
+def test_imagenet_severities_are_added_and_reordered_like_corruptions(folder_input, tmp_path) -> None:  # noqa: F811
+    """Each severity of the ImageNet layout is its own folder, seeded per (corruption, severity, image): another list
+    of severities was refused as other generation parameters, so adding one meant --overwrite (and redoing all)."""
+    out = tmp_path / "o"
+    base = [str(folder_input), str(out), "--size", "32", "--corruptions", "contrast"]
+    assert _run(*base, "--severities", "1", "5") == 0
+    first = {p: p.read_bytes() for p in sorted(out.rglob("*.JPEG"))}
+    assert _run(*base, "--severities", "5", "1") == 0 and _run(*base, "--severities", "1") == 0
+    assert _run(*base, "--severities", "3") == 0
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*.JPEG")) if p.parts[-3] != "3"} == first
+    data = json.loads((out / "manifest.json").read_text())
+    assert "severities" not in data["params"] and sorted(data["complete"]) == ["contrast/1", "contrast/3", "contrast/5"]
+    # a folder written before (its manifest records the severities) still resumes
+    data["params"]["severities"] = [1, 5]
+    (out / "manifest.json").write_text(json.dumps(data))
+    assert _run(*base, "--severities", "1", "2") == 0
+    assert "severities" not in json.loads((out / "manifest.json").read_text())["params"]

@@ -136,10 +136,9 @@ def _check_targets(sources: Sequence[Path], targets: Sequence[Path]) -> None:
                          "without dots in the stem) or convert them to .JPEG first")
 
 
-def _params(layout: str, seed: int, preset: str, severities: list[int], fingerprint: dict,
-            device: str | torch.device, **extra) -> dict:
-    return {"layout": layout, "seed": int(seed), "preset": preset, "severities": severities,
-            "code_version": BASE_VERSION, "input": fingerprint,
+def _params(layout: str, seed: int, preset: str, fingerprint: dict, device: str | torch.device, **extra) -> dict:
+    """The generation parameters of a -C folder (its manifest's ``params``): what every output depends on."""
+    return {"layout": layout, "seed": int(seed), "preset": preset, "code_version": BASE_VERSION, "input": fingerprint,
             **environment(device, decodes_files=layout == "imagenet"), **extra}
 
 
@@ -206,7 +205,8 @@ def write_cifar_c(
             raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     out = Path(out_dir)
     outputs = [f"{name}.npy" for name in names] + (["labels.npy"] if labels is not None else [])
-    params = _params("cifar", seed, preset, severities, fingerprint_array(arr, labels), device)
+    # the severities are stacked in each array (and read back by their order): a generation parameter here
+    params = _params("cifar", seed, preset, fingerprint_array(arr, labels), device, severities=severities)
     depends, info = _frost(["frost.npy"] if "frost" in names else [], frost_dir)
     if classes is not None:
         info["classes"] = [str(c) for c in classes]
@@ -285,7 +285,8 @@ def write_imagenet_c(
     out = Path(out_dir)
     src = Path(src_dir)
     check_outside(src, out)
-    params = _params("imagenet", seed, preset, severities, fingerprint_files([p for p, _ in items], src), device,
+    # each severity is its own folder, seeded per (corruption, severity, image): severities are added like corruptions
+    params = _params("imagenet", seed, preset, fingerprint_files([p for p, _ in items], src), device,
                      size=size, quality=int(quality), **({} if size is None else {"resize": _RESIZE}))
     depends, info = _frost([f"frost/{s}" for s in severities] if "frost" in names else [], frost_dir)
     depends = _with_versions(depends, {f"{name}/{s}": name for name in names for s in severities})
@@ -298,7 +299,7 @@ def write_imagenet_c(
     # before the manifest: a refused input must not cost an --overwrite run the outputs it would replace
     _check_targets([p for p, _ in items], [target(names[0], severities[0], p, c) for p, c in items])
     with Manifest(out, params, [f"{name}/{s}" for name in names for s in severities], overwrite,
-                  depends=depends, info=info) as manifest:
+                  depends=depends, info=info, retired=["severities"]) as manifest:
         count = 0
         bar = tqdm(total=len(names) * len(severities) * len(items), disable=not progress, unit="img", desc="corrupt")
         for name in names:

@@ -1,18 +1,19 @@
 """The manifest of a generated -C folder: ``<out>/manifest.json``, written before any output.
 
-It records everything the outputs depend on (layout, seed, preset, severities, the corruptions' base version, an
-input fingerprint, for JPEG trees size and quality, and the ``environment``: the device type, on CUDA its TF32
-and float32 matmul settings, and the torch, Pillow and libjpeg versions, plus torchvision's when image files are
-decoded) and which outputs are complete. Outputs that depend on more record it per output (``depends``: the
+It records everything the outputs depend on (layout, seed, preset, the corruptions' base version, an input
+fingerprint; in the CIFAR layout the severities stacked in each array, for JPEG trees size and quality (each severity
+is its own folder there: severities are added like corruptions); and the ``environment``: the device type, on CUDA
+its TF32 and float32 matmul settings, and the torch, Pillow and libjpeg versions, plus torchvision's when image files
+are decoded) and which outputs are complete. Outputs that depend on more record it per output (``depends``: the
 frost outputs the digest of the frost textures, the outputs of a corruption changed since the base version that
-corruption's version; where the textures were read from, the class names of folder input and the aprkit
-version are kept under ``info``, for information only). A rerun
-into the same folder resumes only when all of these match; otherwise it is refused
-(pick another folder or pass ``overwrite=True`` / ``--overwrite``); a manifest of an older aprkit, which did not
-record some of them, is refused the same way. A manifest whose run stopped before its first corruption output (a
-bad option, a crash) is replaced without asking: there is nothing to keep. A run holds a lock on the folder
-while it writes, so a second run into the folder is refused until the first ends. Outputs
-are skipped only when the manifest lists them complete.
+corruption's version; where the textures were read from, the class names of folder input and the aprkit version are
+kept under ``info``, for information only). A rerun into the same folder resumes only when all of these match;
+otherwise it is refused (pick another folder or pass ``overwrite=True`` / ``--overwrite``); a manifest of an older
+aprkit, which did not record some of them, is refused the same way. A manifest whose run stopped before its first
+corruption output (a bad option, a crash; outputs begun without a file written count as none) is replaced without
+asking: there is nothing to keep. A run holds a lock on the folder while it writes, so a second run into the folder
+is refused until the first ends. Outputs are skipped only when the manifest lists them complete; the readers
+(``aprkit.data.imagenet_c``) refuse an output listed as begun but not complete.
 Nothing here is public API.
 """
 
@@ -31,7 +32,8 @@ import torch
 
 from .._io import atomic_write_text, remove_temporaries
 
-__all__ = ["MANIFEST", "Manifest", "check_batch_size", "environment", "fingerprint_array", "fingerprint_files"]
+__all__ = ["MANIFEST", "Manifest", "check_batch_size", "environment", "fingerprint_array", "fingerprint_files",
+           "read_manifest"]
 
 MANIFEST = "manifest.json"
 _TOOL = "aprkit corrupt"
@@ -80,6 +82,16 @@ def environment(device: str | torch.device, decodes_files: bool = False) -> dict
     return {"device": where, "versions": versions}
 
 
+def read_manifest(out: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``aprkit corrupt`` manifest of the folder ``out``, or ``None`` (none, unreadable, or another tool's)."""
+    path = Path(out) / MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("tool") == _TOOL else None
+
+
 def _remove_outputs(out: Path, entries: Iterable[object]) -> None:
     """Delete the outputs a replaced manifest recorded (files such as ``fog.npy`` or folders such as ``fog/3``), only
     inside ``out``."""
@@ -92,6 +104,21 @@ def _remove_outputs(out: Path, entries: Iterable[object]) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+
+def _nothing_written(out: Path, manifest: Mapping[str, Any], cheap: Iterable[str]) -> bool:
+    """Whether the run of ``manifest`` stopped before it wrote any corruption output: it lists only ``cheap`` outputs
+    (bookkeeping such as the label file, rewritten in no time) and outputs it began without writing a file in them
+    (an ImageNet-C severity folder marked started, then a crash or a bad input before its first image)."""
+    cheap = set(cheap)
+    complete = set(manifest.get("complete", []))
+    for entry in [*manifest.get("started", []), *complete]:
+        if not isinstance(entry, str) or entry in cheap:
+            continue
+        path = out / entry
+        if entry in complete or path.is_file() or (path.is_dir() and any(p.is_file() for p in path.rglob("*"))):
+            return False
+    return True
 
 
 def _hold(folder: Path) -> int | None:
@@ -137,35 +164,38 @@ class Manifest:
     compared on resume; ``info``: recorded, never compared. Raises ``ValueError`` when the folder's manifest was
     written with other parameters (or lists an output this run writes with other ``depends``), or when outputs
     exist without a manifest, unless ``overwrite`` (then the manifest starts afresh and every output is
-    recomputed). A manifest with other parameters that lists no output but ``cheap`` ones (bookkeeping such as the
-    label file, rewritten in no time) is replaced without asking: its run stopped before its first corruption.
+    recomputed). A manifest with other parameters whose run wrote no corruption output (it lists only ``cheap``
+    outputs, bookkeeping such as the label file rewritten in no time, and outputs begun without a file written) is
+    replaced without asking: its run stopped before its first corruption. ``retired``: parameters an older aprkit
+    recorded that no longer change the outputs, left out of an older manifest's parameters before they are compared.
     The folder's lock is held from here until :meth:`release` (or the end of a ``with`` block): another run into the
     folder raises ``ValueError`` meanwhile.
     """
 
     def __init__(self, out: Path, params: dict[str, Any], outputs: Iterable[str], overwrite: bool = False, *,
                  depends: Mapping[str, dict[str, Any]] | None = None, info: Mapping[str, Any] | None = None,
-                 cheap: Iterable[str] = ()) -> None:
+                 cheap: Iterable[str] = (), retired: Iterable[str] = ()) -> None:
         self.path = Path(out) / MANIFEST
         self._lock = _hold(Path(out))
         try:
-            self._open(Path(out), params, outputs, overwrite, depends, info, cheap)
+            self._open(Path(out), params, outputs, overwrite, depends, info, cheap, retired)
         except BaseException:
             self.release()
             raise
 
     def _open(self, out: Path, params: dict[str, Any], outputs: Iterable[str], overwrite: bool,
               depends: Mapping[str, dict[str, Any]] | None, info: Mapping[str, Any] | None,
-              cheap: Iterable[str]) -> None:
+              cheap: Iterable[str], retired: Iterable[str]) -> None:
         params = json.loads(json.dumps(params))  # the JSON form: tuples -> lists, as read back
         self.depends: dict[str, dict[str, Any]] = json.loads(json.dumps(dict(depends or {})))
         outputs = list(outputs)
         if self._lock is not None:  # held: no other run owns them (unlocked file systems: left alone)
             remove_temporaries(out, [*outputs, MANIFEST])
         old = self._read(overwrite)
-        listed = [] if old is None else [*old.get("started", []), *old.get("complete", [])]
-        if old is not None and old.get("params") != params and not overwrite and set(listed) <= set(cheap):
-            _remove_outputs(Path(out), listed)  # its run stopped before its first corruption: nothing to keep
+        if old is not None and isinstance(old.get("params"), dict):  # no longer generation parameters: not compared
+            old["params"] = {k: v for k, v in old["params"].items() if k not in set(retired) or k in params}
+        if old is not None and old.get("params") != params and not overwrite and _nothing_written(out, old, cheap):
+            _remove_outputs(Path(out), [*old.get("started", []), *old.get("complete", [])])  # nothing to keep
             old = None
         hint = f"pick another output folder or pass --overwrite (overwrite=True) to replace {str(out)!r}"
         if old is not None and old.get("params") != params and not overwrite:

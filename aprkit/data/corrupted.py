@@ -119,6 +119,18 @@ def _stacked_severities(root: Path) -> list[int]:
     return held
 
 
+def _check_finished(root: Path, entry: str, path: Path) -> None:
+    """Refuse an output that the ``aprkit corrupt`` manifest of ``root`` lists as begun but not complete: its run is
+    still writing it or stopped part way, and reading it would evaluate on whichever images were written so far."""
+    from aprkit.corruptions.manifest import MANIFEST, read_manifest
+
+    data = read_manifest(root)  # none (a published download): nothing to check
+    if data is not None and entry in (data.get("started") or []) and entry not in (data.get("complete") or []):
+        raise ValueError(f"{path} is unfinished: {root / MANIFEST} lists {entry} as begun, not complete (its aprkit "
+                         "corrupt run is still writing it or stopped part way); run the same aprkit corrupt command "
+                         "again to finish it")
+
+
 def _find_corruption_dir(root: Path, corruption: str) -> Path | None:
     if (root / corruption).is_dir():
         return root / corruption
@@ -147,6 +159,7 @@ def imagenet_c(root: str | Path, corruption: str, severity: int, *, classes: Seq
     sdir = cdir / str(severity)
     if not sdir.is_dir():
         raise FileNotFoundError(f"{sdir} is missing; expected the -C folder layout {_FOLDER_LAYOUT}")
+    _check_finished(root, f"{corruption}/{severity}", sdir)
     if classes is None:
         classes = _severity_classes(cdir, sdir)
     return ImageFolderDataset(sdir, classes=classes, **kw)
