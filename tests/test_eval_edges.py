@@ -137,3 +137,57 @@ def _setup(suite, options):
     from aprkit.eval.suites import load_suites
 
     return load_suites()[suite].setup_text(options)
+
+
+def test_a_merged_reports_header_names_each_runs_images_and_data():
+    """Each run's line was built on its own and a run whose suites read every image gave an empty text, so a merge of
+    a shape-bias run (every stimulus) and a phase-bias run (first 400) said 'first 400 images' for both."""
+    def run(model: str, suite: str, limit: int | None, data: str) -> Results:
+        return Results(models={model: {suite: {}}},
+                       meta={"provenance": {model: {suite: {"options": {"limit": limit}, "data": data}}}})
+
+    merged = Results.merge([run("s", "shape-bias", None, "cue-conflict:/c"), run("p", "phase-bias", 400, "cifar10:/d")])
+    items = {i.label: i.text for i in header_items(["s", "p"], merged.meta)}
+    assert items["Images"] == "all images (shape-bias); first 400 images (phase-bias)"
+    assert items["Data"] == "cue-conflict:/c (shape-bias); cifar10:/d (phase-bias)"
+    two = Results.merge([run("a", "x", 100, "d:/1"), run("b", "x", 200, "d:/1")])
+    assert {i.label: i.text for i in header_items(["a", "b"], two.meta)}["Images"] == \
+        "first 100 images (x: a); first 200 images (x: b)"
+
+
+def test_distinct_headline_measures_have_distinct_labels():
+    """The shape-bias suite (Geirhos' stimuli) and the cue-conflict suite (synthetic) both labelled their rows
+    'cue-conflict: shape match', so a summary of both showed two rows of one name with other numbers."""
+    from aprkit.eval.suites import load_suites
+
+    names_of: dict[str, set[str]] = {}
+    for suite in load_suites().values():
+        try:
+            measures = suite().headline({})
+        except KeyError:  # a suite whose headline reads nested results (corruption, calibration)
+            continue
+        for m in measures:
+            names_of.setdefault(m.display_label, set()).add(m.name)
+    assert len(names_of) >= 8 and all(len(names) == 1 for names in names_of.values()), names_of
+
+
+def test_a_suite_that_fails_for_one_of_several_models_is_named_as_failed(tmp_path):
+    """The error of a multi-model run did not say which model it was, and the report called the failed suite 'not yet
+    run'; the other model's finished results are kept."""
+    import json
+
+    from test_eval_runner import Tiny, small_data
+
+    from aprkit.cli._common import error_line
+    from aprkit.eval import evaluate
+
+    with pytest.raises(ValueError) as info:
+        evaluate({"good": Tiny(), "bad": Tiny(k=3)}, suite="calibration", data=small_data(8), out_dir=tmp_path,
+                 device="cpu", batch_size=8, progress=False)
+    line, code = error_line(info.value)
+    assert line.startswith("model 'bad', suite 'calibration': ") and code == 2
+    meta = json.loads((tmp_path / "results.json").read_text())["meta"]
+    assert list(meta["failed"]) == ["bad"] and meta["failed"]["bad"]["calibration"].startswith("ValueError: ")
+    assert meta["complete"] is False and "good" in json.loads((tmp_path / "results.json").read_text())["models"]
+    status = [line for line in (tmp_path / "report.md").read_text().splitlines() if "Status" in line][0]
+    assert "failed: bad: calibration (ValueError: " in status and "not yet run" not in status

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from aprkit.eval.analyses.shape_bias import read_decisions_csv, shape_bias, shape_bias_from_csv
 
@@ -73,3 +74,45 @@ def test_reference_lines_feed_the_plot(tmp_path):
     results = {"m": {"shape_bias": 0.5, "per_category": {"cat": 0.5}, "references": lines}}
     assert _references(results) == lines
     assert plot_shape_bias(results, tmp_path / "p.png").is_file()
+
+
+def test_every_reference_gets_a_line_in_the_plot(tmp_path, monkeypatch):
+    """Five line styles were zipped with the references: a sixth and seventh reference model vanished from the plot
+    and its legend while the table listed them."""
+    import matplotlib.axes
+
+    from aprkit.eval.suites.shape_bias import plot_shape_bias
+
+    drawn = []
+    real = matplotlib.axes.Axes.axvline
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvline", lambda self, x, **kw: drawn.append(kw) or real(self, x, **kw))
+    lines = {f"model{k}": 0.1 * k for k in range(7)}
+    plot_shape_bias({"m": {"shape_bias": 0.5, "per_category": {}, "references": lines}}, tmp_path / "p.png")
+    labels = [kw.get("label", "") for kw in drawn]
+    assert all(any(lab.startswith(f"model{k},") for lab in labels) for k in range(7))
+    assert len({(kw["ls"] if isinstance(kw["ls"], str) else repr(kw["ls"]), kw["color"]) for kw in drawn[:7]}) == 7
+
+
+def test_bad_decision_files_are_named_with_their_line_and_before_inference(tmp_path):
+    """A misspelt category said 'decisions has unknown categories' with no file, line or subject; a references path
+    that does not exist gave a bare '[Errno 2]' after the whole inference."""
+    from aprkit.eval.engine.cache import MemoryCache
+    from aprkit.eval.suites import EvalContext, load_suites
+
+    _write(tmp_path / "m.csv", "resnet50", [("cat", "cat", "dog"), ("arplane", "cat", "dog")])
+    with pytest.raises(ValueError, match=r"m\.csv:3: subject 'resnet50': object_response 'arplane' is not one"):
+        shape_bias_from_csv(tmp_path / "m.csv")
+    with pytest.raises(FileNotFoundError, match="nope.csv does not exist; expected raw decision CSVs"):
+        shape_bias_from_csv(tmp_path / "nope.csv")
+
+    class Untouchable(torch.nn.Module):
+        def forward(self, x):
+            raise AssertionError("inference ran before the option was checked")
+
+    ctx = EvalContext(model=Untouchable(), progress=False, cache=MemoryCache(),
+                      options={"references": str(tmp_path / "nope")})
+    from aprkit.data.cue_conflict import write_synthetic_cue_conflict
+
+    write_synthetic_cue_conflict(tmp_path / "cue", per_shape=1, size=8, seed=0)
+    with pytest.raises(ValueError, match="shape-bias option references=.*nope"):
+        load_suites()["shape-bias"]().run(ctx, f"cue-conflict:{tmp_path / 'cue'}")

@@ -188,3 +188,13 @@ def test_mixed_sizes_name_the_files_and_a_cue_conflict_fix(tmp_path):
     model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 16))
     with pytest.raises(ValueError, match=r"airplane1-truck1\.png is 20x20.*CueConflict\(ROOT, transform="):
         measure_shape_bias(model, root)
+
+
+def test_the_recorded_stimuli_do_not_depend_on_the_path_that_hit_the_cache(tree, tmp_path):
+    """The cache is keyed by the resolved folder, but the result stored the path as given: a run through a link
+    recorded the link's path in results.json, a fresh folder the real one."""
+    (tmp_path / "link").symlink_to(tree)
+    suite, cache = load_suites()["shape-bias"](), MemoryCache()
+    got = [suite.run(EvalContext(model=Constant("cat"), progress=False, cache=cache), f"cue-conflict:{p}")["stimuli"]
+           for p in (tmp_path / "link", tree)]
+    assert got == [str(tree.resolve())] * 2 and len(cache) == 1

@@ -59,6 +59,9 @@ def error_line(err: BaseException) -> tuple[str, int]:
     if type(err).__name__ == "OutOfMemoryError":
         return "out of memory on the device: lower --batch-size (or use --device cpu)", 2
     text = re.sub(r"\s+", " ", text).strip()
+    notes = [str(n) for n in getattr(err, "__notes__", ()) or ()]  # e.g. which of several models it was
+    if notes:
+        text = f"{'; '.join(notes)}: {text}"
     if not isinstance(err, USER_ERRORS):
         return f"unexpected {type(err).__name__}: {text or 'no message'} (run with --debug for the traceback)", 1
     return text or type(err).__name__, 2

@@ -281,9 +281,15 @@ def read_decisions_csv(path: str | os.PathLike[str]) -> dict[str, tuple[list[str
             except ValueError:
                 raise ValueError(f"{path}:{line}: imagename {row['imagename']!r} does not end in "
                                  "'<shape>N-<texture>M.png'") from None
-            d, s, t = out.setdefault(row["subj"].strip(), ([], [], []))
-            d.append(row["object_response"].strip())
-            s.append(row["category"].strip())
+            subject, response, shape = row["subj"].strip(), row["object_response"].strip(), row["category"].strip()
+            for column, value in (("object_response", response), ("category", shape), ("imagename texture", texture)):
+                if value not in CUE_CONFLICT_CATEGORIES and not (column == "object_response" and value == ABSTENTION):
+                    raise ValueError(f"{path}:{line}: subject {subject!r}: {column} {value!r} is not one of the 16 "
+                                     f"categories ({', '.join(CUE_CONFLICT_CATEGORIES)})"
+                                     + (f" or {ABSTENTION!r} (no answer)" if column == "object_response" else ""))
+            d, s, t = out.setdefault(subject, ([], [], []))
+            d.append(response)
+            s.append(shape)
             t.append(texture)
     if not out:
         raise ValueError(f"{path} holds no decisions; expected rows of {', '.join(_CSV_COLUMNS)}")
@@ -303,6 +309,10 @@ def shape_bias_from_csv(
         files = [Path(x) for x in paths]
     if not files:
         raise ValueError(f"no decision CSVs found in {paths}")
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)} does not exist; expected raw decision CSVs (model-vs-human's "
+                                f"format: {', '.join(_CSV_COLUMNS)}), a folder of them or a list of files")
     merged: dict[str, tuple[list[str], list[str], list[str]]] = {}
     for f in files:
         for subj, (d, s, t) in read_decisions_csv(f).items():

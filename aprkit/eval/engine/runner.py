@@ -264,7 +264,13 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
         results.models[name] = {}
         for sname in names:
             sdata = _data_for(data, sname)
-            value, produced_by = _run_suite(registry[sname](), ctx, sdata, ctx_kw["cache"])
+            try:
+                value, produced_by = _run_suite(registry[sname](), ctx, sdata, ctx_kw["cache"])
+            except Exception as err:  # the report and results.json say which one failed, the error which model
+                run.failed[(name, sname)] = f"{type(err).__name__}: {err}"
+                if len(models) > 1:  # BaseException.add_note (3.11+), by hand on 3.10: the CLI prints the notes
+                    setattr(err, "__notes__", [*getattr(err, "__notes__", []), f"model {name!r}, suite {sname!r}"])  # noqa: B010
+                raise
             results.models[name][sname] = value
             run.finish({"model": name, "suite": sname, "value": value, "key": _suite_key(ctx, sname, sdata),
                         "fingerprint": fingerprint,
@@ -305,6 +311,7 @@ class _Run:
     settings: dict[str, Any]
     pending: list[tuple[str, str]] = field(default_factory=list)
     unloadable: str | None = None  # the label of a model whose loading raised (nothing of it was started)
+    failed: dict[tuple[str, str], str] = field(default_factory=dict)  # (model label, suite) -> the error it raised
 
     def finish(self, entry: dict) -> None:
         for idx in (self.index, self.this_run):
@@ -344,6 +351,14 @@ class _Run:
         with self.index.synced():
             return self.written().write_report(self.out, title=title)
 
+    def _failed_by_model(self, pending: Mapping[str, list[str]]) -> dict[str, dict[str, str]]:
+        """``{model: {suite: error}}`` of this run's suites that raised and are still not finished."""
+        out: dict[str, dict[str, str]] = {}
+        for (label, sname), error in self.failed.items():
+            if sname in pending.get(label, []):
+                out.setdefault(label, {})[sname] = error
+        return out
+
     def meta(self, index: SuiteIndex) -> dict:
         """Run metadata; ``world_size``/``batch_size``/``device``/``amp`` list what produced the results shown."""
         import aprkit
@@ -366,6 +381,7 @@ class _Run:
             "seconds": round(time.time() - self.started, 2),
             "complete": not pending,
             "pending": pending,
+            **({"failed": failed} if (failed := self._failed_by_model(pending)) else {}),
             "models": {label: next(iter(suites.values())).get("spec") for label, suites in prov.items()},
             "suites": list(dict.fromkeys(s for suites in prov.values() for s in suites)),
             "data": (json.loads(datas.pop()) if len(datas) == 1

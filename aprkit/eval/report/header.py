@@ -70,24 +70,45 @@ def limit_text(limit: Any) -> str:
 ImagesText = Callable[[str, Mapping[str, Any]], str]
 
 
-def _limit_text(run: Mapping[str, Any], limitless: Collection[str] = (), images: ImagesText | None = None) -> str:
-    """``"first 200 images (calibration); first 50 images (corruption)"``; empty when every suite used every image."""
+def _limit_text(runs: Sequence[Mapping[str, Any]], limitless: Collection[str] = (),
+                images: ImagesText | None = None) -> str:
+    """``"first 200 images (calibration); first 50 images (corruption)"`` over the suites of every run (a merged
+    report's runs each read their own); empty when every suite used every image."""
     def default(suite: str, options: Mapping[str, Any]) -> str:
         return limit_text(None if suite in limitless else options.get("limit"))
 
-    texts: dict[str, set[str]] = {}
-    for _, suite, record in _records(run):
-        options = record.get("options")
-        if isinstance(options, Mapping):
-            texts.setdefault(suite, set()).add((images or default)(suite, options))
+    texts: dict[str, dict[str, list[str]]] = {}  # suite -> its text -> the models it holds for
+    for run in runs:
+        for model, suite, record in _records(run):
+            options = record.get("options")
+            if isinstance(options, Mapping):
+                texts.setdefault(suite, {}).setdefault((images or default)(suite, options), []).append(model)
     groups: dict[str, list[str]] = {}
     for suite, values in texts.items():
-        groups.setdefault(next(iter(values)) if len(values) == 1 else "differs between models", []).append(suite)
+        for text, models in values.items():  # models that read other images: named with their suite
+            label = suite if len(values) == 1 else f"{suite}: {', '.join(dict.fromkeys(models))}"
+            groups.setdefault(text, []).append(label)
     if not groups or list(groups) == ["all images"]:
         return ""
     if len(groups) == 1:
         return next(iter(groups))
     return "; ".join(f"{text} ({', '.join(suites)})" for text, suites in groups.items())
+
+
+def _runs_data_text(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The data of every run, per suite where the runs recorded it (a merged report's runs each name their suites'
+    data), else each run's data."""
+    per_suite: dict[str, list[str]] = {}
+    plain: list[str] = []
+    for run in runs:
+        data = _run_data(run)
+        if isinstance(data, Mapping):
+            for suite, value in data.items():
+                per_suite.setdefault(str(suite), []).append(describe(value))
+        elif data is not None:
+            plain.append(describe(data))
+    texts = [_data_text({k: "; ".join(dict.fromkeys(v)) for k, v in per_suite.items()})] if per_suite else []
+    return "; ".join(t for t in dict.fromkeys([*texts, *plain]) if t and t != "-")
 
 
 def _data_text(data: Any) -> str:
@@ -199,10 +220,16 @@ def _models_text(model_ids: Sequence[str], runs: Sequence[Mapping[str, Any]]) ->
 
 
 def _status_text(runs: Sequence[Mapping[str, Any]]) -> str | None:
-    pending = {m: list(s) for run in runs for m, s in (run.get("pending") or {}).items() if s}
-    if any(run.get("complete") is False for run in runs) or pending:
-        todo = "; ".join(f"{m}: {', '.join(s)}" for m, s in pending.items())
-        return "INCOMPLETE" + (f" (not yet run: {todo})" if todo else "")
+    failed = {m: dict(s) for run in runs for m, s in (run.get("failed") or {}).items() if s}
+    pending = {m: [x for x in s if x not in failed.get(m, {})]
+               for run in runs for m, s in (run.get("pending") or {}).items() if s}
+    pending = {m: s for m, s in pending.items() if s}
+    if any(run.get("complete") is False for run in runs) or pending or failed:
+        parts = ["failed: " + "; ".join(f"{m}: {s} ({e})" for m, f in failed.items() for s, e in f.items())] \
+            if failed else []
+        if pending:
+            parts.append("not yet run: " + "; ".join(f"{m}: {', '.join(s)}" for m, s in pending.items()))
+        return "INCOMPLETE" + (f" ({'; '.join(parts)})" if parts else "")
     if any(run.get("complete") is True for run in runs):
         return "complete (every requested suite finished)"
     return None
@@ -222,16 +249,17 @@ def header_items(model_ids: Sequence[str], meta: Mapping[str, Any], limitless: C
     runs = [r for r in (meta.get("runs") if "runs" in meta else [meta]) or [] if isinstance(r, Mapping)]
     items = [HeaderItem("Models", _models_text(model_ids, runs))]
     fields = (
-        ("Data", lambda r: _data_text(_run_data(r)) if _run_data(r) is not None else ""),
-        ("Images", lambda r: _limit_text(r, limitless, images)),
+        ("Data", None),
+        ("Images", None),
         ("Device", lambda r: _device_text(r) if r.get("device") else ""),
         ("Seed", _seed_text),
         ("Date", lambda r: str(r.get("date") or "").replace("T", " ").replace("+00:00", " UTC")),
         ("Versions", lambda r: ", ".join(f"{name} {r[key]}" for name, key in (("aprkit", "aprkit"), ("torch", "torch"),
                                                                                ("Python", "python")) if r.get(key))),
     )
+    across = {"Data": lambda: _runs_data_text(runs), "Images": lambda: _limit_text(runs, limitless, images)}
     for label, text in fields:
-        value = _joined(runs, text)
+        value = across[label]() if text is None else _joined(runs, text)
         if value:
             items.append(HeaderItem(label, value))
         grid = _grid_text(runs) if label == "Images" else ""

@@ -162,11 +162,12 @@ class CueConflictSuite(Suite[CueConflictOptions]):
         return [
             Measure("cue-conflict.shape_bias", "shape bias (synthetic cue-conflict)", result.get("shape_bias"),
                     digits=3),
-            Measure("cue-conflict.shape_match", "cue-conflict: shape match", result.get("shape_match"), percent=True),
-            Measure("cue-conflict.texture_match", "cue-conflict: texture match", result.get("texture_match"),
+            Measure("cue-conflict.shape_match", "synthetic cue-conflict: shape match", result.get("shape_match"),
                     percent=True),
-            Measure("cue-conflict.neither", "cue-conflict: neither shape nor texture", result.get("neither"),
-                    percent=True),
+            Measure("cue-conflict.texture_match", "synthetic cue-conflict: texture match",
+                    result.get("texture_match"), percent=True),
+            Measure("cue-conflict.neither", "synthetic cue-conflict: neither shape nor texture",
+                    result.get("neither"), percent=True),
         ]
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:

@@ -31,7 +31,7 @@ from .base import EvalContext, Measure, ReportSection, Suite, SuiteOptions, regi
 
 __all__ = ["ShapeBiasSuite", "ShapeBiasOptions", "ShapeBiasResult", "resolve_stimuli", "plot_shape_bias"]
 
-_VERSION = 2  # 2: decisions re-indexed into a dataset's own category list
+_VERSION = 3  # 2: decisions re-indexed into a dataset's own category list; 3: stimuli recorded as the resolved path
 _MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
 
 
@@ -93,6 +93,12 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
         ds = resolve_stimuli(data, {"stimuli": opts.stimuli})
 
         check_categories(ds.categories)  # before inference
+        references = None
+        if opts.references:  # raw decision CSVs (a folder or files): the plot's guide lines, read before inference
+            try:
+                references = reference_lines(opts.references)
+            except (OSError, ValueError) as err:
+                raise ValueError(f"shape-bias option references={opts.references!r}: {err}") from None
 
         def compute() -> dict:
             decisions = predict_decisions(
@@ -105,20 +111,21 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
             result: dict[str, Any] = {k: full.pop(k) for k in ("shape_bias", "shape_match", "texture_match")}
             result["per_category"] = full.pop("per_category")
             result["counts"] = full
-            result["stimuli"] = str(ds.root)
+            result["stimuli"] = str(Path(ds.root).resolve())  # as the cache key: the same for every path to it
             result["decisions"] = {name: CATEGORIES[int(d)] for name, d in zip(ds.names, decisions, strict=True)}
             return result
 
         result = cast(ShapeBiasResult, cached(ctx, "shape-bias", ds, compute, v=_VERSION))
-        if opts.references:  # raw decision CSVs (a folder or file): the plot's guide lines
-            result = {**result, "references": reference_lines(opts.references)}
+        if references is not None:
+            result = {**result, "references": references}
         return result
 
     def headline(self, result: Mapping[str, Any]) -> list[Measure]:
         return [
             Measure("shape-bias.shape_bias", "shape bias (cue-conflict)", result.get("shape_bias"), digits=3),
-            Measure("shape-bias.shape_match", "cue-conflict: shape match", result.get("shape_match"), percent=True),
-            Measure("shape-bias.texture_match", "cue-conflict: texture match", result.get("texture_match"),
+            Measure("shape-bias.shape_match", "cue-conflict stimuli: shape match", result.get("shape_match"),
+                    percent=True),
+            Measure("shape-bias.texture_match", "cue-conflict stimuli: texture match", result.get("texture_match"),
                     percent=True),
         ]
 
@@ -166,8 +173,9 @@ def plot_shape_bias(results: Mapping[str, dict], path: Path) -> Path:
     y = {c: len(cats) - 1 - i for i, c in enumerate(cats)}
     styles = ("--", ":", "-.", (0, (1, 3)), (0, (5, 5)))
     source = "published" if not any(r.get("references") for r in results.values()) else "reference decisions"
-    for (name, value), style in zip(_references(results).items(), styles, strict=False):
-        ax.axvline(value, color="0.35", ls=style, lw=1.4, label=f"{plot_text(name)}, {source} ({value:.2f})")
+    for k, (name, value) in enumerate(_references(results).items()):  # every reference: styles repeat in other greys
+        ax.axvline(value, color=str(0.35 + 0.15 * (k // len(styles) % 3)), ls=styles[k % len(styles)], lw=1.4,
+                   label=f"{plot_text(name)}, {source} ({value:.2f})")
     for i, (model, r) in enumerate(results.items()):
         color, marker = series_color(i), _MARKERS[i % len(_MARKERS)]
         per = r.get("per_category", {})
