@@ -86,3 +86,45 @@ def test_torchrun_ddp_two_cpu_processes(tmp_path):
     again = json.loads((part / "metrics.json").read_text())
     keys = ("epoch", "step", "lr", "train_loss", "train_acc", "test_acc")
     assert [{k: r[k] for k in keys} for r in again] == [{k: r[k] for k in keys} for r in rows]
+
+
+def _busy_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import datetime
+
+    import torch.distributed as dist
+    from train_common import Images, train_config
+
+    import aprkit.train.loop as loop
+    from aprkit.train import fit
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))  # a rank left waiting fails the test, not hangs it
+    run = Path(out_dir) / "run"
+    real = loop.build_model
+
+    def build_while_another_run_finishes(cfg):  # rank 0 only: the folder gets a finished run while it gets ready
+        if rank == 0:
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "model.pt").write_bytes(b"another run's weights")
+        return real(cfg)
+
+    loop.build_model = build_while_another_run_finishes
+    try:
+        fit(train_config(optim={"epochs": 1}, train={"device": "cpu"}), out=run, datasets=(Images(32), None))
+        outcome = "trained"
+    except Exception as err:  # noqa: BLE001 - recorded for the test
+        outcome = f"{type(err).__name__}: {err}"
+    finally:
+        dist.destroy_process_group()
+    (Path(out_dir) / f"rank{rank}.txt").write_text(outcome)
+
+
+def test_every_rank_stops_when_rank_0_refuses_the_folder_after_locking_it(tmp_path):
+    """Only rank 0 re-checks the folder once it holds its lock; when it refused, the other ranks went on to the first
+    collective and waited there for a rank that had left (until the process group's timeout)."""
+    mp.spawn(_busy_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert outcomes[0].startswith("RunExistsError: ") and "already holds a training run" in outcomes[0]
+    assert outcomes[1].startswith("RuntimeError: rank 0 did not start the run in ") and "rank 1 stops too" in outcomes[1]
+    assert (tmp_path / "run" / "model.pt").read_bytes() == b"another run's weights"

@@ -206,6 +206,36 @@ def fit(
         torch.use_deterministic_algorithms(flags[2], warn_only=flags[3])
 
 
+def _take_folder(out: Path, cfg: Config, held: contextlib.ExitStack, overwrite: bool, pos: RunPosition,
+                 read_state: tuple[int, int, int] | None, steps_per_epoch: int) -> None:
+    """Rank 0 before its first write: lock the output folder (held until ``fit`` returns), check again that no other
+    run changed it meanwhile (``read_state``: ``last.pt`` as this run read it), clear it for ``overwrite``, remove a
+    killed run's temporaries and write ``config.yaml``."""
+    import yaml
+
+    tr, o = cfg.train, cfg.optim
+    ckpt_path = out / "last.pt"
+    out.mkdir(parents=True, exist_ok=True)
+    held.enter_context(run_lock(out))  # no other run writes here until this one returns
+    if _file_state(ckpt_path) != read_state:  # another run wrote last.pt while this one loaded data and model
+        raise RunBusyError(f"another aprkit train wrote {ckpt_path} while this run was getting ready; this run "
+                           "wrote nothing: run the command again once that run is done")
+    check_run_folder(out, resume=tr.resume, overwrite=overwrite)  # a run that finished meanwhile is not replaced
+    if overwrite and clear_run_folder(out):  # only now: a config or data error above keeps the old run
+        print(f"overwrite: deleted the previous run in {out}", file=sys.stderr)
+    remove_temporaries(out, RUN_FILES + REPORT_FILES)  # a killed run's half-written files (rank 0 writes)
+    # a resumed run keeps the config that trained it, unless the resume only moved how far it goes (optim.epochs,
+    # train.max_steps) and nothing ever changed its trajectory: then the current config reruns it from scratch to
+    # the same weights, where the first one stopped short
+    end = o.epochs * steps_per_epoch if tr.max_steps is None else min(o.epochs * steps_per_epoch, tr.max_steps)
+    extended = (pos.resumed and not pos.config_changes and end > pos.step  # this call trains on
+                and _run_length(pos.saved_config) != _run_length(cfg.to_dict()))
+    if not (pos.resumed and (out / "config.yaml").is_file()) or extended:
+        rerun = cfg.to_dict()  # a config that reruns the run from scratch: not a resume of it
+        rerun["train"]["resume"] = False
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(rerun, sort_keys=False))
+
+
 def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrite: bool,
          held: contextlib.ExitStack) -> dict[str, Any]:
     t_start = time.perf_counter()
@@ -263,28 +293,19 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     epoch, start_batch, step, carried_s = pos.epoch, pos.start_batch, pos.step, pos.carried_s
     config_changes = pos.config_changes
 
+    refused: Exception | None = None
     if main and out is not None:
-        import yaml
-
-        out.mkdir(parents=True, exist_ok=True)
-        held.enter_context(run_lock(out))  # no other run writes here until this one returns
-        if _file_state(ckpt_path) != read_state:  # another run wrote last.pt while this one loaded data and model
-            raise RunBusyError(f"another aprkit train wrote {ckpt_path} while this run was getting ready; this run "
-                               "wrote nothing: run the command again once that run is done")
-        check_run_folder(out, resume=tr.resume, overwrite=overwrite)  # a run that finished meanwhile is not replaced
-        if overwrite and clear_run_folder(out):  # only now: a config or data error above keeps the old run
-            print(f"overwrite: deleted the previous run in {out}", file=sys.stderr)
-        remove_temporaries(out, RUN_FILES + REPORT_FILES)  # a killed run's half-written files (rank 0 writes)
-        # a resumed run keeps the config that trained it, unless the resume only moved how far it goes (optim.epochs,
-        # train.max_steps) and nothing ever changed its trajectory: then the current config reruns it from scratch to
-        # the same weights, where the first one stopped short
-        end = o.epochs * len(batches) if tr.max_steps is None else min(o.epochs * len(batches), tr.max_steps)
-        extended = (pos.resumed and not config_changes and end > step  # this call trains on
-                    and _run_length(pos.saved_config) != _run_length(cfg.to_dict()))
-        if not (pos.resumed and (out / "config.yaml").is_file()) or extended:
-            rerun = cfg.to_dict()  # a config that reruns the run from scratch: not a resume of it
-            rerun["train"]["resume"] = False
-            atomic_write_text(out / "config.yaml", yaml.safe_dump(rerun, sort_keys=False))
+        try:
+            _take_folder(out, cfg, held, overwrite, pos, read_state, len(batches))
+        except Exception as err:  # every rank stops, not rank 0 alone: the others would wait at its first collective
+            refused = err
+    if info.world > 1:
+        stop = all_reduce_sum(torch.tensor([float(refused is not None)], dtype=torch.float64, device=dev), info)
+        if refused is None and float(stop[0]):
+            raise RuntimeError(f"rank 0 did not start the run in {tr.out} (its error says why); rank {info.rank} "
+                               "stops too")
+    if refused is not None:
+        raise refused
     report = None
     if tr.report and out is not None and main:
         from .report import ReportWriter, data_text
