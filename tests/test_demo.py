@@ -213,6 +213,11 @@ def test_folder_data_split_and_sizes(tmp_path):
     assert tuple(d.train.images.shape[1:]) == (3, 32, 32) and d.train.images.dtype == torch.uint8
     again = load_demo_data(f"folder:{tmp_path}", s)
     assert torch.equal(again.test.images, d.test.images)
+    # the report's data line says how the images were drawn (it said nothing of the split or a test subset)
+    assert "a seeded 80/20 split of the 20 images of one folder tree" in d.description
+    fewer = load_demo_data(f"folder:{tmp_path}", demo_settings(quick=True, n_train=10, n_test=3))
+    assert "10 of the 16 training images, a seeded random subset" in fewer.description
+    assert "3 of the 4 test images, a seeded random subset" in fewer.description
 
 
 def test_demo_setup_states_the_schedule_the_run_had() -> None:

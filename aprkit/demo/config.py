@@ -170,6 +170,7 @@ def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: b
                         TensorSet(xte, yte, f"{tag}#test-n{settings.n_test}-seed{seed}", shapes), len(SHAPES), True,
                         f"the built-in synthetic shape x texture dataset ({n_train} training / {settings.n_test} "
                         "test images, 32x32)")
+    split_note = ""  # how the train and test images were drawn, for the report
     if kind in ("cifar10", "cifar100"):
         train_ds, test_ds = get_dataset(spec, "train"), get_dataset(spec, "test")
     elif kind in ("folder", "imagefolder"):
@@ -189,6 +190,7 @@ def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: b
             cut = max(1, len(perm) // 5)
             test_ds, train_ds = subset(full, sorted(perm[:cut])), subset(full, sorted(perm[cut:]))
             train_ds.classes = test_ds.classes = getattr(full, "classes", None)
+            split_note = f"a seeded 80/20 split of the {len(full)} images of one folder tree (no train/test folders)"
     else:
         raise ValueError(f"the demo trains on 'synthetic', 'cifar10:PATH', 'cifar100:PATH' or 'folder:PATH'; "
                          f"got {spec!r}")
@@ -200,8 +202,11 @@ def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: b
     # each split's images and labels by content, not only the spec: a rerun on rewritten files is not served the
     # models trained or the results computed on the old ones
     tag = f"{spec}#{{}}-n{{}}-seed{seed}-{{}}"
+    drawn = [f"{len(y)} of the {len(ds)} {what} images, a seeded random subset"
+             for y, ds, what in ((ytr, train_ds, "training"), (yte, test_ds, "test")) if len(y) < len(ds)]
+    notes = "; ".join(n for n in (split_note, *drawn) if n)
     desc = (f"{spec} ({len(ytr)} training / {len(yte)} test images, {xtr.shape[-2]}x{xtr.shape[-1]}, {k} classes"
-            f"{'; seeded random subsets' if settings.n_train and settings.n_train < len(train_ds) else ''})")
+            f"{'; ' + notes if notes else ''})")
     train_id = tag.format("train", len(ytr), "-".join(identity([xtr, ytr])))
     test_id = tag.format("test", len(yte), "-".join(identity([xte, yte])))
     return DemoData(spec, TensorSet(xtr, ytr, train_id, names), TensorSet(xte, yte, test_id, names), k, False, desc)
