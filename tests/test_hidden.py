@@ -302,6 +302,7 @@ def test_attached_models_pickle_copies_carry_their_own_hooks_and_detach_removes_
         found = detach(m)
         assert list(found) == ["0"] and isinstance(found["0"], FeatureAPR)
         assert torch.equal(m(x), plain) and detach(m) == {}
+        assert not any(mod._forward_hooks or mod._forward_pre_hooks for mod in m.modules())  # the call count's too
     with attach(net, ["0"], p=1.0):  # after remove() the module takes a new one
         pass
     flat = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten()).train()
@@ -323,3 +324,37 @@ def test_a_guessed_token_layout_beyond_one_class_token_warns():
         for n in (16, 17):
             to_grid(torch.rand(2, n, 8))
         assert to_grid(torch.rand(2, 20, 8), grid=(4, 5))[2].num_prefix_tokens == 0
+
+
+def test_a_module_called_twice_in_one_forward_is_refused() -> None:
+    """torchvision's ResNet blocks call one ReLU after both convolutions: FeatureAPR attached there recombined twice per
+    forward, the second time after the residual sum, without a word. A module called once is fine; so are direct calls
+    of the module outside the model's forward and a recomputation under activation checkpointing."""
+    import torchvision
+    from torch.utils.checkpoint import checkpoint
+
+    rn = torchvision.models.resnet18(num_classes=10).train()
+    x = torch.rand(2, 3, 32, 32)
+    with attach(rn, ["layer1.0.relu"], p=1.0):
+        with pytest.raises(ValueError, match=r"layer 'layer1\.0\.relu' is called more than once in one forward"):
+            rn(x)
+        rn.eval()
+        assert rn(x).shape == (2, 10)  # evaluation: no FeatureAPR, nothing to refuse
+        rn.train()
+    with attach(rn, ["layer1.0"], p=1.0):
+        assert rn(x).shape == (2, 10)
+        feats = rn.maxpool(rn.relu(rn.bn1(rn.conv1(x))))
+        rn.layer1[0](feats), rn.layer1[0](feats)  # outside the model's forward: not counted
+
+    class Checkpointed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(checkpoint(self.block, x, use_reentrant=False).mean((2, 3)))
+
+    net = Checkpointed().train()
+    with attach(net, ["block"], p=1.0):  # global RNG: a recomputation draws the same partners only with it restored
+        net(torch.rand(4, 3, 8, 8)).sum().backward()  # the backward recomputes the block: not a second call

@@ -127,6 +127,10 @@ def attach(
         apr = FeatureAPR(p=p, dims=dims, mode=mode, lam=lam, num_prefix_tokens=k, grid=grid, generator=generator)
         modules[full] = apr
         hooks.append(module.register_forward_hook(_FeatureHook(apr, full, state)))
+    # the model's forward opens and closes the count of each module's calls (a recomputation for activation
+    # checkpointing, in the backward pass, falls outside it)
+    hooks.append(model.register_forward_pre_hook(state.open_forward))
+    hooks.append(model.register_forward_hook(state.close_forward))
     return AttachHandle(hooks, modules)
 
 
@@ -137,6 +141,25 @@ class _HookState:
     def __init__(self, model: nn.Module, model_k: int | None, grid: tuple[int, int] | None,
                  switches: list[nn.Module]) -> None:
         self.model, self.model_k, self.grid, self.switches, self.warned = model, model_k, grid, switches, False
+        self.calls: Counter[str] | None = None  # per attached module, its calls in the model's current forward
+
+    def open_forward(self, mod: nn.Module, args: Any) -> None:
+        self.calls = Counter()
+
+    def close_forward(self, mod: nn.Module, args: Any, out: Any) -> None:
+        self.calls = None
+
+    def count(self, full: str) -> None:
+        """Refuse a module that the model's forward calls a second time (torchvision's ResNet blocks call one ReLU
+        after both convolutions): each call's output would be recombined, the second after the residual sum."""
+        if self.calls is None:
+            return
+        self.calls[full] += 1
+        if self.calls[full] > 1:
+            raise ValueError(f"layer {full!r} is called more than once in one forward pass of the model (a module "
+                             "reused, e.g. the ReLU of a torchvision ResNet block, called after both convolutions): "
+                             "FeatureAPR would recombine every call's output. Attach it to a module called once, "
+                             "e.g. the block itself ('layer1.0' rather than 'layer1.0.relu')")
 
 
 class _FeatureHook:
@@ -152,6 +175,7 @@ class _FeatureHook:
         apr, full, st = self.apr, self.full, self.state
         if not (mod.training and apr.training):
             return None
+        st.count(full)
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"layer {full!r} returns a {type(out).__name__}; "
                              f"FeatureAPR needs a feature map (B, C, H, W) or tokens (B, N, D)")
@@ -185,4 +209,7 @@ def detach(model: nn.Module) -> dict[str, FeatureAPR]:
     for name, module in model.named_modules():
         for i in _feature_hooks(module):
             found[name] = module._forward_hooks.pop(i).apr
+        for hooks in (module._forward_pre_hooks, module._forward_hooks):  # the call count's hooks on the model
+            for i in [i for i, h in hooks.items() if isinstance(getattr(h, "__self__", None), _HookState)]:
+                del hooks[i]
     return found
