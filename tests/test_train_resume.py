@@ -306,3 +306,18 @@ def test_a_resume_state_with_a_changed_byte_is_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="last.pt is damaged: its record .* fails its CRC-32 check"):
         load_train_checkpoint(path)
+
+
+def test_a_cpu_resume_with_changed_cuda_only_settings_is_not_a_config_change(tmp_path, capsys):
+    """train.amp, its dtype, channels_last and deterministic take effect on CUDA only: a CPU run resumed with them
+    changed warned that it would not match an uninterrupted run, and recorded a change, though its weights were
+    the same."""
+    ds = Images(40)
+    fit(train_config(), ["train.max_steps=3"], out=tmp_path, datasets=(ds, None))
+    capsys.readouterr()
+    fit(train_config(), ["train.amp=false", "train.channels_last=false", "train.deterministic=true",
+                         "train.amp_dtype=bfloat16"], out=tmp_path, resume=True, datasets=(ds, None))
+    assert "config differs" not in capsys.readouterr().err
+    assert torch.load(tmp_path / "model.pt", weights_only=False)["extra"]["config_changes"] == []
+    fit(train_config(), ["train.amp=false", "optim.epochs=3"], out=tmp_path, resume=True, datasets=(ds, None))
+    assert "config differs" not in capsys.readouterr().err  # a longer run: still no change to warn about

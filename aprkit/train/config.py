@@ -36,6 +36,7 @@ __all__ = [
     "Config",
     "load_config",
     "RESUME_FREE",
+    "CUDA_ONLY",
     "RECIPE_VERSION",
     "recipe_version",
     "apr_s_where",
@@ -256,6 +257,10 @@ RESUME_FREE = frozenset({"train.out", "train.resume", "train.max_steps", "train.
                          "train.report",
                          "optim.epochs", "train.eval_every", "train.checkpoint_every_steps", "data.test_limit",
                          "data.num_workers", "data.eval_batch_size", "name"})
+
+#: settings read on CUDA only (autocast, its dtype, the memory layout, cuDNN's deterministic kernels): on another device
+#: a resume that changes them changes nothing
+CUDA_ONLY = frozenset({"train.amp", "train.amp_dtype", "train.channels_last", "train.deterministic"})
 
 
 def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], ignore: typing.AbstractSet[str] = RESUME_FREE,
