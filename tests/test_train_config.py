@@ -62,7 +62,7 @@ def test_unknown_key_lists_valid_keys(tmp_path):
     path = _write(tmp_path, "bad.yaml", "optim: {learning_rate: 0.1}\n")
     with pytest.raises(ValueError, match=r"unknown config key 'optim.learning_rate'.*valid keys in optim: lr, momentum"):
         load_config(path)
-    with pytest.raises(ValueError, match=r"unknown config key 'optimizer'.*did you mean 'optim'.*model, data, aug, optim, train"):
+    with pytest.raises(ValueError, match=r"unknown config key 'optimizer'.*did you mean 'optim'.*model, data, aug, feature_apr, optim, train"):
         load_config(None, ["optimizer.lr=0.1"])
 
 

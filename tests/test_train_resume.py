@@ -321,3 +321,35 @@ def test_a_cpu_resume_with_changed_cuda_only_settings_is_not_a_config_change(tmp
     assert torch.load(tmp_path / "model.pt", weights_only=False)["extra"]["config_changes"] == []
     fit(train_config(), ["train.amp=false", "optim.epochs=3"], out=tmp_path, resume=True, datasets=(ds, None))
     assert "config differs" not in capsys.readouterr().err  # a longer run: still no change to warn about
+
+
+def test_feature_apr_from_the_config_trains_resumes_bit_for_bit_and_leaves_a_plain_model(tmp_path, capsys):
+    """aprkit train had no way to attach FeatureAPR (studies patched build_model, with a generator a resume did not
+    restore): feature_apr.layers attaches it; its draws come from the global RNG the loop seeds per step."""
+    from aprkit.models import load_model
+
+    ds, test = Images(40), Images(16, seed=5)
+    f = {"layers": ["1"], "p": 1.0}
+    plain = fit(train_config(), datasets=(ds, test))
+    whole = fit(train_config(feature_apr=f), out=tmp_path / "whole", datasets=(ds, test))
+    assert strip_times(whole["history"]) != strip_times(plain["history"])  # it recombined the features
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in whole["model"].modules())
+    fit(train_config(feature_apr=f), ["train.max_steps=7"], out=tmp_path / "part", datasets=(ds, test))
+    resumed = fit(train_config(feature_apr=f), out=tmp_path / "part", resume=True, datasets=(ds, test))
+    assert strip_times(resumed["history"]) == strip_times(whole["history"])
+    for name, t in whole["model"].state_dict().items():
+        assert torch.equal(t, resumed["model"].state_dict()[name]), name
+    saved = load_model(tmp_path / "whole" / "model.pt")
+    assert not any(m._forward_hooks for m in saved.modules())
+    # a checkpoint written before the section existed resumes without a config change
+    state = torch.load(tmp_path / "part" / "last.pt", weights_only=False)
+    state["config"].pop("feature_apr")
+    torch.save(state, tmp_path / "part" / "last.pt")
+    capsys.readouterr()
+    fit(train_config(), ["optim.epochs=4"], out=tmp_path / "part", resume=True, datasets=(ds, test))
+    assert "config differs" not in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"no layer named 'nope'"):
+        fit(train_config(feature_apr={"layers": ["nope"]}), out=tmp_path / "bad", datasets=(ds, test))
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(ValueError, match=r"feature_apr.p must be a probability"):
+        fit(train_config(feature_apr={"layers": ["1"], "p": 2}), datasets=(ds, test))

@@ -42,6 +42,7 @@ __all__ = [
     "apr_s_where",
     "changed_keys",
     "config_from_dict",
+    "with_defaults",
     "resolve_bases",
     "apply_overrides",
     "validate_config",
@@ -155,11 +156,25 @@ class RunConfig:
 
 
 @dataclass
+class FeatureAPRConfig:
+    """Hidden-layer APR (``aprkit.hidden.attach``) at the outputs of ``layers`` (names from ``named_modules()``) while
+    training; none by default. Its draws come from the global RNG, which the loop seeds per step, so a resumed run
+    matches an uninterrupted one."""
+
+    layers: list[str] = field(default_factory=list)
+    p: float = 0.5  # probability that a batch's features are recombined at a layer
+    dims: Literal["hw", "chw"] = "hw"
+    mode: Literal["swap", "mix"] = "swap"
+    lam: float | None = None  # mode "mix": the partner's amplitude share (None: drawn uniformly per image)
+
+
+@dataclass
 class Config:
     name: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     aug: AugConfig = field(default_factory=AugConfig)
+    feature_apr: FeatureAPRConfig = field(default_factory=FeatureAPRConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: RunConfig = field(default_factory=RunConfig)
 
@@ -199,6 +214,16 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
         raise ValueError(f"config mapping holds base: {data['base']!r}, which is resolved when files are read; "
                          "merge it first (aprkit.train.config.resolve_bases) or pass the YAML path")
     return _build(Config, dict(data), "")
+
+
+def with_defaults(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved config mapping (a checkpoint's, a ``config.yaml``) with today's defaults for the keys added since it
+    was written (their defaults are the old behaviour), for comparing it with a current config; as written when it
+    holds a key since removed or renamed."""
+    try:
+        return config_from_dict(saved).to_dict()
+    except (TypeError, ValueError):
+        return dict(saved)
 
 
 def resolve_bases(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -351,6 +376,11 @@ def validate_config(cfg: Config) -> Config:
         (cfg.aug.augmix_width >= 1, "aug.augmix_width must be >= 1"),
         (math.isfinite(cfg.aug.jsd_weight) and cfg.aug.jsd_weight >= 0,
          f"aug.jsd_weight must be a finite number >= 0, got {cfg.aug.jsd_weight}"),
+        (0 <= cfg.feature_apr.p <= 1, f"feature_apr.p must be a probability in [0, 1], got {cfg.feature_apr.p}"),
+        (cfg.feature_apr.lam is None or 0 <= cfg.feature_apr.lam <= 1,
+         f"feature_apr.lam must be null or in [0, 1], got {cfg.feature_apr.lam}"),
+        (len(set(cfg.feature_apr.layers)) == len(cfg.feature_apr.layers),
+         f"feature_apr.layers names a layer twice: {cfg.feature_apr.layers}"),
         (cfg.data.eval_batch_size >= 1, "data.eval_batch_size must be >= 1"),
         (cfg.data.limit is None or cfg.data.limit >= 1, "data.limit must be null or >= 1"),
         (cfg.data.test_limit is None or cfg.data.test_limit >= 1, "data.test_limit must be null or >= 1"),

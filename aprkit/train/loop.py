@@ -99,12 +99,19 @@ def _as_config(config: Config | str | os.PathLike[str] | Mapping[str, Any], over
 
 
 def build_model(cfg: Config) -> nn.Module:
-    """The model of ``cfg.model`` in train mode (random init, or weights from ``model.checkpoint``)."""
+    """The model of ``cfg.model`` in train mode (random init, or weights from ``model.checkpoint``), with hidden-layer
+    APR attached at ``feature_apr.layers`` (drawing from the global RNG, which the loop seeds per step)."""
     from ..models import load_model
 
-    return load_model(cfg.model.name, num_classes=cfg.model.num_classes, checkpoint=cfg.model.checkpoint,
-                      random_init=cfg.model.checkpoint is None, drop_head=cfg.model.drop_head,
-                      **cfg.model.kwargs).train()
+    model = load_model(cfg.model.name, num_classes=cfg.model.num_classes, checkpoint=cfg.model.checkpoint,
+                       random_init=cfg.model.checkpoint is None, drop_head=cfg.model.drop_head,
+                       **cfg.model.kwargs).train()
+    f = cfg.feature_apr
+    if f.layers:
+        from ..hidden import attach
+
+        attach(model, f.layers, p=f.p, dims=f.dims, mode=f.mode, lam=f.lam)
+    return model
 
 
 @torch.no_grad()
@@ -420,6 +427,10 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
 
     ckpt = None
     plain = unwrap_model(model)
+    if cfg.feature_apr.layers:  # the trained model is returned as the architecture, without the training's hooks
+        from ..hidden import detach
+
+        detach(plain)
     if main and out is not None and (step > first_step or not (out / "model.pt").is_file()):
         from ..models import save_checkpoint
 

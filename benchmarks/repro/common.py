@@ -150,16 +150,12 @@ def check_same_recipe(out: Path, config: Path, overrides: Sequence[str], study: 
     hook's settings (``study.json``)."""
     import yaml
 
-    from aprkit.train.config import RESUME_FREE, changed_keys, config_from_dict, load_config
+    from aprkit.train.config import RESUME_FREE, changed_keys, load_config, with_defaults
 
     saved_path = out / "config.yaml"
     if not saved_path.is_file():
         return
-    saved = yaml.safe_load(saved_path.read_text()) or {}
-    try:  # with today's defaults for the keys added since it was written (their defaults are the old behaviour)
-        saved = config_from_dict(saved).to_dict()
-    except (TypeError, ValueError):  # a key since removed or renamed: compared as written
-        pass
+    saved = with_defaults(yaml.safe_load(saved_path.read_text()) or {})  # keys added since: today's defaults
     want = load_config(str(config), list(overrides)).to_dict()
     diffs = [f"{k}: {_dotted(saved, k)!r} there, {_dotted(want, k)!r} asked"
              for k in changed_keys(saved, want, RESUME_FREE | PLACEMENT_KEYS)]
@@ -237,7 +233,9 @@ def _patched_build(build: Callable[[Any], Any]) -> Iterator[None]:
 def feature_apr_builder(layers: Sequence[str], p: float, seed: int) -> Callable[[Any], Any]:
     """A ``build(cfg)`` that attaches :class:`aprkit.hidden.FeatureAPR` at ``layers`` (active in train mode only;
     the saved checkpoint is the plain architecture). Its draws use their own generator seeded with ``seed``
-    (a resumed run continues with a fresh stream, so it is not bit-identical to an uninterrupted one)."""
+    (a resumed run continues with a fresh stream, so it is not bit-identical to an uninterrupted one). Study 4's
+    committed run was trained so and keeps this recipe; ``aprkit train`` now has ``feature_apr.layers`` (global RNG,
+    seeded per step: resumes bit for bit)."""
     import torch
 
     from aprkit.distributed import resolve_device
