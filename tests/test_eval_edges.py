@@ -191,3 +191,35 @@ def test_a_suite_that_fails_for_one_of_several_models_is_named_as_failed(tmp_pat
     assert meta["complete"] is False and "good" in json.loads((tmp_path / "results.json").read_text())["models"]
     status = [line for line in (tmp_path / "report.md").read_text().splitlines() if "Status" in line][0]
     assert "failed: bad: calibration (ValueError: " in status and "not yet run" not in status
+
+
+def test_an_imagenet_c_cell_whose_images_change_is_recomputed(tmp_path):
+    """The -C source's identity read the root's top two levels (corruption/severity folders), not the images two
+    levels further down: images overwritten in a cell were served the cached accuracy of the old ones."""
+    import os
+
+    from PIL import Image
+    from test_eval_runner import Tiny
+
+    from aprkit.data.registry import corrupted_cell_state
+    from aprkit.eval import evaluate
+    from conftest import natural_images
+
+    imgs = natural_images(8, 16, seed=1).permute(0, 2, 3, 1).numpy()
+    for root in (tmp_path / "clean", tmp_path / "C" / "fog" / "3"):
+        for i, img in enumerate(imgs):
+            (root / f"n0000000{i % 2}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(root / f"n0000000{i % 2}" / f"{i}.png")
+    kw = dict(suite="corruption", data=f"folder:{tmp_path / 'clean'}", device="cpu", batch_size=4, progress=False,
+              corrupted=f"imagenet-c:{tmp_path / 'C'}", corruptions=["fog"], severities=[3], report=False,
+              out_dir=tmp_path / "out")
+    first = evaluate(Tiny(k=2), **kw)["corruption"]["cells"]["fog"]["3"]
+    state = corrupted_cell_state(f"imagenet-c:{tmp_path / 'C'}", "fog", 3)
+    for path in sorted((tmp_path / "C" / "fog" / "3").rglob("*.png")):  # same names and sizes, other pixels
+        Image.fromarray(imgs[0] * 0).save(path)
+        os.utime(path.parent, ns=(1, 1))  # the class folders look untouched
+    assert corrupted_cell_state(f"imagenet-c:{tmp_path / 'C'}", "fog", 3) != state
+    again = evaluate(Tiny(k=2), **kw)["corruption"]["cells"]["fog"]["3"]
+    fresh = evaluate(Tiny(k=2), **{**kw, "out_dir": tmp_path / "fresh"})["corruption"]["cells"]["fog"]["3"]
+    assert again["nll"] == fresh["nll"] != first["nll"]  # recomputed from the new images, not read back
+    assert corrupted_cell_state(f"cifar10-c:{tmp_path}", "fog", 3) is None

@@ -131,6 +131,16 @@ def _check_finished(root: Path, entry: str, path: Path) -> None:
                          "again to finish it")
 
 
+def cell_folder(root: str | Path, corruption: str, severity: int) -> Path | None:
+    """The folder of one (corruption, severity) cell of a folder-layout -C root (a family level found too), or
+    ``None`` when it is missing."""
+    try:
+        cdir = _find_corruption_dir(Path(root).expanduser(), canonical_name(corruption))
+    except ValueError:  # an unknown name: the reader says so
+        return None
+    return None if cdir is None or not (cdir / str(severity)).is_dir() else cdir / str(severity)
+
+
 def _find_corruption_dir(root: Path, corruption: str) -> Path | None:
     if (root / corruption).is_dir():
         return root / corruption

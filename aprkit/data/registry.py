@@ -76,6 +76,7 @@ def _folder_c(name: str) -> Callable[..., Dataset]:
                              f"(e.g. get_dataset('{name}:ROOT', corruption='fog', severity=3))")
         return imagenet_c(spec_root(arg, name), corruption, severity, **kw)
 
+    make.folder_cells = True  # type: ignore[attr-defined]  # a folder per cell: corrupted_cell_state reads it
     return make
 
 
@@ -214,6 +215,24 @@ def resolve_spec(spec: str, *, download: bool = False, data_root: str | Path | N
 
     folder = ensure_source(DOWNLOADABLE[kind], arg or None, root=data_root, download=download, progress=progress)
     return f"{kind}:{folder}"
+
+
+def corrupted_cell_state(spec: str, corruption: str, severity: int) -> str | None:
+    """For a -C spec of the folder layout (``imagenet-c:ROOT``): the state (``path_state``) of the cell's folder
+    ``ROOT/<corruption>/<severity>`` down to its images, which the spec's identity (the root's top two levels) does
+    not reach, so a cached cell is recomputed when its images change; ``None`` for other kinds (a CIFAR-C root's
+    files lie within the spec's identity) or a missing folder."""
+    try:
+        kind, arg = parse_spec(resolve_spec(spec))
+    except (TypeError, ValueError, FileNotFoundError):  # the reader names the problem
+        return None
+    if not getattr(DATASET_KINDS[kind], "folder_cells", False) or not arg:
+        return None
+    from .._hash import path_state
+    from .corrupted import cell_folder
+
+    folder = cell_folder(spec_root(arg, kind), corruption, severity)
+    return None if folder is None else path_state(folder, depth=2)
 
 
 def get_dataset(spec: str, split: str = "test", *, download: bool = False, data_root: str | Path | None = None,

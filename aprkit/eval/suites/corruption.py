@@ -234,6 +234,12 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
     elif isinstance(source, str) and source:
         origin = "disk:" + dataset_id(source, "c")
         generation["source"] = origin
+        if cell is not None:  # an ImageNet-C cell's images lie below what the root's identity reads
+            from aprkit.data.registry import corrupted_cell_state
+
+            files = corrupted_cell_state(source, *cell)
+            if files is not None:
+                generation["files"] = files
     elif source:
         source_name = getattr(source, "cache_id", None) or getattr(source, "__qualname__", type(source).__name__)
         origin = "source:" + str(source_name)
