@@ -739,3 +739,25 @@ def test_a_damaged_or_foreign_cifar_batch_is_named(tmp_path: Path, batch, messag
     with pytest.raises(ValueError, match=r"test_batch (is not a cifar10 batch|holds)") as err:
         get_dataset(f"cifar10:{tmp_path}")
     assert re.search(message, str(err.value)), err.value
+
+
+def test_iter_batches_reports_dataset_indices_and_names_bad_positions(tmp_path):
+    """with_indices gave -1 for indices=[-1, 0] (not the dataset index 9), indices=[] yielded nothing silently and an
+    out-of-range position on a folder was a bare 'list index out of range'; 'imagefolder:' had another cache key than
+    'folder:' for the same images."""
+    from PIL import Image
+
+    from aprkit.data import get_dataset, iter_batches
+    from aprkit.eval.engine.datasets import dataset_id
+
+    ds = get_dataset("synthetic:10", "train")
+    (_, _, idx), = list(iter_batches(ds, 4, indices=[-1, 0], with_indices=True))
+    assert idx.tolist() == [9, 0]
+    with pytest.raises(ValueError, match="indices is empty"):
+        next(iter(iter_batches(ds, 4, indices=[])))
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.new("RGB", (4, 4)).save(tmp_path / c / "x.png")
+    with pytest.raises(IndexError, match=r"indices holds 5, outside the dataset's 2 images"):
+        next(iter(iter_batches(get_dataset(f"folder:{tmp_path}"), 4, indices=[0, 5])))
+    assert dataset_id(f"imagefolder:{tmp_path}") == dataset_id(f"folder:{tmp_path}")

@@ -599,3 +599,39 @@ def test_a_model_that_fails_to_load_leaves_nothing_pending(tmp_path):
         evaluate({"C": _interrupt_after(Tiny(seed=3), 0), "D": Tiny(seed=4)}, **kw)
     assert json.loads((tmp_path / "results.json").read_text())["meta"]["pending"] == {"C": ["calibration"],
                                                                                       "D": ["calibration"]}
+
+
+def test_gray_decoding_of_colour_files_is_pils_for_every_format(tmp_path):
+    """torchvision's GRAY mode rounded a colour PNG's luma otherwise than PIL: half the pixels were a level off the
+    same image saved as BMP or JPEG-decoded-by-PIL."""
+    import numpy as np
+    from PIL import Image
+
+    from aprkit.data.folder import read_image
+
+    a = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    files = {"rgb.png": Image.fromarray(a), "rgb.bmp": Image.fromarray(a), "pal.png": Image.fromarray(a).convert("P"),
+             "rgba.png": Image.fromarray(np.dstack([a, a[..., 0]]))}
+    for name, im in files.items():
+        im.save(tmp_path / name)
+        ref = np.asarray(Image.open(tmp_path / name).convert("L"))
+        assert np.array_equal(read_image(tmp_path / name, channels=1)[0].numpy(), ref), name
+
+
+def test_linked_folders_inside_a_class_are_read_as_torchvision_reads_them(tmp_path):
+    """A linked subfolder of a class was skipped without a word (torchvision's ImageFolder reads it); a link back up
+    the tree is entered once, not forever."""
+    import torchvision
+    from PIL import Image
+
+    from aprkit.data.folder import scan_image_folder
+
+    for rel in ("tree/cat/a.png", "tree/dog/b.png", "extra/c.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / rel)
+    (tmp_path / "tree" / "cat" / "more").symlink_to(tmp_path / "extra")
+    (tmp_path / "tree" / "dog" / "loop").symlink_to(tmp_path / "tree" / "dog")
+    samples, classes = scan_image_folder(tmp_path / "tree")
+    ref = torchvision.datasets.ImageFolder(str(tmp_path / "tree"))
+    assert classes == ref.classes and [(p.name, c) for p, c in samples][:2] == [("a.png", 0), ("c.png", 0)]
+    assert [s for s in samples if s[1] == 1] == [(tmp_path / "tree" / "dog" / "b.png", 1)]

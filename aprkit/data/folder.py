@@ -57,6 +57,13 @@ def pil_to_array(image: Any, channels: int = 3) -> np.ndarray:
     return np.asarray(image.convert("RGB" if channels == 3 else "L"))
 
 
+def _luma(rgb: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(3, H, W)`` -> ``(1, H, W)`` gray exactly as PIL's ``convert("L")``: ``(R * 19595 + G * 38470 +
+    B * 7471 + 0x8000) >> 16``."""
+    r, g, b = rgb.to(torch.int32).unbind(0)
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).to(torch.uint8)[None]
+
+
 def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     """Decode one image file to a uint8 tensor ``(channels, H, W)`` (channels 3 = RGB, 1 = gray)."""
     path = Path(path)
@@ -66,11 +73,13 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
         try:  # torchvision's decoders are ~1.7x faster than PIL on small PNGs (deprecated since 0.29)
             from torchvision.io import ImageReadMode, decode_image, read_file
 
-            mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                img = decode_image(read_file(str(path)), mode=mode)
-            return to_8bit(img) if img.dtype == torch.uint16 else img  # a 16-bit PNG
+                img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+            img = to_8bit(img) if img.dtype == torch.uint16 else img  # a 16-bit PNG
+            # gray as PIL's convert("L") (ITU-R 601-2 in 16-bit fixed point): torchvision's GRAY mode rounds a PNG's
+            # colours otherwise (half the pixels of a colour image one level off its BMP or JPEG twin)
+            return img if channels == 3 else _luma(img)
         except (ImportError, RuntimeError):
             pass  # removed decoders or unusual encodings (e.g. CMYK JPEG): let PIL decode
     from PIL import Image
@@ -135,16 +144,22 @@ def find_classes(root: Path) -> list[str]:
 
 def image_files(folder: Path, extensions: Sequence[str] = IMG_EXTENSIONS) -> list[Path]:
     """The image files (matched by ``extensions``) at any depth below ``folder``, sorted; hidden files and those in
-    hidden folders left out (macOS ``._x.png`` resource files, ``.ipynb_checkpoints`` copies)."""
+    hidden folders left out (macOS ``._x.png`` resource files, ``.ipynb_checkpoints`` copies). Linked folders are
+    entered, as torchvision's ImageFolder does (each real folder once: a link back up is no loop)."""
     exts = tuple(e.lower() for e in extensions)
     found: list[Path] = []
+    seen: set[str] = set()
 
     def visit(directory: str | Path) -> None:  # scandir: file types from the directory listing, no stat per file
+        real = os.path.realpath(directory)
+        if real in seen:
+            return
+        seen.add(real)
         with os.scandir(directory) as entries:
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
-                if entry.is_dir(follow_symlinks=False):  # as rglob: linked folders are not entered
+                if entry.is_dir():
                     visit(entry.path)
                 elif entry.name.lower().endswith(exts) and entry.is_file():
                     found.append(Path(entry.path))

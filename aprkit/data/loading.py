@@ -250,7 +250,15 @@ def _order(dataset: Dataset, indices: Any, limit: int | None, shard: bool) -> tu
         raise ValueError("the dataset is empty; expected at least one image")
     idx = None
     if indices is not None:
-        idx = integer_positions(indices)[:limit]
+        idx = integer_positions(indices)
+        total = dataset_len(dataset)
+        if idx.size == 0:
+            raise ValueError("indices is empty; expected at least one position of an image (None: every image)")
+        if int(idx.min()) < -total or int(idx.max()) >= total:
+            bad = int(idx.min()) if int(idx.min()) < -total else int(idx.max())
+            raise IndexError(f"indices holds {bad}, outside the dataset's {total} images (positions 0..{total - 1}, "
+                             f"or -{total}..-1 from the end)")
+        idx = np.where(idx < 0, idx + total, idx)[:limit]  # dataset indices, as with_indices reports them
     rank, world = group_info() if shard else (0, 1)
     if world > 1:
         from torch.utils.data.distributed import DistributedSampler

@@ -123,16 +123,19 @@ DATASET_KINDS: dict[str, Callable[..., Dataset]] = {
     "cifar10": _cifar("cifar10"),
     "cifar100": _cifar("cifar100"),
     "folder": _folder,
-    "imagefolder": _folder,
     "cifar10-c": _cifar_c("cifar10-c"),
     "cifar100-c": _cifar_c("cifar100-c"),
     "imagenet-c": _folder_c("imagenet-c"),
     "tinyimagenet-c": _folder_c("tinyimagenet-c"),
-    "tiny-imagenet-c": _folder_c("tinyimagenet-c"),
     "synthetic": _synthetic,
     "cue-conflict": _cue_conflict,
     "noise": _noise,
 }
+
+
+#: other names of kinds (the same reader, the same cache identity)
+KIND_ALIASES: dict[str, str] = {"imagefolder": "folder", "tiny-imagenet-c": "tinyimagenet-c"}
+DATASET_KINDS.update({alias: DATASET_KINDS[kind] for alias, kind in KIND_ALIASES.items()})
 
 
 #: spec kind -> the name of its source in ``aprkit.data.sources.SOURCES`` (downloadable, root optional)

@@ -84,12 +84,13 @@ def _normalise_spec(spec: str, split: str | None = None) -> str:
 
 
 def _normalise_base(spec: str, split: str | None) -> str:
-    from aprkit.data.registry import parse_spec
+    from aprkit.data.registry import KIND_ALIASES, parse_spec
 
     try:  # the reader's own reading of the spec: kind in lower case, the path stripped and ``~`` expanded
         kind, rest = parse_spec(spec)
     except (TypeError, ValueError):  # not a dataset spec: the reader names the problem
         return spec
+    kind = KIND_ALIASES.get(kind, kind)  # another name of a kind: the same data
     sep = ":" if ":" in spec else ""
     rest = rest.lower() if kind == "noise" else str(Path(rest).expanduser()) if rest else rest  # as the readers
     spec = f"{kind}{sep}{rest}"
