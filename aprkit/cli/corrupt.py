@@ -10,7 +10,9 @@ Image i of every corruption x severity depends on (--seed, corruption, severity,
 output is the same byte for byte for every --batch-size. OUT/manifest.json records the generation
 parameters, an input fingerprint, the device type, the torch/Pillow versions and the frost textures'
 digest; a rerun with the same ones skips finished files, a rerun with others is refused (pick another
-output folder or pass --overwrite).
+output folder or pass --overwrite). More corruptions, and in the ImageNet-C layout more severities, are added to a
+folder by a rerun that names them; a severity a stopped run left part way is finished by the same command (and
+refused by the readers until then).
 """
 
 from __future__ import annotations
