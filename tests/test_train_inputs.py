@@ -156,6 +156,10 @@ def test_a_run_writes_its_report_with_the_curves_and_the_numbers_of_metrics_json
     assert "<img" in (tmp_path / "r" / "train_report.html").read_text()
     fit(train_config(train={"report": False}), datasets=(Images(32), None), out=tmp_path / "off")
     assert not (tmp_path / "off" / "train_report.md").exists()
+    fit(train_config(train={"report": True}, feature_apr={"layers": ["1"]}, optim={"epochs": 1}),
+        datasets=(Images(32), None), out=tmp_path / "fa")
+    assert "aug.method=standard, FeatureAPR at 1 (p 0.5, swap, dims hw), 1 epochs" in \
+        (tmp_path / "fa" / "train_report.md").read_text()
 
 
 def test_a_report_that_cannot_be_written_does_not_stop_the_run(tmp_path):

@@ -130,12 +130,15 @@ def write_train_report(out: Path, history: Sequence[Mapping[str, Any]], config: 
     epochs = int(optim.get("epochs") or 0)
     kwargs = ", ".join(f"{k}={v}" for k, v in (model.get("kwargs") or {}).items())
     arch = f"{model.get('name')}({kwargs})" if kwargs else str(model.get("name"))
+    feature = config.get("feature_apr") or {}
+    hidden = (f", FeatureAPR at {', '.join(feature['layers'])} (p {feature.get('p')}, {feature.get('mode')}, dims "
+              f"{feature.get('dims')})" if feature.get("layers") else "")
     header = [
         HeaderItem("Model", f"{arch}, {model.get('num_classes')} classes"),
         HeaderItem("Data", data or f"{spec.get('dataset')} (test: {spec.get('test_dataset') or 'its test split'})"),
-        HeaderItem("Recipe", f"aug.method={aug.get('method')}, {epochs} epochs, batch {optim.get('batch_size')}, "
-                             f"lr {optim.get('lr')} (x{optim.get('gamma')} at epochs {optim.get('milestones')}), "
-                             f"seed {run.get('seed')}"),
+        HeaderItem("Recipe", f"aug.method={aug.get('method')}{hidden}, {epochs} epochs, batch "
+                             f"{optim.get('batch_size')}, lr {optim.get('lr')} (x{optim.get('gamma')} at epochs "
+                             f"{optim.get('milestones')}), seed {run.get('seed')}"),
         HeaderItem("Status", _status(history, epochs, stopped, interrupted)),
         HeaderItem("Versions", f"aprkit {__version__}, torch {torch.__version__}, Python {platform.python_version()}"),
     ]
