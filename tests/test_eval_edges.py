@@ -223,3 +223,20 @@ def test_an_imagenet_c_cell_whose_images_change_is_recomputed(tmp_path):
     fresh = evaluate(Tiny(k=2), **{**kw, "out_dir": tmp_path / "fresh"})["corruption"]["cells"]["fog"]["3"]
     assert again["nll"] == fresh["nll"] != first["nll"]  # recomputed from the new images, not read back
     assert corrupted_cell_state(f"cifar10-c:{tmp_path}", "fog", 3) is None
+
+
+def test_the_merged_data_line_names_the_models_of_one_suite_on_other_data():
+    def run(model: str, data: str) -> Results:
+        return Results(models={model: {"x": {}}}, meta={"provenance": {model: {"x": {"options": {}, "data": data}}}})
+
+    merged = Results.merge([run("a", "d:/1"), run("b", "d:/2"), run("c", "d:/1")])
+    assert {i.label: i.text for i in header_items(["a", "b", "c"], merged.meta)}["Data"] == "a, c: d:/1; b: d:/2"
+    def two(model: str, data: str) -> Results:
+        return Results(models={model: {"x": {}, "y": {}}}, meta={"provenance": {model: {
+            "x": {"options": {}, "data": data}, "y": {"options": {}, "data": "e:/0"}}}})
+
+    both = Results.merge([two("a", "d:/1"), two("b", "d:/2")])
+    assert {i.label: i.text for i in header_items(["a", "b"], both.meta)}["Data"] == \
+        "d:/1 (x: a); d:/2 (x: b); e:/0 (y)"
+    one = Results.merge([run("a", "d:/1"), run("c", "d:/1")])
+    assert {i.label: i.text for i in header_items(["a", "c"], one.meta)}["Data"] == "d:/1"

@@ -631,7 +631,12 @@ def test_linked_folders_inside_a_class_are_read_as_torchvision_reads_them(tmp_pa
         Image.new("RGB", (4, 4)).save(tmp_path / rel)
     (tmp_path / "tree" / "cat" / "more").symlink_to(tmp_path / "extra")
     (tmp_path / "tree" / "dog" / "loop").symlink_to(tmp_path / "tree" / "dog")
+    (tmp_path / "tree" / "cat" / "zz_up").symlink_to(tmp_path / "tree")  # up to the root: not dog's images as cat's
     samples, classes = scan_image_folder(tmp_path / "tree")
     ref = torchvision.datasets.ImageFolder(str(tmp_path / "tree"))
     assert classes == ref.classes and [(p.name, c) for p, c in samples][:2] == [("a.png", 0), ("c.png", 0)]
-    assert [s for s in samples if s[1] == 1] == [(tmp_path / "tree" / "dog" / "b.png", 1)]
+    assert [s for s in samples if s[1] == 1] == [(tmp_path / "tree" / "dog" / "b.png", 1)] and len(samples) == 3
+    from aprkit.data.folder import READER_VERSION
+    from aprkit.eval.engine.datasets import dataset_id
+
+    assert f"+reader{READER_VERSION}" in dataset_id(f"folder:{tmp_path / 'tree'}")  # another reading: other results

@@ -358,3 +358,49 @@ def test_a_module_called_twice_in_one_forward_is_refused() -> None:
     net = Checkpointed().train()
     with attach(net, ["block"], p=1.0):  # global RNG: a recomputation draws the same partners only with it restored
         net(torch.rand(4, 3, 8, 8)).sum().backward()  # the backward recomputes the block: not a second call
+
+
+def test_the_call_count_is_per_thread_and_closed_after_a_failed_forward() -> None:
+    """One counter for all threads: two threads (DataParallel's replicas share the hooks) each calling the module
+    once were refused; and a forward that raised left its count open, so a later direct call was refused."""
+    import threading
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.f = nn.Conv2d(3, 3, 1)
+            self.fail = False
+
+        def forward(self, x):
+            y = self.f(x)
+            if self.fail:
+                raise RuntimeError("out of memory")
+            return y
+
+    net = Net().train()
+    x = torch.rand(2, 3, 4, 4)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        try:
+            for _ in range(20):
+                barrier.wait()
+                net(x)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+            barrier.abort()
+
+    with attach(net, ["f"], p=1.0):
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        net.fail = True
+        with pytest.raises(RuntimeError, match="out of memory"):
+            net(x)
+        net.fail = False
+        net.f(x)  # a direct call after the failed forward: not counted
+        net(x)

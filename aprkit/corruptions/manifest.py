@@ -194,9 +194,10 @@ class Manifest:
         old = self._read(overwrite)
         if old is not None and isinstance(old.get("params"), dict):  # no longer generation parameters: not compared
             old["params"] = {k: v for k, v in old["params"].items() if k not in set(retired) or k in params}
+        replaced = False
         if old is not None and old.get("params") != params and not overwrite and _nothing_written(out, old, cheap):
             _remove_outputs(Path(out), [*old.get("started", []), *old.get("complete", [])])  # nothing to keep
-            old = None
+            old, replaced = None, True
         hint = f"pick another output folder or pass --overwrite (overwrite=True) to replace {str(out)!r}"
         if old is not None and old.get("params") != params and not overwrite:
             diff = "; ".join(_differences(old.get("params") or {}, params))
@@ -213,8 +214,9 @@ class Manifest:
             present = [o for o in outputs if (Path(out) / o).exists()]
             if present:
                 more = " ..." if len(present) > 3 else ""
-                raise ValueError(f"{str(out)!r} already holds {', '.join(present[:3])}{more} "
-                                 f"without a {MANIFEST} (written by an older aprkit or another tool); {hint}")
+                why = (f"that its {MANIFEST} (of a run that wrote nothing, replaced) did not list" if replaced else
+                       f"without a {MANIFEST} (written by an older aprkit or another tool)")
+                raise ValueError(f"{str(out)!r} already holds {', '.join(present[:3])}{more} {why}; {hint}")
         keep = old is not None and old.get("params") == params and not overwrite
         if overwrite:  # the outputs of the replaced run go too (not only the ones rewritten now); without a usable
             # manifest, at least this run's (an ImageNet-C folder keeping an image whose input is gone breaks pairing)

@@ -146,11 +146,7 @@ def _read_png_tree(root: Path, split: str, name: str, **kw) -> ImageListDataset:
             raise FileNotFoundError(f"{order} lists {len(missing)} image(s) that do not exist, e.g. {missing[0]}; "
                                     f"expected every path relative to {root} ({root}/{split}/<class>/<name>.png)")
         listed = {os.path.normpath(p) for p, _ in samples}
-        pngs = set(image_files(root / split, (".png",)))
-        with os.scandir(root / split) as entries:  # class folders that are links (image_files does not enter them)
-            for entry in entries:
-                if not entry.name.startswith(".") and entry.is_symlink() and entry.is_dir():
-                    pngs.update(image_files(Path(entry.path), (".png",)))
+        pngs = set(image_files(root / split, (".png",)))  # linked class folders entered too
         unlisted = sum(1 for p in pngs if os.path.normpath(p) not in listed)
         if unlisted:  # a cut order file would evaluate a subset silently (a subset is limit= or subset())
             raise ValueError(f"{order} lists {len(rows)} images but {root / split} holds {unlisted} more PNGs that it "

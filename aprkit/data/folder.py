@@ -24,6 +24,10 @@ from .arrays import _as_index_array
 __all__ = ["IMG_EXTENSIONS", "image_files", "scan_image_folder", "read_image", "to_8bit", "pil_to_array",
            "resize_center_crop", "ImageListDataset", "ImageFolderDataset", "ResizedDataset", "find_classes"]
 
+#: the version of how image folders are scanned and decoded, part of their cache identity (2: linked folders inside a
+#: class are entered; gray images are PIL's convert("L") for every format)
+READER_VERSION = 2
+
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 _TV_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -142,27 +146,31 @@ def find_classes(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def image_files(folder: Path, extensions: Sequence[str] = IMG_EXTENSIONS) -> list[Path]:
+def image_files(folder: Path, extensions: Sequence[str] = IMG_EXTENSIONS, *,
+                outside: Sequence[str | Path] = ()) -> list[Path]:
     """The image files (matched by ``extensions``) at any depth below ``folder``, sorted; hidden files and those in
     hidden folders left out (macOS ``._x.png`` resource files, ``.ipynb_checkpoints`` copies). Linked folders are
-    entered, as torchvision's ImageFolder does (each real folder once: a link back up is no loop)."""
+    entered, as torchvision's ImageFolder does, each real folder once (the first link in name order; a link back up
+    is no loop), but never the folders ``outside`` (a dataset's root and its other classes: a link up to them would
+    read their images as this class's)."""
     exts = tuple(e.lower() for e in extensions)
     found: list[Path] = []
-    seen: set[str] = set()
+    seen = {os.path.realpath(p) for p in outside}
 
     def visit(directory: str | Path) -> None:  # scandir: file types from the directory listing, no stat per file
         real = os.path.realpath(directory)
         if real in seen:
             return
         seen.add(real)
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir():
-                    visit(entry.path)
-                elif entry.name.lower().endswith(exts) and entry.is_file():
-                    found.append(Path(entry.path))
+        with os.scandir(directory) as listing:
+            entries = sorted(listing, key=lambda e: e.name)  # links to one folder: the same one kept everywhere
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                visit(entry.path)
+            elif entry.name.lower().endswith(exts) and entry.is_file():
+                found.append(Path(entry.path))
 
     visit(folder)
     return sorted(found)
@@ -206,7 +214,7 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
     for c in found:
         if c not in index:
             continue
-        files = image_files(root / c, extensions)
+        files = image_files(root / c, extensions, outside=[root, *(root / o for o in found if o != c)])
         samples += [(p, index[c]) for p in files]
         if not files:
             empty.append(c)

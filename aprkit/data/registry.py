@@ -51,6 +51,7 @@ def _cifar(name: str) -> Callable[..., Dataset]:
 
         return cifar_dataset(spec_root(arg, name), name, split, **kw)
 
+    make.image_files = True  # type: ignore[attr-defined]  # a PNG tree (or the pickled batches): read_image's files
     return _with_splits(make)
 
 
@@ -77,6 +78,7 @@ def _folder_c(name: str) -> Callable[..., Dataset]:
         return imagenet_c(spec_root(arg, name), corruption, severity, **kw)
 
     make.folder_cells = True  # type: ignore[attr-defined]  # a folder per cell: corrupted_cell_state reads it
+    make.image_files = True  # type: ignore[attr-defined]
     return make
 
 
@@ -133,15 +135,16 @@ DATASET_KINDS: dict[str, Callable[..., Dataset]] = {
 }
 
 
+_folder.image_files = True  # type: ignore[attr-defined]  # read by aprkit.data.folder (its READER_VERSION)
+
 #: other names of kinds (the same reader, the same cache identity)
 KIND_ALIASES: dict[str, str] = {"imagefolder": "folder", "tiny-imagenet-c": "tinyimagenet-c"}
-DATASET_KINDS.update({alias: DATASET_KINDS[kind] for alias, kind in KIND_ALIASES.items()})
 
 
 #: spec kind -> the name of its source in ``aprkit.data.sources.SOURCES`` (downloadable, root optional)
 DOWNLOADABLE: dict[str, str] = {
     "cifar10-c": "cifar10-c", "cifar100-c": "cifar100-c", "imagenet-c": "imagenet-c",
-    "tinyimagenet-c": "tinyimagenet-c", "tiny-imagenet-c": "tinyimagenet-c", "cue-conflict": "cue-conflict",
+    "tinyimagenet-c": "tinyimagenet-c", "cue-conflict": "cue-conflict",
 }
 
 
@@ -157,14 +160,16 @@ def parse_spec(spec: str) -> tuple[str, str]:
         raise TypeError(f"dataset spec must be a non-empty str like 'cifar10:/data/cifar10', got {spec!r}")
     kind, _, arg = spec.partition(":")
     kind = kind.strip().lower()
+    kind = KIND_ALIASES.get(kind, kind)  # another name of a kind: the kind itself (one reader, one cache identity)
     if kind not in DATASET_KINDS:
-        raise ValueError(f"unknown dataset kind {kind!r} in spec {spec!r}{nearest_names(kind, list(DATASET_KINDS))}; "
-                         f"valid kinds: {', '.join(DATASET_KINDS)}")
+        valid = [*DATASET_KINDS, *KIND_ALIASES]
+        raise ValueError(f"unknown dataset kind {kind!r} in spec {spec!r}{nearest_names(kind, valid)}; "
+                         f"valid kinds: {', '.join(valid)}")
     return kind, arg.strip()
 
 
 #: keywords a spec of each kind may carry after ``?`` (integers, ``&``-separated), e.g. on the command line
-SPEC_OPTIONS: dict[str, tuple[str, ...]] = {"folder": ("resize", "crop"), "imagefolder": ("resize", "crop")}
+SPEC_OPTIONS: dict[str, tuple[str, ...]] = {"folder": ("resize", "crop")}
 
 
 def split_spec_options(spec: str) -> tuple[str, dict[str, int]]:

@@ -173,7 +173,7 @@ def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: b
     split_note = ""  # how the train and test images were drawn, for the report
     if kind in ("cifar10", "cifar100"):
         train_ds, test_ds = get_dataset(spec, "train"), get_dataset(spec, "test")
-    elif kind in ("folder", "imagefolder"):
+    elif kind == "folder":
         from ..data.registry import spec_root
 
         root = spec_root(arg, kind)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -130,7 +131,7 @@ def attach(
     # the model's forward opens and closes the count of each module's calls (a recomputation for activation
     # checkpointing, in the backward pass, falls outside it)
     hooks.append(model.register_forward_pre_hook(state.open_forward))
-    hooks.append(model.register_forward_hook(state.close_forward))
+    hooks.append(model.register_forward_hook(state.close_forward, always_call=True))
     return AttachHandle(hooks, modules)
 
 
@@ -141,21 +142,31 @@ class _HookState:
     def __init__(self, model: nn.Module, model_k: int | None, grid: tuple[int, int] | None,
                  switches: list[nn.Module]) -> None:
         self.model, self.model_k, self.grid, self.switches, self.warned = model, model_k, grid, switches, False
-        self.calls: Counter[str] | None = None  # per attached module, its calls in the model's current forward
+        # per thread (DataParallel runs its replicas, which share these hooks, in threads): for each attached module,
+        # its calls in the model's forward running in this thread (None outside one)
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:  # a thread-local does not pickle: an attached model does
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     def open_forward(self, mod: nn.Module, args: Any) -> None:
-        self.calls = Counter()
+        self._local.calls = Counter()
 
     def close_forward(self, mod: nn.Module, args: Any, out: Any) -> None:
-        self.calls = None
+        self._local.calls = None  # also after a forward that raised (registered with always_call)
 
     def count(self, full: str) -> None:
         """Refuse a module that the model's forward calls a second time (torchvision's ResNet blocks call one ReLU
         after both convolutions): each call's output would be recombined, the second after the residual sum."""
-        if self.calls is None:
+        calls = getattr(self._local, "calls", None)
+        if calls is None:
             return
-        self.calls[full] += 1
-        if self.calls[full] > 1:
+        calls[full] += 1
+        if calls[full] > 1:
             raise ValueError(f"layer {full!r} is called more than once in one forward pass of the model (a module "
                              "reused, e.g. the ReLU of a torchvision ResNet block, called after both convolutions): "
                              "FeatureAPR would recombine every call's output. Attach it to a module called once, "

@@ -83,7 +83,7 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
                              "data.test_dataset (e.g. folder:/path/test), or train.eval_every=0")
         test_ds = get_dataset(tspec, cfg.data.test_split)
         if class_mismatch(train_ds, test_ds):  # a test folder with fewer classes: labelled by the training classes
-            folder = parse_spec(tspec)[0] in ("folder", "imagefolder")
+            folder = parse_spec(tspec)[0] == "folder"
             check_same_classes(train_ds, test_ds, f"the test data {tspec}", relabel=folder)
             test_ds = get_dataset(tspec, cfg.data.test_split, classes=list(train_ds.classes))
         test = _subset(test_ds, _test_limit(cfg), cfg.train.seed, "test-subset")

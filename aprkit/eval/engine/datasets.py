@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from ..._checks import check_integer_labels, dataset_len, describe_value
 from ...data.arrays import NO_LABEL
 
-__all__ = ["TensorImageDataset", "as_dataset", "dataset_id", "memo_dataset_ids"]
+__all__ = ["TensorImageDataset", "as_dataset", "dataset_id", "memo_dataset_ids", "corrupted_cell_id"]
 
 
 class TensorImageDataset(Dataset):
@@ -84,13 +84,12 @@ def _normalise_spec(spec: str, split: str | None = None) -> str:
 
 
 def _normalise_base(spec: str, split: str | None) -> str:
-    from aprkit.data.registry import KIND_ALIASES, parse_spec
+    from aprkit.data.registry import DATASET_KINDS, parse_spec
 
     try:  # the reader's own reading of the spec: kind in lower case, the path stripped and ``~`` expanded
         kind, rest = parse_spec(spec)
     except (TypeError, ValueError):  # not a dataset spec: the reader names the problem
         return spec
-    kind = KIND_ALIASES.get(kind, kind)  # another name of a kind: the same data
     sep = ":" if ":" in spec else ""
     rest = rest.lower() if kind == "noise" else str(Path(rest).expanduser()) if rest else rest  # as the readers
     spec = f"{kind}{sep}{rest}"
@@ -118,6 +117,10 @@ def _normalise_base(spec: str, split: str | None) -> str:
             state = path_state(rest)
             if kind in ("cifar10", "cifar100") and split and (Path(rest) / split).is_dir():  # root/split/class/image
                 state += "+" + path_state(Path(rest) / split, depth=2)
+            if getattr(DATASET_KINDS[kind], "image_files", False):  # how the files are scanned and decoded
+                from aprkit.data.folder import READER_VERSION
+
+                state += f"+reader{READER_VERSION}"
             known = f"{kind}:{Path(rest).resolve()}@{state}"
             if _MEMO.depth:
                 _MEMO.spec_ids[(spec, split)] = known
@@ -233,11 +236,13 @@ class _Memo(threading.local):
         self.depth = 0
         self.content_ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self.spec_ids: dict[tuple[str, str | None], str] = {}
+        self.cell_states: dict[tuple[str, str, int], str | None] = {}
         self.datasets: dict[tuple[str, str], Any] = {}
 
     def clear(self) -> None:
         self.content_ids.clear()
         self.spec_ids.clear()
+        self.cell_states.clear()
         self.datasets.clear()
 
 
@@ -259,6 +264,20 @@ def memo_dataset_ids() -> Iterator[None]:
         _MEMO.depth -= 1
         if not _MEMO.depth:
             _MEMO.clear()
+
+
+def corrupted_cell_id(spec: str, corruption: str, severity: int) -> str | None:
+    """:func:`aprkit.data.registry.corrupted_cell_state` of one -C cell (the state of an ImageNet-C cell's images),
+    read once per ``evaluate`` call (each model asks for every cell)."""
+    from aprkit.data.registry import corrupted_cell_state
+
+    key = (spec, corruption, int(severity))
+    if key not in _MEMO.cell_states:
+        state = corrupted_cell_state(spec, corruption, severity)
+        if not _MEMO.depth:
+            return state
+        _MEMO.cell_states[key] = state
+    return _MEMO.cell_states[key]
 
 
 def in_memo_block() -> bool:

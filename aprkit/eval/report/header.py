@@ -36,20 +36,6 @@ def _records(run: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping[str, An
                 yield str(model), str(suite), record
 
 
-def _run_data(run: Mapping[str, Any]) -> Any:
-    """What a run evaluated on: per suite from its provenance records when it has them, else ``run["data"]``. A suite
-    whose models were evaluated on different data lists each model's (``"A: spec; B: spec"``)."""
-    per_model: dict[str, dict[str, str]] = {}  # suite -> {model: data text}
-    for model, suite, record in _records(run):
-        if record.get("data") is not None:
-            per_model.setdefault(suite, {})[model] = describe(record["data"])
-    per_suite: dict[str, Any] = {}
-    for suite, by_model in per_model.items():
-        texts = list(dict.fromkeys(by_model.values()))
-        per_suite[suite] = texts[0] if len(texts) == 1 else "; ".join(f"{m}: {t}" for m, t in by_model.items())
-    return per_suite or run.get("data")
-
-
 def run_limits(run: Mapping[str, Any], limitless: Collection[str] = ()) -> dict[str, Any]:
     """``{suite: limit}`` of a run from its provenance records (``None``: every image, also for the suites in
     ``limitless``, which read no limit), one entry per suite."""
@@ -97,18 +83,27 @@ def _limit_text(runs: Sequence[Mapping[str, Any]], limitless: Collection[str] = 
 
 def _runs_data_text(runs: Sequence[Mapping[str, Any]]) -> str:
     """The data of every run, per suite where the runs recorded it (a merged report's runs each name their suites'
-    data), else each run's data."""
-    per_suite: dict[str, list[str]] = {}
+    data; models of one suite on other data named with it, as the Images line does), else each run's data."""
+    texts: dict[str, dict[str, list[str]]] = {}  # suite -> its data text -> the models it holds for
     plain: list[str] = []
     for run in runs:
-        data = _run_data(run)
-        if isinstance(data, Mapping):
-            for suite, value in data.items():
-                per_suite.setdefault(str(suite), []).append(describe(value))
-        elif data is not None:
-            plain.append(describe(data))
-    texts = [_data_text({k: "; ".join(dict.fromkeys(v)) for k, v in per_suite.items()})] if per_suite else []
-    return "; ".join(t for t in dict.fromkeys([*texts, *plain]) if t and t != "-")
+        records = [(m, s, r) for m, s, r in _records(run) if r.get("data") is not None]
+        for model, suite, record in records:
+            texts.setdefault(suite, {}).setdefault(describe(record["data"]), []).append(model)
+        if not records and run.get("data") is not None:
+            plain.append(_data_text(run["data"]))
+    groups: dict[str, list[str]] = {}
+    for suite, values in texts.items():
+        for text, models in values.items():
+            label = suite if len(values) == 1 else f"{suite}: {', '.join(dict.fromkeys(models))}"
+            groups.setdefault(text, []).append(label)
+    if len(texts) == 1 and len(groups) > 1:  # one suite, models on other data: "A: spec; B: spec"
+        grouped = [f"{', '.join(dict.fromkeys(models))}: {text}" for text, models in next(iter(texts.values())).items()]
+    elif len(groups) == 1 and not plain:
+        grouped = [next(iter(groups))]
+    else:
+        grouped = [f"{text} ({', '.join(labels)})" for text, labels in groups.items()]
+    return "; ".join(t for t in dict.fromkeys([*grouped, *plain]) if t and t != "-")
 
 
 def _data_text(data: Any) -> str:

@@ -27,7 +27,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..._checks import comma_items, describe_value
 from ..engine.cache import cached
-from ..engine.datasets import as_dataset, dataset_id
+from ..engine.datasets import as_dataset, corrupted_cell_id, dataset_id
 from ..engine.inference import predict
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 
@@ -235,9 +235,7 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
         origin = "disk:" + dataset_id(source, "c")
         generation["source"] = origin
         if cell is not None:  # an ImageNet-C cell's images lie below what the root's identity reads
-            from aprkit.data.registry import corrupted_cell_state
-
-            files = corrupted_cell_state(source, *cell)
+            files = corrupted_cell_id(source, *cell)
             if files is not None:
                 generation["files"] = files
     elif source:
