@@ -240,3 +240,25 @@ def test_the_merged_data_line_names_the_models_of_one_suite_on_other_data():
         "d:/1 (x: a); d:/2 (x: b); e:/0 (y)"
     one = Results.merge([run("a", "d:/1"), run("c", "d:/1")])
     assert {i.label: i.text for i in header_items(["a", "c"], one.meta)}["Data"] == "d:/1"
+
+
+def test_identities_see_images_in_folders_nested_in_a_class(tmp_path):
+    """The reader takes images at any depth below a class folder, the identities looked two levels down: an image
+    overwritten in place in class/sub/ (or in an ImageNet-C cell's class/sub/) kept the cached result."""
+    import os
+
+    from PIL import Image
+
+    from aprkit.data.registry import corrupted_cell_state
+    from aprkit.eval.engine.datasets import dataset_id
+
+    for rel in ("f/cat/sub/a.png", "C/fog/3/cat/sub/a.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / rel)
+    before = dataset_id(f"folder:{tmp_path / 'f'}"), corrupted_cell_state(f"imagenet-c:{tmp_path / 'C'}", "fog", 3)
+    for rel in ("f/cat/sub/a.png", "C/fog/3/cat/sub/a.png"):
+        Image.new("RGB", (4, 4), (9, 9, 9)).save(tmp_path / rel)
+        os.utime(tmp_path / rel, ns=(2, 2))
+        os.utime((tmp_path / rel).parent, ns=(1, 1))  # the folders look untouched
+    after = dataset_id(f"folder:{tmp_path / 'f'}"), corrupted_cell_state(f"imagenet-c:{tmp_path / 'C'}", "fog", 3)
+    assert before[0] != after[0] and before[1] != after[1]

@@ -404,3 +404,12 @@ def test_the_call_count_is_per_thread_and_closed_after_a_failed_forward() -> Non
         net.fail = False
         net.f(x)  # a direct call after the failed forward: not counted
         net(x)
+
+
+def test_feature_apr_inside_a_compiled_model_trains() -> None:
+    """torch.compile (Inductor) of a model with FeatureAPR failed in the backward pass ("must be 1 to view ComplexFloat
+    as Float"): aprkit train with train.compile=true and feature_apr.layers crashed. FeatureAPR runs eagerly there."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), FeatureAPR(p=1.0), nn.Conv2d(8, 8, 3, padding=1)).train()
+    torch.compile(m)(torch.rand(4, 3, 8, 8)).sum().backward()
+    assert m[0].weight.grad is not None and torch.isfinite(m[0].weight.grad).all()

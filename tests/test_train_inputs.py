@@ -282,3 +282,16 @@ def test_a_new_run_into_a_folder_being_trained_is_told_so_first(tmp_path):
     (tmp_path / "r" / "config.yaml").write_text("model: {}\n")  # the first run has written its config
     with _another_run_holds(tmp_path / "r"), pytest.raises(RunBusyError, match="another aprkit train is writing to"):
         fit(_cfg(), datasets=(Images(16, with_tensors=False), None), out=tmp_path / "r")
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_is_no_run(tmp_path):
+    """A layer FeatureAPR cannot take (the head's 2-D output) fails at the first forward, after config.yaml was written:
+    the corrected command was refused ('already holds a training run') though nothing had been trained."""
+    cfg = train_config(optim={"epochs": 1})
+    with pytest.raises(ValueError, match="layer '5'"):
+        fit(cfg | {"feature_apr": {"layers": ["5"]}}, datasets=(Images(32), None), out=tmp_path / "r")
+    assert sorted(p.name for p in (tmp_path / "r").iterdir() if not p.name.startswith(".")) == ["config.yaml"]
+    fit(cfg | {"feature_apr": {"layers": ["1"]}}, datasets=(Images(32), None), out=tmp_path / "r")
+    assert (tmp_path / "r" / "model.pt").is_file()
+    with pytest.raises(ValueError, match="already holds a training run"):  # a trained run is still protected
+        fit(cfg, datasets=(Images(32), None), out=tmp_path / "r")

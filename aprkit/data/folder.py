@@ -27,6 +27,9 @@ __all__ = ["IMG_EXTENSIONS", "image_files", "scan_image_folder", "read_image", "
 #: the version of how image folders are scanned and decoded, part of their cache identity (2: linked folders inside a
 #: class are entered; gray images are PIL's convert("L") for every format)
 READER_VERSION = 2
+#: how deep an image folder's cache identity looks (``aprkit._hash.path_state``): the reader takes images at any depth
+#: below a class folder, so its identity must see them (a standard tree ends two levels down: the same cost)
+IDENTITY_DEPTH = 8
 
 IMG_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 _TV_EXTENSIONS = (".png", ".jpg", ".jpeg")

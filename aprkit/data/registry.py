@@ -238,9 +238,10 @@ def corrupted_cell_state(spec: str, corruption: str, severity: int) -> str | Non
         return None
     from .._hash import path_state
     from .corrupted import cell_folder
+    from .folder import IDENTITY_DEPTH
 
     folder = cell_folder(spec_root(arg, kind), corruption, severity)
-    return None if folder is None else path_state(folder, depth=2)
+    return None if folder is None else path_state(folder, depth=IDENTITY_DEPTH)
 
 
 def get_dataset(spec: str, split: str = "test", *, download: bool = False, data_root: str | Path | None = None,

@@ -131,6 +131,9 @@ class FeatureAPR(nn.Module):
         self.grid = grid
         self.generator = generator
 
+    # run eagerly inside a compiled model (a graph break): Inductor cannot yet differentiate the complex magnitude of
+    # a strided spectrum ("must be 1 to view ComplexFloat as Float", torch 2.14)
+    @torch.compiler.disable
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x

@@ -79,7 +79,9 @@ def run_lock(out: str | os.PathLike[str]) -> Iterator[None]:
 
 
 def check_run_folder(out: str | os.PathLike[str] | None, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to start a new run over an existing one in ``out`` (unless ``resume`` or ``overwrite``).
+    """Refuse to start a new run over an existing one in ``out`` (unless ``resume`` or ``overwrite``); a folder
+    holding only a run's ``config.yaml`` (and event files), one that failed before its first checkpoint, holds
+    nothing trained and is no run.
 
     Raises :class:`RunExistsError` (a ``FileExistsError`` and a ``ValueError``) naming the files found,
     and ``ValueError`` when both ``resume`` and ``overwrite`` are set.
@@ -100,7 +102,8 @@ def check_run_folder(out: str | os.PathLike[str] | None, *, resume: bool, overwr
                 f"cannot resume {out}: it holds a run ({', '.join(kept)}) but no last.pt to continue from; pass "
                 "--overwrite to train it again from the start, or choose another --out")
         return
-    if found:
+    if any(name not in ("config.yaml", "tb") for name in found):  # a run that failed before its first checkpoint
+        # (an error in its first step) left only its config: nothing was trained, a new run replaces it
         raise RunExistsError(
             f"{out} already holds a training run ({', '.join(found)}); pass --resume to continue it, --overwrite to "
             "delete it and start over (library: fit(..., resume=True) / fit(..., overwrite=True)), or choose "

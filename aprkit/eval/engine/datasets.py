@@ -114,12 +114,14 @@ def _normalise_base(spec: str, split: str | None) -> str:
 
         known = _MEMO.spec_ids.get((spec, split))
         if known is None:
-            state = path_state(rest)
-            if kind in ("cifar10", "cifar100") and split and (Path(rest) / split).is_dir():  # root/split/class/image
-                state += "+" + path_state(Path(rest) / split, depth=2)
-            if getattr(DATASET_KINDS[kind], "image_files", False):  # how the files are scanned and decoded
-                from aprkit.data.folder import READER_VERSION
+            from aprkit.data.folder import IDENTITY_DEPTH, READER_VERSION
 
+            images = getattr(DATASET_KINDS[kind], "image_files", False)  # images at any depth below a class
+            # an image folder down to its deepest images; a CIFAR tree's split below, an ImageNet-C cell per cell
+            state = path_state(rest, depth=IDENTITY_DEPTH if kind == "folder" else 2)
+            if kind in ("cifar10", "cifar100") and split and (Path(rest) / split).is_dir():  # root/split/class/image
+                state += "+" + path_state(Path(rest) / split, depth=IDENTITY_DEPTH)
+            if images:  # how the files are scanned and decoded
                 state += f"+reader{READER_VERSION}"
             known = f"{kind}:{Path(rest).resolve()}@{state}"
             if _MEMO.depth:
