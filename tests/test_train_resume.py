@@ -353,3 +353,22 @@ def test_feature_apr_from_the_config_trains_resumes_bit_for_bit_and_leaves_a_pla
     assert not (tmp_path / "bad").exists()
     with pytest.raises(ValueError, match=r"feature_apr.p must be a probability"):
         fit(train_config(feature_apr={"layers": ["1"], "p": 2}), datasets=(ds, test))
+
+
+def test_feature_apr_settings_that_change_nothing_are_no_config_change(tmp_path, capsys):
+    """feature_apr.p without layers, or the layers in another order, warned 'will not match an uninterrupted one'
+    though the weights were bit-identical; a changed p with layers still warns."""
+    ds = Images(40)
+    fit(train_config(), ["train.max_steps=3"], out=tmp_path / "a", datasets=(ds, None))
+    capsys.readouterr()
+    fit(train_config(), ["train.max_steps=5", "feature_apr.p=0.9"], out=tmp_path / "a", resume=True,
+        datasets=(ds, None))
+    assert "config differs" not in capsys.readouterr().err
+    two = {"layers": ["0", "1"]}
+    fit(train_config(feature_apr=two), ["train.max_steps=3"], out=tmp_path / "b", datasets=(ds, None))
+    capsys.readouterr()
+    fit(train_config(feature_apr={"layers": ["1", "0"]}), ["train.max_steps=5"], out=tmp_path / "b", resume=True,
+        datasets=(ds, None))
+    assert "config differs" not in capsys.readouterr().err
+    fit(train_config(feature_apr={**two, "p": 0.9}), out=tmp_path / "b", resume=True, datasets=(ds, None))
+    assert "config differs from the checkpoint's in feature_apr.p" in capsys.readouterr().err

@@ -43,6 +43,7 @@ __all__ = [
     "changed_keys",
     "config_from_dict",
     "with_defaults",
+    "trajectory_view",
     "resolve_bases",
     "apply_overrides",
     "validate_config",
@@ -224,6 +225,17 @@ def with_defaults(saved: Mapping[str, Any]) -> dict[str, Any]:
         return config_from_dict(saved).to_dict()
     except (TypeError, ValueError):
         return dict(saved)
+
+
+def trajectory_view(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config mapping as far as it decides what a run trains, for comparing two: :func:`with_defaults`, and the
+    ``feature_apr`` section as one set of layers (their order changes nothing; without layers its settings are
+    unused)."""
+    out = with_defaults(config)
+    f = out.get("feature_apr")
+    if isinstance(f, dict):
+        out["feature_apr"] = {**f, "layers": sorted(f.get("layers") or [])} if f.get("layers") else {"layers": []}
+    return out
 
 
 def resolve_bases(data: Mapping[str, Any]) -> dict[str, Any]:

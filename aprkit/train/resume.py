@@ -19,7 +19,7 @@ from torch import nn
 
 from ..distributed import DistInfo
 from ..models.normalize import unwrap_model
-from .config import CUDA_ONLY, RESUME_FREE, Config, changed_keys, recipe_version, with_defaults
+from .config import CUDA_ONLY, RESUME_FREE, Config, changed_keys, recipe_version, trajectory_view
 from .optim import apply_optim_config
 from .state import load_train_checkpoint, restore_rng
 
@@ -131,7 +131,7 @@ def resume_run(ckpt_path: Path, cfg: Config, info: DistInfo, *, model: nn.Module
               file=sys.stderr)
     # settings that take effect on CUDA only change nothing of a run on another device
     ignored = RESUME_FREE if info.device.type == "cuda" else RESUME_FREE | CUDA_ONLY
-    changed = changed_keys(with_defaults(state["config"]), cfg.to_dict(), ignored)
+    changed = changed_keys(trajectory_view(state["config"]), trajectory_view(cfg.to_dict()), ignored)
     if info.is_main:
         _warn_changes(state, cfg, ckpt_path, pos, changed, finished, at_max)
     pos.config_changes = list(state.get("config_changes") or [])

@@ -150,13 +150,13 @@ def check_same_recipe(out: Path, config: Path, overrides: Sequence[str], study: 
     hook's settings (``study.json``)."""
     import yaml
 
-    from aprkit.train.config import RESUME_FREE, changed_keys, load_config, with_defaults
+    from aprkit.train.config import RESUME_FREE, changed_keys, load_config, trajectory_view
 
     saved_path = out / "config.yaml"
     if not saved_path.is_file():
         return
-    saved = with_defaults(yaml.safe_load(saved_path.read_text()) or {})  # keys added since: today's defaults
-    want = load_config(str(config), list(overrides)).to_dict()
+    saved = trajectory_view(yaml.safe_load(saved_path.read_text()) or {})  # keys added since: today's defaults
+    want = trajectory_view(load_config(str(config), list(overrides)).to_dict())
     diffs = [f"{k}: {_dotted(saved, k)!r} there, {_dotted(want, k)!r} asked"
              for k in changed_keys(saved, want, RESUME_FREE | PLACEMENT_KEYS)]
     kinds = [str(_dotted(c, "data.dataset")).partition(":")[0] for c in (saved, want)]
