@@ -35,8 +35,13 @@ def path_state(path: str | os.PathLike, depth: int = 2) -> str:
     root = Path(path)
     h = hashlib.blake2b(digest_size=8)
     todo = [(root, 0)]
+    seen: set[str] = set()  # real folders entered: a link back up is read once, not once per level
     while todo:
         folder, level = todo.pop()
+        real = os.path.realpath(folder)
+        if real in seen:
+            continue
+        seen.add(real)
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except NotADirectoryError:  # a file: its own size and time

@@ -761,3 +761,13 @@ def test_iter_batches_reports_dataset_indices_and_names_bad_positions(tmp_path):
     with pytest.raises(IndexError, match=r"indices holds 5, outside the dataset's 2 images"):
         next(iter(iter_batches(get_dataset(f"folder:{tmp_path}"), 4, indices=[0, 5])))
     assert dataset_id(f"imagefolder:{tmp_path}") == dataset_id(f"folder:{tmp_path}")
+
+
+def test_a_kind_alias_is_resolved_and_fetched_as_its_kind(tmp_path):
+    """After aliases moved into parse_spec, `aprkit eval --download` read 'tiny-imagenet-c:' by its text and left it
+    unresolved (not fetched) while 'tinyimagenet-c:' was."""
+    from aprkit.cli.eval import _resolve_sources
+
+    for kind in ("tinyimagenet-c", "tiny-imagenet-c"):
+        with pytest.raises(FileNotFoundError, match="tinyimagenet-c not found at"):
+            _resolve_sources({"corrupted": kind}, False, str(tmp_path))

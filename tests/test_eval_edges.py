@@ -262,3 +262,12 @@ def test_identities_see_images_in_folders_nested_in_a_class(tmp_path):
         os.utime((tmp_path / rel).parent, ns=(1, 1))  # the folders look untouched
     after = dataset_id(f"folder:{tmp_path / 'f'}"), corrupted_cell_state(f"imagenet-c:{tmp_path / 'C'}", "fog", 3)
     assert before[0] != after[0] and before[1] != after[1]
+
+
+def test_a_merge_with_a_run_without_provenance_lists_each_data_once():
+    with_records = Results(models={"a": {"corruption": {}}}, meta={"provenance": {"a": {
+        "corruption": {"options": {}, "data": "c10"}}}})
+    plain = Results(models={"b": {"corruption": {}, "ood": {}}}, meta={"data": {"corruption": "c10", "ood": "svhn"}})
+    merged = Results.merge([with_records, plain])
+    assert {i.label: i.text for i in header_items(["a", "b"], merged.meta)}["Data"] == \
+        "c10 (corruption); svhn (ood)"

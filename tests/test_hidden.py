@@ -413,3 +413,16 @@ def test_feature_apr_inside_a_compiled_model_trains() -> None:
     m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), FeatureAPR(p=1.0), nn.Conv2d(8, 8, 3, padding=1)).train()
     torch.compile(m)(torch.rand(4, 3, 8, 8)).sum().backward()
     assert m[0].weight.grad is not None and torch.isfinite(m[0].weight.grad).all()
+
+
+def test_importing_aprkit_hidden_does_not_load_dynamo_and_eval_mode_compiles_whole() -> None:
+    """FeatureAPR's eager path (torch.compiler.disable) loaded Dynamo at import (~1 s) and broke fullgraph compiles of
+    an eval-mode model."""
+    import subprocess
+    import sys
+
+    code = "import sys, aprkit.hidden; print('torch._dynamo' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == \
+        "False"
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), FeatureAPR()).eval()
+    assert torch.compile(m, fullgraph=True, backend="eager")(torch.rand(1, 3, 8, 8)).shape == (1, 4, 6, 6)

@@ -219,10 +219,13 @@ def _is_robustbench(spec: Any) -> bool:
 
 def _resolve_sources(cfg: dict[str, Any], download: bool, data_root: str | None) -> None:
     """Fill in (and with ``download`` fetch) the folders of downloadable data specs in ``cfg``, in place."""
-    from aprkit.data.registry import DOWNLOADABLE, resolve_spec
+    from aprkit.data.registry import DOWNLOADABLE, parse_spec, resolve_spec
 
     def one(spec: Any) -> Any:
-        kind = spec.partition(":")[0].strip().lower() if isinstance(spec, str) else None
+        try:  # the kind as the readers see it (an alias: its kind, tiny-imagenet-c: downloads as tinyimagenet-c:)
+            kind = parse_spec(spec)[0] if isinstance(spec, str) else None
+        except ValueError:  # not a dataset spec: left to the reader, which names the problem
+            kind = None
         progress = cfg.get("progress", True) is not False
         if download and kind in ("cifar10", "cifar100"):  # the published archive into the spec's folder, once
             from aprkit.data import get_dataset

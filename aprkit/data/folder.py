@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,19 +150,20 @@ def find_classes(root: Path) -> list[str]:
 
 
 def image_files(folder: Path, extensions: Sequence[str] = IMG_EXTENSIONS, *,
-                outside: Sequence[str | Path] = ()) -> list[Path]:
+                outside: Collection[str] = ()) -> list[Path]:
     """The image files (matched by ``extensions``) at any depth below ``folder``, sorted; hidden files and those in
     hidden folders left out (macOS ``._x.png`` resource files, ``.ipynb_checkpoints`` copies). Linked folders are
     entered, as torchvision's ImageFolder does, each real folder once (the first link in name order; a link back up
     is no loop), but never the folders ``outside`` (a dataset's root and its other classes: a link up to them would
-    read their images as this class's)."""
+    read their images as this class's; real paths, ``folder``'s own ignored)."""
     exts = tuple(e.lower() for e in extensions)
     found: list[Path] = []
-    seen = {os.path.realpath(p) for p in outside}
+    start = os.path.realpath(folder)
+    seen: set[str] = set()
 
     def visit(directory: str | Path) -> None:  # scandir: file types from the directory listing, no stat per file
         real = os.path.realpath(directory)
-        if real in seen:
+        if real in seen or (real in outside and real != start):
             return
         seen.add(real)
         with os.scandir(directory) as listing:
@@ -214,10 +215,11 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
                       f"{', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}", RuntimeWarning,
                       stacklevel=stacklevel)
     samples, empty = [], []
+    reals = {os.path.realpath(p) for p in (root, *(root / c for c in found))}  # where no class's links may lead
     for c in found:
         if c not in index:
             continue
-        files = image_files(root / c, extensions, outside=[root, *(root / o for o in found if o != c)])
+        files = image_files(root / c, extensions, outside=reals)
         samples += [(p, index[c]) for p in files]
         if not files:
             empty.append(c)

@@ -223,4 +223,5 @@ def detach(model: nn.Module) -> dict[str, FeatureAPR]:
         for hooks in (module._forward_pre_hooks, module._forward_hooks):  # the call count's hooks on the model
             for i in [i for i, h in hooks.items() if isinstance(getattr(h, "__self__", None), _HookState)]:
                 del hooks[i]
+                module._forward_hooks_always_called.pop(i, None)
     return found

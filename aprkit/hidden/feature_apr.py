@@ -6,7 +6,7 @@ The functional :func:`feature_apr` is stateless and batched; :class:`FeatureAPR`
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -101,6 +101,12 @@ def feature_apr_core(
     return torch.where(apply.view(-1, *([1] * (g.ndim - 1))), out, g)
 
 
+#: :func:`feature_apr` run eagerly inside a compiled model (a graph break, in training only): Inductor cannot yet
+#: differentiate the complex magnitude of the strided spectra it makes ("must be 1 to view ComplexFloat as Float",
+#: torch 2.14). Made by the first FeatureAPR, not at import (``torch.compiler.disable`` loads Dynamo, ~1 s)
+_EAGER_FEATURE_APR: Any = None
+
+
 class FeatureAPR(nn.Module):
     """Feature-level APR as a module: :func:`feature_apr` in training mode, the identity in eval mode.
 
@@ -130,14 +136,14 @@ class FeatureAPR(nn.Module):
         self.num_prefix_tokens = num_prefix_tokens
         self.grid = grid
         self.generator = generator
+        global _EAGER_FEATURE_APR
+        if _EAGER_FEATURE_APR is None:
+            _EAGER_FEATURE_APR = torch.compiler.disable(feature_apr)
 
-    # run eagerly inside a compiled model (a graph break): Inductor cannot yet differentiate the complex magnitude of
-    # a strided spectrum ("must be 1 to view ComplexFloat as Float", torch 2.14)
-    @torch.compiler.disable
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        return feature_apr(
+        return _EAGER_FEATURE_APR(
             x, p=self.p, mode=self.mode, lam=self.lam, dims=self.dims,
             num_prefix_tokens=self.num_prefix_tokens, grid=self.grid, generator=self.generator,
         )

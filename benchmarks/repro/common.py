@@ -115,7 +115,9 @@ def train_run(config: str | Path, out: Path, args: argparse.Namespace, overrides
         check_same_recipe(out, path, ov, study or {})
         if summary is not None:
             return summary
-    if study and not (out / "config.yaml").is_file():  # a new run (an existing one is checked above or refused by fit)
+    trained = any((out / name).exists() for name in ("last.pt", "model.pt", "metrics.json"))
+    if study and not trained:  # a new run, also over a first attempt that failed before training (its config only);
+        # an existing one is checked above or refused by fit
         out.mkdir(parents=True, exist_ok=True)
         (out / STUDY_FILE).write_text(json.dumps(dict(study), indent=1, sort_keys=True) + "\n")
     ctx = _patched_build(build) if build is not None else contextlib.nullcontext()

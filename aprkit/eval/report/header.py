@@ -90,15 +90,20 @@ def _runs_data_text(runs: Sequence[Mapping[str, Any]]) -> str:
         records = [(m, s, r) for m, s, r in _records(run) if r.get("data") is not None]
         for model, suite, record in records:
             texts.setdefault(suite, {}).setdefault(describe(record["data"]), []).append(model)
-        if not records and run.get("data") is not None:
-            plain.append(_data_text(run["data"]))
+        data = run.get("data")
+        if not records and isinstance(data, Mapping):  # a run without provenance: its data per suite
+            for suite, value in data.items():
+                texts.setdefault(str(suite), {}).setdefault(describe(value), [])
+        elif not records and data is not None:
+            plain.append(describe(data))
     groups: dict[str, list[str]] = {}
     for suite, values in texts.items():
         for text, models in values.items():
-            label = suite if len(values) == 1 else f"{suite}: {', '.join(dict.fromkeys(models))}"
-            groups.setdefault(text, []).append(label)
+            who = ", ".join(dict.fromkeys(models))
+            groups.setdefault(text, []).append(suite if len(values) == 1 or not who else f"{suite}: {who}")
     if len(texts) == 1 and len(groups) > 1:  # one suite, models on other data: "A: spec; B: spec"
-        grouped = [f"{', '.join(dict.fromkeys(models))}: {text}" for text, models in next(iter(texts.values())).items()]
+        grouped = [f"{who}: {text}" if (who := ", ".join(dict.fromkeys(models))) else text
+                   for text, models in next(iter(texts.values())).items()]
     elif len(groups) == 1 and not plain:
         grouped = [next(iter(groups))]
     else:
