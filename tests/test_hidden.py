@@ -426,3 +426,15 @@ def test_importing_aprkit_hidden_does_not_load_dynamo_and_eval_mode_compiles_who
         "False"
     m = nn.Sequential(nn.Conv2d(3, 4, 3), FeatureAPR()).eval()
     assert torch.compile(m, fullgraph=True, backend="eager")(torch.rand(1, 3, 8, 8)).shape == (1, 4, 6, 6)
+
+
+def test_a_feature_apr_model_loaded_in_a_fresh_process_trains(tmp_path) -> None:
+    """FeatureAPR's eager path was made in __init__ only: a model unpickled in a new process called None."""
+    import subprocess
+    import sys
+
+    torch.save(nn.Sequential(nn.Conv2d(3, 4, 3), FeatureAPR(p=1.0)), tmp_path / "m.pt")
+    code = (f"import torch; m = torch.load({str(tmp_path / 'm.pt')!r}, weights_only=False).train(); "
+            "print(tuple(m(torch.rand(2, 3, 8, 8)).shape))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == \
+        "(2, 4, 6, 6)"

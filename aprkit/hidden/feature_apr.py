@@ -107,6 +107,12 @@ def feature_apr_core(
 _EAGER_FEATURE_APR: Any = None
 
 
+def _make_eager() -> None:
+    global _EAGER_FEATURE_APR
+    if _EAGER_FEATURE_APR is None:
+        _EAGER_FEATURE_APR = torch.compiler.disable(feature_apr)
+
+
 class FeatureAPR(nn.Module):
     """Feature-level APR as a module: :func:`feature_apr` in training mode, the identity in eval mode.
 
@@ -136,9 +142,11 @@ class FeatureAPR(nn.Module):
         self.num_prefix_tokens = num_prefix_tokens
         self.grid = grid
         self.generator = generator
-        global _EAGER_FEATURE_APR
-        if _EAGER_FEATURE_APR is None:
-            _EAGER_FEATURE_APR = torch.compiler.disable(feature_apr)
+        _make_eager()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # unpickled (torch.load) in a process that made none yet
+        super().__setstate__(state)
+        _make_eager()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
