@@ -34,14 +34,12 @@ def path_state(path: str | os.PathLike, depth: int = 2) -> str:
     keeps its folder's time."""
     root = Path(path)
     h = hashlib.blake2b(digest_size=8)
-    todo = [(root, 0)]
-    seen: set[str] = set()  # real folders entered: a link back up is read once, not once per level
+    todo: list[tuple[Path, int, frozenset[str]]] = [(root, 0, frozenset())]
     while todo:
-        folder, level = todo.pop()
+        folder, level, above = todo.pop()  # above: the real folders it lies in (a link back up to one is a loop)
         real = os.path.realpath(folder)
-        if real in seen:
+        if real in above:
             continue
-        seen.add(real)
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except NotADirectoryError:  # a file: its own size and time
@@ -52,7 +50,7 @@ def path_state(path: str | os.PathLike, depth: int = 2) -> str:
             st = e.stat()
             h.update(f"{Path(e.path).relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
             if e.is_dir() and level + 1 < depth:
-                todo.append((Path(e.path), level + 1))
+                todo.append((Path(e.path), level + 1, above | {real}))
     return h.hexdigest()
 
 

@@ -771,3 +771,23 @@ def test_a_kind_alias_is_resolved_and_fetched_as_its_kind(tmp_path):
     for kind in ("tinyimagenet-c", "tiny-imagenet-c"):
         with pytest.raises(FileNotFoundError, match="tinyimagenet-c not found at"):
             _resolve_sources({"corrupted": kind}, False, str(tmp_path))
+
+
+def test_path_state_sees_a_folder_also_reached_through_a_link_and_stops_at_loops(tmp_path):
+    """Entering each real folder once let a link (b/x -> a) reached first shadow the real a, whose deep files then
+    went unhashed; links back up to a folder they lie in are loops and are cut."""
+    import os
+
+    from aprkit._hash import path_state
+
+    deep = tmp_path / "a" / "s1" / "s2" / "img.png"
+    deep.parent.mkdir(parents=True)
+    deep.write_bytes(b"1")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x").symlink_to(tmp_path / "a")
+    (tmp_path / "b" / "up").symlink_to(tmp_path)
+    before = path_state(tmp_path, depth=4)
+    deep.write_bytes(b"2")
+    os.utime(deep, ns=(5, 5))
+    os.utime(deep.parent, ns=(1, 1))
+    assert path_state(tmp_path, depth=4) != before

@@ -224,7 +224,7 @@ def _resolve_sources(cfg: dict[str, Any], download: bool, data_root: str | None)
     def one(spec: Any) -> Any:
         try:  # the kind as the readers see it (an alias: its kind, tiny-imagenet-c: downloads as tinyimagenet-c:)
             kind = parse_spec(spec)[0] if isinstance(spec, str) else None
-        except ValueError:  # not a dataset spec: left to the reader, which names the problem
+        except (TypeError, ValueError):  # not a dataset spec (or empty): left to the reader, which names the problem
             kind = None
         progress = cfg.get("progress", True) is not False
         if download and kind in ("cifar10", "cifar100"):  # the published archive into the spec's folder, once
