@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._io import atomic_write_text, remove_temporaries
 from ..distributed import (
     DistInfo,
     all_reduce_sum,
@@ -58,25 +57,17 @@ from .metrics_log import MetricsLogger
 from .optim import build_optimizer, lr_factor
 from .recipe import DeviceAugment, method_loss
 from .resume import RunPosition, resume_run
+from .run_folder import file_state, take_run_folder
 from .state import (
     CHECKPOINT_FORMAT,
-    REPORT_FILES,
-    RUN_FILES,
-    RunBusyError,
     atomic_save,
     capture_rng,
     check_run_folder,
-    clear_run_folder,
     derive_seed,
     run_lock,
 )
 
 __all__ = ["fit", "build_model", "evaluate_accuracy", "lr_factor"]
-
-
-def _run_length(config: Mapping[str, Any]) -> tuple[Any, Any]:
-    """``(optim.epochs, train.max_steps)`` of a config mapping: how far a run goes."""
-    return (config.get("optim") or {}).get("epochs"), (config.get("train") or {}).get("max_steps")
 
 
 def _as_config(config: Config | str | os.PathLike[str] | Mapping[str, Any], overrides: Sequence[str]) -> Config:
@@ -147,15 +138,6 @@ def _drop_stop_evals(history: list[dict[str, Any]]) -> None:
                 del row[key]
 
 
-def _file_state(path: Path | None) -> tuple[int, int, int] | None:
-    """``(size, mtime_ns, inode)`` of ``path`` (``None`` when absent): whether a file changed between two looks."""
-    try:
-        st = path.stat() if path is not None else None
-    except OSError:
-        return None
-    return None if st is None else (st.st_size, st.st_mtime_ns, st.st_ino)
-
-
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     random.seed(seed)
@@ -213,36 +195,6 @@ def fit(
         torch.use_deterministic_algorithms(flags[2], warn_only=flags[3])
 
 
-def _take_folder(out: Path, cfg: Config, held: contextlib.ExitStack, overwrite: bool, pos: RunPosition,
-                 read_state: tuple[int, int, int] | None, steps_per_epoch: int) -> None:
-    """Rank 0 before its first write: lock the output folder (held until ``fit`` returns), check again that no other
-    run changed it meanwhile (``read_state``: ``last.pt`` as this run read it), clear it for ``overwrite``, remove a
-    killed run's temporaries and write ``config.yaml``."""
-    import yaml
-
-    tr, o = cfg.train, cfg.optim
-    ckpt_path = out / "last.pt"
-    out.mkdir(parents=True, exist_ok=True)
-    held.enter_context(run_lock(out))  # no other run writes here until this one returns
-    if _file_state(ckpt_path) != read_state:  # another run wrote last.pt while this one loaded data and model
-        raise RunBusyError(f"another aprkit train wrote {ckpt_path} while this run was getting ready; this run "
-                           "wrote nothing: run the command again once that run is done")
-    check_run_folder(out, resume=tr.resume, overwrite=overwrite)  # a run that finished meanwhile is not replaced
-    if overwrite and clear_run_folder(out):  # only now: a config or data error above keeps the old run
-        print(f"overwrite: deleted the previous run in {out}", file=sys.stderr)
-    remove_temporaries(out, RUN_FILES + REPORT_FILES)  # a killed run's half-written files (rank 0 writes)
-    # a resumed run keeps the config that trained it, unless the resume only moved how far it goes (optim.epochs,
-    # train.max_steps) and nothing ever changed its trajectory: then the current config reruns it from scratch to
-    # the same weights, where the first one stopped short
-    end = o.epochs * steps_per_epoch if tr.max_steps is None else min(o.epochs * steps_per_epoch, tr.max_steps)
-    extended = (pos.resumed and not pos.config_changes and end > pos.step  # this call trains on
-                and _run_length(pos.saved_config) != _run_length(cfg.to_dict()))
-    if not (pos.resumed and (out / "config.yaml").is_file()) or extended:
-        rerun = cfg.to_dict()  # a config that reruns the run from scratch: not a resume of it
-        rerun["train"]["resume"] = False
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(rerun, sort_keys=False))
-
-
 def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrite: bool,
          held: contextlib.ExitStack) -> dict[str, Any]:
     t_start = time.perf_counter()
@@ -289,7 +241,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
 
     accum = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, correct, n of the current epoch
     ckpt_path = out / "last.pt" if out is not None else None
-    read_state = _file_state(ckpt_path)  # what this run starts from: checked again once it holds the folder's lock
+    read_state = file_state(ckpt_path)  # what this run starts from: checked again once it holds the folder's lock
     pos = RunPosition()
     if tr.resume and ckpt_path is not None and ckpt_path.is_file():
         pos = resume_run(ckpt_path, cfg, info, model=model, optimizer=optimizer, scheduler=scheduler,
@@ -303,7 +255,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     refused: Exception | None = None
     if main and out is not None:
         try:
-            _take_folder(out, cfg, held, overwrite, pos, read_state, len(batches))
+            take_run_folder(out, cfg, held, overwrite, pos, read_state, len(batches))
         except Exception as err:  # every rank stops, not rank 0 alone: the others would wait at its first collective
             refused = err
     if info.world > 1:
