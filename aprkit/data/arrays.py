@@ -36,6 +36,17 @@ def integer_positions(indices: Any) -> np.ndarray:
     return idx.astype(np.int64).reshape(-1)
 
 
+def positions_in(indices: Any, n: int) -> np.ndarray:
+    """``indices`` (:func:`integer_positions`) as positions ``0..n - 1`` of ``n`` images, negative ones counted from
+    the end; ``IndexError`` naming a position outside them."""
+    idx = integer_positions(indices)
+    if idx.size and (int(idx.min()) < -n or int(idx.max()) >= n):
+        bad = int(idx.min()) if int(idx.min()) < -n else int(idx.max())
+        raise IndexError(f"indices holds {bad}, outside the dataset's {n} images (positions 0..{n - 1}, or -{n}..-1 "
+                         "from the end)")
+    return np.where(idx < 0, idx + n, idx)
+
+
 def _as_index_array(indices: Any, n: int) -> np.ndarray | slice:
     """Indices as a slice when they form a contiguous ascending range, else an int64 array."""
     if isinstance(indices, slice):
@@ -43,10 +54,7 @@ def _as_index_array(indices: Any, n: int) -> np.ndarray | slice:
         if step == 1:
             return slice(start, max(stop, start))
         indices = np.arange(start, stop, step)  # other steps (reversed, strided): explicit positions
-    idx = integer_positions(indices)
-    if idx.size and (idx.min() < -n or idx.max() >= n):
-        raise IndexError(f"indices out of range for {n} images (got {int(idx.min())}..{int(idx.max())})")
-    idx = np.where(idx < 0, idx + n, idx)
+    idx = positions_in(indices, n)
     if idx.size > 1 and np.all(np.diff(idx) == 1):
         return slice(int(idx[0]), int(idx[-1]) + 1)
     if idx.size == 1:

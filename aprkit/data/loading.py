@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .._checks import dataset_len, describe_value
 from ..distributed import group_info
-from .arrays import ArrayDataset, _as_index_array, integer_positions
+from .arrays import ArrayDataset, _as_index_array, integer_positions, positions_in
 
 __all__ = ["iter_batches", "collate_uint8", "subset", "first_n", "SubsetDataset", "dataset_tensors", "attribute_labels",
            "to_array_dataset", "batch_source", "describe_size_mismatch", "prefetch"]
@@ -250,15 +250,9 @@ def _order(dataset: Dataset, indices: Any, limit: int | None, shard: bool) -> tu
         raise ValueError("the dataset is empty; expected at least one image")
     idx = None
     if indices is not None:
-        idx = integer_positions(indices)
-        total = dataset_len(dataset)
+        idx = positions_in(indices, dataset_len(dataset))[:limit]  # dataset indices, as with_indices reports them
         if idx.size == 0:
             raise ValueError("indices is empty; expected at least one position of an image (None: every image)")
-        if int(idx.min()) < -total or int(idx.max()) >= total:
-            bad = int(idx.min()) if int(idx.min()) < -total else int(idx.max())
-            raise IndexError(f"indices holds {bad}, outside the dataset's {total} images (positions 0..{total - 1}, "
-                             f"or -{total}..-1 from the end)")
-        idx = np.where(idx < 0, idx + total, idx)[:limit]  # dataset indices, as with_indices reports them
     rank, world = group_info() if shard else (0, 1)
     if world > 1:
         from torch.utils.data.distributed import DistributedSampler
