@@ -56,6 +56,17 @@ def limit_text(limit: Any) -> str:
 ImagesText = Callable[[str, Mapping[str, Any]], str]
 
 
+def _by_text(texts: Mapping[str, Mapping[str, list[str]]]) -> dict[str, list[str]]:
+    """``{suite: {text: models}}`` -> ``{text: the suites it holds for}``, a suite whose models differ named with
+    the models of each text (``"corruption: A, B"``)."""
+    groups: dict[str, list[str]] = {}
+    for suite, values in texts.items():
+        for text, models in values.items():
+            who = ", ".join(dict.fromkeys(models))
+            groups.setdefault(text, []).append(suite if len(values) == 1 or not who else f"{suite}: {who}")
+    return groups
+
+
 def _limit_text(runs: Sequence[Mapping[str, Any]], limitless: Collection[str] = (),
                 images: ImagesText | None = None) -> str:
     """``"first 200 images (calibration); first 50 images (corruption)"`` over the suites of every run (a merged
@@ -69,11 +80,7 @@ def _limit_text(runs: Sequence[Mapping[str, Any]], limitless: Collection[str] = 
             options = record.get("options")
             if isinstance(options, Mapping):
                 texts.setdefault(suite, {}).setdefault((images or default)(suite, options), []).append(model)
-    groups: dict[str, list[str]] = {}
-    for suite, values in texts.items():
-        for text, models in values.items():  # models that read other images: named with their suite
-            label = suite if len(values) == 1 else f"{suite}: {', '.join(dict.fromkeys(models))}"
-            groups.setdefault(text, []).append(label)
+    groups = _by_text(texts)
     if not groups or list(groups) == ["all images"]:
         return ""
     if len(groups) == 1:
@@ -96,11 +103,7 @@ def _runs_data_text(runs: Sequence[Mapping[str, Any]]) -> str:
                 texts.setdefault(str(suite), {}).setdefault(describe(value), [])
         elif not records and data is not None:
             plain.append(describe(data))
-    groups: dict[str, list[str]] = {}
-    for suite, values in texts.items():
-        for text, models in values.items():
-            who = ", ".join(dict.fromkeys(models))
-            groups.setdefault(text, []).append(suite if len(values) == 1 or not who else f"{suite}: {who}")
+    groups = _by_text(texts)
     if len(texts) == 1 and len(groups) > 1:  # one suite, models on other data: "A: spec; B: spec"
         grouped = [f"{who}: {text}" if (who := ", ".join(dict.fromkeys(models))) else text
                    for text, models in next(iter(texts.values())).items()]
@@ -109,18 +112,6 @@ def _runs_data_text(runs: Sequence[Mapping[str, Any]]) -> str:
     else:
         grouped = [f"{text} ({', '.join(labels)})" for text, labels in groups.items()]
     return "; ".join(t for t in dict.fromkeys([*grouped, *plain]) if t and t != "-")
-
-
-def _data_text(data: Any) -> str:
-    """Datasets: ``"cifar10:/data (corruption, calibration); synthetic:2000 (cue-conflict)"``."""
-    if not isinstance(data, Mapping):
-        return describe(data)
-    groups: dict[str, list[str]] = {}
-    for suite, value in data.items():
-        groups.setdefault(describe(value), []).append(str(suite))
-    if len(groups) == 1:
-        return next(iter(groups))
-    return "; ".join(f"{text} ({', '.join(suites)})" for text, suites in groups.items())
 
 
 def _list(value: Any) -> list:
@@ -248,18 +239,18 @@ def header_items(model_ids: Sequence[str], meta: Mapping[str, Any], limitless: C
     (a line per suite whose models differ in them)."""
     runs = [r for r in (meta.get("runs") if "runs" in meta else [meta]) or [] if isinstance(r, Mapping)]
     items = [HeaderItem("Models", _models_text(model_ids, runs))]
-    fields = (
-        ("Data", None),
-        ("Images", None),
-        ("Device", lambda r: _device_text(r) if r.get("device") else ""),
-        ("Seed", _seed_text),
-        ("Date", lambda r: str(r.get("date") or "").replace("T", " ").replace("+00:00", " UTC")),
-        ("Versions", lambda r: ", ".join(f"{name} {r[key]}" for name, key in (("aprkit", "aprkit"), ("torch", "torch"),
-                                                                               ("Python", "python")) if r.get(key))),
+    fields = (  # Data and Images over every run's suites; the others run by run
+        ("Data", lambda: _runs_data_text(runs)),
+        ("Images", lambda: _limit_text(runs, limitless, images)),
+        ("Device", lambda: _joined(runs, lambda r: _device_text(r) if r.get("device") else "")),
+        ("Seed", lambda: _joined(runs, _seed_text)),
+        ("Date", lambda: _joined(runs, lambda r: str(r.get("date") or "").replace("T", " ").replace("+00:00", " UTC"))),
+        ("Versions", lambda: _joined(runs, lambda r: ", ".join(
+            f"{name} {r[key]}" for name, key in (("aprkit", "aprkit"), ("torch", "torch"), ("Python", "python"))
+            if r.get(key)))),
     )
-    across = {"Data": lambda: _runs_data_text(runs), "Images": lambda: _limit_text(runs, limitless, images)}
     for label, text in fields:
-        value = across[label]() if text is None else _joined(runs, text)
+        value = text()
         if value:
             items.append(HeaderItem(label, value))
         grid = _grid_text(runs) if label == "Images" else ""
