@@ -455,7 +455,7 @@ def test_indices_must_be_integer_positions_and_any_slice_works() -> None:
 
 def test_limit_on_a_class_sorted_folder_warns(tmp_path: Path) -> None:
     """limit means "the first N images": on an image folder (class by class) it takes the first classes only."""
-    from aprkit.eval.engine.runner import warn_if_limit_takes_few_classes
+    from aprkit.eval.engine.suite_data import warn_if_limit_takes_few_classes
 
     for cls in ("a", "b", "c"):
         for i in range(3):

@@ -271,7 +271,7 @@ def test_generated_data_and_demo_runs_are_keyed_by_their_version(monkeypatch, tm
     from aprkit.data import synthetic
     from aprkit.demo import pipeline
     from aprkit.eval.engine.datasets import dataset_id
-    from aprkit.train import config
+    from aprkit.train import trajectory
 
     before = dataset_id("synthetic")
     monkeypatch.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
@@ -283,7 +283,7 @@ def test_generated_data_and_demo_runs_are_keyed_by_their_version(monkeypatch, tm
     cfg = {"model": {"name": "resnet20"}, "aug": {"method": "standard"}, "optim": {"epochs": 1}, "train": {"progress": False}}
     pipeline.train_model("m", cfg, data, tmp_path)
     pipeline.train_model("m", {**cfg, "train": {"progress": True}}, data, tmp_path)  # progress is not in the key
-    monkeypatch.setattr(config, "recipe_version", lambda c: config.RECIPE_VERSION + 1)  # a recipe change for this run
+    monkeypatch.setattr(trajectory, "recipe_version", lambda c: trajectory.RECIPE_VERSION + 1)  # a recipe change for this run
     pipeline.train_model("m", cfg, data, tmp_path)
     assert seen[0] == seen[1] != seen[2]
 

@@ -132,7 +132,8 @@ def test_resume_without_last_pt_refuses_to_retrain_over_a_finished_run(tmp_path)
 def test_resuming_a_checkpoint_of_another_recipe_version_warns(tmp_path, capsys):
     """A checkpoint saved by an aprkit whose methods trained differently (RECIPE_VERSION) resumes with a warning
     that the run will not match an uninterrupted one; the version is saved in last.pt."""
-    from aprkit.train.config import config_from_dict, recipe_version
+    from aprkit.train.config import config_from_dict
+    from aprkit.train.trajectory import recipe_version
 
     ds = Images(16)
     fit(train_config(optim={"epochs": 2}, train={"max_steps": 1}), out=tmp_path, datasets=(ds, None))
@@ -199,7 +200,8 @@ def test_test_images_of_another_size_than_the_training_crops_are_refused_before_
 
 
 def test_the_recipe_version_moves_only_for_configs_the_change_touched():
-    from aprkit.train.config import config_from_dict, recipe_version
+    from aprkit.train.config import config_from_dict
+    from aprkit.train.trajectory import recipe_version
 
     assert recipe_version(config_from_dict(train_config(aug={"method": "apr_sp"}))) == 3
     assert recipe_version(config_from_dict(train_config(

@@ -158,7 +158,8 @@ def train_model(name: str, cfg: dict[str, Any], data: DemoData, out: Path) -> tu
     """Train (or resume, or reload when finished) ``cfg`` on ``data`` in ``out/train/<name>-<hash of cfg and data>``;
     return the model in eval mode and a summary (checkpoint, history, final accuracies, training seconds)."""
     from ..train import fit
-    from ..train.config import config_from_dict, recipe_version
+    from ..train.config import config_from_dict
+    from ..train.trajectory import recipe_version
 
     parsed = config_from_dict(cfg)
     resolved = parsed.to_dict()  # with the defaults of this version, not only the keys the demo sets

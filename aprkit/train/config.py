@@ -35,15 +35,7 @@ __all__ = [
     "RunConfig",
     "Config",
     "load_config",
-    "RESUME_FREE",
-    "CUDA_ONLY",
-    "RECIPE_VERSION",
-    "recipe_version",
-    "apr_s_where",
-    "changed_keys",
     "config_from_dict",
-    "with_defaults",
-    "trajectory_view",
     "resolve_bases",
     "apply_overrides",
     "validate_config",
@@ -217,27 +209,6 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     return _build(Config, dict(data), "")
 
 
-def with_defaults(saved: Mapping[str, Any]) -> dict[str, Any]:
-    """A saved config mapping (a checkpoint's, a ``config.yaml``) with today's defaults for the keys added since it
-    was written (their defaults are the old behaviour), for comparing it with a current config; as written when it
-    holds a key since removed or renamed."""
-    try:
-        return config_from_dict(saved).to_dict()
-    except (TypeError, ValueError):
-        return dict(saved)
-
-
-def trajectory_view(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A config mapping as far as it decides what a run trains, for comparing two: :func:`with_defaults`, and the
-    ``feature_apr`` section as one set of layers (their order changes nothing; without layers its settings are
-    unused)."""
-    out = with_defaults(config)
-    f = out.get("feature_apr")
-    if isinstance(f, dict):
-        out["feature_apr"] = {**f, "layers": sorted(f.get("layers") or [])} if f.get("layers") else {"layers": []}
-    return out
-
-
 def resolve_bases(data: Mapping[str, Any]) -> dict[str, Any]:
     """A config mapping with its ``base:`` (a YAML path or a list of them, relative to the current directory)
     merged underneath, as ``base:`` works in a file."""
@@ -265,53 +236,6 @@ def load_config(
     if validate:
         validate_config(cfg)
     return cfg
-
-
-#: the version of what the methods train (2: ``apr_p`` is the reference's CE(x) + CE(APR-P(x)), 50509bc; 3: APR-S
-#: draws each image's ops from its own row, whatever the batch size; 4: with ``data.random_resized_crop`` the loader
-#: path crops before APR-S, as the reference's ImageNet code and the device path do). A run's own version is
-#: :func:`recipe_version` of its config: part of the keys of trained runs that are reused by their config (the demo's
-#: run folders) and checked on resume
-RECIPE_VERSION = 4
-
-
-def recipe_version(cfg: Config) -> int:
-    """The latest :data:`RECIPE_VERSION` that changed what ``cfg`` trains: 4 only for APR-S in the DataLoader
-    workers with ``random_resized_crop`` (where the crop moved before it), else 3, so that runs the change does not
-    touch keep their keys and resume without a warning."""
-    return 4 if apr_s_where(cfg) == "loader" and cfg.data.random_resized_crop else 3
-
-
-def apr_s_where(cfg: Config) -> Literal["loader", "device"] | None:
-    """Where ``cfg`` runs APR-S: per image in the DataLoader workers (``"loader"``), batched on the device
-    (``"device"``), or nowhere (``None``: a method without APR-S)."""
-    if cfg.aug.method not in ("apr_s", "apr_sp"):
-        return None
-    return "device" if cfg.data.input_path == "gpu" else "loader"
-
-#: config keys that do not change a run's trajectory: a resume may differ in them
-RESUME_FREE = frozenset({"train.out", "train.resume", "train.max_steps", "train.progress", "train.tensorboard",
-                         "train.report",
-                         "optim.epochs", "train.eval_every", "train.checkpoint_every_steps", "data.test_limit",
-                         "data.num_workers", "data.eval_batch_size", "name"})
-
-#: settings read on CUDA only (autocast, its dtype, the memory layout, cuDNN's deterministic kernels): on another device
-#: a resume that changes them changes nothing
-CUDA_ONLY = frozenset({"train.amp", "train.amp_dtype", "train.channels_last", "train.deterministic"})
-
-
-def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], ignore: typing.AbstractSet[str] = RESUME_FREE,
-                 prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config mappings (``Config.to_dict()`` / ``config.yaml``),
-    leaving out ``ignore`` (by default the keys that do not change the trajectory)."""
-    keys = []
-    for k in sorted(set(old) | set(new)):
-        a, b, full = old.get(k), new.get(k), f"{prefix}{k}"
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            keys += changed_keys(a, b, ignore, f"{full}.")
-        elif a != b and full not in ignore:
-            keys.append(full)
-    return keys
 
 
 # ------------------------------------------------------------------------------------------------- validation

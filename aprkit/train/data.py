@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .._checks import dataset_len
 from ..data.loading import SubsetDataset, batch_source, dataset_tensors
-from .config import Config, apr_s_where, expand_env
+from .config import Config, expand_env
 from .data_checks import (
     check_crop_size,
     check_label_range,
@@ -37,6 +37,7 @@ from .data_checks import (
     class_mismatch,
 )
 from .state import derive_seed
+from .trajectory import apr_s_where
 
 __all__ = ["load_datasets", "SubsetDataset", "SeededTransform", "EpochBatches", "cpu_train_transform",
            "cpu_test_transform"]

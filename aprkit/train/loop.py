@@ -47,7 +47,6 @@ from .config import (
     Config,
     config_from_dict,
     load_config,
-    recipe_version,
     resolve_amp_dtype,
     validate_config,
 )
@@ -66,6 +65,7 @@ from .state import (
     derive_seed,
     run_lock,
 )
+from .trajectory import recipe_version
 
 __all__ = ["fit", "build_model", "evaluate_accuracy", "lr_factor"]
 

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batch_ops import random_crop, random_hflip, to_float
-from .config import TWO_BATCH_METHODS, Config, apr_s_where, resolve_aug_compile
+from .config import TWO_BATCH_METHODS, Config, resolve_aug_compile
+from .trajectory import apr_s_where
 
 __all__ = ["DeviceAugment", "method_loss", "jsd_loss"]
 

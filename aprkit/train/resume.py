@@ -19,9 +19,10 @@ from torch import nn
 
 from ..distributed import DistInfo
 from ..models.normalize import unwrap_model
-from .config import CUDA_ONLY, RESUME_FREE, Config, changed_keys, recipe_version, trajectory_view
+from .config import Config
 from .optim import apply_optim_config
 from .state import load_train_checkpoint, restore_rng
+from .trajectory import CUDA_ONLY, RESUME_FREE, changed_keys, recipe_version, trajectory_view
 
 __all__ = ["RunPosition", "resume_run"]
 
@@ -74,7 +75,7 @@ def _warn_changes(state: dict[str, Any], cfg: Config, ckpt_path: Path, pos: RunP
     saved_recipe, recipe = state.get("recipe_version", 2), recipe_version(cfg)  # no field: 2 or older
     if saved_recipe != recipe:
         print(f"warning: {ckpt_path} was trained by recipe version {saved_recipe}, this aprkit trains "
-              f"version {recipe} (aprkit.train.config.RECIPE_VERSION says what changed); the resumed "
+              f"version {recipe} (aprkit.train.trajectory.RECIPE_VERSION says what changed); the resumed "
               "run will not match an uninterrupted one", file=sys.stderr)
     if changed and finished:
         print(f"note: the config differs from the checkpoint's in {', '.join(changed)}, but the run is "

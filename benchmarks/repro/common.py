@@ -147,12 +147,13 @@ PLACEMENT_KEYS = frozenset({"train.device", "train.threads", "train.amp_dtype", 
 
 def check_same_recipe(out: Path, config: Path, overrides: Sequence[str], study: Mapping[str, Any]) -> None:
     """Refuse to resume or reuse the run in ``out`` if it was trained with another recipe than ``config`` +
-    ``overrides`` + ``study``: any trajectory key of ``config.yaml`` (see ``aprkit.train.config.changed_keys``,
+    ``overrides`` + ``study``: any trajectory key of ``config.yaml`` (see ``aprkit.train.trajectory.changed_keys``,
     where the run was trained aside), the dataset kind, the epochs it holds beyond the asked ones, or the build
     hook's settings (``study.json``)."""
     import yaml
 
-    from aprkit.train.config import RESUME_FREE, changed_keys, load_config, trajectory_view
+    from aprkit.train.config import load_config
+    from aprkit.train.trajectory import RESUME_FREE, changed_keys, trajectory_view
 
     saved_path = out / "config.yaml"
     if not saved_path.is_file():

@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     from aprkit.demo.config import load_demo_data
     from aprkit.demo.pipeline import SharedCorruptions
-    from aprkit.train.config import RECIPE_VERSION
+    from aprkit.train.trajectory import RECIPE_VERSION
 
     out = Path(args.out)
     previous = out / "results.json"

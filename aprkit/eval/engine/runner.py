@@ -44,74 +44,19 @@ from ..suites.options import (
     option_error,
     parse_suite_options,
     suite_registry,
-    suites_without,
 )
 from .cache import MemoryCache, ResultCache, Unidentifiable, result_key, to_jsonable
 from .datasets import memo_dataset_ids
 from .fingerprint import model_fingerprint
-from .inference import class_sorted_limit, wants_channels_last
+from .inference import wants_channels_last
 from .models import display_name, has_conv, load_eval_model, place_model, sync_weights
 from .outdir import RunCache, SuiteIndex, merge_provenance
+from .suite_data import data_for, warn_if_limit_ignored, warn_if_limit_takes_few_classes
 
 __all__ = ["evaluate", "Results", "SUITE_VERSION"]
 
 #: version of the suite results recorded in an output folder's index (part of their key)
 SUITE_VERSION = 1
-
-
-def _data_for(data: Any, suite: str) -> Any:
-    """Per-suite data: a mapping ``{suite name: data, "default": data}`` or one dataset for every suite."""
-    if not isinstance(data, Mapping):
-        return data
-    if suite in data:
-        return data[suite]
-    if "default" in data:
-        return data["default"]
-    raise ValueError(f"no data for suite {suite!r}: the data mapping has keys {sorted(data)}; "
-                     f"add {suite!r} or 'default'")
-
-
-def warn_if_limit_ignored(names: Sequence[str], limit: int | None) -> None:
-    """Warn when a selected suite reads no ``limit`` (the cue-conflict suites score every stimulus): "the first N
-    images of each dataset" would otherwise hold for some sections of the report and silently not for others."""
-    if limit is None:
-        return
-    no_limit = suites_without("limit")
-    ignored = [n for n in names if n in no_limit]
-    if ignored:
-        verb = "it scores" if len(ignored) == 1 else "they score"
-        warnings.warn(f"limit={limit} does not apply to {', '.join(ignored)}: {verb} every stimulus (a subset of the "
-                      "cue-conflict set is no shape-bias measurement)", RuntimeWarning, stacklevel=3)
-
-
-def warn_if_limit_takes_few_classes(data: Any, limit: int | None, names: Sequence[str]) -> None:
-    """Warn when ``limit`` ("the first N images") would evaluate a class-sorted dataset's first classes only: an image
-    folder lists its images class by class, so ``folder:ROOT`` with ``limit=1000`` scored one class. Only suites
-    ``names`` that take the first N images (``Suite.limit_takes_first``; the transplant suite spreads them) count."""
-    if limit is None:
-        return
-    registry, no_limit = load_suites(), suites_without("limit")
-    relevant = [n for n in names if registry[n].limit_takes_first and n not in no_limit]
-    if not relevant:
-        return
-    from aprkit.data.loading import attribute_labels
-
-    from .datasets import as_dataset
-
-    sources = []
-    for n in relevant:  # the data these suites read (a per-suite mapping gives each its own)
-        try:
-            sources.append(_data_for(data, n))
-        except ValueError:  # no data for it: the run reports that
-            continue
-    for d in {id(v): v for v in sources}.values():
-        try:
-            labels = attribute_labels(as_dataset(d))
-        except Exception:  # noqa: BLE001 - a best-effort warning: the suite opens the data and reports its errors
-            continue
-        message = class_sorted_limit(labels, limit) if labels is not None else None
-        if message:
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def _suite_names(suite: str | Sequence[str]) -> list[str]:
@@ -263,7 +208,7 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
         ctx = EvalContext(model=net, channels_last=use_cl, model_id=name, model_key=fingerprint, **ctx_kw)
         results.models[name] = {}
         for sname in names:
-            sdata = _data_for(data, sname)
+            sdata = data_for(data, sname)
             try:
                 value, produced_by = _run_suite(registry[sname](), ctx, sdata, ctx_kw["cache"])
             except Exception as err:  # the report and results.json say which one failed, the error which model
