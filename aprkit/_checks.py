@@ -113,10 +113,12 @@ def eager_cpu(t: torch.Tensor) -> bool:
 def check_not_0_255(x: torch.Tensor, name: str = "images") -> None:
     """Refuse float images holding 0..255 values (they would come out white) or mean/std-normalised values (their
     negative part would be cut off) where results are clamped to [0, 1]: one ``aminmax`` pass, on eager CPU calls
-    only (elsewhere a host sync). Values in [-1, 2] (another augmentation's overshoot, as APR-S's) pass; NaN is
-    left to the finiteness checks."""
+    only (elsewhere a host sync). Values in [-1, 2] (another augmentation's overshoot, as APR-S's) pass; NaN and
+    infinities are left to the finiteness checks (they are no sign of a value range)."""
     if x.is_floating_point() and eager_cpu(x) and x.numel():
         lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return
         if hi > 1.0 + _OVERSHOOT:  # the bounds of check_image_tensor(overshoot=True)
             raise ValueError(f"{name} is float with values up to {hi:.4g}, but results are clamped to [0, 1] "
                              "(clamp=True): 0..255 floats? pass float images in [0, 1] (divide by 255) or uint8")

@@ -230,5 +230,22 @@ def test_albu_apr_single_reaches_other_processes_with_its_generator_shared():
     buf = io.BytesIO()
     ForkingPickler(buf, pickle.HIGHEST_PROTOCOL).dump(t)
     copy = pickle.loads(buf.getvalue())
-    assert copy._generator is copy._aprs.batch.generator
+    assert copy._generator is copy._core().batch.generator
     assert torch.equal(torch.rand(3, generator=copy._generator), torch.rand(3, generator=t._generator))
+
+
+def test_albu_apr_single_reads_settings_changed_after_construction():
+    """Changing ``recombine_p`` / ``ops`` on an instance changes what it does (albumentations' own transforms read
+    their attributes per call, and ``to_dict`` reports them): the pipeline rebuilt from its dict gives the same."""
+    img = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    t = AlbuAPRSingle(recombine_p=0.0, ops=["equalize"])
+    before = A.Compose([t], seed=0)(image=img)["image"]
+    t.recombine_p, t.ops = 1.0, ["solarize"]
+    pipeline = A.Compose([t], seed=0)
+    after = pipeline(image=img)["image"]
+    assert not np.array_equal(before, after)
+    fresh = A.Compose([AlbuAPRSingle(recombine_p=1.0, ops=["solarize"])], seed=0)(image=img)["image"]
+    np.testing.assert_array_equal(after, fresh)
+    rebuilt = A.from_dict(A.to_dict(pipeline))
+    rebuilt.set_random_seed(0)
+    np.testing.assert_array_equal(rebuilt(image=img)["image"], after)

@@ -62,6 +62,15 @@ def test_clamp_refuses_normalised_batches(low):
     assert APRPair(p=1.0, seed=0)(x).shape == x.shape  # without clamp nothing is cut off: accepted
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+def test_clamp_names_infinities_as_such(value):
+    """An infinity is no sign of a value range: the error says non-finite, not "0..255 floats?" / "normalised?"."""
+    x = _images()
+    x[1, 0, 2, 3] = value
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        APRPair(p=1.0, clamp=True, seed=0)(x)
+
+
 def test_clamp_accepts_apr_s_overshoot():
     x = _images() * 3.0 - 1.0  # [-1, 2]: what an unclamped APR-S may hand on
     assert APRPair(p=1.0, clamp=True, seed=0)(x).amin() >= 0.0

@@ -79,20 +79,30 @@ class AlbuAPRSingle(DualTransform):
         self.ops = ops
         self.dims = dims
         self._generator = torch.Generator().manual_seed(0)  # re-seeded from albumentations' generator per call
-        self._aprs = APRSingle(recombine_p, severity, ops, dims, generator=self._generator)
+        self._built: tuple[Any, APRSingle] | None = None
+        self._core()  # checks the settings now
+
+    def _core(self) -> APRSingle:
+        """The :class:`APRSingle` of the current settings: rebuilt when one was changed after construction (as
+        albumentations' own transforms read their attributes on every call, and ``to_dict`` reports them)."""
+        key = (self.recombine_p, self.severity, None if self.ops is None else tuple(self.ops), self.dims)
+        if self._built is None or self._built[0] != key:
+            self._built = (key, APRSingle(self.recombine_p, self.severity, self.ops, self.dims,
+                                          generator=self._generator))
+        return self._built[1]
 
     def get_params(self) -> dict[str, Any]:
         seed = int(self.random_generator.integers(0, 2**62))
         self._generator.manual_seed(seed)
-        return {"apr_params": self._aprs.generate_parameters()}
+        return {"apr_params": self._core().generate_parameters()}
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         h, w = params["shape"][:2]
-        m = single_transform_matrix(params["apr_params"], self._aprs.batch.ops, h, w)[0]
+        m = single_transform_matrix(params["apr_params"], self._core().batch.ops, h, w)[0]
         return {"matrix": m.numpy()}
 
     def apply(self, img: np.ndarray, apr_params: dict[str, torch.Tensor], **params: Any) -> np.ndarray:
-        return self._aprs.apply(img, apr_params)
+        return self._core().apply(img, apr_params)
 
     def apply_to_mask(self, mask: np.ndarray, matrix: np.ndarray, **params: Any) -> np.ndarray:
         if np.allclose(matrix, np.eye(3)):
