@@ -234,3 +234,22 @@ def test_a_shared_draw_over_as_many_frames_as_videos_is_refused_too():
     with pytest.raises(ValueError, match="needs same_on_batch=False"):
         kaug.VideoSequential(RandomAPRPair(p_apr=1.0, same_on_batch=True), data_format="BTCHW",
                              same_on_frame=False)(x)
+
+
+def test_p_apr_is_settable_and_checked_as_kornia_p():
+    """``p_apr`` can be changed after construction (as kornia's own ``p``); a value outside [0, 1] is refused."""
+    from aprkit.augment import APRSingle
+
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for cls in (RandomAPRPair, RandomAPRSingle):
+        aug = cls(seed=0)
+        aug.p_apr = 0.0
+        assert aug.p_apr == 0.0 and aug.core.p == 0.0
+        assert torch.equal(aug(x), x) if cls is RandomAPRPair else aug(x).shape == x.shape
+        with pytest.raises(ValueError, match="p_apr must be in"):
+            aug.p_apr = 1.5
+    single = APRSingle(p=0.5)
+    single.p = 0.25
+    assert single.batch.p == 0.25
+    with pytest.raises(ValueError, match="p must be in"):
+        single.p = -0.1

@@ -242,7 +242,12 @@ class APRSingle:
 
     @property
     def p(self) -> float:
+        """The recombination probability (settable, checked: the one of :attr:`batch`)."""
         return self.batch.p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self.batch.p = check_probability(value)
 
     def generate_parameters(self) -> dict[str, torch.Tensor]:
         """Parameters for one image (tensors of shape ``(1,)``)."""

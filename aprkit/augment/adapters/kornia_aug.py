@@ -90,7 +90,12 @@ class _SeededGate:
 
     @property
     def p_apr(self) -> float:
+        """The APR probability (settable, checked, as kornia's ``p``): the one of ``self.core``."""
         return self.core.p
+
+    @p_apr.setter
+    def p_apr(self, value: float) -> None:
+        self.core.p = check_probability(value, "p_apr")
 
     def __repr__(self) -> str:  # kornia's fields after the core's settings, whose ``p`` is ``p_apr`` here
         name, _, rest = super().__repr__().partition("(")
