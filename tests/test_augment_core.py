@@ -17,15 +17,17 @@ from aprkit.hidden.feature_apr import feature_apr_core
 
 
 def _reference_pair(x: torch.Tensor, perm: torch.Tensor, dims=(1, 2, 3)) -> torch.Tensor:
-    """``|F(x[perm])| * exp(i * angle(F(x)))`` with complex FFTs (the reference ``mix_data``), in float64."""
+    """``|F(x[perm])| * exp(i * angle(F(x)))`` with complex FFTs (the reference ``mix_data``), in float64, except
+    that a bin where ``F(x)`` is 0 (no phase; the reference gives it phase 0) stays 0."""
     f = torch.fft.fftn(x.double(), dim=dims)
-    return torch.fft.ifftn(torch.polar(f.abs()[perm], f.angle()), dim=dims).real
+    amp = torch.where(f.abs() > 1e-9, f.abs()[perm], 0.0)
+    return torch.fft.ifftn(torch.polar(amp, f.angle()), dim=dims).real
 
 
 @pytest.fixture
 def batch() -> torch.Tensor:
     x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    x[2] = 0.25  # a constant image: every non-DC bin is zero (phase 0, partner's amplitude)
+    x[2] = 0.25  # a constant image: every non-DC bin is zero (no phase: stays 0)
     return x
 
 
@@ -44,11 +46,11 @@ def test_swap_with_partner_rows_and_inplace(batch):
     z = torch.fft.rfftn(batch, dim=(1, 2, 3))
     perm = torch.tensor([1, 2, 3, 4, 5, 0])
     mag = z.abs()
-    want = fourier.with_amplitude(z, mag[perm], mag)
+    want = fourier.with_amplitude(z, mag[perm], mag, zero_bins="zero")
     torch.testing.assert_close(swap_with_partner(z, perm), want)
     rows = torch.tensor([5, 0, 0])
     torch.testing.assert_close(swap_with_partner(z, perm[:3], rows=rows),
-                               fourier.with_amplitude(z[rows], mag[perm[:3]], mag[rows]))
+                               fourier.with_amplitude(z[rows], mag[perm[:3]], mag[rows], zero_bins="zero"))
     z2 = z.clone()
     torch.testing.assert_close(swap_with_partner(z2, perm, inplace=True), want)  # zero bins: a new tensor
     z3 = torch.fft.rfftn(torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(9)), dim=(1, 2, 3))  # no zero bins
@@ -375,3 +377,54 @@ def test_apr_s_takes_another_augmentations_overshoot_as_the_hosts_do():
         aprs(x.clamp(0, 1) * 255)
     with pytest.raises(ValueError, match="normalised with a mean and std"):
         aprs((x.clamp(0, 1) - 0.5) / 0.2)
+
+
+def _grey_and_colour() -> torch.Tensor:
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(4, 3, 8, 8, generator=g)
+    x[0] = x[0, :1].expand(3, 8, 8)  # a grey image stored as RGB: its channel frequencies 1 and 2 are exact zeros
+    x[2] = 0.5  # a constant image: every non-DC bin is zero
+    return x
+
+
+def test_a_bin_without_phase_stays_zero_on_every_path(monkeypatch):
+    """APR-P of a grey image (``dims="chw"``) with a colour partner stays grey, with no spike at pixel (0, 0) (the
+    reference's phase 0 would put the partner's whole colour amplitude there); a constant image stays constant. The
+    CPU fast path, the device / compiled path, autograd and the NumPy APR-S path agree, and the reference formula is
+    kept on every bin that has a phase."""
+    x = _grey_and_colour()
+    perm = torch.tensor([1, 0, 3, 2])
+    want = _reference_pair(x, perm)
+    fast = apr_pair(x, perm)
+    grad = apr_pair(x.clone().requires_grad_(True), perm).detach()
+    monkeypatch.setattr(F, "eager_cpu", lambda t: False)
+    where = apr_pair(x, perm)
+    for out in (fast, grad, where):
+        torch.testing.assert_close(out.double(), want, atol=2e-6, rtol=0)
+    torch.testing.assert_close(fast[0, 0], fast[0, 1], atol=1e-6, rtol=0)  # still grey
+    torch.testing.assert_close(fast[0, 0], fast[0, 2], atol=1e-6, rtol=0)
+    assert float(fast[0].amax()) < 1.5 and float(fast[0].amin()) > -0.5  # no spike
+    torch.testing.assert_close(fast[2], torch.full_like(fast[2], float(x[3].mean())), atol=1e-6, rtol=0)
+    phase0 = fourier.swap_amplitude(x, x[perm], zero_bins="phase0")  # the reference formula, spike included
+    f = torch.fft.fftn(x.double(), dim=(1, 2, 3))
+    ref = torch.fft.ifftn(torch.polar(f.abs()[perm], f.angle()), dim=(1, 2, 3)).real
+    torch.testing.assert_close(phase0.double(), ref, atol=2e-6, rtol=0)
+    assert float(phase0[0, :, 0, 0].amax()) > 1.5  # the spike the default avoids
+    torch.testing.assert_close(fourier.swap_amplitude(x, x[perm]), fast, atol=2e-6, rtol=0)
+    views = np.stack([x.numpy(), x[perm].numpy()])
+    for i in range(4):  # APR-S's NumPy path (one image at a time), the phase of the first view
+        got = F.recombine_views_numpy(views[:, i], True)
+        np.testing.assert_allclose(got, fast[i].numpy(), atol=2e-6)
+    with pytest.raises(ValueError, match="zero_bins must be"):
+        fourier.swap_amplitude(x, x, zero_bins="angle")
+
+
+def test_feature_apr_keeps_a_dead_channel_dead():
+    """A channel that is all zero (a dead post-ReLU feature map) has no phase: FeatureAPR leaves it zero, in swap and
+    in mix mode, instead of giving it the partner's amplitude at phase 0 (a spike at (0, 0))."""
+    x = torch.rand(4, 6, 5, 5, generator=torch.Generator().manual_seed(2))
+    x[:, 3] = 0.0
+    for mode, lam in (("swap", None), ("mix", 0.5)):
+        out = feature_apr(x, mode=mode, lam=lam, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(out[:, 3], torch.zeros_like(out[:, 3]))
+        assert not torch.allclose(out[:, 0], x[:, 0])

@@ -203,9 +203,14 @@ def test_the_recipe_version_moves_only_for_configs_the_change_touched():
     from aprkit.train.config import config_from_dict
     from aprkit.train.trajectory import recipe_version
 
-    assert recipe_version(config_from_dict(train_config(aug={"method": "apr_sp"}))) == 3
-    assert recipe_version(config_from_dict(train_config(
-        aug={"method": "apr_sp"}, data={"input_path": "loader", "random_resized_crop": True}))) == 4
+    for method in ("apr_p", "apr_p_only", "apr_s", "apr_sp"):  # 5: a bin without phase stays 0
+        assert recipe_version(config_from_dict(train_config(aug={"method": method}))) == 5
+        assert recipe_version(config_from_dict(train_config(
+            aug={"method": method}, data={"input_path": "loader", "random_resized_crop": True}))) == 5
+    for method in ("standard", "augmix_jsd"):
+        assert recipe_version(config_from_dict(train_config(aug={"method": method}))) == 3
+    assert recipe_version(config_from_dict(train_config(aug={"method": "standard"},
+                                                        feature_apr={"layers": ["layer1"]}))) == 5
 
 
 def test_config_yaml_of_a_resumed_run_that_only_went_further_reruns_it(tmp_path):

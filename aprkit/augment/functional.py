@@ -87,8 +87,10 @@ def swap_with_partner(
     """Half spectrum ``z`` ``(N, ...)`` with each row's phase and the amplitude of row ``perm[i]``.
 
     ``rows`` (optional, like ``perm``): keep only rows ``z[rows[i]]`` (phase) with amplitude ``|z[perm[i]]|``.
-    Computes ``z * |z[perm]| / |z|``; where ``|z| == 0`` the phase is taken as 0 (``angle(0) == 0``),
-    so the bin becomes the partner's amplitude, exactly as ``|Z_p| * exp(i * angle(Z))`` would.
+    Computes ``z * |z[perm]| / |z|``; a bin where ``|z| == 0`` has no phase and stays 0 (``zero_bins="zero"`` of
+    :mod:`aprkit.fourier.mixing`): a grey image's channel frequencies 1 and 2 (``dims="chw"``) and a dead
+    feature channel stay empty, where the reference formula ``|Z_p| * exp(i * angle(Z))`` (``angle(0) == 0``)
+    would sum the partner's amplitude there into a spike at pixel (0, 0).
     Without autograd it runs on squared magnitudes, ``z * sqrt(|z[perm]|^2 / |z|^2)`` (no trigonometry,
     no complex ``abs``), and with ``inplace=True`` it overwrites ``z`` (a spectrum the caller owns).
     Zero bins are found with one ``amin`` on eager CPU calls, fixed with ``torch.where`` elsewhere.
@@ -96,7 +98,7 @@ def swap_with_partner(
     if needs_grad(z):
         mag = spectral_magnitude(z)
         own = (z, mag) if rows is None else (z.index_select(0, rows), mag.index_select(0, rows))
-        return with_amplitude(own[0], mag.index_select(0, perm), own[1])
+        return with_amplitude(own[0], mag.index_select(0, perm), own[1], zero_bins="zero")
     m2 = spectral_power(z)
     m2_own = m2
     if rows is not None:  # a fresh gathered copy: free to overwrite
@@ -106,12 +108,9 @@ def swap_with_partner(
         out = transfer_amplitude(z, m2_own, m2_partner, inplace=inplace)
         if out is not None:
             return out
-    vr = torch.view_as_real(z)
-    zero = m2_own <= _TINY * _TINY  # such a bin becomes (1, 0) * |z[perm]|: phase 0, the partner's amplitude
-    ratio = m2_partner.div_(torch.where(zero, 1.0, m2_own)).sqrt_()
-    out = torch.where(zero.unsqueeze(-1), 0.0, vr)
-    out[..., 0].add_(zero)
-    return torch.view_as_complex(out.mul_(ratio.unsqueeze(-1)))
+    zero = m2_own <= _TINY * _TINY  # no phase: the bin stays 0
+    ratio = m2_partner.div_(torch.where(zero, 1.0, m2_own)).sqrt_().masked_fill_(zero, 0.0)
+    return torch.view_as_complex(torch.view_as_real(z) * ratio.unsqueeze(-1))
 
 
 def _check_perm(perm: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
@@ -285,9 +284,8 @@ def recombine_views_numpy(views: np.ndarray, phase_from_first: bool, dims: Dims 
     ok = mp > _TINY
     if ok.all():
         spec = zp * (amp / mp)
-    else:
+    else:  # a bin without phase stays 0, as in swap_with_partner
         spec = zp * np.where(ok, amp / np.where(ok, mp, 1), 0).astype(mp.dtype)
-        spec[~ok] = amp[~ok]
     return sfft.irfftn(spec, s=[views.shape[a] for a in axes], axes=[a - 1 for a in axes])
 
 

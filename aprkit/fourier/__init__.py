@@ -32,7 +32,7 @@ from .images import (
     phase_only,
     swap_amplitude,
 )
-from .mixing import mix_spectra, transfer_amplitude, with_amplitude
+from .mixing import ZeroBins, mix_spectra, transfer_amplitude, with_amplitude
 from .spectra import Dims, amplitude_phase, recombine, spectral_magnitude, spectral_power, spectrum
 
 __all__ = [
@@ -55,4 +55,5 @@ __all__ = [
     "mix_spectra",
     "transfer_amplitude",
     "with_amplitude",
+    "ZeroBins",
 ]

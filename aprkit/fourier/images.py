@@ -21,7 +21,7 @@ from .._checks import (
     restore_dtype,
 )
 from .fft import fftn, ifftn, rfftn
-from .mixing import mix_spectra, with_amplitude
+from .mixing import ZeroBins, check_zero_bins, mix_spectra, with_amplitude
 from .spectra import Dims, _as_float, _irfft, spectral_magnitude
 
 __all__ = [
@@ -74,23 +74,28 @@ def _out_dtype(x: torch.Tensor, y: torch.Tensor) -> torch.dtype:
     return x.dtype if x.dtype == y.dtype else torch.promote_types(_as_float(x).dtype, _as_float(y).dtype)
 
 
-def swap_amplitude(phase_source: torch.Tensor, amplitude_source: torch.Tensor, dims: Dims = "chw") -> torch.Tensor:
+def swap_amplitude(phase_source: torch.Tensor, amplitude_source: torch.Tensor, dims: Dims = "chw", *,
+                   zero_bins: ZeroBins = "zero") -> torch.Tensor:
     """Image with the phase of ``phase_source`` and the amplitude of ``amplitude_source``.
 
     Both ``(..., C, H, W)``, on one scale (both uint8 0-255 or both floating 0-1); leading shapes broadcast. Returns
     the dtype of ``phase_source`` when both dtypes agree (uint8 rounded and clamped), otherwise the promoted
-    floating dtype.
+    floating dtype. A bin where ``phase_source`` has no amplitude, hence no phase (a grey image's channel
+    frequencies 1 and 2 under ``dims="chw"``), stays 0 (``zero_bins="zero"``); ``"phase0"`` gives it phase 0 as
+    the reference formula ``|A| * exp(i * angle(P))`` does, which puts that amplitude into a spike at pixel (0, 0)
+    (:data:`aprkit.fourier.mixing.ZeroBins`). The same holds for the other amplitude ops here.
     """
     _check_pair(phase_source, amplitude_source, "phase_source", "amplitude_source")
     _check_same_scale(phase_source, amplitude_source, "phase_source", "amplitude_source")
     fft_dims = check_dims(dims)
     zp, za = _pair_spectra(phase_source, amplitude_source, fft_dims, ("phase_source", "amplitude_source"))
-    out = _irfft(mix_spectra(zp, za, inplace=True), phase_source, fft_dims)
+    out = _irfft(mix_spectra(zp, za, inplace=True, zero_bins=check_zero_bins(zero_bins)), phase_source, fft_dims)
     return restore_dtype(out, _out_dtype(phase_source, amplitude_source))
 
 
 def mix_amplitude(
-    x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor = 0.5, dims: Dims = "hw"
+    x: torch.Tensor, y: torch.Tensor, lam: float | torch.Tensor = 0.5, dims: Dims = "hw", *,
+    zero_bins: ZeroBins = "zero",
 ) -> torch.Tensor:
     """FACT-style amplitude mix: amplitude ``(1 - lam) * |X| + lam * |Y|`` with the phase of ``x``.
 
@@ -125,7 +130,7 @@ def mix_amplitude(
     else:
         lam_t = check_probability(lam, "lam")
     zx, zy = _pair_spectra(x, y, fft_dims)
-    out = _irfft(mix_spectra(zx, zy, lam_t, inplace=True), x, fft_dims)
+    out = _irfft(mix_spectra(zx, zy, lam_t, inplace=True, zero_bins=check_zero_bins(zero_bins)), x, fft_dims)
     return restore_dtype(out, _out_dtype(x, y))
 
 
@@ -161,7 +166,8 @@ def low_frequency_mask(
     return (rows[:, None] & cols[None, :]).unsqueeze(0).to(device)
 
 
-def low_frequency_swap(x: torch.Tensor, y: torch.Tensor, beta: float = 0.01, dims: Dims = "hw") -> torch.Tensor:
+def low_frequency_swap(x: torch.Tensor, y: torch.Tensor, beta: float = 0.01, dims: Dims = "hw", *,
+                       zero_bins: ZeroBins = "zero") -> torch.Tensor:
     """FDA-style swap: ``x`` takes the amplitude of ``y`` inside the centred low-frequency square.
 
     The square has half-width ``floor(beta * min(H, W))`` (Yang & Soatto, CVPR 2020; the True region of
@@ -183,14 +189,16 @@ def low_frequency_swap(x: torch.Tensor, y: torch.Tensor, beta: float = 0.01, dim
         zx = zx.expand(*lead, *zx.shape[-3:]).clone()
     rows = torch.tensor(_low_band(x.shape[-2], b), device=zx.device)
     band = zx[..., : min(b, x.shape[-1] // 2) + 1]  # a view: the band's columns, every row
-    swapped = mix_spectra(band.index_select(-2, rows), zy[..., : band.shape[-1]].index_select(-2, rows), inplace=True)
+    swapped = mix_spectra(band.index_select(-2, rows), zy[..., : band.shape[-1]].index_select(-2, rows), inplace=True,
+                          zero_bins=check_zero_bins(zero_bins))
     band.index_copy_(-2, rows, swapped)
     out = _irfft(zx, x, fft_dims)
     return restore_dtype(out, _out_dtype(x, y))
 
 
 def phase_only(
-    x: torch.Tensor, magnitude: Literal["unit", "mean"] | torch.Tensor = "mean", dims: Dims = "chw"
+    x: torch.Tensor, magnitude: Literal["unit", "mean"] | torch.Tensor = "mean", dims: Dims = "chw", *,
+    zero_bins: ZeroBins = "zero",
 ) -> torch.Tensor:
     """Oppenheim-Lim phase-only reconstruction of ``x`` ``(..., C, H, W)``.
 
@@ -199,12 +207,14 @@ def phase_only(
     everywhere: ``ValueError``). ``"mean"`` sets every amplitude to the image's own mean amplitude over ``dims``
     (keeps the energy scale); a tensor gives an explicit amplitude spectrum (full-size, broadcastable to
     ``x``), e.g. a dataset-mean amplitude from ``amplitude_phase``. Returns ``x``'s dtype, as every op here.
+    Bins of ``x`` without amplitude stay 0 (``zero_bins``, as in :func:`swap_amplitude`).
     """
     check_image_tensor(x, "x")
     if x.dtype == torch.uint8 and isinstance(magnitude, str) and magnitude == "unit":
         raise ValueError("phase_only(magnitude='unit') needs a floating image: its values are about 1 / sqrt(N) "
                          "and would round to 0 in uint8; pass x.float() / 255, or magnitude='mean'")
     fft_dims = check_dims(dims)
+    check_zero_bins(zero_bins)
     xf = _as_float(x)
     amp: torch.Tensor | float
     if isinstance(magnitude, torch.Tensor):
@@ -215,7 +225,7 @@ def phase_only(
             raise ValueError(
                 f"magnitude of shape {tuple(magnitude.shape)} does not broadcast to {tuple(x.shape)}"
             ) from None
-        out = ifftn(with_amplitude(z, amp), fft_dims).real
+        out = ifftn(with_amplitude(z, amp, zero_bins=zero_bins), fft_dims).real
         return restore_dtype(out, x.dtype)
     z = rfftn(xf, fft_dims)
     if magnitude == "unit":
@@ -224,7 +234,7 @@ def phase_only(
         amp = spectral_magnitude(fftn(xf, fft_dims)).mean(dim=fft_dims, keepdim=True)
     else:
         raise ValueError(f"magnitude must be 'unit', 'mean' or a tensor, got {magnitude!r}")
-    out = _irfft(with_amplitude(z, amp), x, fft_dims)
+    out = _irfft(with_amplitude(z, amp, zero_bins=zero_bins), x, fft_dims)
     return restore_dtype(out, x.dtype)
 
 

@@ -7,12 +7,29 @@ APR build on these.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from .._checks import broadcast_shape, eager_cpu, needs_grad
 from .spectra import _TINY, spectral_magnitude, spectral_power
 
-__all__ = ["with_amplitude", "transfer_amplitude", "mix_spectra"]
+__all__ = ["ZeroBins", "check_zero_bins", "with_amplitude", "transfer_amplitude", "mix_spectra"]
+
+#: what a bin without phase (``|z| == 0``: a grey image's channel frequencies 1 and 2 under ``dims="chw"``, every
+#: non-DC bin of a constant image or of a dead feature channel) becomes when it is given an amplitude: ``"zero"``
+#: stays 0 (the image keeps its structure; the default of the amplitude swaps and APR), ``"phase0"`` takes phase 0
+#: (``angle(0) == 0``: the reference formula ``|A| * exp(i * angle(z))``, which sums the whole given amplitude of
+#: such bins into one spike at the origin pixel; the sign convention of :func:`with_amplitude` and the hidden codes)
+ZeroBins = Literal["zero", "phase0"]
+
+
+def check_zero_bins(value: object) -> ZeroBins:
+    """Validate a ``zero_bins`` argument (``"zero"`` or ``"phase0"``, see :data:`ZeroBins`)."""
+    if value not in ("zero", "phase0"):
+        raise ValueError(f"zero_bins must be 'zero' (a bin without phase stays 0) or 'phase0' (it takes phase 0, "
+                         f"angle(0) == 0), got {value!r}")
+    return value
 
 
 def _scale(z: torch.Tensor, ratio: torch.Tensor, inplace: bool) -> torch.Tensor:
@@ -34,7 +51,7 @@ def transfer_amplitude(
 ) -> torch.Tensor | None:
     """The no-autograd fast path of an amplitude swap or mix: ``z`` with its phase and the amplitude
     ``(1 - lam) * |z| + lam * sqrt(source_power)``, or ``None`` when ``z`` has a zero bin (``|z| <= _TINY``:
-    the caller then takes :func:`with_amplitude`, which gives such a bin phase 0).
+    the caller then takes :func:`with_amplitude`, which handles such bins as its ``zero_bins`` says).
 
     ``power`` is ``|z|^2`` (:func:`spectral_power`); ``source_power`` (real, broadcastable, owned by the caller:
     it is overwritten when the shapes allow) the source amplitude squared; ``lam`` a float or a tensor
@@ -54,12 +71,14 @@ def transfer_amplitude(
 
 
 def with_amplitude(
-    z: torch.Tensor, amplitude: float | torch.Tensor, mag: torch.Tensor | None = None, *, inplace: bool = False
+    z: torch.Tensor, amplitude: float | torch.Tensor, mag: torch.Tensor | None = None, *, inplace: bool = False,
+    zero_bins: ZeroBins = "phase0",
 ) -> torch.Tensor:
     """``amplitude * exp(i * angle(z))`` for a complex spectrum ``z``, computed as ``z * amplitude / |z|``.
 
     ``amplitude`` is real, broadcastable to ``z`` (or a float); ``mag`` may pass a precomputed ``|z|``.
-    Where ``|z| == 0`` the phase is taken as 0 (``angle(0) == 0``), so the bin becomes ``amplitude``.
+    Where ``|z| == 0`` (no phase) the bin becomes ``amplitude`` with phase 0 (``zero_bins="phase0"``, the
+    default here: ``angle(0) == 0``, the sign ``+1`` of 0) or stays 0 (``"zero"``; see :data:`ZeroBins`).
     No trigonometry, real multiplies only; safe gradients at ``|z| == 0``. Returns a complex tensor of
     the broadcast shape. ``inplace=True`` lets it overwrite ``z`` (a spectrum the caller owns) when no
     gradient is involved. Eager CPU calls look for zero bins with one ``amin`` (a host read); on other
@@ -72,19 +91,21 @@ def with_amplitude(
     ok = mag > _TINY
     ratio = torch.where(ok, amplitude / torch.where(ok, mag, 1.0), 0.0)
     out = torch.view_as_real(z) * ratio.unsqueeze(-1)
-    out[..., 0] = torch.where(ok, out[..., 0], amplitude)
+    if zero_bins == "phase0":
+        out[..., 0] = torch.where(ok, out[..., 0], amplitude)
     return torch.view_as_complex(out)
 
 
 def mix_spectra(
     z: torch.Tensor, source: torch.Tensor, lam: float | torch.Tensor = 1.0, *, perm: torch.Tensor | None = None,
-    inplace: bool = False,
+    inplace: bool = False, zero_bins: ZeroBins = "zero",
 ) -> torch.Tensor:
     """Spectrum with the phase of ``z`` and the amplitude ``(1 - lam) * |z| + lam * |source[perm]|``.
 
     ``source`` is a spectrum broadcastable to ``z`` (``z`` itself with ``perm`` for batch partners); ``perm``
     ``None`` takes it as it is; ``lam`` a float or a real tensor broadcastable to ``z`` (``1.0``: a plain
-    amplitude swap). Where ``|z| == 0`` the phase is 0, as in :func:`with_amplitude`. Without autograd on eager
+    amplitude swap). A bin where ``|z| == 0`` (no phase) stays 0 (``zero_bins="zero"``, the default) or takes the
+    amplitude with phase 0 (``"phase0"``, the reference formula; see :data:`ZeroBins`). Without autograd on eager
     CPU tensors it runs :func:`transfer_amplitude` on squared magnitudes (fewest passes), otherwise magnitudes
     and :func:`with_amplitude` (differentiable, no host sync). ``inplace=True`` lets it overwrite ``z``.
     """
@@ -100,4 +121,4 @@ def mix_spectra(
     if perm is not None:
         src_mag = src_mag.index_select(0, perm)
     amp = src_mag if isinstance(lam, float) and lam == 1.0 else (1 - lam) * mag + lam * src_mag
-    return with_amplitude(z, amp, mag, inplace=inplace)
+    return with_amplitude(z, amp, mag, inplace=inplace, zero_bins=zero_bins)

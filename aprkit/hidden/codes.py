@@ -15,6 +15,10 @@ spectrum is not Hermitian) and the results stay complex. Real grids give real re
 Real grids go through :mod:`aprkit.fourier` for all Fourier work; complex grids take their full FFT here
 (``torch.fft.fftn``, which :mod:`aprkit.fourier`'s image functions do not accept) and recombine amplitude and
 phase with :func:`aprkit.fourier.with_amplitude`.
+
+A bin or element without phase (``z == 0``) takes phase 0 in every code here (``zero_bins="phase0"``, the
+papers' ``angle(0) == 0``), so that the sign of 0 is ``+1`` and the ``"phase"`` code agrees with it; the image
+ops and APR leave such bins at 0 instead (:data:`aprkit.fourier.mixing.ZeroBins`).
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ def transplant(donor: torch.Tensor, receiver: torch.Tensor, code: Code, dims: fo
             return _ifft(spectrum, dims)
         return fourier.with_amplitude(donor, fourier.spectral_magnitude(receiver))
     if code == "phase":
-        return fourier.swap_amplitude(donor, receiver, dims=dims)
+        return fourier.swap_amplitude(donor, receiver, dims=dims, zero_bins="phase0")
     return signum(donor) * receiver.abs()
 
 
@@ -94,7 +98,7 @@ def with_magnitude(x: torch.Tensor, mag: torch.Tensor, code: Code, dims: fourier
             return _ifft(fourier.with_amplitude(_fft(x, dims), mag), dims)
         return fourier.with_amplitude(x, mag)
     if code == "phase":
-        return fourier.phase_only(x, magnitude=mag, dims=dims)
+        return fourier.phase_only(x, magnitude=mag, dims=dims, zero_bins="phase0")
     return signum(x) * mag.to(x.dtype)
 
 

@@ -10,24 +10,27 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from .config import Config, config_from_dict
+from .config import PAIR_METHODS, Config, config_from_dict
 
 __all__ = ["RECIPE_VERSION", "recipe_version", "apr_s_where", "RESUME_FREE", "CUDA_ONLY", "changed_keys",
            "with_defaults", "trajectory_view"]
 
 #: the version of what the methods train (2: ``apr_p`` is the reference's CE(x) + CE(APR-P(x)), 50509bc; 3: APR-S
 #: draws each image's ops from its own row, whatever the batch size; 4: with ``data.random_resized_crop`` the loader
-#: path crops before APR-S, as the reference's ImageNet code and the device path do). A run's own version is
-#: :func:`recipe_version` of its config: part of the keys of trained runs that are reused by their config (the demo's
-#: run folders) and checked on resume
-RECIPE_VERSION = 4
+#: path crops before APR-S, as the reference's ImageNet code and the device path do; 5: an amplitude swap leaves a
+#: bin without phase at 0 -- a grey image's channel frequencies 1 and 2, a dead feature channel -- where it gave
+#: the bin the partner's amplitude at phase 0, a spike at pixel (0, 0); see ``aprkit.fourier.mixing.ZeroBins``). A
+#: run's own version is :func:`recipe_version` of its config: part of the keys of trained runs that are reused by
+#: their config (the demo's run folders) and checked on resume
+RECIPE_VERSION = 5
 
 
 def recipe_version(cfg: Config) -> int:
-    """The latest :data:`RECIPE_VERSION` that changed what ``cfg`` trains: 4 only for APR-S in the DataLoader
-    workers with ``random_resized_crop`` (where the crop moved before it), else 3, so that runs the change does not
-    touch keep their keys and resume without a warning."""
-    return 4 if apr_s_where(cfg) == "loader" and cfg.data.random_resized_crop else 3
+    """The latest :data:`RECIPE_VERSION` that changed what ``cfg`` trains: 5 for every method that swaps amplitudes
+    (APR-P, APR-S, FeatureAPR), else 3, so that runs the changes do not touch keep their keys and resume without a
+    warning."""
+    swaps = cfg.aug.method in PAIR_METHODS or apr_s_where(cfg) is not None or bool(cfg.feature_apr.layers)
+    return 5 if swaps else 3
 
 
 def apr_s_where(cfg: Config) -> Literal["loader", "device"] | None:
