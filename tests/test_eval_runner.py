@@ -117,11 +117,25 @@ def test_channels_last_default_on_cpu_gives_the_same_numbers():
     torch.testing.assert_close(cl.logits, ref.logits, rtol=1e-4, atol=1e-5)
     res = evaluate(Tiny(), suite="corruption", data=ds, corruptions=["none"], device="cpu", batch_size=8,
                    progress=False, report=False)
-    assert res.meta["channels_last"] is True  # conv models default to channels_last on every device
+    assert res.meta["channels_last"] == [True]  # conv models default to channels_last on every device
     off = evaluate(Tiny(), suite="corruption", data=ds, corruptions=["none"], device="cpu", batch_size=8,
                    channels_last=False, progress=False, report=False)
-    assert off.meta["channels_last"] is False
+    assert off.meta["channels_last"] == [False]
     assert res.models == off.models
+
+
+def test_results_reused_from_another_memory_format_say_which_produced_them(tmp_path):
+    """channels_last is not in the cache keys (it moves the last bits only, as the batch size): numbers reused from
+    a channels_last run are listed as produced by it, not as by the current setting (tester)."""
+    ds = small_data(24)
+    kw = dict(suite="corruption", data=ds, corruptions=["none"], device="cpu", batch_size=8, progress=False,
+              report=False, out_dir=tmp_path)
+    first = evaluate(Tiny(), **kw)
+    again = evaluate(Tiny(), channels_last=False, **kw)
+    assert first.meta["channels_last"] == [True] and again.meta["channels_last"] == [True]
+    assert again.models == first.models
+    fresh = evaluate(Tiny(), channels_last=False, **{**kw, "out_dir": tmp_path / "other"})
+    assert fresh.meta["channels_last"] == [False]
 
 
 class _Flattens(nn.Module):

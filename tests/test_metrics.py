@@ -398,3 +398,16 @@ def test_oracle_review_nll_is_the_cross_entropy_and_bfloat16_and_edge_keys():
     errs = {c: [0.1] * 5 for c in M.CORRUPTIONS}
     spelled = tuple(c.replace("_", " ").title() for c in M.CORRUPTIONS)
     assert M.mean_corruption_error(errs, corruptions=spelled) == pytest.approx(0.1)
+
+
+def test_integer_scores_keep_their_order_beyond_float32():
+    """Integer scores are compared exactly (float64): above 2**24 float32 would tie distinct integers; unsigned
+    integer dtypes are accepted."""
+    import numpy as np
+
+    from aprkit.eval import metrics as M
+
+    assert M.auroc([16777217], [16777216]) == 1.0
+    s_in, s_out = np.array([16777217, 16777219]), np.array([16777216, 16777218])
+    assert M.auroc(s_in, s_out) == 0.75 and M.fpr_at_tpr(s_in, s_out) == 0.5
+    assert M.auroc(np.array([3, 5], dtype=np.uint64), np.array([1.0, 4.0], dtype=np.float32)) == 0.75

@@ -30,7 +30,7 @@ whole-suite entries and the output folder's suite index all use it, mostly throu
 Not in keys: device, batch size, data-loader workers, world size (``torchrun``) and channels_last. They
 change only the floating-point rounding of a forward pass (generated corruptions are seeded per image,
 see ``suites/corruption.py``), so cells may be shared between such runs; each stored value records the
-world size, batch size and device that produced it (``_produced_by``, kept by the runner) and
+world size, batch size, device and channels_last that produced it (``_produced_by``, kept by the runner) and
 ``results.json`` lists them. A unit whose inputs cannot be identified (e.g. a lambda as the -C source) is
 computed every time and never cached.
 """

@@ -2,11 +2,11 @@
 
 :class:`RunCache` wraps the result cache for one ``evaluate`` call: ``resume=False`` ignores old
 entries, under ``torchrun`` only rank 0 writes and every rank sees the same hits, and every stored value
-carries ``_produced_by`` (the world sizes, batch sizes and devices that produced it). Cells are keyed by
+carries ``_produced_by`` (the world sizes, batch sizes, devices and memory formats that produced it). Cells are keyed by
 what changes their numbers (:func:`aprkit.eval.engine.cache.result_key`), not by how they were batched or
 sharded, so a single-process run may reuse cells of a ``torchrun`` run; ``_produced_by`` keeps such
 reuse visible: the runner collects it per suite and ``results.json`` lists it (``meta.provenance`` and
-the ``world_size`` / ``batch_size`` / ``device`` lists of ``meta``).
+the ``world_size`` / ``batch_size`` / ``device`` / ``channels_last`` lists of ``meta``).
 
 :class:`SuiteIndex` is ``<out>/index.json``: one entry per (model label, suite) finished in that folder,
 holding the suite's result, its cache key, the model's weights fingerprint and its provenance.
@@ -33,11 +33,12 @@ __all__ = ["RunCache", "SuiteIndex", "PRODUCED_BY", "merge_provenance"]
 
 #: key of the provenance record inside every stored cache value
 PRODUCED_BY = "_produced_by"
-_PROVENANCE_FIELDS = ("world_size", "batch_size", "device")
+_PROVENANCE_FIELDS = ("world_size", "batch_size", "device", "channels_last")
 
 
 def merge_provenance(records: Iterable[Mapping[str, Any] | None]) -> dict[str, list]:
-    """Union of provenance records ``{"world_size": [...], "batch_size": [...], "device": [...]}`` (sorted lists)."""
+    """Union of provenance records ``{"world_size": [...], "batch_size": [...], "device": [...],
+    "channels_last": [...]}`` (sorted lists; a field no record has is left out)."""
     out: dict[str, set] = {f: set() for f in _PROVENANCE_FIELDS}
     for rec in records:
         for f in _PROVENANCE_FIELDS:
@@ -53,6 +54,7 @@ class RunCache:
     def __init__(self, backend: Any, resume: bool, produced_by: Mapping[str, Any]) -> None:
         self.backend = backend
         self.resume = resume
+        self._producer = dict(produced_by)
         self.produced_by = merge_provenance([produced_by])
         self.mem: dict[str, dict] = {}
         self._seen: list[Mapping[str, Any]] = []
@@ -60,6 +62,11 @@ class RunCache:
         if group_info()[1] > 1:
             torch.distributed.barrier()
             self.snapshot = set(backend.keys()) if resume else set()
+
+    def produced_with(self, **fields: Any) -> None:
+        """Settings of this run that hold from now on (the model's memory format) in what it stores."""
+        self._producer.update(fields)
+        self.produced_by = merge_provenance([self._producer])
 
     def get(self, key: str) -> dict | None:
         if key in self.mem:
@@ -74,7 +81,7 @@ class RunCache:
         return value
 
     def put(self, key: str, value: Mapping[str, Any]) -> None:
-        """Store ``value`` stamped with this run's world size, batch size and device."""
+        """Store ``value`` stamped with this run's world size, batch size, device and memory format."""
         stored = dict(to_jsonable(value))
         stored[PRODUCED_BY] = self.produced_by
         self.mem[key] = stored

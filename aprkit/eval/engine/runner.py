@@ -193,6 +193,7 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
         use_cl = wants_channels_last(net, has_conv(net) if channels_last is None else bool(channels_last))
         net = place_model(net, dev, use_cl)
         run.settings["channels_last"] = use_cl
+        ctx_kw["cache"].produced_with(channels_last=use_cl)  # it moves the last bits: recorded as the batch size is
         # hashed afresh: writes through .data (sync_weights, EMA helpers swapping weights in) keep version counters
         fingerprint = model_fingerprint(net, reuse=False)
         name = given_id or display
@@ -305,7 +306,8 @@ class _Run:
         return out
 
     def meta(self, index: SuiteIndex) -> dict:
-        """Run metadata; ``world_size``/``batch_size``/``device``/``amp`` list what produced the results shown."""
+        """Run metadata; ``world_size``/``batch_size``/``device``/``amp``/``channels_last`` list what produced the
+        results shown."""
         import aprkit
 
         st = self.settings
@@ -335,7 +337,7 @@ class _Run:
                         else _describe(st["opts"]) if not options else "mixed (see provenance)"),
             "device": produced.get("device", [st["dev"].type]),
             "amp": sorted({bool(p.get("amp")) for p in entries}) or [st["amp"]],
-            "channels_last": st.get("channels_last"),
+            "channels_last": produced.get("channels_last", [st["channels_last"]] if "channels_last" in st else []),
             "batch_size": produced.get("batch_size", [st["batch_size"]]),
             "world_size": produced.get("world_size", [st["world"]]),
             "provenance": prov,

@@ -30,9 +30,12 @@ def as_tensor(x: Any, name: str) -> torch.Tensor:
 
 
 def _float(x: torch.Tensor, name: str) -> torch.Tensor:
-    integer = x.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
-    if x.dtype == torch.bool or not (x.is_floating_point() or integer):
-        raise TypeError(f"{name} must be a real numeric tensor, got dtype {x.dtype}")
+    """``x`` as float32, float64 if it is float64 or integer (so that distinct integers up to 2**53 stay distinct:
+    float32 would tie them from 2**24 on)."""
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"{name} must be a real numeric tensor (integer or floating), got dtype {x.dtype}")
+    if not x.is_floating_point():  # signed or unsigned integers
+        return x.to(torch.float64)
     return x.double() if x.dtype == torch.float64 else x.float()
 
 
