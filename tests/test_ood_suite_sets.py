@@ -119,3 +119,30 @@ def test_in_accuracy_only_for_labels_in_the_models_classes(tmp_path) -> None:
     r = next(iter(evaluate(Tiny(), "ood", "synthetic:12", ood=["noise:gaussian"], options=OPTS,
                            progress=False).models.values()))["ood"]
     assert r["in_accuracy"] * 12 == round(r["in_accuracy"] * 12)
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], 0
+
+
+@pytest.mark.parametrize(("images", "message"), [
+    (torch.zeros(0, 3, 8, 8, dtype=torch.uint8), "holds no images"),
+    (torch.zeros(4, 8, 8, dtype=torch.uint8), r"expected images as \(C, H, W\) tensors .* got shape \(8, 8\)"),
+])
+def test_an_empty_or_two_dimensional_ood_dataset_is_named(images, message) -> None:
+    """A Dataset OOD set without images, or of (H, W) images, is refused naming the set and what was expected (it was
+    a bare IndexError / unpacking error)."""
+    with pytest.raises(ValueError, match=message):
+        evaluate(Tiny(), "ood", "synthetic:12", ood={"mine": _Images(images)}, options=OPTS, progress=False)
+
+
+def test_a_score_named_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="ood_scores names msp more than once"):
+        evaluate(Tiny(), "ood", "synthetic:12", options={"ood_scores": ["msp", "msp", "energy"]}, progress=False)

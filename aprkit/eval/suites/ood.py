@@ -62,7 +62,8 @@ class OODOptions(LimitOption):
     ood: Any = None
     """OOD sets: dataset specs (a list or comma-separated text) or a mapping name -> spec/Dataset; else noise sets"""
     ood_limit: int | None = Field(default=None, ge=1)
-    """images per OOD set (default: ``limit``, else as many as the in-distribution set has)"""
+    """images per OOD set: the first N of a dataset (default: ``limit``, else all of it); the size of a generated
+    ``noise:`` set (default: ``limit``, else as many as the in-distribution set has)"""
     ood_scores: list[str] = list(SCORES)
     """the scores to compute, of msp, max_logit, energy, odin, mahalanobis, knn (default: all)"""
     fit: Any = None
@@ -88,6 +89,9 @@ class OODOptions(LimitOption):
         for s in v:
             if s not in SCORES:
                 raise ValueError(f"unknown OOD score {s!r}{nearest_names(s, list(SCORES))}; known: {', '.join(SCORES)}")
+        twice = sorted({s for s in v if v.count(s) > 1})
+        if twice:
+            raise ValueError(f"ood_scores names {', '.join(twice)} more than once; list each score once")
         return v or list(SCORES)
 
 
@@ -168,15 +172,22 @@ def _open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool,
 
         return get_dataset(spec, "test", size=(h, w), channels=c, n=n, seed=seed), None
     ds = as_dataset(spec)
+    name = spec if isinstance(spec, str) else describe_value(spec)
+    if len(ds) == 0:
+        raise ValueError(f"OOD set {name} holds no images; expected a dataset of (C, H, W) images")
+    first = ds[0][0]
+    if not isinstance(first, torch.Tensor) or first.ndim != 3:
+        got = f"shape {tuple(first.shape)}" if isinstance(first, torch.Tensor) else type(first).__name__
+        raise ValueError(f"OOD set {name}: expected images as (C, H, W) tensors (uint8 or float in [0, 1]), got {got}")
     _warn_first_classes(spec, ds, limit)
-    own = [int(d) for d in ds[0][0].shape[-2:]]
+    own = [int(d) for d in first.shape[-2:]]
     if resize:  # every image: a mixed folder's first image may have the in-distribution size
         from aprkit.data.folder import ResizedDataset
 
         return ResizedDataset(ds, (h, w)), (None if own == [h, w] else own)
     if own == [h, w]:
         return ds, None
-    warnings.warn(f"OOD set {describe_value(spec) if not isinstance(spec, str) else spec}: its images are "
+    warnings.warn(f"OOD set {name}: its images are "
                   f"{own[0]}x{own[1]}, the in-distribution ones {h}x{w}, and ood_resize is off: the scores also "
                   "measure the change of resolution", RuntimeWarning, stacklevel=3)
     return ds, None
