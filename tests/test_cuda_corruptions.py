@@ -83,7 +83,7 @@ def test_item_draws_identical_on_device() -> None:
     tables flips one."""
     from aprkit.corruptions._random import ItemKeys, normal, poisson, randint, uniform
 
-    seeds = item_seeds(0, "draws", 3, "cifar", torch.arange(64))
+    seeds = item_seeds(0, "gaussian_noise", 3, "cifar", torch.arange(64))
 
     def draws(dev: torch.device) -> list[torch.Tensor]:
         k = ItemKeys(seeds, dev)

@@ -171,3 +171,15 @@ def test_failing_tests_and_section_problems_render_side_by_side(tmp_path: Path) 
     report["goals"] = goals(report)
     md = markdown(report, {"tests": "CUDA tests"})
     assert "- failure: tests/test_cuda.py::t: boom" in md and "| tests | error |" in md
+
+
+def test_the_cuda_tests_pass_with_the_cpu_standing_in() -> None:
+    """``make gpu-check`` runs ``tests/test_cuda*.py`` on a GPU that is lent only now and then: run here with the CPU
+    as their device (``APRKIT_TEST_DEVICE=cpu``), so that a test gone stale fails in CI, not in those minutes (one
+    called a checked API with a made-up corruption name and failed on every GPU run)."""
+    env = {**os.environ, "APRKIT_TEST_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+                           *sorted(str(p) for p in (REPO / "tests").glob("test_cuda*.py"))],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and " skipped" not in proc.stdout.splitlines()[-1]
