@@ -332,11 +332,14 @@ def draw_overhead_vs_baseline(rev: str, batch: int, repeats: int, clock_name: st
 
 
 def main(argv: list[str] | None = None) -> int:
+    from aprkit.cli._common import positive_int
+
     ap = argparse.ArgumentParser(description="aprkit.corruptions throughput")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (1 is best on a loaded CPU)")
-    ap.add_argument("--batch32", type=int, default=256)
-    ap.add_argument("--batch224", type=int, default=16)
+    ap.add_argument("--threads", type=positive_int, default=None,
+                    help="torch intra-op threads (1 is best on a loaded CPU)")
+    ap.add_argument("--batch32", type=positive_int, default=256)
+    ap.add_argument("--batch224", type=positive_int, default=16)
     ap.add_argument("--side-python", default=None,
                     help="a python where imagecorruptions works (NumPy 1.26, scikit-image 0.19.3): times it on the same "
                          "images (one thread, CPU time, min over --repeats) and prints the ratios; with --orig-dir also "
@@ -344,11 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--orig-dir", default=None)
     ap.add_argument("--baseline-rev", default=None,
                     help="git revision whose corruption code is timed against the working copy (224 px, seeded)")
-    ap.add_argument("--ic-images", type=int, default=4, help="images per imagecorruptions timing (--side-python)")
-    ap.add_argument("--rounds", type=int, default=1,
+    ap.add_argument("--ic-images", type=positive_int, default=4, help="images per imagecorruptions timing (--side-python)")
+    ap.add_argument("--rounds", type=positive_int, default=1,
                     help="224 px: time both sides this many times, alternating (imagecorruptions, then aprkit), and "
                          "keep each side's minimum over all rounds (a slow phase then cannot fall on one side only)")
-    ap.add_argument("--repeats", type=int, default=5, help="interleaved repeats per corruption, the minimum reported "
+    ap.add_argument("--repeats", type=positive_int, default=5, help="interleaved repeats per corruption, the minimum reported "
                          "(the batched path, imagecorruptions and --baseline-rev)")
     ap.add_argument("--clock", choices=("cpu", "wall"), default=None,
                     help="--baseline-rev timing: process CPU time (default with one thread) or wall time")
@@ -358,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --baseline-rev: per-image draw overhead at 32 px (batch --batch32) of these corruptions "
                          "(all when none is named)")
     args = ap.parse_args(argv)
+    if args.draw_overhead is not None and not args.baseline_rev:
+        ap.error("--draw-overhead measures against a baseline: give --baseline-rev too")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.baseline_rev and args.draw_overhead is not None:
@@ -376,8 +381,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from aprkit.corruptions import list_corruptions
 
-    if args.rounds < 1:
-        ap.error(f"--rounds must be >= 1, got {args.rounds}")
     names = list_corruptions()
     side: dict[str, Any] = {}
     if args.side_python and args.orig_dir:

@@ -249,17 +249,18 @@ def compare(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from aprkit.cli._common import positive_int
     from aprkit.distributed import resolve_device
     from aprkit.models import create_model, load_model
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n-per-severity", type=int, default=200, help="images per corruption x severity (published: 10000)")
-    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--n-per-severity", type=positive_int, default=200, help="images per corruption x severity (published: 10000)")
+    p.add_argument("--batch-size", type=positive_int, default=250)
     p.add_argument("--device", default="cpu")
     p.add_argument("--model", default="resnet20")
     p.add_argument("--checkpoint", default=None, help="weights (default: random init; speed does not depend on them)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--repeats", type=int, default=3, help="full evaluations by each method; the fastest counts")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="full evaluations by each method; the fastest counts")
     p.add_argument("--interleave", choices=["corruption", "run"], default="corruption",
                    help="take turns per corruption (default, robust to a drifting machine) or per whole run")
     args = p.parse_args(argv)

@@ -140,15 +140,17 @@ def augmentation_share(args: argparse.Namespace) -> dict[str, float]:
 
 
 def main() -> None:
+    from aprkit.cli._common import nonnegative_int, positive_int
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto")
     p.add_argument("--model", default="resnet20")
     p.add_argument("--dataset", default="synthetic:4096")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=6, help="training steps per epoch")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    p.add_argument("--image-size", type=positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--steps", type=positive_int, default=6, help="training steps per epoch")
+    p.add_argument("--workers", type=nonnegative_int, default=2)
+    p.add_argument("--threads", type=nonnegative_int, default=0, help="torch CPU threads (0: leave as is)")
     p.add_argument("--aug-compile", default="false",
                    help='aug.compile as JSON: false, true or torch.compile options, '
                         'e.g. \'{"mode": "reduce-overhead"}\'')

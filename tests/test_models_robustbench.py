@@ -145,3 +145,18 @@ def test_errors_name_the_folder_robustbench_reads_for_3d_corruptions(fake_rb, tm
 
     with pytest.raises(DownloadError, match=r"cifar10/corruptions/X\.pt"):
         load_model("robustbench:cifar10/corruptions_3d/X", model_dir=tmp_path)
+
+
+def test_without_robustbench_the_error_names_a_missing_weights_file_as_given(tmp_path, monkeypatch):
+    """A missing ``checkpoint=`` with a weights suffix is a file, not a model_dir, in the not-installed message too
+    (it read ``x.pt/cifar10/Linf/Standard.pt``)."""
+    import aprkit.models.robustbench as rb
+
+    def missing() -> None:
+        raise ImportError("robustbench is not installed")
+
+    monkeypatch.setattr(rb, "import_robustbench", missing)
+    with pytest.raises(ImportError, match=r"weights \S*x\.pt: not there yet"):
+        load_model("robustbench:Standard", checkpoint=tmp_path / "x.pt")
+    with pytest.raises(ImportError, match=r"weights \S*zoo/cifar10/Linf/Standard\.pt: not there yet"):
+        load_model("robustbench:Standard", checkpoint=tmp_path / "zoo")

@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from pathlib import Path
 
-__all__ = ["check_out_dir", "error_line", "USER_ERRORS"]
+__all__ = ["check_out_dir", "error_line", "USER_ERRORS", "positive_int", "nonnegative_int"]
+
+
+def _int_at_least(text: str, low: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 1 (else argparse's error naming the option)."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def nonnegative_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 0."""
+    return _int_at_least(text, 0, "an integer >= 0")
 
 #: errors caused by the input (exit code 2); anything else is a bug in aprkit (exit code 1)
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, ImportError)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .._checks import comma_items
 from ..corruptions.severity import PRESETS
-from ._common import check_out_dir
+from ._common import check_out_dir, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
                    help="severity parameters (default: the preset made for the image size: longest side <= 32 px "
                         "cifar, <= 64 px tinyimagenet, else imagenet)")
-    p.add_argument("--size", type=_positive_int, default=None,
+    p.add_argument("--size", type=positive_int, default=None,
                    help="bring images to SIZE x SIZE: the imagenet layout resizes the short side to SIZE*256/224 and "
                         "centre-crops SIZE (ImageNet-C's Resize(256) + CenterCrop(224)), the cifar layout resizes the "
                         "short side to SIZE and centre-crops; images already SIZE x SIZE are kept (default: 224 for "
@@ -60,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--seed", type=int, default=0,
                    help="image i of every corruption x severity draws from (seed, corruption, severity, preset, i) "
                         "(default 0)")
-    p.add_argument("--batch-size", type=_positive_int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="images per batch (default 500 cifar, 64 imagenet); does not change the output")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--frost-dir", default=None, help="directory with frost1.png .. frost5.jpg")
@@ -72,16 +72,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
     return p
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _tokens(values: list[str]) -> list[str]:

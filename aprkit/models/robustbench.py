@@ -80,6 +80,14 @@ def _reads_other_files(rb_utils: Any, dataset: str, folder: str, model_name: str
     return None
 
 
+def _names_a_file(path: Path) -> bool:
+    """Whether ``checkpoint=`` names a weights file (one that exists, or a missing path with a weights suffix) rather
+    than a ``model_dir`` folder."""
+    if path.exists():
+        return path.is_file()
+    return path.suffix.lower() in (".pt", ".pth", ".th", ".ckpt", ".bin", ".tar", ".safetensors", ".pkl")
+
+
 def _robustbench_dir(rb_utils: Any, checkpoint: str | os.PathLike[str] | None, model_dir: Any, dataset: str,
                      threat: str, model_name: str, stack: contextlib.ExitStack) -> Path:
     """robustbench's ``model_dir`` (it reads ``<model_dir>/<dataset>/<threat>/<name>.pt``) for ``checkpoint=``: a
@@ -92,8 +100,7 @@ def _robustbench_dir(rb_utils: Any, checkpoint: str | os.PathLike[str] | None, m
     if checkpoint is None:
         return Path(model_dir).expanduser() if model_dir is not None else _default_robustbench_dir()
     path = Path(checkpoint).expanduser()
-    weights_suffix = path.suffix.lower() in (".pt", ".pth", ".th", ".ckpt", ".bin", ".tar", ".safetensors", ".pkl")
-    if path.is_dir() or (not path.exists() and not weights_suffix):  # a model_dir, perhaps not made yet
+    if not _names_a_file(path):  # a model_dir, perhaps not made yet
         return path
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; expected robustbench weights (a file) or a "
@@ -138,7 +145,7 @@ def create_robustbench(name: str, checkpoint: str | os.PathLike[str] | None, kwa
         except ImportError as e:
             given = kwargs.get("model_dir") or checkpoint
             root = Path(given).expanduser() if given is not None else None
-            expected = (root if root is not None and root.is_file() else
+            expected = (root if root is not None and _names_a_file(root) else
                         (root if root is not None else _default_robustbench_dir())
                         / dataset / threat.replace("_3d", "") / f"{model_name}.pt")
             state = "present" if expected.is_file() else "not there yet"
