@@ -45,14 +45,17 @@ def test_ood_images_of_another_size_are_resized_to_the_in_distribution_size(tmp_
     r = next(iter(evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{mixed}"], options=OPTS,
                            progress=False).models.values()))["ood"]
     assert r["sets"]["mixed"]["n"] == 3
+    assert r["sets"]["mixed"]["resized_from"] == [32, 34]  # seen in the middle image: the report says it
     same = _folder(tmp_path / "same", 32, n=1)  # synthetic images are 32 px: kept as they are
     r = next(iter(evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{same}"], options=OPTS,
                            progress=False).models.values()))["ood"]
     assert "resized_from" not in r["sets"]["same"]
     with pytest.warns(RuntimeWarning, match="48x48, the in-distribution ones 32x32, and ood_resize is off"):
         one = _folder(tmp_path / "one", 48, n=1)
-        evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{one}"], options={**OPTS, "ood_resize": False},
-                 progress=False)
+        res = evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{one}"], options={**OPTS, "ood_resize": False},
+                       progress=False, out_dir=tmp_path / "own")
+    assert next(iter(res.models.values()))["ood"]["sets"]["one"]["own_size"] == [48, 48]
+    assert "one (n=1, scored at its own 48x48)" in (tmp_path / "own" / "report.md").read_text()
 
 
 def test_a_report_of_models_with_other_ood_sets_renders(tmp_path) -> None:

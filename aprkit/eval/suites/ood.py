@@ -160,37 +160,44 @@ def _warn_first_classes(spec: Any, ds: Any, limit: int | None) -> None:
 
 
 def _open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool,
-              limit: int | None = None) -> tuple[Any, list[int] | None]:
-    """An OOD dataset (with ``resize``, every image of another size brought to the in-distribution size) and the
-    first image's own size ``[H, W]`` where it differs, for the report; synthetic ``noise:`` specs are generated at
-    the in-distribution image size. ``limit``: the images the suite reads of it (the first N; a warning when they
-    miss some of a class-sorted folder's classes)."""
+              limit: int | None = None) -> tuple[Any, dict[str, list[int]]]:
+    """An OOD dataset (with ``resize``, every image of another size brought to the in-distribution size) and, for the
+    report, ``{"resized_from": [H, W]}`` or (``resize`` off) ``{"own_size": [H, W]}`` when images of another size are
+    seen among the first, middle and last image it is scored on (a mixed folder's first image may have the
+    in-distribution size), else ``{}``; synthetic ``noise:`` specs are generated at the in-distribution image size.
+    ``limit``: the images the suite reads of it (the first N; a warning when they miss some of a class-sorted
+    folder's classes)."""
     img, _ = like[0]
     c, h, w = (int(d) for d in img.shape)
     if isinstance(spec, str) and spec.startswith("noise:"):
         from aprkit.data import get_dataset
 
-        return get_dataset(spec, "test", size=(h, w), channels=c, n=n, seed=seed), None
+        return get_dataset(spec, "test", size=(h, w), channels=c, n=n, seed=seed), {}
     ds = as_dataset(spec)
     name = spec if isinstance(spec, str) else describe_value(spec)
     if len(ds) == 0:
         raise ValueError(f"OOD set {name} holds no images; expected a dataset of (C, H, W) images")
-    first = ds[0][0]
-    if not isinstance(first, torch.Tensor) or first.ndim != 3:
-        got = f"shape {tuple(first.shape)}" if isinstance(first, torch.Tensor) else type(first).__name__
-        raise ValueError(f"OOD set {name}: expected images as (C, H, W) tensors (uint8 or float in [0, 1]), got {got}")
+    last = min(len(ds), limit or len(ds)) - 1
+    sizes = []
+    for i in dict.fromkeys((0, last // 2, last)):
+        image = ds[i][0]
+        if not isinstance(image, torch.Tensor) or image.ndim != 3:
+            got = f"shape {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
+            raise ValueError(f"OOD set {name}: expected images as (C, H, W) tensors (uint8 or float in [0, 1]), "
+                             f"got {got} (image {i})")
+        sizes.append([int(d) for d in image.shape[-2:]])
     _warn_first_classes(spec, ds, limit)
-    own = [int(d) for d in first.shape[-2:]]
-    if resize:  # every image: a mixed folder's first image may have the in-distribution size
+    other = next((size for size in sizes if size != [h, w]), None)
+    if resize:
         from aprkit.data.folder import ResizedDataset
 
-        return ResizedDataset(ds, (h, w)), (None if own == [h, w] else own)
-    if own == [h, w]:
-        return ds, None
+        return ResizedDataset(ds, (h, w)), ({} if other is None else {"resized_from": other})
+    if other is None:
+        return ds, {}
     warnings.warn(f"OOD set {name}: its images are "
-                  f"{own[0]}x{own[1]}, the in-distribution ones {h}x{w}, and ood_resize is off: the scores also "
+                  f"{other[0]}x{other[1]}, the in-distribution ones {h}x{w}, and ood_resize is off: the scores also "
                   "measure the change of resolution", RuntimeWarning, stacklevel=3)
-    return ds, None
+    return ds, {"own_size": other}
 
 
 def _fit_source(data: Any, opts: OODOptions) -> tuple[Any, str | None]:
@@ -365,7 +372,7 @@ class OODSuite(Suite[OODOptions]):
             raise ValueError(f"no OOD score could be computed: {result['note']}")
         for name, spec in sets.items():
             n = ood_limit or n_in
-            ds, resized_from = _open_ood(spec, in_ds, n=int(n), seed=ctx.seed, resize=opts.ood_resize, limit=ood_limit)
+            ds, size_note = _open_ood(spec, in_ds, n=int(n), seed=ctx.seed, resize=opts.ood_resize, limit=ood_limit)
             ds_id = dataset_id(spec)
             noise = isinstance(spec, str) and spec.startswith("noise:")
             if noise or opts.ood_resize:
@@ -373,7 +380,7 @@ class OODSuite(Suite[OODOptions]):
                 ds_id += f"#{c}x{h}x{w}-n{n}-seed{ctx.seed}" if noise else f"#resized-cover-crop-{h}x{w}"
             s_out = scores_for(name, ds, ds_id, ood_limit, False)
             result["sets"][name] = ({"n": len(s_out[present[0]])}
-                                    | ({} if resized_from is None else {"resized_from": resized_from})
+                                    | size_note
                                     | {s: M.ood_metrics(s_in[s], s_out[s]) for s in present})
             result["histograms"][name] = {s: _histograms(s_in[s], s_out[s]) for s in present}
         result["mean"] = {

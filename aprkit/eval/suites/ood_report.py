@@ -21,9 +21,11 @@ def _set_cell(m: Mapping[str, float], metrics: Sequence[str]) -> str:
 
 
 def _set_header(name: str, metrics: Mapping[str, Any]) -> str:
-    """``"svhn (n=1000, resized from 64x64)"``."""
-    resized = metrics.get("resized_from")
-    return f"{name} (n={metrics['n']}{f', resized from {resized[0]}x{resized[1]}' if resized else ''})"
+    """``"svhn (n=1000, resized from 64x64)"``, or ``"... scored at its own 224x224"`` with ``ood_resize`` off."""
+    resized, own = metrics.get("resized_from"), metrics.get("own_size")
+    note = (f", resized from {resized[0]}x{resized[1]}" if resized
+            else f", scored at its own {own[0]}x{own[1]}" if own else "")
+    return f"{name} (n={metrics['n']}{note})"
 
 
 def ood_section(results: Mapping[str, dict], fig_dir: Path, order: Sequence[str], metrics: Sequence[str]
