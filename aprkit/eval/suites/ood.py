@@ -175,9 +175,10 @@ def _open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool,
         return get_dataset(spec, "test", size=(h, w), channels=c, n=n, seed=seed), {}
     ds = as_dataset(spec)
     name = spec if isinstance(spec, str) else describe_value(spec)
-    if len(ds) == 0:
+    size = dataset_len(ds)
+    if size == 0:
         raise ValueError(f"OOD set {name} holds no images; expected a dataset of (C, H, W) images")
-    last = min(len(ds), limit or len(ds)) - 1
+    last = min(size, limit or size) - 1
     sizes = []
     for i in dict.fromkeys((0, last // 2, last)):
         image = ds[i][0]
