@@ -420,11 +420,16 @@ def test_a_bin_without_phase_stays_zero_on_every_path(monkeypatch):
 
 
 def test_feature_apr_keeps_a_dead_channel_dead():
-    """A channel that is all zero (a dead post-ReLU feature map) has no phase: FeatureAPR leaves it zero, in swap and
-    in mix mode, instead of giving it the partner's amplitude at phase 0 (a spike at (0, 0))."""
+    """A channel that is all zero in one sample (a dead post-ReLU feature map) has no phase: FeatureAPR leaves it zero,
+    in swap and in mix mode, where the partner's channel is alive (phase 0 would give it the partner's amplitude, a
+    spike at (0, 0)); ``zero_bins="phase0"`` shows the spike the default avoids."""
     x = torch.rand(4, 6, 5, 5, generator=torch.Generator().manual_seed(2))
-    x[:, 3] = 0.0
-    for mode, lam in (("swap", None), ("mix", 0.5)):
-        out = feature_apr(x, mode=mode, lam=lam, generator=torch.Generator().manual_seed(0))
-        assert torch.equal(out[:, 3], torch.zeros_like(out[:, 3]))
-        assert not torch.allclose(out[:, 0], x[:, 0])
+    x[0, 3] = 0.0  # dead in sample 0 only; its partner (sample 1) has it alive
+    perm, apply = torch.tensor([1, 0, 3, 2]), torch.ones(4, dtype=torch.bool)
+    for lam in (None, 0.5, torch.tensor([0.3, 0.5, 0.7, 0.9])):
+        out = feature_apr_core(x, perm, apply, lam, (-2, -1))
+        assert torch.equal(out[0, 3], torch.zeros_like(out[0, 3]))
+        if lam is not None:  # mixed, the partner keeps part of its own amplitude there (swapped: sample 0's, none)
+            assert float(out[1, 3].abs().amax()) > 0.1
+    spike = fourier.swap_amplitude(x, x[perm], dims="hw", zero_bins="phase0")
+    assert float(spike[0, 3, 0, 0]) > 1.0

@@ -83,6 +83,24 @@ def test_apr_pair_under_autocast(xf: torch.Tensor) -> None:
     assert (out - apr_pair(x, perm)).abs().max() < 1e-3
 
 
+def test_a_grey_image_stays_grey_on_device(xf: torch.Tensor) -> None:
+    """A grey image's channel frequencies 1 and 2 must be exact zeros in the device's FFT too, or the rule that keeps
+    bins without phase at 0 does nothing there: APR-P of a grey image with colour partners stays grey (eager and
+    through the APR-SP batch), as on the CPU."""
+    x = xf.clone()
+    x[0] = x[0, :1].expand_as(x[0])  # grey, stored as RGB
+    perm = torch.roll(torch.arange(x.shape[0]), 1)
+    z = torch.fft.rfftn(x[:1].to(DEVICE), dim=(1, 2, 3))
+    on_device(z)
+    assert float(z[0, 1:].abs().amax()) <= 1e-12, "the device FFT leaves rounding noise at a grey image's colour bins"
+    for out in (apr_pair(x.to(DEVICE), perm.to(DEVICE)),
+                APRSP(p=1.0, seed=0)(x.to(DEVICE), torch.zeros(x.shape[0], dtype=torch.long, device=DEVICE))[0]):
+        grey = out[0 if out.shape[0] == x.shape[0] else x.shape[0]].cpu()
+        assert float((grey - grey[:1]).abs().amax()) < 1e-5
+    torch.testing.assert_close(apr_pair(x.to(DEVICE), perm.to(DEVICE))[0].cpu(), apr_pair(x, perm)[0],
+                               atol=1e-5, rtol=0)
+
+
 def test_apr_pair_gradient_on_device(xf: torch.Tensor) -> None:
     perm = torch.randperm(xf.shape[0], generator=cpu_gen())
     x = xf.to(DEVICE, copy=True).requires_grad_(True)

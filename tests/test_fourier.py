@@ -363,3 +363,14 @@ def test_a_grey_phase_donor_gives_the_same_stimulus_in_float32_and_float64() -> 
         assert not rfftn(grey.to(dtype), (-3, -2, -1))[:, 1:].any() and not fftn(grey.to(dtype), (-3, -2, -1))[:, 1:].any()
     a = swap_amplitude(grey.float(), colour.float()).double()
     assert (a - swap_amplitude(grey.double(), colour.double())).abs().max() < 1e-2
+
+
+def test_zero_bins_is_checked_by_the_spectrum_helpers():
+    """A misspelt ``zero_bins`` is refused, not read as the other rule."""
+    from aprkit.fourier import mix_spectra, with_amplitude
+
+    z = torch.fft.rfftn(torch.zeros(1, 3, 4, 4), dim=(1, 2, 3))
+    for call in (lambda: with_amplitude(z, torch.ones(z.shape), zero_bins="phase_0"),
+                 lambda: mix_spectra(z, z, zero_bins="zeros")):
+        with pytest.raises(ValueError, match="zero_bins must be"):
+            call()

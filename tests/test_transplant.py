@@ -771,3 +771,22 @@ def test_a_sized_iterable_dataset_is_read_in_order_with_max_images() -> None:
 
     images, labels = load_data(Stream(), max_images=3)
     assert (images[:, 0, 0, 0] * 255).round().long().tolist() == [0, 1, 2] and labels.tolist() == [0, 1, 0]
+
+
+def test_the_phase_code_gives_a_bin_without_phase_phase_zero():
+    """The transplant codes keep the papers' ``angle(0) == 0`` (the sign +1 of 0), unlike APR's image ops: a donor
+    channel that is all zero takes the receiver's amplitude at phase 0, ``|F(b)| * exp(i * angle(F(a)))`` exactly."""
+    from aprkit.hidden.codes import transplant, with_magnitude
+
+    g = torch.Generator().manual_seed(4)
+    a, b = torch.rand(2, 3, 6, 6, generator=g, dtype=torch.float64), torch.rand(2, 3, 6, 6, generator=g,
+                                                                               dtype=torch.float64)
+    a[0, 1] = 0.0  # dead in the donor only
+    fa, fb = torch.fft.fftn(a, dim=(-2, -1)), torch.fft.fftn(b, dim=(-2, -1))
+    want = torch.fft.ifftn(torch.polar(fb.abs(), fa.angle()), dim=(-2, -1)).real
+    got = transplant(a, b, "phase")
+    torch.testing.assert_close(got, want)
+    assert float(got[0, 1, 0, 0]) > 1.0  # the receiver's channel summed at the origin
+    mean = fb.abs().mean(0)
+    torch.testing.assert_close(with_magnitude(a, mean, "phase"),
+                               torch.fft.ifftn(torch.polar(mean.expand_as(fa), fa.angle()), dim=(-2, -1)).real)

@@ -103,7 +103,9 @@ def mix_amplitude(
     image, e.g. shape ``(B,)``). ``lam=0`` returns ``x``; ``lam=1`` equals ``swap_amplitude(x, y, dims)``.
     The default ``dims="hw"`` transforms each channel on its own, as FACT (Xu et al., CVPR 2021,
     ``colorful_spectrum_mix``) does; ``dims="chw"`` mixes the 3-D spectrum over (C, H, W) (APR's transform),
-    which gives different numbers (earlier versions defaulted to ``"chw"``: pass it to keep their numbers).
+    which gives different numbers (earlier versions defaulted to ``"chw"``: pass it to keep their numbers). Bins of
+    ``x`` without amplitude stay 0 (``zero_bins``, as in :func:`swap_amplitude`; FACT's code gives them phase 0:
+    ``zero_bins="phase0"``).
     """
     _check_pair(x, y, "x", "y")
     _check_same_scale(x, y)
@@ -174,7 +176,8 @@ def low_frequency_swap(x: torch.Tensor, y: torch.Tensor, beta: float = 0.01, dim
     :func:`low_frequency_mask`); ``beta=0`` swaps only the DC term. Phase and high-frequency amplitude stay
     those of ``x``: only the bins of the square are read from ``y`` and rewritten (a small fraction of the
     spectrum for the usual ``beta``), so the cost is about that of the three FFTs. The default ``dims="hw"``
-    transforms each channel on its own and equals FDA's ``FDA_source_to_target_np`` (to float rounding);
+    transforms each channel on its own and equals FDA's ``FDA_source_to_target_np`` (to float rounding; with
+    ``zero_bins="phase0"`` also at bins of ``x`` without amplitude, which the default leaves at 0);
     ``dims="chw"`` swaps the square at every channel frequency of the 3-D spectrum over (C, H, W), which mixes
     amplitude across channels and gives different numbers (earlier versions defaulted to ``"chw"``: pass it to
     keep their numbers).

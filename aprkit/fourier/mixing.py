@@ -84,6 +84,7 @@ def with_amplitude(
     gradient is involved. Eager CPU calls look for zero bins with one ``amin`` (a host read); on other
     devices and under ``torch.compile`` zero bins are fixed with ``torch.where`` (no host sync).
     """
+    check_zero_bins(zero_bins)
     if mag is None:
         mag = spectral_magnitude(z)
     if not needs_grad(z, mag, amplitude) and eager_cpu(z) and bool(mag.amin() > _TINY):  # common case: no zero bins
@@ -109,6 +110,7 @@ def mix_spectra(
     CPU tensors it runs :func:`transfer_amplitude` on squared magnitudes (fewest passes), otherwise magnitudes
     and :func:`with_amplitude` (differentiable, no host sync). ``inplace=True`` lets it overwrite ``z``.
     """
+    check_zero_bins(zero_bins)
     if not needs_grad(z, source, lam) and eager_cpu(z):
         power = spectral_power(z)
         src = power if source is z else spectral_power(source)

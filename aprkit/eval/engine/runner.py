@@ -337,7 +337,9 @@ class _Run:
                         else _describe(st["opts"]) if not options else "mixed (see provenance)"),
             "device": produced.get("device", [st["dev"].type]),
             "amp": sorted({bool(p.get("amp")) for p in entries}) or [st["amp"]],
-            "channels_last": produced.get("channels_last", [st["channels_last"]] if "channels_last" in st else []),
+            # unknown ([]) for results cached before it was recorded; this run's own when nothing was cached
+            "channels_last": produced.get("channels_last",
+                                          [] if entries or "channels_last" not in st else [st["channels_last"]]),
             "batch_size": produced.get("batch_size", [st["batch_size"]]),
             "world_size": produced.get("world_size", [st["world"]]),
             "provenance": prov,

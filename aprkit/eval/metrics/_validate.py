@@ -34,8 +34,8 @@ def _float(x: torch.Tensor, name: str) -> torch.Tensor:
     float32 would tie them from 2**24 on)."""
     if x.dtype == torch.bool or x.is_complex():
         raise TypeError(f"{name} must be a real numeric tensor (integer or floating), got dtype {x.dtype}")
-    if not x.is_floating_point():  # signed or unsigned integers
-        return x.to(torch.float64)
+    if not x.is_floating_point():  # signed or unsigned integers (MPS has no float64: counted on the CPU)
+        return x.to("cpu" if x.device.type == "mps" else x.device, torch.float64)
     return x.double() if x.dtype == torch.float64 else x.float()
 
 
