@@ -145,6 +145,9 @@ def test_resuming_a_checkpoint_of_another_recipe_version_warns(tmp_path, capsys)
     capsys.readouterr()
     fit(train_config(optim={"epochs": 2}, train={"resume": True}), out=tmp_path, datasets=(ds, None))
     assert f"recipe version {own - 1}" in capsys.readouterr().err
+    from aprkit.models.checkpoint import read_checkpoint
+
+    assert read_checkpoint(tmp_path / "model.pt")["extra"]["recipe_version"] == own  # the finished run's, too
 
 
 def test_test_loss_does_not_depend_on_the_eval_batch_size(tmp_path):

@@ -387,7 +387,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         from ..models import save_checkpoint
 
         extra = {"config": cfg.to_dict(), "final": logger.history[-1] if logger.history else {}, "global_step": step,
-                 "config_changes": config_changes}
+                 "config_changes": config_changes, "recipe_version": recipe_version(cfg)}
         names = getattr(train_ds, "classes", None)
         if names:  # what label i means: an evaluation checks its data against them
             extra["classes"] = [str(c) for c in names]

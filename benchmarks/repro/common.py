@@ -153,7 +153,7 @@ def check_same_recipe(out: Path, config: Path, overrides: Sequence[str], study: 
     import yaml
 
     from aprkit.train.config import load_config
-    from aprkit.train.trajectory import RESUME_FREE, changed_keys, trajectory_view
+    from aprkit.train.trajectory import RESUME_FREE, changed_keys, recipe_version, trajectory_view
 
     saved_path = out / "config.yaml"
     if not saved_path.is_file():
@@ -177,6 +177,27 @@ def check_same_recipe(out: Path, config: Path, overrides: Sequence[str], study: 
     if diffs:
         raise ValueError(f"cannot resume {out}: it holds a run of another recipe ({'; '.join(diffs)}); ask for the same "
                          "settings, or choose another --out (or remove the folder) to train anew")
+    _warn_if_older_recipe(out, recipe_version(load_config(str(config), list(overrides))))
+
+
+def _warn_if_older_recipe(out: Path, current: int) -> None:
+    """Warn when the finished run in ``out`` (``model.pt``, no ``last.pt``: an unfinished one is resumed by ``fit``,
+    which warns itself) was trained before a change to what its method trains (``RECIPE_VERSION``): it is reused as
+    it is, and its numbers are the older recipe's. A ``model.pt`` without the field predates version 5."""
+    import warnings
+
+    from aprkit.models.checkpoint import read_checkpoint
+
+    if (out / "last.pt").is_file() or not (out / "model.pt").is_file():
+        return
+    extra = (read_checkpoint(out / "model.pt") or {}).get("extra") or {}
+    trained = extra.get("recipe_version")
+    if (trained if trained is not None else min(current, 4)) < current:
+        when = f"with recipe version {trained}" if trained is not None else "before recipe version 5"
+        warnings.warn(f"{out} was trained {when}, the methods now train version {current} "
+                      "(aprkit.train.trajectory.RECIPE_VERSION says what changed): it is reused as it is, so its "
+                      "numbers are the older recipe's; train it anew in another --out for today's", RuntimeWarning,
+                      stacklevel=3)
 
 
 def _dotted(data: Mapping[str, Any], key: str) -> Any:
