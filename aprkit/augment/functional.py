@@ -41,7 +41,7 @@ from ..fourier import (
     transfer_amplitude,
     with_amplitude,
 )
-from ..fourier.spectra import _TINY
+from ..fourier.spectra import no_phase_power
 
 __all__ = [
     "CompiledCore",
@@ -82,12 +82,14 @@ def keep_layout(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def swap_with_partner(
-    z: torch.Tensor, perm: torch.Tensor, *, rows: torch.Tensor | None = None, inplace: bool = False
+    z: torch.Tensor, perm: torch.Tensor, *, rows: torch.Tensor | None = None, inplace: bool = False,
+    dims: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
     """Half spectrum ``z`` ``(N, ...)`` with each row's phase and the amplitude of row ``perm[i]``.
 
     ``rows`` (optional, like ``perm``): keep only rows ``z[rows[i]]`` (phase) with amplitude ``|z[perm[i]]|``.
-    Computes ``z * |z[perm]| / |z|``; a bin where ``|z| == 0`` has no phase and stays 0 (``zero_bins="zero"`` of
+    Computes ``z * |z[perm]| / |z|``; a bin where ``|z| == 0`` (to the rounding of the transform over ``dims``,
+    :func:`~aprkit.fourier.spectra.no_phase_power`) has no phase and stays 0 (``zero_bins="zero"`` of
     :mod:`aprkit.fourier.mixing`): a grey image's channel frequencies 1 and 2 (``dims="chw"``) and a dead
     feature channel stay empty, where the reference formula ``|Z_p| * exp(i * angle(Z))`` (``angle(0) == 0``)
     would sum the partner's amplitude there into a spike at pixel (0, 0).
@@ -98,17 +100,17 @@ def swap_with_partner(
     if needs_grad(z):
         mag = spectral_magnitude(z)
         own = (z, mag) if rows is None else (z.index_select(0, rows), mag.index_select(0, rows))
-        return with_amplitude(own[0], mag.index_select(0, perm), own[1], zero_bins="zero")
+        return with_amplitude(own[0], mag.index_select(0, perm), own[1], zero_bins="zero", dims=dims)
     m2 = spectral_power(z)
     m2_own = m2
     if rows is not None:  # a fresh gathered copy: free to overwrite
         z, m2_own, inplace = z.index_select(0, rows), m2.index_select(0, rows), True
     m2_partner = m2.index_select(0, perm)
     if eager_cpu(z):  # common case on the CPU: no zero bins (one amin), no torch.where
-        out = transfer_amplitude(z, m2_own, m2_partner, inplace=inplace)
+        out = transfer_amplitude(z, m2_own, m2_partner, inplace=inplace, dims=dims)
         if out is not None:
             return out
-    zero = m2_own <= _TINY * _TINY  # no phase: the bin stays 0
+    zero = m2_own <= no_phase_power(m2_own, dims)  # no phase (zero to rounding): the bin stays 0
     ratio = m2_partner.div_(torch.where(zero, 1.0, m2_own)).sqrt_().masked_fill_(zero, 0.0)
     return torch.view_as_complex(torch.view_as_real(z) * ratio.unsqueeze(-1))
 
@@ -182,7 +184,7 @@ def apr_pair_with_dc(
     xf = x.to(compute_dtype(x))
     z = rfftn(xf, fft_dims)
     dc = z[..., :1, :1].real.clone() if with_dc else None  # before the in-place swap below
-    spec = swap_with_partner(z, perm, inplace=True)
+    spec = swap_with_partner(z, perm, inplace=True, dims=fft_dims)
     out = irfftn(spec, [x.shape[d] for d in fft_dims], fft_dims)
     if mask is None:
         return finish(out, x.dtype, clamp, like=x), dc
@@ -263,7 +265,7 @@ def recombine_views(
     else:
         sel = phase_from_a.to(z.device)
         phase_rows, amp_rows = torch.where(sel, own, own + n), torch.where(sel, own + n, own)
-    spec = swap_with_partner(z, amp_rows, rows=phase_rows)
+    spec = swap_with_partner(z, amp_rows, rows=phase_rows, dims=fft_dims)
     return irfftn(spec, [a.shape[d] for d in fft_dims], fft_dims).to(a.dtype)
 
 
@@ -281,7 +283,8 @@ def recombine_views_numpy(views: np.ndarray, phase_from_first: bool, dims: Dims 
     mag = np.abs(z)
     i, j = (0, 1) if phase_from_first else (1, 0)
     zp, mp, amp = z[i], mag[i], mag[j]
-    ok = mp > _TINY
+    norm = np.sqrt(np.square(mp).sum(axis=tuple(a - 1 for a in axes), keepdims=True))
+    ok = mp > np.maximum(8.0 * np.finfo(mp.dtype).eps * norm, 1e-12)  # as fourier.spectra.no_phase_magnitude
     if ok.all():
         spec = zp * (amp / mp)
     else:  # a bin without phase stays 0, as in swap_with_partner

@@ -89,7 +89,8 @@ def swap_amplitude(phase_source: torch.Tensor, amplitude_source: torch.Tensor, d
     _check_same_scale(phase_source, amplitude_source, "phase_source", "amplitude_source")
     fft_dims = check_dims(dims)
     zp, za = _pair_spectra(phase_source, amplitude_source, fft_dims, ("phase_source", "amplitude_source"))
-    out = _irfft(mix_spectra(zp, za, inplace=True, zero_bins=check_zero_bins(zero_bins)), phase_source, fft_dims)
+    out = _irfft(mix_spectra(zp, za, inplace=True, zero_bins=check_zero_bins(zero_bins), dims=fft_dims),
+                 phase_source, fft_dims)
     return restore_dtype(out, _out_dtype(phase_source, amplitude_source))
 
 
@@ -132,7 +133,8 @@ def mix_amplitude(
     else:
         lam_t = check_probability(lam, "lam")
     zx, zy = _pair_spectra(x, y, fft_dims)
-    out = _irfft(mix_spectra(zx, zy, lam_t, inplace=True, zero_bins=check_zero_bins(zero_bins)), x, fft_dims)
+    out = _irfft(mix_spectra(zx, zy, lam_t, inplace=True, zero_bins=check_zero_bins(zero_bins), dims=fft_dims),
+                 x, fft_dims)
     return restore_dtype(out, _out_dtype(x, y))
 
 
@@ -193,7 +195,7 @@ def low_frequency_swap(x: torch.Tensor, y: torch.Tensor, beta: float = 0.01, dim
     rows = torch.tensor(_low_band(x.shape[-2], b), device=zx.device)
     band = zx[..., : min(b, x.shape[-1] // 2) + 1]  # a view: the band's columns, every row
     swapped = mix_spectra(band.index_select(-2, rows), zy[..., : band.shape[-1]].index_select(-2, rows), inplace=True,
-                          zero_bins=check_zero_bins(zero_bins))
+                          zero_bins=check_zero_bins(zero_bins), dims=fft_dims)
     band.index_copy_(-2, rows, swapped)
     out = _irfft(zx, x, fft_dims)
     return restore_dtype(out, _out_dtype(x, y))
@@ -228,7 +230,7 @@ def phase_only(
             raise ValueError(
                 f"magnitude of shape {tuple(magnitude.shape)} does not broadcast to {tuple(x.shape)}"
             ) from None
-        out = ifftn(with_amplitude(z, amp, zero_bins=zero_bins), fft_dims).real
+        out = ifftn(with_amplitude(z, amp, zero_bins=zero_bins, dims=fft_dims), fft_dims).real
         return restore_dtype(out, x.dtype)
     z = rfftn(xf, fft_dims)
     if magnitude == "unit":
@@ -237,7 +239,7 @@ def phase_only(
         amp = spectral_magnitude(fftn(xf, fft_dims)).mean(dim=fft_dims, keepdim=True)
     else:
         raise ValueError(f"magnitude must be 'unit', 'mean' or a tensor, got {magnitude!r}")
-    out = _irfft(with_amplitude(z, amp, zero_bins=zero_bins), x, fft_dims)
+    out = _irfft(with_amplitude(z, amp, zero_bins=zero_bins, dims=fft_dims), x, fft_dims)
     return restore_dtype(out, x.dtype)
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 
 from .._checks import broadcast_shape, eager_cpu, needs_grad
-from .spectra import _TINY, spectral_magnitude, spectral_power
+from .spectra import no_phase_magnitude, no_phase_power, spectral_magnitude, spectral_power
 
 __all__ = ["ZeroBins", "check_zero_bins", "with_amplitude", "transfer_amplitude", "mix_spectra"]
 
@@ -45,13 +45,23 @@ def _scale(z: torch.Tensor, ratio: torch.Tensor, inplace: bool) -> torch.Tensor:
     return torch.view_as_complex(torch.view_as_real(z) * ratio.unsqueeze(-1))
 
 
+def _all_have_phase(values: torch.Tensor, limit: torch.Tensor | float, dims: tuple[int, ...] | None) -> bool:
+    """Whether every bin of ``values`` (``|z|`` or ``|z|^2``) is above ``limit`` (its no-phase limit, per transform
+    with ``dims``): one ``amin`` and a host read."""
+    if dims is None:
+        return bool(values.amin() > limit)
+    return bool((values.amin(dims, keepdim=True) > limit).all())
+
+
 def transfer_amplitude(
     z: torch.Tensor, power: torch.Tensor, source_power: torch.Tensor, lam: float | torch.Tensor = 1.0, *,
-    inplace: bool = False,
+    inplace: bool = False, dims: tuple[int, ...] | None = None,
 ) -> torch.Tensor | None:
     """The no-autograd fast path of an amplitude swap or mix: ``z`` with its phase and the amplitude
-    ``(1 - lam) * |z| + lam * sqrt(source_power)``, or ``None`` when ``z`` has a zero bin (``|z| <= _TINY``:
-    the caller then takes :func:`with_amplitude`, which handles such bins as its ``zero_bins`` says).
+    ``(1 - lam) * |z| + lam * sqrt(source_power)``, or ``None`` when ``z`` has a bin without phase (zero to the
+    transform's rounding with ``dims``, its axes; ``|z| <= 1e-12`` without: see
+    :func:`~aprkit.fourier.spectra.no_phase_power`); the caller then takes :func:`with_amplitude`, which handles
+    such bins as its ``zero_bins`` says.
 
     ``power`` is ``|z|^2`` (:func:`spectral_power`); ``source_power`` (real, broadcastable, owned by the caller:
     it is overwritten when the shapes allow) the source amplitude squared; ``lam`` a float or a tensor
@@ -59,7 +69,7 @@ def transfer_amplitude(
     tensors, no complex arithmetic, one pass per step. The zero test is one ``amin`` (a host read): call this
     on eager CPU tensors only. ``inplace=True`` lets it overwrite ``z`` (a spectrum the caller owns).
     """
-    if not bool(power.amin() > _TINY * _TINY):
+    if not _all_have_phase(power, no_phase_power(power, dims), dims):
         return None
     owned = source_power.shape == power.shape or broadcast_shape(source_power.shape, power.shape) == source_power.shape
     ratio = (source_power.div_(power) if owned else source_power / power).sqrt_()
@@ -72,13 +82,15 @@ def transfer_amplitude(
 
 def with_amplitude(
     z: torch.Tensor, amplitude: float | torch.Tensor, mag: torch.Tensor | None = None, *, inplace: bool = False,
-    zero_bins: ZeroBins = "phase0",
+    zero_bins: ZeroBins = "phase0", dims: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
     """``amplitude * exp(i * angle(z))`` for a complex spectrum ``z``, computed as ``z * amplitude / |z|``.
 
     ``amplitude`` is real, broadcastable to ``z`` (or a float); ``mag`` may pass a precomputed ``|z|``.
     Where ``|z| == 0`` (no phase) the bin becomes ``amplitude`` with phase 0 (``zero_bins="phase0"``, the
-    default here: ``angle(0) == 0``, the sign ``+1`` of 0) or stays 0 (``"zero"``; see :data:`ZeroBins`).
+    default here: ``angle(0) == 0``, the sign ``+1`` of 0) or stays 0 (``"zero"``; see :data:`ZeroBins`). ``dims``:
+    the axes of the transform ``z`` is the spectrum of, so that what rounding left of a zero counts as zero
+    (:func:`~aprkit.fourier.spectra.no_phase_power`); without them (elementwise), ``|z| <= 1e-12``.
     No trigonometry, real multiplies only; safe gradients at ``|z| == 0``. Returns a complex tensor of
     the broadcast shape. ``inplace=True`` lets it overwrite ``z`` (a spectrum the caller owns) when no
     gradient is involved. Eager CPU calls look for zero bins with one ``amin`` (a host read); on other
@@ -87,9 +99,10 @@ def with_amplitude(
     check_zero_bins(zero_bins)
     if mag is None:
         mag = spectral_magnitude(z)
-    if not needs_grad(z, mag, amplitude) and eager_cpu(z) and bool(mag.amin() > _TINY):  # common case: no zero bins
+    limit = no_phase_magnitude(mag, dims)
+    if not needs_grad(z, mag, amplitude) and eager_cpu(z) and _all_have_phase(mag, limit, dims):  # the common case
         return _scale(z, amplitude / mag, inplace)
-    ok = mag > _TINY
+    ok = mag > limit
     ratio = torch.where(ok, amplitude / torch.where(ok, mag, 1.0), 0.0)
     out = torch.view_as_real(z) * ratio.unsqueeze(-1)
     if zero_bins == "phase0":
@@ -99,14 +112,15 @@ def with_amplitude(
 
 def mix_spectra(
     z: torch.Tensor, source: torch.Tensor, lam: float | torch.Tensor = 1.0, *, perm: torch.Tensor | None = None,
-    inplace: bool = False, zero_bins: ZeroBins = "zero",
+    inplace: bool = False, zero_bins: ZeroBins = "zero", dims: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
     """Spectrum with the phase of ``z`` and the amplitude ``(1 - lam) * |z| + lam * |source[perm]|``.
 
     ``source`` is a spectrum broadcastable to ``z`` (``z`` itself with ``perm`` for batch partners); ``perm``
     ``None`` takes it as it is; ``lam`` a float or a real tensor broadcastable to ``z`` (``1.0``: a plain
     amplitude swap). A bin where ``|z| == 0`` (no phase) stays 0 (``zero_bins="zero"``, the default) or takes the
-    amplitude with phase 0 (``"phase0"``, the reference formula; see :data:`ZeroBins`). Without autograd on eager
+    amplitude with phase 0 (``"phase0"``, the reference formula; see :data:`ZeroBins`); ``dims``: the transform's
+    axes, as in :func:`with_amplitude`. Without autograd on eager
     CPU tensors it runs :func:`transfer_amplitude` on squared magnitudes (fewest passes), otherwise magnitudes
     and :func:`with_amplitude` (differentiable, no host sync). ``inplace=True`` lets it overwrite ``z``.
     """
@@ -115,7 +129,7 @@ def mix_spectra(
         power = spectral_power(z)
         src = power if source is z else spectral_power(source)
         src = src.index_select(0, perm) if perm is not None else src.clone() if src is power else src
-        out = transfer_amplitude(z, power, src, lam, inplace=inplace)
+        out = transfer_amplitude(z, power, src, lam, inplace=inplace, dims=dims)
         if out is not None:
             return out
     mag = spectral_magnitude(z)
@@ -123,4 +137,4 @@ def mix_spectra(
     if perm is not None:
         src_mag = src_mag.index_select(0, perm)
     amp = src_mag if isinstance(lam, float) and lam == 1.0 else (1 - lam) * mag + lam * src_mag
-    return with_amplitude(z, amp, mag, inplace=inplace, zero_bins=zero_bins)
+    return with_amplitude(z, amp, mag, inplace=inplace, zero_bins=zero_bins, dims=dims)

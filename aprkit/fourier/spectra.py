@@ -14,11 +14,37 @@ import torch
 from .._checks import broadcast_shape, check_dims, check_image_tensor, compute_dtype
 from .fft import fftn, ifftn, irfftn, rfftn
 
-__all__ = ["Dims", "spectrum", "amplitude_phase", "recombine", "spectral_magnitude", "spectral_power"]
+__all__ = ["Dims", "spectrum", "amplitude_phase", "recombine", "spectral_magnitude", "spectral_power",
+           "no_phase_power", "no_phase_magnitude"]
 
 Dims = Literal["chw", "hw"]
-#: magnitudes at or below this count as zero (their phase is undefined); shared with augment.functional
+#: magnitudes at or below this count as zero (their phase is undefined) where no transform is named (elementwise)
 _TINY = 1e-12
+#: within a transform, a bin whose magnitude is at most this many float epsilons of the transform's norm has no phase:
+#: the float32 FFT of a constant channel leaves its non-DC bins at about 1e-8 of the norm on grids that are not powers
+#: of two (7, 14, 28, 224), where exact zeros come out on 8, 16, 32; a phase that rounding sets is noise
+_ROUNDING_EPS = 8.0
+
+
+def no_phase_power(power: torch.Tensor, dims: tuple[int, ...] | None) -> torch.Tensor | float:
+    """The ``|z|^2`` at or below which a bin of ``power`` (``|z|^2`` of a spectrum, real) has no phase: with ``dims``
+    (the transform's axes) ``(8 eps)^2`` times each transform's summed power (keepdim; the half spectrum's sum is
+    within a factor 2 of the norm's square times the size), so what the FFT's rounding leaves of an exact zero counts
+    as zero; without, ``1e-24`` (elementwise use). Detached: a threshold carries no gradient."""
+    if dims is None:
+        return _TINY * _TINY
+    p = power.detach()
+    scale = (_ROUNDING_EPS * torch.finfo(p.dtype).eps) ** 2
+    return p.sum(dims, keepdim=True).mul_(scale).clamp_min_(_TINY * _TINY)
+
+
+def no_phase_magnitude(mag: torch.Tensor, dims: tuple[int, ...] | None) -> torch.Tensor | float:
+    """:func:`no_phase_power` for magnitudes ``|z|``: the ``|z|`` at or below which a bin has no phase."""
+    if dims is None:
+        return _TINY
+    m = mag.detach()
+    norm = torch.linalg.vector_norm(m, dim=dims, keepdim=True)
+    return norm.mul_(_ROUNDING_EPS * torch.finfo(m.dtype).eps).clamp_min_(_TINY)
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,8 @@ Real grids go through :mod:`aprkit.fourier` for all Fourier work; complex grids 
 (``torch.fft.fftn``, which :mod:`aprkit.fourier`'s image functions do not accept) and recombine amplitude and
 phase with :func:`aprkit.fourier.with_amplitude`.
 
-A bin or element without phase (``z == 0``) takes phase 0 in every code here (``zero_bins="phase0"``, the
+A bin or element without phase (``z == 0``; for a transform's bins, zero to the FFT's rounding:
+:func:`aprkit.fourier.spectra.no_phase_power`) takes phase 0 in every code here (``zero_bins="phase0"``, the
 papers' ``angle(0) == 0``), so that the sign of 0 is ``+1`` and the ``"phase"`` code agrees with it; the image
 ops and APR leave such bins at 0 instead (:data:`aprkit.fourier.mixing.ZeroBins`).
 """
@@ -71,7 +72,8 @@ def transplant(donor: torch.Tensor, receiver: torch.Tensor, code: Code, dims: fo
                          f"{receiver.dtype}")
     if donor.is_complex():
         if code == "phase":
-            spectrum = fourier.with_amplitude(_fft(donor, dims), fourier.spectral_magnitude(_fft(receiver, dims)))
+            spectrum = fourier.with_amplitude(_fft(donor, dims), fourier.spectral_magnitude(_fft(receiver, dims)),
+                                              dims=check_dims(dims))
             return _ifft(spectrum, dims)
         return fourier.with_amplitude(donor, fourier.spectral_magnitude(receiver))
     if code == "phase":
@@ -95,7 +97,7 @@ def with_magnitude(x: torch.Tensor, mag: torch.Tensor, code: Code, dims: fourier
     if x.is_complex():
         mag = mag.to(x.real.dtype)
         if code == "phase":
-            return _ifft(fourier.with_amplitude(_fft(x, dims), mag), dims)
+            return _ifft(fourier.with_amplitude(_fft(x, dims), mag, dims=check_dims(dims)), dims)
         return fourier.with_amplitude(x, mag)
     if code == "phase":
         return fourier.phase_only(x, magnitude=mag, dims=dims, zero_bins="phase0")

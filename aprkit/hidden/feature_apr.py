@@ -91,10 +91,10 @@ def feature_apr_core(
     """
     z = fourier.rfftn(g.to(compute_dtype(g)), fft_dims)
     if lam is None:
-        spec = swap_with_partner(z, perm, inplace=True)
+        spec = swap_with_partner(z, perm, inplace=True, dims=fft_dims)
     else:
         lam_b = lam.view(-1, *([1] * (z.ndim - 1))) if isinstance(lam, torch.Tensor) else lam
-        spec = fourier.mix_spectra(z, z, lam_b, perm=perm, inplace=True)
+        spec = fourier.mix_spectra(z, z, lam_b, perm=perm, inplace=True, dims=fft_dims)
     out = fourier.irfftn(spec, [g.shape[d] for d in fft_dims], fft_dims).to(g.dtype)
     if eager_cpu(apply) and bool(apply.all()):  # every sample recombined: skip the selection pass
         return out
