@@ -99,3 +99,16 @@ def test_a_distilled_timm_model_refuses_forward_head():
     plain = load_model("timm:vit_tiny_patch16_224", random_init=True, num_classes=3, img_size=32)
     with torch.no_grad():
         torch.testing.assert_close(plain.forward_head(plain.forward_features(x)), plain(x))
+
+
+def test_builder_arguments_are_named_in_the_callers_terms():
+    """A keyword the architecture does not take gets a did-you-mean from its class's arguments; one that its name
+    fixes (resnet20's depth) says so, instead of "got multiple values for argument 'depth'" (tester)."""
+    with pytest.raises(TypeError, match=r"create_model\('wrn40_2'\) takes no argument 'dropout' \(did you mean "
+                                        r"'drop_rate'"):
+        create_model("wrn40_2", dropout=0.3)
+    with pytest.raises(TypeError, match="'depth' is fixed by the model name 'resnet20'"):
+        create_model("resnet20", depth=32)
+    with pytest.raises(TypeError, match=r"model 'wrn40_2' takes no argument 'dropout' \(a keyword of load_model; .*"
+                                        r"did you mean 'drop_rate'"):
+        load_model("wrn40_2", dropout=0.3, random_init=True)

@@ -251,13 +251,14 @@ def load_model(
                 and isinstance(spec, (str, os.PathLike)) else repr(os.fspath(source)))
         raise CheckpointMismatch(f"{what}: {err}") from None
     except TypeError as err:  # a misspelt builder argument: name it as the caller gave it
-        bad = re.search(r"unexpected keyword argument '(\w+)'", str(err))
-        if bad is None or bad.group(1) not in kwargs:
+        found = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        bad = getattr(err, "argument", None) or (found.group(1) if found else None)  # create_model's, or another's
+        if bad is None or bad not in kwargs:
             raise
         name = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else type(spec).__name__
-        raise TypeError(f"model {name!r} takes no argument "
-                        f"{bad.group(1)!r} (a keyword of load_model; in a training config model.kwargs."
-                        f"{bad.group(1)}): {err}") from None
+        hint = getattr(err, "hint", None)
+        raise TypeError(f"model {name!r} takes no argument {bad!r} (a keyword of load_model; in a training config "
+                        f"model.kwargs.{bad})" + (hint if hint is not None else f": {err}")) from None
     return model.to(device).eval()
 
 

@@ -99,7 +99,37 @@ def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
             f"unknown model {name!r}{nearest_names(key, valid)}; valid names: {', '.join(valid)} "
             "(or 'timm:<name>', 'torchvision:<name>', 'robustbench:<name>' through aprkit.models.load_model)"
         )
-    return tag_model(_REGISTRY[key](num_classes=num_classes, **kwargs), key, kwargs)
+    try:
+        model = _REGISTRY[key](num_classes=num_classes, **kwargs)
+    except TypeError as err:
+        raise _argument_error(key, num_classes, kwargs, err) from None
+    return tag_model(model, key, kwargs)
+
+
+def _argument_error(key: str, num_classes: int, kwargs: dict[str, Any], err: TypeError) -> TypeError:
+    """A builder's TypeError about a keyword the caller gave, said in the caller's terms: a name the architecture
+    does not take (with a did-you-mean from its class's arguments) or one its name fixes (``depth`` of resnet20)."""
+    import inspect
+    import re
+
+    text = str(err)
+    unexpected = re.search(r"unexpected keyword argument '(\w+)'", text)
+    repeated = re.search(r"multiple values for (?:keyword )?argument '(\w+)'", text)
+    if repeated is not None and repeated.group(1) in kwargs:
+        return TypeError(f"create_model({key!r}): {repeated.group(1)!r} is fixed by the model name {key!r}; choose "
+                         f"another registered name instead (aprkit.models.list_models()) ({text})")
+    if unexpected is None or unexpected.group(1) not in kwargs:
+        return err
+    bad = unexpected.group(1)
+    try:  # the arguments of the class it builds (on this error path only)
+        valid = [n for n in inspect.signature(type(_REGISTRY[key](num_classes=num_classes))).parameters
+                 if n not in ("self", "num_classes", "args", "kwargs")]
+    except Exception:  # noqa: BLE001 - only the suggestion is lost
+        valid = []
+    hint = f"{nearest_names(bad, valid)}; it takes {', '.join(valid)}" if valid else ""
+    out = TypeError(f"create_model({key!r}) takes no argument {bad!r}{hint} ({text})")
+    out.argument, out.hint = bad, hint  # type: ignore[attr-defined]  # for load_model's wording of the same error
+    return out
 
 
 def checkpoint_kwargs(arch: str, kwargs: dict[str, Any], state_dict: Any) -> dict[str, Any]:
