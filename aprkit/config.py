@@ -23,7 +23,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -128,7 +128,11 @@ def _yaml_load(stream: Any) -> Any:
     return yaml.load(stream, Loader=_LOADER)  # noqa: S506 - a SafeLoader subclass
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+#: a function that brings one file's settings to their canonical form before they are merged with another's
+Normalize = Callable[[dict[str, Any], str], dict[str, Any]]
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = (), normalize: Normalize | None = None) -> dict[str, Any]:
     import yaml
 
     path = path.resolve()
@@ -153,10 +157,12 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise TypeError(
             f"config file {path} must hold a mapping of settings (key: value lines), got {type(data).__name__}"
         )
-    return merge(_read_bases(data.pop("base", None), path.parent, f"config file {path}", seen + (path,)), data)
+    bases = _read_bases(data.pop("base", None), path.parent, f"config file {path}", seen + (path,), normalize)
+    return merge(bases, normalize(data, f"config file {path}") if normalize is not None else data)
 
 
-def _read_bases(bases: Any, parent: Path, where: str, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def _read_bases(bases: Any, parent: Path, where: str, seen: tuple[Path, ...] = (),
+                normalize: Normalize | None = None) -> dict[str, Any]:
     """The files a ``base:`` value names (a path or a list of them, relative to ``parent``), merged left to right;
     an empty value names none."""
     if not bases:
@@ -167,7 +173,7 @@ def _read_bases(bases: Any, parent: Path, where: str, seen: tuple[Path, ...] = (
     for b in [bases] if isinstance(bases, (str, os.PathLike)) else bases:  # ${VAR} and ~/ too, as in every string
         name = str(expand_env(os.fspath(b) if isinstance(b, os.PathLike) else str(b)))
         name = os.path.expanduser(name) if name == "~" or name.startswith("~/") else name  # not "~old.yaml"
-        merged = merge(merged, _read_yaml(parent / name, seen))
+        merged = merge(merged, _read_yaml(parent / name, seen, normalize))
     return merged
 
 
@@ -178,12 +184,15 @@ def read_bases(bases: Any, relative_to: str | os.PathLike[str] = ".", where: str
     return expand_env(_read_bases(bases, Path(relative_to), where))
 
 
-def read_config_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None) -> dict[str, Any]:
-    """Read YAML file(s) (``base:`` resolved, merged left to right, environment variables expanded)."""
+def read_config_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
+                      normalize: Normalize | None = None) -> dict[str, Any]:
+    """Read YAML file(s) (``base:`` resolved, merged left to right, environment variables expanded). ``normalize``
+    (the mapping, where it was read) brings each file's own settings to one form before any merge, so that a setting
+    two files spell differently is decided by their order."""
     items = [] if paths is None else [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     data: dict[str, Any] = {}
     for p in items:
-        data = merge(data, _read_yaml(Path(p)))
+        data = merge(data, _read_yaml(Path(p), normalize=normalize))
     return expand_env(data)
 
 

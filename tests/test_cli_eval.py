@@ -107,7 +107,7 @@ def test_eval_config_typos_are_errors(tmp_path, png_folder, capsys):
     assert main(base + ["--set", "batch_size=abc"]) == 2
     assert "config key 'batch_size' must be an int, got 'abc'" in capsys.readouterr().err
     assert main(base + ["--set", "options.n_binz=3"]) == 2
-    assert "unknown suite option 'n_binz' (did you mean 'n_bins'" in capsys.readouterr().err
+    assert "unknown config key 'n_binz' (did you mean 'n_bins'" in capsys.readouterr().err
     from aprkit.eval import evaluate
 
     with pytest.raises(ValueError, match="unknown suite option 'limt'"):

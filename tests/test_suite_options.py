@@ -83,3 +83,20 @@ def test_mce_only_for_imagenet_val_and_says_why_not(monkeypatch):
                    options={"num_classes": 1000})
     r = next(iter(res.models.values()))["corruption"]
     assert r["mce"] is not None and "generated cells" in r["mce_note"]
+
+
+def test_a_later_source_wins_whichever_form_it_writes_a_suite_option_in(tmp_path):
+    """``knn_k: 11`` and ``options: {knn_k: 50}`` are one setting: the later file, or a later ``--set options.knn_k``,
+    wins (the top-level form always won, silently) (tester); one file setting both forms is refused."""
+    from aprkit.eval.engine.config import load_eval_config
+
+    flat, nested, both = tmp_path / "flat.yaml", tmp_path / "nested.yaml", tmp_path / "both.yaml"
+    flat.write_text("suite: ood\nknn_k: 11\n")
+    nested.write_text("options: {knn_k: 50}\n")
+    both.write_text("knn_k: 1\noptions: {knn_k: 2}\n")
+    knn = lambda paths, over=(): load_eval_config([str(p) for p in paths], list(over))["options"]["knn_k"]  # noqa: E731
+    assert knn([flat, nested]) == 50 and knn([nested, flat]) == 11
+    assert knn([flat], ["options.knn_k=7"]) == 7 and knn([flat, nested], ["knn_k=4"]) == 4
+    assert knn([flat], ["options={knn_k: 3}"]) == 3
+    with pytest.raises(ValueError, match="sets 'knn_k' both at the top level and under options"):
+        load_eval_config([str(flat), str(both)])

@@ -49,6 +49,23 @@ def _canonical(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
+def _flat(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """One source's settings (a file, the flags) in one form: aliases resolved and an ``options:`` mapping's suite
+    options lifted to the top level, as the shipped configs write them, so that a later source's ``options.knn_k``
+    overrides an earlier one's ``knn_k`` (and the reverse) instead of the top-level form always winning."""
+    out = _canonical(data, where)
+    options = out.pop("options", None)
+    if options is None:
+        return out
+    if not isinstance(options, Mapping):
+        raise TypeError(f"{where}: 'options' must be a mapping of suite options, got {type(options).__name__}")
+    for key, value in options.items():
+        if key in out:
+            raise ValueError(f"{where} sets {key!r} both at the top level and under options; keep one")
+        out[str(key)] = value
+    return out
+
+
 def _check_models(models: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, entry in models.items():
@@ -107,8 +124,8 @@ def load_eval_config(
 ) -> dict[str, Any]:
     """YAML file(s) (``base:``, ``${VAR:-default}``), then ``flags`` (set values win; ``model`` replaces the
     files' ``models``), then ``key=value`` overrides; validated by :func:`eval_settings`."""
-    data = _canonical(read_config_files(paths), "the eval config")
-    flags = {k: v for k, v in _canonical(dict(flags or {}), "the flags").items() if v is not None}
+    data = _canonical(read_config_files(paths, normalize=_flat), "the eval config")
+    flags = {k: v for k, v in _flat(dict(flags or {}), "the flags").items() if v is not None}
     if "model" in flags and "models" in data:
         replaced = data.pop("models")
         if replaced:
@@ -120,5 +137,13 @@ def load_eval_config(
     for item in overrides:
         key, sep, rest = str(item).partition("=")
         head, dot, tail = key.partition(".")
+        if head.strip() == "options" and tail:  # options.knn_k=7 sets knn_k, the form every source is read in
+            head, dot, tail = tail.partition(".")
         renamed.append(f"{ALIASES.get(head.strip(), head.strip())}{dot}{tail}{sep}{rest}" if sep else item)
-    return eval_settings(apply_overrides(data, renamed))
+    data = apply_overrides(data, renamed)
+    given = data.pop("options", None)  # only an override sets it now (options={...}): it came last, so it wins
+    if isinstance(given, Mapping):
+        data.update(given)
+    elif given is not None:
+        data["options"] = given  # eval_settings names the wrong type
+    return eval_settings(data)
