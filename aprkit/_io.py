@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "remove_temporaries"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "remove_temporaries",
+           "to_jsonable"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Any], *, durable: bool = True) -> Path:
@@ -139,3 +141,33 @@ def check_zip_intact(path: str | os.PathLike[str], consequence: str) -> None:
     if bad is not None:
         raise ValueError(f"{path} is damaged: its record {bad!r} fails its CRC-32 check (a byte changed on disk or in "
                          f"transfer), so {consequence}")
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert tensors, numpy values, paths and tuples to plain JSON types; non-finite floats become None."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:  # the common cases first
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is dict:
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if kind is list:
+        return [to_jsonable(v) for v in value]
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return to_jsonable(value.detach().cpu().tolist())
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays and scalars
+        return to_jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store a value of type {type(value).__name__} in the result cache (expected JSON data)")

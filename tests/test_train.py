@@ -420,3 +420,20 @@ def test_review_fixes_of_the_training_entry_points(tmp_path, capsys, monkeypatch
     assert main(["train", "--out", str(tmp_path / "rank1"), "--set", *small]) == 0
     assert capsys.readouterr().out == ""
     assert summary["global_step"] == 1
+
+
+def test_a_diverged_run_says_so_and_writes_strict_json(tmp_path, capsys):
+    """A loss gone NaN is reported on stderr at its epoch, ``aprkit train`` exits 1, and metrics.json and the printed
+    summary stay strict JSON (null, not a bare NaN that strict parsers refuse) (tester)."""
+    import json
+
+    from aprkit.cli import main
+
+    rc = main(["train", "--out", str(tmp_path), "--set", "model.name=_tiny_test_cnn", "data.dataset=synthetic:64",
+               "model.num_classes=10", "optim.epochs=1", "optim.batch_size=16", "optim.lr=1e12", "data.num_workers=0",
+               "train.progress=false", "train.tensorboard=false", "train.report=false"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "the run diverged" in err and "at epoch 1" in err
+    strict = {"parse_constant": lambda c: pytest.fail(f"bare {c} in JSON")}
+    assert json.loads((tmp_path / "metrics.json").read_text(), **strict)[0]["train_loss"] is None
+    assert json.loads(out, **strict)["final"]["train_loss"] is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 __all__ = ["add_parser", "run"]
@@ -48,6 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     import yaml
 
+    from .._io import to_jsonable
     from ..train.config import load_config
     from ..train.loop import fit
     from ._common import check_out_dir
@@ -66,5 +68,10 @@ def run(args: argparse.Namespace) -> int:
         summary = {k: result[k] for k in ("out", "checkpoint", "global_step")}
         summary["final"] = result["final"]
         summary["wall_s"] = round(result["wall_s"], 2)
-        print(json.dumps(summary, indent=1), file=sys.stdout)
+        print(json.dumps(to_jsonable(summary), indent=1), file=sys.stdout)  # strict JSON: NaN as null
+        loss = (result["final"] or {}).get("train_loss")
+        if isinstance(loss, float) and not math.isfinite(loss):
+            print(f"aprkit train: error: the run diverged (final training loss {loss}); its model.pt holds those "
+                  "weights; lower optim.lr and train again", file=sys.stderr)
+            return 1
     return 0

@@ -13,12 +13,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, to_jsonable
 
 __all__ = ["MetricsLogger"]
 
@@ -48,7 +50,13 @@ class MetricsLogger:
                 self._flush()
 
     def log(self, row: dict[str, Any]) -> None:
-        """Append ``row`` and rewrite the files; TensorBoard gets every numeric field at ``row['step']``."""
+        """Append ``row`` and rewrite the files; TensorBoard gets every numeric field at ``row['step']``. The first
+        epoch whose training loss is not finite is reported on stderr (the run diverged)."""
+        loss = row.get("train_loss")
+        if isinstance(loss, float) and not math.isfinite(loss) and all(
+                isinstance(r.get("train_loss"), float) and math.isfinite(r["train_loss"]) for r in self.history):
+            print(f"aprkit train: warning: the training loss is {loss} at epoch {row.get('epoch')}: the run diverged "
+                  "(lower optim.lr, or check the data); metrics.json writes null for it", file=sys.stderr)
         self.history.append(dict(row))
         if self.out is None:
             return
@@ -70,7 +78,7 @@ class MetricsLogger:
         writer.writeheader()
         writer.writerows(self.history)
         atomic_write_text(self.out / "metrics.csv", buf.getvalue())
-        atomic_write_text(self.out / "metrics.json", json.dumps(self.history, indent=1))
+        atomic_write_text(self.out / "metrics.json", json.dumps(to_jsonable(self.history), indent=1))  # NaN: null
         if self._report is not None:
             self._report(self.history)
 

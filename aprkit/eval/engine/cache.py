@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from ..._io import atomic_write_text
+from ..._io import atomic_write_text, to_jsonable
 from .fingerprint import model_fingerprint
 
 __all__ = [
@@ -61,34 +61,6 @@ _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
 #: options of the evaluation context that are part of every key (besides ``seed`` and ``amp``)
 RUN_SETTINGS = ("limit", "num_classes")
-
-
-def to_jsonable(value: Any) -> Any:
-    """Convert tensors, numpy values, paths and tuples to plain JSON types; non-finite floats become None."""
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:  # the common cases first
-        return value
-    if kind is float:
-        return value if math.isfinite(value) else None
-    if kind is dict:
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if kind is list:
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return to_jsonable(value.detach().cpu().tolist())
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays and scalars
-        return to_jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"cannot store a value of type {type(value).__name__} in the result cache (expected JSON data)")
 
 
 def nested_get(d: Any, *keys: str) -> Any:
