@@ -223,3 +223,29 @@ def test_print_config_shows_the_resolved_settings(capsys):
                  "--set", "batch_size=7"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["model"] == "resnet20" and cfg["batch_size"] == 7 and cfg["data"] == "synthetic:8"
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does(monkeypatch, capsys):
+    """SIGTERM (a scheduler, kill) is raised as an interrupt: the command's own cleanup runs, the message says so, the
+    exit code is 143; a closed output pipe (| head) ends quietly with 141 (it was an error line and 2) (tester)."""
+    import os
+    import signal
+
+    import aprkit.cli.eval as cli_eval
+
+    def terminated(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return 0
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(cli_eval, "run", terminated)
+    assert main(["eval", "--model", "resnet20", "--data", "synthetic:8"]) == 143
+    assert "terminated (SIGTERM); finished results are kept" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before  # restored
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli_eval, "run", broken)
+    assert main(["eval", "--model", "resnet20", "--data", "synthetic:8"]) == 141
+    assert "error" not in capsys.readouterr().err

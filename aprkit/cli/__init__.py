@@ -10,6 +10,7 @@ the subcommand) adds the traceback and the warnings' source lines.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import traceback
 import warnings
@@ -49,12 +50,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, ``kill``, a stopped container) raised as an interrupt, so that it stops a command as
+    Ctrl-C does: finished results kept, the run's files saying so."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return _main(argv)
+    except _Terminated:
+        print("\nterminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:  # Ctrl-C while the command is starting (imports, argument parsing): nothing to keep
         print("\ninterrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -69,11 +91,18 @@ def _main(argv: Sequence[str] | None) -> int:
             f"aprkit {args.command}: warning: {message}\n")
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         how = "a rerun with --resume goes on" if args.command == "train" else "a rerun resumes"
         below = "\n" if sys.stderr.isatty() else ""  # below a progress bar's line on a terminal
-        print(f"{below}interrupted; finished results are kept and {how}", file=sys.stderr)
-        return 130
+        what = "terminated (SIGTERM)" if isinstance(stop, _Terminated) else "interrupted"
+        print(f"{below}{what}; finished results are kept and {how}", file=sys.stderr)
+        return 143 if isinstance(stop, _Terminated) else 130
+    except BrokenPipeError:  # the output's reader went away (| head): stop quietly, as other tools do
+        import os
+
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     except Exception as err:
         from ._common import error_line
 

@@ -15,8 +15,19 @@ __all__ = ["load_eval_model", "place_model", "display_name", "has_conv", "sync_w
 
 
 def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None, device: torch.device,
-                    random_init: bool = False, drop_head: bool = False) -> tuple[nn.Module, str]:
-    """An ``nn.Module`` from a module or a spec (via ``aprkit.models.load_model``) plus a display name."""
+                    random_init: bool = False, drop_head: bool = False, seed: int = 0) -> tuple[nn.Module, str]:
+    """An ``nn.Module`` from a module or a spec (via ``aprkit.models.load_model``) plus a display name. Weights it
+    draws (``random_init``, a new head with ``drop_head``) come from ``seed`` (the run's), not the global RNG, so
+    that a rerun or a resume evaluates the same network."""
+    if random_init or drop_head:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return _load_eval_model(model, num_classes, checkpoint, device, random_init, drop_head)
+    return _load_eval_model(model, num_classes, checkpoint, device, random_init, drop_head)
+
+
+def _load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None, device: torch.device,
+                     random_init: bool, drop_head: bool) -> tuple[nn.Module, str]:
     if isinstance(model, nn.Module):
         if checkpoint is not None:
             from aprkit.models import load_model

@@ -184,7 +184,7 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
     for pos, (given_id, m) in enumerate(models.items()):
         try:
             net, display = load_eval_model(m, load["num_classes"], load["checkpoint"], dev, load["random_init"],
-                                           load["drop_head"])
+                                           load["drop_head"], seed=int(ctx_kw["seed"]))
         except BaseException:
             run.unloadable = labels[pos]
             raise
