@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import nonnegative_int, positive_int
+
 __all__ = ["add_parser", "run"]
 
 
@@ -30,11 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--data", default="synthetic", metavar="SPEC",
                    help="synthetic (default), synthetic:N_TRAIN, cifar10:PATH, cifar100:PATH or folder:PATH")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs per model (default: the preset's)")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="training epochs per model (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, training and evaluation, 0..2**31-1 (default 0)")
-    p.add_argument("--train-size", type=int, default=None, metavar="N",
+    p.add_argument("--train-size", type=nonnegative_int, default=None, metavar="N",
                    help="training images (real data: seeded random subset; 0 = all)")
-    p.add_argument("--test-size", type=int, default=None, metavar="N", help="test images for the evaluation")
+    p.add_argument("--test-size", type=positive_int, default=None, metavar="N", help="test images for the evaluation")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or stage messages")
     p.set_defaults(func=run)
     return p
