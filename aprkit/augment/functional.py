@@ -41,7 +41,7 @@ from ..fourier import (
     transfer_amplitude,
     with_amplitude,
 )
-from ..fourier.spectra import no_phase_power
+from ..fourier.spectra import _ROUNDING_EPS, no_phase_power
 
 __all__ = [
     "CompiledCore",
@@ -284,7 +284,7 @@ def recombine_views_numpy(views: np.ndarray, phase_from_first: bool, dims: Dims 
     i, j = (0, 1) if phase_from_first else (1, 0)
     zp, mp, amp = z[i], mag[i], mag[j]
     norm = np.sqrt(np.square(mp).sum(axis=tuple(a - 1 for a in axes), keepdims=True))
-    ok = mp > np.maximum(8.0 * np.finfo(mp.dtype).eps * norm, 1e-12)  # as fourier.spectra.no_phase_magnitude
+    ok = mp > np.maximum(_ROUNDING_EPS * np.finfo(mp.dtype).eps * norm, 1e-12)  # as fourier.spectra.no_phase_magnitude
     if ok.all():
         spec = zp * (amp / mp)
     else:  # a bin without phase stays 0, as in swap_with_partner
