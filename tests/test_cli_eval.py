@@ -246,6 +246,20 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(monkeypatch, capsys):
     def broken(args):
         raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(cli_eval, "run", broken)
+    monkeypatch.setattr(cli_eval, "run", broken)  # another pipe (a worker's): an error line as any other
+    assert main(["eval", "--model", "resnet20", "--data", "synthetic:8"]) not in (0, 141)
+    assert "aprkit eval: error:" in capsys.readouterr().err
+
+    class ClosedStdout:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            raise ValueError("no descriptor")
+
+    monkeypatch.setattr("sys.stdout", ClosedStdout())  # stdout's reader went away (| head): quiet, 141
     assert main(["eval", "--model", "resnet20", "--data", "synthetic:8"]) == 141
     assert "error" not in capsys.readouterr().err

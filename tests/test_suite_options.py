@@ -100,3 +100,13 @@ def test_a_later_source_wins_whichever_form_it_writes_a_suite_option_in(tmp_path
     assert knn([flat], ["options={knn_k: 3}"]) == 3
     with pytest.raises(ValueError, match="sets 'knn_k' both at the top level and under options"):
         load_eval_config([str(flat), str(both)])
+
+
+def test_a_run_setting_under_options_is_refused(tmp_path):
+    """``options: {seed: 5}`` is no suite option: refused, not lifted into the run's seed (reviewer)."""
+    from aprkit.eval.engine.config import load_eval_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("suite: ood\noptions: {seed: 5}\n")
+    with pytest.raises(ValueError, match="options.seed is a setting of the run, not a suite option"):
+        load_eval_config(str(cfg))

@@ -63,9 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import signal
     import threading
 
-    previous = None
+    installed, previous = False, None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        previous, installed = signal.signal(signal.SIGTERM, _on_sigterm), True
     try:
         return _main(argv)
     except _Terminated:
@@ -75,8 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ninterrupted", file=sys.stderr)
         return 130
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if installed:  # a handler installed outside Python reads as None: the default then
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -97,22 +97,40 @@ def _main(argv: Sequence[str] | None) -> int:
         what = "terminated (SIGTERM)" if isinstance(stop, _Terminated) else "interrupted"
         print(f"{below}{what}; finished results are kept and {how}", file=sys.stderr)
         return 143 if isinstance(stop, _Terminated) else 130
-    except BrokenPipeError:  # the output's reader went away (| head): stop quietly, as other tools do
+    except BrokenPipeError as err:
+        if not _stdout_closed():  # another pipe (a worker's, a process group's): an error like any other
+            return _error(args, err)
         import os
 
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # the output's reader went away (| head): stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141
     except Exception as err:
-        from ._common import error_line
-
-        if args.debug:
-            traceback.print_exc()
-        line, code = error_line(err)
-        print(f"aprkit {args.command}: error: {line}", file=sys.stderr)
-        return code
+        return _error(args, err)
     finally:
         warnings.formatwarning = original
+
+
+def _error(args: argparse.Namespace, err: BaseException) -> int:
+    """One line on stderr (the traceback too with ``--debug``) and the exit code of ``err``."""
+    from ._common import error_line
+
+    if args.debug:
+        traceback.print_exception(type(err), err, err.__traceback__)
+    line, code = error_line(err)
+    print(f"aprkit {args.command}: error: {line}", file=sys.stderr)
+    return code
+
+
+def _stdout_closed() -> bool:
+    """Whether writing to stdout fails with a broken pipe (its reader went away)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 if __name__ == "__main__":  # pragma: no cover

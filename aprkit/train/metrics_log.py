@@ -53,13 +53,14 @@ class MetricsLogger:
         """Append ``row`` and rewrite the files; TensorBoard gets every numeric field at ``row['step']``. The first
         epoch whose training loss is not finite is reported on stderr (the run diverged)."""
         loss = row.get("train_loss")
-        if isinstance(loss, float) and not math.isfinite(loss) and all(
-                isinstance(r.get("train_loss"), float) and math.isfinite(r["train_loss"]) for r in self.history):
+        first = isinstance(loss, float) and not math.isfinite(loss) and all(
+            isinstance(r.get("train_loss"), float) and math.isfinite(r["train_loss"]) for r in self.history)
+        self.history.append(dict(row))
+        if self.out is None:  # every rank but the writing one, or no folder
+            return
+        if first:  # once, by the process that writes the files
             print(f"aprkit train: warning: the training loss is {loss} at epoch {row.get('epoch')}: the run diverged "
                   "(lower optim.lr, or check the data); metrics.json writes null for it", file=sys.stderr)
-        self.history.append(dict(row))
-        if self.out is None:
-            return
         self._flush()
         if self._tb is not None:
             step = int(row.get("step", len(self.history)))

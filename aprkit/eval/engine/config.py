@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...config import apply_overrides, coerce, merge, read_config_files, unknown_key
+from ..suites import load_suites
 from ..suites.base import flat_options
 from ..suites.options import check_data_mapping, check_suite_options, option_error, parse_suite_options, suite_registry
 
@@ -59,7 +60,11 @@ def _flat(data: Mapping[str, Any], where: str) -> dict[str, Any]:
         return out
     if not isinstance(options, Mapping):
         raise TypeError(f"{where}: 'options' must be a mapping of suite options, got {type(options).__name__}")
+    suite_options = {o for cls in load_suites().values() for o in cls.option_names()}
     for key, value in options.items():
+        if key in eval_schema() and key not in suite_options:  # a run setting (seed, models, ...) is no suite option
+            raise ValueError(f"{where}: options.{key} is a setting of the run, not a suite option; give it at the "
+                             f"top level ({key}: ...)")
         if key in out:
             raise ValueError(f"{where} sets {key!r} both at the top level and under options; keep one")
         out[str(key)] = value

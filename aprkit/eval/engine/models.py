@@ -20,8 +20,8 @@ def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None,
     draws (``random_init``, a new head with ``drop_head``) come from ``seed`` (the run's), not the global RNG, so
     that a rerun or a resume evaluates the same network."""
     if random_init or drop_head:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):  # the CPU generator only (weights are drawn there), restored after
+            torch.default_generator.manual_seed(seed)
             return _load_eval_model(model, num_classes, checkpoint, device, random_init, drop_head)
     return _load_eval_model(model, num_classes, checkpoint, device, random_init, drop_head)
 
