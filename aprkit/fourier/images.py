@@ -21,7 +21,7 @@ from .._checks import (
     restore_dtype,
 )
 from .fft import fftn, ifftn, rfftn
-from .mixing import ZeroBins, check_zero_bins, mix_spectra, with_amplitude
+from .mixing import ZeroBins, mix_spectra, with_amplitude
 from .spectra import Dims, _as_float, _irfft, spectral_magnitude
 
 __all__ = [
@@ -89,7 +89,7 @@ def swap_amplitude(phase_source: torch.Tensor, amplitude_source: torch.Tensor, d
     _check_same_scale(phase_source, amplitude_source, "phase_source", "amplitude_source")
     fft_dims = check_dims(dims)
     zp, za = _pair_spectra(phase_source, amplitude_source, fft_dims, ("phase_source", "amplitude_source"))
-    out = _irfft(mix_spectra(zp, za, inplace=True, zero_bins=check_zero_bins(zero_bins), dims=fft_dims),
+    out = _irfft(mix_spectra(zp, za, inplace=True, zero_bins=zero_bins, dims=fft_dims),
                  phase_source, fft_dims)
     return restore_dtype(out, _out_dtype(phase_source, amplitude_source))
 
@@ -133,7 +133,7 @@ def mix_amplitude(
     else:
         lam_t = check_probability(lam, "lam")
     zx, zy = _pair_spectra(x, y, fft_dims)
-    out = _irfft(mix_spectra(zx, zy, lam_t, inplace=True, zero_bins=check_zero_bins(zero_bins), dims=fft_dims),
+    out = _irfft(mix_spectra(zx, zy, lam_t, inplace=True, zero_bins=zero_bins, dims=fft_dims),
                  x, fft_dims)
     return restore_dtype(out, _out_dtype(x, y))
 
@@ -195,7 +195,7 @@ def low_frequency_swap(x: torch.Tensor, y: torch.Tensor, beta: float = 0.01, dim
     rows = torch.tensor(_low_band(x.shape[-2], b), device=zx.device)
     band = zx[..., : min(b, x.shape[-1] // 2) + 1]  # a view: the band's columns, every row
     swapped = mix_spectra(band.index_select(-2, rows), zy[..., : band.shape[-1]].index_select(-2, rows), inplace=True,
-                          zero_bins=check_zero_bins(zero_bins), dims=fft_dims)
+                          zero_bins=zero_bins, dims=fft_dims)
     band.index_copy_(-2, rows, swapped)
     out = _irfft(zx, x, fft_dims)
     return restore_dtype(out, _out_dtype(x, y))
@@ -219,7 +219,6 @@ def phase_only(
         raise ValueError("phase_only(magnitude='unit') needs a floating image: its values are about 1 / sqrt(N) "
                          "and would round to 0 in uint8; pass x.float() / 255, or magnitude='mean'")
     fft_dims = check_dims(dims)
-    check_zero_bins(zero_bins)
     xf = _as_float(x)
     amp: torch.Tensor | float
     if isinstance(magnitude, torch.Tensor):

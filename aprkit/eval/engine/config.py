@@ -60,9 +60,9 @@ def _flat(data: Mapping[str, Any], where: str) -> dict[str, Any]:
         return out
     if not isinstance(options, Mapping):
         raise TypeError(f"{where}: 'options' must be a mapping of suite options, got {type(options).__name__}")
-    suite_options = {o for cls in load_suites().values() for o in cls.option_names()}
+    run_settings = set(eval_schema()) - {o for cls in load_suites().values() for o in cls.option_names()}
     for key, value in options.items():
-        if key in eval_schema() and key not in suite_options:  # a run setting (seed, models, ...) is no suite option
+        if key in run_settings:  # a run setting (seed, models, ...) is no suite option
             raise ValueError(f"{where}: options.{key} is a setting of the run, not a suite option; give it at the "
                              f"top level ({key}: ...)")
         if key in out:
