@@ -10,6 +10,7 @@ from PIL import Image
 
 from aprkit.cli import main
 from aprkit.cli.eval import _data_arg
+from aprkit.eval import evaluate
 from aprkit.eval.engine.config import load_eval_config
 from conftest import natural_images
 
@@ -65,6 +66,11 @@ def test_cli_bad_input_is_a_clear_error(png_folder, tmp_path, capsys):
     assert "key=value" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["eval", "--severities", "1,x"])
+    with pytest.raises(SystemExit):  # as aprkit demo and train.seed: a seed is >= 0
+        main(["eval", "--seed", "-1"])
+    assert "integer >= 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"seed must be an integer in 0..2\*\*63 - 1"):
+        evaluate("resnet20", data=f"folder:{png_folder}", random_init=True, seed=-1)
 
 
 def test_config_loading_env_and_overrides(tmp_path, monkeypatch):

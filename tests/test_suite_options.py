@@ -64,6 +64,16 @@ def test_none_is_the_default_and_values_are_typed():
         CorruptionOptions.parse({"preset": "cifar100"}, "corruption")
 
 
+def test_corruption_groups_expand_as_aprkit_corrupt_takes_them():
+    from aprkit.corruptions import BENCHMARK, EXTRA
+
+    assert CorruptionOptions.parse({"corruptions": "extra"}, "corruption").grid()[0] == list(EXTRA)
+    opts = CorruptionOptions.parse({"corruptions": ["fog", "all"]}, "corruption")  # a repeat counts once, in order
+    assert opts.grid()[0] == ["fog"] + [c for c in BENCHMARK + EXTRA if c != "fog"]
+    with pytest.raises(ValueError, match="did you mean"):
+        CorruptionOptions.parse({"corruptions": "benchmarks"}, "corruption")
+
+
 def test_mce_only_for_imagenet_val_and_says_why_not(monkeypatch):
     """mCE normalises by AlexNet's ImageNet-C errors: a 10-class set of 72-px images (the "imagenet" preset) gets
     the mean error and a note, not an mCE; 1000 classes on the whole validation set get it."""

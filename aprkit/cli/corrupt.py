@@ -81,14 +81,9 @@ def _tokens(values: list[str]) -> list[str]:
 
 def _names(spec: list[str] | None) -> list[str]:
     """The corruption names, groups expanded in place (a name given twice is refused by the writer)."""
-    from ..corruptions import list_corruptions
+    from ..corruptions import expand_groups, list_corruptions
 
-    if not spec:
-        return list(list_corruptions("benchmark"))
-    out: list[str] = []
-    for token in _tokens(spec):
-        out.extend(list_corruptions(token) if token in ("all", "extra", "benchmark") else [token])
-    return out
+    return expand_groups(_tokens(spec)) if spec else list(list_corruptions("benchmark"))
 
 
 def _severities(spec: list[str] | None) -> list[int]:

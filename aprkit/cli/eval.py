@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .._checks import comma_items
+from ._common import nonnegative_int
 
 __all__ = ["add_parser", "run", "settings"]
 
@@ -74,7 +75,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="use only the first N images of each dataset")
     p.add_argument("--severities", type=_int_list, help="comma-separated severities, e.g. 1,3,5")
     p.add_argument("--corruptions", type=_str_list,
-                   help="comma-separated corruption names (default: the 15 benchmark ones; 'none': clean only)")
+                   help="comma-separated corruption names and groups (benchmark, extra, all; default: the 15 benchmark "
+                        "ones; 'none': clean only)")
     p.add_argument("--corrupted",
                    help="a -C dataset on disk, e.g. cifar10-c:/data/CIFAR-10-C (default: generate on the fly)")
     p.add_argument("--ood", action="append", help="OOD dataset spec (repeatable; default: synthetic noise sets)")
@@ -85,7 +87,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--data-root", dest="data_root", metavar="DIR",
                    help="where downloaded data (and robustbench weights, DIR/robustbench) live (default $APRKIT_DATA, "
                         "else ~/.cache/aprkit)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=nonnegative_int,
+                   help="seed of generated corruptions, synthetic OOD and cue-conflict sets, the fit subset and "
+                        "sampled pairs, 0..2**63-1 (default 0)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (default: on for CUDA)")
     p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,

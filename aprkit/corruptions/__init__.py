@@ -26,6 +26,7 @@ from .api import (
                   corrupt,
                   corrupt_image,
                   corruption_version,
+                  expand_groups,
                   item_seeds,
                   list_corruptions,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "check_name",
     "corrupt",
     "corrupt_image",
+    "expand_groups",
     "find_frost_dir",
     "item_seeds",
     "list_corruptions",

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import check_image_tensor
+from .._checks import check_image_tensor, nearest_names
 from . import blur, digital, noise, weather
 from . import spatter as _spatter
 from ._common import as_float, finish
@@ -154,6 +154,27 @@ def list_corruptions(subset: str = "all") -> tuple[str, ...]:
     if subset == "all":
         return BENCHMARK + EXTRA
     raise ValueError(f"subset must be 'benchmark', 'extra' or 'all', got {subset!r}")
+
+
+#: the groups of :func:`list_corruptions`, which :func:`expand_groups` accepts among corruption names
+GROUPS = ("benchmark", "extra", "all")
+
+
+def expand_groups(names: Sequence[str]) -> list[str]:
+    """Corruption names (any spelling :func:`check_name` takes) and groups (``"benchmark"``, ``"extra"``,
+    ``"all"``) as checked names, each group expanded in place, in order; repeats are kept."""
+    out: list[str] = []
+    for token in names:
+        if isinstance(token, str) and token.strip().lower() in GROUPS:
+            out.extend(list_corruptions(token.strip().lower()))
+            continue
+        try:
+            out.append(check_name(token))
+        except ValueError:
+            valid = BENCHMARK + EXTRA
+            raise ValueError(f"unknown corruption {token!r}{nearest_names(str(token), valid + GROUPS)}; valid names: "
+                             f"{', '.join(valid)}; groups: {', '.join(GROUPS)}") from None
+    return out
 
 
 #: a corruption name in any spelling, checked: ``"Gaussian Noise"`` -> ``"gaussian_noise"``; the error lists every

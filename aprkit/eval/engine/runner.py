@@ -124,6 +124,8 @@ def evaluate(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be an integer >= 0 (0: read in this process), got {num_workers!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an integer in 0..2**63 - 1 (as train.seed), got {seed!r}")
     names = _suite_names(suite)
     check_data_mapping(data, names)
     opts = check_suite_options(names, options)  # flat keys, each read by a selected suite

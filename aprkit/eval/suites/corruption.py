@@ -94,7 +94,8 @@ class CorruptionOptions(LimitOption):
     """Options of the corruption suite; the calibration suite reads the same ones (the cells are shared)."""
 
     corruptions: list[str] = Field(default_factory=_benchmark)
-    """corruption names (default, or an empty list: the 15 benchmark ones); ``["none"]``: clean accuracy only"""
+    """corruption names and groups (``benchmark``, ``extra``, ``all``; default, or an empty list: the 15 benchmark
+    ones); ``["none"]``: clean accuracy only"""
     severities: list[int] = [1, 2, 3, 4, 5]
     """severities in 1..5"""
     corrupted: Any = None
@@ -120,9 +121,10 @@ class CorruptionOptions(LimitOption):
     def _known(cls, v: list[str]) -> list[str]:
         if v in (["none"], ["clean"]):
             return []  # clean accuracy only
-        from aprkit.corruptions import check_name
+        from aprkit.corruptions import expand_groups
 
-        return list(dict.fromkeys(check_name(c) for c in v))  # a did-you-mean for a typo; a repeat counts once
+        # groups (benchmark, extra, all) as aprkit corrupt takes them; a did-you-mean for a typo; a repeat counts once
+        return list(dict.fromkeys(expand_groups(v)))
 
     @field_validator("severities")
     @classmethod
