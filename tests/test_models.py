@@ -95,6 +95,17 @@ def test_arch_name_plus_checkpoint_and_bare_state_dict(tmp_path):
         load_model("resnet32", checkpoint=tmp_path / "x.pt")
 
 
+def test_the_default_head_is_the_architectures_own(tmp_path):
+    """ImageNet architectures get 1000 classes, CIFAR ones 10, unless num_classes says otherwise; a state_dict of
+    another head size still loads by its own size."""
+    assert create_model("gfnet_ti").num_classes == 1000 and create_model("phase_collapse_imagenet").num_classes == 1000
+    assert create_model("resnet20").num_classes == 10 and create_model("gfnet_ti", num_classes=7).num_classes == 7
+    assert load_model("gfnet_ti", random_init=True).num_classes == 1000
+    torch.save(create_model("resnet20", num_classes=100).state_dict(), tmp_path / "r100.pt")
+    loaded = load_model("resnet20", checkpoint=tmp_path / "r100.pt")
+    assert getattr(loaded, "model", loaded).num_classes == 100
+
+
 def test_unknown_names_list_valid_ones():
     with pytest.raises(ValueError, match=r"did you mean .*'resnet20'.*valid names: .*wrn40_2"):
         create_model("resnet21")

@@ -75,7 +75,7 @@ def _build_arch(arch: str, num_classes: int | None, kwargs: dict, checkpoint_num
     n = num_classes if num_classes is not None else checkpoint_num_classes
     if arch.startswith(FOREIGN_PREFIXES):
         return create_foreign(arch, num_classes=n, **kwargs)
-    return create_model(arch, num_classes=n if n is not None else 10, **kwargs)
+    return create_model(arch, num_classes=n, **kwargs)
 
 
 def _no_weights(spec: str) -> ValueError:
@@ -119,16 +119,16 @@ def _load_aprkit_arch(arch: str, num_classes: int | None, path: str | os.PathLik
     if path is None:
         if not random_init:
             raise _no_weights(arch)
-        return create_model(arch, num_classes=num_classes if num_classes is not None else 10, **kwargs)
+        return create_model(arch, num_classes=num_classes, **kwargs)
     obj = read_checkpoint(path, weights_only=weights_only)
     own = _from_own_format(obj, path, num_classes, kwargs, expected_arch=arch, drop_head=drop_head)
     if own is not None:
         return own
     sd = extract_state_dict(obj)
     kwargs = checkpoint_kwargs(arch, kwargs, sd)
-    model = create_model(arch, num_classes=10, **kwargs)
+    model = create_model(arch, **kwargs)
     n = num_classes if num_classes is not None else num_classes_of(sd, model)
-    if n is not None and n != 10:
+    if n is not None and n != getattr(model, "num_classes", None):
         model = create_model(arch, num_classes=n, **kwargs)
     load_state_dict_into(model, sd, drop_head=drop_head)
     return model

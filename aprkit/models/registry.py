@@ -82,15 +82,16 @@ def is_model(name: str) -> bool:
     return isinstance(name, str) and name.lower() in _REGISTRY
 
 
-def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
-    """Build the registered architecture ``name`` with ``num_classes`` outputs (random weights).
+def create_model(name: str, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
+    """Build the registered architecture ``name`` with ``num_classes`` outputs (random weights; default: the
+    architecture's own, 10 for the CIFAR networks, 1000 for the ImageNet ones such as ``gfnet_ti``).
 
     Keyword arguments go to the builder (e.g. ``mean``/``std``, ``drop_rate``). Raises ``ValueError``
     for an unknown name, listing the valid ones.
     """
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
-    num_classes = check_positive_int(num_classes, "num_classes")
+    head = {} if num_classes is None else {"num_classes": check_positive_int(num_classes, "num_classes")}
     _load_builtin()
     key = name.lower()
     if key not in _REGISTRY:
@@ -100,13 +101,13 @@ def create_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
             "(or 'timm:<name>', 'torchvision:<name>', 'robustbench:<name>' through aprkit.models.load_model)"
         )
     try:
-        model = _REGISTRY[key](num_classes=num_classes, **kwargs)
+        model = _REGISTRY[key](**head, **kwargs)
     except TypeError as err:
-        raise _argument_error(key, num_classes, kwargs, err) from None
+        raise _argument_error(key, head, kwargs, err) from None
     return tag_model(model, key, kwargs)
 
 
-def _argument_error(key: str, num_classes: int, kwargs: dict[str, Any], err: TypeError) -> TypeError:
+def _argument_error(key: str, head: dict[str, int], kwargs: dict[str, Any], err: TypeError) -> TypeError:
     """A builder's TypeError about a keyword the caller gave, said in the caller's terms: a name the architecture
     does not take (with a did-you-mean from its class's arguments) or one its name fixes (``depth`` of resnet20)."""
     import inspect
@@ -122,7 +123,7 @@ def _argument_error(key: str, num_classes: int, kwargs: dict[str, Any], err: Typ
         return err
     bad = unexpected.group(1)
     try:  # the arguments of the class it builds (on this error path only)
-        valid = [n for n in inspect.signature(type(_REGISTRY[key](num_classes=num_classes))).parameters
+        valid = [n for n in inspect.signature(type(_REGISTRY[key](**head))).parameters
                  if n not in ("self", "num_classes", "args", "kwargs")]
     except Exception:  # noqa: BLE001 - only the suggestion is lost
         valid = []
