@@ -285,7 +285,8 @@ def run_train(ctx: Context) -> None:
         if not ctx.quick:
             plan.append((batches[0], "bfloat16", {"mode": "reduce-overhead"}))
     for b, dtype, compiled in plan:
-        label = f"{b}, {dtype}" + (", APR compiled" if compiled else "")
+        # step_times runs AMP on CUDA only: the CPU smoke's rows are float32 and say so
+        label = f"{b}, {dtype if ctx.is_cuda else 'float32'}" + (", APR compiled" if compiled else "")
         if ctx.left() < (30 if compiled else 5):
             ctx.skip(label)
             continue
