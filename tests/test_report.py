@@ -292,7 +292,7 @@ def test_a_measure_no_model_could_compute_shows_a_dash_in_the_summary():
     sec = summary_section({"a": [Measure("x.done", "done", 0.5), Measure("x.none", "not computed", None)],
                            "b": [Measure("x.done", "done", 0.25), Measure("x.none", "not computed", None)]})
     md = "\n".join(markdown_block(b) for b in sec.blocks)
-    assert "| not computed | - | - | - |" in md.replace("  ", " ")
+    assert "| not computed | neither | - | - |" in md.replace("  ", " ")
     assert summary_section({"a": [Measure("x.none", "not computed", None)]}) is None  # nothing at all: no table
 
 

@@ -238,7 +238,8 @@ def summary_section(headlines: Mapping[str, list[Measure]], title: str = "Summar
     names = list(first)  # a measure no model could compute shows "-": leaving it out hid that it was asked for
     if not any(m.value is not None for n in names for m in values[n].values()):
         return None
-    better = {True: "higher", False: "lower", None: "-"}
+    # "neither": a descriptive measure (shape or phase bias, follow rates), where "-" read as a missing value
+    better = {True: "higher", False: "lower", None: "neither"}
     rows = [[first[n].display_label, better[first[n].higher_is_better]]
             + [values[n][model].formatted() if model in values[n] else "-" for model in headlines] for n in names]
     table = Table(["measure", "better"] + list(headlines), rows,
