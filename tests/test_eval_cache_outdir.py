@@ -107,3 +107,23 @@ def test_a_folder_keeps_its_model_order_and_a_retitled_report_keeps_every_model(
     other.write_report(title="again")
     held = json.loads((tmp_path / "results.json").read_text())["models"]
     assert list(held) == ["a", "b"] and set(held["a"]) == {"corruption", "calibration"}
+
+
+def test_two_training_runs_keep_apart_under_their_default_labels(tmp_path):
+    """aprkit train writes model.pt in every run folder: the default label is FOLDER/model, so two runs evaluated
+    into one folder do not replace each other (a stem that names a model stays the label)."""
+    import torch
+
+    from aprkit.eval.engine.models import display_name
+    from aprkit.models import create_model, save_checkpoint
+
+    for run in ("std", "apr_sp"):
+        (tmp_path / run).mkdir()
+        save_checkpoint(tmp_path / run / "model.pt", create_model("small_cnn"))
+    assert display_name(str(tmp_path / "std" / "last.pt")) == "std/last" and display_name("resnet20-12fdca.th") == "resnet20-12fdca"
+    out = tmp_path / "out"
+    for run in ("std", "apr_sp"):
+        torch.manual_seed(0)
+        evaluate(str(tmp_path / run / "model.pt"), suite="calibration", data=small_data(8), out_dir=out,
+                 options=CLEAN_ONLY, **KW)
+    assert list(_saved(out)["models"]) == ["std/model", "apr_sp/model"]

@@ -51,11 +51,22 @@ def _load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None
                     f"or a mapping name -> model; got {type(model).__name__}")
 
 
+#: checkpoint file stems that name no model (``aprkit train`` writes ``model.pt`` and ``last.pt`` in every run folder)
+_GENERIC_STEMS = frozenset({"model", "last", "best", "final", "checkpoint", "ckpt", "weights", "model_best",
+                            "state_dict", "pytorch_model"})
+
+
 def display_name(model: Any) -> str:
-    """The label of a model without a ``model_id``: a checkpoint's file stem, a spec's name or the class name."""
+    """The label of a model without a ``model_id``: a checkpoint's file stem (``FOLDER/STEM`` for a stem such as
+    ``model`` or ``last``, so that two training runs evaluated into one folder keep apart), a spec's name or the
+    class name."""
     if isinstance(model, (str, Path)):
         spec = str(model)
-        return Path(spec).stem if spec.endswith((".th", ".pth", ".pt", ".ckpt")) else spec.split(":")[-1]
+        if not spec.endswith((".th", ".pth", ".pt", ".ckpt")):
+            return spec.split(":")[-1]
+        path = Path(spec)
+        folder = path.absolute().parent.name
+        return f"{folder}/{path.stem}" if path.stem.lower() in _GENERIC_STEMS and folder else path.stem
     return type(model).__name__
 
 
