@@ -550,7 +550,7 @@ def test_synthetic_sizes_and_classes_and_archives_kept_on_disk_errors(tmp_path: 
 
     monkeypatch.setattr(sources, "extract_archive", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        sources._extract_or_discard(archive, None, tmp_path / "out", False)
+        sources._extract_or_discard(archive, None, False, tmp_path / "out", "x", False)
     assert archive.is_file()  # a full disk is no reason to download it again
 
 
@@ -567,7 +567,7 @@ def test_a_corrupt_gzip_archive_is_discarded(tmp_path: Path, monkeypatch) -> Non
 
     monkeypatch.setattr(sources, "extract_archive", bad_crc)
     with pytest.raises(ValueError, match="could not be extracted"):
-        sources._extract_or_discard(archive, None, tmp_path / "out", False)
+        sources._extract_or_discard(archive, None, False, tmp_path / "out", "x", False)
     assert not archive.exists()
 
 

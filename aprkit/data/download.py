@@ -8,7 +8,8 @@
   finished file atomically. Concurrent calls for one ``dest`` take turns on ``dest + ".lock"``.
 - ``file_lock(path)``: that exclusive lock (threads and processes), also held by ``ensure_source``.
 - ``extract_archive(path, dest)``: ``.tar``/``.tar.gz``/``.zip`` into ``dest``, refusing members that would
-  land outside it (and, on Pythons without tar's extraction filters, links with absolute targets and devices).
+  land outside it (and, on Pythons without tar's extraction filters, links with absolute targets and devices), links
+  that would point outside the folder that is moved on (``links_within``) and a tar cut short between members.
 - ``zenodo_md5(record, key)``: the checksum a Zenodo record publishes for one of its files.
 
 Network failures raise :class:`DownloadError` (an ``OSError``) naming the URL tried, the path it was written
@@ -241,8 +242,15 @@ class UnreadableArchive(ValueError):
     """A file that is no readable archive (a download cut short, another file), as opposed to a refused member."""
 
 
-def extract_archive(path: str | os.PathLike, dest: str | os.PathLike, *, progress: bool = True) -> Path:
-    """Extract a ``.tar``(``.gz``/``.bz2``/``.xz``) or ``.zip`` archive into ``dest``; returns ``dest``."""
+def extract_archive(path: str | os.PathLike, dest: str | os.PathLike, *, progress: bool = True,
+                    links_within: str | None = None) -> Path:
+    """Extract a ``.tar``(``.gz``/``.bz2``/``.xz``) or ``.zip`` archive into ``dest``; returns ``dest``.
+
+    ``links_within``: a folder of the archive that is moved elsewhere after extraction: a symbolic link in it must
+    point inside it (``up -> ..`` stays inside ``dest`` but, moved, would point above the new folder). A tar that
+    ends without its end-of-archive block (a copy cut short between two members, which tarfile reads as complete)
+    raises :class:`UnreadableArchive`.
+    """
     from tqdm.auto import tqdm
 
     path, dest = Path(path), Path(dest)
@@ -260,7 +268,10 @@ def extract_archive(path: str | os.PathLike, dest: str | os.PathLike, *, progres
         for m in tqdm(tf, desc=f"extract {path.name}", disable=not progress, leave=False):
             _check_member(dest, m.name, path)
             if m.issym():  # a symbolic link's target is relative to the link's folder
-                _check_member(dest, os.path.join(os.path.dirname(m.name), m.linkname), path, m.name)
+                to = os.path.join(os.path.dirname(m.name), m.linkname)
+                _check_member(dest, to, path, m.name)
+                if links_within is not None and _inside(dest / links_within, dest / m.name):
+                    _check_member(dest / links_within, os.path.relpath(dest / to, dest / links_within), path, m.name)
             elif m.islnk():  # a hard link's target is relative to the archive's root
                 _check_member(dest, m.linkname, path, m.name)
             _check_plain_member(m, path)  # devices, FIFOs, absolute links: named with the archive
@@ -268,7 +279,23 @@ def extract_archive(path: str | os.PathLike, dest: str | os.PathLike, *, progres
                 tf.extract(m, dest, filter="data")
             else:
                 tf.extract(m, dest)
+        _check_tar_end(tf, path)
     return dest
+
+
+def _inside(folder: Path, path: Path) -> bool:
+    """Whether ``path`` (not resolved: a link itself) lies in ``folder``."""
+    return os.path.normpath(folder) in (os.path.normpath(path), *map(os.path.normpath, path.parents))
+
+
+def _check_tar_end(tf: tarfile.TarFile, archive: Path) -> None:
+    """Refuse a tar whose members end without the zero block that closes every tar (tarfile takes the end of the file
+    after any member as the end of the archive, so a copy cut short there would pass as complete)."""
+    assert tf.fileobj is not None
+    tf.fileobj.seek(tf.offset)
+    if tf.fileobj.read(tarfile.BLOCKSIZE) != tarfile.NUL * tarfile.BLOCKSIZE:
+        raise UnreadableArchive(f"{archive} ends after its member at byte {tf.offset} without tar's end-of-archive "
+                                "block: the file was cut short; expected the complete published archive")
 
 
 def _check_plain_member(m: tarfile.TarInfo, archive: Path) -> None:

@@ -28,6 +28,7 @@ import json
 import lzma
 import os
 import re
+import shutil
 import tarfile
 import warnings
 import zipfile
@@ -199,29 +200,35 @@ def _write_marker(target: Path, src: Source) -> None:
 def _merge(inner: Path, target: Path) -> None:
     """Move the extracted tree ``inner`` into ``target``, folder by folder: a published file replaces the one of
     its name, files ``target`` holds besides them stay (a folder completed in place kept only the archive's files:
-    a user's own notes or stimuli in it were deleted)."""
+    a user's own notes or stimuli in it were deleted). A user's link to a folder (``fog -> /disk2/fog``) is merged
+    into; a move to another file system copies (``target`` or a folder in it may be a mount point)."""
     target.mkdir(parents=True, exist_ok=True)
     for child in inner.iterdir():
         dest = target / child.name
-        if child.is_dir() and not child.is_symlink() and dest.is_dir() and not dest.is_symlink():
+        if child.is_dir() and not child.is_symlink() and dest.is_dir():
             _merge(child, dest)
             continue
-        if dest.is_dir() and not dest.is_symlink():  # a folder where the archive has a file: the archive's layout
+        if dest.is_symlink():  # replaced as os.replace would: the link, not what it points to
+            dest.unlink()
+        elif dest.is_dir():  # a folder where the archive has a file: the archive's layout
             remove_tree(dest)
-        os.replace(child, dest)
+        shutil.move(child, dest)
 
 
-def _extract_or_discard(archive: Path, md5: str | None, dest: Path, progress: bool) -> None:
+def _extract_or_discard(archive: Path, md5: str | None, placed: bool, dest: Path, inner: str, progress: bool) -> None:
     """Extract ``archive``; one that cannot be read is removed when no checksum vouched for it (a download cut short
-    by a server that sent no length looks complete), so that the next run fetches it again."""
+    by a server that sent no length looks complete), so that the next run fetches it again, unless it was there
+    before this call (``placed``, perhaps by hand: kept, and named by :func:`_discard_unverified`)."""
     try:
-        extract_archive(archive, dest, progress=progress)
+        extract_archive(archive, dest, progress=progress, links_within=inner)
     except (UnreadableArchive, EOFError, zipfile.BadZipFile, tarfile.ReadError, tarfile.CompressionError,
             zlib.error, gzip.BadGzipFile, lzma.LZMAError) as err:
         # only an unreadable archive is discarded: a full disk, a permission error or a refused member path is
         # reported as it is, and the archive stays
         if md5 is not None:
             raise
+        if placed:
+            raise ValueError(f"the archive {archive} could not be extracted ({err})") from err
         archive.unlink(missing_ok=True)
         msg = (f"the downloaded archive {archive} could not be extracted ({err}); it has no published checksum, so it "
                "was probably cut short: it was removed, run again to download it afresh")
@@ -277,7 +284,7 @@ def ensure_source(
     if problem is None:
         _write_marker(target, source)
         return target
-    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
+    mirror = _check_mirror(mirror)
     if not download:
         urls = ", ".join(_mirrored(f.url, mirror) for f in source.files[:4]) + (" ..." if len(source.files) > 4 else "")
         raise FileNotFoundError(
@@ -296,6 +303,17 @@ def ensure_source(
     return target
 
 
+def _check_mirror(mirror: str | None) -> str | None:
+    """``mirror``, else ``$APRKIT_DOWNLOAD_MIRROR``, checked to be a URL (a bare ``host:port/path`` failed later,
+    in download_file, without naming the setting at fault)."""
+    given = mirror is not None
+    mirror = mirror if given else os.environ.get(MIRROR_ENV)
+    if mirror and urlsplit(mirror).scheme not in ("http", "https", "ftp", "file"):
+        where = "mirror" if given else f"${MIRROR_ENV}"
+        raise ValueError(f"{where} must be a URL such as http://host:port/path or file:///path, got {mirror!r}")
+    return mirror
+
+
 def _inner_hint(source: Source) -> str:
     """``"the contents of the archive's folder X; "`` for a source whose layout sits deeper in its archive."""
     if not source.inner or "/" not in source.inner:
@@ -304,8 +322,10 @@ def _inner_hint(source: Source) -> str:
 
 
 def _staging(target: Path) -> Path:
-    """The folder beside ``target`` that holds its archives while they are downloaded and extracted."""
-    return target.parent / f".aprkit-downloads-{target.name}"
+    """The folder beside ``target`` (where a link named ``target`` points: on the file system the data goes to) that
+    holds its archives while they are downloaded and extracted."""
+    real = target.resolve()
+    return real.parent / f".aprkit-downloads-{real.name}"
 
 
 def _record_md5(f: RemoteFile, staging: Path, mirror: str | None) -> str:
@@ -360,8 +380,8 @@ def _fetch(source: Source, target: Path, mirror: str | None, progress: bool, kee
     extracted = staging / "extracted"
     remove_tree(extracted)
     try:
-        for a, md5, _ in archives:
-            _extract_or_discard(a, md5, extracted, progress)
+        for a, md5, placed in archives:
+            _extract_or_discard(a, md5, placed, extracted, source.inner, progress)
         inner = extracted / source.inner
         if not inner.is_dir():
             raise ValueError(f"the {source.name} archives hold no folder {source.inner!r}; expected the published "

@@ -1,0 +1,137 @@
+"""Where downloaded data lands and what an archive may leave there: a data folder that is a link to another disk,
+a user's linked sub-folder, links in an archive that would point outside the folder once moved, a tar cut short
+between members, an archive placed by hand that cannot be read, a mirror that is not a URL. Served from 127.0.0.1."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import shutil
+import tarfile
+
+import pytest
+from http_common import LocalServer, server_fixture  # noqa: F401 (server_fixture: the fixture ``server``)
+
+import aprkit.data.sources as sources
+from aprkit.data.download import UnreadableArchive, extract_archive
+from aprkit.data.sources import MARKER, RemoteFile, Source, ensure_source
+
+
+def _tar(members: dict[str, bytes], links: dict[str, str] | None = None, end: bool = True) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, body in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tf.addfile(info, io.BytesIO(body))
+        for name, to in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, to
+            tf.addfile(info)
+        size = tf.offset  # where the end-of-archive blocks begin
+    data = buf.getvalue()
+    return data if end else data[:size]
+
+
+def _source(server: LocalServer, data: bytes, md5: bool = True) -> Source:
+    server.files["/d.tar"] = data
+    check = sources._check_files(("b.txt", "sub/a.txt"))
+    return Source("d", "D", (RemoteFile(server.url + "/d.tar", "d.tar", hashlib.md5(data).hexdigest() if md5 else None),),
+                  "D", check)
+
+
+DATA = {"D/b.txt": b"b", "D/sub/a.txt": b"a"}
+
+
+def test_a_data_folder_linked_to_another_disk_is_filled_there(server, tmp_path, monkeypatch):
+    """The archives are staged beside the folder the link points to (on its disk), and a move that crosses file
+    systems copies (a raw EXDEV from os.replace before, the data left on the small disk)."""
+    disk = tmp_path / "disk2" / "D"
+    disk.mkdir(parents=True)
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "D").symlink_to(disk)
+    rename = os.rename
+
+    def cross_device(a, b, *k, **kw):  # every rename of the merge crosses file systems
+        if "extracted" in str(a):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return rename(a, b, *k, **kw)
+
+    staged = []
+
+    def extract(archive, dest, **kw):
+        staged.append(dest)
+        return extract_archive(archive, dest, **kw)
+
+    monkeypatch.setattr(os, "rename", cross_device)
+    monkeypatch.setattr(os, "replace", cross_device)
+    monkeypatch.setattr(sources, "extract_archive", extract)
+    out = ensure_source(_source(server, _tar(DATA)), root=tmp_path / "root", download=True, progress=False)
+    assert staged == [disk.parent / ".aprkit-downloads-D" / "extracted"]
+    assert (disk / "sub" / "a.txt").read_bytes() == b"a" and (out / MARKER).is_file()
+    assert not (tmp_path / "root" / ".aprkit-downloads-D").exists() and not (disk.parent / ".aprkit-downloads-D").exists()
+
+
+def test_a_linked_sub_folder_is_merged_into(server, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "own.txt").write_text("kept")
+    (tmp_path / "D").mkdir()
+    (tmp_path / "D" / "sub").symlink_to(mine)
+    ensure_source(_source(server, _tar(DATA)), root=tmp_path, download=True, progress=False)
+    assert (tmp_path / "D" / "sub").is_symlink() and (mine / "a.txt").read_bytes() == b"a"
+    assert (mine / "own.txt").read_text() == "kept"
+
+
+def test_a_link_that_would_point_above_the_moved_folder_is_refused(server, tmp_path):
+    (tmp_path / "secret.txt").write_text("secret")
+    evil = _tar(DATA, links={"D/up": ".."})
+    with pytest.raises(ValueError, match="a link 'D/up' to '..' outside the extraction folder"):
+        ensure_source(_source(server, evil), root=tmp_path, download=True, progress=False)
+    assert not (tmp_path / "D" / "up").exists()
+    archive = tmp_path / "evil.tar"
+    archive.write_bytes(evil)
+    assert (extract_archive(archive, tmp_path / "x", progress=False) / "D" / "up").is_symlink()  # inside the folder
+    ok = tmp_path / "ok.tar"
+    ok.write_bytes(_tar(DATA, links={"D/sub/b": "../b.txt"}))
+    assert (extract_archive(ok, tmp_path / "y", progress=False, links_within="D") / "D/sub/b").read_bytes() == b"b"
+
+
+def test_a_tar_cut_short_between_members_is_unreadable(tmp_path):
+    """tarfile takes the end of the file after a member as the end of the archive: a copy cut short there passed
+    as complete and was marked so with files missing."""
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(_tar(DATA, end=False))
+    with pytest.raises(UnreadableArchive, match="without tar's end-of-archive block"):
+        extract_archive(cut, tmp_path / "out", progress=False)
+    whole = tmp_path / "whole.tar.gz"
+    with tarfile.open(whole, "w:gz") as tf:
+        tf.add(cut, arcname="cut.tar")
+    assert (extract_archive(whole, tmp_path / "gz", progress=False) / "cut.tar").is_file()
+
+
+def test_an_unchecked_archive_placed_by_hand_is_kept_and_named(server, tmp_path):
+    """No published checksum and already in the staging folder (placed by hand, offline): an archive that cannot be
+    read is named, not deleted as a download cut short is."""
+    src = _source(server, _tar(DATA), md5=False)
+    staging = tmp_path / ".aprkit-downloads-D"
+    staging.mkdir()
+    (staging / "d.tar").write_bytes(_tar(DATA, end=False))
+    with pytest.raises(ValueError, match=r"already there \(not downloaded by this run, no checksum\)"):
+        ensure_source(src, root=tmp_path, download=True, progress=False)
+    assert (staging / "d.tar").is_file() and server.requests == []
+    shutil.rmtree(staging)
+    server.files["/d.tar"] = _tar(DATA, end=False)  # downloaded by this run: removed, fetched afresh next time
+    with pytest.raises(ValueError, match="was removed"):
+        ensure_source(src, root=tmp_path, download=True, progress=False)
+    assert not (staging / "d.tar").exists()
+
+
+def test_a_mirror_that_is_not_a_url_names_its_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv(sources.MIRROR_ENV, "127.0.0.1:8000/data")
+    with pytest.raises(ValueError, match=r"\$APRKIT_DOWNLOAD_MIRROR must be a URL .* got '127.0.0.1:8000/data'"):
+        ensure_source("cifar10-c", root=tmp_path, download=True, progress=False)
+    with pytest.raises(ValueError, match="^mirror must be a URL"):
+        ensure_source("cifar10-c", root=tmp_path, download=True, progress=False, mirror="host/x")
