@@ -668,6 +668,16 @@ def test_a_cut_order_file_is_refused_also_with_linked_class_folders(tmp_path: Pa
     assert [y for _, y in get_dataset(f"cifar10:{tmp_path / 'tree'}")] == [3, 5]
 
 
+def test_a_class_folder_linked_to_another_class_is_refused(tmp_path: Path) -> None:
+    """``cat -> dog`` read dog's images under both labels."""
+    from aprkit.data.folder import scan_image_folder
+
+    _png(tmp_path / "dog" / "x.png", 60)
+    (tmp_path / "cat").symlink_to(tmp_path / "dog", target_is_directory=True)
+    with pytest.raises(ValueError, match="class folders 'cat' and 'dog' of .* are one folder"):
+        scan_image_folder(tmp_path)
+
+
 def test_an_array_in_the_other_layout_is_refused_naming_it():
     """An (N, C, H, W) array read as NHWC had 32 'channels' of width 3 and failed only in the model."""
     from aprkit.eval.engine.datasets import TensorImageDataset

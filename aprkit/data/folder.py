@@ -214,6 +214,13 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
         warnings.warn(f"{len(left_out)} class folder(s) of {root} are not in classes= and are skipped: "
                       f"{', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}", RuntimeWarning,
                       stacklevel=stacklevel)
+    by_real: dict[str, list[str]] = {}
+    for c in found:
+        by_real.setdefault(os.path.realpath(root / c), []).append(c)
+    same = [names_ for names_ in by_real.values() if len(names_) > 1]
+    if same:  # a class folder that is a link to another: its images would be read under both labels
+        raise ValueError(f"class folders {' and '.join(map(repr, same[0]))} of {root} are one folder (a link to the "
+                         "other); expected each class's images once, in its own folder")
     samples, empty = [], []
     reals = {os.path.realpath(p) for p in (root, *(root / c for c in found))}  # where no class's links may lead
     for c in found:
