@@ -560,7 +560,7 @@ def test_analyses_give_back_every_submodules_training_mode(setup) -> None:
 
 def test_module_names_holding_a_colon_are_module_names() -> None:
     """A ModuleDict key may hold ':' ("s:1"): list_blocks' names address modules; '<module>:<op>' is an op only
-    when the text after the last ':' is an identifier."""
+    when the text after the last ':' names a functional op ("stage:a" is a module)."""
     from aprkit.hidden import Site, attach, list_blocks
 
     class Net(nn.Module):
@@ -583,6 +583,28 @@ def test_module_names_holding_a_colon_are_module_names() -> None:
         assert list(handle.modules) == ["stages.stage:a"]
     with pytest.raises(ValueError, match="functional op"):
         attach(net, ["stages.s:1.0:relu"])
+    assert Site("stages.stage:a").op is None  # not a functional op: a module name, in the transplant test too
+
+    class Staged(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stages = nn.ModuleDict({"stage:a": Block(3)})
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.stages["stage:a"](x).mean((2, 3)))
+
+    torch.manual_seed(0)
+    staged = Staged().eval()
+    with torch.no_grad():  # class 0: red images, class 1: blue ones
+        staged.fc.weight.copy_(torch.tensor([[1.0, 0, -1], [-1, 0, 1]])), staged.fc.bias.zero_()
+    x = torch.zeros(16, 3, 8, 8)
+    x[:8, 0], x[8:, 2] = torch.rand(8, 8, 8), torch.rand(8, 8, 8)
+    assert transplant_test(staged, x, ["stages.stage:a"], n_pairs=2, n_control=2) is not None
+    with pytest.raises(ValueError, match="no layer named 'stages.stage:a:rleu'.*a functional op after ':' is one of"):
+        transplant_test(staged, x, ["stages.stage:a:rleu"], n_pairs=2, n_control=2)
+    with pytest.raises(ValueError, match=r"layers \['fc', 'fc'\] name the module"):
+        attach(net, (n for n in ["fc", "fc"]))
 
 
 def test_magnitude_statistics_do_not_follow_the_batch_size(setup) -> None:

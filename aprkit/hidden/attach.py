@@ -90,8 +90,7 @@ def attach(
     when the model exposes it, else the arguments. Returns an :class:`AttachHandle`;
     ``handle.remove()`` (or leaving a ``with`` block) restores the model.
     """
-    if isinstance(layers, str):
-        layers = [layers]
+    layers = [layers] if isinstance(layers, str) else list(layers)  # a generator is read once
     if not layers:
         raise ValueError("layers must name at least one module, e.g. ['layer2', 'layer3']")
     compiled = compiled_modules(model)

@@ -6,8 +6,8 @@ A *site* is where an activation is read or replaced:
   wrapped in ``aprkit.models.Normalize`` (inner model at ``.model``) resolve with or without the
   ``model.`` prefix.
 - ``layer="<module>:<op>"`` addresses a *functional* activation (``op`` in :data:`FUNCTIONAL_OPS`,
-  e.g. ``"layer3.2:relu"``; the text after the last ``:`` when it is an identifier, so module names holding a ``:``
-  before a number, such as ``ModuleDict`` keys ``"s:1"``, stay module names) called anywhere inside that module's
+  e.g. ``"layer3.2:relu"``; the text after the last ``:`` when it names such an op, so module names holding a ``:``,
+  such as ``ModuleDict`` keys ``"s:1"`` or ``"stage:a"``, stay module names) called anywhere inside that module's
   forward, such as the ``F.relu(out + shortcut(x))`` that ends a CIFAR ResNet block: such calls cannot be hooked
   as modules, so they are intercepted with a ``TorchFunctionMode`` while the module runs.
 - ``site="output"`` is the module's (or op's) result, ``site="input"`` its first positional input:
@@ -94,10 +94,11 @@ class Site:
             raise TypeError(f"call_index must be an int or None, got {type(self.call_index).__name__}")
 
     def _split(self) -> tuple[str, str | None]:
-        """``(module path, op)``: the op is the text after the last ``:`` when it is an identifier; otherwise the whole
-        ``layer`` is a module path (``ModuleDict`` keys may hold ``:``, e.g. ``"stages.s:1.0"``)."""
+        """``(module path, op)``: the op is the text after the last ``:`` when it is one of :data:`FUNCTIONAL_OPS`;
+        otherwise the whole ``layer`` is a module path (``ModuleDict`` keys may hold ``:``, e.g. ``"stages.s:1.0"``,
+        ``"stage:a"``; a misspelt op then fails as an unknown module, with the ops named)."""
         path, sep, op = self.layer.rpartition(":")
-        return (path, op) if sep and op.isidentifier() else (self.layer, None)
+        return (path, op) if sep and op in FUNCTIONAL_OPS else (self.layer, None)
 
     @property
     def module_path(self) -> str:
@@ -133,6 +134,9 @@ def resolve_module(model: nn.Module, name: str) -> tuple[str, nn.Module]:
     parent, _, op = name.rpartition(".")
     if op in FUNCTIONAL_OPS and any(c in modules for c in (parent, f"model.{parent}")):  # F.relu is no module
         hint += f" (for a functional {op} called inside {parent!r}: '{parent}:{op}')"
+    owner, colon, word = name.rpartition(":")
+    if colon and word.isidentifier() and any(c in modules for c in (owner, f"model.{owner}")):  # a misspelt op
+        hint += f" (a functional op after ':' is one of {', '.join(FUNCTIONAL_OPS)})"
     raise ValueError(f"model has no layer named {name!r}{hint}; names come from model.named_modules()")
 
 
@@ -236,11 +240,6 @@ def tap(model: nn.Module, site: Site, fn: Callable[[torch.Tensor, int], torch.Te
                 handles.append(module.register_forward_pre_hook(pre))
             yield state
             return
-        if op not in FUNCTIONAL_OPS:
-            raise ValueError(
-                f"unknown functional op {op!r} in layer {site.layer!r}; expected one of {sorted(FUNCTIONAL_OPS)}"
-            )
-
         def handler(func, args, kwargs):
             i = state.calls
             state.calls += 1

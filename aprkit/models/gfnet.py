@@ -182,16 +182,16 @@ class GFNet(ImageClassifier):
         return self.head(features)
 
 
-def _variant(name: str, doc: str, **cfg: Any):
+def _variant(name: str, doc: str, classes: int = 1000, **cfg: Any):
     def build(num_classes: int | None = None, **kwargs: Any) -> GFNet:
-        return GFNet(num_classes if num_classes is not None else 1000, **{**cfg, **kwargs})
+        return GFNet(num_classes if num_classes is not None else classes, **{**cfg, **kwargs})
 
     build.__name__, build.__doc__ = name, doc
     return register_model(name)(build)
 
 
 gfnet_cifar = _variant("gfnet_cifar", "GFNet for 32 px CIFAR: 4 px patches (8x8 tokens), D=256, 12 blocks.",
-                       img_size=32, patch_size=4, embed_dim=256, depth=12)
+                       classes=10, img_size=32, patch_size=4, embed_dim=256, depth=12)
 gfnet_ti = _variant("gfnet_ti", "GFNet-Ti (224 px, 16 px patches, D=256, 12 blocks, ~7M params).",
                     embed_dim=256, depth=12)
 gfnet_xs = _variant("gfnet_xs", "GFNet-XS (224 px, 16 px patches, D=384, 12 blocks, ~16M params).",
