@@ -349,6 +349,25 @@ def test_generated_corruptions_are_seeded(monkeypatch):
     assert a["cells"]["contrast"]["5"]["n"] == 16
 
 
+def test_extra_corruptions_are_held_out_of_the_means_next_to_benchmark_ones(tmp_path):
+    """With the 4 extra corruptions evaluated beside benchmark ones (--corruptions all), every mean over corruptions
+    (mean error, per severity, relative robustness, the corrupted calibration) is over the benchmark ones, as
+    CIFAR-10-C / ImageNet-C hold them out (relative robustness used all 19 while the mean corruption error used 15);
+    the extra cells are still reported; evaluated alone they make the means."""
+    ds = small_data(16)
+    kw = dict(suite=["corruption", "calibration"], data=ds, severities=[3], device="cpu", batch_size=8, progress=False)
+    both = evaluate(Tiny(), corruptions=["contrast", "fog", "speckle_noise"], out_dir=tmp_path, **kw)
+    bench = evaluate(Tiny(), corruptions=["contrast", "fog"], **kw)
+    cor, ref = both["corruption"], bench["corruption"]
+    assert set(cor["cells"]) == {"contrast", "fog", "speckle_noise"} and cor["held_out"] == ["speckle_noise"]
+    for key in ("mean_error", "per_severity", "relative_robustness"):
+        assert cor[key] == ref[key], key
+    assert both["calibration"]["corrupted"] == bench["calibration"]["corrupted"] | {"held_out": ["speckle_noise"]}
+    assert "extra corruptions speckle_noise" in (tmp_path / "report.md").read_text()
+    extra = evaluate(Tiny(), corruptions=["speckle_noise"], **kw)["corruption"]
+    assert extra["held_out"] == [] and extra["mean_error"] == cor["cells"]["speckle_noise"]["3"]["error"]
+
+
 def test_side_by_side_models_and_summary():
     ds = small_data(16)
     res = evaluate({"a": Tiny(seed=0), "b": Tiny(seed=1)}, suite="calibration", data=ds, device="cpu", progress=False,

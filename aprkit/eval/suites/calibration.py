@@ -22,7 +22,8 @@ from typing import Any, TypedDict
 from ..report.blocks import Figure, Table, num, pct
 from ..report.plotting import new_figure, plot_text, save_figure, series_color
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
-from .corruption import CorruptionOptions, evaluate_cell
+from .corruption import CorruptionOptions, evaluate_cell, summary_corruptions
+from .corruption_report import held_out_note
 
 __all__ = ["CalibrationSuite", "CalibrationOptions", "CalibrationResult", "pool_reliability"]
 
@@ -76,11 +77,14 @@ class CalibrationSuite(Suite[CalibrationOptions]):
         result: CalibrationResult = {"clean": clean_summary, "corrupted": None, "per_severity": {}}
         if opts.calibration_corrupted:
             corruptions, severities = opts.grid()
-            cells = [evaluate_cell(ctx, data, opts, c, s) for c in corruptions for s in severities]
+            # the extra corruptions are held out next to benchmark ones, as in the corruption suite's means
+            summary = summary_corruptions(corruptions)
+            cells = [evaluate_cell(ctx, data, opts, c, s) for c in summary for s in severities]
             if cells:
                 mean = {k: sum(c[k] for c in cells) / len(cells) for k in _METRICS}
                 pooled = pool_reliability([c["reliability"] for c in cells])
-                result["corrupted"] = mean | {"pooled_ece": pooled["ece"], "reliability": pooled, "cells": len(cells)}
+                result["corrupted"] = mean | {"pooled_ece": pooled["ece"], "reliability": pooled, "cells": len(cells),
+                                              "held_out": [c for c in corruptions if c not in summary]}
                 for s in severities:
                     sub = [c for c in cells if c["severity"] == s]
                     result["per_severity"][str(s)] = {k: sum(c[k] for c in sub) / len(sub) for k in _METRICS}
@@ -111,7 +115,8 @@ class CalibrationSuite(Suite[CalibrationOptions]):
                       notes=f"ECE: {' / '.join(map(str, bins))} equal-width bins"
                             f"{' (the models were evaluated with different bins)' if len(bins) > 1 else ''}; RMS: "
                             "adaptive bins of 100 samples (every bin counted); corrupted = mean over the evaluated "
-                            "corruption x severity cells.")
+                            f"corruption x severity cells"
+                            f"{held_out_note((r.get('corrupted') or {}).get('held_out') for r in results.values())}.")
         blocks: list = [table, Figure(self._reliability(results, fig_dir),
                                       "Reliability diagrams (dashed: perfect calibration)")]
         if any(r.get("per_severity") for r in results.values()):

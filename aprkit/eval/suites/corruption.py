@@ -8,6 +8,11 @@ reuses the same forward passes. Summary numbers:
 
 - ``mean_corruption_error``: the CIFAR convention, the mean error over the 15 benchmark corruptions x 5
   severities (only when all 75 cells were evaluated; ``mean_error`` is the mean over the evaluated cells).
+- The four extra corruptions (speckle noise, Gaussian blur, spatter, saturate) are held out, as in CIFAR-10-C and
+  ImageNet-C, where they are validation data: evaluated alongside benchmark ones they are reported per cell and per
+  corruption but left out of every mean over corruptions (``mean_error``, ``per_severity``,
+  ``relative_robustness``, the calibration suite's corrupted means; ``held_out`` names them); evaluated alone, they
+  make the means (:func:`summary_corruptions`).
 - ``mce`` / ``relative_mce``: ImageNet-C mCE normalised by the published AlexNet errors (preset
   ``"imagenet"`` with all 15 x 5 cells).
 - ``relative_robustness``: mean corrupted accuracy / clean accuracy.
@@ -18,7 +23,7 @@ preset, i) only, so the numbers are the same for every batch size, worker count 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
@@ -81,6 +86,13 @@ def _benchmark() -> list[str]:
     from ..metrics import CORRUPTIONS  # the 15 benchmark corruptions, in the published order
 
     return list(CORRUPTIONS)
+
+
+def summary_corruptions(corruptions: Sequence[str]) -> list[str]:
+    """The corruptions whose cells enter the means over corruptions: the benchmark ones among ``corruptions``, all of
+    them when none is (``--corruptions extra``); the extra ones are held out next to benchmark ones."""
+    bench = set(_benchmark())
+    return [c for c in corruptions if c in bench] or list(corruptions)
 
 
 def _default_preset(data: Any) -> str:
@@ -155,7 +167,8 @@ class CorruptionResult(TypedDict):
     cells: dict[str, dict[str, dict[str, Any]]]  # corruption -> severity -> n, accuracy, error, nll, ece
     per_corruption: dict[str, float | None]  # mean error over severities
     per_severity: dict[str, float | None]  # mean error over corruptions
-    mean_error: float | None  # over the evaluated cells
+    mean_error: float | None  # over the evaluated cells (but held-out ones)
+    held_out: list[str]  # extra corruptions evaluated beside benchmark ones: in cells/per_corruption, not in the means
     mean_corruption_error: float | None  # CIFAR convention: all 15 x 5 benchmark cells
     relative_robustness: float | None  # mean corrupted accuracy / clean accuracy
     complete: bool  # all 15 x 5 benchmark cells were evaluated
@@ -333,9 +346,10 @@ class CorruptionSuite(Suite[CorruptionOptions]):
         for c, s in tqdm(grid, desc=f"{ctx.model_id}: corruptions", unit="cell", disable=not ctx.progress or not grid):
             r = evaluate_cell(ctx, data, opts, c, s)
             cells.setdefault(c, {})[str(s)] = {k: r[k] for k in ("n", "accuracy", "error", "nll", "ece")}
-        errors = [cell["error"] for row in cells.values() for cell in row.values()]
+        summary = summary_corruptions(corruptions)
+        errors = [cells[c][str(s)]["error"] for c in summary for s in severities]
         per_corruption = {c: _mean([v["error"] for v in row.values()]) for c, row in cells.items()}
-        per_severity = {str(s): _mean([cells[c][str(s)]["error"] for c in corruptions]) for s in severities}
+        per_severity = {str(s): _mean([cells[c][str(s)]["error"] for c in summary]) for s in severities}
         full = set(_benchmark()) <= set(corruptions) and sorted(severities) == [1, 2, 3, 4, 5]
         bench = _benchmark()
         mean_err = _mean(errors)
@@ -345,6 +359,7 @@ class CorruptionSuite(Suite[CorruptionOptions]):
             "per_corruption": per_corruption,
             "per_severity": per_severity,
             "mean_error": mean_err,
+            "held_out": [c for c in corruptions if c not in summary],
             "mean_corruption_error": _mce_cifar(cells, bench) if full else None,
             "relative_robustness": ((1 - mean_err) / clean["accuracy"]
                                     if mean_err is not None and clean["accuracy"] > 0 else None),

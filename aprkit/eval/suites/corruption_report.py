@@ -3,13 +3,20 @@ against severity."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from ..report.blocks import Figure, Paragraph, ReportSection, Table, num, pct
 from ..report.plotting import bar_height, grouped_bars, new_figure, plot_text, save_figure, series_color
 
-__all__ = ["corruption_section", "bar_chart", "severity_curves"]
+__all__ = ["corruption_section", "bar_chart", "severity_curves", "held_out_note"]
+
+
+def held_out_note(lists: Iterable[list[str] | None]) -> str:
+    """``"; held out of the means: ..."`` naming the extra corruptions some model's means left out, or ``""``."""
+    names = sorted({c for names in lists for c in names or ()})
+    return (f"; the extra corruptions {', '.join(names)} (validation corruptions of CIFAR-10-C / ImageNet-C) are "
+            "held out of the means over corruptions" if names else "")
 
 
 def corruption_section(results: Mapping[str, dict], fig_dir: Path, order: Callable[[str], int]) -> ReportSection:
@@ -24,6 +31,8 @@ def corruption_section(results: Mapping[str, dict], fig_dir: Path, order: Callab
     blocks: list = [Table(["model", "clean acc %", "mean error %", "mean corruption error %",
                            "corr. acc / clean acc", "mCE %", "rel. mCE %", "corrupted data", "images"], rows)]
     notes = sorted({r["mce_note"] for r in results.values() if r.get("mce_note")})
+    held = held_out_note(r.get("held_out") for r in results.values())
+    notes += [held[2].upper() + held[3:]] if held else []
     blocks += [Paragraph(n + ".") for n in notes]
     corruptions = sorted({c for r in results.values() for c in r["cells"]}, key=lambda c: (order(c), c))
     severities = sorted({int(s) for r in results.values() for row in r["cells"].values() for s in row})
