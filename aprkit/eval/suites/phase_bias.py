@@ -125,7 +125,7 @@ class PhaseBiasSuite(Suite[PhaseBiasOptions]):
         ]
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
-        head = ["model", "clean acc %"]
+        head = ["model", "donors' clean acc %"]  # the pairs' images, not the whole --limit set
         for _, label in _VARIANTS:
             head += [f"{label}: phase", "amplitude", "neither", "phase bias"]
         head += ["patch-shuffle acc %"]
