@@ -391,3 +391,12 @@ def test_lazy_tables_cover_the_lazy_packages() -> None:
         mod = _import_or_skip(package)
         if mod is not None and getattr(getattr(mod, "__getattr__", None), "__module__", None) == "aprkit._lazy":
             assert package in _lazy.lazy_tables(), package
+
+
+def test_importing_aprkit_and_its_command_line_loads_no_torch():
+    """``aprkit train`` answered a Ctrl-C in its first seconds (torch loading under ``import aprkit``) with a
+    traceback: importing the package and the CLI module is now light, and main() catches the interrupt."""
+    import subprocess
+
+    code = "import sys, aprkit, aprkit.cli; assert 'torch' not in sys.modules, 'torch imported'; aprkit.swap_amplitude"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0

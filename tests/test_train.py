@@ -431,9 +431,12 @@ def test_a_diverged_run_says_so_and_writes_strict_json(tmp_path, capsys):
 
     rc = main(["train", "--out", str(tmp_path), "--set", "model.name=_tiny_test_cnn", "data.dataset=synthetic:64",
                "model.num_classes=10", "optim.epochs=1", "optim.batch_size=16", "optim.lr=1e12", "data.num_workers=0",
-               "train.progress=false", "train.tensorboard=false", "train.report=false"])
+               "train.progress=false", "train.tensorboard=false"])
     out, err = capsys.readouterr()
     assert rc == 1 and "the run diverged" in err and "at epoch 1" in err
+    row = json.loads((tmp_path / "metrics.json").read_text())[0]
+    assert row.get("test_acc") in (None, 0.0)  # NaN logits predict nothing (not class 0)
+    assert "**Status:** diverged (training loss nan at epoch 1 of 1)" in (tmp_path / "train_report.md").read_text()
     strict = {"parse_constant": lambda c: pytest.fail(f"bare {c} in JSON")}
     assert json.loads((tmp_path / "metrics.json").read_text(), **strict)[0]["train_loss"] is None
     assert json.loads(out, **strict)["final"]["train_loss"] is None

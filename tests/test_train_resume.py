@@ -382,3 +382,36 @@ def test_feature_apr_settings_that_change_nothing_are_no_config_change(tmp_path,
     assert "config differs" not in capsys.readouterr().err
     fit(train_config(feature_apr={**two, "p": 0.9}), out=tmp_path / "b", resume=True, datasets=(ds, None))
     assert "config differs from the checkpoint's in feature_apr.p" in capsys.readouterr().err
+
+
+def test_a_resume_under_another_thread_count_warns(tmp_path, capsys):
+    """CPU results repeat bit for bit only with one thread count: train.threads null (every shipped config) resumed
+    under another OMP_NUM_THREADS diverged silently (tester); last.pt records the count."""
+    ds = Images(16)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        fit(train_config(optim={"epochs": 2}, train={"max_steps": 1}), out=tmp_path, datasets=(ds, None))
+        assert torch.load(tmp_path / "last.pt", weights_only=False)["sampler"]["threads"] == 1
+        capsys.readouterr()
+        torch.set_num_threads(2)
+        fit(train_config(optim={"epochs": 2}, train={"resume": True}), out=tmp_path, datasets=(ds, None))
+    finally:
+        torch.set_num_threads(threads)
+    assert "trained with 1 CPU thread(s), this run has 2" in capsys.readouterr().err
+
+
+def test_overwrite_keeps_the_old_run_when_the_first_step_would_fail(tmp_path):
+    """A FeatureAPR layer that is no feature map fails only in the first forward: --overwrite had already deleted the
+    previous run (tester); a probe forward on a copy of the model now fails first."""
+    ds = Images(16)
+    fit(train_config(optim={"epochs": 1}), out=tmp_path, datasets=(ds, None))
+    before = (tmp_path / "model.pt").read_bytes()
+    with pytest.raises(ValueError, match="feature map"):
+        fit(train_config(optim={"epochs": 1}, feature_apr={"layers": ["5"]}), out=tmp_path, datasets=(ds, None),
+            overwrite=True)
+    assert (tmp_path / "model.pt").read_bytes() == before and (tmp_path / "last.pt").is_file()
+    again = fit(train_config(optim={"epochs": 1}), out=tmp_path, datasets=(ds, None), overwrite=True)
+    assert again["history"][0]["epoch"] == 1  # a probe leaves the run's numbers alone: checked bit for bit below
+    fresh = fit(train_config(optim={"epochs": 1}), out=tmp_path / "fresh", datasets=(ds, None))
+    assert strip_times(again["history"]) == strip_times(fresh["history"])

@@ -105,6 +105,25 @@ def build_model(cfg: Config) -> nn.Module:
     return model
 
 
+def _probe_forward(model: nn.Module, batches: EpochBatches, channels_last: bool) -> None:
+    """One training-mode forward of two training images through a copy of ``model`` (its batch-norm statistics and
+    the RNG streams of the run untouched: every step reseeds), so that a model error surfaces before ``--overwrite``
+    deletes the previous run."""
+    import copy
+
+    x = torch.as_tensor(batches.items[0][0])
+    x = x[0] if x.ndim == 4 else x  # AugMix's (3, C, H, W) triplet: its clean view
+    probe = copy.deepcopy(model).train()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        probe(to_float(torch.stack([x, x.flip(-1)]).to(batches.device), channels_last))
+
+
+def correct_count(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Correct top-1 predictions; a row with a non-finite logit predicts nothing (argmax of NaN logits is class 0:
+    a diverged run scored class 0's share of the data)."""
+    return ((logits.argmax(1) == labels) & torch.isfinite(logits).all(1)).sum()
+
+
 @torch.no_grad()
 def evaluate_accuracy(model: nn.Module, batches: EpochBatches, info: DistInfo, *, amp: bool = False,
                       amp_dtype: torch.dtype = torch.float16, channels_last: bool = False) -> dict[str, float]:
@@ -119,7 +138,7 @@ def evaluate_accuracy(model: nn.Module, batches: EpochBatches, info: DistInfo, *
             with torch.autocast(info.device.type, dtype=amp_dtype, enabled=amp):
                 logits = model(to_float(x, channels_last))
             losses.append(F.cross_entropy(logits.float(), y, reduction="none"))
-            sums[1] += (logits.argmax(1) == y).sum()
+            sums[1] += correct_count(logits, y)
             sums[2] += y.numel()
     sums[0] = math.fsum(torch.cat(losses).tolist()) if losses else 0.0
     all_reduce_sum(sums, info)
@@ -255,6 +274,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     refused: Exception | None = None
     if main and out is not None:
         try:
+            if overwrite:  # an error of the first step (a FeatureAPR layer that is no feature map) keeps the old run
+                _probe_forward(model, batches, cl)
             take_run_folder(out, cfg, held, overwrite, pos, read_state, len(batches))
         except Exception as err:  # every rank stops, not rank 0 alone: the others would wait at its first collective
             refused = err
@@ -295,7 +316,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             "config_changes": config_changes,
             "epoch_time_s": (time.perf_counter() - t0 if trained_s is None else trained_s) if at_batch else 0.0,
             "sampler": {"seed": seed, "epoch": at_epoch, "batch_in_epoch": at_batch, "world": info.world,
-                        "steps_per_epoch": len(batches)},
+                        "steps_per_epoch": len(batches), "threads": torch.get_num_threads()},
         }, ckpt_path)
 
     from tqdm.auto import tqdm
@@ -331,7 +352,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             i += 1
             with torch.no_grad():
                 accum += torch.stack([loss.detach().double() * labels.numel(),
-                                      (logits.argmax(1) == labels).sum().double(),
+                                      correct_count(logits, labels).double(),
                                       torch.tensor(float(labels.numel()), dtype=torch.float64, device=dev)])
             bar.update(1)
             if bar.disable is False and step % 20 == 0:

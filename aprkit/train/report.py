@@ -100,6 +100,9 @@ def _status(history: Sequence[Mapping[str, Any]], epochs: int, stopped: bool = F
     again = "--resume with a larger train.max_steps (or none) goes on"
     if last.get("partial"):
         return f"stopped inside {at} (train.max_steps); {again}"
+    loss = last.get("train_loss")
+    if isinstance(loss, float) and not math.isfinite(loss):
+        return f"diverged (training loss {loss} at {at}): lower optim.lr or check the data"
     if last["epoch"] >= epochs:
         return f"finished ({epochs} epochs)"
     if interrupted:

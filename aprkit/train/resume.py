@@ -130,6 +130,11 @@ def resume_run(ckpt_path: Path, cfg: Config, info: DistInfo, *, model: nn.Module
         print(f"warning: {ckpt_path} was trained on {saved_world} process(es), this run has {info.world}: the "
               "augmentation draws are seeded per rank, so the resumed run will not match an uninterrupted one",
               file=sys.stderr)
+    saved_threads = (state.get("sampler") or {}).get("threads")  # older checkpoints: not recorded
+    if info.is_main and info.device.type == "cpu" and saved_threads not in (None, torch.get_num_threads()):
+        print(f"warning: {ckpt_path} was trained with {saved_threads} CPU thread(s), this run has "
+              f"{torch.get_num_threads()}: CPU results repeat bit for bit only with the same thread count, so the "
+              "resumed run will not match an uninterrupted one (set train.threads to fix it)", file=sys.stderr)
     # settings that take effect on CUDA only change nothing of a run on another device
     ignored = RESUME_FREE if info.device.type == "cuda" else RESUME_FREE | CUDA_ONLY
     changed = changed_keys(trajectory_view(state["config"]), trajectory_view(cfg.to_dict()), ignored)
