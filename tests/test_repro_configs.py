@@ -160,9 +160,29 @@ def test_the_study_scripts_check_their_inputs_before_training(tmp_path: Path) ->
     with pytest.raises(ValueError, match="no layer named 'layer9'"):
         apr_cifar10.main(["--smoke", "--out", str(tmp_path / "a"), "--shared", str(shared), "--feature-layers",
                           "layer9"])
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\], got 1.5"):  # the probability too (tester)
+        apr_cifar10.main(["--smoke", "--out", str(tmp_path / "a"), "--shared", str(shared), "--feature-p", "1.5"])
+    for flag in (["--shared", str(shared)], ["--set", "optim.lr=0.5"]):  # it reads neither: refused, not ignored
+        with pytest.raises(SystemExit):
+            demo_ablation.main(["--smoke", "--out", str(tmp_path / "d"), *flag])
     with pytest.raises(SystemExit):
-        demo_ablation.main(["--smoke", "--out", str(tmp_path / "d"), "--shared", str(shared)])
+        apr_cifar10.main(["--smoke", "--out", str(tmp_path / "a"), "--threads", "0"])
     assert not (tmp_path / "t" / "runs").exists() and not (tmp_path / "a" / "runs").exists()
+
+
+@pytest.mark.parametrize("run", ["modulus", "soft_threshold", "modulus_noskip"])
+def test_committed_phase_collapse_runs_pass_their_recipe_check_with_boolean_skip(run: str) -> None:
+    """The eighth-width study-2 runs recorded skip: true / false, which the configs now spell lowpass / none (the same
+    networks): the documented re-evaluation command was refused."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.repro.common import CONFIGS, check_same_recipe
+    from benchmarks.repro.phase_collapse import RUNS, reduced_widths, widths_override
+
+    out = REPO / "benchmarks/repro/results/phase_collapse_r8/runs" / run
+    ov = [widths_override(reduced_widths(8)), *_recipe_args(8)]
+    check_same_recipe(out, CONFIGS / RUNS[run], ov, {})
+    with pytest.raises(ValueError, match="skip"):
+        check_same_recipe(out, CONFIGS / RUNS[run], [*ov, "model.kwargs.skip=linear"], {})
 
 
 def test_phase_collapse_pairs_follow_the_papers_configurations() -> None:
@@ -181,3 +201,24 @@ def test_phase_collapse_pairs_follow_the_papers_configurations() -> None:
     assert pair_ratios(rows) == {"skip": pytest.approx(3.0)}
     text = render(rows, None, {"epochs": 8, "smoke": False})
     assert "with skip connection (the paper's 22.5 / 7.7 %): **3.00x" in text and "without skip" not in text
+
+
+def test_a_study_scripts_refusal_is_one_line(capsys, monkeypatch) -> None:
+    """Recipe mismatches and missing data ended in a Python traceback; Ctrl-C too (tester)."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.repro.common import run_main
+
+    def refuse() -> None:
+        raise ValueError("cannot resume X: it holds a run of another recipe")
+
+    monkeypatch.setattr(sys, "argv", ["apr_cifar10.py"])
+    with pytest.raises(SystemExit) as stop:
+        run_main(refuse)
+    assert stop.value.code == 2 and capsys.readouterr().err == "apr_cifar10.py: error: cannot resume X: it holds a run of another recipe\n"
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stop:
+        run_main(interrupted)
+    assert stop.value.code == 130 and "--resume goes on" in capsys.readouterr().err

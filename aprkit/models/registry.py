@@ -8,7 +8,7 @@ the model (``aprkit_arch``, ``aprkit_kwargs``) so ``save_checkpoint`` can rebuil
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from torch import nn
@@ -140,6 +140,15 @@ def checkpoint_kwargs(arch: str, kwargs: dict[str, Any], state_dict: Any) -> dic
     _load_builtin()
     hook = getattr(_REGISTRY.get(str(arch).lower()), "checkpoint_kwargs", None)
     return dict(hook(dict(kwargs), state_dict)) if hook is not None and state_dict is not None else dict(kwargs)
+
+
+def canonical_kwargs(arch: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` of ``arch`` in one spelling per network, by the builder's ``canonical_kwargs`` hook (the
+    phase-collapse net's ``skip=True`` is ``"lowpass"``), so that comparing two configs (a resume) sees only real
+    changes; unchanged for a name that is not registered or has no hook."""
+    _load_builtin()
+    hook = getattr(_REGISTRY.get(str(arch).lower()), "canonical_kwargs", None)
+    return dict(hook(dict(kwargs))) if hook is not None else dict(kwargs)
 
 
 def tag_model(model: M, arch: str, kwargs: dict[str, Any]) -> M:

@@ -274,6 +274,13 @@ def _checkpoint_kwargs(default_L: int) -> Any:
     return hook
 
 
+def _canonical_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The builders' ``canonical_kwargs`` hook: an older config's boolean ``skip`` as the string that builds the same
+    network (``True``: ``"lowpass"``, ``False``: ``"none"``)."""
+    skip = kwargs.get("skip")
+    return {**kwargs, "skip": "lowpass" if skip else "none"} if isinstance(skip, bool) else kwargs
+
+
 @register_model("phase_collapse_cifar")
 def phase_collapse_cifar(num_classes: int = 10, **kwargs: Any) -> PhaseCollapseNet:
     """Learned scattering for CIFAR (8 layers, L=4); ``nonlinearity``/``skip`` switch the ablations."""
@@ -281,6 +288,7 @@ def phase_collapse_cifar(num_classes: int = 10, **kwargs: Any) -> PhaseCollapseN
 
 
 phase_collapse_cifar.checkpoint_kwargs = _checkpoint_kwargs(4)  # type: ignore[attr-defined]
+phase_collapse_cifar.canonical_kwargs = _canonical_kwargs  # type: ignore[attr-defined]
 
 
 @register_model("phase_collapse_imagenet")
@@ -292,3 +300,4 @@ def phase_collapse_imagenet(num_classes: int = 1000, **kwargs: Any) -> PhaseColl
 
 
 phase_collapse_imagenet.checkpoint_kwargs = _checkpoint_kwargs(8)  # type: ignore[attr-defined]
+phase_collapse_imagenet.canonical_kwargs = _canonical_kwargs  # type: ignore[attr-defined]

@@ -76,10 +76,16 @@ def with_defaults(saved: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def trajectory_view(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A config mapping as far as it decides what a run trains, for comparing two: :func:`with_defaults`, and the
-    ``feature_apr`` section as one set of layers (their order changes nothing; without layers its settings are
-    unused)."""
+    """A config mapping as far as it decides what a run trains, for comparing two: :func:`with_defaults`, the model's
+    keyword arguments in one spelling per network, and the ``feature_apr`` section as one set of layers (their order
+    changes nothing; without layers its settings are unused)."""
     out = with_defaults(config)
+    model = out.get("model")
+    if isinstance(model, dict) and isinstance(model.get("name"), str) and isinstance(model.get("kwargs"), dict):
+        from ..models.registry import canonical_kwargs, is_model
+
+        if is_model(model["name"]):  # one spelling per network (phase_collapse's skip: True is "lowpass")
+            out["model"] = {**model, "kwargs": canonical_kwargs(model["name"], model["kwargs"])}
     f = out.get("feature_apr")
     if isinstance(f, dict):
         out["feature_apr"] = {**f, "layers": sorted(f.get("layers") or [])} if f.get("layers") else {"layers": []}

@@ -34,6 +34,7 @@ from benchmarks.repro.common import (
     markdown_table,
     parse_args,
     parser,
+    run_main,
     run_recipe,
     train_run,
     train_summary,
@@ -159,13 +160,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from aprkit.eval import evaluate
 
     # what the evaluation and the feature run need is checked before hours of training, not after
-    if FEATURE_RUN in args.runs:
-        from aprkit.hidden.sites import resolve_module
+    if FEATURE_RUN in args.runs:  # its layers and probability, as attach checks them
+        from aprkit.hidden import attach
         from aprkit.models import create_model
 
-        probe = create_model("resnet20")
-        for layer in args.feature_layers:
-            resolve_module(probe, layer)
+        attach(create_model("resnet20"), list(args.feature_layers), p=args.feature_p).remove()
     options = None if args.train_only else eval_options(args, shared)
     runs = {}
     for name in args.runs:
@@ -197,4 +196,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -26,7 +26,7 @@ if str(REPO_ROOT) not in sys.path:
 __all__ = [
     "REPO_ROOT", "CONFIGS", "SMOKE", "STUDY_FILE", "PLACEMENT_KEYS", "parser", "parse_args", "shared_root", "cifar10_spec",
     "scaled_milestones", "train_run", "check_same_recipe", "run_recipe", "train_summary", "feature_apr_builder",
-    "write_outputs", "fmt_pct", "fmt_num", "markdown_table",
+    "write_outputs", "fmt_pct", "fmt_num", "markdown_table", "run_main",
 ]
 
 CONFIGS = REPO_ROOT / "configs" / "train"
@@ -35,22 +35,46 @@ SMOKE: dict[str, Any] = {"train_limit": 256, "test_limit": 128, "eval_limit": 12
                          "severities": [3], "batch_size": 64}
 
 
-def parser(description: str, default_epochs: int) -> argparse.ArgumentParser:
-    """The arguments every study script shares."""
+def parser(description: str, default_epochs: int, shared_data: bool = True) -> argparse.ArgumentParser:
+    """The arguments every study script shares (``shared_data=False``: a study on generated data and its own
+    recipes, without ``--shared`` and ``--set``)."""
+    from aprkit.cli._common import positive_int
+
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (runs/, eval/, results.json, results.md)")
     p.add_argument("--resume", action="store_true", help="continue training runs (last.pt) and reuse the eval cache")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--epochs", type=int, default=default_epochs, help="training epochs per run (same for every run)")
+    p.add_argument("--epochs", type=positive_int, default=default_epochs,
+                   help="training epochs per run (same for every run; --smoke: 1)")
     p.add_argument("--smoke", action="store_true", help="tiny run (256 train images, 1 epoch, 1 corruption x 1 severity)")
-    p.add_argument("--shared", default=None, help="folder with data/cifar10 and models/ (default: $APRKIT_SHARED or ../shared)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    if shared_data:
+        p.add_argument("--shared", default=None,
+                       help="folder with data/cifar10 and models/ (default: $APRKIT_SHARED or ../shared)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", help="progress bars")
     p.add_argument("--train-only", action="store_true",
                    help="train (or resume) the runs and stop: no evaluation, no results files (the GPU driver's jobs)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="a training config override for every run (repeatable), e.g. train.amp_dtype=bfloat16")
+    if shared_data:
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="a training config override for every run (repeatable), e.g. train.amp_dtype=bfloat16")
     return p
+
+
+def run_main(main: Callable[[], Any]) -> None:
+    """A study script's entry point: a refusal (``ValueError``, a missing file) is one line and exit code 2, Ctrl-C
+    exit code 130 (finished runs are kept: ``--resume`` goes on), as the ``aprkit`` command does; ``APRKIT_DEBUG=1``
+    shows the traceback."""
+    name = Path(sys.argv[0]).name
+    try:
+        main()
+    except KeyboardInterrupt:
+        print(f"\n{name}: interrupted; finished runs are kept and a rerun with --resume goes on", file=sys.stderr)
+        raise SystemExit(130) from None
+    except (ValueError, FileNotFoundError) as err:
+        if os.environ.get("APRKIT_DEBUG"):
+            raise
+        print(f"{name}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def parse_args(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, Path, Path]:
@@ -121,11 +145,13 @@ def train_run(config: str | Path, out: Path, args: argparse.Namespace, overrides
         out.mkdir(parents=True, exist_ok=True)
         (out / STUDY_FILE).write_text(json.dumps(dict(study), indent=1, sort_keys=True) + "\n")
     ctx = _patched_build(build) if build is not None else contextlib.nullcontext()
-    from aprkit.train.state import RunExistsError
+    from aprkit.train.state import RunBusyError, RunExistsError
 
     with ctx:
         try:
             res = fit(str(path), ov, out=out, resume=args.resume)
+        except RunBusyError:  # another process is writing there: its own message says so
+            raise
         except RunExistsError:  # its advice names aprkit train's --overwrite, which these scripts do not have
             raise SystemExit(f"{out} already holds a training run: pass --resume to continue it (a finished one is "
                              "reused), or another --out (delete the folder to start over)") from None
@@ -233,8 +259,9 @@ def _finished_run(out: Path, epochs: int) -> dict[str, Any]:
         raise FileNotFoundError(f"{out} has model.pt but neither last.pt nor a readable metrics.json: cannot tell "
                                 f"whether it finished ({err})") from None
     if len(history) != epochs:
+        how = f"pass --epochs {len(history)}" + (" without --smoke (1 epoch)" if epochs == 1 else "")
         raise ValueError(f"{out} holds a run of {len(history)} epoch(s) without last.pt to continue it; asked for "
-                         f"{epochs}: pass --epochs {len(history)}, or remove the folder to train anew")
+                         f"{epochs}: {how}, or remove the folder to train anew")
     print(f"reusing the finished run in {out} (model.pt, {epochs} epochs; no last.pt)", file=sys.stderr)
     return {"history": history, "final": history[-1] if history else {}, "checkpoint": str(out / "model.pt"),
             "out": str(out), "global_step": history[-1].get("step") if history else 0, "wall_s": 0.0,

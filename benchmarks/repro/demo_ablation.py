@@ -30,7 +30,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from aprkit.demo.config import DemoSettings
-from benchmarks.repro.common import fmt_num, fmt_pct, markdown_table, parser, write_outputs
+from benchmarks.repro.common import fmt_num, fmt_pct, markdown_table, parser, run_main, write_outputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,13 +198,11 @@ def render(rows: Mapping[str, Mapping[str, Any]], cmp: Mapping[str, Any], meta: 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = parser(__doc__.split("\n")[0], default_epochs=DemoSettings.epochs)
+    p = parser(__doc__.split("\n")[0], default_epochs=DemoSettings.epochs, shared_data=False)
     p.set_defaults(device="cpu")
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)  # common.parse_args would insist on the shared CIFAR-10 folder, which this study never reads
-    if args.shared is not None:
-        p.error("--shared is not read by this study: it trains and evaluates on the demo's generated data")
     import torch
 
     if args.threads:
@@ -248,4 +246,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -32,6 +32,7 @@ from benchmarks.repro.common import (
     markdown_table,
     parse_args,
     parser,
+    run_main,
     train_run,
     train_summary,
     training_curves,
@@ -178,4 +179,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -30,6 +30,7 @@ from benchmarks.repro.common import (
     markdown_table,
     parse_args,
     parser,
+    run_main,
     train_run,
     train_summary,
     training_curves,
@@ -126,9 +127,13 @@ def render(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                  *(_pair(s["controls"][k]["last"], s["controls"][k]["mean"]) for k in CONTROLS.values()),
                  fmt_pct(s["clean_accuracy"]), s["dc_finding"]] for s in summary]
     smoke = "SMOKE RUN, " if meta["smoke"] else ""
-    # older results name no trained runs: their header said the epochs whether or not anything was trained
-    trained = meta.get("trained", True)
-    what = f"trained models: {meta['epochs']} epochs" if trained else "shipped checkpoints only, nothing trained"
+    models = meta.get("models", {})
+    own = [m for m in models if m not in SHIPPED]
+    trained = meta.get("trained", own)  # older results name no trained runs: they trained every model not shipped
+    given = [m for m in own if m not in trained]  # --phase-collapse-checkpoint
+    what = ", ".join([*([f"trained here: {', '.join(trained)}, {meta['epochs']} epochs"] if trained else []),
+                      *([f"given checkpoints: {', '.join(given)}"] if given else []),
+                      *(["shipped checkpoints"] if any(m in SHIPPED for m in models) else [])])
     return "\n".join([
         f"# Study 3: internal Oppenheim-Lim test ({smoke}{what})", "",
         *([f"Reduced networks for a CPU budget: {'; '.join(f'{k}: {chr(32).join(v)}' for k, v in red.items())}.", ""]
@@ -216,4 +221,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
