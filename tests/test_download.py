@@ -22,14 +22,21 @@ from aprkit.data.registry import resolve_spec
 from aprkit.data.sources import MARKER, SOURCES, RemoteFile, ensure_source
 
 
-def _tar(members: dict[str, bytes]) -> bytes:
+def _tar(members: dict[str, bytes], links: dict[str, str] | None = None, end: bool = True) -> bytes:
+    """A tar of ``members`` (name -> bytes) and symbolic ``links`` (name -> target); ``end=False`` cuts it after
+    its last member, without the end-of-archive blocks (a copy cut short there)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+        for name, to in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, to
+            tf.addfile(info)
+        size = tf.offset  # where the end-of-archive blocks begin
+    return buf.getvalue() if end else buf.getvalue()[:size]
 
 
 def _npy(arr: np.ndarray) -> bytes:

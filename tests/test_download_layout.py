@@ -6,33 +6,17 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import os
 import shutil
 import tarfile
 
 import pytest
 from http_common import LocalServer, server_fixture  # noqa: F401 (server_fixture: the fixture ``server``)
+from test_download import _tar
 
 import aprkit.data.sources as sources
 from aprkit.data.download import UnreadableArchive, extract_archive
 from aprkit.data.sources import MARKER, RemoteFile, Source, ensure_source
-
-
-def _tar(members: dict[str, bytes], links: dict[str, str] | None = None, end: bool = True) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, body in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            tf.addfile(info, io.BytesIO(body))
-        for name, to in (links or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, to
-            tf.addfile(info)
-        size = tf.offset  # where the end-of-archive blocks begin
-    data = buf.getvalue()
-    return data if end else data[:size]
 
 
 def _source(server: LocalServer, data: bytes, md5: bool = True) -> Source:
