@@ -34,3 +34,7 @@ __all__ = ["__version__", *_FOURIER, *_SUBPACKAGES]
 
 
 __getattr__ = lazy_getattr(__name__, _FOURIER, _SUBPACKAGES)
+
+
+def __dir__() -> list[str]:  # the lazy names too (tab completion)
+    return sorted({*globals(), *__all__})

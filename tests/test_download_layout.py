@@ -79,8 +79,12 @@ def test_a_link_that_would_point_above_the_moved_folder_is_refused(server, tmp_p
     archive.write_bytes(evil)
     assert (extract_archive(archive, tmp_path / "x", progress=False) / "D" / "up").is_symlink()  # inside the folder
     ok = tmp_path / "ok.tar"
-    ok.write_bytes(_tar(DATA, links={"D/sub/b": "../b.txt"}))
+    ok.write_bytes(_tar(DATA, links={"D/sub/b": "../b.txt", "D/c": "sub/a.txt"}))
     assert (extract_archive(ok, tmp_path / "y", progress=False, links_within="D") / "D/sub/b").read_bytes() == b"b"
+    back = tmp_path / "back.tar"  # out and back in by the folder's name, which it loses once moved
+    back.write_bytes(_tar(DATA, links={"D/sub/b": "../../D/b.txt"}))
+    with pytest.raises(ValueError, match="a link 'D/sub/b' to '../../D/b.txt' outside the extraction folder 'D'"):
+        extract_archive(back, tmp_path / "z", progress=False, links_within="D")
 
 
 def test_a_tar_cut_short_between_members_is_unreadable(tmp_path):
@@ -90,6 +94,7 @@ def test_a_tar_cut_short_between_members_is_unreadable(tmp_path):
     cut.write_bytes(_tar(DATA, end=False))
     with pytest.raises(UnreadableArchive, match="without tar's end-of-archive block"):
         extract_archive(cut, tmp_path / "out", progress=False)
+    assert (extract_archive(cut, tmp_path / "unchecked", progress=False, check_end=False) / "D" / "b.txt").is_file()
     whole = tmp_path / "whole.tar.gz"
     with tarfile.open(whole, "w:gz") as tf:
         tf.add(cut, arcname="cut.tar")
@@ -115,7 +120,20 @@ def test_an_unchecked_archive_placed_by_hand_is_kept_and_named(server, tmp_path)
 
 def test_a_mirror_that_is_not_a_url_names_its_setting(tmp_path, monkeypatch):
     monkeypatch.setenv(sources.MIRROR_ENV, "127.0.0.1:8000/data")
+    with pytest.raises(FileNotFoundError, match="Pass download=True"):  # offline lookups are not its business
+        ensure_source("cifar10-c", root=tmp_path, progress=False)
     with pytest.raises(ValueError, match=r"\$APRKIT_DOWNLOAD_MIRROR must be a URL .* got '127.0.0.1:8000/data'"):
         ensure_source("cifar10-c", root=tmp_path, download=True, progress=False)
     with pytest.raises(ValueError, match="^mirror must be a URL"):
         ensure_source("cifar10-c", root=tmp_path, download=True, progress=False, mirror="host/x")
+
+
+def test_staging_stays_beside_a_link_whose_target_parent_is_not_writable(tmp_path, monkeypatch):
+    disk = tmp_path / "ro" / "D"
+    disk.mkdir(parents=True)
+    (tmp_path / "D").symlink_to(disk)
+    writable = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if str(p) == str(disk.parent) else writable(p, mode))
+    assert sources._staging(tmp_path / "D") == tmp_path / ".aprkit-downloads-D"
+    monkeypatch.setattr(os, "access", writable)
+    assert sources._staging(tmp_path / "D") == disk.parent / ".aprkit-downloads-D"

@@ -415,3 +415,14 @@ def test_overwrite_keeps_the_old_run_when_the_first_step_would_fail(tmp_path):
     assert again["history"][0]["epoch"] == 1  # a probe leaves the run's numbers alone: checked bit for bit below
     fresh = fit(train_config(optim={"epochs": 1}), out=tmp_path / "fresh", datasets=(ds, None))
     assert strip_times(again["history"]) == strip_times(fresh["history"])
+
+
+def test_the_overwrite_probe_sees_the_crop_the_device_path_makes(tmp_path):
+    """The probe fed the dataset's 36 px image to a GFNet built for 32 px, which the device path crops first: an
+    --overwrite of a run that trains refused (review)."""
+    ds = Images(16, size=36)
+    cfg = train_config(optim={"epochs": 1}, model={"name": "gfnet_cifar", "kwargs": {"depth": 1, "embed_dim": 16}},
+                       data={"image_size": 32, "crop_padding": 0})
+    with pytest.warns(RuntimeWarning, match="larger than data.image_size"):  # warned, as without the probe
+        fit(cfg, out=tmp_path, datasets=(ds, None))
+        assert fit(cfg, out=tmp_path, datasets=(ds, None), overwrite=True)["history"][0]["epoch"] == 1

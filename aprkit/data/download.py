@@ -243,13 +243,13 @@ class UnreadableArchive(ValueError):
 
 
 def extract_archive(path: str | os.PathLike, dest: str | os.PathLike, *, progress: bool = True,
-                    links_within: str | None = None) -> Path:
+                    links_within: str | None = None, check_end: bool = True) -> Path:
     """Extract a ``.tar``(``.gz``/``.bz2``/``.xz``) or ``.zip`` archive into ``dest``; returns ``dest``.
 
     ``links_within``: a folder of the archive that is moved elsewhere after extraction: a symbolic link in it must
-    point inside it (``up -> ..`` stays inside ``dest`` but, moved, would point above the new folder). A tar that
-    ends without its end-of-archive block (a copy cut short between two members, which tarfile reads as complete)
-    raises :class:`UnreadableArchive`.
+    point inside it without climbing above it (``up -> ..`` stays inside ``dest`` but, moved, would point above the new
+    folder). With ``check_end``, a tar that ends without its end-of-archive block (a copy cut short between two
+    members, which tarfile reads as complete) raises :class:`UnreadableArchive`.
     """
     from tqdm.auto import tqdm
 
@@ -271,7 +271,7 @@ def extract_archive(path: str | os.PathLike, dest: str | os.PathLike, *, progres
                 to = os.path.join(os.path.dirname(m.name), m.linkname)
                 _check_member(dest, to, path, m.name)
                 if links_within is not None and _inside(dest / links_within, dest / m.name):
-                    _check_member(dest / links_within, os.path.relpath(dest / to, dest / links_within), path, m.name)
+                    _check_link_stays(links_within, m, path)
             elif m.islnk():  # a hard link's target is relative to the archive's root
                 _check_member(dest, m.linkname, path, m.name)
             _check_plain_member(m, path)  # devices, FIFOs, absolute links: named with the archive
@@ -279,8 +279,21 @@ def extract_archive(path: str | os.PathLike, dest: str | os.PathLike, *, progres
                 tf.extract(m, dest, filter="data")
             else:
                 tf.extract(m, dest)
-        _check_tar_end(tf, path)
+        if check_end:
+            _check_tar_end(tf, path)
     return dest
+
+
+def _check_link_stays(folder: str, m: tarfile.TarInfo, archive: Path) -> None:
+    """Refuse a symbolic link in ``folder`` whose target climbs above ``folder`` at any step (``../folder/x`` comes
+    back by the folder's name, which it will not have once moved)."""
+    rel = os.path.relpath(os.path.dirname(os.path.normpath(m.name)) or ".", os.path.normpath(folder))
+    depth = 0 if rel == "." else len(Path(rel).parts)  # the link's folder, below ``folder``
+    for part in m.linkname.split("/"):
+        depth += -1 if part == ".." else 0 if part in ("", ".") else 1
+        if depth < 0:
+            raise ValueError(f"archive {archive} has a link {m.name!r} to {m.linkname!r} outside the extraction "
+                             f"folder {folder!r}; refusing to extract")
 
 
 def _inside(folder: Path, path: Path) -> bool:

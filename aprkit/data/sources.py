@@ -220,7 +220,8 @@ def _extract_or_discard(archive: Path, md5: str | None, placed: bool, dest: Path
     by a server that sent no length looks complete), so that the next run fetches it again, unless it was there
     before this call (``placed``, perhaps by hand: kept, and named by :func:`_discard_unverified`)."""
     try:
-        extract_archive(archive, dest, progress=progress, links_within=inner)
+        # a verified archive is the published file: its end needs no check (nor, compressed, a second pass)
+        extract_archive(archive, dest, progress=progress, links_within=inner, check_end=md5 is None)
     except (UnreadableArchive, EOFError, zipfile.BadZipFile, tarfile.ReadError, tarfile.CompressionError,
             zlib.error, gzip.BadGzipFile, lzma.LZMAError) as err:
         # only an unreadable archive is discarded: a full disk, a permission error or a refused member path is
@@ -269,9 +270,11 @@ def ensure_source(
     ``target`` defaults to ``data_root(root) / source.folder``. A folder with the marker, or one that passes
     the layout check, is returned as it is. Without ``download`` an incomplete folder raises
     ``FileNotFoundError`` naming the path, the URLs and how to supply the data. Downloads of one ``target``
-    (threads or processes) take turns on the lock ``.aprkit-downloads-<target name>.lock`` beside it: they share
-    the staging folder; a later one finds the marker the first one wrote.
+    (threads or processes) take turns on the lock of its staging folder (``.aprkit-downloads-<name>.lock`` beside
+    it, or beside where it points when it is a link): they share the staging folder; a later one finds the marker
+    the first one wrote.
     """
+    given = mirror is not None
     if isinstance(source, str):
         if source not in SOURCES:
             raise ValueError(f"unknown data source {source!r}{nearest_names(source, list(SOURCES))}; "
@@ -284,7 +287,7 @@ def ensure_source(
     if problem is None:
         _write_marker(target, source)
         return target
-    mirror = _check_mirror(mirror)
+    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
     if not download:
         urls = ", ".join(_mirrored(f.url, mirror) for f in source.files[:4]) + (" ..." if len(source.files) > 4 else "")
         raise FileNotFoundError(
@@ -292,6 +295,7 @@ def ensure_source(
             f"it from {urls}, or place the extracted published layout there ({_inner_hint(source)}the data root is "
             f"${DATA_ENV} or --data-root, default ~/.cache/aprkit)"
         )
+    mirror = _check_mirror(mirror, given)
     with file_lock(_staging(target)):
         if (target / MARKER).is_file():  # another call finished it while this one waited
             return target
@@ -303,11 +307,9 @@ def ensure_source(
     return target
 
 
-def _check_mirror(mirror: str | None) -> str | None:
-    """``mirror``, else ``$APRKIT_DOWNLOAD_MIRROR``, checked to be a URL (a bare ``host:port/path`` failed later,
-    in download_file, without naming the setting at fault)."""
-    given = mirror is not None
-    mirror = mirror if given else os.environ.get(MIRROR_ENV)
+def _check_mirror(mirror: str | None, given: bool) -> str | None:
+    """The mirror a download uses (the argument when ``given``, else ``$APRKIT_DOWNLOAD_MIRROR``), checked to be a
+    URL (a bare ``host:port/path`` failed later, in download_file, without naming the setting at fault)."""
     if mirror and urlsplit(mirror).scheme not in ("http", "https", "ftp", "file"):
         where = "mirror" if given else f"${MIRROR_ENV}"
         raise ValueError(f"{where} must be a URL such as http://host:port/path or file:///path, got {mirror!r}")
@@ -322,10 +324,12 @@ def _inner_hint(source: Source) -> str:
 
 
 def _staging(target: Path) -> Path:
-    """The folder beside ``target`` (where a link named ``target`` points: on the file system the data goes to) that
-    holds its archives while they are downloaded and extracted."""
+    """The folder beside ``target`` that holds its archives while they are downloaded and extracted: beside where a
+    link named ``target`` points (on the file system the data goes to) when that folder's parent is writable, else
+    beside the link."""
     real = target.resolve()
-    return real.parent / f".aprkit-downloads-{real.name}"
+    where = real if real != target and os.access(real.parent, os.W_OK) else target
+    return where.parent / f".aprkit-downloads-{where.name}"
 
 
 def _record_md5(f: RemoteFile, staging: Path, mirror: str | None) -> str:

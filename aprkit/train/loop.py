@@ -110,12 +110,21 @@ def _probe_forward(model: nn.Module, batches: EpochBatches, channels_last: bool)
     the RNG streams of the run untouched: every step reseeds), so that a model error surfaces before ``--overwrite``
     deletes the previous run."""
     import copy
+    import gc
 
     x = torch.as_tensor(batches.items[0][0])
     x = x[0] if x.ndim == 4 else x  # AugMix's (3, C, H, W) triplet: its clean view
+    size = batches.cfg.data.image_size  # the device path pads and crops later: the model sees size x size
+    x = torch.nn.functional.pad(x, (0, max(size - x.shape[-1], 0), 0, max(size - x.shape[-2], 0)))[..., :size, :size]
     probe = copy.deepcopy(model).train()
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        probe(to_float(torch.stack([x, x.flip(-1)]).to(batches.device), channels_last))
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            probe(to_float(torch.stack([x, x.flip(-1)]).to(batches.device), channels_last))
+    finally:  # attached hooks hold the copy in a reference cycle: free its parameters now, not at some later collection
+        del probe
+        gc.collect()
+        if batches.device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def correct_count(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
