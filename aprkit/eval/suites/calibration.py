@@ -2,7 +2,8 @@
 
 Shares its forward passes with the corruption suite (the same cached cells). Corrupted numbers are the
 mean over the evaluated (corruption, severity) cells, each computed on its own images, as corruption error is
-averaged; ``pooled_ece`` is the ECE of all corrupted predictions pooled into one set of bins. Neither the APR
+averaged (the extra corruptions held out beside benchmark ones, as there: ``corrupted.held_out``);
+``pooled_ece`` is the ECE of all corrupted predictions pooled into one set of bins. Neither the APR
 nor the AugMix repository publishes its corrupted-calibration code, so a paper's figure may pool differently (e.g.
 per corruption over its five severities, then the mean of the 15); calibration error is not linear, so such
 figures are comparable in direction, not to the decimal. Set the option
