@@ -253,6 +253,14 @@ def test_random_corruption_batch_single_and_compose() -> None:
     y = pipe(Image.fromarray(x[0].permute(1, 2, 0).numpy()))
     assert y.shape == (3, 32, 32) and y.dtype == torch.float32
     assert "contrast" in repr(RandomCorruption("contrast"))
+    from torchvision import tv_tensors
+
+    from aprkit.corruptions import EXTRA, expand_groups
+
+    assert type(RandomCorruption("contrast", 2)(tv_tensors.Image(x[0]))) is tv_tensors.Image  # as v2's transforms
+    # groups and a single string on every entry point (RandomCorruption read "all" as an unknown name)
+    assert RandomCorruption("extra").names == EXTRA and expand_groups("fog") == ["fog"]
+    assert expand_groups("all") == expand_groups(["benchmark", "extra"])
     with pytest.raises(ValueError, match="valid names"):
         RandomCorruption(["nope"])
     with pytest.raises(ValueError, match="severity"):

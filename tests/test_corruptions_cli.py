@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -485,3 +486,35 @@ def test_a_second_run_into_a_folder_being_written_is_refused(array_input, monkey
     assert seen and data["params"]["seed"] == 1 and (tmp / "o" / "labels.npy").exists()
     monkeypatch.setattr(dataset, "corrupt", real)
     write_cifar_c(x, tmp / "o", ["contrast"], labels, [1], seed=1, progress=False)  # the lock was released
+
+
+def test_imagenet_layout_overwrite_leaves_no_empty_corruption_folder(folder_input, tmp_path) -> None:
+    """An emptied contrast/ stayed and read as a corruption that is there (tester)."""
+    from aprkit.data.corrupted import available_corruptions
+
+    argv = ["corrupt", str(folder_input), str(tmp_path / "o"), "--severities", "1", "--size", "32", "--no-progress"]
+    assert main([*argv, "--corruptions", "fog", "contrast"]) == 0
+    assert main([*argv, "--corruptions", "fog", "--seed", "3", "--overwrite"]) == 0
+    assert available_corruptions(tmp_path / "o") == ["fog"] and not (tmp_path / "o" / "contrast").exists()
+
+
+def test_a_mixed_folder_is_resized_throughout_as_its_reader_takes_it(tmp_path) -> None:
+    """A size x size image beside larger ones was kept while folder:DIR?resize=...&crop=... zooms it: its corrupted
+    file showed another crop than the clean image it is paired with (tester); a folder of size x size images only
+    is still kept as it is."""
+    from aprkit.data import get_dataset
+
+    imgs = natural_images(4, 48, seed=2).permute(0, 2, 3, 1).numpy()
+    for i, img in enumerate(imgs):
+        (tmp_path / "in" / "a").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img if i % 2 else img[:32, :32].copy()).save(tmp_path / "in" / "a" / f"im{i}.png")
+    write_imagenet_c(tmp_path / "in", tmp_path / "out", ["brightness"], [1], size=32, progress=False)
+    clean = get_dataset(f"folder:{tmp_path / 'in'}?resize={round(32 * 256 / 224)}&crop=32")
+    done = get_dataset(f"imagenet-c:{tmp_path / 'out'}", corruption="brightness", severity=1)
+    x = torch.stack([clean[i][0] for i in range(4)])
+    ref = corrupt(x, "brightness", 1, "cifar", seeds=item_seeds(0, "brightness", 1, "cifar", range(4)))  # 32 px
+    for i in range(4):  # the same JPEG of the same crop
+        buf = io.BytesIO()
+        Image.fromarray(ref[i].permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=85)
+        jpeg = torch.from_numpy(np.array(Image.open(buf).convert("RGB"))).permute(2, 0, 1)
+        assert (done[i][0].int() - jpeg.int()).abs().float().mean() < 2, i  # another crop: 10+ levels

@@ -160,11 +160,12 @@ def list_corruptions(subset: str = "all") -> tuple[str, ...]:
 GROUPS = ("benchmark", "extra", "all")
 
 
-def expand_groups(names: Sequence[str]) -> list[str]:
+def expand_groups(names: str | Sequence[str]) -> list[str]:
     """Corruption names (any spelling :func:`check_name` takes) and groups (``"benchmark"``, ``"extra"``,
-    ``"all"``) as checked names, each group expanded in place, in order; repeats are kept."""
+    ``"all"``) as checked names, each group expanded in place, in order; repeats are kept; a single string counts as
+    one name or group. Every entry point that takes corruption names reads them so (:func:`check_names`)."""
     out: list[str] = []
-    for token in names:
+    for token in [names] if isinstance(names, str) else names:
         if isinstance(token, str) and token.strip().lower() in GROUPS:
             out.extend(list_corruptions(token.strip().lower()))
             continue
@@ -189,9 +190,9 @@ def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -
     return _item_seeds(seed, check_name(name), severity, preset, indices)
 
 
-def check_names(names: str | Sequence[str]) -> list[str]:
-    """Corruption names, a single name counting as one, each checked (:func:`check_name`)."""
-    return [check_name(n) for n in ([names] if isinstance(names, str) else names)]
+#: corruption names and groups as checked names (:func:`expand_groups`): ``RandomCorruption``, the -C writers and the
+#: evaluation read them so
+check_names = expand_groups
 
 
 def check_channels(names: Sequence[str], channels: int, got: str) -> None:

@@ -35,6 +35,9 @@ __all__ = ["check_outside", "scan_image_folder", "load_image_folder", "write_cif
 
 #: how images are brought to ``size`` (recorded in the manifest: a folder made with the earlier rounding is refused)
 _RESIZE = "torchvision Resize(round(size * 256 / 224)) + CenterCrop(size); size x size kept"
+#: the same for a folder that mixes ``size x size`` images with others: every image resized and cropped, as the
+#: reader ``folder:DIR?resize=256&crop=224`` does (kept ones were corrupted from another crop than it reads)
+_RESIZE_EVERY = "torchvision Resize(round(size * 256 / 224)) + CenterCrop(size); every image"
 
 
 def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], list[str]]:
@@ -46,18 +49,19 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], 
     return scan(Path(root))
 
 
-def _load(path: Path, size: int | None, zoom: bool = True) -> np.ndarray:
+def _load(path: Path, size: int | None, zoom: bool = True, keep_exact: bool = True) -> np.ndarray:
     """RGB uint8 ``(H, W, 3)``, decoded as the image folders are (``aprkit.data.folder.read_image``: 16-bit images
     to 8 bits, rounded). With ``size``: torchvision's ``Resize(short)`` (bilinear on the PIL image) and
     ``CenterCrop(size)`` as ImageNet-C was made, ``short = round(size * 256 / 224)`` with ``zoom`` (the ImageNet-C
-    protocol: Resize(256) + CenterCrop(224)) else ``size``; an image already ``size x size`` is kept as it is."""
+    protocol: Resize(256) + CenterCrop(224)) else ``size``; an image already ``size x size`` is kept as it is with
+    ``keep_exact``."""
     from PIL import Image
     from torchvision.transforms import functional as tvf
 
     from ..data.folder import read_image
 
     arr = np.ascontiguousarray(read_image(path, 3).permute(1, 2, 0).numpy())
-    if size is None or arr.shape[:2] == (size, size):
+    if size is None or (keep_exact and arr.shape[:2] == (size, size)):
         return arr
     short = int(round(size * 256 / 224)) if zoom else size
     im = tvf.resize(Image.fromarray(arr), [short], interpolation=tvf.InterpolationMode.BILINEAR)
@@ -260,7 +264,9 @@ def write_imagenet_c(
     """Write ``<out>/<name>/<severity>/<class>/<file>`` JPEGs (``quality``) for a class-folder tree.
 
     ``size``: resize the short side to ``size * 256 / 224`` and centre-crop ``size`` (the ImageNet-C protocol,
-    torchvision's Resize(256) + CenterCrop(224) for 224; images already ``size x size`` are kept), or ``None`` to keep
+    torchvision's Resize(256) + CenterCrop(224) for 224; a folder of ``size x size`` images only, already
+    preprocessed, is kept as it is; in a folder that mixes them with other sizes every image is resized and cropped,
+    as the reader ``folder:DIR?resize=256&crop=224`` takes them), or ``None`` to keep
     sizes (images of one batch that differ in size are corrupted one by one). ``preset``: default the one made for
     ``size`` (``preset_for_size``: ``"imagenet"`` for 224), or with ``size=None`` for the first image's size; an
     explicit preset far from the images' size warns. Image ``i`` is the
@@ -286,8 +292,16 @@ def write_imagenet_c(
     src = Path(src_dir)
     check_outside(src, out)
     # each severity is its own folder, seeded per (corruption, severity, image): severities are added like corruptions
+    keep_exact = True
+    if size is not None:  # the headers only: a folder of size x size images is kept, a mixed one resized throughout
+        exact = set()
+        for p, _ in items:
+            with Image.open(p) as im:
+                exact.add(im.size == (size, size))
+        keep_exact = exact != {True, False}
     params = _params("imagenet", seed, preset, fingerprint_files([p for p, _ in items], src), device,
-                     size=size, quality=int(quality), **({} if size is None else {"resize": _RESIZE}))
+                     size=size, quality=int(quality),
+                     **({} if size is None else {"resize": _RESIZE if keep_exact else _RESIZE_EVERY}))
     depends, info = _frost([f"frost/{s}" for s in severities] if "frost" in names else [], frost_dir)
     depends = _with_versions(depends, {f"{name}/{s}": name for name in names for s in severities})
 
@@ -317,7 +331,7 @@ def write_imagenet_c(
                         bar.update(len(chunk))
                         continue
                     seeds = item_seeds(seed, name, s, preset, range(start, start + len(chunk)))
-                    imgs = [_load(p, size) for p, _ in chunk]
+                    imgs = [_load(p, size, keep_exact=keep_exact) for p, _ in chunk]
                     if len({a.shape for a in imgs}) == 1:
                         xb = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).to(device)
                         outs = list(corrupt(xb, name, s, preset, seeds=seeds, frost_dir=frost_dir)

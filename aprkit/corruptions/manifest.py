@@ -94,7 +94,7 @@ def read_manifest(out: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 def _remove_outputs(out: Path, entries: Iterable[object]) -> None:
     """Delete the outputs a replaced manifest recorded (files such as ``fog.npy`` or folders such as ``fog/3``), only
-    inside ``out``."""
+    inside ``out``, and the folders that held nothing else (an empty ``fog/`` read as a corruption that is there)."""
     root = out.resolve()
     for entry in dict.fromkeys(e for e in entries if isinstance(e, str) and e):
         path = (out / entry).resolve()
@@ -104,6 +104,13 @@ def _remove_outputs(out: Path, entries: Iterable[object]) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+        for parent in path.parents:
+            if parent == root or root not in parent.parents:
+                break
+            try:
+                parent.rmdir()  # only an empty one
+            except OSError:
+                break
 
 
 def _nothing_written(out: Path, manifest: Mapping[str, Any], cheap: Iterable[str]) -> bool:

@@ -110,7 +110,12 @@ class RandomCorruption(ReplayModule):
             single = x.ndim == 3
             batch = x[None] if single else x
             out = self.apply(batch, self.generate_parameters(batch.shape[0]))
-            return out[0] if single else out
+            out = out[0] if single else out
+            if type(x).__module__.startswith("torchvision.tv_tensors"):  # an Image stays one, as from v2's transforms
+                from torchvision import tv_tensors
+
+                out = tv_tensors.wrap(out, like=x)
+            return out
         if isinstance(x, np.ndarray) or type(x).__module__.startswith("PIL"):
             channels = image_channels(x)
             check_channels(self.names, channels, f"a {type(x).__name__} image with {channels} channel(s)")
