@@ -115,3 +115,38 @@ def test_probability_must_be_a_number(p):
 @pytest.mark.parametrize("p", [torch.tensor(0.5), np.float32(0.5), np.array(0.5), 1])
 def test_probability_scalars_accepted(p):
     assert APRPair(p=p).p == float(p)
+
+
+def test_compiled_cores_of_separate_modules_have_their_own_recompile_budget():
+    """Every compile_core module compiled the one module-level core: torch.compile's per-code-object cache and its
+    recompile limit (8) were shared process-wide, and a ninth setting failed hard under fullgraph (tester)."""
+    x = torch.rand(4, 3, 8, 8)
+    mods = [APRPair(p=1.0, seed=0, compile_core={"backend": "eager"}, dims=d, clamp=c, per_sample=s)
+            for d in ("chw", "hw") for c in (False, True) for s in (False, True)]
+    for m in mods:
+        m(x)
+    APRPair(p=1.0, seed=0, compile_core={"backend": "eager"})(x.double())  # the ninth
+    core = mods[0]._run_core()
+    assert getattr(core, "_torchdynamo_orig_callable", core).__code__ is not APRPair.core_fn.__code__
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_grey_levels_threshold_as_their_uint8_twin(dtype):
+    """A float16 200 / 255 read as 199.97 levels: not solarized at threshold 200 (tester)."""
+    from aprkit.augment import apr_single
+
+    xu = torch.full((1, 3, 8, 8), 200, dtype=torch.uint8)
+    params = {"op1": torch.tensor([0]), "level1": torch.tensor([2.2]), "negate1": torch.tensor([False]),
+              "recombine": torch.tensor([False]), "op2": torch.tensor([0]), "level2": torch.tensor([1.0]),
+              "negate2": torch.tensor([False]), "phase_from_first": torch.tensor([True])}
+    want = apr_single(xu, params, ("solarize",))
+    got = apr_single((xu.float() / 255).to(dtype), params, ("solarize",))
+    assert int(want[0, 0, 0, 0]) == 55 and abs(float(got[0, 0, 0, 0]) * 255 - 55) < 1
+
+
+def test_apr_pair_takes_an_empty_batch_and_numpy_batch_sizes():
+    from aprkit.augment import sample_pair_params
+
+    empty = torch.rand(0, 3, 8, 8)
+    assert apr_pair(empty, torch.zeros(0, dtype=torch.long)) is empty  # as apr_single and the modules
+    assert sample_pair_params(np.int64(4))["perm"].shape == (4,)

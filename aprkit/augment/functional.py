@@ -13,6 +13,7 @@ Sampling lives here only for APR-P; the classes in :mod:`aprkit.augment.pair` an
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -121,7 +122,7 @@ def _check_perm(perm: torch.Tensor, batch: int, device: torch.device) -> torch.T
         raise TypeError(f"perm must be an integer torch.Tensor of shape ({batch},), got {got}")
     if perm.shape != (batch,):
         raise ValueError(f"perm must have shape ({batch},) (one partner index per image), got {tuple(perm.shape)}")
-    if eager_cpu(perm) and (int(perm.min()) < 0 or int(perm.max()) >= batch):
+    if eager_cpu(perm) and perm.numel() and (int(perm.min()) < 0 or int(perm.max()) >= batch):
         raise ValueError(
             f"perm must hold partner indices in [0, {batch}), got values from {int(perm.min())} to {int(perm.max())}"
         )
@@ -210,7 +211,7 @@ def apr_pair(
     spectrum's DC terms), then runs :func:`apr_pair_core`. On accelerators and under ``torch.compile`` the
     value checks are skipped (no host sync, no graph breaks): NaN/inf images come out NaN.
     """
-    check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False)
+    check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False, allow_empty=True)
     if clamp:
         check_not_0_255(x)
     fft_dims = check_dims(dims)
@@ -219,6 +220,8 @@ def apr_pair(
     b = x.shape[0]
     perm = _check_perm(perm, b, x.device)
     mask = _check_mask(mask, b, x.device)
+    if b == 0:  # an empty batch comes back as it is, as from apr_single and the APR modules
+        return x
     return apr_pair_core(x, perm, mask, fft_dims, clamp, check_finite=True)
 
 
@@ -305,8 +308,9 @@ def sample_pair_params(
     as in the reference ``mix_data``); otherwise each image is selected with probability ``p``.
     Draws happen on the generator's device (CPU by default) and are then moved to ``device``.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 0:
         raise ValueError(f"batch_size must be an int >= 0, got {batch_size!r}")
+    batch_size = int(batch_size)  # a NumPy integer too, as sample_single_params takes it
     p = check_probability(p)
     gdev = generator.device if generator is not None else torch.device("cpu")
     u = torch.rand(batch_size if per_sample else 1, generator=generator, device=gdev)
@@ -335,8 +339,17 @@ class CompiledCore:
         if not self.compile_core:
             return self.core_fn
         if self._core is None:
+            import types
+
             options = {"fullgraph": True} | ({} if self.compile_core is True else self.compile_core)
-            self._core = torch.compile(self.core_fn, **options)
+            # a copy of the function with a code object of its own: torch.compile caches graphs per code object, so
+            # modules compiling the one module-level core shared one cache and its recompile limit (8 settings of
+            # dtype, dims, clamp, ... per process, then a hard error under fullgraph)
+            fn = self.core_fn
+            own = types.FunctionType(fn.__code__.replace(co_name=fn.__code__.co_name), fn.__globals__, fn.__name__,
+                                     fn.__defaults__, fn.__closure__)
+            own.__kwdefaults__, own.__qualname__ = fn.__kwdefaults__, fn.__qualname__
+            self._core = torch.compile(own, **options)
         return self._core
 
     def __getstate__(self) -> dict[str, Any]:

@@ -161,6 +161,11 @@ def apr_single_core(x: torch.Tensor, params: dict[str, torch.Tensor], names: tup
     quantize = x.dtype == torch.uint8
     scale = 255.0 / value_range(x.dtype)
     x255 = x.to(cdt) if quantize else x.to(cdt) * scale
+    if x.dtype in (torch.float16, torch.bfloat16):  # a half-precision k / 255 lies up to a quarter of its step off
+        # the level k (float16: 0.06 of a level): snapped, so that posterize, solarize and equalize threshold it as
+        # its uint8 twin (a float16 200 / 255 was 199.97: not solarized at 200)
+        near = x255.round()
+        x255 = torch.where((x255 - near).abs() <= 64 * torch.finfo(x.dtype).eps, near, x255)
     a, b_view = _views(x255, names, table, quantize, use_dense(x, strategy))
     rec = recombine_views(a, b_view, table[:, _PHASE] > 0.5, dims)
     out = torch.where(table[:, _RECOMBINE].view(-1, 1, 1, 1) > 0.5, rec, a)
