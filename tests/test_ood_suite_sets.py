@@ -39,17 +39,21 @@ def test_ood_images_of_another_size_are_resized_to_the_in_distribution_size(tmp_
     res = evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{big}"], options=OPTS, progress=False,
                    out_dir=tmp_path / "run")
     r = next(iter(res.models.values()))["ood"]
-    assert r["sets"]["big"]["resized_from"] == [48, 48] and r["sets"]["big"]["n"] == 6
-    assert "big (n=6, resized from 48x48)" in (tmp_path / "run" / "report.md").read_text()
+    assert r["sets"]["big"]["resized_from"] == "mixed sizes" and r["sets"]["big"]["n"] == 6  # not one of them
+    assert "big (n=6, resized from mixed sizes)" in (tmp_path / "run" / "report.md").read_text()
     mixed = _folder(tmp_path / "mixed", 32, n=3)  # the first image has the in-distribution size, the second not
     r = next(iter(evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{mixed}"], options=OPTS,
                            progress=False).models.values()))["ood"]
     assert r["sets"]["mixed"]["n"] == 3
-    assert r["sets"]["mixed"]["resized_from"] == [32, 34]  # seen in the middle image: the report says it
+    assert r["sets"]["mixed"]["resized_from"] == "mixed sizes"  # seen in the middle image: the report says it
     same = _folder(tmp_path / "same", 32, n=1)  # synthetic images are 32 px: kept as they are
     r = next(iter(evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{same}"], options=OPTS,
                            progress=False).models.values()))["ood"]
     assert "resized_from" not in r["sets"]["same"]
+    one_size = _folder(tmp_path / "one_size", 48, n=1)  # one other size: named
+    r = next(iter(evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{one_size}"], options=OPTS,
+                           progress=False).models.values()))["ood"]
+    assert r["sets"]["one_size"]["resized_from"] == [48, 48]
     with pytest.warns(RuntimeWarning, match="48x48, the in-distribution ones 32x32, and ood_resize is off"):
         one = _folder(tmp_path / "one", 48, n=1)
         res = evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{one}"], options={**OPTS, "ood_resize": False},

@@ -160,9 +160,10 @@ def _warn_first_classes(spec: Any, ds: Any, limit: int | None) -> None:
 
 
 def _open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool,
-              limit: int | None = None) -> tuple[Any, dict[str, list[int]]]:
+              limit: int | None = None) -> tuple[Any, dict[str, list[int] | str]]:
     """An OOD dataset (with ``resize``, every image of another size brought to the in-distribution size) and, for the
-    report, ``{"resized_from": [H, W]}`` or (``resize`` off) ``{"own_size": [H, W]}`` when images of another size are
+    report, ``{"resized_from": [H, W]}`` or (``resize`` off) ``{"own_size": [H, W]}`` (``"mixed sizes"`` when the
+    sampled images differ among themselves) when images of another size are
     seen among the first, middle and last image it is scored on (a mixed folder's first image may have the
     in-distribution size), else ``{}``; synthetic ``noise:`` specs are generated at the in-distribution image size.
     ``limit``: the images the suite reads of it (the first N; a warning when they miss some of a class-sorted
@@ -188,16 +189,18 @@ def _open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool,
                              f"got {got} (image {i})")
         sizes.append([int(d) for d in image.shape[-2:]])
     _warn_first_classes(spec, ds, limit)
-    other = next((size for size in sizes if size != [h, w]), None)
+    other: list[int] | str | None = next((size for size in sizes if size != [h, w]), None)
+    if other is not None and len({tuple(size) for size in sizes}) > 1:  # the report names no one size of them
+        other = "mixed sizes"
     if resize:
         from aprkit.data.folder import ResizedDataset
 
         return ResizedDataset(ds, (h, w)), ({} if other is None else {"resized_from": other})
     if other is None:
         return ds, {}
-    warnings.warn(f"OOD set {name}: its images are "
-                  f"{other[0]}x{other[1]}, the in-distribution ones {h}x{w}, and ood_resize is off: the scores also "
-                  "measure the change of resolution", RuntimeWarning, stacklevel=3)
+    seen = other if isinstance(other, str) else f"{other[0]}x{other[1]}"
+    warnings.warn(f"OOD set {name}: its images are {seen}, the in-distribution ones {h}x{w}, and ood_resize is off: "
+                  "the scores also measure the change of resolution", RuntimeWarning, stacklevel=3)
     return ds, {"own_size": other}
 
 

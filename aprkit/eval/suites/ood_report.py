@@ -23,8 +23,11 @@ def _set_cell(m: Mapping[str, float], metrics: Sequence[str]) -> str:
 def _set_header(name: str, metrics: Mapping[str, Any]) -> str:
     """``"svhn (n=1000, resized from 64x64)"``, or ``"... scored at its own 224x224"`` with ``ood_resize`` off."""
     resized, own = metrics.get("resized_from"), metrics.get("own_size")
-    note = (f", resized from {resized[0]}x{resized[1]}" if resized
-            else f", scored at its own {own[0]}x{own[1]}" if own else "")
+
+    def size(hw: Any) -> str:  # [H, W], or "mixed sizes" for a folder whose sampled images differ
+        return hw if isinstance(hw, str) else f"{hw[0]}x{hw[1]}"
+
+    note = (f", resized from {size(resized)}" if resized else f", scored at its own {size(own)}" if own else "")
     return f"{name} (n={metrics['n']}{note})"
 
 
