@@ -270,7 +270,7 @@ def extract_archive(path: str | os.PathLike, dest: str | os.PathLike, *, progres
             if m.issym():  # a symbolic link's target is relative to the link's folder
                 to = os.path.join(os.path.dirname(m.name), m.linkname)
                 _check_member(dest, to, path, m.name)
-                if links_within is not None and _inside(dest / links_within, dest / m.name):
+                if links_within is not None:
                     _check_link_stays(links_within, m, path)
             elif m.islnk():  # a hard link's target is relative to the archive's root
                 _check_member(dest, m.linkname, path, m.name)
@@ -286,19 +286,16 @@ def extract_archive(path: str | os.PathLike, dest: str | os.PathLike, *, progres
 
 def _check_link_stays(folder: str, m: tarfile.TarInfo, archive: Path) -> None:
     """Refuse a symbolic link in ``folder`` whose target climbs above ``folder`` at any step (``../folder/x`` comes
-    back by the folder's name, which it will not have once moved)."""
-    rel = os.path.relpath(os.path.dirname(os.path.normpath(m.name)) or ".", os.path.normpath(folder))
-    depth = 0 if rel == "." else len(Path(rel).parts)  # the link's folder, below ``folder``
+    back by the folder's name, which it will not have once moved); a link outside ``folder`` is not moved with it."""
+    rel = Path(os.path.relpath(os.path.dirname(os.path.normpath(m.name)) or ".", os.path.normpath(folder)))
+    if rel.parts[:1] == ("..",):
+        return
+    depth = len(rel.parts)  # the link's folder, below ``folder`` (Path(".").parts is empty)
     for part in m.linkname.split("/"):
         depth += -1 if part == ".." else 0 if part in ("", ".") else 1
         if depth < 0:
             raise ValueError(f"archive {archive} has a link {m.name!r} to {m.linkname!r} outside the extraction "
                              f"folder {folder!r}; refusing to extract")
-
-
-def _inside(folder: Path, path: Path) -> bool:
-    """Whether ``path`` (not resolved: a link itself) lies in ``folder``."""
-    return os.path.normpath(folder) in (os.path.normpath(path), *map(os.path.normpath, path.parents))
 
 
 def _check_tar_end(tf: tarfile.TarFile, archive: Path) -> None:

@@ -66,13 +66,17 @@ Skip = Literal["linear", "lowpass", "none"]
 SKIPS: tuple[str, ...] = ("linear", "lowpass", "none")
 
 
+#: what an older config's boolean ``skip`` built, in today's names
+_BOOL_SKIP = {True: "lowpass", False: "none"}
+
+
 def check_skip(skip: Any) -> str:
     """``skip`` as one of :data:`SKIPS`; the booleans of older checkpoints as their meaning then (see the module
     docstring), with a ``FutureWarning``."""
     if isinstance(skip, bool):
         import warnings
 
-        old = "lowpass" if skip else "none"
+        old = _BOOL_SKIP[skip]
         meant = ("the low-pass channels linear, rho on the wavelet ones (the paper without skip connection)" if skip
                  else "rho on every channel")
         warnings.warn(f"PhaseCollapseNet(skip={skip}) is read as skip={old!r}, what it meant before skip took "
@@ -278,7 +282,7 @@ def _canonical_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The builders' ``canonical_kwargs`` hook: an older config's boolean ``skip`` as the string that builds the same
     network (``True``: ``"lowpass"``, ``False``: ``"none"``)."""
     skip = kwargs.get("skip")
-    return {**kwargs, "skip": "lowpass" if skip else "none"} if isinstance(skip, bool) else kwargs
+    return {**kwargs, "skip": _BOOL_SKIP[skip]} if isinstance(skip, bool) else kwargs
 
 
 @register_model("phase_collapse_cifar")

@@ -42,7 +42,7 @@ from ..distributed import (
 )
 from ..models.base import eval_mode
 from ..models.normalize import unwrap_model
-from .batch_ops import to_float
+from .batch_ops import random_crop, to_float
 from .config import (
     Config,
     config_from_dict,
@@ -114,12 +114,13 @@ def _probe_forward(model: nn.Module, batches: EpochBatches, channels_last: bool)
 
     x = torch.as_tensor(batches.items[0][0])
     x = x[0] if x.ndim == 4 else x  # AugMix's (3, C, H, W) triplet: its clean view
-    size = batches.cfg.data.image_size  # the device path pads and crops later: the model sees size x size
-    x = torch.nn.functional.pad(x, (0, max(size - x.shape[-1], 0), 0, max(size - x.shape[-2], 0)))[..., :size, :size]
+    d = batches.cfg.data  # the crop the device path makes (the model sees image_size x image_size), own generator
+    x = random_crop(torch.stack([x, x.flip(-1)]), d.image_size, d.crop_padding, d.pad_fill,
+                    generator=torch.Generator().manual_seed(0))
     probe = copy.deepcopy(model).train()
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            probe(to_float(torch.stack([x, x.flip(-1)]).to(batches.device), channels_last))
+            probe(to_float(x.to(batches.device), channels_last))
     finally:  # attached hooks hold the copy in a reference cycle: free its parameters now, not at some later collection
         del probe
         gc.collect()

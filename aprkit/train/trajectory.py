@@ -82,10 +82,10 @@ def trajectory_view(config: Mapping[str, Any]) -> dict[str, Any]:
     out = with_defaults(config)
     model = out.get("model")
     if isinstance(model, dict) and isinstance(model.get("name"), str) and isinstance(model.get("kwargs"), dict):
-        from ..models.registry import canonical_kwargs, is_model
+        from ..models.registry import canonical_kwargs
 
-        if is_model(model["name"]):  # one spelling per network (phase_collapse's skip: True is "lowpass")
-            out["model"] = {**model, "kwargs": canonical_kwargs(model["name"], model["kwargs"])}
+        # one spelling per network (phase_collapse's skip: True is "lowpass"); other names unchanged
+        out["model"] = {**model, "kwargs": canonical_kwargs(model["name"], model["kwargs"])}
     f = out.get("feature_apr")
     if isinstance(f, dict):
         out["feature_apr"] = {**f, "layers": sorted(f.get("layers") or [])} if f.get("layers") else {"layers": []}

@@ -111,13 +111,13 @@ class CalibrationSuite(Suite[CalibrationOptions]):
             rows.append([m, pct(c["accuracy"]), pct(c["ece"]), pct(c["rms"]), num(c["nll"]), num(c["brier"]),
                          pct(k.get("ece")), pct(k.get("rms")), num(k.get("nll")), num(k.get("brier"))])
         bins = sorted({len(r["clean"]["reliability"]["count"]) for r in results.values()})
+        held = held_out_note((r.get("corrupted") or {}).get("held_out") for r in results.values())
         table = Table(["model", "clean acc %", "ECE %", "RMS %", "NLL", "Brier", "corr. ECE %", "corr. RMS %",
                        "corr. NLL", "corr. Brier"], rows,
                       notes=f"ECE: {' / '.join(map(str, bins))} equal-width bins"
                             f"{' (the models were evaluated with different bins)' if len(bins) > 1 else ''}; RMS: "
                             "adaptive bins of 100 samples (every bin counted); corrupted = mean over the evaluated "
-                            f"corruption x severity cells"
-                            f"{held_out_note((r.get('corrupted') or {}).get('held_out') for r in results.values())}.")
+                            f"corruption x severity cells{'; ' + held if held else ''}.")
         blocks: list = [table, Figure(self._reliability(results, fig_dir),
                                       "Reliability diagrams (dashed: perfect calibration)")]
         if any(r.get("per_severity") for r in results.values()):

@@ -13,9 +13,10 @@ __all__ = ["corruption_section", "bar_chart", "severity_curves", "held_out_note"
 
 
 def held_out_note(lists: Iterable[list[str] | None]) -> str:
-    """``"; held out of the means: ..."`` naming the extra corruptions some model's means left out, or ``""``."""
+    """``"the extra corruptions ... are held out of the means over corruptions"`` naming the extra corruptions some
+    model's means left out, or ``""``."""
     names = sorted({c for names in lists for c in names or ()})
-    return (f"; the extra corruptions {', '.join(names)} (validation corruptions of CIFAR-10-C / ImageNet-C) are "
+    return (f"the extra corruptions {', '.join(names)} (validation corruptions of CIFAR-10-C / ImageNet-C) are "
             "held out of the means over corruptions" if names else "")
 
 
@@ -32,7 +33,7 @@ def corruption_section(results: Mapping[str, dict], fig_dir: Path, order: Callab
                            "corr. acc / clean acc", "mCE %", "rel. mCE %", "corrupted data", "images"], rows)]
     notes = sorted({r["mce_note"] for r in results.values() if r.get("mce_note")})
     held = held_out_note(r.get("held_out") for r in results.values())
-    notes += [held[2].upper() + held[3:]] if held else []
+    notes += [held[0].upper() + held[1:]] if held else []
     blocks += [Paragraph(n + ".") for n in notes]
     corruptions = sorted({c for r in results.values() for c in r["cells"]}, key=lambda c: (order(c), c))
     severities = sorted({int(s) for r in results.values() for row in r["cells"].values() for s in row})
