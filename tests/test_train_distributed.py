@@ -104,6 +104,7 @@ def _busy_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     real = loop.build_model
 
     def build_while_another_run_finishes(cfg):  # rank 0 only: the folder gets a finished run while it gets ready
+        dist.barrier()  # once every rank has passed fit's first look at the folder (a slow rank 1 saw the run there)
         if rank == 0:
             run.mkdir(parents=True, exist_ok=True)
             (run / "model.pt").write_bytes(b"another run's weights")

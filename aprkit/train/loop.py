@@ -290,10 +290,15 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         except Exception as err:  # every rank stops, not rank 0 alone: the others would wait at its first collective
             refused = err
     if info.world > 1:
-        stop = all_reduce_sum(torch.tensor([float(refused is not None)], dtype=torch.float64, device=dev), info)
-        if refused is None and float(stop[0]):
-            raise RuntimeError(f"rank 0 did not start the run in {tr.out} (its error says why); rank {info.rank} "
-                               "stops too")
+        try:
+            stop = all_reduce_sum(torch.tensor([float(refused is not None)], dtype=torch.float64, device=dev), info)
+        except RuntimeError:  # the other ranks leave once they know that rank 0 refused, maybe before their last
+            if refused is None:  # message of the all-reduce reached it (gloo: "Connection closed by peer"): rank 0
+                raise  # raises its own error, which says why
+        else:
+            if refused is None and float(stop[0]):
+                raise RuntimeError(f"rank 0 did not start the run in {tr.out} (its error says why); rank {info.rank} "
+                                   "stops too")
     if refused is not None:
         raise refused
     report = None
