@@ -153,3 +153,17 @@ def test_an_empty_or_two_dimensional_ood_dataset_is_named(images, message) -> No
 def test_a_score_named_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="ood_scores names msp more than once"):
         evaluate(Tiny(), "ood", "synthetic:12", options={"ood_scores": ["msp", "msp", "energy"]}, progress=False)
+
+
+@pytest.mark.filterwarnings("ignore:OOD set .* ood_resize is off")
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_with_ood_resize_off_a_set_of_mixed_sizes_is_refused_at_every_batch_size(tmp_path, batch_size) -> None:
+    opts = {**OPTS, "ood_resize": False}
+    shown = _folder(tmp_path / "shown", 48)  # images 0 and 5 (sampled up front) differ: refused before scoring
+    with pytest.raises(ValueError, match=r"OOD set .*shown: image 5 is 48x50, image 0 48x48; with ood_resize off"):
+        evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{shown}"], options=opts, progress=False,
+                 batch_size=batch_size)
+    hidden = _folder(tmp_path / "hidden", 48, n=5)  # images 0, 2, 4 sampled up front are 48x48, image 1 is not
+    with pytest.raises(ValueError, match=r"OOD set .*hidden: image 1 is 48x50, image 0 48x48"):
+        evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{hidden}"], options=opts, progress=False,
+                 batch_size=batch_size)

@@ -22,7 +22,6 @@ noise, blobs) at the in-distribution image size. Per-sample scores are cached pe
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
@@ -31,12 +30,11 @@ import torch
 from pydantic import Field, field_validator
 from torch.utils.data import Subset
 
-from ..._checks import comma_items, dataset_len, describe_value
+from ..._checks import comma_items, dataset_len
 from ..engine.cache import cached
 from ..engine.datasets import as_dataset, dataset_id
 from ..engine.inference import (
     Outputs,
-    class_sorted_limit,
     gather_outputs,
     iter_batches,
     names_other_classes,
@@ -45,6 +43,7 @@ from ..engine.inference import (
     wants_channels_last,
 )
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
+from .ood_sets import open_ood
 
 __all__ = ["OODSuite", "OODOptions", "OODResult", "SCORES", "SYNTHETIC_SETS", "compute_scores"]
 
@@ -79,7 +78,7 @@ class OODOptions(LimitOption):
     ood_resize: bool = True
     """OOD images of another size than the in-distribution ones are resized to it (until they cover it, then a centre
     crop), as CIFAR benchmarks use 32-px SVHN or LSUN; false: scored at their own size, where the AUROC also measures
-    the change of resolution"""
+    the change of resolution (a set must then hold images of one size)"""
 
     @field_validator("ood_scores")
     @classmethod
@@ -143,65 +142,6 @@ def _set_name(spec: str, specs: list[str]) -> str:
         if all(tail(o, k) != name for o in others):
             return name
     return spec
-
-
-def _warn_first_classes(spec: Any, ds: Any, limit: int | None) -> None:
-    """Warn when ``limit`` (the first N images) takes only the first classes of an OOD folder read class by class: a
-    held-out-class or natural OOD set would shrink to a few of its classes (as the runner warns for the data)."""
-    from aprkit.data.loading import attribute_labels
-
-    if limit is None:
-        return
-    labels = attribute_labels(ds)
-    message = class_sorted_limit(labels, limit) if labels is not None else None
-    if message:
-        name = spec if isinstance(spec, str) else describe_value(spec)
-        warnings.warn(f"OOD set {name}: {message}", RuntimeWarning, stacklevel=4)
-
-
-def _open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool,
-              limit: int | None = None) -> tuple[Any, dict[str, list[int] | str]]:
-    """An OOD dataset (with ``resize``, every image of another size brought to the in-distribution size) and, for the
-    report, ``{"resized_from": [H, W]}`` or (``resize`` off) ``{"own_size": [H, W]}`` (``"mixed sizes"`` when the
-    sampled images differ among themselves) when images of another size are
-    seen among the first, middle and last image it is scored on (a mixed folder's first image may have the
-    in-distribution size), else ``{}``; synthetic ``noise:`` specs are generated at the in-distribution image size.
-    ``limit``: the images the suite reads of it (the first N; a warning when they miss some of a class-sorted
-    folder's classes)."""
-    img, _ = like[0]
-    c, h, w = (int(d) for d in img.shape)
-    if isinstance(spec, str) and spec.startswith("noise:"):
-        from aprkit.data import get_dataset
-
-        return get_dataset(spec, "test", size=(h, w), channels=c, n=n, seed=seed), {}
-    ds = as_dataset(spec)
-    name = spec if isinstance(spec, str) else describe_value(spec)
-    size = dataset_len(ds)
-    if size == 0:
-        raise ValueError(f"OOD set {name} holds no images; expected a dataset of (C, H, W) images")
-    last = min(size, limit or size) - 1
-    sizes = []
-    for i in dict.fromkeys((0, last // 2, last)):
-        image = ds[i][0]
-        if not isinstance(image, torch.Tensor) or image.ndim != 3:
-            got = f"shape {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
-            raise ValueError(f"OOD set {name}: expected images as (C, H, W) tensors (uint8 or float in [0, 1]), "
-                             f"got {got} (image {i})")
-        sizes.append([int(d) for d in image.shape[-2:]])
-    _warn_first_classes(spec, ds, limit)
-    other: list[int] | str | None = next((size for size in sizes if size != [h, w]), None)
-    if other is not None and len({tuple(size) for size in sizes}) > 1:  # the report names no one size of them
-        other = "mixed sizes"
-    if resize:
-        from aprkit.data.folder import ResizedDataset
-
-        return ResizedDataset(ds, (h, w)), ({} if other is None else {"resized_from": other})
-    if other is None:
-        return ds, {}
-    seen = other if isinstance(other, str) else f"{other[0]}x{other[1]}"
-    warnings.warn(f"OOD set {name}: its images are {seen}, the in-distribution ones {h}x{w}, and ood_resize is off: "
-                  "the scores also measure the change of resolution", RuntimeWarning, stacklevel=3)
-    return ds, {"own_size": other}
 
 
 def _fit_source(data: Any, opts: OODOptions) -> tuple[Any, str | None]:
@@ -376,7 +316,7 @@ class OODSuite(Suite[OODOptions]):
             raise ValueError(f"no OOD score could be computed: {result['note']}")
         for name, spec in sets.items():
             n = ood_limit or n_in
-            ds, size_note = _open_ood(spec, in_ds, n=int(n), seed=ctx.seed, resize=opts.ood_resize, limit=ood_limit)
+            ds, size_note = open_ood(spec, in_ds, n=int(n), seed=ctx.seed, resize=opts.ood_resize, limit=ood_limit)
             ds_id = dataset_id(spec)
             noise = isinstance(spec, str) and spec.startswith("noise:")
             if noise or opts.ood_resize:
