@@ -64,6 +64,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="images per batch (default 500 cifar, 64 imagenet); does not change the output")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--frost-dir", default=None, help="directory with frost1.png .. frost5.jpg")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the frost textures (2 MB, into $APRKIT_DATA/frost) when frost is written and none are "
+                        "found")
     p.add_argument("--quality", type=int, default=None, help="JPEG quality of the imagenet layout, 1-100 (default 85, "
                    "as ImageNet-C); Pillow's 4:2:0 chroma subsampling applies at every quality, so even 100 is lossy "
                    "(a few levels per pixel): for a lossless set use the cifar layout (.npy)")
@@ -130,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
     if args.size is not None and is_array:
         raise ValueError("--size resizes images read from a folder; array input is written at its own size "
                          f"({str(src)!r}: resize the array first)")
+    if "frost" in names and args.frost_dir is None:  # before any output: found, or fetched with --download
+        from ..corruptions import find_frost_dir
+
+        find_frost_dir(download=args.download, progress=progress)
     if args.quality is not None and layout != "imagenet":
         raise ValueError("--quality sets the JPEG quality of the imagenet layout; the cifar layout stores lossless "
                          "arrays")

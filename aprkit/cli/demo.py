@@ -39,6 +39,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="training images (real data: seeded random subset; 0 = all)")
     p.add_argument("--test-size", type=positive_int, default=None, metavar="N", help="test images for the evaluation")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or stage messages")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the frost textures (2 MB, into $APRKIT_DATA/frost) when none are found")
     p.set_defaults(func=run)
     return p
 
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     extra = {k: v for k, v in (("n_train", args.train_size), ("n_test", args.test_size)) if v is not None}
     settings = demo_settings(args.quick, args.epochs, **extra)
     res = run_demo(args.out, quick=args.quick, device=args.device, data=args.data, epochs=args.epochs, seed=args.seed,
-                   progress=not args.no_progress, settings=settings)
+                   progress=not args.no_progress, settings=settings, download=args.download)
     demo = res.meta["demo"]
     if args.no_progress:
         from ..demo.summary import summary_text

@@ -15,6 +15,7 @@ published pretrained weights. Data specs of the -C sets and ``cue-conflict`` may
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--fit", help="training data spec for Mahalanobis/KNN (default: the train split of --data)")
     p.add_argument("--download", action="store_true", default=False,
                    help="fetch missing -C sets and cue-conflict stimuli (e.g. --corrupted cifar10-c) "
-                   "from their official archives")
+                   "from their official archives, and the frost textures generated frost needs (2 MB)")
     p.add_argument("--data-root", dest="data_root", metavar="DIR",
                    help="where downloaded data (and robustbench weights, DIR/robustbench) live (default $APRKIT_DATA, "
                         "else ~/.cache/aprkit)")
@@ -175,9 +176,14 @@ def run(args: argparse.Namespace) -> int:
         if launch_rank() == 0:  # once under torchrun
             print(yaml.safe_dump(cfg, sort_keys=False), end="")
         return 0
-    _resolve_sources(cfg, bool(getattr(args, "download", False)), getattr(args, "data_root", None))
-    models = cfg.pop("models", None)
     root = getattr(args, "data_root", None)
+    if root:  # this run's data root: also where the frost textures are looked for (and downloaded)
+        from aprkit.data.download import DATA_ENV
+
+        os.environ[DATA_ENV] = str(Path(root).expanduser())
+    cfg["download"] = bool(getattr(args, "download", False))  # also the frost textures generated frost needs
+    _resolve_sources(cfg, cfg["download"], root)
+    models = cfg.pop("models", None)
     if root:  # robustbench weights live under the data root too (<root>/robustbench), unless a folder is given
         for entry in [cfg, *(models or {}).values()]:
             if _is_robustbench(entry.get("model")) and not entry.get("checkpoint"):

@@ -6,7 +6,10 @@ five are ever drawn). aprkit does not ship them; it finds them, in this order, i
 1. the ``frost_dir`` argument, 2. the ``APRKIT_FROST_DIR`` environment variable,
 3. the data files of an installed ``imagecorruptions`` distribution (found through
    ``importlib.metadata`` or by scanning ``sys.path``; the package is never imported — it does not
-   import on current NumPy/setuptools, and ``pip install --no-deps imagecorruptions`` is enough).
+   import on current NumPy/setuptools, and ``pip install --no-deps imagecorruptions`` is enough),
+4. ``data_root()/frost`` (``$APRKIT_DATA`` or ``~/.cache/aprkit``), where ``download=True`` (``--download`` of
+   ``aprkit eval``, ``aprkit corrupt`` and ``aprkit demo``) fetches them: the data source ``frost``, the
+   ``imagecorruptions`` wheel from PyPI (2 MB, checksummed; see :mod:`aprkit.data.sources`).
 """
 
 from __future__ import annotations
@@ -48,10 +51,20 @@ def _installed_dir() -> Path | None:
     return None
 
 
-def find_frost_dir(frost_dir: str | os.PathLike | None = None) -> Path:
-    """The directory holding ``frost1.png`` .. ``frost5.jpg`` (see the module doc for the search order).
+def _downloaded_dir() -> Path | None:
+    from ..data.download import data_root
+    from ..data.sources import MARKER, SOURCES
 
-    Raises ``FileNotFoundError`` naming both ways to provide the textures when none is found.
+    cand = data_root() / SOURCES["frost"].folder
+    return cand if (cand / MARKER).is_file() or _complete(cand) else None
+
+
+def find_frost_dir(frost_dir: str | os.PathLike | None = None, *, download: bool = False,
+                   progress: bool = True) -> Path:
+    """The directory holding ``frost1.png`` .. ``frost5.jpg`` (see the module doc for the search order); with
+    ``download``, fetched into ``data_root()/frost`` when none is found.
+
+    Raises ``FileNotFoundError`` naming the ways to provide the textures when none is found (and not downloaded).
     """
     if frost_dir is not None:
         d = Path(frost_dir)
@@ -64,14 +77,19 @@ def find_frost_dir(frost_dir: str | os.PathLike | None = None) -> Path:
         if not _complete(d):
             raise FileNotFoundError(f"{_ENV}={env!r} must contain {', '.join(FROST_FILES[:5])}")
         return d
-    found = _installed_dir()
-    if found is None:
-        raise FileNotFoundError(
-            "the frost corruption needs the frost texture images (frost1.png .. frost5.jpg): either install "
-            "them with `pip install --no-deps imagecorruptions` (aprkit reads its data files without importing "
-            f"it), or pass frost_dir=... / set {_ENV} to a directory that contains them"
-        )
-    return found
+    found = _installed_dir() or _downloaded_dir()
+    if found is not None:
+        return found
+    if download:
+        from ..data.sources import ensure_source
+
+        return ensure_source("frost", download=True, progress=progress)
+    raise FileNotFoundError(
+        "the frost corruption needs the frost texture images (frost1.png .. frost5.jpg): download them (2 MB) with "
+        "--download (aprkit eval, corrupt, demo) or aprkit.corruptions.find_frost_dir(download=True), or install "
+        "them with `pip install --no-deps imagecorruptions` (aprkit reads its data files without importing it), or "
+        f"pass frost_dir=... / set {_ENV} to a directory that contains them"
+    )
 
 
 def texture_digest(frost_dir: str | os.PathLike | None = None) -> tuple[str, Path]:

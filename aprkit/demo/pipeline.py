@@ -247,15 +247,19 @@ def run_demo(
     progress: bool = True,
     *,
     settings: DemoSettings | None = None,
+    download: bool = False,
 ):
     """Train standard and APR-SP small CNNs on ``data``, evaluate both side by side, write the report.
 
     ``data``: ``"synthetic"`` (default; no download), ``"cifar10:PATH"``, ``"cifar100:PATH"`` or
     ``"folder:PATH"``. ``quick``: a seconds-long run with every report section. ``settings`` replaces the
-    preset built from ``quick``/``epochs`` (see :class:`aprkit.demo.DemoSettings`). Returns the
+    preset built from ``quick``/``epochs`` (see :class:`aprkit.demo.DemoSettings`). Generated frost needs the frost
+    textures: checked before training (``download``: fetched, 2 MB, see :func:`aprkit.corruptions.find_frost_dir`).
+    Returns the
     :class:`aprkit.eval.Results` with
     ``results.meta["demo"]`` holding the summary, verdicts, timings and training histories.
     """
+    from ..corruptions import BENCHMARK, expand_groups, find_frost_dir
     from ..corruptions.severity import preset_for_size
     from ..distributed import resolve_device
     from ..eval import evaluate
@@ -289,6 +293,8 @@ def run_demo(
                              "test images of different classes, so it needs at least two classes in each split "
                              f"(raise --{'train' if split == 'training' else 'test'}-size or add images)")
     _check_out_dir(out)
+    if "frost" in expand_groups(list(s.corruptions or BENCHMARK)):  # before the training, not at the frost cell
+        find_frost_dir(download=download, progress=progress)
     out.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves no empty folder behind
     size = int(dd.test.images.shape[-1])
     models: dict[str, nn.Module] = {}

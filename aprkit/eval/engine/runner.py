@@ -95,6 +95,7 @@ def evaluate(
     resume: bool = True,
     report: bool = True,
     title: str | None = None,
+    download: bool = False,
 ) -> Results:
     """Evaluate ``model`` (or a mapping name -> model, side by side) on ``suite`` and return :class:`Results`.
 
@@ -112,7 +113,10 @@ def evaluate(
     returned :class:`Results` this call's models only. A report section that fails to render raises after the files
     are written. ``amp`` defaults to on for CUDA, off on CPU; ``channels_last`` defaults to on for convolutional
     models on every device (it converts the model's parameters in place; on CPU the oneDNN convolutions run 1.2-1.4x
-    faster in that layout, see ``benchmarks/bench_eval.py``).
+    faster in that layout, see ``benchmarks/bench_eval.py``). ``download``: fetch what the suites need besides the
+    data and lack, before any work: the frost textures of generated frost (2 MB, see
+    :func:`aprkit.corruptions.find_frost_dir`); data specs are fetched by ``aprkit.data.resolve_spec(spec,
+    download=True)`` (``aprkit eval --download`` does both).
     """
     if data is None:
         hint = (" (the shape-bias stimuli go there too: data={'shape-bias': 'cue-conflict:DIR'}, --data "
@@ -139,6 +143,8 @@ def evaluate(
             raise option_error(k, names, registry)  # data given to no selected suite: accepted and never read
         opts.setdefault(k, v)
     parsed = parse_suite_options(names, opts)  # a bad value fails here, before any work
+    for suite_options in parsed.values():  # resources a suite needs (frost textures): missing ones fail here too
+        suite_options.preflight(download)
     warn_if_limit_takes_few_classes(data, limit, names)
     warn_if_limit_ignored(names, limit)
     dev = resolve_device(device)

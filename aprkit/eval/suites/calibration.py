@@ -56,6 +56,10 @@ class CalibrationOptions(CorruptionOptions):
     calibration_corrupted: bool = True
     """also measure calibration under the corruptions (else clean data only)"""
 
+    def preflight(self, download: bool = False) -> None:
+        if self.calibration_corrupted:  # else it reads no corrupted cell
+            super().preflight(download)
+
 
 class CalibrationResult(TypedDict):
     """What the calibration suite returns (fractions in [0, 1])."""
