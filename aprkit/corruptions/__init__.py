@@ -16,22 +16,43 @@ Families live in ``noise``, ``blur``, ``weather``, ``spatter`` and ``digital``; 
 
 from __future__ import annotations
 
-from ._frost import find_frost_dir
-from .api import (
-                  BENCHMARK,
-                  CODE_VERSION,
-                  CORRUPTIONS,
-                  EXTRA,
-                  check_name,
-                  corrupt,
-                  corrupt_image,
-                  corruption_version,
-                  expand_groups,
-                  item_seeds,
-                  list_corruptions,
-)
-from .severity import PARAMS, PRESET_INFO, PRESETS, PresetSizeWarning, params, preset_for_size
-from .transforms import RandomCorruption
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
+
+if TYPE_CHECKING:  # the lazy attributes, for type checkers and IDEs (``as``: re-exported)
+    from ._frost import find_frost_dir as find_frost_dir
+    from .api import BENCHMARK as BENCHMARK
+    from .api import CODE_VERSION as CODE_VERSION
+    from .api import CORRUPTIONS as CORRUPTIONS
+    from .api import EXTRA as EXTRA
+    from .api import corrupt as corrupt
+    from .api import corrupt_image as corrupt_image
+    from .api import corruption_version as corruption_version
+    from .api import expand_groups as expand_groups
+    from .api import item_seeds as item_seeds
+    from .api import list_corruptions as list_corruptions
+    from .names import check_name as check_name
+    from .severity import PARAMS as PARAMS
+    from .severity import PRESET_INFO as PRESET_INFO
+    from .severity import PRESETS as PRESETS
+    from .severity import PresetSizeWarning as PresetSizeWarning
+    from .severity import params as params
+    from .severity import preset_for_size as preset_for_size
+    from .transforms import RandomCorruption as RandomCorruption
+
+#: public name -> defining module: imported on first use (``aprkit corrupt --help`` and ``aprkit.corruptions.severity``
+#: load no torch)
+_EXPORTS = {
+    "find_frost_dir": "aprkit.corruptions._frost",
+    "check_name": "aprkit.corruptions.names",
+    **dict.fromkeys(("BENCHMARK", "CODE_VERSION", "CORRUPTIONS", "EXTRA", "corrupt", "corrupt_image",
+                     "corruption_version", "expand_groups", "item_seeds", "list_corruptions"),
+                    "aprkit.corruptions.api"),
+    **dict.fromkeys(("PARAMS", "PRESET_INFO", "PRESETS", "PresetSizeWarning", "params", "preset_for_size"),
+                    "aprkit.corruptions.severity"),
+    "RandomCorruption": "aprkit.corruptions.transforms",
+}
 
 __all__ = [
     "BENCHMARK",
@@ -54,3 +75,9 @@ __all__ = [
     "params",
     "preset_for_size",
 ]
+
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
+
+
+def __dir__() -> list[str]:  # the lazy names too (tab completion)
+    return sorted({*globals(), *__all__})

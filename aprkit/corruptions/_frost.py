@@ -8,8 +8,8 @@ five are ever drawn). aprkit does not ship them; it finds them, in this order, i
    ``importlib.metadata`` or by scanning ``sys.path``; the package is never imported — it does not
    import on current NumPy/setuptools, and ``pip install --no-deps imagecorruptions`` is enough),
 4. ``data_root()/frost`` (``$APRKIT_DATA`` or ``~/.cache/aprkit``), where ``download=True`` (``--download`` of
-   ``aprkit eval``, ``aprkit corrupt`` and ``aprkit demo``) fetches them: the data source ``frost``, the
-   ``imagecorruptions`` wheel from PyPI (2 MB, checksummed; see :mod:`aprkit.data.sources`).
+   ``aprkit eval``, ``aprkit corrupt`` and ``aprkit demo``) fetches them: :data:`FROST_SOURCE`, the
+   ``imagecorruptions`` 1.1.2 wheel from PyPI (2 MB, MD5 checked; :func:`aprkit.data.sources.ensure_source`).
 """
 
 from __future__ import annotations
@@ -23,11 +23,27 @@ import numpy as np
 import torch
 
 from .._tensor_cache import tensor_cache
+from ..data.download import data_root
+from ..data.sources import MARKER, RemoteFile, Source, ensure_source
 
-__all__ = ["FROST_FILES", "find_frost_dir", "frost_textures", "texture_digest"]
+__all__ = ["FROST_FILES", "FROST_SOURCE", "find_frost_dir", "frost_textures", "texture_digest"]
 
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
 _ENV = "APRKIT_FROST_DIR"
+_WHEEL = ("https://files.pythonhosted.org/packages/3e/40/ff4a79ad7ab6463fe2fde7912b71084a6606e33676078a50b40a3377112b/"
+          "imagecorruptions-1.1.2-py3-none-any.whl")
+
+
+def _check(d: Path) -> str | None:
+    missing = [f for f in FROST_FILES[:5] if not (d / f).is_file()]
+    return f"missing {', '.join(missing)}" if missing else None
+
+
+#: where ``download=True`` fetches the textures from: the imagecorruptions wheel (a zip; MD5 of PyPI's file), whose
+#: ``imagecorruptions/frost`` folder lands in ``data_root()/frost``
+FROST_SOURCE = Source("frost", "frost",
+                      (RemoteFile(_WHEEL, _WHEEL.rsplit("/", 1)[1], "9311416fb21be0bf95ef30207c3905d7"),),
+                      "imagecorruptions/frost", _check)
 
 
 def _complete(d: Path) -> bool:
@@ -52,10 +68,7 @@ def _installed_dir() -> Path | None:
 
 
 def _downloaded_dir() -> Path | None:
-    from ..data.download import data_root
-    from ..data.sources import MARKER, SOURCES
-
-    cand = data_root() / SOURCES["frost"].folder
+    cand = data_root() / FROST_SOURCE.folder
     return cand if (cand / MARKER).is_file() or _complete(cand) else None
 
 
@@ -81,9 +94,7 @@ def find_frost_dir(frost_dir: str | os.PathLike | None = None, *, download: bool
     if found is not None:
         return found
     if download:
-        from ..data.sources import ensure_source
-
-        return ensure_source("frost", download=True, progress=progress)
+        return ensure_source(FROST_SOURCE, download=True, progress=progress)
     raise FileNotFoundError(
         "the frost corruption needs the frost texture images (frost1.png .. frost5.jpg): download them (2 MB) with "
         "--download (aprkit eval, corrupt, demo) or aprkit.corruptions.find_frost_dir(download=True), or install "

@@ -33,13 +33,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import check_image_tensor, nearest_names
+from .._checks import check_image_tensor
+from .._text import nearest_names
 from . import blur, digital, noise, weather
 from . import spatter as _spatter
 from ._common import as_float, finish
 from ._random import ItemKeys
 from ._random import item_seeds as _item_seeds
-from .names import BENCHMARK, EXTRA, canonical_name
+from .names import BENCHMARK, EXTRA, canonical_name, check_name
 from .severity import PRESET_INFO, params, resolve_preset
 
 __all__ = ["CODE_VERSION", "BASE_VERSION", "corruption_version", "BENCHMARK", "EXTRA", "CORRUPTIONS",
@@ -176,11 +177,6 @@ def expand_groups(names: str | Sequence[str]) -> list[str]:
             raise ValueError(f"unknown corruption {token!r}{nearest_names(str(token), valid + GROUPS)}; valid names: "
                              f"{', '.join(valid)}; groups: {', '.join(GROUPS)}") from None
     return out
-
-
-#: a corruption name in any spelling, checked: ``"Gaussian Noise"`` -> ``"gaussian_noise"``; the error lists every
-#: valid name
-check_name = canonical_name
 
 
 def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -> torch.Tensor:

@@ -7,9 +7,9 @@ The corruption API, the -C writers and readers and the metrics all take the name
 
 from __future__ import annotations
 
-from .._checks import nearest_names
+from .._text import nearest_names
 
-__all__ = ["BENCHMARK", "EXTRA", "ALL", "FAMILIES", "canonical_name"]
+__all__ = ["BENCHMARK", "EXTRA", "ALL", "FAMILIES", "canonical_name", "check_name"]
 
 #: the 15 corruptions of the CIFAR-10-C / ImageNet-C benchmark, in the published order
 BENCHMARK: tuple[str, ...] = (
@@ -41,3 +41,8 @@ def canonical_name(name: object) -> str:
     if key not in ALL:
         raise ValueError(f"unknown corruption {name!r}{nearest_names(key, ALL)}; valid names: {', '.join(ALL)}")
     return key
+
+
+#: a corruption name in any spelling, checked: ``"Gaussian Noise"`` -> ``"gaussian_noise"``; the error lists every
+#: valid name (the public name of :func:`canonical_name`, ``aprkit.corruptions.check_name``)
+check_name = canonical_name

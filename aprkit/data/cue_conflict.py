@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .._checks import nearest_names
 from .._hash import path_state
+from .._text import nearest_names
 
 __all__ = [
     "CUE_CONFLICT_CATEGORIES",

@@ -33,7 +33,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from aprkit._checks import nearest_names
+from aprkit._text import nearest_names
 
 __all__ = ["DATASET_KINDS", "DOWNLOADABLE", "SPEC_OPTIONS", "get_dataset", "has_splits", "parse_spec", "resolve_spec",
            "spec_root", "split_spec_options"]

@@ -11,8 +11,6 @@
                          (the 15 benchmark corruptions; the 15 GB ``extra.tar`` is not fetched)
 ``cue-conflict``         the 1,280 Geirhos et al. stimuli from the ``rgeirhos/texture-vs-shape`` GitHub archive
                          (``stimuli/style-transfer-preprocessed-512``), at a pinned commit
-``frost``                the six frost photographs the ``frost`` corruption blends in (Hendrycks' ``frost1.png`` ..
-                         ``frost6.jpg``), from the ``imagecorruptions`` 1.1.2 wheel on PyPI (2 MB)
 ``cue-conflict-decisions``  the raw decision CSVs: 10 human subjects (``bethgelab/model-vs-human``
                          ``raw-data/cue-conflict``) and the published ResNet-50 (``texture-vs-shape``), pinned commits
 =======================  ====================================================================================
@@ -40,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .._checks import nearest_names
 from .._io import atomic_write_text
+from .._text import nearest_names
 from .download import (
     DATA_ENV,
     ZENODO_API,
@@ -131,12 +129,6 @@ def _check_cue_conflict(p: Path) -> str | None:
     return None if n == 1280 else f"{n} stimuli instead of the published 1,280"
 
 
-def _check_frost(p: Path) -> str | None:
-    from ..corruptions._frost import FROST_FILES
-
-    return _missing([p / f for f in FROST_FILES[:5]])  # the five the corruption draws from
-
-
 def _check_files(names: tuple[str, ...]) -> Callable[[Path], str | None]:
     return lambda p: _missing([p / n for n in names])
 
@@ -146,16 +138,13 @@ def _zenodo(record: str, name: str, md5: str | None) -> RemoteFile:
 
 
 _HUMANS = tuple(f"cue-conflict_subject-{i:02d}_session_1.csv" for i in range(1, 11))
-#: MD5s computed from the files at the pinned commits (identical to texture-vs-shape's style-transfer CSVs); the frost
-#: wheel's is PyPI's file
+#: MD5s computed from the files at the pinned commits (identical to texture-vs-shape's style-transfer CSVs)
 _HUMAN_MD5 = ("85a0dd1b5814a03d92b1119d80e4bc58", "bd78657d3026c7b08d86f74bf18dcbfc",
               "c6f00b8c321f809e3fe2eac2fb1e42c1", "2c69d7df2c3cc024174980d8c5dd854f",
               "62d80fbde743d136a1da93561cb0190c", "90fb714cc6455565cad3f1807b047d3b",
               "2ada5ef0b86a20e0a50411bad90f568e", "992de37cc0392378efb7fad1a5eb434a",
               "d574f5912b4425019709cd16417f690a", "6d0734b9abc5ede1bb090d66e6c1853d")
 _KRIZ = "https://www.cs.toronto.edu/~kriz"
-_FROST_WHEEL = ("https://files.pythonhosted.org/packages/3e/40/ff4a79ad7ab6463fe2fde7912b71084a6606e33676078a50b40a3377112b"
-                "/imagecorruptions-1.1.2-py3-none-any.whl")
 _RESNET50 = "style-transfer-512-nomask-experiment_resnet50_session-1.csv"
 _MVH_RAW = f"https://raw.githubusercontent.com/bethgelab/model-vs-human/{_MVH_COMMIT}/raw-data"
 _TVS_RAW = f"https://raw.githubusercontent.com/rgeirhos/texture-vs-shape/{_TVS_COMMIT}/raw-data"
@@ -191,9 +180,6 @@ SOURCES: dict[str, Source] = {
             f"{_TVS_RAW}/style-transfer-512-nomask-experiment-trained-CNNs/{_RESNET50}", _RESNET50,
             "66c4ae7cb3fbf9669614a1593e6d2fd6"),),
         None, _check_files(_HUMANS + (_RESNET50,))),
-    "frost": Source("frost", "frost", (RemoteFile(_FROST_WHEEL, _FROST_WHEEL.rsplit("/", 1)[1],
-                                                  "9311416fb21be0bf95ef30207c3905d7"),),
-                    "imagecorruptions/frost", _check_frost),
 }
 
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .._checks import nearest_names
+from .._text import nearest_names
 
 __all__ = [
     "FUNCTIONAL_OPS",

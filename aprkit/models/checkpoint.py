@@ -301,7 +301,7 @@ def _build(spec: nn.Module | str | os.PathLike, num_classes: int | None, checkpo
                                  "the architecture name with random_init=True instead")
             model = _load_file(Path(text).expanduser(), num_classes, weights_only, kwargs, drop_head)
         else:
-            from .._checks import nearest_names
+            from .._text import nearest_names
 
             path = Path(text).expanduser()
             if path.is_dir():

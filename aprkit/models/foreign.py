@@ -57,7 +57,7 @@ def _valid_names(lib: str) -> list[str]:
 
 def check_foreign_spec(spec: str) -> tuple[str, str]:
     """Split ``LIB:NAME`` and check both (did-you-mean for unknown timm/torchvision names)."""
-    from .._checks import nearest_names
+    from .._text import nearest_names
 
     lib, _, name = spec.partition(":")
     if lib not in FOREIGN_LIBRARIES:

@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from .._checks import check_positive_int, nearest_names
+from .._checks import check_positive_int
 from .._lazy import import_plugins
+from .._text import nearest_names
 
 __all__ = ["register_model", "create_model", "list_models", "is_model", "tag_model", "MODEL_MODULES"]
 

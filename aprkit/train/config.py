@@ -16,12 +16,13 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-
-from .._checks import nearest_names
+from .._text import nearest_names
 from ..config import apply_overrides, coerce, expand_env, merge, read_bases, read_config_files, unknown_key
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "METHODS",
@@ -275,6 +276,8 @@ def _check_compile_options(options: Mapping[str, Any], key: str) -> None:
 
 def resolve_amp_dtype(name: str, device: torch.device) -> torch.dtype:
     """``train.amp_dtype`` on ``device``: ``auto`` is bfloat16 on a CUDA device that supports it, else float16."""
+    import torch
+
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     return getattr(torch, name)

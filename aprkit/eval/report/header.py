@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
-from ..._checks import comma_items
+from ..._text import comma_items
 from .render import HeaderItem
 
 __all__ = ["header_items", "describe", "limit_text", "run_limits"]

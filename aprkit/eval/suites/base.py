@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from torch import nn
 from typing_extensions import Self
 
-from ..._checks import nearest_names
+from ..._text import nearest_names
 from ..report.blocks import ReportSection
 
 __all__ = ["EvalContext", "Measure", "ReportSection", "ResultCacheLike", "Suite", "SuiteOptions", "LimitOption",
@@ -190,7 +190,7 @@ class Suite(Generic[OptionsT]):
     def setup_text(cls, options: Mapping[str, Any]) -> str:
         """The :attr:`setup_keys` of recorded ``options`` (defaults filled in, lists as sorted items) in one text:
         equal for models measured alike, whatever order or spelling the options were given in."""
-        from ..._checks import comma_items
+        from ..._text import comma_items
 
         parts = []
         for key in cls.setup_keys:

@@ -30,7 +30,8 @@ from typing import Any, Literal, TypedDict
 import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from ..._checks import comma_items, describe_value
+from ..._checks import describe_value
+from ..._text import comma_items
 from ..engine.cache import cached
 from ..engine.datasets import as_dataset, corrupted_cell_id, dataset_id
 from ..engine.inference import predict

@@ -30,7 +30,8 @@ import torch
 from pydantic import Field, field_validator
 from torch.utils.data import Subset
 
-from ..._checks import comma_items, dataset_len
+from ..._checks import dataset_len
+from ..._text import comma_items
 from ..engine.cache import cached
 from ..engine.datasets import as_dataset, dataset_id
 from ..engine.inference import (
@@ -83,7 +84,7 @@ class OODOptions(LimitOption):
     @field_validator("ood_scores")
     @classmethod
     def _known_scores(cls, v: list[str]) -> list[str]:
-        from ..._checks import nearest_names
+        from ..._text import nearest_names
 
         for s in v:
             if s not in SCORES:

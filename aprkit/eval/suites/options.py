@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..._checks import nearest_names
+from ..._text import nearest_names
 from . import load_suites
 from .base import SuiteOptions, flat_options
 
