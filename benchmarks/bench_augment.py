@@ -72,6 +72,14 @@ def fft_limit(x: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfftn(torch.fft.rfftn(xf, dim=(1, 2, 3)), s=x.shape[1:], dim=(1, 2, 3))
 
 
+def fft2_limit(x: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
+    """The FFT-only limit of a two-input op (APR-S, amplitude mix, low-frequency swap): ``rfftn`` of both inputs and one
+    ``irfftn``, over (C, H, W), in float32."""
+    xf, pf = (t if t.dtype in (torch.float32, torch.float64) else t.float() for t in (x, partner))
+    return torch.fft.irfftn(torch.fft.rfftn(xf, dim=(1, 2, 3)) + torch.fft.rfftn(pf, dim=(1, 2, 3)), s=x.shape[1:],
+                            dim=(1, 2, 3))
+
+
 def pass_candidates(x: torch.Tensor, partner: torch.Tensor) -> dict[str, Callable[[], object]]:
     """The FFT-only limits plus the least memory traffic of an amplitude swap on ``x`` (and ``partner``).
 
@@ -120,24 +128,33 @@ def pair_candidates(x: torch.Tensor, perm: torch.Tensor) -> dict[str, Callable[[
 
 def other_candidates(x: torch.Tensor, x8: torch.Tensor) -> dict[str, Callable[[], object]]:
     """``APRSingleBatch`` (always recombining) on the uint8 batch ``x8`` and the FACT / FDA amplitude ops on ``x``
-    (over (C, H, W), like the FFT limits they are compared with; their default is per channel, ``dims="hw"``)."""
+    (over (C, H, W), like the FFT limits they are compared with; their default is per channel, ``dims="hw"``), and
+    their own limit ``fft2_limit`` (two inputs: two ``rfftn``, one ``irfftn``)."""
     partner = x.roll(1, 0)
     single = APRSingleBatch(p=1.0, seed=0)
     return {
+        "fft2_limit": lambda: fft2_limit(x, partner),
         "APRSingleBatch": lambda: single(x8),
         "mix_amplitude": lambda: mix_amplitude(x, partner, 0.5, "chw"),
         "low_frequency_swap": lambda: low_frequency_swap(x, partner, 0.1, "chw"),
     }
 
 
-def throughput(times: dict[str, float], batch: int) -> dict[str, dict[str, float]]:
-    """Per candidate: img/s and the ratios to ``fft_limit`` and ``copy`` (limit time / candidate time)."""
-    out = {}
+#: the candidates of two inputs, whose FFT-only limit is ``fft2_limit`` (two ``rfftn``, one ``irfftn``)
+TWO_INPUT = ("APRSingleBatch", "mix_amplitude", "low_frequency_swap")
+
+
+def throughput(times: dict[str, float], batch: int) -> dict[str, dict[str, Any]]:
+    """Per candidate: img/s and the ratios (limit time / candidate time) to ``copy`` and to its own FFT-only limit
+    (``vs_fft_limit``; ``limit`` names it: ``fft2_limit`` for :data:`TWO_INPUT`, else ``fft_limit``)."""
+    out: dict[str, dict[str, Any]] = {}
     for name, t in times.items():
-        row = {"img_s": batch / t, "ms_per_batch": t * 1e3}
-        for ref in ("fft_limit", "copy"):
-            if ref in times and name != ref:
-                row[f"vs_{ref}"] = times[ref] / t
+        row: dict[str, Any] = {"img_s": batch / t, "ms_per_batch": t * 1e3}
+        limit = "fft2_limit" if name in TWO_INPUT else "fft_limit"
+        if limit in times and name not in ("fft_limit", "fft2_limit"):
+            row.update(vs_fft_limit=times[limit] / t, limit=limit)
+        if "copy" in times and name != "copy":
+            row["vs_copy"] = times["copy"] / t
         out[name] = row
     return out
 
@@ -184,8 +201,7 @@ def run_wrappers(device: torch.device, repeats: int, quick: bool, min_time: floa
         sparams = single.generate_parameters(x8.shape)
         t = bench({
             "fft_limit": lambda: fft_limit(x),
-            "fft2_limit": lambda: torch.fft.irfftn(torch.fft.rfftn(x, dim=(1, 2, 3)) + torch.fft.rfftn(partner, dim=(1, 2, 3)),
-                                                   s=x.shape[1:], dim=(1, 2, 3)),
+            "fft2_limit": lambda: fft2_limit(x, partner),
             "apr_pair_core": lambda: apr_pair_core(x, perm),
             "APRPair": pair_candidates(x, perm)["APRPair"],
             "apr_single_core": lambda: apr_single_core(x8, sparams, single.ops),

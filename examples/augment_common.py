@@ -13,14 +13,17 @@ def parse_args(description: str, argv: list[str] | None = None, **defaults) -> a
     ap.add_argument("--data", default=None, help="ImageFolder root (e.g. ../shared/data/cifar10); default: generated shapes")
     ap.add_argument("--epochs", type=int, default=defaults.get("epochs", 2))
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--train-size", type=int, default=defaults.get("train_size", 5000))
+    ap.add_argument("--train-size", type=int, default=None,
+                    help=f"training images: the generated set's size (default {defaults.get('train_size', 5000)}), or "
+                         "an evenly spaced subset of --data (default: all of it)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true", help="a few batches only (seconds)")
     args = ap.parse_args(argv)
+    args.generated_size = args.train_size or defaults.get("train_size", 5000)
     if args.smoke:
-        args.epochs, args.train_size, args.batch_size = 1, 64, 32
+        args.epochs, args.train_size, args.generated_size, args.batch_size = 1, 64, 64, 32
     torch.manual_seed(args.seed)
     return args
 
@@ -38,8 +41,9 @@ def datasets(args: argparse.Namespace, train_transform=None):
         root = Path(args.data)
         train = ImageFolder(str(root / "train"), transform=train_transform)
         test = ImageFolder(str(root / "test"), transform=test_tf)
-        if args.smoke:
+        if args.train_size:  # every k-th image: the class-sorted folders keep every class
             train = torch.utils.data.Subset(train, range(0, len(train), max(1, len(train) // args.train_size)))
+        if args.smoke:
             test = torch.utils.data.Subset(test, range(0, len(test), max(1, len(test) // 256)))
         return train, test
     from aprkit.data.synthetic import SyntheticShapes
@@ -56,7 +60,7 @@ def datasets(args: argparse.Namespace, train_transform=None):
             return (self.transform(x) if self.transform is not None else x), y
 
     n_test = 128 if args.smoke else 1000
-    return (Mapped(SyntheticShapes(args.train_size, split="train", seed=args.seed), train_transform),
+    return (Mapped(SyntheticShapes(args.generated_size, split="train", seed=args.seed), train_transform),
             SyntheticShapes(n_test, split="test", seed=args.seed))
 
 

@@ -32,13 +32,14 @@ def flip_crop(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def train(method: str, args, train_set) -> torch.nn.Module:
     torch.manual_seed(args.seed)
-    g = torch.Generator().manual_seed(args.seed)
+    g = torch.Generator().manual_seed(args.seed)  # crops and flips: the same in both runs
+    apr_g = torch.Generator().manual_seed(args.seed + 1)  # APR's own draws (they would shift the crops' stream)
     model = small_cnn().to(args.device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
                                          generator=torch.Generator().manual_seed(args.seed))
-    aprs = APRSingleBatch(p=0.5, generator=g)
-    aprsp = APRSP(p=0.6, generator=g)
+    aprs = APRSingleBatch(p=0.5, generator=apr_g)
+    aprsp = APRSP(p=0.6, generator=apr_g)
     t0 = time.perf_counter()
     for _ in range(args.epochs):
         for x, y in loader:

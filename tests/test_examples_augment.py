@@ -32,3 +32,21 @@ def test_example_smoke(name, monkeypatch, capsys):
     assert "acc" in out, out
     assert "nan" not in out.lower(), out
     assert os.path.isdir(EXAMPLES)
+
+
+def test_train_size_takes_a_subset_of_a_data_folder(tmp_path, monkeypatch):
+    """``--train-size`` subsets ``--data`` (it was read only with ``--smoke``: a CIFAR run trained on all 50,000)."""
+    from PIL import Image
+
+    for split, n in (("train", 40), ("test", 4)):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n // 2):
+                Image.new("RGB", (8, 8)).save(tmp_path / split / c / f"{i}.png")
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    from augment_common import datasets, parse_args
+
+    train, _ = datasets(parse_args("x", ["--data", str(tmp_path), "--train-size", "10"]))
+    assert len(train) == 10
+    train, _ = datasets(parse_args("x", ["--data", str(tmp_path)]))
+    assert len(train) == 40  # all of it by default

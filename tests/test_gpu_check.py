@@ -183,3 +183,14 @@ def test_the_cuda_tests_pass_with_the_cpu_standing_in() -> None:
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and " skipped" not in proc.stdout.splitlines()[-1]
+
+
+def test_two_input_ops_are_measured_against_their_own_fft_limit():
+    """APR-S, the amplitude mix and the low-frequency swap run two rfftn and one irfftn: their ratio is against that
+    limit (against rfftn + irfftn of one input they were capped near 0.67 by construction)."""
+    from benchmarks.bench_augment import throughput
+
+    rows = throughput({"fft_limit": 1.0, "fft2_limit": 1.5, "apr_pair": 2.0, "mix_amplitude": 3.0, "copy": 0.5}, 10)
+    assert rows["apr_pair"]["vs_fft_limit"] == 0.5 and rows["apr_pair"]["limit"] == "fft_limit"
+    assert rows["mix_amplitude"]["vs_fft_limit"] == 0.5 and rows["mix_amplitude"]["limit"] == "fft2_limit"
+    assert "vs_fft_limit" not in rows["fft2_limit"] and rows["copy"]["img_s"] == 20

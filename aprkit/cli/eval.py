@@ -75,7 +75,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--workers", dest="num_workers", type=int, help="DataLoader worker processes")
-    p.add_argument("--limit", type=int, help="use only the first N images of each dataset")
+    p.add_argument("--limit", type=int, help="use only the first N images of each dataset (the transplant suite: up to "
+                   "N images spread evenly over it, as its report header says)")
     p.add_argument("--severities", type=_int_list, help="comma-separated severities, e.g. 1,3,5")
     p.add_argument("--corruptions", type=_str_list,
                    help="comma-separated corruption names and groups (benchmark, extra, all; default: the 15 benchmark "
@@ -248,6 +249,15 @@ def _resolve_sources(cfg: dict[str, Any], download: bool, data_root: str | None)
             return spec
         return resolve_spec(spec, download=download, data_root=data_root, progress=progress)
 
+    data = cfg.get("data")
+    for spec in (data.values() if isinstance(data, dict) else data if isinstance(data, list) else [data]):
+        if download and isinstance(spec, str) and spec.strip().lower().startswith(("folder:", "imagefolder:")):
+            from aprkit.data.registry import spec_root, split_spec_options
+
+            root = spec_root(split_spec_options(spec)[0].partition(":")[2].strip(), "folder")
+            if not root.is_dir():  # before any download (ImageNet-C is 50 GB), not after it
+                raise FileNotFoundError(f"--data {spec}: no folder {root}; expected the clean images the downloaded "
+                                        "sets pair with")
     for key in ("data", "corrupted", "ood", "fit"):
         value = cfg.get(key)
         if isinstance(value, dict):

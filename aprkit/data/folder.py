@@ -107,12 +107,18 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
 
 
 def resize_center_crop(image: torch.Tensor, resize: int | None, crop: int | None) -> torch.Tensor:
-    """Resize the shorter side to ``resize`` (antialiased) and centre-crop ``crop x crop``; uint8 kept."""
+    """Resize the shorter side to ``resize`` (antialiased) and centre-crop ``crop x crop``; uint8 kept. A crop larger
+    than the (resized) image is refused (torchvision's centre crop pads it with black)."""
     from torchvision.transforms.v2 import functional as F
 
     if resize is not None:
         image = F.resize(image, [resize], antialias=True)
     if crop is not None:
+        h, w = (int(d) for d in image.shape[-2:])
+        if crop > min(h, w):
+            after = f" after resize={resize}" if resize is not None else ""
+            raise ValueError(f"crop={crop} is larger than the image ({h}x{w}{after}); expected crop <= its shorter "
+                             "side (a centre crop would pad it with black)")
         image = F.center_crop(image, [crop, crop])
     return image
 

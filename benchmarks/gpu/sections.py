@@ -221,8 +221,9 @@ def run_corruptions(ctx: Context) -> None:
                     ctx.skip(f"{name} ({gen} generator)")
                     continue
                 ips[name] = b / t[name]
-            except Exception as err:  # recorded; the other corruptions are still timed
+            except Exception as err:  # recorded (the section is an error); the other corruptions are still timed
                 ctx.results.setdefault("errors", {})[f"{name} ({gen} generator)"] = _err(err)
+                ctx.problem(f"{name} ({gen} generator) failed")
             ctx.save()
         if all(n in ips for n in list_corruptions()):
             sec = {n: 1.0 / v for n, v in ips.items()}
@@ -238,6 +239,7 @@ def run_corruptions(ctx: Context) -> None:
 # ---------------------------------------------------------------------------------------------- 4 eval
 @section("eval", cap_s=60, quick_cap_s=40, title="4. Evaluation: aprkit.eval.evaluate vs a robustbench-style loop")
 def run_eval(ctx: Context) -> None:
+    from aprkit.corruptions import BENCHMARK
     from aprkit.models import create_model
     from benchmarks.bench_eval import compare
 
@@ -257,14 +259,25 @@ def run_eval(ctx: Context) -> None:
                            "random weights, 32 px, images/s of the faster of the repeats, each method doing all cells in one go; "
                            "forward share not measured on CUDA (its synchronisation would serialise the streaming); "
                            "max acc diff: per cell, aprkit (AMP on CUDA) vs the fp32 baseline (random weights: near-ties flip)")
+    per_image = None  # seconds per image and method of the model before (a repeat of the next one must fit)
     for i, (name, kw) in enumerate(plans):
-        if i and ctx.left() < 15:
-            ctx.skip(name)
+        images = kw["n_per_severity"] * (1 + 5 * len(kw.get("corruptions") or BENCHMARK))
+        need = 15.0 if per_image is None else max(15.0, 1.5 * 2 * images * per_image)  # both methods, one repeat
+        if i and ctx.left() < need:
+            ctx.skip(f"{name} (about {need:.0f} s needed, {ctx.left():.0f} s left)")
             continue
         torch.manual_seed(0)
         ctx.log(f"{name}: {kw}")
-        rows[name] = compare(create_model(name, num_classes=10), ctx.device, interleave="run", deadline=ctx.deadline,
-                             time_forward=not ctx.is_cuda, **kw)
+        t0 = time.perf_counter()
+        try:
+            rows[name] = row = compare(create_model(name, num_classes=10), ctx.device, interleave="run",
+                                       deadline=ctx.deadline, time_forward=not ctx.is_cuda, **kw)
+        except Exception as err:  # recorded (the section is an error); the next model is still tried
+            ctx.results.setdefault("errors", {})[name] = _err(err)
+            ctx.problem(f"{name} failed")
+            continue
+        runs = 2 * max(1, int(row.get("repeats") or 1))  # the methods' repeats done, each over every image
+        per_image = (time.perf_counter() - t0) / (runs * images)
         ctx.save()
 
 
@@ -295,8 +308,9 @@ def run_train(ctx: Context) -> None:
         try:
             rows[label] = step_times(model, b, 32, ctx.device, steps, deadline=ctx.deadline, aug_compile=compiled,
                                      amp_dtype=dtype)
-        except Exception as err:  # recorded; the other rows still run
+        except Exception as err:  # recorded (the section is an error, the goal "not measured"); the other rows still run
             ctx.results.setdefault("errors", {})[label] = _err(err)
+            ctx.problem(f"row {label} failed")
         ctx.save()
 
 
@@ -335,12 +349,18 @@ def _time_core_row(ctx: Context, row: dict[str, Any], b: int, s: int, mode: str,
     import torch._dynamo as dynamo
 
     import aprkit.augment as augment
-    from benchmarks.bench_augment import fft_limit
+    from benchmarks.bench_augment import TWO_INPUT, fft2_limit, fft_limit
 
     cls_name, kind = CORE_MODULES[target]
     cls = getattr(augment, cls_name)
     x8, xf, _ = _batch(b, s, ctx.device)
     x = x8 if kind == "uint8" else xf
+    partner = xf.roll(1, 0)
+    row["limit"] = "fft2_limit" if cls_name in TWO_INPUT else "fft_limit"  # APR-S: two rfftn (image, view), one irfftn
+
+    def limit() -> torch.Tensor:
+        return fft2_limit(xf, partner) if row["limit"] == "fft2_limit" else fft_limit(xf)
+
     dynamo.reset()
     skips = _cudagraph_skips()
     eager = cls(p=1.0, seed=0)
@@ -355,7 +375,7 @@ def _time_core_row(ctx: Context, row: dict[str, Any], b: int, s: int, mode: str,
         compiled(x)
     ctx.sync()
     timing = _timing(ctx)
-    times = bench({"fft_limit": lambda: fft_limit(xf), "eager": lambda: eager(x), "compiled": lambda: compiled(x)},
+    times = bench({"fft_limit": limit, "eager": lambda: eager(x), "compiled": lambda: compiled(x)},
                   timing["repeats"], ctx.device, min_time=timing["min_time"], deadline=ctx.deadline)
     row.update(eager_img_s=b / times["eager"], compiled_img_s=b / times["compiled"], speedup=times["eager"] / times["compiled"],
                fft_limit_img_s=b / times["fft_limit"], vs_fft_limit=times["fft_limit"] / times["compiled"],

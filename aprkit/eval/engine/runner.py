@@ -193,8 +193,9 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
         try:
             net, display = load_eval_model(m, load["num_classes"], load["checkpoint"], dev, load["random_init"],
                                            load["drop_head"], seed=int(ctx_kw["seed"]))
-        except BaseException:
+        except BaseException as err:
             run.unloadable = labels[pos]
+            run.load_error = f"{type(err).__name__}: {err}"
             raise
         net.eval()
         sync_weights(net)
@@ -265,6 +266,7 @@ class _Run:
     settings: dict[str, Any]
     pending: list[tuple[str, str]] = field(default_factory=list)
     unloadable: str | None = None  # the label of a model whose loading raised (nothing of it was started)
+    load_error: str | None = None  # what its loading raised (results.json's load_failed says so)
     failed: dict[tuple[str, str], str] = field(default_factory=dict)  # (model label, suite) -> the error it raised
 
     def finish(self, entry: dict) -> None:
@@ -334,9 +336,11 @@ class _Run:
             "python": platform.python_version(),
             "date": _now(),
             "seconds": round(time.time() - self.started, 2),
-            "complete": not pending,
+            # a model that failed to load leaves a finished folder complete, but not one where nothing finished
+            "complete": not pending and (bool(entries) or self.load_error is None),
             "pending": pending,
             **({"failed": failed} if (failed := self._failed_by_model(pending)) else {}),
+            **({"load_failed": {self.unloadable: self.load_error}} if self.load_error is not None else {}),
             "models": {label: next(iter(suites.values())).get("spec") for label, suites in prov.items()},
             "suites": list(dict.fromkeys(s for suites in prov.values() for s in suites)),
             "data": (json.loads(datas.pop()) if len(datas) == 1

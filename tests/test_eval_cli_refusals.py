@@ -1,0 +1,51 @@
+"""What a failed or impossible ``aprkit eval`` leaves behind: a model that cannot be loaded leaves a results file that
+says the run is not complete and why; a clean folder that is not there fails before any download; a centre crop
+larger than the image is refused (torchvision's crop padded it with black)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from aprkit.cli import main
+from aprkit.data.folder import resize_center_crop
+
+
+def test_a_model_that_cannot_be_loaded_leaves_an_incomplete_results_file(tmp_path, capsys) -> None:
+    rc = main(["eval", "--model", "resnet20", "--checkpoint", str(tmp_path / "none.th"), "--data", "synthetic:8",
+               "--suite", "calibration", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert rc != 0 and "none.th" in capsys.readouterr().err
+    meta = json.loads((tmp_path / "run" / "results.json").read_text())["meta"]
+    assert meta["complete"] is False
+    assert "none.th" in next(iter(meta["load_failed"].values()))
+
+
+def test_a_missing_clean_folder_fails_before_any_download(tmp_path, monkeypatch, capsys) -> None:
+    import aprkit.data.registry as registry
+
+    def no_download(*args, **kw):
+        raise AssertionError("a download started before the clean folder was checked")
+
+    monkeypatch.setattr(registry, "resolve_spec", no_download)
+    rc = main(["eval", "--model", "resnet20", "--random-init", "--data", f"folder:{tmp_path / 'val'}?resize=36&crop=32",
+               "--corrupted", "imagenet-c", "--download", "--suite", "corruption", "--no-progress"])
+    assert rc != 0 and f"no folder {tmp_path / 'val'}" in capsys.readouterr().err
+
+
+def test_a_crop_larger_than_the_image_is_refused(tmp_path) -> None:
+    img = torch.zeros(3, 32, 40, dtype=torch.uint8)
+    assert resize_center_crop(img, None, 32).shape == (3, 32, 32)
+    with pytest.raises(ValueError, match=r"crop=48 is larger than the image \(32x40\)"):
+        resize_center_crop(img, None, 48)
+    with pytest.raises(ValueError, match=r"crop=64 is larger than the image \(32x40 after resize=32\)"):
+        resize_center_crop(img, 32, 64)
+    root = tmp_path / "f" / "a"
+    root.mkdir(parents=True)
+    Image.fromarray(img.permute(1, 2, 0).numpy()).save(root / "0.png")
+    rc = main(["eval", "--model", "resnet20", "--random-init", "--num-classes", "1", "--data",
+               f"folder:{tmp_path / 'f'}?crop=64", "--suite", "calibration", "--set", "calibration_corrupted=false",
+               "--no-progress"])
+    assert rc != 0
