@@ -190,6 +190,9 @@ def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", 
         raise ValueError(f"name must be 'cifar10' or 'cifar100', got {name!r}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test' for {name}, got {split!r}")
+    if "classes" in kw:  # the class list is the dataset's own (its labels are fixed)
+        raise ValueError(f"{name} has its own classes (labels 0..{9 if name == 'cifar10' else 99} in the published "
+                         "order); classes= is for folder: specs, e.g. folder:ROOT/test with classes=[...]")
     root = Path(root).expanduser()
     folder_name = CIFAR_BINARY[name][0]
     binary = root if root.name == folder_name else root / folder_name
@@ -211,8 +214,10 @@ def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", 
 
             return to_array_dataset(ds)
         return ds
+    hint = (f"; {root} looks like a split folder itself: point at its parent, {root.parent}"
+            if root.name in ("train", "test") and (root.parent / split).is_dir() else "")
     raise FileNotFoundError(
-        f"no {name} {split} data under {root}: expected torchvision's layout {root}/{folder_name}/ "
+        f"no {name} {split} data under {root}{hint}: expected torchvision's layout {root}/{folder_name}/ "
         f"(get_dataset(..., download=True) or `aprkit eval ... --download` fetches it; aprkit train then reads it "
         f"there) or a PNG tree "
         f"{root}/{split}/<class>/*.png"

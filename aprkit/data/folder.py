@@ -25,8 +25,9 @@ __all__ = ["IMG_EXTENSIONS", "image_files", "scan_image_folder", "read_image", "
            "resize_center_crop", "ImageListDataset", "ImageFolderDataset", "ResizedDataset", "find_classes"]
 
 #: the version of how image folders are scanned and decoded, part of their cache identity (2: linked folders inside a
-#: class are entered; gray images are PIL's convert("L") for every format)
-READER_VERSION = 2
+#: class are entered; gray images are PIL's convert("L") for every format; 3: a link into a folder below another class
+#: is not entered)
+READER_VERSION = 3
 #: how deep an image folder's cache identity looks (``aprkit._hash.path_state``): the reader takes images at any depth
 #: below a class folder, so its identity must see them (a standard tree ends two levels down: the same cost)
 IDENTITY_DEPTH = 8
@@ -160,16 +161,18 @@ def image_files(folder: Path, extensions: Sequence[str] = IMG_EXTENSIONS, *,
     """The image files (matched by ``extensions``) at any depth below ``folder``, sorted; hidden files and those in
     hidden folders left out (macOS ``._x.png`` resource files, ``.ipynb_checkpoints`` copies). Linked folders are
     entered, as torchvision's ImageFolder does, each real folder once (the first link in name order; a link back up
-    is no loop), but never the folders ``outside`` (a dataset's root and its other classes: a link up to them would
-    read their images as this class's; real paths, ``folder``'s own ignored)."""
+    is no loop), but never the folders ``outside`` nor a folder below one that does not also hold ``folder`` (a
+    dataset's root and its other classes: a link to them or into them would read their images as this class's too;
+    real paths, ``folder``'s own ignored)."""
     exts = tuple(e.lower() for e in extensions)
     found: list[Path] = []
     start = os.path.realpath(folder)
     seen: set[str] = set()
+    below = [o + os.sep for o in outside if o != start and not start.startswith(o + os.sep)]  # other classes
 
     def visit(directory: str | Path) -> None:  # scandir: file types from the directory listing, no stat per file
         real = os.path.realpath(directory)
-        if real in seen or (real in outside and real != start):
+        if real in seen or (real != start and (real in outside or real.startswith(tuple(below)))):
             return
         seen.add(real)
         with os.scandir(directory) as listing:

@@ -242,7 +242,7 @@ class SyntheticShapes(Dataset):
         if not -self.n <= idx < self.n:
             raise IndexError(f"index {idx} out of range for {self.n} images")
         x, y = self._materialise()
-        return x[idx], int(y[idx])
+        return x[idx].clone(), int(y[idx])  # a copy: a caller's in-place transform must not change the set
 
 
 def class_names(num_classes: int = _NUM) -> Sequence[str]:

@@ -293,6 +293,8 @@ def predict(
                 if transform is not None:
                     x = transform(x, idx)
                 x = to_model_input(x, device, channels_last)
+                if b == 0 and labelled:
+                    _warn_other_size(model, x.shape[-2:])
                 ctx = torch.autocast(device.type, dtype=amp_type) if use_amp else contextlib.nullcontext()
                 with ctx:
                     try:
@@ -334,6 +336,21 @@ def predict(
     out = gather_outputs(out, torch.cat(chunks_idx), n_total)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _warn_other_size(model: nn.Module, size: torch.Size) -> None:
+    """Warn (once per pair of sizes) when ``model`` records the input size it was made for (``input_size``, e.g. 32 px
+    for a CIFAR ResNet) and the data's images have another: a convolutional net takes them silently, and its numbers
+    then measure a change of resolution (a CIFAR ResNet-20 scored 18 % on 64-px CIFAR images)."""
+    native = getattr(model, "input_size", None)
+    if not isinstance(native, (tuple, list)) or len(native) < 2:
+        return
+    (h, w), (dh, dw) = (int(v) for v in native[-2:]), (int(v) for v in size)
+    if (h, w) != (dh, dw):
+        warnings.warn(f"the model was made for {h}x{w} inputs (its input_size) and the data's images are {dh}x{dw}: "
+                      "its numbers measure it at another resolution; bring the images to its size (e.g. "
+                      f"folder:DIR?resize={h}&crop={h}) unless that is what you mean to measure",
+                      RuntimeWarning, stacklevel=4)
 
 
 def class_sorted_limit(labels: Any, limit: int) -> str | None:
