@@ -57,7 +57,9 @@ _INT_TOL = 1e-4  # grey levels: a float image's k / 255 * 255 may come out a hai
 
 def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
     """A region free of an enclosing ``torch.autocast`` on ``device``'s type (a no-op where it has none: ``meta``)."""
-    if torch.amp.is_autocast_available(device.type):
+    # torch 2.11's Dynamo cannot trace torch._C._is_autocast_available (a fullgraph compile fails on it): compiled code
+    # runs on a device type with autocast (cuda, cpu, ...), so the check is skipped there
+    if torch.compiler.is_compiling() or torch.amp.is_autocast_available(device.type):
         return torch.autocast(device.type, enabled=False)
     return contextlib.nullcontext()
 
@@ -255,7 +257,11 @@ def warp_pixels(x: torch.Tensor, matrix: torch.Tensor, mode: str = "bilinear") -
 def _autocontrast(x: torch.Tensor) -> torch.Tensor:
     """PIL's autocontrast per channel: ``x * scale + offset`` with ``scale = 255 / (hi - lo)``, ``offset = -lo * scale``
     (PIL's own form of the stretch, so values that PIL truncates just below an integer land there too)."""
-    lo, hi = x.flatten(-2).aminmax(dim=-1)
+    flat = x.flatten(-2)
+    if torch.is_grad_enabled() and x.requires_grad:  # torch 2.11 has no aminmax backward (amin/amax: same gradient)
+        lo, hi = flat.amin(dim=-1), flat.amax(dim=-1)
+    else:
+        lo, hi = flat.aminmax(dim=-1)
     span = (hi - lo)[..., None, None]
     ok = span > 0
     scale = torch.where(ok, 255.0 / span, 1.0)

@@ -25,7 +25,7 @@ from torch import nn
 
 from .._checks import check_positive_int
 from .._io import check_zip_intact
-from .foreign import FOREIGN_PREFIXES, Preprocess, create_foreign
+from .foreign import FOLDED_BN_EPS, FOREIGN_PREFIXES, Preprocess, create_foreign
 from .normalize import Normalize, unwrap_model
 from .registry import checkpoint_kwargs, create_model, is_model, list_models, tag_model
 from .saving import save_checkpoint
@@ -161,7 +161,7 @@ def _apply_stored(model: nn.Module, obj: Mapping[str, Any], kwargs: Mapping[str,
     for name, eps in dict(obj.get("bn_eps") or {}).items():
         layer = modules.get(name)
         if isinstance(layer, nn.modules.batchnorm._BatchNorm):
-            layer.eps = float(eps)
+            layer.eps = float(eps) if float(eps) > 0 else FOLDED_BN_EPS  # older checkpoints of folded BNs stored 0
     for name in ("mean", "std"):
         buf = getattr(model, name, None)
         if name in obj and name not in kwargs and isinstance(buf, torch.Tensor) and buf.numel() == len(obj[name]):

@@ -13,9 +13,10 @@ already take [0, 1] inputs, so their wrapper is identity.
 
 State_dicts whose batch-norm was folded into the convolutions (e.g. the dequantized qnnpack
 MobileNetV2, whose BN entries are weight 1, mean 0, var ``1 - eps``: exact as they are) load exactly:
-BN entries with weight 1, mean 0 and var exactly 1 get ``eps = 0``; a state_dict with no BN entries at all whose
-convolutions carry the biases the model's do not have gets identity BNs holding those biases. Any other missing BN
-entry is an error naming it (:func:`fold_bn_compat`).
+BN entries with weight 1, mean 0 and var exactly 1 get ``eps = FOLDED_BN_EPS`` (the smallest positive float32:
+var + eps is exactly 1; torch 2.11 refuses eps 0); a state_dict with no BN entries at all whose convolutions carry
+the biases the model's do not have gets identity BNs holding those biases. Any other missing BN entry is an error
+naming it (:func:`fold_bn_compat`).
 """
 
 from __future__ import annotations
@@ -337,15 +338,21 @@ def _head_classes(net: nn.Module, default: int) -> int:
         return default
 
 
+#: eps of a folded (identity) BN: the smallest positive float32, so var 1 + eps is exactly 1 (torch 2.11's
+#: F.batch_norm refuses eps <= 0 in eval mode too; 2.14 only in training)
+FOLDED_BN_EPS = float(torch.finfo(torch.float32).tiny)
+
+
 def fold_bn_compat(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Adapt a state_dict whose batch-norm was folded into the convolutions to ``model`` (which has BN layers).
 
-    Returns a new state_dict. BN entries that are exact identities (weight 1, mean 0, var 1) get ``eps = 0`` on
-    their layer (eps would rescale by ``1/sqrt(1 + eps)``). BN entries are made up only when the folding is
-    unambiguous: no BN layer of ``model`` has any entry in ``state_dict`` and the convolution before each one carries
-    a bias of the BN's width that ``model``'s convolution does not have; each BN then becomes an identity (``eps = 0``)
-    holding that bias. Otherwise (some BN entries present, a bias missing: an incomplete checkpoint or another
-    architecture) the missing entries stay missing, so that the strict loader names them.
+    Returns a new state_dict. BN entries that are exact identities (weight 1, mean 0, var 1) get
+    ``eps = FOLDED_BN_EPS`` on their layer (a larger eps would rescale by ``1/sqrt(1 + eps)``). BN entries are made up
+    only when the folding is unambiguous: no BN layer of ``model`` has any entry in ``state_dict`` and the convolution
+    before each one carries a bias of the BN's width that ``model``'s convolution does not have; each BN then becomes an
+    identity (``eps = FOLDED_BN_EPS``) holding that bias. Otherwise (some BN entries present, a bias missing: an
+    incomplete checkpoint or another architecture) the missing entries stay missing, so that the strict loader names
+    them.
     """
     sd = dict(state_dict)
     bns: list[tuple[str, nn.modules.batchnorm._BatchNorm, str | None]] = []  # (name, layer, bias-free conv before)
@@ -368,8 +375,8 @@ def fold_bn_compat(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> 
             sd.update({f"{name}.weight": torch.ones(c), f"{name}.bias": sd.pop(f"{conv}.bias"),
                        f"{name}.running_mean": torch.zeros(c), f"{name}.running_var": torch.ones(c),
                        f"{name}.num_batches_tracked": torch.tensor(0)})
-            m.eps = 0.0
+            m.eps = FOLDED_BN_EPS
         elif (w is not None and mean is not None and var is not None and bool((w == 1).all())
               and bool((mean == 0).all()) and bool((var == 1).all())):
-            m.eps = 0.0  # folded: the BN is a pure bias
+            m.eps = FOLDED_BN_EPS  # folded: the BN is a pure bias
     return sd

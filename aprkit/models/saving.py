@@ -77,7 +77,7 @@ def save_checkpoint(
     if isinstance(model, Preprocess):  # the authors' evaluation resize and crop of a pretrained foreign model
         payload["preprocess"] = {"resize": model.resize, "crop": model.crop, "interpolation": model.interpolation,
                                  "crop_mode": model.crop_mode}
-    # batch-norm eps is no state_dict entry; folded checkpoints set it to 0 (``fold_bn_compat``)
+    # batch-norm eps is no state_dict entry; folded checkpoints set it to FOLDED_BN_EPS (``fold_bn_compat``)
     payload["bn_eps"] = {n: float(m.eps) for n, m in model.named_modules()
                          if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     return atomic_torch_save(payload, path)
