@@ -13,8 +13,6 @@ from typing import Any
 
 import torch
 
-from ._text import nearest_names
-
 __all__ = [
     "check_chw_layout",
     "to_device",
@@ -32,7 +30,6 @@ __all__ = [
     "broadcast_shape",
     "compute_dtype",
     "restore_dtype",
-    "nearest_names",
 ]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

@@ -1,5 +1,5 @@
 """Text helpers that load nothing heavy (no torch): the reading of comma-separated list options and the
-``did you mean`` fragment of error messages. ``aprkit._checks`` re-exports them."""
+``did you mean`` fragment of error messages."""
 
 from __future__ import annotations
 

@@ -41,8 +41,9 @@ def datasets(args: argparse.Namespace, train_transform=None):
         root = Path(args.data)
         train = ImageFolder(str(root / "train"), transform=train_transform)
         test = ImageFolder(str(root / "test"), transform=test_tf)
-        if args.train_size:  # every k-th image: the class-sorted folders keep every class
-            train = torch.utils.data.Subset(train, range(0, len(train), max(1, len(train) // args.train_size)))
+        if args.train_size:  # evenly spaced: the class-sorted folders keep every class
+            n = min(args.train_size, len(train))
+            train = torch.utils.data.Subset(train, [i * len(train) // n for i in range(n)])
         if args.smoke:
             test = torch.utils.data.Subset(test, range(0, len(test), max(1, len(test) // 256)))
         return train, test

@@ -5,6 +5,7 @@ larger than the image is refused (torchvision's crop padded it with black)."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -49,3 +50,31 @@ def test_a_crop_larger_than_the_image_is_refused(tmp_path) -> None:
                f"folder:{tmp_path / 'f'}?crop=64", "--suite", "calibration", "--set", "calibration_corrupted=false",
                "--no-progress"])
     assert rc != 0
+
+
+def test_data_root_is_restored_after_the_run(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("APRKIT_DATA", str(tmp_path / "mine"))
+    main(["eval", "--model", "resnet20", "--checkpoint", str(tmp_path / "none.th"), "--data", "synthetic:8",
+          "--suite", "calibration", "--data-root", str(tmp_path / "other"), "--no-progress"])
+    assert os.environ["APRKIT_DATA"] == str(tmp_path / "mine")
+
+
+def test_a_crop_larger_than_resize_is_refused_before_reading_and_a_small_image_is_named(tmp_path) -> None:
+    from aprkit.data.folder import ImageListDataset
+
+    with pytest.raises(ValueError, match="crop=64 is larger than resize=32"):
+        ImageListDataset([(tmp_path / "x.png", 0)], resize=32, crop=64)
+    Image.new("RGB", (20, 20)).save(tmp_path / "small.png")
+    with pytest.raises(ValueError, match=r"small\.png: crop=32 is larger than the image \(20x20\)"):
+        ImageListDataset([(tmp_path / "small.png", 0)], crop=32)[0]
+
+
+def test_a_model_trained_at_another_size_records_it(tmp_path) -> None:
+    from aprkit.models import load_model, save_checkpoint
+    from aprkit.train import build_model
+    from aprkit.train.config import config_from_dict
+
+    model = build_model(config_from_dict({"model": {"name": "resnet20"}, "data": {"image_size": 64}}))
+    assert model.input_size == (3, 64, 64)
+    save_checkpoint(tmp_path / "m.pt", model, arch="resnet20")
+    assert load_model(str(tmp_path / "m.pt")).input_size == (3, 64, 64)  # no warning when evaluated at 64 px

@@ -48,5 +48,7 @@ def test_train_size_takes_a_subset_of_a_data_folder(tmp_path, monkeypatch):
 
     train, _ = datasets(parse_args("x", ["--data", str(tmp_path), "--train-size", "10"]))
     assert len(train) == 10
+    train, _ = datasets(parse_args("x", ["--data", str(tmp_path), "--train-size", "30"]))
+    assert len(train) == 30  # not a divisor of 40 (every k-th image gave 40)
     train, _ = datasets(parse_args("x", ["--data", str(tmp_path)]))
     assert len(train) == 40  # all of it by default

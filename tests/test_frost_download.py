@@ -96,3 +96,11 @@ def test_the_demo_and_aprkit_corrupt_stop_before_any_work_without_textures(no_te
     assert main(["corrupt", str(tmp_path / "x.npy"), str(tmp_path / "c"), "--corruptions", "frost", "--severities",
                  "1", "--no-progress", "--download"]) == 0
     assert (tmp_path / "c" / "frost.npy").is_file() and (no_textures / MARKER).is_file()
+
+
+def test_the_data_and_the_model_are_checked_before_the_textures(no_textures) -> None:
+    """Without textures, a bad data spec or a model without weights still reports its own error first."""
+    with pytest.raises(TypeError, match="data must be a dataset spec"):
+        evaluate(NeverCalled(), "corruption", 12345, corruptions=["frost"], progress=False)
+    with pytest.raises(ValueError, match="trained weights"):
+        evaluate("resnet20", "corruption", "synthetic:8", corruptions=["frost"], progress=False)

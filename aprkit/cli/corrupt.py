@@ -133,20 +133,19 @@ def run(args: argparse.Namespace) -> int:
     if args.size is not None and is_array:
         raise ValueError("--size resizes images read from a folder; array input is written at its own size "
                          f"({str(src)!r}: resize the array first)")
-    if "frost" in names and args.frost_dir is None:  # before any output: found, or fetched with --download
-        from ..corruptions import find_frost_dir
-
-        find_frost_dir(download=args.download, progress=progress)
     if args.quality is not None and layout != "imagenet":
         raise ValueError("--quality sets the JPEG quality of the imagenet layout; the cifar layout stores lossless "
                          "arrays")
     if args.quality is not None and not 1 <= args.quality <= 100:
         raise ValueError(f"--quality {args.quality}: expected a JPEG quality in 1..100 for the imagenet layout (the "
                          "cifar layout stores lossless arrays)")
+    if layout == "imagenet" and is_array:
+        raise ValueError("the imagenet layout needs an image folder (class sub-folders); use --layout cifar for arrays")
+    if "frost" in names:  # after the other checks, before any output: found (or fetched with --download)
+        from ..corruptions import find_frost_dir
+
+        find_frost_dir(args.frost_dir, download=args.download, progress=progress)
     if layout == "imagenet":
-        if is_array:
-            raise ValueError("the imagenet layout needs an image folder (class sub-folders); "
-                             "use --layout cifar for arrays")
         n = write_imagenet_c(src, args.out, names, args.severities, args.preset, args.seed,
                              args.batch_size or 64, args.size if args.size is not None else 224,
                              args.quality if args.quality is not None else 85,

@@ -161,7 +161,24 @@ def _data_arg(items: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``aprkit eval`` with parsed ``args``; prints a summary and where the report is."""
+    """Run ``aprkit eval`` with parsed ``args``; prints a summary and where the report is. ``--data-root`` is this
+    run's ``$APRKIT_DATA`` (also where the frost textures are looked for), restored afterwards."""
+    from aprkit.data.download import DATA_ENV
+
+    root = getattr(args, "data_root", None)
+    before = os.environ.get(DATA_ENV)
+    if root:
+        os.environ[DATA_ENV] = str(Path(root).expanduser())
+    try:
+        return _run(args, root)
+    finally:
+        if before is None:
+            os.environ.pop(DATA_ENV, None)
+        else:
+            os.environ[DATA_ENV] = before
+
+
+def _run(args: argparse.Namespace, root: str | None) -> int:
     from aprkit.distributed import setup_distributed, teardown_distributed
     from aprkit.eval import evaluate
     from aprkit.eval.engine.models import load_eval_model
@@ -177,12 +194,8 @@ def run(args: argparse.Namespace) -> int:
         if launch_rank() == 0:  # once under torchrun
             print(yaml.safe_dump(cfg, sort_keys=False), end="")
         return 0
-    root = getattr(args, "data_root", None)
-    if root:  # this run's data root: also where the frost textures are looked for (and downloaded)
-        from aprkit.data.download import DATA_ENV
-
-        os.environ[DATA_ENV] = str(Path(root).expanduser())
-    cfg["download"] = bool(getattr(args, "download", False))  # also the frost textures generated frost needs
+    # also the frost textures generated frost needs; a config's or --set's download counts as the flag
+    cfg["download"] = bool(getattr(args, "download", False) or cfg.get("download"))
     _resolve_sources(cfg, cfg["download"], root)
     models = cfg.pop("models", None)
     if root:  # robustbench weights live under the data root too (<root>/robustbench), unless a folder is given

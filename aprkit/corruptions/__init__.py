@@ -76,7 +76,8 @@ __all__ = [
     "preset_for_size",
 ]
 
-__getattr__ = lazy_getattr(__name__, _EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS, ("api", "blur", "dataset", "digital", "manifest", "names", "noise",
+                                                 "severity", "spatter", "transforms", "weather"))
 
 
 def __dir__() -> list[str]:  # the lazy names too (tab completion)

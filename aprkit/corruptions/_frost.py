@@ -24,7 +24,7 @@ import torch
 
 from .._tensor_cache import tensor_cache
 from ..data.download import data_root
-from ..data.sources import MARKER, RemoteFile, Source, ensure_source
+from ..data.sources import RemoteFile, Source, ensure_source
 
 __all__ = ["FROST_FILES", "FROST_SOURCE", "find_frost_dir", "frost_textures", "texture_digest"]
 
@@ -69,7 +69,7 @@ def _installed_dir() -> Path | None:
 
 def _downloaded_dir() -> Path | None:
     cand = data_root() / FROST_SOURCE.folder
-    return cand if (cand / MARKER).is_file() or _complete(cand) else None
+    return cand if _complete(cand) else None  # the files themselves (a marker outlives files deleted by hand)
 
 
 def find_frost_dir(frost_dir: str | os.PathLike | None = None, *, download: bool = False,

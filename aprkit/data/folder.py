@@ -2,9 +2,10 @@
 
 Images are decoded to uint8 ``(C, H, W)`` tensors with torchvision's decoders (PNG/JPEG), falling back
 to PIL for other formats; grayscale and RGBA images are converted to RGB, 16-bit images to 8 bits, rounded
-(``to_8bit``; ``pil_to_array`` does the same for PIL images, e.g. in ``corrupt_image``). Folders whose images differ in
-size need ``resize``/``crop`` (shorter side resized to ``resize``, then a centre ``crop``) so that they
-batch.
+(``to_8bit``; ``pil_to_array`` does the same for PIL images, e.g. in ``corrupt_image``), except 16-bit colour TIFFs,
+which PIL itself opens as 8-bit RGB, keeping the high byte (up to a level below the rounded value). Folders whose
+images differ in size need ``resize``/``crop`` (shorter side resized to ``resize``, then a centre ``crop``) so that
+they batch.
 """
 
 from __future__ import annotations
@@ -276,6 +277,9 @@ class ImageListDataset(Dataset):
         self.samples = [(str(p), int(y)) for p, y in samples]
         self.classes = list(classes) if classes is not None else None
         self.channels, self.resize, self.crop, self.transform = channels, resize, crop, transform
+        if resize is not None and crop is not None and crop > resize:  # known before any image is read
+            raise ValueError(f"crop={crop} is larger than resize={resize} (the shorter side after resizing); expected "
+                             "crop <= resize")
         if cache and transform is not None:
             raise ValueError("cache=True would freeze the (possibly random) transform; use one or the other")
         self._cache: torch.Tensor | None = None
@@ -309,7 +313,10 @@ class ImageListDataset(Dataset):
     def _load(self, index: int) -> torch.Tensor:
         img = read_image(self.samples[index][0], self.channels)
         if self.resize is not None or self.crop is not None:
-            img = resize_center_crop(img, self.resize, self.crop)
+            try:
+                img = resize_center_crop(img, self.resize, self.crop)
+            except ValueError as err:  # which image: a small one may come hours into a run
+                raise ValueError(f"{self.samples[index][0]}: {err}") from None
         return img
 
     @property

@@ -162,6 +162,9 @@ def _apply_stored(model: nn.Module, obj: Mapping[str, Any], kwargs: Mapping[str,
         layer = modules.get(name)
         if isinstance(layer, nn.modules.batchnorm._BatchNorm):
             layer.eps = float(eps) if float(eps) > 0 else FOLDED_BN_EPS  # older checkpoints of folded BNs stored 0
+    size = obj.get("input_size")
+    if isinstance(size, list) and isinstance(getattr(model, "input_size", None), tuple):  # the size it was trained at
+        setattr(model, "input_size", tuple(int(v) for v in size))  # noqa: B010 (nn.Module.__setattr__ is typed for tensors)
     for name in ("mean", "std"):
         buf = getattr(model, name, None)
         if name in obj and name not in kwargs and isinstance(buf, torch.Tensor) and buf.numel() == len(obj[name]):

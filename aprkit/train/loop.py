@@ -97,6 +97,9 @@ def build_model(cfg: Config) -> nn.Module:
     model = load_model(cfg.model.name, num_classes=cfg.model.num_classes, checkpoint=cfg.model.checkpoint,
                        random_init=cfg.model.checkpoint is None, drop_head=cfg.model.drop_head,
                        **cfg.model.kwargs).train()
+    native = getattr(model, "input_size", None)
+    if isinstance(native, tuple) and len(native) == 3:  # the size it is trained at (model.pt records it)
+        model.input_size = (native[0], cfg.data.image_size, cfg.data.image_size)
     f = cfg.feature_apr
     if f.layers:
         from ..hidden import attach

@@ -176,7 +176,8 @@ def _compile(res: dict) -> list[str]:
                      _fmt(r.get("graph_breaks")), _fmt(r.get("compile_s"), ".1f"), _fmt(r.get("eager_img_s")),
                      _fmt(r.get("compiled_img_s")), _fmt(r.get("speedup"), ".2f"), _fmt(r.get("fft_limit_img_s")),
                      _fmt(r.get("vs_fft_limit"), ".2f"), _fmt(r.get("vs_fft_limit_same_mode"), ".2f"), (err or reason + skips).replace("|", "/").replace("\n", " ")[:160]])
-    return [f"backend {res.get('backend')}"] + _table(
+    return [f"backend {res.get('backend')}; APRSingleBatch rows against the two-input limit (fft2_limit: rfftn of both "
+            "inputs + irfftn)"] + _table(
         ["target", "mode", "batch", "graphs", "breaks", "compile s", "eager img/s", "compiled img/s", "speed-up",
          "FFT-only limit img/s", "compiled / limit", "compiled / limit in the same mode", "error / first break reason"], rows) + (
         [f"- {res['note']}"] if res.get("note") else [])

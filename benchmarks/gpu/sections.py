@@ -259,25 +259,28 @@ def run_eval(ctx: Context) -> None:
                            "random weights, 32 px, images/s of the faster of the repeats, each method doing all cells in one go; "
                            "forward share not measured on CUDA (its synchronisation would serialise the streaming); "
                            "max acc diff: per cell, aprkit (AMP on CUDA) vs the fp32 baseline (random weights: near-ties flip)")
-    per_image = None  # seconds per image and method of the model before (a repeat of the next one must fit)
+    per_image = None  # seconds per image and method of the model before, and its parameter count (a repeat of the
+    before = 1  # next one must fit; its cost is scaled by the parameters, at least a quarter: reading data is shared)
     for i, (name, kw) in enumerate(plans):
+        torch.manual_seed(0)
+        net = create_model(name, num_classes=10)
+        params = sum(p.numel() for p in net.parameters())
         images = kw["n_per_severity"] * (1 + 5 * len(kw.get("corruptions") or BENCHMARK))
-        need = 15.0 if per_image is None else max(15.0, 1.5 * 2 * images * per_image)  # both methods, one repeat
+        need = 15.0 if per_image is None else max(15.0, 1.5 * 2 * images * per_image * max(0.25, params / before))
         if i and ctx.left() < need:
             ctx.skip(f"{name} (about {need:.0f} s needed, {ctx.left():.0f} s left)")
             continue
-        torch.manual_seed(0)
         ctx.log(f"{name}: {kw}")
         t0 = time.perf_counter()
         try:
-            rows[name] = row = compare(create_model(name, num_classes=10), ctx.device, interleave="run",
-                                       deadline=ctx.deadline, time_forward=not ctx.is_cuda, **kw)
+            rows[name] = row = compare(net, ctx.device, interleave="run", deadline=ctx.deadline,
+                                       time_forward=not ctx.is_cuda, **kw)
         except Exception as err:  # recorded (the section is an error); the next model is still tried
             ctx.results.setdefault("errors", {})[name] = _err(err)
             ctx.problem(f"{name} failed")
             continue
         runs = 2 * max(1, int(row.get("repeats") or 1))  # the methods' repeats done, each over every image
-        per_image = (time.perf_counter() - t0) / (runs * images)
+        per_image, before = (time.perf_counter() - t0) / (runs * images), params
         ctx.save()
 
 

@@ -347,10 +347,10 @@ def _warn_other_size(model: nn.Module, size: torch.Size) -> None:
         return
     (h, w), (dh, dw) = (int(v) for v in native[-2:]), (int(v) for v in size)
     if (h, w) != (dh, dw):
+        how = f" (e.g. folder:DIR?resize={h}&crop={h})" if h == w else ""
         warnings.warn(f"the model was made for {h}x{w} inputs (its input_size) and the data's images are {dh}x{dw}: "
-                      "its numbers measure it at another resolution; bring the images to its size (e.g. "
-                      f"folder:DIR?resize={h}&crop={h}) unless that is what you mean to measure",
-                      RuntimeWarning, stacklevel=4)
+                      f"its numbers measure it at another resolution; bring the images to its size{how} unless that "
+                      "is what you mean to measure", RuntimeWarning, stacklevel=4)
 
 
 def class_sorted_limit(labels: Any, limit: int) -> str | None:

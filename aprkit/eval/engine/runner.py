@@ -143,8 +143,6 @@ def evaluate(
             raise option_error(k, names, registry)  # data given to no selected suite: accepted and never read
         opts.setdefault(k, v)
     parsed = parse_suite_options(names, opts)  # a bad value fails here, before any work
-    for suite_options in parsed.values():  # resources a suite needs (frost textures): missing ones fail here too
-        suite_options.preflight(download)
     warn_if_limit_takes_few_classes(data, limit, names)
     warn_if_limit_ignored(names, limit)
     dev = resolve_device(device)
@@ -164,7 +162,7 @@ def evaluate(
     results = Results(out_dir=out)
     try:
         load = dict(num_classes=num_classes, checkpoint=checkpoint, device=dev, random_init=random_init,
-                    drop_head=drop_head)
+                    drop_head=drop_head, download=download)
         ctx_kw = dict(device=dev, batch_size=batch_size, num_workers=num_workers, amp=amp, seed=seed,
                       progress=progress, cache=cache, out_dir=out, options=opts, parsed_options=parsed)
         _evaluate_models(run, models, labels, names, results, data, channels_last, load, ctx_kw)
@@ -195,8 +193,12 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
                                            load["drop_head"], seed=int(ctx_kw["seed"]))
         except BaseException as err:
             run.unloadable = labels[pos]
-            run.load_error = f"{type(err).__name__}: {err}"
+            if isinstance(err, Exception):  # not an interrupt
+                run.load_error = f"{type(err).__name__}: {err}"
             raise
+        if pos == 0:  # the suites' checks before any of them runs (after the model and data checks: their errors first)
+            for sname in names:
+                ctx_kw["parsed_options"][sname].preflight(data_for(data, sname), load["download"])
         net.eval()
         sync_weights(net)
         use_cl = wants_channels_last(net, has_conv(net) if channels_last is None else bool(channels_last))

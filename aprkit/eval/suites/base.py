@@ -75,10 +75,10 @@ class SuiteOptions(BaseModel):
             msg = first["msg"][:1].lower() + first["msg"][1:]
             raise kind(f"option {key!r} of suite {suite!r}: {msg}, got {first['input']!r}") from None
 
-    def preflight(self, download: bool = False) -> None:
-        """Checks run once before any work of a run (``evaluate`` calls it after parsing): resources these options
-        need that a later step would miss only after hours of others (default: none). ``download``: fetch what can
-        be fetched."""
+    def preflight(self, data: Any, download: bool = False) -> None:
+        """Checks run once before any suite of a run does (``evaluate`` calls them once the first model has loaded):
+        resources these options need on ``data`` (the suite's) that a later step would miss only after hours of
+        others (default: none). ``download``: fetch what can be fetched."""
 
 
 class LimitOption(SuiteOptions):

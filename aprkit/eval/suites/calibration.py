@@ -56,9 +56,9 @@ class CalibrationOptions(CorruptionOptions):
     calibration_corrupted: bool = True
     """also measure calibration under the corruptions (else clean data only)"""
 
-    def preflight(self, download: bool = False) -> None:
+    def preflight(self, data: Any, download: bool = False) -> None:
         if self.calibration_corrupted:  # else it reads no corrupted cell
-            super().preflight(download)
+            super().preflight(data, download)
 
 
 class CalibrationResult(TypedDict):

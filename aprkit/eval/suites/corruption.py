@@ -156,13 +156,15 @@ class CorruptionOptions(LimitOption):
                              "reads it; drop it or name the corruptions")
         return self
 
-    def preflight(self, download: bool = False) -> None:
-        """Generated frost needs the frost textures: found (with ``download``, fetched) before any model runs, not
-        at the frost cell after the clean pass and the other corruptions."""
+    def preflight(self, data: Any, download: bool = False) -> None:
+        """Generated frost needs the frost textures: found (with ``download``, fetched) before any suite runs, not
+        at the frost cell after the clean pass and the other corruptions; the data is opened first (its error
+        first)."""
         generated = self.corrupted is None or getattr(self.corrupted, "origin", None) == "generated"
         if generated and "frost" in self.corruptions:
             from aprkit.corruptions import find_frost_dir
 
+            as_dataset(data)
             find_frost_dir(download=download)
 
     def grid(self) -> tuple[list[str], list[int]]:
