@@ -19,6 +19,8 @@ def test_example_smoke(name, monkeypatch, capsys):
     if name == "augment_albumentations":
         monkeypatch.setenv("NO_ALBUMENTATIONS_UPDATE", "1")
         pytest.importorskip("albumentations")
+    if name == "augment_kornia":  # a required dependency, absent from the lent GPU image
+        pytest.importorskip("kornia")
     pytest.importorskip("aprkit.data.synthetic")
     monkeypatch.setattr(sys, "argv", [f"{name}.py", "--smoke", "--device", "cpu"])
     monkeypatch.syspath_prepend(str(EXAMPLES))
