@@ -78,3 +78,36 @@ def test_a_model_trained_at_another_size_records_it(tmp_path) -> None:
     assert model.input_size == (3, 64, 64)
     save_checkpoint(tmp_path / "m.pt", model, arch="resnet20")
     assert load_model(str(tmp_path / "m.pt")).input_size == (3, 64, 64)  # no warning when evaluated at 64 px
+
+
+def test_stimuli_scored_by_a_model_of_other_classes_are_refused(tmp_path) -> None:
+    from aprkit.eval import evaluate
+    from aprkit.models import create_model
+
+    from aprkit.data.cue_conflict import write_synthetic_cue_conflict
+
+    write_synthetic_cue_conflict(tmp_path / "cc", per_shape=1, size=32)
+    with pytest.raises(ValueError, match="16"):  # the model's 10 outputs against the stimuli's 16 categories
+        evaluate(create_model("resnet20"), "calibration", f"cue-conflict:{tmp_path / 'cc'}", random_init=True,
+                 progress=False, options={"calibration_corrupted": False})
+
+
+def test_evaluate_gives_the_model_back_in_its_train_modes() -> None:
+    from aprkit.eval import evaluate
+    from aprkit.models import create_model
+
+    net = create_model("resnet20").train()
+    net.bn1.eval()  # a frozen batch norm stays frozen
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    evaluate(net, "calibration", (images, torch.arange(4) % 2), random_init=True, progress=False,
+             options={"calibration_corrupted": False})
+    assert net.training and not net.bn1.training and net.layer1.training
+
+
+def test_a_run_folder_given_as_model_names_its_checkpoint(tmp_path) -> None:
+    from aprkit.models import load_model
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.pt").write_bytes(b"")
+    with pytest.raises(IsADirectoryError, match=r"is a folder; expected a checkpoint file in it, e.g. .*model\.pt"):
+        load_model(str(tmp_path / "run"))

@@ -160,6 +160,9 @@ class CueConflict(Dataset):
         self.shape_labels = torch.tensor([s.shape_label for s in self.stimuli], dtype=torch.long)
         self.texture_labels = torch.tensor([s.texture_label for s in self.stimuli], dtype=torch.long)
         self.names = [s.path.name for s in self.stimuli]
+        #: the labels' classes (the shape categories): the suites that score a model's own classes check its outputs
+        #: against them (a 1000-class model scored 0 % on the stimuli's 16 labels without a word)
+        self.classes = list(self.categories)
         #: stable identifier for result caches (root, filter, count, categories and transform), or None when the
         #: transform cannot be named (no ``cache_id`` string of its own): caches then hash sampled items instead
         which = "conflicting" if conflicting_only else "all"

@@ -308,7 +308,9 @@ def _build(spec: nn.Module | str | os.PathLike, num_classes: int | None, checkpo
 
             path = Path(text).expanduser()
             if path.is_dir():
-                raise IsADirectoryError(f"model spec {text!r} is a folder; expected a checkpoint file in it")
+                found = [n for n in ("model.pt", "last.pt") if (path / n).is_file()]  # an aprkit train run's
+                hint = f", e.g. {str(path / found[0])!r}" if found else ""
+                raise IsADirectoryError(f"model spec {text!r} is a folder; expected a checkpoint file in it{hint}")
             if path.suffix.lower() in (".th", ".pt", ".pth", ".ckpt", ".bin", ".safetensors") or "/" in text \
                     or os.sep in text:
                 raise FileNotFoundError(f"model checkpoint {text!r} does not exist (it reads as a file path: "

@@ -364,8 +364,9 @@ def class_sorted_limit(labels: Any, limit: int) -> str | None:
     if first == every or int((t[1:] != t[:-1]).sum()) + 1 != every:  # grouped: each class in one run, any order
         return None
     return (f"limit={limit} takes the first {limit} images of a dataset ordered by class: they cover {first} of its "
-            f"{every} classes. Pass a shuffled order (a CIFAR PNG tree with its test_order.csv), a class-balanced "
-            f"sample (aprkit.data.subset(dataset, {limit}, seed=0)) or evaluate all of it")
+            f"{every} classes. Pass a shuffled order (a CIFAR PNG tree with its test_order.csv), a seeded random "
+            f"sample (aprkit.data.subset(dataset, {limit}, seed=0): every class, about {limit // every} each, not "
+            "balanced) or evaluate all of it")
 
 
 def _warn_class_sorted_limit(dataset: Dataset, n: int) -> None:

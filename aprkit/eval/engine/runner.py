@@ -112,7 +112,8 @@ def evaluate(
     ``results.json`` and the report hold every suite finished in that folder (this run's and earlier runs'), the
     returned :class:`Results` this call's models only. A report section that fails to render raises after the files
     are written. ``amp`` defaults to on for CUDA, off on CPU; ``channels_last`` defaults to on for convolutional
-    models on every device (it converts the model's parameters in place; on CPU the oneDNN convolutions run 1.2-1.4x
+    models on every device (it converts the model's parameters in place, while a module's train/eval modes come back as
+    they were; on CPU the oneDNN convolutions run 1.2-1.4x
     faster in that layout, see ``benchmarks/bench_eval.py``). ``download``: fetch what the suites need besides the
     data and lack, before any work: the frost textures of generated frost (2 MB, see
     :func:`aprkit.corruptions.find_frost_dir`); data specs are fetched by ``aprkit.data.resolve_spec(spec,
@@ -185,6 +186,19 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
                      data: Any, channels_last: bool | None, load: dict[str, Any], ctx_kw: dict[str, Any]) -> None:
     """Each model (``load``: :func:`load_eval_model`'s settings) through each suite (``ctx_kw``: the
     ``EvalContext`` settings), recording every finished suite in the run's index as it ends."""
+    # the caller's modules come back in the train/eval modes they had (each submodule's: a frozen batch norm stays
+    # frozen; a model evaluated between epochs trains on in train mode); the suites run them in eval mode
+    modes = {mod: mod.training for m in models.values() if isinstance(m, nn.Module) for mod in m.modules()}
+    try:
+        _run_models(run, models, labels, names, results, data, channels_last, load, ctx_kw)
+    finally:
+        for mod, training in modes.items():
+            mod.training = training
+
+
+def _run_models(run: _Run, models: Mapping[Any, Any], labels: list[str], names: list[str], results: Results,
+                data: Any, channels_last: bool | None, load: dict[str, Any], ctx_kw: dict[str, Any]) -> None:
+    """:func:`_evaluate_models`' work, the models left in eval mode."""
     registry = load_suites()
     dev = load["device"]
     for pos, (given_id, m) in enumerate(models.items()):
