@@ -64,6 +64,10 @@ def test_the_textures_are_fetched_into_the_data_root_and_found_there(no_textures
     assert (no_textures / MARKER).is_file() and (no_textures / "frost5.jpg").is_file()
     assert find_frost_dir() == no_textures  # found without download now
     assert not (no_textures.parent / ".aprkit-downloads-frost").exists()  # the wheel is not kept
+    (no_textures / "frost2.png").unlink()  # deleted by hand below the marker: not found, fetched again
+    with pytest.raises(FileNotFoundError, match="frost texture images"):
+        find_frost_dir()
+    assert find_frost_dir(download=True, progress=False) == no_textures and (no_textures / "frost2.png").is_file()
     assert corrupt(torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "frost", 3, "cifar",
                    torch.Generator().manual_seed(0)).shape == (1, 3, 32, 32)
 

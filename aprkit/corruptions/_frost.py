@@ -24,7 +24,7 @@ import torch
 
 from .._tensor_cache import tensor_cache
 from ..data.download import data_root
-from ..data.sources import RemoteFile, Source, ensure_source
+from ..data.sources import MARKER, RemoteFile, Source, ensure_source
 
 __all__ = ["FROST_FILES", "FROST_SOURCE", "find_frost_dir", "frost_textures", "texture_digest"]
 
@@ -94,7 +94,9 @@ def find_frost_dir(frost_dir: str | os.PathLike | None = None, *, download: bool
     if found is not None:
         return found
     if download:
-        return ensure_source(FROST_SOURCE, download=True, progress=progress)
+        target = data_root() / FROST_SOURCE.folder
+        (target / MARKER).unlink(missing_ok=True)  # files deleted by hand below a marker: fetched again
+        return ensure_source(FROST_SOURCE, target, download=True, progress=progress)
     raise FileNotFoundError(
         "the frost corruption needs the frost texture images (frost1.png .. frost5.jpg): download them (2 MB) with "
         "--download (aprkit eval, corrupt, demo) or aprkit.corruptions.find_frost_dir(download=True), or install "
