@@ -53,3 +53,20 @@ def test_a_model_made_for_another_input_size_warns() -> None:
     with pytest.warns(RuntimeWarning, match=r"made for 32x32 inputs \(its input_size\) and the data's images are 40x40"):
         evaluate(net, "calibration", (images, torch.arange(4) % 2), random_init=True, progress=False,
                  options={"calibration_corrupted": False})
+
+
+def test_a_model_that_resizes_its_inputs_itself_does_not_warn() -> None:
+    import warnings
+
+    from aprkit.eval import evaluate
+    from aprkit.models.foreign import Preprocess
+
+    inner = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 10))
+    net = Preprocess(inner, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2), resize=36, crop=32, num_classes=10)
+    assert net.input_size == (3, 32, 32)
+    images = torch.randint(0, 256, (4, 3, 48, 40), dtype=torch.uint8)  # any size: it resizes them itself
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="the model was made for")
+        evaluate(net, "calibration", (images, torch.arange(4) % 2), random_init=True, progress=False,
+                 options={"calibration_corrupted": False})
