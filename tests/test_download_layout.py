@@ -21,7 +21,7 @@ from aprkit.data.sources import MARKER, RemoteFile, Source, ensure_source
 
 def _source(server: LocalServer, data: bytes, md5: bool = True) -> Source:
     server.files["/d.tar"] = data
-    check = sources._check_files(("b.txt", "sub/a.txt"))
+    check = sources.check_files(("b.txt", "sub/a.txt"))
     return Source("d", "D", (RemoteFile(server.url + "/d.tar", "d.tar", hashlib.md5(data).hexdigest() if md5 else None),),
                   "D", check)
 

@@ -24,7 +24,7 @@ import torch
 
 from .._tensor_cache import tensor_cache
 from ..data.download import data_root
-from ..data.sources import MARKER, RemoteFile, Source, ensure_source
+from ..data.sources import MARKER, RemoteFile, Source, check_files, ensure_source
 
 __all__ = ["FROST_FILES", "FROST_SOURCE", "find_frost_dir", "frost_textures", "texture_digest"]
 
@@ -34,16 +34,11 @@ _WHEEL = ("https://files.pythonhosted.org/packages/3e/40/ff4a79ad7ab6463fe2fde79
           "imagecorruptions-1.1.2-py3-none-any.whl")
 
 
-def _check(d: Path) -> str | None:
-    missing = [f for f in FROST_FILES[:5] if not (d / f).is_file()]
-    return f"missing {', '.join(missing)}" if missing else None
-
-
 #: where ``download=True`` fetches the textures from: the imagecorruptions wheel (a zip; MD5 of PyPI's file), whose
 #: ``imagecorruptions/frost`` folder lands in ``data_root()/frost``
 FROST_SOURCE = Source("frost", "frost",
                       (RemoteFile(_WHEEL, _WHEEL.rsplit("/", 1)[1], "9311416fb21be0bf95ef30207c3905d7"),),
-                      "imagecorruptions/frost", _check)
+                      "imagecorruptions/frost", check_files(FROST_FILES[:5]))
 
 
 def _complete(d: Path) -> bool:

@@ -53,7 +53,7 @@ from .download import (
     zenodo_md5,
 )
 
-__all__ = ["CIFAR_BINARY", "MARKER", "MIRROR_ENV", "RemoteFile", "Source", "SOURCES", "ensure_source"]
+__all__ = ["CIFAR_BINARY", "MARKER", "MIRROR_ENV", "RemoteFile", "Source", "SOURCES", "check_files", "ensure_source"]
 
 MARKER = ".aprkit-complete"
 MIRROR_ENV = "APRKIT_DOWNLOAD_MIRROR"
@@ -109,7 +109,7 @@ def _cifar(name: str, archive: str, md5: str) -> Source:
     the archive's top folder and where it lands; complete when every batch and the meta file are there."""
     folder, files, _, meta, _ = CIFAR_BINARY[name]
     return Source(name, folder, (RemoteFile(f"{_KRIZ}/{archive}", archive, md5),), folder,
-                  _check_files((*files["train"], *files["test"], meta)))
+                  check_files((*files["train"], *files["test"], meta)))
 
 
 def _check_folder_c(p: Path) -> str | None:
@@ -129,7 +129,8 @@ def _check_cue_conflict(p: Path) -> str | None:
     return None if n == 1280 else f"{n} stimuli instead of the published 1,280"
 
 
-def _check_files(names: tuple[str, ...]) -> Callable[[Path], str | None]:
+def check_files(names: tuple[str, ...]) -> Callable[[Path], str | None]:
+    """A layout check (``Source.check``): ``None`` when a folder holds every file of ``names``, else which miss."""
     return lambda p: _missing([p / n for n in names])
 
 
@@ -179,7 +180,7 @@ SOURCES: dict[str, Source] = {
         for n, m in zip(_HUMANS, _HUMAN_MD5, strict=True)) + (RemoteFile(
             f"{_TVS_RAW}/style-transfer-512-nomask-experiment-trained-CNNs/{_RESNET50}", _RESNET50,
             "66c4ae7cb3fbf9669614a1593e6d2fd6"),),
-        None, _check_files(_HUMANS + (_RESNET50,))),
+        None, check_files(_HUMANS + (_RESNET50,))),
 }
 
 
