@@ -812,3 +812,71 @@ def test_the_phase_code_gives_a_bin_without_phase_phase_zero():
     mean = fb.abs().mean(0)
     torch.testing.assert_close(with_magnitude(a, mean, "phase"),
                                torch.fft.ifftn(torch.polar(mean.expand_as(fa), fa.angle()), dim=(-2, -1)).real)
+
+
+def test_a_vit_taking_any_image_size_is_read_on_its_input_grid() -> None:
+    """timm's ``dynamic_img_size`` ViT configured for 16 x 32 images and given 32 x 16 ones has an 8 x 4 patch grid:
+    the transplant rows and FeatureAPR read the tokens on it (they took the configured 4 x 8 grid, transposing every
+    row of patches without a word), and a square input's grid is square."""
+    import timm
+
+    from aprkit.hidden import PatchGrid, attach, feature_apr
+
+    torch.manual_seed(0)
+    vit = timm.models.VisionTransformer(img_size=(16, 32), patch_size=4, embed_dim=16, depth=1, num_heads=2,
+                                        num_classes=4, dynamic_img_size=True, global_pool="avg").eval()
+    tall = natural_images(16, 32, seed=1).transpose(-1, -2)[..., :16].contiguous()  # 32 x 16
+    feats: list[torch.Tensor] = []
+    h = vit.head.register_forward_pre_hook(lambda m, a: feats.append(a[0]))
+    with torch.no_grad():  # timm starts the head at zero (one class for every image): a random head, centred
+        vit(tall.float() / 255)
+        f = feats[0]
+        vit.head.weight.copy_(torch.randn(vit.head.weight.shape, generator=torch.Generator().manual_seed(1))
+                              / f.std(0).mean())
+        vit.head.bias.copy_(-(vit.head.weight @ f.mean(0)))
+    h.remove()
+    for images, grid in ((tall, [8, 4]), (natural_images(16, 32, seed=1), [8, 8])):
+        rows = transplant_test(vit, images, ["blocks.0"], n_pairs=4, batch_size=8)["rows"]
+        assert rows[0]["shape"] == [16, *grid]
+    with PatchGrid(vit) as patches:
+        vit(tall[:2].float() / 255)
+    assert patches.grid == (8, 4) and not vit.patch_embed._forward_pre_hooks
+    seen: dict[str, torch.Tensor] = {}
+    vit.train()
+    handle = attach(vit, ["blocks.0"], p=1.0)
+    vit.blocks[0].register_forward_hook(lambda m, a, o: seen.setdefault("in", o.detach().clone()), prepend=True)
+    vit.norm.register_forward_pre_hook(lambda m, a: seen.setdefault("out", a[0].detach().clone()))
+    torch.manual_seed(5)
+    vit(tall[:4].float() / 255)
+    torch.manual_seed(5)
+    want = feature_apr(seen["in"], p=1.0, num_prefix_tokens=1, grid=(8, 4))
+    torch.testing.assert_close(seen["out"], want)
+    assert handle.modules["blocks.0"].grid == (8, 4)
+    handle.remove()
+    assert not vit.patch_embed._forward_pre_hooks
+
+
+def test_a_plain_sequential_network_is_swept_at_its_activations() -> None:
+    """AllConv (and VGG-like nets) are one ``nn.Sequential`` of plain layers: no repeated blocks, so the default
+    sweep failed ("found no repeated blocks"); their activation modules (AllConv's own SigmoidGELU among them) now
+    stand for the blocks, the output site after each and the pre-activation site before it."""
+    from aprkit.hidden import Site, last_activation_site, list_blocks
+    from aprkit.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("allconv", num_classes=10, width1=8, width2=16).eval()
+    blocks = list_blocks(net)
+    assert blocks == [f"features.{i}" for i in (2, 5, 8, 13, 16, 19, 24, 27, 30)]
+    assert last_activation_site(net, "features.2") == Site("features.2", "input", -1)
+    x = natural_images(24, 32, seed=1)
+    with torch.no_grad():  # a random head, centred on these images: predictions of several classes
+        f = net.forward_features(x.float() / 255)
+        net.classifier.weight.copy_(torch.randn(10, f.shape[1], generator=torch.Generator().manual_seed(0))
+                                    / f.std(0).mean())
+        net.classifier.bias.copy_(-(net.classifier.weight @ f.mean(0)))
+    res = layer_sweep(net, x, n_pairs=8, n_control=8, sites=["output", "input"], codes=["sign"], every=4)
+    assert [(r["layer"], r["site"]) for r in res["rows"]] == [
+        (b, s) for s in ("output", "input") for b in ("features.2", "features.16", "features.30")]
+    assert all(r["identity_agreement"] == 1.0 for r in res["rows"]) and not res["skipped"]
+    with pytest.raises(ValueError, match="no activation modules.*transplant_layers"):
+        list_blocks(nn.Sequential(nn.Conv2d(3, 4, 1), nn.Flatten()))

@@ -16,23 +16,72 @@ from .feature_apr import FeatureAPR, Lam
 from .layout import check_channels_first, site_prefix_tokens
 from .sites import Site, resolve_module
 
-__all__ = ["attach", "AttachHandle", "detach", "token_layout", "compiled_modules"]
+__all__ = ["attach", "AttachHandle", "detach", "token_layout", "PatchGrid", "compiled_modules"]
+
+
+def _timm_vit(model: nn.Module) -> nn.Module | None:
+    """The timm ViT in ``model`` (itself or a wrapper's ``.model``): the module stating ``num_prefix_tokens``."""
+    for m in (model, getattr(model, "model", None)):
+        if m is not None and getattr(m, "num_prefix_tokens", None) is not None:
+            return m
+    return None
 
 
 def token_layout(model: nn.Module) -> tuple[int | None, tuple[int, int] | None]:
-    """``(num_prefix_tokens, grid)`` read from a timm ViT (or a wrapper with ``.model``); ``None`` if unknown."""
-    for m in (model, getattr(model, "model", None)):
-        if m is None:
-            continue
-        k = getattr(m, "num_prefix_tokens", None)
-        if k is not None:
-            grid = getattr(getattr(m, "patch_embed", None), "grid_size", None)
-            if grid is not None:
-                gh, gw = (int(v) for v in grid)
-                if gh != gw:
-                    return int(k), (gh, gw)
-            return int(k), None
-    return None, None
+    """``(num_prefix_tokens, grid)`` read from a timm ViT (or a wrapper with ``.model``); ``None`` if unknown.
+    The grid is the configured one (``patch_embed.grid_size``, given when not square); a ViT that takes other image
+    sizes (timm's ``dynamic_img_size``) has the grid of its input: :class:`PatchGrid` reads that in a forward."""
+    m = _timm_vit(model)
+    if m is None:
+        return None, None
+    grid = getattr(getattr(m, "patch_embed", None), "grid_size", None)
+    if grid is not None:
+        gh, gw = (int(v) for v in grid)
+        if gh != gw:
+            return int(m.num_prefix_tokens), (gh, gw)
+    return int(m.num_prefix_tokens), None
+
+
+class PatchGrid:
+    """The patch grid of the images a timm ViT's patch embedding received in its latest forward (per thread: a
+    DataParallel's replicas share the hook), read by a forward pre-hook: ``with PatchGrid(model) as pg:
+    model(x); pg.grid``. ``grid`` is ``None`` for a model without a patch embedding or before a forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        vit = _timm_vit(model)
+        self.module: nn.Module | None = getattr(vit, "patch_embed", None) if vit is not None else None
+        self._local = threading.local()
+        self._hook: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:  # a thread-local does not pickle: an attached model does
+        return {k: v for k, v in self.__dict__.items() if k not in ("_local", "_hook")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local, self._hook = threading.local(), None
+
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        return getattr(self._local, "grid", None)
+
+    def __call__(self, mod: nn.Module, args: Any) -> None:
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and x.ndim == 4:
+            size = (int(x.shape[-2]), int(x.shape[-1]))
+            feat = getattr(mod, "dynamic_feat_size", None)  # timm: the grid of an image size, padding included
+            patch = getattr(mod, "patch_size", None)
+            self._local.grid = (tuple(int(v) for v in feat(size)) if callable(feat) else
+                                (size[0] // int(patch[0]), size[1] // int(patch[1])) if patch is not None else None)
+
+    def __enter__(self) -> PatchGrid:
+        if self.module is not None:
+            self._hook = self.module.register_forward_pre_hook(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
 
 
 def compiled_modules(model: nn.Module) -> list[str]:
@@ -101,7 +150,8 @@ def attach(
     auto_k, auto_grid = token_layout(model)
     model_k = auto_k if num_prefix_tokens is None else None  # the model's count, fitted per output (patch_embed: 0)
     k = num_prefix_tokens if num_prefix_tokens is not None else auto_k
-    grid = grid if grid is not None else auto_grid
+    patches = PatchGrid(model) if grid is None else None  # the grid of each forward's images (dynamic_img_size)
+    fixed, grid = grid is not None, grid if grid is not None else auto_grid
     resolved: list[tuple[str, nn.Module]] = []
     for name in layers:
         try:  # a module's name first: ModuleDict keys may hold ':' ("stage:a")
@@ -122,7 +172,8 @@ def attach(
                          "aprkit.hidden.detach(model) for a copy")
     hooks: list[Any] = []
     modules: dict[str, FeatureAPR] = {}
-    state = _HookState(model, model_k, grid, [m for m in model.modules() if hasattr(m, "grad_checkpointing")])
+    state = _HookState(model, model_k, grid, [m for m in model.modules() if hasattr(m, "grad_checkpointing")],
+                       None if fixed else patches)
     for full, module in resolved:
         apr = FeatureAPR(p=p, dims=dims, mode=mode, lam=lam, num_prefix_tokens=k, grid=grid, generator=generator)
         modules[full] = apr
@@ -131,16 +182,20 @@ def attach(
     # checkpointing, in the backward pass, falls outside it)
     hooks.append(model.register_forward_pre_hook(state.open_forward))
     hooks.append(model.register_forward_hook(state.close_forward, always_call=True))
+    if patches is not None and patches.module is not None:
+        hooks.append(patches.module.register_forward_pre_hook(patches))
     return AttachHandle(hooks, modules)
 
 
 class _HookState:
-    """What the hooks of one :func:`attach` call share: the model (for the layout check), its token layout, the
-    modules holding timm's activation-checkpointing switch, and whether the generator warning was given."""
+    """What the hooks of one :func:`attach` call share: the model (for the layout check), its token layout (the
+    patch grid given, else each forward's from ``patches``, else the configured one), the modules holding timm's
+    activation-checkpointing switch, and whether the generator warning was given."""
 
     def __init__(self, model: nn.Module, model_k: int | None, grid: tuple[int, int] | None,
-                 switches: list[nn.Module]) -> None:
+                 switches: list[nn.Module], patches: PatchGrid | None = None) -> None:
         self.model, self.model_k, self.grid, self.switches, self.warned = model, model_k, grid, switches, False
+        self.patches = patches
         # per thread (DataParallel runs its replicas, which share these hooks, in threads): for each attached module,
         # its calls in the model's forward running in this thread (None outside one)
         self._local = threading.local()
@@ -157,6 +212,11 @@ class _HookState:
 
     def close_forward(self, mod: nn.Module, args: Any, out: Any) -> None:
         self._local.calls = None  # also after a forward that raised (registered with always_call)
+
+    def token_grid(self) -> tuple[int, int] | None:
+        """The patch grid of this forward's tokens: the one given to attach, else the patch embedding's input's."""
+        seen = self.patches.grid if self.patches is not None else None
+        return seen if seen is not None else self.grid
 
     def count(self, full: str) -> None:
         """Refuse a module that the model's forward calls a second time (torchvision's ResNet blocks call one ReLU
@@ -192,8 +252,10 @@ class _FeatureHook:
         if out.ndim == 4 and tuple(out.shape[1:]) not in self.checked:  # a (B, H, W, C) map would mix channels
             check_channels_first(st.model, full, tuple(out.shape), f"layer {full!r} output")
             self.checked.add(tuple(out.shape[1:]))
-        if out.ndim == 3 and st.model_k is not None:
-            apr.num_prefix_tokens = site_prefix_tokens(out.shape[1], st.model_k, st.grid)
+        if out.ndim == 3:
+            grid = apr.grid = st.token_grid()
+            if st.model_k is not None:
+                apr.num_prefix_tokens = site_prefix_tokens(out.shape[1], st.model_k, grid)
         if apr.generator is not None and not st.warned and any(m.grad_checkpointing for m in st.switches):
             st.warned = True
             warnings.warn("FeatureAPR draws from generator=, which activation checkpointing does not restore: the "
@@ -220,7 +282,8 @@ def detach(model: nn.Module) -> dict[str, FeatureAPR]:
         for i in _feature_hooks(module):
             found[name] = module._forward_hooks.pop(i).apr
         for hooks in (module._forward_pre_hooks, module._forward_hooks):  # the call count's hooks on the model
-            for i in [i for i, h in hooks.items() if isinstance(getattr(h, "__self__", None), _HookState)]:
+            for i in [i for i, h in hooks.items()
+                      if isinstance(getattr(h, "__self__", None), _HookState) or isinstance(h, PatchGrid)]:
                 del hooks[i]
                 module._forward_hooks_always_called.pop(i, None)
     return found

@@ -52,9 +52,11 @@ FUNCTIONAL_OPS: dict[str, tuple[Callable, ...]] = {
 }
 _ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Hardswish, nn.PReLU, nn.ELU, nn.SELU,
                        nn.CELU, nn.Mish)
-#: class names of other libraries' activation modules (timm's GELU, GELUTanh, QuickGELU, Swish, HardSwish, ...)
+#: class names of other libraries' activation modules (timm's GELU, GELUTanh, QuickGELU, Swish, HardSwish, ...;
+#: aprkit's AllConv SigmoidGELU)
 _ACTIVATION_NAMES = frozenset({"relu", "relu6", "gelu", "gelutanh", "quickgelu", "silu", "swish", "hardswish",
-                               "hardswishme", "swishme", "leakyrelu", "prelu", "elu", "selu", "celu", "mish", "mishme"})
+                               "hardswishme", "swishme", "leakyrelu", "prelu", "elu", "selu", "celu", "mish", "mishme",
+                               "sigmoidgelu"})
 #: squeeze-excite gates: their activations act on pooled (B, C, 1, 1) vectors, not on the block's feature map
 _GATE = re.compile(r"squeeze|excit|^se$|^se\d|semodule|seblock", re.IGNORECASE)
 
@@ -143,7 +145,8 @@ def resolve_module(model: nn.Module, name: str) -> tuple[str, nn.Module]:
 def list_blocks(model: nn.Module) -> list[str]:
     """Names of the repeated blocks, in definition order: children of every ``nn.Sequential`` /
     ``nn.ModuleList`` whose children all have submodules (ResNet ``layerN.i``, ViT ``blocks.i``,
-    MobileNetV2 ``features.i``)."""
+    MobileNetV2 ``features.i``). A network of plain layers in one ``nn.Sequential`` (VGG, AllConv) has none: its
+    activation modules stand for the blocks (outside squeeze-excite gates), each one's output a layer's."""
     found: list[str] = []
 
     def visit(prefix: str, mod: nn.Module) -> None:
@@ -158,7 +161,10 @@ def list_blocks(model: nn.Module) -> list[str]:
 
     visit("", model)
     if not found:
-        raise ValueError("found no repeated blocks (nn.Sequential of submodules) in the model; pass layers=[...]")
+        found = [n for n, m in model.named_modules() if n and _is_activation(m) and not _in_gate(model, n)]
+    if not found:
+        raise ValueError("found no repeated blocks (nn.Sequential of submodules) and no activation modules in the "
+                         "model; pass layers=[...] (aprkit eval: --set 'transplant_layers=[layer2.1]')")
     return found
 
 
@@ -168,9 +174,9 @@ def last_activation_site(model: nn.Module, block: str) -> Site:
     functional ``relu`` called inside it (``"<block>:relu"``) when it has none; the last call. (The transplant sweep
     then takes the first functional activation the block calls, e.g. GFNet's ``gelu``.)"""
     full, mod = resolve_module(model, block)
-    acts = [n for n, m in mod.named_modules() if n and _is_activation(m) and not _in_gate(mod, n)]
-    if acts:
-        return Site(f"{full}.{acts[-1]}", "input", -1)
+    acts = [n for n, m in mod.named_modules() if _is_activation(m) and not _in_gate(mod, n)]
+    if acts:  # the block itself where it is an activation (a plain network's, see list_blocks)
+        return Site(f"{full}.{acts[-1]}" if acts[-1] else full, "input", -1)
     return Site(f"{full}:relu", "input", -1)
 
 

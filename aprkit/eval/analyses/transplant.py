@@ -45,7 +45,7 @@ from torch import nn
 from ..._checks import check_positive_int
 from ..._hash import derive_seed
 from ...hidden import codes as C
-from ...hidden.attach import compiled_modules, token_layout
+from ...hidden.attach import PatchGrid, compiled_modules, token_layout
 from ...hidden.capture import predict_intervened
 from ...hidden.sites import Site, last_activation_site, list_blocks, resolve_module
 from ...models.base import eval_mode
@@ -119,7 +119,8 @@ def _prepare(model, data, labels, n_pairs, generator, batch_size, max_images, nu
         device = torch.device("cpu")
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), images.dtype)
     images = images.to(dtype)  # a half or double model takes its own precision (load_data gives float32)
-    clean, logits = predict_intervened(model, images, batch_size, device)
+    with PatchGrid(model) as patches:  # a ViT taking any image size (dynamic_img_size) has its input's grid
+        clean, logits = predict_intervened(model, images, batch_size, device)
     if labels is not None and int(labels.max()) >= logits.shape[1]:
         raise ValueError(f"labels go up to {int(labels.max())} but the model has {logits.shape[1]} outputs; "
                          "pass labels=None")
@@ -129,6 +130,8 @@ def _prepare(model, data, labels, n_pairs, generator, batch_size, max_images, nu
     pairs = (*sample_disagreeing_pairs(clean, n_pairs, streams[0]), torch.randperm(images.shape[0],
                                                                                     generator=streams[1]))
     k, auto_grid = token_layout(model)
+    if patches.grid is not None:  # a square grid stays None: to_grid finds it (and the cache keys stay as they were)
+        auto_grid = patches.grid if patches.grid[0] != patches.grid[1] else None
     layout_kw = {"num_prefix_tokens": num_prefix_tokens if num_prefix_tokens is not None else k,
                  "grid": grid if grid is not None else auto_grid, "allow_complex": True,
                  "model_prefix_tokens": k if num_prefix_tokens is None else None}
