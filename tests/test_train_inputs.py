@@ -4,12 +4,14 @@ images larger than the crop, two runs into one folder, and overrides given as on
 from __future__ import annotations
 
 import contextlib
+import warnings
 import os
 
 import pytest
 import torch
 from train_common import Images, same_weights, train_config
 
+from aprkit.models import register_model
 from aprkit.train import fit
 
 
@@ -284,10 +286,17 @@ def test_a_new_run_into_a_folder_being_trained_is_told_so_first(tmp_path):
         fit(_cfg(), datasets=(Images(16, with_tensors=False), None), out=tmp_path / "r")
 
 
-def test_a_run_that_failed_before_its_first_checkpoint_is_no_run(tmp_path):
+def test_a_run_that_failed_before_its_first_checkpoint_is_no_run(tmp_path, monkeypatch):
     """A layer FeatureAPR cannot take (the head's 2-D output) fails at the first forward, after config.yaml was written:
-    the corrected command was refused ('already holds a training run') though nothing had been trained."""
+    the corrected command was refused ('already holds a training run') though nothing had been trained. (The probe
+    forward now refuses that layer before the folder is taken: left out here, it stands for any first-step error.)"""
+    import aprkit.train.loop as loop
+
     cfg = train_config(optim={"epochs": 1})
+    with pytest.raises(ValueError, match="layer '5'"):
+        fit(cfg | {"feature_apr": {"layers": ["5"]}}, datasets=(Images(32), None), out=tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+    monkeypatch.setattr(loop, "_probe_forward", lambda *a: None)
     with pytest.raises(ValueError, match="layer '5'"):
         fit(cfg | {"feature_apr": {"layers": ["5"]}}, datasets=(Images(32), None), out=tmp_path / "r")
     assert sorted(p.name for p in (tmp_path / "r").iterdir() if not p.name.startswith(".")) == ["config.yaml"]
@@ -295,3 +304,39 @@ def test_a_run_that_failed_before_its_first_checkpoint_is_no_run(tmp_path):
     assert (tmp_path / "r" / "model.pt").is_file()
     with pytest.raises(ValueError, match="already holds a training run"):  # a trained run is still protected
         fit(cfg, datasets=(Images(32), None), out=tmp_path / "r")
+
+
+class _WithUnusedLayer(torch.nn.Module):
+    """A CNN holding a convolution its forward never calls."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__()
+        self.conv, self.unused = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 1)
+        self.fc = torch.nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+register_model("_test_cnn_with_unused")(_WithUnusedLayer)
+
+
+def test_a_feature_apr_layer_the_forward_never_calls_is_refused(tmp_path):
+    """FeatureAPR attached to a module the forward never calls never applied, without a word (the run trained as
+    a plain one): ``attach`` warns at the first training forward, ``aprkit train`` refuses before the run."""
+    from aprkit.hidden import LayerNotCalledWarning, attach
+
+    net = _WithUnusedLayer().train()
+    with attach(net, ["unused", "conv"], p=1.0):
+        with pytest.warns(LayerNotCalledWarning, match=r"layer 'unused' attached but not called"):
+            net(torch.rand(4, 3, 8, 8))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            net(torch.rand(4, 3, 8, 8))  # once: a layer a later forward skips is no misconfiguration
+    with attach(net.eval(), ["unused"], p=1.0), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net(torch.rand(4, 3, 8, 8))  # eval mode: FeatureAPR is off anyway
+    cfg = train_config(model={"name": "_test_cnn_with_unused", "num_classes": 4}, optim={"epochs": 1})
+    with pytest.raises(LayerNotCalledWarning, match="'unused'"):
+        fit(cfg | {"feature_apr": {"layers": ["unused"]}}, datasets=(Images(16), None), out=tmp_path / "r")
+    assert not (tmp_path / "r" / "last.pt").exists()

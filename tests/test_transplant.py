@@ -880,3 +880,19 @@ def test_a_plain_sequential_network_is_swept_at_its_activations() -> None:
     assert all(r["identity_agreement"] == 1.0 for r in res["rows"]) and not res["skipped"]
     with pytest.raises(ValueError, match="no activation modules.*transplant_layers"):
         list_blocks(nn.Sequential(nn.Conv2d(3, 4, 1), nn.Flatten()))
+
+
+def test_a_model_returning_a_tuple_is_refused_with_a_sentence() -> None:
+    """A model returning ``(logits, features)`` failed deep inside with "'tuple' object has no attribute 'float'"."""
+
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            h = F.relu(self.a(x))
+            return self.fc(h.mean((2, 3))), h
+
+    with pytest.raises(ValueError, match="returned a tuple; the transplant test needs logits"):
+        transplant_test(Pair(), torch.rand(8, 3, 16, 16), ["a"], n_pairs=4)

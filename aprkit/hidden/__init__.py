@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .attach import AttachHandle, PatchGrid, attach, detach, token_layout
+from .attach import AttachHandle, LayerNotCalledWarning, PatchGrid, attach, detach, token_layout
 from .codes import dc_only, magnitude, signum, transplant, with_magnitude
 from .feature_apr import FeatureAPR, feature_apr
 from .layout import GridLayout, from_grid, infer_prefix_tokens, to_grid
@@ -16,6 +16,7 @@ __all__ = [
     "detach",
     "token_layout",
     "PatchGrid",
+    "LayerNotCalledWarning",
     "Site",
     "tap",
     "StopForward",

@@ -16,7 +16,12 @@ from .feature_apr import FeatureAPR, Lam
 from .layout import check_channels_first, site_prefix_tokens
 from .sites import Site, resolve_module
 
-__all__ = ["attach", "AttachHandle", "detach", "token_layout", "PatchGrid", "compiled_modules"]
+__all__ = ["attach", "AttachHandle", "detach", "token_layout", "PatchGrid", "compiled_modules", "LayerNotCalledWarning"]
+
+
+class LayerNotCalledWarning(RuntimeWarning):
+    """An attached layer that the model's first training-mode forward did not call: its FeatureAPR never applies
+    (``aprkit train`` makes it an error before the run starts)."""
 
 
 def _timm_vit(model: nn.Module) -> nn.Module | None:
@@ -174,6 +179,7 @@ def attach(
     modules: dict[str, FeatureAPR] = {}
     state = _HookState(model, model_k, grid, [m for m in model.modules() if hasattr(m, "grad_checkpointing")],
                        None if fixed else patches)
+    state.names = [full for full, _ in resolved]
     for full, module in resolved:
         apr = FeatureAPR(p=p, dims=dims, mode=mode, lam=lam, num_prefix_tokens=k, grid=grid, generator=generator)
         modules[full] = apr
@@ -196,6 +202,8 @@ class _HookState:
                  switches: list[nn.Module], patches: PatchGrid | None = None) -> None:
         self.model, self.model_k, self.grid, self.switches, self.warned = model, model_k, grid, switches, False
         self.patches = patches
+        self.names: list[str] = []  # the attached layers: the first training forward checks that each was called
+        self.checked_calls = False
         # per thread (DataParallel runs its replicas, which share these hooks, in threads): for each attached module,
         # its calls in the model's forward running in this thread (None outside one)
         self._local = threading.local()
@@ -211,21 +219,30 @@ class _HookState:
         self._local.calls = Counter()
 
     def close_forward(self, mod: nn.Module, args: Any, out: Any) -> None:
-        self._local.calls = None  # also after a forward that raised (registered with always_call)
+        calls, self._local.calls = getattr(self._local, "calls", None), None  # also after a forward that raised
+        if calls is None or out is None or not mod.training or getattr(self, "checked_calls", True):
+            return  # (an attached model pickled by an older aprkit has neither field: not checked)
+        self.checked_calls = True
+        never = [name for name in self.names if not calls[name]]
+        if never:
+            warnings.warn(f"layer{'s' if len(never) > 1 else ''} {', '.join(map(repr, never))} attached but not "
+                          "called in the model's forward (in training mode): FeatureAPR there never applies; attach "
+                          "to modules the forward calls", LayerNotCalledWarning, stacklevel=2)
 
     def token_grid(self) -> tuple[int, int] | None:
         """The patch grid of this forward's tokens: the one given to attach, else the patch embedding's input's."""
         seen = self.patches.grid if self.patches is not None else None
         return seen if seen is not None else self.grid
 
-    def count(self, full: str) -> None:
-        """Refuse a module that the model's forward calls a second time (torchvision's ResNet blocks call one ReLU
-        after both convolutions): each call's output would be recombined, the second after the residual sum."""
+    def count(self, full: str, active: bool) -> None:
+        """Count a call of an attached module; refuse one that the model's forward calls a second time while its
+        FeatureAPR is ``active`` (torchvision's ResNet blocks call one ReLU after both convolutions): each call's
+        output would be recombined, the second after the residual sum."""
         calls = getattr(self._local, "calls", None)
         if calls is None:
             return
         calls[full] += 1
-        if calls[full] > 1:
+        if active and calls[full] > 1:
             raise ValueError(f"layer {full!r} is called more than once in one forward pass of the model (a module "
                              "reused, e.g. the ReLU of a torchvision ResNet block, called after both convolutions): "
                              "FeatureAPR would recombine every call's output. Attach it to a module called once, "
@@ -243,9 +260,10 @@ class _FeatureHook:
 
     def __call__(self, mod: nn.Module, args: Any, out: Any) -> Any:
         apr, full, st = self.apr, self.full, self.state
-        if not (mod.training and apr.training):
+        active = mod.training and apr.training
+        st.count(full, active)
+        if not active:
             return None
-        st.count(full)
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"layer {full!r} returns a {type(out).__name__}; "
                              f"FeatureAPR needs a feature map (B, C, H, W) or tokens (B, N, D)")

@@ -156,7 +156,7 @@ class FeatureAPRConfig:
     matches an uninterrupted one."""
 
     layers: list[str] = field(default_factory=list)
-    p: float = 0.5  # probability that a batch's features are recombined at a layer
+    p: float = 0.5  # probability that each sample's features are recombined at a layer
     dims: Literal["hw", "chw"] = "hw"
     mode: Literal["swap", "mix"] = "swap"
     lam: float | None = None  # mode "mix": the partner's amplitude share (None: drawn uniformly per image)

@@ -111,9 +111,12 @@ def build_model(cfg: Config) -> nn.Module:
 def _probe_forward(model: nn.Module, batches: EpochBatches, channels_last: bool) -> None:
     """One training-mode forward of two training images through a copy of ``model`` (its batch-norm statistics and
     the RNG streams of the run untouched: every step reseeds), so that a model error surfaces before ``--overwrite``
-    deletes the previous run."""
+    deletes the previous run; a ``feature_apr.layers`` module the forward never calls is one."""
     import copy
     import gc
+    import warnings
+
+    from ..hidden import LayerNotCalledWarning
 
     x = torch.as_tensor(batches.items[0][0])
     x = x[0] if x.ndim == 4 else x  # AugMix's (3, C, H, W) triplet: its clean view
@@ -122,7 +125,8 @@ def _probe_forward(model: nn.Module, batches: EpochBatches, channels_last: bool)
                     generator=torch.Generator().manual_seed(0))
     probe = copy.deepcopy(model).train()
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with torch.no_grad(), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("error", LayerNotCalledWarning)  # FeatureAPR would never apply: not a run
             probe(to_float(x.to(batches.device), channels_last))
     finally:  # attached hooks hold the copy in a reference cycle: free its parameters now, not at some later collection
         del probe
@@ -287,8 +291,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     refused: Exception | None = None
     if main and out is not None:
         try:
-            if overwrite:  # an error of the first step (a FeatureAPR layer that is no feature map) keeps the old run
-                _probe_forward(model, batches, cl)
+            if overwrite or cfg.feature_apr.layers:  # an error of the first step (a FeatureAPR layer that is no
+                _probe_forward(model, batches, cl)  # feature map, or never called) keeps the old run, or no run
             take_run_folder(out, cfg, held, overwrite, pos, read_state, len(batches))
         except Exception as err:  # every rank stops, not rank 0 alone: the others would wait at its first collective
             refused = err
