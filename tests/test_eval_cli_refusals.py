@@ -92,16 +92,24 @@ def test_stimuli_scored_by_a_model_of_other_classes_are_refused(tmp_path) -> Non
                  progress=False, options={"calibration_corrupted": False})
 
 
-def test_evaluate_gives_the_model_back_in_its_train_modes() -> None:
+def test_evaluate_gives_the_model_back_in_its_train_modes_and_weight_layout() -> None:
+    """... and its 4-d weights contiguous as they were (channels_last, on by default for a CNN, left them converted)."""
     from aprkit.eval import evaluate
     from aprkit.models import create_model
 
     net = create_model("resnet20").train()
     net.bn1.eval()  # a frozen batch norm stays frozen
+    weight = net.conv1.weight
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
-    evaluate(net, "calibration", (images, torch.arange(4) % 2), random_init=True, progress=False,
-             options={"calibration_corrupted": False})
+    res = evaluate(net, "calibration", (images, torch.arange(4) % 2), random_init=True, progress=False,
+                   options={"calibration_corrupted": False})
     assert net.training and not net.bn1.training and net.layer1.training
+    assert res.meta["channels_last"] == [True]  # converted for the run
+    assert all(t.is_contiguous() for t in net.parameters()) and net.conv1.weight is weight
+    cl = create_model("resnet20").to(memory_format=torch.channels_last)
+    evaluate(cl, "calibration", (images, torch.arange(4) % 2), random_init=True, progress=False,
+             options={"calibration_corrupted": False})
+    assert cl.conv1.weight.is_contiguous(memory_format=torch.channels_last)  # a channels-last model stays one
 
 
 def test_a_run_folder_given_as_model_names_its_checkpoint(tmp_path) -> None:

@@ -438,3 +438,13 @@ def test_a_feature_apr_model_loaded_in_a_fresh_process_trains(tmp_path) -> None:
             "print(tuple(m(torch.rand(2, 3, 8, 8)).shape))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == \
         "(2, 4, 6, 6)"
+
+
+def test_feature_apr_keeps_a_channels_last_layout() -> None:
+    """FeatureAPR handed back a contiguous map for a channels-last one: every layer after it ran in NCHW."""
+    x = torch.rand(6, 8, 5, 7).contiguous(memory_format=torch.channels_last)
+    for p in (1.0, 0.5):
+        out = feature_apr(x, p=p, generator=torch.Generator().manual_seed(0))
+        want = feature_apr(x.contiguous(), p=p, generator=torch.Generator().manual_seed(0))
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out, want)

@@ -747,9 +747,20 @@ def test_max_images_of_a_tensor_spreads_over_class_sorted_data() -> None:
 def test_a_dotted_functional_op_name_suggests_the_colon_form() -> None:
     from aprkit.hidden.sites import resolve_module
 
-    model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)))
+    class Block(nn.Module):  # the model's own module: its forward may call F.relu
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.relu(self.conv(x))
+
+    model = nn.Sequential(Block(), nn.Conv2d(4, 4, 3))
     with pytest.raises(ValueError, match=r"for a functional relu called inside '0': '0:relu'"):
         resolve_module(model, "0.relu")
+    with pytest.raises(ValueError) as err:  # torch's own layers call no functional relu: no such hint
+        resolve_module(model, "1.relu")
+    assert "functional relu" not in str(err.value)
 
 
 def test_max_images_keeps_the_labels_of_the_images_kept() -> None:

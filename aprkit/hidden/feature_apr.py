@@ -96,6 +96,8 @@ def feature_apr_core(
         lam_b = lam.view(-1, *([1] * (z.ndim - 1))) if isinstance(lam, torch.Tensor) else lam
         spec = fourier.mix_spectra(z, z, lam_b, perm=perm, inplace=True, dims=fft_dims)
     out = fourier.irfftn(spec, [g.shape[d] for d in fft_dims], fft_dims).to(g.dtype)
+    if g.ndim == 4 and not g.is_contiguous() and g.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)  # the layers after it keep their layout (and speed)
     if eager_cpu(apply) and bool(apply.all()):  # every sample recombined: skip the selection pass
         return out
     return torch.where(apply.view(-1, *([1] * (g.ndim - 1))), out, g)

@@ -134,7 +134,9 @@ def resolve_module(model: nn.Module, name: str) -> tuple[str, nn.Module]:
     short = [n[len("model."):] for n in modules if n.startswith("model.")]
     hint = nearest_names(name, [n for n in modules if n] + short)
     parent, _, op = name.rpartition(".")
-    if op in FUNCTIONAL_OPS and any(c in modules for c in (parent, f"model.{parent}")):  # F.relu is no module
+    holder = modules.get(parent, modules.get(f"model.{parent}"))
+    # F.relu is no module; torch's own layers (a Conv2d) call none: only the model's own modules are suggested
+    if op in FUNCTIONAL_OPS and holder is not None and not type(holder).__module__.startswith("torch.nn."):
         hint += f" (for a functional {op} called inside {parent!r}: '{parent}:{op}')"
     owner, colon, word = name.rpartition(":")
     if colon and word.isidentifier() and any(c in modules for c in (owner, f"model.{owner}")):  # a misspelt op

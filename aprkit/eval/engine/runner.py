@@ -112,8 +112,8 @@ def evaluate(
     ``results.json`` and the report hold every suite finished in that folder (this run's and earlier runs'), the
     returned :class:`Results` this call's models only. A report section that fails to render raises after the files
     are written. ``amp`` defaults to on for CUDA, off on CPU; ``channels_last`` defaults to on for convolutional
-    models on every device (it converts the model's parameters in place, while a module's train/eval modes come back as
-    they were; on CPU the oneDNN convolutions run 1.2-1.4x
+    models on every device (it converts the model's weights for the run; they come back in their layout and each
+    module in its train/eval mode; on CPU the oneDNN convolutions run 1.2-1.4x
     faster in that layout, see ``benchmarks/bench_eval.py``). ``download``: fetch what the suites need besides the
     data and lack, before any work: the frost textures of generated frost (2 MB, see
     :func:`aprkit.corruptions.find_frost_dir`); data specs are fetched by ``aprkit.data.resolve_spec(spec,
@@ -189,11 +189,22 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
     # the caller's modules come back in the train/eval modes they had (each submodule's: a frozen batch norm stays
     # frozen; a model evaluated between epochs trains on in train mode); the suites run them in eval mode
     modes = {mod: mod.training for m in models.values() if isinstance(m, nn.Module) for mod in m.modules()}
+    # ... and their 4-d weights in the memory layout they had (channels_last converts them for the run)
+    plain = [(store, name) for mod in modes for store in (mod._parameters, mod._buffers)
+             for name, t in store.items() if t is not None and t.ndim == 4 and t.is_contiguous()]
     try:
         _run_models(run, models, labels, names, results, data, channels_last, load, ctx_kw)
     finally:
         for mod, training in modes.items():
             mod.training = training
+        with torch.no_grad():
+            for store, name in plain:
+                t = store[name]
+                if t is not None and not t.is_contiguous():
+                    if isinstance(t, nn.Parameter):
+                        t.data = t.data.contiguous()  # the same Parameter: an optimizer holding it goes on
+                    else:
+                        store[name] = t.contiguous()
 
 
 def _run_models(run: _Run, models: Mapping[Any, Any], labels: list[str], names: list[str], results: Results,
