@@ -15,6 +15,7 @@ import torch
 
 __all__ = [
     "check_chw_layout",
+    "batch_size_of",
     "to_device",
     "dataset_len",
     "describe_value",
@@ -227,6 +228,20 @@ def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
+
+
+def batch_size_of(batch_shape: Any) -> int:
+    """The batch size of ``generate_parameters``' argument: a batch shape ``(B, C, H, W)`` (kornia's convention, a
+    ``torch.Size`` or tuple) or the batch size itself; ``ValueError`` for anything else."""
+    if isinstance(batch_shape, numbers.Integral) and not isinstance(batch_shape, bool):
+        n = int(batch_shape)
+    elif isinstance(batch_shape, Sequence) and len(batch_shape) and isinstance(batch_shape[0], numbers.Integral):
+        n = int(batch_shape[0])
+    else:
+        n = -1
+    if n < 0:
+        raise ValueError(f"batch_shape must describe a batch (B, C, H, W) or be its size B >= 0, got {batch_shape!r}")
+    return n
 
 
 def labels_agree(trained: Any, named: Any) -> bool:

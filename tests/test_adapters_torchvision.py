@@ -263,3 +263,61 @@ def test_seeded_transforms_reach_spawned_workers(images_u8):
     copies = pickle.loads(buf.getvalue())
     assert all(c.generator is copies[0].generator for c in copies) and copies[0].generator.initial_seed() == 3
     assert torch.equal(torch.rand(4, generator=copies[0].generator), torch.rand(4, generator=g))
+
+
+# ------------------------------------------------------------------- the batch transforms and RandomCorruption
+def test_batch_transforms_hand_back_the_tv_tensor_type_whatever_the_draw(images_f32):
+    """APRPair gave back a plain tensor for a recombined ``tv_tensors.Image`` batch and the Image itself for a batch
+    left as it was: the type depended on the draw (``v2.CutMix`` always returns an Image)."""
+    from aprkit.augment import APRPair, APRSingleBatch
+
+    x = tv_tensors.Image(images_f32[:4])
+    pair = APRPair(p=0.5, seed=0)
+    kinds = {type(pair(x)) for _ in range(12)}
+    assert kinds == {tv_tensors.Image}
+    out, y = APRPair(p=1.0, seed=0)(x, torch.arange(4))
+    assert type(out) is tv_tensors.Image and y.tolist() == [0, 1, 2, 3]
+    assert type(APRSingleBatch(p=1.0, seed=0)(x)) is tv_tensors.Image
+    assert type(APRPair(p=1.0, seed=0)(images_f32[:4])) is torch.Tensor
+
+
+def test_random_corruption_takes_a_v2_sample_and_shares_a_videos_draw(images_u8):
+    """RandomCorruption inside ``v2.Compose`` with a label failed ("takes 2 positional arguments"), a dict sample
+    too; a Video's frames were corrupted each with its own draw (v2's transforms and APRSingleV2 share one)."""
+    from aprkit.corruptions import RandomCorruption
+
+    rc = RandomCorruption(names=["contrast", "gaussian_noise"], generator=torch.Generator().manual_seed(0))
+    img, label = v2.Compose([v2.ToImage(), rc])(_pil(images_u8[0]), 3)
+    assert type(img) is tv_tensors.Image and label == 3 and _changed(img, images_u8[0])
+    out = v2.Compose([v2.ToImage(), rc])({"image": _pil(images_u8[1]), "label": 5})
+    assert type(out["image"]) is tv_tensors.Image and out["label"] == 5
+    x, y = rc(images_u8[2].float() / 255, torch.tensor(2))  # a plain tensor and its label: v2's rule, first one
+    assert x.shape == (3, 32, 32) and int(y) == 2
+    with pytest.raises(TypeError, match="RandomCorruption supports image classification samples only.*Mask"):
+        rc(tv_tensors.Image(images_u8[0]), tv_tensors.Mask(torch.zeros(32, 32)))
+    frames = tv_tensors.Video((images_u8[0].float() / 255).expand(2, 4, 3, 32, 32).clone())
+    for _ in range(3):
+        video = rc(frames)
+        assert type(video) is tv_tensors.Video and video.shape == frames.shape
+        assert all(torch.equal(video[:, 0], video[:, t]) for t in range(4))
+
+
+def test_settings_are_attributes_and_generate_parameters_takes_a_shape_or_a_size():
+    """APRSingleV2's p / severity / ops / dims raised AttributeError (v2.AugMix exposes its settings);
+    RandomCorruption.generate_parameters took only a batch size, the APR transforms only a shape."""
+    from aprkit.augment import APRPair, APRSingleBatch
+    from aprkit.corruptions import RandomCorruption
+
+    t = APRSingleV2(p=0.3, severity=2, dims="hw")
+    assert (t.p, t.severity, t.dims) == (0.3, 2.0, "hw") and "autocontrast" in t.ops
+    t.p = 0.7
+    assert t.aprs.batch.p == 0.7
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\]"):
+        t.p = 2
+    shape = torch.Size([4, 3, 8, 8])
+    for make in (lambda: RandomCorruption(generator=torch.Generator().manual_seed(0)),
+                 lambda: APRPair(p=1.0, seed=0), lambda: APRSingleBatch(seed=0)):
+        a, b = make().generate_parameters(shape), make().generate_parameters(4)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        with pytest.raises(ValueError, match="batch_shape must describe a batch"):
+            make().generate_parameters(())

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import (
+    batch_size_of,
     check_chw_layout,
     check_dims,
     check_finite_spectrum,
@@ -33,6 +34,7 @@ from .._checks import (
 )
 from .._generators import make_generator, worker_generator
 from .._replay import ReplayModule
+from .._tv import like_input
 from ..fourier import Dims
 from .functional import CompiledCore, apr_pair, apr_pair_with_dc, needs_finite_check, sample_pair_params
 
@@ -81,11 +83,10 @@ class APRPair(CompiledCore, ReplayModule):
 
     def generate_parameters(self, batch_shape: torch.Size | tuple[int, ...], device: torch.device | str | None = None
                             ) -> dict[str, torch.Tensor]:
-        """Sample ``{"perm": (B,) int64, "mask": (B,) bool}`` for a batch of shape ``(B, C, H, W)``."""
-        if len(batch_shape) == 0 or int(batch_shape[0]) < 0:
-            raise ValueError(f"batch_shape must describe a batch (B, C, H, W), got {tuple(batch_shape)}")
+        """Sample ``{"perm": (B,) int64, "mask": (B,) bool}`` for a batch of shape ``(B, C, H, W)`` (or of size B)."""
+        n = batch_size_of(batch_shape)
         generator = worker_generator(self.generator, self._base_seed)
-        return sample_pair_params(int(batch_shape[0]), self.p, self.per_sample, generator, device)
+        return sample_pair_params(n, self.p, self.per_sample, generator, device)
 
     def _check_images(self, x: torch.Tensor) -> None:
         """Shapes and dtype; with ``dims="hw"`` a channels-last ``(B, H, W, C)`` batch is refused (the 2-D transforms
@@ -129,7 +130,7 @@ class APRPair(CompiledCore, ReplayModule):
         drawn = params["mask"]
         mask: torch.Tensor | None
         if not self.per_sample and drawn.device.type == "cpu":
-            if not bool(drawn[0]):
+            if not bool(drawn[0]):  # the batch as it came (a tv_tensors.Image stays one, as recombined ones do)
                 return x if labels is None else (x, labels)
             mask = None
         else:
@@ -138,6 +139,7 @@ class APRPair(CompiledCore, ReplayModule):
         out, dc = self._run_core()(x, perm, mask, check_dims(self.dims), self.clamp, needs_finite_check(x))
         if dc is not None:  # eager CPU only: a free read there
             check_finite_spectrum(dc, x.dtype)
+        out = like_input(out, x)  # a tv_tensors.Image in, an Image out (as torchvision's transforms)
         return out if labels is None else (out, labels)
 
     def extra_repr(self) -> str:

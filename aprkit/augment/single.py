@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .._checks import (
+    batch_size_of,
     check_chw_layout,
     check_dims,
     check_hwc_layout,
@@ -35,6 +36,7 @@ from .._checks import (
 )
 from .._generators import make_generator, worker_generator, worker_seed
 from .._replay import ReplayModule
+from .._tv import like_input
 from ..fourier import Dims
 from .functional import CompiledCore, finish, recombine_views, recombine_views_numpy, value_range
 from .ops import (
@@ -200,10 +202,8 @@ class APRSingleBatch(CompiledCore, ReplayModule):
 
     def generate_parameters(self, batch_shape: torch.Size | Sequence[int], device: torch.device | str | None = None
                             ) -> dict[str, torch.Tensor]:
-        """Sample parameters for a batch of shape ``(B, C, H, W)``; tensors ``(B,)`` on ``device``."""
-        n = int(batch_shape[0]) if len(batch_shape) else -1
-        if n < 0:
-            raise ValueError(f"batch_shape must describe a batch (B, C, H, W), got {tuple(batch_shape)}")
+        """Sample parameters for a batch of shape ``(B, C, H, W)`` (or of size B); tensors ``(B,)`` on ``device``."""
+        n = batch_size_of(batch_shape)
         generator = worker_generator(self.generator, self._base_seed)
         params = sample_single_params(n, self.p, self.severity, len(self.ops), generator)
         return {k: to_device(v, device) for k, v in params.items()} if device is not None else params
@@ -220,7 +220,7 @@ class APRSingleBatch(CompiledCore, ReplayModule):
         if x.shape[0] == 0:  # an empty batch comes back as it is, as from the hosts' own transforms
             return x
         params = self.generate_parameters(x.shape)  # on the generator's device; the core moves one packed table
-        return self._run_core()(x, params, self.ops, self.dims)
+        return like_input(self._run_core()(x, params, self.ops, self.dims), x)  # an Image stays one
 
     def extra_repr(self) -> str:
         ops = None if self.ops == DEFAULT_OPS else list(self.ops)  # as the constructor takes them

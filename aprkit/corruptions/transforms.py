@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import check_image_tensor, check_param_keys, check_probability
+from .._checks import batch_size_of, check_image_tensor, check_param_keys, check_probability
 from .._generators import worker_generator
 from .._replay import ReplayModule
+from .._tv import is_video, like_input
 from .api import BENCHMARK, check_channels, check_names, corrupt, image_channels, on_image
 from .severity import check_preset, check_severities
 
@@ -68,9 +69,11 @@ class RandomCorruption(ReplayModule):
         self._base_seed = None if generator is None else generator.initial_seed()  # see worker_generator
         self.frost_dir = frost_dir
 
-    def generate_parameters(self, batch_size: int) -> dict[str, torch.Tensor]:
-        """Sample per-image choices: ``apply`` (bool), ``name_index``, ``severity`` and ``seed`` (long, the image's
-        key for the corruption's own draws), each ``(B,)`` on the CPU."""
+    def generate_parameters(self, batch_shape: int | Sequence[int]) -> dict[str, torch.Tensor]:
+        """Sample per-image choices for a batch of shape ``(B, C, H, W)`` (or of size B, as the APR transforms take
+        either): ``apply`` (bool), ``name_index``, ``severity`` and ``seed`` (long, the image's key for the
+        corruption's own draws), each ``(B,)`` on the CPU."""
+        batch_size = batch_size_of(batch_shape)
         g = worker_generator(self.generator, self._base_seed)
         dev = g.device if g is not None else torch.device("cpu")
         apply = torch.rand(batch_size, generator=g, device=dev) < self.p
@@ -100,22 +103,32 @@ class RandomCorruption(ReplayModule):
                                frost_dir=self.frost_dir)
         return out
 
-    def forward(self, x: Any) -> Any:
-        """Corrupt a tensor ``(C, H, W)`` / ``(B, C, H, W)``, a PIL image or an ``(H, W, 3)`` uint8 array."""
-        if isinstance(x, torch.Tensor):
-            check_image_tensor(x, "images", min_ndim=3, max_ndim=4, unit_range=True, allow_empty=True)
-            check_channels(self.names, x.shape[-3], f"shape {tuple(x.shape)}")
-            if x.ndim == 4 and x.shape[0] == 0:  # an empty batch comes back as it is, as from the hosts' transforms
-                return x
-            single = x.ndim == 3
-            batch = x[None] if single else x
-            out = self.apply(batch, self.generate_parameters(batch.shape[0]))
-            out = out[0] if single else out
-            if type(x).__module__.startswith("torchvision.tv_tensors"):  # an Image stays one, as from v2's transforms
-                from torchvision import tv_tensors
+    def forward(self, *inputs: Any) -> Any:
+        """Corrupt a tensor ``(C, H, W)`` / ``(B, C, H, W)``, a PIL image or an ``(H, W, 3)`` uint8 array; or, as
+        torchvision v2's transforms do, the images of a sample of several items (``(image, label)``, a dict, ...:
+        everything else passes through; boxes, masks and keypoints are refused, as ``v2.AugMix`` refuses them, since
+        elastic and zoom blur move the image's pixels). The frames of a ``tv_tensors.Video`` share their draws."""
+        if len(inputs) == 1 and not isinstance(inputs[0], (tuple, list, dict)):
+            return self._corrupt(inputs[0])
+        return _v2_sample(self)(*inputs)
 
-                out = tv_tensors.wrap(out, like=x)
-            return out
+    def _corrupt(self, x: Any) -> Any:
+        """One image, batch or video (see :meth:`forward`)."""
+        if isinstance(x, torch.Tensor):
+            video = is_video(x)
+            check_image_tensor(x, "images", min_ndim=3, max_ndim=None if video else 4, unit_range=True,
+                               allow_empty=True)
+            check_channels(self.names, x.shape[-3], f"shape {tuple(x.shape)}")
+            if x.ndim >= 4 and x.shape[0] == 0:  # an empty batch comes back as it is, as from the hosts' transforms
+                return x
+            batch = x.as_subclass(torch.Tensor).reshape(-1, *x.shape[-3:])
+            if video:  # one draw per video (leading dims), repeated over its frames
+                frames = x.shape[-4] if x.ndim >= 4 else 1
+                params = {k: v.repeat_interleave(frames) for k, v in
+                          self.generate_parameters(batch.shape[0] // frames).items()}
+            else:
+                params = self.generate_parameters(batch.shape[0])
+            return like_input(self.apply(batch, params).reshape(x.shape), x)  # an Image stays one
         if isinstance(x, np.ndarray) or type(x).__module__.startswith("PIL"):
             channels = image_channels(x)
             check_channels(self.names, channels, f"a {type(x).__name__} image with {channels} channel(s)")
@@ -129,3 +142,20 @@ class RandomCorruption(ReplayModule):
 
     def extra_repr(self) -> str:
         return f"names={list(self.names)}, severities={list(self.severities)}, p={self.p}, preset={self.preset!r}"
+
+
+def _v2_sample(corruption: RandomCorruption) -> Any:
+    """A ``torchvision.transforms.v2.Transform`` corrupting the images of a sample with ``corruption`` (torchvision's
+    rules of which items are images; made per call: torchvision is imported only for samples)."""
+    from torchvision.transforms import v2
+
+    from ..augment.adapters.torchvision_v2 import reject_annotations
+
+    class Sample(v2.Transform):
+        def check_inputs(self, flat_inputs: list[Any]) -> None:
+            reject_annotations(flat_inputs, "RandomCorruption", "elastic and zoom blur move the image's pixels")
+
+        def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+            return corruption._corrupt(inpt)
+
+    return Sample()

@@ -16,11 +16,22 @@ from ..._checks import check_chw_layout, check_image_tensor
 from ...fourier import Dims
 from ..single import APRSingle
 
-__all__ = ["APRSingleV2", "ANNOTATION_TYPES"]
+__all__ = ["APRSingleV2", "ANNOTATION_TYPES", "reject_annotations"]
 
 #: the tv_tensors whose geometry APR-S's rotate / shear / translate ops would silently desynchronise
 #: (the same set ``v2.AugMix`` rejects)
 ANNOTATION_TYPES: tuple[type, ...] = (tv_tensors.BoundingBoxes, tv_tensors.Mask, tv_tensors.KeyPoints)
+
+
+def reject_annotations(flat_inputs: Sequence[Any], who: str, why: str) -> None:
+    """Refuse a sample holding boxes, masks or keypoints (:data:`ANNOTATION_TYPES`): ``why`` the transform ``who``
+    would leave them behind the image."""
+    for inpt in flat_inputs:
+        if isinstance(inpt, ANNOTATION_TYPES):
+            raise TypeError(
+                f"{who} supports image classification samples only (images, videos and non-image items), got "
+                f"{type(inpt).__name__}: {why} but not the annotations; like v2.AugMix it rejects "
+                f"{', '.join(t.__name__ for t in ANNOTATION_TYPES)}")
 
 
 class APRSingleV2(v2.Transform):
@@ -49,13 +60,29 @@ class APRSingleV2(v2.Transform):
         super().__init__()
         self.aprs = APRSingle(p, severity, ops, dims, generator=generator, seed=seed)
 
+    @property
+    def p(self) -> float:
+        """The recombination probability (settable, checked), as ``APRSingle.p``."""
+        return self.aprs.p
+
+    @p.setter
+    def p(self, value: float) -> None:
+        self.aprs.p = value
+
+    @property
+    def severity(self) -> float:
+        return self.aprs.batch.severity
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        return tuple(self.aprs.batch.ops)
+
+    @property
+    def dims(self) -> Dims:
+        return self.aprs.batch.dims
+
     def check_inputs(self, flat_inputs: list[Any]) -> None:
-        for inpt in flat_inputs:
-            if isinstance(inpt, ANNOTATION_TYPES):
-                raise TypeError(
-                    f"APRSingleV2 supports image classification samples only (images, videos and non-image items), "
-                    f"got {type(inpt).__name__}: its rotate/shear/translate ops would move the image but not the "
-                    f"annotations, like v2.AugMix it rejects {', '.join(t.__name__ for t in ANNOTATION_TYPES)}")
+        reject_annotations(flat_inputs, "APRSingleV2", "its rotate/shear/translate ops would move the image")
 
     @staticmethod
     def _leading(inpt: torch.Tensor) -> int:
