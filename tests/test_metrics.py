@@ -411,3 +411,14 @@ def test_integer_scores_keep_their_order_beyond_float32():
     s_in, s_out = np.array([16777217, 16777219]), np.array([16777216, 16777218])
     assert M.auroc(s_in, s_out) == 0.75 and M.fpr_at_tpr(s_in, s_out) == 0.5
     assert M.auroc(np.array([3, 5], dtype=np.uint64), np.array([1.0, 4.0], dtype=np.float32)) == 0.75
+
+
+def test_float32_confidences_meet_the_bin_edges_in_float32() -> None:
+    """A float32 confidence of 0.7 lies below float64 0.7: compared in float64 it fell into [0.6, 0.7) where
+    torchmetrics (and the value given) put it in [0.7, 0.8); ECE 0.025 instead of 0.325."""
+    from aprkit.eval.metrics import expected_calibration_error
+
+    p = torch.tensor([[0.7, 0.3]] * 50 + [[0.65, 0.35]] * 50, dtype=torch.float32)
+    y = torch.tensor([0] * 65 + [1] * 35)
+    for n_bins in (10, 20):
+        assert expected_calibration_error(p, y, n_bins=n_bins) == pytest.approx(0.325, abs=1e-6)

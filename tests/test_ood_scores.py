@@ -133,3 +133,30 @@ def test_scores_separate_in_from_out() -> None:
     knn = S.KNNScorer(k=5).fit(train)
     assert M.auroc(maha.score(s_in_f), maha.score(s_out_f)) > 0.95
     assert M.auroc(knn.score(s_in_f), knn.score(s_out_f)) > 0.95
+
+
+def test_review_of_the_scores_against_their_references() -> None:
+    """ODIN moves a pixel whose gradient is exactly 0 by -epsilon, as the original code's ``(grad >= 0) * 2 - 1``
+    (``sign`` left it); Mahalanobis refuses fractional labels (a cast truncated -0.5 to class 0) and a covariance
+    of zeros (one sample per class: every input scored a perfect 0)."""
+    from aprkit.eval.metrics.ood_scores import MahalanobisScorer, msp, odin
+
+    class Dead(torch.nn.Module):  # relu(-x) of the second channel: inactive at x > 0, its gradient exactly 0
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = x[:, 0].sum((1, 2)) + 50 * torch.relu(-x[:, 1]).sum((1, 2))
+            return torch.stack([s, -s], 1)
+
+    x = torch.rand(3, 2, 4, 4)
+    x[:, 1] = 0.005  # below epsilon: a step of -epsilon turns the relu on
+    eps = 0.01
+    got = odin(Dead(), x, temperature=2.0, epsilon=eps)
+    x_in = x.clone().requires_grad_(True)
+    logits = Dead()(x_in)
+    torch.nn.functional.cross_entropy(logits / 2.0, logits.argmax(1), reduction="sum").backward()
+    want = msp(Dead()(x - eps * ((x_in.grad >= 0).float() * 2 - 1)), 2.0)
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(got, msp(Dead()(x - eps * x_in.grad.sign()), 2.0))  # the step that left them
+    with pytest.raises(TypeError, match="integer class indices"):
+        MahalanobisScorer().fit(torch.randn(3, 4), torch.tensor([0.9, 1.7, -0.5]))
+    with pytest.raises(ValueError, match="do not vary around their class means"):
+        MahalanobisScorer().fit(torch.randn(3, 4), torch.tensor([0, 1, 2]))

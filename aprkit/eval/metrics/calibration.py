@@ -7,9 +7,10 @@ correct when its arg-max equals its label.
 
 Binning conventions
 - ECE uses ``n_bins`` equal-width bins ``[i/n, (i+1)/n)``, the last one closed at 1, weighted by the fraction of
-  samples in each bin. torchmetrics' ``CalibrationError`` bins the same way except at a confidence of exactly 1,
-  which it gives a bin of its own; the two differ only when such samples exist (float64 softmax rarely gives them,
-  and on real float32 outputs the values agreed to 1e-6).
+  samples in each bin; confidences meet the edges in their own precision (float32 ones, and half ones, against
+  float32 edges: a float32 0.7 starts the bin [0.7, 0.8)). torchmetrics' ``CalibrationError`` bins the same way
+  except at a confidence of exactly 1, which it gives a bin of its own; the two differ only when such samples exist
+  (float64 softmax rarely gives them, and on real float32 outputs the values agreed to 1e-6).
 - RMS calibration error (Hendrycks et al.) sorts samples by confidence (stable sort) and cuts them into
   consecutive bins of ``bin_size`` samples; the remainder (``N % bin_size`` samples) joins the last bin, and
   with fewer than ``bin_size`` samples there is one bin. Hendrycks' reference ``calib_err`` leaves the last
@@ -72,8 +73,11 @@ def bin_statistics(confidences: torch.Tensor, correct: torch.Tensor, n_bins: int
     corr = correct.detach().reshape(-1).to(torch.float64)
     if conf.shape != corr.shape:
         raise ValueError(f"confidences and correct must have the same length, got {conf.shape[0]} and {corr.shape[0]}")
-    edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64, device=conf.device)
-    idx = torch.bucketize(conf, edges[1:-1], right=True)  # [lo, hi); conf == 1 lands in the last bin
+    # the edges in the confidences' precision: float32(0.7) lies below float64 0.7, so compared in float64 a float32
+    # confidence of 0.7 fell into [0.6, 0.7) (torchmetrics, and the value the user gave, say [0.7, 0.8))
+    given = confidences.dtype if confidences.dtype == torch.float64 else torch.float32
+    edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=given, device=conf.device)
+    idx = torch.bucketize(conf.to(given), edges[1:-1], right=True)  # [lo, hi); conf == 1 lands in the last bin
     out = torch.zeros(3, n_bins, dtype=torch.float64, device=conf.device)
     out[0].index_add_(0, idx, torch.ones_like(conf))
     out[1].index_add_(0, idx, conf)

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..._checks import check_integer_labels
+
 __all__ = [
     "LOGIT_SCORES", "msp", "max_logit", "energy", "odin", "features_and_logits", "MahalanobisScorer", "KNNScorer",
 ]
@@ -78,6 +80,7 @@ def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
 def odin(model: nn.Module, x: torch.Tensor, temperature: float = 1000.0, epsilon: float = 0.0014) -> torch.Tensor:
     """ODIN score ``(N,)``: MSP at temperature ``T`` of ``x - epsilon * sign(grad_x CE(f(x)/T, argmax))``.
 
+    ``sign`` is the original code's, +1 at a gradient of exactly 0.
     ``x`` is the model's float input ``(N, C, H, W)`` in [0, 1] (aprkit models normalise inside), so
     ``epsilon`` is in pixel units of [0, 1]; that equals the original code's step, which it took on
     normalised inputs divided by the channel std. The perturbed input is not clipped (as in the original).
@@ -95,7 +98,9 @@ def odin(model: nn.Module, x: torch.Tensor, temperature: float = 1000.0, epsilon
         logits = _check_logits(model(x_in), "model output")
         loss = F.cross_entropy(logits / t, logits.argmax(dim=1), reduction="sum")  # -log S_yhat(x; T)
         (grad,) = torch.autograd.grad(loss, x_in)
-    x_pert = x.detach() - eps * grad.sign()
+    # the original code's sign: +1 where the gradient is >= 0, so a pixel whose gradient is exactly 0 (behind a ReLU
+    # or a max-pool) moves too (grad.sign() left it; OpenOOD does the same as the original)
+    x_pert = x.detach() - eps * torch.where(grad >= 0, 1.0, -1.0).to(grad.dtype)
     with torch.no_grad():
         return msp(model(x_pert).float(), t)
 
@@ -153,6 +158,7 @@ class MahalanobisScorer:
         f = _check_features(features).to(torch.float64)
         if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.shape[0] != f.shape[0]:
             raise ValueError(f"labels must be a tensor (N,) with N = {f.shape[0]} (one per feature row)")
+        check_integer_labels(labels)  # a cast truncates 1.7 to 1 and -0.5 to 0
         y = labels.to(f.device).long()
         if bool((y < 0).any()):
             raise ValueError("labels must be class indices >= 0 (unlabelled data cannot fit Mahalanobis)")
@@ -160,6 +166,9 @@ class MahalanobisScorer:
         means = torch.stack([f[y == c].mean(dim=0) for c in classes.tolist()])
         centred = f - means[torch.searchsorted(classes, y)]
         cov = centred.T @ centred / f.shape[0]
+        if not bool(cov.abs().amax() > 0):  # its pseudo-inverse is zero: every input would score a perfect 0
+            raise ValueError("the features do not vary around their class means (one sample per class, or "
+                             "identical features): Mahalanobis needs a covariance to measure distances with")
         self.means, self.precision, self.classes = means, torch.linalg.pinv(cov, hermitian=True), classes
         return self
 
