@@ -217,16 +217,20 @@ def test_fingerprint_of_inference_mode_weights_is_hashed_each_time(monkeypatch):
     assert len(calls) == 3
 
 
-def test_second_evaluate_of_a_model_hashes_once_and_does_not_convert(monkeypatch):
+def test_second_evaluate_of_a_model_hashes_once_per_call(monkeypatch):
     calls = _count_hashes(monkeypatch)
     model, ds = Tiny(seed=1), small_data(16)
     first = evaluate(model, data=ds, **CELL)
-    ptrs = [p.data_ptr() for p in model.parameters()]
-    assert model.conv.weight.is_contiguous(memory_format=torch.channels_last)  # the default for conv models
+    assert first.meta["channels_last"] == [True]  # the default for conv models: converted for the run ...
+    assert model.conv.weight.is_contiguous()  # ... and given back in the layout it had
     second = evaluate(model, data=ds, **CELL)
     assert len(calls) == 2  # once per call (weights written through .data keep their version), not once per cell
-    assert [p.data_ptr() for p in model.parameters()] == ptrs  # already channels_last: not converted again
     assert second.models["Tiny"]["corruption"] == first.models["Tiny"]["corruption"]
+    cl = Tiny(seed=1).to(memory_format=torch.channels_last)
+    evaluate(cl, data=ds, **CELL)
+    ptrs = [p.data_ptr() for p in cl.parameters()]
+    evaluate(cl, data=ds, **CELL)
+    assert [p.data_ptr() for p in cl.parameters()] == ptrs  # already channels_last: never converted
 
 
 def test_fingerprint_covers_non_persistent_buffers_and_module_settings():

@@ -295,9 +295,10 @@ class OODSuite(Suite[OODOptions]):
                                       labelled=labelled)
 
             def lookup() -> dict[str, list[float]]:  # v5: energy in float64 (float32 tied scores at high T); v6
-                # (the in-distribution data only): no accuracy for data naming other classes, exact fractions
+                # (the in-distribution data only): no accuracy for data naming other classes, exact fractions; v7 / 6:
+                # ODIN steps a pixel of zero gradient too, as the original code
                 return cached(ctx, "ood-scores", ds_id, compute, scores=wanted, set_limit=lim, labelled=labelled,
-                              v=6 if labelled else 5, **odin_opts, **fit_opts())
+                              v=7 if labelled else 6, **odin_opts, **fit_opts())
 
             try:
                 return lookup()
