@@ -6,7 +6,7 @@ import threading
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -39,12 +39,13 @@ def token_layout(model: nn.Module) -> tuple[int | None, tuple[int, int] | None]:
     m = _timm_vit(model)
     if m is None:
         return None, None
+    k = int(cast(int, m.num_prefix_tokens))
     grid = getattr(getattr(m, "patch_embed", None), "grid_size", None)
     if grid is not None:
         gh, gw = (int(v) for v in grid)
         if gh != gw:
-            return int(m.num_prefix_tokens), (gh, gw)
-    return int(m.num_prefix_tokens), None
+            return k, (gh, gw)
+    return k, None
 
 
 class PatchGrid:

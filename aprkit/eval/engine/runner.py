@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -190,7 +190,7 @@ def _evaluate_models(run: _Run, models: Mapping[Any, Any], labels: list[str], na
     # frozen; a model evaluated between epochs trains on in train mode); the suites run them in eval mode
     modes = {mod: mod.training for m in models.values() if isinstance(m, nn.Module) for mod in m.modules()}
     # ... and their 4-d weights in the memory layout they had (channels_last converts them for the run)
-    plain = [(store, name) for mod in modes for store in (mod._parameters, mod._buffers)
+    plain = [(cast(dict[str, Any], store), name) for mod in modes for store in (mod._parameters, mod._buffers)
              for name, t in store.items() if t is not None and t.ndim == 4 and t.is_contiguous()]
     try:
         _run_models(run, models, labels, names, results, data, channels_last, load, ctx_kw)
