@@ -107,9 +107,10 @@ def test_model_through_every_suite(name, clean, cue_tree):
     _spread_head(model, x)
     layer = _transplant_layers(model)[-1]  # real or complex maps (phase-collapse nets): the transplant test takes both
     scores = [s for s in SCORES if s != "mahalanobis" or model.num_features <= MAX_MAHALANOBIS_DIM]
+    # the fit: two images per class (one each leaves Mahalanobis no covariance: not computed, with a note)
     transplant = {"transplant_n_pairs": 2, "transplant_n_control": 2, "transplant_max_images": 4, "transplant_codes": ["phase"],
                   "transplant_sites": ["output"]}
-    options: dict[str, Any] = {"ood": ["noise:gaussian"], "ood_limit": 2, "fit": (x, y), "knn_k": 2, "ood_scores": scores,
+    options: dict[str, Any] = {"ood": ["noise:gaussian"], "ood_limit": 2, "fit": (x, y % 2), "knn_k": 2, "ood_scores": scores,
                                "n_pairs": 2, "patch_size": 8, "cue_conflict_n": 4}
     suites = [s for s in CLEAN_SUITES if s != "transplant"] + ["cue-conflict"]
     suites.append("transplant")

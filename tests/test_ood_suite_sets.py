@@ -167,3 +167,17 @@ def test_with_ood_resize_off_a_set_of_mixed_sizes_is_refused_at_every_batch_size
     with pytest.raises(ValueError, match=r"OOD set .*hidden: image 1 is 48x50, image 0 48x48"):
         evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{hidden}"], options=opts, progress=False,
                  batch_size=batch_size)
+
+
+def test_a_fit_without_spread_leaves_mahalanobis_out_with_a_note(tmp_path) -> None:
+    """A fit of one image per class gives Mahalanobis a covariance of zeros: it scored every input a perfect 0 (an
+    AUROC of 0.5 that measured nothing); now it is not computed, the note says why (also from the cache), and the
+    other scores are."""
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    opts = {"ood": ["noise:gaussian"], "ood_limit": 4, "fit": (x, torch.arange(4)),
+            "ood_scores": ["msp", "mahalanobis", "knn"], "knn_k": 2}
+    for _ in range(2):  # computed, then read from the folder's cache
+        r = next(iter(evaluate(Tiny(), "ood", (x, torch.arange(4)), options=opts, progress=False,
+                               out_dir=tmp_path / "run").models.values()))["ood"]
+        assert r["scores"] == ["msp", "knn"]
+        assert "Mahalanobis not computed: the features do not vary around their class means" in r["note"]

@@ -27,7 +27,8 @@ from torch import nn
 from ..._checks import check_integer_labels
 
 __all__ = [
-    "LOGIT_SCORES", "msp", "max_logit", "energy", "odin", "features_and_logits", "MahalanobisScorer", "KNNScorer",
+    "DegenerateFit", "LOGIT_SCORES", "msp", "max_logit", "energy", "odin", "features_and_logits", "MahalanobisScorer",
+    "KNNScorer",
 ]
 
 
@@ -141,6 +142,10 @@ def _check_features(f: Any, name: str = "features", dim: int | None = None) -> t
     return f
 
 
+class DegenerateFit(ValueError):
+    """Features that give a scorer nothing to fit (Mahalanobis: no spread around the class means)."""
+
+
 class MahalanobisScorer:
     """Class-conditional Gaussians with a shared covariance; score = ``-min_c (f - mu_c)^T Sigma^-1 (f - mu_c)``.
 
@@ -167,7 +172,7 @@ class MahalanobisScorer:
         centred = f - means[torch.searchsorted(classes, y)]
         cov = centred.T @ centred / f.shape[0]
         if not bool(cov.abs().amax() > 0):  # its pseudo-inverse is zero: every input would score a perfect 0
-            raise ValueError("the features do not vary around their class means (one sample per class, or "
+            raise DegenerateFit("the features do not vary around their class means (one sample per class, or "
                              "identical features): Mahalanobis needs a covariance to measure distances with")
         self.means, self.precision, self.classes = means, torch.linalg.pinv(cov, hermitian=True), classes
         return self

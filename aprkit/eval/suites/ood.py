@@ -178,8 +178,9 @@ def _open_fit(fit: Any, named: bool) -> Any:
         raise _FitUnavailable(f"Mahalanobis/KNN skipped: no training split found ({err})") from None
 
 
-def _fit_scorers(ctx: EvalContext, ds: Any, opts: OODOptions) -> dict[str, Any]:
-    """Mahalanobis/KNN fitted on the training features of the dataset ``ds``."""
+def _fit_scorers(ctx: EvalContext, ds: Any, opts: OODOptions) -> tuple[dict[str, Any], list[str]]:
+    """Mahalanobis/KNN fitted on the training features of the dataset ``ds``, and why one could not be (features
+    without spread around their class means give Mahalanobis no covariance: it is left out, with that note)."""
     from ..metrics import ood_scores as S
 
     fit_limit = opts.fit_limit
@@ -192,11 +193,15 @@ def _fit_scorers(ctx: EvalContext, ds: Any, opts: OODOptions) -> dict[str, Any]:
     if features is None:  # predict(features=True) always returns them
         raise RuntimeError("predict returned no features for the Mahalanobis/KNN fit")
     scorers: dict[str, Any] = {}
+    notes: list[str] = []
     if "mahalanobis" in opts.ood_scores:
-        scorers["mahalanobis"] = S.MahalanobisScorer().fit(features, out.labels)
+        try:
+            scorers["mahalanobis"] = S.MahalanobisScorer().fit(features, out.labels)
+        except S.DegenerateFit as err:
+            notes.append(f"Mahalanobis not computed: {err}")
     if "knn" in opts.ood_scores:
         scorers["knn"] = S.KNNScorer(k=opts.knn_k).fit(features)
-    return scorers
+    return scorers, notes
 
 
 def _odin_scores(ctx: EvalContext, dataset: Any, limit: int | None, opts: OODOptions) -> torch.Tensor:
@@ -290,9 +295,13 @@ class OODSuite(Suite[OODOptions]):
             def compute() -> dict:
                 if "scorers" not in state and state["fit"] is not None:
                     # opened only when a score is computed, not on a cache hit
-                    state["scorers"] = _fit_scorers(ctx, _open_fit(state["fit"], opts.fit is not None), opts)
-                return compute_scores(ctx, ds, wanted, state.get("scorers", {}), lim, f"ood {name}", opts,
-                                      labelled=labelled)
+                    state["scorers"], state["fit_notes"] = _fit_scorers(
+                        ctx, _open_fit(state["fit"], opts.fit is not None), opts)
+                got = compute_scores(ctx, ds, wanted, state.get("scorers", {}), lim, f"ood {name}", opts,
+                                     labelled=labelled)
+                if state.get("fit_notes"):  # cached with the scores: a cache hit says why one is missing too
+                    got["_notes"] = list(state["fit_notes"])
+                return got
 
             def lookup() -> dict[str, list[float]]:  # v5: energy in float64 (float32 tied scores at high T); v6
                 # (the in-distribution data only): no accuracy for data naming other classes, exact fractions; v7 / 6:
@@ -308,7 +317,9 @@ class OODSuite(Suite[OODOptions]):
 
         s_in = scores_for("in", in_ds, dataset_id(data), limit, True)
         present = [s for s in wanted if s in s_in]
-        result: OODResult = {"n_in": n_in, "scores": present, "sets": {}, "histograms": {}, "note": state.get("note")}
+        fit_note = "; ".join(map(str, s_in["_notes"])) if "_notes" in s_in else None
+        result: OODResult = {"n_in": n_in, "scores": present, "sets": {}, "histograms": {},
+                             "note": state.get("note") or fit_note}
         if "_accuracy" in s_in:
             result["in_accuracy"] = s_in["_accuracy"][0]
         missing = [s for s in wanted if s not in present]
