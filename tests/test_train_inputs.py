@@ -340,3 +340,14 @@ def test_a_feature_apr_layer_the_forward_never_calls_is_refused(tmp_path):
     with pytest.raises(LayerNotCalledWarning, match="'unused'"):
         fit(cfg | {"feature_apr": {"layers": ["unused"]}}, datasets=(Images(16), None), out=tmp_path / "r")
     assert not (tmp_path / "r" / "last.pt").exists()
+
+
+def test_data_errors_name_the_config_key_and_an_unlabelled_test_set(tmp_path):
+    """A split the dataset lacks named no config key ("split must be 'train' or 'test'"); a noise: test set was
+    refused in terms of "training labels"."""
+    cfg = train_config(model={"name": "small_cnn", "num_classes": 10}, optim={"epochs": 1},
+                       data={"dataset": "synthetic:64", "limit": 64, "image_size": 32})
+    with pytest.raises(ValueError, match=r"data\.test_split='val': split must be"):
+        fit(cfg | {"data": {**cfg["data"], "test_split": "val"}}, out=tmp_path / "a")
+    with pytest.raises(ValueError, match=r"test data .* label -1; labels must be .* unlabelled set"):
+        fit(cfg | {"data": {**cfg["data"], "test_dataset": "noise:gaussian"}}, out=tmp_path / "b")

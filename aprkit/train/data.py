@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,7 +72,7 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
     from ..data import get_dataset, has_splits, parse_spec
 
     spec = expand_env(cfg.data.dataset)
-    train_ds = get_dataset(spec, cfg.data.train_split)
+    train_ds = _open_split(spec, cfg.data.train_split, "data.train_split")
     check_several_classes(train_ds, cfg.model.num_classes)  # the whole data: a small data.limit may draw one class
     train = _subset(train_ds, cfg.data.limit, cfg.train.seed, "train-subset")
     check_labels(train, cfg.model.num_classes, f"the training data {spec}")
@@ -82,7 +83,7 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
             raise ValueError(f"data.dataset={spec!r} has no train/test splits (a {parse_spec(spec)[0]}: dataset "
                              "ignores the split, so the test set would be the training images): set "
                              "data.test_dataset (e.g. folder:/path/test), or train.eval_every=0")
-        test_ds = get_dataset(tspec, cfg.data.test_split)
+        test_ds = _open_split(tspec, cfg.data.test_split, "data.test_split")
         if class_mismatch(train_ds, test_ds):  # a test folder with fewer classes: labelled by the training classes
             folder = parse_spec(tspec)[0] == "folder"
             check_same_classes(train_ds, test_ds, f"the test data {tspec}", relabel=folder)
@@ -90,6 +91,18 @@ def load_datasets(cfg: Config) -> tuple[Dataset, Dataset | None]:
         test = _subset(test_ds, _test_limit(cfg), cfg.train.seed, "test-subset")
         check_labels(test, cfg.model.num_classes, f"the test data {tspec}")
     return train, test
+
+
+def _open_split(spec: str, split: str, key: str) -> Any:
+    """``get_dataset(spec, split)``; a split the dataset does not have is named by its config ``key``."""
+    from ..data import get_dataset
+
+    try:
+        return get_dataset(spec, split)
+    except ValueError as err:
+        if str(err).startswith("split "):
+            raise ValueError(f"{key}={split!r}: {err}") from None
+        raise
 
 
 # ------------------------------------------------------------------------------------- per-image CPU transforms

@@ -88,7 +88,8 @@ def check_label_range(labels: torch.Tensor, num_classes: int, what: str) -> None
         raise ValueError(f"{what} has label {hi} but model.num_classes={num_classes} (labels must be in "
                          f"0..{num_classes - 1}); set model.num_classes to at least {hi + 1}")
     if lo < 0:
-        raise ValueError(f"{what} has label {lo}; training labels must be class indices in 0..{num_classes - 1}")
+        unlabelled = " (-1: an unlabelled set, such as noise:, has no labels to train or test with)" if lo == -1 else ""
+        raise ValueError(f"{what} has label {lo}; labels must be class indices in 0..{num_classes - 1}{unlabelled}")
 
 
 def _end_shapes(ds: Dataset, n: int, what: str) -> list[tuple[int, tuple[int, ...]]]:
