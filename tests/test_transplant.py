@@ -867,6 +867,37 @@ def test_a_vit_taking_any_image_size_is_read_on_its_input_grid() -> None:
     assert not vit.patch_embed._forward_pre_hooks
 
 
+def test_the_patch_grid_reaches_a_thread_that_ran_no_forward_and_an_older_pickle_loads() -> None:
+    """Autograd's CUDA device thread recomputes a checkpointed block in the backward pass without running the patch
+    embedding: it reads the latest forward's grid (it took the configured one, transposed for a 32 x 16 input). An
+    attached model's hook state pickled by an older aprkit (without the grid reader and the call check) still
+    trains."""
+    import threading
+
+    import timm
+
+    from aprkit.hidden import PatchGrid, attach
+    from aprkit.hidden.attach import _HookState
+
+    vit = timm.models.VisionTransformer(img_size=(16, 32), patch_size=4, embed_dim=16, depth=1, num_heads=2,
+                                        num_classes=4, dynamic_img_size=True)
+    tall = torch.rand(2, 3, 32, 16)
+    with PatchGrid(vit) as patches:
+        vit(tall)
+        seen: list[object] = []
+        worker = threading.Thread(target=lambda: seen.append(patches.grid))
+        worker.start()
+        worker.join()
+    assert seen == [(8, 4)]
+    handle = attach(vit.train(), ["blocks.0"], p=1.0)
+    state = next(h for h in vit._forward_pre_hooks.values() if isinstance(getattr(h, "__self__", None), _HookState))
+    old = {k: v for k, v in state.__self__.__getstate__().items() if k not in ("patches", "names", "checked_calls")}
+    state.__self__.__setstate__(old)
+    vit(tall).sum().backward()  # the configured 4 x 8 grid: no patch reader, as in the older aprkit
+    assert handle.modules["blocks.0"].grid == (4, 8)
+    handle.remove()
+
+
 def test_a_plain_sequential_network_is_swept_at_its_activations() -> None:
     """AllConv (and VGG-like nets) are one ``nn.Sequential`` of plain layers: no repeated blocks, so the default
     sweep failed ("found no repeated blocks"); their activation modules (AllConv's own SigmoidGELU among them) now
@@ -889,8 +920,13 @@ def test_a_plain_sequential_network_is_swept_at_its_activations() -> None:
     assert [(r["layer"], r["site"]) for r in res["rows"]] == [
         (b, s) for s in ("output", "input") for b in ("features.2", "features.16", "features.30")]
     assert all(r["identity_agreement"] == 1.0 for r in res["rows"]) and not res["skipped"]
-    with pytest.raises(ValueError, match="no activation modules.*transplant_layers"):
+    with pytest.raises(ValueError, match="no activation module held once.*transplant_layers"):
         list_blocks(nn.Sequential(nn.Conv2d(3, 4, 1), nn.Flatten()))
+    relu = nn.ReLU()  # one ReLU module called after both convolutions stands for neither layer
+    shared = nn.Sequential(nn.Conv2d(3, 4, 3), relu, nn.Conv2d(4, 4, 3), relu, nn.Conv2d(4, 4, 3), nn.GELU())
+    assert list_blocks(shared) == ["5"]
+    with pytest.raises(ValueError, match="no activation module held once.*pass layers"):
+        list_blocks(nn.Sequential(nn.Conv2d(3, 4, 3), relu, nn.Conv2d(4, 4, 3), relu))
 
 
 def test_a_model_returning_a_tuple_is_refused_with_a_sentence() -> None:

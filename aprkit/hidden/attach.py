@@ -51,24 +51,27 @@ def token_layout(model: nn.Module) -> tuple[int | None, tuple[int, int] | None]:
 class PatchGrid:
     """The patch grid of the images a timm ViT's patch embedding received in its latest forward (per thread: a
     DataParallel's replicas share the hook), read by a forward pre-hook: ``with PatchGrid(model) as pg:
-    model(x); pg.grid``. ``grid`` is ``None`` for a model without a patch embedding or before a forward."""
+    model(x); pg.grid``. ``grid`` is ``None`` for a model without a patch embedding or before a forward. A thread
+    that ran no forward (autograd's device thread recomputing a checkpointed block in the backward pass) reads the
+    latest forward's grid of any thread."""
 
     def __init__(self, model: nn.Module) -> None:
         vit = _timm_vit(model)
         self.module: nn.Module | None = getattr(vit, "patch_embed", None) if vit is not None else None
         self._local = threading.local()
+        self._latest: tuple[int, int] | None = None
         self._hook: Any = None
 
     def __getstate__(self) -> dict[str, Any]:  # a thread-local does not pickle: an attached model does
-        return {k: v for k, v in self.__dict__.items() if k not in ("_local", "_hook")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_local", "_hook", "_latest")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._local, self._hook = threading.local(), None
+        self._local, self._latest, self._hook = threading.local(), None, None
 
     @property
     def grid(self) -> tuple[int, int] | None:
-        return getattr(self._local, "grid", None)
+        return getattr(self._local, "grid", self._latest)
 
     def __call__(self, mod: nn.Module, args: Any) -> None:
         x = args[0] if args else None
@@ -76,8 +79,9 @@ class PatchGrid:
             size = (int(x.shape[-2]), int(x.shape[-1]))
             feat = getattr(mod, "dynamic_feat_size", None)  # timm: the grid of an image size, padding included
             patch = getattr(mod, "patch_size", None)
-            self._local.grid = (tuple(int(v) for v in feat(size)) if callable(feat) else
-                                (size[0] // int(patch[0]), size[1] // int(patch[1])) if patch is not None else None)
+            self._local.grid = self._latest = (
+                tuple(int(v) for v in feat(size)) if callable(feat) else
+                (size[0] // int(patch[0]), size[1] // int(patch[1])) if patch is not None else None)
 
     def __enter__(self) -> PatchGrid:
         if self.module is not None:
@@ -213,7 +217,8 @@ class _HookState:
         return {k: v for k, v in self.__dict__.items() if k != "_local"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        # an attached model pickled by an older aprkit lacks the later fields: its call check is not made
+        self.__dict__.update({"patches": None, "names": [], "checked_calls": True, **state})
         self._local = threading.local()
 
     def open_forward(self, mod: nn.Module, args: Any) -> None:
@@ -221,8 +226,8 @@ class _HookState:
 
     def close_forward(self, mod: nn.Module, args: Any, out: Any) -> None:
         calls, self._local.calls = getattr(self._local, "calls", None), None  # also after a forward that raised
-        if calls is None or out is None or not mod.training or getattr(self, "checked_calls", True):
-            return  # (an attached model pickled by an older aprkit has neither field: not checked)
+        if calls is None or out is None or not mod.training or self.checked_calls:
+            return
         self.checked_calls = True
         never = [name for name in self.names if not calls[name]]
         if never:

@@ -19,6 +19,7 @@ A *site* is where an activation is read or replaced:
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -162,11 +163,13 @@ def list_blocks(model: nn.Module) -> list[str]:
             visit(f"{prefix}{n}.", k)
 
     visit("", model)
+    if not found:  # an activation module the model holds, or calls, more than once stands for no one layer
+        held = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
+        found = [n for n, m in model.named_modules()
+                 if n and _is_activation(m) and not _in_gate(model, n) and held[id(m)] == 1]
     if not found:
-        found = [n for n, m in model.named_modules() if n and _is_activation(m) and not _in_gate(model, n)]
-    if not found:
-        raise ValueError("found no repeated blocks (nn.Sequential of submodules) and no activation modules in the "
-                         "model; pass layers=[...] (aprkit eval: --set 'transplant_layers=[layer2.1]')")
+        raise ValueError("found no repeated blocks (nn.Sequential of submodules) and no activation module held once "
+                         "in the model; pass layers=[...] (aprkit eval: --set 'transplant_layers=[layer2.1]')")
     return found
 
 
