@@ -5,11 +5,12 @@ type of the result depended on the draw)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
-__all__ = ["is_tv_tensor", "is_video", "like_input"]
+__all__ = ["draw_groups", "is_tv_tensor", "is_video", "like_input"]
 
 
 def is_tv_tensor(x: Any) -> bool:
@@ -20,6 +21,14 @@ def is_tv_tensor(x: Any) -> bool:
 def is_video(x: Any) -> bool:
     """Whether ``x`` is a ``tv_tensors.Video`` (its frames share one draw, as in torchvision's transforms)."""
     return is_tv_tensor(x) and type(x).__name__ == "Video"
+
+
+def draw_groups(x: torch.Tensor) -> tuple[int, int]:
+    """``(draws, images per draw)`` of an image tensor ``(..., C, H, W)``: one draw per image (its leading dims) or,
+    for a ``tv_tensors.Video`` ``(..., T, C, H, W)``, one per video, shared by its ``T`` frames."""
+    lead = x.ndim - (4 if is_video(x) else 3)
+    draws = math.prod(x.shape[:lead]) if lead > 0 else 1
+    return draws, math.prod(x.shape[:-3]) // draws if draws else 0
 
 
 def like_input(out: torch.Tensor, x: Any) -> torch.Tensor:

@@ -73,6 +73,13 @@ def test_odin_perturbation_raises_tempered_msp() -> None:
     with pytest.raises(ValueError, match="epsilon"):
         S.odin(model, x, epsilon=-1.0)
 
+    class NanGrad(nn.Module):  # finite logits, NaN input gradient (sqrt at zero): no score, a sentence
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return model(x) + 0.0 * torch.sqrt(x - x).sum((1, 2, 3))[:, None]
+
+    with pytest.raises(ValueError, match="gradient of the model's loss holds NaN"):
+        S.odin(NanGrad(), x, epsilon=0.001)
+
 
 def test_features_and_logits_hook() -> None:
     model = _tiny_model()

@@ -17,7 +17,7 @@ import torch
 from .._checks import batch_size_of, check_image_tensor, check_param_keys, check_probability
 from .._generators import worker_generator
 from .._replay import ReplayModule
-from .._tv import is_video, like_input
+from .._tv import draw_groups, is_video, like_input
 from .api import BENCHMARK, check_channels, check_names, corrupt, image_channels, on_image
 from .severity import check_preset, check_severities
 
@@ -107,9 +107,15 @@ class RandomCorruption(ReplayModule):
         """Corrupt a tensor ``(C, H, W)`` / ``(B, C, H, W)``, a PIL image or an ``(H, W, 3)`` uint8 array; or, as
         torchvision v2's transforms do, the images of a sample of several items (``(image, label)``, a dict, ...:
         everything else passes through; boxes, masks and keypoints are refused, as ``v2.AugMix`` refuses them, since
-        elastic and zoom blur move the image's pixels). The frames of a ``tv_tensors.Video`` share their draws."""
+        elastic and zoom blur move the image's pixels; so is a NumPy image inside a sample, which those rules would
+        leave clean). Where a sample holds no ``tv_tensors.Image``/``Video`` or PIL image, only its first plain tensor
+        is an image (torchvision's rule: ``(image, label_tensor)``), so a list of image tensors is not a batch: stack
+        it. The frames of a ``tv_tensors.Video`` share their draws."""
         if len(inputs) == 1 and not isinstance(inputs[0], (tuple, list, dict)):
             return self._corrupt(inputs[0])
+        if len(inputs) == 2 and isinstance(inputs[1], dict) and set(_PARAM_KEYS) <= set(inputs[1]):
+            raise TypeError("RandomCorruption(images, params) would corrupt a sample (images, dict) with new draws; "
+                            "to replay drawn parameters call .apply(images, params)")
         return _v2_sample(self)(*inputs)
 
     def _corrupt(self, x: Any) -> Any:
@@ -122,12 +128,8 @@ class RandomCorruption(ReplayModule):
             if x.ndim >= 4 and x.shape[0] == 0:  # an empty batch comes back as it is, as from the hosts' transforms
                 return x
             batch = x.as_subclass(torch.Tensor).reshape(-1, *x.shape[-3:])
-            if video:  # one draw per video (leading dims), repeated over its frames
-                frames = x.shape[-4] if x.ndim >= 4 else 1
-                params = {k: v.repeat_interleave(frames) for k, v in
-                          self.generate_parameters(batch.shape[0] // frames).items()}
-            else:
-                params = self.generate_parameters(batch.shape[0])
+            draws, per = draw_groups(x)  # a video's frames share its draw
+            params = {k: v.repeat_interleave(per) for k, v in self.generate_parameters(draws).items()}
             return like_input(self.apply(batch, params).reshape(x.shape), x)  # an Image stays one
         if isinstance(x, np.ndarray) or type(x).__module__.startswith("PIL"):
             channels = image_channels(x)
@@ -154,6 +156,11 @@ def _v2_sample(corruption: RandomCorruption) -> Any:
     class Sample(v2.Transform):
         def check_inputs(self, flat_inputs: list[Any]) -> None:
             reject_annotations(flat_inputs, "RandomCorruption", "elastic and zoom blur move the image's pixels")
+            for inpt in flat_inputs:  # torchvision's rules pass NumPy arrays through: an image would stay clean
+                if isinstance(inpt, np.ndarray) and inpt.ndim >= 2:
+                    raise TypeError(f"RandomCorruption got a sample holding a NumPy array of shape {inpt.shape}, "
+                                    "which torchvision's sample rules pass through uncorrupted; pass the image "
+                                    "alone, or as a tensor / PIL image / tv_tensors.Image in the sample")
 
         def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
             return corruption._corrupt(inpt)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +12,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2._utils import is_pure_tensor
 
 from ..._checks import check_chw_layout, check_image_tensor
+from ..._tv import draw_groups, like_input
 from ...fourier import Dims
 from ..single import APRSingle
 
@@ -84,17 +84,11 @@ class APRSingleV2(v2.Transform):
     def check_inputs(self, flat_inputs: list[Any]) -> None:
         reject_annotations(flat_inputs, "APRSingleV2", "its rotate/shear/translate ops would move the image")
 
-    @staticmethod
-    def _leading(inpt: torch.Tensor) -> int:
-        """Number of independent draws ``inpt`` needs (images of a batch; videos, not frames)."""
-        lead = inpt.ndim - (4 if isinstance(inpt, tv_tensors.Video) else 3)
-        return math.prod(inpt.shape[:lead]) if lead > 0 else 1
-
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         n = 1
         for inpt in flat_inputs:
             if isinstance(inpt, torch.Tensor) and self._needs(inpt):
-                n = max(n, self._leading(inpt))
+                n = max(n, draw_groups(inpt)[0])
         return {"apr": self.aprs.batch.generate_parameters((n,))}
 
     @staticmethod
@@ -115,11 +109,10 @@ class APRSingleV2(v2.Transform):
         else:  # the layout check of APRSingle.apply, which the batched path does not pass through
             check_chw_layout(check_image_tensor(plain, "image", min_ndim=4, check_finite=False))
             flat = plain.reshape(-1, *plain.shape[-3:])
-            n = self._leading(inpt)
-            per = flat.shape[0] // n  # frames per video (1 for images)
+            n, per = draw_groups(inpt)  # per: frames per video (1 for images)
             draws = {k: v[:n].repeat_interleave(per) for k, v in p.items()}
             out = self.aprs.batch.apply(flat, draws).reshape(plain.shape)
-        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+        return like_input(out, inpt)
 
     def extra_repr(self) -> str:
         return self.aprs.batch.extra_repr()

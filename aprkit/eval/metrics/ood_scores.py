@@ -99,6 +99,9 @@ def odin(model: nn.Module, x: torch.Tensor, temperature: float = 1000.0, epsilon
         logits = _check_logits(model(x_in), "model output")
         loss = F.cross_entropy(logits / t, logits.argmax(dim=1), reduction="sum")  # -log S_yhat(x; T)
         (grad,) = torch.autograd.grad(loss, x_in)
+    if bool(grad.isnan().any()):  # the sign below would turn NaN into a step and a finite, meaningless score
+        raise ValueError("ODIN: the input gradient of the model's loss holds NaN (for finite logits): no "
+                         "perturbation direction; check the model's backward (e.g. a sqrt or norm at zero)")
     # the original code's sign: +1 where the gradient is >= 0, so a pixel whose gradient is exactly 0 (behind a ReLU
     # or a max-pool) moves too (grad.sign() left it; OpenOOD does the same as the original)
     x_pert = x.detach() - eps * torch.where(grad >= 0, 1.0, -1.0).to(grad.dtype)
