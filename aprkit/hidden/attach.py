@@ -79,9 +79,9 @@ class PatchGrid:
             size = (int(x.shape[-2]), int(x.shape[-1]))
             feat = getattr(mod, "dynamic_feat_size", None)  # timm: the grid of an image size, padding included
             patch = getattr(mod, "patch_size", None)
-            self._local.grid = self._latest = (
-                tuple(int(v) for v in feat(size)) if callable(feat) else
-                (size[0] // int(patch[0]), size[1] // int(patch[1])) if patch is not None else None)
+            grid = [int(v) for v in feat(size)] if callable(feat) else (
+                [size[0] // int(patch[0]), size[1] // int(patch[1])] if patch is not None else None)
+            self._local.grid = self._latest = (grid[0], grid[1]) if grid is not None else None
 
     def __enter__(self) -> PatchGrid:
         if self.module is not None:
