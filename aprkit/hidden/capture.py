@@ -115,8 +115,9 @@ def predict_intervened(
                     hook.remove()
         if not isinstance(out, torch.Tensor) or out.ndim != 2:
             got = f"a {type(out).__name__}" if not isinstance(out, torch.Tensor) else f"shape {tuple(out.shape)}"
-            raise ValueError(f"the model returned {got}; the transplant test needs logits (B, K): wrap a model "
-                             "returning a tuple or dict in a module whose forward returns its logits")
+            fix = ("wrap a model returning a tuple or dict in a module whose forward returns its logits"
+                   if not isinstance(out, torch.Tensor) else "a classifier's logits, one row per image")
+            raise ValueError(f"the model returned {got}; the transplant test needs logits (B, K): {fix}")
         logits.append(out.float().cpu())
         preds.append(logits[-1].argmax(1))
     return torch.cat(preds), torch.cat(logits)
