@@ -37,7 +37,6 @@ __all__ = [
     "linear_axis",
     "map_index",
     "clipped_zoom",
-    "zoom_matrix",
     "zoom_sum",
     "rgb_to_gray",
 ]
@@ -364,38 +363,18 @@ def clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
     return linear_axis(y, -1, _zoom_coords(w, zoom, x.device))
 
 
-def zoom_matrix(n: int, zoom: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Dense ``(n, n)`` matrix of ``clipped_zoom`` along one axis (``out = M @ x``); two non-zeros per row."""
-    coords = _zoom_coords(n, zoom, device)
-    i0 = coords.floor()
-    w = (coords - i0).to(dtype)
-    i0 = i0.long()
-    m = torch.zeros(n, n, device=device, dtype=dtype)
-    rows = torch.arange(n, device=device)
-    m.index_put_((rows, map_index(i0, n, "replicate")), 1 - w, accumulate=True)
-    m.index_put_((rows, map_index(i0 + 1, n, "replicate")), w, accumulate=True)
-    return m
-
-
 def zoom_sum(x: torch.Tensor, zooms: Sequence[float]) -> torch.Tensor:
-    """``sum(clipped_zoom(x, z) for z in zooms)`` for ``x`` ``(B, C, H, W)``.
-
-    Small images: two large matmuls with dense interpolation matrices. Large images: per zoom, the
-    row pass, one transpose and the column pass as a second row pass (row selection is far cheaper
-    than gathering along the last dim); the sum is kept transposed. Both equal ``clipped_zoom``."""
+    """``sum(clipped_zoom(x, z) for z in zooms)`` for ``x`` ``(B, C, H, W)``: per zoom, the row pass, one transpose and
+    the column pass as a second row pass (row selection is far cheaper than gathering along the last dim); the sum
+    is kept transposed. Element-wise steps in a fixed order, so the values do not depend on the thread count or
+    the batch (dense interpolation matrices, used below 129 px before CODE_VERSION 10, did: a matrix product's
+    summation order follows the BLAS kernel's blocking)."""
     b, c, h, w = x.shape
-    if max(h, w) > 128:
-        out = torch.zeros(b, c, w, h, dtype=x.dtype, device=x.device)
-        for f in zooms:
-            y = linear_axis(x, -2, _zoom_coords(h, float(f), x.device)).transpose(-1, -2).contiguous()
-            out += linear_axis(y, -2, _zoom_coords(w, float(f), x.device))
-        return out.transpose(-1, -2)
-    z = len(zooms)
-    mh = torch.cat([zoom_matrix(h, float(f), x.device, x.dtype) for f in zooms])  # (Z*H, H)
-    mw = torch.cat([zoom_matrix(w, float(f), x.device, x.dtype).t() for f in zooms])  # (Z*W, W)
-    t = (mh @ x.permute(2, 0, 1, 3).reshape(h, b * c * w)).reshape(z, h, b, c, w)
-    t = t.permute(2, 3, 1, 0, 4).reshape(b * c * h, z * w)
-    return (t @ mw).reshape(b, c, h, w)
+    out = torch.zeros(b, c, w, h, dtype=x.dtype, device=x.device)
+    for f in zooms:
+        y = linear_axis(x, -2, _zoom_coords(h, float(f), x.device)).transpose(-1, -2).contiguous()
+        out += linear_axis(y, -2, _zoom_coords(w, float(f), x.device))
+    return out.transpose(-1, -2)
 
 
 def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
