@@ -15,6 +15,7 @@ import torch
 
 __all__ = [
     "check_chw_layout",
+    "check_once",
     "batch_size_of",
     "to_device",
     "dataset_len",
@@ -228,6 +229,12 @@ def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
+
+
+def check_once(values: Sequence[Any], what: str, why: str) -> None:
+    """Refuse ``values`` holding a value twice: ``what`` they are, ``why`` a repeat would be wrong."""
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} {list(values)} repeat a value ({why}); expected each once")
 
 
 def batch_size_of(batch_shape: Any) -> int:

@@ -147,6 +147,9 @@ def test_cli_usage_errors_write_nothing_that_binds_a_fix(array_input, folder_inp
     assert "unknown device 'gpu'" in capsys.readouterr().err
     assert main([*base, "--severities", "2", "2"]) == 2
     assert "severities [2, 2] repeat a value" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a set aprkit eval could not regenerate (its seeds are 0..2**63-1)
+        main([*base, "--seed", "-1"])
+    assert "argument --seed: expected a seed in 0..2**63-1, got '-1'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["corrupt", str(folder_input), str(tmp / "f"), "--size", "0", "--corruptions", "fog", "--severities", "1",
               "--no-progress"])

@@ -315,7 +315,9 @@ def test_item_seeds_checks_its_key_parts_and_takes_empty_lists():
     for args, exc, message in (((0, "fgo", 3, "cifar"), ValueError, "did you mean 'fog'"),
                                ((0.7, "fog", 3, "cifar"), TypeError, "seed must be an integer"),
                                ((0, "fog", 9, "cifar"), ValueError, "severity"),
-                               ((0, "fog", 3, None), ValueError, "preset")):
+                               ((0, "fog", 3, None), ValueError, "preset"),
+                               ((-1, "fog", 3, "cifar"), ValueError, r"seed must be an integer in 0\.\.2\*\*63 - 1"),
+                               ((2**63, "fog", 3, "cifar"), ValueError, "seed must be an integer in")):
         with pytest.raises(exc, match=message):
             item_seeds(*args, [1])
 
@@ -325,6 +327,13 @@ def test_random_corruption_passes_empty_batches_and_cuts_the_graph():
 
     empty = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
     assert RandomCorruption()(empty) is empty
+    out = corrupt(empty, "fog", 3, seeds=[])  # as RandomCorruption: a loop's empty last batch comes back empty
+    assert out.shape == empty.shape and out.dtype == torch.uint8 and out is not empty
+    with pytest.raises(ValueError, match="seeds must hold one seed per image: expected 0"):
+        corrupt(empty, "fog", 3, seeds=[1])
+    for kwargs, what in (({"names": ["all", "fog"]}, "names"), ({"severities": [1, 1, 5]}, "severities")):
+        with pytest.raises(ValueError, match=f"{what} .* repeat a value \\(each is drawn uniformly"):
+            RandomCorruption(**kwargs)
     x = torch.rand(2, 3, 32, 32, requires_grad=True)
     assert not RandomCorruption(p=1.0, generator=torch.Generator().manual_seed(0))(x).requires_grad
 

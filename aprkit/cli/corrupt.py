@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .._text import comma_items
 from ..corruptions.severity import PRESETS
-from ._common import check_out_dir, positive_int
+from ._common import check_out_dir, positive_int, seed_int
 
 __all__ = ["add_parser", "run"]
 
@@ -56,10 +56,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="bring images to SIZE x SIZE: the imagenet layout resizes the short side to SIZE*256/224 and "
                         "centre-crops SIZE (ImageNet-C's Resize(256) + CenterCrop(224)), the cifar layout resizes the "
                         "short side to SIZE and centre-crops; images already SIZE x SIZE are kept (default: 224 for "
-                        "the imagenet layout, keep for cifar)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="image i of every corruption x severity draws from (seed, corruption, severity, preset, i) "
-                        "(default 0)")
+                        "the imagenet layout, keep for cifar); folder input only: an array is written at its own size)")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help="image i of every corruption x severity draws from (seed, corruption, severity, preset, i); "
+                        "0..2**63-1, as aprkit eval's --seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="images per batch (default 500 cifar, 64 imagenet); does not change the output")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .._text import comma_items
-from ._common import nonnegative_int
+from ._common import seed_int
 
 __all__ = ["add_parser", "run", "settings"]
 
@@ -91,7 +91,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--data-root", dest="data_root", metavar="DIR",
                    help="where downloaded data (and robustbench weights, DIR/robustbench) live (default $APRKIT_DATA, "
                         "else ~/.cache/aprkit)")
-    p.add_argument("--seed", type=nonnegative_int,
+    p.add_argument("--seed", type=seed_int,
                    help="seed of generated corruptions, synthetic OOD and cue-conflict sets, the fit subset and "
                         "sampled pairs, 0..2**63-1 (default 0)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,

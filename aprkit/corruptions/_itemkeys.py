@@ -57,6 +57,8 @@ def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -
     seed = seed.item() if getattr(seed, "ndim", None) == 0 and hasattr(seed, "item") else seed  # a 0-dim tensor
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {seed!r}")
+    if not 0 <= int(seed) < 2**63:  # as train.seed and evaluate's seed: a -C set must be one evaluate can regenerate
+        raise ValueError(f"seed must be an integer in 0..2**63 - 1, got {seed}")
     severity, preset = check_severity(severity), check_preset(preset)
     idx = torch.as_tensor(indices) if not isinstance(indices, (list, tuple, range)) or len(indices) else \
         torch.empty(0, dtype=torch.int64)  # an empty list would read as float
@@ -78,8 +80,9 @@ class ItemKeys:
     """
 
     def __init__(self, keys: Any, device: torch.device | str | None = None, *, counter: int = 0) -> None:
-        try:
-            k = torch.as_tensor(keys)
+        try:  # an empty list would read as float (item_seeds takes one too)
+            k = torch.empty(0, dtype=torch.int64) if isinstance(keys, (list, tuple, range)) and not len(keys) \
+                else torch.as_tensor(keys)
         except (OverflowError, RuntimeError, ValueError, TypeError) as e:
             if "overflow" in str(e).lower():  # a Python int beyond 64 bits
                 raise ValueError("seeds must be integers in the int64 range (-2**63 .. 2**63 - 1)") from None

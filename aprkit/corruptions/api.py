@@ -262,11 +262,12 @@ def corrupt(
         frost_dir: directory with the frost textures (else ``$APRKIT_FROST_DIR`` or ``imagecorruptions``).
 
     Returns:
-        The corrupted images: same shape, dtype and device; the input is never modified. Corruptions are not
+        The corrupted images: same shape, dtype and device (an empty batch comes back empty); the input is never
+        modified. Corruptions are not
         differentiable (random draws, 8-bit steps): the result never requires grad, also for an input that does.
     """
     name = check_name(name)
-    check_image_tensor(images, "images", min_ndim=3, unit_range=True)
+    check_image_tensor(images, "images", min_ndim=3, unit_range=True, allow_empty=True)
     images = images.detach()  # several corruptions write with out= or read NumPy arrays, which autograd refuses
     preset = resolve_preset(preset, images.shape[-2], images.shape[-1])
     c = params(name, severity, preset)
@@ -288,6 +289,8 @@ def corrupt(
             raise ValueError(f"seeds must hold one seed per image: expected {flat.shape[0]} for images of shape "
                              f"{tuple(images.shape)}, got {len(source)}")
     fn, opts = CORRUPTIONS[name], _options(name, preset, images.dtype, frost_dir)
+    if flat.shape[0] == 0:  # an empty batch (a loop's last), checked as any other, comes back empty
+        return images.clone()
     # CPU: work on cache-sized chunks (~4 MB of float32); accelerators take the whole batch
     if name in _CPU_CHUNK_LARGE_NAMES and images.shape[-2] * images.shape[-1] > 64 * 64:
         chunk = _CPU_CHUNK_LARGE

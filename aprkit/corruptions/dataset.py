@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._checks import check_once
 from .._io import atomic_write
 from ._frost import texture_digest
 from ._random import item_seeds
@@ -117,8 +118,7 @@ def _check_names(names: Sequence[str] | str, severities: Sequence[int] | int,
         raise ValueError(f"expected at least one corruption name and one severity, got names={names} "
                          f"severities={severities}")
     for what, values in (("corruption names", names), ("severities", severities)):
-        if len(set(values)) != len(values):  # a repeated severity doubles the rows, which no reader accepts
-            raise ValueError(f"{what} {values} repeat a value; expected each once")
+        check_once(values, what, "a repeat would double rows, which no reader accepts")
     return names, severities
 
 

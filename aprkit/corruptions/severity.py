@@ -163,8 +163,9 @@ def resolve_preset(preset: str | None, height: int, width: int, *, stacklevel: i
     if preset != fit and not nominal / _SIZE_FACTOR <= side <= nominal * _SIZE_FACTOR:
         warnings.warn(f"preset {preset!r} holds the severity parameters of {nominal:g}-px images, but these images are "
                       f"{int(height)}x{int(width)} px, so the corruptions are far weaker or stronger than published; "
-                      f"the preset for this size is {fit!r} (pass preset={fit!r}, or preset=None to pick it from the "
-                      "image size; silence with warnings.simplefilter('ignore', PresetSizeWarning))",
+                      f"the preset for this size is {fit!r}: pass that preset, or none to pick it from the image "
+                      "size (aprkit corrupt: leave --preset out; aprkit eval: leave out --set preset=...; a "
+                      "PresetSizeWarning)",
                       PresetSizeWarning, stacklevel=stacklevel + 1)
     return preset
 

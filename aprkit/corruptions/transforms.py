@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import batch_size_of, check_image_tensor, check_param_keys, check_probability
+from .._checks import batch_size_of, check_image_tensor, check_once, check_param_keys, check_probability
 from .._generators import worker_generator
 from .._replay import ReplayModule
 from .._tv import draw_groups, is_video, like_input
@@ -61,6 +61,8 @@ class RandomCorruption(ReplayModule):
         self.severities = tuple(check_severities(severities))
         if not self.severities:
             raise ValueError("severities must contain at least one integer 1-5")
+        for what, values in (("names", self.names), ("severities", self.severities)):
+            check_once(values, what, "each is drawn uniformly: a repeat would silently weigh it twice")
         self.p = check_probability(p)
         self.preset = None if preset is None else check_preset(preset)
         if generator is not None and not isinstance(generator, torch.Generator):
