@@ -194,7 +194,7 @@ def test_bad_inputs_get_clear_errors(tmp_path):
         run_demo("", quick=True)
 
 
-def test_folder_data_split_and_sizes(tmp_path):
+def test_folder_data_split_and_sizes(tmp_path, capsys):
     """``folder:PATH`` without train/test subfolders is split 80/20 (seeded) and resized."""
     from PIL import Image
 
@@ -218,6 +218,10 @@ def test_folder_data_split_and_sizes(tmp_path):
     fewer = load_demo_data(f"folder:{tmp_path}", demo_settings(quick=True, n_train=10, n_test=3))
     assert "10 of the 16 training images, a seeded random subset" in fewer.description
     assert "3 of the 4 test images, a seeded random subset" in fewer.description
+    from aprkit.cli import main  # a folder with too few images: more of them help, not --train-size
+
+    assert main(["demo", "--quick", "--data", f"folder:{tmp_path}", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "folder:" in (err := capsys.readouterr().err) and "gives 16 (it holds no more: add images)" in err, err
 
 
 def test_demo_setup_states_the_schedule_the_run_had() -> None:
@@ -230,7 +234,7 @@ def test_demo_setup_states_the_schedule_the_run_had() -> None:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--quick", "--data", "synthetic:100"], r"needs at least 128 training images; synthetic:100 gives 100"),
+    (["--quick", "--data", "synthetic:100"], r"needs at least 128 training images; synthetic:100 gives 100 \(raise synthetic:N\)"),
     (["--quick", "--data", "synthetic:abc"], r"synthetic:N takes a positive number of training images, got 'synthetic:abc'"),
     (["--quick", "--data", "synthetic:300", "--train-size", "100"], r"already sets the number of training images"),
     (["--quick", "--train-size", "0"], r"the synthetic one is generated: give a number"),

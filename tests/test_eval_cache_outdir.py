@@ -127,3 +127,8 @@ def test_two_training_runs_keep_apart_under_their_default_labels(tmp_path):
         evaluate(str(tmp_path / run / "model.pt"), suite="calibration", data=small_data(8), out_dir=out,
                  options=CLEAN_ONLY, **KW)
     assert list(_saved(out)["models"]) == ["std/model", "apr_sp/model"]
+    from aprkit.models import load_model  # a module loaded from a file keeps that label (not its class name),
+    evaluate(load_model(tmp_path / "std" / "model.pt"), suite="calibration", data=small_data(8), out_dir=out,
+             options=CLEAN_ONLY, **KW)  # so the Python API and aprkit eval name the same weights alike
+    assert list(_saved(out)["models"]) == ["std/model", "apr_sp/model"]
+    assert display_name(create_model("small_cnn")) == "SmallCNN"

@@ -136,6 +136,8 @@ def test_cli_train_on_synthetic_data(tmp_path, capsys):
     assert (tmp_path / "model.pt").is_file()
     assert main(["train", "--set", "optim.learning_rate=1"]) == 2
     assert "valid keys in optim" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "none")]) == 2  # the defaults alone: 200 epochs of synthetic data
+    assert "no --config: give a recipe" in capsys.readouterr().err and not (tmp_path / "none").exists()
     args = ["train", "--out", str(tmp_path), "--set", "model.name=_tiny_test_cnn", "data.dataset=synthetic:64",
             "optim.batch_size=16", "optim.epochs=1", "data.test_limit=32", "data.num_workers=0", "train.progress=false",
             "train.max_steps=1"]

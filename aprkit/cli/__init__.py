@@ -81,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the subcommand's usage and a did-you-mean (argparse names the top-level parser's)
+        _unknown_arguments(parser, args, extra)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
@@ -109,6 +111,18 @@ def _main(argv: Sequence[str] | None) -> int:
         return _error(args, err)
     finally:
         warnings.formatwarning = original
+
+
+def _unknown_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> None:
+    """Exit (2) on arguments no parser took, with the usage of the subcommand they were given to and the nearest
+    option of each unknown ``--flag``."""
+    from .._text import nearest_names
+
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    target = sub.choices.get(args.command, parser) if sub is not None and args.command else parser
+    options = [o for a in target._actions for o in a.option_strings]
+    hints = "".join(nearest_names(word.split("=", 1)[0], options) for word in extra if word.startswith("--"))
+    target.error(f"unrecognized arguments: {' '.join(extra)}{hints}")
 
 
 def _error(args: argparse.Namespace, err: BaseException) -> int:

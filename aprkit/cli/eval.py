@@ -61,8 +61,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--drop-head", dest="drop_head", action="store_true", default=None,
                    help="replace a checkpoint's classifier that has another number of classes than --num-classes")
     p.add_argument("--model-id", dest="model_id",
-                   help="name used in the report (default: the model's name; a checkpoint's file stem, FOLDER/model "
-                        "for aprkit train's model.pt or last.pt)")
+                   help="name used in the report (default: the model's name; a checkpoint's file stem, FOLDER/STEM "
+                        "for aprkit train's model.pt or last.pt: FOLDER/model, FOLDER/last)")
     p.add_argument("--num-classes", dest="num_classes", type=int)
     p.add_argument("--data", action="append",
                    help="clean test data spec, e.g. cifar10:/data/cifar10 or folder:/data/val ('folder:/data/val?"

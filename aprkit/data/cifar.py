@@ -219,6 +219,6 @@ def cifar_dataset(root: str | Path, name: str = "cifar10", split: str = "test", 
     raise FileNotFoundError(
         f"no {name} {split} data under {root}{hint}: expected torchvision's layout {root}/{folder_name}/ "
         f"(get_dataset(..., download=True) or `aprkit eval ... --download` fetches it; aprkit train then reads it "
-        f"there) or a PNG tree "
-        f"{root}/{split}/<class>/*.png"
+        f"there) or a PNG tree {root}/{split}/<class>/*.png; elsewhere: point at it with '{name}:DIR' (aprkit train: "
+        f"--set data.dataset={name}:DIR) or move the default root with $APRKIT_DATA"
     )

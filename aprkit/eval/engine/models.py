@@ -34,8 +34,8 @@ def _load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None
 
             loaded = load_model(model, num_classes=num_classes, checkpoint=checkpoint, device=device,
                                 drop_head=drop_head)
-            return loaded, type(model).__name__
-        return place_model(model, device), type(model).__name__
+            return loaded, display_name(model)
+        return place_model(model, device), display_name(model)
     if isinstance(model, (str, Path)):
         from aprkit.models import load_model
 
@@ -59,7 +59,8 @@ _GENERIC_STEMS = frozenset({"model", "last", "best", "final", "checkpoint", "ckp
 def display_name(model: Any) -> str:
     """The label of a model without a ``model_id``: a checkpoint's file stem (``FOLDER/STEM`` for a stem such as
     ``model`` or ``last``, so that two training runs evaluated into one folder keep apart), a spec's name or the
-    class name."""
+    class name; a module that ``load_model`` built from a spec is labelled by that spec."""
+    model = getattr(model, "_aprkit_spec", None) or model if isinstance(model, nn.Module) else model
     if isinstance(model, (str, Path)):
         spec = str(model)
         if not spec.endswith((".th", ".pth", ".pt", ".ckpt")):
