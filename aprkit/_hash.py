@@ -27,13 +27,13 @@ def stable_hash64(*parts: object, sep: str = "|") -> int:
 
 def path_state(path: str | os.PathLike, depth: int = 2) -> str:
     """A short hash of what lies at ``path`` down to ``depth`` levels: every entry's relative name, size,
-    modification time and status-change time (nanoseconds; a copy that keeps sizes and modification times, ``cp -p``,
-    ``rsync -a`` or ``tar x`` of another version of a dataset, still writes new status-change times, which no tool
-    sets back: results are then recomputed, also for the same content). Result caches keyed by a data folder's path alone returned stale numbers after
-    its files were rewritten (``aprkit corrupt --overwrite``), renamed or added (a ``test_order.csv``); this catches
-    every change at the top ``depth`` levels (files replaced or added there, folders added, removed or renamed) and,
-    through folder times, files added or removed one level further down. A file overwritten in place deeper than that
-    keeps its folder's time."""
+    modification time and status-change time (nanoseconds; a copy of another version of a dataset that keeps sizes
+    and modification times, ``cp -p``, ``rsync -a`` or ``tar x``, still writes new status-change times, which no tool
+    sets back: results are then recomputed, also for the same content). Result caches keyed by a data folder's path
+    alone returned stale numbers after its files were rewritten (``aprkit corrupt --overwrite``), renamed or added (a
+    ``test_order.csv``); this catches every change at the top ``depth`` levels (files replaced or added there,
+    folders added, removed or renamed) and, through folder times, files added or removed one level further down. A
+    file overwritten in place deeper than that keeps its folder's time."""
     root = Path(path)
     h = hashlib.blake2b(digest_size=8)
     todo: list[tuple[Path, int, frozenset[str]]] = [(root, 0, frozenset())]

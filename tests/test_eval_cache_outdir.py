@@ -132,3 +132,21 @@ def test_two_training_runs_keep_apart_under_their_default_labels(tmp_path):
              options=CLEAN_ONLY, **KW)  # so the Python API and aprkit eval name the same weights alike
     assert list(_saved(out)["models"]) == ["std/model", "apr_sp/model"]
     assert display_name(create_model("small_cnn")) == "SmallCNN"
+
+
+def test_a_folder_holding_other_models_measured_otherwise_is_warned_of(tmp_path):
+    """Evaluating into a folder whose other models were measured on other data, with another seed or on other
+    images merged them into one report without a word; models measured alike are not warned of."""
+    import warnings
+
+    import torch
+
+    torch.manual_seed(0)
+    evaluate({"a": Tiny()}, suite="calibration", data=small_data(8), out_dir=tmp_path, options=CLEAN_ONLY, **KW)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate({"b": Tiny()}, suite="calibration", data=small_data(8), out_dir=tmp_path, options=CLEAN_ONLY, **KW)
+    with pytest.warns(RuntimeWarning, match=r"holds calibration results of a, b measured on other data, with another "
+                                            r"seed or on another number of images"):
+        evaluate({"c": Tiny()}, suite="calibration", data=small_data(8), out_dir=tmp_path, seed=3,
+                 options=CLEAN_ONLY, **KW)

@@ -295,12 +295,34 @@ class _Run:
     unloadable: str | None = None  # the label of a model whose loading raised (nothing of it was started)
     load_error: str | None = None  # what its loading raised (results.json's load_failed says so)
     failed: dict[tuple[str, str], str] = field(default_factory=dict)  # (model label, suite) -> the error it raised
+    warned_unlike: set[str] = field(default_factory=set)  # suites whose unlike results in the folder were warned of
 
     def finish(self, entry: dict) -> None:
+        self._warn_unlike(entry)
         for idx in (self.index, self.this_run):
             idx.add(entry)
         self.pending = [p for p in self.pending if p != (entry["model"], entry["suite"])]
         self.write()
+
+    def _warn_unlike(self, entry: Mapping[str, Any]) -> None:
+        """Warn (once per suite) when the folder holds the suite's results of other models measured on other data,
+        with another seed or on another number of images: the report sets them side by side."""
+        if self.out is None or entry["suite"] in self.warned_unlike:
+            return
+
+        def setup(e: Mapping[str, Any]) -> tuple[str, str, str]:
+            options = e.get("options") if isinstance(e.get("options"), Mapping) else {}
+            return repr(e.get("data")), repr(e.get("seed")), repr(options.get("limit"))
+
+        mine = setup(entry)
+        others = sorted({str(e["model"]) for e in self.index.entries if e["suite"] == entry["suite"]
+                         and e["model"] != entry["model"] and setup(e) != mine})
+        if others:
+            self.warned_unlike.add(entry["suite"])
+            warnings.warn(f"{self.out} holds {entry['suite']} results of {', '.join(others)} measured on other data, "
+                          "with another seed or on another number of images than this run's: the report sets them "
+                          "side by side (its header says what each used); evaluate into another folder to keep "
+                          "them apart", RuntimeWarning, stacklevel=3)
 
     def refresh_report(self) -> None:
         """Rewrite the report from what the folder's index holds now (pending suites included), or remove it when
