@@ -311,8 +311,9 @@ class _Run:
             return
 
         def setup(e: Mapping[str, Any]) -> tuple[str, str, str]:
-            options = e.get("options") if isinstance(e.get("options"), Mapping) else {}
-            return repr(e.get("data")), repr(e.get("seed")), repr(options.get("limit"))
+            options = e.get("options")
+            limit = options.get("limit") if isinstance(options, Mapping) else None
+            return repr(e.get("data")), repr(e.get("seed")), repr(limit)
 
         mine = setup(entry)
         others = sorted({str(e["model"]) for e in self.index.entries if e["suite"] == entry["suite"]
