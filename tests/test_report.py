@@ -261,12 +261,14 @@ def test_a_folder_of_suites_run_on_different_limits_says_so(tmp_path):
     evaluate(Net(0), suite="calibration", model_id="m", limit=16, **kw)
     res = evaluate(Net(0), suite="corruption", model_id="m", limit=8, **kw)
     text = res.paths["markdown"].read_text()
-    assert "**Images:** first 16 images (calibration); first 8 images (corruption)" in text
+    assert "**Images:** all 16 images (calibration); first 8 of 16 images (corruption)" in text  # counts measured
     assert "The suites ran on different numbers of images" in text
     assert json.loads((tmp_path / "results.json").read_text())["meta"]["options"] == "mixed (see provenance)"
     alone = evaluate(Net(0), suite="corruption", model_id="m", limit=8, **{**kw, "out_dir": tmp_path / "one"})
     one = alone.paths["markdown"].read_text()
-    assert "**Images:** first 8 images" in one and "different numbers of images" not in one
+    assert "**Images:** first 8 of 16 images" in one and "different numbers of images" not in one
+    every = evaluate(Net(0), suite="calibration", model_id="m", **{**kw, "out_dir": tmp_path / "all"})
+    assert "**Images:** all 16 images" in every.paths["markdown"].read_text()  # the header said nothing of the count
 
 
 def test_the_images_line_leaves_out_suites_that_read_no_limit(tmp_path):
@@ -280,7 +282,7 @@ def test_the_images_line_leaves_out_suites_that_read_no_limit(tmp_path):
                        limit=8, device="cpu", batch_size=8, progress=False, corruptions=["contrast"], severities=[1],
                        options={"cue_conflict_n": 20}, out_dir=tmp_path)
     text = res.paths["markdown"].read_text()
-    assert "**Images:** first 8 images (calibration); all images (cue-conflict)" in text
+    assert "**Images:** first 8 of 16 images (calibration); all images (cue-conflict)" in text
 
 
 def test_a_measure_no_model_could_compute_shows_a_dash_in_the_summary():

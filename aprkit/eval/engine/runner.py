@@ -46,7 +46,7 @@ from ..suites.options import (
     suite_registry,
 )
 from .cache import MemoryCache, ResultCache, Unidentifiable, result_key, to_jsonable
-from .datasets import memo_dataset_ids
+from .datasets import as_dataset, memo_dataset_ids
 from .fingerprint import model_fingerprint
 from .inference import wants_channels_last
 from .models import display_name, has_conv, load_eval_model, place_model, sync_weights
@@ -257,7 +257,7 @@ def _run_models(run: _Run, models: Mapping[Any, Any], labels: list[str], names: 
             run.finish({"model": name, "suite": sname, "value": value, "key": _suite_key(ctx, sname, sdata),
                         "fingerprint": fingerprint,
                         "spec": getattr(net, "_aprkit_source", None) or (m if isinstance(m, str) else type(m).__name__),
-                        "data": _describe(sdata),
+                        "data": _describe(sdata), "n_images": _data_size(sdata),
                         "options": _describe(ctx_kw["options"]), "seed": ctx_kw["seed"], "amp": ctx_kw["amp"],
                         "produced_by": produced_by, "date": _now()})
 
@@ -267,6 +267,16 @@ def _run_suite(suite: Any, ctx: EvalContext, data: Any, cache: RunCache) -> tupl
     cache.collect()
     value = to_jsonable(suite.run(ctx, data))
     return value, cache.collect() or cache.produced_by  # a suite without cached units: this run made it
+
+
+def _data_size(data: Any) -> int | None:
+    """The number of test images ``data`` holds (the report header's count), None where it has no length."""
+    from ..._checks import dataset_len
+
+    try:  # a spec's dataset is read once per evaluate call (memo_dataset_ids): no second scan
+        return dataset_len(as_dataset(data, "test"))
+    except Exception:  # noqa: BLE001 - a suite's own kind of data (OOD sets, stimuli): no count, as before
+        return None
 
 
 def _suite_key(ctx: EvalContext, suite: str, data: Any) -> str | None:

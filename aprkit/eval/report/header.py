@@ -47,8 +47,13 @@ def run_limits(run: Mapping[str, Any], limitless: Collection[str] = ()) -> dict[
     return {suite: next(iter(v)) if len(v) == 1 else "differs between models" for suite, v in limits.items()}
 
 
-def limit_text(limit: Any) -> str:
-    """``"all images"`` or ``"first N images"``: what ``limit`` reads of a dataset."""
+def limit_text(limit: Any, n: int | None = None) -> str:
+    """``"all images"`` or ``"first N images"``: what ``limit`` reads of a dataset; with the dataset's size ``n``,
+    ``"all 10000 images"`` (also for a limit beyond it) or ``"first 200 of 10000 images"``."""
+    if n is not None and (limit is None or isinstance(limit, int) and limit >= n):
+        return f"all {n} images"
+    if n is not None and isinstance(limit, int):
+        return f"first {limit} of {n} images"
     return "all images" if limit is None else f"first {limit} images" if isinstance(limit, int) else str(limit)
 
 
@@ -79,7 +84,10 @@ def _limit_text(runs: Sequence[Mapping[str, Any]], limitless: Collection[str] = 
         for model, suite, record in _records(run):
             options = record.get("options")
             if isinstance(options, Mapping):
-                texts.setdefault(suite, {}).setdefault((images or default)(suite, options), []).append(model)
+                text, n = (images or default)(suite, options), record.get("n_images")
+                if suite not in limitless and isinstance(n, int) and text == default(suite, options):
+                    text = limit_text(options.get("limit"), n)  # the count measured (a limit may exceed the set)
+                texts.setdefault(suite, {}).setdefault(text, []).append(model)
     groups = _by_text(texts)
     if not groups or list(groups) == ["all images"]:
         return ""
