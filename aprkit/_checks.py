@@ -16,6 +16,7 @@ import torch
 __all__ = [
     "check_chw_layout",
     "check_once",
+    "check_seed",
     "batch_size_of",
     "to_device",
     "dataset_len",
@@ -229,6 +230,21 @@ def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
+
+
+#: seeds everywhere (train.seed, evaluate, the -C writers' item keys): 0..2**63 - 1
+SEED_LIMIT = 2**63
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """``seed`` as an ``int`` in ``0..2**63 - 1`` (Python or NumPy integers, a 0-dim tensor); ``TypeError`` for
+    other types, ``ValueError`` outside the range."""
+    seed = seed.item() if getattr(seed, "ndim", None) == 0 and hasattr(seed, "item") else seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be an integer in 0..2**63 - 1, got {seed!r}")
+    if not 0 <= int(seed) < SEED_LIMIT:
+        raise ValueError(f"{name} must be an integer in 0..2**63 - 1, got {seed!r}")
+    return int(seed)
 
 
 def check_once(values: Sequence[Any], what: str, why: str) -> None:

@@ -26,14 +26,14 @@ def stable_hash64(*parts: object, sep: str = "|") -> int:
 
 
 def path_state(path: str | os.PathLike, depth: int = 2) -> str:
-    """A short hash of what lies at ``path`` down to ``depth`` levels: every entry's relative name, size,
-    modification time and status-change time (nanoseconds; a copy of another version of a dataset that keeps sizes
-    and modification times, ``cp -p``, ``rsync -a`` or ``tar x``, still writes new status-change times, which no tool
-    sets back: results are then recomputed, also for the same content). Result caches keyed by a data folder's path
-    alone returned stale numbers after its files were rewritten (``aprkit corrupt --overwrite``), renamed or added (a
-    ``test_order.csv``); this catches every change at the top ``depth`` levels (files replaced or added there,
-    folders added, removed or renamed) and, through folder times, files added or removed one level further down. A
-    file overwritten in place deeper than that keeps its folder's time."""
+    """A short hash of what lies at ``path`` down to ``depth`` levels: every entry's relative name, size and
+    modification time (nanoseconds). Result caches keyed by a data folder's path alone returned stale numbers after
+    its files were rewritten (``aprkit corrupt --overwrite``), renamed or added (a ``test_order.csv``); this catches
+    every change at the top ``depth`` levels (files replaced or added there, folders added, removed or renamed) and,
+    through folder times, files added or removed one level further down. A file overwritten in place deeper than that
+    keeps its folder's time. Not seen: another version copied in with its sizes and modification times kept (``cp
+    -p``, ``rsync -a``); status-change times would see it but differ between the nodes of a ``torchrun`` run that
+    each staged the same data, whose ranks must agree on every key."""
     root = Path(path)
     h = hashlib.blake2b(digest_size=8)
     todo: list[tuple[Path, int, frozenset[str]]] = [(root, 0, frozenset())]
@@ -46,11 +46,11 @@ def path_state(path: str | os.PathLike, depth: int = 2) -> str:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except NotADirectoryError:  # a file: its own size and time
             st = folder.stat()
-            h.update(f"{folder.name}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}\n".encode())
+            h.update(f"{folder.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
             continue
         for e in entries:
             st = e.stat()
-            h.update(f"{Path(e.path).relative_to(root)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}\n".encode())
+            h.update(f"{Path(e.path).relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
             if e.is_dir() and level + 1 < depth:
                 todo.append((Path(e.path), level + 1, above | {real}))
     return h.hexdigest()

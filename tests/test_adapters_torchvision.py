@@ -295,8 +295,10 @@ def test_random_corruption_takes_a_v2_sample_and_shares_a_videos_draw(images_u8)
     assert x.shape == (3, 32, 32) and int(y) == 2
     with pytest.raises(TypeError, match="RandomCorruption supports image classification samples only.*Mask"):
         rc(tv_tensors.Image(images_u8[0]), tv_tensors.Mask(torch.zeros(32, 32)))
-    with pytest.raises(TypeError, match="NumPy array of shape \\(32, 32, 3\\).*pass the image alone"):
+    with pytest.raises(TypeError, match="NumPy image of shape \\(32, 32, 3\\).*pass that image alone"):
         rc(images_u8[0].permute(1, 2, 0).numpy(), 3)  # v2's rules would pass it through clean
+    img, extra = rc(tv_tensors.Image(images_u8[0]), np.zeros((5, 2)))  # a non-image array passes through
+    assert type(img) is tv_tensors.Image and extra.shape == (5, 2)
     params = rc.generate_parameters(images_u8.shape)
     with pytest.raises(TypeError, match=r"to replay drawn parameters call \.apply\(images, params\)"):
         rc(images_u8, params)

@@ -269,3 +269,14 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(monkeypatch, capsys):
     monkeypatch.setattr("sys.stdout", ClosedStdout())  # stdout's reader went away (| head): quiet, 141
     assert main(["eval", "--model", "resnet20", "--data", "synthetic:8"]) == 141
     assert "error" not in capsys.readouterr().err
+
+
+def test_an_unknown_flag_gets_the_subcommands_usage_and_the_nearest_options(capsys):
+    """argparse printed the top-level usage and no suggestion for a mistyped subcommand flag."""
+    from aprkit.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["eval", "--model", "resnet20", "--suites", "calibration", "--limt", "3"])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: aprkit eval") and "--suites: did you mean --suite" in err
+    assert "--limt: did you mean --limit" in err

@@ -785,10 +785,8 @@ def test_a_kind_alias_is_resolved_and_fetched_as_its_kind(tmp_path):
 
 def test_path_state_sees_a_folder_also_reached_through_a_link_and_stops_at_loops(tmp_path):
     """Entering each real folder once let a link (b/x -> a) reached first shadow the real a, whose deep files then
-    went unhashed; links back up to a folder they lie in are loops and are cut. A file rewritten with its size and
-    modification time kept is seen by its status-change time."""
+    went unhashed; links back up to a folder they lie in are loops and are cut."""
     import os
-    import time
 
     from aprkit._hash import path_state
 
@@ -803,9 +801,20 @@ def test_path_state_sees_a_folder_also_reached_through_a_link_and_stops_at_loops
     os.utime(deep, ns=(5, 5))
     os.utime(deep.parent, ns=(1, 1))
     assert path_state(tmp_path, depth=4) != before
-    st = deep.stat()  # another version of the file, same size, its modification time set back (cp -p, tar x)
-    before = path_state(tmp_path, depth=4)
-    time.sleep(0.01)
-    deep.write_bytes(b"3")
-    os.utime(deep, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert deep.stat().st_mtime_ns == st.st_mtime_ns and path_state(tmp_path, depth=4) != before
+
+
+def test_path_state_is_the_same_for_copies_that_keep_sizes_and_times(tmp_path):
+    """The nodes of a torchrun run that each staged the data (cp -p, rsync -a) must agree on every cache key: the
+    state reads names, sizes and modification times only (status-change times differ between such copies)."""
+    import shutil
+
+    from aprkit._hash import path_state
+
+    src = tmp_path / "src" / "test" / "cat"
+    src.mkdir(parents=True)
+    (src / "0.png").write_bytes(b"png")
+    for node in ("a", "b"):
+        shutil.copytree(tmp_path / "src", tmp_path / node / "data", copy_function=shutil.copy2)
+        for d in [tmp_path / node / "data", tmp_path / node / "data" / "test", tmp_path / node / "data" / "test" / "cat"]:
+            shutil.copystat(tmp_path / "src" / d.relative_to(tmp_path / node / "data"), d)
+    assert path_state(tmp_path / "a" / "data", depth=3) == path_state(tmp_path / "b" / "data", depth=3)

@@ -145,8 +145,29 @@ def test_a_folder_holding_other_models_measured_otherwise_is_warned_of(tmp_path)
     evaluate({"a": Tiny()}, suite="calibration", data=small_data(8), out_dir=tmp_path, options=CLEAN_ONLY, **KW)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=".*holds results of these weights")  # Tiny's weights are fixed
         evaluate({"b": Tiny()}, suite="calibration", data=small_data(8), out_dir=tmp_path, options=CLEAN_ONLY, **KW)
     with pytest.warns(RuntimeWarning, match=r"holds calibration results of a, b measured on other data, with another "
                                             r"seed or on another number of images"):
         evaluate({"c": Tiny()}, suite="calibration", data=small_data(8), out_dir=tmp_path, seed=3,
                  options=CLEAN_ONLY, **KW)
+    out = tmp_path / "cue"  # a suite that reads every stimulus whatever the limit: another limit is no other setup
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for label, limit in (("a", 8), ("b", None)):
+            evaluate({label: Tiny()}, suite="cue-conflict", data="synthetic", out_dir=out, limit=limit,
+                     options={"cue_conflict_n": 20}, device="cpu", batch_size=8, progress=False)
+    assert not [w for w in seen if "holds cue-conflict results" in str(w.message)]
+
+
+def test_the_same_weights_under_a_second_label_are_warned_of(tmp_path):
+    """A folder filled under the class name (an older aprkit's label of a loaded module) and evaluated again under
+    the file's label showed the same weights twice without a word."""
+    import torch
+
+    torch.manual_seed(0)
+    net = Tiny()
+    evaluate({"Tiny": net}, suite="calibration", data=small_data(8), out_dir=tmp_path, options=CLEAN_ONLY, **KW)
+    with pytest.warns(RuntimeWarning, match=r"holds results of these weights under the label 'Tiny' too"):
+        evaluate({"run/model": net}, suite="calibration", data=small_data(8), out_dir=tmp_path, options=CLEAN_ONLY,
+                 **KW)

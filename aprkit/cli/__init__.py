@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 import traceback
 import warnings
@@ -120,9 +121,15 @@ def _unknown_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
 
     sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
     target = sub.choices.get(args.command, parser) if sub is not None and args.command else parser
-    options = [o for a in target._actions for o in a.option_strings]
-    hints = "".join(nearest_names(word.split("=", 1)[0], options) for word in extra if word.startswith("--"))
-    target.error(f"unrecognized arguments: {' '.join(extra)}{hints}")
+    options = {o.lstrip("-"): o for a in target._actions for o in a.option_strings if o.startswith("--")}
+    hints = []
+    for word in extra:
+        flag = word.split("=", 1)[0]
+        near = nearest_names(flag.lstrip("-"), list(options)) if flag.startswith("--") and flag != "--" else ""
+        if near:  # " (did you mean 'limit'?)" -> "; --limt: did you mean --limit?"
+            names = re.findall(r"'([^']+)'", near)
+            hints.append(f"{flag}: did you mean {' or '.join(options[n] for n in names if n in options)}?")
+    target.error(f"unrecognized arguments: {' '.join(extra)}" + "".join(f"; {h}" for h in hints))
 
 
 def _error(args: argparse.Namespace, err: BaseException) -> int:

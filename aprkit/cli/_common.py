@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+from .._checks import check_seed
+
 __all__ = ["check_out_dir", "error_line", "USER_ERRORS", "positive_int", "nonnegative_int", "seed_int"]
 
 
@@ -33,9 +35,10 @@ def nonnegative_int(text: str) -> int:
 def seed_int(text: str) -> int:
     """An argparse ``type``: a seed, an integer in 0..2**63-1 (train.seed's and evaluate's range)."""
     value = _int_at_least(text, 0, "a seed in 0..2**63-1")
-    if value >= 2**63:
-        raise argparse.ArgumentTypeError(f"expected a seed in 0..2**63-1, got {text!r}")
-    return value
+    try:
+        return check_seed(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a seed in 0..2**63-1, got {text!r}") from None
 
 #: errors caused by the input (exit code 2); anything else is a bug in aprkit (exit code 1)
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, ImportError)

@@ -15,14 +15,13 @@ masked to logical ones) or, on eager CPU calls, NumPy uint64 ops on the same mem
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._checks import eager_cpu
+from .._checks import check_seed, eager_cpu
 from .._hash import stable_hash64
 from .._tensor_cache import tensor_cache
 
@@ -54,11 +53,7 @@ def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -
     """
     from .severity import check_preset, check_severity
 
-    seed = seed.item() if getattr(seed, "ndim", None) == 0 and hasattr(seed, "item") else seed  # a 0-dim tensor
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
-    if not 0 <= int(seed) < 2**63:  # as train.seed and evaluate's seed: a -C set must be one evaluate can regenerate
-        raise ValueError(f"seed must be an integer in 0..2**63 - 1, got {seed}")
+    seed = check_seed(seed)  # evaluate's range: a -C set must be one evaluate can regenerate
     severity, preset = check_severity(severity), check_preset(preset)
     idx = torch.as_tensor(indices) if not isinstance(indices, (list, tuple, range)) or len(indices) else \
         torch.empty(0, dtype=torch.int64)  # an empty list would read as float

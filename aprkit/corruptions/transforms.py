@@ -109,10 +109,10 @@ class RandomCorruption(ReplayModule):
         """Corrupt a tensor ``(C, H, W)`` / ``(B, C, H, W)``, a PIL image or an ``(H, W, 3)`` uint8 array; or, as
         torchvision v2's transforms do, the images of a sample of several items (``(image, label)``, a dict, ...:
         everything else passes through; boxes, masks and keypoints are refused, as ``v2.AugMix`` refuses them, since
-        elastic and zoom blur move the image's pixels; so is a NumPy image inside a sample, which those rules would
-        leave clean). Where a sample holds no ``tv_tensors.Image``/``Video`` or PIL image, only its first plain tensor
-        is an image (torchvision's rule: ``(image, label_tensor)``), so a list of image tensors is not a batch: stack
-        it. The frames of a ``tv_tensors.Video`` share their draws."""
+        elastic and zoom blur move the image's pixels; so is a uint8 NumPy image inside a sample, which those rules
+        would leave clean). Where a sample holds no ``tv_tensors.Image``/``Video`` or PIL image, only its first plain
+        tensor is an image (torchvision's rule: ``(image, label_tensor)``), so a list of image tensors is not a
+        batch: stack it. The frames of a ``tv_tensors.Video`` share their draws."""
         if len(inputs) == 1 and not isinstance(inputs[0], (tuple, list, dict)):
             return self._corrupt(inputs[0])
         if len(inputs) == 2 and isinstance(inputs[1], dict) and set(_PARAM_KEYS) <= set(inputs[1]):
@@ -159,10 +159,12 @@ def _v2_sample(corruption: RandomCorruption) -> Any:
         def check_inputs(self, flat_inputs: list[Any]) -> None:
             reject_annotations(flat_inputs, "RandomCorruption", "elastic and zoom blur move the image's pixels")
             for inpt in flat_inputs:  # torchvision's rules pass NumPy arrays through: an image would stay clean
-                if isinstance(inpt, np.ndarray) and inpt.ndim >= 2:
-                    raise TypeError(f"RandomCorruption got a sample holding a NumPy array of shape {inpt.shape}, "
-                                    "which torchvision's sample rules pass through uncorrupted; pass the image "
-                                    "alone, or as a tensor / PIL image / tv_tensors.Image in the sample")
+                if isinstance(inpt, np.ndarray) and inpt.dtype == np.uint8 and (
+                        inpt.ndim == 3 and inpt.shape[-1] in (1, 3, 4) or inpt.ndim == 2 and min(inpt.shape) >= 8):
+                    raise TypeError(f"RandomCorruption got a sample holding a uint8 NumPy image of shape "
+                                    f"{inpt.shape}, which torchvision's sample rules pass through uncorrupted; "
+                                    "pass that image alone, or convert it to a tensor, PIL image or "
+                                    "tv_tensors.Image in the sample")
 
         def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
             return corruption._corrupt(inpt)

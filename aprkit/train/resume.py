@@ -70,8 +70,10 @@ def _warn_changes(state: dict[str, Any], cfg: Config, ckpt_path: Path, pos: RunP
                   finished: bool, at_max: bool) -> None:
     """The resume's status line and its warnings (rank 0): another recipe version, a changed config."""
     if cfg.train.progress:  # a status line; the warnings below are printed either way
-        where = f"after its batch {pos.start_batch}" if pos.start_batch else "at its start"
-        print(f"resumed from {ckpt_path} in epoch {pos.epoch + 1} {where} (step {pos.step})", file=sys.stderr)
+        where = (f"finished after epoch {pos.epoch}" if finished else
+                 f"in epoch {pos.epoch + 1} " + (f"after its batch {pos.start_batch}" if pos.start_batch else
+                                                 "at its start"))
+        print(f"resumed from {ckpt_path} {where} (step {pos.step})", file=sys.stderr)
     saved_recipe, recipe = state.get("recipe_version", 2), recipe_version(cfg)  # no field: 2 or older
     if saved_recipe != recipe:
         print(f"warning: {ckpt_path} was trained by recipe version {saved_recipe}, this aprkit trains "

@@ -35,6 +35,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from ..._checks import check_seed
 from ...distributed import group_info, is_main_process, resolve_device
 from ..report.results import Results
 from ..suites import EvalContext, load_suites
@@ -129,8 +130,10 @@ def evaluate(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be an integer >= 0 (0: read in this process), got {num_workers!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be an integer in 0..2**63 - 1 (as train.seed), got {seed!r}")
+    try:
+        check_seed(seed)
+    except TypeError as err:  # evaluate's contract: a ValueError for every bad setting
+        raise ValueError(str(err)) from None
     names = _suite_names(suite)
     check_data_mapping(data, names)
     opts = check_suite_options(names, options)  # flat keys, each read by a selected suite
@@ -211,6 +214,9 @@ def _run_models(run: _Run, models: Mapping[Any, Any], labels: list[str], names: 
                 data: Any, channels_last: bool | None, load: dict[str, Any], ctx_kw: dict[str, Any]) -> None:
     """:func:`_evaluate_models`' work, the models left in eval mode."""
     registry = load_suites()
+
+    def counted(sname: str) -> bool:  # a suite that reads the first N images of its data: the header counts them
+        return "limit" in registry[sname].option_names() and registry[sname].limit_takes_first
     dev = load["device"]
     for pos, (given_id, m) in enumerate(models.items()):
         try:
@@ -238,6 +244,12 @@ def _run_models(run: _Run, models: Mapping[Any, Any], labels: list[str], names: 
         run.pending = [(name if lab == labels[pos] else lab, sn) for lab, sn in run.pending]
         labels[pos] = name
         dropped = run.index.claim(name, fingerprint)
+        twins = sorted({str(e["model"]) for e in run.index.entries
+                        if e.get("fingerprint") == fingerprint and e["model"] != name})
+        if twins:  # e.g. a folder an older aprkit filled under the class name
+            warnings.warn(f"{run.out} holds results of these weights under the label{'s' if len(twins) > 1 else ''} "
+                          f"{', '.join(map(repr, twins))} too, which the report shows beside {name!r}; pass that "
+                          "label as model_id (aprkit eval: --model-id) to reuse it", RuntimeWarning, stacklevel=2)
         run.index.want([(name, sname) for sname in names])  # loaded: its suites are pending in the folder until done
         run.write()  # saves the index too: another model's results under this label leave results.json now
         if dropped:  # ... and the report, also when this run is killed before it writes its own
@@ -256,10 +268,11 @@ def _run_models(run: _Run, models: Mapping[Any, Any], labels: list[str], names: 
             results.models[name][sname] = value
             run.finish({"model": name, "suite": sname, "value": value, "key": _suite_key(ctx, sname, sdata),
                         "fingerprint": fingerprint,
-                        "spec": getattr(net, "_aprkit_source", None) or (m if isinstance(m, str) else type(m).__name__),
-                        "data": _describe(sdata), "n_images": _data_size(sdata),
+                        "spec": getattr(net, "_aprkit_source", None) or getattr(net, "_aprkit_spec", None)
+                        or (m if isinstance(m, str) else type(m).__name__),
+                        "data": _describe(sdata), "n_images": _data_size(sdata) if counted(sname) else None,
                         "options": _describe(ctx_kw["options"]), "seed": ctx_kw["seed"], "amp": ctx_kw["amp"],
-                        "produced_by": produced_by, "date": _now()})
+                        "produced_by": produced_by, "date": _now()}, "limit" in registry[sname].option_names())
 
 
 def _run_suite(suite: Any, ctx: EvalContext, data: Any, cache: RunCache) -> tuple[dict, dict]:
@@ -307,22 +320,23 @@ class _Run:
     failed: dict[tuple[str, str], str] = field(default_factory=dict)  # (model label, suite) -> the error it raised
     warned_unlike: set[str] = field(default_factory=set)  # suites whose unlike results in the folder were warned of
 
-    def finish(self, entry: dict) -> None:
-        self._warn_unlike(entry)
+    def finish(self, entry: dict, takes_limit: bool = True) -> None:
+        self._warn_unlike(entry, takes_limit)
         for idx in (self.index, self.this_run):
             idx.add(entry)
         self.pending = [p for p in self.pending if p != (entry["model"], entry["suite"])]
         self.write()
 
-    def _warn_unlike(self, entry: Mapping[str, Any]) -> None:
+    def _warn_unlike(self, entry: Mapping[str, Any], takes_limit: bool) -> None:
         """Warn (once per suite) when the folder holds the suite's results of other models measured on other data,
-        with another seed or on another number of images: the report sets them side by side."""
+        with another seed or on another number of images (a suite that ``takes_limit``): the report sets them side
+        by side."""
         if self.out is None or entry["suite"] in self.warned_unlike:
             return
 
         def setup(e: Mapping[str, Any]) -> tuple[str, str, str]:
             options = e.get("options")
-            limit = options.get("limit") if isinstance(options, Mapping) else None
+            limit = options.get("limit") if takes_limit and isinstance(options, Mapping) else None
             return repr(e.get("data")), repr(e.get("seed")), repr(limit)
 
         mine = setup(entry)

@@ -80,12 +80,15 @@ def _limit_text(runs: Sequence[Mapping[str, Any]], limitless: Collection[str] = 
         return limit_text(None if suite in limitless else options.get("limit"))
 
     texts: dict[str, dict[str, list[str]]] = {}  # suite -> its text -> the models it holds for
+    records = [(model, suite, record) for run in runs for model, suite, record in _records(run)]
+    uncounted = {suite for _, suite, record in records if not isinstance(record.get("n_images"), int)}
     for run in runs:
         for model, suite, record in _records(run):
             options = record.get("options")
             if isinstance(options, Mapping):
                 text, n = (images or default)(suite, options), record.get("n_images")
-                if suite not in limitless and isinstance(n, int) and text == default(suite, options):
+                # counts only where every record of the suite has one (an older aprkit's entries have none)
+                if suite not in {*limitless, *uncounted} and isinstance(n, int) and text == default(suite, options):
                     text = limit_text(options.get("limit"), n)  # the count measured (a limit may exceed the set)
                 texts.setdefault(suite, {}).setdefault(text, []).append(model)
     groups = _by_text(texts)
