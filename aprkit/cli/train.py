@@ -55,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from ._common import check_out_dir
 
     if not args.config and not args.overrides and not args.print_config:  # hours of work nobody asked for
-        raise ValueError("no --config: give a recipe (e.g. --config configs/train/cifar10_wrn40_2_apr_sp.yaml) or the "
-                         "settings with --set; the built-in defaults alone (--print-config shows them) train "
-                         "resnet20 on synthetic images for 200 epochs")
+        raise ValueError("no --config: give a recipe (e.g. --config configs/train/cifar10_wrn40_2_apr_sp.yaml; to "
+                         "resume a run, its own: --config DIR/config.yaml --resume) or the settings with --set; the "
+                         "built-in defaults alone (--print-config shows them) train resnet20 on synthetic images for "
+                         "200 epochs")
     cfg = load_config(args.config or None, args.overrides)
     if args.out is not None:
         cfg.train.out = args.out
