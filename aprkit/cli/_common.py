@@ -7,8 +7,6 @@ import os
 import re
 from pathlib import Path
 
-from .._checks import check_seed
-
 __all__ = ["check_out_dir", "error_line", "USER_ERRORS", "positive_int", "nonnegative_int", "seed_int"]
 
 
@@ -34,6 +32,8 @@ def nonnegative_int(text: str) -> int:
 
 def seed_int(text: str) -> int:
     """An argparse ``type``: a seed, an integer in 0..2**63-1 (train.seed's and evaluate's range)."""
+    from .._checks import check_seed  # here: --help imports no torch
+
     value = _int_at_least(text, 0, "a seed in 0..2**63-1")
     try:
         return check_seed(value)
