@@ -286,7 +286,7 @@ def _data_size(data: Any) -> int | None:
     """The number of test images ``data`` holds (the report header's count), None where it has no length."""
     from ..._checks import dataset_len
 
-    try:  # a spec's dataset is read once per evaluate call (memo_dataset_ids): no second scan
+    try:  # a spec's dataset is read at most once per evaluate call (memo_dataset_ids); a fully cached run reads it here
         return dataset_len(as_dataset(data, "test"))
     except Exception:  # noqa: BLE001 - a suite's own kind of data (OOD sets, stimuli): no count, as before
         return None
