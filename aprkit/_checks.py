@@ -232,7 +232,8 @@ def check_positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
-#: seeds everywhere (train.seed, evaluate, the -C writers' item keys): 0..2**63 - 1
+#: seeds of evaluate, the -C writers' item keys and the CLI: 0..2**63 - 1 (train.config checks train.seed against
+#: the same range without importing torch)
 SEED_LIMIT = 2**63
 
 

@@ -55,8 +55,7 @@ def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -
 
     seed = check_seed(seed)  # evaluate's range: a -C set must be one evaluate can regenerate
     severity, preset = check_severity(severity), check_preset(preset)
-    idx = torch.as_tensor(indices) if not isinstance(indices, (list, tuple, range)) or len(indices) else \
-        torch.empty(0, dtype=torch.int64)  # an empty list would read as float
+    idx = _as_tensor(indices)
     if idx.ndim != 1 or idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
         raise TypeError(f"indices must be a 1-D sequence of integer dataset indices, "
                         f"got {idx.dtype} shape {tuple(idx.shape)}")
@@ -67,6 +66,13 @@ def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -
     return mix64_(z).bitwise_right_shift_(1).bitwise_and_((1 << 63) - 1)  # the high 63 bits, non-negative
 
 
+def _as_tensor(values: Any) -> torch.Tensor:
+    """``torch.as_tensor(values)``, an empty list, tuple or range as int64 (it would read as float)."""
+    if isinstance(values, (list, tuple, range)) and not len(values):
+        return torch.empty(0, dtype=torch.int64)
+    return torch.as_tensor(values)
+
+
 class ItemKeys:
     """Per-image counter-based random streams: 63-bit ``keys`` ``(N,)`` (e.g. ``item_seeds``) on a device.
 
@@ -75,9 +81,8 @@ class ItemKeys:
     """
 
     def __init__(self, keys: Any, device: torch.device | str | None = None, *, counter: int = 0) -> None:
-        try:  # an empty list would read as float (item_seeds takes one too)
-            k = torch.empty(0, dtype=torch.int64) if isinstance(keys, (list, tuple, range)) and not len(keys) \
-                else torch.as_tensor(keys)
+        try:
+            k = _as_tensor(keys)
         except (OverflowError, RuntimeError, ValueError, TypeError) as e:
             if "overflow" in str(e).lower():  # a Python int beyond 64 bits
                 raise ValueError("seeds must be integers in the int64 range (-2**63 .. 2**63 - 1)") from None

@@ -284,10 +284,14 @@ def run_demo(
     if dd.synthetic:  # synthetic:N names the training size itself: the settings record the size used
         s = dataclasses.replace(s, n_train=int(dd.train.images.shape[0]))
     if len(dd.train) < s.batch_size:
+        if dd.synthetic:
+            fix = "raise synthetic:N"
+        elif 0 < s.n_train == len(dd.train):  # --train-size took a subset: the data may hold more
+            fix = "raise --train-size if it holds more, or add images"
+        else:
+            fix = "it holds no more: add images"
         raise ValueError(f"the demo trains on batches of {s.batch_size} images, so it needs at least {s.batch_size} "
-                         f"training images; {data} gives {len(dd.train)} ("
-                         + ("raise synthetic:N" if dd.synthetic else "raise --train-size if it holds more, or add "
-                            "images" if 0 < s.n_train == len(dd.train) else "it holds no more: add images") + ")")
+                         f"training images; {data} gives {len(dd.train)} ({fix})")
     for split, ds in (("training", dd.train), ("test", dd.test)):  # before hours of training, not in phase bias
         if int(torch.unique(ds.labels).numel()) < 2:
             raise ValueError(f"{data} gives {split} images of one class only; the demo compares classifiers and pairs "
