@@ -171,3 +171,11 @@ def test_the_same_weights_under_a_second_label_are_warned_of(tmp_path):
     with pytest.warns(RuntimeWarning, match=r"holds results of these weights under the label 'Tiny' too"):
         evaluate({"run/model": net}, suite="calibration", data=small_data(8), out_dir=tmp_path, options=CLEAN_ONLY,
                  **KW)
+
+
+def test_folder_with_a_results_json_no_evaluation_wrote_is_refused(tmp_path):
+    mine = tmp_path / "results.json"
+    mine.write_text('{"my": "numbers"}')
+    with pytest.raises(FileExistsError, match="not written by an aprkit evaluation"):
+        evaluate(Tiny(), suite="calibration", data=small_data(8), model_id="net", out_dir=tmp_path, options=CLEAN_ONLY, **KW)
+    assert mine.read_text() == '{"my": "numbers"}' and not (tmp_path / "index.json").exists()

@@ -29,7 +29,7 @@ import torch
 from ...distributed import group_info, is_main_process
 from .cache import atomic_write_json, to_jsonable
 
-__all__ = ["RunCache", "SuiteIndex", "PRODUCED_BY", "merge_provenance"]
+__all__ = ["RunCache", "SuiteIndex", "PRODUCED_BY", "merge_provenance", "check_out_folder"]
 
 #: key of the provenance record inside every stored cache value
 PRODUCED_BY = "_produced_by"
@@ -45,6 +45,16 @@ def merge_provenance(records: Iterable[Mapping[str, Any] | None]) -> dict[str, l
             values = (rec or {}).get(f)
             out[f].update(values if isinstance(values, list) else [] if values is None else [values])
     return {f: sorted(v, key=str) for f, v in out.items() if v}
+
+
+def check_out_folder(out: Path) -> None:
+    """Refuse an output folder whose ``results.json`` no evaluation wrote there (no ``index.json`` beside it): the
+    run would overwrite it with its own results."""
+    if (out / "results.json").is_file() and not (out / "index.json").exists():
+        raise FileExistsError(
+            f"{out / 'results.json'} exists but {out / 'index.json'} does not: it was not written by an aprkit "
+            "evaluation into this folder (or its index was deleted), and this run would overwrite it; choose another "
+            "output folder or move the file away")
 
 
 class RunCache:

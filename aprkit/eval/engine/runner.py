@@ -51,7 +51,7 @@ from .datasets import as_dataset, memo_dataset_ids
 from .fingerprint import model_fingerprint
 from .inference import wants_channels_last
 from .models import display_name, has_conv, load_eval_model, place_model, sync_weights
-from .outdir import RunCache, SuiteIndex, merge_provenance
+from .outdir import RunCache, SuiteIndex, check_out_folder, merge_provenance
 from .suite_data import data_for, warn_if_limit_ignored, warn_if_limit_takes_few_classes
 
 __all__ = ["evaluate", "Results", "SUITE_VERSION"]
@@ -152,6 +152,8 @@ def evaluate(
     dev = resolve_device(device)
     amp = dev.type == "cuda" if amp is None else bool(amp)
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        check_out_folder(out)
     backend = (ResultCache(cache_dir) if cache_dir is not None
                else ResultCache(out / "cache") if out is not None else MemoryCache())
     world = group_info()[1]
