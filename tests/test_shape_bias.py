@@ -178,3 +178,20 @@ def test_bad_shapes_and_custom_category_errors():
         shape_bias(torch.zeros(2, 2, dtype=torch.long), [0, 1], [1, 0])
     with pytest.raises(ValueError, match="indices 0..2"):
         shape_bias([5], [0], [1], categories=range(3))
+
+
+def test_numpy_integers_in_a_list_count_as_indices():
+    import numpy as np
+
+    want = shape_bias(np.array([1, 2]), [1, 2], [2, 1]).shape_bias
+    assert shape_bias(list(np.array([1, 2])), [1, 2], [np.int64(2), np.int32(1)]).shape_bias == want == 1.0
+    with pytest.raises(TypeError, match="integer indices"):
+        shape_bias([np.bool_(True), np.bool_(False)], [1, 2], [2, 1])
+
+
+def test_non_finite_outputs_are_refused_not_decided():
+    for bad in (float("nan"), float("inf")):
+        logits = torch.zeros(2, 1000)
+        logits[1, 3] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            cue_conflict_decisions(logits)

@@ -20,6 +20,7 @@ Run it as the ``shape-bias`` suite: ``aprkit eval --suite shape-bias --data shap
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -106,6 +107,8 @@ def imagenet_to_16(outputs: torch.Tensor, *, probabilities: bool = False) -> tor
             "outputs must have shape (B, 1000) (ImageNet) or (B, 16) (cue-conflict categories), "
             f"got {tuple(outputs.shape)}"
         )
+    if not bool(torch.isfinite(outputs).all()):
+        raise ValueError("outputs contain NaN or infinite values (check the model's logits)")
     x = outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs
     p = x if probabilities else torch.softmax(x, dim=1)
     if p.shape[1] == len(CATEGORIES):
@@ -136,6 +139,8 @@ def _as_label_indices(values: object, name: str, categories: Sequence[str], abst
     out: list[int] = []
     bad: list[str] = []
     for v in seq:
+        if isinstance(v, numbers.Integral) and not isinstance(v, bool):  # NumPy integers in a list too
+            v = int(v)
         if abstain and (v == ABSTENTION or (isinstance(v, int) and v == -1)):
             out.append(-1)
         elif isinstance(v, str):
