@@ -44,6 +44,14 @@ def test_cli_writes_report_only_to_out(png_folder, tmp_path, monkeypatch, capsys
     assert res["models"]["r20"]["corruption"]["cells"]["contrast"]["2"]["n"] == 12
     assert (out / "report.html").is_file() and (out / "report.md").is_file() and any((out / "cache").iterdir())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing else in the cwd
+    assert "cache:" not in printed
+    args = ["eval", "--model", "resnet20", "--random-init", "--num-classes", "3", "--data", f"folder:{png_folder}",
+            "--suite", "corruption", "--corruptions", "contrast", "--severities", "2", "--out", str(out), "--device",
+            "cpu", "--batch-size", "5", "--no-progress", "--model-id", "r20"]
+    assert main(args) == 0  # again: every unit comes from the cache, and the output says so
+    assert f"cache: 2 of 2 result units reused from {out / 'cache'} (--no-resume recomputes them)" in capsys.readouterr().out
+    assert main([*args, "--no-resume"]) == 0
+    assert "cache:" not in capsys.readouterr().out
 
 
 def test_cli_without_out_writes_nothing(png_folder, tmp_path, monkeypatch, capsys):

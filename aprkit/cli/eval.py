@@ -229,6 +229,11 @@ def _run(args: argparse.Namespace, root: str | None) -> int:
     if not info.is_main:
         return 0
     _print_summary(res)
+    units = res.meta.get("cache_units") or {}
+    if units.get("reused"):
+        where = cfg.get("cache_dir") or Path(cfg["out_dir"]) / "cache"
+        print(f"cache: {units['reused']} of {units['reused'] + units['computed']} result units reused from {where} "
+              "(--no-resume recomputes them)")
     if cfg.get("out_dir") and cfg.get("report", True):
         print(f"report: {Path(cfg['out_dir']) / 'report.html'} (also report.md, results.json)")
     elif cfg.get("out_dir"):

@@ -68,6 +68,8 @@ class RunCache:
         self.produced_by = merge_provenance([produced_by])
         self.mem: dict[str, dict] = {}
         self._seen: list[Mapping[str, Any]] = []
+        #: cached units this run read from the backend (an earlier run's) and units it computed and stored
+        self.reused = self.computed = 0
         self.snapshot: set[str] | None = None
         if group_info()[1] > 1:
             torch.distributed.barrier()
@@ -87,6 +89,7 @@ class RunCache:
             value = self.backend.get(key)
             if value is None:
                 return None
+            self.reused += 1
         self._seen.append(value.pop(PRODUCED_BY, None) or {})
         return value
 
@@ -95,6 +98,7 @@ class RunCache:
         stored = dict(to_jsonable(value))
         stored[PRODUCED_BY] = self.produced_by
         self.mem[key] = stored
+        self.computed += 1
         if is_main_process():
             self.backend.put(key, stored)
         self._seen.append(self.produced_by)

@@ -179,6 +179,7 @@ def evaluate(
             run.refresh_report()
         raise
     results.meta = run.meta(run.this_run)
+    results.meta["cache_units"] = {"reused": cache.reused, "computed": cache.computed}  # this call's, not the folder's
     if out is not None and is_main_process():
         if report:
             results.paths = run.final_report(title)  # raises when a section fails, after writing
