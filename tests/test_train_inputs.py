@@ -146,6 +146,7 @@ def test_a_run_writes_its_report_with_the_curves_and_the_numbers_of_metrics_json
     fit(cfg, datasets=(Images(32, with_tensors=False), Images(16, seed=1)), out=tmp_path / "r")
     md = (tmp_path / "r" / "train_report.md").read_text()
     assert "stopped inside epoch 2 of 2" in md and "training: Images, 32 images; test: Images, 16 images" in md
+    assert r"2 epochs, batch 8, lr 0.05 (x0.2 at epoch \[1\])," in md  # Markdown-escaped
     fit(cfg | {"train": {**cfg["train"], "max_steps": None}}, datasets=(Images(32, with_tensors=False),
                                                                          Images(16, seed=1)), out=tmp_path / "r",
         resume=True)
@@ -156,11 +157,15 @@ def test_a_run_writes_its_report_with_the_curves_and_the_numbers_of_metrics_json
     for name in ("training_curves.png", "loss_lr.png"):
         assert (tmp_path / "r" / "figures" / name).stat().st_size > 1000
     assert "<img" in (tmp_path / "r" / "train_report.html").read_text()
+    fit(train_config(optim={"epochs": 1, "milestones": []}, train={"report": True}), datasets=(Images(32), None),
+        out=tmp_path / "one")
+    md = (tmp_path / "one" / "train_report.md").read_text()  # was "1 epochs" and "x0.2 at epochs []"
+    assert ", 1 epoch, batch" in md and "(constant)" in md and "finished (1 epoch)" in md
     fit(train_config(train={"report": False}), datasets=(Images(32), None), out=tmp_path / "off")
     assert not (tmp_path / "off" / "train_report.md").exists()
     fit(train_config(train={"report": True}, feature_apr={"layers": ["1"]}, optim={"epochs": 1}),
         datasets=(Images(32), None), out=tmp_path / "fa")
-    assert "aug.method=standard, FeatureAPR at 1 (p 0.5, swap, dims hw), 1 epochs" in \
+    assert "aug.method=standard, FeatureAPR at 1 (p 0.5, swap, dims hw), 1 epoch," in \
         (tmp_path / "fa" / "train_report.md").read_text()
 
 

@@ -426,3 +426,46 @@ def test_the_overwrite_probe_sees_the_crop_the_device_path_makes(tmp_path):
     with pytest.warns(RuntimeWarning, match="larger than data.image_size"):  # warned, as without the probe
         fit(cfg, out=tmp_path, datasets=(ds, None))
         assert fit(cfg, out=tmp_path, datasets=(ds, None), overwrite=True)["history"][0]["epoch"] == 1
+
+
+def test_a_changed_method_is_a_config_change_not_another_recipe_version(tmp_path, capsys):
+    """Resuming a standard run as APR-P warns that the config changed (aug.method), not that the checkpoint was
+    "trained by recipe version 3" while this aprkit trains 5: the saved version is checked against the saved
+    settings (tester)."""
+    if not HAS_AUGMENT:
+        pytest.skip("needs aprkit.augment")
+    ds = Images(16)
+    fit(train_config(optim={"epochs": 2}, train={"max_steps": 1}), out=tmp_path, datasets=(ds, None))
+    capsys.readouterr()
+    fit(train_config(optim={"epochs": 2}, aug={"method": "apr_p"}, train={"resume": True}), out=tmp_path,
+        datasets=(ds, None))
+    err = capsys.readouterr().err
+    assert "aug.method" in err and "recipe version" not in err
+
+
+def test_a_resume_that_finds_no_checkpoint_says_so_without_progress(tmp_path, capsys):
+    """``--resume`` into a folder without last.pt starts a new run, and says so on stderr even with
+    train.progress off (a resume that silently starts over looked like a finished resume) (tester)."""
+    fit(train_config(optim={"epochs": 1}, train={"resume": True, "progress": False}), out=tmp_path / "new",
+        datasets=(Images(16), None))
+    assert f"no checkpoint at {tmp_path / 'new' / 'last.pt'}; starting a new run" in capsys.readouterr().err
+
+
+def test_cli_resume_with_a_runs_own_config_from_elsewhere_is_refused(tmp_path, monkeypatch, capsys):
+    """``aprkit train --config RUN/config.yaml --resume`` from another folder, the saved train.out being relative,
+    named a new folder and started over; now it is refused, naming the --out that resumes the run (tester)."""
+    from aprkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    small = ["model.name=_tiny_test_cnn", "data.dataset=synthetic:64", "optim.batch_size=16", "optim.epochs=2",
+             "data.num_workers=0", "train.max_steps=1", "data.test_limit=16"]
+    assert main(["train", "--out", "run", "--set", *small]) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main(["train", "--config", "../run/config.yaml", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"give --out {tmp_path / 'run'} to resume that run" in err
+    assert not (tmp_path / "elsewhere" / "run").exists()
+    assert main(["train", "--config", "../run/config.yaml", "--resume", "--out", "../run",
+                 "--set", "train.max_steps=2"]) == 0

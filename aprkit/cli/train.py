@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.train.out:
         raise ValueError("no output directory: give --out DIR (or set train.out in the config)")
     check_out_dir(cfg.train.out, "--out")  # before any data is read
+    if args.resume and args.out is None:
+        _check_own_config(args.config, cfg.train.out)
     result = fit(cfg, resume=args.resume or None, overwrite=args.overwrite)
     if result["out"] is not None and result["rank"] == 0:  # one summary: under torchrun the main process prints
         summary = {k: result[k] for k in ("out", "checkpoint", "global_step")}
@@ -80,3 +82,17 @@ def run(args: argparse.Namespace) -> int:
                   "weights; lower optim.lr and train again", file=sys.stderr)
             return 1
     return 0
+
+
+def _check_own_config(configs: list[str], out: str) -> None:
+    """Refuse to resume elsewhere when a config file given is a run's own saved config (beside its ``last.pt``) but
+    ``train.out`` resolves to another folder (a relative ``train.out`` is read against the current folder)."""
+    from pathlib import Path
+
+    target = Path(out).resolve()
+    for name in configs:
+        folder = Path(name).resolve().parent
+        if Path(name).name == "config.yaml" and (folder / "last.pt").is_file() and folder != target:
+            raise ValueError(f"--config {name} is the saved config of the run in {folder} (it holds last.pt), but "
+                             f"train.out {out!r} resolves to {target} from the current folder; give --out {folder} to "
+                             "resume that run")

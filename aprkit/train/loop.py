@@ -283,7 +283,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         pos = resume_run(ckpt_path, cfg, info, model=model, optimizer=optimizer, scheduler=scheduler,
                          schedule=schedule, scaler=scaler, generator=generator, accum=accum,
                          steps_per_epoch=len(batches))
-    elif tr.resume and main and tr.progress:
+    elif tr.resume and main:  # said with or without train.progress: a resume that finds nothing is a surprise
         print(f"no checkpoint at {ckpt_path}; starting a new run", file=sys.stderr)
     epoch, start_batch, step, carried_s = pos.epoch, pos.start_batch, pos.step, pos.carried_s
     config_changes = pos.config_changes

@@ -104,11 +104,19 @@ def _status(history: Sequence[Mapping[str, Any]], epochs: int, stopped: bool = F
     if isinstance(loss, float) and not math.isfinite(loss):
         return f"diverged (training loss {loss} at {at}): lower optim.lr or check the data"
     if last["epoch"] >= epochs:
-        return f"finished ({epochs} epochs)"
+        return f"finished ({epochs} epoch{'s' if epochs != 1 else ''})"
     if interrupted:
         return f"interrupted after {at} (the last epoch logged); --resume goes on from last.pt"
     return f"stopped after {at} (train.max_steps); {again}" if stopped else f"{at} done (the run was training when " \
         "this was written; metrics.json may be further)"
+
+
+def _lr_steps(optim: Mapping[str, Any]) -> str:
+    """The schedule in words: "x0.2 at epochs [2, 5]", "constant" without milestones, and the warm-up."""
+    milestones, warmup = list(optim.get("milestones") or []), optim.get("warmup_epochs") or 0
+    steps = (f"x{optim.get('gamma')} at epoch{'s' if len(milestones) > 1 else ''} {milestones}" if milestones else
+             "constant")
+    return f"{steps}, linear warm-up over {warmup} epochs" if warmup else steps
 
 
 def _fmt(value: Any, percent: bool = False) -> str:
@@ -139,9 +147,9 @@ def write_train_report(out: Path, history: Sequence[Mapping[str, Any]], config: 
     header = [
         HeaderItem("Model", f"{arch}, {model.get('num_classes')} classes"),
         HeaderItem("Data", data or f"{spec.get('dataset')} (test: {spec.get('test_dataset') or 'its test split'})"),
-        HeaderItem("Recipe", f"aug.method={aug.get('method')}{hidden}, {epochs} epochs, batch "
-                             f"{optim.get('batch_size')}, lr {optim.get('lr')} (x{optim.get('gamma')} at epochs "
-                             f"{optim.get('milestones')}), seed {run.get('seed')}"),
+        HeaderItem("Recipe", f"aug.method={aug.get('method')}{hidden}, {epochs} epoch{'s' if epochs != 1 else ''}, "
+                             f"batch {optim.get('batch_size')}, lr {optim.get('lr')} ({_lr_steps(optim)}), seed "
+                             f"{run.get('seed')}"),
         HeaderItem("Status", _status(history, epochs, stopped, interrupted)),
         HeaderItem("Versions", f"aprkit {__version__}, torch {torch.__version__}, Python {platform.python_version()}"),
     ]

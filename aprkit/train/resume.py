@@ -19,7 +19,7 @@ from torch import nn
 
 from ..distributed import DistInfo
 from ..models.normalize import unwrap_model
-from .config import Config
+from .config import Config, config_from_dict
 from .optim import apply_optim_config
 from .state import load_train_checkpoint, restore_rng
 from .trajectory import CUDA_ONLY, RESUME_FREE, changed_keys, recipe_version, trajectory_view
@@ -66,6 +66,14 @@ def _check_same_model(state: dict[str, Any], cfg: Config, ckpt_path: Path, model
                          + (f"; resume with --set {pin}" if pin else "") + f". {first}") from None
 
 
+def _saved_config(state: dict[str, Any], cfg: Config) -> Config:
+    """The checkpoint's config as a :class:`Config`; ``cfg`` where it no longer parses (a key since renamed)."""
+    try:
+        return config_from_dict(state.get("config") or {})
+    except (TypeError, ValueError):
+        return cfg
+
+
 def _warn_changes(state: dict[str, Any], cfg: Config, ckpt_path: Path, pos: RunPosition, changed: list[str],
                   finished: bool, at_max: bool) -> None:
     """The resume's status line and its warnings (rank 0): another recipe version, a changed config."""
@@ -74,7 +82,9 @@ def _warn_changes(state: dict[str, Any], cfg: Config, ckpt_path: Path, pos: RunP
                  f"in epoch {pos.epoch + 1} " + (f"after its batch {pos.start_batch}" if pos.start_batch else
                                                  "at its start"))
         print(f"resumed from {ckpt_path} {where} (step {pos.step})", file=sys.stderr)
-    saved_recipe, recipe = state.get("recipe_version", 2), recipe_version(cfg)  # no field: 2 or older
+    # against the version this aprkit gives the *saved* settings: a changed aug.method is a config change (below),
+    # not a new recipe
+    saved_recipe, recipe = state.get("recipe_version", 2), recipe_version(_saved_config(state, cfg))  # no field: <= 2
     if saved_recipe != recipe:
         print(f"warning: {ckpt_path} was trained by recipe version {saved_recipe}, this aprkit trains "
               f"version {recipe} (aprkit.train.trajectory.RECIPE_VERSION says what changed); the resumed "
