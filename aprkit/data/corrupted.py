@@ -89,6 +89,7 @@ def cifar_c(root: str | Path, corruption: str, severity: int | None = None, *,
     if labels.dtype.kind not in "iu":
         raise ValueError(f"{label_path} must hold integer class labels, got dtype {labels.dtype}")
     labels = np.asarray(labels, dtype=np.int64)
+    classes = classes if classes is not None else _recorded_classes(root)
     if severity is None:
         if held != [1, 2, 3, 4, 5]:
             raise ValueError(f"{root} holds severities {held} (its manifest.json), not 1..5 in order: open one "
@@ -117,6 +118,14 @@ def _stacked_severities(root: Path) -> list[int]:
             or not all(isinstance(v, int) and 1 <= v <= 5 for v in held)):
         raise ValueError(f"{path} lists severities {held!r}; expected distinct integers in 1..5")
     return held
+
+
+def _recorded_classes(root: Path) -> list[str] | None:
+    """The class names an ``aprkit corrupt`` manifest of ``root`` records (``info.classes``), else ``None``."""
+    from aprkit.corruptions.manifest import read_manifest
+
+    names = ((read_manifest(root) or {}).get("info") or {}).get("classes")
+    return [str(c) for c in names] if isinstance(names, list) and names else None
 
 
 def _check_finished(root: Path, entry: str, path: Path) -> None:
