@@ -249,3 +249,18 @@ def test_albu_apr_single_reads_settings_changed_after_construction():
     rebuilt = A.from_dict(A.to_dict(pipeline))
     rebuilt.set_random_seed(0)
     np.testing.assert_array_equal(rebuilt(image=img)["image"], after)
+
+
+def test_a_setting_changed_after_construction_and_grey_partner_stacks_read_as_meant():
+    """A bad recombine_p set after construction was reported as APRSingle's ``p``; a stack of grey partners
+    (N, H, W) beside a grey image was read as one N-channel image (tester)."""
+    t = AlbuAPRSingle()
+    t.recombine_p = 2
+    with pytest.raises(ValueError, match=r"^recombine_p must be in \[0, 1\], got 2"):
+        t(image=np.zeros((8, 8, 3), np.uint8))
+    pair = AlbuAPRPair(p=1)
+    grey = np.random.default_rng(0).integers(0, 256, (2, 8, 8), dtype=np.uint8)
+    out = pair(image=grey[0], apr_metadata=grey)["image"]
+    assert out.shape == (8, 8) and out.dtype == np.uint8
+    with pytest.raises(ValueError, match="8 channels, image has 3; a stack of grey partners .* pass apr_metadata as a"):
+        pair(image=np.zeros((8, 8, 3), np.uint8), apr_metadata=grey)

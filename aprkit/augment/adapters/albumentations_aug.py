@@ -35,7 +35,7 @@ from albumentations.core.transforms_interface import (  # noqa: E402
 )
 from pydantic import Field  # noqa: E402
 
-from ..._checks import check_image_tensor
+from ..._checks import check_image_tensor, check_probability
 from ...fourier import Dims, swap_amplitude
 from ..ops import warp_pixels
 from ..single import APRSingle, single_transform_matrix
@@ -87,6 +87,7 @@ class AlbuAPRSingle(DualTransform):
         albumentations' own transforms read their attributes on every call, and ``to_dict`` reports them)."""
         key = (self.recombine_p, self.severity, None if self.ops is None else tuple(self.ops), self.dims)
         if self._built is None or self._built[0] != key:
+            check_probability(self.recombine_p, "recombine_p")  # APRSingle would name it p
             self._built = (key, APRSingle(self.recombine_p, self.severity, self.ops, self.dims,
                                           generator=self._generator))
         return self._built[1]
@@ -173,8 +174,10 @@ class AlbuAPRPair(ImageOnlyTransform):
             raise ValueError(
                 f"AlbuAPRPair needs partner images: call the pipeline with {self.metadata_key}=[image, ...]"
             )
-        if isinstance(refs, np.ndarray):  # one image (H, W[, C]), or a stack (N, H, W, C) of them
-            refs = list(refs) if refs.ndim == 4 else [refs]
+        if isinstance(refs, np.ndarray):  # one image (H, W[, C]), or a stack (N, H, W, C) of them; beside a grey
+            # image (H, W), a 3-D array with more than 4 in its last axis is a stack of grey partners (N, H, W)
+            grey = np.ndim(data.get("image")) == 2 and refs.ndim == 3 and refs.shape[-1] > 4
+            refs = list(refs) if refs.ndim == 4 or grey else [refs]
         if len(refs) == 0:
             raise ValueError(f"{self.metadata_key} must hold at least one partner image")
         partner = refs[self.py_random.randrange(len(refs))]
@@ -194,7 +197,9 @@ class AlbuAPRPair(ImageOnlyTransform):
         for t, name in ((x, "image"), (y, self.metadata_key)):  # float 0..255 would saturate the output
             check_image_tensor(t, name, min_ndim=3, max_ndim=3, unit_range=True, overshoot=True)
         if x.shape[0] != y.shape[0]:
-            raise ValueError(f"partner image has {y.shape[0]} channels, image has {x.shape[0]}")
+            hint = (f"; a stack of grey partners (N, H, W) beside a colour image reads as one image with N channels: "
+                    f"pass {self.metadata_key} as a list" if partner.ndim == 3 and img.ndim == 3 else "")
+            raise ValueError(f"partner image has {y.shape[0]} channels, image has {x.shape[0]}{hint}")
         if x.dtype == torch.uint8 and y.dtype != torch.uint8:
             y = (y.float() * 255).round().clamp(0, 255).to(torch.uint8)
         elif x.dtype != torch.uint8:
