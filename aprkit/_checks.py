@@ -292,6 +292,14 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+def keep_layout(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``out`` in ``like``'s memory format: channels_last if ``like`` is a channels_last batch (one copy, after the
+    cast to the output dtype), else ``out`` as it is (the FFTs return contiguous NCHW)."""
+    if like.ndim == 4 and not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last):
+        return out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
 def restore_dtype(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Cast a float result back to ``dtype``; uint8 is rounded and clamped to [0, 255], never wrapped."""
     if dtype == torch.uint8:

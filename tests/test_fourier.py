@@ -374,3 +374,19 @@ def test_zero_bins_is_checked_by_the_spectrum_helpers():
                  lambda: mix_spectra(z, z, zero_bins="zeros")):
         with pytest.raises(ValueError, match="zero_bins must be"):
             call()
+
+
+def test_image_ops_keep_a_channels_last_batch_channels_last():
+    """The image ops returned contiguous NCHW for a channels_last batch (APR-P kept the layout), costing the next
+    channels_last convolution a copy; the values are the same either way (tester)."""
+    from aprkit.fourier import amplitude_only, low_frequency_swap, mix_amplitude, phase_only, swap_amplitude
+
+    x, y = (torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(s)) for s in (0, 1))
+    xl, yl = (t.contiguous(memory_format=torch.channels_last) for t in (x, y))
+    for op in (lambda a, b: swap_amplitude(a, b), lambda a, b: mix_amplitude(a, b, 0.3),
+               lambda a, b: low_frequency_swap(a, b, 0.2), lambda a, b: phase_only(a),
+               lambda a, b: amplitude_only(a)):
+        out = op(xl, yl)
+        assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+        torch.testing.assert_close(out, op(x, y))
+        assert op(x, y).is_contiguous()

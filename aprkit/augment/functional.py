@@ -29,6 +29,7 @@ from .._checks import (
     compute_dtype,
     describe_value,
     eager_cpu,
+    keep_layout,
     needs_grad,
     restore_dtype,
     to_device,
@@ -72,14 +73,6 @@ def finish(out: torch.Tensor, dtype: torch.dtype, clamp: bool, like: torch.Tenso
         out = out.clamp(0.0, 1.0)
     out = restore_dtype(out, dtype)
     return out if like is None else keep_layout(out, like)
-
-
-def keep_layout(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``out`` in ``like``'s memory format: channels_last if ``like`` is a channels_last batch (one copy, after the
-    cast to the output dtype), else ``out`` as it is (the FFTs return contiguous NCHW)."""
-    if like.ndim == 4 and not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last):
-        return out.contiguous(memory_format=torch.channels_last)
-    return out
 
 
 def swap_with_partner(

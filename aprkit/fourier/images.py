@@ -2,7 +2,8 @@
 and its mask, phase-only and amplitude-only reconstructions.
 
 Real images go through real FFTs: the recombined spectrum of real inputs is Hermitian, so the half spectrum
-is exact and about half the work. Results come back in the input's dtype (uint8 rounded and clamped).
+is exact and about half the work. Results come back in the input's dtype (uint8 rounded and clamped) and memory
+format (a channels_last batch stays channels_last).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .._checks import (
     check_finite_spectrum,
     check_image_tensor,
     check_probability,
+    keep_layout,
     restore_dtype,
 )
 from .fft import fftn, ifftn, rfftn
@@ -91,7 +93,7 @@ def swap_amplitude(phase_source: torch.Tensor, amplitude_source: torch.Tensor, d
     zp, za = _pair_spectra(phase_source, amplitude_source, fft_dims, ("phase_source", "amplitude_source"))
     out = _irfft(mix_spectra(zp, za, inplace=True, zero_bins=zero_bins, dims=fft_dims),
                  phase_source, fft_dims)
-    return restore_dtype(out, _out_dtype(phase_source, amplitude_source))
+    return keep_layout(restore_dtype(out, _out_dtype(phase_source, amplitude_source)), phase_source)
 
 
 def mix_amplitude(
@@ -135,7 +137,7 @@ def mix_amplitude(
     zx, zy = _pair_spectra(x, y, fft_dims)
     out = _irfft(mix_spectra(zx, zy, lam_t, inplace=True, zero_bins=zero_bins, dims=fft_dims),
                  x, fft_dims)
-    return restore_dtype(out, _out_dtype(x, y))
+    return keep_layout(restore_dtype(out, _out_dtype(x, y)), x)
 
 
 def _low_band(n: int, b: int) -> list[int]:
@@ -198,7 +200,7 @@ def low_frequency_swap(x: torch.Tensor, y: torch.Tensor, beta: float = 0.01, dim
                           zero_bins=zero_bins, dims=fft_dims)
     band.index_copy_(-2, rows, swapped)
     out = _irfft(zx, x, fft_dims)
-    return restore_dtype(out, _out_dtype(x, y))
+    return keep_layout(restore_dtype(out, _out_dtype(x, y)), x)
 
 
 def phase_only(
@@ -230,7 +232,7 @@ def phase_only(
                 f"magnitude of shape {tuple(magnitude.shape)} does not broadcast to {tuple(x.shape)}"
             ) from None
         out = ifftn(with_amplitude(z, amp, zero_bins=zero_bins, dims=fft_dims), fft_dims).real
-        return restore_dtype(out, x.dtype)
+        return keep_layout(restore_dtype(out, x.dtype), x)
     z = rfftn(xf, fft_dims)
     if magnitude == "unit":
         amp = 1.0
@@ -239,7 +241,7 @@ def phase_only(
     else:
         raise ValueError(f"magnitude must be 'unit', 'mean' or a tensor, got {magnitude!r}")
     out = _irfft(with_amplitude(z, amp, zero_bins=zero_bins, dims=fft_dims), x, fft_dims)
-    return restore_dtype(out, x.dtype)
+    return keep_layout(restore_dtype(out, x.dtype), x)
 
 
 def amplitude_only(x: torch.Tensor, dims: Dims = "chw") -> torch.Tensor:
@@ -251,4 +253,4 @@ def amplitude_only(x: torch.Tensor, dims: Dims = "chw") -> torch.Tensor:
     fft_dims = check_dims(dims)
     z = rfftn(_as_float(x), fft_dims)
     out = _irfft(z.abs().to(z.dtype), x, fft_dims)
-    return restore_dtype(out, x.dtype)
+    return keep_layout(restore_dtype(out, x.dtype), x)

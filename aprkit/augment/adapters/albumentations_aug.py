@@ -176,7 +176,7 @@ class AlbuAPRPair(ImageOnlyTransform):
             )
         if isinstance(refs, np.ndarray):  # one image (H, W[, C]), or a stack (N, H, W, C) of them; beside a grey
             # image (H, W), a 3-D array with more than 4 in its last axis is a stack of grey partners (N, H, W)
-            grey = np.ndim(data.get("image")) == 2 and refs.ndim == 3 and refs.shape[-1] > 4
+            grey = getattr(data.get("image"), "ndim", None) == 2 and refs.ndim == 3 and refs.shape[-1] > 4
             refs = list(refs) if refs.ndim == 4 or grey else [refs]
         if len(refs) == 0:
             raise ValueError(f"{self.metadata_key} must hold at least one partner image")
