@@ -292,7 +292,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 return coerce(value, arg, key)
             except (TypeError, ValueError):
                 continue
-        raise TypeError(f"config key {key!r} must be {describe_type(tp)}, got {value!r}")
+        hint = " (YAML writes none as null or ~)" if type(None) in args and value in ("None", "none") else ""
+        raise TypeError(f"config key {key!r} must be {describe_type(tp)}, got {value!r}{hint}")
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:

@@ -50,6 +50,9 @@ def test_type_coercion():
         config_from_dict(apply_overrides({}, ["optim.epochs=2.5"]))
     with pytest.raises(TypeError, match="train.amp.*bool"):
         config_from_dict(apply_overrides({}, ["train.amp=maybe"]))
+    with pytest.raises(TypeError, match=r"'data.limit' must be int or null, got 'None' \(YAML writes none as null"):
+        config_from_dict(apply_overrides({}, ["data.limit=None"]))  # Python's spelling (tester)
+    assert config_from_dict(apply_overrides({}, ["data.limit=null"])).data.limit is None
 
 
 def test_amp_dtype_choices():
