@@ -596,3 +596,18 @@ def test_an_unchecked_archive_placed_before_the_run_is_named_not_deleted(server,
     with pytest.raises(ValueError, match=r"already there \(not downloaded by this run, no checksum\).*replace or delete"):
         ensure_source(src, root=tmp_path, download=True, progress=False)
     assert staged.is_file()
+
+
+def test_a_stalled_download_keeps_the_bytes_that_arrived(server, tmp_path):
+    """Bytes arrive in pieces; 1 MiB reads lost every byte of the piece being read when the server stalled past the
+    timeout. Now each piece is written as it arrives, so the rerun resumes from all of them (tester)."""
+    data = bytes(range(256)) * 768  # 192 KiB: three of the server's 64 KiB pieces
+    server.files["/s.bin"] = data
+    server.delay = 1.5
+    dest = tmp_path / "s.bin"
+    with pytest.raises(DownloadError):
+        download_file(server.url + "/s.bin", dest, _md5(data), progress=False, timeout=0.5)
+    assert (tmp_path / "s.bin.part").stat().st_size == 1 << 16
+    server.delay = 0.0
+    download_file(server.url + "/s.bin", dest, _md5(data), progress=False)
+    assert dest.read_bytes() == data and server.requests[-1] == ("/s.bin", f"bytes={1 << 16}-")

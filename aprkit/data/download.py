@@ -157,7 +157,8 @@ def _stream(url: str, dest: Path, part: Path, timeout: float, progress: bool) ->
                 total=total, initial=first, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
                 disable=not progress, leave=False,
             ) as bar:
-                while chunk := resp.read(_CHUNK):
+                read = getattr(resp, "read1", resp.read)  # what has arrived: a stall loses no bytes read so far
+                while chunk := read(_CHUNK):
                     f.write(chunk)
                     bar.update(len(chunk))
         size = part.stat().st_size
