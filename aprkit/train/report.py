@@ -160,11 +160,12 @@ def write_train_report(out: Path, history: Sequence[Mapping[str, Any]], config: 
         last = history[-1]
         seconds = sum(float(r.get("time_s") or 0) for r in history if not r.get("partial")) + (
             float(last.get("time_s") or 0) if last.get("partial") else 0.0)
+        which = f"epoch {last['epoch']}, partial: its steps so far" if last.get("partial") else "last epoch"
         summary = Table(["measure", "value"], [
             ["test accuracy % (last evaluation)", _fmt(tested[-1]["test_acc"], True) if tested else "-"],
             ["best test accuracy % (epoch)", f"{_fmt(best['test_acc'], True)} ({best['epoch']})" if best else "-"],
-            ["train accuracy % (last epoch)", _fmt(last.get("train_acc"), True)],
-            ["train loss (last epoch)", _fmt(last.get("train_loss"))],
+            [f"train accuracy % ({which})", _fmt(last.get("train_acc"), True)],
+            [f"train loss ({which})", _fmt(last.get("train_loss"))],
             ["training time s (sum of the epochs)", f"{seconds:.1f}"],
         ], notes="From metrics.json; the model saved as model.pt is the last epoch's, not the best one's.")
         sections.append(ReportSection("Summary", [summary]))
