@@ -253,3 +253,7 @@ def test_an_evaluation_refuses_data_that_names_the_classes_otherwise(tmp_path) -
         predict(model, ImageFolderDataset(tmp_path / "test"))
     ok = ImageFolderDataset(tmp_path / "test", classes=model.aprkit_classes)
     assert predict(model, ok).labels.tolist() == [0, 0, 0, 2, 2, 2]
+    last = load_model(tmp_path / "run" / "last.pt")  # the resumable state records them too (tester)
+    assert last.aprkit_classes == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="labels its classes \\(a, c\\) unlike the data the model was trained on"):
+        predict(last, ImageFolderDataset(tmp_path / "test"))

@@ -99,6 +99,7 @@ def _from_train_state(obj: Mapping[str, Any], path: str | os.PathLike, num_class
     kw = {**checkpoint_kwargs(arch, dict(spec.get("kwargs") or {}), obj["model"]), **kwargs}
     model = _build_arch(arch, num_classes, kw, spec.get("num_classes"))
     load_state_dict_into(model, obj["model"], drop_head=drop_head)
+    _keep_classes(model, obj.get("classes"), drop_head)
     return tag_model(model, arch, kw)
 
 
@@ -148,10 +149,15 @@ def _from_aprkit(obj: Mapping[str, Any], num_classes: int | None, kwargs: dict, 
     load_state_dict_into(model, extract_state_dict(obj), drop_head=drop_head)
     _apply_stored(model, obj, kwargs)
     extra = obj.get("extra")
-    names = extra.get("classes") if isinstance(extra, Mapping) else None
-    if isinstance(names, list) and not drop_head:  # the training data's class names (aprkit train records them)
-        setattr(model, "aprkit_classes", [str(c) for c in names])  # noqa: B010 (nn.Module.__setattr__ is typed for tensors)
+    _keep_classes(model, extra.get("classes") if isinstance(extra, Mapping) else None, drop_head)
     return tag_model(model, arch, kw)
+
+
+def _keep_classes(model: nn.Module, names: Any, drop_head: bool) -> None:
+    """Record the training data's class names that ``aprkit train`` saved with the weights (``model.pt``'s extra,
+    ``last.pt``'s ``classes``) on ``model`` as ``aprkit_classes``: an evaluation checks its data against them."""
+    if isinstance(names, list) and names and not drop_head:
+        setattr(model, "aprkit_classes", [str(c) for c in names])  # noqa: B010 (nn.Module.__setattr__ is typed for tensors)
 
 
 def _apply_stored(model: nn.Module, obj: Mapping[str, Any], kwargs: Mapping[str, Any]) -> None:

@@ -324,6 +324,9 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     if tr.compile:
         net = torch.compile(net)  # type: ignore[assignment]
 
+    names = getattr(train_ds, "classes", None)  # what label i means, saved with the weights (last.pt, model.pt)
+    class_names = [str(c) for c in names] if names else None
+
     def save_state(at_epoch: int, at_batch: int, rows: list[dict[str, Any]], trained_s: float | None = None) -> None:
         """``trained_s``: the epoch's training time so far (default: until now; a stop passes the time before its
         evaluation, which is no training)."""
@@ -335,7 +338,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "epoch": at_epoch, "batch_in_epoch": at_batch, "global_step": step, "history": rows,
             "accum": sums.cpu(), "rng": capture_rng(generator), "recipe_version": recipe_version(cfg),
-            "config_changes": config_changes,
+            "config_changes": config_changes, "classes": class_names,
             "epoch_time_s": (time.perf_counter() - t0 if trained_s is None else trained_s) if at_batch else 0.0,
             "sampler": {"seed": seed, "epoch": at_epoch, "batch_in_epoch": at_batch, "world": info.world,
                         "steps_per_epoch": len(batches), "threads": torch.get_num_threads()},
@@ -431,9 +434,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
 
         extra = {"config": cfg.to_dict(), "final": logger.history[-1] if logger.history else {}, "global_step": step,
                  "config_changes": config_changes, "recipe_version": recipe_version(cfg)}
-        names = getattr(train_ds, "classes", None)
-        if names:  # what label i means: an evaluation checks its data against them
-            extra["classes"] = [str(c) for c in names]
+        if class_names:  # what label i means: an evaluation checks its data against them
+            extra["classes"] = class_names
         ckpt = save_checkpoint(out / "model.pt", plain, arch=cfg.model.name, num_classes=cfg.model.num_classes,
                                extra=extra)
     if report is not None:
