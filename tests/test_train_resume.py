@@ -469,3 +469,13 @@ def test_cli_resume_with_a_runs_own_config_from_elsewhere_is_refused(tmp_path, m
     assert not (tmp_path / "elsewhere" / "run").exists()
     assert main(["train", "--config", "../run/config.yaml", "--resume", "--out", "../run",
                  "--set", "train.max_steps=2"]) == 0
+
+
+def test_a_mid_epoch_resume_with_another_lr_logs_the_rate_the_epoch_started_at(tmp_path):
+    """An epoch's row logs the rate of its first step; a run resumed inside it with another optim.lr logged the new
+    rate, though the epoch's first steps ran at the old one (tester). The next epoch's row has the new rate."""
+    ds = Images(40)
+    fit(train_config(), ["train.max_steps=7"], out=tmp_path, datasets=(ds, None))  # stops inside epoch 2 (5 steps)
+    done = fit(train_config(), ["optim.lr=0.5"], out=tmp_path, resume=True, datasets=(ds, None))
+    lrs = [r["lr"] for r in done["history"]]
+    assert lrs[:2] == [0.05, 0.05] and lrs[2] == pytest.approx(0.5 * 0.2)  # epoch 3: past milestone 2

@@ -285,7 +285,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
                          steps_per_epoch=len(batches))
     elif tr.resume and main:  # said with or without train.progress: a resume that finds nothing is a surprise
         print(f"no checkpoint at {ckpt_path}; starting a new run", file=sys.stderr)
-    epoch, start_batch, step, carried_s = pos.epoch, pos.start_batch, pos.step, pos.carried_s
+    epoch, start_batch, step, carried_s, carried_lr = pos.epoch, pos.start_batch, pos.step, pos.carried_s, pos.epoch_lr
     config_changes = pos.config_changes
 
     refused: Exception | None = None
@@ -327,9 +327,10 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     names = getattr(train_ds, "classes", None)  # what label i means, saved with the weights (last.pt, model.pt)
     class_names = [str(c) for c in names] if names else None
 
-    def save_state(at_epoch: int, at_batch: int, rows: list[dict[str, Any]], trained_s: float | None = None) -> None:
-        """``trained_s``: the epoch's training time so far (default: until now; a stop passes the time before its
-        evaluation, which is no training)."""
+    def save_state(at_epoch: int, at_batch: int, rows: list[dict[str, Any]], epoch_lr: float,
+                   trained_s: float | None = None) -> None:
+        """``epoch_lr``: the rate of the epoch's first step (its row's lr); ``trained_s``: the epoch's training time
+        so far (default: until now; a stop passes the time before its evaluation, which is no training)."""
         sums = all_reduce_sum(accum.clone(), info)  # every rank takes part; rank 0 saves the epoch's running sums
         if not main or ckpt_path is None:
             return
@@ -340,6 +341,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             "accum": sums.cpu(), "rng": capture_rng(generator), "recipe_version": recipe_version(cfg),
             "config_changes": config_changes, "classes": class_names,
             "epoch_time_s": (time.perf_counter() - t0 if trained_s is None else trained_s) if at_batch else 0.0,
+            "epoch_lr": epoch_lr if at_batch else None,
             "sampler": {"seed": seed, "epoch": at_epoch, "batch_in_epoch": at_batch, "world": info.world,
                         "steps_per_epoch": len(batches), "threads": torch.get_num_threads()},
         }, ckpt_path)
@@ -355,8 +357,10 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         t0, n0 = time.perf_counter() - carried_s, step - start_batch  # a resumed epoch: from its first step
         carried_s = 0.0
         # the rate of the epoch's first step, from the schedule (LambdaLR's own formula): a run resumed mid-epoch
-        # logs what the uninterrupted run logs, not the rate at the resume step
-        lr0 = scheduler.base_lrs[0] * schedule(step - start_batch)
+        # logs what the uninterrupted run logs, not the rate at the resume step; the one it saved, where the resume
+        # changed optim.lr (the epoch's first steps ran at the old rate)
+        lr0 = carried_lr if carried_lr is not None else float(scheduler.base_lrs[0] * schedule(step - start_batch))
+        carried_lr = None
         bar = tqdm(total=per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{o.epochs}", leave=False,
                    disable=not (tr.progress and main), dynamic_ncols=True)
         i = start_batch
@@ -386,7 +390,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
                 stopped = True
                 break
             if tr.checkpoint_every_steps and step % tr.checkpoint_every_steps == 0 and i < per_epoch:
-                save_state(epoch, i, logger.history)
+                save_state(epoch, i, logger.history, lr0)
         bar.close()
         trained_s = time.perf_counter() - t0  # the epoch's training, before any evaluation
         # each rank's last steps updated its BatchNorm statistics with its own batches: every rank takes rank 0's
@@ -412,11 +416,11 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         if done:
             epoch, start_batch = epoch + 1, 0
             accum.zero_()
-            save_state(epoch, 0, [*logger.history, row])  # last.pt first: a kill between the two stays resumable
+            save_state(epoch, 0, [*logger.history, row], lr0)  # last.pt first: a kill between the two stays resumable
             logger.log(row)
         else:  # stopped by max_steps in the middle of an epoch: keep the position and the running sums
             row["partial"] = True
-            save_state(epoch, i, [*logger.history, row], trained_s)
+            save_state(epoch, i, [*logger.history, row], lr0, trained_s)
             logger.log(row)
         if main and tr.progress:
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}

@@ -36,6 +36,7 @@ class RunPosition:
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     carried_s: float = 0.0  # training time of the epoch before a mid-epoch resume: the epoch's row counts all of it
+    epoch_lr: float | None = None  # the rate of that epoch's first step (its row's lr), saved by newer checkpoints
     config_changes: list[dict[str, Any]] = field(default_factory=list)  # changed at a resume: step, config before
     saved_config: dict[str, Any] = field(default_factory=dict)  # the resumed checkpoint's config
     resumed: bool = False
@@ -119,6 +120,8 @@ def resume_run(ckpt_path: Path, cfg: Config, info: DistInfo, *, model: nn.Module
     pos = RunPosition(epoch=state["epoch"], start_batch=state["batch_in_epoch"], step=state["global_step"],
                       resumed=True, saved_config=state["config"])
     pos.carried_s = float(state.get("epoch_time_s") or 0.0) if pos.start_batch else 0.0
+    saved_lr = state.get("epoch_lr")
+    pos.epoch_lr = float(saved_lr) if pos.start_batch and isinstance(saved_lr, (int, float)) else None
     saved_steps = (state.get("sampler") or {}).get("steps_per_epoch")  # older checkpoints: not checked
     if saved_steps is not None and saved_steps != steps_per_epoch:
         raise ValueError(f"cannot resume: {ckpt_path} ran {saved_steps} steps per epoch, this config "
