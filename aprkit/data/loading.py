@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import queue
+import signal
 import threading
 import warnings
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -225,6 +226,15 @@ class _Chunks(Dataset):
         return images, labels
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """A DataLoader ``worker_init_fn``: the worker ignores Ctrl-C (``SIGINT``) and ``SIGTERM``, which a terminal or
+    a batch scheduler sends to every process of the job. The main process stops the loader (a training run after
+    saving its step, see ``aprkit.train.signals``), and a worker whose main process is gone ends by itself (the
+    DataLoader's watchdog); a worker that stopped on its own failed the next batch ("worker exited unexpectedly")."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _chunks(indices: np.ndarray | None, n: int, batch_size: int, drop_last: bool) -> list[Any]:
     if indices is None:
         out: list[Any] = [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
@@ -302,7 +312,7 @@ def iter_batches(
     source = batch_source(dataset)
     wk: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin}
     if num_workers > 0:
-        wk.update(prefetch_factor=prefetch_factor, persistent_workers=False)
+        wk.update(prefetch_factor=prefetch_factor, persistent_workers=False, worker_init_fn=ignore_stop_signals)
     chunks = _chunks(idx, n, batch_size, drop_last)
     if source is None:  # item by item: index lists for the DataLoader's batch sampler
         chunks = [list(range(c.start, c.stop)) if isinstance(c, slice) else c.tolist() for c in chunks]

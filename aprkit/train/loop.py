@@ -57,6 +57,7 @@ from .optim import build_optimizer, lr_factor
 from .recipe import DeviceAugment, method_loss
 from .resume import RunPosition, resume_run
 from .run_folder import file_state, take_run_folder
+from .signals import deferred_stop
 from .state import (
     CHECKPOINT_FORMAT,
     atomic_save,
@@ -350,6 +351,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
 
     per_epoch = len(batches)
     first_step = step  # what this call starts from (a resumed run: the checkpoint's step)
+    # Ctrl-C / SIGTERM wait for the end of a step, which is saved before they act (a single process writing last.pt)
+    signals = held.enter_context(deferred_stop(enabled=main and info.world == 1 and ckpt_path is not None))
     stopped = tr.max_steps is not None and step >= tr.max_steps
     while epoch < o.epochs and not stopped:
         batches.set_epoch(epoch)
@@ -391,6 +394,11 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
                 break
             if tr.checkpoint_every_steps and step % tr.checkpoint_every_steps == 0 and i < per_epoch:
                 save_state(epoch, i, logger.history, lr0)
+            if signals.pending is not None and i < per_epoch:  # a stop asked for: this step is kept
+                save_state(epoch, i, logger.history, lr0)
+                print(f"{chr(10) if bar.disable is False else ''}stopping at step {step} (epoch {epoch + 1}, batch "
+                      f"{i} of {per_epoch}), saved in {ckpt_path}; --resume goes on from there", file=sys.stderr)
+                signals.deliver()
         bar.close()
         trained_s = time.perf_counter() - t0  # the epoch's training, before any evaluation
         # each rank's last steps updated its BatchNorm statistics with its own batches: every rank takes rank 0's
@@ -425,6 +433,9 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         if main and tr.progress:
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
             print(" ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr)
+        if signals.pending is not None:  # asked during the epoch's end (its evaluation): the epoch is saved
+            signals.deliver()
+    signals.deliver()  # the training is over: the signals act at once again
     barrier(info)
 
     ckpt = None
