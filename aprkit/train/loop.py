@@ -392,13 +392,13 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             if tr.max_steps is not None and step >= tr.max_steps:
                 stopped = True
                 break
-            if tr.checkpoint_every_steps and step % tr.checkpoint_every_steps == 0 and i < per_epoch:
-                save_state(epoch, i, logger.history, lr0)
             if signals.pending is not None and i < per_epoch:  # a stop asked for: this step is kept
                 save_state(epoch, i, logger.history, lr0)
                 print(f"{chr(10) if bar.disable is False else ''}stopping at step {step} (epoch {epoch + 1}, batch "
                       f"{i} of {per_epoch}), saved in {ckpt_path}; --resume goes on from there", file=sys.stderr)
                 signals.deliver()
+            elif tr.checkpoint_every_steps and step % tr.checkpoint_every_steps == 0 and i < per_epoch:
+                save_state(epoch, i, logger.history, lr0)
         bar.close()
         trained_s = time.perf_counter() - t0  # the epoch's training, before any evaluation
         # each rank's last steps updated its BatchNorm statistics with its own batches: every rank takes rank 0's
