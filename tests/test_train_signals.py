@@ -96,3 +96,15 @@ def test_loader_workers_leave_a_stop_to_the_main_process(tmp_path):
     fit(train_config(optim={"epochs": 1}, data={"num_workers": 1, "input_path": "loader"}), out=tmp_path,
         datasets=(_CheckedInWorkers(16), None))
     assert sum(len(y) for x, y in iter_batches(_CheckedInWorkers(8), batch_size=4, num_workers=1)) == 8
+
+
+def test_an_ignored_signal_stays_ignored(tmp_path, monkeypatch):
+    """A background job (``cmd &`` without job control) starts with SIGINT ignored: training neither saves nor
+    stops on it, and the setting is left as it was."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _signal_at(monkeypatch, 2, signal.SIGINT)
+        done = fit(train_config(optim={"epochs": 1}), out=tmp_path, datasets=(Images(40), None))
+        assert done["global_step"] == 5 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -41,7 +41,8 @@ class DeferredStop:
 
     def install(self) -> None:
         for sig in SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handler)
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # an ignored signal stays ignored (nohup'd, `cmd &`)
+                self._previous[sig] = signal.signal(sig, self._handler)
 
     def restore(self) -> None:
         """Give the signals back to their earlier handlers (the default where one was set outside Python)."""
