@@ -3,12 +3,17 @@ resumed run equals the uninterrupted one, bit for bit. A second signal acts at o
 
 from __future__ import annotations
 
+import multiprocessing
 import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 from train_common import Images, same_weights, strip_times, train_config
 
+import aprkit.data.loading as loading
 import aprkit.train.loop as loop
 from aprkit.train import fit
 
@@ -77,20 +82,20 @@ def test_without_an_output_folder_a_signal_stops_at_once(monkeypatch):
 
 
 class _CheckedInWorkers(Images):
-    """Refuses to load in a worker process that would die of Ctrl-C or SIGTERM."""
+    """Refuses to load in a worker process that would die of Ctrl-C, or end by SIGTERM in a way that fails the main
+    process's step."""
 
     def __getitem__(self, i: int):
         if torch.utils.data.get_worker_info() is not None and (
                 signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-                or signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN):
-            raise RuntimeError("a loader worker would stop on its own at Ctrl-C / SIGTERM")
+                or signal.getsignal(signal.SIGTERM) is not loading._end_worker):
+            raise RuntimeError("a loader worker would stop on its own at Ctrl-C")
         return super().__getitem__(i)
 
 
 def test_loader_workers_leave_a_stop_to_the_main_process(tmp_path):
-    """A terminal's Ctrl-C (and a scheduler's SIGTERM) reaches the loader workers too: they ignore it, so the main
-    process finishes its step and saves it instead of failing on "worker exited unexpectedly"; the evaluation
-    loaders' workers do the same."""
+    """A terminal's Ctrl-C reaches the loader workers too: they ignore it, so the main process finishes its step and
+    saves it instead of failing on "worker exited unexpectedly"; the evaluation loaders' workers do the same."""
     from aprkit.data.loading import iter_batches
 
     fit(train_config(optim={"epochs": 1}, data={"num_workers": 1, "input_path": "loader"}), out=tmp_path,
@@ -108,3 +113,53 @@ def test_an_ignored_signal_stays_ignored(tmp_path, monkeypatch):
         assert done["global_step"] == 5 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _terminate(signum, frame):
+    raise _Terminated
+
+
+def test_sigterm_to_every_process_of_the_job_still_saves_the_step(tmp_path, monkeypatch, capsys):
+    """A scheduler's SIGTERM reaches the loader workers as well as the main process: the workers end cleanly (a
+    worker killed by a signal would fail the main process's step at once), the step is finished and saved."""
+    real, calls, workers = loop.method_loss, [0], []
+
+    def terminating_all(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 2:
+            workers.extend(multiprocessing.active_children())
+            # from another process, as a scheduler's or `kill`'s (a worker ends quietly at its own main process's)
+            subprocess.run(["kill", "-TERM", *(str(w.pid) for w in workers)], check=True)
+            for w in workers:
+                w.join(timeout=30)
+            signal.raise_signal(signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "method_loss", terminating_all)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with pytest.raises(_Terminated):
+            fit(train_config(optim={"epochs": 1}, data={"num_workers": 1, "input_path": "loader"}), out=tmp_path,
+                datasets=(Images(40), None))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert workers and [w.exitcode for w in workers] == [0] * len(workers)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["global_step"] == 2
+    assert "stopping at step 2 (epoch 1, batch 2 of 5)" in capsys.readouterr().err
+
+
+def test_a_process_left_with_loader_workers_still_exits():
+    """Python's exit ends the workers of a loader still open with SIGTERM and waits for them: a worker that ignored
+    SIGTERM hung the process (and a test session) after its last line."""
+    script = textwrap.dedent("""
+        from torch.utils.data import DataLoader
+        from aprkit.data.loading import worker_stop_signals
+        batches = iter(DataLoader(list(range(64)), batch_size=2, num_workers=1, worker_init_fn=worker_stop_signals))
+        next(batches)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], timeout=120, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

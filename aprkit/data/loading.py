@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import os
 import queue
 import signal
 import threading
 import warnings
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -226,13 +228,20 @@ class _Chunks(Dataset):
         return images, labels
 
 
-def ignore_stop_signals(worker_id: int) -> None:
-    """A DataLoader ``worker_init_fn``: the worker ignores Ctrl-C (``SIGINT``) and ``SIGTERM``, which a terminal or
-    a batch scheduler sends to every process of the job. The main process stops the loader (a training run after
-    saving its step, see ``aprkit.train.signals``), and a worker whose main process is gone ends by itself (the
-    DataLoader's watchdog); a worker that stopped on its own failed the next batch ("worker exited unexpectedly")."""
+def _end_worker(signum: int, frame: FrameType | None) -> None:
+    os._exit(0)  # a clean exit: the main process's DataLoader takes a worker killed by a signal for a failure
+
+
+def worker_stop_signals(worker_id: int) -> None:
+    """A DataLoader ``worker_init_fn`` that leaves a stop to the main process. The worker ignores Ctrl-C
+    (``SIGINT``), which a terminal sends to every process of the job: it goes on loading while the main process
+    finishes its step (a training run saves it, see ``aprkit.train.signals``); a worker that stopped on it failed
+    the next batch ("worker exited unexpectedly"). ``SIGTERM`` ends the worker at once but cleanly (exit status 0):
+    it is how the main process ends its workers (the DataLoader's shutdown, Python's exit), so it must work, and a
+    scheduler's ``SIGTERM`` to every process of the job then does not fail the main process's step ("killed by
+    signal") before it is saved. A worker whose main process is gone ends by itself (the DataLoader's watchdog)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _end_worker)
 
 
 def _chunks(indices: np.ndarray | None, n: int, batch_size: int, drop_last: bool) -> list[Any]:
@@ -312,7 +321,7 @@ def iter_batches(
     source = batch_source(dataset)
     wk: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin}
     if num_workers > 0:
-        wk.update(prefetch_factor=prefetch_factor, persistent_workers=False, worker_init_fn=ignore_stop_signals)
+        wk.update(prefetch_factor=prefetch_factor, persistent_workers=False, worker_init_fn=worker_stop_signals)
     chunks = _chunks(idx, n, batch_size, drop_last)
     if source is None:  # item by item: index lists for the DataLoader's batch sampler
         chunks = [list(range(c.start, c.stop)) if isinstance(c, slice) else c.tolist() for c in chunks]

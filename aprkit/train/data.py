@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .._checks import dataset_len
-from ..data.loading import SubsetDataset, batch_source, dataset_tensors, ignore_stop_signals
+from ..data.loading import SubsetDataset, batch_source, dataset_tensors, worker_stop_signals
 from .config import Config, expand_env
 from .data_checks import (
     check_crop_size,
@@ -309,7 +309,7 @@ class EpochBatches:
         loader = DataLoader(
             self.items, batch_sampler=batches, num_workers=self.cfg.data.num_workers, pin_memory=pin,
             persistent_workers=False, generator=torch.Generator().manual_seed(self.cfg.train.seed),
-            worker_init_fn=ignore_stop_signals if self.cfg.data.num_workers else None,  # the main process stops
+            worker_init_fn=worker_stop_signals if self.cfg.data.num_workers else None,  # the main process stops
         )
         for x, y in loader:
             y = torch.as_tensor(y, dtype=torch.long)
