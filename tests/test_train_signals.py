@@ -163,3 +163,41 @@ def test_a_process_left_with_loader_workers_still_exits():
     """)
     done = subprocess.run([sys.executable, "-c", script], timeout=120, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_stop_that_ends_the_loader_still_saves_the_finished_steps(tmp_path, monkeypatch, capsys):
+    """The batch after the second never comes: a SIGTERM came while the main process waited for it and ended the
+    worker that was loading it. The two finished steps are saved, and the signal acts."""
+    from aprkit.train.data import EpochBatches
+
+    real = EpochBatches.iterate
+
+    def ended_by_a_signal(self, start=0):
+        for n, batch in enumerate(real(self, start)):
+            if n == 2:
+                signal.raise_signal(signal.SIGTERM)
+                raise RuntimeError("DataLoader worker (pid 1) exited unexpectedly")
+            yield batch
+
+    monkeypatch.setattr(EpochBatches, "iterate", ended_by_a_signal)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with pytest.raises(_Terminated) as stop:
+            fit(train_config(optim={"epochs": 1}), out=tmp_path, datasets=(Images(40), None))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert "exited unexpectedly" in str(stop.value.__context__)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["global_step"] == 2
+    assert "stopping at step 2 (epoch 1, batch 2 of 5)" in capsys.readouterr().err
+
+
+def test_a_loader_failure_without_a_stop_is_raised_as_it_is(tmp_path, monkeypatch):
+    from aprkit.train.data import EpochBatches
+
+    def failing(self, start=0):
+        raise OSError("disk gone")
+        yield
+
+    monkeypatch.setattr(EpochBatches, "iterate", failing)
+    with pytest.raises(OSError, match="disk gone"):
+        fit(train_config(optim={"epochs": 1}), out=tmp_path, datasets=(Images(40), None))

@@ -354,6 +354,13 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     # Ctrl-C / SIGTERM wait for the end of a step, which is saved before they act (a single process writing last.pt)
     signals = held.enter_context(deferred_stop(enabled=main and info.world == 1 and ckpt_path is not None))
     stopped = tr.max_steps is not None and step >= tr.max_steps
+
+    def stop_here() -> None:  # a stop asked for: the steps so far are saved, then the signal acts
+        save_state(epoch, i, logger.history, lr0)
+        print(f"{chr(10) if bar.disable is False else ''}stopping at step {step} (epoch {epoch + 1}, batch {i} of "
+              f"{per_epoch}), saved in {ckpt_path}; --resume goes on from there", file=sys.stderr)
+        signals.deliver()
+
     while epoch < o.epochs and not stopped:
         batches.set_epoch(epoch)
         net.train()
@@ -367,7 +374,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         bar = tqdm(total=per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{o.epochs}", leave=False,
                    disable=not (tr.progress and main), dynamic_ncols=True)
         i = start_batch
-        for xb, yb in batches.iterate(start_batch):
+        # a stop that ended the loader too (a SIGTERM to every process) keeps the finished steps: stop_here
+        for xb, yb in signals.until_stop(batches.iterate(start_batch), stop_here):
             generator.manual_seed(derive_seed(seed, info.rank, step) % (1 << 62))
             # the global RNG too (dropout, drop-path): its draws then depend on (seed, rank, step) only, not on what
             # else drew from it (a DataLoader's base seed, an evaluation) or on a resume; each rank draws its own
@@ -392,11 +400,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             if tr.max_steps is not None and step >= tr.max_steps:
                 stopped = True
                 break
-            if signals.pending is not None and i < per_epoch:  # a stop asked for: this step is kept
-                save_state(epoch, i, logger.history, lr0)
-                print(f"{chr(10) if bar.disable is False else ''}stopping at step {step} (epoch {epoch + 1}, batch "
-                      f"{i} of {per_epoch}), saved in {ckpt_path}; --resume goes on from there", file=sys.stderr)
-                signals.deliver()
+            if signals.pending is not None and i < per_epoch:  # this step is kept
+                stop_here()
             elif tr.checkpoint_every_steps and step % tr.checkpoint_every_steps == 0 and i < per_epoch:
                 save_state(epoch, i, logger.history, lr0)
         bar.close()

@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 __all__ = ["DeferredStop", "deferred_stop"]
 
@@ -57,6 +59,24 @@ class DeferredStop:
         self.restore()
         if signum is not None:
             signal.raise_signal(signum)
+
+    def until_stop(self, items: Iterable[T], stop_here: Callable[[], None]) -> Iterator[T]:
+        """Yield ``items`` (an epoch's batches). Failing to fetch the next one while a stop is pending calls
+        ``stop_here`` (which saves the steps so far and :meth:`deliver` s the signal) instead of losing them: a
+        scheduler's ``SIGTERM`` to every process of the job also ends the loader's workers, and the batch the main
+        process was waiting for never comes ("worker exited unexpectedly")."""
+        batches = iter(items)
+        while True:
+            try:
+                item = next(batches)
+            except StopIteration:
+                return
+            except Exception:
+                if self.pending is None:
+                    raise
+                stop_here()
+                raise  # stop_here delivered the signal; a caller's handler that returns leaves the failure
+            yield item
 
 
 @contextlib.contextmanager
