@@ -348,3 +348,22 @@ def test_random_corruption_passes_the_gradient_of_untouched_images():
     aug.apply(x, params).sum().backward()
     per_image = x.grad.mean((1, 2, 3))
     assert torch.equal(per_image == 1, ~params["apply"]) and torch.all(per_image[params["apply"]] == 0)
+
+
+def test_corrupt_image_refusals_name_the_callers_image_and_seed():
+    """A colour corruption of a gray image names the PIL mode or the array's shape the caller gave (not the (C, H, W)
+    tensor made of it); a seed that is no integer is refused, not truncated (7.9 ran as 7)."""
+    from PIL import Image
+
+    from aprkit.corruptions import corrupt_image
+
+    with pytest.raises(ValueError, match=r"snow needs RGB images .*got a PIL image of mode L$"):
+        corrupt_image(Image.new("L", (40, 32)), "Snow", 3, seed=0)
+    with pytest.raises(ValueError, match=r"got an array of shape \(32, 40, 1\)$"):
+        corrupt_image(np.zeros((32, 40, 1), np.uint8), "snow", 3, seed=0)
+    img = np.zeros((8, 8, 3), np.uint8)
+    for bad, err in ((7.9, TypeError), ("7", TypeError), (True, TypeError), (2**64, ValueError), (-1, ValueError)):
+        with pytest.raises(err, match="seed must be an integer in 0..2"):
+            corrupt_image(img, "gaussian_noise", 3, seed=bad)
+    assert np.array_equal(corrupt_image(img, "gaussian_noise", 3, seed=np.int64(7)),
+                          corrupt_image(img, "gaussian_noise", 3, seed=7))

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import check_image_tensor
+from .._checks import check_image_tensor, check_seed
 from .._text import nearest_names
 from . import blur, digital, noise, weather
 from . import spatter as _spatter
@@ -196,12 +196,12 @@ def item_seeds(seed: int, name: str, severity: int, preset: str, indices: Any) -
 check_names = expand_groups
 
 
-def check_channels(names: Sequence[str], channels: int, got: str) -> None:
-    """Images with ``channels`` channels (``got`` describes them) must have 1 or 3, and 3 (RGB) for the colour
-    corruptions among ``names``."""
+def check_channels(names: Sequence[str], channels: int, got: str, layout: str = "(..., 3, H, W)") -> None:
+    """Images with ``channels`` channels (``got`` describes them) must have 1 or 3, and 3 (RGB, in ``layout``) for
+    the colour corruptions among ``names``."""
     rgb = [n for n in names if n in _RGB_ONLY]
     if rgb and channels != 3:
-        raise ValueError(f"{', '.join(rgb)} need{'s' if len(rgb) == 1 else ''} RGB images (..., 3, H, W), got {got}")
+        raise ValueError(f"{', '.join(rgb)} need{'s' if len(rgb) == 1 else ''} RGB images {layout}, got {got}")
     if channels not in (1, 3):
         raise ValueError(f"images must have 1 or 3 channels in (..., C, H, W), got {got}")
 
@@ -343,7 +343,11 @@ def corrupt_image(
     if seed is not None:
         if generator is not None:
             raise ValueError("pass either generator or seed, not both")
-        generator = torch.Generator().manual_seed(int(seed))
+        generator = torch.Generator().manual_seed(check_seed(seed))  # 7.9 or "7" refused, not truncated
+    name = check_name(name)
+    channels = image_channels(image)  # the caller's image, not the (C, H, W) tensor made of it, in a refusal
+    check_channels((name,), channels, f"a PIL image of mode {image.mode}" if hasattr(image, "mode") else
+                   f"an array of shape {image.shape}", layout="((H, W, 3) arrays, RGB PIL images)")
     return on_image(image, lambda t: corrupt(t, name, severity, preset, generator, frost_dir=frost_dir))
 
 
