@@ -75,7 +75,7 @@ def check_image_tensor(
                 else f">= {min_ndim}" if max_ndim is None else f"{min_ndim}..{max_ndim}")
         layout = "(C, H, W)" if max_ndim == 3 else "(B, C, H, W)" if min_ndim == 4 else "(..., C, H, W)"
         raise ValueError(f"{name} must have {want} dimensions {layout}, got shape {tuple(x.shape)}")
-    empty_batch = allow_empty and x.ndim >= 4 and x.shape[0] == 0
+    empty_batch = allow_empty and x.ndim >= 4 and 0 in x.shape[:-3]  # no image in (..., C, H, W)
     if x.numel() == 0 and not empty_batch:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); expected at least one image")
     h, w = x.shape[-2], x.shape[-1]

@@ -367,3 +367,10 @@ def test_corrupt_image_refusals_name_the_callers_image_and_seed():
             corrupt_image(img, "gaussian_noise", 3, seed=bad)
     assert np.array_equal(corrupt_image(img, "gaussian_noise", 3, seed=np.int64(7)),
                           corrupt_image(img, "gaussian_noise", 3, seed=7))
+
+
+def test_an_empty_leading_dimension_is_an_empty_batch():
+    """(..., C, H, W) with no image in any leading dimension comes back empty, not only when the first is 0."""
+    for shape in ((0, 2, 3, 16, 16), (2, 0, 3, 16, 16)):
+        out = corrupt(torch.zeros(shape, dtype=torch.uint8), "fog", 3)
+        assert out.shape == shape and out.dtype == torch.uint8

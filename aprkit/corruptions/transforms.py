@@ -127,7 +127,7 @@ class RandomCorruption(ReplayModule):
             check_image_tensor(x, "images", min_ndim=3, max_ndim=None if video else 4, unit_range=True,
                                allow_empty=True)
             check_channels(self.names, x.shape[-3], f"shape {tuple(x.shape)}")
-            if x.ndim >= 4 and x.shape[0] == 0:  # an empty batch comes back as it is, as from the hosts' transforms
+            if x.ndim >= 4 and 0 in x.shape[:-3]:  # an empty batch comes back as it is, as from the hosts' transforms
                 return x
             batch = x.as_subclass(torch.Tensor).reshape(-1, *x.shape[-3:])
             draws, per = draw_groups(x)  # a video's frames share its draw
