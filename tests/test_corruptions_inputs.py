@@ -374,3 +374,12 @@ def test_an_empty_leading_dimension_is_an_empty_batch():
     for shape in ((0, 2, 3, 16, 16), (2, 0, 3, 16, 16)):
         out = corrupt(torch.zeros(shape, dtype=torch.uint8), "fog", 3)
         assert out.shape == shape and out.dtype == torch.uint8
+
+
+def test_a_uint64_seed_beyond_int64_is_refused_as_a_python_int_is():
+    x = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    for seeds in ([2**63 + 5], np.array([2**63 + 5], dtype=np.uint64)):
+        with pytest.raises(ValueError, match="int64 range"):
+            corrupt(x, "gaussian_noise", 3, seeds=seeds)
+    ok = corrupt(x, "gaussian_noise", 3, seeds=np.array([5], dtype=np.uint64))
+    assert torch.equal(ok, corrupt(x, "gaussian_noise", 3, seeds=[5]))

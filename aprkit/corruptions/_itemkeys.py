@@ -91,6 +91,9 @@ class ItemKeys:
         if k.ndim != 1 or k.dtype.is_floating_point or k.dtype.is_complex or k.dtype == torch.bool:
             raise TypeError(f"seeds must be a 1-D integer sequence (one seed per image), "
                             f"got {k.dtype} shape {tuple(k.shape)}")
+        if k.dtype == torch.uint64 and bool((k.view(torch.int64) < 0).any()):  # would wrap to a negative seed
+            raise ValueError("seeds must be integers in the int64 range (-2**63 .. 2**63 - 1); got a uint64 seed "
+                             ">= 2**63")
         self.keys = k.to(device=device if device is not None else k.device, dtype=torch.int64)
         self.counter = int(counter)
 
