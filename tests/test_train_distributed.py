@@ -88,6 +88,98 @@ def test_torchrun_ddp_two_cpu_processes(tmp_path):
     assert [{k: r[k] for k in keys} for r in again] == [{k: r[k] for k in keys} for r in rows]
 
 
+@pytest.mark.slow
+def test_sigterm_to_torchrun_saves_a_step_every_rank_agreed_on(tmp_path):
+    """torchrun's agent forwards a SIGTERM to its workers (in sessions of their own), waiting 30 s before SIGKILL: the
+    ranks finish a step, save it and exit; the resume trains on to the uninterrupted run's step count."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519", "-m", "aprkit",
+           "train", "--out", str(tmp_path), "--set", "model.name=small_cnn", "data.dataset=synthetic:2048",
+           "data.test_limit=16", "optim.batch_size=16", "optim.epochs=1",
+           "data.num_workers=0", "train.threads=1", "train.progress=false", "train.device=cpu"]
+    proc = subprocess.Popen(cmd + ["train.checkpoint_every_steps=8"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "last.pt").is_file() and time.monotonic() < deadline:  # 8 steps trained
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode != 0, err[-3000:]
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert 8 < state["global_step"] < 128 and state["batch_in_epoch"] == state["global_step"], err[-3000:]
+    assert f"stopping at step {state['global_step']} " in err, err[-3000:]
+    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "metrics.json").read_text())[-1]["step"] == 128
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped
+
+
+def _stopping_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """An uninterrupted run, then one whose rank 1 alone is sent SIGTERM twice inside step 7, then its resume."""
+    import datetime
+    import signal
+
+    import torch.distributed as dist
+    from train_common import Images, same_weights, strip_times, train_config
+
+    import aprkit.train.loop as loop
+    from aprkit.train import fit
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))  # ranks that disagree fail the test, not hang it
+    signal.signal(signal.SIGTERM, _raise_stopped)  # the CLI's handler does the same (exit 143)
+    out, data, cfg = Path(out_dir), (Images(40), Images(16, seed=5)), train_config()
+    outcome = []
+    try:
+        full = fit(cfg, out=out / "full", datasets=data)
+        real, calls = loop.method_loss, [0]
+
+        def signalled(*args, **kwargs):  # a scheduler's SIGTERM and torchrun's agent's copy of it, to rank 1 only
+            calls[0] += 1
+            if rank == 1 and calls[0] == 7:
+                signal.raise_signal(signal.SIGTERM)
+                signal.raise_signal(signal.SIGTERM)
+            return real(*args, **kwargs)
+
+        loop.method_loss = signalled
+        try:
+            fit(cfg, out=out / "part", datasets=data)
+            outcome.append("not stopped")
+        except _Stopped:
+            outcome.append(f"stopped after {calls[0]} steps")
+        loop.method_loss = real
+        dist.barrier()  # rank 0 has written last.pt
+        state = torch.load(out / "part" / "last.pt", weights_only=False)
+        at = state["global_step"], state["epoch"], state["batch_in_epoch"]
+        outcome.append(f"saved at step {at[0]} (epoch {at[1]}, batch {at[2]})")
+        resumed = fit(cfg, out=out / "part", resume=True, datasets=data)
+        outcome.append(f"resume equal: {same_weights(full['model'], resumed['model'])} "
+                       f"{strip_times(full['history']) == strip_times(resumed['history'])}")
+    finally:
+        dist.destroy_process_group()
+    (out / f"rank{rank}.txt").write_text("; ".join(outcome))
+
+
+def test_a_sigterm_to_one_rank_stops_every_rank_after_the_same_step_saved_and_resumable(tmp_path):
+    """Under torchrun a stop acted at once: the epoch's steps since the last checkpoint were lost. The ranks agree on
+    the step after the one the signal came in, save it together and stop; a repeated SIGTERM (the scheduler's and
+    torchrun's agent's) does not stop at once; the resume equals the uninterrupted run."""
+    mp.spawn(_stopping_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert outcomes == ["stopped after 8 steps; saved at step 8 (epoch 1, batch 3); resume equal: True True"] * 2
+
+
 def _busy_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     import datetime
 

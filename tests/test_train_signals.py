@@ -60,6 +60,19 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_repeated_sigterm_still_saves_the_step(tmp_path, monkeypatch):
+    """A scheduler signals every process of a job and torchrun's agent forwards the signal again: the same stop
+    arrives twice and must not act at once as a second Ctrl-C does."""
+    _signal_at(monkeypatch, 3, signal.SIGTERM, times=2)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with pytest.raises(_Terminated):
+            fit(train_config(), out=tmp_path, datasets=(Images(40), None))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["global_step"] == 3
+
+
 def test_sigterm_to_aprkit_train_saves_the_step_and_exits_143(tmp_path, monkeypatch, capsys):
     from aprkit.cli import main
 

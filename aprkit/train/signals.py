@@ -4,12 +4,13 @@ Ctrl-C (``SIGINT``) or ``SIGTERM`` (a scheduler's preemption, ``kill``, a stoppe
 wherever it landed, losing the epoch's steps since the last checkpoint. Inside :func:`deferred_stop` the first such
 signal is only recorded: the loop finishes its step, saves ``last.pt`` at that step (a resume goes on from it, bit
 for bit), then delivers the signal again to whatever handled it before (Python's ``KeyboardInterrupt``, the CLI's
-``SIGTERM`` handler, or the default action, which ends the process). A second signal while the first waits is
-delivered at once.
+``SIGTERM`` handler, or the default action, which ends the process). A second Ctrl-C while the first waits is
+delivered at once; a repeated ``SIGTERM`` is not (a scheduler signals every process of a job and ``torchrun``'s agent
+forwards the signal to its workers again: one stop arrives twice; the sender's ``SIGKILL`` is its hard stop).
 
-Only the main thread of a single-process run defers: signal handlers can only be set there, and under ``torchrun``
-the ranks would reach the step at different times (they keep the default behaviour; ``train.checkpoint_every_steps``
-bounds what a stop loses there).
+Under ``torchrun`` every rank defers and the ranks agree on the stop (:class:`RankAgreement`): all of them stop after
+the same step, one step after the first rank was sent the signal, and save it together. Handlers can only be set in
+the main thread; elsewhere nothing is deferred.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 from typing import Any, TypeVar
 
+import torch
+
 T = TypeVar("T")
 
-__all__ = ["DeferredStop", "deferred_stop"]
+__all__ = ["DeferredStop", "RankAgreement", "deferred_stop"]
 
 #: the signals whose stop waits for the end of a step
 SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
@@ -37,8 +40,10 @@ class DeferredStop:
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
-        self.pending, again = signum, self.pending is not None
-        if again:  # asked twice: stop now
+        if self.pending is None:
+            self.pending = signum
+        elif signum == signal.SIGINT:  # Ctrl-C twice: stop now (a repeated SIGTERM is one stop sent twice)
+            self.pending = signum
             self.deliver()
 
     def install(self) -> None:
@@ -52,10 +57,11 @@ class DeferredStop:
             signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
         self._previous.clear()
 
-    def deliver(self) -> None:
+    def deliver(self, agreed: int | None = None) -> None:
         """Restore the earlier handlers and raise the pending signal again, so that it does what it would have done
-        (raise ``KeyboardInterrupt``, run the caller's handler, or end the process); nothing when none is pending."""
-        signum, self.pending = self.pending, None
+        (raise ``KeyboardInterrupt``, run the caller's handler, or end the process); with none pending, the ``agreed``
+        one (another rank's, :class:`RankAgreement`), else nothing."""
+        signum, self.pending = self.pending if self.pending is not None else agreed, None
         self.restore()
         if signum is not None:
             signal.raise_signal(signum)
@@ -77,6 +83,56 @@ class DeferredStop:
                 stop_here()
                 raise  # stop_here delivered the signal; a caller's handler that returns leaves the failure
             yield item
+
+
+class RankAgreement:
+    """The stop the ranks of a distributed run agree on: every rank calls :meth:`step` after each training step.
+
+    :meth:`step` sends this rank's pending signal (0: none) in an all-reduce (max) on a Gloo group of its own (CPU
+    tensors whatever the training's backend: no device sync), which runs in the background while the next step
+    trains, and returns the signal agreed by the one sent a step earlier, so that every rank learns it after the same
+    step. :meth:`now` waits for an agreement on the signals pending now (an epoch's end); :meth:`close` waits for the
+    all-reduce in flight and releases the group. Once agreed, a signal stays agreed (:attr:`agreed`).
+    """
+
+    def __init__(self, stop: DeferredStop) -> None:
+        import torch.distributed as dist
+
+        self._dist, self._stop = dist, stop
+        group = dist.new_group(backend="gloo")  # every rank, in the same order: where the loop starts
+        assert isinstance(group, dist.ProcessGroup)  # every rank is a member
+        self._group = group
+        self._flag = torch.zeros(1, dtype=torch.int64)
+        self._work: Any = None
+        self.agreed: int | None = None
+
+    def _send(self) -> None:
+        self._flag = torch.tensor([self._stop.pending or 0], dtype=torch.int64)
+        self._work = self._dist.all_reduce(self._flag, op=self._dist.ReduceOp.MAX, group=self._group, async_op=True)
+
+    def _receive(self) -> None:
+        if self._work is not None:
+            self._work.wait()
+            self._work = None
+            if self.agreed is None and int(self._flag[0]):
+                self.agreed = int(self._flag[0])
+
+    def step(self) -> int | None:
+        """The signal agreed one step ago (None: no rank had one), after sending this rank's for the next step."""
+        self._receive()
+        self._send()
+        return self.agreed
+
+    def now(self) -> int | None:
+        """The signal any rank has pending now or had before (None: none); waits for every rank."""
+        self._receive()
+        self._send()
+        self._receive()
+        return self.agreed
+
+    def close(self) -> None:
+        self._receive()
+        self._dist.destroy_process_group(self._group)
 
 
 @contextlib.contextmanager
