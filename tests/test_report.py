@@ -271,6 +271,21 @@ def test_a_folder_of_suites_run_on_different_limits_says_so(tmp_path):
     assert "**Images:** all 16 images" in every.paths["markdown"].read_text()  # the header said nothing of the count
 
 
+def test_a_limit_that_took_a_class_sorted_sets_first_classes_is_a_caveat_in_the_report(tmp_path):
+    """The warning went to stderr only: results.json and the report of "the first 8 images" of a set ordered by class
+    (an image folder) did not say that they covered 1 of its 2 classes."""
+    ds = TensorImageDataset(natural_images(16, seed=5), torch.arange(16) // 8)
+    kw = dict(data=ds, device="cpu", batch_size=8, progress=False, corruptions=["contrast"], severities=[1])
+    with pytest.warns(RuntimeWarning, match="cover 1 of its 2 classes"):
+        res = evaluate(Net(0), suite="calibration", model_id="m", limit=8, out_dir=tmp_path, **kw)
+    meta = json.loads((tmp_path / "results.json").read_text())["meta"]
+    assert len(meta["caveats"]) == 1 and "cover 1 of its 2 classes" in meta["caveats"][0]
+    assert "**Caveats:** limit=8 takes the first 8 images of a dataset ordered by class" in res.paths["markdown"].read_text()
+    fair = evaluate(Net(0), suite="calibration", model_id="m", out_dir=tmp_path / "all", **kw)  # every image
+    assert "caveats" not in json.loads((tmp_path / "all" / "results.json").read_text())["meta"]
+    assert "Caveats" not in fair.paths["markdown"].read_text()
+
+
 def test_the_images_line_leaves_out_suites_that_read_no_limit(tmp_path):
     """The cue-conflict suite scores every stimulus: the header said 'first 8 images' for it too."""
     import warnings

@@ -147,7 +147,7 @@ def evaluate(
             raise option_error(k, names, registry)  # data given to no selected suite: accepted and never read
         opts.setdefault(k, v)
     parsed = parse_suite_options(names, opts)  # a bad value fails here, before any work
-    warn_if_limit_takes_few_classes(data, limit, names)
+    caveats = warn_if_limit_takes_few_classes(data, limit, names)  # each suite's results carry its own
     warn_if_limit_ignored(names, limit)
     dev = resolve_device(device)
     amp = dev.type == "cuda" if amp is None else bool(amp)
@@ -161,7 +161,7 @@ def evaluate(
     models = dict(model) if isinstance(model, Mapping) else {model_id: model}
     run = _Run(out, SuiteIndex(out if is_main_process() else None), SuiteIndex(None), time.time(),
                dict(data=data, opts=opts, dev=dev, amp=amp, batch_size=batch_size, world=world, report=report,
-                    title=title))
+                    title=title, caveats=caveats))
     labels = [given or display_name(m) for given, m in models.items()]
     run.pending = [(label, sname) for label in labels for sname in names]
     run.write()  # results.json says what is still to do before any work starts
@@ -275,7 +275,9 @@ def _run_models(run: _Run, models: Mapping[Any, Any], labels: list[str], names: 
                         or (m if isinstance(m, str) else type(m).__name__),
                         "data": _describe(sdata), "n_images": _data_size(sdata) if counted(sname) else None,
                         "options": _describe(ctx_kw["options"]), "seed": ctx_kw["seed"], "amp": ctx_kw["amp"],
-                        "produced_by": produced_by, "date": _now()}, "limit" in registry[sname].option_names())
+                        "produced_by": produced_by, "date": _now(),
+                        **({"caveats": [run.settings["caveats"][sname]]} if sname in run.settings["caveats"] else {})},
+                       "limit" in registry[sname].option_names())
 
 
 def _run_suite(suite: Any, ctx: EvalContext, data: Any, cache: RunCache) -> tuple[dict, dict]:
@@ -403,6 +405,8 @@ class _Run:
         produced = merge_provenance(p.get("produced_by") for p in entries)
         datas = {json.dumps(p.get("data"), sort_keys=True) for p in entries}
         options = {json.dumps(p.get("options"), sort_keys=True) for p in entries if "options" in p}
+        # what the numbers shown cannot be read without (e.g. a limit that took a class-sorted set's first classes)
+        caveats = list(dict.fromkeys(c for p in entries for c in p.get("caveats", [])))
         pending: dict[str, list[str]] = {}
         # the folder's index also remembers what an earlier, interrupted run left undone
         for label, sname in dict.fromkeys([*self.pending, *(index.pending if index is self.index else [])]):
@@ -431,6 +435,7 @@ class _Run:
                                           [] if entries or "channels_last" not in st else [st["channels_last"]]),
             "batch_size": produced.get("batch_size", [st["batch_size"]]),
             "world_size": produced.get("world_size", [st["world"]]),
+            **({"caveats": caveats} if caveats else {}),
             "provenance": prov,
         }
 

@@ -40,31 +40,34 @@ def warn_if_limit_ignored(names: Sequence[str], limit: int | None) -> None:
                       "cue-conflict set is no shape-bias measurement)", RuntimeWarning, stacklevel=3)
 
 
-def warn_if_limit_takes_few_classes(data: Any, limit: int | None, names: Sequence[str]) -> None:
+def warn_if_limit_takes_few_classes(data: Any, limit: int | None, names: Sequence[str]) -> dict[str, str]:
     """Warn when ``limit`` ("the first N images") would evaluate a class-sorted dataset's first classes only: an image
     folder lists its images class by class, so ``folder:ROOT`` with ``limit=1000`` scored one class. Only suites
-    ``names`` that take the first N images (``Suite.limit_takes_first``; the transplant suite spreads them) count."""
+    ``names`` that take the first N images (``Suite.limit_takes_first``; the transplant suite spreads them) count.
+    Returns the warning of each such suite (its results carry it into the report), one warning per dataset."""
     if limit is None:
-        return
+        return {}
     registry, no_limit = load_suites(), suites_without("limit")
     relevant = [n for n in names if registry[n].limit_takes_first and n not in no_limit]
     if not relevant:
-        return
+        return {}
     from aprkit.data.loading import attribute_labels
 
     from .datasets import as_dataset
 
-    sources = []
+    sources: dict[str, Any] = {}
     for n in relevant:  # the data these suites read (a per-suite mapping gives each its own)
         try:
-            sources.append(data_for(data, n))
+            sources[n] = data_for(data, n)
         except ValueError:  # no data for it: the run reports that
             continue
-    for d in {id(v): v for v in sources}.values():
+    found: dict[int, str | None] = {}
+    for d in {id(v): v for v in sources.values()}.values():
         try:
             labels = attribute_labels(as_dataset(d))
         except Exception:  # noqa: BLE001 - a best-effort warning: the suite opens the data and reports its errors
-            continue
-        message = class_sorted_limit(labels, limit) if labels is not None else None
+            labels = None
+        found[id(d)] = message = class_sorted_limit(labels, limit) if labels is not None else None
         if message:
             warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return {n: m for n, d in sources.items() if (m := found[id(d)])}

@@ -269,6 +269,9 @@ def header_items(model_ids: Sequence[str], meta: Mapping[str, Any], limitless: C
             items.append(HeaderItem("Corruption cells", grid))
         if label == "Images":
             items += _setup_items(runs, setup)
+    caveats = list(dict.fromkeys(str(c) for run in runs for c in _list(run.get("caveats"))))
+    if caveats:
+        items.append(HeaderItem("Caveats", " ".join(caveats)))
     status = _status_text(runs)
     if status:
         items.append(HeaderItem("Status", status))
