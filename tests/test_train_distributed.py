@@ -166,6 +166,11 @@ def _stopping_worker(rank: int, world: int, init_file: str, out_dir: str) -> Non
         resumed = fit(cfg, out=out / "part", resume=True, datasets=data)
         outcome.append(f"resume equal: {same_weights(full['model'], resumed['model'])} "
                        f"{strip_times(full['history']) == strip_times(resumed['history'])}")
+        signal.signal(signal.SIGTERM, lambda signum, frame: outcome.append("handled"))  # a handler that returns
+        loop.method_loss = signalled
+        calls[0] = 0
+        went_on = fit(cfg, out=out / "handled", datasets=data)  # each rank handles the agreed stop once, then trains on
+        outcome.append(f"trained on to step {went_on['global_step']}: {same_weights(full['model'], went_on['model'])}")
     finally:
         dist.destroy_process_group()
     (out / f"rank{rank}.txt").write_text("; ".join(outcome))
@@ -177,7 +182,8 @@ def test_a_sigterm_to_one_rank_stops_every_rank_after_the_same_step_saved_and_re
     torchrun's agent's) does not stop at once; the resume equals the uninterrupted run."""
     mp.spawn(_stopping_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
-    assert outcomes == ["stopped after 8 steps; saved at step 8 (epoch 1, batch 3); resume equal: True True"] * 2
+    assert outcomes == ["stopped after 8 steps; saved at step 8 (epoch 1, batch 3); resume equal: True True; handled; "
+                        "trained on to step 15: True"] * 2
 
 
 def _busy_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:

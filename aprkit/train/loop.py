@@ -363,6 +363,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             print(f"{chr(10) if bar.disable is False else ''}stopping at step {step} (epoch {epoch + 1}, batch {i} of "
                   f"{per_epoch}), saved in {ckpt_path}; --resume goes on from there", file=sys.stderr)
         signals.deliver(agreed)
+        if agreement is not None:  # a handler that returned: training goes on
+            agreement.acted()
 
     while epoch < o.epochs and not stopped:
         batches.set_epoch(epoch)
@@ -447,6 +449,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         wanted = signals.pending if agreement is None else agreement.now()
         if wanted is not None:  # asked during the epoch's end (its evaluation): the epoch is saved
             signals.deliver(wanted)
+            if agreement is not None:
+                agreement.acted()
     if agreement is not None:
         agreement.close()
     signals.deliver()  # the training is over: the signals act at once again

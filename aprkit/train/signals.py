@@ -112,8 +112,7 @@ class RankAgreement:
 
     def _receive(self) -> None:
         if self._work is not None:
-            self._work.wait()
-            self._work = None
+            self._work_done()
             if self.agreed is None and int(self._flag[0]):
                 self.agreed = int(self._flag[0])
 
@@ -129,6 +128,17 @@ class RankAgreement:
         self._send()
         self._receive()
         return self.agreed
+
+    def acted(self) -> None:
+        """The agreed stop was delivered and training goes on (a handler that returned): forget it, and the all-reduce
+        in flight, which may carry it again (every rank acts after the same step, so every rank drops the same one)."""
+        self._work_done()
+        self.agreed = None
+
+    def _work_done(self) -> None:
+        if self._work is not None:
+            self._work.wait()
+            self._work = None
 
     def close(self) -> None:
         self._receive()
