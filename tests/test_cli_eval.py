@@ -288,3 +288,10 @@ def test_an_unknown_flag_gets_the_subcommands_usage_and_the_nearest_options(caps
     err = capsys.readouterr().err
     assert err.startswith("usage: aprkit eval") and "--suites: did you mean --suite" in err
     assert "--limt: did you mean --limit" in err
+    with pytest.raises(SystemExit):  # before the subcommand: the top-level usage, not eval's (whose --out it offered)
+        main(["--bogus", "eval", "--model", "resnet20"])
+    err = capsys.readouterr().err
+    assert err.startswith("usage: aprkit [-h]") and "unrecognized arguments: --bogus" in err and "--out" not in err
+    with pytest.raises(SystemExit):
+        main(["--debg", "eval", "--model", "resnet20"])
+    assert "--debg: did you mean --debug?" in capsys.readouterr().err

@@ -84,7 +84,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # the subcommand's usage and a did-you-mean (argparse names the top-level parser's)
-        _unknown_arguments(parser, args, extra)
+        _unknown_arguments(parser, args, extra, list(sys.argv[1:] if argv is None else argv))
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
@@ -114,13 +114,17 @@ def _main(argv: Sequence[str] | None) -> int:
         warnings.formatwarning = original
 
 
-def _unknown_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> None:
-    """Exit (2) on arguments no parser took, with the usage of the subcommand they were given to and the nearest
-    option of each unknown ``--flag``."""
+def _unknown_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str],
+                       argv: list[str]) -> None:
+    """Exit (2) on arguments no parser took, with the usage of the subcommand they were given to (the top-level
+    parser's for those before the subcommand) and the nearest option of each unknown ``--flag``."""
     from .._text import nearest_names
 
     sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
     target = sub.choices.get(args.command, parser) if sub is not None and args.command else parser
+    before = argv[:argv.index(args.command)] if args.command in argv else argv
+    if target is not parser and all(word in before for word in extra):  # `aprkit --bogus eval`: not eval's option
+        target = parser
     options = {o.lstrip("-"): o for a in target._actions for o in a.option_strings if o.startswith("--")}
     hints = []
     for word in extra:
