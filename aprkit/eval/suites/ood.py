@@ -348,7 +348,8 @@ class OODSuite(Suite[OODOptions]):
 
     def headline(self, result: Mapping[str, Any]) -> list[Measure]:
         return [Measure(f"ood_auroc_{score}", f"OOD AUROC ({score}, mean over OOD sets)", (m or {}).get("auroc"),
-                        percent=True, higher_is_better=True) for score, m in (result.get("mean") or {}).items()]
+                        percent=True, higher_is_better=True, digits=1)  # as the section shows it (its SE: tenths)
+                for score, m in (result.get("mean") or {}).items()]
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         from .ood_report import ood_section
