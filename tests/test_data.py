@@ -573,7 +573,7 @@ def test_a_corrupt_gzip_archive_is_discarded(tmp_path: Path, monkeypatch) -> Non
 
 def test_order_csv_cells_paths_and_cuts_are_named(tmp_path: Path) -> None:
     """A label '3.0' failed as a bare int() error, a listed PNG that does not exist only when read, and a cut order
-    file evaluated a subset silently."""
+    file evaluated a subset silently; an image listed twice was evaluated twice."""
     for i, cls in enumerate(["cat", "dog"]):
         _png(tmp_path / "test" / cls / "x.png", 60 + i)
     cases = {"index,label,class,path\n0,3.0,cat,test/cat/x.png\n1,5,dog,test/dog/x.png\n":
@@ -581,7 +581,9 @@ def test_order_csv_cells_paths_and_cuts_are_named(tmp_path: Path) -> None:
              "index,label,class,path\n0,3,cat,test/cat/x.png\n1,5,dog,test/dog/y.png\n":
              (FileNotFoundError, r"lists 1 image\(s\) that do not exist, e\.g\. .*test/dog/y\.png"),
              "index,label,class,path\n0,3,cat,test/cat/x.png\n":
-             (ValueError, r"lists 1 images but .*test holds 1 more PNGs that it does not list: a cut order file")}
+             (ValueError, r"lists 1 images but .*test holds 1 more PNGs that it does not list: a cut order file"),
+             "index,label,class,path\n0,3,cat,test/cat/x.png\n1,5,dog,test/dog/x.png\n2,3,cat,test/./cat/x.png\n":
+             (ValueError, r"lists .*test/cat/x\.png twice \(indices 0 and 2\); expected each image once")}
     for text, (kind, match) in cases.items():
         (tmp_path / "test_order.csv").write_text(text)
         with pytest.raises(kind, match=match):

@@ -145,7 +145,11 @@ def _read_png_tree(root: Path, split: str, name: str, **kw) -> ImageListDataset:
         if missing:
             raise FileNotFoundError(f"{order} lists {len(missing)} image(s) that do not exist, e.g. {missing[0]}; "
                                     f"expected every path relative to {root} ({root}/{split}/<class>/<name>.png)")
-        listed = {os.path.normpath(p) for p, _ in samples}
+        listed: dict[str, int] = {}
+        for n, (p, _) in enumerate(samples):  # one image listed twice would be evaluated twice
+            first = listed.setdefault(os.path.normpath(p), n)
+            if first != n:
+                raise ValueError(f"{order} lists {p} twice (indices {first} and {n}); expected each image once")
         pngs = set(image_files(root / split, (".png",)))  # linked class folders entered too
         unlisted = sum(1 for p in pngs if os.path.normpath(p) not in listed)
         if unlisted:  # a cut order file would evaluate a subset silently (a subset is limit= or subset())
