@@ -83,6 +83,10 @@ def test_cifar10_c_download_extract_marker_and_no_second_download(server, tmp_pa
     assert len(server.requests) == n  # complete: nothing fetched again
     ds = get_dataset("cifar10-c", corruption="fog", severity=2, data_root=tmp_path)
     assert len(ds) == 2 and ds[0][0].shape == (3, 4, 4)
+    (path / "fog.npy").unlink()  # the marker was trusted: download=True fetched nothing and the file stayed missing
+    assert ensure_source(src, root=tmp_path, progress=False) == path  # without download the marker is trusted
+    assert ensure_source(src, root=tmp_path, download=True, progress=False) == path
+    assert len(server.requests) > n and (path / "fog.npy").is_file() and (path / MARKER).is_file()
 
 
 def test_checksum_mismatch_removes_file(server, tmp_path):

@@ -269,7 +269,8 @@ def ensure_source(
     """The folder holding ``source``'s published layout, downloaded first when ``download`` and incomplete.
 
     ``target`` defaults to ``data_root(root) / source.folder``. A folder with the marker, or one that passes
-    the layout check, is returned as it is. Without ``download`` an incomplete folder raises
+    the layout check, is returned as it is (with ``download``, a marked folder is checked again: files removed since
+    are fetched). Without ``download`` an incomplete folder raises
     ``FileNotFoundError`` naming the path, the URLs and how to supply the data. Downloads of one ``target``
     (threads or processes) take turns on the lock of its staging folder (``.aprkit-downloads-<name>.lock`` beside
     it, or beside where it points when it is a link): they share the staging folder; a later one finds the marker
@@ -283,7 +284,9 @@ def ensure_source(
         source = SOURCES[source]
     target = Path(target).expanduser().absolute() if target is not None else data_root(root) / source.folder
     if (target / MARKER).is_file():
-        return target
+        if not download or source.check(target) is None:  # trusted, but download=True asks for the whole layout
+            return target
+        (target / MARKER).unlink()  # files removed since the marker was written: fetched again below
     if target.exists() and not target.is_dir():  # a download would fail only after fetching everything
         raise NotADirectoryError(f"{target} is a file, not a folder: {source.name} goes into a folder of that name; "
                                  "move the file away or choose another data root (--data-root)")
