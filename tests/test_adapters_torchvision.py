@@ -83,6 +83,19 @@ def test_rejects_geometric_annotations_like_augmix(annotation, images_u8):
         v2.AugMix()(sample)
 
 
+def test_a_sample_without_an_image_is_refused_like_augmix():
+    """A NumPy (H, W, C) image passed through unaugmented and without an error (APRSingle takes such arrays)."""
+    arr = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    for sample in (arr, 3, (arr, 3)):
+        with pytest.raises(TypeError, match="found no image in the sample .*v2.ToImage"):
+            APRSingleV2(p=1.0, seed=0)(sample)
+        with pytest.raises(TypeError, match="Found no image"):
+            v2.AugMix()(sample)
+    img = v2.ToImage()(arr)
+    out, label = APRSingleV2(p=1.0, seed=0)(img, 3)
+    assert isinstance(out, tv_tensors.Image) and label == 3 and not torch.equal(out, img)
+
+
 def test_annotation_types_are_every_geometric_tv_tensor():
     geometric = {t for t in vars(tv_tensors).values()
                  if isinstance(t, type) and issubclass(t, tv_tensors.TVTensor) and t is not tv_tensors.TVTensor}

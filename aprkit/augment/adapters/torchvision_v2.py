@@ -45,7 +45,8 @@ class APRSingleV2(v2.Transform):
     two agree to about half a grey level per image on average (float images: exactly).
     Samples holding boxes, masks or keypoints (:data:`ANNOTATION_TYPES`) are rejected with a
     ``TypeError``, as ``v2.AugMix`` rejects them: the geometric ops would move the image but not them.
-    Other inputs (labels, strings, ...) pass through untouched. ``seed=``: see
+    Other inputs (labels, strings, ...) pass through untouched; a sample without an image (e.g. a NumPy array: convert
+    it with ``v2.ToImage()``) raises ``TypeError``, as ``v2.AugMix`` does. ``seed=``: see
     :func:`aprkit._generators.worker_generator` (per-worker streams in a ``DataLoader``).
 
     ``p`` is APR-S's recombination probability (as in :class:`~aprkit.augment.APRSingle` and the reference), not
@@ -83,6 +84,12 @@ class APRSingleV2(v2.Transform):
 
     def check_inputs(self, flat_inputs: list[Any]) -> None:
         reject_annotations(flat_inputs, "APRSingleV2", "its rotate/shear/translate ops would move the image")
+        if not any(isinstance(i, (tv_tensors.Image, tv_tensors.Video, PIL.Image.Image)) or is_pure_tensor(i)
+                   for i in flat_inputs):  # a NumPy image passed through untouched: no augmentation, no error
+            got = ", ".join(dict.fromkeys(type(i).__name__ for i in flat_inputs)) or "nothing"
+            raise TypeError(f"APRSingleV2 found no image in the sample (got {got}); expected a PIL image, a "
+                            "tv_tensors.Image / Video or a tensor (..., C, H, W), as v2.AugMix does. Convert a NumPy "
+                            "(H, W, C) array with v2.ToImage() first, or use aprkit.augment.APRSingle, which takes it")
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         n = 1
