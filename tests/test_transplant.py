@@ -943,3 +943,20 @@ def test_a_model_returning_a_tuple_is_refused_with_a_sentence() -> None:
 
     with pytest.raises(ValueError, match="returned a tuple; the transplant test needs logits"):
         transplant_test(Pair(), torch.rand(8, 3, 16, 16), ["a"], n_pairs=4)
+
+
+def test_the_code_functions_refuse_anything_but_a_grid():
+    """Tokens (B, N, D) were taken as images: with dims="chw" the batch axis joined the FFT, so one sample's
+    transplant depended on the other samples in its batch."""
+    from aprkit.hidden import dc_only, magnitude, transplant, with_magnitude
+
+    tokens = torch.randn(4, 10, 8)
+    calls = (lambda: transplant(tokens, tokens, "phase", "chw"), lambda: magnitude(tokens, "phase"),
+             lambda: with_magnitude(tokens, tokens.abs(), "phase"), lambda: dc_only(tokens),
+             lambda: transplant(torch.randn(1, 2, 3, 4, 4), torch.randn(1, 2, 3, 4, 4), "phase"))
+    for call in calls:
+        with pytest.raises(ValueError, match=r"feature grid \(B, C, h, w\).*to_grid"):
+            call()
+    assert torch.equal(transplant(tokens, -tokens, "sign"), tokens)  # elementwise: any shape (a ViT's prefix tokens)
+    a, b = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5)
+    assert torch.allclose(transplant(a, b, "phase", "chw")[:2], transplant(a[:2], b[:2], "phase", "chw"), atol=1e-6)

@@ -43,6 +43,15 @@ def check_code(code: str) -> str:
     return code
 
 
+def _check_grid(x: torch.Tensor, name: str) -> None:
+    """Refuse anything but a grid ``(B, C, h, w)`` where a Fourier transform or a spatial mean reads it: tokens
+    ``(B, N, D)`` were taken as one image per sample (with ``dims="chw"`` the batch axis joined the FFT, and one
+    sample's result depended on the others). The sign code is elementwise and takes any shape."""
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be a feature grid (B, C, h, w), got shape {tuple(x.shape)}; tokens (B, N, D) "
+                         "go through aprkit.hidden.to_grid first")
+
+
 def signum(x: torch.Tensor) -> torch.Tensor:
     """``+1`` where ``x >= 0``, ``-1`` elsewhere (same shape and dtype); for complex ``x`` its phase
     factor ``x / |x|`` (``1`` where ``x == 0``)."""
@@ -64,6 +73,8 @@ def transplant(donor: torch.Tensor, receiver: torch.Tensor, code: Code, dims: fo
     """The donor's carrier (phase or sign) with the receiver's magnitude; both ``(B, C, h, w)``, both real
     or both complex."""
     check_code(code)
+    if code == "phase":  # the sign code is elementwise: any shape (e.g. a ViT's prefix tokens)
+        _check_grid(donor, "donor")
     if donor.shape != receiver.shape:
         raise ValueError(f"donor and receiver must have the same shape, got {tuple(donor.shape)} and "
                          f"{tuple(receiver.shape)}")
@@ -84,6 +95,8 @@ def transplant(donor: torch.Tensor, receiver: torch.Tensor, code: Code, dims: fo
 def magnitude(x: torch.Tensor, code: Code, dims: fourier.Dims = "hw") -> torch.Tensor:
     """The magnitude of ``x`` ``(B, C, h, w)`` under ``code``: full FFT amplitude or ``|x|``, same shape, real."""
     check_code(code)
+    if code == "phase":
+        _check_grid(x, "x")
     if x.is_complex():
         return fourier.spectral_magnitude(_fft(x, dims) if code == "phase" else x)
     if code == "phase":
@@ -94,6 +107,8 @@ def magnitude(x: torch.Tensor, code: Code, dims: fourier.Dims = "hw") -> torch.T
 def with_magnitude(x: torch.Tensor, mag: torch.Tensor, code: Code, dims: fourier.Dims = "hw") -> torch.Tensor:
     """``x``'s carrier with the magnitude ``mag`` (real, broadcastable to ``x``, e.g. a dataset mean ``(C, h, w)``)."""
     check_code(code)
+    if code == "phase":
+        _check_grid(x, "x")
     if x.is_complex():
         mag = mag.to(x.real.dtype)
         if code == "phase":
@@ -105,5 +120,7 @@ def with_magnitude(x: torch.Tensor, mag: torch.Tensor, code: Code, dims: fourier
 
 
 def dc_only(x: torch.Tensor) -> torch.Tensor:
-    """Keep only the DC component of each channel: its spatial mean, broadcast over ``(h, w)`` (real or complex)."""
+    """Keep only the DC component of each channel of ``x`` ``(B, C, h, w)``: its spatial mean, broadcast over
+    ``(h, w)`` (real or complex)."""
+    _check_grid(x, "x")
     return x.mean(dim=(-2, -1), keepdim=True).expand_as(x).contiguous()
