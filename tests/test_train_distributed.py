@@ -214,15 +214,21 @@ def _busy_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         outcome = "trained"
     except Exception as err:  # noqa: BLE001 - recorded for the test
         outcome = f"{type(err).__name__}: {err}"
-    finally:
-        dist.destroy_process_group()
-    (Path(out_dir) / f"rank{rank}.txt").write_text(outcome)
+    (Path(out_dir) / f"rank{rank}.txt").write_text(outcome)  # before the teardown, which may abort (see the test)
+    dist.destroy_process_group()
 
 
 def test_every_rank_stops_when_rank_0_refuses_the_folder_after_locking_it(tmp_path):
     """Only rank 0 re-checks the folder once it holds its lock; when it refused, the other ranks went on to the first
     collective and waited there for a rank that had left (until the process group's timeout)."""
-    mp.spawn(_busy_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    import signal
+
+    context = mp.spawn(_busy_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False)
+    for process in context.processes:
+        process.join(timeout=120)
+    # the rank whose peer left inside a Gloo all-reduce sometimes aborts in Gloo's teardown after its last line
+    # ("terminate called without an active exception", about 1 run in 15 here): what the ranks did is in their files
+    assert [p.exitcode in (0, -signal.SIGABRT) for p in context.processes] == [True, True]
     outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
     assert outcomes[0].startswith("RunExistsError: ") and "already holds a training run" in outcomes[0]
     assert outcomes[1].startswith("RuntimeError: rank 0 did not start the run in ") and "rank 1 stops too" in outcomes[1]
