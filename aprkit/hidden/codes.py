@@ -52,6 +52,12 @@ def _check_grid(x: torch.Tensor, name: str) -> None:
                          "go through aprkit.hidden.to_grid first")
 
 
+def _check_input(code: str, x: torch.Tensor, name: str) -> None:
+    """Validate ``code`` and, for the phase code (a Fourier transform over the grid), ``x``'s layout."""
+    if check_code(code) == "phase":  # the sign code is elementwise: any shape (e.g. a ViT's prefix tokens)
+        _check_grid(x, name)
+
+
 def signum(x: torch.Tensor) -> torch.Tensor:
     """``+1`` where ``x >= 0``, ``-1`` elsewhere (same shape and dtype); for complex ``x`` its phase
     factor ``x / |x|`` (``1`` where ``x == 0``)."""
@@ -72,9 +78,7 @@ def _ifft(z: torch.Tensor, dims: fourier.Dims) -> torch.Tensor:
 def transplant(donor: torch.Tensor, receiver: torch.Tensor, code: Code, dims: fourier.Dims = "hw") -> torch.Tensor:
     """The donor's carrier (phase or sign) with the receiver's magnitude; both ``(B, C, h, w)``, both real
     or both complex."""
-    check_code(code)
-    if code == "phase":  # the sign code is elementwise: any shape (e.g. a ViT's prefix tokens)
-        _check_grid(donor, "donor")
+    _check_input(code, donor, "donor")
     if donor.shape != receiver.shape:
         raise ValueError(f"donor and receiver must have the same shape, got {tuple(donor.shape)} and "
                          f"{tuple(receiver.shape)}")
@@ -94,9 +98,7 @@ def transplant(donor: torch.Tensor, receiver: torch.Tensor, code: Code, dims: fo
 
 def magnitude(x: torch.Tensor, code: Code, dims: fourier.Dims = "hw") -> torch.Tensor:
     """The magnitude of ``x`` ``(B, C, h, w)`` under ``code``: full FFT amplitude or ``|x|``, same shape, real."""
-    check_code(code)
-    if code == "phase":
-        _check_grid(x, "x")
+    _check_input(code, x, "x")
     if x.is_complex():
         return fourier.spectral_magnitude(_fft(x, dims) if code == "phase" else x)
     if code == "phase":
@@ -106,9 +108,7 @@ def magnitude(x: torch.Tensor, code: Code, dims: fourier.Dims = "hw") -> torch.T
 
 def with_magnitude(x: torch.Tensor, mag: torch.Tensor, code: Code, dims: fourier.Dims = "hw") -> torch.Tensor:
     """``x``'s carrier with the magnitude ``mag`` (real, broadcastable to ``x``, e.g. a dataset mean ``(C, h, w)``)."""
-    check_code(code)
-    if code == "phase":
-        _check_grid(x, "x")
+    _check_input(code, x, "x")
     if x.is_complex():
         mag = mag.to(x.real.dtype)
         if code == "phase":

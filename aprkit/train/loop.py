@@ -57,7 +57,7 @@ from .optim import build_optimizer, lr_factor
 from .recipe import DeviceAugment, method_loss
 from .resume import RunPosition, resume_run
 from .run_folder import file_state, take_run_folder
-from .signals import RankAgreement, deferred_stop
+from .signals import deferred_stop, stop_agreement
 from .state import (
     CHECKPOINT_FORMAT,
     atomic_save,
@@ -354,7 +354,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     # Ctrl-C / SIGTERM wait for the end of a step, which is saved before they act; the ranks of a distributed run
     # agree on the step (one after the first rank was sent the signal) and stop there together
     signals = held.enter_context(deferred_stop(enabled=ckpt_path is not None))
-    agreement = RankAgreement(signals) if info.world > 1 and ckpt_path is not None else None
+    agreement = stop_agreement(signals, info.world if ckpt_path is not None else 1)
     stopped = tr.max_steps is not None and step >= tr.max_steps
 
     def stop_here(agreed: int | None = None) -> None:  # a stop asked for: the steps so far are saved, then it acts
@@ -362,9 +362,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         if main:
             print(f"{chr(10) if bar.disable is False else ''}stopping at step {step} (epoch {epoch + 1}, batch {i} of "
                   f"{per_epoch}), saved in {ckpt_path}; --resume goes on from there", file=sys.stderr)
-        signals.deliver(agreed)
-        if agreement is not None:  # a handler that returned: training goes on
-            agreement.acted()
+        agreement.deliver(agreed)  # returns where a handler returned: training goes on
 
     while epoch < o.epochs and not stopped:
         batches.set_epoch(epoch)
@@ -381,8 +379,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         i = start_batch
         # a stop that ended the loader too (a SIGTERM to every process) keeps the finished steps: stop_here (one
         # process: ranks whose loaders fail at different steps could not save together)
-        epoch_batches = batches.iterate(start_batch)
-        for xb, yb in signals.until_stop(epoch_batches, stop_here) if agreement is None else epoch_batches:
+        for xb, yb in agreement.batches(batches.iterate(start_batch), stop_here):
             generator.manual_seed(derive_seed(seed, info.rank, step) % (1 << 62))
             # the global RNG too (dropout, drop-path): its draws then depend on (seed, rank, step) only, not on what
             # else drew from it (a DataLoader's base seed, an evaluation) or on a resume; each rank draws its own
@@ -404,7 +401,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             bar.update(1)
             if bar.disable is False and step % 20 == 0:
                 bar.set_postfix(loss=f"{float(accum[0] / accum[2]):.3f}", acc=f"{float(accum[1] / accum[2]):.3f}")
-            wanted = signals.pending if agreement is None else agreement.step()  # every rank, every step
+            wanted = agreement.step()  # every rank, every step
             if tr.max_steps is not None and step >= tr.max_steps:
                 stopped = True
                 break
@@ -446,13 +443,10 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         if main and tr.progress:
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
             print(" ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr)
-        wanted = signals.pending if agreement is None else agreement.now()
+        wanted = agreement.now()
         if wanted is not None:  # asked during the epoch's end (its evaluation): the epoch is saved
-            signals.deliver(wanted)
-            if agreement is not None:
-                agreement.acted()
-    if agreement is not None:
-        agreement.close()
+            agreement.deliver(wanted)
+    agreement.close()
     signals.deliver()  # the training is over: the signals act at once again
     barrier(info)
 

@@ -26,7 +26,7 @@ import torch
 
 T = TypeVar("T")
 
-__all__ = ["DeferredStop", "RankAgreement", "deferred_stop"]
+__all__ = ["DeferredStop", "LocalAgreement", "RankAgreement", "deferred_stop", "stop_agreement"]
 
 #: the signals whose stop waits for the end of a step
 SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
@@ -85,7 +85,40 @@ class DeferredStop:
             yield item
 
 
-class RankAgreement:
+class LocalAgreement:
+    """One process's stop: the signal pending now. The training loop asks an agreement, never the
+    :class:`DeferredStop` itself, so that one process and the ranks of a distributed run take the same path."""
+
+    def __init__(self, stop: DeferredStop) -> None:
+        self.stop = stop
+
+    def step(self) -> int | None:
+        """The signal to stop at after this training step (None: train on)."""
+        return self.stop.pending
+
+    def now(self) -> int | None:
+        """The signal to stop at now (an epoch's end)."""
+        return self.stop.pending
+
+    def batches(self, items: Iterable[T], stop_here: Callable[[], None]) -> Iterator[T]:
+        """An epoch's batches; a loader that fails while a stop is pending saves the steps so far
+        (:meth:`DeferredStop.until_stop`)."""
+        return self.stop.until_stop(items, stop_here)
+
+    def deliver(self, agreed: int | None) -> None:
+        """Act on the ``agreed`` stop (:meth:`DeferredStop.deliver`); returns when a handler returned: training goes
+        on."""
+        self.stop.deliver(agreed)
+        self.acted()
+
+    def acted(self) -> None:
+        """The stop was acted on and training goes on."""
+
+    def close(self) -> None:
+        """The training is over."""
+
+
+class RankAgreement(LocalAgreement):
     """The stop the ranks of a distributed run agree on: every rank calls :meth:`step` after each training step.
 
     :meth:`step` sends this rank's pending signal (0: none) in an all-reduce (max) on a Gloo group of its own (CPU
@@ -98,7 +131,8 @@ class RankAgreement:
     def __init__(self, stop: DeferredStop) -> None:
         import torch.distributed as dist
 
-        self._dist, self._stop = dist, stop
+        super().__init__(stop)
+        self._dist = dist
         group = dist.new_group(backend="gloo")  # every rank, in the same order: where the loop starts
         assert isinstance(group, dist.ProcessGroup)  # every rank is a member
         self._group = group
@@ -107,7 +141,7 @@ class RankAgreement:
         self.agreed: int | None = None
 
     def _send(self) -> None:
-        self._flag = torch.tensor([self._stop.pending or 0], dtype=torch.int64)
+        self._flag = torch.tensor([self.stop.pending or 0], dtype=torch.int64)
         self._work = self._dist.all_reduce(self._flag, op=self._dist.ReduceOp.MAX, group=self._group, async_op=True)
 
     def _receive(self) -> None:
@@ -129,6 +163,10 @@ class RankAgreement:
         self._receive()
         return self.agreed
 
+    def batches(self, items: Iterable[T], stop_here: Callable[[], None]) -> Iterator[T]:
+        """An epoch's batches as they come: ranks whose loaders fail at different steps cannot save together."""
+        return iter(items)
+
     def acted(self) -> None:
         """The agreed stop was delivered and training goes on (a handler that returned): forget it, and the all-reduce
         in flight, which may carry it again (every rank acts after the same step, so every rank drops the same one)."""
@@ -143,6 +181,12 @@ class RankAgreement:
     def close(self) -> None:
         self._receive()
         self._dist.destroy_process_group(self._group)
+
+
+def stop_agreement(stop: DeferredStop, world: int) -> LocalAgreement:
+    """How the ``world`` processes of a training decide when ``stop`` acts: :class:`RankAgreement` with more than
+    one (every rank must call it, where the loop starts), else :class:`LocalAgreement`."""
+    return RankAgreement(stop) if world > 1 else LocalAgreement(stop)
 
 
 @contextlib.contextmanager
