@@ -154,7 +154,8 @@ def test_image_folder_sizes_and_errors(tmp_path: Path) -> None:
     keyed = _normalise_spec(f"folder:{tmp_path}?resize=40&crop=32")  # options in one order, in every cache key
     assert keyed == _normalise_spec(f"folder:{tmp_path}?crop=32&resize=40") and keyed.endswith("?crop=32&resize=40")
     assert keyed.startswith(_normalise_spec(f"folder:{tmp_path}") + "?")
-    with pytest.raises(ValueError, match="images of one size are needed to hold them in memory"):
+    with pytest.raises(ValueError, match=r"b/0\.jpg has shape \(3, 32, 32\), but .*a/0\.png, read first, has \(3, 40, 50\); "
+                       "images of one size are needed to hold them in memory"):  # the image that set the size named
         get_dataset(f"folder:{tmp_path}", cache=True).get_batch([0, 1])
     with pytest.raises(ValueError, match="freeze"):
         get_dataset(f"folder:{tmp_path}", cache=True, transform=lambda im: im)
@@ -205,6 +206,10 @@ def test_cifar_png_tree_labels_are_the_official_ones(tmp_path: Path) -> None:
         get_dataset(f"cifar10:{tmp_path / 'c'}")
     with pytest.raises(ValueError, match="not CIFAR-100's 100"):
         get_dataset(f"cifar100:{tmp_path / 'a'}")
+    _png(tmp_path / "d" / "test" / "cat" / "x.png", 90, size=(64, 64))  # another dataset's size: not CIFAR
+    with pytest.raises(ValueError, match=r"x\.png is 64x64; cifar10 images are 32x32: read this tree with folder:"):
+        get_dataset(f"cifar10:{tmp_path / 'd'}")
+    assert get_dataset(f"cifar10:{tmp_path / 'd'}", resize=32)[0][0].shape == (3, 32, 32)  # brought to 32x32
 
 
 def test_cifar_torchvision_binary_layout(tmp_path: Path) -> None:

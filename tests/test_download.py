@@ -71,6 +71,10 @@ def test_data_root_setting(tmp_path, monkeypatch):
     monkeypatch.setenv("APRKIT_DATA", str(tmp_path))
     assert data_root() == tmp_path
     assert data_root(tmp_path / "x") == tmp_path / "x"
+    monkeypatch.setenv("APRKIT_DATA", f" {tmp_path}\t\n")  # a script's stray spaces: not a folder "dir "
+    assert data_root() == tmp_path
+    monkeypatch.setenv("APRKIT_DATA", "  ")
+    assert data_root() == Path.home() / ".cache" / "aprkit"
 
 
 def test_cifar10_c_download_extract_marker_and_no_second_download(server, tmp_path):

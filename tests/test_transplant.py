@@ -949,6 +949,7 @@ def test_the_code_functions_refuse_anything_but_a_grid():
     """Tokens (B, N, D) were taken as images: with dims="chw" the batch axis joined the FFT, so one sample's
     transplant depended on the other samples in its batch."""
     from aprkit.hidden import dc_only, magnitude, transplant, with_magnitude
+    from aprkit.hidden.codes import signum as codes_signum
 
     tokens = torch.randn(4, 10, 8)
     calls = (lambda: transplant(tokens, tokens, "phase", "chw"), lambda: magnitude(tokens, "phase"),
@@ -958,5 +959,12 @@ def test_the_code_functions_refuse_anything_but_a_grid():
         with pytest.raises(ValueError, match=r"feature grid \(B, C, h, w\).*to_grid"):
             call()
     assert torch.equal(transplant(tokens, -tokens, "sign"), tokens)  # elementwise: any shape (a ViT's prefix tokens)
+    for code in ("phase", "sign"):  # an empty batch: both codes refuse it alike (the sign code returned it)
+        with pytest.raises(ValueError, match=r"donor is empty \(shape \(0, 3, 4, 4\)\); expected at least one"):
+            transplant(torch.zeros(0, 3, 4, 4), torch.zeros(0, 3, 4, 4), code)
+    nan = torch.tensor([float("nan"), -0.0, 0.0, -2.0, 3.0])
+    got = codes_signum(nan)  # a NaN feature stays NaN (it was -1: a transplant of it looked finite)
+    assert got[0].isnan() and got[1:].tolist() == [1.0, 1.0, -1.0, 1.0]
+    assert transplant(nan.view(1, 1, 1, 5), nan.view(1, 1, 1, 5).abs(), "sign")[0, 0, 0, 0].isnan()
     a, b = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5)
     assert torch.allclose(transplant(a, b, "phase", "chw")[:2], transplant(a[:2], b[:2], "phase", "chw"), atol=1e-6)

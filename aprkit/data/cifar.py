@@ -114,6 +114,18 @@ def _csv_classes(order: Path, rows: list[dict[str, str]], name: str) -> list[str
     return classes
 
 
+def _check_size(ds: ImageListDataset, name: str, kw: dict[str, Any]) -> ImageListDataset:
+    """A tree of another size is not CIFAR (a 64 px tree was read as ``cifar10:`` and fed to a 32 px model): its
+    first image must be 32x32, unless ``resize`` / ``crop`` / ``transform`` bring it to a size (the cache refuses
+    mixed sizes later)."""
+    if ds.samples and all(kw.get(k) is None for k in ("resize", "crop", "transform")):
+        size = tuple(ds[0][0].shape[-2:])
+        if size != (32, 32):
+            raise ValueError(f"{ds.samples[0][0]} is {size[1]}x{size[0]}; {name} images are 32x32: read this tree "
+                             f"with folder: (another dataset), or pass resize= / crop= (or a transform) to bring it to 32x32")
+    return ds
+
+
 def _read_png_tree(root: Path, split: str, name: str, **kw) -> ImageListDataset:
     """The PNG tree's ``split``. Its labels must be the dataset's: CIFAR-10 class folders (or the CSV's class column)
     must carry the official names, each at its official label (PyTorch's tutorial ``plane``/``car`` folders sorted
@@ -157,18 +169,19 @@ def _read_png_tree(root: Path, split: str, name: str, **kw) -> ImageListDataset:
                              "does not list: a cut order file? Use the full official order (limit= or "
                              "aprkit.data.subset for a subset)")
         classes = _csv_classes(order, rows, name)
-        return ImageListDataset(samples, classes=classes, **kw)
+        return _check_size(ImageListDataset(samples, classes=classes, **kw), name, kw)
     found = find_classes(root / split)
     if name == "cifar10":
         odd = [c for c in found if c not in CIFAR10_CLASSES]
         if odd:
             raise ValueError(f"class folders {odd} under {root / split} are not CIFAR-10 classes "
                              f"{list(CIFAR10_CLASSES)}: rename them, or read a custom tree with folder:")
-        return ImageFolderDataset(root / split, classes=CIFAR10_CLASSES, **kw)  # a subset keeps the official labels
+        # a subset keeps the official labels
+        return _check_size(ImageFolderDataset(root / split, classes=CIFAR10_CLASSES, **kw), name, kw)
     if len(found) != 100:
         raise ValueError(f"{root / split} holds {len(found)} class folders, not CIFAR-100's 100: without "
                          f"{order.name} the labels come from the folder order; read a subset with folder:")
-    return ImageFolderDataset(root / split, **kw)
+    return _check_size(ImageFolderDataset(root / split, **kw), name, kw)
 
 
 def _download(name: str, binary: Path, progress: bool) -> None:

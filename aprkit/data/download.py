@@ -48,9 +48,11 @@ class DownloadError(OSError):
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: ``root``, else ``$APRKIT_DATA``, else ``~/.cache/aprkit`` (expanded, absolute)."""
+    """The data root: ``root``, else ``$APRKIT_DATA`` (stripped of surrounding spaces: ``"/data "`` from a script
+    made a folder ``/data `` beside ``/data``; only spaces count as unset), else ``~/.cache/aprkit`` (expanded,
+    absolute)."""
     if root is None or os.fspath(root) == "":
-        root = os.environ.get(DATA_ENV) or Path.home() / ".cache" / "aprkit"
+        root = os.environ.get(DATA_ENV, "").strip() or Path.home() / ".cache" / "aprkit"
     return Path(root).expanduser().absolute()
 
 

@@ -284,6 +284,7 @@ class ImageListDataset(Dataset):
             raise ValueError("cache=True would freeze the (possibly random) transform; use one or the other")
         self._cache: torch.Tensor | None = None
         self._filled: torch.Tensor | None = None
+        self._sized_by = 0  # the image whose size the cache took (named when another differs)
         if cache:
             self.get_batch = self._cached_batch
 
@@ -292,7 +293,8 @@ class ImageListDataset(Dataset):
         sel = _as_index_array(indices, len(self))  # positions checked (a bool mask is refused), negatives wrapped
         idx = torch.from_numpy(np.arange(sel.start, sel.stop) if isinstance(sel, slice) else sel)
         if self._cache is None:
-            first = self._load(int(idx[0]) if idx.numel() else 0)
+            self._sized_by = int(idx[0]) if idx.numel() else 0
+            first = self._load(self._sized_by)
             self._cache = torch.empty((len(self), *first.shape), dtype=torch.uint8)
             self._filled = torch.zeros(len(self), dtype=torch.bool)
         assert self._filled is not None
@@ -300,7 +302,8 @@ class ImageListDataset(Dataset):
             img = self._load(i)
             if img.shape != self._cache.shape[1:]:
                 raise ValueError(
-                    f"{self.samples[i][0]} has shape {tuple(img.shape)}, others {tuple(self._cache.shape[1:])}; "
+                    f"{self.samples[i][0]} has shape {tuple(img.shape)}, but {self.samples[self._sized_by][0]}, read "
+                    f"first, has {tuple(self._cache.shape[1:])}; "
                     "images of one size are needed to hold them in memory: read the tree as "
                     "folder:ROOT?resize=N&crop=N (or pass resize=/crop= to the dataset); a CIFAR tree holds 32x32 "
                     "images only"

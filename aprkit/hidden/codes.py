@@ -53,17 +53,21 @@ def _check_grid(x: torch.Tensor, name: str) -> None:
 
 
 def _check_input(code: str, x: torch.Tensor, name: str) -> None:
-    """Validate ``code`` and, for the phase code (a Fourier transform over the grid), ``x``'s layout."""
+    """Validate ``code``, that ``x`` holds a sample (both codes alike: the phase code's transform refuses an empty
+    batch) and, for the phase code (a Fourier transform over the grid), ``x``'s layout."""
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); expected at least one sample")
     if check_code(code) == "phase":  # the sign code is elementwise: any shape (e.g. a ViT's prefix tokens)
         _check_grid(x, name)
 
 
 def signum(x: torch.Tensor) -> torch.Tensor:
-    """``+1`` where ``x >= 0``, ``-1`` elsewhere (same shape and dtype); for complex ``x`` its phase
-    factor ``x / |x|`` (``1`` where ``x == 0``)."""
+    """``+1`` where ``x >= 0``, ``-1`` where ``x < 0``, NaN where ``x`` is NaN (same shape and dtype: a broken
+    feature stays visible, it was -1); for complex ``x`` its phase factor ``x / |x|`` (``1`` where ``x == 0``)."""
     if x.is_complex():
         return fourier.with_amplitude(x, 1.0)
-    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    one = torch.ones((), dtype=x.dtype, device=x.device)
+    return torch.where(x >= 0, one, torch.where(x < 0, -one, x))
 
 
 def _fft(x: torch.Tensor, dims: fourier.Dims) -> torch.Tensor:
