@@ -122,7 +122,8 @@ def _check_size(ds: ImageListDataset, name: str, kw: dict[str, Any]) -> ImageLis
         size = tuple(ds[0][0].shape[-2:])
         if size != (32, 32):
             raise ValueError(f"{ds.samples[0][0]} is {size[1]}x{size[0]}; {name} images are 32x32: read this tree "
-                             f"with folder: (another dataset), or pass resize= / crop= (or a transform) to bring it to 32x32")
+                             "with folder: (another dataset), or pass resize= / crop= (or a transform) to bring it "
+                             "to 32x32")
     return ds
 
 
