@@ -39,7 +39,7 @@ def test_ranks_evaluate_the_saved_model_with_rank_0s_batchnorm_statistics(tmp_pa
     from aprkit.models import load_model
     from aprkit.train.config import config_from_dict, validate_config
     from aprkit.train.data import EpochBatches
-    from aprkit.train.loop import evaluate_accuracy
+    from aprkit.train.evaluation import evaluate_accuracy
 
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]

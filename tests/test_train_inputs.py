@@ -302,7 +302,7 @@ def test_a_run_that_failed_before_its_first_checkpoint_is_no_run(tmp_path, monke
     with pytest.raises(ValueError, match="layer '5'"):
         fit(cfg | {"feature_apr": {"layers": ["5"]}}, datasets=(Images(32), None), out=tmp_path / "p")
     assert not (tmp_path / "p").exists()
-    monkeypatch.setattr(loop, "_probe_forward", lambda *a: None)
+    monkeypatch.setattr(loop, "probe_forward", lambda *a: None)
     with pytest.raises(ValueError, match="layer '5'"):
         fit(cfg | {"feature_apr": {"layers": ["5"]}}, datasets=(Images(32), None), out=tmp_path / "r")
     assert sorted(p.name for p in (tmp_path / "r").iterdir() if not p.name.startswith(".")) == ["config.yaml"]

@@ -10,7 +10,7 @@ from .._lazy import lazy_getattr
 _EXPORTS: dict[str, str] = {
     "fit": "aprkit.train.loop",
     "build_model": "aprkit.train.loop",
-    "evaluate_accuracy": "aprkit.train.loop",
+    "evaluate_accuracy": "aprkit.train.evaluation",
     "Config": "aprkit.train.config",
     "load_config": "aprkit.train.config",
     "config_from_dict": "aprkit.train.config",
