@@ -422,3 +422,19 @@ def test_float32_confidences_meet_the_bin_edges_in_float32() -> None:
     y = torch.tensor([0] * 65 + [1] * 35)
     for n_bins in (10, 20):
         assert expected_calibration_error(p, y, n_bins=n_bins) == pytest.approx(0.325, abs=1e-6)
+
+
+def test_a_confidence_on_an_edge_starts_its_bin_at_every_edge() -> None:
+    """Each edge is k / n rounded in the confidences' precision: linspace's float32 3/15 and float64 3/10 lie one
+    unit above, so a confidence of exactly 0.2 (15 bins) or 0.3 (10 bins) fell into the bin below."""
+    from aprkit.eval.metrics import reliability_diagram_data
+
+    for dtype, n in ((torch.float32, 15), (torch.float64, 15), (torch.float32, 10), (torch.float64, 10)):
+        for k in range(1, n):  # the top probability exactly k / n, the rest spread thinly below it
+            row = torch.cat([torch.tensor([k / n], dtype=dtype), torch.full((100,), (1 - k / n) / 100, dtype=dtype)])
+            d = reliability_diagram_data(row.unsqueeze(0), torch.tensor([0]), n)
+            assert d["count"].index(1) == k, (dtype, n, k)
+    for dtype, row, n, want in ((torch.float64, [.3, .3, .2, .2], 10, 3), (torch.float64, [.6, .4], 10, 6),
+                                (torch.float32, [.2] * 5, 15, 3), (torch.float32, [.4, .3, .3], 15, 6)):
+        d = reliability_diagram_data(torch.tensor([row], dtype=dtype), torch.tensor([0]), n)
+        assert d["count"].index(1) == want, (dtype, row, n)

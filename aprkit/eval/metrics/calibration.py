@@ -8,9 +8,11 @@ correct when its arg-max equals its label.
 Binning conventions
 - ECE uses ``n_bins`` equal-width bins ``[i/n, (i+1)/n)``, the last one closed at 1, weighted by the fraction of
   samples in each bin; confidences meet the edges in their own precision (float32 ones, and half ones, against
-  float32 edges: a float32 0.7 starts the bin [0.7, 0.8)). torchmetrics' ``CalibrationError`` bins the same way
-  except at a confidence of exactly 1, which it gives a bin of its own; the two differ only when such samples exist
-  (float64 softmax rarely gives them, and on real float32 outputs the values agreed to 1e-6).
+  float32 edges ``k / n`` rounded: a float32 0.7 starts the bin [0.7, 0.8)). torchmetrics' ``CalibrationError`` bins
+  the same way except at a confidence of exactly 1, which it gives a bin of its own, and exactly on a few float32
+  edges (its ``linspace`` 3/15, 6/15, 7/15 lie one unit above k / n: such a confidence goes to the bin below); the
+  two differ only when such samples exist (float64 softmax rarely gives them, and on real float32 outputs the
+  values agreed to 1e-6).
 - RMS calibration error (Hendrycks et al.) sorts samples by confidence (stable sort) and cuts them into
   consecutive bins of ``bin_size`` samples; the remainder (``N % bin_size`` samples) joins the last bin, and
   with fewer than ``bin_size`` samples there is one bin. Hendrycks' reference ``calib_err`` leaves the last
@@ -61,6 +63,11 @@ def _check_n_bins(n_bins: int, name: str = "n_bins") -> int:
     return n_bins
 
 
+def bin_edges(n_bins: int) -> torch.Tensor:
+    """The ``n_bins + 1`` edges ``k / n_bins`` of the equal-width confidence bins, float64, each correctly rounded."""
+    return torch.arange(n_bins + 1, dtype=torch.float64) / n_bins
+
+
 def bin_statistics(confidences: torch.Tensor, correct: torch.Tensor, n_bins: int = 15) -> torch.Tensor:
     """Per-bin sums over equal-width confidence bins.
 
@@ -73,10 +80,12 @@ def bin_statistics(confidences: torch.Tensor, correct: torch.Tensor, n_bins: int
     corr = correct.detach().reshape(-1).to(torch.float64)
     if conf.shape != corr.shape:
         raise ValueError(f"confidences and correct must have the same length, got {conf.shape[0]} and {corr.shape[0]}")
-    # the edges in the confidences' precision: float32(0.7) lies below float64 0.7, so compared in float64 a float32
-    # confidence of 0.7 fell into [0.6, 0.7) (torchmetrics, and the value the user gave, say [0.7, 0.8))
+    # the edges k / n in the confidences' precision: float32(0.7) lies below float64 0.7, so compared in float64 a
+    # float32 confidence of 0.7 fell into [0.6, 0.7) (the value the user gave says [0.7, 0.8)); each edge is k / n
+    # rounded, not linspace's (its float32 3/15 and float64 3/10 lie one unit above: 0.2 and 0.3 fell into the bin
+    # below; torchmetrics' float32 linspace edges do the same)
     given = confidences.dtype if confidences.dtype == torch.float64 else torch.float32
-    edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=given, device=conf.device)
+    edges = bin_edges(n_bins).to(given).to(conf.device)
     idx = torch.bucketize(conf.to(given), edges[1:-1], right=True)  # [lo, hi); conf == 1 lands in the last bin
     out = torch.zeros(3, n_bins, dtype=torch.float64, device=conf.device)
     out[0].index_add_(0, idx, torch.ones_like(conf))
@@ -191,7 +200,7 @@ def reliability_from_bins(stats: torch.Tensor) -> dict[str, Any]:
     count = stats[0]
     safe = count.clamp_min(1)
     return {
-        "bin_edges": torch.linspace(0.0, 1.0, n_bins + 1, dtype=torch.float64).tolist(),
+        "bin_edges": bin_edges(n_bins).tolist(),
         "confidence": (stats[1] / safe).tolist(),
         "accuracy": (stats[2] / safe).tolist(),
         "count": [int(c) for c in count.tolist()],
