@@ -208,10 +208,11 @@ def test_the_recipe_version_moves_only_for_configs_the_change_touched():
 
     for method in ("apr_p", "apr_p_only", "apr_s", "apr_sp"):  # 5: a bin without phase stays 0
         assert recipe_version(config_from_dict(train_config(aug={"method": method}))) == 5
-        assert recipe_version(config_from_dict(train_config(
-            aug={"method": method}, data={"input_path": "loader", "random_resized_crop": True}))) == 5
-    for method in ("standard", "augmix_jsd"):
-        assert recipe_version(config_from_dict(train_config(aug={"method": method}))) == 3
+    for method in ("standard", "apr_p", "apr_sp", "augmix_jsd"):  # 6: the loader's per-image draws got their own seeds
+        for data in ({"input_path": "loader"}, {"input_path": "gpu", "random_resized_crop": True}):
+            assert recipe_version(config_from_dict(train_config(aug={"method": method}, data=data))) == 6
+    assert recipe_version(config_from_dict(train_config(aug={"method": "augmix_jsd"}))) == 6  # AugMix: per image
+    assert recipe_version(config_from_dict(train_config(aug={"method": "standard"}))) == 3
     assert recipe_version(config_from_dict(train_config(aug={"method": "standard"},
                                                         feature_apr={"layers": ["layer1"]}))) == 5
 

@@ -38,7 +38,7 @@ from .data_checks import (
     class_mismatch,
 )
 from .state import derive_seed
-from .trajectory import apr_s_where
+from .trajectory import apr_s_where, per_image_transform
 
 __all__ = ["load_datasets", "SubsetDataset", "SeededTransform", "EpochBatches", "cpu_train_transform",
            "cpu_test_transform"]
@@ -124,7 +124,7 @@ def _seeded(seed: int) -> Iterator[None]:
 
 
 class SeededTransform(Dataset):
-    """Read item ``i`` of ``base`` and apply ``transform`` under a seed derived from ``(seed, epoch, i)``.
+    """Read item ``i`` of ``base`` and apply ``transform`` under a seed derived from ``(seed, "item", epoch, i)``.
 
     The read is seeded too: a dataset that draws from torch's, NumPy's or Python's global RNG in ``__getitem__``
     (its own random transform) gives the same items whatever the worker count, and again after a resume.
@@ -140,7 +140,8 @@ class SeededTransform(Dataset):
         return dataset_len(self.base)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        with _seeded(derive_seed(self.seed, self.epoch, int(i))):
+        # tagged: (seed, epoch, i) was the seed of the device draws of step i on rank epoch (seed, rank, step)
+        with _seeded(derive_seed(self.seed, "item", self.epoch, int(i))):
             x, y = self.base[i]
             if self.transform is not None:
                 try:
@@ -181,9 +182,9 @@ class _PadCrop:
 def cpu_train_transform(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The per-image training transform that runs in the DataLoader workers (``None``: nothing to do)."""
     d, method, gpu = cfg.data, cfg.aug.method, cfg.data.input_path == "gpu"
-    per_image = not gpu or method == "augmix_jsd"  # AugMix has no batched per-image device version
-    if not (d.random_resized_crop or per_image):
+    if not per_image_transform(cfg):
         return None  # everything happens on the device: no torchvision import, no worker work
+    per_image = not gpu or method == "augmix_jsd"  # AugMix has no batched per-image device version
     from torchvision.transforms import v2
 
     steps: list[Callable] = []

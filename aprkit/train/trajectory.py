@@ -12,25 +12,36 @@ from typing import Any, Literal
 
 from .config import PAIR_METHODS, Config, config_from_dict
 
-__all__ = ["RECIPE_VERSION", "recipe_version", "apr_s_where", "RESUME_FREE", "CUDA_ONLY", "changed_keys",
-           "with_defaults", "trajectory_view"]
+__all__ = ["RECIPE_VERSION", "recipe_version", "apr_s_where", "per_image_transform", "RESUME_FREE", "CUDA_ONLY",
+           "changed_keys", "with_defaults", "trajectory_view"]
 
 #: the version of what the methods train (2: ``apr_p`` is the reference's CE(x) + CE(APR-P(x)), 50509bc; 3: APR-S
 #: draws each image's ops from its own row, whatever the batch size; 4: with ``data.random_resized_crop`` the loader
 #: path crops before APR-S, as the reference's ImageNet code and the device path do; 5: an amplitude swap leaves a
 #: bin without phase at 0 -- a grey image's channel frequencies 1 and 2, a dead feature channel -- where it gave
-#: the bin the partner's amplitude at phase 0, a spike at pixel (0, 0); see ``aprkit.fourier.mixing.ZeroBins``). A
+#: the bin the partner's amplitude at phase 0, a spike at pixel (0, 0); see ``aprkit.fourier.mixing.ZeroBins``; 6: the
+#: per-image draws in the DataLoader are seeded from ``(seed, "item", epoch, i)``: from ``(seed, epoch, i)`` they
+#: repeated the device draws of step ``i`` on rank ``epoch``, seeded from ``(seed, rank, step)``). A
 #: run's own version is :func:`recipe_version` of its config: part of the keys of trained runs that are reused by
 #: their config (the demo's run folders) and checked on resume
-RECIPE_VERSION = 5
+RECIPE_VERSION = 6
 
 
 def recipe_version(cfg: Config) -> int:
-    """The latest :data:`RECIPE_VERSION` that changed what ``cfg`` trains: 5 for every method that swaps amplitudes
-    (APR-P, APR-S, FeatureAPR), else 3, so that runs the changes do not touch keep their keys and resume without a
-    warning."""
+    """The latest :data:`RECIPE_VERSION` that changed what ``cfg`` trains: 6 where the DataLoader transforms each
+    image (:func:`per_image_transform`), else 5 for every method that swaps amplitudes (APR-P, APR-S, FeatureAPR),
+    else 3, so that runs the changes do not touch keep their keys and resume without a warning. (A dataset that
+    draws random numbers itself changed at 6 too, whatever its config.)"""
+    if per_image_transform(cfg):
+        return 6
     swaps = cfg.aug.method in PAIR_METHODS or apr_s_where(cfg) is not None or bool(cfg.feature_apr.layers)
     return 5 if swaps else 3
+
+
+def per_image_transform(cfg: Config) -> bool:
+    """Whether the training images are transformed one by one in the DataLoader workers: the loader input path,
+    AugMix (no batched device version) or a random-resized crop; else everything runs batched on the device."""
+    return cfg.data.input_path != "gpu" or cfg.aug.method == "augmix_jsd" or cfg.data.random_resized_crop
 
 
 def apr_s_where(cfg: Config) -> Literal["loader", "device"] | None:
