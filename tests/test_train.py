@@ -267,6 +267,44 @@ def test_device_augment_is_the_augment_classes_in_sequence(method):
 
 
 @pytest.mark.skipif(not HAS_AUGMENT, reason="aprkit.augment not available")
+@pytest.mark.parametrize("method", ["apr_p", "apr_p_only"])
+def test_pair_space_normalized_recombines_the_images_the_model_sees(method):
+    """aug.pair_space: normalized is the reference's ImageNet mix_data (its loader normalises first): APR-P of
+    (x - mean) / std, handed back in pixels; the clean half is the batch as it came. A recombined image keeps the
+    sign of its own brightness against the mean (in pixels it took its partner's)."""
+    from aprkit.augment import APRPair
+    from aprkit.augment.functional import apr_pair
+    from aprkit.train.config import config_from_dict
+    from aprkit.train.loop import build_model, input_stats
+    from aprkit.train.recipe import DeviceAugment
+
+    cfg = config_from_dict(_config(aug={"method": method, "pair_p": 1.0, "pair_space": "normalized"},
+                                   data={"input_path": "gpu"}, model={"name": "small_cnn", "num_classes": 4}))
+    mean, std = input_stats(build_model(cfg))
+    assert mean.shape == std.shape == (3, 1, 1)
+    aug = DeviceAugment(cfg, torch.device("cpu"), torch.Generator().manual_seed(5), input_stats=(mean, std))
+    x, y = natural_images(8, 16, seed=23).float() / 255, torch.arange(8) % 4
+    got, got_y = aug.pair(x, y)
+    perm = APRPair(p=1.0, generator=torch.Generator().manual_seed(5)).generate_parameters(x.shape)["perm"]
+    mixed = apr_pair((x - mean) / std, perm) * std + mean
+    want = mixed if method == "apr_p_only" else torch.cat([x, mixed])
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert torch.equal(got_y, y if method == "apr_p_only" else torch.cat([y, y]))
+    if method == "apr_p":
+        assert torch.equal(got[:8], x)  # no round trip through the normalisation
+    pixels = apr_pair(x, perm)
+    assert not torch.allclose(pixels, mixed, atol=1e-3)  # the two spaces differ (the DC bins)
+    with pytest.raises(ValueError, match="pair_space: normalized takes the model's mean and std"):
+        DeviceAugment(cfg, torch.device("cpu"), torch.Generator())
+    with pytest.raises(ValueError, match="holds no mean/std buffers"):
+        input_stats(torch.nn.Linear(2, 2))
+    ran = fit(cfg.to_dict() | {"train": {**cfg.to_dict()["train"], "max_steps": 2}}, datasets=(_Images(16), None))
+    assert ran["global_step"] == 2
+    with pytest.raises(ValueError, match="holds no mean/std buffers"):
+        fit(_config(aug={"method": method, "pair_space": "normalized"}), datasets=(_Images(16), None))
+
+
+@pytest.mark.skipif(not HAS_AUGMENT, reason="aprkit.augment not available")
 @pytest.mark.parametrize("method", ["apr_p", "apr_p_only", "apr_sp"])
 def test_aug_compile_compiles_both_apr_cores_with_eager_numbers(method):
     torch._dynamo.reset()

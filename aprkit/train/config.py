@@ -102,6 +102,10 @@ class AugConfig:
     # apr_p, apr_sp: one forward of the 2B batch (batch norm statistics over clean + APR-P images, the reference's
     # way) or two forwards of B images each (clean and APR-P halves normalised by their own batch statistics)
     sp_forward: Literal["joint", "separate"] = "joint"
+    # the values APR-P recombines: [0, 1] pixels (the reference's CIFAR code: the model normalises after it) or the
+    # mean/std-normalised images the model sees (the reference's ImageNet code normalises in the loader, before its
+    # mix_data); the model's own mean/std are used, and the APR-P images are handed back to it in pixels
+    pair_space: Literal["pixels", "normalized"] = "pixels"
     jsd_weight: float = 12.0
     augmix_severity: int = 3
     augmix_width: int = 3

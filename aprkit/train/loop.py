@@ -106,6 +106,18 @@ def build_model(cfg: Config) -> nn.Module:
     return model
 
 
+def input_stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(mean, std)`` ``(C, 1, 1)`` with which ``model`` normalises its [0, 1] input (aprkit models and the
+    ``Normalize`` wrapper of timm / torchvision models hold them as buffers)."""
+    inner = unwrap_model(model)
+    mean, std = getattr(inner, "mean", None), getattr(inner, "std", None)
+    if not (isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor)):
+        raise ValueError(f"aug.pair_space: normalized recombines the images as the model normalises them, but "
+                         f"{type(inner).__name__} holds no mean/std buffers; expected an aprkit model or one wrapped "
+                         "in aprkit.models.Normalize (use pair_space: pixels otherwise)")
+    return mean.detach(), std.detach()
+
+
 def _drop_stop_evals(history: list[dict[str, Any]]) -> None:
     """Strip the test metrics of rows evaluated only because a run stopped there (``stop_eval``), in place.
 
@@ -216,7 +228,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     optimizer, scheduler, schedule = build_optimizer(o, model, len(batches))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     generator = torch.Generator(device=dev)
-    aug = DeviceAugment(cfg, dev, generator, channels_last=cl)
+    aug = DeviceAugment(cfg, dev, generator, channels_last=cl,
+                        input_stats=input_stats(model) if cfg.aug.pair_space == "normalized" else None)
 
     accum = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, correct, n of the current epoch
     ckpt_path = out / "last.pt" if out is not None else None

@@ -52,13 +52,18 @@ class DeviceAugment:
     (``apr_p_only``) or :class:`~aprkit.augment.APRSP` (the ``2B`` batch of ``apr_p`` and ``apr_sp``).
     ``cfg.aug.compile`` (``False``, ``True`` or ``torch.compile`` options such as ``{"mode": "reduce-overhead"}``)
     is their ``compile_core``: each APR core then runs as one compiled graph, with the same draws as eager (values
-    equal up to the rounding of Inductor's fused kernels).
+    equal up to the rounding of Inductor's fused kernels). ``input_stats`` (the model's mean and std, ``(C, 1, 1)``)
+    with ``aug.pair_space: normalized``: APR-P recombines ``(x - mean) / std`` and hands its images back in pixels.
     """
 
-    def __init__(self, cfg: Config, device: torch.device, generator: torch.Generator, *, channels_last: bool = False):
+    def __init__(self, cfg: Config, device: torch.device, generator: torch.Generator, *, channels_last: bool = False,
+                 input_stats: tuple[torch.Tensor, torch.Tensor] | None = None):
         from ..augment import APRSP, APRPair, APRSingleBatch
 
         self.cfg, self.device, self.generator, self.channels_last = cfg, device, generator, channels_last
+        if (cfg.aug.pair_space == "normalized") != (input_stats is not None):
+            raise ValueError("aug.pair_space: normalized takes the model's mean and std (input_stats=), and only it")
+        self.stats = None if input_stats is None else tuple(t.to(device, torch.float32) for t in input_stats)
         method, gpu = cfg.aug.method, cfg.data.input_path == "gpu"
         compile_core = resolve_aug_compile(cfg.aug.compile, device)
         self.geometry = gpu and method != "augmix_jsd"  # crop/flip here (else done per image on the CPU)
@@ -98,6 +103,15 @@ class DeviceAugment:
 
         The class wrappers validate shapes once and never sync with the host on a device; with CUDA graphs
         (``aug.compile: {mode: reduce-overhead}``) an ``apr_p_only`` output lives until the next step's call."""
+        if self.stats is not None and (self.aprsp is not None or self.pair_op is not None):
+            mean, std = (t.to(x.dtype) for t in self.stats)
+            z = (x - mean) / std  # the reference's ImageNet mix_data recombines normalised images
+            if self.aprsp is not None:
+                x_all, y_all = self.aprsp(z, y, clean=x)  # the clean half as it came (no round trip)
+                x_all[x.shape[0]:] = x_all[x.shape[0]:] * std + mean
+                return self._layout(x_all), y_all
+            assert self.pair_op is not None
+            return self._layout(self.pair_op(z) * std + mean), y
         if self.aprsp is not None:
             x_all, y_all = self.aprsp(x, y)
             return self._layout(x_all), y_all
