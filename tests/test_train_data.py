@@ -37,6 +37,31 @@ def test_a_datasets_own_random_draws_do_not_depend_on_the_worker_count(path, in_
     assert same_weights(runs[0]["model"], runs[1]["model"])
 
 
+def test_a_dataset_that_draws_itself_is_streamed_not_frozen_by_the_automatic_in_memory_mode():
+    """The automatic in-memory mode read a small dataset once: its own random draws of the first epoch repeated every
+    epoch, while a larger one (streamed) drew anew; it streams such a dataset now, and an explicit in_memory: true
+    warns."""
+    from aprkit.train.config import config_from_dict, validate_config
+    from aprkit.train.data import EpochBatches
+
+    def first_item(eb, epoch):
+        eb.set_epoch(epoch)
+        for b, (x, _) in zip(eb._batches(), eb.iterate(), strict=False):
+            if 0 in b:
+                return x[b.index(0)]
+        raise AssertionError("item 0 not read")
+
+    for data, noisy, streamed in ((None, True, True), (None, False, False), (True, False, False)):
+        ds = _Noisy(Images(16, with_tensors=False)) if noisy else Images(16, with_tensors=False)
+        cfg = validate_config(config_from_dict(train_config(data={"in_memory": data})))
+        eb = EpochBatches(ds, cfg, 8, torch.device("cpu"), train=True)
+        assert eb.in_memory is not streamed
+        assert torch.equal(first_item(eb, 0), first_item(eb, 1)) is not noisy
+    cfg = validate_config(config_from_dict(train_config(data={"in_memory": True})))
+    with pytest.warns(UserWarning, match="every epoch repeats the first epoch's draws"):
+        EpochBatches(_Noisy(Images(16, with_tensors=False)), cfg, 8, torch.device("cpu"), train=True)
+
+
 def test_seeded_items_read_the_dataset_under_the_items_seed():
     from aprkit.data import get_dataset
     from aprkit.train.data import SeededTransform

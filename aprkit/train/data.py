@@ -232,6 +232,21 @@ def _fits_in_memory(ds: Dataset, cfg: Config) -> bool:
     return dataset_len(ds) * x0.numel() <= cfg.data.max_memory_mb * 2**20
 
 
+def _draws_per_epoch(items: SeededTransform) -> bool:
+    """Whether the dataset under ``items`` draws random numbers itself (its own random transform): its first items
+    read for epoch 0 and for epoch 1 differ. Read once into memory, its draws of the first epoch would repeat."""
+    n, epoch = min(2, len(items)), items.epoch
+    try:
+        items.set_epoch(0)
+        first = [items[i][0] for i in range(n)]
+        items.set_epoch(1)
+        second = [items[i][0] for i in range(n)]
+    finally:
+        items.set_epoch(epoch)
+    return not all(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+                   for a, b in zip(first, second, strict=True))
+
+
 class EpochBatches:
     """Per-rank batches of one epoch as ``(uint8 images on device, int64 labels on device)``.
 
@@ -273,6 +288,16 @@ class EpochBatches:
             transform = cpu_test_transform(cfg)
         self.items = SeededTransform(ds, transform, cfg.train.seed)
         self.in_memory = transform is None and _fits_in_memory(ds, cfg)
+        if self.in_memory and train and batch_source(ds) is None and _draws_per_epoch(self.items):
+            if cfg.data.in_memory is None:  # auto: stream it, as a larger one would be (each epoch draws anew)
+                self.in_memory = False
+            else:
+                import warnings
+
+                warnings.warn("data.in_memory: true reads the training data once, but the dataset draws random "
+                              "numbers itself (its first items differ between epochs): every epoch repeats the "
+                              "first epoch's draws; set data.in_memory: false to draw anew each epoch", UserWarning,
+                              stacklevel=2)
         self.what = "the training data" if train else "the test data"
         if self.in_memory:  # read once through the seeded items, unless the dataset hands out whole batches
             self.x, self.y = _materialise(ds if batch_source(ds) is not None else self.items, device,

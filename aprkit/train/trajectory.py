@@ -31,7 +31,8 @@ def recipe_version(cfg: Config) -> int:
     """The latest :data:`RECIPE_VERSION` that changed what ``cfg`` trains: 6 where the DataLoader transforms each
     image (:func:`per_image_transform`), else 5 for every method that swaps amplitudes (APR-P, APR-S, FeatureAPR),
     else 3, so that runs the changes do not touch keep their keys and resume without a warning. (A dataset that
-    draws random numbers itself changed at 6 too, whatever its config.)"""
+    draws random numbers itself changed at 6 too, whatever its config: its draws are seeded anew, and the automatic
+    ``data.in_memory`` streams it instead of repeating its first epoch's draws.)"""
     if per_image_transform(cfg):
         return 6
     swaps = cfg.aug.method in PAIR_METHODS or apr_s_where(cfg) is not None or bool(cfg.feature_apr.layers)
