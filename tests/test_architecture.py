@@ -172,7 +172,7 @@ EVAL_LAYERS = (
      "report.blocks", "report.plotting", "report.render", "report.header"),
     ("analyses",),
     ("suites",),
-    ("engine.runner", "engine.suite_data", "engine.config", "report.results"),
+    ("engine.runner", "engine.run_record", "engine.suite_data", "engine.config", "report.results"),
 )
 
 

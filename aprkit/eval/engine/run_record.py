@@ -1,0 +1,172 @@
+"""One ``evaluate`` call's record of its output folder (:class:`EvalRun`): the folder's suite index, this run's
+entries, the suites still to do or failed, ``results.json`` and the report rewritten from them, and the run's
+metadata (``meta``)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...distributed import is_main_process
+from ..report.results import Results
+from .outdir import SuiteIndex, merge_provenance
+
+__all__ = ["EvalRun", "describe", "now"]
+
+
+def now() -> str:
+    """The time now, UTC, ISO 8601 to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class EvalRun:
+    """One ``evaluate`` call's view of its output folder: the folder's suite index, this run's entries and
+    the (model label, suite) pairs still to do."""
+
+    out: Path | None
+    index: SuiteIndex
+    this_run: SuiteIndex
+    started: float
+    settings: dict[str, Any]
+    pending: list[tuple[str, str]] = field(default_factory=list)
+    unloadable: str | None = None  # the label of a model whose loading raised (nothing of it was started)
+    load_error: str | None = None  # what its loading raised (results.json's load_failed says so)
+    failed: dict[tuple[str, str], str] = field(default_factory=dict)  # (model label, suite) -> the error it raised
+    warned_unlike: set[str] = field(default_factory=set)  # suites whose unlike results in the folder were warned of
+
+    def finish(self, entry: dict, takes_limit: bool = True) -> None:
+        self._warn_unlike(entry, takes_limit)
+        for idx in (self.index, self.this_run):
+            idx.add(entry)
+        self.pending = [p for p in self.pending if p != (entry["model"], entry["suite"])]
+        self.write()
+
+    def _warn_unlike(self, entry: Mapping[str, Any], takes_limit: bool) -> None:
+        """Warn (once per suite) when the folder holds the suite's results of other models measured on other data,
+        with another seed or on another number of images (a suite that ``takes_limit``): the report sets them side
+        by side."""
+        if self.out is None or entry["suite"] in self.warned_unlike:
+            return
+
+        def setup(e: Mapping[str, Any]) -> tuple[str, str, str]:
+            options = e.get("options")
+            limit = options.get("limit") if takes_limit and isinstance(options, Mapping) else None
+            return repr(e.get("data")), repr(e.get("seed")), repr(limit)
+
+        mine = setup(entry)
+        others = sorted({str(e["model"]) for e in self.index.entries if e["suite"] == entry["suite"]
+                         and e["model"] != entry["model"] and setup(e) != mine})
+        if others:
+            self.warned_unlike.add(entry["suite"])
+            warnings.warn(f"{self.out} holds {entry['suite']} results of {', '.join(others)} measured on other data, "
+                          "with another seed or on another number of images than this run's: the report sets them "
+                          "side by side (its header says what each used); evaluate into another folder to keep "
+                          "them apart", RuntimeWarning, stacklevel=3)
+
+    def refresh_report(self) -> None:
+        """Rewrite the report from what the folder's index holds now (pending suites included), or remove it when
+        nothing finished is left (a label's old weights were dropped): never a report of withdrawn numbers. A section
+        that fails to render warns here (the run goes on; its final report raises)."""
+        if self.out is None or not is_main_process() or not self.settings.get("report", True):
+            return
+        with self.index.synced():
+            if self.index.entries:
+                try:
+                    self.written().write_report(self.out, title=self.settings.get("title"))
+                except Exception as err:  # noqa: BLE001 - the run's results matter more than this early report
+                    warnings.warn(f"could not refresh the report in {self.out} ({err}); it is written at the end",
+                                  RuntimeWarning, stacklevel=2)
+            else:
+                for name in ("report.md", "report.html"):
+                    (self.out / name).unlink(missing_ok=True)
+
+    def written(self) -> Results:
+        """What ``results.json`` holds: every suite finished in the output folder (index order)."""
+        return Results(models=self.index.models(), meta=self.meta(self.index), out_dir=self.out)
+
+    def write(self) -> None:
+        """Save the folder's index and write ``results.json`` from it (as merged with other runs' changes)."""
+        if self.out is not None and is_main_process():
+            with self.index.synced():  # the folder's index as it is now: another run's suites are kept
+                self.written().save(self.out / "results.json")
+
+    def final_report(self, title: str | None) -> Any:
+        """Write ``results.json`` and the report of the folder's merged index (raises when a section fails)."""
+        with self.index.synced():
+            return self.written().write_report(self.out, title=title)
+
+    def _failed_by_model(self, pending: Mapping[str, list[str]]) -> dict[str, dict[str, str]]:
+        """``{model: {suite: error}}`` of this run's suites that raised and are still not finished."""
+        out: dict[str, dict[str, str]] = {}
+        for (label, sname), error in self.failed.items():
+            if sname in pending.get(label, []):
+                out.setdefault(label, {})[sname] = error
+        return out
+
+    def meta(self, index: SuiteIndex) -> dict:
+        """Run metadata; ``world_size``/``batch_size``/``device``/``amp``/``channels_last`` list what produced the
+        results shown."""
+        import aprkit
+
+        st = self.settings
+        prov = index.provenance()
+        entries = [p for suites in prov.values() for p in suites.values()]
+        produced = merge_provenance(p.get("produced_by") for p in entries)
+        datas = {json.dumps(p.get("data"), sort_keys=True) for p in entries}
+        options = {json.dumps(p.get("options"), sort_keys=True) for p in entries if "options" in p}
+        # what the numbers shown cannot be read without (e.g. a limit that took a class-sorted set's first classes)
+        caveats = list(dict.fromkeys(c for p in entries for c in p.get("caveats", [])))
+        pending: dict[str, list[str]] = {}
+        # the folder's index also remembers what an earlier, interrupted run left undone
+        for label, sname in dict.fromkeys([*self.pending, *(index.pending if index is self.index else [])]):
+            pending.setdefault(label, []).append(sname)
+        return {
+            "aprkit": aprkit.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "date": now(),
+            "seconds": round(time.time() - self.started, 2),
+            # a model that failed to load leaves a finished folder complete, but not one where nothing finished
+            "complete": not pending and (bool(entries) or self.load_error is None),
+            "pending": pending,
+            **({"failed": failed} if (failed := self._failed_by_model(pending)) else {}),
+            **({"load_failed": {self.unloadable: self.load_error}} if self.load_error is not None else {}),
+            "models": {label: next(iter(suites.values())).get("spec") for label, suites in prov.items()},
+            "suites": list(dict.fromkeys(s for suites in prov.values() for s in suites)),
+            "data": (json.loads(datas.pop()) if len(datas) == 1
+                     else describe(st["data"]) if not datas else "mixed (see provenance)"),
+            "options": (json.loads(options.pop()) if len(options) == 1
+                        else describe(st["opts"]) if not options else "mixed (see provenance)"),
+            "device": produced.get("device", [st["dev"].type]),
+            "amp": sorted({bool(p.get("amp")) for p in entries}) or [st["amp"]],
+            # unknown ([]) for results cached before it was recorded; this run's own when nothing was cached
+            "channels_last": produced.get("channels_last",
+                                          [] if entries or "channels_last" not in st else [st["channels_last"]]),
+            "batch_size": produced.get("batch_size", [st["batch_size"]]),
+            "world_size": produced.get("world_size", [st["world"]]),
+            **({"caveats": caveats} if caveats else {}),
+            "provenance": prov,
+        }
+
+
+def describe(value: Any) -> Any:
+    """JSON-able description of data/options for metadata (datasets by type name)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): describe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [describe(v) for v in value]
+    return type(value).__name__
