@@ -155,6 +155,18 @@ def test_cue_conflict_suite_on_a_constant_model():
     assert res["counts"]["n_stimuli"] == 120 and bool((stim.shape_labels != stim.texture_labels).all())
     assert res["shape_match"] == pytest.approx(n_s / 120) and res["texture_match"] == pytest.approx(n_t / 120)
     assert res["shape_bias"] == pytest.approx(n_s / (n_s + n_t))
+    assert res["neither"] == (120 - n_s - n_t) / 120  # counted, never a negative rounding residue
+
+    class Pick(torch.nn.Module):  # decides the class written in pixel (0, 0, 0): all shape or texture, no neither
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot((x[:, 0, 0, 0] * 255).round().long(), 10).float()
+
+    shapes, textures = torch.arange(5), torch.arange(5, 10)
+    imgs = torch.zeros(5, 3, 8, 8, dtype=torch.uint8)
+    imgs[:, 0, 0, 0] = torch.tensor([0, 1, 2, 3, 9], dtype=torch.uint8)
+    picked = evaluate({"pick": Pick()}, suite="cue-conflict", data={"cue-conflict": (imgs, shapes, textures)},
+                      progress=False, device="cpu")["cue-conflict"]
+    assert picked["neither"] == 0.0 and picked["shape_match"] + picked["texture_match"] == 1.0  # was -5.55e-17
     # "synthetic:N" generates the stimuli itself
     res2 = evaluate(_Constant(10, 2), suite="cue-conflict", data="synthetic:50", model_id="const", progress=False)
     assert res2["cue-conflict"]["counts"]["n_stimuli"] == 50

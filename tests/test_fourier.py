@@ -217,22 +217,41 @@ def test_pair_ops_reject_non_broadcastable_batches(fn):
         fn(x, y)
 
 
+@pytest.mark.parametrize("zero_bins", ["zero", "phase0"])
 @pytest.mark.parametrize("dims", ["chw", "hw"])
-def test_mix_fast_path_equals_the_general_path(dims, monkeypatch):
-    """Issue 17: the squared-magnitude fast path (eager CPU, no autograd) and the magnitude path (accelerators,
-    torch.compile, autograd) give the same spectra, zero bins (a constant image) and broadcast shapes included."""
+def test_mix_fast_path_equals_the_general_path(dims, zero_bins, monkeypatch):
+    """Issue 17: the squared-magnitude path (no autograd: unmasked on eager CPU calls without zero bins, masked
+    elsewhere) and the magnitude path (autograd) give the same spectra, zero bins (a constant image) and broadcast
+    shapes included."""
     g = torch.Generator().manual_seed(3)
     x, y = (torch.rand(4, 3, 8, 6, generator=g, dtype=torch.float64) for _ in range(2))
     x[2] = 0.5
     lam = torch.tensor([0.0, 0.3, 0.7, 1.0], dtype=torch.float64)
     cases = [(x, y, 0.3), (x, y, lam.view(4, 1, 1, 1)), (x[0], y, 0.6), (x, y[0], lam.view(4, 1, 1, 1)), (y, x, 1.0)]
     zs = [(torch.fft.rfftn(a, dim=AXES[dims]), torch.fft.rfftn(b, dim=AXES[dims]), w) for a, b, w in cases]
-    fast = [fr.mix_spectra(za, zb, w) for za, zb, w in zs]
-    monkeypatch.setattr(fr.mixing, "eager_cpu", lambda t: False)  # the module of mix_spectra
+    fast = [fr.mix_spectra(za, zb, w, zero_bins=zero_bins, dims=AXES[dims]) for za, zb, w in zs]
+    for (za, zb, w), want in zip(zs, fast, strict=True):  # autograd: magnitudes and with_amplitude
+        got = fr.mix_spectra(za.clone().requires_grad_(), zb, w, zero_bins=zero_bins, dims=AXES[dims])
+        torch.testing.assert_close(got.detach(), want, atol=1e-12, rtol=1e-12)
+    monkeypatch.setattr(fr.mixing, "eager_cpu", lambda t: False)  # the module of transfer_amplitude: masked
     for (za, zb, w), want in zip(zs, fast, strict=True):
-        torch.testing.assert_close(fr.mix_spectra(za, zb, w), want, atol=1e-12, rtol=1e-12)
-    za, zb = zs[0][:2]
-    assert fr.transfer_amplitude(za, fr.spectral_power(za), fr.spectral_power(zb)) is None  # zero bins: general path
+        torch.testing.assert_close(fr.mix_spectra(za, zb, w, zero_bins=zero_bins, dims=AXES[dims]), want,
+                                   atol=1e-12, rtol=1e-12)
+
+
+def test_an_images_amplitude_swap_does_not_depend_on_the_rest_of_its_batch():
+    """A batch holding an image with bins without phase (a grey one: R = G = B) took the magnitude formula for every
+    image, the others the squared-magnitude one: the same pair moved by one grey level with another batch (the
+    phase-bias stimuli of one pair depended on the batch size)."""
+    g = torch.Generator().manual_seed(0)
+    xp, xa = (torch.randint(0, 256, (400, 3, 32, 32), generator=g, dtype=torch.uint8) for _ in range(2))
+    grey = xp[:1].clone()
+    grey[:, 1:] = grey[:, :1]
+    for fn in (fr.swap_amplitude, lambda a, b: fr.mix_amplitude(a, b, 0.6)):
+        alone = fn(xp, xa)
+        with_grey = fn(torch.cat([grey, xp]), torch.cat([xa[:1], xa]))
+        assert torch.equal(with_grey[1:], alone)
+        assert torch.equal(with_grey[:1], fn(grey, xa[:1]))
 
 
 @pytest.mark.parametrize("dims", ["chw", "hw"])

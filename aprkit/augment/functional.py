@@ -43,7 +43,7 @@ from ..fourier import (
     transfer_amplitude,
     with_amplitude,
 )
-from ..fourier.spectra import _ROUNDING_EPS, no_phase_power
+from ..fourier.spectra import _ROUNDING_EPS
 
 __all__ = [
     "CompiledCore",
@@ -99,14 +99,8 @@ def swap_with_partner(
     m2_own = m2
     if rows is not None:  # a fresh gathered copy: free to overwrite
         z, m2_own, inplace = z.index_select(0, rows), m2.index_select(0, rows), True
-    m2_partner = m2.index_select(0, perm)
-    if eager_cpu(z):  # common case on the CPU: no zero bins (one amin), no torch.where
-        out = transfer_amplitude(z, m2_own, m2_partner, inplace=inplace, dims=dims)
-        if out is not None:
-            return out
-    zero = m2_own <= no_phase_power(m2_own, dims)  # no phase (zero to rounding): the bin stays 0
-    ratio = m2_partner.div_(torch.where(zero, 1.0, m2_own)).sqrt_().masked_fill_(zero, 0.0)
-    return torch.view_as_complex(torch.view_as_real(z) * ratio.unsqueeze(-1))
+    m2_partner = m2.index_select(0, perm)  # a fresh copy: transfer_amplitude may overwrite it
+    return transfer_amplitude(z, m2_own, m2_partner, inplace=inplace, zero_bins="zero", dims=dims)
 
 
 def _check_perm(perm: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:

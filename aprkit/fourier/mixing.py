@@ -1,5 +1,5 @@
 """Amplitude edits of complex spectra, phase kept: set an amplitude (:func:`with_amplitude`), or swap / mix in
-another spectrum's amplitude (:func:`mix_spectra`, with :func:`transfer_amplitude` its no-autograd CPU fast path).
+another spectrum's amplitude (:func:`mix_spectra`, with :func:`transfer_amplitude` its no-autograd path).
 
 Spectrum in, spectrum out: the image ops of :mod:`aprkit.fourier.images`, the APR augmentations and feature-level
 APR build on these.
@@ -55,29 +55,42 @@ def _all_have_phase(values: torch.Tensor, limit: torch.Tensor | float, dims: tup
 
 def transfer_amplitude(
     z: torch.Tensor, power: torch.Tensor, source_power: torch.Tensor, lam: float | torch.Tensor = 1.0, *,
-    inplace: bool = False, dims: tuple[int, ...] | None = None,
-) -> torch.Tensor | None:
-    """The no-autograd fast path of an amplitude swap or mix: ``z`` with its phase and the amplitude
-    ``(1 - lam) * |z| + lam * sqrt(source_power)``, or ``None`` when ``z`` has a bin without phase (zero to the
-    transform's rounding with ``dims``, its axes; ``|z| <= 1e-12`` without: see
-    :func:`~aprkit.fourier.spectra.no_phase_power`); the caller then takes :func:`with_amplitude`, which handles
-    such bins as its ``zero_bins`` says.
+    inplace: bool = False, zero_bins: ZeroBins = "zero", dims: tuple[int, ...] | None = None,
+) -> torch.Tensor:
+    """The no-autograd path of an amplitude swap or mix: ``z`` with its phase and the amplitude
+    ``(1 - lam) * |z| + lam * sqrt(source_power)``; a bin without phase (zero to the transform's rounding with
+    ``dims``, its axes; ``|z| <= 1e-12`` without: see :func:`~aprkit.fourier.spectra.no_phase_power`) as
+    ``zero_bins`` says.
 
     ``power`` is ``|z|^2`` (:func:`spectral_power`); ``source_power`` (real, broadcastable, owned by the caller:
     it is overwritten when the shapes allow) the source amplitude squared; ``lam`` a float or a tensor
     broadcastable to ``z``. Computes ``z * ((1 - lam) + lam * sqrt(source_power / power))``: no magnitude
-    tensors, no complex arithmetic, one pass per step. The zero test is one ``amin`` (a host read): call this
-    on eager CPU tensors only. ``inplace=True`` lets it overwrite ``z`` (a spectrum the caller owns).
+    tensors, no complex arithmetic, one pass per step. Eager CPU calls look for bins without phase with one
+    ``amin`` (a host read) and skip the masking when there are none; elsewhere (other devices, ``torch.compile``)
+    they are masked with ``torch.where``. Every bin with phase gets the same formula either way, so an image's
+    result does not depend on the other images of its batch. ``inplace=True`` lets it overwrite ``z`` (a spectrum
+    the caller owns).
     """
-    if not _all_have_phase(power, no_phase_power(power, dims), dims):
-        return None
+    check_zero_bins(zero_bins)
+    limit = no_phase_power(power, dims)
+    zero = None if eager_cpu(z) and _all_have_phase(power, limit, dims) else power <= limit
+    amp0 = None
+    if zero is not None and zero_bins == "phase0":  # such a bin: the amplitude with phase 0 (before source is reused)
+        amp0 = torch.lerp(power.sqrt(), source_power.sqrt(), lam.to(power.dtype) if isinstance(lam, torch.Tensor)
+                          else lam)
     owned = source_power.shape == power.shape or broadcast_shape(source_power.shape, power.shape) == source_power.shape
-    ratio = (source_power.div_(power) if owned else source_power / power).sqrt_()
+    divisor = power if zero is None else torch.where(zero, 1.0, power)
+    ratio = (source_power.div_(divisor) if owned else source_power / divisor).sqrt_()
     if isinstance(lam, torch.Tensor) or lam != 1.0:  # (1 - lam) + lam * ratio, as ratio + (1 - lam) * (1 - ratio)
         one, weight = ratio.new_ones(()), 1 - (lam.to(ratio.dtype) if isinstance(lam, torch.Tensor) else lam)
         fits = not isinstance(weight, torch.Tensor) or broadcast_shape(ratio.shape, weight.shape) == ratio.shape
         ratio = ratio.lerp_(one, weight) if fits else torch.lerp(ratio, one, weight)
-    return _scale(z, ratio, inplace)
+    if zero is not None:
+        ratio = ratio.masked_fill(zero, 0.0)  # no phase: the bin stays 0 ...
+    out = _scale(z, ratio, inplace)
+    if amp0 is not None and zero is not None:  # ... or takes the amplitude at phase 0
+        out = torch.where(zero, torch.complex(amp0.to(out.real.dtype), torch.zeros((), dtype=out.real.dtype)), out)
+    return out
 
 
 def with_amplitude(
@@ -120,18 +133,16 @@ def mix_spectra(
     ``None`` takes it as it is; ``lam`` a float or a real tensor broadcastable to ``z`` (``1.0``: a plain
     amplitude swap). A bin where ``|z| == 0`` (no phase) stays 0 (``zero_bins="zero"``, the default) or takes the
     amplitude with phase 0 (``"phase0"``, the reference formula; see :data:`ZeroBins`); ``dims``: the transform's
-    axes, as in :func:`with_amplitude`. Without autograd on eager
-    CPU tensors it runs :func:`transfer_amplitude` on squared magnitudes (fewest passes), otherwise magnitudes
-    and :func:`with_amplitude` (differentiable, no host sync). ``inplace=True`` lets it overwrite ``z``.
+    axes, as in :func:`with_amplitude`. Without autograd it runs :func:`transfer_amplitude` on squared magnitudes
+    (fewest passes; one formula for every bin with phase, whatever else is in the batch), otherwise magnitudes and
+    :func:`with_amplitude` (differentiable, no host sync). ``inplace=True`` lets it overwrite ``z``.
     """
     check_zero_bins(zero_bins)
-    if not needs_grad(z, source, lam) and eager_cpu(z):
+    if not needs_grad(z, source, lam):
         power = spectral_power(z)
         src = power if source is z else spectral_power(source)
         src = src.index_select(0, perm) if perm is not None else src.clone() if src is power else src
-        out = transfer_amplitude(z, power, src, lam, inplace=inplace, dims=dims)
-        if out is not None:
-            return out
+        return transfer_amplitude(z, power, src, lam, inplace=inplace, zero_bins=zero_bins, dims=dims)
     mag = spectral_magnitude(z)
     src_mag = mag if source is z else spectral_magnitude(source)
     if perm is not None:

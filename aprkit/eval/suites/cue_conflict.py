@@ -31,7 +31,7 @@ from .base import EvalContext, Measure, ReportSection, Suite, SuiteOptions, regi
 __all__ = ["CueConflictStimuli", "CueConflictSuite", "CueConflictOptions", "CueConflictResult", "synthetic_stimuli",
            "resolve_cue_conflict"]
 
-_VERSION = 1
+_VERSION = 2  # 2: neither is counted (1 - shape_match - texture_match could be -6e-17)
 _DEFAULT_N = 2000
 
 
@@ -123,7 +123,7 @@ class CueConflictResult(TypedDict):
     shape_bias: float | None  # shape decisions / (shape + texture decisions)
     shape_match: float
     texture_match: float
-    neither: float  # 1 - shape_match - texture_match
+    neither: float  # the share of conflicting stimuli decided as neither shape nor texture
     per_category: dict[str, float | None]  # shape class -> shape bias
     counts: dict[str, Any]  # n_stimuli and the decision counts
     categories: list[str]
@@ -149,7 +149,8 @@ class CueConflictSuite(Suite[CueConflictOptions]):
             decisions = out.logits.argmax(1)
             full = shape_bias(decisions, ds.shape_labels, ds.texture_labels, ds.categories).to_dict()
             result: dict[str, Any] = {k: full.pop(k) for k in ("shape_bias", "shape_match", "texture_match")}
-            result["neither"] = 1.0 - result["shape_match"] - result["texture_match"]
+            n = full["n_stimuli"]  # counted (1 - shape - texture gave -6e-17 where no decision was neither)
+            result["neither"] = (n - full["n_shape_decisions"] - full["n_texture_decisions"]) / n if n else 0.0
             result["per_category"] = full.pop("per_category")
             result["counts"] = full
             result["categories"] = list(ds.categories)

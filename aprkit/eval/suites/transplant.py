@@ -33,8 +33,10 @@ __all__ = ["TransplantSuite", "TransplantOptions", "TransplantResult"]
 #: 6: transplant_skip_front is part of the key (a net it breaks gives other numbers) and --limit caps
 #: transplant_max_images; 7: the pairs and the controls' images are drawn from their own streams (the controls no
 #: longer move with n_pairs) and a larger n_pairs extends the pairs of a smaller one; 8: a donor bin that is zero to the
-#: FFT's rounding has no phase (phase 0), as an exact zero (a constant channel on a 7/14/28 grid had noise phases)
-_VERSION = 8
+#: FFT's rounding has no phase (phase 0), as an exact zero (a constant channel on a 7/14/28 grid had noise phases);
+#: 9: a phase transplant does not depend on its batch (a dead channel in one sample switched every sample to another
+#: rounding)
+_VERSION = 9
 _PREFIX = "transplant_"
 
 
