@@ -49,7 +49,7 @@ def test_cli_writes_report_only_to_out(png_folder, tmp_path, monkeypatch, capsys
             "--suite", "corruption", "--corruptions", "contrast", "--severities", "2", "--out", str(out), "--device",
             "cpu", "--batch-size", "5", "--no-progress", "--model-id", "r20"]
     assert main(args) == 0  # again: every unit comes from the cache, and the output says so
-    assert f"cache: 2 of 2 result units reused from {out / 'cache'} (--no-resume recomputes them)" in capsys.readouterr().out
+    assert f"cache: 2 result units reused from {out / 'cache'}, 0 computed (--no-resume recomputes them)" in capsys.readouterr().out
     assert main([*args, "--no-resume"]) == 0
     assert "cache:" not in capsys.readouterr().out
 
@@ -74,6 +74,12 @@ def test_cli_bad_input_is_a_clear_error(png_folder, tmp_path, capsys):
     assert "key=value" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["eval", "--severities", "1,x"])
+    with pytest.raises(SystemExit):  # a value left out (it read as 1,3); a trailing comma is fine
+        main(["eval", "--severities", "1,,3"])
+    assert "got '1,,3' (an empty item between commas)" in capsys.readouterr().err
+    from aprkit.cli.eval import _int_list
+
+    assert _int_list("1,3,") == [1, 3]
     with pytest.raises(SystemExit):  # as aprkit demo and train.seed: a seed is >= 0
         main(["eval", "--seed", "-1"])
     assert "expected a seed in 0..2**63-1, got '-1'" in capsys.readouterr().err
@@ -295,3 +301,8 @@ def test_an_unknown_flag_gets_the_subcommands_usage_and_the_nearest_options(caps
     with pytest.raises(SystemExit):
         main(["--debg", "eval", "--model", "resnet20"])
     assert "--debg: did you mean --debug?" in capsys.readouterr().err
+    for argv in (["evl", "--model", "resnet20"], ["--debug", "evl"]):  # a mistyped subcommand: the nearest one
+        with pytest.raises(SystemExit):
+            main(argv)
+        err = capsys.readouterr().err
+        assert "invalid choice: 'evl' (choose from demo, train, eval, corrupt) (did you mean 'eval'?)" in err

@@ -968,3 +968,23 @@ def test_the_code_functions_refuse_anything_but_a_grid():
     assert transplant(nan.view(1, 1, 1, 5), nan.view(1, 1, 1, 5).abs(), "sign")[0, 0, 0, 0].isnan()
     a, b = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5)
     assert torch.allclose(transplant(a, b, "phase", "chw")[:2], transplant(a[:2], b[:2], "phase", "chw"), atol=1e-6)
+
+
+def test_the_headline_and_summary_carry_the_last_sites_flags():
+    """At ResNet-20's last block output (a DC readout, the transplant inert) the headline read 0.00 % follow the
+    phase donor, a number that cannot be anything else: the flags now stand beside it."""
+    from aprkit.eval.analyses.transplant_tables import summary_table
+    from aprkit.eval.suites.transplant import TransplantSuite
+
+    def row(depth, donor, flags):
+        return {"layer": f"b{depth}", "site": "output", "code": "phase", "depth": depth, "follow_donor": donor,
+                "follow_magnitude": 1 - donor, "flags": flags}
+
+    rows = [row(0, 0.5, []), row(1, 0.0, ["inert: the transplant leaves the activation unchanged",
+                                          "dc-readout: the output reads only the channel means here"])]
+    (m,) = TransplantSuite.headline(TransplantSuite, {"rows": rows})
+    assert m.value == 0.0 and m.label.endswith("(last block, output; inert; dc-readout)")
+    (cell,) = summary_table({"r20": {"rows": rows, "clean_accuracy": 0.9}}).rows[0][3]
+    assert cell.text == "0.0 / 100.0 (inert, dc-readout)"
+    (plain,) = TransplantSuite.headline(TransplantSuite, {"rows": rows[:1]})
+    assert plain.label.endswith("(last block, output)")

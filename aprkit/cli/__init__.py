@@ -82,6 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((w for w in words if not w.startswith("-")), None)  # the top level's options take no value
+    if command is not None and command not in SUBCOMMANDS:  # argparse's own message has no did-you-mean
+        from .._text import nearest_names
+
+        parser.error(f"argument COMMAND: invalid choice: {command!r} (choose from {', '.join(SUBCOMMANDS)})"
+                     f"{nearest_names(command, list(SUBCOMMANDS))}")
     args, extra = parser.parse_known_args(argv)
     if extra:  # the subcommand's usage and a did-you-mean (argparse names the top-level parser's)
         _unknown_arguments(parser, args, extra, list(sys.argv[1:] if argv is None else argv))

@@ -27,6 +27,9 @@ __all__ = ["add_parser", "run", "settings"]
 
 
 def _int_list(text: str) -> list[int]:
+    if any(not part.strip() for part in text.split(",")[:-1]):  # 1,,3: a value left out (a trailing comma is fine)
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,3,5, got {text!r} (an empty "
+                                         "item between commas)")
     try:
         values = [int(s) for s in comma_items(text)]
     except ValueError:
@@ -232,7 +235,9 @@ def _run(args: argparse.Namespace, root: str | None) -> int:
     units = res.meta.get("cache_units") or {}
     if units.get("reused"):
         where = cfg.get("cache_dir") or Path(cfg["out_dir"]) / "cache"
-        print(f"cache: {units['reused']} of {units['reused'] + units['computed']} result units reused from {where} "
+        # the units this run read and wrote, not a total of the work: which units a rerun reads depends on what the
+        # earlier runs finished (it read "34 of 93", then "152 of 152": as a ratio it looked like a moving target)
+        print(f"cache: {units['reused']} result units reused from {where}, {units['computed']} computed "
               "(--no-resume recomputes them)")
     if cfg.get("out_dir") and cfg.get("report", True):
         print(f"report: {Path(cfg['out_dir']) / 'report.html'} (also report.md, results.json)")

@@ -12,7 +12,7 @@ from typing import Any
 from ..report.blocks import Table
 from ..report.blocks import code as code_span
 
-__all__ = ["sweep_table", "sweep_markdown", "summary_table", "plot_sweep", "code_label"]
+__all__ = ["sweep_table", "sweep_markdown", "summary_table", "plot_sweep", "code_label", "flag_names"]
 
 
 def _pct(v: Any) -> str:
@@ -22,6 +22,12 @@ def _pct(v: Any) -> str:
 def code_label(row: Mapping[str, Any]) -> str:
     """A row's code as the tables print it: the sign of a complex map is its phase ``z/|z|``."""
     return f"{row['code']} (complex phase)" if row.get("complex") and row["code"] == "sign" else row["code"]
+
+
+def flag_names(row: Mapping[str, Any]) -> list[str]:
+    """The short names of a row's flags (``inert``, ``dc-readout``, ``trivial``, ``partial``, ...): what a rate
+    read alone would hide (at an inert or DC-readout site following B is by construction)."""
+    return [str(f).split(":", 1)[0] for f in row.get("flags") or []]
 
 
 def sweep_table(rows: Sequence[Mapping[str, Any]]) -> Table:
@@ -64,8 +70,10 @@ def summary_table(results: Mapping[str, Mapping[str, Any]]) -> Table:
                 last = max(sel, key=lambda r: r["depth"])
                 md = sum(r["follow_donor"] for r in sel) / len(sel)
                 mm = sum(r["follow_magnitude"] for r in sel) / len(sel)
+                flags = flag_names(last)
                 body.append([model_id, site, code_label(last),
-                             f"{_pct(last['follow_donor'])} / {_pct(last['follow_magnitude'])}",
+                             f"{_pct(last['follow_donor'])} / {_pct(last['follow_magnitude'])}"
+                             + (f" ({', '.join(flags)})" if flags else ""),
                              f"{_pct(md)} / {_pct(mm)}", _pct(res.get("clean_accuracy"))])
     return Table(["model", "site", "code", "last block: donor / magnitude", "mean over blocks: donor / magnitude",
                   "clean acc"], body)

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from ...fourier import Dims
 from ...hidden.codes import Code
-from ..analyses.transplant_tables import plot_sweep, summary_table, sweep_table
+from ..analyses.transplant_tables import flag_names, plot_sweep, summary_table, sweep_table
 from ..engine.cache import cached
 from ..report.blocks import Figure, Heading, Paragraph
 from ..report.plotting import file_stem
@@ -152,7 +152,8 @@ class TransplantSuite(Suite[TransplantOptions]):
         out = []
         for code in dict.fromkeys(r["code"] for r in rows if r["site"] == site):
             last = max((r for r in rows if r["site"] == site and r["code"] == code), key=lambda r: r["depth"])
-            label = f"transplant: follows the {code} donor (last block, {site})"
+            flags = flag_names(last)  # an inert or DC-readout site follows B by construction: say so with the rate
+            label = f"transplant: follows the {code} donor (last block, {site}{''.join(f'; {f}' for f in flags)})"
             out.append(Measure(f"transplant.{code}_follow_donor", label, last.get("follow_donor"), percent=True))
         return out
 
