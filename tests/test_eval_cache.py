@@ -325,6 +325,15 @@ def test_generated_frost_cells_are_keyed_by_the_textures(monkeypatch, tmp_path):
     assert run() == n  # the same textures: cached
     monkeypatch.setenv("APRKIT_FROST_DIR", str(other))
     assert run() > n
+    # textures replaced while the process runs: read again (the loader's own cache kept the old ones, whose images
+    # were then stored under the new textures' key)
+    from aprkit.corruptions._frost import frost_textures
+
+    before = frost_textures(0.2, (8, 8), other)
+    Image.open(first).transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(first)
+    os.utime(first, ns=(os.stat(first).st_atime_ns, os.stat(first).st_mtime_ns + 10**9))
+    after = frost_textures(0.2, (8, 8), other)
+    assert not torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
 
 
 def test_the_demos_shared_corruptions_name_their_frost_textures(monkeypatch, tmp_path):
@@ -679,3 +688,62 @@ def test_spec_spellings_share_the_files_state(monkeypatch, tmp_path):
     os.utime(root / "c0" / "a.png", ns=(1, 1))
     assert dataset_id("folder:~/ft") not in ids
     assert dataset_id("SYNTHETIC:5") == dataset_id("synthetic:5") and dataset_id("noise:GAUSSIAN") == dataset_id("noise:gaussian")
+
+
+def test_keys_see_test_time_batch_norm_numpy_attributes_own_forward_code_and_transforms():
+    """Stale results a cache probe found: a batch norm without running statistics (its results depend on the batch
+    size, left out of keys), a NumPy temperature, an edited forward of a class of the same name, a transform on
+    access of an in-memory dataset and a user's ``spec`` attribute were all invisible to the keys."""
+    import numpy as np
+
+    from aprkit.eval.engine.cache import batch_dependent
+
+    class Adapt(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False)
+            self.fc = nn.Linear(4, 10)
+
+        def forward(self, x):
+            return self.fc(self.bn(self.conv(x)).mean((2, 3)))
+
+    m = Adapt().eval()
+    assert batch_dependent(m) and not batch_dependent(Tiny())
+    ctx = {bs: EvalContext(model=m, device="cpu", batch_size=bs) for bs in (4, 16)}
+    assert result_key(ctx[4], "u", "synthetic:8") != result_key(ctx[16], "u", "synthetic:8")
+    tiny = {bs: EvalContext(model=Tiny(), device="cpu", batch_size=bs) for bs in (4, 16)}
+    assert result_key(tiny[4], "u", "synthetic:8") == result_key(tiny[16], "u", "synthetic:8")  # the last bits only
+
+    class Temp(nn.Module):
+        def __init__(self, t) -> None:
+            super().__init__()
+            self.fc, self.t, self.idx = nn.Linear(2, 2), t, np.arange(3)
+
+        def forward(self, x):
+            return self.fc(x) / float(self.t)
+
+    a, b = Temp(np.float32(1.0)), Temp(np.float32(10.0))
+    b.load_state_dict(a.state_dict())
+    assert model_fingerprint(a) != model_fingerprint(b)
+    b.t = np.float32(1.0)
+    assert model_fingerprint(a) == model_fingerprint(b)
+    b.idx = np.arange(3)[::-1].copy()
+    assert model_fingerprint(a) != model_fingerprint(b)
+
+    def edited(self, x):  # the same class name, another forward
+        return self.fc(1 - x) / float(self.t)
+
+    Edited = type("Temp", (Temp,), {"forward": edited, "__module__": Temp.__module__})
+    c = Edited(np.float32(1.0))
+    c.load_state_dict(a.state_dict())
+    c.idx = a.idx
+    assert model_fingerprint(c) != model_fingerprint(a)
+
+    d = small_data(16)
+    flipped = TensorImageDataset(d.images, d.labels)
+    flipped.__class__ = type("TensorImageDataset", (TensorImageDataset,), {
+        "__getitem__": lambda self, i: (255 - self.images[i], int(self.labels[i]))})
+    assert dataset_id(flipped) != dataset_id(d)  # keyed by what it hands out, not only its raw tensors
+    d.spec = "my-images"  # not documented: no longer taken as the whole identity
+    assert dataset_id(d) != "my-images" and dataset_id(d) == dataset_id(small_data(16))

@@ -141,7 +141,9 @@ def _cv2_linear_resize(img: np.ndarray, scale: float) -> np.ndarray:
 
 
 @tensor_cache(maxsize=16)
-def _load(directory: str, scale: float) -> tuple[torch.Tensor, ...]:
+def _load(directory: str, scale: float, state: tuple) -> tuple[torch.Tensor, ...]:
+    """The textures of ``directory`` resized by ``scale``; ``state`` (the files' sizes and modification times) keys the
+    cache too: textures replaced in a running process are read again (the results' keys hash the new files)."""
     from PIL import Image
 
     out = []
@@ -162,8 +164,9 @@ def frost_textures(scale: float, min_size: tuple[int, int], frost_dir: str | os.
     smallest larger factor that fits (only relevant for images larger than the preset's size).
     """
     directory = str(find_frost_dir(frost_dir))
-    textures = _load(directory, float(scale))
+    state = tuple((st.st_size, st.st_mtime_ns) for st in (os.stat(Path(directory) / n) for n in FROST_FILES[:5]))
+    textures = _load(directory, float(scale), state)
     need = max(max((min_size[0] + 1) / t.shape[1], (min_size[1] + 1) / t.shape[2]) for t in textures)
     if need > 1.0:
-        textures = _load(directory, float(scale) * need * 1.01)
+        textures = _load(directory, float(scale) * need * 1.01, state)
     return textures

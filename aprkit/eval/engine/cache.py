@@ -125,6 +125,14 @@ def identity(value: Any) -> Any:
     )
 
 
+def batch_dependent(model: Any) -> bool:
+    """Whether ``model``'s outputs in eval mode depend on the other images of their batch: a batch norm without
+    running statistics (``track_running_stats=False``: test-time adaptation normalises by the batch's own)."""
+    return isinstance(model, torch.nn.Module) and any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and (not m.track_running_stats or m.running_mean is None)
+        for m in model.modules())
+
+
 def _model_key(ctx: Any) -> str:
     """The context's weights fingerprint, computed once per context."""
     fp = getattr(ctx, "model_key", None)
@@ -162,7 +170,9 @@ def result_key(ctx: Any, unit: str, data: Any, **options: Any) -> str:
     data_id = data_id if isinstance(data_id, str) else json.dumps(data_id, sort_keys=True)
     parts = {k: identity(v) for k, v in (settings | options).items()}
     opts = ",".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(parts.items()))
-    return "|".join([unit, _model_key(ctx), data_id, opts])
+    # a batch-dependent model's results are not the same for every batch size (other models': to the last bits)
+    model = _model_key(ctx) + (f"@batch{int(ctx.batch_size)}" if batch_dependent(ctx.model) else "")
+    return "|".join([unit, model, data_id, opts])
 
 
 def cached(ctx: Any, unit: str, data: Any, compute: Callable[[], dict], **options: Any) -> dict:

@@ -157,10 +157,9 @@ def dataset_id(data: Any, split: str = "test") -> str:
     """A stable identifier for cache keys: the normalised spec, a ``cache_id`` attribute or a content hash."""
     if isinstance(data, str):
         return f"{_normalise_spec(data, split)}#{split}"
-    for attr in ("cache_id", "spec"):
-        value = getattr(data, attr, None)
-        if isinstance(value, str) and value:
-            return value
+    value = getattr(data, "cache_id", None)  # documented: the dataset names its content (only this attribute: a
+    if isinstance(value, str) and value:  # user's own ``spec`` string was trusted too, its images never read)
+        return value
     ds = as_dataset(data, split)
     try:
         return _MEMO.content_ids[ds]
@@ -189,10 +188,12 @@ def dataset_id(data: Any, split: str = "test") -> str:
             h.update(f"images{t.dtype}{tuple(t.shape)}".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes())
         else:
             _warn_sampled(ds)
-        for i in sorted({(k * (n - 1)) // 15 for k in range(16)}) if n else []:
-            img, label = ds[i]
-            h.update(torch.as_tensor(img).contiguous().numpy().tobytes())
-            h.update(str(int(label)).encode())
+    # 16 items spread over the whole set, as the dataset hands them out: a transform on access (or an own
+    # __getitem__) of a dataset that holds its images in memory changes them (they were keyed by the raw tensors)
+    for i in sorted({(k * (n - 1)) // 15 for k in range(16)}) if n else []:
+        img, label = ds[i]
+        h.update(torch.as_tensor(img).contiguous().numpy().tobytes())
+        h.update(str(int(label)).encode())
     ident = f"{type(ds).__name__}-{n}-{h.hexdigest()[:16]}"
     if _MEMO.depth:  # within one evaluate call
         with contextlib.suppress(TypeError):

@@ -1,8 +1,10 @@
 """The weights fingerprint of a model for result-cache keys (:func:`model_fingerprint`).
 
-The digest covers the module tree as ``repr`` prints it, every module's plain public attributes, function attributes
-and forward hooks (by code, so the same in every process) and every parameter and buffer by value; it is remembered
-per model object until a weight changes.
+The digest covers the module tree as ``repr`` prints it, every module's plain public attributes (NumPy values too),
+function attributes, forward hooks and the ``forward`` of the user's own module classes (by code, so the same in every
+process) and every parameter and buffer by value; it is remembered per model object until a weight changes. Not seen:
+state kept in other objects (a config object, a list of tensors, a dict with other than string keys, submodules in a
+plain list): evaluate into another folder, or with ``resume=False``, after changing such state.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ def model_fingerprint(model: nn.Module, length: int = 16, *, reuse: bool = True)
     """Hex digest of everything in ``model`` that its outputs depend on: the module tree as ``repr`` prints it
     (submodule types and settings such as a preprocessing wrapper's resize, crop and interpolation; memory
     addresses are masked), every module's public attributes that are plain values (numbers, strings, and lists, tuples
-    and dicts of them, e.g. a temperature or a mean), functions (``self.act = torch.tanh``; Python functions by name
-    and code) or tensors (by value, like the weights), its forward (pre-)hooks (an observer hook counts too: the
+    and dicts of them, e.g. a temperature or a mean), NumPy scalars and arrays (by value), functions
+    (``self.act = torch.tanh``; Python functions by name and code) or tensors (by value, like the weights), the
+    ``forward`` code of the user's own module classes (not torch's, timm's, aprkit's, ...: their versions are in the
+    results' provenance), its forward (pre-)hooks (an observer hook counts too: the
     fingerprint cannot tell it from a test-time flip), and every parameter and buffer, non-persistent ones too (e.g. a
     normalisation's mean and std): names, dtypes, shapes and values. Keep counters that change in ``forward`` in
     ``_private`` attributes, else no result is reused.
@@ -140,6 +144,34 @@ def _callable_id(f: Any) -> str | None:
     return None
 
 
+#: packages whose module classes' ``forward`` code is identified by the package's version (not hashed)
+_KNOWN_PACKAGES = frozenset({"torch", "torchvision", "timm", "aprkit", "kornia", "robustbench"})
+
+
+def _array_text(value: Any) -> str | None:
+    """A NumPy scalar or array attribute (``self.t = np.float32(2.0)``, an index array) as text: dtype, shape and a
+    digest of its bytes; ``None`` for anything else."""
+    import sys
+
+    np = sys.modules.get("numpy")  # only if something imported it (then such a value may exist)
+    if np is None or not isinstance(value, (np.generic, np.ndarray)):
+        return None
+    arr = np.ascontiguousarray(value)
+    if arr.dtype.hasobject:
+        return None
+    return f"ndarray({arr.dtype},{arr.shape}):{hashlib.sha1(arr.tobytes()).hexdigest()[:16]}"
+
+
+def _forward_code(mod: nn.Module) -> str | None:
+    """A hash of the ``forward`` code of ``mod``'s class when it is the user's own (not a class of torch, timm, aprkit,
+    ...): an edited ``forward`` of a class of the same name is other code."""
+    cls = type(mod)
+    if cls.__module__.split(".")[0] in _KNOWN_PACKAGES:
+        return None
+    fn = getattr(cls.forward, "__code__", None)
+    return _code_digest(fn) if isinstance(fn, types.CodeType) else None
+
+
 def _structure(model: nn.Module) -> str:
     """The module tree as ``repr`` prints it plus every module's plain public attributes (numbers, strings, and lists,
     tuples and dicts of them: a temperature ``self.t = 1.5`` or a mean ``[0.5, 0.5, 0.5]`` that no ``extra_repr``
@@ -151,9 +183,12 @@ def _structure(model: nn.Module) -> str:
         for k, v in sorted(vars(mod).items()):
             if k.startswith("_") or k == "training" or isinstance(v, (torch.Tensor, nn.Module)):
                 continue  # tensors: hashed with the weights (_model_state)
-            text = repr(v) if _plain(v) else _callable_id(v)
+            text = repr(v) if _plain(v) else _array_text(v) or _callable_id(v)
             if text is not None:
                 lines.append(f"{name}.{k}={text}")
+        code = _forward_code(mod)
+        if code is not None:
+            lines.append(f"{name}.forward#{code}")
         for kind in ("_forward_pre_hooks", "_forward_hooks"):
             for hook in getattr(mod, kind, {}).values():
                 lines.append(f"{name}.{kind}={_callable_id(hook)}")
