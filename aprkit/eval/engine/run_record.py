@@ -125,7 +125,7 @@ class EvalRun:
         datas = {json.dumps(p.get("data"), sort_keys=True) for p in entries}
         options = {json.dumps(p.get("options"), sort_keys=True) for p in entries if "options" in p}
         # what the numbers shown cannot be read without (e.g. a limit that took a class-sorted set's first classes)
-        caveats = list(dict.fromkeys(c for p in entries for c in p.get("caveats", [])))
+        caveats = list(dict.fromkeys([*(c for p in entries for c in p.get("caveats", [])), *_older(prov)]))
         pending: dict[str, list[str]] = {}
         # the folder's index also remembers what an earlier, interrupted run left undone
         for label, sname in dict.fromkeys([*self.pending, *(index.pending if index is self.index else [])]):
@@ -157,6 +157,22 @@ class EvalRun:
             **({"caveats": caveats} if caveats else {}),
             "provenance": prov,
         }
+
+
+def _older(prov: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
+    """A caveat per suite whose results in the folder were computed by another version of it than this aprkit's (a
+    folder where an upgrade evaluated only other suites kept them: a fixed bug's numbers, shown as current)."""
+    from ..suites import load_suites
+
+    registry = load_suites()
+    older: dict[str, list[str]] = {}
+    for label, suites in prov.items():
+        for sname, p in suites.items():
+            recorded, cls = p.get("suite_version"), registry.get(sname)
+            if recorded is not None and cls is not None and str(recorded) != cls.version:
+                older.setdefault(f"{sname} (computed by its version {recorded}; now {cls.version})", []).append(label)
+    return [f"the {what} results of {', '.join(labels)} come from an older aprkit: evaluate the suite again to "
+            "update them" for what, labels in older.items()]
 
 
 def describe(value: Any) -> Any:

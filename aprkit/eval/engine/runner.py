@@ -267,7 +267,7 @@ def _run_models(run: EvalRun, models: Mapping[Any, Any], labels: list[str], name
                 raise
             results.models[name][sname] = value
             run.finish({"model": name, "suite": sname, "value": value, "key": _suite_key(ctx, sname, sdata),
-                        "fingerprint": fingerprint,
+                        "suite_version": registry[sname].version, "fingerprint": fingerprint,
                         "spec": getattr(net, "_aprkit_source", None) or getattr(net, "_aprkit_spec", None)
                         or (m if isinstance(m, str) else type(m).__name__),
                         "data": describe(sdata), "n_images": _data_size(sdata) if counted(sname) else None,

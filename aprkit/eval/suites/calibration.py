@@ -23,7 +23,7 @@ from typing import Any, TypedDict
 from ..report.blocks import Figure, Table, num, pct
 from ..report.plotting import new_figure, plot_text, save_figure, series_color
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
-from .corruption import CorruptionOptions, evaluate_cell, summary_corruptions
+from .corruption import CELL_VERSION, CorruptionOptions, evaluate_cell, summary_corruptions
 from .corruption_report import held_out_note
 
 __all__ = ["CalibrationSuite", "CalibrationOptions", "CalibrationResult", "pool_reliability"]
@@ -74,6 +74,7 @@ class CalibrationSuite(Suite[CalibrationOptions]):
     """ECE / RMS / NLL / Brier and reliability diagrams, clean and under corruptions."""
 
     Options = CalibrationOptions
+    version = str(CELL_VERSION)  # its numbers are the corruption cells'
 
     def run(self, ctx: EvalContext, data: Any) -> CalibrationResult:
         opts = self.options(ctx)

@@ -339,6 +339,7 @@ class CorruptionSuite(Suite[CorruptionOptions]):
     """Clean and corrupted accuracy, mean corruption error (CIFAR), mCE (ImageNet-C)."""
 
     Options = CorruptionOptions
+    version = str(CELL_VERSION)
 
     def run(self, ctx: EvalContext, data: Any) -> CorruptionResult:
         opts = self.options(ctx)

@@ -135,6 +135,7 @@ class CueConflictSuite(Suite[CueConflictOptions]):
     """Shape bias, shape/texture match and per-class shape bias on generated cue-conflict stimuli."""
 
     Options = CueConflictOptions
+    version = str(_VERSION)
 
     def run(self, ctx: EvalContext, data: Any) -> CueConflictResult:
         from ..analyses.shape_bias import shape_bias

@@ -255,11 +255,18 @@ def _histograms(s_in: list[float], s_out: list[float], bins: int = 30) -> dict:
     return {"range": [lo, hi], "in": h(s_in), "out": h(s_out)}
 
 
+#: the versions of the scores of in-distribution (labelled) and OOD sets (v5: energy in float64, float32 tied scores at
+#: high T; v6, the in-distribution data only: no accuracy for data naming other classes, exact fractions; 7 / 6: ODIN
+#: steps a pixel of zero gradient too, as the original code)
+SCORES_VERSION = (7, 6)
+
+
 @register_suite("ood")
 class OODSuite(Suite[OODOptions]):
     """OOD detection with six scores against user and synthetic OOD sets."""
 
     Options = OODOptions
+    version = "/".join(map(str, SCORES_VERSION))
     setup_keys = ("ood", "ood_limit", "ood_resize", "fit", "fit_limit", "knn_k", "odin_temperature", "odin_epsilon")
 
     @classmethod
@@ -303,11 +310,9 @@ class OODSuite(Suite[OODOptions]):
                     got["_notes"] = list(state["fit_notes"])
                 return got
 
-            def lookup() -> dict[str, list[float]]:  # v5: energy in float64 (float32 tied scores at high T); v6
-                # (the in-distribution data only): no accuracy for data naming other classes, exact fractions; v7 / 6:
-                # ODIN steps a pixel of zero gradient too, as the original code
+            def lookup() -> dict[str, list[float]]:  # SCORES_VERSION says what changed
                 return cached(ctx, "ood-scores", ds_id, compute, scores=wanted, set_limit=lim, labelled=labelled,
-                              v=7 if labelled else 6, **odin_opts, **fit_opts())
+                              v=SCORES_VERSION[0] if labelled else SCORES_VERSION[1], **odin_opts, **fit_opts())
 
             try:
                 return lookup()

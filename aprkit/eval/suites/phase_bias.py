@@ -90,6 +90,7 @@ class PhaseBiasSuite(Suite[PhaseBiasOptions]):
     """Follow-phase / follow-amplitude / neither rates, phase bias, and patch-shuffle accuracy."""
 
     Options = PhaseBiasOptions
+    version = str(_VERSION)
     setup_keys = ("n_pairs", "beta", "patch_size", "n_shuffle", "dims")
 
     def run(self, ctx: EvalContext, data: Any) -> PhaseBiasResult:

@@ -87,6 +87,7 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
     """Shape bias, shape/texture match and per-category shape bias on the cue-conflict stimuli."""
 
     Options = ShapeBiasOptions
+    version = str(_VERSION)
 
     def run(self, ctx: EvalContext, data: Any) -> ShapeBiasResult:
         opts = self.options(ctx)

@@ -98,6 +98,7 @@ class TransplantSuite(Suite[TransplantOptions]):
     """Phase / sign transplant layer sweep with magnitude-deletion, DC-only and identity controls."""
 
     Options = TransplantOptions
+    version = str(_VERSION)
     limit_takes_first = False  # load_data spreads the images evenly over a map-style dataset
 
     def run(self, ctx: EvalContext, data: Any) -> TransplantResult:
