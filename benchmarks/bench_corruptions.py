@@ -336,8 +336,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description="aprkit.corruptions throughput")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=positive_int, default=None,
-                    help="torch intra-op threads (1 is best on a loaded CPU)")
+    ap.add_argument("--threads", type=positive_int, default=1,
+                    help="torch intra-op threads (default 1: the imagecorruptions baseline runs on one thread, so the "
+                         "ratio against it compares like with like; 1 is also best on a loaded CPU)")
     ap.add_argument("--batch32", type=positive_int, default=256)
     ap.add_argument("--batch224", type=positive_int, default=16)
     ap.add_argument("--side-python", default=None,

@@ -228,6 +228,12 @@ def compare(
     ours_acc = {(c, int(s)): v["accuracy"] for c, row in cells.items() for s, v in row.items()} | {("clean", 0): clean_acc}
     diff = max(abs(ours_acc[k] - a) for k, a in ref.items())
     n_cells = 1 + 5 * len(corruptions)
+    # the same work on both sides, the clean set once: a ratio of images/s hides a side that did more of it
+    counts = {n for runs in timings.values() for _, n, _ in runs}
+    if counts != {n_per_severity * n_cells}:
+        raise RuntimeError(f"the two sides processed {sorted(counts)} images per repeat; both should process "
+                           f"{n_per_severity * n_cells} ({n_per_severity} per cell, the clean set once and "
+                           f"{n_cells - 1} corrupted cells)")
 
     def fwd(key: str, t_wall: float, t_fwd: float) -> dict:
         if not time_forward:
