@@ -767,3 +767,9 @@ def test_results_of_an_older_suite_version_in_the_folder_are_a_caveat(tmp_path, 
     assert caveats == ["the cue-conflict (computed by its version 0; now 2) results of Tiny come from an older aprkit: "
                        "evaluate the suite again to update them"]
     assert run("cue-conflict") == []  # evaluated again: current
+    from aprkit.eval.engine.run_record import _older
+
+    # an entry written before suite versions were recorded: version 1, older than every suite changed since
+    assert _older({"m": {"phase-bias": {}, "shape-bias": {"suite_version": "3"}}}) == [
+        "the phase-bias (computed by an aprkit that recorded no suite versions; now 5) results of m come from an "
+        "older aprkit: evaluate the suite again to update them"]

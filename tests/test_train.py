@@ -294,7 +294,7 @@ def test_pair_space_normalized_recombines_the_images_the_model_sees(method):
         assert torch.equal(got[:8], x)  # no round trip through the normalisation
     pixels = apr_pair(x, perm)
     assert not torch.allclose(pixels, mixed, atol=1e-3)  # the two spaces differ (the DC bins)
-    with pytest.raises(ValueError, match="pair_space: normalized takes the model's mean and std"):
+    with pytest.raises(ValueError, match="pair_space: normalized with an APR-P method takes the model's mean and std"):
         DeviceAugment(cfg, torch.device("cpu"), torch.Generator())
     with pytest.raises(ValueError, match="holds no mean/std buffers"):
         input_stats(torch.nn.Linear(2, 2))
@@ -302,6 +302,10 @@ def test_pair_space_normalized_recombines_the_images_the_model_sees(method):
     assert ran["global_step"] == 2
     with pytest.raises(ValueError, match="holds no mean/std buffers"):
         fit(_config(aug={"method": method, "pair_space": "normalized"}), datasets=(_Images(16), None))
+    # without APR-P the setting does nothing: no mean/std needed (the ImageNet config with --set aug.method=standard)
+    plain = fit(_config(aug={"method": "standard", "pair_space": "normalized"}, train={"max_steps": 1}),
+                datasets=(_Images(16), None))
+    assert plain["global_step"] == 1
 
 
 @pytest.mark.skipif(not HAS_AUGMENT, reason="aprkit.augment not available")

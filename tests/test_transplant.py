@@ -960,7 +960,7 @@ def test_the_code_functions_refuse_anything_but_a_grid():
             call()
     assert torch.equal(transplant(tokens, -tokens, "sign"), tokens)  # elementwise: any shape (a ViT's prefix tokens)
     for code in ("phase", "sign"):  # an empty batch: both codes refuse it alike (the sign code returned it)
-        with pytest.raises(ValueError, match=r"donor is empty \(shape \(0, 3, 4, 4\)\); expected at least one"):
+        with pytest.raises(ValueError, match=r"donor holds no values \(shape \(0, 3, 4, 4\)\); expected at least one"):
             transplant(torch.zeros(0, 3, 4, 4), torch.zeros(0, 3, 4, 4), code)
     nan = torch.tensor([float("nan"), -0.0, 0.0, -2.0, 3.0])
     got = codes_signum(nan)  # a NaN feature stays NaN (it was -1: a transplant of it looked finite)

@@ -89,7 +89,8 @@ def swap_with_partner(
     would sum the partner's amplitude there into a spike at pixel (0, 0).
     Without autograd it runs on squared magnitudes, ``z * sqrt(|z[perm]|^2 / |z|^2)`` (no trigonometry,
     no complex ``abs``), and with ``inplace=True`` it overwrites ``z`` (a spectrum the caller owns).
-    Zero bins are found with one ``amin`` on eager CPU calls, fixed with ``torch.where`` elsewhere.
+    Eager CPU calls look for zero bins with one ``amin`` and mask them (``torch.where``) only where there are some;
+    elsewhere they are always masked (:func:`~aprkit.fourier.mixing.transfer_amplitude`).
     """
     if needs_grad(z):
         mag = spectral_magnitude(z)

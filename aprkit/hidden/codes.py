@@ -56,7 +56,8 @@ def _check_input(code: str, x: torch.Tensor, name: str) -> None:
     """Validate ``code``, that ``x`` holds a sample (both codes alike: the phase code's transform refuses an empty
     batch) and, for the phase code (a Fourier transform over the grid), ``x``'s layout."""
     if x.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); expected at least one sample")
+        raise ValueError(f"{name} holds no values (shape {tuple(x.shape)}); expected at least one sample with "
+                         "features")
     if check_code(code) == "phase":  # the sign code is elementwise: any shape (e.g. a ViT's prefix tokens)
         _check_grid(x, name)
 

@@ -232,19 +232,24 @@ def _fits_in_memory(ds: Dataset, cfg: Config) -> bool:
     return dataset_len(ds) * x0.numel() <= cfg.data.max_memory_mb * 2**20
 
 
+def _np_state() -> tuple[bytes, int]:
+    """NumPy's global generator state as comparable values (its key array's bytes and position)."""
+    state: Any = np.random.get_state(legacy=True)  # ("MT19937", keys, pos, has_gauss, cached_gaussian)
+    return np.asarray(state[1]).tobytes(), int(state[2])
+
+
 def _draws_per_epoch(items: SeededTransform) -> bool:
-    """Whether the dataset under ``items`` draws random numbers itself (its own random transform): its first items
-    read for epoch 0 and for epoch 1 differ. Read once into memory, its draws of the first epoch would repeat."""
-    n, epoch = min(2, len(items)), items.epoch
-    try:
-        items.set_epoch(0)
-        first = [items[i][0] for i in range(n)]
-        items.set_epoch(1)
-        second = [items[i][0] for i in range(n)]
-    finally:
-        items.set_epoch(epoch)
-    return not all(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
-                   for a, b in zip(first, second, strict=True))
+    """Whether the dataset under ``items`` draws random numbers itself (its own random transform): reading its first
+    items moves torch's, NumPy's or Python's global generator. Read once into memory, its draws of the first epoch
+    would repeat every epoch. (Comparing the items of two epochs missed a coin flip that landed alike in both.)"""
+    for i in range(min(2, len(items))):
+        with _seeded(derive_seed(items.seed, "item", 0, i)):
+            before = (torch.random.get_rng_state(), _np_state(), random.getstate())
+            items.base[i]
+            after = (torch.random.get_rng_state(), _np_state(), random.getstate())
+        if not (torch.equal(before[0], after[0]) and before[1] == after[1] and before[2] == after[2]):
+            return True
+    return False
 
 
 class EpochBatches:

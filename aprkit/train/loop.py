@@ -40,6 +40,7 @@ from ..distributed import (
 )
 from ..models.normalize import unwrap_model
 from .config import (
+    PAIR_METHODS,
     Config,
     config_from_dict,
     load_config,
@@ -229,7 +230,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     generator = torch.Generator(device=dev)
     aug = DeviceAugment(cfg, dev, generator, channels_last=cl,
-                        input_stats=input_stats(model) if cfg.aug.pair_space == "normalized" else None)
+                        input_stats=input_stats(model) if cfg.aug.pair_space == "normalized"
+                        and cfg.aug.method in PAIR_METHODS else None)  # without APR-P the setting does nothing
 
     accum = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, correct, n of the current epoch
     ckpt_path = out / "last.pt" if out is not None else None

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .batch_ops import random_crop, random_hflip, to_float
-from .config import TWO_BATCH_METHODS, Config, resolve_aug_compile
+from .config import PAIR_METHODS, TWO_BATCH_METHODS, Config, resolve_aug_compile
 from .trajectory import apr_s_where
 
 __all__ = ["DeviceAugment", "method_loss", "jsd_loss"]
@@ -61,8 +61,9 @@ class DeviceAugment:
         from ..augment import APRSP, APRPair, APRSingleBatch
 
         self.cfg, self.device, self.generator, self.channels_last = cfg, device, generator, channels_last
-        if (cfg.aug.pair_space == "normalized") != (input_stats is not None):
-            raise ValueError("aug.pair_space: normalized takes the model's mean and std (input_stats=), and only it")
+        if (cfg.aug.pair_space == "normalized" and cfg.aug.method in PAIR_METHODS) != (input_stats is not None):
+            raise ValueError("aug.pair_space: normalized with an APR-P method takes the model's mean and std "
+                             "(input_stats=), and only it")
         self.stats = None if input_stats is None else tuple(t.to(device, torch.float32) for t in input_stats)
         method, gpu = cfg.aug.method, cfg.data.input_path == "gpu"
         compile_core = resolve_aug_compile(cfg.aug.compile, device)

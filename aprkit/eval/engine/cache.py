@@ -50,6 +50,7 @@ from typing import Any
 import torch
 
 from ..._io import atomic_write_text, to_jsonable
+from ...distributed import group_info
 from .fingerprint import model_fingerprint
 
 __all__ = [
@@ -170,8 +171,12 @@ def result_key(ctx: Any, unit: str, data: Any, **options: Any) -> str:
     data_id = data_id if isinstance(data_id, str) else json.dumps(data_id, sort_keys=True)
     parts = {k: identity(v) for k, v in (settings | options).items()}
     opts = ",".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(parts.items()))
-    # a batch-dependent model's results are not the same for every batch size (other models': to the last bits)
-    model = _model_key(ctx) + (f"@batch{int(ctx.batch_size)}" if batch_dependent(ctx.model) else "")
+    # a batch-dependent model's results are not the same for every batch size or number of processes sharing the
+    # data (other models': to the last bits)
+    model = _model_key(ctx)
+    if batch_dependent(ctx.model):
+        world = group_info()[1]
+        model += f"@batch{int(ctx.batch_size)}" + (f"x{world}" if world > 1 else "")
     return "|".join([unit, model, data_id, opts])
 
 

@@ -192,7 +192,7 @@ def dataset_id(data: Any, split: str = "test") -> str:
     # __getitem__) of a dataset that holds its images in memory changes them (they were keyed by the raw tensors)
     for i in sorted({(k * (n - 1)) // 15 for k in range(16)}) if n else []:
         img, label = ds[i]
-        h.update(torch.as_tensor(img).contiguous().numpy().tobytes())
+        h.update(torch.as_tensor(img).detach().cpu().contiguous().numpy().tobytes())
         h.update(str(int(label)).encode())
     ident = f"{type(ds).__name__}-{n}-{h.hexdigest()[:16]}"
     if _MEMO.depth:  # within one evaluate call

@@ -169,8 +169,10 @@ def _older(prov: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
     for label, suites in prov.items():
         for sname, p in suites.items():
             recorded, cls = p.get("suite_version"), registry.get(sname)
-            if recorded is not None and cls is not None and str(recorded) != cls.version:
-                older.setdefault(f"{sname} (computed by its version {recorded}; now {cls.version})", []).append(label)
+            if cls is None or str(recorded if recorded is not None else "1") == cls.version:
+                continue  # an entry from before versions were recorded: version 1 (the version every suite began at)
+            was = f"its version {recorded}" if recorded is not None else "an aprkit that recorded no suite versions"
+            older.setdefault(f"{sname} (computed by {was}; now {cls.version})", []).append(label)
     return [f"the {what} results of {', '.join(labels)} come from an older aprkit: evaluate the suite again to "
             "update them" for what, labels in older.items()]
 

@@ -42,8 +42,9 @@ __all__ = ["CorruptionSuite", "CorruptionOptions", "CorruptionResult", "evaluate
 
 #: what a cached cell's values mean: 2 since the RMS calibration error gives tied confidences their group's mean
 #: correctness (cells of version 1 kept the order-dependent value); 3: the NLL is the exact cross-entropy of the
-#: logits (it clamped probabilities at 1e-12, capping each sample at 27.6)
-CELL_VERSION = 3
+#: logits (it clamped probabilities at 1e-12, capping each sample at 27.6); 4: the calibration bins' edges are k / n
+#: rounded in the confidences' precision (a confidence exactly on float32 3/15 fell into the bin below)
+CELL_VERSION = 4
 #: the label of the plain mean error over the cells run (reported instead of mCE when they are not the full grid)
 MEAN_CELL_ERROR = "mean error over the evaluated corruption cells"
 
