@@ -20,9 +20,10 @@ Both do the same work: the clean set once plus every corruption x severity cell.
 turns per corruption (``--interleave corruption``, the default), so a shared machine whose speed drifts
 over seconds favours neither; the pieces of one repeat then share one result cache (``cache_dir``), as a
 resumed run would, so aprkit evaluates the clean set once per repeat like the baseline (both process
-``n x (1 + 5 x corruptions)`` images, printed). That cache folder lives in ``/dev/shm`` where there is
-one: a cache file's fsync (~3 ms per cell on a disk) is a cost of ``out_dir``, not of the evaluation.
-``--interleave run`` alternates whole runs (in-memory cache).
+``n x (1 + 5 x corruptions)`` images, printed and checked). That cache folder lives in ``/dev/shm`` where there
+is one: writing a cache file (not fsync-ed) is a cost of ``out_dir``, not of the evaluation. This mode pays
+``evaluate``'s per-call setup once per corruption, so its share outside the forward pass overstates a whole run's;
+``--interleave run`` alternates whole runs (in-memory cache), the mode to judge the per-cell overhead in.
 
 A third line, the forward-only limit, runs aprkit's model configuration (AMP on CUDA, channels_last) on a
 uint8 batch already on the device: the most this loop can reach.

@@ -139,9 +139,13 @@ class SeededTransform(Dataset):
     def __len__(self) -> int:
         return dataset_len(self.base)
 
+    def item_seed(self, i: int, epoch: int | None = None) -> int:
+        """The seed item ``i`` is read and transformed under in ``epoch`` (default: the current one). Tagged: ``(seed,
+        epoch, i)`` was the seed of the device draws of step ``i`` on rank ``epoch``, ``(seed, rank, step)``."""
+        return derive_seed(self.seed, "item", self.epoch if epoch is None else epoch, int(i))
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        # tagged: (seed, epoch, i) was the seed of the device draws of step i on rank epoch (seed, rank, step)
-        with _seeded(derive_seed(self.seed, "item", self.epoch, int(i))):
+        with _seeded(self.item_seed(i)):
             x, y = self.base[i]
             if self.transform is not None:
                 try:
@@ -243,7 +247,7 @@ def _draws_per_epoch(items: SeededTransform) -> bool:
     items moves torch's, NumPy's or Python's global generator. Read once into memory, its draws of the first epoch
     would repeat every epoch. (Comparing the items of two epochs missed a coin flip that landed alike in both.)"""
     for i in range(min(2, len(items))):
-        with _seeded(derive_seed(items.seed, "item", 0, i)):
+        with _seeded(items.item_seed(i, epoch=0)):
             before = (torch.random.get_rng_state(), _np_state(), random.getstate())
             items.base[i]
             after = (torch.random.get_rng_state(), _np_state(), random.getstate())
