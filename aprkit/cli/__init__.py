@@ -91,7 +91,7 @@ def _main(argv: Sequence[str] | None) -> int:
                      f"{nearest_names(command, list(SUBCOMMANDS))}")
     args, extra = parser.parse_known_args(argv)
     if extra:  # the subcommand's usage and a did-you-mean (argparse names the top-level parser's)
-        _unknown_arguments(parser, args, extra, list(sys.argv[1:] if argv is None else argv))
+        _unknown_arguments(parser, args, extra, words)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2

@@ -304,7 +304,7 @@ class EpochBatches:
                 import warnings
 
                 warnings.warn("data.in_memory: true reads the training data once, but the dataset draws random "
-                              "numbers itself (its first items differ between epochs): every epoch repeats the "
+                              "numbers itself (reading its items moves the global generators): every epoch repeats the "
                               "first epoch's draws; set data.in_memory: false to draw anew each epoch", UserWarning,
                               stacklevel=2)
         self.what = "the training data" if train else "the test data"

@@ -104,7 +104,7 @@ class DeviceAugment:
 
         The class wrappers validate shapes once and never sync with the host on a device; with CUDA graphs
         (``aug.compile: {mode: reduce-overhead}``) an ``apr_p_only`` output lives until the next step's call."""
-        if self.stats is not None and (self.aprsp is not None or self.pair_op is not None):
+        if self.stats is not None:  # given with an APR-P method only: aprsp or pair_op is set
             mean, std = (t.to(x.dtype) for t in self.stats)
             z = (x - mean) / std  # the reference's ImageNet mix_data recombines normalised images
             if self.aprsp is not None:

@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -151,10 +152,7 @@ _KNOWN_PACKAGES = frozenset({"torch", "torchvision", "timm", "aprkit", "kornia",
 def _array_text(value: Any) -> str | None:
     """A NumPy scalar or array attribute (``self.t = np.float32(2.0)``, an index array) as text: dtype, shape and a
     digest of its bytes; ``None`` for anything else."""
-    import sys
-
-    np = sys.modules.get("numpy")  # only if something imported it (then such a value may exist)
-    if np is None or not isinstance(value, (np.generic, np.ndarray)):
+    if not isinstance(value, (np.generic, np.ndarray)):
         return None
     arr = np.ascontiguousarray(value)
     if arr.dtype.hasobject:
