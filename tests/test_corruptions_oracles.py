@@ -278,20 +278,86 @@ def test_canny_int16_equals_float_version() -> None:
         assert torch.equal(spatter.canny(img, 50, 150), _old_canny(img, 50, 150))
 
 
-def test_truncated_distance_equals_cummax_float_version() -> None:
+def _raster_chamfer(edges: np.ndarray, limit: int) -> np.ndarray:
+    """The two-pass 5x5 chamfer scan (costs 1, 1.4, 2.1969) that ``cv2.distanceTransform(DIST_L2, 5)`` runs,
+    written out with Python loops in float64, truncated at ``limit``."""
+    a, b, c = 1.0, 1.4, 2.1969
+    fwd = [(0, -1, a), (-1, 0, a), (-1, -1, b), (-1, 1, b), (-1, -2, c), (-1, 2, c), (-2, -1, c), (-2, 1, c)]
+    h, w = edges.shape
+    d = np.where(edges, 0.0, np.inf)
+    for order, steps in ((1, fwd), (-1, [(-dy, -dx, v) for dy, dx, v in fwd])):
+        for y in range(h)[::order]:
+            for x in range(w)[::order]:
+                for dy, dx, v in steps:
+                    if 0 <= y + dy < h and 0 <= x + dx < w:
+                        d[y, x] = min(d[y, x], d[y + dy, x + dx] + v)
+    return np.minimum(d, limit)
+
+
+def test_truncated_distance_is_the_5x5_chamfer_scan() -> None:
+    g = torch.Generator().manual_seed(3)
+    for shape, p in (((40, 37), 0.995), ((23, 31), 0.97), ((9, 50), 0.9)):
+        edges = torch.rand(2, 1, *shape, generator=g) > p
+        ours = spatter.truncated_distance(edges, 20)
+        for i in range(2):
+            assert np.abs(ours[i, 0].numpy() - _raster_chamfer(edges[i, 0].numpy(), 20)).max() < 1e-4
+    assert torch.equal(spatter.truncated_distance(torch.zeros(1, 1, 8, 8, dtype=torch.bool)), torch.full((1, 1, 8, 8), 20.0))
+    one = torch.zeros(1, 1, 5, 5, dtype=torch.bool)
+    one[..., 0, 0] = True
+    assert spatter.truncated_distance(one, 20)[0, 0, 1:3, 1:3].flatten().tolist() == pytest.approx([1.4, 2.1969, 2.1969, 2.8])
+
+
+def test_truncated_distance_matches_cv2_distance_transform() -> None:
+    """The scripts' ``cv2.distanceTransform(255 - canny, cv2.DIST_L2, 5)`` truncated at 20, on the Canny maps of
+    liquid layers (OpenCV sums its float32 steps in scan order: a few units of the last place apart)."""
+    cv2 = pytest.importorskip("cv2")
     for img in _liquid_layers(4):
         edges = spatter.canny(img, 50, 150)
-        h, w = edges.shape[-2:]
-        big, limit = 4 * 21**2, 20
-        pos = torch.arange(w, dtype=torch.float32).expand(edges.shape)
-        left = torch.where(edges, pos, torch.full_like(pos, -big)).cummax(dim=-1).values
-        right = torch.where(edges, pos, torch.full_like(pos, 2 * big)).flip(-1).cummin(dim=-1).values.flip(-1)
-        g = torch.minimum(pos - left, right - pos).clamp_max(limit + 1)
-        g2 = F.pad(g * g, (0, 0, limit, limit), value=big)
-        d2 = g2[..., limit:limit + h, :]
-        for k in range(1, limit + 1):
-            d2 = torch.minimum(d2, torch.minimum(g2[..., limit - k:limit - k + h, :], g2[..., limit + k:limit + k + h, :]) + k * k)
-        assert torch.equal(spatter.truncated_distance(edges, limit), d2.sqrt().clamp_max(float(limit)))
+        ours = spatter.truncated_distance(edges, 20)
+        for i in range(edges.shape[0]):
+            e8 = edges[i, 0].numpy().astype(np.uint8) * 255
+            _, ref = cv2.threshold(cv2.distanceTransform(255 - e8, cv2.DIST_L2, 5), 20, 20, cv2.THRESH_TRUNC)
+            assert np.abs(ours[i, 0].numpy() - ref).max() < 1e-4
+
+
+def _script_water_spatter(x: np.ndarray, layer: np.ndarray, c: tuple) -> np.ndarray:
+    """``make_imagenet_c.py``'s water spatter (float, 0-255) of one HWC float image in [0, 1], from the blurred
+    liquid ``layer``: the scripts' OpenCV calls (the channel order follows aprkit's RGB colour)."""
+    import cv2
+
+    layer = layer.copy()
+    layer[layer < c[3]] = 0
+    l8 = (layer * 255).astype(np.uint8)
+    dist = cv2.distanceTransform(255 - cv2.Canny(l8, 50, 150), cv2.DIST_L2, 5)
+    _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+    dist = cv2.equalizeHist(cv2.blur(dist, (3, 3)).astype(np.uint8))
+    dist = cv2.filter2D(dist, cv2.CV_8U, np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]))
+    dist = cv2.blur(dist, (3, 3)).astype(np.float32)
+    m = l8 * dist
+    m = m / m.max() * c[4]
+    colour = np.array([175, 238, 238]) / 255.0
+    return np.clip(x + m[..., None] * colour, 0, 1) * 255
+
+
+@pytest.mark.parametrize("preset,size", [("imagenet", 224), ("cifar", 32)])
+def test_water_spatter_follows_the_scripts_opencv_pipeline(preset: str, size: int) -> None:
+    """Water spatter against the scripts' OpenCV calls from the same blurred liquid layer (the Gaussian filter is
+    checked against SciPy's on its own: float32 against float64 can put a value on the other side of the threshold):
+    within one level (the exact Euclidean distance it had before moved 224-px severities 1-3 by up to 36 levels)."""
+    pytest.importorskip("cv2")
+    from aprkit.corruptions._random import normal
+
+    x = natural_images(2, size, seed=5).float().div(255)
+    for sev in range(1, 6):
+        c = params("spatter", sev, preset)
+        if c[5] != 0:
+            continue
+        ours = spatter.spatter(x, c, _gen(40 + sev)).clamp(0, 1).mul(255).numpy()
+        liquid = normal((2, 1, size, size), c[0], c[1], _gen(40 + sev), torch.device("cpu"))
+        liquid = gaussian_filter(liquid, float(c[2]), "replicate").numpy()  # the draws spatter() blurs first
+        for i in range(2):
+            ref = _script_water_spatter(x[i].permute(1, 2, 0).numpy(), liquid[i, 0], c)
+            assert np.abs(ours[i].transpose(1, 2, 0) - ref).max() <= 1.0, (preset, sev, i)
 
 
 def test_first_box_blur_truncates_like_cv2_blur() -> None:

@@ -292,17 +292,6 @@ def test_monotone_severity_curve(name: str) -> None:
     assert all(b > a for a, b in zip(curve, curve[1:])), f"{name}: {curve}"
 
 
-def test_truncated_distance_matches_scipy_edt() -> None:
-    from aprkit.corruptions.spatter import truncated_distance
-
-    edges = torch.rand(2, 1, 40, 37, generator=torch.Generator().manual_seed(3)) > 0.995
-    ours = truncated_distance(edges, 20)
-    for b in range(2):
-        ref = np.minimum(ndi.distance_transform_edt(~edges[b, 0].numpy()), 20)
-        assert np.abs(ours[b, 0].numpy() - ref).max() < 1e-4
-    assert torch.equal(truncated_distance(torch.zeros(1, 1, 8, 8, dtype=torch.bool)), torch.full((1, 1, 8, 8), 20.0))
-
-
 def test_motion_kernel_direct_path_for_large_images() -> None:
     x = torch.rand(2, 3, 80, 70, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     angles = torch.tensor([30.0, -100.0])
