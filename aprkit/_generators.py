@@ -10,17 +10,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._checks import check_seed
+
 __all__ = ["make_generator", "worker_generator", "worker_seed"]
 
 
 def make_generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator | None:
-    """The generator to draw from: ``generator``, or a new CPU one seeded with ``seed``, or ``None`` (global RNG)."""
+    """The generator to draw from: ``generator``, or a new CPU one seeded with ``seed`` (an integer in
+    ``0..2**63 - 1``), or ``None`` (global RNG)."""
     if generator is not None and seed is not None:
         raise ValueError("pass either generator or seed, not both")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if seed is not None:
-        return torch.Generator().manual_seed(int(seed))
+        return torch.Generator().manual_seed(check_seed(seed))  # 1.5, "3" and True were taken as 1, 3 and 1
     return generator
 
 

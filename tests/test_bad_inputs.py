@@ -281,3 +281,15 @@ def test_the_table_is_large_enough():
     ids = [c[0] for c in CLI + CUDA_CLI] + [c[0] for c in API]
     assert len(set(ids)) == len(ids) >= 60
     assert os.environ.get("APRKIT_DEBUG") is None
+
+
+@pytest.mark.parametrize("seed, exc", [(1.5, TypeError), ("3", TypeError), (True, TypeError), (-1, ValueError),
+                                       (2**64, ValueError)])
+def test_transform_seeds_are_integers_in_range(seed, exc) -> None:
+    """``seed=1.5`` ran as 1, ``"3"`` as 3 and ``True`` as 1; -1 became 2**64 - 1 and 2**64 overflowed in torch."""
+    from aprkit.augment import APRSP, APRPair, APRSingleBatch
+    from aprkit.augment.adapters import APRMixup
+
+    for cls in (APRPair, APRSingleBatch, APRSP, APRMixup):
+        with pytest.raises(exc, match="seed must be an integer"):
+            cls(seed=seed)

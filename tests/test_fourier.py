@@ -142,6 +142,23 @@ def test_gradients_flow():
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
+@pytest.mark.parametrize("zero_bins", ["zero", "phase0"])
+def test_a_mix_keeps_its_own_slope_at_bins_without_phase(zero_bins):
+    """A mix's own part (1 - lam) * z is linear at a bin without phase (a constant image or a dead feature channel):
+    its slope is 1 - lam there, not 0 (the masked ratio dropped it); the forward values are the no-grad path's."""
+    const = torch.full((1, 3, 6, 6), 0.5, dtype=torch.float64, requires_grad=True)
+    other = torch.full((1, 3, 6, 6), 0.2, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a: fr.mix_amplitude(a, other, 0.5, zero_bins=zero_bins), (const,))
+    (g,) = torch.autograd.grad(fr.mix_amplitude(const, other, 0.5, zero_bins=zero_bins)[0, 0, 1, 2], const)
+    assert g[0, 0, 1, 2].item() == pytest.approx(0.5, abs=1e-9)  # locally (1 - lam) * x + a constant
+    z = torch.randn(2, 3, 5, 5, dtype=torch.complex128, generator=torch.Generator().manual_seed(1))
+    z[0, 1] = 0
+    with torch.no_grad():
+        plain = fr.mix_spectra(z, z.flip(0), 0.4, zero_bins=zero_bins, dims=(-2, -1))
+    tracked = fr.mix_spectra(z.clone().requires_grad_(), z.flip(0), 0.4, zero_bins=zero_bins, dims=(-2, -1))
+    torch.testing.assert_close(tracked.detach(), plain, rtol=0, atol=1e-14)
+
+
 @pytest.mark.parametrize("bad, exc", [
     ([[1.0]], TypeError),
     (torch.zeros(3, 8, 8, dtype=torch.int32), TypeError),

@@ -406,6 +406,19 @@ def test_the_call_count_is_per_thread_and_closed_after_a_failed_forward() -> Non
         net(x)
 
 
+def test_feature_apr_mix_passes_gradients_through_a_constant_channel() -> None:
+    """A dead (constant) feature channel has no phase outside its mean: the mix's own (1 - lam) part still carries
+    its slope there (the masked formula's gradient was zero)."""
+    f = torch.randn(3, 2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    f[:, 1] = 0.3
+    f.requires_grad_(True)
+
+    def run(t: torch.Tensor) -> torch.Tensor:
+        return FeatureAPR(p=1.0, mode="mix", lam=0.3, generator=torch.Generator().manual_seed(0)).train()(t)
+
+    assert torch.autograd.gradcheck(run, (f,))
+
+
 def test_feature_apr_inside_a_compiled_model_trains() -> None:
     """torch.compile (Inductor) of a model with FeatureAPR failed in the backward pass ("must be 1 to view ComplexFloat
     as Float"): aprkit train with train.compile=true and feature_apr.layers crashed. FeatureAPR runs eagerly there."""

@@ -50,13 +50,19 @@ class APRPair(CompiledCore, ReplayModule):
         per_sample: select images independently (``torch.where`` masking, no host sync per image).
         clamp: clamp float results to [0, 1] (uint8 results are always rounded and clamped); 0..255 float input is
             then refused (checked on eager CPU calls).
-        generator / seed: source of the random draws (``None``: torch's global RNG).
+        generator / seed: source of the random draws (``None``: torch's global RNG). Under DistributedDataParallel
+            ranks with the same seed (or the same global RNG state, as after ``torch.manual_seed(0)`` everywhere)
+            draw the same partners and coin flips for their own local batches; pass ``seed=base + rank`` for
+            independent draws (``aprkit train`` seeds every rank and step on its own).
         compile_core: ``True`` or a dict of ``torch.compile`` options (e.g. ``{"mode": "reduce-overhead"}``,
             CUDA graphs): ``forward`` runs the core compiled as one graph (``fullgraph=True``, compiled once
             per module on the first call); validation and sampling stay eager outside it. The same draws
             and the same computation as eager; Inductor's fused kernels may round differently (a few 1e-7 on the
             CPU), the ``eager``/``aot_eager`` backends give identical numbers.
-            With CUDA graphs an output lives until the next call (clone it to keep it longer).
+            With CUDA graphs an output lives until the next call (clone it to keep it longer). ``forward`` itself
+            cannot be traced whole (``torch.compile(fullgraph=True)`` of a step calling it: its sampling decides
+            on the host); ``compile_core`` or :func:`apr_pair` inside the compiled step can. ``torch.func.vmap``
+            is not supported (every function takes any leading batch shape instead).
 
     Kornia-style: :meth:`generate_parameters` returns ``{"perm", "mask"}`` and :meth:`apply` replays
     them deterministically. When the batch is not selected the input tensor itself is returned.

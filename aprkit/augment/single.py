@@ -235,7 +235,8 @@ class APRSingle:
     kind, shape and dtype. uint8 images on the CPU with 1 or 3 channels take the reference's path (PIL ops, then
     one small FFT in ``scipy.fft``: fastest per image); float images, device tensors and other channel counts take
     the batched torch path of :class:`APRSingleBatch` (same draws; the two agree to 0.5 grey levels mean per image on
-    average, at most 4.7 on CIFAR-10 -- see ``aprkit.augment.ops_pil``). With ``generator=None`` and no
+    average, now and then several levels where a threshold op falls between them -- see
+    ``aprkit.augment.ops_pil``). With ``generator=None`` and no
     ``seed`` draws use torch's global RNG, which ``DataLoader`` seeds per worker; with ``seed``/``generator``
     each worker re-seeds its copy from that seed and the worker's torch seed (:func:`worker_generator`), so
     workers draw different streams.

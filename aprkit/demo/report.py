@@ -35,7 +35,11 @@ def demo_summary(demo: Mapping[str, Any]) -> ReportSection:
         Paragraph(["Verdicts are computed from these numbers: ", strong("helped"), " / ", strong("hurt"),
                    " = better / worse by more than two approximate standard errors of the difference (binomial for "
                    "rates, DeLong for AUROC; training-seed variation is not included, so one run is indicative "
-                   f"only). Mean corruption error: {len(names)} corruptions x {len(s['severities'])} severities "
+                   "only). Shape bias, phase-follow rate and phase bias describe what a model relies on, and neither "
+                   "direction is better in general (the evaluation report marks them \"neither\"); for them, "
+                   "helped / hurt mean moved towards / away from what the APR paper claims APR training does (more "
+                   "reliance on shape and phase). Mean corruption error: "
+                   f"{len(names)} corruptions x {len(s['severities'])} severities "
                    f"({'the CIFAR convention' if full_grid else 'not the full CIFAR grid'}), generated once with ",
                    code("aprkit.corruptions"), " and shared by both models. Phase-follow rate: the fraction of "
                    "phase/amplitude-swapped test pairs classified as the phase donor."]),

@@ -30,12 +30,15 @@ __all__ = ["Headline", "MEASURES", "headline_numbers", "verdicts", "verdict_tabl
 
 @dataclass(frozen=True)
 class Headline:
-    """One summary measure: key, label, whether higher is better, and how to print it."""
+    """One summary measure: key, label, whether higher is better, and how to print it. ``claim``: no direction is
+    better in general (a descriptive measure: shape or phase bias, which ``aprkit eval`` marks "neither"); the
+    direction is the one the APR paper claims for APR training, and "helped" means moved that way."""
 
     key: str
     label: str
     higher_is_better: bool
     percent: bool = True
+    claim: bool = False
 
 
 MEASURES: tuple[Headline, ...] = (
@@ -45,9 +48,9 @@ MEASURES: tuple[Headline, ...] = (
     Headline("corrupted_ece", "ECE (corrupted, mean over cells)", False),
     Headline("corrupted_rms", "RMS calibration error (corrupted)", False),
     Headline("ood_auroc", "OOD AUROC (MSP, mean over noise sets)", True),
-    Headline("shape_bias", "shape bias (cue-conflict)", True, percent=False),
-    Headline("phase_follow", "phase-follow rate (full swap)", True),
-    Headline("phase_bias", "phase bias (full swap)", True, percent=False),
+    Headline("shape_bias", "shape bias (cue-conflict)", True, percent=False, claim=True),
+    Headline("phase_follow", "phase-follow rate (full swap)", True, claim=True),
+    Headline("phase_bias", "phase bias (full swap)", True, percent=False, claim=True),
 )
 
 
@@ -177,15 +180,16 @@ def _fmt_diff(r: Mapping[str, Any], percent: bool) -> str:
 
 
 def verdict_table(rows: Sequence[Mapping[str, Any]]) -> Table:
-    """The verdict table: measure, better, standard, APR-SP, difference (± 2 SE), verdict."""
-    pct = {m.key: m.percent for m in MEASURES}
+    """The verdict table: measure, the direction that counts as helped (better, or for a descriptive measure the
+    one the APR paper claims), standard, APR-SP, difference (± 2 SE), verdict."""
+    by_key = {m.key: m for m in MEASURES}
     body = []
     for r in rows:
-        p = pct[r["key"]]
-        unit = " %" if p else ""
-        body.append([f"{r['label']}{unit}", "higher" if r["higher_is_better"] else "lower", _fmt(r["standard"], p),
-                     _fmt(r["apr_sp"], p), _fmt_diff(r, p), strong(r["verdict"])])
-    return Table(["measure", "better", "standard", "APR-SP", "APR-SP - standard (±2 SE)", "verdict"], body)
+        m = by_key[r["key"]]
+        direction = ("higher" if r["higher_is_better"] else "lower") + (" (APR's claim)" if m.claim else "")
+        body.append([f"{r['label']}{' %' if m.percent else ''}", direction, _fmt(r["standard"], m.percent),
+                     _fmt(r["apr_sp"], m.percent), _fmt_diff(r, m.percent), strong(r["verdict"])])
+    return Table(["measure", "helped if", "standard", "APR-SP", "APR-SP - standard (±2 SE)", "verdict"], body)
 
 
 def overall_sentence(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -147,5 +147,13 @@ def mix_spectra(
     src_mag = mag if source is z else spectral_magnitude(source)
     if perm is not None:
         src_mag = src_mag.index_select(0, perm)
-    amp = src_mag if isinstance(lam, float) and lam == 1.0 else (1 - lam) * mag + lam * src_mag
-    return with_amplitude(z, amp, mag, inplace=inplace, zero_bins=zero_bins, dims=dims)
+    if isinstance(lam, float) and lam == 1.0:
+        return with_amplitude(z, src_mag, mag, inplace=inplace, zero_bins=zero_bins, dims=dims)
+    # a bin without phase takes a value with_amplitude fixes (0, or the amplitude at phase 0) and so no slope in z;
+    # the mix's own part (1 - lam) * |z| * z / |z| = (1 - lam) * z is linear there: its slope is carried on, the
+    # forward values stay those of the masked formula (the source's part keeps its gradient)
+    lost = ~(mag.detach() > no_phase_magnitude(mag, dims))
+    own = torch.where(lost, mag.detach(), mag)
+    out = with_amplitude(z, (1 - lam) * own + lam * src_mag, mag, inplace=inplace, zero_bins=zero_bins, dims=dims)
+    linear = z * ((1 - lam) * lost)
+    return out + (linear - linear.detach())

@@ -87,7 +87,7 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title
 
     sites = list(dict.fromkeys(r["site"] for r in rows))
     codes = list(dict.fromkeys(r["code"] for r in rows))
-    fig = new_figure(5.5 * max(1, len(sites)), 3.8)
+    fig = new_figure(5.5 * max(1, len(sites)) + 2.2, 3.8)  # + the legend to the right of the last panel
     colors = {"phase": "tab:blue", "sign": "tab:red"}
     for k, site in enumerate(sites):
         ax = fig.add_subplot(1, len(sites), k + 1)
@@ -97,16 +97,19 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title
                 continue
             d = [r["depth"] for r in sel]
             c = colors.get(code)
-            ax.plot(d, [r["follow_donor"] for r in sel], "-o", color=c, ms=3, label=f"{code}: follows {code} donor")
-            ax.plot(d, [r["follow_magnitude"] for r in sel], "--s", color=c, ms=3, label=f"{code}: follows magnitude")
-            ax.plot(d, [r.get("deletion_accuracy", r["deletion_agreement"]) for r in sel], ":", color=c,
+            ax.plot(d, [100 * r["follow_donor"] for r in sel], "-o", color=c, ms=3,
+                    label=f"{code}: follows {code} donor")
+            ax.plot(d, [100 * r["follow_magnitude"] for r in sel], "--s", color=c, ms=3,
+                    label=f"{code}: follows magnitude")
+            ax.plot(d, [100 * r.get("deletion_accuracy", r["deletion_agreement"]) for r in sel], ":", color=c,
                     label=f"{code}: magnitude deleted")
         ax.set_xlabel("block depth")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylim(-2, 102)
         ax.set_title(f"{plot_text(title)} site={site}".strip())
         ax.grid(alpha=0.3)
         if k == 0:
-            ax.set_ylabel("rate")
-        ax.legend(fontsize=7)
+            ax.set_ylabel("rate (%)")  # the section's tables give these rates in % too
+        if k == len(sites) - 1:  # one legend, outside the panels: inside it covered points at 0 or 100 %
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return save_figure(fig, path, dpi=110)

@@ -40,7 +40,7 @@ class ReportDocument:
     sections: list[ReportSection] = field(default_factory=list)
 
 
-_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|~])")
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|~&$])")  # & (an entity like &amp; is decoded), $ (math on GitHub)
 _MD_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")  # intraword underscores never emphasise
 
 
