@@ -10,7 +10,7 @@ from aprkit.models import create_model, list_models, load_model, register_model,
 
 EXPECTED = {
     "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "wrn40_2", "resnet18", "allconv",
-    "densenet_bc_100", "resnext29", "gfnet_cifar", "gfnet_ti", "gfnet_xs", "phase_collapse_cifar",
+    "densenet_bc_100", "densenet40_12", "resnext29", "gfnet_cifar", "gfnet_ti", "gfnet_xs", "phase_collapse_cifar",
     "phase_collapse_imagenet",
 }
 #: models whose CPU forward/backward at native resolution takes seconds: checked in the slow suite
@@ -187,6 +187,7 @@ def test_published_parameter_counts():
     m = lambda name, **kw: sum(p.numel() for p in create_model(name, **kw).parameters()) / 1e6  # noqa: E731
     assert round(m("wrn40_2"), 1) == 2.2  # AugMix table: WRN-40-2, 2.2M
     assert round(m("densenet_bc_100"), 1) == 0.8  # Huang et al.: DenseNet-BC (L=100, k=12), 0.8M
+    assert round(m("densenet40_12"), 3) == 1.059  # the APR code's DenseNet-40-12: 1,059,298 parameters
     assert round(m("allconv"), 1) == 1.4  # AugMix: AllConvNet, 1.4M
     assert round(m("resnext29_4x32d"), 1) == 6.8  # AugMix: ResNeXt-29, 6.8M
     assert round(m("resnet18"), 1) == 11.2
@@ -200,3 +201,7 @@ def test_normalisation_stats_of_the_wrong_channel_count_are_refused_at_build_tim
     model = create_model("resnet20", mean=(0.5,), std=(0.5,))
     assert model.mean.flatten().tolist() == [0.5] * 3 and model(torch.rand(1, 3, 32, 32)).shape == (1, 10)
     assert create_model("gfnet_cifar", in_chans=1).mean.numel() == 1
+
+
+def test_gfnet_s_and_b_have_the_official_stochastic_depth():
+    assert [create_model(n).blocks[-1].drop_path_rate for n in ("gfnet_ti", "gfnet_s")] == [0.0, pytest.approx(0.15)]

@@ -467,3 +467,37 @@ def test_options_that_do_not_fit_the_pretrained_weights_are_not_called_a_damaged
     with pytest.raises(ValueError, match=r"built with \{'width_mult': 0.5\} does not fit its pretrained weights"):
         load_model("torchvision:mobilenet_v2", width_mult=0.5)
     assert cached.is_file()
+
+
+def test_an_untrained_torchvision_state_dict_keeps_its_batch_norm_eps(tmp_path) -> None:
+    """A freshly built BN (weight 1, bias 0, mean 0, var 1) is no folded one: its eps stays 1e-5 (it became 1e-38,
+    which moved eval logits by 1e-4 and divided a constant training batch by ~0)."""
+    import torchvision
+
+    net = torchvision.models.resnet18(num_classes=10)
+    torch.save(net.state_dict(), tmp_path / "r18.pth")
+    model = load_model("torchvision:resnet18", checkpoint=tmp_path / "r18.pth")
+    assert {m.eps for m in model.modules() if isinstance(m, nn.BatchNorm2d)} == {1e-5}
+    x = torch.rand(2, 3, 32, 32)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    assert torch.equal(model(x), net.eval()((x - mean) / std))
+
+
+def test_an_apr_code_wrn_checkpoint_loads_and_its_normalisation_is_asked_for(tmp_path) -> None:
+    """The APR code (and later AugMix code) names the WRN shortcut ``conv_shortcut``; a plain state dict records no
+    normalisation, and the APR code's differs from the architecture's AugMix default: a warning says so."""
+    from aprkit.models import APR_CIFAR_STD, CIFAR10_MEAN, create_model
+
+    ref = create_model("wrn40_2").eval()
+    torch.save({k.replace("convShortcut", "conv_shortcut"): v for k, v in ref.state_dict().items()}, tmp_path / "w.pt")
+    with pytest.warns(UserWarning, match="APR_CIFAR_STD"):
+        model = load_model("wrn40_2", checkpoint=tmp_path / "w.pt")
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(model(x), ref(x))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        apr = load_model("wrn40_2", checkpoint=tmp_path / "w.pt", mean=CIFAR10_MEAN, std=APR_CIFAR_STD)
+        save_checkpoint(tmp_path / "apr.pt", apr)
+        assert torch.equal(load_model(tmp_path / "apr.pt").std.flatten(), torch.tensor(APR_CIFAR_STD))

@@ -183,7 +183,7 @@ def verdict_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     """The verdict table: measure, the direction that counts as helped (better, or for a descriptive measure the
     one the APR paper claims), standard, APR-SP, difference (± 2 SE), verdict."""
     by_key = {m.key: m for m in MEASURES}
-    body = []
+    body: list[list[Any]] = []
     for r in rows:
         m = by_key[r["key"]]
         direction = ("higher" if r["higher_is_better"] else "lower") + (" (APR's claim)" if m.claim else "")

@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "IMAGENET_STD": "aprkit.models.base",
     "CIFAR10_MEAN": "aprkit.models.base",
     "CIFAR10_STD": "aprkit.models.base",
+    "APR_CIFAR_STD": "aprkit.models.base",
     "Normalize": "aprkit.models.normalize",
     "unwrap_model": "aprkit.models.normalize",
     "save_checkpoint": "aprkit.models.saving",

@@ -6,7 +6,9 @@ padding (8 -> 6) - 2x(1x1, 192, padding 1: 6 -> 8 -> 10) - average pool 8 (the t
 the 10x10 map, as in the reference) - linear. 1.4M parameters. The ``features`` Sequential indices
 follow AugMix's ``allconv.py``.
 
-Normalisation default: ``mean = std = (0.5, 0.5, 0.5)`` (AugMix/APR CIFAR preprocessing).
+Normalisation default: ``mean = std = (0.5, 0.5, 0.5)`` (AugMix's CIFAR preprocessing, [-1, 1]). The APR code
+normalises with ``CIFAR10_MEAN`` and ``APR_CIFAR_STD`` (0.2023, 0.1994, 0.2010): pass them as ``mean=``/``std=``
+to load its checkpoints (a plain state dict, which records no normalisation, warns).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ __all__ = [
     "IMAGENET_STD",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "APR_CIFAR_STD",
     "HALF_MEAN",
     "HALF_STD",
     "NO_MEAN",
@@ -38,6 +39,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+#: the std the APR reference code (and many CIFAR repositories) normalises with, beside ``CIFAR10_MEAN``
+APR_CIFAR_STD = (0.2023, 0.1994, 0.2010)
 #: the ``[-1, 1]`` scaling of AugMix's CIFAR models (``Normalize([0.5]*3, [0.5]*3)``)
 HALF_MEAN = (0.5, 0.5, 0.5)
 HALF_STD = (0.5, 0.5, 0.5)

@@ -132,7 +132,29 @@ def _load_aprkit_arch(arch: str, num_classes: int | None, path: str | os.PathLik
     if n is not None and n != getattr(model, "num_classes", None):
         model = create_model(arch, num_classes=n, **kwargs)
     load_state_dict_into(model, sd, drop_head=drop_head)
+    _warn_default_half_stats(model, arch, path, kwargs)
     return model
+
+
+def _warn_default_half_stats(model: nn.Module, arch: str, path: str | os.PathLike, kwargs: Mapping[str, Any]) -> None:
+    """A plain state dict records no normalisation: for the architectures whose default is AugMix's ``[-1, 1]``
+    (mean = std = 0.5), say so, since the APR code trained the same architectures with CIFAR-10's statistics (its
+    checkpoints lose several points of accuracy with the wrong ones)."""
+    import warnings
+
+    from .base import HALF_MEAN, HALF_STD
+
+    if "mean" in kwargs or "std" in kwargs:
+        return
+    mean, std = getattr(model, "mean", None), getattr(model, "std", None)
+    if not (isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor) and mean.numel() == std.numel() == 3):
+        return
+    if mean.flatten().tolist() == list(HALF_MEAN) and std.flatten().tolist() == list(HALF_STD):
+        warnings.warn(f"{os.fspath(path)} is a plain state dict, which records no input normalisation: {arch} "
+                      "normalises with its default mean = std = 0.5 (AugMix's preprocessing); the APR code trained "
+                      "with mean=aprkit.models.CIFAR10_MEAN, std=aprkit.models.APR_CIFAR_STD: pass the mean/std the "
+                      "weights were trained with (load_model(..., mean=..., std=...); save_checkpoint then records "
+                      "them for aprkit eval --model)", UserWarning, stacklevel=4)
 
 
 def _from_aprkit(obj: Mapping[str, Any], num_classes: int | None, kwargs: dict, expected_arch: str | None = None,

@@ -4,11 +4,14 @@ Stem 3x3 convolution with ``2k`` channels; three dense blocks joined by transiti
 conv compressing by ``reduction``, 2x2 average pool); final BN-ReLU, global average pool, linear.
 With ``bottleneck=True`` (the "B" of BC) each layer is BN-ReLU-1x1 conv (4k)-BN-ReLU-3x3 conv (k)
 and a block has ``(L - 4) / 6`` layers (16 for L=100; 0.77M parameters). With ``bottleneck=False``
-each layer is BN-ReLU-3x3 conv and a block has ``(L - 4) / 3`` layers: this is what AugMix's
-``densenet100_12`` actually builds (its table calls it DenseNet-BC; compression 0.5 is kept).
+each layer is BN-ReLU-3x3 conv and a block has ``(L - 4) / 3`` layers: this is what an older AugMix commit's
+``densenet100_12`` builds (its table calls it DenseNet-BC; compression 0.5 is kept). The APR code and later AugMix
+code build DenseNet-40-12 without bottlenecks or compression: ``densenet40_12``.
 Parameter names follow that code (``conv1``, ``dense1..3``, ``trans1..2``, ``bn1``, ``fc``).
 
-Normalisation default: ``mean = std = (0.5, 0.5, 0.5)`` (AugMix/APR CIFAR preprocessing).
+Normalisation default: ``mean = std = (0.5, 0.5, 0.5)`` (AugMix's CIFAR preprocessing, [-1, 1]). The APR code
+normalises with ``CIFAR10_MEAN`` and ``APR_CIFAR_STD`` (0.2023, 0.1994, 0.2010): pass them as ``mean=``/``std=``
+to load its checkpoints (a plain state dict, which records no normalisation, warns).
 """
 
 from __future__ import annotations
@@ -115,3 +118,10 @@ class DenseNetBC(ImageClassifier):
 def densenet_bc_100(num_classes: int = 10, **kwargs: Any) -> DenseNetBC:
     """DenseNet-BC (L=100, k=12); ``bottleneck=False`` gives AugMix's ``densenet100_12`` as coded."""
     return DenseNetBC(100, 12, num_classes, **kwargs)
+
+
+@register_model("densenet40_12")
+def densenet40_12(num_classes: int = 10, **kwargs: Any) -> DenseNetBC:
+    """DenseNet (L=40, k=12) without bottlenecks or compression (1.06M parameters): the DenseNet the APR code and
+    later AugMix code build for their tables."""
+    return DenseNetBC(40, 12, num_classes, **{"reduction": 1.0, "bottleneck": False, **kwargs})

@@ -343,16 +343,23 @@ def _head_classes(net: nn.Module, default: int) -> int:
 FOLDED_BN_EPS = float(torch.finfo(torch.float32).tiny)
 
 
+def _untrained(bias: torch.Tensor | None) -> bool:
+    """Whether an identity BN entry (weight 1, mean 0, var 1) is a freshly built layer's, not a folded one's: a zero
+    (or no) bias, which a folded BN holding its convolution's bias practically never has."""
+    return bias is None or not bool(bias.any())
+
+
 def fold_bn_compat(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Adapt a state_dict whose batch-norm was folded into the convolutions to ``model`` (which has BN layers).
 
-    Returns a new state_dict. BN entries that are exact identities (weight 1, mean 0, var 1) get
-    ``eps = FOLDED_BN_EPS`` on their layer (a larger eps would rescale by ``1/sqrt(1 + eps)``). BN entries are made up
-    only when the folding is unambiguous: no BN layer of ``model`` has any entry in ``state_dict`` and the convolution
-    before each one carries a bias of the BN's width that ``model``'s convolution does not have; each BN then becomes an
-    identity (``eps = FOLDED_BN_EPS``) holding that bias. Otherwise (some BN entries present, a bias missing: an
-    incomplete checkpoint or another architecture) the missing entries stay missing, so that the strict loader names
-    them.
+    Returns a new state_dict. BN entries that are exact identities (weight 1, mean 0, var 1) holding a bias get
+    ``eps = FOLDED_BN_EPS`` on their layer (a larger eps would rescale by ``1/sqrt(1 + eps)``); with a zero bias they
+    are a freshly built layer's and keep their eps (a tiny one divided a constant batch by ~0 when trained). BN
+    entries are made up only when the folding is unambiguous: no BN layer of ``model`` has any entry in
+    ``state_dict`` and the convolution before each one carries a bias of the BN's width that ``model``'s convolution
+    does not have; each BN then becomes an identity (``eps = FOLDED_BN_EPS``) holding that bias. Otherwise (some BN
+    entries present, a bias missing: an incomplete checkpoint or another architecture) the missing entries stay
+    missing, so that the strict loader names them.
     """
     sd = dict(state_dict)
     bns: list[tuple[str, nn.modules.batchnorm._BatchNorm, str | None]] = []  # (name, layer, bias-free conv before)
@@ -377,6 +384,6 @@ def fold_bn_compat(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> 
                        f"{name}.num_batches_tracked": torch.tensor(0)})
             m.eps = FOLDED_BN_EPS
         elif (w is not None and mean is not None and var is not None and bool((w == 1).all())
-              and bool((mean == 0).all()) and bool((var == 1).all())):
+              and bool((mean == 0).all()) and bool((var == 1).all()) and not _untrained(sd.get(f"{name}.bias"))):
             m.eps = FOLDED_BN_EPS  # folded: the BN is a pure bias
     return sd

@@ -12,7 +12,8 @@ linear head give the logits. Parameter names follow the reference implementation
 load with ``load_model("gfnet_xs", checkpoint=path)``.
 
 Configurations: ImageNet 224 px with 16 px patches (14 x 14 tokens): ``gfnet_ti`` (D=256, 12 blocks),
-``gfnet_xs`` (D=384, 12), ``gfnet_s`` (D=384, 19), ``gfnet_b`` (D=512, 19), as published.
+``gfnet_xs`` (D=384, 12), ``gfnet_s`` (D=384, 19), ``gfnet_b`` (D=512, 19), as published (with the official
+code's stochastic depth: 0.15 for S, 0.25 for B, none for Ti and XS).
 ``gfnet_cifar`` (our choice; the paper trains CIFAR only by transfer): 32 px, 4 px patches (8 x 8
 tokens), D=256, 12 blocks. Normalisation default: ImageNet mean/std (the DeiT/GFNet recipe).
 """
@@ -196,7 +197,7 @@ gfnet_ti = _variant("gfnet_ti", "GFNet-Ti (224 px, 16 px patches, D=256, 12 bloc
                     embed_dim=256, depth=12)
 gfnet_xs = _variant("gfnet_xs", "GFNet-XS (224 px, 16 px patches, D=384, 12 blocks, ~16M params).",
                     embed_dim=384, depth=12)
-gfnet_s = _variant("gfnet_s", "GFNet-S (224 px, 16 px patches, D=384, 19 blocks, ~25M params).",
-                   embed_dim=384, depth=19)
-gfnet_b = _variant("gfnet_b", "GFNet-B (224 px, 16 px patches, D=512, 19 blocks, ~43M params).",
-                   embed_dim=512, depth=19)
+gfnet_s = _variant("gfnet_s", "GFNet-S (224 px, 16 px patches, D=384, 19 blocks, ~25M params, stochastic depth "
+                   "0.15).", embed_dim=384, depth=19, drop_path_rate=0.15)
+gfnet_b = _variant("gfnet_b", "GFNet-B (224 px, 16 px patches, D=512, 19 blocks, ~43M params, stochastic depth "
+                   "0.25).", embed_dim=512, depth=19, drop_path_rate=0.25)

@@ -5,7 +5,9 @@ convolution + BN projection shortcuts; global average pooling and a linear class
 names follow the widely used ``kuangliu/pytorch-cifar`` layout that the APR code adopts
 (``conv1``, ``bn1``, ``layer1..4``, ``shortcut``, ``linear``).
 
-Normalisation default: ``mean = std = (0.5, 0.5, 0.5)`` (AugMix/APR CIFAR preprocessing).
+Normalisation default: ``mean = std = (0.5, 0.5, 0.5)`` (AugMix's CIFAR preprocessing, [-1, 1]). The APR code
+normalises with ``CIFAR10_MEAN`` and ``APR_CIFAR_STD`` (0.2023, 0.1994, 0.2010): pass them as ``mean=``/``std=``
+to load its checkpoints (a plain state dict, which records no normalisation, warns).
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ group width is ``floor(planes * base_width / 64)``. ``resnext29`` is the 32x4d m
 (4.8M parameters); ``resnext29_4x32d`` (6.8M) is the default of AugMix's code (cardinality 4, base
 width 32). Parameter names follow that code (``conv_1_3x3``, ``stage_1..3``, ``conv_reduce``, ...).
 
-Normalisation default: ``mean = std = (0.5, 0.5, 0.5)`` (AugMix/APR CIFAR preprocessing).
+Normalisation default: ``mean = std = (0.5, 0.5, 0.5)`` (AugMix's CIFAR preprocessing, [-1, 1]). The APR code
+normalises with ``CIFAR10_MEAN`` and ``APR_CIFAR_STD`` (0.2023, 0.1994, 0.2010): pass them as ``mean=``/``std=``
+to load its checkpoints (a plain state dict, which records no normalisation, warns).
 """
 
 from __future__ import annotations

@@ -66,8 +66,8 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
     target = model
     if isinstance(model, Normalize) and not any(k.startswith("model.") for k in state_dict):
         target = model.inner
-    sd = dict(state_dict)
     own = target.state_dict()
+    sd = _renamed(dict(state_dict), getattr(target, "state_dict_aliases", None) or {}, own)
     skipped: list[str] = []
     head = _classifier_or_none(target)
     head_names = {f"{n}.{p}" for n, m in target.named_modules() if m is head for p in ("weight", "bias")}
@@ -98,6 +98,20 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
                 parts.append(f"{label} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}")
         raise CheckpointMismatch(f"checkpoint does not match {type(target).__name__}: " + "; ".join(parts))
     target.load_state_dict(sd, strict=False)
+
+
+def _renamed(sd: dict[str, torch.Tensor], aliases: Mapping[str, str], own: Mapping[str, Any]
+             ) -> dict[str, torch.Tensor]:
+    """``sd`` with the module names a model accepts under another spelling (``aliases``: other name -> its own, as
+    a WRN's ``conv_shortcut`` -> ``convShortcut``) renamed, where the renamed key is the model's and the key is not."""
+    if not aliases:
+        return sd
+    out = {}
+    for k, v in sd.items():
+        parts = [aliases.get(p, p) for p in k.split(".")]
+        new = ".".join(parts)
+        out[new if new != k and new in own and k not in own else k] = v
+    return out
 
 
 def _classifier_or_none(model: nn.Module) -> nn.Linear | None:

@@ -5,13 +5,17 @@ with ``16k, 32k, 64k`` channels; a 1x1 convolution shortcut where the width or s
 optional dropout between the two convolutions. Parameter names follow the WideResNet-pytorch code
 used by AugMix (``conv1``, ``block1.layer.0.bn1``, ..., ``convShortcut``, ``bn1``, ``fc``).
 
-Normalisation default: ``mean = std = (0.5, 0.5, 0.5)`` (AugMix's CIFAR preprocessing, [-1, 1]).
+Normalisation default: ``mean = std = (0.5, 0.5, 0.5)`` (AugMix's CIFAR preprocessing, [-1, 1]). The APR code
+normalises with ``CIFAR10_MEAN`` and ``APR_CIFAR_STD`` (0.2023, 0.1994, 0.2010): pass them as ``mean=``/``std=``
+to load its checkpoints (a plain state dict, which records no normalisation, warns).
+The shortcut's weights load under either name, ``convShortcut`` or ``conv_shortcut`` (the APR code's and
+later AugMix code's spelling).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +66,9 @@ class NetworkBlock(nn.Module):
 
 class WideResNet(ImageClassifier):
     """WRN-``depth``-``widen`` for ``(B, 3, 32, 32)`` images in [0, 1]."""
+
+    #: module names of other WRN codes that checkpoints load under (``load_state_dict_into``)
+    state_dict_aliases: ClassVar[dict[str, str]] = {"conv_shortcut": "convShortcut"}
 
     def __init__(
         self,

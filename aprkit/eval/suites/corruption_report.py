@@ -33,12 +33,12 @@ def corruption_section(results: Mapping[str, dict], fig_dir: Path, order: Callab
                            "corr. acc / clean acc", "mCE %", "rel. mCE %", "corrupted data", "images"], rows)]
     notes = sorted({r["mce_note"] for r in results.values() if r.get("mce_note")})
     if any(r.get("mce") is None and not r.get("mce_note") for r in results.values()):
-        notes.append("mCE and relative mCE normalise each corruption's errors by AlexNet's ImageNet-C errors (Hendrycks "
-                     "& Dietterich 2019), so they are given for ImageNet models (the imagenet preset, 1000 classes) on "
-                     "the full grid only; elsewhere compare the mean corruption error")
+        notes.append("mCE and relative mCE normalise each corruption's errors by AlexNet's ImageNet-C errors "
+                     "(Hendrycks & Dietterich 2019), so they are given for ImageNet models (the imagenet preset, 1000 "
+                     "classes) on the full grid only; elsewhere compare the mean corruption error")
     if any(r.get("mean_corruption_error") is None for r in results.values()):
-        notes.append("Mean corruption error: the mean over the 15 benchmark corruptions x severities 1-5, given on that "
-                     "full grid only; mean error: the mean over the cells evaluated")
+        notes.append("Mean corruption error: the mean over the 15 benchmark corruptions x severities 1-5, given on "
+                     "that full grid only; mean error: the mean over the cells evaluated")
     held = held_out_note(r.get("held_out") for r in results.values())
     notes += [held[0].upper() + held[1:]] if held else []
     blocks += [Paragraph(n + ".") for n in notes]
