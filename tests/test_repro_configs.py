@@ -185,6 +185,31 @@ def test_committed_phase_collapse_runs_pass_their_recipe_check_with_boolean_skip
         check_same_recipe(out, CONFIGS / RUNS[run], [*ov, "model.kwargs.skip=linear"], {})
 
 
+def test_study_2_trains_with_the_authors_recipe_and_the_committed_runs_need_the_shared_one() -> None:
+    """The phase-collapse authors train with lr 0.01, plain momentum, weight decay 1e-4 and lr x0.1 every 70 of 300
+    epochs (their run.py); the committed quarter-width runs had aprkit's shared CIFAR recipe: ``--recipe shared``
+    reuses them, the default (the authors') refuses them."""
+    sys.path.insert(0, str(REPO))
+    from aprkit.train.config import load_config
+    from benchmarks.repro.common import CONFIGS, check_same_recipe, scaled_milestones
+    from benchmarks.repro.phase_collapse import RECIPES, RUNS, reduced_widths, widths_override
+
+    ov, fractions = RECIPES["authors"]
+    cfg = load_config(str(CONFIGS / RUNS["modulus_skip"]), [*ov, "optim.epochs=300",
+                                                             f"optim.milestones={scaled_milestones(300, fractions)}"])
+    o = cfg.optim
+    assert (o.lr, o.nesterov, o.weight_decay, o.gamma, o.batch_size, o.milestones, cfg.data.pad_fill) == \
+        (0.01, False, 1e-4, 0.1, 128, [70, 140, 210, 280], 0)
+    for run in ("modulus_skip", "soft_threshold_skip"):
+        out = REPO / "benchmarks/repro/results/phase_collapse_skip_r4/runs" / run
+        shared = [widths_override(reduced_widths(4)), *_recipe_args(8)[:2]]
+        check_same_recipe(out, CONFIGS / RUNS[run], shared, {})
+        authors = [widths_override(reduced_widths(4)), "optim.epochs=8",
+                   f"optim.milestones={scaled_milestones(8, fractions)}", *ov]
+        with pytest.raises(ValueError):
+            check_same_recipe(out, CONFIGS / RUNS[run], authors, {})
+
+
 def test_phase_collapse_pairs_follow_the_papers_configurations() -> None:
     """The modulus / soft-threshold runs come in the paper's two configurations: LScat (skip: lowpass) and the
     headline LScat + skip (skip: linear), whose ratio is the one the paper reports (22.5 / 7.7 %)."""

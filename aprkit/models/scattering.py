@@ -6,7 +6,8 @@ Each layer applies, in order:
    Morlet wavelets ``psi``; half-octave factorisation, subsampling by 2 every other layer);
 2. the non-linearity ``rho``: the complex **modulus** ``|z|`` (phase collapse) or the complex
    **soft-threshold** ``relu(1 - lambda / |z|) z`` (keeps the phase; one learned threshold per channel,
-   initialised at 0.1), the paper's ablation. ``skip`` says what reaches ``Std`` and ``P``:
+   initialised at 0.1, unconstrained as in the reference: a negative one enlarges the modulus), the paper's
+   ablation. ``skip`` says what reaches ``Std`` and ``P``:
 
    - ``"linear"`` (default; the paper's "LScat + skip", its headline network: 7.7 % CIFAR-10 error with the
      modulus, 22.5 % with the soft-threshold): the linear coefficients ``Wx`` (low-pass and wavelets) beside
@@ -27,7 +28,8 @@ on the flattened map. There are no biases and no learned spatial filters before 
 Everything runs in float32 (float64 in a ``.double()`` model) with complex arithmetic (autocast is disabled
 inside; ``.half()`` / ``.bfloat16()`` models are refused: torch lacks complex half arithmetic).
 
-Differences from the reference code: periodic (circular) filtering instead of reflection padding
+Differences from the reference code: Gaussian projection weights (variance ``1 / (2 n_in)``) where it draws unitary
+ones; no hook zeroing NaN/inf gradients; periodic (circular) filtering instead of reflection padding
 and cropping, so on CIFAR the layers see 32, 32, 16, 16, 8, 8, 4, 4 px maps and the classifier a
 2x2 map; no Parseval/quadrature regularisers. On ImageNet an odd map subsamples as ``[::2]`` (7 -> 4 px,
 the last and first samples adjacent across the periodic wrap), so the classifier reads 256 x 4 x 4 features
@@ -97,7 +99,8 @@ def complex_modulus(z: torch.Tensor) -> torch.Tensor:
 
 
 def complex_soft_threshold(z: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """``relu(1 - threshold / |z|) * z``: shrinks the modulus by ``threshold``, keeps the phase."""
+    """``relu(1 - threshold / |z|) * z``: shrinks the modulus by a ``threshold >= 0`` (enlarges it by ``|threshold|``
+    where the learned one went negative), keeps the phase."""
     return F.relu(1 - threshold / (complex_modulus(z) + 1e-6)) * z
 
 

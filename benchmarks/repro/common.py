@@ -100,8 +100,13 @@ def cifar10_spec(shared: Path) -> str:
     return f"cifar10:{shared / 'data' / 'cifar10'}"
 
 
-def scaled_milestones(epochs: int, fractions: Sequence[float] = (0.3, 0.6, 0.8, 0.95)) -> list[int]:
-    """The 200-epoch recipe's lr steps (60/120/160/190) scaled to ``epochs`` (each >= 1, < epochs, increasing)."""
+#: the shared CIFAR recipe's lr steps (epochs 60/120/160/190 of 200) as fractions of the run
+SHARED_MILESTONES = (0.3, 0.6, 0.8, 0.95)
+
+
+def scaled_milestones(epochs: int, fractions: Sequence[float] = SHARED_MILESTONES) -> list[int]:
+    """A recipe's lr steps (``fractions`` of the run: the shared 200-epoch recipe's 60/120/160/190 by default)
+    scaled to ``epochs`` (each >= 1, < epochs, increasing)."""
     out: list[int] = []
     for f in fractions:
         m = max(1, round(f * epochs))
@@ -111,11 +116,12 @@ def scaled_milestones(epochs: int, fractions: Sequence[float] = (0.3, 0.6, 0.8, 
 
 
 def train_run(config: str | Path, out: Path, args: argparse.Namespace, overrides: Sequence[str] = (),
-              build: Callable[[Any], Any] | None = None, study: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              build: Callable[[Any], Any] | None = None, study: Mapping[str, Any] | None = None,
+              milestones: Sequence[float] = SHARED_MILESTONES) -> dict[str, Any]:
     """Train ``config`` (a file in ``configs/train``) on the shared CIFAR-10 into ``out``; return fit's summary
     without the model, plus ``train_s`` (the sum of the epochs' times). ``build(cfg) -> nn.Module`` replaces
     ``aprkit.train.build_model`` during this call (FeatureAPR hooks); everything else is the recipe plus the
-    study's schedule. ``study`` holds the settings that the build hook adds (FeatureAPR sites and probability):
+    study's schedule (lr steps at the ``milestones`` fractions of ``--epochs``). ``study`` holds the settings that the build hook adds (FeatureAPR sites and probability):
     they are kept in ``study.json`` beside the run. With ``--resume``, a finished run brought back without
     ``last.pt`` (``model.pt`` and ``metrics.json`` of all epochs, as ``gpu_studies.py`` returns them) is reused as
     it is; a run folder whose recipe (config or ``study``) differs from the asked one is refused either way."""
@@ -124,14 +130,15 @@ def train_run(config: str | Path, out: Path, args: argparse.Namespace, overrides
     shared = shared_root(args.shared)
     epochs = 1 if args.smoke else args.epochs
     ov = [f"data.dataset={cifar10_spec(shared)}", f"optim.epochs={epochs}",
-          f"optim.milestones=[{', '.join(map(str, scaled_milestones(epochs)))}]", f"train.device={args.device}",
+          f"optim.milestones=[{', '.join(map(str, scaled_milestones(epochs, milestones)))}]",
+          f"train.device={args.device}",
           f"train.progress={str(bool(args.progress)).lower()}", "train.tensorboard=false"]
     if args.threads:
         ov.append(f"train.threads={args.threads}")
     if args.smoke:
         ov += [f"data.limit={SMOKE['train_limit']}", f"data.test_limit={SMOKE['test_limit']}",
                f"optim.batch_size={SMOKE['batch_size']}", "data.num_workers=0"]
-    ov += [*getattr(args, "overrides", []), *overrides]
+    ov += [*overrides, *getattr(args, "overrides", [])]  # the caller's --set last: it wins over the study's
     path = config if Path(config).is_absolute() else CONFIGS / config
     if args.resume:
         finished = not (out / "last.pt").is_file() and (out / "model.pt").is_file()

@@ -9,6 +9,11 @@ low-pass channels too (``skip: none``, an aprkit ablation). The clean test error
 corruption suite on the full 10,000 test images; the headline is the error ratio soft-threshold / modulus of each
 pair (the paper's direction: the modulus network has the lower error).
 
+``--recipe authors`` (the default) trains with the authors' CIFAR recipe (FlorentinGuth/PhaseCollapse ``run.py``:
+SGD momentum 0.9 without Nesterov, lr 0.01, weight decay 1e-4, batch 128, lr x0.1 every 70 of 300 epochs, scaled to
+``--epochs``; crops padded with black); ``--recipe shared`` with aprkit's shared CIFAR recipe (lr 0.1 Nesterov,
+weight decay 5e-4, x0.2 at 30/60/80/95 %, grey padding), as the committed CPU runs of sessions 17-32 were trained.
+
     python benchmarks/repro/phase_collapse.py --out runs/repro/phase_collapse --epochs 10
     python benchmarks/repro/phase_collapse.py --out runs/repro/phase_collapse --epochs 10 --resume
     python benchmarks/repro/phase_collapse.py --out /tmp/smoke --smoke
@@ -26,6 +31,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.repro.common import (
+    SHARED_MILESTONES,
     SMOKE,
     cifar10_spec,
     fmt_pct,
@@ -50,6 +56,12 @@ SMOKE_PC_WIDTHS = [8, 8, 16, 16, 16, 16, 16, 16]  # --smoke only; the real runs 
 #: ``--reduced [N]``: the paper's widths (``PhaseCollapseNet``'s defaults) divided by ``N``, for a CPU budget; one
 #: CPU thread trains about 120 images/s at N = 8, 48 at N = 4 and 7 at the paper's widths; the results say so
 REDUCED_DIVISOR = 8
+#: ``--recipe``: (config overrides, lr steps as fractions of the run) over the study's configs (the shared recipe)
+RECIPES: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
+    "authors": (("optim.lr=0.01", "optim.nesterov=false", "optim.weight_decay=1.0e-4", "optim.batch_size=128",
+                 "optim.gamma=0.1", "data.pad_fill=0"), (70 / 300, 140 / 300, 210 / 300, 280 / 300)),
+    "shared": ((), SHARED_MILESTONES),
+}
 
 
 def reduced_widths(divisor: int = REDUCED_DIVISOR) -> list[int]:
@@ -103,6 +115,9 @@ def pair_ratios(rows: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     return out
 
 
+RECIPE_TEXT = {"authors": "the authors' recipe", "shared": "aprkit's shared CIFAR recipe"}
+
+
 def render(rows: dict[str, dict[str, Any]], ratio: float | None, meta: dict[str, Any]) -> str:
     """``ratio``: the LScat pair's (``modulus`` / ``soft_threshold``); the skip pair's comes from ``rows``."""
     body = [[name, fmt_pct(r["clean_error"]), f"{r['train_s']:.0f}", DIRECTION[name]] for name, r in rows.items()]
@@ -117,7 +132,8 @@ def render(rows: dict[str, dict[str, Any]], ratio: float | None, meta: dict[str,
         lines += ["", f"Error ratio soft-threshold / modulus without skip connection (LScat): **{verdict}**."]
     return "\n".join([
         f"# Study 2: phase collapse (phase_collapse_cifar, {meta['epochs']} epochs{', SMOKE RUN' if meta['smoke'] else ''}"
-        f"{', REDUCED widths ' + str(meta['widths']) if meta.get('reduced') else ''})",
+        f"{', REDUCED widths ' + str(meta['widths']) if meta.get('reduced') else ''}"
+        f"{', ' + RECIPE_TEXT[meta['recipe']] if meta.get('recipe') else ''})",
         "", markdown_table(["network", "clean error %", "training s (sum over epochs)", "the paper"], body),
         *lines,
         *(["", f"With the modulus on the low-pass channels too (skip: none) the error is {meta['noskip_ratio']:.2f}x "
@@ -133,6 +149,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--batch-size", type=int, default=250, help="evaluation batch size")
     p.add_argument("--clean-only", action="store_true",
                    help="evaluate the clean test images only: the error ratio, no mean corruption error")
+    p.add_argument("--recipe", choices=list(RECIPES), default="authors",
+                   help="the authors' CIFAR recipe (default) or aprkit's shared one (the committed CPU runs)")
     p.add_argument("--reduced", nargs="?", type=int, const=REDUCED_DIVISOR, default=None, metavar="N",
                    help=f"the paper's widths divided by N (default {REDUCED_DIVISOR}: {REDUCED_PC_WIDTHS}) for a CPU "
                         "budget; stated in the results")
@@ -143,9 +161,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error(f"--reduced takes a width divisor of at least 1, got {args.reduced}")
     widths = SMOKE_PC_WIDTHS if args.smoke else reduced_widths(args.reduced) if args.reduced else None  # None: paper's
     runs = {}
+    recipe, milestones = RECIPES[args.recipe]
     for name in args.runs:
-        runs[name] = train_run(RUNS[name], out / "runs" / name, args,
-                               overrides=[widths_override(widths)] if widths else [])
+        runs[name] = train_run(RUNS[name], out / "runs" / name, args, milestones=milestones,
+                               overrides=[*recipe, *([widths_override(widths)] if widths else [])])
     if args.train_only:
         return train_summary(runs)
     curves = training_curves(runs, out)
@@ -170,6 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     noskip = rows.get("modulus_noskip")
     noskip_ratio = noskip["clean_error"] / mod["clean_error"] if mod and noskip and mod["clean_error"] > 0 else None
     meta = {"epochs": 1 if args.smoke else args.epochs, "smoke": args.smoke, "paper_ratio": PAPER_RATIO,
+            "recipe": args.recipe,
             "clean_only": args.clean_only, "reduced": bool(args.reduced), "width_divisor": args.reduced or 1,
             "widths": widths or "paper", "noskip_ratio": noskip_ratio, "curves": curves}
     write_outputs(out, "phase_collapse", {"meta": meta, "rows": rows, "error_ratio_soft_over_modulus": ratio,
