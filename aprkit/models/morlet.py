@@ -28,8 +28,8 @@ def gabor_2d(P: int, Q: int, sigma: float, theta: float, xi: float, slant: float
     """Periodised spatial Gabor filter ``(P, Q)`` complex128 (origin at index ``(0, 0)``).
 
     Sums the Gaussian-windowed wave over the grid's periodic copies within two periods of the
-    origin (coordinates taken centred, in ``[-P/2, P/2)``), which is exact to double precision for
-    the scales used here.
+    origin (coordinates taken centred, in ``[-P/2, P/2)``), as the reference and kymatio do (one period, used
+    before on grids of 16 px and more, left 0.8 % out of the widest filters at L = 32 on 16 px).
     """
     c, s = math.cos(theta), math.sin(theta)
     rot = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
@@ -37,7 +37,7 @@ def gabor_2d(P: int, Q: int, sigma: float, theta: float, xi: float, slant: float
     ax = lambda n: (torch.arange(n, dtype=torch.float64) + n // 2) % n - n // 2  # noqa: E731
     xx0, yy0 = torch.meshgrid(ax(P), ax(Q), indexing="ij")
     out = torch.zeros(P, Q, dtype=torch.complex128)
-    folds = (-2, -1, 0, 1, 2) if min(P, Q) < 16 else (-1, 0, 1)
+    folds = (-2, -1, 0, 1, 2)
     for ex in folds:
         for ey in folds:
             xx, yy = xx0 + ex * P, yy0 + ey * Q
