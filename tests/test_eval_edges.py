@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from aprkit.eval import Results
 from aprkit.eval.report.header import header_items
@@ -271,3 +272,28 @@ def test_a_merge_with_a_run_without_provenance_lists_each_data_once():
     merged = Results.merge([with_records, plain])
     assert {i.label: i.text for i in header_items(["a", "b"], merged.meta)}["Data"] == \
         "c10 (corruption); svhn (ood)"
+
+
+def test_a_lone_image_in_a_batch_gives_the_numbers_of_any_other_batch() -> None:
+    """PyTorch's CPU convolutions take other kernels for one image: a pass ending in a batch of one (N mod batch size
+    == 1, or batch size 1) moved logits by ~1e-5 and so ECE/NLL; a lone image now runs as a pair."""
+    from aprkit.eval.engine.inference import predict
+    from aprkit.hidden import Site
+    from aprkit.hidden.capture import capture, predict_intervened
+    from aprkit.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet20").eval()
+    x = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    data = [(x[i], i % 10) for i in range(5)]
+    ref = predict(model, data, batch_size=5, device="cpu").logits
+    for bs in (1, 2, 4):
+        assert torch.equal(predict(model, data, batch_size=bs, device="cpu").logits, ref), bs
+    xf = x.float() / 255
+    site = Site("layer2")
+    acts, _ = capture(model, xf, site, 5, torch.device("cpu"))
+    _, logits = predict_intervened(model, xf, 5, torch.device("cpu"), site, replace=lambda rows: acts[rows])
+    for bs in (1, 2, 4):
+        assert torch.equal(capture(model, xf, site, bs, torch.device("cpu"))[0], acts), bs
+        assert torch.equal(predict_intervened(model, xf, bs, torch.device("cpu"), site,
+                                              replace=lambda rows: acts[rows])[1], logits), bs

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._batch import pair_rows
 from .sites import Site, StopForward, list_blocks, resolve_module, tap
 
 __all__ = ["predict_intervened", "capture", "count_calls", "front_blocks", "skipping", "FrontSkip"]
@@ -94,7 +95,7 @@ def predict_intervened(
     """
     preds, logits = [], []
     for s in range(0, images.shape[0], batch_size):
-        rows = torch.arange(s, min(s + batch_size, images.shape[0]))
+        rows, doubled = pair_rows(s, min(s + batch_size, images.shape[0]))  # a lone image runs as a pair
         x = images[rows].to(device)
         if site is None:
             out = model(x)
@@ -118,7 +119,7 @@ def predict_intervened(
             fix = ("wrap a model returning a tuple or dict in a module whose forward returns its logits"
                    if not isinstance(out, torch.Tensor) else "a classifier's logits, one row per image")
             raise ValueError(f"the model returned {got}; the transplant test needs logits (B, K): {fix}")
-        logits.append(out.float().cpu())
+        logits.append((out[:1] if doubled else out).float().cpu())
         preds.append(logits[-1].argmax(1))
     return torch.cat(preds), torch.cat(logits)
 
@@ -150,19 +151,22 @@ def capture(model: nn.Module, images: torch.Tensor, site: Site, batch_size: int,
         raise ValueError(f"call_index {idx} out of range for layer {site.layer!r}, which is called {n_calls} times")
     idx %= n_calls
     chunks: list[torch.Tensor] = []
+    keep = [0]  # rows of the batch to keep: 1 for a lone image run as a pair
 
     def grab(a: Any, i: int) -> None:
         if i == idx:
             if not isinstance(a, torch.Tensor):
                 raise ValueError(f"layer {site.layer!r} {site.site} is a {type(a).__name__}, "
                                  f"not a feature map (B, C, H, W) or tokens (B, N, D)")
-            chunks.append(a.detach().clone())
+            chunks.append(a[:keep[0]].detach().clone())
             raise StopForward
 
     for s in range(0, images.shape[0], batch_size):
+        rows, doubled = pair_rows(s, min(s + batch_size, images.shape[0]))
+        keep[0] = 1 if doubled else rows.numel()
         with tap(model, site, grab):
             try:
-                model(images[s:s + batch_size].to(device))
+                model(images[rows].to(device))
             except StopForward:
                 pass
     return torch.cat(chunks), idx

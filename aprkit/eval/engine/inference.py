@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..._batch import as_pair
 from ..._checks import dataset_len, labels_agree
 from ...data.arrays import NO_LABEL
 from ...distributed import group_info, resolve_device
@@ -175,12 +176,16 @@ class _SplitHead(Protocol):
 
 
 def _forward(model: nn.Module, x: torch.Tensor, use_head: bool, hook_store: list[torch.Tensor]) -> Any:
+    x, doubled = as_pair(x)  # a lone image runs as a pair (aprkit._batch): the same kernels as in any other batch
     if use_head:  # predict checked that the model has forward_features and forward_head
         split = cast(_SplitHead, model)
         f = split.forward_features(x)
-        hook_store.append(_features_from(f))
-        return split.forward_head(f)
-    return model(x)
+        feats = _features_from(f)
+        hook_store.append(feats[:1] if doubled else feats)
+        out = split.forward_head(f)
+    else:
+        out = model(x)
+    return out[:1] if doubled and isinstance(out, torch.Tensor) else out
 
 
 def _retry_contiguous(model: nn.Module, exc: RuntimeError, retry: Callable[[], Any]) -> Any:

@@ -30,6 +30,7 @@ import torch
 from pydantic import Field, field_validator
 from torch.utils.data import Subset
 
+from ..._batch import as_pair
 from ..._checks import dataset_len
 from ..._text import comma_items
 from ..engine.cache import cached
@@ -213,8 +214,9 @@ def _odin_scores(ctx: EvalContext, dataset: Any, limit: int | None, opts: OODOpt
     parts, labels, indices = [], [], []
     batches = iter_batches(dataset, ctx.batch_size, num_workers=ctx.num_workers, limit=limit, device=ctx.device)
     for images, y, idx in batches:
-        x = to_model_input(images, ctx.device, wants_channels_last(ctx.model, ctx.channels_last))
-        parts.append(S.odin(ctx.model, x, temperature=T, epsilon=eps).detach().float().cpu())
+        x, doubled = as_pair(to_model_input(images, ctx.device, wants_channels_last(ctx.model, ctx.channels_last)))
+        s = S.odin(ctx.model, x, temperature=T, epsilon=eps)  # a lone image as a pair (aprkit._batch)
+        parts.append((s[:1] if doubled else s).detach().float().cpu())
         labels.append(y)
         indices.append(idx)
     n = dataset_len(dataset) if limit is None else min(dataset_len(dataset), int(limit))
