@@ -181,6 +181,38 @@ def test_single_pil_matches_reference(images_u8):
     assert 0 < hits < 8  # both recombination directions exercised
 
 
+def test_single_wrap_cast_is_the_references_uint8_cast(images_u8):
+    """``cast="wrap"``: the reference's ``np.fft.ifftn(...).astype(np.uint8)`` (fftshifted spectra, real part,
+    truncated, wrapped modulo 256); the batched uint8 and float paths agree with it (float within a level)."""
+    hits = wrapped = 0
+    aprs = APRSingle(p=1.0, cast="wrap")
+    names = aprs.batch.ops
+    for i in range(8):
+        img = Image.fromarray(images_u8[i].permute(1, 2, 0).numpy())
+        params = sample_single_params(1, 1.0, generator=torch.Generator().manual_seed(i))
+        p = {k: v[0].item() for k, v in params.items()}
+        a = np.asarray(apply_pil_op(img, names[p["op1"]], p["level1"], p["negate1"])).astype(np.uint8)
+        b = np.asarray(apply_pil_op(Image.fromarray(a), names[p["op2"]], p["level2"], p["negate2"])).astype(np.uint8)
+        f1, f2 = np.fft.fftshift(np.fft.fftn(a)), np.fft.fftshift(np.fft.fftn(b))
+        phase, amp = (f1, f2) if p["phase_from_first"] else (f2, f1)
+        spec = np.abs(amp) * np.exp(1j * np.angle(phase))
+        raw = np.fft.ifftn(np.fft.ifftshift(spec)).real
+        want = np.remainder(np.trunc(raw).astype(np.int64), 256)  # x86 NumPy's astype(np.uint8) of these values
+        near = np.abs(raw - np.round(raw)) < 1e-6  # a value at an integer may truncate either way by FFT rounding
+        out = np.asarray(aprs.apply(img, params)).astype(np.int64)
+        assert np.array_equal(out[~near], want[~near])
+        for x, (mean, top) in ((images_u8[i:i + 1], (0.05, 1.0)), (images_u8[i:i + 1].float() / 255, (1.5, 4.0))):
+            got = aprs.batch.apply(x, params)[0].permute(1, 2, 0).numpy().astype(np.float64)
+            d = np.abs(got * (255 if x.is_floating_point() else 1) - want)  # the batched torch ops (floats keep
+            d = np.minimum(d, 256 - d)  # their fractions), on the circle of levels: -1 or 256 may wrap on one only
+            assert d.mean() <= mean and d.max() <= top
+        hits += int(p["phase_from_first"])
+        wrapped += int(((raw < -1) | (raw >= 256)).any())
+    assert 0 < hits < 8 and wrapped > 0  # both directions and some wrapped pixels exercised
+    with pytest.raises(ValueError, match="cast must be one of"):
+        APRSingle(cast="clip")
+
+
 def test_single_without_recombination_is_one_op(images_u8):
     img = Image.fromarray(images_u8[0].permute(1, 2, 0).numpy())
     aprs = APRSingle(p=0.0)

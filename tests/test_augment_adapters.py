@@ -150,3 +150,19 @@ def test_an_empty_batch_comes_back_as_the_hosts_hand_it_back():
     assert x_all.shape == (0, 3, 16, 16) and y_all.shape == (0,)
     with pytest.raises(ValueError, match="H >= 2 and W >= 2"):
         APRPair(p=1.0)(torch.rand(0, 3, 1, 16))
+
+
+def test_every_apr_s_adapter_takes_the_references_cast():
+    """``cast="wrap"`` (the reference's uint8 cast) reaches APR-S through each host's adapter (and albumentations'
+    serialisation keeps it)."""
+    from aprkit.augment.adapters import APRSingleV2, RandomAPRSingle
+
+    assert APRSingleV2(cast="wrap").aprs.batch.cast == "wrap"
+    assert RandomAPRSingle(cast="wrap").core.cast == "wrap"
+    pytest.importorskip("albumentations")
+    from aprkit.augment.adapters import AlbuAPRSingle
+
+    t = AlbuAPRSingle(cast="wrap")
+    assert t._core().batch.cast == "wrap" and t.get_transform_init_args()["cast"] == "wrap"
+    with pytest.raises(ValueError, match="cast must be one of"):
+        AlbuAPRSingle(cast="clip")

@@ -297,3 +297,21 @@ def test_an_evaluation_refuses_data_that_names_the_classes_otherwise(tmp_path) -
     assert last.aprkit_classes == ["a", "b", "c"]
     with pytest.raises(ValueError, match="labels its classes \\(a, c\\) unlike the data the model was trained on"):
         predict(last, ImageFolderDataset(tmp_path / "test"))
+
+
+def test_aug_single_cast_reaches_apr_s_on_both_paths():
+    """``aug.single_cast: wrap`` (the reference's uint8 cast) reaches APR-S in the DataLoader and on the device;
+    ``round`` stays the default, so configs saved without the key train as before."""
+    pytest.importorskip("torchvision")
+    from aprkit.train.config import config_from_dict
+    from aprkit.train.data import cpu_train_transform
+    from aprkit.train.recipe import DeviceAugment
+
+    assert config_from_dict(train_config(aug={"method": "apr_sp"})).aug.single_cast == "round"
+    cfg = config_from_dict(train_config(aug={"method": "apr_sp", "single_cast": "wrap"}, data={"input_path": "loader"}))
+    assert cpu_train_transform(cfg).transforms[0].batch.cast == "wrap"
+    cfg = config_from_dict(train_config(aug={"method": "apr_sp", "single_cast": "wrap"}))
+    aug = DeviceAugment(cfg, torch.device("cpu"), torch.Generator())
+    assert aug.single is not None and aug.single.cast == "wrap"
+    with pytest.raises(ValueError, match="single_cast"):
+        config_from_dict(train_config(aug={"single_cast": "clip"}))

@@ -6,9 +6,11 @@ chosen 50/50, either phase(A) + amplitude(B) or phase(B) + amplitude(A); otherwi
 FFT is 3-D over (C, H, W) (``dims="chw"``; the reference transforms the HWC array over all axes,
 which is the same spectrum), or per channel (``dims="hw"``).
 
-Difference from the reference: the reference casts the complex result to uint8 (wrapping
-out-of-range values around, e.g. 260 -> 4, -3 -> 253); here results are rounded and clamped to the
-input's range ([0, 255] for uint8, [0, 1] for floats).
+The final cast (``cast=``): the reference casts the complex result to uint8, truncating and wrapping out-of-range
+values around (260.4 -> 4, -3.2 -> 253: on CIFAR-10 three in four recombined images hold such pixels, 3 % of an
+image's pixels on average, an impulse-like speckle); ``cast="round"`` (the default) rounds and clamps to the input's
+range ([0, 255] for uint8, [0, 1] for floats), ``cast="wrap"`` is the reference's cast (float images: the same
+multiple of 256 levels taken off as the truncated value's, so they stay within a level of their uint8 twins).
 
 * :func:`sample_single_params` / :func:`apr_single` -- the batched functional core.
 * :class:`APRSingleBatch` -- a whole ``(B, C, H, W)`` batch on its device (no per-image CPU work).
@@ -18,7 +20,7 @@ input's range ([0, 255] for uint8, [0, 1] for floats).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -54,7 +56,26 @@ from .ops import (
 from .ops_pil import apply_pil_op
 
 __all__ = ["sample_single_params", "apr_single", "apr_single_core", "param_table", "APRSingleBatch", "APRSingle",
-           "make_generator", "worker_generator", "worker_seed"]
+           "make_generator", "worker_generator", "worker_seed", "Cast", "CASTS", "check_cast", "wrap_levels"]
+
+#: APR-S's final cast: ``"round"`` (round and clamp) or ``"wrap"`` (the reference's uint8 cast: truncate, wrap)
+Cast = Literal["round", "wrap"]
+CASTS: tuple[str, ...] = ("round", "wrap")
+
+
+def check_cast(cast: str) -> str:
+    """Validate APR-S's ``cast`` (``"round"`` or ``"wrap"``)."""
+    if cast not in CASTS:
+        raise ValueError(f"cast must be one of {', '.join(map(repr, CASTS))}, got {cast!r}")
+    return cast
+
+
+def wrap_levels(rec: torch.Tensor, quantize: bool) -> torch.Tensor:
+    """The reference's ``astype(np.uint8)`` of values on the 0-255 scale: truncated toward zero and wrapped modulo
+    256 (``quantize``: uint8 images); float images keep their fractions and lose the multiple of 256 that their
+    truncated value loses (-0.4 stays -0.4, clamped later; -3.2 -> 252.8)."""
+    t = rec.trunc()
+    return (t if quantize else rec) - 256 * torch.floor(t / 256)
 
 
 def _check_severity(severity: float) -> float:
@@ -126,12 +147,14 @@ def _views(x255: torch.Tensor, names: tuple[str, ...], table: torch.Tensor, quan
 
 
 def apr_single(
-    x: torch.Tensor, params: dict[str, torch.Tensor], ops: Sequence[str] | None = None, dims: Dims = "chw"
+    x: torch.Tensor, params: dict[str, torch.Tensor], ops: Sequence[str] | None = None, dims: Dims = "chw",
+    cast: Cast = "round",
 ) -> torch.Tensor:
     """APR-S on a batch ``x`` ``(B, C, H, W)`` (uint8 or float in [0, 1]) with parameters from
     :func:`sample_single_params`.
 
-    Returns a new tensor of ``x``'s dtype, device and memory format, clamped to its range (uint8 rounded).
+    Returns a new tensor of ``x``'s dtype, device and memory format, clamped to its range (uint8 rounded; with
+    ``cast="wrap"`` recombined values are first wrapped as the reference's uint8 cast does, see the module).
     Views of uint8 images are rounded to integers between ops, as the reference's uint8 arrays are.
     Validates once (one ``aminmax`` pass for float input), then runs :func:`apr_single_core`.
     """
@@ -143,13 +166,14 @@ def apr_single(
     for key, val in params.items():
         if val.shape != (b,):
             raise ValueError(f"params[{key!r}] must have shape ({b},) for a batch of {b}, got {tuple(val.shape)}")
+    check_cast(cast)
     if b == 0:  # an empty batch comes back as it is, as from the hosts' own transforms
         return x
-    return apr_single_core(x, params, names, dims)
+    return apr_single_core(x, params, names, dims, cast=cast)
 
 
 def apr_single_core(x: torch.Tensor, params: dict[str, torch.Tensor], names: tuple[str, ...], dims: Dims = "chw",
-                    strategy: str = "auto") -> torch.Tensor:
+                    strategy: str = "auto", cast: Cast = "round") -> torch.Tensor:
     """The unchecked core of :func:`apr_single` (``names`` as returned by ``resolve_ops``).
 
     ``strategy`` as in :func:`aprkit.augment.ops.use_dense`: ``"auto"`` groups images by op on eager CPU
@@ -170,6 +194,8 @@ def apr_single_core(x: torch.Tensor, params: dict[str, torch.Tensor], names: tup
         x255 = torch.where((x255 - near).abs() <= 64 * torch.finfo(x.dtype).eps, near, x255)
     a, b_view = _views(x255, names, table, quantize, use_dense(x, strategy))
     rec = recombine_views(a, b_view, table[:, _PHASE] > 0.5, dims)
+    if cast == "wrap":
+        rec = wrap_levels(rec, quantize)
     out = torch.where(table[:, _RECOMBINE].view(-1, 1, 1, 1) > 0.5, rec, a)
     return finish(out if quantize else out / scale, x.dtype, clamp=True, like=x)
 
@@ -182,20 +208,22 @@ class APRSingleBatch(CompiledCore, ReplayModule):
     :meth:`apply` replays them deterministically; ``forward`` does both. ``compile_core=True`` (or a dict
     of ``torch.compile`` options, e.g. ``{"mode": "reduce-overhead"}``) makes ``forward`` run
     :func:`apr_single_core` compiled as one graph (the sampling stays eager); on a device, draw from a
-    generator there so the whole core is device work.
+    generator there so the whole core is device work. ``cast``: ``"round"`` (round and clamp, the default) or
+    ``"wrap"`` (the reference's uint8 cast; see the module).
     """
 
     core_fn = staticmethod(apr_single_core)
 
     def __init__(self, p: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None, dims: Dims = "chw",
                  generator: torch.Generator | None = None, seed: int | None = None,
-                 compile_core: bool | dict[str, Any] = False) -> None:
+                 compile_core: bool | dict[str, Any] = False, cast: Cast = "round") -> None:
         super().__init__()
         self.p = check_probability(p)
         self.severity = _check_severity(severity)
         self.ops = resolve_ops(ops)
         check_dims(dims)
         self.dims = dims
+        self.cast: Cast = check_cast(cast)  # type: ignore[assignment]
         self.generator = make_generator(generator, seed)
         self._base_seed = None if self.generator is None else self.generator.initial_seed()  # see worker_generator
         self._init_compile_core(compile_core)
@@ -211,7 +239,7 @@ class APRSingleBatch(CompiledCore, ReplayModule):
     def replay(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic APR-S of ``x`` ``(B, C, H, W)`` with ``params`` (called as ``apply(x, params)``, Kornia-style;
         ``apply(fn)`` is ``nn.Module.apply``, see :mod:`aprkit._replay`)."""
-        return apr_single(x, params, self.ops, self.dims)
+        return apr_single(x, params, self.ops, self.dims, self.cast)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # one pass; another augmentation's overshoot passes: the views are clamped
@@ -220,11 +248,12 @@ class APRSingleBatch(CompiledCore, ReplayModule):
         if x.shape[0] == 0:  # an empty batch comes back as it is, as from the hosts' own transforms
             return x
         params = self.generate_parameters(x.shape)  # on the generator's device; the core moves one packed table
-        return like_input(self._run_core()(x, params, self.ops, self.dims), x)  # an Image stays one
+        return like_input(self._run_core()(x, params, self.ops, self.dims, cast=self.cast), x)  # an Image stays one
 
     def extra_repr(self) -> str:
         ops = None if self.ops == DEFAULT_OPS else list(self.ops)  # as the constructor takes them
-        return f"p={self.p}, severity={self.severity}, ops={ops!r}, dims={self.dims!r}"
+        cast = "" if self.cast == "round" else f", cast={self.cast!r}"
+        return f"p={self.p}, severity={self.severity}, ops={ops!r}, dims={self.dims!r}{cast}"
 
 
 class APRSingle:
@@ -243,8 +272,8 @@ class APRSingle:
     """
 
     def __init__(self, p: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None, dims: Dims = "chw",
-                 generator: torch.Generator | None = None, seed: int | None = None) -> None:
-        self.batch = APRSingleBatch(p, severity, ops, dims, generator=generator, seed=seed)
+                 generator: torch.Generator | None = None, seed: int | None = None, cast: Cast = "round") -> None:
+        self.batch = APRSingleBatch(p, severity, ops, dims, generator=generator, seed=seed, cast=cast)
 
     @property
     def p(self) -> float:
@@ -319,7 +348,10 @@ class APRSingle:
         if views.ndim == 3:  # mode "L": (2, H, W) -> (2, H, W, 1)
             views = views[..., None]
         rec = recombine_views_numpy(views, bool(p["phase_from_first"]), self.batch.dims)
-        arr = np.clip(np.rint(rec), 0, 255).astype(np.uint8)
+        if self.batch.cast == "wrap":  # the reference's astype(np.uint8): truncate, wrap modulo 256
+            arr = np.remainder(np.trunc(rec).astype(np.int64), 256).astype(np.uint8)
+        else:
+            arr = np.clip(np.rint(rec), 0, 255).astype(np.uint8)
         return Image.fromarray(arr[..., 0] if img.mode == "L" else arr)
 
     def __repr__(self) -> str:

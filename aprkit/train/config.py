@@ -97,6 +97,8 @@ class AugConfig:
     method: Method = "standard"
     pair_p: float = 0.6  # APR-P: probability that a batch is amplitude-swapped
     single_p: float = 0.5  # APR-S: probability of recombining an image with an augmented copy
+    # APR-S's final cast: round and clamp, or wrap as the reference's astype(np.uint8) does (truncate, modulo 256)
+    single_cast: Literal["round", "wrap"] = "round"
     severity: int = 3
     dims: Literal["chw", "hw"] = "chw"
     # apr_p, apr_sp: one forward of the 2B batch (batch norm statistics over clean + APR-P images, the reference's

@@ -197,7 +197,8 @@ def cpu_train_transform(cfg: Config) -> Callable[[torch.Tensor], torch.Tensor] |
     if apr_s_where(cfg) == "loader":  # CIFAR: the reference recombines, then pads and crops
         from ..augment import APRSingle
 
-        steps.append(APRSingle(p=cfg.aug.single_p, severity=cfg.aug.severity, dims=cfg.aug.dims))
+        steps.append(APRSingle(p=cfg.aug.single_p, severity=cfg.aug.severity, dims=cfg.aug.dims,
+                               cast=cfg.aug.single_cast))
     if per_image and not d.random_resized_crop:
         steps.append(_PadCrop(d.image_size, d.crop_padding, d.pad_fill))
     if per_image and d.hflip:

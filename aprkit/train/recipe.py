@@ -71,7 +71,7 @@ class DeviceAugment:
         self.single: APRSingleBatch | None = None
         if apr_s_where(cfg) == "device":
             self.single = _with_generator(APRSingleBatch, generator, p=cfg.aug.single_p, severity=cfg.aug.severity,
-                                          dims=cfg.aug.dims, compile_core=compile_core)
+                                          dims=cfg.aug.dims, compile_core=compile_core, cast=cfg.aug.single_cast)
         self.pair_op: APRPair | None = None
         self.aprsp: APRSP | None = None
         if method == "apr_p_only":

@@ -38,7 +38,7 @@ from pydantic import Field  # noqa: E402
 from ..._checks import check_image_tensor, check_probability
 from ...fourier import Dims, swap_amplitude
 from ..ops import warp_pixels
-from ..single import APRSingle, single_transform_matrix
+from ..single import APRSingle, Cast, single_transform_matrix
 
 __all__ = ["AlbuAPRSingle", "AlbuAPRPair"]
 
@@ -70,14 +70,16 @@ class AlbuAPRSingle(DualTransform):
         severity: Any  # APRSingle checks these
         ops: Any
         dims: Any
+        cast: Any
 
     def __init__(self, recombine_p: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None,
-                 dims: Dims = "chw", p: float = 1.0) -> None:
+                 dims: Dims = "chw", p: float = 1.0, cast: Cast = "round") -> None:
         super().__init__(p=p)
         self.recombine_p = recombine_p
         self.severity = severity
         self.ops = ops
         self.dims = dims
+        self.cast = cast
         self._generator = torch.Generator().manual_seed(0)  # re-seeded from albumentations' generator per call
         self._built: tuple[Any, APRSingle] | None = None
         self._core()  # checks the settings now
@@ -85,11 +87,11 @@ class AlbuAPRSingle(DualTransform):
     def _core(self) -> APRSingle:
         """The :class:`APRSingle` of the current settings: rebuilt when one was changed after construction (as
         albumentations' own transforms read their attributes on every call, and ``to_dict`` reports them)."""
-        key = (self.recombine_p, self.severity, None if self.ops is None else tuple(self.ops), self.dims)
+        key = (self.recombine_p, self.severity, None if self.ops is None else tuple(self.ops), self.dims, self.cast)
         if self._built is None or self._built[0] != key:
             check_probability(self.recombine_p, "recombine_p")  # APRSingle would name it p
             self._built = (key, APRSingle(self.recombine_p, self.severity, self.ops, self.dims,
-                                          generator=self._generator))
+                                          generator=self._generator, cast=self.cast))
         return self._built[1]
 
     def get_params(self) -> dict[str, Any]:
@@ -143,7 +145,7 @@ class AlbuAPRSingle(DualTransform):
         return out
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("recombine_p", "severity", "ops", "dims")
+        return ("recombine_p", "severity", "ops", "dims", "cast")
 
 
 class AlbuAPRPair(ImageOnlyTransform):

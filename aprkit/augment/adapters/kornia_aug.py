@@ -27,7 +27,7 @@ from ..._generators import worker_generator
 from ...fourier import Dims
 from ..ops import warp_pixels
 from ..pair import APRPair
-from ..single import APRSingleBatch, single_transform_matrix
+from ..single import APRSingleBatch, Cast, single_transform_matrix
 
 __all__ = ["RandomAPRSingle", "RandomAPRPair"]
 
@@ -123,11 +123,12 @@ class RandomAPRSingle(_SeededGate, GeometricAugmentationBase2D):
 
     def __init__(self, p_apr: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None, dims: Dims = "chw",
                  generator: torch.Generator | None = None, seed: int | None = None, *, p: float = 1.0,
-                 p_batch: float = 1.0, same_on_batch: bool = False, keepdim: bool = False) -> None:
+                 p_batch: float = 1.0, same_on_batch: bool = False, keepdim: bool = False,
+                 cast: Cast = "round") -> None:
         super().__init__(p=check_probability(p, "p"), p_batch=check_probability(p_batch, "p_batch"),
                          same_on_batch=same_on_batch, keepdim=keepdim)
         self.core = APRSingleBatch(check_probability(p_apr, "p_apr"), severity, ops, dims, generator=generator,
-                                   seed=seed)
+                                   seed=seed, cast=cast)
         self.flags = {"resample": Resample.BILINEAR, "align_corners": False}
 
     def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ from torchvision.transforms.v2._utils import is_pure_tensor
 from ..._checks import check_chw_layout, check_image_tensor
 from ..._tv import draw_groups, like_input
 from ...fourier import Dims
-from ..single import APRSingle
+from ..single import APRSingle, Cast
 
 __all__ = ["APRSingleV2", "ANNOTATION_TYPES", "reject_annotations"]
 
@@ -57,9 +57,9 @@ class APRSingleV2(v2.Transform):
     _transformed_types = (tv_tensors.Image, tv_tensors.Video, is_pure_tensor, PIL.Image.Image)
 
     def __init__(self, p: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None, dims: Dims = "chw",
-                 generator: torch.Generator | None = None, seed: int | None = None) -> None:
+                 generator: torch.Generator | None = None, seed: int | None = None, cast: Cast = "round") -> None:
         super().__init__()
-        self.aprs = APRSingle(p, severity, ops, dims, generator=generator, seed=seed)
+        self.aprs = APRSingle(p, severity, ops, dims, generator=generator, seed=seed, cast=cast)
 
     @property
     def p(self) -> float:
