@@ -62,7 +62,11 @@ class AlbuAPRSingle(DualTransform):
     0.5 grey levels mean per image on average (a few images several levels: 7.2 at most on 400 CIFAR-10
     images); the rest comes from solarize / posterize thresholds, which a float image crosses at a
     slightly different place than PIL's truncated uint8 levels, and which the amplitude swap spreads
-    over the whole image.
+    over the whole image. ``cast`` as in :class:`~aprkit.augment.APRSingle`.
+
+    The draws come from albumentations' generator, as its own transforms' do: under ``A.Compose(..., seed=s)``
+    albumentations 2.0 gives every DataLoader worker, and every epoch, the same stream (the same augmentations of
+    item ``i``); without ``seed`` each worker draws its own. aprkit's ``APRSingle(seed=...)`` re-seeds per worker.
     """
 
     class InitSchema(BaseTransformInitSchema):
