@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -59,6 +60,30 @@ def test_cifar_layout_from_array(array_input) -> None:
     lab = np.load(out / "labels.npy")
     assert lab.dtype == np.uint8 and np.array_equal(lab, np.tile(labels, 5))
     assert not list(out.glob("*.tmp"))
+
+
+def test_a_cifar_layout_subset_warns_and_without_its_manifest_is_refused(array_input) -> None:
+    """Severities 3 and 5 stack 2N rows: Hendrycks-style slicing misreads them (the writer warns), and a copy without
+    manifest.json was read as 1..5 of 2N/5 images each (severity 1 = severity 3's first images): its labels, one
+    sequence twice, are not one sequence five times. Another tool's manifest.json is no aprkit manifest: the
+    published layout is read."""
+    import json
+    import shutil
+
+    from aprkit.data import get_dataset
+
+    tmp, x, labels = array_input
+    x, labels = x[:5], labels[:5]
+    labels[:] = [0, 1, 2, 3, 4]
+    with pytest.warns(UserWarning, match=r"severities \[3, 5\] only"):
+        write_cifar_c(x, tmp / "sub", ["fog"], labels, severities=[3, 5], progress=False)
+    shutil.copytree(tmp / "sub", tmp / "bare")
+    (tmp / "bare" / "manifest.json").unlink()
+    with pytest.raises(ValueError, match="not one label sequence repeated"):
+        get_dataset(f"cifar10-c:{tmp / 'bare'}", corruption="fog", severity=1)
+    write_cifar_c(x, tmp / "all", ["fog"], labels, progress=False)
+    (tmp / "all" / "manifest.json").write_text(json.dumps({"params": "someone else's"}))
+    assert len(get_dataset(f"cifar10-c:{tmp / 'all'}", corruption="fog", severity=5)) == 5
 
 
 def test_cifar_layout_with_other_severities_reads_back_by_its_manifest(array_input) -> None:
@@ -310,7 +335,10 @@ def test_writers_default_to_the_preset_of_the_image_size(tmp_path, capsys) -> No
         Image.fromarray(img).save(src / f"{i}.png")
     for size, preset in ((32, "cifar"), (None, "tinyimagenet"), (224, "imagenet")):
         out = tmp_path / f"inc{size}"
-        write_imagenet_c(tmp_path / "src", out, ["contrast"], severities=(1,), size=size, progress=False)
+        with warnings.catch_warnings(record=True) as seen:  # 64 px enlarged to 224 (ImageNet-C's default) says so
+            warnings.simplefilter("always")
+            write_imagenet_c(tmp_path / "src", out, ["contrast"], severities=(1,), size=size, progress=False)
+        assert sum("is enlarged 3.5x" in str(w.message) for w in seen) == (size == 224)
         assert json.loads((out / "manifest.json").read_text())["params"]["preset"] == preset
 
 
@@ -521,3 +549,19 @@ def test_a_mixed_folder_is_resized_throughout_as_its_reader_takes_it(tmp_path) -
         Image.fromarray(ref[i].permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=85)
         jpeg = torch.from_numpy(np.array(Image.open(buf).convert("RGB"))).permute(2, 0, 1)
         assert (done[i][0].int() - jpeg.int()).abs().float().mean() < 2, i  # another crop: 10+ levels
+
+
+def test_an_aprkit_written_imagenet_c_folder_is_told_from_the_published_files(tmp_path) -> None:
+    """mCE from a folder aprkit corrupt wrote is no published ImageNet-C figure: the corruption suite tells such a
+    folder (its manifest) from a download, whose mCE note stays empty."""
+    import shutil
+
+    from aprkit.eval.suites.corruption import _written_by_aprkit
+
+    for i, img in enumerate(natural_images(2, 32, seed=3).permute(0, 2, 3, 1).numpy()):
+        (tmp_path / "in" / "a").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "in" / "a" / f"im{i}.png")
+    write_imagenet_c(tmp_path / "in", tmp_path / "out", ["brightness"], [1], size=32, progress=False)
+    assert _written_by_aprkit(f"imagenet-c:{tmp_path / 'out'}")
+    shutil.copytree(tmp_path / "out" / "brightness", tmp_path / "download" / "brightness")
+    assert not _written_by_aprkit(f"imagenet-c:{tmp_path / 'download'}")

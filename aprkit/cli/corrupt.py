@@ -39,8 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("input", help="a .npy uint8 array (N, H, W, 3) or a folder of class sub-folders with images")
     p.add_argument("out", help="output directory")
     p.add_argument("--layout", choices=("cifar", "imagenet"), default=None,
-                   help="cifar: <name>.npy severity-major + labels.npy; imagenet: <name>/<sev>/<class>/<file> "
-                        "JPEG q85 (default: cifar for .npy input, imagenet for folders)")
+                   help="cifar: <name>.npy severity-major + labels.npy (a folder is read class by class, in sorted "
+                        "order: not a test_order.csv's, so rows do not pair with CIFAR-10-C's by index); imagenet: "
+                        "<name>/<sev>/<class>/<file> JPEG q85 (default: cifar for .npy input, imagenet for folders)")
     p.add_argument("--labels", default=None,
                    help="labels .npy for array input (written as labels.npy, tiled once per severity written; "
                         "without it the set cannot be evaluated)")

@@ -196,6 +196,13 @@ def write_cifar_c(
     arr = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
         raise TypeError(f"images must be uint8 (N, H, W, 3), got {arr.dtype} {arr.shape}")
+    if list(severities) != [1, 2, 3, 4, 5]:
+        import warnings
+
+        warnings.warn(f"a CIFAR-layout set of severities {list(severities)} only: its .npy files stack those, so "
+                      "readers that slice severity s as rows (s - 1) * N (Hendrycks's, robustbench's) read other "
+                      "severities or nothing; aprkit's reader takes them from manifest.json (keep it with the "
+                      "files)", UserWarning, stacklevel=2)
     preset = preset_for_size(arr.shape[1], arr.shape[2]) if preset is None else check_preset(preset)
     n = arr.shape[0]
     if n == 0:
@@ -294,11 +301,19 @@ def write_imagenet_c(
     # each severity is its own folder, seeded per (corruption, severity, image): severities are added like corruptions
     keep_exact = True
     if size is not None:  # the headers only: a folder of size x size images is kept, a mixed one resized throughout
-        exact = set()
+        exact, largest = set(), 0
         for p, _ in items:
             with Image.open(p) as im:
                 exact.add(im.size == (size, size))
+                largest = max(largest, min(im.size))
         keep_exact = exact != {True, False}
+        if 2 * largest <= size:
+            import warnings
+
+            warnings.warn(f"every image in {src} is at most {largest} px on its short side: each is enlarged "
+                          f"{size / largest:.1f}x or more to {size} px and corrupted with the {preset!r} preset; for "
+                          f"small images pass their own size (aprkit corrupt --size {largest}; Tiny-ImageNet-C "
+                          "is 64 px)", UserWarning, stacklevel=2)
     params = _params("imagenet", seed, preset, fingerprint_files([p for p, _ in items], src), device,
                      size=size, quality=int(quality),
                      **({} if size is None else {"resize": _RESIZE if keep_exact else _RESIZE_EVERY}))

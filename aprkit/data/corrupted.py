@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from collections.abc import Sequence
@@ -89,6 +88,13 @@ def cifar_c(root: str | Path, corruption: str, severity: int | None = None, *,
     if labels.dtype.kind not in "iu":
         raise ValueError(f"{label_path} must hold integer class labels, got dtype {labels.dtype}")
     labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape[0] == k * n and k > 1 and not all(np.array_equal(labels[:n], labels[i * n:(i + 1) * n])
+                                                      for i in range(1, k)):
+        raise ValueError(  # a set of other severities (its manifest lost) read as 1..5 would pair the wrong images
+            f"{label_path} is not one label sequence repeated for the {k} severities {held} that {data_path} "
+            f"({arr.shape[0]} images) is read as holding, as CIFAR-10-C's labels.npy is: the files hold other "
+            "severities (an aprkit corrupt set of some severities whose manifest.json is gone?) or do not belong "
+            "together")
     classes = classes if classes is not None else _recorded_classes(root)
     if severity is None:
         if held != [1, 2, 3, 4, 5]:
@@ -105,15 +111,19 @@ def cifar_c(root: str | Path, corruption: str, severity: int | None = None, *,
 
 def _stacked_severities(root: Path) -> list[int]:
     """The severities stacked in ``root``'s CIFAR-C files, in file order: those an ``aprkit corrupt`` manifest
-    (``manifest.json``, ``params.severities``) records, else the published 1..5."""
-    path = root / "manifest.json"
-    if not path.is_file():
+    (``manifest.json``, ``params.severities``) records, else the published 1..5 (another tool's ``manifest.json``
+    says nothing about them)."""
+    from aprkit.corruptions.manifest import read_manifest
+
+    data = read_manifest(root)
+    if data is None:
         return [1, 2, 3, 4, 5]
+    path = root / "manifest.json"
     try:
-        held = json.loads(path.read_text(encoding="utf-8"))["params"]["severities"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        held = data["params"]["severities"]
+    except (KeyError, TypeError) as e:
         raise ValueError(f"{path} does not say which severities {root} holds ({e}); expected an aprkit corrupt "
-                         "manifest with params.severities, or remove it for the published 1..5 layout") from e
+                         "manifest with params.severities") from e
     if (not isinstance(held, list) or not held or len(set(held)) != len(held)
             or not all(isinstance(v, int) and 1 <= v <= 5 for v in held)):
         raise ValueError(f"{path} lists severities {held!r}; expected distinct integers in 1..5")

@@ -219,6 +219,20 @@ def _open_corrupted(source: Any, corruption: str, severity: int):
                     f"(corruption, severity) -> dataset, got {type(source).__name__}")
 
 
+def _written_by_aprkit(spec: str) -> bool:
+    """Whether the -C folder of the dataset spec ``spec`` is one ``aprkit corrupt`` wrote (its manifest)."""
+    from pathlib import Path
+
+    from ...corruptions.manifest import read_manifest
+    from ...data.registry import parse_spec, split_spec_options
+
+    try:
+        root = parse_spec(split_spec_options(spec)[0])[1]
+    except (TypeError, ValueError):
+        return False
+    return read_manifest(Path(root).expanduser()) is not None
+
+
 def _source_origin(source: Any) -> str:
     """``"provided"`` for a callable or dataset source, unless it says it generates its cells (``origin =
     "generated"``: the demo's shared cells); no other value is taken from it."""
@@ -398,6 +412,10 @@ class CorruptionSuite(Suite[CorruptionOptions]):
                 result["mce_note"] = ("mCE here is from aprkit-generated cells, not the published ImageNet-C files "
                                       "(whose images were also saved as JPEG, quality 85): close to, not the same as, "
                                       "published mCE figures")
+            elif result["origin"] == "disk" and _written_by_aprkit(opts.corrupted):
+                result["mce_note"] = ("mCE here is from cells aprkit corrupt wrote (its manifest.json says so), not "
+                                      "the published ImageNet-C files: close to, not the same as, published mCE "
+                                      "figures")
         return result
 
     def headline(self, result: Mapping[str, Any]) -> list[Measure]:
