@@ -49,7 +49,10 @@ def path_state(path: str | os.PathLike, depth: int = 2) -> str:
             h.update(f"{folder.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
             continue
         for e in entries:
-            st = e.stat()
+            try:
+                st = e.stat()
+            except FileNotFoundError:  # a dangling link (an editor's .#lock): its own entry, as readers skip it
+                st = e.stat(follow_symlinks=False)
             h.update(f"{Path(e.path).relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
             if e.is_dir() and level + 1 < depth:
                 todo.append((Path(e.path), level + 1, above | {real}))

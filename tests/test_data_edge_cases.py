@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -70,3 +71,62 @@ def test_a_model_that_resizes_its_inputs_itself_does_not_warn() -> None:
         warnings.filterwarnings("error", message="the model was made for")
         evaluate(net, "calibration", (images, torch.arange(4) % 2), random_init=True, progress=False,
                  options={"calibration_corrupted": False})
+
+
+def test_a_dangling_link_in_a_data_folder_does_not_stop_an_evaluation(tmp_path) -> None:
+    """The reader skips hidden names and dangling links; the cache identity's stat() followed such a link (an
+    editor's ``.#notes`` lock) and ``aprkit eval`` failed with FileNotFoundError."""
+    from aprkit._hash import path_state
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / c / "x.png")
+    before = path_state(tmp_path)
+    os.symlink(tmp_path / "nowhere", tmp_path / "a" / ".#notes.txt")
+    assert path_state(tmp_path) != before  # an entry like any other
+    assert len(get_dataset(f"folder:{tmp_path}")) == 2
+
+
+def test_an_animated_gif_under_a_png_name_reads_as_its_first_frame(tmp_path) -> None:
+    """torchvision's decoder sniffs the real format and gave a GIF named .jpg/.png all its frames (F, C, H, W),
+    reported as images of different sizes; PIL (ImageFolder's loader) takes the first frame, as now."""
+    from aprkit.data.folder import read_image
+
+    frames = [Image.new("RGB", (8, 6), (40 * i, 0, 255 - 40 * i)) for i in range(3)]
+    frames[0].save(tmp_path / "anim.png", format="GIF", save_all=True, append_images=frames[1:])
+    img = read_image(tmp_path / "anim.png")
+    with Image.open(tmp_path / "anim.png") as im:
+        want = torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1)
+    assert img.shape == (3, 6, 8) and torch.equal(img, want)
+
+
+def test_num_classes_other_than_the_datas_named_classes_is_refused(tmp_path) -> None:
+    """A folder of 2 ImageNet classes with --num-classes 1000 was scored as outputs 0 and 1 (tench, goldfish) with no
+    warning; the count the data names must match, unless check_classes=False says its labels are the model's."""
+    from aprkit.eval import evaluate
+
+    for c in ("n01443537", "n01530575"):
+        (tmp_path / c).mkdir()
+        for i in range(2):
+            Image.new("RGB", (8, 8), (60 * i, 90, 30)).save(tmp_path / c / f"{i}.png")
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 1000))
+    with pytest.raises(ValueError, match="the data names 2 classes .* scored as the model's first 2 outputs"):
+        evaluate(net, "corruption", f"folder:{tmp_path}", progress=False,
+                 options={"num_classes": 1000, "corruptions": ["none"]})
+    res = evaluate(net, "corruption", f"folder:{tmp_path}", progress=False,
+                   options={"num_classes": 1000, "corruptions": ["none"], "check_classes": False})
+    assert res.models
+
+
+def test_nested_class_folders_are_read_in_imagefolders_order(tmp_path) -> None:
+    """Files in nested folders below a class came in pathlib's part-by-part order (a/sub/deep/z before a/top):
+    --limit and per-image seeds then took other images than an ImageFolder run; now torchvision's order."""
+    tv = pytest.importorskip("torchvision.datasets")
+    from aprkit.data.folder import scan_image_folder
+
+    for rel in ("a/top.png", "a/sub/x.png", "a/sub-2/y.png", "a/sub/deep/z.png", "b/k.png", "b/0/m.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / rel)
+    ours = [str(p.relative_to(tmp_path)) for p, _ in scan_image_folder(tmp_path)[0]]
+    theirs = [os.path.relpath(p, tmp_path) for p, _ in tv.ImageFolder(str(tmp_path)).samples]
+    assert ours == theirs

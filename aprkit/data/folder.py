@@ -27,8 +27,9 @@ __all__ = ["IMG_EXTENSIONS", "image_files", "scan_image_folder", "read_image", "
 
 #: the version of how image folders are scanned and decoded, part of their cache identity (2: linked folders inside a
 #: class are entered; gray images are PIL's convert("L") for every format; 3: a link into a folder below another class
-#: is not entered)
-READER_VERSION = 3
+#: is not entered; 4: files in torchvision's ImageFolder order, a folder's own files before its subfolders', folders
+#: by path string: nested class folders were ordered part by part, so --limit and per-image seeds took other images)
+READER_VERSION = 4
 #: how deep an image folder's cache identity looks (``aprkit._hash.path_state``): the reader takes images at any depth
 #: below a class folder, so its identity must see them (a standard tree ends two levels down: the same cost)
 IDENTITY_DEPTH = 8
@@ -86,6 +87,7 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
             img = to_8bit(img) if img.dtype == torch.uint16 else img  # a 16-bit PNG
+            img = img[0] if img.ndim == 4 else img  # an animated GIF under another name: its first frame, as PIL
             # gray as PIL's convert("L") (ITU-R 601-2 in 16-bit fixed point): torchvision's GRAY mode rounds a PNG's
             # colours otherwise (half the pixels of a colour image one level off its BMP or JPEG twin)
             return img if channels == 3 else _luma(img)
@@ -159,8 +161,9 @@ def find_classes(root: Path) -> list[str]:
 
 def image_files(folder: Path, extensions: Sequence[str] = IMG_EXTENSIONS, *,
                 outside: Collection[str] = ()) -> list[Path]:
-    """The image files (matched by ``extensions``) at any depth below ``folder``, sorted; hidden files and those in
-    hidden folders left out (macOS ``._x.png`` resource files, ``.ipynb_checkpoints`` copies). Linked folders are
+    """The image files (matched by ``extensions``) at any depth below ``folder``, sorted as torchvision's
+    ImageFolder sorts them (by folder path string, then file name: a folder's files before its subfolders'); hidden
+    files and those in hidden folders left out (macOS ``._x.png`` resource files, ``.ipynb_checkpoints`` copies). Linked folders are
     entered, as torchvision's ImageFolder does, each real folder once (the first link in name order; a link back up
     is no loop), but never the folders ``outside`` nor a folder below one that does not also hold ``folder`` (a
     dataset's root and its other classes: a link to them or into them would read their images as this class's too;
@@ -187,7 +190,7 @@ def image_files(folder: Path, extensions: Sequence[str] = IMG_EXTENSIONS, *,
                 found.append(Path(entry.path))
 
     visit(folder)
-    return sorted(found)
+    return sorted(found, key=lambda p: (str(p.parent), p.name))  # ImageFolder's sorted(os.walk(...)) order
 
 
 def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,

@@ -130,7 +130,8 @@ def _check_logits(logits: Any, n: int, num_classes: int | tuple[int, ...] | None
     elif num_classes is not None and logits.shape[1] != num_classes:
         raise ValueError(
             f"the model outputs {logits.shape[1]} classes but the data has {num_classes} {where}; "
-            "pass the matching num_classes/checkpoint or a dataset with the model's label set"
+            "load the checkpoint trained on this label set, or give the data the model's label set (one folder per "
+            "model class, in the model's order; empty folders count)"
         )
     return logits
 
@@ -352,7 +353,8 @@ def _warn_other_size(model: nn.Module, size: torch.Size) -> None:
         return  # no size recorded, or a model that resizes its inputs itself (a pretrained model's Preprocess)
     (h, w), (dh, dw) = (int(v) for v in native[-2:]), (int(v) for v in size)
     if (h, w) != (dh, dw):
-        how = f" (e.g. folder:DIR?resize={h}&crop={h})" if h == w else ""
+        resize = h if h < 64 else round(h * 256 / 224)  # ImageNet-size models: the Resize(256) + CenterCrop(224) ratio
+        how = f" (e.g. folder:DIR?resize={resize}&crop={h})" if h == w else ""
         warnings.warn(f"the model was made for {h}x{w} inputs (its input_size) and the data's images are {dh}x{dw}: "
                       f"its numbers measure it at another resolution; bring the images to its size{how} unless that "
                       "is what you mean to measure", RuntimeWarning, stacklevel=4)

@@ -241,13 +241,23 @@ def _source_origin(source: Any) -> str:
 
 def expected_classes(opts: CorruptionOptions, dataset: Any) -> int | None:
     """The number of classes the model must output: option ``num_classes``, else ``len(dataset.classes)`` when
-    the dataset names its classes (disable with option ``check_classes=False``)."""
+    the dataset names its classes (disable with option ``check_classes=False``). A ``num_classes`` other than the
+    number of classes the dataset names is refused: its labels ``0..k-1`` (sorted folder names) would be scored as
+    the model's first ``k`` outputs."""
+    found = getattr(dataset, "classes", None)
+    classes: list[Any] = list(found) if isinstance(found, (list, tuple)) else []
+    named = opts.check_classes and bool(classes)  # one class too: all its labels are 0
     if opts.num_classes:
+        if named and len(classes) != int(opts.num_classes):
+            shown = ", ".join(map(str, classes[:4])) + (", ..." if len(classes) > 4 else "")
+            raise ValueError(
+                f"num_classes={opts.num_classes}, but the data names {len(classes)} classes ({shown}): their labels "
+                f"0..{len(classes) - 1} would be scored as the model's first {len(classes)} outputs, whatever the "
+                "names mean to the model. Give the data the model's label set (one folder per model class, in the "
+                "model's order; empty folders count), or, if its labels already are the model's output indices, "
+                "pass check_classes=False (aprkit eval --set check_classes=false)")
         return int(opts.num_classes)
-    classes = getattr(dataset, "classes", None)
-    if opts.check_classes and isinstance(classes, (list, tuple)) and classes:  # one class too: all its labels are 0
-        return len(classes)
-    return None
+    return len(classes) if named else None
 
 
 def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corruption: str | None = None,
