@@ -461,3 +461,28 @@ def test_feature_apr_keeps_a_channels_last_layout() -> None:
         want = feature_apr(x.contiguous(), p=p, generator=torch.Generator().manual_seed(0))
         assert out.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(out, want)
+
+
+def test_a_call_layout_wins_over_the_shared_modules_and_a_linear_only_map_with_h_equal_c_is_channels_last() -> None:
+    """attach's hook hands each call its thread's patch grid (``layout=``): it had set the shared module's ``grid``
+    and then called it, so a concurrent forward at another size could read the other thread's grid. A ConvNeXt MLP
+    at 384 px returns (B, 96, 96, 96): H == C no longer passes as channels-first."""
+    from aprkit.hidden import feature_apr
+    from aprkit.hidden.layout import check_channels_first
+
+    tokens = torch.randn(2, 1 + 32, 4, generator=torch.Generator().manual_seed(0))
+    apr = FeatureAPR(p=1.0, grid=(4, 8), num_prefix_tokens=1).train()
+    torch.manual_seed(3)
+    got = apr(tokens, layout=((8, 4), 1))
+    torch.manual_seed(3)
+    torch.testing.assert_close(got, feature_apr(tokens, p=1.0, grid=(8, 4), num_prefix_tokens=1))
+    assert apr.grid == (4, 8)  # the module's own layout untouched by the call
+    mlp = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8))
+    model = nn.Sequential()
+    model.add_module("mlp", mlp)
+    with pytest.raises(ValueError, match="channels-last"):
+        check_channels_first(model, "mlp", (2, 8, 8, 8), "layer 'mlp' output")
+    se = nn.Sequential(nn.Conv2d(8, 8, 1), nn.Linear(8, 8))  # convolutions beside a Linear: a squeeze-excite gate
+    model = nn.Sequential()
+    model.add_module("se", se)
+    check_channels_first(model, "se", (2, 8, 8, 8), "layer 'se' output")

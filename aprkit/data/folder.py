@@ -163,11 +163,11 @@ def image_files(folder: Path, extensions: Sequence[str] = IMG_EXTENSIONS, *,
                 outside: Collection[str] = ()) -> list[Path]:
     """The image files (matched by ``extensions``) at any depth below ``folder``, sorted as torchvision's
     ImageFolder sorts them (by folder path string, then file name: a folder's files before its subfolders'); hidden
-    files and those in hidden folders left out (macOS ``._x.png`` resource files, ``.ipynb_checkpoints`` copies). Linked folders are
-    entered, as torchvision's ImageFolder does, each real folder once (the first link in name order; a link back up
-    is no loop), but never the folders ``outside`` nor a folder below one that does not also hold ``folder`` (a
-    dataset's root and its other classes: a link to them or into them would read their images as this class's too;
-    real paths, ``folder``'s own ignored)."""
+    files and those in hidden folders left out (macOS ``._x.png`` resource files, ``.ipynb_checkpoints`` copies).
+    Linked folders are entered, as torchvision's ImageFolder does, each real folder once (the first link in name
+    order; a link back up is no loop), but never the folders ``outside`` nor a folder below one that does not also
+    hold ``folder`` (a dataset's root and its other classes: a link to them or into them would read their images as
+    this class's too; real paths, ``folder``'s own ignored)."""
     exts = tuple(e.lower() for e in extensions)
     found: list[Path] = []
     start = os.path.realpath(folder)

@@ -276,10 +276,12 @@ class _FeatureHook:
         if out.ndim == 4 and tuple(out.shape[1:]) not in self.checked:  # a (B, H, W, C) map would mix channels
             check_channels_first(st.model, full, tuple(out.shape), f"layer {full!r} output")
             self.checked.add(tuple(out.shape[1:]))
-        if out.ndim == 3:
-            grid = apr.grid = st.token_grid()
-            if st.model_k is not None:
-                apr.num_prefix_tokens = site_prefix_tokens(out.shape[1], st.model_k, grid)
+        layout = None
+        if out.ndim == 3:  # this call's layout, passed to it (the module is shared by threads); kept on it to read
+            grid = st.token_grid()
+            k = apr.num_prefix_tokens if st.model_k is None else site_prefix_tokens(out.shape[1], st.model_k, grid)
+            layout = (grid, k)
+            apr.grid, apr.num_prefix_tokens = layout  # the latest call's, to read (the call itself takes layout)
         if apr.generator is not None and not st.warned and any(m.grad_checkpointing for m in st.switches):
             st.warned = True
             warnings.warn("FeatureAPR draws from generator=, which activation checkpointing does not restore: the "
@@ -287,7 +289,7 @@ class _FeatureHook:
                           "recombination; with checkpointing use the global RNG (generator=None, seeded with "
                           "torch.manual_seed)", RuntimeWarning, stacklevel=2)
         try:
-            return apr(out)
+            return apr(out, layout=layout)
         except ValueError as err:  # the layer's name beside the shape FeatureAPR refused
             raise ValueError(f"layer {full!r}: {err}") from None
 

@@ -150,12 +150,17 @@ class FeatureAPR(nn.Module):
         super().__setstate__(state)
         _make_eager()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, layout: tuple[tuple[int, int] | None, int | None] | None = None
+                ) -> torch.Tensor:
+        """``layout``: ``(grid, num_prefix_tokens)`` of this call's tokens, in place of the module's own (``attach``'s
+        hook passes its thread's patch grid here: setting the shared module's attributes let a concurrent forward
+        read another thread's grid)."""
         if not self.training or self.p == 0.0:
             return x
+        grid, k = (self.grid, self.num_prefix_tokens) if layout is None else layout
         return _EAGER_FEATURE_APR(
             x, p=self.p, mode=self.mode, lam=self.lam, dims=self.dims,
-            num_prefix_tokens=self.num_prefix_tokens, grid=self.grid, generator=self.generator,
+            num_prefix_tokens=k, grid=grid, generator=self.generator,
         )
 
     def extra_repr(self) -> str:
