@@ -385,3 +385,10 @@ def test_bad_single_images(images_u8):
         aprs(torch.zeros(3, 1, 8))
     with pytest.raises(ValueError, match="NaN"):
         aprs(torch.full((3, 8, 8), float("nan")))
+
+
+def test_an_apr_s_transform_pickled_before_cast_existed_still_runs(images_u8):
+    """Instances saved by an older aprkit have no ``cast`` attribute: they read the class default, round."""
+    sb = APRSingleBatch(p=1.0, seed=0)
+    del sb.__dict__["cast"]
+    assert sb.cast == "round" and sb(images_u8[:2]).dtype == torch.uint8 and "cast" not in repr(sb)

@@ -84,6 +84,10 @@ def test_a_cifar_layout_subset_warns_and_without_its_manifest_is_refused(array_i
     write_cifar_c(x, tmp / "all", ["fog"], labels, progress=False)
     (tmp / "all" / "manifest.json").write_text(json.dumps({"params": "someone else's"}))
     assert len(get_dataset(f"cifar10-c:{tmp / 'all'}", corruption="fog", severity=5)) == 5
+    manifest = tmp / "sub" / "manifest.json"  # a damaged one says nothing either way: refused, not read as 1..5
+    manifest.write_text(manifest.read_text()[:40])
+    with pytest.raises(ValueError, match="cannot be read"):
+        get_dataset(f"cifar10-c:{tmp / 'sub'}", corruption="fog", severity=3)
 
 
 def test_cifar_layout_with_other_severities_reads_back_by_its_manifest(array_input) -> None:

@@ -297,3 +297,27 @@ def test_a_lone_image_in_a_batch_gives_the_numbers_of_any_other_batch() -> None:
         assert torch.equal(capture(model, xf, site, bs, torch.device("cpu"))[0], acts), bs
         assert torch.equal(predict_intervened(model, xf, bs, torch.device("cpu"), site,
                                               replace=lambda rows: acts[rows])[1], logits), bs
+
+
+def test_a_lone_images_features_and_intervention_count_once() -> None:
+    """The pair a lone image runs as kept two feature rows (the classifier hook saw both: Mahalanobis refused, KNN
+    scored a phantom image) and handed replace() the row twice (the transplant's activation_change counted it twice,
+    so it moved with the batch size)."""
+    from aprkit.eval.engine.inference import predict
+    from aprkit.hidden import Site
+    from aprkit.hidden.capture import capture, predict_intervened
+    from aprkit.models import create_model
+
+    model = create_model("resnet20").eval()
+    x = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    data = [(x[i], i % 10) for i in range(5)]
+    ref = predict(model, data, batch_size=5, device="cpu", features=True).features
+    for bs in (1, 2, 4):
+        assert torch.equal(predict(model, data, batch_size=bs, device="cpu", features=True).features, ref), bs
+    xf = x.float() / 255
+    acts, _ = capture(model, xf, Site("layer2"), 5, torch.device("cpu"))
+    for bs in (1, 4):
+        seen: list[int] = []
+        predict_intervened(model, xf, bs, torch.device("cpu"), Site("layer2"),
+                           replace=lambda rows: (seen.extend(rows.tolist()), acts[rows])[1])
+        assert sorted(seen) == [0, 1, 2, 3, 4], bs

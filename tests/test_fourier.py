@@ -157,6 +157,9 @@ def test_a_mix_keeps_its_own_slope_at_bins_without_phase(zero_bins):
         plain = fr.mix_spectra(z, z.flip(0), 0.4, zero_bins=zero_bins, dims=(-2, -1))
     tracked = fr.mix_spectra(z.clone().requires_grad_(), z.flip(0), 0.4, zero_bins=zero_bins, dims=(-2, -1))
     torch.testing.assert_close(tracked.detach(), plain, rtol=0, atol=1e-14)
+    z32 = z.to(torch.complex64).requires_grad_()  # a float64 0-dim lam keeps the spectrum's precision
+    assert fr.mix_spectra(z32, z32.detach().flip(0), torch.tensor(0.3, dtype=torch.float64),
+                          zero_bins=zero_bins, dims=(-2, -1)).dtype == torch.complex64
 
 
 @pytest.mark.parametrize("bad, exc", [

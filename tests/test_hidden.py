@@ -466,7 +466,7 @@ def test_feature_apr_keeps_a_channels_last_layout() -> None:
 def test_a_call_layout_wins_over_the_shared_modules_and_a_linear_only_map_with_h_equal_c_is_channels_last() -> None:
     """attach's hook hands each call its thread's patch grid (``layout=``): it had set the shared module's ``grid``
     and then called it, so a concurrent forward at another size could read the other thread's grid. A ConvNeXt MLP
-    at 384 px returns (B, 96, 96, 96): H == C no longer passes as channels-first."""
+    at 384 px returns (B, 96, 96, 96): H == C no longer passes silently as channels-first (it warns)."""
     from aprkit.hidden import feature_apr
     from aprkit.hidden.layout import check_channels_first
 
@@ -480,8 +480,10 @@ def test_a_call_layout_wins_over_the_shared_modules_and_a_linear_only_map_with_h
     mlp = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8))
     model = nn.Sequential()
     model.add_module("mlp", mlp)
-    with pytest.raises(ValueError, match="channels-last"):
+    with pytest.warns(RuntimeWarning, match="cannot tell from the layer sizes"):  # H == C: sizes cannot tell
         check_channels_first(model, "mlp", (2, 8, 8, 8), "layer 'mlp' output")
+    with pytest.raises(ValueError, match="channels-last"):
+        check_channels_first(model, "mlp", (2, 6, 6, 8), "layer 'mlp' output")
     se = nn.Sequential(nn.Conv2d(8, 8, 1), nn.Linear(8, 8))  # convolutions beside a Linear: a squeeze-excite gate
     model = nn.Sequential()
     model.add_module("se", se)

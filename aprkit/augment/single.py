@@ -213,6 +213,7 @@ class APRSingleBatch(CompiledCore, ReplayModule):
     """
 
     core_fn = staticmethod(apr_single_core)
+    cast: Cast = "round"  # the default of instances pickled before cast existed
 
     def __init__(self, p: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None, dims: Dims = "chw",
                  generator: torch.Generator | None = None, seed: int | None = None,
@@ -223,7 +224,7 @@ class APRSingleBatch(CompiledCore, ReplayModule):
         self.ops = resolve_ops(ops)
         check_dims(dims)
         self.dims = dims
-        self.cast: Cast = check_cast(cast)  # type: ignore[assignment]
+        self.cast = check_cast(cast)  # type: ignore[assignment]
         self.generator = make_generator(generator, seed)
         self._base_seed = None if self.generator is None else self.generator.initial_seed()  # see worker_generator
         self._init_compile_core(compile_core)

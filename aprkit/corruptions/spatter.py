@@ -11,7 +11,7 @@ replicated borders and L1 gradient magnitude, 4-direction non-maximum suppressio
 hysteresis — identical edge maps to ``cv2.Canny`` 4.11 on test layers; reflect-101 borders; 8-bit
 truncation/rounding where OpenCV stores uint8; the first box blur sums in float64 and scales by 1/9 as
 ``cv2.blur`` does on float32, so that it truncates to the same levels; the distance transform is the chamfer one of
-``cv2.DIST_L2`` with a 5x5 mask, since corruption version 10: the exact Euclidean distance before moved water
+``cv2.DIST_L2`` with a 5x5 mask, since corruption version 11: the exact Euclidean distance before moved water
 severities 1-3 by up to 36 levels at 224 px once equalised and embossed). Like the scripts,
 the 8-bit liquid layer wraps values of 256 and more around (their ``astype(np.uint8)``) and the second box blur
 rounds to whole levels (``cv2.blur`` of 8-bit input), since corruption version 9.

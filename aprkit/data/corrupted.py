@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from collections.abc import Sequence
@@ -116,9 +117,15 @@ def _stacked_severities(root: Path) -> list[int]:
     from aprkit.corruptions.manifest import read_manifest
 
     data = read_manifest(root)
-    if data is None:
-        return [1, 2, 3, 4, 5]
     path = root / "manifest.json"
+    if data is None:
+        try:  # none or another tool's: the published layout; a damaged one (of aprkit's, maybe) is no evidence
+            if path.is_file():
+                json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path} cannot be read ({e}), so which severities {root} holds is unknown; restore it "
+                             "(aprkit corrupt writes it) or remove it for the published 1..5 layout") from e
+        return [1, 2, 3, 4, 5]
     try:
         held = data["params"]["severities"]
     except (KeyError, TypeError) as e:

@@ -155,5 +155,6 @@ def mix_spectra(
     lost = ~(mag.detach() > no_phase_magnitude(mag, dims))
     own = torch.where(lost, mag.detach(), mag)
     out = with_amplitude(z, (1 - lam) * own + lam * src_mag, mag, inplace=inplace, zero_bins=zero_bins, dims=dims)
-    linear = z * ((1 - lam) * lost)
+    w = (1 - lam).to(mag.dtype) if isinstance(lam, torch.Tensor) else 1 - lam  # a float64 lam keeps complex64
+    linear = z * (lost.to(mag.dtype) * w)
     return out + (linear - linear.detach())

@@ -95,18 +95,23 @@ def predict_intervened(
     """
     preds, logits = [], []
     for s in range(0, images.shape[0], batch_size):
-        rows, doubled = pair_rows(s, min(s + batch_size, images.shape[0]))  # a lone image runs as a pair
+        rows, doubled = pair_rows(s, min(s + batch_size, images.shape[0]), device)  # a lone image runs as a pair
         x = images[rows].to(device)
+        own = rows[:1] if doubled else rows  # replace / feed see each image once (they may record per row)
+
+        def paired(t: torch.Tensor, doubled: bool = doubled) -> torch.Tensor:
+            return torch.cat([t, t]) if doubled else t
+
         if site is None:
             out = model(x)
         else:
             if replace is None:
                 raise ValueError("predict with a site needs replace (the function giving the replacement activations)")
             hook = None if feed is None else feed[0].register_forward_pre_hook(
-                lambda m, args, rows=rows: (feed[1](rows).to(args[0].dtype), *args[1:]))
+                lambda m, args, own=own, paired=paired: (paired(feed[1](own)).to(args[0].dtype), *args[1:]))
 
-            def swap(a: Any, i: int, rows: torch.Tensor = rows) -> torch.Tensor | None:
-                return replace(rows).to(a.dtype) if i == call else None
+            def swap(a: Any, i: int, own: torch.Tensor = own, paired: Any = paired) -> torch.Tensor | None:
+                return paired(replace(own)).to(a.dtype) if i == call else None
 
             try:
                 with skipping(skip), tap(model, site, swap):
@@ -162,7 +167,7 @@ def capture(model: nn.Module, images: torch.Tensor, site: Site, batch_size: int,
             raise StopForward
 
     for s in range(0, images.shape[0], batch_size):
-        rows, doubled = pair_rows(s, min(s + batch_size, images.shape[0]))
+        rows, doubled = pair_rows(s, min(s + batch_size, images.shape[0]), device)
         keep[0] = 1 if doubled else rows.numel()
         with tap(model, site, grab):
             try:

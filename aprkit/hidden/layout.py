@@ -9,6 +9,7 @@ reshaped to ``(B, D, h, w)``. :func:`to_grid` and :func:`from_grid` are exact in
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -178,9 +179,9 @@ def check_channels_first(model: nn.Module, path: str, shape: tuple[int, ...], wh
     dynamic image sizes), or none of its convolution, norm or Linear sizes is ``shape[1]`` while one of its
     Linear / LayerNorm feature sizes is ``shape[3]``. Read as ``(B, C, H, W)``, such a map would put the channels into
     the Fourier transform (and the DC-only control would keep row means). A map whose ``shape[1]`` is a Linear size
-    too is channels-first: Linear layers acting on pooled channels (a squeeze-excite gate) size them so; unless the
-    module has no convolution or norm of channels and ``shape[1] == shape[3]`` (a ConvNeXt MLP at 384 px, 96 x 96 x 96:
-    refused, to be safe)."""
+    too is channels-first: Linear layers acting on pooled channels (a squeeze-excite gate) size them so; when the
+    module has no convolution or norm of channels and ``shape[1] == shape[3]`` (a ConvNeXt MLP at 384 px, 96 x 96 x 96,
+    or such a gate with C == W), sizes cannot tell: it warns."""
     if len(shape) != 4:
         return
     chain = _enclosing_modules(model, path)
@@ -194,9 +195,13 @@ def check_channels_first(model: nn.Module, path: str, shape: tuple[int, ...], wh
         first, last = _channel_sizes(module)
         if first or last:
             break
-    # a module of Linear / LayerNorm layers only whose map has a side equal to its last axis (a ConvNeXt MLP at 384 px:
-    # 96 x 96 x 96) cannot be told from a squeeze-excite gate's by sizes: refused, as its last axis is a feature size
-    if shape[3] in last and shape[1] not in first and (shape[1] not in last or (not first and shape[1] == shape[3])):
+    if not first and shape[3] in last and shape[1] == shape[3]:  # a Linear-only module: a ConvNeXt MLP at 384 px
+        # (96 x 96 x 96, channels-last) or a squeeze-excite gate with C == W (channels-first): sizes cannot tell
+        warnings.warn(f"{where}: cannot tell from the layer sizes whether the activations of shape {tuple(shape)} are "
+                      f"(B, C, H, W) or channels-last (B, H, W, C) (its Linear / LayerNorm layers act on {shape[3]} "
+                      "features, as many as the map is wide); read as (B, C, H, W). A ConvNeXt MLP's are "
+                      "channels-last: pick the block output instead", RuntimeWarning, stacklevel=3)
+    if shape[3] in last and shape[1] not in first and shape[1] not in last:
         raise ValueError(
             f"{where} holds channels-last activations of shape {tuple(shape)} (B, H, W, C): its Linear / LayerNorm "
             f"layers act on the last axis ({shape[3]} features) and no convolution has {shape[1]} channels. "

@@ -151,10 +151,10 @@ def _warn_default_half_stats(model: nn.Module, arch: str, path: str | os.PathLik
         return
     if mean.flatten().tolist() == list(HALF_MEAN) and std.flatten().tolist() == list(HALF_STD):
         warnings.warn(f"{os.fspath(path)} is a plain state dict, which records no input normalisation: {arch} "
-                      "normalises with its default mean = std = 0.5 (AugMix's preprocessing); the APR code trained "
-                      "with mean=aprkit.models.CIFAR10_MEAN, std=aprkit.models.APR_CIFAR_STD: pass the mean/std the "
-                      "weights were trained with (load_model(..., mean=..., std=...); save_checkpoint then records "
-                      "them for aprkit eval --model)", UserWarning, stacklevel=4)
+                      "assumes its default mean = std = 0.5 (AugMix's preprocessing, and aprkit's own default). "
+                      "Weights trained otherwise need their mean/std (the APR code's: mean=aprkit.models.CIFAR10_MEAN, "
+                      "std=aprkit.models.APR_CIFAR_STD): load_model(..., mean=..., std=...), and save_checkpoint "
+                      "records them for aprkit eval --model", UserWarning, stacklevel=4)
 
 
 def _from_aprkit(obj: Mapping[str, Any], num_classes: int | None, kwargs: dict, expected_arch: str | None = None,

@@ -76,6 +76,8 @@ class AlbuAPRSingle(DualTransform):
         dims: Any
         cast: Any
 
+    cast: Cast = "round"  # the default of instances pickled before cast existed
+
     def __init__(self, recombine_p: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None,
                  dims: Dims = "chw", p: float = 1.0, cast: Cast = "round") -> None:
         super().__init__(p=p)

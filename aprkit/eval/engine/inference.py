@@ -324,7 +324,7 @@ def predict(
                     )
                 feats = None
                 if features:
-                    feats = _features_from(hook_store.pop()).float()
+                    feats = _features_from(hook_store.pop()).float()[:len(labels)]  # a lone image's pair: row 0
                     hook_store.clear()
                 pending.append((logits, feats, idx))
                 chunks_labels.append(labels)

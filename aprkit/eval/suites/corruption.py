@@ -117,7 +117,8 @@ class CorruptionOptions(LimitOption):
     num_classes: int | None = None
     """classes the model must output (a run setting; default: the dataset's classes, see ``check_classes``)"""
     check_classes: bool = True
-    """without ``num_classes``: check the model's outputs against the number of classes the dataset names"""
+    """check the model's outputs (without ``num_classes``) or ``num_classes`` (refused when it differs) against the
+    number of classes the dataset names; ``False`` when the data's labels already are the model's output indices"""
     preset: Literal["cifar", "tinyimagenet", "imagenet"] | None = None
     """parameters of generated corruptions (default by image side: <= 32 cifar, <= 64 tinyimagenet, else imagenet)"""
     n_bins: int = Field(default=15, ge=1)
@@ -230,7 +231,7 @@ def _written_by_aprkit(spec: str) -> bool:
         root = parse_spec(split_spec_options(spec)[0])[1]
     except (TypeError, ValueError):
         return False
-    return read_manifest(Path(root).expanduser()) is not None
+    return bool(root) and read_manifest(Path(root).expanduser()) is not None  # no root: the data root's copy
 
 
 def _source_origin(source: Any) -> str:
