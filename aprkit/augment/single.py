@@ -20,7 +20,7 @@ multiple of 256 levels taken off as the truncated value's, so they stay within a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ __all__ = ["sample_single_params", "apr_single", "apr_single_core", "param_table
 
 #: APR-S's final cast: ``"round"`` (round and clamp) or ``"wrap"`` (the reference's uint8 cast: truncate, wrap)
 Cast = Literal["round", "wrap"]
-CASTS: tuple[str, ...] = ("round", "wrap")
+CASTS: tuple[str, ...] = get_args(Cast)
 
 
 def check_cast(cast: str) -> str:

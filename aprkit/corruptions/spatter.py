@@ -19,12 +19,12 @@ rounds to whole levels (``cv2.blur`` of 8-bit input), since corruption version 9
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
+from .._tensor_cache import tensor_cache
 from ._common import filter2d, mask, pad2d
 from ._random import RandomSource, normal
 from ._separable import gaussian_filter
@@ -98,7 +98,7 @@ def canny(img: torch.Tensor, low: float, high: float) -> torch.Tensor:
 _CHAMFER = (1.0, 1.4, 2.1969)
 
 
-@functools.lru_cache(maxsize=8)
+@tensor_cache(maxsize=8)
 def _chamfer_table(limit: int) -> torch.Tensor:
     """``T[k, g]``: the chamfer distance of an offset of ``g`` columns and ``k`` rows (``0 <= g <= limit + 1``,
     ``0 <= k <= limit``), capped at ``limit``: along the straight steps and then the diagonal or knight's moves,

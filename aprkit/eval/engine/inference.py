@@ -181,8 +181,7 @@ def _forward(model: nn.Module, x: torch.Tensor, use_head: bool, hook_store: list
     if use_head:  # predict checked that the model has forward_features and forward_head
         split = cast(_SplitHead, model)
         f = split.forward_features(x)
-        feats = _features_from(f)
-        hook_store.append(feats[:1] if doubled else feats)
+        hook_store.append(_features_from(f))  # predict keeps a lone image's row, whichever path stored them
         out = split.forward_head(f)
     else:
         out = model(x)
