@@ -321,3 +321,17 @@ def test_a_lone_images_features_and_intervention_count_once() -> None:
         predict_intervened(model, xf, bs, torch.device("cpu"), Site("layer2"),
                            replace=lambda rows: (seen.extend(rows.tolist()), acts[rows])[1])
         assert sorted(seen) == [0, 1, 2, 3, 4], bs
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_a_model_of_another_float_dtype_is_refused_with_the_amp_option_named(dtype):
+    """``model.half()`` failed in its first layer with PyTorch's input/weight dtype mismatch."""
+    from aprkit.eval import evaluate, predict
+    from aprkit.models import create_model
+
+    model = create_model("small_cnn", num_classes=10).to(dtype)
+    data = torch.utils.data.TensorDataset(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=f"{str(dtype)[6:]}.*float32 models.*amp=True"):
+        predict(model, data, progress=False)
+    with pytest.raises(ValueError, match="float32 models"):
+        evaluate(model, suite=["calibration"], data=data, progress=False)

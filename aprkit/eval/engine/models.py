@@ -11,7 +11,7 @@ from torch import nn
 
 from ...distributed import group_info
 
-__all__ = ["load_eval_model", "place_model", "display_name", "has_conv", "sync_weights"]
+__all__ = ["load_eval_model", "place_model", "display_name", "has_conv", "sync_weights", "check_float32"]
 
 
 def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None, device: torch.device,
@@ -29,6 +29,7 @@ def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None,
 def _load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None, device: torch.device,
                      random_init: bool, drop_head: bool) -> tuple[nn.Module, str]:
     if isinstance(model, nn.Module):
+        check_float32(model)
         if checkpoint is not None:
             from aprkit.models import load_model
 
@@ -69,6 +70,18 @@ def display_name(model: Any) -> str:
         folder = path.absolute().parent.name
         return f"{folder}/{path.stem}" if path.stem.lower() in _GENERIC_STEMS and folder else path.stem
     return type(model).__name__
+
+
+def check_float32(model: nn.Module) -> None:
+    """Refuse a model whose floating-point parameters are not float32 (``model.half()``, ``.double()``): the
+    evaluation feeds float32 images and computes its metrics from float32 logits, so such a model would fail in
+    its first layer with PyTorch's dtype mismatch; mixed precision is the evaluation's ``amp`` option."""
+    kinds = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
+                    if p.is_floating_point() and p.dtype != torch.float32})
+    if kinds:
+        raise ValueError(f"the model's parameters are {' and '.join(kinds)}; aprkit evaluates float32 models (it "
+                         "feeds float32 images in [0, 1]): pass the float32 model (model.float()) and amp=True "
+                         "(aprkit eval --amp) for mixed precision (float16 on CUDA, bfloat16 on the CPU)")
 
 
 def has_conv(model: nn.Module) -> bool:
