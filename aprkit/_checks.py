@@ -62,7 +62,8 @@ def check_image_tensor(
     ``overshoot=True`` (augmentations that clamp their views, as the hosts' own transforms take such input): values
     in [-1, 2], another augmentation's overshoot (bicubic resampling, APR-P), pass; 0..255 floats and mean/std
     normalised images are still refused. ``allow_empty=True`` (batch transforms, which hand an empty batch back as
-    their hosts' own transforms do): a batch of no images passes (its image shape is still checked).
+    their hosts' own transforms do): a batch of no images passes (its image shape is still checked). While
+    ``torch.compile`` traces, only the static checks run (a value check is data-dependent control flow).
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (..., C, H, W), got {type(x).__name__}")
@@ -85,7 +86,7 @@ def check_image_tensor(
         raise ValueError(
             f"{name} must have {' or '.join(map(str, channels))} channels in (..., C, H, W), got shape {tuple(x.shape)}"
         )
-    if empty_batch:
+    if empty_batch or torch.compiler.is_compiling():  # value checks would break a compiled graph (fullgraph: fail)
         return x
     if unit_range and x.dtype != torch.uint8:
         lo, hi = (float(v) for v in torch.aminmax(x.detach()))  # NaN and inf propagate

@@ -206,6 +206,27 @@ def test_an_enclosing_autocast_does_not_change_the_pixels(dtype):
         torch.testing.assert_close(apply_ops(x8, ALL_OPS, geo), want_ops, atol=0, rtol=0)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_images_are_warped_in_float32(dtype):
+    """A float16/bfloat16 batch was warped in its own dtype: the inside test's tolerance (eps x side) blackened up
+    to 15 border columns of an identity warp at 224 px, and the CPU's half-precision grid_sample gave NaN and values
+    far outside 0..255. The ops compute in float32 now and cast back."""
+    from aprkit.augment.ops import warp_pixels
+
+    x = torch.arange(224.0).repeat(1, 1, 224, 1)
+    for mode in ("bilinear", "nearest"):
+        out = warp_pixels(x.to(dtype), torch.eye(3)[None], mode)
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.float(), x.to(dtype).float(), atol=0, rtol=0)
+    x8 = torch.nn.functional.interpolate(natural_images(8, 8, seed=5).float(), size=32, mode="bilinear").round()
+    geo = _params(8, torch.tensor([ALL_OPS.index(n) for n in ("rotate", "shear_x", "translate_y", "posterize")] * 2))
+    want = apply_ops(x8, ALL_OPS, geo).to(dtype)
+    for strategy in ("grouped", "dense"):
+        got = apply_ops(x8.to(dtype), ALL_OPS, geo, strategy)
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.float(), want.float(), atol=0, rtol=0)
+
 def test_sharpness_keeps_images_below_3x3_as_pil_does() -> None:
     """PIL's SMOOTH keeps border pixels, so a 2-pixel-tall image is unchanged; the tensor path crashed in conv2d."""
     from PIL import ImageEnhance

@@ -10,8 +10,9 @@ APR code): a level is drawn uniformly in ``[0.1, severity)``, then
 * ``autocontrast``, ``equalize``: per channel, no level;  ``color``, ``contrast``, ``brightness``,
   ``sharpness`` (not in the default list: they overlap the test corruptions): factor ``level * 1.8 / 10 + 0.1``.
 
-Geometric ops sample bilinearly with black fill. Work is done on a float 0..255 scale in the input's dtype, also
-under ``torch.autocast`` (:func:`autocast_off`: a bfloat16/float16 sampling grid would move pixels).
+Geometric ops sample bilinearly with black fill. Work is done on a float 0..255 scale in the input's dtype (float32
+for float16/bfloat16 input, cast back after: a half-precision sampling grid moves pixels and blackens borders, and
+the CPU's half-precision ``grid_sample`` gives wrong values), also under ``torch.autocast`` (:func:`autocast_off`).
 
 Two strategies give the same numbers (each image's result depends only on that image and its row of
 the parameter table from :func:`op_table`):
@@ -200,6 +201,10 @@ def op_table(names: tuple[str, ...], params: dict[str, torch.Tensor], h: int, w:
     return torch.cat([theta, arg, op.to(torch.float64).unsqueeze(1), coef[:, -1:]], 1)
 
 
+#: input dtypes the ops compute in float32 (cast back after)
+_HALF = (torch.float16, torch.bfloat16)
+
+
 def _warp(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """Warp as PIL's affine transform: ``out(p) = x(theta @ [p, 1])`` (normalised coordinates, pixel centres).
 
@@ -246,6 +251,8 @@ def warp_pixels(x: torch.Tensor, matrix: torch.Tensor, mode: str = "bilinear") -
     """Warp ``x`` ``(B, C, H, W)`` float by forward pixel maps ``matrix`` ``(B, 3, 3)`` (:func:`pixel_matrix`'s
     convention), with the same sampling and borders as the ops; ``mode="nearest"`` for masks. Runs with
     autocast off (see :func:`autocast_off`)."""
+    if x.dtype in _HALF:
+        return warp_pixels(x.float(), matrix, mode).to(x.dtype)
     h, w = x.shape[-2:]
     m = matrix.to(torch.float64)
     n = _to_norm(h, w, m)
@@ -391,6 +398,8 @@ def apply_table(x: torch.Tensor, names: tuple[str, ...], table: torch.Tensor, st
     Returns a new float tensor; every image gets exactly one op. ``strategy`` as in :func:`use_dense`.
     Runs in ``x``'s dtype under ``torch.autocast`` too (:func:`autocast_off`).
     """
+    if x.dtype in _HALF:
+        return apply_table(x.float(), names, table, strategy).to(x.dtype)
     table = table.to(device=x.device, dtype=x.dtype)
     with autocast_off(x.device):
         if use_dense(x, strategy):
@@ -407,4 +416,4 @@ def apply_ops(x: torch.Tensor, names: tuple[str, ...], params: dict[str, torch.T
     :func:`apply_table`. Returns a new float tensor of the same shape.
     """
     table = op_table(names, params, x.shape[-2], x.shape[-1])
-    return apply_table(x, names, to_device(table, x.device, x.dtype), strategy)
+    return apply_table(x, names, to_device(table, x.device, torch.float32 if x.dtype in _HALF else x.dtype), strategy)

@@ -1,9 +1,11 @@
 """Stateless, batched, differentiable Fourier amplitude/phase operations.
 
-Every function takes images of shape ``(..., C, H, W)`` (any leading batch shape), in uint8 or a
-floating dtype, on any device, and returns the same shape and dtype (uint8 results are rounded and
-clamped to [0, 255], never wrapped around). Computation runs in float32 (float64 for float64 input);
-gradients flow through every floating path.
+Every function takes images of shape ``(..., C, H, W)`` (any leading batch shape of at least one image), in
+uint8 or a floating dtype, on any device. The image ops (swap, mix, low-frequency swap, phase-only,
+amplitude-only) return the same shape and dtype (uint8 results are rounded and clamped to [0, 255], never
+wrapped around); ``spectrum`` and ``amplitude_phase`` return complex64 / float32 spectra (float64 input:
+complex128 / float64) and ``recombine`` a float32 (or float64) image. Computation runs in float32 (float64 for
+float64 input); gradients flow through every floating path.
 
 ``dims="chw"`` is a 3-D FFT over (C, H, W), as in the reference APR code (Chen et al., ICCV 2021);
 ``dims="hw"`` is a per-channel 2-D FFT over (H, W). Every op defaults to ``"chw"`` except the FDA- and FACT-style

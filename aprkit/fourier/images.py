@@ -129,7 +129,8 @@ def mix_amplitude(
                 f"lam tensor of shape {tuple(lam.shape)} must broadcast to the leading batch shape {lead} "
                 "(one value per image)"
             )
-        if lam.numel() and not bool(((lam >= 0) & (lam <= 1)).all()):  # also rejects NaN
+        in_range = torch.compiler.is_compiling() or bool(((lam >= 0) & (lam <= 1)).all())  # NaN is not
+        if lam.numel() and not in_range:
             raise ValueError("lam must lie in [0, 1] (finite), got values outside or NaN")
         lam_t = lam.to(x.device).reshape(*lam.shape, *([1] * 3))
     else:
