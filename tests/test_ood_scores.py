@@ -70,6 +70,8 @@ def test_odin_perturbation_raises_tempered_msp() -> None:
     assert torch.equal(x, x0) and all(p.grad is None for p in model.parameters())  # no side effects
     with torch.no_grad():  # works inside an inference loop's no_grad
         assert S.odin(model, x, epsilon=0.001).shape == (16,)
+    with torch.inference_mode():  # and its inference_mode (was autograd's "does not require grad"), same scores
+        assert torch.equal(S.odin(model, x.clone(), epsilon=0.01), pert)
     with pytest.raises(ValueError, match="epsilon"):
         S.odin(model, x, epsilon=-1.0)
 

@@ -113,6 +113,17 @@ def test_a_limited_ood_folder_read_class_by_class_warns(tmp_path) -> None:
                  options={**OPTS, "ood_limit": 4}, progress=False)
 
 
+
+def test_a_limited_cue_conflict_ood_set_warns(tmp_path) -> None:
+    """A cue-conflict OOD set keeps its labels as shape_labels, which the first-classes warning did not read: cut by
+    ood_limit (or --limit) it was scored on its first shapes alone without a word."""
+    from aprkit.data.cue_conflict import write_synthetic_cue_conflict
+
+    write_synthetic_cue_conflict(tmp_path / "cc", per_shape=1, size=32)
+    with pytest.warns(RuntimeWarning, match=r"OOD set cue-conflict:.*takes the first 4 images .* cover 4 of its 16"):
+        evaluate(Tiny(), "ood", "synthetic:12", ood=[f"cue-conflict:{tmp_path / 'cc'}"],
+                 options={**OPTS, "ood_limit": 4}, progress=False)
+
 def test_in_accuracy_only_for_labels_in_the_models_classes(tmp_path) -> None:
     """A 2-class folder scored by a 10-class model: the OOD scores hold, its 'accuracy' (labels 0/1 against the
     model's 10 classes) meant nothing and is left out; otherwise it is an exact fraction, not a float32 one."""

@@ -64,6 +64,15 @@ def test_none_is_the_default_and_values_are_typed():
         CorruptionOptions.parse({"preset": "cifar100"}, "corruption")
 
 
+
+def test_ood_scores_take_comma_separated_text_as_ood_does():
+    """``--set ood_scores=msp,energy`` was refused ("input should be a valid list") where ``--set ood=a,b`` works."""
+    from aprkit.eval.suites.ood import OODOptions
+
+    assert OODOptions.parse({"ood_scores": "msp, energy"}, "ood").ood_scores == ["msp", "energy"]
+    with pytest.raises(ValueError, match="did you mean 'energy'"):
+        OODOptions.parse({"ood_scores": "msp,enrgy"}, "ood")
+
 def test_corruption_groups_expand_as_aprkit_corrupt_takes_them():
     from aprkit.corruptions import BENCHMARK, EXTRA
 

@@ -136,8 +136,8 @@ def scan_cue_conflict(
 class CueConflict(Dataset):
     """Map-style dataset over a cue-conflict folder; item ``i`` is ``(uint8 (3, H, W), shape label)``.
 
-    Attributes: ``stimuli`` (list of ``CueConflictStimulus``), ``categories``, ``shape_labels`` and
-    ``texture_labels`` (int64 tensors ``(N,)``), ``names`` (file names). ``conflicting_only=True`` drops the
+    Attributes: ``stimuli`` (list of ``CueConflictStimulus``), ``categories``, ``shape_labels`` (also ``targets``)
+    and ``texture_labels`` (int64 tensors ``(N,)``), ``names`` (file names). ``conflicting_only=True`` drops the
     stimuli whose shape and texture agree at load time (shape bias drops them anyway).
     """
 
@@ -172,6 +172,12 @@ class CueConflict(Dataset):
         self.cache_id: str | None = (f"cue-conflict:{self.root.resolve()}@{path_state(self.root)}:{which}:"
                                      f"{len(self.stimuli)}{cats}"
                                      f"{f':transform={tid}' if transform is not None else ''}") if named else None
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """The items' labels, the shape labels (as an ``ImageFolder``'s ``targets``: read without decoding an image,
+        e.g. by the warning that a ``limit`` keeps only the first classes)."""
+        return self.shape_labels
 
     @property
     def samples(self) -> list[tuple[str, int]]:

@@ -85,8 +85,8 @@ def odin(model: nn.Module, x: torch.Tensor, temperature: float = 1000.0, epsilon
     ``x`` is the model's float input ``(N, C, H, W)`` in [0, 1] (aprkit models normalise inside), so
     ``epsilon`` is in pixel units of [0, 1]; that equals the original code's step, which it took on
     normalised inputs divided by the channel std. The perturbed input is not clipped (as in the original).
-    Needs gradients w.r.t. the input (runs under ``torch.enable_grad``); the model's parameters are
-    untouched and should be in eval mode.
+    Needs gradients w.r.t. the input (runs under ``torch.enable_grad``, also when called in ``torch.no_grad`` or
+    ``torch.inference_mode``); the model's parameters are untouched and should be in eval mode.
     """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError("x must be a floating-point tensor (N, C, H, W) of model inputs")
@@ -94,8 +94,8 @@ def odin(model: nn.Module, x: torch.Tensor, temperature: float = 1000.0, epsilon
     eps = float(epsilon)
     if eps < 0:
         raise ValueError(f"epsilon must be >= 0, got {eps}")
-    x_in = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():  # also called under inference_mode (its grad is local)
+        x_in = x.detach().clone().requires_grad_(True)
         logits = _check_logits(model(x_in), "model output")
         loss = F.cross_entropy(logits / t, logits.argmax(dim=1), reduction="sum")  # -log S_yhat(x; T)
         (grad,) = torch.autograd.grad(loss, x_in)

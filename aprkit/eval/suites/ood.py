@@ -33,6 +33,7 @@ from torch.utils.data import Subset
 from ..._batch import as_pair
 from ..._checks import dataset_len
 from ..._text import comma_items
+from ...data.noise import NOISE_VERSION
 from ..engine.cache import cached
 from ..engine.datasets import as_dataset, dataset_id
 from ..engine.inference import (
@@ -66,7 +67,8 @@ class OODOptions(LimitOption):
     """images per OOD set: the first N of a dataset (default: ``limit``, else all of it); the size of a generated
     ``noise:`` set (default: ``limit``, else as many as the in-distribution set has)"""
     ood_scores: list[str] = list(SCORES)
-    """the scores to compute, of msp, max_logit, energy, odin, mahalanobis, knn (default: all)"""
+    """the scores to compute (a list or comma-separated text), of msp, max_logit, energy, odin, mahalanobis, knn
+    (default: all)"""
     fit: Any = None
     """training data of Mahalanobis/KNN: a spec or Dataset (default: the ``train`` split of a data spec)"""
     fit_limit: int = Field(default=10000, ge=1)
@@ -81,6 +83,12 @@ class OODOptions(LimitOption):
     """OOD images of another size than the in-distribution ones are resized to it (until they cover it, then a centre
     crop), as CIFAR benchmarks use 32-px SVHN or LSUN; false: scored at their own size, where the AUROC also measures
     the change of resolution (a set must then hold images of one size)"""
+
+    @field_validator("ood_scores", mode="before")
+    @classmethod
+    def _score_list(cls, v: Any) -> Any:
+        """Comma-separated text (``--set ood_scores=msp,energy``) as a list, as the ``ood`` option takes it."""
+        return comma_items(v) if isinstance(v, str) else v
 
     @field_validator("ood_scores")
     @classmethod
@@ -216,7 +224,7 @@ def _odin_scores(ctx: EvalContext, dataset: Any, limit: int | None, opts: OODOpt
     for images, y, idx in batches:
         x, doubled = as_pair(to_model_input(images, ctx.device, wants_channels_last(ctx.model, ctx.channels_last)))
         s = S.odin(ctx.model, x, temperature=T, epsilon=eps)  # a lone image as a pair (aprkit._batch)
-        parts.append((s[:1] if doubled else s).detach().float().cpu())
+        parts.append((s[:1] if doubled else s).detach().double().cpu())  # float32 tied scores at high T
         labels.append(y)
         indices.append(idx)
     n = dataset_len(dataset) if limit is None else min(dataset_len(dataset), int(limit))
@@ -259,8 +267,8 @@ def _histograms(s_in: list[float], s_out: list[float], bins: int = 30) -> dict:
 
 #: the versions of the scores of in-distribution (labelled) and OOD sets (v5: energy in float64, float32 tied scores at
 #: high T; v6, the in-distribution data only: no accuracy for data naming other classes, exact fractions; 7 / 6: ODIN
-#: steps a pixel of zero gradient too, as the original code)
-SCORES_VERSION = (7, 6)
+#: steps a pixel of zero gradient too, as the original code; 8 / 7: ODIN scores kept in float64, as MSP's)
+SCORES_VERSION = (8, 7)
 
 
 @register_suite("ood")
@@ -268,7 +276,7 @@ class OODSuite(Suite[OODOptions]):
     """OOD detection with six scores against user and synthetic OOD sets."""
 
     Options = OODOptions
-    version = "/".join(map(str, SCORES_VERSION))
+    version = "/".join(map(str, SCORES_VERSION)) + f"/noise{NOISE_VERSION}"  # the default sets are the noise sets
     setup_keys = ("ood", "ood_limit", "ood_resize", "fit", "fit_limit", "knn_k", "odin_temperature", "odin_epsilon")
 
     @classmethod
