@@ -773,3 +773,21 @@ def test_results_of_an_older_suite_version_in_the_folder_are_a_caveat(tmp_path, 
     assert _older({"m": {"phase-bias": {}, "shape-bias": {"suite_version": "3"}}}) == [
         "the phase-bias (computed by an aprkit that recorded no suite versions; now 5) results of m come from an "
         "older aprkit: evaluate the suite again to update them"]
+
+
+def test_a_model_librarys_release_is_part_of_the_fingerprint(monkeypatch):
+    """The forward code of robustbench's (timm's, ...) classes is not hashed: a release that changed a model's code
+    served the older release's cached numbers (0.91 for 0.396). The library's version is in the key now, and
+    results.json records it."""
+    from aprkit.eval.engine import fingerprint as fp
+
+    Zoo = type("Zoo", (torch.nn.Linear,), {"__module__": "robustbench.model_zoo.fake"})
+    torch.manual_seed(0)
+    model = Zoo(4, 2)
+    monkeypatch.setattr(fp, "package_version", lambda name: "1.1.1")
+    before = fp.model_fingerprint(model, reuse=False)
+    monkeypatch.setattr(fp, "package_version", lambda name: "1.2.0")
+    assert fp.model_fingerprint(model, reuse=False) != before
+    plain = torch.nn.Linear(4, 2)
+    assert fp.model_fingerprint(plain, reuse=False) == fp.model_fingerprint(plain, reuse=False)
+    assert "1.2.0" not in fp._structure(plain)

@@ -18,7 +18,8 @@ _UTILS = textwrap.dedent('''
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
     CALLS = []
     all_models = {BenchmarkDataset("cifar10"): {ThreatModel("Linf"): {
-        "Standard": {"gdrive_id": "x"}, "Ensemble": {"gdrive_id": ["a", "b"]}}}}
+        "Standard": {"gdrive_id": "x"}, "Ensemble": {"gdrive_id": ["a", "b"]}}},
+        BenchmarkDataset("imagenet"): {ThreatModel("Linf"): {"Bicubic2024": {"gdrive_id": "y"}, "Standard_R50": {}}}}
     def net():
         return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 10))
     def load_model(model_name, model_dir="./models", dataset="cifar10", threat_model="Linf"):
@@ -27,7 +28,8 @@ _UTILS = textwrap.dedent('''
         if not os.path.isfile(path):
             raise ConnectionError("offline: cannot download " + model_name)
         m = net()
-        m.load_state_dict(torch.load(path))
+        sd = torch.load(path)
+        m.load_state_dict(sd.get("state_dict", sd))  # robustbench reads a 'state_dict' entry too
         return m.eval()
 ''')
 
@@ -46,11 +48,16 @@ def fake_rb(tmp_path, monkeypatch):
         "from enum import Enum\n"
         "class BenchmarkDataset(Enum):\n    cifar_10 = 'cifar10'\n    imagenet = 'imagenet'\n"
         "class ThreatModel(Enum):\n    Linf = 'Linf'\n    corruptions = 'corruptions'\n")
+    (site / "robustbench" / "data.py").write_text(
+        "from torchvision import transforms as T\n"
+        "def get_preprocessing(dataset, threat_model, model_name, preprocessing):\n"
+        "    return T.Compose([T.Resize(256, interpolation=T.InterpolationMode('bicubic')), T.CenterCrop(224),\n"
+        "                      T.ToTensor()])\n")
     (site / "pyautoattack").mkdir()
     (site / "pyautoattack" / "__init__.py").write_text("NAME = 'pyautoattack'\n")
     monkeypatch.syspath_prepend(str(site))
-    mods = ("robustbench", "robustbench.utils", "robustbench.model_zoo", "robustbench.model_zoo.enums", "autoattack",
-            "pyautoattack")
+    mods = ("robustbench", "robustbench.utils", "robustbench.data", "robustbench.model_zoo",
+            "robustbench.model_zoo.enums", "autoattack", "pyautoattack")
     for mod in mods:
         monkeypatch.delitem(sys.modules, mod, raising=False)
     yield site
@@ -160,3 +167,43 @@ def test_without_robustbench_the_error_names_a_missing_weights_file_as_given(tmp
         load_model("robustbench:Standard", checkpoint=tmp_path / "x.pt")
     with pytest.raises(ImportError, match=r"weights \S*zoo/cifar10/Linf/Standard\.pt: not there yet"):
         load_model("robustbench:Standard", checkpoint=tmp_path / "zoo")
+
+
+def test_names_classes_and_specs_robustbench_does_not_have_are_refused(fake_rb, tmp_path):
+    """An unknown name was a bare KeyError, num_classes= and drop_head= were ignored (a 10-class model for
+    num_classes=100) and a full spec with dataset= a TypeError."""
+    _weights(tmp_path / "cifar10" / "Linf" / "Standard.pt", seed=4)
+    with pytest.raises(ValueError, match="no model 'Standrd' for cifar10/Linf.*did you mean 'Standard'"):
+        load_model("robustbench:Standrd", model_dir=tmp_path)
+    with pytest.raises(ValueError, match="names its dataset and threat model already; drop dataset="):
+        load_model("robustbench:cifar10/Linf/Standard", model_dir=tmp_path, dataset="cifar10")
+    with pytest.raises(ValueError, match="has 10 classes but num_classes=100; pass drop_head=True"):
+        load_model("robustbench:Standard", model_dir=tmp_path, num_classes=100)
+    head = load_model("robustbench:Standard", model_dir=tmp_path, num_classes=100, drop_head=True)
+    assert head(torch.rand(2, 3, 4, 4)).shape == (2, 100)
+
+
+def test_a_saved_robustbench_model_reloads_its_own_weights_offline(fake_rb, tmp_path):
+    """save_checkpoint + load_model(file) rebuilt the model through the zoo: offline a DownloadError, online a
+    download of the published weights only to overwrite them."""
+    from aprkit.models import save_checkpoint
+
+    model = load_model("robustbench:Standard", checkpoint=_weights(tmp_path / "w" / "mine.pt", seed=5) and
+                       tmp_path / "w" / "mine.pt")
+    save_checkpoint(tmp_path / "saved.pt", model)
+    again = load_model(tmp_path / "saved.pt")  # the zoo's Standard.pt is nowhere: nothing to download here
+    x = torch.rand(2, 3, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x), atol=0, rtol=0)
+
+
+def test_imagenet_models_get_robustbenchs_preprocessing(fake_rb, tmp_path):
+    """ImageNet models ran on the images as given (no resize or crop); robustbench's benchmark preprocesses them per
+    model (here BicubicRes256Crop224)."""
+    from aprkit.models.foreign import Preprocess
+
+    _weights(tmp_path / "imagenet" / "Linf" / "Bicubic2024.pt", seed=6)
+    model = load_model("robustbench:imagenet/Linf/Bicubic2024", model_dir=tmp_path)
+    assert isinstance(model, Preprocess)
+    assert (model.resize, model.crop, model.interpolation, model.crop_mode) == (256, 224, "bicubic", "center")
+    assert model.mean.eq(0).all() and model.std.eq(1).all()  # robustbench models normalise inside

@@ -163,6 +163,8 @@ def _from_aprkit(obj: Mapping[str, Any], num_classes: int | None, kwargs: dict, 
     if expected_arch is not None and expected_arch.lower() != str(arch).lower():
         raise ValueError(f"checkpoint holds a {arch!r} model, not {expected_arch!r}")
     kw = {**checkpoint_kwargs(arch, dict(obj.get("kwargs") or {}), obj.get("state_dict")), **kwargs}
+    if str(arch).startswith("robustbench:"):  # built from the file's weights, not the zoo's (a download)
+        kw["state_dict"] = extract_state_dict(obj)
     model = _build_arch(arch, num_classes, kw, obj.get("num_classes"))
     pre = obj.get("preprocess")
     if isinstance(pre, Mapping) and isinstance(model, Normalize) and not isinstance(model, Preprocess):
@@ -317,7 +319,8 @@ def _build(spec: nn.Module | str | os.PathLike, num_classes: int | None, checkpo
                                  "has no robustbench model to build: build the architecture by name (an aprkit model, "
                                  "timm:NAME or torchvision:NAME) with random_init=True instead")
             elif random_init or text.startswith("robustbench:"):
-                model = create_foreign(text, num_classes=num_classes, checkpoint=checkpoint, **kwargs)
+                model = create_foreign(text, num_classes=num_classes, checkpoint=checkpoint, drop_head=drop_head,
+                                       **kwargs)
             else:  # the library's published weights, through its own cache
                 model = create_foreign(text, num_classes=num_classes, pretrained=True, drop_head=drop_head, **kwargs)
         elif re.match(r"^[A-Za-z][\w.-]+:", text) and not Path(text).exists():

@@ -99,7 +99,8 @@ def create_foreign(
         model = _torchvision_pretrained(name, num_classes, kwargs, drop_head) if pretrained else \
             _torchvision(name, num_classes, state_dict, kwargs, drop_head)
     else:
-        return create_robustbench(name, checkpoint, kwargs)
+        return create_robustbench(name, checkpoint, kwargs, num_classes=num_classes, drop_head=drop_head,
+                                  state_dict=state_dict)
     return tag_model(model, spec, kwargs)
 
 
@@ -156,23 +157,24 @@ def _torchvision(name: str, num_classes: int | None, sd: Mapping[str, torch.Tens
 class Preprocess(Normalize):
     """``Normalize`` plus the model's evaluation resize and centre crop, applied on float [0, 1] images.
 
-    Images ``(B, C, H, W)`` have their shorter side resized to ``resize`` (the longer one to
-    ``int(resize * long / short)``, as torchvision's ``Resize``; ``interpolation``, antialiased) or, with
-    ``crop_mode="squash"`` (timm's), both sides to ``resize``; then they are centre-cropped to ``crop`` x ``crop``, as
-    the authors' evaluation transforms do; mean/std come after (both steps are linear, so their order does not change
-    the result). Square images of exactly ``crop`` x ``crop`` are taken as already resized and cropped and pass
-    unchanged: the benchmark sets stored at the model's input size (ImageNet-C, the cue-conflict stimuli at 224 px)
-    are evaluated as they are, not zoomed in a second time.
+    Images ``(B, C, H, W)`` have their shorter side resized to ``resize`` (the longer one to ``int(resize * long /
+    short)``, as torchvision's ``Resize``; ``interpolation``, antialiased) or, with ``crop_mode="squash"`` (timm's),
+    both sides to ``resize`` (``resize=None``: not resized); then they are centre-cropped to ``crop`` x ``crop``, as the
+    authors' evaluation transforms do; mean/std come after (both steps are linear, so their order does not change the
+    result). Square images of exactly ``crop`` x ``crop`` are taken as already resized and cropped and pass unchanged:
+    the benchmark sets stored at the model's input size (ImageNet-C, the cue-conflict stimuli at 224 px) are evaluated
+    as they are, not zoomed in a second time.
     """
 
-    def __init__(self, model: nn.Module, mean: Any, std: Any, *, resize: int, crop: int,
+    def __init__(self, model: nn.Module, mean: Any, std: Any, *, resize: int | None, crop: int,
                  interpolation: str = "bilinear", crop_mode: str = "center", num_classes: int | None = None) -> None:
         super().__init__(model, mean, std, num_classes=num_classes, input_size=(len(mean), int(crop), int(crop)))
         if interpolation not in ("nearest", "bilinear", "bicubic"):
             raise ValueError(f"interpolation must be nearest, bilinear or bicubic, got {interpolation!r}")
         if crop_mode not in ("center", "squash"):
             raise ValueError(f"crop_mode must be 'center' or 'squash', got {crop_mode!r}")
-        self.resize, self.crop, self.interpolation, self.crop_mode = int(resize), int(crop), interpolation, crop_mode
+        self.resize = None if resize is None else int(resize)
+        self.crop, self.interpolation, self.crop_mode = int(crop), interpolation, crop_mode
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Resize, centre-crop and normalise float images ``(B, C, H, W)`` in [0, 1] -> ``(B, C, crop, crop)``."""
@@ -183,7 +185,9 @@ class Preprocess(Normalize):
         if (h, w) == (self.crop, self.crop):
             return z
         size: tuple[int, int] | None = None
-        if self.crop_mode == "squash":
+        if self.resize is None:  # a centre crop alone (robustbench's Crop288)
+            pass
+        elif self.crop_mode == "squash":
             size = (self.resize, self.resize) if (h, w) != (self.resize, self.resize) else None
         elif min(h, w) != self.resize:
             long = int(self.resize * max(h, w) / min(h, w))

@@ -56,6 +56,10 @@ def _default_robustbench_dir() -> Path:
     return data_root() / "robustbench"
 
 
+#: the start of :func:`_reads_other_files`'s reason for models robustbench builds through timm
+_THROUGH_TIMM = "robustbench loads this model through timm's registry"
+
+
 def _reads_other_files(rb_utils: Any, dataset: str, folder: str, model_name: str) -> str | None:
     """Why robustbench's ``load_model`` would not read ``<model_dir>/<dataset>/<folder>/<name>.pt`` for this model
     (so a weights file linked there would be ignored, and the published weights loaded instead), or ``None``."""
@@ -64,7 +68,7 @@ def _reads_other_files(rb_utils: Any, dataset: str, folder: str, model_name: str
         import timm
 
         if timm.is_model(f"{lower}_{dataset}_{folder.lower()}"):
-            return "robustbench loads this model through timm's registry, not from its model_dir"
+            return f"{_THROUGH_TIMM}, not from its model_dir"
     except ImportError:
         pass
     if dataset == "imagenet" and "Standard" in model_name:
@@ -126,19 +130,96 @@ def _robustbench_dir(rb_utils: Any, checkpoint: str | os.PathLike[str] | None, m
     return root
 
 
-def create_robustbench(name: str, checkpoint: str | os.PathLike[str] | None, kwargs: dict) -> Normalize:
-    """``robustbench:[<dataset>/<threat>/]<name>`` through robustbench's ``load_model``, wrapped in ``Normalize``
-    (robustbench models normalise inside): its weights from ``checkpoint=`` (a file or a model_dir folder),
-    ``model_dir=`` or ``data_root()/robustbench``."""
+def _zoo_name_error(rb_utils: Any, dataset: str, threat: str, model_name: str) -> str | None:
+    """Why ``model_name`` is not in robustbench's zoo for ``dataset``/``threat`` (with the nearest names), or ``None``
+    when it is, or when the zoo cannot be read (robustbench then reports it)."""
+    from .._text import nearest_names
+
+    try:
+        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+        zoo = rb_utils.all_models[BenchmarkDataset(dataset)][ThreatModel(threat.replace("_3d", ""))]
+        names = [str(k) for k in zoo]
+    except Exception:  # noqa: BLE001 - another robustbench layout: its own error stands
+        return None
+    if model_name in names:
+        return None
+    return (f"robustbench has no model {model_name!r} for {dataset}/{threat}{nearest_names(model_name, names)}; "
+            f"its {len(names)} names there are listed by robustbench.model_zoo (e.g. {', '.join(names[:3])})")
+
+
+def _head_check(net: Any, spec: str, have: int | None, num_classes: int | None, drop_head: bool) -> int | None:
+    """The number of outputs after honouring ``num_classes``: a new random head with ``drop_head``, else refused."""
+    if num_classes is None or have is None or num_classes == have:
+        return have
+    if not drop_head:
+        raise ValueError(f"{spec} has {have} classes but num_classes={num_classes}; pass drop_head=True "
+                         "(--drop-head) for a new, random head or leave num_classes unset")
+    from .foreign import _replace_head
+
+    _replace_head(net, int(num_classes))
+    return int(num_classes)
+
+
+def _preprocess(net: Any, spec: str, dataset: str, threat: str, model_name: str, n: int | None) -> Normalize:
+    """``net`` wrapped with the evaluation preprocessing robustbench's ``benchmark`` gives it
+    (``robustbench.data.get_preprocessing``: ImageNet models' resize and crop, e.g. ``Res256Crop224``,
+    ``BicubicRes256Crop224``, ``Res224``, ``Crop288`` or the timm-backed models' own), as a :class:`Preprocess`;
+    CIFAR models take the 32-px images as they are."""
+    if dataset != "imagenet":
+        return Normalize(net, NO_MEAN, NO_STD, num_classes=n, input_size=(3, 32, 32))
+    from robustbench.data import get_preprocessing
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+    from torchvision import transforms as T
+
+    from .foreign import Preprocess
+
+    pipeline = get_preprocessing(BenchmarkDataset(dataset), ThreatModel(threat), model_name, None)
+    steps = [t for t in getattr(pipeline, "transforms", [pipeline]) if not isinstance(t, T.ToTensor)]
+    resize, crop, squash, interp = None, None, False, "bilinear"
+    for t in steps:
+        if isinstance(t, T.Resize) and resize is None and crop is None:
+            size = [t.size] if isinstance(t.size, int) else list(t.size)
+            squash = len(size) == 2
+            if squash and size[0] != size[1]:
+                size = []
+            resize, interp = (int(size[0]) if size else None), getattr(t.interpolation, "value", "bilinear")
+            if resize is None:
+                break
+        elif isinstance(t, T.CenterCrop) and crop is None and len(set(t.size)) == 1:
+            crop = int(t.size[0])
+        else:
+            resize = crop = None
+            break
+    if (resize is None and crop is None) or interp not in ("nearest", "bilinear", "bicubic"):
+        raise ValueError(f"{spec} is evaluated by robustbench with the preprocessing {pipeline}, which aprkit does "
+                         "not reproduce (it takes a resize of the shorter side or of both, then a centre crop)")
+    crop = crop if crop is not None else resize
+    return Preprocess(net, NO_MEAN, NO_STD, resize=resize, crop=int(crop),  # type: ignore[arg-type]
+                      crop_mode="squash" if squash else "center", interpolation=interp, num_classes=n)
+
+
+def create_robustbench(name: str, checkpoint: str | os.PathLike[str] | None, kwargs: dict, *,
+                       num_classes: int | None = None, drop_head: bool = False,
+                       state_dict: Any = None) -> Normalize:
+    """``robustbench:[<dataset>/<threat>/]<name>`` through robustbench's ``load_model``, wrapped the way robustbench
+    evaluates it (:func:`_preprocess`; robustbench models normalise inside): its weights from ``checkpoint=`` (a file
+    or a model_dir folder), ``state_dict=`` (the model as aprkit saved it), ``model_dir=`` or
+    ``data_root()/robustbench``. ``num_classes`` other than the zoo's is refused unless ``drop_head``."""
     parts = name.split("/")
     if len(parts) == 3:
         dataset, threat, model_name = parts
+        named = [k for k in ("dataset", "threat_model") if k in kwargs]
+        if named:
+            raise ValueError(f"robustbench:{name} names its dataset and threat model already; drop "
+                             f"{' and '.join(f'{k}=' for k in named)}")
     elif len(parts) == 1:
         dataset, threat, model_name = kwargs.pop("dataset", "cifar10"), kwargs.pop("threat_model", "Linf"), name
     else:
         raise ValueError(
             f"robustbench spec must be 'robustbench:<name>' or 'robustbench:<dataset>/<threat>/<name>', got {name!r}"
         )
+    spec = f"robustbench:{dataset}/{threat}/{model_name}"
     with contextlib.ExitStack() as stack:
         try:
             rb_utils = import_robustbench()
@@ -149,21 +230,44 @@ def create_robustbench(name: str, checkpoint: str | os.PathLike[str] | None, kwa
                         (root if root is not None else _default_robustbench_dir())
                         / dataset / threat.replace("_3d", "") / f"{model_name}.pt")
             state = "present" if expected.is_file() else "not there yet"
-            raise ImportError(f"robustbench:{dataset}/{threat}/{model_name} loads through robustbench's model zoo "
+            raise ImportError(f"{spec} loads through robustbench's model zoo "
                               f"(weights {expected}: {state}), which is not importable. {e}") from e
-        model_dir = _robustbench_dir(rb_utils, checkpoint, kwargs.pop("model_dir", None), dataset, threat, model_name,
-                                     stack)
+        unknown = _zoo_name_error(rb_utils, dataset, threat, model_name)
+        if unknown:
+            raise ValueError(unknown)
+        reads = _reads_other_files(rb_utils, dataset, threat.replace("_3d", ""), model_name)
+        if state_dict is not None and checkpoint is None and (not reads or reads.startswith(_THROUGH_TIMM)):
+            # aprkit's own file of this model: robustbench builds it from these weights, not the zoo's download
+            import tempfile
+
+            import torch
+
+            # the wrapped model's weights (Normalize keeps it as .model)
+            inner = {k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")}
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aprkit-robustbench-")))
+            checkpoint = folder / "weights.pt"
+            torch.save({"state_dict": inner or dict(state_dict)}, checkpoint)
+        timm_file = None
+        if checkpoint is not None and _names_a_file(Path(checkpoint).expanduser()):
+            if (reads or "").startswith(_THROUGH_TIMM):
+                timm_file = Path(checkpoint).expanduser()  # robustbench hands it to timm (custom_checkpoint)
+                if not timm_file.is_file():
+                    raise FileNotFoundError(f"checkpoint {timm_file} does not exist; expected the weights of {spec}")
+        model_dir = _robustbench_dir(rb_utils, None if timm_file else checkpoint, kwargs.pop("model_dir", None),
+                                     dataset, threat, model_name, stack)
         expected = model_dir / dataset / threat.replace("_3d", "") / f"{model_name}.pt"
+        where = (f"{expected} (layout <model_dir>/<dataset>/<threat>/<name>.pt)" if not (reads or "").startswith(
+            _THROUGH_TIMM) else "timm's cache of its published weights ($TORCH_HOME/hub/"
+            "checkpoints or the Hugging Face cache; robustbench loads this model through timm: --checkpoint FILE "
+            "gives the weights file)")
         try:  # robustbench reads <model_dir>/<dataset>/<threat>/<name>.pt and downloads it when missing
+            extra = {"custom_checkpoint": str(timm_file)} if timm_file else {}
             net = rb_utils.load_model(model_name=model_name, model_dir=str(model_dir), dataset=dataset,
-                                      threat_model=threat, **kwargs)
+                                      threat_model=threat, **extra, **kwargs)
         except (ValueError, TypeError, KeyError):
             raise
         except Exception as e:
-            raise weights_error(f"robustbench:{dataset}/{threat}/{model_name}", "robustbench's model zoo",
-                                 f"{expected} (layout <model_dir>/<dataset>/<threat>/<name>.pt)", e,
-                                 "--data-root (or $APRKIT_DATA)", random_init=False) from e
-    n = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}.get(dataset)
-    size = 224 if dataset == "imagenet" else 32
-    wrapped = Normalize(net, NO_MEAN, NO_STD, num_classes=n, input_size=(3, size, size))
-    return tag_model(wrapped, f"robustbench:{dataset}/{threat}/{model_name}", {})
+            raise weights_error(spec, "robustbench's model zoo", where, e,
+                                "--data-root (or $APRKIT_DATA)", random_init=False) from e
+    n = _head_check(net, spec, {"cifar10": 10, "cifar100": 100, "imagenet": 1000}.get(dataset), num_classes, drop_head)
+    return tag_model(_preprocess(net, spec, dataset, threat, model_name, n), spec, {})

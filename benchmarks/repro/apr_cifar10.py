@@ -136,6 +136,8 @@ def render(rows: dict[str, dict[str, float | None]], meta: dict[str, Any]) -> st
         "Direction: the APR paper's claim for APR-P / APR-SP relative to standard training; study 4 asks whether "
         f"FeatureAPR after {meta['feature_layers']} adds to APR-SP.", "",
         markdown_table(["metric", *names, "paper's direction"], body), "",
+        *([f"Suites evaluated: {', '.join(meta['suites'])} (the other rows: not evaluated in this run).", ""]
+          if meta.get("suites", SUITES) != SUITES else []),
         *([f"Runs as trained (from each run's config.yaml): {'; '.join(_recipe_text(k, r) for k, r in recipes.items())}.",
            ""] if (recipes := meta.get("recipes")) else []),
         f"Training time (s, sum over the epochs): {', '.join(f'{k} {v:.0f}' for k, v in meta['train_s'].items())}. "
@@ -156,6 +158,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--feature-layers", nargs="+", default=["layer2"], help="FeatureAPR sites (study 4)")
     p.add_argument("--feature-p", type=float, default=0.5, help="FeatureAPR probability per sample")
     p.add_argument("--batch-size", type=int, default=500, help="evaluation batch size")
+    p.add_argument("--suites", nargs="+", default=SUITES, choices=SUITES,
+                   help="suites to evaluate (default: all); a subset leaves the others' rows empty (-), e.g. "
+                        "--suites ood to evaluate the OOD sets again after a change of their definitions")
     args, out, shared = parse_args(p, argv)
     from aprkit.eval import evaluate
 
@@ -179,14 +184,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trained, wall = {k: r["checkpoint"] for k, r in runs.items()}, {k: r["train_s"] for k, r in runs.items()}
     smoke = args.smoke
     res = evaluate(
-        trained, suite=SUITES, data=cifar10_spec(shared), out_dir=out / "eval", device=args.device,
+        trained, suite=list(args.suites), data=cifar10_spec(shared), out_dir=out / "eval", device=args.device,
         batch_size=SMOKE["batch_size"] if smoke else args.batch_size, limit=SMOKE["eval_limit"] if smoke else None,
         corruptions=SMOKE["corruptions"] if smoke else None, severities=SMOKE["severities"] if smoke else None,
         options=options, resume=args.resume, progress=args.progress,
         title="Study 1/4: APR on CIFAR-10 (ResNet-20)",
     )
     rows = summarise(res)
-    meta = {"epochs": 1 if smoke else args.epochs, "smoke": smoke, "feature_layers": args.feature_layers,
+    meta = {"epochs": 1 if smoke else args.epochs, "smoke": smoke, "suites": list(args.suites),
+            "feature_layers": args.feature_layers,
             "feature_p": args.feature_p, "train_s": wall, "checkpoints": trained,
             "natural_ood": f"cue-conflict stimuli of {', '.join(NON_CIFAR_SHAPES)}, area-downscaled to 32 px",
             "curves": curves, "recipes": {k: run_recipe(Path(r["checkpoint"]).parent) for k, r in runs.items()}}

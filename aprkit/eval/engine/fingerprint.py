@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["model_fingerprint"]
+__all__ = ["model_fingerprint", "package_version", "MODEL_PACKAGES"]
 
 #: per model object: (signature of its weights' state, full fingerprint) of the last :func:`model_fingerprint`
 _FINGERPRINTS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()
@@ -29,23 +29,23 @@ _FINGERPRINTS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]] = weakref
 
 def model_fingerprint(model: nn.Module, length: int = 16, *, reuse: bool = True) -> str:
     """Hex digest of everything in ``model`` that its outputs depend on: the module tree as ``repr`` prints it
-    (submodule types and settings such as a preprocessing wrapper's resize, crop and interpolation; memory
-    addresses are masked), every module's public attributes that are plain values (numbers, strings, and lists, tuples
-    and dicts of them, e.g. a temperature or a mean), NumPy scalars and arrays (by value), functions
-    (``self.act = torch.tanh``; Python functions by name and code) or tensors (by value, like the weights), the
-    ``forward`` code of the user's own module classes (not torch's, timm's, aprkit's, ...: their versions are in the
-    results' provenance), its forward (pre-)hooks (an observer hook counts too: the
-    fingerprint cannot tell it from a test-time flip), and every parameter and buffer, non-persistent ones too (e.g. a
-    normalisation's mean and std): names, dtypes, shapes and values. Keep counters that change in ``forward`` in
-    ``_private`` attributes, else no result is reused.
+    (submodule types and settings such as a preprocessing wrapper's resize, crop and interpolation; memory addresses
+    are masked), every module's public attributes that are plain values (numbers, strings, and lists, tuples and
+    dicts of them, e.g. a temperature or a mean), NumPy scalars and arrays (by value), functions (``self.act =
+    torch.tanh``; Python functions by name and code) or tensors (by value, like the weights), the ``forward`` code of
+    the user's own module classes (not torch's or aprkit's; for classes of torchvision, timm, kornia and robustbench
+    the installed package's version, which ``results.json`` records too), its forward (pre-)hooks (an observer hook
+    counts too: the fingerprint cannot tell it from a test-time flip), and every parameter and buffer, non-persistent
+    ones too (e.g. a normalisation's mean and std): names, dtypes, shapes and values. Keep counters that change in
+    ``forward`` in ``_private`` attributes, else no result is reused.
 
-    Hashing every weight takes a while for a large model (0.16 s for WRN-28-10 on a CPU), so the digest is
-    remembered per model object with a signature of its state: the tree's text and each tensor's storage
-    address, version counter, shape, strides, dtype and device. Every in-place change through autograd-visible
-    tensors (an optimizer step, ``load_state_dict``, ``copy_`` under ``no_grad``) bumps the version
-    counter and a replaced tensor has a new address, so the value is hashed again. PyTorch does not
-    version writes through ``param.data`` (``p.data.copy_(...)``, as EMA helpers swap weights in): after such a write
-    pass ``reuse=False``; ``evaluate`` and ``layer_sweep`` hash afresh once per call.
+    Hashing every weight takes a while for a large model (0.16 s for WRN-28-10 on a CPU), so the digest is remembered
+    per model object with a signature of its state: the tree's text and each tensor's storage address, version counter,
+    shape, strides, dtype and device. Every in-place change through autograd-visible tensors (an optimizer step,
+    ``load_state_dict``, ``copy_`` under ``no_grad``) bumps the version counter and a replaced tensor has a new address,
+    so the value is hashed again. PyTorch does not version writes through ``param.data`` (``p.data.copy_(...)``, as EMA
+    helpers swap weights in): after such a write pass ``reuse=False``; ``evaluate`` and ``layer_sweep`` hash afresh once
+    per call.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -145,8 +145,26 @@ def _callable_id(f: Any) -> str | None:
     return None
 
 
-#: packages whose module classes' ``forward`` code is identified by the package's version (not hashed)
+#: packages whose module classes' ``forward`` code is not hashed: torch and aprkit, and the model libraries, whose
+#: installed version is part of the fingerprint instead (a release that changes a model's code changes the key)
 _KNOWN_PACKAGES = frozenset({"torch", "torchvision", "timm", "aprkit", "kornia", "robustbench"})
+MODEL_PACKAGES = ("torchvision", "timm", "kornia", "robustbench")
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of package ``name`` (its ``__version__`` when imported, else its distribution's), or
+    ``None`` when it is not installed."""
+    import sys
+    from importlib import metadata
+
+    mod = sys.modules.get(name)
+    version = getattr(mod, "__version__", None)
+    if isinstance(version, str):
+        return version
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _array_text(value: Any) -> str | None:
@@ -190,6 +208,8 @@ def _structure(model: nn.Module) -> str:
         for kind in ("_forward_pre_hooks", "_forward_hooks"):
             for hook in getattr(mod, kind, {}).values():
                 lines.append(f"{name}.{kind}={_callable_id(hook)}")
+    used = {type(m).__module__.split(".")[0] for m in model.modules()}
+    lines += [f"{pkg}=={package_version(pkg)}" for pkg in MODEL_PACKAGES if pkg in used]
     return _ADDRESS.sub("0x?", "\n".join(lines))
 
 

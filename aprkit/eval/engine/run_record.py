@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import sys
 import time
 import warnings
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ import torch
 
 from ...distributed import is_main_process
 from ..report.results import Results
+from .fingerprint import MODEL_PACKAGES, package_version
 from .outdir import SuiteIndex, merge_provenance
 
 __all__ = ["EvalRun", "describe", "now"]
@@ -133,6 +135,8 @@ class EvalRun:
         return {
             "aprkit": aprkit.__version__,
             "torch": torch.__version__,
+            # the model libraries in use (a release can change a model's code; the weights' fingerprint names them too)
+            **{pkg: v for pkg in MODEL_PACKAGES if pkg in sys.modules and (v := package_version(pkg))},
             "python": platform.python_version(),
             "date": now(),
             "seconds": round(time.time() - self.started, 2),
