@@ -245,6 +245,17 @@ def test_print_config_shows_the_resolved_settings(capsys):
     assert cfg["model"] == "resnet20" and cfg["batch_size"] == 7 and cfg["data"] == "synthetic:8"
 
 
+
+def test_repeated_corruption_and_severity_flags_add_up(capsys):
+    """``--corruptions fog --corruptions contrast`` kept the last flag only (one cell of the 2 x 2 asked for, without
+    a word), while aprkit corrupt, --ood and --suite add repeats up."""
+    import yaml
+
+    assert main(["eval", "--model", "resnet20", "--random-init", "--data", "synthetic:8", "--print-config",
+                 "--corruptions", "fog", "--corruptions", "contrast", "--severities", "1", "--severities", "5"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["corruptions"] == ["fog", "contrast"] and cfg["severities"] == [1, 5]
+
 def test_sigterm_stops_a_command_as_ctrl_c_does(monkeypatch, capsys):
     """SIGTERM (a scheduler, kill) is raised as an interrupt: the command's own cleanup runs, the message says so, the
     exit code is 143; a closed output pipe (| head) ends quietly with 141 (it was an error line and 2) (tester)."""

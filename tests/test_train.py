@@ -225,6 +225,23 @@ def test_lr_schedule_multistep_and_warmup():
     assert [w(s) for s in (0, 4, 5, 20)] == pytest.approx([0.2, 1.0, 1.0, 0.1])
 
 
+def test_cosine_schedule_follows_augmix():
+    """AugMix's cifar.py: LambdaLR(get_lr(step, epochs * len(loader), 1, 1e-6 / lr)), a cosine per step from 1 to
+    1e-6 / lr (the AugMix config trained the APR tables' step schedule, 200 epochs and grey padding before)."""
+    import math
+    from pathlib import Path
+
+    from aprkit.train.config import load_config
+    from aprkit.train.loop import lr_factor
+
+    floor, total = 1e-6 / 0.1, 1000
+    augmix = [floor + (1 - floor) * 0.5 * (1 + math.cos(s / total * math.pi)) for s in (0, 250, 500, 999, 1000)]
+    f = lr_factor([60], 0.2, 0.0, steps_per_epoch=10, cosine_steps=total, floor=floor)
+    assert [f(s) for s in (0, 250, 500, 999, 1000)] == pytest.approx(augmix, rel=1e-12)
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "train" / "cifar10_wrn40_2_augmix_jsd.yaml")
+    assert (cfg.optim.schedule, cfg.optim.min_lr, cfg.optim.epochs, cfg.data.pad_fill) == ("cosine", 1e-6, 100, 0)
+
+
 @pytest.mark.skipif(not HAS_AUGMENT, reason="aprkit.augment not available")
 def test_shipped_recipe_runs_as_a_smoke_run(tmp_path):
     from pathlib import Path

@@ -147,7 +147,7 @@ def test_a_run_writes_its_report_with_the_curves_and_the_numbers_of_metrics_json
     md = (tmp_path / "r" / "train_report.md").read_text()
     assert "stopped inside epoch 2 of 2" in md and "training: Images, 32 images; test: Images, 16 images" in md
     assert "| train accuracy % (epoch 2, partial: its steps so far) |" in md  # was "(last epoch)" (tester)
-    assert r"2 epochs, batch 8, lr 0.05 (x0.2 at epoch \[1\])," in md  # Markdown-escaped
+    assert r"2 epochs, batch 8, lr 0.05 (x0.2 after epoch \[1\])," in md  # Markdown-escaped
     fit(cfg | {"train": {**cfg["train"], "max_steps": None}}, datasets=(Images(32, with_tensors=False),
                                                                          Images(16, seed=1)), out=tmp_path / "r",
         resume=True)

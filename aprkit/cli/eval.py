@@ -80,10 +80,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--workers", dest="num_workers", type=int, help="DataLoader worker processes")
     p.add_argument("--limit", type=int, help="use only the first N images of each dataset (the transplant suite: up to "
                    "N images spread evenly over it, as its report header says)")
-    p.add_argument("--severities", type=_int_list, help="comma-separated severities, e.g. 1,3,5")
-    p.add_argument("--corruptions", type=_str_list,
+    p.add_argument("--severities", type=_int_list, action="extend",
+                   help="comma-separated severities, e.g. 1,3,5 (repeatable: the lists add up)")
+    p.add_argument("--corruptions", type=_str_list, action="extend",
                    help="comma-separated corruption names and groups (benchmark, extra, all; default: the 15 benchmark "
-                        "ones; 'none': clean only)")
+                        "ones; 'none': clean only; repeatable: the lists add up)")
     p.add_argument("--corrupted",
                    help="a -C dataset on disk, e.g. cifar10-c:/data/CIFAR-10-C (default: generate on the fly)")
     p.add_argument("--ood", action="append", help="OOD dataset spec (repeatable; default: synthetic noise sets)")

@@ -118,8 +118,9 @@ class AugConfig:
 
 @dataclass
 class OptimConfig:
-    """SGD (Nesterov) with a multi-step schedule (lr x ``gamma`` at each epoch in ``milestones``), optional
-    linear warm-up; the learning rate is updated every step. ``batch_size`` is global across DDP ranks."""
+    """SGD (Nesterov) with a multi-step schedule (lr x ``gamma`` at each epoch in ``milestones``) or, with ``schedule:
+    cosine``, AugMix's cosine annealing from ``lr`` to ``min_lr`` over all steps; optional linear warm-up; the learning
+    rate is updated every step. ``batch_size`` is global across DDP ranks."""
 
     lr: float = 0.1
     momentum: float = 0.9
@@ -130,6 +131,8 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=lambda: [60, 120, 160, 190])
     gamma: float = 0.2
     warmup_epochs: float = 0.0  # linear warm-up from lr/steps to lr over this many epochs (per step)
+    schedule: Literal["step", "cosine"] = "step"  # cosine: milestones and gamma are not used
+    min_lr: float = 0.0  # the cosine schedule's last learning rate (AugMix's cifar.py: 1e-6)
 
 
 @dataclass
@@ -311,6 +314,7 @@ def validate_config(cfg: Config) -> Config:
         (math.isfinite(o.weight_decay) and o.weight_decay >= 0,
          f"optim.weight_decay must be a finite number >= 0, got {o.weight_decay}"),
         (math.isfinite(o.gamma) and o.gamma > 0, f"optim.gamma must be a finite number > 0, got {o.gamma}"),
+        (math.isfinite(o.min_lr) and 0 <= o.min_lr <= o.lr, f"optim.min_lr must be in [0, optim.lr], got {o.min_lr}"),
         (math.isfinite(o.warmup_epochs) and o.warmup_epochs >= 0,
          f"optim.warmup_epochs must be a finite number >= 0, got {o.warmup_epochs}"),
         (list(cfg.optim.milestones) == sorted(cfg.optim.milestones), "optim.milestones must be increasing"),

@@ -1,4 +1,5 @@
-"""The optimiser of a training run: SGD (Nesterov) with a multi-step learning-rate schedule and a linear warm-up.
+"""The optimiser of a training run: SGD (Nesterov) with a multi-step or cosine learning-rate schedule and a linear
+warm-up.
 
 ``build_optimizer`` makes the optimiser, its ``LambdaLR`` scheduler and the per-step factor they follow;
 ``apply_optim_config`` puts a config's settings onto a restored optimiser (a resumed run goes on with the
@@ -8,6 +9,7 @@ config's values, not the ones saved in its checkpoint).
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,12 +20,17 @@ __all__ = ["lr_factor", "build_optimizer", "apply_optim_config"]
 
 
 def lr_factor(milestones: Sequence[int], gamma: float, warmup_epochs: float,
-              steps_per_epoch: int) -> Callable[[int], float]:
-    """Per-step learning-rate factor: ``gamma ** (#milestones <= epoch)`` times a linear warm-up ramp."""
+              steps_per_epoch: int, *, cosine_steps: int | None = None, floor: float = 0.0) -> Callable[[int], float]:
+    """Per-step learning-rate factor times a linear warm-up ramp: ``gamma ** (#milestones <= epoch)``, or with
+    ``cosine_steps`` AugMix's cosine annealing per step,
+    ``floor + (1 - floor) * (1 + cos(pi * step / cosine_steps)) / 2`` (``floor``: the final rate over the initial)."""
     marks, warm = sorted(milestones), max(0.0, warmup_epochs) * steps_per_epoch
 
     def factor(step: int) -> float:
         ramp = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+        if cosine_steps:
+            t = min(step, cosine_steps) / cosine_steps
+            return ramp * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
         return ramp * gamma ** bisect.bisect_right(marks, step // steps_per_epoch)
 
     return factor
@@ -35,7 +42,9 @@ def build_optimizer(o: Any, model: nn.Module, steps_per_epoch: int) -> tuple[
     training step and ``schedule(step)`` is its factor."""
     optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum,
                                 nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay)
-    schedule = lr_factor(o.milestones, o.gamma, o.warmup_epochs, steps_per_epoch)
+    cosine = o.epochs * steps_per_epoch if o.schedule == "cosine" else None
+    schedule = lr_factor(o.milestones, o.gamma, o.warmup_epochs, steps_per_epoch, cosine_steps=cosine,
+                         floor=o.min_lr / o.lr)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), schedule
 
 
@@ -43,9 +52,10 @@ def apply_optim_config(o: Any, optimizer: torch.optim.Optimizer, scheduler: torc
                        schedule: Callable[[int], float]) -> None:
     """Give a restored ``optimizer``/``scheduler`` the settings of the ``optim`` section ``o``, in place.
 
-    The saved state carries the learning rate, decay and momentum the run was started with, while milestones, gamma
-    and warm-up come from the config (half a change): the config's values apply from here on. Unchanged settings
-    give the same values (base rate times the schedule's factor, as the scheduler computes it)."""
+    The saved state carries the learning rate, decay and momentum the run was started with, while the schedule
+    (milestones, gamma, cosine, warm-up) comes from the config (half a change): the config's values apply from here
+    on. Unchanged settings give the same values (base rate times the schedule's factor, as the scheduler computes
+    it)."""
     for g in optimizer.param_groups:
         g.update(momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0, weight_decay=o.weight_decay,
                  initial_lr=o.lr, lr=o.lr * schedule(scheduler.last_epoch))

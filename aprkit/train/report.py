@@ -112,9 +112,11 @@ def _status(history: Sequence[Mapping[str, Any]], epochs: int, stopped: bool = F
 
 
 def _lr_steps(optim: Mapping[str, Any]) -> str:
-    """The schedule in words: "x0.2 at epochs [2, 5]", "constant" without milestones, and the warm-up."""
+    """The schedule in words: "x0.2 after epochs [2, 5]" (the rate drops from epoch 3 of the table, counted from
+    1), "cosine to 1e-06", "constant" without milestones, and the warm-up."""
     milestones, warmup = list(optim.get("milestones") or []), optim.get("warmup_epochs") or 0
-    steps = (f"x{optim.get('gamma')} at epoch{'s' if len(milestones) > 1 else ''} {milestones}" if milestones else
+    steps = (f"cosine to {optim.get('min_lr') or 0:g} over every step" if optim.get("schedule") == "cosine" else
+             f"x{optim.get('gamma')} after epoch{'s' if len(milestones) > 1 else ''} {milestones}" if milestones else
              "constant")
     return f"{steps}, linear warm-up over {warmup} epochs" if warmup else steps
 
