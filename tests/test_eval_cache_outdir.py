@@ -39,6 +39,19 @@ def test_runs_with_different_suites_add_up_in_results_and_report(tmp_path):
     assert "other" in (tmp_path / "report.md").read_text()
 
 
+
+def test_a_suite_evaluated_again_with_other_settings_is_warned_of(tmp_path):
+    """A second run of the same model and suite with other corruptions (or limit) replaced the first one's numbers in
+    results.json without a word (a -C grid built in pieces ended with the last piece)."""
+    ds = small_data(16)
+    opts = {"corruptions": ["fog"], "severities": [1]}
+    evaluate(Tiny(), suite="corruption", data=ds, model_id="net", out_dir=tmp_path, options=opts, **KW)
+    evaluate(Tiny(), suite="corruption", data=ds, model_id="net", out_dir=tmp_path, options=opts, **KW)  # a rerun: quiet
+    with pytest.warns(RuntimeWarning, match=r"corruption of 'net' was recorded with other settings \(corruptions="
+                                            r"\['fog'\].*this run's \(corruptions=\['contrast'\]"):
+        evaluate(Tiny(), suite="corruption", data=ds, model_id="net", out_dir=tmp_path,
+                 options={**opts, "corruptions": ["contrast"]}, **KW)
+
 def test_interrupted_run_says_it_is_incomplete(tmp_path):
     ds = small_data(16)
     ood = {"ood_limit": 8, "ood_scores": ["msp"]}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,12 @@ def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: 
     if own is not None:
         return own
     match = _LEGACY_ARCH.search(path.name)
+    depth = _cifar_resnet_depth(obj)
+    if depth is not None and (match is None or int(match.group(1)) != depth):
+        if match is not None:
+            warnings.warn(f"{path.name} is named {match.group(0)} but holds the weights of a resnet{depth} (its stages "
+                          f"have {(depth - 2) // 6} blocks each): loaded as resnet{depth}", UserWarning, stacklevel=4)
+        return _load_aprkit_arch(f"resnet{depth}", num_classes, path, weights_only, kwargs, drop_head=drop_head)
     if match is None:
         raise ValueError(
             f"cannot tell the architecture of {path}: it is not an aprkit checkpoint and its name contains none of "
@@ -217,6 +224,25 @@ def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: 
             f"eval --model ARCH --checkpoint {path}; ARCH: resnet20, torchvision:mobilenet_v2, timm:NAME, ...)"
         )
     return _load_aprkit_arch(f"resnet{match.group(1)}", num_classes, path, weights_only, kwargs, drop_head=drop_head)
+
+
+def _cifar_resnet_depth(obj: Any) -> int | None:
+    """The depth of the CIFAR ResNet (6 n + 2, option-A shortcuts) whose legacy weights ``obj`` holds, from its
+    blocks per stage (``layer1.<i>.``, ``layer3.<i>.``), or ``None`` when they are not such a network's."""
+    try:
+        sd = extract_state_dict(obj)
+    except (TypeError, ValueError, KeyError):
+        return None
+    blocks = {}
+    for key in sd:
+        m = re.match(r"^(?:module\.)?(layer[123])\.(\d+)\.conv1\.weight$", str(key))
+        if m:
+            blocks.setdefault(m.group(1), set()).add(int(m.group(2)))
+    counts = {len(v) for v in blocks.values()}
+    if len(blocks) != 3 or len(counts) != 1 or any(k.startswith(("layer4", "module.layer4")) for k in map(str, sd)):
+        return None
+    depth = 6 * counts.pop() + 2
+    return depth if depth in (20, 32, 44, 56, 110) else None
 
 
 def _load_into_module(model: nn.Module, num_classes: int | None, checkpoint: str | os.PathLike | None,

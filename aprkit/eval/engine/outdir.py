@@ -166,7 +166,16 @@ class SuiteIndex:
         return stale
 
     def add(self, entry: Mapping[str, Any]) -> None:
-        """Record a finished suite, replacing an older entry of the same model label and suite."""
+        """Record a finished suite, replacing an older entry of the same model label and suite (with a warning when
+        that one was computed with other settings: its numbers leave ``results.json``)."""
+        old = next((e for e in self.entries if (e["model"], e["suite"]) == (entry["model"], entry["suite"])), None)
+        if old is not None and old.get("key") is not None and old.get("key") != entry.get("key"):
+            warnings.warn(
+                f"{self.path}: {entry['suite']} of {entry['model']!r} was recorded with other settings "
+                f"({describe_options(old.get('options'))}); this run's ({describe_options(entry.get('options'))}) "
+                "replace it in results.json and the report (its cells stay in the cache: evaluate the union of both, "
+                "e.g. all the corruptions, to show them together, or use another --out to keep both)",
+                RuntimeWarning, stacklevel=3)
         self._do(("add", to_jsonable(dict(entry))))
 
     @contextlib.contextmanager
@@ -211,6 +220,13 @@ class SuiteIndex:
             out.setdefault(e["model"], {})[e["suite"]] = {
                 k: v for k, v in e.items() if k not in ("model", "suite", "value")}
         return out
+
+
+def describe_options(options: Any) -> str:
+    """A suite entry's options in a line (``corruptions=fog; limit=50``), for messages."""
+    if not isinstance(options, Mapping) or not options:
+        return "default options"
+    return "; ".join(f"{k}={v}" for k, v in sorted(options.items()) if v is not None) or "default options"
 
 
 def _apply(op: tuple, entries: list[dict[str, Any]], pending: list[tuple[str, str]]
