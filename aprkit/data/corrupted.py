@@ -27,7 +27,7 @@ from .folder import ImageFolderDataset, find_classes
 from .loading import attribute_labels
 
 __all__ = ["BENCHMARK_CORRUPTIONS", "ALL_CORRUPTIONS", "cifar_c", "imagenet_c", "available_corruptions",
-           "check_matches_clean"]
+           "missing_cells", "check_matches_clean"]
 
 #: the 15 benchmark corruptions, in the published order (``aprkit.corruptions.names``)
 BENCHMARK_CORRUPTIONS: tuple[str, ...] = BENCHMARK
@@ -57,6 +57,27 @@ def available_corruptions(root: str | Path) -> list[str]:
     """Corruptions present under a -C root (either layout), in benchmark order."""
     root = Path(root)
     return [c for c in ALL_CORRUPTIONS if (root / f"{c}.npy").is_file() or _find_corruption_dir(root, c) is not None]
+
+
+def missing_cells(root: str | Path, grid: Sequence[tuple[str, int]]) -> list[str]:
+    """The ``corruption-severity`` cells of ``grid`` that the -C root (either layout) does not hold: a CIFAR-C file
+    missing or not holding that severity (:func:`_stacked_severities`), or a folder-layout cell folder missing. File
+    and folder checks only (no image is read), so a run can refuse before its first cell, not at the one missing."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return [f"{c}-{s}" for c, s in grid]
+    stacked = any(root.glob("*.npy"))
+    held = _stacked_severities(root) if stacked else []
+    out = []
+    for c, s in grid:
+        name = canonical_name(c)
+        if stacked:
+            ok = (root / f"{name}.npy").is_file() and int(s) in held
+        else:
+            ok = cell_folder(root, name, s) is not None
+        if not ok:
+            out.append(f"{c}-{s}")
+    return out
 
 
 def cifar_c(root: str | Path, corruption: str, severity: int | None = None, *,

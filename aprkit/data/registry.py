@@ -163,7 +163,10 @@ def parse_spec(spec: str) -> tuple[str, str]:
     kind = KIND_ALIASES.get(kind, kind)  # another name of a kind: the kind itself (one reader, one cache identity)
     if kind not in DATASET_KINDS:
         valid = [*DATASET_KINDS, *KIND_ALIASES]
-        raise ValueError(f"unknown dataset kind {kind!r} in spec {spec!r}{nearest_names(kind, valid)}; "
+        path = not _ and ("/" in spec or "\\" in spec or Path(spec).expanduser().exists())  # a bare folder
+        hint = (f"; a folder needs its kind in front: 'cifar10:{spec}' (the CIFAR-10 layout), 'folder:{spec}' (class "
+                "folders), ..." if path else "")
+        raise ValueError(f"unknown dataset kind {kind!r} in spec {spec!r}{nearest_names(kind, valid)}{hint}; "
                          f"valid kinds: {', '.join(valid)}")
     return kind, arg.strip()
 

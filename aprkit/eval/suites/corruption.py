@@ -220,6 +220,27 @@ def _open_corrupted(source: Any, corruption: str, severity: int):
                     f"(corruption, severity) -> dataset, got {type(source).__name__}")
 
 
+def _check_cells_present(spec: str, grid: list[tuple[str, int]]) -> None:
+    """Refuse an on-disk -C set (``spec``) lacking some cells of ``grid`` before any work (else the run stopped at the
+    first missing cell after computing every one before it)."""
+    from pathlib import Path
+
+    from ...data.corrupted import missing_cells
+    from ...data.registry import parse_spec, split_spec_options
+
+    try:
+        root = parse_spec(split_spec_options(spec)[0])[1]
+    except (TypeError, ValueError):
+        return  # the reader names what is wrong with the spec
+    if not root:
+        return  # the data root's copy: its reader checks it (and may download it)
+    missing = missing_cells(Path(root), grid)
+    if missing:
+        raise FileNotFoundError(f"the -C set {spec} lacks {len(missing)} of the {len(grid)} requested cells "
+                                f"({', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}); write them "
+                                "(aprkit corrupt), or ask for the corruptions and severities it holds")
+
+
 def _written_by_aprkit(spec: str) -> bool:
     """Whether the -C folder of the dataset spec ``spec`` is one ``aprkit corrupt`` wrote (its manifest)."""
     from pathlib import Path
@@ -378,6 +399,8 @@ class CorruptionSuite(Suite[CorruptionOptions]):
             check_matches_clean(_open_corrupted(opts.corrupted, *grid[0]), as_dataset(data), opts.limit,
                                 f"the -C set of {grid[0][0]}-{grid[0][1]}")
 
+        if grid and isinstance(opts.corrupted, str):
+            _check_cells_present(opts.corrupted, grid)
         clean = evaluate_cell(ctx, data, opts, before=pairs if grid and opts.corrupted else None)
         cells: dict[str, dict[str, dict]] = {}
         from tqdm.auto import tqdm
