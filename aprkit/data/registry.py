@@ -11,6 +11,8 @@ Specs (``KIND:ARG``):
 ``cifar10-c:ROOT``            CIFAR-10-C ``.npy`` layout; needs ``corruption=`` and ``severity=`` (1..5 or None)
 ``cifar100-c:ROOT``           CIFAR-100-C, same
 ``imagenet-c:ROOT``           ImageNet-C folders ``ROOT/<corruption>/<severity>/<wnid>/<image>``
+``tinyimagenet:ROOT``         Tiny-ImageNet as unzipped (``tiny-imagenet-200``): ``train``, or ``test`` (default), its
+                              validation images labelled by ``val/val_annotations.txt`` (``tiny-imagenet:``: alias)
 ``tinyimagenet-c:ROOT``       Tiny-ImageNet-C, same layout (``tiny-imagenet-c:`` is an alias)
 ``synthetic`` / ``synthetic:N``  procedural shape x texture set (:mod:`aprkit.data.synthetic`), N images
 ``cue-conflict:ROOT``         Geirhos et al. stimuli ``ROOT/<shape>/<shape>N-<texture>M.png`` (label = shape)
@@ -89,6 +91,16 @@ def _folder(arg: str, split: str, **kw: Any) -> Dataset:
 
 
 @_with_splits
+def _tiny_imagenet(arg: str, split: str, **kw: Any) -> Dataset:
+    from .tinyimagenet import tiny_imagenet
+
+    return tiny_imagenet(spec_root(arg, "tinyimagenet"), split, **kw)
+
+
+_tiny_imagenet.image_files = True  # type: ignore[attr-defined]
+
+
+@_with_splits
 def _synthetic(arg: str, split: str, **kw: Any) -> Dataset:
     import importlib
 
@@ -127,6 +139,7 @@ DATASET_KINDS: dict[str, Callable[..., Dataset]] = {
     "folder": _folder,
     "cifar10-c": _cifar_c("cifar10-c"),
     "cifar100-c": _cifar_c("cifar100-c"),
+    "tinyimagenet": _tiny_imagenet,
     "imagenet-c": _folder_c("imagenet-c"),
     "tinyimagenet-c": _folder_c("tinyimagenet-c"),
     "synthetic": _synthetic,
@@ -138,7 +151,8 @@ DATASET_KINDS: dict[str, Callable[..., Dataset]] = {
 _folder.image_files = True  # type: ignore[attr-defined]  # read by aprkit.data.folder (its READER_VERSION)
 
 #: other names of kinds (the same reader, the same cache identity)
-KIND_ALIASES: dict[str, str] = {"imagefolder": "folder", "tiny-imagenet-c": "tinyimagenet-c"}
+KIND_ALIASES: dict[str, str] = {"imagefolder": "folder", "tiny-imagenet": "tinyimagenet",
+                                "tiny-imagenet-c": "tinyimagenet-c"}
 
 
 #: spec kind -> the name of its source in ``aprkit.data.sources.SOURCES`` (downloadable, root optional)

@@ -233,7 +233,7 @@ def _cifar_resnet_depth(obj: Any) -> int | None:
         sd = extract_state_dict(obj)
     except (TypeError, ValueError, KeyError):
         return None
-    blocks = {}
+    blocks: dict[str, set[int]] = {}
     for key in sd:
         m = re.match(r"^(?:module\.)?(layer[123])\.(\d+)\.conv1\.weight$", str(key))
         if m:

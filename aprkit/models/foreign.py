@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .base import IMAGENET_MEAN, IMAGENET_STD
-from .normalize import Normalize, find_classifier
+from .normalize import Normalize, Preprocess, find_classifier, replace_head
 from .registry import tag_model
 from .robustbench import create_robustbench, import_robustbench
 from .state_dict import load_state_dict_into, num_classes_of
@@ -154,59 +154,6 @@ def _torchvision(name: str, num_classes: int | None, sd: Mapping[str, torch.Tens
     return wrapped
 
 
-class Preprocess(Normalize):
-    """``Normalize`` plus the model's evaluation resize and centre crop, applied on float [0, 1] images.
-
-    Images ``(B, C, H, W)`` have their shorter side resized to ``resize`` (the longer one to ``int(resize * long /
-    short)``, as torchvision's ``Resize``; ``interpolation``, antialiased) or, with ``crop_mode="squash"`` (timm's),
-    both sides to ``resize`` (``resize=None``: not resized); then they are centre-cropped to ``crop`` x ``crop``, as the
-    authors' evaluation transforms do; mean/std come after (both steps are linear, so their order does not change the
-    result). Square images of exactly ``crop`` x ``crop`` are taken as already resized and cropped and pass unchanged:
-    the benchmark sets stored at the model's input size (ImageNet-C, the cue-conflict stimuli at 224 px) are evaluated
-    as they are, not zoomed in a second time.
-    """
-
-    def __init__(self, model: nn.Module, mean: Any, std: Any, *, resize: int | None, crop: int,
-                 interpolation: str = "bilinear", crop_mode: str = "center", num_classes: int | None = None) -> None:
-        super().__init__(model, mean, std, num_classes=num_classes, input_size=(len(mean), int(crop), int(crop)))
-        if interpolation not in ("nearest", "bilinear", "bicubic"):
-            raise ValueError(f"interpolation must be nearest, bilinear or bicubic, got {interpolation!r}")
-        if crop_mode not in ("center", "squash"):
-            raise ValueError(f"crop_mode must be 'center' or 'squash', got {crop_mode!r}")
-        self.resize = None if resize is None else int(resize)
-        self.crop, self.interpolation, self.crop_mode = int(crop), interpolation, crop_mode
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Resize, centre-crop and normalise float images ``(B, C, H, W)`` in [0, 1] -> ``(B, C, crop, crop)``."""
-        import torch.nn.functional as F
-
-        z = super().normalize(x)
-        h, w = z.shape[-2:]
-        if (h, w) == (self.crop, self.crop):
-            return z
-        size: tuple[int, int] | None = None
-        if self.resize is None:  # a centre crop alone (robustbench's Crop288)
-            pass
-        elif self.crop_mode == "squash":
-            size = (self.resize, self.resize) if (h, w) != (self.resize, self.resize) else None
-        elif min(h, w) != self.resize:
-            long = int(self.resize * max(h, w) / min(h, w))
-            size = (self.resize, long) if h <= w else (long, self.resize)
-        if size is not None:
-            smooth = self.interpolation != "nearest"
-            z = F.interpolate(z, size=size, mode=self.interpolation, antialias=smooth,
-                              **({"align_corners": False} if smooth else {}))
-        h, w = z.shape[-2:]
-        if h < self.crop or w < self.crop:
-            raise ValueError(f"images of {h}x{w} after resizing are smaller than the crop {self.crop}")
-        top, left = int(round((h - self.crop) / 2.0)), int(round((w - self.crop) / 2.0))
-        return z[..., top:top + self.crop, left:left + self.crop]
-
-    def extra_repr(self) -> str:
-        return (f"resize={self.resize}, crop={self.crop}, interpolation={self.interpolation!r}, "
-                f"crop_mode={self.crop_mode!r}, " + super().extra_repr())
-
-
 def _check_head(what: str, have: int, num_classes: int | None, drop_head: bool) -> bool:
     """True when the head must be replaced by one with ``num_classes`` outputs."""
     if num_classes is None or num_classes == have:
@@ -318,7 +265,7 @@ def _torchvision_pretrained(name: str, num_classes: int | None, kwargs: dict, dr
                              "(TORCH_HOME)", e, "TORCH_HOME", cached=cached) from e
     n = len(weights.meta.get("categories") or []) or None
     if n is not None and _check_head(f"torchvision:{name}", n, num_classes, drop_head):
-        _replace_head(net, int(num_classes))  # type: ignore[arg-type]
+        replace_head(net, int(num_classes))  # type: ignore[arg-type]
     t = weights.transforms()
     interp = getattr(t.interpolation, "value", str(t.interpolation))
     return Preprocess(net, list(t.mean), list(t.std), resize=int(t.resize_size[0]), crop=int(t.crop_size[0]),
@@ -326,12 +273,7 @@ def _torchvision_pretrained(name: str, num_classes: int | None, kwargs: dict, dr
                       num_classes=num_classes or n)
 
 
-def _replace_head(net: nn.Module, num_classes: int) -> None:
-    head = find_classifier(net)
-    name = next(n for n, m in net.named_modules() if m is head)
-    parent_name, _, attr = name.rpartition(".")
-    parent = net.get_submodule(parent_name) if parent_name else net
-    setattr(parent, attr, nn.Linear(head.in_features, num_classes, bias=head.bias is not None))
+
 
 
 def _head_classes(net: nn.Module, default: int) -> int:

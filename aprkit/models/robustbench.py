@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import NO_MEAN, NO_STD
-from .normalize import Normalize
+from .normalize import Normalize, Preprocess, replace_head
 from .registry import tag_model
 from .weights_error import weights_error
 
@@ -155,9 +155,7 @@ def _head_check(net: Any, spec: str, have: int | None, num_classes: int | None, 
     if not drop_head:
         raise ValueError(f"{spec} has {have} classes but num_classes={num_classes}; pass drop_head=True "
                          "(--drop-head) for a new, random head or leave num_classes unset")
-    from .foreign import _replace_head
-
-    _replace_head(net, int(num_classes))
+    replace_head(net, int(num_classes))
     return int(num_classes)
 
 
@@ -171,8 +169,6 @@ def _preprocess(net: Any, spec: str, dataset: str, threat: str, model_name: str,
     from robustbench.data import get_preprocessing
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
     from torchvision import transforms as T
-
-    from .foreign import Preprocess
 
     pipeline = get_preprocessing(BenchmarkDataset(dataset), ThreatModel(threat), model_name, None)
     steps = [t for t in getattr(pipeline, "transforms", [pipeline]) if not isinstance(t, T.ToTensor)]

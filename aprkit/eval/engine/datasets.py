@@ -118,7 +118,7 @@ def _normalise_base(spec: str, split: str | None) -> str:
 
             images = getattr(DATASET_KINDS[kind], "image_files", False)  # images at any depth below a class
             # an image folder down to its deepest images; a CIFAR tree's split below, an ImageNet-C cell per cell
-            state = path_state(rest, depth=IDENTITY_DEPTH if kind == "folder" else 2)
+            state = path_state(rest, depth=IDENTITY_DEPTH if kind in ("folder", "tinyimagenet") else 2)
             if kind in ("cifar10", "cifar100") and split and (Path(rest) / split).is_dir():  # root/split/class/image
                 state += "+" + path_state(Path(rest) / split, depth=IDENTITY_DEPTH)
             if images:  # how the files are scanned and decoded
