@@ -113,7 +113,7 @@ CLI: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("eval-mixed-image-sizes", lambda d: E + _m(d) + ["--data", f"folder:{d}/mixed"], r"images differ in size \(.*\.png is 8x8; .*\.png is 12x10\).*resize"),
     ("eval-synthetic-count", lambda d: E + _m(d) + ["--data", "synthetic:abc"], r"synthetic spec takes an image count"),
     ("eval-truncated-c-npy", lambda d: E[:-2] + _m(d) + ["--data", "synthetic:8", "--corruptions", "fog", "--corrupted", f"cifar10-c:{d}/c10c"], r"fog\.npy is not a readable \.npy array"),
-    ("eval-missing-c-folder", lambda d: E[:-2] + _m(d) + ["--data", "synthetic:8", "--corruptions", "fog", "--corrupted", f"cifar10-c:{d}/nope"], r"fog\.npy is missing; expected the CIFAR-C layout"),
+    ("eval-missing-c-folder", lambda d: E[:-2] + _m(d) + ["--data", "synthetic:8", "--corruptions", "fog", "--corrupted", f"cifar10-c:{d}/nope"], r"nope does not exist; expected the CIFAR-C layout"),
     ("eval-unknown-corruption", lambda d: E[:-2] + _m(d) + ["--data", "synthetic:8", "--corruptions", "fgo"], r"unknown corruption 'fgo' \(did you mean 'fog'"),
     ("eval-severity-out-of-range", lambda d: E[:-2] + _m(d) + ["--data", "synthetic:8", "--corruptions", "fog", "--severities", "7"], r"severities must be integers in 1\.\.5"),
     ("eval-batch-size-zero", lambda d: E + _m(d) + ["--data", "synthetic:8", "--batch-size", "0"], r"batch_size must be a positive integer, got 0"),

@@ -574,16 +574,18 @@ def test_an_aprkit_written_imagenet_c_folder_is_told_from_the_published_files(tm
 def test_an_on_disk_c_set_lacking_requested_cells_is_refused_before_any_work(array_input) -> None:
     """A -C folder without snow failed at the snow cell, after the clean pass and every fog cell had run (on a full
     CIFAR-10-C grid, after every cell before the missing file); the grid is checked against the files first."""
-    from aprkit.data.corrupted import missing_cells
+    from aprkit.data.corrupted import check_cells_present
     from aprkit.eval import evaluate
     from aprkit.models import create_model
 
     tmp, x, labels = array_input
     with pytest.warns(UserWarning, match="severities"):
         write_cifar_c(x[:4], tmp / "c", ["fog"], labels[:4], severities=[1, 3], progress=False)
-    assert missing_cells(tmp / "c", [("fog", 1), ("fog", 2), ("snow", 1)]) == ["fog-2", "snow-1"]
+    with pytest.raises(FileNotFoundError, match=r"lacks 2 of the 3 requested cells \(fog-2, snow-1\): fog\.npy holds "
+                                                r"severities \[1, 3\], not 2; snow\.npy is missing; expected the CIFAR-C"):
+        check_cells_present(tmp / "c", [("fog", 1), ("fog", 2), ("snow", 1)])
     data = torch.utils.data.TensorDataset(torch.as_tensor(x[:4]).permute(0, 3, 1, 2).contiguous(),
                                           torch.as_tensor(labels[:4]))
-    with pytest.raises(FileNotFoundError, match=r"lacks 2 of the 4 requested cells \(snow-1, snow-3\)"):
+    with pytest.raises(FileNotFoundError, match=r"lacks 2 of the 4 requested cells \(snow-1, snow-3\): snow\.npy"):
         evaluate(create_model("small_cnn", num_classes=10), "corruption", data, progress=False,
                  options={"corrupted": f"cifar10-c:{tmp / 'c'}", "corruptions": ["fog", "snow"], "severities": [1, 3]})

@@ -47,9 +47,12 @@ def test_a_suite_evaluated_again_with_other_settings_is_warned_of(tmp_path):
     opts = {"corruptions": ["fog"], "severities": [1]}
     evaluate(Tiny(), suite="corruption", data=ds, model_id="net", out_dir=tmp_path, options=opts, **KW)
     evaluate(Tiny(), suite="corruption", data=ds, model_id="net", out_dir=tmp_path, options=opts, **KW)  # a rerun: quiet
-    with pytest.warns(RuntimeWarning, match=r"corruption of 'net' was recorded with other settings \(corruptions="
-                                            r"\['fog'\].*this run's \(corruptions=\['contrast'\]"):
+    with pytest.warns(RuntimeWarning, match=r"corruption of 'net' was recorded with other settings \(options "
+                                            r"corruptions=\['fog'\].*this run's \(options corruptions=\['contrast'\]"):
         evaluate(Tiny(), suite="corruption", data=ds, model_id="net", out_dir=tmp_path,
+                 options={**opts, "corruptions": ["contrast"]}, **KW)
+    with pytest.warns(RuntimeWarning, match=r"other settings \(seed 0\); this run's \(seed 1\)"):  # names what differs
+        evaluate(Tiny(), suite="corruption", data=ds, model_id="net", out_dir=tmp_path, seed=1,
                  options={**opts, "corruptions": ["contrast"]}, **KW)
 
 def test_interrupted_run_says_it_is_incomplete(tmp_path):

@@ -331,7 +331,17 @@ def test_a_model_of_another_float_dtype_is_refused_with_the_amp_option_named(dty
 
     model = create_model("small_cnn", num_classes=10).to(dtype)
     data = torch.utils.data.TensorDataset(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
-    with pytest.raises(ValueError, match=f"{str(dtype)[6:]}.*float32 models.*amp=True"):
+    with pytest.raises(ValueError, match=f"{str(dtype)[6:]} and it fails on float32 input.*float32 models.*amp=True"):
         predict(model, data, progress=False)
     with pytest.raises(ValueError, match="float32 models"):
         evaluate(model, suite=["calibration"], data=data, progress=False)
+
+    class CastsItself(torch.nn.Module):  # a bfloat16 net that casts its input: runs as it is (it was refused)
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = create_model("small_cnn", num_classes=10).to(torch.bfloat16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x.to(torch.bfloat16)).float()
+
+    assert predict(CastsItself(), data, progress=False).logits.shape == (4, 10)

@@ -248,8 +248,9 @@ def test_explicit_mean_std_override_the_checkpoints(tmp_path):
 
 
 def test_a_legacy_resnet_file_is_read_by_its_blocks_not_only_its_name(models_dir, tmp_path):
-    """The depth came from the file name alone: a resnet56 file named resnet20-... failed with "unexpected (180)" keys,
-    and a file named weights.th was refused. The blocks per stage name the depth (a wrong name warns)."""
+    """The depth came from the file name alone: a resnet56 file named resnet20-... failed with "unexpected (180)" keys.
+    The blocks per stage name the depth (a wrong name warns); a file without such a name still needs the architecture
+    (its normalisation is the legacy files' only by their name)."""
     import shutil
 
     src56 = next(models_dir.glob("resnet56-*.th"))
@@ -257,8 +258,9 @@ def test_a_legacy_resnet_file_is_read_by_its_blocks_not_only_its_name(models_dir
     with pytest.warns(UserWarning, match="named resnet20 but holds the weights of a resnet56"):
         m = load_model(tmp_path / "resnet20-mislabeled.th")
     assert sum(p.numel() for p in m.parameters()) == sum(p.numel() for p in load_model(src56).parameters())
-    shutil.copy(next(models_dir.glob("resnet20-*.th")), tmp_path / "weights.th")
-    assert sum(p.numel() for p in load_model(tmp_path / "weights.th").parameters()) == 269722
+    shutil.copy(next(models_dir.glob("resnet20-*.th")), tmp_path / "resnet56_to_resnet20.th")
+    with pytest.warns(UserWarning, match="named resnet56 but holds the weights of a resnet20"):
+        assert sum(p.numel() for p in load_model(tmp_path / "resnet56_to_resnet20.th").parameters()) == 269722
 
 def test_a_module_with_checkpoint_gets_its_weights(tmp_path):
     """load_model / evaluate's loader given a module and checkpoint= load the weights into it (they were dropped)."""

@@ -17,11 +17,12 @@ _UTILS = textwrap.dedent('''
     from torch import nn
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
     CALLS = []
-    all_models = {BenchmarkDataset("cifar10"): {ThreatModel("Linf"): {
-        "Standard": {"gdrive_id": "x"}, "Ensemble": {"gdrive_id": ["a", "b"]}}},
-        BenchmarkDataset("imagenet"): {ThreatModel("Linf"): {"Bicubic2024": {"gdrive_id": "y"}, "Standard_R50": {}}}}
     def net():
         return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 10))
+    all_models = {BenchmarkDataset("cifar10"): {ThreatModel("Linf"): {
+        "Standard": {"gdrive_id": "x", "model": net}, "Ensemble": {"gdrive_id": ["a", "b"], "model": net}}},
+        BenchmarkDataset("imagenet"): {ThreatModel("Linf"): {"Bicubic2024": {"gdrive_id": "y", "model": net},
+                                                            "Standard_R50": {"model": net}}}}
     def load_model(model_name, model_dir="./models", dataset="cifar10", threat_model="Linf"):
         CALLS.append(dict(model_name=model_name, model_dir=model_dir, dataset=dataset, threat_model=threat_model))
         path = os.path.join(model_dir, dataset, threat_model, model_name + ".pt")
@@ -195,6 +196,11 @@ def test_a_saved_robustbench_model_reloads_its_own_weights_offline(fake_rb, tmp_
     x = torch.rand(2, 3, 4, 4)
     with torch.no_grad():
         torch.testing.assert_close(again(x), model(x), atol=0, rtol=0)
+    assert "state_dict" not in again.aprkit_kwargs  # the weights once, in the model (a re-save was twice the size)
+    wide = load_model("robustbench:Standard", checkpoint=tmp_path / "w" / "mine.pt", num_classes=7, drop_head=True)
+    save_checkpoint(tmp_path / "wide.pt", wide)  # a new head of another size reloads with it
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path / "wide.pt")(x), wide(x), atol=0, rtol=0)
 
 
 def test_imagenet_models_get_robustbenchs_preprocessing(fake_rb, tmp_path):

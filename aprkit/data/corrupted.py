@@ -27,7 +27,7 @@ from .folder import ImageFolderDataset, find_classes
 from .loading import attribute_labels
 
 __all__ = ["BENCHMARK_CORRUPTIONS", "ALL_CORRUPTIONS", "cifar_c", "imagenet_c", "available_corruptions",
-           "missing_cells", "check_matches_clean"]
+           "check_cells_present", "check_matches_clean"]
 
 #: the 15 benchmark corruptions, in the published order (``aprkit.corruptions.names``)
 BENCHMARK_CORRUPTIONS: tuple[str, ...] = BENCHMARK
@@ -59,25 +59,37 @@ def available_corruptions(root: str | Path) -> list[str]:
     return [c for c in ALL_CORRUPTIONS if (root / f"{c}.npy").is_file() or _find_corruption_dir(root, c) is not None]
 
 
-def missing_cells(root: str | Path, grid: Sequence[tuple[str, int]]) -> list[str]:
-    """The ``corruption-severity`` cells of ``grid`` that the -C root (either layout) does not hold: a CIFAR-C file
-    missing or not holding that severity (:func:`_stacked_severities`), or a folder-layout cell folder missing. File
-    and folder checks only (no image is read), so a run can refuse before its first cell, not at the one missing."""
+def check_cells_present(root: str | Path, grid: Sequence[tuple[str, int]], what: str = "the -C set", *,
+                        layout: Literal["cifar", "folder"] | None = None) -> None:
+    """Raise ``FileNotFoundError`` naming the missing files and the layout unless the -C root (either layout) holds
+    every ``(corruption, severity)`` cell of ``grid``: a CIFAR-C ``<corruption>.npy`` with that severity stacked
+    (:func:`_stacked_severities`), or a folder-layout cell folder. File and folder checks only (no image is read), so
+    a run can refuse before its first cell rather than at the missing one. ``layout``: the reader's (the spec's kind);
+    ``None``: the CIFAR-C layout where ``root`` holds ``.npy`` files."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        return [f"{c}-{s}" for c, s in grid]
-    stacked = any(root.glob("*.npy"))
+        raise FileNotFoundError(f"{what} {root} does not exist; expected the CIFAR-C layout {_CIFAR_LAYOUT} or the "
+                                f"folder layout {_FOLDER_LAYOUT}")
+    stacked = any(root.glob("*.npy")) if layout is None else layout == "cifar"
     held = _stacked_severities(root) if stacked else []
-    out = []
+    cells, files = [], []
     for c, s in grid:
         name = canonical_name(c)
         if stacked:
-            ok = (root / f"{name}.npy").is_file() and int(s) in held
-        else:
-            ok = cell_folder(root, name, s) is not None
-        if not ok:
-            out.append(f"{c}-{s}")
-    return out
+            gone = not (root / f"{name}.npy").is_file()
+            if gone or int(s) not in held:
+                cells.append(f"{c}-{s}")
+                files.append(f"{name}.npy is missing" if gone else f"{name}.npy holds severities {held}, not {s}")
+        elif cell_folder(root, name, s) is None:
+            cells.append(f"{c}-{s}")
+            files.append(f"{name}/{s} is missing")
+    if cells:
+        shown = list(dict.fromkeys(files))
+        raise FileNotFoundError(
+            f"{what} {root} lacks {len(cells)} of the {len(grid)} requested cells ({', '.join(cells[:8])}"
+            f"{' ...' if len(cells) > 8 else ''}): {'; '.join(shown[:3])}{' ...' if len(shown) > 3 else ''}; expected "
+            f"the {'CIFAR-C layout ' + _CIFAR_LAYOUT if stacked else 'folder layout ' + _FOLDER_LAYOUT}. Write them "
+            "(aprkit corrupt), or ask for the corruptions and severities it holds")
 
 
 def cifar_c(root: str | Path, corruption: str, severity: int | None = None, *,

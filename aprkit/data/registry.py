@@ -172,12 +172,12 @@ def parse_spec(spec: str) -> tuple[str, str]:
     """Split ``"kind:arg"`` into ``(kind, arg)``; raises ``ValueError`` listing the valid kinds."""
     if not isinstance(spec, str) or not spec:
         raise TypeError(f"dataset spec must be a non-empty str like 'cifar10:/data/cifar10', got {spec!r}")
-    kind, _, arg = spec.partition(":")
+    kind, colon, arg = spec.partition(":")
     kind = kind.strip().lower()
     kind = KIND_ALIASES.get(kind, kind)  # another name of a kind: the kind itself (one reader, one cache identity)
     if kind not in DATASET_KINDS:
         valid = [*DATASET_KINDS, *KIND_ALIASES]
-        path = not _ and ("/" in spec or "\\" in spec or Path(spec).expanduser().exists())  # a bare folder
+        path = not colon and ("/" in spec or "\\" in spec or Path(spec).expanduser().exists())  # a bare folder
         hint = (f"; a folder needs its kind in front: 'cifar10:{spec}' (the CIFAR-10 layout), 'folder:{spec}' (class "
                 "folders), ..." if path else "")
         raise ValueError(f"unknown dataset kind {kind!r} in spec {spec!r}{nearest_names(kind, valid)}{hint}; "

@@ -164,9 +164,9 @@ def _from_aprkit(obj: Mapping[str, Any], num_classes: int | None, kwargs: dict, 
     if expected_arch is not None and expected_arch.lower() != str(arch).lower():
         raise ValueError(f"checkpoint holds a {arch!r} model, not {expected_arch!r}")
     kw = {**checkpoint_kwargs(arch, dict(obj.get("kwargs") or {}), obj.get("state_dict")), **kwargs}
-    if str(arch).startswith("robustbench:"):  # built from the file's weights, not the zoo's (a download)
-        kw["state_dict"] = extract_state_dict(obj)
-    model = _build_arch(arch, num_classes, kw, obj.get("num_classes"))
+    # a robustbench model: its architecture alone (the file's weights load below), not the zoo's download
+    zoo = {"state_dict": extract_state_dict(obj)} if str(arch).startswith("robustbench:") else {}
+    model = _build_arch(arch, num_classes, {**kw, **zoo}, obj.get("num_classes"))
     pre = obj.get("preprocess")
     if isinstance(pre, Mapping) and isinstance(model, Normalize) and not isinstance(model, Preprocess):
         model = Preprocess(model.inner, model.mean.tolist(), model.std.tolist(), num_classes=model.num_classes,
@@ -211,11 +211,10 @@ def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: 
     if own is not None:
         return own
     match = _LEGACY_ARCH.search(path.name)
-    depth = _cifar_resnet_depth(obj)
-    if depth is not None and (match is None or int(match.group(1)) != depth):
-        if match is not None:
-            warnings.warn(f"{path.name} is named {match.group(0)} but holds the weights of a resnet{depth} (its stages "
-                          f"have {(depth - 2) // 6} blocks each): loaded as resnet{depth}", UserWarning, stacklevel=4)
+    depth = _cifar_resnet_depth(obj) if match is not None else None  # a name says "legacy CIFAR ResNet", not its depth
+    if depth is not None and match is not None and int(match.group(1)) != depth:
+        warnings.warn(f"{path.name} is named {match.group(0)} but holds the weights of a resnet{depth} (its stages "
+                      f"have {(depth - 2) // 6} blocks each): loaded as resnet{depth}", UserWarning, stacklevel=4)
         return _load_aprkit_arch(f"resnet{depth}", num_classes, path, weights_only, kwargs, drop_head=drop_head)
     if match is None:
         raise ValueError(

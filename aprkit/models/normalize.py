@@ -209,6 +209,10 @@ class Preprocess(Normalize):
                               **({"align_corners": False} if smooth else {}))
         h, w = z.shape[-2:]
         if h < self.crop or w < self.crop:
+            if self.resize is None:
+                raise ValueError(f"images of {h}x{w} are smaller than the crop {self.crop}: this model's preprocessing "
+                                 f"crops {self.crop} px without resizing (as robustbench's Crop288); give it images of "
+                                 f"at least {self.crop} px (e.g. folder:DIR without resize=/crop=)")
             raise ValueError(f"images of {h}x{w} after resizing are smaller than the crop {self.crop}")
         top, left = int(round((h - self.crop) / 2.0)), int(round((w - self.crop) / 2.0))
         return z[..., top:top + self.crop, left:left + self.crop]

@@ -130,6 +130,31 @@ def _robustbench_dir(rb_utils: Any, checkpoint: str | os.PathLike[str] | None, m
     return root
 
 
+#: the number of classes of robustbench's datasets
+_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
+
+
+def _zoo_architecture(rb_utils: Any, spec: str, dataset: str, threat: str, model_name: str) -> Any:
+    """The zoo entry's network without its published weights, as robustbench's ``load_model`` builds it before
+    loading them: through timm (``pretrained=False``) for the timm-backed names, else the entry's constructor (a few
+    constructors fetch backbone weights themselves: offline, their error names the download)."""
+    folder = threat.replace("_3d", "")
+    timm_name = f"{model_name.lower().replace('-', '_')}_{dataset}_{folder.lower()}"
+    try:
+        import timm
+
+        if timm.is_model(timm_name):
+            return timm.create_model(timm_name, num_classes=_CLASSES.get(dataset), pretrained=False).eval()
+        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+        return rb_utils.all_models[BenchmarkDataset(dataset)][ThreatModel(folder)][model_name]["model"]().eval()
+    except (ValueError, TypeError, KeyError):
+        raise
+    except Exception as e:  # a constructor that downloads (torchvision or timm weights) offline
+        raise weights_error(spec, "robustbench's model zoo", "the libraries' caches its constructor reads", e,
+                            "TORCH_HOME / HF_HOME", random_init=False) from e
+
+
 def _zoo_name_error(rb_utils: Any, dataset: str, threat: str, model_name: str) -> str | None:
     """Why ``model_name`` is not in robustbench's zoo for ``dataset``/``threat`` (with the nearest names), or ``None``
     when it is, or when the zoo cannot be read (robustbench then reports it)."""
@@ -232,17 +257,10 @@ def create_robustbench(name: str, checkpoint: str | os.PathLike[str] | None, kwa
         if unknown:
             raise ValueError(unknown)
         reads = _reads_other_files(rb_utils, dataset, threat.replace("_3d", ""), model_name)
-        if state_dict is not None and checkpoint is None and (not reads or reads.startswith(_THROUGH_TIMM)):
-            # aprkit's own file of this model: robustbench builds it from these weights, not the zoo's download
-            import tempfile
-
-            import torch
-
-            # the wrapped model's weights (Normalize keeps it as .model)
-            inner = {k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")}
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aprkit-robustbench-")))
-            checkpoint = folder / "weights.pt"
-            torch.save({"state_dict": inner or dict(state_dict)}, checkpoint)
+        if state_dict is not None and checkpoint is None:  # aprkit's own file of this model: its architecture only,
+            net = _zoo_architecture(rb_utils, spec, dataset, threat, model_name)  # the caller loads the file's weights
+            n = _head_check(net, spec, _CLASSES.get(dataset), num_classes, True)  # its head, of the file's size
+            return tag_model(_preprocess(net, spec, dataset, threat, model_name, n), spec, {})
         timm_file = None
         if checkpoint is not None and _names_a_file(Path(checkpoint).expanduser()):
             if (reads or "").startswith(_THROUGH_TIMM):
@@ -265,5 +283,5 @@ def create_robustbench(name: str, checkpoint: str | os.PathLike[str] | None, kwa
         except Exception as e:
             raise weights_error(spec, "robustbench's model zoo", where, e,
                                 "--data-root (or $APRKIT_DATA)", random_init=False) from e
-    n = _head_check(net, spec, {"cifar10": 10, "cifar100": 100, "imagenet": 1000}.get(dataset), num_classes, drop_head)
+    n = _head_check(net, spec, _CLASSES.get(dataset), num_classes, drop_head)
     return tag_model(_preprocess(net, spec, dataset, threat, model_name, n), spec, {})

@@ -137,7 +137,7 @@ def render(rows: dict[str, dict[str, float | None]], meta: dict[str, Any]) -> st
         f"FeatureAPR after {meta['feature_layers']} adds to APR-SP.", "",
         markdown_table(["metric", *names, "paper's direction"], body), "",
         *([f"Suites evaluated: {', '.join(meta['suites'])} (the other rows: not evaluated in this run).", ""]
-          if meta.get("suites", SUITES) != SUITES else []),
+          if set(meta.get("suites", SUITES)) != set(SUITES) else []),
         *([f"Runs as trained (from each run's config.yaml): {'; '.join(_recipe_text(k, r) for k, r in recipes.items())}.",
            ""] if (recipes := meta.get("recipes")) else []),
         f"Training time (s, sum over the epochs): {', '.join(f'{k} {v:.0f}' for k, v in meta['train_s'].items())}. "

@@ -147,8 +147,8 @@ def _callable_id(f: Any) -> str | None:
 
 #: packages whose module classes' ``forward`` code is not hashed: torch and aprkit, and the model libraries, whose
 #: installed version is part of the fingerprint instead (a release that changes a model's code changes the key)
-_KNOWN_PACKAGES = frozenset({"torch", "torchvision", "timm", "aprkit", "kornia", "robustbench"})
 MODEL_PACKAGES = ("torchvision", "timm", "kornia", "robustbench")
+_KNOWN_PACKAGES = frozenset({"torch", "aprkit", *MODEL_PACKAGES})
 
 
 def package_version(name: str) -> str | None:

@@ -35,7 +35,7 @@ from ...distributed import group_info, resolve_device
 from ...models.normalize import find_classifier
 from .batches import iter_batches
 from .datasets import in_memo_block
-from .models import check_float32
+from .models import dtype_mismatch
 
 __all__ = [
     "NO_LABEL",
@@ -250,7 +250,6 @@ def predict(
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module taking float images in [0, 1], got {type(model).__name__}")
-    check_float32(model)
     if labelled:
         check_class_names(model, dataset)
     device = resolve_device(device)
@@ -307,6 +306,9 @@ def predict(
                     try:
                         out = _forward(model, x, use_head, hook_store)
                     except RuntimeError as exc:
+                        clear = dtype_mismatch(model, exc)
+                        if clear is not None:
+                            raise clear from exc
                         if not channels_last:
                             raise
                         x = x.contiguous()

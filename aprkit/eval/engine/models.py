@@ -11,7 +11,7 @@ from torch import nn
 
 from ...distributed import group_info
 
-__all__ = ["load_eval_model", "place_model", "display_name", "has_conv", "sync_weights", "check_float32"]
+__all__ = ["load_eval_model", "place_model", "display_name", "has_conv", "sync_weights", "dtype_mismatch"]
 
 
 def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None, device: torch.device,
@@ -29,7 +29,6 @@ def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None,
 def _load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None, device: torch.device,
                      random_init: bool, drop_head: bool) -> tuple[nn.Module, str]:
     if isinstance(model, nn.Module):
-        check_float32(model)
         if checkpoint is not None:
             from aprkit.models import load_model
 
@@ -72,16 +71,22 @@ def display_name(model: Any) -> str:
     return type(model).__name__
 
 
-def check_float32(model: nn.Module) -> None:
-    """Refuse a model whose floating-point parameters are not float32 (``model.half()``, ``.double()``): the
-    evaluation feeds float32 images and computes its metrics from float32 logits, so such a model would fail in
-    its first layer with PyTorch's dtype mismatch; mixed precision is the evaluation's ``amp`` option."""
+def dtype_mismatch(model: nn.Module, err: BaseException) -> ValueError | None:
+    """The clear error for PyTorch's input/weight dtype mismatch ``err`` of a model whose parameters are not all
+    float32 (``model.half()``, ``.double()``), or ``None`` for any other error: the evaluation feeds float32 images;
+    mixed precision is its ``amp`` option. A model that casts its input itself (a bfloat16 net behind a ``.to()``)
+    or holds a float64 scalar runs as it is."""
+    text = str(err)
+    if not any(s in text for s in ("should be the same", "expected scalar type", "same dtype", "dtype mismatch")):
+        return None
     kinds = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()
                     if p.is_floating_point() and p.dtype != torch.float32})
-    if kinds:
-        raise ValueError(f"the model's parameters are {' and '.join(kinds)}; aprkit evaluates float32 models (it "
-                         "feeds float32 images in [0, 1]): pass the float32 model (model.float()) and amp=True "
-                         "(aprkit eval --amp) for mixed precision (float16 on CUDA, bfloat16 on the CPU)")
+    if not kinds:
+        return None
+    return ValueError(f"the model's parameters are {' and '.join(kinds)} and it fails on float32 input "
+                      f"({text.splitlines()[0]}); aprkit evaluates float32 models (it feeds float32 images in [0, 1]): "
+                      "pass the float32 model (model.float()) and amp=True (aprkit eval --amp) for mixed precision "
+                      "(float16 on CUDA, bfloat16 on the CPU)")
 
 
 def has_conv(model: nn.Module) -> bool:

@@ -167,14 +167,16 @@ class SuiteIndex:
 
     def add(self, entry: Mapping[str, Any]) -> None:
         """Record a finished suite, replacing an older entry of the same model label and suite (with a warning when
-        that one was computed with other settings: its numbers leave ``results.json``)."""
+        that one was measured with other options, seed, mixed precision or data: its numbers leave ``results.json``)."""
         old = next((e for e in self.entries if (e["model"], e["suite"]) == (entry["model"], entry["suite"])), None)
-        if old is not None and old.get("key") is not None and old.get("key") != entry.get("key"):
+        changed = [k for k in _SETTINGS if old is not None and k in old and old.get(k) != entry.get(k)]
+        if old is not None and changed and self.path is not None:
+            was = "; ".join(f"{k} {_setting(old, k)}" for k in changed)
+            now = "; ".join(f"{k} {_setting(entry, k)}" for k in changed)
             warnings.warn(
-                f"{self.path}: {entry['suite']} of {entry['model']!r} was recorded with other settings "
-                f"({describe_options(old.get('options'))}); this run's ({describe_options(entry.get('options'))}) "
-                "replace it in results.json and the report (its cells stay in the cache: evaluate the union of both, "
-                "e.g. all the corruptions, to show them together, or use another --out to keep both)",
+                f"{self.path}: {entry['suite']} of {entry['model']!r} was recorded with other settings ({was}); this "
+                f"run's ({now}) replace it in results.json and the report (its cells stay in the cache: evaluate the "
+                "union of both, e.g. all the corruptions, to show them together, or use another --out to keep both)",
                 RuntimeWarning, stacklevel=3)
         self._do(("add", to_jsonable(dict(entry))))
 
@@ -222,11 +224,16 @@ class SuiteIndex:
         return out
 
 
-def describe_options(options: Any) -> str:
-    """A suite entry's options in a line (``corruptions=fog; limit=50``), for messages."""
-    if not isinstance(options, Mapping) or not options:
-        return "default options"
-    return "; ".join(f"{k}={v}" for k, v in sorted(options.items()) if v is not None) or "default options"
+#: what a suite entry was measured with, compared when another run replaces it
+_SETTINGS = ("options", "seed", "amp", "data")
+
+
+def _setting(entry: Mapping[str, Any], key: str) -> str:
+    """One setting of a suite entry in a line, for messages (options as ``corruptions=['fog']; limit=50``)."""
+    value = entry.get(key)
+    if key == "options" and isinstance(value, Mapping):
+        return "; ".join(f"{k}={v}" for k, v in sorted(value.items()) if v is not None) or "default"
+    return repr(value)
 
 
 def _apply(op: tuple, entries: list[dict[str, Any]], pending: list[tuple[str, str]]

@@ -135,7 +135,7 @@ class EvalRun:
         return {
             "aprkit": aprkit.__version__,
             "torch": torch.__version__,
-            # the model libraries in use (a release can change a model's code; the weights' fingerprint names them too)
+            # the model libraries imported (a release can change a model's code; a model's fingerprint names its own)
             **{pkg: v for pkg in MODEL_PACKAGES if pkg in sys.modules and (v := package_version(pkg))},
             "python": platform.python_version(),
             "date": now(),

@@ -223,22 +223,16 @@ def _open_corrupted(source: Any, corruption: str, severity: int):
 def _check_cells_present(spec: str, grid: list[tuple[str, int]]) -> None:
     """Refuse an on-disk -C set (``spec``) lacking some cells of ``grid`` before any work (else the run stopped at the
     first missing cell after computing every one before it)."""
-    from pathlib import Path
-
-    from ...data.corrupted import missing_cells
-    from ...data.registry import parse_spec, split_spec_options
+    from ...data.corrupted import check_cells_present
+    from ...data.registry import DATASET_KINDS, parse_spec, split_spec_options
 
     try:
-        root = parse_spec(split_spec_options(spec)[0])[1]
+        kind, root = parse_spec(split_spec_options(spec)[0])
     except (TypeError, ValueError):
         return  # the reader names what is wrong with the spec
-    if not root:
-        return  # the data root's copy: its reader checks it (and may download it)
-    missing = missing_cells(Path(root), grid)
-    if missing:
-        raise FileNotFoundError(f"the -C set {spec} lacks {len(missing)} of the {len(grid)} requested cells "
-                                f"({', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}); write them "
-                                "(aprkit corrupt), or ask for the corruptions and severities it holds")
+    if root:  # without one, the data root's copy: its reader checks it (and may download it)
+        folder = getattr(DATASET_KINDS[kind], "folder_cells", False)
+        check_cells_present(root, grid, layout="folder" if folder else "cifar")
 
 
 def _written_by_aprkit(spec: str) -> bool:
