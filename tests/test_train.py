@@ -240,6 +240,9 @@ def test_cosine_schedule_follows_augmix():
     assert [f(s) for s in (0, 250, 500, 999, 1000)] == pytest.approx(augmix, rel=1e-12)
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "train" / "cifar10_wrn40_2_augmix_jsd.yaml")
     assert (cfg.optim.schedule, cfg.optim.min_lr, cfg.optim.epochs, cfg.data.pad_fill) == ("cosine", 1e-6, 100, 0)
+    with pytest.raises(ValueError, match="min_lr=0.001 is the cosine schedule's"):  # not silently ignored
+        load_config(Path(__file__).resolve().parents[1] / "configs" / "train" / "cifar10_resnet18_standard.yaml",
+                    overrides=["optim.min_lr=0.001"])
 
 
 @pytest.mark.skipif(not HAS_AUGMENT, reason="aprkit.augment not available")

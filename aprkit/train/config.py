@@ -315,6 +315,8 @@ def validate_config(cfg: Config) -> Config:
          f"optim.weight_decay must be a finite number >= 0, got {o.weight_decay}"),
         (math.isfinite(o.gamma) and o.gamma > 0, f"optim.gamma must be a finite number > 0, got {o.gamma}"),
         (math.isfinite(o.min_lr) and 0 <= o.min_lr <= o.lr, f"optim.min_lr must be in [0, optim.lr], got {o.min_lr}"),
+        (o.schedule == "cosine" or o.min_lr == 0, f"optim.min_lr={o.min_lr} is the cosine schedule's last rate; "
+         "with optim.schedule step it is not used: set optim.schedule=cosine or drop it"),
         (math.isfinite(o.warmup_epochs) and o.warmup_epochs >= 0,
          f"optim.warmup_epochs must be a finite number >= 0, got {o.warmup_epochs}"),
         (list(cfg.optim.milestones) == sorted(cfg.optim.milestones), "optim.milestones must be increasing"),
