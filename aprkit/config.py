@@ -140,7 +140,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), normalize: Normalize | N
         raise ValueError(f"config inheritance cycle: {' -> '.join(map(str, seen + (path,)))}")
     if not path.is_file():
         where = f" (named as base: in {seen[-1]})" if seen else ""
-        raise FileNotFoundError(f"config file not found: {path}{where}; expected a YAML file")
+        shipped = "configs" in path.parts and not seen  # README's configs/train/... outside a source checkout
+        hint = ("; the shipped configs/ folder comes with aprkit's source repository, not with the pip package: run "
+                "from a checkout (git clone), or start from the defaults (--print-config prints them as YAML) and "
+                "--set what differs" if shipped else "")
+        raise FileNotFoundError(f"config file not found: {path}{where}; expected a YAML file{hint}")
     try:
         with open(path, encoding="utf-8") as fh:
             data = _yaml_load(fh)

@@ -166,3 +166,18 @@ def test_every_apr_s_adapter_takes_the_references_cast():
     assert t._core().batch.cast == "wrap" and t.get_transform_init_args()["cast"] == "wrap"
     with pytest.raises(ValueError, match="cast must be one of"):
         AlbuAPRSingle(cast="clip")
+
+
+def test_without_albumentations_its_adapters_name_the_extra():
+    """A plain ``pip install aprkit`` (no extra): importing the albumentations adapters said only "No module named
+    'albumentations'"; the message names the extra now (robustbench's did already)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['albumentations'] = None\n"
+            "try:\n    from aprkit.augment.adapters import AlbuAPRSingle\n"
+            "except ModuleNotFoundError as e:\n    print(e.name, '|', e)\n"
+            "import aprkit.augment; print('augment imports')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert "albumentations | aprkit's albumentations adapters need" in out and "aprkit[albumentations]" in out
+    assert "augment imports" in out

@@ -28,11 +28,17 @@ import torch
 
 # albumentations 2.x contacts the network at import to check for updates unless told not to
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-from albumentations.core.transforms_interface import (  # noqa: E402
-    BaseTransformInitSchema,
-    DualTransform,
-    ImageOnlyTransform,
-)
+try:
+    from albumentations.core.transforms_interface import (  # noqa: E402
+        BaseTransformInitSchema,
+        DualTransform,
+        ImageOnlyTransform,
+    )
+except ModuleNotFoundError as _err:  # the optional extra: say which (name= kept for aprkit._lazy's plugin loader)
+    if (_err.name or "").split(".")[0] != "albumentations":
+        raise
+    raise ModuleNotFoundError("aprkit's albumentations adapters need the optional albumentations package: pip "
+                              "install 'aprkit[albumentations]'", name="albumentations") from _err
 from pydantic import Field  # noqa: E402
 
 from ..._checks import check_image_tensor, check_probability
