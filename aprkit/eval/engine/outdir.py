@@ -168,6 +168,7 @@ class SuiteIndex:
     def add(self, entry: Mapping[str, Any]) -> None:
         """Record a finished suite, replacing an older entry of the same model label and suite (with a warning when
         that one was measured with other options, seed, mixed precision or data: its numbers leave ``results.json``)."""
+        entry = to_jsonable(dict(entry))  # as the index holds it (JSON types), so that equal settings compare equal
         old = next((e for e in self.entries if (e["model"], e["suite"]) == (entry["model"], entry["suite"])), None)
         changed = [k for k in _SETTINGS if old is not None and k in old and old.get(k) != entry.get(k)]
         if old is not None and changed and self.path is not None:
@@ -178,7 +179,7 @@ class SuiteIndex:
                 f"run's ({now}) replace it in results.json and the report (its cells stay in the cache: evaluate the "
                 "union of both, e.g. all the corruptions, to show them together, or use another --out to keep both)",
                 RuntimeWarning, stacklevel=3)
-        self._do(("add", to_jsonable(dict(entry))))
+        self._do(("add", entry))
 
     @contextlib.contextmanager
     def synced(self) -> Iterator[None]:
