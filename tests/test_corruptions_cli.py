@@ -583,7 +583,7 @@ def test_an_on_disk_c_set_lacking_requested_cells_is_refused_before_any_work(arr
         write_cifar_c(x[:4], tmp / "c", ["fog"], labels[:4], severities=[1, 3], progress=False)
     with pytest.raises(FileNotFoundError, match=r"lacks 2 of the 3 requested cells \(fog-2, snow-1\): fog\.npy holds "
                                                 r"severities \[1, 3\], not 2; snow\.npy is missing; expected the CIFAR-C"):
-        check_cells_present(tmp / "c", [("fog", 1), ("fog", 2), ("snow", 1)])
+        check_cells_present(tmp / "c", [("fog", 1), ("fog", 2), ("snow", 1)], "cifar")
     data = torch.utils.data.TensorDataset(torch.as_tensor(x[:4]).permute(0, 3, 1, 2).contiguous(),
                                           torch.as_tensor(labels[:4]))
     with pytest.raises(FileNotFoundError, match=r"lacks 2 of the 4 requested cells \(snow-1, snow-3\): snow\.npy"):

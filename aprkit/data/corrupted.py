@@ -59,18 +59,18 @@ def available_corruptions(root: str | Path) -> list[str]:
     return [c for c in ALL_CORRUPTIONS if (root / f"{c}.npy").is_file() or _find_corruption_dir(root, c) is not None]
 
 
-def check_cells_present(root: str | Path, grid: Sequence[tuple[str, int]], what: str = "the -C set", *,
-                        layout: Literal["cifar", "folder"] | None = None) -> None:
+def check_cells_present(root: str | Path, grid: Sequence[tuple[str, int]], layout: Literal["cifar", "folder"],
+                        what: str = "the -C set") -> None:
     """Raise ``FileNotFoundError`` naming the missing files and the layout unless the -C root (either layout) holds
     every ``(corruption, severity)`` cell of ``grid``: a CIFAR-C ``<corruption>.npy`` with that severity stacked
     (:func:`_stacked_severities`), or a folder-layout cell folder. File and folder checks only (no image is read), so
-    a run can refuse before its first cell rather than at the missing one. ``layout``: the reader's (the spec's kind);
-    ``None``: the CIFAR-C layout where ``root`` holds ``.npy`` files."""
+    a run can refuse before its first cell rather than at the missing one. ``layout``: the reader's (the spec's
+    kind)."""
     root = Path(root).expanduser()
+    stacked = layout == "cifar"
+    expected = f"the {'CIFAR-C layout ' + _CIFAR_LAYOUT if stacked else 'folder layout ' + _FOLDER_LAYOUT}"
     if not root.is_dir():
-        raise FileNotFoundError(f"{what} {root} does not exist; expected the CIFAR-C layout {_CIFAR_LAYOUT} or the "
-                                f"folder layout {_FOLDER_LAYOUT}")
-    stacked = any(root.glob("*.npy")) if layout is None else layout == "cifar"
+        raise FileNotFoundError(f"{what} {root} does not exist; expected {expected}")
     held = _stacked_severities(root) if stacked else []
     cells, files = [], []
     for c, s in grid:
@@ -88,8 +88,7 @@ def check_cells_present(root: str | Path, grid: Sequence[tuple[str, int]], what:
         raise FileNotFoundError(
             f"{what} {root} lacks {len(cells)} of the {len(grid)} requested cells ({', '.join(cells[:8])}"
             f"{' ...' if len(cells) > 8 else ''}): {'; '.join(shown[:3])}{' ...' if len(shown) > 3 else ''}; expected "
-            f"the {'CIFAR-C layout ' + _CIFAR_LAYOUT if stacked else 'folder layout ' + _FOLDER_LAYOUT}. Write them "
-            "(aprkit corrupt), or ask for the corruptions and severities it holds")
+            f"{expected}. Write them (aprkit corrupt), or ask for the corruptions and severities it holds")
 
 
 def cifar_c(root: str | Path, corruption: str, severity: int | None = None, *,

@@ -60,24 +60,36 @@ def _default_robustbench_dir() -> Path:
 _THROUGH_TIMM = "robustbench loads this model through timm's registry"
 
 
+def _timm_name(dataset: str, folder: str, model_name: str) -> str:
+    """The timm registry name robustbench looks a zoo model up by (its timm-backed models live there)."""
+    return f"{model_name.lower().replace('-', '_')}_{dataset}_{folder.lower()}"
+
+
+def _zoo_table(rb_utils: Any, dataset: str, folder: str) -> Any:
+    """robustbench's zoo of ``dataset`` / threat ``folder`` (model name -> entry), or ``None`` when it cannot be read
+    (another robustbench layout, an unknown dataset or threat: robustbench's own error then stands)."""
+    try:
+        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+        return rb_utils.all_models[BenchmarkDataset(dataset)][ThreatModel(folder)]
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def _reads_other_files(rb_utils: Any, dataset: str, folder: str, model_name: str) -> str | None:
     """Why robustbench's ``load_model`` would not read ``<model_dir>/<dataset>/<folder>/<name>.pt`` for this model
     (so a weights file linked there would be ignored, and the published weights loaded instead), or ``None``."""
-    lower = model_name.lower().replace("-", "_")
     try:
         import timm
 
-        if timm.is_model(f"{lower}_{dataset}_{folder.lower()}"):
+        if timm.is_model(_timm_name(dataset, folder, model_name)):
             return f"{_THROUGH_TIMM}, not from its model_dir"
     except ImportError:
         pass
     if dataset == "imagenet" and "Standard" in model_name:
         return "robustbench builds ImageNet 'Standard' models from torchvision's published weights, reading no file"
-    try:
-        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
-
-        entry = rb_utils.all_models[BenchmarkDataset(dataset)][ThreatModel(folder)][model_name]
-    except Exception:  # noqa: BLE001 - an unknown name or another robustbench layout: robustbench reports it
+    entry = (_zoo_table(rb_utils, dataset, folder) or {}).get(model_name)
+    if entry is None:  # an unknown name: robustbench reports it
         return None
     if isinstance(entry.get("gdrive_id"), list):
         return "it is an ensemble, which robustbench reads as one file per member (<name>.pt_m0.pt, ...)"
@@ -139,15 +151,16 @@ def _zoo_architecture(rb_utils: Any, spec: str, dataset: str, threat: str, model
     loading them: through timm (``pretrained=False``) for the timm-backed names, else the entry's constructor (a few
     constructors fetch backbone weights themselves: offline, their error names the download)."""
     folder = threat.replace("_3d", "")
-    timm_name = f"{model_name.lower().replace('-', '_')}_{dataset}_{folder.lower()}"
+    timm_name = _timm_name(dataset, folder, model_name)
     try:
         import timm
 
         if timm.is_model(timm_name):
             return timm.create_model(timm_name, num_classes=_CLASSES.get(dataset), pretrained=False).eval()
-        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
-
-        return rb_utils.all_models[BenchmarkDataset(dataset)][ThreatModel(folder)][model_name]["model"]().eval()
+        zoo = _zoo_table(rb_utils, dataset, folder)
+        if zoo is None:
+            raise ValueError(f"{spec}: robustbench's model zoo has no table for {dataset}/{folder} to build it from")
+        return zoo[model_name]["model"]().eval()
     except (ValueError, TypeError, KeyError):
         raise
     except Exception as e:  # a constructor that downloads (torchvision or timm weights) offline
@@ -160,13 +173,10 @@ def _zoo_name_error(rb_utils: Any, dataset: str, threat: str, model_name: str) -
     when it is, or when the zoo cannot be read (robustbench then reports it)."""
     from .._text import nearest_names
 
-    try:
-        from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
-
-        zoo = rb_utils.all_models[BenchmarkDataset(dataset)][ThreatModel(threat.replace("_3d", ""))]
-        names = [str(k) for k in zoo]
-    except Exception:  # noqa: BLE001 - another robustbench layout: its own error stands
+    zoo = _zoo_table(rb_utils, dataset, threat.replace("_3d", ""))
+    if zoo is None:
         return None
+    names = [str(k) for k in zoo]
     if model_name in names:
         return None
     return (f"robustbench has no model {model_name!r} for {dataset}/{threat}{nearest_names(model_name, names)}; "

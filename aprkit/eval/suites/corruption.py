@@ -220,19 +220,28 @@ def _open_corrupted(source: Any, corruption: str, severity: int):
                     f"(corruption, severity) -> dataset, got {type(source).__name__}")
 
 
-def _check_cells_present(spec: str, grid: list[tuple[str, int]]) -> None:
-    """Refuse an on-disk -C set (``spec``) lacking some cells of ``grid`` before any work (else the run stopped at the
-    first missing cell after computing every one before it)."""
-    from ...data.corrupted import check_cells_present
-    from ...data.registry import DATASET_KINDS, parse_spec, split_spec_options
+def _c_spec_root(spec: str) -> tuple[str, str] | None:
+    """``(kind, root)`` of an on-disk -C set's spec (``?`` options dropped), or ``None`` for a spec the reader will
+    refuse itself or one without a root (the data root's copy, which its reader checks and may download)."""
+    from ...data.registry import parse_spec, split_spec_options
 
     try:
         kind, root = parse_spec(split_spec_options(spec)[0])
     except (TypeError, ValueError):
-        return  # the reader names what is wrong with the spec
-    if root:  # without one, the data root's copy: its reader checks it (and may download it)
-        folder = getattr(DATASET_KINDS[kind], "folder_cells", False)
-        check_cells_present(root, grid, layout="folder" if folder else "cifar")
+        return None
+    return (kind, root) if root else None
+
+
+def _check_cells_present(spec: str, grid: list[tuple[str, int]]) -> None:
+    """Refuse an on-disk -C set (``spec``) lacking some cells of ``grid`` before any work (else the run stopped at the
+    first missing cell after computing every one before it)."""
+    from ...data.corrupted import check_cells_present
+    from ...data.registry import DATASET_KINDS
+
+    found = _c_spec_root(spec)
+    if found is not None:
+        kind, root = found
+        check_cells_present(root, grid, "folder" if getattr(DATASET_KINDS[kind], "folder_cells", False) else "cifar")
 
 
 def _written_by_aprkit(spec: str) -> bool:
@@ -240,13 +249,9 @@ def _written_by_aprkit(spec: str) -> bool:
     from pathlib import Path
 
     from ...corruptions.manifest import read_manifest
-    from ...data.registry import parse_spec, split_spec_options
 
-    try:
-        root = parse_spec(split_spec_options(spec)[0])[1]
-    except (TypeError, ValueError):
-        return False
-    return bool(root) and read_manifest(Path(root).expanduser()) is not None  # no root: the data root's copy
+    found = _c_spec_root(spec)
+    return found is not None and read_manifest(Path(found[1]).expanduser()) is not None
 
 
 def _source_origin(source: Any) -> str:
