@@ -140,10 +140,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), normalize: Normalize | N
         raise ValueError(f"config inheritance cycle: {' -> '.join(map(str, seen + (path,)))}")
     if not path.is_file():
         where = f" (named as base: in {seen[-1]})" if seen else ""
-        shipped = "configs" in path.parts and not seen  # README's configs/train/... outside a source checkout
-        hint = ("; the shipped configs/ folder comes with aprkit's source repository, not with the pip package: run "
-                "from a checkout (git clone), or start from the defaults (--print-config prints them as YAML) and "
-                "--set what differs" if shipped else "")
+        shipped = "configs" in path.parts and not seen  # a configs/<kind>/... name no shipped config has
+        hint = ("; the shipped configs are listed by aprkit train --list-configs and aprkit eval --list-configs "
+                "(give one by its name)" if shipped else "")
         raise FileNotFoundError(f"config file not found: {path}{where}; expected a YAML file{hint}")
     try:
         with open(path, encoding="utf-8") as fh:
@@ -189,14 +188,17 @@ def read_bases(bases: Any, relative_to: str | os.PathLike[str] = ".", where: str
 
 
 def read_config_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
-                      normalize: Normalize | None = None) -> dict[str, Any]:
+                      normalize: Normalize | None = None, kind: str | None = None) -> dict[str, Any]:
     """Read YAML file(s) (``base:`` resolved, merged left to right, environment variables expanded). ``normalize``
     (the mapping, where it was read) brings each file's own settings to one form before any merge, so that a setting
-    two files spell differently is decided by their order."""
+    two files spell differently is decided by their order. With ``kind`` (``"train"``, ``"eval"``) a file may also
+    be a shipped config's name (:func:`aprkit.configs.find`)."""
+    from .configs import find
+
     items = [] if paths is None else [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     data: dict[str, Any] = {}
     for p in items:
-        data = merge(data, _read_yaml(Path(p), normalize=normalize))
+        data = merge(data, _read_yaml(find(p, kind) if kind is not None else Path(p), normalize=normalize))
     return expand_env(data)
 
 

@@ -155,7 +155,18 @@ def _error(args: argparse.Namespace, err: BaseException) -> int:
 
 
 def _stdout_closed() -> bool:
-    """Whether writing to stdout fails with a broken pipe (its reader went away)."""
+    """Whether writing to stdout fails with a broken pipe (its reader went away). A failed write drops what it
+    buffered, so a second flush succeeds: the pipe is asked (an error condition on a pipe's write end means its
+    reader closed it), and where that cannot be asked (no ``poll``, no descriptor) a flush tells."""
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        if any(events & select.POLLERR for _, events in poller.poll(0)):
+            return True
+    except (AttributeError, OSError, ValueError):  # Windows, or a stdout without a descriptor
+        pass
     try:
         sys.stdout.flush()
     except BrokenPipeError:

@@ -7,7 +7,8 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["check_out_dir", "error_line", "USER_ERRORS", "positive_int", "nonnegative_int", "seed_int"]
+__all__ = ["check_out_dir", "error_line", "USER_ERRORS", "positive_int", "nonnegative_int", "seed_int",
+           "add_config_args", "print_configs"]
 
 
 def _int_at_least(text: str, low: int, what: str) -> int:
@@ -67,6 +68,27 @@ def check_out_dir(path: str | os.PathLike | None, flag: str = "--out") -> Path |
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(f"{flag} {p}: no permission to write in {parent}; choose a writable folder")
     return p
+
+
+def add_config_args(p: argparse.ArgumentParser, kind: str, what: str) -> None:
+    """``--config`` (files or shipped names, merged left to right) and ``--list-configs`` of ``aprkit <kind>``."""
+    p.add_argument("--config", nargs="+", default=[], action="extend", metavar="FILE|NAME",
+                   help=f"{what}: YAML file(s) or the name of a shipped one (--list-configs), merged left to right "
+                        "(each file may name a 'base:')")
+    p.add_argument("--list-configs", action="store_true",
+                   help=f"list the {kind} configs shipped with aprkit (give one as --config NAME) and exit")
+
+
+def print_configs(kind: str) -> int:
+    """Print the shipped configs of ``kind`` (name and first comment line), one per line."""
+    from aprkit import configs
+
+    names = configs.names(kind)
+    width = max(map(len, names), default=0)
+    for name in names:
+        print(f"{name:<{width}}  {configs.describe(kind, name)}".rstrip())
+    print(f"({len(names)} {kind} configs in {configs.ROOT / kind}; use one as --config NAME)")
+    return 0
 
 
 def error_line(err: BaseException) -> tuple[str, int]:

@@ -1,6 +1,7 @@
 """``aprkit eval``: evaluate a model (or several, side by side) with the evaluation suites.
 
-Settings come from ``--config configs/eval/X.yaml`` (several files merge left to right; ``base:`` inherits)
+Settings come from ``--config FILE`` or a shipped config's name (``--list-configs``; several merge left to right;
+``base:`` inherits)
 and are overridden by flags, then by ``--set key=value`` (YAML values; dotted keys reach into mappings).
 Valid keys are the parameters of ``aprkit.eval.evaluate`` (``suites``/``out`` are accepted for ``suite``/
 ``out_dir``), ``models`` and the options of the selected suites; anything else is an error (the same
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .._text import comma_items
-from ._common import seed_int
+from ._common import add_config_args, seed_int
 
 __all__ = ["add_parser", "run", "settings"]
 
@@ -53,8 +54,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "eval", help="evaluate models: corruptions, calibration, OOD, shape/phase bias, transplant",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", nargs="+", default=[], action="extend", metavar="FILE",
-                   help="YAML settings file(s) (configs/eval/*.yaml), merged left to right (each may name a 'base:')")
+    add_config_args(p, "eval", "settings")
     p.add_argument("--model", action="append",
                    help="model spec: aprkit arch name, checkpoint file, timm:NAME, torchvision:NAME, robustbench:NAME "
                         "(one; several models side by side: a config's models:)")
@@ -113,7 +113,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 #: parsed arguments that are not settings (every other flag's destination is an ``evaluate`` key or alias)
-_NOT_SETTINGS = ("config", "data", "overrides", "func", "command", "debug", "download", "data_root", "print_config")
+_NOT_SETTINGS = ("config", "data", "overrides", "func", "command", "debug", "download", "data_root", "print_config",
+                 "list_configs")
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,8 +125,8 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.model is not None:
         if len(args.model) > 1:
             raise ValueError(f"--model given {len(args.model)} times ({', '.join(args.model)}); one --model per run: "
-                             "to compare models side by side list them under models: in a config (e.g. "
-                             "configs/eval/cifar10_resnets.yaml) or run aprkit eval once per model into the same --out")
+                             "to compare models side by side list them under models: in a config (e.g. the "
+                             "shipped cifar10_resnets) or run aprkit eval once per model into the same --out")
         flags["model"] = args.model[0]
     if args.data is not None:
         flags["data"] = _data_arg(args.data)
@@ -187,8 +188,10 @@ def _run(args: argparse.Namespace, root: str | None) -> int:
     from aprkit.eval import evaluate
     from aprkit.eval.engine.models import load_eval_model
 
-    from ._common import check_out_dir
+    from ._common import check_out_dir, print_configs
 
+    if getattr(args, "list_configs", False):
+        return print_configs("eval")
     cfg = settings(args)
     if getattr(args, "print_config", False):
         import yaml

@@ -1,7 +1,9 @@
-"""``aprkit train``: train a classifier from a YAML recipe (see ``configs/train/``) with ``--set`` overrides.
+"""``aprkit train``: train a classifier from a YAML recipe (a file, or a shipped one by name: ``--list-configs``) with
+``--set`` overrides.
 
 Examples::
 
+    aprkit train --config cifar10_wrn40_2_apr_sp --out runs/wrn_aprsp             # a shipped recipe by its name
     aprkit train --config configs/train/cifar10_wrn40_2_apr_sp.yaml --out runs/wrn_aprsp
     aprkit train --config configs/train/cifar10_wrn40_2_apr_sp.yaml --out runs/smoke --overwrite \\
         --set train.max_steps=5 data.limit=256 optim.batch_size=16   # ~10 s smoke run (a rerun replaces the last)
@@ -21,6 +23,7 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from ..train.config import METHODS
+    from ._common import add_config_args
 
     methods = ", ".join(METHODS)
     p = subparsers.add_parser(
@@ -31,8 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Examples::", 1)[1] if __doc__ else None,
     )
-    p.add_argument("--config", nargs="+", default=[], action="extend", metavar="FILE",
-                   help="YAML config file(s), merged left to right (each may name a 'base:')")
+    add_config_args(p, "train", "the recipe")
     p.add_argument("--set", nargs="+", default=[], action="extend", metavar="KEY=VALUE", dest="overrides",
                    help="override config values, e.g. optim.lr=0.05 train.max_steps=5 data.limit=256")
     p.add_argument("--out", default=None, metavar="DIR",
@@ -52,13 +54,15 @@ def run(args: argparse.Namespace) -> int:
     from .._io import to_jsonable
     from ..train.config import load_config
     from ..train.loop import fit
-    from ._common import check_out_dir
+    from ._common import check_out_dir, print_configs
 
+    if args.list_configs:
+        return print_configs("train")
     if not args.config and not args.overrides and not args.print_config:  # hours of work nobody asked for
-        raise ValueError("no --config: give a recipe (e.g. --config configs/train/cifar10_wrn40_2_apr_sp.yaml; to "
-                         "resume a run, its own: --config DIR/config.yaml --resume) or the settings with --set; the "
-                         "built-in defaults alone (--print-config shows them) train resnet20 on synthetic images for "
-                         "200 epochs")
+        raise ValueError("no --config: give a recipe (e.g. --config cifar10_wrn40_2_apr_sp; --list-configs lists "
+                         "them; to resume a run, its own: --config DIR/config.yaml --resume) or the settings with "
+                         "--set; the built-in defaults alone (--print-config shows them) train resnet20 on synthetic "
+                         "images for 200 epochs")
     cfg = load_config(args.config or None, args.overrides)
     if args.out is not None:
         cfg.train.out = args.out

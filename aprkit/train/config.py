@@ -233,13 +233,14 @@ def load_config(
     validate: bool = True,
 ) -> Config:
     """Read YAML config file(s) (resolving ``base:``; several files merge left to right), apply ``overrides``.
+    A file may also be a shipped recipe's name (``"cifar10_wrn40_2_apr_sp"``; :mod:`aprkit.configs`).
 
     ``path=None`` starts from the defaults. The loader (``aprkit.config``) is the one ``aprkit eval`` uses.
     Raises ``ValueError`` for unknown keys or names (listing the valid ones) and ``TypeError`` for values
     of the wrong type.
     """
     paths = [] if path is None else [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    data = read_config_files(paths)
+    data = read_config_files(paths, kind="train")
     if paths and not data.get("name"):
         data["name"] = "+".join(Path(p).stem for p in paths)
     cfg = config_from_dict(apply_overrides(data, overrides, SECTIONS))

@@ -23,13 +23,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from aprkit import configs  # noqa: E402 - after the repository is on the import path
+
 __all__ = [
     "REPO_ROOT", "CONFIGS", "SMOKE", "STUDY_FILE", "PLACEMENT_KEYS", "parser", "parse_args", "shared_root", "cifar10_spec",
     "scaled_milestones", "train_run", "check_same_recipe", "run_recipe", "train_summary", "feature_apr_builder",
     "write_outputs", "fmt_pct", "fmt_num", "markdown_table", "run_main",
 ]
 
-CONFIGS = REPO_ROOT / "configs" / "train"
+CONFIGS = configs.ROOT / "train"  # the shipped recipes (configs/train of a checkout links there)
 #: sizes of a ``--smoke`` run: training / test images, eval images, the one corruption cell
 SMOKE: dict[str, Any] = {"train_limit": 256, "test_limit": 128, "eval_limit": 128, "corruptions": ["gaussian_noise"],
                          "severities": [3], "batch_size": 64}

@@ -129,7 +129,7 @@ def load_eval_config(
 ) -> dict[str, Any]:
     """YAML file(s) (``base:``, ``${VAR:-default}``), then ``flags`` (set values win; ``model`` replaces the
     files' ``models``), then ``key=value`` overrides; validated by :func:`eval_settings`."""
-    data = _canonical(read_config_files(paths, normalize=_flat), "the eval config")
+    data = _canonical(read_config_files(paths, normalize=_flat, kind="eval"), "the eval config")
     flags = {k: v for k, v in _flat(dict(flags or {}), "the flags").items() if v is not None}
     if "model" in flags and "models" in data:
         replaced = data.pop("models")

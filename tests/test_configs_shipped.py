@@ -1,0 +1,83 @@
+"""The shipped configs: inside the package (a pip install has them), named by file, by name or by the README's
+``configs/<kind>/...`` path; ``--list-configs``; a closed output pipe ends the listing quietly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aprkit import configs
+from aprkit.cli import main
+from aprkit.eval.engine.config import load_eval_config
+from aprkit.train.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_shipped_configs_live_inside_the_package_and_the_checkouts_configs_folder_is_them():
+    assert configs.ROOT == (REPO / "aprkit" / "configs").resolve()
+    for kind in configs.KINDS:
+        assert configs.names(kind), kind
+        assert sorted(p.stem for p in (REPO / "configs" / kind).glob("*.yaml")) == configs.names(kind)
+    assert "_base" not in configs.names("train") and "cifar10_wrn40_2_apr_sp" in configs.names("train")
+    assert configs.describe("train", "imagenet_resnet50").endswith("centre crop 224.")  # three lines, one sentence
+    assert configs.describe("eval", "cifar10_resnet20").endswith("option-A shortcuts).")  # "et al." is no end
+
+
+def test_the_package_data_patterns_take_every_shipped_config():
+    """pyproject's package-data globs are what a wheel holds: every YAML file under aprkit/configs, bases included."""
+    import tomllib
+
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["aprkit"]
+    package = REPO / "aprkit"
+    taken = {p for pattern in patterns for p in package.glob(pattern)}
+    shipped = set((package / "configs").rglob("*.yaml"))
+    assert shipped and shipped <= taken
+    assert (package / "configs" / "train" / "_base" / "cifar.yaml") in taken
+
+
+def test_a_config_is_named_by_file_by_name_or_by_the_readme_path_outside_a_checkout(tmp_path, monkeypatch):
+    by_file = load_config(REPO / "configs" / "train" / "cifar10_wrn40_2_apr_sp.yaml")
+    assert load_config("cifar10_wrn40_2_apr_sp") == by_file
+    monkeypatch.chdir(tmp_path)  # a pip install: no configs/ here
+    with pytest.warns(UserWarning, match="reading the copy shipped with aprkit"):
+        assert load_config("configs/train/cifar10_wrn40_2_apr_sp.yaml") == by_file
+    assert load_eval_config("ood_synthetic") == load_eval_config(REPO / "configs" / "eval" / "ood_synthetic.yaml")
+    (tmp_path / "cifar10_wrn40_2_apr_sp").write_text("model: {name: resnet20}\n")  # a file of that name wins
+    assert load_config("cifar10_wrn40_2_apr_sp").model.name == "resnet20"
+
+
+def test_an_unknown_name_is_refused_with_the_nearest_shipped_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no shipped train config of that name \(did you mean "
+                                                r"'cifar10_wrn40_2_apr_sp'"):
+        load_config("cifar10_wrn40_2_apr_spp")
+    with pytest.raises(FileNotFoundError, match="shipped: cifar10_resnet20, cifar10_resnets"):
+        load_eval_config("zzz")
+    with pytest.raises(FileNotFoundError, match="--list-configs"):  # a configs/ path no shipped config has
+        load_config("configs/train/nope.yaml")
+
+
+@pytest.mark.parametrize("kind", list(configs.KINDS))
+def test_list_configs_prints_every_shipped_config(kind, capsys):
+    assert main([kind, "--list-configs"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out[:-1]] == configs.names(kind)
+    assert f"{len(configs.names(kind))} {kind} configs" in out[-1]
+
+
+def test_a_listing_read_by_head_ends_quietly():
+    """``aprkit train --list-configs | head -1``: a failed write drops its buffer, so a second flush succeeded and
+    the closed pipe was reported as an error ('aprkit train: error: [Errno 32] Broken pipe', exit 2)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "aprkit", "train", "--list-configs"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader goes away before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "error" not in err
