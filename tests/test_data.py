@@ -729,8 +729,12 @@ def test_folder_reader_messages(tmp_path):
     empty class folder, which still counts as a class, is warned about."""
     (tmp_path / "flat").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "flat" / "a.png")
-    with pytest.raises(FileNotFoundError, match="1 image\\(s\\) lie directly in it"):
+    with pytest.raises(FileNotFoundError, match="1 image\\(s\\) lie directly in it: move them into class subfolders$"):
         ImageFolderDataset(tmp_path / "flat")
+    (tmp_path / "ilsvrc").mkdir()  # the official validation tarball: 50,000 files in one folder, labels elsewhere
+    Image.new("RGB", (8, 8)).save(tmp_path / "ilsvrc" / "ILSVRC2012_val_00000001.JPEG", "JPEG")
+    with pytest.raises(FileNotFoundError, match=r"one folder per wnid, by the devkit's ground truth.*ILSVRC2012_ID"):
+        ImageFolderDataset(tmp_path / "ilsvrc")
     for c in ("a", "b"):
         (tmp_path / "tree" / c).mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(tmp_path / "tree" / "a" / "x.png")

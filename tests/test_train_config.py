@@ -242,3 +242,16 @@ def test_dataset_spec_options_are_checked_with_the_config():
     assert load_config(None, ["data.dataset=folder:/x?resize=40&crop=32"]).data.dataset.endswith("crop=32")
     with pytest.raises(ValueError, match=r"data.dataset: unknown option 'rezise' .*did you mean 'resize'"):
         load_config(None, ["data.dataset=folder:/x?rezise=3"])
+
+
+def test_test_images_are_not_resized_twice_nor_padded_black():
+    """A test spec that resizes and crops (?resize=256&crop=224, README's ImageNet val) with the recipe's
+    data.test_resize zoomed the crops by 256/224 a second time (31 levels per pixel off); a test_resize below
+    image_size padded the centre crop with black (13 % of the pixels). Both silently; both refused now."""
+    with pytest.raises(ValueError, match=r"already resizes and crops the test images \(\?resize=256&crop=224\)"):
+        load_config("imagenet_resnet50", ["data.test_dataset=folder:/x/val?resize=256&crop=224"])
+    ok = load_config("imagenet_resnet50", ["data.test_dataset=folder:/x/val?resize=256&crop=224",
+                                            "data.test_resize=null"])
+    assert ok.data.test_resize is None
+    with pytest.raises(ValueError, match=r"data.test_resize must be null or a size >= data.image_size \(224\)"):
+        load_config("imagenet_resnet50", ["data.test_resize=200"])

@@ -246,8 +246,12 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
     if not samples:
         exts = {e.lower() for e in extensions}
         direct = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts]
+        ilsvrc = any(p.name.startswith("ILSVRC2012_val_") for p in direct[:1000])
         where = (f"; its {len(direct)} image(s) lie directly in it: move them into class subfolders" if direct
                  else "")
+        where += ("" if not ilsvrc else " (the ILSVRC2012 validation images: one folder per wnid, by the devkit's "
+                  "ground truth, as torchvision.datasets.ImageNet(ROOT, split='val') arranges them; the devkit's "
+                  "ILSVRC2012_ID numbers are not the sorted-wnid class indices the models use)")
         raise FileNotFoundError(f"no images found under {root}; expected the ImageFolder layout {layout}{where}")
     if empty and classes is None:  # they still count as classes: the model's outputs and the labels follow them
         warnings.warn(f"{len(empty)} class folder(s) of {root} hold no images but count as classes: "

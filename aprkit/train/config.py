@@ -340,8 +340,10 @@ def validate_config(cfg: Config) -> Config:
         (cfg.data.crop_padding >= 0, f"data.crop_padding must be >= 0 pixels, got {cfg.data.crop_padding}"),
         (0 <= cfg.data.pad_fill <= 255, "data.pad_fill must be in 0..255"),
         (cfg.data.num_workers >= 0, "data.num_workers must be >= 0"),
-        (cfg.data.test_resize is None or cfg.data.test_resize >= 1,
-         f"data.test_resize must be null or a size >= 1, got {cfg.data.test_resize}"),
+        (cfg.data.test_resize is None or cfg.data.test_resize >= cfg.data.image_size,
+         f"data.test_resize must be null or a size >= data.image_size ({cfg.data.image_size}): it resizes the test "
+         f"images' shorter side before their centre crop of image_size (a smaller one pads the crop with black), got "
+         f"{cfg.data.test_resize}"),
         (cfg.data.max_memory_mb >= 0, f"data.max_memory_mb must be >= 0, got {cfg.data.max_memory_mb}"),
         (0 <= cfg.train.seed < 2**63, f"train.seed must be in 0..2**63 - 1, got {cfg.train.seed}"),
         (cfg.train.checkpoint_every_steps is None or cfg.train.checkpoint_every_steps >= 0,
@@ -370,4 +372,14 @@ def validate_config(cfg: Config) -> Config:
                 parse_spec(split_spec_options(expand_env(spec))[0])  # options checked too (?resize=, ?crop=)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{key}: {err}") from None
+    test_key = "data.test_dataset" if cfg.data.test_dataset else "data.dataset"
+    test_spec = cfg.data.test_dataset or cfg.data.dataset
+    if cfg.data.test_resize is not None and test_spec is not None:
+        sized = split_spec_options(expand_env(test_spec))[1]
+        if sized:  # Resize(test_resize) would zoom the spec's crops a second time
+            given = "&".join(f"{k}={v}" for k, v in sized.items())
+            raise ValueError(f"{test_key} {test_spec!r} already resizes and crops the test images (?{given}) and "
+                             f"data.test_resize={cfg.data.test_resize} would resize them again before the centre "
+                             f"crop of {cfg.data.image_size}: set data.test_resize=null, or drop ?{given} from "
+                             "the spec")
     return cfg

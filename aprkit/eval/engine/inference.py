@@ -132,7 +132,8 @@ def _check_logits(logits: Any, n: int, num_classes: int | tuple[int, ...] | None
         raise ValueError(
             f"the model outputs {logits.shape[1]} classes but the data has {num_classes} {where}; "
             "load the checkpoint trained on this label set, or give the data the model's label set (one folder per "
-            "model class, in the model's order; empty folders count)"
+            "model class, in the model's order; empty folders count); a model whose first outputs are the data's "
+            "classes (trained with more outputs than classes) runs with --set check_classes=false"
         )
     return logits
 

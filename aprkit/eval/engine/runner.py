@@ -273,8 +273,16 @@ def _run_models(run: EvalRun, models: Mapping[Any, Any], labels: list[str], name
                         "data": describe(sdata), "n_images": _data_size(sdata) if counted(sname) else None,
                         "options": describe(ctx_kw["options"]), "seed": ctx_kw["seed"], "amp": ctx_kw["amp"],
                         "produced_by": produced_by, "date": now(),
-                        **({"caveats": [run.settings["caveats"][sname]]} if sname in run.settings["caveats"] else {})},
+                        **_caveats(run.settings["caveats"].get(sname), value)},
                        "limit" in registry[sname].option_names())
+
+
+def _caveats(run_caveat: str | None, value: Any) -> dict[str, list[str]]:
+    """The entry's ``caveats``: the run's for this suite (a ``limit`` that took few classes) and the suite's own (its
+    result's ``caveats``, e.g. generated corruptions made before the model's resize)."""
+    own = value.get("caveats", []) if isinstance(value, Mapping) else []
+    found = list(dict.fromkeys([*([run_caveat] if run_caveat else []), *own]))
+    return {"caveats": found} if found else {}
 
 
 def _run_suite(suite: Any, ctx: EvalContext, data: Any, cache: RunCache) -> tuple[dict, dict]:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
+from ..engine.datasets import as_dataset
 from ..report.blocks import Figure, Table, num, pct
 from ..report.plotting import new_figure, plot_text, save_figure, series_color
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
 from .corruption import CELL_VERSION, CorruptionOptions, evaluate_cell, summary_corruptions
+from .corruption_generated import Caveats, geometry_caveat
 from .corruption_report import held_out_note
 
 __all__ = ["CalibrationSuite", "CalibrationOptions", "CalibrationResult", "pool_reliability"]
@@ -61,7 +63,7 @@ class CalibrationOptions(CorruptionOptions):
             super().preflight(data, download)
 
 
-class CalibrationResult(TypedDict):
+class CalibrationResult(Caveats):
     """What the calibration suite returns (fractions in [0, 1])."""
 
     clean: dict[str, Any]  # accuracy, ece, rms, nll, brier, reliability (diagram data), n
@@ -86,6 +88,9 @@ class CalibrationSuite(Suite[CalibrationOptions]):
             # the extra corruptions are held out next to benchmark ones, as in the corruption suite's means
             summary = summary_corruptions(corruptions)
             cells = [evaluate_cell(ctx, data, opts, c, s) for c in summary for s in severities]
+            caveat = geometry_caveat(ctx.model, as_dataset(data)) if cells and not opts.corrupted else None
+            if caveat:  # (the corruption suite warns of it)
+                result["caveats"] = [caveat]
             if cells:
                 mean = {k: sum(c[k] for c in cells) / len(cells) for k in _METRICS}
                 pooled = pool_reliability([c["reliability"] for c in cells])

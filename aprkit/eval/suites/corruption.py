@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -36,6 +36,7 @@ from ..engine.cache import cached
 from ..engine.datasets import as_dataset, corrupted_cell_id, dataset_id
 from ..engine.inference import predict
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
+from .corruption_generated import Caveats, generated_transform, geometry_caveat, stored_quality
 
 __all__ = ["CorruptionSuite", "CorruptionOptions", "CorruptionResult", "evaluate_cell", "expected_classes",
            "cell_summary", "MEAN_CELL_ERROR"]
@@ -123,6 +124,17 @@ class CorruptionOptions(LimitOption):
     """parameters of generated corruptions (default by image side: <= 32 cifar, <= 64 tinyimagenet, else imagenet)"""
     n_bins: int = Field(default=15, ge=1)
     """equal-width bins of the ECE and the reliability diagrams"""
+    jpeg_quality: Literal["auto"] | int | None = "auto"
+    """generated cells pass through a JPEG round trip of this quality, as the published set was stored (``auto``:
+    85 for the imagenet and tinyimagenet presets, as ImageNet-C and Tiny-ImageNet-C; none for cifar, whose -C set is
+    lossless; ``None`` or 0: none)"""
+
+    @field_validator("jpeg_quality")
+    @classmethod
+    def _quality(cls, v: Any) -> Any:
+        if v not in ("auto", None) and not 0 <= v <= 100:
+            raise ValueError(f"jpeg_quality must be auto, null, 0 (none) or a JPEG quality in 1..100, got {v}")
+        return v
 
     @field_validator("corruptions", "severities", mode="before")
     @classmethod
@@ -174,7 +186,7 @@ class CorruptionOptions(LimitOption):
         return list(self.corruptions), list(self.severities) if self.corruptions else []
 
 
-class CorruptionResult(TypedDict):
+class CorruptionResult(Caveats):
     """What the corruption suite returns (fractions in [0, 1]; None where a number is not defined)."""
 
     clean: dict[str, Any]  # n, accuracy, error
@@ -192,20 +204,6 @@ class CorruptionResult(TypedDict):
     mce: float | None  # ImageNet-C mCE (AlexNet-normalised): all cells of the 1000 classes x 50,000 images
     relative_mce: float | None
     mce_note: str | None  # why mCE is None (preset "imagenet", every cell evaluated), or how it was made
-
-
-def _generated_transform(corruption: str, severity: int, preset: str, seed: int):
-    """The on-the-fly corruption of one cell: ``(uint8 images (B, C, H, W), dataset indices (B,)) -> images``.
-
-    Image ``i`` is seeded by ``item_seeds(seed, corruption, severity, preset, i)`` only: the same for every
-    batch size, worker count, process count and ``limit``."""
-    from aprkit.corruptions import corrupt, item_seeds
-
-    def apply(images: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        seeds = item_seeds(seed, corruption, severity, preset, indices)
-        return corrupt(images, corruption, severity, preset=preset, seeds=seeds)
-
-    return apply
 
 
 def _open_corrupted(source: Any, corruption: str, severity: int):
@@ -324,6 +322,9 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
 
         origin = "generated"
         generation.update(preset=preset, code=corruption_version(corruption))
+        quality = stored_quality(opts.jpeg_quality, preset)
+        if quality is not None:  # (absent: the keys of the cells computed before the round trip existed)
+            generation["stored"] = f"jpeg{quality}"
         if corruption == "frost":  # the textures it blends in: another set gives other images
             from aprkit.corruptions._frost import texture_id
 
@@ -340,7 +341,8 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
 
             check_matches_clean(dataset, clean, limit, f"the -C set of {corruption}-{severity}")
         elif cell is not None:
-            transform = _generated_transform(cell[0], int(cell[1]), preset, ctx.seed)
+            transform = generated_transform(cell[0], int(cell[1]), preset, ctx.seed,
+                                            stored_quality(opts.jpeg_quality, preset))
         desc = "clean" if corruption is None else f"{corruption}-{severity}"
         out = predict(
             ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
@@ -400,6 +402,11 @@ class CorruptionSuite(Suite[CorruptionOptions]):
 
         if grid and isinstance(opts.corrupted, str):
             _check_cells_present(opts.corrupted, grid)
+        caveat = geometry_caveat(ctx.model, as_dataset(data)) if grid and not opts.corrupted else None
+        if caveat:
+            import warnings
+
+            warnings.warn(caveat, RuntimeWarning, stacklevel=2)
         clean = evaluate_cell(ctx, data, opts, before=pairs if grid and opts.corrupted else None)
         cells: dict[str, dict[str, dict]] = {}
         from tqdm.auto import tqdm
@@ -433,6 +440,8 @@ class CorruptionSuite(Suite[CorruptionOptions]):
             "relative_mce": None,
             "mce_note": None,
         }
+        if caveat:  # kept with the numbers (results.json, the report's header)
+            result["caveats"] = [caveat]
         if full and result["preset"] == "imagenet":
             result["mce_note"] = _mce_refusal(expected_classes(opts, as_dataset(data)), clean["n"])
         if full and result["preset"] == "imagenet" and result["mce_note"] is None:
@@ -442,9 +451,11 @@ class CorruptionSuite(Suite[CorruptionOptions]):
             result["mce"] = M.mce(errs, baseline="alexnet")
             result["relative_mce"] = M.relative_mce(errs, clean["error"], baseline="alexnet")
             if result["origin"] == "generated":
-                result["mce_note"] = ("mCE here is from aprkit-generated cells, not the published ImageNet-C files "
-                                      "(whose images were also saved as JPEG, quality 85): close to, not the same as, "
-                                      "published mCE figures")
+                stored = stored_quality(opts.jpeg_quality, "imagenet")
+                result["mce_note"] = ("mCE here is from aprkit-generated cells, not the published ImageNet-C files ("
+                                      + (f"stored as JPEG quality {stored} as those were, with other random draws"
+                                         if stored else "whose images were also saved as JPEG, quality 85")
+                                      + "): close to, not the same as, published mCE figures")
             elif result["origin"] == "disk" and _written_by_aprkit(opts.corrupted):
                 result["mce_note"] = ("mCE here is from cells aprkit corrupt wrote (its manifest.json says so), not "
                                       "the published ImageNet-C files: close to, not the same as, published mCE "
