@@ -9,12 +9,13 @@ GPU_OUT    ?= runs/gpu-check
 GPU_ARGS   ?=
 # the wheels in .whl/ installed into .whl/site (no network) unless pydantic is already importable, and the
 # environment that puts the repository and .whl/site on the import path (gpu-check, gpu-studies)
-GPU_SITE = if [ -d .whl ] && ! PYTHONPATH=.whl/site $(GPU_PYTHON) -c "import pydantic" 2>/dev/null; then \
+GPU_SITE = if [ -d .whl ] && ! PYTHONPATH=.whl/site $(GPU_PYTHON) -c "import pydantic, pytest" 2>/dev/null; then \
 	$(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --target .whl/site .whl/*.whl \
 	|| echo "gpu-check: installing .whl/ failed (see above); the run goes on, sections needing pydantic will say so"; fi
 GPU_ENV = PYTHONPATH=.$$( [ -d .whl/site ] && echo :.whl/site )$${PYTHONPATH:+:$$PYTHONPATH} NO_ALBUMENTATIONS_UPDATE=1
 # wheels of the runtime dependencies a bare GPU image may lack (carried to it in .whl/, see gpu-wheels)
-GPU_WHEELS ?= pydantic==2.14.4 pydantic_core==2.50.5 annotated_types==0.8.0 typing_inspection==0.4.5 typing_extensions==4.16.0
+GPU_WHEELS ?= pydantic==2.14.4 pydantic_core==2.50.5 annotated_types==0.8.0 typing_inspection==0.4.5 typing_extensions==4.16.0 \
+             pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 packaging==26.4
 GPU_PY_TAG ?= 3.12
 
 .PHONY: install test test-slow lint demo bench gpu-check gpu-studies gpu-wheels clean

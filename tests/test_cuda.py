@@ -92,7 +92,10 @@ def test_a_grey_image_stays_grey_on_device(xf: torch.Tensor) -> None:
     perm = torch.roll(torch.arange(x.shape[0]), 1)
     z = torch.fft.rfftn(x[:1].to(DEVICE), dim=(1, 2, 3))
     on_device(z)
-    assert float(z[0, 1:].abs().amax()) <= 1e-12, "the device FFT leaves rounding noise at a grey image's colour bins"
+    # exact zeros are not promised by every FFT library (cuFFT's plans may leave rounding there); the rule that keeps
+    # such bins at 0 counts rounding-sized power as none (no_phase_power), which is what the checks below rely on
+    noise = float(z[0, 1:].abs().amax()) / float(z[0, 0].abs().amax())
+    assert noise <= 1e-6, f"the device FFT leaves {noise:.1e} of the image's power at a grey image's colour bins"
     for out in (apr_pair(x.to(DEVICE), perm.to(DEVICE)),
                 APRSP(p=1.0, seed=0)(x.to(DEVICE), torch.zeros(x.shape[0], dtype=torch.long, device=DEVICE))[0]):
         grey = out[0 if out.shape[0] == x.shape[0] else x.shape[0]].cpu()

@@ -61,3 +61,23 @@ def test_a_damaged_tiny_imagenet_folder_is_refused_with_the_layout(tmp_path) -> 
         get_dataset(f"tinyimagenet:{tmp_path}")
     with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
         get_dataset(f"tinyimagenet:{tmp_path / 'tiny'}", "validation")
+
+
+def test_aprkit_corrupt_writes_tiny_imagenet_c_from_the_unzipped_folder(tmp_path) -> None:
+    """aprkit corrupt took class-folder trees only: tiny-imagenet-200/val (the hint's suggestion) wrote every
+    validation image into one class 'images'. tinyimagenet:ROOT writes Tiny-ImageNet-C's <name>/<sev>/<wnid>/<file>
+    at 64 px, which tinyimagenet-c: reads back paired with tinyimagenet:; the val folder is refused, naming it."""
+    from aprkit.cli import main
+    from aprkit.data.corrupted import check_matches_clean
+
+    labels = _tiny(tmp_path / "tiny")
+    out = tmp_path / "c"
+    assert main(["corrupt", f"tinyimagenet:{tmp_path / 'tiny'}", str(out), "--corruptions", "contrast",
+                 "--severities", "1", "--size", "8", "--no-progress"]) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.JPEG")) == sorted(
+        f"contrast/1/{w}/{n}" for n, w in labels.items())
+    val = get_dataset(f"tinyimagenet:{tmp_path / 'tiny'}")
+    check_matches_clean(get_dataset(f"tinyimagenet-c:{out}", corruption="contrast", severity=1), val)
+    assert main(["corrupt", str(tmp_path / "tiny" / "val"), str(tmp_path / "d"), "--corruptions", "contrast",
+                 "--severities", "1", "--no-progress"]) == 2
+    assert not (tmp_path / "d").exists()

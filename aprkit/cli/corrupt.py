@@ -36,7 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
     )
-    p.add_argument("input", help="a .npy uint8 array (N, H, W, 3) or a folder of class sub-folders with images")
+    p.add_argument("input", help="a .npy uint8 array (N, H, W, 3), a folder of class sub-folders with images, or "
+                                 "tinyimagenet:ROOT (the validation images of tiny-imagenet-200; with --size 64)")
     p.add_argument("out", help="output directory")
     p.add_argument("--layout", choices=("cifar", "imagenet"), default=None,
                    help="cifar: <name>.npy severity-major + labels.npy (a folder is read class by class, in sorted "
@@ -107,8 +108,12 @@ def run(args: argparse.Namespace) -> int:
     from ..data.arrays import load_npy
 
     src = Path(args.input)
+    tiny = args.input.startswith("tinyimagenet:")  # Tiny-ImageNet's validation images (labelled by a listing)
+    if tiny:
+        src = Path(args.input.split(":", 1)[1]).expanduser()
     if not src.exists():
-        raise FileNotFoundError(f"input {str(src)!r} does not exist (expected a .npy array or an image folder)")
+        raise FileNotFoundError(f"input {str(src)!r} does not exist (expected a .npy array, an image folder or "
+                                "tinyimagenet:ROOT)")
     is_array = src.is_file()
     if is_array and src.suffix.lower() != ".npy":
         raise ValueError(f"array input must be a .npy file, got {str(src)!r}")
@@ -140,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
     if args.quality is not None and not 1 <= args.quality <= 100:
         raise ValueError(f"--quality {args.quality}: expected a JPEG quality in 1..100 for the imagenet layout (the "
                          "cifar layout stores lossless arrays)")
+    if tiny and layout != "imagenet":
+        raise ValueError("tinyimagenet:ROOT is written in Tiny-ImageNet-C's layout (<name>/<sev>/<wnid>/<file> JPEG), "
+                         "the imagenet layout; drop --layout cifar")
     if layout == "imagenet" and is_array:
         raise ValueError("the imagenet layout needs an image folder (class sub-folders); use --layout cifar for arrays")
     if "frost" in names:  # after the other checks, before any output: found (or fetched with --download)
@@ -147,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
 
         find_frost_dir(args.frost_dir, download=args.download, progress=progress)
     if layout == "imagenet":
-        n = write_imagenet_c(src, args.out, names, args.severities, args.preset, args.seed,
-                             args.batch_size or 64, args.size if args.size is not None else 224,
+        n = write_imagenet_c(args.input if tiny else src, args.out, names, args.severities, args.preset, args.seed,
+                             args.batch_size or 64, args.size if args.size is not None else 64 if tiny else 224,
                              args.quality if args.quality is not None else 85,
                              args.device, progress, args.frost_dir, overwrite=args.overwrite)
         print(f"wrote {n} images to {args.out}")

@@ -69,6 +69,25 @@ def _load(path: Path, size: int | None, zoom: bool = True, keep_exact: bool = Tr
     return np.asarray(tvf.center_crop(im, [size, size]))
 
 
+def _source_images(src: str | os.PathLike) -> tuple[list[tuple[Path, int]], list[str], Path]:
+    """``(path, class index)`` of the images to corrupt, the class names and the folder the images come from: a
+    class-folder tree, or ``tinyimagenet:ROOT`` (Tiny-ImageNet's validation images, labelled by its
+    ``val_annotations.txt``, in Tiny-ImageNet-C's order: the published set's ``<wnid>/<file>`` layout)."""
+    text = os.fspath(src)
+    if text.startswith("tinyimagenet:"):
+        from ..data.tinyimagenet import tiny_imagenet
+
+        ds = tiny_imagenet(text.split(":", 1)[1], "test")
+        return [(Path(p), y) for p, y in ds.samples], list(ds.classes or []), Path(text.split(":", 1)[1]).expanduser()
+    root = Path(src)
+    if (root / "val_annotations.txt").is_file() and [p.name for p in root.iterdir() if p.is_dir()] == ["images"]:
+        raise ValueError(f"{root} is Tiny-ImageNet's validation folder, whose images lie in one folder labelled by "
+                         f"val_annotations.txt (read as a tree they are one class, 'images'): give "
+                         f"tinyimagenet:{root.parent} to write Tiny-ImageNet-C's <wnid>/<file> layout")
+    items, classes = scan_image_folder(root)
+    return items, classes, root
+
+
 def load_image_folder(root: str | os.PathLike, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All images of a class-folder tree as uint8 ``(N, H, W, 3)`` plus int64 labels ``(N,)``; with ``size`` each
     is resized (short side to ``size``) and centre-cropped to ``size x size``, unless it is that size already."""
@@ -286,7 +305,7 @@ def write_imagenet_c(
 
     names, severities = _check_names(names, severities)
     batch_size = check_batch_size(batch_size)
-    items, classes = scan_image_folder(src_dir)
+    items, classes, src_dir = _source_images(src_dir)
     if preset is None:
         if size is None:
             with Image.open(items[0][0]) as first:  # reads the header only
@@ -321,7 +340,8 @@ def write_imagenet_c(
     depends = _with_versions(depends, {f"{name}/{s}": name for name in names for s in severities})
 
     def target(name: str, s: int, path: Path, cls: int) -> Path:
-        rel = path.relative_to(src / classes[cls])
+        folder = src / classes[cls]  # (Tiny-ImageNet's validation images lie outside their class: the file name)
+        rel = path.relative_to(folder) if path.is_relative_to(folder) else Path(path.name)
         stem = rel if rel.suffix.lower() in (".jpg", ".jpeg") else rel.with_suffix(".JPEG")
         return out / name / str(s) / classes[cls] / stem
 

@@ -366,8 +366,11 @@ def _time_core_row(ctx: Context, row: dict[str, Any], b: int, s: int, mode: str,
 
     dynamo.reset()
     skips = _cudagraph_skips()
-    eager = cls(p=1.0, seed=0)
-    compiled = cls(p=1.0, seed=0, compile_core=_core_options(mode, ctx.compile_backend))
+    # draws on the device (as training's DeviceAugment makes them): a CPU generator hands the compiled core CPU
+    # tensors, and inductor skips CUDA graphs for a graph with CPU inputs
+    eager = cls(p=1.0, generator=torch.Generator(ctx.device).manual_seed(0))
+    compiled = cls(p=1.0, generator=torch.Generator(ctx.device).manual_seed(0),
+                   compile_core=_core_options(mode, ctx.compile_backend))
     t0 = time.perf_counter()
     y = compiled(x)
     ctx.sync()
