@@ -32,8 +32,12 @@ def shot_noise(x: torch.Tensor, c: float, generator: RandomSource = None, *,
     the same path, image by image, so they get the noise of their uint8 originals."""
     if not levels and x.dtype in (torch.float32, torch.float64):  # float images of 8-bit levels (ToTensor's k / 255)
         xc = x.clamp(0.0, 1.0)  # the range check's slack counts as the clamped value (as the rates below do)
-        k255 = torch.mul(xc, 255).round_()  # draw as their uint8 originals do: the same image, the same noise
-        per_image = (k255.div(255) == xc).flatten(1).all(1)  # decided per image: its neighbours do not matter
+        scaled = torch.mul(xc, 255)
+        k255 = scaled.round()  # draw as their uint8 originals do: the same image, the same noise
+        # k / 255 as any division rounds it: within a thousandth of a level (CUDA divides by a scalar through its
+        # reciprocal, so k255 / 255 == xc failed for some pixels there and those images took other draws than on the
+        # CPU); decided per image: its neighbours do not matter
+        per_image = (scaled - k255).abs_().flatten(1).amax(1) <= 1e-3
         if bool(per_image.all()):
             return poisson_levels(k255.to(torch.int32), float(c), generator).to(x.dtype).div_(c)
         if bool(per_image.any()):  # a mixed batch: each part as a batch of its own (per-image keys: the same draws)
