@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +17,12 @@ class LocalServer:
     half once without Content-Length (close-delimited); ``offset_zero`` answers a Range request with 206 from byte 0;
     ``offset_off`` answers it with 206 from one byte earlier than asked. ``delay`` seconds pass between 64 KiB chunks
     (a slow server). ``requests`` records ``(path, Range header)`` of every request.
+
+    Every answer carries the file's ``ETag`` (its MD5, quoted; none for paths in ``no_etag``), and a Range request
+    whose ``If-Range`` names another ETag gets the whole file (200), as RFC 9110 asks (not for paths in
+    ``ignore_if_range``: a 206 with the new ETag). ``cap`` (path -> bytes) answers
+    every request for that path with a 206 of at most that many bytes; ``encoding`` (path -> coding) sends that
+    ``Content-Encoding`` header (the body unchanged); ``unit`` is the Content-Range unit written.
     """
 
     def __init__(self) -> None:
@@ -24,6 +31,11 @@ class LocalServer:
         self.no_length: set[str] = set()
         self.offset_zero: set[str] = set()
         self.offset_off: set[str] = set()
+        self.no_etag: set[str] = set()
+        self.ignore_if_range: set[str] = set()
+        self.cap: dict[str, int] = {}
+        self.encoding: dict[str, str] = {}
+        self.unit = "bytes"
         self.delay = 0.0
         self.requests: list[tuple[str, str | None]] = []
         server = self
@@ -40,6 +52,9 @@ class LocalServer:
                     self.send_error(404)
                     return
                 data = server.files[path]
+                etag = None if path in server.no_etag else f'"{hashlib.md5(data).hexdigest()}"'
+                if rng and self.headers.get("If-Range") not in (None, etag) and path not in server.ignore_if_range:
+                    rng = None  # another version than the one the client holds: the whole file
                 start = int(rng.split("=")[1].split("-")[0]) if rng else 0
                 if start >= len(data) and rng:
                     self.send_response(416)
@@ -58,12 +73,18 @@ class LocalServer:
                     start = 0
                 if rng and path in server.offset_off:
                     start -= 1
-                self.send_response(206 if rng else 200)
-                if rng:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.send_header("Content-Length", str(len(data) - start))
+                end = min(len(data), start + server.cap[path]) if path in server.cap else len(data)
+                partial = bool(rng) or path in server.cap
+                self.send_response(206 if partial else 200)
+                if partial:
+                    self.send_header("Content-Range", f"{server.unit} {start}-{end - 1}/{len(data)}")
+                if etag is not None:
+                    self.send_header("ETag", etag)
+                if path in server.encoding:
+                    self.send_header("Content-Encoding", server.encoding[path])
+                self.send_header("Content-Length", str(end - start))
                 self.end_headers()
-                body = data[start:]
+                body = data[start:end]
                 if path in server.truncate:
                     server.truncate.discard(path)
                     body = body[: len(body) // 2]

@@ -15,9 +15,10 @@ import pytest
 from http_common import LocalServer, server_fixture  # noqa: F401 (server_fixture: the fixture ``server``)
 
 from aprkit.data import get_dataset
+from aprkit.data.archives import extract_archive
 from aprkit.data.corrupted import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS
 from aprkit.data.cue_conflict import CUE_CONFLICT_CATEGORIES
-from aprkit.data.download import DownloadError, data_root, download_file, extract_archive
+from aprkit.data.download import DownloadError, data_root, download_file
 from aprkit.data.registry import resolve_spec
 from aprkit.data.sources import MARKER, SOURCES, RemoteFile, ensure_source
 
@@ -388,11 +389,13 @@ def test_archive_cut_short_without_length_or_checksum_is_fetched_again(server, t
 def test_resume_restarts_when_the_server_answers_from_another_offset(server, tmp_path):
     data = bytes(range(256)) * 40
     server.files["/f.bin"] = data
-    server.offset_zero.add("/f.bin")
+    server.truncate.add("/f.bin")
     dest = tmp_path / "f.bin"
-    (tmp_path / "f.bin.part").write_bytes(data[:1000])
+    with pytest.raises(DownloadError, match="resume"):  # leaves a part and the file's ETag beside it
+        download_file(server.url + "/f.bin", dest, None, progress=False)
+    server.offset_zero.add("/f.bin")
     download_file(server.url + "/f.bin", dest, None, progress=False)  # no checksum to catch a misplaced append
-    assert dest.read_bytes() == data
+    assert dest.read_bytes() == data and server.requests[-1] == ("/f.bin", f"bytes={len(data) // 2}-")
 
 
 def test_zenodo_answer_that_is_not_json_is_a_download_error(server):

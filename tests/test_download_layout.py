@@ -1,6 +1,7 @@
 """Where downloaded data lands and what an archive may leave there: a data folder that is a link to another disk,
 a user's linked sub-folder, links in an archive that would point outside the folder once moved, a tar cut short
-between members, an archive placed by hand that cannot be read, a mirror that is not a URL. Served from 127.0.0.1."""
+between members, an archive placed by hand that cannot be read, a mirror that is not a URL; what a failed download
+says: every file still to place by hand with its MD5, a read-only disk as such. Served from 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import hashlib
 import os
 import shutil
 import tarfile
+from pathlib import Path
 
 import pytest
 from http_common import LocalServer, server_fixture  # noqa: F401 (server_fixture: the fixture ``server``)
 from test_download import _tar
 
 import aprkit.data.sources as sources
-from aprkit.data.download import UnreadableArchive, extract_archive
+from aprkit.data.archives import UnreadableArchive, extract_archive
+from aprkit.data.download import DownloadError, download_file, file_lock
 from aprkit.data.sources import MARKER, RemoteFile, Source, ensure_source
 
 
@@ -170,3 +173,41 @@ def test_a_file_where_the_data_folder_goes_is_named_before_any_download(server, 
         with pytest.raises(NotADirectoryError, match=r"D is a file, not a folder: d goes into a folder"):
             ensure_source(_source(server, _tar(DATA)), root=tmp_path, download=download, progress=False)
     assert not (tmp_path / ".aprkit-downloads-D").exists()
+
+
+def test_an_offline_download_names_every_file_still_missing_with_its_checksum(server, tmp_path):
+    """Offline, only the first of ImageNet-C's 4 archives (of the 11 decision CSVs) was named, without its MD5: one
+    failed run per file placed by hand. Now the message gives each missing file's URL, path and MD5."""
+    off = "http://127.0.0.1:9"  # nothing listens there
+    with pytest.raises(DownloadError) as e:
+        ensure_source("imagenet-c", root=tmp_path, download=True, progress=False, mirror=off)
+    msg, staging = str(e.value), tmp_path / ".aprkit-downloads-ImageNet-C"
+    assert f"place it at {staging / 'noise.tar'} (MD5 e80562d7f6c3f8834afb1ecf27252745)" in msg
+    assert "imagenet-c needs 3 more file(s), each placed the same way" in msg
+    for f in sources.SOURCES["imagenet-c"].files[1:]:
+        assert f"{off}/records/2235448/files/{f.name} at {staging / f.name} (MD5 {f.md5})" in msg
+    with pytest.raises(DownloadError, match=r"cue-conflict-decisions needs 10 more file\(s\)"):
+        ensure_source("cue-conflict-decisions", root=tmp_path, download=True, progress=False, mirror=off)
+    with pytest.raises(DownloadError, match=r"answered HTTP 404.*place it at .*nf\.bin \(MD5 a{32}\)"):
+        download_file(server.url + "/nowhere.bin", tmp_path / "nf.bin", "a" * 32, progress=False)
+
+
+def test_a_read_only_file_system_is_named_as_such(tmp_path, monkeypatch):
+    """A read-only mount was reported as "Permission denied ... fix its permissions"."""
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(os, "statvfs", lambda path: ReadOnly())
+    with pytest.raises(OSError, match=r"lock file .*x\.lock \(Read-only file system\): the folder is on a read-only "
+                                      r"file system; choose a folder on a writable one") as e:
+        file_lock(tmp_path / "x")
+    assert e.value.errno == errno.EROFS and not isinstance(e.value, PermissionError)
+
+    def read_only(self, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(OSError, match=r"folder of the lock file .*\(Read-only file system\): the folder is on a "
+                                      "read-only file system"):
+        file_lock(tmp_path / "sub" / "x")

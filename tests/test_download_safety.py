@@ -14,7 +14,8 @@ from collections.abc import Callable
 import pytest
 from http_common import LocalServer, server_fixture  # noqa: F401 (server_fixture: the fixture ``server``)
 
-from aprkit.data.download import download_file, extract_archive
+from aprkit.data.archives import extract_archive
+from aprkit.data.download import download_file
 from aprkit.data.sources import MARKER, SOURCES, RemoteFile, ensure_source
 
 
@@ -42,20 +43,21 @@ def _in_two_threads(call: Callable[[], object]) -> dict[str, object]:
 
 @pytest.mark.parametrize("md5", [True, False], ids=["md5", "no-md5"])
 def test_416_with_a_stale_longer_part_downloads_afresh(server, tmp_path, md5):
-    """The server says (416) the part is past the end: a part of another length is stale, not the finished file."""
+    """The server says (416) the part is past the end: a part of another length is stale, not the finished file.
+    Without a checksum, a part with no validator kept beside it is not resumed at all: fetched afresh at once."""
     data = b"A" * 1000
     server.files["/f.bin"] = data
     (tmp_path / "f.bin.part").write_bytes(b"B" * 3000)
     dest = download_file(server.url + "/f.bin", tmp_path / "f.bin", _md5(data) if md5 else None, progress=False)
     assert dest.read_bytes() == data and not (tmp_path / "f.bin.part").exists()
-    assert server.requests == [("/f.bin", "bytes=3000-"), ("/f.bin", None)]
+    assert server.requests == ([("/f.bin", "bytes=3000-")] if md5 else []) + [("/f.bin", None)]
 
 
 def test_416_with_a_complete_part_keeps_it(server, tmp_path):
     data = bytes(range(256)) * 4
     server.files["/f.bin"] = data
     (tmp_path / "f.bin.part").write_bytes(data)
-    dest = download_file(server.url + "/f.bin", tmp_path / "f.bin", None, progress=False)
+    dest = download_file(server.url + "/f.bin", tmp_path / "f.bin", _md5(data), progress=False)
     assert dest.read_bytes() == data and server.requests == [("/f.bin", f"bytes={len(data)}-")]
 
 
@@ -65,7 +67,7 @@ def test_resume_answered_from_another_offset_restarts_from_zero(server, tmp_path
     server.files["/f.bin"] = data
     server.offset_off.add("/f.bin")
     (tmp_path / "f.bin.part").write_bytes(data[:1000])
-    dest = download_file(server.url + "/f.bin", tmp_path / "f.bin", None, progress=False)
+    dest = download_file(server.url + "/f.bin", tmp_path / "f.bin", _md5(data), progress=False)
     assert dest.read_bytes() == data
     assert server.requests == [("/f.bin", "bytes=1000-"), ("/f.bin", None)]
 
@@ -144,3 +146,83 @@ def test_without_filters_links_inside_extract_and_devices_are_refused(tmp_path, 
     _archive(absolute, _member("s", tarfile.SYMTYPE, str(tmp_path / "out3" / "t")))
     with pytest.raises(ValueError, match="link 's' to the absolute path"):
         extract_archive(absolute, tmp_path / "out3", progress=False)
+
+
+def _chain_tar(tmp_path, late_links: bool) -> tuple[object, object]:
+    """The probe's archive (CVE-2025-4517 class): 16 links to long folder names make a path past PATH_MAX, where
+    ``realpath`` gives up and takes ``..`` by text, so ``escape -> <chain>/lll/..`` looks inside the extraction folder
+    while the file system leads to its parent. ``late_links``: ``escape`` comes first and the chain after it (no member
+    goes through a link that exists yet), then a file ``escape`` is written through the link. Returns (archive,
+    dest)."""
+    outer = tmp_path / "outer"
+    dest = outer / "dest"
+    outer.mkdir()
+    (outer / "flag").write_text("original")
+    steps = "abcdefghijklmnop"
+    comp = "d" * ((os.pathconf(str(tmp_path), "PC_PATH_MAX") - len(str(dest)) - 1) // (len(steps) + 1))
+    chain, path = [], ""
+    for s in steps:
+        chain.append(_member(os.path.join(path, comp), tarfile.DIRTYPE))
+        chain.append(_member(os.path.join(path, s), tarfile.SYMTYPE, comp))
+        path = os.path.join(path, comp)
+    linkpath = os.path.join(*steps, "l" * 254)
+    chain.append(_member(linkpath, tarfile.SYMTYPE, os.path.join(*[".."] * len(steps))))
+    if late_links:
+        members = [_member("escape", tarfile.SYMTYPE, os.path.join(linkpath, "..", "flag")), *chain, _member("escape")]
+    else:
+        members = [*chain, _member("escape", tarfile.SYMTYPE, os.path.join(linkpath, "..")),
+                   _member("flaglink", tarfile.LNKTYPE, "escape/flag"), _member("flaglink"), _member("escape/newfile")]
+    evil = tmp_path / "evil.tar"
+    _archive(evil, *members, data={"flaglink": b"overwritten", "escape/newfile": b"new", "escape": b"overwritten"})
+    return evil, dest
+
+
+@pytest.mark.parametrize("late_links", [False, True], ids=["probe", "links-after-use"])
+@pytest.mark.parametrize("filters", [True, False], ids=["data-filter", "no-filter"])
+def test_a_link_chain_past_path_max_cannot_write_outside(tmp_path, monkeypatch, filters, late_links):
+    """The probe's proof of concept: it overwrote ``outer/flag`` and wrote ``outer/newfile`` beside the extraction
+    folder (Python 3.11.7, whose ``data`` filter trusts ``realpath`` too). A member reached through one of the
+    archive's own links, and a link made where an earlier member's path went, are refused before anything is written."""
+    if not filters:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    evil, dest = _chain_tar(tmp_path, late_links)
+    match = "where an earlier member's path passed" if late_links else "reached through its own symbolic link"
+    with pytest.raises(ValueError, match=match):
+        extract_archive(evil, dest, progress=False)
+    outer = dest.parent
+    assert (outer / "flag").read_text() == "original" and sorted(p.name for p in outer.iterdir()) == ["dest", "flag"]
+
+
+def test_names_are_checked_by_text_and_a_write_through_an_own_link_is_refused(tmp_path):
+    """``a/../../x`` leaves the folder by text even where the file system would not say so; ``sub/ln -> ..`` then
+    ``sub/ln/ok`` stays inside but writes through the archive's own link: refused as well (no published archive
+    does that). A link to a link, and links read but not written through, still extract."""
+    up = tmp_path / "up.tar"
+    _archive(up, _member("a/x"), _member("a/../../x"), data={"a/x": b"x", "a/../../x": b"y"})
+    with pytest.raises(ValueError, match=r"a member 'a/\.\./\.\./x' outside the extraction folder"):
+        extract_archive(up, tmp_path / "o1", progress=False)
+    assert not (tmp_path / "x").exists()
+    through = tmp_path / "through.tar"
+    _archive(through, _member("sub/ln", tarfile.SYMTYPE, ".."), _member("sub/ln/ok"), data={"sub/ln/ok": b"ok"})
+    with pytest.raises(ValueError, match=r"'sub/ln/ok' reached through its own symbolic link 'sub/ln'"):
+        extract_archive(through, tmp_path / "o2", progress=False)
+    good = tmp_path / "good.tar"
+    _archive(good, _member("d/f"), _member("d/l1", tarfile.SYMTYPE, "f"), _member("d/l2", tarfile.SYMTYPE, "l1"),
+             _member("e/h", tarfile.LNKTYPE, "d/f"), data={"d/f": b"f"})
+    out = extract_archive(good, tmp_path / "o3", progress=False)
+    assert (out / "d/l2").read_bytes() == b"f" and (out / "e/h").read_bytes() == b"f"
+
+
+def test_a_checksum_mismatch_names_the_mirror_and_says_a_rerun_may_not_help(server, tmp_path, monkeypatch):
+    """"Run again" alone sent users round a loop when the server (a mirror) holds another file: the message now says
+    that a repeat means the server serves another file, and names the mirror the bytes came from."""
+    server.files["/f.bin"] = b"not the published file"
+    with pytest.raises(ValueError, match=r"checksum mismatch.*Run again to download it afresh; if this repeats, the "
+                                         r"server serves another file than the published one.*place it at .*g\.bin"):
+        download_file(server.url + "/f.bin", tmp_path / "g.bin", "0" * 32, progress=False)
+    server.files["/records/2535967/files/CIFAR-10-C.tar"] = b"not the published archive"
+    monkeypatch.setenv("APRKIT_DOWNLOAD_MIRROR", server.url)
+    with pytest.raises(ValueError, match=rf"checksum mismatch.*came from the mirror {server.url} "
+                                         r"\(\$APRKIT_DOWNLOAD_MIRROR or mirror=\), not from https://zenodo\.org/"
+                                         ".*: if this repeats, the mirror serves another file"):
+        ensure_source("cifar10-c", root=tmp_path, download=True, progress=False)

@@ -18,6 +18,7 @@ from torch import nn
 from urllib.parse import urlsplit
 
 from aprkit.corruptions import _frost, corrupt, find_frost_dir
+from aprkit.data.download import DownloadError
 from aprkit.data.sources import MARKER, RemoteFile
 from aprkit.eval import evaluate
 
@@ -108,3 +109,14 @@ def test_the_data_and_the_model_are_checked_before_the_textures(no_textures) -> 
         evaluate(NeverCalled(), "corruption", 12345, corruptions=["frost"], progress=False)
     with pytest.raises(ValueError, match="trained weights"):
         evaluate("resnet20", "corruption", "synthetic:8", corruptions=["frost"], progress=False)
+
+
+def test_an_offline_download_of_the_textures_names_the_other_ways_to_supply_them(no_textures, monkeypatch) -> None:
+    """Offline, the download error named only where to place the wheel; the simpler ways the non-download error
+    gives (imagecorruptions installed without its dependencies, a folder of textures) were missing."""
+    monkeypatch.setenv("APRKIT_DOWNLOAD_MIRROR", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(DownloadError, match=r"could not download .*imagecorruptions-1\.1\.2-py3-none-any\.whl.*"
+                                            r"\(MD5 [0-9a-f]{32}\).*instead of downloading the frost textures, "
+                                            r"install them with `pip install --no-deps imagecorruptions`.*"
+                                            r"frost_dir=\.\.\. / set APRKIT_FROST_DIR.*--frost-dir"):
+        find_frost_dir(download=True, progress=False)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .._tensor_cache import tensor_cache
-from ..data.download import data_root
+from ..data.download import DownloadError, data_root
 from ..data.sources import MARKER, RemoteFile, Source, check_files, ensure_source
 
 __all__ = ["FROST_FILES", "FROST_SOURCE", "find_frost_dir", "frost_textures", "texture_digest"]
@@ -88,15 +88,19 @@ def find_frost_dir(frost_dir: str | os.PathLike | None = None, *, download: bool
     found = _installed_dir() or _downloaded_dir()
     if found is not None:
         return found
+    others = ("install them with `pip install --no-deps imagecorruptions` (aprkit reads its data files without "
+              f"importing it), or pass frost_dir=... / set {_ENV} to a directory that contains them")
     if download:
         target = data_root() / FROST_SOURCE.folder
         (target / MARKER).unlink(missing_ok=True)  # files deleted by hand below a marker: fetched again
-        return ensure_source(FROST_SOURCE, target, download=True, progress=progress)
+        try:
+            return ensure_source(FROST_SOURCE, target, download=True, progress=progress)
+        except DownloadError as e:  # offline: the textures have other ways in than this download
+            raise DownloadError(f"{e}. Or, instead of downloading the frost textures, {others} (aprkit corrupt: "
+                                "--frost-dir)") from e
     raise FileNotFoundError(
         "the frost corruption needs the frost texture images (frost1.png .. frost5.jpg): download them (2 MB) with "
-        "--download (aprkit eval, corrupt, demo) or aprkit.corruptions.find_frost_dir(download=True), or install "
-        "them with `pip install --no-deps imagecorruptions` (aprkit reads its data files without importing it), or "
-        f"pass frost_dir=... / set {_ENV} to a directory that contains them"
+        f"--download (aprkit eval, corrupt, demo) or aprkit.corruptions.find_frost_dir(download=True), or {others}"
     )
 
 

@@ -28,7 +28,6 @@ import json
 import lzma
 import os
 import re
-import shutil
 import tarfile
 import warnings
 import zipfile
@@ -40,16 +39,15 @@ from urllib.parse import urlsplit
 
 from .._io import atomic_write_text
 from .._text import nearest_names
+from .archives import UnreadableArchive, extract_archive, merge_tree, remove_tree
 from .download import (
     DATA_ENV,
     ZENODO_API,
+    ChecksumMismatch,
     DownloadError,
-    UnreadableArchive,
     data_root,
     download_file,
-    extract_archive,
     file_lock,
-    remove_tree,
     zenodo_md5,
 )
 
@@ -196,24 +194,6 @@ def _write_marker(target: Path, src: Source) -> None:
         (target / MARKER).write_text(json.dumps({"source": src.name, "files": {f.name: f.url for f in src.files}}))
     except OSError:  # a read-only copy is still usable; it is checked again next time
         pass
-
-
-def _merge(inner: Path, target: Path) -> None:
-    """Move the extracted tree ``inner`` into ``target``, folder by folder: a published file replaces the one of
-    its name, files ``target`` holds besides them stay (a folder completed in place kept only the archive's files:
-    a user's own notes or stimuli in it were deleted). A user's link to a folder (``fog -> /disk2/fog``) is merged
-    into; a move to another file system copies (``target`` or a folder in it may be a mount point)."""
-    target.mkdir(parents=True, exist_ok=True)
-    for child in inner.iterdir():
-        dest = target / child.name
-        if child.is_dir() and not child.is_symlink() and dest.is_dir():
-            _merge(child, dest)
-            continue
-        if dest.is_symlink():  # replaced as os.replace would: the link, not what it points to
-            dest.unlink()
-        elif dest.is_dir():  # a folder where the archive has a file: the archive's layout
-            remove_tree(dest)
-        shutil.move(child, dest)
 
 
 def _extract_or_discard(archive: Path, md5: str | None, placed: bool, dest: Path, inner: str, progress: bool) -> None:
@@ -375,30 +355,55 @@ def _kept_md5(staging: Path, f: RemoteFile) -> Path:
     return staging / f"{f.name}.md5"
 
 
+def _md5_hint(f: RemoteFile) -> str:
+    return f"MD5 {f.md5}" if f.md5 else f"MD5 of Zenodo record {f.zenodo}" if f.zenodo else "no published MD5"
+
+
+def _fetch_one(f: RemoteFile, dest: Path, target: Path, staging: Path, mirror: str | None, progress: bool
+               ) -> tuple[Path, str | None, bool]:
+    """Download ``f`` to ``dest``: ``(dest, MD5 or None, placed)`` (``placed``: there before, unchecked: by hand?)."""
+    md5 = f.md5
+    if md5 is None and f.zenodo is not None:
+        try:
+            md5 = _record_md5(f, staging, mirror)
+        except DownloadError as e:  # offline: an archive placed by hand is used unchecked, else say where it goes
+            if not dest.is_file():
+                raise DownloadError(f"{e}. If this machine is offline, download {f.url} elsewhere and place it at "
+                                    f"{dest} (it is then used without the published checksum), or extract it "
+                                    f"into {target}") from e
+            warnings.warn(f"{e}; using the archive already at {dest} without the published checksum",
+                          RuntimeWarning, stacklevel=3)
+    placed = dest.is_file() and md5 is None  # there before this call, unchecked: perhaps placed by hand
+    try:
+        return download_file(_mirrored(f.url, mirror), dest, md5, progress=progress), md5, placed
+    except ChecksumMismatch:  # a kept record MD5 may be the wrong one, ask the record again
+        _kept_md5(staging, f).unlink(missing_ok=True)
+        raise
+
+
 def _fetch(source: Source, target: Path, mirror: str | None, progress: bool, keep_archives: bool) -> None:
     """Download ``source``'s files and, for archives, extract them and merge their published layout into ``target``
-    (the caller holds the lock on the staging folder)."""
+    (the caller holds the lock on the staging folder). A failed download names the files still to fetch (offline, each
+    can be placed by hand), and a checksum mismatch names the mirror the file came from."""
     staging = _staging(target)
     archives: list[tuple[Path, str | None, bool]] = []
-    for f in source.files:
-        dest = (staging / f.name) if source.inner is not None else (target / f.name)
-        md5 = f.md5
-        if md5 is None and f.zenodo is not None:
-            try:
-                md5 = _record_md5(f, staging, mirror)
-            except DownloadError as e:  # offline: an archive placed by hand is used unchecked, else say where it goes
-                if not dest.is_file():
-                    raise DownloadError(f"{e}. If this machine is offline, download {f.url} elsewhere and place it at "
-                                        f"{dest} (it is then used without the published checksum), or extract it "
-                                        f"into {target}") from e
-                warnings.warn(f"{e}; using the archive already at {dest} without the published checksum",
-                              RuntimeWarning, stacklevel=2)
-        placed = dest.is_file() and md5 is None  # there before this call, unchecked: perhaps placed by hand
+    dests = [(staging if source.inner is not None else target) / f.name for f in source.files]  # archives: staged
+    for i, f in enumerate(source.files):
         try:
-            archives.append((download_file(_mirrored(f.url, mirror), dest, md5, progress=progress), md5, placed))
-        except ValueError:  # a checksum mismatch: a kept record MD5 may be the wrong one, ask the record again
-            _kept_md5(staging, f).unlink(missing_ok=True)
-            raise
+            archives.append(_fetch_one(f, dests[i], target, staging, mirror, progress))
+        except DownloadError as e:  # offline: every file still missing is named, each can be placed by hand
+            rest = [(g, d) for g, d in zip(source.files[i + 1:], dests[i + 1:], strict=True) if not d.is_file()]
+            if not rest:
+                raise
+            places = "; ".join(f"{_mirrored(g.url, mirror)} at {d} ({_md5_hint(g)})" for g, d in rest)
+            raise DownloadError(f"{e}. {source.name} needs {len(rest)} more file(s), each placed the same way: "
+                                f"{places}") from e
+        except ChecksumMismatch as e:
+            if not mirror:
+                raise
+            raise ChecksumMismatch(f"{e}. The file came from the mirror {mirror} (${MIRROR_ENV} or mirror=), not from "
+                                   f"{f.url}: if this repeats, the mirror serves another file than the published one"
+                                   ) from e
     if source.inner is None:
         return
     extracted = staging / "extracted"
@@ -413,7 +418,7 @@ def _fetch(source: Source, target: Path, mirror: str | None, progress: bool, kee
     except ValueError as err:
         _discard_unverified(archives, source, err)
         raise
-    _merge(inner, target)
+    merge_tree(inner, target)
     remove_tree(extracted)
     if not keep_archives:
         remove_tree(staging)
