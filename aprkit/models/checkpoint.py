@@ -14,6 +14,7 @@ state_dicts, and dicts with the weights under ``state_dict``/``model``/``model_s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import warnings
@@ -299,8 +300,12 @@ def load_model(
         num_classes = check_positive_int(num_classes, "num_classes")
     if checkpoint is not None:
         checkpoint = Path(checkpoint).expanduser()
+    # weights that will be loaded make the random initialisation moot: it draws from a copy of the caller's stream,
+    # which is not advanced (a random_init model draws from the stream itself, as a module built by hand does)
+    loaded = not random_init and not isinstance(spec, nn.Module)
     try:
-        model = _build(spec, num_classes, checkpoint, weights_only, random_init, drop_head, kwargs)
+        with torch.random.fork_rng(devices=[]) if loaded else contextlib.nullcontext():
+            model = _build(spec, num_classes, checkpoint, weights_only, random_init, drop_head, kwargs)
     except CheckpointMismatch as err:  # the file and the model it was loaded into, in every spec's message
         source = checkpoint if checkpoint is not None else spec if isinstance(spec, (str, os.PathLike)) else None
         if source is None:

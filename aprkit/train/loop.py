@@ -177,14 +177,24 @@ def fit(
     # own settings back afterwards, so an evaluation that follows in the same process is not affected
     flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
              torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    # the run seeds torch, Python's and NumPy's global generators itself: the caller's streams come back afterwards
+    # (a search that draws its trials' settings from them drew the same values after the first fit)
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = [info.device.index or 0] if info.device.type == "cuda" else []
     try:
         with contextlib.ExitStack() as held:  # the output folder's lock, taken by _fit before its first write
+            held.enter_context(torch.random.fork_rng(devices=devices))
             return _fit(cfg, info, datasets, overwrite, held)
     finally:
         teardown_distributed(info)
         torch.set_num_threads(threads)
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = flags[:2]
         torch.use_deterministic_algorithms(flags[2], warn_only=flags[3])
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        if cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrite: bool,

@@ -32,6 +32,7 @@ from ..._batch import as_pair
 from ..._checks import dataset_len, labels_agree
 from ...data.arrays import NO_LABEL
 from ...distributed import group_info, resolve_device
+from ...models.base import eval_mode
 from ...models.normalize import find_classifier
 from .batches import iter_batches
 from .datasets import in_memo_block
@@ -245,7 +246,8 @@ def predict(
     known; or a tuple of accepted counts) is checked against the model's output on the first batch; labels
     outside ``[0, K)``, NaN logits and a logits/labels count mismatch raise ``ValueError``. ``labelled=False``
     (OOD sets, whose folders' class indices mean nothing to the model) skips the label check and returns every
-    label as ``NO_LABEL`` (-1).
+    label as ``NO_LABEL`` (-1). The model runs in eval mode (batch norm's running statistics, no dropout); every
+    submodule gets its own train/eval flag back afterwards.
     """
     from tqdm.auto import tqdm
 
@@ -294,7 +296,7 @@ def predict(
     batches = iter_batches(dataset, batch_size, num_workers=num_workers, limit=limit, device=device,
                            read_ahead=read_ahead)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), eval_mode(model):  # a model in train mode: batch-statistics logits, moving stats
             for b, (images, labels, idx) in enumerate(batches):
                 x = images.to(device, non_blocking=True)
                 if transform is not None:

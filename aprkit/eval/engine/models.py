@@ -103,7 +103,10 @@ def place_model(model: nn.Module, device: torch.device, channels_last: bool = Fa
     tensors = [*model.parameters(), *model.buffers()]
     moved = any(d.type != device.type or (index is not None and d.index != index) for d in {t.device for t in tensors})
     cl = torch.channels_last
-    if channels_last and any(t.ndim == 5 or (t.ndim == 4 and not t.is_contiguous(memory_format=cl)) for t in tensors):
+    # a model holding 5-d weights (Conv3d) is left as it is: torch converts a module to channels_last only when its
+    # tensors all have at most 4 dimensions ("required rank 4 tensor to use channels_last format")
+    if (channels_last and not any(t.ndim == 5 for t in tensors)
+            and any(t.ndim == 4 and not t.is_contiguous(memory_format=cl) for t in tensors)):
         # one conversion pass; torch's stub overloads of Module.to lack (device, memory_format) together
         return model.to(device, memory_format=cl)  # type: ignore[call-overload]
     return model.to(device) if moved else model

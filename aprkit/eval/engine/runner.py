@@ -192,22 +192,42 @@ def _evaluate_models(run: EvalRun, models: Mapping[Any, Any], labels: list[str],
     # the caller's modules come back in the train/eval modes they had (each submodule's: a frozen batch norm stays
     # frozen; a model evaluated between epochs trains on in train mode); the suites run them in eval mode
     modes = {mod: mod.training for m in models.values() if isinstance(m, nn.Module) for mod in m.modules()}
-    # ... and their 4-d weights in the memory layout they had (channels_last converts them for the run)
-    plain = [(cast(dict[str, Any], store), name) for mod in modes for store in (mod._parameters, mod._buffers)
-             for name, t in store.items() if t is not None and t.ndim == 4 and t.is_contiguous()]
+    # ... on the devices and with their 4-d weights (and gradients) in the memory layout they had: the run moves them
+    # to its device and converts them to channels_last (a CPU model evaluated on a GPU machine stayed on the GPU)
+    placed = [(cast(dict[str, Any], store), name, t.device, t.ndim == 4 and t.is_contiguous())
+              for mod in modes for store in (mod._parameters, mod._buffers) for name, t in store.items()
+              if t is not None]
     try:
         _run_models(run, models, labels, names, results, data, channels_last, load, ctx_kw)
     finally:
         for mod, training in modes.items():
             mod.training = training
         with torch.no_grad():
-            for store, name in plain:
-                t = store[name]
-                if t is not None and not t.is_contiguous():
-                    if isinstance(t, nn.Parameter):
-                        t.data = t.data.contiguous()  # the same Parameter: an optimizer holding it goes on
-                    else:
-                        store[name] = t.contiguous()
+            for store, name, device, plain in placed:
+                if store[name] is not None:
+                    _put_back(store, name, device, plain)
+
+
+def _put_back(store: dict[str, Any], name: str, device: torch.device, plain: bool) -> None:
+    """Tensor ``store[name]`` (a parameter, with its gradient, or a buffer) back on ``device`` and, when it was
+    ``plain``, contiguous; a Parameter stays the same object (an optimizer holding it goes on)."""
+
+    def back(t: torch.Tensor) -> torch.Tensor:
+        t = t.to(device) if t.device != device else t
+        return t.contiguous() if plain and not t.is_contiguous() else t
+
+    t = store[name]
+    if not isinstance(t, nn.Parameter):
+        store[name] = back(t)
+        return
+    grad = t.grad
+    if grad is not None and back(grad) is not grad:
+        t.grad = None  # (a gradient on another device than the data it is assigned to is refused)
+    moved = back(t.data)
+    if moved is not t.data:
+        t.data = moved
+    if grad is not None and t.grad is None:
+        t.grad = back(grad)
 
 
 def _run_models(run: EvalRun, models: Mapping[Any, Any], labels: list[str], names: list[str], results: Results,
