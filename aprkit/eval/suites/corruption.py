@@ -37,6 +37,10 @@ from ..engine.datasets import as_dataset, corrupted_cell_id, dataset_id
 from ..engine.inference import predict
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 from .corruption_generated import Caveats, generated_transform, geometry_caveat, stored_quality
+from .corruption_sources import check_cells_present_for as _check_cells_present
+from .corruption_sources import open_corrupted as _open_corrupted
+from .corruption_sources import source_origin as _source_origin
+from .corruption_sources import written_by_aprkit as _written_by_aprkit
 
 __all__ = ["CorruptionSuite", "CorruptionOptions", "CorruptionResult", "evaluate_cell", "expected_classes",
            "cell_summary", "MEAN_CELL_ERROR"]
@@ -204,58 +208,6 @@ class CorruptionResult(Caveats):
     mce: float | None  # ImageNet-C mCE (AlexNet-normalised): all cells of the 1000 classes x 50,000 images
     relative_mce: float | None
     mce_note: str | None  # why mCE is None (preset "imagenet", every cell evaluated), or how it was made
-
-
-def _open_corrupted(source: Any, corruption: str, severity: int):
-    """The on-disk corrupted dataset for one cell (a spec like ``"cifar10-c:ROOT"`` or a callable)."""
-    if callable(source) and not isinstance(source, str):
-        return source(corruption, severity)
-    if isinstance(source, str):
-        from aprkit.data import get_dataset
-
-        return get_dataset(source, "test", corruption=corruption, severity=int(severity))
-    raise TypeError("options['corrupted'] must be a -C dataset spec such as 'cifar10-c:ROOT' or a callable "
-                    f"(corruption, severity) -> dataset, got {type(source).__name__}")
-
-
-def _c_spec_root(spec: str) -> tuple[str, str] | None:
-    """``(kind, root)`` of an on-disk -C set's spec (``?`` options dropped), or ``None`` for a spec the reader will
-    refuse itself or one without a root (the data root's copy, which its reader checks and may download)."""
-    from ...data.registry import parse_spec, split_spec_options
-
-    try:
-        kind, root = parse_spec(split_spec_options(spec)[0])
-    except (TypeError, ValueError):
-        return None
-    return (kind, root) if root else None
-
-
-def _check_cells_present(spec: str, grid: list[tuple[str, int]]) -> None:
-    """Refuse an on-disk -C set (``spec``) lacking some cells of ``grid`` before any work (else the run stopped at the
-    first missing cell after computing every one before it)."""
-    from ...data.corrupted import check_cells_present
-    from ...data.registry import DATASET_KINDS
-
-    found = _c_spec_root(spec)
-    if found is not None:
-        kind, root = found
-        check_cells_present(root, grid, "folder" if getattr(DATASET_KINDS[kind], "folder_cells", False) else "cifar")
-
-
-def _written_by_aprkit(spec: str) -> bool:
-    """Whether the -C folder of the dataset spec ``spec`` is one ``aprkit corrupt`` wrote (its manifest)."""
-    from pathlib import Path
-
-    from ...corruptions.manifest import read_manifest
-
-    found = _c_spec_root(spec)
-    return found is not None and read_manifest(Path(found[1]).expanduser()) is not None
-
-
-def _source_origin(source: Any) -> str:
-    """``"provided"`` for a callable or dataset source, unless it says it generates its cells (``origin =
-    "generated"``: the demo's shared cells); no other value is taken from it."""
-    return "generated" if getattr(source, "origin", None) == "generated" else "provided"
 
 
 def expected_classes(opts: CorruptionOptions, dataset: Any) -> int | None:
