@@ -170,14 +170,16 @@ def compare(
         raise ValueError(f"interleave must be 'corruption' or 'run', got {interleave!r}")
     corruptions = list(corruptions or CORRUPTIONS)
     net = net.to(device).eval()
+    conv = any(isinstance(m, nn.Conv2d) for m in net.modules())  # evaluate() runs it channels_last
     base_model = TimedForward(copy.deepcopy(net), time_forward)  # same weights; evaluate() may make its copy channels_last
     model = TimedForward(net, time_forward)
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None  # the shared cache's files: in memory where possible
     with tempfile.TemporaryDirectory(prefix="aprkit-bench-c-") as tmp, tempfile.TemporaryDirectory(dir=shm) as caches:
         root = Path(tmp)
         clean, labels = make_cifar_c(root, n_per_severity, corruptions)
-        with torch.no_grad():  # warm-up (allocator, kernels)
-            base_model(torch.rand(batch_size, 3, 32, 32, device=device))
+        with torch.no_grad():  # warm-up (allocator, kernels), each side in its own settings: the baseline fp32 and
+            base_model(torch.rand(batch_size, 3, 32, 32, device=device))  # contiguous, aprkit AMP + channels_last
+        forward_limit(net, device, batch_size, amp=device.type == "cuda", channels_last=conv, batches=1, repeats=1)
         data = TensorImageDataset(torch.from_numpy(clean).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels))
 
         def run_baseline(unit: list[str], first: bool) -> dict:  # the clean set with the first piece of a repeat
@@ -220,8 +222,7 @@ def compare(
                         clean_acc = out["corruption"]["clean"]["accuracy"]
             for name, tot in totals.items():
                 timings[name].append(tuple(tot))
-        limit_img_s = forward_limit(net, device, batch_size, amp=device.type == "cuda",
-                                    channels_last=any(isinstance(m, nn.Conv2d) for m in net.modules()),
+        limit_img_s = forward_limit(net, device, batch_size, amp=device.type == "cuda", channels_last=conv,
                                     batches=30 if device.type == "cuda" else 2, repeats=3 if device.type == "cuda" else 5)
     best = {k: min(v, key=lambda t: t[0] / t[1]) for k, v in timings.items()}  # fastest repeat of each
     pair_ratios = [(b[0] / b[1]) / (o[0] / o[1]) for b, o in zip(timings["baseline"], timings["ours"])]

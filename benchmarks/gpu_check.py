@@ -10,7 +10,9 @@ section still runs): ``env`` (versions, GPU), ``tests`` (``pytest tests/test_cud
 robustbench-style loop), ``train`` (APR-SP step against standard steps) and ``compile`` (``torch.compile``
 of the APR-P and APR-S hot paths). Writes ``gpu_check.json`` (every number, the environment, each section's
 status, wall time and error) and ``gpu_check.md`` (summary tables and goals) to ``--out`` after every
-section, every section's output appended to ``--out/gpu_check.log`` (three files in all), and prints the summary (goals last).
+section, every section's output appended to ``--out/gpu_check.log`` (three files in all), and prints the summary
+(goals last). The compile section may also use the time the sections before it left of their caps: the whole run
+still ends within the sum of the caps.
 
 aprkit need not be installed: the repository root is put on ``sys.path`` (and ``PYTHONPATH`` of the
 sections); kornia and albumentations are not needed. Images are synthetic and models randomly
@@ -34,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: the repository root makes `ben
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import REPO_ROOT  # noqa: E402
-from benchmarks.gpu import sections as _sections  # noqa: E402,F401  (registers the sections)
+from benchmarks.gpu import compiling as _compiling  # noqa: E402,F401  (registers all sections, compile last)
 from benchmarks.gpu.capped import CappedProcess, tail  # noqa: E402
 from benchmarks.gpu.context import SECTIONS, Context, to_jsonable  # noqa: E402
 from benchmarks.gpu.report import goals, markdown  # noqa: E402
@@ -56,15 +58,18 @@ def _append_log(out: Path, name: str, how: str, log: Path) -> None:
     log.unlink(missing_ok=True)
 
 
-def run_section_process(name: str, cap: float, args: argparse.Namespace, out: Path, scratch: Path) -> dict:
-    """Run one section in a child process (own session, killed with its children at ``cap`` seconds)."""
+def run_section_process(name: str, cap: float, args: argparse.Namespace, out: Path, scratch: Path,
+                        margin: float | None = None) -> dict:
+    """Run one section in a child process (own session, killed with its children at ``cap`` seconds). Its soft
+    deadline, ``margin`` seconds before the cap (default: 15 % of it, at least 4 s), counts from the launch, not
+    from the end of the child's imports (torch, aprkit), so that work stopped there still ends before the cap."""
     # the running section writes to out/gpu_check.running.log (kept when the whole run is killed), which is moved
     # to the end of out/gpu_check.log once the section ends
     result, log = scratch / f"{name}.json", out / "gpu_check.running.log"
-    soft = max(1.0, cap - max(4.0, 0.15 * cap))
+    soft = max(1.0, cap - (max(4.0, 0.15 * cap) if margin is None else margin))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--section", name, "--result", str(result), "--out", str(out),
-           "--device", args.device, "--compile-backend", args.compile_backend, "--soft-cap", f"{soft:.1f}",
-           "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+           "--device", args.device, "--compile-backend", args.compile_backend, "--threads", str(args.threads),
+           "--deadline", f"{time.time() + soft:.3f}"] + (["--quick"] if args.quick else [])
     child = CappedProcess(cmd, log, cap, cwd=REPO_ROOT)
     rc = child.wait()
     try:
@@ -76,7 +81,7 @@ def run_section_process(name: str, cap: float, args: argparse.Namespace, out: Pa
         status, error = "timeout", error or f"killed at the {cap:.0f} s cap; log tail:\n{tail(log)}"
     elif error or rc != 0 or not payload.get("done"):
         status, error = "error", error or f"exit code {rc}; log tail:\n{tail(log)}"
-    elif payload.get("results", {}).get("section_problems"):  # the section ended, but some of its work failed or was cut
+    elif payload.get("results", {}).get("section_problems"):  # the section ended, but some work failed or was cut
         status, error = "error", "; ".join(payload["results"]["section_problems"])
     else:
         status = "ok"
@@ -100,6 +105,12 @@ def run_all(args: argparse.Namespace) -> int:
         shutil.rmtree(scratch, ignore_errors=True)  # per-section result files and stand-in frost textures
 
 
+def unused_time(entries: dict[str, dict]) -> float:
+    """Seconds the finished sections left of their own caps (an overrun counts against it): a section registered
+    with ``takes_unused`` may add them to its cap, so the whole run still ends within the sum of the caps."""
+    return max(0.0, sum(e.get("own_cap_s", e["cap_s"]) - e["wall_s"] for e in entries.values()))
+
+
 def _run_sections(args: argparse.Namespace, out: Path, names: list[str], scratch: Path) -> int:
     from benchmarks.gpu.env import frost_dir_or_synthetic
 
@@ -112,15 +123,20 @@ def _run_sections(args: argparse.Namespace, out: Path, names: list[str], scratch
                     "sections": {}, "goals": []}
     for name in names:
         sec = SECTIONS[name]
-        cap = (sec.quick_cap_s if args.quick else sec.cap_s) * args.cap_scale
-        print(f"[gpu-check] {name}: running (cap {cap:.0f} s)", flush=True)
-        entry = run_section_process(name, cap, args, out, scratch)
+        own = (sec.quick_cap_s if args.quick else sec.cap_s) * args.cap_scale
+        extra = unused_time(report["sections"]) if sec.takes_unused else 0.0
+        print(f"[gpu-check] {name}: running (cap {own + extra:.0f} s"
+              + (f": its own {own:.0f} s + {extra:.0f} s the sections before it left unused)" if extra >= 1 else ")"),
+              flush=True)
+        # the margin for stopping follows the section's own cap: its longest step does not grow with the borrowed time
+        entry = run_section_process(name, own + extra, args, out, scratch, margin=max(4.0, 0.15 * own))
+        entry.update(own_cap_s=own, borrowed_s=extra)
         report["sections"][name] = entry
         report["meta"]["wall_s"] = time.perf_counter() - started
         _write(out, report)
         first = (entry["error"] or "").strip().splitlines()
-        print(f"[gpu-check] {name}: {entry['status']} in {entry['wall_s']:.1f} s" + (f" -- {first[-1][:200]}" if first else ""),
-              flush=True)
+        print(f"[gpu-check] {name}: {entry['status']} in {entry['wall_s']:.1f} s"
+              + (f" -- {first[-1][:200]}" if first else ""), flush=True)
     report["meta"]["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
     _write(out, report)
     print()
@@ -128,6 +144,8 @@ def _run_sections(args: argparse.Namespace, out: Path, names: list[str], scratch
     print("[gpu-check] goals (again, last, so that a cut output tail keeps them):")  # the tail of a device call
     for g in report["goals"]:
         verdict = {True: "met", False: "NOT met", None: "not measured"}[g["met"]]
+        if g.get("unjudged"):  # e.g. a quick run: one call at tiny sizes, its ratios are noise
+            verdict = f"not measured ({g['unjudged']})"
         print(f"[gpu-check]   {g['goal']}: {g['shown']} (target {g['target']}): {verdict}")
     print(f"[gpu-check] wrote {out / 'gpu_check.json'}, {out / 'gpu_check.md'} and {out / 'gpu_check.log'} "
           f"in {report['meta']['wall_s']:.0f} s", flush=True)
@@ -140,12 +158,15 @@ def run_child(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    ctx = Context(device=torch.device(args.device), quick=args.quick, deadline=time.perf_counter() + args.soft_cap,
+    # --deadline is wall-clock time (time.time()) set by the parent at the launch; perf_counter() from here on
+    soft = 60.0 if args.deadline is None else args.deadline - time.time()
+    ctx = Context(device=torch.device(args.device), quick=args.quick, deadline=time.perf_counter() + soft,
                   result_path=Path(args.result), out_dir=Path(args.out), compile_backend=args.compile_backend)
     ctx.save()
     try:
         if ctx.is_cuda and not torch.cuda.is_available():
-            raise RuntimeError(f"--device {args.device} but torch.cuda.is_available() is False (torch {torch.__version__})")
+            raise RuntimeError(f"--device {args.device} but torch.cuda.is_available() is False "
+                               f"(torch {torch.__version__})")
         SECTIONS[args.section].fn(ctx)
     except BaseException:  # recorded for the parent; the next section still runs
         ctx.save(error=traceback.format_exc(limit=-8))
@@ -168,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch.compile backend (default: inductor; eager with --quick: Dynamo tracing only)")
     ap.add_argument("--section", help=argparse.SUPPRESS)  # internal: run one section in this process
     ap.add_argument("--result", help=argparse.SUPPRESS)
-    ap.add_argument("--soft-cap", type=float, default=60.0, help=argparse.SUPPRESS)
+    ap.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)  # time.time() of the soft deadline
     args = ap.parse_args(argv)
     if args.compile_backend is None:
         args.compile_backend = "eager" if args.quick else "inductor"

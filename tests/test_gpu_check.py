@@ -194,3 +194,113 @@ def test_two_input_ops_are_measured_against_their_own_fft_limit():
     assert rows["apr_pair"]["vs_fft_limit"] == 0.5 and rows["apr_pair"]["limit"] == "fft_limit"
     assert rows["mix_amplitude"]["vs_fft_limit"] == 0.5 and rows["mix_amplitude"]["limit"] == "fft2_limit"
     assert "vs_fft_limit" not in rows["fft2_limit"] and rows["copy"]["img_s"] == 20
+
+
+def _stand_in_pytest(monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    """``run_tests`` starts ``script`` (Python source; pytest's arguments follow) instead of pytest."""
+    from benchmarks.gpu import sections
+
+    monkeypatch.setattr(sections, "PYTEST", (sys.executable, "-c", script))
+
+
+def test_tests_section_keeps_partial_counts_when_pytest_is_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """pytest gets the section's time left minus a margin, so it is stopped (not the section killed) and the result
+    lines seen so far count; its output goes to the section's log; the junit report's folder is removed."""
+    import time
+
+    import torch
+
+    from benchmarks.gpu.context import Context
+    from benchmarks.gpu.sections import TESTS_MARGIN_S, run_tests
+
+    _stand_in_pytest(monkeypatch, "import time\nfor w in ('PASSED', 'PASSED', 'FAILED'):\n"
+                                  "    print(f'tests/test_cuda.py::test_x {w} [ 1%]', flush=True)\ntime.sleep(60)")
+    ctx = Context(device=torch.device("cpu"), quick=True, deadline=time.perf_counter() + TESTS_MARGIN_S + 2.0,
+                  result_path=tmp_path / "r.json")
+    t0 = time.perf_counter()
+    run_tests(ctx)
+    assert time.perf_counter() - t0 < 10
+    r = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert r["exit_code"] == "timeout" and r["incomplete"] and (r["passed"], r["failed"], r["total"]) == (2, 1, 3)
+    assert r["section_problems"] == ["pytest killed at the section's time cap: 2 passed, 1 failed, 0 errors of 3 run"]
+    assert "tests/test_cuda.py::test_x FAILED" in capsys.readouterr().out  # streamed to the section's log
+    assert not list(tmp_path.glob("aprkit-cuda-tests-*"))
+
+
+def test_tests_section_shows_why_pytest_failed_without_a_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytest that cannot run (no module named pytest) is not 'killed': its last lines reach the status line and the md."""
+    import time
+
+    import torch
+
+    from benchmarks.gpu.context import Context
+    from benchmarks.gpu.report import goals, markdown
+    from benchmarks.gpu.sections import run_tests
+
+    _stand_in_pytest(monkeypatch, "import sys\nprint('starting')\nsys.exit('/usr/bin/python3: No module named pytest')")
+    ctx = Context(device=torch.device("cpu"), quick=True, deadline=time.perf_counter() + 60,
+                  result_path=tmp_path / "r.json")
+    run_tests(ctx)
+    r = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert r["exit_code"] == 1 and r["no_report"] and "incomplete" not in r
+    assert r["section_problems"] == ["pytest exit code 1 and no test report (0 passed, 0 failed, 0 errors of 0 run); "
+                                     "its output ends: starting / /usr/bin/python3: No module named pytest"]
+    report = {"meta": {}, "sections": {"tests": {"status": "error", "error": r["section_problems"][0], "results": r}}}
+    report["goals"] = goals(report)
+    md = markdown(report, {})
+    assert "No module named pytest |" in md  # the sections table (the console prints the same last line)
+    assert "```\nstarting\n/usr/bin/python3: No module named pytest\n```" in md and "incomplete" not in md
+    assert report["goals"][0]["met"] is False
+
+
+def test_quick_run_goals_are_not_judged() -> None:
+    """One call at tiny sizes: a stall reverses a ratio, so a quick run prints no met / NOT met for the timing goals."""
+    from benchmarks.gpu.report import goals, markdown
+
+    res = {"tests": {"passed": 3, "failed": 0, "errors": 0, "skipped": 0, "total": 3, "exit_code": 0},
+           "augment": {"rows": [{"batch": 8, "size": 32, "mode": "fp32",
+                                 "candidates": {"apr_pair": {"vs_fft_limit": 4.96}}}]},
+           "eval": {"rows": {"small_cnn": {"ratio": 0.7}}}}
+    for quick in (True, False):
+        report = {"meta": {"quick": quick}, "sections": {n: {"status": "ok", "results": r} for n, r in res.items()}}
+        report["goals"] = gs = goals(report)
+        assert gs[0]["goal"] == "CUDA tests pass" and gs[0]["met"] is True  # the same tests run in a quick run
+        if quick:
+            assert all(g["met"] is None and g["unjudged"] == "quick" for g in gs[1:]) and len(gs) == 4
+            assert "| - (quick) |" in markdown(report, {})
+        else:
+            assert [g["met"] for g in gs[1:]] == [True, None, False] and not any("unjudged" in g for g in gs)
+
+
+def test_compile_plan_runs_an_apr_s_row_second() -> None:
+    """The APR-S rows came after the six APR-P rows, and the cold APR-S compile (54 s on an H200) left them all to
+    the cap; one (in CUDA graphs where there are some) now comes second. Building the plan touches no device."""
+    import torch
+
+    from benchmarks.gpu.compiling import compile_plan
+    from benchmarks.gpu.context import Context
+
+    full = compile_plan(Context(device=torch.device("cuda"), quick=False, deadline=0.0))
+    assert full[:2] == [("APRPair compile_core", "default", 256, 32),
+                        ("APRSingleBatch compile_core", "reduce-overhead", 256, 32)]
+    assert len(full) == len(set(full)) == 13 and ("APRSingleBatch compile_core", "default", 256, 32) in full
+    assert full[-1][1] == "max-autotune-no-cudagraphs"
+    cpu = compile_plan(Context(device=torch.device("cpu"), quick=True, deadline=0.0, compile_backend="eager"))
+    assert cpu[1] == ("APRSingleBatch compile_core", "default", 8, 32) and len(cpu) == len(set(cpu)) == 4
+
+
+def test_compile_section_takes_the_time_others_left() -> None:
+    """The compile section's cap grows by what the sections before it left of their own caps (an overrun counts
+    against it), so the whole run stays within the sum of the caps."""
+    from benchmarks.gpu.report import markdown
+    from benchmarks.gpu_check import SECTIONS, unused_time
+
+    assert SECTIONS["compile"].takes_unused and not any(s.takes_unused for n, s in SECTIONS.items() if n != "compile")
+    done = {"env": {"own_cap_s": 30, "cap_s": 30, "wall_s": 10}, "tests": {"own_cap_s": 90, "cap_s": 90, "wall_s": 92},
+            "train": {"own_cap_s": 100, "cap_s": 100, "wall_s": 70}}
+    assert unused_time(done) == 48 and unused_time({}) == 0
+    assert unused_time({"tests": {"own_cap_s": 9, "cap_s": 9, "wall_s": 12}}) == 0
+    entry = {"status": "ok", "wall_s": 120.0, "cap_s": 138.0, "own_cap_s": 90.0, "borrowed_s": 48.0, "results": {}}
+    md = markdown({"sections": {"compile": entry}}, {})
+    assert "| compile | ok | 120.0 | 138 (90 + 48 left unused before) |" in md

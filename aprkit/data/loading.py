@@ -284,6 +284,12 @@ def _order(dataset: Dataset, indices: Any, limit: int | None, shard: bool) -> tu
     return idx, n
 
 
+#: where the loaders draw their workers' base seeds: a generator of aprkit's own, as from the global one each
+#: evaluation advanced the caller's random stream (a training loop evaluating between epochs trained otherwise); the
+#: batches draw nothing from it (per-item seeds)
+_LOADER_SEEDS = torch.Generator().manual_seed(0)
+
+
 def iter_batches(
     dataset: Dataset,
     batch_size: int = 256,
@@ -319,10 +325,7 @@ def iter_batches(
         warnings.warn("pin_memory=True but no accelerator is available: batches are not pinned", stacklevel=2)
         pin = False
     source = batch_source(dataset)
-    # a generator of its own: the DataLoader draws its workers' base seed from it, which from the global one advanced
-    # the caller's random stream with every evaluation (a training loop evaluating between epochs trained otherwise);
-    # the batches themselves draw nothing (per-item seeds)
-    wk: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin, "generator": torch.Generator().manual_seed(0)}
+    wk: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin, "generator": _LOADER_SEEDS}
     if num_workers > 0:
         wk.update(prefetch_factor=prefetch_factor, persistent_workers=False, worker_init_fn=worker_stop_signals)
     chunks = _chunks(idx, n, batch_size, drop_last)

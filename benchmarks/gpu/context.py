@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -93,18 +94,21 @@ class Section:
     cap_s: float  # hard time cap (whole subprocess) on a GPU
     quick_cap_s: float  # the same in --quick mode
     title: str
+    takes_unused: bool = False  # its cap grows by what the sections before it left of theirs (the run's sum stays)
 
 
 SECTIONS: dict[str, Section] = {}
 
 
-def section(name: str, cap_s: float, quick_cap_s: float, title: str) -> Callable[[Callable[[Context], None]], Callable[[Context], None]]:
-    """Register a section function under ``name`` with its time caps (run order = registration order)."""
+def section(name: str, cap_s: float, quick_cap_s: float, title: str,
+            takes_unused: bool = False) -> Callable[[Callable[[Context], None]], Callable[[Context], None]]:
+    """Register a section function under ``name`` with its time caps (run order = registration order);
+    ``takes_unused``: the section may also use the time the sections before it left of their caps."""
 
     def deco(fn: Callable[[Context], None]) -> Callable[[Context], None]:
         if name in SECTIONS:
             raise ValueError(f"section {name!r} is registered twice")
-        SECTIONS[name] = Section(name, fn, cap_s, quick_cap_s, title)
+        SECTIONS[name] = Section(name, fn, cap_s, quick_cap_s, title, takes_unused)
         return fn
 
     return deco

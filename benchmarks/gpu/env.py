@@ -70,7 +70,8 @@ def environment(device: torch.device) -> dict[str, Any]:
             bf16_supported=torch.cuda.is_bf16_supported(),
         )
     a = torch.randn(256, 256, device=device)
-    env["matmul_check_max_err"] = float((a @ a).sub((a.cpu().double() @ a.cpu().double()).float().to(device)).abs().max())
+    ref = (a.cpu().double() @ a.cpu().double()).float().to(device)
+    env["matmul_check_max_err"] = float((a @ a).sub(ref).abs().max())
     return env
 
 

@@ -1,4 +1,5 @@
-"""The sections of the GPU check, in run order. Each measures with the functions of the ``bench_*`` scripts.
+"""The sections of the GPU check, in run order (the compile section, last, is in ``compiling.py``). Each measures
+with the functions of the ``bench_*`` scripts.
 
 Sizes follow issue 17: APR at batch 256 x 3x32x32 and 64 x 3x224x224; the 19 corruptions at 224 px
 (batch 64, severity 3, ImageNet preset); ``evaluate`` against the robustbench-style loop; an APR-SP
@@ -15,8 +16,9 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -78,35 +80,77 @@ def _junit_counts(path: str) -> dict[str, Any]:
 
 
 CUDA_TESTS = ("tests/test_cuda.py", "tests/test_cuda_corruptions.py")  # the device-against-CPU test modules
+PYTEST = (sys.executable, "-m", "pytest")  # how pytest is started (a test puts a stand-in here)
+TESTS_MARGIN_S = 3.0  # pytest is stopped this long before the soft deadline: time to read its output and save
+
+
+def _run_streamed(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[int | str, str]:
+    """Run ``cmd``, its output (stdout and stderr) copied line by line to this process's stdout, i.e. the section's
+    log (kept when the section is killed), and returned; the exit code (``"timeout"``: killed after ``timeout`` s)."""
+    import threading
+
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace")
+    lines: list[str] = []
+
+    def pump() -> None:
+        for line in proc.stdout or ():
+            lines.append(line)
+            sys.stdout.write(line)
+            sys.stdout.flush()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        code: int | str = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = "timeout"
+    reader.join(timeout=10)
+    return code, "".join(list(lines))
+
+
+def _last_lines(text: str, n: int = 3, limit: int = 160) -> str:
+    """The last ``n`` non-empty lines of ``text`` joined by " / ", at most ``limit`` characters (from the end)."""
+    last = " / ".join([ln.strip() for ln in text.splitlines() if ln.strip()][-n:])
+    return last if len(last) <= limit else "..." + last[-limit:]
 
 
 @section("tests", cap_s=90, quick_cap_s=60, title="1. CUDA tests (tests/test_cuda*.py)")
 def run_tests(ctx: Context) -> None:
     import tempfile
 
-    xml = Path(tempfile.mkdtemp(prefix="aprkit-cuda-tests-")) / "test_cuda.xml"  # not in the output folder (few files)
-    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *CUDA_TESTS, f"--junitxml={xml}",
-           "--durations=5"]
-    env = dict(os.environ, APRKIT_TEST_DEVICE=str(ctx.device))
+    # the junit report goes to a temporary folder (few files in the output folder): inside the parent's scratch
+    # folder when there is one, which the parent removes also when this section is killed
+    scratch = ctx.result_path.parent if ctx.result_path is not None else None
+    with tempfile.TemporaryDirectory(prefix="aprkit-cuda-tests-", dir=scratch) as tmp:
+        _pytest(ctx, Path(tmp) / "test_cuda.xml")
+
+
+def _pytest(ctx: Context, xml: Path) -> None:
+    cmd = [*PYTEST, "-v", "-p", "no:cacheprovider", *CUDA_TESTS, f"--junitxml={xml}", "--durations=5"]
+    env = dict(os.environ, APRKIT_TEST_DEVICE=str(ctx.device), PYTHONUNBUFFERED="1")
     ctx.results["command"] = " ".join(cmd[1:])
-    try:
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=max(5.0, ctx.left()))
-        ctx.results["exit_code"], output = proc.returncode, proc.stdout + proc.stderr
-    except subprocess.TimeoutExpired as err:
-        ctx.results["exit_code"] = "timeout"
-        output = (err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
-    ctx.results["output_tail"] = output[-3000:]
+    ctx.save()  # kept if the section is killed while pytest runs
+    code, output = _run_streamed(cmd, env, timeout=max(1.0, ctx.left() - TESTS_MARGIN_S))
+    r = ctx.results
+    r.update(exit_code=code, output_tail=output[-3000:])
     if xml.is_file():
-        ctx.results.update(_junit_counts(str(xml)))
-    else:  # killed before pytest wrote its report: count the verbose result lines seen so far
+        r.update(_junit_counts(str(xml)))
+    else:  # killed before pytest wrote its report, or it failed to run: count the verbose result lines seen
         words = re.findall(r"^tests/test_cuda\w*\.py::\S+ (PASSED|FAILED|ERROR|SKIPPED)", output, flags=re.M)
-        ctx.results.update(passed=words.count("PASSED"), failed=words.count("FAILED"), errors=words.count("ERROR"),
-                           skipped=words.count("SKIPPED"), total=len(words), incomplete=True)
-    code, r = ctx.results["exit_code"], ctx.results
-    if code != 0:
-        how = "killed at the section's time cap" if code == "timeout" else f"exit code {code}"
-        ctx.problem(f"pytest {how}: {r.get('passed')} passed, {r.get('failed')} failed, {r.get('errors')} errors "
-                    f"of {r.get('total')} run")
+        r.update(passed=words.count("PASSED"), failed=words.count("FAILED"), errors=words.count("ERROR"),
+                 skipped=words.count("SKIPPED"), total=len(words), no_report=True)
+        if code == "timeout":
+            r["incomplete"] = True
+    counts = f"{r['passed']} passed, {r['failed']} failed, {r['errors']} errors of {r['total']} run"
+    if code == "timeout":
+        ctx.problem(f"pytest killed at the section's time cap: {counts}")
+    elif r.get("no_report"):  # it could not start or stopped early (no module named pytest, a usage error)
+        ctx.problem(f"pytest exit code {code} and no test report ({counts}); its output ends: {_last_lines(output)}")
+    elif code != 0:
+        ctx.problem(f"pytest exit code {code}: {counts}")
 
 
 # ---------------------------------------------------------------------------------------------- 2 augment
@@ -251,14 +295,15 @@ def run_eval(ctx: Context) -> None:
         plans = [("wrn28_10", dict(n_per_severity=2000, batch_size=250, repeats=2)),
                  ("resnet18", dict(n_per_severity=4000, batch_size=250, repeats=2))]
     rows = ctx.results.setdefault("rows", {})
-    ctx.results["note"] = ("same work for both: the clean set once + every cell; baseline: the clean set and np.load of each "
-                           "-C array, float conversion on the host, fp32, contiguous; "
-                           "aprkit: uint8 from pinned memory streamed to the device and converted there, read ahead by a "
-                           "thread, AMP + channels_last on CUDA; forward-only: aprkit's model settings on a uint8 batch "
-                           "already on the device (the limit of the loop); "
-                           "random weights, 32 px, images/s of the faster of the repeats, each method doing all cells in one go; "
-                           "forward share not measured on CUDA (its synchronisation would serialise the streaming); "
-                           "max acc diff: per cell, aprkit (AMP on CUDA) vs the fp32 baseline (random weights: near-ties flip)")
+    ctx.results["note"] = (
+        "same work for both: the clean set once + every cell; baseline: the clean set and np.load of each "
+        "-C array, float conversion on the host, fp32, contiguous; "
+        "aprkit: uint8 from pinned memory streamed to the device and converted there, read ahead by a "
+        "thread, AMP + channels_last on CUDA; forward-only: aprkit's model settings on a uint8 batch "
+        "already on the device (the limit of the loop); both warmed up with one batch in their settings; "
+        "random weights, 32 px, images/s of the faster of the repeats, each method doing all cells in one go; "
+        "forward share not measured on CUDA (its synchronisation would serialise the streaming); "
+        "max acc diff: per cell, aprkit (AMP on CUDA) vs the fp32 baseline (random weights: near-ties flip)")
     per_image = None  # seconds per image and method of the model before, and its parameter count (a repeat of the
     before = 1  # next one must fit; its cost is scaled by the parameters, at least a quarter: reading data is shared)
     for i, (name, kw) in enumerate(plans):
@@ -311,162 +356,7 @@ def run_train(ctx: Context) -> None:
         try:
             rows[label] = step_times(model, b, 32, ctx.device, steps, deadline=ctx.deadline, aug_compile=compiled,
                                      amp_dtype=dtype)
-        except Exception as err:  # recorded (the section is an error, the goal "not measured"); the other rows still run
+        except Exception as err:  # recorded (the section is an error, the goal "not measured"); the others still run
             ctx.results.setdefault("errors", {})[label] = _err(err)
             ctx.problem(f"row {label} failed")
-        ctx.save()
-
-
-# ---------------------------------------------------------------------------------------------- 6 compile
-def _compile_target(name: str, x: torch.Tensor, perm: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    from aprkit.augment import APRPair, apr_pair
-
-    if name == "apr_pair":
-        return lambda t: apr_pair(t, perm)
-    return APRPair(p=1.0, generator=torch.Generator(x.device).manual_seed(0))
-
-
-def _core_options(mode: str, backend: str) -> dict[str, Any]:
-    """``APRPair(compile_core=...)`` options for an inductor ``mode`` (other backends take no mode)."""
-    if backend != "inductor":
-        return {"backend": backend}
-    return {"dynamic": False} | ({} if mode == "default" else {"mode": mode})
-
-
-def _cudagraph_skips() -> int:
-    """How many compiled graphs inductor has run without CUDA graphs so far (its reasons go to the log)."""
-    from torch._dynamo.utils import counters
-
-    return int(counters["inductor"]["cudagraph_skips"])
-
-
-#: the modules whose ``compile_core`` the compile section times, and the images each takes
-CORE_MODULES = {"APRPair compile_core": ("APRPair", "float"), "APRSingleBatch compile_core": ("APRSingleBatch", "uint8")}
-
-
-def _time_core_row(ctx: Context, row: dict[str, Any], b: int, s: int, mode: str,
-                   target: str = "APRPair compile_core") -> None:
-    """``APRPair`` / ``APRSingleBatch`` ``(p=1, compile_core=...)`` forward (CPU generator, as by default) against
-    eager and the FFT-only limit: APR-P on [0, 1] floats, APR-S on uint8 images (what a dataloader hands over;
-    every image recombined, two colour/geometric ops each)."""
-    import torch._dynamo as dynamo
-
-    import aprkit.augment as augment
-    from benchmarks.bench_augment import TWO_INPUT, fft2_limit, fft_limit
-
-    cls_name, kind = CORE_MODULES[target]
-    cls = getattr(augment, cls_name)
-    x8, xf, _ = _batch(b, s, ctx.device)
-    x = x8 if kind == "uint8" else xf
-    partner = xf.roll(1, 0)
-    row["limit"] = "fft2_limit" if cls_name in TWO_INPUT else "fft_limit"  # APR-S: two rfftn (image, view), one irfftn
-
-    def limit() -> torch.Tensor:
-        return fft2_limit(xf, partner) if row["limit"] == "fft2_limit" else fft_limit(xf)
-
-    dynamo.reset()
-    skips = _cudagraph_skips()
-    # draws on the device (as training's DeviceAugment makes them): a CPU generator hands the compiled core CPU
-    # tensors, and inductor skips CUDA graphs for a graph with CPU inputs
-    eager = cls(p=1.0, generator=torch.Generator(ctx.device).manual_seed(0))
-    compiled = cls(p=1.0, generator=torch.Generator(ctx.device).manual_seed(0),
-                   compile_core=_core_options(mode, ctx.compile_backend))
-    t0 = time.perf_counter()
-    y = compiled(x)
-    ctx.sync()
-    row.update(compile_s=time.perf_counter() - t0, graphs=1, graph_breaks=0)  # fullgraph=True: one graph or an error
-    row["max_diff_vs_eager"] = float((y.float() - eager(x).float()).abs().max())  # same seed: the same draws
-    del y
-    for _ in range(3):  # CUDA graphs are recorded on the first calls after compiling
-        compiled(x)
-    ctx.sync()
-    timing = _timing(ctx)
-    times = bench({"fft_limit": limit, "eager": lambda: eager(x), "compiled": lambda: compiled(x)},
-                  timing["repeats"], ctx.device, min_time=timing["min_time"], deadline=ctx.deadline)
-    row.update(eager_img_s=b / times["eager"], compiled_img_s=b / times["compiled"], speedup=times["eager"] / times["compiled"],
-               fft_limit_img_s=b / times["fft_limit"], vs_fft_limit=times["fft_limit"] / times["compiled"],
-               eager_vs_fft_limit=times["fft_limit"] / times["eager"], cudagraph_skips=_cudagraph_skips() - skips)
-
-
-def _time_explained_row(ctx: Context, row: dict[str, Any], target: str, b: int, s: int, mode: str = "default") -> None:
-    """``torch.compile`` of a whole target (``apr_pair`` or the ``APRPair`` module): graphs, breaks, speed-up.
-
-    With a ``mode`` other than ``default`` (e.g. ``reduce-overhead``: CUDA graphs) the FFT-only limit is compiled
-    the same way as well, and ``vs_fft_limit_same_mode`` compares the two graphs (launch costs out of both)."""
-    import torch._dynamo as dynamo
-
-    from benchmarks.bench_augment import fft_limit
-
-    backend = ctx.compile_backend
-    _, x, perm = _batch(b, s, ctx.device)
-    try:
-        dynamo.reset()
-        ex = dynamo.explain(_compile_target(target, x, perm))(x)
-        row.update(graphs=ex.graph_count, graph_breaks=ex.graph_break_count,
-                   break_reasons=[str(getattr(r, "reason", r))[:200] for r in ex.break_reasons][:5])
-    except Exception as err:  # recorded, the compile attempt still runs
-        row["explain_error"] = _err(err)
-    ctx.save()
-    dynamo.reset()
-    eager = _compile_target(target, x, perm)
-    opts = _core_options(mode, backend)
-    compiled = torch.compile(_compile_target(target, x, perm), **opts)
-    t0 = time.perf_counter()
-    y = compiled(x).clone()
-    ctx.sync()
-    row["compile_s"] = time.perf_counter() - t0
-    if target == "apr_pair":
-        row["max_diff_vs_eager"] = float((y - eager(x)).abs().max())
-    fns = {"fft_limit": lambda: fft_limit(x), "eager": lambda: eager(x), "compiled": lambda: compiled(x)}
-    if mode != "default":
-        limit_graph = torch.compile(fft_limit, **opts)
-        fns["fft_limit_same_mode"] = lambda: limit_graph(x)
-    for fn in fns.values():  # CUDA graphs are recorded on the first calls after compiling
-        for _ in range(3):
-            fn()
-    ctx.sync()
-    timing = _timing(ctx)
-    times = bench(fns, timing["repeats"], ctx.device, min_time=timing["min_time"], deadline=ctx.deadline)
-    row.update(eager_img_s=b / times["eager"], compiled_img_s=b / times["compiled"], speedup=times["eager"] / times["compiled"],
-               fft_limit_img_s=b / times["fft_limit"], vs_fft_limit=times["fft_limit"] / times["compiled"])
-    if "fft_limit_same_mode" in times:
-        row["vs_fft_limit_same_mode"] = times["fft_limit_same_mode"] / times["compiled"]
-
-
-@section("compile", cap_s=90, quick_cap_s=40, title="6. torch.compile of the APR-P and APR-S hot paths")
-def run_compile(ctx: Context) -> None:
-    backend = ctx.compile_backend
-    ctx.results.update(backend=backend, note=(
-        "APRPair / APRSingleBatch(compile_core=MODE): the module's core compiled as one graph (sampling with a CPU "
-        "generator and validation eager; APR-S on uint8 images), dynamic=False; apr_pair / APRPair module: the whole call compiled; compile_s = the first "
-        "call; ratio = FFT-only limit time / compiled time, measured in the same run"))
-    rows = ctx.results.setdefault("rows", [])
-    sizes = _sizes(ctx)[:1] if ctx.quick else _sizes(ctx)
-    modes = ["default", "reduce-overhead"] if ctx.is_cuda and backend == "inductor" else ["default"]
-    plan = [("APRPair compile_core", mode, b, s) for b, s in sizes for mode in modes]
-    if ctx.is_cuda and backend == "inductor":  # the core and the FFT-only limit, each in one CUDA graph: the only
-        plan += [("apr_pair", "reduce-overhead", b, s) for b, s in sizes]  # rows with a same-mode limit, so early
-    # APR-S at 32 px: ~280 small ops per batch, launch-bound on a GPU (issue 17), where one graph should help most;
-    # its cold compile takes ~30 s, so it comes after the APR-P rows
-    plan += [("APRSingleBatch compile_core", mode, *sizes[0]) for mode in modes]
-    plan += [(target, "default", b, s) for b, s in sizes for target in ("apr_pair", "APRPair")]
-    if ctx.is_cuda and backend == "inductor" and not ctx.quick:  # autotuning takes long: last, large size only
-        plan += [("APRPair compile_core", "max-autotune-no-cudagraphs", *sizes[-1])]
-    for target, mode, b, s in plan:
-        label = f"{target} ({mode}) {b}x3x{s}x{s}"
-        need = 5 if ctx.quick else (40 if mode.startswith("max-autotune") or target.startswith("APRSingle") else 15)
-        if ctx.left() < need:
-            ctx.skip(label)
-            continue
-        ctx.log(label)
-        row: dict[str, Any] = {"target": target, "mode": mode, "batch": b, "size": s}
-        rows.append(row)
-        try:
-            if target in CORE_MODULES:
-                _time_core_row(ctx, row, b, s, mode, target)
-            else:
-                _time_explained_row(ctx, row, target, b, s, mode)
-        except Exception as err:
-            row["compile_error"] = _err(err, 600)
-            ctx.problem(f"{label}: {row['compile_error'][:200]}")
         ctx.save()
