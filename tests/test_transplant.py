@@ -392,7 +392,7 @@ def test_channels_last_sites_are_refused_not_misread():
     with torch.no_grad():
         model.head.weight.mul_(50)  # spread the untrained predictions over the classes (pairs need two)
     x = natural_images(24, 12, seed=3)
-    with pytest.raises(ValueError, match=r"channels-last activations of shape \(\d+, 12, 12, 16\)"):
+    with pytest.raises(ValueError, match=r"channels-last activations of shape \(N, 12, 12, 16\)"):
         transplant_test(model, x, ["block.2"], site="input", n_pairs=4, batch_size=8)
     res = transplant_test(model, x, ["stem"], site="output", n_pairs=4, batch_size=8)
     assert res["rows"] and res["rows"][0]["shape"] == [8, 12, 12]
@@ -463,7 +463,7 @@ def test_parameter_free_channels_last_sites_compiled_models_and_patch_tokens():
     with torch.no_grad():
         model.head.weight.mul_(50)
     x = natural_images(24, 12, seed=3)
-    with pytest.raises(ValueError, match=r"channels-last activations of shape \(\d+, 12, 12, 16\)"):
+    with pytest.raises(ValueError, match=r"channels-last activations of shape \(N, 12, 12, 16\)"):
         transplant_test(model, x, ["mlp.2"], n_pairs=4, batch_size=8)
     with attach(model.train(), ["mlp.1"], p=1.0), pytest.raises(ValueError, match="channels-last"):
         model(x[:4].float() / 255)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .._batch import pair_rows
-from .sites import Site, StopForward, list_blocks, resolve_module, tap
+from .sites import FUNCTIONAL_OPS, Site, StopForward, activation_modules, list_blocks, resolve_module, tap
 
 __all__ = ["predict_intervened", "capture", "count_calls", "front_blocks", "skipping", "FrontSkip"]
 
@@ -137,6 +137,22 @@ def count_calls(model: nn.Module, site: Site, example: torch.Tensor) -> int:
         return state.calls
 
 
+def _never_called(model: nn.Module, site: Site, example: torch.Tensor) -> str:
+    """Why ``site`` has no call in a forward pass on ``example``: its module never runs, or (a functional op's site)
+    the module runs but never calls the op; then the message names the activation modules it holds and the
+    functional activations it does call."""
+    path = site.module_path
+    if site.op is None or count_calls(model, Site(path), example) == 0:
+        return f"layer {site.layer!r} was never called in a forward pass; pick a layer the model uses"
+    held = activation_modules(model, path)
+    has = (f"the activation modules it holds are {', '.join(held)} (address one by its name; site='input' is its "
+           "pre-activation)" if held else "it holds no activation module")
+    ops = [op for op in FUNCTIONAL_OPS if op != site.op and count_calls(model, Site(f"{path}:{op}"), example)]
+    calls = f"; it calls {', '.join(ops)} (e.g. layer '{path}:{ops[0]}')" if ops else ""
+    return (f"layer {site.layer!r}: module {path!r} ran, but the functional {site.op} was never called in its forward "
+            f"pass; {has}{calls}")
+
+
 @torch.no_grad()
 def capture(model: nn.Module, images: torch.Tensor, site: Site, batch_size: int, device: torch.device
             ) -> tuple[torch.Tensor, int]:
@@ -147,7 +163,7 @@ def capture(model: nn.Module, images: torch.Tensor, site: Site, batch_size: int,
     """
     n_calls = count_calls(model, site, images[:1].to(device))
     if n_calls == 0:
-        raise ValueError(f"layer {site.layer!r} was never called in a forward pass; pick a layer the model uses")
+        raise ValueError(_never_called(model, site, images[:1].to(device)))
     if site.call_index is None and n_calls > 1:
         raise ValueError(f"layer {site.layer!r} is called {n_calls} times per forward; "
                          f"pass call_index (0..{n_calls - 1} or negative; aprkit eval: --set transplant_call_index=1)")

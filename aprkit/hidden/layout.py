@@ -3,7 +3,8 @@
 Fourier operations on hidden features need a 2-D grid. A feature map already is one; a transformer
 token sequence ``(B, N, D)`` is split into ``num_prefix_tokens`` leading tokens (class / register /
 distillation tokens, passed through untouched) and ``N - num_prefix_tokens`` patch tokens, which are
-reshaped to ``(B, D, h, w)``. :func:`to_grid` and :func:`from_grid` are exact inverses.
+reshaped to ``(B, D, h, w)``. Elementwise codes need no grid: with ``any_size=True`` a map below 2x2 and a
+vector ``(B, D)`` (as a ``(B, D, 1, 1)`` grid) pass too. :func:`to_grid` and :func:`from_grid` are exact inverses.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["GridLayout", "to_grid", "from_grid", "infer_prefix_tokens", "check_channels_first", "site_prefix_tokens"]
+__all__ = ["GridLayout", "to_grid", "from_grid", "infer_prefix_tokens", "check_channels_first", "site_prefix_tokens",
+           "batch_shape"]
 
 
 @dataclass(frozen=True)
 class GridLayout:
-    """How an activation maps to a grid: ``kind`` is ``"map"`` or ``"tokens"``; ``prefix`` the passed-through tokens."""
+    """How an activation maps to a grid: ``kind`` is ``"map"``, ``"tokens"`` or ``"vector"`` (a ``(B, D)`` read as
+    ``(B, D, 1, 1)``); ``num_prefix_tokens`` the passed-through tokens."""
 
     kind: str
     grid: tuple[int, int]
@@ -42,9 +45,17 @@ def infer_prefix_tokens(n_tokens: int, max_prefix: int = 8) -> int:
     )
 
 
+def batch_shape(shape: tuple[int, ...] | torch.Size) -> str:
+    """``shape`` with its batch axis written ``N``, ``"(N, 2048, 1, 1)"``: errors about a layer's activations are
+    found on one probing image or a batch, neither of which is the caller's batch size (a 0-d or 1-d shape is
+    written as is)."""
+    dims = tuple(int(d) for d in shape)
+    return f"(N, {', '.join(map(str, dims[1:]))})" if len(dims) > 1 else str(dims)
+
+
 def _describe(x: object) -> str:
     if isinstance(x, torch.Tensor):
-        return f"a tensor of dtype {str(x.dtype).removeprefix('torch.')} and shape {tuple(x.shape)}"
+        return f"a tensor of dtype {str(x.dtype).removeprefix('torch.')} and shape {batch_shape(x.shape)}"
     return f"a {type(x).__name__}"
 
 
@@ -55,13 +66,16 @@ def to_grid(
     grid: tuple[int, int] | None = None,
     name: str = "activation",
     allow_complex: bool = False,
+    any_size: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, GridLayout]:
     """Split ``x`` into a grid ``(B, C, h, w)``, the prefix tokens ``(B, k, D)`` (or ``None``) and its layout.
 
     ``x`` is a feature map ``(B, C, H, W)`` (returned as is) or tokens ``(B, N, D)``. For tokens,
     ``num_prefix_tokens=None`` infers the prefix from ``N`` (see :func:`infer_prefix_tokens`) and
     ``grid=None`` assumes a square patch grid. ``allow_complex`` also accepts complex ``x`` (for code that
-    handles complex values, e.g. the transplant test). Raises ``ValueError`` for anything else.
+    handles complex values, e.g. the transplant test). A map needs a grid of at least 2x2 (a Fourier transform over
+    it), unless ``any_size`` (for elementwise codes such as the transplant's sign code), which also takes a vector
+    ``(B, D)`` as a ``(B, D, 1, 1)`` grid. Raises ``ValueError`` for anything else.
     """
     if not isinstance(x, torch.Tensor) or not (x.is_floating_point() or (allow_complex and x.is_complex())):
         kind = "floating or complex" if allow_complex else "floating"
@@ -69,12 +83,14 @@ def to_grid(
             f"{name} must be a {kind} feature map (B, C, H, W) or token sequence (B, N, D), got {_describe(x)}"
         )
     if x.ndim == 4:
-        if x.shape[-2] < 2 or x.shape[-1] < 2:
+        if not any_size and (x.shape[-2] < 2 or x.shape[-1] < 2):
             raise ValueError(
-                f"{name} is a feature map of shape {tuple(x.shape)} with a spatial grid below 2x2; "
+                f"{name} is a feature map of shape {batch_shape(x.shape)} with a spatial grid below 2x2; "
                 "Fourier phase/amplitude need H >= 2 and W >= 2"
             )
         return x, None, GridLayout("map", (x.shape[-2], x.shape[-1]), 0)
+    if x.ndim == 2 and any_size:
+        return x[:, :, None, None], None, GridLayout("vector", (1, 1), 0)
     if x.ndim == 3:
         n = x.shape[1]
         if num_prefix_tokens is not None:
@@ -94,7 +110,8 @@ def to_grid(
                               "pass num_prefix_tokens= and grid=(h, w) if that is not the layout", UserWarning,
                               stacklevel=2)
         if not 0 <= k < n:
-            raise ValueError(f"num_prefix_tokens must lie in [0, {n}) for {name} of shape {tuple(x.shape)}, got {k}")
+            raise ValueError(f"num_prefix_tokens must lie in [0, {n}) for {name} of shape {batch_shape(x.shape)}, "
+                             f"got {k}")
         rest = n - k
         if grid is None:
             side = math.isqrt(rest)
@@ -106,7 +123,7 @@ def to_grid(
             grid = (side, side)
         h, w = int(grid[0]), int(grid[1])
         if h * w != rest or h < 2 or w < 2:
-            raise ValueError(f"grid {grid} does not fit the {rest} patch tokens of {name} {tuple(x.shape)} "
+            raise ValueError(f"grid {grid} does not fit the {rest} patch tokens of {name} {batch_shape(x.shape)} "
                              f"(need h*w == {rest}, h, w >= 2)")
         prefix = x[:, :k] if k else None
         patches = x[:, k:].transpose(1, 2).reshape(x.shape[0], x.shape[2], h, w)
@@ -121,6 +138,8 @@ def from_grid(g: torch.Tensor, prefix: torch.Tensor | None, layout: GridLayout) 
     """Inverse of :func:`to_grid`: rebuild ``(B, C, H, W)`` or ``(B, N, D)`` from a grid and its prefix tokens."""
     if layout.kind == "map":
         return g
+    if layout.kind == "vector":
+        return g.flatten(1)
     tokens = g.reshape(g.shape[0], g.shape[1], -1).transpose(1, 2)
     if prefix is None:
         return tokens
@@ -186,9 +205,9 @@ def check_channels_first(model: nn.Module, path: str, shape: tuple[int, ...], wh
         return
     chain = _enclosing_modules(model, path)
     if str(getattr(chain[0], "output_fmt", "")).upper().endswith("NHWC"):
-        raise ValueError(f"{where} holds channels-last activations of shape {tuple(shape)} (B, H, W, C): the module "
-                         "declares output_fmt NHWC. Hidden-layer Fourier codes read (B, C, H, W) maps; pick a site "
-                         "whose activation is (B, C, H, W)")
+        raise ValueError(f"{where} holds channels-last activations of shape {batch_shape(shape)} (B, H, W, C): the "
+                         "module declares output_fmt NHWC. Hidden-layer Fourier codes read (B, C, H, W) maps; pick a "
+                         "site whose activation is (B, C, H, W)")
     first: set[int] = set()
     last: set[int] = set()
     for module in chain:
@@ -197,14 +216,14 @@ def check_channels_first(model: nn.Module, path: str, shape: tuple[int, ...], wh
             break
     if not first and shape[3] in last and shape[1] == shape[3]:  # a Linear-only module: a ConvNeXt MLP at 384 px
         # (96 x 96 x 96, channels-last) or a squeeze-excite gate with C == W (channels-first): sizes cannot tell
-        warnings.warn(f"{where}: cannot tell from the layer sizes whether the activations of shape {tuple(shape)} are "
-                      f"(B, C, H, W) or channels-last (B, H, W, C) (its Linear / LayerNorm layers act on {shape[3]} "
-                      "features, as many as the map is wide); read as (B, C, H, W). A ConvNeXt MLP's are "
-                      "channels-last: pick the block output instead", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"{where}: cannot tell from the layer sizes whether the activations of shape "
+                      f"{batch_shape(shape)} are (B, C, H, W) or channels-last (B, H, W, C) (its Linear / LayerNorm "
+                      f"layers act on {shape[3]} features, as many as the map is wide); read as (B, C, H, W). A "
+                      "ConvNeXt MLP's are channels-last: pick the block output instead", RuntimeWarning, stacklevel=3)
     if shape[3] in last and shape[1] not in first and shape[1] not in last:
         raise ValueError(
-            f"{where} holds channels-last activations of shape {tuple(shape)} (B, H, W, C): its Linear / LayerNorm "
-            f"layers act on the last axis ({shape[3]} features) and no convolution has {shape[1]} channels. "
+            f"{where} holds channels-last activations of shape {batch_shape(shape)} (B, H, W, C): its Linear / "
+            f"LayerNorm layers act on the last axis ({shape[3]} features) and no convolution has {shape[1]} channels. "
             "Hidden-layer Fourier codes read (B, C, H, W) maps and would mix the channels into the transform; pick "
             "a site whose activation is (B, C, H, W), e.g. the block output of a ConvNeXt block"
         )

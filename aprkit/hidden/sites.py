@@ -11,7 +11,8 @@ A *site* is where an activation is read or replaced:
   forward, such as the ``F.relu(out + shortcut(x))`` that ends a CIFAR ResNet block: such calls cannot be hooked
   as modules, so they are intercepted with a ``TorchFunctionMode`` while the module runs.
 - ``site="output"`` is the module's (or op's) result, ``site="input"`` its first positional input:
-  for a ReLU that is the pre-activation.
+  for a ReLU that is the pre-activation (of the block's output only where the block ends in that ReLU; see
+  :func:`last_activation_site`).
 - ``call_index`` picks one call when a module or op runs several times per forward (torchvision's
   shared ``relu`` in a ResNet block); negative values count from the last call.
 """
@@ -39,18 +40,36 @@ __all__ = [
     "resolve_module",
     "list_blocks",
     "last_activation_site",
+    "activation_modules",
     "tap",
 ]
 
 SiteKind = Literal["input", "output"]
 
-#: functional activations addressable as ``"<module>:<op>"``
+#: functional activations addressable as ``"<module>:<op>"`` (``relu6`` also counts ``F.hardtanh`` calls clamping to
+#: [0, 6]: torch's ``nn.ReLU6`` is a ``Hardtanh`` and calls ``F.hardtanh(x, 0, 6)``, never ``F.relu6``)
 FUNCTIONAL_OPS: dict[str, tuple[Callable, ...]] = {
     "relu": (F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_),
-    "relu6": (F.relu6,),
+    "relu6": (F.relu6, F.hardtanh),
     "gelu": (F.gelu,),
     "silu": (F.silu,),
 }
+
+
+def _argument(args: tuple, kwargs: dict, pos: int, name: str, default: object) -> object:
+    """A call's argument ``name``: by keyword, else positional ``pos``, else its ``default``."""
+    return kwargs[name] if name in kwargs else args[pos] if len(args) > pos else default
+
+
+def _clamps_to_relu6(args: tuple, kwargs: dict) -> bool:
+    """Whether an ``F.hardtanh`` call is a ReLU6: ``min_val == 0`` and ``max_val == 6`` (positional or keyword)."""
+    return _argument(args, kwargs, 1, "min_val", -1.0) == 0 and _argument(args, kwargs, 2, "max_val", 1.0) == 6
+
+
+#: calls of FUNCTIONAL_OPS that count only with these arguments (a hardtanh to [-1, 1] is no ReLU6)
+_OP_ARGUMENTS: dict[Callable, Callable[[tuple, dict], bool]] = {F.hardtanh: _clamps_to_relu6}
+#: the positional index of the ``inplace`` flag where it is not the second argument
+_INPLACE_POSITION: dict[Callable, int] = {F.hardtanh: 3}
 _ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Hardswish, nn.PReLU, nn.ELU, nn.SELU,
                        nn.CELU, nn.Mish)
 #: class names of other libraries' activation modules (timm's GELU, GELUTanh, QuickGELU, Swish, HardSwish, ...;
@@ -173,15 +192,28 @@ def list_blocks(model: nn.Module) -> list[str]:
     return found
 
 
-def last_activation_site(model: nn.Module, block: str) -> Site:
-    """The pre-activation site of a block's last nonlinearity: its last activation module (torch's or another
-    library's, e.g. timm's ``GELU``; not one inside a squeeze-excite gate, which acts on pooled vectors), or the
-    functional ``relu`` called inside it (``"<block>:relu"``) when it has none; the last call. (The transplant sweep
-    then takes the first functional activation the block calls, e.g. GFNet's ``gelu``.)"""
+def activation_modules(model: nn.Module, block: str) -> list[str]:
+    """Full names of the activation modules ``block`` holds (torch's or another library's, e.g. timm's ``GELU``), in
+    definition order; not those inside a squeeze-excite gate, which act on pooled vectors. ``block`` itself where it
+    is an activation (a plain network's, see :func:`list_blocks`)."""
     full, mod = resolve_module(model, block)
-    acts = [n for n, m in mod.named_modules() if _is_activation(m) and not _in_gate(mod, n)]
-    if acts:  # the block itself where it is an activation (a plain network's, see list_blocks)
-        return Site(f"{full}.{acts[-1]}" if acts[-1] else full, "input", -1)
+    return [".".join(p for p in (full, n) if p) for n, m in mod.named_modules()
+            if _is_activation(m) and not _in_gate(mod, n)]
+
+
+def last_activation_site(model: nn.Module, block: str) -> Site:
+    """The input site of a block's last nonlinearity: its last activation module (see :func:`activation_modules`),
+    or the functional ``relu`` called inside it (``"<block>:relu"``) when it has none; the last call. (The transplant
+    sweep then takes the first functional activation the block calls, e.g. GFNet's ``gelu``.)
+
+    That is the block's pre-activation where the block ends in its nonlinearity (a ResNet block's ReLU after the
+    residual sum). A block without a final activation (MobileNetV2's inverted residuals, which end in a linear
+    bottleneck; a ViT block, whose last nonlinearity is its MLP's GELU) has it inside its branch: the site is a
+    branch-internal pre-activation, and the block's output, a signed stream already, is the site of its code."""
+    full, _ = resolve_module(model, block)
+    acts = activation_modules(model, block)
+    if acts:
+        return Site(acts[-1], "input", -1)
     return Site(f"{full}:relu", "input", -1)
 
 
@@ -190,10 +222,11 @@ _IN_PLACE = (torch.relu_, torch.Tensor.relu_)
 
 def _in_place(func: Callable, args: tuple, kwargs: dict) -> bool:
     """Whether a functional activation call works in place (``relu_``, or ``inplace=True`` given by keyword or as the
-    second positional argument of ``F.relu``/``F.relu6``/``F.silu``)."""
+    second positional argument of ``F.relu``/``F.relu6``/``F.silu``, the fourth of ``F.hardtanh``)."""
     if func in _IN_PLACE:
         return True
-    return bool(kwargs.get("inplace", args[1] if len(args) > 1 and isinstance(args[1], bool) else False))
+    pos = _INPLACE_POSITION.get(func, 1)
+    return bool(kwargs.get("inplace", args[pos] if len(args) > pos and isinstance(args[pos], bool) else False))
 
 
 class _OpMode(TorchFunctionMode):
@@ -207,7 +240,7 @@ class _OpMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D401 - torch protocol
         kwargs = kwargs or {}
-        if self.depth > 0 and func in self.funcs:
+        if self.depth > 0 and func in self.funcs and _OP_ARGUMENTS.get(func, lambda a, k: True)(args, kwargs):
             return self.handler(func, args, kwargs)
         return func(*args, **kwargs)
 

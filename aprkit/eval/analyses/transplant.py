@@ -211,7 +211,7 @@ def transplant_test(
         images, labels, device, clean, pairs, layout_kw, info = _prepare(
             model, data, labels, n_pairs, generator, batch_size, max_images, num_prefix_tokens, grid)
         for s in sites:  # every site before the first one's long computation
-            problem = site_problem(model, images[:1], s, device, layout_kw)
+            problem = site_problem(model, images[:1], s, device, layout_kw, codes)
             if problem is not None:
                 raise ValueError(problem)
         rows = []
@@ -244,10 +244,15 @@ def layer_sweep(
     ``site="output"`` is each block's output; with ``layers="all"``, ``site="input"`` is the input
     of each block's last nonlinearity (its pre-activation; ``"<block>:relu"`` or ``":gelu"`` for functional ones,
     as in GFNet); blocks without one (the phase-collapse net, whose modulus is no activation) have the output site
-    only. Every site is checked on one image before the sweep computes: with ``layers="all"``, sites that cannot be
-    transplanted (no pre-activation, a map below 2x2 such as a 1x1 last stage, a channels-last map) are left out and
-    listed in ``"skipped"`` with the reason (an error when no site is left); a site named in ``layers`` that cannot
-    be transplanted is an error before anything is computed.
+    only. That is the block's pre-activation only where the block ends in that nonlinearity (a ResNet block): in
+    blocks without a final activation (MobileNetV2's inverted residuals, which end in a linear bottleneck; ViT
+    blocks, whose last nonlinearity is the MLP's GELU) it is a site inside the branch, which the rest of the network
+    reads only through the branch (the whole-swap control flags it ``partial``), and the block output is already the
+    signed stream. Every site is checked on one image before the sweep computes: with ``layers="all"``, sites that
+    cannot be transplanted (no pre-activation, a map below 2x2 such as a 1x1 last stage where the phase code is
+    asked for, a channels-last map) are left out and listed in ``"skipped"`` with the reason (an error when no site
+    is left); a site named in ``layers`` that cannot be transplanted is an error before anything is computed. The
+    sign code alone (elementwise) also takes maps below 2x2 and vectors ``(B, D)``.
     Returns ``{"rows", "skipped", "table" (Markdown), "figure" (path or None), ...}``; ``plot`` is a PNG path.
     ``cache`` (``get(key)``/``put(key, value)``) stores each finished site so a rerun resumes.
     Other keyword arguments are those of :func:`transplant_test`.
@@ -307,7 +312,7 @@ def layer_sweep(
                     t = functional_site(model, block, t, images[:1].to(device))
                 except ValueError as err:
                     problem, t = str(err), Site(block, "input")  # (named by its block in "skipped")
-            problem = problem or site_problem(model, images[:1], t, device, layout_kw)
+            problem = problem or site_problem(model, images[:1], t, device, layout_kw, codes)
             if problem is None:
                 checked.append((depth, block, t))
             elif layers != "all":  # sites the caller named: an error

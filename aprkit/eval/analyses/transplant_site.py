@@ -7,6 +7,7 @@ the flags for trivial, inert, DC-readout and partial sites. ``site_problem`` say
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 from ...fourier import Dims
 from ...hidden import codes as C
 from ...hidden.capture import FrontSkip, capture, count_calls, front_blocks, predict_intervened
-from ...hidden.layout import check_channels_first, from_grid, site_prefix_tokens, to_grid
+from ...hidden.layout import batch_shape, check_channels_first, from_grid, site_prefix_tokens, to_grid
 from ...hidden.sites import FUNCTIONAL_OPS, Site, resolve_module
 
 __all__ = ["site_rows", "site_problem", "functional_site", "check_prefix_tokens", "check_n_control", "rate",
@@ -79,7 +80,7 @@ def check_n_control(n_control: Any) -> int:
 def site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw, batch_size, n_control, device,
                skip_front=False, prefix_tokens="receiver") -> list[dict]:
     """All rows (one per code) for one site: main transplant and controls."""
-    acts, idx, layout_kw, g0, layout = site_activations(model, images, site, batch_size, device, layout_kw)
+    acts, idx, layout_kw, g0, layout = site_activations(model, images, site, batch_size, device, layout_kw, codes)
     a_idx, b_idx, order = pairs
     ctrl = order[:n_control]
 
@@ -182,10 +183,12 @@ def site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw,
 
 
 def site_activations(model: nn.Module, images: torch.Tensor, site: Site, batch_size: int, device: torch.device,
-                      layout_kw: dict) -> tuple[torch.Tensor, int, dict, torch.Tensor, Any]:
-    """``site``'s activations of ``images`` checked for a transplant (a (B, C, H, W) map of at least 2x2, complex
-    or real, or a token sequence): the activations, their call index, the site's token layout options, the first
-    image's grid and its layout. Raises ``ValueError`` naming the site otherwise."""
+                      layout_kw: dict, codes: Sequence[str] = ("phase",)
+                      ) -> tuple[torch.Tensor, int, dict, torch.Tensor, Any]:
+    """``site``'s activations of ``images`` checked for a transplant with ``codes`` (a (B, C, H, W) map, complex
+    or real, or a token sequence; the phase code needs a map of at least 2x2, the elementwise sign code alone also
+    takes a smaller map, e.g. (B, C, 1, 1), or a vector (B, D)): the activations, their call index, the site's
+    layout options, the first image's grid and its layout. Raises ``ValueError`` naming the site otherwise."""
     acts, idx = capture(model, images, site, batch_size, device)
     path = site.module_path  # the module around the activation: the site's own, or its parent for a module's input
     if site.site == "input" and site.op is None:
@@ -196,16 +199,24 @@ def site_activations(model: nn.Module, images: torch.Tensor, site: Site, batch_s
     model_k = layout_kw.pop("model_prefix_tokens", None)
     if model_k is not None and acts.ndim == 3:  # the model's prefix count, unless this output has none (patch_embed)
         layout_kw["num_prefix_tokens"] = site_prefix_tokens(acts.shape[1], model_k, layout_kw["grid"])
-    g0, _, layout = to_grid(acts[:1], **layout_kw, name=f"layer {site.layer!r} {site.site}")
+    layout_kw["any_size"] = True  # a map below 2x2 or a vector: refused below where the phase code is asked for
+    name = f"layer {site.layer!r} {site.site}"
+    g0, _, layout = to_grid(acts[:1], **layout_kw, name=name)
+    if "phase" in codes and min(layout.grid) < 2:
+        what = ("a vector of shape {}, not a feature map (B, C, H, W) or a token sequence (B, N, D): no spatial grid"
+                if layout.kind == "vector" else "a feature map of shape {} with a spatial grid below 2x2")
+        raise ValueError(f"{name} is {what.format(batch_shape(acts.shape))}; only the phase code needs H >= 2 and "
+                         "W >= 2 (a Fourier transform over the grid): the sign code is elementwise and takes it alone "
+                         "(code='sign'; aprkit eval: --set 'transplant_codes=[sign]')")
     return acts, idx, layout_kw, g0, layout
 
 
 def site_problem(model: nn.Module, example: torch.Tensor, site: Site, device: torch.device,
-                  layout_kw: dict) -> str | None:
-    """Why ``site`` cannot be transplanted (checked on one image ``example``), or ``None``: a sweep checks every
-    site before the long computation starts."""
+                  layout_kw: dict, codes: Sequence[str] = ("phase",)) -> str | None:
+    """Why ``site`` cannot be transplanted with ``codes`` (checked on one image ``example``), or ``None``: a sweep
+    checks every site before the long computation starts."""
     try:
-        site_activations(model, example, site, 1, device, layout_kw)
+        site_activations(model, example, site, 1, device, layout_kw, codes)
     except ValueError as err:
         return str(err)
     return None

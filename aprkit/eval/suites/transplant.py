@@ -35,8 +35,9 @@ __all__ = ["TransplantSuite", "TransplantOptions", "TransplantResult"]
 #: longer move with n_pairs) and a larger n_pairs extends the pairs of a smaller one; 8: a donor bin that is zero to the
 #: FFT's rounding has no phase (phase 0), as an exact zero (a constant channel on a 7/14/28 grid had noise phases);
 #: 9: a phase transplant does not depend on its batch (a dead channel in one sample switched every sample to another
-#: rounding)
-_VERSION = 9
+#: rounding); 10: the sign code alone takes maps below 2x2 and vectors (a sign-only sweep left its 1x1 stages out),
+#: and "<block>:relu6" counts nn.ReLU6's F.hardtanh(x, 0, 6)
+_VERSION = 10
 _PREFIX = "transplant_"
 
 
@@ -49,7 +50,10 @@ class TransplantOptions(LimitOption):
     """the carriers to transplant: Fourier ``phase`` and/or ``sign``"""
     transplant_sites: list[Literal["output", "input"]] = ["output", "input"]
     """a block's output, and/or (with ``transplant_layers="all"``) the input of its last nonlinearity, the
-    pre-activation (with named layers: the input of the named module itself)"""
+    pre-activation (with named layers: the input of the named module itself). For blocks without a final activation
+    (MobileNetV2's inverted residuals, ViT MLP blocks) that input lies inside the branch, not on the stream the
+    next block reads, and the block output is already signed: read their ``input`` rows as a branch-internal
+    pre-activation (the whole-swap control flags them ``partial``)"""
     transplant_call_index: int | None = None
     """which call of a named layer that runs several times per forward (a module reused in a block, e.g. torchvision
     ResNets' shared ``relu``; ``layer2.1:relu`` for a functional one): 0-based, negative counts from the end"""
