@@ -141,7 +141,7 @@ INF, NAN = float("inf"), float("nan")
     ("optim.weight_decay", INF, "optim.weight_decay must be a finite number >= 0, got inf"),
     ("optim.warmup_epochs", INF, "optim.warmup_epochs must be a finite number >= 0, got inf"),
     ("aug.jsd_weight", NAN, "aug.jsd_weight must be a finite number >= 0, got nan"),
-    ("data.test_resize", 0, "data.test_resize must be null or a size >= 1, got 0"),
+    ("data.test_resize", 0, "data.test_resize must be null or a size >= data.image_size"),
     ("data.max_memory_mb", -1, "data.max_memory_mb must be >= 0, got -1"),
     ("train.seed", -1, r"train.seed must be in 0..2\*\*63 - 1, got -1"),
     ("train.seed", 2**63, rf"train.seed must be in 0..2\*\*63 - 1, got {2**63}"),
@@ -161,7 +161,7 @@ def test_non_finite_values_from_yaml_and_overrides_are_refused(tmp_path):
 
 
 def test_edge_values_that_stay_valid():
-    cfg = load_config(None, ["optim.milestones=[1]", "data.test_resize=1", "data.max_memory_mb=0",
+    cfg = load_config(None, ["optim.milestones=[1]", "data.test_resize=32", "data.max_memory_mb=0",
                              f"train.seed={2**63 - 1}", "train.checkpoint_every_steps=0", "optim.milestones=[]"])
     assert cfg.train.seed == 2**63 - 1 and cfg.train.checkpoint_every_steps == 0 and cfg.optim.milestones == []
 
