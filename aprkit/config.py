@@ -132,7 +132,8 @@ def _yaml_load(stream: Any) -> Any:
 Normalize = Callable[[dict[str, Any], str], dict[str, Any]]
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = (), normalize: Normalize | None = None) -> dict[str, Any]:
+def _read_yaml(path: Path, seen: tuple[Path, ...] = (), normalize: Normalize | None = None,
+               kind: str | None = None) -> dict[str, Any]:
     import yaml
 
     path = path.resolve()
@@ -160,14 +161,15 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), normalize: Normalize | N
         raise TypeError(
             f"config file {path} must hold a mapping of settings (key: value lines), got {type(data).__name__}"
         )
-    bases = _read_bases(data.pop("base", None), path.parent, f"config file {path}", seen + (path,), normalize)
+    bases = _read_bases(data.pop("base", None), path.parent, f"config file {path}", seen + (path,), normalize, kind)
     return merge(bases, normalize(data, f"config file {path}") if normalize is not None else data)
 
 
 def _read_bases(bases: Any, parent: Path, where: str, seen: tuple[Path, ...] = (),
-                normalize: Normalize | None = None) -> dict[str, Any]:
-    """The files a ``base:`` value names (a path or a list of them, relative to ``parent``), merged left to right;
-    an empty value names none."""
+                normalize: Normalize | None = None, kind: str | None = None) -> dict[str, Any]:
+    """The files a ``base:`` value names (a path or a list of them, relative to ``parent``; with ``kind``, a name
+    no file there has may be a shipped config's: :func:`aprkit.configs.shipped`), merged left to right; an empty value
+    names none."""
     if not bases:
         return {}
     if not isinstance(bases, (str, os.PathLike, list, tuple)):
@@ -176,7 +178,12 @@ def _read_bases(bases: Any, parent: Path, where: str, seen: tuple[Path, ...] = (
     for b in [bases] if isinstance(bases, (str, os.PathLike)) else bases:  # ${VAR} and ~/ too, as in every string
         name = str(expand_env(os.fspath(b) if isinstance(b, os.PathLike) else str(b)))
         name = os.path.expanduser(name) if name == "~" or name.startswith("~/") else name  # not "~old.yaml"
-        merged = merge(merged, _read_yaml(parent / name, seen, normalize))
+        target = parent / name
+        if kind is not None and not target.is_file():
+            from .configs import shipped
+
+            target = shipped(name, kind) or target
+        merged = merge(merged, _read_yaml(target, seen, normalize, kind))
     return merged
 
 
@@ -198,7 +205,7 @@ def read_config_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike
     items = [] if paths is None else [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     data: dict[str, Any] = {}
     for p in items:
-        data = merge(data, _read_yaml(find(p, kind) if kind is not None else Path(p), normalize=normalize))
+        data = merge(data, _read_yaml(find(p, kind) if kind is not None else Path(p), normalize=normalize, kind=kind))
     return expand_env(data)
 
 

@@ -100,3 +100,17 @@ def test_evaluate_gives_gradients_their_layout_back_and_runs_a_model_with_3d_con
             return self.fc(self.c3(z[:, :, None]).mean((2, 3, 4)))
 
     assert evaluate(Mixed(), **run)["corruption"]["clean"]["n"] == 12
+
+
+def test_a_new_head_of_drop_head_draws_from_the_callers_stream(tmp_path):
+    """The backbone's moot init draws from a copy of the stream, but drop_head's new head keeps its random init: two
+    loads must get two heads, as two modules built by hand do (review)."""
+    from aprkit.models import load_model
+    from aprkit.models.saving import save_checkpoint
+
+    save_checkpoint(tmp_path / "r20.pt", load_model("resnet20", random_init=True))
+    torch.manual_seed(0)
+    a, b = (load_model(tmp_path / "r20.pt", num_classes=5, drop_head=True) for _ in range(2))
+    from aprkit.models.normalize import find_classifier
+
+    assert not torch.equal(find_classifier(a).weight, find_classifier(b).weight)

@@ -81,3 +81,17 @@ def test_a_listing_read_by_head_ends_quietly():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141, err
     assert "error" not in err
+
+
+def test_a_users_file_may_name_a_shipped_config_as_its_base_and_kinds_do_not_mix(tmp_path, monkeypatch):
+    """README: "name it as the base: of your own file"; base: resolved paths only, so outside a checkout a shipped
+    name failed. A configs/eval/... path given to train read the eval file as a recipe (review)."""
+    monkeypatch.chdir(tmp_path)
+    reference = load_config("cifar10_wrn40_2_apr_sp", ["optim.lr=0.05"])
+    for base in ("cifar10_wrn40_2_apr_sp", "configs/train/cifar10_wrn40_2_apr_sp.yaml"):
+        (tmp_path / "mine.yaml").write_text(f"base: {base}\noptim: {{lr: 0.05}}\n")
+        mine = load_config(tmp_path / "mine.yaml")
+        assert mine.to_dict() | {"name": None} == reference.to_dict() | {"name": None}
+    assert configs.shipped("configs/eval/cifar10_resnet20.yaml", "train") is None
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        load_config("configs/eval/cifar10_resnet20.yaml")

@@ -73,3 +73,16 @@ def test_a_model_that_resizes_itself_gets_a_caveat_when_the_corruption_was_made_
         warnings.simplefilter("error", RuntimeWarning)  # images at the model's input size: as the benchmark does
         res = evaluate(model, suite="corruption", data=_data(4, 32), report=False, **run)
     assert "caveats" not in res["corruption"]
+
+
+def test_a_crop_alone_rescales_nothing_and_the_advice_is_the_models_size():
+    """A crop-only preprocessing (robustbench's Crop288) got the caveat meant for a rescale, a 288-px model was told
+    to crop 224, and a Preprocess inside a container was missed (review)."""
+    from aprkit.eval.suites.corruption_generated import geometry_caveat
+
+    crop_only = Preprocess(Pixels(), (0.5,) * 3, (0.25,) * 3, resize=None, crop=32, num_classes=10)
+    assert geometry_caveat(crop_only, _data(2, 48)) is None
+    big = nn.Sequential(Preprocess(Pixels(), (0.5,) * 3, (0.25,) * 3, resize=320, crop=288, num_classes=10))
+    assert "?resize=329&crop=288" in geometry_caveat(big, _data(2, 48))
+    at_resize = Preprocess(Pixels(), (0.5,) * 3, (0.25,) * 3, resize=36, crop=32, num_classes=10)
+    assert geometry_caveat(at_resize, _data(2, 36)) is None  # the short side is the resize size: a crop alone

@@ -104,7 +104,13 @@ def _severities(spec: list[str] | None) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..corruptions.dataset import load_image_folder, scan_image_folder, write_cifar_c, write_imagenet_c
+    from ..corruptions.dataset import (
+        IMAGENET_C_QUALITY,
+        load_image_folder,
+        scan_image_folder,
+        write_cifar_c,
+        write_imagenet_c,
+    )
     from ..data.arrays import load_npy
 
     src = Path(args.input)
@@ -157,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     if layout == "imagenet":
         n = write_imagenet_c(args.input if tiny else src, args.out, names, args.severities, args.preset, args.seed,
                              args.batch_size or 64, args.size if args.size is not None else 64 if tiny else 224,
-                             args.quality if args.quality is not None else 85,
+                             args.quality if args.quality is not None else IMAGENET_C_QUALITY,
                              args.device, progress, args.frost_dir, overwrite=args.overwrite)
         print(f"wrote {n} images to {args.out}")
         return 0

@@ -14,7 +14,7 @@ import re
 import warnings
 from pathlib import Path
 
-__all__ = ["ROOT", "KINDS", "names", "describe", "find"]
+__all__ = ["ROOT", "KINDS", "names", "describe", "shipped", "find"]
 
 #: the folder holding the shipped ``train/`` and ``eval/`` configs
 ROOT = Path(__file__).resolve().parent
@@ -51,6 +51,24 @@ def describe(kind: str, name: str) -> str:
     return text[:end.start() + 1] if end else text
 
 
+def shipped(name: str | os.PathLike[str], kind: str) -> Path | None:
+    """The shipped config a name stands for, or None: a bare name (no folder, no suffix) of a ``kind`` config, or a
+    ``configs/<kind>/...`` path (the README's, of a source checkout) read below the shipped ``<kind>/`` folder."""
+    kind = _check_kind(kind)
+    path = Path(name)
+    if len(path.parts) == 1 and not path.suffix:
+        found = ROOT / kind / f"{path.name}.yaml"
+        return found if found.is_file() else None
+    parts = path.parts
+    if "configs" not in parts:
+        return None
+    below = parts[len(parts) - parts[::-1].index("configs"):]
+    if below[:1] != (kind,) or ".." in below:  # another kind's file is no config of this kind
+        return None
+    found = ROOT.joinpath(*below)
+    return found if found.is_file() else None
+
+
 def find(name: str | os.PathLike[str], kind: str) -> Path:
     """The file a ``--config`` value of ``kind`` names: an existing path as given; a bare name (no folder, no
     suffix) of a shipped config; ``configs/<kind>/...`` of a missing file the shipped copy at that place (with a
@@ -58,11 +76,14 @@ def find(name: str | os.PathLike[str], kind: str) -> Path:
     path = Path(name)
     if path.is_file():
         return path
-    kind = _check_kind(kind)
-    if len(path.parts) == 1 and not path.suffix:
-        shipped = ROOT / kind / f"{path.name}.yaml"
-        if shipped.is_file():
-            return shipped
+    found = shipped(name, kind)
+    bare = len(path.parts) == 1 and not path.suffix
+    if found is not None:
+        if not bare:
+            warnings.warn(f"{os.fspath(name)} is not here; reading the copy shipped with aprkit: {found}",
+                          UserWarning, stacklevel=2)
+        return found
+    if bare:
         from .._text import nearest_names
 
         close = nearest_names(path.name, names(kind))
@@ -70,12 +91,4 @@ def find(name: str | os.PathLike[str], kind: str) -> Path:
             f"config {os.fspath(name)!r}: no such file and no shipped {kind} config of that name{close}; "
             + ("" if close else f"shipped: {', '.join(names(kind))}; ")
             + f"{KINDS[kind]} --list-configs describes them")
-    parts = path.parts
-    if "configs" in parts:
-        below = parts[len(parts) - parts[::-1].index("configs"):]
-        shipped = ROOT.joinpath(*below) if below else ROOT
-        if below and shipped.is_file():
-            warnings.warn(f"{os.fspath(name)} is not here; reading the copy shipped with aprkit: {shipped}",
-                          UserWarning, stacklevel=2)
-            return shipped
     return path

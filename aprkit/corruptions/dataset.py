@@ -32,7 +32,8 @@ from .api import BASE_VERSION, check_names, corrupt, corruption_version
 from .manifest import Manifest, check_batch_size, environment, fingerprint_array, fingerprint_files
 from .severity import check_preset, check_severities, preset_for_size
 
-__all__ = ["check_outside", "scan_image_folder", "load_image_folder", "write_cifar_c", "write_imagenet_c"]
+__all__ = ["IMAGENET_C_QUALITY", "check_outside", "scan_image_folder", "load_image_folder", "write_cifar_c",
+           "write_imagenet_c"]
 
 #: how images are brought to ``size`` (recorded in the manifest: a folder made with the earlier rounding is refused)
 _RESIZE = "torchvision Resize(round(size * 256 / 224)) + CenterCrop(size); size x size kept"
@@ -40,6 +41,9 @@ _RESIZE = "torchvision Resize(round(size * 256 / 224)) + CenterCrop(size); size 
 #: reader ``folder:DIR?resize=256&crop=224`` does (kept ones were corrupted from another crop than it reads)
 _RESIZE_EVERY = "torchvision Resize(round(size * 256 / 224)) + CenterCrop(size); every image"
 
+
+#: the JPEG quality ImageNet-C and Tiny-ImageNet-C were stored with (``Image.save(..., quality=85)``)
+IMAGENET_C_QUALITY = 85
 
 def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], list[str]]:
     """``(path, class index)`` of every image under ``root/<class>/`` (sorted) and the class names, read as the
@@ -281,7 +285,7 @@ def write_imagenet_c(
     seed: int = 0,
     batch_size: int = 64,
     size: int | None = 224,
-    quality: int = 85,
+    quality: int = IMAGENET_C_QUALITY,
     device: str | torch.device = "cpu",
     progress: bool = True,
     frost_dir: str | os.PathLike | None = None,

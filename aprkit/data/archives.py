@@ -104,10 +104,11 @@ class _Links:
         paths = [m.linkname] if m.islnk() else []  # a hard link's target, from the archive's root
         if m.issym():
             paths.append(posixpath.join(posixpath.dirname(m.name), m.linkname))
-        name = posixpath.normpath(m.name)
+        # compared case-folded: on a case-insensitive file system (macOS, Windows) a/x goes through a link named A
+        name = posixpath.normpath(m.name).casefold()
         # a file, folder or hard link named as a link would be written (or its mode set) through the link
         for path, through in [(m.name, None if m.issym() else name), *((p, None) for p in paths)]:
-            folders = _folders(path)
+            folders = [f.casefold() for f in _folders(path)]
             hit = next((f for f in [*folders, through] if f in self.links), None)
             if hit is not None:
                 raise ValueError(f"archive {self.archive} has a member {m.name!r} reached through its own symbolic "

@@ -342,6 +342,7 @@ def iter_batches(
             loader: Any = DataLoader(_Chunks(source, chunks), batch_size=None, shuffle=False, **wk)
         else:
             loader = DataLoader(dataset, batch_sampler=chunks, collate_fn=collate_uint8, **wk)
+        _LOADER_SEEDS.manual_seed(0)  # every loader the same base seed, whatever ran before it in the process
         it = iter(loader)
         for chunk in chunks:
             try:

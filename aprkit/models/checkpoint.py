@@ -301,8 +301,9 @@ def load_model(
     if checkpoint is not None:
         checkpoint = Path(checkpoint).expanduser()
     # weights that will be loaded make the random initialisation moot: it draws from a copy of the caller's stream,
-    # which is not advanced (a random_init model draws from the stream itself, as a module built by hand does)
-    loaded = not random_init and not isinstance(spec, nn.Module)
+    # which is not advanced (a random_init model, or a new head of drop_head, draws from the stream itself, as a
+    # module built by hand does: two loads get two heads)
+    loaded = not random_init and not drop_head and not isinstance(spec, nn.Module)
     try:
         with torch.random.fork_rng(devices=[]) if loaded else contextlib.nullcontext():
             model = _build(spec, num_classes, checkpoint, weights_only, random_init, drop_head, kwargs)

@@ -187,6 +187,18 @@ class Preprocess(Normalize):
         self.resize = None if resize is None else int(resize)
         self.crop, self.interpolation, self.crop_mode = int(crop), interpolation, crop_mode
 
+    def resized_size(self, h: int, w: int) -> tuple[int, int] | None:
+        """The size images of ``h x w`` are resized to before the centre crop, ``None`` when they are not resized
+        (already ``crop x crop``, at the resize size, or a crop-only preprocessing)."""
+        if (h, w) == (self.crop, self.crop) or self.resize is None:  # (resize None: robustbench's Crop288)
+            return None
+        if self.crop_mode == "squash":
+            return (self.resize, self.resize) if (h, w) != (self.resize, self.resize) else None
+        if min(h, w) == self.resize:
+            return None
+        long = int(self.resize * max(h, w) / min(h, w))
+        return (self.resize, long) if h <= w else (long, self.resize)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Resize, centre-crop and normalise float images ``(B, C, H, W)`` in [0, 1] -> ``(B, C, crop, crop)``."""
         import torch.nn.functional as F
@@ -195,14 +207,7 @@ class Preprocess(Normalize):
         h, w = z.shape[-2:]
         if (h, w) == (self.crop, self.crop):
             return z
-        size: tuple[int, int] | None = None
-        if self.resize is None:  # a centre crop alone (robustbench's Crop288)
-            pass
-        elif self.crop_mode == "squash":
-            size = (self.resize, self.resize) if (h, w) != (self.resize, self.resize) else None
-        elif min(h, w) != self.resize:
-            long = int(self.resize * max(h, w) / min(h, w))
-            size = (self.resize, long) if h <= w else (long, self.resize)
+        size = self.resized_size(int(h), int(w))
         if size is not None:
             smooth = self.interpolation != "nearest"
             z = F.interpolate(z, size=size, mode=self.interpolation, antialias=smooth,

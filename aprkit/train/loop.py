@@ -181,7 +181,11 @@ def fit(
     # the run seeds torch, Python's and NumPy's global generators itself: the caller's streams come back afterwards
     # (a search that draws its trials' settings from them drew the same values after the first fit)
     py_state, np_state = random.getstate(), np.random.get_state()
-    devices = [info.device.index or 0] if info.device.type == "cuda" else []
+    # (CUDA: the device it trains on, or the current one; the other devices of a multi-GPU machine keep the seed the
+    # run gave them, since forking them would open a context on every GPU from every rank)
+    cuda = info.device.type == "cuda" or (torch.cuda.is_available() and torch.cuda.is_initialized())
+    devices = [info.device.index if info.device.index is not None and info.device.type == "cuda"
+               else torch.cuda.current_device()] if cuda else []
     try:
         with contextlib.ExitStack() as held:  # the output folder's lock, taken by _fit before its first write
             held.enter_context(torch.random.fork_rng(devices=devices))

@@ -25,7 +25,7 @@ from ..report.blocks import Figure, Table, num, pct
 from ..report.plotting import new_figure, plot_text, save_figure, series_color
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
 from .corruption import CELL_VERSION, CorruptionOptions, evaluate_cell, summary_corruptions
-from .corruption_generated import Caveats, geometry_caveat
+from .corruption_generated import Caveats, geometry_caveat, warn_geometry
 from .corruption_report import held_out_note
 
 __all__ = ["CalibrationSuite", "CalibrationOptions", "CalibrationResult", "pool_reliability"]
@@ -89,7 +89,8 @@ class CalibrationSuite(Suite[CalibrationOptions]):
             summary = summary_corruptions(corruptions)
             cells = [evaluate_cell(ctx, data, opts, c, s) for c in summary for s in severities]
             caveat = geometry_caveat(ctx.model, as_dataset(data)) if cells and not opts.corrupted else None
-            if caveat:  # (the corruption suite warns of it)
+            warn_geometry(caveat)
+            if caveat:
                 result["caveats"] = [caveat]
             if cells:
                 mean = {k: sum(c[k] for c in cells) / len(cells) for k in _METRICS}

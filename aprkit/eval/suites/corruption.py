@@ -36,7 +36,14 @@ from ..engine.cache import cached
 from ..engine.datasets import as_dataset, corrupted_cell_id, dataset_id
 from ..engine.inference import predict
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
-from .corruption_generated import Caveats, generated_transform, geometry_caveat, stored_quality
+from .corruption_generated import (
+    STORED_QUALITY,
+    Caveats,
+    generated_transform,
+    geometry_caveat,
+    stored_quality,
+    warn_geometry,
+)
 from .corruption_sources import check_cells_present_for as _check_cells_present
 from .corruption_sources import open_corrupted as _open_corrupted
 from .corruption_sources import source_origin as _source_origin
@@ -355,10 +362,7 @@ class CorruptionSuite(Suite[CorruptionOptions]):
         if grid and isinstance(opts.corrupted, str):
             _check_cells_present(opts.corrupted, grid)
         caveat = geometry_caveat(ctx.model, as_dataset(data)) if grid and not opts.corrupted else None
-        if caveat:
-            import warnings
-
-            warnings.warn(caveat, RuntimeWarning, stacklevel=2)
+        warn_geometry(caveat)
         clean = evaluate_cell(ctx, data, opts, before=pairs if grid and opts.corrupted else None)
         cells: dict[str, dict[str, dict]] = {}
         from tqdm.auto import tqdm
@@ -403,11 +407,12 @@ class CorruptionSuite(Suite[CorruptionOptions]):
             result["mce"] = M.mce(errs, baseline="alexnet")
             result["relative_mce"] = M.relative_mce(errs, clean["error"], baseline="alexnet")
             if result["origin"] == "generated":
-                stored = stored_quality(opts.jpeg_quality, "imagenet")
-                result["mce_note"] = ("mCE here is from aprkit-generated cells, not the published ImageNet-C files ("
-                                      + (f"stored as JPEG quality {stored} as those were, with other random draws"
-                                         if stored else "whose images were also saved as JPEG, quality 85")
-                                      + "): close to, not the same as, published mCE figures")
+                stored, published = stored_quality(opts.jpeg_quality, "imagenet"), STORED_QUALITY["imagenet"]
+                how = ("stored as JPEG quality 85 as those were, with other random draws" if stored == published
+                       else f"stored as JPEG quality {stored}, those at {published}" if stored
+                       else f"whose images were also saved as JPEG, quality {published}")
+                result["mce_note"] = (f"mCE here is from aprkit-generated cells, not the published ImageNet-C files "
+                                      f"({how}): close to, not the same as, published mCE figures")
             elif result["origin"] == "disk" and _written_by_aprkit(opts.corrupted):
                 result["mce_note"] = ("mCE here is from cells aprkit corrupt wrote (its manifest.json says so), not "
                                       "the published ImageNet-C files: close to, not the same as, published mCE "

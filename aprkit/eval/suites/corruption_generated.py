@@ -11,12 +11,16 @@ are not stored at its input size, while the published sets corrupted the resized
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, TypedDict
 
 import torch
+from torch import nn
 
-__all__ = ["Caveats", "STORED_QUALITY", "stored_quality", "generated_transform", "geometry_caveat"]
+from aprkit.corruptions.dataset import IMAGENET_C_QUALITY
+
+__all__ = ["Caveats", "STORED_QUALITY", "stored_quality", "generated_transform", "geometry_caveat", "warn_geometry"]
 
 class Caveats(TypedDict, total=False):
     """A suite result's optional ``caveats``: why its generated cells differ from the benchmark's
@@ -26,7 +30,7 @@ class Caveats(TypedDict, total=False):
 
 
 #: the JPEG quality each preset's published set was stored with (absent: stored losslessly)
-STORED_QUALITY = {"tinyimagenet": 85, "imagenet": 85}
+STORED_QUALITY = {"tinyimagenet": IMAGENET_C_QUALITY, "imagenet": IMAGENET_C_QUALITY}
 
 
 def stored_quality(option: int | str | None, preset: str) -> int | None:
@@ -60,18 +64,27 @@ def generated_transform(corruption: str, severity: int, preset: str, seed: int,
 
 def geometry_caveat(model: Any, dataset: Any) -> str | None:
     """Why generated corruptions of ``dataset`` do not act as the benchmark's on ``model`` (None when they do): the
-    model resizes and crops its input itself and the images are not stored at its input size, so each corruption is
-    made at the stored size and then rescaled (noise and blur at another scale), where the published sets corrupted
-    the resized crops (ImageNet-C: resize 256, centre crop 224)."""
+    model resizes its input itself (a :class:`~aprkit.models.normalize.Preprocess` anywhere in it) and the images,
+    not stored at its input size, are rescaled, so each corruption is made at the stored size and then rescaled
+    (noise and blur at another scale), where the published sets corrupted the resized crops (ImageNet-C: resize 256,
+    centre crop 224). A crop alone changes no scale: no caveat."""
     from aprkit.models.normalize import Preprocess
 
-    if not isinstance(model, Preprocess) or len(dataset) == 0:
+    modules = model.modules() if isinstance(model, nn.Module) else ()
+    pre = next((m for m in modules if isinstance(m, Preprocess)), None)
+    if pre is None or len(dataset) == 0:
         return None
-    image = dataset[0][0]
-    h, w = (int(v) for v in image.shape[-2:])
-    if (h, w) == (model.crop, model.crop):
+    h, w = (int(v) for v in dataset[0][0].shape[-2:])
+    if pre.resized_size(h, w) is None:
         return None
+    resize = pre.crop if pre.crop < 64 else round(pre.crop * 256 / 224)  # ImageNet-C's Resize(256) + CenterCrop(224)
     return (f"generated corruptions were made on the images at their stored size ({h}x{w}, the first image) and "
-            f"then resized and cropped to {model.crop} px by the model's own preprocessing, where the published -C "
-            "sets corrupted the resized crops: noise and blur act at another scale than the benchmark's; give the data "
-            f"at the input size, e.g. folder:DIR?resize=256&crop=224 (ImageNet-C's geometry)")
+            f"then rescaled to {pre.crop} px by the model's own preprocessing, where the published -C sets corrupted "
+            "the resized crops: noise and blur act at another scale than the benchmark's; give the data at the "
+            f"input size, e.g. folder:DIR?resize={resize}&crop={pre.crop} (ImageNet-C's geometry at 224 px)")
+
+
+def warn_geometry(caveat: str | None) -> None:
+    """Warn of a :func:`geometry_caveat` (from this one place: once per run of the suites that share the cells)."""
+    if caveat:
+        warnings.warn(caveat, RuntimeWarning, stacklevel=2)
