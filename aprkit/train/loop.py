@@ -18,14 +18,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import random
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -52,6 +50,7 @@ from .data_checks import check_labels, check_same_classes, check_several_classes
 from .evaluation import correct_count, evaluate_accuracy, probe_forward
 from .metrics_log import MetricsLogger
 from .optim import build_optimizer, lr_factor
+from .process_state import kept_process_state, seed_everything
 from .recipe import DeviceAugment, method_loss
 from .resume import RunPosition, resume_run
 from .run_folder import file_state, take_run_folder
@@ -130,12 +129,6 @@ def _drop_stop_evals(history: list[dict[str, Any]]) -> None:
                 del row[key]
 
 
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % (1 << 32))
-
-
 def fit(
     config: Config | str | os.PathLike[str] | Mapping[str, Any],
     overrides: Sequence[str] = (),
@@ -169,36 +162,16 @@ def fit(
         with run_lock(cfg.train.out):  # a run writing there now is named first (not as "holds a run, --resume")
             pass
     check_run_folder(cfg.train.out, resume=cfg.train.resume, overwrite=overwrite)
-    threads = torch.get_num_threads()
+    threads = torch.get_num_threads()  # (given back with the rest of the process's state: kept_process_state)
     if cfg.train.threads is not None:
         torch.set_num_threads(cfg.train.threads)
     info = setup_distributed(cfg.train.device)
-    # _fit sets cuDNN autotuning / deterministic algorithms for the run (train.deterministic); the process gets its
-    # own settings back afterwards, so an evaluation that follows in the same process is not affected
-    flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
-             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
-    # the run seeds torch, Python's and NumPy's global generators itself: the caller's streams come back afterwards
-    # (a search that draws its trials' settings from them drew the same values after the first fit)
-    py_state, np_state = random.getstate(), np.random.get_state()
-    # (CUDA: the device it trains on, or the current one; the other devices of a multi-GPU machine keep the seed the
-    # run gave them, since forking them would open a context on every GPU from every rank)
-    cuda = info.device.type == "cuda" or (torch.cuda.is_available() and torch.cuda.is_initialized())
-    devices = [info.device.index if info.device.index is not None and info.device.type == "cuda"
-               else torch.cuda.current_device()] if cuda else []
     try:
-        with contextlib.ExitStack() as held:  # the output folder's lock, taken by _fit before its first write
-            held.enter_context(torch.random.fork_rng(devices=devices))
+        with kept_process_state(info.device), contextlib.ExitStack() as held:  # held: the output folder's lock
             return _fit(cfg, info, datasets, overwrite, held)
     finally:
         teardown_distributed(info)
         torch.set_num_threads(threads)
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = flags[:2]
-        torch.use_deterministic_algorithms(flags[2], warn_only=flags[3])
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        if cublas is None:
-            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrite: bool,
@@ -219,7 +192,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             torch.use_deterministic_algorithms(True, warn_only=True)
     cl = tr.channels_last and dev.type == "cuda"
 
-    _seed_everything(derive_seed(seed, "init") % (1 << 62))
+    seed_everything(derive_seed(seed, "init") % (1 << 62))
     model = build_model(cfg).to(dev)
     if cl:
         model = model.to(memory_format=torch.channels_last)
