@@ -1,13 +1,13 @@
 """What a training run changes in its process, and gives back when it ends.
 
-:func:`fit` sets cuDNN's autotuning and deterministic algorithms
-(``train.deterministic``, with ``CUBLAS_WORKSPACE_CONFIG``) and seeds torch's, Python's and NumPy's global random
-generators itself (:func:`seed_everything` at the start, torch's again at every step). :func:`kept_process_state` holds the caller's settings and
-random streams and restores them afterwards, also after an error or an interrupt: an evaluation that follows in the
-same process is not affected, and a search that draws its trials' settings from the global streams does not draw the
-same values after every run. On CUDA the stream of the device the run trains on (or the current one) is kept; the
-other devices of a multi-GPU machine keep the seed the run gave them, since forking them would open a context on
-every GPU from every rank.
+:func:`fit` sets cuDNN's autotuning and deterministic algorithms (``train.deterministic``, with
+``CUBLAS_WORKSPACE_CONFIG``) and seeds torch's, Python's and NumPy's global random generators itself
+(:func:`seed_everything` at the start, torch's again at every step). :func:`kept_process_state` holds the caller's
+settings and random streams and restores them afterwards, also after an error or an interrupt: an evaluation that
+follows in the same process is not affected, and a search that draws its trials' settings from the global streams does
+not draw the same values after every run. On CUDA the stream of the device the run trains on (or the current one) is
+kept; the other devices of a multi-GPU machine keep the seed the run gave them, since forking them would open a
+context on every GPU from every rank.
 """
 
 from __future__ import annotations
