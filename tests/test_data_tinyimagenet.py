@@ -81,3 +81,12 @@ def test_aprkit_corrupt_writes_tiny_imagenet_c_from_the_unzipped_folder(tmp_path
     assert main(["corrupt", str(tmp_path / "tiny" / "val"), str(tmp_path / "d"), "--corruptions", "contrast",
                  "--severities", "1", "--no-progress"]) == 2
     assert not (tmp_path / "d").exists()
+
+
+def test_the_tiny_imagenet_input_is_read_as_a_data_spec() -> None:
+    """aprkit corrupt's tinyimagenet:ROOT input is the data spec (parse_spec: its alias too), a path is a path."""
+    from aprkit.corruptions.dataset import tiny_imagenet_root
+
+    assert tiny_imagenet_root("tinyimagenet:/x") == tiny_imagenet_root("tiny-imagenet:/x") == Path("/x")
+    assert tiny_imagenet_root("val/") is None and tiny_imagenet_root("c:/data") is None
+    assert tiny_imagenet_root("folder:/x") is None

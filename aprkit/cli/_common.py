@@ -80,7 +80,7 @@ def add_config_args(p: argparse.ArgumentParser, kind: str, what: str) -> None:
 
 
 def print_configs(kind: str) -> int:
-    """Print the shipped configs of ``kind`` (name and first comment line), one per line."""
+    """Print the shipped configs of ``kind`` (name and description: :func:`aprkit.configs.describe`), one per line."""
     from aprkit import configs
 
     names = configs.names(kind)

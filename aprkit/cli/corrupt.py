@@ -108,15 +108,15 @@ def run(args: argparse.Namespace) -> int:
         IMAGENET_C_QUALITY,
         load_image_folder,
         scan_image_folder,
+        tiny_imagenet_root,
         write_cifar_c,
         write_imagenet_c,
     )
     from ..data.arrays import load_npy
 
-    src = Path(args.input)
-    tiny = args.input.startswith("tinyimagenet:")  # Tiny-ImageNet's validation images (labelled by a listing)
-    if tiny:
-        src = Path(args.input.split(":", 1)[1]).expanduser()
+    tiny_root = tiny_imagenet_root(args.input)  # Tiny-ImageNet's validation images (labelled by a listing)
+    tiny = tiny_root is not None
+    src = tiny_root if tiny_root is not None else Path(args.input)
     if not src.exists():
         raise FileNotFoundError(f"input {str(src)!r} does not exist (expected a .npy array, an image folder or "
                                 "tinyimagenet:ROOT)")

@@ -32,8 +32,8 @@ from .api import BASE_VERSION, check_names, corrupt, corruption_version
 from .manifest import Manifest, check_batch_size, environment, fingerprint_array, fingerprint_files
 from .severity import check_preset, check_severities, preset_for_size
 
-__all__ = ["IMAGENET_C_QUALITY", "check_outside", "scan_image_folder", "load_image_folder", "write_cifar_c",
-           "write_imagenet_c"]
+__all__ = ["IMAGENET_C_QUALITY", "check_outside", "scan_image_folder", "load_image_folder", "tiny_imagenet_root",
+           "write_cifar_c", "write_imagenet_c"]
 
 #: how images are brought to ``size`` (recorded in the manifest: a folder made with the earlier rounding is refused)
 _RESIZE = "torchvision Resize(round(size * 256 / 224)) + CenterCrop(size); size x size kept"
@@ -44,6 +44,7 @@ _RESIZE_EVERY = "torchvision Resize(round(size * 256 / 224)) + CenterCrop(size);
 
 #: the JPEG quality ImageNet-C and Tiny-ImageNet-C were stored with (``Image.save(..., quality=85)``)
 IMAGENET_C_QUALITY = 85
+
 
 def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], list[str]]:
     """``(path, class index)`` of every image under ``root/<class>/`` (sorted) and the class names, read as the
@@ -73,16 +74,29 @@ def _load(path: Path, size: int | None, zoom: bool = True, keep_exact: bool = Tr
     return np.asarray(tvf.center_crop(im, [size, size]))
 
 
+def tiny_imagenet_root(src: str | os.PathLike) -> Path | None:
+    """The root a ``tinyimagenet:ROOT`` input names (the data spec, aliases included), or None for any other input
+    (a path, also one with a colon in it)."""
+    from ..data.registry import parse_spec
+
+    text = os.fspath(src)
+    try:
+        kind, root = parse_spec(text)
+    except ValueError:  # no dataset kind in front: a path
+        return None
+    return Path(root).expanduser() if kind == "tinyimagenet" else None
+
+
 def _source_images(src: str | os.PathLike) -> tuple[list[tuple[Path, int]], list[str], Path]:
     """``(path, class index)`` of the images to corrupt, the class names and the folder the images come from: a
     class-folder tree, or ``tinyimagenet:ROOT`` (Tiny-ImageNet's validation images, labelled by its
     ``val_annotations.txt``, in Tiny-ImageNet-C's order: the published set's ``<wnid>/<file>`` layout)."""
-    text = os.fspath(src)
-    if text.startswith("tinyimagenet:"):
+    tiny = tiny_imagenet_root(src)
+    if tiny is not None:
         from ..data.tinyimagenet import tiny_imagenet
 
-        ds = tiny_imagenet(text.split(":", 1)[1], "test")
-        return [(Path(p), y) for p, y in ds.samples], list(ds.classes or []), Path(text.split(":", 1)[1]).expanduser()
+        ds = tiny_imagenet(tiny, "test")
+        return [(Path(p), y) for p, y in ds.samples], list(ds.classes or []), tiny
     root = Path(src)
     if (root / "val_annotations.txt").is_file() and [p.name for p in root.iterdir() if p.is_dir()] == ["images"]:
         raise ValueError(f"{root} is Tiny-ImageNet's validation folder, whose images lie in one folder labelled by "

@@ -350,6 +350,14 @@ def predict(
     return out
 
 
+def sized_spec(size: int) -> str:
+    """The folder spec that brings images to ``size`` x ``size`` as a model of that input size is evaluated:
+    ImageNet-size models with the Resize(256) + CenterCrop(224) ratio (ImageNet-C's geometry at 224 px), small ones
+    (< 64 px, CIFAR's) resized to the size itself."""
+    resize = size if size < 64 else round(size * 256 / 224)
+    return f"folder:DIR?resize={resize}&crop={size}"
+
+
 def _warn_other_size(model: nn.Module, size: torch.Size) -> None:
     """Warn (once per pair of sizes) when ``model`` records the input size it was made for (``input_size``, e.g. 32 px
     for a CIFAR ResNet) and the data's images have another: a convolutional net takes them silently, and its numbers
@@ -359,8 +367,7 @@ def _warn_other_size(model: nn.Module, size: torch.Size) -> None:
         return  # no size recorded, or a model that resizes its inputs itself (a pretrained model's Preprocess)
     (h, w), (dh, dw) = (int(v) for v in native[-2:]), (int(v) for v in size)
     if (h, w) != (dh, dw):
-        resize = h if h < 64 else round(h * 256 / 224)  # ImageNet-size models: the Resize(256) + CenterCrop(224) ratio
-        how = f" (e.g. folder:DIR?resize={resize}&crop={h})" if h == w else ""
+        how = f" (e.g. {sized_spec(h)})" if h == w else ""
         warnings.warn(f"the model was made for {h}x{w} inputs (its input_size) and the data's images are {dh}x{dw}: "
                       f"its numbers measure it at another resolution; bring the images to its size{how} unless that "
                       "is what you mean to measure", RuntimeWarning, stacklevel=4)

@@ -22,6 +22,7 @@ from aprkit.corruptions.dataset import IMAGENET_C_QUALITY
 
 __all__ = ["Caveats", "STORED_QUALITY", "stored_quality", "generated_transform", "geometry_caveat", "warn_geometry"]
 
+
 class Caveats(TypedDict, total=False):
     """A suite result's optional ``caveats``: why its generated cells differ from the benchmark's
     (:func:`geometry_caveat`); the run keeps them with the numbers (``results.json``, the report's header)."""
@@ -77,11 +78,12 @@ def geometry_caveat(model: Any, dataset: Any) -> str | None:
     h, w = (int(v) for v in dataset[0][0].shape[-2:])
     if pre.resized_size(h, w) is None:
         return None
-    resize = pre.crop if pre.crop < 64 else round(pre.crop * 256 / 224)  # ImageNet-C's Resize(256) + CenterCrop(224)
+    from ..engine.inference import sized_spec
+
     return (f"generated corruptions were made on the images at their stored size ({h}x{w}, the first image) and "
             f"then rescaled to {pre.crop} px by the model's own preprocessing, where the published -C sets corrupted "
             "the resized crops: noise and blur act at another scale than the benchmark's; give the data at the "
-            f"input size, e.g. folder:DIR?resize={resize}&crop={pre.crop} (ImageNet-C's geometry at 224 px)")
+            f"input size, e.g. {sized_spec(pre.crop)} (ImageNet-C's geometry at 224 px)")
 
 
 def warn_geometry(caveat: str | None) -> None:
