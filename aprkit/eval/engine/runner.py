@@ -221,13 +221,14 @@ def _put_back(store: dict[str, Any], name: str, device: torch.device, plain: boo
         store[name] = back(t)
         return
     grad = t.grad
-    if grad is not None and back(grad) is not grad:
+    grad_back = back(grad) if grad is not None else None
+    if grad_back is not grad:
         t.grad = None  # (a gradient on another device than the data it is assigned to is refused)
     moved = back(t.data)
     if moved is not t.data:
         t.data = moved
-    if grad is not None and t.grad is None:
-        t.grad = back(grad)
+    if grad_back is not grad:
+        t.grad = grad_back
 
 
 def _run_models(run: EvalRun, models: Mapping[Any, Any], labels: list[str], names: list[str], results: Results,
