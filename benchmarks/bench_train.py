@@ -88,16 +88,16 @@ def step_times(model_name: str, batch_size: int, image_size: int, device: torch.
         y = torch.randint(0, num_classes, (n,), device=device)
 
         def step() -> None:
-            x = aug(x8)
+            x, yy = aug.inputs(x8, y)
             with torch.autocast(device.type, dtype=dtype, enabled=cl):
-                loss, _, _ = method_loss(model, aug, x, y, method)
+                loss, _, _ = method_loss(model, x, yy, method)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
 
         def aug_only() -> None:
-            aug.pair(aug(x8), y)
+            aug.inputs(x8, y)
 
         return step, aug_only
 

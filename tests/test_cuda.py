@@ -258,10 +258,10 @@ def test_train_step_on_device_amp_channels_last() -> None:
     y = torch.arange(8, device=DEVICE) % 10
     skipped = 0
     for _ in range(3):
-        x = aug(x8)
+        x, yy = aug.inputs(x8, y)
         assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
         with torch.autocast(DEVICE.type, enabled=cuda):
-            loss, logits, labels = method_loss(model, aug, x, y, "apr_sp")
+            loss, logits, labels = method_loss(model, x, yy, "apr_sp")
         assert torch.isfinite(loss) and logits.shape == (8, 10)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -290,8 +290,9 @@ def test_fit_two_steps_on_device(amp_dtype: str) -> None:
 
 
 def test_aug_compile_step_inputs_match_eager_on_device() -> None:
-    """Issues 13/17: ``aug.compile`` compiles both APR cores of a training step (on CUDA: inductor with CUDA graphs,
-    ``reduce-overhead``); the APR-SP ``2B`` batch matches eager's (APR-S rounds to uint8: a rare one-level flip)."""
+    """Issues 13/17: ``aug.compile`` compiles a training step's whole augmentation as one graph (on CUDA: inductor
+    with CUDA graphs, ``reduce-overhead``); the APR-SP ``2B`` batch matches eager's (APR-S rounds to uint8: a rare
+    one-level flip)."""
     from aprkit.train.config import load_config
     from aprkit.train.recipe import DeviceAugment
 
@@ -301,12 +302,12 @@ def test_aug_compile_step_inputs_match_eager_on_device() -> None:
                                              f"aug.compile={spec}"]),
                           DEVICE, torch.Generator(DEVICE).manual_seed(2), channels_last=True)
             for spec in (options, "false")]
-    assert augs[0].aprsp is not None and augs[0].aprsp.pair.compile_core and augs[0].single is not None
+    assert augs[0].compile_core and augs[0].plan.single is not None and augs[0].plan.pair == "two"
     x8, y = natural_images(8, 32, seed=17).to(DEVICE), torch.arange(8, device=DEVICE)
     for _ in range(4):  # reduce-overhead: warm-up, capture, then replays
-        (got, gy), (want, wy) = (aug.pair(aug(x8), y) for aug in augs)
+        (got, gy), (want, wy) = (aug.inputs(x8, y) for aug in augs)
         assert got.is_contiguous(memory_format=torch.channels_last) and torch.equal(gy, wy)
         assert_images_close(got[:8], want[:8].cpu(), atol=1.01 / 255, frac=1e-3)
         assert_images_close(got[8:], want[8:].cpu(), atol=1e-3, frac=1e-2)
-    assert augs[0].single._core is not None and augs[0].aprsp.pair._core is not None
+    assert augs[0]._core is not None
     torch._dynamo.reset()

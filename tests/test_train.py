@@ -277,13 +277,17 @@ def test_device_augment_is_the_augment_classes_in_sequence(method):
     g = torch.Generator().manual_seed(4)
     single = APRSingleBatch(p=0.7, severity=3, generator=g) if method == "apr_sp" else None
     pair = APRPair(p=0.6, generator=g) if method == "apr_p_only" else APRSP(p=0.6, generator=g)
-    for _ in range(4):  # p=0.6: both the recombined and the untouched batch occur
+    both = _device_augment(method, seed=4)
+    for k in range(4):  # p=0.6: both the recombined and the untouched batch occur
         got_x, got_y = aug.pair(aug(x8), y)
         x = single(x8) if single is not None else x8
         x = to_float(random_hflip(random_crop(x, 16, 2, 0, generator=g), generator=g), True)
         want_x, want_y = (pair(x), y) if method == "apr_p_only" else pair(x, y)
         torch.testing.assert_close(got_x, want_x, atol=0, rtol=0)
         assert torch.equal(got_y, want_y) and got_x.is_contiguous(memory_format=torch.channels_last)
+        step_x, step_y = both.inputs(x8, y)  # the whole step at once: every draw first, the same numbers
+        torch.testing.assert_close(step_x, want_x, atol=0, rtol=0)
+        assert torch.equal(step_y, want_y) and step_x.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.skipif(not HAS_AUGMENT, reason="aprkit.augment not available")
@@ -330,19 +334,19 @@ def test_pair_space_normalized_recombines_the_images_the_model_sees(method):
 
 @pytest.mark.skipif(not HAS_AUGMENT, reason="aprkit.augment not available")
 @pytest.mark.parametrize("method", ["apr_p", "apr_p_only", "apr_sp"])
-def test_aug_compile_compiles_both_apr_cores_with_eager_numbers(method):
+def test_aug_compile_compiles_the_whole_step_with_eager_numbers(method):
+    """``aug.compile`` traces a step's whole augmentation as one graph (fullgraph: no break, no host sync) that takes
+    the step's draws as inputs: the same numbers as eager, step after step."""
     torch._dynamo.reset()
     options = {"backend": "eager"}  # a compiled graph (fullgraph=True) without a C compiler
     compiled, eager = _device_augment(method, 6, options), _device_augment(method, 6)
-    pair = compiled.pair_op if method == "apr_p_only" else compiled.aprsp.pair
-    assert pair.compile_core == options
-    assert compiled.single is None if method != "apr_sp" else compiled.single.compile_core == options
+    assert compiled.compile_core == options and eager.compile_core is False
     x8, y = natural_images(8, 16, seed=22), torch.arange(8) % 4
     for _ in range(3):
-        a, b = compiled.pair(compiled(x8), y), eager.pair(eager(x8), y)
+        a, b = compiled.inputs(x8, y), eager.inputs(x8, y)
         torch.testing.assert_close(a[0], b[0], atol=0, rtol=0)
         assert torch.equal(a[1], b[1])
-    assert pair._core is not None  # the compiled core ran
+    assert compiled._core is not None and eager._core is None  # the compiled graph ran
     torch._dynamo.reset()
 
 
@@ -398,11 +402,10 @@ def test_apr_sp_separate_forward_normalises_each_half_on_its_own():
     out = {}
     for mode in ("joint", "separate"):
         aug = _device_augment("apr_sp", seed=5)
-        aug.cfg.aug.sp_forward = mode
         torch.manual_seed(0)
         model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(4))
         model.register_forward_pre_hook(lambda m, args, mode=mode: calls.setdefault(mode, []).append(args[0].shape[0]))
-        out[mode] = method_loss(model, aug, aug(x8), y, "apr_sp")
+        out[mode] = method_loss(model, *aug.inputs(x8, y), "apr_sp", sp_forward=mode)
     assert calls == {"joint": [16], "separate": [8, 8]}
     assert out["joint"][1].shape == out["separate"][1].shape == (8, 4)
     assert not torch.allclose(out["joint"][0], out["separate"][0])  # batch statistics differ

@@ -312,6 +312,6 @@ def test_aug_single_cast_reaches_apr_s_on_both_paths():
     assert cpu_train_transform(cfg).transforms[0].batch.cast == "wrap"
     cfg = config_from_dict(train_config(aug={"method": "apr_sp", "single_cast": "wrap"}))
     aug = DeviceAugment(cfg, torch.device("cpu"), torch.Generator())
-    assert aug.single is not None and aug.single.cast == "wrap"
+    assert aug.plan.single is not None and aug.plan.single[4] == "wrap"
     with pytest.raises(ValueError, match="single_cast"):
         config_from_dict(train_config(aug={"single_cast": "clip"}))

@@ -55,8 +55,9 @@ from .ops import (
 )
 from .ops_pil import apply_pil_op
 
-__all__ = ["sample_single_params", "apr_single", "apr_single_core", "param_table", "APRSingleBatch", "APRSingle",
-           "make_generator", "worker_generator", "worker_seed", "Cast", "CASTS", "check_cast", "wrap_levels"]
+__all__ = ["sample_single_params", "single_params", "SINGLE_DRAWS", "apr_single", "apr_single_core", "param_table",
+           "APRSingleBatch", "APRSingle", "make_generator", "worker_generator", "worker_seed", "Cast", "CASTS",
+           "check_cast", "wrap_levels"]
 
 #: APR-S's final cast: ``"round"`` (round and clamp) or ``"wrap"`` (the reference's uint8 cast: truncate, wrap)
 Cast = Literal["round", "wrap"]
@@ -84,6 +85,10 @@ def _check_severity(severity: float) -> float:
     return float(severity)
 
 
+#: uniforms per image behind APR-S's parameters (:func:`single_params`)
+SINGLE_DRAWS = 8
+
+
 def sample_single_params(
     n: int, p: float = 0.5, severity: float = 3, num_ops: int = 9, generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
@@ -92,7 +97,12 @@ def sample_single_params(
     Per item: image ``i`` takes every parameter from row ``i`` of one ``(n, 8)`` block of uniforms
     (:func:`~aprkit.augment.ops.uniform_rows`), so its draws do not depend on the batch size."""
     p = check_probability(p)
-    u = uniform_rows(n, 8, generator)
+    return single_params(uniform_rows(n, SINGLE_DRAWS, generator), p, severity, num_ops)
+
+
+def single_params(u: torch.Tensor, p: float, severity: float, num_ops: int) -> dict[str, torch.Tensor]:
+    """APR-S's parameters from uniforms ``u`` ``(n, SINGLE_DRAWS)`` (unchecked; :func:`sample_single_params` draws
+    them): elementwise, no host sync, so a compiled graph may take the draws and do this part itself."""
     first, second = op_params(u[:, 0:3], num_ops, severity), op_params(u[:, 4:7], num_ops, severity)
     recombine, phase_from_first = u[:, 3] < p, u[:, 7] < 0.5
     out = {f"{k}1": v for k, v in first.items()} | {f"{k}2": v for k, v in second.items()}

@@ -12,12 +12,41 @@ import torch.nn.functional as F
 
 from .._checks import check_image_tensor, check_probability
 
-__all__ = ["random_crop", "random_hflip", "to_float"]
+__all__ = ["random_crop", "random_hflip", "to_float", "crop_offsets", "crop_at", "crop_range", "flip_draws",
+           "flip_where"]
 
 
 def _rand_int(high: int, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     gen_device = generator.device if generator is not None else device
     return torch.randint(0, high, (n,), generator=generator, device=gen_device).to(device)
+
+
+def crop_offsets(n: int, high_y: int, high_x: int, generator: torch.Generator | None, device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The draws of :func:`random_crop`: top and left offsets ``(n,)`` in ``[0, high_y)`` and ``[0, high_x)``."""
+    return _rand_int(high_y, n, generator, device), _rand_int(high_x, n, generator, device)
+
+
+def crop_at(x: torch.Tensor, size: int, padding: int, fill: int, oy: torch.Tensor, ox: torch.Tensor) -> torch.Tensor:
+    """The unchecked core of :func:`random_crop`: pad, then the ``size`` crop of image ``i`` at ``(oy[i], ox[i])``."""
+    if padding:
+        value = float(fill) if x.dtype == torch.uint8 else fill / 255.0
+        x = F.pad(x, (padding, padding, padding, padding), value=value)
+    ar = torch.arange(size, device=x.device)
+    rows = (oy[:, None] + ar)[:, :, None]  # (B, S, 1)
+    cols = (ox[:, None] + ar)[:, None, :]  # (B, 1, S)
+    bidx = torch.arange(x.shape[0], device=x.device)[:, None, None]
+    return x.permute(0, 2, 3, 1)[bidx, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def crop_range(shape: torch.Size | tuple[int, ...], size: int, padding: int) -> tuple[int, int]:
+    """How many top and left offsets a ``size`` crop of ``(..., H, W)`` images padded by ``padding`` has (checked)."""
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    hp, wp = shape[-2] + 2 * padding, shape[-1] + 2 * padding
+    if size > hp or size > wp:
+        raise ValueError(f"crop size {size} is larger than the padded image {hp}x{wp}")
+    return hp - size + 1, wp - size + 1
 
 
 def random_crop(
@@ -29,31 +58,26 @@ def random_crop(
     in the input's dtype; the input is not modified.
     """
     check_image_tensor(x, "x", min_ndim=4, max_ndim=4, check_finite=False)
-    if padding < 0:
-        raise ValueError(f"padding must be >= 0, got {padding}")
-    b, _, h, w = x.shape
-    hp, wp = h + 2 * padding, w + 2 * padding
-    if size > hp or size > wp:
-        raise ValueError(f"crop size {size} is larger than the padded image {hp}x{wp}")
-    if padding:
-        value = float(fill) if x.dtype == torch.uint8 else fill / 255.0
-        x = F.pad(x, (padding, padding, padding, padding), value=value)
-    oy = _rand_int(hp - size + 1, b, generator, x.device)
-    ox = _rand_int(wp - size + 1, b, generator, x.device)
-    ar = torch.arange(size, device=x.device)
-    rows = (oy[:, None] + ar)[:, :, None]  # (B, S, 1)
-    cols = (ox[:, None] + ar)[:, None, :]  # (B, 1, S)
-    bidx = torch.arange(b, device=x.device)[:, None, None]
-    return x.permute(0, 2, 3, 1)[bidx, rows, cols].permute(0, 3, 1, 2).contiguous()
+    oy, ox = crop_offsets(x.shape[0], *crop_range(x.shape, size, padding), generator, x.device)
+    return crop_at(x, size, padding, fill, oy, ox)
+
+
+def flip_draws(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """The draws of :func:`random_hflip`: ``n`` uniforms on ``device`` (image ``i`` flips where ``u[i] < p``)."""
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(n, generator=generator, device=gen_device).to(device)
+
+
+def flip_where(x: torch.Tensor, u: torch.Tensor, p: float) -> torch.Tensor:
+    """The unchecked core of :func:`random_hflip`: image ``i`` flipped left-right where ``u[i] < p``."""
+    return torch.where((u < p)[:, None, None, None], x.flip(-1), x)
 
 
 def random_hflip(x: torch.Tensor, p: float = 0.5, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip each image of ``x`` ``(B, C, H, W)`` left-right with probability ``p``; returns a new tensor."""
     check_image_tensor(x, "x", min_ndim=4, max_ndim=4, check_finite=False)
     p = check_probability(p)
-    gen_device = generator.device if generator is not None else x.device
-    flip = (torch.rand(x.shape[0], generator=generator, device=gen_device) < p).to(x.device)
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return flip_where(x, flip_draws(x.shape[0], generator, x.device), p)
 
 
 def to_float(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:

@@ -111,8 +111,8 @@ class AugConfig:
     jsd_weight: float = 12.0
     augmix_severity: int = 3
     augmix_width: int = 3
-    # the APR cores (APR-S, APR-P) as compiled graphs: false, true, torch.compile options ({mode: reduce-overhead})
-    # or auto: CUDA graphs (reduce-overhead) on CUDA, eager elsewhere
+    # a step's device augmentation (APR-S, crop, flip, APR-P) as one compiled graph: false, true, torch.compile
+    # options ({mode: reduce-overhead}) or auto: CUDA graphs (reduce-overhead) on CUDA, eager elsewhere
     compile: bool | dict[str, Any] | str = "auto"
 
 

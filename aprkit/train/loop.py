@@ -49,6 +49,7 @@ from .data import EpochBatches, limit_datasets, load_datasets
 from .data_checks import check_labels, check_same_classes, check_several_classes
 from .evaluation import correct_count, evaluate_accuracy, probe_forward
 from .metrics_log import MetricsLogger
+from .model_setup import build_model, input_stats
 from .optim import build_optimizer, lr_factor
 from .process_state import kept_process_state, seed_everything
 from .recipe import DeviceAugment, method_loss
@@ -85,37 +86,6 @@ def _as_config(config: Config | str | os.PathLike[str] | Mapping[str, Any], over
 
         return validate_config(config_from_dict(apply_overrides(resolve_bases(config), overrides, SECTIONS)))
     raise TypeError(f"config must be a Config, a YAML path or a mapping, got {type(config).__name__}")
-
-
-def build_model(cfg: Config) -> nn.Module:
-    """The model of ``cfg.model`` in train mode (random init, or weights from ``model.checkpoint``), with hidden-layer
-    APR attached at ``feature_apr.layers`` (drawing from the global RNG, which the loop seeds per step)."""
-    from ..models import load_model
-
-    model = load_model(cfg.model.name, num_classes=cfg.model.num_classes, checkpoint=cfg.model.checkpoint,
-                       random_init=cfg.model.checkpoint is None, drop_head=cfg.model.drop_head,
-                       **cfg.model.kwargs).train()
-    native = getattr(model, "input_size", None)
-    if isinstance(native, tuple) and len(native) == 3:  # the size it is trained at (model.pt records it)
-        model.input_size = (native[0], cfg.data.image_size, cfg.data.image_size)
-    f = cfg.feature_apr
-    if f.layers:
-        from ..hidden import attach
-
-        attach(model, f.layers, p=f.p, dims=f.dims, mode=f.mode, lam=f.lam)
-    return model
-
-
-def input_stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``(mean, std)`` ``(C, 1, 1)`` with which ``model`` normalises its [0, 1] input (aprkit models and the
-    ``Normalize`` wrapper of timm / torchvision models hold them as buffers)."""
-    inner = unwrap_model(model)
-    mean, std = getattr(inner, "mean", None), getattr(inner, "std", None)
-    if not (isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor)):
-        raise ValueError(f"aug.pair_space: normalized recombines the images as the model normalises them, but "
-                         f"{type(inner).__name__} holds no mean/std buffers; expected an aprkit model or one wrapped "
-                         "in aprkit.models.Normalize (use pair_space: pixels otherwise)")
-    return mean.detach(), std.detach()
 
 
 def _drop_stop_evals(history: list[dict[str, Any]]) -> None:
@@ -328,9 +298,10 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             # the global RNG too (dropout, drop-path): its draws then depend on (seed, rank, step) only, not on what
             # else drew from it (a DataLoader's base seed, an evaluation) or on a resume; each rank draws its own
             torch.manual_seed(derive_seed(seed, "global", info.rank, step) % (1 << 62))
-            x = aug(xb)
+            x, y = aug.inputs(xb, yb)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
-                loss, logits, labels = method_loss(net, aug, x, yb, cfg.aug.method, cfg.aug.jsd_weight)
+                loss, logits, labels = method_loss(net, x, y, cfg.aug.method, sp_forward=cfg.aug.sp_forward,
+                                                   jsd_weight=cfg.aug.jsd_weight)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

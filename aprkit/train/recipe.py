@@ -16,109 +16,165 @@ augmix_jsd     crop + flip, two AugMix views per image (CPU workers)       CE(cl
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batch_ops import random_crop, random_hflip, to_float
+from .._checks import check_dims, check_finite_spectrum, eager_cpu
+from ..augment.functional import CompiledCore, apr_pair_with_dc, needs_finite_check, sample_pair_params
+from ..augment.ops import resolve_ops, uniform_rows
+from ..augment.pair import APRSP
+from ..augment.single import SINGLE_DRAWS, Cast, apr_single_core, single_params
+from ..fourier import Dims
+from .batch_ops import crop_at, crop_offsets, crop_range, flip_draws, flip_where, to_float
 from .config import PAIR_METHODS, TWO_BATCH_METHODS, Config, resolve_aug_compile
 from .trajectory import apr_s_where
 
 __all__ = ["DeviceAugment", "method_loss", "jsd_loss"]
 
-
-def _with_generator(cls: Callable[..., Any], generator: torch.Generator, **kwargs: Any) -> Any:
-    """Instantiate an augmentation class, handing it ``generator`` when its constructor takes one."""
-    params: Mapping[str, inspect.Parameter]
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        params = {}
-    if "generator" in params:
-        kwargs["generator"] = generator
-    return cls(**kwargs)
+Draws = dict[str, torch.Tensor]
 
 
-class DeviceAugment:
-    """Batched on-device augmentation for a config: uint8 ``(B, C, H, W)`` -> float ``[0, 1]`` model inputs.
+@dataclass(frozen=True)
+class StepPlan:
+    """What a training step's device augmentation does, fixed for a run (hashable: ``torch.compile`` specialises on
+    it). ``single``: APR-S's ``(p, severity, ops, dims, cast)`` or ``None``; ``crop``: ``(size, padding, fill)`` or
+    ``None``; ``flip``: horizontal flips (p 0.5); ``pair``: ``"two"`` (the ``2B`` batch ``[x, APR-P(x)]``), ``"only"``
+    (``APR-P(x)``) or ``None``, with ``pair_p`` and ``fft_dims``; ``channels_last``: the model inputs' layout."""
+
+    single: tuple[float, float, tuple[str, ...], Dims, Cast] | None
+    crop: tuple[int, int, int] | None
+    flip: bool
+    pair: str | None
+    pair_p: float
+    fft_dims: tuple[int, ...]
+    channels_last: bool
+
+
+def augment_images(x: torch.Tensor, draws: Draws, plan: StepPlan) -> torch.Tensor:
+    """The per-image part of a step: APR-S, crop, flip, then uint8 -> float ``[0, 1]`` (unchecked, sync-free on a
+    device; AugMix triplets ``(B, 3, C, H, W)`` are flattened to ``(3B, C, H, W)``, views first)."""
+    if x.ndim == 5:
+        x = x.transpose(0, 1).reshape(-1, *x.shape[2:])
+    if plan.single is not None:
+        p, severity, ops, dims, cast = plan.single
+        x = apr_single_core(x, single_params(draws["single"], p, severity, len(ops)), ops, dims, cast=cast)
+    if plan.crop is not None:
+        x = crop_at(x, *plan.crop, draws["oy"], draws["ox"])
+    if plan.flip:
+        x = flip_where(x, draws["flip"], 0.5)
+    return to_float(x, plan.channels_last)
+
+
+def pair_batch(x: torch.Tensor, y: torch.Tensor, draws: Draws, plan: StepPlan,
+               stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch part of a step: ``(APR-P(x), y)`` (``pair="only"``), ``(cat([x, APR-P(x)]), cat([y, y]))``
+    (``"two"``) or ``(x, y)``. ``stats`` (mean, std): APR-P recombines ``(x - mean) / std`` and hands its images back
+    in pixels. Unchecked; on eager CPU calls an unselected batch skips the transforms (a free host read), elsewhere
+    the selection is a ``torch.where``."""
+    if plan.pair is None:
+        return x, y
+    z = x if stats is None else (x - stats[0].to(x.dtype)) / stats[1].to(x.dtype)
+    mask = draws["mask"]
+    if eager_cpu(z) and not bool(mask[0]):  # one draw decides for the whole batch (the reference's mix_data)
+        mixed = z
+    else:
+        out, dc = apr_pair_with_dc(z, draws["perm"], None if eager_cpu(z) else mask, plan.fft_dims, False,
+                                   with_dc=needs_finite_check(z))
+        if dc is not None:
+            check_finite_spectrum(dc, z.dtype)
+        mixed = out
+    if stats is not None:
+        mixed = mixed * stats[1].to(x.dtype) + stats[0].to(x.dtype)
+    if plan.pair == "two":
+        x, y = torch.cat([x, mixed]), torch.cat([y, y])
+    else:
+        x = mixed
+    return (x.contiguous(memory_format=torch.channels_last) if plan.channels_last else x), y
+
+
+def step_inputs(x: torch.Tensor, y: torch.Tensor, draws: Draws, plan: StepPlan,
+                stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole step's augmentation, :func:`augment_images` then :func:`pair_batch`: one graph under ``torch.compile``
+    (``fullgraph=True``; the draws come in as tensors)."""
+    return pair_batch(augment_images(x, draws, plan), y, draws, plan, stats)
+
+
+class DeviceAugment(CompiledCore):
+    """Batched on-device augmentation for a config: uint8 ``(B, C, H, W)`` -> the model's float ``[0, 1]`` inputs.
 
     All randomness comes from ``generator`` (on ``device``); the loop reseeds it every step from
-    ``(seed, rank, step)``. APR-S runs :class:`~aprkit.augment.APRSingleBatch` (the sync-free dense core,
-    parameters drawn and tabulated on the device); ``pair(x, y)`` runs :class:`~aprkit.augment.APRPair`
-    (``apr_p_only``) or :class:`~aprkit.augment.APRSP` (the ``2B`` batch of ``apr_p`` and ``apr_sp``).
-    ``cfg.aug.compile`` (``False``, ``True`` or ``torch.compile`` options such as ``{"mode": "reduce-overhead"}``)
-    is their ``compile_core``: each APR core then runs as one compiled graph, with the same draws as eager (values
-    equal up to the rounding of Inductor's fused kernels). ``input_stats`` (the model's mean and std, ``(C, 1, 1)``)
+    ``(seed, rank, step)``. :meth:`inputs` draws every random number of the step first (a few RNG kernels, in the
+    order and with the calls of :class:`~aprkit.augment.APRSingleBatch`, :func:`random_crop`, :func:`random_hflip`
+    and :class:`~aprkit.augment.APRPair` / :class:`~aprkit.augment.APRSP` in sequence, so the numbers are theirs) and
+    then runs :func:`step_inputs` on them. ``cfg.aug.compile`` (``False``, ``True`` or ``torch.compile`` options such
+    as ``{"mode": "reduce-overhead"}``) compiles that as ONE graph: with CUDA graphs a step's augmentation is a few
+    RNG launches and one graph replay on the host (values equal to eager up to the rounding of Inductor's fused
+    kernels; the outputs live until the next step's call). ``input_stats`` (the model's mean and std, ``(C, 1, 1)``)
     with ``aug.pair_space: normalized``: APR-P recombines ``(x - mean) / std`` and hands its images back in pixels.
+    ``aug(x)`` and ``aug.pair(x, y)`` are the two halves on their own (eager).
     """
+
+    core_fn = staticmethod(step_inputs)
 
     def __init__(self, cfg: Config, device: torch.device, generator: torch.Generator, *, channels_last: bool = False,
                  input_stats: tuple[torch.Tensor, torch.Tensor] | None = None):
-        from ..augment import APRSP, APRPair, APRSingleBatch
-
+        a, d = cfg.aug, cfg.data
         self.cfg, self.device, self.generator, self.channels_last = cfg, device, generator, channels_last
-        if (cfg.aug.pair_space == "normalized" and cfg.aug.method in PAIR_METHODS) != (input_stats is not None):
+        if (a.pair_space == "normalized" and a.method in PAIR_METHODS) != (input_stats is not None):
             raise ValueError("aug.pair_space: normalized with an APR-P method takes the model's mean and std "
                              "(input_stats=), and only it")
-        self.stats = None if input_stats is None else tuple(t.to(device, torch.float32) for t in input_stats)
-        method, gpu = cfg.aug.method, cfg.data.input_path == "gpu"
-        compile_core = resolve_aug_compile(cfg.aug.compile, device)
-        self.geometry = gpu and method != "augmix_jsd"  # crop/flip here (else done per image on the CPU)
-        self.single: APRSingleBatch | None = None
-        if apr_s_where(cfg) == "device":
-            self.single = _with_generator(APRSingleBatch, generator, p=cfg.aug.single_p, severity=cfg.aug.severity,
-                                          dims=cfg.aug.dims, compile_core=compile_core, cast=cfg.aug.single_cast)
-        self.pair_op: APRPair | None = None
-        self.aprsp: APRSP | None = None
-        if method == "apr_p_only":
-            self.pair_op = _with_generator(APRPair, generator, p=cfg.aug.pair_p, dims=cfg.aug.dims,
-                                           compile_core=compile_core)
-        elif method in TWO_BATCH_METHODS:
-            self.aprsp = _with_generator(APRSP, generator, p=cfg.aug.pair_p, dims=cfg.aug.dims,
-                                         compile_core=compile_core)
+        self.stats: tuple[torch.Tensor, torch.Tensor] | None = None
+        if input_stats is not None:
+            self.stats = (input_stats[0].to(device, torch.float32), input_stats[1].to(device, torch.float32))
+        geometry = d.input_path == "gpu" and a.method != "augmix_jsd"  # crop/flip here (else per image on the CPU)
+        self.plan = StepPlan(
+            single=(a.single_p, float(a.severity), resolve_ops(None), a.dims, a.single_cast)
+            if apr_s_where(cfg) == "device" else None,
+            crop=(d.image_size, d.crop_padding, d.pad_fill) if geometry and not d.random_resized_crop else None,
+            flip=geometry and d.hflip,
+            pair="only" if a.method == "apr_p_only" else "two" if a.method in TWO_BATCH_METHODS else None,
+            pair_p=a.pair_p, fft_dims=check_dims(a.dims), channels_last=channels_last)
+        self._init_compile_core(resolve_aug_compile(a.compile, device))
+
+    def draw_images(self, shape: torch.Size) -> Draws:
+        """The draws of :func:`augment_images` for a batch of ``shape``: APR-S's uniforms, crop offsets, flips."""
+        n = inputs_per_batch(shape)
+        draws: Draws = {}
+        if self.plan.single is not None:
+            draws["single"] = uniform_rows(n, SINGLE_DRAWS, self.generator)
+        if self.plan.crop is not None:
+            size, padding, _ = self.plan.crop
+            draws["oy"], draws["ox"] = crop_offsets(n, *crop_range(shape, size, padding), self.generator, self.device)
+        if self.plan.flip:
+            draws["flip"] = flip_draws(n, self.generator, self.device)
+        return draws
+
+    def draw_pair(self, n: int) -> Draws:
+        """The draws of :func:`pair_batch` for ``n`` images: APR-P's partners and its one selection draw."""
+        return {} if self.plan.pair is None else sample_pair_params(n, self.plan.pair_p, False, self.generator,
+                                                                     self.device)
+
+    def inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's inputs and labels for one step from a uint8 batch ``x`` and its labels ``y`` (see the class)."""
+        draws = self.draw_images(x.shape)
+        draws |= self.draw_pair(inputs_per_batch(x.shape))
+        return self._run_core()(x, y, draws, self.plan, self.stats)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Augment a uint8 batch; AugMix triplets ``(B, 3, C, H, W)`` are flattened to ``(3B, C, H, W)``
-        (views first)."""
-        if x.ndim == 5:
-            x = x.transpose(0, 1).reshape(-1, *x.shape[2:])
-        d = self.cfg.data
-        if self.single is not None:
-            x = self.single(x)
-        if self.geometry:
-            if not d.random_resized_crop:
-                x = random_crop(x, d.image_size, d.crop_padding, d.pad_fill, generator=self.generator)
-            if d.hflip:
-                x = random_hflip(x, generator=self.generator)
-        return to_float(x, self.channels_last)
-
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+        """The per-image half of :meth:`inputs` (eager): APR-S, crop, flip, float."""
+        return augment_images(x, self.draw_images(x.shape), self.plan)
 
     def pair(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """APR-P of the batch (``apr_p_only``), or the ``2B`` batch ``cat([x, APR-P(x)])`` (``apr_p``, ``apr_sp``).
+        """The batch half of :meth:`inputs` (eager): APR-P of ``x`` (``apr_p_only``) or ``cat([x, APR-P(x)])``."""
+        return pair_batch(x, y, self.draw_pair(x.shape[0]), self.plan, self.stats)
 
-        The class wrappers validate shapes once and never sync with the host on a device; with CUDA graphs
-        (``aug.compile: {mode: reduce-overhead}``) an ``apr_p_only`` output lives until the next step's call."""
-        if self.stats is not None:  # given with an APR-P method only: aprsp or pair_op is set
-            mean, std = (t.to(x.dtype) for t in self.stats)
-            z = (x - mean) / std  # the reference's ImageNet mix_data recombines normalised images
-            if self.aprsp is not None:
-                x_all, y_all = self.aprsp(z, y, clean=x)  # the clean half as it came (no round trip)
-                x_all[x.shape[0]:] = x_all[x.shape[0]:] * std + mean
-                return self._layout(x_all), y_all
-            assert self.pair_op is not None
-            return self._layout(self.pair_op(z) * std + mean), y
-        if self.aprsp is not None:
-            x_all, y_all = self.aprsp(x, y)
-            return self._layout(x_all), y_all
-        if self.pair_op is not None:
-            return self._layout(self.pair_op(x)), y
-        return x, y
+
+def inputs_per_batch(shape: torch.Size | tuple[int, ...]) -> int:
+    """The number of model inputs a uint8 batch of ``shape`` makes (AugMix triplets ``(B, 3, C, H, W)``: ``3B``)."""
+    return shape[0] * (shape[1] if len(shape) == 5 else 1)
 
 
 def jsd_loss(logits_clean: torch.Tensor, logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
@@ -129,29 +185,24 @@ def jsd_loss(logits_clean: torch.Tensor, logits_a: torch.Tensor, logits_b: torch
 
 
 def method_loss(
-    model: nn.Module, aug: DeviceAugment, x: torch.Tensor, y: torch.Tensor, method: str, jsd_weight: float = 12.0
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, method: str, *, sp_forward: str = "joint",
+    jsd_weight: float = 12.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Loss of one step; ``x`` are model inputs from :class:`DeviceAugment`, ``y`` labels ``(B,)``.
+    """Loss of one step on the model inputs ``x`` and labels ``y`` of :meth:`DeviceAugment.inputs`.
 
-    Returns ``(loss, logits, labels)`` where ``logits``/``labels`` are what training accuracy is measured on.
-    """
-    if method in ("standard", "apr_s"):
+    Returns ``(loss, logits, labels)`` where ``logits``/``labels`` are what training accuracy is measured on (the
+    clean half of a ``2B`` batch, the clean views of AugMix). ``sp_forward`` is ``aug.sp_forward`` (a ``2B`` batch
+    through the model once, ``"joint"``, or each half on its own, ``"separate"``)."""
+    if method in ("standard", "apr_s", "apr_p_only"):
         logits = model(x)
         return F.cross_entropy(logits, y), logits, y
-    if method == "apr_p_only":
-        xp, yp = aug.pair(x, y)
-        logits = model(xp)
-        return F.cross_entropy(logits, yp), logits, yp
     if method in TWO_BATCH_METHODS:
-        from ..augment import APRSP
-
-        x_all, y_all = aug.pair(x, y)
-        b = x.shape[0]
-        if aug.cfg.aug.sp_forward == "separate":  # each half through batch norm with its own batch statistics
-            logits = torch.cat([model(x_all[:b]), model(x_all[b:])])
+        b = x.shape[0] // 2
+        if sp_forward == "separate":  # each half through batch norm with its own batch statistics
+            logits = torch.cat([model(x[:b]), model(x[b:])])
         else:
-            logits = model(x_all)
-        return APRSP.loss(logits, y_all), logits[:b], y
+            logits = model(x)
+        return APRSP.loss(logits, y), logits[:b], y[:b]
     if method == "augmix_jsd":
         logits = model(x)
         lc, la, lb = logits.chunk(3)

@@ -169,7 +169,7 @@ def _compile_need(ctx: Context, target: str, mode: str, first_aprs: bool) -> flo
     return 40 if mode.startswith("max-autotune") or target.startswith("APRSingle") else 15
 
 
-@section("compile", cap_s=90, quick_cap_s=40, title="6. torch.compile of the APR-P and APR-S hot paths",
+@section("compile", cap_s=75, quick_cap_s=40, title="6. torch.compile of the APR-P and APR-S hot paths",
          takes_unused=True)
 def run_compile(ctx: Context) -> None:
     """Also uses the time the sections before it left unused (``takes_unused``): its cold compiles take longest."""
