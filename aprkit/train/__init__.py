@@ -9,7 +9,7 @@ from .._lazy import lazy_getattr
 
 _EXPORTS: dict[str, str] = {
     "fit": "aprkit.train.loop",
-    "build_model": "aprkit.train.loop",
+    "build_model": "aprkit.train.model_setup",
     "evaluate_accuracy": "aprkit.train.evaluation",
     "Config": "aprkit.train.config",
     "load_config": "aprkit.train.config",
