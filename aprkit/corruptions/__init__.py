@@ -11,7 +11,7 @@ published severity parameters of the creation scripts in three presets (``"cifar
     y = corrupt(batch, "fog", 3, seeds=item_seeds(0, "fog", 3, "cifar", dataset_indices))
 
 Families live in ``noise``, ``blur``, ``weather``, ``spatter`` and ``digital``; parameters in
-``severity``; the -C dataset writers in ``dataset``.
+``severity``; the -C dataset writers in ``dataset`` (the images they read: ``inputs``).
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ __all__ = [
     "preset_for_size",
 ]
 
-__getattr__ = lazy_getattr(__name__, _EXPORTS, ("api", "blur", "dataset", "digital", "manifest", "names", "noise",
-                                                 "severity", "spatter", "transforms", "weather"))
+__getattr__ = lazy_getattr(__name__, _EXPORTS, ("api", "blur", "dataset", "digital", "inputs", "manifest", "names",
+                                                 "noise", "severity", "spatter", "transforms", "weather"))
 
 
 def __dir__() -> list[str]:  # the lazy names too (tab completion)

@@ -11,13 +11,12 @@ sorted file list), so the files are the same byte for byte for every batch size 
 versions and the frost textures' digest (see ``manifest``):
 a rerun with other parameters or other input is refused unless ``overwrite=True``; outputs the
 manifest lists as complete are skipped. Files are written to a temporary name and renamed (an
-interrupted run leaves no partial output).
+interrupted run leaves no partial output). The input images are read, sized and checked in ``inputs``.
 """
 
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -29,6 +28,15 @@ from .._io import atomic_write
 from ._frost import texture_digest
 from ._random import item_seeds
 from .api import BASE_VERSION, check_names, corrupt, corruption_version
+from .inputs import (
+    _check_targets,
+    _load,
+    _source_images,
+    check_outside,
+    load_image_folder,
+    scan_image_folder,
+    tiny_imagenet_root,
+)
 from .manifest import Manifest, check_batch_size, environment, fingerprint_array, fingerprint_files
 from .severity import check_preset, check_severities, preset_for_size
 
@@ -44,86 +52,6 @@ _RESIZE_EVERY = "torchvision Resize(round(size * 256 / 224)) + CenterCrop(size);
 
 #: the JPEG quality ImageNet-C and Tiny-ImageNet-C were stored with (``Image.save(..., quality=85)``)
 IMAGENET_C_QUALITY = 85
-
-
-def scan_image_folder(root: str | os.PathLike) -> tuple[list[tuple[Path, int]], list[str]]:
-    """``(path, class index)`` of every image under ``root/<class>/`` (sorted) and the class names, read as the
-    image-folder datasets read them (``aprkit.data.folder.scan_image_folder``: hidden folders are no classes), so
-    a -C set holds the clean set's images with its labels."""
-    from ..data.folder import scan_image_folder as scan
-
-    return scan(Path(root))
-
-
-def _load(path: Path, size: int | None, zoom: bool = True, keep_exact: bool = True) -> np.ndarray:
-    """RGB uint8 ``(H, W, 3)``, decoded as the image folders are (``aprkit.data.folder.read_image``: 16-bit images
-    to 8 bits, rounded). With ``size``: torchvision's ``Resize(short)`` (bilinear on the PIL image) and
-    ``CenterCrop(size)`` as ImageNet-C was made, ``short = round(size * 256 / 224)`` with ``zoom`` (the ImageNet-C
-    protocol: Resize(256) + CenterCrop(224)) else ``size``; an image already ``size x size`` is kept as it is with
-    ``keep_exact``."""
-    from PIL import Image
-    from torchvision.transforms import functional as tvf
-
-    from ..data.folder import read_image
-
-    arr = np.ascontiguousarray(read_image(path, 3).permute(1, 2, 0).numpy())
-    if size is None or (keep_exact and arr.shape[:2] == (size, size)):
-        return arr
-    short = int(round(size * 256 / 224)) if zoom else size
-    im = tvf.resize(Image.fromarray(arr), [short], interpolation=tvf.InterpolationMode.BILINEAR)
-    return np.asarray(tvf.center_crop(im, [size, size]))
-
-
-def tiny_imagenet_root(src: str | os.PathLike) -> Path | None:
-    """The root a ``tinyimagenet:ROOT`` input names (the data spec, aliases included), or None for any other input
-    (a path, also one with a colon in it)."""
-    from ..data.registry import parse_spec
-
-    text = os.fspath(src)
-    try:
-        kind, root = parse_spec(text)
-    except ValueError:  # no dataset kind in front: a path
-        return None
-    return Path(root).expanduser() if kind == "tinyimagenet" else None
-
-
-def _source_images(src: str | os.PathLike) -> tuple[list[tuple[Path, int]], list[str], Path]:
-    """``(path, class index)`` of the images to corrupt, the class names and the folder the images come from: a
-    class-folder tree, or ``tinyimagenet:ROOT`` (Tiny-ImageNet's validation images, labelled by its
-    ``val_annotations.txt``, in Tiny-ImageNet-C's order: the published set's ``<wnid>/<file>`` layout)."""
-    tiny = tiny_imagenet_root(src)
-    if tiny is not None:
-        from ..data.tinyimagenet import tiny_imagenet
-
-        ds = tiny_imagenet(tiny, "test")
-        return [(Path(p), y) for p, y in ds.samples], list(ds.classes or []), tiny
-    root = Path(src)
-    if (root / "val_annotations.txt").is_file() and [p.name for p in root.iterdir() if p.is_dir()] == ["images"]:
-        raise ValueError(f"{root} is Tiny-ImageNet's validation folder, whose images lie in one folder labelled by "
-                         f"val_annotations.txt (read as a tree they are one class, 'images'): give "
-                         f"tinyimagenet:{root.parent} to write Tiny-ImageNet-C's <wnid>/<file> layout")
-    items, classes = scan_image_folder(root)
-    return items, classes, root
-
-
-def load_image_folder(root: str | os.PathLike, size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """All images of a class-folder tree as uint8 ``(N, H, W, 3)`` plus int64 labels ``(N,)``; with ``size`` each
-    is resized (short side to ``size``) and centre-cropped to ``size x size``, unless it is that size already."""
-    items, _ = scan_image_folder(root)
-    arrays = [_load(p, size, zoom=False) for p, _ in items]
-    if len({a.shape for a in arrays}) != 1:
-        raise ValueError("images differ in size; pass size=... (aprkit corrupt --size 32) to resize them for the "
-                         "CIFAR layout")
-    return np.stack(arrays), np.array([c for _, c in items], dtype=np.int64)
-
-
-def check_outside(src: Path, out: Path) -> None:
-    """Refuse an output folder that is the input folder or inside it: the -C folders would become classes of the
-    clean set."""
-    src_r, out_r = src.resolve(), out.resolve()
-    if out_r == src_r or src_r in out_r.parents:
-        raise ValueError(f"the output folder {str(out)!r} lies inside the input folder {str(src)!r}: its corruption "
-                         "folders would become classes of the clean set; choose an output folder outside it")
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
@@ -157,24 +85,6 @@ def _check_names(names: Sequence[str] | str, severities: Sequence[int] | int,
     for what, values in (("corruption names", names), ("severities", severities)):
         check_once(values, what, "a repeat would double rows, which no reader accepts")
     return names, severities
-
-
-def _check_targets(sources: Sequence[Path], targets: Sequence[Path]) -> None:
-    """Refuse inputs that would write one output file (``x.png`` and ``x.bmp`` both become ``x.JPEG``), or whose
-    renamed outputs sort in another order than the inputs (``a.b.png`` before ``a.png``, but ``a.JPEG`` before
-    ``a.b.JPEG``): a reader pairs image ``i`` of the -C tree with image ``i`` of the clean one."""
-    clashes = [t.name for t, k in Counter(targets).items() if k > 1]
-    if clashes:
-        raise ValueError(f"{len(clashes)} output file(s) would be written by more than one input image (outputs are "
-                         f"named <stem>.JPEG): {', '.join(clashes[:5])}{' ...' if len(clashes) > 5 else ''}; rename "
-                         "the inputs that differ only in their extension")
-    swapped = next((i for i in range(len(targets) - 1) if targets[i] > targets[i + 1]), None)
-    if swapped is not None:
-        a, b = sources[swapped], sources[swapped + 1]
-        raise ValueError(f"the outputs (named <stem>.JPEG) would sort in another order than the inputs: {a.name} comes "
-                         f"before {b.name}, but {targets[swapped].name} after {targets[swapped + 1].name}, so the "
-                         "-C images would not pair with the clean ones image for image; rename the inputs (e.g. "
-                         "without dots in the stem) or convert them to .JPEG first")
 
 
 def _params(layout: str, seed: int, preset: str, fingerprint: dict, device: str | torch.device, **extra) -> dict:
