@@ -288,6 +288,23 @@ def test_apr_s_draws_are_per_item(monkeypatch):
     assert sample_single_params(7, generator=torch.Generator().manual_seed(0))["op1"].shape == (7,)
 
 
+@pytest.mark.parametrize("rows", [None, 3])
+def test_uniform_rows_into_a_buffer_draws_the_same(monkeypatch, rows):
+    """``out=``: the draws of a compiled training step go into buffers kept from step to step (a CUDA graph reads
+    them in place); the numbers are those of a fresh draw, also when devices draw in whole chunks of rows."""
+    from aprkit.augment.draws import _ROWS_PER_CALL, uniform_rows, uniform_rows_shape
+
+    monkeypatch.setitem(_ROWS_PER_CALL, "cpu", rows)
+    for n in (1, 7, 9):
+        buf = torch.full(uniform_rows_shape(n, 8, "cpu"), -1.0, dtype=torch.float64)
+        assert buf.shape[0] == (n if rows is None else -(-n // rows) * rows)
+        got = uniform_rows(n, 8, torch.Generator().manual_seed(n), out=buf)
+        want = uniform_rows(n, 8, torch.Generator().manual_seed(n))
+        assert got.data_ptr() == buf.data_ptr() and torch.equal(got, want)
+    with pytest.raises(ValueError, match="out must be float64"):
+        uniform_rows(4, 8, torch.Generator(), out=torch.empty(2, 8, dtype=torch.float64))
+
+
 def test_apr_s_draw_distribution():
     """One block of uniforms per batch, the same distribution as before: uniform ops, levels in [0.1, severity),
     fair signs and phase source, recombination with probability p."""

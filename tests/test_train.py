@@ -338,6 +338,9 @@ def test_aug_compile_compiles_the_whole_step_with_eager_numbers(method):
     """``aug.compile`` traces a step's whole augmentation as one graph (fullgraph: no break, no host sync) that takes
     the step's draws as inputs: the same numbers as eager, step after step."""
     torch._dynamo.reset()
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     options = {"backend": "eager"}  # a compiled graph (fullgraph=True) without a C compiler
     compiled, eager = _device_augment(method, 6, options), _device_augment(method, 6)
     assert compiled.compile_core == options and eager.compile_core is False
@@ -347,6 +350,9 @@ def test_aug_compile_compiles_the_whole_step_with_eager_numbers(method):
         torch.testing.assert_close(a[0], b[0], atol=0, rtol=0)
         assert torch.equal(a[1], b[1])
     assert compiled._core is not None and eager._core is None  # the compiled graph ran
+    from torch._dynamo.utils import counters
+
+    assert counters["stats"]["unique_graphs"] == 1  # the draws' buffers stay: no recompile from step to step
     torch._dynamo.reset()
 
 
@@ -412,6 +418,21 @@ def test_apr_sp_separate_forward_normalises_each_half_on_its_own():
     assert load_config(None).aug.sp_forward == "joint"
     with pytest.raises((TypeError, ValueError), match="sp_forward"):
         load_config(None, ["aug.sp_forward=both"])
+
+
+@pytest.mark.parametrize("method", ["apr_p", "apr_sp"])
+def test_two_batch_loss_is_aprsp_loss_in_one_pass(method):
+    """A training step's loss on the 2B batch is APRSP.loss (CE of each half, summed), computed as one cross-entropy
+    over 2B times 2 (halves of equal size); accuracy is measured on the clean half."""
+    from aprkit.augment import APRSP
+    from aprkit.train.recipe import method_loss
+
+    g = torch.Generator().manual_seed(3)
+    logits, y = torch.randn(16, 5, generator=g, dtype=torch.float64), torch.randint(0, 5, (8,), generator=g)
+    y_all = torch.cat([y, y])
+    loss, first, labels = method_loss(lambda x: logits, torch.zeros(16, 3, 4, 4), y_all, method)
+    torch.testing.assert_close(loss, APRSP.loss(logits, y_all), rtol=1e-12, atol=0)
+    assert torch.equal(first, logits[:8]) and torch.equal(labels, y)
 
 
 def test_fit_gives_the_process_its_backend_flags_back(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

@@ -55,6 +55,8 @@ __all__ = [
     "recombine_views",
     "recombine_views_numpy",
     "sample_pair_params",
+    "pair_draws",
+    "pair_mask",
     "value_range",
     "finish",
     "keep_layout",
@@ -300,12 +302,27 @@ def sample_pair_params(
         raise ValueError(f"batch_size must be an int >= 0, got {batch_size!r}")
     batch_size = int(batch_size)  # a NumPy integer too, as sample_single_params takes it
     p = check_probability(p)
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    u = torch.rand(batch_size if per_sample else 1, generator=generator, device=gdev)
-    perm = torch.randperm(batch_size, generator=generator, device=gdev)
-    mask = (u < p).expand(batch_size)
-    dev = torch.device(device) if device is not None else gdev
+    u, perm = pair_draws(batch_size, per_sample, generator)
+    mask = pair_mask(u, p, batch_size)
+    dev = torch.device(device) if device is not None else perm.device
     return {"perm": to_device(perm, dev), "mask": to_device(mask, dev).contiguous()}
+
+
+def pair_draws(batch_size: int, per_sample: bool = False, generator: torch.Generator | None = None,
+               out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random draws of :func:`sample_pair_params` (unchecked), on the generator's device: the selection uniforms
+    ``u`` (``(B,)`` with ``per_sample``, else ``(1,)``) and the partners ``perm`` ``(B,)``; ``out``: float32 and int64
+    buffers of those shapes there to draw into (the same numbers)."""
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    u_out, perm_out = (None, None) if out is None else out
+    u = torch.rand(batch_size if per_sample else 1, generator=generator, device=gdev, out=u_out)
+    return u, torch.randperm(batch_size, generator=generator, device=gdev, out=perm_out)
+
+
+def pair_mask(u: torch.Tensor, p: float, batch_size: int) -> torch.Tensor:
+    """The selection ``(B,)`` bool of APR-P from its uniforms ``u`` (:func:`pair_draws`): ``u < p``, one draw for all
+    when ``u`` holds one (an expanded view)."""
+    return (u < p).expand(batch_size)
 
 
 class CompiledCore:

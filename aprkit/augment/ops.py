@@ -36,8 +36,10 @@ import torch.nn.functional as F
 from .._checks import to_device
 from .._tensor_cache import tensor_cache
 from .._text import nearest_names
+from .draws import _ROWS_PER_CALL, op_params, sample_op_params, uniform_rows, uniform_rows_shape  # noqa: F401
 
-__all__ = ["DEFAULT_OPS", "ALL_OPS", "GEOMETRIC_OPS", "TABLE_COLS", "resolve_ops", "uniform_rows", "op_params",
+__all__ = ["DEFAULT_OPS", "ALL_OPS", "GEOMETRIC_OPS", "TABLE_COLS", "resolve_ops", "uniform_rows", "uniform_rows_shape",
+           "op_params",
            "sample_op_params", "op_table",
            "apply_table", "apply_ops", "use_dense", "grey_levels", "is_geometric", "pixel_matrix", "warp_pixels",
            "autocast_off"]
@@ -75,34 +77,6 @@ def resolve_ops(ops: Sequence[str] | None) -> tuple[str, ...]:
         if name not in ALL_OPS:
             raise ValueError(f"unknown op {name!r}{nearest_names(str(name), ALL_OPS)}; expected names from {ALL_OPS}")
     return tuple(ops)
-
-
-#: rows per draw call by device type (others: 256; None: one call, as the CPU fills elements in order from its stream,
-#: whereas a device kernel may map random values to elements by the call's size)
-_ROWS_PER_CALL: dict[str, int | None] = {"cpu": None}
-
-
-def uniform_rows(n: int, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``(n, k)`` float64 uniforms in [0, 1) on the generator's device (``None``: torch's global CPU RNG), row ``i``
-    the same for every ``n``: item ``i`` of a batch draws the same whatever the batch size."""
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    kw: dict[str, Any] = dict(generator=generator, device=gdev, dtype=torch.float64)
-    rows = _ROWS_PER_CALL.get(gdev.type, 256)
-    if rows is None:
-        return torch.rand(n, k, **kw)
-    return torch.cat([torch.rand(rows, k, **kw) for _ in range(max(1, -(-n // rows)))])[:n]
-
-
-def op_params(u: torch.Tensor, num_ops: int, severity: float) -> dict[str, torch.Tensor]:
-    """Op choices from uniforms ``u`` ``(n, 3)``: ``op`` (uniform index), ``level`` in [0.1, severity), ``negate``."""
-    op = (u[:, 0] * num_ops).long().clamp_(max=num_ops - 1)
-    return {"op": op, "level": 0.1 + (float(severity) - 0.1) * u[:, 1], "negate": u[:, 2] > 0.5}
-
-
-def sample_op_params(n: int, num_ops: int, severity: float, generator: torch.Generator | None = None
-                     ) -> dict[str, torch.Tensor]:
-    """Draw ``n`` op choices on the generator's device (:func:`op_params` of :func:`uniform_rows`: per item)."""
-    return op_params(uniform_rows(n, 3, generator), num_ops, severity)
 
 
 def _rows(op: torch.Tensor, names: tuple[str, ...], wanted: Sequence[str]) -> torch.Tensor | None:

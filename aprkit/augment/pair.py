@@ -204,7 +204,9 @@ class APRSP:
     @staticmethod
     def loss(logits: torch.Tensor, targets: torch.Tensor,
              criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        """``criterion(first half) + criterion(second half)`` of a ``2B`` batch (default: cross-entropy)."""
+        """``criterion(first half) + criterion(second half)`` of a ``2B`` batch (default: cross-entropy). For the
+        ``y_all = cat([y, y])`` of :meth:`__call__` and cross-entropy this is ``2 * cross_entropy(logits, y_all)``,
+        which ``aprkit train`` computes in one pass."""
         if logits.shape[0] % 2 or logits.shape[0] != targets.shape[0]:
             raise ValueError(f"logits and targets must hold an even batch 2B of the same length, got "
                              f"{tuple(logits.shape)} and {tuple(targets.shape)}")

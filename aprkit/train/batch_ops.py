@@ -16,15 +16,18 @@ __all__ = ["random_crop", "random_hflip", "to_float", "crop_offsets", "crop_at",
            "flip_where"]
 
 
-def _rand_int(high: int, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+def _rand_int(high: int, n: int, generator: torch.Generator | None, device: torch.device,
+              out: torch.Tensor | None = None) -> torch.Tensor:
     gen_device = generator.device if generator is not None else device
-    return torch.randint(0, high, (n,), generator=generator, device=gen_device).to(device)
+    return torch.randint(0, high, (n,), generator=generator, device=gen_device, out=out).to(device)
 
 
-def crop_offsets(n: int, high_y: int, high_x: int, generator: torch.Generator | None, device: torch.device
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The draws of :func:`random_crop`: top and left offsets ``(n,)`` in ``[0, high_y)`` and ``[0, high_x)``."""
-    return _rand_int(high_y, n, generator, device), _rand_int(high_x, n, generator, device)
+def crop_offsets(n: int, high_y: int, high_x: int, generator: torch.Generator | None, device: torch.device,
+                 out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The draws of :func:`random_crop`: top and left offsets ``(n,)`` in ``[0, high_y)`` and ``[0, high_x)``
+    (``out``: two int64 ``(n,)`` buffers on the generator's device to draw into, the same numbers)."""
+    oy, ox = (None, None) if out is None else out
+    return _rand_int(high_y, n, generator, device, oy), _rand_int(high_x, n, generator, device, ox)
 
 
 def crop_at(x: torch.Tensor, size: int, padding: int, fill: int, oy: torch.Tensor, ox: torch.Tensor) -> torch.Tensor:
@@ -62,10 +65,12 @@ def random_crop(
     return crop_at(x, size, padding, fill, oy, ox)
 
 
-def flip_draws(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """The draws of :func:`random_hflip`: ``n`` uniforms on ``device`` (image ``i`` flips where ``u[i] < p``)."""
+def flip_draws(n: int, generator: torch.Generator | None, device: torch.device, out: torch.Tensor | None = None
+               ) -> torch.Tensor:
+    """The draws of :func:`random_hflip`: ``n`` uniforms on ``device`` (image ``i`` flips where ``u[i] < p``; ``out``:
+    a float32 ``(n,)`` buffer on the generator's device to draw into, the same numbers)."""
     gen_device = generator.device if generator is not None else device
-    return torch.rand(n, generator=generator, device=gen_device).to(device)
+    return torch.rand(n, generator=generator, device=gen_device, out=out).to(device)
 
 
 def flip_where(x: torch.Tensor, u: torch.Tensor, p: float) -> torch.Tensor:

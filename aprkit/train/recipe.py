@@ -17,15 +17,16 @@ augmix_jsd     crop + flip, two AugMix views per image (CPU workers)       CE(cl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_dims, check_finite_spectrum, eager_cpu
-from ..augment.functional import CompiledCore, apr_pair_with_dc, needs_finite_check, sample_pair_params
-from ..augment.ops import resolve_ops, uniform_rows
-from ..augment.pair import APRSP
+from ..augment.draws import uniform_rows, uniform_rows_shape
+from ..augment.functional import CompiledCore, apr_pair_with_dc, needs_finite_check, pair_draws, pair_mask
+from ..augment.ops import resolve_ops
 from ..augment.single import SINGLE_DRAWS, Cast, apr_single_core, single_params
 from ..fourier import Dims
 from .batch_ops import crop_at, crop_offsets, crop_range, flip_draws, flip_where, to_float
@@ -60,7 +61,8 @@ def augment_images(x: torch.Tensor, draws: Draws, plan: StepPlan) -> torch.Tenso
         x = x.transpose(0, 1).reshape(-1, *x.shape[2:])
     if plan.single is not None:
         p, severity, ops, dims, cast = plan.single
-        x = apr_single_core(x, single_params(draws["single"], p, severity, len(ops)), ops, dims, cast=cast)
+        u = draws["single"][:x.shape[0]]  # a drawing buffer may hold whole chunks of rows (uniform_rows_shape)
+        x = apr_single_core(x, single_params(u, p, severity, len(ops)), ops, dims, cast=cast)
     if plan.crop is not None:
         x = crop_at(x, *plan.crop, draws["oy"], draws["ox"])
     if plan.flip:
@@ -77,12 +79,12 @@ def pair_batch(x: torch.Tensor, y: torch.Tensor, draws: Draws, plan: StepPlan,
     if plan.pair is None:
         return x, y
     z = x if stats is None else (x - stats[0].to(x.dtype)) / stats[1].to(x.dtype)
-    mask = draws["mask"]
-    if eager_cpu(z) and not bool(mask[0]):  # one draw decides for the whole batch (the reference's mix_data)
+    u = draws["u"]
+    if eager_cpu(z) and not bool(u[0] < plan.pair_p):  # one draw decides for the whole batch (the reference's mix_data)
         mixed = z
     else:
-        out, dc = apr_pair_with_dc(z, draws["perm"], None if eager_cpu(z) else mask, plan.fft_dims, False,
-                                   with_dc=needs_finite_check(z))
+        mask = None if eager_cpu(z) else pair_mask(u, plan.pair_p, z.shape[0]).contiguous()
+        out, dc = apr_pair_with_dc(z, draws["perm"], mask, plan.fft_dims, False, with_dc=needs_finite_check(z))
         if dc is not None:
             check_finite_spectrum(dc, z.dtype)
         mixed = out
@@ -138,29 +140,59 @@ class DeviceAugment(CompiledCore):
             pair="only" if a.method == "apr_p_only" else "two" if a.method in TWO_BATCH_METHODS else None,
             pair_p=a.pair_p, fft_dims=check_dims(a.dims), channels_last=channels_last)
         self._init_compile_core(resolve_aug_compile(a.compile, device))
+        self._draw_buffers: dict[tuple[int, ...], dict[str, Any]] = {}
 
-    def draw_images(self, shape: torch.Size) -> Draws:
-        """The draws of :func:`augment_images` for a batch of ``shape``: APR-S's uniforms, crop offsets, flips."""
-        n = inputs_per_batch(shape)
+    def draw_images(self, shape: torch.Size, buffers: dict[str, Any] | None = None) -> Draws:
+        """The draws of :func:`augment_images` for a batch of ``shape``: APR-S's uniforms, crop offsets, flips
+        (into ``buffers`` from :meth:`draw_buffers` when given)."""
+        n, g, b = inputs_per_batch(shape), self.generator, buffers or {}
         draws: Draws = {}
         if self.plan.single is not None:
-            draws["single"] = uniform_rows(n, SINGLE_DRAWS, self.generator)
+            u = uniform_rows(n, SINGLE_DRAWS, g, out=b.get("single"))
+            draws["single"] = b.get("single", u)  # the whole buffer: a view of it would be a new tensor every step
         if self.plan.crop is not None:
             size, padding, _ = self.plan.crop
-            draws["oy"], draws["ox"] = crop_offsets(n, *crop_range(shape, size, padding), self.generator, self.device)
+            draws["oy"], draws["ox"] = crop_offsets(n, *crop_range(shape, size, padding), g, self.device, b.get("crop"))
         if self.plan.flip:
-            draws["flip"] = flip_draws(n, self.generator, self.device)
+            draws["flip"] = flip_draws(n, g, self.device, b.get("flip"))
         return draws
 
-    def draw_pair(self, n: int) -> Draws:
-        """The draws of :func:`pair_batch` for ``n`` images: APR-P's partners and its one selection draw."""
-        return {} if self.plan.pair is None else sample_pair_params(n, self.plan.pair_p, False, self.generator,
-                                                                     self.device)
+    def draw_pair(self, n: int, buffers: dict[str, Any] | None = None) -> Draws:
+        """The draws of :func:`pair_batch` for ``n`` images: APR-P's one selection uniform ``u`` and its partners."""
+        if self.plan.pair is None:
+            return {}
+        u, perm = pair_draws(n, False, self.generator, (buffers or {}).get("pair"))
+        return {"u": u.to(self.device), "perm": perm.to(self.device)}
+
+    def draw_buffers(self, shape: torch.Size) -> dict[str, Any] | None:
+        """Buffers that a compiled step's draws go into, one set per batch shape, kept from step to step (``None``
+        when eager): the graph then reads the draws where they lie (marked as static addresses for CUDA graphs,
+        which would otherwise copy every input of every replay into a buffer of their own)."""
+        if not self.compile_core or self.generator.device != self.device:
+            return None
+        key = tuple(shape)
+        if key not in self._draw_buffers:
+            n, dev, f32, i64 = inputs_per_batch(shape), self.device, torch.float32, torch.int64
+            made: dict[str, Any] = {}
+            if self.plan.single is not None:
+                made["single"] = torch.empty(uniform_rows_shape(n, SINGLE_DRAWS, dev), dtype=torch.float64, device=dev)
+            if self.plan.crop is not None:
+                made["crop"] = (torch.empty(n, dtype=i64, device=dev), torch.empty(n, dtype=i64, device=dev))
+            if self.plan.flip:
+                made["flip"] = torch.empty(n, dtype=f32, device=dev)
+            if self.plan.pair is not None:
+                made["pair"] = (torch.empty(1, dtype=f32, device=dev), torch.empty(n, dtype=i64, device=dev))
+            for t in made.values():
+                for one in t if isinstance(t, tuple) else (t,):
+                    torch._dynamo.mark_static_address(one)
+            self._draw_buffers[key] = made
+        return self._draw_buffers[key]
 
     def inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's inputs and labels for one step from a uint8 batch ``x`` and its labels ``y`` (see the class)."""
-        draws = self.draw_images(x.shape)
-        draws |= self.draw_pair(inputs_per_batch(x.shape))
+        buffers = self.draw_buffers(x.shape)
+        draws = self.draw_images(x.shape, buffers)
+        draws |= self.draw_pair(inputs_per_batch(x.shape), buffers)
         return self._run_core()(x, y, draws, self.plan, self.stats)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -202,7 +234,10 @@ def method_loss(
             logits = torch.cat([model(x[:b]), model(x[b:])])
         else:
             logits = model(x)
-        return APRSP.loss(logits, y), logits[:b], y[:b]
+        # APRSP.loss, CE(first half) + CE(second half), in one pass: y is cat([y, y]) (halves of equal size, no
+        # ignored labels), so the sum of the two means is twice the mean over 2B (the same value up to the order of
+        # the float sum; a host-bound GPU step saved the two halves' slicing, losses and backward: ~10 launches)
+        return 2 * F.cross_entropy(logits, y), logits[:b], y[:b]
     if method == "augmix_jsd":
         logits = model(x)
         lc, la, lb = logits.chunk(3)
