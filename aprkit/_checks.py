@@ -19,6 +19,7 @@ __all__ = [
     "check_seed",
     "batch_size_of",
     "to_device",
+    "same_device",
     "dataset_len",
     "describe_value",
     "FLOAT_DTYPES",
@@ -136,6 +137,20 @@ def check_hwc_layout(arr: Any, name: str = "image") -> None:
     if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[2] not in (1, 3) and min(arr.shape[1:]) > 4:
         raise ValueError(f"{name} of shape {tuple(arr.shape)} looks like channels-first (C, H, W); NumPy images are "
                          "(H, W, C), e.g. arr.transpose(1, 2, 0)")
+
+
+def same_device(a: torch.device | str, b: torch.device | str) -> bool:
+    """Whether ``a`` and ``b`` name the same device, an index-less CUDA device being the current one (a generator made
+    with ``device="cuda"`` reports ``cuda``, its tensors ``cuda:0``)."""
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    if a.index == b.index:
+        return True
+    if a.index is not None and b.index is not None:
+        return False
+    current = torch.cuda.current_device() if a.type == "cuda" else 0
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
 
 
 def to_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from .._checks import same_device
+
 __all__ = ["uniform_rows", "uniform_rows_shape", "op_params", "sample_op_params"]
 
 #: rows per draw call by device type (others: 256; None: one call, as the CPU fills elements in order from its stream,
@@ -36,7 +38,8 @@ def uniform_rows(n: int, k: int, generator: torch.Generator | None = None, *, ou
     kw: dict[str, Any] = dict(generator=generator, device=gdev, dtype=torch.float64)
     rows = _ROWS_PER_CALL.get(gdev.type, 256)
     if out is not None:
-        if out.shape != uniform_rows_shape(n, k, gdev) or out.dtype != torch.float64 or out.device != gdev:
+        fits = out.shape == uniform_rows_shape(n, k, gdev) and out.dtype == torch.float64
+        if not (fits and same_device(out.device, gdev)):
             raise ValueError(f"out must be float64 {uniform_rows_shape(n, k, gdev)} on {gdev}, got {out.dtype} "
                              f"{tuple(out.shape)} on {out.device}")
         step = max(1, n) if rows is None else rows

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_dims, check_finite_spectrum, eager_cpu
+from .._checks import check_dims, check_finite_spectrum, eager_cpu, same_device
 from ..augment.draws import uniform_rows, uniform_rows_shape
 from ..augment.functional import CompiledCore, apr_pair_with_dc, needs_finite_check, pair_draws, pair_mask
 from ..augment.ops import resolve_ops
@@ -168,7 +168,7 @@ class DeviceAugment(CompiledCore):
         """Buffers that a compiled step's draws go into, one set per batch shape, kept from step to step (``None``
         when eager): the graph then reads the draws where they lie (marked as static addresses for CUDA graphs,
         which would otherwise copy every input of every replay into a buffer of their own)."""
-        if not self.compile_core or self.generator.device != self.device:
+        if not self.compile_core or not same_device(self.generator.device, self.device):
             return None
         key = tuple(shape)
         if key not in self._draw_buffers:
