@@ -6,7 +6,7 @@
 - :mod:`.inference`: devices and :func:`~.inference.predict`;
 - :mod:`.cache`: the result cache and its keys (weights fingerprint, data identity, options);
 - :mod:`.fingerprint`: the weights fingerprint of a model (every module setting, hook and tensor);
-- :mod:`.models`: the models of an evaluation loaded and placed on the device;
+- :mod:`.models`: the models of an evaluation loaded and placed on the device, in channels_last unless that failed;
 - :mod:`.outdir`: the output folder's run cache and suite index;
 - :mod:`.config`: the settings of ``aprkit eval`` (config files, flags, ``--set``);
 - :mod:`.runner`: :func:`~.runner.evaluate`, which runs the suites (:mod:`aprkit.eval.suites`) on each model and

@@ -43,6 +43,7 @@ import math
 import os
 import re
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,22 @@ def batch_dependent(model: Any) -> bool:
         for m in model.modules())
 
 
+#: per model object: (its key in the last :func:`result_key`, :func:`batch_dependent` of it then)
+_BATCH_DEPENDENT: weakref.WeakKeyDictionary[torch.nn.Module, tuple[str, bool]] = weakref.WeakKeyDictionary()
+
+
+def _batch_dependent(model: Any, key: str) -> bool:
+    """:func:`batch_dependent` of ``model``, whose weights fingerprint is ``key``, looked up once per fingerprint (each
+    cell's key asked for it, walking every module): the fingerprint covers the module tree (a batch norm's
+    ``track_running_stats``) and every buffer (its running statistics or none)."""
+    if not isinstance(model, torch.nn.Module):
+        return False
+    known = _BATCH_DEPENDENT.get(model)
+    if known is None or known[0] != key:
+        known = _BATCH_DEPENDENT[model] = (key, batch_dependent(model))
+    return known[1]
+
+
 def _model_key(ctx: Any) -> str:
     """The context's weights fingerprint, computed once per context."""
     fp = getattr(ctx, "model_key", None)
@@ -174,7 +191,7 @@ def result_key(ctx: Any, unit: str, data: Any, **options: Any) -> str:
     # a batch-dependent model's results are not the same for every batch size or number of processes sharing the
     # data (other models': to the last bits)
     model = _model_key(ctx)
-    if batch_dependent(ctx.model):
+    if _batch_dependent(ctx.model, model):
         world = group_info()[1]
         model += f"@batch{int(ctx.batch_size)}" + (f"x{world}" if world > 1 else "")
     return "|".join([unit, model, data_id, opts])

@@ -84,8 +84,11 @@ def _normalise_spec(spec: str, split: str | None = None) -> str:
 
 
 def _normalise_base(spec: str, split: str | None) -> str:
-    from aprkit.data.registry import DATASET_KINDS, parse_spec
+    from aprkit.data.registry import DATASET_KINDS, KIND_ALIASES, parse_spec
 
+    head = spec.partition(":")[0].strip().lower()  # parse_spec's reading of the kind, without its did-you-mean
+    if KIND_ALIASES.get(head, head) not in DATASET_KINDS:  # not a spec (a corruption name, a cell's origin): as given
+        return spec
     try:  # the reader's own reading of the spec: kind in lower case, the path stripped and ``~`` expanded
         kind, rest = parse_spec(spec)
     except (TypeError, ValueError):  # not a dataset spec: the reader names the problem
@@ -171,7 +174,7 @@ def dataset_id(data: Any, split: str = "test") -> str:
     if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):  # in memory: every image and label
         for t in (images, labels):
             h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)  # its buffer, no copy
     else:  # other datasets: every label they hold and in-memory images (e.g. torchvision's ``data`` array), else
         # 16 images spread over the whole set (reading every image from disk would cost a pass)
         from aprkit.data.loading import attribute_labels
@@ -185,7 +188,8 @@ def dataset_id(data: Any, split: str = "test") -> str:
         array = _pixel_array(ds, n)
         if array is not None:
             t = torch.as_tensor(array).detach().cpu().contiguous()
-            h.update(f"images{t.dtype}{tuple(t.shape)}".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            h.update(f"images{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
         else:
             _warn_sampled(ds)
     # 16 items spread over the whole set, as the dataset hands them out: a transform on access (or an own

@@ -249,9 +249,9 @@ def _hash_state(model: nn.Module, state: Mapping[str, Any], tree: str) -> str:
     for name, t in state.items():
         h.update(name.encode())
         if isinstance(t, torch.Tensor):
-            t = t.detach().cpu().contiguous()
+            t = t.detach().contiguous().cpu()  # a channels_last weight reordered where it lies (on a GPU: there)
             h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")  # its buffer, no copy
         else:
             h.update(repr(t).encode())
     return h.hexdigest()

@@ -1,8 +1,13 @@
 """The models of an evaluation: a module or a spec loaded, placed on the device (in one pass, only when needed),
-given rank 0's weights under ``torchrun``, and the label a model without a ``model_id`` is shown with."""
+given rank 0's weights under ``torchrun``, the label a model without a ``model_id`` is shown with, and their memory
+layout: channels_last unless a model's forward pass failed in it (:func:`wants_channels_last`,
+:func:`retry_contiguous`)."""
 
 from __future__ import annotations
 
+import warnings
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +16,8 @@ from torch import nn
 
 from ...distributed import group_info
 
-__all__ = ["load_eval_model", "place_model", "display_name", "has_conv", "sync_weights", "dtype_mismatch"]
+__all__ = ["load_eval_model", "place_model", "display_name", "has_conv", "sync_weights", "dtype_mismatch",
+           "wants_channels_last", "retry_contiguous"]
 
 
 def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None, device: torch.device,
@@ -118,3 +124,46 @@ def sync_weights(model: nn.Module) -> None:
         with torch.no_grad():
             for t in list(model.parameters()) + list(model.buffers()):
                 torch.distributed.broadcast(t.data, src=0)
+
+
+#: models whose forward pass failed under channels_last (any RuntimeError that a contiguous retry cured)
+_NO_CHANNELS_LAST: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def wants_channels_last(model: nn.Module, requested: bool) -> bool:
+    """``requested``, unless ``model`` already failed under channels_last in this process.
+
+    For such a model the parameters are (again) put in the contiguous layout, in case a caller converted
+    them back to channels_last since (``evaluate`` does for every run).
+    """
+    if not requested:
+        return False
+    if model in _NO_CHANNELS_LAST:
+        with torch.inference_mode(False):
+            model.to(memory_format=torch.contiguous_format)
+        return False
+    return True
+
+
+def retry_contiguous(model: nn.Module, exc: RuntimeError, retry: Callable[[], Any]) -> Any:
+    """After ``exc`` under channels_last: restore ``model``'s parameters to the contiguous layout and ``retry()``.
+
+    When the retry succeeds, warns once and remembers the model (later calls run contiguous); when it fails
+    too, the failure was not the layout and the original ``exc`` is raised.
+    """
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        raise exc
+    with torch.inference_mode(False):  # parameters made in inference mode could not take part in autograd (ODIN)
+        model.to(memory_format=torch.contiguous_format)
+    try:
+        out = retry()
+    except RuntimeError:
+        raise exc from None
+    warnings.warn(
+        f"{type(model).__name__}'s forward pass fails under channels_last ({str(exc).splitlines()[0]}); "
+        "evaluating it in the contiguous layout instead. Pass channels_last=False (--no-channels-last) to skip "
+        "this retry.",
+        RuntimeWarning, stacklevel=3,
+    )
+    _NO_CHANNELS_LAST.add(model)
+    return out

@@ -45,8 +45,7 @@ from ..suites.options import (
 from .cache import MemoryCache, ResultCache, Unidentifiable, result_key, to_jsonable
 from .datasets import as_dataset, memo_dataset_ids
 from .fingerprint import model_fingerprint
-from .inference import wants_channels_last
-from .models import display_name, has_conv, load_eval_model, place_model, sync_weights
+from .models import display_name, has_conv, load_eval_model, place_model, sync_weights, wants_channels_last
 from .outdir import RunCache, SuiteIndex, check_out_folder
 from .run_record import EvalRun, describe, now
 from .suite_data import data_for, warn_if_limit_ignored, warn_if_limit_takes_few_classes

@@ -43,8 +43,8 @@ from ..engine.inference import (
     names_other_classes,
     predict,
     to_model_input,
-    wants_channels_last,
 )
+from ..engine.models import wants_channels_last
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 from .ood_sets import open_ood
 
