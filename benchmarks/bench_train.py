@@ -59,7 +59,8 @@ def step_times(model_name: str, batch_size: int, image_size: int, device: torch.
     ``aug_share`` is ``aug_s / apr_sp_step_s``; ``overhead_vs_2b`` is
     ``apr_sp_step_s / standard_2b_step_s - 1`` (goal on a GPU: < 5 %). ``aug_compile`` is the config's
     ``aug.compile``: ``True`` or ``torch.compile`` options (e.g. ``{"mode": "reduce-overhead"}``, CUDA graphs)
-    compile both APR cores (APR-S and APR-P); three warm-up steps keep compilation and graph capture out of the
+    compile the step's augmentation as one graph (methods with APR only; ``standard`` stays eager, as in ``aprkit
+    train``); three warm-up steps keep compilation and graph capture out of the
     timings. ``amp_dtype`` is ``train.amp_dtype``: ``float16`` steps through a GradScaler (a host sync per step),
     ``bfloat16`` needs none, so the host queues the next step while the device runs. The variants are timed in
     ``rounds`` interleaved rounds of ``steps`` steps each and every figure is the median round (a drift of the

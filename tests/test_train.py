@@ -278,7 +278,7 @@ def test_device_augment_is_the_augment_classes_in_sequence(method):
     single = APRSingleBatch(p=0.7, severity=3, generator=g) if method == "apr_sp" else None
     pair = APRPair(p=0.6, generator=g) if method == "apr_p_only" else APRSP(p=0.6, generator=g)
     both = _device_augment(method, seed=4)
-    for k in range(4):  # p=0.6: both the recombined and the untouched batch occur
+    for _ in range(4):  # p=0.6: both the recombined and the untouched batch occur
         got_x, got_y = aug.pair(aug(x8), y)
         x = single(x8) if single is not None else x8
         x = to_float(random_hflip(random_crop(x, 16, 2, 0, generator=g), generator=g), True)
@@ -350,9 +350,8 @@ def test_aug_compile_compiles_the_whole_step_with_eager_numbers(method):
         torch.testing.assert_close(a[0], b[0], atol=0, rtol=0)
         assert torch.equal(a[1], b[1])
     assert compiled._core is not None and eager._core is None  # the compiled graph ran
-    from torch._dynamo.utils import counters
-
     assert counters["stats"]["unique_graphs"] == 1  # the draws' buffers stay: no recompile from step to step
+    assert _device_augment("standard", 6, options).compile_core is False  # no APR: crop and flip stay eager
     torch._dynamo.reset()
 
 

@@ -139,7 +139,10 @@ class DeviceAugment(CompiledCore):
             flip=geometry and d.hflip,
             pair="only" if a.method == "apr_p_only" else "two" if a.method in TWO_BATCH_METHODS else None,
             pair_p=a.pair_p, fft_dims=check_dims(a.dims), channels_last=channels_last)
-        self._init_compile_core(resolve_aug_compile(a.compile, device))
+        # compiled only with APR in the step: crop, flip and the float conversion alone stay eager (a standard run's
+        # inputs as before, no compile time, no CUDA-graph pool)
+        apr = self.plan.single is not None or self.plan.pair is not None
+        self._init_compile_core(resolve_aug_compile(a.compile, device) if apr else False)
         self._draw_buffers: dict[tuple[int, ...], dict[str, Any]] = {}
 
     def draw_images(self, shape: torch.Size, buffers: dict[str, Any] | None = None) -> Draws:
