@@ -141,7 +141,8 @@ def check_hwc_layout(arr: Any, name: str = "image") -> None:
 
 def same_device(a: torch.device | str, b: torch.device | str) -> bool:
     """Whether ``a`` and ``b`` name the same device, an index-less CUDA device being the current one (a generator made
-    with ``device="cuda"`` reports ``cuda``, its tensors ``cuda:0``)."""
+    with ``device="cuda"`` reports ``cuda``, its tensors ``cuda:0``; ``.to("cuda")`` puts tensors there); an
+    index-less device of another type matches any of its type."""
     a, b = torch.device(a), torch.device(b)
     if a.type != b.type:
         return False
@@ -149,7 +150,9 @@ def same_device(a: torch.device | str, b: torch.device | str) -> bool:
         return True
     if a.index is not None and b.index is not None:
         return False
-    current = torch.cuda.current_device() if a.type == "cuda" else 0
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device()
     return (current if a.index is None else a.index) == (current if b.index is None else b.index)
 
 

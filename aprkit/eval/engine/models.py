@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..._checks import same_device
 from ...distributed import group_info
 
 __all__ = ["load_eval_model", "place_model", "display_name", "has_conv", "sync_weights", "dtype_mismatch",
@@ -103,11 +104,8 @@ def place_model(model: nn.Module, device: torch.device, channels_last: bool = Fa
     """``model`` on ``device`` (with ``channels_last``: its 4-d weights in that layout), in one ``Module.to``
     pass and only when some parameter or buffer is not there yet (an evaluated model usually already is;
     a conversion gives the weights new storage, so the fingerprint would be hashed again)."""
-    index = device.index
-    if index is None and device.type == "cuda":
-        index = torch.cuda.current_device()  # where .to("cuda") puts tensors
     tensors = [*model.parameters(), *model.buffers()]
-    moved = any(d.type != device.type or (index is not None and d.index != index) for d in {t.device for t in tensors})
+    moved = any(not same_device(d, device) for d in {t.device for t in tensors})
     cl = torch.channels_last
     # a model holding 5-d weights (Conv3d) is left as it is: torch converts a module to channels_last only when its
     # tensors all have at most 4 dimensions ("required rank 4 tensor to use channels_last format")
