@@ -32,12 +32,21 @@ def check_zero_bins(value: object) -> ZeroBins:
     return value
 
 
+def _fused_scale(z: torch.Tensor) -> bool:
+    """Whether :func:`_scale` multiplies ``z`` in one broadcast multiply: being compiled for a device other than the
+    CPU (see there)."""
+    return torch.compiler.is_compiling() and z.device.type != "cpu"
+
+
 def _scale(z: torch.Tensor, ratio: torch.Tensor, inplace: bool) -> torch.Tensor:
     """``z * ratio`` (``ratio`` real, broadcastable): in place on ``z`` when allowed and the shapes agree.
 
     Two strided multiplies of the real and imaginary parts: measured faster inside the FFT pipeline than one
-    broadcast multiply of ``view_as_real`` or a complex-by-real multiply."""
-    if inplace and (ratio.shape == z.shape or broadcast_shape(ratio.shape, z.shape) == z.shape):
+    broadcast multiply of ``view_as_real`` or a complex-by-real multiply, eagerly and compiled for the CPU. Compiled
+    for other devices, the one broadcast multiply: there Inductor turns each strided in-place multiply into a copy of
+    the whole spectrum, where the one multiply fuses with the computation of ``ratio`` into a single pass over ``z``
+    (on the CPU that fused loop vectorises over the last dim of 2 only, and is slower)."""
+    if inplace and not _fused_scale(z) and (ratio.shape == z.shape or broadcast_shape(ratio.shape, z.shape) == z.shape):
         vr = torch.view_as_real(z)
         vr[..., 0].mul_(ratio)
         vr[..., 1].mul_(ratio)
