@@ -242,6 +242,36 @@ def test_evaluate_on_device_amp_channels_last() -> None:
                 assert abs(res["cells"][c][s]["accuracy"] - cell["accuracy"]) <= tol, (amp, c, s)
 
 
+def test_predictions_queued_back_to_back_match_cpu(monkeypatch) -> None:
+    """start_predict queues a dataset's batches and asynchronous copies of its outputs to pinned host memory (no
+    host sync); the next dataset is queued before the first's result is read, as the corruption suite does. Small
+    FLUSH_ROWS: several copies per dataset. NaN logits still raise, when the result is read."""
+    import aprkit.eval.engine.inference as inference
+    from aprkit.eval.engine.datasets import TensorImageDataset
+
+    monkeypatch.setattr(inference, "FLUSH_ROWS", 16)
+    net = TinyNet().calibrate(natural_images(8, 32, seed=3).float() / 255)
+    sets = [TensorImageDataset(natural_images(40, 32, seed=s), torch.arange(40) % 4) for s in (30, 31)]
+    first = inference.start_predict(copy.deepcopy(net).to(DEVICE), sets[0], device=DEVICE, batch_size=8,
+                                    features=True)
+    second = inference.start_predict(copy.deepcopy(net).to(DEVICE), sets[1], device=DEVICE, batch_size=8,
+                                     features=True)
+    for pending, ds in ((first, sets[0]), (second, sets[1])):
+        got, ref = pending.result(), inference.predict(net, ds, batch_size=8, features=True)
+        assert got.logits.device.type == "cpu" and got.labels.equal(ref.labels)
+        torch.testing.assert_close(got.logits, ref.logits, atol=1e-3, rtol=1e-3)
+        torch.testing.assert_close(got.features, ref.features, atol=1e-3, rtol=1e-3)
+        assert pending.result() is got
+
+    class Nan(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full((x.shape[0], 4), float("nan"), device=x.device)
+
+    pending = inference.start_predict(Nan(), sets[0], device=DEVICE, batch_size=8)
+    with pytest.raises(ValueError, match="NaN or infinite logits for 40 of 40"):
+        pending.result()
+
+
 def test_train_step_on_device_amp_channels_last() -> None:
     from aprkit.train.config import load_config
     from aprkit.train.recipe import DeviceAugment, method_loss

@@ -180,3 +180,73 @@ def test_clean_set_evaluated_once_per_run(tmp_path):
         evaluate(model, suite="corruption", data=data, corrupted=corrupted, corruptions=[c], severities=[1],
                  device="cpu", batch_size=5, progress=False, report=False, channels_last=False, cache_dir=tmp_path / "cache")
     assert model._images == 12 * (1 + 2)
+
+
+# ---------------------------------------------------------------- cells one ahead
+
+
+def _logged_start(monkeypatch, log: list, fail: str | None = None) -> None:
+    """Record when each cell's prediction starts and when its result is taken (``fail``: that cell fails to start)."""
+    import aprkit.eval.suites.corruption as corruption
+    from aprkit.eval.engine.inference import start_predict
+
+    def start(*args, desc: str, **kw):
+        if desc == fail:
+            raise RuntimeError(f"cannot start {desc}")
+        log.append(("start", desc))
+        pending = start_predict(*args, desc=desc, **kw)
+        taken = pending.result
+
+        def result():
+            log.append(("result", desc))
+            return taken()
+
+        pending.result = result
+        return pending
+
+    monkeypatch.setattr(corruption, "start_predict", start)
+
+
+def test_cells_are_queued_one_ahead_with_the_numbers_of_cells_alone(tmp_path, monkeypatch):
+    """The corruption suite queues cell i + 1 before it summarises cell i (so a GPU never waits for the host between
+    cells); every cell's numbers are those of the cell evaluated on its own."""
+    images, labels = natural_images(12, seed=6), torch.arange(12) % 10
+    data = TensorImageDataset(images, labels)
+    corrupted = _write_c(tmp_path, images, labels, ["fog", "contrast"])
+    kw = dict(data=data, corrupted=corrupted, device="cpu", batch_size=5, progress=False, report=False,
+              channels_last=False)
+    log: list = []
+    with monkeypatch.context() as m:
+        _logged_start(m, log)
+        res = evaluate(Counting(), suite=["corruption", "calibration"], corruptions=["fog", "contrast"],
+                       severities=[1, 2], **kw)
+    order = ["clean", "fog-1", "fog-2", "contrast-1", "contrast-2"]
+    want = [("start", order[0])]
+    for before, cell in zip(order, order[1:]):
+        want += [("start", cell), ("result", before)]
+    assert log == want + [("result", order[-1])]  # calibration reuses every cell
+    cells = res.models["Counting"]["corruption"]["cells"]
+    for c in ("fog", "contrast"):
+        for s in (1, 2):
+            alone = evaluate(Counting(), suite="corruption", corruptions=[c], severities=[s], **kw)
+            assert alone.models["Counting"]["corruption"]["cells"][c][str(s)] == cells[c][str(s)]
+
+
+def test_a_cell_that_fails_to_start_keeps_the_cell_before(tmp_path, monkeypatch):
+    """When cell i + 1 cannot start, cell i (already queued) is summarised and stored before the error surfaces:
+    a rerun computes only the cells from the failed one on."""
+    images, labels = natural_images(12, seed=6), torch.arange(12) % 10
+    data = TensorImageDataset(images, labels)
+    (tmp_path / "c").mkdir()  # the -C folder's identity is its files': the cache lies beside it, not in it
+    corrupted = _write_c(tmp_path / "c", images, labels, ["fog", "contrast"])
+    kw = dict(suite="corruption", data=data, corrupted=corrupted, corruptions=["fog", "contrast"], severities=[1, 2],
+              device="cpu", batch_size=5, progress=False, report=False, channels_last=False,
+              cache_dir=tmp_path / "cache")
+    model, log = Counting(), []
+    with monkeypatch.context() as m, pytest.raises(RuntimeError, match="cannot start fog-2"):
+        _logged_start(m, log, fail="fog-2")
+        evaluate(model, **kw)
+    assert log == [("start", "clean"), ("start", "fog-1"), ("result", "clean"), ("result", "fog-1")]
+    model._images = 0
+    evaluate(model, **kw)
+    assert model._images == 12 * 3  # fog-2, contrast-1, contrast-2: clean and fog-1 came from the cache

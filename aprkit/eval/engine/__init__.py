@@ -3,7 +3,8 @@
 - :mod:`.batches`: the evaluation's batch policy (pinned on CUDA, read ahead, each ``torchrun`` rank's shard) over
   :func:`aprkit.data.iter_batches`;
 - :mod:`.datasets`: data specs, tensors and datasets as datasets, and their cache identity;
-- :mod:`.inference`: devices and :func:`~.inference.predict`;
+- :mod:`.inference`: devices and :func:`~.inference.predict` (:func:`~.inference.start_predict`: without the wait);
+- :mod:`.data_checks`: the data against the model (class names, input size, a ``limit`` of class-sorted data);
 - :mod:`.cache`: the result cache and its keys (weights fingerprint, data identity, options);
 - :mod:`.fingerprint`: the weights fingerprint of a model (every module setting, hook and tensor);
 - :mod:`.models`: the models of an evaluation loaded and placed on the device, in channels_last unless that failed;

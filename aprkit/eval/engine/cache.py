@@ -55,7 +55,7 @@ from ...distributed import group_info
 from .fingerprint import model_fingerprint
 
 __all__ = [
-    "ResultCache", "MemoryCache", "Unidentifiable", "atomic_write_json", "cached", "identity",
+    "ResultCache", "MemoryCache", "Unidentifiable", "atomic_write_json", "cached", "cached_start", "identity",
     "nested_get", "result_key", "to_jsonable", "RUN_SETTINGS",
 ]
 
@@ -202,19 +202,34 @@ def cached(ctx: Any, unit: str, data: Any, compute: Callable[[], dict], **option
 
     Without a cache, or when a key part is :class:`Unidentifiable` (warned once), it just computes.
     """
-    if ctx.cache is None:
-        return compute()
-    try:
-        key = result_key(ctx, unit, data, **options)
-    except Unidentifiable as err:
-        warnings.warn(str(err), RuntimeWarning, stacklevel=2)
-        return compute()
-    hit = ctx.cache.get(key)
-    if hit is not None:
-        return hit
-    value = compute()
-    ctx.cache.put(key, value)
-    return value
+    return cached_start(ctx, unit, data, lambda: compute, **options)()
+
+
+def cached_start(ctx: Any, unit: str, data: Any, start: Callable[[], Callable[[], dict]],
+                 **options: Any) -> Callable[[], dict]:
+    """:func:`cached` for a computation in two steps: ``start()`` begins it (e.g. queues its work on the device) and
+    returns ``finish``, whose value is stored when it returns. Returns a function giving the value: the cache's entry
+    (``start`` never runs), or ``finish()``'s, stored then."""
+    key = None
+    if ctx.cache is not None:
+        try:
+            key = result_key(ctx, unit, data, **options)
+        except Unidentifiable as err:
+            warnings.warn(str(err), RuntimeWarning, stacklevel=3)
+        else:
+            hit = ctx.cache.get(key)
+            if hit is not None:
+                return lambda: hit
+    finish = start()
+    if key is None:
+        return finish
+
+    def store() -> dict:
+        value = finish()
+        ctx.cache.put(key, value)
+        return value
+
+    return store
 
 
 class MemoryCache:

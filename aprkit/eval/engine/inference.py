@@ -7,7 +7,9 @@ logits ``(N, K)`` (float32, CPU), labels ``(N,)`` and optionally penultimate fea
 
 On CUDA the uint8 batches come from pinned host memory, read one or two batches ahead in a background
 thread while the device computes (``aprkit.eval.engine.batches``); outputs stay on the device until
-``FLUSH_ROWS`` rows have gathered, so there is no host sync per batch.
+``FLUSH_ROWS`` rows have gathered and then go to pinned host memory in asynchronous copies, so the host never
+waits for the device while it queues batches. :func:`start_predict` returns before the last of them is done, so a
+caller can queue the next dataset first (the corruption suite does, cell after cell).
 
 When ``torch.distributed`` is initialised with more than one process (``torchrun``), each rank reads
 its share through a ``DistributedSampler`` and the outputs are gathered and put back into dataset
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -28,13 +29,20 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..._batch import as_pair
-from ..._checks import dataset_len, labels_agree
+from ..._checks import dataset_len
 from ...data.arrays import NO_LABEL
 from ...distributed import group_info, resolve_device
 from ...models.base import eval_mode
 from ...models.normalize import find_classifier
 from .batches import iter_batches
-from .datasets import in_memo_block
+from .data_checks import (
+    check_class_names,
+    class_sorted_limit,
+    names_other_classes,
+    sized_spec,
+    warn_class_sorted_limit,
+    warn_other_size,
+)
 from .models import dtype_mismatch, retry_contiguous, wants_channels_last
 
 __all__ = [
@@ -45,9 +53,16 @@ __all__ = [
     "iter_batches",
     "to_model_input",
     "predict",
+    "start_predict",
+    "PendingOutputs",
+    # the data checks, imported from here before they had a module of their own
+    "check_class_names",
+    "class_sorted_limit",
+    "names_other_classes",
+    "sized_spec",
 ]
 
-#: model outputs gathered on the device before one finiteness check and copy to the host
+#: model outputs gathered on the device before one copy to the host
 FLUSH_ROWS = 8192
 
 #: a per-batch transform applied on the device: (uint8 images (B, C, H, W), dataset indices (B,) int64) -> images
@@ -86,31 +101,6 @@ def _features_from(feats: torch.Tensor) -> torch.Tensor:
     if feats.ndim == 3:  # (B, N, D) tokens -> class token
         return feats[:, 0]
     return feats.flatten(1)
-
-
-def names_other_classes(dataset: Any, n_outputs: int) -> bool:
-    """Whether ``dataset`` names its classes and they are not the model's ``n_outputs``: its labels then mean nothing
-    to the model (e.g. 16 cue-conflict shapes under 1000 ImageNet outputs), so no accuracy is read from them."""
-    classes = getattr(dataset, "classes", None)
-    return isinstance(classes, (list, tuple)) and bool(classes) and len(classes) != n_outputs
-
-
-def check_class_names(model: nn.Module, dataset: Any) -> None:
-    """Refuse data whose class names put another class under a label than the model's training data did (a test
-    folder of fewer classes, sorted on its own): its accuracy would be silently wrong. Only where both are named:
-    ``model.aprkit_classes`` (checkpoints written by ``aprkit train``) and ``dataset.classes``."""
-    from ...models import unwrap_model
-
-    trained: Any = getattr(unwrap_model(model), "aprkit_classes", None)
-    named: Any = getattr(dataset, "classes", None)
-    if labels_agree(trained, named):
-        return
-    names, trained = [str(c) for c in named], [str(c) for c in trained]
-    raise ValueError(f"the data labels its classes ({', '.join(names[:10])}{' ...' if len(names) > 10 else ''}) "
-                     f"unlike the data the model was trained on ({', '.join(trained[:10])}"
-                     f"{' ...' if len(trained) > 10 else ''}): label i would name another class. Evaluate on data "
-                     "labelled by the model's classes: a folder with a (possibly empty) folder for each of them, or "
-                     "get_dataset('folder:PATH', classes=model.aprkit_classes)")
 
 
 def _check_logits(logits: Any, n: int, num_classes: int | tuple[int, ...] | None, where: str) -> torch.Tensor:
@@ -183,7 +173,45 @@ def amp_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
-def predict(
+def _to_host(t: torch.Tensor) -> torch.Tensor:
+    """``t`` on the host: from CUDA an asynchronous copy into pinned memory (no host sync; read it after the stream's
+    event, :class:`PendingOutputs`), elsewhere ``t.cpu()``."""
+    if t.device.type != "cuda":
+        return t.cpu()
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    return host.copy_(t, non_blocking=True)
+
+
+class PendingOutputs:
+    """The outputs of :func:`start_predict`, copied to the host or still on their way: :meth:`result` waits for them
+    (on CUDA for the copies queued after the last batch, not for work queued since), checks their finiteness and
+    returns :class:`Outputs` (the same each call)."""
+
+    def __init__(self, parts: dict[str, list[torch.Tensor]], features: bool, n_total: int, desc: str, t0: float,
+                 device: torch.device) -> None:
+        self._parts, self._features, self._n, self._desc, self._t0 = parts, features, n_total, desc, t0
+        self._event = None
+        if device.type == "cuda":
+            self._event = torch.cuda.Event()
+            self._event.record(torch.cuda.current_stream(device))
+        self._out: Outputs | None = None
+
+    def result(self) -> Outputs:
+        if self._out is not None:
+            return self._out
+        if self._event is not None:
+            self._event.synchronize()
+        parts = self._parts
+        logits, idx = torch.cat(parts["logits"]), torch.cat(parts["idx"])
+        _check_finite(logits, idx, self._desc)
+        out = Outputs(logits, torch.cat(parts["labels"]), torch.cat(parts["feats"]) if self._features else None)
+        out = gather_outputs(out, idx, self._n)
+        out.seconds = time.perf_counter() - self._t0
+        self._out = out
+        return out
+
+
+def start_predict(
     model: nn.Module,
     dataset: Dataset,
     *,
@@ -200,17 +228,12 @@ def predict(
     desc: str = "eval",
     read_ahead: int | None = None,
     labelled: bool = True,
-) -> Outputs:
-    """Run ``model`` over ``dataset`` and return logits ``(N, K)``, labels ``(N,)`` and optional features.
-
-    ``transform`` (e.g. an on-the-fly corruption) runs on the device on uint8 batches before the float
-    conversion. ``read_ahead``: batches read in a background thread ahead of the forward pass (default: 2 on
-    CUDA without loader workers, 0 on the CPU; the outputs are the same either way). ``num_classes`` (when
-    known; or a tuple of accepted counts) is checked against the model's output on the first batch; labels
-    outside ``[0, K)``, NaN logits and a logits/labels count mismatch raise ``ValueError``. ``labelled=False``
-    (OOD sets, whose folders' class indices mean nothing to the model) skips the label check and returns every
-    label as ``NO_LABEL`` (-1). The model runs in eval mode (batch norm's running statistics, no dropout); every
-    submodule gets its own train/eval flag back afterwards.
+) -> PendingOutputs:
+    """:func:`predict` without waiting for the device: every batch is read and its forward pass queued, the outputs'
+    copies to the host too, and :meth:`PendingOutputs.result` waits for them. On CUDA the host can so queue the next
+    dataset's batches (the next corruption cell) while the device still computes these, and summarise these while it
+    computes those: the device does not wait for the host between datasets. On the CPU the work is done on return.
+    The checks of the first batch (class count, labels) raise here; NaN/infinite logits raise in ``result()``.
     """
     from tqdm.auto import tqdm
 
@@ -235,26 +258,23 @@ def predict(
             use_head = True
         else:
             handle = lin.register_forward_hook(lambda m, inp, out: hook_store.append(inp[0].detach()))
-    chunks_logits, chunks_labels, chunks_feats, chunks_idx = [], [], [], []
-    # outputs stay on the device until FLUSH_ROWS rows have gathered: no host sync per batch, so the
-    # host prepares the next batch while the device still runs this one
-    pending: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
+    parts: dict[str, list[torch.Tensor]] = {"logits": [], "labels": [], "feats": [], "idx": []}
+    # outputs stay on the device until FLUSH_ROWS rows have gathered, then go to the host in one asynchronous copy:
+    # no host sync at all, so the host prepares the next batch while the device still runs this one
+    pending: list[tuple[torch.Tensor, torch.Tensor | None]] = []
 
     def flush() -> None:
         if not pending:
             return
-        logits = torch.cat([p[0] for p in pending])
-        idx_all = torch.cat([p[2] for p in pending])
-        _check_finite(logits, idx_all, desc)
-        chunks_logits.append(logits.cpu())
+        parts["logits"].append(_to_host(torch.cat([p[0] for p in pending])))
         if features:
-            chunks_feats.append(torch.cat([f for _, f, _ in pending if f is not None]).cpu())  # all set here
+            parts["feats"].append(_to_host(torch.cat([f for _, f in pending if f is not None])))  # all set here
         pending.clear()
 
     t0 = time.perf_counter()
     n_total = dataset_len(dataset) if limit is None else min(dataset_len(dataset), int(limit))
     if limit is not None:
-        _warn_class_sorted_limit(dataset, n_total)
+        warn_class_sorted_limit(dataset, n_total)
     bar = tqdm(total=n_total, desc=desc, unit="img", disable=not progress, leave=False)
     batches = iter_batches(dataset, batch_size, num_workers=num_workers, limit=limit, device=device,
                            read_ahead=read_ahead)
@@ -266,7 +286,7 @@ def predict(
                     x = transform(x, idx)
                 x = to_model_input(x, device, channels_last)
                 if b == 0 and labelled:
-                    _warn_other_size(model, x.shape[-2:])
+                    warn_other_size(model, x.shape[-2:])
                 ctx = torch.autocast(device.type, dtype=amp_type) if use_amp else contextlib.nullcontext()
                 with ctx:
                     try:
@@ -295,9 +315,9 @@ def predict(
                 if features:
                     feats = _features_from(hook_store.pop()).float()[:len(labels)]  # a lone image's pair: row 0
                     hook_store.clear()
-                pending.append((logits, feats, idx))
-                chunks_labels.append(labels)
-                chunks_idx.append(idx)
+                pending.append((logits, feats))
+                parts["labels"].append(labels)
+                parts["idx"].append(idx)
                 if len(pending) * batch_size >= FLUSH_ROWS:  # every batch but the last holds batch_size rows
                     flush()
                 bar.update(len(labels))
@@ -307,60 +327,42 @@ def predict(
         bar.close()
         if handle is not None:
             handle.remove()
-    out = Outputs(torch.cat(chunks_logits), torch.cat(chunks_labels), torch.cat(chunks_feats) if features else None)
-    out = gather_outputs(out, torch.cat(chunks_idx), n_total)
-    out.seconds = time.perf_counter() - t0
-    return out
+    return PendingOutputs(parts, features, n_total, desc, t0, device)
 
 
-def sized_spec(size: int) -> str:
-    """The folder spec that brings images to ``size`` x ``size`` as a model of that input size is evaluated:
-    ImageNet-size models with the Resize(256) + CenterCrop(224) ratio (ImageNet-C's geometry at 224 px), small ones
-    (< 64 px, CIFAR's) resized to the size itself."""
-    resize = size if size < 64 else round(size * 256 / 224)
-    return f"folder:DIR?resize={resize}&crop={size}"
+def predict(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+    num_workers: int = 0,
+    amp: bool = False,
+    channels_last: bool = False,
+    transform: BatchTransform | None = None,
+    features: bool = False,
+    limit: int | None = None,
+    num_classes: int | tuple[int, ...] | None = None,
+    progress: bool = False,
+    desc: str = "eval",
+    read_ahead: int | None = None,
+    labelled: bool = True,
+) -> Outputs:
+    """Run ``model`` over ``dataset`` and return logits ``(N, K)``, labels ``(N,)`` and optional features.
 
-
-def _warn_other_size(model: nn.Module, size: torch.Size) -> None:
-    """Warn (once per pair of sizes) when ``model`` records the input size it was made for (``input_size``, e.g. 32 px
-    for a CIFAR ResNet) and the data's images have another: a convolutional net takes them silently, and its numbers
-    then measure a change of resolution (a CIFAR ResNet-20 scored 18 % on 64-px CIFAR images)."""
-    native = getattr(model, "input_size", None)
-    if not isinstance(native, (tuple, list)) or len(native) < 2 or getattr(model, "resize", None) is not None:
-        return  # no size recorded, or a model that resizes its inputs itself (a pretrained model's Preprocess)
-    (h, w), (dh, dw) = (int(v) for v in native[-2:]), (int(v) for v in size)
-    if (h, w) != (dh, dw):
-        how = f" (e.g. {sized_spec(h)})" if h == w else ""
-        warnings.warn(f"the model was made for {h}x{w} inputs (its input_size) and the data's images are {dh}x{dw}: "
-                      f"its numbers measure it at another resolution; bring the images to its size{how} unless that "
-                      "is what you mean to measure", RuntimeWarning, stacklevel=4)
-
-
-def class_sorted_limit(labels: Any, limit: int) -> str | None:
-    """Why ``limit`` (the first N images) would evaluate only the first classes of a dataset whose ``labels`` are
-    grouped by class (an image folder lists its images class by class, so ``folder:ROOT`` with ``limit=1000`` scored
-    one class), else ``None``: a shuffled order (a CIFAR PNG tree in its test order) is a fair sample."""
-    t = torch.as_tensor(labels)
-    if t.numel() <= limit:
-        return None
-    first, every = t[:limit].unique().numel(), t.unique().numel()
-    if first == every or int((t[1:] != t[:-1]).sum()) + 1 != every:  # grouped: each class in one run, any order
-        return None
-    return (f"limit={limit} takes the first {limit} images of a dataset ordered by class: they cover {first} of its "
-            f"{every} classes. Pass a shuffled order (a CIFAR PNG tree with its test_order.csv), a seeded random "
-            f"sample (aprkit.data.subset(dataset, {limit}, seed=0): every class, about {limit // every} each, not "
-            "balanced) or evaluate all of it")
-
-
-def _warn_class_sorted_limit(dataset: Dataset, n: int) -> None:
-    """Warn when the first ``n`` images of a folder dataset, read class by class, miss some of its classes (not within
-    an ``evaluate`` call: it warned once for the run, where every suite and cell would warn again)."""
-    if in_memo_block():
-        return
-    targets = getattr(dataset, "targets", None)
-    message = class_sorted_limit(targets, n) if isinstance(targets, list) and targets else None
-    if message:
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    ``transform`` (e.g. an on-the-fly corruption) runs on the device on uint8 batches before the float
+    conversion. ``read_ahead``: batches read in a background thread ahead of the forward pass (default: 2 on
+    CUDA without loader workers, 0 on the CPU; the outputs are the same either way). ``num_classes`` (when
+    known; or a tuple of accepted counts) is checked against the model's output on the first batch; labels
+    outside ``[0, K)``, NaN logits and a logits/labels count mismatch raise ``ValueError``. ``labelled=False``
+    (OOD sets, whose folders' class indices mean nothing to the model) skips the label check and returns every
+    label as ``NO_LABEL`` (-1). The model runs in eval mode (batch norm's running statistics, no dropout); every
+    submodule gets its own train/eval flag back afterwards. :func:`start_predict` is the same without the wait.
+    """
+    return start_predict(
+        model, dataset, device=device, batch_size=batch_size, num_workers=num_workers, amp=amp,
+        channels_last=channels_last, transform=transform, features=features, limit=limit, num_classes=num_classes,
+        progress=progress, desc=desc, read_ahead=read_ahead, labelled=labelled).result()
 
 
 def gather_outputs(out: Outputs, idx: torch.Tensor, n: int) -> Outputs:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..suites import load_suites
 from ..suites.options import suites_without
-from .inference import class_sorted_limit
+from .data_checks import class_sorted_limit
 
 __all__ = ["data_for", "warn_if_limit_ignored", "warn_if_limit_takes_few_classes"]
 

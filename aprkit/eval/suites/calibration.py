@@ -24,7 +24,7 @@ from ..engine.datasets import as_dataset
 from ..report.blocks import Figure, Table, num, pct
 from ..report.plotting import new_figure, plot_text, save_figure, series_color
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
-from .corruption import CELL_VERSION, CorruptionOptions, evaluate_cell, summary_corruptions
+from .corruption import CELL_VERSION, CorruptionOptions, evaluate_cells, summary_corruptions
 from .corruption_generated import Caveats, geometry_caveat, warn_geometry
 from .corruption_report import held_out_note
 
@@ -80,14 +80,13 @@ class CalibrationSuite(Suite[CalibrationOptions]):
 
     def run(self, ctx: EvalContext, data: Any) -> CalibrationResult:
         opts = self.options(ctx)
-        clean = evaluate_cell(ctx, data, opts)
+        corruptions, severities = opts.grid() if opts.calibration_corrupted else ([], [])
+        # the extra corruptions are held out next to benchmark ones, as in the corruption suite's means
+        summary = summary_corruptions(corruptions)
+        clean, *cells = evaluate_cells(ctx, data, opts, [(None, None), *((c, s) for c in summary for s in severities)])
         clean_summary = {k: clean[k] for k in _METRICS} | {"reliability": clean["reliability"], "n": clean["n"]}
         result: CalibrationResult = {"clean": clean_summary, "corrupted": None, "per_severity": {}}
         if opts.calibration_corrupted:
-            corruptions, severities = opts.grid()
-            # the extra corruptions are held out next to benchmark ones, as in the corruption suite's means
-            summary = summary_corruptions(corruptions)
-            cells = [evaluate_cell(ctx, data, opts, c, s) for c in summary for s in severities]
             caveat = geometry_caveat(ctx.model, as_dataset(data)) if cells and not opts.corrupted else None
             warn_geometry(caveat)
             if caveat:

@@ -23,16 +23,16 @@ preset, i) only, so the numbers are the same for every batch size, worker count 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..._checks import describe_value
-from ..engine.cache import cached
+from ..engine.cache import cached_start
 from ..engine.datasets import as_dataset, corrupted_cell_id, dataset_id
-from ..engine.inference import predict
+from ..engine.inference import start_predict
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
 from .corruption_generated import STORED_QUALITY, generated_transform, geometry_caveat, stored_quality, warn_geometry
 from .corruption_options import (
@@ -48,7 +48,8 @@ from .corruption_sources import open_corrupted as _open_corrupted
 from .corruption_sources import source_origin as _source_origin
 from .corruption_sources import written_by_aprkit as _written_by_aprkit
 
-__all__ = ["CorruptionSuite", "CorruptionOptions", "CorruptionResult", "evaluate_cell", "expected_classes",
+__all__ = ["CorruptionSuite", "CorruptionOptions", "CorruptionResult", "evaluate_cell", "evaluate_cells",
+           "start_cell", "expected_classes",
            "cell_summary", "MEAN_CELL_ERROR"]
 
 #: what a cached cell's values mean: 2 since the RMS calibration error gives tied confidences their group's mean
@@ -104,6 +105,35 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
     generation (preset, ``aprkit.corruptions.corruption_version``, for frost the textures' digest; the seed is a run
     setting) or the -C source. ``before`` runs first when the cell is computed (never on a cache hit).
     """
+    return start_cell(ctx, data, opts, corruption, severity, before)()
+
+
+def evaluate_cells(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: list[tuple[str | None, int | None]],
+                   before: Callable[[], None] | None = None) -> Iterator[dict]:
+    """:func:`evaluate_cell` of each ``(corruption, severity)`` of ``cells`` (``(None, None)``: the clean cell), in
+    order, one ahead: cell ``i + 1``'s batches are queued on the device before cell ``i`` is summarised, so on CUDA
+    the device does not wait for the host between cells. Each cell is stored in ``ctx.cache`` when it is summarised;
+    when starting a cell fails, the cell before it is summarised and stored first. ``before`` goes to the first
+    cell."""
+    waiting: Callable[[], dict] | None = None
+    for i, (corruption, severity) in enumerate(cells):
+        try:
+            started = start_cell(ctx, data, opts, corruption, severity, before if i == 0 else None)
+        except BaseException:
+            if waiting is not None:  # keep the cell already computed
+                waiting()
+            raise
+        if waiting is not None:
+            yield waiting()
+        waiting = started
+    if waiting is not None:
+        yield waiting()
+
+
+def start_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corruption: str | None = None,
+               severity: int | None = None, before: Callable[[], None] | None = None) -> Callable[[], dict]:
+    """:func:`evaluate_cell` in two steps: queues the cell's work (unless ``ctx.cache`` holds it) and returns a
+    function that waits for it and returns (and stores) the cell's summary."""
     cell: tuple[str, int] | None = None  # (corruption, severity); None: the clean cell
     if corruption is not None:
         if severity is None:
@@ -146,7 +176,7 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
 
             generation["frost"] = texture_id()
 
-    def compute() -> dict:
+    def start() -> Callable[[], dict]:
         if before is not None:  # a check that only a computed cell needs (a cached one reads no data)
             before()
         transform = None
@@ -160,17 +190,22 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
             transform = generated_transform(cell[0], int(cell[1]), preset, ctx.seed,
                                             stored_quality(opts.jpeg_quality, preset))
         desc = "clean" if corruption is None else f"{corruption}-{severity}"
-        out = predict(
+        pending = start_predict(
             ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
             amp=ctx.amp, channels_last=ctx.channels_last, transform=transform, limit=limit,
             num_classes=expected_classes(opts, clean), progress=ctx.progress, desc=desc,
         )
-        value = cell_summary(out.logits, out.labels, n_bins)
-        value.update(corruption=corruption, severity=severity, origin=origin, seconds=out.seconds)
-        return value
 
-    return cached(ctx, "cell", data, compute, corruption=corruption, severity=severity, n_bins=n_bins,
-                  v=CELL_VERSION, **generation)
+        def finish() -> dict:
+            out = pending.result()
+            value = cell_summary(out.logits, out.labels, n_bins)
+            value.update(corruption=corruption, severity=severity, origin=origin, seconds=out.seconds)
+            return value
+
+        return finish
+
+    return cached_start(ctx, "cell", data, start, corruption=corruption, severity=severity, n_bins=n_bins,
+                        v=CELL_VERSION, **generation)
 
 
 def _mce_cifar(cells: dict, bench: list[str]) -> float:
@@ -220,12 +255,15 @@ class CorruptionSuite(Suite[CorruptionOptions]):
             _check_cells_present(opts.corrupted, grid)
         caveat = geometry_caveat(ctx.model, as_dataset(data)) if grid and not opts.corrupted else None
         warn_geometry(caveat)
-        clean = evaluate_cell(ctx, data, opts, before=pairs if grid and opts.corrupted else None)
+        results = evaluate_cells(ctx, data, opts, [(None, None), *grid],
+                                 before=pairs if grid and opts.corrupted else None)
+        clean = next(results)
         cells: dict[str, dict[str, dict]] = {}
         from tqdm.auto import tqdm
 
-        for c, s in tqdm(grid, desc=f"{ctx.model_id}: corruptions", unit="cell", disable=not ctx.progress or not grid):
-            r = evaluate_cell(ctx, data, opts, c, s)
+        bar = tqdm(results, total=len(grid), desc=f"{ctx.model_id}: corruptions", unit="cell",
+                   disable=not ctx.progress or not grid)
+        for (c, s), r in zip(grid, bar, strict=True):
             cells.setdefault(c, {})[str(s)] = {k: r[k] for k in ("n", "accuracy", "error", "nll", "ece")}
         summary = summary_corruptions(corruptions)
         errors = [cells[c][str(s)]["error"] for c in summary for s in severities]

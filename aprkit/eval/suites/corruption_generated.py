@@ -78,7 +78,7 @@ def geometry_caveat(model: Any, dataset: Any) -> str | None:
     h, w = (int(v) for v in dataset[0][0].shape[-2:])
     if pre.resized_size(h, w) is None:
         return None
-    from ..engine.inference import sized_spec
+    from ..engine.data_checks import sized_spec
 
     return (f"generated corruptions were made on the images at their stored size ({h}x{w}, the first image) and "
             f"then rescaled to {pre.crop} px by the model's own preprocessing, where the published -C sets corrupted "

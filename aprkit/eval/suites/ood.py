@@ -35,12 +35,12 @@ from ..._checks import dataset_len
 from ..._text import comma_items
 from ...data.noise import NOISE_VERSION
 from ..engine.cache import cached
+from ..engine.data_checks import names_other_classes
 from ..engine.datasets import as_dataset, dataset_id
 from ..engine.inference import (
     Outputs,
     gather_outputs,
     iter_batches,
-    names_other_classes,
     predict,
     to_model_input,
 )

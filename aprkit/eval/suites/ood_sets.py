@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..._checks import dataset_len, describe_value
+from ..engine.data_checks import class_sorted_limit
 from ..engine.datasets import as_dataset
-from ..engine.inference import class_sorted_limit
 
 __all__ = ["open_ood"]
 

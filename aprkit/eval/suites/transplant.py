@@ -107,8 +107,8 @@ class TransplantSuite(Suite[TransplantOptions]):
 
     def run(self, ctx: EvalContext, data: Any) -> TransplantResult:
         from ..analyses.transplant import NoDisagreeingPairs, layer_sweep, load_data
+        from ..engine.data_checks import names_other_classes
         from ..engine.datasets import as_dataset
-        from ..engine.inference import names_other_classes
 
         options = self.options(ctx)
         keyed = options.model_fields_set - {"limit", "transplant_skip_front"}
