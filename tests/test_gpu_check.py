@@ -129,7 +129,9 @@ def test_apr_p_goal_is_the_best_of_eager_and_compiled() -> None:
                                             {"target": "apr_pair", "batch": 4, "size": 224,
                                                                      "vs_fft_limit": 0.5}, {"target": "x", "batch": 4, "size": 224},
                                             {"target": "APRSingleBatch compile_core", "mode": "default", "batch": 4,
-                                             "size": 224, "vs_fft_limit": 0.99}]}  # APR-S: not an APR-P figure
+                                             "size": 224, "vs_fft_limit": 0.99},  # APR-S: not an APR-P figure
+                                            {"target": "apr_pair strided scale", "mode": "reduce-overhead", "batch": 4,
+                                             "size": 224, "vs_fft_limit_same_mode": 0.99}]}  # the old scaling: neither
     report = {"sections": {"augment": {"results": aug}, "compile": {"results": comp}}}
     apr = {g["goal"].split(",")[1].split()[2]: g for g in goals(report) if g["goal"].startswith("APR-P core")}
     assert apr["3x32x32"]["value"] == 0.95 and "reduce-overhead" in apr["3x32x32"]["shown"] and apr["3x32x32"]["met"]
@@ -284,7 +286,7 @@ def test_compile_plan_runs_an_apr_s_row_second() -> None:
     full = compile_plan(Context(device=torch.device("cuda"), quick=False, deadline=0.0))
     assert full[:2] == [("APRPair compile_core", "default", 256, 32),
                         ("APRSingleBatch compile_core", "reduce-overhead", 256, 32)]
-    assert len(full) == len(set(full)) == 13 and ("APRSingleBatch compile_core", "default", 256, 32) in full
+    assert len(full) == len(set(full)) == 15 and ("APRSingleBatch compile_core", "default", 256, 32) in full
     assert full[-1][1] == "max-autotune-no-cudagraphs"
     cpu = compile_plan(Context(device=torch.device("cpu"), quick=True, deadline=0.0, compile_backend="eager"))
     assert cpu[1] == ("APRSingleBatch compile_core", "default", 8, 32) and len(cpu) == len(set(cpu)) == 4

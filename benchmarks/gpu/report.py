@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .compiling import STRIDED_SCALE
+
 __all__ = ["goals", "markdown"]
 
 TAIL_LINES = 15  # lines of pytest's output shown when it wrote no report
@@ -79,7 +81,7 @@ def _apr_p_goals(report: dict) -> list[dict[str, Any]]:
             offer(row["batch"], row["size"], _get(row, "candidates", "apr_pair", "vs_fft_limit"), "eager apr_pair")
     backend = _res(report, "compile").get("backend")
     for row in _res(report, "compile").get("rows", []):
-        if row["target"].startswith("APRSingleBatch"):  # APR-S: shown in the compile table, not an APR-P figure
+        if row["target"].startswith("APRSingleBatch") or row["target"] == STRIDED_SCALE:  # APR-S; the old scaling
             continue
         mode = f"mode {row.get('mode', 'default')}" if backend == "inductor" else f"backend {backend}"
         same = row.get("vs_fft_limit_same_mode")
