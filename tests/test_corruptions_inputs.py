@@ -89,7 +89,7 @@ def test_a_c_set_that_cannot_pair_fails_before_the_clean_pass(tmp_path, monkeypa
     import aprkit.eval.suites.corruption as suite
 
     calls = []
-    monkeypatch.setattr(suite, "predict", lambda *a, **k: calls.append(k.get("desc")))
+    monkeypatch.setattr(suite, "start_predict", lambda *a, **k: calls.append(k.get("desc")))
     with pytest.raises(ValueError, match="has 5 images .* clean set has 12"):
         _eval(_write_c(tmp_path / "short", 5), _clean(12))
     assert calls == []  # the clean images were evaluated first (minutes on ImageNet) before the refusal

@@ -205,6 +205,7 @@ def _logged_start(monkeypatch, log: list, fail: str | None = None) -> None:
         return pending
 
     monkeypatch.setattr(corruption, "start_predict", start)
+    monkeypatch.setattr(corruption, "queues_ahead", lambda device: True)  # as on CUDA
 
 
 def test_cells_are_queued_one_ahead_with_the_numbers_of_cells_alone(tmp_path, monkeypatch):
@@ -250,3 +251,25 @@ def test_a_cell_that_fails_to_start_keeps_the_cell_before(tmp_path, monkeypatch)
     model._images = 0
     evaluate(model, **kw)
     assert model._images == 12 * 3  # fog-2, contrast-1, contrast-2: clean and fog-1 came from the cache
+
+
+def test_on_the_cpu_each_cell_is_done_before_the_next_starts(monkeypatch):
+    """Off CUDA nothing runs beside the host: each cell is summarised and stored before the next one starts."""
+    import aprkit.eval.suites.corruption as corruption
+    from aprkit.eval.engine.inference import start_predict
+
+    log: list = []
+
+    def start(*args, desc: str, **kw):
+        log.append(desc)
+        pending = start_predict(*args, desc=desc, **kw)
+        taken = pending.result
+        pending.result = lambda: (log.append("result"), taken())[1]
+        return pending
+
+    monkeypatch.setattr(corruption, "start_predict", start)
+    data = TensorImageDataset(natural_images(12, seed=6), torch.arange(12) % 10)
+    evaluate(Counting(), suite="corruption", data=data, corruptions=["fog"], severities=[1, 2], device="cpu",
+             batch_size=5, progress=False, report=False, channels_last=False)
+    assert log == ["clean", "result", "fog-1", "result", "fog-2", "result"]
+    assert not corruption.queues_ahead("cpu") and corruption.queues_ahead(torch.device("cuda", 0))

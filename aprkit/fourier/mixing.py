@@ -45,9 +45,11 @@ def _scale(z: torch.Tensor, ratio: torch.Tensor, inplace: bool) -> torch.Tensor:
     broadcast multiply of ``view_as_real`` or a complex-by-real multiply, eagerly and compiled for the CPU. Compiled
     for other devices, the one broadcast multiply: there Inductor turns each strided in-place multiply into a copy of
     the whole spectrum, where the one multiply fuses with the computation of ``ratio`` into a single pass over ``z``
-    (on the CPU that fused loop vectorises over the last dim of 2 only, and is slower)."""
-    if inplace and not _fused_scale(z) and (ratio.shape == z.shape or broadcast_shape(ratio.shape, z.shape) == z.shape):
+    (on the CPU that fused loop vectorises over the last dim of 2 only, and is slower); in ``z``'s dtype either way."""
+    if inplace and (ratio.shape == z.shape or broadcast_shape(ratio.shape, z.shape) == z.shape):
         vr = torch.view_as_real(z)
+        if _fused_scale(z):
+            return torch.view_as_complex(vr * ratio.to(vr.dtype).unsqueeze(-1))
         vr[..., 0].mul_(ratio)
         vr[..., 1].mul_(ratio)
         return z

@@ -17,7 +17,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["Context", "Section", "SECTIONS", "section", "to_jsonable"]
+__all__ = ["Context", "Section", "SECTIONS", "STRIDED_SCALE", "section", "to_jsonable"]
+
+#: the compile section's row of ``apr_pair`` compiled with the amplitude scaling as aprkit had it (two strided in-place
+#: multiplies, which Inductor turned into two copies of the spectrum), beside the ``apr_pair`` row in the same mode:
+#: what the fused scaling gains, measured in the same run; not an APR-P goal figure (the report leaves it out)
+STRIDED_SCALE = "apr_pair strided scale"
 
 
 def to_jsonable(obj: Any) -> Any:

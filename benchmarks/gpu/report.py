@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .compiling import STRIDED_SCALE
+from .context import STRIDED_SCALE
 
 __all__ = ["goals", "markdown"]
 

@@ -5,7 +5,9 @@ predicates on their own."""
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -64,7 +66,7 @@ def warn_other_size(model: nn.Module, size: torch.Size) -> None:
         how = f" (e.g. {sized_spec(h)})" if h == w else ""
         warnings.warn(f"the model was made for {h}x{w} inputs (its input_size) and the data's images are {dh}x{dw}: "
                       f"its numbers measure it at another resolution; bring the images to its size{how} unless that "
-                      "is what you mean to measure", RuntimeWarning, stacklevel=4)
+                      "is what you mean to measure", RuntimeWarning, stacklevel=_caller_level())
 
 
 def class_sorted_limit(labels: Any, limit: int) -> str | None:
@@ -91,4 +93,17 @@ def warn_class_sorted_limit(dataset: Dataset, n: int) -> None:
     targets = getattr(dataset, "targets", None)
     message = class_sorted_limit(targets, n) if isinstance(targets, list) and targets else None
     if message:
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        warnings.warn(message, RuntimeWarning, stacklevel=_caller_level())
+
+
+#: the files of ``predict`` and its checks, whose frames a warning skips
+_OWN_FILES = frozenset({__file__, str(Path(__file__).with_name("inference.py"))})
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of a warning of this module for the first frame outside ``predict``'s own files: the line
+    that called :func:`~.inference.predict` or :func:`~.inference.start_predict`, however they call each other."""
+    frame, level = sys._getframe(1), 1  # the function that calls warnings.warn
+    while frame.f_back is not None and frame.f_code.co_filename in _OWN_FILES:
+        frame, level = frame.f_back, level + 1
+    return level

@@ -175,7 +175,8 @@ def amp_dtype(device: torch.device) -> torch.dtype:
 
 def _to_host(t: torch.Tensor) -> torch.Tensor:
     """``t`` on the host: from CUDA an asynchronous copy into pinned memory (no host sync; read it after the stream's
-    event, :class:`PendingOutputs`), elsewhere ``t.cpu()``."""
+    event, :class:`PendingOutputs`), elsewhere ``t.cpu()``. For the logits only: page-locked memory stays with the
+    process (torch caches it), which a few MB of logits may, features of a whole training set (an OOD fit) may not."""
     if t.device.type != "cuda":
         return t.cpu()
     host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
@@ -201,7 +202,7 @@ class PendingOutputs:
             return self._out
         if self._event is not None:
             self._event.synchronize()
-        parts = self._parts
+        parts, self._parts = self._parts, {}  # the pinned copies go back to torch's cache once read
         logits, idx = torch.cat(parts["logits"]), torch.cat(parts["idx"])
         _check_finite(logits, idx, self._desc)
         out = Outputs(logits, torch.cat(parts["labels"]), torch.cat(parts["feats"]) if self._features else None)
@@ -229,11 +230,20 @@ def start_predict(
     read_ahead: int | None = None,
     labelled: bool = True,
 ) -> PendingOutputs:
-    """:func:`predict` without waiting for the device: every batch is read and its forward pass queued, the outputs'
-    copies to the host too, and :meth:`PendingOutputs.result` waits for them. On CUDA the host can so queue the next
-    dataset's batches (the next corruption cell) while the device still computes these, and summarise these while it
-    computes those: the device does not wait for the host between datasets. On the CPU the work is done on return.
-    The checks of the first batch (class count, labels) raise here; NaN/infinite logits raise in ``result()``.
+    """Run ``model`` over ``dataset`` (:func:`predict`, without waiting for the device): every batch is read and its
+    forward pass queued, the outputs' copies to the host too; :meth:`PendingOutputs.result` waits for them and returns
+    logits ``(N, K)``, labels ``(N,)`` and optional features.
+
+    On CUDA the host can so queue the next dataset's batches (the next corruption cell) while the device still
+    computes these, and summarise these while it computes those: the device does not wait for the host between
+    datasets. On the CPU the work is done on return. ``transform`` (e.g. an on-the-fly corruption) runs on the device
+    on uint8 batches before the float conversion. ``read_ahead``: batches read in a background thread ahead of the
+    forward pass (default: 2 on CUDA without loader workers, 0 on the CPU; the outputs are the same either way).
+    ``num_classes`` (when known; or a tuple of accepted counts) is checked against the model's output on the first
+    batch; labels outside ``[0, K)`` and a logits/labels count mismatch raise ``ValueError`` here, NaN/infinite logits
+    in ``result()``. ``labelled=False`` (OOD sets, whose folders' class indices mean nothing to the model) skips the
+    label check and returns every label as ``NO_LABEL`` (-1). The model runs in eval mode (batch norm's running
+    statistics, no dropout); every submodule gets its own train/eval flag back afterwards.
     """
     from tqdm.auto import tqdm
 
@@ -260,15 +270,15 @@ def start_predict(
             handle = lin.register_forward_hook(lambda m, inp, out: hook_store.append(inp[0].detach()))
     parts: dict[str, list[torch.Tensor]] = {"logits": [], "labels": [], "feats": [], "idx": []}
     # outputs stay on the device until FLUSH_ROWS rows have gathered, then go to the host in one asynchronous copy:
-    # no host sync at all, so the host prepares the next batch while the device still runs this one
+    # no host sync (without features), so the host prepares the next batch while the device still runs this one
     pending: list[tuple[torch.Tensor, torch.Tensor | None]] = []
 
     def flush() -> None:
         if not pending:
             return
         parts["logits"].append(_to_host(torch.cat([p[0] for p in pending])))
-        if features:
-            parts["feats"].append(_to_host(torch.cat([f for _, f in pending if f is not None])))  # all set here
+        if features:  # pageable (a host sync, as before): see _to_host
+            parts["feats"].append(torch.cat([f for _, f in pending if f is not None]).cpu())  # all set here
         pending.clear()
 
     t0 = time.perf_counter()
@@ -330,39 +340,13 @@ def start_predict(
     return PendingOutputs(parts, features, n_total, desc, t0, device)
 
 
-def predict(
-    model: nn.Module,
-    dataset: Dataset,
-    *,
-    device: str | torch.device = "cpu",
-    batch_size: int = 256,
-    num_workers: int = 0,
-    amp: bool = False,
-    channels_last: bool = False,
-    transform: BatchTransform | None = None,
-    features: bool = False,
-    limit: int | None = None,
-    num_classes: int | tuple[int, ...] | None = None,
-    progress: bool = False,
-    desc: str = "eval",
-    read_ahead: int | None = None,
-    labelled: bool = True,
-) -> Outputs:
+def predict(model: nn.Module, dataset: Dataset, **options: Any) -> Outputs:
     """Run ``model`` over ``dataset`` and return logits ``(N, K)``, labels ``(N,)`` and optional features.
 
-    ``transform`` (e.g. an on-the-fly corruption) runs on the device on uint8 batches before the float
-    conversion. ``read_ahead``: batches read in a background thread ahead of the forward pass (default: 2 on
-    CUDA without loader workers, 0 on the CPU; the outputs are the same either way). ``num_classes`` (when
-    known; or a tuple of accepted counts) is checked against the model's output on the first batch; labels
-    outside ``[0, K)``, NaN logits and a logits/labels count mismatch raise ``ValueError``. ``labelled=False``
-    (OOD sets, whose folders' class indices mean nothing to the model) skips the label check and returns every
-    label as ``NO_LABEL`` (-1). The model runs in eval mode (batch norm's running statistics, no dropout); every
-    submodule gets its own train/eval flag back afterwards. :func:`start_predict` is the same without the wait.
+    The keyword arguments are :func:`start_predict`'s (``device``, ``batch_size``, ``amp``, ``channels_last``,
+    ``transform``, ``features``, ``limit``, ...): ``predict`` is ``start_predict(model, dataset, **options).result()``.
     """
-    return start_predict(
-        model, dataset, device=device, batch_size=batch_size, num_workers=num_workers, amp=amp,
-        channels_last=channels_last, transform=transform, features=features, limit=limit, num_classes=num_classes,
-        progress=progress, desc=desc, read_ahead=read_ahead, labelled=labelled).result()
+    return start_predict(model, dataset, **options).result()
 
 
 def gather_outputs(out: Outputs, idx: torch.Tensor, n: int) -> Outputs:

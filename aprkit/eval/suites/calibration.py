@@ -83,12 +83,13 @@ class CalibrationSuite(Suite[CalibrationOptions]):
         corruptions, severities = opts.grid() if opts.calibration_corrupted else ([], [])
         # the extra corruptions are held out next to benchmark ones, as in the corruption suite's means
         summary = summary_corruptions(corruptions)
-        clean, *cells = evaluate_cells(ctx, data, opts, [(None, None), *((c, s) for c in summary for s in severities)])
+        grid = [(c, s) for c in summary for s in severities]
+        caveat = geometry_caveat(ctx.model, as_dataset(data)) if grid and not opts.corrupted else None
+        warn_geometry(caveat)  # before the cells are computed
+        clean, *cells = evaluate_cells(ctx, data, opts, [(None, None), *grid])
         clean_summary = {k: clean[k] for k in _METRICS} | {"reliability": clean["reliability"], "n": clean["n"]}
         result: CalibrationResult = {"clean": clean_summary, "corrupted": None, "per_severity": {}}
         if opts.calibration_corrupted:
-            caveat = geometry_caveat(ctx.model, as_dataset(data)) if cells and not opts.corrupted else None
-            warn_geometry(caveat)
             if caveat:
                 result["caveats"] = [caveat]
             if cells:

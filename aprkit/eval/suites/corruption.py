@@ -111,14 +111,22 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
 def evaluate_cells(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: list[tuple[str | None, int | None]],
                    before: Callable[[], None] | None = None) -> Iterator[dict]:
     """:func:`evaluate_cell` of each ``(corruption, severity)`` of ``cells`` (``(None, None)``: the clean cell), in
-    order, one ahead: cell ``i + 1``'s batches are queued on the device before cell ``i`` is summarised, so on CUDA
-    the device does not wait for the host between cells. Each cell is stored in ``ctx.cache`` when it is summarised;
-    when starting a cell fails, the cell before it is summarised and stored first. ``before`` goes to the first
-    cell."""
+    order; ``before`` goes to the first cell.
+
+    On CUDA one ahead: cell ``i + 1``'s batches are queued on the device before cell ``i`` is summarised, so the device
+    does not wait for the host between cells (under ``torchrun`` with NCCL the outputs' gather still waits for the
+    queued cell). Each cell is stored in ``ctx.cache`` when it is summarised; when starting a cell fails, the cell
+    before it is summarised and stored first. Elsewhere (nothing runs beside the host) each cell is done and stored
+    before the next starts."""
+    ahead = queues_ahead(ctx.device)
     waiting: Callable[[], dict] | None = None
     for i, (corruption, severity) in enumerate(cells):
+        first = before if i == 0 else None
+        if not ahead:
+            yield start_cell(ctx, data, opts, corruption, severity, first)()
+            continue
         try:
-            started = start_cell(ctx, data, opts, corruption, severity, before if i == 0 else None)
+            started = start_cell(ctx, data, opts, corruption, severity, first)
         except BaseException:
             if waiting is not None:  # keep the cell already computed
                 waiting()
@@ -130,10 +138,17 @@ def evaluate_cells(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: 
         yield waiting()
 
 
+def queues_ahead(device: torch.device | str) -> bool:
+    """Whether :func:`evaluate_cells` queues a cell before the one before it is summarised: on CUDA, whose work runs
+    beside the host's."""
+    return torch.device(device).type == "cuda"
+
+
 def start_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corruption: str | None = None,
                severity: int | None = None, before: Callable[[], None] | None = None) -> Callable[[], dict]:
     """:func:`evaluate_cell` in two steps: queues the cell's work (unless ``ctx.cache`` holds it) and returns a
-    function that waits for it and returns (and stores) the cell's summary."""
+    function that waits for it and returns (and stores) the cell's summary (its ``seconds``: from the start to the
+    result, which on CUDA includes queueing the next cell)."""
     cell: tuple[str, int] | None = None  # (corruption, severity); None: the clean cell
     if corruption is not None:
         if severity is None:
