@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import torch
 
@@ -22,20 +23,14 @@ from .sections import _batch, _err, _sizes, _timing
 __all__ = ["CORE_MODULES", "compile_plan"]
 
 
-@contextlib.contextmanager
-def _scale_variant(target: str) -> Iterator[None]:
-    """For :data:`STRIDED_SCALE`'s row, ``aprkit.fourier.mixing`` compiles its scaling as on the CPU (strided)."""
+def _scale_variant(target: str) -> contextlib.AbstractContextManager:
+    """For :data:`STRIDED_SCALE`'s row, ``aprkit.fourier.mixing`` compiles its scaling as on the CPU (strided): read
+    while tracing, patched for the whole row (dynamo guards on the function)."""
     if target != STRIDED_SCALE:
-        yield
-        return
+        return contextlib.nullcontext()
     import aprkit.fourier.mixing as mixing
 
-    fused = mixing._fused_scale
-    mixing._fused_scale = lambda z: False  # read while tracing; kept for the row (dynamo guards on the function)
-    try:
-        yield
-    finally:
-        mixing._fused_scale = fused
+    return mock.patch.object(mixing, "_fused_scale", lambda z: False)
 
 
 def _compile_target(name: str, x: torch.Tensor, perm: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

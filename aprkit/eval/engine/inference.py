@@ -188,9 +188,9 @@ class PendingOutputs:
     (on CUDA for the copies queued after the last batch, not for work queued since), checks their finiteness and
     returns :class:`Outputs` (the same each call)."""
 
-    def __init__(self, parts: dict[str, list[torch.Tensor]], features: bool, n_total: int, desc: str, t0: float,
+    def __init__(self, parts: dict[str, list[torch.Tensor]], n_total: int, desc: str, t0: float,
                  device: torch.device) -> None:
-        self._parts, self._features, self._n, self._desc, self._t0 = parts, features, n_total, desc, t0
+        self._parts, self._n, self._desc, self._t0 = parts, n_total, desc, t0
         self._event = None
         if device.type == "cuda":
             self._event = torch.cuda.Event()
@@ -205,7 +205,7 @@ class PendingOutputs:
         parts, self._parts = self._parts, {}  # the pinned copies go back to torch's cache once read
         logits, idx = torch.cat(parts["logits"]), torch.cat(parts["idx"])
         _check_finite(logits, idx, self._desc)
-        out = Outputs(logits, torch.cat(parts["labels"]), torch.cat(parts["feats"]) if self._features else None)
+        out = Outputs(logits, torch.cat(parts["labels"]), torch.cat(parts["feats"]) if parts["feats"] else None)
         out = gather_outputs(out, idx, self._n)
         out.seconds = time.perf_counter() - self._t0
         self._out = out
@@ -337,7 +337,7 @@ def start_predict(
         bar.close()
         if handle is not None:
             handle.remove()
-    return PendingOutputs(parts, features, n_total, desc, t0, device)
+    return PendingOutputs(parts, n_total, desc, t0, device)
 
 
 def predict(model: nn.Module, dataset: Dataset, **options: Any) -> Outputs:

@@ -123,7 +123,7 @@ def evaluate_cells(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: 
     for i, (corruption, severity) in enumerate(cells):
         first = before if i == 0 else None
         if not ahead:
-            yield start_cell(ctx, data, opts, corruption, severity, first)()
+            yield evaluate_cell(ctx, data, opts, corruption, severity, first)
             continue
         try:
             started = start_cell(ctx, data, opts, corruption, severity, first)
