@@ -154,6 +154,35 @@ def test_calibration_bad_input(fn) -> None:
         fn("probs", y)
 
 
+@pytest.mark.parametrize("fn", [M.bin_statistics, M.rms_from_confidences])
+def test_confidence_level_helpers_reject_bad_confidences(fn) -> None:
+    """The exported per-confidence helpers are an API boundary too: a NaN confidence put itself into the last
+    bin and returned nan (review, session 42)."""
+    conf, correct = torch.tensor([0.5, 0.9]), torch.tensor([True, False])
+    with pytest.raises(ValueError, match="NaN"):
+        fn(torch.tensor([0.5, float("nan")]), correct)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        fn(torch.tensor([0.5, 1.5]), correct)
+    with pytest.raises(ValueError, match="same length"):
+        fn(conf, correct[:1])
+    with pytest.raises(ValueError, match="0/1"):
+        fn(conf, torch.tensor([0.0, 2.0]))
+    with pytest.raises(TypeError, match="floating"):
+        fn(torch.tensor([0, 1]), correct)
+    assert isinstance(fn(conf.numpy(), correct.numpy()), (float, torch.Tensor))  # arrays, as every metric takes
+
+
+def test_bin_counts_accept_numpy_integers() -> None:
+    p, y = _probs(300, 4)
+    assert M.expected_calibration_error(p, y, np.int64(15)) == M.expected_calibration_error(p, y, 15)
+    assert M.rms_calibration_error(p, y, np.int32(50)) == M.rms_calibration_error(p, y, 50)
+    for bad in (True, 15.0, "15"):
+        with pytest.raises(TypeError, match="positive int"):
+            M.expected_calibration_error(p, y, bad)
+    with pytest.raises(ValueError, match=">= 1"):
+        M.rms_calibration_error(p, y, np.int64(0))
+
+
 def test_accuracy_bad_input() -> None:
     with pytest.raises(ValueError, match="NaN"):
         M.accuracy(torch.tensor([[float("nan"), 1.0]]), torch.tensor([0]))

@@ -24,11 +24,12 @@ Binning conventions
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
 
-from ._validate import check_labels_for, check_probs
+from ._validate import as_tensor, check_labels_for, check_probs
 
 __all__ = [
     "expected_calibration_error",
@@ -56,8 +57,13 @@ def confidences_and_correct(probs: Any, labels: Any) -> tuple[torch.Tensor, torc
 
 
 def _check_n_bins(n_bins: int, name: str = "n_bins") -> int:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int):
+    """``n_bins`` as an int: any integral type (NumPy's too), not a bool or a float."""
+    if isinstance(n_bins, bool):
         raise TypeError(f"{name} must be a positive int, got {n_bins!r}")
+    try:
+        n_bins = operator.index(n_bins)
+    except TypeError:
+        raise TypeError(f"{name} must be a positive int, got {n_bins!r}") from None
     if n_bins < 1:
         raise ValueError(f"{name} must be >= 1, got {n_bins}")
     return n_bins
@@ -68,18 +74,43 @@ def bin_edges(n_bins: int) -> torch.Tensor:
     return torch.arange(n_bins + 1, dtype=torch.float64) / n_bins
 
 
-def bin_statistics(confidences: torch.Tensor, correct: torch.Tensor, n_bins: int = 15) -> torch.Tensor:
+def _check_confidences(confidences: Any, correct: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate confidences ``(N,)`` in [0, 1] and correctness ``(N,)`` (bool or 0/1) of the same length."""
+    conf = as_tensor(confidences, "confidences")
+    corr = as_tensor(correct, "correct")
+    if not conf.is_floating_point():
+        raise TypeError(f"confidences must be floating point, got dtype {conf.dtype}")
+    if conf.ndim != 1 or corr.ndim != 1:
+        raise ValueError(f"confidences and correct must have shape (N,), got {tuple(conf.shape)} and "
+                         f"{tuple(corr.shape)}")
+    if conf.shape != corr.shape:
+        raise ValueError(f"confidences and correct must have the same length, got {conf.shape[0]} and {corr.shape[0]}")
+    if not bool(torch.isfinite(conf).all()):
+        raise ValueError("confidences contain NaN or infinite values")
+    if conf.numel() and (bool((conf < 0).any()) or bool((conf > 1).any())):
+        raise ValueError(f"confidences must lie in [0, 1]; got values in [{conf.min().item():.4g}, "
+                         f"{conf.max().item():.4g}] (the top-label probability, not a logit)")
+    if corr.dtype != torch.bool and not bool(((corr == 0) | (corr == 1)).all()):
+        raise ValueError("correct must be bool or 0/1 values")
+    return conf, corr.to(conf.device)
+
+
+def bin_statistics(confidences: Any, correct: Any, n_bins: int = 15) -> torch.Tensor:
     """Per-bin sums over equal-width confidence bins.
 
+    ``confidences`` ``(N,)`` in [0, 1] (the top-label probabilities) and ``correct`` ``(N,)`` (bool or 0/1).
     Returns a float64 tensor ``(3, n_bins)`` on the input's device: sample counts, summed confidences and
     summed correctness. These fixed-size sums are all ECE and the reliability diagram need, and they add
     across batches and processes.
     """
-    n_bins = _check_n_bins(n_bins)
+    conf, corr = _check_confidences(confidences, correct)
+    return _bin_statistics(conf, corr, _check_n_bins(n_bins))
+
+
+def _bin_statistics(confidences: torch.Tensor, correct: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """:func:`bin_statistics` on inputs already validated."""
     conf = confidences.detach().reshape(-1).to(torch.float64)
     corr = correct.detach().reshape(-1).to(torch.float64)
-    if conf.shape != corr.shape:
-        raise ValueError(f"confidences and correct must have the same length, got {conf.shape[0]} and {corr.shape[0]}")
     # the edges k / n in the confidences' precision: float32(0.7) lies below float64 0.7, so compared in float64 a
     # float32 confidence of 0.7 fell into [0.6, 0.7) (the value the user gave says [0.7, 0.8)); each edge is k / n
     # rounded, not linspace's (its float32 3/15 and float64 3/10 lie one unit above: 0.2 and 0.3 fell into the bin
@@ -108,19 +139,23 @@ def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 15) -> flo
     ``probs`` ``(N, K)``, ``labels`` ``(N,)``. ``ECE = sum_b (n_b / N) |acc_b - conf_b|``; in [0, 1].
     """
     conf, correct = confidences_and_correct(probs, labels)
-    return ece_from_bins(bin_statistics(conf, correct, n_bins))
+    return ece_from_bins(_bin_statistics(conf, correct, _check_n_bins(n_bins)))
 
 
-def rms_from_confidences(confidences: torch.Tensor, correct: torch.Tensor, bin_size: int = 100) -> float:
-    """RMS calibration error from raw confidences ``(N,)`` and correctness ``(N,)`` (see module docstring)."""
-    bin_size = _check_n_bins(bin_size, "bin_size")
+def rms_from_confidences(confidences: Any, correct: Any, bin_size: int = 100) -> float:
+    """RMS calibration error from raw confidences ``(N,)`` in [0, 1] and correctness ``(N,)`` (bool or 0/1; see
+    the module docstring)."""
+    conf, corr = _check_confidences(confidences, correct)
+    if conf.shape[0] == 0:
+        raise ValueError("RMS calibration error needs at least one sample")
+    return _rms_from_confidences(conf, corr, _check_n_bins(bin_size, "bin_size"))
+
+
+def _rms_from_confidences(confidences: torch.Tensor, correct: torch.Tensor, bin_size: int) -> float:
+    """:func:`rms_from_confidences` on inputs already validated (at least one sample)."""
     conf = confidences.detach().reshape(-1).to(torch.float64)
     corr = correct.detach().reshape(-1).to(torch.float64)
     n = conf.shape[0]
-    if n == 0:
-        raise ValueError("RMS calibration error needs at least one sample")
-    if corr.shape[0] != n:
-        raise ValueError(f"confidences and correct must have the same length, got {n} and {corr.shape[0]}")
     order = torch.sort(conf, stable=True).indices
     conf, corr = conf[order], corr[order]
     # samples of equal confidence have no order: each gets its tie group's mean correctness, so that a bin edge
@@ -144,7 +179,7 @@ def rms_calibration_error(probs: Any, labels: Any, bin_size: int = 100) -> float
     (unlike Hendrycks' reference code, which skips the last bin). In [0, 1].
     """
     conf, correct = confidences_and_correct(probs, labels)
-    return rms_from_confidences(conf, correct, bin_size)
+    return _rms_from_confidences(conf, correct, _check_n_bins(bin_size, "bin_size"))
 
 
 #: the smallest probability :func:`nll` takes the log of: float64's smallest normal number (-log: 708.4). A
@@ -215,5 +250,5 @@ def reliability_diagram_data(probs: Any, labels: Any, n_bins: int = 15) -> dict[
     "count": [n_bins], "ece": float}``; empty bins have count 0 and confidence/accuracy 0.0.
     """
     conf, correct = confidences_and_correct(probs, labels)
-    return reliability_from_bins(bin_statistics(conf, correct, n_bins))
+    return reliability_from_bins(_bin_statistics(conf, correct, _check_n_bins(n_bins)))
 
