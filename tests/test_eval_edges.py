@@ -274,29 +274,77 @@ def test_a_merge_with_a_run_without_provenance_lists_each_data_once():
         "c10 (corruption); svhn (ood)"
 
 
-def test_a_lone_image_in_a_batch_gives_the_numbers_of_any_other_batch() -> None:
-    """PyTorch's CPU convolutions take other kernels for one image: a pass ending in a batch of one (N mod batch size
-    == 1, or batch size 1) moved logits by ~1e-5 and so ECE/NLL; a lone image now runs as a pair."""
+class _WideHead(torch.nn.Module):
+    """A 512 -> 10 classifier: MKL's matrix product takes another kernel for up to 15 rows than for more."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 32, 3, padding=1)
+        self.relu = torch.nn.ReLU()
+        self.fc = torch.nn.Linear(512, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.nn.functional.adaptive_avg_pool2d(self.relu(self.conv(x)), 4).flatten(1))
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "wide_head"])
+def test_numbers_do_not_depend_on_the_batch_size_where_the_cpu_kernels_do(arch) -> None:
+    """PyTorch's CPU kernels take other algorithms for few rows: a lone image (a convolution), then up to 2 rows for
+    resnet20's 64 -> 10 head and up to 15 for a 512 -> 10 one (MKL) moved logits by ~1e-5 and so ECE/NLL with the
+    batch size (a lone image ran as a pair: that covered the first case only). Every CPU forward pass now has
+    CPU_BLOCK rows."""
     from aprkit.eval.engine.inference import predict
     from aprkit.hidden import Site
     from aprkit.hidden.capture import capture, predict_intervened
     from aprkit.models import create_model
 
     torch.manual_seed(0)
-    model = create_model("resnet20").eval()
-    x = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    data = [(x[i], i % 10) for i in range(5)]
-    ref = predict(model, data, batch_size=5, device="cpu").logits
-    for bs in (1, 2, 4):
+    model = (create_model("resnet20") if arch == "resnet20" else _WideHead()).eval()
+    n = 21
+    x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    data = [(x[i], i % 10) for i in range(n)]
+    ref = predict(model, data, batch_size=n, device="cpu").logits
+    with torch.no_grad():
+        plain = [model(x[:m].float() / 255)[:1] for m in (1, 2, 16, n)]
+    assert not all(torch.equal(p, plain[-1]) for p in plain[:-1])  # the kernels do differ here
+    for bs in (1, 2, 3, 7, 16, 20):
         assert torch.equal(predict(model, data, batch_size=bs, device="cpu").logits, ref), bs
     xf = x.float() / 255
-    site = Site("layer2")
-    acts, _ = capture(model, xf, site, 5, torch.device("cpu"))
-    _, logits = predict_intervened(model, xf, 5, torch.device("cpu"), site, replace=lambda rows: acts[rows])
-    for bs in (1, 2, 4):
+    site = Site("layer2" if arch == "resnet20" else "relu")
+    acts, _ = capture(model, xf, site, n, torch.device("cpu"))
+    _, logits = predict_intervened(model, xf, n, torch.device("cpu"), site, replace=lambda rows: acts[rows])
+    assert torch.equal(logits, ref)
+    for bs in (1, 2, 7):
         assert torch.equal(capture(model, xf, site, bs, torch.device("cpu"))[0], acts), bs
         assert torch.equal(predict_intervened(model, xf, bs, torch.device("cpu"), site,
                                               replace=lambda rows: acts[rows])[1], logits), bs
+
+
+def test_odin_and_the_test_loss_do_not_depend_on_the_batch_size() -> None:
+    """ODIN's backward passes and training's test loss run their CPU forward passes in CPU_BLOCK rows too."""
+    from aprkit.eval import evaluate
+    from aprkit.eval.engine.datasets import TensorImageDataset
+    from aprkit.distributed import DistInfo
+    from aprkit.train.evaluation import evaluate_accuracy
+
+    x = torch.randint(0, 256, (13, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    ds = TensorImageDataset(x, torch.arange(13) % 10)
+    got = [evaluate(_WideHead().eval(), suite="ood", data=ds, device="cpu", batch_size=bs, progress=False,
+                    report=False, options={"ood_scores": ["odin", "msp"], "ood_limit": 11, "ood": ["noise:gaussian"]})["ood"]["sets"]["gaussian"] for bs in (1, 3, 13)]
+    assert got[0] == got[1] == got[2]
+
+    class Batches:
+        def __init__(self, bs: int) -> None:
+            self.bs = bs
+
+        def iterate(self):
+            for s in range(0, 13, self.bs):
+                yield x[s:s + self.bs], torch.arange(s, min(s + self.bs, 13)) % 10
+
+    info = DistInfo(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
+    losses = [evaluate_accuracy(_WideHead(), Batches(bs), info)["test_loss"] for bs in (1, 5, 13)]  # type: ignore[arg-type]
+    assert losses[0] == losses[1] == losses[2]
 
 
 def test_a_lone_images_features_and_intervention_count_once() -> None:

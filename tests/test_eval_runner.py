@@ -321,14 +321,15 @@ def test_killed_run_resumes_from_cache(tmp_path):
     kw = dict(suite="corruption", data=ds, corrupted=f"cifar10-c:{root}", corruptions=["fog", "snow"], severities=[1, 2, 3],
               device="cpu", batch_size=10, progress=False, model_id="tiny", report=False)
     out = tmp_path / "run"
-    broken = broken_tiny(fail_after=9)  # clean (2 batches) + 3 cells done, dies inside the 5th cell
+    per_pass = 3  # forward calls per pass: 20 images in blocks of 8 rows (aprkit._batch.CPU_BLOCK)
+    broken = broken_tiny(fail_after=4 * per_pass + 1)  # clean + 3 cells done, dies inside the 5th pass
     with pytest.raises(KeyboardInterrupt):
         evaluate(broken, out_dir=out, **kw)
     done = len(list((out / "cache").glob("*.json")))
     assert done == 4  # clean + 3 finished cells survived the kill
     resumed = Tiny()
     res = evaluate(resumed, out_dir=out, **kw)
-    assert resumed._calls == 2 * (7 - 4)  # only the 3 unfinished cells were recomputed
+    assert resumed._calls == per_pass * (7 - 4)  # only the 3 unfinished cells were recomputed
     fresh = evaluate(Tiny(), **kw)
     assert res["corruption"]["cells"] == fresh["corruption"]["cells"]
     again = Tiny()
@@ -337,7 +338,7 @@ def test_killed_run_resumes_from_cache(tmp_path):
     assert json.loads((out / "results.json").read_text())["models"]["tiny"]["corruption"]["clean"]["n"] == 20
     fresh_run = Tiny()
     evaluate(fresh_run, out_dir=out, resume=False, **kw)
-    assert fresh_run._calls == 2 * 7
+    assert fresh_run._calls == per_pass * 7
 
 
 def test_generated_corruptions_are_seeded(monkeypatch):
@@ -565,7 +566,7 @@ def test_a_suite_an_interrupted_run_left_undone_stays_pending_in_the_folder(tmp_
     kw = dict(out_dir=tmp_path, device="cpu", batch_size=64, corruptions=["fog"], severities=[1], progress=False,
               data="synthetic:40")
     with pytest.raises(KeyboardInterrupt):
-        evaluate(_interrupt_after(Tiny(), 2), model_id="A", suite=["corruption", "ood"],
+        evaluate(_interrupt_after(Tiny(), 2 * 5), model_id="A", suite=["corruption", "ood"],  # 2 passes of 5 blocks
                  options={"ood_scores": ["msp"]}, **kw)
     evaluate(Tiny(seed=1), model_id="B", suite=["corruption"], **kw)
     meta = json.loads((tmp_path / "results.json").read_text())["meta"]

@@ -19,6 +19,8 @@ from aprkit.eval.engine.inference import predict
 from aprkit.eval.engine.datasets import TensorImageDataset
 from conftest import natural_images
 
+from aprkit._batch import CPU_BLOCK
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
@@ -172,14 +174,15 @@ def test_clean_set_evaluated_once_per_run(tmp_path):
     res = evaluate(model, suite=["corruption", "calibration"], data=data, corrupted=corrupted, corruptions=["fog", "contrast"],
                    severities=[1, 2],
                    device="cpu", batch_size=5, progress=False, report=False, channels_last=False)
-    assert model._images == 12 * (1 + 2 * 2)  # clean once, then 4 cells; calibration reuses every cell
+    rows = 16  # forward rows per pass: 12 images in blocks of CPU_BLOCK = 8 (aprkit._batch), the last padded
+    assert CPU_BLOCK == 8 and model._images == rows * (1 + 2 * 2)  # clean once, then 4 cells; calibration reuses every cell
     assert res.models["Counting"]["calibration"]["clean"]["n"] == 12
     # a run in pieces sharing one cache (how bench_eval interleaves): the clean set is not evaluated again
     model._images = 0
     for c in ("fog", "contrast"):
         evaluate(model, suite="corruption", data=data, corrupted=corrupted, corruptions=[c], severities=[1],
                  device="cpu", batch_size=5, progress=False, report=False, channels_last=False, cache_dir=tmp_path / "cache")
-    assert model._images == 12 * (1 + 2)
+    assert model._images == rows * (1 + 2)
 
 
 # ---------------------------------------------------------------- cells one ahead
@@ -250,7 +253,7 @@ def test_a_cell_that_fails_to_start_keeps_the_cell_before(tmp_path, monkeypatch)
     assert log == [("start", "clean"), ("start", "fog-1"), ("result", "clean"), ("result", "fog-1")]
     model._images = 0
     evaluate(model, **kw)
-    assert model._images == 12 * 3  # fog-2, contrast-1, contrast-2: clean and fog-1 came from the cache
+    assert model._images == 16 * 3  # fog-2, contrast-1, contrast-2 (12 images in 2 blocks of 8): clean and fog-1 cached
 
 
 def test_on_the_cpu_each_cell_is_done_before_the_next_starts(monkeypatch):

@@ -154,13 +154,17 @@ def test_tokens_keep_class_token() -> None:
         assert r["identity_agreement"] == 1.0
         assert r["prefix_tokens"] == "receiver"
         assert r["deletion_agreement"] == 1.0  # the controls leave the class token as it is
+        assert any(f.startswith("prefix:") and "keeps B's" in f for f in r["flags"])  # said beside the rate
     # prefix_tokens="sign": the class token takes A's sign on B's absolute values, so the prediction can follow A
     signed = transplant_test(model, x, ["mix"], code=("phase", "sign"), site="input", n_pairs=400,
-                             num_prefix_tokens=1, prefix_tokens="sign")  # about 5.5 % follow A: 400 pairs to see it
+                             num_prefix_tokens=1, prefix_tokens="sign", keep_predictions=True)  # ~5.5 % follow A
     for r in signed["rows"]:
         assert r["prefix_tokens"] == "sign" and r["identity_agreement"] == 1.0
         assert r["follow_donor"] > 0.02 and r["follow_magnitude"] < 0.95  # the receiver mode's are 0 and 1
         assert r["deletion_agreement"] < 1.0  # deletion now reaches the class token: own sign, mean magnitude
+        assert any(f.startswith("prefix:") and "the phase code too" in f for f in r["flags"])
+    rows = {r["code"]: r for r in signed["rows"]}  # the head reads only the class token: both codes give its sign
+    assert rows["phase"]["predictions"] == rows["sign"]["predictions"]
     with pytest.raises(ValueError, match="prefix_tokens must be one of"):
         transplant_test(model, x, ["mix"], n_pairs=5, prefix_tokens="donor")
 
@@ -671,6 +675,10 @@ def test_sites_are_checked_before_computing_and_the_default_sweep_leaves_out_wha
     assert [r["block"] for r in res["rows"]] == ["blocks.0", "blocks.1"]
     assert [(k["block"], k["site"]) for k in res["skipped"]] == [("blocks.2", "output")]
     assert "below 2x2" in res["skipped"][0]["reason"]
+    mixed = layer_sweep(deep, x, sites=("output",), n_pairs=8, n_control=8)  # phase and sign: the 1x1 keeps its sign
+    assert [(r["block"], r["code"]) for r in mixed["rows"]] == [
+        ("blocks.0", "phase"), ("blocks.0", "sign"), ("blocks.1", "phase"), ("blocks.1", "sign"), ("blocks.2", "sign")]
+    assert [(k["block"], k["codes"]) for k in mixed["skipped"]] == [("blocks.2", ["phase"])]
     calls: list[int] = []
     h = deep.blocks[0].register_forward_hook(lambda *a: calls.append(1))
     transplant_test(deep, x, ["blocks.0"], n_pairs=8, n_control=8)
@@ -988,3 +996,8 @@ def test_the_headline_and_summary_carry_the_last_sites_flags():
     assert cell.text == "0.0 / 100.0 (inert, dc-readout)"
     (plain,) = TransplantSuite.headline(TransplantSuite, {"rows": rows[:1]})
     assert plain.label.endswith("(last block, output)")
+    # a 1x1 last stage has sign rows only: the phase code's "last block" is an earlier one, named
+    deeper = [*rows, {**row(2, 0.3, []), "code": "sign", "block": "b2"}]
+    phase, sign = TransplantSuite.headline(TransplantSuite, {"rows": deeper})
+    assert phase.label.endswith("(last block, output; at b1; inert; dc-readout)") and sign.label.endswith("output)")
+    assert summary_table({"r": {"rows": deeper}}).rows[0][3][0].text.endswith("(at b1, inert, dc-readout)")

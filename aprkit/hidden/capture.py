@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._batch import pair_rows
+from .._batch import block_rows, pad_rows, row_blocks
 from .sites import FUNCTIONAL_OPS, Site, StopForward, activation_modules, list_blocks, resolve_module, tap
 
 __all__ = ["predict_intervened", "capture", "count_calls", "front_blocks", "skipping", "FrontSkip"]
@@ -94,13 +94,13 @@ def predict_intervened(
     are not computed, and ``feed = (module, fn)`` replaces that module's input by ``fn(rows)``.
     """
     preds, logits = [], []
-    for s in range(0, images.shape[0], batch_size):
-        rows, doubled = pair_rows(s, min(s + batch_size, images.shape[0]), device)  # a lone image runs as a pair
+    # forward passes of exactly CPU_BLOCK rows on the CPU (aprkit._batch), the last padded with its last image
+    for rows, n_real in row_blocks(images.shape[0], batch_size, block_rows(model, device)):
         x = images[rows].to(device)
-        own = rows[:1] if doubled else rows  # replace / feed see each image once (they may record per row)
+        own = rows[:n_real]  # replace / feed see each image once (they may record per row)
 
-        def paired(t: torch.Tensor, doubled: bool = doubled) -> torch.Tensor:
-            return torch.cat([t, t]) if doubled else t
+        def paired(t: torch.Tensor, n_rows: int = rows.numel()) -> torch.Tensor:
+            return pad_rows(t, n_rows)
 
         if site is None:
             out = model(x)
@@ -124,7 +124,7 @@ def predict_intervened(
             fix = ("wrap a model returning a tuple or dict in a module whose forward returns its logits"
                    if not isinstance(out, torch.Tensor) else "a classifier's logits, one row per image")
             raise ValueError(f"the model returned {got}; the transplant test needs logits (B, K): {fix}")
-        logits.append((out[:1] if doubled else out).float().cpu())
+        logits.append(out[:n_real].float().cpu())
         preds.append(logits[-1].argmax(1))
     return torch.cat(preds), torch.cat(logits)
 
@@ -172,7 +172,7 @@ def capture(model: nn.Module, images: torch.Tensor, site: Site, batch_size: int,
         raise ValueError(f"call_index {idx} out of range for layer {site.layer!r}, which is called {n_calls} times")
     idx %= n_calls
     chunks: list[torch.Tensor] = []
-    keep = [0]  # rows of the batch to keep: 1 for a lone image run as a pair
+    keep = [0]  # rows of the forward pass to keep: the real ones of a padded block
 
     def grab(a: Any, i: int) -> None:
         if i == idx:
@@ -182,9 +182,8 @@ def capture(model: nn.Module, images: torch.Tensor, site: Site, batch_size: int,
             chunks.append(a[:keep[0]].detach().clone())
             raise StopForward
 
-    for s in range(0, images.shape[0], batch_size):
-        rows, doubled = pair_rows(s, min(s + batch_size, images.shape[0]), device)
-        keep[0] = 1 if doubled else rows.numel()
+    for rows, n_real in row_blocks(images.shape[0], batch_size, block_rows(model, device)):
+        keep[0] = n_real
         with tap(model, site, grab):
             try:
                 model(images[rows].to(device))

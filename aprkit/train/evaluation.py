@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._batch import block_rows, in_blocks
 from ..distributed import DistInfo, all_reduce_sum
 from ..models.base import eval_mode
 from .batch_ops import random_crop, to_float
@@ -57,13 +58,15 @@ def evaluate_accuracy(model: nn.Module, batches: EpochBatches, info: DistInfo, *
     """Clean loss and top-1 accuracy of ``model`` over ``batches`` (summed over DDP ranks).
 
     The loss is the correctly rounded sum (``math.fsum``) of the images' own losses, so it does not depend on how the
-    images are batched wherever the logits do not (a float32 sum per batch moved its last digits)."""
+    images are batched wherever the logits do not (a float32 sum per batch moved its last digits); on the CPU they do
+    not (forward passes of CPU_BLOCK rows, aprkit._batch)."""
     sums = torch.zeros(3, dtype=torch.float64, device=info.device)  # loss, correct, count
     losses = []
+    block = block_rows(model, info.device)  # forward passes of CPU_BLOCK rows on the CPU (aprkit._batch)
     with eval_mode(model):
         for x, y in batches.iterate():
             with torch.autocast(info.device.type, dtype=amp_dtype, enabled=amp):
-                logits = model(to_float(x, channels_last))
+                logits = in_blocks(model, to_float(x, channels_last), block)
             losses.append(F.cross_entropy(logits.float(), y, reduction="none"))
             sums[1] += correct_count(logits, y)
             sums[2] += y.numel()

@@ -249,10 +249,11 @@ def layer_sweep(
     blocks, whose last nonlinearity is the MLP's GELU) it is a site inside the branch, which the rest of the network
     reads only through the branch (the whole-swap control flags it ``partial``), and the block output is already the
     signed stream. Every site is checked on one image before the sweep computes: with ``layers="all"``, sites that
-    cannot be transplanted (no pre-activation, a map below 2x2 such as a 1x1 last stage where the phase code is
-    asked for, a channels-last map) are left out and listed in ``"skipped"`` with the reason (an error when no site
-    is left); a site named in ``layers`` that cannot be transplanted is an error before anything is computed. The
-    sign code alone (elementwise) also takes maps below 2x2 and vectors ``(B, D)``.
+    cannot be transplanted (no pre-activation, a channels-last map) are left out and listed in ``"skipped"`` with
+    the reason (an error when no site is left); a map below 2x2 (a 1x1 last stage) has no phase code but keeps its
+    other codes' rows (the sign code is elementwise: it also takes vectors ``(B, D)``), its phase listed in
+    ``"skipped"`` with ``"codes": ["phase"]``. A site named in ``layers`` that cannot be transplanted with every code
+    asked for is an error before anything is computed.
     Returns ``{"rows", "skipped", "table" (Markdown), "figure" (path or None), ...}``; ``plot`` is a PNG path.
     ``cache`` (``get(key)``/``put(key, value)``) stores each finished site so a rerun resumes.
     Other keyword arguments are those of :func:`transplant_test`.
@@ -306,30 +307,36 @@ def layer_sweep(
             prep["num_prefix_tokens"], prep["grid"])
         checked = []  # every site is checked before the first one's long computation
         for depth, block, t in targets:
-            problem = None
+            problem, site_codes = None, codes
             if t.site == "input" and t.op is not None and layers == "all":  # a block without activation modules:
                 try:  # its functional one (a named "blk:relu" is kept as named)
                     t = functional_site(model, block, t, images[:1].to(device))
                 except ValueError as err:
                     problem, t = str(err), Site(block, "input")  # (named by its block in "skipped")
-            problem = problem or site_problem(model, images[:1], t, device, layout_kw, codes)
             if problem is None:
-                checked.append((depth, block, t))
+                problem = site_problem(model, images[:1], t, device, layout_kw, codes)
+                other = [c for c in codes if c != "phase"]
+                if problem is not None and layers == "all" and other and len(other) < len(codes) and site_problem(
+                        model, images[:1], t, device, layout_kw, other) is None:  # a 1x1 map: its sign rows
+                    skipped.append({"depth": depth, "block": block, "layer": t.label(), "site": t.site,
+                                    "codes": ["phase"], "reason": problem})
+                    problem, site_codes = None, other
+            if problem is None:
+                checked.append((depth, block, t, site_codes))
             elif layers != "all":  # sites the caller named: an error
                 raise ValueError(problem)
             else:  # the default sweep: the sites it can measure, the others named
                 skipped.append({"depth": depth, "block": block, "layer": t.label(), "site": t.site, "reason": problem})
-        targets = checked
-        if not targets:
+        if not checked:
             raise ValueError("no block of the sweep can be transplanted: "
                              + "; ".join(f"{k['layer']}: {k['reason']}" for k in skipped[:3]))
         rows: list[dict] = []
         common = _sweep_key(model, images, labels, pairs, layout_kw, codes, opts) if cache is not None else ""
-        for depth, block, t in tqdm(targets, disable=not progress, desc="layer sweep"):
-            key = f"{common}|{t.label()}"
+        for depth, block, t, site_codes in tqdm(checked, disable=not progress, desc="layer sweep"):
+            key = f"{common}|{t.label()}" + ("" if site_codes == codes else f"|codes={','.join(site_codes)}")
             got = cache.get(key) if cache is not None else None
             if got is None:
-                got = {"rows": site_rows(model, images, labels, clean, pairs, t, codes, opts["dims"], layout_kw,
+                got = {"rows": site_rows(model, images, labels, clean, pairs, t, site_codes, opts["dims"], layout_kw,
                                           opts["batch_size"], opts["n_control"], device, opts["skip_front"],
                                           opts["prefix_tokens"])}
                 if cache is not None:

@@ -168,6 +168,11 @@ def site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw,
             flags.append("dc-readout: the output reads only the channel means here (the DC-only control keeps every "
                          "prediction), and a phase transplant keeps B's non-negative means: following B is by "
                          "construction")
+        if layout.kind == "tokens" and layout.num_prefix_tokens > 0:  # a head reading only the class token sees this
+            flags.append("prefix: the DC-only control keeps the class (prefix) tokens whole, and the transplant " + (
+                "gives them A's elementwise sign under every code, the phase code too (where the head reads only "
+                "them, phase and sign rows agree)" if signed_prefix else "keeps B's (where the head reads only "
+                "them, following B is by construction)"))
         if st["variation"] < TRIVIAL_VARIATION:
             flags.append(f"trivial: the magnitude hardly varies between images (variation {st['variation']:.3f})")
         if row["identity_agreement"] < 1.0:

@@ -12,7 +12,7 @@ from typing import Any
 from ..report.blocks import Table
 from ..report.blocks import code as code_span
 
-__all__ = ["sweep_table", "sweep_markdown", "summary_table", "plot_sweep", "code_label", "flag_names"]
+__all__ = ["sweep_table", "sweep_markdown", "summary_table", "plot_sweep", "code_label", "flag_names", "last_row"]
 
 
 def _pct(v: Any) -> str:
@@ -28,6 +28,16 @@ def flag_names(row: Mapping[str, Any]) -> list[str]:
     """The short names of a row's flags (``inert``, ``dc-readout``, ``trivial``, ``partial``, ...): what a rate
     read alone would hide (at an inert or DC-readout site following B is by construction)."""
     return [str(f).split(":", 1)[0] for f in row.get("flags") or []]
+
+
+def last_row(rows: Sequence[Mapping[str, Any]], site: str, code: str) -> tuple[Mapping[str, Any], list[str]]:
+    """The deepest of ``rows`` at ``site`` with ``code`` and its :func:`flag_names`, led by ``at <block>`` where
+    that is not the sweep's last block (a 1x1 last stage has no phase code): the "last block" it stands for."""
+    last = max((r for r in rows if r["site"] == site and r["code"] == code), key=lambda r: r["depth"])
+    flags = flag_names(last)
+    if last["depth"] < max(r["depth"] for r in rows):
+        flags.insert(0, f"at {last.get('block', last['layer'])}")
+    return last, flags
 
 
 def sweep_table(rows: Sequence[Mapping[str, Any]]) -> Table:
@@ -58,7 +68,8 @@ def sweep_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def summary_table(results: Mapping[str, Mapping[str, Any]]) -> Table:
-    """Models side by side: follow-donor / follow-magnitude at the last block and the mean over blocks."""
+    """Models side by side: follow-donor / follow-magnitude at the last block and the mean over blocks (flags:
+    :func:`last_row`)."""
     body = []
     for model_id, res in results.items():
         rows = res.get("rows", [])
@@ -67,10 +78,9 @@ def summary_table(results: Mapping[str, Mapping[str, Any]]) -> Table:
                 sel = [r for r in rows if r["site"] == site and r["code"] == code_name]
                 if not sel:
                     continue
-                last = max(sel, key=lambda r: r["depth"])
+                last, flags = last_row(rows, site, code_name)
                 md = sum(r["follow_donor"] for r in sel) / len(sel)
                 mm = sum(r["follow_magnitude"] for r in sel) / len(sel)
-                flags = flag_names(last)
                 body.append([model_id, site, code_label(last),
                              f"{_pct(last['follow_donor'])} / {_pct(last['follow_magnitude'])}"
                              + (f" ({', '.join(flags)})" if flags else ""),

@@ -50,6 +50,7 @@ from typing import Any
 
 import torch
 
+from ..._batch import batch_dependent
 from ..._io import atomic_write_text, to_jsonable
 from ...distributed import group_info
 from .fingerprint import model_fingerprint
@@ -125,14 +126,6 @@ def identity(value: Any) -> Any:
         "object without a 'cache_id' string): results depending on it are recomputed every run; give it a "
         "cache_id attribute that names its content to cache them"
     )
-
-
-def batch_dependent(model: Any) -> bool:
-    """Whether ``model``'s outputs in eval mode depend on the other images of their batch: a batch norm without
-    running statistics (``track_running_stats=False``: test-time adaptation normalises by the batch's own)."""
-    return isinstance(model, torch.nn.Module) and any(
-        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and (not m.track_running_stats or m.running_mean is None)
-        for m in model.modules())
 
 
 #: per model object: (its key in the last :func:`result_key`, :func:`batch_dependent` of it then)

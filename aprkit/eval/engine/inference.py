@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..._batch import as_pair
+from ..._batch import block_rows, in_blocks, read_size
 from ..._checks import dataset_len
 from ...data.arrays import NO_LABEL
 from ...distributed import group_info, resolve_device
@@ -149,16 +149,31 @@ class _SplitHead(Protocol):
     def forward_head(self, features: Any) -> Any: ...
 
 
-def _forward(model: nn.Module, x: torch.Tensor, use_head: bool, hook_store: list[torch.Tensor]) -> Any:
-    x, doubled = as_pair(x)  # a lone image runs as a pair (aprkit._batch): the same kernels as in any other batch
-    if use_head:  # predict checked that the model has forward_features and forward_head
-        split = cast(_SplitHead, model)
-        f = split.forward_features(x)
-        hook_store.append(_features_from(f))  # predict keeps a lone image's row, whichever path stored them
-        out = split.forward_head(f)
-    else:
-        out = model(x)
-    return out[:1] if doubled and isinstance(out, torch.Tensor) else out
+def _forward(model: nn.Module, x: torch.Tensor, use_head: bool, hook_store: list[torch.Tensor],
+             block: int | None) -> Any:
+    """The model's output on ``x`` in blocks of ``block`` rows (aprkit._batch: on the CPU, the same kernels whatever
+    the batch size); the features of those rows, when a hook or the split head stored them, as one entry of
+    ``hook_store`` (the last the classifier saw in each block; only the last block holds padding rows)."""
+    feats: list[torch.Tensor] = []
+
+    def one(xb: torch.Tensor) -> Any:
+        mark = len(hook_store)
+        if use_head:  # predict checked that the model has forward_features and forward_head
+            split = cast(_SplitHead, model)
+            f = split.forward_features(xb)
+            hook_store.append(_features_from(f))
+            out = split.forward_head(f)
+        else:
+            out = model(xb)
+        if len(hook_store) > mark:
+            feats.append(hook_store[-1])
+            del hook_store[mark:]
+        return out
+
+    out = in_blocks(one, x, block)
+    if feats:
+        hook_store.append(torch.cat([_features_from(f) for f in feats])[:x.shape[0]])
+    return out
 
 
 def _eval_mode(model: nn.Module) -> contextlib.AbstractContextManager:
@@ -253,6 +268,7 @@ def start_predict(
         check_class_names(model, dataset)
     device = resolve_device(device)
     channels_last = wants_channels_last(model, channels_last)
+    block = block_rows(model, device)  # rows per forward pass (aprkit._batch)
     use_amp = bool(amp)
     amp_type = amp_dtype(device)
     hook_store: list[torch.Tensor] = []
@@ -286,6 +302,7 @@ def start_predict(
     if limit is not None:
         warn_class_sorted_limit(dataset, n_total)
     bar = tqdm(total=n_total, desc=desc, unit="img", disable=not progress, leave=False)
+    batch_size = read_size(batch_size, block)  # whole blocks (aprkit._batch): only the last one holds padding
     batches = iter_batches(dataset, batch_size, num_workers=num_workers, limit=limit, device=device,
                            read_ahead=read_ahead)
     try:
@@ -300,7 +317,7 @@ def start_predict(
                 ctx = torch.autocast(device.type, dtype=amp_type) if use_amp else contextlib.nullcontext()
                 with ctx:
                     try:
-                        out = _forward(model, x, use_head, hook_store)
+                        out = _forward(model, x, use_head, hook_store, block)
                     except RuntimeError as exc:
                         clear = dtype_mismatch(model, exc)
                         if clear is not None:
@@ -310,7 +327,7 @@ def start_predict(
                         x = x.contiguous()
                         hook_store.clear()
                         out = retry_contiguous(  # the lambda is called within this iteration (B023)
-                            model, exc, lambda: _forward(model, x, use_head, hook_store))  # noqa: B023
+                            model, exc, lambda: _forward(model, x, use_head, hook_store, block))  # noqa: B023
                         channels_last = False
                 where = f"({desc}, batch {b}, images {int(idx[0])}..{int(idx[-1])})"
                 logits = _check_logits(out, len(labels), num_classes, where).float()
@@ -323,7 +340,7 @@ def start_predict(
                     )
                 feats = None
                 if features:
-                    feats = _features_from(hook_store.pop()).float()[:len(labels)]  # a lone image's pair: row 0
+                    feats = _features_from(hook_store.pop()).float()
                     hook_store.clear()
                 pending.append((logits, feats))
                 parts["labels"].append(labels)

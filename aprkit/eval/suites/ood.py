@@ -30,7 +30,7 @@ import torch
 from pydantic import Field, field_validator
 from torch.utils.data import Subset
 
-from ..._batch import as_pair
+from ..._batch import block_rows, in_blocks, read_size
 from ..._checks import dataset_len
 from ..._text import comma_items
 from ...data.noise import NOISE_VERSION
@@ -220,11 +220,13 @@ def _odin_scores(ctx: EvalContext, dataset: Any, limit: int | None, opts: OODOpt
 
     T, eps = opts.odin_temperature, opts.odin_epsilon
     parts, labels, indices = [], [], []
-    batches = iter_batches(dataset, ctx.batch_size, num_workers=ctx.num_workers, limit=limit, device=ctx.device)
+    block = block_rows(ctx.model, ctx.device)  # forward passes of CPU_BLOCK rows on the CPU (aprkit._batch)
+    batches = iter_batches(dataset, read_size(ctx.batch_size, block), num_workers=ctx.num_workers, limit=limit,
+                           device=ctx.device)
     for images, y, idx in batches:
-        x, doubled = as_pair(to_model_input(images, ctx.device, wants_channels_last(ctx.model, ctx.channels_last)))
-        s = S.odin(ctx.model, x, temperature=T, epsilon=eps)  # a lone image as a pair (aprkit._batch)
-        parts.append((s[:1] if doubled else s).detach().double().cpu())  # float32 tied scores at high T
+        x = to_model_input(images, ctx.device, wants_channels_last(ctx.model, ctx.channels_last))
+        s = in_blocks(lambda xb: S.odin(ctx.model, xb, temperature=T, epsilon=eps), x, block)
+        parts.append(s.detach().double().cpu())  # float32 tied scores at high T
         labels.append(y)
         indices.append(idx)
     n = dataset_len(dataset) if limit is None else min(dataset_len(dataset), int(limit))

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from ...fourier import Dims
 from ...hidden.codes import Code
-from ..analyses.transplant_tables import flag_names, plot_sweep, summary_table, sweep_table
+from ..analyses.transplant_tables import last_row, plot_sweep, summary_table, sweep_table
 from ..engine.cache import cached
 from ..report.blocks import Figure, Heading, Paragraph
 from ..report.plotting import file_stem
@@ -153,11 +153,12 @@ class TransplantSuite(Suite[TransplantOptions]):
     def headline(self, result: Mapping[str, Any]) -> list[Measure]:
         """Per code, the rate at which the deepest block's output follows the transplanted carrier."""
         rows = result.get("rows") or []
-        site = "output" if any(r["site"] == "output" for r in rows) else (rows[0]["site"] if rows else None)
+        if not rows:
+            return []
+        site = "output" if any(r["site"] == "output" for r in rows) else rows[0]["site"]
         out = []
         for code in dict.fromkeys(r["code"] for r in rows if r["site"] == site):
-            last = max((r for r in rows if r["site"] == site and r["code"] == code), key=lambda r: r["depth"])
-            flags = flag_names(last)  # an inert or DC-readout site follows B by construction: say so with the rate
+            last, flags = last_row(rows, site, code)  # an inert or DC-readout site follows B by construction: say so
             label = f"transplant: follows the {code} donor (last block, {site}{''.join(f'; {f}' for f in flags)})"
             out.append(Measure(f"transplant.{code}_follow_donor", label, last.get("follow_donor"), percent=True))
         return out
