@@ -348,9 +348,9 @@ def test_odin_and_the_test_loss_do_not_depend_on_the_batch_size() -> None:
 
 
 def test_a_lone_images_features_and_intervention_count_once() -> None:
-    """The pair a lone image runs as kept two feature rows (the classifier hook saw both: Mahalanobis refused, KNN
-    scored a phantom image) and handed replace() the row twice (the transplant's activation_change counted it twice,
-    so it moved with the batch size)."""
+    """A block's padding rows (a lone image ran as a pair before) must not add feature rows (the classifier hook saw
+    both copies: Mahalanobis refused, KNN scored a phantom image) nor hand replace() a row twice (the transplant's
+    activation_change counted it twice, so it moved with the batch size)."""
     from aprkit.eval.engine.inference import predict
     from aprkit.hidden import Site
     from aprkit.hidden.capture import capture, predict_intervened
