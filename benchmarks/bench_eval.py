@@ -25,8 +25,10 @@ is one: writing a cache file (not fsync-ed) is a cost of ``out_dir``, not of the
 ``evaluate``'s per-call setup once per corruption, so its share outside the forward pass overstates a whole run's;
 ``--interleave run`` alternates whole runs (in-memory cache), the mode to judge the per-cell overhead in.
 
-A third line, the forward-only limit, runs aprkit's model configuration (AMP on CUDA, channels_last) on a
-uint8 batch already on the device: the most this loop can reach.
+A third line, the forward-only limit, runs aprkit's model configuration (AMP on CUDA, channels_last, on the CPU
+forward passes of ``aprkit._batch.CPU_BLOCK`` rows) on a uint8 batch already on the device: the most this loop can
+reach. On the CPU aprkit's model also sees each cell's padding rows (a cell of 200 images runs as 208 rows in blocks
+of 16): they count as its time, not as images done.
 
 Prints images/s of all three (fastest of ``--repeats`` full evaluations), the ratio and the ratio of every
 repeat, the forward time per image of each, the share of wall time spent outside the model's forward
@@ -123,19 +125,21 @@ def baseline(model: nn.Module, root: Path, corruptions: list[str], batch_size: i
 def forward_limit(model: nn.Module, device: torch.device, batch_size: int, *, amp: bool, channels_last: bool,
                   batches: int = 30, repeats: int = 3) -> float:
     """img/s of ``model`` on one uint8 batch already on ``device`` (converted there, as aprkit does, then the
-    forward pass under its AMP/layout settings; outputs kept on the device): the limit of the streaming loop."""
+    forward pass under its AMP/layout settings and in its CPU blocks, aprkit._batch; outputs kept on the device):
+    the limit of the streaming loop."""
+    from aprkit._batch import block_rows, in_blocks
     from aprkit.eval.engine.inference import to_model_input
 
     x8 = torch.randint(0, 256, (batch_size, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    best = float("inf")
+    best, block = float("inf"), block_rows(model, device)
     with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
         model(to_model_input(x8, device, channels_last))  # warm-up
         for _ in range(repeats):
             sync()
             t = time.perf_counter()
-            outs = [model(to_model_input(x8, device, channels_last)) for _ in range(batches)]
+            outs = [in_blocks(model, to_model_input(x8, device, channels_last), block) for _ in range(batches)]
             sync()
             best = min(best, time.perf_counter() - t)
             del outs
@@ -162,6 +166,7 @@ def compare(
     it, judged by the previous repeat (at least one is always run). ``time_forward=False`` skips the synchronised
     forward timing (on a GPU it would serialise aprkit's overlapped streaming); forward shares are then None.
     """
+    from aprkit._batch import block_rows
     from aprkit.eval import evaluate
     from aprkit.eval.engine.datasets import TensorImageDataset
     from aprkit.eval.metrics import CORRUPTIONS
@@ -225,17 +230,22 @@ def compare(
         limit_img_s = forward_limit(net, device, batch_size, amp=device.type == "cuda", channels_last=conv,
                                     batches=30 if device.type == "cuda" else 2, repeats=3 if device.type == "cuda" else 5)
     best = {k: min(v, key=lambda t: t[0] / t[1]) for k, v in timings.items()}  # fastest repeat of each
-    pair_ratios = [(b[0] / b[1]) / (o[0] / o[1]) for b, o in zip(timings["baseline"], timings["ours"])]
+    pair_ratios = [b[0] / o[0] for b, o in zip(timings["baseline"], timings["ours"])]  # the same images each
     (t_base, n_base, fwd_base), (t_ours, n_ours, fwd_ours) = best["baseline"], best["ours"]
     ours_acc = {(c, int(s)): v["accuracy"] for c, row in cells.items() for s, v in row.items()} | {("clean", 0): clean_acc}
     diff = max(abs(ours_acc[k] - a) for k, a in ref.items())
     n_cells = 1 + 5 * len(corruptions)
     # the same work on both sides, the clean set once: a ratio of images/s hides a side that did more of it
-    counts = {n for runs in timings.values() for _, n, _ in runs}
-    if counts != {n_per_severity * n_cells}:
-        raise RuntimeError(f"the two sides processed {sorted(counts)} images per repeat; both should process "
-                           f"{n_per_severity * n_cells} ({n_per_severity} per cell, the clean set once and "
-                           f"{n_cells - 1} corrupted cells)")
+    # aprkit's CPU forward passes have CPU_BLOCK rows (aprkit._batch): its model also sees each cell's padding rows,
+    # which count as its cost, not as images done
+    block = block_rows(net, device)
+    rows = n_per_severity if block is None else -(-n_per_severity // block) * block
+    counts = {key: {n for _, n, _ in runs} for key, runs in timings.items()}
+    if counts != {"baseline": {n_per_severity * n_cells}, "ours": {rows * n_cells}}:
+        raise RuntimeError(f"the two sides fed {counts} rows to the model per repeat; both should process "
+                           f"{n_per_severity * n_cells} images ({n_per_severity} per cell, the clean set once and "
+                           f"{n_cells - 1} corrupted cells; aprkit in blocks of {block} rows: {rows} per cell)")
+    n_base = n_ours = n_per_severity * n_cells
 
     def fwd(key: str, t_wall: float, t_fwd: float) -> dict:
         if not time_forward:

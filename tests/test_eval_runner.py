@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aprkit._batch import CPU_BLOCK
 from aprkit.eval import evaluate
 from aprkit.eval.engine.cache import MemoryCache, ResultCache
 from aprkit.eval.engine.fingerprint import model_fingerprint
@@ -321,7 +322,7 @@ def test_killed_run_resumes_from_cache(tmp_path):
     kw = dict(suite="corruption", data=ds, corrupted=f"cifar10-c:{root}", corruptions=["fog", "snow"], severities=[1, 2, 3],
               device="cpu", batch_size=10, progress=False, model_id="tiny", report=False)
     out = tmp_path / "run"
-    per_pass = 3  # forward calls per pass: 20 images in blocks of 8 rows (aprkit._batch.CPU_BLOCK)
+    per_pass = -(-20 // CPU_BLOCK)  # forward calls per pass: 20 images in blocks (aprkit._batch)
     broken = broken_tiny(fail_after=4 * per_pass + 1)  # clean + 3 cells done, dies inside the 5th pass
     with pytest.raises(KeyboardInterrupt):
         evaluate(broken, out_dir=out, **kw)
@@ -566,7 +567,7 @@ def test_a_suite_an_interrupted_run_left_undone_stays_pending_in_the_folder(tmp_
     kw = dict(out_dir=tmp_path, device="cpu", batch_size=64, corruptions=["fog"], severities=[1], progress=False,
               data="synthetic:40")
     with pytest.raises(KeyboardInterrupt):
-        evaluate(_interrupt_after(Tiny(), 2 * 5), model_id="A", suite=["corruption", "ood"],  # 2 passes of 5 blocks
+        evaluate(_interrupt_after(Tiny(), 2 * -(-40 // CPU_BLOCK)), model_id="A", suite=["corruption", "ood"],  # 2 passes
                  options={"ood_scores": ["msp"]}, **kw)
     evaluate(Tiny(seed=1), model_id="B", suite=["corruption"], **kw)
     meta = json.loads((tmp_path / "results.json").read_text())["meta"]

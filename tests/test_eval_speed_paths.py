@@ -174,8 +174,8 @@ def test_clean_set_evaluated_once_per_run(tmp_path):
     res = evaluate(model, suite=["corruption", "calibration"], data=data, corrupted=corrupted, corruptions=["fog", "contrast"],
                    severities=[1, 2],
                    device="cpu", batch_size=5, progress=False, report=False, channels_last=False)
-    rows = 16  # forward rows per pass: 12 images in blocks of CPU_BLOCK = 8 (aprkit._batch), the last padded
-    assert CPU_BLOCK == 8 and model._images == rows * (1 + 2 * 2)  # clean once, then 4 cells; calibration reuses every cell
+    rows = -(-12 // CPU_BLOCK) * CPU_BLOCK  # forward rows per pass: 12 images in blocks (aprkit._batch), the last padded
+    assert model._images == rows * (1 + 2 * 2)  # clean once, then 4 cells; calibration reuses every cell
     assert res.models["Counting"]["calibration"]["clean"]["n"] == 12
     # a run in pieces sharing one cache (how bench_eval interleaves): the clean set is not evaluated again
     model._images = 0
@@ -253,7 +253,8 @@ def test_a_cell_that_fails_to_start_keeps_the_cell_before(tmp_path, monkeypatch)
     assert log == [("start", "clean"), ("start", "fog-1"), ("result", "clean"), ("result", "fog-1")]
     model._images = 0
     evaluate(model, **kw)
-    assert model._images == 16 * 3  # fog-2, contrast-1, contrast-2 (12 images in 2 blocks of 8): clean and fog-1 cached
+    rows = -(-12 // CPU_BLOCK) * CPU_BLOCK  # 12 images in blocks of CPU_BLOCK rows (aprkit._batch)
+    assert model._images == rows * 3  # fog-2, contrast-1, contrast-2: clean and fog-1 came from the cache
 
 
 def test_on_the_cpu_each_cell_is_done_before_the_next_starts(monkeypatch):

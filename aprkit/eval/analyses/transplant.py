@@ -352,7 +352,7 @@ def layer_sweep(
 #: (3: rows carry whole_swap_follow; 4: 'neither' counted, grey grids' exact channel zeros; 5: a donor bin that is zero
 #: to the FFT's rounding takes phase 0, as an exact zero: a constant channel on a 7/14/28 grid had noise phases; 6: a
 #: phase transplant does not depend on its batch: a dead channel in one sample switched every sample to another
-#: rounding; 7: token rows carry the ``prefix`` flag, CPU forward passes run in blocks of 8 rows)
+#: rounding; 7: token rows carry the ``prefix`` flag, CPU forward passes run in blocks of 16 rows)
 SWEEP_CACHE_VERSION = 7
 
 

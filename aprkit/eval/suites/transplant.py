@@ -37,7 +37,7 @@ __all__ = ["TransplantSuite", "TransplantOptions", "TransplantResult"]
 #: 9: a phase transplant does not depend on its batch (a dead channel in one sample switched every sample to another
 #: rounding); 10: the sign code alone takes maps below 2x2 and vectors (a sign-only sweep left its 1x1 stages out),
 #: and "<block>:relu6" counts nn.ReLU6's F.hardtanh(x, 0, 6); 11: a 1x1 stage keeps its sign rows in a phase-and-sign
-#: sweep, token rows carry the ``prefix`` flag, and CPU forward passes run in blocks of 8 rows (aprkit._batch)
+#: sweep, token rows carry the ``prefix`` flag, and CPU forward passes run in blocks of 16 rows (aprkit._batch)
 _VERSION = 11
 _PREFIX = "transplant_"
 
