@@ -9,8 +9,8 @@ one padded with copies of its last image, and the numbers are the same to the la
 block size is a speed choice: ``benchmarks/bench_eval.py`` (ResNet-20, 2 threads, channels_last, 256 images per cell)
 ran the evaluation at 0.84x the robustbench-style loop in blocks of 8, 1.14x in blocks of 16 and 1.11x in blocks of 32
 (0.93x on whole batches); at its defaults (200 images per cell, 208 rows in blocks of 16) runs alternating with the
-code before gave 0.93x and 1.07x against 1.00x and 0.96x: the same within this machine's noise. Batches are read in whole blocks (:func:`read_size`), so only a pass's last
-block holds padding.
+code before gave 0.93x and 1.07x against 1.00x and 0.96x: the same within this machine's noise. Batches are read in
+whole blocks (:func:`read_size`), so only a pass's last block holds padding.
 
 A model whose outputs depend on the other images of their batch (:func:`batch_dependent`: test-time batch norm) runs on
 its batches as they are, as does every model on other devices (cuDNN chooses its kernels by batch size anyway).
