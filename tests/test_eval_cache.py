@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import aprkit.corruptions
+from aprkit._batch import CPU_BLOCK
 from aprkit.eval import evaluate
 from aprkit.eval.engine.cache import MemoryCache, Unidentifiable, cached, identity, result_key
 from aprkit.eval.engine.fingerprint import model_fingerprint
@@ -100,7 +101,7 @@ def test_in_memory_data_is_identified_by_content(tmp_path):
     evaluate(Tiny(), data=a, out_dir=tmp_path, report=False, **CELL)
     model = Tiny()
     rb = evaluate(model, data=b, out_dir=tmp_path, report=False, **CELL)["corruption"]
-    assert model._calls == 2 * 5  # clean + 1 cell, nothing answered from a's entries
+    assert model._calls == 2 * -(-40 // CPU_BLOCK)  # clean + 1 cell in CPU blocks, nothing answered from a's entries
     assert rb == evaluate(Tiny(), data=b, **CELL)["corruption"]
 
 
@@ -129,7 +130,7 @@ def test_corruption_code_version_is_in_generated_cell_keys(tmp_path, monkeypatch
     monkeypatch.setitem(api._VERSIONS, CELL["corruptions"][0], 99)  # this corruption's outputs changed
     changed = Tiny()
     evaluate(changed, data=ds, out_dir=tmp_path, report=False, **CELL)
-    assert changed._calls == 2  # the generated cell (2 batches) is recomputed, the clean cell is shared
+    assert changed._calls == -(-16 // CPU_BLOCK)  # the generated cell is recomputed, the clean cell is shared
 
 
 def test_transplant_key_has_the_data_and_the_limit():

@@ -60,7 +60,7 @@ def test_interrupted_run_says_it_is_incomplete(tmp_path):
     ood = {"ood_limit": 8, "ood_scores": ["msp"]}
     evaluate(Tiny(), suite="calibration", data=ds, model_id="net", out_dir=tmp_path, report=False, options=CLEAN_ONLY, **KW)
     with pytest.raises(KeyboardInterrupt):  # dies in the first suite of the second run
-        evaluate(broken_tiny(fail_after=1), suite=["corruption", "ood"], data=ds, model_id="net", out_dir=tmp_path, options=ood, **KW)
+        evaluate(broken_tiny(fail_after=0), suite=["corruption", "ood"], data=ds, model_id="net", out_dir=tmp_path, options=ood, **KW)
     saved = _saved(tmp_path)
     assert saved["meta"]["complete"] is False and saved["meta"]["pending"] == {"net": ["corruption", "ood"]}
     assert list(saved["models"]["net"]) == ["calibration"]  # what was finished before is kept
