@@ -166,7 +166,7 @@ def compare(
     it, judged by the previous repeat (at least one is always run). ``time_forward=False`` skips the synchronised
     forward timing (on a GPU it would serialise aprkit's overlapped streaming); forward shares are then None.
     """
-    from aprkit._batch import block_rows
+    from aprkit._batch import block_rows, read_size
     from aprkit.eval import evaluate
     from aprkit.eval.engine.datasets import TensorImageDataset
     from aprkit.eval.metrics import CORRUPTIONS
@@ -239,7 +239,7 @@ def compare(
     # aprkit's CPU forward passes have CPU_BLOCK rows (aprkit._batch): its model also sees each cell's padding rows,
     # which count as its cost, not as images done
     block = block_rows(net, device)
-    rows = n_per_severity if block is None else -(-n_per_severity // block) * block
+    rows = read_size(n_per_severity, block)  # a cell's rows: its images rounded up to whole blocks
     counts = {key: {n for _, n, _ in runs} for key, runs in timings.items()}
     if counts != {"baseline": {n_per_severity * n_cells}, "ours": {rows * n_cells}}:
         raise RuntimeError(f"the two sides fed {counts} rows to the model per repeat; both should process "

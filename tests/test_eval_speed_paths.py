@@ -19,7 +19,7 @@ from aprkit.eval.engine.inference import predict
 from aprkit.eval.engine.datasets import TensorImageDataset
 from conftest import natural_images
 
-from aprkit._batch import CPU_BLOCK
+from aprkit._batch import CPU_BLOCK, read_size
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -174,7 +174,7 @@ def test_clean_set_evaluated_once_per_run(tmp_path):
     res = evaluate(model, suite=["corruption", "calibration"], data=data, corrupted=corrupted, corruptions=["fog", "contrast"],
                    severities=[1, 2],
                    device="cpu", batch_size=5, progress=False, report=False, channels_last=False)
-    rows = -(-12 // CPU_BLOCK) * CPU_BLOCK  # forward rows per pass: 12 images in blocks (aprkit._batch), the last padded
+    rows = read_size(12, CPU_BLOCK)  # forward rows per pass: 12 images in blocks (aprkit._batch), the last padded
     assert model._images == rows * (1 + 2 * 2)  # clean once, then 4 cells; calibration reuses every cell
     assert res.models["Counting"]["calibration"]["clean"]["n"] == 12
     # a run in pieces sharing one cache (how bench_eval interleaves): the clean set is not evaluated again
@@ -253,7 +253,7 @@ def test_a_cell_that_fails_to_start_keeps_the_cell_before(tmp_path, monkeypatch)
     assert log == [("start", "clean"), ("start", "fog-1"), ("result", "clean"), ("result", "fog-1")]
     model._images = 0
     evaluate(model, **kw)
-    rows = -(-12 // CPU_BLOCK) * CPU_BLOCK  # 12 images in blocks of CPU_BLOCK rows (aprkit._batch)
+    rows = read_size(12, CPU_BLOCK)  # 12 images in blocks of CPU_BLOCK rows (aprkit._batch)
     assert model._images == rows * 3  # fog-2, contrast-1, contrast-2: clean and fog-1 came from the cache
 
 

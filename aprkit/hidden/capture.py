@@ -99,7 +99,7 @@ def predict_intervened(
         x = images[rows].to(device)
         own = rows[:n_real]  # replace / feed see each image once (they may record per row)
 
-        def paired(t: torch.Tensor, n_rows: int = rows.numel()) -> torch.Tensor:
+        def padded(t: torch.Tensor, n_rows: int = rows.numel()) -> torch.Tensor:
             return pad_rows(t, n_rows)
 
         if site is None:
@@ -108,10 +108,10 @@ def predict_intervened(
             if replace is None:
                 raise ValueError("predict with a site needs replace (the function giving the replacement activations)")
             hook = None if feed is None else feed[0].register_forward_pre_hook(
-                lambda m, args, own=own, paired=paired: (paired(feed[1](own)).to(args[0].dtype), *args[1:]))
+                lambda m, args, own=own, padded=padded: (padded(feed[1](own)).to(args[0].dtype), *args[1:]))
 
-            def swap(a: Any, i: int, own: torch.Tensor = own, paired: Any = paired) -> torch.Tensor | None:
-                return paired(replace(own)).to(a.dtype) if i == call else None
+            def swap(a: Any, i: int, own: torch.Tensor = own, padded: Any = padded) -> torch.Tensor | None:
+                return padded(replace(own)).to(a.dtype) if i == call else None
 
             try:
                 with skipping(skip), tap(model, site, swap):
