@@ -59,6 +59,28 @@ def test_cifar_c_layout_severity_selection_and_memmap(tmp_path: Path) -> None:
     assert len(all5) == 5 * N and int(all5[N][0][0, 0, 0]) == 2
 
 
+def test_load_npy_shares_a_files_map_and_reopens_a_rewritten_file(tmp_path: Path) -> None:
+    """One map per file version: two spellings of a path (and a link to it) share it; the file rewritten (another size,
+    or the same size at another mtime) or replaced by a new file is read again."""
+    import os
+
+    from aprkit.data.arrays import load_npy
+
+    path = tmp_path / "a.npy"
+    np.save(path, np.arange(6, dtype=np.uint8))
+    first = load_npy(path)
+    (tmp_path / "sub").mkdir()
+    os.symlink(path, tmp_path / "link.npy")
+    assert load_npy(str(tmp_path / "sub" / ".." / "a.npy")) is first and load_npy(tmp_path / "link.npy") is first
+    np.save(path, np.arange(6, dtype=np.uint8) + 1)  # same size, rewritten in place
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # a distinct mtime even on a coarse clock
+    assert load_npy(path).tolist() == [1, 2, 3, 4, 5, 6]
+    np.save(tmp_path / "b.npy", np.arange(3, dtype=np.uint8))
+    os.replace(tmp_path / "b.npy", path)  # a new file under the old name
+    assert load_npy(path).tolist() == [0, 1, 2]
+
+
 def test_cifar_c_batches_match_items(tmp_path: Path) -> None:
     _write_cifar_c(tmp_path)
     ds = get_dataset(f"cifar10-c:{tmp_path}", corruption="fog", severity=4)

@@ -8,7 +8,6 @@ the data itself.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,26 +61,36 @@ def _as_index_array(indices: Any, n: int) -> np.ndarray | slice:
     return idx
 
 
-@functools.lru_cache(maxsize=64)
-def _load_npy_cached(path: str, mtime_ns: int, size: int) -> np.ndarray:
-    return np.load(path, mmap_mode="r")
+#: open memory maps by file version (device, inode, mtime, size): a file's identity without resolving its path (a
+#: ``realpath`` is one ``lstat`` per path component, most of the cost of opening a cached map); at most _MAPS_KEPT
+_MAPS: dict[tuple[int, int, int, int], np.ndarray] = {}
+_MAPS_KEPT = 64
 
 
 def load_npy(path: str | Path) -> np.ndarray:
-    """``np.load(path, mmap_mode="r")``, memoised per file version (path, mtime, size) in this process.
+    """``np.load(path, mmap_mode="r")``, memoised per file version in this process.
 
     A -C evaluation opens the same ``<corruption>.npy`` and ``labels.npy`` once per severity; the
-    read-only maps are shared instead of re-parsing the header each time.
+    read-only maps are shared instead of re-parsing the header each time (also between two spellings of one path; a
+    file rewritten in place has another mtime or size, and a new file another inode).
     """
     st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    hit = _MAPS.get(key)
+    if hit is not None:
+        return hit
     try:
-        return _load_npy_cached(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+        arr = np.load(path, mmap_mode="r")
     except (ValueError, EOFError, OSError) as err:  # truncated data, a pickle or random bytes
         if isinstance(err, FileNotFoundError):
             raise
         why = "not a numeric array" if "pickle" in str(err) else str(err)
         raise ValueError(f"{path} is not a readable .npy array ({why}); expected a complete file written by numpy.save "
                          "(truncated or corrupted?)") from None
+    if len(_MAPS) >= _MAPS_KEPT:
+        _MAPS.pop(next(iter(_MAPS)))  # the oldest
+    _MAPS[key] = arr
+    return arr
 
 
 class ArrayDataset(Dataset):

@@ -69,6 +69,10 @@ def _check_n_bins(n_bins: int, name: str = "n_bins") -> int:
     return n_bins
 
 
+#: samples per adaptive bin of the RMS calibration error (Hendrycks et al.'s 100)
+RMS_BIN_SIZE = 100
+
+
 def bin_edges(n_bins: int) -> torch.Tensor:
     """The ``n_bins + 1`` edges ``k / n_bins`` of the equal-width confidence bins, float64, each correctly rounded."""
     return torch.arange(n_bins + 1, dtype=torch.float64) / n_bins
@@ -142,7 +146,7 @@ def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 15) -> flo
     return ece_from_bins(_bin_statistics(conf, correct, _check_n_bins(n_bins)))
 
 
-def rms_from_confidences(confidences: Any, correct: Any, bin_size: int = 100) -> float:
+def rms_from_confidences(confidences: Any, correct: Any, bin_size: int = RMS_BIN_SIZE) -> float:
     """RMS calibration error from raw confidences ``(N,)`` in [0, 1] and correctness ``(N,)`` (bool or 0/1; see
     the module docstring)."""
     conf, corr = _check_confidences(confidences, correct)
@@ -172,7 +176,7 @@ def _rms_from_confidences(confidences: torch.Tensor, correct: torch.Tensor, bin_
     return float(((gap**2) / count).sum().div(n).sqrt())
 
 
-def rms_calibration_error(probs: Any, labels: Any, bin_size: int = 100) -> float:
+def rms_calibration_error(probs: Any, labels: Any, bin_size: int = RMS_BIN_SIZE) -> float:
     """RMS calibration error with adaptive bins of ``bin_size`` samples sorted by confidence.
 
     ``sqrt(sum_b (n_b / N) (acc_b - conf_b)^2)``; the remainder joins the last bin and every bin counts

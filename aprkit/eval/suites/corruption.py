@@ -65,12 +65,14 @@ def cell_summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -
     """Accuracy, error, NLL, Brier, ECE, RMS calibration error and reliability bins from logits ``(N, K)``.
 
     Same values as the separate functions in :mod:`aprkit.eval.metrics`, computed from one float64 softmax
-    and one set of bin statistics (this runs once per corruption x severity cell, so nothing is computed
-    twice: the softmax of finite logits needs no probability checks, only the finiteness one; the bins and the RMS
-    error check their confidences once more, a few microseconds per cell).
+    and one set of bin statistics (this runs once per corruption x severity cell, so nothing is computed or checked
+    twice: the logits' finiteness and the labels are checked here; the softmax's top probabilities then lie in
+    [0, 1] and the correctness is 0/1 by construction, so the bins and the RMS error take them unchecked: their
+    checks cost about 60 us per cell, more than half a percent of a 200-image cell of ResNet-20 on the CPU).
     """
     from .. import metrics as M
     from ..metrics._validate import check_labels_for
+    from ..metrics.calibration import RMS_BIN_SIZE, _bin_statistics, _check_n_bins, _rms_from_confidences
 
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor (N, K), got {describe_value(logits)}")
@@ -82,7 +84,7 @@ def cell_summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -
     conf, pred = probs.max(dim=1)
     correct = (pred == y).double()  # the float64 form every metric below uses
     picked = probs.gather(1, y[:, None]).squeeze(1)
-    stats = M.bin_statistics(conf, correct, n_bins)
+    stats = _bin_statistics(conf, correct, _check_n_bins(n_bins))
     reliability = M.reliability_from_bins(stats)  # holds the ECE
     acc = float(correct.mean())
     return {
@@ -92,7 +94,7 @@ def cell_summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -
         "nll": M.nll_from_logits(logits, y),
         "brier": M.brier_from_picked(probs, picked),
         "ece": reliability["ece"],
-        "rms": M.rms_from_confidences(conf, correct),
+        "rms": _rms_from_confidences(conf, correct, RMS_BIN_SIZE),
         "reliability": reliability,
     }
 
