@@ -118,3 +118,55 @@ def test_a_compressed_answer_is_refused_where_nothing_checks_its_bytes(server, t
     assert download_file(server.url + "/a.tar.gz", tmp_path / "a.tar.gz", None, progress=False).read_bytes() == data
     server.encoding["/f.bin"] = "Identity"
     assert download_file(server.url + "/f.bin", tmp_path / "g.bin", None, progress=False).read_bytes() == data
+
+
+def test_a_server_answering_every_resume_with_the_same_bounded_part_gives_up(server, tmp_path):
+    """Every answer a 206 of bytes 0-99 whatever was asked: each reply was counted as a bounded part that made
+    progress and the download asked for the rest for ever (thousands of requests). A reply that ends no further than
+    the part did restarts the download once from byte 0, then raises."""
+    import threading
+
+    server.files["/f.bin"] = bytes(range(250)) * 4
+    server.cap["/f.bin"] = 100
+    server.offset_zero.add("/f.bin")
+    got: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            download_file(server.url + "/f.bin", tmp_path / "f.bin", None, progress=False)
+        except BaseException as e:  # reported below
+            got.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), f"still downloading after {len(server.requests)} requests"
+    assert len(got) == 1 and isinstance(got[0], DownloadError)
+    assert "bytes 0-99 of 1000, which end no further than the part already did after a restart" in str(got[0])
+    assert len(server.requests) == 4 and not (tmp_path / "f.bin.part").exists()
+
+
+def test_a_resumed_part_that_fails_the_checksum_is_fetched_whole_once_more(server, tmp_path):
+    """A part with nothing to vouch for it (the server sends no ETag) is resumed under an MD5; when the file changed
+    since, the joined bytes fail it. That raised a checksum mismatch (blaming the server) although the server had the
+    right file: the whole file is now fetched once more from byte 0 before the checksum decides."""
+    old, new = b"A" * 50_000, b"B" * 50_000
+    server.no_etag.add("/f.bin")
+    half = _interrupted(server, tmp_path, old)
+    server.files["/f.bin"] = new
+    dest = download_file(server.url + "/f.bin", tmp_path / "f.bin", _md5(new), progress=False)
+    assert dest.read_bytes() == new
+    assert server.requests[1:] == [("/f.bin", f"bytes={half}-"), ("/f.bin", None)]
+
+
+def test_a_206_without_the_kept_validator_is_not_appended_without_a_checksum(server, tmp_path):
+    """The part's ETag was kept, but the resume's 206 carries none (a server ignoring If-Range and, against HTTP,
+    dropping the validator): nothing says the tail belongs to the same version, so without an MD5 the whole file is
+    fetched instead of joining the new tail to the old head."""
+    old, new = b"A" * 50_000, b"B" * 50_000
+    half = _interrupted(server, tmp_path, old)
+    server.files["/f.bin"] = new
+    server.no_etag.add("/f.bin")
+    server.ignore_if_range.add("/f.bin")
+    dest = download_file(server.url + "/f.bin", tmp_path / "f.bin", None, progress=False)
+    assert dest.read_bytes() == new and server.requests[1:] == [("/f.bin", f"bytes={half}-"), ("/f.bin", None)]

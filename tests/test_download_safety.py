@@ -226,3 +226,59 @@ def test_a_checksum_mismatch_names_the_mirror_and_says_a_rerun_may_not_help(serv
                                          r"\(\$APRKIT_DOWNLOAD_MIRROR or mirror=\), not from https://zenodo\.org/"
                                          ".*: if this repeats, the mirror serves another file"):
         ensure_source("cifar10-c", root=tmp_path, download=True, progress=False)
+
+
+def test_a_hard_link_to_the_archives_own_symbolic_link_is_refused(tmp_path):
+    """tarfile makes a hard link to a link whose target is missing as a copy of that link at the hard link's path: a
+    deep ``d0/.../d11/l -> ../ x12 /etc/passwd`` (inside the folder where it lies) copied to the top as ``labels.npy``
+    pointed out of the folder, and read /etc/passwd."""
+    deep = "/".join(f"d{i}" for i in range(12))
+    evil = tmp_path / "evil.tar"
+    _archive(evil, _member(deep + "/l", tarfile.SYMTYPE, "../" * 12 + "etc/passwd"),
+             _member("labels.npy", tarfile.LNKTYPE, deep + "/l"))
+    dest = tmp_path / "a" / "b" / "dest"
+    with pytest.raises(ValueError, match=f"a hard link 'labels.npy' to its own symbolic link '{deep}/l'"):
+        extract_archive(evil, dest, progress=False)
+    assert not (dest / "labels.npy").is_symlink()
+
+
+def test_a_tar_ending_in_a_zip_member_is_extracted_as_the_tar(tmp_path):
+    """``zipfile.is_zipfile`` finds a zip's end record in a file's last 64 KiB, so a tar whose last member is a small
+    zip was extracted as that zip (the tar's other files silently dropped)."""
+    import zipfile
+
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("inner_only.txt", b"z")
+    tar = tmp_path / "x.tar"
+    _archive(tar, _member("C/labels.npy"), _member("C/extra/bundle.zip"),
+             data={"C/labels.npy": b"labels", "C/extra/bundle.zip": inner.getvalue()})
+    assert zipfile.is_zipfile(tar)  # the trap
+    out = extract_archive(tar, tmp_path / "out", progress=False)
+    assert (out / "C/labels.npy").read_bytes() == b"labels" and (out / "C/extra/bundle.zip").is_file()
+    assert not (out / "inner_only.txt").exists()
+    zipped = tmp_path / "y.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.writestr("D/f.txt", b"f")
+    assert (extract_archive(zipped, tmp_path / "out2", progress=False) / "D/f.txt").read_bytes() == b"f"
+
+
+def test_two_ranks_completing_a_marked_folder_that_lost_a_file_both_succeed(server, tmp_path, monkeypatch):
+    """Both saw the marker and the failing layout check before either took the lock; the second removal of the marker
+    raised FileNotFoundError in one rank."""
+    import time
+
+    from test_download import _cifar_c_tar
+
+    data = _cifar_c_tar()
+    server.files["/c10c.tar"] = data
+    src = SOURCES["cifar10-c"]
+    check = src.check
+    slow = lambda p: (time.sleep(0.3), check(p))[1]  # noqa: E731 (a real check scans the folder a while)
+    src = type(src)(src.name, src.folder, (RemoteFile(server.url + "/c10c.tar", "CIFAR-10-C.tar", _md5(data)),),
+                    src.inner, slow)
+    folder = ensure_source(src, root=tmp_path, download=True, progress=False)
+    (folder / "labels.npy").unlink()
+    results = _in_two_threads(lambda: ensure_source(src, root=tmp_path, download=True, progress=False))
+    assert results == {"A": folder, "B": folder}
+    assert (folder / MARKER).is_file() and (folder / "labels.npy").is_file()

@@ -213,3 +213,34 @@ def test_imagenet_models_get_robustbenchs_preprocessing(fake_rb, tmp_path):
     assert isinstance(model, Preprocess)
     assert (model.resize, model.crop, model.interpolation, model.crop_mode) == (256, 224, "bicubic", "center")
     assert model.mean.eq(0).all() and model.std.eq(1).all()  # robustbench models normalise inside
+
+
+def test_processes_fetching_a_missing_zoo_file_take_turns(fake_rb, tmp_path):
+    """robustbench downloads a missing ``<name>.pt`` in place with no checksum: two ranks at once each downloaded it
+    (or read the other's half-written file). They now take turns on its lock; the second finds the whole file."""
+    import threading
+    import time
+
+    from aprkit.models.robustbench import import_robustbench
+
+    rb = import_robustbench()
+    original, fetched = rb.load_model, []
+
+    def downloading(model_name, model_dir="./models", dataset="cifar10", threat_model="Linf"):
+        path = tmp_path / "zoo" / dataset / threat_model / f"{model_name}.pt"
+        if not path.is_file():  # the download: slow, in place
+            fetched.append(model_name)
+            time.sleep(0.3)
+            _weights(path, seed=3)
+        return original(model_name, model_dir, dataset, threat_model)
+
+    rb.load_model = downloading
+    got: list = []
+    threads = [threading.Thread(target=lambda: got.append(load_model("robustbench:Standard",
+                                                                      model_dir=tmp_path / "zoo")))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(got) == 2 and fetched == ["Standard"]

@@ -57,15 +57,17 @@ def extract_archive(path: str | os.PathLike, dest: str | os.PathLike, *, progres
 
     path, dest = Path(path), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    if zipfile.is_zipfile(path):
+    # a tar first: is_zipfile looks for a zip's end record in the last 64 KiB, which a tar ending in a .zip member
+    # (or in bytes that happen to spell the record) also holds; a zip never passes for a tar (its header checksum)
+    if not tarfile.is_tarfile(path):
+        if not zipfile.is_zipfile(path):
+            raise UnreadableArchive(f"{path} is neither a tar nor a zip archive; expected the published archive")
         with zipfile.ZipFile(path) as zf:
             members = zf.infolist()
             for m in tqdm(members, desc=f"extract {path.name}", disable=not progress, leave=False):
                 _check_member(dest, m.filename, path)
                 zf.extract(m, dest)
         return dest
-    if not tarfile.is_tarfile(path):
-        raise UnreadableArchive(f"{path} is neither a tar nor a zip archive; expected the published archive")
     with tarfile.open(path) as tf:
         links = _Links(path)
         for m in tqdm(tf, desc=f"extract {path.name}", disable=not progress, leave=False):
@@ -102,6 +104,11 @@ class _Links:
         """Refuse ``m`` if a path of it goes through a link made earlier, or if it makes a link where an earlier
         path went; then record it."""
         paths = [m.linkname] if m.islnk() else []  # a hard link's target, from the archive's root
+        if m.islnk() and posixpath.normpath(m.linkname).casefold() in self.links:
+            # tarfile makes a hard link to a link whose target is missing as a copy of that link, elsewhere: its
+            # relative target then leads somewhere else (outside the folder), unseen by the target checks
+            raise ValueError(f"archive {self.archive} has a hard link {m.name!r} to its own symbolic link "
+                             f"{m.linkname!r}; expected hard links to files, refusing to extract")
         if m.issym():
             paths.append(posixpath.join(posixpath.dirname(m.name), m.linkname))
         # compared case-folded: on a case-insensitive file system (macOS, Windows) a/x goes through a link named A

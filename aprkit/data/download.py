@@ -143,13 +143,15 @@ def _read_validator(part: Path) -> str | None:
     return text if text.startswith(("ETag: ", "Last-Modified: ")) else None
 
 
-def _changed(validator: str | None, headers: Message) -> bool:
-    """Whether a part of a file answered with ``headers`` belongs to another version than ``validator`` names."""
+def _changed(validator: str | None, headers: Message, checked: bool) -> bool:
+    """Whether a part of a file answered with ``headers`` belongs (or may belong) to another version than ``validator``
+    names. A reply without the validator's header (against HTTP, which asks a 206 to repeat it) cannot tell: it counts
+    as changed unless a checksum will ``checked`` the joined file."""
     if validator is None:
         return False
     name, _, value = validator.partition(": ")
     now = headers.get(name)
-    return now is not None and now != value
+    return now != value if now is not None else not checked
 
 
 def _read_only(folder: Path) -> bool:
@@ -233,7 +235,8 @@ def _receive(resp, url: str, dest: Path, part: Path, start: int, validator: str 
              md5: str | None) -> tuple[str | None, bool]:
     """Write one answer to a request from byte ``start`` into ``part``: ``(None, True)`` when the part is complete,
     ``(None, False)`` when a complete 206 reply ended before the file does, ``(why, False)`` when the answer cannot
-    continue the part (``why`` says so; nothing was written)."""
+    continue the part (``why`` says so; nothing was written, or a bounded reply from byte 0 ended no further than the
+    part did: the caller drops the part either way)."""
     from tqdm.auto import tqdm
 
     coding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
@@ -246,7 +249,8 @@ def _receive(resp, url: str, dest: Path, part: Path, start: int, validator: str 
                             f"more was written to {dest}. Download the file by hand and place it at {dest}"
                             f"{_md5_note(md5)}")
     first, total = _content_range(resp.headers.get("Content-Range")) if resp.status == 206 else (0, None)
-    if first is None or first not in (0, start) or (resp.status == 206 and first and _changed(validator, resp.headers)):
+    if first is None or first not in (0, start) or (resp.status == 206 and first
+                                                    and _changed(validator, resp.headers, md5 is not None)):
         if start == 0:
             raise DownloadError(f"{url} answered a request for the whole file with a part of it (Content-Range "
                                 f"{resp.headers.get('Content-Range')!r}); nothing was written to {dest}")
@@ -280,7 +284,11 @@ def _receive(resp, url: str, dest: Path, part: Path, start: int, validator: str 
         raise DownloadError(f"downloading {url} gave {size} bytes where the server announced {total}; the download "
                             f"was removed ({part}), run again to download it afresh")
     if resp.status == 206 and received and (expected is None or received == expected):
-        return None, False  # a well-formed 206 that made progress: the server sends the file in bounded parts
+        if size > start:
+            return None, False  # a well-formed 206 that made progress: the server sends the file in bounded parts
+        # a bounded part from byte 0 again that ends where the part did: asking for the rest would loop forever
+        return (f"answered a resume from byte {start} with bytes {first}-{first + received - 1} of {total}, which "
+                "end no further than the part already did"), False
     raise _offline_error(url, dest, f"connection closed after {size} of {total} bytes; run again to resume from {part}",
                          md5)
 
@@ -290,12 +298,14 @@ def download_file(
 ) -> Path:
     """Download ``url`` to ``dest`` (resuming ``dest.part``), verify ``md5`` and return ``dest``.
 
-    An existing ``dest`` with the right checksum is kept (nothing is fetched). A checksum mismatch removes
-    the bad file and raises :class:`ChecksumMismatch` (a ``ValueError``) naming both checksums; network errors, and a
-    file whose size is not the one the server announced, raise ``DownloadError``. An interrupted download resumes only
-    where the server's ETag / Last-Modified shows the file unchanged, or where ``md5`` checks the result; without
-    either (a server that sends no validator, ``md5=None``) it starts again from byte 0. Calls for the same ``dest``
-    (threads or processes) take turns on the lock ``dest.lock``; a later one finds the finished file and returns it.
+    An existing ``dest`` with the right checksum is kept (nothing is fetched). A download resumed from an earlier
+    run's part that fails the checksum is fetched whole once more (the part may have held another version's bytes); a
+    checksum mismatch then removes the bad file and raises :class:`ChecksumMismatch` (a ``ValueError``) naming both
+    checksums; network errors, and a file whose size is not the one the server announced, raise ``DownloadError``.
+    An interrupted download resumes only where the server's ETag / Last-Modified shows the file unchanged, or where
+    ``md5`` checks the result; without either (a server that sends no validator, ``md5=None``) it starts again from
+    byte 0. Calls for the same ``dest`` (threads or processes) take turns on the lock ``dest.lock``; a later one finds
+    the finished file and returns it.
     """
     from urllib.parse import urlsplit
 
@@ -313,24 +323,14 @@ def download_file(
         part = dest.with_name(dest.name + ".part")
         # a file at dest that failed the checksum (placed by hand?): the errors below say so, a download replaces it
         wrong = f"; the file already at {dest} does not match the published MD5 {md5}" if dest.is_file() else ""
-        try:
-            _stream(url, dest, part, timeout, progress, md5)
-        except DownloadError:
-            raise
-        except urllib.error.HTTPError as e:  # the server answered: no network problem, and no part to resume
-            later = e.code >= 500 or e.code in (408, 429)  # the server failed, timed out or asks to slow down
-            hint = "Run again later, or" if later else "If the file has moved,"
-            raise DownloadError(f"{url} answered HTTP {e.code} {e.reason}; nothing more was written to {dest}. {hint} "
-                                f"download it by hand and place it at {dest}{_md5_note(md5)}{wrong}") from e
-        except (OSError, http.client.HTTPException) as e:
-            if is_local_error(e):  # this machine's disk
-                raise DownloadError(f"could not write {part} while downloading {url} ({e.strerror}); free space or "
-                                    f"fix the folder's permissions, then run again to resume") from e
-            reason = getattr(e, "reason", e) if isinstance(e, OSError) else repr(e)
-            resume = f"; run again to resume from {part}" if part.is_file() and part.stat().st_size else ""
-            raise _offline_error(url, dest, f"{reason}{resume}{wrong}", md5) from e
+        resumed = part.is_file() and part.stat().st_size > 0  # a part an earlier run left
+        _fetch(url, dest, part, timeout, progress, md5, wrong)
         if md5 is not None:
             got = file_md5(part)
+            if got != md5.lower() and resumed:  # the old part may hold another version's bytes (a server that kept
+                _drop_part(part)  # no validator): the whole file once more, from byte 0, decides
+                _fetch(url, dest, part, timeout, progress, md5, wrong)
+                got = file_md5(part)
             if got != md5.lower():
                 _drop_part(part)
                 raise ChecksumMismatch(
@@ -341,6 +341,27 @@ def download_file(
         os.replace(part, dest)
         _validator_file(part).unlink(missing_ok=True)
     return dest
+
+
+def _fetch(url: str, dest: Path, part: Path, timeout: float, progress: bool, md5: str | None, wrong: str) -> None:
+    """:func:`_stream`, its network and disk errors raised as :class:`DownloadError` naming the way on (``wrong``: what
+    is wrong with a file already at ``dest``, or empty)."""
+    try:
+        _stream(url, dest, part, timeout, progress, md5)
+    except DownloadError:
+        raise
+    except urllib.error.HTTPError as e:  # the server answered: no network problem, and no part to resume
+        later = e.code >= 500 or e.code in (408, 429)  # the server failed, timed out or asks to slow down
+        hint = "Run again later, or" if later else "If the file has moved,"
+        raise DownloadError(f"{url} answered HTTP {e.code} {e.reason}; nothing more was written to {dest}. {hint} "
+                            f"download it by hand and place it at {dest}{_md5_note(md5)}{wrong}") from e
+    except (OSError, http.client.HTTPException) as e:
+        if is_local_error(e):  # this machine's disk
+            raise DownloadError(f"could not write {part} while downloading {url} ({e.strerror}); free space or "
+                                f"fix the folder's permissions, then run again to resume") from e
+        reason = getattr(e, "reason", e) if isinstance(e, OSError) else repr(e)
+        resume = f"; run again to resume from {part}" if part.is_file() and part.stat().st_size else ""
+        raise _offline_error(url, dest, f"{reason}{resume}{wrong}", md5) from e
 
 
 def _finished(dest: Path, md5: str | None) -> bool:

@@ -126,7 +126,9 @@ def ensure_source(
     if (target / MARKER).is_file():
         if not download or source.check(target) is None:  # trusted, but download=True asks for the whole layout
             return target
-        (target / MARKER).unlink()  # files removed since the marker was written: fetched again below
+        # files removed since the marker was written: fetched again below (another process, a torchrun rank, may have
+        # removed the marker first)
+        (target / MARKER).unlink(missing_ok=True)
     if target.exists() and not target.is_dir():  # a download would fail only after fetching everything
         raise NotADirectoryError(f"{target} is a file, not a folder: {source.name} goes into a folder of that name; "
                                  "move the file away or choose another data root (--data-root)")

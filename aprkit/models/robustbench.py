@@ -284,10 +284,16 @@ def create_robustbench(name: str, checkpoint: str | os.PathLike[str] | None, kwa
             _THROUGH_TIMM) else "timm's cache of its published weights ($TORCH_HOME/hub/"
             "checkpoints or the Hugging Face cache; robustbench loads this model through timm: --checkpoint FILE "
             "gives the weights file)")
-        try:  # robustbench reads <model_dir>/<dataset>/<threat>/<name>.pt and downloads it when missing
+        # robustbench reads <model_dir>/<dataset>/<threat>/<name>.pt and, when missing, writes it there in place with
+        # no checksum: processes (torchrun ranks) fetching it at once take turns, a later one finds the whole file
+        from ..data.download import file_lock
+
+        fetches = not (reads or "").startswith(_THROUGH_TIMM) and not expected.is_file()
+        try:
             extra = {"custom_checkpoint": str(timm_file)} if timm_file else {}
-            net = rb_utils.load_model(model_name=model_name, model_dir=str(model_dir), dataset=dataset,
-                                      threat_model=threat, **extra, **kwargs)
+            with file_lock(expected) if fetches else contextlib.nullcontext():
+                net = rb_utils.load_model(model_name=model_name, model_dir=str(model_dir), dataset=dataset,
+                                          threat_model=threat, **extra, **kwargs)
         except (ValueError, TypeError, KeyError):
             raise
         except Exception as e:
