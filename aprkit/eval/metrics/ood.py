@@ -1,8 +1,8 @@
 """OOD-detection metrics: AUROC, AUPR-In, AUPR-Out and FPR at a fixed TPR.
 
-Convention (the common one of Hendrycks & Gimpel 2017 and the OpenOOD benchmark): a **higher score means
-"more in-distribution"**. In-distribution samples are the **positive class** for AUROC, AUPR-In and
-FPR@TPR; AUPR-Out treats OOD samples as positive and uses the negated scores.
+Convention: a **higher score means "more in-distribution"** (Hendrycks & Gimpel 2017, ODIN, OpenOOD's ``conf``).
+In-distribution samples are the **positive class** for AUROC, AUPR-In and FPR@TPR (ODIN's ``calMetric``); AUPR-Out
+treats OOD samples as positive and uses the negated scores.
 
 - ``auroc`` is the probability that a random ID sample scores above a random OOD sample, ties counting
   1/2 (Mann-Whitney U; equals ``sklearn.metrics.roc_auc_score``).
@@ -16,10 +16,12 @@ FPR@TPR; AUPR-Out treats OOD samples as positive and uses the negated scores.
 - ``fpr_at_tpr(tpr=0.95)`` thresholds at the largest score ``t`` that accepts (``score >= t``) at least
   95% of the ID samples and returns the fraction of OOD samples with ``score >= t``: OOD samples tied with
   the threshold count as accepted. This is the first ROC point with TPR >= 0.95 (sklearn's ``roc_curve``
-  with ``drop_intermediate=False``), not the nearest-point rule of some reference scripts. It is OpenOOD's FPR@95,
-  not the "FPR95" of Outlier Exposure's scripts (``display_results``), which take the OOD images as positive: the
-  fraction of ID images flagged at 95 % OOD recall, another number (for a CIFAR ResNet-20 against Gaussian noise
-  0.24 there against 0.75 here). AUROC and AUPR-Out equal that script's AUROC and AUPR.
+  with ``drop_intermediate=False``), not the nearest-point rule of some reference scripts. It is ODIN's FPR at 95 %
+  TPR, not the "FPR95" of Outlier Exposure's scripts (``display_results``) or OpenOOD v1.5 (``auc_and_fpr_recall``),
+  which take the OOD images as positive: the fraction of ID images flagged at 95 % OOD recall, another number (for a
+  CIFAR ResNet-20 against Gaussian noise 0.24 there against 0.75 here). For the same scores AUROC and AUPR-Out equal
+  those scripts' AUROC and AUPR(-Out); the suite's defaults differ from Outlier Exposure's protocol, which scores one
+  OOD image per five ID ones (AUPR depends on that ratio, AUROC and FPR do not: ``ood_limit`` sets it).
 
 Inputs: 1-D score tensors/arrays (any lengths >= 1); computed on the device of ``scores_in``.
 """

@@ -81,8 +81,9 @@ class OODOptions(LimitOption):
     """ODIN input-perturbation step"""
     ood_resize: bool = True
     """OOD images of another size than the in-distribution ones are resized to it (until they cover it, then a centre
-    crop), as CIFAR benchmarks use 32-px SVHN or LSUN; false: scored at their own size, where the AUROC also measures
-    the change of resolution (a set must then hold images of one size)"""
+    crop), as Outlier Exposure and energy-OOD bring Textures and Places to 32 px; false: scored at their own size, where
+    the AUROC also measures the change of resolution (a set must then hold images of one size), as ODIN and energy-OOD
+    score the 36-px TinyImageNet, LSUN and iSUN crops"""
 
     @field_validator("ood_scores", mode="before")
     @classmethod
