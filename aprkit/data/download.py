@@ -146,7 +146,7 @@ def _read_validator(part: Path) -> str | None:
 def _changed(validator: str | None, headers: Message, checked: bool) -> bool:
     """Whether a part of a file answered with ``headers`` belongs (or may belong) to another version than ``validator``
     names. A reply without the validator's header (against HTTP, which asks a 206 to repeat it) cannot tell: it counts
-    as changed unless a checksum will ``checked`` the joined file."""
+    as changed unless a checksum will check the joined file (``checked``)."""
     if validator is None:
         return False
     name, _, value = validator.partition(": ")
