@@ -233,6 +233,20 @@ def test_bad_model_output_raises(model, match):
         predict(model, small_data(12), batch_size=6)
 
 
+def test_bad_batch_errors_name_the_batch_and_its_images():
+    """The batch's description (its first and last dataset index) is built only for an error, and still read there."""
+    rows = 2 * CPU_BLOCK  # whole blocks: the second batch holds images 32..39
+    with pytest.raises(ValueError, match=r"count mismatch \(eval, batch 0, images 0\.\.31\)"):
+        predict(_Const(out=torch.zeros(100, 10), rows=3), small_data(40), batch_size=rows)
+    ds = TensorImageDataset(natural_images(40, seed=3), torch.cat([torch.arange(39) % 10, torch.tensor([10])]))
+    with pytest.raises(ValueError, match=r"labels \(eval, batch 1, images 32\.\.39\) range over \[2, 10\] but the "
+                                         r"model outputs 10 classes"):
+        predict(Tiny(), ds, batch_size=rows)
+    ds.labels[39] = -2  # below NO_LABEL (-1)
+    with pytest.raises(ValueError, match=r"images 32\.\.39\) range over \[-2, 8\]"):
+        predict(Tiny(), ds, batch_size=rows)
+
+
 class _NaNAt(Tiny):
     """Tiny, but the logits of images whose top-left red pixel equals ``value`` are NaN."""
 

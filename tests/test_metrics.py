@@ -96,6 +96,38 @@ def test_rms_does_not_depend_on_the_order_of_ties() -> None:
         assert M.rms_from_confidences(conf[p], correct[p], bin_size=2) == pytest.approx(want, abs=1e-12)
 
 
+def test_bin_sums_are_the_samples_sums_in_order_and_rms_matches_the_formula() -> None:
+    """The bins' three sums are each bin's samples added in their order (bit for bit what a loop gives); the RMS
+    error over many bins of a large set equals the formula computed on the host to rounding."""
+    g = torch.Generator().manual_seed(5)
+    conf = torch.rand(1234, generator=g, dtype=torch.float64)
+    correct = (torch.rand(1234, generator=g) < conf).double()
+    stats = M.bin_statistics(conf, correct, n_bins=15)
+    idx = [min(int(c * 15), 14) for c in conf.tolist()]  # no confidence lies on an edge here
+    for b in range(15):
+        members = [i for i in range(1234) if idx[i] == b]
+        count, s_conf, s_corr = 0.0, 0.0, 0.0
+        for i in members:
+            count, s_conf, s_corr = count + 1.0, s_conf + float(conf[i]), s_corr + float(correct[i])
+        assert stats[:, b].tolist() == [count, s_conf, s_corr]
+    r = M.reliability_from_bins(stats)
+    assert r["count"] == [int(c) for c in stats[0].tolist()]
+    assert r["confidence"] == (stats[1] / stats[0].clamp_min(1)).tolist()
+    assert r["ece"] == pytest.approx(float((stats[2] - stats[1]).abs().sum() / 1234), rel=1e-14)
+    order = sorted(range(1234), key=lambda i: float(conf[i]))
+    gaps = [float(conf[i]) - float(correct[i]) for i in order]
+    bins = [gaps[k * 100:(k + 1) * 100] for k in range(11)] + [gaps[1100:]]  # 12 bins, the last of 134
+    want = math.sqrt(sum(sum(b) ** 2 / len(b) for b in bins) / 1234)
+    assert M.rms_from_confidences(conf, correct) == pytest.approx(want, rel=1e-13)
+
+
+def test_ece_from_bins_refuses_other_shapes() -> None:
+    with pytest.raises(ValueError, match=r"stats must be bin_statistics' tensor \(3, n_bins\)"):
+        M.ece_from_bins(torch.zeros(2, 15))
+    with pytest.raises(ValueError, match="no samples were binned"):
+        M.ece_from_bins(torch.zeros(3, 15))
+
+
 def test_nll_brier_hand_computed() -> None:
     p = torch.tensor([[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]])
     y = torch.tensor([0, 1])

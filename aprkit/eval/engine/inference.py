@@ -19,6 +19,7 @@ order on every rank (rank 0 writes results); nothing else changes for the caller
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,29 +104,37 @@ def _features_from(feats: torch.Tensor) -> torch.Tensor:
     return feats.flatten(1)
 
 
-def _check_logits(logits: Any, n: int, num_classes: int | tuple[int, ...] | None, where: str) -> torch.Tensor:
+def _check_logits(logits: Any, n: int, num_classes: int | tuple[int, ...] | None,
+                  where: Callable[[], str]) -> torch.Tensor:
+    """``logits`` when they are a tensor ``(n, num_classes)``; an error names the batch that ``where()`` describes
+    (called only then: the description reads the batch's first and last dataset index)."""
     if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"the model must return a logits tensor (B, num_classes), got {type(logits).__name__} {where}")
+        raise TypeError(f"the model must return a logits tensor (B, num_classes), got {type(logits).__name__} "
+                        f"{where()}")
     if logits.ndim != 2:
         raise ValueError(f"the model must return logits of shape (B, num_classes), "
-                         f"got shape {tuple(logits.shape)} {where}")
+                         f"got shape {tuple(logits.shape)} {where()}")
     if logits.shape[0] != n:
         raise ValueError(
-            f"label/prediction count mismatch {where}: the model returned {logits.shape[0]} rows of logits "
+            f"label/prediction count mismatch {where()}: the model returned {logits.shape[0]} rows of logits "
             f"for {n} images/labels"
         )
     if isinstance(num_classes, tuple):
         if logits.shape[1] not in num_classes:
-            raise ValueError(f"the model outputs {logits.shape[1]} classes {where}; this data needs "
+            raise ValueError(f"the model outputs {logits.shape[1]} classes {where()}; this data needs "
                              f"{' or '.join(map(str, num_classes))} outputs")
     elif num_classes is not None and logits.shape[1] != num_classes:
         raise ValueError(
-            f"the model outputs {logits.shape[1]} classes but the data has {num_classes} {where}; "
+            f"the model outputs {logits.shape[1]} classes but the data has {num_classes} {where()}; "
             "load the checkpoint trained on this label set, or give the data the model's label set (one folder per "
             "model class, in the model's order; empty folders count); a model whose first outputs are the data's "
             "classes (trained with more outputs than classes) runs with --set check_classes=false"
         )
     return logits
+
+
+def _batch_where(desc: str, b: int, idx: torch.Tensor) -> str:
+    return f"({desc}, batch {b}, images {int(idx[0])}..{int(idx[-1])})"
 
 
 def _check_finite(logits: torch.Tensor, idx: torch.Tensor, desc: str) -> None:
@@ -329,15 +338,17 @@ def start_predict(
                         out = retry_contiguous(  # the lambda is called within this iteration (B023)
                             model, exc, lambda: _forward(model, x, use_head, hook_store, block))  # noqa: B023
                         channels_last = False
-                where = f"({desc}, batch {b}, images {int(idx[0])}..{int(idx[-1])})"
+                where = functools.partial(_batch_where, desc, b, idx)  # described only in an error
                 logits = _check_logits(out, len(labels), num_classes, where).float()
                 if not labelled:
                     labels = torch.full_like(labels, NO_LABEL)
-                elif int(labels.max()) >= logits.shape[1] or int(labels.min()) < NO_LABEL:
-                    raise ValueError(
-                        f"labels {where} range over [{int(labels.min())}, {int(labels.max())}] but the model outputs "
-                        f"{logits.shape[1]} classes; the model and the data disagree on the number of classes"
-                    )
+                else:
+                    lo, hi = (int(v) for v in torch.aminmax(labels))
+                    if hi >= logits.shape[1] or lo < NO_LABEL:
+                        raise ValueError(
+                            f"labels {where()} range over [{lo}, {hi}] but the model outputs {logits.shape[1]} "
+                            "classes; the model and the data disagree on the number of classes"
+                        )
                 feats = None
                 if features:
                     feats = _features_from(hook_store.pop()).float()

@@ -81,10 +81,12 @@ def check_labels_for(
     if device is not None and y.device != device:
         y = y.to(device)
     y = y.long()
-    if n and num_classes is not None and (bool((y < 0).any()) or bool((y >= num_classes).any())):
-        raise ValueError(f"{name} must be in [0, {num_classes}) for {num_classes} classes; "
-                         f"got values in [{int(y.min())}, {int(y.max())}]")
-    if n and num_classes is None and bool((y < 0).any()):  # e.g. NO_LABEL (-1) of unlabelled data
+    if not n:
+        return y
+    lo, hi = (int(v) for v in torch.aminmax(y))  # one pass over the labels
+    if num_classes is not None and (lo < 0 or hi >= num_classes):
+        raise ValueError(f"{name} must be in [0, {num_classes}) for {num_classes} classes; got values in [{lo}, {hi}]")
+    if num_classes is None and lo < 0:  # e.g. NO_LABEL (-1) of unlabelled data
         raise ValueError(f"{name} must be class indices >= 0; got {int((y < 0).sum())} negative values (-1 marks "
                          "unlabelled images, which have no accuracy)")
     return y

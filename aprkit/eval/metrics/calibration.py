@@ -24,11 +24,14 @@ Binning conventions
 
 from __future__ import annotations
 
+import functools
+import math
 import operator
 from typing import Any
 
 import torch
 
+from ..._checks import describe_value
 from ._validate import as_tensor, check_labels_for, check_probs
 
 __all__ = [
@@ -78,6 +81,13 @@ def bin_edges(n_bins: int) -> torch.Tensor:
     return torch.arange(n_bins + 1, dtype=torch.float64) / n_bins
 
 
+@functools.lru_cache(maxsize=32)
+def _inner_edges(n_bins: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """:func:`bin_edges` without the first and last, in ``dtype`` on ``device``: what :func:`_bin_statistics`
+    bucketizes against, made once per setting (it runs per evaluated cell; the tensor is only read)."""
+    return bin_edges(n_bins)[1:-1].to(dtype).to(device)
+
+
 def _check_confidences(confidences: Any, correct: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate confidences ``(N,)`` in [0, 1] and correctness ``(N,)`` (bool or 0/1) of the same length."""
     conf = as_tensor(confidences, "confidences")
@@ -120,21 +130,25 @@ def _bin_statistics(confidences: torch.Tensor, correct: torch.Tensor, n_bins: in
     # rounded, not linspace's (its float32 3/15 and float64 3/10 lie one unit above: 0.2 and 0.3 fell into the bin
     # below; torchmetrics' float32 linspace edges do the same)
     given = confidences.dtype if confidences.dtype == torch.float64 else torch.float32
-    edges = bin_edges(n_bins).to(given).to(conf.device)
-    idx = torch.bucketize(conf.to(given), edges[1:-1], right=True)  # [lo, hi); conf == 1 lands in the last bin
-    out = torch.zeros(3, n_bins, dtype=torch.float64, device=conf.device)
-    out[0].index_add_(0, idx, torch.ones_like(conf))
-    out[1].index_add_(0, idx, conf)
-    out[2].index_add_(0, idx, corr)
-    return out
+    idx = torch.bucketize(conf.to(given), _inner_edges(n_bins, given, conf.device), right=True)  # [lo, hi); 1: last
+    # the three sums in one pass (each bin's in the samples' order, as three separate index_add_ would add them)
+    return torch.zeros(3, n_bins, dtype=torch.float64, device=conf.device).index_add_(
+        1, idx, torch.stack([torch.ones_like(conf), conf, corr]))
 
 
 def ece_from_bins(stats: torch.Tensor) -> float:
     """ECE from :func:`bin_statistics`: ``sum_b |sum correct_b - sum conf_b| / N``."""
-    total = stats[0].sum()
-    if float(total) == 0:
+    if not isinstance(stats, torch.Tensor) or stats.ndim != 2 or stats.shape[0] != 3:
+        raise ValueError(f"stats must be bin_statistics' tensor (3, n_bins), got {describe_value(stats)}")
+    return _ece(*stats.tolist())  # a few numbers: summed exactly (fsum) on the host, one transfer
+
+
+def _ece(count: list[float], conf: list[float], corr: list[float]) -> float:
+    """:func:`ece_from_bins` of the bins' counts, summed confidences and summed correctness."""
+    total = math.fsum(count)
+    if total == 0:
         raise ValueError("no samples were binned; ECE needs at least one sample")
-    return float((stats[2] - stats[1]).abs().sum() / total)
+    return math.fsum(abs(a - c) for a, c in zip(corr, conf, strict=True)) / total
 
 
 def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 15) -> float:
@@ -168,12 +182,15 @@ def _rms_from_confidences(confidences: torch.Tensor, correct: torch.Tensor, bin_
     if size.numel() < n:
         corr = torch.zeros(size.numel(), dtype=torch.float64, device=conf.device).index_add_(0, group, corr)
         corr = (corr / size)[group]
+    # consecutive bins of bin_size sorted samples, the remainder in the last: the bins' sizes are known, their summed
+    # gaps conf - correct are a reshaped sum (bin_size each) and the last bin's sum
     n_bins = max(n // bin_size, 1)
-    idx = (torch.arange(n, device=conf.device) // bin_size).clamp_max(n_bins - 1)
-    count = torch.zeros(n_bins, dtype=torch.float64, device=conf.device).index_add_(0, idx, torch.ones_like(conf))
-    gap = torch.zeros(n_bins, dtype=torch.float64, device=conf.device).index_add_(0, idx, conf - corr)
+    full = (n_bins - 1) * bin_size
+    gap = conf - corr
+    sums = torch.cat([gap[:full].view(n_bins - 1, bin_size).sum(dim=1), gap[full:].sum().reshape(1)]).tolist()
+    counts = [bin_size] * (n_bins - 1) + [n - full]
     # sum_b (n_b / N) * (mean gap_b)^2 = sum_b gap_b^2 / (n_b N)
-    return float(((gap**2) / count).sum().div(n).sqrt())
+    return math.sqrt(math.fsum(g * g / c for g, c in zip(sums, counts, strict=True)) / n)
 
 
 def rms_calibration_error(probs: Any, labels: Any, bin_size: int = RMS_BIN_SIZE) -> float:
@@ -235,16 +252,24 @@ def brier(probs: Any, labels: Any) -> float:
 
 def reliability_from_bins(stats: torch.Tensor) -> dict[str, Any]:
     """Reliability-diagram data from :func:`bin_statistics` (see :func:`reliability_diagram_data`)."""
-    n_bins = stats.shape[1]
-    count = stats[0]
-    safe = count.clamp_min(1)
+    count, conf, corr = stats.tolist()  # divided on the host: the same float64 quotients, one transfer
     return {
-        "bin_edges": bin_edges(n_bins).tolist(),
-        "confidence": (stats[1] / safe).tolist(),
-        "accuracy": (stats[2] / safe).tolist(),
-        "count": [int(c) for c in count.tolist()],
-        "ece": ece_from_bins(stats),
+        "bin_edges": _edge_list(len(count)),
+        "confidence": [s / max(c, 1.0) for s, c in zip(conf, count, strict=True)],
+        "accuracy": [s / max(c, 1.0) for s, c in zip(corr, count, strict=True)],
+        "count": [int(c) for c in count],
+        "ece": _ece(count, conf, corr),
     }
+
+
+@functools.lru_cache(maxsize=32)
+def _edges_tuple(n_bins: int) -> tuple[float, ...]:
+    return tuple(bin_edges(n_bins).tolist())
+
+
+def _edge_list(n_bins: int) -> list[float]:
+    """:func:`bin_edges` as a new list of floats (the values made once per ``n_bins``)."""
+    return list(_edges_tuple(n_bins))
 
 
 def reliability_diagram_data(probs: Any, labels: Any, n_bins: int = 15) -> dict[str, Any]:

@@ -79,7 +79,8 @@ def cell_summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -
     if logits.shape[0] == 0 or not bool(torch.isfinite(logits).all()):
         raise ValueError(f"logits must be finite with at least one row, got shape {tuple(logits.shape)} "
                          "(NaN/inf or empty)")
-    probs = torch.softmax(logits.double(), dim=1)
+    z = logits.double()
+    probs = torch.softmax(z, dim=1)
     y = check_labels_for(labels, probs.shape[0], probs.shape[1], device=probs.device)
     conf, pred = probs.max(dim=1)
     correct = (pred == y).double()  # the float64 form every metric below uses
@@ -91,7 +92,7 @@ def cell_summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -
         "n": int(labels.shape[0]),
         "accuracy": acc,
         "error": 1.0 - acc,
-        "nll": M.nll_from_logits(logits, y),
+        "nll": M.nll_from_logits(z, y),
         "brier": M.brier_from_picked(probs, picked),
         "ece": reliability["ece"],
         "rms": _rms_from_confidences(conf, correct, RMS_BIN_SIZE),
