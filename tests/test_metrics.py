@@ -121,9 +121,11 @@ def test_bin_sums_are_the_samples_sums_in_order_and_rms_matches_the_formula() ->
     assert M.rms_from_confidences(conf, correct) == pytest.approx(want, rel=1e-13)
 
 
-def test_ece_from_bins_refuses_other_shapes() -> None:
-    with pytest.raises(ValueError, match=r"stats must be bin_statistics' tensor \(3, n_bins\)"):
-        M.ece_from_bins(torch.zeros(2, 15))
+def test_bin_statistics_readers_refuse_other_shapes() -> None:
+    for bad in (torch.zeros(2, 15), torch.zeros(3, 0), torch.zeros(3, 4, 1), [[1.0], [0.5], [1.0]]):
+        for fn in (M.ece_from_bins, M.reliability_from_bins):
+            with pytest.raises(ValueError, match=r"stats must be bin_statistics' tensor \(3, n_bins\)"):
+                fn(bad)
     with pytest.raises(ValueError, match="no samples were binned"):
         M.ece_from_bins(torch.zeros(3, 15))
 

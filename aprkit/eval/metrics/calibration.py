@@ -138,9 +138,14 @@ def _bin_statistics(confidences: torch.Tensor, correct: torch.Tensor, n_bins: in
 
 def ece_from_bins(stats: torch.Tensor) -> float:
     """ECE from :func:`bin_statistics`: ``sum_b |sum correct_b - sum conf_b| / N``."""
-    if not isinstance(stats, torch.Tensor) or stats.ndim != 2 or stats.shape[0] != 3:
+    return _ece(*_bin_lists(stats))  # a few numbers: summed exactly (fsum) on the host
+
+
+def _bin_lists(stats: torch.Tensor) -> list[list[float]]:
+    """The rows of :func:`bin_statistics`' tensor as lists (one transfer from the device)."""
+    if not isinstance(stats, torch.Tensor) or stats.ndim != 2 or stats.shape[0] != 3 or stats.shape[1] == 0:
         raise ValueError(f"stats must be bin_statistics' tensor (3, n_bins), got {describe_value(stats)}")
-    return _ece(*stats.tolist())  # a few numbers: summed exactly (fsum) on the host, one transfer
+    return stats.tolist()
 
 
 def _ece(count: list[float], conf: list[float], corr: list[float]) -> float:
@@ -252,7 +257,7 @@ def brier(probs: Any, labels: Any) -> float:
 
 def reliability_from_bins(stats: torch.Tensor) -> dict[str, Any]:
     """Reliability-diagram data from :func:`bin_statistics` (see :func:`reliability_diagram_data`)."""
-    count, conf, corr = stats.tolist()  # divided on the host: the same float64 quotients, one transfer
+    count, conf, corr = _bin_lists(stats)  # divided on the host: the same float64 quotients
     return {
         "bin_edges": _edge_list(len(count)),
         "confidence": [s / max(c, 1.0) for s, c in zip(conf, count, strict=True)],
