@@ -12,6 +12,7 @@ import torch
 
 from aprkit.augment import APRPair, APRSingleBatch
 from aprkit.augment.functional import apr_pair, recombine_views
+from aprkit.corruptions import RandomCorruption
 from aprkit.fourier import low_frequency_swap, mix_amplitude, swap_amplitude
 from aprkit.hidden import FeatureAPR, feature_apr
 
@@ -150,3 +151,19 @@ def test_apr_pair_takes_an_empty_batch_and_numpy_batch_sizes():
     empty = torch.rand(0, 3, 8, 8)
     assert apr_pair(empty, torch.zeros(0, dtype=torch.long)) is empty  # as apr_single and the modules
     assert sample_pair_params(np.int64(4))["perm"].shape == (4,)
+
+
+@pytest.mark.parametrize("make", [APRPair, APRSingleBatch, FeatureAPR, lambda p: RandomCorruption(p=p)],
+                         ids=["APRPair", "APRSingleBatch", "FeatureAPR", "RandomCorruption"])
+def test_p_is_checked_when_set_after_construction(make):
+    """``aug.p = 60`` (a percentage) raises as the constructor does (tester: APRPair recombined every batch, APRSingleBatch
+    never); valid values, 0-dim tensors included, are kept as floats and survive pickling."""
+    aug = make(0.3)
+    for bad, err in ((1.5, ValueError), (-3, ValueError), (60, ValueError), (True, TypeError), ("0.5", TypeError)):
+        with pytest.raises(err, match="p must be"):
+            aug.p = bad
+        assert aug.p == 0.3
+    aug.p = torch.tensor(0.25)
+    assert aug.p == 0.25 and type(aug.p) is float
+    assert pickle.loads(pickle.dumps(aug)).p == 0.25
+    assert pickle.loads(pickle.dumps(aug)).__dict__["p"] == 0.25  # where instances pickled before the check hold it

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import (
+    Probability,
     batch_size_of,
     check_chw_layout,
     check_dims,
@@ -28,7 +29,6 @@ from .._checks import (
     check_labels,
     check_not_0_255,
     check_param_keys,
-    check_probability,
     eager_cpu,
     to_device,
 )
@@ -72,13 +72,14 @@ class APRPair(CompiledCore, ReplayModule):
     images that take their amplitude.
     """
 
+    p = Probability()  # the probability, checked whenever it is set
     core_fn = staticmethod(apr_pair_with_dc)
 
     def __init__(self, p: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool = False,
                  generator: torch.Generator | None = None, seed: int | None = None,
                  compile_core: bool | dict[str, Any] = False) -> None:
         super().__init__()
-        self.p = check_probability(p)
+        self.p = p  # checked by the class attribute (Probability)
         check_dims(dims)
         self.dims = dims
         self.per_sample = bool(per_sample)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .._checks import (
+    Probability,
     batch_size_of,
     check_chw_layout,
     check_dims,
@@ -222,6 +223,7 @@ class APRSingleBatch(CompiledCore, ReplayModule):
     ``"wrap"`` (the reference's uint8 cast; see the module).
     """
 
+    p = Probability()  # the probability, checked whenever it is set
     core_fn = staticmethod(apr_single_core)
     cast: Cast = "round"  # the default of instances pickled before cast existed
 
@@ -229,7 +231,7 @@ class APRSingleBatch(CompiledCore, ReplayModule):
                  generator: torch.Generator | None = None, seed: int | None = None,
                  compile_core: bool | dict[str, Any] = False, cast: Cast = "round") -> None:
         super().__init__()
-        self.p = check_probability(p)
+        self.p = p  # checked by the class attribute (Probability)
         self.severity = _check_severity(severity)
         self.ops = resolve_ops(ops)
         check_dims(dims)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import batch_size_of, check_image_tensor, check_once, check_param_keys, check_probability
+from .._checks import Probability, batch_size_of, check_image_tensor, check_once, check_param_keys
 from .._generators import worker_generator
 from .._replay import ReplayModule
 from .._tv import draw_groups, is_video, like_input
@@ -45,6 +45,8 @@ class RandomCorruption(ReplayModule):
         frost_dir: directory with the frost textures (see ``aprkit.corruptions.find_frost_dir``).
     """
 
+    p = Probability()  # the probability, checked whenever it is set
+
     def __init__(
         self,
         names: Sequence[str] | str | None = None,
@@ -63,7 +65,7 @@ class RandomCorruption(ReplayModule):
             raise ValueError("severities must contain at least one integer 1-5")
         for what, values in (("names", self.names), ("severities", self.severities)):
             check_once(values, what, "each is drawn uniformly: a repeat would silently weigh it twice")
-        self.p = check_probability(p)
+        self.p = p  # checked by the class attribute (Probability)
         self.preset = None if preset is None else check_preset(preset)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")

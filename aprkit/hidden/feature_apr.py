@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .. import fourier
-from .._checks import check_dims, check_probability, compute_dtype, eager_cpu
+from .._checks import Probability, check_dims, check_probability, compute_dtype, eager_cpu
 from ..augment.functional import swap_with_partner
 from .layout import from_grid, to_grid
 
@@ -124,6 +124,8 @@ class FeatureAPR(nn.Module):
         num_prefix_tokens / grid: token layout (``None`` infers it). generator: for reproducibility.
     """
 
+    p = Probability()  # the probability, checked whenever it is set
+
     def __init__(
         self,
         p: float = 0.5,
@@ -136,7 +138,7 @@ class FeatureAPR(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.p = check_probability(p, "p")
+        self.p = p  # checked by the class attribute (Probability)
         check_dims(dims)
         self.dims = dims
         self.lam = _check_lam(lam, mode)
