@@ -264,3 +264,39 @@ def test_a_setting_changed_after_construction_and_grey_partner_stacks_read_as_me
     assert out.shape == (8, 8) and out.dtype == np.uint8
     with pytest.raises(ValueError, match="8 channels, image has 3; a stack of grey partners .* pass apr_metadata as a"):
         pair(image=np.zeros((8, 8, 3), np.uint8), apr_metadata=grey)
+
+
+class _Items(torch.utils.data.Dataset):
+    """Four loads of one image through ``transform`` (an ``A.Compose``)."""
+
+    def __init__(self, transform) -> None:
+        self.transform = transform
+        self.image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self.transform(image=self.image)["image"])
+
+
+def _reseed(_: int) -> None:  # the worker_init_fn AlbuAPRSingle's docstring gives
+    torch.utils.data.get_worker_info().dataset.transform.set_random_seed(torch.initial_seed() % 2**32)
+
+
+@pytest.mark.parametrize("seed", [None, 7])
+def test_loader_workers_share_albumentations_stream_unless_reseeded(seed):
+    """What AlbuAPRSingle's docstring says of DataLoader workers (tester: it promised each worker its own stream
+    without ``seed``): every worker and epoch repeats one stream, seed or not; the documented worker_init_fn gives each
+    worker and epoch its own, repeatable with the loader's generator."""
+    def epochs(init):
+        loader = torch.utils.data.DataLoader(_Items(A.Compose([AlbuAPRSingle(recombine_p=1.0)], seed=seed)),
+                                             batch_size=1, num_workers=2, worker_init_fn=init,
+                                             generator=torch.Generator().manual_seed(0))
+        return [[b[0] for b in loader] for _ in range(2)]
+
+    (a, b) = epochs(None)
+    assert torch.equal(a[0], a[1]) and torch.equal(a[0], b[0])  # items 0 and 1 come from workers 0 and 1
+    (c, d), (e, _) = epochs(_reseed), epochs(_reseed)
+    assert not torch.equal(c[0], c[1]) and not torch.equal(c[0], d[0])
+    assert all(torch.equal(x, y) for x, y in zip(c, e, strict=True))

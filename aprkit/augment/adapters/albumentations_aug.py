@@ -70,9 +70,14 @@ class AlbuAPRSingle(DualTransform):
     slightly different place than PIL's truncated uint8 levels, and which the amplitude swap spreads
     over the whole image. ``cast`` as in :class:`~aprkit.augment.APRSingle`.
 
-    The draws come from albumentations' generator, as its own transforms' do: under ``A.Compose(..., seed=s)``
-    albumentations 2.0 gives every DataLoader worker, and every epoch, the same stream (the same augmentations of
-    item ``i``); without ``seed`` each worker draws its own. aprkit's ``APRSingle(seed=...)`` re-seeds per worker.
+    The draws come from albumentations' generator, as its own transforms' do. albumentations 2.0 makes that generator
+    when the pipeline is built, and each DataLoader worker gets a copy: with ``A.Compose(..., seed=s)`` or without,
+    every worker, and every epoch, draws the same stream (the k-th item a worker loads gets the same augmentation in
+    every worker and epoch; measured with albumentations 2.0.8, whose own transforms do the same). To give each worker
+    and epoch its own draws, reproducible with the loader's ``generator``, re-seed the pipeline in a
+    ``worker_init_fn``: ``torch.utils.data.get_worker_info().dataset.transform.set_random_seed(torch.initial_seed()
+    % 2**32)`` (the attribute holding your ``A.Compose``). aprkit's ``APRSingle(seed=...)`` re-seeds per worker by
+    itself.
     """
 
     class InitSchema(BaseTransformInitSchema):
