@@ -393,7 +393,7 @@ def test_replayed_parameters_name_what_is_missing() -> None:
 def test_apr_s_takes_another_augmentations_overshoot_as_the_hosts_do():
     """Bicubic resampling or APR-P leave float images a little outside [0, 1]; kornia's and torchvision's own
     transforms take them, and APR-S clamps its views: it takes them too (its output stays in [0, 1]). 0..255 floats
-    and mean/std-normalised images are still refused, each with its own advice."""
+    and images normalised beyond [-1, 2] (here with std 0.2) are still refused, each with its own advice."""
     x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.3  # [-0.3, 1.3]
     aprs = APRSingleBatch(p=1.0, seed=1)
     y = aprs(x)
@@ -404,6 +404,33 @@ def test_apr_s_takes_another_augmentations_overshoot_as_the_hosts_do():
         aprs(x.clamp(0, 1) * 255)
     with pytest.raises(ValueError, match="normalised with a mean and std"):
         aprs((x.clamp(0, 1) - 0.5) / 0.2)
+
+
+def test_images_normalised_to_minus_one_one_are_warned_of_where_views_are_clamped():
+    """Images normalised with mean = std = 0.5 lie in [-1, 1], inside the overshoot window, and would lose their
+    negative half to the clamp (tester: 53 % of the pixels came out 0, silently): every entry point warns, naming the
+    caller's line; APR-P's own output handed on to APR-S does not look normalised (a few values below 0)."""
+    import warnings
+
+    from conftest import natural_images
+
+    from aprkit.augment import APRSingle
+
+    x = natural_images(16, seed=3).float() / 255
+    xn = (x - 0.5) / 0.5
+    calls = {
+        "APRSingleBatch": lambda: APRSingleBatch(seed=0)(xn),
+        "APRSingle": lambda: APRSingle(seed=0)(xn[0]),
+        "APRPair(clamp=True)": lambda: APRPair(p=1.0, clamp=True, seed=0)(xn),
+    }
+    for name, call in calls.items():
+        with pytest.warns(RuntimeWarning, match=r"of its values below 0 .*normalise after this step") as got:
+            call()
+        assert got[0].filename == __file__, name  # the warning points at the line that called the transform
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        APRSingleBatch(p=1.0, seed=0)(APRPair(p=1.0, seed=0)(x))  # overshoot, not normalised
+        APRSingleBatch(p=1.0, seed=0)(x)
 
 
 def _grey_and_colour() -> torch.Tensor:
