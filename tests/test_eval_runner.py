@@ -111,6 +111,24 @@ def test_predict_matches_direct_forward_and_features():
     assert dataset_id(ds) == dataset_id(small_data(37)) != dataset_id(small_data(36))
 
 
+def test_a_tensor_dataset_is_keyed_by_every_image_and_label():
+    """torch's TensorDataset holds its images in memory (``.tensors``): a change to any image gives another key (tester:
+    blanking 18 of 300 images, none of the 16 sampled ones, reused the cached result), without the sampling warning."""
+    import warnings
+
+    from torch.utils.data import TensorDataset
+
+    x, y = natural_images(40, seed=3), torch.arange(40) % 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        key = dataset_id(TensorDataset(x, y))
+    x2, y2 = x.clone(), y.clone()
+    x2[1, 0, 0, 0] ^= 1  # not one of the 16 items spread over the set (0, 2, 5, ...)
+    y2[1] = (y2[1] + 1) % 10
+    assert dataset_id(TensorDataset(x2, y)) != key != dataset_id(TensorDataset(x, y2))
+    assert dataset_id(TensorDataset(x.clone(), y.clone())) == key
+
+
 def test_channels_last_default_on_cpu_gives_the_same_numbers():
     ds = small_data(24)
     ref = predict(Tiny().eval(), ds, batch_size=8, channels_last=False)

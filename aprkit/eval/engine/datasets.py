@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
 from ..._checks import check_integer_labels, dataset_len, describe_value
 from ...data.arrays import NO_LABEL
@@ -171,8 +171,12 @@ def dataset_id(data: Any, split: str = "test") -> str:
     n = dataset_len(ds)
     h = hashlib.sha1(f"{type(ds).__name__}:{n}".encode())
     images, labels = getattr(ds, "images", None), getattr(ds, "labels", None)
-    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor):  # in memory: every image and label
-        for t in (images, labels):
+    if isinstance(ds, TensorDataset):  # torch's own in-memory dataset: its images and labels are its tensors
+        in_memory: tuple[Any, ...] | None = ds.tensors
+    else:
+        in_memory = (images, labels) if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor) else None
+    if in_memory is not None:  # in memory: every image and label
+        for t in in_memory:
             h.update(f"{t.dtype}{tuple(t.shape)}".encode())
             h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)  # its buffer, no copy
     else:  # other datasets: every label they hold and in-memory images (e.g. torchvision's ``data`` array), else
