@@ -129,6 +129,16 @@ def test_a_tensor_dataset_is_keyed_by_every_image_and_label():
     assert dataset_id(TensorDataset(x.clone(), y.clone())) == key
 
 
+def test_a_dataset_of_channels_last_images_is_refused_naming_the_layout():
+    """uint8 images (H, W, C) from a dataset: refused before the model sees them (tester: a warning about 32x3 images,
+    then the model's own error about its input channels)."""
+    from torch.utils.data import TensorDataset
+
+    hwc = TensorDataset(natural_images(8, seed=3).permute(0, 2, 3, 1).contiguous(), torch.arange(8) % 10)
+    with pytest.raises(ValueError, match=r"image batch of shape \(8, 32, 32, 3\) looks like channels-last"):
+        predict(Tiny(), hwc, batch_size=8)
+
+
 def test_channels_last_default_on_cpu_gives_the_same_numbers():
     ds = small_data(24)
     ref = predict(Tiny().eval(), ds, batch_size=8, channels_last=False)

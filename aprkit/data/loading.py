@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .._checks import dataset_len, describe_value
+from .._checks import check_chw_layout, dataset_len, describe_value
 from ..distributed import group_info
 from .arrays import ArrayDataset, positions_in
 from .subsets import SubsetDataset, attribute_labels, batch_source, first_n, subset
@@ -272,6 +272,7 @@ def iter_batches(
         if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim != 4:
             raise TypeError("datasets must yield uint8 images (C, H, W) (batches (B, C, H, W)); "
                             f"got {describe_value(x)}")
+        check_chw_layout(x, "the dataset's image batch")  # (B, H, W, C) reached the model as 32 channels of width 3
         if len(y) != len(x):
             raise ValueError(f"label/image count mismatch: the dataset returned {len(x)} images but {len(y)} labels")
         y = torch.as_tensor(y, dtype=torch.int64)
