@@ -978,7 +978,7 @@ def test_the_code_functions_refuse_anything_but_a_grid():
     assert torch.allclose(transplant(a, b, "phase", "chw")[:2], transplant(a[:2], b[:2], "phase", "chw"), atol=1e-6)
 
 
-def test_the_headline_and_summary_carry_the_last_sites_flags():
+def test_the_headline_and_summary_carry_the_last_sites_flags(capsys):
     """At ResNet-20's last block output (a DC readout, the transplant inert) the headline read 0.00 % follow the
     phase donor, a number that cannot be anything else: the flags now stand beside it."""
     from aprkit.eval.analyses.transplant_tables import summary_table
@@ -1001,3 +1001,14 @@ def test_the_headline_and_summary_carry_the_last_sites_flags():
     phase, sign = TransplantSuite.headline(TransplantSuite, {"rows": deeper})
     assert phase.label.endswith("(last block, output; at b1; inert; dc-readout)") and sign.label.endswith("output)")
     assert summary_table({"r": {"rows": deeper}}).rows[0][3][0].text.endswith("(at b1, inert, dc-readout)")
+    # the console summary of aprkit eval prints names and values: the flags go beside it as a note (tester: it read
+    # 0.00 % for both codes, the flags only in the report)
+    from types import SimpleNamespace
+
+    from aprkit.cli.eval import _print_summary
+
+    assert m.note == "last block, output: inert; dc-readout (the report has every layer's rates)" and plain.note == ""
+    _print_summary(SimpleNamespace(headlines=lambda: {"r20": [m], "other": [plain]}))
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split() == ["transplant.phase_follow_donor", "0.00%*", "50.00%"]
+    assert out[2] == "* transplant.phase_follow_donor (r20): " + m.note

@@ -304,10 +304,16 @@ def _print_summary(res: Any) -> None:
             measures.setdefault(m.name, m)  # one no model could compute prints "-"
     width = max([len(k) for k in measures] + [6])
     print(f"{'metric':<{width}}  " + "  ".join(f"{m:>14}" for m in heads))
+    notes: list[str] = []  # what a value alone would hide (a site that follows B by construction): under the table
     for name, first in measures.items():
         vals = []
-        for ms in heads.values():
+        for model, ms in heads.items():
             m = next((x for x in ms if x.name == name), None)
             text = "-" if m is None or m.value is None else m.formatted() + ("%" if first.percent else "")
+            if m is not None and m.note:
+                notes.append(f"{name}{f' ({model})' if len(heads) > 1 else ''}: {m.note}")
+                text += "*"
             vals.append(f"{text:>14}")
         print(f"{name:<{width}}  " + "  ".join(vals))
+    for note in notes:
+        print(f"* {note}")

@@ -127,7 +127,8 @@ class Measure:
 
     ``name`` is the key in ``Results.summary()``; ``percent``: ``value`` is a fraction shown x100 with ``%``;
     ``unit``: a unit shown otherwise (e.g. ``"s"``); ``higher_is_better``: None when neither direction is
-    better (a descriptive rate); ``digits``: decimals shown.
+    better (a descriptive rate); ``digits``: decimals shown; ``note``: what the value alone would hide (e.g. a
+    transplant site that follows B by construction), printed beside it where the label is not.
     """
 
     name: str
@@ -137,6 +138,7 @@ class Measure:
     higher_is_better: bool | None = None
     unit: str = ""
     digits: int = 2
+    note: str = ""
 
     def formatted(self) -> str:
         """The value as printed in the summary (``"-"`` when missing)."""

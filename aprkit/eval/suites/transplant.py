@@ -161,7 +161,9 @@ class TransplantSuite(Suite[TransplantOptions]):
         for code in dict.fromkeys(r["code"] for r in rows if r["site"] == site):
             last, flags = last_row(rows, site, code)  # an inert or DC-readout site follows B by construction: say so
             label = f"transplant: follows the {code} donor (last block, {site}{''.join(f'; {f}' for f in flags)})"
-            out.append(Measure(f"transplant.{code}_follow_donor", label, last.get("follow_donor"), percent=True))
+            out.append(Measure(f"transplant.{code}_follow_donor", label, last.get("follow_donor"), percent=True,
+                               note=f"last block, {site}: {'; '.join(flags)} (the report has every layer's rates)"
+                               if flags else ""))
         return out
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
