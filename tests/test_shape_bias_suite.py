@@ -152,6 +152,20 @@ def test_evaluate_runner_integration(tree, tmp_path):
     assert "shape-bias.shape_bias" in res.summary()["cat"]
     md = (tmp_path / "report.md").read_text()
     assert "Shape bias (cue-conflict)" in md and "humans (published)" in md
+    # a subset of the published stimuli (tester: the shared 160 of 1,280 were drawn beside the published values
+    # without a word): a caveat in the result, the report's header and results.json
+    caveat = "the shape bias is measured on 48 of the 1,280 cue-conflict stimuli: a subset"
+    assert res.models["cat"]["shape-bias"]["caveats"][0].startswith(caveat)
+    assert caveat in md and caveat in (tmp_path / "results.json").read_text()
+
+
+def test_the_full_stimulus_set_has_no_subset_caveat(tree, monkeypatch):
+    import aprkit.eval.suites.shape_bias as suite
+    from aprkit.eval import evaluate
+
+    monkeypatch.setattr(suite, "FULL_SET_SIZE", 48)  # the synthetic tree as the whole set
+    res = evaluate(Constant("cat"), "shape-bias", f"cue-conflict:{tree}", progress=False)
+    assert "caveats" not in res.models["Constant"]["shape-bias"]
 
 
 def test_limit_says_it_does_not_apply_to_the_shape_bias_suite(tree):

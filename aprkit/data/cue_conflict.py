@@ -23,12 +23,16 @@ from .._text import nearest_names
 
 __all__ = [
     "CUE_CONFLICT_CATEGORIES",
+    "FULL_SET_SIZE",
     "CueConflictStimulus",
     "parse_stimulus_name",
     "scan_cue_conflict",
     "CueConflict",
     "write_synthetic_cue_conflict",
 ]
+
+#: the published set's images (16 shape folders of 80; 80 of them with shape == texture)
+FULL_SET_SIZE = 1280
 
 #: the 16 entry-level categories of the benchmark, sorted (index i is label i)
 CUE_CONFLICT_CATEGORIES: tuple[str, ...] = (

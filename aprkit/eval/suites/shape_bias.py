@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
+from ...data.cue_conflict import FULL_SET_SIZE
 from ..analyses.shape_bias import (
     CATEGORIES,
     REFERENCE_SHAPE_BIAS,
@@ -80,6 +81,7 @@ class ShapeBiasResult(TypedDict, total=False):
     stimuli: str  # the stimuli folder
     decisions: dict[str, str]  # stimulus file -> decided category
     references: dict[str, float]  # guide lines from option ``references`` (only when given)
+    caveats: list[str]  # a subset of the published stimuli (only then)
 
 
 @register_suite("shape-bias")
@@ -119,6 +121,10 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
         result = cast(ShapeBiasResult, cached(ctx, "shape-bias", ds, compute, v=_VERSION))
         if references is not None:
             result = {**result, "references": references}
+        if len(ds) < FULL_SET_SIZE:  # a partial download or a hand-made subset: said where the number is shown
+            result = {**result, "caveats": [f"the shape bias is measured on {len(ds):,} of the {FULL_SET_SIZE:,} "
+                                            "cue-conflict stimuli: a subset, which the published values (on all of "
+                                            "them) need not match"]}
         return result
 
     def headline(self, result: Mapping[str, Any]) -> list[Measure]:
