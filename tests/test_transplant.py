@@ -1012,3 +1012,18 @@ def test_the_headline_and_summary_carry_the_last_sites_flags(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[1].split() == ["transplant.phase_follow_donor", "0.00%*", "50.00%"]
     assert out[2] == "* transplant.phase_follow_donor (r20): " + m.note
+
+
+def test_errors_name_the_users_arguments_and_shapes():
+    """(tester) a 1x1 grid under the phase code named the transform's internal argument (phase_source); images
+    (N, H, W, C) were refused by the model on a 16-row block, with that block's shape."""
+    from aprkit.eval.analyses.transplant import transplant_test
+    from aprkit.hidden import transplant
+
+    x = torch.rand(4, 3, 1, 1)
+    with pytest.raises(ValueError, match=r"^donor must have h >= 2 and w >= 2 for the phase code .*use code='sign'"):
+        transplant(x, x, "phase")
+    assert torch.equal(transplant(x, x, "sign"), x)
+    with pytest.raises(ValueError, match=r"images of shape \(40, 32, 32, 3\) looks like channels-last"):
+        transplant_test(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10)),
+                        torch.rand(40, 32, 32, 3), ["0"])

@@ -60,6 +60,9 @@ def _check_input(code: str, x: torch.Tensor, name: str) -> None:
                          "features")
     if check_code(code) == "phase":  # the sign code is elementwise: any shape (e.g. a ViT's prefix tokens)
         _check_grid(x, name)
+        if x.shape[-2] < 2 or x.shape[-1] < 2:  # named here (the transform's own error named its internal argument)
+            raise ValueError(f"{name} must have h >= 2 and w >= 2 for the phase code (a Fourier transform over the "
+                             f"grid), got shape {tuple(x.shape)}; a 1x1 grid's phase is its sign: use code='sign'")
 
 
 def signum(x: torch.Tensor) -> torch.Tensor:

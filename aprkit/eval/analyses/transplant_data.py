@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from ..._checks import _OVERSHOOT, check_positive_int
+from ..._checks import _OVERSHOOT, check_chw_layout, check_positive_int
 from ...data.arrays import NO_LABEL
 
 __all__ = ["Data", "load_data", "read_folder"]
@@ -90,6 +90,7 @@ def load_data(
         labels = own if labels is None else labels
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
+    check_chw_layout(images, "images")  # (N, H, W, C) named here, not as the model's error on a 16-row block
     if labels is not None and len(labels) != images.shape[0]:  # labels= of the whole data: those of the images kept
         if n_total is not None and taken is not None and len(labels) == n_total:
             labels = _take(labels, taken)
