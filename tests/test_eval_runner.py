@@ -627,7 +627,18 @@ def test_an_interrupted_run_of_new_weights_under_an_old_label_leaves_no_stale_nu
         evaluate(_interrupt_after(Tiny(seed=2), 1), model_id="A", **kw)
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["models"] == {} and res["meta"]["pending"] == {"A": ["corruption"]}
-    assert not (tmp_path / "report.md").exists()  # it showed the old weights' numbers as complete
+    md = (tmp_path / "report.md").read_text()  # it showed the old weights' numbers as complete: now what is pending
+    assert "**Status:** INCOMPLETE (not yet run: A: corruption)" in md and "\n## " not in md  # no section, no number
+
+
+def test_a_first_run_cut_off_before_any_suite_finished_leaves_a_report_of_what_is_pending(tmp_path):
+    """(tester) results.json said complete: false, but the folder held no report: it now says what was not run."""
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(_interrupt_after(Tiny(), 1), model_id="A", suite=["corruption"], out_dir=tmp_path, device="cpu",
+                 batch_size=64, corruptions=["fog"], severities=[1], progress=False, data="synthetic:40")
+    md = (tmp_path / "report.md").read_text()
+    assert md.startswith("# aprkit evaluation: A\n") and "**Status:** INCOMPLETE (not yet run: A: corruption)" in md
+    assert (tmp_path / "report.html").is_file()
 
 
 def test_bars_of_unmeasured_values_are_left_out_and_figure_names_are_safe(tmp_path, monkeypatch):

@@ -76,13 +76,14 @@ class EvalRun:
                           "them apart", RuntimeWarning, stacklevel=3)
 
     def refresh_report(self) -> None:
-        """Rewrite the report from what the folder's index holds now (pending suites included), or remove it when
-        nothing finished is left (a label's old weights were dropped): never a report of withdrawn numbers. A section
-        that fails to render warns here (the run goes on; its final report raises)."""
+        """Rewrite the report from what the folder's index holds now (pending suites included): never a report of
+        withdrawn numbers, so where nothing finished is left (a label's old weights were dropped, a first run cut off
+        before its first suite) it only says what is pending, or is removed when nothing is. A section that fails to
+        render warns here (the run goes on; its final report raises)."""
         if self.out is None or not is_main_process() or not self.settings.get("report", True):
             return
         with self.index.synced():
-            if self.index.entries:
+            if self.index.entries or self.pending:
                 try:
                     self.written().write_report(self.out, title=self.settings.get("title"))
                 except Exception as err:  # noqa: BLE001 - the run's results matter more than this early report

@@ -174,7 +174,7 @@ def write_report(results: Any, out_dir: str | Path, title: str | None = None, *,
     res = _as_results(results)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    title = title or ("aprkit evaluation: " + " vs ".join(res.models))
+    title = title or ("aprkit evaluation: " + " vs ".join(res.models or (res.meta or {}).get("pending") or {}))
     paths = {"json": res.save(out / "results.json"), "markdown": out / "report.md", "html": out / "report.html"}
     limitless = suites_without("limit")
     if summary is None:
