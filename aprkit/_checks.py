@@ -45,9 +45,9 @@ __all__ = [
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _RANGE_SLACK = 1e-3  # rounding noise tolerated around [0, 1] by ``unit_range`` (0..255 floats are far outside)
 _OVERSHOOT = 1.0  # ``overshoot=True``: [-1, 2] passes (bicubic ringing, APR-P's recombination; not 0..255 floats)
-#: the share of negative values from which float images that views are clamped from look normalised to [-1, 1]
-#: (mean = std = 0.5, which lies inside the overshoot window): APR-P's recombined CIFAR-10 images had at most 26 % of
-#: their values below 0 (99 % of them under 18 %; a batch 1-4 %), normalised images 57 % (median; 7 % at least)
+#: the share of negative values at which float images, clamped to [0, 1] by the transform, look normalised to [-1, 1]
+#: (mean = std = 0.5, inside the overshoot window): APR-P's recombined CIFAR-10 images had at most 26 % of their
+#: values below 0 (99 % of them under 18 %; a batch 1-4 %), normalised images 57 % (median; 7 % at least)
 NORMALISED_SHARE = 1 / 3
 IMAGE_DTYPES = FLOAT_DTYPES + (torch.uint8,)
 
