@@ -11,7 +11,7 @@ import numbers
 import os
 import sys
 import warnings
-from collections.abc import Mapping, Sequence, Sized
+from collections.abc import Callable, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ __all__ = [
     "check_finite_spectrum",
     "eager_cpu",
     "warn_if_normalised",
+    "warning_level",
     "needs_grad",
     "broadcast_shape",
     "compute_dtype",
@@ -145,8 +146,15 @@ def _outside_level() -> int:
     the transform (in a DataLoader worker, where every frame is theirs, the outermost one)."""
     inner = tuple(str(Path(f).parent) + os.sep for name in _INNER_PACKAGES
                   if (f := getattr(sys.modules.get(name), "__file__", None)) is not None)
-    frame, level = sys._getframe(2), 2  # the frame that calls warnings.warn
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(inner):
+    return warning_level(lambda filename: filename.startswith(inner), depth=2)
+
+
+def warning_level(skip: Callable[[str], bool], depth: int = 1) -> int:
+    """The ``stacklevel`` for ``warnings.warn`` in the function ``depth`` frames above this call (1: its caller) that
+    points at the first frame, from there outwards, whose file ``skip`` does not take (the outermost frame when it
+    takes them all)."""
+    frame, level = sys._getframe(depth), 1
+    while frame.f_back is not None and skip(frame.f_code.co_filename):
         frame, level = frame.f_back, level + 1
     return level
 

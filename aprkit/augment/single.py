@@ -295,7 +295,7 @@ class APRSingle:
 
     @p.setter
     def p(self, value: float) -> None:
-        self.batch.p = check_probability(value)
+        self.batch.p = value  # checked there (Probability)
 
     def generate_parameters(self) -> dict[str, torch.Tensor]:
         """Parameters for one image (tensors of shape ``(1,)``)."""

@@ -5,7 +5,6 @@ predicates on their own."""
 
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..._checks import labels_agree
+from ..._checks import labels_agree, warning_level
 from .datasets import in_memo_block
 
 __all__ = ["names_other_classes", "check_class_names", "sized_spec", "warn_other_size", "class_sorted_limit",
@@ -103,7 +102,4 @@ _OWN_FILES = frozenset({__file__, str(Path(__file__).with_name("inference.py"))}
 def _caller_level() -> int:
     """The ``stacklevel`` of a warning of this module for the first frame outside ``predict``'s own files: the line
     that called :func:`~.inference.predict` or :func:`~.inference.start_predict`, however they call each other."""
-    frame, level = sys._getframe(1), 1  # the function that calls warnings.warn
-    while frame.f_back is not None and frame.f_code.co_filename in _OWN_FILES:
-        frame, level = frame.f_back, level + 1
-    return level
+    return warning_level(_OWN_FILES.__contains__, depth=2)  # from the function that calls warnings.warn
