@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 __all__ = [
-    "Probability",
+    "CheckedProbability",
     "check_chw_layout",
     "check_once",
     "check_seed",
@@ -299,24 +299,16 @@ def check_probability(p: float, name: str = "p") -> float:
     return value
 
 
-class Probability:
-    """A class attribute that checks every value set on an instance with :func:`check_probability` (``aug.p = 60``
-    raises, as the constructor does). The value lives in the instance's ``__dict__`` under the attribute's own name,
-    so instances pickled before the check existed load as they were."""
+class CheckedProbability:
+    """Mixin (before ``nn.Module`` in the bases) that checks every value set on the attribute ``p`` with
+    :func:`check_probability` (``aug.p = 60`` raises, as the constructor does). ``p`` stays a plain instance attribute:
+    ``torch.compile`` reads it as one (a data descriptor sent torch 2.11's Dynamo into endless recursion), and
+    instances pickled before the check existed load as they were."""
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj: Any, owner: type | None = None) -> Any:
-        if obj is None:
-            return self
-        try:
-            return obj.__dict__[self.name]
-        except KeyError:
-            raise AttributeError(f"{type(obj).__name__!r} object has no attribute {self.name!r}") from None
-
-    def __set__(self, obj: Any, value: float) -> None:
-        obj.__dict__[self.name] = check_probability(value, self.name)
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "p":
+            value = check_probability(value, "p")
+        super().__setattr__(name, value)
 
 
 def check_positive_int(value: Any, name: str) -> int:

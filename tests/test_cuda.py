@@ -32,6 +32,10 @@ FOURIER_OPS = {
     "mix_amplitude": lambda x, y: fourier.mix_amplitude(x, y, 0.3),
     "mix_amplitude_tensor": lambda x, y: fourier.mix_amplitude(x, y, torch.linspace(0, 1, x.shape[0], device=x.device)),
     "low_frequency_swap": lambda x, y: fourier.low_frequency_swap(x, y, 0.1),
+    # bins without phase take phase 0 (the transplant test's codes): a masked path that runs on every device batch
+    "swap_amplitude_phase0": lambda x, y: fourier.swap_amplitude(x, y, zero_bins="phase0"),
+    "mix_amplitude_phase0": lambda x, y: fourier.mix_amplitude(x, y, 0.3, zero_bins="phase0"),
+    "low_frequency_swap_phase0": lambda x, y: fourier.low_frequency_swap(x, y, 0.1, zero_bins="phase0"),
     "phase_only_mean": lambda x, y: fourier.phase_only(x, "mean"),
     "phase_only_unit": lambda x, y: fourier.phase_only(x if x.is_floating_point() else x / 255, "unit"),  # float only
     "amplitude_only": lambda x, y: fourier.amplitude_only(x),
@@ -341,3 +345,22 @@ def test_aug_compile_step_inputs_match_eager_on_device() -> None:
         assert_images_close(got[8:], want[8:].cpu(), atol=1e-3, frac=1e-2)
     assert augs[0]._core is not None
     torch._dynamo.reset()
+
+
+# --------------------------------------------------------------------------------------------- transplant
+def test_transplant_test_on_device_matches_cpu() -> None:
+    """The internal Oppenheim-Lim test with the model on the device: the phase and sign codes (whose bins without
+    phase take phase 0) and the controls agree with the CPU (a first GPU run of study 3 stopped here: a CPU
+    scalar went into the device's spectrum)."""
+    from aprkit.eval.analyses.transplant import transplant_test
+
+    x = natural_images(24, 32, seed=5).float() / 255
+    model = TinyNet().calibrate(x)
+    kw = {"code": ("phase", "sign"), "n_pairs": 40, "n_control": 24}
+    cpu = transplant_test(copy.deepcopy(model), x, ["c1", "c2"], generator=cpu_gen(3), **kw)
+    dev = transplant_test(copy.deepcopy(model).to(DEVICE), x, ["c1", "c2"], generator=cpu_gen(3), **kw)
+    assert [(r["layer"], r["code"]) for r in dev["rows"]] == [(r["layer"], r["code"]) for r in cpu["rows"]]
+    for d, c in zip(dev["rows"], cpu["rows"]):
+        assert d["identity_agreement"] == 1.0
+        for key in ("follow_donor", "follow_magnitude", "deletion_agreement", "dc_only_agreement"):
+            assert abs(d[key] - c[key]) <= 0.05, (d["layer"], d["code"], key, d[key], c[key])  # near-ties may flip

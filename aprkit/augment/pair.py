@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import (
-    Probability,
+    CheckedProbability,
     batch_size_of,
     check_chw_layout,
     check_dims,
@@ -41,7 +41,7 @@ from .functional import CompiledCore, apr_pair, apr_pair_with_dc, needs_finite_c
 __all__ = ["APRPair", "APRSP"]
 
 
-class APRPair(CompiledCore, ReplayModule):
+class APRPair(CheckedProbability, CompiledCore, ReplayModule):
     """Batch APR-P: ``images, labels = apr_pair(images, labels)`` (or ``images = apr_pair(images)``).
 
     Args:
@@ -72,14 +72,13 @@ class APRPair(CompiledCore, ReplayModule):
     images that take their amplitude.
     """
 
-    p = Probability()  # the probability, checked whenever it is set
     core_fn = staticmethod(apr_pair_with_dc)
 
     def __init__(self, p: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool = False,
                  generator: torch.Generator | None = None, seed: int | None = None,
                  compile_core: bool | dict[str, Any] = False) -> None:
         super().__init__()
-        self.p = p  # checked by the class attribute (Probability)
+        self.p = p  # checked whenever it is set (CheckedProbability)
         check_dims(dims)
         self.dims = dims
         self.per_sample = bool(per_sample)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .._checks import (
-    Probability,
+    CheckedProbability,
     batch_size_of,
     check_chw_layout,
     check_dims,
@@ -211,7 +211,7 @@ def apr_single_core(x: torch.Tensor, params: dict[str, torch.Tensor], names: tup
     return finish(out if quantize else out / scale, x.dtype, clamp=True, like=x)
 
 
-class APRSingleBatch(CompiledCore, ReplayModule):
+class APRSingleBatch(CheckedProbability, CompiledCore, ReplayModule):
     """APR-S on a whole batch ``(B, C, H, W)`` on its device: ``images = aprs_batch(images)``.
 
     Each image gets its own ops and draws, per item: image ``i`` draws the same whatever the batch size
@@ -223,7 +223,6 @@ class APRSingleBatch(CompiledCore, ReplayModule):
     ``"wrap"`` (the reference's uint8 cast; see the module).
     """
 
-    p = Probability()  # the probability, checked whenever it is set
     core_fn = staticmethod(apr_single_core)
     cast: Cast = "round"  # the default of instances pickled before cast existed
 
@@ -231,7 +230,7 @@ class APRSingleBatch(CompiledCore, ReplayModule):
                  generator: torch.Generator | None = None, seed: int | None = None,
                  compile_core: bool | dict[str, Any] = False, cast: Cast = "round") -> None:
         super().__init__()
-        self.p = p  # checked by the class attribute (Probability)
+        self.p = p  # checked whenever it is set (CheckedProbability)
         self.severity = _check_severity(severity)
         self.ops = resolve_ops(ops)
         check_dims(dims)
@@ -295,7 +294,7 @@ class APRSingle:
 
     @p.setter
     def p(self, value: float) -> None:
-        self.batch.p = value  # checked there (Probability)
+        self.batch.p = value  # checked there (CheckedProbability)
 
     def generate_parameters(self) -> dict[str, torch.Tensor]:
         """Parameters for one image (tensors of shape ``(1,)``)."""

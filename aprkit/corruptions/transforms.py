@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import Probability, batch_size_of, check_image_tensor, check_once, check_param_keys
+from .._checks import CheckedProbability, batch_size_of, check_image_tensor, check_once, check_param_keys
 from .._generators import worker_generator
 from .._replay import ReplayModule
 from .._tv import draw_groups, is_video, like_input
@@ -26,7 +26,7 @@ __all__ = ["RandomCorruption"]
 _PARAM_KEYS = ("apply", "name_index", "severity", "seed")
 
 
-class RandomCorruption(ReplayModule):
+class RandomCorruption(CheckedProbability, ReplayModule):
     """With probability ``p`` per image, apply a corruption drawn uniformly from ``names`` at a
     severity drawn uniformly from ``severities``.
 
@@ -45,7 +45,6 @@ class RandomCorruption(ReplayModule):
         frost_dir: directory with the frost textures (see ``aprkit.corruptions.find_frost_dir``).
     """
 
-    p = Probability()  # the probability, checked whenever it is set
 
     def __init__(
         self,
@@ -65,7 +64,7 @@ class RandomCorruption(ReplayModule):
             raise ValueError("severities must contain at least one integer 1-5")
         for what, values in (("names", self.names), ("severities", self.severities)):
             check_once(values, what, "each is drawn uniformly: a repeat would silently weigh it twice")
-        self.p = p  # checked by the class attribute (Probability)
+        self.p = p  # checked whenever it is set (CheckedProbability)
         self.preset = None if preset is None else check_preset(preset)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")

@@ -100,7 +100,7 @@ def transfer_amplitude(
         ratio = ratio.masked_fill(zero, 0.0)  # no phase: the bin stays 0 ...
     out = _scale(z, ratio, inplace)
     if amp0 is not None and zero is not None:  # ... or takes the amplitude at phase 0
-        out = torch.where(zero, torch.complex(amp0.to(out.real.dtype), torch.zeros((), dtype=out.real.dtype)), out)
+        out = torch.where(zero, torch.complex(amp0.to(out.real.dtype), amp0.new_zeros((), dtype=out.real.dtype)), out)
     return out
 
 

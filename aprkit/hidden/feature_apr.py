@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .. import fourier
-from .._checks import Probability, check_dims, check_probability, compute_dtype, eager_cpu
+from .._checks import CheckedProbability, check_dims, check_probability, compute_dtype, eager_cpu
 from ..augment.functional import swap_with_partner
 from .layout import from_grid, to_grid
 
@@ -115,7 +115,7 @@ def _make_eager() -> None:
         _EAGER_FEATURE_APR = torch.compiler.disable(feature_apr)
 
 
-class FeatureAPR(nn.Module):
+class FeatureAPR(CheckedProbability, nn.Module):
     """Feature-level APR as a module: :func:`feature_apr` in training mode, the identity in eval mode.
 
     Args:
@@ -124,7 +124,6 @@ class FeatureAPR(nn.Module):
         num_prefix_tokens / grid: token layout (``None`` infers it). generator: for reproducibility.
     """
 
-    p = Probability()  # the probability, checked whenever it is set
 
     def __init__(
         self,
@@ -138,7 +137,7 @@ class FeatureAPR(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.p = p  # checked by the class attribute (Probability)
+        self.p = p  # checked whenever it is set (CheckedProbability)
         check_dims(dims)
         self.dims = dims
         self.lam = _check_lam(lam, mode)
