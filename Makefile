@@ -18,7 +18,7 @@ GPU_WHEELS ?= pydantic==2.14.4 pydantic_core==2.50.5 annotated_types==0.8.0 typi
              pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 packaging==26.4
 GPU_PY_TAG ?= 3.12
 
-.PHONY: install test test-slow lint demo bench gpu-check gpu-studies gpu-wheels clean
+.PHONY: install test test-slow lint demo bench gpu-check gpu-studies gpu-wheels gpu-slim gpu-unslim clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,22 @@ gpu-wheels: $(STAMP)
 	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PY_TAG) --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 		-d .whl $(GPU_WHEELS)
+
+## Device calls send every tracked file: the committed reproduction results (41 MiB, mostly checkpoints) leave too
+## little of a call's 64 MiB for the data shards. gpu-slim untracks them in the index only (the files stay; nothing
+## to commit) and ignores them locally, so a call sends 3.4 MiB of tree; gpu-unslim restores both. Never commit
+## between the two (gpu-slim refuses when anything is staged; a commit would delete the results).
+SLIM_PATH = benchmarks/repro/results
+gpu-slim:
+	@git diff --cached --quiet || { echo "gpu-slim: changes are staged; commit them first" >&2; exit 1; }
+	@mkdir -p .git/info && { grep -qxF '/$(SLIM_PATH)/' .git/info/exclude 2>/dev/null || echo '/$(SLIM_PATH)/' >> .git/info/exclude; }
+	git rm -r -q --cached $(SLIM_PATH)
+
+gpu-unslim:
+	git reset -q -- $(SLIM_PATH)
+	@if [ -f .git/info/exclude ]; then grep -vxF '/$(SLIM_PATH)/' .git/info/exclude > .git/info/exclude.tmp || true; \
+		mv .git/info/exclude.tmp .git/info/exclude; fi
+	@git diff --cached --quiet -- $(SLIM_PATH) && echo "gpu-unslim: $(SLIM_PATH) tracked again"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

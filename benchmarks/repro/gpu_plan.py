@@ -68,27 +68,29 @@ JOBS: tuple[Job, ...] = (
         deps=("s3-gfnet_cifar", "s3-vit_tiny_p4", "s2-modulus"), any_dep=True),
 )
 
-#: seconds per 50,000-image epoch at batch 128, bf16 autocast, on one H200. MEASURED: the 12-epoch study-1 runs
-#: (training wall time / epochs, eager APR; CUDA-graph APR, the default aug.compile=auto, is likely faster). The
-#: others are guesses from FLOPs and kernel counts; the driver replaces them as runs finish (update_costs).
+#: seconds per 50,000-image epoch at batch 128, bf16 autocast. MEASURED: the 12-epoch study-1 runs on one H200
+#: (training wall time / epochs, eager APR; CUDA-graph APR, the default aug.compile=auto, is likely faster) and
+#: studies 2 and 3 on one H100 (2026-12-05: 4 and 5 epochs); the others are guesses from FLOPs and kernel counts.
+#: The driver replaces them as runs finish (update_costs).
 EPOCH_S: dict[str, float] = {
     "resnet20/standard": 4.0, "resnet20/apr_p": 6.5, "resnet20/apr_sp": 7.0, "resnet20/apr_sp_feature_apr": 8.5,
-    # (the skip configuration's projections read twice the channels of the no-skip runs' 15-16 s guesses)
-    "phase_collapse/modulus_skip": 22.0, "phase_collapse/soft_threshold_skip": 24.0, "gfnet_cifar": 6.0,
-    "vit_tiny_p4": 6.0,
+    "phase_collapse/modulus_skip": 28.2, "phase_collapse/soft_threshold_skip": 30.6, "gfnet_cifar": 4.2,
+    "vit_tiny_p4": 4.9,
 }
 # (apr_p's 4.4 s was APR-P alone; it now also trains on the clean batch: a 2B forward like APR-SP's, a guess)
-MEASURED = frozenset({"resnet20/standard", "resnet20/apr_sp"})
+MEASURED = frozenset({"resnet20/standard", "resnet20/apr_sp", "phase_collapse/modulus_skip",
+                      "phase_collapse/soft_threshold_skip", "gfnet_cifar", "vit_tiny_p4"})
 #: seconds per training job beyond its epochs: process start, imports, CUDA context, decoding the PNGs, saving
 START_S = 15.0
 #: the APR runs compile their APR core into a CUDA graph first (a guess)
 COMPILE_S = {"resnet20/apr_p": 20.0, "resnet20/apr_sp": 20.0, "resnet20/apr_sp_feature_apr": 20.0}
-#: evaluation jobs, seconds (guesses): the two phase-collapse nets on the 10,000 clean test images; the
-#: transplant sweeps of up to three models (2,000 test images, 1,000 pairs per site)
-EVAL_S = {"eval/clean_error": 40.0, "eval/transplant": 150.0}
+#: evaluation jobs, seconds: the two phase-collapse nets on the 10,000 clean test images (measured on an H100,
+#: 22 s with the process start); the transplant sweeps of up to three models (2,000 test images, 1,000 pairs per
+#: site; a guess)
+EVAL_S = {"eval/clean_error": 30.0, "eval/transplant": 150.0}
 #: seconds per job with --smoke (one epoch on 256 images, on a CPU)
 SMOKE_S = {"train": 30.0, "eval": 60.0}
-UNPACK_S = 30.0  # one ~56 MiB WebP shard into PNGs, 16 processes (a guess)
+UNPACK_S = 10.0  # one ~52 MiB WebP shard into PNGs (1.2 s with 8 processes on an H100 machine, 2026-12-05)
 #: (fewest, most) epochs per group when not forced; the most is the target
 EPOCH_RANGE = {"resnet20": (5, 30), "phase_collapse": (2, 15), "transplant": (2, 15)}
 GROUP_STUDIES = {"resnet20": "studies 1, 4", "phase_collapse": "study 2", "transplant": "study 3"}
