@@ -25,6 +25,7 @@ __all__ = [
     "batch_size_of",
     "to_device",
     "same_device",
+    "generator_device",
     "dataset_len",
     "describe_value",
     "FLOAT_DTYPES",
@@ -194,6 +195,11 @@ def check_hwc_layout(arr: Any, name: str = "image") -> None:
                          "(H, W, C), e.g. arr.transpose(1, 2, 0)")
 
 
+def generator_device(generator: torch.Generator | None, default: torch.device | str = "cpu") -> torch.device:
+    """Where ``generator`` draws (``default`` without one): a sampler given it must create its draws there."""
+    return generator.device if generator is not None else torch.device(default)
+
+
 def same_device(a: torch.device | str, b: torch.device | str) -> bool:
     """Whether ``a`` and ``b`` name the same device, an index-less CUDA device being the current one (a generator made
     with ``device="cuda"`` reports ``cuda``, its tensors ``cuda:0``; ``.to("cuda")`` puts tensors there); an
@@ -226,8 +232,9 @@ def needs_grad(*ts: object) -> bool:
 
 def broadcast_shape(*shapes: Sequence[int]) -> torch.Size:
     """``torch.broadcast_shapes`` in plain Python (that one builds tensors: tens of microseconds a call, which
-    add up on hot paths); raises ``RuntimeError`` alike when the shapes do not broadcast."""
-    ndim = max((len(s) for s in shapes), default=0)
+    add up on hot paths); raises ``RuntimeError`` alike when the shapes do not broadcast. (No ``max`` over a
+    generator: torch 2.11's Dynamo, the GPU image's, cannot trace it.)"""
+    ndim = max([0, *[len(s) for s in shapes]])
     out = [1] * ndim
     for shape in shapes:
         for i, n in enumerate(shape, ndim - len(shape)):

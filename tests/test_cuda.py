@@ -1,5 +1,6 @@
-"""The GPU code paths on CUDA against the CPU: Fourier ops, APR augmentations, evaluate, training (the corruptions
-and their random draws: ``test_cuda_corruptions.py``; the shared pieces: ``cuda_common.py``).
+"""The GPU code paths on CUDA against the CPU: Fourier ops, APR augmentations, evaluate, training, the transplant test
+(the corruptions and their random draws: ``test_cuda_corruptions.py``; every evaluation suite:
+``test_cuda_suites.py``; the shared pieces: ``cuda_common.py``).
 
 Skipped without CUDA. ``APRKIT_TEST_DEVICE=cpu`` runs the same checks with the CPU standing in for the
 device (how these modules are tested on machines without a GPU); ``benchmarks/gpu_check.py`` runs them first.
@@ -364,3 +365,4 @@ def test_transplant_test_on_device_matches_cpu() -> None:
         assert d["identity_agreement"] == 1.0
         for key in ("follow_donor", "follow_magnitude", "deletion_agreement", "dc_only_agreement"):
             assert abs(d[key] - c[key]) <= 0.05, (d["layer"], d["code"], key, d[key], c[key])  # near-ties may flip
+

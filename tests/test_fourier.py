@@ -444,3 +444,14 @@ def test_every_image_op_compiles_into_one_graph():
     for fn, args in cases:
         torch.testing.assert_close(torch.compile(fn, fullgraph=True, backend="eager")(*args), fn(*args))
     torch._dynamo.reset()
+
+
+def test_mix_spectra_moves_a_host_lam_to_the_spectrum():
+    """A per-image ``lam`` made on the host meets a spectrum on another device (``meta`` stands in for an
+    accelerator here: CUDA, like it, refuses a host tensor of more than one element beside its own)."""
+    x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    z = torch.fft.rfftn(x, dim=(-3, -2, -1))
+    lam = torch.linspace(0.2, 0.8, 4).view(4, 1, 1, 1)
+    zm = z.to("meta")
+    assert fr.mix_spectra(zm, zm.roll(1, 0), lam).device.type == "meta"
+    assert fr.mix_spectra(zm, zm, lam, perm=torch.tensor([1, 2, 3, 0])).device.type == "meta"

@@ -179,9 +179,11 @@ def test_the_cuda_tests_pass_with_the_cpu_standing_in() -> None:
     """``make gpu-check`` runs ``tests/test_cuda*.py`` on a GPU that is lent only now and then: run here with the CPU
     as their device (``APRKIT_TEST_DEVICE=cpu``), so that a test gone stale fails in CI, not in those minutes (one
     called a checked API with a made-up corruption name and failed on every GPU run)."""
+    from benchmarks.gpu.sections import CUDA_TESTS
+
+    assert "tests/test_cuda.py" in CUDA_TESTS and "tests/test_cuda_suites.py" in CUDA_TESTS
     env = {**os.environ, "APRKIT_TEST_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-                           *sorted(str(p) for p in (REPO / "tests").glob("test_cuda*.py"))],
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *CUDA_TESTS],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and " skipped" not in proc.stdout.splitlines()[-1]

@@ -488,3 +488,14 @@ def test_a_call_layout_wins_over_the_shared_modules_and_a_linear_only_map_with_h
     model = nn.Sequential()
     model.add_module("se", se)
     check_channels_first(model, "se", (2, 8, 8, 8), "layer 'se' output")
+
+
+def test_with_magnitude_moves_a_host_magnitude_to_the_features():
+    """A dataset-mean magnitude made on the host, applied to features on another device (``meta`` stands in for an
+    accelerator: CUDA, like it, refuses a host tensor of more than one element beside its own)."""
+    from aprkit.hidden import with_magnitude
+
+    x = torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    mag = x[0].abs() + 0.5
+    assert with_magnitude(x.to("meta"), mag, "sign").device.type == "meta"
+    assert torch.equal(with_magnitude(x, mag, "sign"), torch.sign(x) * mag)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .._checks import same_device
+from .._checks import generator_device, same_device
 
 __all__ = ["uniform_rows", "uniform_rows_shape", "op_params", "sample_op_params"]
 
@@ -34,7 +34,7 @@ def uniform_rows(n: int, k: int, generator: torch.Generator | None = None, *, ou
 
     ``out``: a float64 buffer of :func:`uniform_rows_shape` on that device to draw into (the same numbers; the
     result is a view of its first ``n`` rows), so that a compiled graph can read the draws where they lie."""
-    gdev = generator.device if generator is not None else torch.device("cpu")
+    gdev = generator_device(generator)
     kw: dict[str, Any] = dict(generator=generator, device=gdev, dtype=torch.float64)
     rows = _ROWS_PER_CALL.get(gdev.type, 256)
     if out is not None:

@@ -29,6 +29,7 @@ from .._checks import (
     compute_dtype,
     describe_value,
     eager_cpu,
+    generator_device,
     keep_layout,
     needs_grad,
     restore_dtype,
@@ -313,7 +314,7 @@ def pair_draws(batch_size: int, per_sample: bool = False, generator: torch.Gener
     """The random draws of :func:`sample_pair_params` (unchecked), on the generator's device: the selection uniforms
     ``u`` (``(B,)`` with ``per_sample``, else ``(1,)``) and the partners ``perm`` ``(B,)``; ``out``: float32 and int64
     buffers of those shapes there to draw into (the same numbers)."""
-    gdev = generator.device if generator is not None else torch.device("cpu")
+    gdev = generator_device(generator)
     u_out, perm_out = (None, None) if out is None else out
     u = torch.rand(batch_size if per_sample else 1, generator=generator, device=gdev, out=u_out)
     return u, torch.randperm(batch_size, generator=generator, device=gdev, out=perm_out)

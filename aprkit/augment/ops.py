@@ -137,6 +137,14 @@ def _build_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> tor
 _cached_grid = tensor_cache(64)(_build_grid)
 
 
+def _build_extent(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``(2, 2)``: rows ``(W / 2, H / 2)``, the normalised grid's scale to pixels, and ``(W, H)``, the extent."""
+    return torch.tensor([[w / 2, h / 2], [w, h]], dtype=dtype, device=device)
+
+
+_cached_extent = tensor_cache(64)(_build_extent)  # made once per size and device: no copy to the device per batch
+
+
 def _base_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``(H * W, 3)``: normalised output pixel centres ``(x_n, y_n, 1)`` (``affine_grid``'s, computed in float64)."""
     if torch.compiler.is_compiling():
@@ -192,8 +200,9 @@ def _warp(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch
     out = F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
     # inside test in pixels, with a tolerance for the float error of the grid (an exact 1-pixel shift lands on the edge)
     tol = 8 * torch.finfo(x.dtype).eps * max(h, w)
-    px = (grid + 1) * grid.new_tensor([w / 2, h / 2])
-    inside = ((px > -tol) & (px < grid.new_tensor([w, h]) - tol)).all(-1)
+    extent = (_build_extent if torch.compiler.is_compiling() else _cached_extent)(h, w, grid.device, grid.dtype)
+    px = (grid + 1) * extent[0]
+    inside = ((px > -tol) & (px < extent[1] - tol)).all(-1)
     return out * inside.unsqueeze(1).to(out.dtype)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import check_seed, eager_cpu
+from .._checks import check_seed, eager_cpu, to_device
 from .._hash import stable_hash64
 from .._tensor_cache import tensor_cache
 
@@ -94,7 +94,7 @@ class ItemKeys:
         if k.dtype == torch.uint64 and bool((k.view(torch.int64) < 0).any()):  # would wrap to a negative seed
             raise ValueError("seeds must be integers in the int64 range (-2**63 .. 2**63 - 1); got a uint64 seed "
                              ">= 2**63")
-        self.keys = k.to(device=device if device is not None else k.device, dtype=torch.int64)
+        self.keys = to_device(k, device if device is not None else k.device, torch.int64)  # asynchronous
         self.counter = int(counter)
 
     def __len__(self) -> int:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .._checks import generator_device
 from .._tensor_cache import tensor_cache
 from ._common import positions
 from ._itemkeys import Fill, ItemKeys, draw, item_seeds, mix64_, words  # noqa: F401 (the tests import the last two here)
@@ -85,10 +86,6 @@ def _int_fill(low: int, n: int) -> Fill:
 RandomSource = torch.Generator | ItemKeys | None
 
 
-def _gen_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
-    return generator.device if generator is not None else device
-
-
 def _item_draw(shape: Sequence[int], keys: ItemKeys, batch_dim: int, dtype: torch.dtype, fill: Fill) -> torch.Tensor:
     """A ``draw`` of ``shape`` with the image axis at ``batch_dim``."""
     shape = tuple(shape)
@@ -105,7 +102,7 @@ def uniform(shape: Sequence[int], low: float, high: float, generator: RandomSour
     ``batch_dim``: the image axis of ``shape`` (used by ``ItemKeys``)."""
     if isinstance(generator, ItemKeys):
         return _item_draw(shape, generator, batch_dim, dtype, _unit_fill(dtype, low, high)).to(device)
-    u = torch.rand(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
+    u = torch.rand(tuple(shape), generator=generator, device=generator_device(generator, device), dtype=dtype)
     if low == 0.0 and high == 1.0:  # the identity affine map: skip two passes
         return u.to(device)
     return u.mul_(high - low).add_(low).to(device)  # in place on the fresh draw: the values of u * (high - low) + low
@@ -116,7 +113,7 @@ def normal(shape: Sequence[int], mean: float, std: float, generator: RandomSourc
     """Normal samples ``N(mean, std^2)`` drawn from ``generator``, moved to ``device``."""
     if isinstance(generator, ItemKeys):
         return _item_draw(shape, generator, batch_dim, dtype, _normal_fill(dtype, mean, std)).to(device)
-    z = torch.randn(tuple(shape), generator=generator, device=_gen_device(generator, device), dtype=dtype)
+    z = torch.randn(tuple(shape), generator=generator, device=generator_device(generator, device), dtype=dtype)
     z.mul_(std)  # in place on the fresh draw: the values of z * std + mean
     return (z.add_(mean) if mean != 0.0 else z).to(device)  # + 0.0 only turns -0.0 into 0.0
 
@@ -133,7 +130,7 @@ def randint(low: int, high: int, shape: Sequence[int], generator: RandomSource,
         if not 1 <= n <= 1 << 31:
             raise ValueError(f"randint with per-image keys needs 1 <= high - low <= 2^31, got [{low}, {high})")
         return _item_draw(shape, generator, batch_dim, dtype, _int_fill(low, n)).to(device)
-    r = torch.randint(low, high, tuple(shape), generator=generator, device=_gen_device(generator, device),
+    r = torch.randint(low, high, tuple(shape), generator=generator, device=generator_device(generator, device),
                       dtype=dtype)
     return r.to(device)
 
@@ -150,7 +147,7 @@ def poisson(rate: torch.Tensor, generator: RandomSource, max_rate: float | None 
         seed = int(randint(0, 2**62, (1,), generator, torch.device("cpu")))
         counts = np.random.default_rng(seed).poisson(rate.double().numpy())
         return torch.from_numpy(counts).to(rate.dtype)
-    dev = generator.device if generator is not None else rate.device
+    dev = generator_device(generator, rate.device)
     return torch.poisson(rate.to(dev), generator=generator).to(rate.device)
 
 

@@ -140,7 +140,7 @@ def write_cifar_c(
     from tqdm.auto import tqdm
 
     names, severities = _check_names(names, severities, ascending=True)
-    arr = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    arr = images.cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
         raise TypeError(f"images must be uint8 (N, H, W, 3), got {arr.dtype} {arr.shape}")
     if list(severities) != [1, 2, 3, 4, 5]:

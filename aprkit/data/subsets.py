@@ -85,6 +85,8 @@ class _TensorSource:
         # a slice is a view: copy it, so that a caller writing into the batch never changes the dataset (as the
         # DataLoader path's collated batches and ``ArrayDataset.get_batch`` never alias their source)
         x, y = self.x[sel_t], self.y[sel_t]
+        if x.device.type != "cpu" or y.device.type != "cpu":  # a TensorDataset on an accelerator: batches on the host,
+            return x.cpu(), y.to("cpu", torch.int64)            # as every source gives them (pinned, then streamed)
         return (x.clone() if isinstance(sel, slice) else x), y.to(torch.int64, copy=isinstance(sel, slice))
 
 

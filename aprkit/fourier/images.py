@@ -227,7 +227,7 @@ def phase_only(
     if isinstance(magnitude, torch.Tensor):
         z = fftn(xf, fft_dims)
         try:
-            amp = magnitude.to(z.real.dtype).expand_as(z.real)
+            amp = magnitude.to(z.device, z.real.dtype).expand_as(z.real)  # a mean amplitude made on the host too
         except RuntimeError:
             raise ValueError(
                 f"magnitude of shape {tuple(magnitude.shape)} does not broadcast to {tuple(x.shape)}"

@@ -83,6 +83,8 @@ def transfer_amplitude(
     the caller owns).
     """
     check_zero_bins(zero_bins)
+    if isinstance(lam, torch.Tensor):  # a per-image lam drawn on the host (a no-op on z's device)
+        lam = lam.to(z.device)
     limit = no_phase_power(power, dims)
     zero = None if eager_cpu(z) and _all_have_phase(power, limit, dims) else power <= limit
     amp0 = None
@@ -121,6 +123,8 @@ def with_amplitude(
     devices and under ``torch.compile`` zero bins are fixed with ``torch.where`` (no host sync).
     """
     check_zero_bins(zero_bins)
+    if isinstance(amplitude, torch.Tensor):  # e.g. a mean amplitude made on the host (a no-op on z's device)
+        amplitude = amplitude.to(z.device)
     if mag is None:
         mag = spectral_magnitude(z)
     limit = no_phase_magnitude(mag, dims)
@@ -149,6 +153,10 @@ def mix_spectra(
     :func:`with_amplitude` (differentiable, no host sync). ``inplace=True`` lets it overwrite ``z``.
     """
     check_zero_bins(zero_bins)
+    if perm is not None:  # partners drawn on the host (CUDA's index_select wants them on z's device)
+        perm = perm.to(z.device)
+    if isinstance(lam, torch.Tensor):
+        lam = lam.to(z.device)
     if not needs_grad(z, source, lam):
         power = spectral_power(z)
         src = power if source is z else spectral_power(source)

@@ -115,16 +115,17 @@ def magnitude(x: torch.Tensor, code: Code, dims: fourier.Dims = "hw") -> torch.T
 
 
 def with_magnitude(x: torch.Tensor, mag: torch.Tensor, code: Code, dims: fourier.Dims = "hw") -> torch.Tensor:
-    """``x``'s carrier with the magnitude ``mag`` (real, broadcastable to ``x``, e.g. a dataset mean ``(C, h, w)``)."""
+    """``x``'s carrier with the magnitude ``mag`` (real, broadcastable to ``x``, e.g. a dataset mean ``(C, h, w)``; on
+    any device: it is moved to ``x``'s)."""
     _check_input(code, x, "x")
     if x.is_complex():
-        mag = mag.to(x.real.dtype)
+        mag = mag.to(x.device, x.real.dtype)
         if code == "phase":
             return _ifft(fourier.with_amplitude(_fft(x, dims), mag, dims=check_dims(dims)), dims)
         return fourier.with_amplitude(x, mag)
     if code == "phase":
         return fourier.phase_only(x, magnitude=mag, dims=dims, zero_bins="phase0")
-    return signum(x) * mag.to(x.dtype)
+    return signum(x) * mag.to(x.device, x.dtype)
 
 
 def dc_only(x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,15 @@ import torch
 from torch import nn
 
 from .. import fourier
-from .._checks import CheckedProbability, check_dims, check_probability, compute_dtype, eager_cpu
+from .._checks import (
+    CheckedProbability,
+    check_dims,
+    check_probability,
+    compute_dtype,
+    eager_cpu,
+    generator_device,
+    to_device,
+)
 from ..augment.functional import swap_with_partner
 from .layout import from_grid, to_grid
 
@@ -66,13 +74,13 @@ def feature_apr(
     b = g.shape[0]
     if b == 0:  # an empty batch passes, as through any layer
         return x
-    gdev = generator.device if generator is not None else torch.device("cpu")
-    perm = torch.randperm(b, generator=generator, device=gdev).to(g.device)
-    apply = (torch.rand(b, generator=generator, device=gdev) < p).to(g.device)
+    gdev = generator_device(generator)
+    perm = to_device(torch.randperm(b, generator=generator, device=gdev), g.device)  # no host sync
+    apply = to_device(torch.rand(b, generator=generator, device=gdev) < p, g.device)
     lam_t: float | torch.Tensor | None = None
     if mode == "mix":
         if isinstance(lam_v, tuple):
-            u = torch.rand(b, generator=generator, device=gdev).to(g.device)
+            u = to_device(torch.rand(b, generator=generator, device=gdev), g.device)
             lam_t = lam_v[0] + (lam_v[1] - lam_v[0]) * u
         else:
             lam_t = lam_v

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_image_tensor, check_probability
+from .._checks import check_image_tensor, check_probability, generator_device
 
 __all__ = ["random_crop", "random_hflip", "to_float", "crop_offsets", "crop_at", "crop_range", "flip_draws",
            "flip_where"]
@@ -18,7 +18,7 @@ __all__ = ["random_crop", "random_hflip", "to_float", "crop_offsets", "crop_at",
 
 def _rand_int(high: int, n: int, generator: torch.Generator | None, device: torch.device,
               out: torch.Tensor | None = None) -> torch.Tensor:
-    gen_device = generator.device if generator is not None else device
+    gen_device = generator_device(generator, device)
     return torch.randint(0, high, (n,), generator=generator, device=gen_device, out=out).to(device)
 
 
@@ -69,7 +69,7 @@ def flip_draws(n: int, generator: torch.Generator | None, device: torch.device, 
                ) -> torch.Tensor:
     """The draws of :func:`random_hflip`: ``n`` uniforms on ``device`` (image ``i`` flips where ``u[i] < p``; ``out``:
     a float32 ``(n,)`` buffer on the generator's device to draw into, the same numbers)."""
-    gen_device = generator.device if generator is not None else device
+    gen_device = generator_device(generator, device)
     return torch.rand(n, generator=generator, device=gen_device, out=out).to(device)
 
 

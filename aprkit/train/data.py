@@ -17,6 +17,7 @@ mid-epoch skips the batches already done and draws the same data.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -332,9 +333,11 @@ class EpochBatches:
     def iterate(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield the batches of the current epoch from batch number ``start`` on."""
         batches = self._batches()[start:]
-        if self.in_memory:
-            for b in batches:
-                idx = torch.as_tensor(b, device=self.device)
+        if self.in_memory:  # the epoch's order copied to the device once (a copy per batch waited on the host)
+            order = torch.as_tensor([i for b in batches for i in b], dtype=torch.int64, device=self.device)
+            ends = list(itertools.accumulate(len(b) for b in batches))
+            for lo, hi in zip([0, *ends[:-1]], ends, strict=True):
+                idx = order[lo:hi]
                 yield self.x[idx], self.y[idx]
             return
         if not batches:

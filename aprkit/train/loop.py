@@ -312,7 +312,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             with torch.no_grad():
                 accum += torch.stack([loss.detach().double() * labels.numel(),
                                       correct_count(logits, labels).double(),
-                                      torch.tensor(float(labels.numel()), dtype=torch.float64, device=dev)])
+                                      torch.full((), float(labels.numel()), dtype=torch.float64, device=dev)])
             bar.update(1)
             if bar.disable is False and step % 20 == 0:
                 bar.set_postfix(loss=f"{float(accum[0] / accum[2]):.3f}", acc=f"{float(accum[1] / accum[2]):.3f}")

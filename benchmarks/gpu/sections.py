@@ -79,7 +79,8 @@ def _junit_counts(path: str) -> dict[str, Any]:
             "total": counts["tests"], "problems": bad, "skip_reasons": skipped}
 
 
-CUDA_TESTS = ("tests/test_cuda.py", "tests/test_cuda_corruptions.py")  # the device-against-CPU test modules
+#: the device-against-CPU test modules, relative to the repository (every tests/test_cuda*.py: a new one is run too)
+CUDA_TESTS = tuple(sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "tests").glob("test_cuda*.py")))
 PYTEST = (sys.executable, "-m", "pytest")  # how pytest is started (a test puts a stand-in here)
 TESTS_MARGIN_S = 3.0  # pytest is stopped this long before the soft deadline: time to read its output and save
 

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..._checks import check_image_tensor
+from ..._checks import check_image_tensor, generator_device
 from ...fourier import Dims
 from ...models.base import eval_mode
 from .shape_bias import conflicting
@@ -124,10 +124,11 @@ def sample_pairs(
     classes, counts = torch.unique_consecutive(sorted_labels, return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
     n = len(labels)
-    i = torch.randint(n, (n_pairs,), generator=generator)
+    dev = generator_device(generator)  # a generator on an accelerator draws there; the pairs come to the host
+    i = torch.randint(n, (n_pairs,), generator=generator, device=dev).cpu()
     cls_pos = torch.searchsorted(classes, labels[i])
     own_start, own_count = starts[cls_pos], counts[cls_pos]
-    r = (torch.rand(n_pairs, generator=generator, dtype=torch.float64) * (n - own_count)).long()
+    r = (torch.rand(n_pairs, generator=generator, dtype=torch.float64, device=dev).cpu() * (n - own_count)).long()
     r = torch.minimum(r, n - own_count - 1)
     pos = torch.where(r < own_start, r, r + own_count)
     return i, order[pos]
@@ -180,7 +181,7 @@ def patch_permutations(
     """Random patch orders ``(n_images, gh * gw)`` for images of ``shape`` (..., H, W); one uniform permutation
     per image."""
     _, _, gh, gw = patch_grid(shape, patch_size)
-    return torch.rand(n_images, gh * gw, generator=generator).argsort(dim=1)
+    return torch.rand(n_images, gh * gw, generator=generator, device=generator_device(generator)).argsort(dim=1)
 
 
 def patch_shuffle(

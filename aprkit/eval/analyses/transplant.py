@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._checks import check_positive_int
+from ..._checks import check_positive_int, generator_device
 from ..._hash import derive_seed
 from ...hidden import codes as C
 from ...hidden.attach import PatchGrid, compiled_modules, token_layout
@@ -125,8 +125,10 @@ def _prepare(model, data, labels, n_pairs, generator, batch_size, max_images, nu
         raise ValueError(f"labels go up to {int(labels.max())} but the model has {logits.shape[1]} outputs; "
                          "pass labels=None")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    base = int(torch.randint(1 << 62, (1,), generator=gen))  # one draw: the pairs and the controls' images each
-    streams = [torch.Generator().manual_seed(derive_seed(base, use)) for use in ("pairs", "controls")]  # own stream
+    # one draw (on the generator's device, an accelerator's too): the pairs and the controls' images each get their
+    # own stream from it, on the host
+    base = int(torch.randint(1 << 62, (1,), generator=gen, device=generator_device(gen)))
+    streams = [torch.Generator().manual_seed(derive_seed(base, use)) for use in ("pairs", "controls")]
     pairs = (*sample_disagreeing_pairs(clean, n_pairs, streams[0]), torch.randperm(images.shape[0],
                                                                                     generator=streams[1]))
     k, auto_grid = token_layout(model)

@@ -106,7 +106,7 @@ def load_data(
         raise ValueError(f"images are float with values up to {high:.4g}: 0..255 floats? pass float "
                          "images in [0, 1] (divide by 255) or uint8")
     if labels is not None:
-        labels = torch.as_tensor(labels).long().reshape(-1)
+        labels = torch.as_tensor(labels).long().reshape(-1).cpu()  # beside the predictions, which come to the host
         if labels.shape[0] != images.shape[0]:
             raise ValueError(f"labels must have one entry per image: {images.shape[0]} images, "
                              f"{labels.shape[0]} labels")

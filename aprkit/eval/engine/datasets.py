@@ -29,7 +29,8 @@ __all__ = ["TensorImageDataset", "as_dataset", "dataset_id", "memo_dataset_ids",
 
 class TensorImageDataset(Dataset):
     """Wrap uint8 images ``(N, C, H, W)`` and integer labels ``(N,)`` as an aprkit dataset (no labels: every label is
-    ``NO_LABEL``, so suites that need labels refuse the data instead of scoring against class 0)."""
+    ``NO_LABEL``, so suites that need labels refuse the data instead of scoring against class 0). Tensors on an
+    accelerator are copied to the host once."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.dtype != torch.uint8:
@@ -41,7 +42,9 @@ class TensorImageDataset(Dataset):
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"labels must have shape ({len(images)},) to match the images, got {tuple(labels.shape)}")
         check_integer_labels(labels)
-        self.images, self.labels = images, labels.long()
+        # kept on the host: batches are read into pinned memory and streamed to the model's device (tensors already
+        # on an accelerator could be neither pinned nor indexed with the host's indices)
+        self.images, self.labels = images.detach().cpu(), labels.long().cpu()
 
     def __len__(self) -> int:
         return len(self.images)
@@ -188,7 +191,7 @@ def dataset_id(data: Any, split: str = "test") -> str:
         except (TypeError, ValueError):  # labels that are not class indices (strings): the sampled items say them
             all_labels = None
         if all_labels is not None:
-            h.update(b"labels" + all_labels.contiguous().numpy().tobytes())
+            h.update(b"labels" + all_labels.cpu().contiguous().numpy().tobytes())
         array = _pixel_array(ds, n)
         if array is not None:
             t = torch.as_tensor(array).detach().cpu().contiguous()

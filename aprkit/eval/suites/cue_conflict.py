@@ -53,6 +53,8 @@ class CueConflictStimuli(Dataset):
         k = len(categories)
         if len(s) and (int(torch.cat([s, t]).min()) < 0 or int(torch.cat([s, t]).max()) >= k):
             raise ValueError(f"labels must lie in [0, {k - 1}] (one per category in {list(categories)})")
+        # on the host, as every dataset's batches (tensors on an accelerator are copied once)
+        images, s, t = images.detach().cpu(), s.cpu(), t.cpu()
         self.images, self.shape_labels, self.texture_labels = images, s, t
         self.categories = tuple(categories)
         if cache_id is None:
