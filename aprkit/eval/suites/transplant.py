@@ -100,7 +100,9 @@ def _max_images(limit: int | None, max_images: int | None) -> int:
 
 @register_suite("transplant")
 class TransplantSuite(Suite[TransplantOptions]):
-    """Phase / sign transplant layer sweep with magnitude-deletion, DC-only and identity controls."""
+    """Phase / sign transplant layer sweep with magnitude-deletion, DC-only and identity controls. Its forward passes
+    run in float32 whatever the run's ``amp`` (which the run's meta records): the hidden features go through Fourier
+    transforms, which half precision would round."""
 
     Options = TransplantOptions
     version = str(_VERSION)
