@@ -856,3 +856,39 @@ def test_path_state_is_the_same_for_copies_that_keep_sizes_and_times(tmp_path):
         for d in [tmp_path / node / "data", tmp_path / node / "data" / "test", tmp_path / node / "data" / "test" / "cat"]:
             shutil.copystat(tmp_path / "src" / d.relative_to(tmp_path / node / "data"), d)
     assert path_state(tmp_path / "a" / "data", depth=3) == path_state(tmp_path / "b" / "data", depth=3)
+
+
+def test_cifar_batch_pickled_with_str_keys(tmp_path: Path) -> None:
+    """A CIFAR batch pickled again under Python 3 has str keys: it was refused with "expected the entries 'data' and
+    'labels', found ['data', 'labels']" (tester), where torchvision reads it."""
+    from aprkit.data import get_dataset
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    data = np.random.default_rng(2).integers(0, 256, (4, 3072), dtype=np.uint8)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": data, "labels": [3, 1, 4, 1]}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": list("abcdefghij")}, f)
+    ds = get_dataset(f"cifar10:{tmp_path}")
+    assert len(ds) == 4 and ds[2][1] == 4 and torch.equal(ds[2][0], torch.from_numpy(data[2].reshape(3, 32, 32)))
+
+
+def test_evaluate_refuses_datasets_of_pil_images_and_fractional_tensor_labels(tmp_path: Path) -> None:
+    """Tester: a torchvision ImageFolder without a transform (PIL images) failed in every suite with an unrelated
+    error ('Image' object has no attribute 'shape'); a TensorDataset's labels 0.7 were truncated to 0 and scored,
+    where the (images, labels) pair refuses them."""
+    from torchvision.datasets import ImageFolder
+
+    from aprkit.eval import evaluate
+    from aprkit.models import create_model
+
+    for cls in ("a", "b"):
+        _png(tmp_path / cls / "x.png", 40)
+    model = create_model("small_cnn", num_classes=2)
+    kw = dict(suite="calibration", corruptions="none", progress=False, report=False)
+    with pytest.raises(TypeError, match="PIL.*PILToTensor"):
+        evaluate(model, data=ImageFolder(str(tmp_path)), **kw)
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    with pytest.raises(TypeError, match="integer class indices"):
+        evaluate(model, data=TensorDataset(x, torch.tensor([0.7, 1.0, 0.0, 1.0])), **kw)

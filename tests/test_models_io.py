@@ -517,3 +517,22 @@ def test_an_apr_code_wrn_checkpoint_loads_and_its_normalisation_is_asked_for(tmp
         apr = load_model("wrn40_2", checkpoint=tmp_path / "w.pt", mean=CIFAR10_MEAN, std=APR_CIFAR_STD)
         save_checkpoint(tmp_path / "apr.pt", apr)
         assert torch.equal(load_model(tmp_path / "apr.pt").std.flatten(), torch.tensor(APR_CIFAR_STD))
+
+
+def test_train_state_into_a_built_module_keeps_its_normalisation(tmp_path: Path) -> None:
+    """Tester: ``load_model(create_model("resnet20"), checkpoint="last.pt")`` of a run trained with its own mean/std
+    kept ImageNet's (logits off by thousands); every other route to the same weights applied the run's."""
+    from aprkit.models import create_model
+    from aprkit.models.checkpoint import TRAIN_STATE_FORMAT
+
+    kw = {"mean": [0.1, 0.2, 0.3], "std": [0.5, 0.5, 0.5]}
+    trained = create_model("resnet20", **kw).eval()
+    path = tmp_path / "last.pt"
+    torch.save({"format": TRAIN_STATE_FORMAT, "config": {"model": {"name": "resnet20", "kwargs": kw}},
+                "model": trained.state_dict()}, path)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    want = trained(x)
+    for got in (load_model(path), load_model(create_model("resnet20"), checkpoint=path)):
+        torch.testing.assert_close(got(x), want)
+    own = load_model(create_model("resnet20", mean=[0.4] * 3), checkpoint=path)  # mean= given at build: kept
+    assert torch.allclose(own.mean.flatten(), torch.tensor([0.4] * 3))

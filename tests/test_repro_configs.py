@@ -247,3 +247,25 @@ def test_a_study_scripts_refusal_is_one_line(capsys, monkeypatch) -> None:
     with pytest.raises(SystemExit) as stop:
         run_main(interrupted)
     assert stop.value.code == 130 and "--resume goes on" in capsys.readouterr().err
+
+
+def test_study1_options_follow_the_selected_suites(tmp_path: Path) -> None:
+    """Study 1's evaluation gave every suite's options whatever --suites said: evaluate refused them (an option no
+    selected suite reads), and the OOD set's cue-conflict stimuli were read even without the OOD suite (a GPU
+    machine's data has none: ``--cifar10-only``)."""
+    import argparse
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks.repro.apr_cifar10 import eval_options
+
+    missing = tmp_path / "no-shared"  # no stimuli: reading them would fail
+    assert eval_options(argparse.Namespace(smoke=True, suites=["corruption", "calibration"]), missing) == {}
+    assert eval_options(argparse.Namespace(smoke=True, suites=["phase-bias"]), missing) == {"n_pairs": 64}
+    assert eval_options(argparse.Namespace(smoke=False, suites=["phase-bias"]), missing) == {}
+
+
+def test_device_meta_names_where_and_in_what_precision() -> None:
+    sys.path.insert(0, str(REPO))
+    from benchmarks.repro.common import device_meta
+
+    assert device_meta("cpu") == {"device": "cpu", "train_autocast": None, "eval_autocast": None}

@@ -15,10 +15,12 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # about 30-60 s per script on one CPU thread
 
 
-def _run(script: str, out: Path, shared: Path, *extra: str) -> dict:
+def _run(script: str, out: Path, shared: Path | None, *extra: str) -> dict:
+    """The script with ``--smoke`` on the CPU (``shared=None``: a script that reads no shared data, which refuses
+    ``--shared``)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "MPLBACKEND": "Agg"}
     cmd = [sys.executable, str(REPO / "benchmarks" / "repro" / script), "--out", str(out), "--smoke", "--threads", "1",
-           "--device", "cpu", "--shared", str(shared), *extra]
+           "--device", "cpu", *(["--shared", str(shared)] if shared is not None else []), *extra]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "results.md").is_file()
@@ -82,7 +84,7 @@ def test_transplant_sweeps_smoke(cifar10_dir: Path, shared_root: Path, tmp_path:
 def test_demo_ablation_smoke_and_resume(tmp_path: Path) -> None:
     """The demo ablation runs on the built-in synthetic data (no shared folder needed) and resumes from its files."""
     out = tmp_path / "s5"
-    res = _run("demo_ablation.py", out, tmp_path)
+    res = _run("demo_ablation.py", out, None)
     assert list(res["rows"]) == ["standard", "apr_sp", "apr_p", "apr_sp_p1", "apr_sp_separate", "apr_sp_long"]
     settings = {name: row["settings"] for name, row in res["rows"].items()}
     assert settings["apr_sp_p1"]["pair_p"] == 1.0 and settings["apr_sp_separate"]["sp_forward"] == "separate"
@@ -92,7 +94,7 @@ def test_demo_ablation_smoke_and_resume(tmp_path: Path) -> None:
     assert set(res["vs_standard"]) == set(res["rows"]) - {"standard"}
     assert {c["reference"] for c in res["vs_standard"].values()} == {"standard"}  # no standard run of another budget
     assert "phase-follow" in (out / "results.md").read_text()
-    again = _run("demo_ablation.py", out, tmp_path, "--resume", "--variants", "apr_sp_separate")  # reloads, cached cells
+    again = _run("demo_ablation.py", out, None, "--resume", "--variants", "apr_sp_separate")  # reloads, cached cells
     assert again["rows"]["apr_sp_separate"]["headline"] == res["rows"]["apr_sp_separate"]["headline"]
     assert list(again["rows"]) == list(res["rows"])
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks/repro/demo_ablation.py"), "--out", str(out), "--smoke",

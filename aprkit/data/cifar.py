@@ -38,10 +38,12 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            d = pickle.load(f, encoding="bytes")
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as e:
         raise ValueError(f"{path} is not a readable CIFAR batch ({type(e).__name__}: {e}; truncated or corrupted?): "
                          f"delete {path.parent} and download it again (--download), or restore the file") from None
+    # a batch pickled again under Python 3 has str keys (and str class names): read as the original's bytes keys
+    return {k.encode() if isinstance(k, str) else k: v for k, v in d.items()} if isinstance(d, dict) else d
 
 
 def _batch_arrays(d: Any, path: Path, name: str, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -77,7 +79,7 @@ def _read_binary(folder: Path, name: str, split: str) -> ArrayDataset:
         labels.append(y)
     classes = None
     if (folder / meta_file).is_file():
-        classes = [c.decode() for c in _unpickle(folder / meta_file)[names_key]]
+        classes = [c.decode() if isinstance(c, bytes) else str(c) for c in _unpickle(folder / meta_file)[names_key]]
     return ArrayDataset(np.concatenate(images), np.concatenate(labels), layout="nchw", classes=classes)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from .._checks import dataset_len
+from .._checks import check_integer_labels, dataset_len
 from .arrays import _as_index_array, integer_positions
 
 __all__ = ["SubsetDataset", "subset", "first_n", "batch_source", "attribute_labels"]
@@ -77,6 +77,7 @@ class _SubsetSource:
 
 class _TensorSource:
     def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        check_integer_labels(y, "the TensorDataset's labels")  # fractional labels are refused, not truncated
         self.x, self.y = x, y
 
     def __call__(self, i: Any) -> tuple[torch.Tensor, torch.Tensor]:

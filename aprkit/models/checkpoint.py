@@ -257,8 +257,12 @@ def _load_into_module(model: nn.Module, num_classes: int | None, checkpoint: str
     if checkpoint is not None:
         obj = read_checkpoint(checkpoint, weights_only=weights_only)
         load_state_dict_into(target, extract_state_dict(obj), drop_head=drop_head)
+        given = getattr(target, "aprkit_kwargs", None) or {}  # mean= given at build: kept
         if isinstance(obj, Mapping) and obj.get("format") == "aprkit":  # as loading by name: its normalisation too
-            _apply_stored(target, obj, getattr(target, "aprkit_kwargs", None) or {})  # mean= given at build: kept
+            _apply_stored(target, obj, given)
+        elif isinstance(obj, Mapping) and obj.get("format") == TRAIN_STATE_FORMAT:  # last.pt: its config's model
+            built = ((obj.get("config") or {}).get("model") or {}).get("kwargs") or {}  # kwargs name its normalisation
+            _apply_stored(target, {k: built[k] for k in ("mean", "std") if k in built}, given)
     own = classes_disagree(target, num_classes)
     if own is not None:
         raise ValueError(f"the model's classifier has {own} classes but num_classes={num_classes} was given; a module "

@@ -28,6 +28,7 @@ if __package__ in (None, ""):
 from benchmarks.repro.common import (
     SMOKE,
     cifar10_spec,
+    device_meta,
     feature_apr_builder,
     fmt_num,
     fmt_pct,
@@ -91,13 +92,16 @@ def natural_ood(shared: Path, limit: int | None = None) -> Any:
 
 
 def eval_options(args: Any, shared: Path) -> dict[str, Any]:
-    """Suite options: the full study, or the smoke sizes."""
+    """The selected suites' options: the full study, or the smoke sizes (evaluate refuses options no selected suite
+    reads, and without the OOD suite the cue-conflict stimuli are not needed: a GPU machine's data has none)."""
     n = SMOKE["eval_limit"] if args.smoke else None
-    ood = {f"noise_{k}": f"noise:{k}" for k in ("gaussian", "uniform", "rademacher", "blobs")}
-    ood["natural_cue_conflict"] = natural_ood(shared, n)
-    opts: dict[str, Any] = {"ood": ood, "ood_scores": ["msp", "energy"]}
-    if args.smoke:
-        opts.update(ood_limit=n, n_pairs=64)
+    opts: dict[str, Any] = {}
+    if "ood" in args.suites:
+        ood = {f"noise_{k}": f"noise:{k}" for k in ("gaussian", "uniform", "rademacher", "blobs")}
+        ood["natural_cue_conflict"] = natural_ood(shared, n)
+        opts.update(ood=ood, ood_scores=["msp", "energy"], **({"ood_limit": n} if args.smoke else {}))
+    if "phase-bias" in args.suites and args.smoke:
+        opts["n_pairs"] = 64
     return opts
 
 
@@ -195,7 +199,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "feature_layers": args.feature_layers,
             "feature_p": args.feature_p, "train_s": wall, "checkpoints": trained,
             "natural_ood": f"cue-conflict stimuli of {', '.join(NON_CIFAR_SHAPES)}, area-downscaled to 32 px",
-            "curves": curves, "recipes": {k: run_recipe(Path(r["checkpoint"]).parent) for k, r in runs.items()}}
+            "curves": curves, "recipes": {k: run_recipe(Path(r["checkpoint"]).parent) for k, r in runs.items()},
+            **device_meta(args.device)}
     write_outputs(out, "apr_cifar10", {"meta": meta, "rows": rows,
                                        "directions": {k: d for _, k, _, d in METRICS}}, render(rows, meta))
     return {"rows": rows, "meta": meta}

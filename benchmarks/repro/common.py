@@ -28,7 +28,7 @@ from aprkit import configs  # noqa: E402 - after the repository is on the import
 __all__ = [
     "REPO_ROOT", "CONFIGS", "SMOKE", "STUDY_FILE", "PLACEMENT_KEYS", "parser", "parse_args", "shared_root", "cifar10_spec",
     "scaled_milestones", "train_run", "check_same_recipe", "run_recipe", "train_summary", "feature_apr_builder",
-    "write_outputs", "fmt_pct", "fmt_num", "markdown_table", "run_main",
+    "device_meta", "write_outputs", "fmt_pct", "fmt_num", "markdown_table", "run_main",
 ]
 
 CONFIGS = configs.ROOT / "train"  # the shipped recipes (configs/train of a checkout links there)
@@ -341,6 +341,21 @@ def training_curves(runs: Mapping[str, Mapping[str, Any]], out: Path) -> str | N
 
     path = training_figure({k: {"history": r.get("history") or []} for k, r in runs.items()}, out / CURVES)
     return None if path is None else f"![Train and test accuracy per epoch]({CURVES})"
+
+
+def device_meta(device: str | None, eval_amp: bool = True) -> dict[str, Any]:
+    """Where and in what precision a study computed its numbers, for its ``results.json``: the device its runs
+    resolve, training's autocast dtype there (``train.amp_dtype: auto``) and evaluation's (``evaluate``'s default;
+    ``eval_amp=False`` for suites that run in float32, the transplant test); ``None``: float32 (the CPU)."""
+    from aprkit.distributed import resolve_device
+    from aprkit.eval.engine.inference import amp_dtype
+    from aprkit.train.config import resolve_amp_dtype
+
+    dev = resolve_device(device)
+    cuda = dev.type == "cuda"
+    name = lambda dtype: str(dtype).removeprefix("torch.")  # noqa: E731
+    return {"device": dev.type, "train_autocast": name(resolve_amp_dtype("auto", dev)) if cuda else None,
+            "eval_autocast": name(amp_dtype(dev)) if cuda and eval_amp else None}
 
 
 def write_outputs(out: Path, name: str, results: Mapping[str, Any], markdown: str) -> tuple[Path, Path]:

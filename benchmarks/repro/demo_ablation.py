@@ -30,7 +30,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from aprkit.demo.config import DemoSettings
-from benchmarks.repro.common import fmt_num, fmt_pct, markdown_table, parser, run_main, write_outputs
+from benchmarks.repro.common import device_meta, fmt_num, fmt_pct, markdown_table, parser, run_main, write_outputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,8 +223,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # rows of another seed, smoke mode or base budget are not comparable with this call's (and the base fills
         # the budget keys that older rows did not record, see reference())
         now = {"smoke": args.smoke, "seed": args.seed, "settings": json.loads(json.dumps(base.to_dict())),
-               "recipe_version": RECIPE_VERSION}
-        differ = [k for k in now if (before.get("meta") or {}).get(k) != now[k]]
+               "recipe_version": RECIPE_VERSION, "device": device_meta(args.device)["device"]}
+        kept = {"device": "cpu", **(before.get("meta") or {})}  # rows made before the device was recorded: the CPU's
+        differ = [k for k in now if kept.get(k) != now[k]]
         if differ:
             raise SystemExit(f"--resume: {previous} holds rows made with another {', '.join(differ)} than this call's; "
                              "pass the same settings, or choose another --out")
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows = {k: rows[k] for k in VARIANTS if k in rows}
         cmp = comparisons(rows, base.to_dict())
         meta = {"smoke": args.smoke, "seed": args.seed, "recipe_version": RECIPE_VERSION, "data": data.description,
-                "threads": torch.get_num_threads(),
+                "threads": torch.get_num_threads(), **device_meta(args.device),
                 "n_phase_pairs": base.n_phase_pairs, "settings": base.to_dict(),
                 "settings_brief": f"{base.n_train} training images, {base.epochs} epochs, batch {base.batch_size}, lr {base.lr}"}
         write_outputs(out, "demo_ablation", {"meta": meta, "rows": rows, "vs_standard": cmp}, render(rows, cmp, meta))

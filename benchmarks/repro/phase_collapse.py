@@ -34,6 +34,7 @@ from benchmarks.repro.common import (
     SHARED_MILESTONES,
     SMOKE,
     cifar10_spec,
+    device_meta,
     fmt_pct,
     markdown_table,
     parse_args,
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     meta = {"epochs": 1 if args.smoke else args.epochs, "smoke": args.smoke, "paper_ratio": PAPER_RATIO,
             "recipe": args.recipe,
             "clean_only": args.clean_only, "reduced": bool(args.reduced), "width_divisor": args.reduced or 1,
-            "widths": widths or "paper", "noskip_ratio": noskip_ratio, "curves": curves}
+            "widths": widths or "paper", "noskip_ratio": noskip_ratio, "curves": curves, **device_meta(args.device)}
     write_outputs(out, "phase_collapse", {"meta": meta, "rows": rows, "error_ratio_soft_over_modulus": ratio,
                                           "error_ratio_skip": pair_ratios(rows).get("skip")},
                   render(rows, ratio, meta))

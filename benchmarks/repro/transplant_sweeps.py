@@ -26,6 +26,7 @@ if __package__ in (None, ""):
 from benchmarks.repro.common import (
     SMOKE,
     cifar10_spec,
+    device_meta,
     fmt_pct,
     markdown_table,
     parse_args,
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     meta = {"epochs": 1 if args.smoke else args.epochs, "trained": sorted(runs), "smoke": args.smoke, "models": models,
             "n_pairs": n_pairs,
             "reduced": {k: v for k, v in REDUCED.items() if k in runs} if args.reduced and not args.smoke else {},
-            "curves": curves}
+            "curves": curves, **device_meta(args.device, eval_amp=False)}  # the transplant suite runs in float32
     write_outputs(out, "transplant_sweeps", {"meta": meta, "summary": summary}, render(summary, meta))
     return {"summary": summary, "meta": meta}
 

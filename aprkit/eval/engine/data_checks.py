@@ -1,7 +1,7 @@
 """Checks of a dataset against the model an evaluation runs: class names (refused when label i would name another
 class), the input size the model was made for (warned), and a ``limit`` that would take only the first classes of a
 class-sorted dataset (warned). :func:`~aprkit.eval.engine.inference.predict` runs them; the suites use the
-predicates on their own."""
+predicates on their own. :func:`check_yields_tensors`: ``evaluate``'s look at a dataset's first item."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..._checks import labels_agree, warning_level
+from ..._checks import dataset_len, labels_agree, warning_level
 from .datasets import in_memo_block
 
-__all__ = ["names_other_classes", "check_class_names", "sized_spec", "warn_other_size", "class_sorted_limit",
+__all__ = ["check_yields_tensors",
+           "names_other_classes", "check_class_names", "sized_spec", "warn_other_size", "class_sorted_limit",
            "warn_class_sorted_limit"]
 
 
@@ -103,3 +104,20 @@ def _caller_level() -> int:
     """The ``stacklevel`` of a warning of this module for the first frame outside ``predict``'s own files: the line
     that called :func:`~.inference.predict` or :func:`~.inference.start_predict`, however they call each other."""
     return warning_level(_OWN_FILES.__contains__, depth=2)  # from the function that calls warnings.warn
+
+
+def check_yields_tensors(data: Any) -> None:
+    """A dataset given to ``evaluate`` (or one of a per-suite mapping) must yield ``(image tensor, label)``: one
+    yielding PIL images (a torchvision ``ImageFolder`` without a transform) failed later with an unrelated error in
+    every suite. Reads the first item of each dataset once; spec strings and tensors are aprkit's own."""
+    from collections.abc import Mapping
+
+    for ds in (data.values() if isinstance(data, Mapping) else [data]):
+        if isinstance(ds, (str, torch.Tensor, tuple)) or not isinstance(ds, Dataset) or not dataset_len(ds):
+            continue
+        item = ds[0]
+        image = item[0] if isinstance(item, (tuple, list)) and len(item) >= 2 else item
+        if not isinstance(image, torch.Tensor):
+            raise TypeError(f"datasets must yield (uint8 image tensor (C, H, W), int label); {type(ds).__name__} "
+                            f"yields {type(image).__module__}.{type(image).__name__} images: give it a transform that "
+                            "makes tensors, e.g. torchvision.transforms.v2.PILToTensor()")

@@ -43,6 +43,7 @@ from ..suites.options import (
     suite_registry,
 )
 from .cache import MemoryCache, ResultCache, Unidentifiable, result_key, to_jsonable
+from .data_checks import check_yields_tensors
 from .datasets import as_dataset, memo_dataset_ids
 from .fingerprint import model_fingerprint
 from .models import display_name, has_conv, load_eval_model, place_model, sync_weights, wants_channels_last
@@ -132,6 +133,7 @@ def evaluate(
         raise ValueError(str(err)) from None
     names = _suite_names(suite)
     check_data_mapping(data, names)
+    check_yields_tensors(data)
     opts = check_suite_options(names, options)  # flat keys, each read by a selected suite
     params = dict(limit=limit, corruptions=corruptions, severities=severities, corrupted=corrupted, ood=ood, fit=fit,
                   num_classes=num_classes)
