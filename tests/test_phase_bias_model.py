@@ -158,3 +158,19 @@ def test_repeated_pairs_are_counted_and_named(tmp_path):
     assert distinct < 40
     section = load_suites()["phase-bias"]().report({"m": r}, tmp_path)
     assert any(f"40 pairs ({distinct} distinct" in str(b) for b in section.blocks)
+
+
+def test_unlabelled_images_are_refused():
+    """Tester: images without labels (-1, e.g. some of a set unlabelled) were scored: -1 counted as a class of its
+    own, its donors never correct ("neither" up, clean accuracy down) without a word; the calibration suite refuses
+    such data, and so does this now."""
+    from aprkit.eval import evaluate
+
+    imgs, labels = _shift_data()
+    model = MatchedFilter(imgs[:: 3])
+    part = torch.where(torch.arange(len(labels)) % 2 == 0, labels, torch.full_like(labels, -1))
+    with pytest.raises(ValueError, match="label for every image.*6 of 12"):
+        measure_phase_bias(model, (imgs, part), n_pairs=8, patch_size=4)
+    with pytest.raises(ValueError, match="label for every image"):
+        evaluate(model, suite="phase-bias", data=imgs, options={"n_pairs": 8, "patch_size": 4}, progress=False,
+                 report=False)

@@ -318,6 +318,11 @@ def measure_phase_bias(
 
     base = as_dataset(data)
     labels = dataset_labels(base)
+    unlabelled = int((labels < 0).sum())
+    if unlabelled:  # NO_LABEL would count as a class of its own: pairs of "other classes", donors never correct
+        raise ValueError(f"phase bias needs a class label for every image (pairs of different classes, donors scored "
+                         f"against their labels): {unlabelled} of {len(labels)} images have none (label -1, "
+                         "unlabelled data); pass labelled data")
     g = torch.Generator().manual_seed(seed)
     pi, ai = sample_pairs(labels, n_pairs, generator=g)
     kw: dict[str, Any] = dict(device=device, batch_size=batch_size, num_workers=num_workers, amp=amp,

@@ -4,7 +4,7 @@
 - :func:`max_logit`: maximum logit (Hendrycks et al., 2022);
 - :func:`energy`: negative free energy ``T * logsumexp(logits / T)`` (Liu et al., 2020);
 - :func:`odin`: temperature-scaled MSP of an input nudged to raise it (Liang et al., 2018);
-- :class:`MahalanobisScorer`: minus the smallest Mahalanobis distance to a class mean under one shared
+- :class:`MahalanobisScorer`: minus the smallest squared Mahalanobis distance to a class mean under one shared
   covariance, fitted on in-distribution penultimate features (Lee et al., 2018; no input perturbation or
   layer ensemble);
 - :class:`KNNScorer`: minus the distance to the ``k``-th nearest in-distribution training feature after
