@@ -193,3 +193,17 @@ def test_a_fit_without_spread_leaves_mahalanobis_out_with_a_note(tmp_path) -> No
                                out_dir=tmp_path / "run").models.values()))["ood"]
         assert r["scores"] == ["msp", "knn"]
         assert "Mahalanobis not computed: the features do not vary around their class means" in r["note"]
+
+
+def test_a_knn_fit_takes_labels_the_model_does_not_have() -> None:
+    """KNN reads no labels: a fit set of other classes (16 cue-conflict shapes for a 10-class model) was refused for
+    its labels (tester); Mahalanobis, which fits class means, still refuses them."""
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    many = torch.arange(8) + 40  # beyond any output of the model
+    opts = {"ood": ["noise:gaussian"], "ood_limit": 4, "fit": (x, many), "knn_k": 2}
+    r = next(iter(evaluate(Tiny(), "ood", (x, torch.arange(8) % 2), options={**opts, "ood_scores": ["msp", "knn"]},
+                           progress=False).models.values()))["ood"]
+    assert r["scores"] == ["msp", "knn"]
+    with pytest.raises(ValueError, match="range over"):
+        evaluate(Tiny(), "ood", (x, torch.arange(8) % 2), options={**opts, "ood_scores": ["mahalanobis"]},
+                 progress=False)

@@ -198,7 +198,8 @@ def _fit_scorers(ctx: EvalContext, ds: Any, opts: OODOptions) -> tuple[dict[str,
         g = torch.Generator().manual_seed(ctx.seed)
         ds = Subset(ds, sorted(torch.randperm(dataset_len(ds), generator=g)[:fit_limit].tolist()))
     out = predict(ctx.model, ds, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers, amp=ctx.amp,
-                  channels_last=ctx.channels_last, features=True, progress=ctx.progress, desc="ood fit")
+                  channels_last=ctx.channels_last, features=True, progress=ctx.progress, desc="ood fit",
+                  labelled="mahalanobis" in opts.ood_scores)  # KNN reads no labels: a fit set of other classes does
     features = out.features
     if features is None:  # predict(features=True) always returns them
         raise RuntimeError("predict returned no features for the Mahalanobis/KNN fit")
