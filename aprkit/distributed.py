@@ -52,7 +52,7 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int =
     elif dev.type == "mps":
         if not torch.backends.mps.is_available():
             raise ValueError(f"device {str(device)!r} requested but MPS (Apple GPUs) is not available here; "
-                             "use --device cpu or auto")
+                             "use --device cpu or auto (in a training config: train.device: cpu)")
     elif dev.type == "meta" or not _available(dev.type):  # another accelerator (xpu, ...) is used when present
         raise ValueError(f"device {str(device)!r} is not available here; expected auto, cpu, cuda, cuda:N or mps "
                          "(or another accelerator this torch build supports)")

@@ -220,6 +220,21 @@ def test_a_model_flag_over_a_configs_models_says_it_replaces_them(tmp_path):
     assert load_eval_config([cfg], flags={"model": "resnet32"})["model"] == "resnet32"
 
 
+def test_a_model_flag_over_a_configs_model_takes_its_checkpoint_and_label_along(tmp_path):
+    """Tester: ``--config cifar10_resnet20 --model resnet32 --checkpoint F`` printed resnet32's accuracy under the
+    label resnet20 (the config's model_id), and ``--model FILE`` was refused for the config's checkpoint too."""
+    cfg = tmp_path / "one.yaml"
+    cfg.write_text("model: resnet20\ncheckpoint: r20.th\nmodel_id: resnet20\ndata: synthetic:8\n")
+    with pytest.warns(UserWarning, match=r"replaces the config's model 'resnet20' and its checkpoint and model_id"):
+        out = load_eval_config([cfg], flags={"model": "r56.th"})
+    assert out["model"] == "r56.th" and "checkpoint" not in out and "model_id" not in out
+    with pytest.warns(UserWarning, match="and its model_id"):
+        out = load_eval_config([cfg], flags={"model": "resnet32", "checkpoint": "r32.th"})
+    assert (out["checkpoint"], out.get("model_id")) == ("r32.th", None)
+    same = load_eval_config([cfg], flags={"model": "resnet20"})  # the config's own model keeps its weights and label
+    assert (same["checkpoint"], same["model_id"]) == ("r20.th", "resnet20")
+
+
 def test_the_weights_file_read_with_an_architecture_is_recorded(tmp_path, capsys) -> None:
     """--model ARCH --checkpoint FILE: the report and meta name the file evaluated, not only the architecture."""
     from aprkit.models import create_model, save_checkpoint

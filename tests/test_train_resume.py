@@ -480,3 +480,24 @@ def test_a_mid_epoch_resume_with_another_lr_logs_the_rate_the_epoch_started_at(t
     done = fit(train_config(), ["optim.lr=0.5"], out=tmp_path, resume=True, datasets=(ds, None))
     lrs = [r["lr"] for r in done["history"]]
     assert lrs[:2] == [0.05, 0.05] and lrs[2] == pytest.approx(0.5 * 0.2)  # epoch 3: past milestone 2
+
+
+def test_more_epochs_under_a_cosine_schedule_are_a_config_change(tmp_path, capsys):
+    """Tester: the cosine schedule spans the run's epochs, so a resume with more epochs changes every later step's lr;
+    it was taken as a plain extension (no warning, config.yaml rewritten to the new length, which reruns to other
+    weights). The step schedule's extension still reruns to the same weights: no warning there."""
+    import yaml
+
+    ds = Images(40)
+    fit(train_config(), ["optim.schedule=cosine", "optim.epochs=2"], out=tmp_path / "cos", datasets=(ds, None))
+    capsys.readouterr()
+    fit(train_config(), ["optim.schedule=cosine", "optim.epochs=3"], out=tmp_path / "cos", resume=True,
+              datasets=(ds, None))
+    assert "config differs" in capsys.readouterr().err
+    changes = torch.load(tmp_path / "cos" / "model.pt", weights_only=False)["extra"]["config_changes"]
+    assert [c["keys"] for c in changes] == [["optim.epochs"]]
+    assert yaml.safe_load((tmp_path / "cos" / "config.yaml").read_text())["optim"]["epochs"] == 2  # what trained it
+    fit(train_config(), ["optim.epochs=2"], out=tmp_path / "step", datasets=(ds, None))
+    capsys.readouterr()
+    fit(train_config(), ["optim.epochs=3"], out=tmp_path / "step", resume=True, datasets=(ds, None))
+    assert "config differs" not in capsys.readouterr().err

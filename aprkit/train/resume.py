@@ -152,6 +152,8 @@ def resume_run(ckpt_path: Path, cfg: Config, info: DistInfo, *, model: nn.Module
               "resumed run will not match an uninterrupted one (set train.threads to fix it)", file=sys.stderr)
     # settings that take effect on CUDA only change nothing of a run on another device
     ignored = RESUME_FREE if info.device.type == "cuda" else RESUME_FREE | CUDA_ONLY
+    if "cosine" in (cfg.optim.schedule, ((state["config"].get("optim") or {}).get("schedule"))):
+        ignored = ignored - {"optim.epochs"}  # the cosine's length is the run's: more epochs change every step's lr
     changed = changed_keys(trajectory_view(state["config"]), trajectory_view(cfg.to_dict()), ignored)
     if info.is_main:
         _warn_changes(state, cfg, ckpt_path, pos, changed, finished, at_max)

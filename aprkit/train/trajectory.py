@@ -52,7 +52,8 @@ def apr_s_where(cfg: Config) -> Literal["loader", "device"] | None:
         return None
     return "device" if cfg.data.input_path == "gpu" else "loader"
 
-#: config keys that do not change a run's trajectory: a resume may differ in them
+#: config keys that do not change a run's trajectory: a resume may differ in them (optim.epochs only under the step
+#: schedule: a cosine one spans the run's epochs, see aprkit.train.resume)
 RESUME_FREE = frozenset({"train.out", "train.resume", "train.max_steps", "train.progress", "train.tensorboard",
                          "train.report",
                          "optim.epochs", "train.eval_every", "train.checkpoint_every_steps", "data.test_limit",

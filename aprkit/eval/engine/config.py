@@ -137,6 +137,15 @@ def load_eval_config(
             names = ", ".join(map(str, replaced)) if isinstance(replaced, Mapping) else str(replaced)
             warnings.warn(f"--model replaces the config's models: ({names}); only {flags['model']!r} is evaluated",
                           UserWarning, stacklevel=2)
+    if "model" in flags and data.get("model") not in (None, flags["model"]):
+        # the config's checkpoint and label belong to its model and go with it (they labelled another model's results)
+        dropped = [k for k in ("checkpoint", "model_id") if k in data and k not in flags]
+        for k in dropped:
+            data.pop(k)
+        if dropped:
+            warnings.warn(f"--model replaces the config's model {data['model']!r} and its "
+                          f"{' and '.join(dropped)}; give --checkpoint / --model-id for {flags['model']!r} if needed",
+                          UserWarning, stacklevel=2)
     data = merge(data, flags)
     renamed = []
     for item in overrides:
