@@ -113,7 +113,8 @@ def check_yields_tensors(data: Any) -> None:
     from collections.abc import Mapping
 
     for ds in (data.values() if isinstance(data, Mapping) else [data]):
-        if isinstance(ds, (str, torch.Tensor, tuple)) or not isinstance(ds, Dataset) or not dataset_len(ds):
+        if (isinstance(ds, (str, torch.Tensor, tuple)) or not isinstance(ds, Dataset) or not hasattr(ds, "__len__")
+                or not dataset_len(ds)):  # aprkit's own inputs; a dataset without a length is refused elsewhere
             continue
         item = ds[0]
         image = item[0] if isinstance(item, (tuple, list)) and len(item) >= 2 else item
