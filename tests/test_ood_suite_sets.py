@@ -207,3 +207,13 @@ def test_a_knn_fit_takes_labels_the_model_does_not_have() -> None:
     with pytest.raises(ValueError, match="range over"):
         evaluate(Tiny(), "ood", (x, torch.arange(8) % 2), options={**opts, "ood_scores": ["mahalanobis"]},
                  progress=False)
+
+
+def test_an_unlabelled_fit_leaves_mahalanobis_out_with_a_note() -> None:
+    """Tester: a fit set without labels (noise:) stopped the whole suite with "labels must be class indices >= 0";
+    Mahalanobis (class means) is left out with a note now, KNN and the logit scores are computed."""
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    opts = {"ood": ["noise:gaussian"], "ood_limit": 4, "fit": "noise:uniform", "fit_limit": 8, "knn_k": 2,
+            "ood_scores": ["msp", "mahalanobis", "knn"]}
+    r = next(iter(evaluate(Tiny(), "ood", (x, torch.arange(8) % 2), options=opts, progress=False).models.values()))
+    assert r["ood"]["scores"] == ["msp", "knn"] and "Mahalanobis not computed: 8 of 8" in r["ood"]["note"]

@@ -206,10 +206,15 @@ def _fit_scorers(ctx: EvalContext, ds: Any, opts: OODOptions) -> tuple[dict[str,
     scorers: dict[str, Any] = {}
     notes: list[str] = []
     if "mahalanobis" in opts.ood_scores:
-        try:
-            scorers["mahalanobis"] = S.MahalanobisScorer().fit(features, out.labels)
-        except S.DegenerateFit as err:
-            notes.append(f"Mahalanobis not computed: {err}")
+        unlabelled = int((out.labels < 0).sum())
+        if unlabelled:  # class means need classes: the other scores are still computed (it stopped the whole suite)
+            notes.append(f"Mahalanobis not computed: {unlabelled} of {len(out.labels)} images of the fit set have no "
+                         "label (it fits class means); give labelled fit data")
+        else:
+            try:
+                scorers["mahalanobis"] = S.MahalanobisScorer().fit(features, out.labels)
+            except S.DegenerateFit as err:
+                notes.append(f"Mahalanobis not computed: {err}")
     if "knn" in opts.ood_scores:
         scorers["knn"] = S.KNNScorer(k=opts.knn_k).fit(features)
     return scorers, notes
