@@ -45,7 +45,6 @@ class RandomCorruption(CheckedProbability, ReplayModule):
         frost_dir: directory with the frost textures (see ``aprkit.corruptions.find_frost_dir``).
     """
 
-
     def __init__(
         self,
         names: Sequence[str] | str | None = None,

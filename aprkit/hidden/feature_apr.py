@@ -132,7 +132,6 @@ class FeatureAPR(CheckedProbability, nn.Module):
         num_prefix_tokens / grid: token layout (``None`` infers it). generator: for reproducibility.
     """
 
-
     def __init__(
         self,
         p: float = 0.5,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..._checks import dataset_len, labels_agree, warning_level
+from ..._checks import labels_agree, warning_level
 from .datasets import in_memo_block
 
 __all__ = ["check_yields_tensors",
@@ -110,12 +110,12 @@ def check_yields_tensors(data: Any) -> None:
     """A dataset given to ``evaluate`` (or one of a per-suite mapping) must yield ``(image tensor, label)``: one
     yielding PIL images (a torchvision ``ImageFolder`` without a transform) failed later with an unrelated error in
     every suite. Reads the first item of each dataset once; spec strings and tensors are aprkit's own."""
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sized
 
     for ds in (data.values() if isinstance(data, Mapping) else [data]):
-        if (isinstance(ds, (str, torch.Tensor, tuple)) or not isinstance(ds, Dataset) or not hasattr(ds, "__len__")
-                or not dataset_len(ds)):  # aprkit's own inputs; a dataset without a length is refused elsewhere
-            continue
+        if isinstance(ds, (str, torch.Tensor, tuple)) or not isinstance(ds, Dataset) or not isinstance(ds, Sized) \
+                or not len(ds):
+            continue  # aprkit's own inputs, a dataset without a length (refused elsewhere) or an empty one
         item = ds[0]
         image = item[0] if isinstance(item, (tuple, list)) and len(item) >= 2 else item
         if not isinstance(image, torch.Tensor):
