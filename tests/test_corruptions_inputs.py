@@ -87,9 +87,10 @@ def test_on_disk_c_set_must_match_the_clean_set(tmp_path) -> None:
 
 def test_a_c_set_that_cannot_pair_fails_before_the_clean_pass(tmp_path, monkeypatch) -> None:
     import aprkit.eval.suites.corruption as suite
+    import aprkit.eval.suites.corruption_cells as cells
 
     calls = []
-    monkeypatch.setattr(suite, "start_predict", lambda *a, **k: calls.append(k.get("desc")))
+    monkeypatch.setattr(cells, "start_predict", lambda *a, **k: calls.append(k.get("desc")))
     with pytest.raises(ValueError, match="has 5 images .* clean set has 12"):
         _eval(_write_c(tmp_path / "short", 5), _clean(12))
     assert calls == []  # the clean images were evaluated first (minutes on ImageNet) before the refusal
@@ -103,7 +104,8 @@ def test_a_c_set_that_cannot_pair_fails_before_the_clean_pass(tmp_path, monkeypa
                                      model_id="m", options={"check_classes": False}, cache_dir=cache)
     first = evaluate_once()
     opened = []
-    monkeypatch.setattr(suite, "_open_corrupted", lambda *a: opened.append(a))
+    for module in (suite, cells):
+        monkeypatch.setattr(module, "_open_corrupted", lambda *a: opened.append(a))
     assert evaluate_once()["corruption"] == first["corruption"] and opened == []  # a cached run reads no -C data
 
 

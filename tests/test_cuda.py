@@ -247,6 +247,33 @@ def test_evaluate_on_device_amp_channels_last() -> None:
                 assert abs(res["cells"][c][s]["accuracy"] - cell["accuracy"]) <= tol, (amp, c, s)
 
 
+def test_evaluate_stacked_c_file_on_device(tmp_path) -> None:
+    """A -C file's five severities read in one pass on the device (batches straddle severities) give each cell the
+    CPU's numbers, and queued one pass ahead the cells come back in grid order."""
+    import numpy as np
+
+    from aprkit.eval import evaluate
+    from aprkit.eval.engine.datasets import TensorImageDataset
+
+    images = natural_images(20, 32, seed=13)
+    net = TinyNet().calibrate(images.float() / 255)
+    with torch.no_grad():
+        labels = net(images.float() / 255).argmax(1)
+    hwc = images.permute(0, 2, 3, 1).numpy()
+    for k, c in enumerate(["fog", "contrast"]):
+        np.save(tmp_path / f"{c}.npy", np.concatenate([np.clip(hwc.astype(np.int16) + (12 * s - 30) * (k + 1), 0, 255)
+                                                       .astype(np.uint8) for s in range(1, 6)]))
+    np.save(tmp_path / "labels.npy", np.tile(labels.numpy(), 5).astype(np.int64))
+    kw = dict(suite="corruption", data=TensorImageDataset(images, labels), corrupted=f"cifar10-c:{tmp_path}",
+              corruptions=["fog", "contrast"], batch_size=16, progress=False, report=False, model_id="tiny")
+    ref = evaluate(copy.deepcopy(net), device="cpu", amp=False, channels_last=False, **kw)["corruption"]
+    res = evaluate(copy.deepcopy(net), device=DEVICE, amp=False, channels_last=True, **kw)["corruption"]
+    assert list(res["cells"]) == ["fog", "contrast"] and all(list(v) == list("12345") for v in res["cells"].values())
+    for c, cells in ref["cells"].items():
+        for s, cell in cells.items():
+            assert abs(res["cells"][c][s]["accuracy"] - cell["accuracy"]) <= 2 / 20, (c, s)
+            assert res["cells"][c][s]["n"] == 20
+
 def test_predictions_queued_back_to_back_match_cpu(monkeypatch) -> None:
     """start_predict queues a dataset's batches and asynchronous copies of its outputs to pinned host memory (no
     host sync); the next dataset is queued before the first's result is read, as the corruption suite does. Small

@@ -190,7 +190,7 @@ def test_clean_set_evaluated_once_per_run(tmp_path):
 
 def _logged_start(monkeypatch, log: list, fail: str | None = None) -> None:
     """Record when each cell's prediction starts and when its result is taken (``fail``: that cell fails to start)."""
-    import aprkit.eval.suites.corruption as corruption
+    import aprkit.eval.suites.corruption_cells as corruption_cells
     from aprkit.eval.engine.inference import start_predict
 
     def start(*args, desc: str, **kw):
@@ -207,8 +207,8 @@ def _logged_start(monkeypatch, log: list, fail: str | None = None) -> None:
         pending.result = result
         return pending
 
-    monkeypatch.setattr(corruption, "start_predict", start)
-    monkeypatch.setattr(corruption, "queues_ahead", lambda device: True)  # as on CUDA
+    monkeypatch.setattr(corruption_cells, "start_predict", start)
+    monkeypatch.setattr(corruption_cells, "queues_ahead", lambda device: True)  # as on CUDA
 
 
 def test_cells_are_queued_one_ahead_with_the_numbers_of_cells_alone(tmp_path, monkeypatch):
@@ -259,7 +259,7 @@ def test_a_cell_that_fails_to_start_keeps_the_cell_before(tmp_path, monkeypatch)
 
 def test_on_the_cpu_each_cell_is_done_before_the_next_starts(monkeypatch):
     """Off CUDA nothing runs beside the host: each cell is summarised and stored before the next one starts."""
-    import aprkit.eval.suites.corruption as corruption
+    import aprkit.eval.suites.corruption_cells as corruption_cells
     from aprkit.eval.engine.inference import start_predict
 
     log: list = []
@@ -271,9 +271,9 @@ def test_on_the_cpu_each_cell_is_done_before_the_next_starts(monkeypatch):
         pending.result = lambda: (log.append("result"), taken())[1]
         return pending
 
-    monkeypatch.setattr(corruption, "start_predict", start)
+    monkeypatch.setattr(corruption_cells, "start_predict", start)
     data = TensorImageDataset(natural_images(12, seed=6), torch.arange(12) % 10)
     evaluate(Counting(), suite="corruption", data=data, corruptions=["fog"], severities=[1, 2], device="cpu",
              batch_size=5, progress=False, report=False, channels_last=False)
     assert log == ["clean", "result", "fog-1", "result", "fog-2", "result"]
-    assert not corruption.queues_ahead("cpu") and corruption.queues_ahead(torch.device("cuda", 0))
+    assert not corruption_cells.queues_ahead("cpu") and corruption_cells.queues_ahead(torch.device("cuda", 0))

@@ -67,6 +67,7 @@ def _cifar_c(name: str) -> Callable[..., Dataset]:
             )
         return cifar_c(spec_root(arg, name), corruption, severity, **kw)
 
+    make.stacked_severities = True  # type: ignore[attr-defined]  # severity=None: all five in one file, in order
     return make
 
 

@@ -56,8 +56,8 @@ from ...distributed import group_info
 from .fingerprint import model_fingerprint
 
 __all__ = [
-    "ResultCache", "MemoryCache", "Unidentifiable", "atomic_write_json", "cached", "cached_start", "identity",
-    "nested_get", "result_key", "to_jsonable", "RUN_SETTINGS",
+    "ResultCache", "MemoryCache", "Unidentifiable", "atomic_write_json", "cached", "cached_start", "cached_starts",
+    "identity", "nested_get", "result_key", "to_jsonable", "RUN_SETTINGS",
 ]
 
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
@@ -214,8 +214,33 @@ def cached_start(ctx: Any, unit: str, data: Any, start: Callable[[], Callable[[]
             if hit is not None:
                 return lambda: hit
     finish = start()
-    if key is None:
-        return finish
+    return finish if key is None else _storing(ctx, key, finish)
+
+
+def cached_starts(ctx: Any, unit: str, data: Any, start: Callable[[], list[Callable[[], dict]] | None],
+                  options: list[dict[str, Any]]) -> list[Callable[[], dict]] | None:
+    """:func:`cached_start` for units computed together: ``start()`` begins them all and returns one ``finish`` per
+    entry of ``options`` (each unit's own options), whose value is stored when it returns. ``None`` when the cache
+    holds one of them (``start`` not run), one cannot be keyed, or ``start()`` returns ``None`` (it cannot compute them
+    together, and began nothing): :func:`cached_start` then does each on its own."""
+    keys: list[str | None] = [None] * len(options)
+    if ctx.cache is not None:
+        try:
+            keys = [result_key(ctx, unit, data, **o) for o in options]
+        except Unidentifiable:
+            return None
+        if any(k in ctx.cache for k in keys):
+            return None
+    finishes = start()
+    if finishes is None:
+        return None
+    if len(finishes) != len(options):
+        raise RuntimeError(f"start() returned {len(finishes)} functions for {len(options)} units")
+    return [f if k is None else _storing(ctx, k, f) for k, f in zip(keys, finishes, strict=True)]
+
+
+def _storing(ctx: Any, key: str, finish: Callable[[], dict]) -> Callable[[], dict]:
+    """``finish`` storing its value in ``ctx.cache`` under ``key`` when it returns."""
 
     def store() -> dict:
         value = finish()

@@ -194,7 +194,9 @@ def dataset_id(data: Any, split: str = "test") -> str:
             h.update(b"labels" + all_labels.cpu().contiguous().numpy().tobytes())
         array = _pixel_array(ds, n)
         if array is not None:
-            t = torch.as_tensor(array).detach().cpu().contiguous()
+            with warnings.catch_warnings():  # a read-only memory map (a -C file's): only read here
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                t = torch.as_tensor(array).detach().cpu().contiguous()
             h.update(f"images{t.dtype}{tuple(t.shape)}".encode())
             h.update(t.reshape(-1).view(torch.uint8).numpy().data)
         else:

@@ -93,6 +93,14 @@ class RunCache:
         self._seen.append(value.pop(PRODUCED_BY, None) or {})
         return value
 
+    def __contains__(self, key: str) -> bool:
+        """Whether :meth:`get` would serve ``key`` (nothing counted as served)."""
+        if key in self.mem:
+            return True
+        if not self.resume or (self.snapshot is not None and key not in self.snapshot):
+            return False
+        return key in self.backend
+
     def put(self, key: str, value: Mapping[str, Any]) -> None:
         """Store ``value`` stamped with this run's world size, batch size, device and memory format."""
         stored = dict(to_jsonable(value))

@@ -23,18 +23,14 @@ preset, i) only, so the numbers are the same for every batch size, worker count 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..._checks import describe_value
-from ..engine.cache import cached_start
-from ..engine.datasets import as_dataset, corrupted_cell_id, dataset_id
-from ..engine.inference import start_predict
+from ..engine.datasets import as_dataset
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
-from .corruption_generated import STORED_QUALITY, generated_transform, geometry_caveat, stored_quality, warn_geometry
+from .corruption_cells import CELL_VERSION, cell_summary, evaluate_cell, evaluate_cells, start_cell
+from .corruption_generated import STORED_QUALITY, geometry_caveat, stored_quality, warn_geometry
 from .corruption_options import (
     CorruptionOptions,
     CorruptionResult,
@@ -50,181 +46,10 @@ from .corruption_sources import written_by_aprkit as _written_by_aprkit
 
 __all__ = ["CorruptionSuite", "CorruptionOptions", "CorruptionResult", "evaluate_cell", "evaluate_cells",
            "start_cell", "expected_classes",
-           "cell_summary", "MEAN_CELL_ERROR"]
+           "cell_summary", "CELL_VERSION", "MEAN_CELL_ERROR"]
 
-#: what a cached cell's values mean: 2 since the RMS calibration error gives tied confidences their group's mean
-#: correctness (cells of version 1 kept the order-dependent value); 3: the NLL is the exact cross-entropy of the
-#: logits (it clamped probabilities at 1e-12, capping each sample at 27.6); 4: the calibration bins' edges are k / n
-#: rounded in the confidences' precision (a confidence exactly on float32 3/15 fell into the bin below)
-CELL_VERSION = 4
 #: the label of the plain mean error over the cells run (reported instead of mCE when they are not the full grid)
 MEAN_CELL_ERROR = "mean error over the evaluated corruption cells"
-
-
-def cell_summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict:
-    """Accuracy, error, NLL, Brier, ECE, RMS calibration error and reliability bins from logits ``(N, K)``.
-
-    Same values as the separate functions in :mod:`aprkit.eval.metrics`, computed from one float64 softmax
-    and one set of bin statistics (this runs once per corruption x severity cell, so nothing is computed or checked
-    twice: the logits' finiteness and the labels are checked here; the softmax's top probabilities then lie in
-    [0, 1] and the correctness is 0/1 by construction, so the bins and the RMS error take them unchecked: their
-    checks cost about 60 us per cell, more than half a percent of a 200-image cell of ResNet-20 on the CPU).
-    """
-    from .. import metrics as M
-    from ..metrics._validate import check_labels_for
-    from ..metrics.calibration import RMS_BIN_SIZE, _bin_statistics, _check_n_bins, _rms_from_confidences
-
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating-point tensor (N, K), got {describe_value(logits)}")
-    if logits.shape[0] == 0 or not bool(torch.isfinite(logits).all()):
-        raise ValueError(f"logits must be finite with at least one row, got shape {tuple(logits.shape)} "
-                         "(NaN/inf or empty)")
-    z = logits.double()
-    probs = torch.softmax(z, dim=1)
-    y = check_labels_for(labels, probs.shape[0], probs.shape[1], device=probs.device)
-    conf, pred = probs.max(dim=1)
-    correct = (pred == y).double()  # the float64 form every metric below uses
-    picked = probs.gather(1, y[:, None]).squeeze(1)
-    stats = _bin_statistics(conf, correct, _check_n_bins(n_bins))
-    reliability = M.reliability_from_bins(stats)  # holds the ECE
-    acc = float(correct.mean())
-    return {
-        "n": int(labels.shape[0]),
-        "accuracy": acc,
-        "error": 1.0 - acc,
-        "nll": M.nll_from_logits(z, y),
-        "brier": M.brier_from_picked(probs, picked),
-        "ece": reliability["ece"],
-        "rms": _rms_from_confidences(conf, correct, RMS_BIN_SIZE),
-        "reliability": reliability,
-    }
-
-
-def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corruption: str | None = None,
-                  severity: int | None = None, before: Callable[[], None] | None = None) -> dict:
-    """Evaluate (or fetch from ``ctx.cache``) one cell with the corruption suite's options ``opts``: clean when
-    ``corruption`` is None.
-
-    The cell's key (:func:`aprkit.eval.engine.cache.result_key`) holds the corruption, severity and either the
-    generation (preset, ``aprkit.corruptions.corruption_version``, for frost the textures' digest; the seed is a run
-    setting) or the -C source. ``before`` runs first when the cell is computed (never on a cache hit).
-    """
-    return start_cell(ctx, data, opts, corruption, severity, before)()
-
-
-def evaluate_cells(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: list[tuple[str | None, int | None]],
-                   before: Callable[[], None] | None = None) -> Iterator[dict]:
-    """:func:`evaluate_cell` of each ``(corruption, severity)`` of ``cells`` (``(None, None)``: the clean cell), in
-    order; ``before`` goes to the first cell.
-
-    On CUDA one ahead: cell ``i + 1``'s batches are queued on the device before cell ``i`` is summarised, so the device
-    does not wait for the host between cells (under ``torchrun`` with NCCL the outputs' gather still waits for the
-    queued cell). Each cell is stored in ``ctx.cache`` when it is summarised; when starting a cell fails, the cell
-    before it is summarised and stored first. Elsewhere (nothing runs beside the host) each cell is done and stored
-    before the next starts."""
-    ahead = queues_ahead(ctx.device)
-    waiting: Callable[[], dict] | None = None
-    for i, (corruption, severity) in enumerate(cells):
-        first = before if i == 0 else None
-        if not ahead:
-            yield evaluate_cell(ctx, data, opts, corruption, severity, first)
-            continue
-        try:
-            started = start_cell(ctx, data, opts, corruption, severity, first)
-        except BaseException:
-            if waiting is not None:  # keep the cell already computed
-                waiting()
-            raise
-        if waiting is not None:
-            yield waiting()
-        waiting = started
-    if waiting is not None:
-        yield waiting()
-
-
-def queues_ahead(device: torch.device | str) -> bool:
-    """Whether :func:`evaluate_cells` queues a cell before the one before it is summarised: on CUDA, whose work runs
-    beside the host's."""
-    return torch.device(device).type == "cuda"
-
-
-def start_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corruption: str | None = None,
-               severity: int | None = None, before: Callable[[], None] | None = None) -> Callable[[], dict]:
-    """:func:`evaluate_cell` in two steps: queues the cell's work (unless ``ctx.cache`` holds it) and returns a
-    function that waits for it and returns (and stores) the cell's summary (its ``seconds``: from the start to the
-    result, which on CUDA includes queueing the next cell)."""
-    cell: tuple[str, int] | None = None  # (corruption, severity); None: the clean cell
-    if corruption is not None:
-        if severity is None:
-            raise ValueError(f"evaluate_cell: corruption {corruption!r} needs a severity (an int in 1..5), got None")
-        cell = (corruption, severity)
-    limit = opts.limit
-    clean = as_dataset(data)
-    source = opts.corrupted
-    preset = opts.preset or _default_preset(clean)
-    n_bins = opts.n_bins
-    generation: dict[str, Any] = {}
-    opened = None  # a callable source's dataset for this cell, once opened
-    if corruption is None:
-        origin = "clean"
-    elif isinstance(source, str) and source:
-        origin = "disk:" + dataset_id(source, "c")
-        generation["source"] = origin
-        if cell is not None:  # an ImageNet-C cell's images lie below what the root's identity reads
-            files = corrupted_cell_id(source, *cell)
-            if files is not None:
-                generation["files"] = files
-    elif source:
-        source_name = getattr(source, "cache_id", None) or getattr(source, "__qualname__", type(source).__name__)
-        origin = "source:" + str(source_name)
-        if isinstance(getattr(source, "cache_id", None), str) and source.cache_id:
-            generation["source"] = source  # its cache_id names what it opens
-        else:  # a function's name says nothing of the data it returns: the cell's dataset itself keys it
-            opened = _open_corrupted(source, *cell) if cell is not None else None
-            generation["source"] = opened
-    else:
-        from aprkit.corruptions import corruption_version
-
-        origin = "generated"
-        generation.update(preset=preset, code=corruption_version(corruption))
-        quality = stored_quality(opts.jpeg_quality, preset)
-        if quality is not None:  # (absent: the keys of the cells computed before the round trip existed)
-            generation["stored"] = f"jpeg{quality}"
-        if corruption == "frost":  # the textures it blends in: another set gives other images
-            from aprkit.corruptions._frost import texture_id
-
-            generation["frost"] = texture_id()
-
-    def start() -> Callable[[], dict]:
-        if before is not None:  # a check that only a computed cell needs (a cached one reads no data)
-            before()
-        transform = None
-        dataset = clean
-        if cell is not None and source:
-            dataset = opened if opened is not None else _open_corrupted(source, *cell)
-            from aprkit.data.corrupted import check_matches_clean
-
-            check_matches_clean(dataset, clean, limit, f"the -C set of {corruption}-{severity}")
-        elif cell is not None:
-            transform = generated_transform(cell[0], int(cell[1]), preset, ctx.seed,
-                                            stored_quality(opts.jpeg_quality, preset))
-        desc = "clean" if corruption is None else f"{corruption}-{severity}"
-        pending = start_predict(
-            ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
-            amp=ctx.amp, channels_last=ctx.channels_last, transform=transform, limit=limit,
-            num_classes=expected_classes(opts, clean), progress=ctx.progress, desc=desc,
-        )
-
-        def finish() -> dict:
-            out = pending.result()
-            value = cell_summary(out.logits, out.labels, n_bins)
-            value.update(corruption=corruption, severity=severity, origin=origin, seconds=out.seconds)
-            return value
-
-        return finish
-
-    return cached_start(ctx, "cell", data, start, corruption=corruption, severity=severity, n_bins=n_bins,
-                        v=CELL_VERSION, **generation)
 
 
 def _mce_cifar(cells: dict, bench: list[str]) -> float:

@@ -1,0 +1,278 @@
+"""The corruption suite's cells: the clean set and each (corruption, severity) cell evaluated, or fetched from the
+result cache, and summarised (accuracy, error, NLL, Brier, ECE, RMS calibration error, reliability bins), one cached
+unit per cell that the corruption and calibration suites share.
+
+A -C set that stacks a corruption's five severities in one file (CIFAR-10-C's ``<corruption>.npy``) is read in one
+pass per corruption when all five cells are asked for and none is cached: one dataset opened, one pass of 5N images
+(on the CPU in blocks of ``aprkit._batch.CPU_BLOCK`` rows whose numbers do not depend on the other rows, so every
+cell's numbers are those of the cell read alone; the padding rows of one block, not five), then five cells summarised
+and stored. Its per-cell costs (opening the cell, the pass's set-up) weigh on small cells: 200 images of ResNet-20 on
+the CPU spent 3.4 % of the time outside the forward pass one cell at a time (``benchmarks/bench_eval.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from ..._checks import dataset_len, describe_value
+from ...data.registry import DATASET_KINDS
+from ..engine.cache import cached_start, cached_starts
+from ..engine.datasets import as_dataset, corrupted_cell_id, dataset_id
+from ..engine.inference import start_predict
+from .base import EvalContext
+from .corruption_generated import generated_transform, stored_quality
+from .corruption_options import CorruptionOptions, _default_preset, expected_classes
+from .corruption_sources import c_spec_root
+from .corruption_sources import open_corrupted as _open_corrupted
+
+__all__ = ["CELL_VERSION", "cell_summary", "evaluate_cell", "evaluate_cells", "queues_ahead", "start_cell"]
+
+#: what a cached cell's values mean: 2 since the RMS calibration error gives tied confidences their group's mean
+#: correctness (cells of version 1 kept the order-dependent value); 3: the NLL is the exact cross-entropy of the
+#: logits (it clamped probabilities at 1e-12, capping each sample at 27.6); 4: the calibration bins' edges are k / n
+#: rounded in the confidences' precision (a confidence exactly on float32 3/15 fell into the bin below)
+CELL_VERSION = 4
+
+
+def cell_summary(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict:
+    """Accuracy, error, NLL, Brier, ECE, RMS calibration error and reliability bins from logits ``(N, K)``.
+
+    Same values as the separate functions in :mod:`aprkit.eval.metrics`, computed from one float64 softmax
+    and one set of bin statistics (this runs once per corruption x severity cell, so nothing is computed or checked
+    twice: the logits' finiteness and the labels are checked here; the softmax's top probabilities then lie in
+    [0, 1] and the correctness is 0/1 by construction, so the bins and the RMS error take them unchecked: their
+    checks cost about 60 us per cell, more than half a percent of a 200-image cell of ResNet-20 on the CPU).
+    """
+    from .. import metrics as M
+    from ..metrics._validate import check_labels_for
+    from ..metrics.calibration import RMS_BIN_SIZE, _bin_statistics, _check_n_bins, _rms_from_confidences
+
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point tensor (N, K), got {describe_value(logits)}")
+    if logits.shape[0] == 0 or not bool(torch.isfinite(logits).all()):
+        raise ValueError(f"logits must be finite with at least one row, got shape {tuple(logits.shape)} "
+                         "(NaN/inf or empty)")
+    z = logits.double()
+    probs = torch.softmax(z, dim=1)
+    y = check_labels_for(labels, probs.shape[0], probs.shape[1], device=probs.device)
+    conf, pred = probs.max(dim=1)
+    correct = (pred == y).double()  # the float64 form every metric below uses
+    picked = probs.gather(1, y[:, None]).squeeze(1)
+    stats = _bin_statistics(conf, correct, _check_n_bins(n_bins))
+    reliability = M.reliability_from_bins(stats)  # holds the ECE
+    acc = float(correct.mean())
+    return {
+        "n": int(labels.shape[0]),
+        "accuracy": acc,
+        "error": 1.0 - acc,
+        "nll": M.nll_from_logits(z, y),
+        "brier": M.brier_from_picked(probs, picked),
+        "ece": reliability["ece"],
+        "rms": _rms_from_confidences(conf, correct, RMS_BIN_SIZE),
+        "reliability": reliability,
+    }
+
+
+def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corruption: str | None = None,
+                  severity: int | None = None, before: Callable[[], None] | None = None) -> dict:
+    """Evaluate (or fetch from ``ctx.cache``) one cell with the corruption suite's options ``opts``: clean when
+    ``corruption`` is None.
+
+    The cell's key (:func:`aprkit.eval.engine.cache.result_key`) holds the corruption, severity and either the
+    generation (preset, ``aprkit.corruptions.corruption_version``, for frost the textures' digest; the seed is a run
+    setting) or the -C source. ``before`` runs first when the cell is computed (never on a cache hit).
+    """
+    return start_cell(ctx, data, opts, corruption, severity, before)()
+
+
+
+def evaluate_cells(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: list[tuple[str | None, int | None]],
+                   before: Callable[[], None] | None = None) -> Iterator[dict]:
+    """:func:`evaluate_cell` of each ``(corruption, severity)`` of ``cells`` (``(None, None)``: the clean cell), in
+    order; ``before`` goes to the first cell. A run of a corruption's severities 1..5 that a -C set stacks in one file
+    is read in one pass (:func:`start_stacked`).
+
+    On CUDA one ahead: the next cell's (or stacked run's) batches are queued on the device before the cells before are
+    summarised, so the device does not wait for the host between cells (under ``torchrun`` with NCCL the outputs'
+    gather still waits for the queued cell). Each cell is stored in ``ctx.cache`` when it is summarised; when starting
+    a cell fails, the cells before it are summarised and stored first. Elsewhere (nothing runs beside the host) the
+    cells are done and stored before the next start."""
+    ahead = queues_ahead(ctx.device)
+    waiting: list[Callable[[], dict]] = []
+    i = 0
+    while i < len(cells):
+        first = before if i == 0 else None
+        try:
+            started = start_stacked(ctx, data, opts, cells[i:i + len(_STACKED)], first)
+            if started is None:
+                started = [start_cell(ctx, data, opts, *cells[i], first)]
+        except BaseException:
+            for finish in waiting:  # keep the cells already computed
+                finish()
+            raise
+        i += len(started)
+        if not ahead:
+            yield from (finish() for finish in started)
+            continue
+        yield from (finish() for finish in waiting)
+        waiting = started
+    yield from (finish() for finish in waiting)
+
+
+def queues_ahead(device: torch.device | str) -> bool:
+    """Whether :func:`evaluate_cells` queues a cell before the one before it is summarised: on CUDA, whose work runs
+    beside the host's."""
+    return torch.device(device).type == "cuda"
+
+
+def start_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corruption: str | None = None,
+               severity: int | None = None, before: Callable[[], None] | None = None) -> Callable[[], dict]:
+    """:func:`evaluate_cell` in two steps: queues the cell's work (unless ``ctx.cache`` holds it) and returns a
+    function that waits for it and returns (and stores) the cell's summary (its ``seconds``: from the start to the
+    result, which on CUDA includes queueing the next cell)."""
+    cell: tuple[str, int] | None = None  # (corruption, severity); None: the clean cell
+    if corruption is not None:
+        if severity is None:
+            raise ValueError(f"evaluate_cell: corruption {corruption!r} needs a severity (an int in 1..5), got None")
+        cell = (corruption, severity)
+    limit = opts.limit
+    clean = as_dataset(data)
+    source = opts.corrupted
+    preset = opts.preset or _default_preset(clean)
+    n_bins = opts.n_bins
+    origin, generation, opened = _cell_identity(opts, preset, cell)
+
+    def start() -> Callable[[], dict]:
+        if before is not None:  # a check that only a computed cell needs (a cached one reads no data)
+            before()
+        transform = None
+        dataset = clean
+        if cell is not None and source:
+            dataset = opened if opened is not None else _open_corrupted(source, *cell)
+            from aprkit.data.corrupted import check_matches_clean
+
+            check_matches_clean(dataset, clean, limit, f"the -C set of {corruption}-{severity}")
+        elif cell is not None:
+            transform = generated_transform(cell[0], int(cell[1]), preset, ctx.seed,
+                                            stored_quality(opts.jpeg_quality, preset))
+        desc = "clean" if corruption is None else f"{corruption}-{severity}"
+        pending = start_predict(
+            ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
+            amp=ctx.amp, channels_last=ctx.channels_last, transform=transform, limit=limit,
+            num_classes=expected_classes(opts, clean), progress=ctx.progress, desc=desc,
+        )
+
+        def finish() -> dict:
+            out = pending.result()
+            value = cell_summary(out.logits, out.labels, n_bins)
+            value.update(corruption=corruption, severity=severity, origin=origin, seconds=out.seconds)
+            return value
+
+        return finish
+
+    return cached_start(ctx, "cell", data, start, corruption=corruption, severity=severity, n_bins=n_bins,
+                        v=CELL_VERSION, **generation)
+
+
+
+#: the severities a stacked -C file holds, in its order: what its reader opens at once (``severity=None``)
+_STACKED = (1, 2, 3, 4, 5)
+
+
+def start_stacked(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: list[tuple[str | None, int | None]],
+                  before: Callable[[], None] | None = None) -> list[Callable[[], dict]] | None:
+    """:func:`start_cell` of the five cells ``cells`` (a corruption's severities 1..5, in order) in one pass over the
+    -C file that stacks them; ``None`` when they cannot be read so (other cells, a -C set of another layout or of other
+    severities, a ``limit``, or ``ctx.cache`` holding one of them): then :func:`start_cell` does each.
+
+    Returns one function per cell, as :func:`start_cell`'s; each cell's ``seconds`` is its share of the pass."""
+    source = opts.corrupted
+    corruption = cells[0][0]
+    if (corruption is None or [c for c, _ in cells] != [corruption] * len(_STACKED)
+            or tuple(s for _, s in cells) != _STACKED or opts.limit is not None or not isinstance(source, str)):
+        return None
+    kind = (c_spec_root(source) or ("", ""))[0]
+    if not getattr(DATASET_KINDS.get(kind), "stacked_severities", False):
+        return None
+    clean = as_dataset(data)
+    preset = opts.preset or _default_preset(clean)
+    keyed = [_cell_identity(opts, preset, (corruption, s)) for s in _STACKED]  # the keys start_cell gives them
+    origin = keyed[0][0]
+    options = [dict(corruption=corruption, severity=s, n_bins=opts.n_bins, v=CELL_VERSION, **generation)
+               for s, (_, generation, _) in zip(_STACKED, keyed, strict=True)]
+
+    def start() -> list[Callable[[], dict]] | None:
+        from aprkit.data import get_dataset
+        from aprkit.data.corrupted import check_matches_clean
+
+        try:  # a set of other severities (its manifest says which): one cell at a time, as its reader opens them
+            stacked = get_dataset(source, "test", corruption=corruption, severity=None)
+        except ValueError:
+            return None
+        if before is not None:
+            before()
+        # its reader checked that the five severities hold one label sequence: severity 1 pairs with the clean set,
+        # so all do
+        check_matches_clean(_open_corrupted(source, corruption, _STACKED[0]), clean, None,
+                            f"the -C set of {corruption}-{_STACKED[0]}")
+        n = dataset_len(clean)
+        pending = start_predict(
+            ctx.model, stacked, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
+            amp=ctx.amp, channels_last=ctx.channels_last, num_classes=expected_classes(opts, clean),
+            progress=ctx.progress, desc=f"{corruption}-{_STACKED[0]}..{_STACKED[-1]} ({n} images each)",
+        )
+
+        def finish(k: int) -> dict:
+            out = pending.result()
+            rows = slice(k * n, (k + 1) * n)
+            value = cell_summary(out.logits[rows], out.labels[rows], opts.n_bins)
+            value.update(corruption=corruption, severity=_STACKED[k], origin=origin,
+                         seconds=out.seconds / len(_STACKED))
+            return value
+
+        return [functools.partial(finish, k) for k in range(len(_STACKED))]
+
+    return cached_starts(ctx, "cell", data, start, options)
+
+
+def _cell_identity(opts: CorruptionOptions, preset: str, cell: tuple[str, int] | None) -> tuple[str, dict, Any]:
+    """A cell's origin (``"clean"``, ``"disk:<id>"``, ``"source:<name>"``, ``"generated"``), what its cache key holds
+    of where its images come from, and a callable source's dataset when opening it was needed for that key."""
+    corruption = None if cell is None else cell[0]
+    source = opts.corrupted
+    generation: dict[str, Any] = {}
+    opened = None  # a callable source's dataset for this cell, once opened
+    if corruption is None:
+        origin = "clean"
+    elif isinstance(source, str) and source:
+        origin = "disk:" + dataset_id(source, "c")
+        generation["source"] = origin
+        if cell is not None:  # an ImageNet-C cell's images lie below what the root's identity reads
+            files = corrupted_cell_id(source, *cell)
+            if files is not None:
+                generation["files"] = files
+    elif source:
+        source_name = getattr(source, "cache_id", None) or getattr(source, "__qualname__", type(source).__name__)
+        origin = "source:" + str(source_name)
+        if isinstance(getattr(source, "cache_id", None), str) and source.cache_id:
+            generation["source"] = source  # its cache_id names what it opens
+        else:  # a function's name says nothing of the data it returns: the cell's dataset itself keys it
+            opened = _open_corrupted(source, *cell) if cell is not None else None
+            generation["source"] = opened
+    else:
+        from aprkit.corruptions import corruption_version
+
+        origin = "generated"
+        generation.update(preset=preset, code=corruption_version(corruption))
+        quality = stored_quality(opts.jpeg_quality, preset)
+        if quality is not None:  # (absent: the keys of the cells computed before the round trip existed)
+            generation["stored"] = f"jpeg{quality}"
+        if corruption == "frost":  # the textures it blends in: another set gives other images
+            from aprkit.corruptions._frost import texture_id
+
+            generation["frost"] = texture_id()
+    return origin, generation, opened

@@ -1,0 +1,123 @@
+"""A -C file stacking a corruption's five severities (CIFAR-10-C's layout) is read in one pass per corruption: the
+same numbers per cell as each cell read alone, fewer passes and padding rows, and one cell at a time where one pass
+cannot serve (a cached cell, a limit, a set of other severities)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from aprkit._batch import CPU_BLOCK, read_size
+from aprkit.data import get_dataset
+from aprkit.eval import evaluate
+from aprkit.eval.engine.datasets import TensorImageDataset
+from conftest import natural_images
+from test_eval_speed_paths import Counting, _logged_start, _write_c
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SEVERITIES = [1, 2, 3, 4, 5]
+N = 12  # images per cell: 12 rows, one block of CPU_BLOCK on the CPU with 4 padding rows; 60 rows stacked
+
+
+def _setup(tmp_path):
+    images, labels = natural_images(N, seed=6), torch.arange(N) % 10
+    (tmp_path / "c").mkdir(parents=True)
+    spec = _write_c(tmp_path / "c", images, labels, ["fog", "contrast"])
+    return TensorImageDataset(images, labels), spec
+
+
+def _run(model, data, corrupted, **kw):
+    kw = dict(suite=["corruption", "calibration"], data=data, corrupted=corrupted, corruptions=["fog", "contrast"],
+              severities=SEVERITIES, device="cpu", batch_size=5, progress=False, report=False,
+              channels_last=False, model_id="m") | kw
+    return evaluate(model, **kw)
+
+
+def _cells(res) -> dict:
+    return res.models["m"]["corruption"]["cells"]
+
+
+def test_each_corruption_is_one_pass_with_the_numbers_of_each_cell_read_alone(tmp_path):
+    data, spec = _setup(tmp_path)
+    stacked_model = Counting()
+    stacked = _run(stacked_model, data, spec)
+    assert stacked_model._images == read_size(N, CPU_BLOCK) + 2 * read_size(5 * N, CPU_BLOCK)  # 16 + 2 x 64
+
+    def one_cell(corruption: str, severity: int):  # a callable source: opened and read one cell at a time
+        return get_dataset(spec, "test", corruption=corruption, severity=severity)
+
+    alone_model = Counting()
+    alone = _run(alone_model, data, one_cell)
+    assert alone_model._images == read_size(N, CPU_BLOCK) * 11  # the clean set and ten cells of 16 rows
+    assert _cells(stacked) == _cells(alone)  # to the last bit: a CPU block's rows do not depend on the others
+    for key in ("corrupted", "per_severity"):  # the calibration suite reads the same cells
+        assert stacked.models["m"]["calibration"][key] == alone.models["m"]["calibration"][key]
+    assert _cells(stacked)["fog"]["3"] != _cells(stacked)["fog"]["4"]  # the rows of each severity, not one's
+
+
+def test_a_cached_cell_leaves_its_corruption_to_one_cell_at_a_time(tmp_path):
+    """A resumed run serves what is cached and computes the rest of that corruption cell by cell (not the five
+    again); the other corruption is still one pass."""
+    data, spec = _setup(tmp_path)
+    cache = tmp_path / "cache"
+    _run(Counting(), data, spec, suite="corruption", corruptions=["fog"], severities=[3], cache_dir=cache)
+    model = Counting()
+    res = _run(model, data, spec, suite="corruption", cache_dir=cache)
+    assert model._images == 4 * read_size(N, CPU_BLOCK) + read_size(5 * N, CPU_BLOCK)  # fog 1, 2, 4, 5; contrast
+    assert res.meta["cache_units"] == {"reused": 2, "computed": 9}  # clean, fog-3; the other nine cells
+    assert _cells(res) == _cells(_run(Counting(), data, spec))
+    again = Counting()
+    assert _cells(_run(again, data, spec, cache_dir=cache)) == _cells(res) and again._images == 0
+
+
+def test_a_limit_reads_each_cell_on_its_own(tmp_path):
+    """With a limit each severity's first images are not one run of rows of the file: one pass per cell."""
+    data, spec = _setup(tmp_path)
+    model = Counting()
+    res = _run(model, data, spec, limit=7)
+    assert model._images == read_size(7, CPU_BLOCK) * 11
+    assert all(cell["n"] == 7 for row in _cells(res).values() for cell in row.values())
+
+
+def test_a_set_of_other_severities_is_read_cell_by_cell(tmp_path):
+    """The severities a set holds come from its aprkit corrupt manifest: a file of 5, 4, 3, 2, 1 cannot be read as
+    1..5 stacked, and each cell reads its own rows."""
+    data, spec = _setup(tmp_path)
+    root = tmp_path / "c"
+    for c in ("fog", "contrast"):  # the same images, the severities' rows reversed
+        arr = np.load(root / f"{c}.npy")
+        np.save(root / f"{c}.npy", np.concatenate([arr[(s - 1) * N:s * N] for s in reversed(SEVERITIES)]))
+    from aprkit.corruptions.manifest import _TOOL, MANIFEST
+
+    (root / MANIFEST).write_text(json.dumps({"tool": _TOOL, "params": {"severities": SEVERITIES[::-1]}}))
+    model = Counting()
+    res = _run(model, data, spec)
+    assert model._images == read_size(N, CPU_BLOCK) * 11
+    data2, spec2 = _setup(tmp_path / "published")
+    assert _cells(res) == _cells(_run(Counting(), data2, spec2))
+
+
+def test_a_stacked_set_that_cannot_pair_fails_as_one_cell_would(tmp_path):
+    """A corruption whose file holds fewer images than the clean set fails, stacked or not, naming the cell."""
+    data, spec = _setup(tmp_path)
+    root = tmp_path / "c"
+    arr = np.load(root / "contrast.npy")
+    np.save(root / "contrast.npy", arr[: 5 * (N - 2)])  # 10 images per severity: labels.npy no longer matches
+    with pytest.raises(ValueError, match="labels.npy must have shape"):
+        _run(Counting(), data, spec)
+
+
+def test_on_cuda_a_stacked_pass_is_queued_before_the_cells_before_it_are_summarised(tmp_path, monkeypatch):
+    data, spec = _setup(tmp_path)
+    log: list = []
+    _logged_start(monkeypatch, log)
+    res = _run(Counting(), data, spec, suite="corruption")
+    starts = [d for what, d in log if what == "start"]
+    assert starts == ["clean", f"fog-1..5 ({N} images each)", f"contrast-1..5 ({N} images each)"]
+    fog_results = [i for i, (what, d) in enumerate(log) if what == "result" and d.startswith("fog")]
+    assert len(fog_results) == 5 and min(fog_results) > log.index(("start", starts[2]))
+    assert _cells(res) == _cells(_run(Counting(), data, spec, suite="corruption"))
