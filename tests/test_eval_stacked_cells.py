@@ -5,6 +5,7 @@ cannot serve (a cached cell, a limit, a set of other severities)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +122,27 @@ def test_on_cuda_a_stacked_pass_is_queued_before_the_cells_before_it_are_summari
     fog_results = [i for i, (what, d) in enumerate(log) if what == "result" and d.startswith("fog")]
     assert len(fog_results) == 5 and min(fog_results) > log.index(("start", starts[2]))
     assert _cells(res) == _cells(_run(Counting(), data, spec, suite="corruption"))
+
+
+def _dist_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        data, spec = _setup(Path(out_dir) / f"rank{rank}")
+        torch.save(_cells(_run(Counting(), data, spec, batch_size=7)), f"{out_dir}/cells{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_stacked_pass_shared_by_two_processes_gives_the_same_cells(tmp_path) -> None:
+    """Under torchrun each process reads its share of the stacked rows; the gathered cells are one process's."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_dist_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    data, spec = _setup(tmp_path / "one")
+    ref = _cells(_run(Counting(), data, spec))
+    for rank in (0, 1):
+        assert torch.load(tmp_path / f"cells{rank}.pt") == ref
