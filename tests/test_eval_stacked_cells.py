@@ -60,9 +60,9 @@ def test_each_corruption_is_one_pass_with_the_numbers_of_each_cell_read_alone(tm
     assert _cells(stacked)["fog"]["3"] != _cells(stacked)["fog"]["4"]  # the rows of each severity, not one's
 
 
-def test_a_cached_cell_leaves_its_corruption_to_one_cell_at_a_time(tmp_path):
+def test_a_cached_cell_leaves_its_corruption_to_one_cell_at_a_time(tmp_path, monkeypatch):
     """A resumed run serves what is cached and computes the rest of that corruption cell by cell (not the five
-    again); the other corruption is still one pass."""
+    again); the other corruption is still one pass. A run whose cells are all cached opens no -C file."""
     data, spec = _setup(tmp_path)
     cache = tmp_path / "cache"
     _run(Counting(), data, spec, suite="corruption", corruptions=["fog"], severities=[3], cache_dir=cache)
@@ -71,8 +71,14 @@ def test_a_cached_cell_leaves_its_corruption_to_one_cell_at_a_time(tmp_path):
     assert model._images == 4 * read_size(N, CPU_BLOCK) + read_size(5 * N, CPU_BLOCK)  # fog 1, 2, 4, 5; contrast
     assert res.meta["cache_units"] == {"reused": 2, "computed": 9}  # clean, fog-3; the other nine cells
     assert _cells(res) == _cells(_run(Counting(), data, spec))
+    import aprkit.eval.suites.corruption as suite
+    import aprkit.eval.suites.corruption_cells as cells
+
+    opened: list = []
+    for module in (suite, cells):
+        monkeypatch.setattr(module, "_open_corrupted", lambda *a: opened.append(a))
     again = Counting()
-    assert _cells(_run(again, data, spec, cache_dir=cache)) == _cells(res) and again._images == 0
+    assert _cells(_run(again, data, spec, cache_dir=cache)) == _cells(res) and again._images == 0 and opened == []
 
 
 def test_a_limit_reads_each_cell_on_its_own(tmp_path):

@@ -206,11 +206,10 @@ def start_stacked(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: l
                for s, (_, generation, _) in zip(_STACKED, keyed, strict=True)]
 
     def start() -> list[Callable[[], dict]] | None:
-        from aprkit.data import get_dataset
         from aprkit.data.corrupted import check_matches_clean
 
         try:  # a set of other severities (its manifest says which): one cell at a time, as its reader opens them
-            stacked = get_dataset(source, "test", corruption=corruption, severity=None)
+            stacked = _open_corrupted(source, corruption, None)
         except ValueError:
             return None
         if before is not None:

@@ -9,14 +9,18 @@ from typing import Any
 __all__ = ["open_corrupted", "c_spec_root", "check_cells_present_for", "written_by_aprkit", "source_origin"]
 
 
-def open_corrupted(source: Any, corruption: str, severity: int):
-    """The on-disk corrupted dataset for one cell (a spec like ``"cifar10-c:ROOT"`` or a callable)."""
+def open_corrupted(source: Any, corruption: str, severity: int | None):
+    """The on-disk corrupted dataset for one cell (a spec like ``"cifar10-c:ROOT"`` or a callable); ``severity=None``:
+    a spec's five severities stacked, which only a reader of stacked files opens (``ValueError`` otherwise)."""
     if callable(source) and not isinstance(source, str):
+        if severity is None:
+            raise ValueError("a callable -C source opens one cell at a time; give a severity")
         return source(corruption, severity)
     if isinstance(source, str):
         from aprkit.data import get_dataset
 
-        return get_dataset(source, "test", corruption=corruption, severity=int(severity))
+        return get_dataset(source, "test", corruption=corruption,
+                           severity=None if severity is None else int(severity))
     raise TypeError("options['corrupted'] must be a -C dataset spec such as 'cifar10-c:ROOT' or a callable "
                     f"(corruption, severity) -> dataset, got {type(source).__name__}")
 
