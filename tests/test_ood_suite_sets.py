@@ -3,6 +3,8 @@ models evaluated against other OOD sets, and options given without the suite tha
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from PIL import Image
@@ -109,8 +111,16 @@ def test_a_limited_ood_folder_read_class_by_class_warns(tmp_path) -> None:
     for c in range(3):
         _folder(tmp_path / "ood" / f"c{c}", 32, n=4)
     with pytest.warns(RuntimeWarning, match=r"OOD set folder:.*takes the first 4 images .* cover 1 of its 3 classes"):
-        evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{tmp_path / 'ood'}"],
-                 options={**OPTS, "ood_limit": 4}, progress=False)
+        res = evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{tmp_path / 'ood'}"],
+                       options={**OPTS, "ood_limit": 4}, progress=False, out_dir=tmp_path / "out")
+    # kept with the numbers, not only on stderr: the suite's result, results.json and the report's header
+    (caveat,) = res["ood"]["caveats"]
+    assert caveat.startswith("OOD set folder:") and "cover 1 of its 3 classes" in caveat
+    meta = json.loads((tmp_path / "out" / "results.json").read_text())["meta"]
+    assert meta["caveats"] == [caveat]
+    assert f"**Caveats:** {caveat}" in res.paths["markdown"].read_text()
+    whole = evaluate(Tiny(), "ood", "synthetic:12", ood=[f"folder:{tmp_path / 'ood'}"], options=OPTS, progress=False)
+    assert "caveats" not in whole["ood"]
 
 
 

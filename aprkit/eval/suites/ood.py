@@ -116,6 +116,7 @@ class OODResult(TypedDict, total=False):
     in_accuracy: float  # accuracy on the in-distribution set (when it has labels in the model's classes: not for a
     # dataset naming another number of classes than the model outputs)
     mean: dict[str, dict[str, float]]  # score -> the metrics' means over the OOD sets
+    caveats: list[str]  # an ood_limit that took only the first classes of a class-sorted OOD set (only then)
 
 
 def _ood_sets(opts: OODOptions) -> dict[str, Any]:
@@ -354,6 +355,9 @@ class OODSuite(Suite[OODOptions]):
         for name, spec in sets.items():
             n = ood_limit or n_in
             ds, size_note = open_ood(spec, in_ds, n=int(n), seed=ctx.seed, resize=opts.ood_resize, limit=ood_limit)
+            caveat = size_note.pop("caveat", None)
+            if caveat:  # kept with the numbers (results.json, the report's header), not only warned
+                result.setdefault("caveats", []).append(str(caveat))
             ds_id = dataset_id(spec)
             noise = isinstance(spec, str) and spec.startswith("noise:")
             if noise or opts.ood_resize:

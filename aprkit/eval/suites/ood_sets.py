@@ -42,18 +42,21 @@ class OneSizeDataset(Dataset):
         return img, label
 
 
-def _warn_first_classes(spec: Any, ds: Any, limit: int | None) -> None:
+def _warn_first_classes(spec: Any, ds: Any, limit: int | None) -> str | None:
     """Warn when ``limit`` (the first N images) takes only the first classes of an OOD folder read class by class: a
-    held-out-class or natural OOD set would shrink to a few of its classes (as the runner warns for the data)."""
+    held-out-class or natural OOD set would shrink to a few of its classes (as the runner warns for the data). Returns
+    the warning's text (a caveat the suite keeps with its numbers), else ``None``."""
     from aprkit.data.loading import attribute_labels
 
     if limit is None:
-        return
+        return None
     labels = attribute_labels(ds)
     message = class_sorted_limit(labels, limit) if labels is not None else None
-    if message:
-        name = spec if isinstance(spec, str) else describe_value(spec)
-        warnings.warn(f"OOD set {name}: {message}", RuntimeWarning, stacklevel=4)
+    if not message:
+        return None
+    name = spec if isinstance(spec, str) else describe_value(spec)
+    warnings.warn(f"OOD set {name}: {message}", RuntimeWarning, stacklevel=4)
+    return f"OOD set {name}: {message}"
 
 
 def open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool,
@@ -61,7 +64,8 @@ def open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool,
     """An OOD dataset and, for the report, ``{"resized_from": [H, W]}`` (``"mixed sizes"`` when the sampled images
     differ among themselves) or, ``resize`` off, ``{"own_size": [H, W]}`` when images of another size than the
     in-distribution ones are seen among the first, middle and last image it is scored on (a mixed folder's first image
-    may have the in-distribution size), else ``{}``.
+    may have the in-distribution size), else ``{}``; plus ``{"caveat": text}`` when ``limit`` took only the first
+    classes of a class-sorted set.
 
     ``resize``: every image of another size is brought to the in-distribution size; off: every image must have the
     size of image 0 (a set of mixed sizes is refused, up front when the sampled images show it, else at the first
@@ -87,20 +91,21 @@ def open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool,
             raise ValueError(f"OOD set {name}: expected images as (C, H, W) tensors (uint8 or float in [0, 1]), "
                              f"got {got} (image {i})")
         sizes[i] = (int(image.shape[-2]), int(image.shape[-1]))
-    _warn_first_classes(spec, ds, limit)
+    caveat = _warn_first_classes(spec, ds, limit)
+    kept: dict[str, list[int] | str] = {"caveat": caveat} if caveat else {}
     other = next((list(s) for s in sizes.values() if s != (h, w)), None)
     if resize:
         from aprkit.data.folder import ResizedDataset
 
         mixed = len(set(sizes.values())) > 1  # the report names no one size of them
         note = {} if other is None else {"resized_from": "mixed sizes" if mixed else other}
-        return ResizedDataset(ds, (h, w)), note
+        return ResizedDataset(ds, (h, w)), note | kept
     odd = next((i for i, s in sizes.items() if s != sizes[0]), None)
     if odd is not None:
         raise _mixed_sizes(name, odd, sizes[odd], sizes[0])
     ds = OneSizeDataset(ds, sizes[0], name)
     if other is None:
-        return ds, {}
+        return ds, kept
     warnings.warn(f"OOD set {name}: its images are {other[0]}x{other[1]}, the in-distribution ones {h}x{w}, and "
                   "ood_resize is off: the scores also measure the change of resolution", RuntimeWarning, stacklevel=3)
-    return ds, {"own_size": other}
+    return ds, {"own_size": other} | kept
