@@ -1,7 +1,8 @@
 """Out-of-distribution detection: scores x OOD sets x (AUROC, AUPR-In, AUPR-Out, FPR@95).
 
 Scores (from ``aprkit.eval.metrics.ood_scores``; higher = more in-distribution): MSP, MaxLogit, Energy, ODIN
-(temperature scaling plus input perturbation; one extra forward/backward pass per image), Mahalanobis
+(temperature scaling plus input perturbation; one extra forward/backward pass per image; always in float32, also
+under ``amp``: its step is the sign of an input gradient of softmax outputs divided by T = 1000), Mahalanobis
 (penultimate features, class means with a shared covariance) and KNN (distance to the k-th nearest
 normalised training feature). Mahalanobis and KNN are fitted on option ``fit`` (a dataset spec or
 Dataset; default: the ``train`` split of the in-distribution spec, for kinds that have one: ``cifar10``,
