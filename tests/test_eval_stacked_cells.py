@@ -81,6 +81,30 @@ def test_a_cached_cell_leaves_its_corruption_to_one_cell_at_a_time(tmp_path, mon
     assert _cells(_run(again, data, spec, cache_dir=cache)) == _cells(res) and again._images == 0 and opened == []
 
 
+class BatchNormed(Counting):
+    """Counting with a batch norm without running statistics (test-time adaptation): a batch's outputs depend on its
+    other images, so a batch must not mix two cells' images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = torch.nn.BatchNorm2d(3, track_running_stats=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.norm(x))
+
+
+def test_a_model_normalising_by_its_batch_reads_each_cell_on_its_own(tmp_path):
+    data, spec = _setup(tmp_path)
+    model = BatchNormed()
+    res = _run(model, data, spec, suite="corruption")
+    assert model._calls == 3 * 11  # batches of 5 of each cell's 12 images, the clean set and ten cells
+
+    def one_cell(corruption: str, severity: int):
+        return get_dataset(spec, "test", corruption=corruption, severity=severity)
+
+    assert _cells(res) == _cells(_run(BatchNormed(), data, one_cell, suite="corruption"))
+
+
 def test_a_limit_reads_each_cell_on_its_own(tmp_path):
     """With a limit each severity's first images are not one run of rows of the file: one pass per cell."""
     data, spec = _setup(tmp_path)

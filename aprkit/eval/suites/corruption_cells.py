@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..._batch import batch_dependent
 from ..._checks import dataset_len, describe_value
 from ...data.registry import DATASET_KINDS
 from ..engine.cache import cached_start, cached_starts
@@ -187,7 +188,8 @@ def start_stacked(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: l
                   before: Callable[[], None] | None = None) -> list[Callable[[], dict]] | None:
     """:func:`start_cell` of the five cells ``cells`` (a corruption's severities 1..5, in order) in one pass over the
     -C file that stacks them; ``None`` when they cannot be read so (other cells, a -C set of another layout or of other
-    severities, a ``limit``, or ``ctx.cache`` holding one of them): then :func:`start_cell` does each.
+    severities, a ``limit``, a model whose outputs depend on the other images of its batch, or ``ctx.cache`` holding
+    one of them): then :func:`start_cell` does each.
 
     Returns one function per cell, as :func:`start_cell`'s; each cell's ``seconds`` is its share of the pass."""
     source = opts.corrupted
@@ -196,8 +198,8 @@ def start_stacked(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: l
             or tuple(s for _, s in cells) != _STACKED or opts.limit is not None or not isinstance(source, str)):
         return None
     kind = (c_spec_root(source) or ("", ""))[0]
-    if not getattr(DATASET_KINDS.get(kind), "stacked_severities", False):
-        return None
+    if not getattr(DATASET_KINDS.get(kind), "stacked_severities", False) or batch_dependent(ctx.model):
+        return None  # a model normalising by its batch (test-time adaptation) sees each cell's images alone
     clean = as_dataset(data)
     preset = opts.preset or _default_preset(clean)
     keyed = [_cell_identity(opts, preset, (corruption, s)) for s in _STACKED]  # the keys start_cell gives them
