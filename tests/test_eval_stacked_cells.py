@@ -132,8 +132,9 @@ def test_a_set_of_other_severities_is_read_cell_by_cell(tmp_path):
     assert _cells(res) == _cells(_run(Counting(), data2, spec2))
 
 
-def test_a_stacked_set_that_cannot_pair_fails_as_one_cell_would(tmp_path):
-    """A corruption whose file holds fewer images than the clean set fails, stacked or not, naming the cell."""
+def test_a_set_whose_files_do_not_match_is_read_cell_by_cell_and_fails_as_one_cell_would(tmp_path):
+    """A corruption whose file holds fewer images than the clean set: its stacked reader refuses it, and so does the
+    per-cell one, with the same message."""
     data, spec = _setup(tmp_path)
     root = tmp_path / "c"
     arr = np.load(root / "contrast.npy")
@@ -148,7 +149,8 @@ def test_on_cuda_a_stacked_pass_is_queued_before_the_cells_before_it_are_summari
     _logged_start(monkeypatch, log)
     res = _run(Counting(), data, spec, suite="corruption")
     starts = [d for what, d in log if what == "start"]
-    assert starts == ["clean", f"fog-1..5 ({N} images each)", f"contrast-1..5 ({N} images each)"]
+    assert starts == ["clean", f"fog-1..5 stacked, {N} images per severity",
+                      f"contrast-1..5 stacked, {N} images per severity"]
     fog_results = [i for i, (what, d) in enumerate(log) if what == "result" and d.startswith("fog")]
     assert len(fog_results) == 5 and min(fog_results) > log.index(("start", starts[2]))
     assert _cells(res) == _cells(_run(Counting(), data, spec, suite="corruption"))
@@ -176,3 +178,48 @@ def test_a_stacked_pass_shared_by_two_processes_gives_the_same_cells(tmp_path) -
     ref = _cells(_run(Counting(), data, spec))
     for rank in (0, 1):
         assert torch.load(tmp_path / f"cells{rank}.pt") == ref
+
+
+class NaNFor(Counting):
+    """Counting whose logits are NaN for images brighter than ``level`` on average."""
+
+    def __init__(self, level: float) -> None:
+        super().__init__()
+        self.level = level
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        return torch.where(x.mean((1, 2, 3))[:, None] > self.level, torch.nan, out)
+
+
+def test_nan_logits_in_a_stacked_pass_say_how_the_index_maps_to_a_cell(tmp_path):
+    data, spec = _setup(tmp_path)
+    bright = float(natural_images(N, seed=6).float().div(255).mean()) + 0.3  # only high severities pass it
+    with pytest.raises(ValueError, match=r"of 60 images \(contrast-1..5 stacked, 12 images per severity; dataset "
+                                         r"indices \[(4[89]|5\d)"):
+        _run(NaNFor(bright), data, spec, suite="corruption")
+
+
+def test_a_cache_with_only_get_and_put_serves_a_stacked_run(tmp_path):
+    """The suites' cache protocol asks for get and put only: the stacked pass asks such a cache with get."""
+    from aprkit.eval.suites.base import EvalContext
+    from aprkit.eval.suites.corruption import CorruptionOptions, evaluate_cells
+
+    class Plain:
+        def __init__(self) -> None:
+            self.data: dict = {}
+
+        def get(self, key):
+            return self.data.get(key)
+
+        def put(self, key, value):
+            self.data[key] = value
+
+    data, spec = _setup(tmp_path)
+    opts = CorruptionOptions(corrupted=spec, corruptions=["fog"])
+    cells = [("fog", s) for s in SEVERITIES]
+    ctx = EvalContext(Counting(), device="cpu", batch_size=5, cache=Plain(), channels_last=False)
+    first = list(evaluate_cells(ctx, data, opts, cells))
+    assert len(ctx.cache.data) == 5 and ctx.model._images == read_size(5 * N, CPU_BLOCK)
+    ctx.model._images = 0
+    assert list(evaluate_cells(ctx, data, opts, cells)) == first and ctx.model._images == 0

@@ -20,14 +20,13 @@ import torch
 
 from ..._batch import batch_dependent
 from ..._checks import dataset_len, describe_value
-from ...data.registry import DATASET_KINDS
+from ...data.registry import DATASET_KINDS, parse_spec, split_spec_options
 from ..engine.cache import cached_start, cached_starts
 from ..engine.datasets import as_dataset, corrupted_cell_id, dataset_id
 from ..engine.inference import start_predict
 from .base import EvalContext
 from .corruption_generated import generated_transform, stored_quality
 from .corruption_options import CorruptionOptions, _default_preset, expected_classes
-from .corruption_sources import c_spec_root
 from .corruption_sources import open_corrupted as _open_corrupted
 
 __all__ = ["CELL_VERSION", "cell_summary", "evaluate_cell", "evaluate_cells", "queues_ahead", "start_cell"]
@@ -90,7 +89,6 @@ def evaluate_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corrupti
     return start_cell(ctx, data, opts, corruption, severity, before)()
 
 
-
 def evaluate_cells(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: list[tuple[str | None, int | None]],
                    before: Callable[[], None] | None = None) -> Iterator[dict]:
     """:func:`evaluate_cell` of each ``(corruption, severity)`` of ``cells`` (``(None, None)``: the clean cell), in
@@ -101,7 +99,9 @@ def evaluate_cells(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: 
     summarised, so the device does not wait for the host between cells (under ``torchrun`` with NCCL the outputs'
     gather still waits for the queued cell). Each cell is stored in ``ctx.cache`` when it is summarised; when starting
     a cell fails, the cells before it are summarised and stored first. Elsewhere (nothing runs beside the host) the
-    cells are done and stored before the next start."""
+    cells are done and stored before the next start. On the CPU a stacked pass gives every cell the numbers of the cell
+    read alone to the last bit (blocks of ``aprkit._batch.CPU_BLOCK`` rows); on CUDA, whose kernels may depend on the
+    batch, to the last bits."""
     ahead = queues_ahead(ctx.device)
     waiting: list[Callable[[], dict]] = []
     i = 0
@@ -116,8 +116,8 @@ def evaluate_cells(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: 
                 finish()
             raise
         i += len(started)
-        if not ahead:
-            yield from (finish() for finish in started)
+        if not ahead:  # every cell of the pass stored before the first is yielded (a consumer may stop there)
+            yield from [finish() for finish in started]
             continue
         yield from (finish() for finish in waiting)
         waiting = started
@@ -161,23 +161,16 @@ def start_cell(ctx: EvalContext, data: Any, opts: CorruptionOptions, corruption:
             transform = generated_transform(cell[0], int(cell[1]), preset, ctx.seed,
                                             stored_quality(opts.jpeg_quality, preset))
         desc = "clean" if corruption is None else f"{corruption}-{severity}"
-        pending = start_predict(
-            ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
-            amp=ctx.amp, channels_last=ctx.channels_last, transform=transform, limit=limit,
-            num_classes=expected_classes(opts, clean), progress=ctx.progress, desc=desc,
-        )
+        pending = _start_pass(ctx, opts, clean, dataset, desc, transform=transform, limit=limit)
 
         def finish() -> dict:
             out = pending.result()
-            value = cell_summary(out.logits, out.labels, n_bins)
-            value.update(corruption=corruption, severity=severity, origin=origin, seconds=out.seconds)
-            return value
+            return _cell_value(out.logits, out.labels, n_bins, corruption, severity, origin, out.seconds)
 
         return finish
 
     return cached_start(ctx, "cell", data, start, corruption=corruption, severity=severity, n_bins=n_bins,
                         v=CELL_VERSION, **generation)
-
 
 
 #: the severities a stacked -C file holds, in its order: what its reader opens at once (``severity=None``)
@@ -197,7 +190,10 @@ def start_stacked(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: l
     if (corruption is None or [c for c, _ in cells] != [corruption] * len(_STACKED)
             or tuple(s for _, s in cells) != _STACKED or opts.limit is not None or not isinstance(source, str)):
         return None
-    kind = (c_spec_root(source) or ("", ""))[0]
+    try:
+        kind = parse_spec(split_spec_options(source)[0])[0]
+    except (TypeError, ValueError):  # its reader refuses it, cell by cell
+        return None
     if not getattr(DATASET_KINDS.get(kind), "stacked_severities", False) or batch_dependent(ctx.model):
         return None  # a model normalising by its batch (test-time adaptation) sees each cell's images alone
     clean = as_dataset(data)
@@ -221,23 +217,37 @@ def start_stacked(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: l
         check_matches_clean(_open_corrupted(source, corruption, _STACKED[0]), clean, None,
                             f"the -C set of {corruption}-{_STACKED[0]}")
         n = dataset_len(clean)
-        pending = start_predict(
-            ctx.model, stacked, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
-            amp=ctx.amp, channels_last=ctx.channels_last, num_classes=expected_classes(opts, clean),
-            progress=ctx.progress, desc=f"{corruption}-{_STACKED[0]}..{_STACKED[-1]} ({n} images each)",
-        )
+        # an error names an index of the stacked file: i is image i % n of severity i // n + 1
+        desc = f"{corruption}-{_STACKED[0]}..{_STACKED[-1]} stacked, {n} images per severity"
+        pending = _start_pass(ctx, opts, clean, stacked, desc)
 
         def finish(k: int) -> dict:
             out = pending.result()
             rows = slice(k * n, (k + 1) * n)
-            value = cell_summary(out.logits[rows], out.labels[rows], opts.n_bins)
-            value.update(corruption=corruption, severity=_STACKED[k], origin=origin,
-                         seconds=out.seconds / len(_STACKED))
-            return value
+            return _cell_value(out.logits[rows], out.labels[rows], opts.n_bins, corruption, _STACKED[k], origin,
+                               out.seconds / len(_STACKED))
 
         return [functools.partial(finish, k) for k in range(len(_STACKED))]
 
     return cached_starts(ctx, "cell", data, start, options)
+
+
+def _start_pass(ctx: EvalContext, opts: CorruptionOptions, clean: Any, dataset: Any, desc: str,
+                transform: Any = None, limit: int | None = None) -> Any:
+    """:func:`start_predict` of the context's model over one cell's (or one stacked file's) images."""
+    return start_predict(
+        ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
+        amp=ctx.amp, channels_last=ctx.channels_last, transform=transform, limit=limit,
+        num_classes=expected_classes(opts, clean), progress=ctx.progress, desc=desc,
+    )
+
+
+def _cell_value(logits: torch.Tensor, labels: torch.Tensor, n_bins: int, corruption: str | None,
+                severity: int | None, origin: str, seconds: float) -> dict:
+    """One cell's cached value: :func:`cell_summary` and where it came from."""
+    value = cell_summary(logits, labels, n_bins)
+    value.update(corruption=corruption, severity=severity, origin=origin, seconds=seconds)
+    return value
 
 
 def _cell_identity(opts: CorruptionOptions, preset: str, cell: tuple[str, int] | None) -> tuple[str, dict, Any]:
