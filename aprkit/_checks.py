@@ -178,12 +178,13 @@ def check_not_0_255(x: torch.Tensor, name: str = "images") -> None:
         lo, hi = (float(v) for v in torch.aminmax(x.detach()))
         if not (math.isfinite(lo) and math.isfinite(hi)):
             return
-        if hi > 1.0 + _OVERSHOOT:  # the bounds of check_image_tensor(overshoot=True)
-            raise ValueError(f"{name} is float with values up to {hi:.4g}, but results are clamped to [0, 1] "
-                             "(clamp=True): 0..255 floats? pass float images in [0, 1] (divide by 255) or uint8")
-        if lo < -_OVERSHOOT:
+        if lo < -_OVERSHOOT:  # the bounds of check_image_tensor(overshoot=True); first: a normalised batch also
+            # reaches above 2 (ImageNet statistics: up to 2.64), 0..255 floats never below 0
             raise ValueError(f"{name} is float with values down to {lo:.4g}, but results are clamped to [0, 1] "
                              "(clamp=True): normalised with a mean and std? pass images in [0, 1] and normalise after")
+        if hi > 1.0 + _OVERSHOOT:
+            raise ValueError(f"{name} is float with values up to {hi:.4g}, but results are clamped to [0, 1] "
+                             "(clamp=True): 0..255 floats? pass float images in [0, 1] (divide by 255) or uint8")
         warn_if_normalised(x, lo, name)
 
 

@@ -300,3 +300,13 @@ def test_loader_workers_share_albumentations_stream_unless_reseeded(seed):
     (c, d), (e, _) = epochs(_reseed), epochs(_reseed)
     assert not torch.equal(c[0], c[1]) and not torch.equal(c[0], d[0])
     assert all(torch.equal(x, y) for x, y in zip(c, e, strict=True))
+
+
+def test_a_channels_first_array_is_refused_by_both_transforms():
+    """AlbuAPRSingle refused a (C, H, W) array; AlbuAPRPair recombined it as a 3-pixel-tall image of 32 channels."""
+    chw = np.random.default_rng(0).integers(0, 256, (3, 32, 32), dtype=np.uint8)
+    hwc = np.ascontiguousarray(chw.transpose(1, 2, 0))
+    for t in (AlbuAPRSingle(p=1.0), AlbuAPRPair(p=1.0)):
+        with pytest.raises(ValueError, match="looks like channels-first"):
+            A.Compose([t], seed=0)(image=chw, apr_metadata=[chw])
+    assert A.Compose([AlbuAPRPair(p=1.0)], seed=0)(image=hwc, apr_metadata=[hwc[::-1].copy()])["image"].shape == hwc.shape

@@ -253,3 +253,24 @@ def test_p_apr_is_settable_and_checked_as_kornia_p():
     assert single.batch.p == 0.25
     with pytest.raises(ValueError, match="p must be in"):
         single.p = -0.1
+
+
+def test_a_normalised_batch_is_recombined_as_it_comes_and_clamp_refuses_it():
+    """APR-P on a normalised batch is the reference's ImageNet variant (it mixes after normalising), not an error; with
+    clamp=True (results in [0, 1]) a normalised batch is refused, as by RandomAPRSingle."""
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    normalised = (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    out = RandomAPRPair(p_apr=1.0, seed=0)(normalised)
+    assert out.shape == x.shape and not torch.equal(out, normalised)
+    for aug in (RandomAPRPair(p_apr=1.0, clamp=True, seed=0), RandomAPRSingle(p_apr=1.0, seed=0)):
+        with pytest.raises(ValueError, match="normalised with a mean and std"):
+            aug(normalised)
+
+
+def test_a_batch_left_as_it_was_is_a_new_tensor_as_from_kornias_own_transforms():
+    """The batch-level draw 'no' handed back the input itself: an in-place op after it changed the caller's batch."""
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for aug in (RandomAPRPair(p_apr=0.0, seed=0), K.AugmentationSequential(RandomAPRPair(p_apr=0.0, seed=0)),
+                K.ColorJitter(0.1, p=0.0)):
+        out = aug(x)
+        assert out is not x and torch.equal(out, x)

@@ -186,3 +186,15 @@ def test_read_only_numpy_images_take_no_torch_warning():
             warnings.simplefilter("error")
             out = APRSingle(p=1.0, seed=0)(arr)
         assert out.shape == arr.shape and out.dtype == arr.dtype
+
+
+def test_numpy_label_smoothing_and_exact_unselected_images_in_pixel_space(images_f32):
+    """label_smoothing=np.float32(0.1) was refused where every p takes numpy floats; per_sample in pixel space gave the
+    images left as they were back re-normalised (1e-7 off), where APRPair hands them back exactly."""
+    fn = APRMixup(p=0.5, per_sample=True, num_classes=10, label_smoothing=np.float32(0.1), mean=IMAGENET_DEFAULT_MEAN,
+                  std=IMAGENET_DEFAULT_STD, seed=3)
+    x = _normalise(images_f32)
+    out, soft = fn(x, torch.arange(8))
+    same = (out == x).flatten(1).all(1)
+    assert 0 < int(same.sum()) < 8  # some recombined, the others exactly as given
+    assert torch.allclose(soft.sum(1), torch.ones(8))

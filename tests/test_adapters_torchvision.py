@@ -292,6 +292,15 @@ def test_batch_transforms_hand_back_the_tv_tensor_type_whatever_the_draw(images_
     assert type(out) is tv_tensors.Image and y.tolist() == [0, 1, 2, 3]
     assert type(APRSingleBatch(p=1.0, seed=0)(x)) is tv_tensors.Image
     assert type(APRPair(p=1.0, seed=0)(images_f32[:4])) is torch.Tensor
+    # the replay (apply with drawn params) and the per-image APRSingle too: an Image whatever the draw
+    kinds = set()
+    for _ in range(12):
+        kinds.add(type(pair.apply(x, pair.generate_parameters(x.shape))))
+    assert kinds == {tv_tensors.Image}
+    from aprkit.augment import APRSingle
+
+    for img in (tv_tensors.Image(images_f32[0]), tv_tensors.Image((images_f32[0] * 255).to(torch.uint8))):
+        assert {type(APRSingle(seed=k)(img)) for k in range(6)} == {tv_tensors.Image}
 
 
 def test_random_corruption_takes_a_v2_sample_and_shares_a_videos_draw(images_u8):

@@ -98,7 +98,8 @@ class APRPair(CheckedProbability, CompiledCore, ReplayModule):
         """Shapes and dtype; with ``dims="hw"`` a channels-last ``(B, H, W, C)`` batch is refused (the 2-D transforms
         would run over the wrong axes); with ``clamp`` 0..255 floats and floats normalised beyond [-1, 2] are refused
         on eager CPU calls (one ``aminmax`` pass; they would come out saturated or cut off), floats normalised to
-        [-1, 1] warned of (:func:`aprkit._checks.warn_if_normalised`)."""
+        [-1, 1] warned of (:func:`aprkit._checks.warn_if_normalised`). Without ``clamp`` a normalised batch is
+        recombined as it is, as the reference's ImageNet code mixes (its CIFAR code mixes the [0, 1] images)."""
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False, allow_empty=True)
         if self.clamp:
             check_not_0_255(x)
@@ -120,7 +121,7 @@ class APRPair(CheckedProbability, CompiledCore, ReplayModule):
                 return x
             if bool(mask.all()):
                 mask = None  # whole batch selected: skip the masking pass
-        return apr_pair(x, params["perm"], mask, self.dims, self.clamp)
+        return like_input(apr_pair(x, params["perm"], mask, self.dims, self.clamp), x)  # an Image stays one
 
     @overload
     def forward(self, x: torch.Tensor) -> torch.Tensor: ...

@@ -311,8 +311,9 @@ class APRSingle:
             if img.dtype == torch.uint8 and img.device.type == "cpu" and img.shape[0] in (1, 3):  # PIL's path
                 hwc = img.permute(1, 2, 0).numpy()
                 out = self._apply_numpy(hwc if img.shape[0] == 3 else hwc[..., 0], params)
-                return torch.from_numpy(out).reshape(img.shape[1], img.shape[2], -1).permute(2, 0, 1).contiguous()
-            return self.batch.apply(img.unsqueeze(0), params)[0]
+                chw = torch.from_numpy(out).reshape(img.shape[1], img.shape[2], -1).permute(2, 0, 1).contiguous()
+                return like_input(chw, img)  # a tv_tensors.Image stays one, as in torchvision's transforms
+            return like_input(self.batch.apply(img.unsqueeze(0), params)[0], img)
         if isinstance(img, np.ndarray):
             return self._apply_numpy(img, params)
         try:

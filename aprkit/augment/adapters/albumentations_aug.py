@@ -41,7 +41,7 @@ except ModuleNotFoundError as _err:  # the optional extra: say which (name= kept
                               "install 'aprkit[albumentations]'", name="albumentations") from _err
 from pydantic import Field  # noqa: E402
 
-from ..._checks import check_image_tensor, check_probability
+from ..._checks import check_hwc_layout, check_image_tensor, check_probability
 from ...fourier import Dims, swap_amplitude
 from ..ops import warp_pixels
 from ..single import APRSingle, Cast, single_transform_matrix
@@ -52,6 +52,7 @@ __all__ = ["AlbuAPRSingle", "AlbuAPRPair"]
 def _to_chw(img: np.ndarray, name: str) -> torch.Tensor:
     if img.ndim not in (2, 3) or img.dtype not in (np.uint8, np.float32, np.float64):
         raise TypeError(f"{name} must be a numpy array (H, W[, C]) of uint8 or float32, got {img.dtype} {img.shape}")
+    check_hwc_layout(img, name)
     t = torch.from_numpy(np.array(img, copy=True))  # inputs may be read-only views (e.g. of PIL images)
     return t.unsqueeze(0) if img.ndim == 2 else t.permute(2, 0, 1)
 

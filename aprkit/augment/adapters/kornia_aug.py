@@ -175,6 +175,11 @@ class RandomAPRPair(_SeededGate, IntensityAugmentationBase2D):
     Unlike kornia's own intensity augmentations, results are not clamped to [0, 1] by default (``clamp=False``, as
     APR-P's reference trains on them): a recombined image overshoots by a few tenths where its phase and its
     partner's amplitude disagree. Pass ``clamp=True`` for images that must stay in range.
+
+    A batch is recombined as it comes: the [0, 1] images (the reference's CIFAR code) or a mean/std-normalised batch
+    (its ImageNet code, which mixes after normalising). The two are different augmentations, not one rescaled: each
+    image keeps the sign of its own DC term and a 3-D transform (``dims="chw"``) mixes differently scaled channels.
+    Place the step before ``Normalize`` for the CIFAR recipe (``clamp=True`` then refuses a normalised batch).
     """
 
     def __init__(self, p_apr: float = 0.6, dims: Dims = "chw", per_sample: bool = False, clamp: bool = False,
@@ -194,4 +199,5 @@ class RandomAPRPair(_SeededGate, IntensityAugmentationBase2D):
 
     def apply_transform(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict[str, Any],
                         transform: torch.Tensor | None = None) -> torch.Tensor:
-        return self.core.apply(input, _video_frames(_ours(params, _PAIR_KEYS), params, self.same_on_batch))
+        out = self.core.apply(input, _video_frames(_ours(params, _PAIR_KEYS), params, self.same_on_batch))
+        return input.clone() if out is input else out  # a new tensor whatever the draw, as kornia's own transforms

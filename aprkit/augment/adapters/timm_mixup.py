@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -69,8 +70,8 @@ class APRMixup:
             num_classes = check_positive_int(num_classes, "num_classes (or None for integer labels)")
         if label_smoothing is None:
             label_smoothing = 0.0 if num_classes is None else 0.1
-        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) \
-                or not 0.0 <= float(label_smoothing) < 1.0:
+        given: Any = label_smoothing  # a numpy float too (numbers.Real: mypy reads float as not one)
+        if isinstance(given, bool) or not isinstance(given, numbers.Real) or not 0.0 <= float(given) < 1.0:
             raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
         if label_smoothing and num_classes is None:
             raise ValueError(
@@ -156,7 +157,11 @@ class APRMixup:
         out = self.pair(pixels)
         if out is pixels:  # batch not selected: hand back the input untouched
             return x
-        return keep_layout((out - mean).div_(std).to(x.dtype), x)
+        renorm = keep_layout((out - mean).div_(std).to(x.dtype), x)
+        if self.pair.per_sample:  # the images left as they were come back exactly, not re-normalised (1e-7 off)
+            kept = (out == pixels).flatten(1).all(1).view(-1, *([1] * (x.ndim - 1)))
+            renorm = torch.where(kept, x, renorm)
+        return renorm
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_image_tensor(x, "input", min_ndim=4, max_ndim=4, check_finite=False, allow_empty=True)
