@@ -200,9 +200,9 @@ def _logged_start(monkeypatch, log: list, fail: str | None = None) -> None:
         pending = start_predict(*args, desc=desc, **kw)
         taken = pending.result
 
-        def result():
+        def result(**kw):
             log.append(("result", desc))
-            return taken()
+            return taken(**kw)
 
         pending.result = result
         return pending
@@ -268,7 +268,7 @@ def test_on_the_cpu_each_cell_is_done_before_the_next_starts(monkeypatch):
         log.append(desc)
         pending = start_predict(*args, desc=desc, **kw)
         taken = pending.result
-        pending.result = lambda: (log.append("result"), taken())[1]
+        pending.result = lambda **kw: (log.append("result"), taken(**kw))[1]
         return pending
 
     monkeypatch.setattr(corruption_cells, "start_predict", start)

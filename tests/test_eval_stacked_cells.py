@@ -71,6 +71,8 @@ def test_a_cached_cell_leaves_its_corruption_to_one_cell_at_a_time(tmp_path, mon
     assert model._images == 4 * read_size(N, CPU_BLOCK) + read_size(5 * N, CPU_BLOCK)  # fog 1, 2, 4, 5; contrast
     assert res.meta["cache_units"] == {"reused": 2, "computed": 9}  # clean, fog-3; the other nine cells
     assert _cells(res) == _cells(_run(Counting(), data, spec))
+    both = _run(Counting(), data, spec, cache_dir=cache)  # two suites read each cached cell: each counts once
+    assert both.meta["cache_units"] == {"reused": 11, "computed": 0}
     import aprkit.eval.suites.corruption as suite
     import aprkit.eval.suites.corruption_cells as cells
 
@@ -192,12 +194,18 @@ class NaNFor(Counting):
         return torch.where(x.mean((1, 2, 3))[:, None] > self.level, torch.nan, out)
 
 
-def test_nan_logits_in_a_stacked_pass_say_how_the_index_maps_to_a_cell(tmp_path):
+def test_nan_logits_in_a_stacked_pass_name_the_cell_and_keep_the_cells_before_it(tmp_path):
+    """The whole pass was checked at once: an error named indices of the stacked file, and none of the corruption's
+    cells was stored. Each cell checks its own rows: the cells before the bad one are cached, the error names it."""
     data, spec = _setup(tmp_path)
-    bright = float(natural_images(N, seed=6).float().div(255).mean()) + 0.3  # only high severities pass it
-    with pytest.raises(ValueError, match=r"of 60 images \(contrast-1..5 stacked, 12 images per severity; dataset "
-                                         r"indices \[(4[89]|5\d)"):
-        _run(NaNFor(bright), data, spec, suite="corruption")
+    bright = float(natural_images(N, seed=6).float().div(255).mean()) + 0.3  # only contrast-5 passes it
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match=r"for \d+ of 12 images \(contrast-5; dataset indices \[\d"):
+        _run(NaNFor(bright), data, spec, suite="corruption", cache_dir=cache)
+    model = NaNFor(bright)
+    res = _run(model, data, spec, suite="corruption", cache_dir=cache, corruptions=["fog", "contrast"],
+               severities=[1, 2, 3, 4])
+    assert model._images == 0 and res.meta["cache_units"]["reused"] == 9  # clean, fog-1..4, contrast-1..4
 
 
 def test_a_cache_with_only_get_and_put_serves_a_stacked_run(tmp_path):
@@ -223,3 +231,22 @@ def test_a_cache_with_only_get_and_put_serves_a_stacked_run(tmp_path):
     assert len(ctx.cache.data) == 5 and ctx.model._images == read_size(5 * N, CPU_BLOCK)
     ctx.model._images = 0
     assert list(evaluate_cells(ctx, data, opts, cells)) == first and ctx.model._images == 0
+
+
+def test_negative_c_labels_and_missing_cells_are_named_before_any_work(tmp_path):
+    """A -C labels.npy holding -1 ("no label") skipped the pairing check, ran the pass, then failed on a label range
+    naming neither the file nor the cell; the calibration suite alone named the first missing severity only."""
+    data, spec = _setup(tmp_path)
+    root = tmp_path / "c"
+    labels = np.load(root / "labels.npy")
+    labels[3] = -1
+    np.save(root / "labels.npy", labels)
+    model = Counting()
+    with pytest.raises(ValueError, match=r"labels.npy holds negative labels \(down to -1\)"):
+        _run(model, data, spec, suite="corruption")
+    labels[3] = 3
+    np.save(root / "labels.npy", labels)
+    (root / "contrast.npy").unlink()
+    for suite in ("corruption", "calibration"):
+        with pytest.raises(FileNotFoundError, match=r"lacks 5 of the 10 requested cells \(contrast-1, contrast-2"):
+            _run(model, data, spec, suite=suite)

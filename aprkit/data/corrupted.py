@@ -120,6 +120,9 @@ def cifar_c(root: str | Path, corruption: str, severity: int | None = None, *,
         )
     if labels.dtype.kind not in "iu":
         raise ValueError(f"{label_path} must hold integer class labels, got dtype {labels.dtype}")
+    if labels.size and int(labels.min()) < 0:  # a -1 ("no label") left the pairing with the clean set unchecked
+        raise ValueError(f"{label_path} holds negative labels (down to {int(labels.min())}); a -C set's labels are "
+                         "class indices >= 0, the clean set's in its order")
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape[0] == k * n and k > 1 and not all(np.array_equal(labels[:n], labels[i * n:(i + 1) * n])
                                                       for i in range(1, k)):
@@ -265,9 +268,9 @@ def check_matches_clean(corrupted: Any, clean: Any, limit: int | None = None, wh
     n_c, n_clean = len(corrupted), len(clean)
     if limit is not None:
         n_c, n_clean = min(n_c, int(limit)), min(n_clean, int(limit))
-    cut = f" (limit {limit})" if limit is not None else ""
+    cut = f" (of the first {limit} asked for: limit {limit})" if limit is not None else ""
     if n_c != n_clean:
-        raise ValueError(f"{what} has {n_c} images{cut} but the clean set has {n_clean}{cut}; "
+        raise ValueError(f"{what} has {n_c} images but the clean set has {n_clean}{cut}; "
                          "expected a corrupted copy of the clean test set, image for image")
     names_c, names_clean = getattr(corrupted, "classes", None), getattr(clean, "classes", None)
     if names_c and names_clean and list(names_c) != list(names_clean):

@@ -53,6 +53,7 @@ __all__ = [
     "gather_outputs",
     "iter_batches",
     "to_model_input",
+    "check_finite_logits",
     "predict",
     "start_predict",
     "PendingOutputs",
@@ -137,7 +138,7 @@ def _batch_where(desc: str, b: int, idx: torch.Tensor) -> str:
     return f"({desc}, batch {b}, images {int(idx[0])}..{int(idx[-1])})"
 
 
-def _check_finite(logits: torch.Tensor, idx: torch.Tensor, desc: str) -> None:
+def check_finite_logits(logits: torch.Tensor, idx: torch.Tensor, desc: str) -> None:
     """Raise when rows of ``logits`` ``(N, K)`` (dataset indices ``idx``) hold NaN or infinite values (one sync)."""
     finite = torch.isfinite(logits).all(dim=1)
     if not bool(finite.all()):
@@ -220,20 +221,25 @@ class PendingOutputs:
             self._event = torch.cuda.Event()
             self._event.record(torch.cuda.current_stream(device))
         self._out: Outputs | None = None
+        self._checked = False
 
-    def result(self) -> Outputs:
-        if self._out is not None:
-            return self._out
-        if self._event is not None:
-            self._event.synchronize()
-        parts, self._parts = self._parts, {}  # the pinned copies go back to torch's cache once read
-        logits, idx = torch.cat(parts["logits"]), torch.cat(parts["idx"])
-        _check_finite(logits, idx, self._desc)
-        out = Outputs(logits, torch.cat(parts["labels"]), torch.cat(parts["feats"]) if parts["feats"] else None)
-        out = gather_outputs(out, idx, self._n)
-        out.seconds = time.perf_counter() - self._t0
-        self._out = out
-        return out
+    def result(self, check_finite: bool = True) -> Outputs:
+        """The outputs in dataset order (gathered from every ``torchrun`` process), their logits checked for NaN and
+        infinities (``check_finite=False``: a caller that checks the rows it reads, :func:`check_finite_logits`).
+        Checked after the gather, so every process raises alike (one that raised alone left the others waiting)."""
+        if self._out is None:
+            if self._event is not None:
+                self._event.synchronize()
+            parts, self._parts = self._parts, {}  # the pinned copies go back to torch's cache once read
+            logits, idx = torch.cat(parts["logits"]), torch.cat(parts["idx"])
+            out = Outputs(logits, torch.cat(parts["labels"]), torch.cat(parts["feats"]) if parts["feats"] else None)
+            out = gather_outputs(out, idx, self._n)
+            out.seconds = time.perf_counter() - self._t0
+            self._out = out
+        if check_finite and not self._checked:
+            check_finite_logits(self._out.logits, torch.arange(self._out.logits.shape[0]), self._desc)
+            self._checked = True
+        return self._out
 
 
 def start_predict(

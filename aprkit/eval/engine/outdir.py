@@ -70,6 +70,7 @@ class RunCache:
         self._seen: list[Mapping[str, Any]] = []
         #: cached units this run read from the backend (an earlier run's) and units it computed and stored
         self.reused = self.computed = 0
+        self._served: set[str] = set()
         self.snapshot: set[str] | None = None
         if group_info()[1] > 1:
             torch.distributed.barrier()
@@ -89,7 +90,9 @@ class RunCache:
             value = self.backend.get(key)
             if value is None:
                 return None
-            self.reused += 1
+            if key not in self._served:  # a unit that two suites read (a corruption cell) counts once
+                self._served.add(key)
+                self.reused += 1
         self._seen.append(value.pop(PRODUCED_BY, None) or {})
         return value
 

@@ -39,7 +39,6 @@ from .corruption_options import (
     expected_classes,
     summary_corruptions,
 )
-from .corruption_sources import check_cells_present_for as _check_cells_present
 from .corruption_sources import open_corrupted as _open_corrupted
 from .corruption_sources import source_origin as _source_origin
 from .corruption_sources import written_by_aprkit as _written_by_aprkit
@@ -95,8 +94,6 @@ class CorruptionSuite(Suite[CorruptionOptions]):
             check_matches_clean(_open_corrupted(opts.corrupted, *grid[0]), as_dataset(data), opts.limit,
                                 f"the -C set of {grid[0][0]}-{grid[0][1]}")
 
-        if grid and isinstance(opts.corrupted, str):
-            _check_cells_present(opts.corrupted, grid)
         caveat = geometry_caveat(ctx.model, as_dataset(data)) if grid and not opts.corrupted else None
         warn_geometry(caveat)
         results = evaluate_cells(ctx, data, opts, [(None, None), *grid],

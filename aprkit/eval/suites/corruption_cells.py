@@ -23,10 +23,11 @@ from ..._checks import dataset_len, describe_value
 from ...data.registry import DATASET_KINDS, parse_spec, split_spec_options
 from ..engine.cache import cached_start, cached_starts
 from ..engine.datasets import as_dataset, corrupted_cell_id, dataset_id
-from ..engine.inference import start_predict
+from ..engine.inference import check_finite_logits, start_predict
 from .base import EvalContext
 from .corruption_generated import generated_transform, stored_quality
 from .corruption_options import CorruptionOptions, _default_preset, expected_classes
+from .corruption_sources import check_cells_present_for
 from .corruption_sources import open_corrupted as _open_corrupted
 
 __all__ = ["CELL_VERSION", "cell_summary", "evaluate_cell", "evaluate_cells", "queues_ahead", "start_cell"]
@@ -102,6 +103,9 @@ def evaluate_cells(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: 
     cells are done and stored before the next start. On the CPU a stacked pass gives every cell the numbers of the cell
     read alone to the last bit (blocks of ``aprkit._batch.CPU_BLOCK`` rows); on CUDA, whose kernels may depend on the
     batch, to the last bits."""
+    grid = [(c, int(s)) for c, s in cells if c is not None and s is not None]
+    if grid and isinstance(opts.corrupted, str):  # every missing cell named before any work (both suites)
+        check_cells_present_for(opts.corrupted, grid)
     ahead = queues_ahead(ctx.device)
     waiting: list[Callable[[], dict]] = []
     i = 0
@@ -222,9 +226,11 @@ def start_stacked(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: l
         pending = _start_pass(ctx, opts, clean, stacked, desc)
 
         def finish(k: int) -> dict:
-            out = pending.result()
-            rows = slice(k * n, (k + 1) * n)
-            return _cell_value(out.logits[rows], out.labels[rows], opts.n_bins, corruption, _STACKED[k], origin,
+            out = pending.result(check_finite=False)  # each cell checks its own rows: the cells before a bad one
+            rows = slice(k * n, (k + 1) * n)  # are stored, and an error names the cell and its image
+            logits = out.logits[rows]
+            check_finite_logits(logits, torch.arange(n), f"{corruption}-{_STACKED[k]}")
+            return _cell_value(logits, out.labels[rows], opts.n_bins, corruption, _STACKED[k], origin,
                                out.seconds / len(_STACKED))
 
         return [functools.partial(finish, k) for k in range(len(_STACKED))]
