@@ -36,8 +36,9 @@ pass (in ms per cell for aprkit), and checks that both give the same accuracy pe
 and <= 3 % of aprkit's wall time outside the forward pass on CPU; >= 1.5x on a GPU. The time outside the forward pass
 is a fixed cost per cell (its cache key, its metrics in float64; opening the file and setting up the pass once per
 corruption, since a -C file's five severities are read in one pass) plus a cost per image (reading, converting to
-float, the blocks' loop). With ResNet-20 on 2 threads (``--interleave run``, 2026-12-05): 2.0 ms per cell, 2.1 %, at the
-default 200 images per cell (1.15x the baseline); 6.7 ms, 1.5 %, at 1000 (1.15x): about 0.8 ms + 5.9 us per image.
+float, the blocks' loop). With ResNet-20 on 2 threads (``--interleave run``, 2026-12-05): 1.9-2.1 ms per cell, 2.1-2.2 %,
+at the default 200 images per cell in three runs (1.01x, 1.15x, 1.09x the baseline); 6.7 ms, 1.5 %, at 1000 (1.15x):
+about 0.8 ms + 5.9 us per image.
 Read one cell at a time, as before, it was 3.3 ms per cell, 3.3-3.5 %, at 200: everything run between two forward
 passes runs on cold caches, about 3.5x slower than the same calls back to back, so the per-pass set-up weighed most.
 
