@@ -250,3 +250,12 @@ def test_negative_c_labels_and_missing_cells_are_named_before_any_work(tmp_path)
     for suite in ("corruption", "calibration"):
         with pytest.raises(FileNotFoundError, match=r"lacks 5 of the 10 requested cells \(contrast-1, contrast-2"):
             _run(model, data, spec, suite=suite)
+
+
+def test_the_five_severities_in_another_order_are_one_pass_and_come_back_in_that_order(tmp_path):
+    data, spec = _setup(tmp_path)
+    model = Counting()
+    res = _run(model, data, spec, suite="corruption", severities=[5, 3, 1, 2, 4])
+    assert model._images == read_size(N, CPU_BLOCK) + 2 * read_size(5 * N, CPU_BLOCK)
+    assert list(_cells(res)["fog"]) == ["5", "3", "1", "2", "4"]
+    assert _cells(res)["fog"]["3"] == _cells(_run(Counting(), data, spec, suite="corruption"))["fog"]["3"]

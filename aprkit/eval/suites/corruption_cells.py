@@ -183,16 +183,18 @@ _STACKED = (1, 2, 3, 4, 5)
 
 def start_stacked(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: list[tuple[str | None, int | None]],
                   before: Callable[[], None] | None = None) -> list[Callable[[], dict]] | None:
-    """:func:`start_cell` of the five cells ``cells`` (a corruption's severities 1..5, in order) in one pass over the
-    -C file that stacks them; ``None`` when they cannot be read so (other cells, a -C set of another layout or of other
-    severities, a ``limit``, a model whose outputs depend on the other images of its batch, or ``ctx.cache`` holding
-    one of them): then :func:`start_cell` does each.
+    """:func:`start_cell` of the five cells ``cells`` (a corruption's severities 1..5, in any order: the functions
+    returned follow it) in one pass over the -C file that stacks them; ``None`` when they cannot be read so (other
+    cells, a -C set of another layout or of other severities, a ``limit``, a model whose outputs depend on the other
+    images of its batch, or ``ctx.cache`` holding one of them): then :func:`start_cell` does each.
 
     Returns one function per cell, as :func:`start_cell`'s; each cell's ``seconds`` is its share of the pass."""
     source = opts.corrupted
     corruption = cells[0][0]
+    asked = [s for _, s in cells]  # the order the cells come back in: any order of the five
     if (corruption is None or [c for c, _ in cells] != [corruption] * len(_STACKED)
-            or tuple(s for _, s in cells) != _STACKED or opts.limit is not None or not isinstance(source, str)):
+            or sorted(s for s in asked if s is not None) != list(_STACKED) or opts.limit is not None
+            or not isinstance(source, str)):
         return None
     try:
         kind = parse_spec(split_spec_options(source)[0])[0]
@@ -202,10 +204,11 @@ def start_stacked(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: l
         return None  # a model normalising by its batch (test-time adaptation) sees each cell's images alone
     clean = as_dataset(data)
     preset = opts.preset or _default_preset(clean)
-    keyed = [_cell_identity(opts, preset, (corruption, s)) for s in _STACKED]  # the keys start_cell gives them
+    order = [_STACKED.index(int(s)) for s in asked if s is not None]  # each asked cell's place in the file
+    keyed = [_cell_identity(opts, preset, (corruption, _STACKED[k])) for k in order]  # the keys start_cell gives
     origin = keyed[0][0]
     options = [dict(corruption=corruption, severity=s, n_bins=opts.n_bins, v=CELL_VERSION, **generation)
-               for s, (_, generation, _) in zip(_STACKED, keyed, strict=True)]
+               for s, (_, generation, _) in zip((_STACKED[k] for k in order), keyed, strict=True)]
 
     def start() -> list[Callable[[], dict]] | None:
         from aprkit.data.corrupted import check_matches_clean
@@ -233,7 +236,7 @@ def start_stacked(ctx: EvalContext, data: Any, opts: CorruptionOptions, cells: l
             return _cell_value(logits, out.labels[rows], opts.n_bins, corruption, _STACKED[k], origin,
                                out.seconds / len(_STACKED))
 
-        return [functools.partial(finish, k) for k in range(len(_STACKED))]
+        return [functools.partial(finish, k) for k in order]
 
     return cached_starts(ctx, "cell", data, start, options)
 
