@@ -6,9 +6,9 @@ A -C set that stacks a corruption's five severities in one file (CIFAR-10-C's ``
 pass per corruption when all five cells are asked for and none is cached: one dataset opened, one pass of 5N images
 (on the CPU in blocks of ``aprkit._batch.CPU_BLOCK`` rows whose numbers do not depend on the other rows, so every
 cell's numbers are those of the cell read alone; the padding rows of one block, not five), then five cells summarised
-and stored. Per-cell costs (opening the cell, the pass's set-up, 16 padding rows) weigh on small cells: at 200 images
-per cell ResNet-20 on the CPU spent 3.3-3.5 % of the time outside the forward pass one cell at a time, 2.1-2.2 % with
-the stacked pass (``benchmarks/bench_eval.py --interleave run``, 2 threads).
+and stored. Per-cell costs (opening the cell, the pass's set-up, a block's padding rows) weigh on small cells: at 200
+images per cell ResNet-20 on the CPU spent 3.3-3.5 % of the time outside the forward pass one cell at a time, 2.1-2.2 %
+with the stacked pass (``benchmarks/bench_eval.py --interleave run``, 2 threads).
 """
 
 from __future__ import annotations
