@@ -81,10 +81,15 @@ class RunCache:
         self._producer.update(fields)
         self.produced_by = merge_provenance([self._producer])
 
+    def _earlier(self, key: str) -> bool:
+        """Whether an earlier run's entry of ``key`` in the backend may be served: on resume, and under ``torchrun``
+        only one every process saw at the start (the snapshot)."""
+        return self.resume and (self.snapshot is None or key in self.snapshot)
+
     def get(self, key: str) -> dict | None:
         if key in self.mem:
             value = json.loads(json.dumps(self.mem[key]))
-        elif not self.resume or (self.snapshot is not None and key not in self.snapshot):
+        elif not self._earlier(key):
             return None
         else:
             value = self.backend.get(key)
@@ -98,11 +103,7 @@ class RunCache:
 
     def __contains__(self, key: str) -> bool:
         """Whether :meth:`get` would serve ``key`` (nothing counted as served)."""
-        if key in self.mem:
-            return True
-        if not self.resume or (self.snapshot is not None and key not in self.snapshot):
-            return False
-        return key in self.backend
+        return key in self.mem or (self._earlier(key) and key in self.backend)
 
     def put(self, key: str, value: Mapping[str, Any]) -> None:
         """Store ``value`` stamped with this run's world size, batch size, device and memory format."""
