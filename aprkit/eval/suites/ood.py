@@ -355,10 +355,10 @@ class OODSuite(Suite[OODOptions]):
             raise ValueError(f"no OOD score could be computed: {result['note']}")
         for name, spec in sets.items():
             n = ood_limit or n_in
-            ds, size_note = open_ood(spec, in_ds, n=int(n), seed=ctx.seed, resize=opts.ood_resize, limit=ood_limit)
-            caveat = size_note.pop("caveat", None)
+            ds, size_note, caveat = open_ood(spec, in_ds, n=int(n), seed=ctx.seed, resize=opts.ood_resize,
+                                             limit=ood_limit)
             if caveat:  # kept with the numbers (results.json, the report's header), not only warned
-                result.setdefault("caveats", []).append(str(caveat))
+                result.setdefault("caveats", []).append(caveat)
             ds_id = dataset_id(spec)
             noise = isinstance(spec, str) and spec.startswith("noise:")
             if noise or opts.ood_resize:

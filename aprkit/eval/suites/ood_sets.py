@@ -60,12 +60,12 @@ def _warn_first_classes(spec: Any, ds: Any, limit: int | None) -> str | None:
 
 
 def open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool,
-             limit: int | None = None) -> tuple[Any, dict[str, list[int] | str]]:
-    """An OOD dataset and, for the report, ``{"resized_from": [H, W]}`` (``"mixed sizes"`` when the sampled images
+             limit: int | None = None) -> tuple[Any, dict[str, list[int] | str], str | None]:
+    """An OOD dataset; for the report, ``{"resized_from": [H, W]}`` (``"mixed sizes"`` when the sampled images
     differ among themselves) or, ``resize`` off, ``{"own_size": [H, W]}`` when images of another size than the
     in-distribution ones are seen among the first, middle and last image it is scored on (a mixed folder's first image
-    may have the in-distribution size), else ``{}``; plus ``{"caveat": text}`` when ``limit`` took only the first
-    classes of a class-sorted set.
+    may have the in-distribution size), else ``{}``; and a caveat (text) when ``limit`` took only the first classes of
+    a class-sorted set, else ``None``.
 
     ``resize``: every image of another size is brought to the in-distribution size; off: every image must have the
     size of image 0 (a set of mixed sizes is refused, up front when the sampled images show it, else at the first
@@ -76,7 +76,7 @@ def open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool,
     if isinstance(spec, str) and spec.startswith("noise:"):
         from aprkit.data import get_dataset
 
-        return get_dataset(spec, "test", size=(h, w), channels=c, n=n, seed=seed), {}
+        return get_dataset(spec, "test", size=(h, w), channels=c, n=n, seed=seed), {}, None
     ds = as_dataset(spec)
     name = spec if isinstance(spec, str) else describe_value(spec)
     size = dataset_len(ds)
@@ -92,20 +92,19 @@ def open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool,
                              f"got {got} (image {i})")
         sizes[i] = (int(image.shape[-2]), int(image.shape[-1]))
     caveat = _warn_first_classes(spec, ds, limit)
-    kept: dict[str, list[int] | str] = {"caveat": caveat} if caveat else {}
     other = next((list(s) for s in sizes.values() if s != (h, w)), None)
     if resize:
         from aprkit.data.folder import ResizedDataset
 
         mixed = len(set(sizes.values())) > 1  # the report names no one size of them
         note = {} if other is None else {"resized_from": "mixed sizes" if mixed else other}
-        return ResizedDataset(ds, (h, w)), note | kept
+        return ResizedDataset(ds, (h, w)), note, caveat
     odd = next((i for i, s in sizes.items() if s != sizes[0]), None)
     if odd is not None:
         raise _mixed_sizes(name, odd, sizes[odd], sizes[0])
     ds = OneSizeDataset(ds, sizes[0], name)
     if other is None:
-        return ds, kept
+        return ds, {}, caveat
     warnings.warn(f"OOD set {name}: its images are {other[0]}x{other[1]}, the in-distribution ones {h}x{w}, and "
                   "ood_resize is off: the scores also measure the change of resolution", RuntimeWarning, stacklevel=3)
-    return ds, {"own_size": other} | kept
+    return ds, {"own_size": other}, caveat
