@@ -1,10 +1,12 @@
 """The weights fingerprint of a model for result-cache keys (:func:`model_fingerprint`).
 
 The digest covers the module tree as ``repr`` prints it, every module's plain public attributes (NumPy values too),
-function attributes, forward hooks and the ``forward`` of the user's own module classes (by code, so the same in every
-process) and every parameter and buffer by value; it is remembered per model object until a weight changes. Not seen:
-state kept in other objects (a config object, a list of tensors, a dict with other than string keys, submodules in a
-plain list): evaluate into another folder, or with ``resume=False``, after changing such state.
+function attributes, forward hooks, the code of the user's own and aprkit's module classes (every method, and the
+helpers of their packages that it names; by code, so the same in every process) and every parameter and buffer by
+value; it is remembered per model object until a weight changes. Not seen: state kept in other objects (a config
+object, a list of tensors, a dict with other than string keys, submodules in a plain list) and code of other packages
+than the model's own, aprkit and the versioned model libraries (a helper from NumPy or einops): evaluate into another
+folder, or with ``resume=False``, after changing such state.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ def model_fingerprint(model: nn.Module, length: int = 16, *, reuse: bool = True)
     (submodule types and settings such as a preprocessing wrapper's resize, crop and interpolation; memory addresses
     are masked), every module's public attributes that are plain values (numbers, strings, and lists, tuples and
     dicts of them, e.g. a temperature or a mean), NumPy scalars and arrays (by value), functions (``self.act =
-    torch.tanh``; Python functions by name and code) or tensors (by value, like the weights), the ``forward`` code of
-    the user's own module classes (not torch's or aprkit's; for classes of torchvision, timm, kornia and robustbench
-    the installed package's version, which ``results.json`` records too), its forward (pre-)hooks (an observer hook
+    torch.tanh``; Python functions by name and code) or tensors (by value, like the weights), the code of the user's
+    own and aprkit's module classes (:func:`_class_code`: every method and the helpers of the same package it calls;
+    not torch's; for classes of torchvision, timm, kornia and robustbench the installed package's version, which
+    ``results.json`` records too), its forward (pre-)hooks (an observer hook
     counts too: the fingerprint cannot tell it from a test-time flip), and every parameter and buffer, non-persistent
     ones too (e.g. a normalisation's mean and std): names, dtypes, shapes and values. Keep counters that change in
     ``forward`` in ``_private`` attributes, else no result is reused.
@@ -145,10 +148,10 @@ def _callable_id(f: Any) -> str | None:
     return None
 
 
-#: packages whose module classes' ``forward`` code is not hashed: torch and aprkit, and the model libraries, whose
-#: installed version is part of the fingerprint instead (a release that changes a model's code changes the key)
+#: the model libraries, whose classes' code is not hashed: their installed version is part of the fingerprint instead
+#: (a release that changes a model's code changes the key); torch's modules are not hashed either
 MODEL_PACKAGES = ("torchvision", "timm", "kornia", "robustbench")
-_KNOWN_PACKAGES = frozenset({"torch", "aprkit", *MODEL_PACKAGES})
+_CODE_SKIPPED = frozenset({"torch", *MODEL_PACKAGES})
 
 
 def package_version(name: str) -> str | None:
@@ -178,14 +181,68 @@ def _array_text(value: Any) -> str | None:
     return f"ndarray({arr.dtype},{arr.shape}):{hashlib.sha1(arr.tobytes()).hexdigest()[:16]}"
 
 
-def _forward_code(mod: nn.Module) -> str | None:
-    """A hash of the ``forward`` code of ``mod``'s class when it is the user's own (not a class of torch, timm, aprkit,
-    ...): an edited ``forward`` of a class of the same name is other code."""
-    cls = type(mod)
-    if cls.__module__.split(".")[0] in _KNOWN_PACKAGES:
+def _functions_in(value: Any) -> list[types.FunctionType]:
+    """The Python functions a class attribute holds: a method, a static or class method, a property's accessors."""
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    if isinstance(value, property):
+        return [f for f in (value.fget, value.fset) if isinstance(f, types.FunctionType)]
+    return [value] if isinstance(value, types.FunctionType) else []
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    """The global and attribute names ``code`` and the code nested in it (lambdas, comprehensions) use."""
+    names = set(code.co_names)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            names |= _code_names(c)
+    return names
+
+
+def _root(obj: Any) -> str:
+    """The top-level package of a class, function or module (``""`` when it names none)."""
+    name = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+    return str(name or "").split(".")[0]
+
+
+#: at most this many functions are followed from one class (a guard against walking a whole library)
+_MAX_FUNCTIONS = 2000
+
+
+def _class_code(cls: type) -> str | None:
+    """A hash of the code ``cls`` runs when it is the user's own or aprkit's (not a class of torch or a model library,
+    whose version stands in): every method, static or class method and property of the classes in its MRO outside
+    those packages, and, followed transitively, the functions and helper classes of the same packages (or aprkit's)
+    that this code names as globals or as attributes of such a module (``helpers.scale(x)``). An edited
+    ``forward_features`` or module-level helper is other code, as is an aprkit upgrade that changes a model."""
+    roots = {_root(k) for k in cls.__mro__} - _CODE_SKIPPED - {"builtins"}
+    if not roots:
         return None
-    fn = getattr(cls.forward, "__code__", None)
-    return _code_digest(fn) if isinstance(fn, types.CodeType) else None
+    roots.add("aprkit")
+    todo = [(f"{k.__qualname__}.{name}", f) for k in cls.__mro__ if _root(k) in roots
+            for name, v in sorted(vars(k).items()) for f in _functions_in(v)]
+    parts: set[str] = set()
+    seen: set[types.FunctionType] = set()
+    while todo and len(seen) < _MAX_FUNCTIONS:
+        label, fn = todo.pop()
+        if fn in seen:
+            continue
+        seen.add(fn)
+        parts.add(f"{label}#{_code_digest(fn.__code__)}")
+        names = sorted(_code_names(fn.__code__))
+        for name in names:
+            target = fn.__globals__.get(name)
+            if isinstance(target, types.ModuleType):  # ``helpers.scale(x)``: the module's attributes this code names
+                found = [getattr(target, n, None) for n in names] if _root(target) in roots else []
+            else:
+                found = [target]
+            for obj in found:
+                if isinstance(obj, types.FunctionType) and _root(obj) in roots:
+                    todo.append((f"{obj.__module__}.{obj.__qualname__}", obj))
+                elif isinstance(obj, type) and _root(obj) in roots and not issubclass(obj, nn.Module):
+                    todo += [(f"{obj.__module__}.{obj.__qualname__}.{n}", f)  # a helper class, an autograd Function
+                             for n, v in sorted(vars(obj).items()) for f in _functions_in(v)]
+    return hashlib.sha1("\n".join(sorted(parts)).encode()).hexdigest()[:12]
 
 
 def _structure(model: nn.Module) -> str:
@@ -195,6 +252,7 @@ def _structure(model: nn.Module) -> str:
     memory addresses (``0x7f...`` of a function or object in some ``extra_repr``) masked so that the text is the same
     in every process."""
     lines = [repr(model)]
+    codes: dict[type, str | None] = {}  # per class, once per call (a ResNet repeats a few classes)
     for name, mod in model.named_modules():
         for k, v in sorted(vars(mod).items()):
             if k.startswith("_") or k == "training" or isinstance(v, (torch.Tensor, nn.Module)):
@@ -202,9 +260,11 @@ def _structure(model: nn.Module) -> str:
             text = repr(v) if _plain(v) else _array_text(v) or _callable_id(v)
             if text is not None:
                 lines.append(f"{name}.{k}={text}")
-        code = _forward_code(mod)
-        if code is not None:
-            lines.append(f"{name}.forward#{code}")
+        cls = type(mod)
+        if cls not in codes:
+            codes[cls] = _class_code(cls)
+        if codes[cls] is not None:
+            lines.append(f"{name}.code#{codes[cls]}")
         for kind in ("_forward_pre_hooks", "_forward_hooks"):
             for hook in getattr(mod, kind, {}).values():
                 lines.append(f"{name}.{kind}={_callable_id(hook)}")
