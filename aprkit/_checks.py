@@ -372,11 +372,15 @@ def labels_agree(trained: Any, named: Any) -> bool:
     return names == [str(c) for c in trained][:len(names)]
 
 
-def check_dims(dims: str) -> tuple[int, ...]:
-    """Map ``"chw"`` (3-D FFT over C, H, W) or ``"hw"`` (per-channel 2-D FFT) to tensor dims."""
+def check_dims(dims: str, image: torch.Tensor | None = None, name: str = "images") -> tuple[int, ...]:
+    """Map ``"chw"`` (3-D FFT over C, H, W) or ``"hw"`` (per-channel 2-D FFT) to tensor dims. With ``image`` and
+    ``"hw"``, a channels-last image is refused (:func:`check_chw_layout`: its 2-D FFT would run over (W, C); the 3-D
+    FFT of ``"chw"`` gives the same image either way)."""
     if dims == "chw":
         return (-3, -2, -1)
     if dims == "hw":
+        if image is not None:
+            check_chw_layout(image, name)
         return (-2, -1)
     raise ValueError(f"dims must be 'chw' (3-D FFT over C,H,W) or 'hw' (per-channel 2-D FFT), got {dims!r}")
 

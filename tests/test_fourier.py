@@ -237,6 +237,20 @@ def test_pair_ops_reject_non_broadcastable_batches(fn):
         fn(x, y)
 
 
+def test_per_channel_ops_refuse_a_channels_last_batch():
+    """Under ``dims="hw"`` a (B, H, W, C) batch was transformed over (W, C) and came back wrong without a word (as
+    ``APRPair`` refuses it); the 3-D FFT of ``"chw"`` gives the same images in either layout."""
+    x, y = torch.rand(4, 16, 16, 3), torch.rand(4, 16, 16, 3)
+    for call in (lambda: fr.low_frequency_swap(x, y), lambda: fr.mix_amplitude(x, y, 0.5),
+                 lambda: fr.swap_amplitude(x, y, dims="hw"), lambda: fr.phase_only(x, dims="hw"),
+                 lambda: fr.amplitude_only(x, dims="hw"), lambda: fr.amplitude_phase(x, dims="hw")):
+        with pytest.raises(ValueError, match=r"x|phase_source of shape \(4, 16, 16, 3\) looks like channels-last"):
+            call()
+    swapped = fr.swap_amplitude(x, y, dims="chw")  # the same images, in the layout they came in
+    torch.testing.assert_close(swapped.permute(0, 3, 1, 2), fr.swap_amplitude(
+        x.permute(0, 3, 1, 2), y.permute(0, 3, 1, 2), dims="chw"), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("zero_bins", ["zero", "phase0"])
 @pytest.mark.parametrize("dims", ["chw", "hw"])
 def test_mix_fast_path_equals_the_general_path(dims, zero_bins, monkeypatch):

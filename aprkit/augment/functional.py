@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from .._checks import (
-    check_chw_layout,
     check_dims,
     check_finite_spectrum,
     check_image_tensor,
@@ -205,9 +204,7 @@ def apr_pair(
     check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False, allow_empty=True)
     if clamp:
         check_not_0_255(x)
-    fft_dims = check_dims(dims)
-    if dims == "hw":  # a channels-last batch would be transformed over the wrong axes ("chw" is the same either way)
-        check_chw_layout(x, "images")
+    fft_dims = check_dims(dims, x)  # a channels-last batch would be transformed over the wrong axes under "hw"
     b = x.shape[0]
     perm = _check_perm(perm, b, x.device)
     mask = _check_mask(mask, b, x.device)

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from .._checks import (
     CheckedProbability,
     batch_size_of,
-    check_chw_layout,
     check_dims,
     check_finite_spectrum,
     check_image_tensor,
@@ -103,8 +102,7 @@ class APRPair(CheckedProbability, CompiledCore, ReplayModule):
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False, allow_empty=True)
         if self.clamp:
             check_not_0_255(x)
-        if self.dims == "hw":
-            check_chw_layout(x, "images")
+        check_dims(self.dims, x)
 
     def replay(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic APR-P of ``x`` ``(B, C, H, W)`` with ``params`` from :meth:`generate_parameters`, called as

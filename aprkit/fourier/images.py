@@ -89,7 +89,7 @@ def swap_amplitude(phase_source: torch.Tensor, amplitude_source: torch.Tensor, d
     """
     _check_pair(phase_source, amplitude_source, "phase_source", "amplitude_source")
     _check_same_scale(phase_source, amplitude_source, "phase_source", "amplitude_source")
-    fft_dims = check_dims(dims)
+    fft_dims = check_dims(dims, phase_source, "phase_source")
     zp, za = _pair_spectra(phase_source, amplitude_source, fft_dims, ("phase_source", "amplitude_source"))
     out = _irfft(mix_spectra(zp, za, inplace=True, zero_bins=zero_bins, dims=fft_dims),
                  phase_source, fft_dims)
@@ -112,7 +112,7 @@ def mix_amplitude(
     """
     _check_pair(x, y, "x", "y")
     _check_same_scale(x, y)
-    fft_dims = check_dims(dims)
+    fft_dims = check_dims(dims, x, "x")
     lam_t: torch.Tensor | float
     if not isinstance(lam, (torch.Tensor, numbers.Real)) and hasattr(lam, "__array__"):  # a NumPy array of them
         lam = torch.as_tensor(lam)
@@ -189,7 +189,7 @@ def low_frequency_swap(x: torch.Tensor, y: torch.Tensor, beta: float = 0.01, dim
     """
     _check_pair(x, y, "x", "y")
     _check_same_scale(x, y)
-    fft_dims = check_dims(dims)
+    fft_dims = check_dims(dims, x, "x")
     b = _half_width(x.shape, beta)
     zx, zy = _pair_spectra(x, y, fft_dims)
     lead = broadcast_shape(zx.shape[:-3], zy.shape[:-3])
@@ -221,7 +221,7 @@ def phase_only(
     if x.dtype == torch.uint8 and isinstance(magnitude, str) and magnitude == "unit":
         raise ValueError("phase_only(magnitude='unit') needs a floating image: its values are about 1 / sqrt(N) "
                          "and would round to 0 in uint8; pass x.float() / 255, or magnitude='mean'")
-    fft_dims = check_dims(dims)
+    fft_dims = check_dims(dims, x, "x")
     xf = _as_float(x)
     amp: torch.Tensor | float
     if isinstance(magnitude, torch.Tensor):
@@ -251,7 +251,7 @@ def amplitude_only(x: torch.Tensor, dims: Dims = "chw") -> torch.Tensor:
     The result is centred on pixel (0, 0) (apply ``torch.fft.fftshift`` over H, W to view it centred).
     """
     check_image_tensor(x, "x")
-    fft_dims = check_dims(dims)
+    fft_dims = check_dims(dims, x, "x")
     z = rfftn(_as_float(x), fft_dims)
     out = _irfft(z.abs().to(z.dtype), x, fft_dims)
     return keep_layout(restore_dtype(out, x.dtype), x)

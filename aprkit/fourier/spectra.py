@@ -57,7 +57,7 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
 def spectrum(x: torch.Tensor, dims: Dims = "chw", *, real: bool = False) -> torch.Tensor:
     """Complex spectrum of ``x`` over ``dims``: full (``fftn``) or half (``rfftn``, last dim ``W//2+1``)."""
     check_image_tensor(x, "x")
-    fft_dims = check_dims(dims)
+    fft_dims = check_dims(dims, x, "x")
     xf = _as_float(x)
     return rfftn(xf, fft_dims) if real else fftn(xf, fft_dims)
 
