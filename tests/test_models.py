@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -140,6 +142,16 @@ def test_bad_inputs_raise():
         model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
     with pytest.raises(ValueError, match="input channels"):
         model(torch.rand(1, 1, 32, 32))
+    x = torch.rand(2, 3, 32, 32)
+    for bad, said in ((x * 255, "0..255 floats"), ((x - 0.5) / 0.2, "normalised with a mean and std already")):
+        with pytest.warns(RuntimeWarning, match=said):  # wrong predictions without an error, before the warning
+            model(bad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(x.clamp(0, 1) * 1.5 - 0.25)  # an augmentation's overshoot: quiet
+    with torch.no_grad():  # another float dtype is cast to the model's (it failed in the first convolution)
+        torch.testing.assert_close(model(x.double()), model(x), rtol=0, atol=0, check_dtype=False)
+        assert model(x.half()).dtype == torch.float32
     with pytest.raises(ValueError, match="6n\\+2"):
         create_model("resnet20").__class__(depth=21)
     with pytest.raises(ValueError, match="mean and std"):

@@ -14,10 +14,13 @@ reference implementations). Every model exposes
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+
+from .._checks import _OVERSHOOT, eager_cpu
 
 __all__ = [
     "eval_mode",
@@ -33,6 +36,7 @@ __all__ = [
     "ImageClassifier",
     "as_stats",
     "init_conv_bn",
+    "normalize_images",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -102,17 +106,8 @@ class ImageClassifier(nn.Module):
         self.register_buffer("std", s, persistent=False)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """``(x - mean) / std`` for float images ``(B, C, H, W)`` in [0, 1]; uint8 is rejected."""
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            what = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
-            raise TypeError(f"aprkit models take float images in [0, 1] of shape (B, C, H, W), got {what}")
-        if x.ndim != 4:
-            raise ValueError(f"aprkit models take images of shape (B, C, H, W), got shape {tuple(x.shape)}")
-        if x.shape[1] != self.mean.shape[0]:
-            raise ValueError(
-                f"{type(self).__name__} expects {self.mean.shape[0]} input channels, got shape {tuple(x.shape)}"
-            )
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        """``(x - mean) / std`` for float images ``(B, C, H, W)`` in [0, 1] (:func:`normalize_images`)."""
+        return normalize_images(x, self.mean, self.std, type(self).__name__)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -127,6 +122,28 @@ class ImageClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` of images ``(B, C, H, W)`` in [0, 1]."""
         return self.forward_head(self.forward_features(x))
+
+
+def normalize_images(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, owner: str) -> torch.Tensor:
+    """``(x - mean) / std`` for float images ``(B, C, H, W)`` in [0, 1], computed in the dtype of ``mean`` (the model's:
+    ``model.half()`` or ``.double()`` casts it; a float64 or float16 batch is cast to it rather than failing deep in
+    the first convolution). uint8, another shape or channel count are refused. On eager CPU calls (one ``aminmax``
+    pass; elsewhere a host sync) values outside [-1, 2] warn: 0..255 floats or a batch normalised already would give
+    wrong predictions without an error (the window leaves room for augmentation overshoot)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        what = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"{owner} takes float images in [0, 1] of shape (B, C, H, W), got {what}")
+    if x.ndim != 4 or x.shape[1] != mean.shape[0]:
+        raise ValueError(f"{owner} expects {mean.shape[0]} input channels, images of shape (B, {mean.shape[0]}, H, W); "
+                         f"got shape {tuple(x.shape)}")
+    if eager_cpu(x) and x.numel():
+        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+        if lo < -_OVERSHOOT or hi > 1 + _OVERSHOOT:
+            warnings.warn(f"{owner} takes float images in [0, 1] and normalises them itself, but got values from "
+                          f"{lo:.4g} to {hi:.4g}: " + ("0..255 floats? divide by 255" if hi > 20 else "normalised "
+                          "with a mean and std already? pass the [0, 1] images") + "; its predictions on these are "
+                          "not meaningful", RuntimeWarning, stacklevel=3)
+    return (x.to(mean.dtype) - mean) / std
 
 
 def init_conv_bn(model: nn.Module, *, linear_weight: bool = False) -> None:

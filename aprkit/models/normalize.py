@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, ImageClassifier, as_stats
+from .base import IMAGENET_MEAN, IMAGENET_STD, ImageClassifier, as_stats, normalize_images
 
 __all__ = ["Normalize", "Preprocess", "find_classifier", "replace_head", "unwrap_model"]
 
@@ -91,15 +91,8 @@ class Normalize(nn.Module):
         return self.model
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """``(x - mean) / std`` for float images ``(B, C, H, W)`` in [0, 1]."""
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            what = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
-            raise TypeError(f"aprkit models take float images in [0, 1] of shape (B, C, H, W), got {what}")
-        if x.ndim != 4 or x.shape[1] != self.mean.shape[0]:
-            raise ValueError(
-                f"expected images of shape (B, {self.mean.shape[0]}, H, W), got shape {tuple(x.shape)}"
-            )
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        """``(x - mean) / std`` for float images ``(B, C, H, W)`` in [0, 1] (:func:`.base.normalize_images`)."""
+        return normalize_images(x, self.mean, self.std, f"Normalize({type(self.model).__name__})")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` of images ``(B, C, H, W)`` in [0, 1]."""
