@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-__all__ = ["comma_items", "nearest_names"]
+__all__ = ["comma_items", "nearest_names", "some_names"]
 
 
 def comma_items(text: str) -> list[str]:
@@ -29,3 +29,10 @@ def nearest_names(name: str, valid: Sequence[str], n: int = 3) -> str:
     if not close and len(fold(name)) >= 3:  # a leading part: 'jpeg' -> 'jpeg_compression'
         close = [v for v in by_fold if v.startswith(fold(name))][:n]
     return f" (did you mean {', '.join(repr(by_fold[c]) for c in close)}?)" if close else ""
+
+
+def some_names(names: Iterable[str], most: int = 8) -> str:
+    """Up to ``most`` of ``names`` for an error message, and how many more there are (``"none"`` for none)."""
+    names = list(names)
+    more = f", ... ({len(names) - most} more)" if len(names) > most else ""
+    return ", ".join(names[:most]) + more if names else "none"

@@ -172,6 +172,9 @@ def test_unknown_layer_lists_close_matches() -> None:
         attach(net, ["layer1.O"])
     with pytest.raises(ValueError, match="functional op"):
         attach(net, ["layer1.0:relu"])
+    names = [n for n, _ in net.named_children()]
+    with pytest.raises(ValueError, match=r"no layer named 'blocks\.1' \(its top-level modules: " + ", ".join(names)):
+        attach(net, ["blocks.1"])  # nothing close: what the model has (the message said only where names come from)
 
 
 def test_layer_not_a_feature_map_errors_at_forward() -> None:

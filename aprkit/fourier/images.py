@@ -85,7 +85,9 @@ def swap_amplitude(phase_source: torch.Tensor, amplitude_source: torch.Tensor, d
     floating dtype. A bin where ``phase_source`` has no amplitude, hence no phase (a grey image's channel
     frequencies 1 and 2 under ``dims="chw"``), stays 0 (``zero_bins="zero"``); ``"phase0"`` gives it phase 0 as
     the reference formula ``|A| * exp(i * angle(P))`` does, which puts that amplitude into a spike at pixel (0, 0)
-    (:data:`aprkit.fourier.mixing.ZeroBins`). The same holds for the other amplitude ops here.
+    (:data:`aprkit.fourier.mixing.ZeroBins`, which also says what "no amplitude" means in float32: at most eps times
+    the spectrum's norm, which a very smooth image reaches in most bins). The same holds for the other amplitude ops
+    here.
     """
     _check_pair(phase_source, amplitude_source, "phase_source", "amplitude_source")
     _check_same_scale(phase_source, amplitude_source, "phase_source", "amplitude_source")

@@ -20,7 +20,11 @@ __all__ = ["ZeroBins", "check_zero_bins", "with_amplitude", "transfer_amplitude"
 #: non-DC bin of a constant image or of a dead feature channel) becomes when it is given an amplitude: ``"zero"``
 #: stays 0 (the image keeps its structure; the default of the amplitude swaps and APR), ``"phase0"`` takes phase 0
 #: (``angle(0) == 0``: the reference formula ``|A| * exp(i * angle(z))``, which sums the whole given amplitude of
-#: such bins into one spike at the origin pixel; the sign convention of :func:`with_amplitude` and the hidden codes)
+#: such bins into one spike at the origin pixel; the sign convention of :func:`with_amplitude` and the hidden codes).
+#: "Without phase" means ``|z|`` at most the dtype's eps times the norm of the transform (about 1.2e-7 of it in
+#: float32, the images' dtype unless float64): below that the FFT's rounding decides the phase. A very smooth image
+#: (a blurred blob) has most of its spectrum that low in float32, so it takes much less of the given amplitude than
+#: in float64, where those bins keep their phase: pass float64 images where such bins matter.
 ZeroBins = Literal["zero", "phase0"]
 
 

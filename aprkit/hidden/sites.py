@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .._text import nearest_names
+from .._text import nearest_names, some_names
 
 __all__ = [
     "FUNCTIONAL_OPS",
@@ -161,6 +161,10 @@ def resolve_module(model: nn.Module, name: str) -> tuple[str, nn.Module]:
     owner, colon, word = name.rpartition(":")
     if colon and word.isidentifier() and any(c in modules for c in (owner, f"model.{owner}")):  # a misspelt op
         hint += f" (a functional op after ':' is one of {', '.join(FUNCTIONAL_OPS)})"
+    if not hint:  # nothing close: what the model has instead
+        hint = f" (its top-level modules: {some_names(n for n, _ in model.named_children())}"
+        blocks = list_blocks(model)
+        hint += f"; its blocks: {some_names(blocks)})" if blocks else ")"
     raise ValueError(f"model has no layer named {name!r}{hint}; names come from model.named_modules()")
 
 
