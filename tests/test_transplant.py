@@ -423,6 +423,11 @@ def test_layer_sweep_cache_keys_model_data_and_pairs(setup) -> None:
     sweep(model, x.flip(0))
     sweep(model, x, seed=7)
     assert len(cache) == 4
+    adapt = SmallCNN().eval()  # a batch norm without running statistics: its rows depend on the batch, so the batch
+    adapt.stem.insert(1, nn.BatchNorm2d(8, track_running_stats=False))  # size is in its key (a review found the
+    calibrate_head(adapt, adapt.fc, x)
+    rows = {bs: sweep(adapt, x, batch_size=bs) for bs in (8, 32)}  # sweep's own key left it out)
+    assert len(cache) == 6 and rows[8] != rows[32]
 
 
 def test_whole_swap_control_flags_sites_inside_a_residual_branch(setup) -> None:

@@ -362,13 +362,16 @@ def _sweep_key(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | No
                codes: Sequence[str], opts: dict[str, Any]) -> str:
     """What a sweep site's rows depend on besides the site: the weights and module tree, the images and labels, the
     sampled pairs (so the generator), the token layout, the codes and every option but ``batch_size`` (which only
-    changes how the rows are computed; ``skip_front`` changes the diagnostics' rounding)."""
+    changes how the rows are computed, unless the model's results depend on its batch: the model's part of the key is
+    the one every result key has, :func:`~aprkit.eval.engine.cache.model_part`; ``skip_front`` changes the
+    diagnostics' rounding)."""
     import json
 
-    from ..engine.cache import identity
+    from ..engine.cache import identity, model_part
     from ..engine.fingerprint import model_fingerprint
 
-    parts = {"v": SWEEP_CACHE_VERSION, "model": model_fingerprint(model, reuse=False), "images": identity(images),
+    model_id = model_part(model, model_fingerprint(model, reuse=False), opts["batch_size"])
+    parts = {"v": SWEEP_CACHE_VERSION, "model": model_id, "images": identity(images),
              "labels": identity(labels), "pairs": identity(list(pairs)),
              "layout": identity({k: v for k, v in layout_kw.items() if k != "model_prefix_tokens"}),  # implied
              "codes": list(codes), **{k: identity(v) for k, v in opts.items() if k != "batch_size"}}

@@ -181,13 +181,17 @@ def result_key(ctx: Any, unit: str, data: Any, **options: Any) -> str:
     data_id = data_id if isinstance(data_id, str) else json.dumps(data_id, sort_keys=True)
     parts = {k: identity(v) for k, v in (settings | options).items()}
     opts = ",".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(parts.items()))
-    # a batch-dependent model's results are not the same for every batch size or number of processes sharing the
-    # data (other models': to the last bits)
-    model = _model_key(ctx)
-    if _batch_dependent(ctx.model, model):
-        world = group_info()[1]
-        model += f"@batch{int(ctx.batch_size)}" + (f"x{world}" if world > 1 else "")
-    return "|".join([unit, model, data_id, opts])
+    return "|".join([unit, model_part(ctx.model, _model_key(ctx), ctx.batch_size), data_id, opts])
+
+
+def model_part(model: Any, fingerprint: str, batch_size: int) -> str:
+    """The model's part of every cache key (:func:`result_key`, ``layer_sweep``'s): its weights ``fingerprint``, and
+    for a batch-dependent model (:func:`batch_dependent`) the batch size and the number of processes sharing the data,
+    since its results are not the same for other ones (other models': to the last bits)."""
+    if not _batch_dependent(model, fingerprint):
+        return fingerprint
+    world = group_info()[1]
+    return fingerprint + f"@batch{int(batch_size)}" + (f"x{world}" if world > 1 else "")
 
 
 def cached(ctx: Any, unit: str, data: Any, compute: Callable[[], dict], **options: Any) -> dict:
