@@ -133,6 +133,9 @@ class ResizedDataset(Dataset):
     it, then centre-cropped. Images of that size already are kept. For OOD sets scored at the in-distribution
     size."""
 
+    #: in the cache keys of what is computed on it (the OOD suite's): raise it when the resizing changes
+    version = 1
+
     def __init__(self, dataset: Dataset, size: tuple[int, int]) -> None:
         self.dataset, self.size = dataset, (int(size[0]), int(size[1]))
         self.classes = getattr(dataset, "classes", None)

@@ -41,7 +41,7 @@ class DemoSettings:
     sp_forward: str = "joint"
     corruptions: tuple[str, ...] | None = None  # None: all 15 benchmark corruptions
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
-    ood_scores: tuple[str, ...] = ("msp", "max_logit", "energy", "odin", "mahalanobis", "knn")
+    ood_scores: tuple[str, ...] | None = None  # None: every score of the OOD suite
     fit_limit: int = 1000  # training images used to fit Mahalanobis / KNN
     n_cue_conflict: int = 1000
     n_phase_pairs: int = 500

@@ -182,12 +182,13 @@ def eval_options(s: DemoSettings, dd: DemoData, shared: SharedCorruptions, suite
     """The demo's evaluation options for ``suites`` (only the options those suites read): the corruption grid of
     ``s`` on the ``shared`` corrupted sets, OOD, phase-bias and transplant sizes; ``layers``: the transplant sites."""
     from ..corruptions.severity import preset_for_size
+    from ..eval.suites.ood import SCORES
     from ..eval.suites.options import suite_registry
 
     test, preset = dd.test, preset_for_size(*dd.test.images.shape[-2:])
     options: dict[str, Any] = {
         "corrupted": shared, "preset": preset, "corruptions": list(s.corruptions) if s.corruptions else None,
-        "severities": list(s.severities), "num_classes": dd.num_classes, "ood_scores": list(s.ood_scores),
+        "severities": list(s.severities), "num_classes": dd.num_classes, "ood_scores": list(s.ood_scores or SCORES),
         "fit": dd.train, "fit_limit": s.fit_limit, "ood_limit": len(test),
         "n_pairs": s.n_phase_pairs, "n_shuffle": min(s.n_phase_pairs, len(test)),
         "transplant_layers": layers, "transplant_every": s.transplant_every, "transplant_n_pairs": s.n_transplant_pairs,

@@ -251,3 +251,5 @@ class KNNScorer:
 
 #: scores computed from logits alone: name -> function(logits) -> (N,)
 LOGIT_SCORES = {"msp": msp, "max_logit": max_logit, "energy": energy}
+#: scores of a model's features, fitted on training images first: name -> scorer class (``fit`` then ``score``)
+FEATURE_SCORERS = {"mahalanobis": MahalanobisScorer, "knn": KNNScorer}

@@ -34,7 +34,8 @@ from torch.utils.data import Subset
 from ..._batch import block_rows, in_blocks, read_size
 from ..._checks import dataset_len
 from ..._text import comma_items
-from ...data.noise import NOISE_VERSION
+from ...data.folder import ResizedDataset
+from ...data.noise import NOISE_KINDS, NOISE_VERSION
 from ..engine.cache import cached
 from ..engine.data_checks import names_other_classes
 from ..engine.datasets import as_dataset, dataset_id
@@ -46,16 +47,18 @@ from ..engine.inference import (
     to_model_input,
 )
 from ..engine.models import wants_channels_last
+from ..metrics.ood_scores import FEATURE_SCORERS, LOGIT_SCORES
 from .base import EvalContext, LimitOption, Measure, ReportSection, Suite, register_suite
 from .ood_sets import open_ood
 
 __all__ = ["OODSuite", "OODOptions", "OODResult", "SCORES", "SYNTHETIC_SETS", "compute_scores"]
 
-SCORES = ("msp", "max_logit", "energy", "odin", "mahalanobis", "knn")
-SYNTHETIC_SETS = ("gaussian", "uniform", "rademacher", "blobs")
+_FEATURE_SCORES = tuple(FEATURE_SCORERS)
+#: every score the suite computes: from the logits, ODIN (input perturbation), from the features
+SCORES = (*LOGIT_SCORES, "odin", *_FEATURE_SCORES)
+SYNTHETIC_SETS = NOISE_KINDS
 #: the OOD sets when none are given (option ``ood`` unset)
 _DEFAULT_SETS = tuple(f"noise:{n}" for n in SYNTHETIC_SETS)
-_FEATURE_SCORES = ("mahalanobis", "knn")
 _METRICS = ("auroc", "aupr_in", "aupr_out", "fpr@95")
 
 
@@ -248,17 +251,15 @@ def compute_scores(ctx: EvalContext, dataset: Any, wanted: list[str], scorers: d
     """Per-sample OOD scores ``{score name: [N floats]}`` of ``dataset`` (higher = more in-distribution); ODIN
     uses the temperature and step of ``opts`` (default: :class:`OODOptions`' defaults). ``labelled=False`` for an
     OOD set: its labels (e.g. a folder's own classes, more than the model has) are neither checked nor used."""
-    from ..metrics import ood_scores as S
 
     need_feats = any(s in scorers for s in wanted)
     out = predict(ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
                   amp=ctx.amp, channels_last=ctx.channels_last, features=need_feats, limit=limit,
                   progress=ctx.progress, desc=desc, labelled=labelled)
     result: dict[str, list[float]] = {}
-    logit_fns = {"msp": S.msp, "max_logit": S.max_logit, "energy": S.energy}
     for name in wanted:
-        if name in logit_fns:
-            result[name] = logit_fns[name](out.logits).tolist()
+        if name in LOGIT_SCORES:
+            result[name] = LOGIT_SCORES[name](out.logits).tolist()
         elif name == "odin":
             result[name] = _odin_scores(ctx, dataset, limit, opts or OODOptions()).tolist()
         elif name in scorers:
@@ -319,7 +320,8 @@ class OODSuite(Suite[OODOptions]):
             return {"fit": dataset_id(f, "train") if f is not None else None, "fit_limit": opts.fit_limit,
                     "knn_k": opts.knn_k}
 
-        def scores_for(name: str, ds: Any, ds_id: str, lim: int | None, labelled: bool) -> dict[str, list[float]]:
+        def scores_for(name: str, ds: Any, ds_id: str, lim: int | None, labelled: bool,
+                       made: dict | None = None) -> dict[str, list[float]]:
             def compute() -> dict:
                 if "scorers" not in state and state["fit"] is not None:
                     # opened only when a score is computed, not on a cache hit
@@ -333,7 +335,8 @@ class OODSuite(Suite[OODOptions]):
 
             def lookup() -> dict[str, list[float]]:  # SCORES_VERSION says what changed
                 return cached(ctx, "ood-scores", ds_id, compute, scores=wanted, set_limit=lim, labelled=labelled,
-                              v=SCORES_VERSION[0] if labelled else SCORES_VERSION[1], **odin_opts, **fit_opts())
+                              v=SCORES_VERSION[0] if labelled else SCORES_VERSION[1], made=made, **odin_opts,
+                              **fit_opts())
 
             try:
                 return lookup()
@@ -359,12 +362,12 @@ class OODSuite(Suite[OODOptions]):
                                              limit=ood_limit)
             if caveat:  # kept with the numbers (results.json, the report's header), not only warned
                 result.setdefault("caveats", []).append(caveat)
-            ds_id = dataset_id(spec)
-            noise = isinstance(spec, str) and spec.startswith("noise:")
-            if noise or opts.ood_resize:
-                c, h, w = ds[0][0].shape[-3:]  # generated or resized to the in-distribution shape: it keys them
-                ds_id += f"#{c}x{h}x{w}-n{n}-seed{ctx.seed}" if noise else f"#resized-cover-crop-{h}x{w}"
-            s_out = scores_for(name, ds, ds_id, ood_limit, False)
+            made = None  # generated or resized to the in-distribution shape: that keys them (the seed is in every key)
+            if isinstance(spec, str) and spec.startswith("noise:"):
+                made = {"shape": list(ds[0][0].shape[-3:]), "n": int(n)}
+            elif opts.ood_resize:
+                made = {"resized": list(ds[0][0].shape[-2:]), "v": ResizedDataset.version}
+            s_out = scores_for(name, ds, dataset_id(spec), ood_limit, False, made)
             result["sets"][name] = ({"n": len(s_out[present[0]])}
                                     | size_note
                                     | {s: M.ood_metrics(s_in[s], s_out[s]) for s in present})
