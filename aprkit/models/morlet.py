@@ -16,10 +16,11 @@ centred on the origin. Conventions of Guth, Zarka & Mallat (ICLR 2022) and Kymat
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
+
+from .._tensor_cache import tensor_cache
 
 __all__ = ["gabor_2d", "morlet_2d", "morlet_filter_bank"]
 
@@ -71,7 +72,7 @@ def morlet_filter_bank(P: int, Q: int, L: int, half: int = 0) -> tuple[torch.Ten
     return phi.clone(), psi.clone()
 
 
-@functools.lru_cache(maxsize=32)
+@tensor_cache(32)  # built outside inference mode: a bank first made under it would break later training
 def _bank(P: int, Q: int, L: int, half: int) -> tuple[torch.Tensor, torch.Tensor]:
     slant = 4.0 / L
     thetas = [(int(L - L / 2 - 1) - j) * math.pi / L for j in range(L)]
