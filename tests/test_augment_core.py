@@ -323,7 +323,7 @@ def test_uniform_rows_into_a_buffer_draws_the_same(monkeypatch, rows):
         assert got.data_ptr() == buf.data_ptr() and torch.equal(got, want)
     with pytest.raises(ValueError, match="out must be float64"):
         uniform_rows(4, 8, torch.Generator(), out=torch.empty(2, 8, dtype=torch.float64))
-    from aprkit._checks import same_device  # a generator made with device="cuda" says cuda, its tensors cuda:0
+    from aprkit._tensors import same_device  # a generator made with device="cuda" says cuda, its tensors cuda:0
 
     assert same_device("cpu", torch.device("cpu")) and same_device("cuda", "cuda") and not same_device("cpu", "cuda")
     assert not same_device("cuda:0", "cuda:1")

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .._checks import generator_device, same_device
+from .._tensors import generator_device, same_device
 
 __all__ = ["uniform_rows", "uniform_rows_shape", "op_params", "sample_op_params"]
 

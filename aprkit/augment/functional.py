@@ -25,15 +25,10 @@ from .._checks import (
     check_image_tensor,
     check_not_0_255,
     check_probability,
-    compute_dtype,
     describe_value,
     eager_cpu,
-    generator_device,
-    keep_layout,
-    needs_grad,
-    restore_dtype,
-    to_device,
 )
+from .._tensors import compute_dtype, generator_device, keep_layout, needs_grad, restore_dtype, to_device
 from ..fourier import (
     Dims,
     irfftn,

@@ -33,8 +33,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._checks import to_device
 from .._tensor_cache import tensor_cache
+from .._tensors import to_device
 from .._text import nearest_names
 from .draws import _ROWS_PER_CALL, op_params, sample_op_params, uniform_rows, uniform_rows_shape  # noqa: F401
 

@@ -29,10 +29,10 @@ from .._checks import (
     check_not_0_255,
     check_param_keys,
     eager_cpu,
-    to_device,
 )
 from .._generators import make_generator, worker_generator
 from .._replay import ReplayModule
+from .._tensors import to_device
 from .._tv import like_input
 from ..fourier import Dims
 from .functional import CompiledCore, apr_pair, apr_pair_with_dc, needs_finite_check, sample_pair_params

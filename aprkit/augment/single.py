@@ -34,11 +34,10 @@ from .._checks import (
     check_image_tensor,
     check_param_keys,
     check_probability,
-    compute_dtype,
-    to_device,
 )
 from .._generators import make_generator, worker_generator, worker_seed
 from .._replay import ReplayModule
+from .._tensors import compute_dtype, to_device
 from .._tv import like_input
 from ..fourier import Dims
 from .functional import CompiledCore, finish, recombine_views, recombine_views_numpy, value_range

@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import check_seed, eager_cpu, to_device
+from .._checks import check_seed, eager_cpu
 from .._hash import stable_hash64
 from .._tensor_cache import tensor_cache
+from .._tensors import to_device
 
 __all__ = ["item_seeds", "ItemKeys", "mix64_", "words", "draw", "Fill"]
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .._checks import generator_device
 from .._tensor_cache import tensor_cache
+from .._tensors import generator_device
 from ._common import positions
 from ._itemkeys import Fill, ItemKeys, draw, item_seeds, mix64_, words  # noqa: F401 (the tests import the last two here)
 

@@ -25,7 +25,8 @@ import math
 
 import torch
 
-from .._checks import eager_cpu, needs_grad
+from .._checks import eager_cpu
+from .._tensors import needs_grad
 
 __all__ = ["rfftn", "irfftn", "fftn", "ifftn"]
 

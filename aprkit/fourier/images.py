@@ -13,15 +13,8 @@ from typing import Literal
 
 import torch
 
-from .._checks import (
-    broadcast_shape,
-    check_dims,
-    check_finite_spectrum,
-    check_image_tensor,
-    check_probability,
-    keep_layout,
-    restore_dtype,
-)
+from .._checks import check_dims, check_finite_spectrum, check_image_tensor, check_probability
+from .._tensors import broadcast_shape, keep_layout, restore_dtype
 from .fft import fftn, ifftn, rfftn
 from .mixing import ZeroBins, mix_spectra, with_amplitude
 from .spectra import Dims, _as_float, _irfft, spectral_magnitude

@@ -11,7 +11,8 @@ from typing import Literal
 
 import torch
 
-from .._checks import broadcast_shape, eager_cpu, needs_grad
+from .._checks import eager_cpu
+from .._tensors import broadcast_shape, needs_grad
 from .spectra import no_phase_magnitude, no_phase_power, spectral_magnitude, spectral_power
 
 __all__ = ["ZeroBins", "check_zero_bins", "with_amplitude", "transfer_amplitude", "mix_spectra"]

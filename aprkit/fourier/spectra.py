@@ -11,7 +11,8 @@ from typing import Literal
 
 import torch
 
-from .._checks import broadcast_shape, check_dims, check_image_tensor, compute_dtype
+from .._checks import check_dims, check_image_tensor
+from .._tensors import broadcast_shape, compute_dtype
 from .fft import fftn, ifftn, irfftn, rfftn
 
 __all__ = ["Dims", "spectrum", "amplitude_phase", "recombine", "spectral_magnitude", "spectral_power",

@@ -12,15 +12,8 @@ import torch
 from torch import nn
 
 from .. import fourier
-from .._checks import (
-    CheckedProbability,
-    check_dims,
-    check_probability,
-    compute_dtype,
-    eager_cpu,
-    generator_device,
-    to_device,
-)
+from .._checks import CheckedProbability, check_dims, check_probability, eager_cpu
+from .._tensors import compute_dtype, generator_device, to_device
 from ..augment.functional import swap_with_partner
 from .layout import from_grid, to_grid
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_image_tensor, check_probability, generator_device
+from .._checks import check_image_tensor, check_probability
+from .._tensors import generator_device
 
 __all__ = ["random_crop", "random_hflip", "to_float", "crop_offsets", "crop_at", "crop_range", "flip_draws",
            "flip_where"]

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_dims, check_finite_spectrum, eager_cpu, same_device
+from .._checks import check_dims, check_finite_spectrum, eager_cpu
+from .._tensors import same_device
 from ..augment.draws import uniform_rows, uniform_rows_shape
 from ..augment.functional import CompiledCore, apr_pair_with_dc, needs_finite_check, pair_draws, pair_mask
 from ..augment.ops import resolve_ops

@@ -30,7 +30,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..._checks import check_image_tensor, generator_device
+from ..._checks import check_image_tensor
+from ..._tensors import generator_device
 from ...fourier import Dims
 from ...models.base import eval_mode
 from .shape_bias import conflicting

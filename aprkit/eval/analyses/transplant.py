@@ -42,8 +42,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._checks import check_positive_int, generator_device
+from ..._checks import check_positive_int
 from ..._hash import derive_seed
+from ..._tensors import generator_device
 from ...hidden import codes as C
 from ...hidden.attach import PatchGrid, compiled_modules, token_layout
 from ...hidden.capture import predict_intervened

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._checks import same_device
+from ..._tensors import same_device
 from ...distributed import group_info
 
 __all__ = ["load_eval_model", "place_model", "display_name", "has_conv", "sync_weights", "dtype_mismatch",
