@@ -148,10 +148,14 @@ def test_bad_inputs_raise():
             model(bad)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model(x.clamp(0, 1) * 1.5 - 0.25)  # an augmentation's overshoot: quiet
-    with torch.no_grad():  # another float dtype is cast to the model's (it failed in the first convolution)
-        torch.testing.assert_close(model(x.double()), model(x), rtol=0, atol=0, check_dtype=False)
-        assert model(x.half()).dtype == torch.float32
+        over = x.clone()
+        over[:, :, :2] = torch.linspace(-1.05, 2.1, 64).reshape(1, 1, 2, 32)  # APR-P's overshoot (a tester saw the
+        model(over)  # first rule, outside [-1, 2], warn in the demo's APR-SP training on CIFAR-10): quiet
+    for other in (torch.float64, torch.float16):  # another float dtype: named (it failed in the first convolution)
+        with pytest.raises(TypeError, match=r"ResNet is float32 and got float\d+ images \(dtype mismatch\)"):
+            model(x.to(other))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: as before
+        assert model(x).shape == (2, 10)
     with pytest.raises(ValueError, match="6n\\+2"):
         create_model("resnet20").__class__(depth=21)
     with pytest.raises(ValueError, match="mean and std"):

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from .._checks import _OVERSHOOT, eager_cpu
+from .._checks import NORMALISED_SHARE, eager_cpu
 
 __all__ = [
     "eval_mode",
@@ -77,6 +77,8 @@ class ImageClassifier(nn.Module):
     num_features: int
     mean: torch.Tensor  # buffers
     std: torch.Tensor
+    #: the model casts its input to the dtype it computes in itself: images of any float dtype go
+    casts_input = False
 
     def __init__(
         self,
@@ -107,7 +109,7 @@ class ImageClassifier(nn.Module):
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """``(x - mean) / std`` for float images ``(B, C, H, W)`` in [0, 1] (:func:`normalize_images`)."""
-        return normalize_images(x, self.mean, self.std, type(self).__name__)
+        return normalize_images(x, self.mean, self.std, type(self).__name__, any_float=self.casts_input)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -124,12 +126,13 @@ class ImageClassifier(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def normalize_images(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, owner: str) -> torch.Tensor:
-    """``(x - mean) / std`` for float images ``(B, C, H, W)`` in [0, 1], computed in the dtype of ``mean`` (the model's:
-    ``model.half()`` or ``.double()`` casts it; a float64 or float16 batch is cast to it rather than failing deep in
-    the first convolution). uint8, another shape or channel count are refused. On eager CPU calls (one ``aminmax``
-    pass; elsewhere a host sync) values outside [-1, 2] warn: 0..255 floats or a batch normalised already would give
-    wrong predictions without an error (the window leaves room for augmentation overshoot)."""
+def normalize_images(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, owner: str, *,
+                     any_float: bool = False) -> torch.Tensor:
+    """``(x - mean) / std`` for float images ``(B, C, H, W)`` in [0, 1]. uint8, another shape or channel count, and
+    outside autocast another float dtype than the model's (that of ``mean``, which ``model.half()`` casts) are refused
+    with what was expected (the last failed in the first convolution with PyTorch's words). On eager CPU calls
+    (elsewhere a host sync) 0..255 floats or a batch normalised already warn (:func:`_warn_if_not_unit`): they would
+    give wrong predictions without an error. ``any_float``: the model casts its input itself (any float dtype goes)."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         what = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
         raise TypeError(f"{owner} takes float images in [0, 1] of shape (B, C, H, W), got {what}")
@@ -137,13 +140,26 @@ def normalize_images(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, own
         raise ValueError(f"{owner} expects {mean.shape[0]} input channels, images of shape (B, {mean.shape[0]}, H, W); "
                          f"got shape {tuple(x.shape)}")
     if eager_cpu(x) and x.numel():
-        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
-        if lo < -_OVERSHOOT or hi > 1 + _OVERSHOOT:
-            warnings.warn(f"{owner} takes float images in [0, 1] and normalises them itself, but got values from "
-                          f"{lo:.4g} to {hi:.4g}: " + ("0..255 floats? divide by 255" if hi > 20 else "normalised "
-                          "with a mean and std already? pass the [0, 1] images") + "; its predictions on these are "
-                          "not meaningful", RuntimeWarning, stacklevel=3)
-    return (x.to(mean.dtype) - mean) / std
+        _warn_if_not_unit(x, owner)
+    if x.dtype != mean.dtype and not any_float and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"{owner} is {str(mean.dtype)[6:]} and got {str(x.dtype)[6:]} images (dtype mismatch): pass "
+                        f"{str(mean.dtype)[6:]} images (x.to({mean.dtype})) or convert the model (model.to({x.dtype}))")
+    return (x - mean.to(x.dtype)) / std.to(x.dtype)
+
+
+def _warn_if_not_unit(x: torch.Tensor, owner: str) -> None:
+    """Warn of model inputs that are 0..255 floats (values above 20) or normalised with a mean and std (a third of the
+    values or more below 0, :data:`~aprkit._checks.NORMALISED_SHARE`): one ``aminmax`` pass, a second only when
+    there are negative values. An augmentation's overshoot passes (APR-P's unclamped output reaches -1 and 2 in a few
+    pixels, as the reference trains)."""
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    share = float((x.detach() < 0).sum()) / x.numel() if lo < 0 else 0.0
+    if hi > 20 or share >= NORMALISED_SHARE:
+        said = "0..255 floats? divide by 255" if hi > 20 else (f"{share:.0%} of them below 0: normalised with a mean "
+                                                              "and std already? pass the [0, 1] images")
+        warnings.warn(f"{owner} takes float images in [0, 1] and normalises them itself, but got values from "
+                      f"{lo:.4g} to {hi:.4g} ({said}); its predictions on these are not meaningful", RuntimeWarning,
+                      stacklevel=4)
 
 
 def init_conv_bn(model: nn.Module, *, linear_weight: bool = False) -> None:

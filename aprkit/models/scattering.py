@@ -248,6 +248,8 @@ class PhaseCollapseNet(ImageClassifier):
         self.num_features = 2 * c * size * size
         self.classifier = nn.Linear(self.num_features, num_classes)
 
+    casts_input = True  # it computes in its classifier's dtype, under autocast too
+
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != self.input_size[1:]:
             raise ValueError(f"PhaseCollapseNet was built for {self.input_size[1:]} images, got shape {tuple(x.shape)}")

@@ -333,11 +333,11 @@ def start_predict(
                 with ctx:
                     try:
                         out = _forward(model, x, use_head, hook_store, block)
-                    except RuntimeError as exc:
+                    except (RuntimeError, TypeError) as exc:  # (an aprkit model names a dtype mismatch a TypeError)
                         clear = dtype_mismatch(model, exc)
                         if clear is not None:
                             raise clear from exc
-                        if not channels_last:
+                        if isinstance(exc, TypeError) or not channels_last:
                             raise
                         x = x.contiguous()
                         hook_store.clear()
