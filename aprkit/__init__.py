@@ -3,7 +3,7 @@
 Importing ``aprkit`` loads nothing heavy (not even torch: the ``aprkit`` command answers Ctrl-C from its first
 moment); the Fourier core (``aprkit.fourier`` and the functions re-exported here) and the subpackages
 (``aprkit.augment``, ``aprkit.corruptions``, ``aprkit.eval``, ``aprkit.hidden``, ``aprkit.models``,
-``aprkit.train``, ``aprkit.data``) are imported on first attribute access.
+``aprkit.train``, ``aprkit.data``, ``aprkit.demo``) are imported on first attribute access.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # what the lazy attributes are, for type checkers and IDEs (`
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("augment", "corruptions", "data", "eval", "fourier", "hidden", "models", "train")
+_SUBPACKAGES = ("augment", "corruptions", "data", "demo", "eval", "fourier", "hidden", "models", "train")
 #: the Fourier core's functions re-exported here -> their defining module
 _FOURIER = {"amplitude_phase": "aprkit.fourier.spectra", "recombine": "aprkit.fourier.spectra",
             **dict.fromkeys(("swap_amplitude", "mix_amplitude", "low_frequency_swap", "phase_only", "amplitude_only"),

@@ -227,3 +227,17 @@ def test_an_unlabelled_fit_leaves_mahalanobis_out_with_a_note() -> None:
             "ood_scores": ["msp", "mahalanobis", "knn"]}
     r = next(iter(evaluate(Tiny(), "ood", (x, torch.arange(8) % 2), options=opts, progress=False).models.values()))
     assert r["ood"]["scores"] == ["msp", "knn"] and "Mahalanobis not computed: 8 of 8" in r["ood"]["note"]
+
+
+def test_a_misspelt_ood_set_is_refused_before_the_fit_pass(monkeypatch) -> None:
+    """A tester's ``--ood noise:gausian`` was named only after the Mahalanobis/KNN fit over 10,000 training images."""
+    from aprkit.eval.suites import ood
+
+    def no_fit(*_a, **_k):
+        raise AssertionError("the fit data was read before the OOD sets were checked")
+
+    monkeypatch.setattr(ood, "_fit_source", no_fit)
+    for spec, said in (("noise:gausian", r"unknown noise kind 'gausian' \(did you mean 'gaussian'\?\)"),
+                       ("foldr:/tmp/x", r"unknown dataset kind 'foldr'.*did you mean 'folder'")):
+        with pytest.raises(ValueError, match=said):
+            evaluate(Tiny(), "ood", "synthetic:12", ood=[spec], options={"fit": "synthetic:12"}, progress=False)

@@ -123,14 +123,28 @@ def _cue_conflict(arg: str, split: str, **kw: Any) -> Dataset:
     return CueConflict(spec_root(arg, "cue-conflict"), **kw)
 
 
-def _noise(arg: str, split: str, **kw: Any) -> Dataset:
-    from .noise import NOISE_KINDS, NoiseDataset
+def _noise_kind(arg: str) -> str:
+    """The noise kind ``arg`` names (case does not matter, as for the kinds); ``ValueError`` listing the valid ones."""
+    from .noise import NOISE_KINDS
 
-    arg = arg.lower()  # as the kinds: case does not matter
+    arg = arg.lower()
     if arg not in NOISE_KINDS:
         raise ValueError(f"unknown noise kind {arg!r}{nearest_names(arg, NOISE_KINDS)}; "
                          f"valid: {', '.join('noise:' + k for k in NOISE_KINDS)}")
-    return NoiseDataset(arg, **kw)
+    return arg
+
+
+def _noise(arg: str, split: str, **kw: Any) -> Dataset:
+    from .noise import NoiseDataset
+
+    return NoiseDataset(_noise_kind(arg), **kw)
+
+
+def check_spec(spec: str) -> None:
+    """Refuse a spec whose kind (or noise kind) is unknown, before any work: what opening it would refuse first."""
+    kind, arg = parse_spec(split_spec_options(spec)[0])
+    if kind == "noise":
+        _noise_kind(arg)
 
 
 #: spec prefix -> factory(arg, split, **kw)

@@ -133,6 +133,10 @@ def _ood_sets(opts: OODOptions) -> dict[str, Any]:
         if not isinstance(s, str):
             raise TypeError("option 'ood' entries must be dataset specs; pass a mapping name -> Dataset for objects, "
                             f"got {type(s).__name__}")
+    from ...data.registry import check_spec
+
+    for s in sets:  # a misspelt kind is refused before the fit pass (it was only after it, minutes later)
+        check_spec(s)
     repeated = sorted({s for s in sets if sets.count(s) > 1})
     if repeated:
         raise ValueError(f"option 'ood' lists {', '.join(repeated)} more than once")
