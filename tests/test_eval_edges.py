@@ -393,3 +393,15 @@ def test_a_model_of_another_float_dtype_is_refused_with_the_amp_option_named(dty
             return self.net(x.to(torch.bfloat16)).float()
 
     assert predict(CastsItself(), data, progress=False).logits.shape == (4, 10)
+
+
+def test_a_shipped_config_without_its_shared_folder_names_aprkit_shared(tmp_path, monkeypatch, capsys):
+    """Run outside the checkout, a shipped config's '../shared/models/...' was missing with no word of
+    $APRKIT_SHARED, which the README says the configs read (a newcomer tester's finding)."""
+    from aprkit.cli import main
+
+    monkeypatch.delenv("APRKIT_SHARED", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "--config", "cifar10_resnet20", "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "../shared/models/resnet20" in err and "set APRKIT_SHARED to the folder that holds models/ and data/" in err

@@ -116,6 +116,10 @@ def error_line(err: BaseException) -> tuple[str, int]:
     notes = [str(n) for n in getattr(err, "__notes__", ()) or ()]  # e.g. which of several models it was
     if notes:
         text = f"{'; '.join(notes)}: {text}"
+    if isinstance(err, FileNotFoundError) and "../shared/" in text and not os.environ.get("APRKIT_SHARED"):
+        text += ("; the shipped configs read the shared models and data from $APRKIT_SHARED, which is not set "
+                 "here, so from ../shared beside the current folder: set APRKIT_SHARED to the folder that holds "
+                 "models/ and data/")
     if not isinstance(err, USER_ERRORS):
         return f"unexpected {type(err).__name__}: {text or 'no message'} (run with --debug for the traceback)", 1
     return text or type(err).__name__, 2
