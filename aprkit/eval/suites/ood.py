@@ -36,6 +36,7 @@ from ..._checks import dataset_len
 from ..._text import comma_items
 from ...data.folder import ResizedDataset
 from ...data.noise import NOISE_KINDS, NOISE_VERSION
+from ...data.registry import check_spec
 from ..engine.cache import cached
 from ..engine.data_checks import names_other_classes
 from ..engine.datasets import as_dataset, dataset_id
@@ -133,8 +134,6 @@ def _ood_sets(opts: OODOptions) -> dict[str, Any]:
         if not isinstance(s, str):
             raise TypeError("option 'ood' entries must be dataset specs; pass a mapping name -> Dataset for objects, "
                             f"got {type(s).__name__}")
-    from ...data.registry import check_spec
-
     for s in sets:  # a misspelt kind is refused before the fit pass (it was only after it, minutes later)
         check_spec(s)
     repeated = sorted({s for s in sets if sets.count(s) > 1})
@@ -255,7 +254,6 @@ def compute_scores(ctx: EvalContext, dataset: Any, wanted: list[str], scorers: d
     """Per-sample OOD scores ``{score name: [N floats]}`` of ``dataset`` (higher = more in-distribution); ODIN
     uses the temperature and step of ``opts`` (default: :class:`OODOptions`' defaults). ``labelled=False`` for an
     OOD set: its labels (e.g. a folder's own classes, more than the model has) are neither checked nor used."""
-
     need_feats = any(s in scorers for s in wanted)
     out = predict(ctx.model, dataset, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
                   amp=ctx.amp, channels_last=ctx.channels_last, features=need_feats, limit=limit,
