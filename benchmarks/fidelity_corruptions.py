@@ -48,12 +48,9 @@ import torch.nn as nn
 if __package__ in (None, ""):  # run as a script: the repository root makes aprkit importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aprkit.corruptions import corrupt, list_corruptions  # noqa: E402
+from aprkit.corruptions import DETERMINISTIC, corrupt, list_corruptions  # noqa: E402
 from aprkit.models import load_model  # noqa: E402
 
-# the original scripts' functions that draw no random numbers (compared pixel by pixel, PSNR)
-DETERMINISTIC = ["contrast", "brightness", "saturate", "pixelate", "jpeg_compression", "defocus_blur", "zoom_blur",
-                 "gaussian_blur"]
 
 _RUNNER = """
 import os, sys, time

@@ -8,6 +8,7 @@ import torch
 
 from aprkit.corruptions import (
     BENCHMARK,
+    DETERMINISTIC,
     EXTRA,
     PARAMS,
     RandomCorruption,
@@ -19,8 +20,6 @@ from aprkit.corruptions import (
 from conftest import natural_images
 
 ALL = list_corruptions()
-RANDOM = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "glass_blur", "motion_blur", "snow",
-          "frost", "fog", "spatter", "elastic_transform")
 
 
 def _have_frost() -> bool:
@@ -105,15 +104,17 @@ def test_non_square_images() -> None:
         assert corrupt(x, name, 3, "cifar", _gen()).shape == x.shape
 
 
-@pytest.mark.parametrize("name", RANDOM)
+@pytest.mark.parametrize("name", ALL)
 def test_same_seed_same_output(name: str) -> None:
+    """The same seed gives the same images; another seed other images exactly for the corruptions that draw random
+    numbers (``DETERMINISTIC`` names the others, which the fidelity benchmark compares pixel by pixel)."""
     _skip_frost(name)
     x = natural_images(3, 32)
     a = corrupt(x, name, 3, "cifar", _gen(7))
     b = corrupt(x, name, 3, "cifar", _gen(7))
     c = corrupt(x, name, 3, "cifar", _gen(8))
     assert torch.equal(a, b)
-    assert not torch.equal(a, c)
+    assert torch.equal(a, c) == (name in DETERMINISTIC)
 
 
 def test_grayscale_channel_support() -> None:

@@ -7,6 +7,7 @@ import torch
 
 from aprkit.eval import Results
 from aprkit.eval.report.header import header_items
+from aprkit.eval.suites import load_suites
 from aprkit.eval.suites.corruption import CorruptionOptions
 
 
@@ -56,6 +57,10 @@ def test_merge_keys_may_be_overridden(tmp_path):
     assert _yaml_load("b: &b {x: 1, y: 2}\nc:\n  <<: *b\n  x: 3\n")["c"] == {"x": 3, "y": 2}
 
 
+#: the suites the registry marks as means over corruption x severity cells
+GRID = {name for name, cls in load_suites().items() if cls.cell_grid}
+
+
 def test_the_header_says_when_models_used_other_corruption_cells():
     """Two models evaluated on other corruption grids into one folder were compared with no word of it."""
     def run(model: str, corruptions: list[str], severities: list[int]) -> Results:
@@ -64,9 +69,10 @@ def test_the_header_says_when_models_used_other_corruption_cells():
                        meta={"provenance": {model: {"corruption": {"options": opts}, "calibration": {"options": opts}}}})
 
     same = Results.merge([run("a", ["fog"], [1]), run("b", ["fog"], [1])])
-    assert "Corruption cells" not in {i.label for i in header_items(["a", "b"], same.meta)}
+    assert "Corruption cells" not in {i.label for i in header_items(["a", "b"], same.meta, grid_suites=GRID)}
     other = Results.merge([run("a", ["fog"], [1]), run("b", ["glass_blur"], [5])])
-    items = {i.label: i.text for i in header_items(["a", "b"], other.meta)}
+    assert "Corruption cells" not in {i.label for i in header_items(["a", "b"], other.meta)}  # no grid suites named
+    items = {i.label: i.text for i in header_items(["a", "b"], other.meta, grid_suites=GRID)}
     assert items["Corruption cells"].startswith("DIFFER: fog; severities 1 (a corruption, a calibration)")
     assert "glass_blur; severities 5 (b corruption, b calibration)" in items["Corruption cells"]
 
@@ -92,8 +98,14 @@ def test_the_same_cells_in_other_spellings_are_no_difference():
             ({}, {"severities": [1, 2, 3, 4, 5]}),
             ({"corruptions": ["none"], "severities": [1]}, {"corruptions": ["clean"]})]
     for a, b in same:
-        assert _grid_text([run("a", a), run("b", b)]) == "", (a, b)
-    assert _grid_text([run("a", {}), run("b", {"severities": [5]})]).startswith("DIFFER")
+        assert _grid_text([run("a", a), run("b", b)], GRID) == "", (a, b)
+    assert _grid_text([run("a", {}), run("b", {"severities": [5]})], GRID).startswith("DIFFER")
+
+
+def test_the_cell_grid_suites_are_the_corruption_cell_suites():
+    """``Suite.cell_grid`` marks the suites whose numbers are means over the corruption cells (the report header
+    compares their cells); ``write_report`` reads them from the registry."""
+    assert GRID == {"corruption", "calibration"}
 
 
 def test_yaml_merges_of_merged_anchors_and_odd_keys_load(tmp_path):

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the lazy attributes, for type checkers and IDEs (``as``: re
     from .api import expand_groups as expand_groups
     from .api import item_seeds as item_seeds
     from .api import list_corruptions as list_corruptions
+    from .names import DETERMINISTIC as DETERMINISTIC
     from .names import check_name as check_name
     from .severity import PARAMS as PARAMS
     from .severity import PRESET_INFO as PRESET_INFO
@@ -45,7 +46,7 @@ if TYPE_CHECKING:  # the lazy attributes, for type checkers and IDEs (``as``: re
 #: load no torch)
 _EXPORTS = {
     "find_frost_dir": "aprkit.corruptions._frost",
-    "check_name": "aprkit.corruptions.names",
+    **dict.fromkeys(("DETERMINISTIC", "check_name"), "aprkit.corruptions.names"),
     **dict.fromkeys(("BENCHMARK", "CODE_VERSION", "CORRUPTIONS", "EXTRA", "corrupt", "corrupt_image",
                      "corruption_version", "expand_groups", "item_seeds", "list_corruptions"),
                     "aprkit.corruptions.api"),
@@ -57,6 +58,7 @@ _EXPORTS = {
 __all__ = [
     "BENCHMARK",
     "CODE_VERSION",
+    "DETERMINISTIC",
     "corruption_version",
     "EXTRA",
     "CORRUPTIONS",

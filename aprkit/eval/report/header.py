@@ -135,10 +135,6 @@ def _seed_text(run: Mapping[str, Any]) -> str:
     return ", ".join(sorted(seeds))
 
 
-#: the suites whose numbers are means over corruption x severity cells
-_GRID_SUITES = ("corruption", "calibration")
-
-
 def _items(value: Any) -> list[str]:
     """A recorded list option as its items (``"fog,snow"``, ``["fog", "snow"]``, ``5``)."""
     if isinstance(value, str):
@@ -159,14 +155,15 @@ def _cells_text(options: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _grid_text(runs: Sequence[Mapping[str, Any]]) -> str:
-    """Empty when every model and suite was evaluated on the same corruption x severity cells, else which ones each
-    used: a mean over other cells is no comparison (the options record what was asked beyond the defaults)."""
+def _grid_text(runs: Sequence[Mapping[str, Any]], grid_suites: Collection[str]) -> str:
+    """Empty when every model and suite of ``grid_suites`` was evaluated on the same corruption x severity cells,
+    else which ones each used: a mean over other cells is no comparison (the options record what was asked beyond
+    the defaults)."""
     grids: dict[str, list[str]] = {}
     for run in runs:
         for model, suite, record in _records(run):
             options = record.get("options")
-            if suite not in _GRID_SUITES or not isinstance(options, Mapping):
+            if suite not in grid_suites or not isinstance(options, Mapping):
                 continue
             grids.setdefault(_cells_text(options), []).append(f"{model} {suite}")
     if len(grids) < 2:
@@ -243,11 +240,13 @@ def _joined(runs: Sequence[Mapping[str, Any]], text: Any) -> str:
 
 
 def header_items(model_ids: Sequence[str], meta: Mapping[str, Any], limitless: Collection[str] = (),
-                 images: ImagesText | None = None, setup: SetupText | None = None) -> list[HeaderItem]:
+                 images: ImagesText | None = None, setup: SetupText | None = None,
+                 grid_suites: Collection[str] = ()) -> list[HeaderItem]:
     """Header lines of a report on ``model_ids`` with run metadata ``meta`` (lines without a value are left out);
     ``limitless``: the suites that read no limit (their line says every image); ``images``: each suite's own
     account of the images it read (default: the first ``limit``); ``setup``: each suite's account of its settings
-    (a line per suite whose models differ in them)."""
+    (a line per suite whose models differ in them); ``grid_suites``: the suites whose corruption x severity cells
+    must match (``write_report`` passes those the suite registry marks ``cell_grid``; none by default)."""
     runs = [r for r in (meta.get("runs") if "runs" in meta else [meta]) or [] if isinstance(r, Mapping)]
     items = [HeaderItem("Models", _models_text(model_ids, runs))]
     fields = (  # Data and Images over every run's suites; the others run by run
@@ -264,7 +263,7 @@ def header_items(model_ids: Sequence[str], meta: Mapping[str, Any], limitless: C
         value = text()
         if value:
             items.append(HeaderItem(label, value))
-        grid = _grid_text(runs) if label == "Images" else ""
+        grid = _grid_text(runs, grid_suites) if label == "Images" else ""
         if grid:
             items.append(HeaderItem("Corruption cells", grid))
         if label == "Images":

@@ -201,7 +201,8 @@ def write_report(results: Any, out_dir: str | Path, title: str | None = None, *,
         cls = registry.get(suite)
         return cls.setup_text(options) if cls is not None else ""
 
-    items = {item.label: item for item in header_items(res.model_ids, res.meta, limitless, images, setup)}
+    grid = [name for name, cls in registry.items() if cls.cell_grid]
+    items = {item.label: item for item in header_items(res.model_ids, res.meta, limitless, images, setup, grid)}
     items.update({label: HeaderItem(label, str(text)) for label, text in (header or {}).items()})
     doc = ReportDocument(title, list(items.values()), [sec for _, sec in sections])
     atomic_write_text(paths["markdown"], render_markdown(doc, out))

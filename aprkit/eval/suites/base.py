@@ -175,6 +175,9 @@ class Suite(Generic[OptionsT]):
     #: whether ``limit`` takes the first N images (a class-sorted dataset's first classes: the runner warns) or
     #: spreads N images over the whole dataset
     limit_takes_first: ClassVar[bool] = True
+    #: whether the suite's numbers are means over corruption x severity cells (read from its ``corruptions``,
+    #: ``severities`` and ``corrupted`` options): the report header says when models' cells differ
+    cell_grid: ClassVar[bool] = False
     #: the version of what the suite computes (its units' versions, as in their cache keys): a folder's results of the
     #: suite recorded under another version are flagged in ``results.json`` (``meta.caveats``) until it runs again
     version: ClassVar[str] = "1"

@@ -76,6 +76,7 @@ class CalibrationSuite(Suite[CalibrationOptions]):
     """ECE / RMS / NLL / Brier and reliability diagrams, clean and under corruptions."""
 
     Options = CalibrationOptions
+    cell_grid = True
     version = str(CELL_VERSION)  # its numbers are the corruption cells'
 
     def run(self, ctx: EvalContext, data: Any) -> CalibrationResult:

@@ -81,6 +81,7 @@ class CorruptionSuite(Suite[CorruptionOptions]):
     """Clean and corrupted accuracy, mean corruption error (CIFAR), mCE (ImageNet-C)."""
 
     Options = CorruptionOptions
+    cell_grid = True
     version = str(CELL_VERSION)
 
     def run(self, ctx: EvalContext, data: Any) -> CorruptionResult:
