@@ -167,6 +167,22 @@ def test_cli_errors(array_input, capsys) -> None:
     assert "image folder" in capsys.readouterr().err
 
 
+def test_a_list_option_before_the_paths_says_it_took_them(array_input, capsys) -> None:
+    """``--corruptions fog IN OUT`` took IN and OUT as corruption names: the error said only that IN and OUT were
+    missing; it now names the option that took them and the ways out (paths first, or ``--`` after the list)."""
+    tmp, _, _ = array_input
+    with pytest.raises(SystemExit) as exc:
+        main(["corrupt", "--corruptions", "fog", str(tmp / "x.npy"), str(tmp / "o")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "required: input, out (--corruptions took every word after it" in err
+    with pytest.raises(SystemExit):  # one word after it: no hint, the paths were never given
+        main(["corrupt", "--corruptions", "fog"])
+    assert "took every word" not in capsys.readouterr().err
+    assert main(["corrupt", "--corruptions", "fog", "--severities", "1", "--no-progress", "--", str(tmp / "x.npy"),
+                 str(tmp / "o")]) == 0
+    assert np.load(tmp / "o" / "fog.npy").shape[0] == np.load(tmp / "x.npy").shape[0]
+
+
 def test_cli_usage_errors_write_nothing_that_binds_a_fix(array_input, folder_input, capsys) -> None:
     """A misspelt device, repeated severities and --size 0 are usage errors (exit 2, naming the option) refused before
     any manifest binds the corrected run; output files get the umask's mode (they were all 0600)."""

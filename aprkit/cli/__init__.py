@@ -16,6 +16,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .._lazy import import_plugins
 
@@ -30,10 +31,41 @@ SUBCOMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose "arguments are required" error says when an option taking several values
+    (``--corruptions fog in out``) took the positional arguments that follow it, and how to give them."""
+
+    _words: list[str] = []
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        self._words = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def _took_several(self, option: str) -> bool:
+        """Whether ``option`` was given with two or more words after it (before the next option)."""
+        for i, word in enumerate(self._words):
+            if word == option:
+                after = self._words[i + 1:]
+                taken = next((k for k, w in enumerate(after) if w.startswith("-")), len(after))
+                if taken > 1:
+                    return True
+        return False
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("the following arguments are required"):
+            greedy = [s for a in self._actions if a.option_strings and a.nargs in ("+", "*")
+                      for s in a.option_strings if self._took_several(s)]
+            if greedy:
+                message += (f" ({' and '.join(dict.fromkeys(greedy))} took every word after it up to the next option:"
+                            " give the positional arguments first, or end its list with --)")
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="aprkit",
         description="Fourier amplitude-phase recombination (APR): augment, train, corrupt and evaluate "
         "image classifiers.",
