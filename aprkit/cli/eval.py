@@ -52,7 +52,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``aprkit eval``."""
     p = subparsers.add_parser(
         "eval", help="evaluate models: corruptions, calibration, OOD, shape/phase bias, transplant",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(__doc__ or "").replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_args(p, "eval", "settings")
     p.add_argument("--model", action="append",
@@ -66,7 +66,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--model-id", dest="model_id",
                    help="name used in the report (default: the model's name; a checkpoint's file stem, FOLDER/STEM "
                         "for aprkit train's model.pt or last.pt: FOLDER/model, FOLDER/last)")
-    p.add_argument("--num-classes", dest="num_classes", type=int)
+    p.add_argument("--num-classes", dest="num_classes", type=int,
+                   help="the model's number of outputs (default: the checkpoint's, else the architecture's own)")
     p.add_argument("--data", action="append",
                    help="clean test data spec, e.g. cifar10:/data/cifar10 or folder:/data/val ('folder:/data/val?"
                    "resize=256&crop=224' brings images of other sizes to one); repeat as SUITE=SPEC for "
@@ -76,7 +77,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder for results.json, report.md/.html and the resumable cache "
                    "(required for writing)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
-    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int,
+                   help="images per forward pass; does not change the numbers (default 256)")
     p.add_argument("--workers", dest="num_workers", type=int, help="DataLoader worker processes")
     p.add_argument("--limit", type=int, help="use only the first N images of each dataset (the transplant suite: up to "
                    "N images spread evenly over it, as its report header says)")
@@ -102,7 +104,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="mixed precision (default: on for CUDA)")
     p.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on for convolutional models)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="hide progress bars")
     p.add_argument("--no-resume", dest="resume", action="store_false", default=None, help="recompute even if cached")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override a setting or suite option, e.g. batch_size=64 knn_k=10 n_pairs=500")
