@@ -63,7 +63,7 @@ def test_mask_follows_the_phase_view_and_inverse_restores(op):
     mat = aug.transform_matrix
     assert mat.shape == (4, 3, 3)
     # the warped mask is the mask moved by the matrix, and equals where the (recombined) square went
-    from aprkit.augment.ops import warp_pixels
+    from aprkit.augment.warp import warp_pixels
     torch.testing.assert_close(m, warp_pixels(mask, mat.double(), "nearest").float())
     moved_kp = (mat[:, :2, :2] @ kp.transpose(1, 2) + mat[:, :2, 2:]).transpose(1, 2)
     torch.testing.assert_close(k, moved_kp)

@@ -56,7 +56,8 @@ def test_constants_first_built_in_inference_mode_serve_autograd_later():
     y = x.clone().requires_grad_()
     apply_ops(y, names, params).sum().backward()
     assert torch.isfinite(y.grad).all()
-    from aprkit.augment.ops import _base_grid, _constants
+    from aprkit.augment.ops import _constants
+    from aprkit.augment.warp import _base_grid
 
     assert not _base_grid(13, 11, x.device, x.dtype).is_inference()
     assert not _constants(names, 13, 11, x.device)["coef"].is_inference()
@@ -212,7 +213,7 @@ def test_half_precision_images_are_warped_in_float32(dtype):
     """A float16/bfloat16 batch was warped in its own dtype: the inside test's tolerance (eps x side) blackened up
     to 15 border columns of an identity warp at 224 px, and the CPU's half-precision grid_sample gave NaN and values
     far outside 0..255. The ops compute in float32 now and cast back."""
-    from aprkit.augment.ops import warp_pixels
+    from aprkit.augment.warp import warp_pixels
 
     x = torch.arange(224.0).repeat(1, 1, 224, 1)
     for mode in ("bilinear", "nearest"):

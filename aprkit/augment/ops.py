@@ -10,9 +10,10 @@ APR code): a level is drawn uniformly in ``[0.1, severity)``, then
 * ``autocontrast``, ``equalize``: per channel, no level;  ``color``, ``contrast``, ``brightness``,
   ``sharpness`` (not in the default list: they overlap the test corruptions): factor ``level * 1.8 / 10 + 0.1``.
 
-Geometric ops sample bilinearly with black fill. Work is done on a float 0..255 scale in the input's dtype (float32
-for float16/bfloat16 input, cast back after: a half-precision sampling grid moves pixels and blackens borders, and
-the CPU's half-precision ``grid_sample`` gives wrong values), also under ``torch.autocast`` (:func:`autocast_off`).
+Geometric ops sample bilinearly with black fill (:mod:`.warp`). Work is done on a float 0..255 scale in the input's
+dtype (float32 for float16/bfloat16 input, cast back after: a half-precision sampling grid moves pixels and blackens
+borders, and the CPU's half-precision ``grid_sample`` gives wrong values), also under ``torch.autocast``
+(:func:`.warp.autocast_off`).
 
 Two strategies give the same numbers (each image's result depends only on that image and its row of
 the parameter table from :func:`op_table`):
@@ -26,7 +27,6 @@ the parameter table from :func:`op_table`):
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,12 +37,12 @@ from .._tensor_cache import tensor_cache
 from .._tensors import to_device
 from .._text import nearest_names
 from .draws import _ROWS_PER_CALL, op_params, sample_op_params, uniform_rows, uniform_rows_shape  # noqa: F401
+from .warp import _HALF, _warp, autocast_off
 
 __all__ = ["DEFAULT_OPS", "ALL_OPS", "GEOMETRIC_OPS", "TABLE_COLS", "resolve_ops", "uniform_rows", "uniform_rows_shape",
            "op_params",
            "sample_op_params", "op_table",
-           "apply_table", "apply_ops", "use_dense", "grey_levels", "is_geometric", "pixel_matrix", "warp_pixels",
-           "autocast_off"]
+           "apply_table", "apply_ops", "use_dense", "grey_levels", "is_geometric"]
 
 DEFAULT_OPS: tuple[str, ...] = (
     "autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x", "shear_y", "translate_x", "translate_y",
@@ -56,15 +56,6 @@ _THETA, _ARG, _OP, _GEO = slice(0, 6), 6, 7, 8
 TABLE_COLS = 9
 STRATEGIES = ("auto", "grouped", "dense")
 _INT_TOL = 1e-4  # grey levels: a float image's k / 255 * 255 may come out a hair below the integer k
-
-
-def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
-    """A region free of an enclosing ``torch.autocast`` on ``device``'s type (a no-op where it has none: ``meta``)."""
-    # torch 2.11's Dynamo cannot trace torch._C._is_autocast_available (a fullgraph compile fails on it): compiled code
-    # runs on a device type with autocast (cuda, cpu, ...), so the check is skipped there
-    if torch.compiler.is_compiling() or torch.amp.is_autocast_available(device.type):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def resolve_ops(ops: Sequence[str] | None) -> tuple[str, ...]:
@@ -127,31 +118,6 @@ def _constants(names: tuple[str, ...], h: int, w: int, device: torch.device) -> 
     return _cached_constants(names, h, w, device)
 
 
-def _build_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    ys = (torch.arange(h, dtype=torch.float64) * 2 + 1) / h - 1
-    xs = (torch.arange(w, dtype=torch.float64) * 2 + 1) / w - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx, gy, torch.ones_like(gx)], -1).reshape(h * w, 3).to(device=device, dtype=dtype)
-
-
-_cached_grid = tensor_cache(64)(_build_grid)
-
-
-def _build_extent(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``(2, 2)``: rows ``(W / 2, H / 2)``, the normalised grid's scale to pixels, and ``(W, H)``, the extent."""
-    return torch.tensor([[w / 2, h / 2], [w, h]], dtype=dtype, device=device)
-
-
-_cached_extent = tensor_cache(64)(_build_extent)  # made once per size and device: no copy to the device per batch
-
-
-def _base_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """``(H * W, 3)``: normalised output pixel centres ``(x_n, y_n, 1)`` (``affine_grid``'s, computed in float64)."""
-    if torch.compiler.is_compiling():
-        return _build_grid(h, w, device, dtype)
-    return _cached_grid(h, w, device, dtype)
-
-
 def op_table(names: tuple[str, ...], params: dict[str, torch.Tensor], h: int, w: int) -> torch.Tensor:
     """Per-image parameters of one op each, ``(B, TABLE_COLS)`` float64 on the parameters' device.
 
@@ -183,65 +149,10 @@ def op_table(names: tuple[str, ...], params: dict[str, torch.Tensor], h: int, w:
     return torch.cat([theta, arg, op.to(torch.float64).unsqueeze(1), coef[:, -1:]], 1)
 
 
-#: input dtypes the ops compute in float32 (cast back after)
-_HALF = (torch.float16, torch.bfloat16)
-
-
-def _warp(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-    """Warp as PIL's affine transform: ``out(p) = x(theta @ [p, 1])`` (normalised coordinates, pixel centres).
-
-    Like PIL (``Image.transform`` / ``rotate``), a sample point outside the image ``[0, W) x [0, H)`` gives
-    black and one inside interpolates with the edge pixels repeated (``grid_sample`` with zero padding
-    would blend the outermost half pixel with black: up to 4 grey levels per image of difference from
-    the reference). ``mode="nearest"`` moves masks along with the image."""
-    b, _, h, w = x.shape
-    grid = _base_grid(h, w, x.device, x.dtype) @ theta.reshape(b, 2, 3).to(x.dtype).transpose(1, 2)  # (B, HW, 2)
-    grid = grid.view(b, h, w, 2)
-    out = F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
-    # inside test in pixels, with a tolerance for the float error of the grid (an exact 1-pixel shift lands on the edge)
-    tol = 8 * torch.finfo(x.dtype).eps * max(h, w)
-    extent = (_build_extent if torch.compiler.is_compiling() else _cached_extent)(h, w, grid.device, grid.dtype)
-    px = (grid + 1) * extent[0]
-    inside = ((px > -tol) & (px < extent[1] - tol)).all(-1)
-    return out * inside.unsqueeze(1).to(out.dtype)
-
-
-def _to_norm(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-    """``(3, 3)``: pixel coordinates with integer pixel centres (kornia's, OpenCV's) -> ``affine_grid``'s
-    normalised ones."""
-    return torch.tensor([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1], [0, 0, 1]], dtype=like.dtype, device=like.device)
-
-
 def is_geometric(names: tuple[str, ...], op: torch.Tensor) -> torch.Tensor:
     """Bool mask ``(B,)``: whether op ``names[op[i]]`` moves pixels (rotate, shear, translate)."""
     mask = _rows(op, names, _GEOMETRIC)
     return torch.zeros_like(op, dtype=torch.bool) if mask is None else mask
-
-
-def pixel_matrix(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """The forward map ``(B, 3, 3)`` of the inverse maps ``theta`` ``(B, 6)`` (columns of :func:`op_table`).
-
-    Maps input pixel coordinates to output pixel coordinates, pixel centres at integers (corners
-    ``(0, 0)`` and ``(W - 1, H - 1)``): kornia's ``transform_matrix`` convention and OpenCV's, so boxes and
-    keypoints move with the image. Same dtype and device as ``theta``."""
-    n = _to_norm(h, w, theta)
-    last = theta.new_tensor([0.0, 0.0, 1.0]).expand(theta.shape[0], 1, 3)
-    inv = torch.cat([theta.reshape(-1, 2, 3), last], 1)  # output normalised -> input normalised
-    return torch.linalg.solve(n, torch.linalg.solve(inv, n.expand_as(inv)))  # N^-1 inv^-1 N
-
-
-def warp_pixels(x: torch.Tensor, matrix: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
-    """Warp ``x`` ``(B, C, H, W)`` float by forward pixel maps ``matrix`` ``(B, 3, 3)`` (:func:`pixel_matrix`'s
-    convention), with the same sampling and borders as the ops; ``mode="nearest"`` for masks. Runs with
-    autocast off (see :func:`autocast_off`)."""
-    if x.dtype in _HALF:
-        return warp_pixels(x.float(), matrix, mode).to(x.dtype)
-    h, w = x.shape[-2:]
-    m = matrix.to(torch.float64)
-    n = _to_norm(h, w, m)
-    theta = n @ torch.linalg.solve(m, torch.linalg.inv(n).expand_as(m))  # N M^-1 N^-1: output -> input, normalised
-    with autocast_off(x.device):
-        return _warp(x, theta[:, :2].reshape(-1, 6).to(x.dtype), mode)
 
 
 def _autocontrast(x: torch.Tensor) -> torch.Tensor:
@@ -379,7 +290,7 @@ def apply_table(x: torch.Tensor, names: tuple[str, ...], table: torch.Tensor, st
 
     ``table`` ``(B, TABLE_COLS)`` from :func:`op_table`, best already on ``x``'s device in ``x``'s dtype.
     Returns a new float tensor; every image gets exactly one op. ``strategy`` as in :func:`use_dense`.
-    Runs in ``x``'s dtype under ``torch.autocast`` too (:func:`autocast_off`).
+    Runs in ``x``'s dtype under ``torch.autocast`` too (:func:`.warp.autocast_off`).
     """
     if x.dtype in _HALF:
         return apply_table(x.float(), names, table, strategy).to(x.dtype)

@@ -48,12 +48,12 @@ from .ops import (
     grey_levels,
     op_params,
     op_table,
-    pixel_matrix,
     resolve_ops,
     uniform_rows,
     use_dense,
 )
 from .ops_pil import apply_pil_op
+from .warp import pixel_matrix
 
 __all__ = ["sample_single_params", "single_params", "SINGLE_DRAWS", "apr_single", "apr_single_core", "param_table",
            "APRSingleBatch", "APRSingle", "make_generator", "worker_generator", "worker_seed", "Cast", "CASTS",
@@ -134,7 +134,7 @@ def param_table(names: tuple[str, ...], params: dict[str, torch.Tensor], h: int,
 
 
 def single_transform_matrix(params: dict[str, torch.Tensor], names: tuple[str, ...], h: int, w: int) -> torch.Tensor:
-    """The geometry each APR-S image follows: forward pixel maps ``(B, 3, 3)`` float64 (see ``ops.pixel_matrix``).
+    """The geometry each APR-S image follows: forward pixel maps ``(B, 3, 3)`` float64 (see ``warp.pixel_matrix``).
 
     The output takes its phase -- where edges and objects are -- from one view, so it follows that
     view's geometry: the first op's when the image is not recombined or keeps view A's phase, else the

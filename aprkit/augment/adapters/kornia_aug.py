@@ -25,9 +25,9 @@ from kornia.constants import Resample
 from ..._checks import check_probability
 from ..._generators import worker_generator
 from ...fourier import Dims
-from ..ops import warp_pixels
 from ..pair import APRPair
 from ..single import APRSingleBatch, Cast, single_transform_matrix
+from ..warp import warp_pixels
 
 __all__ = ["RandomAPRSingle", "RandomAPRPair"]
 
