@@ -33,16 +33,20 @@ __all__ = [
     "check_dims",
     "check_finite_spectrum",
     "eager_cpu",
-    "warn_if_normalised",
+    "check_value_range",
+    "value_range_problem",
     "warning_level",
 ]
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _RANGE_SLACK = 1e-3  # rounding noise tolerated around [0, 1] by ``unit_range`` (0..255 floats are far outside)
-_OVERSHOOT = 1.0  # ``overshoot=True``: [-1, 2] passes (bicubic ringing, APR-P's recombination; not 0..255 floats)
-#: the share of negative values at which float images, clamped to [0, 1] by the transform, look normalised to [-1, 1]
-#: (mean = std = 0.5, inside the overshoot window): APR-P's recombined CIFAR-10 images had at most 26 % of their
-#: values below 0 (99 % of them under 18 %; a batch 1-4 %), normalised images 57 % (median; 7 % at least)
+#: float images with a value above this are taken for 0..255 values where [0, 1] images and another augmentation's
+#: overshoot are expected: APR-P's unclamped recombination reached 2.64 on CIFAR-10 images (0.46 % of them left
+#: [-1, 2]) and 5.24 on a one-pixel image; 0..255 images hold values far above it
+LEVELS_ABOVE = 20.0
+#: the share of negative values at which float images look normalised with a mean and std: APR-P's recombined
+#: CIFAR-10 images had at most 26 % of their values below 0 (99 % of them under 18 %; a batch 1-4 %), normalised
+#: images 57 % (median; 7 % at least)
 NORMALISED_SHARE = 1 / 3
 IMAGE_DTYPES = FLOAT_DTYPES + (torch.uint8,)
 
@@ -65,13 +69,12 @@ def check_image_tensor(
     dimensions, an empty batch, ``H`` or ``W`` below 2, a wrong channel count or non-finite values.
     ``unit_range=True`` (at API boundaries that clamp to [0, 1]): float values outside [0, 1] (e.g. 0..255
     floats) raise ``ValueError`` too; it costs one ``aminmax`` pass, which also serves the finiteness check.
-    ``overshoot=True`` (augmentations that clamp their views, as the hosts' own transforms take such input): values
-    in [-1, 2], another augmentation's overshoot (bicubic resampling, APR-P), pass; 0..255 floats and images
-    normalised beyond that (ImageNet's mean and std) are still refused, and images normalised to [-1, 1] (mean = std =
-    0.5), which lie inside it, are warned of when a third or more of their values are negative
-    (:func:`warn_if_normalised`). ``allow_empty=True`` (batch transforms, which hand an empty batch back as
-    their hosts' own transforms do): a batch of no images passes (its image shape is still checked). While
-    ``torch.compile`` traces, only the static checks run (a value check is data-dependent control flow).
+    ``overshoot=True`` (augmentations that clamp their views, as the hosts' own transforms take such input): another
+    augmentation's overshoot (bicubic resampling, APR-P's recombination) passes; 0..255 floats and normalised images
+    are refused, or warned of, as :func:`check_value_range` reads them. ``allow_empty=True`` (batch transforms,
+    which hand an empty batch back as their hosts' own transforms do): a batch of no images passes (its image shape
+    is still checked). While ``torch.compile`` traces, only the static checks run (a value check is data-dependent
+    control flow).
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (..., C, H, W), got {type(x).__name__}")
@@ -100,30 +103,49 @@ def check_image_tensor(
         lo, hi = (float(v) for v in torch.aminmax(x.detach()))  # NaN and inf propagate
         if check_finite and not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError(f"{name} contains NaN or infinite values; expected finite pixel values")
-        low, high = (-_OVERSHOOT, 1.0 + _OVERSHOOT) if overshoot else (-_RANGE_SLACK, 1.0 + _RANGE_SLACK)
-        if lo < low or hi > high:
-            why = ("normalised with a mean and std? normalise after this step" if lo < -_OVERSHOOT else "divide "
-                   "0..255 values by 255" if hi > 1.0 + _OVERSHOOT else "a little outside: another augmentation's "
-                   "overshoot? clamp it first, x.clamp(0, 1)")
+        if overshoot:
+            check_value_range(x, lo, hi, name)
+        elif lo < -_RANGE_SLACK or hi > 1.0 + _RANGE_SLACK:
+            why = ("divide 0..255 values by 255" if hi > LEVELS_ABOVE else "normalised with a mean and std? normalise "
+                   "after this step" if value_range_problem(x, lo, hi) == "normalised" else "a little outside: "
+                   "another augmentation's overshoot? clamp it first, x.clamp(0, 1)")
             raise ValueError(f"{name} is float with values in [{lo:.4g}, {hi:.4g}]; expected float images in [0, 1] "
                              f"({why}) or uint8 in [0, 255]")
-        if overshoot:
-            warn_if_normalised(x, lo, name)
         return x
     if check_finite and x.dtype != torch.uint8 and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values; expected finite pixel values")
     return x
 
 
-def warn_if_normalised(x: torch.Tensor, lo: float, name: str = "images") -> None:
-    """Warn when float images whose smallest value is ``lo`` look normalised to [-1, 1] (a share of at least
-    :data:`NORMALISED_SHARE` of their values below 0) where they are clamped to [0, 1]: their negative half would be
-    cut off. Such images lie inside the window of another augmentation's overshoot, so they pass the range checks;
-    one more pass over ``x``, only when it holds negative values."""
-    if lo >= -_RANGE_SLACK:
-        return
-    share = float((x.detach() < 0).sum()) / x.numel()
-    if share >= NORMALISED_SHARE:
+def value_range_problem(x: torch.Tensor, lo: float, hi: float) -> str | None:
+    """How float images ``x`` with extremes ``lo``, ``hi`` miss the [0, 1] range where [0, 1] images and another
+    augmentation's overshoot are expected: ``"0..255"`` (a value above :data:`LEVELS_ABOVE`), ``"normalised"`` (a
+    share of at least :data:`NORMALISED_SHARE` of the values below 0: a mean and std applied) or ``None``. The one
+    reading of a float range shared by the augmentations and the models' inputs; a second pass over ``x`` only when
+    it holds negative values."""
+    if hi > LEVELS_ABOVE:
+        return "0..255"
+    if lo < -_RANGE_SLACK and float((x.detach() < 0).sum()) / x.numel() >= NORMALISED_SHARE:
+        return "normalised"
+    return None
+
+
+def check_value_range(x: torch.Tensor, lo: float, hi: float, name: str = "images", clamped: str = "") -> None:
+    """Refuse float images that :func:`value_range_problem` reads as 0..255 values or as normalised below -1 (a
+    mean and std such as ImageNet's) where they are clamped to [0, 1]: they would come out white, or lose their
+    negative part; images normalised to [-1, 1] (mean = std = 0.5) are warned of (they may also be an overshoot).
+    Another augmentation's overshoot (APR-P's recombination, a few values beyond [-1, 2]) passes. ``clamped``: how
+    the caller clamps, for the messages."""
+    problem = value_range_problem(x, lo, hi)
+    where = f"; {clamped}" if clamped else ""
+    if problem == "0..255":
+        raise ValueError(f"{name} is float with values up to {hi:.4g}{where}: 0..255 floats? expected float images "
+                         "in [0, 1] (divide 0..255 values by 255) or uint8 in [0, 255]")
+    if problem == "normalised" and lo < -1:
+        raise ValueError(f"{name} is float with values down to {lo:.4g}, most of them or many below 0{where}: "
+                         "normalised with a mean and std? pass images in [0, 1] and normalise after this step")
+    if problem == "normalised":
+        share = float((x.detach() < 0).sum()) / x.numel()
         warnings.warn(f"{name} is float with {share:.0%} of its values below 0 (down to {lo:.3g}): normalised with a "
                       "mean and std (e.g. 0.5 and 0.5, to [-1, 1])? Its views are clamped to [0, 1], which cuts the "
                       "negative values off: normalise after this step. (Another augmentation's overshoot leaves few "
@@ -162,23 +184,13 @@ def eager_cpu(t: torch.Tensor) -> bool:
 
 
 def check_not_0_255(x: torch.Tensor, name: str = "images") -> None:
-    """Refuse float images holding 0..255 values (they would come out white) or mean/std-normalised values (their
-    negative part would be cut off) where results are clamped to [0, 1]: one ``aminmax`` pass, on eager CPU calls
-    only (elsewhere a host sync). Values in [-1, 2] (another augmentation's overshoot, as APR-S's) pass, images
-    normalised to [-1, 1] with a warning (:func:`warn_if_normalised`); NaN and infinities are left to the finiteness
-    checks (they are no sign of a value range)."""
+    """:func:`check_value_range` for APR-P's ``clamp=True`` (results clamped to [0, 1]): one ``aminmax`` pass, on
+    eager CPU calls only (elsewhere a host sync); NaN and infinities are left to the finiteness checks (they are no
+    sign of a value range)."""
     if x.is_floating_point() and eager_cpu(x) and x.numel():
         lo, hi = (float(v) for v in torch.aminmax(x.detach()))
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            return
-        if lo < -_OVERSHOOT:  # the bounds of check_image_tensor(overshoot=True); first: a normalised batch also
-            # reaches above 2 (ImageNet statistics: up to 2.64), 0..255 floats never below 0
-            raise ValueError(f"{name} is float with values down to {lo:.4g}, but results are clamped to [0, 1] "
-                             "(clamp=True): normalised with a mean and std? pass images in [0, 1] and normalise after")
-        if hi > 1.0 + _OVERSHOOT:
-            raise ValueError(f"{name} is float with values up to {hi:.4g}, but results are clamped to [0, 1] "
-                             "(clamp=True): 0..255 floats? pass float images in [0, 1] (divide by 255) or uint8")
-        warn_if_normalised(x, lo, name)
+        if math.isfinite(lo) and math.isfinite(hi):
+            check_value_range(x, lo, hi, name, "results are clamped to [0, 1] (clamp=True)")
 
 
 def check_hwc_layout(arr: Any, name: str = "image") -> None:

@@ -205,7 +205,7 @@ def test_pair_rejects_float_0_255_like_single(bad, images_u8):
     ok_img, ok_partner = img.astype(np.float32) / 255, partner.astype(np.float32) / 255
     args = {"image": (img.astype(np.float32), ok_partner), "partner": (ok_img, partner.astype(np.float32))}[bad]
     name = {"image": "image", "partner": "apr_metadata"}[bad]
-    with pytest.raises(ValueError, match=rf"^{name} is float with values in .*expected float images in \[0, 1\]"):
+    with pytest.raises(ValueError, match=rf"^{name} is float with values .*expected float images in \[0, 1\]"):
         A.Compose([AlbuAPRPair(p=1.0)], seed=0)(image=args[0], apr_metadata=[args[1]])
     with pytest.raises(ValueError, match=r"expected float images in \[0, 1\]"):
         A.Compose([AlbuAPRSingle(recombine_p=1.0)], seed=0)(image=img.astype(np.float32))

@@ -171,3 +171,41 @@ def test_p_is_checked_when_set_after_construction(make):
     assert aug.p == 0.25 and type(aug.p) is float
     assert pickle.loads(pickle.dumps(aug)).p == 0.25
     assert pickle.loads(pickle.dumps(aug)).__dict__["p"] == 0.25  # where instances pickled before the check hold it
+
+
+def test_apr_p_output_is_taken_by_every_step_that_clamps_its_views():
+    """APR-P's unclamped output leaves [-1, 2] now and then (0.46 % of CIFAR-10 images, down to -1.76 and up to
+    2.64; a one-pixel image up to 5.2): APR-S, APR-P with ``clamp=True`` and the models refused it as "0..255
+    floats?" or "normalised?" (tester: 3 of 8 kornia batches of APR-P then APR-S raised), as the hosts' own
+    transforms do not. One reading of a float range now: above 20 is 0..255, a third of the values or more below 0
+    is normalised."""
+    from aprkit.augment.adapters import RandomAPRSingle
+    from aprkit.models import create_model
+
+    x = torch.zeros(2, 3, 32, 32)
+    x[0, :, 16, 16] = 1.0
+    x[1] = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = APRPair(p=1.0).apply(x, {"perm": torch.tensor([1, 0]), "mask": torch.tensor([True, True])})
+    assert float(y.amax()) > 5 and float(y.amin()) < 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for step in (RandomAPRSingle(p=1.0, seed=0), APRPair(p=1.0, clamp=True, seed=0), APRSingleBatch(p=1.0, seed=0)):
+            out = step(y)
+            assert out.shape == y.shape and float(out.amin()) >= 0 and float(out.amax()) <= 1
+        create_model("resnet20").eval()(y)  # no "0..255 floats?" warning either
+    with pytest.raises(ValueError, match="0..255 floats"):
+        APRSingleBatch(p=1.0, seed=0)(x * 255)
+    with pytest.raises(ValueError, match="normalised with a mean and std"):
+        APRSingleBatch(p=1.0, seed=0)((x[1:] - 0.5) / 0.25)
+
+
+def test_severity_takes_numpy_numbers_as_p_does():
+    """``severity=np.int64(3)`` was refused with "must be a number in (0.1, 10], got np.int64(3)" while ``p`` and
+    torchvision's AugMix take NumPy numbers (a sweep over ``np.arange(1, 6)``)."""
+    from aprkit.augment import APRSingle
+
+    for severity in (np.int64(3), np.float32(3.0), torch.tensor(3.0), np.array(3)):
+        assert APRSingleBatch(severity=severity).severity == 3.0 and "severity=3.0" in repr(APRSingle(severity=severity))
+    for bad in (True, "3", 0.1, 11, float("nan")):
+        with pytest.raises(ValueError, match=r"severity must be a number in \(0.1, 10\]"):
+            APRSingleBatch(severity=bad)

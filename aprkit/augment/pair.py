@@ -95,10 +95,10 @@ class APRPair(CheckedProbability, CompiledCore, ReplayModule):
 
     def _check_images(self, x: torch.Tensor) -> None:
         """Shapes and dtype; with ``dims="hw"`` a channels-last ``(B, H, W, C)`` batch is refused (the 2-D transforms
-        would run over the wrong axes); with ``clamp`` 0..255 floats and floats normalised beyond [-1, 2] are refused
-        on eager CPU calls (one ``aminmax`` pass; they would come out saturated or cut off), floats normalised to
-        [-1, 1] warned of (:func:`aprkit._checks.warn_if_normalised`). Without ``clamp`` a normalised batch is
-        recombined as it is, as the reference's ImageNet code mixes (its CIFAR code mixes the [0, 1] images)."""
+        would run over the wrong axes); with ``clamp`` 0..255 floats and normalised floats are refused or warned of
+        on eager CPU calls (:func:`aprkit._checks.check_value_range`; they would come out saturated or cut off).
+        Without ``clamp`` a normalised batch is recombined as it is, as the reference's ImageNet code mixes (its CIFAR
+        code mixes the [0, 1] images)."""
         check_image_tensor(x, "images", min_ndim=4, max_ndim=4, check_finite=False, allow_empty=True)
         if self.clamp:
             check_not_0_255(x)

@@ -19,6 +19,7 @@ multiple of 256 levels taken off as the truncated value's, so they stay within a
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
@@ -80,9 +81,12 @@ def wrap_levels(rec: torch.Tensor, quantize: bool) -> torch.Tensor:
 
 
 def _check_severity(severity: float) -> float:
-    if isinstance(severity, bool) or not isinstance(severity, (int, float)) or not 0.1 < float(severity) <= 10:
+    """``severity`` as a float in (0.1, 10]: any real number (NumPy's too, as ``p`` and the hosts' own severities
+    take) or a 0-dim tensor/array; not a bool or a string."""
+    value = severity.item() if getattr(severity, "ndim", None) == 0 and hasattr(severity, "item") else severity
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.1 < float(value) <= 10:
         raise ValueError(f"severity must be a number in (0.1, 10], got {severity!r}")
-    return float(severity)
+    return float(value)
 
 
 #: uniforms per image behind APR-S's parameters (:func:`single_params`)
