@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -54,6 +55,7 @@ __all__ = [
     "iter_batches",
     "to_model_input",
     "check_finite_logits",
+    "warn_if_probabilities",
     "predict",
     "start_predict",
     "PendingOutputs",
@@ -122,11 +124,13 @@ def _check_logits(logits: Any, n: int, num_classes: int | tuple[int, ...] | None
         )
     if isinstance(num_classes, tuple):
         if logits.shape[1] not in num_classes:
-            raise ValueError(f"the model outputs {logits.shape[1]} classes {where()}; this data needs "
+            raise ValueError(f"the model outputs {logits.shape[1]} class{'es' if logits.shape[1] != 1 else ''} "
+                             f"{where()}; this data needs "
                              f"{' or '.join(map(str, num_classes))} outputs")
     elif num_classes is not None and logits.shape[1] != num_classes:
         raise ValueError(
-            f"the model outputs {logits.shape[1]} classes but the data has {num_classes} {where()}; "
+            f"the model outputs {logits.shape[1]} class{'es' if logits.shape[1] != 1 else ''} but the data has "
+            f"{num_classes} {where()}; "
             "load the checkpoint trained on this label set, or give the data the model's label set (one folder per "
             "model class, in the model's order; empty folders count); a model whose first outputs are the data's "
             "classes (trained with more outputs than classes) runs with --set check_classes=false"
@@ -149,6 +153,21 @@ def check_finite_logits(logits: torch.Tensor, idx: torch.Tensor, desc: str) -> N
             f"dataset indices {first}{' ...' if bad.numel() > 5 else ''}); check the checkpoint and the input range "
             "(float [0, 1])"
         )
+
+
+def warn_if_probabilities(logits: torch.Tensor) -> None:
+    """Warn when every row of the model's outputs ``(N, K)`` lies in [0, 1] and sums to 1: probabilities (a model
+    ending in a softmax), where logits are expected. The accuracy comes out right, but every measure read from
+    ``softmax(logits)`` (ECE, NLL, Brier, the OOD scores) is computed on ``softmax(probabilities)``: ECE 75 % instead
+    of 1.5 % for a CIFAR-10 ResNet-20. Log-probabilities are logits (their softmax is the probabilities)."""
+    if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] < 2:
+        return
+    lo, hi = (float(v) for v in torch.aminmax(logits))
+    if lo >= -1e-6 and hi <= 1 + 1e-6 and bool(((logits.double().sum(1) - 1).abs() < 1e-3).all()):
+        warnings.warn("the model returns probabilities (every row of its outputs lies in [0, 1] and sums to 1), but "
+                      "logits are expected: calibration (ECE, NLL, Brier) and the OOD scores are computed on their "
+                      "softmax, so they come out wrong (the accuracy does not); drop the final softmax, or return "
+                      "its log (torch.log_softmax)", RuntimeWarning, stacklevel=3)
 
 
 class _SplitHead(Protocol):
@@ -235,6 +254,7 @@ class PendingOutputs:
             out = Outputs(logits, torch.cat(parts["labels"]), torch.cat(parts["feats"]) if parts["feats"] else None)
             out = gather_outputs(out, idx, self._n)
             out.seconds = time.perf_counter() - self._t0
+            warn_if_probabilities(out.logits)
             self._out = out
         if check_finite and not self._checked:
             check_finite_logits(self._out.logits, torch.arange(self._out.logits.shape[0]), self._desc)

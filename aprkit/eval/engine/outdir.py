@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..._text import comma_items
 from ...distributed import group_info, is_main_process
 from .cache import atomic_write_json, to_jsonable
 
@@ -173,8 +174,9 @@ class SuiteIndex:
         stale = self._do(("claim", label, fingerprint))
         if stale:
             warnings.warn(
-                f"{self.path}: model label {label!r} previously named other weights; dropping its earlier results "
-                f"({', '.join(stale)}) from results.json (their cells stay in the cache)", RuntimeWarning, stacklevel=3)
+                f"{self.path}: model label {label!r} previously named other weights or model code; dropping its "
+                f"earlier results ({', '.join(stale)}) from results.json (their cells stay in the cache)",
+                RuntimeWarning, stacklevel=3)
         return stale
 
     def add(self, entry: Mapping[str, Any]) -> None:
@@ -182,7 +184,8 @@ class SuiteIndex:
         that one was measured with other options, seed, mixed precision or data: its numbers leave ``results.json``)."""
         entry = to_jsonable(dict(entry))  # as the index holds it (JSON types), so that equal settings compare equal
         old = next((e for e in self.entries if (e["model"], e["suite"]) == (entry["model"], entry["suite"])), None)
-        changed = [k for k in _SETTINGS if old is not None and k in old and old.get(k) != entry.get(k)]
+        changed = [k for k in _SETTINGS
+                   if old is not None and k in old and _same_as(old.get(k)) != _same_as(entry.get(k))]
         if old is not None and changed and self.path is not None:
             was = "; ".join(f"{k} {_setting(old, k)}" for k in changed)
             now = "; ".join(f"{k} {_setting(entry, k)}" for k in changed)
@@ -239,6 +242,15 @@ class SuiteIndex:
 
 #: what a suite entry was measured with, compared when another run replaces it
 _SETTINGS = ("options", "seed", "amp", "data")
+
+
+def _same_as(value: Any) -> Any:
+    """A recorded setting in the form two runs compare in: the options' lists as sets (``"fog,contrast"``,
+    ``["contrast", "fog"]``: the suites evaluate and report their items in one order, whatever the order given)."""
+    if not isinstance(value, Mapping):
+        return value
+    return {k: tuple(sorted(set(map(str, comma_items(v) if isinstance(v, str) and "," in v else v))))
+            if isinstance(v, (list, tuple)) or (isinstance(v, str) and "," in v) else v for k, v in value.items()}
 
 
 def _setting(entry: Mapping[str, Any], key: str) -> str:

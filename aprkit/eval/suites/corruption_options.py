@@ -44,9 +44,9 @@ class CorruptionOptions(LimitOption):
 
     corruptions: list[str] = Field(default_factory=_benchmark)
     """corruption names and groups (``benchmark``, ``extra``, ``all``; default, or an empty list: the 15 benchmark
-    ones); ``["none"]``: clean accuracy only"""
+    ones); ``["none"]``: clean accuracy only. Evaluated and reported in the published order, whatever the order given"""
     severities: list[int] = [1, 2, 3, 4, 5]
-    """severities in 1..5"""
+    """severities in 1..5 (ascending, whatever the order given)"""
     corrupted: Any = None
     """a -C dataset on disk (``"cifar10-c:ROOT"``) or a callable (corruption, severity) -> dataset; else generated"""
     num_classes: int | None = None
@@ -83,9 +83,12 @@ class CorruptionOptions(LimitOption):
         if v in (["none"], ["clean"]):
             return []  # clean accuracy only
         from aprkit.corruptions import expand_groups
+        from aprkit.corruptions.names import ALL
 
-        # groups (benchmark, extra, all) as aprkit corrupt takes them; a did-you-mean for a typo; a repeat counts once
-        return list(dict.fromkeys(expand_groups(v)))
+        # groups (benchmark, extra, all) as aprkit corrupt takes them; a did-you-mean for a typo; a repeat counts once;
+        # in the registry's order (the published one): the same cells in any order give the same numbers to the bit
+        # (means over cells add in one order) and read as the same settings
+        return sorted(dict.fromkeys(expand_groups(v)), key=ALL.index)
 
     @field_validator("severities")
     @classmethod
@@ -93,7 +96,7 @@ class CorruptionOptions(LimitOption):
         bad = [s for s in v if not 1 <= s <= 5]
         if bad:
             raise ValueError(f"severities must be integers in 1..5, got {bad}")
-        return list(dict.fromkeys(v))  # a repeated cell would weigh twice in the means over cells
+        return sorted(set(v))  # a repeated cell would weigh twice in the means over cells; ascending, as corruptions
 
     @model_validator(mode="after")
     def _read_with_corruptions(self) -> CorruptionOptions:
