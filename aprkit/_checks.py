@@ -141,11 +141,11 @@ def check_value_range(x: torch.Tensor, lo: float, hi: float, name: str = "images
     if problem == "0..255":
         raise ValueError(f"{name} is float with values up to {hi:.4g}{where}: 0..255 floats? expected float images "
                          "in [0, 1] (divide 0..255 values by 255) or uint8 in [0, 255]")
-    if problem == "normalised" and lo < -1:
-        raise ValueError(f"{name} is float with values down to {lo:.4g}, most of them or many below 0{where}: "
-                         "normalised with a mean and std? pass images in [0, 1] and normalise after this step")
     if problem == "normalised":
         share = float((x.detach() < 0).sum()) / x.numel()
+        if lo < -1:
+            raise ValueError(f"{name} is float with {share:.0%} of its values below 0, down to {lo:.4g}{where}: "
+                             "normalised with a mean and std? pass images in [0, 1] and normalise after this step")
         warnings.warn(f"{name} is float with {share:.0%} of its values below 0 (down to {lo:.3g}): normalised with a "
                       "mean and std (e.g. 0.5 and 0.5, to [-1, 1])? Its views are clamped to [0, 1], which cuts the "
                       "negative values off: normalise after this step. (Another augmentation's overshoot leaves few "
