@@ -23,6 +23,7 @@ import os
 import re
 import types
 import typing
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -47,7 +48,8 @@ _ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
 def expand_env(value: Any) -> Any:
     """Expand ``$VAR``, ``${VAR}``, ``${VAR:-default}`` in a string, or in every string of a list/mapping.
 
-    An unset (or empty) variable takes the default; without one it stays as written.
+    An unset (or empty) variable takes the default; without one it stays as written, with a warning naming it for
+    ``${VAR}`` (a path that holds it would fail later with no word of the variable).
     """
     if isinstance(value, str):
 
@@ -55,7 +57,12 @@ def expand_env(value: Any) -> Any:
             found = os.environ.get(m.group(1) or m.group(3))
             if found:
                 return found
-            return m.group(2) if m.group(2) is not None else m.group(0)
+            if m.group(2) is not None:
+                return m.group(2)
+            if m.group(1):
+                warnings.warn(f"${{{m.group(1)}}} in {value!r} is not set (and has no default, "
+                              f"${{{m.group(1)}:-DEFAULT}}): it stays as written", RuntimeWarning, stacklevel=2)
+            return m.group(0)
 
         return _ENV.sub(sub, value)
     if isinstance(value, list):

@@ -48,8 +48,9 @@ def check_same_classes(train: Dataset, test: Dataset, what: str, relabel: bool =
 
 def check_several_classes(ds: Dataset, num_classes: int) -> None:
     """Refuse training data of one class (every prediction of it is right: 100 % accuracy, nothing learnt), and warn
-    when ``num_classes`` exceeds the classes it names (outputs never trained). Reads the ``classes`` and label
-    attributes only (no image decoded); data without them is not checked."""
+    when ``num_classes`` exceeds the classes it names, or it holds images of only some of them (a CIFAR-10 tree with
+    class folders missing): those outputs are never trained. Reads the ``classes`` and label attributes only (no
+    image decoded); data without them is not checked."""
     classes = getattr(ds, "classes", None)
     labels = attribute_labels(ds)
     present = [str(c) for c in classes] if isinstance(classes, (list, tuple)) else []
@@ -63,6 +64,11 @@ def check_several_classes(ds: Dataset, num_classes: int) -> None:
         warnings.warn(f"model.num_classes={num_classes} but the training data names {len(classes)} classes: the "
                       f"other {num_classes - len(classes)} outputs are never trained; set model.num_classes="
                       f"{len(classes)} unless that is meant", RuntimeWarning, stacklevel=4)
+    elif isinstance(classes, (list, tuple)) and labels is not None and 1 < len(present) < len(classes):
+        missing = [str(c) for k, c in enumerate(classes) if k not in set(labels.unique().tolist())]
+        warnings.warn(f"the training data names {len(classes)} classes but holds images of {len(present)} of them "
+                      f"only (none of {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}): those outputs "
+                      "are never trained; a class folder missing or empty?", RuntimeWarning, stacklevel=4)
 
 
 def check_labels(ds: Dataset, num_classes: int, what: str) -> None:

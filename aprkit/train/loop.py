@@ -53,7 +53,7 @@ from .model_setup import build_model, input_stats
 from .optim import build_optimizer, lr_factor
 from .process_state import kept_process_state, seed_everything
 from .recipe import DeviceAugment, method_loss
-from .resume import RunPosition, resume_run
+from .resume import RunPosition, data_ids, resume_run
 from .run_folder import file_state, take_run_folder
 from .signals import deferred_stop, stop_agreement
 from .state import (
@@ -192,12 +192,15 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
 
     accum = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, correct, n of the current epoch
     ckpt_path = out / "last.pt" if out is not None else None
+    names = getattr(train_ds, "classes", None)  # what label i means, saved with the weights (last.pt, model.pt)
+    class_names = [str(c) for c in names] if names else None
+    ids = data_ids(cfg, datasets) if ckpt_path is not None and main else {}  # checked on resume
     read_state = file_state(ckpt_path)  # what this run starts from: checked again once it holds the folder's lock
     pos = RunPosition()
     if tr.resume and ckpt_path is not None and ckpt_path.is_file():
         pos = resume_run(ckpt_path, cfg, info, model=model, optimizer=optimizer, scheduler=scheduler,
                          schedule=schedule, scaler=scaler, generator=generator, accum=accum,
-                         steps_per_epoch=len(batches))
+                         steps_per_epoch=len(batches), classes=class_names, ids=ids)
     elif tr.resume and main:  # said with or without train.progress: a resume that finds nothing is a surprise
         print(f"no checkpoint at {ckpt_path}; starting a new run", file=sys.stderr)
     epoch, start_batch, step, carried_s, carried_lr = pos.epoch, pos.start_batch, pos.step, pos.carried_s, pos.epoch_lr
@@ -239,8 +242,6 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     if tr.compile:
         net = torch.compile(net)  # type: ignore[assignment]
 
-    names = getattr(train_ds, "classes", None)  # what label i means, saved with the weights (last.pt, model.pt)
-    class_names = [str(c) for c in names] if names else None
 
     def save_state(at_epoch: int, at_batch: int, rows: list[dict[str, Any]], epoch_lr: float,
                    trained_s: float | None = None) -> None:
@@ -254,7 +255,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "epoch": at_epoch, "batch_in_epoch": at_batch, "global_step": step, "history": rows,
             "accum": sums.cpu(), "rng": capture_rng(generator), "recipe_version": recipe_version(cfg),
-            "config_changes": config_changes, "classes": class_names,
+            "config_changes": config_changes, "classes": class_names, "data_ids": ids,
             "epoch_time_s": (time.perf_counter() - t0 if trained_s is None else trained_s) if at_batch else 0.0,
             "epoch_lr": epoch_lr if at_batch else None,
             "sampler": {"seed": seed, "epoch": at_epoch, "batch_in_epoch": at_batch, "world": info.world,

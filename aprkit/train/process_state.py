@@ -42,13 +42,24 @@ def kept_process_state(device: torch.device) -> Iterator[None]:
     cuda = device.type == "cuda" or (torch.cuda.is_available() and torch.cuda.is_initialized())
     devices = [device.index if device.index is not None and device.type == "cuda"
                else torch.cuda.current_device()] if cuda else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
+
+    def restore() -> None:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = flags[:2]
-        torch.use_deterministic_algorithms(flags[2], warn_only=flags[3])
+        if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) \
+                != flags[2:]:  # only when changed: the call imports torch._inductor, maybe on top of a half-done import
+            torch.use_deterministic_algorithms(flags[2], warn_only=flags[3])
         random.setstate(py_state)
         np.random.set_state(np_state)
         if cublas is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    except BaseException:  # an error or an interrupt (SIGTERM while torchvision loads): it is what the caller sees,
+        with contextlib.suppress(Exception):  # not a failure of the restore on top of it
+            restore()
+        raise
+    restore()

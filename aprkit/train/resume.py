@@ -24,7 +24,7 @@ from .optim import apply_optim_config
 from .state import load_train_checkpoint, restore_rng
 from .trajectory import CUDA_ONLY, RESUME_FREE, changed_keys, recipe_version, trajectory_view
 
-__all__ = ["RunPosition", "resume_run"]
+__all__ = ["RunPosition", "resume_run", "data_ids"]
 
 
 @dataclass
@@ -40,6 +40,39 @@ class RunPosition:
     config_changes: list[dict[str, Any]] = field(default_factory=list)  # changed at a resume: step, config before
     saved_config: dict[str, Any] = field(default_factory=dict)  # the resumed checkpoint's config
     resumed: bool = False
+
+
+def data_ids(cfg: Config, given: tuple[Any, Any] | None = None) -> dict[str, str]:
+    """What the run trains and tests on, saved in ``last.pt`` and compared on resume: the identity evaluations key
+    their caches by (``aprkit.eval.engine.datasets.dataset_id``: a spec's resolved path with the state of its files,
+    a given dataset's content), of the whole training and test sets (``data.limit`` is a config setting)."""
+    from ..config import expand_env
+    from ..eval.engine.datasets import dataset_id
+
+    if given is not None:
+        return {"train": dataset_id(given[0]), **({"test": dataset_id(given[1])} if given[1] is not None else {})}
+    d = cfg.data
+    ids = {"train": dataset_id(expand_env(d.dataset), d.train_split)}
+    if cfg.train.eval_every > 0:
+        ids["test"] = dataset_id(expand_env(d.test_dataset or d.dataset), d.test_split)
+    return ids
+
+
+def _check_same_data(state: dict[str, Any], ckpt_path: Path, classes: list[str] | None,
+                     ids: dict[str, str]) -> list[str]:
+    """Refuse training data whose classes differ from the checkpoint's (label i would change meaning partway through
+    the run); return the splits whose files changed since (``data_ids``; the caller warns and records them)."""
+    saved = state.get("classes")
+    if saved is not None and classes is not None and list(saved) != list(classes):
+        diff = [f"{i}: {a!r} -> {b!r}" for i, (a, b) in enumerate(zip(saved, classes, strict=False)) if a != b]
+        diff += [f"{len(saved)} classes -> {len(classes)}"] if len(saved) != len(classes) else []
+        raise ValueError(f"cannot resume: the training data's classes differ from {ckpt_path}'s ({'; '.join(diff[:4])}"
+                         f"{' ...' if len(diff) > 4 else ''}): label i would change meaning partway through the run; "
+                         "restore the class folders, or start a new run (another --out)")
+    before = state.get("data_ids") or {}  # older checkpoints: not recorded; ranks other than 0: not read
+    if not ids:
+        return []
+    return [split for split in ("train", "test") if before.get(split) not in (None, ids.get(split))]
 
 
 def _check_same_model(state: dict[str, Any], cfg: Config, ckpt_path: Path, model: nn.Module) -> None:
@@ -103,15 +136,18 @@ def _warn_changes(state: dict[str, Any], cfg: Config, ckpt_path: Path, pos: RunP
 def resume_run(ckpt_path: Path, cfg: Config, info: DistInfo, *, model: nn.Module, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LambdaLR, schedule: Callable[[int], float],
                scaler: torch.amp.GradScaler, generator: torch.Generator, accum: torch.Tensor,
-               steps_per_epoch: int) -> RunPosition:
+               steps_per_epoch: int, classes: list[str] | None = None, ids: dict[str, str] | None = None
+               ) -> RunPosition:
     """Restore the run saved in ``ckpt_path`` into the given objects (in place) and return its position.
 
     ``accum`` (loss * n, correct, n of the epoch so far) is restored on rank 0 only: the saved sums are over every
-    rank's share of the epoch, counted once. Refuses a checkpoint of another model, another number of steps per epoch
-    (the schedule and the position inside the epoch are counted in steps) or one past ``optim.epochs``."""
+    rank's share of the epoch, counted once. Refuses a checkpoint of another model, other classes (``classes``), another
+    number of steps per epoch (the schedule and the position inside the epoch are counted in steps) or one past
+    ``optim.epochs``; data whose files changed since (``ids``, :func:`data_ids`) is a change of the config's kind."""
     o = cfg.optim
     state = load_train_checkpoint(ckpt_path)
     _check_same_model(state, cfg, ckpt_path, model)
+    files = _check_same_data(state, ckpt_path, classes, ids or {})
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     apply_optim_config(o, optimizer, scheduler, schedule)
@@ -155,6 +191,7 @@ def resume_run(ckpt_path: Path, cfg: Config, info: DistInfo, *, model: nn.Module
     if "cosine" in (cfg.optim.schedule, ((state["config"].get("optim") or {}).get("schedule"))):
         ignored = ignored - {"optim.epochs"}  # the cosine's length is the run's: more epochs change every step's lr
     changed = changed_keys(trajectory_view(state["config"]), trajectory_view(cfg.to_dict()), ignored)
+    changed += [f"the {split} data's files" for split in files]  # the same spec, other images (added, edited)
     if info.is_main:
         _warn_changes(state, cfg, ckpt_path, pos, changed, finished, at_max)
     pos.config_changes = list(state.get("config_changes") or [])
