@@ -197,6 +197,17 @@ def test_apr_p_output_is_taken_by_every_step_that_clamps_its_views():
         APRSingleBatch(p=1.0, seed=0)(x * 255)
     with pytest.raises(ValueError, match="normalised with a mean and std"):
         APRSingleBatch(p=1.0, seed=0)((x[1:] - 0.5) / 0.25)
+    # a bright image normalised with ImageNet's statistics: few values below 0, but many below -1 (reviewer)
+    bright = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 0.4 + 0.6
+    bright[..., :3, :3] = 0.0
+    normalised = (bright - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[
+        :, None, None]
+    assert float((normalised < 0).float().mean()) < 0.02
+    for step in (RandomAPRSingle(p=1.0, seed=0), APRPair(p=1.0, clamp=True, seed=0), APRSingleBatch(p=1.0, seed=0)):
+        with pytest.raises(ValueError, match="normalised with a mean and std"):
+            step(normalised)
+    with pytest.raises(ValueError, match="0..255 floats"):  # another scale: values up to 15, none below 0
+        APRSingleBatch(p=1.0, seed=0)(x[1:] * 15)
 
 
 def test_severity_takes_numpy_numbers_as_p_does():

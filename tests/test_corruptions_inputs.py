@@ -385,3 +385,9 @@ def test_a_uint64_seed_beyond_int64_is_refused_as_a_python_int_is():
             corrupt(x, "gaussian_noise", 3, seeds=seeds)
     ok = corrupt(x, "gaussian_noise", 3, seeds=np.array([5], dtype=np.uint64))
     assert torch.equal(ok, corrupt(x, "gaussian_noise", 3, seeds=[5]))
+
+
+def test_the_advice_for_float_images_of_another_scale_is_to_divide() -> None:
+    """Values up to 15 were told "a little outside: clamp it first" (reviewer): clamping gives a white image."""
+    with pytest.raises(ValueError, match="divide 0..255 values by 255"):
+        corrupt(torch.rand(1, 3, 32, 32) * 15, "fog", 3)

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from .._checks import LEVELS_ABOVE, NORMALISED_SHARE, eager_cpu, value_range_problem
+from .._checks import eager_cpu, value_range_problem
 
 __all__ = [
     "eval_mode",
@@ -148,18 +148,17 @@ def normalize_images(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, own
 
 
 def _warn_if_not_unit(x: torch.Tensor, owner: str) -> None:
-    """Warn of model inputs that are 0..255 floats (values above :data:`~aprkit._checks.LEVELS_ABOVE`) or normalised
-    with a mean and std (a share of :data:`~aprkit._checks.NORMALISED_SHARE` of the values or more below 0), as
-    :func:`~aprkit._checks.value_range_problem` reads them: one ``aminmax`` pass, a second only when there are
-    negative values. An augmentation's overshoot passes (APR-P's unclamped output leaves [-1, 2] in a few pixels, as
+    """Warn of model inputs that are 0..255 floats or normalised with a mean and std (e.g. a share of
+    :data:`~aprkit._checks.NORMALISED_SHARE` of the values or more below 0), as
+    :func:`~aprkit._checks.value_range_problem` reads them: one ``aminmax`` pass, a second only when values leave
+    [0, 1]. An augmentation's overshoot passes (APR-P's unclamped output leaves [-1, 2] in a few pixels, as
     the reference trains)."""
     lo, hi = (float(v) for v in torch.aminmax(x.detach()))
     problem = value_range_problem(x, lo, hi)
     if problem is not None:
         share = float((x.detach() < 0).sum()) / x.numel()
-        said = (f"0..255 floats (above {LEVELS_ABOVE:g})? divide by 255" if problem == "0..255" else
-                f"{share:.0%} of them below 0 (from {NORMALISED_SHARE:.0%} on): normalised with a mean and std "
-                "already? pass the [0, 1] images")
+        said = ("0..255 floats? divide by 255" if problem == "0..255" else
+                f"{share:.0%} of them below 0: normalised with a mean and std already? pass the [0, 1] images")
         warnings.warn(f"{owner} takes float images in [0, 1] and normalises them itself, but got values from "
                       f"{lo:.4g} to {hi:.4g} ({said}); its predictions on these are not meaningful", RuntimeWarning,
                       stacklevel=4)

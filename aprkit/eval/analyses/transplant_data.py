@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from ..._checks import LEVELS_ABOVE, check_chw_layout, check_positive_int
+from ..._checks import check_chw_layout, check_positive_int, value_range_problem
 from ...data.arrays import NO_LABEL
 
 __all__ = ["Data", "load_data", "read_folder"]
@@ -102,8 +102,9 @@ def load_data(
         images = images.float() / 255
     elif not images.is_floating_point():
         raise TypeError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
-    elif images.numel() and (high := float(images.detach().amax())) > LEVELS_ABOVE:
-        raise ValueError(f"images are float with values up to {high:.4g}: 0..255 floats? pass float "
+    elif images.numel() and value_range_problem(images, *(float(v) for v in torch.aminmax(images.detach()))) \
+            == "0..255":
+        raise ValueError(f"images are float with values up to {float(images.amax()):.4g}: 0..255 floats? pass float "
                          "images in [0, 1] (divide by 255) or uint8")
     if labels is not None:
         labels = torch.as_tensor(labels).long().reshape(-1).cpu()  # beside the predictions, which come to the host
