@@ -460,6 +460,10 @@ def test_the_same_cells_in_another_order_are_the_same_settings(tmp_path):
         warnings.simplefilter("error")
         b = evaluate(Tiny(), corruptions=["fog", "contrast", "gaussian_noise"], severities="5,1", **kw)
     assert a.models == b.models and list(b.models["m"]["corruption"]["cells"]) == ["gaussian_noise", "fog", "contrast"]
+    evaluate(Tiny(), corruptions="fog", severities=1, **kw)
+    with warnings.catch_warnings():  # one name as a string or a list, one severity as a number or a list (reviewer)
+        warnings.simplefilter("error")
+        evaluate(Tiny(), corruptions=["fog"], severities=[1], **kw)
 
 
 def test_one_output_is_one_class():

@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 
-from ..._text import comma_items
 from ...distributed import group_info, is_main_process
 from .cache import atomic_write_json, to_jsonable
 
@@ -184,8 +183,7 @@ class SuiteIndex:
         that one was measured with other options, seed, mixed precision or data: its numbers leave ``results.json``)."""
         entry = to_jsonable(dict(entry))  # as the index holds it (JSON types), so that equal settings compare equal
         old = next((e for e in self.entries if (e["model"], e["suite"]) == (entry["model"], entry["suite"])), None)
-        changed = [k for k in _SETTINGS
-                   if old is not None and k in old and _same_as(old.get(k)) != _same_as(entry.get(k))]
+        changed = [k for k in _SETTINGS if old is not None and k in old and old.get(k) != entry.get(k)]
         if old is not None and changed and self.path is not None:
             was = "; ".join(f"{k} {_setting(old, k)}" for k in changed)
             now = "; ".join(f"{k} {_setting(entry, k)}" for k in changed)
@@ -242,15 +240,6 @@ class SuiteIndex:
 
 #: what a suite entry was measured with, compared when another run replaces it
 _SETTINGS = ("options", "seed", "amp", "data")
-
-
-def _same_as(value: Any) -> Any:
-    """A recorded setting in the form two runs compare in: the options' lists as sets (``"fog,contrast"``,
-    ``["contrast", "fog"]``: the suites evaluate and report their items in one order, whatever the order given)."""
-    if not isinstance(value, Mapping):
-        return value
-    return {k: tuple(sorted(set(map(str, comma_items(v) if isinstance(v, str) and "," in v else v))))
-            if isinstance(v, (list, tuple)) or (isinstance(v, str) and "," in v) else v for k, v in value.items()}
 
 
 def _setting(entry: Mapping[str, Any], key: str) -> str:

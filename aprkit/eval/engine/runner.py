@@ -36,6 +36,7 @@ from ...distributed import group_info, is_main_process, resolve_device
 from ..report.results import Results
 from ..suites import EvalContext, load_suites
 from ..suites.options import (
+    as_parsed,
     check_data_mapping,
     check_suite_options,
     option_error,
@@ -145,6 +146,7 @@ def evaluate(
             raise option_error(k, names, registry)  # data given to no selected suite: accepted and never read
         opts.setdefault(k, v)
     parsed = parse_suite_options(names, opts)  # a bad value fails here, before any work
+    opts = as_parsed(opts, parsed)  # recorded and keyed in one form: "5,1" and [1, 5] are the same severities
     caveats = warn_if_limit_takes_few_classes(data, limit, names)  # each suite's results carry its own
     warn_if_limit_ignored(names, limit)
     dev = resolve_device(device)

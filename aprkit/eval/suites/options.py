@@ -77,6 +77,21 @@ def parse_suite_options(suites: Sequence[str], options: Mapping[str, Any]) -> di
     return {s: registry[s].Options.parse(options, s) for s in suites}
 
 
+def as_parsed(options: Mapping[str, Any], parsed: Mapping[str, SuiteOptions]) -> dict[str, Any]:
+    """The flat ``options`` with each list a suite's ``Options`` put in one form (``"fog,contrast"`` and
+    ``["contrast", "fog"]`` both as the corruptions the suite evaluates, in its order) as that suite reads it: what the
+    run records and keys, so that the same settings given in another order or spelling are the same settings.
+    Values no suite turns into a non-empty list of names or numbers are kept as given."""
+    out = dict(options)
+    for key in options:
+        for opts in parsed.values():
+            value = getattr(opts, key, None) if key in type(opts).model_fields else None
+            if isinstance(value, list) and value and all(isinstance(v, (str, int)) for v in value):
+                out[key] = list(value)
+                break
+    return out
+
+
 def check_data_mapping(data: Any, suites: Sequence[str], add_hint: str = "add {suite!r} or 'default'",
                        key_label: str = "data mapping key {key!r}") -> None:
     """A per-suite data mapping (``{suite name: data, "default": data}``) must give every suite in ``suites`` its data
