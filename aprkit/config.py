@@ -60,7 +60,7 @@ def expand_env(value: Any) -> Any:
             if m.group(2) is not None:
                 return m.group(2)
             if m.group(1):
-                warnings.warn(f"${{{m.group(1)}}} in {value!r} is not set (and has no default, "
+                warnings.warn(f"${{{m.group(1)}}} in {value!r} is not set or empty (and has no default, "
                               f"${{{m.group(1)}:-DEFAULT}}): it stays as written", RuntimeWarning, stacklevel=2)
             return m.group(0)
 

@@ -51,7 +51,6 @@ if __package__ in (None, ""):  # run as a script: the repository root makes aprk
 from aprkit.corruptions import DETERMINISTIC, corrupt, list_corruptions  # noqa: E402
 from aprkit.models import load_model  # noqa: E402
 
-
 _RUNNER = """
 import os, sys, time
 import numpy as np

@@ -167,7 +167,8 @@ def test_aprkit_has_no_import_cycles() -> None:
 #: and summarise; the rest of ``engine/`` and ``report/`` sits below them.
 EVAL_LAYERS = (
     ("metrics",),
-    ("engine.batches", "engine.datasets", "engine.data_checks", "engine.inference", "engine.fingerprint",
+    ("engine.batches", "engine.datasets", "engine.data_checks", "engine.inference", "engine.logit_checks",
+     "engine.fingerprint",
      "engine.cache", "engine.models", "engine.outdir",
      "report.blocks", "report.plotting", "report.render", "report.header"),
     ("analyses",),

@@ -93,9 +93,12 @@ def test_an_interrupt_is_what_the_caller_sees_whatever_the_restore_does(monkeypa
     monkeypatch.setattr(torch, "use_deterministic_algorithms",
                         lambda *a, **k: (_ for _ in ()).throw(ImportError("cannot import name '_inductor'")))
     monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)  # as if the run had set them
+    state = np.random.get_state()[1].copy()
     with pytest.raises(KeyboardInterrupt), kept_process_state(torch.device("cpu")):
         monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: False)
+        np.random.seed(123)
         raise KeyboardInterrupt
+    assert np.array_equal(np.random.get_state()[1], state)  # the other steps of the restore still ran
     monkeypatch.setattr(torch, "use_deterministic_algorithms", real)
 
 
@@ -112,7 +115,7 @@ def test_an_unset_variable_without_a_default_is_named(monkeypatch):
     from aprkit.config import expand_env
 
     monkeypatch.delenv("APRKIT_NOPE", raising=False)
-    with pytest.warns(RuntimeWarning, match=r"\$\{APRKIT_NOPE\} in 'cifar10:\$\{APRKIT_NOPE\}/x' is not set"):
+    with pytest.warns(RuntimeWarning, match=r"\$\{APRKIT_NOPE\} in 'cifar10:\$\{APRKIT_NOPE\}/x' is not set or empty"):
         assert expand_env("cifar10:${APRKIT_NOPE}/x") == "cifar10:${APRKIT_NOPE}/x"
     with warnings.catch_warnings():
         warnings.simplefilter("error")

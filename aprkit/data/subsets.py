@@ -22,6 +22,9 @@ __all__ = ["SubsetDataset", "subset", "first_n", "batch_source", "attribute_labe
 class SubsetDataset(Dataset):
     """Rows ``indices`` of ``dataset``, keeping its fast ``get_batch`` path and ``classes``."""
 
+    #: set on the seeded random subsets ``aprkit train`` draws for ``data.limit`` (its report says so)
+    drawn_by_limit = False
+
     def __init__(self, dataset: Dataset, indices: Sequence[int] | np.ndarray | torch.Tensor):
         idx = integer_positions(indices)
         n = dataset_len(dataset)

@@ -50,7 +50,9 @@ def _subset(ds: Dataset, limit: int | None, seed: int, tag: str) -> Dataset:
     if limit is None or limit >= n:
         return ds
     g = torch.Generator().manual_seed(derive_seed(seed, tag) % (1 << 62))
-    return SubsetDataset(ds, torch.randperm(n, generator=g)[:limit].sort().values)
+    sub = SubsetDataset(ds, torch.randperm(n, generator=g)[:limit].sort().values)
+    sub.drawn_by_limit = True  # the report says so (a subset given as datasets= is the caller's)
+    return sub
 
 
 def limit_datasets(cfg: Config, train: Dataset, test: Dataset | None) -> tuple[Dataset, Dataset | None]:

@@ -194,7 +194,7 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     ckpt_path = out / "last.pt" if out is not None else None
     names = getattr(train_ds, "classes", None)  # what label i means, saved with the weights (last.pt, model.pt)
     class_names = [str(c) for c in names] if names else None
-    ids = data_ids(cfg, datasets) if ckpt_path is not None and main else {}  # checked on resume
+    ids = data_ids(train_ds, test_ds) if ckpt_path is not None and main else {}  # checked on resume
     read_state = file_state(ckpt_path)  # what this run starts from: checked again once it holds the folder's lock
     pos = RunPosition()
     if tr.resume and ckpt_path is not None and ckpt_path.is_file():
@@ -241,7 +241,6 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     if tr.compile:
         net = torch.compile(net)  # type: ignore[assignment]
-
 
     def save_state(at_epoch: int, at_batch: int, rows: list[dict[str, Any]], epoch_lr: float,
                    trained_s: float | None = None) -> None:

@@ -43,13 +43,17 @@ def kept_process_state(device: torch.device) -> Iterator[None]:
     devices = [device.index if device.index is not None and device.type == "cuda"
                else torch.cuda.current_device()] if cuda else []
 
-    def restore() -> None:
+    def flags_back() -> None:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = flags[:2]
         if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) \
                 != flags[2:]:  # only when changed: the call imports torch._inductor, maybe on top of a half-done import
             torch.use_deterministic_algorithms(flags[2], warn_only=flags[3])
+
+    def streams_back() -> None:
         random.setstate(py_state)
         np.random.set_state(np_state)
+
+    def env_back() -> None:
         if cublas is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
         else:
@@ -58,8 +62,10 @@ def kept_process_state(device: torch.device) -> Iterator[None]:
     try:
         with torch.random.fork_rng(devices=devices):
             yield
-    except BaseException:  # an error or an interrupt (SIGTERM while torchvision loads): it is what the caller sees,
-        with contextlib.suppress(Exception):  # not a failure of the restore on top of it
-            restore()
+    except BaseException:  # an error or an interrupt (SIGTERM while torchvision loads) is what the caller sees, not a
+        for step in (flags_back, streams_back, env_back):  # failure of a restore on top of it; each step on its own
+            with contextlib.suppress(Exception):
+                step()
         raise
-    restore()
+    for step in (flags_back, streams_back, env_back):
+        step()

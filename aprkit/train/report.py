@@ -86,10 +86,8 @@ def data_text(d: Any, train: Any, test: Any, given: bool) -> str:
     """The run's data for its report: the specs of ``d`` (the config's ``data`` section; the datasets' types when they
     were given as ``datasets=``) and image counts; a ``data.limit`` / ``data.test_limit`` subset says that it is a
     seeded random one (``aprkit eval --limit`` takes the first N images: another set)."""
-    from ..data.subsets import SubsetDataset
-
     def one(ds: Any, spec: str | None) -> str:
-        if isinstance(ds, SubsetDataset):
+        if getattr(ds, "drawn_by_limit", False):  # a data.limit / data.test_limit subset
             name = spec if spec and not given else type(ds.dataset).__name__
             return (f"{name}, a random subset of {dataset_len(ds)} of its {dataset_len(ds.dataset)} images (seeded "
                     "by train.seed)")

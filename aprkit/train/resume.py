@@ -7,7 +7,9 @@ place) and returns where the run stands (:class:`RunPosition`); ``RunPosition()`
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import dataset_len
 from ..distributed import DistInfo
 from ..models.normalize import unwrap_model
 from .config import Config, config_from_dict
@@ -42,20 +45,34 @@ class RunPosition:
     resumed: bool = False
 
 
-def data_ids(cfg: Config, given: tuple[Any, Any] | None = None) -> dict[str, str]:
-    """What the run trains and tests on, saved in ``last.pt`` and compared on resume: the identity evaluations key
-    their caches by (``aprkit.eval.engine.datasets.dataset_id``: a spec's resolved path with the state of its files,
-    a given dataset's content), of the whole training and test sets (``data.limit`` is a config setting)."""
-    from ..config import expand_env
-    from ..eval.engine.datasets import dataset_id
+def data_ids(train: Any, test: Any = None) -> dict[str, str]:
+    """What the run trains and tests on, saved in ``last.pt`` and compared on resume: of each whole set (a
+    ``data.limit`` subset's parent: the limit is a config setting), its size and its images' class folders, file
+    names and labels when it lists them (``samples``, as the image folders and PNG trees do), else its labels. Reads
+    no image and stats no file (1.3 million samples in about a second): an image added, removed or renamed shows, one
+    overwritten in place does not; staged copies of the data elsewhere read the same."""
+    return {split: _identity(ds) for split, ds in (("train", train), ("test", test)) if ds is not None}
 
-    if given is not None:
-        return {"train": dataset_id(given[0]), **({"test": dataset_id(given[1])} if given[1] is not None else {})}
-    d = cfg.data
-    ids = {"train": dataset_id(expand_env(d.dataset), d.train_split)}
-    if cfg.train.eval_every > 0:
-        ids["test"] = dataset_id(expand_env(d.test_dataset or d.dataset), d.test_split)
-    return ids
+
+def _identity(ds: Any) -> str:
+    from ..data.loading import attribute_labels
+    from ..data.subsets import SubsetDataset
+
+    base = ds.dataset if isinstance(ds, SubsetDataset) else ds
+    n = dataset_len(base)
+    h = hashlib.sha1(f"{type(base).__name__}:{n}".encode())
+    samples = getattr(base, "samples", None)
+    if isinstance(samples, (list, tuple)) and samples and isinstance(samples[0], (list, tuple)):
+        tail = os.sep.join  # a path's class folder and file name, without building Path objects
+        h.update("\n".join(f"{tail(os.fspath(p).rsplit(os.sep, 2)[-2:])}\t{y}" for p, y, *_ in samples).encode())
+    else:
+        try:
+            labels = attribute_labels(base)
+        except (TypeError, ValueError):
+            labels = None
+        if labels is not None:
+            h.update(labels.cpu().contiguous().numpy().tobytes())
+    return f"{n}-{h.hexdigest()[:16]}"
 
 
 def _check_same_data(state: dict[str, Any], ckpt_path: Path, classes: list[str] | None,
@@ -191,7 +208,9 @@ def resume_run(ckpt_path: Path, cfg: Config, info: DistInfo, *, model: nn.Module
     if "cosine" in (cfg.optim.schedule, ((state["config"].get("optim") or {}).get("schedule"))):
         ignored = ignored - {"optim.epochs"}  # the cosine's length is the run's: more epochs change every step's lr
     changed = changed_keys(trajectory_view(state["config"]), trajectory_view(cfg.to_dict()), ignored)
-    changed += [f"the {split} data's files" for split in files]  # the same spec, other images (added, edited)
+    changed += [f"the {split} data's files" for split in files]  # the same spec, other images (added, removed)
+    if cfg.data.test_limit != (state["config"].get("data") or {}).get("test_limit", cfg.data.test_limit):
+        changed.append("data.test_limit")  # the weights' path is the same, the history's test rows are of other images
     if info.is_main:
         _warn_changes(state, cfg, ckpt_path, pos, changed, finished, at_max)
     pos.config_changes = list(state.get("config_changes") or [])

@@ -56,7 +56,7 @@ def apr_s_where(cfg: Config) -> Literal["loader", "device"] | None:
 #: schedule: a cosine one spans the run's epochs, see aprkit.train.resume)
 RESUME_FREE = frozenset({"train.out", "train.resume", "train.max_steps", "train.progress", "train.tensorboard",
                          "train.report",
-                         "optim.epochs", "train.eval_every", "train.checkpoint_every_steps",
+                         "optim.epochs", "train.eval_every", "train.checkpoint_every_steps", "data.test_limit",
                          "data.num_workers", "data.eval_batch_size", "name"})
 
 #: settings read on CUDA only (autocast, its dtype, the memory layout, cuDNN's deterministic kernels): on another device
