@@ -193,6 +193,9 @@ def test_apr_p_output_is_taken_by_every_step_that_clamps_its_views():
             out = step(y)
             assert out.shape == y.shape and float(out.amin()) >= 0 and float(out.amax()) <= 1
         create_model("resnet20").eval()(y)  # no "0..255 floats?" warning either
+        from aprkit.augment.adapters import APRMixup  # (timm's adapter read it as "a normalised batch?")
+
+        APRMixup(p=1.0, num_classes=10, seed=0)(y, torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="0..255 floats"):
         APRSingleBatch(p=1.0, seed=0)(x * 255)
     with pytest.raises(ValueError, match="normalised with a mean and std"):

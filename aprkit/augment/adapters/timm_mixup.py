@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..._checks import check_image_tensor, check_labels, check_positive_int
+from ..._checks import check_image_tensor, check_labels, check_positive_int, value_range_problem
 from ...fourier import Dims
 from ..functional import keep_layout
 from ..pair import APRPair
@@ -144,7 +144,11 @@ class APRMixup:
             low, high = (float(v) for v in torch.aminmax(x.detach()))
             if not (math.isfinite(low) and math.isfinite(high)):  # (NaN reaches the pair's check; inf stops here)
                 raise ValueError("input contains NaN or infinite values; expected finite pixel values")
-            if low < -_UNIT_SLACK or high > 1 + _UNIT_SLACK:
+            problem = value_range_problem(x, low, high) if low < -_UNIT_SLACK or high > 1 + _UNIT_SLACK else None
+            if problem == "0..255":  # (another augmentation's overshoot, APR-P's, passes as everywhere)
+                raise ValueError(f"input values lie in [{low:.3g}, {high:.3g}]: 0..255 floats? pass float images in "
+                                 "[0, 1] (divide by 255)")
+            if problem is not None:
                 raise ValueError(f"input values lie in [{low:.3g}, {high:.3g}], not in [0, 1]: a normalised batch "
                                  f"(timm's loaders normalise)? pass the loader's mean= and std= "
                                  f"(APRMixup.from_data_config) so APR-P recombines [0, 1] images")
