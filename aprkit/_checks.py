@@ -131,8 +131,9 @@ def value_range_problem(x: torch.Tensor, lo: float, hi: float) -> str | None:
       and none below 0 (another scale);
     * ``"normalised"``: a share of :data:`OUTSIDE_SHARE` outside [-1, 2] with negative values (a mean and std such as
       ImageNet's);
-    * ``"maybe normalised"``: a share of :data:`NORMALISED_SHARE` or more below 0 (to [-1, 1], inside the overshoot
-      window: also an overshoot of dark images);
+    * ``"maybe normalised"``: a share of :data:`NORMALISED_SHARE` or more below 0 and no value above 1 (to [-1, 1],
+      inside the overshoot window; APR-P's overshoot of dark images, MNIST-like, also has a third below 0, but a batch
+      of it goes above 1 too);
     * ``None``: [0, 1] images, or an overshoot (APR-P's recombination leaves [-1, 2] in a few values).
 
     One ``aminmax``-sized pass more only when ``lo`` < 0 or ``hi`` > 2."""
@@ -141,7 +142,7 @@ def value_range_problem(x: torch.Tensor, lo: float, hi: float) -> str | None:
     d = x.detach()
     if (lo < -1 or hi > 2) and float(((d < -1) | (d > 2)).sum()) / d.numel() >= OUTSIDE_SHARE:
         return "0..255" if lo >= -_RANGE_SLACK else "normalised"
-    if lo < -_RANGE_SLACK and float((d < 0).sum()) / d.numel() >= NORMALISED_SHARE:
+    if lo < -_RANGE_SLACK and hi <= 1 + _RANGE_SLACK and float((d < 0).sum()) / d.numel() >= NORMALISED_SHARE:
         return "maybe normalised"
     return None
 

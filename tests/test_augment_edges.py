@@ -211,6 +211,18 @@ def test_apr_p_output_is_taken_by_every_step_that_clamps_its_views():
             step(normalised)
     with pytest.raises(ValueError, match="0..255 floats"):  # another scale: values up to 15, none below 0
         APRSingleBatch(p=1.0, seed=0)(x[1:] * 15)
+    # MNIST-like images (a bright stroke on black): APR-P's output has a third or more of its values below 0, but a
+    # batch of it goes above 1 as well, which images normalised to [-1, 1] never do (reviewer: warned every batch)
+    strokes = torch.zeros(16, 3, 28, 28)
+    strokes[:, :, 8:20, 11:17] = torch.rand(16, 3, 12, 6, generator=torch.Generator().manual_seed(2))
+    mixed = APRPair(p=1.0).apply(strokes, {"perm": torch.roll(torch.arange(16), 1), "mask": torch.ones(16, dtype=bool)})
+    assert float((mixed < 0).float().mean()) > 1 / 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        APRSingleBatch(p=1.0, seed=0)(mixed)
+        create_model("resnet20").eval()(mixed)
+    with pytest.warns(RuntimeWarning, match="normalised with a mean and std"):
+        APRSingleBatch(p=1.0, seed=0)(strokes * 2 - 1)
 
 
 def test_severity_takes_numpy_numbers_as_p_does():
