@@ -47,7 +47,7 @@ LEVELS_ABOVE = 20.0
 #: the share of values outside [-1, 2] from which float images are no [0, 1] images with another augmentation's
 #: overshoot: APR-P's recombined CIFAR-10 test images had at most 0.07 % there (one image in 1,000 any), images
 #: normalised with ImageNet's mean and std 22 % (median), and 95 % of those with fewer than a third of their values
-#: below 0 had 0.5 % or more (``benchmarks/float_range_rule.py``: 1,000 read as [0, 1] / 981 refused, 8 warned of)
+#: below 0 had 0.5 % or more (``benchmarks/float_range_rule.py``: 1,000 read as [0, 1], 981 of 1,000 refused)
 OUTSIDE_SHARE = 0.005
 #: the share of negative values at which float images may be normalised with a mean and std (to [-1, 1], which lies
 #: inside the overshoot window: a warning): APR-P's recombined CIFAR-10 images had at most 26-33 % of their values
