@@ -54,9 +54,10 @@ def check_several_classes(ds: Dataset, num_classes: int) -> None:
     classes = getattr(ds, "classes", None)
     labels = attribute_labels(ds)
     present = [str(c) for c in classes] if isinstance(classes, (list, tuple)) else []
+    found: set[int] | None = None  # the labels the data holds
     if labels is not None and labels.numel():
-        found = labels.unique().tolist()
-        present = [present[k] if 0 <= k < len(present) else str(k) for k in found]
+        found = set(labels.unique().tolist())
+        present = [present[k] if 0 <= k < len(present) else str(k) for k in sorted(found)]
     if len(present) == 1:
         raise ValueError(f"the training data holds images of one class only ({present[0]}): every prediction of it is "
                          "right and nothing is learnt; expected images of at least two classes (one folder per class)")
@@ -64,8 +65,8 @@ def check_several_classes(ds: Dataset, num_classes: int) -> None:
         warnings.warn(f"model.num_classes={num_classes} but the training data names {len(classes)} classes: the "
                       f"other {num_classes - len(classes)} outputs are never trained; set model.num_classes="
                       f"{len(classes)} unless that is meant", RuntimeWarning, stacklevel=4)
-    elif isinstance(classes, (list, tuple)) and labels is not None and 1 < len(present) < len(classes):
-        missing = [str(c) for k, c in enumerate(classes) if k not in set(labels.unique().tolist())]
+    elif isinstance(classes, (list, tuple)) and found is not None and 1 < len(present) < len(classes):
+        missing = [str(c) for k, c in enumerate(classes) if k not in found]
         warnings.warn(f"the training data names {len(classes)} classes but holds images of {len(present)} of them "
                       f"only (none of {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}): those outputs "
                       "are never trained; a class folder missing or empty?", RuntimeWarning, stacklevel=4)

@@ -102,10 +102,11 @@ def load_data(
         images = images.float() / 255
     elif not images.is_floating_point():
         raise TypeError(f"images must be uint8 or float in [0, 1], got {images.dtype}")
-    elif images.numel() and value_range_problem(images, *(float(v) for v in torch.aminmax(images.detach()))) \
-            == "0..255":
-        raise ValueError(f"images are float with values up to {float(images.amax()):.4g}: 0..255 floats? pass float "
-                         "images in [0, 1] (divide by 255) or uint8")
+    elif images.numel():
+        lo, hi = (float(v) for v in torch.aminmax(images.detach()))
+        if value_range_problem(images, lo, hi) == "0..255":
+            raise ValueError(f"images are float with values up to {hi:.4g}: 0..255 floats? pass float images in [0, 1] "
+                             "(divide by 255) or uint8")
     if labels is not None:
         labels = torch.as_tensor(labels).long().reshape(-1).cpu()  # beside the predictions, which come to the host
         if labels.shape[0] != images.shape[0]:

@@ -14,7 +14,7 @@ __all__ = ["check_logits", "batch_where", "check_finite_logits", "warn_if_probab
 
 
 def check_logits(logits: Any, n: int, num_classes: int | tuple[int, ...] | None,
-                  where: Callable[[], str]) -> torch.Tensor:
+                 where: Callable[[], str]) -> torch.Tensor:
     """``logits`` when they are a tensor ``(n, num_classes)``; an error names the batch that ``where()`` describes
     (called only then: the description reads the batch's first and last dataset index)."""
     if not isinstance(logits, torch.Tensor):
