@@ -438,8 +438,14 @@ def test_a_model_returning_probabilities_is_warned_of():
 
     kw = dict(suite="calibration", data=small_data(20), device="cpu", progress=False, report=False,
               options={"calibration_corrupted": False})
-    with pytest.warns(RuntimeWarning, match="the model returns probabilities .* but logits are expected"):
+    with pytest.warns(RuntimeWarning, match="the model 'Probs' returns probabilities .* but logits are expected"):
         evaluate(Probs(), **kw)
+    # each model is named: Python shows one text once per place, so a text without the name warned of the first only
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        evaluate({"first": Probs(), "second": Probs(seed=1), "fine": Tiny()}, **kw)
+    named = sorted(str(w.message).split("'")[1] for w in seen if "returns probabilities" in str(w.message))
+    assert named == ["first", "second"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         evaluate(LogProbs(), **kw)

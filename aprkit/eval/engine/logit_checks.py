@@ -5,12 +5,27 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
 
-__all__ = ["check_logits", "batch_where", "check_finite_logits", "warn_if_probabilities"]
+__all__ = ["check_logits", "batch_where", "check_finite_logits", "warn_if_probabilities", "naming_model"]
+
+_MODEL: ContextVar[str | None] = ContextVar("aprkit_eval_model", default=None)
+
+
+@contextmanager
+def naming_model(name: str) -> Iterator[None]:
+    """Within the block, the output warnings name the model ``name`` (``evaluate`` runs each model's suites in one):
+    Python shows a warning's text once per place, so a text without the name warned of the first such model only."""
+    token = _MODEL.set(name)
+    try:
+        yield
+    finally:
+        _MODEL.reset(token)
 
 
 def check_logits(logits: Any, n: int, num_classes: int | tuple[int, ...] | None,
@@ -71,7 +86,9 @@ def warn_if_probabilities(logits: torch.Tensor) -> None:
     lo, hi = (float(v) for v in torch.aminmax(logits))
     # rows summing to 1 to bfloat16's rounding (a softmax under CPU autocast): real logits never all do
     if lo >= -1e-6 and hi <= 1 + 1e-6 and bool(((logits.double().sum(1) - 1).abs() < 2e-2).all()):
-        warnings.warn("the model returns probabilities (every row of its outputs lies in [0, 1] and sums to 1), but "
+        name = _MODEL.get()
+        who = f"the model {name!r}" if name else "the model"
+        warnings.warn(f"{who} returns probabilities (every row of its outputs lies in [0, 1] and sums to 1), but "
                       "logits are expected: calibration (ECE, NLL, Brier) and the OOD scores are computed on their "
                       "softmax, so they come out wrong (the accuracy does not); drop the final softmax, or return "
                       "its log (torch.log_softmax)", RuntimeWarning, stacklevel=3)

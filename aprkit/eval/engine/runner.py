@@ -47,6 +47,7 @@ from .cache import MemoryCache, ResultCache, Unidentifiable, result_key, to_json
 from .data_checks import check_yields_tensors
 from .datasets import as_dataset, memo_dataset_ids
 from .fingerprint import model_fingerprint
+from .logit_checks import naming_model
 from .models import display_name, has_conv, load_eval_model, place_model, sync_weights, wants_channels_last
 from .outdir import RunCache, SuiteIndex, check_out_folder
 from .run_record import EvalRun, describe, now
@@ -283,7 +284,8 @@ def _run_models(run: EvalRun, models: Mapping[Any, Any], labels: list[str], name
         for sname in names:
             sdata = data_for(data, sname)
             try:
-                value, produced_by = _run_suite(registry[sname](), ctx, sdata, ctx_kw["cache"])
+                with naming_model(name):
+                    value, produced_by = _run_suite(registry[sname](), ctx, sdata, ctx_kw["cache"])
             except Exception as err:  # the report and results.json say which one failed, the error which model
                 run.failed[(name, sname)] = f"{type(err).__name__}: {err}"
                 if len(models) > 1:  # BaseException.add_note (3.11+), by hand on 3.10: the CLI prints the notes
