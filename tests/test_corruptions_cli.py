@@ -174,10 +174,14 @@ def test_a_list_option_before_the_paths_says_it_took_them(array_input, capsys) -
     with pytest.raises(SystemExit) as exc:
         main(["corrupt", "--corruptions", "fog", str(tmp / "x.npy"), str(tmp / "o")])
     err = capsys.readouterr().err
-    assert exc.value.code == 2 and "required: input, out (--corruptions took every word after it" in err
+    assert exc.value.code == 2 and f"required: input, out (--corruptions took fog {tmp / 'x.npy'} {tmp / 'o'}: " in err
+    assert "if some were meant as the positional arguments, give those first or end its list with --" in err
     with pytest.raises(SystemExit):  # one word after it: no hint, the paths were never given
         main(["corrupt", "--corruptions", "fog"])
-    assert "took every word" not in capsys.readouterr().err
+    assert " took " not in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # an abbreviation argparse accepts is the option too
+        main(["corrupt", "--corr", "fog", str(tmp / "x.npy"), str(tmp / "o")])
+    assert f"(--corruptions took fog {tmp / 'x.npy'} {tmp / 'o'}: " in capsys.readouterr().err
     assert main(["corrupt", "--corruptions", "fog", "--severities", "1", "--no-progress", "--", str(tmp / "x.npy"),
                  str(tmp / "o")]) == 0
     assert np.load(tmp / "o" / "fog.npy").shape[0] == np.load(tmp / "x.npy").shape[0]

@@ -42,23 +42,26 @@ class _Parser(argparse.ArgumentParser):
         self._words = list(sys.argv[1:] if args is None else args)
         return super().parse_known_args(args, namespace)
 
-    def _took_several(self, option: str) -> bool:
-        """Whether ``option`` was given with two or more words after it (before the next option)."""
+    def _taken(self, option: str) -> list[str]:
+        """The words ``option`` (or an abbreviation argparse accepts) took when it took two or more (up to the next
+        option), else none."""
         for i, word in enumerate(self._words):
-            if word == option:
+            if word.startswith("--") and len(word) > 2 and option.startswith(word):
                 after = self._words[i + 1:]
-                taken = next((k for k, w in enumerate(after) if w.startswith("-")), len(after))
-                if taken > 1:
-                    return True
-        return False
+                taken = after[:next((k for k, w in enumerate(after) if w.startswith("-")), len(after))]
+                if len(taken) > 1:
+                    return taken
+        return []
 
     def error(self, message: str) -> NoReturn:
         if message.startswith("the following arguments are required"):
-            greedy = [s for a in self._actions if a.option_strings and a.nargs in ("+", "*")
-                      for s in a.option_strings if self._took_several(s)]
+            greedy = {s: taken for a in self._actions if a.option_strings and a.nargs in ("+", "*")
+                      for s in a.option_strings if (taken := self._taken(s))}
             if greedy:
-                message += (f" ({' and '.join(dict.fromkeys(greedy))} took every word after it up to the next option:"
-                            " give the positional arguments first, or end its list with --)")
+                took = "; ".join(f"{s} took {' '.join(taken)}" for s, taken in greedy.items())
+                message += (f" ({took}: an option taking several values takes every word after it up to the next "
+                            "option; if some were meant as the positional arguments, give those first or end its "
+                            "list with --)")
         super().error(message)
 
 
