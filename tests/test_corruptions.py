@@ -277,6 +277,19 @@ def test_random_corruption_per_image_choice() -> None:
     assert set(prm["name_index"].tolist()) == {0, 1}
 
 
+def test_random_corruption_draws_do_not_depend_on_the_batch_size() -> None:
+    """Image i's corruption, severity, apply flag and key come from its own row of uniforms (reviewer: the flags, then
+    the names, then the severities were drawn batch-wide in turn, so image 0 of a batch of 2 drew other choices than
+    in a batch of 4 from the same seed)."""
+    x = natural_images(6, 32)
+    make = lambda: RandomCorruption(("gaussian_noise", "contrast", "fog"), (1, 3, 5), p=0.5, generator=_gen(0))  # noqa: E731
+    big = make().generate_parameters(6)
+    for n in (1, 2, 5):
+        small = make().generate_parameters(n)
+        assert all(torch.equal(small[k], big[k][:n]) for k in big), n
+        assert torch.equal(make()(x[:n]), make()(x)[:n])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("name", ALL)
 def test_cuda_keeps_device(name: str) -> None:

@@ -18,6 +18,7 @@ from .._checks import CheckedProbability, batch_size_of, check_image_tensor, che
 from .._generators import worker_generator
 from .._replay import ReplayModule
 from .._tv import draw_groups, is_video, like_input
+from ..augment.draws import uniform_rows
 from .api import BENCHMARK, check_channels, check_names, corrupt, image_channels, on_image
 from .severity import check_preset, check_severities
 
@@ -74,16 +75,18 @@ class RandomCorruption(CheckedProbability, ReplayModule):
     def generate_parameters(self, batch_shape: int | Sequence[int]) -> dict[str, torch.Tensor]:
         """Sample per-image choices for a batch of shape ``(B, C, H, W)`` (or of size B, as the APR transforms take
         either): ``apply`` (bool), ``name_index``, ``severity`` and ``seed`` (long, the image's key for the
-        corruption's own draws), each ``(B,)`` on the CPU."""
+        corruption's own draws), each ``(B,)`` on the CPU. Image ``i``'s choices come from row ``i`` of
+        :func:`~aprkit.augment.draws.uniform_rows`: the same whatever the batch size."""
         batch_size = batch_size_of(batch_shape)
         g = worker_generator(self.generator, self._base_seed)
-        dev = g.device if g is not None else torch.device("cpu")
-        apply = torch.rand(batch_size, generator=g, device=dev) < self.p
-        name_index = torch.randint(len(self.names), (batch_size,), generator=g, device=dev)
-        sev_index = torch.randint(len(self.severities), (batch_size,), generator=g, device=dev)
-        seed = torch.randint(-(2**63), 2**63 - 1, (batch_size,), generator=g, device=dev)
-        severity = torch.tensor(self.severities)[sev_index.cpu()]
-        return {"apply": apply.cpu(), "name_index": name_index.cpu(), "severity": severity, "seed": seed.cpu()}
+        # one row of uniforms per image (uniform_rows): image i draws the same in a batch of 2 as in one of 256
+        u = uniform_rows(batch_size, 4, g).cpu()
+        apply = u[:, 0] < self.p
+        name_index = (u[:, 1] * len(self.names)).long().clamp_(max=len(self.names) - 1)
+        sev_index = (u[:, 2] * len(self.severities)).long().clamp_(max=len(self.severities) - 1)
+        seed = (u[:, 3] * 2.0**53).long()  # the image's key for the corruption's own draws (53 random bits)
+        severity = torch.tensor(self.severities)[sev_index]
+        return {"apply": apply, "name_index": name_index, "severity": severity, "seed": seed}
 
     def replay(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Corrupt ``images`` ``(B, C, H, W)`` as ``params`` prescribes (a new tensor; input untouched); called as
