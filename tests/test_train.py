@@ -15,6 +15,7 @@ from train_common import Images as _Images
 from train_common import train_config as _config
 
 from aprkit.train import fit, jsd_loss, random_crop, random_hflip
+from aprkit.train.batch_ops import crop_offsets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,6 +34,33 @@ def test_batch_ops_shapes_determinism_and_identity(images_u8):
         random_crop(images_u8.numpy(), 32)
     with pytest.raises(ValueError, match="p must be in"):
         random_hflip(images_u8, p=1.5)
+
+
+def test_batch_ops_draw_per_image_and_check_fill_and_size(images_u8):
+    """Crop offsets and flips come from one row of uniforms per image (reviewer: every top offset was drawn, then every
+    left offset, so image i's left offset depended on the batch size); a fill is a grey level 0..255 (0.5 on a float
+    batch padded with 0.5 / 255, a tuple failed inside a division); the input's memory format is kept."""
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    x = images_u8[:6]
+    for n in (1, 2, 5):
+        assert torch.equal(random_crop(x[:n], 32, 4, generator=g()), random_crop(x, 32, 4, generator=g())[:n])
+        assert torch.equal(random_hflip(x[:n], generator=g()), random_hflip(x, generator=g())[:n])
+    oy, ox = crop_offsets(4000, 9, 3, g(), torch.device("cpu"))
+    assert oy.bincount().tolist() == pytest.approx([4000 / 9] * 9, rel=0.15) and set(ox.tolist()) == {0, 1, 2}
+    xf = x.float() / 255
+    assert float(random_crop(xf[:1], 40, 4, fill=128)[0, 0, 0, 0]) == pytest.approx(128 / 255)
+    with pytest.raises(ValueError, match="pass 128 for 0.5 on the \\[0, 1\\] scale"):
+        random_crop(xf, 32, 4, fill=0.5)
+    assert int(random_crop(x[:1], 40, 4, fill=0.5)[0, 0, 0, 0]) in (0, 1)  # uint8: a level, however small
+    with pytest.raises(ValueError, match="grey level in 0..255"):
+        random_crop(x, 32, 4, fill=300)
+    with pytest.raises(TypeError, match="fill must be one grey level 0..255 .*got tuple"):
+        random_crop(x, 32, 4, fill=(1, 2, 3))
+    with pytest.raises(TypeError, match="size must be an int"):
+        random_crop(x, (32, 32), 4)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    out = random_crop(cl, 32, 4, generator=g())
+    assert out.is_contiguous(memory_format=torch.channels_last) and torch.equal(out, random_crop(x, 32, 4, generator=g()))
 
 
 def test_jsd_is_zero_for_identical_predictions():

@@ -7,28 +7,36 @@ Python loop over images and no host round trip.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_image_tensor, check_probability
-from .._tensors import generator_device
+from .._checks import check_image_tensor, check_probability, describe_value
+from .._tensors import keep_layout
+from ..augment.draws import uniform_rows
 
 __all__ = ["random_crop", "random_hflip", "to_float", "crop_offsets", "crop_at", "crop_range", "flip_draws",
            "flip_where"]
 
 
-def _rand_int(high: int, n: int, generator: torch.Generator | None, device: torch.device,
-              out: torch.Tensor | None = None) -> torch.Tensor:
-    gen_device = generator_device(generator, device)
-    return torch.randint(0, high, (n,), generator=generator, device=gen_device, out=out).to(device)
+def _rows(n: int, k: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """``(n, k)`` uniforms on ``device``, row ``i`` the same for every ``n``: :func:`~aprkit.augment.draws.uniform_rows`
+    on the generator's device (without one, torch's global CPU RNG)."""
+    return uniform_rows(n, k, generator).to(device)
 
 
 def crop_offsets(n: int, high_y: int, high_x: int, generator: torch.Generator | None, device: torch.device,
                  out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The draws of :func:`random_crop`: top and left offsets ``(n,)`` in ``[0, high_y)`` and ``[0, high_x)``
-    (``out``: two int64 ``(n,)`` buffers on the generator's device to draw into, the same numbers)."""
-    oy, ox = (None, None) if out is None else out
-    return _rand_int(high_y, n, generator, device, oy), _rand_int(high_x, n, generator, device, ox)
+    """The draws of :func:`random_crop`: top and left offsets ``(n,)`` in ``[0, high_y)`` and ``[0, high_x)``, image
+    ``i``'s from row ``i`` of :func:`~aprkit.augment.draws.uniform_rows` (the same whatever the batch size; ``out``:
+    two int64 ``(n,)`` buffers on ``device`` to write them into, the same numbers)."""
+    u = _rows(n, 2, generator, device)
+    oy = (u[:, 0] * high_y).long().clamp_(max=high_y - 1)
+    ox = (u[:, 1] * high_x).long().clamp_(max=high_x - 1)
+    if out is None:
+        return oy, ox
+    return out[0].copy_(oy), out[1].copy_(ox)
 
 
 def crop_at(x: torch.Tensor, size: int, padding: int, fill: int, oy: torch.Tensor, ox: torch.Tensor) -> torch.Tensor:
@@ -58,20 +66,39 @@ def random_crop(
 ) -> torch.Tensor:
     """Pad ``x`` ``(B, C, H, W)`` by ``padding`` with ``fill`` and take a random ``size`` x ``size`` crop per image.
 
-    ``fill`` is a uint8 level (0..255) and is scaled to [0, 1] for float input. Returns ``(B, C, size, size)``
-    in the input's dtype; the input is not modified.
+    ``fill`` is a grey level 0..255 (128: mid grey), scaled to [0, 1] for float input as ``data.pad_fill`` is.
+    Image ``i``'s offsets are the same whatever the batch size (:func:`crop_offsets`). Returns ``(B, C, size, size)``
+    in the input's dtype and memory format; the input is not modified.
     """
     check_image_tensor(x, "x", min_ndim=4, max_ndim=4, check_finite=False)
+    for name, value in (("size", size), ("padding", padding)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an int (a square crop of size x size pixels), got {describe_value(value)}")
+    check_fill(fill, x.dtype)
     oy, ox = crop_offsets(x.shape[0], *crop_range(x.shape, size, padding), generator, x.device)
-    return crop_at(x, size, padding, fill, oy, ox)
+    return keep_layout(crop_at(x, size, padding, fill, oy, ox), x)
+
+
+def check_fill(fill: object, dtype: torch.dtype) -> None:
+    """A padding ``fill`` is one grey level 0..255 (scaled to [0, 1] for float images): a number in that range, and
+    for float images not a value in (0, 1), which reads as already scaled (0.5 would pad with 0.5 / 255)."""
+    if isinstance(fill, bool) or not isinstance(fill, numbers.Real):
+        raise TypeError(f"fill must be one grey level 0..255 (a number; 128 is mid grey), got {describe_value(fill)}")
+    fill = float(fill)
+    if not 0 <= fill <= 255:
+        raise ValueError(f"fill must be a grey level in 0..255 (scaled to [0, 1] for float images), got {fill}")
+    if dtype != torch.uint8 and 0 < fill < 1:
+        raise ValueError(f"fill is a grey level in 0..255, scaled to [0, 1] for float images: {fill} would pad with "
+                         f"{fill / 255:.4f}; pass {round(fill * 255)} for {fill} on the [0, 1] scale")
 
 
 def flip_draws(n: int, generator: torch.Generator | None, device: torch.device, out: torch.Tensor | None = None
                ) -> torch.Tensor:
-    """The draws of :func:`random_hflip`: ``n`` uniforms on ``device`` (image ``i`` flips where ``u[i] < p``; ``out``:
-    a float32 ``(n,)`` buffer on the generator's device to draw into, the same numbers)."""
-    gen_device = generator_device(generator, device)
-    return torch.rand(n, generator=generator, device=gen_device, out=out).to(device)
+    """The draws of :func:`random_hflip`: ``n`` uniforms on ``device``, image ``i``'s from row ``i`` of
+    :func:`~aprkit.augment.draws.uniform_rows` (it flips where ``u[i] < p``; ``out``: a float32 ``(n,)`` buffer on
+    ``device`` to write them into, the same numbers)."""
+    u = _rows(n, 1, generator, device)[:, 0].float()
+    return u if out is None else out.copy_(u)
 
 
 def flip_where(x: torch.Tensor, u: torch.Tensor, p: float) -> torch.Tensor:
