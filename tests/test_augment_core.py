@@ -545,3 +545,25 @@ def test_natural_images_keep_their_small_bins(dims):
                                      True, dims)
     np_want = _reference_pair(torch.stack([x[0], x[1]]), torch.tensor([1, 0]), F.check_dims(dims))[0]
     assert float(np.abs(np_out - np_want.permute(1, 2, 0).numpy()).max()) < (1e-3 if dims == "chw" else 1e-5)
+
+
+def test_apr_s_parameters_are_checked_where_they_are_drawn_and_taken() -> None:
+    """sample_single_params checks severity and num_ops as APRSingleBatch does (severity 0 gave levels in (0, 0.1],
+    num_ops 0 was taken), and apr_single names a parameter of the wrong kind or an op index past the ops given (a
+    float op1 failed with a bare IndexError) (reviewer)."""
+    for kw, match in ((dict(severity=0), r"severity must be a number in \(0.1, 10\], got 0"),
+                      (dict(severity=100), "severity must be a number"),
+                      (dict(num_ops=0), "num_ops must be a positive int"), (dict(num_ops=2.0), "num_ops")):
+        with pytest.raises(ValueError, match=match):
+            sample_single_params(8, **kw)
+    x = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    prm = sample_single_params(8, generator=torch.Generator().manual_seed(1))
+    for key, bad, kind in (("op1", prm["op1"].float(), "an integer"), ("level2", prm["level2"].long(), "a floating"),
+                           ("recombine", prm["recombine"].long(), "a bool")):
+        with pytest.raises(TypeError, match=rf"params\['{key}'\] must be {kind} tensor of shape \(8,\)"):
+            apr_single(x, {**prm, key: bad})
+    with pytest.raises(ValueError, match=r"params\['op1'\] must hold op indices in \[0, 2\) \(the 2 ops given"):
+        apr_single(x, sample_single_params(8, num_ops=9, generator=torch.Generator().manual_seed(2)),
+                   ops=["rotate", "posterize"])
+    three = sample_single_params(8, num_ops=2, generator=torch.Generator().manual_seed(2))
+    assert apr_single(x, three, ops=["rotate", "posterize"]).shape == x.shape

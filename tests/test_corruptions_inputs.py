@@ -391,3 +391,20 @@ def test_the_advice_for_float_images_of_another_scale_is_to_divide() -> None:
     """Values up to 15 were told "a little outside: clamp it first" (reviewer): clamping gives a white image."""
     with pytest.raises(ValueError, match="divide 0..255 values by 255"):
         corrupt(torch.rand(1, 3, 32, 32) * 15, "fog", 3)
+
+
+def test_severities_read_as_the_other_entry_points_read_them() -> None:
+    """A 0-dim integer tensor is a severity (APRSingle's severity took one, corrupt refused it), one float is refused
+    by name (RandomCorruption(severities=2.5) failed with "'float' object is not iterable"), and a channels-last batch
+    is named as such (it was "must have 1 or 3 channels") (reviewer)."""
+    x = natural_images(2, 32)
+    assert torch.equal(corrupt(x, "contrast", torch.tensor(3)), corrupt(x, "contrast", 3))
+    assert RandomCorruption("contrast", severities=torch.tensor(2)).severities == (2,)
+    assert RandomCorruption("contrast", severities=np.array([1, 4])).severities == (1, 4)
+    for bad in (2.5, "3", torch.tensor(2.0)):
+        with pytest.raises(TypeError, match="severity must be an integer 1-5, got"):
+            RandomCorruption("contrast", severities=bad)
+    for call in (lambda: corrupt(x.permute(0, 2, 3, 1), "contrast", 3),
+                 lambda: RandomCorruption("contrast")(x.permute(0, 2, 3, 1))):
+        with pytest.raises(ValueError, match=r"looks like channels-last .* x.permute\(0, 3, 1, 2\) for a batch"):
+            call()

@@ -892,3 +892,17 @@ def test_evaluate_refuses_datasets_of_pil_images_and_fractional_tensor_labels(tm
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     with pytest.raises(TypeError, match="integer class indices"):
         evaluate(model, data=TensorDataset(x, torch.tensor([0.7, 1.0, 0.0, 1.0])), **kw)
+
+
+def test_a_split_outside_train_and_test_is_refused_for_every_kind() -> None:
+    """folder:, noise: and the other kinds without splits took any split, 'bogus' too (reviewer); they still read the
+    same images for 'train' and 'test', as get_dataset's docstring now says."""
+    from aprkit.data import get_dataset, has_splits
+
+    with pytest.raises(ValueError, match=r"split must be 'train' or 'test', got 'bogus' \(noise: reads the same images"):
+        get_dataset("noise:gaussian", "bogus", n=4)
+    assert not has_splits("noise:gaussian")
+    a, b = get_dataset("noise:gaussian", "train", n=4), get_dataset("noise:gaussian", "test", n=4)
+    assert torch.equal(a[0][0], b[0][0])
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        get_dataset("synthetic:8", "val")

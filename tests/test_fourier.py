@@ -168,7 +168,6 @@ def test_a_mix_keeps_its_own_slope_at_bins_without_phase(zero_bins):
     (torch.zeros(8, 8), ValueError),
     (torch.zeros(3, 1, 8), ValueError),
     (torch.zeros(3, 8, 1), ValueError),
-    (torch.zeros(0, 3, 8, 8), ValueError),
     (torch.full((3, 8, 8), float("nan")), ValueError),
     (torch.full((3, 8, 8), float("inf")), ValueError),
 ])
@@ -469,3 +468,20 @@ def test_mix_spectra_moves_a_host_lam_to_the_spectrum():
     zm = z.to("meta")
     assert fr.mix_spectra(zm, zm.roll(1, 0), lam).device.type == "meta"
     assert fr.mix_spectra(zm, zm, lam, perm=torch.tensor([1, 2, 3, 0])).device.type == "meta"
+
+
+def test_an_empty_batch_comes_back_empty_from_every_image_op() -> None:
+    """swap_amplitude and the other image ops refused an empty batch ("expected at least one image") where apr_pair,
+    the APR modules and corrupt hand it back (reviewer); the result has the op's shape, dtype and device."""
+    from aprkit import fourier
+
+    x, y = torch.rand(0, 3, 8, 8), torch.rand(0, 3, 8, 8)
+    for out in (fourier.swap_amplitude(x, y), fourier.mix_amplitude(x, y, torch.rand(0)),
+                fourier.low_frequency_swap(x, y), fourier.phase_only(x), fourier.amplitude_only(x),
+                fourier.swap_amplitude(x, torch.rand(1, 3, 8, 8))):
+        assert out.shape == (0, 3, 8, 8) and out.dtype == torch.float32
+    assert fourier.swap_amplitude(x.byte(), y.byte()).dtype == torch.uint8
+    with pytest.raises(ValueError, match="magnitude must be 'unit', 'mean' or a tensor"):
+        fourier.phase_only(x, "median")
+    with pytest.raises(ValueError, match="expected at least one image"):  # an analysis, not a transform of a batch
+        fourier.amplitude_phase(x)

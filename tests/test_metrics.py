@@ -370,6 +370,22 @@ def test_mean_corruption_error_and_robustness() -> None:
     assert s["mce"] == pytest.approx(M.mce({c: 0.5 for c in M.CORRUPTIONS}))
 
 
+def test_per_severity_errors_may_be_a_mapping_of_the_severities() -> None:
+    """{severity: error} (int keys, or results.json's string keys) is the 5 per-severity errors (reviewer: a
+    TypeError "must be real number, not dict" that named neither the corruption nor the forms taken)."""
+    as_list = {c: [0.1, 0.2, 0.3, 0.4, 0.5] for c in M.CORRUPTIONS}
+    for keys in (range(1, 6), map(str, range(1, 6))):
+        ks = list(keys)
+        as_map = {c: dict(zip(reversed(ks), [0.5, 0.4, 0.3, 0.2, 0.1])) for c in M.CORRUPTIONS}
+        assert M.mean_corruption_error(as_map) == M.mean_corruption_error(as_list)
+        assert M.mce(as_map) == M.mce(as_list)
+    with pytest.raises(ValueError, match=r"errors\['fog'\] must be one error, 5 per-severity errors or a mapping of the "
+                                         r"severities 1..5 to their errors, got a mapping of \[1, 2\]"):
+        M.mean_corruption_error({**as_list, "fog": {1: 0.1, 2: 0.2}})
+    with pytest.raises(TypeError, match=r"errors\['fog'\] must be one error.*got str"):
+        M.mean_corruption_error({**as_list, "fog": "high"})
+
+
 def test_corruption_bad_input() -> None:
     full = {c: 0.5 for c in M.CORRUPTIONS}
     with pytest.raises(ValueError, match="lacks 1 of the 15"):

@@ -35,6 +35,8 @@ from .._checks import (
     check_image_tensor,
     check_param_keys,
     check_probability,
+    describe_value,
+    eager_cpu,
 )
 from .._generators import make_generator, worker_generator, worker_seed
 from .._replay import ReplayModule
@@ -100,8 +102,10 @@ def sample_single_params(
 
     Per item: image ``i`` takes every parameter from row ``i`` of one ``(n, 8)`` block of uniforms
     (:func:`~aprkit.augment.ops.uniform_rows`), so its draws do not depend on the batch size."""
-    p = check_probability(p)
-    return single_params(uniform_rows(n, SINGLE_DRAWS, generator), p, severity, num_ops)
+    p, severity = check_probability(p), _check_severity(severity)
+    if isinstance(num_ops, bool) or not isinstance(num_ops, numbers.Integral) or num_ops < 1:
+        raise ValueError(f"num_ops must be a positive int (how many ops the op indices choose from), got {num_ops!r}")
+    return single_params(uniform_rows(n, SINGLE_DRAWS, generator), p, severity, int(num_ops))
 
 
 def single_params(u: torch.Tensor, p: float, severity: float, num_ops: int) -> dict[str, torch.Tensor]:
@@ -114,6 +118,11 @@ def single_params(u: torch.Tensor, p: float, severity: float, num_ops: int) -> d
 
 
 _PARAM_KEYS = ("op1", "level1", "negate1", "recombine", "op2", "level2", "negate2", "phase_from_first")
+_INTEGER = ("an integer", lambda dt: not dt.is_floating_point and not dt.is_complex and dt != torch.bool)
+_BOOL = ("a bool", lambda dt: dt == torch.bool)
+_FLOAT = ("a floating", lambda dt: dt.is_floating_point)
+_PARAM_KINDS = {"op1": _INTEGER, "op2": _INTEGER, "level1": _FLOAT, "level2": _FLOAT, "negate1": _BOOL,
+                "negate2": _BOOL, "recombine": _BOOL, "phase_from_first": _BOOL}
 _RECOMBINE, _PHASE = 2 * TABLE_COLS, 2 * TABLE_COLS + 1  # columns of the packed table after the two op tables
 
 
@@ -178,8 +187,17 @@ def apr_single(
     b = x.shape[0]
     check_param_keys(params, _PARAM_KEYS, "sample_single_params / generate_parameters")
     for key, val in params.items():
+        if key not in _PARAM_KINDS:
+            continue
+        kind, test = _PARAM_KINDS[key]
+        if not isinstance(val, torch.Tensor) or not test(val.dtype):
+            raise TypeError(f"params[{key!r}] must be {kind} tensor of shape ({b},) (as sample_single_params draws "
+                            f"it), got {describe_value(val)}")
         if val.shape != (b,):
             raise ValueError(f"params[{key!r}] must have shape ({b},) for a batch of {b}, got {tuple(val.shape)}")
+        if key in ("op1", "op2") and eager_cpu(val) and b and not 0 <= int(val.min()) <= int(val.max()) < len(names):
+            raise ValueError(f"params[{key!r}] must hold op indices in [0, {len(names)}) (the {len(names)} ops given; "
+                             f"sample_single_params(num_ops={len(names)})), got {int(val.min())}..{int(val.max())}")
     check_cast(cast)
     if b == 0:  # an empty batch comes back as it is, as from the hosts' own transforms
         return x

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import check_image_tensor, check_seed
+from .._checks import check_chw_layout, check_image_tensor, check_seed
 from .._text import nearest_names
 from . import blur, digital, noise, weather
 from . import spatter as _spatter
@@ -271,7 +271,7 @@ def corrupt(
         differentiable (random draws, 8-bit steps): the result never requires grad, also for an input that does.
     """
     name = check_name(name)
-    check_image_tensor(images, "images", min_ndim=3, unit_range=True, allow_empty=True)
+    check_chw_layout(check_image_tensor(images, "images", min_ndim=3, unit_range=True, allow_empty=True), "images")
     images = images.detach()  # several corruptions write with out= or read NumPy arrays, which autograd refuses
     preset = resolve_preset(preset, images.shape[-2], images.shape[-1])
     c = params(name, severity, preset)

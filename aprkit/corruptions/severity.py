@@ -13,8 +13,9 @@ entry is documented next to the function that consumes it.
 
 from __future__ import annotations
 
+import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -170,23 +171,21 @@ def resolve_preset(preset: str | None, height: int, width: int, *, stacklevel: i
     return preset
 
 
-def check_severities(severities: int | Sequence[int]) -> list[int]:
+def check_severities(severities: Any) -> list[int]:
     """Severities, a single integer counting as one, each checked (:func:`check_severity`)."""
-    return [check_severity(s) for s in ([severities] if isinstance(severities, (int, np.integer)) else severities)]
+    one = isinstance(severities, (str, bytes)) or not isinstance(severities, Iterable)
+    if one or getattr(severities, "ndim", 1) == 0:
+        return [check_severity(severities)]  # one: a number or a 0-dim tensor/array (2.5 is refused there, by name)
+    return [check_severity(s) for s in severities]
 
 
 def check_severity(severity: object) -> int:
-    """Validate a severity: an integer 1-5."""
-    if isinstance(severity, bool) or not isinstance(severity, int):
-        try:
-            import numbers
-
-            if isinstance(severity, numbers.Integral) and not isinstance(severity, bool):
-                severity = int(severity)
-            else:
-                raise TypeError
-        except TypeError:
-            raise TypeError(f"severity must be an integer 1-5, got {severity!r}") from None
+    """Validate a severity: an integer 1-5 (a Python or NumPy int, or a 0-dim integer tensor/array)."""
+    if getattr(severity, "ndim", None) == 0 and hasattr(severity, "item"):  # its value; a float one is refused below
+        severity = severity.item()
+    if isinstance(severity, bool) or not isinstance(severity, numbers.Integral):
+        raise TypeError(f"severity must be an integer 1-5, got {severity!r}")
+    severity = int(severity)
     if not 1 <= severity <= 5:
         raise ValueError(f"severity must be an integer 1-5, got {severity}")
     return int(severity)

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import CheckedProbability, batch_size_of, check_image_tensor, check_once, check_param_keys
+from .._checks import (
+    CheckedProbability,
+    batch_size_of,
+    check_chw_layout,
+    check_image_tensor,
+    check_once,
+    check_param_keys,
+)
 from .._generators import worker_generator
 from .._replay import ReplayModule
 from .._tv import draw_groups, is_video, like_input
@@ -129,6 +136,7 @@ class RandomCorruption(CheckedProbability, ReplayModule):
             video = is_video(x)
             check_image_tensor(x, "images", min_ndim=3, max_ndim=None if video else 4, unit_range=True,
                                allow_empty=True)
+            check_chw_layout(x, "images")
             check_channels(self.names, x.shape[-3], f"shape {tuple(x.shape)}")
             if x.ndim >= 4 and 0 in x.shape[:-3]:  # an empty batch comes back as it is, as from the hosts' transforms
                 return x

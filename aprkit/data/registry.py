@@ -280,6 +280,10 @@ def get_dataset(spec: str, split: str = "test", *, download: bool = False, data_
                 progress: bool = True, **kw: Any) -> Dataset:
     """The dataset named by ``spec`` (see the module docstring); keywords go to its reader.
 
+    ``split`` (``"train"`` or ``"test"``) selects the images of kinds with splits (``cifar10``, ``cifar100``,
+    ``tinyimagenet``, ``synthetic``: :func:`has_splits`); the others (``folder:``, the -C sets, ``cue-conflict``,
+    ``noise``) read the same images for either: name their training and test folders in two specs.
+
     ``download=True`` fetches a -C set or the cue-conflict stimuli first (into ``data_root``, see
     :func:`resolve_spec`), or CIFAR-10/100 (the published archive) into the spec's folder; ``progress`` shows a bar
     while downloading. Raises ``ValueError``
@@ -296,6 +300,9 @@ def get_dataset(spec: str, split: str = "test", *, download: bool = False, data_
     kw.update(opts)
     spec = resolve_spec(spec, download=download, data_root=data_root, progress=progress)
     kind, arg = parse_spec(spec)
+    if not getattr(DATASET_KINDS[kind], "has_splits", False) and split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r} ({kind}: reads the same images for either; "
+                         "has_splits() tells which kinds have splits)")
     if download and kind in ("cifar10", "cifar100"):  # the published archive into the spec's folder
         kw.update(download=True, progress=progress)
     return DATASET_KINDS[kind](arg, split, **kw)

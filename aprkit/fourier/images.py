@@ -31,8 +31,8 @@ __all__ = [
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor, xname: str, yname: str) -> None:
     """Static checks of a pair of image batches (no pass over the values: finiteness is checked on the spectra)."""
-    check_image_tensor(x, xname, check_finite=False)
-    check_image_tensor(y, yname, check_finite=False)
+    check_image_tensor(x, xname, check_finite=False, allow_empty=True)
+    check_image_tensor(y, yname, check_finite=False, allow_empty=True)
     if x.shape[-3:] != y.shape[-3:]:
         raise ValueError(
             f"{xname} and {yname} must have the same (C, H, W), got {tuple(x.shape)} and {tuple(y.shape)}"
@@ -46,6 +46,13 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor, xname: str, yname: str) -> Non
             f"{xname} and {yname} must have broadcastable leading batch shapes, "
             f"got {tuple(x.shape)} and {tuple(y.shape)}"
         ) from None
+
+
+def _empty_pair(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+    """The (empty) result of a pair op whose broadcast batch holds no image, else ``None``: an empty batch comes back
+    empty, as from ``apr_pair`` and the hosts' transforms."""
+    shape = (*broadcast_shape(x.shape[:-3], y.shape[:-3]), *x.shape[-3:])
+    return x.new_empty(shape, dtype=_out_dtype(x, y)) if 0 in shape[:-3] else None
 
 
 def _check_same_scale(x: torch.Tensor, y: torch.Tensor, xname: str = "x", yname: str = "y") -> None:
@@ -85,6 +92,8 @@ def swap_amplitude(phase_source: torch.Tensor, amplitude_source: torch.Tensor, d
     _check_pair(phase_source, amplitude_source, "phase_source", "amplitude_source")
     _check_same_scale(phase_source, amplitude_source, "phase_source", "amplitude_source")
     fft_dims = check_dims(dims, phase_source, "phase_source")
+    if (empty := _empty_pair(phase_source, amplitude_source)) is not None:
+        return empty
     zp, za = _pair_spectra(phase_source, amplitude_source, fft_dims, ("phase_source", "amplitude_source"))
     out = _irfft(mix_spectra(zp, za, inplace=True, zero_bins=zero_bins, dims=fft_dims),
                  phase_source, fft_dims)
@@ -98,7 +107,8 @@ def mix_amplitude(
     """FACT-style amplitude mix: amplitude ``(1 - lam) * |X| + lam * |Y|`` with the phase of ``x``.
 
     ``lam`` is a float in [0, 1] or a tensor broadcastable to the leading batch shape (one value per
-    image, e.g. shape ``(B,)``). ``lam=0`` returns ``x``; ``lam=1`` equals ``swap_amplitude(x, y, dims)``.
+    image, e.g. shape ``(B,)``). ``lam=0`` returns ``x``; ``lam=1`` equals ``swap_amplitude(x, y, dims)`` given
+    the same ``dims`` (the defaults differ: ``"hw"`` here, APR's ``"chw"`` there).
     The default ``dims="hw"`` transforms each channel on its own, as FACT (Xu et al., CVPR 2021,
     ``colorful_spectrum_mix``) does; ``dims="chw"`` mixes the 3-D spectrum over (C, H, W) (APR's transform),
     which gives different numbers (earlier versions defaulted to ``"chw"``: pass it to keep their numbers). Bins of
@@ -130,6 +140,8 @@ def mix_amplitude(
         lam_t = lam.to(x.device).reshape(*lam.shape, *([1] * 3))
     else:
         lam_t = check_probability(lam, "lam")
+    if (empty := _empty_pair(x, y)) is not None:
+        return empty
     zx, zy = _pair_spectra(x, y, fft_dims)
     out = _irfft(mix_spectra(zx, zy, lam_t, inplace=True, zero_bins=zero_bins, dims=fft_dims),
                  x, fft_dims)
@@ -186,6 +198,8 @@ def low_frequency_swap(x: torch.Tensor, y: torch.Tensor, beta: float = 0.01, dim
     _check_same_scale(x, y)
     fft_dims = check_dims(dims, x, "x")
     b = _half_width(x.shape, beta)
+    if (empty := _empty_pair(x, y)) is not None:
+        return empty
     zx, zy = _pair_spectra(x, y, fft_dims)
     lead = broadcast_shape(zx.shape[:-3], zy.shape[:-3])
     if zx.shape[:-3] != lead:  # y has more leading dims: x's spectrum is repeated for each
@@ -212,11 +226,15 @@ def phase_only(
     ``x``), e.g. a dataset-mean amplitude from ``amplitude_phase``. Returns ``x``'s dtype, as every op here.
     Bins of ``x`` without amplitude stay 0 (``zero_bins``, as in :func:`swap_amplitude`).
     """
-    check_image_tensor(x, "x")
+    check_image_tensor(x, "x", allow_empty=True)
     if x.dtype == torch.uint8 and isinstance(magnitude, str) and magnitude == "unit":
         raise ValueError("phase_only(magnitude='unit') needs a floating image: its values are about 1 / sqrt(N) "
                          "and would round to 0 in uint8; pass x.float() / 255, or magnitude='mean'")
     fft_dims = check_dims(dims, x, "x")
+    if isinstance(magnitude, str) and magnitude not in ("unit", "mean"):
+        raise ValueError(f"magnitude must be 'unit', 'mean' or a tensor, got {magnitude!r}")
+    if x.numel() == 0:  # an empty batch comes back as it is (a new tensor), as from the pair ops
+        return x.clone()
     xf = _as_float(x)
     amp: torch.Tensor | float
     if isinstance(magnitude, torch.Tensor):
@@ -245,8 +263,10 @@ def amplitude_only(x: torch.Tensor, dims: Dims = "chw") -> torch.Tensor:
 
     The result is centred on pixel (0, 0) (apply ``torch.fft.fftshift`` over H, W to view it centred).
     """
-    check_image_tensor(x, "x")
+    check_image_tensor(x, "x", allow_empty=True)
     fft_dims = check_dims(dims, x, "x")
+    if x.numel() == 0:  # an empty batch comes back as it is (a new tensor), as from the pair ops
+        return x.clone()
     z = rfftn(_as_float(x), fft_dims)
     out = _irfft(z.abs().to(z.dtype), x, fft_dims)
     return keep_layout(restore_dtype(out, x.dtype), x)

@@ -1,7 +1,8 @@
 """Corruption-robustness metrics: CE / mCE (ImageNet-C), relative mCE, CIFAR mean corruption error.
 
 Errors are **fractions in [0, 1]** (not percent). ``errors`` maps a corruption name to either one error
-(taken as the mean over the five severities) or a sequence of five per-severity errors. Names are
+(taken as the mean over the five severities), a sequence of five per-severity errors or a mapping of the
+severities 1..5 to their errors (int or string keys, as ``results.json`` holds them). Names are
 matched case-insensitively with spaces/hyphens read as underscores (``"Gaussian Noise"`` ->
 ``"gaussian_noise"``). The 15 benchmark corruptions must all be present; the four extra ImageNet-C
 corruptions (speckle noise, gaussian blur, spatter, saturate) are ignored by mCE.
@@ -80,6 +81,21 @@ canonical_corruption = canonical_name
 
 
 def _error_value(value: Any, what: str) -> torch.Tensor:
+    given = value
+    if isinstance(value, Mapping):  # severity -> error, as results.json holds them (its keys are strings)
+        by_level = {str(k).strip(): v for k, v in value.items()}
+        if sorted(by_level) != ["1", "2", "3", "4", "5"]:
+            raise ValueError(f"{what} must be one error, 5 per-severity errors or a mapping of the severities 1..5 to "
+                             f"their errors, got a mapping of {sorted(value, key=str)}")
+        value = [by_level[str(k)] for k in range(1, 6)]
+    try:
+        return _error_tensor(value, what)
+    except (TypeError, RuntimeError) as err:  # e.g. a nested mapping or text: one line naming what is taken
+        raise TypeError(f"{what} must be one error, 5 per-severity errors or a mapping of the severities 1..5 to their "
+                        f"errors (fractions in [0, 1]), got {type(given).__name__}") from err
+
+
+def _error_tensor(value: Any, what: str) -> torch.Tensor:
     # Python floats straight to float64 (as_tensor's default float32 moved them by ~1e-9)
     t = value.detach().cpu() if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=torch.float64)
     t = t.to(torch.float64).reshape(-1)
@@ -173,7 +189,8 @@ def mean_corruption_error(errors: Mapping[str, Any], corruptions: tuple[str, ...
     """CIFAR convention: plain mean of the errors over corruptions x severities (no baseline).
 
     By default the 15 benchmark corruptions are required and others ignored; ``corruptions=None``
-    averages whatever is given. A single error per corruption counts as its severity mean.
+    averages whatever is given. A single error per corruption counts as its severity mean; per-severity errors are
+    5 values in severity order or a mapping of the severities 1..5 (ints or strings, as in ``results.json``).
     """
     table = _errors_table(errors, required=corruptions)
     keys = tuple(canonical_corruption(c) for c in corruptions) if corruptions is not None else tuple(table)
