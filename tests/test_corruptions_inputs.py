@@ -408,3 +408,17 @@ def test_severities_read_as_the_other_entry_points_read_them() -> None:
                  lambda: RandomCorruption("contrast")(x.permute(0, 2, 3, 1))):
         with pytest.raises(ValueError, match=r"looks like channels-last .* x.permute\(0, 3, 1, 2\) for a batch"):
             call()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_8bit_images_get_their_uint8_twins_shot_noise(dtype: torch.dtype) -> None:
+    """A float16 k / 255 lies up to 0.06 of a level off k, so half-precision images of 8-bit levels took the general
+    Poisson sampler (other counts than their uint8 twins: up to 10 levels apart at some pixels; reviewer); they are
+    read to their precision now: the same draws, the output a level off at most (its own rounding)."""
+    from aprkit.corruptions import item_seeds
+
+    x = natural_images(4, 32)
+    seeds = item_seeds(0, "shot_noise", 3, "cifar", range(4))
+    ref = corrupt(x, "shot_noise", 3, "cifar", seeds=seeds).float()
+    out = corrupt((x.float() / 255).to(dtype), "shot_noise", 3, "cifar", seeds=seeds)
+    assert out.dtype == dtype and float(((out.float() * 255).round() - ref).abs().max()) <= 1

@@ -231,7 +231,7 @@ def _options(name: str, preset: str, dtype: torch.dtype, frost_dir: Any) -> dict
     if name == "pixelate":
         return {"quantize": dtype == torch.uint8}
     if name == "shot_noise":
-        return {"levels": dtype == torch.uint8}
+        return {"levels": dtype == torch.uint8, "source_dtype": dtype}
     return {}
 
 

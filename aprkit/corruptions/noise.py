@@ -23,13 +23,14 @@ def gaussian_noise(x: torch.Tensor, c: float, generator: RandomSource = None) ->
 
 
 def shot_noise(x: torch.Tensor, c: float, generator: RandomSource = None, *,
-               levels: bool = False) -> torch.Tensor:
+               levels: bool = False, source_dtype: torch.dtype | None = None) -> torch.Tensor:
     """``Poisson(c * x) / c``: photon noise with ``c`` photons per unit intensity.
 
     ``levels=True`` (8-bit input, ``x`` float ``k / 255`` or the uint8 levels ``k`` themselves): the 256 possible
     rates get exact inverse-CDF tables, and a table lookup per value draws its count (much faster than a general
     Poisson sampler). Float32/float64 images whose values are all ``k / 255`` (``ToTensor`` of 8-bit images) take
-    the same path, image by image, so they get the noise of their uint8 originals."""
+    the same path, image by image, so they get the noise of their uint8 originals (``source_dtype``: the dtype the
+    images had before the float32 conversion; float16/bfloat16 ones are read to their precision)."""
     if not levels and x.dtype in (torch.float32, torch.float64):  # float images of 8-bit levels (ToTensor's k / 255)
         xc = x.clamp(0.0, 1.0)  # the range check's slack counts as the clamped value (as the rates below do)
         scaled = torch.mul(xc, 255)
@@ -37,7 +38,12 @@ def shot_noise(x: torch.Tensor, c: float, generator: RandomSource = None, *,
         # k / 255 as any division rounds it: within a thousandth of a level (CUDA divides by a scalar through its
         # reciprocal, so k255 / 255 == xc failed for some pixels there and those images took other draws than on the
         # CPU); decided per image: its neighbours do not matter
-        per_image = (scaled - k255).abs_().flatten(1).amax(1) <= 1e-3
+        # float16/bfloat16 images (``source_dtype``, computed here in float32): a half-precision k / 255 lies up to a
+        # quarter of its step off k, as APRSingleBatch's snap allows (float16: 0.06 of a level; bfloat16 cannot tell
+        # the levels near 1 apart and reads as levels throughout)
+        half = source_dtype in (torch.float16, torch.bfloat16)
+        tol = 64 * torch.finfo(source_dtype).eps if half and source_dtype is not None else 1e-3
+        per_image = (scaled - k255).abs_().flatten(1).amax(1) <= tol
         if bool(per_image.all()):
             return poisson_levels(k255.to(torch.int32), float(c), generator).to(x.dtype).div_(c)
         if bool(per_image.any()):  # a mixed batch: each part as a batch of its own (per-image keys: the same draws)
@@ -45,7 +51,7 @@ def shot_noise(x: torch.Tensor, c: float, generator: RandomSource = None, *,
             for part in (per_image, ~per_image):
                 rows = part.nonzero().flatten()
                 source = generator[part] if isinstance(generator, ItemKeys) else generator
-                out[rows] = shot_noise(x[rows], c, source)
+                out[rows] = shot_noise(x[rows], c, source, source_dtype=source_dtype)
             return out
     if levels:
         k = x.to(torch.int32) if x.dtype == torch.uint8 else torch.mul(x, 255).round_().to(torch.int32)
