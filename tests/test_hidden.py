@@ -502,3 +502,25 @@ def test_with_magnitude_moves_a_host_magnitude_to_the_features():
     mag = x[0].abs() + 0.5
     assert with_magnitude(x.to("meta"), mag, "sign").device.type == "meta"
     assert torch.equal(with_magnitude(x, mag, "sign"), torch.sign(x) * mag)
+
+
+def test_feature_apr_attach_and_random_corruption_take_seed_as_apr_pair_does() -> None:
+    """seed= (a new CPU generator) beside generator=, as APRPair and APRSingle take it (reviewer: RandomCorruption,
+    FeatureAPR and attach took generator= only); both at once is refused."""
+    from aprkit.corruptions import RandomCorruption
+
+    feats = torch.randn(6, 8, 4, 4, generator=torch.Generator().manual_seed(0))
+    by_seed = FeatureAPR(p=0.5, seed=3).train()(feats)
+    assert torch.equal(by_seed, FeatureAPR(p=0.5, generator=torch.Generator().manual_seed(3)).train()(feats))
+    a = RandomCorruption(("contrast", "fog"), p=0.5, seed=3).generate_parameters(5)
+    b = RandomCorruption(("contrast", "fog"), p=0.5, generator=torch.Generator().manual_seed(3)).generate_parameters(5)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1))
+    handle = attach(model, ["0", "2"], p=1.0, seed=7)
+    gens = {id(apr.generator) for apr in handle.modules.values()}
+    assert len(gens) == 1 and next(iter(handle.modules.values())).generator.initial_seed() == 7
+    handle.remove()
+    for make in (lambda: FeatureAPR(seed=1, generator=torch.Generator()),
+                 lambda: RandomCorruption("fog", seed=1, generator=torch.Generator())):
+        with pytest.raises(ValueError, match="pass either generator or seed, not both"):
+            make()

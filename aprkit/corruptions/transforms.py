@@ -22,7 +22,7 @@ from .._checks import (
     check_once,
     check_param_keys,
 )
-from .._generators import worker_generator
+from .._generators import make_generator, worker_generator
 from .._replay import ReplayModule
 from .._tv import draw_groups, is_video, like_input
 from ..augment.draws import uniform_rows
@@ -51,6 +51,7 @@ class RandomCorruption(CheckedProbability, ReplayModule):
             re-seeded from its seed and the worker's torch seed at first use (as the APR transforms do), so the
             workers draw different streams that repeat with the loader's seed.
         frost_dir: directory with the frost textures (see ``aprkit.corruptions.find_frost_dir``).
+        seed: instead of ``generator``, a new CPU generator seeded with it (as ``APRPair`` and ``APRSingle`` take).
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class RandomCorruption(CheckedProbability, ReplayModule):
         preset: str | None = None,
         generator: torch.Generator | None = None,
         frost_dir: str | os.PathLike | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.names = tuple(check_names(BENCHMARK if names is None else names))
@@ -73,10 +75,8 @@ class RandomCorruption(CheckedProbability, ReplayModule):
             check_once(values, what, "each is drawn uniformly: a repeat would silently weigh it twice")
         self.p = p  # checked whenever it is set (CheckedProbability)
         self.preset = None if preset is None else check_preset(preset)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-        self.generator = generator
-        self._base_seed = None if generator is None else generator.initial_seed()  # see worker_generator
+        self.generator = make_generator(generator, seed)
+        self._base_seed = None if self.generator is None else self.generator.initial_seed()  # see worker_generator
         self.frost_dir = frost_dir
 
     def generate_parameters(self, batch_shape: int | Sequence[int]) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .. import fourier
+from .._generators import make_generator
 from .feature_apr import FeatureAPR, Lam
 from .layout import check_channels_first, site_prefix_tokens
 from .sites import Site, resolve_module
@@ -141,15 +142,18 @@ def attach(
     num_prefix_tokens: int | None = None,
     grid: tuple[int, int] | None = None,
     generator: torch.Generator | None = None,
+    seed: int | None = None,
 ) -> AttachHandle:
     """Apply :class:`FeatureAPR` to the outputs of ``layers`` while those modules are in training mode.
 
     ``layers`` are names from ``model.named_modules()`` (``model.``-prefix optional for wrapped
     models). Token outputs ``(B, N, D)`` use the timm ViT layout (``num_prefix_tokens``, patch grid)
-    when the model exposes it, else the arguments. Returns an :class:`AttachHandle`;
+    when the model exposes it, else the arguments. ``generator`` / ``seed`` (a new CPU generator seeded with it):
+    the source of every layer's draws (``None``: torch's global RNG). Returns an :class:`AttachHandle`;
     ``handle.remove()`` (or leaving a ``with`` block) restores the model.
     """
     layers = [layers] if isinstance(layers, str) else list(layers)  # a generator is read once
+    generator = make_generator(generator, seed)  # one for all the layers: they draw in turn, as from generator=
     if not layers:
         raise ValueError("layers must name at least one module, e.g. ['layer2', 'layer3']")
     compiled = compiled_modules(model)

@@ -13,6 +13,7 @@ from torch import nn
 
 from .. import fourier
 from .._checks import CheckedProbability, check_dims, check_probability, eager_cpu
+from .._generators import make_generator
 from .._tensors import compute_dtype, generator_device, to_device
 from ..augment.functional import swap_with_partner
 from .layout import from_grid, to_grid
@@ -122,7 +123,8 @@ class FeatureAPR(CheckedProbability, nn.Module):
     Args:
         p: probability per sample of recombining. dims: ``"hw"`` (per-channel 2-D FFT over the grid,
         default) or ``"chw"``. mode: ``"swap"`` or ``"mix"``. lam: mix weight or ``(low, high)``.
-        num_prefix_tokens / grid: token layout (``None`` infers it). generator: for reproducibility.
+        num_prefix_tokens / grid: token layout (``None`` infers it). generator / seed: the source of the draws (a
+        generator, or a new CPU one seeded with ``seed``; ``None``: torch's global RNG), as ``APRPair`` takes them.
     """
 
     def __init__(
@@ -135,6 +137,7 @@ class FeatureAPR(CheckedProbability, nn.Module):
         num_prefix_tokens: int | None = None,
         grid: tuple[int, int] | None = None,
         generator: torch.Generator | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.p = p  # checked whenever it is set (CheckedProbability)
@@ -144,7 +147,7 @@ class FeatureAPR(CheckedProbability, nn.Module):
         self.mode = mode
         self.num_prefix_tokens = num_prefix_tokens
         self.grid = grid
-        self.generator = generator
+        self.generator = make_generator(generator, seed)
         _make_eager()
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # unpickled (torch.load) in a process that made none yet
