@@ -33,6 +33,23 @@ def test_make_synthetic_and_cue_conflict():
     assert torch.equal(x, x2) and torch.equal(y, y2)
 
 
+def test_an_image_does_not_depend_on_the_set_size():
+    """Image i (and its label) is the same in a set of any size (reviewer: the set was rendered in chunks of an
+    undocumented ``batch`` from one generator, so make_synthetic(8, batch=4) and (8, batch=8) shared no image and
+    SyntheticShapes(8)[0] was not SyntheticShapes(4)[0])."""
+    big, big_y = make_synthetic(300, seed=2)
+    for n in (1, 7, 256, 257):
+        x, y = make_synthetic(n, seed=2)
+        assert torch.equal(x, big[:n]) and torch.equal(y, big_y[:n]), n
+    c, s, t = make_cue_conflict(260, seed=2)
+    c2, s2, t2 = make_cue_conflict(3, seed=2)
+    assert torch.equal(c2, c[:3]) and torch.equal(s2, s[:3]) and torch.equal(t2, t[:3])
+    assert not torch.equal(c[:3], big[:3])  # another stream than the plain set of the same seed
+    assert torch.equal(SyntheticShapes(8, seed=1)[0][0], SyntheticShapes(4, seed=1)[0][0])
+    with pytest.raises(TypeError, match="batch"):
+        make_synthetic(8, batch=4)  # type: ignore[call-arg]
+
+
 def test_dataset_splits_are_independent():
     tr = SyntheticShapes(32, split="train", seed=0)
     te = SyntheticShapes(32, split="test", seed=0)

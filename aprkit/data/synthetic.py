@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
+from .._hash import derive_seed
+
 __all__ = [
     "GENERATOR_VERSION",
     "SHAPES",
@@ -31,8 +33,9 @@ __all__ = [
 ]
 
 #: the version of the images this module draws for a (split, seed): part of every cache id of them, so a change to
-#: the generator is never served another version's cached results (2: the random-phase textures of f3ed6de)
-GENERATOR_VERSION = 2
+#: the generator is never served another version's cached results (2: the random-phase textures of f3ed6de; 3: rendered
+#: in chunks of CHUNK images from seeds of their own, so that image i does not depend on the set's size)
+GENERATOR_VERSION = 3
 SHAPES = ("disc", "square", "triangle", "star", "cross", "ring", "diamond", "crescent", "hbar", "heart")
 TEXTURES = (
     "vertical_stripes",
@@ -170,22 +173,37 @@ def render(
     return (img * 255).round().clamp(0, 255).to(torch.uint8)
 
 
-def _labels(n: int, num_classes: int, g: torch.Generator) -> torch.Tensor:
-    return torch.randint(0, num_classes, (n,), generator=g)
+#: images per rendering chunk: chunk ``c`` of a set draws from a generator of its own, seeded by ``(seed, c)``, so
+#: image ``i`` is the same in a set of any size (a set of 8 and one of 8,000 share their first 8 images)
+CHUNK = 256
+
+
+def _chunks(n: int, seed: int, stream: str) -> list[torch.Generator]:
+    """The generators of the ``ceil(n / CHUNK)`` chunks of a set of ``n`` images of ``seed`` (``stream``: which kind
+    of set, so a cue-conflict set and a plain one of the same seed draw apart)."""
+    count = -(-n // CHUNK)
+    return [torch.Generator().manual_seed(derive_seed("synthetic", stream, int(seed), c)) for c in range(count)]
+
+
+def _check_classes(num_classes: int) -> None:
+    if not 2 <= num_classes <= _NUM:
+        raise ValueError(f"num_classes must lie in [2, {_NUM}], got {num_classes}")
 
 
 def make_synthetic(
-    n: int, *, seed: int = 0, size: int = 32, num_classes: int = _NUM, batch: int = 2048
+    n: int, *, seed: int = 0, size: int = 32, num_classes: int = _NUM
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` images where shape and texture agree: ``(images uint8 (n,3,size,size), labels (n,))``."""
+    """``n`` images where shape and texture agree: ``(images uint8 (n,3,size,size), labels (n,))``. Image ``i`` and
+    its label are the same for every ``n`` (rendered in chunks of :data:`CHUNK` images, each from its own seed)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    if not 2 <= num_classes <= _NUM:
-        raise ValueError(f"num_classes must lie in [2, {_NUM}], got {num_classes}")
-    g = torch.Generator().manual_seed(int(seed))
-    labels = _labels(n, num_classes, g)
-    chunks = [render(labels[i : i + batch], labels[i : i + batch], size=size, generator=g) for i in range(0, n, batch)]
-    return torch.cat(chunks), labels
+    _check_classes(num_classes)
+    images, labels = [], []
+    for g in _chunks(n, seed, "shape-texture"):
+        y = torch.randint(0, num_classes, (CHUNK,), generator=g)
+        images.append(render(y, y, size=size, generator=g))
+        labels.append(y)
+    return torch.cat(images)[:n], torch.cat(labels)[:n]
 
 
 def make_cue_conflict(
@@ -193,22 +211,27 @@ def make_cue_conflict(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n`` cue-conflict stimuli: the shape of class ``i`` with the texture of class ``j != i``.
 
-    Returns ``(images uint8 (n,3,size,size), shape_labels (n,), texture_labels (n,))``.
+    Returns ``(images uint8 (n,3,size,size), shape_labels (n,), texture_labels (n,))``; stimulus ``i`` is the same for
+    every ``n`` (as in :func:`make_synthetic`).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    g = torch.Generator().manual_seed(int(seed))
-    shapes = _labels(n, num_classes, g)
-    offset = torch.randint(1, num_classes, (n,), generator=g)
-    textures = (shapes + offset) % num_classes
-    return render(shapes, textures, size=size, generator=g), shapes, textures
+    _check_classes(num_classes)
+    images, shapes, textures = [], [], []
+    for g in _chunks(n, seed, "cue-conflict"):
+        s = torch.randint(0, num_classes, (CHUNK,), generator=g)
+        t = (s + torch.randint(1, num_classes, (CHUNK,), generator=g)) % num_classes
+        images.append(render(s, t, size=size, generator=g))
+        shapes.append(s)
+        textures.append(t)
+    return torch.cat(images)[:n], torch.cat(shapes)[:n], torch.cat(textures)[:n]
 
 
 class SyntheticShapes(Dataset):
     """A map-style dataset of ``n`` shape x texture images, yielding ``(uint8 (3,size,size), label)``.
 
-    ``split`` selects an independent stream (``"train"``/``"test"``) of the same seed. Images are
-    rendered in chunks on first access and kept in memory (32x32x3 bytes each).
+    ``split`` selects an independent stream (``"train"``/``"test"``) of the same seed; item ``i`` is the same for
+    every ``n``. Images are rendered in chunks on first access and kept in memory (32x32x3 bytes each).
     """
 
     classes: tuple[str, ...] = SHAPES
@@ -218,8 +241,7 @@ class SyntheticShapes(Dataset):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         if isinstance(n, bool) or not hasattr(n, "__index__") or operator.index(n) < 1:  # ints, NumPy ints
             raise ValueError(f"the number of synthetic images must be a positive int (synthetic:N), got {n!r}")
-        if not 2 <= num_classes <= len(SHAPES):
-            raise ValueError(f"num_classes must lie in [2, {len(SHAPES)}], got {num_classes}")
+        _check_classes(num_classes)
         self.n, self.split, self.seed, self.size, self.num_classes = operator.index(n), split, seed, size, num_classes
         self.classes = SHAPES[:num_classes]  # the model is checked against this many outputs
         self._data: tuple[torch.Tensor, torch.Tensor] | None = None
