@@ -114,5 +114,6 @@ def test_bad_decision_files_are_named_with_their_line_and_before_inference(tmp_p
     from aprkit.data.cue_conflict import write_synthetic_cue_conflict
 
     write_synthetic_cue_conflict(tmp_path / "cue", per_shape=1, size=8, seed=0)
-    with pytest.raises(ValueError, match="shape-bias option references=.*nope"):
+    with pytest.raises(ValueError, match=r"shape-bias option references=.*nope.*download with aprkit.data.sources"
+                                         r"\.ensure_source\('cue-conflict-decisions', download=True\)"):
         load_suites()["shape-bias"]().run(ctx, f"cue-conflict:{tmp_path / 'cue'}")

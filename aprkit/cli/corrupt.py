@@ -185,5 +185,6 @@ def run(args: argparse.Namespace) -> int:
     written = write_cifar_c(images, args.out, names, labels, args.severities, args.preset, args.seed,
                             args.batch_size or 500, args.device, progress, args.frost_dir, overwrite=args.overwrite,
                             classes=classes)
-    print(f"wrote {len(written)} arrays to {args.out} ({len(names) - len(written)} already complete)")
+    print(f"wrote {len(written)} array{'' if len(written) == 1 else 's'} to {args.out} "
+          f"({len(names) - len(written)} already complete)")
     return 0

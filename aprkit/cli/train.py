@@ -23,6 +23,7 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from ..train.config import METHODS
+    from ..train.state import REPORT_FILES, RUN_FILES
     from ._common import add_config_args
 
     methods = ", ".join(METHODS)
@@ -41,8 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="output directory (checkpoints, metrics, model.pt); default: train.out of the config")
     p.add_argument("--resume", action="store_true", help="continue from DIR/last.pt when it exists")
     p.add_argument("--overwrite", action="store_true",
-                   help="DIR already holds a run: delete its run files (last.pt, model.pt, metrics, config.yaml, tb/) "
-                        "and start over (without --resume or --overwrite such a DIR is refused)")
+                   help=f"DIR already holds a run: delete its run files ({', '.join(RUN_FILES + REPORT_FILES)}) and "
+                        "start over (without --resume or --overwrite such a DIR is refused)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.set_defaults(func=run)
     return p

@@ -101,7 +101,11 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
             try:
                 references = reference_lines(opts.references)
             except (OSError, ValueError) as err:
-                raise ValueError(f"shape-bias option references={opts.references!r}: {err}") from None
+                hint = ("; the raw human/model decision CSVs download with aprkit.data.sources.ensure_source("
+                        "'cue-conflict-decisions', download=True) into the data root's cue-conflict-decisions folder "
+                        "($APRKIT_DATA, default ~/.cache/aprkit)"
+                        if isinstance(err, FileNotFoundError) else "")
+                raise ValueError(f"shape-bias option references={opts.references!r}: {err}{hint}") from None
 
         def compute() -> dict:
             decisions = predict_decisions(
