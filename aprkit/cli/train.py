@@ -23,7 +23,7 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from ..train.config import METHODS
-    from ..train.state import REPORT_FILES, RUN_FILES
+    from ..train.run_files import REPORT_FILES, RUN_FILES
     from ._common import add_config_args
 
     methods = ", ".join(METHODS)

@@ -23,6 +23,7 @@ import torch
 from .._hash import derive_seed
 from .._io import atomic_torch_save, check_zip_intact
 from ..models.checkpoint import TRAIN_STATE_FORMAT
+from .run_files import REPORT_FILES, RUN_FILES
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -42,10 +43,6 @@ __all__ = [
 
 CHECKPOINT_FORMAT = TRAIN_STATE_FORMAT  # ``last.pt``; aprkit.models reads its weights too
 
-#: what ``fit`` writes into ``train.out``: a folder holding any of these is an existing run
-RUN_FILES = ("last.pt", "model.pt", "metrics.csv", "metrics.json", "config.yaml", "tb")
-#: the run's report (train.report): cleared with a run, but no sign of one
-REPORT_FILES = ("train_report.md", "train_report.html", "figures/training_curves.png", "figures/loss_lr.png")
 
 
 class RunExistsError(FileExistsError, ValueError):
