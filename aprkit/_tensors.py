@@ -21,8 +21,15 @@ __all__ = [
 
 
 def generator_device(generator: torch.Generator | None, default: torch.device | str = "cpu") -> torch.device:
-    """Where ``generator`` draws (``default`` without one): a sampler given it must create its draws there."""
-    return generator.device if generator is not None else torch.device(default)
+    """Where ``generator`` draws (``default`` without one): a sampler given it must create its draws there. Anything
+    but a ``torch.Generator`` or ``None`` is refused here, where every sampler asks (a NumPy Generator or an int seed
+    failed with "has no attribute 'device'")."""
+    if generator is None:
+        return torch.device(default)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None (pass an int as seed= where a function takes "
+                        f"one), got {type(generator).__name__}")
+    return generator.device
 
 
 def same_device(a: torch.device | str, b: torch.device | str) -> bool:

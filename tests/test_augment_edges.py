@@ -235,3 +235,35 @@ def test_severity_takes_numpy_numbers_as_p_does():
     for bad in (True, "3", 0.1, 11, float("nan")):
         with pytest.raises(ValueError, match=r"severity must be a number in \(0.1, 10\]"):
             APRSingleBatch(severity=bad)
+
+
+def test_float_apr_s_reads_views_within_a_thousandth_of_a_level_as_that_level() -> None:
+    """A rotated white image keeps pixels at 254.99998 in float32 (grid_sample's rounding); solarize made that a view
+    of zeros but a 1.5e-5 residue, whose phase took the other view's whole amplitude: a full-contrast texture where
+    the uint8 and float64 paths give black (fuzz tester). Views are snapped to whole levels within 1e-3."""
+    from aprkit.augment import APRSingle
+
+    t = APRSingle(p=1.0, ops=["rotate", "solarize"], seed=0)
+    params = {"op1": torch.tensor([0]), "level1": torch.tensor([4.0]), "negate1": torch.tensor([False]),
+              "op2": torch.tensor([1]), "level2": torch.tensor([5.0]), "negate2": torch.tensor([False]),
+              "recombine": torch.tensor([True]), "phase_from_first": torch.tensor([False])}
+    white = torch.full((3, 8, 8), 255, dtype=torch.uint8)
+    want = t.apply(white, params).float()
+    for dt in (torch.float32, torch.float64):
+        got = t.apply(white.to(dt) / 255, params).float() * 255
+        assert float((got - want).abs().max()) <= 1, dt
+
+
+def test_apr_s_levels_outside_their_range_are_refused() -> None:
+    """A NaN level came out as a NaN image, -50 as a black one, without a word (fuzz tester)."""
+    from aprkit.augment import apr_single, sample_single_params
+
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for bad in (float("nan"), -50.0, 1e6):
+        prm = sample_single_params(2, generator=torch.Generator().manual_seed(1))
+        prm["level1"] = torch.tensor([bad, 3.0])
+        with pytest.raises(ValueError, match=r"params\['level1'\] must hold op levels in \[0.1, 10\]"):
+            apr_single(x, prm)
+    for n in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="n must be an int >= 0"):
+            sample_single_params(n)

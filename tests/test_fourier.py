@@ -485,3 +485,18 @@ def test_an_empty_batch_comes_back_empty_from_every_image_op() -> None:
         fourier.phase_only(x, "median")
     with pytest.raises(ValueError, match="expected at least one image"):  # an analysis, not a transform of a batch
         fourier.amplitude_phase(x)
+
+
+def test_phase_only_and_the_mask_check_their_arguments() -> None:
+    """phase_only took a NumPy magnitude into a comparison with 'unit' (NumPy's ambiguous-truth error) and dropped
+    a complex one's imaginary part; low_frequency_mask failed inside torch for a shape without H and W (fuzz tester)."""
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    amp = fr.amplitude_phase(x)[0]
+    torch.testing.assert_close(fr.phase_only(x, amp.numpy()), fr.phase_only(x, amp))
+    for bad, what in ((amp.to(torch.complex64), "a complex tensor"), (-amp, "negative values")):
+        with pytest.raises(ValueError, match=f"magnitude must be a real amplitude spectrum.*got {what}"):
+            fr.phase_only(x, bad)
+    for shape in ((8,), (3, -2, 8), (3, 1, 8), (3, 8.0, 8)):
+        with pytest.raises(ValueError, match=r"shape must be an image shape \(..., H, W\) of ints with H, W >= 2"):
+            fr.low_frequency_mask(shape, 0.1)
+    assert fr.low_frequency_mask(x.shape, 0.1).shape == (1, 8, 5)

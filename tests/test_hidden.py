@@ -524,3 +524,11 @@ def test_feature_apr_attach_and_random_corruption_take_seed_as_apr_pair_does() -
                  lambda: RandomCorruption("fog", seed=1, generator=torch.Generator())):
         with pytest.raises(ValueError, match="pass either generator or seed, not both"):
             make()
+
+
+def test_a_fractional_prefix_token_count_is_refused() -> None:
+    """num_prefix_tokens=1.7 was read as 1 (fuzz tester)."""
+    tokens = torch.randn(2, 17, 8)
+    with pytest.raises(TypeError, match="num_prefix_tokens must be an int .*got 1.7"):
+        feature_apr(tokens, p=1.0, num_prefix_tokens=1.7)
+    assert feature_apr(tokens, p=1.0, num_prefix_tokens=1).shape == tokens.shape

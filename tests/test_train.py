@@ -555,3 +555,22 @@ def test_a_diverged_run_says_so_and_writes_strict_json(tmp_path, capsys):
     strict = {"parse_constant": lambda c: pytest.fail(f"bare {c} in JSON")}
     assert json.loads((tmp_path / "metrics.json").read_text(), **strict)[0]["train_loss"] is None
     assert json.loads(out, **strict)["final"]["train_loss"] is None
+
+
+def test_batch_ops_refuse_what_they_cannot_read(images_u8):
+    """random_crop(x, 0) returned empty images; to_float read an int32 image of 0..255 as floats up to 255; a NumPy
+    generator failed with "has no attribute 'device'" in every sampler (fuzz tester)."""
+    import numpy as np
+
+    from aprkit.augment import sample_pair_params, sample_single_params
+    from aprkit.train.batch_ops import to_float
+
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        random_crop(images_u8, 0, 4)
+    with pytest.raises(TypeError, match="images must be uint8 .* or floating point .*, got torch.int32"):
+        to_float(images_u8.to(torch.int32))
+    for call in (lambda g: random_crop(images_u8, 32, 4, generator=g), lambda g: random_hflip(images_u8, generator=g),
+                 lambda g: sample_single_params(4, generator=g), lambda g: sample_pair_params(4, generator=g)):
+        for bad in (np.random.default_rng(0), 5):
+            with pytest.raises(TypeError, match="generator must be a torch.Generator or None"):
+                call(bad)

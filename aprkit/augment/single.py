@@ -102,10 +102,12 @@ def sample_single_params(
 
     Per item: image ``i`` takes every parameter from row ``i`` of one ``(n, 8)`` block of uniforms
     (:func:`~aprkit.augment.ops.uniform_rows`), so its draws do not depend on the batch size."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"n must be an int >= 0 (how many images to draw for), got {n!r}")
     p, severity = check_probability(p), _check_severity(severity)
     if isinstance(num_ops, bool) or not isinstance(num_ops, numbers.Integral) or num_ops < 1:
         raise ValueError(f"num_ops must be a positive int (how many ops the op indices choose from), got {num_ops!r}")
-    return single_params(uniform_rows(n, SINGLE_DRAWS, generator), p, severity, int(num_ops))
+    return single_params(uniform_rows(int(n), SINGLE_DRAWS, generator), p, severity, int(num_ops))
 
 
 def single_params(u: torch.Tensor, p: float, severity: float, num_ops: int) -> dict[str, torch.Tensor]:
@@ -163,10 +165,22 @@ def single_transform_matrix(params: dict[str, torch.Tensor], names: tuple[str, .
 def _views(x255: torch.Tensor, names: tuple[str, ...], table: torch.Tensor, quantize: bool, dense: bool):
     strategy = "dense" if dense else "grouped"
     a = apply_table(x255, names, table[:, :TABLE_COLS], strategy)
-    a = grey_levels(a) if quantize else a.clamp(0, 255)  # uint8 views hold PIL's truncated levels
+    a = grey_levels(a) if quantize else _snap(a.clamp(0, 255), _VIEW_TOL)  # uint8 views hold PIL's truncated levels
     b = apply_table(a, names, table[:, TABLE_COLS:2 * TABLE_COLS], strategy)
-    b = grey_levels(b) if quantize else b.clamp(0, 255)
+    b = grey_levels(b) if quantize else _snap(b.clamp(0, 255), _VIEW_TOL)
     return a, b
+
+
+#: how far (in levels) a float view may lie off a whole level and be read as it: a rotated white image keeps pixels at
+#: 254.99998 (grid_sample's float rounding), which solarize turned into a view of exact zeros but a 1.5e-5 residue
+#: whose phase then took the other view's whole amplitude (a texture where the uint8 path gives black; fuzz tester)
+_VIEW_TOL = 1e-3
+
+
+def _snap(v: torch.Tensor, tol: float) -> torch.Tensor:
+    """``v`` (0..255 scale) with values within ``tol`` of a whole level set to it."""
+    near = v.round()
+    return torch.where((v - near).abs() <= tol, near, v)
 
 
 def apr_single(
@@ -198,6 +212,9 @@ def apr_single(
         if key in ("op1", "op2") and eager_cpu(val) and b and not 0 <= int(val.min()) <= int(val.max()) < len(names):
             raise ValueError(f"params[{key!r}] must hold op indices in [0, {len(names)}) (the {len(names)} ops given; "
                              f"sample_single_params(num_ops={len(names)})), got {int(val.min())}..{int(val.max())}")
+        if key in ("level1", "level2") and eager_cpu(val) and b and not bool(((val >= 0.1) & (val <= 10)).all()):
+            raise ValueError(f"params[{key!r}] must hold op levels in [0.1, 10] (as sample_single_params draws them "
+                             f"for a severity up to 10), got {float(val[~((val >= 0.1) & (val <= 10))][0])}")
     check_cast(cast)
     if b == 0:  # an empty batch comes back as it is, as from the hosts' own transforms
         return x
@@ -222,8 +239,7 @@ def apr_single_core(x: torch.Tensor, params: dict[str, torch.Tensor], names: tup
     if x.dtype in (torch.float16, torch.bfloat16):  # a half-precision k / 255 lies up to a quarter of its step off
         # the level k (float16: 0.06 of a level): snapped, so that posterize, solarize and equalize threshold it as
         # its uint8 twin (a float16 200 / 255 was 199.97: not solarized at 200)
-        near = x255.round()
-        x255 = torch.where((x255 - near).abs() <= 64 * torch.finfo(x.dtype).eps, near, x255)
+        x255 = _snap(x255, 64 * torch.finfo(x.dtype).eps)
     a, b_view = _views(x255, names, table, quantize, use_dense(x, strategy))
     rec = recombine_views(a, b_view, table[:, _PHASE] > 0.5, dims)
     if cast == "wrap":

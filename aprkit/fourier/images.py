@@ -169,6 +169,10 @@ def low_frequency_mask(
     ``(1, H, W or W//2+1)`` for broadcasting.
     """
     check_dims(dims)
+    shape = tuple(shape)
+    if len(shape) < 2 or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in shape) or \
+            min(shape[-2:]) < 2:
+        raise ValueError(f"shape must be an image shape (..., H, W) of ints with H, W >= 2 (e.g. x.shape), got {shape}")
     b = _half_width(shape, beta)
     h, w = shape[-2], shape[-1]
     rows, cols = torch.zeros(h, dtype=torch.bool), torch.zeros(w // 2 + 1 if real else w, dtype=torch.bool)
@@ -231,6 +235,11 @@ def phase_only(
         raise ValueError("phase_only(magnitude='unit') needs a floating image: its values are about 1 / sqrt(N) "
                          "and would round to 0 in uint8; pass x.float() / 255, or magnitude='mean'")
     fft_dims = check_dims(dims, x, "x")
+    if not isinstance(magnitude, (str, torch.Tensor)) and hasattr(magnitude, "__array__"):  # a NumPy array of them
+        magnitude = torch.as_tensor(magnitude)
+    if isinstance(magnitude, torch.Tensor) and (magnitude.is_complex() or not bool((magnitude >= 0).all())):
+        raise ValueError("magnitude must be a real amplitude spectrum, every value >= 0 (e.g. amplitude_phase(x)[0]), "
+                         f"got {'a complex tensor' if magnitude.is_complex() else 'negative values'}")
     if isinstance(magnitude, str) and magnitude not in ("unit", "mean"):
         raise ValueError(f"magnitude must be 'unit', 'mean' or a tensor, got {magnitude!r}")
     if x.numel() == 0:  # an empty batch comes back as it is (a new tensor), as from the pair ops

@@ -10,6 +10,7 @@ vector ``(B, D)`` (as a ``(B, D, 1, 1)`` grid) pass too. :func:`to_grid` and :fu
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -94,6 +95,9 @@ def to_grid(
     if x.ndim == 3:
         n = x.shape[1]
         if num_prefix_tokens is not None:
+            if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, numbers.Integral):
+                raise TypeError("num_prefix_tokens must be an int (the class/register tokens before the patch tokens), "
+                                f"got {num_prefix_tokens!r}")
             k = int(num_prefix_tokens)
         elif grid is not None:  # the grid says how many tokens are patches: the rest are prefix tokens (at most 8,
             k = n - int(grid[0]) * int(grid[1])  # as infer_prefix_tokens allows; more means the grid is wrong)

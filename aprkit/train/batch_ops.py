@@ -74,6 +74,8 @@ def random_crop(
     for name, value in (("size", size), ("padding", padding)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(f"{name} must be an int (a square crop of size x size pixels), got {describe_value(value)}")
+    if size < 1:
+        raise ValueError(f"size must be >= 1 (a square crop of size x size pixels), got {size}")
     check_fill(fill, x.dtype)
     oy, ox = crop_offsets(x.shape[0], *crop_range(x.shape, size, padding), generator, x.device)
     return keep_layout(crop_at(x, size, padding, fill, oy, ox), x)
@@ -114,7 +116,11 @@ def random_hflip(x: torch.Tensor, p: float = 0.5, *, generator: torch.Generator 
 
 
 def to_float(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """uint8 ``[0, 255]`` -> float32 ``[0, 1]`` (float input passes through); optional channels_last layout."""
+    """uint8 ``[0, 255]`` -> float32 ``[0, 1]`` (float input passes through); optional channels_last layout. Other
+    integer tensors are refused: their scale is not known (an int32 image of 0..255 came back as floats up to 255)."""
+    if not x.is_floating_point() and x.dtype != torch.uint8:
+        raise TypeError(f"images must be uint8 (0..255) or floating point (0..1), got {x.dtype}; convert, e.g. "
+                        "x.to(torch.uint8) for 8-bit values")
     y = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
     if channels_last and y.ndim == 4:
         y = y.contiguous(memory_format=torch.channels_last)
