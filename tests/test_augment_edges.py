@@ -237,10 +237,10 @@ def test_severity_takes_numpy_numbers_as_p_does():
             APRSingleBatch(severity=bad)
 
 
-def test_float_apr_s_reads_views_within_a_thousandth_of_a_level_as_that_level() -> None:
+def test_float_apr_s_reads_views_black_to_a_thousandth_of_a_level_as_black() -> None:
     """A rotated white image keeps pixels at 254.99998 in float32 (grid_sample's rounding); solarize made that a view
     of zeros but a 1.5e-5 residue, whose phase took the other view's whole amplitude: a full-contrast texture where
-    the uint8 and float64 paths give black (fuzz tester). Views are snapped to whole levels within 1e-3."""
+    the uint8 and float64 paths give black (fuzz tester). Such views are set to exact zeros."""
     from aprkit.augment import APRSingle
 
     t = APRSingle(p=1.0, ops=["rotate", "solarize"], seed=0)

@@ -165,16 +165,24 @@ def single_transform_matrix(params: dict[str, torch.Tensor], names: tuple[str, .
 def _views(x255: torch.Tensor, names: tuple[str, ...], table: torch.Tensor, quantize: bool, dense: bool):
     strategy = "dense" if dense else "grouped"
     a = apply_table(x255, names, table[:, :TABLE_COLS], strategy)
-    a = grey_levels(a) if quantize else _snap(a.clamp(0, 255), _VIEW_TOL)  # uint8 views hold PIL's truncated levels
+    a = grey_levels(a) if quantize else _zero_empty(a.clamp(0, 255))  # uint8 views hold PIL's truncated levels
     b = apply_table(a, names, table[:, TABLE_COLS:2 * TABLE_COLS], strategy)
-    b = grey_levels(b) if quantize else _snap(b.clamp(0, 255), _VIEW_TOL)
+    b = grey_levels(b) if quantize else _zero_empty(b.clamp(0, 255))
     return a, b
 
 
-#: how far (in levels) a float view may lie off a whole level and be read as it: a rotated white image keeps pixels at
-#: 254.99998 (grid_sample's float rounding), which solarize turned into a view of exact zeros but a 1.5e-5 residue
-#: whose phase then took the other view's whole amplitude (a texture where the uint8 path gives black; fuzz tester)
-_VIEW_TOL = 1e-3
+#: a float view (0..255 scale) whose every value lies within this of 0 is black: a rotated white image keeps pixels at
+#: 254.99998 (grid_sample's float rounding), which solarize turned into zeros but a 1.5e-5 residue, whose phase then
+#: took the other view's whole amplitude (a texture where the uint8 path gives black; fuzz tester). A view with any
+#: content holds far more power than such a residue, which then counts as without phase (no_phase_power)
+_EMPTY_TOL = 1e-3
+
+
+def _zero_empty(v: torch.Tensor) -> torch.Tensor:
+    """``v`` ``(N, C, H, W)`` (0..255, a new tensor) with the images that are black to :data:`_EMPTY_TOL` set to exact
+    zeros, in place: one reduction pass (and the fill only where an eager CPU call finds such an image)."""
+    empty = (v.flatten(1).amax(1) <= _EMPTY_TOL).view(-1, 1, 1, 1)
+    return v.masked_fill_(empty, 0.0) if not eager_cpu(v) or bool(empty.any()) else v
 
 
 def _snap(v: torch.Tensor, tol: float) -> torch.Tensor:
