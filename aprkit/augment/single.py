@@ -236,7 +236,8 @@ def apr_single_core(x: torch.Tensor, params: dict[str, torch.Tensor], names: tup
     ``strategy`` as in :func:`aprkit.augment.ops.use_dense`: ``"auto"`` groups images by op on eager CPU
     calls and runs the fixed-shape dense path elsewhere (no host sync; one host->device copy of the
     packed parameters when they were drawn on the host, none when drawn on ``x``'s device). The dense
-    path compiles with ``torch.compile(fullgraph=True)``; both give the same numbers.
+    path compiles with ``torch.compile(fullgraph=True)``; both give the same numbers (to the last bits for float32
+    views, see :mod:`aprkit.augment.ops`).
     """
     h, w = x.shape[-2:]
     cdt = compute_dtype(x)
