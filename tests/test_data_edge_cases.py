@@ -130,3 +130,45 @@ def test_nested_class_folders_are_read_in_imagefolders_order(tmp_path) -> None:
     ours = [str(p.relative_to(tmp_path)) for p, _ in scan_image_folder(tmp_path)[0]]
     theirs = [os.path.relpath(p, tmp_path) for p, _ in tv.ImageFolder(str(tmp_path)).samples]
     assert ours == theirs
+
+
+def test_a_damaged_png_is_refused_by_name_not_a_crash(tmp_path) -> None:
+    """torchvision's PNG decoder ended the process (SIGSEGV, no path) on a flipped byte in IDAT or a header naming more
+    pixels than the data holds; the bytes are checked first and such files go to PIL, which names the problem (fuzz
+    tester). A GIF under a .png name is decoded by PIL too, as PIL's convert("RGB") (transparent pixels differed)."""
+    import subprocess
+    import sys
+    import zlib
+
+    rng = np.random.default_rng(0)
+    good = tmp_path / "good.png"
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(good)
+    data = bytearray(good.read_bytes())
+    at = data.find(b"IDAT")
+    flipped = bytearray(data)
+    flipped[at + 40] ^= 0x55
+    (tmp_path / "flipped.png").write_bytes(bytes(flipped))
+    ihdr = data.find(b"IHDR")  # a header naming 20000 x 20000 pixels (CRC made valid) over 12 KB of data
+    big = bytearray(data)
+    big[ihdr + 4:ihdr + 12] = (20000).to_bytes(4, "big") * 2
+    big[ihdr + 17:ihdr + 21] = zlib.crc32(bytes(big[ihdr:ihdr + 17])).to_bytes(4, "big")
+    (tmp_path / "huge.png").write_bytes(bytes(big))
+    code = ("import sys\nfrom aprkit.data.folder import read_image\n"
+            "try:\n    read_image(sys.argv[1]); print('read')\nexcept ValueError as e: print('refused', e)")
+    for name in ("flipped.png", "huge.png"):
+        run = subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 0, (name, run.returncode, run.stderr[-300:])
+        assert run.stdout.startswith(f"refused cannot decode image {tmp_path / name}"), run.stdout
+    from aprkit.data.folder import read_image
+    from aprkit.data.image_bytes import png_problem
+
+    assert png_problem(bytes(data)) is None and "CRC" in png_problem(bytes(flipped))
+    assert "cannot hold the 20000x20000 pixels" in png_problem(bytes(big))
+    assert "no IEND" in png_problem(bytes(data[:-12]))
+    p = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).convert("P", palette=Image.ADAPTIVE,
+                                                                                    colors=8)
+    p.save(tmp_path / "t.gif", transparency=2)
+    (tmp_path / "t_gif.png").write_bytes((tmp_path / "t.gif").read_bytes())
+    want = torch.from_numpy(np.asarray(Image.open(tmp_path / "t.gif").convert("RGB")).copy()).permute(2, 0, 1)
+    assert torch.equal(read_image(tmp_path / "t_gif.png"), want)

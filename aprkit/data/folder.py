@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .arrays import _as_index_array
+from .image_bytes import png_problem, sniff
 
 __all__ = ["IMG_EXTENSIONS", "image_files", "scan_image_folder", "read_image", "to_8bit", "pil_to_array",
            "resize_center_crop", "ImageListDataset", "ImageFolderDataset", "ResizedDataset", "find_classes"]
@@ -80,19 +81,21 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     if path.suffix.lower() in _TV_EXTENSIONS:
-        try:  # torchvision's decoders are ~1.7x faster than PIL on small PNGs (deprecated since 0.29)
-            from torchvision.io import ImageReadMode, decode_image, read_file
+        data = path.read_bytes()
+        kind = sniff(data)  # by content: a GIF or WebP named .png goes to PIL, whose conversion the docs promise
+        if kind == "jpeg" or (kind == "png" and png_problem(data) is None):  # PIL names what is wrong with the rest
+            try:  # torchvision's decoders are ~1.7x faster than PIL on small PNGs (deprecated since 0.29)
+                from torchvision.io import ImageReadMode, decode_image
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-            img = to_8bit(img) if img.dtype == torch.uint16 else img  # a 16-bit PNG
-            img = img[0] if img.ndim == 4 else img  # an animated GIF under another name: its first frame, as PIL
-            # gray as PIL's convert("L") (ITU-R 601-2 in 16-bit fixed point): torchvision's GRAY mode rounds a PNG's
-            # colours otherwise (half the pixels of a colour image one level off its BMP or JPEG twin)
-            return img if channels == 3 else _luma(img)
-        except (ImportError, RuntimeError):
-            pass  # removed decoders or unusual encodings (e.g. CMYK JPEG): let PIL decode
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    img = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+                img = to_8bit(img) if img.dtype == torch.uint16 else img  # a 16-bit PNG
+                # gray as PIL's convert("L") (ITU-R 601-2 in 16-bit fixed point): torchvision's GRAY mode rounds a PNG's
+                # colours otherwise (half the pixels of a colour image one level off its BMP or JPEG twin)
+                return img if channels == 3 else _luma(img)
+            except (ImportError, RuntimeError):
+                pass  # removed decoders or unusual encodings (e.g. CMYK JPEG): let PIL decode
     from PIL import Image
 
     try:
@@ -102,7 +105,8 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
         raise
     except UnsupportedImage as err:
         raise UnsupportedImage(f"{path}: {err}") from None
-    except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated, corrupted or not an image
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:  # PIL: truncated, corrupted, not
+        # an image, or a header naming more pixels than PIL's limit
         raise ValueError(
             f"cannot decode image {path} ({err}); expected an intact image file (truncated or corrupted?)"
         ) from None
