@@ -251,6 +251,37 @@ def test_cifar_torchvision_binary_layout(tmp_path: Path) -> None:
         get_dataset(f"cifar10:{tmp_path}", split="train")
 
 
+def test_cifar_batches_of_another_type_or_layout_are_refused(tmp_path: Path) -> None:
+    """Data of another dtype or layout was cast and reshaped into wrong images without a word (floats in [0, 1] all
+    black, int16 wrapped, torchvision's NHWC .data scrambled), fractional labels truncated, a meta file of 2 names
+    accepted (data fuzz tester); 8-bit values in a wider integer type (a pickled list) are read."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (4, 3, 32, 32), dtype=np.uint8)
+
+    def write(data, labels=(0, 1, 2, 9), names="abcdefghij"):
+        with open(folder / "test_batch", "wb") as f:
+            pickle.dump({b"data": data, b"labels": list(labels)}, f)
+        with open(folder / "batches.meta", "wb") as f:
+            pickle.dump({b"label_names": [c.encode() for c in names]}, f)
+
+    for bad, match in ((x.astype(np.float32) / 255, r"holds data of float32 \(4, 3, 32, 32\)"),
+                       (x.reshape(4, -1).astype(np.int16) - 100, "holds data of int16"),
+                       (x.transpose(0, 2, 3, 1), r"an NHWC array .* transpose it to \(N, 3, 32, 32\)")):
+        write(bad)
+        with pytest.raises(ValueError, match=match):
+            get_dataset(f"cifar10:{tmp_path}")
+    write(x.reshape(4, -1), labels=(0, 1.7, 2.2, 9.9))
+    with pytest.raises(ValueError, match="holds float64 labels; a cifar10 batch holds integer labels"):
+        get_dataset(f"cifar10:{tmp_path}")
+    write(x.reshape(4, -1), names="ab")
+    with pytest.raises(ValueError, match="batches.meta names 2 classes; cifar10 has 10"):
+        get_dataset(f"cifar10:{tmp_path}")
+    write(x.reshape(4, -1).astype(np.int64).tolist())
+    assert torch.equal(get_dataset(f"cifar10:{tmp_path}")[1][0], torch.from_numpy(x[1]))
+
+
 def test_imagenet_c_folder_layout(tmp_path: Path) -> None:
     for s in (1, 3):
         for ci, wnid in enumerate(["n02", "n01"]):

@@ -55,10 +55,25 @@ def _batch_arrays(d: Any, path: Path, name: str, label_key: bytes) -> tuple[np.n
             if isinstance(d, dict) else type(d).__name__
         raise ValueError(f"{path} is not a {name} batch: expected the entries 'data' and {label_key.decode()!r}, "
                          f"found {keys}; {redo}")
-    data, labels = np.asarray(d[b"data"], dtype=np.uint8), np.asarray(d[label_key], dtype=np.int64)
+    data, labels = np.asarray(d[b"data"]), np.asarray(d[label_key])
+    # the published batches hold uint8 (N, 3072) in CHW order and integer labels: anything else would be cast and
+    # reshaped into wrong images (floats in [0, 1] black, int16 wrapped) or labels (1.7 read as 1) without a word
+    if data.dtype.kind in "iu" and data.dtype != np.uint8 and data.size and 0 <= data.min() and data.max() <= 255:
+        data = data.astype(np.uint8)  # 8-bit values held in a wider integer type (a list of ints pickled)
+    if data.dtype != np.uint8:
+        raise ValueError(f"{path} holds data of {data.dtype} {data.shape}; a {name} batch holds uint8 (N, 3072) "
+                         f"rows in channel-major order; {redo}")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"{path} holds {labels.dtype} labels; a {name} batch holds integer labels; {redo}")
+    labels = labels.astype(np.int64)
     if data.size % (3 * 32 * 32) or data.size // (3 * 32 * 32) != labels.size:
         raise ValueError(f"{path} holds {data.size} pixel values and {labels.size} labels; a {name} batch holds "
                          f"3x32x32 values per label; {redo}")
+    if data.ndim not in (2, 4) or data.shape[1:] not in ((3072,), (3, 32, 32)):
+        hint = " (an NHWC array such as torchvision's CIFAR10(...).data: transpose it to (N, 3, 32, 32))" \
+            if data.shape[1:] == (32, 32, 3) else ""
+        raise ValueError(f"{path} holds data of shape {data.shape}; a {name} batch holds uint8 (N, 3072) rows in "
+                         f"channel-major order{hint}; {redo}")
     k = 10 if name == "cifar10" else 100
     if labels.size and (labels.min() < 0 or labels.max() >= k):
         raise ValueError(f"{path} holds labels in [{labels.min()}, {labels.max()}], outside the {k} classes of "
@@ -80,6 +95,10 @@ def _read_binary(folder: Path, name: str, split: str) -> ArrayDataset:
     classes = None
     if (folder / meta_file).is_file():
         classes = [c.decode() if isinstance(c, bytes) else str(c) for c in _unpickle(folder / meta_file)[names_key]]
+        k = 10 if name == "cifar10" else 100
+        if len(classes) != k:  # it names the dataset's classes: another count is a damaged or foreign file
+            raise ValueError(f"{folder / meta_file} names {len(classes)} classes; {name} has {k}; delete {folder} "
+                             "and download it again (--download), or restore the file")
     return ArrayDataset(np.concatenate(images), np.concatenate(labels), layout="nchw", classes=classes)
 
 
