@@ -63,6 +63,21 @@ def test_a_damaged_tiny_imagenet_folder_is_refused_with_the_layout(tmp_path) -> 
         get_dataset(f"tinyimagenet:{tmp_path / 'tiny'}", "validation")
 
 
+def test_a_cut_or_repeated_annotations_file_is_refused(tmp_path) -> None:
+    """A cut val_annotations.txt scored a subset of the validation images without a word; a repeated line counted an
+    image twice (or under two labels) (data fuzz tester)."""
+    _tiny(tmp_path / "tiny")
+    listing = tmp_path / "tiny" / "val" / "val_annotations.txt"
+    lines = listing.read_text().splitlines(keepends=True)
+    listing.write_text("".join(lines[:3]))
+    with pytest.raises(ValueError, match=r"2 images in .*val.images are not listed in .*val_annotations.txt "
+                                         r"\(val_10.JPEG, val_3.JPEG\).*a cut file"):
+        get_dataset(f"tinyimagenet:{tmp_path / 'tiny'}")
+    listing.write_text("".join(lines + lines[:1]))
+    with pytest.raises(ValueError, match=r"lists 1 image more than once \(val_0.JPEG\)"):
+        get_dataset(f"tinyimagenet:{tmp_path / 'tiny'}")
+
+
 def test_aprkit_corrupt_writes_tiny_imagenet_c_from_the_unzipped_folder(tmp_path) -> None:
     """aprkit corrupt took class-folder trees only: tiny-imagenet-200/val (the hint's suggestion) wrote every
     validation image into one class 'images'. tinyimagenet:ROOT writes Tiny-ImageNet-C's <name>/<sev>/<wnid>/<file>

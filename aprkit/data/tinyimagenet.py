@@ -12,6 +12,7 @@ every Tiny-ImageNet-C result).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def _val_samples(root: Path, index: dict[str, int]) -> list[tuple[Path, int]]:
     listing = root / "val" / "val_annotations.txt"
     if not listing.is_file():
         raise FileNotFoundError(f"{listing} is missing; expected the Tiny-ImageNet layout {TINY_IMAGENET_LAYOUT}")
-    samples, unknown, missing = [], set(), []
+    samples, unknown, missing, seen, twice = [], set(), [], set(), []
     for n, line in enumerate(listing.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -52,6 +53,9 @@ def _val_samples(root: Path, index: dict[str, int]) -> list[tuple[Path, int]]:
         if len(parts) < 2:
             raise ValueError(f"{listing} line {n} is {line!r}; expected '<file>\\t<wnid>\\t<box>'")
         name, wnid = parts[0].strip(), parts[1].strip()
+        if name in seen:
+            twice.append(name)
+        seen.add(name)
         if wnid not in index:
             unknown.add(wnid)
             continue
@@ -65,8 +69,17 @@ def _val_samples(root: Path, index: dict[str, int]) -> list[tuple[Path, int]]:
     if missing:
         raise FileNotFoundError(f"{len(missing)} images that {listing} lists are missing from {root / 'val' / 'images'}"
                                 f" ({', '.join(missing[:3])}); expected every listed image")
+    if twice:  # an image counted twice, or under two labels
+        raise ValueError(f"{listing} lists {len(twice)} image{'s' if len(twice) > 1 else ''} more than once "
+                         f"({', '.join(twice[:3])}); expected each validation image once")
     if not samples:
         raise FileNotFoundError(f"{listing} lists no images; expected the Tiny-ImageNet layout {TINY_IMAGENET_LAYOUT}")
+    images = root / "val" / "images"
+    unlisted = sorted(e.name for e in os.scandir(images) if e.is_file() and not e.name.startswith(".")
+                      and e.name not in seen) if images.is_dir() else []
+    if unlisted:  # a cut annotations file: a clean evaluation would score a subset without a word
+        raise ValueError(f"{len(unlisted)} images in {images} are not listed in {listing} ({', '.join(unlisted[:3])}); "
+                         "expected an annotation for every validation image (a cut file?)")
     return sorted(samples, key=lambda s: (s[1], s[0].name))
 
 
