@@ -27,6 +27,12 @@ def test_a_link_into_a_folder_below_another_class_is_not_read_as_this_class(tmp_
     os.symlink(tmp_path / "elsewhere", tmp_path / "f" / "a" / "outside")  # a folder outside the tree: read
     samples = sorted((os.path.basename(p), label) for p, label in get_dataset(f"folder:{tmp_path / 'f'}").samples)
     assert samples == [("1.png", 0), ("3.png", 1), ("5.png", 0)]
+    # a linked file follows the same rule (data fuzz tester: b/x.png -> a/1.png was read under both labels)
+    os.symlink(tmp_path / "f" / "a" / "1.png", tmp_path / "f" / "c" / "from_a.png")
+    os.symlink(tmp_path / "f" / "c" / "sub" / "3.png", tmp_path / "f" / "a" / "from_c_sub.png")
+    os.symlink(tmp_path / "elsewhere" / "5.png", tmp_path / "f" / "c" / "from_outside.png")
+    samples = sorted((os.path.basename(p), label) for p, label in get_dataset(f"folder:{tmp_path / 'f'}").samples)
+    assert samples == [("1.png", 0), ("3.png", 1), ("5.png", 0), ("from_outside.png", 1)]
 
 
 def test_cifar_refuses_classes_and_names_the_parent_of_a_split_folder(tmp_path) -> None:

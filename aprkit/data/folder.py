@@ -29,8 +29,9 @@ __all__ = ["IMG_EXTENSIONS", "image_files", "scan_image_folder", "read_image", "
 #: the version of how image folders are scanned and decoded, part of their cache identity (2: linked folders inside a
 #: class are entered; gray images are PIL's convert("L") for every format; 3: a link into a folder below another class
 #: is not entered; 4: files in torchvision's ImageFolder order, a folder's own files before its subfolders', folders
-#: by path string: nested class folders were ordered part by part, so --limit and per-image seeds took other images)
-READER_VERSION = 4
+#: by path string: nested class folders were ordered part by part, so --limit and per-image seeds took other images;
+#: 5: a linked file whose image lies in another class is left out; a file is decoded by its signature, not its name)
+READER_VERSION = 5
 #: how deep an image folder's cache identity looks (``aprkit._hash.path_state``): the reader takes images at any depth
 #: below a class folder, so its identity must see them (a standard tree ends two levels down: the same cost)
 IDENTITY_DEPTH = 8
@@ -166,6 +167,12 @@ def find_classes(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _in_other_class(real: str, start: str, outside: Collection[str], below: list[str]) -> bool:
+    """Whether the real path of a linked file lies in another class's folder (``outside``/``below`` of
+    :func:`image_files`) rather than below ``start``."""
+    return not real.startswith(start + os.sep) and (os.path.dirname(real) in outside or real.startswith(tuple(below)))
+
+
 def image_files(folder: Path, extensions: Sequence[str] = IMG_EXTENSIONS, *,
                 outside: Collection[str] = ()) -> list[Path]:
     """The image files (matched by ``extensions``) at any depth below ``folder``, sorted as torchvision's
@@ -174,7 +181,8 @@ def image_files(folder: Path, extensions: Sequence[str] = IMG_EXTENSIONS, *,
     Linked folders are entered, as torchvision's ImageFolder does, each real folder once (the first link in name
     order; a link back up is no loop), but never the folders ``outside`` nor a folder below one that does not also
     hold ``folder`` (a dataset's root and its other classes: a link to them or into them would read their images as
-    this class's too; real paths, ``folder``'s own ignored)."""
+    this class's too; real paths, ``folder``'s own ignored); a linked file whose image lies in such a folder is left
+    out by the same rule."""
     exts = tuple(e.lower() for e in extensions)
     found: list[Path] = []
     start = os.path.realpath(folder)
@@ -194,6 +202,8 @@ def image_files(folder: Path, extensions: Sequence[str] = IMG_EXTENSIONS, *,
             if entry.is_dir():
                 visit(entry.path)
             elif entry.name.lower().endswith(exts) and entry.is_file():
+                if entry.is_symlink() and _in_other_class(os.path.realpath(entry.path), start, outside, below):
+                    continue  # a linked image of another class: read there, not as this class's too
                 found.append(Path(entry.path))
 
     visit(folder)
