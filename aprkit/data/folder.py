@@ -1,7 +1,10 @@
 """File-backed image datasets: a list of ``(path, label)`` pairs, and ImageFolder trees.
 
-Images are decoded to uint8 ``(C, H, W)`` tensors with torchvision's decoders (PNG/JPEG), falling back
-to PIL for other formats; grayscale and RGBA images are converted to RGB, 16-bit images to 8 bits, rounded
+Images are decoded to uint8 ``(C, H, W)`` tensors with torchvision's decoders (PNG/JPEG, told apart by their
+signature; a PNG whose bytes fail :func:`~aprkit.data.image_bytes.png_problem` goes to PIL, which names the damage),
+falling back to PIL for other formats, in the pixel order stored: an EXIF orientation tag is not applied (as
+torchvision's ``read_image`` by default and PIL without ``ImageOps.exif_transpose``; phone photos may lie on their
+side: rotate the files first); grayscale and RGBA images are converted to RGB, 16-bit images to 8 bits, rounded
 (``to_8bit``; ``pil_to_array`` does the same for PIL images, e.g. in ``corrupt_image``), except 16-bit colour TIFFs,
 which PIL itself opens as 8-bit RGB, keeping the high byte (up to a level below the rounded value). Folders whose
 images differ in size need ``resize``/``crop`` (shorter side resized to ``resize``, then a centre ``crop``) so that
