@@ -170,3 +170,29 @@ def test_vector_grids_round_trip_and_grid_errors_write_the_batch_as_n() -> None:
     assert g.shape == (5, 7, 1, 1) and prefix is None and layout.kind == "vector"
     assert torch.equal(from_grid(g, prefix, layout), v)
     assert to_grid(m, any_size=True)[0] is m
+
+
+def test_only_real_squeeze_excite_gates_are_left_out_of_the_sweep() -> None:
+    """The gate rule matched letters inside names: DenseNet's _DenseBlock ('den-seblock') hid every dense layer's
+    activation (a torchvision DenseNet-121 sweep measured 4 of its 120 ReLUs, skipped=[]), and the class name
+    SqueezeNet made the whole model a gate (model-zoo tester). Whole names and gate classes only now."""
+    import torchvision
+
+    dense = torchvision.models.densenet121(num_classes=10)
+    assert len(S.list_blocks(dense)) == 120
+    squeeze = torchvision.models.squeezenet1_1(num_classes=10)
+    assert len(S.list_blocks(squeeze)) == 26 and "features.3.squeeze_activation" in S.list_blocks(squeeze)
+    mobile = torchvision.models.mobilenet_v3_small(num_classes=10)  # its SqueezeExcitation gates stay out
+    gated = [n for n, m in mobile.named_modules() if S._is_activation(m) and S._in_gate(mobile, n)]
+    assert len(gated) == 9 and all(".block.2." in n or ".block.1." in n for n in gated)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.se = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+            self.se_module = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+            self.sequence = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+            self.select = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+
+    net = Net()
+    assert [n for n in ("se.1", "se_module.1", "sequence.1", "select.1") if S._in_gate(net, n)] == ["se.1", "se_module.1"]

@@ -77,8 +77,12 @@ _ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Har
 _ACTIVATION_NAMES = frozenset({"relu", "relu6", "gelu", "gelutanh", "quickgelu", "silu", "swish", "hardswish",
                                "hardswishme", "swishme", "leakyrelu", "prelu", "elu", "selu", "celu", "mish", "mishme",
                                "sigmoidgelu"})
-#: squeeze-excite gates: their activations act on pooled (B, C, 1, 1) vectors, not on the block's feature map
-_GATE = re.compile(r"squeeze|excit|^se$|^se\d|semodule|seblock", re.IGNORECASE)
+#: squeeze-excite gates: their activations act on pooled (B, C, 1, 1) vectors, not on the block's feature map. A whole
+#: module name (``se``, ``se2``, ``se_module``, ``squeeze_excite``, ``excitation``) or a gate class (``SEModule``,
+#: ``SEBlock``, ``EffectiveSEModule``, ``SqueezeExcite``, torchvision's ``SqueezeExcitation``, ``EcaModule``); never a
+#: name that merely holds the letters (a DenseNet's ``_DenseBlock`` / ``denseblock1``, the ``SqueezeNet`` itself)
+_GATE_NAME = re.compile(r"^(se\d*|se_\w+|se(module|block|layer)\w*|\w*squeeze_?excit\w*|excit\w*)$", re.IGNORECASE)
+_GATE_CLASS = re.compile(r"^(SE|SE[A-Z_]\w*|\w*SqueezeExcit\w*|EffectiveSE\w*|C?[Ee]ca\w*)$")
 
 
 def _is_activation(m: nn.Module) -> bool:
@@ -90,7 +94,7 @@ def _in_gate(mod: nn.Module, name: str) -> bool:
     parts = name.split(".")[:-1]
     for i in range(len(parts)):
         sub = mod.get_submodule(".".join(parts[:i + 1]))
-        if _GATE.search(parts[i]) or _GATE.search(type(sub).__name__):
+        if _GATE_NAME.match(parts[i]) or _GATE_CLASS.match(type(sub).__name__):
             return True
     return False
 
