@@ -532,3 +532,22 @@ def test_a_fractional_prefix_token_count_is_refused() -> None:
     with pytest.raises(TypeError, match="num_prefix_tokens must be an int .*got 1.7"):
         feature_apr(tokens, p=1.0, num_prefix_tokens=1.7)
     assert feature_apr(tokens, p=1.0, num_prefix_tokens=1).shape == tokens.shape
+
+
+def test_an_mlp_mixer_states_its_patch_grid_through_its_stem() -> None:
+    """timm's MLP-Mixer has no num_prefix_tokens, so a non-square grid was guessed (32 tokens read as 7 prefix tokens
+    and a 5x5 grid, with a warning per call, and the transplant rows measured that) (model-zoo tester); its stem (a
+    PatchEmbed stating grid_size) gives the grid, and 0 prefix tokens."""
+    import warnings
+
+    from timm.models.mlp_mixer import MlpMixer
+
+    from aprkit.hidden.attach import token_layout
+
+    mixer = MlpMixer(num_classes=10, img_size=(32, 64), patch_size=8, num_blocks=2, embed_dim=16)
+    assert token_layout(mixer) == (0, (4, 8))
+    x = torch.rand(2, 3, 32, 64, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with attach(mixer.train(), ["blocks.1"], p=1.0, seed=0):
+            assert mixer(x).shape == (2, 10)

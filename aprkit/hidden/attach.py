@@ -25,23 +25,32 @@ class LayerNotCalledWarning(RuntimeWarning):
     (``aprkit train`` makes it an error before the run starts)."""
 
 
-def _timm_vit(model: nn.Module) -> nn.Module | None:
-    """The timm ViT in ``model`` (itself or a wrapper's ``.model``): the module stating ``num_prefix_tokens``."""
+def _token_model(model: nn.Module) -> tuple[int, nn.Module | None] | None:
+    """``(num_prefix_tokens, patch embedding)`` of the timm token model in ``model`` (itself or a wrapper's ``.model``):
+    a ViT stating ``num_prefix_tokens``, or a model without prefix tokens whose patch embedding (``patch_embed`` or,
+    as MLP-Mixer / ResMLP / gMLP name it, ``stem``) states its grid (``grid_size``: 0 prefix tokens); else ``None``."""
     for m in (model, getattr(model, "model", None)):
-        if m is not None and getattr(m, "num_prefix_tokens", None) is not None:
-            return m
+        if m is None:
+            continue
+        if getattr(m, "num_prefix_tokens", None) is not None:
+            return int(cast(int, m.num_prefix_tokens)), getattr(m, "patch_embed", None)
+        for name in ("patch_embed", "stem"):
+            pe = getattr(m, name, None)
+            if isinstance(pe, nn.Module) and getattr(pe, "grid_size", None) is not None and hasattr(pe, "patch_size"):
+                return 0, pe
     return None
 
 
 def token_layout(model: nn.Module) -> tuple[int | None, tuple[int, int] | None]:
-    """``(num_prefix_tokens, grid)`` read from a timm ViT (or a wrapper with ``.model``); ``None`` if unknown.
-    The grid is the configured one (``patch_embed.grid_size``, given when not square); a ViT that takes other image
-    sizes (timm's ``dynamic_img_size``) has the grid of its input: :class:`PatchGrid` reads that in a forward."""
-    m = _timm_vit(model)
-    if m is None:
+    """``(num_prefix_tokens, grid)`` read from a timm token model (a ViT, or an MLP-Mixer whose patch embedding states
+    its grid; itself or a wrapper's ``.model``); ``None`` if unknown. The grid is the configured one
+    (``grid_size``, given when not square); a model that takes other image sizes (timm's ``dynamic_img_size``) has
+    the grid of its input: :class:`PatchGrid` reads that in a forward."""
+    found = _token_model(model)
+    if found is None:
         return None, None
-    k = int(cast(int, m.num_prefix_tokens))
-    grid = getattr(getattr(m, "patch_embed", None), "grid_size", None)
+    k, pe = found
+    grid = getattr(pe, "grid_size", None)
     if grid is not None:
         gh, gw = (int(v) for v in grid)
         if gh != gw:
@@ -57,8 +66,8 @@ class PatchGrid:
     latest forward's grid of any thread."""
 
     def __init__(self, model: nn.Module) -> None:
-        vit = _timm_vit(model)
-        self.module: nn.Module | None = getattr(vit, "patch_embed", None) if vit is not None else None
+        found = _token_model(model)
+        self.module: nn.Module | None = found[1] if found is not None else None
         self._local = threading.local()
         self._latest: tuple[int, int] | None = None
         self._hook: Any = None
