@@ -55,6 +55,28 @@ def test_a_suite_evaluated_again_with_other_settings_is_warned_of(tmp_path):
         evaluate(Tiny(), suite="corruption", data=ds, model_id="net", out_dir=tmp_path, seed=1,
                  options={**opts, "corruptions": ["contrast"]}, **KW)
 
+def test_another_suites_option_is_no_other_setting(tmp_path):
+    """Every suite's entry recorded the whole run's options, so a rerun that changed only the phase-bias suite's
+    n_pairs warned that the corruption results had been recorded with other settings (model-zoo tester); an entry
+    holds the options its suite reads, and results.json's run summary their union."""
+    import warnings
+
+    ds = small_data(16)
+    opts = {"corruptions": ["fog"], "severities": [1], "n_pairs": 8}
+    suites = ["corruption", "phase-bias"]
+    evaluate(Tiny(), suite=suites, data=ds, model_id="net", out_dir=tmp_path, options=opts, **KW)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        evaluate(Tiny(), suite=suites, data=ds, model_id="net", out_dir=tmp_path, options={**opts, "n_pairs": 12}, **KW)
+    other = [str(w.message) for w in seen if "recorded with other settings" in str(w.message)]
+    assert len(other) == 1 and other[0].split(":")[1].startswith(" phase-bias of 'net'"), other
+    data = json.loads((tmp_path / "results.json").read_text())
+    prov = data["meta"]["provenance"]["net"]
+    assert prov["corruption"]["options"] == {"corruptions": ["fog"], "severities": [1]}
+    assert prov["phase-bias"]["options"] == {"n_pairs": 12}
+    assert data["meta"]["options"] == {"corruptions": ["fog"], "severities": [1], "n_pairs": 12}
+
+
 def test_interrupted_run_says_it_is_incomplete(tmp_path):
     ds = small_data(16)
     ood = {"ood_limit": 8, "ood_scores": ["msp"]}

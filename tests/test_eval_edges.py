@@ -480,3 +480,24 @@ def test_one_output_is_one_class():
     with pytest.raises(ValueError, match="the model outputs 1 class but the data has 10"):
         evaluate(Tiny(k=1), data=small_data(8), num_classes=10, corruptions="none", device="cpu", progress=False,
                  report=False)
+
+
+def test_a_distilled_timm_model_gives_the_mean_of_its_heads_inputs_as_features() -> None:
+    """The features (Mahalanobis, KNN) were the input of the last nn.Linear: a distilled DeiT's distillation head, so
+    the OOD suite read the distillation token only (model-zoo tester); they are its pre-logits now, the mean of its
+    heads' inputs, as timm's forward_head(pre_logits=True) gives them."""
+    from timm.models.deit import VisionTransformerDistilled
+
+    from aprkit.eval.engine.inference import predict
+    from aprkit.models.normalize import Normalize
+
+    torch.manual_seed(0)
+    vit = VisionTransformerDistilled(img_size=16, patch_size=4, embed_dim=16, depth=1, num_heads=2, num_classes=10)
+    model = Normalize(vit).eval()
+    x = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    out = predict(model, torch.utils.data.TensorDataset(x, torch.zeros(5, dtype=torch.long)), features=True,
+                  progress=False, labelled=False)
+    with torch.no_grad():
+        want, logits = model.forward_features(x.float() / 255), model(x.float() / 255)
+    torch.testing.assert_close(out.features, want, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.logits, logits, rtol=0, atol=1e-5)

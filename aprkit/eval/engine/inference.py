@@ -115,6 +115,18 @@ class _SplitHead(Protocol):
     def forward_head(self, features: Any) -> Any: ...
 
 
+def _several_heads(model: nn.Module) -> list[nn.Linear]:
+    """The linear heads of a model (or a wrapper's ``.model``) whose ``get_classifier()`` returns several (timm's
+    distilled DeiT, LeViT, EfficientFormer: a class and a distillation head, whose logits it averages), else ``[]``;
+    the last ``nn.Linear`` alone would give the distillation token's features only."""
+    for m in (model, getattr(model, "model", None)):
+        get = getattr(m, "get_classifier", None)
+        head = get() if callable(get) else None
+        if isinstance(head, tuple) and len(head) > 1 and all(isinstance(h, nn.Linear) for h in head):
+            return list(head)
+    return []
+
+
 def _forward(model: nn.Module, x: torch.Tensor, use_head: bool, hook_store: list[torch.Tensor],
              block: int | None) -> Any:
     """The model's output on ``x`` in blocks of ``block`` rows (aprkit._batch: on the CPU, the same kernels whatever
@@ -244,9 +256,19 @@ def start_predict(
     use_amp = bool(amp)
     amp_type = amp_dtype(device)
     hook_store: list[torch.Tensor] = []
-    handle = None
+    handles: list[Any] = []
     use_head = False
-    if features:
+    heads = _several_heads(model) if features else []
+    if heads:  # a distilled timm model: its features are the mean of its heads' inputs, as its pre-logits are
+        seen: list[torch.Tensor] = []
+
+        def pool(m: nn.Module, inp: Any, out: Any) -> None:  # after the model's forward: its heads' inputs, averaged
+            hook_store.append(torch.stack(seen[-len(heads):]).mean(0))
+            seen.clear()
+
+        handles = [h.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach())) for h in heads]
+        handles.append(model.register_forward_hook(pool))
+    elif features:
         try:
             lin = find_classifier(model)
         except ValueError:
@@ -255,7 +277,7 @@ def start_predict(
                                  "forward_features/forward_head") from None
             use_head = True
         else:
-            handle = lin.register_forward_hook(lambda m, inp, out: hook_store.append(inp[0].detach()))
+            handles = [lin.register_forward_hook(lambda m, inp, out: hook_store.append(inp[0].detach()))]
     parts: dict[str, list[torch.Tensor]] = {"logits": [], "labels": [], "feats": [], "idx": []}
     # outputs stay on the device until FLUSH_ROWS rows have gathered, then go to the host in one asynchronous copy:
     # no host sync (without features), so the host prepares the next batch while the device still runs this one
@@ -326,8 +348,8 @@ def start_predict(
     finally:
         batches.close()  # stops a read-ahead thread at once, also when the forward pass raised
         bar.close()
-        if handle is not None:
-            handle.remove()
+        for h in handles:
+            h.remove()
     return PendingOutputs(parts, n_total, desc, t0, device)
 
 

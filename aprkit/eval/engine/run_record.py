@@ -10,7 +10,7 @@ import platform
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,10 +46,11 @@ class EvalRun:
     failed: dict[tuple[str, str], str] = field(default_factory=dict)  # (model label, suite) -> the error it raised
     warned_unlike: set[str] = field(default_factory=set)  # suites whose unlike results in the folder were warned of
 
-    def finish(self, entry: dict, takes_limit: bool = True) -> None:
-        self._warn_unlike(entry, takes_limit)
+    def finish(self, entry: dict, option_names: Collection[str]) -> None:
+        """Record a finished suite (``option_names``: the options it reads, which its entry's ``options`` hold)."""
+        self._warn_unlike(entry, "limit" in option_names)
         for idx in (self.index, self.this_run):
-            idx.add(entry)
+            idx.add(entry, option_names)
         self.pending = [p for p in self.pending if p != (entry["model"], entry["suite"])]
         self.write()
 
@@ -126,7 +127,7 @@ class EvalRun:
         entries = [p for suites in prov.values() for p in suites.values()]
         produced = merge_provenance(p.get("produced_by") for p in entries)
         datas = {json.dumps(p.get("data"), sort_keys=True) for p in entries}
-        options = {json.dumps(p.get("options"), sort_keys=True) for p in entries if "options" in p}
+        options = _union([p["options"] for p in entries if isinstance(p.get("options"), Mapping)])
         # what the numbers shown cannot be read without (e.g. a limit that took a class-sorted set's first classes)
         caveats = list(dict.fromkeys([*(c for p in entries for c in p.get("caveats", [])), *_older(prov)]))
         pending: dict[str, list[str]] = {}
@@ -150,8 +151,8 @@ class EvalRun:
             "suites": list(dict.fromkeys(s for suites in prov.values() for s in suites)),
             "data": (json.loads(datas.pop()) if len(datas) == 1
                      else describe(st["data"]) if not datas else "mixed (see provenance)"),
-            "options": (json.loads(options.pop()) if len(options) == 1
-                        else describe(st["opts"]) if not options else "mixed (see provenance)"),
+            "options": (options if options is not None else "mixed (see provenance)") if entries
+                       else describe(st["opts"]),
             "device": produced.get("device", [st["dev"].type]),
             "amp": sorted({bool(p.get("amp")) for p in entries}) or [st["amp"]],
             # unknown ([]) for results cached before it was recorded; this run's own when nothing was cached
@@ -193,3 +194,15 @@ def describe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [describe(v) for v in value]
     return type(value).__name__
+
+
+def _union(options: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The suites' recorded options as one mapping (each entry holds the options its suite reads), or ``None`` when
+    two entries give one key other values (models or runs measured with other settings)."""
+    out: dict[str, Any] = {}
+    for opts in options:
+        for k, v in opts.items():
+            if k in out and json.dumps(out[k], sort_keys=True) != json.dumps(v, sort_keys=True):
+                return None
+            out[k] = v
+    return out

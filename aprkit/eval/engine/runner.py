@@ -297,10 +297,18 @@ def _run_models(run: EvalRun, models: Mapping[Any, Any], labels: list[str], name
                         "spec": getattr(net, "_aprkit_source", None) or getattr(net, "_aprkit_spec", None)
                         or (m if isinstance(m, str) else type(m).__name__),
                         "data": describe(sdata), "n_images": _data_size(sdata) if counted(sname) else None,
-                        "options": describe(ctx_kw["options"]), "seed": ctx_kw["seed"], "amp": ctx_kw["amp"],
+                        "options": describe(_own_options(ctx_kw["options"], registry[sname])),
+                        "seed": ctx_kw["seed"], "amp": ctx_kw["amp"],
                         "produced_by": produced_by, "date": now(),
                         **_caveats(run.settings["caveats"].get(sname), value)},
-                       "limit" in registry[sname].option_names())
+                       registry[sname].option_names())
+
+
+def _own_options(options: Mapping[str, Any], suite: Any) -> dict[str, Any]:
+    """The run's options that ``suite`` reads (its ``Options`` fields): what its entry records and compares, so that
+    another suite's option (an OOD ``knn_k``) does not read as other settings of a corruption result."""
+    names = set(suite.option_names())
+    return {k: v for k, v in options.items() if k in names}
 
 
 def _caveats(run_caveat: str | None, value: Any) -> dict[str, list[str]]:
