@@ -536,3 +536,20 @@ def test_train_state_into_a_built_module_keeps_its_normalisation(tmp_path: Path)
         torch.testing.assert_close(got(x), want)
     own = load_model(create_model("resnet20", mean=[0.4] * 3), checkpoint=path)  # mean= given at build: kept
     assert torch.allclose(own.mean.flatten(), torch.tensor([0.4] * 3))
+
+
+def test_a_checkpoint_of_another_image_size_says_how_to_build_the_model(tmp_path) -> None:
+    """A plain state_dict of a timm ViT built for 32 px (patch 4) loaded into the default 224-px model listed shape
+    mismatches only (model-zoo tester); the error now says to build the model at that size or save it with
+    save_checkpoint, which records the builder's arguments."""
+    import timm
+
+    from aprkit.models import load_model
+    from aprkit.models.state_dict import CheckpointMismatch
+
+    torch.save(timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=10).state_dict(),
+               tmp_path / "vit32.pth")
+    with pytest.raises(CheckpointMismatch, match=r"pos_embed: checkpoint \(1, 65, 192\).*another image or patch size"
+                                                 r".*img_size=\.\.\., patch_size=\.\.\..*save_checkpoint"):
+        load_model("timm:vit_tiny_patch16_224", checkpoint=tmp_path / "vit32.pth")
+    assert load_model("timm:vit_tiny_patch16_224", checkpoint=tmp_path / "vit32.pth", img_size=32, patch_size=4)

@@ -96,7 +96,14 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
         for label, keys in (("shape mismatch", mismatched), ("missing", missing), ("unexpected", unexpected)):
             if keys:
                 parts.append(f"{label} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}")
-        raise CheckpointMismatch(f"checkpoint does not match {type(target).__name__}: " + "; ".join(parts))
+        sized = [k for k in sd if k in own and own[k].shape != sd[k].shape
+                 and k.split(".")[0] in ("pos_embed", "patch_embed", "stem", "class_token", "encoder")]
+        hint = ("; its patch embedding or position embeddings are another size: the checkpoint was made for another "
+                "image or patch size. Build the model at that size (Python: aprkit.models.load_model(spec, "
+                "checkpoint=..., img_size=..., patch_size=...), then evaluate(model, ...); aprkit train: "
+                "model.kwargs) or save it with aprkit.models.save_checkpoint, which records the builder's arguments"
+                ) if sized else ""
+        raise CheckpointMismatch(f"checkpoint does not match {type(target).__name__}: " + "; ".join(parts) + hint)
     target.load_state_dict(sd, strict=False)
 
 
