@@ -229,5 +229,7 @@ def check_channels_first(model: nn.Module, path: str, shape: tuple[int, ...], wh
             f"{where} holds channels-last activations of shape {batch_shape(shape)} (B, H, W, C): its Linear / "
             f"LayerNorm layers act on the last axis ({shape[3]} features) and no convolution has {shape[1]} channels. "
             "Hidden-layer Fourier codes read (B, C, H, W) maps and would mix the channels into the transform; pick "
-            "a site whose activation is (B, C, H, W), e.g. the block output of a ConvNeXt block"
+            "a site whose activation is (B, C, H, W), e.g. the block output of a ConvNeXt block; a Swin model holds "
+            "no such map (its stages and blocks are channels-last throughout): its MLPs' token outputs (B, N, C), e.g. "
+            "layers.1.blocks.0.mlp, or a site of a model with (B, C, H, W) or token activations"
         )
