@@ -60,6 +60,14 @@ def test_a_model_made_for_another_input_size_warns() -> None:
     with pytest.warns(RuntimeWarning, match=r"made for 32x32 inputs \(its input_size\) and the data's images are 40x40"):
         evaluate(net, "calibration", (images, torch.arange(4) % 2), random_init=True, progress=False,
                  options={"calibration_corrupted": False})
+    import warnings  # once per model and size, not once per suite and cell (a CLI run printed it 2-5 times)
+
+    net2 = create_model("resnet20")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        evaluate(net2, ["calibration", "corruption"], (images, torch.arange(4) % 2), random_init=True, progress=False,
+                 options={"corruptions": ["fog", "contrast"], "severities": [1, 2]})
+    assert sum("made for 32x32 inputs" in str(w.message) for w in seen) == 1
 
 
 def test_a_model_that_resizes_its_inputs_itself_does_not_warn() -> None:

@@ -241,3 +241,14 @@ def test_a_misspelt_ood_set_is_refused_before_the_fit_pass(monkeypatch) -> None:
                        ("foldr:/tmp/x", r"unknown dataset kind 'foldr'.*did you mean 'folder'")):
         with pytest.raises(ValueError, match=said):
             evaluate(Tiny(), "ood", "synthetic:12", ood=[spec], options={"fit": "synthetic:12"}, progress=False)
+
+
+def test_a_knn_k_above_the_fit_cap_is_refused_before_any_suite_runs() -> None:
+    """knn_k (50) above fit_limit failed inside the KNN fit, after the other suites had run, naming neither option
+    (model-zoo tester); the OOD options refuse it when they are parsed."""
+    from aprkit.eval.suites.ood import OODOptions
+
+    with pytest.raises(ValueError, match=r"knn_k=50 needs at least that many fit images, but fit_limit=8; lower knn_k"):
+        OODOptions.parse({"fit_limit": 8}, "ood")
+    assert OODOptions.parse({"fit_limit": 8, "ood_scores": "msp,energy"}, "ood").fit_limit == 8
+    assert OODOptions.parse({"fit_limit": 8, "knn_k": 5}, "ood").knn_k == 5

@@ -79,3 +79,18 @@ def test_bad_split_and_sizes():
         SyntheticShapes(10, split="val")
     with pytest.raises(ValueError, match="n must be"):
         make_synthetic(0)
+
+
+def test_a_synthetic_dataset_names_its_images_for_the_cache() -> None:
+    """SyntheticShapes given as a Dataset (the way to other sizes) was warned of as having no cache_id (model-zoo
+    tester); it names every setting its images follow from, the generator's version included."""
+    import warnings
+
+    from aprkit.data.synthetic import GENERATOR_VERSION
+    from aprkit.eval.engine.datasets import dataset_id
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ids = {dataset_id(SyntheticShapes(64, size=s, split=sp, seed=k)) for s in (32, 48) for sp in ("train", "test")
+               for k in (0, 1)}
+    assert len(ids) == 8 and all(f"@v{GENERATOR_VERSION}:" in i for i in ids)

@@ -245,6 +245,9 @@ class SyntheticShapes(Dataset):
         self.n, self.split, self.seed, self.size, self.num_classes = operator.index(n), split, seed, size, num_classes
         self.classes = SHAPES[:num_classes]  # the model is checked against this many outputs
         self._data: tuple[torch.Tensor, torch.Tensor] | None = None
+        #: names the images for the evaluation's cache (they follow from these settings and the generator's version)
+        self.cache_id = (f"synthetic@v{GENERATOR_VERSION}:n={self.n},split={split},seed={seed},size={size},"
+                         f"classes={num_classes}")
 
     def _materialise(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._data is None:

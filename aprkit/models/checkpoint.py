@@ -327,8 +327,9 @@ def load_model(
         hint = getattr(err, "hint", None)
         raise TypeError(f"model {name!r} takes no argument {bad!r} (a keyword of load_model; in a training config "
                         f"model.kwargs.{bad})" + (hint if hint is not None else f": {err}")) from None
-    if isinstance(spec, (str, os.PathLike)) and Path(os.fspath(spec)).expanduser().is_file():
-        # evaluate labels a model read from a file by that file, as aprkit eval --model does
+    if isinstance(spec, (str, os.PathLike)):
+        # evaluate labels a model read from a file by that file and one built from a spec by its name (timm:vit_...:
+        # vit_..., not the wrapper's class Normalize), as aprkit eval --model does
         setattr(model, "_aprkit_spec", os.fspath(spec))  # noqa: B010  (private: not hashed into the fingerprint)
     return model.to(device).eval()
 

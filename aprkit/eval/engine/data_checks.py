@@ -6,6 +6,7 @@ predicates on their own. :func:`check_yields_tensors`: ``evaluate``'s look at a 
 from __future__ import annotations
 
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,10 @@ def sized_spec(size: int) -> str:
     return f"folder:DIR?resize={resize}&crop={size}"
 
 
+#: the data sizes each model was warned of (:func:`warn_other_size`)
+_SIZE_WARNED: weakref.WeakKeyDictionary[nn.Module, set[tuple[int, int]]] = weakref.WeakKeyDictionary()
+
+
 def warn_other_size(model: nn.Module, size: torch.Size) -> None:
     """Warn (once per pair of sizes) when ``model`` records the input size it was made for (``input_size``, e.g. 32 px
     for a CIFAR ResNet) and the data's images have another: a convolutional net takes them silently, and its numbers
@@ -62,7 +67,9 @@ def warn_other_size(model: nn.Module, size: torch.Size) -> None:
     if not isinstance(native, (tuple, list)) or len(native) < 2 or getattr(model, "resize", None) is not None:
         return  # no size recorded, or a model that resizes its inputs itself (a pretrained model's Preprocess)
     (h, w), (dh, dw) = (int(v) for v in native[-2:]), (int(v) for v in size)
-    if (h, w) != (dh, dw):
+    seen = _SIZE_WARNED.setdefault(model, set())
+    if (h, w) != (dh, dw) and (dh, dw) not in seen:
+        seen.add((dh, dw))  # once per model and size: every suite and cell checks (a CLI run printed it 2-5 times)
         how = f" (e.g. {sized_spec(h)})" if h == w else ""
         warnings.warn(f"the model was made for {h}x{w} inputs (its input_size) and the data's images are {dh}x{dw}: "
                       f"its numbers measure it at another resolution; bring the images to its size{how} unless that "

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch.utils.data import Subset
 
 from ..._batch import block_rows, in_blocks, read_size
@@ -108,6 +108,14 @@ class OODOptions(LimitOption):
         if twice:
             raise ValueError(f"ood_scores names {', '.join(twice)} more than once; list each score once")
         return v or list(SCORES)
+
+    @model_validator(mode="after")
+    def _k_fits(self) -> OODOptions:
+        """KNN's k within the fit set's cap, checked before any suite runs (it failed after the others had)."""
+        if "knn" in self.ood_scores and self.knn_k > self.fit_limit:
+            raise ValueError(f"knn_k={self.knn_k} needs at least that many fit images, but fit_limit={self.fit_limit}; "
+                             "lower knn_k (--set knn_k=...) or raise fit_limit, or leave knn out of ood_scores")
+        return self
 
 
 class OODResult(TypedDict, total=False):
