@@ -206,14 +206,18 @@ def test_the_recipe_version_moves_only_for_configs_the_change_touched():
     from aprkit.train.config import config_from_dict
     from aprkit.train.trajectory import recipe_version
 
+    still = {"crop_padding": 0, "hflip": False}  # no device crop or flip draws: 7 does not touch them
     for method in ("apr_p", "apr_p_only", "apr_s", "apr_sp"):  # 5: a bin without phase stays 0
-        assert recipe_version(config_from_dict(train_config(aug={"method": method}))) == 5
+        assert recipe_version(config_from_dict(train_config(aug={"method": method}, data=still))) == 5
+        # 7: the device path draws each image's crop offsets and flip from its own row
+        assert recipe_version(config_from_dict(train_config(aug={"method": method}))) == 7
     for method in ("standard", "apr_p", "apr_sp", "augmix_jsd"):  # 6: the loader's per-image draws got their own seeds
         for data in ({"input_path": "loader"}, {"input_path": "gpu", "random_resized_crop": True}):
             assert recipe_version(config_from_dict(train_config(aug={"method": method}, data=data))) == 6
     assert recipe_version(config_from_dict(train_config(aug={"method": "augmix_jsd"}))) == 6  # AugMix: per image
-    assert recipe_version(config_from_dict(train_config(aug={"method": "standard"}))) == 3
-    assert recipe_version(config_from_dict(train_config(aug={"method": "standard"},
+    assert recipe_version(config_from_dict(train_config(aug={"method": "standard"}, data=still))) == 3
+    assert recipe_version(config_from_dict(train_config(aug={"method": "standard"}))) == 7
+    assert recipe_version(config_from_dict(train_config(aug={"method": "standard"}, data=still,
                                                         feature_apr={"layers": ["layer1"]}))) == 5
 
 

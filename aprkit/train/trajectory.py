@@ -21,20 +21,24 @@ __all__ = ["RECIPE_VERSION", "recipe_version", "apr_s_where", "per_image_transfo
 #: bin without phase at 0 -- a grey image's channel frequencies 1 and 2, a dead feature channel -- where it gave
 #: the bin the partner's amplitude at phase 0, a spike at pixel (0, 0); see ``aprkit.fourier.mixing.ZeroBins``; 6: the
 #: per-image draws in the DataLoader are seeded from ``(seed, "item", epoch, i)``: from ``(seed, epoch, i)`` they
-#: repeated the device draws of step ``i`` on rank ``epoch``, seeded from ``(seed, rank, step)``). A
-#: run's own version is :func:`recipe_version` of its config: part of the keys of trained runs that are reused by
-#: their config (the demo's run folders) and checked on resume
-RECIPE_VERSION = 6
+#: repeated the device draws of step ``i`` on rank ``epoch``, seeded from ``(seed, rank, step)``; 7: the device
+#: path draws each image's crop offsets and flip from its own row of uniforms, where all top offsets came before all
+#: left ones). A run's own version is :func:`recipe_version` of its config: part of the keys of trained runs that are
+#: reused by their config (the demo's run folders) and checked on resume
+RECIPE_VERSION = 7
 
 
 def recipe_version(cfg: Config) -> int:
     """The latest :data:`RECIPE_VERSION` that changed what ``cfg`` trains: 6 where the DataLoader transforms each
-    image (:func:`per_image_transform`), else 5 for every method that swaps amplitudes (APR-P, APR-S, FeatureAPR),
+    image (:func:`per_image_transform`), else 7 where the device path crops from padded images or flips, else 5 for
+    every method that swaps amplitudes (APR-P, APR-S, FeatureAPR),
     else 3, so that runs the changes do not touch keep their keys and resume without a warning. (A dataset that
     draws random numbers itself changed at 6 too, whatever its config: its draws are seeded anew, and the automatic
     ``data.in_memory`` streams it instead of repeating its first epoch's draws.)"""
     if per_image_transform(cfg):
         return 6
+    if cfg.data.hflip or cfg.data.crop_padding > 0:  # the device path's crop and flip draws
+        return 7
     swaps = cfg.aug.method in PAIR_METHODS or apr_s_where(cfg) is not None or bool(cfg.feature_apr.layers)
     return 5 if swaps else 3
 
