@@ -180,6 +180,16 @@ def test_a_damaged_png_is_refused_by_name_not_a_crash(tmp_path) -> None:
     assert png_problem(bytes(data)) is None and "CRC" in png_problem(bytes(flipped))
     assert "cannot hold the 20000x20000 pixels" in png_problem(bytes(big))
     assert "no IEND" in png_problem(bytes(data[:-12]))
+    text = Image.new("RGB", (4, 4))  # an ancillary chunk's bad CRC: libpng warns and drops it, so the file is read
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("note", "hello")
+    text.save(tmp_path / "text.png", pnginfo=info)
+    raw = bytearray((tmp_path / "text.png").read_bytes())
+    at = raw.find(b"tEXt")
+    raw[at + 4 + int.from_bytes(raw[at - 4:at], "big")] ^= 0x01  # the chunk's CRC
+    assert png_problem(bytes(raw)) is None
     p = Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).convert("P", palette=Image.ADAPTIVE,
                                                                                     colors=8)
     p.save(tmp_path / "t.gif", transparency=2)

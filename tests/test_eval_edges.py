@@ -501,3 +501,7 @@ def test_a_distilled_timm_model_gives_the_mean_of_its_heads_inputs_as_features()
         want, logits = model.forward_features(x.float() / 255), model(x.float() / 255)
     torch.testing.assert_close(out.features, want, rtol=0, atol=1e-6)
     torch.testing.assert_close(out.logits, logits, rtol=0, atol=1e-5)
+    from aprkit.eval.engine.inference import _several_heads  # LeViT's heads are NormLinear modules (reviewer)
+
+    levit = __import__("timm").create_model("levit_128s", num_classes=10)
+    assert [type(h).__name__ for h in _several_heads(levit)] == ["NormLinear", "NormLinear"]

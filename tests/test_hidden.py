@@ -546,6 +546,13 @@ def test_an_mlp_mixer_states_its_patch_grid_through_its_stem() -> None:
 
     mixer = MlpMixer(num_classes=10, img_size=(32, 64), patch_size=8, num_blocks=2, embed_dim=16)
     assert token_layout(mixer) == (0, (4, 8))
+    from timm.models.swin_transformer import SwinTransformer  # its patch_embed states its first stage's grid only:
+    # the later stages merge patches, so their grid is read from their tokens (reviewer)
+    swin = SwinTransformer(img_size=32, patch_size=4, window_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2),
+                           num_classes=10)
+    assert token_layout(swin) == (None, None)
+    with attach(swin.train(), ["layers.1.blocks.0.mlp"], p=1.0, seed=0):
+        assert swin(torch.rand(2, 3, 32, 32)).shape == (2, 10)
     x = torch.rand(2, 3, 32, 64, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")

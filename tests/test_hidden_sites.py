@@ -196,3 +196,7 @@ def test_only_real_squeeze_excite_gates_are_left_out_of_the_sweep() -> None:
 
     net = Net()
     assert [n for n in ("se.1", "se_module.1", "sequence.1", "select.1") if S._in_gate(net, n)] == ["se.1", "se_module.1"]
+    import timm  # whole blocks named SE...: timm's legacy SE-ResNets keep their block ReLUs (reviewer)
+
+    legacy = timm.create_model("legacy_seresnet18", num_classes=10)
+    assert S.activation_modules(legacy, "layer1") == ["layer1.0.relu", "layer1.1.relu"]

@@ -91,8 +91,10 @@ __all__ = ["CODE_VERSION", "BASE_VERSION", "corruption_version", "BENCHMARK", "E
 #: 2.1969), not the exact Euclidean distance: histogram equalisation and the emboss filter had turned the few percent
 #: between the two into up to 36 levels at imagenet severities 1-3 (1.3-2.8 % of the values more than one level off
 #: the script's; now within one level from the same draws); mud spatter and every other corruption are unchanged
+#: 12: shot noise reads float16/bfloat16 images of 8-bit levels as their levels (their uint8 twins' counts; they took
+#: the general sampler); float32/float64 and uint8 images are unchanged
 BASE_VERSION = 7
-_VERSIONS: dict[str, int] = {"zoom_blur": 10, "spatter": 11}
+_VERSIONS: dict[str, int] = {"zoom_blur": 10, "spatter": 11, "shot_noise": 12}
 CODE_VERSION = max(BASE_VERSION, *_VERSIONS.values())
 
 

@@ -1,7 +1,8 @@
 """What an image file's bytes are, read before a decoder sees them: the format by its signature (a file's extension can
 lie) and whether a PNG is intact. torchvision's PNG decoder ends the whole process (SIGSEGV) on data libpng rejects
 (a flipped byte in IDAT, a header claiming more pixels than the data holds), so :func:`png_problem` checks what can be
-checked cheaply first: every chunk's CRC, the end chunk, and that the compressed data can hold the header's size."""
+checked cheaply first: every critical chunk's CRC, the end chunk, and that the compressed data can hold the header's
+size."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def sniff(data: bytes) -> str | None:
 
 
 def png_problem(data: bytes) -> str | None:
-    """Why the PNG ``data`` cannot be intact (a chunk's CRC, a missing end chunk, too little image data for its
+    """Why the PNG ``data`` cannot be intact (a critical chunk's CRC, a missing end chunk, too little image data for its
     header), or ``None``: one pass of ``zlib.crc32`` over the bytes, a few microseconds for a CIFAR image."""
     pos, idat, header = len(_PNG), 0, None
     while pos + 12 <= len(data):
@@ -38,7 +39,8 @@ def png_problem(data: bytes) -> str | None:
         if end > len(data):
             return f"the {kind.decode('latin-1')} chunk runs past the end of the file (truncated?)"
         (crc,) = struct.unpack_from(">I", data, end - 4)
-        if zlib.crc32(data[pos + 4:end - 4]) != crc:
+        # critical chunks only (an upper-case first letter): libpng warns of an ancillary one (tEXt, iCCP) and drops it
+        if kind[:1].isupper() and zlib.crc32(data[pos + 4:end - 4]) != crc:
             return f"the {kind.decode('latin-1')} chunk fails its CRC check (corrupted data)"
         if kind == b"IHDR" and length >= 13:
             header = struct.unpack_from(">IIBB", data, pos + 8)

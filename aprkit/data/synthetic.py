@@ -174,7 +174,8 @@ def render(
 
 
 #: images per rendering chunk: chunk ``c`` of a set draws from a generator of its own, seeded by ``(seed, c)``, so
-#: image ``i`` is the same in a set of any size (a set of 8 and one of 8,000 share their first 8 images)
+#: image ``i`` is the same in a set of any size (a set of 8 and one of 8,000 share their first 8 images); the last
+#: chunk is rendered whole (0.03 s for 256 images at 32 px, 5 s at 224 px: a set of one 224-px image costs that)
 CHUNK = 256
 
 

@@ -27,17 +27,17 @@ class LayerNotCalledWarning(RuntimeWarning):
 
 def _token_model(model: nn.Module) -> tuple[int, nn.Module | None] | None:
     """``(num_prefix_tokens, patch embedding)`` of the timm token model in ``model`` (itself or a wrapper's ``.model``):
-    a ViT stating ``num_prefix_tokens``, or a model without prefix tokens whose patch embedding (``patch_embed`` or,
-    as MLP-Mixer / ResMLP / gMLP name it, ``stem``) states its grid (``grid_size``: 0 prefix tokens); else ``None``."""
+    a ViT stating ``num_prefix_tokens``, or a model without prefix tokens whose patch embedding ``stem`` (MLP-Mixer,
+    ResMLP, gMLP) states its grid (``grid_size``: 0 prefix tokens); else ``None``."""
     for m in (model, getattr(model, "model", None)):
         if m is None:
             continue
         if getattr(m, "num_prefix_tokens", None) is not None:
             return int(cast(int, m.num_prefix_tokens)), getattr(m, "patch_embed", None)
-        for name in ("patch_embed", "stem"):
-            pe = getattr(m, name, None)
-            if isinstance(pe, nn.Module) and getattr(pe, "grid_size", None) is not None and hasattr(pe, "patch_size"):
-                return 0, pe
+        pe = getattr(m, "stem", None)  # MLP-Mixer's, ResMLP's, gMLP's: every block keeps the stem's tokens (a Swin's
+        # patch_embed states only its first stage's grid: its later stages merge patches, so it is not read here)
+        if isinstance(pe, nn.Module) and getattr(pe, "grid_size", None) is not None and hasattr(pe, "patch_size"):
+            return 0, pe
     return None
 
 

@@ -82,7 +82,7 @@ _ACTIVATION_NAMES = frozenset({"relu", "relu6", "gelu", "gelutanh", "quickgelu",
 #: ``SEBlock``, ``EffectiveSEModule``, ``SqueezeExcite``, torchvision's ``SqueezeExcitation``, ``EcaModule``); never a
 #: name that merely holds the letters (a DenseNet's ``_DenseBlock`` / ``denseblock1``, the ``SqueezeNet`` itself)
 _GATE_NAME = re.compile(r"^(se\d*|se_\w+|se(module|block|layer)\w*|\w*squeeze_?excit\w*|excit\w*)$", re.IGNORECASE)
-_GATE_CLASS = re.compile(r"^(SE|SE[A-Z_]\w*|\w*SqueezeExcit\w*|EffectiveSE\w*|C?[Ee]ca\w*)$")
+_GATE_CLASS = re.compile(r"^(SE|SEModule|SEBlock|SELayer|SEWithNorm|\w*SqueezeExcit\w*|EffectiveSE\w*|C?[Ee]ca\w*)$")
 
 
 def _is_activation(m: nn.Module) -> bool:

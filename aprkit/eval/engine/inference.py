@@ -115,14 +115,16 @@ class _SplitHead(Protocol):
     def forward_head(self, features: Any) -> Any: ...
 
 
-def _several_heads(model: nn.Module) -> list[nn.Linear]:
-    """The linear heads of a model (or a wrapper's ``.model``) whose ``get_classifier()`` returns several (timm's
-    distilled DeiT, LeViT, EfficientFormer: a class and a distillation head, whose logits it averages), else ``[]``;
-    the last ``nn.Linear`` alone would give the distillation token's features only."""
+def _several_heads(model: nn.Module) -> list[nn.Module]:
+    """The heads of a model (or a wrapper's ``.model``) whose ``get_classifier()`` returns several (timm's distilled
+    DeiT, LeViT, EfficientFormer: a class and a distillation head, whose logits it averages; each an ``nn.Linear`` or,
+    as LeViT's ``NormLinear``, a module holding one as ``.linear``), else ``[]``: the last ``nn.Linear`` alone would
+    give the distillation token's features only."""
     for m in (model, getattr(model, "model", None)):
         get = getattr(m, "get_classifier", None)
         head = get() if callable(get) else None
-        if isinstance(head, tuple) and len(head) > 1 and all(isinstance(h, nn.Linear) for h in head):
+        if isinstance(head, tuple) and len(head) > 1 and all(
+                isinstance(h, nn.Linear) or isinstance(getattr(h, "linear", None), nn.Linear) for h in head):
             return list(head)
     return []
 

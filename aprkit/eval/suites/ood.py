@@ -289,8 +289,9 @@ def _histograms(s_in: list[float], s_out: list[float], bins: int = 30) -> dict:
 
 #: the versions of the scores of in-distribution (labelled) and OOD sets (v5: energy in float64, float32 tied scores at
 #: high T; v6, the in-distribution data only: no accuracy for data naming other classes, exact fractions; 7 / 6: ODIN
-#: steps a pixel of zero gradient too, as the original code; 8 / 7: ODIN scores kept in float64, as MSP's)
-SCORES_VERSION = (8, 7)
+#: steps a pixel of zero gradient too, as the original code; 8 / 7: ODIN scores kept in float64, as MSP's; 9 / 8: a
+#: distilled model's Mahalanobis/KNN features are the mean of its heads' inputs, not the distillation head's)
+SCORES_VERSION = (9, 8)
 
 
 @register_suite("ood")
