@@ -298,6 +298,13 @@ def check_positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def check_nonnegative_int(value: Any, name: str) -> int:
+    """``value`` as an ``int`` >= 0 (a count that may be zero, e.g. a batch size), as :func:`check_positive_int`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    return int(value)
+
+
 #: seeds of evaluate, the -C writers' item keys and the CLI: 0..2**63 - 1 (train.config checks train.seed against
 #: the same range without importing torch)
 SEED_LIMIT = 2**63

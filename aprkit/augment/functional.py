@@ -13,7 +13,6 @@ Sampling lives here only for APR-P; the classes in :mod:`aprkit.augment.pair` an
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from .._checks import (
     check_dims,
     check_finite_spectrum,
     check_image_tensor,
+    check_nonnegative_int,
     check_not_0_255,
     check_probability,
     describe_value,
@@ -291,9 +291,7 @@ def sample_pair_params(
     as in the reference ``mix_data``); otherwise each image is selected with probability ``p``.
     Draws happen on the generator's device (CPU by default) and are then moved to ``device``.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 0:
-        raise ValueError(f"batch_size must be an int >= 0, got {batch_size!r}")
-    batch_size = int(batch_size)  # a NumPy integer too, as sample_single_params takes it
+    batch_size = check_nonnegative_int(batch_size, "batch_size")  # a NumPy integer too, as sample_single_params
     p = check_probability(p)
     u, perm = pair_draws(batch_size, per_sample, generator)
     mask = pair_mask(u, p, batch_size)

@@ -36,7 +36,9 @@ from .._checks import (
     check_dims,
     check_hwc_layout,
     check_image_tensor,
+    check_nonnegative_int,
     check_param_keys,
+    check_positive_int,
     check_probability,
     describe_value,
     eager_cpu,
@@ -105,12 +107,9 @@ def sample_single_params(
 
     Per item: image ``i`` takes every parameter from row ``i`` of one ``(n, 8)`` block of uniforms
     (:func:`~aprkit.augment.ops.uniform_rows`), so its draws do not depend on the batch size."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
-        raise ValueError(f"n must be an int >= 0 (how many images to draw for), got {n!r}")
+    n, num_ops = check_nonnegative_int(n, "n"), check_positive_int(num_ops, "num_ops")
     p, severity = check_probability(p), _check_severity(severity)
-    if isinstance(num_ops, bool) or not isinstance(num_ops, numbers.Integral) or num_ops < 1:
-        raise ValueError(f"num_ops must be a positive int (how many ops the op indices choose from), got {num_ops!r}")
-    return single_params(uniform_rows(int(n), SINGLE_DRAWS, generator), p, severity, int(num_ops))
+    return single_params(uniform_rows(n, SINGLE_DRAWS, generator), p, severity, num_ops)
 
 
 def single_params(u: torch.Tensor, p: float, severity: float, num_ops: int) -> dict[str, torch.Tensor]:

@@ -188,7 +188,7 @@ def check_severity(severity: object) -> int:
     severity = int(severity)
     if not 1 <= severity <= 5:
         raise ValueError(f"severity must be an integer 1-5, got {severity}")
-    return int(severity)
+    return severity
 
 
 def params(name: str, severity: int, preset: str = "cifar") -> Any:

@@ -75,8 +75,11 @@ def _val_samples(root: Path, index: dict[str, int]) -> list[tuple[Path, int]]:
     if not samples:
         raise FileNotFoundError(f"{listing} lists no images; expected the Tiny-ImageNet layout {TINY_IMAGENET_LAYOUT}")
     images = root / "val" / "images"
-    unlisted = sorted(e.name for e in os.scandir(images) if e.is_file() and not e.name.startswith(".")
-                      and e.name not in seen) if images.is_dir() else []
+    unlisted: list[str] = []
+    if images.is_dir():
+        with os.scandir(images) as entries:
+            unlisted = sorted(e.name for e in entries
+                              if e.is_file() and not e.name.startswith(".") and e.name not in seen)
     if unlisted:  # a cut annotations file: a clean evaluation would score a subset without a word
         raise ValueError(f"{len(unlisted)} images in {images} are not listed in {listing} ({', '.join(unlisted[:3])}); "
                          "expected an annotation for every validation image (a cut file?)")

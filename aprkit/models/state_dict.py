@@ -86,8 +86,8 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
         for k in head_diff:
             skipped.append(k)
             del sd[k]
-    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in sd if k in own and own[k].shape != sd[k].shape]
+    other_shape = [k for k in sd if k in own and own[k].shape != sd[k].shape]
+    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in other_shape]
     # pre-1.0 PyTorch files lack BN's num_batches_tracked; BatchNorm fills it in itself
     missing = [k for k in own if k not in sd and k not in skipped and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in sd if k not in own]
@@ -96,8 +96,8 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
         for label, keys in (("shape mismatch", mismatched), ("missing", missing), ("unexpected", unexpected)):
             if keys:
                 parts.append(f"{label} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}")
-        sized = [k for k in sd if k in own and own[k].shape != sd[k].shape
-                 and k.split(".")[0] in ("pos_embed", "patch_embed", "stem", "class_token", "encoder")]
+        sized = [k for k in other_shape if k.split(".")[0] in ("pos_embed", "patch_embed", "stem", "class_token",
+                                                                  "encoder")]
         hint = ("; its patch embedding or position embeddings are another size: the checkpoint was made for another "
                 "image or patch size. Build the model at that size (Python: aprkit.models.load_model(spec, "
                 "checkpoint=..., img_size=..., patch_size=...), then evaluate(model, ...); aprkit train: "

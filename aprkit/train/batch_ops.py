@@ -71,9 +71,9 @@ def random_crop(
     in the input's dtype and memory format; the input is not modified.
     """
     check_image_tensor(x, "x", min_ndim=4, max_ndim=4, check_finite=False)
-    for name, value in (("size", size), ("padding", padding)):
+    for name, value, what in (("size", size, "a square crop of size x size pixels"), ("padding", padding, "pixels")):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TypeError(f"{name} must be an int (a square crop of size x size pixels), got {describe_value(value)}")
+            raise TypeError(f"{name} must be an int ({what}), got {describe_value(value)}")
     if size < 1:
         raise ValueError(f"size must be >= 1 (a square crop of size x size pixels), got {size}")
     check_fill(fill, x.dtype)

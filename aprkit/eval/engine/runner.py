@@ -292,23 +292,18 @@ def _run_models(run: EvalRun, models: Mapping[Any, Any], labels: list[str], name
                     setattr(err, "__notes__", [*getattr(err, "__notes__", []), f"model {name!r}, suite {sname!r}"])  # noqa: B010
                 raise
             results.models[name][sname] = value
+            own = registry[sname].option_names()
             run.finish({"model": name, "suite": sname, "value": value, "key": _suite_key(ctx, sname, sdata),
                         "suite_version": registry[sname].version, "fingerprint": fingerprint,
                         "spec": getattr(net, "_aprkit_source", None) or getattr(net, "_aprkit_spec", None)
                         or (m if isinstance(m, str) else type(m).__name__),
                         "data": describe(sdata), "n_images": _data_size(sdata) if counted(sname) else None,
-                        "options": describe(_own_options(ctx_kw["options"], registry[sname])),
+                        "options": describe({k: v for k, v in ctx_kw["options"].items() if k in own}),
                         "seed": ctx_kw["seed"], "amp": ctx_kw["amp"],
                         "produced_by": produced_by, "date": now(),
                         **_caveats(run.settings["caveats"].get(sname), value)},
-                       registry[sname].option_names())
-
-
-def _own_options(options: Mapping[str, Any], suite: Any) -> dict[str, Any]:
-    """The run's options that ``suite`` reads (its ``Options`` fields): what its entry records and compares, so that
-    another suite's option (an OOD ``knn_k``) does not read as other settings of a corruption result."""
-    names = set(suite.option_names())
-    return {k: v for k, v in options.items() if k in names}
+                       own)  # the entry holds the options its suite reads: another suite's (an OOD knn_k) is no
+            # other setting of this one
 
 
 def _caveats(run_caveat: str | None, value: Any) -> dict[str, list[str]]:
