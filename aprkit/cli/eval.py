@@ -57,7 +57,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_config_args(p, "eval", "settings")
     p.add_argument("--model", action="append",
                    help="model spec: aprkit arch name, checkpoint file, timm:NAME, torchvision:NAME, robustbench:NAME "
-                        "(one; several models side by side: a config's models:)")
+                        "(one; several models side by side: a config's models:); builder arguments: --set "
+                        "model_kwargs.img_size=32 (a config's models.NAME.kwargs)")
     p.add_argument("--checkpoint", help="weights for --model")
     p.add_argument("--random-init", dest="random_init", action="store_true", default=None,
                    help="evaluate an untrained, randomly initialised --model on purpose (refused otherwise)")
@@ -220,6 +221,9 @@ def _run(args: argparse.Namespace, root: str | None) -> int:
     if models and cfg.get("checkpoint"):
         raise ValueError("checkpoint applies to one --model; with 'models:' give each entry its own "
                          "{model: SPEC, checkpoint: FILE}")
+    if models and cfg.get("model_kwargs"):
+        raise ValueError("model_kwargs applies to one --model; with 'models:' give each entry its own "
+                         "{model: SPEC, kwargs: {...}}")
     if models and cfg.get("model_id"):
         raise ValueError("--model-id names one --model; with 'models:' each entry's key is its label")
     check_out_dir(cfg.get("out_dir"), "--out")
@@ -231,7 +235,8 @@ def _run(args: argparse.Namespace, root: str | None) -> int:
         if models:
             dev = info.device
             cfg["model"] = {name: load_eval_model(entry["model"], cfg.get("num_classes"), entry.get("checkpoint"), dev,
-                                                  bool(cfg.get("random_init")), bool(cfg.get("drop_head")))[0]
+                                                  bool(cfg.get("random_init")), bool(cfg.get("drop_head")),
+                                                  seed=int(cfg.get("seed") or 0), model_kwargs=entry.get("kwargs"))[0]
                             for name, entry in models.items()}
         res = evaluate(**cfg)
     finally:

@@ -99,9 +99,10 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
         sized = [k for k in other_shape if k.split(".")[0] in ("pos_embed", "patch_embed", "stem", "class_token",
                                                                   "encoder")]
         hint = ("; its patch embedding or position embeddings are another size: the checkpoint was made for another "
-                "image or patch size. Build the model at that size (Python: aprkit.models.load_model(spec, "
-                "checkpoint=..., img_size=..., patch_size=...), then evaluate(model, ...); aprkit train: "
-                "model.kwargs) or save it with aprkit.models.save_checkpoint, which records the builder's arguments"
+                "image or patch size. Build the model at that size: load_model(spec, checkpoint=..., img_size=..., "
+                "patch_size=...), evaluate(..., model_kwargs={...}), aprkit eval --set model_kwargs.img_size=... "
+                "(a config's models.NAME.kwargs), aprkit train's model.kwargs; or save it with "
+                "aprkit.models.save_checkpoint, which records the builder's arguments"
                 ) if sized else ""
         raise CheckpointMismatch(f"checkpoint does not match {type(target).__name__}: " + "; ".join(parts) + hint)
     target.load_state_dict(sd, strict=False)

@@ -1,7 +1,8 @@
 """``aprkit eval`` settings: the shared loader of :mod:`aprkit.config` with :func:`aprkit.eval.evaluate`'s schema.
 
 Valid top-level keys are the parameters of ``evaluate`` (read from its signature, values coerced to their
-annotated types), ``models`` (a mapping name -> model spec, or name -> ``{model, checkpoint}``), the aliases
+annotated types), ``models`` (a mapping name -> model spec, or name ->
+``{model, checkpoint, kwargs}``, kwargs the builder's arguments), the aliases
 ``suites`` (for ``suite``) and ``out`` (for ``out_dir``), and the flat option keys of the selected suites (the
 fields of their ``Options``, see :mod:`aprkit.eval.suites.base`), which are collected under ``options`` and
 parsed there. Anything else is an error with a did-you-mean, and so is an option that only a suite that is
@@ -21,13 +22,14 @@ from ...config import apply_overrides, coerce, merge, read_config_files, unknown
 from ..suites import load_suites
 from ..suites.base import flat_options
 from ..suites.options import check_data_mapping, check_suite_options, option_error, parse_suite_options, suite_registry
+from .models import check_model_kwargs
 
 __all__ = ["ALIASES", "eval_schema", "check_suite_options", "eval_settings", "load_eval_config"]
 
 #: config spellings -> ``evaluate`` parameter names
 ALIASES = {"suites": "suite", "out": "out_dir"}
 #: keys of one ``models:`` entry given as a mapping
-_MODEL_ENTRY_KEYS = ("model", "checkpoint")
+_MODEL_ENTRY_KEYS = ("model", "checkpoint", "kwargs")
 
 
 def eval_schema() -> dict[str, Any]:
@@ -80,7 +82,9 @@ def _check_models(models: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                 raise unknown_key(f"models.{name}.{key}", _MODEL_ENTRY_KEYS, f"models.{name}")
         if not isinstance(entry.get("model"), str):
             raise TypeError(f"config key 'models.{name}' must be a model spec string or "
-                            f"{{model: SPEC, checkpoint: FILE}}, got {entry!r}")
+                            f"{{model: SPEC, checkpoint: FILE, kwargs: {{...}}}}, got {entry!r}")
+        if "kwargs" in entry:
+            entry["kwargs"] = check_model_kwargs(entry["kwargs"], entry["model"], f"models.{name}.kwargs")
         out[str(name)] = entry
     return out
 
@@ -139,7 +143,7 @@ def load_eval_config(
                           UserWarning, stacklevel=2)
     if "model" in flags and data.get("model") not in (None, flags["model"]):
         # the config's checkpoint and label belong to its model and go with it (they labelled another model's results)
-        dropped = [k for k in ("checkpoint", "model_id") if k in data and k not in flags]
+        dropped = [k for k in ("checkpoint", "model_id", "model_kwargs") if k in data and k not in flags]
         for k in dropped:
             data.pop(k)
         if dropped:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +17,51 @@ from torch import nn
 from ..._tensors import same_device
 from ...distributed import group_info
 
-__all__ = ["load_eval_model", "place_model", "display_name", "has_conv", "sync_weights", "dtype_mismatch",
-           "wants_channels_last", "retry_contiguous"]
+__all__ = ["check_model_kwargs", "load_eval_model", "place_model", "display_name", "has_conv", "sync_weights",
+           "dtype_mismatch", "wants_channels_last", "retry_contiguous"]
+
+
+#: ``load_model``'s own parameters: no builder argument of that name reaches the builder
+_LOAD_PARAMS = ("spec", "num_classes", "checkpoint", "device", "weights_only", "random_init", "drop_head")
+
+
+def check_model_kwargs(model_kwargs: Any, models: Any, where: str = "model_kwargs") -> dict[str, Any]:
+    """``model_kwargs`` (builder arguments of the models given as specs) as a dict, checked: a mapping with string
+    keys, none of them one of ``load_model``'s own parameters, and given only where some model is a spec (a built
+    ``nn.Module`` takes none)."""
+    if model_kwargs is None:
+        return {}
+    if not isinstance(model_kwargs, Mapping) or not all(isinstance(k, str) for k in model_kwargs):
+        raise ValueError(f"{where} must be a mapping of builder arguments such as {{img_size: 32, patch_size: 4}}, "
+                         f"got {model_kwargs!r}")
+    own = [k for k in model_kwargs if k in _LOAD_PARAMS]
+    if own:
+        raise ValueError(f"{where} sets {', '.join(own)}: a setting of the evaluation, not a builder argument; give it "
+                         "as its own setting (e.g. num_classes: 100, checkpoint: FILE)")
+    built = [m for m in (models.values() if isinstance(models, Mapping) else [models]) if isinstance(m, nn.Module)]
+    if model_kwargs and built:
+        raise ValueError(f"{where} ({', '.join(model_kwargs)}) are builder arguments of a model given as a spec, but "
+                         f"{type(built[0]).__name__} is an nn.Module, built already; build it with those arguments "
+                         "instead")
+    return dict(model_kwargs)
 
 
 def load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None, device: torch.device,
-                    random_init: bool = False, drop_head: bool = False, seed: int = 0) -> tuple[nn.Module, str]:
-    """An ``nn.Module`` from a module or a spec (via ``aprkit.models.load_model``) plus a display name. Weights it
-    draws (``random_init``, a new head with ``drop_head``) come from ``seed`` (the run's), not the global RNG, so
-    that a rerun or a resume evaluates the same network."""
+                    random_init: bool = False, drop_head: bool = False, seed: int = 0,
+                    model_kwargs: Mapping[str, Any] | None = None) -> tuple[nn.Module, str]:
+    """An ``nn.Module`` from a module or a spec (via ``aprkit.models.load_model``, given ``model_kwargs``, the
+    builder's arguments) plus a display name. Weights it draws (``random_init``, a new head with ``drop_head``) come
+    from ``seed`` (the run's), not the global RNG, so that a rerun or a resume evaluates the same network."""
+    kwargs = dict(model_kwargs or {})
     if random_init or drop_head:
         with torch.random.fork_rng(devices=[]):  # the CPU generator only (weights are drawn there), restored after
             torch.default_generator.manual_seed(seed)
-            return _load_eval_model(model, num_classes, checkpoint, device, random_init, drop_head)
-    return _load_eval_model(model, num_classes, checkpoint, device, random_init, drop_head)
+            return _load_eval_model(model, num_classes, checkpoint, device, random_init, drop_head, kwargs)
+    return _load_eval_model(model, num_classes, checkpoint, device, random_init, drop_head, kwargs)
 
 
 def _load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None, device: torch.device,
-                     random_init: bool, drop_head: bool) -> tuple[nn.Module, str]:
+                     random_init: bool, drop_head: bool, kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
     if isinstance(model, nn.Module):
         if checkpoint is not None:
             from aprkit.models import load_model
@@ -47,9 +74,10 @@ def _load_eval_model(model: Any, num_classes: int | None, checkpoint: str | None
         from aprkit.models import load_model
 
         net = load_model(str(model), num_classes=num_classes, checkpoint=checkpoint, device=device,
-                         random_init=random_init, drop_head=drop_head)
-        # what was evaluated, for the provenance: the spec and the weights file read with it
-        source = str(model) + (f", checkpoint {checkpoint}" if checkpoint is not None else "") + (
+                         random_init=random_init, drop_head=drop_head, **kwargs)
+        # what was evaluated, for the provenance: the spec, its builder arguments and the weights file read with it
+        source = str(model) + (f" ({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})" if kwargs else "") + (
+            f", checkpoint {checkpoint}" if checkpoint is not None else "") + (
             ", random weights" if random_init and checkpoint is None else "")
         # private: public plain attributes are hashed into the model's fingerprint, and a path must not move it
         setattr(net, "_aprkit_source", source)  # noqa: B010

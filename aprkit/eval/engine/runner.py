@@ -48,7 +48,15 @@ from .data_checks import check_yields_tensors
 from .datasets import as_dataset, memo_dataset_ids
 from .fingerprint import model_fingerprint
 from .logit_checks import naming_model
-from .models import display_name, has_conv, load_eval_model, place_model, sync_weights, wants_channels_last
+from .models import (
+    check_model_kwargs,
+    display_name,
+    has_conv,
+    load_eval_model,
+    place_model,
+    sync_weights,
+    wants_channels_last,
+)
 from .outdir import RunCache, SuiteIndex, check_out_folder
 from .run_record import EvalRun, describe, now
 from .suite_data import data_for, warn_if_limit_ignored, warn_if_limit_takes_few_classes
@@ -74,6 +82,7 @@ def evaluate(
     model_id: str | None = None,
     num_classes: int | None = None,
     checkpoint: str | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
     random_init: bool = False,
     drop_head: bool = False,
     out_dir: str | Path | None = None,
@@ -106,7 +115,9 @@ def evaluate(
     noise). ``fit``: training data for Mahalanobis/KNN. ``limit``: first N images. ``options``: the suites' flat
     option keys (each suite's ``Options``, see :mod:`aprkit.eval.suites.base`), e.g.
     ``{"knn_k": 10, "n_pairs": 500}``; they win over the parameters above. ``random_init``/``drop_head``: see
-    :func:`aprkit.models.load_model` (untrained weights and re-initialised heads are refused unless asked for). With
+    :func:`aprkit.models.load_model` (untrained weights and re-initialised heads are refused unless asked for).
+    ``model_kwargs``: builder arguments of a model given as a spec, e.g. ``{"img_size": 32, "patch_size": 4}`` for a
+    ``timm:`` ViT whose plain state_dict was trained at 32 px (every spec of a mapping gets them). With
     ``out_dir``, writes ``cache/``, ``index.json`` (and its lock file, so that runs into one folder add up),
     ``results.json``, ``report.md`` and ``report.html`` there;
     ``results.json`` and the report hold every suite finished in that folder (this run's and earlier runs'), the
@@ -133,6 +144,7 @@ def evaluate(
         check_seed(seed)
     except TypeError as err:  # evaluate's contract: a ValueError for every bad setting
         raise ValueError(str(err)) from None
+    model_kwargs = check_model_kwargs(model_kwargs, model)
     names = _suite_names(suite)
     check_data_mapping(data, names)
     check_yields_tensors(data)
@@ -169,7 +181,7 @@ def evaluate(
     results = Results(out_dir=out)
     try:
         load = dict(num_classes=num_classes, checkpoint=checkpoint, device=dev, random_init=random_init,
-                    drop_head=drop_head, download=download)
+                    drop_head=drop_head, download=download, model_kwargs=model_kwargs)
         ctx_kw = dict(device=dev, batch_size=batch_size, num_workers=num_workers, amp=amp, seed=seed,
                       progress=progress, cache=cache, out_dir=out, options=opts, parsed_options=parsed)
         _evaluate_models(run, models, labels, names, results, data, channels_last, load, ctx_kw)
@@ -246,7 +258,8 @@ def _run_models(run: EvalRun, models: Mapping[Any, Any], labels: list[str], name
     for pos, (given_id, m) in enumerate(models.items()):
         try:
             net, display = load_eval_model(m, load["num_classes"], load["checkpoint"], dev, load["random_init"],
-                                           load["drop_head"], seed=int(ctx_kw["seed"]))
+                                           load["drop_head"], seed=int(ctx_kw["seed"]),
+                                           model_kwargs=load["model_kwargs"])
         except BaseException as err:
             run.unloadable = labels[pos]
             if isinstance(err, Exception):  # not an interrupt
