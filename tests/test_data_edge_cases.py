@@ -101,6 +101,16 @@ def test_a_dangling_link_in_a_data_folder_does_not_stop_an_evaluation(tmp_path) 
     assert len(get_dataset(f"folder:{tmp_path}")) == 2
 
 
+def test_image_links_to_no_file_are_named(tmp_path) -> None:
+    """A copy of a data folder whose links point into a folder that moved was read as a subset without a word."""
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / c / "x.png")
+    os.symlink(tmp_path / "moved" / "y.png", tmp_path / "b" / "y.png")
+    with pytest.warns(RuntimeWarning, match=r"1 image link\(s\) under .* point to no file and are left out: b/y.png"):
+        assert len(get_dataset(f"folder:{tmp_path}")) == 2
+
+
 def test_an_animated_gif_under_a_png_name_reads_as_its_first_frame(tmp_path) -> None:
     """torchvision's decoder sniffs the real format and gave a GIF named .jpg/.png all its frames (F, C, H, W),
     reported as images of different sizes; PIL (ImageFolder's loader) takes the first frame, as now."""

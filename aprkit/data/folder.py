@@ -177,7 +177,7 @@ def _in_other_class(real: str, start: str, outside: Collection[str], below: list
 
 
 def image_files(folder: Path, extensions: Sequence[str] = IMG_EXTENSIONS, *,
-                outside: Collection[str] = ()) -> list[Path]:
+                outside: Collection[str] = (), broken: list[Path] | None = None) -> list[Path]:
     """The image files (matched by ``extensions``) at any depth below ``folder``, sorted as torchvision's
     ImageFolder sorts them (by folder path string, then file name: a folder's files before its subfolders'); hidden
     files and those in hidden folders left out (macOS ``._x.png`` resource files, ``.ipynb_checkpoints`` copies).
@@ -185,7 +185,7 @@ def image_files(folder: Path, extensions: Sequence[str] = IMG_EXTENSIONS, *,
     order; a link back up is no loop), but never the folders ``outside`` nor a folder below one that does not also
     hold ``folder`` (a dataset's root and its other classes: a link to them or into them would read their images as
     this class's too; real paths, ``folder``'s own ignored); a linked file whose image lies in such a folder is left
-    out by the same rule."""
+    out by the same rule. Links named as images whose target is gone are left out and added to ``broken``."""
     exts = tuple(e.lower() for e in extensions)
     found: list[Path] = []
     start = os.path.realpath(folder)
@@ -208,6 +208,9 @@ def image_files(folder: Path, extensions: Sequence[str] = IMG_EXTENSIONS, *,
                 if entry.is_symlink() and _in_other_class(os.path.realpath(entry.path), start, outside, below):
                     continue  # a linked image of another class: read there, not as this class's too
                 found.append(Path(entry.path))
+            elif broken is not None and entry.name.lower().endswith(exts) and entry.is_symlink() \
+                    and not os.path.exists(entry.path):
+                broken.append(Path(entry.path))
 
     visit(folder)
     return sorted(found, key=lambda p: (str(p.parent), p.name))  # ImageFolder's sorted(os.walk(...)) order
@@ -254,15 +257,19 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
     if same:  # a class folder that is a link to another: its images would be read under both labels
         raise ValueError(f"class folders {' and '.join(map(repr, same[0]))} of {root} are one folder (a link to the "
                          "other); expected each class's images once, in its own folder")
-    samples, empty = [], []
+    samples, empty, broken = [], [], []
     reals = {os.path.realpath(p) for p in (root, *(root / c for c in found))}  # where no class's links may lead
     for c in found:
         if c not in index:
             continue
-        files = image_files(root / c, extensions, outside=reals)
+        files = image_files(root / c, extensions, outside=reals, broken=broken)
         samples += [(p, index[c]) for p in files]
         if not files:
             empty.append(c)
+    if broken:  # a copy whose links point into a folder that moved: a subset, read without a word before
+        warnings.warn(f"{len(broken)} image link(s) under {root} point to no file and are left out: "
+                      f"{', '.join(str(p.relative_to(root)) for p in broken[:3])}{' ...' if len(broken) > 3 else ''}",
+                      RuntimeWarning, stacklevel=stacklevel)
     if not samples:
         exts = {e.lower() for e in extensions}
         direct = [p for p in root.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in exts]
