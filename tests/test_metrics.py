@@ -224,6 +224,9 @@ def test_accuracy_bad_input() -> None:
         M.accuracy(torch.randn(2, 3), torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="top_k"):
         M.accuracy(torch.randn(2, 3), torch.tensor([0, 1]), top_k=4)
+    assert M.accuracy(torch.eye(3), torch.tensor([2, 1, 0]), top_k=np.int64(3)) == 1.0  # a NumPy integer is one
+    with pytest.raises(ValueError, match="top_k must be a positive int, got 0"):
+        M.accuracy(torch.randn(2, 3), torch.tensor([0, 1]), top_k=0)
 
 
 def test_accuracy_ties_follow_argmax() -> None:
@@ -384,6 +387,9 @@ def test_per_severity_errors_may_be_a_mapping_of_the_severities() -> None:
         M.mean_corruption_error({**as_list, "fog": {1: 0.1, 2: 0.2}})
     with pytest.raises(TypeError, match=r"errors\['fog'\] must be one error.*got str"):
         M.mean_corruption_error({**as_list, "fog": "high"})
+    twice = {1: 0.5, 2: 0.5, 3: 0.5, 4: 0.5, 5: 0.5, "5": 0.9}  # the last of 5 and "5" was kept without a word
+    with pytest.raises(ValueError, match=r"errors\['fog'\] names a severity twice"):
+        M.mean_corruption_error({**as_list, "fog": twice})
 
 
 def test_corruption_bad_input() -> None:

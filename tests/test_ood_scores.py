@@ -128,6 +128,10 @@ def test_knn_matches_brute_force() -> None:
     assert np.allclose(got.numpy(), -dist[:, -1], atol=1e-5)
     with pytest.raises(ValueError, match="at least k = 50"):
         S.KNNScorer().fit(torch.randn(10, 3))
+    # an all-zero feature (a blank image behind dead ReLUs) lies at distance 1 from every unit-norm bank entry
+    # (normalize leaves it at zero; the unit-norm formula said sqrt(2))
+    zero = S.KNNScorer(k=10).fit(torch.from_numpy(bank).float()).score(torch.zeros(2, 8))
+    assert torch.equal(zero, torch.full((2,), -1.0))
 
 
 def test_scores_separate_in_from_out() -> None:

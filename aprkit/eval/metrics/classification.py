@@ -6,14 +6,14 @@ from typing import Any
 
 import torch
 
+from ..._checks import check_positive_int
 from ._validate import as_tensor, check_labels_for
 
 __all__ = ["accuracy", "error_rate", "topk_correct"]
 
 
 def _check_k(top_k: int, num_classes: int) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+    top_k = check_positive_int(top_k, "top_k")  # NumPy integers too, as n_bins takes them
     if top_k > num_classes:
         raise ValueError(f"top_k={top_k} exceeds the number of classes ({num_classes})")
     return top_k

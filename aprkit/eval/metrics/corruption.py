@@ -84,6 +84,9 @@ def _error_value(value: Any, what: str) -> torch.Tensor:
     given = value
     if isinstance(value, Mapping):  # severity -> error, as results.json holds them (its keys are strings)
         by_level = {str(k).strip(): v for k, v in value.items()}
+        if len(by_level) != len(value):  # 5 and "5": one severity twice, the last one silently kept
+            raise ValueError(f"{what} names a severity twice (as a number and as a string?): {list(value)}; expected "
+                             "each of the severities 1..5 once")
         if sorted(by_level) != ["1", "2", "3", "4", "5"]:
             raise ValueError(f"{what} must be one error, 5 per-severity errors or a mapping of the severities 1..5 to "
                              f"their errors, got a mapping of {sorted(value, key=str)}")

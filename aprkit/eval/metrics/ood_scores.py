@@ -236,7 +236,10 @@ class KNNScorer:
         for chunk in f.split(self.chunk_size):
             sim = chunk @ bank.T
             kth = sim.topk(self.k, dim=1).values[:, -1]  # k-th largest cosine similarity
-            out.append(-(2 - 2 * kth).clamp_min(0).sqrt())
+            # |q - b|^2 = |q|^2 + 1 - 2 q.b: |q| is 1, or 0 for an all-zero feature (normalize leaves it at zero,
+            # 1 from every unit-norm bank entry; 2 - 2 q.b said sqrt(2))
+            norm2 = chunk.ne(0).any(dim=1).to(kth.dtype)  # exactly 1 or 0: other features' scores as before
+            out.append(-(norm2 + 1 - 2 * kth).clamp_min(0).sqrt())
         return torch.cat(out)
 
     def state_dict(self) -> dict[str, torch.Tensor]:

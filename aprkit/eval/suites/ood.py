@@ -290,8 +290,9 @@ def _histograms(s_in: list[float], s_out: list[float], bins: int = 30) -> dict:
 #: the versions of the scores of in-distribution (labelled) and OOD sets (v5: energy in float64, float32 tied scores at
 #: high T; v6, the in-distribution data only: no accuracy for data naming other classes, exact fractions; 7 / 6: ODIN
 #: steps a pixel of zero gradient too, as the original code; 8 / 7: ODIN scores kept in float64, as MSP's; 9 / 8: a
-#: distilled model's Mahalanobis/KNN features are the mean of its heads' inputs, not the distillation head's)
-SCORES_VERSION = (9, 8)
+#: distilled model's Mahalanobis/KNN features are the mean of its heads' inputs, not the distillation head's; 10 / 9: an
+#: all-zero feature's KNN distance is 1, not sqrt(2))
+SCORES_VERSION = (10, 9)
 
 
 @register_suite("ood")
