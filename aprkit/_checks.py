@@ -19,6 +19,7 @@ import torch
 
 __all__ = [
     "CheckedProbability",
+    "check_pil_mode",
     "check_chw_layout",
     "check_once",
     "check_seed",
@@ -289,6 +290,14 @@ class CheckedProbability:
         if name == "p":
             value = check_probability(value, "p")
         super().__setattr__(name, value)
+
+
+def check_pil_mode(image: Any, who: str) -> None:
+    """Refuse a PIL image whose mode is not ``RGB`` or ``L`` (RGBA, P, LA, CMYK, I;16, ...), which a transform would
+    otherwise give back in another mode only when it is drawn (a batch of such images would not stack)."""
+    if image.mode not in ("RGB", "L"):
+        raise ValueError(f"{who} takes PIL images of mode 'RGB' or 'L', got {image.mode!r}; convert it first "
+                         "(image.convert('RGB'), as torchvision's ImageFolder loader does)")
 
 
 def check_positive_int(value: Any, name: str) -> int:

@@ -83,6 +83,19 @@ def test_rejects_geometric_annotations_like_augmix(annotation, images_u8):
         v2.AugMix()(sample)
 
 
+def test_colour_ops_leave_annotations_in_place_like_colorjitter(images_u8):
+    """APR-S with colour ops only refused a mask as if rotate/shear/translate could run (tester)."""
+    mask = tv_tensors.Mask(torch.arange(32 * 32).reshape(32, 32) % 3)
+    boxes = tv_tensors.BoundingBoxes([[4, 4, 20, 20]], format="XYXY", canvas_size=(32, 32))
+    t = APRSingleV2(p=1.0, ops=["autocontrast", "equalize", "posterize", "solarize"], seed=0)
+    img, m, b = t(tv_tensors.Image(images_u8[0]), mask, boxes)
+    assert torch.equal(m, mask) and torch.equal(b, boxes) and type(b) is tv_tensors.BoundingBoxes
+    assert _changed(img, images_u8[0])
+    v2.ColorJitter(brightness=0.5)(tv_tensors.Image(images_u8[0]), mask)  # the host's own colour transform takes it
+    with pytest.raises(TypeError, match="its rotate ops would move the image"):
+        APRSingleV2(p=1.0, ops=["autocontrast", "rotate"], seed=0)(tv_tensors.Image(images_u8[0]), mask)
+
+
 def test_a_sample_without_an_image_is_refused_like_augmix():
     """A NumPy (H, W, C) image passed through unaugmented and without an error (APRSingle takes such arrays)."""
     arr = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
@@ -315,8 +328,14 @@ def test_random_corruption_takes_a_v2_sample_and_shares_a_videos_draw(images_u8)
     assert type(out["image"]) is tv_tensors.Image and out["label"] == 5
     x, y = rc(images_u8[2].float() / 255, torch.tensor(2))  # a plain tensor and its label: v2's rule, first one
     assert x.shape == (3, 32, 32) and int(y) == 2
-    with pytest.raises(TypeError, match="RandomCorruption supports image classification samples only.*Mask"):
-        rc(tv_tensors.Image(images_u8[0]), tv_tensors.Mask(torch.zeros(32, 32)))
+    mask = tv_tensors.Mask(torch.arange(32 * 32).reshape(32, 32) % 3)
+    img, kept = rc(tv_tensors.Image(images_u8[0]), mask)  # colour and noise corruptions leave a mask in place
+    assert type(kept) is tv_tensors.Mask and torch.equal(kept, mask) and _changed(img, images_u8[0])
+    with pytest.raises(TypeError, match="RandomCorruption supports image classification samples only.*Mask.*"
+                                        "elastic_transform move the image's pixels"):
+        RandomCorruption(names=["contrast", "elastic_transform"], seed=0)(tv_tensors.Image(images_u8[0]), mask)
+    with pytest.raises(TypeError, match="RandomCorruption found no image in the sample \(got ndarray, int\)"):
+        rc(images_u8[0].permute(1, 2, 0).numpy().astype(np.float32) / 255, 3)  # passed through uncorrupted before
     with pytest.raises(TypeError, match="NumPy image of shape \\(32, 32, 3\\).*pass that image alone"):
         rc(images_u8[0].permute(1, 2, 0).numpy(), 3)  # v2's rules would pass it through clean
     img, extra = rc(tv_tensors.Image(images_u8[0]), np.zeros((5, 2)))  # a non-image array passes through

@@ -223,6 +223,20 @@ def test_corrupt_image_pil_and_numpy() -> None:
         corrupt_image(arr, "contrast", 1, generator=_gen(), seed=1)
 
 
+def test_random_corruption_takes_rgb_and_gray_pil_images_only() -> None:
+    """With p < 1 an RGBA (P, LA, CMYK, ...) image came back RGB when drawn and in its own mode when not: a batch of
+    them then failed to stack at random (adapter tester). Such modes are refused, as APRSingle refuses them."""
+    from PIL import Image
+
+    arr = natural_images(1, 32)[0].permute(1, 2, 0).numpy().copy()
+    t = RandomCorruption("contrast", 2, p=0.5, seed=0)
+    for mode in ("RGBA", "P", "LA", "1", "CMYK"):
+        with pytest.raises(ValueError, match=f"RandomCorruption takes PIL images of mode 'RGB' or 'L', got '{mode}'"):
+            t(Image.fromarray(arr).convert(mode))
+    assert {t(Image.fromarray(arr)).mode for _ in range(8)} == {"RGB"}
+    assert {t(Image.fromarray(arr).convert("L")).mode for _ in range(8)} == {"L"}
+
+
 # ----------------------------------------------------------------------------- transform
 def test_random_corruption_keeps_module_apply() -> None:
     """Its replay ``apply(images, params)`` must not break ``nn.Module.apply(fn)`` over a tree holding it."""

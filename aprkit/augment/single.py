@@ -38,6 +38,7 @@ from .._checks import (
     check_image_tensor,
     check_nonnegative_int,
     check_param_keys,
+    check_pil_mode,
     check_positive_int,
     check_probability,
     describe_value,
@@ -394,8 +395,7 @@ class APRSingle:
     def _apply_pil(self, img: Any, params: dict[str, torch.Tensor]) -> Any:
         from PIL import Image
 
-        if img.mode not in ("RGB", "L"):
-            raise ValueError(f"PIL image must have mode 'RGB' or 'L', got {img.mode!r}; convert it first")
+        check_pil_mode(img, "APRSingle")
         w, h = img.size
         if w < 2 or h < 2:
             raise ValueError(f"image must be at least 2x2 pixels, got {w}x{h}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .._text import nearest_names
 
-__all__ = ["BENCHMARK", "EXTRA", "ALL", "FAMILIES", "DETERMINISTIC", "canonical_name", "check_name"]
+__all__ = ["BENCHMARK", "EXTRA", "ALL", "FAMILIES", "DETERMINISTIC", "MOVES_PIXELS", "canonical_name", "check_name"]
 
 #: the 15 corruptions of the CIFAR-10-C / ImageNet-C benchmark, in the published order
 BENCHMARK: tuple[str, ...] = (
@@ -30,6 +30,9 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "digital": BENCHMARK[11:15],
     "extra": EXTRA,
 }
+#: the corruptions that move pixels (shuffle, smear along a direction or from the centre, displace): masks, boxes and
+#: keypoints would no longer line up with the image; the others change colours and values in place
+MOVES_PIXELS: tuple[str, ...] = ("glass_blur", "motion_blur", "zoom_blur", "elastic_transform")
 #: the corruptions that draw no random numbers (here and in the original scripts): an image gives the same result
 #: whatever the seed or generator; the others draw per image (``item_seeds``). In :data:`ALL`'s order.
 DETERMINISTIC: tuple[str, ...] = ("defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate",

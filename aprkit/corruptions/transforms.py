@@ -1,4 +1,7 @@
-"""``RandomCorruption``: a torchvision-v2 / kornia style transform applying random corruptions.
+"""``RandomCorruption``: a transform applying random corruptions, for torchvision v2 pipelines (samples, tv_tensors)
+and batches (kornia-style ``generate_parameters`` / ``apply``; not a kornia augmentation: inside
+``kornia.augmentation.AugmentationSequential`` it sees the images only, so masks would stay behind, and a container's
+``params=`` replay does not reach it).
 
 Works on a single image ``(C, H, W)``, a batch ``(B, C, H, W)`` (each image draws its own corruption
 and severity), a PIL image or a NumPy ``(H, W, 3)`` uint8 array, so it fits inside
@@ -21,12 +24,14 @@ from .._checks import (
     check_image_tensor,
     check_once,
     check_param_keys,
+    check_pil_mode,
 )
 from .._generators import make_generator, worker_generator
 from .._replay import ReplayModule
 from .._tv import draw_groups, is_video, like_input
 from ..augment.draws import uniform_rows
 from .api import BENCHMARK, check_channels, check_names, corrupt, image_channels, on_image
+from .names import MOVES_PIXELS
 from .severity import check_preset, check_severities
 
 __all__ = ["RandomCorruption"]
@@ -116,13 +121,15 @@ class RandomCorruption(CheckedProbability, ReplayModule):
         return out
 
     def forward(self, *inputs: Any) -> Any:
-        """Corrupt a tensor ``(C, H, W)`` / ``(B, C, H, W)``, a PIL image or an ``(H, W, 3)`` uint8 array; or, as
-        torchvision v2's transforms do, the images of a sample of several items (``(image, label)``, a dict, ...:
-        everything else passes through; boxes, masks and keypoints are refused, as ``v2.AugMix`` refuses them, since
-        elastic and zoom blur move the image's pixels; so is a uint8 NumPy image inside a sample, which those rules
-        would leave clean). Where a sample holds no ``tv_tensors.Image``/``Video`` or PIL image, only its first plain
-        tensor is an image (torchvision's rule: ``(image, label_tensor)``), so a list of image tensors is not a
-        batch: stack it. The frames of a ``tv_tensors.Video`` share their draws."""
+        """Corrupt a tensor ``(C, H, W)`` / ``(B, C, H, W)``, a PIL image (mode RGB or L) or an ``(H, W, 3)`` uint8
+        array; or, as torchvision v2's transforms do, the images of a sample of several items (``(image, label)``, a
+        dict, ...: everything else passes through). Boxes, masks and keypoints pass through too, as through
+        ``v2.GaussianBlur``, unless ``names`` holds a corruption that moves pixels (``MOVES_PIXELS``: glass, motion and
+        zoom blur, elastic): then they are refused, as ``v2.AugMix`` refuses them. A sample holding no image, or a
+        uint8 NumPy image (which those rules would leave clean), is refused. Where a sample holds no
+        ``tv_tensors.Image``/``Video`` or PIL image, only its first plain tensor is an image (torchvision's rule:
+        ``(image, label_tensor)``), so a list of image tensors is not a batch: stack it. The frames of a
+        ``tv_tensors.Video`` share their draws."""
         if len(inputs) == 1 and not isinstance(inputs[0], (tuple, list, dict)):
             return self._corrupt(inputs[0])
         if len(inputs) == 2 and isinstance(inputs[1], dict) and set(_PARAM_KEYS) <= set(inputs[1]):
@@ -145,6 +152,8 @@ class RandomCorruption(CheckedProbability, ReplayModule):
             params = {k: v.repeat_interleave(per) for k, v in self.generate_parameters(draws).items()}
             return like_input(self.apply(batch, params).reshape(x.shape), x)  # an Image stays one
         if isinstance(x, np.ndarray) or type(x).__module__.startswith("PIL"):
+            if not isinstance(x, np.ndarray):  # another mode would come back as RGB only when drawn
+                check_pil_mode(x, "RandomCorruption")
             channels = image_channels(x)
             check_channels(self.names, channels, f"a {type(x).__name__} image with {channels} channel(s)")
             prm = self.generate_parameters(1)
@@ -164,11 +173,16 @@ def _v2_sample(corruption: RandomCorruption) -> Any:
     rules of which items are images; made per call: torchvision is imported only for samples)."""
     from torchvision.transforms import v2
 
-    from ..augment.adapters.torchvision_v2 import reject_annotations
+    from ..augment.adapters.torchvision_v2 import IMAGE_TYPES, reject_annotations, require_image
+
+    moving = [n for n in corruption.names if n in MOVES_PIXELS]
 
     class Sample(v2.Transform):
+        _transformed_types = IMAGE_TYPES  # annotations pass through: colour and noise corruptions leave them in place
+
         def check_inputs(self, flat_inputs: list[Any]) -> None:
-            reject_annotations(flat_inputs, "RandomCorruption", "elastic and zoom blur move the image's pixels")
+            if moving:
+                reject_annotations(flat_inputs, "RandomCorruption", f"{', '.join(moving)} move the image's pixels")
             for inpt in flat_inputs:  # torchvision's rules pass NumPy arrays through: an image would stay clean
                 if isinstance(inpt, np.ndarray) and inpt.dtype == np.uint8 and (
                         inpt.ndim == 3 and inpt.shape[-1] in (1, 3, 4) or inpt.ndim == 2 and min(inpt.shape) >= 8):
@@ -176,6 +190,8 @@ def _v2_sample(corruption: RandomCorruption) -> Any:
                                     f"{inpt.shape}, which torchvision's sample rules pass through uncorrupted; "
                                     "pass that image alone, or convert it to a tensor, PIL image or "
                                     "tv_tensors.Image in the sample")
+            require_image(flat_inputs, "RandomCorruption", "Pass a NumPy (H, W, 3) uint8 image alone, or convert it "
+                          "with v2.ToImage() first")
 
         def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
             return corruption._corrupt(inpt)

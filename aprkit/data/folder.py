@@ -257,7 +257,8 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
     if same:  # a class folder that is a link to another: its images would be read under both labels
         raise ValueError(f"class folders {' and '.join(map(repr, same[0]))} of {root} are one folder (a link to the "
                          "other); expected each class's images once, in its own folder")
-    samples, empty, broken = [], [], []
+    samples, empty = [], []
+    broken: list[Path] = []
     reals = {os.path.realpath(p) for p in (root, *(root / c for c in found))}  # where no class's links may lead
     for c in found:
         if c not in index:

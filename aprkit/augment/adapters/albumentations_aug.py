@@ -79,6 +79,11 @@ class AlbuAPRSingle(DualTransform):
     ``worker_init_fn``: ``torch.utils.data.get_worker_info().dataset.transform.set_random_seed(torch.initial_seed()
     % 2**32)`` (the attribute holding your ``A.Compose``). aprkit's ``APRSingle(seed=...)`` re-seeds per worker by
     itself.
+
+    Saved pipelines (``A.save`` / ``A.to_dict``) name it ``aprkit.augment.adapters.albumentations_aug.AlbuAPRSingle``;
+    as for any custom transform, albumentations can load them only once that class is defined: ``from
+    aprkit.augment.adapters import AlbuAPRSingle`` before ``A.load`` (``import aprkit`` alone defines it only on first
+    use; ``A.load`` otherwise fails with ``KeyError`` naming the class).
     """
 
     class InitSchema(BaseTransformInitSchema):

@@ -14,9 +14,10 @@ from torchvision.transforms.v2._utils import is_pure_tensor
 from ..._checks import check_chw_layout, check_image_tensor
 from ..._tv import draw_groups, like_input
 from ...fourier import Dims
+from ..ops import GEOMETRIC_OPS
 from ..single import APRSingle, Cast
 
-__all__ = ["APRSingleV2", "ANNOTATION_TYPES", "reject_annotations"]
+__all__ = ["APRSingleV2", "ANNOTATION_TYPES", "IMAGE_TYPES", "reject_annotations", "require_image"]
 
 #: the tv_tensors whose geometry APR-S's rotate / shear / translate ops would silently desynchronise
 #: (the same set ``v2.AugMix`` rejects)
@@ -34,6 +35,21 @@ def reject_annotations(flat_inputs: Sequence[Any], who: str, why: str) -> None:
                 f"{', '.join(t.__name__ for t in ANNOTATION_TYPES)}")
 
 
+#: what the transforms here change in a sample: images, videos, plain tensors (torchvision's rule: the first one when
+#: the sample holds no image) and PIL images; annotations and everything else pass through
+IMAGE_TYPES = (tv_tensors.Image, tv_tensors.Video, is_pure_tensor, PIL.Image.Image)
+
+
+def require_image(flat_inputs: Sequence[Any], who: str, hint: str) -> None:
+    """Refuse a sample holding no image (:data:`IMAGE_TYPES`), e.g. a NumPy array or a path, which would pass
+    through unchanged: no augmentation and no error, as ``v2.AugMix`` refuses it."""
+    if not any(isinstance(i, (tv_tensors.Image, tv_tensors.Video, PIL.Image.Image)) or is_pure_tensor(i)
+               for i in flat_inputs):
+        got = ", ".join(dict.fromkeys(type(i).__name__ for i in flat_inputs)) or "nothing"
+        raise TypeError(f"{who} found no image in the sample (got {got}); expected a PIL image, a tv_tensors.Image / "
+                        f"Video or a tensor (..., C, H, W), as v2.AugMix does. {hint}")
+
+
 class APRSingleV2(v2.Transform):
     """APR-S for classification pipelines: ``v2.Compose([APRSingleV2(), v2.RandomCrop(32, 4, fill=128), ...])``.
 
@@ -44,7 +60,8 @@ class APRSingleV2(v2.Transform):
     channels) takes :class:`~aprkit.augment.APRSingle`'s PIL path, a batch the torch path: with the same draws the
     two agree to about half a grey level per image on average (float images: exactly).
     Samples holding boxes, masks or keypoints (:data:`ANNOTATION_TYPES`) are rejected with a
-    ``TypeError``, as ``v2.AugMix`` rejects them: the geometric ops would move the image but not them.
+    ``TypeError`` when ``ops`` holds a geometric op (rotate, shear, translate), as ``v2.AugMix`` rejects them: those
+    ops would move the image but not them; with colour ops only they pass through, as through ``v2.ColorJitter``.
     Other inputs (labels, strings, ...) pass through untouched; a sample without an image (e.g. a NumPy array: convert
     it with ``v2.ToImage()``) raises ``TypeError``, as ``v2.AugMix`` does. ``seed=``: see
     :func:`aprkit._generators.worker_generator` (per-worker streams in a ``DataLoader``).
@@ -54,7 +71,7 @@ class APRSingleV2(v2.Transform):
     transform with probability ``q``, wrap it: ``v2.RandomApply([APRSingleV2()], p=q)``.
     """
 
-    _transformed_types = (tv_tensors.Image, tv_tensors.Video, is_pure_tensor, PIL.Image.Image)
+    _transformed_types = IMAGE_TYPES
 
     def __init__(self, p: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None, dims: Dims = "chw",
                  generator: torch.Generator | None = None, seed: int | None = None, cast: Cast = "round") -> None:
@@ -83,13 +100,11 @@ class APRSingleV2(v2.Transform):
         return self.aprs.batch.dims
 
     def check_inputs(self, flat_inputs: list[Any]) -> None:
-        reject_annotations(flat_inputs, "APRSingleV2", "its rotate/shear/translate ops would move the image")
-        if not any(isinstance(i, (tv_tensors.Image, tv_tensors.Video, PIL.Image.Image)) or is_pure_tensor(i)
-                   for i in flat_inputs):  # a NumPy image passed through untouched: no augmentation, no error
-            got = ", ".join(dict.fromkeys(type(i).__name__ for i in flat_inputs)) or "nothing"
-            raise TypeError(f"APRSingleV2 found no image in the sample (got {got}); expected a PIL image, a "
-                            "tv_tensors.Image / Video or a tensor (..., C, H, W), as v2.AugMix does. Convert a NumPy "
-                            "(H, W, C) array with v2.ToImage() first, or use aprkit.augment.APRSingle, which takes it")
+        moving = [op for op in self.ops if op in GEOMETRIC_OPS]
+        if moving:
+            reject_annotations(flat_inputs, "APRSingleV2", f"its {'/'.join(moving)} ops would move the image")
+        require_image(flat_inputs, "APRSingleV2", "Convert a NumPy (H, W, C) array with v2.ToImage() first, or use "
+                      "aprkit.augment.APRSingle, which takes it")
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         n = 1
