@@ -81,12 +81,23 @@ def _same_on_batch(params: dict[str, torch.Tensor], n: int) -> dict[str, torch.T
     return {k: v[:1].expand(n, *v.shape[1:]).clone() for k, v in params.items()}
 
 
-class _SeededGate:
-    """What both adapters share: ``p_apr`` (the APR probability of ``self.core``) and kornia's apply/skip draw
-    taken from the core's generator when it has one, so seeded runs reproduce (kornia's base class follows in
-    the MRO)."""
+class _Gate:
+    """Kornia's apply/skip draw taken from ``self.core``'s generator when it has one, so seeded runs reproduce
+    (kornia's base class follows in the MRO)."""
 
     core: Any
+
+    def __batch_prob_generator__(self, batch_shape: tuple[int, ...], p: float, p_batch: float,
+                                 same_on_batch: bool) -> torch.Tensor:
+        if self.core.generator is None:  # kornia's own draws from the global RNG
+            return super().__batch_prob_generator__(batch_shape, p, p_batch, same_on_batch)  # type: ignore[misc]
+        # re-seeded per DataLoader worker before this first draw of a call, as the core's own draws are
+        gen = worker_generator(self.core.generator, self.core._base_seed)
+        return _gate(gen, batch_shape, p, p_batch, same_on_batch)  # type: ignore[arg-type]
+
+
+class _SeededGate(_Gate):
+    """What both APR adapters share: ``p_apr`` (the APR probability of ``self.core``) and the seeded gate."""
 
     @property
     def p_apr(self) -> float:
@@ -101,14 +112,6 @@ class _SeededGate:
         name, _, rest = super().__repr__().partition("(")
         ours = self.core.extra_repr()
         return f"{name}({'p_apr=' + ours[2:] if ours.startswith('p=') else ours}, {rest}"
-
-    def __batch_prob_generator__(self, batch_shape: tuple[int, ...], p: float, p_batch: float,
-                                 same_on_batch: bool) -> torch.Tensor:
-        if self.core.generator is None:  # kornia's own draws from the global RNG
-            return super().__batch_prob_generator__(batch_shape, p, p_batch, same_on_batch)  # type: ignore[misc]
-        # re-seeded per DataLoader worker before this first draw of a call, as the core's own draws are
-        gen = worker_generator(self.core.generator, self.core._base_seed)
-        return _gate(gen, batch_shape, p, p_batch, same_on_batch)  # type: ignore[arg-type]
 
 
 class RandomAPRSingle(_SeededGate, GeometricAugmentationBase2D):
