@@ -13,7 +13,8 @@ from __future__ import annotations
 from .functional import apr_pair, recombine_views, sample_pair_params
 from .ops import ALL_OPS, DEFAULT_OPS
 from .pair import APRSP, APRPair
-from .single import APRSingle, APRSingleBatch, apr_single, sample_single_params
+from .single import APRSingleBatch, apr_single, sample_single_params
+from .single_image import APRSingle
 
 __all__ = [
     "APRPair",

@@ -43,7 +43,8 @@ from pydantic import Field  # noqa: E402
 
 from ..._checks import check_hwc_layout, check_image_tensor, check_probability
 from ...fourier import Dims, swap_amplitude
-from ..single import APRSingle, Cast, single_transform_matrix
+from ..single import Cast, single_transform_matrix
+from ..single_image import APRSingle
 from ..warp import warp_pixels
 
 __all__ = ["AlbuAPRSingle", "AlbuAPRPair"]

@@ -15,7 +15,8 @@ from ..._checks import check_chw_layout, check_image_tensor
 from ..._tv import draw_groups, like_input
 from ...fourier import Dims
 from ..ops import GEOMETRIC_OPS
-from ..single import APRSingle, Cast
+from ..single import Cast
+from ..single_image import APRSingle
 
 __all__ = ["APRSingleV2", "ANNOTATION_TYPES", "IMAGE_TYPES", "reject_annotations", "require_image"]
 
