@@ -421,6 +421,21 @@ def test_manifest_records_frost_textures_device_and_versions(array_input, tmp_pa
         run(a)
 
 
+def test_a_full_disk_names_the_jpeg_being_written(folder_input, tmp_path, monkeypatch) -> None:
+    """PIL's short write on a full disk said only "[Errno 28] No space left on device" (writer tester)."""
+    import errno
+
+    def full(self, fp, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    out = tmp_path / "inc"
+    with pytest.raises(OSError, match=r"could not write .*inc/contrast/1/.*\.JPEG: No space left on device; is the "
+                                      r"disk full\?") as err:
+        write_imagenet_c(folder_input, out, ["contrast"], severities=(1,), size=32, progress=False)
+    assert err.value.errno == errno.ENOSPC and not list(out.rglob("*.tmp"))
+
+
 def test_imagenet_layout_refuses_a_resume_with_other_frost_textures(folder_input, tmp_path) -> None:
     a, b = _textures(tmp_path / "a", 0), _textures(tmp_path / "b", 1)
     out = tmp_path / "inc"

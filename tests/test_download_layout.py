@@ -119,6 +119,42 @@ def test_an_unchecked_archive_placed_by_hand_is_kept_and_named(server, tmp_path)
     with pytest.raises(ValueError, match="was removed"):
         ensure_source(src, root=tmp_path, download=True, progress=False)
     assert not (staging / "d.tar").exists()
+    assert not (staging / "extracted").exists()  # its half-extracted files are not left hidden there either
+
+
+def test_a_merge_to_another_disk_never_leaves_a_cut_file_under_a_published_name(tmp_path, monkeypatch):
+    """Across file systems shutil.move copied into the published name: a merge stopped mid-copy left b.bin cut short,
+    which the layout check (names only) passed and marked complete (writer tester). Each file is now copied under a
+    hidden temporary name and renamed when whole."""
+    from aprkit.data.archives import merge_tree
+
+    inner = tmp_path / "x" / "D"
+    (inner / "sub").mkdir(parents=True)
+    (inner / "b.bin").write_bytes(b"b" * 1000)
+    (inner / "sub" / "a.bin").write_bytes(b"a" * 10)
+    real_rename = os.rename
+
+    def other_disk(src, dst):
+        if str(tmp_path / "x") in str(src):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_rename(src, dst)
+
+    def cut_copy(src, dst, **kw):
+        Path(dst).write_bytes(Path(src).read_bytes()[:100])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "rename", other_disk)
+    monkeypatch.setattr(shutil, "copy2", cut_copy)
+    target = tmp_path / "target"
+    with pytest.raises(KeyboardInterrupt):
+        merge_tree(inner, target)
+    published = [p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()]
+    assert all(name.split("/")[-1].startswith(".") for name in published)  # only a hidden part file, nothing cut
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "rename", other_disk)
+    merge_tree(inner, target)
+    assert (target / "b.bin").read_bytes() == b"b" * 1000 and (target / "sub" / "a.bin").read_bytes() == b"a" * 10
+    assert not (inner / "b.bin").exists()
 
 
 def test_a_mirror_that_is_not_a_url_names_its_setting(tmp_path, monkeypatch):

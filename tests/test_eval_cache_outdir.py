@@ -217,3 +217,24 @@ def test_folder_with_a_results_json_no_evaluation_wrote_is_refused(tmp_path):
     with pytest.raises(FileExistsError, match="not written by an aprkit evaluation"):
         evaluate(Tiny(), suite="calibration", data=small_data(8), model_id="net", out_dir=tmp_path, options=CLEAN_ONLY, **KW)
     assert mine.read_text() == '{"my": "numbers"}' and not (tmp_path / "index.json").exists()
+
+
+def test_an_output_folder_inside_the_data_folder_is_refused(tmp_path) -> None:
+    """``aprkit eval --out DATA/zz_eval`` read the first run's report figures as a class of the data in the second
+    (clean n 180 -> 182, accuracy moved, no warning; writer tester); refused now, as ``aprkit corrupt`` refuses it."""
+    from PIL import Image
+
+    from aprkit.eval import evaluate
+
+    for c in ("a", "b"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (60 * i, 20, 30)).save(tmp_path / "data" / c / f"{i}.png")
+    kw = dict(random_init=True, num_classes=2, device="cpu", progress=False)
+    for out, cache in ((tmp_path / "data" / "zz_eval", None), (tmp_path / "out", tmp_path / "data" / "cache")):
+        with pytest.raises(ValueError, match=r"lies inside the input folder .*data.*would read this run's report"):
+            evaluate("resnet20", "calibration", f"folder:{tmp_path / 'data'}", out_dir=out, cache_dir=cache, **kw)
+        assert not out.exists() and (cache is None or not cache.exists())
+    with pytest.raises(ValueError, match="lies inside the input folder"):  # an OOD set's folder too
+        evaluate("resnet20", "ood", "synthetic:8", ood=[f"folder:{tmp_path / 'data'}"], out_dir=tmp_path / "data" / "o",
+                 **{**kw, "num_classes": 10})

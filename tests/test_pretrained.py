@@ -136,6 +136,18 @@ def test_torchvision_pretrained_from_torch_hub_cache(tmp_path, monkeypatch):
         torch.testing.assert_close(model(x), _reference(model, x, 256, 224, mean, std), atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="1000 classes but num_classes=10.*drop_head"):
         load_model("torchvision:squeezenet1_1", num_classes=10)
+    # a byte changed in the cached file loaded as other weights without a word (torch.hub checks the hash on
+    # download only; writer tester): its records' CRC-32 are checked as read_checkpoint checks them
+    import zipfile
+
+    with zipfile.ZipFile(ckpt) as zf:
+        info = max(zf.infolist(), key=lambda i: i.file_size)
+    raw = bytearray(ckpt.read_bytes())
+    at = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + info.file_size // 2
+    raw[at] ^= 0xFF
+    ckpt.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"squeezenet1_1-.*is damaged.*fails its CRC-32 check.*download it afresh"):
+        load_model("torchvision:squeezenet1_1")
 
 
 def test_torchvision_offline_names_url_and_cache(tmp_path, monkeypatch):

@@ -313,6 +313,10 @@ def write_imagenet_c(
                         try:
                             Image.fromarray(o).save(tmp, "JPEG", quality=quality, optimize=True)
                             os.replace(tmp, t)
+                        except OSError as e:  # a full disk: PIL's error names neither the file nor the folder
+                            if e.filename is not None:
+                                raise
+                            raise OSError(e.errno, f"could not write {t}: {e.strerror or e}; is the disk full?") from e
                         finally:
                             tmp.unlink(missing_ok=True)
                         count += 1

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import shutil
@@ -183,7 +184,9 @@ def merge_tree(inner: Path, target: Path) -> None:
     """Move the extracted tree ``inner`` into ``target``, folder by folder: a published file replaces the one of
     its name, files ``target`` holds besides them stay (a folder completed in place kept only the archive's files:
     a user's own notes or stimuli in it were deleted). A user's link to a folder (``fog -> /disk2/fog``) is merged
-    into; a move to another file system copies (``target`` or a folder in it may be a mount point)."""
+    into. A move to another file system (``target`` or a folder in it may be a mount point) copies file by file, each
+    under a temporary name renamed when whole: an interrupted merge leaves files missing, never a cut file under a
+    published name that the layout check would pass."""
     target.mkdir(parents=True, exist_ok=True)
     for child in inner.iterdir():
         dest = target / child.name
@@ -194,7 +197,20 @@ def merge_tree(inner: Path, target: Path) -> None:
             dest.unlink()
         elif dest.is_dir():  # a folder where the archive has a file: the archive's layout
             remove_tree(dest)
-        shutil.move(child, dest)
+        elif dest.exists() and child.is_dir():  # a file where the archive has a folder: the same
+            dest.unlink()
+        try:
+            os.rename(child, dest)  # one file system: atomic, whole folders at once
+        except OSError as err:
+            if err.errno != errno.EXDEV:
+                raise
+            if child.is_dir() and not child.is_symlink():
+                merge_tree(child, dest)
+                continue
+            part = dest.with_name(f".{dest.name}.aprkit-part")
+            shutil.copy2(child, part, follow_symlinks=False)
+            os.replace(part, dest)
+            child.unlink()
 
 
 def remove_tree(path: str | os.PathLike) -> None:

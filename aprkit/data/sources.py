@@ -279,6 +279,7 @@ def _fetch(source: Source, target: Path, mirror: str | None, progress: bool, kee
                              "layout")
     except ValueError as err:
         _discard_unverified(archives, source, err)
+        remove_tree(extracted)  # a half-extracted tree (GBs of ImageNet-C) is not left hidden in the staging folder
         raise
     merge_tree(inner, target)
     remove_tree(extracted)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._io import check_zip_intact
 from .base import IMAGENET_MEAN, IMAGENET_STD
 from .normalize import Normalize, Preprocess, find_classifier, replace_head
 from .registry import tag_model
@@ -249,6 +250,9 @@ def _torchvision_pretrained(name: str, num_classes: int | None, kwargs: dict, dr
                          "random_init=True") from None
     target = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     cached = target if target.is_file() else None
+    if cached is not None:  # torch.hub checks a file's hash when it downloads it, never again when reading the cache
+        check_zip_intact(cached, f"torchvision:{name} would load other weights than the published ones; delete it and "
+                                 f"run again to download it afresh from {weights.url}, or pass checkpoint=FILE")
     try:
         net = torchvision.models.get_model(name, weights=weights, **kwargs)
     except (ValueError, TypeError):

@@ -57,7 +57,7 @@ from .models import (
     sync_weights,
     wants_channels_last,
 )
-from .outdir import RunCache, SuiteIndex, check_out_folder
+from .outdir import RunCache, SuiteIndex, check_out_folder, check_outside_data
 from .run_record import EvalRun, describe, now
 from .suite_data import data_for, warn_if_limit_ignored, warn_if_limit_takes_few_classes
 
@@ -167,6 +167,8 @@ def evaluate(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         check_out_folder(out)
+    check_outside_data([out, None if cache_dir is None else Path(cache_dir)], data,
+                       *(opts.get(k) for k in ("corrupted", "ood", "fit")))
     backend = (ResultCache(cache_dir) if cache_dir is not None
                else ResultCache(out / "cache") if out is not None else MemoryCache())
     world = group_info()[1]
