@@ -76,6 +76,10 @@ def test_a_cut_or_repeated_annotations_file_is_refused(tmp_path) -> None:
     listing.write_text("".join(lines + lines[:1]))
     with pytest.raises(ValueError, match=r"lists 1 image more than once \(val_0.JPEG\)"):
         get_dataset(f"tinyimagenet:{tmp_path / 'tiny'}")
+    listing.write_text("".join(lines))
+    (tmp_path / "tiny" / "val" / "images" / "Thumbs.db").write_bytes(b"x")  # not an image: no cut listing
+    (tmp_path / "tiny" / "val" / "images" / "notes.txt").write_text("mine")
+    assert len(get_dataset(f"tinyimagenet:{tmp_path / 'tiny'}")) == len(lines)
 
 
 def test_aprkit_corrupt_writes_tiny_imagenet_c_from_the_unzipped_folder(tmp_path) -> None:

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .folder import ImageListDataset, scan_image_folder
+from .folder import IMG_EXTENSIONS, ImageListDataset, scan_image_folder
 
 __all__ = ["tiny_imagenet", "TINY_IMAGENET_LAYOUT"]
 
@@ -78,8 +78,9 @@ def _val_samples(root: Path, index: dict[str, int]) -> list[tuple[Path, int]]:
     unlisted: list[str] = []
     if images.is_dir():
         with os.scandir(images) as entries:
-            unlisted = sorted(e.name for e in entries
-                              if e.is_file() and not e.name.startswith(".") and e.name not in seen)
+            unlisted = sorted(e.name for e in entries  # images only: a notes file or Thumbs.db is no cut listing
+                              if e.name.lower().endswith(IMG_EXTENSIONS) and e.is_file() and not e.name.startswith(".")
+                              and e.name not in seen)
     if unlisted:  # a cut annotations file: a clean evaluation would score a subset without a word
         raise ValueError(f"{len(unlisted)} images in {images} are not listed in {listing} ({', '.join(unlisted[:3])}); "
                          "expected an annotation for every validation image (a cut file?)")
