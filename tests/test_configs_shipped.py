@@ -95,3 +95,21 @@ def test_a_users_file_may_name_a_shipped_config_as_its_base_and_kinds_do_not_mix
     assert configs.shipped("configs/eval/cifar10_resnet20.yaml", "train") is None
     with pytest.raises(FileNotFoundError, match="config file not found"):
         load_config("configs/eval/cifar10_resnet20.yaml")
+
+
+def test_the_apr_table_configs_normalise_as_the_apr_reference():
+    """The APR-table recipes trained with the models' default mean = std = 0.5 (AugMix's), where the APR reference
+    normalises with the CIFAR-10 mean and its std (training-recipe reviewer); AugMix's own recipe keeps 0.5."""
+    from aprkit import configs
+    from aprkit.models.base import APR_CIFAR_STD, CIFAR10_MEAN, HALF_MEAN
+    from aprkit.train.config import load_config
+
+    table = [n for n in configs.names("train") if n.startswith(("cifar10_", "cifar100_")) and "augmix" not in n]
+    assert len(table) == 40
+    for name in table:
+        kwargs = load_config(name).model.kwargs
+        assert (tuple(kwargs["mean"]), tuple(kwargs["std"])) == (CIFAR10_MEAN, APR_CIFAR_STD), name
+    assert "mean" not in load_config("cifar10_wrn40_2_augmix_jsd").model.kwargs  # the model's default: 0.5
+    from aprkit.models import create_model
+
+    assert tuple(create_model("wrn40_2").mean.flatten().tolist()) == HALF_MEAN
