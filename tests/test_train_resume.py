@@ -211,10 +211,11 @@ def test_the_recipe_version_moves_only_for_configs_the_change_touched():
         assert recipe_version(config_from_dict(train_config(aug={"method": method}, data=still))) == 5
         # 7: the device path draws each image's crop offsets and flip from its own row
         assert recipe_version(config_from_dict(train_config(aug={"method": method}))) == 7
-    for method in ("standard", "apr_p", "apr_sp", "augmix_jsd"):  # 6: the loader's per-image draws got their own seeds
+    for method in ("standard", "apr_p", "apr_sp"):  # 6: the loader's per-image draws got their own seeds
         for data in ({"input_path": "loader"}, {"input_path": "gpu", "random_resized_crop": True}):
             assert recipe_version(config_from_dict(train_config(aug={"method": method}, data=data))) == 6
-    assert recipe_version(config_from_dict(train_config(aug={"method": "augmix_jsd"}))) == 6  # AugMix: per image
+    for data in ({}, {"input_path": "loader"}):  # 8: AugMix's views are its reference code's, in float
+        assert recipe_version(config_from_dict(train_config(aug={"method": "augmix_jsd"}, data=data))) == 8
     assert recipe_version(config_from_dict(train_config(aug={"method": "standard"}, data=still))) == 3
     assert recipe_version(config_from_dict(train_config(aug={"method": "standard"}))) == 7
     assert recipe_version(config_from_dict(train_config(aug={"method": "standard"}, data=still,

@@ -4,6 +4,7 @@
 * :class:`APRSingle` -- APR-S, a per-image dataloader transform (PIL / numpy / tensor).
 * :class:`APRSingleBatch` -- APR-S on a whole batch on its device.
 * :class:`APRSP` -- the paper's ``CE(APR-S batch) + CE(APR-P batch)`` training batch.
+* :func:`~aprkit.augment.augmix.augmix` -- one AugMix view as AugMix's code mixes it (the ``augmix_jsd`` baseline).
 * :mod:`aprkit.augment.functional` -- the stateless batched core; :mod:`aprkit.augment.adapters` --
   torchvision v2, kornia, albumentations and timm wrappers (imported on demand).
 """

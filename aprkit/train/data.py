@@ -160,15 +160,20 @@ class SeededTransform(Dataset):
 
 
 class _AugMixTriplet:
-    """``x -> stack([x, augmix(x), augmix(x)])`` ``(3, C, H, W)`` uint8 for the JSD loss."""
+    """``x -> stack([x, augmix(x), augmix(x)])`` ``(3, C, H, W)`` float32 in [0, 1] for the JSD loss: AugMix's own
+    views (:func:`aprkit.augment.augmix.augmix`, mixed in float as its code mixes them), drawn from the item's seeded
+    global RNG."""
 
     def __init__(self, severity: int, width: int):
-        from torchvision.transforms import v2
+        from ..augment.augmix import check_augmix_settings
 
-        self.augmix = v2.AugMix(severity=severity, mixture_width=width, all_ops=False)
+        self.severity, self.width = check_augmix_settings(severity, width, -1, 1.0)[:2]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([x, self.augmix(x), self.augmix(x)])
+        from ..augment.augmix import augmix
+
+        views = [augmix(x, self.severity, self.width) for _ in range(2)]
+        return torch.stack([x.float().div(255.0), *views])
 
 
 class _PadCrop:
