@@ -170,6 +170,13 @@ KIND_ALIASES: dict[str, str] = {"imagefolder": "folder", "tiny-imagenet": "tinyi
                                 "tiny-imagenet-c": "tinyimagenet-c"}
 
 
+#: spec kind -> the folders under its root (``""``: the root) whose subfolders its reader takes as classes: an output
+#: folder written into one would be read as a class of the data by the next run (``aprkit eval`` refuses it there)
+CLASS_FOLDERS: dict[str, tuple[str, ...]] = {
+    "folder": ("",), "cue-conflict": ("",), "cifar10": ("train", "test"), "cifar100": ("train", "test"),
+}
+
+
 #: spec kind -> the name of its source in ``aprkit.data.sources.SOURCES`` (downloadable, root optional)
 DOWNLOADABLE: dict[str, str] = {
     "cifar10-c": "cifar10-c", "cifar100-c": "cifar100-c", "imagenet-c": "imagenet-c",

@@ -59,11 +59,12 @@ def check_out_folder(out: Path) -> None:
 
 
 def check_outside_data(folders: Sequence[Path | None], *sources: Any) -> None:
-    """Refuse an output or cache folder (``folders``; ``None`` skipped) inside the folder of a data spec among
-    ``sources`` (specs, lists of them or mappings suite -> spec; Datasets skipped): a later run would read the
-    report's figures, results and cache files as images of the data (a folder of classes takes them as a class)."""
+    """Refuse an output or cache folder (``folders``; ``None`` skipped) inside a folder whose subfolders a data spec
+    among ``sources`` (specs, lists of them or mappings suite -> spec; Datasets skipped) reads as classes
+    (``aprkit.data.registry.CLASS_FOLDERS``): a later run would read the report's figures, results and cache files as
+    a class of the data."""
     from ...corruptions.inputs import check_outside
-    from ...data.registry import parse_spec, split_spec_options
+    from ...data.registry import CLASS_FOLDERS, parse_spec, split_spec_options
 
     def specs(value: Any) -> list[str]:
         if isinstance(value, str):
@@ -76,16 +77,17 @@ def check_outside_data(folders: Sequence[Path | None], *sources: Any) -> None:
 
     for spec in (s for source in sources for s in specs(source)):
         try:
-            arg = parse_spec(split_spec_options(spec)[0])[1]
+            kind, arg = parse_spec(split_spec_options(spec)[0])
         except (TypeError, ValueError):  # not a dataset spec: the reader names the problem
             continue
-        root = Path(arg).expanduser()
-        if not arg or not root.is_dir():  # no folder (synthetic:8, a -C set under the data root: resolved later)
+        if not arg or kind not in CLASS_FOLDERS:  # no folder of classes (synthetic:8, the -C arrays)
             continue
-        for folder in folders:
-            if folder is not None:
-                check_outside(root, Path(folder), f"a later evaluation of {spec!r} would read this run's report "
-                                                  "figures, results and cache as its images")
+        for sub in CLASS_FOLDERS[kind]:
+            root = Path(arg).expanduser() / sub
+            for folder in folders:
+                if folder is not None and root.is_dir():
+                    check_outside(root, Path(folder), f"a later evaluation of {spec!r} would read this run's report "
+                                                      "figures, results and cache as a class of its images")
 
 
 class RunCache:
