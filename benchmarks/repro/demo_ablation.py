@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -131,7 +132,8 @@ def run_variant(name: str, base: Any, data: Any, shared: Any, out: Path, args: A
         "phase": {k: ph["full"][k] for k in ("phase", "amplitude", "neither", "phase_bias", "n_pairs")},
         "phase_bias_low_frequency": ph.get("phase_bias_low_frequency"), "patch_shuffle_accuracy": ph.get("patch_shuffle_accuracy"),
         "final_train_acc": info["final_train_acc"], "final_test_acc": info["final_test_acc"],
-        "train_seconds": info["train_seconds"], "timings": clock.stages, "run_dir": info["run_dir"],
+        "train_seconds": info["train_seconds"], "timings": clock.stages,
+        "run_dir": os.path.relpath(info["run_dir"], out),  # relative to --out: the results move with the folder
     }
 
 
