@@ -162,8 +162,9 @@ def test_cells_record_the_world_and_batch_sizes_that_made_them(tmp_path, monkeyp
         m.setattr(runner, "sync_weights", lambda net: None)
         evaluate(Tiny(), data=ds, out_dir=tmp_path, report=False, **CELL)
     stored = [json.loads(p.read_text())["value"] for p in (tmp_path / "cache").glob("*.json")]
+    threads = torch.get_num_threads()
     assert stored and all(v["_produced_by"] == {"world_size": [2], "batch_size": [8], "device": ["cpu"],
-                                                      "channels_last": [True]} for v in stored)
+                                                      "channels_last": [True], "threads": [threads]} for v in stored)
     res = evaluate(Tiny(), data=ds, out_dir=tmp_path, report=False, **{**CELL, "batch_size": 5})
     assert res.meta["world_size"] == [2] and res.meta["batch_size"] == [8]  # reused, labelled truthfully
     assert "_produced_by" not in res["corruption"]
@@ -171,6 +172,7 @@ def test_cells_record_the_world_and_batch_sizes_that_made_them(tmp_path, monkeyp
     meta = json.loads((tmp_path / "results.json").read_text())["meta"]
     assert meta["world_size"] == [1, 2] and meta["batch_size"] == [5, 8]  # a mix of both, and it says so
     assert meta["provenance"]["Tiny"]["corruption"]["produced_by"]["world_size"] == [1, 2]
+    assert meta["threads"] == [threads]  # an ImageNet head's last bits move with it (invariance tester): recorded
 
 
 # ---------------------------------------------------------------- fingerprint memo (issue 17)

@@ -108,3 +108,19 @@ def test_empty_and_repeated_layer_lists_are_refused(setup) -> None:  # noqa: F81
         layer_sweep(model, x, [], n_pairs=4)
     with pytest.raises(ValueError, match="more than once"):
         attach(model, ["blocks.0", "model.blocks.0"] if hasattr(model, "model") else ["blocks.0", "blocks.0"])
+
+
+def test_an_option_given_at_its_default_reuses_the_cached_sweep(tmp_path) -> None:
+    """``transplant_every=1`` (its default) computed the sweep again under a new key (invariance tester)."""
+    torch.manual_seed(0)
+    model = SkipHead().eval()
+    opts = {"transplant_layers": ["blocks.2"], "transplant_codes": ["phase"], "transplant_sites": ["output"],
+            "transplant_n_pairs": 8, "transplant_n_control": 8}
+    out = tmp_path / "run"
+    evaluate(model, "transplant", "synthetic:40", out_dir=out, progress=False, report=False, options=opts)
+    again = evaluate(model, "transplant", "synthetic:40", out_dir=out, progress=False, report=False,
+                     options={**opts, "transplant_every": 1})
+    assert again.meta["cache_units"] == {"reused": 1, "computed": 0}
+    other = evaluate(model, "transplant", "synthetic:40", out_dir=out, progress=False, report=False,
+                     options={**opts, "transplant_n_pairs": 9})
+    assert other.meta["cache_units"]["computed"] == 1

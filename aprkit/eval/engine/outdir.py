@@ -34,12 +34,12 @@ __all__ = ["RunCache", "SuiteIndex", "PRODUCED_BY", "merge_provenance", "check_o
 
 #: key of the provenance record inside every stored cache value
 PRODUCED_BY = "_produced_by"
-_PROVENANCE_FIELDS = ("world_size", "batch_size", "device", "channels_last")
+_PROVENANCE_FIELDS = ("world_size", "batch_size", "device", "channels_last", "threads")
 
 
 def merge_provenance(records: Iterable[Mapping[str, Any] | None]) -> dict[str, list]:
     """Union of provenance records ``{"world_size": [...], "batch_size": [...], "device": [...],
-    "channels_last": [...]}`` (sorted lists; a field no record has is left out)."""
+    "channels_last": [...], "threads": [...]}`` (sorted lists; a field no record has is left out)."""
     out: dict[str, set] = {f: set() for f in _PROVENANCE_FIELDS}
     for rec in records:
         for f in _PROVENANCE_FIELDS:

@@ -118,8 +118,8 @@ class EvalRun:
         return out
 
     def meta(self, index: SuiteIndex) -> dict:
-        """Run metadata; ``world_size``/``batch_size``/``device``/``amp``/``channels_last`` list what produced the
-        results shown."""
+        """Run metadata; ``world_size``/``batch_size``/``device``/``amp``/``channels_last``/``threads`` list what
+        produced the results shown."""
         import aprkit
 
         st = self.settings
@@ -160,6 +160,8 @@ class EvalRun:
                                           [] if entries or "channels_last" not in st else [st["channels_last"]]),
             "batch_size": produced.get("batch_size", [st["batch_size"]]),
             "world_size": produced.get("world_size", [st["world"]]),
+            # unknown ([]) for results cached before it was recorded
+            "threads": produced.get("threads", [] if entries else [torch.get_num_threads()]),
             **({"caveats": caveats} if caveats else {}),
             "provenance": prov,
         }

@@ -172,7 +172,10 @@ def evaluate(
     backend = (ResultCache(cache_dir) if cache_dir is not None
                else ResultCache(out / "cache") if out is not None else MemoryCache())
     world = group_info()[1]
-    cache = RunCache(backend, resume, {"world_size": world, "batch_size": batch_size, "device": dev.type})
+    # torch's CPU threads too: a matrix product over more than ~1,000 inputs (an ImageNet classifier) sums in another
+    # order with another thread count, which moves the last bits of the numbers (recorded, not keyed: see README)
+    cache = RunCache(backend, resume, {"world_size": world, "batch_size": batch_size, "device": dev.type,
+                                       "threads": torch.get_num_threads()})
     models = dict(model) if isinstance(model, Mapping) else {model_id: model}
     run = EvalRun(out, SuiteIndex(out if is_main_process() else None), SuiteIndex(None), time.time(),
                dict(data=data, opts=opts, dev=dev, amp=amp, batch_size=batch_size, world=world, report=report,

@@ -114,7 +114,10 @@ class TransplantSuite(Suite[TransplantOptions]):
         from ..engine.datasets import as_dataset
 
         options = self.options(ctx)
-        keyed = options.model_fields_set - {"limit", "transplant_skip_front"}
+        defaults = type(options)()
+        # the options given at other values than their defaults (one given at its default computes the same numbers)
+        keyed = {k for k in options.model_fields_set - {"limit", "transplant_skip_front"}
+                 if getattr(options, k) != getattr(defaults, k)}
         given = {k.removeprefix(_PREFIX): v for k, v in options.model_dump(include=keyed).items()}
         if options.transplant_skip_front:  # the same numbers on block-sequential nets, others on nets it breaks
             given["skip_front"] = True
@@ -143,8 +146,8 @@ class TransplantSuite(Suite[TransplantOptions]):
             res["config"] = {k: res.pop(k) for k in ("n_images", "n_pairs", "num_outputs") if k in res}
             return res
 
-        # the data's identity and the run's limit (which caps max_images) are part of the key; the options given
-        # (not the defaults) are, as before
+        # the data's identity and the run's limit (which caps max_images) are part of the key; the options given at
+        # other values than their defaults are, as before
         return cast(TransplantResult, cached(ctx, "transplant", data, compute, v=_VERSION, **given))
 
     @classmethod
