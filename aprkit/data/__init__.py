@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "subset": "aprkit.data.subsets",
     "first_n": "aprkit.data.subsets",
     "SubsetDataset": "aprkit.data.subsets",
+    "SeededTransform": "aprkit.data.seeded",
     "dataset_tensors": "aprkit.data.loading",
     "to_array_dataset": "aprkit.data.loading",
     "batch_source": "aprkit.data.subsets",

@@ -16,7 +16,6 @@ mid-epoch skips the batches already done and draws the same data.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import random
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .._checks import dataset_len
 from ..data.loading import SubsetDataset, batch_source, dataset_tensors, worker_stop_signals
+from ..data.seeded import SeededTransform, seeded_global_rngs
 from .config import Config, expand_env
 from .data_checks import (
     check_crop_size,
@@ -109,54 +109,6 @@ def _open_split(spec: str, split: str, key: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------- per-image CPU transforms
-
-
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed torch (CPU), NumPy and Python's ``random`` for the block; restore their states afterwards."""
-    py, npy = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % (1 << 32))
-        try:
-            yield
-        finally:
-            random.setstate(py)
-            np.random.set_state(npy)
-
-
-class SeededTransform(Dataset):
-    """Read item ``i`` of ``base`` and apply ``transform`` under a seed derived from ``(seed, "item", epoch, i)``.
-
-    The read is seeded too: a dataset that draws from torch's, NumPy's or Python's global RNG in ``__getitem__``
-    (its own random transform) gives the same items whatever the worker count, and again after a resume.
-    """
-
-    def __init__(self, base: Dataset, transform: Callable[[torch.Tensor], torch.Tensor] | None, seed: int):
-        self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return dataset_len(self.base)
-
-    def item_seed(self, i: int, epoch: int | None = None) -> int:
-        """The seed item ``i`` is read and transformed under in ``epoch`` (default: the current one). Tagged: ``(seed,
-        epoch, i)`` was the seed of the device draws of step ``i`` on rank ``epoch``, ``(seed, rank, step)``."""
-        return derive_seed(self.seed, "item", self.epoch if epoch is None else epoch, int(i))
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        with _seeded(self.item_seed(i)):
-            x, y = self.base[i]
-            if self.transform is not None:
-                try:
-                    x = self.transform(x)
-                except ValueError as e:  # e.g. one image smaller than the crop (torchvision's bare message)
-                    shape = "x".join(map(str, getattr(x, "shape", ()))) or type(x).__name__
-                    raise ValueError(f"item {i} of the data read ({shape}; with data.limit, of the subset): {e}") from e
-        return x, y
 
 
 class _AugMixTriplet:
@@ -256,7 +208,7 @@ def _draws_per_epoch(items: SeededTransform) -> bool:
     items moves torch's, NumPy's or Python's global generator. Read once into memory, its draws of the first epoch
     would repeat every epoch. (Comparing the items of two epochs missed a coin flip that landed alike in both.)"""
     for i in range(min(2, len(items))):
-        with _seeded(items.item_seed(i, epoch=0)):
+        with seeded_global_rngs(items.item_seed(i, epoch=0)):
             before = (torch.random.get_rng_state(), _np_state(), random.getstate())
             items.base[i]
             after = (torch.random.get_rng_state(), _np_state(), random.getstate())

@@ -1,0 +1,75 @@
+"""Per-item seeds for random transforms in a DataLoader: :class:`SeededTransform`.
+
+A random transform that draws from the global RNGs (torch's, NumPy's, Python's ``random``) in DataLoader workers
+draws from each worker's own stream, so which item gets which draw depends on the worker count, the batch size and the
+order the workers take the batches in. Wrapped in :class:`SeededTransform`, item ``i`` is read and transformed under a
+seed of its own, derived from ``(seed, "item", epoch, i)``: the same augmentation whatever the worker count or batch
+size, and again after a resume (``aprkit train`` reads its training data this way). Give the transforms no ``seed``
+or ``generator`` of their own (``APRSingle()``, ``APRSingleV2()``, ``RandomCorruption()``, torchvision's): those draw
+from a stream per worker instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .._checks import check_seed, dataset_len
+from .._hash import derive_seed
+
+__all__ = ["SeededTransform", "seeded_global_rngs"]
+
+
+@contextlib.contextmanager
+def seeded_global_rngs(seed: int) -> Iterator[None]:
+    """Seed torch (CPU), NumPy and Python's ``random`` for the block; restore their states afterwards."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % (1 << 32))
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+class SeededTransform(Dataset):
+    """Read item ``i`` of ``base`` and apply ``transform`` under a seed derived from ``(seed, "item", epoch, i)``;
+    call :meth:`set_epoch` at the start of each epoch (as with ``DistributedSampler``) for new draws.
+
+    The read is seeded too: a dataset that draws from torch's, NumPy's or Python's global RNG in ``__getitem__``
+    (its own random transform) gives the same items whatever the worker count, and again after a resume.
+    """
+
+    def __init__(self, base: Dataset, transform: Callable[[torch.Tensor], torch.Tensor] | None, seed: int):
+        check_seed(seed)
+        self.base, self.transform, self.seed, self.epoch = base, transform, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return dataset_len(self.base)
+
+    def item_seed(self, i: int, epoch: int | None = None) -> int:
+        """The seed item ``i`` is read and transformed under in ``epoch`` (default: the current one). Tagged: ``(seed,
+        epoch, i)`` was the seed of the device draws of step ``i`` on rank ``epoch``, ``(seed, rank, step)``."""
+        return derive_seed(self.seed, "item", self.epoch if epoch is None else epoch, int(i))
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        with seeded_global_rngs(self.item_seed(i)):
+            x, y = self.base[i]
+            if self.transform is not None:
+                try:
+                    x = self.transform(x)
+                except ValueError as e:  # e.g. one image smaller than the crop (torchvision's bare message)
+                    shape = "x".join(map(str, getattr(x, "shape", ()))) or type(x).__name__
+                    raise ValueError(f"item {i} of the data read ({shape}; of the subset, where one was taken): {e}") from e
+        return x, y
