@@ -55,7 +55,7 @@ def test_corruptions_that_move_pixels_refuse_annotations(batch):
     mask = torch.zeros(8, 1, 32, 32)
     seq = K.AugmentationSequential(KorniaRandomCorruption(["contrast", "elastic_transform"], seed=0),
                                    data_keys=["input", "mask"])
-    with pytest.raises(TypeError, match="got masks, but elastic_transform move the image's pixels"):
+    with pytest.raises(TypeError, match="got masks, but elastic_transform moves the image's pixels"):
         seq(batch, mask)
     assert KorniaRandomCorruption(["elastic_transform"], seed=0)(batch).shape == batch.shape  # images alone: fine
 

@@ -85,3 +85,15 @@ def test_the_training_triplet_holds_the_clean_image_and_two_views(image):
     out = _AugMixTriplet(3, 3)(image)
     assert out.shape == (3, 3, 32, 32) and out.dtype == torch.float32
     assert torch.equal(out[0], image.float() / 255) and not torch.equal(out[1], out[2])
+
+
+def test_the_training_triplet_takes_float_images_as_training_does(image):
+    """A float [0, 1] dataset trained with augmix_jsd failed at its first batch (augmix takes uint8) and its clean
+    view would have been divided by 255 twice (diff reviewer)."""
+    from aprkit.train.data import _AugMixTriplet
+
+    torch.manual_seed(0)
+    want = _AugMixTriplet(3, 3)(image)
+    torch.manual_seed(0)
+    got = _AugMixTriplet(3, 3)(image.float() / 255)
+    assert torch.allclose(got[0], image.float() / 255) and torch.equal(got[1:], want[1:])

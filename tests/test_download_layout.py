@@ -132,18 +132,18 @@ def test_a_merge_to_another_disk_never_leaves_a_cut_file_under_a_published_name(
     (inner / "sub").mkdir(parents=True)
     (inner / "b.bin").write_bytes(b"b" * 1000)
     (inner / "sub" / "a.bin").write_bytes(b"a" * 10)
-    real_rename = os.rename
+    real_replace = os.replace
 
     def other_disk(src, dst):
         if str(tmp_path / "x") in str(src):
             raise OSError(errno.EXDEV, "Invalid cross-device link")
-        return real_rename(src, dst)
+        return real_replace(src, dst)
 
     def cut_copy(src, dst, **kw):
         Path(dst).write_bytes(Path(src).read_bytes()[:100])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(os, "rename", other_disk)
+    monkeypatch.setattr(os, "replace", other_disk)
     monkeypatch.setattr(shutil, "copy2", cut_copy)
     target = tmp_path / "target"
     with pytest.raises(KeyboardInterrupt):
@@ -151,7 +151,7 @@ def test_a_merge_to_another_disk_never_leaves_a_cut_file_under_a_published_name(
     published = [p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()]
     assert all(name.split("/")[-1].startswith(".") for name in published)  # only a hidden part file, nothing cut
     monkeypatch.undo()
-    monkeypatch.setattr(os, "rename", other_disk)
+    monkeypatch.setattr(os, "replace", other_disk)
     merge_tree(inner, target)
     assert (target / "b.bin").read_bytes() == b"b" * 1000 and (target / "sub" / "a.bin").read_bytes() == b"a" * 10
     assert not (inner / "b.bin").exists()

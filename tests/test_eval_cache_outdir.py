@@ -232,7 +232,7 @@ def test_an_output_folder_inside_the_data_folder_is_refused(tmp_path) -> None:
             Image.new("RGB", (8, 8), (60 * i, 20, 30)).save(tmp_path / "data" / c / f"{i}.png")
     kw = dict(random_init=True, num_classes=2, device="cpu", progress=False)
     for out, cache in ((tmp_path / "data" / "zz_eval", None), (tmp_path / "out", tmp_path / "data" / "cache")):
-        with pytest.raises(ValueError, match=r"lies inside the input folder .*data.*would read this run's report"):
+        with pytest.raises(ValueError, match=r"lies inside the input folder .*data.*would read this run.s files"):
             evaluate("resnet20", "calibration", f"folder:{tmp_path / 'data'}", out_dir=out, cache_dir=cache, **kw)
         assert not out.exists() and (cache is None or not cache.exists())
     with pytest.raises(ValueError, match="lies inside the input folder"):  # an OOD set's folder too

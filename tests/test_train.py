@@ -154,6 +154,21 @@ def test_too_small_dataset_and_bad_config():
         fit(42)  # type: ignore[arg-type]
 
 
+def test_cli_train_refuses_an_output_folder_inside_its_image_folder(tmp_path, capsys):
+    """Its figures and checkpoints would be read as a class of the data by the next run (diff reviewer)."""
+    from PIL import Image
+
+    from aprkit.cli import main
+
+    for c in ("a", "b"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "data" / c / "0.png")
+    rc = main(["train", "--out", str(tmp_path / "data" / "run"), "--set", f"data.dataset=folder:{tmp_path / 'data'}",
+               "optim.epochs=1"])
+    assert rc == 2 and "lies inside the input folder" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "run").exists()
+
+
 def test_cli_train_on_synthetic_data(tmp_path, capsys):
     from aprkit.cli import main
 

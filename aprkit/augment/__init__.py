@@ -11,11 +11,15 @@
 
 from __future__ import annotations
 
+from . import single
 from .functional import apr_pair, recombine_views, sample_pair_params
 from .ops import ALL_OPS, DEFAULT_OPS
 from .pair import APRSP, APRPair
 from .single import APRSingleBatch, apr_single, sample_single_params
 from .single_image import APRSingle
+
+# its home until session 51 (aprkit.augment.single): that import path, and APRSingle objects pickled then, still work
+single.APRSingle = APRSingle  # type: ignore[attr-defined]
 
 __all__ = [
     "APRPair",

@@ -66,19 +66,13 @@ def check_out_dir(path: str | os.PathLike | None, flag: str = "--out") -> Path |
     if not parent.is_dir():
         raise ValueError(f"{flag} {p} cannot be created: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
-        if _read_only(parent):
+        from aprkit.data.download import is_read_only
+
+        if is_read_only(parent):
             raise PermissionError(f"{flag} {p}: {parent} lies on a read-only file system; choose a folder on a "
                                   "writable disk")
         raise PermissionError(f"{flag} {p}: no permission to write in {parent}; choose a writable folder")
     return p
-
-
-def _read_only(path: Path) -> bool:
-    """Whether ``path`` lies on a file system mounted read-only (``statvfs``'s ``ST_RDONLY``; False where unknown)."""
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except (AttributeError, OSError):  # no statvfs (Windows)
-        return False
 
 
 def add_config_args(p: argparse.ArgumentParser, kind: str, what: str) -> None:

@@ -73,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.train.out:
         raise ValueError("no output directory: give --out DIR (or set train.out in the config)")
     check_out_dir(cfg.train.out, "--out")  # before any data is read
+    from pathlib import Path
+
+    from aprkit.data.registry import check_outside_data
+
+    check_outside_data([Path(cfg.train.out)], cfg.data.dataset, cfg.data.test_dataset)
     if args.resume and args.out is None:
         _check_own_config(args.config, cfg.train.out)
     result = fit(cfg, resume=args.resume or None, overwrite=args.overwrite)

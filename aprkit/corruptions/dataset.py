@@ -16,6 +16,7 @@ interrupted run leaves no partial output). The input images are read, sized and 
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -314,7 +315,7 @@ def write_imagenet_c(
                             Image.fromarray(o).save(tmp, "JPEG", quality=quality, optimize=True)
                             os.replace(tmp, t)
                         except OSError as e:  # a full disk: PIL's error names neither the file nor the folder
-                            if e.filename is not None:
+                            if e.filename is not None or e.errno not in (errno.ENOSPC, errno.EDQUOT):
                                 raise
                             raise OSError(e.errno, f"could not write {t}: {e.strerror or e}; is the disk full?") from e
                         finally:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.registry import check_outside
+
 __all__ = ["check_outside", "load_image_folder", "scan_image_folder", "tiny_imagenet_root"]
 
 
@@ -85,16 +87,6 @@ def load_image_folder(root: str | os.PathLike, size: int | None = None) -> tuple
         raise ValueError("images differ in size; pass size=... (aprkit corrupt --size 32) to resize them for the "
                          "CIFAR layout")
     return np.stack(arrays), np.array([c for _, c in items], dtype=np.int64)
-
-
-def check_outside(src: Path, out: Path, why: str = "its corruption folders would become classes of the clean set"
-                  ) -> None:
-    """Refuse an output folder that is the input folder or inside it (``why``: what would go wrong; by default the
-    -C folders would become classes of the clean set)."""
-    src_r, out_r = src.resolve(), out.resolve()
-    if out_r == src_r or src_r in out_r.parents:
-        raise ValueError(f"the output folder {str(out)!r} lies inside the input folder {str(src)!r}: {why}; choose an "
-                         "output folder outside it")
 
 
 def _check_targets(sources: Sequence[Path], targets: Sequence[Path]) -> None:

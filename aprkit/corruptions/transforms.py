@@ -182,7 +182,8 @@ def _v2_sample(corruption: RandomCorruption) -> Any:
 
         def check_inputs(self, flat_inputs: list[Any]) -> None:
             if moving:
-                reject_annotations(flat_inputs, "RandomCorruption", f"{', '.join(moving)} move the image's pixels")
+                verb = "moves" if len(moving) == 1 else "move"
+                reject_annotations(flat_inputs, "RandomCorruption", f"{', '.join(moving)} {verb} the image's pixels")
             for inpt in flat_inputs:  # torchvision's rules pass NumPy arrays through: an image would stay clean
                 if isinstance(inpt, np.ndarray) and inpt.dtype == np.uint8 and (
                         inpt.ndim == 3 and inpt.shape[-1] in (1, 3, 4) or inpt.ndim == 2 and min(inpt.shape) >= 8):

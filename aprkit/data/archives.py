@@ -200,7 +200,7 @@ def merge_tree(inner: Path, target: Path) -> None:
         elif dest.exists() and child.is_dir():  # a file where the archive has a folder: the same
             dest.unlink()
         try:
-            os.rename(child, dest)  # one file system: atomic, whole folders at once
+            os.replace(child, dest)  # one file system: atomic, whole folders at once (replacing a file on Windows too)
         except OSError as err:
             if err.errno != errno.EXDEV:
                 raise

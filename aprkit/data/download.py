@@ -154,7 +154,8 @@ def _changed(validator: str | None, headers: Message, checked: bool) -> bool:
     return now != value if now is not None else not checked
 
 
-def _read_only(folder: Path) -> bool:
+def is_read_only(folder: Path) -> bool:
+    """Whether ``folder`` lies on a file system mounted read-only (``statvfs``; False where unknown, e.g. Windows)."""
     statvfs = getattr(os, "statvfs", None)  # (Unix only)
     try:
         return statvfs is not None and bool(statvfs(folder).f_flag & os.ST_RDONLY)
@@ -178,7 +179,7 @@ def file_lock(path: str | os.PathLike) -> filelock.FileLock:
         raise type(e)(e.errno, f"cannot create the folder of the lock file {lock} ({e.strerror}): "
                                f"{ro_hint if e.errno == errno.EROFS else hint}") from None
     if not os.access(path.parent, os.W_OK):  # not the file itself: filelock's soft locks (no flock) wait on any file
-        if _read_only(path.parent):
+        if is_read_only(path.parent):
             raise OSError(errno.EROFS, f"cannot create the lock file {lock} (Read-only file system): {ro_hint}")
         raise PermissionError(errno.EACCES, f"cannot create the lock file {lock} (Permission denied): {hint}")
     return filelock.FileLock(str(lock))

@@ -29,7 +29,7 @@ their official archives first (:mod:`aprkit.data.sources`: checksums, resume, a 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,8 @@ from torch.utils.data import Dataset
 
 from aprkit._text import nearest_names
 
-__all__ = ["DATASET_KINDS", "DOWNLOADABLE", "SPEC_OPTIONS", "get_dataset", "has_splits", "parse_spec", "resolve_spec",
-           "spec_root", "split_spec_options"]
+__all__ = ["CLASS_FOLDERS", "DATASET_KINDS", "DOWNLOADABLE", "SPEC_OPTIONS", "check_outside", "check_outside_data",
+           "get_dataset", "has_splits", "parse_spec", "resolve_spec", "spec_root", "split_spec_options"]
 
 
 def _with_splits(factory: Callable[..., Dataset]) -> Callable[..., Dataset]:
@@ -175,6 +175,45 @@ KIND_ALIASES: dict[str, str] = {"imagefolder": "folder", "tiny-imagenet": "tinyi
 CLASS_FOLDERS: dict[str, tuple[str, ...]] = {
     "folder": ("",), "cue-conflict": ("",), "cifar10": ("train", "test"), "cifar100": ("train", "test"),
 }
+
+
+def check_outside(src: Path, out: Path, why: str = "its corruption folders would become classes of the clean set"
+                  ) -> None:
+    """Refuse an output folder that is the input folder or inside it (``why``: what would go wrong; by default the
+    -C folders would become classes of the clean set)."""
+    src_r, out_r = src.resolve(), out.resolve()
+    if out_r == src_r or src_r in out_r.parents:
+        raise ValueError(f"the output folder {str(out)!r} lies inside the input folder {str(src)!r}: {why}; choose an "
+                         "output folder outside it")
+
+
+def check_outside_data(folders: Sequence[Path | None], *sources: Any) -> None:
+    """Refuse an output or cache folder (``folders``; ``None`` skipped) inside a folder whose subfolders a data spec
+    among ``sources`` (specs, lists of them or mappings suite -> spec; Datasets skipped) reads as classes
+    (``aprkit.data.registry.CLASS_FOLDERS``): a later run would read the report's figures, results and cache files as
+    a class of the data."""
+    def specs(value: Any) -> list[str]:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, Mapping):
+            return [s for v in value.values() for s in specs(v)]
+        if isinstance(value, (list, tuple)):
+            return [s for v in value for s in specs(v)]
+        return []
+
+    for spec in (s for source in sources for s in specs(source)):
+        try:
+            kind, arg = parse_spec(split_spec_options(spec)[0])
+        except (TypeError, ValueError):  # not a dataset spec: the reader names the problem
+            continue
+        if not arg or kind not in CLASS_FOLDERS:  # no folder of classes (synthetic:8, the -C arrays)
+            continue
+        for sub in CLASS_FOLDERS[kind]:
+            root = Path(arg).expanduser() / sub
+            for folder in folders:
+                if folder is not None and root.is_dir():
+                    check_outside(root, Path(folder), f"a later run on {spec!r} would read this run's files (report "
+                                                      "figures, results, cache, checkpoints) as a class of its images")
 
 
 #: spec kind -> the name of its source in ``aprkit.data.sources.SOURCES`` (downloadable, root optional)

@@ -71,5 +71,6 @@ class SeededTransform(Dataset):
                     x = self.transform(x)
                 except ValueError as e:  # e.g. one image smaller than the crop (torchvision's bare message)
                     shape = "x".join(map(str, getattr(x, "shape", ()))) or type(x).__name__
-                    raise ValueError(f"item {i} of the data read ({shape}; of the subset, where one was taken): {e}") from e
+                    raise ValueError(f"item {i} of the data read ({shape}; of the subset, where one was taken): "
+                                     f"{e}") from e
         return x, y

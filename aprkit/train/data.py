@@ -112,9 +112,9 @@ def _open_split(spec: str, split: str, key: str) -> Any:
 
 
 class _AugMixTriplet:
-    """``x -> stack([x, augmix(x), augmix(x)])`` ``(3, C, H, W)`` float32 in [0, 1] for the JSD loss: AugMix's own
-    views (:func:`aprkit.augment.augmix.augmix`, mixed in float as its code mixes them), drawn from the item's seeded
-    global RNG."""
+    """``x -> stack([x, augmix(x), augmix(x)])`` ``(3, C, H, W)`` float32 in [0, 1] for the JSD loss (``x`` uint8, or
+    float in [0, 1]; 1 or 3 channels): AugMix's own views (:func:`aprkit.augment.augmix.augmix`, mixed in float as its
+    code mixes them), drawn from the item's seeded global RNG."""
 
     def __init__(self, severity: int, width: int):
         from ..augment.augmix import check_augmix_settings
@@ -124,8 +124,12 @@ class _AugMixTriplet:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         from ..augment.augmix import augmix
 
-        views = [augmix(x, self.severity, self.width) for _ in range(2)]
-        return torch.stack([x.float().div(255.0), *views])
+        if x.is_floating_point():  # float [0, 1] data: the PIL ops take its uint8 levels, the clean view stays as it is
+            clean, levels = x.float(), x.mul(255).round().clamp(0, 255).to(torch.uint8)
+        else:
+            clean, levels = x.float().div(255.0), x
+        views = [augmix(levels, self.severity, self.width) for _ in range(2)]
+        return torch.stack([clean, *views])
 
 
 class _PadCrop:
@@ -218,9 +222,10 @@ def _draws_per_epoch(items: SeededTransform) -> bool:
 
 
 class EpochBatches:
-    """Per-rank batches of one epoch as ``(uint8 images on device, int64 labels on device)``.
+    """Per-rank batches of one epoch as ``(images on device, int64 labels on device)``.
 
-    ``images`` is ``(B, C, H, W)``, or ``(B, 3, C, H, W)`` for AugMix triplets. With ``shuffle`` the order
+    ``images`` is ``(B, C, H, W)`` as the data yields them (uint8 streamed, or float), or ``(B, 3, C, H, W)`` float32
+    for AugMix triplets. With ``shuffle`` the order
     comes from ``DistributedSampler`` (seeded, ``drop_last``); without, each rank takes ``indices[rank::world]``
     in order and the last batch may be short (evaluation).
     """

@@ -209,7 +209,7 @@ class DeviceAugment(CompiledCore):
 
 
 def inputs_per_batch(shape: torch.Size | tuple[int, ...]) -> int:
-    """The number of model inputs a uint8 batch of ``shape`` makes (AugMix triplets ``(B, 3, C, H, W)``: ``3B``)."""
+    """The number of model inputs a batch of ``shape`` makes (AugMix's float32 triplets ``(B, 3, C, H, W)``: ``3B``)."""
     return shape[0] * (shape[1] if len(shape) == 5 else 1)
 
 

@@ -95,6 +95,19 @@ def base_settings(args: Any) -> Any:
     return demo_settings(epochs=args.epochs, **PAPER_RECIPE)
 
 
+def variants_recipe_version(base: Any, args: Any) -> int:
+    """The latest recipe version of the variants' training configs (``aprkit.train.trajectory.recipe_version``: what
+    changed what they train; ``RECIPE_VERSION`` also counts changes to methods no variant uses, such as AugMix's)."""
+    from aprkit.demo.pipeline import train_config
+    from aprkit.train.config import config_from_dict
+    from aprkit.train.trajectory import recipe_version
+
+    # the class count and image size do not enter the recipe version
+    return max(recipe_version(config_from_dict(train_config(v.method, dataclasses.replace(base, **v.settings(base)),
+                                                            10, 32, args.seed, args.device, False)))
+               for v in VARIANTS.values())
+
+
 def train_variant(name: str, base: Any, data: Any, out: Path, args: Any) -> tuple[Any, dict[str, Any], Any, Any, Any]:
     """Train (or reload) one variant with the demo's functions: ``(model, info, settings, data, stopwatch)``."""
     from aprkit.demo.pipeline import Stopwatch, train_config, train_model
@@ -211,13 +224,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     from aprkit.demo.config import load_demo_data
     from aprkit.demo.pipeline import SharedCorruptions
-    from aprkit.train.trajectory import RECIPE_VERSION
-
     out = Path(args.out)
     previous = out / "results.json"
     if (previous.is_file() or (out / "train").is_dir()) and not args.resume:
         raise SystemExit(f"{out} already holds an ablation run; pass --resume to continue it or choose another --out")
     base = base_settings(args)
+    recipe = variants_recipe_version(base, args)
     rows: dict[str, Any] = {}
     if previous.is_file():
         before = json.loads(previous.read_text())
@@ -225,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # rows of another seed, smoke mode or base budget are not comparable with this call's (and the base fills
         # the budget keys that older rows did not record, see reference())
         now = {"smoke": args.smoke, "seed": args.seed, "settings": json.loads(json.dumps(base.to_dict())),
-               "recipe_version": RECIPE_VERSION, "device": device_meta(args.device)["device"]}
+               "recipe_version": recipe, "device": device_meta(args.device)["device"]}
         kept = {"device": "cpu", **(before.get("meta") or {})}  # rows made before the device was recorded: the CPU's
         differ = [k for k in now if kept.get(k) != now[k]]
         if differ:
@@ -240,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows[name] = run_variant(name, base, data, shared, out, args)
         rows = {k: rows[k] for k in VARIANTS if k in rows}
         cmp = comparisons(rows, base.to_dict())
-        meta = {"smoke": args.smoke, "seed": args.seed, "recipe_version": RECIPE_VERSION, "data": data.description,
+        meta = {"smoke": args.smoke, "seed": args.seed, "recipe_version": recipe, "data": data.description,
                 "threads": torch.get_num_threads(), **device_meta(args.device),
                 "n_phase_pairs": base.n_phase_pairs, "settings": base.to_dict(),
                 "settings_brief": f"{base.n_train} training images, {base.epochs} epochs, batch {base.batch_size}, lr {base.lr}"}

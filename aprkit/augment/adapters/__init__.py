@@ -1,16 +1,16 @@
 """Thin adapters over the APR core for other augmentation libraries (each imported on first use).
 
-=====================  ==========================================  ====================================
-name                   library / base                              does
-=====================  ==========================================  ====================================
-``APRSingleV2``        ``torchvision.transforms.v2.Transform``      APR-S per image (PIL / tensor)
-``RandomAPRSingle``    ``kornia`` ``GeometricAugmentationBase2D``  APR-S on a float batch; moves masks/boxes/keypoints
-``RandomAPRPair``      ``kornia`` ``IntensityAugmentationBase2D``  APR-P on a float batch on device
-``KorniaRandomCorruption`` ``kornia`` ``IntensityAugmentationBase2D`` common corruptions on a float batch
-``AlbuAPRSingle``      ``albumentations.DualTransform``             APR-S per image; moves masks/boxes/keypoints
-``AlbuAPRPair``        ``albumentations.ImageOnlyTransform``        APR-P with partners from a metadata key
-``APRMixup``           timm ``mixup_fn`` protocol                   APR-P ``(x, target) -> (x, target)``
-=====================  ==========================================  ====================================
+==========================  ===================================  ===================================================
+name                        library / base                       does
+==========================  ===================================  ===================================================
+``APRSingleV2``             torchvision.transforms.v2.Transform  APR-S per image (PIL / tensor)
+``RandomAPRSingle``         kornia GeometricAugmentationBase2D   APR-S on a float batch; moves masks/boxes/keypoints
+``RandomAPRPair``           kornia IntensityAugmentationBase2D   APR-P on a float batch on device
+``KorniaRandomCorruption``  kornia IntensityAugmentationBase2D   common corruptions on a float batch
+``AlbuAPRSingle``           albumentations.DualTransform         APR-S per image; moves masks/boxes/keypoints
+``AlbuAPRPair``             albumentations.ImageOnlyTransform    APR-P with partners from a metadata key
+``APRMixup``                timm mixup_fn protocol               APR-P (x, target) -> (x, target)
+==========================  ===================================  ===================================================
 """
 
 from __future__ import annotations

@@ -32,8 +32,9 @@ class KorniaRandomCorruption(_Gate, IntensityAugmentationBase2D):
     ``generator``/``seed`` gives the same images as ``RandomCorruption``).
 
     ``p`` is kornia's probability of corrupting an image (default 1), ``p_batch`` gates the batch and
-    ``same_on_batch=True`` gives every image the same corruption, severity and noise. Each image's own draws key its
-    corruption, so a replay (``module(x, params=module._params)``, or a container's) repeats it in any batch.
+    ``same_on_batch=True`` gives every image the same corruption, severity and noise. The other arguments are
+    ``RandomCorruption``'s, in its order (without its ``p``: kornia's ``p`` decides per image). Each image's own draws
+    key its corruption, so a replay (``module(x, params=module._params)``, or a container's) repeats it in any batch.
 
     Masks, boxes and keypoints pass through (``data_keys`` of ``AugmentationSequential``) when no corruption of
     ``names`` moves pixels; with glass, motion or zoom blur or elastic among them (``MOVES_PIXELS``) they are refused,
@@ -41,8 +42,8 @@ class KorniaRandomCorruption(_Gate, IntensityAugmentationBase2D):
     """
 
     def __init__(self, names: Sequence[str] | str | None = None, severities: Sequence[int] | int = (1, 2, 3, 4, 5),
-                 preset: str | None = None, frost_dir: str | os.PathLike | None = None,
-                 generator: torch.Generator | None = None, seed: int | None = None, *, p: float = 1.0,
+                 preset: str | None = None, generator: torch.Generator | None = None,
+                 frost_dir: str | os.PathLike | None = None, seed: int | None = None, *, p: float = 1.0,
                  p_batch: float = 1.0, same_on_batch: bool = False, keepdim: bool = False) -> None:
         super().__init__(p=check_probability(p, "p"), p_batch=check_probability(p_batch, "p_batch"),
                          same_on_batch=same_on_batch, keepdim=keepdim)
@@ -70,8 +71,9 @@ class KorniaRandomCorruption(_Gate, IntensityAugmentationBase2D):
 
     def _refuse(self, what: str) -> None:
         if self.moving:
-            raise TypeError(f"KorniaRandomCorruption got {what}, but {', '.join(self.moving)} move the image's pixels "
-                            "and would leave them behind; drop those corruptions from names= for samples with "
+            verb = "moves" if len(self.moving) == 1 else "move"
+            raise TypeError(f"KorniaRandomCorruption got {what}, but {', '.join(self.moving)} {verb} the image's "
+                            "pixels and would leave them behind; drop those corruptions from names= for samples with "
                             "annotations")
 
     def transform_masks(self, input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -31,9 +31,10 @@ def reject_annotations(flat_inputs: Sequence[Any], who: str, why: str) -> None:
     for inpt in flat_inputs:
         if isinstance(inpt, ANNOTATION_TYPES):
             raise TypeError(
-                f"{who} supports image classification samples only (images, videos and non-image items), got "
-                f"{type(inpt).__name__}: {why} but not the annotations; like v2.AugMix it rejects "
-                f"{', '.join(t.__name__ for t in ANNOTATION_TYPES)}")
+                f"{who} got {type(inpt).__name__}: {why} but not the annotations; like v2.AugMix it rejects "
+                f"{', '.join(t.__name__ for t in ANNOTATION_TYPES)} then. Drop those from its ops/names (colour and "
+                "noise ones leave annotations in place, which then pass through), or use it for image "
+                "classification samples only")
 
 
 #: what the transforms here change in a sample: images, videos, plain tensors (torchvision's rule: the first one when

@@ -27,8 +27,8 @@ _LOAD_PARAMS = ("spec", "num_classes", "checkpoint", "device", "weights_only", "
 
 def check_model_kwargs(model_kwargs: Any, models: Any, where: str = "model_kwargs") -> dict[str, Any]:
     """``model_kwargs`` (builder arguments of the models given as specs) as a dict, checked: a mapping with string
-    keys, none of them one of ``load_model``'s own parameters, and given only where some model is a spec (a built
-    ``nn.Module`` takes none)."""
+    keys, none of them one of ``load_model``'s own parameters, and refused when any model of ``models`` (a model or a
+    mapping of them) is a built ``nn.Module``, which takes none."""
     if model_kwargs is None:
         return {}
     if not isinstance(model_kwargs, Mapping) or not all(isinstance(k, str) for k in model_kwargs):

@@ -29,8 +29,7 @@ import torch
 from ...distributed import group_info, is_main_process
 from .cache import atomic_write_json, to_jsonable
 
-__all__ = ["RunCache", "SuiteIndex", "PRODUCED_BY", "merge_provenance", "check_out_folder",
-           "check_outside_data"]
+__all__ = ["RunCache", "SuiteIndex", "PRODUCED_BY", "merge_provenance", "check_out_folder"]
 
 #: key of the provenance record inside every stored cache value
 PRODUCED_BY = "_produced_by"
@@ -56,38 +55,6 @@ def check_out_folder(out: Path) -> None:
             f"{out / 'results.json'} exists but {out / 'index.json'} does not: it was not written by an aprkit "
             "evaluation into this folder (or its index was deleted), and this run would overwrite it; choose another "
             "output folder or move the file away")
-
-
-def check_outside_data(folders: Sequence[Path | None], *sources: Any) -> None:
-    """Refuse an output or cache folder (``folders``; ``None`` skipped) inside a folder whose subfolders a data spec
-    among ``sources`` (specs, lists of them or mappings suite -> spec; Datasets skipped) reads as classes
-    (``aprkit.data.registry.CLASS_FOLDERS``): a later run would read the report's figures, results and cache files as
-    a class of the data."""
-    from ...corruptions.inputs import check_outside
-    from ...data.registry import CLASS_FOLDERS, parse_spec, split_spec_options
-
-    def specs(value: Any) -> list[str]:
-        if isinstance(value, str):
-            return [value]
-        if isinstance(value, Mapping):
-            return [s for v in value.values() for s in specs(v)]
-        if isinstance(value, (list, tuple)):
-            return [s for v in value for s in specs(v)]
-        return []
-
-    for spec in (s for source in sources for s in specs(source)):
-        try:
-            kind, arg = parse_spec(split_spec_options(spec)[0])
-        except (TypeError, ValueError):  # not a dataset spec: the reader names the problem
-            continue
-        if not arg or kind not in CLASS_FOLDERS:  # no folder of classes (synthetic:8, the -C arrays)
-            continue
-        for sub in CLASS_FOLDERS[kind]:
-            root = Path(arg).expanduser() / sub
-            for folder in folders:
-                if folder is not None and root.is_dir():
-                    check_outside(root, Path(folder), f"a later evaluation of {spec!r} would read this run's report "
-                                                      "figures, results and cache as a class of its images")
 
 
 class RunCache:

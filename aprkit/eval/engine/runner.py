@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..._checks import check_seed
+from ...data.registry import check_outside_data
 from ...distributed import group_info, is_main_process, resolve_device
 from ..report.results import Results
 from ..suites import EvalContext, load_suites
@@ -57,7 +58,7 @@ from .models import (
     sync_weights,
     wants_channels_last,
 )
-from .outdir import RunCache, SuiteIndex, check_out_folder, check_outside_data
+from .outdir import RunCache, SuiteIndex, check_out_folder
 from .run_record import EvalRun, describe, now
 from .suite_data import data_for, warn_if_limit_ignored, warn_if_limit_takes_few_classes
 
@@ -117,7 +118,8 @@ def evaluate(
     ``{"knn_k": 10, "n_pairs": 500}``; they win over the parameters above. ``random_init``/``drop_head``: see
     :func:`aprkit.models.load_model` (untrained weights and re-initialised heads are refused unless asked for).
     ``model_kwargs``: builder arguments of a model given as a spec, e.g. ``{"img_size": 32, "patch_size": 4}`` for a
-    ``timm:`` ViT whose plain state_dict was trained at 32 px (every spec of a mapping gets them). With
+    ``timm:`` ViT whose plain state_dict was trained at 32 px (every model of a mapping gets them, so all must be
+    specs). With
     ``out_dir``, writes ``cache/``, ``index.json`` (and its lock file, so that runs into one folder add up),
     ``results.json``, ``report.md`` and ``report.html`` there;
     ``results.json`` and the report hold every suite finished in that folder (this run's and earlier runs'), the
