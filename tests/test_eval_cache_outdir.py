@@ -235,6 +235,11 @@ def test_an_output_folder_inside_the_data_folder_is_refused(tmp_path) -> None:
         with pytest.raises(ValueError, match=r"lies inside the input folder .*data.*would read this run.s files"):
             evaluate("resnet20", "calibration", f"folder:{tmp_path / 'data'}", out_dir=out, cache_dir=cache, **kw)
         assert not out.exists() and (cache is None or not cache.exists())
+    from aprkit.data import get_dataset
+
+    with pytest.raises(ValueError, match="lies inside the input folder"):  # the folder given as its Dataset
+        evaluate("resnet20", "calibration", get_dataset(f"folder:{tmp_path / 'data'}"), out_dir=tmp_path / "data" / "o",
+                 **kw)
     with pytest.raises(ValueError, match="lies inside the input folder"):  # an OOD set's folder too
         evaluate("resnet20", "ood", "synthetic:8", ood=[f"folder:{tmp_path / 'data'}"], out_dir=tmp_path / "data" / "o",
                  **{**kw, "num_classes": 10})

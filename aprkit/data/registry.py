@@ -189,12 +189,16 @@ def check_outside(src: Path, out: Path, why: str = "its corruption folders would
 
 def check_outside_data(folders: Sequence[Path | None], *sources: Any) -> None:
     """Refuse an output or cache folder (``folders``; ``None`` skipped) inside a folder whose subfolders a data spec
-    among ``sources`` (specs, lists of them or mappings suite -> spec; Datasets skipped) reads as classes
-    (``aprkit.data.registry.CLASS_FOLDERS``): a later run would read the report's figures, results and cache files as
-    a class of the data."""
+    among ``sources`` (specs, lists of them or mappings suite -> spec; an ``ImageFolderDataset`` counts as its
+    ``folder:`` spec, other Datasets are skipped) reads as classes (``aprkit.data.registry.CLASS_FOLDERS``): a later
+    run would read the report's figures, results and cache files as a class of the data."""
+    from .folder import ImageFolderDataset
+
     def specs(value: Any) -> list[str]:
         if isinstance(value, str):
             return [value]
+        if isinstance(value, ImageFolderDataset):  # get_dataset("folder:ROOT") given as a Dataset
+            return [f"folder:{value.root}"]
         if isinstance(value, Mapping):
             return [s for v in value.values() for s in specs(v)]
         if isinstance(value, (list, tuple)):
