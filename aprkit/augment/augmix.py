@@ -62,7 +62,8 @@ def augmix(image: Any, severity: float = 3, width: int = 3, depth: int = -1, alp
     rng = np.random.default_rng(seed)
     ws = rng.dirichlet([alpha] * width)
     m = rng.beta(alpha, alpha)
-    mix = np.zeros(np.asarray(pil).shape, np.float64)
+    base = np.asarray(pil, np.float64)
+    mix = np.zeros_like(base)
     for w in ws:
         view = pil
         for _ in range(depth if depth > 0 else int(rng.integers(1, 4))):
@@ -70,6 +71,6 @@ def augmix(image: Any, severity: float = 3, width: int = 3, depth: int = -1, alp
             level = rng.uniform(0.1, severity)  # the level, then its sign, as the reference's ops draw them
             view = apply_pil_op(view, name, level, bool(rng.uniform() > 0.5))
         mix += w * np.asarray(view, np.float64)
-    out = ((1 - m) * np.asarray(pil, np.float64) + m * mix) / 255.0
+    out = ((1 - m) * base + m * mix) / 255.0
     t = torch.from_numpy(out.astype(np.float32))
     return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .._text import nearest_names
 
-__all__ = ["BENCHMARK", "EXTRA", "ALL", "FAMILIES", "DETERMINISTIC", "MOVES_PIXELS", "canonical_name", "check_name"]
+__all__ = ["BENCHMARK", "EXTRA", "ALL", "FAMILIES", "DETERMINISTIC", "MOVES_PIXELS", "moves_pixels", "canonical_name",
+           "check_name"]
 
 #: the 15 corruptions of the CIFAR-10-C / ImageNet-C benchmark, in the published order
 BENCHMARK: tuple[str, ...] = (
@@ -37,6 +38,15 @@ MOVES_PIXELS: tuple[str, ...] = ("glass_blur", "motion_blur", "zoom_blur", "elas
 #: whatever the seed or generator; the others draw per image (``item_seeds``). In :data:`ALL`'s order.
 DETERMINISTIC: tuple[str, ...] = ("defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate",
                                   "jpeg_compression", "gaussian_blur", "saturate")
+
+
+def moves_pixels(names: tuple[str, ...] | list[str]) -> str | None:
+    """Which of ``names`` move pixels (:data:`MOVES_PIXELS`), as a phrase for the refusal of annotations
+    (``"elastic_transform moves the image's pixels"``), or ``None`` when none does."""
+    moving = [n for n in names if n in MOVES_PIXELS]
+    if not moving:
+        return None
+    return f"{', '.join(moving)} {'moves' if len(moving) == 1 else 'move'} the image's pixels"
 
 
 def canonical_name(name: object) -> str:

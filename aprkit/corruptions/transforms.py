@@ -31,7 +31,7 @@ from .._replay import ReplayModule
 from .._tv import draw_groups, is_video, like_input
 from ..augment.draws import uniform_rows
 from .api import BENCHMARK, check_channels, check_names, corrupt, image_channels, on_image
-from .names import MOVES_PIXELS
+from .names import moves_pixels
 from .severity import check_preset, check_severities
 
 __all__ = ["RandomCorruption"]
@@ -175,15 +175,14 @@ def _v2_sample(corruption: RandomCorruption) -> Any:
 
     from ..augment.adapters.torchvision_v2 import IMAGE_TYPES, reject_annotations, require_image
 
-    moving = [n for n in corruption.names if n in MOVES_PIXELS]
+    moving = moves_pixels(corruption.names)
 
     class Sample(v2.Transform):
         _transformed_types = IMAGE_TYPES  # annotations pass through: colour and noise corruptions leave them in place
 
         def check_inputs(self, flat_inputs: list[Any]) -> None:
             if moving:
-                verb = "moves" if len(moving) == 1 else "move"
-                reject_annotations(flat_inputs, "RandomCorruption", f"{', '.join(moving)} {verb} the image's pixels")
+                reject_annotations(flat_inputs, "RandomCorruption", moving)
             for inpt in flat_inputs:  # torchvision's rules pass NumPy arrays through: an image would stay clean
                 if isinstance(inpt, np.ndarray) and inpt.dtype == np.uint8 and (
                         inpt.ndim == 3 and inpt.shape[-1] in (1, 3, 4) or inpt.ndim == 2 and min(inpt.shape) >= 8):

@@ -16,7 +16,7 @@ import torch
 from kornia.augmentation import IntensityAugmentationBase2D
 
 from ..._checks import check_probability
-from ...corruptions.names import MOVES_PIXELS
+from ...corruptions.names import moves_pixels
 from ...corruptions.transforms import RandomCorruption
 from .kornia_aug import _Gate, _ours, _same_on_batch
 
@@ -49,7 +49,7 @@ class KorniaRandomCorruption(_Gate, IntensityAugmentationBase2D):
                          same_on_batch=same_on_batch, keepdim=keepdim)
         self.core = RandomCorruption(names, severities, p=1.0, preset=preset, generator=generator,
                                      frost_dir=frost_dir, seed=seed)
-        self.moving = tuple(n for n in self.core.names if n in MOVES_PIXELS)
+        self.moving = moves_pixels(self.core.names)  # the refusal of annotations, or None
 
     def __repr__(self) -> str:
         name, _, rest = super().__repr__().partition("(")
@@ -71,10 +71,8 @@ class KorniaRandomCorruption(_Gate, IntensityAugmentationBase2D):
 
     def _refuse(self, what: str) -> None:
         if self.moving:
-            verb = "moves" if len(self.moving) == 1 else "move"
-            raise TypeError(f"KorniaRandomCorruption got {what}, but {', '.join(self.moving)} {verb} the image's "
-                            "pixels and would leave them behind; drop those corruptions from names= for samples with "
-                            "annotations")
+            raise TypeError(f"KorniaRandomCorruption got {what}, but {self.moving} and would leave them behind; drop "
+                            "those corruptions from names= for samples with annotations")
 
     def transform_masks(self, input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         self._refuse("masks")

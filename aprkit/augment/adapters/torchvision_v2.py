@@ -9,7 +9,7 @@ import PIL.Image
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
-from torchvision.transforms.v2._utils import is_pure_tensor
+from torchvision.transforms.v2._utils import check_type, is_pure_tensor
 
 from ..._checks import check_chw_layout, check_image_tensor
 from ..._tv import draw_groups, like_input
@@ -45,8 +45,7 @@ IMAGE_TYPES = (tv_tensors.Image, tv_tensors.Video, is_pure_tensor, PIL.Image.Ima
 def require_image(flat_inputs: Sequence[Any], who: str, hint: str) -> None:
     """Refuse a sample holding no image (:data:`IMAGE_TYPES`), e.g. a NumPy array or a path, which would pass
     through unchanged: no augmentation and no error, as ``v2.AugMix`` refuses it."""
-    if not any(isinstance(i, (tv_tensors.Image, tv_tensors.Video, PIL.Image.Image)) or is_pure_tensor(i)
-               for i in flat_inputs):
+    if not any(check_type(i, IMAGE_TYPES) for i in flat_inputs):
         got = ", ".join(dict.fromkeys(type(i).__name__ for i in flat_inputs)) or "nothing"
         raise TypeError(f"{who} found no image in the sample (got {got}); expected a PIL image, a tv_tensors.Image / "
                         f"Video or a tensor (..., C, H, W), as v2.AugMix does. {hint}")
