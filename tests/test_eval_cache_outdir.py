@@ -147,6 +147,58 @@ def test_a_folder_keeps_its_model_order_and_a_retitled_report_keeps_every_model(
     assert list(held) == ["a", "b"] and set(held["a"]) == {"corruption", "calibration"}
 
 
+def test_a_stale_results_object_does_not_rewrite_its_folder(tmp_path):
+    """write_report() of a Results kept from an earlier call, after the folder measured its model again (another
+    limit): it rewrote results.json with the old numbers and dropped the folder's other models, without a word
+    (report tester). It refuses now, saying how to rewrite the folder's report; out_dir still writes elsewhere."""
+    import json
+
+    import pytest
+    import torch
+
+    from aprkit.eval import Results, evaluate
+    from aprkit.models import create_model
+
+    torch.manual_seed(0)
+    kw = dict(suite="corruption", data="synthetic:24", device="cpu", progress=False, out_dir=tmp_path,
+              corruptions=["none"])
+    a, b = create_model("small_cnn", num_classes=10), create_model("small_cnn", num_classes=10)
+    old = evaluate({"a": a}, limit=8, **kw)
+    evaluate({"b": b}, **kw)
+    evaluate({"a": a}, limit=16, **kw)
+    before = (tmp_path / "results.json").read_text()
+    with pytest.raises(ValueError, match=r"other numbers for 'a'.*Results.load\("):
+        old.write_report()
+    assert (tmp_path / "results.json").read_text() == before
+    Results.load(tmp_path / "results.json").write_report(tmp_path)
+    held = json.loads((tmp_path / "results.json").read_text())["models"]
+    assert list(held) == ["a", "b"] and held["a"]["corruption"]["clean"]["n"] == 16
+    old.write_report(tmp_path / "elsewhere")
+    assert json.loads((tmp_path / "elsewhere" / "results.json").read_text())["models"]["a"]["corruption"]["clean"][
+        "n"] == 8
+
+
+def test_a_run_without_a_report_removes_the_folders_stale_report(tmp_path):
+    """report=False into a folder with a report: the old report.md/.html stayed beside a results.json with other
+    numbers (report tester). They are removed, with a warning saying how to write one."""
+    import pytest
+    import torch
+
+    from aprkit.eval import evaluate
+    from aprkit.models import create_model
+
+    torch.manual_seed(0)
+    kw = dict(suite="corruption", data="synthetic:24", device="cpu", progress=False, out_dir=tmp_path,
+              corruptions=["none"], model_id="a")
+    model = create_model("small_cnn", num_classes=10)
+    evaluate(model, limit=8, **kw)
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "report.html").is_file()
+    with pytest.warns(RuntimeWarning, match="removed report.md, report.html .* no longer match results.json"):
+        evaluate(model, limit=16, report=False, **kw)
+    assert not (tmp_path / "report.md").exists() and not (tmp_path / "report.html").exists()
+    assert (tmp_path / "results.json").is_file()
+
+
 def test_two_training_runs_keep_apart_under_their_default_labels(tmp_path):
     """aprkit train writes model.pt in every run folder: the default label is FOLDER/model, so two runs evaluated
     into one folder do not replace each other (a stem that names a model stays the label)."""

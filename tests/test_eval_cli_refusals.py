@@ -24,6 +24,19 @@ def test_a_model_that_cannot_be_loaded_leaves_an_incomplete_results_file(tmp_pat
     assert "none.th" in next(iter(meta["load_failed"].values()))
 
 
+def test_a_model_that_cannot_be_loaded_into_a_finished_folder_is_named_in_its_report(tmp_path, capsys) -> None:
+    """Into a folder holding another model's finished results, the report's status read "complete (every requested
+    suite finished)" and never named the model that failed to load (report tester)."""
+    common = ["--data", "synthetic:8", "--suite", "calibration", "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(["eval", "--model", "small_cnn", "--random-init", "--model-id", "good", *common]) == 0
+    rc = main(["eval", "--model", "resnet20", "--checkpoint", str(tmp_path / "none.th"), "--model-id", "broken",
+               *common])
+    assert rc != 0
+    report = (tmp_path / "run" / "report.md").read_text()
+    status = next(line for line in report.splitlines() if "Status:" in line)
+    assert "complete for the models loaded (failed to load: broken (" in status and "none.th" in status
+
+
 def test_a_missing_clean_folder_fails_before_any_download(tmp_path, monkeypatch, capsys) -> None:
     import aprkit.data.registry as registry
 

@@ -90,6 +90,7 @@ def test_a_base_path_may_use_environment_variables(tmp_path, monkeypatch):
 
 
 def test_the_same_cells_in_other_spellings_are_no_difference():
+    from aprkit.corruptions import BENCHMARK
     from aprkit.eval.report.header import _grid_text
 
     def run(model: str, opts: dict) -> dict:
@@ -98,7 +99,9 @@ def test_the_same_cells_in_other_spellings_are_no_difference():
     same = [({"corruptions": "fog,contrast", "severities": [1, 5]}, {"corruptions": ["contrast", "fog", "fog"],
                                                                         "severities": "5,1"}),
             ({}, {"severities": [1, 2, 3, 4, 5]}),
-            ({"corruptions": ["none"], "severities": [1]}, {"corruptions": ["clean"]})]
+            ({"corruptions": ["none"], "severities": [1]}, {"corruptions": ["clean"]}),
+            # the defaults named, one by one or as their group (the header read "DIFFER"; report tester)
+            ({}, {"corruptions": list(BENCHMARK)}), ({"corruptions": "benchmark"}, {"corruptions": list(BENCHMARK)})]
     for a, b in same:
         assert _grid_text([run("a", a), run("b", b)], GRID) == "", (a, b)
     assert _grid_text([run("a", {}), run("b", {"severities": [5]})], GRID).startswith("DIFFER")

@@ -336,3 +336,11 @@ def test_long_labels_are_shortened_and_many_models_keep_distinct_colours():
     assert plot_text("resnet20") == "resnet20"
     colours = [str(series_color(i)) for i in range(20)]
     assert len(set(colours)) == 20
+
+
+def test_markdown_text_is_one_line_whatever_its_line_endings():
+    """A model id with a carriage return ended the summary table's row in CommonMark (only \\n was joined)."""
+    from aprkit.eval.report.render import _md_code, md_escape
+
+    for end in ("\n", "\r", "\r\n", "\u2028", "\x0b"):
+        assert md_escape(f"a{end}b") == "a b" and _md_code(f"a{end}b") == "`a b`"

@@ -173,7 +173,7 @@ def test_limit_says_it_does_not_apply_to_the_shape_bias_suite(tree):
     stimulus."""
     from aprkit.eval import evaluate
 
-    with pytest.warns(RuntimeWarning, match="limit=4 does not apply to shape-bias: it scores every stimulus"):
+    with pytest.warns(RuntimeWarning, match="limit=4 does not apply to shape-bias: it scores every image of its data"):
         res = evaluate(Constant("cat"), suite="shape-bias", data=f"cue-conflict:{tree}", limit=4, progress=False)
     assert res.models["Constant"]["shape-bias"]["counts"]["n_stimuli"] == 32  # every conflicting stimulus
 

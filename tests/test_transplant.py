@@ -996,7 +996,7 @@ def test_the_headline_and_summary_carry_the_last_sites_flags(capsys):
     rows = [row(0, 0.5, []), row(1, 0.0, ["inert: the transplant leaves the activation unchanged",
                                           "dc-readout: the output reads only the channel means here"])]
     (m,) = TransplantSuite.headline(TransplantSuite, {"rows": rows})
-    assert m.value == 0.0 and m.label.endswith("(last block, output; inert; dc-readout)")
+    assert m.value == 0.0 and m.label.endswith("(last block, output)")
     (cell,) = summary_table({"r20": {"rows": rows, "clean_accuracy": 0.9}}).rows[0][3]
     assert cell.text == "0.0 / 100.0 (inert, dc-readout)"
     (plain,) = TransplantSuite.headline(TransplantSuite, {"rows": rows[:1]})
@@ -1004,7 +1004,8 @@ def test_the_headline_and_summary_carry_the_last_sites_flags(capsys):
     # a 1x1 last stage has sign rows only: the phase code's "last block" is an earlier one, named
     deeper = [*rows, {**row(2, 0.3, []), "code": "sign", "block": "b2"}]
     phase, sign = TransplantSuite.headline(TransplantSuite, {"rows": deeper})
-    assert phase.label.endswith("(last block, output; at b1; inert; dc-readout)") and sign.label.endswith("output)")
+    assert phase.label == "transplant: follows the phase donor (last block, output)" and sign.label.endswith("output)")
+    assert phase.note.startswith("last block, output: at b1; inert; dc-readout")
     assert summary_table({"r": {"rows": deeper}}).rows[0][3][0].text.endswith("(at b1, inert, dc-readout)")
     # the console summary of aprkit eval prints names and values: the flags go beside it as a note (tester: it read
     # 0.00 % for both codes, the flags only in the report)
@@ -1017,6 +1018,19 @@ def test_the_headline_and_summary_carry_the_last_sites_flags(capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[1].split() == ["transplant.phase_follow_donor", "0.00%*", "50.00%"]
     assert out[2] == "* transplant.phase_follow_donor (r20): " + m.note
+    # the report's summary table: one label for every model (it was the first model's, with that model's flags,
+    # so a second, flagged model's value stood under a clean label, or a clean one's under "inert"); each model's
+    # flags beside its own value
+    from aprkit.eval.report.results import summary_section
+
+    for order in (["other", "r20"], ["r20", "other"]):
+        heads = {"r20": [m], "other": [plain]}
+        (table,) = summary_section({k: heads[k] for k in order}).blocks
+        row = [c if isinstance(c, str) else "".join(x.text for x in c) for c in table.rows[0]]
+        assert row[0] == "transplant: follows the phase donor (last block, output) %"
+        assert row[2:] == (["50.00", "0.00*"] if order[0] == "other" else ["0.00*", "50.00"])
+        assert "(r20, " in "".join(x.text for x in table.notes) and "inert; dc-readout" in "".join(
+            x.text for x in table.notes)
 
 
 def test_errors_name_the_users_arguments_and_shapes():

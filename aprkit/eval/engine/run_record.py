@@ -99,10 +99,25 @@ class EvalRun:
         return Results(models=self.index.models(), meta=self.meta(self.index), out_dir=self.out)
 
     def write(self) -> None:
-        """Save the folder's index and write ``results.json`` from it (as merged with other runs' changes)."""
+        """Save the folder's index and write ``results.json`` from it (as merged with other runs' changes). A run
+        without a report (``report=False``) removes the folder's earlier report, which would no longer match."""
         if self.out is not None and is_main_process():
             with self.index.synced():  # the folder's index as it is now: another run's suites are kept
                 self.written().save(self.out / "results.json")
+            if not self.settings.get("report", True):
+                self._drop_report()
+
+    def _drop_report(self) -> None:
+        """Remove report.md/report.html left by an earlier run (they showed numbers results.json no longer holds)."""
+        assert self.out is not None
+        old = [self.out / name for name in ("report.md", "report.html") if (self.out / name).exists()]
+        for path in old:
+            path.unlink(missing_ok=True)
+        if old:
+            warnings.warn(f"removed {', '.join(p.name for p in old)} from {self.out}: written by an earlier run, they "
+                          "no longer match results.json (this run writes no report; to write one from the folder's "
+                          f"results: Results.load({str(self.out / 'results.json')!r}).write_report({str(self.out)!r}))",
+                          RuntimeWarning, stacklevel=3)
 
     def final_report(self, title: str | None) -> Any:
         """Write ``results.json`` and the report of the folder's merged index (raises when a section fails)."""

@@ -36,8 +36,9 @@ def warn_if_limit_ignored(names: Sequence[str], limit: int | None) -> None:
     ignored = [n for n in names if n in no_limit]
     if ignored:
         verb = "it scores" if len(ignored) == 1 else "they score"
-        warnings.warn(f"limit={limit} does not apply to {', '.join(ignored)}: {verb} every stimulus (a subset of the "
-                      "cue-conflict set is no shape-bias measurement)", RuntimeWarning, stacklevel=3)
+        # any suite without the option (a user's too), so no word on what it measures
+        warnings.warn(f"limit={limit} does not apply to {', '.join(ignored)}: {verb} every image of its data (a "
+                      "subset would be another measurement)", RuntimeWarning, stacklevel=3)
 
 
 def warn_if_limit_takes_few_classes(data: Any, limit: int | None, names: Sequence[str]) -> dict[str, str]:

@@ -145,11 +145,22 @@ def _items(value: Any) -> list[str]:
 def _cells_text(options: Mapping[str, Any]) -> str:
     """The corruption x severity cells that recorded suite ``options`` mean, in one canonical text: the same cells
     read the same whatever order, repeats or spelling of the defaults the options were given in."""
-    corruptions = sorted(set(_items(options.get("corruptions"))))
-    if corruptions in (["none"], ["clean"]):
+    from aprkit.corruptions import expand_groups
+
+    from ..suites.corruption_options import CorruptionOptions
+
+    given = sorted(set(_items(options.get("corruptions"))))
+    if given in (["none"], ["clean"]):
         return "clean images only"
+    # options record what was given beyond the defaults: no corruptions are the default ones, named, so that they
+    # read the same as the same cells named one by one (or as a group)
+    names = given or CorruptionOptions.model_fields["corruptions"].get_default(call_default_factory=True)
+    try:
+        corruptions = sorted(set(expand_groups(names)))
+    except ValueError:  # a name this aprkit does not know (results of another version): compared as recorded
+        corruptions = sorted(set(names))
     severities = sorted(set(_items(options.get("severities"))) or {"1", "2", "3", "4", "5"})
-    parts = [", ".join(corruptions) if corruptions else "default corruptions", f"severities {', '.join(severities)}"]
+    parts = [", ".join(corruptions), f"severities {', '.join(severities)}"]
     if options.get("corrupted"):
         parts.append(f"from {describe(options['corrupted'])}")
     return "; ".join(parts)
@@ -223,14 +234,18 @@ def _status_text(runs: Sequence[Mapping[str, Any]]) -> str | None:
     pending = {m: [x for x in s if x not in failed.get(m, {})]
                for run in runs for m, s in (run.get("pending") or {}).items() if s}
     pending = {m: s for m, s in pending.items() if s}
+    # a model that could not be loaded: the folder's other results are whole, but not what this run was asked for
+    unloaded = {str(m): str(e) for run in runs for m, e in (run.get("load_failed") or {}).items()}
+    lost = "failed to load: " + "; ".join(f"{m} ({e})" for m, e in unloaded.items()) if unloaded else ""
     if any(run.get("complete") is False for run in runs) or pending or failed:
         parts = ["failed: " + "; ".join(f"{m}: {s} ({e})" for m, f in failed.items() for s, e in f.items())] \
             if failed else []
+        parts += [lost] if lost else []
         if pending:
             parts.append("not yet run: " + "; ".join(f"{m}: {', '.join(s)}" for m, s in pending.items()))
         return "INCOMPLETE" + (f" ({'; '.join(parts)})" if parts else "")
-    if any(run.get("complete") is True for run in runs):
-        return "complete (every requested suite finished)"
+    if any(run.get("complete") is True for run in runs):  # the folder's results are whole, not what was asked
+        return f"complete for the models loaded ({lost})" if lost else "complete (every requested suite finished)"
     return None
 
 

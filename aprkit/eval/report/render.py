@@ -46,13 +46,13 @@ _MD_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")  # intraword 
 
 def md_escape(text: Any) -> str:
     """``text`` with Markdown's inline syntax characters backslash-escaped (one line; ``#`` escaped at the start)."""
-    t = " ".join(str(text).split("\n"))
+    t = " ".join(str(text).splitlines())  # every line ending CommonMark knows (a \r ended a table row too)
     t = _MD_UNDERSCORE.sub(r"\\_", _MD_SPECIAL.sub(r"\\\1", t))
     return "\\" + t if t.startswith(("#", "+ ", "- ")) else t  # a heading or list marker at a line start
 
 
 def _md_code(text: Any) -> str:
-    t = " ".join(str(text).split("\n"))
+    t = " ".join(str(text).splitlines())
     fence = "``" if "`" in t else "`"
     return f"{fence} {t} {fence}" if fence == "``" else f"`{t}`"
 

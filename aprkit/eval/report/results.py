@@ -107,7 +107,8 @@ class Results:
 
         Into its own evaluation folder (``out_dir`` None), where ``results.json`` holds these models' results and
         others' (several evaluations into one folder add up), the report covers the folder's models, as the
-        evaluation's own report does: rewriting it with this call's models alone dropped the others."""
+        evaluation's own report does: rewriting it with this call's models alone dropped the others. Where the folder
+        has since measured one of these models again, this raises instead of putting the old numbers back."""
         target = out_dir if out_dir is not None else self.out_dir
         if target is None:
             raise ValueError("no output folder: pass out_dir "
@@ -118,7 +119,7 @@ class Results:
 
     def _folder_results(self) -> Results | None:
         """The results of this object's evaluation folder where they hold its models, with the same numbers, and
-        more; else None."""
+        more; else None. Raises ValueError where the folder holds other numbers for one of its models."""
         path = Path(self.out_dir) / "results.json" if self.out_dir is not None else None
         if path is None or not path.is_file():
             return None
@@ -127,8 +128,17 @@ class Results:
         except (OSError, ValueError):
             return None
         mine, held = self.to_dict()["models"], folder.to_dict()["models"]
-        if any((held.get(m) or {}).get(s) != v for m, suites in mine.items() for s, v in suites.items()):
-            return None  # other numbers than the folder's: these results are written as they are
+        stale = sorted({m for m, suites in mine.items() if m in held
+                        for s, v in suites.items() if s in held[m] and held[m][s] != v})
+        if stale:  # a later evaluation into the folder measured these again: rewriting would put the old numbers back
+            raise ValueError(
+                f"{path} holds other numbers for {', '.join(map(repr, stale))} than these results (a later evaluation "
+                "into that folder measured them again); rewriting the folder's report from this object would put the "
+                "old numbers back and drop the folder's other models. Pass out_dir to write these results elsewhere, "
+                f"or rewrite the folder's report from its own file: Results.load({str(path)!r}).write_report("
+                f"{str(path.parent)!r})")
+        if any(s not in (held.get(m) or {}) for m, suites in mine.items() for s in suites):
+            return None  # results the folder does not hold (its file was replaced): these are written as they are
         if held == mine:
             return None
         return Results(models=folder.models, meta=folder.meta, out_dir=self.out_dir)
@@ -241,10 +251,22 @@ def summary_section(headlines: Mapping[str, list[Measure]], title: str = "Summar
         return None
     # "neither": a descriptive measure (shape or phase bias, follow rates), where "-" read as a missing value
     better = {True: "higher", False: "lower", None: "neither"}
-    rows = [[first[n].display_label, better[first[n].higher_is_better]]
-            + [values[n][model].formatted() if model in values[n] else "-" for model in headlines] for n in names]
+    notes: list[str] = []  # a model's own caveat (a transplant site that follows B by construction) beside its value
+
+    def cell(name: str, model: str) -> str:
+        m = values[name].get(model)
+        if m is None:
+            return "-"
+        if not m.note:
+            return m.formatted()
+        notes.append(f"{m.formatted()}* ({model}, {m.label}): {m.note}")
+        return m.formatted() + "*"
+
+    rows = [[first[n].display_label, better[first[n].higher_is_better]] + [cell(n, model) for model in headlines]
+            for n in names]
     table = Table(["measure", "better"] + list(headlines), rows,
-                  notes="Each suite's headline measures (details in its section below); % values are percentages.")
+                  notes=" ".join(["Each suite's headline measures (details in its section below); % values are "
+                                  "percentages.", *notes]))
     return ReportSection(title, [table])
 
 

@@ -172,11 +172,13 @@ class CalibrationSuite(Suite[CalibrationOptions]):
     def _ece_vs_severity(results: Mapping[str, dict], fig_dir: Path) -> Path:
         fig = new_figure(4.5, 3.2)
         ax = fig.subplots()
+        ticks: set[int] = {0}
         for i, (m, r) in enumerate(results.items()):
             sev = sorted(int(s) for s in r.get("per_severity", {}))
             ece = [100 * r["clean"]["ece"]] + [100 * r["per_severity"][str(s)]["ece"] for s in sev]
             ax.plot([0] + sev, ece, marker="o", color=series_color(i), label=plot_text(m))
-            ax.set_xticks([0] + sev)
+            ticks.update(sev)
+        ax.set_xticks(sorted(ticks))  # every model's severities (the last model's alone hid the others')
         ax.set_xlabel("severity (0 = clean)")
         ax.set_ylabel("ECE (%), mean over corruptions")
         ax.grid(alpha=0.3)

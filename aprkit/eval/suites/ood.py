@@ -398,4 +398,4 @@ class OODSuite(Suite[OODOptions]):
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
         from .ood_report import ood_section
 
-        return ood_section(results, fig_dir, SCORES, _METRICS)
+        return ood_section(results, fig_dir, _METRICS)

@@ -31,14 +31,14 @@ def _set_header(name: str, metrics: Mapping[str, Any]) -> str:
     return f"{name} (n={metrics['n']}{note})"
 
 
-def ood_section(results: Mapping[str, dict], fig_dir: Path, order: Sequence[str], metrics: Sequence[str]
-                ) -> ReportSection:
+def ood_section(results: Mapping[str, dict], fig_dir: Path, metrics: Sequence[str]) -> ReportSection:
     """The OOD section comparing ``results`` (model -> the suite's result): mean and per-set tables, AUROC bars and
-    score histograms; ``order``: the scores' display order, ``metrics``: AUROC first, then the other set metrics."""
+    score histograms; scores in the order they were asked for (as each result lists them, the first model's first),
+    ``metrics``: AUROC first, then the other set metrics."""
     models = list(results)
     blocks: list = [Paragraph("ID is the positive class (higher score = more in-distribution); "
                               "FPR@95 = fraction of OOD accepted at 95 % TPR.")]
-    scores = [s for s in order if any(s in r["scores"] for r in results.values())]
+    scores = list(dict.fromkeys(s for r in results.values() for s in r["scores"]))  # the per-set tables' order
     blocks.append(Table(["score"] + models, [[s] + [
         "-" if s not in results[m]["mean"]
         else f"{pct(results[m]['mean'][s]['auroc'], 1)} / {pct(results[m]['mean'][s]['fpr@95'], 1)}"

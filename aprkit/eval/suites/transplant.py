@@ -165,8 +165,10 @@ class TransplantSuite(Suite[TransplantOptions]):
         out = []
         for code in dict.fromkeys(r["code"] for r in rows if r["site"] == site):
             last, flags = last_row(rows, site, code)  # an inert or DC-readout site follows B by construction: say so
-            label = f"transplant: follows the {code} donor (last block, {site}{''.join(f'; {f}' for f in flags)})"
-            out.append(Measure(f"transplant.{code}_follow_donor", label, last.get("follow_donor"), percent=True,
+            # the label is one row of a table of several models: the same for each; their own flags go in the note
+            name = f"transplant.{code}_follow_donor" + ("" if site == "output" else f"_{site.replace('-', '_')}")
+            out.append(Measure(name, f"transplant: follows the {code} donor (last block, {site})",
+                               last.get("follow_donor"), percent=True,
                                note=f"last block, {site}: {'; '.join(flags)} (the report has every layer's rates)"
                                if flags else ""))
         return out
