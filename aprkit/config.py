@@ -216,8 +216,23 @@ def read_config_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike
     return expand_env(data)
 
 
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """``"a.b=value"`` -> ``(["a", "b"], parsed value)``; the value is YAML (``abc`` stays a string)."""
+#: what a text setting given on the command line reads as "none" (YAML's null words)
+_NULL_WORDS = ("null", "Null", "NULL", "~")
+
+
+def is_text_type(tp: Any) -> bool:
+    """Whether annotation ``tp`` takes text and no number, bool, list or mapping (``str``, ``str | None``,
+    ``str | Path``): a setting whose value on the command line is the text as typed."""
+    args = [a for a in (typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,))
+            if a is not type(None)]
+    # plain classes only: a list or mapping type (``str | Sequence[str]``) reads YAML lists as typed
+    return str in args and all(isinstance(a, type) and a not in (bool, int, float) for a in args)
+
+
+def parse_override(item: str, text: bool = False) -> tuple[list[str], Any]:
+    """``"a.b=value"`` -> ``(["a", "b"], parsed value)``; the value is YAML (``abc`` stays a string). ``text``: a
+    text setting, whose value is the text as typed (YAML read ``0012`` as 10, ``2024_01_05`` as 20240105, ``yes`` as
+    True and ``run #2`` as ``run``), unless quoted or a null word."""
     import yaml
 
     if not isinstance(item, str) or "=" not in item:
@@ -226,6 +241,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     parts = key.strip().split(".")
     if not all(parts):
         raise ValueError(f"override {item!r} has an empty key part; expected key=value or section.key=value")
+    if text and not raw.strip().startswith(("'", '"')):
+        return parts, expand_env(None if raw.strip() in _NULL_WORDS else raw.strip())
     try:
         value = _yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -234,12 +251,13 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str],
-                    sections: Collection[str] = ()) -> dict[str, Any]:
+                    sections: Collection[str] = (), text_keys: Collection[str] = ()) -> dict[str, Any]:
     """Apply ``key=value`` / ``section.key=value`` strings to a copy of ``data``; ``SECTION=null`` for one of
-    ``sections`` (groups of settings, not values) is refused: it would reset the section's every key."""
+    ``sections`` (groups of settings, not values) is refused: it would reset the section's every key. The keys
+    ``text_keys`` (dotted) take their values as typed (:func:`parse_override`)."""
     out = copy.deepcopy(dict(data))
     for item in overrides:
-        parts, value = parse_override(item)
+        parts, value = parse_override(item, text=str(item).split("=", 1)[0].strip() in text_keys)
         node = out
         for p in parts[:-1]:
             nxt = node.setdefault(p, {})
@@ -303,7 +321,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
-        if type(None) in args and (value is None or value in ("null", "Null", "NULL", "~")):  # ${X:-null} too
+        if type(None) in args and (value is None or value in _NULL_WORDS):  # ${X:-null} too
             return None
         for arg in args:
             if arg is type(None):

@@ -8,13 +8,15 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from timm.data import Mixup, create_loader, resolve_data_config
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.data.mixup import mixup_target
-from timm.loss import SoftTargetCrossEntropy
 
-from aprkit.augment import APRPair
-from aprkit.augment.adapters import APRMixup
+pytest.importorskip("timm.data", reason="timm is an optional integration (the GPU image has none)")
+from timm.data import Mixup, create_loader, resolve_data_config  # noqa: E402
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # noqa: E402
+from timm.data.mixup import mixup_target  # noqa: E402
+from timm.loss import SoftTargetCrossEntropy  # noqa: E402
+
+from aprkit.augment import APRPair  # noqa: E402
+from aprkit.augment.adapters import APRMixup  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 MEAN = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)

@@ -220,6 +220,35 @@ def test_a_model_flag_over_a_configs_models_says_it_replaces_them(tmp_path):
     assert load_eval_config([cfg], flags={"model": "resnet32"})["model"] == "resnet32"
 
 
+def test_a_model_override_replaces_a_configs_models_as_the_flag_does(tmp_path):
+    """--set model=X over a config's models: evaluated the config's four models and not X, without a word; two
+    config files with 'models' and 'model' kept the models silently (CLI tester)."""
+    cfg = tmp_path / "two.yaml"
+    cfg.write_text("models: {a: resnet20, b: resnet56}\ndata: synthetic:8\n")
+    with pytest.warns(UserWarning, match=r"--set model=resnet32 replaces the config's models: \(a, b\)"):
+        out = load_eval_config([cfg], ["model=resnet32"])
+    assert out["model"] == "resnet32" and "models" not in out
+    one = tmp_path / "one.yaml"
+    one.write_text("model: resnet32\n")
+    with pytest.raises(ValueError, match=r"sets both 'model' \('resnet32'\) and 'models' \(a, b\); keep one"):
+        load_eval_config([cfg, one])
+
+
+def test_data_flags_over_a_configs_data(tmp_path):
+    """--data SUITE=SPEC over a config's one spec dropped the config's data (the run then found no default data);
+    --data SPEC over a config's per-suite data only added a default nobody read, without a word (CLI tester)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: resnet20\ndata: synthetic:8\nsuite: [corruption, calibration]\n")
+    out = load_eval_config([cfg], flags={"data": {"calibration": "synthetic:16"}})
+    assert out["data"] == {"default": "synthetic:8", "calibration": "synthetic:16"}
+    assert load_eval_config([cfg], ["data.calibration=synthetic:16"])["data"] == out["data"]
+    cfg.write_text("model: resnet20\ndata: {corruption: 'synthetic:8', calibration: 'synthetic:8'}\n"
+                   "suite: [corruption, calibration]\n")
+    with pytest.warns(UserWarning, match=r"the config's own data stays for corruption \(synthetic:8\), calibration"):
+        out = load_eval_config([cfg], flags={"data": {"default": "synthetic:4"}})
+    assert out["data"] == {"corruption": "synthetic:8", "calibration": "synthetic:8", "default": "synthetic:4"}
+
+
 def test_a_model_flag_over_a_configs_model_takes_its_checkpoint_and_label_along(tmp_path):
     """Tester: ``--config cifar10_resnet20 --model resnet32 --checkpoint F`` printed resnet32's accuracy under the
     label resnet20 (the config's model_id), and ``--model FILE`` was refused for the config's checkpoint too."""
@@ -332,3 +361,10 @@ def test_an_unknown_flag_gets_the_subcommands_usage_and_the_nearest_options(caps
             main(argv)
         err = capsys.readouterr().err
         assert "invalid choice: 'evl' (choose from demo, train, eval, corrupt) (did you mean 'eval'?)" in err
+
+
+def test_overrides_apply_in_order_options_mapping_too():
+    """--set 'options={knn_k: 9}' knn_k=3 gave 9 (the mapping was applied after every other override)."""
+    base = ["model=resnet20", "data=synthetic:8", "suite=ood"]
+    assert load_eval_config(None, [*base, "options={knn_k: 9}", "knn_k=3"])["options"]["knn_k"] == 3
+    assert load_eval_config(None, [*base, "knn_k=3", "options={knn_k: 9}"])["options"]["knn_k"] == 9

@@ -255,3 +255,30 @@ def test_test_images_are_not_resized_twice_nor_padded_black():
     assert ok.data.test_resize is None
     with pytest.raises(ValueError, match=r"data.test_resize must be null or a size >= data.image_size \(224\)"):
         load_config("imagenet_resnet50", ["data.test_resize=200"])
+
+
+def test_text_settings_on_the_command_line_stay_as_typed():
+    """--set read every value as YAML and a text setting took str() of the result: train.out=2024_01_05 wrote to
+    20240105, name=0x1F was '31', eval's model_id=0012 was '10', title=yes 'True', model_id='run #2' 'run' (CLI
+    tester). Text settings take the text as typed; quoted or null values and every other setting read YAML."""
+    from aprkit.eval.engine.config import load_eval_config
+
+    cfg = load_config(None, ["train.out=2024_01_05", "name=0x1F", "optim.epochs=0012", "train.amp=yes",
+                             "model.checkpoint=null"], validate=False)
+    assert (cfg.train.out, cfg.name, cfg.optim.epochs, cfg.train.amp, cfg.model.checkpoint) == (
+        "2024_01_05", "0x1F", 10, True, None)
+    eval_cfg = load_eval_config(None, ["model=resnet20", "data=synthetic:8", "model_id=0012", "title=yes",
+                                       "out=run #2", "suite=[calibration, ood]", "cache_dir='0012'"])
+    assert (eval_cfg["model_id"], eval_cfg["title"], eval_cfg["out_dir"], eval_cfg["suite"], eval_cfg["cache_dir"]) == (
+        "0012", "yes", "run #2", ["calibration", "ood"], "0012")
+
+
+def test_out_flag_and_set_train_out_naming_other_folders_are_refused(tmp_path, capsys):
+    """train let --out win over --set train.out, eval lets --set win over its flags: naming two folders is refused."""
+    from aprkit.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "B"), "--set", f"train.out={tmp_path / 'A'}",
+                 "--print-config"]) == 2
+    assert "name different folders; give one" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "A"), "--set", f"train.out={tmp_path / 'A'}",
+                 "--print-config"]) == 0

@@ -66,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
                          "images for 200 epochs")
     cfg = load_config(args.config or None, args.overrides)
     if args.out is not None:
+        set_out = load_config(None, [o for o in args.overrides if o.split("=", 1)[0].strip() == "train.out"],
+                              validate=False).train.out
+        if set_out is not None and set_out != args.out:  # which wins differs between tools: neither does here
+            raise ValueError(f"--out {args.out} and --set train.out={set_out} name different folders; give one")
         cfg.train.out = args.out
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._text import nearest_names
-from ..config import apply_overrides, coerce, expand_env, merge, read_bases, read_config_files, unknown_key
+from ..config import (
+    apply_overrides,
+    coerce,
+    expand_env,
+    is_text_type,
+    merge,
+    read_bases,
+    read_config_files,
+    unknown_key,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -211,6 +220,21 @@ SECTIONS: tuple[str, ...] = tuple(name for name, tp in typing.get_type_hints(Con
                                   if dataclasses.is_dataclass(tp))
 
 
+def _text_keys(cls: type, prefix: str = "") -> list[str]:
+    """The dotted keys of ``cls``'s text settings (``name``, ``train.out``, ``model.name``, ...)."""
+    out: list[str] = []
+    for name, tp in typing.get_type_hints(cls).items():
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            out += _text_keys(tp, f"{prefix}{name}.")
+        elif is_text_type(tp):
+            out.append(f"{prefix}{name}")
+    return out
+
+
+#: the settings whose ``--set`` value is the text as typed (``train.out=2024_01_05`` stays that, not 20240105)
+TEXT_KEYS: tuple[str, ...] = tuple(_text_keys(Config))
+
+
 def config_from_dict(data: Mapping[str, Any]) -> Config:
     """Build a :class:`Config` from a nested mapping (``base`` must already be resolved: :func:`resolve_bases`)."""
     if "base" in data:
@@ -243,7 +267,7 @@ def load_config(
     data = read_config_files(paths, kind="train")
     if paths and not data.get("name"):
         data["name"] = "+".join(Path(p).stem for p in paths)
-    cfg = config_from_dict(apply_overrides(data, overrides, SECTIONS))
+    cfg = config_from_dict(apply_overrides(data, overrides, SECTIONS, TEXT_KEYS))
     if validate:
         validate_config(cfg)
     return cfg

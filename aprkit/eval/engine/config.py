@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ...config import apply_overrides, coerce, merge, read_config_files, unknown_key
+from ...config import apply_overrides, coerce, is_text_type, merge, read_config_files, unknown_key
 from ..suites import load_suites
 from ..suites.base import flat_options
 from ..suites.options import check_data_mapping, check_suite_options, option_error, parse_suite_options, suite_registry
@@ -89,6 +89,41 @@ def _check_models(models: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _replace_model(data: dict[str, Any], model: Any, given: Mapping[str, Any], source: str) -> None:
+    """``source`` (``--model``, ``--set model=...``) names the one model to evaluate: the config's ``models`` go (it
+    named X and evaluated the config's four), and so do its model's checkpoint, label and kwargs where the model
+    changes (they labelled another model's results), each with a warning; ``given``: the settings the same source
+    gives, which stay."""
+    replaced = data.pop("models", None)
+    if replaced:
+        names = ", ".join(map(str, replaced)) if isinstance(replaced, Mapping) else str(replaced)
+        warnings.warn(f"{source} replaces the config's models: ({names}); only {model!r} is evaluated",
+                      UserWarning, stacklevel=3)
+    if data.get("model") not in (None, model):
+        dropped = [k for k in ("checkpoint", "model_id", "model_kwargs") if k in data and k not in given]
+        for k in dropped:
+            data.pop(k)
+        if dropped:
+            warnings.warn(f"{source} replaces the config's model {data['model']!r} and its "
+                          f"{' and '.join(dropped)}; give --checkpoint / --model-id for {model!r} if needed",
+                          UserWarning, stacklevel=3)
+
+
+def _merge_data_flag(data: dict[str, Any], flag: Mapping[str, Any]) -> None:
+    """``--data`` (``{"default": SPEC, SUITE: SPEC}``) over a config's ``data``: a config's one spec is its default
+    data (a ``--data SUITE=SPEC`` flag dropped it), and the suites the config gives their own data keep it, said in a
+    warning where the flag gives new default data (they read the config's data without a word)."""
+    held = data.get("data")
+    if isinstance(held, str):
+        data["data"] = {"default": held}
+    elif isinstance(held, Mapping) and "default" in flag:
+        kept = {k: v for k, v in held.items() if k != "default" and k not in flag}
+        if kept:
+            warnings.warn(f"--data {flag['default']} is the default data; the config's own data stays for "
+                          + ", ".join(f"{k} ({v})" for k, v in kept.items())
+                          + " (give --data SUITE=SPEC to replace it)", UserWarning, stacklevel=3)
+
+
 def eval_settings(data: Mapping[str, Any]) -> dict[str, Any]:
     """Validate merged settings and return ``evaluate`` keyword arguments (plus ``models`` when given)."""
     schema = eval_schema()
@@ -116,6 +151,10 @@ def eval_settings(data: Mapping[str, Any]) -> dict[str, Any]:
     out["suite"] = suites
     out["options"] = options
     if out.get("models"):
+        if out.get("model") is not None:  # e.g. two config files, one with each: models replaced model silently
+            raise ValueError(f"the eval config sets both 'model' ({out['model']!r}) and 'models' "
+                             f"({', '.join(map(str, out['models']))}); keep one (--model or --set model=SPEC "
+                             "replaces a config's models)")
         out["models"] = _check_models(out["models"])
     return out
 
@@ -135,21 +174,10 @@ def load_eval_config(
     files' ``models``), then ``key=value`` overrides; validated by :func:`eval_settings`."""
     data = _canonical(read_config_files(paths, normalize=_flat, kind="eval"), "the eval config")
     flags = {k: v for k, v in _flat(dict(flags or {}), "the flags").items() if v is not None}
-    if "model" in flags and "models" in data:
-        replaced = data.pop("models")
-        if replaced:
-            names = ", ".join(map(str, replaced)) if isinstance(replaced, Mapping) else str(replaced)
-            warnings.warn(f"--model replaces the config's models: ({names}); only {flags['model']!r} is evaluated",
-                          UserWarning, stacklevel=2)
-    if "model" in flags and data.get("model") not in (None, flags["model"]):
-        # the config's checkpoint and label belong to its model and go with it (they labelled another model's results)
-        dropped = [k for k in ("checkpoint", "model_id", "model_kwargs") if k in data and k not in flags]
-        for k in dropped:
-            data.pop(k)
-        if dropped:
-            warnings.warn(f"--model replaces the config's model {data['model']!r} and its "
-                          f"{' and '.join(dropped)}; give --checkpoint / --model-id for {flags['model']!r} if needed",
-                          UserWarning, stacklevel=2)
+    if "model" in flags:
+        _replace_model(data, flags["model"], flags, "--model")
+    if isinstance(flags.get("data"), Mapping):
+        _merge_data_flag(data, flags["data"])
     data = merge(data, flags)
     renamed = []
     for item in overrides:
@@ -157,11 +185,18 @@ def load_eval_config(
         head, dot, tail = key.partition(".")
         if head.strip() == "options" and tail:  # options.knn_k=7 sets knn_k, the form every source is read in
             head, dot, tail = tail.partition(".")
-        renamed.append(f"{ALIASES.get(head.strip(), head.strip())}{dot}{tail}{sep}{rest}" if sep else item)
-    data = apply_overrides(data, renamed)
-    given = data.pop("options", None)  # only an override sets it now (options={...}): it came last, so it wins
-    if isinstance(given, Mapping):
-        data.update(given)
-    elif given is not None:
-        data["options"] = given  # eval_settings names the wrong type
+        head = ALIASES.get(head.strip(), head.strip())
+        renamed.append(f"{head}{dot}{tail}{sep}{rest}" if sep else item)
+        if sep and head == "model" and not dot:  # as --model: the config's models (and its model's label) give way
+            _replace_model(data, rest.strip(), {}, f"--set {item}")
+        elif sep and head == "data" and dot and isinstance(data.get("data"), str):
+            data["data"] = {"default": data["data"]}  # data.SUITE=SPEC beside the config's data, which stays default
+    text_keys = [k for k, tp in eval_schema().items() if is_text_type(tp)]  # model_id=0012 stays "0012"
+    for item in renamed:  # in order: options={...} then knn_k=3 sets 3 (the mapping was applied last, wherever given)
+        data = apply_overrides(data, [item], text_keys=text_keys)
+        given = data.pop("options", None)  # only an override sets it now (options={...})
+        if isinstance(given, Mapping):
+            data.update(given)
+        elif given is not None:
+            return eval_settings({**data, "options": given})  # which names the wrong type
     return eval_settings(data)
