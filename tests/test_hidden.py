@@ -313,19 +313,22 @@ def test_attached_models_pickle_copies_carry_their_own_hooks_and_detach_removes_
         flat(x)
 
 
-def test_a_guessed_token_layout_beyond_one_class_token_warns():
-    """(B, 20, D) is read as 4 prefix tokens and a 4x4 grid, a guess a 4x5 grid or a plain sequence fools: it warns
-    (a class token and a square grid, or a square grid alone, do not)."""
+def test_a_guessed_token_layout_with_prefix_tokens_warns():
+    """(B, 20, D) is read as 4 prefix tokens and a 4x4 grid, a guess a 4x5 grid or a plain sequence fools: it warns;
+    so does one guessed class token (a Swin MLP's 5x10 grid of 50 tokens read as 1 + 7x7 without a word; hidden
+    tester). A square grid alone, or a layout given, does not."""
     import warnings
 
     from aprkit.hidden import to_grid
 
     with pytest.warns(UserWarning, match=r"20 tokens read as 4 prefix tokens and a 4x4 patch grid \(a guess"):
         to_grid(torch.rand(2, 20, 8))
+    with pytest.warns(UserWarning, match=r"50 tokens read as 1 prefix tokens and a 7x7 patch grid"):
+        to_grid(torch.rand(2, 50, 8))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for n in (16, 17):
-            to_grid(torch.rand(2, n, 8))
+        to_grid(torch.rand(2, 16, 8))
+        assert to_grid(torch.rand(2, 17, 8), num_prefix_tokens=1)[2].grid == (4, 4)
         assert to_grid(torch.rand(2, 20, 8), grid=(4, 5))[2].num_prefix_tokens == 0
 
 
@@ -550,11 +553,103 @@ def test_an_mlp_mixer_states_its_patch_grid_through_its_stem() -> None:
     # the later stages merge patches, so their grid is read from their tokens (reviewer)
     swin = SwinTransformer(img_size=32, patch_size=4, window_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2),
                            num_classes=10)
-    assert token_layout(swin) == (None, None)
+    assert token_layout(swin) == (0, None)  # a channels-last model's token sites hold patches only (hidden tester)
     with attach(swin.train(), ["layers.1.blocks.0.mlp"], p=1.0, seed=0):
         assert swin(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    # a 5x10 grid of 50 tokens was read as a class token and a 7x7 grid, without a word: now no prefix token, and a
+    # grid that is not square must be given
+    wide = SwinTransformer(img_size=(40, 80), patch_size=4, window_size=5, embed_dim=8, depths=(1, 1),
+                           num_heads=(1, 1), num_classes=10)
+    with attach(wide.train(), ["layers.1.blocks.0.mlp"], p=1.0, seed=0), pytest.raises(ValueError,
+                                                                                       match="not a square grid"):
+        wide(torch.rand(2, 3, 40, 80))
     x = torch.rand(2, 3, 32, 64, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with attach(mixer.train(), ["blocks.1"], p=1.0, seed=0):
             assert mixer(x).shape == (2, 10)
+
+
+def test_channels_last_maps_whose_sizes_fool_the_size_rules_are_refused() -> None:
+    """A ConvNeXt MLP whose map is as tall as the block has channels ((N, 16, 16, 64) with 16 channels: timm's
+    convnext_tiny at 384 px) passed as (B, C, H, W) without a word, and so did a Swin stage whose height equals its
+    channels (only the innermost module's output_fmt was read); hidden tester. A Linear taking or giving the very
+    tensor, or an output_fmt NHWC anywhere up the chain, now says channels-last."""
+    from timm.models.convnext import ConvNeXt
+    from timm.models.swin_transformer import SwinTransformer
+
+    from aprkit.eval.analyses.transplant_site import site_problem
+    from aprkit.hidden import Site
+
+    torch.manual_seed(0)
+    net = ConvNeXt(depths=(1, 1, 1, 1), dims=(16, 32, 32, 32), num_classes=10).eval()
+    x = torch.rand(1, 3, 64, 64)
+    kw = {"num_prefix_tokens": None, "grid": None, "allow_complex": True, "model_prefix_tokens": None}
+    problem = site_problem(net, x, Site("stages.0.blocks.0.mlp.act", "input"), torch.device("cpu"), kw)
+    assert problem is not None and "channels-last" in problem and "an nn.Linear takes or gives it" in problem
+    assert site_problem(net, x, Site("stages.0.blocks.0"), torch.device("cpu"), kw) is None  # (B, C, H, W)
+    with attach(net.train(), ["stages.0.blocks.0.mlp.fc1"], p=1.0, seed=0), pytest.raises(ValueError,
+                                                                                       match="channels-last"):
+        net(torch.rand(2, 3, 64, 64))
+    swin = SwinTransformer(img_size=64, patch_size=4, window_size=4, embed_dim=16, depths=(1, 1), num_heads=(2, 2),
+                           num_classes=10).eval()  # layers.0: (N, 16, 16, 16)
+    problem = site_problem(swin, x, Site("layers.0"), torch.device("cpu"), kw)
+    assert problem is not None and "declares output_fmt NHWC" in problem
+
+
+def test_a_patch_embedding_stating_one_int_patch_size() -> None:
+    """timm's XCiT states patch_size as one int: attach and every transplant failed with "'int' object is not
+    subscriptable" at the first forward (hidden tester)."""
+    import timm
+
+    from aprkit.eval.analyses.transplant import transplant_test
+
+    torch.manual_seed(0)
+    m = timm.create_model("xcit_nano_12_p16_224", pretrained=False, num_classes=10, img_size=32, patch_size=8)
+    assert isinstance(m.patch_embed.patch_size, int)
+    with attach(m.train(), ["blocks.3"], p=1.0, seed=0):
+        assert m(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    from aprkit.eval.analyses.transplant import NoDisagreeingPairs
+
+    # random weights give every image one class: the test gets past its patch-grid forward to say so
+    with pytest.raises(NoDisagreeingPairs):
+        transplant_test(m.eval(), torch.rand(8, 3, 32, 32), ["blocks.3"], n_pairs=4)
+
+
+def test_attach_does_not_suggest_a_functional_site_it_refuses() -> None:
+    """attach(model, ['layer2.0.relu']) suggested 'layer2.0:relu', which attach then refused (hidden tester)."""
+    from aprkit.models import create_model
+
+    model = create_model("resnet20")
+    with pytest.raises(ValueError) as info:
+        attach(model, ["layer2.0.relu"])
+    assert "'layer2.0:relu'" not in str(info.value) and "only a module can be named here" in str(info.value)
+
+
+def test_blocks_in_nested_lists_are_listed_in_the_order_the_data_passes_them() -> None:
+    """timm's Twins holds each stage's blocks in a ModuleList inside a ModuleList (never called: its sites were all
+    'never called') and defines its position blocks after every stage (they were plotted after the last stage);
+    hidden tester. Nested lists are looked into, and with an example the blocks come in call order."""
+    from torch import nn
+
+    from aprkit.hidden import list_blocks
+
+    def block() -> nn.Module:
+        return nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+
+    class Staged(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stages = nn.ModuleList([nn.ModuleList([block(), block()]) for _ in range(2)])
+            self.pos = nn.ModuleList([block(), block()])  # defined last, called after each stage's first block
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for stage, pos in zip(self.stages, self.pos):
+                x = pos(stage[0](x))
+                x = stage[1](x)
+            return x.mean((2, 3))
+
+    m = Staged()
+    assert list_blocks(m) == ["stages.0.0", "stages.0.1", "stages.1.0", "stages.1.1", "pos.0", "pos.1"]
+    assert list_blocks(m, torch.rand(1, 4, 8, 8)) == ["stages.0.0", "pos.0", "stages.0.1", "stages.1.0", "pos.1",
+                                                      "stages.1.1"]

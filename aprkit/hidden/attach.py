@@ -27,13 +27,16 @@ class LayerNotCalledWarning(RuntimeWarning):
 
 def _token_model(model: nn.Module) -> tuple[int, nn.Module | None] | None:
     """``(num_prefix_tokens, patch embedding)`` of the timm token model in ``model`` (itself or a wrapper's ``.model``):
-    a ViT stating ``num_prefix_tokens``, or a model without prefix tokens whose patch embedding ``stem`` (MLP-Mixer,
-    ResMLP, gMLP) states its grid (``grid_size``: 0 prefix tokens); else ``None``."""
+    a ViT stating ``num_prefix_tokens``, a model without prefix tokens whose patch embedding ``stem`` (MLP-Mixer,
+    ResMLP, gMLP) states its grid (``grid_size``: 0 prefix tokens), or a channels-last model (``output_fmt`` NHWC, a
+    Swin: 0 prefix tokens, no grid); else ``None``."""
     for m in (model, getattr(model, "model", None)):
         if m is None:
             continue
         if getattr(m, "num_prefix_tokens", None) is not None:
             return int(cast(int, m.num_prefix_tokens)), getattr(m, "patch_embed", None)
+        if str(getattr(m, "output_fmt", "")).upper() == "NHWC":  # a Swin: token sites (its MLPs) hold patches only
+            return 0, None  # (its grid changes per stage: a non-square one must be given, never guessed)
         pe = getattr(m, "stem", None)  # MLP-Mixer's, ResMLP's, gMLP's: every block keeps the stem's tokens (a Swin's
         # patch_embed states only its first stage's grid: its later stages merge patches, so it is not read here)
         if isinstance(pe, nn.Module) and getattr(pe, "grid_size", None) is not None and hasattr(pe, "patch_size"):
@@ -89,8 +92,11 @@ class PatchGrid:
             size = (int(x.shape[-2]), int(x.shape[-1]))
             feat = getattr(mod, "dynamic_feat_size", None)  # timm: the grid of an image size, padding included
             patch = getattr(mod, "patch_size", None)
+            if isinstance(patch, int):  # XCiT's ConvPatchEmbed states one int (a crash at its first forward)
+                patch = (patch, patch)
             grid = [int(v) for v in feat(size)] if callable(feat) else (
-                [size[0] // int(patch[0]), size[1] // int(patch[1])] if patch is not None else None)
+                [size[0] // int(patch[0]), size[1] // int(patch[1])]
+                if isinstance(patch, (tuple, list)) and len(patch) == 2 else None)  # else: unread, the grid inferred
             self._local.grid = self._latest = (grid[0], grid[1]) if grid is not None else None
 
     def __enter__(self) -> PatchGrid:
@@ -178,7 +184,7 @@ def attach(
     resolved: list[tuple[str, nn.Module]] = []
     for name in layers:
         try:  # a module's name first: ModuleDict keys may hold ':' ("stage:a")
-            resolved.append(resolve_module(model, name))
+            resolved.append(resolve_module(model, name, ops=False))
         except ValueError:
             if isinstance(name, str) and Site(name).op is not None:
                 raise ValueError(f"attach needs a module, not a functional op ({name!r}); hook the module whose "
@@ -287,7 +293,9 @@ class _FeatureHook:
             raise ValueError(f"layer {full!r} returns a {type(out).__name__}; "
                              f"FeatureAPR needs a feature map (B, C, H, W) or tokens (B, N, D)")
         if out.ndim == 4 and tuple(out.shape[1:]) not in self.checked:  # a (B, H, W, C) map would mix channels
-            check_channels_first(st.model, full, tuple(out.shape), f"layer {full!r} output")
+            # a Linear's own 4-D output is channels-last whatever its sizes (it acts on the last axis)
+            check_channels_first(st.model, full, tuple(out.shape), f"layer {full!r} output",
+                                 linear_io=isinstance(mod, nn.Linear))
             self.checked.add(tuple(out.shape[1:]))
         layout = None
         if out.ndim == 3:  # this call's layout, passed to it (the module is shared by threads); kept on it to read

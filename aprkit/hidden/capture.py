@@ -13,7 +13,7 @@ from torch import nn
 from .._batch import block_rows, pad_rows, row_blocks
 from .sites import FUNCTIONAL_OPS, Site, StopForward, activation_modules, list_blocks, resolve_module, tap
 
-__all__ = ["predict_intervened", "capture", "count_calls", "front_blocks", "skipping", "FrontSkip"]
+__all__ = ["predict_intervened", "capture", "count_calls", "front_blocks", "linear_io", "skipping", "FrontSkip"]
 
 
 @dataclass
@@ -36,7 +36,7 @@ def front_blocks(model: nn.Module, site: Site, example: torch.Tensor) -> FrontSk
     Where a front block takes or returns anything but a tensor (a tuple), nothing is skipped.
     """
     full, _ = resolve_module(model, site.module_path)
-    blocks = list_blocks(model)
+    blocks = list_blocks(model, example)  # in the order the data passes them
     owner = next((i for i, b in enumerate(blocks) if full == b or full.startswith(b + ".")), None)
     if owner is None:
         return FrontSkip()
@@ -135,6 +135,30 @@ def count_calls(model: nn.Module, site: Site, example: torch.Tensor) -> int:
     with tap(model, site, lambda a, i: None) as state:
         model(example)
         return state.calls
+
+
+@torch.no_grad()
+def linear_io(model: nn.Module, site: Site, example: torch.Tensor, module: nn.Module) -> bool:
+    """Whether ``site``'s activation in a forward pass on ``example`` is a 4-D tensor that an ``nn.Linear`` of
+    ``module`` takes or gives (the very object): a Linear acts on the last axis, so that map is channels-last
+    (B, H, W, C) whatever its sizes (a ConvNeXt MLP's at 384 px passed every size rule)."""
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        return False
+    seen: list[Any] = []
+    fed: list[torch.Tensor] = []  # references, not ids: a freed tensor's id may be reused
+
+    def on_linear(m: nn.Module, args: Any, out: Any) -> None:
+        fed.extend(t for t in (*args, out) if isinstance(t, torch.Tensor) and t.ndim == 4)
+
+    hooks = [m.register_forward_hook(on_linear) for m in linears]
+    try:
+        with tap(model, site, lambda a, i: seen.append(a)):
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return any(a is t for a in seen for t in fed)
 
 
 def _never_called(model: nn.Module, site: Site, example: torch.Tensor) -> str:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["GridLayout", "to_grid", "from_grid", "infer_prefix_tokens", "check_channels_first", "site_prefix_tokens",
-           "batch_shape"]
+__all__ = ["GridLayout", "to_grid", "from_grid", "infer_prefix_tokens", "check_channels_first", "layout_module",
+           "site_prefix_tokens", "batch_shape"]
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def to_grid(
                                  "pass the patch grid and num_prefix_tokens explicitly")
         else:
             k = infer_prefix_tokens(n)
-            if k > 1:  # one class token (or none) is the common case; more is a guess a plain sequence can fool
+            if k > 0:  # a guess a plain sequence can fool: a Swin MLP's 5x10 grid of 50 tokens read as 1 + 7x7
                 import warnings
 
                 warnings.warn(f"{name}: {n} tokens read as {k} prefix tokens and a {math.isqrt(n - k)}x"
@@ -193,14 +193,28 @@ def _channel_sizes(module: nn.Module) -> tuple[set[int], set[int]]:
     return first, last
 
 
-def check_channels_first(model: nn.Module, path: str, shape: tuple[int, ...], where: str) -> None:
+#: where to look instead of a channels-last site
+_NHWC_HINT = (", e.g. the block output of a ConvNeXt block; a Swin model holds no such map (its stages and blocks "
+              "are channels-last throughout): use a model with (B, C, H, W) or token activations")
+
+
+def layout_module(model: nn.Module, path: str) -> nn.Module:
+    """Of the module at ``path`` and its ancestors, the innermost with any convolution, norm or Linear layer: the
+    one whose layers tell an activation's layout (a parameter-free activation inside a ConvNeXt MLP: that MLP)."""
+    chain = _enclosing_modules(model, path)
+    return next((m for m in chain if any(_channel_sizes(m))), chain[-1])
+
+
+def check_channels_first(model: nn.Module, path: str, shape: tuple[int, ...], where: str,
+                         linear_io: bool = False) -> None:
     """Refuse a 4-D activation ``shape`` that looks channels-last, ``(B, H, W, C)`` as in ConvNeXt MLPs and Swin stages.
 
-    ``path``: the module of ``model`` around the site; of it and its ancestors, the innermost one with any
-    convolution, norm or Linear layer decides (a parameter-free activation inside a ConvNeXt
-    MLP is judged by that MLP). Channels-last: that module declares ``output_fmt`` NHWC (timm's patch embedding with
-    dynamic image sizes), or none of its convolution, norm or Linear sizes is ``shape[1]`` while one of its
-    Linear / LayerNorm feature sizes is ``shape[3]``. Read as ``(B, C, H, W)``, such a map would put the channels into
+    ``path``: the module of ``model`` around the site; :func:`layout_module` decides. Channels-last: the innermost
+    of the site's module and its ancestors that declares an ``output_fmt`` declares NHWC (timm's patch embedding
+    with dynamic image sizes, a Swin model), or none of its convolution, norm or Linear sizes is ``shape[1]`` while
+    one of its Linear / LayerNorm feature sizes is ``shape[3]``, or ``linear_io``: the caller saw an ``nn.Linear`` of
+    :func:`layout_module` take or give this very tensor (``aprkit.hidden.capture.linear_io``; a ConvNeXt MLP at
+    384 px, 96 x 96 x 384, passed the size rules). Read as ``(B, C, H, W)``, such a map would put the channels into
     the Fourier transform (and the DC-only control would keep row means). A map whose ``shape[1]`` is a Linear size
     too is channels-first: Linear layers acting on pooled channels (a squeeze-excite gate) size them so; when the
     module has no convolution or norm of channels and ``shape[1] == shape[3]`` (a ConvNeXt MLP at 384 px, 96 x 96 x 96,
@@ -208,16 +222,16 @@ def check_channels_first(model: nn.Module, path: str, shape: tuple[int, ...], wh
     if len(shape) != 4:
         return
     chain = _enclosing_modules(model, path)
-    if str(getattr(chain[0], "output_fmt", "")).upper().endswith("NHWC"):
-        raise ValueError(f"{where} holds channels-last activations of shape {batch_shape(shape)} (B, H, W, C): the "
-                         "module declares output_fmt NHWC. Hidden-layer Fourier codes read (B, C, H, W) maps; pick a "
-                         "site whose activation is (B, C, H, W)")
-    first: set[int] = set()
-    last: set[int] = set()
-    for module in chain:
-        first, last = _channel_sizes(module)
-        if first or last:
-            break
+    # the innermost module that declares a format (timm: a patch embedding, or a whole Swin model): the model's own
+    # NHWC was not read, so a Swin stage whose height equals its width in channels passed as (B, C, H, W)
+    fmt = next((str(f) for m in chain if (f := getattr(m, "output_fmt", None)) is not None), "")
+    if fmt.upper().endswith("NHWC") or linear_io:
+        why = ("an nn.Linear takes or gives it as a 4-D tensor (acting on its last axis)" if linear_io
+               else "the module declares output_fmt NHWC")
+        raise ValueError(f"{where} holds channels-last activations of shape {batch_shape(shape)} (B, H, W, C): "
+                         f"{why}. Hidden-layer Fourier codes read (B, C, H, W) maps; pick a site whose activation is "
+                         "(B, C, H, W)" + _NHWC_HINT)
+    first, last = _channel_sizes(layout_module(model, path))
     if not first and shape[3] in last and shape[1] == shape[3]:  # a Linear-only module: a ConvNeXt MLP at 384 px
         # (96 x 96 x 96, channels-last) or a squeeze-excite gate with C == W (channels-first): sizes cannot tell
         warnings.warn(f"{where}: cannot tell from the layer sizes whether the activations of shape "
@@ -229,7 +243,5 @@ def check_channels_first(model: nn.Module, path: str, shape: tuple[int, ...], wh
             f"{where} holds channels-last activations of shape {batch_shape(shape)} (B, H, W, C): its Linear / "
             f"LayerNorm layers act on the last axis ({shape[3]} features) and no convolution has {shape[1]} channels. "
             "Hidden-layer Fourier codes read (B, C, H, W) maps and would mix the channels into the transform; pick "
-            "a site whose activation is (B, C, H, W), e.g. the block output of a ConvNeXt block; a Swin model holds "
-            "no such map (its stages and blocks are channels-last throughout): its MLPs' token outputs (B, N, C), e.g. "
-            "layers.1.blocks.0.mlp, or a site of a model with (B, C, H, W) or token activations"
+            "a site whose activation is (B, C, H, W)" + _NHWC_HINT
         )

@@ -139,10 +139,11 @@ class Site:
         return f"{self.layer}{idx}@{self.site}"
 
 
-def resolve_module(model: nn.Module, name: str) -> tuple[str, nn.Module]:
+def resolve_module(model: nn.Module, name: str, ops: bool = True) -> tuple[str, nn.Module]:
     """Return ``(full_name, module)`` for ``name``; tries the ``model.`` prefix of wrapped models.
 
-    Raises ``ValueError`` naming close matches when no module has that name.
+    Raises ``ValueError`` naming close matches when no module has that name; ``ops``: the caller also takes a
+    functional op's site (``'layer2.0:relu'``), which the message then suggests (``attach`` takes modules only).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -161,9 +162,11 @@ def resolve_module(model: nn.Module, name: str) -> tuple[str, nn.Module]:
     holder = modules.get(parent, modules.get(f"model.{parent}"))
     # F.relu is no module; torch's own layers (a Conv2d) call none: only the model's own modules are suggested
     if op in FUNCTIONAL_OPS and holder is not None and not type(holder).__module__.startswith("torch.nn."):
-        hint += f" (for a functional {op} called inside {parent!r}: '{parent}:{op}')"
+        hint += (f" (for a functional {op} called inside {parent!r}: '{parent}:{op}')" if ops else
+                 f" (a functional {op} inside {parent!r} is no module, and only a module can be named here: "
+                 f"{parent!r} itself or one of its modules)")
     owner, colon, word = name.rpartition(":")
-    if colon and word.isidentifier() and any(c in modules for c in (owner, f"model.{owner}")):  # a misspelt op
+    if ops and colon and word.isidentifier() and any(c in modules for c in (owner, f"model.{owner}")):  # misspelt op
         hint += f" (a functional op after ':' is one of {', '.join(FUNCTIONAL_OPS)})"
     if not hint:  # nothing close: what the model has instead
         hint = f" (its top-level modules: {some_names(n for n, _ in model.named_children())}"
@@ -172,11 +175,14 @@ def resolve_module(model: nn.Module, name: str) -> tuple[str, nn.Module]:
     raise ValueError(f"model has no layer named {name!r}{hint}; names come from model.named_modules()")
 
 
-def list_blocks(model: nn.Module) -> list[str]:
-    """Names of the repeated blocks, in definition order: children of every ``nn.Sequential`` /
-    ``nn.ModuleList`` whose children all have submodules (ResNet ``layerN.i``, ViT ``blocks.i``,
-    MobileNetV2 ``features.i``). A network of plain layers in one ``nn.Sequential`` (VGG, AllConv) has none: its
-    activation modules stand for the blocks (outside squeeze-excite gates), each one's output a layer's."""
+def list_blocks(model: nn.Module, example: torch.Tensor | None = None) -> list[str]:
+    """Names of the repeated blocks: children of every ``nn.Sequential`` / ``nn.ModuleList`` whose children all have
+    submodules (ResNet ``layerN.i``, ViT ``blocks.i``, MobileNetV2 ``features.i``); a child that is itself an
+    ``nn.ModuleList`` (never called: Twins' per-stage lists) is looked into. A network of plain layers in one
+    ``nn.Sequential`` (VGG, AllConv) has none: its activation modules stand for the blocks (outside squeeze-excite
+    gates), each one's output a layer's. In definition order, or with ``example`` (one input) in the order a forward
+    pass on it first calls them (Twins defines its stages' blocks, then their position blocks: depth ran otherwise
+    than the data), blocks it never calls last."""
     found: list[str] = []
 
     def visit(prefix: str, mod: nn.Module) -> None:
@@ -184,7 +190,11 @@ def list_blocks(model: nn.Module) -> list[str]:
         if isinstance(mod, (nn.Sequential, nn.ModuleList)) and kids and all(
             any(True for _ in k.children()) for _, k in kids
         ):
-            found.extend(f"{prefix}{n}" for n, _ in kids)
+            for n, k in kids:
+                if isinstance(k, nn.ModuleList):
+                    visit(f"{prefix}{n}.", k)
+                else:
+                    found.append(f"{prefix}{n}")
             return
         for n, k in kids:
             visit(f"{prefix}{n}.", k)
@@ -197,7 +207,28 @@ def list_blocks(model: nn.Module) -> list[str]:
     if not found:
         raise ValueError("found no repeated blocks (nn.Sequential of submodules) and no activation module held once "
                          "in the model; pass layers=[...] (aprkit eval: --set 'transplant_layers=[layer2.1]')")
-    return found
+    return found if example is None else _in_call_order(model, found, example)
+
+
+def _in_call_order(model: nn.Module, names: list[str], example: torch.Tensor) -> list[str]:
+    """``names`` (modules of ``model``) in the order a forward pass on ``example`` first calls them; the ones it never
+    calls keep their order, last."""
+    modules = dict(model.named_modules())
+    first: dict[str, int] = {}
+
+    def hook(name: str) -> Callable[..., None]:
+        def pre(m: nn.Module, a: object) -> None:
+            first.setdefault(name, len(first))
+        return pre
+
+    handles = [modules[n].register_forward_pre_hook(hook(n)) for n in names]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return sorted(names, key=lambda n: (first.get(n, len(names)), names.index(n)))
 
 
 def activation_modules(model: nn.Module, block: str) -> list[str]:

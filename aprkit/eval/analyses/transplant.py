@@ -288,26 +288,33 @@ def layer_sweep(
     n_pairs = kwargs.pop("n_pairs", 1000)
     if kwargs:
         raise TypeError(f"layer_sweep got unexpected arguments {sorted(kwargs)}")
-    targets: list[tuple[int, str, Site]] = []
-    skipped: list[dict[str, Any]] = []  # the default sweep's sites it cannot measure, and why
-    for site in sites:
-        for depth in picked:
-            b = blocks[depth]
-            if site == "input" and layers == "all":
-                try:
-                    t = last_activation_site(model, b)
-                except ValueError as err:  # a block without a nonlinearity (complex blocks): its output only
-                    skipped.append({"depth": depth, "block": b, "layer": Site(b, "input").label(), "site": site,
-                                    "reason": str(err)})
-                    continue
-            else:
-                t = Site(b, site, call_index)  # type: ignore[arg-type]  # a str; Site checks it is "input"/"output"
-            resolve_module(model, t.module_path)
-            targets.append((depth, b, t))
+    def sweep_sites(blocks: list[str]) -> tuple[list[tuple[int, str, Site]], list[dict[str, Any]]]:
+        targets: list[tuple[int, str, Site]] = []
+        skipped: list[dict[str, Any]] = []  # the default sweep's sites it cannot measure, and why
+        for site in sites:
+            for depth in picked:
+                b = blocks[depth]
+                if site == "input" and layers == "all":
+                    try:
+                        t = last_activation_site(model, b)
+                    except ValueError as err:  # a block without a nonlinearity (complex blocks): its output only
+                        skipped.append({"depth": depth, "block": b, "layer": Site(b, "input").label(), "site": site,
+                                        "reason": str(err)})
+                        continue
+                else:
+                    t = Site(b, site, call_index)  # type: ignore[arg-type]  # a str; Site checks "input"/"output"
+                resolve_module(model, t.module_path)
+                targets.append((depth, b, t))
+        return targets, skipped
+
+    if layers != "all":  # named sites are checked before the images are read
+        targets, skipped = sweep_sites(blocks)
     with eval_mode(model):
         images, labels, device, clean, pairs, layout_kw, info = _prepare(
             model, data, prep["labels"], n_pairs, prep["generator"], opts["batch_size"], prep["max_images"],
             prep["num_prefix_tokens"], prep["grid"])
+        if layers == "all":  # depth in the order the data passes the blocks (Twins defines them otherwise)
+            targets, skipped = sweep_sites(list_blocks(model, images[:1].to(device)))
         checked = []  # every site is checked before the first one's long computation
         for depth, block, t in targets:
             problem, site_codes = None, codes

@@ -15,8 +15,15 @@ from torch import nn
 
 from ...fourier import Dims
 from ...hidden import codes as C
-from ...hidden.capture import FrontSkip, capture, count_calls, front_blocks, predict_intervened
-from ...hidden.layout import batch_shape, check_channels_first, from_grid, site_prefix_tokens, to_grid
+from ...hidden.capture import FrontSkip, capture, count_calls, front_blocks, linear_io, predict_intervened
+from ...hidden.layout import (
+    batch_shape,
+    check_channels_first,
+    from_grid,
+    layout_module,
+    site_prefix_tokens,
+    to_grid,
+)
 from ...hidden.sites import FUNCTIONAL_OPS, Site, resolve_module
 
 __all__ = ["site_rows", "site_problem", "functional_site", "check_prefix_tokens", "check_n_control", "rate",
@@ -199,7 +206,8 @@ def site_activations(model: nn.Module, images: torch.Tensor, site: Site, batch_s
     if site.site == "input" and site.op is None:
         path = path.rsplit(".", 1)[0] if "." in path else ""
     full, _ = resolve_module(model, path)
-    check_channels_first(model, full, tuple(acts.shape), f"layer {site.layer!r} {site.site}")
+    lin = acts.ndim == 4 and linear_io(model, site, images[:1].to(device), layout_module(model, full))
+    check_channels_first(model, full, tuple(acts.shape), f"layer {site.layer!r} {site.site}", linear_io=lin)
     layout_kw = dict(layout_kw)
     model_k = layout_kw.pop("model_prefix_tokens", None)
     if model_k is not None and acts.ndim == 3:  # the model's prefix count, unless this output has none (patch_embed)
