@@ -156,6 +156,7 @@ CLI: list[tuple[str, Callable[[Path], list[str]], str]] = [
     ("train-resume-junk-state", lambda d: ["train", "--out", str(d / "run_junk"), "--resume"] + T, r"last\.pt is not a valid training checkpoint"),
     ("train-init-checkpoint-junk", lambda d: ["train", "--out", str(d / "t_init")] + T + [f"model.checkpoint={d}/rand.pt"], r"rand\.pt is not a valid checkpoint"),
     ("train-missing-data", lambda d: ["train", "--out", str(d / "t_data")] + T + [f"data.dataset=folder:{d}/nope"], r"image folder .*nope does not exist"),
+    ("eval-timm-image-size", lambda d: E + ["--model", "timm:vit_tiny_patch16_224", "--random-init", "--data", "synthetic:4", "--suite", "calibration"], r"the model takes images 224 px in height and these are 32 px: .*model_kwargs\.img_size=32"),
     # demo, corrupt
     ("demo-out-is-file", lambda d: ["demo", "--out", str(d / "afile"), "--quick", "--no-progress"], r"--out .*afile is a file; expected a folder"),
     ("corrupt-missing-input", lambda d: ["corrupt", str(d / "nope.npy"), str(d / "c_out")], r"nope\.npy.*does not exist"),

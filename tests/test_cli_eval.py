@@ -368,3 +368,18 @@ def test_overrides_apply_in_order_options_mapping_too():
     base = ["model=resnet20", "data=synthetic:8", "suite=ood"]
     assert load_eval_config(None, [*base, "options={knn_k: 9}", "knn_k=3"])["options"]["knn_k"] == 3
     assert load_eval_config(None, [*base, "knn_k=3", "options={knn_k: 9}"])["options"]["knn_k"] == 9
+
+
+def test_a_configs_options_for_suites_not_selected_are_left_out_with_a_warning(tmp_path):
+    """A shipped OOD config run with --suite calibration was refused for its fit_limit, which neither editing (a
+    shipped file) nor --set could undo (CLI tester). Options from files that only unselected suites read are left
+    out, with a warning; typed ones (a flag, --set) for such a suite are still refused."""
+    cfg = tmp_path / "ood.yaml"
+    cfg.write_text("model: resnet20\ndata: synthetic:8\nsuite: ood\nknn_k: 7\n")
+    with pytest.warns(UserWarning, match=r"the config's option knn_k is left out: only suites this run does not "
+                                         r"select read it \(suites: calibration\)"):
+        out = load_eval_config([cfg], flags={"suite": ["calibration"]})
+    assert out["suite"] == ["calibration"] and "knn_k" not in out["options"]
+    assert load_eval_config([cfg])["options"]["knn_k"] == 7
+    with pytest.raises(ValueError, match="option 'knn_k' is read by suite 'ood', which is not selected"):
+        load_eval_config([cfg], ["knn_k=3"], flags={"suite": ["calibration"]})

@@ -113,3 +113,12 @@ def test_the_apr_table_configs_normalise_as_the_apr_reference():
     from aprkit.models import create_model
 
     assert tuple(create_model("wrn40_2").mean.flatten().tolist()) == HALF_MEAN
+
+
+def test_a_description_goes_on_into_a_parenthesis_on_the_next_line():
+    """--list-configs cut descriptions before a line opening a parenthesis (CLI tester)."""
+    from aprkit.configs import describe
+
+    assert "(phase collapse) in the paper's configuration" in describe("train", "repro_cifar10_phase_collapse_modulus")
+    assert describe("eval", "ood_synthetic").endswith("(Gaussian, uniform, Rademacher noise, blobs), scores "
+                                                      "MSP/MaxLogit/Energy/ODIN/Mahalanobis/KNN.")

@@ -282,3 +282,13 @@ def test_out_flag_and_set_train_out_naming_other_folders_are_refused(tmp_path, c
     assert "name different folders; give one" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "A"), "--set", f"train.out={tmp_path / 'A'}",
                  "--print-config"]) == 0
+
+
+def test_a_key_of_another_section_is_suggested_with_its_section():
+    """train.epochs suggested 'report', epochs and lr nothing: the key lives in optim (CLI tester)."""
+    for given, hint in [("train.epochs=5", "'optim.epochs'"), ("lr=0.1", "'optim.lr'"),
+                        ("data.batch_size=8", "'optim.batch_size'"), ("optim.num_workers=2", "'data.num_workers'")]:
+        with pytest.raises(ValueError, match=f"did you mean {hint}"):
+            load_config(None, [given], validate=False)
+    with pytest.raises(ValueError, match="did you mean 'epochs'"):  # a typo inside the section stays the section's
+        load_config(None, ["optim.epoch=5"], validate=False)

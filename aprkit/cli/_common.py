@@ -106,7 +106,13 @@ def error_line(err: BaseException) -> tuple[str, int]:
         text = f"{err.strerror or text}: {err.filename}"
     if any(s in text for s in _NO_CUDA):
         return ("CUDA was requested but is not available on this machine (torch.cuda.is_available() is False); "
-                "use --device cpu"), 2
+                "use --device cpu (aprkit train: --set train.device=cpu)"), 2
+    size = re.search(r"Input (height|width) \((\d+)\) doesn't match model \((\d+)\)", text)  # timm's patch embedding
+    if size:
+        what, data_px, model_px = size.groups()
+        return (f"the model takes images {model_px} px in {what} and these are {data_px} px: build it for the data's "
+                f"size (a timm model: aprkit train --set model.kwargs.img_size={data_px}, aprkit eval --set "
+                f"model_kwargs.img_size={data_px}, with a patch_size that divides it) or resize the images"), 2
     target = re.search(r"Target (-?\d+) is out of bounds", text)
     if target:
         return (f"label {target.group(1)} is not a class of the model (labels must lie in 0..num_classes-1); set the "
@@ -116,7 +122,8 @@ def error_line(err: BaseException) -> tuple[str, int]:
         return (f"images of one batch differ in size ({' vs '.join(sizes[:2])}); resize the image files to one size "
                 "(train: or set data.random_resized_crop / data.test_resize)"), 2
     if type(err).__name__ == "OutOfMemoryError":
-        return "out of memory on the device: lower --batch-size (or use --device cpu)", 2
+        return ("out of memory on the device: lower the batch size (aprkit eval / corrupt: --batch-size; aprkit "
+                "train: --set optim.batch_size=N) or use the CPU"), 2
     text = re.sub(r"\s+", " ", text).strip()
     notes = [str(n) for n in getattr(err, "__notes__", ()) or ()]  # e.g. which of several models it was
     if notes:

@@ -35,7 +35,8 @@ def names(kind: str) -> list[str]:
 
 def describe(kind: str, name: str) -> str:
     """The first sentence of a shipped config's leading comment (its description), empty when it has none: the
-    first comment line, continued while the sentence goes on (a line ending in a comma, the next in lower case)."""
+    first comment line, continued while the sentence goes on (a line ending in a comma, the next in lower case or
+    opening a parenthesis)."""
     lines = []
     with open(ROOT / _check_kind(kind) / f"{name}.yaml", encoding="utf-8") as fh:
         for line in fh:
@@ -44,7 +45,7 @@ def describe(kind: str, name: str) -> str:
             lines.append(line.lstrip("#").strip())
     text = lines[0] if lines else ""
     for line in lines[1:]:
-        if not (re.search(r"[,;:]$", text) or line[:1].islower()):
+        if not (re.search(r"[,;:]$", text) or line[:1].islower() or line.startswith("(")):  # "(Gaussian, ...)"
             break
         text = f"{text} {line}"
     end = re.search(r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)\.\s", text)  # not "et al. " nor "e.g. "

@@ -206,7 +206,7 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in hints:
-            raise unknown_key(full, valid, prefix.rstrip(".") or "the top level")
+            raise _unknown(full, key, valid, prefix.rstrip(".") or "the top level")
         tp = hints[key]
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value or {}, f"{full}.")
@@ -218,6 +218,29 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
 #: the groups of settings of a :class:`Config` (``optim``, ``data``, ...): ``--set optim=null`` is refused
 SECTIONS: tuple[str, ...] = tuple(name for name, tp in typing.get_type_hints(Config).items()
                                   if dataclasses.is_dataclass(tp))
+
+
+def _unknown(full: str, key: str, valid: Sequence[str], where: str) -> ValueError:
+    """The error for an unknown key: where the same key (or a close one) is a key of another section (train.epochs:
+    optim.epochs), that first; else the section's own nearest keys (it suggested 'report' for train.epochs)."""
+    keys = _keys(Config)
+    elsewhere = [k for k in keys if k != full and k.rsplit(".", 1)[-1] == key]
+    if not elsewhere and not nearest_names(key, valid):  # a close key of another section (lr: optim.lr)
+        close = nearest_names(key, [k.rsplit(".", 1)[-1] for k in keys], n=1)
+        elsewhere = [k for k in keys if close and f"'{k.rsplit('.', 1)[-1]}'" in close and k != full]
+    if elsewhere:
+        return ValueError(f"unknown config key {full!r} (did you mean {' or '.join(map(repr, elsewhere))}?); valid "
+                          f"keys in {where}: {', '.join(valid)}")
+    return unknown_key(full, valid, where)
+
+
+def _keys(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key of ``cls`` (``optim.epochs``, ...)."""
+    out: list[str] = []
+    for name, tp in typing.get_type_hints(cls).items():
+        is_section = isinstance(tp, type) and dataclasses.is_dataclass(tp)
+        out += _keys(tp, f"{prefix}{name}.") if is_section else [f"{prefix}{name}"]
+    return out
 
 
 def _text_keys(cls: type, prefix: str = "") -> list[str]:

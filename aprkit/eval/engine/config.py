@@ -173,6 +173,7 @@ def load_eval_config(
     """YAML file(s) (``base:``, ``${VAR:-default}``), then ``flags`` (set values win; ``model`` replaces the
     files' ``models``), then ``key=value`` overrides; validated by :func:`eval_settings`."""
     data = _canonical(read_config_files(paths, normalize=_flat, kind="eval"), "the eval config")
+    from_files = set(data)
     flags = {k: v for k, v in _flat(dict(flags or {}), "the flags").items() if v is not None}
     if "model" in flags:
         _replace_model(data, flags["model"], flags, "--model")
@@ -199,4 +200,25 @@ def load_eval_config(
             data.update(given)
         elif given is not None:
             return eval_settings({**data, "options": given})  # which names the wrong type
-    return eval_settings(data)
+    typed = set(flags) | {item.split("=", 1)[0].split(".", 1)[0] for item in renamed}
+    return eval_settings(_without_unread_options(data, from_files - typed))
+
+
+def _without_unread_options(data: dict[str, Any], from_files: set[str]) -> dict[str, Any]:
+    """``data`` less the suite options that only a config file gives and only suites this run does not select read
+    (a shipped OOD config run with --suite calibration was refused for its fit_limit, which no flag could undo), with
+    a warning naming them; an option given by a flag or --set for a suite not selected stays an error."""
+    try:
+        suites = data.get("suite", inspect.signature(_evaluate()).parameters["suite"].default)
+        suites = [suites] if isinstance(suites, str) else list(coerce(suites, eval_schema()["suite"], "suite"))
+        registry = suite_registry(suites)
+    except (TypeError, ValueError):
+        return data  # eval_settings names the problem
+    selected = {o for s in suites for o in registry[s].option_names()}
+    every = {o for cls in registry.values() for o in cls.option_names()} - set(eval_schema())
+    unread = sorted(k for k in data if k in from_files and k in every and k not in selected)
+    if unread:
+        warnings.warn(f"the config's option{'s' if len(unread) > 1 else ''} {', '.join(unread)} "
+                      f"{'are' if len(unread) > 1 else 'is'} left out: only suites this run does not select read "
+                      f"{'them' if len(unread) > 1 else 'it'} (suites: {', '.join(suites)})", UserWarning, stacklevel=3)
+    return {k: v for k, v in data.items() if k not in unread}

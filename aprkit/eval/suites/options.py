@@ -34,10 +34,10 @@ def option_error(
     over every suite option (and ``valid_keys``, the other config keys, when given)."""
     owners = [name for name, cls in sorted(registry.items()) if key in cls.option_names()]
     if owners:
-        return ValueError(
-            f"option {key!r} is read by suite {' and '.join(map(repr, owners))}, which is not selected "
-            f"(suites: {', '.join(suites)}); add --suite {owners[0]} or remove the option"
-        )
+        who = (f"suite {owners[0]!r}, which is not selected" if len(owners) == 1 else
+               f"suites {' and '.join(map(repr, owners))}, none of which is selected")
+        return ValueError(f"option {key!r} is read by {who} (suites: {', '.join(suites)}); add --suite {owners[0]} "
+                          "or remove the option")
     selected = sorted({o for s in suites for o in registry[s].option_names()})
     every = sorted({o for cls in registry.values() for o in cls.option_names()} | set(valid_keys))
     what = "config key" if valid_keys else "suite option"
