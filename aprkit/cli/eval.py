@@ -197,6 +197,8 @@ def _run(args: argparse.Namespace, root: str | None) -> int:
     if getattr(args, "list_configs", False):
         return print_configs("eval")
     cfg = settings(args)
+    if getattr(args, "download", False):  # a setting too: --print-config shows it (a saved config kept it)
+        cfg["download"] = True
     if getattr(args, "print_config", False):
         import yaml
 

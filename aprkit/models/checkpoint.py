@@ -284,9 +284,10 @@ def load_model(
     """Any model spec -> an ``nn.Module`` in eval mode on ``device`` taking float images in [0, 1].
 
     ``spec`` is an ``nn.Module`` (used with its weights, or with ``checkpoint``'s loaded strictly), an aprkit
-    architecture name (``"resnet20"``; weights from ``checkpoint``, random otherwise), a path to an aprkit or legacy
-    ``pytorch_resnet_cifar10`` checkpoint, ``"timm:<name>"`` / ``"torchvision:<name>"`` (the published pretrained
-    weights through the library's cache, with the authors' preprocessing; a local ``checkpoint`` overrides) or
+    architecture name (``"resnet20"``; weights from ``checkpoint``, random only with ``random_init=True``), a path
+    to an aprkit or legacy ``pytorch_resnet_cifar10`` checkpoint, ``"timm:<name>"`` / ``"torchvision:<name>"`` (the
+    published pretrained weights through the library's cache, with the authors' preprocessing; a local
+    ``checkpoint`` overrides) or
     ``"robustbench:[<dataset>/<threat>/]<name>"`` (robustbench's model zoo into ``model_dir=``, default
     ``data_root()/robustbench``; ``checkpoint=`` a weights file, loaded wherever it lies, or a ``model_dir``
     folder; needs the optional robustbench package).

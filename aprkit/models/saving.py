@@ -41,7 +41,9 @@ def save_checkpoint(
     from .. import __version__
 
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        swapped = (" (the arguments are (path, model), the reverse of torch.save's)" if isinstance(path, nn.Module)
+                   else "")
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}{swapped}")
     path = Path(path).expanduser()
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; expected the path of the checkpoint file to write")

@@ -23,6 +23,7 @@ noise, blobs) at the in-distribution image size. Per-sample scores are cached pe
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
@@ -179,11 +180,11 @@ def _fit_source(data: Any, opts: OODOptions) -> tuple[Any, str | None]:
     if opts.fit is not None:
         return opts.fit, None
     if not isinstance(data, str):
-        return None, "no training data for Mahalanobis/KNN (set the option fit, e.g. --set fit=SPEC)"
+        return None, "no training data for Mahalanobis/KNN (set the option fit, e.g. aprkit eval --fit SPEC)"
     if not has_splits(data):
         return None, (f"Mahalanobis/KNN skipped: {data.split(':', 1)[0]}: data has no separate training split (it "
                       "reads the same images for every split, so they would be fitted on the test images); set the "
-                      "option fit to a training set, e.g. --set fit=folder:/path/to/train")
+                      "option fit to a training set, e.g. aprkit eval --fit folder:/path/to/train")
     return data, None
 
 
@@ -366,6 +367,8 @@ class OODSuite(Suite[OODOptions]):
         missing = [s for s in wanted if s not in present]
         if missing and result["note"] is None:
             result["note"] = f"scores not computed: {', '.join(missing)} (no training data to fit them)"
+        if missing:  # said where it happens too: a run without --out has no report, and the scores were just gone
+            warnings.warn(f"OOD scores {', '.join(missing)} left out: {result['note']}", RuntimeWarning, stacklevel=2)
         if not present:  # only Mahalanobis/KNN asked for, and nothing to fit them on: nothing would be measured
             raise ValueError(f"no OOD score could be computed: {result['note']}")
         for name, spec in sets.items():
