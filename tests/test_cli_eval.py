@@ -406,3 +406,15 @@ def test_save_checkpoint_with_torch_saves_argument_order_says_so(tmp_path):
 
     with pytest.raises(TypeError, match=r"the arguments are \(path, model\)"):
         save_checkpoint(create_model("small_cnn"), tmp_path / "m.pt")
+
+
+@pytest.mark.parametrize("given, error", [
+    (["--batch-size", "0"], "batch_size must be a positive integer"), (["--workers", "-1"], "num_workers must be"),
+    (["--device", "gpu"], "unknown device 'gpu'"), (["--num-classes", "0"], "num_classes must be a positive"),
+    (["--set", "seed=-1"], "seed must be an integer")])
+def test_print_config_refuses_what_the_run_would(given, error, capsys):
+    """--print-config said 'validated' and printed settings the run then refused (CLI tester)."""
+    from aprkit.cli import main
+
+    assert main(["eval", "--model", "resnet20", "--data", "synthetic:8", "--print-config", *given]) == 2
+    assert error in capsys.readouterr().err

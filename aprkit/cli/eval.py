@@ -111,7 +111,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override a setting or suite option, e.g. batch_size=64 knn_k=10 n_pairs=500")
     p.add_argument("--print-config", action="store_true",
-                   help="print the resolved settings (config files, flags and --set, validated) as YAML and exit")
+                   help="print the resolved settings (config files, flags and --set, validated; a device is checked "
+                   "as a name, whether it is here when a run starts) as YAML and exit")
     p.set_defaults(func=run)
     return p
 

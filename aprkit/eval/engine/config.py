@@ -148,6 +148,12 @@ def eval_settings(data: Mapping[str, Any]) -> dict[str, Any]:
     parse_suite_options(suites, {k: v for k, v in out.items() if k in selected} | options)  # bad values fail here
     check_data_mapping(out.get("data"), suites, "add --data SPEC (default data) or --data {suite}=SPEC",
                        "config key 'data.{key}'")
+    from .runner import check_run_settings
+
+    defaults = {k: p.default for k, p in inspect.signature(_evaluate()).parameters.items()}
+    setting = {k: out.get(k, defaults.get(k)) for k in ("batch_size", "num_workers", "seed", "device", "num_classes")}
+    check_run_settings(setting["batch_size"], setting["num_workers"], setting["seed"], out.get("model_kwargs"),
+                       out.get("model"), setting["device"], setting["num_classes"])
     out["suite"] = suites
     out["options"] = options
     if out.get("models"):

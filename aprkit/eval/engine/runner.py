@@ -138,15 +138,7 @@ def evaluate(
                 if isinstance(options, Mapping) and "stimuli" in options else "")
         raise ValueError("data is required: a dataset spec such as 'cifar10:/path/to/cifar10' or 'folder:/path', "
                          f"or a Dataset{hint}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"num_workers must be an integer >= 0 (0: read in this process), got {num_workers!r}")
-    try:
-        check_seed(seed)
-    except TypeError as err:  # evaluate's contract: a ValueError for every bad setting
-        raise ValueError(str(err)) from None
-    model_kwargs = check_model_kwargs(model_kwargs, model)
+    model_kwargs = check_run_settings(batch_size, num_workers, seed, model_kwargs, model, num_classes=num_classes)
     names = _suite_names(suite)
     check_data_mapping(data, names)
     check_yields_tensors(data)
@@ -206,6 +198,30 @@ def evaluate(
         else:
             run.write()
     return results
+
+
+def check_run_settings(batch_size: Any, num_workers: Any, seed: Any, model_kwargs: Any, model: Any,
+                       device: Any = None, num_classes: Any = None) -> dict[str, Any] | None:
+    """``ValueError`` for a bad run setting (``evaluate`` checks them before any work, ``aprkit eval
+    --print-config`` when it prints them); returns the checked ``model_kwargs``. ``device`` is checked as a name
+    only (a GPU that is not here is found when the run starts)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be an integer >= 0 (0: read in this process), got {num_workers!r}")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if device is not None and not isinstance(device, torch.device):
+        try:
+            torch.device(str(device)) if str(device) != "auto" else None
+        except (RuntimeError, TypeError):
+            raise ValueError(f"unknown device {device!r}; expected auto, cpu, cuda, cuda:N or mps") from None
+    try:
+        check_seed(seed)
+    except TypeError as err:  # evaluate's contract: a ValueError for every bad setting
+        raise ValueError(str(err)) from None
+    return check_model_kwargs(model_kwargs, model)
 
 
 def _evaluate_models(run: EvalRun, models: Mapping[Any, Any], labels: list[str], names: list[str], results: Results,

@@ -180,11 +180,13 @@ def _fit_source(data: Any, opts: OODOptions) -> tuple[Any, str | None]:
     if opts.fit is not None:
         return opts.fit, None
     if not isinstance(data, str):
-        return None, "no training data for Mahalanobis/KNN (set the option fit, e.g. aprkit eval --fit SPEC)"
+        return None, ("no training data for Mahalanobis/KNN (set the option fit: aprkit eval --fit SPEC, --set "
+                      "fit=SPEC)")
     if not has_splits(data):
         return None, (f"Mahalanobis/KNN skipped: {data.split(':', 1)[0]}: data has no separate training split (it "
                       "reads the same images for every split, so they would be fitted on the test images); set the "
-                      "option fit to a training set, e.g. aprkit eval --fit folder:/path/to/train")
+                      "option fit to a training set, e.g. folder:/path/to/train (aprkit eval --fit SPEC, --set "
+                      "fit=SPEC)")
     return data, None
 
 
