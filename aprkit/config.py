@@ -146,6 +146,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), normalize: Normalize | N
     path = path.resolve()
     if path in seen:
         raise ValueError(f"config inheritance cycle: {' -> '.join(map(str, seen + (path,)))}")
+    if path.is_dir():
+        raise IsADirectoryError(f"config {path} is a folder; expected a YAML file")
     if not path.is_file():
         where = f" (named as base: in {seen[-1]})" if seen else ""
         shipped = "configs" in path.parts and not seen  # a configs/<kind>/... name no shipped config has
@@ -250,6 +252,13 @@ def parse_override(item: str, text: bool = False) -> tuple[list[str], Any]:
     return parts, expand_env(value)
 
 
+def _check_override_key(item: str, parts: list[str]) -> None:
+    """``base`` names the files a config file builds on: no setting an override can give."""
+    if parts == ["base"]:
+        raise ValueError(f"override {item!r}: base: belongs in a config file (the files it builds on); give those "
+                         "files with --config instead (several --config files merge left to right)")
+
+
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str],
                     sections: Collection[str] = (), text_keys: Collection[str] = ()) -> dict[str, Any]:
     """Apply ``key=value`` / ``section.key=value`` strings to a copy of ``data``; ``SECTION=null`` for one of
@@ -258,6 +267,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str],
     out = copy.deepcopy(dict(data))
     for item in overrides:
         parts, value = parse_override(item, text=str(item).split("=", 1)[0].strip() in text_keys)
+        _check_override_key(item, parts)
         node = out
         for p in parts[:-1]:
             nxt = node.setdefault(p, {})

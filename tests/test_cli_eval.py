@@ -359,6 +359,9 @@ def test_an_unknown_flag_gets_the_subcommands_usage_and_the_nearest_options(caps
     with pytest.raises(SystemExit):
         main(["--debg", "eval", "--model", "resnet20"])
     assert "--debg: did you mean --debug?" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # an option after '--' is a file name: it read "--labels: did you mean --labels?"
+        main(["corrupt", "--corruptions", "fog", "--", "imgs.npy", "out", "--labels", "labs.npy"])
+    assert "--labels comes after '--', after which every word is a file name" in capsys.readouterr().err
     for argv in (["evl", "--model", "resnet20"], ["--debug", "evl"]):  # a mistyped subcommand: the nearest one
         with pytest.raises(SystemExit):
             main(argv)
@@ -418,3 +421,22 @@ def test_print_config_refuses_what_the_run_would(given, error, capsys):
 
     assert main(["eval", "--model", "resnet20", "--data", "synthetic:8", "--print-config", *given]) == 2
     assert error in capsys.readouterr().err
+
+
+def test_a_models_entry_that_cannot_load_is_named(tmp_path, capsys):
+    """Two resnet20 entries could not be told apart in the error, whose --checkpoint models: refuses (CLI tester)."""
+    from aprkit.cli import main
+
+    cfg = tmp_path / "mm.yaml"
+    cfg.write_text("models: {a: resnet20, b: resnet20}\ndata: synthetic:8\nsuite: calibration\n")
+    assert main(["eval", "--config", str(cfg)]) == 2
+    assert "models.a (its weights: models: {a: {model: SPEC, checkpoint: FILE}})" in capsys.readouterr().err
+
+
+def test_an_ood_set_that_cannot_be_opened_is_named_as_one(tmp_path, capsys):
+    """--ood folder:/nonexistent said only 'image folder ... does not exist' (CLI tester)."""
+    from aprkit.cli import main
+
+    rc = main(["eval", "--model", "small_cnn", "--random-init", "--data", "synthetic:80", "--suite", "ood",
+               "--ood", f"folder:{tmp_path / 'none'}", "--set", "ood_scores=[msp]", "--no-progress"])
+    assert rc == 2 and f"OOD set folder:{tmp_path / 'none'} (--ood): image folder" in capsys.readouterr().err

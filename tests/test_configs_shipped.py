@@ -122,3 +122,24 @@ def test_a_description_goes_on_into_a_parenthesis_on_the_next_line():
     assert "(phase collapse) in the paper's configuration" in describe("train", "repro_cifar10_phase_collapse_modulus")
     assert describe("eval", "ood_synthetic").endswith("(Gaussian, uniform, Rademacher noise, blobs), scores "
                                                       "MSP/MaxLogit/Energy/ODIN/Mahalanobis/KNN.")
+
+
+def test_config_names_that_miss_say_what_they_are(tmp_path):
+    """A folder read 'not found', a shipped name with .yaml and another tool's shipped config got did-you-means of
+    this tool's configs, and --set base=x a Python hint or another key (CLI tester)."""
+    import pytest
+
+    from aprkit.eval.engine.config import load_eval_config
+    from aprkit.train.config import load_config
+
+    (tmp_path / "d.yaml").mkdir()
+    with pytest.raises(IsADirectoryError, match="is a folder; expected a YAML file"):
+        load_config(tmp_path / "d.yaml")
+    with pytest.raises(FileNotFoundError, match="given without its suffix: --config cifar10_wrn40_2_apr_sp$"):
+        load_config("cifar10_wrn40_2_apr_sp.yaml")
+    with pytest.raises(FileNotFoundError, match="is a shipped eval config, which aprkit train does not read"):
+        load_config("cifar10_resnet20")
+    with pytest.raises(ValueError, match="base: belongs in a config file"):
+        load_config(None, ["base=x.yaml"])
+    with pytest.raises(ValueError, match="base: belongs in a config file"):
+        load_eval_config(None, ["base=x.yaml"])

@@ -653,3 +653,12 @@ def test_blocks_in_nested_lists_are_listed_in_the_order_the_data_passes_them() -
     assert list_blocks(m) == ["stages.0.0", "stages.0.1", "stages.1.0", "stages.1.1", "pos.0", "pos.1"]
     assert list_blocks(m, torch.rand(1, 4, 8, 8)) == ["stages.0.0", "pos.0", "stages.0.1", "stages.1.0", "pos.1",
                                                       "stages.1.1"]
+
+
+def test_a_site_of_prefix_tokens_only_says_so() -> None:
+    """CaiT's class-attention blocks output the class token alone: the error read 'num_prefix_tokens must lie in
+    [0, 1) ... got 1' (hidden tester)."""
+    from aprkit.hidden import to_grid
+
+    with pytest.raises(ValueError, match="no patch tokens, so no grid at this site"):
+        to_grid(torch.rand(2, 1, 8), num_prefix_tokens=1)

@@ -171,6 +171,10 @@ def _unknown_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
     hints = []
     for word in extra:
         flag = word.split("=", 1)[0]
+        if flag in options.values() and "--" in argv:  # a real option, after '--': read as a positional argument
+            hints.append(f"{flag} comes after '--', after which every word is a file name; put the options before "
+                         "'--' (e.g. end a list of --corruptions with '--' just before the file names)")
+            continue
         near = nearest_names(flag.lstrip("-"), list(options)) if flag.startswith("--") and flag != "--" else ""
         if near:  # " (did you mean 'limit'?)" -> "; --limt: did you mean --limit?"
             names = re.findall(r"'([^']+)'", near)

@@ -191,7 +191,6 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, root: str | None) -> int:
     from aprkit.distributed import setup_distributed, teardown_distributed
     from aprkit.eval import evaluate
-    from aprkit.eval.engine.models import load_eval_model
 
     from ._common import check_out_dir, print_configs
 
@@ -237,10 +236,7 @@ def _run(args: argparse.Namespace, root: str | None) -> int:
     try:
         if models:
             dev = info.device
-            cfg["model"] = {name: load_eval_model(entry["model"], cfg.get("num_classes"), entry.get("checkpoint"), dev,
-                                                  bool(cfg.get("random_init")), bool(cfg.get("drop_head")),
-                                                  seed=int(cfg.get("seed") or 0), model_kwargs=entry.get("kwargs"))[0]
-                            for name, entry in models.items()}
+            cfg["model"] = {name: _load_entry(name, entry, cfg, dev) for name, entry in models.items()}
         res = evaluate(**cfg)
     finally:
         teardown_distributed(info)
@@ -266,6 +262,21 @@ def _run(args: argparse.Namespace, root: str | None) -> int:
 
 def _is_robustbench(spec: Any) -> bool:
     return isinstance(spec, str) and spec.strip().lower().startswith("robustbench:")
+
+
+def _load_entry(name: str, entry: dict[str, Any], cfg: dict[str, Any], dev: Any) -> Any:
+    """One ``models:`` entry's model; an error names the entry (two resnet20 entries could not be told apart) and
+    says where its checkpoint goes (the message's --checkpoint is refused with models:)."""
+    from aprkit.eval.engine.models import load_eval_model
+
+    try:
+        return load_eval_model(entry["model"], cfg.get("num_classes"), entry.get("checkpoint"), dev,
+                               bool(cfg.get("random_init")), bool(cfg.get("drop_head")), seed=int(cfg.get("seed") or 0),
+                               model_kwargs=entry.get("kwargs"))[0]
+    except (ValueError, OSError, TypeError) as err:
+        where = f"models.{name} (its weights: models: {{{name}: {{model: SPEC, checkpoint: FILE}}}})"
+        setattr(err, "__notes__", [*getattr(err, "__notes__", []), where])  # noqa: B010 - printed by error_line
+        raise
 
 
 def _resolve_sources(cfg: dict[str, Any], download: bool, data_root: str | None) -> None:

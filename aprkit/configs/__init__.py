@@ -84,6 +84,13 @@ def find(name: str | os.PathLike[str], kind: str) -> Path:
             warnings.warn(f"{os.fspath(name)} is not here; reading the copy shipped with aprkit: {found}",
                           UserWarning, stacklevel=2)
         return found
+    if len(path.parts) == 1 and path.suffix in (".yaml", ".yml") and shipped(path.stem, kind) is not None:
+        raise FileNotFoundError(f"config {os.fspath(name)!r}: no such file here; the shipped {kind} config of that "
+                                f"name is given without its suffix: --config {path.stem}")
+    other = next((k for k in KINDS if k != kind and bare and shipped(path.name, k) is not None), None)
+    if other is not None:
+        raise FileNotFoundError(f"config {os.fspath(name)!r} is a shipped {other} config, which {KINDS[kind]} does "
+                                f"not read: {KINDS[other]} --config {path.name}")
     if bare:
         from .._text import nearest_names
 

@@ -77,8 +77,12 @@ def open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool,
         from aprkit.data import get_dataset
 
         return get_dataset(spec, "test", size=(h, w), channels=c, n=n, seed=seed), {}, None
-    ds = as_dataset(spec)
     name = spec if isinstance(spec, str) else describe_value(spec)
+    try:
+        ds = as_dataset(spec)
+    except (OSError, ValueError) as err:  # which data it was: the message named a folder only
+        setattr(err, "__notes__", [*getattr(err, "__notes__", []), f"OOD set {name} (--ood)"])  # noqa: B010
+        raise
     size = dataset_len(ds)
     if size == 0:
         raise ValueError(f"OOD set {name} holds no images; expected a dataset of (C, H, W) images")
