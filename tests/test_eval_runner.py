@@ -742,3 +742,12 @@ def test_random_init_weights_come_from_the_run_seed():
     b = evaluate("small_cnn", seed=0, **kw)
     c = evaluate("small_cnn", seed=1, **kw)
     assert a.models == b.models and a.models != c.models
+
+
+def test_a_run_stopped_before_its_first_suite_names_its_model_in_the_header(tmp_path):
+    """The title named the model, the header read 'Models: -' (report tester)."""
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(_interrupt_after(Tiny(), 0), model_id="A", suite=["calibration"], out_dir=tmp_path, device="cpu",
+                 corruptions=["none"], progress=False, data="synthetic:40")
+    report = (tmp_path / "report.md").read_text()
+    assert "**Models:** A" in report and "INCOMPLETE" in report

@@ -298,6 +298,7 @@ def test_the_images_line_leaves_out_suites_that_read_no_limit(tmp_path):
                        options={"cue_conflict_n": 20}, out_dir=tmp_path)
     text = res.paths["markdown"].read_text()
     assert "**Images:** first 8 of 16 images (calibration); all images (cue-conflict)" in text
+    assert "different numbers of images" not in text  # cue-conflict shares no measure with calibration (tester)
 
 
 def test_a_measure_no_model_could_compute_shows_a_dash_in_the_summary():

@@ -191,8 +191,9 @@ def write_report(results: Any, out_dir: str | Path, title: str | None = None, *,
         try:
             summary = summary_section(res.headlines())
             runs = res.meta.get("runs", [res.meta]) if isinstance(res.meta, Mapping) else []
-            if summary is not None and any(len({repr(v) for v in run_limits(r, limitless).values()}) > 1
-                                           for r in runs if isinstance(r, Mapping)):
+            # among the suites that read a limit (a cue-conflict suite's every stimulus shares no measure with them)
+            if summary is not None and any(len({repr(v) for s, v in run_limits(r, limitless).items()
+                                                if s not in limitless}) > 1 for r in runs if isinstance(r, Mapping)):
                 summary.blocks.append(Paragraph(
                     "The suites ran on different numbers of images (header: Images), so a measure that several suites "
                     "report (clean accuracy) is the first suite's value; each suite's section has its own."))
@@ -212,7 +213,9 @@ def write_report(results: Any, out_dir: str | Path, title: str | None = None, *,
         return cls.setup_text(options) if cls is not None else ""
 
     grid = [name for name, cls in registry.items() if cls.cell_grid]
-    items = {item.label: item for item in header_items(res.model_ids, res.meta, limitless, images, setup, grid)}
+    # a run stopped before its first suite finished: the models asked for (the title names them too)
+    ids = list(res.model_ids) or list((res.meta or {}).get("pending") or {})
+    items = {item.label: item for item in header_items(ids, res.meta, limitless, images, setup, grid)}
     items.update({label: HeaderItem(label, str(text)) for label, text in (header or {}).items()})
     doc = ReportDocument(title, list(items.values()), [sec for _, sec in sections])
     atomic_write_text(paths["markdown"], render_markdown(doc, out))
