@@ -684,6 +684,8 @@ def test_sites_are_checked_before_computing_and_the_default_sweep_leaves_out_wha
     assert [(r["block"], r["code"]) for r in mixed["rows"]] == [
         ("blocks.0", "phase"), ("blocks.0", "sign"), ("blocks.1", "phase"), ("blocks.1", "sign"), ("blocks.2", "sign")]
     assert [(k["block"], k["codes"]) for k in mixed["skipped"]] == [("blocks.2", ["phase"])]
+    # the DC-only control of a 1x1 map changes nothing: flagged (its agreement of 100 % read as a mean readout)
+    assert [any(f.startswith("dc-only trivial") for f in r["flags"]) for r in mixed["rows"]] == [False] * 4 + [True]
     calls: list[int] = []
     h = deep.blocks[0].register_forward_hook(lambda *a: calls.append(1))
     transplant_test(deep, x, ["blocks.0"], n_pairs=8, n_control=8)

@@ -175,6 +175,9 @@ def site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw,
             flags.append("dc-readout: the output reads only the channel means here (the DC-only control keeps every "
                          "prediction), and a phase transplant keeps B's non-negative means: following B is by "
                          "construction")
+        if tuple(layout.grid) == (1, 1):  # a vector or a 1x1 map is its own channel means: the control changes nothing
+            flags.append("dc-only trivial: a 1x1 map or a vector is all DC, so the DC-only control keeps it whole "
+                         "(its agreement says nothing of a mean readout)")
         if layout.kind == "tokens" and layout.num_prefix_tokens > 0:  # a head reading only the class token sees this
             flags.append("prefix: the DC-only control keeps the class (prefix) tokens whole, and the transplant " + (
                 "gives them A's elementwise sign under every code, the phase code too (where the head reads only "
