@@ -238,3 +238,25 @@ def test_sharpness_keeps_images_below_3x3_as_pil_does() -> None:
     params = sample_op_params(1, 1, 3.0, torch.Generator().manual_seed(0))
     for strategy in ("grouped", "dense"):
         assert torch.equal(apply_ops(x.float(), ("sharpness",), params, strategy), x.float())
+
+
+@pytest.mark.parametrize("off, expected", [(1e-5, 200), (-1e-5, 0)])
+def test_a_sample_point_just_off_an_edge_is_black_as_in_pil(off, expected):
+    """In float32 the inside test's error moved both edges one way: a point 1e-5 px above the top edge took the edge
+    pixel where PIL gives black (20 of 150 rotations of a 224 px image differed; core tester). The points are tested
+    in float64 now, whatever the image's dtype."""
+    import numpy as np
+    from PIL import Image
+
+    from aprkit.augment.ops import DEFAULT_OPS, apply_ops
+
+    img = np.full((32, 32, 3), 200, np.uint8)
+    s = (0.5 - off) / 21.5  # output pixel (row 0, column 21) samples y_in = 0.5 - 21.5 s = off
+    pil = np.array(Image.fromarray(img).transform((32, 32), Image.AFFINE, (1, 0, 0, -s, 1, 0),
+                                                  resample=Image.BILINEAR))
+    assert pil[0, 21, 0] == expected
+    draws = {"op": torch.tensor([DEFAULT_OPS.index("shear_y")]), "level": torch.tensor([s * 10 / 0.3],
+             dtype=torch.float64), "negate": torch.tensor([True])}
+    for dtype in (torch.float32, torch.float64):
+        got = apply_ops(torch.from_numpy(img).permute(2, 0, 1)[None].to(dtype), DEFAULT_OPS, draws)
+        assert got[0, 0, 0, 21].item() == expected, dtype

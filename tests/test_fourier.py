@@ -493,7 +493,9 @@ def test_phase_only_and_the_mask_check_their_arguments() -> None:
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     amp = fr.amplitude_phase(x)[0]
     torch.testing.assert_close(fr.phase_only(x, amp.numpy()), fr.phase_only(x, amp))
-    for bad, what in ((amp.to(torch.complex64), "a complex tensor"), (-amp, "negative values")):
+    nan = amp.clone()
+    nan[0, 0, 0, 0] = float("nan")  # it was called negative (core tester)
+    for bad, what in ((amp.to(torch.complex64), "a complex tensor"), (-amp, "negative values"), (nan, "NaN values")):
         with pytest.raises(ValueError, match=f"magnitude must be a real amplitude spectrum.*got {what}"):
             fr.phase_only(x, bad)
     for shape in ((8,), (3, -2, 8), (3, 1, 8), (3, 8.0, 8)):

@@ -207,11 +207,16 @@ def test_the_recipe_version_moves_only_for_configs_the_change_touched():
     from aprkit.train.trajectory import recipe_version
 
     still = {"crop_padding": 0, "hflip": False}  # no device crop or flip draws: 7 does not touch them
-    for method in ("apr_p", "apr_p_only", "apr_s", "apr_sp"):  # 5: a bin without phase stays 0
+    for method in ("apr_p", "apr_p_only"):  # 5: a bin without phase stays 0
         assert recipe_version(config_from_dict(train_config(aug={"method": method}, data=still))) == 5
         # 7: the device path draws each image's crop offsets and flip from its own row
         assert recipe_version(config_from_dict(train_config(aug={"method": method}))) == 7
-    for method in ("standard", "apr_p", "apr_sp"):  # 6: the loader's per-image draws got their own seeds
+    for method in ("apr_s", "apr_sp"):  # 9: APR-S on the device tests its warps' sample points in float64
+        for data in (still, {}, {"input_path": "gpu", "random_resized_crop": True}):
+            assert recipe_version(config_from_dict(train_config(aug={"method": method}, data=data))) == 9
+        still_loader = {**still, "input_path": "loader"}  # APR-S in the loader (PIL's ops): 6, the loader's seeds
+        assert recipe_version(config_from_dict(train_config(aug={"method": method}, data=still_loader))) == 6
+    for method in ("standard", "apr_p"):  # 6: the loader's per-image draws got their own seeds
         for data in ({"input_path": "loader"}, {"input_path": "gpu", "random_resized_crop": True}):
             assert recipe_version(config_from_dict(train_config(aug={"method": method}, data=data))) == 6
     for data in ({}, {"input_path": "loader"}):  # 8: AugMix's views are its reference code's, in float

@@ -64,14 +64,18 @@ def _warp(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch
     would blend the outermost half pixel with black: up to 4 grey levels per image of difference from
     the reference). ``mode="nearest"`` moves masks along with the image."""
     b, _, h, w = x.shape
-    grid = _base_grid(h, w, x.device, x.dtype) @ theta.reshape(b, 2, 3).to(x.dtype).transpose(1, 2)  # (B, HW, 2)
-    grid = grid.view(b, h, w, 2)
+    # the sample points in float64 (PIL's): in float32 the inside test's error moved both edges one way, so a point
+    # just outside the top/left edge took the edge pixel and one just inside the bottom/right edge black (20 of 150
+    # rotations of a 224 px image); the grid for grid_sample is cast to the image's dtype after (MPS: float32)
+    exact = torch.float32 if x.device.type == "mps" else torch.float64
+    points = _base_grid(h, w, x.device, exact) @ theta.reshape(b, 2, 3).to(exact).transpose(1, 2)  # (B, HW, 2)
+    grid = points.to(x.dtype).view(b, h, w, 2)
     out = F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
     # inside test in pixels, with a tolerance for the float error of the grid (an exact 1-pixel shift lands on the edge)
-    tol = 8 * torch.finfo(x.dtype).eps * max(h, w)
-    extent = (_build_extent if torch.compiler.is_compiling() else _cached_extent)(h, w, grid.device, grid.dtype)
-    px = (grid + 1) * extent[0]
-    inside = ((px > -tol) & (px < extent[1] - tol)).all(-1)
+    tol = 8 * torch.finfo(exact).eps * max(h, w)
+    extent = (_build_extent if torch.compiler.is_compiling() else _cached_extent)(h, w, points.device, exact)
+    px = (points + 1) * extent[0]
+    inside = ((px > -tol) & (px < extent[1] - tol)).all(-1).view(b, h, w)
     return out * inside.unsqueeze(1).to(out.dtype)
 
 

@@ -24,18 +24,23 @@ __all__ = ["RECIPE_VERSION", "recipe_version", "apr_s_where", "per_image_transfo
 #: repeated the device draws of step ``i`` on rank ``epoch``, seeded from ``(seed, rank, step)``; 7: the device
 #: path draws each image's crop offsets and flip from its own row of uniforms, where all top offsets came before all
 #: left ones; 8: AugMix's views are its reference code's, mixed in float, where torchvision's v2.AugMix drew coarser
-#: levels and truncated each view to uint8). A run's own version is :func:`recipe_version` of its config: part of the
+#: levels and truncated each view to uint8; 9: the device path's geometric APR-S ops (rotate, shear, translate) test
+#: their sample points in float64, as PIL: in float32 a point just off an edge took the edge pixel and one just inside
+#: the far edge black). A run's own version is :func:`recipe_version` of its config: part of the
 #: keys of trained runs that are reused by their config (the demo's run folders) and checked on resume
-RECIPE_VERSION = 8
+RECIPE_VERSION = 9
 
 
 def recipe_version(cfg: Config) -> int:
-    """The latest :data:`RECIPE_VERSION` that changed what ``cfg`` trains: 8 for AugMix, 6 where the DataLoader
+    """The latest :data:`RECIPE_VERSION` that changed what ``cfg`` trains: 9 for APR-S on the device, 8 for AugMix,
+    6 where the DataLoader
     transforms each image (:func:`per_image_transform`), else 7 where the device path crops from padded images or
     flips, else 5 for every method that swaps amplitudes (APR-P, APR-S, FeatureAPR), else 3, so that runs the changes
     do not touch keep their keys and resume without a warning. (A dataset that draws random numbers itself changed at
     6 too, whatever its config: its draws are seeded anew, and the automatic ``data.in_memory`` streams it instead of
     repeating its first epoch's draws.)"""
+    if apr_s_where(cfg) == "device":
+        return 9
     if cfg.aug.method == "augmix_jsd":
         return 8
     if per_image_transform(cfg):

@@ -142,31 +142,30 @@ def _items(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, (list, tuple)) else [] if value is None else [str(value)]
 
 
-def _cells_text(options: Mapping[str, Any]) -> str:
+def _cells_text(options: Mapping[str, Any], default: Sequence[str] = ()) -> str:
     """The corruption x severity cells that recorded suite ``options`` mean, in one canonical text: the same cells
-    read the same whatever order, repeats or spelling of the defaults the options were given in."""
+    read the same whatever order, repeats or spelling of the defaults the options were given in (``default``: the
+    suite's default corruptions)."""
     from aprkit.corruptions import expand_groups
-
-    from ..suites.corruption_options import CorruptionOptions
 
     given = sorted(set(_items(options.get("corruptions"))))
     if given in (["none"], ["clean"]):
         return "clean images only"
     # options record what was given beyond the defaults: no corruptions are the default ones, named, so that they
     # read the same as the same cells named one by one (or as a group)
-    names = given or CorruptionOptions.model_fields["corruptions"].get_default(call_default_factory=True)
+    names = given or list(default)
     try:
         corruptions = sorted(set(expand_groups(names)))
     except ValueError:  # a name this aprkit does not know (results of another version): compared as recorded
         corruptions = sorted(set(names))
     severities = sorted(set(_items(options.get("severities"))) or {"1", "2", "3", "4", "5"})
-    parts = [", ".join(corruptions), f"severities {', '.join(severities)}"]
+    parts = [", ".join(corruptions) or "default corruptions", f"severities {', '.join(severities)}"]
     if options.get("corrupted"):
         parts.append(f"from {describe(options['corrupted'])}")
     return "; ".join(parts)
 
 
-def _grid_text(runs: Sequence[Mapping[str, Any]], grid_suites: Collection[str]) -> str:
+def _grid_text(runs: Sequence[Mapping[str, Any]], grid_suites: Collection[str] | Mapping[str, Sequence[str]]) -> str:
     """Empty when every model and suite of ``grid_suites`` was evaluated on the same corruption x severity cells,
     else which ones each used: a mean over other cells is no comparison (the options record what was asked beyond
     the defaults)."""
@@ -176,7 +175,8 @@ def _grid_text(runs: Sequence[Mapping[str, Any]], grid_suites: Collection[str]) 
             options = record.get("options")
             if suite not in grid_suites or not isinstance(options, Mapping):
                 continue
-            grids.setdefault(_cells_text(options), []).append(f"{model} {suite}")
+            default = grid_suites.get(suite, ()) if isinstance(grid_suites, Mapping) else ()
+            grids.setdefault(_cells_text(options, default), []).append(f"{model} {suite}")
     if len(grids) < 2:
         return ""
     return "DIFFER: " + " | ".join(f"{grid} ({', '.join(who)})" for grid, who in grids.items())
@@ -256,12 +256,13 @@ def _joined(runs: Sequence[Mapping[str, Any]], text: Any) -> str:
 
 def header_items(model_ids: Sequence[str], meta: Mapping[str, Any], limitless: Collection[str] = (),
                  images: ImagesText | None = None, setup: SetupText | None = None,
-                 grid_suites: Collection[str] = ()) -> list[HeaderItem]:
+                 grid_suites: Collection[str] | Mapping[str, Sequence[str]] = ()) -> list[HeaderItem]:
     """Header lines of a report on ``model_ids`` with run metadata ``meta`` (lines without a value are left out);
     ``limitless``: the suites that read no limit (their line says every image); ``images``: each suite's own
     account of the images it read (default: the first ``limit``); ``setup``: each suite's account of its settings
     (a line per suite whose models differ in them); ``grid_suites``: the suites whose corruption x severity cells
-    must match (``write_report`` passes those the suite registry marks ``cell_grid``; none by default)."""
+    must match, or a mapping of them to their default corruptions (``write_report`` passes those the suite registry
+    marks ``cell_grid``; none by default)."""
     runs = [r for r in (meta.get("runs") if "runs" in meta else [meta]) or [] if isinstance(r, Mapping)]
     items = [HeaderItem("Models", _models_text(model_ids, runs))]
     fields = (  # Data and Images over every run's suites; the others run by run

@@ -212,7 +212,9 @@ def write_report(results: Any, out_dir: str | Path, title: str | None = None, *,
         cls = registry.get(suite)
         return cls.setup_text(options) if cls is not None else ""
 
-    grid = [name for name, cls in registry.items() if cls.cell_grid]
+    # each cell-grid suite with its default corruptions (a run that named them reads the same as one that did not)
+    grid = {name: list(cls.Options.model_fields["corruptions"].get_default(call_default_factory=True))
+            if "corruptions" in cls.Options.model_fields else [] for name, cls in registry.items() if cls.cell_grid}
     # a run stopped before its first suite finished: the models asked for (the title names them too)
     ids = list(res.model_ids) or list((res.meta or {}).get("pending") or {})
     items = {item.label: item for item in header_items(ids, res.meta, limitless, images, setup, grid)}
