@@ -113,9 +113,9 @@ def to_grid(
                               f"{math.isqrt(n - k)} patch grid (a guess: the smallest prefix leaving a square grid); "
                               "pass num_prefix_tokens= and grid=(h, w) if that is not the layout", UserWarning,
                               stacklevel=2)
-        if k >= n > 0 and num_prefix_tokens is not None and k == num_prefix_tokens:  # the model's own count
-            raise ValueError(f"{name} of shape {batch_shape(x.shape)} holds {n} token{'s' if n > 1 else ''}, no more "
-                             f"than the model's {k} prefix (class/register) tokens: no patch tokens, so no grid at "
+        if k == n > 0 and num_prefix_tokens is not None:  # as many tokens as the model's prefix count: only those
+            raise ValueError(f"{name} of shape {batch_shape(x.shape)} holds {n} token{'s' if n > 1 else ''}, as many "
+                             f"as the model's prefix (class/register) tokens: no patch tokens, so no grid at "
                              "this site (e.g. CaiT's class-attention blocks_token_only); pick a block of patch tokens")
         if not 0 <= k < n:
             raise ValueError(f"num_prefix_tokens must lie in [0, {n}) for {name} of shape {batch_shape(x.shape)}, "
