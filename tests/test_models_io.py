@@ -553,3 +553,38 @@ def test_a_checkpoint_of_another_image_size_says_how_to_build_the_model(tmp_path
                                                  r".*img_size=\.\.\., patch_size=\.\.\..*save_checkpoint"):
         load_model("timm:vit_tiny_patch16_224", checkpoint=tmp_path / "vit32.pth")
     assert load_model("timm:vit_tiny_patch16_224", checkpoint=tmp_path / "vit32.pth", img_size=32, patch_size=4)
+
+
+def test_a_guessed_input_size_is_no_reason_to_warn_of_the_datas_size():
+    """Normalize(a CIFAR net) assumed 224 px and evaluation warned that the model was made for 224x224 inputs,
+    advising a resize to 224 (models tester); a size the model states still warns."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    from aprkit.eval.engine.data_checks import warn_other_size
+    from aprkit.models import Normalize
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    wrapped = Normalize(net)
+    assert wrapped.input_size == (3, 224, 224) and wrapped.input_size_assumed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_other_size(wrapped, torch.Size([32, 32]))
+    stated = Normalize(net, input_size=(3, 64, 64))
+    assert not getattr(stated, "input_size_assumed", False)
+    with pytest.warns(RuntimeWarning, match="made for 64x64 inputs"):
+        warn_other_size(stated, torch.Size([32, 32]))
+
+
+def test_builder_arguments_that_choose_weights_are_refused():
+    """random_init=True with pretrained=True loaded the published weights, recorded as random weights; pretrained=True
+    alone or weights= with a checkpoint failed with 'multiple values for keyword argument' (models tester)."""
+    from aprkit.models import load_model
+
+    for spec, kw in (("timm:resnet18", {"random_init": True, "pretrained": True}),
+                     ("timm:resnet18", {"pretrained": True}),
+                     ("torchvision:resnet18", {"random_init": True, "weights": "DEFAULT"})):
+        with pytest.raises(ValueError, match="which weights load is load_model's choice"):
+            load_model(spec, **kw)

@@ -197,6 +197,7 @@ def _apply_stored(model: nn.Module, obj: Mapping[str, Any], kwargs: Mapping[str,
     size = obj.get("input_size")
     if isinstance(size, list) and isinstance(getattr(model, "input_size", None), tuple):  # the size it was trained at
         setattr(model, "input_size", tuple(int(v) for v in size))  # noqa: B010 (nn.Module.__setattr__ is typed for tensors)
+        model.__dict__.pop("input_size_assumed", None)  # recorded by the run that made it: known now
     for name in ("mean", "std"):
         buf = getattr(model, name, None)
         if name in obj and name not in kwargs and isinstance(buf, torch.Tensor) and buf.numel() == len(obj[name]):
@@ -335,6 +336,12 @@ def load_model(
     return model.to(device).eval()
 
 
+#: builder arguments of timm / torchvision that choose the weights: load_model's own choice (see _build; torchvision's
+#: weights= is taken where the published weights load)
+_WEIGHT_CHOICES = frozenset({"pretrained", "weights", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",
+                             "state_dict"})
+
+
 def _build(spec: nn.Module | str | os.PathLike, num_classes: int | None, checkpoint: Path | None, weights_only: bool,
            random_init: bool, drop_head: bool, kwargs: dict) -> nn.Module:
     """:func:`load_model`'s dispatch on the kind of ``spec`` (arguments checked there)."""
@@ -346,6 +353,16 @@ def _build(spec: nn.Module | str | os.PathLike, num_classes: int | None, checkpo
             raise ValueError("model spec is empty; expected an aprkit architecture, a checkpoint file or "
                              "'timm:<name>' / 'torchvision:<name>' / 'robustbench:<name>'")
         if text.startswith(FOREIGN_PREFIXES):
+            # torchvision's weights= picks which published weights load (the default path only)
+            published = checkpoint is None and not random_init and text.startswith("torchvision:")
+            chosen = sorted(k for k in kwargs if k in _WEIGHT_CHOICES and not (k == "weights" and published))
+            if chosen:  # random_init=True with pretrained=True loaded the published weights, recorded as random
+                raise ValueError(
+                    f"builder argument{'s' if len(chosen) > 1 else ''} {', '.join(chosen)} of {text}: which weights "
+                    "load is load_model's choice, not the builder's: the published ones by default, random ones with "
+                    "random_init=True (--random-init), a file's with checkpoint=FILE (--checkpoint); drop "
+                    f"{'them' if len(chosen) > 1 else 'it'} (torchvision's weights=NAME picks among the published "
+                    "ones)")
             if checkpoint is not None and not text.startswith("robustbench:"):
                 obj = read_checkpoint(checkpoint, weights_only=weights_only)
                 own = _from_own_format(obj, checkpoint, num_classes, kwargs, expected_arch=text, drop_head=drop_head)

@@ -146,8 +146,8 @@ def _torchvision(name: str, num_classes: int | None, sd: Mapping[str, torch.Tens
         n = _classes_in(sd, net)
         if n is not None and n != _head_classes(net, n):
             net = build(n)
-    size = 299 if name.startswith("inception") else 224
-    wrapped = Normalize(net, IMAGENET_MEAN, IMAGENET_STD, input_size=(3, size, size))
+    size = 299 if name.startswith("inception") else 224  # the ImageNet weights' size, not this model's (its own file)
+    wrapped = Normalize(net, IMAGENET_MEAN, IMAGENET_STD, input_size=(3, size, size), input_size_assumed=True)
     if sd is not None:
         if not any(k.startswith("model.") for k in sd):
             sd = fold_bn_compat(net, sd)

@@ -54,7 +54,10 @@ class Normalize(nn.Module):
     """Wrap ``model`` so it takes float images ``(B, C, H, W)`` in [0, 1] and normalises inside.
 
     ``mean``/``std`` default to ImageNet's. ``num_classes`` and ``input_size`` are read from the
-    model when it has them (timm, aprkit) and can be given explicitly.
+    model when it has them (timm, aprkit) and can be given explicitly; an input size neither gives is taken as
+    ``(C, 224, 224)`` and marked ``input_size_assumed`` (so is one given with ``input_size_assumed=True``, an
+    architecture's default): evaluation then does not warn that the data's images have another size (a CIFAR net
+    wrapped in Normalize was said to be made for 224 px).
     """
 
     mean: torch.Tensor  # buffers
@@ -68,6 +71,7 @@ class Normalize(nn.Module):
         *,
         num_classes: int | None = None,
         input_size: tuple[int, int, int] | None = None,
+        input_size_assumed: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -83,7 +87,10 @@ class Normalize(nn.Module):
         self.register_buffer("mean", m, persistent=False)
         self.register_buffer("std", s, persistent=False)
         self.num_classes = int(num_classes if num_classes is not None else _guess_num_classes(model))
-        self.input_size = tuple(input_size) if input_size is not None else _guess_input_size(model, m.numel())
+        known = tuple(input_size) if input_size is not None else _known_input_size(model)
+        self.input_size = known if known is not None else (m.numel(), 224, 224)
+        if known is None or input_size_assumed:  # a guess (an architecture's default): no size to warn of data against
+            self.input_size_assumed = True
 
     @property
     def inner(self) -> nn.Module:
@@ -148,14 +155,15 @@ def _guess_num_classes(model: nn.Module) -> int:
         return 0
 
 
-def _guess_input_size(model: nn.Module, channels: int) -> tuple[int, ...]:
+def _known_input_size(model: nn.Module) -> tuple[int, ...] | None:
+    """The input size ``model`` states (``input_size``, or timm's ``pretrained_cfg``), else None."""
     size = getattr(model, "input_size", None)
     if isinstance(size, (tuple, list)) and len(size) == 3:
         return tuple(int(v) for v in size)
     cfg = getattr(model, "pretrained_cfg", None)
     if isinstance(cfg, dict) and "input_size" in cfg:
         return tuple(int(v) for v in cfg["input_size"])
-    return (channels, 224, 224)
+    return None
 
 
 class Preprocess(Normalize):

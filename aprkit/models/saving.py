@@ -80,7 +80,8 @@ def save_checkpoint(
         payload["preprocess"] = {"resize": model.resize, "crop": model.crop, "interpolation": model.interpolation,
                                  "crop_mode": model.crop_mode}
     size = getattr(model, "input_size", None)
-    if isinstance(size, (tuple, list)) and all(isinstance(v, int) for v in size):  # trained at (aprkit train sets it)
+    if isinstance(size, (tuple, list)) and all(isinstance(v, int) for v in size) \
+            and not getattr(model, "input_size_assumed", False):  # trained at (aprkit train sets it), not a guess
         payload["input_size"] = [int(v) for v in size]
     # batch-norm eps is no state_dict entry; folded checkpoints set it to FOLDED_BN_EPS (``fold_bn_compat``)
     payload["bn_eps"] = {n: float(m.eps) for n, m in model.named_modules()

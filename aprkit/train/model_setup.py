@@ -24,6 +24,7 @@ def build_model(cfg: Config) -> nn.Module:
     native = getattr(model, "input_size", None)
     if isinstance(native, tuple) and len(native) == 3:  # the size it is trained at (model.pt records it)
         model.input_size = (native[0], cfg.data.image_size, cfg.data.image_size)
+        model.__dict__.pop("input_size_assumed", None)  # trained at it: known
     f = cfg.feature_apr
     if f.layers:
         from ..hidden import attach

@@ -64,8 +64,9 @@ def warn_other_size(model: nn.Module, size: torch.Size) -> None:
     for a CIFAR ResNet) and the data's images have another: a convolutional net takes them silently, and its numbers
     then measure a change of resolution (a CIFAR ResNet-20 scored 18 % on 64-px CIFAR images)."""
     native = getattr(model, "input_size", None)
-    if not isinstance(native, (tuple, list)) or len(native) < 2 or getattr(model, "resize", None) is not None:
-        return  # no size recorded, or a model that resizes its inputs itself (a pretrained model's Preprocess)
+    if not isinstance(native, (tuple, list)) or len(native) < 2 or getattr(model, "resize", None) is not None \
+            or getattr(model, "input_size_assumed", False):
+        return  # no size recorded, a guessed one (Normalize's default), or a model that resizes its inputs itself
     (h, w), (dh, dw) = (int(v) for v in native[-2:]), (int(v) for v in size)
     seen = _SIZE_WARNED.setdefault(model, set())
     if (h, w) != (dh, dw) and (dh, dw) not in seen:
