@@ -588,3 +588,24 @@ def test_builder_arguments_that_choose_weights_are_refused():
                      ("torchvision:resnet18", {"random_init": True, "weights": "DEFAULT"})):
         with pytest.raises(ValueError, match="which weights load is load_model's choice"):
             load_model(spec, **kw)
+
+
+def test_a_model_with_a_submodule_named_module_loads_its_own_weights(tmp_path):
+    """The module./_orig_mod. prefixes of DataParallel and torch.compile were stripped before the model was known: a
+    model whose submodule is called module could not load its own state_dict (models tester)."""
+    class Wrapper(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.module(x)
+
+    torch.manual_seed(0)
+    src = Wrapper()
+    torch.save(src.state_dict(), tmp_path / "w.pt")
+    got = load_model(Wrapper(), checkpoint=tmp_path / "w.pt")
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.equal(got(x), src.eval()(x))
+    torch.save(nn.DataParallel(src).state_dict(), tmp_path / "dp.pt")  # module.module.*: one prefix is DataParallel's
+    assert torch.equal(load_model(Wrapper(), checkpoint=tmp_path / "dp.pt")(x), src(x))

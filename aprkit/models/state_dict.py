@@ -43,16 +43,18 @@ def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:
             f"checkpoint holds no state_dict ({held}): expected a mapping of parameter names to tensors, or a dict "
             "with one under 'state_dict' / 'model_state_dict' / 'model' / 'state_dict_ema'"
         )
-    out: dict[str, torch.Tensor] = {}
-    for k, v in obj.items():
-        changed = True
-        while changed:
-            changed = False
-            for p in _PREFIXES:
-                if k.startswith(p):
-                    k, changed = k[len(p):], True
-        out[k] = v
-    return out
+    return {_stripped(k): v for k, v in obj.items()}
+
+
+def _stripped(key: str) -> str:
+    """``key`` without its wrapper prefixes (:data:`_PREFIXES`, any number, in any order)."""
+    changed = True
+    while changed:
+        changed = False
+        for p in _PREFIXES:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
 
 
 
@@ -67,7 +69,11 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
     if isinstance(model, Normalize) and not any(k.startswith("model.") for k in state_dict):
         target = model.inner
     own = target.state_dict()
-    sd = _renamed(dict(state_dict), getattr(target, "state_dict_aliases", None) or {}, own)
+    # a model whose own keys carry a wrapper prefix (a submodule named module or _orig_mod): the stripped keys of its
+    # own state_dict get it back (the model could not load its own file: "missing module.conv.weight")
+    back = {_stripped(k): k for k in own if _stripped(k) != k}
+    sd = {back[k] if k not in own and k in back else k: v for k, v in state_dict.items()}
+    sd = _renamed(sd, getattr(target, "state_dict_aliases", None) or {}, own)
     skipped: list[str] = []
     head = _classifier_or_none(target)
     head_names = {f"{n}.{p}" for n, m in target.named_modules() if m is head for p in ("weight", "bias")}
