@@ -405,7 +405,8 @@ def test_a_classifier_of_another_input_width_is_a_shape_mismatch_not_a_class_cou
     # every mismatch names the file and the architecture it was loaded into (a config of several models)
     with pytest.raises(ValueError, match=r"^'resnet20' from '.*resnet20_narrow\.pth': checkpoint does not match"):
         load_model("resnet20", checkpoint=tmp_path / "resnet20_narrow.pth")
-    with pytest.raises(ValueError, match=r"^'.*resnet20_narrow\.pth': checkpoint does not match"):
+    with pytest.raises(ValueError, match=r"^'.*resnet20_narrow\.pth': the architecture resnet20 \(a CIFAR ResNet\) "
+                                         r"was taken from the file name .*\(checkpoint does not match"):
         load_model(tmp_path / "resnet20_narrow.pth")
 
 
@@ -609,3 +610,15 @@ def test_a_model_with_a_submodule_named_module_loads_its_own_weights(tmp_path):
     assert torch.equal(got(x), src.eval()(x))
     torch.save(nn.DataParallel(src).state_dict(), tmp_path / "dp.pt")  # module.module.*: one prefix is DataParallel's
     assert torch.equal(load_model(Wrapper(), checkpoint=tmp_path / "dp.pt")(x), src(x))
+
+
+def test_an_architecture_taken_from_a_file_name_is_said_to_be_a_guess(tmp_path):
+    """A torchvision ResNet's weights in a file named *resnet56* read 'checkpoint does not match CifarResNet' without
+    saying resnet56 came from the name (models tester)."""
+    import torchvision
+
+    path = tmp_path / "imagenet_resnet56_tv.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    with pytest.raises(ValueError, match=r"resnet56 \(a CIFAR ResNet\) was taken from the file name .*pass the "
+                                         r"architecture"):
+        load_model(path)

@@ -224,7 +224,14 @@ def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: 
             f"resnet20/32/44/56/110; pass the architecture, e.g. load_model('ARCH', checkpoint='{path}') (aprkit "
             f"eval --model ARCH --checkpoint {path}; ARCH: resnet20, torchvision:mobilenet_v2, timm:NAME, ...)"
         )
-    return _load_aprkit_arch(f"resnet{match.group(1)}", num_classes, path, weights_only, kwargs, drop_head=drop_head)
+    try:
+        return _load_aprkit_arch(f"resnet{match.group(1)}", num_classes, path, weights_only, kwargs,
+                                 drop_head=drop_head)
+    except CheckpointMismatch as err:  # the architecture was a guess from the file name: say so
+        raise CheckpointMismatch(
+            f"the architecture resnet{match.group(1)} (a CIFAR ResNet) was taken from the file name and "
+            f"its weights do not fit it ({err}); pass the architecture, e.g. load_model('ARCH', checkpoint='{path}') "
+            f"(aprkit eval --model ARCH --checkpoint {path})") from err
 
 
 def _cifar_resnet_depth(obj: Any) -> int | None:
