@@ -11,7 +11,16 @@ import torch
 from torch import nn
 
 from .._batch import block_rows, pad_rows, row_blocks
-from .sites import FUNCTIONAL_OPS, Site, StopForward, activation_modules, list_blocks, resolve_module, tap
+from .sites import (
+    FUNCTIONAL_OPS,
+    Site,
+    StopForward,
+    activation_modules,
+    list_blocks,
+    probe_forward,
+    resolve_module,
+    tap,
+)
 
 __all__ = ["predict_intervened", "capture", "count_calls", "front_blocks", "linear_io", "skipping", "FrontSkip"]
 
@@ -51,13 +60,7 @@ def front_blocks(model: nn.Module, site: Site, example: torch.Tensor) -> FrontSk
             shapes.setdefault(k, (tuple(o.shape[1:]), o.dtype) if tensors else None)
         return hook
 
-    handles = [m.register_forward_hook(record(k)) for k, m in enumerate(mods)]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    probe_forward(model, example, [(m, record(k)) for k, m in enumerate(mods)])
     if any(shapes.get(k) is None for k in range(len(mods))):  # zeros of one shape cannot stand in: compute them all
         return FrontSkip()
     return FrontSkip([(m, *shapes[k]) for k, m in enumerate(mods)],  # type: ignore[misc]
@@ -151,13 +154,8 @@ def linear_io(model: nn.Module, site: Site, example: torch.Tensor, module: nn.Mo
     def on_linear(m: nn.Module, args: Any, out: Any) -> None:
         fed.extend(t for t in (*args, out) if isinstance(t, torch.Tensor) and t.ndim == 4)
 
-    hooks = [m.register_forward_hook(on_linear) for m in linears]
-    try:
-        with tap(model, site, lambda a, i: seen.append(a)):
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    with tap(model, site, lambda a, i: seen.append(a)):
+        probe_forward(model, example, [(m, on_linear) for m in linears])
     return any(a is t for a in seen for t in fed)
 
 

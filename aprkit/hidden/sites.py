@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -210,6 +210,19 @@ def list_blocks(model: nn.Module, example: torch.Tensor | None = None) -> list[s
     return found if example is None else _in_call_order(model, found, example)
 
 
+@torch.no_grad()
+def probe_forward(model: nn.Module, example: torch.Tensor, hooks: Sequence[tuple[nn.Module, Callable[..., Any]]],
+                  pre: bool = False) -> None:
+    """One forward pass of ``model`` on ``example`` with each ``(module, hook)`` of ``hooks`` registered (forward
+    hooks, or pre-hooks with ``pre``), removed after it whatever happens."""
+    handles = [m.register_forward_pre_hook(h) if pre else m.register_forward_hook(h) for m, h in hooks]
+    try:
+        model(example)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _in_call_order(model: nn.Module, names: list[str], example: torch.Tensor) -> list[str]:
     """``names`` (modules of ``model``) in the order a forward pass on ``example`` first calls them; the ones it never
     calls keep their order, last."""
@@ -217,17 +230,11 @@ def _in_call_order(model: nn.Module, names: list[str], example: torch.Tensor) ->
     first: dict[str, int] = {}
 
     def hook(name: str) -> Callable[..., None]:
-        def pre(m: nn.Module, a: object) -> None:
+        def called(m: nn.Module, a: object) -> None:
             first.setdefault(name, len(first))
-        return pre
+        return called
 
-    handles = [modules[n].register_forward_pre_hook(hook(n)) for n in names]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    probe_forward(model, example, [(modules[n], hook(n)) for n in names], pre=True)
     return sorted(names, key=lambda n: (first.get(n, len(names)), names.index(n)))
 
 
