@@ -234,6 +234,18 @@ def test_a_model_override_replaces_a_configs_models_as_the_flag_does(tmp_path):
         load_eval_config([cfg, one])
 
 
+def test_a_model_override_keeps_the_flags_checkpoint_and_the_configs_own_model(tmp_path):
+    """--set model=X dropped a --checkpoint given as a flag, and a quoted 'resnet20' or a later model=resnet20 (the
+    config's own model) dropped the config's checkpoint (diff reviewer)."""
+    cfg = tmp_path / "one.yaml"
+    cfg.write_text("model: resnet20\ncheckpoint: r20.th\ndata: synthetic:8\n")
+    assert load_eval_config([cfg], ["model=resnet32"], {"checkpoint": "mine.pt"})["checkpoint"] == "mine.pt"
+    with pytest.warns(UserWarning, match="replaces the config's model 'resnet20' and its checkpoint"):
+        assert "checkpoint" not in load_eval_config([cfg], ["model=resnet32"])
+    for ov in (["model='resnet20'"], ["model=resnet32", "model=resnet20"]):
+        assert load_eval_config([cfg], ov)["checkpoint"] == "r20.th"
+
+
 def test_data_flags_over_a_configs_data(tmp_path):
     """--data SUITE=SPEC over a config's one spec dropped the config's data (the run then found no default data);
     --data SPEC over a config's per-suite data only added a default nobody read, without a word (CLI tester)."""

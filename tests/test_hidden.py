@@ -595,6 +595,8 @@ def test_channels_last_maps_whose_sizes_fool_the_size_rules_are_refused() -> Non
                            num_classes=10).eval()  # layers.0: (N, 16, 16, 16)
     problem = site_problem(swin, x, Site("layers.0"), torch.device("cpu"), kw)
     assert problem is not None and "declares output_fmt NHWC" in problem
+    # a convolution's own output stays (B, C, H, W) inside a module declaring NHWC (the patch embedding's proj)
+    assert site_problem(swin, x, Site("patch_embed.proj"), torch.device("cpu"), kw) is None
 
 
 def test_a_patch_embedding_stating_one_int_patch_size() -> None:

@@ -292,3 +292,10 @@ def test_a_key_of_another_section_is_suggested_with_its_section():
             load_config(None, [given], validate=False)
     with pytest.raises(ValueError, match="did you mean 'epochs'"):  # a typo inside the section stays the section's
         load_config(None, ["optim.epoch=5"], validate=False)
+
+
+def test_out_flag_and_set_train_out_naming_one_folder_two_ways_run(tmp_path):
+    from aprkit.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "A"), "--set", f"train.out={tmp_path / 'A'}/",
+                 "--print-config"]) == 0

@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 
 __all__ = ["add_parser", "run"]
 
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         set_out = load_config(None, [o for o in args.overrides if o.split("=", 1)[0].strip() == "train.out"],
                               validate=False).train.out
-        if set_out is not None and set_out != args.out:  # which wins differs between tools: neither does here
+        same = set_out is not None and Path(set_out).expanduser().resolve() == Path(args.out).expanduser().resolve()
+        if set_out is not None and not same:  # which wins differs between tools: neither does here
             raise ValueError(f"--out {args.out} and --set train.out={set_out} name different folders; give one")
         cfg.train.out = args.out
     if args.print_config:
@@ -77,8 +79,6 @@ def run(args: argparse.Namespace) -> int:
     if not cfg.train.out:
         raise ValueError("no output directory: give --out DIR (or set train.out in the config)")
     check_out_dir(cfg.train.out, "--out")  # before any data is read
-    from pathlib import Path
-
     from aprkit.data.registry import check_outside_data
 
     check_outside_data([Path(cfg.train.out)], cfg.data.dataset, cfg.data.test_dataset)
@@ -101,8 +101,6 @@ def run(args: argparse.Namespace) -> int:
 def _check_own_config(configs: list[str], out: str) -> None:
     """Refuse to resume elsewhere when a config file given is a run's own saved config (beside its ``last.pt``) but
     ``train.out`` resolves to another folder (a relative ``train.out`` is read against the current folder)."""
-    from pathlib import Path
-
     target = Path(out).resolve()
     for name in configs:
         folder = Path(name).resolve().parent

@@ -16,8 +16,8 @@ from .sites import (
     Site,
     StopForward,
     activation_modules,
+    hooked_forward,
     list_blocks,
-    probe_forward,
     resolve_module,
     tap,
 )
@@ -60,7 +60,7 @@ def front_blocks(model: nn.Module, site: Site, example: torch.Tensor) -> FrontSk
             shapes.setdefault(k, (tuple(o.shape[1:]), o.dtype) if tensors else None)
         return hook
 
-    probe_forward(model, example, [(m, record(k)) for k, m in enumerate(mods)])
+    hooked_forward(model, example, [(m, record(k)) for k, m in enumerate(mods)])
     if any(shapes.get(k) is None for k in range(len(mods))):  # zeros of one shape cannot stand in: compute them all
         return FrontSkip()
     return FrontSkip([(m, *shapes[k]) for k, m in enumerate(mods)],  # type: ignore[misc]
@@ -155,7 +155,7 @@ def linear_io(model: nn.Module, site: Site, example: torch.Tensor, module: nn.Mo
         fed.extend(t for t in (*args, out) if isinstance(t, torch.Tensor) and t.ndim == 4)
 
     with tap(model, site, lambda a, i: seen.append(a)):
-        probe_forward(model, example, [(m, on_linear) for m in linears])
+        hooked_forward(model, example, [(m, on_linear) for m in linears])
     return any(a is t for a in seen for t in fed)
 
 

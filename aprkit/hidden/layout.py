@@ -227,8 +227,16 @@ def check_channels_first(model: nn.Module, path: str, shape: tuple[int, ...], wh
         return
     chain = _enclosing_modules(model, path)
     # the innermost module that declares a format (timm: a patch embedding, or a whole Swin model): the model's own
-    # NHWC was not read, so a Swin stage whose height equals its width in channels passed as (B, C, H, W)
-    fmt = next((str(f) for m in chain if (f := getattr(m, "output_fmt", None)) is not None), "")
+    # NHWC was not read, so a Swin stage whose height equals its width in channels passed as (B, C, H, W). Not past
+    # a module holding a convolution: its own output is (B, C, H, W) (a Swin's patch_embed.proj, inside the
+    # patch embedding that declares NHWC for its own output)
+    fmt = ""
+    for m in chain:
+        if getattr(m, "output_fmt", None) is not None:
+            fmt = str(m.output_fmt)
+            break
+        if any(isinstance(k, nn.modules.conv._ConvNd) for k in m.modules()):
+            break
     if fmt.upper().endswith("NHWC") or linear_io:
         why = ("an nn.Linear takes or gives it as a 4-D tensor (acting on its last axis)" if linear_io
                else "the module declares output_fmt NHWC")

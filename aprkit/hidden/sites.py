@@ -211,7 +211,7 @@ def list_blocks(model: nn.Module, example: torch.Tensor | None = None) -> list[s
 
 
 @torch.no_grad()
-def probe_forward(model: nn.Module, example: torch.Tensor, hooks: Sequence[tuple[nn.Module, Callable[..., Any]]],
+def hooked_forward(model: nn.Module, example: torch.Tensor, hooks: Sequence[tuple[nn.Module, Callable[..., Any]]],
                   pre: bool = False) -> None:
     """One forward pass of ``model`` on ``example`` with each ``(module, hook)`` of ``hooks`` registered (forward
     hooks, or pre-hooks with ``pre``), removed after it whatever happens."""
@@ -234,7 +234,7 @@ def _in_call_order(model: nn.Module, names: list[str], example: torch.Tensor) ->
             first.setdefault(name, len(first))
         return called
 
-    probe_forward(model, example, [(modules[n], hook(n)) for n in names], pre=True)
+    hooked_forward(model, example, [(modules[n], hook(n)) for n in names], pre=True)
     return sorted(names, key=lambda n: (first.get(n, len(names)), names.index(n)))
 
 

@@ -221,7 +221,7 @@ def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: 
     if match is None:
         raise ValueError(
             f"cannot tell the architecture of {path}: it is not an aprkit checkpoint and its name contains none of "
-            f"resnet20/32/44/56/110; pass the architecture, e.g. load_model('ARCH', checkpoint='{path}') (aprkit "
+            f"resnet20/32/44/56/110; pass the architecture, e.g. load_model('ARCH', checkpoint={str(path)!r}) (aprkit "
             f"eval --model ARCH --checkpoint {path}; ARCH: resnet20, torchvision:mobilenet_v2, timm:NAME, ...)"
         )
     try:
@@ -229,9 +229,9 @@ def _load_file(path: Path, num_classes: int | None, weights_only: bool, kwargs: 
                                  drop_head=drop_head)
     except CheckpointMismatch as err:  # the architecture was a guess from the file name: say so
         raise CheckpointMismatch(
-            f"the architecture resnet{match.group(1)} (a CIFAR ResNet) was taken from the file name and "
-            f"its weights do not fit it ({err}); pass the architecture, e.g. load_model('ARCH', checkpoint='{path}') "
-            f"(aprkit eval --model ARCH --checkpoint {path})") from err
+            f"the architecture resnet{match.group(1)} (a CIFAR ResNet) was taken from the file name and its weights "
+            f"do not fit it ({err}); pass the architecture, e.g. load_model('ARCH', checkpoint={str(path)!r}) (aprkit "
+            f"eval --model ARCH --checkpoint {path})") from err
 
 
 def _cifar_resnet_depth(obj: Any) -> int | None:

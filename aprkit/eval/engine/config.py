@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ...config import apply_overrides, coerce, is_text_type, merge, read_config_files, unknown_key
+from ...config import apply_overrides, coerce, is_text_type, merge, parse_override, read_config_files, unknown_key
 from ..suites import load_suites
 from ..suites.base import flat_options
 from ..suites.options import check_data_mapping, check_suite_options, option_error, parse_suite_options, suite_registry
@@ -187,6 +187,7 @@ def load_eval_config(
         _merge_data_flag(data, flags["data"])
     data = merge(data, flags)
     renamed = []
+    last_model = None
     for item in overrides:
         key, sep, rest = str(item).partition("=")
         head, dot, tail = key.partition(".")
@@ -194,10 +195,12 @@ def load_eval_config(
             head, dot, tail = tail.partition(".")
         head = ALIASES.get(head.strip(), head.strip())
         renamed.append(f"{head}{dot}{tail}{sep}{rest}" if sep else item)
-        if sep and head == "model" and not dot:  # as --model: the config's models (and its model's label) give way
-            _replace_model(data, rest.strip(), {}, f"--set {item}")
+        if sep and head == "model" and not dot:
+            last_model = item
         elif sep and head == "data" and dot and isinstance(data.get("data"), str):
             data["data"] = {"default": data["data"]}  # data.SUITE=SPEC beside the config's data, which stays default
+    if last_model is not None:  # as --model: the config's models (and its model's label) give way; the flags' stay
+        _replace_model(data, parse_override(last_model, text=True)[1], flags, f"--set {last_model}")
     text_keys = [k for k, tp in eval_schema().items() if is_text_type(tp)]  # model_id=0012 stays "0012"
     for item in renamed:  # in order: options={...} then knn_k=3 sets 3 (the mapping was applied last, wherever given)
         data = apply_overrides(data, [item], text_keys=text_keys)
