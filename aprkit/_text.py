@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-__all__ = ["comma_items", "nearest_names", "some_names"]
+__all__ = ["comma_items", "nearest", "nearest_names", "some_names", "add_note"]
 
 
 def comma_items(text: str) -> list[str]:
@@ -15,8 +15,14 @@ def comma_items(text: str) -> list[str]:
 
 
 def nearest_names(name: str, valid: Sequence[str], n: int = 3) -> str:
-    """A ``did you mean`` fragment for error messages (empty when nothing is close); case and ``-``/``_`` do not
-    count against a match (``APR_SP`` -> ``'apr_sp'``)."""
+    """A ``did you mean`` fragment for error messages (empty when nothing is close): :func:`nearest`'s names."""
+    close = nearest(name, valid, n)
+    return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+
+
+def nearest(name: str, valid: Sequence[str], n: int = 3) -> list[str]:
+    """Up to ``n`` of ``valid`` close to ``name``, closest first, as ``valid`` spells them; case and ``-``/``_`` do
+    not count against a match (``APR_SP`` -> ``apr_sp``), and a leading part matches (``jpeg``)."""
     import difflib
 
     def fold(text: str) -> str:
@@ -28,7 +34,7 @@ def nearest_names(name: str, valid: Sequence[str], n: int = 3) -> str:
     close = difflib.get_close_matches(fold(name), list(by_fold), n=n, cutoff=0.5)
     if not close and len(fold(name)) >= 3:  # a leading part: 'jpeg' -> 'jpeg_compression'
         close = [v for v in by_fold if v.startswith(fold(name))][:n]
-    return f" (did you mean {', '.join(repr(by_fold[c]) for c in close)}?)" if close else ""
+    return [by_fold[c] for c in close]
 
 
 def some_names(names: Iterable[str], most: int = 8) -> str:
@@ -36,3 +42,9 @@ def some_names(names: Iterable[str], most: int = 8) -> str:
     names = list(names)
     more = f", ... ({len(names) - most} more)" if len(names) > most else ""
     return ", ".join(names[:most]) + more if names else "none"
+
+
+def add_note(err: BaseException, note: str) -> None:
+    """Add ``note`` to ``err``'s notes (``BaseException.add_note`` of Python 3.11, by hand on 3.10): what the CLI's
+    one-line error prints before the message (which model, entry or data it was)."""
+    setattr(err, "__notes__", [*getattr(err, "__notes__", []), note])  # noqa: B010 - the 3.10 spelling of add_note

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup_distributed", "resolve_device", "group_info", "is_main_process", "launch_rank",
-           "all_reduce_sum", "broadcast_buffers", "barrier", "teardown_distributed"]
+__all__ = ["DistInfo", "setup_distributed", "parse_device", "resolve_device", "group_info", "is_main_process",
+           "launch_rank", "all_reduce_sum", "broadcast_buffers", "barrier", "teardown_distributed"]
 
 
 @dataclass(frozen=True)
@@ -32,15 +32,23 @@ class DistInfo:
         return self.rank == 0
 
 
+def parse_device(device: str | torch.device | None) -> torch.device | None:
+    """``device`` as a ``torch.device`` (``None`` for ``"auto"``/None), checked as a name only (whether it is here:
+    :func:`resolve_device`); ``ValueError`` naming what was expected."""
+    if device is None or device == "auto":
+        return None
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; expected auto, cpu, cuda, cuda:N or mps") from None
+
+
 def resolve_device(device: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
     """``"auto"``/None -> ``cuda:LOCAL_RANK`` when CUDA is available, else CPU; a bare ``"cuda"`` gets the
     local rank's index; anything else is checked (``ValueError`` naming what was expected)."""
-    if device is None or device == "auto":
+    dev = parse_device(device)
+    if dev is None:
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; expected auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu or auto "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import sys
 import traceback
 import warnings
@@ -160,7 +159,7 @@ def _unknown_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
                        argv: list[str]) -> None:
     """Exit (2) on arguments no parser took, with the usage of the subcommand they were given to (the top-level
     parser's for those before the subcommand) and the nearest option of each unknown ``--flag``."""
-    from .._text import nearest_names
+    from .._text import nearest
 
     sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
     target = sub.choices.get(args.command, parser) if sub is not None and args.command else parser
@@ -175,10 +174,9 @@ def _unknown_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
             hints.append(f"{flag} comes after '--', after which every word is a file name; put the options before "
                          "'--' (e.g. end a list of --corruptions with '--' just before the file names)")
             continue
-        near = nearest_names(flag.lstrip("-"), list(options)) if flag.startswith("--") and flag != "--" else ""
-        if near:  # " (did you mean 'limit'?)" -> "; --limt: did you mean --limit?"
-            names = re.findall(r"'([^']+)'", near)
-            hints.append(f"{flag}: did you mean {' or '.join(options[n] for n in names if n in options)}?")
+        near = nearest(flag.lstrip("-"), list(options)) if flag.startswith("--") and flag != "--" else []
+        if near:  # "; --limt: did you mean --limit?"
+            hints.append(f"{flag}: did you mean {' or '.join(options[n] for n in near)}?")
     target.error(f"unrecognized arguments: {' '.join(extra)}" + "".join(f"; {h}" for h in hints))
 
 

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._text import comma_items
+from .._text import add_note, comma_items
 from ._common import add_config_args, seed_int
 
 __all__ = ["add_parser", "run", "settings"]
@@ -275,7 +275,7 @@ def _load_entry(name: str, entry: dict[str, Any], cfg: dict[str, Any], dev: Any)
                                model_kwargs=entry.get("kwargs"))[0]
     except (ValueError, OSError, TypeError) as err:
         where = f"models.{name} (its weights: models: {{{name}: {{model: SPEC, checkpoint: FILE}}}})"
-        setattr(err, "__notes__", [*getattr(err, "__notes__", []), where])  # noqa: B010 - printed by error_line
+        add_note(err, where)  # printed by error_line
         raise
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._text import nearest_names
+from .._text import nearest, nearest_names
 from ..config import (
     apply_overrides,
     coerce,
@@ -220,42 +220,31 @@ SECTIONS: tuple[str, ...] = tuple(name for name, tp in typing.get_type_hints(Con
                                   if dataclasses.is_dataclass(tp))
 
 
-def _unknown(full: str, key: str, valid: Sequence[str], where: str) -> ValueError:
-    """The error for an unknown key: where the same key (or a close one) is a key of another section (train.epochs:
-    optim.epochs), that first; else the section's own nearest keys (it suggested 'report' for train.epochs)."""
-    keys = _keys(Config)
-    elsewhere = [k for k in keys if k != full and k.rsplit(".", 1)[-1] == key]
-    if not elsewhere and not nearest_names(key, valid):  # a close key of another section (lr: optim.lr)
-        close = nearest_names(key, [k.rsplit(".", 1)[-1] for k in keys], n=1)
-        elsewhere = [k for k in keys if close and f"'{k.rsplit('.', 1)[-1]}'" in close and k != full]
-    if elsewhere:
-        return ValueError(f"unknown config key {full!r} (did you mean {' or '.join(map(repr, elsewhere))}?); valid "
-                          f"keys in {where}: {', '.join(valid)}")
-    return unknown_key(full, valid, where)
-
-
-def _keys(cls: type, prefix: str = "") -> list[str]:
-    """Every dotted key of ``cls`` (``optim.epochs``, ...)."""
-    out: list[str] = []
+def _settings(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Every setting of ``cls`` by its dotted key (``optim.epochs``, ...) -> its annotation."""
+    out: dict[str, Any] = {}
     for name, tp in typing.get_type_hints(cls).items():
         is_section = isinstance(tp, type) and dataclasses.is_dataclass(tp)
-        out += _keys(tp, f"{prefix}{name}.") if is_section else [f"{prefix}{name}"]
-    return out
-
-
-def _text_keys(cls: type, prefix: str = "") -> list[str]:
-    """The dotted keys of ``cls``'s text settings (``name``, ``train.out``, ``model.name``, ...)."""
-    out: list[str] = []
-    for name, tp in typing.get_type_hints(cls).items():
-        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-            out += _text_keys(tp, f"{prefix}{name}.")
-        elif is_text_type(tp):
-            out.append(f"{prefix}{name}")
+        out.update(_settings(tp, f"{prefix}{name}.") if is_section else {f"{prefix}{name}": tp})
     return out
 
 
 #: the settings whose ``--set`` value is the text as typed (``train.out=2024_01_05`` stays that, not 20240105)
-TEXT_KEYS: tuple[str, ...] = tuple(_text_keys(Config))
+TEXT_KEYS: tuple[str, ...] = tuple(k for k, tp in _settings(Config).items() if is_text_type(tp))
+
+
+def _unknown(full: str, key: str, valid: Sequence[str], where: str) -> ValueError:
+    """The error for an unknown key: where the same key (or a close one) is a key of another section (train.epochs:
+    optim.epochs), that first; else the section's own nearest keys (it suggested 'report' for train.epochs)."""
+    leaves = {k: k.rsplit(".", 1)[-1] for k in _settings(Config) if k != full}
+    elsewhere = [k for k, leaf in leaves.items() if leaf == key]
+    if not elsewhere and not nearest(key, valid):  # a close key of another section (lr: optim.lr)
+        close = nearest(key, list(leaves.values()), n=1)
+        elsewhere = [k for k, leaf in leaves.items() if leaf in close]
+    if elsewhere:
+        return ValueError(f"unknown config key {full!r} (did you mean {' or '.join(map(repr, elsewhere))}?); valid "
+                          f"keys in {where}: {', '.join(valid)}")
+    return unknown_key(full, valid, where)
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:

@@ -128,9 +128,7 @@ def eval_settings(data: Mapping[str, Any]) -> dict[str, Any]:
     """Validate merged settings and return ``evaluate`` keyword arguments (plus ``models`` when given)."""
     schema = eval_schema()
     data = flat_options(_canonical(data, "the eval config"))  # top-level 'phase-bias: {...}' (deprecated) too
-    suites = data.get("suite", inspect.signature(_evaluate()).parameters["suite"].default)
-    suites = [suites] if isinstance(suites, str) else list(coerce(suites, schema["suite"], "suite"))
-    registry = suite_registry(suites)
+    suites, registry = _selected_suites(data)
     selected = {o for s in suites for o in registry[s].option_names()}
     valid = sorted(schema) + sorted(ALIASES)
     out: dict[str, Any] = {}
@@ -150,7 +148,7 @@ def eval_settings(data: Mapping[str, Any]) -> dict[str, Any]:
                        "config key 'data.{key}'")
     from .runner import check_run_settings
 
-    defaults = {k: p.default for k, p in inspect.signature(_evaluate()).parameters.items()}
+    defaults = _evaluate_defaults()
     setting = {k: out.get(k, defaults.get(k)) for k in ("batch_size", "num_workers", "seed", "device", "num_classes")}
     check_run_settings(setting["batch_size"], setting["num_workers"], setting["seed"], out.get("model_kwargs"),
                        out.get("model"), setting["device"], setting["num_classes"])
@@ -165,10 +163,18 @@ def eval_settings(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _evaluate() -> Any:
+def _evaluate_defaults() -> dict[str, Any]:
+    """``evaluate``'s default value of each parameter."""
     from .runner import evaluate
 
-    return evaluate
+    return {k: p.default for k, p in inspect.signature(evaluate).parameters.items()}
+
+
+def _selected_suites(data: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """The suites settings ``data`` select (``evaluate``'s default when none), checked, and the suite registry."""
+    suites = data.get("suite", _evaluate_defaults()["suite"])
+    suites = [suites] if isinstance(suites, str) else list(coerce(suites, eval_schema()["suite"], "suite"))
+    return suites, suite_registry(suites)
 
 
 def load_eval_config(
@@ -218,9 +224,7 @@ def _without_unread_options(data: dict[str, Any], from_files: set[str]) -> dict[
     (a shipped OOD config run with --suite calibration was refused for its fit_limit, which no flag could undo), with
     a warning naming them; an option given by a flag or --set for a suite not selected stays an error."""
     try:
-        suites = data.get("suite", inspect.signature(_evaluate()).parameters["suite"].default)
-        suites = [suites] if isinstance(suites, str) else list(coerce(suites, eval_schema()["suite"], "suite"))
-        registry = suite_registry(suites)
+        suites, registry = _selected_suites(data)
     except (TypeError, ValueError):
         return data  # eval_settings names the problem
     selected = {o for s in suites for o in registry[s].option_names()}

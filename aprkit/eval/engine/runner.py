@@ -32,8 +32,9 @@ import torch
 from torch import nn
 
 from ..._checks import check_seed
+from ..._text import add_note
 from ...data.registry import check_outside_data
-from ...distributed import group_info, is_main_process, resolve_device
+from ...distributed import group_info, is_main_process, parse_device, resolve_device
 from ..report.results import Results
 from ..suites import EvalContext, load_suites
 from ..suites.options import (
@@ -212,11 +213,7 @@ def check_run_settings(batch_size: Any, num_workers: Any, seed: Any, model_kwarg
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
                                     or num_classes < 1):
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if device is not None and not isinstance(device, torch.device):
-        try:
-            torch.device(str(device)) if str(device) != "auto" else None
-        except (RuntimeError, TypeError):
-            raise ValueError(f"unknown device {device!r}; expected auto, cpu, cuda, cuda:N or mps") from None
+    parse_device(device)
     try:
         check_seed(seed)
     except TypeError as err:  # evaluate's contract: a ValueError for every bad setting
@@ -324,8 +321,8 @@ def _run_models(run: EvalRun, models: Mapping[Any, Any], labels: list[str], name
                     value, produced_by = _run_suite(registry[sname](), ctx, sdata, ctx_kw["cache"])
             except Exception as err:  # the report and results.json say which one failed, the error which model
                 run.failed[(name, sname)] = f"{type(err).__name__}: {err}"
-                if len(models) > 1:  # BaseException.add_note (3.11+), by hand on 3.10: the CLI prints the notes
-                    setattr(err, "__notes__", [*getattr(err, "__notes__", []), f"model {name!r}, suite {sname!r}"])  # noqa: B010
+                if len(models) > 1:  # the CLI prints the notes
+                    add_note(err, f"model {name!r}, suite {sname!r}")
                 raise
             results.models[name][sname] = value
             own = registry[sname].option_names()

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..._checks import dataset_len, describe_value
+from ..._text import add_note
 from ..engine.data_checks import class_sorted_limit
 from ..engine.datasets import as_dataset
 
@@ -81,7 +82,7 @@ def open_ood(spec: Any, like: Any, n: int, seed: int, resize: bool,
     try:
         ds = as_dataset(spec)
     except (OSError, ValueError) as err:  # which data it was: the message named a folder only
-        setattr(err, "__notes__", [*getattr(err, "__notes__", []), f"OOD set {name} (--ood)"])  # noqa: B010
+        add_note(err, f"OOD set {name} (--ood)")
         raise
     size = dataset_len(ds)
     if size == 0:
