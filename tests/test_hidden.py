@@ -591,6 +591,20 @@ def test_channels_last_maps_whose_sizes_fool_the_size_rules_are_refused() -> Non
     with attach(net.train(), ["stages.0.blocks.0.mlp.fc1"], p=1.0, seed=0), pytest.raises(ValueError,
                                                                                        match="channels-last"):
         net(torch.rand(2, 3, 64, 64))
+    # a parameter-free site (no Linear of its own to tell): refused when an MLP Linear takes its output, in the
+    # forward pass before any backward (it passed the size rules and was recombined along the wrong axes)
+    for _ in range(2):  # (the shape is not taken as checked after a refusal)
+        with attach(net.train(), ["stages.0.blocks.0.mlp.act"], p=1.0, seed=0), pytest.raises(
+                ValueError, match="an nn.Linear takes or gives it"):
+            net(torch.rand(2, 3, 64, 64))
+    with attach(net.train(), ["stages.0.blocks.0"], p=1.0, seed=0) as handle:  # (B, C, H, W): recombined, twice
+        net(torch.rand(2, 3, 64, 64)).sum().backward()
+        net(torch.rand(2, 3, 64, 64))
+        hook = next(h for m in net.modules() for h in m._forward_hooks.values() if hasattr(h, "checked"))
+        assert hook.checked == {(16, 16, 16)} and not hook._watching
+        import pickle
+        assert pickle.loads(pickle.dumps(hook)).checked == {(16, 16, 16)}
+    assert handle is not None and not any(m._forward_pre_hooks for m in net.modules())
     swin = SwinTransformer(img_size=64, patch_size=4, window_size=4, embed_dim=16, depths=(1, 1), num_heads=(2, 2),
                            num_classes=10).eval()  # layers.0: (N, 16, 16, 16)
     problem = site_problem(swin, x, Site("layers.0"), torch.device("cpu"), kw)

@@ -486,6 +486,41 @@ def test_options_that_do_not_fit_the_pretrained_weights_are_not_called_a_damaged
     assert cached.is_file()
 
 
+def test_a_cached_file_of_another_model_and_a_damaged_hub_file_are_named(tmp_path, monkeypatch):
+    """Weights already in a cache that do not load: a torchvision file of another architecture under the published
+    name said "built with {} does not fit" (no options were given); a damaged timm file in the Hugging Face cache was
+    reported as missing ("fill that cache"); an unknown timm tag was an unexpected RuntimeError; a SqueezeNet checkpoint
+    of 10 classes gave no hint of num_classes (models tester)."""
+    torchvision = pytest.importorskip("torchvision")
+    pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    url = torchvision.models.MobileNet_V2_Weights.DEFAULT.url
+    cached = tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), cached)
+    with pytest.raises(ValueError, match=r"the cached file .* does not hold the weights of .*Delete it"):
+        load_model("torchvision:mobilenet_v2")
+    from huggingface_hub import constants
+
+    snap = tmp_path / "models--timm--resnet18.a1_in1k"
+    (snap / "refs").mkdir(parents=True)
+    (snap / "refs" / "main").write_text("abc")
+    (snap / "snapshots" / "abc").mkdir(parents=True)
+    (snap / "snapshots" / "abc" / "model.safetensors").write_bytes(b"\x10" + bytes(7) + b'{"a":')
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(OSError, match=r"the cached file .*model.safetensors cannot be read \(damaged"):
+        load_model("timm:resnet18.a1_in1k")
+    with pytest.raises(ValueError, match=r"no pretrained tag 'a1_in1kk'.*did you mean 'a1_in1k'"):
+        load_model("timm:resnet18.a1_in1kk")
+    # a classifier that is a convolution: its class count cannot be read, the message names it
+    torch.save(torchvision.models.squeezenet1_0(num_classes=10).state_dict(), tmp_path / "sq.pth")
+    with pytest.raises(ValueError, match=r"last layer classifier.1 has 10 outputs .*num_classes=10"):
+        load_model("torchvision:squeezenet1_0", checkpoint=tmp_path / "sq.pth")
+    assert load_model("torchvision:squeezenet1_0", checkpoint=tmp_path / "sq.pth", num_classes=10)(
+        torch.rand(1, 3, 64, 64)).shape == (1, 10)
+
+
 def test_an_untrained_torchvision_state_dict_keeps_its_batch_norm_eps(tmp_path) -> None:
     """A freshly built BN (weight 1, bias 0, mean 0, var 1) is no folded one: its eps stays 1e-5 (it became 1e-38,
     which moved eval logits by 1e-4 and divided a constant training batch by ~0)."""

@@ -93,6 +93,55 @@ def test_features_and_logits_hook() -> None:
         S.features_and_logits(nn.Sequential(nn.Flatten()), x)
 
 
+class _WithProjection(nn.Module):
+    """A classifier that registers a Linear it does not call after its head (a contrastive projection)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(8, 10)
+        self.proj = nn.Linear(8, 128)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x))
+
+
+class _ConvHeadWithGate(nn.Module):
+    """A conv classifier holding an inner Linear (a channel gate): the last Linear called is not its head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate, self.conv = nn.Linear(3, 3), nn.Conv2d(3, 10, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x * self.gate(x.mean((2, 3)))[:, :, None, None]).mean((2, 3))
+
+
+def test_features_are_the_input_of_the_last_linear_called() -> None:
+    """The last nn.Linear registered was taken as the classifier: an unused projection after the head crashed the
+    feature scores ("was not called"), and Normalize's forward_head applied the projection; a conv head's inner
+    Linear gave a gate's input as "features" without a word (refused now, naming the layer)."""
+    from aprkit.eval.engine.inference import predict
+    from aprkit.models import Normalize
+
+    torch.manual_seed(0)
+    model = _WithProjection().eval()
+    x = torch.randint(0, 256, (5, 3, 8, 8), dtype=torch.uint8)
+    feats, logits = S.features_and_logits(model, x.float() / 255)
+    assert feats.shape == (5, 8) and torch.allclose(model.fc(feats), logits)
+    wrapped = Normalize(model, mean=[0, 0, 0], std=[1, 1, 1])
+    f = wrapped.forward_features(x.float() / 255)
+    assert torch.equal(f, feats) and torch.allclose(wrapped.forward_head(f), logits)
+    out = predict(model, torch.utils.data.TensorDataset(x, torch.arange(5)), features=True, batch_size=2,
+                  amp=False, progress=False)
+    assert out.features is not None and torch.allclose(out.features, feats)
+    with pytest.raises(ValueError, match="'gate', gives 3 outputs but the model 10"):
+        S.features_and_logits(_ConvHeadWithGate(), x.float() / 255)
+    with pytest.raises(ValueError, match="'gate', gives 3 outputs"):
+        predict(_ConvHeadWithGate(), torch.utils.data.TensorDataset(x, torch.arange(5)), features=True,
+                progress=False)
+
+
 def test_mahalanobis_matches_numpy() -> None:
     rng = np.random.default_rng(0)
     means = rng.normal(0, 3, (3, 6))

@@ -14,7 +14,7 @@ from torch import nn
 from .. import fourier
 from .._generators import make_generator
 from .feature_apr import FeatureAPR, Lam
-from .layout import check_channels_first, site_prefix_tokens
+from .layout import check_channels_first, layout_module, site_prefix_tokens
 from .sites import Site, resolve_module
 
 __all__ = ["attach", "AttachHandle", "detach", "token_layout", "PatchGrid", "compiled_modules", "LayerNotCalledWarning"]
@@ -282,21 +282,53 @@ class _FeatureHook:
     def __init__(self, apr: FeatureAPR, full: str, state: _HookState) -> None:
         self.apr, self.full, self.state = apr, full, state
         self.checked: set[tuple[int, ...]] = set()  # activation shapes already checked for a channels-last layout
+        self._watching: list[Any] = []  # the hooks of _watch_linears, removed at the next call
+
+    def __getstate__(self) -> dict[str, Any]:  # (pickled with the model: hook handles do not pickle)
+        return {**self.__dict__, "_watching": []}
+
+    def _watch_linears(self, result: torch.Tensor, shape: tuple[int, ...]) -> None:
+        """Refuse ``result`` (this call's recombined map) when an ``nn.Linear`` around the site takes it later in this
+        forward pass: a Linear acts on the last axis, so the map is channels-last whatever its sizes (a parameter-free
+        activation inside a ConvNeXt MLP at 384 px, whose sizes passed the size rules). Raised in that forward pass,
+        before any backward; the shape counts as checked once a forward pass ends without it."""
+        model, where = self.state.model, f"layer {self.full!r} output"
+        linears = [m for m in layout_module(model, self.full).modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            self.checked.add(shape[1:])
+            return
+
+        def taken(_m: nn.Module, args: Any) -> None:
+            if any(a is result for a in args):
+                self._unwatch()
+                check_channels_first(model, self.full, shape, where, linear_io=True)
+
+        def passed(*_: Any) -> None:
+            self._unwatch()
+            self.checked.add(shape[1:])
+
+        self._watching = [*(m.register_forward_pre_hook(taken) for m in linears), model.register_forward_hook(passed)]
+
+    def _unwatch(self) -> None:
+        for h in self._watching:
+            h.remove()
+        self._watching = []
 
     def __call__(self, mod: nn.Module, args: Any, out: Any) -> Any:
         apr, full, st = self.apr, self.full, self.state
         active = mod.training and apr.training
         st.count(full, active)
+        self._unwatch()  # (a forward pass of a submodule alone never reached the model's end)
         if not active:
             return None
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"layer {full!r} returns a {type(out).__name__}; "
                              f"FeatureAPR needs a feature map (B, C, H, W) or tokens (B, N, D)")
-        if out.ndim == 4 and tuple(out.shape[1:]) not in self.checked:  # a (B, H, W, C) map would mix channels
+        fresh = out.ndim == 4 and tuple(out.shape[1:]) not in self.checked  # a (B, H, W, C) map would mix channels
+        if fresh:
             # a Linear's own 4-D output is channels-last whatever its sizes (it acts on the last axis)
             check_channels_first(st.model, full, tuple(out.shape), f"layer {full!r} output",
                                  linear_io=isinstance(mod, nn.Linear))
-            self.checked.add(tuple(out.shape[1:]))
         layout = None
         if out.ndim == 3:  # this call's layout, passed to it (the module is shared by threads); kept on it to read
             grid = st.token_grid()
@@ -310,9 +342,12 @@ class _FeatureHook:
                           "recombination; with checkpointing use the global RNG (generator=None, seeded with "
                           "torch.manual_seed)", RuntimeWarning, stacklevel=2)
         try:
-            return apr(out, layout=layout)
+            result = apr(out, layout=layout)
         except ValueError as err:  # the layer's name beside the shape FeatureAPR refused
             raise ValueError(f"layer {full!r}: {err}") from None
+        if fresh:
+            self._watch_linears(result, tuple(out.shape))
+        return result
 
 
 def _feature_hooks(module: nn.Module) -> list[int]:

@@ -68,8 +68,16 @@ def check_foreign_spec(spec: str) -> tuple[str, str]:
         raise ValueError(f"model spec {spec!r} names no model; expected e.g. 'timm:resnet50'")
     if lib != "robustbench":
         valid = _valid_names(lib)
-        if (name.split(".", 1)[0] if lib == "timm" else name) not in valid:
+        arch, dot, tag = name.partition(".") if lib == "timm" else (name, "", "")
+        if arch not in valid:
             raise ValueError(f"unknown {lib} model {name!r}{nearest_names(name, valid)}")
+        if dot:
+            import timm
+
+            tags = [t.partition(".")[2] for t in timm.list_pretrained(f"{arch}.*")]
+            if tag not in tags:
+                raise ValueError(f"timm model {arch!r} has no pretrained tag {tag!r}{nearest_names(tag, tags)}; its "
+                                 f"tags: {', '.join(tags) or 'none'} (or timm:{arch} for its default weights)")
     return lib, name
 
 
@@ -211,16 +219,17 @@ def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head
             net: Any = timm.create_model(name, pretrained=True, **kwargs)  # timm attributes (num_classes, ...)
     except (ValueError, TypeError):
         raise
-    except Exception as e:  # hub errors, missing cache entries offline, connection failures
+    except Exception as e:  # hub errors, missing cache entries offline, connection failures, damaged cache files
         cfg = timm.models.get_pretrained_cfg(name) if hasattr(timm.models, "get_pretrained_cfg") else None
         repo = getattr(cfg, "hf_hub_id", None) or name
+        cached = _hub_cached(str(repo), getattr(cfg, "hf_hub_filename", None))
         offline = "on" if getattr(constants, "HF_HUB_OFFLINE", False) else "off"  # the hub's reading ("0": off)
         offline = f"on: {constants.ENDPOINT} is unreachable" if unreachable else offline
         variable = os.environ.get("HF_HUB_OFFLINE", "unset")
         raise weights_error(f"timm:{name}", f"the Hugging Face hub repo {repo}",
                              f"the Hugging Face cache {constants.HF_HUB_CACHE} "
                              f"(models--{str(repo).replace('/', '--')}; hub offline mode {offline}, "
-                             f"HF_HUB_OFFLINE={variable})", e, "HF_HOME") from e
+                             f"HF_HUB_OFFLINE={variable})", e, "HF_HOME", cached=cached) from e
     if _check_head(f"timm:{name}", net.num_classes, num_classes, drop_head):
         net.reset_classifier(num_classes)
     # the test-time input size and crop where the weights publish one, as timm's validate.py (whose numbers timm
@@ -235,6 +244,19 @@ def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head
                          "(it takes 'center' and 'squash'); its numbers would not follow the authors' protocol")
     return Preprocess(net, cfg["mean"], cfg["std"], resize=resize, crop=crop, crop_mode=crop_mode,
                       interpolation=interp if interp in ("nearest", "bilinear", "bicubic") else "bilinear")
+
+
+def _hub_cached(repo: str, filename: str | None) -> Path | None:
+    """The weights file of hub repo ``repo`` already in the Hugging Face cache (timm's ``model.safetensors`` or
+    ``pytorch_model.bin``, or the pretrained config's file), else None: a load that fails with it there failed on
+    that file (damaged or cut short), not for want of a network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for fn in dict.fromkeys(n for n in (filename, "model.safetensors", "pytorch_model.bin") if n):
+        found = try_to_load_from_cache(repo, fn)
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
+    return None
 
 
 def _torchvision_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head: bool) -> Preprocess:
@@ -261,6 +283,10 @@ def _torchvision_pretrained(name: str, num_classes: int | None, kwargs: dict, dr
         if "Error(s) in loading state_dict" not in str(e):
             raise weights_error(f"torchvision:{name} ({weights})", weights.url, f"the torch hub cache: {target} "
                                  "(TORCH_HOME)", e, "TORCH_HOME", cached=cached) from e
+        if not kwargs:  # the default architecture: the cached file holds another model's weights
+            raise ValueError(f"torchvision:{name}: the cached file {target} does not hold the weights of {weights} "
+                             f"({str(e).splitlines()[0]}): another file under its name. Delete it and run again to "
+                             f"download it afresh from {weights.url}, or pass checkpoint=FILE") from None
         raise ValueError(f"torchvision:{name} built with {kwargs} does not fit its pretrained weights {weights} "
                          f"({str(e).splitlines()[0]}); the published weights need the default architecture: drop "
                          "those options, or pass random_init=True (--random-init) for an untrained model") from None

@@ -7,20 +7,23 @@ names such as ``model.layer2`` resolve for hooks (``inner`` returns it too). It 
 
 - timm models: ``forward_head(forward_features(x), pre_logits=True)`` and ``get_classifier()``;
 - aprkit models normalise inside already and are refused (``TypeError``): use them as they are;
-- anything else: the input of the last ``nn.Linear`` (captured by a forward hook) and that layer.
+- anything else: the input of the last ``nn.Linear`` the forward pass calls (captured by forward hooks,
+  :func:`recording_classifier`) and that layer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, ImageClassifier, as_stats, normalize_images
 
-__all__ = ["Normalize", "Preprocess", "find_classifier", "replace_head", "unwrap_model"]
+__all__ = ["ClassifierInputs", "Normalize", "Preprocess", "find_classifier", "recording_classifier", "replace_head",
+           "unwrap_model"]
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -34,20 +37,72 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def find_classifier(model: nn.Module) -> nn.Linear:
-    """The last ``nn.Linear`` registered in ``model`` (the classifier of ordinary CNNs and ViTs)."""
+def _head_candidates(model: nn.Module) -> list[nn.Linear]:
+    """``[get_classifier()]`` when the model (timm) names one ``nn.Linear`` head, else every ``nn.Linear`` it holds in
+    registration order."""
     get = getattr(model, "get_classifier", None)
     if callable(get):
         head = get()
         if isinstance(head, nn.Linear):
-            return head
-    last = None
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            last = m
-    if last is None:
+            return [head]
+    return list(dict.fromkeys(m for m in model.modules() if isinstance(m, nn.Linear)))
+
+
+def find_classifier(model: nn.Module) -> nn.Linear:
+    """The classifier of ordinary CNNs and ViTs, read without a forward pass: timm's ``get_classifier()`` or the last
+    ``nn.Linear`` registered in ``model``. A model that registers a Linear it does not call after its head (a
+    contrastive projection) is read right only with a forward pass: :func:`recording_classifier`."""
+    found = _head_candidates(model)
+    if not found:
         raise ValueError(f"cannot find a classifier (nn.Linear) in {type(model).__name__}; wrap it with your own head")
-    return last
+    return found[-1]
+
+
+class ClassifierInputs(list):
+    """The penultimate features of each forward pass :func:`recording_classifier` saw (a list of tensors) and
+    ``head``, the ``nn.Linear`` the last of them called."""
+
+    head: nn.Linear | None = None
+
+
+@contextlib.contextmanager
+def recording_classifier(model: nn.Module, detach: bool = True) -> Iterator[ClassifierInputs]:
+    """While open, each forward pass of ``model`` appends to the yielded list the input of the last ``nn.Linear`` it
+    called (timm: its ``get_classifier()``), detached unless ``detach=False``, and sets the list's ``head`` to that
+    layer, which must give the model's output width: a forward pass that calls none, or whose last one gives another
+    width, raises ``ValueError`` (its classifier is not an ``nn.Linear``). The hooks go when it closes."""
+    linears = _head_candidates(model)
+    if not linears:
+        raise ValueError(f"cannot find a classifier (nn.Linear) in {type(model).__name__}; wrap it with your own head")
+    records = ClassifierInputs()
+    last: list[tuple[nn.Module, torch.Tensor, int]] = []
+
+    def linear_called(m: nn.Module, args: Any, out: Any) -> None:
+        last[:] = [(m, args[0].detach() if detach else args[0], out.shape[-1])]
+
+    def model_called(_m: nn.Module, _args: Any, out: Any) -> None:
+        if not last:
+            raise ValueError(f"the forward pass of {type(model).__name__} called none of its nn.Linear layers: its "
+                             "classifier is not an nn.Linear, so it has no penultimate features to read (give the "
+                             "model forward_features/forward_head, or a layer)")
+        head, x, width = last.pop()
+        if isinstance(out, torch.Tensor) and width != out.shape[-1]:
+            name = next((n for n, m in model.named_modules() if m is head), type(head).__name__)
+            raise ValueError(f"the last nn.Linear the forward pass of {type(model).__name__} calls, {name!r}, gives "
+                             f"{width} outputs but the model {out.shape[-1]}: its classifier is not that nn.Linear, "
+                             "so its penultimate features cannot be read (give the model forward_features/"
+                             "forward_head, or a layer)")
+        records.head = cast(nn.Linear, head)
+        records.append(x)
+
+    handles = [m.register_forward_hook(linear_called) for m in linears]
+    handles.append(model.register_forward_pre_hook(lambda _m, _a: last.clear()))
+    handles.append(model.register_forward_hook(model_called))
+    try:
+        yield records
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class Normalize(nn.Module):
@@ -113,13 +168,10 @@ class Normalize(nn.Module):
             return inner.forward_head(inner.forward_features(z), pre_logits=True)
         if hasattr(inner, "forward_head") and hasattr(inner, "_features"):  # an aprkit ImageClassifier
             return inner._features(z)
-        captured: list[torch.Tensor] = []
-        hook = find_classifier(inner).register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-        try:
+        with recording_classifier(inner, detach=False) as seen:
             inner(z)
-        finally:
-            hook.remove()
-        return captured[-1].flatten(1)
+        self.__dict__["_called_head"] = seen.head  # (not a submodule): forward_head's layer, the one the forward called
+        return seen[-1].flatten(1)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` from features ``(B, D)``."""
@@ -133,7 +185,8 @@ class Normalize(nn.Module):
             raise ValueError(f"{type(inner).__name__} has {len(head) if isinstance(head, tuple) else 'several'} heads "
                              "on different tokens (a distilled model averages them): its logits are not a function "
                              "of one feature vector, so forward_head cannot give them; use the model's forward")
-        return find_classifier(inner)(features)
+        head = self.__dict__.get("_called_head") or find_classifier(inner)
+        return head(features)
 
     def extra_repr(self) -> str:
         mean = [round(v, 4) for v in self.mean.flatten().tolist()]

@@ -110,8 +110,25 @@ def load_state_dict_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor
                 "(a config's models.NAME.kwargs), aprkit train's model.kwargs; or save it with "
                 "aprkit.models.save_checkpoint, which records the builder's arguments"
                 ) if sized else ""
+        if not (hint or missing or unexpected):
+            hint = _last_layer_hint(target, sd, own, other_shape)
         raise CheckpointMismatch(f"checkpoint does not match {type(target).__name__}: " + "; ".join(parts) + hint)
     target.load_state_dict(sd, strict=False)
+
+
+def _last_layer_hint(model: nn.Module, sd: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor],
+                     differ: list[str]) -> str:
+    """When the only keys of another shape are the weight and bias of ``model``'s last layer with parameters, in their
+    output count alone: a classifier that is no ``nn.Linear`` (SqueezeNet's convolution), whose class count
+    ``num_classes_of`` cannot read, so the message names the ``num_classes`` to build the model with."""
+    last = [n for n, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None][-1:]
+    if not last or {k.rpartition(".")[0] for k in differ} != set(last) or any(
+            sd[k].shape[1:] != own[k].shape[1:] for k in differ):
+        return ""
+    n = int(sd[differ[0]].shape[0])
+    return (f"; the checkpoint's last layer {last[0]} has {n} outputs where the model's has "
+            f"{int(own[differ[0]].shape[0])}: if it is the classifier, build the model with num_classes={n} "
+            f"(aprkit eval --num-classes {n}, train: model.num_classes={n})")
 
 
 def _renamed(sd: dict[str, torch.Tensor], aliases: Mapping[str, str], own: Mapping[str, Any]

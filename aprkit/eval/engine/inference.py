@@ -34,7 +34,7 @@ from ..._checks import dataset_len
 from ...data.arrays import NO_LABEL
 from ...distributed import group_info, resolve_device
 from ...models.base import eval_mode
-from ...models.normalize import find_classifier
+from ...models.normalize import recording_classifier
 from .batches import iter_batches
 from .data_checks import (
     check_class_names,
@@ -258,7 +258,7 @@ def start_predict(
     use_amp = bool(amp)
     amp_type = amp_dtype(device)
     hook_store: list[torch.Tensor] = []
-    handles: list[Any] = []
+    hooks = contextlib.ExitStack()  # the feature hooks, removed when the pass ends or raises
     use_head = False
     heads = _several_heads(model) if features else []
     if heads:  # a distilled timm model: its features are the mean of its heads' inputs, as its pre-logits are
@@ -268,18 +268,17 @@ def start_predict(
             hook_store.append(torch.stack(seen[-len(heads):]).mean(0))
             seen.clear()
 
-        handles = [h.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach())) for h in heads]
-        handles.append(model.register_forward_hook(pool))
+        for handle in [*(h.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach())) for h in heads),
+                       model.register_forward_hook(pool)]:
+            hooks.callback(handle.remove)
     elif features:
-        try:
-            lin = find_classifier(model)
+        try:  # the input of the last nn.Linear each forward pass calls
+            hook_store = hooks.enter_context(recording_classifier(model))
         except ValueError:
             if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
                 raise ValueError("features were requested but the model has no nn.Linear classifier and no "
                                  "forward_features/forward_head") from None
             use_head = True
-        else:
-            handles = [lin.register_forward_hook(lambda m, inp, out: hook_store.append(inp[0].detach()))]
     parts: dict[str, list[torch.Tensor]] = {"logits": [], "labels": [], "feats": [], "idx": []}
     # outputs stay on the device until FLUSH_ROWS rows have gathered, then go to the host in one asynchronous copy:
     # no host sync (without features), so the host prepares the next batch while the device still runs this one
@@ -350,8 +349,7 @@ def start_predict(
     finally:
         batches.close()  # stops a read-ahead thread at once, also when the forward pass raised
         bar.close()
-        for h in handles:
-            h.remove()
+        hooks.close()
     return PendingOutputs(parts, n_total, desc, t0, device)
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..._checks import check_integer_labels
+from ...models.normalize import recording_classifier
 
 __all__ = [
     "DegenerateFit", "LOGIT_SCORES", "msp", "max_logit", "energy", "odin", "features_and_logits", "MahalanobisScorer",
@@ -116,14 +117,13 @@ def features_and_logits(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``(N, K)`` and penultimate features ``(N, D)``: the (flattened) input of ``layer``.
 
-    ``layer`` defaults to the model's last ``nn.Linear`` (the classifier head of ResNets, timm and
-    torchvision models).
+    ``layer`` defaults to the last ``nn.Linear`` the forward pass calls (the classifier head of ResNets, timm and
+    torchvision models; :func:`aprkit.models.normalize.recording_classifier`).
     """
     if layer is None:
-        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        if not linears:
-            raise ValueError("model has no nn.Linear head; pass layer= (the module whose input is the feature)")
-        layer = linears[-1]
+        with recording_classifier(model) as seen:
+            logits = model(x)
+        return seen[-1].flatten(1), logits
     captured: list[torch.Tensor] = []
     handle = layer.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
     try:
