@@ -131,6 +131,16 @@ def test_phase_collapse_net_config_and_errors():
     assert math.isclose(m.std[0].item(), 0.2470, rel_tol=1e-6)
 
 
+def test_too_few_orientations_are_named_in_the_network_s_terms():
+    """L=2 said "half-octave wavelets (half=1) need L >= 3", an argument the user never passed (science tester)."""
+    from aprkit.models.scattering import PhaseCollapseNet
+
+    with pytest.raises(ValueError, match=r"L must be >= 3 orientations, got 2: every other layer uses the half-octave"):
+        create_model("phase_collapse_cifar", L=2)
+    assert PhaseCollapseNet(widths=(4,), L=2, img_size=8).num_classes == 10  # no psi_3/2 layer: it builds
+    assert PhaseCollapseNet(widths=(4, 4), L=2, img_size=8, first_full_octave=True).num_classes == 10
+
+
 @pytest.mark.parametrize("nonlinearity", ["modulus", "soft_threshold"])
 def test_float64_models_keep_float64_and_half_phase_collapse_is_refused(nonlinearity):
     """A .double() phase-collapse layer and GFNet filter compute in float64 (complex64 / float() casts dropped

@@ -170,7 +170,9 @@ class GFNet(ImageClassifier):
                 nn.init.zeros_(m.bias)
 
     def no_weight_decay(self) -> set[str]:
-        """Parameter names usually excluded from weight decay."""
+        """Parameter names usually excluded from weight decay, for optimizers that read it (timm's
+        ``create_optimizer_v2``, as the reference's AdamW recipe, which also spares 1-D parameters). ``aprkit train``'s
+        SGD decays every parameter, this one included, as its CIFAR recipes do."""
         return {"pos_embed"}
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:

@@ -38,13 +38,16 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def _head_candidates(model: nn.Module) -> list[nn.Linear]:
-    """``[get_classifier()]`` when the model (timm) names one ``nn.Linear`` head, else every ``nn.Linear`` it holds in
-    registration order."""
+    """``[get_classifier()]`` when the model (timm) names one ``nn.Linear`` head, ``[]`` when it names another module
+    (``nn.Identity`` without a classifier, a convolution: the last Linear called would be an MLP's), else every
+    ``nn.Linear`` it holds in registration order."""
     get = getattr(model, "get_classifier", None)
     if callable(get):
         head = get()
         if isinstance(head, nn.Linear):
             return [head]
+        if isinstance(head, nn.Module):
+            return []
     return list(dict.fromkeys(m for m in model.modules() if isinstance(m, nn.Linear)))
 
 

@@ -25,13 +25,19 @@ Each layer applies, in order:
 
 The classifier splits complex channels into real/imag parts, applies BatchNorm and a linear layer
 on the flattened map. There are no biases and no learned spatial filters before the classifier.
-Everything runs in float32 (float64 in a ``.double()`` model) with complex arithmetic (autocast is disabled
-inside; ``.half()`` / ``.bfloat16()`` models are refused: torch lacks complex half arithmetic).
+Everything runs in float32 (float64 in a ``.double()`` model, whose fixed filters are still the float32-rounded ones:
+it matches a float64 convolution to about 3e-8) with complex arithmetic (autocast is disabled inside; ``.half()`` /
+``.bfloat16()`` models are refused: torch lacks complex half arithmetic). ``Std`` and ``N`` amplify what varies
+least: a training batch of identical blank images (zero variance, rounding noise normalised) has NaN or overflowing
+gradients, as in the reference, which zeroes NaN ones with a hook.
 
 Differences from the reference code: Gaussian projection weights (variance ``1 / (2 n_in)``) where it draws unitary
 ones; no hook zeroing NaN/inf gradients; periodic (circular) filtering instead of reflection padding
 and cropping, so on CIFAR the layers see 32, 32, 16, 16, 8, 8, 4, 4 px maps and the classifier a
-2x2 map; no Parseval/quadrature regularisers. On ImageNet an odd map subsamples as ``[::2]`` (7 -> 4 px,
+2x2 map; no Parseval/quadrature regularisers; CIFAR-size images (``img_size <= 64``) normalised with the CIFAR-10
+mean/std, where the reference uses ImageNet's for every dataset (no effect with ``skip="lowpass"``, whose channels
+are each affine in one colour channel before ``Std``; with ``"linear"`` and ``"none"`` it changes the modulus of the
+first layer's low-pass). On ImageNet an odd map subsamples as ``[::2]`` (7 -> 4 px,
 the last and first samples adjacent across the periodic wrap), so the classifier reads 256 x 4 x 4 features
 where the reference, padding and cropping, reads 3 x 3.
 
@@ -228,6 +234,10 @@ class PhaseCollapseNet(ImageClassifier):
         if not widths or any(int(w) < 1 for w in widths):
             raise ValueError(f"widths must be a non-empty sequence of positive ints, got {widths!r}")
         skip = check_skip(skip)  # type: ignore[assignment]
+        if int(L) < 3 and len(widths) > (1 if first_full_octave else 0) + 1:
+            raise ValueError(f"L must be >= 3 orientations, got {L}: every other layer uses the half-octave psi_3/2 "
+                             "wavelets, which need three (L of 1 or 2 builds only a network without such a layer: one "
+                             "layer, or two with first_full_octave)")
         self.nonlinearity, self.skip = nonlinearity, skip
         self.aprkit_pinned_kwargs = {"skip": skip}  # checkpoints record it: its default changed once (see tag_model)
         layers, c, size = [], in_chans, img_size
