@@ -177,6 +177,8 @@ def main() -> None:
     if not isinstance(compile_opts, (bool, dict)):
         p.error(f"--aug-compile must be false, true or a JSON object of torch.compile options, got {args.aug_compile!r}")
     args.aug_compile = json.dumps(compile_opts)
+    if args.threads:  # the step timings too (fit sets train.threads for its epochs only, and puts the count back)
+        torch.set_num_threads(args.threads)
 
     rows = {}
     for method in ("standard", "apr_sp"):
@@ -193,7 +195,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(out, indent=1))
         return
-    print(f"device={args.device} model={args.model} batch={args.batch_size} dataset={args.dataset}")
+    print(f"device={args.device} model={args.model} batch={args.batch_size} dataset={args.dataset} "
+          f"threads={torch.get_num_threads()}")
     for key, value in rows.items():
         print(f"  {key:18s} {value:10.1f} images/s")
     print(f"  APR-SP / standard (device path, images/s)        {out['apr_sp_vs_standard_gpu_path']:.3f}")

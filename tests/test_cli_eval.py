@@ -371,6 +371,9 @@ def test_an_unknown_flag_gets_the_subcommands_usage_and_the_nearest_options(caps
     with pytest.raises(SystemExit):
         main(["--debg", "eval", "--model", "resnet20"])
     assert "--debg: did you mean --debug?" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # aprkit train's flag, which the demo has no need of (demo tester)
+        main(["demo", "--out", "x", "--resume"])
+    assert "--resume: the demo resumes by itself: rerun the same command" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # an option after '--' is a file name: it read "--labels: did you mean --labels?"
         main(["corrupt", "--corruptions", "fog", "--", "imgs.npy", "out", "--labels", "labs.npy"])
     assert "--labels comes after '--', after which every word is a file name" in capsys.readouterr().err

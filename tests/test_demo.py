@@ -232,7 +232,8 @@ def test_folder_data_split_and_sizes(tmp_path, capsys):
     assert "3 of the 4 test images, a seeded random subset" in fewer.description
     from aprkit.cli import main  # a folder with too few images: more of them help, not --train-size
 
-    assert main(["demo", "--quick", "--data", f"folder:{tmp_path}", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    out = str(tmp_path.with_name(tmp_path.name + "-run"))  # (inside the flat folder it would be a class)
+    assert main(["demo", "--quick", "--data", f"folder:{tmp_path}", "--out", out, "--no-progress"]) == 2
     assert "folder:" in (err := capsys.readouterr().err) and "gives 16 (it holds no more: add images)" in err, err
 
 
@@ -354,3 +355,21 @@ def test_the_demo_refuses_a_folder_with_results_it_did_not_write(tmp_path):
     with pytest.raises(FileExistsError, match="figures that aprkit demo did not write"):
         run_demo(tmp_path, quick=True, progress=False)
     assert (tmp_path / "figures" / "paper.png").is_file()
+
+
+def test_the_demo_refuses_an_output_folder_inside_its_data(tmp_path):
+    """`aprkit demo --data folder:D --out D` wrote its runs into D/train, and the next demo trained on their figures
+    as two more classes (demo tester)."""
+    from aprkit.demo import run_demo
+
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+    with pytest.raises(ValueError, match="lies inside the input folder"):
+        run_demo(tmp_path, data=f"folder:{tmp_path}", quick=True, progress=False)
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["a", "b"]
+    from aprkit.data.registry import check_outside_data
+
+    check_outside_data([tmp_path / "run", tmp_path / "run" / "train"], f"folder:{tmp_path}")  # beside the splits
+    with pytest.raises(ValueError, match="lies inside the input folder"):
+        check_outside_data([tmp_path / "train" / "run"], f"folder:{tmp_path}")

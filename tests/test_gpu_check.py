@@ -275,6 +275,9 @@ def test_quick_run_goals_are_not_judged() -> None:
             assert "| - (quick) |" in markdown(report, {})
         else:
             assert [g["met"] for g in gs[1:]] == [True, None, False] and not any("unjudged" in g for g in gs)
+    # --device cpu: the tests ran, but not on CUDA (it said "CUDA tests pass: met"; reproduction tester)
+    report["sections"]["env"] = {"status": "ok", "results": {"device": "cpu"}}
+    assert goals(report)[0]["goal"] == "CUDA tests pass (run on cpu)"
 
 
 def test_compile_plan_runs_an_apr_s_row_second() -> None:

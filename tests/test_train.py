@@ -194,6 +194,18 @@ def test_cli_train_on_synthetic_data(tmp_path, capsys):
     assert (tmp_path / "model.pt").read_bytes() != before
 
 
+def test_a_model_pt_that_no_run_wrote_is_neither_a_run_nor_deleted(tmp_path):
+    """A stray model.pt made the folder "a training run": --resume failed (no last.pt) and the suggested --overwrite
+    deleted the user's file (demo/train tester)."""
+    from aprkit.train.state import RunExistsError
+
+    (tmp_path / "model.pt").write_bytes(b"mine")
+    for flags in ({}, {"overwrite": True}, {"resume": True}):
+        with pytest.raises(RunExistsError, match="holds a model.pt without a run's last.pt or metrics"):
+            fit(_config(optim={"epochs": 1}), out=tmp_path, datasets=(_Images(16), None), **flags)
+    assert (tmp_path / "model.pt").read_bytes() == b"mine"
+
+
 def test_an_existing_run_is_refused_unless_resume_or_overwrite(tmp_path):
     from aprkit.train.state import RunExistsError
 

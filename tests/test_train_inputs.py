@@ -209,6 +209,7 @@ def test_a_run_that_changed_the_folder_while_this_one_got_ready_is_not_replaced(
         return build
 
     monkeypatch.setattr(loop, "build_model", meanwhile(lambda: (tmp_path / "new").mkdir() or
+                                                       (tmp_path / "new" / "metrics.json").write_text("[]") or
                                                        (tmp_path / "new" / "model.pt").write_bytes(b"x")))
     with pytest.raises(RunExistsError, match="already holds a training run"):
         fit(cfg, datasets=(Images(32), None), out=tmp_path / "new")

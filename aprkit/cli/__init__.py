@@ -155,6 +155,12 @@ def _main(argv: Sequence[str] | None) -> int:
         warnings.formatwarning = original
 
 
+#: flags of one subcommand that another's users try, with what to do instead
+_ABSENT_FLAGS = {("demo", "--resume"): "the demo resumes by itself: rerun the same command with the same --out",
+                 ("demo", "--overwrite"): "the demo replaces its own earlier results in --out by itself (a run of "
+                                          "other settings included)"}
+
+
 def _unknown_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str],
                        argv: list[str]) -> None:
     """Exit (2) on arguments no parser took, with the usage of the subcommand they were given to (the top-level
@@ -170,6 +176,9 @@ def _unknown_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
     hints = []
     for word in extra:
         flag = word.split("=", 1)[0]
+        if (args.command, flag) in _ABSENT_FLAGS:
+            hints.append(f"{flag}: {_ABSENT_FLAGS[args.command, flag]}")
+            continue
         if flag in options.values() and "--" in argv:  # a real option, after '--': read as a positional argument
             hints.append(f"{flag} comes after '--', after which every word is a file name; put the options before "
                          "'--' (e.g. end a list of --corruptions with '--' just before the file names)")

@@ -94,11 +94,36 @@ def _names(spec: list[str] | None) -> list[str]:
 def _severities(spec: list[str] | None) -> list[int]:
     if spec is None:
         return [1, 2, 3, 4, 5]
+    from ..corruptions.severity import check_severities
+
     try:
-        return [int(t) for t in _tokens(spec)]
+        values = [int(t) for t in _tokens(spec)]
     except ValueError:
         raise ValueError(f"--severities {' '.join(spec)}: expected whole numbers 1-5 (e.g. --severities 1 3 5 or "
                          "1,3,5)") from None
+    try:  # before a folder is decoded (the writers check again)
+        return check_severities(values)
+    except ValueError as err:
+        raise ValueError(f"--severities {' '.join(spec)}: {err}") from None
+
+
+def _input_path(text: str) -> Path:
+    """The path an input names: itself, or ``folder:DIR``'s folder; another data spec (``cifar10:ROOT``) is refused
+    with what to give instead (it was called a path that "does not exist")."""
+    from ..data.registry import parse_spec
+
+    try:
+        kind, root = parse_spec(text)
+    except ValueError:  # no dataset kind in front: a path
+        return Path(text)
+    if kind == "folder":
+        return Path(root).expanduser()
+    if Path(text).exists():  # a file or folder whose name holds a colon
+        return Path(text)
+    raise ValueError(f"aprkit corrupt reads a .npy array (N, H, W, 3), an image folder (class sub-folders) or "
+                     f"tinyimagenet:ROOT, not the data spec {text!r}; give the folder of the split to corrupt, e.g. "
+                     f"{str(Path(root) / 'test')!r} with --layout cifar (its images in file-name order), or a .npy "
+                     "array in the order you want")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
     tiny_root = tiny_imagenet_root(args.input)  # Tiny-ImageNet's validation images (labelled by a listing)
     tiny = tiny_root is not None
-    src = tiny_root if tiny_root is not None else Path(args.input)
+    src = tiny_root if tiny_root is not None else _input_path(args.input)
     if not src.exists():
         raise FileNotFoundError(f"input {str(src)!r} does not exist (expected a .npy array, an image folder or "
                                 "tinyimagenet:ROOT)")
@@ -165,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
                              args.batch_size or 64, args.size if args.size is not None else 64 if tiny else 224,
                              args.quality if args.quality is not None else IMAGENET_C_QUALITY,
                              args.device, progress, args.frost_dir, overwrite=args.overwrite)
-        print(f"wrote {n} images to {args.out}")
+        print(f"wrote {n} images to {args.out}{_preset_note(args.out)}")
         return 0
     if is_array:
         images = np.array(load_npy(src))  # a writable copy (the map is read-only)
@@ -186,5 +211,16 @@ def run(args: argparse.Namespace) -> int:
                             args.batch_size or 500, args.device, progress, args.frost_dir, overwrite=args.overwrite,
                             classes=classes)
     print(f"wrote {len(written)} array{'' if len(written) == 1 else 's'} to {args.out} "
-          f"({len(names) - len(written)} already complete)")
+          f"({len(names) - len(written)} already complete){_preset_note(args.out)}")
     return 0
+
+
+def _preset_note(out: str) -> str:
+    """Which severity table the set was written with (its manifest's): chosen by image size unless --preset."""
+    import json
+
+    try:
+        params = json.loads((Path(out) / "manifest.json").read_text())["params"]
+        return f"; severity parameters: the {params['preset']} preset, seed {params['seed']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""

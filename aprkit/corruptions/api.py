@@ -93,8 +93,11 @@ __all__ = ["CODE_VERSION", "BASE_VERSION", "corruption_version", "BENCHMARK", "E
 #: the script's; now within one level from the same draws); mud spatter and every other corruption are unchanged
 #: 12: shot noise reads float16/bfloat16 images of 8-bit levels as their levels (their uint8 twins' counts; they took
 #: the general sampler); float32/float64 and uint8 images are unchanged
+#: 13: defocus blur's disk kernel is centro-symmetric to the last bit (its mirrored taps differed by up to 5e-10), so
+#: its spectrum is applied as a real product: float outputs no longer depend on the thread count (3 threads moved 1253
+#: of 3 million float values by an ulp at 224 px); uint8 outputs were found unchanged
 BASE_VERSION = 7
-_VERSIONS: dict[str, int] = {"zoom_blur": 10, "spatter": 11, "shot_noise": 12}
+_VERSIONS: dict[str, int] = {"zoom_blur": 10, "spatter": 11, "shot_noise": 12, "defocus_blur": 13}
 CODE_VERSION = max(BASE_VERSION, *_VERSIONS.values())
 
 

@@ -74,7 +74,10 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
     padded = np.pad(disk, p, mode="reflect")  # NumPy "reflect" == OpenCV reflect-101
     rows = sum(g[i] * padded[i:i + disk.shape[0], :] for i in range(ksize))
     out = sum(g[j] * rows[:, j:j + disk.shape[1]] for j in range(ksize))
-    return np.ascontiguousarray(out, dtype=np.float32)
+    # centro-symmetric to the last bit (the sums above round differently at mirrored taps, up to 5e-10): its spectrum
+    # is then real, applied as a real product; a complex one's in-place product rounded by the thread count's split
+    out = np.asarray(out, dtype=np.float32)
+    return np.ascontiguousarray((out + out[::-1, ::-1]) / np.float32(2), dtype=np.float32)
 
 
 def defocus_blur(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.Tensor:

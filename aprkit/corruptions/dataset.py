@@ -162,6 +162,8 @@ def write_cifar_c(
             raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
         if labels.dtype.kind not in "iu":
             raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+        if n and int(labels.min()) < 0:  # the reader refuses them (a -C set's labels are class indices)
+            raise ValueError(f"labels must be class indices >= 0, got {int(labels.min())}")
     out = Path(out_dir)
     outputs = [f"{name}.npy" for name in names] + (["labels.npy"] if labels is not None else [])
     # the severities are stacked in each array (and read back by their order): a generation parameter here
@@ -251,9 +253,13 @@ def write_imagenet_c(
     if size is not None:  # the headers only: a folder of size x size images is kept, a mixed one resized throughout
         exact, largest = set(), 0
         for p, _ in items:
-            with Image.open(p) as im:
-                exact.add(im.size == (size, size))
-                largest = max(largest, min(im.size))
+            try:
+                with Image.open(p) as im:
+                    exact.add(im.size == (size, size))
+                    largest = max(largest, min(im.size))
+            except (OSError, SyntaxError, ValueError) as err:  # as the decoder says it (aprkit.data.folder)
+                raise ValueError(f"cannot decode image {p} ({err}); expected an intact image file (truncated or "
+                                 "corrupted?)") from None
         keep_exact = exact != {True, False}
         if 2 * largest <= size:
             import warnings

@@ -276,6 +276,10 @@ def run_demo(
         # seed would repeat a smaller one's data
         raise ValueError(f"seed (--seed) must be an integer in 0..2**31 - 1, got {seed!r}")
     out = Path(out_dir).expanduser()
+    from ..data.registry import check_outside_data
+
+    # its runs (out/train/<run>) and figures would be read as classes by the next run
+    check_outside_data([out, out / "train", out / "test"], data)
     dev = str(resolve_device(device))
     s = settings if settings is not None else demo_settings(quick, epochs)
     clock = Stopwatch(progress)

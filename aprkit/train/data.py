@@ -251,7 +251,8 @@ class EpochBatches:
             if len(self.sampler) < batch_size:
                 raise ValueError(
                     f"the training set has {n} images ({len(self.sampler)} per rank), fewer than one batch of "
-                    f"{batch_size}; lower optim.batch_size or raise data.limit"
+                    f"{batch_size}; lower optim.batch_size or "
+                    + ("raise data.limit" if cfg.data.limit else "use more training images")
                 )
             check_crop_size(ds, n, cfg)
             transform = cpu_train_transform(cfg)

@@ -202,7 +202,8 @@ def resume_run(ckpt_path: Path, cfg: Config, info: DistInfo, *, model: nn.Module
     if info.is_main and info.device.type == "cpu" and saved_threads not in (None, torch.get_num_threads()):
         print(f"warning: {ckpt_path} was trained with {saved_threads} CPU thread(s), this run has "
               f"{torch.get_num_threads()}: CPU results repeat bit for bit only with the same thread count, so the "
-              "resumed run will not match an uninterrupted one (set train.threads to fix it)", file=sys.stderr)
+              f"resumed run will not match an uninterrupted one (set train.threads={saved_threads} to fix it; aprkit "
+              f"demo: run it with OMP_NUM_THREADS={saved_threads})", file=sys.stderr)
     # settings that take effect on CUDA only change nothing of a run on another device
     ignored = RESUME_FREE if info.device.type == "cuda" else RESUME_FREE | CUDA_ONLY
     if "cosine" in (cfg.optim.schedule, ((state["config"].get("optim") or {}).get("schedule"))):

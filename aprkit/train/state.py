@@ -89,9 +89,16 @@ def check_run_folder(out: str | os.PathLike[str] | None, *, resume: bool, overwr
                          "give one of them")
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise NotADirectoryError(f"--out {out} is a file; expected the folder of the run (it is made when missing)")
-    if out is None or overwrite:
+    if out is None:
         return
     found = [name for name in RUN_FILES if (Path(out) / name).exists()]
+    if "model.pt" in found and not {"last.pt", "metrics.json", "metrics.csv"} & set(found):
+        # a run writes its metrics from the first epoch on and model.pt at its end: this one is someone else's file,
+        # which --overwrite would delete and --resume could not continue
+        raise RunExistsError(f"{out} holds a model.pt without a run's last.pt or metrics beside it: a file aprkit "
+                             "train did not write (it would replace it); choose another --out, or move it away")
+    if overwrite:
+        return
     if resume:  # resuming needs last.pt; without it a "resume" would silently retrain over the finished run's files
         kept = [name for name in found if name in ("model.pt", "metrics.json", "metrics.csv")]
         if kept and "last.pt" not in found:

@@ -45,7 +45,9 @@ def goals(report: dict) -> list[dict[str, Any]]:
     t = _res(report, "tests")
     ok = None if "total" not in t else (t["failed"] == 0 and t["errors"] == 0 and t["passed"] > 0
                                         and not t.get("incomplete") and t.get("exit_code", 0) == 0)
-    out.append(_goal("CUDA tests pass", None if "total" not in t else f"{t['passed']} passed, {t['failed']} failed, "
+    device = str(_res(report, "env").get("device", "cuda"))  # (--device cpu: the CUDA tests run on the CPU)
+    out.append(_goal("CUDA tests pass" if device.startswith("cuda") else f"CUDA tests pass (run on {device})",
+                     None if "total" not in t else f"{t['passed']} passed, {t['failed']} failed, "
                      f"{t['errors']} errors, {t['skipped']} skipped", "all pass", ok))
     out += _apr_p_goals(report)
     h = _get(_res(report, "corruptions"), "imagenet_c_hours", "items_generator", "benchmark_15")

@@ -306,6 +306,12 @@ def feature_apr_builder(layers: Sequence[str], p: float, seed: int) -> Callable[
 
     def build(cfg: Any) -> Any:
         model = original(cfg)
+        last = Path(cfg.train.out or ".") / "last.pt"
+        # an unfinished run (last.pt, no model.pt) continued: said, not silent (reproduction tester)
+        if cfg.train.resume and cfg.train.out and last.is_file() and not last.with_name("model.pt").is_file():
+            print(f"warning: resuming {last} with FeatureAPR attached by the study's build hook: its draws restart "
+                  f"from seed {seed}, so the numbers will differ from an uninterrupted run's (aprkit train's "
+                  "feature_apr.layers resumes bit for bit)", file=sys.stderr)
         # the training device itself (e.g. cuda:1, or this rank's GPU under torchrun), as fit resolves it
         dev = resolve_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
         gen = torch.Generator(device=dev).manual_seed(seed)

@@ -2,14 +2,15 @@
 
 A remote machine receives at most ~64 MiB per call, and the CIFAR-10 PNGs alone are 136 MB. Lossless WebP
 (``method=2``) stores them in ~0.78 of the PNG bytes (104 MiB for CIFAR-10), so the studies' inputs (CIFAR-10
-train and test, ``test_order.csv`` and the cue-conflict stimuli of ``apr_cifar10.NON_CIFAR_SHAPES``) fit in four
-shards of ~26 MiB beside the working tree (25 MiB with the committed checkpoints), sent with four consecutive calls. ``unpack`` rebuilds the same folder
+train and test, ``test_order.csv`` and the cue-conflict stimuli of ``apr_cifar10.NON_CIFAR_SHAPES``) fit in shards
+sent with consecutive calls beside the working tree (two in docs/reproductions.md's procedure: four no longer fit beside
+the committed checkpoints and results). ``unpack`` rebuilds the same folder
 tree as PNGs with the same pixels (checked on every image at ``pack`` time), so a study run with
 ``--shared DEST`` reads exactly what it reads here. A marker in ``DEST/.unpacked`` makes unpacking the same shard
 again a no-op; ``incomplete`` says whether a folder holds all of CIFAR-10 (``gpu_studies.py`` checks it before
 training).
 
-    python benchmarks/repro/shared_pack.py pack --shared ../shared --out .gpu_data --parts 4 --cifar10-only
+    python benchmarks/repro/shared_pack.py pack --shared ../shared --out .gpu_data --parts 2 --cifar10-only
     python benchmarks/repro/shared_pack.py unpack .gpu_data/part0.npz --dest /tmp/shared   # on the GPU machine
 """
 

@@ -56,8 +56,9 @@ FINDINGS = {
     # the paper: "the prediction follows the phase or sign donor" (GFNet, ViT-B/16)
     ("gfnet_cifar", None, "phase"): "follows the phase / sign donor",
     ("gfnet_cifar", None, "sign"): "follows the phase / sign donor",
-    ("vit_tiny_p4", None, "phase"): "follows the phase / sign donor",
-    ("vit_tiny_p4", None, "sign"): "follows the phase / sign donor",
+    # at the block outputs (the residual stream): its MLPs' pre-activations cannot move the stream on their own
+    ("vit_tiny_p4", "output", "phase"): "follows the phase / sign donor",
+    ("vit_tiny_p4", "output", "sign"): "follows the phase / sign donor",
     ("resnet20", "output", "sign"): "post-ReLU sign inert (follows the magnitude)",
     ("resnet56", "output", "sign"): "post-ReLU sign inert (follows the magnitude)",
     ("resnet20", "input", "sign"): "pre-ReLU sign carries the code in late blocks",
@@ -130,7 +131,8 @@ def render(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     smoke = "SMOKE RUN, " if meta["smoke"] else ""
     models = meta.get("models", {})
     own = [m for m in models if m not in SHIPPED]
-    trained = meta.get("trained", own)  # older results name no trained runs: they trained every model not shipped
+    # older results name no trained runs: a model trained here sits in runs/<its name>/ (a given checkpoint elsewhere)
+    trained = meta.get("trained", [m for m in own if Path(str(models[m])).parent.name == m])
     given = [m for m in own if m not in trained]  # --phase-collapse-checkpoint
     what = ", ".join([*([f"trained here: {', '.join(trained)}, {meta['epochs']} epochs"] if trained else []),
                       *([f"given checkpoints: {', '.join(given)}"] if given else []),

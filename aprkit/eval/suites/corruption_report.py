@@ -28,7 +28,9 @@ def corruption_section(results: Mapping[str, dict], fig_dir: Path, order: Callab
     for m, r in results.items():
         rows.append([m, pct(r["clean"]["accuracy"]), pct(r["mean_error"]), pct(r["mean_corruption_error"]),
                      num(r["relative_robustness"]),
-                     pct(r.get("mce"), 1), pct(r.get("relative_mce"), 1), r["origin"], r["clean"]["n"]])
+                     pct(r.get("mce"), 1), pct(r.get("relative_mce"), 1),
+                     f"{r['origin']} ({r['preset']} preset)" if r.get("preset") and r["origin"] == "generated"
+                     else r["origin"], r["clean"]["n"]])
     blocks: list = [Table(["model", "clean acc %", "mean error %", "mean corruption error %",
                            "corr. acc / clean acc", "mCE %", "rel. mCE %", "corrupted data", "images"], rows)]
     notes = sorted({r["mce_note"] for r in results.values() if r.get("mce_note")})
