@@ -624,3 +624,27 @@ def test_an_on_disk_c_set_lacking_requested_cells_is_refused_before_any_work(arr
     with pytest.raises(FileNotFoundError, match=r"lacks 2 of the 4 requested cells \(snow-1, snow-3\): snow\.npy"):
         evaluate(create_model("small_cnn", num_classes=10), "corruption", data, progress=False,
                  options={"corrupted": f"cifar10-c:{tmp / 'c'}", "corruptions": ["fog", "snow"], "severities": [1, 3]})
+
+
+def test_inputs_it_cannot_read_and_bad_severities_are_named_early(array_input, folder_input, tmp_path, capsys):
+    """Corruptions tester: `aprkit corrupt cifar10:ROOT` said the input "does not exist"; folder:DIR was refused the
+    same way; --severities 6 was refused only after the whole folder was decoded; a non-image file's header error
+    was PIL's bare text; negative labels were written and then refused by the reader; the preset went unsaid."""
+    d, _, _ = array_input
+    src = folder_input
+    out = tmp_path / "out"
+    assert main(["corrupt", f"cifar10:{d}", str(out), "--corruptions", "contrast"]) == 2
+    assert "not the data spec 'cifar10:" in capsys.readouterr().err and not out.exists()
+    assert main(["corrupt", str(d / "x.npy"), str(out), "--corruptions", "contrast", "--severities", "6"]) == 2
+    assert "--severities 6: severity must be an integer 1-5" in capsys.readouterr().err
+    assert main(["corrupt", str(d / "x.npy"), str(out), "--corruptions", "contrast", "--severities", "1",
+                 "--labels", str(d / "y.npy"), "--no-progress"]) == 0
+    assert "the cifar preset, seed 0" in capsys.readouterr().out
+    assert main(["corrupt", f"folder:{src}", str(tmp_path / "f"), "--corruptions", "contrast", "--severities", "1",
+                 "--size", "32", "--no-progress"]) == 0
+    (src / next(p.name for p in src.iterdir() if p.is_dir()) / "bad.png").write_text("not an image")
+    assert main(["corrupt", str(src), str(tmp_path / "g"), "--corruptions", "contrast", "--severities", "1",
+                 "--size", "32", "--no-progress"]) == 2
+    assert "expected an intact image file" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="labels must be class indices >= 0, got -1"):
+        write_cifar_c(np.zeros((2, 8, 8, 3), np.uint8), tmp_path / "neg", ["contrast"], np.array([0, -1]), [1])
