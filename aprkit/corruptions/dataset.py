@@ -223,7 +223,8 @@ def write_imagenet_c(
     ``size``: resize the short side to ``size * 256 / 224`` and centre-crop ``size`` (the ImageNet-C protocol,
     torchvision's Resize(256) + CenterCrop(224) for 224; a folder of ``size x size`` images only, already
     preprocessed, is kept as it is; in a folder that mixes them with other sizes every image is resized and cropped,
-    as the reader ``folder:DIR?resize=256&crop=224`` takes them), or ``None`` to keep
+    by PIL as ``make_imagenet_c.py`` does: the reader ``folder:DIR?resize=256&crop=224`` takes the same geometry but
+    resizes tensors, one level apart at a few pixels), or ``None`` to keep
     sizes (images of one batch that differ in size are corrupted one by one). ``preset``: default the one made for
     ``size`` (``preset_for_size``: ``"imagenet"`` for 224), or with ``size=None`` for the first image's size; an
     explicit preset far from the images' size warns. Image ``i`` is the

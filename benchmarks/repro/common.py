@@ -62,6 +62,19 @@ def parser(description: str, default_epochs: int, shared_data: bool = True) -> a
     return p
 
 
+def read_state(path: Path) -> Any:
+    """A study's JSON or YAML state file (by suffix), read; a damaged one (a run killed while writing it, an edit) is
+    named in a ``ValueError``, which :func:`run_main` prints as one line (it was a parser's traceback)."""
+    import yaml
+
+    text = path.read_text()
+    try:
+        return yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (ValueError, yaml.YAMLError) as err:
+        raise ValueError(f"{path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0]}): a damaged state "
+                         "file; delete it (or its run's folder) and run again") from None
+
+
 def run_main(main: Callable[[], Any]) -> None:
     """A study script's entry point: a refusal (``ValueError``, a missing file) is one line and exit code 2, Ctrl-C
     exit code 130 (finished runs are kept: ``--resume`` goes on), as the ``aprkit`` command does; ``APRKIT_DEBUG=1``
@@ -185,7 +198,6 @@ def check_same_recipe(out: Path, config: Path, overrides: Sequence[str], study: 
     ``overrides`` + ``study``: any trajectory key of ``config.yaml`` (see ``aprkit.train.trajectory.changed_keys``,
     where the run was trained aside), the dataset kind, the epochs it holds beyond the asked ones, or the build
     hook's settings (``study.json``)."""
-    import yaml
 
     from aprkit.train.config import load_config
     from aprkit.train.trajectory import RESUME_FREE, changed_keys, recipe_version, trajectory_view
@@ -193,7 +205,7 @@ def check_same_recipe(out: Path, config: Path, overrides: Sequence[str], study: 
     saved_path = out / "config.yaml"
     if not saved_path.is_file():
         return
-    saved = trajectory_view(yaml.safe_load(saved_path.read_text()) or {})  # keys added since: today's defaults
+    saved = trajectory_view(read_state(saved_path) or {})  # keys added since: today's defaults
     want = trajectory_view(load_config(str(config), list(overrides)).to_dict())
     diffs = [f"{k}: {_dotted(saved, k)!r} there, {_dotted(want, k)!r} asked"
              for k in changed_keys(saved, want, RESUME_FREE | PLACEMENT_KEYS)]
@@ -201,12 +213,12 @@ def check_same_recipe(out: Path, config: Path, overrides: Sequence[str], study: 
     if kinds[0] != kinds[1]:
         diffs.append(f"data.dataset kind: {kinds[0]!r} there, {kinds[1]!r} asked")
     try:
-        trained = len(json.loads((out / "metrics.json").read_text()))
+        trained = len(read_state(out / "metrics.json"))
     except (OSError, ValueError):
         trained = 0
     if trained > want["optim"]["epochs"]:
         diffs.append(f"epochs: {trained} trained there, {want['optim']['epochs']} asked")
-    saved_study = json.loads((out / STUDY_FILE).read_text()) if (out / STUDY_FILE).is_file() else {}
+    saved_study = read_state(out / STUDY_FILE) if (out / STUDY_FILE).is_file() else {}
     if saved_study != json.loads(json.dumps(dict(study))):
         diffs.append(f"{STUDY_FILE}: {saved_study} there, {dict(study)} asked")
     if diffs:
@@ -244,11 +256,10 @@ def _dotted(data: Mapping[str, Any], key: str) -> Any:
 def run_recipe(run_dir: Path) -> dict[str, Any]:
     """What the run in ``run_dir`` was trained with, read from its own files (not from this call's arguments): the
     training method, the crop padding fill, the epochs it holds and the build hook's settings."""
-    import yaml
 
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    history = json.loads((run_dir / "metrics.json").read_text())
-    study = json.loads((run_dir / STUDY_FILE).read_text()) if (run_dir / STUDY_FILE).is_file() else {}
+    cfg = read_state(run_dir / "config.yaml") or {}
+    history = read_state(run_dir / "metrics.json")
+    study = read_state(run_dir / STUDY_FILE) if (run_dir / STUDY_FILE).is_file() else {}
     return {"method": _dotted(cfg, "aug.method"), "pad_fill": _dotted(cfg, "data.pad_fill"), "epochs": len(history),
             **study}
 
@@ -263,7 +274,7 @@ def train_summary(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 def _finished_run(out: Path, epochs: int) -> dict[str, Any]:
     """The summary of a finished run from its ``model.pt`` and ``metrics.json`` (no ``last.pt`` to resume from)."""
     try:
-        history = json.loads((out / "metrics.json").read_text())
+        history = read_state(out / "metrics.json")
     except (OSError, ValueError) as err:
         raise FileNotFoundError(f"{out} has model.pt but neither last.pt nor a readable metrics.json: cannot tell "
                                 f"whether it finished ({err})") from None

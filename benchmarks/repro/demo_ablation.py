@@ -31,7 +31,16 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from aprkit.demo.config import DemoSettings
-from benchmarks.repro.common import device_meta, fmt_num, fmt_pct, markdown_table, parser, run_main, write_outputs
+from benchmarks.repro.common import (
+    device_meta,
+    fmt_num,
+    fmt_pct,
+    markdown_table,
+    parser,
+    read_state,
+    run_main,
+    write_outputs,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,7 +241,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     recipe = variants_recipe_version(base, args)
     rows: dict[str, Any] = {}
     if previous.is_file():
-        before = json.loads(previous.read_text())
+        before = read_state(previous)
+        if not isinstance(before, dict) or not isinstance(before.get("rows"), dict):
+            raise ValueError(f"{previous} holds no ablation rows (a damaged or foreign results.json); delete it and "
+                             "run again with --resume (the trained runs are kept)")
         rows = before["rows"]
         # rows of another seed, smoke mode or base budget are not comparable with this call's (and the base fills
         # the budget keys that older rows did not record, see reference())

@@ -3,7 +3,10 @@
 A generated cell corrupts the clean images with :func:`aprkit.corruptions.corrupt` (each image seeded by its index)
 and, where the published set was stored as JPEG (ImageNet-C and Tiny-ImageNet-C: quality 85, Pillow's defaults),
 passes the result through the same JPEG round trip, so that a generated cell equals the cell ``aprkit corrupt``
-writes (CIFAR-10-C is stored losslessly: no round trip). Their one remaining difference from a published set is the
+writes (CIFAR-10-C is stored losslessly: no round trip) for images stored at their evaluation size; images that are
+resized on the way are resized by PIL in ``aprkit corrupt`` (as ``make_imagenet_c.py``) and as tensors by the
+``folder:`` reader, one level apart at a few pixels, which the corruptions can widen (up to 20 levels at 0.4-2.6 % of a
+cell's values seen). Their one remaining difference from a published set is the
 random draws. A model that resizes and crops its input itself (:class:`aprkit.models.normalize.Preprocess`: the
 ``timm:`` / ``torchvision:`` / ``robustbench:`` models) sees a generated corruption after its resize when the images
 are not stored at its input size, while the published sets corrupted the resized crops: :func:`geometry_caveat`.
