@@ -170,9 +170,10 @@ def test_a_resume_with_changed_optimiser_settings_applies_all_of_them_and_record
     g = torch.load(tmp_path / "last.pt", weights_only=False)["optimizer"]["param_groups"][0]
     assert {k: g[k] for k in ("lr", "initial_lr", "weight_decay", "momentum")} == {
         "lr": 0.25, "initial_lr": 0.5, "weight_decay": 0.01, "momentum": 0.5}  # epoch 3: past milestone 2
-    fit(train_config(), ["optim.lr=0.5", "optim.weight_decay=0.01", "optim.momentum=0.5", "optim.gamma=0.5"],
-        out=tmp_path, resume=True, datasets=(ds, None))
+    result = fit(train_config(), ["optim.lr=0.5", "optim.weight_decay=0.01", "optim.momentum=0.5", "optim.gamma=0.5"],
+                 out=tmp_path, resume=True, datasets=(ds, None))
     changes = torch.load(tmp_path / "model.pt", weights_only=False)["extra"]["config_changes"]
+    assert result["config_changes"] == changes  # also where the CLI prints its summary (demo/train tester)
     assert [c["global_step"] for c in changes] == [5]
     assert set(changes[0]["keys"]) == {"optim.lr", "optim.weight_decay", "optim.momentum", "optim.gamma"}
     assert changes[0]["before"]["optim"]["lr"] == 0.05

@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         summary = {k: result[k] for k in ("out", "checkpoint", "global_step")}
         summary["final"] = result["final"]
         summary["wall_s"] = round(result["wall_s"], 2)
+        if result.get("config_changes"):  # a model of two recipes says so where its numbers are printed
+            summary["config_changes"] = result["config_changes"]
         print(json.dumps(to_jsonable(summary), indent=1), file=sys.stdout)  # strict JSON: NaN as null
         loss = (result["final"] or {}).get("train_loss")
         if isinstance(loss, float) and not math.isfinite(loss):

@@ -388,4 +388,6 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
         "out": str(out) if out is not None else None,
         "checkpoint": str(ckpt) if ckpt is not None else (str(out / "model.pt") if main and out is not None else None),
         "global_step": step, "wall_s": time.perf_counter() - t_start, "config": cfg.to_dict(), "rank": info.rank,
+        # resumes that went on with other training settings (warned then; the report lists them too)
+        **({"config_changes": list(config_changes)} if config_changes else {}),
     }
