@@ -244,6 +244,31 @@ def test_a_study_scripts_refusal_is_one_line(capsys, monkeypatch) -> None:
         run_main(interrupted)
     assert stop.value.code == 130 and "--resume goes on" in capsys.readouterr().err
 
+    def swallowed() -> None:  # Ctrl-C inside a finaliser: Python prints and drops the KeyboardInterrupt
+        import gc
+        import os
+        import signal
+        import weakref
+
+        class Box:
+            pass
+
+        box = Box()
+        weakref.finalize(box, lambda: os.kill(os.getpid(), signal.SIGINT))
+        del box
+        gc.collect()
+
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(SystemExit) as stop:  # it exited 0 after going on with the next run (reproduction tester)
+            run_main(swallowed)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert stop.value.code == 130 and "--resume goes on" in capsys.readouterr().err
+
 
 def test_study1_options_follow_the_selected_suites(tmp_path: Path) -> None:
     """Study 1's evaluation gave every suite's options whatever --suites said: evaluate refused them (an option no

@@ -79,9 +79,22 @@ def run_main(main: Callable[[], Any]) -> None:
     """A study script's entry point: a refusal (``ValueError``, a missing file) is one line and exit code 2, Ctrl-C
     exit code 130 (finished runs are kept: ``--resume`` goes on), as the ``aprkit`` command does; ``APRKIT_DEBUG=1``
     shows the traceback."""
+    import signal
+
     name = Path(sys.argv[0]).name
+    interrupted: list[bool] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:  # remembered: a KeyboardInterrupt raised inside a weakref or
+        interrupted.append(True)  # finaliser callback is printed and dropped by Python, and the script went on
+        raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.default_int_handler:  # (a background job's ignored SIGINT stays ignored)
+        signal.signal(signal.SIGINT, on_sigint)
     try:
         main()
+        if interrupted:
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         print(f"\n{name}: interrupted; finished runs are kept and a rerun with --resume goes on", file=sys.stderr)
         raise SystemExit(130) from None
@@ -90,6 +103,9 @@ def run_main(main: Callable[[], Any]) -> None:
             raise
         print(f"{name}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        if previous is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous)
 
 
 def parse_args(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, Path, Path]:
