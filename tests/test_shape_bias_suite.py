@@ -84,7 +84,8 @@ def test_suite_data_errors(tree):
 
 def test_model_with_wrong_outputs_is_rejected(tree):
     # named on the first batch, in terms of the outputs a shape-bias model needs (not the stimuli's label range)
-    with pytest.raises(ValueError, match=r"outputs 10 classes .*needs 1000 or 16 outputs"):
+    # ... and what to use for a CIFAR model (suites tester)
+    with pytest.raises(ValueError, match=r"outputs 10 classes .*needs 1000 or 16 outputs.*phase-bias suite"):
         measure_shape_bias(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 10)), tree, batch_size=4)
 
 
@@ -154,7 +155,7 @@ def test_evaluate_runner_integration(tree, tmp_path):
     assert "Shape bias (cue-conflict)" in md and "humans (published)" in md
     # a subset of the published stimuli (tester: the shared 160 of 1,280 were drawn beside the published values
     # without a word): a caveat in the result, the report's header and results.json
-    caveat = "the shape bias is measured on 48 of the 1,280 cue-conflict stimuli: a subset"
+    caveat = "the shape bias is measured on 32 of the 1,200 cue-conflict stimuli whose shape and texture differ: a subset"
     assert res.models["cat"]["shape-bias"]["caveats"][0].startswith(caveat)
     assert caveat in md and caveat in (tmp_path / "results.json").read_text()
 
@@ -163,8 +164,14 @@ def test_the_full_stimulus_set_has_no_subset_caveat(tree, monkeypatch):
     import aprkit.eval.suites.shape_bias as suite
     from aprkit.eval import evaluate
 
-    monkeypatch.setattr(suite, "FULL_SET_SIZE", 48)  # the synthetic tree as the whole set
+    monkeypatch.setattr(suite, "FULL_CONFLICTING", 32)  # the synthetic tree as the whole set
     res = evaluate(Constant("cat"), "shape-bias", f"cue-conflict:{tree}", progress=False)
+    assert "caveats" not in res.models["Constant"]["shape-bias"]
+    # its conflicting stimuli only (CueConflict(conflicting_only=True)): the whole set still, no caveat (it said "a
+    # subset" from the image count; suites tester)
+    from aprkit.data.cue_conflict import CueConflict
+
+    res = evaluate(Constant("cat"), "shape-bias", CueConflict(tree, conflicting_only=True), progress=False)
     assert "caveats" not in res.models["Constant"]["shape-bias"]
 
 

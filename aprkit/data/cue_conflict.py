@@ -23,6 +23,7 @@ from .._text import nearest_names
 
 __all__ = [
     "CUE_CONFLICT_CATEGORIES",
+    "FULL_CONFLICTING",
     "FULL_SET_SIZE",
     "CueConflictStimulus",
     "parse_stimulus_name",
@@ -33,6 +34,8 @@ __all__ = [
 
 #: the published set's images (16 shape folders of 80; 80 of them with shape == texture)
 FULL_SET_SIZE = 1280
+#: of them, the stimuli whose shape and texture differ: the ones a shape bias counts
+FULL_CONFLICTING = 1200
 
 #: the 16 entry-level categories of the benchmark, sorted (index i is label i)
 CUE_CONFLICT_CATEGORIES: tuple[str, ...] = (

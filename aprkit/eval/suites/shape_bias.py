@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
-from ...data.cue_conflict import FULL_SET_SIZE
+from ...data.cue_conflict import FULL_CONFLICTING
 from ..analyses.shape_bias import (
     CATEGORIES,
     REFERENCE_SHAPE_BIAS,
@@ -125,10 +125,11 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
         result = cast(ShapeBiasResult, cached(ctx, "shape-bias", ds, compute, v=_VERSION))
         if references is not None:
             result = {**result, "references": references}
-        if len(ds) < FULL_SET_SIZE:  # a partial download or a hand-made subset: said where the number is shown
-            result = {**result, "caveats": [f"the shape bias is measured on {len(ds):,} of the {FULL_SET_SIZE:,} "
-                                            "cue-conflict stimuli: a subset, which the published values (on all of "
-                                            "them) need not match"]}
+        n = int(result["counts"]["n_stimuli"])  # the conflicting ones counted (conflicting_only=True: all of them)
+        if n < FULL_CONFLICTING:  # a partial download or a hand-made subset: said where the number is shown
+            result = {**result, "caveats": [f"the shape bias is measured on {n:,} of the {FULL_CONFLICTING:,} "
+                                            "cue-conflict stimuli whose shape and texture differ: a subset, which "
+                                            "the published values (on all of them) need not match"]}
         return result
 
     def headline(self, result: Mapping[str, Any]) -> list[Measure]:
