@@ -635,6 +635,9 @@ def test_inputs_it_cannot_read_and_bad_severities_are_named_early(array_input, f
     out = tmp_path / "out"
     assert main(["corrupt", f"cifar10:{d}", str(out), "--corruptions", "contrast"]) == 2
     assert "not the data spec 'cifar10:" in capsys.readouterr().err and not out.exists()
+    for spec, said in (("folder:", "needs a root folder"), (f"folder:{src}?resize=40", "takes no reader options")):
+        assert main(["corrupt", spec, str(out), "--corruptions", "contrast"]) == 2  # (folder: read the current folder)
+        assert said in capsys.readouterr().err and not out.exists()
     assert main(["corrupt", str(d / "x.npy"), str(out), "--corruptions", "contrast", "--severities", "6"]) == 2
     assert "--severities 6: severity must be an integer 1-5" in capsys.readouterr().err
     assert main(["corrupt", str(d / "x.npy"), str(out), "--corruptions", "contrast", "--severities", "1",

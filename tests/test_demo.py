@@ -368,8 +368,17 @@ def test_the_demo_refuses_an_output_folder_inside_its_data(tmp_path):
     with pytest.raises(ValueError, match="lies inside the input folder"):
         run_demo(tmp_path, data=f"folder:{tmp_path}", quick=True, progress=False)
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["a", "b"]
+    from aprkit.demo.config import check_out_outside_data
+
+    (tmp_path / "run" / "train").mkdir(parents=True)  # a demo run beside the splits, and its rerun (diff reviewer)
+    check_out_outside_data(tmp_path / "run", f"folder:{tmp_path}")
+    with pytest.raises(ValueError, match="lies inside the input folder"):
+        check_out_outside_data(tmp_path / "train" / "run", f"folder:{tmp_path}")
     from aprkit.data.registry import check_outside_data
 
-    check_outside_data([tmp_path / "run", tmp_path / "run" / "train"], f"folder:{tmp_path}")  # beside the splits
+    (tmp_path / "LSUN" / "test").mkdir(parents=True)  # ODIN's layout: one folder of images, read as one class
     with pytest.raises(ValueError, match="lies inside the input folder"):
-        check_outside_data([tmp_path / "train" / "run"], f"folder:{tmp_path}")
+        check_outside_data([tmp_path / "LSUN" / "report"], f"folder:{tmp_path / 'LSUN'}")
+    flat = tmp_path / "train"  # a folder of classes: nothing inside it
+    with pytest.raises(ValueError, match="lies inside the input folder"):
+        check_out_outside_data(flat / "run", f"folder:{flat}")

@@ -605,6 +605,20 @@ def test_channels_last_maps_whose_sizes_fool_the_size_rules_are_refused() -> Non
         import pickle
         assert pickle.loads(pickle.dumps(hook)).checked == {(16, 16, 16)}
     assert handle is not None and not any(m._forward_pre_hooks for m in net.modules())
+    # a forward pass that never reaches the model's end (forward_features + forward_head) leaves no watch hook behind
+    # once the attachment is removed, and the model pickles (diff reviewer)
+    with attach(net.train(), ["stages.0.blocks.0.mlp.act"], p=1.0, seed=0), pytest.raises(ValueError,
+                                                                                       match="channels-last"):
+        net.forward_head(net.forward_features(torch.rand(2, 3, 64, 64)))
+    with attach(net, ["stages.1.blocks.0"], p=1.0, seed=0):
+        net.forward_head(net.forward_features(torch.rand(2, 3, 64, 64)))
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in net.modules())
+    pickle.dumps(net)
+    # the map after a dropout or a norm of the MLP is the same map to the Linear that takes it
+    net.stages[0].blocks[0].mlp.drop1 = torch.nn.Dropout(0.1)
+    with attach(net.train(), ["stages.0.blocks.0.mlp.act"], p=1.0, seed=0), pytest.raises(ValueError,
+                                                                                       match="channels-last"):
+        net(torch.rand(2, 3, 64, 64))
     swin = SwinTransformer(img_size=64, patch_size=4, window_size=4, embed_dim=16, depths=(1, 1), num_heads=(2, 2),
                            num_classes=10).eval()  # layers.0: (N, 16, 16, 16)
     problem = site_problem(swin, x, Site("layers.0"), torch.device("cpu"), kw)

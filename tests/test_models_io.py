@@ -511,8 +511,23 @@ def test_a_cached_file_of_another_model_and_a_damaged_hub_file_are_named(tmp_pat
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(OSError, match=r"the cached file .*model.safetensors cannot be read \(damaged"):
         load_model("timm:resnet18.a1_in1k")
-    with pytest.raises(ValueError, match=r"no pretrained tag 'a1_in1kk'.*did you mean 'a1_in1k'"):
+    with pytest.raises(ValueError, match=r"no tag 'a1_in1kk'.*did you mean 'a1_in1k'"):
         load_model("timm:resnet18.a1_in1kk")
+    # a tag timm builds without weights is no unknown one (diff reviewer: .untrained was refused)
+    assert load_model("timm:convnext_atto_rms.untrained", num_classes=3, random_init=True)(
+        torch.rand(1, 3, 32, 32)).shape == (1, 3)
+    # an intact cached file that the given options do not fit is no damaged one (its advice deleted a good file)
+    import timm
+    from safetensors.torch import save_file
+
+    good = tmp_path / "models--timm--resnet10t.c3_in1k" / "snapshots" / "abc"
+    good.mkdir(parents=True)
+    (good.parent.parent / "refs").mkdir()
+    (good.parent.parent / "refs" / "main").write_text("abc")
+    save_file(timm.create_model("resnet10t").state_dict(), str(good / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"built with \{'stem_width': 16\} does not fit its pretrained weights"):
+        load_model("timm:resnet10t.c3_in1k", stem_width=16)
+    assert (good / "model.safetensors").is_file()
     # a classifier that is a convolution: its class count cannot be read, the message names it
     torch.save(torchvision.models.squeezenet1_0(num_classes=10).state_dict(), tmp_path / "sq.pth")
     with pytest.raises(ValueError, match=r"last layer classifier.1 has 10 outputs .*num_classes=10"):

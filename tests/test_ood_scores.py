@@ -141,6 +141,58 @@ def test_features_are_the_input_of_the_last_linear_called() -> None:
         predict(_ConvHeadWithGate(), torch.utils.data.TensorDataset(x, torch.arange(5)), features=True,
                 progress=False)
 
+    class Split(_ConvHeadWithGate):  # ... which gives its own feature split: used (diff reviewer)
+        def forward_features(self, t: torch.Tensor) -> torch.Tensor:
+            return t * self.gate(t.mean((2, 3)))[:, :, None, None]
+
+        def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+            return self.conv(f).mean((2, 3))
+
+    out = predict(Split(), torch.utils.data.TensorDataset(x, torch.arange(5)), features=True, batch_size=2,
+                  progress=False, amp=False)
+    assert out.features is not None and out.features.shape == (5, 3)
+    # a model that keeps some of its logits (an ImageNet-R class mask) reads its head's input still
+    masked = nn.Sequential(model, _Keep(5))
+    feats, logits = S.features_and_logits(masked, x.float() / 255)
+    assert feats.shape == (5, 8) and logits.shape == (5, 5)
+
+
+class _Keep(nn.Module):
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z[:, :self.k]
+
+
+def test_a_head_named_by_get_classifier_is_looked_into() -> None:
+    """timm models whose get_classifier() returns a module holding the Linear (a ClassifierHead) were refused, and a
+    headless timm model inside Normalize gave an MLP's activations as features (diff reviewer)."""
+    import timm
+
+    from aprkit.eval.engine.inference import predict
+    from aprkit.models import Normalize
+
+    class Headed(_WithProjection):
+        def get_classifier(self) -> nn.Module:
+            return self.wrapped
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.wrapped = nn.Sequential(nn.Identity(), self.fc)
+
+    x = torch.rand(3, 3, 8, 8)
+    feats, logits = S.features_and_logits(Headed().eval(), x)
+    assert feats.shape == (3, 8) and logits.shape == (3, 10)
+    vit = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32, patch_size=8, depth=2).eval()
+    with pytest.raises(ValueError, match="cannot find a classifier.*pass layer="):
+        S.features_and_logits(Normalize(vit), torch.rand(2, 3, 32, 32))
+    u8 = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    out = predict(Normalize(vit), torch.utils.data.TensorDataset(u8, torch.arange(2)), features=True,
+                  progress=False, amp=False)
+    assert out.features is not None and out.features.shape == (2, 192)  # the pre-logits, not an MLP's 768
+
 
 def test_mahalanobis_matches_numpy() -> None:
     rng = np.random.default_rng(0)

@@ -268,6 +268,14 @@ def test_a_study_scripts_refusal_is_one_line(capsys, monkeypatch) -> None:
     finally:
         signal.signal(signal.SIGINT, before)
     assert stop.value.code == 130 and "--resume goes on" in capsys.readouterr().err
+    from benchmarks.repro import common
+
+    common._INTERRUPTED.append(True)  # ... and no further run starts after it (it trained every remaining one)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            common.train_run("x.yaml", Path("unused"), None)  # type: ignore[arg-type]
+    finally:
+        common._INTERRUPTED.clear()
 
 
 def test_study1_options_follow_the_selected_suites(tmp_path: Path) -> None:

@@ -110,20 +110,24 @@ def _severities(spec: list[str] | None) -> list[int]:
 def _input_path(text: str) -> Path:
     """The path an input names: itself, or ``folder:DIR``'s folder; another data spec (``cifar10:ROOT``) is refused
     with what to give instead (it was called a path that "does not exist")."""
-    from ..data.registry import parse_spec
+    from ..data.registry import parse_spec, spec_root, split_spec_options
 
-    try:
-        kind, root = parse_spec(text)
-    except ValueError:  # no dataset kind in front: a path
-        return Path(text)
-    if kind == "folder":
-        return Path(root).expanduser()
     if Path(text).exists():  # a file or folder whose name holds a colon
         return Path(text)
-    raise ValueError(f"aprkit corrupt reads a .npy array (N, H, W, 3), an image folder (class sub-folders) or "
-                     f"tinyimagenet:ROOT, not the data spec {text!r}; give the folder of the split to corrupt, e.g. "
-                     f"{str(Path(root) / 'test')!r} with --layout cifar (its images in file-name order), or a .npy "
-                     "array in the order you want")
+    try:
+        spec, options = split_spec_options(text)
+        kind, root = parse_spec(spec)
+    except ValueError:  # no dataset kind in front: a path
+        return Path(text)
+    if options:
+        raise ValueError(f"input {text!r}: aprkit corrupt takes no reader options ({', '.join(options)}); resize "
+                         "with --size (see aprkit corrupt --help)")
+    if kind == "folder":
+        return spec_root(root, kind)  # (an empty root is refused, not read as the current folder)
+    example = f", e.g. {str(Path(root) / 'test')!r} with --layout cifar (its images in file-name order)" if root else ""
+    raise ValueError(f"aprkit corrupt reads a .npy array (N, H, W, 3), an image folder (class sub-folders), "
+                     f"folder:DIR or tinyimagenet:ROOT, not the data spec {text!r}; give the folder of the split to "
+                     f"corrupt{example}, or a .npy array in the order you want")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
     tiny = tiny_root is not None
     src = tiny_root if tiny_root is not None else _input_path(args.input)
     if not src.exists():
-        raise FileNotFoundError(f"input {str(src)!r} does not exist (expected a .npy array, an image folder or "
-                                "tinyimagenet:ROOT)")
+        raise FileNotFoundError(f"input {str(src)!r} does not exist (expected a .npy array, an image folder, "
+                                "folder:DIR or tinyimagenet:ROOT)")
     is_array = src.is_file()
     if is_array and src.suffix.lower() != ".npy":
         raise ValueError(f"array input must be a .npy file, got {str(src)!r}")

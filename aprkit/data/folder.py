@@ -380,13 +380,6 @@ class ImageListDataset(Dataset):
 _SPLIT_NAMES = frozenset({"train", "test", "val", "valid", "validation"})
 
 
-def class_roots(root: Path) -> list[Path]:
-    """The folders of ``root`` whose subfolders a ``folder:ROOT`` spec reads as classes: its split folders when every
-    subfolder is one (``train``/``test``, ...; the demo's and ``aprkit train``'s split layout), else ``root`` itself."""
-    found = find_classes(root) if root.is_dir() else []
-    return [root / f for f in found] if found and set(found) <= _SPLIT_NAMES else [root]
-
-
 class ImageFolderDataset(ImageListDataset):
     """``root/<class>/**/<image>`` (torchvision ImageFolder layout): class index = sorted folder order.
 

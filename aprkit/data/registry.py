@@ -192,7 +192,7 @@ def check_outside_data(folders: Sequence[Path | None], *sources: Any) -> None:
     among ``sources`` (specs, lists of them or mappings suite -> spec; an ``ImageFolderDataset`` counts as its
     ``folder:`` spec, other Datasets are skipped) reads as classes (``aprkit.data.registry.CLASS_FOLDERS``): a later
     run would read the report's figures, results and cache files as a class of the data."""
-    from .folder import ImageFolderDataset, class_roots
+    from .folder import ImageFolderDataset
 
     def specs(value: Any) -> list[str]:
         if isinstance(value, str):
@@ -212,9 +212,8 @@ def check_outside_data(folders: Sequence[Path | None], *sources: Any) -> None:
             continue
         if not arg or kind not in CLASS_FOLDERS:  # no folder of classes (synthetic:8, the -C arrays)
             continue
-        base = Path(arg).expanduser()
-        roots = class_roots(base) if kind == "folder" else [base / sub for sub in CLASS_FOLDERS[kind]]
-        for root in roots:
+        for sub in CLASS_FOLDERS[kind]:
+            root = Path(arg).expanduser() / sub
             for folder in folders:
                 if folder is not None and root.is_dir():
                     check_outside(root, Path(folder), f"a later run on {spec!r} would read this run's files (report "

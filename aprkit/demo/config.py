@@ -11,6 +11,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -133,6 +134,34 @@ def _num_classes(*datasets: Any, labels: torch.Tensor) -> tuple[int, list[str] |
     return int(labels.max()) + 1, None
 
 
+def has_split_folders(root: Path) -> bool:
+    """Whether a ``folder:ROOT`` demo data holds ``train/`` and ``test/`` (read as the two splits, each a folder of
+    classes), not classes itself (split 80/20 by the demo)."""
+    return (root / "train").is_dir() and (root / "test").is_dir()
+
+
+def check_out_outside_data(out: Path, data: str) -> None:
+    """Refuse an ``out`` whose runs (``out/train/<run>``), figures or cache would be read as classes of the demo's
+    data by a later run: inside its class folders (``folder:`` with or without splits, ``cifar10:`` roots), checked
+    for ``out`` and the folders the demo writes in it. A run of the demo beside the splits (``folder:D`` and
+    ``--out D/run``) is not refused: the demo reads ``D/train`` and ``D/test`` only."""
+    from ..data.registry import check_outside, check_outside_data, parse_spec, spec_root, split_spec_options
+
+    folders = [out, out / "train", out / "test"]
+    try:
+        kind, arg = parse_spec(split_spec_options(data)[0])
+    except (TypeError, ValueError):  # the reader names it
+        return
+    if kind == "folder" and arg and has_split_folders(spec_root(arg, kind)):
+        why = (f"a later run on {data!r} would read this run's files (report figures, results, cache, checkpoints) "
+               "as a class of its images")
+        for split in ("train", "test"):
+            for folder in folders:
+                check_outside(spec_root(arg, kind) / split, folder, why)
+        return
+    check_outside_data(folders, data)
+
+
 def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: bool = True) -> DemoData:
     """Train/test sets for ``spec``: ``synthetic`` (or ``synthetic:N`` training images), ``cifar10:PATH``,
     ``cifar100:PATH`` or ``folder:PATH`` (``PATH/train`` and ``PATH/test`` when present, else a seeded 80/20
@@ -178,7 +207,7 @@ def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: b
 
         root = spec_root(arg, kind)
         size = settings.image_size
-        if (root / "train").is_dir() and (root / "test").is_dir():
+        if has_split_folders(root):
             train_ds = get_dataset(f"folder:{root / 'train'}", resize=size, crop=size)
             test_ds = get_dataset(f"folder:{root / 'test'}", resize=size, crop=size,
                                   classes=getattr(train_ds, "classes", None))

@@ -28,7 +28,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import DemoData, DemoSettings, TensorSet, demo_settings, load_demo_data, lr_milestones
+from .config import (
+    DemoData,
+    DemoSettings,
+    TensorSet,
+    check_out_outside_data,
+    demo_settings,
+    load_demo_data,
+    lr_milestones,
+)
 
 __all__ = ["run_demo", "train_config", "train_model", "eval_options", "SharedCorruptions", "transplant_layers",
            "Stopwatch"]
@@ -276,10 +284,7 @@ def run_demo(
         # seed would repeat a smaller one's data
         raise ValueError(f"seed (--seed) must be an integer in 0..2**31 - 1, got {seed!r}")
     out = Path(out_dir).expanduser()
-    from ..data.registry import check_outside_data
-
-    # its runs (out/train/<run>) and figures would be read as classes by the next run
-    check_outside_data([out, out / "train", out / "test"], data)
+    check_out_outside_data(out, data)  # its runs (out/train/<run>) and figures: classes of the next run's data
     dev = str(resolve_device(device))
     s = settings if settings is not None else demo_settings(quick, epochs)
     clock = Stopwatch(progress)

@@ -207,7 +207,8 @@ def attach(
     for full, module in resolved:
         apr = FeatureAPR(p=p, dims=dims, mode=mode, lam=lam, num_prefix_tokens=k, grid=grid, generator=generator)
         modules[full] = apr
-        hooks.append(module.register_forward_hook(_FeatureHook(apr, full, state)))
+        feature_hook = _FeatureHook(apr, full, state)
+        hooks += [module.register_forward_hook(feature_hook), feature_hook.watch_handle]
     # the model's forward opens and closes the count of each module's calls (a recomputation for activation
     # checkpointing, in the backward pass, falls outside it)
     hooks.append(model.register_forward_pre_hook(state.open_forward))
@@ -279,13 +280,21 @@ class _FeatureHook:
     training mode. An object, not a closure, so an attached model pickles (``torch.save``); a copy of the model
     (``copy.deepcopy``, e.g. an EMA model) carries copies of its hooks, which :func:`detach` removes."""
 
+    _watching: Sequence[Any] = ()  # the hooks of _watch_linears, removed at the next call (a class default: models
+    # pickled before it existed)
+
     def __init__(self, apr: FeatureAPR, full: str, state: _HookState) -> None:
         self.apr, self.full, self.state = apr, full, state
         self.checked: set[tuple[int, ...]] = set()  # activation shapes already checked for a channels-last layout
-        self._watching: list[Any] = []  # the hooks of _watch_linears, removed at the next call
 
     def __getstate__(self) -> dict[str, Any]:  # (pickled with the model: hook handles do not pickle)
         return {**self.__dict__, "_watching": []}
+
+    @property
+    def watch_handle(self) -> Any:
+        """A handle whose ``remove()`` removes the watch hooks still registered (the attachment's handle holds it: a
+        forward pass that never reached the model's end, or that raised, left them on the model)."""
+        return _Unwatch(self)
 
     def _watch_linears(self, result: torch.Tensor, shape: tuple[int, ...]) -> None:
         """Refuse ``result`` (this call's recombined map) when an ``nn.Linear`` around the site takes it later in this
@@ -298,8 +307,9 @@ class _FeatureHook:
             self.checked.add(shape[1:])
             return
 
-        def taken(_m: nn.Module, args: Any) -> None:
-            if any(a is result for a in args):
+        def taken(_m: nn.Module, args: Any) -> None:  # this very map, or it after a dropout / norm of the MLP
+            if any(a is result or (isinstance(a, torch.Tensor) and a.ndim == 4 and a.shape == result.shape)
+                   for a in args):
                 self._unwatch()
                 check_channels_first(model, self.full, shape, where, linear_io=True)
 
@@ -350,6 +360,16 @@ class _FeatureHook:
         return result
 
 
+class _Unwatch:
+    """:attr:`_FeatureHook.watch_handle`."""
+
+    def __init__(self, hook: _FeatureHook) -> None:
+        self.hook = hook
+
+    def remove(self) -> None:
+        self.hook._unwatch()
+
+
 def _feature_hooks(module: nn.Module) -> list[int]:
     """The ids of ``module``'s forward hooks that :func:`attach` registered."""
     return [i for i, h in module._forward_hooks.items() if isinstance(h, _FeatureHook)]
@@ -362,7 +382,9 @@ def detach(model: nn.Module) -> dict[str, FeatureAPR]:
     found: dict[str, FeatureAPR] = {}
     for name, module in model.named_modules():
         for i in _feature_hooks(module):
-            found[name] = module._forward_hooks.pop(i).apr
+            hook = module._forward_hooks.pop(i)
+            hook._unwatch()  # its watch hooks, where a forward pass left them
+            found[name] = hook.apr
         for hooks in (module._forward_pre_hooks, module._forward_hooks):  # the call count's hooks on the model
             for i in [i for i, h in hooks.items()
                       if isinstance(getattr(h, "__self__", None), _HookState) or isinstance(h, PatchGrid)]:

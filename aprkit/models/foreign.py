@@ -74,10 +74,13 @@ def check_foreign_spec(spec: str) -> tuple[str, str]:
         if dot:
             import timm
 
-            tags = [t.partition(".")[2] for t in timm.list_pretrained(f"{arch}.*")]
-            if tag not in tags:
-                raise ValueError(f"timm model {arch!r} has no pretrained tag {tag!r}{nearest_names(tag, tags)}; its "
-                                 f"tags: {', '.join(tags) or 'none'} (or timm:{arch} for its default weights)")
+            try:  # timm's own test: the tags it builds (.untrained ones too), with or without published weights
+                timm.models.get_pretrained_cfg(name)
+            except RuntimeError:
+                tags = [t.partition(".")[2] for t in timm.list_pretrained(f"{arch}.*")]
+                raise ValueError(f"timm model {arch!r} has no tag {tag!r}{nearest_names(tag, tags)}; its tags with "
+                                 f"weights: {', '.join(tags) or 'none'} (or timm:{arch} for its default weights)"
+                                 ) from None
     return lib, name
 
 
@@ -219,17 +222,14 @@ def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head
             net: Any = timm.create_model(name, pretrained=True, **kwargs)  # timm attributes (num_classes, ...)
     except (ValueError, TypeError):
         raise
+    except RuntimeError as e:
+        if "Error(s) in loading state_dict" not in str(e) or not kwargs:  # (without options: a file of another model)
+            raise _timm_weights_error(name, e, unreachable) from e
+        raise ValueError(f"timm:{name} built with {kwargs} does not fit its pretrained weights "
+                         f"({str(e).splitlines()[0]}); the published weights need the default architecture: drop "
+                         "those options, or pass random_init=True (--random-init) for an untrained model") from None
     except Exception as e:  # hub errors, missing cache entries offline, connection failures, damaged cache files
-        cfg = timm.models.get_pretrained_cfg(name) if hasattr(timm.models, "get_pretrained_cfg") else None
-        repo = getattr(cfg, "hf_hub_id", None) or name
-        cached = _hub_cached(str(repo), getattr(cfg, "hf_hub_filename", None))
-        offline = "on" if getattr(constants, "HF_HUB_OFFLINE", False) else "off"  # the hub's reading ("0": off)
-        offline = f"on: {constants.ENDPOINT} is unreachable" if unreachable else offline
-        variable = os.environ.get("HF_HUB_OFFLINE", "unset")
-        raise weights_error(f"timm:{name}", f"the Hugging Face hub repo {repo}",
-                             f"the Hugging Face cache {constants.HF_HUB_CACHE} "
-                             f"(models--{str(repo).replace('/', '--')}; hub offline mode {offline}, "
-                             f"HF_HUB_OFFLINE={variable})", e, "HF_HOME", cached=cached) from e
+        raise _timm_weights_error(name, e, unreachable) from e
     if _check_head(f"timm:{name}", net.num_classes, num_classes, drop_head):
         net.reset_classifier(num_classes)
     # the test-time input size and crop where the weights publish one, as timm's validate.py (whose numbers timm
@@ -244,6 +244,23 @@ def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head
                          "(it takes 'center' and 'squash'); its numbers would not follow the authors' protocol")
     return Preprocess(net, cfg["mean"], cfg["std"], resize=resize, crop=crop, crop_mode=crop_mode,
                       interpolation=interp if interp in ("nearest", "bilinear", "bicubic") else "bilinear")
+
+
+def _timm_weights_error(name: str, e: BaseException, unreachable: bool) -> OSError:
+    """The error for timm weights that could not be loaded: the hub repo, the cache looked in and its offline mode, a
+    cached file that cannot be read named as such (:func:`weights_error`)."""
+    import timm
+    from huggingface_hub import constants
+
+    cfg = timm.models.get_pretrained_cfg(name) if hasattr(timm.models, "get_pretrained_cfg") else None
+    repo = getattr(cfg, "hf_hub_id", None) or name
+    cached = _hub_cached(str(repo), getattr(cfg, "hf_hub_filename", None))
+    offline = "on" if getattr(constants, "HF_HUB_OFFLINE", False) else "off"  # the hub's reading ("0": off)
+    offline = f"on: {constants.ENDPOINT} is unreachable" if unreachable else offline
+    variable = os.environ.get("HF_HUB_OFFLINE", "unset")
+    return weights_error(f"timm:{name}", f"the Hugging Face hub repo {repo}",
+                         f"the Hugging Face cache {constants.HF_HUB_CACHE} (models--{str(repo).replace('/', '--')}; "
+                         f"hub offline mode {offline}, HF_HUB_OFFLINE={variable})", e, "HF_HOME", cached=cached)
 
 
 def _hub_cached(repo: str, filename: str | None) -> Path | None:

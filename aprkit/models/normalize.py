@@ -22,8 +22,8 @@ from torch import nn
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, ImageClassifier, as_stats, normalize_images
 
-__all__ = ["ClassifierInputs", "Normalize", "Preprocess", "find_classifier", "recording_classifier", "replace_head",
-           "unwrap_model"]
+__all__ = ["ClassifierInputs", "NotALinearClassifier", "Normalize", "Preprocess", "find_classifier",
+           "recording_classifier", "replace_head", "unwrap_model"]
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -38,16 +38,19 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def _head_candidates(model: nn.Module) -> list[nn.Linear]:
-    """``[get_classifier()]`` when the model (timm) names one ``nn.Linear`` head, ``[]`` when it names another module
-    (``nn.Identity`` without a classifier, a convolution: the last Linear called would be an MLP's), else every
-    ``nn.Linear`` it holds in registration order."""
-    get = getattr(model, "get_classifier", None)
-    if callable(get):
-        head = get()
-        if isinstance(head, nn.Linear):
-            return [head]
-        if isinstance(head, nn.Module):
-            return []
+    """The ``nn.Linear`` layers that may be ``model``'s classifier: where the model (timm; or the model a ``Normalize``
+    wraps) names one head with ``get_classifier()``, the Linears in it (``[]`` for ``nn.Identity`` without a
+    classifier or a convolution: the last Linear called would be an MLP's); else every ``nn.Linear`` it holds, in
+    registration order."""
+    for m in (model, getattr(model, "model", None)):
+        get = getattr(m, "get_classifier", None)
+        if callable(get):
+            head = get()
+            if isinstance(head, nn.Linear):
+                return [head]
+            if isinstance(head, nn.Module):  # (timm's ClassifierHead holds its Linear as .fc)
+                return [h for h in head.modules() if isinstance(h, nn.Linear)]
+            break  # several heads (a distilled model): any Linear, as below
     return list(dict.fromkeys(m for m in model.modules() if isinstance(m, nn.Linear)))
 
 
@@ -61,6 +64,11 @@ def find_classifier(model: nn.Module) -> nn.Linear:
     return found[-1]
 
 
+class NotALinearClassifier(ValueError):
+    """The forward pass called no ``nn.Linear`` classifier (none at all, or its last one gives fewer outputs than the
+    model: a gate inside a convolutional head)."""
+
+
 class ClassifierInputs(list):
     """The penultimate features of each forward pass :func:`recording_classifier` saw (a list of tensors) and
     ``head``, the ``nn.Linear`` the last of them called."""
@@ -72,8 +80,9 @@ class ClassifierInputs(list):
 def recording_classifier(model: nn.Module, detach: bool = True) -> Iterator[ClassifierInputs]:
     """While open, each forward pass of ``model`` appends to the yielded list the input of the last ``nn.Linear`` it
     called (timm: its ``get_classifier()``), detached unless ``detach=False``, and sets the list's ``head`` to that
-    layer, which must give the model's output width: a forward pass that calls none, or whose last one gives another
-    width, raises ``ValueError`` (its classifier is not an ``nn.Linear``). The hooks go when it closes."""
+    layer, which must give at least the model's output width (a model may keep some of its logits, as an ImageNet-R
+    evaluation's class mask): a forward pass that calls none, or whose last one gives fewer, raises
+    :class:`NotALinearClassifier` (its classifier is not an ``nn.Linear``). The hooks go when it closes."""
     linears = _head_candidates(model)
     if not linears:
         raise ValueError(f"cannot find a classifier (nn.Linear) in {type(model).__name__}; wrap it with your own head")
@@ -85,16 +94,17 @@ def recording_classifier(model: nn.Module, detach: bool = True) -> Iterator[Clas
 
     def model_called(_m: nn.Module, _args: Any, out: Any) -> None:
         if not last:
-            raise ValueError(f"the forward pass of {type(model).__name__} called none of its nn.Linear layers: its "
-                             "classifier is not an nn.Linear, so it has no penultimate features to read (give the "
-                             "model forward_features/forward_head, or a layer)")
+            raise NotALinearClassifier(
+                f"the forward pass of {type(model).__name__} called none of its nn.Linear layers: its classifier is "
+                "not an nn.Linear, so its penultimate features cannot be read from one (a model with "
+                "forward_features/forward_head gives them)")
         head, x, width = last.pop()
-        if isinstance(out, torch.Tensor) and width != out.shape[-1]:
+        if isinstance(out, torch.Tensor) and width < out.shape[-1]:
             name = next((n for n, m in model.named_modules() if m is head), type(head).__name__)
-            raise ValueError(f"the last nn.Linear the forward pass of {type(model).__name__} calls, {name!r}, gives "
-                             f"{width} outputs but the model {out.shape[-1]}: its classifier is not that nn.Linear, "
-                             "so its penultimate features cannot be read (give the model forward_features/"
-                             "forward_head, or a layer)")
+            raise NotALinearClassifier(
+                f"the last nn.Linear the forward pass of {type(model).__name__} calls, {name!r}, gives {width} "
+                f"outputs but the model {out.shape[-1]}: its classifier is not that nn.Linear, so its penultimate "
+                "features cannot be read from one (a model with forward_features/forward_head gives them)")
         records.head = cast(nn.Linear, head)
         records.append(x)
 
@@ -173,11 +183,12 @@ class Normalize(nn.Module):
             return inner._features(z)
         with recording_classifier(inner, detach=False) as seen:
             inner(z)
-        self.__dict__["_called_head"] = seen.head  # (not a submodule): forward_head's layer, the one the forward called
+        self.__dict__["_called_head"] = seen.head  # (not a submodule): forward_head's layer, this forward's
         return seen[-1].flatten(1)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, num_classes)`` from features ``(B, D)``."""
+        """Logits ``(B, num_classes)`` from features ``(B, D)``: for a model that is neither timm's nor aprkit's, the
+        ``nn.Linear`` the last ``forward_features`` call ran, else the last one registered (:func:`find_classifier`)."""
         inner: Any = self.model  # duck-typed: timm, aprkit or any classifier
         if hasattr(inner, "forward_head") and hasattr(inner, "_features"):
             return inner.forward_head(features)
@@ -188,7 +199,11 @@ class Normalize(nn.Module):
             raise ValueError(f"{type(inner).__name__} has {len(head) if isinstance(head, tuple) else 'several'} heads "
                              "on different tokens (a distilled model averages them): its logits are not a function "
                              "of one feature vector, so forward_head cannot give them; use the model's forward")
-        head = self.__dict__.get("_called_head") or find_classifier(inner)
+        # the Linear the last forward_features call ran, while the model still holds it (a model whose unused
+        # projection is registered after its head: only a forward pass tells them apart), else find_classifier's
+        head = self.__dict__.get("_called_head")
+        if head is None or not any(m is head for m in inner.modules()):
+            head = find_classifier(inner)
         return head(features)
 
     def extra_repr(self) -> str:

@@ -67,12 +67,16 @@ def read_state(path: Path) -> Any:
     named in a ``ValueError``, which :func:`run_main` prints as one line (it was a parser's traceback)."""
     import yaml
 
-    text = path.read_text()
     try:
+        text = path.read_text()
         return yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
     except (ValueError, yaml.YAMLError) as err:
         raise ValueError(f"{path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0]}): a damaged state "
                          "file; delete it (or its run's folder) and run again") from None
+
+
+#: set by run_main's SIGINT handler: a Ctrl-C whose KeyboardInterrupt Python dropped (raised in a finaliser)
+_INTERRUPTED: list[bool] = []
 
 
 def run_main(main: Callable[[], Any]) -> None:
@@ -82,10 +86,11 @@ def run_main(main: Callable[[], Any]) -> None:
     import signal
 
     name = Path(sys.argv[0]).name
-    interrupted: list[bool] = []
+    interrupted = _INTERRUPTED
+    interrupted.clear()
 
     def on_sigint(signum: int, frame: Any) -> None:  # remembered: a KeyboardInterrupt raised inside a weakref or
-        interrupted.append(True)  # finaliser callback is printed and dropped by Python, and the script went on
+        interrupted.append(True)  # finaliser callback is printed and dropped by Python; train_run stops at the next run
         raise KeyboardInterrupt
 
     previous = signal.getsignal(signal.SIGINT)
@@ -157,6 +162,9 @@ def train_run(config: str | Path, out: Path, args: argparse.Namespace, overrides
     ``last.pt`` (``model.pt`` and ``metrics.json`` of all epochs, as ``gpu_studies.py`` returns them) is reused as
     it is; a run folder whose recipe (config or ``study``) differs from the asked one is refused either way."""
     from aprkit.train import fit
+
+    if _INTERRUPTED:  # a Ctrl-C that Python dropped during the last run: no further one starts
+        raise KeyboardInterrupt
 
     shared = shared_root(args.shared)
     epochs = 1 if args.smoke else args.epochs

@@ -34,7 +34,7 @@ from ..._checks import dataset_len
 from ...data.arrays import NO_LABEL
 from ...distributed import group_info, resolve_device
 from ...models.base import eval_mode
-from ...models.normalize import recording_classifier
+from ...models.normalize import NotALinearClassifier, recording_classifier
 from .batches import iter_batches
 from .data_checks import (
     check_class_names,
@@ -312,6 +312,12 @@ def start_predict(
                 ctx = torch.autocast(device.type, dtype=amp_type) if use_amp else contextlib.nullcontext()
                 with ctx:
                     try:
+                        out = _forward(model, x, use_head, hook_store, block)
+                    except NotALinearClassifier:  # its classifier is no nn.Linear: its own feature split, if it has one
+                        if b or not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+                            raise
+                        hooks.close()
+                        hook_store, use_head = [], True
                         out = _forward(model, x, use_head, hook_store, block)
                     except (RuntimeError, TypeError) as exc:  # (an aprkit model names a dtype mismatch a TypeError)
                         clear = dtype_mismatch(model, exc)

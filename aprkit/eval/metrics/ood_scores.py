@@ -118,11 +118,14 @@ def features_and_logits(
     """Logits ``(N, K)`` and penultimate features ``(N, D)``: the (flattened) input of ``layer``.
 
     ``layer`` defaults to the last ``nn.Linear`` the forward pass calls (the classifier head of ResNets, timm and
-    torchvision models; :func:`aprkit.models.normalize.recording_classifier`).
+    torchvision models; :func:`aprkit.models.normalize.recording_classifier`). Neither is detached.
     """
     if layer is None:
-        with recording_classifier(model) as seen:
-            logits = model(x)
+        try:
+            with recording_classifier(model, detach=False) as seen:
+                logits = model(x)
+        except ValueError as err:  # no nn.Linear classifier
+            raise ValueError(f"{err}; pass layer= (the module whose input is the feature)") from None
         return seen[-1].flatten(1), logits
     captured: list[torch.Tensor] = []
     handle = layer.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
