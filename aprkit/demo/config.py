@@ -145,21 +145,16 @@ def check_out_outside_data(out: Path, data: str) -> None:
     data by a later run: inside its class folders (``folder:`` with or without splits, ``cifar10:`` roots), checked
     for ``out`` and the folders the demo writes in it. A run of the demo beside the splits (``folder:D`` and
     ``--out D/run``) is not refused: the demo reads ``D/train`` and ``D/test`` only."""
-    from ..data.registry import check_outside, check_outside_data, parse_spec, spec_root, split_spec_options
+    from ..data.registry import check_outside_data, parse_spec, split_spec_options
 
-    folders = [out, out / "train", out / "test"]
+    specs = [data]
     try:
         kind, arg = parse_spec(split_spec_options(data)[0])
     except (TypeError, ValueError):  # the reader names it
         return
-    if kind == "folder" and arg and has_split_folders(spec_root(arg, kind)):
-        why = (f"a later run on {data!r} would read this run's files (report figures, results, cache, checkpoints) "
-               "as a class of its images")
-        for split in ("train", "test"):
-            for folder in folders:
-                check_outside(spec_root(arg, kind) / split, folder, why)
-        return
-    check_outside_data(folders, data)
+    if kind == "folder" and arg and has_split_folders(Path(arg).expanduser()):  # the folders the demo reads
+        specs = [f"folder:{Path(arg).expanduser() / split}" for split in ("train", "test")]
+    check_outside_data([out, out / "train", out / "test"], *specs)
 
 
 def load_demo_data(spec: str, settings: DemoSettings, seed: int = 0, progress: bool = True) -> DemoData:

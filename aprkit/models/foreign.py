@@ -223,11 +223,9 @@ def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head
     except (ValueError, TypeError):
         raise
     except RuntimeError as e:
-        if "Error(s) in loading state_dict" not in str(e) or not kwargs:  # (without options: a file of another model)
+        if not _state_dict_mismatch(e) or not kwargs:  # (without options: a file of another model)
             raise _timm_weights_error(name, e, unreachable) from e
-        raise ValueError(f"timm:{name} built with {kwargs} does not fit its pretrained weights "
-                         f"({str(e).splitlines()[0]}); the published weights need the default architecture: drop "
-                         "those options, or pass random_init=True (--random-init) for an untrained model") from None
+        raise _options_do_not_fit(f"timm:{name}", kwargs, "its pretrained weights", e) from None
     except Exception as e:  # hub errors, missing cache entries offline, connection failures, damaged cache files
         raise _timm_weights_error(name, e, unreachable) from e
     if _check_head(f"timm:{name}", net.num_classes, num_classes, drop_head):
@@ -244,6 +242,18 @@ def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head
                          "(it takes 'center' and 'squash'); its numbers would not follow the authors' protocol")
     return Preprocess(net, cfg["mean"], cfg["std"], resize=resize, crop=crop, crop_mode=crop_mode,
                       interpolation=interp if interp in ("nearest", "bilinear", "bicubic") else "bilinear")
+
+
+def _state_dict_mismatch(e: BaseException) -> bool:
+    """Whether ``e`` is ``load_state_dict``'s refusal (the weights' shapes or keys are another architecture's)."""
+    return "Error(s) in loading state_dict" in str(e)
+
+
+def _options_do_not_fit(spec: str, kwargs: dict, weights: str, e: BaseException) -> ValueError:
+    """The error for builder options under which the published weights (``weights``) do not load."""
+    return ValueError(f"{spec} built with {kwargs} does not fit {weights} ({str(e).splitlines()[0]}); the published "
+                      "weights need the default architecture: drop those options, or pass random_init=True "
+                      "(--random-init) for an untrained model")
 
 
 def _timm_weights_error(name: str, e: BaseException, unreachable: bool) -> OSError:
@@ -297,16 +307,14 @@ def _torchvision_pretrained(name: str, num_classes: int | None, kwargs: dict, dr
     except (ValueError, TypeError):
         raise
     except RuntimeError as e:
-        if "Error(s) in loading state_dict" not in str(e):
+        if not _state_dict_mismatch(e):
             raise weights_error(f"torchvision:{name} ({weights})", weights.url, f"the torch hub cache: {target} "
                                  "(TORCH_HOME)", e, "TORCH_HOME", cached=cached) from e
         if not kwargs:  # the default architecture: the cached file holds another model's weights
             raise ValueError(f"torchvision:{name}: the cached file {target} does not hold the weights of {weights} "
                              f"({str(e).splitlines()[0]}): another file under its name. Delete it and run again to "
                              f"download it afresh from {weights.url}, or pass checkpoint=FILE") from None
-        raise ValueError(f"torchvision:{name} built with {kwargs} does not fit its pretrained weights {weights} "
-                         f"({str(e).splitlines()[0]}); the published weights need the default architecture: drop "
-                         "those options, or pass random_init=True (--random-init) for an untrained model") from None
+        raise _options_do_not_fit(f"torchvision:{name}", kwargs, f"its pretrained weights {weights}", e) from None
     except Exception as e:  # URLError offline, truncated files, hash mismatches
         raise weights_error(f"torchvision:{name} ({weights})", weights.url, f"the torch hub cache: {target} "
                              "(TORCH_HOME)", e, "TORCH_HOME", cached=cached) from e

@@ -86,11 +86,10 @@ def run_main(main: Callable[[], Any]) -> None:
     import signal
 
     name = Path(sys.argv[0]).name
-    interrupted = _INTERRUPTED
-    interrupted.clear()
+    _INTERRUPTED.clear()
 
     def on_sigint(signum: int, frame: Any) -> None:  # remembered: a KeyboardInterrupt raised inside a weakref or
-        interrupted.append(True)  # finaliser callback is printed and dropped by Python; train_run stops at the next run
+        _INTERRUPTED.append(True)  # finaliser callback is printed and dropped by Python (train_run checks)
         raise KeyboardInterrupt
 
     previous = signal.getsignal(signal.SIGINT)
@@ -98,7 +97,7 @@ def run_main(main: Callable[[], Any]) -> None:
         signal.signal(signal.SIGINT, on_sigint)
     try:
         main()
-        if interrupted:
+        if _INTERRUPTED:
             raise KeyboardInterrupt
     except KeyboardInterrupt:
         print(f"\n{name}: interrupted; finished runs are kept and a rerun with --resume goes on", file=sys.stderr)
@@ -222,7 +221,6 @@ def check_same_recipe(out: Path, config: Path, overrides: Sequence[str], study: 
     ``overrides`` + ``study``: any trajectory key of ``config.yaml`` (see ``aprkit.train.trajectory.changed_keys``,
     where the run was trained aside), the dataset kind, the epochs it holds beyond the asked ones, or the build
     hook's settings (``study.json``)."""
-
     from aprkit.train.config import load_config
     from aprkit.train.trajectory import RESUME_FREE, changed_keys, recipe_version, trajectory_view
 
@@ -280,7 +278,6 @@ def _dotted(data: Mapping[str, Any], key: str) -> Any:
 def run_recipe(run_dir: Path) -> dict[str, Any]:
     """What the run in ``run_dir`` was trained with, read from its own files (not from this call's arguments): the
     training method, the crop padding fill, the epochs it holds and the build hook's settings."""
-
     cfg = read_state(run_dir / "config.yaml") or {}
     history = read_state(run_dir / "metrics.json")
     study = read_state(run_dir / STUDY_FILE) if (run_dir / STUDY_FILE).is_file() else {}

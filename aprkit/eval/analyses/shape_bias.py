@@ -351,6 +351,7 @@ def predict_decisions(model: nn.Module, dataset: torch.utils.data.Dataset, **kwa
     (``device``, ``batch_size``, ``num_workers``, ``amp``, ``channels_last``, ``progress``).
     """
     from ..engine.inference import predict
+    from ..engine.logit_checks import OutputWidthError
 
     kwargs.setdefault("desc", "cue-conflict")
     # the stimuli's shape labels are not the model's classes: only the output width is checked (first batch)
@@ -358,13 +359,11 @@ def predict_decisions(model: nn.Module, dataset: torch.utils.data.Dataset, **kwa
     kwargs.setdefault("labelled", False)
     try:
         outputs = predict(model, dataset, **kwargs)
-    except ValueError as err:
-        if "this data needs" not in str(err):
-            raise
-        raise ValueError(f"{err}: shape bias maps ImageNet's 1000 outputs (or 16 category ones) to the 16 categories, "
-                         "and no other label set has such a mapping (CIFAR-10's lacks 3 of its classes); for a CIFAR "
-                         "model measure phase reliance with the phase-bias suite, or the cue-conflict suite on "
-                         "stimuli of its own classes") from None
+    except OutputWidthError as err:
+        raise OutputWidthError(
+            f"{err}: shape bias maps ImageNet's 1000 outputs (or 16 category ones) to the 16 categories, and no other "
+            "label set has such a mapping (CIFAR-10's lacks 3 of its classes); for a CIFAR model measure phase "
+            "reliance with the phase-bias suite, or the cue-conflict suite on stimuli of its own classes") from None
     return cue_conflict_decisions(outputs.logits)
 
 

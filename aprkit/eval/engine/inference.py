@@ -115,6 +115,11 @@ class _SplitHead(Protocol):
     def forward_head(self, features: Any) -> Any: ...
 
 
+def _has_split(model: nn.Module) -> bool:
+    """Whether ``model`` has the feature split of :class:`_SplitHead` (its features without a Linear classifier)."""
+    return hasattr(model, "forward_features") and hasattr(model, "forward_head")
+
+
 def _several_heads(model: nn.Module) -> list[nn.Module]:
     """The heads of a model (or a wrapper's ``.model``) whose ``get_classifier()`` returns several (timm's distilled
     DeiT, LeViT, EfficientFormer: a class and a distillation head, whose logits it averages; each an ``nn.Linear`` or,
@@ -275,7 +280,7 @@ def start_predict(
         try:  # the input of the last nn.Linear each forward pass calls
             hook_store = hooks.enter_context(recording_classifier(model))
         except ValueError:
-            if not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+            if not _has_split(model):
                 raise ValueError("features were requested but the model has no nn.Linear classifier and no "
                                  "forward_features/forward_head") from None
             use_head = True
@@ -314,7 +319,7 @@ def start_predict(
                     try:
                         out = _forward(model, x, use_head, hook_store, block)
                     except NotALinearClassifier:  # its classifier is no nn.Linear: its own feature split, if it has one
-                        if b or not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+                        if b or not _has_split(model):
                             raise
                         hooks.close()
                         hook_store, use_head = [], True

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_logits", "batch_where", "check_finite_logits", "warn_if_probabilities", "naming_model"]
+__all__ = ["OutputWidthError", "check_logits", "batch_where", "check_finite_logits", "warn_if_probabilities",
+           "naming_model"]
 
 _MODEL: ContextVar[str | None] = ContextVar("aprkit_eval_model", default=None)
 
@@ -26,6 +27,10 @@ def naming_model(name: str) -> Iterator[None]:
         yield
     finally:
         _MODEL.reset(token)
+
+
+class OutputWidthError(ValueError):
+    """The model's logits have another width than the data's classes need."""
 
 
 def check_logits(logits: Any, n: int, num_classes: int | tuple[int, ...] | None,
@@ -45,11 +50,10 @@ def check_logits(logits: Any, n: int, num_classes: int | tuple[int, ...] | None,
         )
     if isinstance(num_classes, tuple):
         if logits.shape[1] not in num_classes:
-            raise ValueError(f"the model outputs {logits.shape[1]} class{'es' if logits.shape[1] != 1 else ''} "
-                             f"{where()}; this data needs "
-                             f"{' or '.join(map(str, num_classes))} outputs")
+            raise OutputWidthError(f"the model outputs {logits.shape[1]} class{'es' if logits.shape[1] != 1 else ''} "
+                                   f"{where()}; this data needs {' or '.join(map(str, num_classes))} outputs")
     elif num_classes is not None and logits.shape[1] != num_classes:
-        raise ValueError(
+        raise OutputWidthError(
             f"the model outputs {logits.shape[1]} class{'es' if logits.shape[1] != 1 else ''} but the data has "
             f"{num_classes} {where()}; "
             "load the checkpoint trained on this label set, or give the data the model's label set (one folder per "
