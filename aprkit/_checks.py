@@ -103,8 +103,8 @@ def check_image_tensor(
         raise ValueError(
             f"{name} must have {' or '.join(map(str, channels))} channels in (..., C, H, W), got shape {tuple(x.shape)}"
         )
-    if empty_batch or torch.compiler.is_compiling():  # value checks would break a compiled graph (fullgraph: fail)
-        return x
+    if empty_batch or torch.compiler.is_compiling() or x.is_meta:  # value checks would break a compiled graph
+        return x  # (fullgraph: fail); a meta tensor has no values (shape checks only)
     if unit_range and x.dtype != torch.uint8:
         lo, hi = (float(v) for v in torch.aminmax(x.detach()))  # NaN and inf propagate
         if check_finite and not (math.isfinite(lo) and math.isfinite(hi)):
@@ -225,7 +225,8 @@ def check_finite_spectrum(z: torch.Tensor, dtype: torch.dtype, name: str = "imag
     NaN/inf anywhere in an image makes its DC term non-finite: an O(batch) check on ``z[..., 0, 0]``
     instead of a pass over every pixel. One host read; skipped for uint8 images and under ``torch.compile``.
     """
-    if dtype != torch.uint8 and not torch.compiler.is_compiling() and not bool(torch.isfinite(z[..., 0, 0]).all()):
+    if (dtype != torch.uint8 and not torch.compiler.is_compiling() and not z.is_meta
+            and not bool(torch.isfinite(z[..., 0, 0]).all())):
         raise ValueError(f"{name} contains NaN or infinite values; expected finite pixel values")
 
 

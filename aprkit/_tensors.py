@@ -1,14 +1,16 @@
 """Tensor helpers shared by aprkit's modules that check nothing: devices (where a generator draws, whether two
 devices are the same, a copy that is asynchronous only where that is safe), broadcasting without building tensors,
-and the dtype and memory format of an op's result. Nothing here is public API."""
+the dtype and memory format of an op's result, and a region without autocast. Nothing here is public API."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
 
 __all__ = [
+    "autocast_off",
     "generator_device",
     "same_device",
     "to_device",
@@ -95,3 +97,12 @@ def restore_dtype(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if dtype == torch.uint8:
         return y.round().clamp_(0, 255).to(torch.uint8)
     return y.to(dtype)
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """A region free of an enclosing ``torch.autocast`` on ``device``'s type (a no-op where it has none: ``meta``)."""
+    # torch 2.11's Dynamo cannot trace torch._C._is_autocast_available (a fullgraph compile fails on it): compiled code
+    # runs on a device type with autocast (cuda, cpu, ...), so the check is skipped there
+    if torch.compiler.is_compiling() or torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()

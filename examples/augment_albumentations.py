@@ -20,7 +20,12 @@ from augment_common import accuracy, datasets, parse_args, small_cnn  # noqa: E4
 
 
 class AlbumentationsDataset(torch.utils.data.Dataset):
-    """Feeds HWC uint8 arrays through an albumentations pipeline; APR-P partners are random other images."""
+    """Feeds HWC uint8 arrays through an albumentations pipeline; APR-P partners are random other images.
+
+    Albumentations (2.0) seeds a pipeline once: every DataLoader worker would copy its stream, and this dataset's
+    partner generator, and draw the same augmentations in every epoch. :func:`seed_worker` re-seeds both per worker
+    and epoch from the loader's own seed, so runs repeat with the loader's generator.
+    """
 
     def __init__(self, base, pipeline, seed: int = 0) -> None:
         self.base, self.pipeline = base, pipeline
@@ -39,6 +44,14 @@ class AlbumentationsDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1), self.base[i][1]
 
 
+def seed_worker(_: int) -> None:
+    """``worker_init_fn``: this worker's seed (another per worker and epoch) for the pipeline and the partners."""
+    info = torch.utils.data.get_worker_info()
+    seed = torch.initial_seed() % 2**32
+    info.dataset.pipeline.set_random_seed(seed)
+    info.dataset.rng = np.random.default_rng(seed)
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import albumentations as A
@@ -53,7 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     ], seed=args.seed)
     train, test = datasets(args)
     loader = torch.utils.data.DataLoader(AlbumentationsDataset(train, pipeline, args.seed), batch_size=args.batch_size,
-                                         shuffle=True, num_workers=args.workers, drop_last=True)
+                                         shuffle=True, num_workers=args.workers, drop_last=True,
+                                         worker_init_fn=seed_worker,
+                                         generator=torch.Generator().manual_seed(args.seed))
     model = small_cnn().to(args.device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     t0 = time.perf_counter()

@@ -108,6 +108,19 @@ def test_serialisation_round_trip():
     np.testing.assert_array_equal(b(image=img)["image"], a)
 
 
+def test_numpy_and_tensor_settings_save_as_plain_values(tmp_path):
+    """A NumPy or 0-dim tensor severity (accepted by the check) was kept as given: A.save then failed in YAML and
+    JSON, where albumentations' own transforms save such settings as plain numbers (adapter tester)."""
+    import torch
+
+    for sev in (np.float64(2.5), np.int64(3), torch.tensor(2.5)):
+        for fmt in ("yaml", "json"):
+            pipe = A.Compose([AlbuAPRSingle(severity=sev, ops=("rotate", "solarize"))])
+            A.save(pipe, tmp_path / f"p.{fmt}", data_format=fmt)
+            back = A.load(tmp_path / f"p.{fmt}", data_format=fmt).transforms[0]
+            assert back.severity == float(sev) and back.ops == ["rotate", "solarize"]
+
+
 def test_p_gates_the_transform():
     img, mask, box, kp = _scene()
     out = _pipe(AlbuAPRSingle(1.0, ops=["translate_x"], p=0.0), seed=0)(image=img, mask=mask, bboxes=box, cls=[1],

@@ -67,3 +67,25 @@ def test_repr_and_bad_settings():
         KorniaRandomCorruption(p=1.5)
     with pytest.raises(ValueError, match="unknown corruption 'fgo'"):
         KorniaRandomCorruption("fgo")
+
+
+def test_an_earlier_steps_overshoot_is_clamped_and_other_ranges_refused(batch):
+    """In a container after kornia's RandomGaussianNoise or an unclamped RandomAPRPair, the batch overshoots [0, 1]
+    a little and was refused ("clamp it first", which a container leaves no room for; adapter tester): clamped now,
+    as the other aprkit kornia augmentations take it; 0..255 floats and normalised batches are still refused. A batch
+    of 4 channels is named with its own shape (it was the shape of one (corruption, severity) group)."""
+    from aprkit.augment.adapters import RandomAPRPair
+
+    noisy = K.AugmentationSequential(K.RandomGaussianNoise(std=0.1, p=1.0), KorniaRandomCorruption(["contrast"]))
+    assert noisy(batch).shape == batch.shape
+    after_apr = K.AugmentationSequential(RandomAPRPair(p_apr=1.0), KorniaRandomCorruption(["contrast"], seed=0))
+    assert after_apr(batch).shape == batch.shape
+    over = batch * 1.2 - 0.1
+    torch.testing.assert_close(KorniaRandomCorruption(["contrast"], seed=0)(over),
+                               KorniaRandomCorruption(["contrast"], seed=0)(over.clamp(0, 1)))
+    with pytest.raises(ValueError, match="0..255 floats"):
+        KorniaRandomCorruption(["contrast"])(batch * 255)
+    with pytest.raises(ValueError, match=r"normalised with a mean and std"):
+        KorniaRandomCorruption(["contrast"])((batch - 0.45) / 0.25)
+    with pytest.raises(ValueError, match=r"got shape \(2, 4, 16, 16\)"):
+        KorniaRandomCorruption(["contrast"])(torch.rand(2, 4, 16, 16))

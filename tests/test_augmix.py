@@ -4,6 +4,7 @@ AugMix's code reaches 3/10, and which truncates each view to uint8 (training-rec
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,6 +77,11 @@ def test_bad_settings_name_what_is_expected(image):
         from PIL import Image
 
         A.augmix(Image.new("RGBA", (8, 8)))
+    g = torch.Generator().manual_seed(0)  # NumPy numbers as Python's: depth refused np.int64 (fuzz tester)
+    want = A.augmix(image, severity=2.5, width=2, depth=2, alpha=1.0, generator=g)
+    got = A.augmix(image, severity=np.float32(2.5), width=np.int64(2), depth=np.int64(2), alpha=np.float32(1.0),
+                   generator=torch.Generator().manual_seed(0))
+    assert torch.equal(got, want)
 
 
 def test_the_training_triplet_holds_the_clean_image_and_two_views(image):

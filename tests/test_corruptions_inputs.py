@@ -422,3 +422,17 @@ def test_half_precision_8bit_images_get_their_uint8_twins_shot_noise(dtype: torc
     ref = corrupt(x, "shot_noise", 3, "cifar", seeds=seeds).float()
     out = corrupt((x.float() / 255).to(dtype), "shot_noise", 3, "cifar", seeds=seeds)
     assert out.dtype == dtype and float(((out.float() * 255).round() - ref).abs().max()) <= 1
+
+
+def test_an_enclosing_autocast_changes_no_corruption() -> None:
+    """Under ``torch.autocast`` the separable blurs' matrix products ran in bfloat16 into float32 buffers (gaussian
+    blur, glass blur, elastic transform and spatter failed) and elastic transform's dense operator moved pixels by
+    about 3 levels at 224 px (tester): autocast is off inside ``corrupt``."""
+    from aprkit.corruptions import list_corruptions
+
+    x = natural_images(2, 32).float() / 255
+    for name in list_corruptions():
+        want = corrupt(x, name, 3, seeds=[1, 2])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = corrupt(x, name, 3, seeds=[1, 2])
+        assert torch.equal(got, want), name

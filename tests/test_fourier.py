@@ -344,6 +344,14 @@ def test_real_ffts_chunks_and_batch_size_do_not_change_results(monkeypatch):
     assert torch.autograd.gradcheck(lambda t: fr.ifftn(fr.fftn(t, (-3, -2, -1)) * 1j, (-3, -2, -1)).real, (xd,))
 
 
+def test_irfftn_takes_a_real_spectrum_as_torch_does():
+    """A real spectrum (an amplitude-only reconstruction, ``irfftn(rfftn(x).abs())``) failed with a KeyError on the
+    CPU's RGB route; torch takes it as complex (tester)."""
+    z = fr.rfftn(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3)), (-3, -2, -1)).abs()
+    torch.testing.assert_close(fr.irfftn(z, [3, 8, 8], (-3, -2, -1)),
+                               torch.fft.irfftn(z, s=[3, 8, 8], dim=(-3, -2, -1)), atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("size", [32, 299])
 def test_real_ffts_do_not_depend_on_the_thread_count(size):
     """1 or 2 threads, the same bits: at 299 px the batch is chunked (over 8 MiB), and each chunk holds an image per
@@ -495,7 +503,9 @@ def test_phase_only_and_the_mask_check_their_arguments() -> None:
     torch.testing.assert_close(fr.phase_only(x, amp.numpy()), fr.phase_only(x, amp))
     nan = amp.clone()
     nan[0, 0, 0, 0] = float("nan")  # it was called negative (core tester)
-    for bad, what in ((amp.to(torch.complex64), "a complex tensor"), (-amp, "negative values"), (nan, "NaN values")):
+    inf = torch.full_like(amp, float("inf"))  # passed and gave all-NaN images (fuzz tester)
+    for bad, what in ((amp.to(torch.complex64), "a complex tensor"), (-amp, "negative values"), (nan, "NaN values"),
+                      (inf, "infinite values")):
         with pytest.raises(ValueError, match=f"magnitude must be a real amplitude spectrum.*got {what}"):
             fr.phase_only(x, bad)
     for shape in ((8,), (3, -2, 8), (3, 1, 8), (3, 8.0, 8)):

@@ -112,6 +112,18 @@ def test_offline_error_does_not_suggest_random_init_for_robustbench(fake_rb, tmp
     assert "Standard.pt" in str(info.value) and "random_init" not in str(info.value)
 
 
+def test_a_damaged_zoo_file_is_named_as_such_not_as_offline(fake_rb, tmp_path):
+    """A zoo file already in place that robustbench cannot read was reported as "Offline: fill that cache" (tester)."""
+    from aprkit.data.download import DownloadError
+
+    bad = tmp_path / "cifar10" / "Linf" / "Standard.pt"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(DownloadError, match=r"Standard\.pt cannot be read \(damaged or cut short\). Delete it") as info:
+        load_model("robustbench:Standard", model_dir=tmp_path)
+    assert "Offline" not in str(info.value)
+
+
 def test_pyautoattack_stands_in_only_for_a_missing_autoattack(fake_rb, tmp_path, monkeypatch):
     real = tmp_path / "real"
     (real / "autoattack").mkdir(parents=True)

@@ -38,3 +38,23 @@ def test_augmented_images_do_not_depend_on_workers_or_batch_size(transform):
 def test_a_bad_seed_is_refused():
     with pytest.raises((TypeError, ValueError), match="seed"):
         SeededTransform(ArrayDataset(natural_images(2, 8), torch.zeros(2, dtype=torch.long), layout="nchw"), None, seed=-1)
+
+
+def test_a_transform_with_its_own_generator_is_warned_of():
+    """APRSingleV2(seed=0) inside SeededTransform drew from its own per-worker stream, not the item's seed: other
+    images with 0 and 2 workers, without a word (adapter tester). Transforms drawing from the global RNGs pass."""
+    import warnings
+
+    from torchvision.transforms import v2
+
+    from aprkit.augment.adapters import APRSingleV2
+    from aprkit.corruptions import RandomCorruption
+
+    ds = [(torch.zeros(3, 8, 8, dtype=torch.uint8), 0)]
+    for seeded in (APRSingleV2(seed=0), v2.Compose([v2.RandomHorizontalFlip(), RandomCorruption(seed=1)])):
+        with pytest.warns(RuntimeWarning, match=r"holds its own torch.Generator \(.*generator: seed= or generator="):
+            SeededTransform(ds, seeded, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for plain in (APRSingleV2(), v2.Compose([v2.ColorJitter(0.2), RandomCorruption()]), None):
+            SeededTransform(ds, plain, seed=0)

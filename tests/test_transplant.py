@@ -370,6 +370,11 @@ def test_sweep_on_small_phase_collapse_net() -> None:
         {k: v for k, v in r.items() if k not in strip} for r in res["rows"] if r["block"] in ("layers.0", "layers.6")]
     with pytest.raises(ValueError, match="no pre-activation site; use sites=\\('output',\\)"):
         layer_sweep(model, x, "all", sites=("input",), n_pairs=4)
+    # named layers in another order than the network's: their depth is the forward pass's (it was the place in the
+    # list, and the headline's "deepest" row was the last one named: layers.0 here; tester)
+    back = layer_sweep(model, x, ["layers.6", "layers.0"], sites=("output",), n_pairs=16, n_control=16,
+                       codes=("phase",))
+    assert [(r["block"], r["depth"]) for r in back["rows"]] == [("layers.0", 0), ("layers.6", 1)]
 
 
 def test_channels_last_sites_are_refused_not_misread():
@@ -1009,6 +1014,13 @@ def test_the_headline_and_summary_carry_the_last_sites_flags(capsys):
     assert phase.label == "transplant: follows the phase donor (last block, output)" and sign.label.endswith("output)")
     assert phase.note.startswith("last block, output: at b1; inert; dc-readout")
     assert summary_table({"r": {"rows": deeper}}).rows[0][3][0].text.endswith("(at b1, inert, dc-readout)")
+    # the input of the last nonlinearity too (a ReLU network's pre-activation, where its sign code shows while the
+    # output after ReLU and pooling is inert), and layers the user named are called so (they were "last block")
+    both = [*rows, {**row(1, 0.4, []), "site": "input"}]
+    out_m, in_m = TransplantSuite.headline(TransplantSuite, {"rows": both, "config": {"layers": ["b0", "b1"]}})
+    assert (out_m.name, out_m.value) == ("transplant.phase_follow_donor", 0.0)
+    assert (in_m.name, in_m.value, in_m.note) == ("transplant.phase_follow_donor_input", 0.4, "")
+    assert in_m.label == "transplant: follows the phase donor (deepest named layer, input)"
     # the console summary of aprkit eval prints names and values: the flags go beside it as a note (tester: it read
     # 0.00 % for both codes, the flags only in the report)
     from types import SimpleNamespace

@@ -12,6 +12,7 @@ of an op's range at severity 3, where AugMix's code reaches 3/10), and it trunca
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,15 +28,15 @@ __all__ = ["augmix", "check_augmix_settings"]
 
 def check_augmix_settings(severity: float, width: int, depth: int, alpha: float) -> tuple[float, int, int, float]:
     """The settings of :func:`augmix`, checked (``ValueError`` naming the one that is out of range)."""
-    if isinstance(severity, bool) or not isinstance(severity, (int, float)) or not 0.1 <= float(severity) <= 10:
+    if isinstance(severity, bool) or not isinstance(severity, numbers.Real) or not 0.1 <= float(severity) <= 10:
         raise ValueError(f"severity must be a number in [0.1, 10] (AugMix's levels are drawn from [0.1, severity]), "
                          f"got {severity!r}")
     width = check_positive_int(width, "width")
-    if isinstance(depth, bool) or not isinstance(depth, int):
+    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral):
         raise ValueError(f"depth must be an int (<= 0: 1 to 3 ops per chain, drawn), got {depth!r}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not float(alpha) > 0 or alpha == float("inf"):
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not float(alpha) > 0 or alpha == float("inf"):
         raise ValueError(f"alpha must be a finite number > 0 (the Dirichlet and Beta parameter), got {alpha!r}")
-    return float(severity), width, depth, float(alpha)
+    return float(severity), width, int(depth), float(alpha)
 
 
 def augmix(image: Any, severity: float = 3, width: int = 3, depth: int = -1, alpha: float = 1.0,

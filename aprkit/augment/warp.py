@@ -8,23 +8,13 @@ one inside interpolates with the edge pixels repeated. Half-precision input is w
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 
 from .._tensor_cache import tensor_cache
+from .._tensors import autocast_off
 
 __all__ = ["autocast_off", "pixel_matrix", "warp_pixels"]
-
-
-def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
-    """A region free of an enclosing ``torch.autocast`` on ``device``'s type (a no-op where it has none: ``meta``)."""
-    # torch 2.11's Dynamo cannot trace torch._C._is_autocast_available (a fullgraph compile fails on it): compiled code
-    # runs on a device type with autocast (cuda, cpu, ...), so the check is skipped there
-    if torch.compiler.is_compiling() or torch.amp.is_autocast_available(device.type):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def _build_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

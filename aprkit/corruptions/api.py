@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .._checks import check_chw_layout, check_image_tensor, check_seed
+from .._tensors import autocast_off
 from .._text import nearest_names
 from . import blur, digital, noise, weather
 from . import spatter as _spatter
@@ -274,7 +275,15 @@ def corrupt(
         The corrupted images: same shape, dtype and device (an empty batch comes back empty); the input is never
         modified. Corruptions are not
         differentiable (random draws, 8-bit steps): the result never requires grad, also for an input that does.
+        An enclosing ``torch.autocast`` is turned off inside (the images' own precision: the same numbers).
     """
+    with autocast_off(images.device if isinstance(images, torch.Tensor) else torch.device("cpu")):
+        return _corrupt(images, name, severity, preset, generator, seeds, frost_dir)
+
+
+def _corrupt(images: Any, name: str, severity: int, preset: str | None, generator: torch.Generator | None,
+             seeds: torch.Tensor | Sequence[int] | None, frost_dir: str | os.PathLike | None) -> torch.Tensor:
+    """:func:`corrupt`'s body, outside any ``torch.autocast``."""
     name = check_name(name)
     check_chw_layout(check_image_tensor(images, "images", min_ndim=3, unit_range=True, allow_empty=True), "images")
     images = images.detach()  # several corruptions write with out= or read NumPy arrays, which autograd refuses

@@ -111,9 +111,10 @@ class RandomCorruption(CheckedProbability, ReplayModule):
         out = images.detach().clone() if whole else images.clone()
         keys = params["name_index"] * 8 + params["severity"]
         keys = torch.where(params["apply"], keys, torch.full_like(keys, -1))
-        for key in torch.unique(keys).tolist():
-            if key < 0:
-                continue
+        drawn = [k for k in torch.unique(keys).tolist() if k >= 0]
+        if images.ndim >= 3:  # named with the whole batch's shape (corrupt sees one (corruption, severity) group)
+            check_channels([self.names[k // 8] for k in drawn], images.shape[-3], f"shape {tuple(images.shape)}")
+        for key in drawn:
             sel = (keys == key).nonzero().flatten().to(images.device)
             name, severity = self.names[key // 8], key % 8
             out[sel] = corrupt(images[sel], name, severity, self.preset, seeds=params["seed"][sel.cpu()],

@@ -58,9 +58,11 @@ def _missing(paths: list[Path]) -> str | None:
 
 
 def _check_cifar_c(p: Path) -> str | None:
-    from .corrupted import ALL_CORRUPTIONS
+    """Complete with ``labels.npy`` and the 15 benchmark corruptions (the archive also holds the 4 extra ones; a
+    root without them is complete for the benchmark, and the reader names an extra one that is asked for)."""
+    from .corrupted import BENCHMARK_CORRUPTIONS
 
-    return _missing([p / "labels.npy"] + [p / f"{c}.npy" for c in ALL_CORRUPTIONS])
+    return _missing([p / "labels.npy"] + [p / f"{c}.npy" for c in BENCHMARK_CORRUPTIONS])
 
 
 #: the pickled layouts of the CIFAR archives: name -> (folder, files per split, label key, meta file, class names key)
@@ -81,10 +83,29 @@ def _cifar(name: str, archive: str, md5: str) -> Source:
 
 
 def _check_folder_c(p: Path) -> str | None:
-    from .corrupted import BENCHMARK_CORRUPTIONS, available_corruptions
+    """Complete when each of the 15 benchmark corruptions has its severity folders ``1`` to ``5`` holding the same
+    number (at least one) of class folders: folder checks only (a missing image inside a class folder goes unseen)."""
+    from .corrupted import BENCHMARK_CORRUPTIONS, corruption_folder
 
-    gone = sorted(set(BENCHMARK_CORRUPTIONS) - set(available_corruptions(p)))
-    return None if not gone else f"missing the corruption folders {', '.join(gone)}"
+    folders = {c: corruption_folder(p, c) for c in BENCHMARK_CORRUPTIONS}
+    gone = [c for c, d in folders.items() if d is None]
+    if gone:
+        return f"missing the corruption folders {', '.join(gone)}"
+    problems, counts = [], set()
+    for c, d in folders.items():
+        for s in range(1, 6):
+            sdir = d / str(s)  # type: ignore[operator]
+            n = sum(1 for e in sdir.iterdir() if e.is_dir()) if sdir.is_dir() else 0
+            counts.add(n)
+            if n == 0:
+                problems.append(f"{c}/{s}")
+    if problems:
+        shown = ", ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
+        return f"missing (or without class folders) the severity folders {shown} ({len(problems)} of 75)"
+    if len(counts) > 1:
+        return (f"severity folders holding different numbers of class folders ({', '.join(map(str, sorted(counts)))}):"
+                " an interrupted extraction or copy")
+    return None
 
 
 def _check_cue_conflict(p: Path) -> str | None:

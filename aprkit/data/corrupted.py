@@ -56,7 +56,7 @@ def _check_severity(severity: int | None, allow_all: bool) -> int | None:
 def available_corruptions(root: str | Path) -> list[str]:
     """Corruptions present under a -C root (either layout), in benchmark order."""
     root = Path(root)
-    return [c for c in ALL_CORRUPTIONS if (root / f"{c}.npy").is_file() or _find_corruption_dir(root, c) is not None]
+    return [c for c in ALL_CORRUPTIONS if (root / f"{c}.npy").is_file() or corruption_folder(root, c) is not None]
 
 
 def check_cells_present(root: str | Path, grid: Sequence[tuple[str, int]], layout: Literal["cifar", "folder"],
@@ -196,13 +196,15 @@ def cell_folder(root: str | Path, corruption: str, severity: int) -> Path | None
     """The folder of one (corruption, severity) cell of a folder-layout -C root (a family level found too), or
     ``None`` when it is missing."""
     try:
-        cdir = _find_corruption_dir(Path(root).expanduser(), canonical_name(corruption))
+        cdir = corruption_folder(Path(root).expanduser(), canonical_name(corruption))
     except ValueError:  # an unknown name: the reader says so
         return None
     return None if cdir is None or not (cdir / str(severity)).is_dir() else cdir / str(severity)
 
 
-def _find_corruption_dir(root: Path, corruption: str) -> Path | None:
+def corruption_folder(root: Path, corruption: str) -> Path | None:
+    """The folder of ``corruption`` in a -C folder layout: ``root/<corruption>`` or ``root/<family>/<corruption>``
+    (ImageNet-C's archives), ``None`` when neither is there."""
     if (root / corruption).is_dir():
         return root / corruption
     for fam in FAMILIES:
@@ -224,7 +226,7 @@ def imagenet_c(root: str | Path, corruption: str, severity: int, *, classes: Seq
     severity = _check_severity(severity, allow_all=False)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} does not exist; expected the -C folder layout {_FOLDER_LAYOUT}")
-    cdir = _find_corruption_dir(root, corruption)
+    cdir = corruption_folder(root, corruption)
     if cdir is None:
         raise FileNotFoundError(f"{root / corruption} is missing; expected the -C folder layout {_FOLDER_LAYOUT}")
     sdir = cdir / str(severity)

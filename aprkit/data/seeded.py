@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -40,6 +41,35 @@ def seeded_global_rngs(seed: int) -> Iterator[None]:
             np.random.set_state(npy)
 
 
+def own_generator(transform: object, depth: int = 4) -> str | None:
+    """Where ``transform`` (or a transform it holds: a Compose's list, a module's children, an adapter's core) keeps
+    a ``torch.Generator`` of its own, as a dotted path; ``None`` when it draws from the global RNGs."""
+    seen: set[int] = set()
+
+    def visit(obj: object, path: str, left: int) -> str | None:
+        if id(obj) in seen or left < 0:
+            return None
+        seen.add(id(obj))
+        if isinstance(obj, (list, tuple)):
+            items: list[tuple[str, object]] = [(f"{path}[{i}]", v) for i, v in enumerate(obj)]
+        elif type(obj).__module__.split(".")[0] in ("aprkit", "torchvision", "torch", "kornia", "timm"):
+            items = ([(f"{path}.{k}", v) for k, v in vars(obj).items() if not k.startswith("_")]
+                     if hasattr(obj, "__dict__") else [])  # (private ones: re-seeded per call, e.g. AlbuAPRSingle's)
+            items += [(f"{path}.{k}", v) for k, v in getattr(obj, "_modules", {}).items()]
+        else:
+            return None
+        for where, v in items:
+            if isinstance(v, torch.Generator):
+                return where.lstrip(".")
+            if v is not None and not isinstance(v, (str, int, float, bool, torch.Tensor, dict)):
+                found = visit(v, where, left - 1)
+                if found is not None:
+                    return found
+        return None
+
+    return visit(transform, type(transform).__name__, depth) if transform is not None else None
+
+
 class SeededTransform(Dataset):
     """Read item ``i`` of ``base`` and apply ``transform`` under a seed derived from ``(seed, "item", epoch, i)``;
     call :meth:`set_epoch` at the start of each epoch (as with ``DistributedSampler``) for new draws.
@@ -51,6 +81,12 @@ class SeededTransform(Dataset):
     def __init__(self, base: Dataset, transform: Callable[[torch.Tensor], torch.Tensor] | None, seed: int):
         check_seed(seed)
         self.base, self.transform, self.seed, self.epoch = base, transform, int(seed), 0
+        held = own_generator(transform)
+        if held is not None:
+            warnings.warn(f"SeededTransform: the transform holds its own torch.Generator ({held}: seed= or generator= "
+                          "given), which its draws come from instead of the item's seed: they depend on the worker "
+                          "count and the order the items are read in. Create it without seed/generator (e.g. "
+                          "APRSingleV2()) to have per-item draws", RuntimeWarning, stacklevel=2)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

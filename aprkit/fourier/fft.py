@@ -125,7 +125,8 @@ def irfftn(z: torch.Tensor, sizes: list[int], fft_dims: tuple[int, ...]) -> torc
     8 MiB (eager, without autograd; ``fft_dims`` not containing dim 0)."""
     large = _large(z.numel(), z.element_size(), z)
     nd = z.ndim
-    if _rgb_route(z, fft_dims) and sizes[0] == 3 and sizes[1] == z.shape[-2]:  # else torch crops or pads
+    if z.is_complex() and _rgb_route(z, fft_dims) and sizes[0] == 3 and sizes[1] == z.shape[-2]:  # else torch
+        # crops or pads (or takes a real spectrum as complex)
         h, w = sizes[1], sizes[2]
         lead, n = z.shape[:-3], math.prod(z.shape[:-3])
         flat = z.reshape(n, *z.shape[-3:])

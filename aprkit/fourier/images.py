@@ -237,11 +237,12 @@ def phase_only(
     fft_dims = check_dims(dims, x, "x")
     if not isinstance(magnitude, (str, torch.Tensor)) and hasattr(magnitude, "__array__"):  # a NumPy array of them
         magnitude = torch.as_tensor(magnitude)
-    if isinstance(magnitude, torch.Tensor) and (magnitude.is_complex() or not bool((magnitude >= 0).all())):
+    if isinstance(magnitude, torch.Tensor) and (magnitude.is_complex() or not bool(
+            ((magnitude >= 0) & (magnitude < float("inf"))).all())):  # an inf amplitude gave NaN images
         got = ("a complex tensor" if magnitude.is_complex() else "negative values" if bool((magnitude < 0).any())
-               else "NaN values")  # NaN fails ">= 0" too: it was called negative
-        raise ValueError("magnitude must be a real amplitude spectrum, every value >= 0 (e.g. amplitude_phase(x)[0]), "
-                         f"got {got}")
+               else "infinite values" if bool(magnitude.isinf().any()) else "NaN values")
+        raise ValueError("magnitude must be a real amplitude spectrum, every value finite and >= 0 (e.g. "
+                         f"amplitude_phase(x)[0]), got {got}")
     if isinstance(magnitude, str) and magnitude not in ("unit", "mean"):
         raise ValueError(f"magnitude must be 'unit', 'mean' or a tensor, got {magnitude!r}")
     if x.numel() == 0:  # an empty batch comes back as it is (a new tensor), as from the pair ops

@@ -19,6 +19,7 @@ A *site* is where an activation is read or replaced:
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -116,8 +117,11 @@ class Site:
             raise TypeError(f"layer must be a module name (str), got {type(self.layer).__name__}")
         if self.site not in ("input", "output"):
             raise ValueError(f"site must be 'input' or 'output', got {self.site!r}")
-        if self.call_index is not None and (isinstance(self.call_index, bool) or not isinstance(self.call_index, int)):
+        if self.call_index is not None and (isinstance(self.call_index, bool)
+                                            or not isinstance(self.call_index, numbers.Integral)):
             raise TypeError(f"call_index must be an int or None, got {type(self.call_index).__name__}")
+        if self.call_index is not None:  # (a NumPy integer as an int: the site's label and cache key)
+            object.__setattr__(self, "call_index", int(self.call_index))
 
     def _split(self) -> tuple[str, str | None]:
         """``(module path, op)``: the op is the text after the last ``:`` when it is one of :data:`FUNCTIONAL_OPS`;
@@ -207,7 +211,7 @@ def list_blocks(model: nn.Module, example: torch.Tensor | None = None) -> list[s
     if not found:
         raise ValueError("found no repeated blocks (nn.Sequential of submodules) and no activation module held once "
                          "in the model; pass layers=[...] (aprkit eval: --set 'transplant_layers=[layer2.1]')")
-    return found if example is None else _in_call_order(model, found, example)
+    return found if example is None else in_call_order(model, found, example)
 
 
 @torch.no_grad()
@@ -223,7 +227,7 @@ def hooked_forward(model: nn.Module, example: torch.Tensor, hooks: Sequence[tupl
             h.remove()
 
 
-def _in_call_order(model: nn.Module, names: list[str], example: torch.Tensor) -> list[str]:
+def in_call_order(model: nn.Module, names: list[str], example: torch.Tensor) -> list[str]:
     """``names`` (modules of ``model``) in the order a forward pass on ``example`` first calls them; the ones it never
     calls keep their order, last."""
     modules = dict(model.named_modules())

@@ -37,7 +37,7 @@ from .normalize import Normalize, Preprocess, find_classifier, replace_head
 from .registry import tag_model
 from .robustbench import create_robustbench, import_robustbench
 from .state_dict import load_state_dict_into, num_classes_of
-from .weights_error import weights_error
+from .weights_error import stall_timeout, weights_error
 
 __all__ = ["Preprocess", "create_foreign", "check_foreign_spec", "fold_bn_compat", "import_robustbench"]
 
@@ -303,7 +303,8 @@ def _torchvision_pretrained(name: str, num_classes: int | None, kwargs: dict, dr
         check_zip_intact(cached, f"torchvision:{name} would load other weights than the published ones; delete it and "
                                  f"run again to download it afresh from {weights.url}, or pass checkpoint=FILE")
     try:
-        net = torchvision.models.get_model(name, weights=weights, **kwargs)
+        with stall_timeout(cached is None):
+            net = torchvision.models.get_model(name, weights=weights, **kwargs)
     except (ValueError, TypeError):
         raise
     except RuntimeError as e:

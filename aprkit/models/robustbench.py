@@ -297,7 +297,8 @@ def create_robustbench(name: str, checkpoint: str | os.PathLike[str] | None, kwa
         except (ValueError, TypeError, KeyError):
             raise
         except Exception as e:
+            cached = expected if not fetches and not (reads or "").startswith(_THROUGH_TIMM) else None
             raise weights_error(spec, "robustbench's model zoo", where, e,
-                                "--data-root (or $APRKIT_DATA)", random_init=False) from e
+                                "--data-root (or $APRKIT_DATA)", random_init=False, cached=cached) from e
     n = _head_check(net, spec, _CLASSES.get(dataset), num_classes, drop_head)
     return tag_model(_preprocess(net, spec, dataset, threat, model_name, n), spec, {})

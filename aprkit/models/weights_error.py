@@ -1,11 +1,14 @@
 """The error for pretrained weights that could not be loaded (timm, torchvision, robustbench): a cache folder that is
-not writable or full, a damaged file already in the cache, or no network, each with what to do about it."""
+not writable or full, a damaged file already in the cache, or no network, each with what to do about it; and the
+timeout a torch.hub download gets on a stalled connection."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["weights_error"]
+__all__ = ["HUB_STALL_TIMEOUT", "stall_timeout", "weights_error"]
 
 
 def weights_error(what: str, source: str, looked: str, e: BaseException, env: str, *, random_init: bool = True,
@@ -33,3 +36,24 @@ def weights_error(what: str, source: str, looked: str, e: BaseException, env: st
         "checkpoint=FILE (aprkit eval --checkpoint FILE)"
         + ("; random weights only with random_init=True (--random-init)" if random_init else "")
     )
+
+
+#: seconds a torch.hub download may wait on a silent connection (it opens URLs without a timeout: a stalled
+#: connection or proxy hung the call for ever)
+HUB_STALL_TIMEOUT = 60.0
+
+
+@contextlib.contextmanager
+def stall_timeout(downloads: bool) -> Iterator[None]:
+    """While a torch.hub download runs, sockets opened without a timeout get :data:`HUB_STALL_TIMEOUT` (the
+    process-wide default, restored after; one already set is kept)."""
+    import socket
+
+    if not downloads or socket.getdefaulttimeout() is not None:
+        yield
+        return
+    socket.setdefaulttimeout(HUB_STALL_TIMEOUT)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(None)

@@ -106,7 +106,11 @@ class AlbuAPRSingle(DualTransform):
         self.cast = cast
         self._generator = torch.Generator().manual_seed(0)  # re-seeded from albumentations' generator per call
         self._built: tuple[Any, APRSingle] | None = None
-        self._core()  # checks the settings now
+        core = self._core()  # checks the settings now
+        # kept as plain Python values, as albumentations' schemas keep theirs: a NumPy or 0-dim tensor severity (which
+        # the check takes) made A.save / A.to_dict fail
+        self.severity = core.batch.severity
+        self.ops = None if ops is None else [str(o) for o in ops]
 
     def _core(self) -> APRSingle:
         """The :class:`APRSingle` of the current settings: rebuilt when one was changed after construction (as

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from kornia.augmentation import IntensityAugmentationBase2D
 
-from ..._checks import check_probability
+from ..._checks import check_probability, check_value_range
 from ...corruptions.names import moves_pixels
 from ...corruptions.transforms import RandomCorruption
 from .kornia_aug import _Gate, _ours, _same_on_batch
@@ -35,6 +35,10 @@ class KorniaRandomCorruption(_Gate, IntensityAugmentationBase2D):
     ``same_on_batch=True`` gives every image the same corruption, severity and noise. The other arguments are
     ``RandomCorruption``'s, in its order (without its ``p``: kornia's ``p`` decides per image). Each image's own draws
     key its corruption, so a replay (``module(x, params=module._params)``, or a container's) repeats it in any batch.
+
+    Float images a little outside [0, 1] (an earlier step's overshoot in the same container: kornia's
+    ``RandomGaussianNoise``, an unclamped ``RandomAPRPair``) are clamped to [0, 1] first, as the other aprkit kornia
+    augmentations take them; 0..255 floats and normalised batches are refused.
 
     Masks, boxes and keypoints pass through (``data_keys`` of ``AugmentationSequential``) when no corruption of
     ``names`` moves pixels; with glass, motion or zoom blur or elastic among them (``MOVES_PIXELS``) they are refused,
@@ -67,6 +71,11 @@ class KorniaRandomCorruption(_Gate, IntensityAugmentationBase2D):
         gate = params.get("batch_prob")
         if gate is not None and (self.p < 1 or self.p_batch < 1):  # images kornia discards are not corrupted
             ours["apply"] = ours["apply"] & (torch.atleast_1d(gate).cpu() > 0.5)
+        if input.is_floating_point() and not torch.compiler.is_compiling():  # an earlier step's overshoot: clamped
+            lo, hi = (float(v) for v in torch.aminmax(input.detach()))
+            if lo < 0 or hi > 1:
+                check_value_range(input, lo, hi, "images", "KorniaRandomCorruption clamps them to [0, 1]")
+                input = input.clamp(0, 1)
         return self.core.apply(input, ours)
 
     def _refuse(self, what: str) -> None:

@@ -16,6 +16,11 @@ Variants:
   (global shape destroyed, local texture kept); accuracy on it measures how far local texture alone
   carries the class.
 
+Frequency bins where the phase donor has no amplitude (a grey image's colour bins over ``dims="chw"``) stay 0, as
+in every aprkit image op (``zero_bins="zero"``; the README's paragraph "A frequency bin where an image has no
+amplitude"): the reference formula
+``|A| * exp(i * angle(P))`` would give them phase 0 and the amplitude donor's energy there.
+
 ``phase_bias(decisions, phase_labels, amplitude_labels)`` is the functional metric;
 ``measure_phase_bias(model, data, ...)`` builds the stimuli (seeded) and runs the model.
 """
@@ -23,6 +28,7 @@ Variants:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -116,8 +122,9 @@ def sample_pairs(
     differing pair the same instead: :func:`aprkit.eval.analyses.transplant.sample_disagreeing_pairs`.)
     """
     labels = _as_index_tensor(labels, "labels")
-    if not isinstance(n_pairs, int) or isinstance(n_pairs, bool) or n_pairs < 1:
+    if not isinstance(n_pairs, numbers.Integral) or isinstance(n_pairs, bool) or n_pairs < 1:
         raise ValueError(f"n_pairs must be a positive integer, got {n_pairs!r}")
+    n_pairs = int(n_pairs)
     if len(labels) < 2 or bool((labels == labels[0]).all()):
         raise OneClass("labels must contain at least two different classes to form pairs of different classes")
     order = torch.argsort(labels, stable=True)
@@ -161,10 +168,11 @@ def phase_amplitude_conflict(
 def patch_grid(shape: Sequence[int], patch_size: int | tuple[int, int]) -> tuple[int, int, int, int]:
     """``(ph, pw, rows, cols)`` of a ``patch_size`` grid over images of ``shape`` (``(..., H, W)``); the patch size must
     divide the image size."""
-    if isinstance(patch_size, int) and not isinstance(patch_size, bool):
-        ph = pw = patch_size
-    elif isinstance(patch_size, (tuple, list)) and len(patch_size) == 2 and all(isinstance(v, int) for v in patch_size):
-        ph, pw = patch_size
+    if isinstance(patch_size, numbers.Integral) and not isinstance(patch_size, bool):
+        ph = pw = int(patch_size)
+    elif isinstance(patch_size, (tuple, list)) and len(patch_size) == 2 and all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in patch_size):
+        ph, pw = (int(v) for v in patch_size)
     else:
         raise TypeError(f"patch_size must be an int or a pair of ints (ph, pw), got {patch_size!r}")
     h, w = shape[-2], shape[-1]

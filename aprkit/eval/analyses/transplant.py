@@ -48,7 +48,7 @@ from ..._tensors import generator_device
 from ...hidden import codes as C
 from ...hidden.attach import PatchGrid, compiled_modules, token_layout
 from ...hidden.capture import predict_intervened
-from ...hidden.sites import Site, last_activation_site, list_blocks, resolve_module
+from ...hidden.sites import Site, in_call_order, last_activation_site, list_blocks, resolve_module
 from ...models.base import eval_mode
 from .transplant_data import Data, load_data, read_folder
 from .transplant_site import (
@@ -315,6 +315,12 @@ def layer_sweep(
             prep["num_prefix_tokens"], prep["grid"])
         if layers == "all":  # depth in the order the data passes the blocks (Twins defines them otherwise)
             targets, skipped = sweep_sites(list_blocks(model, images[:1].to(device)))
+        elif len(blocks) > 1:  # named layers too (a row's depth was its place in the list, the deepest row the last)
+            paths = {b: resolve_module(model, Site(b, "output").module_path)[0] for b in blocks}
+            order = in_call_order(model, list(dict.fromkeys(paths.values())), images[:1].to(device))
+            ordered = sorted(blocks, key=lambda b: order.index(paths[b]))  # (stable: one module's ops as named)
+            if ordered != blocks:
+                targets, skipped = sweep_sites(ordered)
         checked = []  # every site is checked before the first one's long computation
         for depth, block, t in targets:
             problem, site_codes = None, codes

@@ -7,6 +7,7 @@ the flags for trivial, inert, DC-readout and partial sites. ``site_problem`` say
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,9 +80,9 @@ def check_prefix_tokens(prefix_tokens: str) -> str:
 
 
 def check_n_control(n_control: Any) -> int:
-    if isinstance(n_control, bool) or not isinstance(n_control, int) or n_control < 1:
+    if isinstance(n_control, bool) or not isinstance(n_control, numbers.Integral) or n_control < 1:
         raise ValueError(f"n_control must be an integer >= 1 (the images and pairs of the controls), got {n_control!r}")
-    return n_control
+    return int(n_control)
 
 
 def site_rows(model, images, labels, clean, pairs, site, codes, dims, layout_kw, batch_size, n_control, device,

@@ -37,8 +37,9 @@ __all__ = ["TransplantSuite", "TransplantOptions", "TransplantResult"]
 #: 9: a phase transplant does not depend on its batch (a dead channel in one sample switched every sample to another
 #: rounding); 10: the sign code alone takes maps below 2x2 and vectors (a sign-only sweep left its 1x1 stages out),
 #: and "<block>:relu6" counts nn.ReLU6's F.hardtanh(x, 0, 6); 11: a 1x1 stage keeps its sign rows in a phase-and-sign
-#: sweep, token rows carry the ``prefix`` flag, and CPU forward passes run in blocks of 16 rows (aprkit._batch)
-_VERSION = 11
+#: sweep, token rows carry the ``prefix`` flag, and CPU forward passes run in blocks of 16 rows (aprkit._batch);
+#: 12: named layers' depth is their order in the forward pass (was their place in the list), the config names them
+_VERSION = 12
 _PREFIX = "transplant_"
 
 
@@ -144,6 +145,7 @@ class TransplantSuite(Suite[TransplantOptions]):
                         "config": {"n_images": int(images.shape[0]), "n_pairs": 0}, "note": f"not measured: {err}"}
             res.pop("figure", None)
             res["config"] = {k: res.pop(k) for k in ("n_images", "n_pairs", "num_outputs") if k in res}
+            res["config"]["layers"] = options.transplant_layers  # the headline's "last block" or named layer
             return res
 
         # the data's identity and the run's limit (which caps max_images) are part of the key; the options given at
@@ -157,20 +159,25 @@ class TransplantSuite(Suite[TransplantOptions]):
         return f"up to {n} images spread evenly over the set"
 
     def headline(self, result: Mapping[str, Any]) -> list[Measure]:
-        """Per code, the rate at which the deepest block's output follows the transplanted carrier."""
+        """Per site (the block output, then the input of its last nonlinearity: a ReLU network's pre-activation, where
+        its sign code shows while the output after ReLU and average pooling follows B by construction) and code, the
+        rate at which the deepest swept layer follows the transplanted carrier."""
         rows = result.get("rows") or []
         if not rows:
             return []
-        site = "output" if any(r["site"] == "output" for r in rows) else rows[0]["site"]
+        named = (result.get("config") or {}).get("layers", "all") != "all"
+        where = "deepest named layer" if named else "last block"
+        sites = [s for s in ("output", "input") if any(r["site"] == s for r in rows)] or [rows[0]["site"]]
         out = []
-        for code in dict.fromkeys(r["code"] for r in rows if r["site"] == site):
-            last, flags = last_row(rows, site, code)  # an inert or DC-readout site follows B by construction: say so
-            # the label is one row of a table of several models: the same for each; their own flags go in the note
-            name = f"transplant.{code}_follow_donor" + ("" if site == "output" else f"_{site.replace('-', '_')}")
-            out.append(Measure(name, f"transplant: follows the {code} donor (last block, {site})",
-                               last.get("follow_donor"), percent=True,
-                               note=f"last block, {site}: {'; '.join(flags)} (the report has every layer's rates)"
-                               if flags else ""))
+        for site in sites:
+            for code in dict.fromkeys(r["code"] for r in rows if r["site"] == site):
+                last, flags = last_row(rows, site, code)  # an inert or DC-readout site follows B by construction
+                # the label is one row of a table of several models: the same for each; their own flags in the note
+                name = f"transplant.{code}_follow_donor" + ("" if site == "output" else f"_{site.replace('-', '_')}")
+                out.append(Measure(name, f"transplant: follows the {code} donor ({where}, {site})",
+                                   last.get("follow_donor"), percent=True,
+                                   note=f"{where}, {site}: {'; '.join(flags)} (the report has every layer's rates)"
+                                   if flags else ""))
         return out
 
     def report(self, results: Mapping[str, dict], fig_dir: Path) -> ReportSection:
