@@ -376,6 +376,34 @@ def test_real_ffts_do_not_depend_on_the_thread_count(size):
         torch.testing.assert_close(out[1][1], out[2][1], rtol=0, atol=2e-6)
 
 
+@pytest.mark.parametrize("n", [1, 3])
+def test_one_image_alone_under_several_threads_is_the_image_in_its_batch(n):
+    """The channel DFT was a 3x3 complex matrix product: a product over one image (or fewer images than threads)
+    was split across threads, whose block edges round otherwise, so one image at 224 px alone under 2 threads moved by
+    3.6e-7 from the same image in a batch (fuzz tester: APRSingleBatch, swap_amplitude, a one-image chunk's tail).
+    Elementwise now: the same bits in any batch and under any thread count (threads beyond the cores: the same)."""
+    x = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(8))
+    y = x.roll(1, 0)
+    spectra = torch.fft.rfft2(x)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        want = [fr.fft._channel_dft(spectra.clone(), inv) for inv in (False, True)]
+        swapped = fr.swap_amplitude(x, y)
+        torch.set_num_threads(4)
+        got = [fr.fft._channel_dft(spectra[:n].clone(), inv) for inv in (False, True)]
+        swapped_n = fr.swap_amplitude(x[:n], y[:n])
+        same_2d = torch.equal(torch.fft.rfft2(x[:n]), spectra[:n])  # torch's own 2-D transforms, as a guard
+        same_c2r = torch.equal(torch.fft.irfft2(spectra[:n], s=(224, 224)),
+                               torch.fft.irfft2(spectra, s=(224, 224))[:n])
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b[:n])
+    if same_2d and same_c2r:
+        assert torch.equal(swapped_n, swapped[:n])
+
+
 def test_apr_ops_take_the_cpu_rgb_route(monkeypatch):
     """APR-P and the image ops on RGB batches run 2-D FFTs over (H, W) on the CPU (the channel DFT is a matrix
     product), never torch's 3-D transform over (C, H, W); grey images keep torch's transform."""

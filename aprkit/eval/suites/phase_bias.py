@@ -36,8 +36,9 @@ __all__ = ["PhaseBiasSuite", "PhaseBiasOptions", "PhaseBiasResult", "plot_phase_
 #: 3: a grey phase donor's channel frequencies 1 and 2 are exact zeros (phase 0), not rounding noise whose phase the
 #: stimulus took (about 1 % of CIFAR-10's test images are grey); 4: those bins have no phase and stay 0 (they took the
 #: amplitude donor's amplitude at phase 0, a spike at pixel (0, 0); ``aprkit.fourier.mixing.ZeroBins``); 5: a pair's
-#: stimulus does not depend on its batch (a grey donor in the batch switched every stimulus to another rounding)
-_VERSION = 5
+#: stimulus does not depend on its batch (a grey donor in the batch switched every stimulus to another rounding);
+#: 6: the CPU's channel DFT is elementwise (a matrix product rounded one image alone under several threads otherwise)
+_VERSION = 6
 _VARIANTS = (("full", "full swap"), ("low_frequency", "low-freq. swap"))
 
 
