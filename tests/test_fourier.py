@@ -405,8 +405,8 @@ def test_one_image_alone_under_several_threads_is_the_image_in_its_batch(n):
 
 
 def test_apr_ops_take_the_cpu_rgb_route(monkeypatch):
-    """APR-P and the image ops on RGB batches run 2-D FFTs over (H, W) on the CPU (the channel DFT is a matrix
-    product), never torch's 3-D transform over (C, H, W); grey images keep torch's transform."""
+    """APR-P and the image ops on RGB batches run 2-D FFTs over (H, W) on the CPU (the channel DFT is elementwise
+    arithmetic), never torch's 3-D transform over (C, H, W); grey images keep torch's transform."""
     calls = []
     real = torch.fft.rfftn
 
