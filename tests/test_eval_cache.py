@@ -775,9 +775,11 @@ def test_results_of_an_older_suite_version_in_the_folder_are_a_caveat(tmp_path, 
     from aprkit.eval.engine.run_record import _older
 
     # an entry written before suite versions were recorded: version 1, older than every suite changed since
+    from aprkit.eval.suites.phase_bias import PhaseBiasSuite
+
     assert _older({"m": {"phase-bias": {}, "shape-bias": {"suite_version": "3"}}}) == [
-        "the phase-bias (computed by an aprkit that recorded no suite versions; now 5) results of m come from an "
-        "older aprkit: evaluate the suite again to update them"]
+        f"the phase-bias (computed by an aprkit that recorded no suite versions; now {PhaseBiasSuite.version}) results "
+        "of m come from an older aprkit: evaluate the suite again to update them"]
 
 
 def test_a_model_librarys_release_is_part_of_the_fingerprint(monkeypatch):

@@ -15,6 +15,7 @@ import contextlib
 import random
 import warnings
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from torch.utils.data import Dataset
 from .._checks import check_seed, dataset_len
 from .._hash import derive_seed
 
-__all__ = ["SeededTransform", "seeded_global_rngs"]
+__all__ = ["SeededReads", "SeededTransform", "draws_random_numbers", "seeded_global_rngs"]
 
 
 @contextlib.contextmanager
@@ -39,6 +40,48 @@ def seeded_global_rngs(seed: int) -> Iterator[None]:
         finally:
             random.setstate(py)
             np.random.set_state(npy)
+
+
+def _np_state() -> tuple[bytes, int]:
+    """NumPy's global generator state as comparable values (its key array's bytes and position)."""
+    state: Any = np.random.get_state(legacy=True)  # ("MT19937", keys, pos, has_gauss, cached_gaussian)
+    return np.asarray(state[1]).tobytes(), int(state[2])
+
+
+def draws_random_numbers(dataset: Any, n: int = 2) -> bool:
+    """Whether reading the first ``n`` items of ``dataset`` moves torch's, NumPy's or Python's global generator (it
+    draws random numbers itself: its own random transform). Each item is read under a seed of its own, so the check
+    draws nothing from the caller's streams. (Comparing two reads of an item missed a coin flip that landed alike.)"""
+    for i in range(min(n, dataset_len(dataset))):
+        with seeded_global_rngs(derive_seed(0, "probe", i)):
+            before = (torch.random.get_rng_state(), _np_state(), random.getstate())
+            dataset[i]
+            after = (torch.random.get_rng_state(), _np_state(), random.getstate())
+        if not (torch.equal(before[0], after[0]) and before[1] == after[1] and before[2] == after[2]):
+            return True
+    return False
+
+
+class SeededReads(Dataset):
+    """``base`` read item by item under seeds of their own (``(seed, "read", i)``, through
+    :func:`seeded_global_rngs`): a dataset that draws random numbers when read (a random transform) then gives the
+    same items whatever the batch size, worker or process count, and again from run to run. Its other attributes
+    (``classes``, ``targets``, ``cache_id``, ...) are ``base``'s."""
+
+    def __init__(self, base: Any, seed: int = 0) -> None:
+        self.base, self.seed = base, int(seed)
+
+    def __len__(self) -> int:
+        return dataset_len(self.base)
+
+    def __getitem__(self, i: int) -> Any:
+        with seeded_global_rngs(derive_seed(self.seed, "read", int(i))):
+            return self.base[i]
+
+    def __getattr__(self, name: str) -> Any:  # (only for names not found on the wrapper itself)
+        if name in ("base", "seed") or name.startswith("__"):  # unpickling looks for hooks before base is set
+            raise AttributeError(name)
+        return getattr(self.base, name)
 
 
 def own_generator(transform: object, depth: int = 4) -> str | None:

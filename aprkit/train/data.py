@@ -17,17 +17,15 @@ mid-epoch skips the batches already done and draws the same data.
 from __future__ import annotations
 
 import itertools
-import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .._checks import dataset_len
 from ..data.loading import SubsetDataset, batch_source, dataset_tensors, worker_stop_signals
-from ..data.seeded import SeededTransform, seeded_global_rngs
+from ..data.seeded import SeededTransform, draws_random_numbers
 from .config import Config, expand_env
 from .data_checks import (
     check_crop_size,
@@ -201,24 +199,10 @@ def _fits_in_memory(ds: Dataset, cfg: Config) -> bool:
     return dataset_len(ds) * x0.numel() <= cfg.data.max_memory_mb * 2**20
 
 
-def _np_state() -> tuple[bytes, int]:
-    """NumPy's global generator state as comparable values (its key array's bytes and position)."""
-    state: Any = np.random.get_state(legacy=True)  # ("MT19937", keys, pos, has_gauss, cached_gaussian)
-    return np.asarray(state[1]).tobytes(), int(state[2])
-
-
 def _draws_per_epoch(items: SeededTransform) -> bool:
-    """Whether the dataset under ``items`` draws random numbers itself (its own random transform): reading its first
-    items moves torch's, NumPy's or Python's global generator. Read once into memory, its draws of the first epoch
-    would repeat every epoch. (Comparing the items of two epochs missed a coin flip that landed alike in both.)"""
-    for i in range(min(2, len(items))):
-        with seeded_global_rngs(items.item_seed(i, epoch=0)):
-            before = (torch.random.get_rng_state(), _np_state(), random.getstate())
-            items.base[i]
-            after = (torch.random.get_rng_state(), _np_state(), random.getstate())
-        if not (torch.equal(before[0], after[0]) and before[1] == after[1] and before[2] == after[2]):
-            return True
-    return False
+    """Whether the dataset under ``items`` draws random numbers itself (its own random transform): read once into
+    memory, its draws of the first epoch would repeat every epoch."""
+    return draws_random_numbers(items.base)
 
 
 class EpochBatches:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import threading
 import warnings
 import weakref
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from ..._checks import check_integer_labels, dataset_len, describe_value
+from ..._checks import check_integer_labels, dataset_len, describe_value, warning_level
 from ...data.arrays import NO_LABEL
 
 __all__ = ["TensorImageDataset", "as_dataset", "dataset_id", "memo_dataset_ids", "corrupted_cell_id"]
@@ -152,11 +153,47 @@ def as_dataset(data: Any, split: str = "test") -> Dataset:
     if isinstance(data, torch.Tensor):
         return TensorImageDataset(data)
     if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-        return data
+        return _seeded_if_drawing(data)
     raise TypeError(
         "data must be a dataset spec string (e.g. 'cifar10:ROOT', 'folder:ROOT'), a Dataset yielding "
         f"(uint8 image (C, H, W), int label), or an (images, labels) tensor pair; got {type(data).__name__}"
     )
+
+
+_PACKAGE = str(Path(__file__).parents[2]) + os.sep  # aprkit's files (and contextlib's), which the warning skips
+
+def _inside(filename: str) -> bool:
+    return filename.startswith(_PACKAGE) or filename == contextlib.__file__
+
+
+#: a caller's dataset -> itself, or its SeededReads when reading it draws random numbers (checked once per dataset)
+_READS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _seeded_if_drawing(data: Any) -> Any:
+    """``data``, or read under per-item seeds (:class:`aprkit.data.seeded.SeededReads`) when reading its items draws
+    random numbers (a random transform): the evaluation's loaders read such a dataset's items from the global
+    generators of whichever process and batch they fell in, so its numbers depended on the batch size and worker
+    count, and with no workers changed from run to run. Datasets handing out whole batches are read as they are."""
+    from ...data.seeded import SeededReads, draws_random_numbers
+    from ...data.subsets import batch_source
+
+    if isinstance(data, SeededReads) or batch_source(data) is not None:
+        return data
+    try:
+        return _READS[data]
+    except (KeyError, TypeError):  # not seen yet, or not weak-referenceable (then checked each time)
+        pass
+    out = data
+    if draws_random_numbers(data):
+        warnings.warn(f"the evaluation data ({type(data).__name__}) draws random numbers when its items are read (a "
+                      "random transform?): each item is read under a seed of its own, so its numbers do not depend on "
+                      "the batch size or worker count; evaluate without random transforms unless that is meant",
+                      RuntimeWarning, stacklevel=warning_level(_inside))
+        out = SeededReads(data)
+    with contextlib.suppress(TypeError):
+        _READS[data] = out
+    return out
 
 
 def dataset_id(data: Any, split: str = "test") -> str:
