@@ -672,3 +672,62 @@ def test_an_architecture_taken_from_a_file_name_is_said_to_be_a_guess(tmp_path):
     with pytest.raises(ValueError, match=r"resnet56 \(a CIFAR ResNet\) was taken from the file name .*pass the "
                                          r"architecture"):
         load_model(path)
+
+
+def test_a_stalled_hub_download_times_out_and_the_default_is_restored(monkeypatch):
+    """torch.hub opens its URLs without a timeout: a connection that never answered hung load_model for ever (data
+    tester). While a download may run, sockets get HUB_STALL_TIMEOUT; overlapping downloads share it, the last one
+    restores the default, and a default of the caller's own is left alone (review)."""
+    import socket
+
+    from aprkit.models import weights_error as we
+
+    before = socket.getdefaulttimeout()
+    try:
+        socket.setdefaulttimeout(None)
+        with we.stall_timeout(True):
+            assert socket.getdefaulttimeout() == we.HUB_STALL_TIMEOUT
+            with we.stall_timeout(True):
+                pass
+            assert socket.getdefaulttimeout() == we.HUB_STALL_TIMEOUT  # the first download still runs
+        assert socket.getdefaulttimeout() is None
+        with we.stall_timeout(False):
+            assert socket.getdefaulttimeout() is None
+        socket.setdefaulttimeout(5.0)
+        with we.stall_timeout(True):
+            assert socket.getdefaulttimeout() == 5.0
+        assert socket.getdefaulttimeout() == 5.0
+    finally:
+        socket.setdefaulttimeout(before)
+
+
+def test_a_torchvision_download_through_a_silent_connection_fails_instead_of_hanging(tmp_path, monkeypatch):
+    """Through a proxy (127.0.0.1) that accepts the connection and never answers, the download gave up only when the
+    user killed it (data tester): now after HUB_STALL_TIMEOUT, named as a download error."""
+    import socket
+    import threading
+
+    from aprkit.data.download import DownloadError
+    from aprkit.models import weights_error as we
+
+    pytest.importorskip("torchvision")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    held: list = []
+    threading.Thread(target=lambda: held.extend(server.accept() for _ in range(2)), daemon=True).start()
+    monkeypatch.setattr(we, "HUB_STALL_TIMEOUT", 1.0)
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    import urllib.request
+
+    monkeypatch.setattr(urllib.request, "_opener", None)  # urlopen's opener reads the proxies when it is built
+    try:
+        with pytest.raises(DownloadError, match="timed out"):
+            load_model("torchvision:resnet18")
+    finally:
+        server.close()
+    assert socket.getdefaulttimeout() is None

@@ -1060,3 +1060,14 @@ def test_errors_name_the_users_arguments_and_shapes():
     with pytest.raises(ValueError, match=r"images of shape \(40, 32, 32, 3\) looks like channels-last"):
         transplant_test(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10)),
                         torch.rand(40, 32, 32, 3), ["0"])
+
+
+def test_named_layers_are_swept_in_the_order_their_outputs_are_made(setup):
+    """Named layers took their depth from the list, so the headline's "deepest" row was the last one named; ordered
+    by the first call, a module holding another (blocks, blocks.1) came before it though its output comes after
+    (review): the order their outputs are made, blocks.1 then blocks (its last block's output, the same map)."""
+    model, x = setup
+    res = layer_sweep(model, x, ["blocks", "blocks.1", "stem"], sites=("output",), codes=("sign",), n_pairs=8,
+                      n_control=8)
+    assert [(r["block"], r["depth"]) for r in res["rows"]] == [("stem", 0), ("blocks.1", 1), ("blocks", 2)]
+    assert res["rows"][1]["follow_donor"] == res["rows"][2]["follow_donor"]  # one map at both sites

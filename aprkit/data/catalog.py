@@ -19,6 +19,7 @@ names below): where each file comes from, its MD5, the folder it lands in and th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,8 @@ def _cifar(name: str, archive: str, md5: str) -> Source:
 
 def _check_folder_c(p: Path) -> str | None:
     """Complete when each of the 15 benchmark corruptions has its severity folders ``1`` to ``5`` holding the same
-    number (at least one) of class folders: folder checks only (a missing image inside a class folder goes unseen)."""
+    number (at least one) of class folders (not hidden ones, as the reader): folder checks only (a missing image inside
+    a class folder goes unseen)."""
     from .corrupted import BENCHMARK_CORRUPTIONS, corruption_folder
 
     folders = {c: corruption_folder(p, c) for c in BENCHMARK_CORRUPTIONS}
@@ -95,7 +97,7 @@ def _check_folder_c(p: Path) -> str | None:
     for c, d in folders.items():
         for s in range(1, 6):
             sdir = d / str(s)  # type: ignore[operator]
-            n = sum(1 for e in sdir.iterdir() if e.is_dir()) if sdir.is_dir() else 0
+            n = sum(1 for e in os.scandir(sdir) if e.is_dir() and not e.name.startswith(".")) if sdir.is_dir() else 0
             counts.add(n)
             if n == 0:
                 problems.append(f"{c}/{s}")

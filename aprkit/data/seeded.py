@@ -84,7 +84,7 @@ class SeededReads(Dataset):
         return getattr(self.base, name)
 
 
-def own_generator(transform: object, depth: int = 4) -> str | None:
+def own_generator(transform: object, depth: int = 12) -> str | None:
     """Where ``transform`` (or a transform it holds: a Compose's list, a module's children, an adapter's core) keeps
     a ``torch.Generator`` of its own, as a dotted path; ``None`` when it draws from the global RNGs."""
     seen: set[int] = set()
@@ -93,7 +93,7 @@ def own_generator(transform: object, depth: int = 4) -> str | None:
         if id(obj) in seen or left < 0:
             return None
         seen.add(id(obj))
-        if isinstance(obj, (list, tuple)):
+        if isinstance(obj, (list, tuple)):  # (a level of its own: Compose([RandomApply([...])]) nests four deep)
             items: list[tuple[str, object]] = [(f"{path}[{i}]", v) for i, v in enumerate(obj)]
         elif type(obj).__module__.split(".")[0] in ("aprkit", "torchvision", "torch", "kornia", "timm"):
             items = ([(f"{path}.{k}", v) for k, v in vars(obj).items() if not k.startswith("_")]

@@ -15,8 +15,10 @@ They return what the ``torch.fft`` functions of the same names return (to float 
   64x3x224x224), and the channel DFT's passes run on what the 2-D transform left in cache.
 
 RGB images are transformed one by one either way, so their results do not depend on the batch size, the
-chunking or the thread count (tested bit for bit), and a CPU graph under ``torch.compile`` takes the RGB route too
-(the eager numbers). On accelerators these are the plain torch calls. Gradients flow through every route.
+chunking or the thread count (tested bit for bit; but the inverse's 2-D transform is torch's c2r, which MKL rounds
+otherwise with the thread count at some sizes, e.g. odd widths up to 15 px here), and a CPU graph under
+``torch.compile`` takes the RGB route too (the eager numbers). On accelerators these are the plain torch calls.
+Gradients flow through every route.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ _C3 = math.sqrt(3.0) / 2
 
 def _channel_dft(t: torch.Tensor, inverse: bool, out: torch.Tensor | None = None) -> torch.Tensor:
     """The three-point DFT (``inverse``: its inverse) over dim -3 of a complex ``(..., 3, h, w)`` tensor; returns
-    ``(n, 3, h * w)`` (``n`` the flattened leading dims), written into ``out`` when given.
+    ``(n, 3, h * w)`` (``n`` the flattened leading dims; with autograd or under ``torch.compile`` ``t``'s shape),
+    written into ``out`` when given.
 
     With ``s = x1 + x2`` and ``d = x1 - x2``: ``X0 = x0 + s`` and ``X1, X2 = (x0 - s / 2) -+ i c d`` (the inverse:
     the same with ``+-`` and a third of each). Elementwise adds and products by a power of two or a purely imaginary
@@ -53,17 +56,19 @@ def _channel_dft(t: torch.Tensor, inverse: bool, out: torch.Tensor | None = None
     image's product across threads, and rounds the columns at its block edges otherwise). Equal channels (a grey
     image) give exact zeros at the channel frequencies 1 and 2, as torch's own radix-3 pass does, so no rounding noise
     is left there for an amplitude swap to take the phase of. ``t`` is not written."""
-    flat = t.reshape(-1, 3, t.shape[-2] * t.shape[-1])
-    x0, x1, x2 = flat[:, 0], flat[:, 1], flat[:, 2]
+    functional = needs_grad(t) or torch.compiler.is_compiling()  # out-of-place: autograd; Dynamo takes no strided
+    # out= (and no reshape to (n, 3, h * w) there: Inductor's backward under dynamic shapes lost a size symbol)
+    flat = t if functional else t.reshape(-1, 3, t.shape[-2] * t.shape[-1])
+    x0, x1, x2 = flat.unbind(-3 if functional else 1)
     s, d = x1 + x2, x1 - x2
     if inverse:  # a third folded into the terms: x0 / 3 + s / 3, x0 / 3 - s / 6 -+ ... (no pass over the result)
         x0 = x0 * (1 / 3)
         s.mul_(1 / 3)  # (in place on a fresh sum: autograd keeps no copy of it)
     w = complex(0, _C3 / 3 if inverse else -_C3)
-    if needs_grad(flat) or torch.compiler.is_compiling():  # out-of-place (autograd; Dynamo takes no strided out=):
-        u, e = torch.add(x0, s, alpha=-0.5), d * w  # the same operations, the same numbers
-        y = torch.stack([x0 + s, u + e, u - e], 1)
-        return y if out is None else out.copy_(y)
+    if functional:  # the same operations, the same numbers; (..., 3, h, w)
+        u, e = torch.add(x0, s, alpha=-0.5), d * w
+        y = torch.stack([x0 + s, u + e, u - e], -3)
+        return y if out is None else out.copy_(y.reshape(out.shape))
     out = torch.empty_like(flat) if out is None else out
     o0, o1, o2 = out[:, 0], out[:, 1], out[:, 2]
     torch.add(x0, s, out=o0)

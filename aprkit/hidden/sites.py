@@ -227,18 +227,19 @@ def hooked_forward(model: nn.Module, example: torch.Tensor, hooks: Sequence[tupl
             h.remove()
 
 
-def in_call_order(model: nn.Module, names: list[str], example: torch.Tensor) -> list[str]:
-    """``names`` (modules of ``model``) in the order a forward pass on ``example`` first calls them; the ones it never
-    calls keep their order, last."""
+def in_call_order(model: nn.Module, names: list[str], example: torch.Tensor, returned: bool = False) -> list[str]:
+    """``names`` (modules of ``model``) in the order a forward pass on ``example`` first calls them (``returned``: the
+    order their first calls return, where a module comes after the modules inside it, as its output after theirs);
+    the ones it never calls keep their order, last."""
     modules = dict(model.named_modules())
     first: dict[str, int] = {}
 
     def hook(name: str) -> Callable[..., None]:
-        def called(m: nn.Module, a: object) -> None:
+        def called(m: nn.Module, *a: object) -> None:
             first.setdefault(name, len(first))
         return called
 
-    hooked_forward(model, example, [(modules[n], hook(n)) for n in names], pre=True)
+    hooked_forward(model, example, [(modules[n], hook(n)) for n in names], pre=not returned)
     return sorted(names, key=lambda n: (first.get(n, len(names)), names.index(n)))
 
 

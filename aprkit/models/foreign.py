@@ -218,7 +218,8 @@ def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head
 
     unreachable = not getattr(constants, "HF_HUB_OFFLINE", False) and not _reachable(constants.ENDPOINT)
     try:
-        with _hub_offline(constants, unreachable):  # from the cache at once, not after a minute of retries
+        # from the cache at once, not after a minute of retries; weights timm fetches by URL go through torch.hub
+        with _hub_offline(constants, unreachable), stall_timeout(not unreachable):
             net: Any = timm.create_model(name, pretrained=True, **kwargs)  # timm attributes (num_classes, ...)
     except (ValueError, TypeError):
         raise

@@ -5,6 +5,7 @@ timeout a torch.hub download gets on a stalled connection."""
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,18 +43,30 @@ def weights_error(what: str, source: str, looked: str, e: BaseException, env: st
 #: connection or proxy hung the call for ever)
 HUB_STALL_TIMEOUT = 60.0
 
+_STALL_LOCK = threading.Lock()
+_STALL_USERS = [0]  # the downloads inside stall_timeout now: the last one out restores the default
+
 
 @contextlib.contextmanager
 def stall_timeout(downloads: bool) -> Iterator[None]:
-    """While a torch.hub download runs, sockets opened without a timeout get :data:`HUB_STALL_TIMEOUT` (the
-    process-wide default, restored after; one already set is kept)."""
+    """While a torch.hub download may run, sockets opened without a timeout get :data:`HUB_STALL_TIMEOUT`. It is the
+    process-wide default, so sockets other threads open meanwhile get it too; overlapping downloads share it, the
+    last one restores ``None``, and a default of the caller's own (set before, or meanwhile) is left as it is."""
     import socket
 
-    if not downloads or socket.getdefaulttimeout() is not None:
+    if not downloads:
         yield
         return
-    socket.setdefaulttimeout(HUB_STALL_TIMEOUT)
+    with _STALL_LOCK:
+        ours = _STALL_USERS[0] > 0 or socket.getdefaulttimeout() is None
+        if ours:
+            _STALL_USERS[0] += 1
+            socket.setdefaulttimeout(HUB_STALL_TIMEOUT)
     try:
         yield
     finally:
-        socket.setdefaulttimeout(None)
+        if ours:
+            with _STALL_LOCK:
+                _STALL_USERS[0] -= 1
+                if _STALL_USERS[0] == 0 and socket.getdefaulttimeout() == HUB_STALL_TIMEOUT:
+                    socket.setdefaulttimeout(None)

@@ -71,11 +71,11 @@ class KorniaRandomCorruption(_Gate, IntensityAugmentationBase2D):
         gate = params.get("batch_prob")
         if gate is not None and (self.p < 1 or self.p_batch < 1):  # images kornia discards are not corrupted
             ours["apply"] = ours["apply"] & (torch.atleast_1d(gate).cpu() > 0.5)
-        if input.is_floating_point() and not torch.compiler.is_compiling():  # an earlier step's overshoot: clamped
-            lo, hi = (float(v) for v in torch.aminmax(input.detach()))
-            if lo < 0 or hi > 1:
+        if input.is_floating_point():  # an earlier step's overshoot: clamped (compiled too, the check eager only)
+            if not torch.compiler.is_compiling():
+                lo, hi = (float(v) for v in torch.aminmax(input.detach()))
                 check_value_range(input, lo, hi, "images", "KorniaRandomCorruption clamps them to [0, 1]")
-                input = input.clamp(0, 1)
+            input = input.clamp(0, 1)
         return self.core.apply(input, ours)
 
     def _refuse(self, what: str) -> None:

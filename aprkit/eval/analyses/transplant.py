@@ -258,6 +258,7 @@ def layer_sweep(
     ``"skipped"`` with ``"codes": ["phase"]``. A site named in ``layers`` that cannot be transplanted with every code
     asked for is an error before anything is computed.
     Returns ``{"rows", "skipped", "table" (Markdown), "figure" (path or None), ...}``; ``plot`` is a PNG path.
+    A row's ``depth`` is its block's place in the forward pass (named layers: in the order their outputs are made).
     ``cache`` (``get(key)``/``put(key, value)``) stores each finished site so a rerun resumes.
     Other keyword arguments are those of :func:`transplant_test`.
     """
@@ -315,9 +316,10 @@ def layer_sweep(
             prep["num_prefix_tokens"], prep["grid"])
         if layers == "all":  # depth in the order the data passes the blocks (Twins defines them otherwise)
             targets, skipped = sweep_sites(list_blocks(model, images[:1].to(device)))
-        elif len(blocks) > 1:  # named layers too (a row's depth was its place in the list, the deepest row the last)
+        elif len(blocks) > 1:  # named layers too (a row's depth was its place in the list, the deepest row the last):
+            # in the order their outputs are made (a module nested in another, layer4.0 in layer4, comes first)
             paths = {b: resolve_module(model, Site(b, "output").module_path)[0] for b in blocks}
-            order = in_call_order(model, list(dict.fromkeys(paths.values())), images[:1].to(device))
+            order = in_call_order(model, list(dict.fromkeys(paths.values())), images[:1].to(device), returned=True)
             ordered = sorted(blocks, key=lambda b: order.index(paths[b]))  # (stable: one module's ops as named)
             if ordered != blocks:
                 targets, skipped = sweep_sites(ordered)

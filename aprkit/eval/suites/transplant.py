@@ -159,9 +159,10 @@ class TransplantSuite(Suite[TransplantOptions]):
         return f"up to {n} images spread evenly over the set"
 
     def headline(self, result: Mapping[str, Any]) -> list[Measure]:
-        """Per site (the block output, then the input of its last nonlinearity: a ReLU network's pre-activation, where
-        its sign code shows while the output after ReLU and average pooling follows B by construction) and code, the
-        rate at which the deepest swept layer follows the transplanted carrier."""
+        """Per site (the block output, then the input of its last nonlinearity -- of a named layer: its input --, a
+        ReLU network's pre-activation, where its sign code shows while the output after ReLU and average pooling
+        follows B by construction) and code, the rate at which the deepest swept layer follows the transplanted
+        carrier."""
         rows = result.get("rows") or []
         if not rows:
             return []
