@@ -89,3 +89,5 @@ def test_an_earlier_steps_overshoot_is_clamped_and_other_ranges_refused(batch):
         KorniaRandomCorruption(["contrast"])((batch - 0.45) / 0.25)
     with pytest.raises(ValueError, match=r"got shape \(2, 4, 16, 16\)"):
         KorniaRandomCorruption(["contrast"])(torch.rand(2, 4, 16, 16))
+    compiled = torch.compile(KorniaRandomCorruption(["contrast"], seed=0), backend="eager")  # clamped there too
+    torch.testing.assert_close(compiled(over), KorniaRandomCorruption(["contrast"], seed=0)(over))

@@ -257,6 +257,8 @@ def test_a_folder_layout_missing_severities_is_incomplete_and_download_fills_it(
     path = ensure_source("tinyimagenet-c", root=tmp_path, download=True, progress=False, mirror=server.url)
     check = CATALOG["tinyimagenet-c"].check
     assert check(path) is None
+    (path / "fog" / "3" / ".ipynb_checkpoints").mkdir()  # hidden: no class folder to the reader, nor to the check
+    assert check(path) is None
     for p in sorted((path / "fog" / "5").rglob("*"), reverse=True):
         p.unlink() if p.is_file() else p.rmdir()
     (path / "fog" / "5").rmdir()
