@@ -354,7 +354,7 @@ def test_irfftn_takes_a_real_spectrum_as_torch_does():
 
 @pytest.mark.parametrize("size", [32, 299])
 def test_real_ffts_do_not_depend_on_the_thread_count(size):
-    """1 or 2 threads, the same bits: both batches are chunked (over 1 MiB), and each chunk holds an image per
+    """1 or 2 threads, the same bits: at 299 px the batch is chunked (over 8 MiB), and each chunk holds an image per
     thread. The inverse only where torch's own row-wise c2r is: MKL's c2r differs in the last bit between thread
     counts on some CPUs and sizes (12 px on one machine here, 32 px on an AVX-512 EPYC), which aprkit cannot change
     without a slower inverse; there the two must agree to float rounding."""
@@ -378,10 +378,10 @@ def test_real_ffts_do_not_depend_on_the_thread_count(size):
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_one_image_alone_under_several_threads_is_the_image_in_its_batch(n):
-    """The channel DFT was a 3x3 complex matrix product: a product over one image (or fewer images than threads)
-    was split across threads, whose block edges round otherwise, so one image at 224 px alone under 2 threads moved by
-    3.6e-7 from the same image in a batch (fuzz tester: APRSingleBatch, swap_amplitude, a one-image chunk's tail).
-    Elementwise now: the same bits in any batch and under any thread count (threads beyond the cores: the same)."""
+    """The channel DFT's 3x3 complex matrix product over one image (or fewer images than threads) was split across
+    threads, whose block edges round otherwise, so one image at 224 px alone under 2 threads moved by 3.6e-7 from the
+    same image in a batch (fuzz tester: APRSingleBatch, swap_amplitude, a one-image chunk's tail). It runs on one
+    thread now: the same bits in any batch and under any thread count (threads beyond the cores: the same)."""
     x = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(8))
     y = x.roll(1, 0)
     spectra = torch.fft.rfft2(x)
@@ -405,8 +405,8 @@ def test_one_image_alone_under_several_threads_is_the_image_in_its_batch(n):
 
 
 def test_apr_ops_take_the_cpu_rgb_route(monkeypatch):
-    """APR-P and the image ops on RGB batches run 2-D FFTs over (H, W) on the CPU (the channel DFT is elementwise
-    arithmetic), never torch's 3-D transform over (C, H, W); grey images keep torch's transform."""
+    """APR-P and the image ops on RGB batches run 2-D FFTs over (H, W) on the CPU (the channel DFT is a matrix
+    product), never torch's 3-D transform over (C, H, W); grey images keep torch's transform."""
     calls = []
     real = torch.fft.rfftn
 
@@ -498,8 +498,8 @@ def test_every_image_op_compiles_into_one_graph():
 @pytest.mark.slow
 def test_an_amplitude_swap_differentiates_under_a_dynamic_compile():
     """Inductor's backward of the CPU route under dynamic shapes lost a size symbol of the channel DFT's reshape
-    (NameError in its generated code; review of the elementwise DFT): the compiled swap's gradient is eager's. About
-    15 s of Inductor compile."""
+    (NameError in its generated code; review of an elementwise DFT, and of a thread switch inside the graph): the
+    compiled swap's gradient is eager's. About 15 s of Inductor compile."""
     torch._dynamo.reset()
     a = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1), requires_grad=True)
     b = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
@@ -512,9 +512,9 @@ def test_an_amplitude_swap_differentiates_under_a_dynamic_compile():
 def test_the_channel_dft_gives_the_same_numbers_with_and_without_autograd():
     z = torch.fft.rfft2(torch.rand(3, 3, 9, 10, generator=torch.Generator().manual_seed(3)))
     for inverse in (False, True):
-        plain = fr.fft._channel_dft(z.clone(), inverse).view(z.shape)
+        plain = fr.fft._channel_dft(z.clone(), inverse).reshape(z.shape)
         graph = fr.fft._channel_dft(z.clone().requires_grad_(True), inverse)
-        assert graph.requires_grad and torch.equal(graph.detach(), plain)
+        assert graph.requires_grad and torch.equal(graph.detach().reshape(z.shape), plain)
 
 
 def test_mix_spectra_moves_a_host_lam_to_the_spectrum():

@@ -6,24 +6,27 @@ They return what the ``torch.fft`` functions of the same names return (to float 
 
 * **RGB over (C, H, W).** torch transforms the length-3 channel axis as one more strided FFT pass over the
   whole batch, which on the CPU costs about as much as the 2-D transform itself. Here the 2-D real FFT runs
-  over (H, W) and the three-point DFT over the channels is a few elementwise operations on the three channel
-  planes (the inverse comes before the 2-D inverse). On one thread the forward-plus-inverse pair ran 1.5x faster than
-  torch's at 256x3x32x32 and 1.9x at 64x3x224x224 (``benchmarks/bench_augment.py`` prints the ratio).
-* **Batches** (half spectrum over 1 MiB; eager calls without autograd) run in chunks of about 512 KiB
+  over (H, W) and the three-point DFT over the channels is a 3x3 complex matrix product on one thread (the
+  inverse product comes before the 2-D inverse). On one thread the forward-plus-inverse pair ran 1.8-2.0x faster
+  than torch's at 256x3x32x32 and 64x3x224x224 (``benchmarks/bench_augment.py`` prints the ratio).
+* **Large batches** (half spectrum over 8 MiB; eager calls without autograd) run in chunks of about 2 MiB
   along the flattened leading dims. For a batch torch copies the whole spectrum into transposed layouts, and
   once that is out of cache the copies cost as much as the transforms (the inverse ran 2.4x faster at
-  64x3x224x224), and the channel DFT's passes run on what the 2-D transform left in cache.
+  64x3x224x224).
 
 RGB images are transformed one by one either way, so their results do not depend on the batch size, the
 chunking or the thread count (tested bit for bit; but the inverse's 2-D transform is torch's c2r, which MKL rounds
 otherwise with the thread count at some sizes, e.g. odd widths up to 15 px here), and a CPU graph under
-``torch.compile`` takes the RGB route too (the eager numbers). On accelerators these are the plain torch calls.
+``torch.compile`` takes the RGB route too (the eager numbers on one thread: a graph cannot switch its matrix product
+to one thread). On accelerators these are the plain torch calls.
 Gradients flow through every route.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 
@@ -33,50 +36,77 @@ from .._tensors import needs_grad
 __all__ = ["rfftn", "irfftn", "fftn", "ifftn"]
 
 #: on the CPU, half spectra larger than this are transformed in chunks of about _CHUNK_BYTES along the leading dims
-#: (cache-sized: the channel DFT's elementwise passes then run on what the 2-D transform left in cache; at 256 x
-#: 3x32x32 on one thread the route's forward-plus-inverse ran 1.5x faster in chunks of 512 KiB than unchunked)
-_CHUNKED_ABOVE, _CHUNK_BYTES = 1 << 20, 512 << 10
+_CHUNKED_ABOVE, _CHUNK_BYTES = 8 << 20, 2 << 20
+
+
+def _dft3_matrix(dtype: torch.dtype, inverse: bool) -> torch.Tensor:
+    """The three-point DFT matrix (``exp(-2 pi i j k / 3)``; the inverse: conjugate over 3) in complex ``dtype``."""
+    jk = torch.outer(torch.arange(3, dtype=torch.float64), torch.arange(3, dtype=torch.float64))
+    m = torch.polar(torch.ones(3, 3, dtype=torch.float64), (2 if inverse else -2) * math.pi / 3 * jk)
+    return (m / 3 if inverse else m).to(dtype)
+
+
+#: the CPU route's constants, per (complex dtype, inverse): built once here (a compiled graph takes them as constants)
+_DFT3 = {(dt, inv): _dft3_matrix(dt, inv) for dt in (torch.complex64, torch.complex128) for inv in (False, True)}
 
 
 _ROUTE_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 
-#: the three-point DFT's twiddle parts: ``w = exp(-2 pi i / 3) = -1/2 - i c`` with ``c = sqrt(3) / 2``
-_C3 = math.sqrt(3.0) / 2
+
+def _dft3_diff_matrix(dtype: torch.dtype) -> torch.Tensor:
+    """The forward DFT over ``(x_0, x_1 - x_0, x_2 - x_0)``: ``X_0 = 3 x_0 + d_1 + d_2``, ``X_k = w^k d_1 + w^2k d_2``
+    for ``k = 1, 2`` (each row of the DFT matrix but the first sums to 0)."""
+    m = _DFT3[dtype, False].clone()
+    m[0] = torch.tensor([3.0, 1.0, 1.0], dtype=dtype)
+    m[1:, 0] = 0
+    return m
+
+
+_DFT3_DIFF = {dt: _dft3_diff_matrix(dt) for dt in (torch.complex64, torch.complex128)}
 
 
 def _channel_dft(t: torch.Tensor, inverse: bool, out: torch.Tensor | None = None) -> torch.Tensor:
-    """The three-point DFT (``inverse``: its inverse) over dim -3 of a complex ``(..., 3, h, w)`` tensor; returns
-    ``(n, 3, h * w)`` (``n`` the flattened leading dims; with autograd or under ``torch.compile`` ``t``'s shape),
-    written into ``out`` when given.
+    """The three-point DFT (``inverse``: its inverse) over dim -3 of a complex ``(..., 3, h, w)`` tensor, as one matrix
+    product on one thread (:func:`_one_thread`); returns ``(n, 3, h * w)`` (``n`` the flattened leading dims), written
+    into ``out`` when given.
 
-    With ``s = x1 + x2`` and ``d = x1 - x2``: ``X0 = x0 + s`` and ``X1, X2 = (x0 - s / 2) -+ i c d`` (the inverse:
-    the same with ``+-`` and a third of each). Elementwise adds and products by a power of two or a purely imaginary
-    constant, each rounded once per component whatever the kernel (vectorised or not, any thread split), so an image's
-    result does not depend on the thread count or its batch (a 3x3 complex matrix product did: BLAS splits a single
-    image's product across threads, and rounds the columns at its block edges otherwise). Equal channels (a grey
-    image) give exact zeros at the channel frequencies 1 and 2, as torch's own radix-3 pass does, so no rounding noise
-    is left there for an amplitude swap to take the phase of. ``t`` is not written."""
-    functional = needs_grad(t) or torch.compiler.is_compiling()  # out-of-place: autograd; Dynamo takes no strided
-    # out= (and no reshape to (n, 3, h * w) there: Inductor's backward under dynamic shapes lost a size symbol)
-    flat = t if functional else t.reshape(-1, 3, t.shape[-2] * t.shape[-1])
-    x0, x1, x2 = flat.unbind(-3 if functional else 1)
-    s, d = x1 + x2, x1 - x2
-    if inverse:  # a third folded into the terms: x0 / 3 + s / 3, x0 / 3 - s / 6 -+ ... (no pass over the result)
-        x0 = x0 * (1 / 3)
-        s.mul_(1 / 3)  # (in place on a fresh sum: autograd keeps no copy of it)
-    w = complex(0, _C3 / 3 if inverse else -_C3)
-    if functional:  # the same operations, the same numbers; (..., 3, h, w)
-        u, e = torch.add(x0, s, alpha=-0.5), d * w
-        y = torch.stack([x0 + s, u + e, u - e], -3)
-        return y if out is None else out.copy_(y.reshape(out.shape))
-    out = torch.empty_like(flat) if out is None else out
-    o0, o1, o2 = out[:, 0], out[:, 1], out[:, 2]
-    torch.add(x0, s, out=o0)
-    u = torch.add(x0, s, alpha=-0.5, out=s)  # x0 - s / 2: the product by -1/2 is exact, fused or not
-    e = d.mul_(w)
-    torch.add(u, e, out=o1)
-    torch.sub(u, e, out=o2)
-    return out
+    The forward transform multiplies ``(x_0, x_1 - x_0, x_2 - x_0)`` (the differences written into ``t``, which the
+    caller owns, when no gradient is involved): equal channels (a grey image) then give exact zeros at the channel
+    frequencies 1 and 2, as torch's own radix-3 pass does. The plain product left rounding noise there, whose phase
+    the amplitude swaps took, so a stimulus depended on float rounding (float32 against float64, CPU against CUDA)."""
+    flat = t.reshape(-1, 3, t.shape[-2] * t.shape[-1])
+    if inverse:
+        m = _DFT3[t.dtype, True]
+    else:
+        m = _DFT3_DIFF[t.dtype]
+        if needs_grad(flat):
+            flat = torch.cat([flat[:, :1], flat[:, 1:] - flat[:, :1]], 1)
+        else:
+            flat[:, 1:] -= flat[:, :1]
+    if torch.compiler.is_compiling():  # (no thread switch in a graph)
+        return torch.matmul(m, flat) if out is None else torch.matmul(m, flat, out=out)
+    with _one_thread():
+        return torch.matmul(m, flat) if out is None else torch.matmul(m, flat, out=out)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """An eager region on one torch thread (a no-op on one thread; not for ``torch.compile``, which cannot trace the
+    switch). MKL splits a product over one image's columns (or over fewer images than threads) across threads and
+    rounds the columns at its block edges otherwise, so an image alone under several threads differed from the same
+    image in its batch (3.6e-7 at 224 px, a uint8 level in APR-S; fuzz tester). On one thread every image's product
+    is the same whatever its batch or the thread count. The channel DFT is a few percent of the route (the 2-D
+    transforms keep every thread); elementwise arithmetic instead, thread-safe by construction, made the route 1.3-1.6x
+    slower on one thread (20 passes over the planes against the product's one)."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _rgb_route(x: torch.Tensor, fft_dims: tuple[int, ...]) -> bool:
@@ -121,7 +151,7 @@ def rfftn(x: torch.Tensor, fft_dims: tuple[int, ...]) -> torch.Tensor:
 
 def irfftn(z: torch.Tensor, sizes: list[int], fft_dims: tuple[int, ...]) -> torch.Tensor:
     """``torch.fft.irfftn(z, s=sizes, dim=fft_dims)``; on the CPU the RGB route, and chunks for half spectra over
-    1 MiB (eager, without autograd; ``fft_dims`` not containing dim 0)."""
+    8 MiB (eager, without autograd; ``fft_dims`` not containing dim 0)."""
     large = _large(z.numel(), z.element_size(), z)
     nd = z.ndim
     if z.is_complex() and _rgb_route(z, fft_dims) and sizes[0] == 3 and sizes[1] == z.shape[-2]:  # else torch
