@@ -37,7 +37,7 @@ __all__ = ["PhaseBiasSuite", "PhaseBiasOptions", "PhaseBiasResult", "plot_phase_
 #: stimulus took (about 1 % of CIFAR-10's test images are grey); 4: those bins have no phase and stay 0 (they took the
 #: amplitude donor's amplitude at phase 0, a spike at pixel (0, 0); ``aprkit.fourier.mixing.ZeroBins``); 5: a pair's
 #: stimulus does not depend on its batch (a grey donor in the batch switched every stimulus to another rounding);
-#: 6: the CPU's channel DFT is elementwise (a matrix product rounded one image alone under several threads otherwise)
+#: 6: the CPU's channel DFT runs on one thread (MKL rounded one image alone under several threads otherwise)
 _VERSION = 6
 _VARIANTS = (("full", "full swap"), ("low_frequency", "low-freq. swap"))
 
