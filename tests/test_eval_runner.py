@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 import re
 from pathlib import Path
 
@@ -785,3 +786,21 @@ def test_a_dataset_drawing_random_numbers_is_read_under_per_item_seeds(tmp_path)
         models = json.loads((tmp_path / str(i) / "results.json").read_text())["models"]
         values.append(next(iter(models.values()))["calibration"]["clean"])
     assert values[0] == values[1] == values[2]
+
+
+def test_the_drawing_check_keeps_no_dataset_alive():
+    """The check's memo held each dataset (as its value, or inside its wrapper): none was ever freed (review)."""
+    import gc
+    import weakref
+
+    from aprkit.eval.engine.datasets import as_dataset
+
+    for make in (lambda: small_data(4), lambda: _RandomFlips(4)):
+        ds = make()
+        ref = weakref.ref(ds)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            as_dataset(ds)
+        del ds
+        gc.collect()
+        assert ref() is None

@@ -97,7 +97,8 @@ def _one_thread() -> Iterator[None]:
     image in its batch (3.6e-7 at 224 px, a uint8 level in APR-S; fuzz tester). On one thread every image's product
     is the same whatever its batch or the thread count. The channel DFT is a few percent of the route (the 2-D
     transforms keep every thread); elementwise arithmetic instead, thread-safe by construction, made the route 1.3-1.6x
-    slower on one thread (20 passes over the planes against the product's one)."""
+    slower on one thread (20 passes over the planes against the product's one). The switch is torch's: a Python thread
+    started while another is inside it starts with one torch thread (its speed, not these numbers)."""
     n = torch.get_num_threads()
     if n == 1:
         yield

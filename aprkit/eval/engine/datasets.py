@@ -166,7 +166,7 @@ def _inside(filename: str) -> bool:
     return filename.startswith(_PACKAGE) or filename == contextlib.__file__
 
 
-#: a caller's dataset -> itself, or its SeededReads when reading it draws random numbers (checked once per dataset)
+#: a caller's dataset -> whether reading it draws random numbers (checked once per dataset)
 _READS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -174,26 +174,26 @@ def _seeded_if_drawing(data: Any) -> Any:
     """``data``, or read under per-item seeds (:class:`aprkit.data.seeded.SeededReads`) when reading its items draws
     random numbers (a random transform): the evaluation's loaders read such a dataset's items from the global
     generators of whichever process and batch they fell in, so its numbers depended on the batch size and worker
-    count, and with no workers changed from run to run. Datasets handing out whole batches are read as they are."""
+    count, and with no workers changed from run to run. Datasets handing out whole batches are read as they are, and
+    draws from a generator of the dataset's own (albumentations 2 keeps one) are not seen: only the global ones."""
     from ...data.seeded import SeededReads, draws_random_numbers
     from ...data.subsets import batch_source
 
     if isinstance(data, SeededReads) or batch_source(data) is not None:
         return data
     try:
-        return _READS[data]
+        return SeededReads(data) if _READS[data] else data
     except (KeyError, TypeError):  # not seen yet, or not weak-referenceable (then checked each time)
         pass
-    out = data
-    if draws_random_numbers(data):
+    drew = draws_random_numbers(data)
+    if drew:
         warnings.warn(f"the evaluation data ({type(data).__name__}) draws random numbers when its items are read (a "
                       "random transform?): each item is read under a seed of its own, so its numbers do not depend on "
                       "the batch size or worker count; evaluate without random transforms unless that is meant",
                       RuntimeWarning, stacklevel=warning_level(_inside))
-        out = SeededReads(data)
     with contextlib.suppress(TypeError):
-        _READS[data] = out
-    return out
+        _READS[data] = drew  # (a flag: a value holding the dataset would keep it alive for ever)
+    return SeededReads(data) if drew else data
 
 
 def dataset_id(data: Any, split: str = "test") -> str:
@@ -269,6 +269,9 @@ def _pixel_array(ds: Any, n: int) -> Any:
 
 def _warn_sampled(ds: Any) -> None:
     """Warn once per dataset class that its cache identity reads only 16 of its images."""
+    from ...data.seeded import SeededReads
+
+    ds = ds.base if isinstance(ds, SeededReads) else ds  # the user's dataset, by its own name
     name = f"{type(ds).__module__}.{type(ds).__qualname__}"
     if name in _SAMPLED_WARNED:
         return

@@ -126,7 +126,8 @@ class TransplantSuite(Suite[TransplantOptions]):
         def compute() -> dict:
             o = {k.removeprefix(_PREFIX): v for k, v in options.model_dump(exclude={"limit"}).items() if v is not None}
             o.pop("max_images", None)
-            ds = as_dataset(data) if isinstance(data, str) else data  # a spec such as "cifar10:ROOT" or "folder:ROOT"
+            # a spec such as "cifar10:ROOT" or "folder:ROOT"; a dataset that draws random numbers: read under seeds
+            ds = as_dataset(data) if isinstance(data, (str, torch.utils.data.Dataset)) else data
             images, labels = load_data(ds, max_images=_max_images(options.limit, options.transplant_max_images))
             if labels is not None and getattr(ds, "classes", None) is not None:
                 with torch.no_grad():
