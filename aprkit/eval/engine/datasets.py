@@ -162,6 +162,7 @@ def as_dataset(data: Any, split: str = "test") -> Dataset:
 
 _PACKAGE = str(Path(__file__).parents[2]) + os.sep  # aprkit's files (and contextlib's), which the warning skips
 
+
 def _inside(filename: str) -> bool:
     return filename.startswith(_PACKAGE) or filename == contextlib.__file__
 
