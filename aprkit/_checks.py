@@ -6,6 +6,7 @@ content) whose message names the argument and what was expected. Nothing here is
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -36,6 +37,7 @@ __all__ = [
     "eager_cpu",
     "check_value_range",
     "value_range_problem",
+    "outside_level",
     "warning_level",
 ]
 
@@ -167,7 +169,7 @@ def check_value_range(x: torch.Tensor, lo: float, hi: float, name: str = "images
     warnings.warn(f"{name} is float with {share:.0%} of its values below 0 (down to {lo:.3g}): normalised with a "
                   "mean and std (e.g. 0.5 and 0.5, to [-1, 1])? Its views are clamped to [0, 1], which cuts the "
                   "negative values off: normalise after this step. (Another augmentation's overshoot leaves few "
-                  "values below 0.)", RuntimeWarning, stacklevel=_outside_level())
+                  "values below 0.)", RuntimeWarning, stacklevel=outside_level())
 
 
 #: the packages whose frames a warning of a transform skips: aprkit's and its hosts' (torch's module calls, a v2 or
@@ -175,12 +177,13 @@ def check_value_range(x: torch.Tensor, lo: float, hi: float, name: str = "images
 _INNER_PACKAGES = ("aprkit", "torch", "torchvision", "kornia", "albumentations")
 
 
-def _outside_level() -> int:
-    """The ``stacklevel`` that points a warning at the first frame outside aprkit and its hosts: the line that called
-    the transform (in a DataLoader worker, where every frame is theirs, the outermost one)."""
+def outside_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside aprkit and its hosts (and ``contextlib``'s
+    ``with`` machinery): the line that called the transform or the evaluation (in a DataLoader worker, where every
+    frame is theirs, the outermost one)."""
     inner = tuple(str(Path(f).parent) + os.sep for name in _INNER_PACKAGES
                   if (f := getattr(sys.modules.get(name), "__file__", None)) is not None)
-    return warning_level(lambda filename: filename.startswith(inner), depth=2)
+    return warning_level(lambda filename: filename.startswith(inner) or filename == contextlib.__file__, depth=2)
 
 
 def warning_level(skip: Callable[[str], bool], depth: int = 1) -> int:

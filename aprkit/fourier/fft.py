@@ -83,9 +83,7 @@ def _channel_dft(t: torch.Tensor, inverse: bool, out: torch.Tensor | None = None
             flat = torch.cat([flat[:, :1], flat[:, 1:] - flat[:, :1]], 1)
         else:
             flat[:, 1:] -= flat[:, :1]
-    if torch.compiler.is_compiling():  # (no thread switch in a graph)
-        return torch.matmul(m, flat) if out is None else torch.matmul(m, flat, out=out)
-    with _one_thread():
+    with contextlib.nullcontext() if torch.compiler.is_compiling() else _one_thread():  # (no switch in a graph)
         return torch.matmul(m, flat) if out is None else torch.matmul(m, flat, out=out)
 
 

@@ -72,10 +72,13 @@ class KorniaRandomCorruption(_Gate, IntensityAugmentationBase2D):
         if gate is not None and (self.p < 1 or self.p_batch < 1):  # images kornia discards are not corrupted
             ours["apply"] = ours["apply"] & (torch.atleast_1d(gate).cpu() > 0.5)
         if input.is_floating_point():  # an earlier step's overshoot: clamped (compiled too, the check eager only)
-            if not torch.compiler.is_compiling():
+            if torch.compiler.is_compiling():
+                input = input.clamp(0, 1)
+            else:  # (no copy of a batch already in [0, 1])
                 lo, hi = (float(v) for v in torch.aminmax(input.detach()))
-                check_value_range(input, lo, hi, "images", "KorniaRandomCorruption clamps them to [0, 1]")
-            input = input.clamp(0, 1)
+                if lo < 0 or hi > 1:
+                    check_value_range(input, lo, hi, "images", "KorniaRandomCorruption clamps them to [0, 1]")
+                    input = input.clamp(0, 1)
         return self.core.apply(input, ours)
 
     def _refuse(self, what: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import threading
 import warnings
 import weakref
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from ..._checks import check_integer_labels, dataset_len, describe_value, warning_level
+from ..._checks import check_integer_labels, dataset_len, describe_value, outside_level
 from ...data.arrays import NO_LABEL
 
 __all__ = ["TensorImageDataset", "as_dataset", "dataset_id", "memo_dataset_ids", "corrupted_cell_id"]
@@ -160,13 +159,6 @@ def as_dataset(data: Any, split: str = "test") -> Dataset:
     )
 
 
-_PACKAGE = str(Path(__file__).parents[2]) + os.sep  # aprkit's files (and contextlib's), which the warning skips
-
-
-def _inside(filename: str) -> bool:
-    return filename.startswith(_PACKAGE) or filename == contextlib.__file__
-
-
 #: a caller's dataset -> whether reading it draws random numbers (checked once per dataset)
 _READS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -191,7 +183,7 @@ def _seeded_if_drawing(data: Any) -> Any:
         warnings.warn(f"the evaluation data ({type(data).__name__}) draws random numbers when its items are read (a "
                       "random transform?): each item is read under a seed of its own, so its numbers do not depend on "
                       "the batch size or worker count; evaluate without random transforms unless that is meant",
-                      RuntimeWarning, stacklevel=warning_level(_inside))
+                      RuntimeWarning, stacklevel=outside_level())
     with contextlib.suppress(TypeError):
         _READS[data] = drew  # (a flag: a value holding the dataset would keep it alive for ever)
     return SeededReads(data) if drew else data
