@@ -690,7 +690,12 @@ def test_a_stalled_hub_download_times_out_and_the_default_is_restored(monkeypatc
             with we.stall_timeout(True):
                 pass
             assert socket.getdefaulttimeout() == we.HUB_STALL_TIMEOUT  # the first download still runs
-        assert socket.getdefaulttimeout() is None
+            socket.setdefaulttimeout(7.0)  # the caller's own, set while a download runs: a second one keeps it
+            with we.stall_timeout(True):
+                assert socket.getdefaulttimeout() == 7.0
+            assert socket.getdefaulttimeout() == 7.0
+        assert socket.getdefaulttimeout() == 7.0
+        socket.setdefaulttimeout(None)
         with we.stall_timeout(False):
             assert socket.getdefaulttimeout() is None
         socket.setdefaulttimeout(5.0)

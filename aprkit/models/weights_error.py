@@ -61,7 +61,8 @@ def stall_timeout(downloads: bool) -> Iterator[None]:
         ours = _STALL_USERS[0] > 0 or socket.getdefaulttimeout() is None
         if ours:
             _STALL_USERS[0] += 1
-            socket.setdefaulttimeout(HUB_STALL_TIMEOUT)
+            if _STALL_USERS[0] == 1:  # the first one in sets it; a later one keeps what is there (a caller's own)
+                socket.setdefaulttimeout(HUB_STALL_TIMEOUT)
     try:
         yield
     finally:
