@@ -804,3 +804,25 @@ def test_the_drawing_check_keeps_no_dataset_alive():
         del ds
         gc.collect()
         assert ref() is None
+
+
+def test_a_drawing_dataset_is_hashed_once_per_evaluate_call():
+    """``as_dataset`` wraps a drawing dataset in a new ``SeededReads`` each call, so its content id was hashed again
+    for every cell key (16 item reads each): the id is remembered by the user's dataset now, and is the same."""
+    from aprkit.eval.engine.datasets import dataset_id, memo_dataset_ids
+
+    class Counted(_RandomFlips):
+        reads = 0
+
+        def __getitem__(self, i: int):
+            Counted.reads += 1
+            return super().__getitem__(i)
+
+    ds = Counted(8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with memo_dataset_ids():
+            first = dataset_id(ds)
+            after_first = Counted.reads
+            assert all(dataset_id(ds) == first for _ in range(3))
+    assert after_first > 0 and Counted.reads == after_first
