@@ -523,3 +523,26 @@ def test_a_confidence_on_an_edge_starts_its_bin_at_every_edge() -> None:
                                 (torch.float32, [.2] * 5, 15, 3), (torch.float32, [.4, .3, .3], 15, 6)):
         d = reliability_diagram_data(torch.tensor([row], dtype=dtype), torch.tensor([0]), n)
         assert d["count"].index(1) == want, (dtype, row, n)
+
+
+def test_half_precision_confidences_on_an_edge_start_that_bin() -> None:
+    """float16(k/15) lies below float32(k/15) for 11 of the 14 inner edges, so a half confidence given as k/15 fell
+    into the bin below (metrics reviewer); it starts bin k now, as a float32 or float64 one does."""
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        for n in (10, 15):
+            c = (torch.arange(1, n, dtype=torch.float64) / n).to(dtype)
+            counts = M.bin_statistics(c, torch.ones(n - 1), n)[0]
+            assert counts.tolist() == [0.0] + [1.0] * (n - 1), (dtype, n)
+
+
+def test_nll_of_a_perfect_prediction_is_plus_zero() -> None:
+    from aprkit.eval.metrics.calibration import nll_from_logits
+
+    assert math.copysign(1.0, nll_from_logits(torch.tensor([[100.0, 0.0]]), torch.tensor([0]))) == 1.0
+    assert math.copysign(1.0, M.nll(torch.tensor([[1.0, 0.0]]), torch.tensor([0]))) == 1.0
+
+
+def test_metrics_take_any_numeric_sequence() -> None:
+    assert M.auroc(range(5), [0, 1]) == M.auroc([0, 1, 2, 3, 4], [0, 1])
+    with pytest.raises(TypeError, match="numeric sequence, got str"):
+        M.auroc("01234", [0, 1])

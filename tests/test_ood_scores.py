@@ -274,3 +274,25 @@ def test_review_of_the_scores_against_their_references() -> None:
         MahalanobisScorer().fit(torch.randn(3, 4), torch.tensor([0.9, 1.7, -0.5]))
     with pytest.raises(ValueError, match="do not vary around their class means"):
         MahalanobisScorer().fit(torch.randn(3, 4), torch.tensor([0, 1, 2]))
+
+
+def test_mahalanobis_keeps_its_ranking_on_features_with_a_large_offset() -> None:
+    """The expanded distance f'Pf - 2f'Pm + m'Pm cancelled digits on features far from the origin (metrics reviewer:
+    at an offset 1e6 times the spread the ranking changed); the fitted features' mean is taken off first now."""
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(400, 8, generator=g, dtype=torch.float64)
+    y = torch.arange(400) % 4
+    test = torch.randn(50, 8, generator=g, dtype=torch.float64) * 2
+    ref = S.MahalanobisScorer().fit(f, y).score(test)
+    far = S.MahalanobisScorer().fit(f + 1e6, y).score(test + 1e6)
+    torch.testing.assert_close(far, ref, rtol=1e-5, atol=1e-5)
+    state = S.MahalanobisScorer().fit(f + 1e6, y).state_dict()
+    torch.testing.assert_close(S.MahalanobisScorer().load_state_dict(state).score(test + 1e6), ref, rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_scorer_sizes_take_numpy_ints_and_refuse_zero() -> None:
+    assert S.KNNScorer(k=np.int64(5)).k == 5
+    for make in (lambda: S.KNNScorer(chunk_size=0), lambda: S.MahalanobisScorer(chunk_size=0)):
+        with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+            make()

@@ -1,11 +1,13 @@
 """Input conversion and validation shared by the functional metrics (private).
 
-Every metric accepts torch tensors, NumPy arrays or (nested) sequences; tensors keep their device,
-everything else becomes a CPU tensor. Checks raise ``TypeError``/``ValueError`` naming the argument.
+Every metric accepts torch tensors, NumPy arrays or (nested) sequences; tensors keep their device (except
+Apple's MPS, which has no float64: its tensors are counted on the CPU), everything else becomes a CPU tensor.
+Checks raise ``TypeError``/``ValueError`` naming the argument.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,21 +23,23 @@ def as_tensor(x: Any, name: str) -> torch.Tensor:
     """Return ``x`` as a tensor (tensors unchanged, arrays/sequences converted on the CPU)."""
     if isinstance(x, torch.Tensor):
         return x
-    if isinstance(x, np.ndarray) or isinstance(x, (list, tuple)) or np.isscalar(x):
+    if isinstance(x, (np.ndarray, Sequence, np.generic, int, float)) and not isinstance(x, (str, bytes)):
         try:
             return torch.as_tensor(np.asarray(x))
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{name} must be a tensor, NumPy array or numeric sequence: {exc}") from None
-    raise TypeError(f"{name} must be a torch.Tensor, NumPy array or sequence, got {type(x).__name__}")
+    raise TypeError(f"{name} must be a torch.Tensor, NumPy array or numeric sequence, got {type(x).__name__}")
 
 
 def _float(x: torch.Tensor, name: str) -> torch.Tensor:
     """``x`` as float32, float64 if it is float64 or integer (so that distinct integers up to 2**53 stay distinct:
-    float32 would tie them from 2**24 on)."""
+    float32 would tie them from 2**24 on). MPS tensors come to the CPU: it has no float64, which the metrics use."""
     if x.dtype == torch.bool or x.is_complex():
         raise TypeError(f"{name} must be a real numeric tensor (integer or floating), got dtype {x.dtype}")
-    if not x.is_floating_point():  # signed or unsigned integers (MPS has no float64: counted on the CPU)
-        return x.to("cpu" if x.device.type == "mps" else x.device, torch.float64)
+    if x.device.type == "mps":
+        x = x.cpu()
+    if not x.is_floating_point():  # signed or unsigned integers
+        return x.to(torch.float64)
     return x.double() if x.dtype == torch.float64 else x.float()
 
 

@@ -7,8 +7,8 @@ correct when its arg-max equals its label.
 
 Binning conventions
 - ECE uses ``n_bins`` equal-width bins ``[i/n, (i+1)/n)``, the last one closed at 1, weighted by the fraction of
-  samples in each bin; confidences meet the edges in their own precision (float32 ones, and half ones, against
-  float32 edges ``k / n`` rounded: a float32 0.7 starts the bin [0.7, 0.8)). torchmetrics' ``CalibrationError`` bins
+  samples in each bin; confidences meet the edges ``k / n`` rounded to their own precision (float32, float16 or
+  bfloat16: a float32 0.7 starts the bin [0.7, 0.8), and so does a float16 0.7). torchmetrics' ``CalibrationError`` bins
   the same way except at a confidence of exactly 1, which it gives a bin of its own, and exactly on a few float32
   edges (its ``linspace`` 3/15, 6/15, 7/15 lie one unit above k / n: such a confidence goes to the bin below); the
   two differ only when such samples exist (float64 softmax rarely gives them, and on real float32 outputs the
@@ -72,6 +72,8 @@ def _check_n_bins(n_bins: int, name: str = "n_bins") -> int:
     return n_bins
 
 
+_HALVES = (torch.float16, torch.bfloat16)
+
 #: samples per adaptive bin of the RMS calibration error (Hendrycks et al.'s 100)
 RMS_BIN_SIZE = 100
 
@@ -92,6 +94,8 @@ def _check_confidences(confidences: Any, correct: Any) -> tuple[torch.Tensor, to
     """Validate confidences ``(N,)`` in [0, 1] and correctness ``(N,)`` (bool or 0/1) of the same length."""
     conf = as_tensor(confidences, "confidences")
     corr = as_tensor(correct, "correct")
+    if conf.device.type == "mps":  # (no float64 there: counted on the CPU)
+        conf = conf.cpu()
     if not conf.is_floating_point():
         raise TypeError(f"confidences must be floating point, got dtype {conf.dtype}")
     if conf.ndim != 1 or corr.ndim != 1:
@@ -129,8 +133,11 @@ def _bin_statistics(confidences: torch.Tensor, correct: torch.Tensor, n_bins: in
     # float32 confidence of 0.7 fell into [0.6, 0.7) (the value the user gave says [0.7, 0.8)); each edge is k / n
     # rounded, not linspace's (its float32 3/15 and float64 3/10 lie one unit above: 0.2 and 0.3 fell into the bin
     # below; torchmetrics' float32 linspace edges do the same)
+    # (half ones against edges rounded to half, compared in float32: float16(k/15) lies below float32(k/15) for 11
+    # of the 14 inner edges)
     given = confidences.dtype if confidences.dtype == torch.float64 else torch.float32
-    idx = torch.bucketize(conf.to(given), _inner_edges(n_bins, given, conf.device), right=True)  # [lo, hi); 1: last
+    edges = _inner_edges(n_bins, confidences.dtype if confidences.dtype in _HALVES else given, conf.device)
+    idx = torch.bucketize(conf.to(given), edges.to(given), right=True)  # [lo, hi); 1: last
     # the three sums in one pass (each bin's in the samples' order, as three separate index_add_ would add them)
     return torch.zeros(3, n_bins, dtype=torch.float64, device=conf.device).index_add_(
         1, idx, torch.stack([torch.ones_like(conf), conf, corr]))
@@ -215,14 +222,14 @@ _NLL_FLOOR = float(torch.finfo(torch.float64).tiny)
 
 def nll_from_picked(picked: torch.Tensor, eps: float | None = None) -> float:
     """NLL from the probabilities of the true labels ``picked`` ``(N,)`` (unchecked; see :func:`nll`)."""
-    return float(-picked.to(torch.float64).clamp_min(_NLL_FLOOR if eps is None else eps).log().mean())
+    return 0.0 - float(picked.to(torch.float64).clamp_min(_NLL_FLOOR if eps is None else eps).log().mean())
 
 
 def nll_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """The exact mean NLL (cross-entropy) from logits ``(N, K)`` and labels ``(N,)`` (unchecked): the float64
     log-softmax, with no probability floor (what :func:`nll` of ``softmax(logits)`` approximates)."""
     logp = torch.log_softmax(logits.to(torch.float64), dim=1)
-    return float(-logp.gather(1, labels.reshape(-1, 1).to(logp.device)).mean())
+    return 0.0 - float(logp.gather(1, labels.reshape(-1, 1).to(logp.device)).mean())  # (0.0 -: never -0.0)
 
 
 def brier_from_picked(probs: torch.Tensor, picked: torch.Tensor) -> float:

@@ -19,8 +19,10 @@ treats OOD samples as positive and uses the negated scores.
   with ``drop_intermediate=False``), not the nearest-point rule of some reference scripts. It is ODIN's FPR at 95 %
   TPR, not the "FPR95" of Outlier Exposure's scripts (``display_results``) or OpenOOD v1.5 (``auc_and_fpr_recall``),
   which take the OOD images as positive: the fraction of ID images flagged at 95 % OOD recall, another number (for a
-  CIFAR ResNet-20 against Gaussian noise 0.24 there against 0.75 here). For the same scores AUROC and AUPR-Out equal
-  those scripts' AUROC and AUPR(-Out); the suite's defaults differ from Outlier Exposure's protocol, which scores one
+  CIFAR ResNet-20 against Gaussian noise 0.24 there against 0.75 here). For the same scores AUROC equals both
+  scripts' AUROC and AUPR-Out Outlier Exposure's AUPR (``average_precision_score``); OpenOOD v1.5's AUPR is the
+  trapezoid area under the precision-recall curve, which reads higher where scores tie (by 1-4 points on a
+  max-softmax score saturated at 1). The suite's defaults differ from Outlier Exposure's protocol, which scores one
   OOD image per five ID ones (AUPR depends on that ratio, AUROC and FPR do not: ``ood_limit`` sets it).
 
 Inputs: 1-D score tensors/arrays (any lengths >= 1); computed on the device of ``scores_in``.

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..._checks import check_integer_labels
+from ..._checks import check_integer_labels, check_positive_int
 from ...models.normalize import recording_classifier
 
 __all__ = [
@@ -150,6 +150,11 @@ def _check_features(f: Any, name: str = "features", dim: int | None = None) -> t
     return f
 
 
+def _float64(f: torch.Tensor) -> torch.Tensor:
+    """``f`` in float64, on the CPU when it is on MPS (which has no float64)."""
+    return (f.cpu() if f.device.type == "mps" else f).to(torch.float64)
+
+
 class DegenerateFit(ValueError):
     """Features that give a scorer nothing to fit (Mahalanobis: no spread around the class means)."""
 
@@ -159,16 +164,20 @@ class MahalanobisScorer:
 
     ``fit(features (N, D), labels (N,))`` estimates the class means and the maximum-likelihood shared
     covariance of the centred features (pseudo-inverse for the precision); ``score(features) -> (M,)``.
-    Computed in float64, chunked over samples.
+    Computed in float64 (on the CPU for MPS features), chunked over samples, on features less the mean of the fitted
+    ones (``center``): the expanded distance ``f'Pf - 2f'Pm + m'Pm`` cancelled digits on features with a large
+    common offset. Like Lee et al.'s ``pinvh``, a direction constant over the fitted features adds nothing to a
+    distance (a test feature active only there scores as if it were zero there).
     """
 
     def __init__(self, chunk_size: int = 4096):
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
         self.means: torch.Tensor | None = None
         self.precision: torch.Tensor | None = None
+        self.center: torch.Tensor | None = None
 
     def fit(self, features: torch.Tensor, labels: torch.Tensor) -> MahalanobisScorer:
-        f = _check_features(features).to(torch.float64)
+        f = _float64(_check_features(features))
         if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.shape[0] != f.shape[0]:
             raise ValueError(f"labels must be a tensor (N,) with N = {f.shape[0]} (one per feature row)")
         check_integer_labels(labels)  # a cast truncates 1.7 to 1 and -0.5 to 0
@@ -176,6 +185,8 @@ class MahalanobisScorer:
         if bool((y < 0).any()):
             raise ValueError("labels must be class indices >= 0 (unlabelled data cannot fit Mahalanobis)")
         classes = torch.unique(y)
+        center = f.mean(dim=0)
+        f = f - center
         means = torch.stack([f[y == c].mean(dim=0) for c in classes.tolist()])
         centred = f - means[torch.searchsorted(classes, y)]
         cov = centred.T @ centred / f.shape[0]
@@ -183,17 +194,19 @@ class MahalanobisScorer:
             raise DegenerateFit("the features do not vary around their class means (one sample per class, or "
                              "identical features): Mahalanobis needs a covariance to measure distances with")
         self.means, self.precision, self.classes = means, torch.linalg.pinv(cov, hermitian=True), classes
+        self.center = center
         return self
 
     def score(self, features: torch.Tensor) -> torch.Tensor:
         if self.means is None or self.precision is None:
             raise RuntimeError("MahalanobisScorer.score called before fit")
-        f = _check_features(features, dim=self.means.shape[1])
+        f = _float64(_check_features(features, dim=self.means.shape[1]))
         means, prec = self.means.to(f.device), self.precision.to(f.device)
+        center = torch.zeros_like(f[0]) if self.center is None else self.center.to(f.device)
         mp = means @ prec  # (C, D)
         m_term = (mp * means).sum(dim=1)  # (C,)
         out = []
-        for chunk in f.to(torch.float64).split(self.chunk_size):
+        for chunk in (f - center).split(self.chunk_size):
             fp = chunk @ prec
             d = (fp * chunk).sum(dim=1, keepdim=True) - 2 * chunk @ mp.T + m_term  # (n, C)
             out.append(-d.amin(dim=1))
@@ -202,10 +215,11 @@ class MahalanobisScorer:
     def state_dict(self) -> dict[str, torch.Tensor]:
         if self.means is None:
             raise RuntimeError("MahalanobisScorer is not fitted")
-        return {"means": self.means, "precision": self.precision, "classes": self.classes}
+        return {"means": self.means, "precision": self.precision, "classes": self.classes, "center": self.center}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> MahalanobisScorer:
         self.means, self.precision, self.classes = state["means"], state["precision"], state["classes"]
+        self.center = state.get("center")  # (a state saved before centring: means of uncentred features)
         return self
 
 
@@ -218,9 +232,7 @@ class KNNScorer:
     """
 
     def __init__(self, k: int = 50, chunk_size: int = 1024):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
-        self.k, self.chunk_size = k, int(chunk_size)
+        self.k, self.chunk_size = check_positive_int(k, "k"), check_positive_int(chunk_size, "chunk_size")
         self.bank: torch.Tensor | None = None
 
     def fit(self, features: torch.Tensor) -> KNNScorer:

@@ -294,8 +294,8 @@ def _histograms(s_in: list[float], s_out: list[float], bins: int = 30) -> dict:
 #: high T; v6, the in-distribution data only: no accuracy for data naming other classes, exact fractions; 7 / 6: ODIN
 #: steps a pixel of zero gradient too, as the original code; 8 / 7: ODIN scores kept in float64, as MSP's; 9 / 8: a
 #: distilled model's Mahalanobis/KNN features are the mean of its heads' inputs, not the distillation head's; 10 / 9: an
-#: all-zero feature's KNN distance is 1, not sqrt(2))
-SCORES_VERSION = (10, 9)
+#: all-zero feature's KNN distance is 1, not sqrt(2); 11 / 10: Mahalanobis on features less the fitted ones' mean)
+SCORES_VERSION = (11, 10)
 
 
 @register_suite("ood")
