@@ -556,13 +556,23 @@ def test_an_mlp_mixer_states_its_patch_grid_through_its_stem() -> None:
     assert token_layout(swin) == (0, None)  # a channels-last model's token sites hold patches only (hidden tester)
     with attach(swin.train(), ["layers.1.blocks.0.mlp"], p=1.0, seed=0):
         assert swin(torch.rand(2, 3, 32, 32)).shape == (2, 10)
-    # a 5x10 grid of 50 tokens was read as a class token and a 7x7 grid, without a word: now no prefix token, and a
-    # grid that is not square must be given
-    wide = SwinTransformer(img_size=(40, 80), patch_size=4, window_size=5, embed_dim=8, depths=(1, 1),
-                           num_heads=(1, 1), num_classes=10)
-    with attach(wide.train(), ["layers.1.blocks.0.mlp"], p=1.0, seed=0), pytest.raises(ValueError,
-                                                                                       match="not a square grid"):
-        wide(torch.rand(2, 3, 40, 80))
+    # a 5x10 grid of 50 tokens was read as a class token and a 7x7 grid, without a word; then no prefix token, and a
+    # square guess: a 16:9 image's 36 x 64 grid of 2,304 tokens was recombined as 48 x 48 (hidden reviewer). Each
+    # site's grid is its block's now (input_resolution)
+    from aprkit.hidden import feature_apr
+
+    for size, window, grid in (((40, 80), 5, (5, 10)), ((48, 192), 2, (6, 24))):  # (6 x 24 = 144 = 12 x 12)
+        wide = SwinTransformer(img_size=size, patch_size=4, window_size=window, embed_dim=8, depths=(1, 1),
+                               num_heads=(1, 1), num_classes=10).train()
+        mlp = wide.layers[1].blocks[0].mlp
+        seen: dict[str, torch.Tensor] = {}
+        mlp.register_forward_hook(lambda _m, _a, o: seen.setdefault("raw", o.detach().clone()))
+        with attach(wide, ["layers.1.blocks.0.mlp"], p=1.0, seed=0):
+            mlp.register_forward_hook(lambda _m, _a, o: seen.setdefault("apr", o.detach().clone()))
+            wide(torch.rand(2, 3, *size))
+        want = feature_apr(seen["raw"], p=1.0, num_prefix_tokens=0, grid=grid,
+                           generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(seen["apr"], want)
     x = torch.rand(2, 3, 32, 64, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -586,7 +596,7 @@ def test_channels_last_maps_whose_sizes_fool_the_size_rules_are_refused() -> Non
     x = torch.rand(1, 3, 64, 64)
     kw = {"num_prefix_tokens": None, "grid": None, "allow_complex": True, "model_prefix_tokens": None}
     problem = site_problem(net, x, Site("stages.0.blocks.0.mlp.act", "input"), torch.device("cpu"), kw)
-    assert problem is not None and "channels-last" in problem and "an nn.Linear takes or gives it" in problem
+    assert problem is not None and "channels-last" in problem and "an nn.Linear (or a LayerNorm over the last axis) takes or gives it" in problem
     assert site_problem(net, x, Site("stages.0.blocks.0"), torch.device("cpu"), kw) is None  # (B, C, H, W)
     with attach(net.train(), ["stages.0.blocks.0.mlp.fc1"], p=1.0, seed=0), pytest.raises(ValueError,
                                                                                        match="channels-last"):
@@ -595,7 +605,7 @@ def test_channels_last_maps_whose_sizes_fool_the_size_rules_are_refused() -> Non
     # forward pass before any backward (it passed the size rules and was recombined along the wrong axes)
     for _ in range(2):  # (the shape is not taken as checked after a refusal)
         with attach(net.train(), ["stages.0.blocks.0.mlp.act"], p=1.0, seed=0), pytest.raises(
-                ValueError, match="an nn.Linear takes or gives it"):
+                ValueError, match=r"an nn.Linear \(or a LayerNorm over the last axis\) takes or gives it"):
             net(torch.rand(2, 3, 64, 64))
     with attach(net.train(), ["stages.0.blocks.0"], p=1.0, seed=0) as handle:  # (B, C, H, W): recombined, twice
         net(torch.rand(2, 3, 64, 64)).sum().backward()
@@ -692,3 +702,100 @@ def test_a_site_of_prefix_tokens_only_says_so() -> None:
 
     with pytest.raises(ValueError, match="no patch tokens, so no grid at this site"):
         to_grid(torch.rand(2, 1, 8), num_prefix_tokens=1)
+
+
+def test_a_torchvision_swin_patch_embedding_at_384_px_is_refused() -> None:
+    """torchvision's Swin patch embedding ends in a permute and a LayerNorm: at 384 px its (N, 96, 96, 96) output
+    is channels-last with as many channels as the convolution before it, so it passed as (B, C, H, W) without a word
+    (hidden reviewer). The next block's LayerNorm taking that very map tells it now (here 16 channels at 64 px)."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    swin = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[1, 1], window_size=[4, 4],
+                           num_classes=10).train()
+    with attach(swin, ["features.0"], p=1.0, seed=0), pytest.raises(ValueError, match="channels-last"):
+        swin(torch.rand(2, 3, 64, 64))
+
+
+class _ThreadedDataParallel(nn.DataParallel):
+    """What ``nn.DataParallel`` does on two GPUs, on the CPU: the inner module (its replicas share its hooks) runs
+    on halves of the batch in two threads."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import threading
+
+        outs: list = [None, None]
+
+        def run(i: int, part: torch.Tensor) -> None:
+            try:
+                outs[i] = self.module(part)
+            except Exception as err:  # noqa: BLE001 - raised in the caller's thread, as DataParallel does
+                outs[i] = err
+
+        threads = [threading.Thread(target=run, args=(i, part)) for i, part in enumerate(x.chunk(2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for out in outs:
+            if isinstance(out, Exception):
+                raise out
+        return torch.cat(outs)
+
+
+def test_attach_to_a_data_parallel_model_counts_calls_in_its_replicas() -> None:
+    """Attached to a DataParallel, the call count opened on the wrapper in the main thread, so its replicas' threads
+    counted nothing: every run warned that the layer was never called, and a reused ReLU was not refused (hidden
+    reviewer). attach hooks the inner module now, with or without the 'module.' prefix."""
+    import warnings
+
+    dp = _ThreadedDataParallel(TinyNet()).train()
+    for name in ("module.layer1", "layer1"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with attach(dp, [name], p=1.0, seed=0) as handle:
+                assert dp(torch.rand(4, 3, 8, 8)).shape == (4, 5)
+        assert list(handle.modules) == ["layer1"]
+    import torchvision
+
+    from aprkit.models import Normalize
+
+    tv = _ThreadedDataParallel(Normalize(torchvision.models.resnet18(num_classes=10))).train()
+    with attach(tv, ["module.model.layer1.0.relu"], p=1.0, seed=0), pytest.raises(ValueError,
+                                                                                   match="called more than once"):
+        tv(torch.rand(4, 3, 32, 32))
+
+
+def test_a_checkpoint_recomputing_a_seeded_feature_apr_warns() -> None:
+    """With generator=/seed=, torchvision's memory_efficient DenseNet (torch.utils.checkpoint) recomputed the layer
+    with other partners in the backward pass: gradients of another recombination, without a word (only timm's
+    switch was seen) (hidden reviewer). The recomputation inside the backward pass warns now."""
+    import warnings
+
+    from torch.utils.checkpoint import checkpoint
+
+    class Checkpointed(TinyNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = checkpoint(self.layer1, F.relu(self.stem(x)), use_reentrant=False)
+            return self.fc(y.mean(dim=(-2, -1)))
+
+    net = Checkpointed().train()
+    with attach(net, ["layer1.0"], p=1.0, seed=0):
+        out = net(torch.rand(4, 3, 8, 8))
+        with pytest.warns(RuntimeWarning, match="activation checkpointing does not restore"):
+            out.sum().backward()
+    with attach(net, ["layer1.0"], p=1.0), warnings.catch_warnings():  # the global RNG: restored, no warning
+        warnings.simplefilter("error")
+        net(torch.rand(4, 3, 8, 8)).sum().backward()
+
+
+def test_a_layer_never_called_names_compiling_before_attach() -> None:
+    """A model compiled before attach runs its graph without the hooks: the warning said only that the layer was
+    not called (hidden reviewer); when no attached layer ran at all it names that cause too."""
+
+    class Skips(TinyNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(F.relu(self.stem(x)).mean(dim=(-2, -1)))
+
+    net = Skips().train()
+    with attach(net, ["layer1"], p=1.0, seed=0), pytest.warns(RuntimeWarning, match="attach first, then compile"):
+        net(torch.rand(2, 3, 8, 8))

@@ -14,7 +14,7 @@ from torch import nn
 from .. import fourier
 from .._generators import make_generator
 from .feature_apr import FeatureAPR, Lam
-from .layout import check_channels_first, layout_module, site_prefix_tokens
+from .layout import check_channels_first, layout_module, site_prefix_tokens, stated_grid
 from .sites import Site, resolve_module
 
 __all__ = ["attach", "AttachHandle", "detach", "token_layout", "PatchGrid", "compiled_modules", "LayerNotCalledWarning"]
@@ -36,7 +36,7 @@ def _token_model(model: nn.Module) -> tuple[int, nn.Module | None] | None:
         if getattr(m, "num_prefix_tokens", None) is not None:
             return int(cast(int, m.num_prefix_tokens)), getattr(m, "patch_embed", None)
         if str(getattr(m, "output_fmt", "")).upper() == "NHWC":  # a Swin: token sites (its MLPs) hold patches only
-            return 0, None  # (its grid changes per stage: a non-square one must be given, never guessed)
+            return 0, None  # (its grid changes per stage: each site's is its block's, layout.stated_grid)
         pe = getattr(m, "stem", None)  # MLP-Mixer's, ResMLP's, gMLP's: every block keeps the stem's tokens (a Swin's
         # patch_embed states only its first stage's grid: its later stages merge patches, so it is not read here)
         if isinstance(pe, nn.Module) and getattr(pe, "grid_size", None) is not None and hasattr(pe, "patch_size"):
@@ -176,6 +176,14 @@ def attach(
         raise ValueError(f"model is compiled (torch.compile) at {compiled[:3]}: hooks attached now would not run in "
                          "its compiled graph. attach to the module before compiling it, e.g. attach(model, ...) then "
                          "torch.compile(model)")
+    from ..models.normalize import unwrap_model
+
+    inner = unwrap_model(model)
+    if inner is not model:  # a (Distributed)DataParallel: its replicas call the inner module's hooks, each in a thread
+        # of its own, so the call count opens on the inner module; layer names with or without its "module." prefix
+        layers = [n[len("module."):] if isinstance(n, str) and n.startswith("module.") else
+                  "" if n == "module" else n for n in layers]
+        model = inner
     auto_k, auto_grid = token_layout(model)
     model_k = auto_k if num_prefix_tokens is None else None  # the model's count, fitted per output (patch_embed: 0)
     k = num_prefix_tokens if num_prefix_tokens is not None else auto_k
@@ -203,6 +211,7 @@ def attach(
     modules: dict[str, FeatureAPR] = {}
     state = _HookState(model, model_k, grid, [m for m in model.modules() if hasattr(m, "grad_checkpointing")],
                        None if fixed else patches)
+    state.nhwc = not fixed and _channels_last_model(model)
     state.names = [full for full, _ in resolved]
     for full, module in resolved:
         apr = FeatureAPR(p=p, dims=dims, mode=mode, lam=lam, num_prefix_tokens=k, grid=grid, generator=generator)
@@ -227,6 +236,7 @@ class _HookState:
                  switches: list[nn.Module], patches: PatchGrid | None = None) -> None:
         self.model, self.model_k, self.grid, self.switches, self.warned = model, model_k, grid, switches, False
         self.patches = patches
+        self.nhwc = False  # a channels-last token model (a Swin): each site's grid is its block's (stated_grid)
         self.names: list[str] = []  # the attached layers: the first training forward checks that each was called
         self.checked_calls = False
         # per thread (DataParallel runs its replicas, which share these hooks, in threads): for each attached module,
@@ -238,7 +248,7 @@ class _HookState:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # an attached model pickled by an older aprkit lacks the later fields: its call check is not made
-        self.__dict__.update({"patches": None, "names": [], "checked_calls": True, **state})
+        self.__dict__.update({"patches": None, "names": [], "checked_calls": True, "nhwc": False, **state})
         self._local = threading.local()
 
     def open_forward(self, mod: nn.Module, args: Any) -> None:
@@ -251,9 +261,11 @@ class _HookState:
         self.checked_calls = True
         never = [name for name in self.names if not calls[name]]
         if never:
+            compiled = (" (or the model was compiled with torch.compile before attach: its compiled graph runs no "
+                        "hooks attached later; attach first, then compile)" if not any(calls.values()) else "")
             warnings.warn(f"layer{'s' if len(never) > 1 else ''} {', '.join(map(repr, never))} attached but not "
                           "called in the model's forward (in training mode): FeatureAPR there never applies; attach "
-                          "to modules the forward calls", LayerNotCalledWarning, stacklevel=2)
+                          f"to modules the forward calls{compiled}", LayerNotCalledWarning, stacklevel=2)
 
     def token_grid(self) -> tuple[int, int] | None:
         """The patch grid of this forward's tokens: the one given to attach, else the patch embedding's input's."""
@@ -302,10 +314,13 @@ class _FeatureHook:
         activation inside a ConvNeXt MLP at 384 px, whose sizes passed the size rules). Raised in that forward pass,
         before any backward; the shape counts as checked once a forward pass ends without it."""
         model, where = self.state.model, f"layer {self.full!r} output"
-        linears = [m for m in layout_module(model, self.full).modules() if isinstance(m, nn.Linear)]
-        if not linears:
-            self.checked.add(shape[1:])
-            return
+        near = {id(m) for m in layout_module(model, self.full).modules() if isinstance(m, nn.Linear)}
+        # elsewhere in the model, a Linear or a torch LayerNorm over the last axis taking this very map (a torchvision
+        # Swin's patch embedding ends in a permute and a LayerNorm: at 384 px its 96 x 96 x 96 output passed the size
+        # rules, and the next block's norm takes it)
+        far = [m for m in model.modules() if id(m) not in near and (isinstance(m, nn.Linear) or (
+            type(m).forward is nn.LayerNorm.forward and len(getattr(m, "normalized_shape", ())) == 1
+            and int(m.normalized_shape[0]) == shape[3]))]
 
         def taken(_m: nn.Module, args: Any) -> None:  # this very map, or it after a dropout / norm of the MLP
             if any(a is result or (isinstance(a, torch.Tensor) and a.ndim == 4 and a.shape == result.shape)
@@ -313,11 +328,17 @@ class _FeatureHook:
                 self._unwatch()
                 check_channels_first(model, self.full, shape, where, linear_io=True)
 
+        def taken_far(_m: nn.Module, args: Any) -> None:  # this very map only
+            if any(a is result for a in args):
+                self._unwatch()
+                check_channels_first(model, self.full, shape, where, linear_io=True)
+
         def passed(*_: Any) -> None:
             self._unwatch()
             self.checked.add(shape[1:])
 
-        self._watching = [*(m.register_forward_pre_hook(taken) for m in linears), model.register_forward_hook(passed)]
+        self._watching = [*(m.register_forward_pre_hook(taken) for m in model.modules() if id(m) in near),
+                          *(m.register_forward_pre_hook(taken_far) for m in far), model.register_forward_hook(passed)]
 
     def _unwatch(self) -> None:
         for h in self._watching:
@@ -342,10 +363,15 @@ class _FeatureHook:
         layout = None
         if out.ndim == 3:  # this call's layout, passed to it (the module is shared by threads); kept on it to read
             grid = st.token_grid()
+            if grid is None and getattr(st, "nhwc", False):  # a Swin's tokens: its block's grid, never a guess
+                grid = stated_grid(st.model, full, int(out.shape[1]))
             k = apr.num_prefix_tokens if st.model_k is None else site_prefix_tokens(out.shape[1], st.model_k, grid)
             layout = (grid, k)
             apr.grid, apr.num_prefix_tokens = layout  # the latest call's, to read (the call itself takes layout)
-        if apr.generator is not None and not st.warned and any(m.grad_checkpointing for m in st.switches):
+        if apr.generator is not None and not st.warned and (any(m.grad_checkpointing for m in st.switches)
+                                                             or _in_backward()):
+            # (timm's switch, seen before the first backward; any other checkpointing, torchvision's
+            # memory_efficient DenseNet or the user's torch.utils.checkpoint, when its recomputation runs the hook)
             st.warned = True
             warnings.warn("FeatureAPR draws from generator=, which activation checkpointing does not restore: the "
                           "recomputed forward draws other partners, so the gradients belong to another "
@@ -358,6 +384,18 @@ class _FeatureHook:
         if fresh:
             self._watch_linears(result, tuple(out.shape))
         return result
+
+
+def _in_backward() -> bool:
+    """Whether this call runs inside autograd's backward pass (an activation checkpoint's recomputation)."""
+    task = getattr(torch._C, "_current_graph_task_id", None)
+    return task is not None and task() != -1
+
+
+def _channels_last_model(model: nn.Module) -> bool:
+    """Whether ``model`` (or a wrapper's ``.model``) declares channels-last outputs (timm's Swin: ``output_fmt``)."""
+    return any(str(getattr(m, "output_fmt", "")).upper() == "NHWC" for m in (model, getattr(model, "model", None))
+               if m is not None)
 
 
 class _Unwatch:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 __all__ = ["GridLayout", "to_grid", "from_grid", "infer_prefix_tokens", "check_channels_first", "layout_module",
-           "site_prefix_tokens", "batch_shape"]
+           "site_prefix_tokens", "stated_grid", "batch_shape"]
 
 
 @dataclass(frozen=True)
@@ -172,6 +172,21 @@ def site_prefix_tokens(n_tokens: int, model_k: int | None, model_grid: tuple[int
     return 0 if fits(n_tokens) else model_k
 
 
+def stated_grid(model: nn.Module, path: str, n_tokens: int) -> tuple[int, int]:
+    """The patch grid of ``n_tokens`` tokens (no prefix tokens) at ``path`` in a channels-last token model (a timm
+    Swin), as the innermost module around it states it (a block's ``input_resolution``, a patch embedding's
+    ``grid_size``): its stages have grids of their own, and a square guess read a 36 x 64 grid of 2,304 tokens (a
+    16:9 image) as 48 x 48. ``ValueError`` when none states a grid of that many tokens."""
+    for m in _enclosing_modules(model, path):
+        for attr in ("input_resolution", "grid_size"):
+            g = getattr(m, attr, None)
+            if isinstance(g, (tuple, list)) and len(g) == 2 and all(isinstance(v, int) for v in g):
+                if int(g[0]) * int(g[1]) == n_tokens:
+                    return int(g[0]), int(g[1])
+    raise ValueError(f"layer {path!r} output holds {n_tokens} tokens of a channels-last model (a Swin), and no module "
+                     "around it states their patch grid (input_resolution / grid_size): pass grid=(h, w) to attach")
+
+
 def _enclosing_modules(model: nn.Module, path: str) -> list[nn.Module]:
     """The module at ``path`` and its ancestors up to ``model``, innermost first."""
     parts = path.split(".") if path else []
@@ -238,7 +253,7 @@ def check_channels_first(model: nn.Module, path: str, shape: tuple[int, ...], wh
         if any(isinstance(k, nn.modules.conv._ConvNd) for k in m.modules()):
             break
     if fmt.upper().endswith("NHWC") or linear_io:
-        why = ("an nn.Linear takes or gives it as a 4-D tensor (acting on its last axis)" if linear_io
+        why = ("an nn.Linear (or a LayerNorm over the last axis) takes or gives it as a 4-D tensor" if linear_io
                else "the module declares output_fmt NHWC")
         raise ValueError(f"{where} holds channels-last activations of shape {batch_shape(shape)} (B, H, W, C): "
                          f"{why}. Hidden-layer Fourier codes read (B, C, H, W) maps; pick a site whose activation is "
