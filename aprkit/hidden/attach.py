@@ -319,8 +319,7 @@ class _FeatureHook:
         # Swin's patch embedding ends in a permute and a LayerNorm: at 384 px its 96 x 96 x 96 output passed the size
         # rules, and the next block's norm takes it)
         far = [m for m in model.modules() if id(m) not in near and (isinstance(m, nn.Linear) or (
-            type(m).forward is nn.LayerNorm.forward and len(getattr(m, "normalized_shape", ())) == 1
-            and int(m.normalized_shape[0]) == shape[3]))]
+            type(m).forward is nn.LayerNorm.forward and tuple(getattr(m, "normalized_shape", ())) == (shape[3],)))]
 
         def taken(_m: nn.Module, args: Any) -> None:  # this very map, or it after a dropout / norm of the MLP
             if any(a is result or (isinstance(a, torch.Tensor) and a.ndim == 4 and a.shape == result.shape)
