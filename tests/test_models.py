@@ -221,3 +221,20 @@ def test_normalisation_stats_of_the_wrong_channel_count_are_refused_at_build_tim
 
 def test_gfnet_s_and_b_have_the_official_stochastic_depth():
     assert [create_model(n).blocks[-1].drop_path_rate for n in ("gfnet_ti", "gfnet_s")] == [0.0, pytest.approx(0.15)]
+
+
+def test_replace_head_resets_every_timm_head_and_keeps_the_dtype() -> None:
+    """replace_head replaced only the last Linear: a distilled DeiT kept its 1,000-way distillation head (its
+    forward then added 1,000 logits to 10 and crashed), and a float64 model got a float32 head (hidden reviewer)."""
+    import timm
+    import torchvision
+
+    from aprkit.models.normalize import replace_head
+
+    deit = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, img_size=32, depth=1)
+    replace_head(deit, 10)
+    assert deit.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    net = torchvision.models.resnet18().double().eval()
+    replace_head(net, 5)
+    assert net.fc.weight.dtype == torch.float64
+    assert net(torch.rand(1, 3, 32, 32, dtype=torch.float64)).shape == (1, 5)
