@@ -304,16 +304,16 @@ def replace_head(net: nn.Module, num_classes: int) -> None:
     head's device and in its dtype. A timm model resets its own (``reset_classifier``: a distilled model's two heads
     together; replacing one of them left the model adding 1,000 logits to ``num_classes``)."""
     head = find_classifier(net)
-    like = {"device": head.weight.device, "dtype": head.weight.dtype}
     reset, get = getattr(net, "reset_classifier", None), getattr(net, "get_classifier", None)
     if callable(reset) and callable(get):
         reset(num_classes)
         heads = get()
         for h in heads if isinstance(heads, tuple) else (heads,):
             if isinstance(h, nn.Module):
-                h.to(**like)
+                h.to(device=head.weight.device, dtype=head.weight.dtype)
         return
     name = next(n for n, m in net.named_modules() if m is head)
     parent_name, _, attr = name.rpartition(".")
     parent = net.get_submodule(parent_name) if parent_name else net
-    setattr(parent, attr, nn.Linear(head.in_features, num_classes, bias=head.bias is not None, **like))
+    setattr(parent, attr, nn.Linear(head.in_features, num_classes, bias=head.bias is not None,
+                                    device=head.weight.device, dtype=head.weight.dtype))
