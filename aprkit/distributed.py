@@ -52,7 +52,7 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int =
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu or auto "
-                             "(in a training config: train.device: cpu)")
+                             "(aprkit eval; for training: train.device: cpu, or --set train.device=cpu)")
         if dev.index is None:
             dev = torch.device(f"cuda:{local_rank}")
     elif dev.type == "cpu":
@@ -60,7 +60,8 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int =
     elif dev.type == "mps":
         if not torch.backends.mps.is_available():
             raise ValueError(f"device {str(device)!r} requested but MPS (Apple GPUs) is not available here; "
-                             "use --device cpu or auto (in a training config: train.device: cpu)")
+                             "use --device cpu or auto (aprkit eval; for training: train.device: cpu, or --set "
+                             "train.device=cpu)")
     elif dev.type == "meta" or not _available(dev.type):  # another accelerator (xpu, ...) is used when present
         raise ValueError(f"device {str(device)!r} is not available here; expected auto, cpu, cuda, cuda:N or mps "
                          "(or another accelerator this torch build supports)")

@@ -299,3 +299,31 @@ def test_out_flag_and_set_train_out_naming_one_folder_two_ways_run(tmp_path):
 
     assert main(["train", "--out", str(tmp_path / "A"), "--set", f"train.out={tmp_path / 'A'}/",
                  "--print-config"]) == 0
+
+
+def test_fit_checks_a_config_made_in_code_as_a_file_is_checked(tmp_path):
+    """fit(Config(...)) checked ranges only: schedule="Cosine" trained the step schedule and aug.method="APR_SP"
+    failed at the first step, after overwrite=True had deleted the previous run (training reviewer). And fit's
+    overrides read text settings as YAML numbers (train.out=0755 became the folder 493)."""
+    from aprkit.train.config import AugConfig, OptimConfig
+    from aprkit.train.loop import _as_config
+
+    with pytest.raises(ValueError, match="must be one of 'step', 'cosine', got 'Cosine'"):
+        _as_config(Config(optim=OptimConfig(schedule="Cosine")), [])
+    with pytest.raises(ValueError, match="aug.method' must be one of"):
+        _as_config(Config(aug=AugConfig(method="APR_SP")), [])
+    assert _as_config(Config(), ["train.out=0755"]).train.out == "0755"
+    assert _as_config(Config().to_dict(), ["train.out=0755"]).train.out == "0755"
+
+
+def test_milestones_past_the_run_warn():
+    """A recipe shortened with optim.epochs alone kept milestones [60, 120, 160, 190]: the whole run trained at
+    lr 0.1 without a word (training reviewer)."""
+    import warnings
+
+    with pytest.warns(UserWarning, match=r"optim.milestones \[60, 120, 160, 190\] lie at or past the run's end"):
+        load_config(None, ["optim.epochs=30"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_config(None, ["optim.epochs=30", "optim.milestones=[10,20]"])
+        load_config(None, ["optim.epochs=30", "optim.schedule=cosine"])

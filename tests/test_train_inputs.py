@@ -164,6 +164,10 @@ def test_a_run_writes_its_report_with_the_curves_and_the_numbers_of_metrics_json
     assert ", 1 epoch, batch" in md and "(constant)" in md and "finished (1 epoch)" in md
     fit(train_config(train={"report": False}), datasets=(Images(32), None), out=tmp_path / "off")
     assert not (tmp_path / "off" / "train_report.md").exists()
+    fit(train_config(train={"report": True}, optim={"epochs": 1, "milestones": []}), datasets=(Images(36), None),
+        out=tmp_path / "left")  # batches of 8: 4 per epoch, 4 images left out (it said nothing: training reviewer)
+    assert ("training: Images, 36 images (4 per epoch left out, other ones each epoch: the last partial batch is "
+            "dropped)") in (tmp_path / "left" / "train_report.md").read_text()
     fit(train_config(train={"report": True}, feature_apr={"layers": ["1"]}, optim={"epochs": 1}),
         datasets=(Images(32), None), out=tmp_path / "fa")
     assert "aug.method=standard, FeatureAPR at 1 (p 0.5, swap, dims hw), 1 epoch," in \

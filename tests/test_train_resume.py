@@ -33,13 +33,15 @@ def test_resume_after_interruption_is_bit_for_bit(tmp_path, method, path):
     assert (part / "metrics.csv").read_text().count("\n") == 4  # header + 3 epochs, the partial row dropped
 
 
-def test_resume_at_max_steps_keeps_the_partial_row(tmp_path):
+def test_resume_at_max_steps_keeps_the_partial_row(tmp_path, capsys):
     """A run resumed with the max_steps it already reached trains nothing more: its partial row stays in the
     history and in metrics.csv (it was dropped, leaving the stopped epoch's numbers nowhere)."""
     ds, test = Images(40), Images(16, seed=5)
     cfg = train_config()
     first = fit(cfg, ["train.max_steps=7"], out=tmp_path, datasets=(ds, test))
     again = fit(cfg, ["train.max_steps=7"], out=tmp_path, resume=True, datasets=(ds, test))
+    # it said "finished after epoch 0" (with progress on; nothing with it off) and exited 0: now what to do
+    assert "stopped at train.max_steps=7 (step 7, in epoch 2, after its batch 2 of 3)" in capsys.readouterr().err
     assert again["global_step"] == 7 and strip_times(again["history"]) == strip_times(first["history"])
     assert again["history"][-1]["partial"]
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))

@@ -39,10 +39,14 @@ from ..distributed import (
 from ..models.normalize import unwrap_model
 from .config import (
     PAIR_METHODS,
+    SECTIONS,
+    TEXT_KEYS,
     Config,
+    apply_overrides,
     config_from_dict,
     load_config,
     resolve_amp_dtype,
+    resolve_bases,
     validate_config,
 )
 from .data import EpochBatches, limit_datasets, load_datasets
@@ -73,18 +77,14 @@ def _as_config(config: Config | str | os.PathLike[str] | Mapping[str, Any], over
     if isinstance(overrides, (str, bytes)):  # iterated, its characters would each be read as an override
         raise TypeError(f"overrides must be a list of 'section.key=value' strings, got the string {overrides!r}; "
                         f"pass [{overrides!r}]")
-    if isinstance(config, Config):
-        if overrides:
-            from .config import SECTIONS, apply_overrides
-
-            return validate_config(config_from_dict(apply_overrides(config.to_dict(), overrides, SECTIONS)))
-        return validate_config(config)
+    if isinstance(config, Config):  # rebuilt from its values: the type and choice checks a file gets (a Config made
+        # in code with schedule="Cosine" trained the step schedule without a word)
+        return validate_config(config_from_dict(apply_overrides(config.to_dict(), overrides, SECTIONS, TEXT_KEYS)))
     if isinstance(config, (str, os.PathLike)):
         return load_config(config, overrides)
     if isinstance(config, Mapping):
-        from .config import SECTIONS, apply_overrides, resolve_bases
-
-        return validate_config(config_from_dict(apply_overrides(resolve_bases(config), overrides, SECTIONS)))
+        return validate_config(config_from_dict(apply_overrides(resolve_bases(config), overrides, SECTIONS,
+                                                                TEXT_KEYS)))
     raise TypeError(f"config must be a Config, a YAML path or a mapping, got {type(config).__name__}")
 
 
@@ -230,8 +230,10 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     if tr.report and out is not None and main:
         from .report import ReportWriter, data_text
 
+        per_epoch = len(batches) * batches.batch_size * info.world  # (the last partial batch is dropped)
         report = ReportWriter(out, cfg.to_dict(), config_changes, data_text(cfg.data, train_ds, test_ds,
-                                                                          given=datasets is not None))
+                                                                          given=datasets is not None,
+                                                                          per_epoch=per_epoch))
     logger = MetricsLogger(out, enabled=main, tensorboard=tr.tensorboard, history=pos.history, report=report)
     if report is not None:
         held.callback(lambda: report.interrupted(logger.history))  # an interrupt (Ctrl-C) leaves a report saying so

@@ -82,10 +82,11 @@ def loss_figure(history: Sequence[Mapping[str, Any]], path: Path) -> Path | None
     return save_figure(fig, path)
 
 
-def data_text(d: Any, train: Any, test: Any, given: bool) -> str:
+def data_text(d: Any, train: Any, test: Any, given: bool, per_epoch: int | None = None) -> str:
     """The run's data for its report: the specs of ``d`` (the config's ``data`` section; the datasets' types when they
     were given as ``datasets=``) and image counts; a ``data.limit`` / ``data.test_limit`` subset says that it is a
-    seeded random one (``aprkit eval --limit`` takes the first N images: another set)."""
+    seeded random one (``aprkit eval --limit`` takes the first N images: another set). ``per_epoch``: the training
+    images an epoch's full batches take, said where the dropped last partial batch leaves some out."""
     def one(ds: Any, spec: str | None) -> str:
         if getattr(ds, "drawn_by_limit", False):  # a data.limit / data.test_limit subset
             name = spec if spec and not given else type(ds.dataset).__name__
@@ -94,7 +95,10 @@ def data_text(d: Any, train: Any, test: Any, given: bool) -> str:
         return f"{spec if spec and not given else type(ds).__name__}, {dataset_len(ds)} images"
 
     test_text = one(test, d.test_dataset or d.dataset) if test is not None else "none"
-    return f"training: {one(train, d.dataset)}; test: {test_text}"
+    n = dataset_len(train)
+    left = (f" ({n - per_epoch} per epoch left out, other ones each epoch: the last partial batch is dropped)"
+            if per_epoch is not None and per_epoch < n else "")
+    return f"training: {one(train, d.dataset)}{left}; test: {test_text}"
 
 
 def _status(history: Sequence[Mapping[str, Any]], epochs: int, stopped: bool = False, interrupted: bool = False) -> str:
