@@ -382,3 +382,19 @@ def test_the_demo_refuses_an_output_folder_inside_its_data(tmp_path):
     flat = tmp_path / "train"  # a folder of classes: nothing inside it
     with pytest.raises(ValueError, match="lies inside the input folder"):
         check_out_outside_data(flat / "run", f"folder:{flat}")
+
+
+def test_the_committed_demo_report_rerenders_with_its_grid_and_total(tmp_path):
+    """Corruptions given as a group ("benchmark") were counted as one corruption ("1 corruptions x 5 severities, not
+    the full CIFAR grid"), and a report written again from results.json labelled the whole run's total "before this
+    report" (report reviewer)."""
+    from pathlib import Path
+
+    from aprkit.demo.report import write_demo_report
+    from aprkit.eval import Results
+
+    res = Results.load(Path(__file__).parents[1] / "benchmarks/repro/results/demo_run/results.json")
+    res.meta["demo"]["settings"]["corruptions"] = ["benchmark"]
+    md = write_demo_report(res, tmp_path)["markdown"].read_text()
+    assert "15 corruptions x 5 severities (the CIFAR convention)" in md
+    assert "| total |" in md and "total before this report" not in md

@@ -295,3 +295,31 @@ def test_an_output_folder_inside_the_data_folder_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="lies inside the input folder"):  # an OOD set's folder too
         evaluate("resnet20", "ood", "synthetic:8", ood=[f"folder:{tmp_path / 'data'}"], out_dir=tmp_path / "data" / "o",
                  **{**kw, "num_classes": 10})
+
+
+def test_a_results_object_whose_results_the_folder_dropped_does_not_rewrite_it(tmp_path):
+    """The label re-measured with other weights on another suite: the folder dropped the old entry, and the old
+    Results' write_report() put it back, dropping every other model (report reviewer); an explicit out_dir naming
+    the folder skipped the check. Both refuse now; the folder's own file still rewrites its report."""
+    import json
+
+    import pytest
+    import torch
+
+    from aprkit.eval import Results, evaluate
+    from aprkit.models import create_model
+
+    torch.manual_seed(0)
+    kw = dict(data="synthetic:24", device="cpu", progress=False, out_dir=tmp_path, corruptions=["none"])
+    a, b, c = (create_model("small_cnn", num_classes=10) for _ in range(3))
+    old = evaluate({"m": a}, suite="corruption", **kw)
+    evaluate({"other": b}, suite="corruption", **kw)
+    with pytest.warns(RuntimeWarning):
+        evaluate({"m": c}, suite="calibration", **kw)  # 'm' names other weights now: its old entry is dropped
+    before = (tmp_path / "results.json").read_text()
+    for folder in (None, tmp_path):
+        with pytest.raises(ValueError, match=r"does not hold these results of 'm'.*Results.load\("):
+            old.write_report(folder)
+    assert (tmp_path / "results.json").read_text() == before
+    Results.load(tmp_path / "results.json").write_report(tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text())["models"].keys() == {"other", "m"}

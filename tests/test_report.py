@@ -345,3 +345,13 @@ def test_markdown_text_is_one_line_whatever_its_line_endings():
 
     for end in ("\n", "\r", "\r\n", "\u2028", "\x0b"):
         assert md_escape(f"a{end}b") == "a b" and _md_code(f"a{end}b") == "`a b`"
+
+
+def test_a_suite_without_a_headline_says_its_direction_is_unknown(tmp_path):
+    """The numbers of a suite aprkit does not know (a plugin not installed here) were marked "better: neither",
+    which the report uses for descriptive measures where no direction is better (report reviewer)."""
+    from aprkit.eval import Results
+
+    res = Results(models={"m": {"someplugin": {"score": 0.5}}})
+    md = write_report(res, tmp_path)["markdown"].read_text()
+    assert "| someplugin: score | unknown | 0.5000 |" in md.replace("  ", " ")

@@ -25,10 +25,11 @@ def demo_summary(demo: Mapping[str, Any]) -> ReportSection:
     from .summary import verdict_table
 
     s = demo["settings"]
-    from ..corruptions import BENCHMARK
+    from ..corruptions import BENCHMARK, expand_groups
 
-    names = list(s.get("corruptions") or BENCHMARK)
-    full_grid = sorted(s["severities"]) == [1, 2, 3, 4, 5] and set(BENCHMARK) <= set(names)
+    names = sorted(set(expand_groups(list(s.get("corruptions") or BENCHMARK))))  # ("benchmark" was 1 corruption)
+    severities = sorted(set(s["severities"]))
+    full_grid = severities == [1, 2, 3, 4, 5] and set(BENCHMARK) <= set(names)
     blocks: list = [
         verdict_table(demo["verdicts"]),
         Paragraph(demo["overall"]),
@@ -39,7 +40,7 @@ def demo_summary(demo: Mapping[str, Any]) -> ReportSection:
                    "direction is better in general (the evaluation report marks them \"neither\"); for them, "
                    "helped / hurt mean moved towards / away from what the APR paper claims APR training does (more "
                    "reliance on shape and phase). Mean corruption error: "
-                   f"{len(names)} corruptions x {len(s['severities'])} severities "
+                   f"{len(names)} corruptions x {len(severities)} severities "
                    f"({'the CIFAR convention' if full_grid else 'not the full CIFAR grid'}), generated once with ",
                    code("aprkit.corruptions"), " and shared by both models. Phase-follow rate: the fraction of "
                    "phase/amplitude-swapped test pairs classified as the phase donor."]),
@@ -83,8 +84,9 @@ def demo_setup(demo: Mapping[str, Any], fig_dir: Path) -> ReportSection:
     blocks += [
         Heading("Timings"),
         Table(["stage", "wall s", "CPU s"],
-              [["total before this report" if k == "total" else k, f"{v['wall_s']:.1f}", f"{v['cpu_s']:.1f}"]
-               for k, v in t.items()]),  # written before the report stage ends (results.json has the full total)
+              [["total before this report" if k == "total" and "report" not in t else k, f"{v['wall_s']:.1f}",
+                f"{v['cpu_s']:.1f}"] for k, v in t.items()]),  # the run's own report is written before its report
+        # stage ends (results.json has the full total, and a report written again from it has the report row)
         Paragraph(f"Machine: {demo['cpu_count']} CPU cores, {demo['torch_threads']} torch threads; load average at "
                   f"the start {la[0]:.1f} (a load far above the core count means a shared machine and inflated wall "
                   "times)."),

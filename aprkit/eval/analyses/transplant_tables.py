@@ -112,7 +112,7 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title
             ax.plot(d, [100 * r["follow_magnitude"] for r in sel], "--s", color=c, ms=3,
                     label=f"{code}: follows magnitude")
             ax.plot(d, [100 * r.get("deletion_accuracy", r["deletion_agreement"]) for r in sel], ":", color=c,
-                    label=f"{code}: magnitude deleted")
+                    label=f"{code}: {'accuracy' if 'deletion_accuracy' in sel[0] else 'agreement'}, magnitude deleted")
         ax.set_xlabel("block depth")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(-2, 102)

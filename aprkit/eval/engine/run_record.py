@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ...distributed import is_main_process
-from ..report.results import Results
+from ..report.results import Results, write_report
 from .fingerprint import MODEL_PACKAGES, package_version
 from .outdir import SuiteIndex, merge_provenance
 
@@ -86,7 +86,7 @@ class EvalRun:
         with self.index.synced():
             if self.index.entries or self.pending:
                 try:
-                    self.written().write_report(self.out, title=self.settings.get("title"))
+                    write_report(self.written(), self.out, title=self.settings.get("title"))
                 except Exception as err:  # noqa: BLE001 - the run's results matter more than this early report
                     warnings.warn(f"could not refresh the report in {self.out} ({err}); it is written at the end",
                                   RuntimeWarning, stacklevel=2)
@@ -121,8 +121,9 @@ class EvalRun:
 
     def final_report(self, title: str | None) -> Any:
         """Write ``results.json`` and the report of the folder's merged index (raises when a section fails)."""
+        assert self.out is not None  # (called with an output folder only)
         with self.index.synced():
-            return self.written().write_report(self.out, title=title)
+            return write_report(self.written(), self.out, title=title)
 
     def _failed_by_model(self, pending: Mapping[str, list[str]]) -> dict[str, dict[str, str]]:
         """``{model: {suite: error}}`` of this run's suites that raised and are still not finished."""

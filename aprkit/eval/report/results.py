@@ -105,29 +105,33 @@ class Results:
     def write_report(self, out_dir: str | Path | None = None, title: str | None = None) -> dict[str, Path]:
         """Write results.json, report.md and report.html (see :func:`write_report`).
 
-        Into its own evaluation folder (``out_dir`` None), where ``results.json`` holds these models' results and
-        others' (several evaluations into one folder add up), the report covers the folder's models, as the
-        evaluation's own report does: rewriting it with this call's models alone dropped the others. Where the folder
-        has since measured one of these models again, this raises instead of putting the old numbers back."""
+        Into an evaluation folder (its own, ``out_dir`` None; or one holding ``index.json``), where ``results.json``
+        holds these models' results and others' (several evaluations into one folder add up), the report covers the
+        folder's models, as the evaluation's own report does: rewriting it with this call's models alone dropped the
+        others. Where the folder holds other numbers for one of these models (measured again since), or does not hold
+        some of these results (a later evaluation replaced them), this raises instead of putting numbers back that
+        the folder withdrew."""
         target = out_dir if out_dir is not None else self.out_dir
         if target is None:
             raise ValueError("no output folder: pass out_dir "
                              "(reports are never written to the current directory implicitly)")
-        whole = self._folder_results() if out_dir is None else None
+        own = self.out_dir is not None and Path(target).resolve() == Path(self.out_dir).resolve()
+        whole = self._folder_results(Path(target)) if own or (Path(target) / "index.json").is_file() else None
         self.paths = write_report(whole or self, target, title=title)
         return self.paths
 
-    def _folder_results(self) -> Results | None:
-        """The results of this object's evaluation folder where they hold its models, with the same numbers, and
-        more; else None. Raises ValueError where the folder holds other numbers for one of its models."""
-        path = Path(self.out_dir) / "results.json" if self.out_dir is not None else None
-        if path is None or not path.is_file():
+    def _folder_results(self, folder: Path) -> Results | None:
+        """The results of the evaluation folder ``folder`` where they hold this object's models, with the same numbers,
+        and more; else None. Raises ValueError where the folder holds other numbers for one of its models, or not
+        some of its results while holding others."""
+        path = folder / "results.json"
+        if not path.is_file():
             return None
         try:
-            folder = Results.load(path)
+            loaded = Results.load(path)
         except (OSError, ValueError):
             return None
-        mine, held = self.to_dict()["models"], folder.to_dict()["models"]
+        mine, held = self.to_dict()["models"], loaded.to_dict()["models"]
         stale = sorted({m for m, suites in mine.items() if m in held
                         for s, v in suites.items() if s in held[m] and held[m][s] != v})
         if stale:  # a later evaluation into the folder measured these again: rewriting would put the old numbers back
@@ -136,12 +140,18 @@ class Results:
                 "into that folder measured them again); rewriting the folder's report from this object would put the "
                 "old numbers back and drop the folder's other models. Pass out_dir to write these results elsewhere, "
                 f"or rewrite the folder's report from its own file: Results.load({str(path)!r}).write_report("
-                f"{str(path.parent)!r})")
-        if any(s not in (held.get(m) or {}) for m, suites in mine.items() for s in suites):
-            return None  # results the folder does not hold (its file was replaced): these are written as they are
-        if held == mine:
+                f"{str(folder)!r})")
+        gone = sorted({m for m, suites in mine.items() for s in suites if s not in (held.get(m) or {})})
+        if gone and held:  # the folder dropped them (its label now names other weights), or never held them (another
+            # evaluation's folder): writing these would put numbers it does not hold there and drop what it holds
+            raise ValueError(
+                f"{path} does not hold these results of {', '.join(map(repr, gone))} (a later evaluation into that "
+                "folder replaced them, or it is another evaluation's folder); writing them there would replace what "
+                "it holds with numbers it does not. Pass another out_dir to write these results, or rewrite the "
+                f"folder's report from its own file: Results.load({str(path)!r}).write_report({str(folder)!r})")
+        if gone or held == mine:
             return None
-        return Results(models=folder.models, meta=folder.meta, out_dir=self.out_dir)
+        return Results(models=loaded.models, meta=loaded.meta, out_dir=folder)
 
 
 def _renamed(meta: Mapping[str, Any], old: str, new: str) -> dict[str, Any]:
@@ -267,7 +277,8 @@ def summary_section(headlines: Mapping[str, list[Measure]], title: str = "Summar
         notes.append(f"{m.formatted()}* ({model}, {m.label}): {m.note}")
         return m.formatted() + "*"
 
-    rows = [[first[n].display_label, better[first[n].higher_is_better]] + [cell(n, model) for model in headlines]
+    rows = [[first[n].display_label, better[first[n].higher_is_better] if first[n].direction_known else "unknown"]
+            + [cell(n, model) for model in headlines]
             for n in names]
     table = Table(["measure", "better"] + list(headlines), rows,
                   notes=" ".join(["Each suite's headline measures (details in its section below); % values are "

@@ -127,7 +127,8 @@ class Measure:
 
     ``name`` is the key in ``Results.summary()``; ``percent``: ``value`` is a fraction shown x100 with ``%``;
     ``unit``: a unit shown otherwise (e.g. ``"s"``); ``higher_is_better``: None when neither direction is
-    better (a descriptive rate); ``digits``: decimals shown; ``note``: what the value alone would hide (e.g. a
+    better (a descriptive rate), ``direction_known`` False when the direction is not known at all (the numbers of a
+    suite that declares no headline); ``digits``: decimals shown; ``note``: what the value alone would hide (e.g. a
     transplant site that follows B by construction), printed beside it where the label is not.
     """
 
@@ -139,6 +140,7 @@ class Measure:
     unit: str = ""
     digits: int = 2
     note: str = ""
+    direction_known: bool = True
 
     def formatted(self) -> str:
         """The value as printed in the summary (``"-"`` when missing)."""
@@ -158,8 +160,8 @@ def generic_headline(name: str, result: Mapping[str, Any]) -> list[Measure]:
     ``"<suite>.<key>"``, direction unknown."""
     if not isinstance(result, Mapping):
         return []
-    return [Measure(f"{name}.{k}", f"{name}: {k}", float(v), digits=4) for k, v in result.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return [Measure(f"{name}.{k}", f"{name}: {k}", float(v), digits=4, direction_known=False)
+            for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
 OptionsT = TypeVar("OptionsT", bound=SuiteOptions)

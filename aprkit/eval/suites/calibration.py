@@ -129,7 +129,9 @@ class CalibrationSuite(Suite[CalibrationOptions]):
                       notes=f"ECE: {' / '.join(map(str, bins))} equal-width bins"
                             f"{' (the models were evaluated with different bins)' if len(bins) > 1 else ''}; RMS: "
                             "adaptive bins of 100 samples (every bin counted); corrupted = mean over the evaluated "
-                            f"corruption x severity cells{'; ' + held if held else ''}.")
+                            "corruption x severity cells (the corrupted reliability diagram pools every cell's "
+                            "predictions into one set of bins, so the ECE in its title differs from this mean)"
+                            f"{'; ' + held if held else ''}.")
         blocks: list = [table, Figure(self._reliability(results, fig_dir),
                                       "Reliability diagrams (dashed: perfect calibration)")]
         if any(r.get("per_severity") for r in results.values()):
