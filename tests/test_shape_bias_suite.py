@@ -219,3 +219,30 @@ def test_the_recorded_stimuli_do_not_depend_on_the_path_that_hit_the_cache(tree,
     got = [suite.run(EvalContext(model=Constant("cat"), progress=False, cache=cache), f"cue-conflict:{p}")["stimuli"]
            for p in (tmp_path / "link", tree)]
     assert got == [str(tree.resolve())] * 2 and len(cache) == 1
+
+
+def test_stimuli_not_at_224_px_for_an_imagenet_model_without_preprocessing_warn(tmp_path):
+    """A --checkpoint ImageNet model took stimuli of another size as they are, without a word, where model-vs-human
+    resizes them to 256 and crops 224 (bias reviewer)."""
+    from torch import nn
+
+    from aprkit.data.cue_conflict import write_synthetic_cue_conflict
+    from aprkit.eval import evaluate
+
+    write_synthetic_cue_conflict(tmp_path / "cue", per_shape=1, size=16, seed=0)
+    net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 1000))
+    with pytest.warns(RuntimeWarning, match=r"stimuli are 16x16 px, not 224: the model sees them as they are"):
+        evaluate(net, "shape-bias", f"cue-conflict:{tmp_path / 'cue'}", device="cpu", progress=False)
+
+
+def test_a_cue_conflict_triple_of_fewer_classes_than_the_model_names_the_categories_option():
+    from aprkit.eval import evaluate
+    from aprkit.eval.engine.logit_checks import OutputWidthError
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (16, 3, 8, 8), generator=g, dtype=torch.uint8)
+    s, t = torch.arange(16) % 5, (torch.arange(16) + 1) % 5
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 10))
+    with pytest.raises(OutputWidthError, match=r"triple has the classes its labels reach \(0..4\); give the suite's "
+                                               r"categories option"):
+        evaluate(net, "cue-conflict", {"cue-conflict": (x, s, t)}, device="cpu", progress=False)

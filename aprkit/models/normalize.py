@@ -246,7 +246,8 @@ class Preprocess(Normalize):
     authors' evaluation transforms do; mean/std come after (both steps are linear, so their order does not change the
     result). Square images of exactly ``crop`` x ``crop`` are taken as already resized and cropped and pass unchanged:
     the benchmark sets stored at the model's input size (ImageNet-C, the cue-conflict stimuli at 224 px) are evaluated
-    as they are, not zoomed in a second time.
+    as they are, not zoomed in a second time. The resize is done in float: torchvision's PIL path rounds the resized
+    image to 8 bits, so on upscaled images logits differ from it by up to ~0.7 (its float-tensor path: ~1e-5).
     """
 
     def __init__(self, model: nn.Module, mean: Any, std: Any, *, resize: int | None, crop: int,

@@ -142,13 +142,21 @@ class CueConflictSuite(Suite[CueConflictOptions]):
     def run(self, ctx: EvalContext, data: Any) -> CueConflictResult:
         from ..analyses.shape_bias import shape_bias
         from ..engine.inference import predict
+        from ..engine.logit_checks import OutputWidthError
 
         ds = resolve_cue_conflict(data, self.options(ctx).model_dump(exclude_none=True), ctx.seed)
 
         def compute() -> dict:
-            out = predict(ctx.model, ds, device=ctx.device, batch_size=ctx.batch_size, num_workers=ctx.num_workers,
-                          amp=ctx.amp, channels_last=ctx.channels_last, progress=ctx.progress, desc="cue-conflict",
-                          num_classes=len(ds.categories))
+            try:
+                out = predict(ctx.model, ds, device=ctx.device, batch_size=ctx.batch_size,
+                              num_workers=ctx.num_workers, amp=ctx.amp, channels_last=ctx.channels_last,
+                              progress=ctx.progress, desc="cue-conflict", num_classes=len(ds.categories))
+            except OutputWidthError as err:  # a triple's classes are the labels it holds: its hint named folders
+                if not (isinstance(data, (tuple, list)) and not self.options(ctx).categories):
+                    raise
+                raise OutputWidthError(f"{str(err).split(';')[0]}: an (images, shape, texture) triple has the classes "
+                                       f"its labels reach (0..{len(ds.categories) - 1}); give the suite's categories "
+                                       "option the model's class names in its order (--set categories=[...])") from None
             decisions = out.logits.argmax(1)
             full = shape_bias(decisions, ds.shape_labels, ds.texture_labels, ds.categories).to_dict()
             result: dict[str, Any] = {k: full.pop(k) for k in ("shape_bias", "shape_match", "texture_match")}

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
-from ...data.cue_conflict import FULL_CONFLICTING
+from ...data.cue_conflict import FULL_CONFLICTING, CueConflict
 from ..analyses.shape_bias import (
     CATEGORIES,
     REFERENCE_SHAPE_BIAS,
@@ -84,6 +84,30 @@ class ShapeBiasResult(TypedDict, total=False):
     caveats: list[str]  # a subset of the published stimuli (only then)
 
 
+def _warn_unresized(model: Any, ds: Any) -> None:
+    """Warn when the stimuli are not 224 x 224 and an ImageNet model (1,000 outputs) has no resize of its own (a
+    ``--checkpoint`` model): they are fed as they are, where model-vs-human resizes such images to 256 and crops 224
+    (another decision on some). A model of the 16 categories (trained on such stimuli) takes them as they are."""
+    import warnings
+
+    from ...models.normalize import Preprocess, find_classifier, unwrap_model
+
+    inner = unwrap_model(model)
+    if not len(ds) or isinstance(inner, Preprocess):
+        return
+    try:
+        if find_classifier(inner).out_features != 1000:
+            return
+    except ValueError:  # no Linear head: its width is not known here
+        return
+    size = tuple(int(v) for v in ds[0][0].shape[-2:])
+    if size != (224, 224):
+        warnings.warn(f"the cue-conflict stimuli are {size[0]}x{size[1]} px, not 224: the model sees them as they "
+                      "are (model-vs-human resizes such images to 256 and crops 224); resize them "
+                      f"({CueConflict.size_fix}) or give the model its preprocessing (its weights' name without "
+                      "--checkpoint)", RuntimeWarning, stacklevel=4)
+
+
 @register_suite("shape-bias")
 class ShapeBiasSuite(Suite[ShapeBiasOptions]):
     """Shape bias, shape/texture match and per-category shape bias on the cue-conflict stimuli."""
@@ -96,6 +120,7 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
         ds = resolve_stimuli(data, {"stimuli": opts.stimuli})
 
         check_categories(ds.categories)  # before inference
+        _warn_unresized(ctx.model, ds)
         references = None
         if opts.references:  # raw decision CSVs (a folder or files): the plot's guide lines, read before inference
             try:
