@@ -40,9 +40,11 @@ def quick_run(tmp_path_factory):
     import contextlib
     import io
 
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    buf, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(err):
         rc = main(["demo", "--out", str(out), "--quick", "--no-progress"])
+    # a first run said "no checkpoint at ...; starting a new run" for each model, even with --no-progress (reviewer)
+    assert "no checkpoint" not in err.getvalue(), err.getvalue()
     return rc, out, buf.getvalue()
 
 

@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
     )
     p.add_argument("input", help="a .npy uint8 array (N, H, W, 3), a folder of class sub-folders with images, or "
-                                 "tinyimagenet:ROOT (the validation images of tiny-imagenet-200; with --size 64)")
+                                 "tinyimagenet:ROOT (the validation images of tiny-imagenet-200, written at 64 px)")
     p.add_argument("out", help="output directory")
     p.add_argument("--layout", choices=("cifar", "imagenet"), default=None,
                    help="cifar: <name>.npy severity-major + labels.npy (a folder is read class by class, in sorted "
@@ -57,8 +57,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--size", type=positive_int, default=None,
                    help="bring images to SIZE x SIZE: the imagenet layout resizes the short side to SIZE*256/224 and "
                         "centre-crops SIZE (ImageNet-C's Resize(256) + CenterCrop(224)), the cifar layout resizes the "
-                        "short side to SIZE and centre-crops; images already SIZE x SIZE are kept (default: 224 for "
-                        "the imagenet layout, keep for cifar); folder input only: an array is written at its own size)")
+                        "short side to SIZE and centre-crops; images already SIZE x SIZE are kept (default: 64 for "
+                        "tinyimagenet:ROOT, 224 for other imagenet-layout input, keep for cifar); folder input only:"
+                        " an array is written at its own size)")
     p.add_argument("--seed", type=seed_int, default=0,
                    help="image i of every corruption x severity draws from (seed, corruption, severity, preset, i); "
                         "0..2**63-1, as aprkit eval's --seed (default 0)")

@@ -2,7 +2,7 @@
 
 Examples::
 
-    aprkit demo --out runs/demo                       # synthetic data, about 5-6 minutes on a 2-core CPU
+    aprkit demo --out runs/demo                       # synthetic data, about 5-8 minutes on a 2-core CPU
     aprkit demo --out runs/demo-quick --quick         # seconds; every report section present
     aprkit demo --out runs/demo-c10 --data cifar10:/data/cifar10 --epochs 15 --device cuda
     aprkit demo --out runs/demo-mine --data folder:/data/my_images   # PATH/{train,test}/<class>/ or one tree

@@ -6,7 +6,7 @@ Examples::
     aprkit train --config cifar10_wrn40_2_apr_sp --out runs/wrn_aprsp             # a shipped recipe by its name
     aprkit train --config configs/train/cifar10_wrn40_2_apr_sp.yaml --out runs/wrn_aprsp
     aprkit train --config configs/train/cifar10_wrn40_2_apr_sp.yaml --out runs/smoke --overwrite \\
-        --set train.max_steps=5 data.limit=256 optim.batch_size=16   # ~10 s smoke run (a rerun replaces the last)
+        --set train.max_steps=5 data.limit=256 optim.batch_size=16   # 10-40 s smoke run (a rerun replaces the last)
     aprkit train --config configs/train/cifar10_wrn40_2_apr_sp.yaml --out runs/wrn_aprsp --resume
     torchrun --nproc_per_node=8 -m aprkit train --config configs/train/imagenet_resnet50.yaml --out runs/r50
 """

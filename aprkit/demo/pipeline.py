@@ -175,7 +175,8 @@ def train_model(name: str, cfg: dict[str, Any], data: DemoData, out: Path) -> tu
     key = {**resolved, "train": {k: v for k, v in resolved["train"].items() if k not in shown},
            "recipe_version": recipe_version(parsed)}
     run_dir = out / "train" / f"{name}-{_digest([key, data.train.cache_id, data.test.cache_id])}"
-    res = fit(cfg, out=run_dir, resume=True, datasets=(data.train, data.test))
+    # a folder from an earlier run resumes; a new one starts quietly (a resume finding nothing says so, twice a demo)
+    res = fit(cfg, out=run_dir, resume=run_dir.exists(), datasets=(data.train, data.test))
     hist = res["history"]
     info = {"method": cfg["aug"]["method"], "run_dir": str(run_dir), "checkpoint": res["checkpoint"],
             "epochs": cfg["optim"]["epochs"],

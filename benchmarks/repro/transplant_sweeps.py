@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    **({"transplant_every": 4} if args.smoke else {}), **extra}
         with warnings.catch_warnings():  # the -cls-sign labels are the same weights measured with other options on
             # purpose: evaluate's advice to reuse the other label's results does not apply to them
-            warnings.filterwarnings("ignore", "holds results of these weights under the label", RuntimeWarning)
+            warnings.filterwarnings("ignore", ".* holds results of these weights under the label", RuntimeWarning)
             res = evaluate(group, suite=["transplant"], data=cifar10_spec(shared), out_dir=out / "eval",
                            device=args.device, batch_size=SMOKE["batch_size"] if args.smoke else args.batch_size,
                            limit=SMOKE["eval_limit"] if args.smoke else 2000, options=options, resume=args.resume,
