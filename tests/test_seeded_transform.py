@@ -58,3 +58,18 @@ def test_a_transform_with_its_own_generator_is_warned_of():
         warnings.simplefilter("error")
         for plain in (APRSingleV2(), v2.Compose([v2.ColorJitter(0.2), RandomCorruption()]), None):
             SeededTransform(ds, plain, seed=0)
+
+
+def test_per_item_seeding_leaves_the_cuda_generators_alone(monkeypatch):
+    """torch.manual_seed seeds every CUDA generator too, and fork_rng(devices=[]) restores none: each evaluation
+    of a user's dataset left the CUDA generator at one constant state (GPU reviewer)."""
+    from aprkit.data.seeded import draws_random_numbers, seeded_global_rngs
+
+    seeded: list[int] = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: seeded.append(s))
+    with seeded_global_rngs(3):
+        first = torch.rand(2)
+    with seeded_global_rngs(3):
+        assert torch.equal(torch.rand(2), first)
+    draws_random_numbers(torch.utils.data.TensorDataset(natural_images(4, seed=0), torch.zeros(4, dtype=torch.long)))
+    assert seeded == []

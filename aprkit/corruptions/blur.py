@@ -87,7 +87,7 @@ def defocus_blur(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> t
     rows, cols = np.nonzero(k)
     r = int(max(np.abs(rows - centre).max(), np.abs(cols - centre).max()))  # zero rim: exact to drop
     kernel = torch.from_numpy(np.ascontiguousarray(k[centre - r:centre + r + 1, centre - r:centre + r + 1]))
-    return filter2d(x, kernel.to(x.device), "reflect101")
+    return filter2d(x, kernel, "reflect101")  # (read on the host: a device copy cost a copy and a sync)
 
 
 # ----------------------------------------------------------------------------- gaussian

@@ -193,8 +193,8 @@ def spatter(x: torch.Tensor, c: tuple, generator: RandomSource = None) -> torch.
         dist = truncated_distance(canny(l8, 50, 150), 20)
         dist = box_blur_levels(dist)
         dist = equalize_hist(dist)
-        dist = filter2d(dist, _EMBOSS.to(x.device), "reflect101").round_().clamp_(0, 255)
-        dist = filter2d(dist, torch.full((3, 3), 1 / 9, device=x.device), "reflect101").round_()  # cv2.blur of 8-bit
+        dist = filter2d(dist, _EMBOSS, "reflect101").round_().clamp_(0, 255)  # (kernels are read on the host)
+        dist = filter2d(dist, torch.full((3, 3), 1 / 9), "reflect101").round_()  # cv2.blur of 8-bit
         # values: whole levels (a sum / 9 is never half-way)
         m = dist.mul_(l8)  # the scripts multiply the 8-bit liquid layer
         mx = m.amax(dim=(2, 3), keepdim=True)

@@ -29,10 +29,12 @@ __all__ = ["SeededReads", "SeededTransform", "draws_random_numbers", "seeded_glo
 
 @contextlib.contextmanager
 def seeded_global_rngs(seed: int) -> Iterator[None]:
-    """Seed torch (CPU), NumPy and Python's ``random`` for the block; restore their states afterwards."""
+    """Seed torch (CPU), NumPy and Python's ``random`` for the block; restore their states afterwards. The CUDA
+    generators are left alone (``torch.manual_seed`` would seed them too, and nothing here restores them: a user's
+    CUDA dropout stream restarted at the same state after each evaluation)."""
     py, npy = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed % (1 << 32))
         try:
