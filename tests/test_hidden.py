@@ -573,6 +573,21 @@ def test_an_mlp_mixer_states_its_patch_grid_through_its_stem() -> None:
         want = feature_apr(seen["raw"], p=1.0, num_prefix_tokens=0, grid=grid,
                            generator=torch.Generator().manual_seed(0))
         torch.testing.assert_close(seen["apr"], want)
+    # a dynamic_img_size model keeps its configured input_resolution: the grid of a 224 x 112 image was read as its
+    # transpose, and a size whose grid no module states was refused (diff reviewer); the block's input says it now,
+    # and window attention's tokens are one window (window_size)
+    for site, size, grid in (("layers.1.blocks.0.mlp", (64, 32), (8, 4)), ("layers.1.blocks.0.attn", (32, 64), (2, 2))):
+        dyn = SwinTransformer(img_size=(32, 64), patch_size=4, window_size=2, embed_dim=8, depths=(1, 1),
+                              num_heads=(1, 1), num_classes=10, dynamic_img_size=True).train()
+        mod = dyn.get_submodule(site)
+        seen = {}
+        mod.register_forward_hook(lambda _m, _a, o: seen.setdefault("raw", o.detach().clone()))
+        with attach(dyn, [site], p=1.0, seed=0):
+            mod.register_forward_hook(lambda _m, _a, o: seen.setdefault("apr", o.detach().clone()))
+            dyn(torch.rand(2, 3, *size))
+        want = feature_apr(seen["raw"], p=1.0, num_prefix_tokens=0, grid=grid,
+                           generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(seen["apr"], want)
     x = torch.rand(2, 3, 32, 64, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -754,7 +769,11 @@ def test_attach_to_a_data_parallel_model_counts_calls_in_its_replicas() -> None:
             warnings.simplefilter("error")
             with attach(dp, [name], p=1.0, seed=0) as handle:
                 assert dp(torch.rand(4, 3, 8, 8)).shape == (4, 5)
-        assert list(handle.modules) == ["layer1"]
+        assert list(handle.modules) == ["module.layer1"]  # the name in the model given, as before
+    twice = nn.DataParallel(_ThreadedDataParallel(TinyNet())).train()  # one "module." per wrapper
+    with attach(twice, ["module.module.layer1"], p=1.0, seed=0) as handle:
+        assert twice(torch.rand(4, 3, 8, 8)).shape == (4, 5)
+    assert list(handle.modules) == ["module.module.layer1"]
     import torchvision
 
     from aprkit.models import Normalize
@@ -788,14 +807,21 @@ def test_a_checkpoint_recomputing_a_seeded_feature_apr_warns() -> None:
         net(torch.rand(4, 3, 8, 8)).sum().backward()
 
 
-def test_a_layer_never_called_names_compiling_before_attach() -> None:
-    """A model compiled before attach runs its graph without the hooks: the warning said only that the layer was
-    not called (hidden reviewer); when no attached layer ran at all it names that cause too."""
+def test_the_far_channels_last_watch_spares_a_convolutions_output() -> None:
+    """A Linear or LayerNorm mixing along the width of a convolution's (B, C, H, W) output (axial mixing) was taken
+    for channels-last evidence and refused (diff reviewer): a conv's output is channels-first by construction."""
 
-    class Skips(TinyNet):
+    class Axial(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.norm, self.mix = nn.Conv2d(3, 16, 3, padding=1), nn.LayerNorm(8), nn.Linear(8, 8)
+            self.fc = nn.Linear(16, 5)
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(F.relu(self.stem(x)).mean(dim=(-2, -1)))
+            y = self.c1(x)
+            y = y + self.mix(self.norm(y))
+            return self.fc(y.mean(dim=(-2, -1)))
 
-    net = Skips().train()
-    with attach(net, ["layer1"], p=1.0, seed=0), pytest.warns(RuntimeWarning, match="attach first, then compile"):
-        net(torch.rand(2, 3, 8, 8))
+    net = Axial().train()
+    with attach(net, ["c1"], p=1.0, seed=0):
+        assert net(torch.rand(2, 3, 8, 8)).shape == (2, 5)

@@ -234,6 +234,14 @@ def test_replace_head_resets_every_timm_head_and_keeps_the_dtype() -> None:
     deit = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, img_size=32, depth=1)
     replace_head(deit, 10)
     assert deit.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    from aprkit.models import Normalize  # inside a Normalize too; and a timm head that is a convolution (DLA)
+
+    wrapped = Normalize(timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, img_size=32, depth=1))
+    replace_head(wrapped, 7)
+    assert wrapped.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 7)
+    dla = timm.create_model("dla34", pretrained=False)
+    replace_head(dla, 7)
+    assert dla.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 7)
     net = torchvision.models.resnet18().double().eval()
     replace_head(net, 5)
     assert net.fc.weight.dtype == torch.float64

@@ -246,3 +246,6 @@ def test_a_cue_conflict_triple_of_fewer_classes_than_the_model_names_the_categor
     with pytest.raises(OutputWidthError, match=r"triple has the classes its labels reach \(0..4\); give the suite's "
                                                r"categories option"):
         evaluate(net, "cue-conflict", {"cue-conflict": (x, s, t)}, device="cpu", progress=False)
+    narrow = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 3))  # fewer outputs: the general hint
+    with pytest.raises(OutputWidthError, match="check_classes=false"):
+        evaluate(narrow, "cue-conflict", {"cue-conflict": (x, s, t)}, device="cpu", progress=False)

@@ -314,6 +314,18 @@ def test_fit_checks_a_config_made_in_code_as_a_file_is_checked(tmp_path):
         _as_config(Config(aug=AugConfig(method="APR_SP")), [])
     assert _as_config(Config(), ["train.out=0755"]).train.out == "0755"
     assert _as_config(Config().to_dict(), ["train.out=0755"]).train.out == "0755"
+    # and what a Config made in code held before is kept (diff reviewer): NumPy scalars of a sweep, text reading
+    # as YAML null, no overrides (None)
+    import numpy as np
+
+    from aprkit.train.config import ModelConfig
+
+    kept = _as_config(Config(optim=OptimConfig(epochs=np.int64(3), lr=np.float32(0.1), milestones=[2]),
+                             model=ModelConfig(checkpoint="null")), None)
+    assert kept.optim.epochs == 3 and kept.model.checkpoint == "null"
+    assert _as_config(Config(optim=OptimConfig(epochs=np.int64(3), milestones=[2])), ["optim.lr=0.2"]).optim.epochs == 3
+    with pytest.raises(ValueError, match="aug.compile must be"):
+        _as_config(Config(aug=AugConfig(compile="yes")), [])
 
 
 def test_milestones_past_the_run_warn():

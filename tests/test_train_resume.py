@@ -41,7 +41,7 @@ def test_resume_at_max_steps_keeps_the_partial_row(tmp_path, capsys):
     first = fit(cfg, ["train.max_steps=7"], out=tmp_path, datasets=(ds, test))
     again = fit(cfg, ["train.max_steps=7"], out=tmp_path, resume=True, datasets=(ds, test))
     # it said "finished after epoch 0" (with progress on; nothing with it off) and exited 0: now what to do
-    assert "stopped at train.max_steps=7 (step 7, in epoch 2, after its batch 2 of 3)" in capsys.readouterr().err
+    assert "stopped at train.max_steps=7 (step 7, in epoch 2 of 3, after its batch 2)" in capsys.readouterr().err
     assert again["global_step"] == 7 and strip_times(again["history"]) == strip_times(first["history"])
     assert again["history"][-1]["partial"]
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))

@@ -14,7 +14,7 @@ from torch import nn
 from .. import fourier
 from .._generators import make_generator
 from .feature_apr import FeatureAPR, Lam
-from .layout import check_channels_first, layout_module, site_prefix_tokens, stated_grid
+from .layout import check_channels_first, enclosing_modules, layout_module, site_prefix_tokens, stated_grid
 from .sites import Site, resolve_module
 
 __all__ = ["attach", "AttachHandle", "detach", "token_layout", "PatchGrid", "compiled_modules", "LayerNotCalledWarning"]
@@ -176,14 +176,13 @@ def attach(
         raise ValueError(f"model is compiled (torch.compile) at {compiled[:3]}: hooks attached now would not run in "
                          "its compiled graph. attach to the module before compiling it, e.g. attach(model, ...) then "
                          "torch.compile(model)")
-    from ..models.normalize import unwrap_model
-
-    inner = unwrap_model(model)
-    if inner is not model:  # a (Distributed)DataParallel: its replicas call the inner module's hooks, each in a thread
-        # of its own, so the call count opens on the inner module; layer names with or without its "module." prefix
+    # a (Distributed)DataParallel: its replicas call the inner module's hooks, each in a thread of its own, so the
+    # call count opens on the inner module; layer names with or without the "module." of each wrapper taken off
+    prefix = ""
+    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         layers = [n[len("module."):] if isinstance(n, str) and n.startswith("module.") else
                   "" if n == "module" else n for n in layers]
-        model = inner
+        model, prefix = model.module, prefix + "module."
     auto_k, auto_grid = token_layout(model)
     model_k = auto_k if num_prefix_tokens is None else None  # the model's count, fitted per output (patch_embed: 0)
     k = num_prefix_tokens if num_prefix_tokens is not None else auto_k
@@ -211,11 +210,13 @@ def attach(
     modules: dict[str, FeatureAPR] = {}
     state = _HookState(model, model_k, grid, [m for m in model.modules() if hasattr(m, "grad_checkpointing")],
                        None if fixed else patches)
-    state.nhwc = not fixed and _channels_last_model(model)
+    if not fixed and _channels_last_model(model):  # a Swin: each site's grid from its block's input (recorded)
+        state.blocks = _BlockGrids(model, [full for full, _ in resolved])
+        hooks += state.blocks.hooks
     state.names = [full for full, _ in resolved]
     for full, module in resolved:
         apr = FeatureAPR(p=p, dims=dims, mode=mode, lam=lam, num_prefix_tokens=k, grid=grid, generator=generator)
-        modules[full] = apr
+        modules[prefix + full] = apr  # (the name in the model given: a DataParallel's "module." kept)
         feature_hook = _FeatureHook(apr, full, state)
         hooks += [module.register_forward_hook(feature_hook), feature_hook.watch_handle]
     # the model's forward opens and closes the count of each module's calls (a recomputation for activation
@@ -236,7 +237,7 @@ class _HookState:
                  switches: list[nn.Module], patches: PatchGrid | None = None) -> None:
         self.model, self.model_k, self.grid, self.switches, self.warned = model, model_k, grid, switches, False
         self.patches = patches
-        self.nhwc = False  # a channels-last token model (a Swin): each site's grid is its block's (stated_grid)
+        self.blocks: _BlockGrids | None = None  # a channels-last token model (a Swin): its blocks' input grids
         self.names: list[str] = []  # the attached layers: the first training forward checks that each was called
         self.checked_calls = False
         # per thread (DataParallel runs its replicas, which share these hooks, in threads): for each attached module,
@@ -248,7 +249,7 @@ class _HookState:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # an attached model pickled by an older aprkit lacks the later fields: its call check is not made
-        self.__dict__.update({"patches": None, "names": [], "checked_calls": True, "nhwc": False, **state})
+        self.__dict__.update({"patches": None, "names": [], "checked_calls": True, "blocks": None, **state})
         self._local = threading.local()
 
     def open_forward(self, mod: nn.Module, args: Any) -> None:
@@ -261,11 +262,9 @@ class _HookState:
         self.checked_calls = True
         never = [name for name in self.names if not calls[name]]
         if never:
-            compiled = (" (or the model was compiled with torch.compile before attach: its compiled graph runs no "
-                        "hooks attached later; attach first, then compile)" if not any(calls.values()) else "")
             warnings.warn(f"layer{'s' if len(never) > 1 else ''} {', '.join(map(repr, never))} attached but not "
                           "called in the model's forward (in training mode): FeatureAPR there never applies; attach "
-                          f"to modules the forward calls{compiled}", LayerNotCalledWarning, stacklevel=2)
+                          "to modules the forward calls", LayerNotCalledWarning, stacklevel=2)
 
     def token_grid(self) -> tuple[int, int] | None:
         """The patch grid of this forward's tokens: the one given to attach, else the patch embedding's input's."""
@@ -308,7 +307,7 @@ class _FeatureHook:
         forward pass that never reached the model's end, or that raised, left them on the model)."""
         return _Unwatch(self)
 
-    def _watch_linears(self, result: torch.Tensor, shape: tuple[int, ...]) -> None:
+    def _watch_linears(self, result: torch.Tensor, shape: tuple[int, ...], site: nn.Module) -> None:
         """Refuse ``result`` (this call's recombined map) when an ``nn.Linear`` around the site takes it later in this
         forward pass: a Linear acts on the last axis, so the map is channels-last whatever its sizes (a parameter-free
         activation inside a ConvNeXt MLP at 384 px, whose sizes passed the size rules). Raised in that forward pass,
@@ -318,8 +317,10 @@ class _FeatureHook:
         # elsewhere in the model, a Linear or a torch LayerNorm over the last axis taking this very map (a torchvision
         # Swin's patch embedding ends in a permute and a LayerNorm: at 384 px its 96 x 96 x 96 output passed the size
         # rules, and the next block's norm takes it)
-        far = [m for m in model.modules() if id(m) not in near and (isinstance(m, nn.Linear) or (
-            type(m).forward is nn.LayerNorm.forward and tuple(getattr(m, "normalized_shape", ())) == (shape[3],)))]
+        far = [] if _channels_first_producer(site) else [  # (a conv's output is (B, C, H, W) by construction:
+            # a Linear or LayerNorm acting on its width, axial mixing, does not make it channels-last)
+            m for m in model.modules() if id(m) not in near and (isinstance(m, nn.Linear) or (
+                type(m).forward is nn.LayerNorm.forward and tuple(getattr(m, "normalized_shape", ())) == (shape[3],)))]
 
         def taken(_m: nn.Module, args: Any) -> None:  # this very map, or it after a dropout / norm of the MLP
             if any(a is result or (isinstance(a, torch.Tensor) and a.ndim == 4 and a.shape == result.shape)
@@ -362,8 +363,8 @@ class _FeatureHook:
         layout = None
         if out.ndim == 3:  # this call's layout, passed to it (the module is shared by threads); kept on it to read
             grid = st.token_grid()
-            if grid is None and getattr(st, "nhwc", False):  # a Swin's tokens: its block's grid, never a guess
-                grid = stated_grid(st.model, full, int(out.shape[1]))
+            if grid is None and st.blocks is not None:  # a Swin's tokens: its window's or block's grid, not a guess
+                grid = stated_grid(st.model, full, int(out.shape[1]), st.blocks.seen())
             k = apr.num_prefix_tokens if st.model_k is None else site_prefix_tokens(out.shape[1], st.model_k, grid)
             layout = (grid, k)
             apr.grid, apr.num_prefix_tokens = layout  # the latest call's, to read (the call itself takes layout)
@@ -381,8 +382,44 @@ class _FeatureHook:
         except ValueError as err:  # the layer's name beside the shape FeatureAPR refused
             raise ValueError(f"layer {full!r}: {err}") from None
         if fresh:
-            self._watch_linears(result, tuple(out.shape))
+            self._watch_linears(result, tuple(out.shape), mod)
         return result
+
+
+def _channels_first_producer(module: nn.Module | None) -> bool:
+    """Whether ``module``'s output comes from a convolution or a batch / group norm (the last layer of a plain
+    ``nn.Sequential`` chain): a ``(B, C, H, W)`` map by construction."""
+    while isinstance(module, nn.Sequential) and len(module):
+        module = module[-1]
+    return isinstance(module, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm))
+
+
+class _BlockGrids:
+    """The token grid of the latest input of each block around the attached sites of a channels-last token model (a
+    timm Swin block's input is ``(B, H, W, C)``), per thread, by forward pre-hooks: its ``input_resolution`` is the
+    configured size, not the one a ``dynamic_img_size`` model was given (a 224 x 112 image's grid was read as its
+    transpose)."""
+
+    def __init__(self, model: nn.Module, sites: list[str]) -> None:
+        blocks = {id(m): m for full in sites for m in enclosing_modules(model, full) if hasattr(m, "input_resolution")}
+        self._local = threading.local()
+        self.hooks = [m.register_forward_pre_hook(self._record) for m in blocks.values()]
+
+    def __getstate__(self) -> dict[str, Any]:  # (pickled with an attached model: hook handles and thread-locals not)
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._local, self.hooks = threading.local(), []
+
+    def _record(self, module: nn.Module, args: Any) -> None:
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and x.ndim == 4:
+            if not hasattr(self._local, "grids"):
+                self._local.grids = {}
+            self._local.grids[id(module)] = (int(x.shape[1]), int(x.shape[2]))
+
+    def seen(self) -> dict[int, tuple[int, int]]:
+        return getattr(self._local, "grids", {})
 
 
 def _in_backward() -> bool:
@@ -423,8 +460,9 @@ def detach(model: nn.Module) -> dict[str, FeatureAPR]:
             hook._unwatch()  # its watch hooks, where a forward pass left them
             found[name] = hook.apr
         for hooks in (module._forward_pre_hooks, module._forward_hooks):  # the call count's hooks on the model
-            for i in [i for i, h in hooks.items()
-                      if isinstance(getattr(h, "__self__", None), _HookState) or isinstance(h, PatchGrid)]:
+            ours = [i for i, h in hooks.items()
+                    if isinstance(getattr(h, "__self__", None), (_HookState, _BlockGrids)) or isinstance(h, PatchGrid)]
+            for i in ours:
                 del hooks[i]
                 module._forward_hooks_always_called.pop(i, None)
     return found

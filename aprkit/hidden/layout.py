@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 __all__ = ["GridLayout", "to_grid", "from_grid", "infer_prefix_tokens", "check_channels_first", "layout_module",
-           "site_prefix_tokens", "stated_grid", "batch_shape"]
+           "site_prefix_tokens", "stated_grid", "enclosing_modules", "batch_shape"]
 
 
 @dataclass(frozen=True)
@@ -172,22 +172,27 @@ def site_prefix_tokens(n_tokens: int, model_k: int | None, model_grid: tuple[int
     return 0 if fits(n_tokens) else model_k
 
 
-def stated_grid(model: nn.Module, path: str, n_tokens: int) -> tuple[int, int]:
+def stated_grid(model: nn.Module, path: str, n_tokens: int,
+                seen: dict[int, tuple[int, int]] | None = None) -> tuple[int, int]:
     """The patch grid of ``n_tokens`` tokens (no prefix tokens) at ``path`` in a channels-last token model (a timm
-    Swin), as the innermost module around it states it (a block's ``input_resolution``, a patch embedding's
-    ``grid_size``): its stages have grids of their own, and a square guess read a 36 x 64 grid of 2,304 tokens (a
-    16:9 image) as 48 x 48. ``ValueError`` when none states a grid of that many tokens."""
-    for m in _enclosing_modules(model, path):
-        for attr in ("input_resolution", "grid_size"):
-            g = getattr(m, attr, None)
+    Swin), from the innermost module around it that gives one of that many tokens: the grid of its latest input
+    (``seen``, by module id: a block's ``(B, H, W, C)`` input, recorded in the forward), its ``window_size`` (window
+    attention: the tokens of one window), ``input_resolution`` (a block's configured grid) or ``grid_size``. Its
+    stages have grids of their own, and a square guess read a 36 x 64 grid of 2,304 tokens (a 16:9 image) as 48 x 48.
+    ``ValueError`` when none gives a grid of that many tokens."""
+    seen = seen or {}
+    for m in enclosing_modules(model, path):
+        for g in (seen.get(id(m)), getattr(m, "window_size", None), getattr(m, "input_resolution", None),
+                  getattr(m, "grid_size", None)):
             if isinstance(g, (tuple, list)) and len(g) == 2 and all(isinstance(v, int) for v in g):
                 if int(g[0]) * int(g[1]) == n_tokens:
                     return int(g[0]), int(g[1])
     raise ValueError(f"layer {path!r} output holds {n_tokens} tokens of a channels-last model (a Swin), and no module "
-                     "around it states their patch grid (input_resolution / grid_size): pass grid=(h, w) to attach")
+                     "around it gives their grid (its input's, window_size, input_resolution, grid_size): pass "
+                     "grid=(h, w) to attach, in a call of its own for this layer")
 
 
-def _enclosing_modules(model: nn.Module, path: str) -> list[nn.Module]:
+def enclosing_modules(model: nn.Module, path: str) -> list[nn.Module]:
     """The module at ``path`` and its ancestors up to ``model``, innermost first."""
     parts = path.split(".") if path else []
     return [model.get_submodule(".".join(parts[:i])) for i in range(len(parts), -1, -1)]
@@ -220,7 +225,7 @@ _NHWC_HINT = (", e.g. the block output of a ConvNeXt block; a Swin model holds n
 def layout_module(model: nn.Module, path: str) -> nn.Module:
     """Of the module at ``path`` and its ancestors, the innermost with any convolution, norm or Linear layer: the
     one whose layers tell an activation's layout (a parameter-free activation inside a ConvNeXt MLP: that MLP)."""
-    chain = _enclosing_modules(model, path)
+    chain = enclosing_modules(model, path)
     return next((m for m in chain if any(_channel_sizes(m))), chain[-1])
 
 
@@ -240,7 +245,7 @@ def check_channels_first(model: nn.Module, path: str, shape: tuple[int, ...], wh
     or such a gate with C == W), sizes cannot tell: it warns."""
     if len(shape) != 4:
         return
-    chain = _enclosing_modules(model, path)
+    chain = enclosing_modules(model, path)
     # the innermost module that declares a format (timm: a patch embedding, or a whole Swin model): the model's own
     # NHWC was not read, so a Swin stage whose height equals its width in channels passed as (B, C, H, W). Not past
     # a module holding a convolution: its own output is (B, C, H, W) (a Swin's patch_embed.proj, inside the

@@ -230,7 +230,7 @@ def _timm_pretrained(name: str, num_classes: int | None, kwargs: dict, drop_head
     except Exception as e:  # hub errors, missing cache entries offline, connection failures, damaged cache files
         raise _timm_weights_error(name, e, unreachable) from e
     if _check_head(f"timm:{name}", net.num_classes, num_classes, drop_head):
-        net.reset_classifier(num_classes)
+        replace_head(net, int(num_classes))  # type: ignore[arg-type]
     # the test-time input size and crop where the weights publish one, as timm's validate.py (whose numbers timm
     # publishes) evaluates: e.g. resnet50.a1_in1k at 288 px, crop_pct 1.0, not its 224-px training size
     cfg = resolve_data_config({}, model=net, use_test_size=True)

@@ -304,15 +304,19 @@ def replace_head(net: nn.Module, num_classes: int) -> None:
     """Give ``net`` a new, randomly initialised classifier head of ``num_classes`` outputs (in place), on the old
     head's device and in its dtype. A timm model resets its own (``reset_classifier``: a distilled model's two heads
     together; replacing one of them left the model adding 1,000 logits to ``num_classes``)."""
-    head = find_classifier(net)
-    reset, get = getattr(net, "reset_classifier", None), getattr(net, "get_classifier", None)
-    if callable(reset) and callable(get):
-        reset(num_classes)
-        heads = get()
-        for h in heads if isinstance(heads, tuple) else (heads,):
-            if isinstance(h, nn.Module):
-                h.to(device=head.weight.device, dtype=head.weight.dtype)
+    owner: Any = next((m for m in (net, getattr(net, "model", None)) if callable(getattr(m, "reset_classifier", None))
+                       and callable(getattr(m, "get_classifier", None))), None)  # timm's, or one a Normalize wraps
+    if owner is not None:  # (its head may be a convolution: DLA, DPN)
+        old = owner.get_classifier()
+        like = next((p for h in (old if isinstance(old, tuple) else (old,)) if isinstance(h, nn.Module)
+                     for p in h.parameters()), None)
+        owner.reset_classifier(num_classes)
+        new = owner.get_classifier()
+        for h in new if isinstance(new, tuple) else (new,):
+            if isinstance(h, nn.Module) and like is not None:
+                h.to(device=like.device, dtype=like.dtype)
         return
+    head = find_classifier(net)
     name = next(n for n, m in net.named_modules() if m is head)
     parent_name, _, attr = name.rpartition(".")
     parent = net.get_submodule(parent_name) if parent_name else net

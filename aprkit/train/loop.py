@@ -73,19 +73,33 @@ from .trajectory import recipe_version
 __all__ = ["fit", "build_model", "lr_factor"]
 
 
-def _as_config(config: Config | str | os.PathLike[str] | Mapping[str, Any], overrides: Sequence[str]) -> Config:
+def _as_config(config: Config | str | os.PathLike[str] | Mapping[str, Any], overrides: Sequence[str] | None) -> Config:
+    overrides = () if overrides is None else overrides
     if isinstance(overrides, (str, bytes)):  # iterated, its characters would each be read as an override
         raise TypeError(f"overrides must be a list of 'section.key=value' strings, got the string {overrides!r}; "
                         f"pass [{overrides!r}]")
-    if isinstance(config, Config):  # rebuilt from its values: the type and choice checks a file gets (a Config made
-        # in code with schedule="Cosine" trained the step schedule without a word)
-        return validate_config(config_from_dict(apply_overrides(config.to_dict(), overrides, SECTIONS, TEXT_KEYS)))
+    if isinstance(config, Config):  # its values get the type and choice checks a file gets (a Config made in code
+        # with schedule="Cosine" trained the step schedule without a word): read back as a file's would be, NumPy
+        # scalars as Python ones; without overrides the Config itself is kept (a "null" text there stays text)
+        checked = config_from_dict(apply_overrides(_plain(config.to_dict()), overrides, SECTIONS, TEXT_KEYS))
+        return validate_config(checked if overrides else config)
     if isinstance(config, (str, os.PathLike)):
         return load_config(config, overrides)
     if isinstance(config, Mapping):
         return validate_config(config_from_dict(apply_overrides(resolve_bases(config), overrides, SECTIONS,
                                                                 TEXT_KEYS)))
     raise TypeError(f"config must be a Config, a YAML path or a mapping, got {type(config).__name__}")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with NumPy scalars (``np.int64(3)`` from a sweep's ``np.arange``) as Python ones, in nested dicts and
+    lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    item = getattr(value, "item", None)
+    return item() if type(value).__module__ == "numpy" and callable(item) else value
 
 
 def _drop_stop_evals(history: list[dict[str, Any]]) -> None:

@@ -131,8 +131,8 @@ def _warn_changes(state: dict[str, Any], cfg: Config, ckpt_path: Path, pos: RunP
     if at_max and pos.epoch < cfg.optim.epochs:  # printed either way: with the run's own config.yaml, the resume
         # ended at once (exit 0) with "finished after epoch 0"
         print(f"note: the run in {ckpt_path.parent} stopped at train.max_steps={cfg.train.max_steps} (step {pos.step}, "
-              + (f"in epoch {pos.epoch + 1}, after its batch {pos.start_batch}" if pos.start_batch else
-                 f"after epoch {pos.epoch}") + f" of {cfg.optim.epochs}): nothing more to train with that limit; "
+              + (f"in epoch {pos.epoch + 1} of {cfg.optim.epochs}, after its batch {pos.start_batch}" if pos.start_batch
+                 else f"after epoch {pos.epoch} of {cfg.optim.epochs}") + "): nothing more to train with that limit; "
               "give --set train.max_steps=null (or a larger one) with --resume to go on", file=sys.stderr)
         return
     if cfg.train.progress:  # a status line; the warnings below are printed either way

@@ -117,8 +117,8 @@ def bin_statistics(confidences: Any, correct: Any, n_bins: int = 15) -> torch.Te
     """Per-bin sums over equal-width confidence bins.
 
     ``confidences`` ``(N,)`` in [0, 1] (the top-label probabilities) and ``correct`` ``(N,)`` (bool or 0/1).
-    Returns a float64 tensor ``(3, n_bins)`` on the input's device: sample counts, summed confidences and
-    summed correctness. These fixed-size sums are all ECE and the reliability diagram need, and they add
+    Returns a float64 tensor ``(3, n_bins)`` on the input's device (the CPU for MPS input): sample counts, summed
+    confidences and summed correctness. These fixed-size sums are all ECE and the reliability diagram need, and they add
     across batches and processes.
     """
     conf, corr = _check_confidences(confidences, correct)

@@ -15,6 +15,7 @@ default ``10007 + seed``; ``N`` or option ``cue_conflict_n`` stimuli, default 20
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict, cast
@@ -152,7 +153,9 @@ class CueConflictSuite(Suite[CueConflictOptions]):
                               num_workers=ctx.num_workers, amp=ctx.amp, channels_last=ctx.channels_last,
                               progress=ctx.progress, desc="cue-conflict", num_classes=len(ds.categories))
             except OutputWidthError as err:  # a triple's classes are the labels it holds: its hint named folders
-                if not (isinstance(data, (tuple, list)) and not self.options(ctx).categories):
+                wider = re.search(r"outputs (\d+) class", str(err))
+                if not (isinstance(data, (tuple, list)) and not self.options(ctx).categories and wider
+                        and int(wider.group(1)) > len(ds.categories)):
                     raise
                 raise OutputWidthError(f"{str(err).split(';')[0]}: an (images, shape, texture) triple has the classes "
                                        f"its labels reach (0..{len(ds.categories) - 1}); give the suite's categories "
