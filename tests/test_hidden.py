@@ -732,17 +732,18 @@ def test_a_torchvision_swin_patch_embedding_at_384_px_is_refused() -> None:
 
 
 class _ThreadedDataParallel(nn.DataParallel):
-    """What ``nn.DataParallel`` does on two GPUs, on the CPU: the inner module (its replicas share its hooks) runs
-    on halves of the batch in two threads."""
+    """What ``nn.DataParallel`` does on two GPUs, on the CPU: replicas of the inner module (other objects sharing its
+    hooks, as ``torch.nn.parallel.replicate`` makes them) run on halves of the batch in two threads."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         import threading
 
         outs: list = [None, None]
+        replicas = [_replica(self.module) for _ in range(2)]
 
         def run(i: int, part: torch.Tensor) -> None:
             try:
-                outs[i] = self.module(part)
+                outs[i] = replicas[i](part)
             except Exception as err:  # noqa: BLE001 - raised in the caller's thread, as DataParallel does
                 outs[i] = err
 
@@ -755,6 +756,16 @@ class _ThreadedDataParallel(nn.DataParallel):
             if isinstance(out, Exception):
                 raise out
         return torch.cat(outs)
+
+
+def _replica(module: nn.Module) -> nn.Module:
+    """A replica as ``torch.nn.parallel.replicate`` makes it: a new object per module, sharing its hooks and
+    parameters."""
+    copy = module._replicate_for_data_parallel()
+    copy._parameters, copy._buffers = module._parameters, module._buffers  # (replicate broadcasts copies)
+    for name, child in module._modules.items():
+        copy._modules[name] = _replica(child) if child is not None else None
+    return copy
 
 
 def test_attach_to_a_data_parallel_model_counts_calls_in_its_replicas() -> None:
@@ -778,6 +789,13 @@ def test_attach_to_a_data_parallel_model_counts_calls_in_its_replicas() -> None:
 
     from aprkit.models import Normalize
 
+    from timm.models.swin_transformer import SwinTransformer  # a Swin's grids, recorded by the replicas' blocks
+
+    swin = SwinTransformer(img_size=(32, 64), patch_size=4, window_size=2, embed_dim=8, depths=(1, 1),
+                           num_heads=(1, 1), num_classes=10, dynamic_img_size=True)
+    with attach(_ThreadedDataParallel(swin).train(), ["module.layers.1.blocks.0.mlp"], p=1.0, seed=0) as handle:
+        _ThreadedDataParallel(swin).train()(torch.rand(4, 3, 64, 32))
+        assert handle.modules["module.layers.1.blocks.0.mlp"].grid == (8, 4)  # (transposed before: 4 x 8)
     tv = _ThreadedDataParallel(Normalize(torchvision.models.resnet18(num_classes=10))).train()
     with attach(tv, ["module.model.layer1.0.relu"], p=1.0, seed=0), pytest.raises(ValueError,
                                                                                    match="called more than once"):
@@ -825,3 +843,17 @@ def test_the_far_channels_last_watch_spares_a_convolutions_output() -> None:
     net = Axial().train()
     with attach(net, ["c1"], p=1.0, seed=0):
         assert net(torch.rand(2, 3, 8, 8)).shape == (2, 5)
+    net.c1 = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Dropout(0.0))
+    with attach(net, ["c1"], p=1.0, seed=0):  # a conv block ending in elementwise layers (second reviewer)
+        assert net(torch.rand(2, 3, 8, 8)).shape == (2, 5)
+
+
+def test_a_site_made_by_a_linear_is_channels_last_whatever_its_sizes() -> None:
+    """torchvision's Swin MLP (a Sequential: Linear, GELU, Dropout, Linear, Dropout) at 384 px gives (N, 96, 96, 96):
+    only warned as ambiguous and recombined (second reviewer); its last layer is a Linear, so it is channels-last."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    swin = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[1, 1], num_heads=[1, 1], window_size=[4, 4],
+                           num_classes=10).train()
+    with attach(swin, ["features.1.0.mlp"], p=1.0, seed=0), pytest.raises(ValueError, match="channels-last"):
+        swin(torch.rand(2, 3, 64, 64))

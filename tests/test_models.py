@@ -242,6 +242,18 @@ def test_replace_head_resets_every_timm_head_and_keeps_the_dtype() -> None:
     dla = timm.create_model("dla34", pretrained=False)
     replace_head(dla, 7)
     assert dla.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 7)
+
+    class Own(torch.nn.Module):  # a timm backbone without a head under the user's own one: that head is replaced
+        def __init__(self) -> None:
+            super().__init__()
+            self.model, self.fc = timm.create_model("resnet18", num_classes=0), torch.nn.Linear(512, 10)
+
+        def forward(self, x):
+            return self.fc(self.model(x))
+
+    own = Own()
+    replace_head(own, 7)
+    assert own.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 7)
     net = torchvision.models.resnet18().double().eval()
     replace_head(net, 5)
     assert net.fc.weight.dtype == torch.float64

@@ -54,16 +54,19 @@ def as_float(x: torch.Tensor) -> torch.Tensor:
 
 def finish(y: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None, *,
            consume: bool = False) -> torch.Tensor:
-    """Clamp a [0, 1] float result and cast to ``dtype`` (uint8: rounded to 0-255), into ``out`` if given.
-    ``consume``: ``y`` is a temporary of the caller's that may be overwritten (one buffer fewer, still in cache).
+    """Clamp a [0, 1] float result and cast to ``dtype`` (uint8: truncated to 0-255, as the scripts that made the
+    published -C sets store ``np.uint8(result)``), into ``out`` if given. ``consume``: ``y`` is a temporary of the
+    caller's that may be overwritten (one buffer fewer, still in cache).
 
-    uint8: ``round(y * 255)`` clamped to 0-255 equals ``round(clamp(y, 0, 1) * 255)`` (rounding is monotone
-    and maps 0 and 255 to themselves), in three passes over one temporary. On eager CPU calls the whole numbers are
+    uint8: ``floor(y * 255 + 1e-4)`` clamped to 0-255 equals ``floor(clamp(y, 0, 1) * 255 + 1e-4)`` (monotone, and
+    0 and 255 map to themselves), in three passes over one temporary; the 1e-4 of a level absorbs float32 error just
+    below a whole number (an unchanged pixel's k / 255 * 255), which the scripts' float64 does not have (motion blur
+    truncates the same way). On eager CPU calls the whole numbers are
     cast by NumPy (exact; 2x faster than torch's float -> int32 -> uint8, and torch's direct float -> uint8 cast is
     slower still)."""
     if dtype == torch.uint8:
         t = y.mul_(255.0) if consume else torch.mul(y, 255.0)
-        t.round_().clamp_(0.0, 255.0)
+        t.add_(1e-4).floor_().clamp_(0.0, 255.0)
         res = torch.empty(t.shape, dtype=dtype, device=t.device) if out is None else out
         if eager_cpu(t) and t.dtype in (torch.float32, torch.float64):
             with np.errstate(invalid="ignore"):  # NaN becomes 0, as torch's cast does, without a warning

@@ -149,7 +149,8 @@ class CueConflict(Dataset):
     """
 
     #: how to bring stimuli of several sizes to one (the hint of a mixed-size error)
-    size_fix = "CueConflict(ROOT, transform=torchvision.transforms.v2.Resize((224, 224)))"
+    size_fix = ("CueConflict(ROOT, transform=torchvision.transforms.v2.Compose([v2.Resize(256), v2.CenterCrop(224)])), "
+                "as model-vs-human brings other sizes to 224")
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ from torch import nn
 from .. import fourier
 from .._generators import make_generator
 from .feature_apr import FeatureAPR, Lam
-from .layout import check_channels_first, enclosing_modules, layout_module, site_prefix_tokens, stated_grid
+from .layout import check_channels_first, enclosing_names, layout_module, site_prefix_tokens, stated_grid
 from .sites import Site, resolve_module
 
 __all__ = ["attach", "AttachHandle", "detach", "token_layout", "PatchGrid", "compiled_modules", "LayerNotCalledWarning"]
@@ -216,7 +216,7 @@ def attach(
     state.names = [full for full, _ in resolved]
     for full, module in resolved:
         apr = FeatureAPR(p=p, dims=dims, mode=mode, lam=lam, num_prefix_tokens=k, grid=grid, generator=generator)
-        modules[prefix + full] = apr  # (the name in the model given: a DataParallel's "module." kept)
+        modules[prefix + full if full else prefix[:-1]] = apr  # (the name in the model given: "module." kept)
         feature_hook = _FeatureHook(apr, full, state)
         hooks += [module.register_forward_hook(feature_hook), feature_hook.watch_handle]
     # the model's forward opens and closes the count of each module's calls (a recomputation for activation
@@ -317,7 +317,7 @@ class _FeatureHook:
         # elsewhere in the model, a Linear or a torch LayerNorm over the last axis taking this very map (a torchvision
         # Swin's patch embedding ends in a permute and a LayerNorm: at 384 px its 96 x 96 x 96 output passed the size
         # rules, and the next block's norm takes it)
-        far = [] if _channels_first_producer(site) else [  # (a conv's output is (B, C, H, W) by construction:
+        far = [] if _channels_first_output(site) else [  # (a conv's output is (B, C, H, W) by construction:
             # a Linear or LayerNorm acting on its width, axial mixing, does not make it channels-last)
             m for m in model.modules() if id(m) not in near and (isinstance(m, nn.Linear) or (
                 type(m).forward is nn.LayerNorm.forward and tuple(getattr(m, "normalized_shape", ())) == (shape[3],)))]
@@ -359,7 +359,7 @@ class _FeatureHook:
         if fresh:
             # a Linear's own 4-D output is channels-last whatever its sizes (it acts on the last axis)
             check_channels_first(st.model, full, tuple(out.shape), f"layer {full!r} output",
-                                 linear_io=isinstance(mod, nn.Linear))
+                                 linear_io=isinstance(_producer(mod), nn.Linear))
         layout = None
         if out.ndim == 3:  # this call's layout, passed to it (the module is shared by threads); kept on it to read
             grid = st.token_grid()
@@ -386,12 +386,36 @@ class _FeatureHook:
         return result
 
 
-def _channels_first_producer(module: nn.Module | None) -> bool:
-    """Whether ``module``'s output comes from a convolution or a batch / group norm (the last layer of a plain
-    ``nn.Sequential`` chain): a ``(B, C, H, W)`` map by construction."""
+def _elementwise(module: nn.Module) -> bool:
+    """A torch activation, dropout or identity: it keeps its input's layout."""
+    return isinstance(module, nn.Identity) or (
+        type(module).__module__ in ("torch.nn.modules.activation", "torch.nn.modules.dropout")
+        and not isinstance(module, nn.MultiheadAttention))
+
+
+def _producer(module: nn.Module) -> nn.Module:
+    """The module whose output ``module``'s is: down ``nn.Sequential`` chains (torchvision's ``MLP`` and
+    ``Conv2dNormActivation`` are ones) to their last layer that is not elementwise."""
     while isinstance(module, nn.Sequential) and len(module):
-        module = module[-1]
-    return isinstance(module, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm))
+        kids = list(module)
+        while len(kids) > 1 and _elementwise(kids[-1]):
+            kids.pop()
+        module = kids[-1]
+    return module
+
+
+def _channels_first_output(module: nn.Module) -> bool:
+    """Whether ``module``'s output is a ``(B, C, H, W)`` map by construction: made by a convolution or a batch / group
+    norm (after elementwise layers), or by a module holding a convolution and no Linear or LayerNorm (timm's
+    ``ConvNormAct``)."""
+    made = _producer(module)
+    if isinstance(made, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm)):
+        return True
+    if isinstance(made, nn.Sequential) or _elementwise(made):
+        return False
+    held = list(made.modules())
+    return (any(isinstance(m, nn.modules.conv._ConvNd) for m in held)
+            and not any(isinstance(m, (nn.Linear, nn.LayerNorm)) for m in held))
 
 
 class _BlockGrids:
@@ -401,9 +425,10 @@ class _BlockGrids:
     transpose)."""
 
     def __init__(self, model: nn.Module, sites: list[str]) -> None:
-        blocks = {id(m): m for full in sites for m in enclosing_modules(model, full) if hasattr(m, "input_resolution")}
-        self._local = threading.local()
-        self.hooks = [m.register_forward_pre_hook(self._record) for m in blocks.values()]
+        blocks = {name: model.get_submodule(name) for full in sites for name in enclosing_names(full)
+                  if hasattr(model.get_submodule(name), "input_resolution")}
+        self._local = threading.local()  # (by name: DataParallel's replicas are other module objects)
+        self.hooks = [m.register_forward_pre_hook(_Recorder(self, name)) for name, m in blocks.items()]
 
     def __getstate__(self) -> dict[str, Any]:  # (pickled with an attached model: hook handles and thread-locals not)
         return {}
@@ -411,15 +436,25 @@ class _BlockGrids:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._local, self.hooks = threading.local(), []
 
-    def _record(self, module: nn.Module, args: Any) -> None:
+    def record(self, name: str, args: Any) -> None:
         x = args[0] if args else None
         if isinstance(x, torch.Tensor) and x.ndim == 4:
             if not hasattr(self._local, "grids"):
                 self._local.grids = {}
-            self._local.grids[id(module)] = (int(x.shape[1]), int(x.shape[2]))
+            self._local.grids[name] = (int(x.shape[1]), int(x.shape[2]))
 
-    def seen(self) -> dict[int, tuple[int, int]]:
+    def seen(self) -> dict[str, tuple[int, int]]:
         return getattr(self._local, "grids", {})
+
+
+class _Recorder:
+    """The forward pre-hook of one block for :class:`_BlockGrids` (an object: an attached model pickles)."""
+
+    def __init__(self, grids: _BlockGrids, name: str) -> None:
+        self.grids, self.name = grids, name
+
+    def __call__(self, module: nn.Module, args: Any) -> None:
+        self.grids.record(self.name, args)
 
 
 def _in_backward() -> bool:
@@ -461,7 +496,7 @@ def detach(model: nn.Module) -> dict[str, FeatureAPR]:
             found[name] = hook.apr
         for hooks in (module._forward_pre_hooks, module._forward_hooks):  # the call count's hooks on the model
             ours = [i for i, h in hooks.items()
-                    if isinstance(getattr(h, "__self__", None), (_HookState, _BlockGrids)) or isinstance(h, PatchGrid)]
+                    if isinstance(getattr(h, "__self__", None), _HookState) or isinstance(h, (PatchGrid, _Recorder))]
             for i in ours:
                 del hooks[i]
                 module._forward_hooks_always_called.pop(i, None)

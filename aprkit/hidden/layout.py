@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 __all__ = ["GridLayout", "to_grid", "from_grid", "infer_prefix_tokens", "check_channels_first", "layout_module",
-           "site_prefix_tokens", "stated_grid", "enclosing_modules", "batch_shape"]
+           "site_prefix_tokens", "stated_grid", "enclosing_modules", "enclosing_names", "batch_shape"]
 
 
 @dataclass(frozen=True)
@@ -173,16 +173,17 @@ def site_prefix_tokens(n_tokens: int, model_k: int | None, model_grid: tuple[int
 
 
 def stated_grid(model: nn.Module, path: str, n_tokens: int,
-                seen: dict[int, tuple[int, int]] | None = None) -> tuple[int, int]:
+                seen: dict[str, tuple[int, int]] | None = None) -> tuple[int, int]:
     """The patch grid of ``n_tokens`` tokens (no prefix tokens) at ``path`` in a channels-last token model (a timm
     Swin), from the innermost module around it that gives one of that many tokens: the grid of its latest input
-    (``seen``, by module id: a block's ``(B, H, W, C)`` input, recorded in the forward), its ``window_size`` (window
+    (``seen``, by module name: a block's ``(B, H, W, C)`` input, recorded in the forward), its ``window_size`` (window
     attention: the tokens of one window), ``input_resolution`` (a block's configured grid) or ``grid_size``. Its
     stages have grids of their own, and a square guess read a 36 x 64 grid of 2,304 tokens (a 16:9 image) as 48 x 48.
     ``ValueError`` when none gives a grid of that many tokens."""
     seen = seen or {}
-    for m in enclosing_modules(model, path):
-        for g in (seen.get(id(m)), getattr(m, "window_size", None), getattr(m, "input_resolution", None),
+    for name in enclosing_names(path):
+        m = model.get_submodule(name)
+        for g in (seen.get(name), getattr(m, "window_size", None), getattr(m, "input_resolution", None),
                   getattr(m, "grid_size", None)):
             if isinstance(g, (tuple, list)) and len(g) == 2 and all(isinstance(v, int) for v in g):
                 if int(g[0]) * int(g[1]) == n_tokens:
@@ -192,10 +193,15 @@ def stated_grid(model: nn.Module, path: str, n_tokens: int,
                      "grid=(h, w) to attach, in a call of its own for this layer")
 
 
+def enclosing_names(path: str) -> list[str]:
+    """The name ``path`` and its ancestors' names up to the model's (``""``), innermost first."""
+    parts = path.split(".") if path else []
+    return [".".join(parts[:i]) for i in range(len(parts), -1, -1)]
+
+
 def enclosing_modules(model: nn.Module, path: str) -> list[nn.Module]:
     """The module at ``path`` and its ancestors up to ``model``, innermost first."""
-    parts = path.split(".") if path else []
-    return [model.get_submodule(".".join(parts[:i])) for i in range(len(parts), -1, -1)]
+    return [model.get_submodule(name) for name in enclosing_names(path)]
 
 
 def _channel_sizes(module: nn.Module) -> tuple[set[int], set[int]]:

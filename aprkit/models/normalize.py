@@ -42,8 +42,8 @@ def _head_candidates(model: nn.Module) -> list[nn.Linear]:
     wraps) names one head with ``get_classifier()``, the Linears in it (``[]`` for ``nn.Identity`` without a
     classifier or a convolution: the last Linear called would be an MLP's); else every ``nn.Linear`` it holds, in
     registration order."""
-    for m in (model, getattr(model, "model", None)):
-        get = getattr(m, "get_classifier", None)
+    for m in (model, model.model) if isinstance(model, Normalize) else (model,):  # (another wrapper's .model may be a
+        get = getattr(m, "get_classifier", None)  # backbone under the wrapper's own head)
         if callable(get):
             head = get()
             if isinstance(head, nn.Linear):
@@ -304,7 +304,9 @@ def replace_head(net: nn.Module, num_classes: int) -> None:
     """Give ``net`` a new, randomly initialised classifier head of ``num_classes`` outputs (in place), on the old
     head's device and in its dtype. A timm model resets its own (``reset_classifier``: a distilled model's two heads
     together; replacing one of them left the model adding 1,000 logits to ``num_classes``)."""
-    owner: Any = next((m for m in (net, getattr(net, "model", None)) if callable(getattr(m, "reset_classifier", None))
+    held = (net, net.model) if isinstance(net, Normalize) else (net,)  # (another wrapper's .model may be a backbone
+    # under the wrapper's own head)
+    owner: Any = next((m for m in held if callable(getattr(m, "reset_classifier", None))
                        and callable(getattr(m, "get_classifier", None))), None)  # timm's, or one a Normalize wraps
     if owner is not None:  # (its head may be a convolution: DLA, DPN)
         old = owner.get_classifier()

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
-from ...data.cue_conflict import FULL_CONFLICTING
+from ...data.cue_conflict import FULL_CONFLICTING, CueConflict
 from ..analyses.shape_bias import (
     CATEGORIES,
     REFERENCE_SHAPE_BIAS,
@@ -38,8 +38,6 @@ _MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
 
 def resolve_stimuli(data: Any, options: Mapping[str, Any] | None = None) -> Any:
     """A ``CueConflict`` dataset from ``data`` (folder, ``"cue-conflict:PATH"``, dataset) or option ``stimuli``."""
-    from ...data.cue_conflict import CueConflict
-
     if data is None and options:
         data = options.get("stimuli")
     if isinstance(data, CueConflict):
@@ -103,9 +101,8 @@ def _warn_unresized(model: Any, ds: Any) -> None:
     size = tuple(int(v) for v in ds[0][0].shape[-2:])
     if size != (224, 224):
         warnings.warn(f"the cue-conflict stimuli are {size[0]}x{size[1]} px, not 224: the model sees them as they "
-                      "are (model-vs-human resizes such images to 256 and crops 224); do so (CueConflict(ROOT, "
-                      "transform=v2.Compose([v2.Resize(256), v2.CenterCrop(224)]))) or give the model its "
-                      "preprocessing (its weights' name without --checkpoint)", RuntimeWarning, stacklevel=4)
+                      f"are; bring them to 224 ({CueConflict.size_fix}) or give the model its preprocessing (its "
+                      "weights' name without --checkpoint)", RuntimeWarning, stacklevel=4)
 
 
 @register_suite("shape-bias")
