@@ -843,9 +843,30 @@ def test_the_far_channels_last_watch_spares_a_convolutions_output() -> None:
     net = Axial().train()
     with attach(net, ["c1"], p=1.0, seed=0):
         assert net(torch.rand(2, 3, 8, 8)).shape == (2, 5)
-    net.c1 = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Dropout(0.0))
-    with attach(net, ["c1"], p=1.0, seed=0):  # a conv block ending in elementwise layers (second reviewer)
-        assert net(torch.rand(2, 3, 8, 8)).shape == (2, 5)
+    for tail in ([nn.ReLU(), nn.Dropout(0.0)], [nn.ReLU(), nn.MaxPool2d(3, 1, 1)]):  # layout-keeping layers last
+        net.c1 = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), *tail)
+        with attach(net, ["c1"], p=1.0, seed=0):
+            assert net(torch.rand(2, 3, 8, 8)).shape == (2, 5)
+
+    class PermutedStem(nn.Module):  # a hand-written channels-last stem: holds a conv, gives (B, H, W, C)
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 4, stride=4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x).permute(0, 2, 3, 1)
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.norm, self.fc = PermutedStem(), nn.LayerNorm(16), nn.Linear(16, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.norm(self.stem(x)).mean(dim=(1, 2)))
+
+    tokens = Tokens().train()
+    with attach(tokens, ["stem"], p=1.0, seed=0), pytest.raises(ValueError, match="channels-last"):
+        tokens(torch.rand(2, 3, 64, 64))
 
 
 def test_a_site_made_by_a_linear_is_channels_last_whatever_its_sizes() -> None:

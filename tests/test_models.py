@@ -254,6 +254,12 @@ def test_replace_head_resets_every_timm_head_and_keeps_the_dtype() -> None:
     own = Own()
     replace_head(own, 7)
     assert own.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 7)
+    # robustbench's normalize_model: Sequential(normalize=..., model=net), no Linear of its own: the net's heads
+    rb = torch.nn.Sequential()
+    rb.add_module("normalize", torch.nn.Identity())
+    rb.add_module("model", timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, img_size=32, depth=1))
+    replace_head(rb, 7)
+    assert rb.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 7)
     net = torchvision.models.resnet18().double().eval()
     replace_head(net, 5)
     assert net.fc.weight.dtype == torch.float64

@@ -387,9 +387,11 @@ class _FeatureHook:
 
 
 def _elementwise(module: nn.Module) -> bool:
-    """A torch activation, dropout or identity: it keeps its input's layout."""
+    """A torch activation, dropout, pooling, padding, upsampling or identity: it keeps its input's layout."""
     return isinstance(module, nn.Identity) or (
-        type(module).__module__ in ("torch.nn.modules.activation", "torch.nn.modules.dropout")
+        type(module).__module__ in ("torch.nn.modules.activation", "torch.nn.modules.dropout",
+                                    "torch.nn.modules.pooling", "torch.nn.modules.padding",
+                                    "torch.nn.modules.upsampling")
         and not isinstance(module, nn.MultiheadAttention))
 
 
@@ -404,18 +406,17 @@ def _producer(module: nn.Module) -> nn.Module:
     return module
 
 
+#: timm's convolution blocks (a convolution, a norm and an activation, not a Sequential): (B, C, H, W) outputs
+_CONV_BLOCKS = ("ConvNormAct", "ConvNormActAa", "ConvBnAct")
+
+
 def _channels_first_output(module: nn.Module) -> bool:
     """Whether ``module``'s output is a ``(B, C, H, W)`` map by construction: made by a convolution or a batch / group
-    norm (after elementwise layers), or by a module holding a convolution and no Linear or LayerNorm (timm's
-    ``ConvNormAct``)."""
+    norm (after layout-keeping layers), or a timm convolution block (``ConvNormAct``); a module of other layers holding
+    a convolution may still permute its output (a hand-written channels-last stem)."""
     made = _producer(module)
-    if isinstance(made, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm)):
-        return True
-    if isinstance(made, nn.Sequential) or _elementwise(made):
-        return False
-    held = list(made.modules())
-    return (any(isinstance(m, nn.modules.conv._ConvNd) for m in held)
-            and not any(isinstance(m, (nn.Linear, nn.LayerNorm)) for m in held))
+    return (isinstance(made, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm))
+            or (type(made).__name__ in _CONV_BLOCKS and type(made).__module__.startswith("timm.")))
 
 
 class _BlockGrids:

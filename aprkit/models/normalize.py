@@ -37,13 +37,25 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
+def _wrapped(model: nn.Module) -> tuple[nn.Module, ...]:
+    """The model a wrapper holds as ``.model`` (a ``Normalize``, robustbench's ``Sequential(normalize, model)``), when
+    the wrapper has no ``nn.Linear`` of its own outside it (a user's wrapper with a timm backbone under its own head
+    keeps that head)."""
+    inner = getattr(model, "model", None)
+    if not isinstance(inner, nn.Module):
+        return ()
+    own = any(isinstance(m, nn.Linear) for name, m in model.named_modules() if name != "model"
+              and not name.startswith("model."))
+    return (inner,) if isinstance(model, Normalize) or not own else ()
+
+
 def _head_candidates(model: nn.Module) -> list[nn.Linear]:
     """The ``nn.Linear`` layers that may be ``model``'s classifier: where the model (timm; or the model a ``Normalize``
     wraps) names one head with ``get_classifier()``, the Linears in it (``[]`` for ``nn.Identity`` without a
     classifier or a convolution: the last Linear called would be an MLP's); else every ``nn.Linear`` it holds, in
     registration order."""
-    for m in (model, model.model) if isinstance(model, Normalize) else (model,):  # (another wrapper's .model may be a
-        get = getattr(m, "get_classifier", None)  # backbone under the wrapper's own head)
+    for m in (model, *_wrapped(model)):
+        get = getattr(m, "get_classifier", None)
         if callable(get):
             head = get()
             if isinstance(head, nn.Linear):
@@ -304,9 +316,7 @@ def replace_head(net: nn.Module, num_classes: int) -> None:
     """Give ``net`` a new, randomly initialised classifier head of ``num_classes`` outputs (in place), on the old
     head's device and in its dtype. A timm model resets its own (``reset_classifier``: a distilled model's two heads
     together; replacing one of them left the model adding 1,000 logits to ``num_classes``)."""
-    held = (net, net.model) if isinstance(net, Normalize) else (net,)  # (another wrapper's .model may be a backbone
-    # under the wrapper's own head)
-    owner: Any = next((m for m in held if callable(getattr(m, "reset_classifier", None))
+    owner: Any = next((m for m in (net, *_wrapped(net)) if callable(getattr(m, "reset_classifier", None))
                        and callable(getattr(m, "get_classifier", None))), None)  # timm's, or one a Normalize wraps
     if owner is not None:  # (its head may be a convolution: DLA, DPN)
         old = owner.get_classifier()
