@@ -35,7 +35,7 @@ def _token_model(model: nn.Module) -> tuple[int, nn.Module | None] | None:
             continue
         if getattr(m, "num_prefix_tokens", None) is not None:
             return int(cast(int, m.num_prefix_tokens)), getattr(m, "patch_embed", None)
-        if str(getattr(m, "output_fmt", "")).upper() == "NHWC":  # a Swin: token sites (its MLPs) hold patches only
+        if _declares_nhwc(m):  # a Swin: token sites (its MLPs) hold patches only
             return 0, None  # (its grid changes per stage: each site's is its block's, layout.stated_grid)
         pe = getattr(m, "stem", None)  # MLP-Mixer's, ResMLP's, gMLP's: every block keeps the stem's tokens (a Swin's
         # patch_embed states only its first stage's grid: its later stages merge patches, so it is not read here)
@@ -313,13 +313,14 @@ class _FeatureHook:
         activation inside a ConvNeXt MLP at 384 px, whose sizes passed the size rules). Raised in that forward pass,
         before any backward; the shape counts as checked once a forward pass ends without it."""
         model, where = self.state.model, f"layer {self.full!r} output"
-        near = {id(m) for m in layout_module(model, self.full).modules() if isinstance(m, nn.Linear)}
+        near = [m for m in layout_module(model, self.full).modules() if isinstance(m, nn.Linear)]
+        near_ids = {id(m) for m in near}
         # elsewhere in the model, a Linear or a torch LayerNorm over the last axis taking this very map (a torchvision
         # Swin's patch embedding ends in a permute and a LayerNorm: at 384 px its 96 x 96 x 96 output passed the size
         # rules, and the next block's norm takes it)
         far = [] if _channels_first_output(site) else [  # (a conv's output is (B, C, H, W) by construction:
             # a Linear or LayerNorm acting on its width, axial mixing, does not make it channels-last)
-            m for m in model.modules() if id(m) not in near and (isinstance(m, nn.Linear) or (
+            m for m in model.modules() if id(m) not in near_ids and (isinstance(m, nn.Linear) or (
                 type(m).forward is nn.LayerNorm.forward and tuple(getattr(m, "normalized_shape", ())) == (shape[3],)))]
 
         def taken(_m: nn.Module, args: Any) -> None:  # this very map, or it after a dropout / norm of the MLP
@@ -337,7 +338,7 @@ class _FeatureHook:
             self._unwatch()
             self.checked.add(shape[1:])
 
-        self._watching = [*(m.register_forward_pre_hook(taken) for m in model.modules() if id(m) in near),
+        self._watching = [*(m.register_forward_pre_hook(taken) for m in near),
                           *(m.register_forward_pre_hook(taken_far) for m in far), model.register_forward_hook(passed)]
 
     def _unwatch(self) -> None:
@@ -426,8 +427,8 @@ class _BlockGrids:
     transpose)."""
 
     def __init__(self, model: nn.Module, sites: list[str]) -> None:
-        blocks = {name: model.get_submodule(name) for full in sites for name in enclosing_names(full)
-                  if hasattr(model.get_submodule(name), "input_resolution")}
+        blocks = {name: m for full in sites for name in enclosing_names(full)
+                  if hasattr(m := model.get_submodule(name), "input_resolution")}
         self._local = threading.local()  # (by name: DataParallel's replicas are other module objects)
         self.hooks = [m.register_forward_pre_hook(_Recorder(self, name)) for name, m in blocks.items()]
 
@@ -464,10 +465,14 @@ def _in_backward() -> bool:
     return task is not None and task() != -1
 
 
+def _declares_nhwc(module: nn.Module) -> bool:
+    """Whether ``module`` declares channels-last outputs (timm's Swin: ``output_fmt``)."""
+    return str(getattr(module, "output_fmt", "")).upper() == "NHWC"
+
+
 def _channels_last_model(model: nn.Module) -> bool:
-    """Whether ``model`` (or a wrapper's ``.model``) declares channels-last outputs (timm's Swin: ``output_fmt``)."""
-    return any(str(getattr(m, "output_fmt", "")).upper() == "NHWC" for m in (model, getattr(model, "model", None))
-               if m is not None)
+    """Whether ``model`` (or a wrapper's ``.model``) declares channels-last outputs."""
+    return any(_declares_nhwc(m) for m in (model, getattr(model, "model", None)) if m is not None)
 
 
 class _Unwatch:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["as_tensor", "check_probs", "check_labels_for", "check_scores", "check_same_length", "PROB_ATOL"]
+__all__ = ["as_tensor", "check_probs", "check_labels_for", "check_scores", "check_same_length", "off_mps", "PROB_ATOL"]
 
 #: rows of ``probs`` must sum to 1 within this absolute tolerance
 PROB_ATOL = 1e-3
@@ -31,13 +31,17 @@ def as_tensor(x: Any, name: str) -> torch.Tensor:
     raise TypeError(f"{name} must be a torch.Tensor, NumPy array or numeric sequence, got {type(x).__name__}")
 
 
+def off_mps(x: torch.Tensor) -> torch.Tensor:
+    """``x``, brought to the CPU when it is on Apple's MPS, which has no float64 (what the metrics count in)."""
+    return x.cpu() if x.device.type == "mps" else x
+
+
 def _float(x: torch.Tensor, name: str) -> torch.Tensor:
     """``x`` as float32, float64 if it is float64 or integer (so that distinct integers up to 2**53 stay distinct:
     float32 would tie them from 2**24 on). MPS tensors come to the CPU: it has no float64, which the metrics use."""
     if x.dtype == torch.bool or x.is_complex():
         raise TypeError(f"{name} must be a real numeric tensor (integer or floating), got dtype {x.dtype}")
-    if x.device.type == "mps":
-        x = x.cpu()
+    x = off_mps(x)
     if not x.is_floating_point():  # signed or unsigned integers
         return x.to(torch.float64)
     return x.double() if x.dtype == torch.float64 else x.float()

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from ..._checks import describe_value
-from ._validate import as_tensor, check_labels_for, check_probs
+from ._validate import as_tensor, check_labels_for, check_probs, off_mps
 
 __all__ = [
     "expected_calibration_error",
@@ -94,8 +94,7 @@ def _check_confidences(confidences: Any, correct: Any) -> tuple[torch.Tensor, to
     """Validate confidences ``(N,)`` in [0, 1] and correctness ``(N,)`` (bool or 0/1) of the same length."""
     conf = as_tensor(confidences, "confidences")
     corr = as_tensor(correct, "correct")
-    if conf.device.type == "mps":  # (no float64 there: counted on the CPU)
-        conf = conf.cpu()
+    conf = off_mps(conf)
     if not conf.is_floating_point():
         raise TypeError(f"confidences must be floating point, got dtype {conf.dtype}")
     if conf.ndim != 1 or corr.ndim != 1:

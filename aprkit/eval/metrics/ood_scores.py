@@ -26,6 +26,7 @@ from torch import nn
 
 from ..._checks import check_integer_labels, check_positive_int
 from ...models.normalize import recording_classifier
+from ._validate import off_mps
 
 __all__ = [
     "DegenerateFit", "LOGIT_SCORES", "msp", "max_logit", "energy", "odin", "features_and_logits", "MahalanobisScorer",
@@ -152,7 +153,7 @@ def _check_features(f: Any, name: str = "features", dim: int | None = None) -> t
 
 def _float64(f: torch.Tensor) -> torch.Tensor:
     """``f`` in float64, on the CPU when it is on MPS (which has no float64)."""
-    return (f.cpu() if f.device.type == "mps" else f).to(torch.float64)
+    return off_mps(f).to(torch.float64)
 
 
 class DegenerateFit(ValueError):
