@@ -171,3 +171,41 @@ def to_jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"cannot store a value of type {type(value).__name__} in the result cache (expected JSON data)")
+
+
+def plain_data(value: Any, where: str | None = None) -> Any:
+    """``value`` as plain Python data: NumPy numbers and arrays as Python numbers and lists, enum members as their
+    values, subclasses of the plain types (named tuples, ``OrderedDict``) as the plain types, in nested dicts, lists
+    and tuples; tensors, dtypes, sizes and devices kept. Anything else: ``TypeError`` naming ``where`` (what a
+    ``weights_only`` checkpoint load accepts), or kept as it is with ``where=None`` (a later check names it)."""
+    import enum
+
+    import numpy as np
+    import torch
+
+    if value is None or isinstance(value, (torch.Tensor, torch.dtype, torch.Size, torch.device)):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    if isinstance(value, enum.Enum):  # an enum member is stored as its value (str(Act.RELU) would be 'Act.RELU')
+        return plain_data(value.value, where)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):  # the base types' own conversions: a subclass may override __str__ / __int__
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, complex):
+        return complex(value.real, value.imag)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, Mapping):
+        return {plain_data(k, where and f"a key of {where}"): plain_data(v, where and f"{where}[{k!r}]")
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [plain_data(v, where and f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    if where is None:
+        return value
+    raise TypeError(f"{where} is a {type(value).__name__}, which an aprkit checkpoint cannot hold (it is loaded "
+                    "without unpickling code); store numbers, strings, None, tensors, or lists/tuples/dicts of them")

@@ -45,11 +45,16 @@ __all__ = [
 _ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
 
 
+#: what a text setting given on the command line or by ${X:-null} reads as "none" (YAML's null words)
+_NULL_WORDS = ("null", "Null", "NULL", "~")
+
+
 def expand_env(value: Any) -> Any:
     """Expand ``$VAR``, ``${VAR}``, ``${VAR:-default}`` in a string, or in every string of a list/mapping.
 
     An unset (or empty) variable takes the default; without one it stays as written, with a warning naming it for
-    ``${VAR}`` (a path that holds it would fail later with no word of the variable).
+    ``${VAR}`` (a path that holds it would fail later with no word of the variable). A string that expands to a
+    null word (``${X:-null}``) is ``None``.
     """
     if isinstance(value, str):
 
@@ -64,7 +69,9 @@ def expand_env(value: Any) -> Any:
                               f"${{{m.group(1)}:-DEFAULT}}): it stays as written", RuntimeWarning, stacklevel=2)
             return m.group(0)
 
-        return _ENV.sub(sub, value)
+        out = _ENV.sub(sub, value)
+        # ${X:-null} (or X set to a null word) is YAML's none, as the word written unquoted in the file reads
+        return None if out != value and out.strip() in _NULL_WORDS else out
     if isinstance(value, list):
         return [expand_env(v) for v in value]
     if isinstance(value, Mapping):
@@ -218,10 +225,6 @@ def read_config_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike
     return expand_env(data)
 
 
-#: what a text setting given on the command line reads as "none" (YAML's null words)
-_NULL_WORDS = ("null", "Null", "NULL", "~")
-
-
 def is_text_type(tp: Any) -> bool:
     """Whether annotation ``tp`` takes text and no number, bool, list or mapping (``str``, ``str | None``,
     ``str | Path``): a setting whose value on the command line is the text as typed."""
@@ -331,7 +334,9 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
-        if type(None) in args and (value is None or value in _NULL_WORDS):  # ${X:-null} too
+        # a null word as text is none where text is no value (``epochs: 'null'``); a text setting keeps it as
+        # written (a quoted 'null' in a file, a Config made in code), expand_env turns ${X:-null} into None
+        if type(None) in args and (value is None or (value in _NULL_WORDS and not is_text_type(tp))):
             return None
         for arg in args:
             if arg is type(None):

@@ -361,7 +361,7 @@ def test_eval_data_root_also_places_the_robustbench_weights(tmp_path, monkeypatc
 def test_save_checkpoint_stores_enum_members_as_their_values():
     import enum
 
-    from aprkit.models.saving import _plain
+    from aprkit._io import plain_data as _plain
 
     class Act(str, enum.Enum):
         RELU = "relu"

@@ -181,6 +181,17 @@ def test_tester_round_empty_sections_environment_numbers_and_suggestions(tmp_pat
     cfg = load_config(env)
     assert (cfg.optim.epochs, cfg.optim.lr, cfg.train.progress) == (3, 0.2, False)
     assert load_config(None, ["train.max_steps=${UNSET_STEPS:-null}"]).train.max_steps is None
+    # a null word is none where it is written unquoted or comes from ${X:-null}; a quoted one in a text setting is
+    # the text (YAML's own reading), where no text is a value (an int) the quoted word still reads as none
+    monkeypatch.delenv("UNSET_CKPT", raising=False)
+    nulls = _write(tmp_path, "nulls.yaml", "model:\n  checkpoint: 'null'\ntrain:\n  max_steps: '~'\n")
+    cfg = load_config(nulls)
+    assert (cfg.model.checkpoint, cfg.train.max_steps) == ("null", None)
+    assert load_config(nulls, ["model.checkpoint=${UNSET_CKPT:-null}"]).model.checkpoint is None
+    assert load_config(nulls, ["model.checkpoint=null"]).model.checkpoint is None
+    assert load_config(nulls, ["model.checkpoint='null'"]).model.checkpoint == "null"
+    env_null = _write(tmp_path, "env_null.yaml", "model:\n  checkpoint: ${UNSET_CKPT:-null}\n")
+    assert load_config(env_null).model.checkpoint is None
     with pytest.raises(ValueError, match="would empty the section 'optim'"):
         load_config(base, ["optim=null"])
     for bad in (".inf", ".nan"):

@@ -3,9 +3,7 @@ that :func:`aprkit.models.load_model` reads without unpickling code (the format:
 
 from __future__ import annotations
 
-import enum
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,7 @@ import torch
 from torch import nn
 
 from .._checks import check_positive_int
-from .._io import atomic_torch_save
+from .._io import atomic_torch_save, plain_data
 from .foreign import FOREIGN_PREFIXES, Preprocess
 from .normalize import unwrap_model
 from .registry import create_model, is_model, list_models
@@ -67,10 +65,10 @@ def save_checkpoint(
         "format": "aprkit",
         "arch": arch,
         "num_classes": num_classes,
-        "kwargs": _plain(kwargs, "the model's create_model keyword arguments"),
+        "kwargs": plain_data(kwargs, "the model's create_model keyword arguments"),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "aprkit_version": __version__,
-        "extra": _plain(extra, "extra"),
+        "extra": plain_data(extra, "extra"),
     }
     for name in ("mean", "std"):
         buf = getattr(model, name, None)
@@ -108,33 +106,3 @@ def _check_arch_fits(model: nn.Module, arch: str, num_classes: int, kwargs: dict
         raise ValueError(f"the model's weights do not fit arch={arch!r} ({'; '.join(parts)}), so the checkpoint would "
                          f"not load back; pass the architecture the model was built as")
 
-
-def _plain(value: Any, where: str) -> Any:
-    """``value`` as data a ``weights_only`` load accepts: NumPy numbers and arrays as Python numbers and lists, enum
-    members as their values, subclasses of the plain types (named tuples, ``OrderedDict``) as the plain types;
-    ``TypeError`` naming ``where`` for anything else."""
-    import numpy as np
-
-    if value is None or isinstance(value, (torch.Tensor, torch.dtype, torch.Size, torch.device)):
-        return value
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
-    if isinstance(value, enum.Enum):  # an enum member is stored as its value (str(Act.RELU) would be 'Act.RELU')
-        return _plain(value.value, where)
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, int):  # the base types' own conversions: a subclass may override __str__ / __int__
-        return int.__int__(value)
-    if isinstance(value, float):
-        return float.__float__(value)
-    if isinstance(value, complex):
-        return complex(value.real, value.imag)
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, Mapping):
-        return {_plain(k, f"a key of {where}"): _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return items if isinstance(value, list) else tuple(items)
-    raise TypeError(f"{where} is a {type(value).__name__}, which an aprkit checkpoint cannot hold (it is loaded "
-                    "without unpickling code); store numbers, strings, None, tensors, or lists/tuples/dicts of them")

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._io import plain_data
 from ..distributed import (
     DistInfo,
     all_reduce_sum,
@@ -80,16 +81,8 @@ def _as_config(config: Config | str | os.PathLike[str] | Mapping[str, Any], over
                         f"pass [{overrides!r}]")
     if isinstance(config, Config):  # its values get the type and choice checks a file gets (a Config made in code
         # with schedule="Cosine" trained the step schedule without a word), NumPy scalars as Python ones
-        data = _plain(config.to_dict())
+        data = plain_data(config.to_dict())
         checked = config_from_dict(apply_overrides(data, overrides, SECTIONS, TEXT_KEYS))
-        given = {str(o).split("=", 1)[0].strip() for o in overrides}
-        for key in TEXT_KEYS:  # text the Config holds stays text ("null" and "~" read as YAML null only in files)
-            section, _, name = key.rpartition(".")
-            value = data.get(section, {}).get(name) if section else data.get(name)
-            if isinstance(value, str) and key not in given:
-                target = getattr(checked, section) if section else checked
-                if getattr(target, name) is None:
-                    setattr(target, name, value)
         return validate_config(checked)
     if isinstance(config, (str, os.PathLike)):
         return load_config(config, overrides)
@@ -97,20 +90,6 @@ def _as_config(config: Config | str | os.PathLike[str] | Mapping[str, Any], over
         return validate_config(config_from_dict(apply_overrides(resolve_bases(config), overrides, SECTIONS,
                                                                 TEXT_KEYS)))
     raise TypeError(f"config must be a Config, a YAML path or a mapping, got {type(config).__name__}")
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with NumPy scalars (``np.int64(3)`` from a sweep's ``np.arange``) as Python ones, in nested dicts and
-    lists."""
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _drop_stop_evals(history: list[dict[str, Any]]) -> None:
