@@ -226,8 +226,22 @@ def test_cifar_png_tree_labels_are_the_official_ones(tmp_path: Path) -> None:
         f.write("index,label,class,path\n0,0,cat,test/cat/x.png\n")
     with pytest.raises(ValueError, match="not CIFAR-10's"):
         get_dataset(f"cifar10:{tmp_path / 'c'}")
-    with pytest.raises(ValueError, match="not CIFAR-100's 100"):
+    with pytest.raises(ValueError, match="are not CIFAR-100 classes"):
         get_dataset(f"cifar100:{tmp_path / 'a'}")
+    # CIFAR-100 folders too carry the official names (numbered ones sorted as 0, 1, 10, 11, ... into other labels)
+    for i in (0, 1, 2, 10):
+        _png(tmp_path / "n" / "test" / str(i) / "x.png", 100 + i)
+    with pytest.raises(ValueError, match=r"class folders \['0', '1', '10', '2'\] .* are not CIFAR-100 classes .*"
+                                         r"give an order file test_order.csv"):
+        get_dataset(f"cifar100:{tmp_path / 'n'}")
+    for cls in ("apple", "worm", "bee"):
+        _png(tmp_path / "f" / "test" / cls / "x.png", 110)
+    fine = get_dataset(f"cifar100:{tmp_path / 'f'}")
+    assert [y for _, y in fine] == [0, 6, 99] and len(fine.classes) == 100 and fine.classes[99] == "worm"
+    with open(tmp_path / "n" / "test_order.csv", "w", newline="") as f:  # numbered folders with their labels: fine
+        f.write("index,label,path\n0,0,test/0/x.png\n1,1,test/1/x.png\n2,2,test/2/x.png\n3,10,test/10/x.png\n")
+    ds = get_dataset(f"cifar100:{tmp_path / 'n'}")
+    assert [y for _, y in ds] == [0, 1, 2, 10] and ds.classes[10] == "bowl"
     _png(tmp_path / "d" / "test" / "cat" / "x.png", 90, size=(64, 64))  # another dataset's size: not CIFAR
     with pytest.raises(ValueError, match=r"x\.png is 64x64; cifar10 images are 32x32: read this tree with folder:"):
         get_dataset(f"cifar10:{tmp_path / 'd'}")
@@ -582,7 +596,10 @@ def test_order_csv_and_subset_checks(tmp_path: Path) -> None:
                                              "1, 5, dog, test/dog/x.png\n", encoding="utf-8")
     assert [y for _, y in get_dataset(f"cifar10:{tmp_path}")] == [3, 5]
     (tmp_path / "test_order.csv").write_text("index,label,class,path\n0,0,cat,test/cat/x.png\n1,2,dog,test/dog/x.png\n")
-    with pytest.raises(ValueError, match="without gaps"):
+    with pytest.raises(ValueError, match="names CIFAR-10 classes"):
+        get_dataset(f"cifar100:{tmp_path}")
+    (tmp_path / "test_order.csv").write_text("index,label,class,path\n0,0,apple,test/cat/x.png\n1,2,bear,test/dog/x.png\n")
+    with pytest.raises(ValueError, match=r"\[\(2, 'bear'\)\] that are not CIFAR-100's \['apple', 'aquarium_fish'"):
         get_dataset(f"cifar100:{tmp_path}")
     (tmp_path / "test_order.csv").unlink()
     ds = get_dataset(f"cifar10:{tmp_path}")

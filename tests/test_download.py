@@ -518,8 +518,72 @@ def test_cifar_download_offline_is_a_download_error(tmp_path, monkeypatch):
 
     monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9")  # nothing listens there
     with pytest.raises(DownloadError, match=r"could not download http://127\.0\.0\.1:9/~kriz/cifar-10-python\.tar\.gz "
-                                            r".*offline.*extract cifar-10-python\.tar\.gz by hand into"):
+                                            r".*offline.*asked of the mirror http://127\.0\.0\.1:9 "
+                                            r"\(\$APRKIT_DOWNLOAD_MIRROR or mirror=\); unset it to fetch "
+                                            r"https://www\.cs\.toronto\.edu/~kriz/cifar-10-python\.tar\.gz itself"
+                                            r".*extract cifar-10-python\.tar\.gz by hand into"):
         cifar_dataset(tmp_path, download=True, progress=False)
+
+
+def test_a_link_to_a_missing_folder_is_refused_before_anything_is_fetched(tmp_path, monkeypatch):
+    """A data folder linked to a disk not mounted: the download fetched everything, then failed on the link with a
+    bare FileExistsError and left the extracted tree hidden in the staging folder."""
+    from aprkit.data.cifar import cifar_dataset
+    from aprkit.data.sources import MIRROR_ENV
+
+    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9")  # nothing may be asked for
+    (tmp_path / "cifar-10-batches-py").symlink_to(tmp_path / "unmounted" / "cifar")
+    with pytest.raises(FileNotFoundError, match=r"cifar-10-batches-py is a link to .*unmounted/cifar, which does not "
+                                                r"exist \(a disk not mounted\?\)"):
+        cifar_dataset(tmp_path, download=True, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-batches-py"]
+
+
+def test_a_lock_waited_on_is_named_and_a_lock_file_works_for_other_users(tmp_path, monkeypatch, capsys):
+    """A lock held elsewhere (another machine's download on a file system without flock, a killed one's soft lock)
+    was waited on forever without a word; the lock file is made readable and writable by all (a shared data root's
+    next user got a bare PermissionError on it); one that is not is named with what to do."""
+    import os
+    import stat
+    import threading
+
+    import filelock
+
+    from aprkit.data import download
+
+    monkeypatch.setattr(download, "_LOCK_NOTICE_S", 0.2)
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:  # another thread holds it for a second (filelock refuses a wait in the holder's thread)
+        with download.file_lock(tmp_path / "x"):
+            held.set()
+            done.wait(1.0)
+
+    holding = threading.Thread(target=hold)
+    holding.start()
+    held.wait()
+    assert stat.S_IMODE(os.stat(tmp_path / "x.lock").st_mode) == 0o666
+    with pytest.raises(filelock.Timeout):  # a timeout given is the caller's: no notice
+        download.file_lock(tmp_path / "x").acquire(timeout=0)
+    assert capsys.readouterr().err == ""
+    with download.file_lock(tmp_path / "x"):  # waits for the holder, saying so once
+        pass
+    holding.join()
+    assert capsys.readouterr().err.count("aprkit: waiting for the lock") == 1
+    with download.file_lock(tmp_path / "x"):  # a free lock: no word
+        pass
+    assert capsys.readouterr().err == ""
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    other = download.file_lock(tmp_path / "y")
+    monkeypatch.setattr(other._lock, "_acquire", refuse)
+    (tmp_path / "y.lock").touch()
+    with pytest.raises(PermissionError, match=rf"cannot open the lock file .*y\.lock \(Permission denied\): uid "
+                                              rf"{os.getuid()} made it .*delete it \(it holds nothing\)"):
+        with other:
+            pass
 
 
 def test_get_dataset_and_eval_download_reach_the_cifar_reader(tmp_path, monkeypatch, capsys):

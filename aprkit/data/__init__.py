@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "read_image": "aprkit.data.folder",
     "cifar_dataset": "aprkit.data.cifar",
     "CIFAR10_CLASSES": "aprkit.data.cifar",
+    "CIFAR100_CLASSES": "aprkit.data.cifar",
     "cifar_c": "aprkit.data.corrupted",
     "imagenet_c": "aprkit.data.corrupted",
     "available_corruptions": "aprkit.data.corrupted",

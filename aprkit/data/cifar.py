@@ -29,9 +29,24 @@ from .download import DownloadError
 from .folder import ImageFolderDataset, ImageListDataset, find_classes, image_files
 from .sources import CIFAR_BINARY, SOURCES, ensure_source
 
-__all__ = ["CIFAR10_CLASSES", "cifar_dataset"]
+__all__ = ["CIFAR10_CLASSES", "CIFAR100_CLASSES", "cifar_dataset"]
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+#: CIFAR-100's fine labels, the published ``fine_label_names`` in label order (alphabetical)
+CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl", "boy",
+    "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock",
+    "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest",
+    "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard",
+    "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
+    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine", "possum",
+    "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper",
+    "snail", "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone",
+    "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf",
+    "woman", "worm",
+)
+_OFFICIAL = {"cifar10": CIFAR10_CLASSES, "cifar100": CIFAR100_CLASSES}
+_TITLE = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 
 
@@ -103,36 +118,31 @@ def _read_binary(folder: Path, name: str, split: str) -> ArrayDataset:
 
 
 def _csv_classes(order: Path, rows: list[dict[str, str]], name: str) -> list[str]:
-    """Class names by label from an order CSV, ``classes[label]``: each path inside its class's folder, one name per
-    label; CIFAR-10 gives its ten official names (the CSV's must match them), others need every label from 0 up."""
+    """The official class names by label (``classes[label]``), once the order CSV's labels (and class names, where it
+    has that column) are the official ones and each image lies outside the folders of the other classes."""
     names: dict[int, str] = {}
     for r in rows:
         label = int(r["label"])
         cls = r.get("class") or str(label)
         if names.setdefault(label, cls) != cls:
             raise ValueError(f"{order}: label {label} is named both {names[label]!r} and {cls!r}")
-    classes: list[str]
-    if name == "cifar10":  # the official names, also for a subset of the classes (as for class folders)
-        wrong = [(i, c) for i, c in sorted(names.items())
-                 if not 0 <= i < 10 or ("class" in rows[0] and CIFAR10_CLASSES[i] != c)]
-        if wrong:
-            raise ValueError(f"{order} gives labels and classes {wrong[:3]} that are not CIFAR-10's "
-                             f"{list(CIFAR10_CLASSES)} (label i is the i-th name)")
-        classes = list(CIFAR10_CLASSES)
-    elif sorted(names) != list(range(len(names))):  # a missing label would shift every later name
-        raise ValueError(f"{order}: labels {sorted(names)[:12]} are not 0 .. {len(names) - 1} without gaps")
-    else:
-        classes = [names[i] for i in range(len(names))]
-    if name == "cifar100" and set(classes) & set(CIFAR10_CLASSES):  # no CIFAR-10 name is a CIFAR-100 class
-        raise ValueError(f"{order} names CIFAR-10 classes ({', '.join(sorted(set(classes) & set(CIFAR10_CLASSES)))}), "
-                         "not CIFAR-100's: read this tree with cifar10:")
-    known = set(classes)  # CIFAR-10's official names also when the CSV has no class column
+    official = _OFFICIAL[name]  # also for a subset of the classes (as for class folders)
+    wrong = [(i, c) for i, c in sorted(names.items())
+             if not 0 <= i < len(official) or ("class" in rows[0] and official[i] != c)]
+    cifar10 = sorted({c for _, c in wrong} & set(CIFAR10_CLASSES)) if name == "cifar100" else []
+    if cifar10:
+        raise ValueError(f"{order} names CIFAR-10 classes ({', '.join(cifar10)}), not CIFAR-100's: read this tree "
+                         "with cifar10:")
+    if wrong:
+        shown = list(official) if len(official) <= 10 else f"{list(official[:5])} ..."
+        raise ValueError(f"{order} gives labels and classes {wrong[:3]} that are not {_TITLE[name]}'s {shown} "
+                         "(label i is the i-th official name)")
     for r in rows:  # a path in the folder of another class (flat or numbered folders are fine)
-        parent, cls = Path(r["path"]).parent.name, classes[int(r["label"])]
-        if parent in known and parent != cls:
+        parent, cls = Path(r["path"]).parent.name, official[int(r["label"])]
+        if parent in official and parent != cls:
             raise ValueError(f"{order}: image {r['index']} ({r['path']}) lies in the folder of class {parent!r} but is "
                              f"labelled {cls!r}")
-    return classes
+    return list(official)
 
 
 def _check_size(ds: ImageListDataset, name: str, kw: dict[str, Any]) -> ImageListDataset:
@@ -149,10 +159,10 @@ def _check_size(ds: ImageListDataset, name: str, kw: dict[str, Any]) -> ImageLis
 
 
 def _read_png_tree(root: Path, split: str, name: str, **kw) -> ImageListDataset:
-    """The PNG tree's ``split``. Its labels must be the dataset's: CIFAR-10 class folders (or the CSV's class column)
-    must carry the official names, each at its official label (PyTorch's tutorial ``plane``/``car`` folders sorted
-    into other labels, and a model trained on the official ones silently scored 31 % instead of 93 %); a CIFAR-100
-    tree without its CSV must hold all 100 classes (fine labels are alphabetical, so folder order is label order)."""
+    """The PNG tree's ``split``. Its labels must be the dataset's: class folders (or the CSV's class column) must
+    carry the official names, each at its official label (PyTorch's tutorial ``plane``/``car`` folders sorted into
+    other labels, and a model trained on the official ones silently scored 31 % instead of 93 %; CIFAR-100 folders
+    ``0`` .. ``99`` sort as 0, 1, 10, ...); a tree of some of the classes keeps their official labels."""
     kw.setdefault("cache", kw.get("transform") is None)
     order = root / f"{split}_order.csv"
     if order.is_file():
@@ -193,17 +203,14 @@ def _read_png_tree(root: Path, split: str, name: str, **kw) -> ImageListDataset:
         classes = _csv_classes(order, rows, name)
         return _check_size(ImageListDataset(samples, classes=classes, **kw), name, kw)
     found = find_classes(root / split)
-    if name == "cifar10":
-        odd = [c for c in found if c not in CIFAR10_CLASSES]
-        if odd:
-            raise ValueError(f"class folders {odd} under {root / split} are not CIFAR-10 classes "
-                             f"{list(CIFAR10_CLASSES)}: rename them, or read a custom tree with folder:")
-        # a subset keeps the official labels
-        return _check_size(ImageFolderDataset(root / split, classes=CIFAR10_CLASSES, **kw), name, kw)
-    if len(found) != 100:
-        raise ValueError(f"{root / split} holds {len(found)} class folders, not CIFAR-100's 100: without "
-                         f"{order.name} the labels come from the folder order; read a subset with folder:")
-    return _check_size(ImageFolderDataset(root / split, **kw), name, kw)
+    official = _OFFICIAL[name]
+    odd = [c for c in found if c not in official]
+    if odd:  # numbered folders sort 0, 1, 10, 11, ...: their string order is not the label order
+        raise ValueError(f"class folders {odd[:5]}{' ...' if len(odd) > 5 else ''} under {root / split} are not "
+                         f"{_TITLE[name]} classes ({list(official[:5])} ...): rename them to the official names, give "
+                         f"an order file {order.name} with each image's label, or read a custom tree with folder:")
+    # the official labels, also for a subset of the classes
+    return _check_size(ImageFolderDataset(root / split, classes=official, **kw), name, kw)
 
 
 def _download(name: str, binary: Path, progress: bool) -> None:

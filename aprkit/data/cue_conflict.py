@@ -96,7 +96,7 @@ def scan_cue_conflict(
     ``ValueError`` listing them: unknown shape folders, malformed file names, unknown texture names, a
     file whose shape part disagrees with its folder, stray files at the top level, and an empty tree.
     """
-    root = Path(root)
+    root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"cue-conflict folder {str(root)!r} does not exist or is not a directory")
     cats = tuple(categories)
@@ -160,7 +160,7 @@ class CueConflict(Dataset):
         conflicting_only: bool = False,
         categories: Sequence[str] = CUE_CONFLICT_CATEGORIES,
     ) -> None:
-        self.root = Path(root)
+        self.root = Path(root).expanduser()
         self.categories = tuple(categories)
         stimuli = scan_cue_conflict(self.root, self.categories)
         self.stimuli = [s for s in stimuli if s.conflicting] if conflicting_only else stimuli
@@ -229,7 +229,7 @@ def write_synthetic_cue_conflict(
         raise ValueError(f"per_shape must be >= 1 and size >= 2, got per_shape={per_shape}, size={size}")
     g = torch.Generator().manual_seed(seed)
     cats = list(categories)
-    root = Path(root)
+    root = Path(root).expanduser()
     paths: list[Path] = []
     for si, shape in enumerate(cats):
         (root / shape).mkdir(parents=True, exist_ok=True)

@@ -23,11 +23,12 @@ import hashlib
 import http.client
 import json
 import os
+import sys
 import urllib.error
 import urllib.request
 from email.message import Message
 from pathlib import Path
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import filelock
 
@@ -163,11 +164,12 @@ def is_read_only(folder: Path) -> bool:
         return False
 
 
-def file_lock(path: str | os.PathLike) -> filelock.FileLock:
+def file_lock(path: str | os.PathLike) -> _Lock:
     """An exclusive lock between threads and processes on ``path + ".lock"`` (``filelock``: an empty file, left in
     place on Unix so that waiters share it; Windows removes it on release); use as ``with file_lock(path): ...``.
-    Waits as long as the holder keeps it. A folder where the lock cannot be made raises ``PermissionError`` (or
-    ``OSError`` EROFS on a read-only file system) naming it."""
+    Waits as long as the holder keeps it, saying so (on stderr) after ten seconds. A folder where the lock cannot be
+    made raises ``PermissionError`` (or ``OSError`` EROFS on a read-only file system) naming it, as does a lock file
+    another user made unwritable."""
     path = Path(path)
     lock = path.with_name(path.name + ".lock")
     where = "(datasets: --data-root or $APRKIT_DATA; a training run: --out)"
@@ -182,7 +184,66 @@ def file_lock(path: str | os.PathLike) -> filelock.FileLock:
         if is_read_only(path.parent):
             raise OSError(errno.EROFS, f"cannot create the lock file {lock} (Read-only file system): {ro_hint}")
         raise PermissionError(errno.EACCES, f"cannot create the lock file {lock} (Permission denied): {hint}")
-    return filelock.FileLock(str(lock))
+    # readable and writable by all whatever the umask (filelock sets the mode): a data root several users share must
+    # not hold one user's lock file that the next user cannot open (the file holds nothing, or a soft lock's pid)
+    return _Lock(filelock.FileLock(str(lock), mode=0o666))
+
+
+#: seconds a lock is waited for before saying who holds it
+_LOCK_NOTICE_S = 10.0
+
+
+class _Lock:
+    """A ``filelock.FileLock`` whose blocking acquire says once, after :data:`_LOCK_NOTICE_S`, that it waits and for
+    what (a lock held by a download on another machine, or left by a killed one on a file system without ``flock``,
+    would be waited on forever without a word), and whose lock file another user made and left unreadable is named."""
+
+    def __init__(self, lock: filelock.BaseFileLock) -> None:
+        self._lock = lock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lock, name)
+
+    def acquire(self, timeout: float | None = None, **kwargs: Any) -> Any:
+        try:
+            if timeout is not None and timeout >= 0:
+                return self._lock.acquire(timeout=timeout, **kwargs)
+            try:
+                return self._lock.acquire(timeout=_LOCK_NOTICE_S, **kwargs)
+            except filelock.Timeout:
+                holder = _holder(Path(self._lock.lock_file))
+                print(f"aprkit: waiting for the lock {self._lock.lock_file}, held by {holder} (it downloads or writes "
+                      "the same files; if no such process runs any more, delete the lock file)", file=sys.stderr,
+                      flush=True)
+                return self._lock.acquire(**kwargs)
+        except PermissionError as e:
+            path = Path(self._lock.lock_file)
+            try:
+                owner = f"uid {path.stat().st_uid}"
+            except OSError:
+                owner = "another user"
+            raise PermissionError(e.errno, f"cannot open the lock file {path} (Permission denied): {owner} made it "
+                                           "and it is not writable to you; if no download runs now, delete it (it "
+                                           "holds nothing), or ask its owner to") from None
+
+    def release(self, force: bool = False) -> None:
+        self._lock.release(force=force)
+
+    def __enter__(self) -> _Lock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _holder(lock: Path) -> str:
+    """Who holds ``lock`` as filelock's soft lock records it (pid and host), else "another process"."""
+    try:
+        text = lock.read_text(errors="replace").split()
+    except OSError:
+        text = []
+    return f"process {text[0]} on host {text[1]}" if len(text) >= 2 and text[0].isdigit() else "another process"
 
 
 def _stream(url: str, dest: Path, part: Path, timeout: float, progress: bool, md5: str | None) -> None:

@@ -227,7 +227,7 @@ def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None,
 
     Raises ``FileNotFoundError`` naming the layout when ``root`` is missing or holds no images, ``ValueError`` when
     it holds split folders (``train``, ``test``, ...) instead of classes."""
-    root = Path(root)
+    root = Path(root).expanduser()
     layout = f"{root}/<class>/<image>{'|'.join(extensions[:3])}..."
     if not root.is_dir():
         what = "is a file, not a folder" if root.is_file() else "does not exist"
@@ -385,12 +385,13 @@ class ImageFolderDataset(ImageListDataset):
 
     ``classes`` fixes the class list (and label order) instead of reading it from the folder names, e.g.
     to evaluate a subset folder with the full label space. Raises ``FileNotFoundError`` naming the layout
-    when ``root`` is missing or holds no images.
+    when ``root`` is missing or holds no images. Unlike torchvision's ImageFolder it reads ``.gif`` files too (their
+    first frame) and leaves hidden files out, so a tree holding either gives another length.
     """
 
     def __init__(self, root: str | Path, *, classes: Sequence[str] | None = None,
                  extensions: Sequence[str] = IMG_EXTENSIONS, **kw):
-        root = Path(root)
+        root = Path(root).expanduser()
         samples, names = scan_image_folder(root, classes, extensions, stacklevel=3)
         super().__init__(samples, classes=names, **kw)
         self.root = root

@@ -132,6 +132,9 @@ def ensure_source(
     if target.exists() and not target.is_dir():  # a download would fail only after fetching everything
         raise NotADirectoryError(f"{target} is a file, not a folder: {source.name} goes into a folder of that name; "
                                  "move the file away or choose another data root (--data-root)")
+    if target.is_symlink() and not target.exists():  # a download would fetch everything, then fail to merge it
+        raise FileNotFoundError(f"{target} is a link to {os.readlink(target)}, which does not exist (a disk not "
+                                f"mounted?): mount it, or remove the link to put {source.name} at {target} itself")
     problem = source.check(target) if target.is_dir() else f"{target} does not exist"
     if problem is None:
         _write_marker(target, source)
@@ -255,11 +258,14 @@ def _fetch(source: Source, target: Path, mirror: str | None, progress: bool, kee
             archives.append(_fetch_one(f, dests[i], target, staging, mirror, progress))
         except DownloadError as e:  # offline: every file still missing is named, each can be placed by hand
             rest = [(g, d) for g, d in zip(source.files[i + 1:], dests[i + 1:], strict=True) if not d.is_file()]
-            if not rest:
+            # a mirror set long ago (in a shell profile) is named: the machine may be online and the file published
+            via = (f" The file was asked of the mirror {mirror} (${MIRROR_ENV} or mirror=); unset it to fetch "
+                   f"{f.url} itself." if mirror else "")
+            if not rest and not via:
                 raise
             places = "; ".join(f"{_mirrored(g.url, mirror)} at {d} ({_md5_hint(g)})" for g, d in rest)
-            raise DownloadError(f"{e}. {source.name} needs {len(rest)} more file(s), each placed the same way: "
-                                f"{places}") from e
+            more = f" {source.name} needs {len(rest)} more file(s), each placed the same way: {places}" if rest else ""
+            raise DownloadError(f"{e}.{via}{more}") from e
         except ChecksumMismatch as e:
             if not mirror:
                 raise
@@ -281,7 +287,9 @@ def _fetch(source: Source, target: Path, mirror: str | None, progress: bool, kee
         _discard_unverified(archives, source, err)
         remove_tree(extracted)  # a half-extracted tree (GBs of ImageNet-C) is not left hidden in the staging folder
         raise
-    merge_tree(inner, target)
-    remove_tree(extracted)
+    try:
+        merge_tree(inner, target)
+    finally:  # (a failed merge too: the extracted tree is not left hidden in the staging folder)
+        remove_tree(extracted)
     if not keep_archives:
         remove_tree(staging)
