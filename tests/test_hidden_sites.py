@@ -200,3 +200,17 @@ def test_only_real_squeeze_excite_gates_are_left_out_of_the_sweep() -> None:
 
     legacy = timm.create_model("legacy_seresnet18", num_classes=10)
     assert S.activation_modules(legacy, "layer1") == ["layer1.0.relu", "layer1.1.relu"]
+
+
+def test_a_phase_collapse_map_as_wide_as_the_class_count_is_channels_first() -> None:
+    """The phase-collapse layers hold no conv, norm or Linear module, so the layout rule looked at the whole net, whose
+    classifier Linear gives num_classes outputs: with 16 classes every 16 px wide map was refused as channels-last.
+    The classifier takes pooled features and tells nothing of the maps' layout."""
+    from aprkit.hidden.layout import check_channels_first
+    from aprkit.models import create_model
+
+    net = create_model("phase_collapse_cifar", num_classes=16, widths=(24,) * 8)
+    check_channels_first(net, "layers.1", (2, 24, 16, 16), "layer 'layers.1' output")  # no refusal
+    mlp = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Sequential(nn.LayerNorm(16), nn.Linear(16, 16)), nn.Linear(8, 10))
+    with pytest.raises(ValueError, match="channels-last"):  # a Linear of the site's own block still tells
+        check_channels_first(mlp, "1", (2, 32, 32, 16), "site")

@@ -204,12 +204,15 @@ def enclosing_modules(model: nn.Module, path: str) -> list[nn.Module]:
     return [model.get_submodule(name) for name in enclosing_names(path)]
 
 
-def _channel_sizes(module: nn.Module) -> tuple[set[int], set[int]]:
+def _channel_sizes(module: nn.Module, head: nn.Module | None = None) -> tuple[set[int], set[int]]:
     """Channel counts of ``module``'s channels-first layers (conv, batch / group norm) and feature sizes of its
-    last-axis layers (Linear, LayerNorm)."""
+    last-axis layers (Linear, LayerNorm), less the classifier ``head`` (it takes pooled features: a phase-collapse
+    net, whose layers hold no such layer, had every map as wide as its class count refused)."""
     first: set[int] = set()
     last: set[int] = set()
     for m in module.modules():
+        if m is head:
+            continue
         if isinstance(m, nn.modules.conv._ConvNd):
             first |= {m.in_channels, m.out_channels}
         elif isinstance(m, nn.modules.batchnorm._NormBase):
@@ -269,7 +272,13 @@ def check_channels_first(model: nn.Module, path: str, shape: tuple[int, ...], wh
         raise ValueError(f"{where} holds channels-last activations of shape {batch_shape(shape)} (B, H, W, C): "
                          f"{why}. Hidden-layer Fourier codes read (B, C, H, W) maps; pick a site whose activation is "
                          "(B, C, H, W)" + _NHWC_HINT)
-    first, last = _channel_sizes(layout_module(model, path))
+    from ..models.normalize import find_classifier
+
+    try:
+        head: nn.Module | None = find_classifier(model)
+    except ValueError:
+        head = None
+    first, last = _channel_sizes(layout_module(model, path), head)
     if not first and shape[3] in last and shape[1] == shape[3]:  # a Linear-only module: a ConvNeXt MLP at 384 px
         # (96 x 96 x 96, channels-last) or a squeeze-excite gate with C == W (channels-first): sizes cannot tell
         warnings.warn(f"{where}: cannot tell from the layer sizes whether the activations of shape "
