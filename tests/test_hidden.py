@@ -556,6 +556,12 @@ def test_an_mlp_mixer_states_its_patch_grid_through_its_stem() -> None:
     assert token_layout(swin) == (0, None)  # a channels-last model's token sites hold patches only (hidden tester)
     with attach(swin.train(), ["layers.1.blocks.0.mlp"], p=1.0, seed=0):
         assert swin(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    hooks = sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in swin.modules())
+    for bad, match in (({"p": 1.5}, "p must be in"), ({"dims": "xyz"}, "dims must be"),
+                       ({"lam": 2.0, "mode": "mix"}, "lam must")):
+        with pytest.raises(ValueError, match=match):  # refused before any hook is on the model (they piled up)
+            attach(swin, ["layers.1.blocks.0.mlp"], **{"p": 1.0, **bad})
+    assert sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in swin.modules()) == hooks
     # a 5x10 grid of 50 tokens was read as a class token and a 7x7 grid, without a word; then no prefix token, and a
     # square guess: a 16:9 image's 36 x 64 grid of 2,304 tokens was recombined as 48 x 48 (hidden reviewer). Each
     # site's grid is its block's now (input_resolution)

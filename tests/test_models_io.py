@@ -736,3 +736,15 @@ def test_a_torchvision_download_through_a_silent_connection_fails_instead_of_han
     finally:
         server.close()
     assert socket.getdefaulttimeout() is None
+
+
+def test_a_cifar_resnet_of_another_depth_is_named(tmp_path):
+    """load_model('resnet20', checkpoint=<a resnet32's weights>) listed 90 unexpected keys without the depth they
+    are of (loading the file by its path alone already works it out)."""
+    from aprkit.models import create_model, load_model
+
+    torch.save(create_model("resnet32").state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(ValueError, match=r"weights\.pt holds the weights of a resnet32 \(its stages have 5 blocks "
+                                         r"each\), not of resnet20: pass resnet32"):
+        load_model("resnet20", checkpoint=tmp_path / "weights.pt")
+    assert load_model("resnet32", checkpoint=tmp_path / "weights.pt").aprkit_arch == "resnet32"

@@ -235,3 +235,18 @@ def test_checkpoints_of_the_old_default_and_of_booleans_load_and_new_ones_record
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_model(tmp_path / "resaved.pt").skip == "lowpass"
+
+
+def test_a_plain_state_dict_that_fits_two_phase_collapse_networks_asks_for_skip(tmp_path):
+    """skip='none' with the modulus has the weights of skip='lowpass': a plain state_dict (no saved arguments) of it
+    loaded as 'lowpass', another network, without a word (logits off by 0.34). It is refused unless skip is given."""
+    from aprkit.models import load_model
+
+    torch.manual_seed(0)
+    none = create_model("phase_collapse_cifar", widths=(8, 8), skip="none").eval()
+    torch.save(none.state_dict(), tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match=r"fit skip='lowpass' and skip='none' alike.*model_kwargs\.skip=lowpass"):
+        load_model("phase_collapse_cifar", checkpoint=tmp_path / "plain.pt", widths=(8, 8))
+    loaded = load_model("phase_collapse_cifar", checkpoint=tmp_path / "plain.pt", widths=(8, 8), skip="none")
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), none(x))

@@ -206,6 +206,9 @@ def attach(
         raise ValueError(f"module {held[0]!r} already has a FeatureAPR attached (an earlier attach, or a copy of an "
                          "attached model): it would be applied twice. Remove it first: handle.remove(), or "
                          "aprkit.hidden.detach(model) for a copy")
+    # the augmentations first: a bad p, dims or lam is refused before any hook is on the model
+    aprs = [FeatureAPR(p=p, dims=dims, mode=mode, lam=lam, num_prefix_tokens=k, grid=grid, generator=generator)
+            for _ in resolved]
     hooks: list[Any] = []
     modules: dict[str, FeatureAPR] = {}
     state = _HookState(model, model_k, grid, [m for m in model.modules() if hasattr(m, "grad_checkpointing")],
@@ -214,8 +217,7 @@ def attach(
         state.blocks = _BlockGrids(model, [full for full, _ in resolved])
         hooks += state.blocks.hooks
     state.names = [full for full, _ in resolved]
-    for full, module in resolved:
-        apr = FeatureAPR(p=p, dims=dims, mode=mode, lam=lam, num_prefix_tokens=k, grid=grid, generator=generator)
+    for (full, module), apr in zip(resolved, aprs, strict=True):
         modules[prefix + full if full else prefix[:-1]] = apr  # (the name in the model given: "module." kept)
         feature_hook = _FeatureHook(apr, full, state)
         hooks += [module.register_forward_hook(feature_hook), feature_hook.watch_handle]

@@ -128,12 +128,19 @@ def _load_aprkit_arch(arch: str, num_classes: int | None, path: str | os.PathLik
     if own is not None:
         return own
     sd = extract_state_dict(obj)
-    kwargs = checkpoint_kwargs(arch, kwargs, sd)
+    kwargs = checkpoint_kwargs(arch, kwargs, sd, recorded=False)
     model = create_model(arch, **kwargs)
     n = num_classes if num_classes is not None else num_classes_of(sd, model)
     if n is not None and n != getattr(model, "num_classes", None):
         model = create_model(arch, num_classes=n, **kwargs)
-    load_state_dict_into(model, sd, drop_head=drop_head)
+    try:
+        load_state_dict_into(model, sd, drop_head=drop_head)
+    except CheckpointMismatch as err:  # a CIFAR ResNet of another depth: named (the key lists do not say it)
+        depth = _cifar_resnet_depth(sd) if _LEGACY_ARCH.fullmatch(arch.lower()) else None
+        if depth is None or f"resnet{depth}" == arch.lower():
+            raise
+        raise CheckpointMismatch(f"{path} holds the weights of a resnet{depth} (its stages have {(depth - 2) // 6} "
+                                 f"blocks each), not of {arch}: pass resnet{depth} ({err})") from err
     _warn_default_half_stats(model, arch, path, kwargs)
     return model
 

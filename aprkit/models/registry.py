@@ -134,13 +134,15 @@ def _argument_error(key: str, head: dict[str, int], kwargs: dict[str, Any], err:
     return out
 
 
-def checkpoint_kwargs(arch: str, kwargs: dict[str, Any], state_dict: Any) -> dict[str, Any]:
+def checkpoint_kwargs(arch: str, kwargs: dict[str, Any], state_dict: Any, recorded: bool = True) -> dict[str, Any]:
     """The builder keyword arguments that rebuild the model a checkpoint's ``state_dict`` came from: ``kwargs``
     as saved, completed by the builder's ``checkpoint_kwargs`` hook where an argument's default changed since (the
-    phase-collapse net's ``skip``)."""
+    phase-collapse net's ``skip``). ``recorded=False``: ``kwargs`` are the caller's, for a plain state_dict that
+    records none (the hook raises where the weights fit several networks)."""
     _load_builtin()
     hook = getattr(_REGISTRY.get(str(arch).lower()), "checkpoint_kwargs", None)
-    return dict(hook(dict(kwargs), state_dict)) if hook is not None and state_dict is not None else dict(kwargs)
+    return dict(hook(dict(kwargs), state_dict, recorded)) if hook is not None and state_dict is not None \
+        else dict(kwargs)
 
 
 def canonical_kwargs(arch: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:

@@ -280,15 +280,21 @@ class PhaseCollapseNet(ImageClassifier):
 def _checkpoint_kwargs(default_L: int) -> Any:
     """The builder's checkpoint hook (:func:`aprkit.models.registry.checkpoint_kwargs`): a checkpoint saved without
     ``skip`` was built with the default of its time, ``"lowpass"`` (what ``skip=True`` built; ``"linear"`` became the
-    default later), recognised by its first projection taking ``in_chans (L + 1)`` channels, not twice that."""
-    def hook(kwargs: dict[str, Any], state_dict: Any) -> dict[str, Any]:
+    default later), recognised by its first projection taking ``in_chans (L + 1)`` channels, not twice that. A plain
+    state_dict (``recorded`` False: no saved arguments) of that width may as well be of ``skip="none"`` with the
+    modulus (the same weights): refused unless ``skip`` is given (it loaded as ``"lowpass"``, another network)."""
+    def hook(kwargs: dict[str, Any], state_dict: Any, recorded: bool) -> dict[str, Any]:
         if "skip" in kwargs or not isinstance(state_dict, Mapping):
             return kwargs
         proj = next((v for k, v in state_dict.items() if str(k).endswith("layers.0.proj")), None)
         n_in = int(kwargs.get("in_chans", 3)) * (int(kwargs.get("L", default_L)) + 1)
-        if proj is not None and getattr(proj, "ndim", 0) == 3 and proj.shape[1] == n_in:
-            return {**kwargs, "skip": "lowpass"}
-        return kwargs
+        if proj is None or getattr(proj, "ndim", 0) != 3 or proj.shape[1] != n_in:
+            return kwargs
+        if not recorded:
+            raise ValueError("these phase-collapse weights (a plain state_dict: no saved arguments) fit "
+                             "skip='lowpass' and skip='none' alike, two networks; pass the one they were trained with "
+                             "(load_model(..., skip='lowpass'), or model_kwargs.skip=lowpass)")
+        return {**kwargs, "skip": "lowpass"}
 
     return hook
 
