@@ -49,6 +49,9 @@ def test_p0_is_the_identity_and_same_on_batch_shares_one_draw(batch):
     one = batch[:1].expand(4, -1, -1, -1).contiguous()
     out = KorniaRandomCorruption(["gaussian_noise"], seed=1, same_on_batch=True)(one)
     assert all(torch.equal(out[0], o) for o in out[1:])
+    empty = torch.rand(0, 3, 16, 16)  # kornia's own augmentations give an empty batch back (aminmax crashed on it)
+    for kw in ({}, {"p": 0.5}, {"same_on_batch": True}):
+        assert KorniaRandomCorruption(COLOUR, seed=0, **kw)(empty).shape == (0, 3, 16, 16)
 
 
 def test_corruptions_that_move_pixels_refuse_annotations(batch):

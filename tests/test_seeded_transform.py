@@ -73,3 +73,30 @@ def test_per_item_seeding_leaves_the_cuda_generators_alone(monkeypatch):
         assert torch.equal(torch.rand(2), first)
     draws_random_numbers(torch.utils.data.TensorDataset(natural_images(4, seed=0), torch.zeros(4, dtype=torch.long)))
     assert seeded == []
+
+
+def test_albumentations_pipelines_draw_per_item():
+    """albumentations draws from each transform's own generators, which no global seed reaches: an AlbuAPRSingle
+    pipeline in SeededTransform gave other images on each read and with each worker count, without a word (adapter
+    reviewer). Its generators are seeded with the item's seed, also inside a function object of the user's."""
+    import numpy as np
+
+    A = pytest.importorskip("albumentations")
+    from aprkit.augment.adapters import AlbuAPRSingle
+
+    class Albu:  # the usual wrapper: image= in, ["image"] out
+        def __init__(self, compose):
+            self.compose = compose
+
+        def __call__(self, x):
+            return self.compose(image=x)["image"]
+
+    rng = np.random.default_rng(0)
+    ds = [(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), 0) for _ in range(4)]
+    for tf in (Albu(A.Compose([AlbuAPRSingle(recombine_p=1.0), A.HorizontalFlip()])), Albu(AlbuAPRSingle())):
+        st = SeededTransform(ds, tf, seed=0)
+        first = [st[i][0] for i in range(4)]
+        assert all(np.array_equal(st[i][0], first[i]) for i in (2, 0, 3, 1))  # any order, any worker
+        assert any(not np.array_equal(f, x) for f, (x, _) in zip(first, ds))
+        other = SeededTransform(ds, tf, seed=1)
+        assert any(not np.array_equal(other[i][0], first[i]) for i in range(4))

@@ -86,33 +86,49 @@ class SeededReads(Dataset):
         return getattr(self.base, name)
 
 
+def _held(transform: object, match: Callable[[object], bool], depth: int = 12) -> list[tuple[str, object]]:
+    """The objects ``transform`` holds (itself, its public attributes, a Compose's list, a module's children, a
+    user's wrapper's attributes, ... to ``depth`` levels) for which ``match`` holds, with their dotted paths, outer
+    ones first; a match is not looked into."""
+    seen: set[int] = set()
+    found: list[tuple[str, object]] = []
+
+    def visit(obj: object, path: str, left: int) -> None:
+        if id(obj) in seen or left < 0:
+            return
+        seen.add(id(obj))
+        if match(obj):
+            found.append((path.lstrip("."), obj))
+            return
+        if isinstance(obj, (list, tuple)):  # (a level of its own: Compose([RandomApply([...])]) nests four deep)
+            items: list[tuple[str, object]] = [(f"{path}[{i}]", v) for i, v in enumerate(obj)]
+        elif hasattr(obj, "__dict__") and not isinstance(obj, (type, Dataset)):
+            items = [(f"{path}.{k}", v) for k, v in vars(obj).items() if not k.startswith("_")]
+            # (private ones: re-seeded per call, e.g. AlbuAPRSingle's)
+            items += [(f"{path}.{k}", v) for k, v in getattr(obj, "_modules", {}).items()]
+        else:
+            return
+        for where, v in items:
+            if v is not None and not isinstance(v, (str, bytes, int, float, bool, torch.Tensor, dict, np.ndarray)):
+                visit(v, where, left - 1)
+
+    if transform is not None:
+        visit(transform, type(transform).__name__, depth)
+    return found
+
+
 def own_generator(transform: object, depth: int = 12) -> str | None:
     """Where ``transform`` (or a transform it holds: a Compose's list, a module's children, an adapter's core) keeps
     a ``torch.Generator`` of its own, as a dotted path; ``None`` when it draws from the global RNGs."""
-    seen: set[int] = set()
+    held = _held(transform, lambda o: isinstance(o, torch.Generator), depth)
+    return held[0][0] if held else None
 
-    def visit(obj: object, path: str, left: int) -> str | None:
-        if id(obj) in seen or left < 0:
-            return None
-        seen.add(id(obj))
-        if isinstance(obj, (list, tuple)):  # (a level of its own: Compose([RandomApply([...])]) nests four deep)
-            items: list[tuple[str, object]] = [(f"{path}[{i}]", v) for i, v in enumerate(obj)]
-        elif type(obj).__module__.split(".")[0] in ("aprkit", "torchvision", "torch", "kornia", "timm"):
-            items = ([(f"{path}.{k}", v) for k, v in vars(obj).items() if not k.startswith("_")]
-                     if hasattr(obj, "__dict__") else [])  # (private ones: re-seeded per call, e.g. AlbuAPRSingle's)
-            items += [(f"{path}.{k}", v) for k, v in getattr(obj, "_modules", {}).items()]
-        else:
-            return None
-        for where, v in items:
-            if isinstance(v, torch.Generator):
-                return where.lstrip(".")
-            if v is not None and not isinstance(v, (str, int, float, bool, torch.Tensor, dict)):
-                found = visit(v, where, left - 1)
-                if found is not None:
-                    return found
-        return None
 
-    return visit(transform, type(transform).__name__, depth) if transform is not None else None
+def _albumentations(obj: object) -> bool:
+    """An albumentations transform or pipeline: it draws from generators of its own, which ``set_random_seed``
+    seeds (a Compose its transforms too)."""
+    return (any(c.__module__.split(".")[0] == "albumentations" for c in type(obj).__mro__[:-1])  # AlbuAPRSingle too
+            and callable(getattr(obj, "set_random_seed", None)))
 
 
 class SeededTransform(Dataset):
@@ -120,12 +136,18 @@ class SeededTransform(Dataset):
     call :meth:`set_epoch` at the start of each epoch (as with ``DistributedSampler``) for new draws.
 
     The read is seeded too: a dataset that draws from torch's, NumPy's or Python's global RNG in ``__getitem__``
-    (its own random transform) gives the same items whatever the worker count, and again after a resume.
+    (its own random transform) gives the same items whatever the worker count, and again after a resume. An
+    albumentations pipeline in ``transform`` (also inside a function object of the user's: ``self.compose``; not
+    inside a closure or lambda, which hide it) draws from generators of its own: they are seeded with the item's seed
+    (``set_random_seed``), a ``Compose(seed=...)`` given included.
     """
 
     def __init__(self, base: Dataset, transform: Callable[[torch.Tensor], torch.Tensor] | None, seed: int):
         check_seed(seed)
         self.base, self.transform, self.seed, self.epoch = base, transform, int(seed), 0
+        # albumentations draws from each transform's own NumPy and Python generators, which no global seed reaches:
+        # they are seeded per item instead (also a user's function-object wrapper's ``A.Compose``)
+        self._seeded = [obj for _, obj in _held(transform, _albumentations)]
         held = own_generator(transform)
         if held is not None:
             warnings.warn(f"SeededTransform: the transform holds its own torch.Generator ({held}: seed= or generator= "
@@ -145,8 +167,11 @@ class SeededTransform(Dataset):
         return derive_seed(self.seed, "item", self.epoch if epoch is None else epoch, int(i))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        with seeded_global_rngs(self.item_seed(i)):
+        seed = self.item_seed(i)
+        with seeded_global_rngs(seed):
             x, y = self.base[i]
+            for obj in self._seeded:
+                obj.set_random_seed(seed % (1 << 32))  # type: ignore[attr-defined]
             if self.transform is not None:
                 try:
                     x = self.transform(x)

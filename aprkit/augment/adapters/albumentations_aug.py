@@ -78,8 +78,9 @@ class AlbuAPRSingle(DualTransform):
     every worker and epoch; measured with albumentations 2.0.8, whose own transforms do the same). To give each worker
     and epoch its own draws, reproducible with the loader's ``generator``, re-seed the pipeline in a
     ``worker_init_fn``: ``torch.utils.data.get_worker_info().dataset.transform.set_random_seed(torch.initial_seed()
-    % 2**32)`` (the attribute holding your ``A.Compose``). aprkit's ``APRSingle(seed=...)`` re-seeds per worker by
-    itself.
+    % 2**32)`` (the attribute holding your ``A.Compose``), or draw per item, independent of workers and batch size:
+    wrap the dataset in :class:`aprkit.data.SeededTransform`, which seeds the pipeline with each item's seed. aprkit's
+    ``APRSingle(seed=...)`` re-seeds per worker by itself.
 
     Saved pipelines (``A.save`` / ``A.to_dict``) name it ``aprkit.augment.adapters.albumentations_aug.AlbuAPRSingle``;
     as for any custom transform, albumentations can load them only once that class is defined: ``from

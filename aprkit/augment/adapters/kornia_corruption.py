@@ -43,6 +43,10 @@ class KorniaRandomCorruption(_Gate, IntensityAugmentationBase2D):
     Masks, boxes and keypoints pass through (``data_keys`` of ``AugmentationSequential``) when no corruption of
     ``names`` moves pixels; with glass, motion or zoom blur or elastic among them (``MOVES_PIXELS``) they are refused,
     as they would no longer line up with the image.
+
+    Unlike kornia's own augmentations it is not differentiable: corrupted images carry no gradient back to the input
+    (the corruptions run as the published code's, with its 8-bit steps); images that ``p`` leaves alone pass theirs.
+    An empty batch comes back as it is.
     """
 
     def __init__(self, names: Sequence[str] | str | None = None, severities: Sequence[int] | int = (1, 2, 3, 4, 5),
@@ -71,7 +75,8 @@ class KorniaRandomCorruption(_Gate, IntensityAugmentationBase2D):
         gate = params.get("batch_prob")
         if gate is not None and (self.p < 1 or self.p_batch < 1):  # images kornia discards are not corrupted
             ours["apply"] = ours["apply"] & (torch.atleast_1d(gate).cpu() > 0.5)
-        if input.is_floating_point():  # an earlier step's overshoot: clamped (compiled too, the check eager only)
+        if input.is_floating_point() and input.numel():  # an earlier step's overshoot: clamped (compiled too, the
+            # check eager only; an empty batch has no extremes)
             if torch.compiler.is_compiling():
                 input = input.clamp(0, 1)
             else:  # (no copy of a batch already in [0, 1])
