@@ -104,6 +104,9 @@ def test_a_sample_without_an_image_is_refused_like_augmix():
             APRSingleV2(p=1.0, seed=0)(sample)
         with pytest.raises(TypeError, match="Found no image"):
             v2.AugMix()(sample)
+    for label in (torch.tensor(3), torch.tensor([0.0, 1.0])):  # a tensor label is no image (its dtype was reported)
+        with pytest.raises(TypeError, match=r"found no image in the sample \(got ndarray, Tensor\).*v2.ToImage"):
+            APRSingleV2(p=1.0, seed=0)(arr, label)
     img = v2.ToImage()(arr)
     out, label = APRSingleV2(p=1.0, seed=0)(img, 3)
     assert isinstance(out, tv_tensors.Image) and label == 3 and not torch.equal(out, img)

@@ -44,8 +44,10 @@ IMAGE_TYPES = (tv_tensors.Image, tv_tensors.Video, is_pure_tensor, PIL.Image.Ima
 
 def require_image(flat_inputs: Sequence[Any], who: str, hint: str) -> None:
     """Refuse a sample holding no image (:data:`IMAGE_TYPES`), e.g. a NumPy array or a path, which would pass
-    through unchanged: no augmentation and no error, as ``v2.AugMix`` refuses it."""
-    if not any(check_type(i, IMAGE_TYPES) for i in flat_inputs):
+    through unchanged: no augmentation and no error, as ``v2.AugMix`` refuses it. A plain tensor of fewer than 2
+    dimensions is a label, not an image (torchvision's rule took ``tensor(3)`` for the image of ``(array, tensor(3))``,
+    and the error spoke of the label's dtype)."""
+    if not any(check_type(i, IMAGE_TYPES) and not (is_pure_tensor(i) and i.ndim < 2) for i in flat_inputs):
         got = ", ".join(dict.fromkeys(type(i).__name__ for i in flat_inputs)) or "nothing"
         raise TypeError(f"{who} found no image in the sample (got {got}); expected a PIL image, a tv_tensors.Image / "
                         f"Video or a tensor (..., C, H, W), as v2.AugMix does. {hint}")
