@@ -173,6 +173,20 @@ def test_p_is_checked_when_set_after_construction(make):
     assert pickle.loads(pickle.dumps(aug)).__dict__["p"] == 0.25  # where instances pickled before the check hold it
 
 
+def test_apr_s_ops_and_cast_are_checked_when_set_after_construction():
+    """A list of ops set after construction failed as 'unhashable type: list' deep in the op table, and a cast typo
+    ran as "round" without a word (core reviewer); both are checked as the constructor checks them."""
+    aug = APRSingleBatch(p=1.0, seed=0)
+    aug.ops = ["rotate", "solarize"]
+    assert aug.ops == ("rotate", "solarize")
+    assert aug(torch.rand(2, 3, 8, 8)).shape == (2, 3, 8, 8)
+    with pytest.raises(ValueError, match="unknown op 'rotat'"):
+        aug.ops = ["rotat"]
+    with pytest.raises(ValueError, match="cast must be one of 'round', 'wrap', got 'wrapp'"):
+        aug.cast = "wrapp"
+    assert aug.cast == "round" and pickle.loads(pickle.dumps(aug)).ops == ("rotate", "solarize")
+
+
 def test_apr_p_output_is_taken_by_every_step_that_clamps_its_views():
     """APR-P's unclamped output leaves [-1, 2] now and then (0.46 % of CIFAR-10 images, down to -1.76 and up to
     2.64; a one-pixel image up to 5.2): APR-S, APR-P with ``clamp=True`` and the models refused it as "0..255

@@ -271,6 +271,7 @@ class APRSingleBatch(CheckedProbability, CompiledCore, ReplayModule):
 
     core_fn = staticmethod(apr_single_core)
     cast: Cast = "round"  # the default of instances pickled before cast existed
+    ops: tuple[str, ...]
 
     def __init__(self, p: float = 0.5, severity: float = 3, ops: Sequence[str] | None = None, dims: Dims = "chw",
                  generator: torch.Generator | None = None, seed: int | None = None,
@@ -278,13 +279,21 @@ class APRSingleBatch(CheckedProbability, CompiledCore, ReplayModule):
         super().__init__()
         self.p = p  # checked whenever it is set (CheckedProbability)
         self.severity = _check_severity(severity)
-        self.ops = resolve_ops(ops)
+        self.ops = ops  # type: ignore[assignment]  # checked whenever set (__setattr__), as cast
         check_dims(dims)
         self.dims = dims
-        self.cast = check_cast(cast)  # type: ignore[assignment]
+        self.cast = cast
         self.generator = make_generator(generator, seed)
         self._base_seed = None if self.generator is None else self.generator.initial_seed()  # see worker_generator
         self._init_compile_core(compile_core)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # checked whenever set, as p: a list of ops set later failed as an unhashable key, a cast typo ran as "round"
+        if name == "ops":
+            value = resolve_ops(value)
+        elif name == "cast":
+            value = check_cast(value)
+        super().__setattr__(name, value)
 
     def generate_parameters(self, batch_shape: torch.Size | Sequence[int], device: torch.device | str | None = None
                             ) -> dict[str, torch.Tensor]:

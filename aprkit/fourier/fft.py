@@ -15,8 +15,9 @@ They return what the ``torch.fft`` functions of the same names return (to float 
   64x3x224x224).
 
 RGB images are transformed one by one either way, so their results do not depend on the batch size, the
-chunking or the thread count (tested bit for bit; but the inverse's 2-D transform is torch's c2r, which MKL rounds
-otherwise with the thread count at some sizes, e.g. odd widths up to 15 px here), and a CPU graph under
+chunking or the thread count (tested bit for bit; the inverse's 2-D transform is torch's c2r, which MKL rounds
+otherwise with the thread count at some sizes and CPUs (widths 3 .. 15 px here, 32 px on an AVX-512 EPYC): images
+up to 32 px wide, CIFAR's, are inverted on one thread (eager calls), where it costs little), and a CPU graph under
 ``torch.compile`` takes the RGB route too (the eager numbers on one thread: a graph cannot switch its matrix product
 to one thread). On accelerators these are the plain torch calls.
 Gradients flow through every route.
@@ -148,9 +149,22 @@ def rfftn(x: torch.Tensor, fft_dims: tuple[int, ...]) -> torch.Tensor:
     return out.view(*lead, 3, h, w // 2 + 1)
 
 
+#: the widest image whose inverse runs on one CPU thread: MKL's c2r rounded otherwise with the thread count at odd
+#: widths 3 .. 15 here (a uint8 level in APR-P; core reviewer) and at 32 px on an AVX-512 EPYC; at 256x3x32x32 the
+#: inverse took 7 ms on one thread, 30 ms on two (2 shared cores)
+_C2R_ONE_THREAD_W = 32
+
+
 def irfftn(z: torch.Tensor, sizes: list[int], fft_dims: tuple[int, ...]) -> torch.Tensor:
     """``torch.fft.irfftn(z, s=sizes, dim=fft_dims)``; on the CPU the RGB route, and chunks for half spectra over
-    8 MiB (eager, without autograd; ``fft_dims`` not containing dim 0)."""
+    8 MiB (eager, without autograd; ``fft_dims`` not containing dim 0); images up to 32 px wide on one thread."""
+    if sizes[-1] <= _C2R_ONE_THREAD_W and z.device.type == "cpu" and not torch.compiler.is_compiling():
+        with _one_thread():
+            return _irfftn(z, sizes, fft_dims)
+    return _irfftn(z, sizes, fft_dims)
+
+
+def _irfftn(z: torch.Tensor, sizes: list[int], fft_dims: tuple[int, ...]) -> torch.Tensor:
     large = _large(z.numel(), z.element_size(), z)
     nd = z.ndim
     if z.is_complex() and _rgb_route(z, fft_dims) and sizes[0] == 3 and sizes[1] == z.shape[-2]:  # else torch
