@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from ._text import nearest_names
+from ._text import comma_items, nearest_names
 
 __all__ = [
     "expand_env",
@@ -326,7 +326,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` (from YAML or an override) to the annotation ``tp`` or raise naming ``key``.
 
     ``int`` accepts whole floats, ``float`` accepts ints, numbers and booleans accept text that YAML reads as one
-    (what ``${VAR}`` expands to), a scalar becomes a one-element list; classes
+    (what ``${VAR}`` expands to), a scalar becomes a one-element list, comma-separated text a list of numbers; classes
     (``torch.device``, ``Path``, ...) accept their instances; ``Any`` accepts everything.
     """
     origin = typing.get_origin(tp)
@@ -357,7 +357,9 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if origin in (list, tuple, collections.abc.Sequence):
         args = typing.get_args(tp)
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool) and origin is not tuple:
+        if isinstance(value, str) and args and args[0] in (int, float) and "," in value:
+            value = comma_items(value)  # "1,3" as the flags take it (--severities 1,3)
+        elif isinstance(value, (int, float, str)) and not isinstance(value, bool) and origin is not tuple:
             value = [value]
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"config key {key!r} must be {describe_type(tp)}, got {value!r}")

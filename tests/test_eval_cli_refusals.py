@@ -132,3 +132,33 @@ def test_a_run_folder_given_as_model_names_its_checkpoint(tmp_path) -> None:
     (tmp_path / "run" / "model.pt").write_bytes(b"")
     with pytest.raises(IsADirectoryError, match=r"is a folder; expected a checkpoint file in it, e.g. .*model\.pt"):
         load_model(str(tmp_path / "run"))
+
+
+def test_list_settings_as_comma_text_and_none_beside_corruptions(tmp_path, capsys) -> None:
+    """--set severities=1,3 and a config's 'corruptions: fog, snow' were refused or read as one unknown corruption
+    'fog,snow' (the flags and the Python API take such text); 'none' beside a corruption was an unknown corruption
+    'none', and repeated a refusal too (eval reviewer)."""
+    import warnings
+
+    from aprkit.eval import evaluate
+    from aprkit.eval.engine.config import load_eval_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: small_cnn\nrandom_init: true\ndata: synthetic:8\ncorruptions: contrast, fog\n")
+    loaded = load_eval_config(cfg, ["severities=1,3"])
+    assert loaded["severities"] == [1, 3]
+    common = ["--model", "small_cnn", "--random-init", "--data", "synthetic:8", "--no-progress", "--device", "cpu"]
+    assert main(["eval", *common, "--set", "severities=2", "--set", "corruptions=contrast,fog",
+                 "--out", str(tmp_path / "run")]) == 0
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["meta"]["options"]["corruptions"] == ["fog", "contrast"]
+    assert main(["eval", *common, "--corruptions", "none", "--corruptions", "none"]) == 0
+    assert main(["eval", *common, "--corruptions", "none,fog"]) == 2
+    assert "'none' (or 'clean') means clean accuracy only" in capsys.readouterr().err
+    assert main(["eval", "--model", "resnet20", "--data", "synthetic:8", "--set", "checkpoint=None"]) == 2
+    assert "(no checkpoint is written null or ~" in capsys.readouterr().err
+    with warnings.catch_warnings(record=True) as seen:  # a suite's data with the suite not selected: a word
+        warnings.simplefilter("always")
+        evaluate("small_cnn", random_init=True, suite="calibration", device="cpu", progress=False,
+                 data={"default": "synthetic:8", "shape-bias": "cue-conflict:/nowhere"})
+    assert any("the data of 'shape-bias' is not read" in str(w.message) for w in seen)

@@ -53,7 +53,8 @@ def read_checkpoint(path: str | os.PathLike, *, weights_only: bool = True) -> An
     path = Path(path).expanduser()
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "not found"
-        raise FileNotFoundError(f"checkpoint file {what}: {path}")
+        hint = " (no checkpoint is written null or ~ in a config or --set)" if str(path) in ("None", "none") else ""
+        raise FileNotFoundError(f"checkpoint file {what}: {path}{hint}")
     check_zip_intact(path, "its weights would load wrong; copy or download the file again")
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)

@@ -19,20 +19,21 @@ whole-suite entries and the output folder's suite index all use it, mostly throu
   models as (non-persistent) buffers or module settings, so preprocessing is covered by the fingerprint;
 - ``data``: the dataset identity (``aprkit.eval.engine.datasets.dataset_id``: the normalised spec with its
   split, a ``cache_id``, or a content hash of an in-memory set);
-- the run settings that change numbers, added to every key from the evaluation context: ``limit`` (the
-  first N images), ``seed``, ``amp`` (false, or the autocast dtype: float16 on CUDA, bfloat16 elsewhere) and
-  ``num_classes`` (when given);
+- the run settings that change numbers, added from the evaluation context: ``limit`` (the first N images),
+  ``seed``, ``amp`` (false, or the autocast dtype: float16 on CUDA, bfloat16 elsewhere), each unless the unit
+  does not read it (``reads``: shape bias neither the seed nor a limit), and ``num_classes`` (when given);
 - the unit's own options, e.g. for a corruption cell the corruption name, severity, preset and
   ``aprkit.corruptions.corruption_version`` of a generated corruption, or the on-disk -C source's identity; for
   a whole suite every evaluation option. Values go through :func:`identity` (datasets by content id, specs
   with resolved paths, callables by ``cache_id``).
 
-Not in keys: device, batch size, data-loader workers, world size (``torchrun``) and channels_last. They
-change only the floating-point rounding of a forward pass (generated corruptions are seeded per image,
-see ``suites/corruption.py``), so cells may be shared between such runs; each stored value records the
-world size, batch size, device and channels_last that produced it (``_produced_by``, kept by the runner) and
-``results.json`` lists them. A unit whose inputs cannot be identified (e.g. a lambda as the -C source) is
-computed every time and never cached.
+Not in keys: device, batch size, data-loader workers, world size (``torchrun``), channels_last and library
+versions. They change only the floating-point rounding of a forward pass, and of a generated corruption (seeded
+per image, see ``suites/corruption.py``: on another device or with another torch, Pillow or libjpeg a value may
+land a level higher or lower, as ``aprkit corrupt``'s manifest notes), so cells may be shared between such runs;
+each stored value records the world size, batch size, device and channels_last that produced it (``_produced_by``,
+kept by the runner) and ``results.json`` lists them, with the library versions. A unit whose inputs cannot be
+identified (e.g. a lambda as the -C source) is computed every time and never cached.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import os
 import re
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ from .fingerprint import model_fingerprint
 
 __all__ = [
     "ResultCache", "MemoryCache", "Unidentifiable", "atomic_write_json", "cached", "cached_start", "cached_starts",
-    "identity", "nested_get", "result_key", "to_jsonable", "RUN_SETTINGS",
+    "identity", "nested_get", "result_key", "to_jsonable", "READ_SETTINGS", "RUN_SETTINGS",
 ]
 
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
@@ -156,22 +157,32 @@ def _model_key(ctx: Any) -> str:
     return fp
 
 
-def result_key(ctx: Any, unit: str, data: Any, **options: Any) -> str:
+#: the run settings a unit may leave out of its key when its numbers do not depend on them (``reads``)
+READ_SETTINGS = ("limit", "seed", "amp")
+
+
+def result_key(ctx: Any, unit: str, data: Any, *, reads: Collection[str] = READ_SETTINGS, **options: Any) -> str:
     """The cache key of one unit computed with ``ctx`` (an ``EvalContext``) on ``data`` (see the module docstring).
 
     ``data`` is a dataset spec, an id string (from ``dataset_id`` or a ``cache_id``), a dataset, or
     tensors; it is identified with ``dataset_id`` (strings) or :func:`identity`. ``options`` are the unit's own
-    options; they must not repeat the run settings (``seed``, ``amp``, ``limit``, ``num_classes``), which every
-    key takes from ``ctx``.
+    options; they must not repeat the run settings (``seed``, ``amp``, ``limit``, ``num_classes``), which the key
+    takes from ``ctx``: ``num_classes`` always, those of :data:`READ_SETTINGS` that the unit ``reads`` (all of them
+    unless it says otherwise: shape bias reads neither the seed nor a limit, the transplant test runs in float32),
+    so that runs differing in a setting the unit ignores share its entry.
     """
     if not isinstance(unit, str) or not unit:
         raise ValueError(f"unit must be a non-empty string naming what was computed, got {unit!r}")
+    unknown = sorted(set(reads) - set(READ_SETTINGS))
+    if unknown:
+        raise ValueError(f"reads names {unknown}; expected some of {', '.join(READ_SETTINGS)}")
     from .datasets import dataset_id
     from .inference import amp_dtype
 
     amp = str(amp_dtype(torch.device(ctx.device))).removeprefix("torch.") if ctx.amp else False
-    settings = {k: ctx.options.get(k) for k in RUN_SETTINGS} | {"seed": int(ctx.seed), "amp": amp}
-    clash = sorted(set(options) & set(settings))
+    every = {k: ctx.options.get(k) for k in RUN_SETTINGS} | {"seed": int(ctx.seed), "amp": amp}
+    settings = {k: v for k, v in every.items() if k not in READ_SETTINGS or k in reads}
+    clash = sorted(set(options) & set(every))
     if clash:
         raise ValueError(f"options {clash} are run settings that every key takes from the context; "
                          "give the unit's own value another name")

@@ -178,16 +178,18 @@ class SuiteIndex:
                 RuntimeWarning, stacklevel=3)
         return stale
 
-    def add(self, entry: Mapping[str, Any], option_names: Collection[str] | None = None) -> None:
+    def add(self, entry: Mapping[str, Any], option_names: Collection[str] | None = None,
+            reads: Collection[str] = ("seed", "amp")) -> None:
         """Record a finished suite, replacing an older entry of the same model label and suite (with a warning when
         that one was measured with other options, seed, mixed precision or data: its numbers leave ``results.json``).
         ``option_names``: the options the suite reads, the only ones compared (an older aprkit recorded the whole
-        run's options with every suite)."""
+        run's options with every suite); ``reads``: of the seed and the amp, those its numbers depend on."""
         entry = to_jsonable(dict(entry))  # as the index holds it (JSON types), so that equal settings compare equal
         old = next((e for e in self.entries if (e["model"], e["suite"]) == (entry["model"], entry["suite"])), None)
         if old is not None and option_names is not None and isinstance(old.get("options"), Mapping):
             old = {**old, "options": {k: v for k, v in old["options"].items() if k in option_names}}
-        changed = [k for k in _SETTINGS if old is not None and k in old and old.get(k) != entry.get(k)]
+        changed = [k for k in _SETTINGS if old is not None and k in old and old.get(k) != entry.get(k)
+                   and (k not in ("seed", "amp") or k in reads)]
         if old is not None and changed and self.path is not None:
             was = "; ".join(f"{k} {_setting(old, k)}" for k in changed)
             now = "; ".join(f"{k} {_setting(entry, k)}" for k in changed)

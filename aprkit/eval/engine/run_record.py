@@ -46,15 +46,17 @@ class EvalRun:
     failed: dict[tuple[str, str], str] = field(default_factory=dict)  # (model label, suite) -> the error it raised
     warned_unlike: set[str] = field(default_factory=set)  # suites whose unlike results in the folder were warned of
 
-    def finish(self, entry: dict, option_names: Collection[str]) -> None:
-        """Record a finished suite (``option_names``: the options it reads, which its entry's ``options`` hold)."""
-        self._warn_unlike(entry, "limit" in option_names)
+    def finish(self, entry: dict, option_names: Collection[str], reads: Collection[str] = ("limit", "seed", "amp")
+               ) -> None:
+        """Record a finished suite (``option_names``: the options it reads, which its entry's ``options`` hold;
+        ``reads``: the run settings its numbers depend on, ``Suite.reads``)."""
+        self._warn_unlike(entry, "limit" in option_names, "seed" in reads)
         for idx in (self.index, self.this_run):
-            idx.add(entry, option_names)
+            idx.add(entry, option_names, reads)
         self.pending = [p for p in self.pending if p != (entry["model"], entry["suite"])]
         self.write()
 
-    def _warn_unlike(self, entry: Mapping[str, Any], takes_limit: bool) -> None:
+    def _warn_unlike(self, entry: Mapping[str, Any], takes_limit: bool, takes_seed: bool = True) -> None:
         """Warn (once per suite) when the folder holds the suite's results of other models measured on other data,
         with another seed or on another number of images (a suite that ``takes_limit``): the report sets them side
         by side."""
@@ -64,7 +66,7 @@ class EvalRun:
         def setup(e: Mapping[str, Any]) -> tuple[str, str, str]:
             options = e.get("options")
             limit = options.get("limit") if takes_limit and isinstance(options, Mapping) else None
-            return repr(e.get("data")), repr(e.get("seed")), repr(limit)
+            return repr(e.get("data")), repr(e.get("seed") if takes_seed else None), repr(limit)
 
         mine = setup(entry)
         others = sorted({str(e["model"]) for e in self.index.entries if e["suite"] == entry["suite"]
@@ -153,6 +155,8 @@ class EvalRun:
         return {
             "aprkit": aprkit.__version__,
             "torch": torch.__version__,
+            # the image library the generated corruptions' JPEG and pixelate steps run through, when loaded
+            **_pillow_versions(),
             # the model libraries imported (a release can change a model's code; a model's fingerprint names its own)
             **{pkg: v for pkg in MODEL_PACKAGES if pkg in sys.modules and (v := package_version(pkg))},
             "python": platform.python_version(),
@@ -224,3 +228,14 @@ def _union(options: list[Mapping[str, Any]]) -> dict[str, Any] | None:
                 return None
             out[k] = v
     return out
+
+
+def _pillow_versions() -> dict[str, str]:
+    """Pillow's and its libjpeg's versions when Pillow is loaded (:func:`aprkit.corruptions.manifest.environment`'s
+    reading), else nothing."""
+    if "PIL" not in sys.modules:
+        return {}
+    from ...corruptions.manifest import environment
+
+    versions = environment("cpu")["versions"]
+    return {k: str(versions[k]) for k in ("pillow", "libjpeg") if versions.get(k)}

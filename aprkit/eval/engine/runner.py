@@ -335,8 +335,8 @@ def _run_models(run: EvalRun, models: Mapping[Any, Any], labels: list[str], name
                         "seed": ctx_kw["seed"], "amp": ctx_kw["amp"],
                         "produced_by": produced_by, "date": now(),
                         **_caveats(run.settings["caveats"].get(sname), value)},
-                       own)  # the entry holds the options its suite reads: another suite's (an OOD knn_k) is no
-            # other setting of this one
+                       own, registry[sname].reads)  # the entry holds the options its suite reads: another
+            # suite's (an OOD knn_k) is no other setting of this one, nor a seed that shape bias does not read
 
 
 def _caveats(run_caveat: str | None, value: Any) -> dict[str, list[str]]:

@@ -183,6 +183,9 @@ class Suite(Generic[OptionsT]):
     #: the version of what the suite computes (its units' versions, as in their cache keys): a folder's results of the
     #: suite recorded under another version are flagged in ``results.json`` (``meta.caveats``) until it runs again
     version: ClassVar[str] = "1"
+    #: the run settings besides its options that its numbers depend on (of ``limit``, ``seed``, ``amp``): its cache
+    #: keys hold only these, and a rerun that changes another is no other setting of it (shape bias reads the amp)
+    reads: ClassVar[tuple[str, ...]] = ("limit", "seed", "amp")
 
     @classmethod
     def images_text(cls, options: Mapping[str, Any]) -> str:

@@ -75,13 +75,19 @@ class CorruptionOptions(LimitOption):
     def _as_list(cls, v: Any, info: ValidationInfo) -> Any:
         """Comma-separated text (``"fog,snow"``, ``"1,3"``) or one number as a list; an empty list is the default."""
         v = comma_items(v) if isinstance(v, str) else [v] if isinstance(v, int) else v
+        if isinstance(v, (list, tuple)) and any(isinstance(i, str) and "," in i for i in v):  # a config's 'fog, snow'
+            v = [j for i in v for j in (comma_items(i) if isinstance(i, str) else [i])]
         return cls.model_fields[str(info.field_name)].get_default(call_default_factory=True) if v in ([], ()) else v
 
     @field_validator("corruptions")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        if v in (["none"], ["clean"]):
+        words = {"none", "clean"}
+        if v and set(v) <= words:  # (repeated: --corruptions none --corruptions none)
             return []  # clean accuracy only
+        if set(v) & words:
+            raise ValueError(f"corruptions {v}: 'none' (or 'clean') means clean accuracy only and takes no "
+                             "corruption names beside it; give either, the clean cell is measured with any")
         from aprkit.corruptions import expand_groups
         from aprkit.corruptions.names import ALL
 

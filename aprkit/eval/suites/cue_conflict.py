@@ -139,6 +139,7 @@ class CueConflictSuite(Suite[CueConflictOptions]):
 
     Options = CueConflictOptions
     version = str(_VERSION)
+    reads = ("amp",)  # every stimulus; the seed of generated ones is in their identity
 
     def run(self, ctx: EvalContext, data: Any) -> CueConflictResult:
         from ..analyses.shape_bias import shape_bias
@@ -171,7 +172,8 @@ class CueConflictSuite(Suite[CueConflictOptions]):
             result["stimuli"] = ds.cache_id
             return result
 
-        return cast(CueConflictResult, cached(ctx, "cue-conflict", ds.cache_id, compute, v=_VERSION))
+        return cast(CueConflictResult,
+                    cached(ctx, "cue-conflict", ds.cache_id, compute, reads=self.reads, v=_VERSION))
 
     def headline(self, result: Mapping[str, Any]) -> list[Measure]:
         return [

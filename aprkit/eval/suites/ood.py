@@ -325,15 +325,18 @@ class OODSuite(Suite[OODOptions]):
         in_ds = as_dataset(data)
         n_in = dataset_len(in_ds) if limit is None else min(dataset_len(in_ds), int(limit))
         sets = _ood_sets(opts)
-        odin_opts = {"odin_temperature": opts.odin_temperature, "odin_epsilon": opts.odin_epsilon}
+        # the options of scores asked for only: another knn_k leaves the energy scores' entry as it was
+        odin_opts = ({"odin_temperature": opts.odin_temperature, "odin_epsilon": opts.odin_epsilon}
+                     if "odin" in wanted else {})
         fit, fit_note = _fit_source(data, opts) if any(s in wanted for s in _FEATURE_SCORES) else (None, None)
         state: dict[str, Any] = {"note": fit_note, "fit": fit}
 
         def fit_opts() -> dict[str, Any]:
             # the effective fit data (also when it defaults to the data spec's train split) keys every score
             f = state["fit"]
-            return {"fit": dataset_id(f, "train") if f is not None else None, "fit_limit": opts.fit_limit,
-                    "knn_k": opts.knn_k}
+            return {"fit": dataset_id(f, "train") if f is not None else None,
+                    **({"fit_limit": opts.fit_limit} if f is not None else {}),
+                    **({"knn_k": opts.knn_k} if "knn" in wanted else {})}
 
         def scores_for(name: str, ds: Any, ds_id: str, lim: int | None, labelled: bool,
                        made: dict | None = None) -> dict[str, list[float]]:

@@ -4,6 +4,7 @@ run (the convention is in :mod:`.base`); used by ``evaluate`` and by the eval co
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -108,3 +109,7 @@ def check_data_mapping(data: Any, suites: Sequence[str], add_hint: str = "add {s
     if missing:
         raise ValueError(f"no data for suite {missing[0]!r}: the data mapping has {', '.join(map(repr, data))}; "
                          + add_hint.format(suite=missing[0]))
+    unread = [k for k in data if k != "default" and k not in suites]
+    if unread:  # (a config's mapping for more suites than a run selects: a word, as for their options)
+        warnings.warn(f"the data of {', '.join(map(repr, unread))} is not read: that suite is not selected (suites: "
+                      f"{', '.join(suites)}); select it (--suite) to evaluate it", RuntimeWarning, stacklevel=3)

@@ -111,6 +111,7 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
 
     Options = ShapeBiasOptions
     version = str(_VERSION)
+    reads = ("amp",)  # every stimulus, no draws
 
     def run(self, ctx: EvalContext, data: Any) -> ShapeBiasResult:
         opts = self.options(ctx)
@@ -144,7 +145,7 @@ class ShapeBiasSuite(Suite[ShapeBiasOptions]):
             result["decisions"] = {name: CATEGORIES[int(d)] for name, d in zip(ds.names, decisions, strict=True)}
             return result
 
-        result = cast(ShapeBiasResult, cached(ctx, "shape-bias", ds, compute, v=_VERSION))
+        result = cast(ShapeBiasResult, cached(ctx, "shape-bias", ds, compute, reads=self.reads, v=_VERSION))
         if references is not None:
             result = {**result, "references": references}
         n = int(result["counts"]["n_stimuli"])  # the conflicting ones counted (conflicting_only=True: all of them)

@@ -108,6 +108,7 @@ class TransplantSuite(Suite[TransplantOptions]):
     Options = TransplantOptions
     version = str(_VERSION)
     limit_takes_first = False  # load_data spreads the images evenly over a map-style dataset
+    reads = ("limit", "seed")  # float32 whatever the amp
 
     def run(self, ctx: EvalContext, data: Any) -> TransplantResult:
         from ..analyses.transplant import NoDisagreeingPairs, layer_sweep, load_data
@@ -151,7 +152,8 @@ class TransplantSuite(Suite[TransplantOptions]):
 
         # the data's identity and the run's limit (which caps max_images) are part of the key; the options given at
         # other values than their defaults are, as before
-        return cast(TransplantResult, cached(ctx, "transplant", data, compute, v=_VERSION, **given))
+        return cast(TransplantResult,
+                    cached(ctx, "transplant", data, compute, reads=self.reads, v=_VERSION, **given))
 
     @classmethod
     def images_text(cls, options: Mapping[str, Any]) -> str:
