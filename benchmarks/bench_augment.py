@@ -27,6 +27,7 @@ Goals: APR-P >= 4x the reference at both sizes, APR-S >= 2x.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -258,19 +259,30 @@ def run_single(device: torch.device, repeats: int, quick: bool, min_time: float 
 
 
 def main(argv: list[str] | None = None) -> None:
+    from aprkit.cli._common import positive_int
+    from aprkit.distributed import resolve_device
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=1,
+    ap.add_argument("--threads", type=positive_int, default=1,
                     help="torch.set_num_threads for every measurement (default 1: on a shared 2-core machine a second "
                          "intra-op thread is often descheduled and multi-threaded torch ops stall; DataLoader workers "
                          "run with one thread anyway)")
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--min-time", type=float, default=0.0,
-                    help="seconds per timed block: fast calls repeat inside it (use ~0.02 on a GPU)")
+    ap.add_argument("--repeats", type=positive_int, default=7)
+    ap.add_argument("--min-time", type=float, default=None,
+                    help="seconds per timed block: fast calls repeat inside it (default 0.02 on a GPU, where one call "
+                         "between two synchronisations is mostly launch latency; 0 on the CPU)")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except (ValueError, RuntimeError) as e:
+        ap.error(f"--device: {e}")
+    if args.min_time is None:
+        args.min_time = 0.02 if device.type == "cuda" else 0.0
+    if not (args.min_time >= 0 and math.isfinite(args.min_time)):
+        ap.error(f"--min-time must be a number >= 0, got {args.min_time}")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device}")
     print(f"timer: {cpu_clock(device)[1]} (the same-run ratios are what to compare; img/s under other load vary)")
     run_pair(device, args.repeats, args.quick, args.min_time)

@@ -287,7 +287,9 @@ def report_vs_baseline(rev: str, batch: int, repeats: int, clock_name: str, draw
     if side_python:
         print(f"imagecorruptions in {side_python}: {ic_images} images, one thread, CPU time, min of {repeats}",
               flush=True)
-        ic = imagecorruptions_ms(side_python, synthetic_images(ic_images, 224, noise=0.15), repeats)
+        # the first images of the very batch aprkit is timed on (synthetic_images' noise depends on the count)
+        ic = imagecorruptions_ms(side_python, synthetic_images(max(batch, ic_images), 224, noise=0.15)[:ic_images],
+                                 repeats)
     baseline = load_baseline(rev)
     clock = time.process_time if clock_name == "cpu" else time.perf_counter
     how = "per-image seeds" if draws == "items" else "one generator per batch"
@@ -369,6 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.draw_overhead is not None and not args.baseline_rev:
         ap.error("--draw-overhead measures against a baseline: give --baseline-rev too")
+    from aprkit.distributed import resolve_device
+
+    try:  # (a typo failed in torch's device parser with a traceback)
+        args.device = str(resolve_device(args.device))
+    except (ValueError, RuntimeError) as e:
+        ap.error(f"--device: {e}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.baseline_rev and args.draw_overhead is not None:

@@ -130,10 +130,12 @@ def baseline(model: nn.Module, root: Path, corruptions: list[str], batch_size: i
 
 
 def forward_limit(model: nn.Module, device: torch.device, batch_size: int, *, amp: bool, channels_last: bool,
-                  batches: int = 30, repeats: int = 3) -> float:
+                  batches: int = 30, repeats: int = 3, min_seconds: float = 0.5) -> float:
     """img/s of ``model`` on one uint8 batch already on ``device`` (converted there, as aprkit does, then the
     forward pass under its AMP/layout settings and in its CPU blocks, aprkit._batch; outputs kept on the device):
-    the limit of the streaming loop."""
+    the limit of the streaming loop. Each timed repeat runs at least ``batches`` passes and ``min_seconds`` (30
+    ResNet-18 passes took 50 ms on an H100, where a fixed start-up cost weighed: aprkit's loop measured 1.015 of
+    it)."""
     from aprkit._batch import block_rows, in_blocks
     from aprkit.eval.engine.inference import to_model_input
 
@@ -143,6 +145,12 @@ def forward_limit(model: nn.Module, device: torch.device, batch_size: int, *, am
     best, block = float("inf"), block_rows(model, device)
     with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
         model(to_model_input(x8, device, channels_last))  # warm-up
+        sync()
+        t = time.perf_counter()
+        in_blocks(model, to_model_input(x8, device, channels_last), block)
+        sync()
+        one = max(time.perf_counter() - t, 1e-6)
+        batches = max(batches, min(int(min_seconds / one) + 1, 100_000))  # each repeat about min_seconds or more
         for _ in range(repeats):
             sync()
             t = time.perf_counter()
@@ -236,6 +244,11 @@ def compare(
                 timings[name].append(tuple(tot))
         limit_img_s = forward_limit(net, device, batch_size, amp=device.type == "cuda", channels_last=conv,
                                     batches=30 if device.type == "cuda" else 2, repeats=3 if device.type == "cuda" else 5)
+        # the baseline's own limit, in its settings (float32, contiguous): on CUDA aprkit's ratio holds the gain of
+        # its AMP and channels_last too, which this separates from the streaming's
+        base_limit_img_s = forward_limit(base_model.model, device, batch_size, amp=False, channels_last=False,
+                                         batches=30 if device.type == "cuda" else 2,
+                                         repeats=3 if device.type == "cuda" else 5)
     best = {k: min(v, key=lambda t: t[0] / t[1]) for k, v in timings.items()}  # fastest repeat of each
     pair_ratios = [b[0] / o[0] for b, o in zip(timings["baseline"], timings["ours"])]  # the same images each
     (t_base, n_base, fwd_base), (t_ours, n_ours, fwd_ours) = best["baseline"], best["ours"]
@@ -266,9 +279,10 @@ def compare(
         "corruptions": len(corruptions), "repeats": len(pair_ratios), "interleave": interleave,
         "baseline": {"images": n_base, "seconds": t_base, "img_s": n_base / t_base, **fwd("baseline", t_base, fwd_base)},
         "aprkit": {"images": n_ours, "seconds": t_ours, "img_s": n_ours / t_ours, **fwd("ours", t_ours, fwd_ours)},
-        "forward_only": {"img_s": limit_img_s},
+        "forward_only": {"img_s": limit_img_s, "baseline_img_s": base_limit_img_s},
         "ratio": (n_ours / t_ours) / (n_base / t_base),
         "aprkit_of_limit": (n_ours / t_ours) / limit_img_s,
+        "baseline_of_limit": (n_base / t_base) / base_limit_img_s,
         "ratio_per_repeat": pair_ratios,
         "max_accuracy_diff": diff,
     }
@@ -298,21 +312,30 @@ def main(argv: list[str] | None = None) -> int:
                          random_init=args.checkpoint is None)  # timing only: random weights are fine
     else:  # random weights on purpose: speed does not depend on them
         net = create_model(args.model, num_classes=10)
+    # on a GPU the synchronised forward timing would serialise aprkit's overlapped streaming (gpu_check's choice too)
     r = compare(net, device, n_per_severity=args.n_per_severity, batch_size=args.batch_size, repeats=args.repeats,
-                interleave=args.interleave)
+                interleave=args.interleave, time_forward=device.type != "cuda")
     base, ours = r["baseline"], r["aprkit"]
     print(f"device {device}, torch threads {torch.get_num_threads()}, model {args.model}, batch {args.batch_size}, "
           f"clean + {args.n_per_severity} images x {r['corruptions']} corruptions x 5 severities, best of {args.repeats} runs, "
           f"interleaved per {args.interleave}")
+    timed = base["forward_share"] is not None  # (not on CUDA: see compare)
+
+    def outside(side: dict) -> str:
+        return f"outside the forward pass {100 * (1 - side['forward_share']):.1f} % of wall time" if timed else \
+            "forward share not measured on CUDA"
+
     print(f"baseline (robustbench-style): {base['images']} images in {base['seconds']:.2f} s = {base['img_s']:,.0f} img/s; "
-          f"outside the forward pass {100 * (1 - base['forward_share']):.1f} % of wall time")
+          f"{outside(base)}")
     print(f"aprkit evaluate:              {ours['images']} images in {ours['seconds']:.2f} s = {ours['img_s']:,.0f} img/s; "
-          f"outside the forward pass {100 * (1 - ours['forward_share']):.1f} % of wall time "
-          f"({ours['outside_ms_per_cell']:.1f} ms per cell)")
+          f"{outside(ours)}" + (f" ({ours['outside_ms_per_cell']:.1f} ms per cell)" if timed else ""))
     print(f"forward-only limit (device-resident uint8 batch, aprkit's settings): {r['forward_only']['img_s']:,.0f} img/s; "
           f"aprkit at {r['aprkit_of_limit']:.2f} of it")
-    print(f"forward pass alone, fastest run: baseline {base['forward_ms_per_img']:.3f} ms/img, "
-          f"aprkit {ours['forward_ms_per_img']:.3f} ms/img")
+    print(f"forward-only limit in the baseline's settings (float32, contiguous): "
+          f"{r['forward_only']['baseline_img_s']:,.0f} img/s; baseline at {r['baseline_of_limit']:.2f} of it")
+    if timed:
+        print(f"forward pass alone, fastest run: baseline {base['forward_ms_per_img']:.3f} ms/img, "
+              f"aprkit {ours['forward_ms_per_img']:.3f} ms/img")
     print(f"ratio aprkit / baseline: {r['ratio']:.2f}x (images/s, best run of each); "
           f"max per-cell accuracy difference {r['max_accuracy_diff']:.2e}")
     print(f"per-repeat ratios: {' '.join(f'{x:.2f}' for x in r['ratio_per_repeat'])} "
@@ -321,7 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     ok = r["ratio"] >= goal and (device.type == "cuda" or ours["forward_share"] >= 0.97)
     print(f"goal: >= {goal}x" + ("" if device.type == "cuda" else " and <= 3 % outside the forward pass")
           + f" -> {'met' if ok else 'NOT met'}")
-    return 0 if r["max_accuracy_diff"] < 1e-6 else 1
+    # the same accuracies: on the CPU to the bit; on CUDA aprkit's float16 AMP may flip a near-tie against the
+    # baseline's float32 (2.5e-4 of a cell in the committed runs): up to two images per cell
+    tolerance = 1e-6 if device.type != "cuda" else 2 / args.n_per_severity
+    if r["max_accuracy_diff"] > tolerance:
+        print(f"FAILED: a cell's accuracy differs by {r['max_accuracy_diff']:.2e} between the two methods (more than "
+              f"{tolerance:.1e}): they did not evaluate the same images alike")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -162,6 +162,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from aprkit.cli._common import positive_int
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--side-python", required=True, help="python of the side environment")
     ap.add_argument("--orig-dir", default=None, help="directory with make_cifar_c.py and the frost images")
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", required=True, help="scratch directory for outputs (outside the repository)")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"))
     ap.add_argument("--model", default=None, help="ResNet-20 checkpoint (default: ../shared/models/resnet20-*.th)")
-    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--n", type=positive_int, default=2000)
     ap.add_argument("--severities", type=int, nargs="+", default=[3, 5])
     ap.add_argument("--names", nargs="+", default=list(list_corruptions()), choices=list_corruptions())
     ap.add_argument("--ref-seeds", type=int, nargs="+", default=[0])

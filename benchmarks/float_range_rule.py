@@ -7,8 +7,8 @@ images: APR-P's unclamped recombination of each image with the next one's amplit
 ImageNet's mean and std. It prints the share of values outside [-1, 2] (``OUTSIDE_SHARE``'s reading) and below 0
 (``NORMALISED_SHARE``'s), and what the rule says of each set.
 
-Usage: ``python benchmarks/float_range_rule.py [--shared ../shared] [--n 1000]`` (reads
-``data/cifar10/test`` under ``--shared``; about 10 s on one CPU thread).
+Usage: ``python benchmarks/float_range_rule.py [--shared ../shared] [--n 10000]`` (reads
+``data/cifar10/test`` under ``--shared``; about 20 s on one CPU thread for the whole test set).
 """
 
 from __future__ import annotations
@@ -34,9 +34,12 @@ def shares(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def main() -> None:
+    from aprkit.cli._common import positive_int
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shared", default="../shared", help="folder holding data/cifar10 (default ../shared)")
-    ap.add_argument("--n", type=int, default=1000, help="test images, spread over the set (default 1000)")
+    ap.add_argument("--n", type=positive_int, default=10000,
+                    help="test images, spread over the set (default 10000: all; a rare image decides the thresholds)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     ds = get_dataset(f"cifar10:{Path(args.shared) / 'data' / 'cifar10'}", "test")

@@ -22,6 +22,7 @@ initialised, which is enough for speed. Exit code 0 when every section finished 
 from __future__ import annotations
 
 import argparse
+import math
 import datetime
 import json
 import os
@@ -193,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.compile_backend is None:
         args.compile_backend = "eager" if args.quick else "inductor"
-    if args.cap_scale <= 0:
-        ap.error(f"--cap-scale must be positive, got {args.cap_scale}")
+    if not (args.cap_scale > 0 and math.isfinite(args.cap_scale)):  # (nan passed "<= 0": every cap 0 s)
+        ap.error(f"--cap-scale must be a positive number, got {args.cap_scale}")
     if args.threads < 0:
         ap.error(f"--threads must be 0 (torch's choice) or more, got {args.threads}")
     import torch

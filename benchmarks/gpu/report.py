@@ -158,13 +158,14 @@ def _eval(res: dict) -> list[str]:
     rows = [[m, _fmt(_get(r, "baseline", "img_s")), _fmt(_get(r, "aprkit", "img_s")),
              _fmt(_get(r, "forward_only", "img_s")),
              _fmt(r.get("ratio"), ".2f") + "x", _fmt(r.get("aprkit_of_limit"), ".2f"),
+             f"{_fmt(_get(r, 'forward_only', 'baseline_img_s'))} ({_fmt(r.get('baseline_of_limit'), '.2f')})",
              f"{_fmt(_get(r, 'baseline', 'forward_share'), '.0%')} / {_fmt(_get(r, 'aprkit', 'forward_share'), '.0%')}",
              _fmt(r.get("max_accuracy_diff"), ".1e"),
              f"{_get(r, 'baseline', 'images')} / {_get(r, 'aprkit', 'images')} "
              f"({r.get('n_per_severity')} x (1 + {r.get('corruptions')} x 5))"]
             for m, r in res.get("rows", {}).items()]
     return _table(["model", "baseline img/s", "aprkit img/s", "forward-only img/s", "ratio", "aprkit / forward-only",
-                   "forward share (base / aprkit)", "max acc diff", "images (base / aprkit)"], rows) + (
+                   "forward-only img/s in the baseline's float32 (baseline / it)", "forward share (base / aprkit)", "max acc diff", "images (base / aprkit)"], rows) + (
         [f"- {res['note']}"] if res.get("note") else []) + [
         f"- error, {name}: {msg[:200]}" for name, msg in (res.get("errors") or {}).items()]
 
