@@ -100,8 +100,9 @@ def _held(transform: object, match: Callable[[object], bool], depth: int = 12) -
         if match(obj):
             found.append((path.lstrip("."), obj))
             return
-        if isinstance(obj, (list, tuple)):  # (a level of its own: Compose([RandomApply([...])]) nests four deep)
-            items: list[tuple[str, object]] = [(f"{path}[{i}]", v) for i, v in enumerate(obj)]
+        if isinstance(obj, (list, tuple)):  # (a level of its own: Compose([RandomApply([...])]) nests four deep; the
+            # first 256 items: a list of file names a user's transform holds is no list of transforms)
+            items: list[tuple[str, object]] = [(f"{path}[{i}]", v) for i, v in enumerate(obj[:256])]
         elif hasattr(obj, "__dict__") and not isinstance(obj, (type, Dataset)):
             items = [(f"{path}.{k}", v) for k, v in vars(obj).items() if not k.startswith("_")]
             # (private ones: re-seeded per call, e.g. AlbuAPRSingle's)
