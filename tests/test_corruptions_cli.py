@@ -312,6 +312,37 @@ def test_overwrite_removes_the_replaced_runs_outputs(array_input, capsys) -> Non
     assert sorted(p.name for p in (tmp / "o").iterdir()) == ["fog.npy", "manifest.json"]
 
 
+def test_overwrite_with_the_same_parameters_redoes_only_its_outputs(array_input, folder_input, tmp_path) -> None:
+    """--overwrite to redo one corruption of a finished folder deleted every other corruption without a word
+    (corruptions reviewer); with the same parameters and input the others stay, listed complete."""
+    from aprkit.data.corrupted import available_corruptions
+
+    tmp, x, labels = array_input
+    argv = ["corrupt", str(tmp / "x.npy"), str(tmp / "o"), "--severities", "1", "--labels", str(tmp / "y.npy"),
+            "--no-progress"]
+    assert main([*argv, "--corruptions", "contrast", "fog"]) == 0
+    kept = (tmp / "o" / "contrast.npy").read_bytes()
+    assert main([*argv, "--corruptions", "fog", "--overwrite"]) == 0
+    data = json.loads((tmp / "o" / "manifest.json").read_text())
+    assert sorted(data["complete"]) == ["contrast.npy", "fog.npy", "labels.npy"]
+    assert (tmp / "o" / "contrast.npy").read_bytes() == kept
+    folder = ["corrupt", str(folder_input), str(tmp_path / "f"), "--severities", "1", "--size", "32", "--no-progress"]
+    assert main([*folder, "--corruptions", "fog", "contrast"]) == 0
+    assert main([*folder, "--corruptions", "fog", "--overwrite"]) == 0
+    assert sorted(available_corruptions(tmp_path / "f")) == ["contrast", "fog"]
+
+
+def test_nested_folders_sort_as_the_reader_reads_them(tmp_path) -> None:
+    """cat/a/b/1.png and cat/a-b/2.png: the reader sorts by folder text ("a-b" before "a/b"), the order check
+    compared paths part by part and refused the input with a self-contradicting message (corruptions reviewer)."""
+    imgs = natural_images(3, 32, seed=4).permute(0, 2, 3, 1).numpy()
+    for img, where in zip(imgs, ["cat/a/b/1.png", "cat/a-b/2.png", "dog/3.png"]):
+        (tmp_path / "in" / where).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "in" / where)
+    assert main(["corrupt", str(tmp_path / "in"), str(tmp_path / "o"), "--corruptions", "fog", "--severities", "1",
+                 "--size", "32", "--no-progress"]) == 0
+
+
 def test_input_edited_in_place_is_noticed(folder_input, tmp_path, capsys) -> None:
     """An image edited without changing its size (any uncompressed format) changes the input fingerprint."""
     argv = ["corrupt", str(folder_input), str(tmp_path / "inc"), "--corruptions", "fog", "--severities", "1",

@@ -436,3 +436,26 @@ def test_an_enclosing_autocast_changes_no_corruption() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             got = corrupt(x, name, 3, seeds=[1, 2])
         assert torch.equal(got, want), name
+
+
+@pytest.mark.parametrize("name", ["glass_blur", "motion_blur", "pixelate"])
+def test_float_images_of_8bit_levels_get_their_uint8_results(name: str) -> None:
+    """Glass blur's inner truncation took float16 images of 8-bit levels a level down (half of all values at
+    severity 1), motion blur some; float32 images of 8-bit levels got pixelate's exact box means instead of Pillow's
+    bytes (a third of the values a level off at severity 5). Each now gives its uint8 twin's result (corruptions
+    reviewer); float images that are no 8-bit levels keep the exact means."""
+    u8 = natural_images(4, 32, seed=3)
+    seeds = torch.arange(4)
+    for severity in (1, 5):
+        want = corrupt(u8, name, severity, "cifar", seeds=seeds)
+        single = corrupt(u8.float() / 255, name, severity, "cifar", seeds=seeds)
+        for dtype in (torch.float32, torch.float64):  # truncated as the uint8 results are: the same bytes
+            got = corrupt(u8.to(dtype) / 255, name, severity, "cifar", seeds=seeds)
+            assert torch.equal(torch.floor(got * 255 + 5e-5), want.to(dtype)), (dtype, severity)
+        half = corrupt(u8.half() / 255, name, severity, "cifar", seeds=seeds).float()  # its own rounding only
+        assert float((half - single).abs().max()) < 0.3 / 255, severity
+    if name == "pixelate":  # a batch of an 8-bit image and another: each as it is
+        other = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        mixed = corrupt(torch.cat([u8[:1] / 255, other]), name, 5, "cifar")
+        assert torch.equal(torch.floor(mixed[:1] * 255 + 5e-5), corrupt(u8[:1], name, 5, "cifar").float())
+        assert torch.equal(mixed[1:], corrupt(other, name, 5, "cifar"))

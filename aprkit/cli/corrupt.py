@@ -74,7 +74,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    "as ImageNet-C); Pillow's 4:2:0 chroma subsampling applies at every quality, so even 100 is lossy "
                    "(a few levels per pixel): for a lossless set use the cifar layout (.npy)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace the outputs of a folder generated with other parameters or input")
+                   help="replace the outputs of a folder generated with other parameters or input (all of them); "
+                        "with the same ones, make this run's outputs again and keep the folder's others")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
     return p

@@ -41,7 +41,7 @@ from .._tensors import autocast_off
 from .._text import nearest_names
 from . import blur, digital, noise, weather
 from . import spatter as _spatter
-from ._common import as_float, finish
+from ._common import as_float, finish, level_images
 from ._random import ItemKeys
 from ._random import item_seeds as _item_seeds
 from .names import BENCHMARK, EXTRA, canonical_name, check_name
@@ -104,7 +104,11 @@ __all__ = ["CODE_VERSION", "BASE_VERSION", "corruption_version", "BENCHMARK", "E
 #: float32 error), not rounded: about half
 #: of all uint8 values move down one level (JPEG, pixelate and motion blur, already 8-bit, are unchanged); ResNet-20
 #: accuracy on 1,000 CIFAR-10 test images moved by up to 0.9 points per cell (contrast 4: 63.7 -> 62.8 %)
-BASE_VERSION = 14
+#: 15: float16/bfloat16 images of 8-bit levels are read as their levels (``_as_work``: glass blur took half of all
+#: values of such images a level down at cifar severity 1, motion blur some), and float images of 8-bit levels get
+#: pixelate's Pillow bytes (the exact box means moved up to a third of the values by up to a level at severity 5);
+#: uint8 images and other float ones are unchanged
+BASE_VERSION = 15
 _VERSIONS: dict[str, int] = {"zoom_blur": 10, "spatter": 11, "shot_noise": 12, "defocus_blur": 13}
 CODE_VERSION = max(BASE_VERSION, *_VERSIONS.values())
 
@@ -242,7 +246,7 @@ def _options(name: str, preset: str, dtype: torch.dtype, frost_dir: Any) -> dict
     if name == "frost":
         return {"scale": float(info["frost_scale"]), "frost_dir": frost_dir}
     if name == "pixelate":
-        return {"quantize": dtype == torch.uint8}
+        return {"quantize": dtype == torch.uint8, "source_dtype": dtype}
     if name == "shot_noise":
         return {"levels": dtype == torch.uint8, "source_dtype": dtype}
     return {}
@@ -286,6 +290,19 @@ def corrupt(
     """
     with autocast_off(images.device if isinstance(images, torch.Tensor) else torch.device("cpu")):
         return _corrupt(images, name, severity, preset, generator, seeds, frost_dir)
+
+
+def _as_work(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the working precision (:func:`~._common.as_float`); float16/bfloat16 images of 8-bit levels (a
+    half-precision pipeline's ``k / 255``, up to 0.06 of a level off) as the exact ``k / 255``, image by image, so
+    that they get their uint8 twins' results (glass blur's inner truncation took such values a level down: half of
+    all values at cifar severity 1)."""
+    work = as_float(x)
+    if x.dtype in (torch.float16, torch.bfloat16):
+        levels, per_image = level_images(work, x.dtype)
+        rows = per_image.nonzero().flatten()
+        work[rows] = levels[rows] / 255
+    return work
 
 
 def _corrupt(images: Any, name: str, severity: int, preset: str | None, generator: torch.Generator | None,
@@ -338,7 +355,7 @@ def _corrupt(images: Any, name: str, severity: int, preset: str | None, generato
     raw = name in _UINT8_INPUT and images.dtype == torch.uint8
 
     def run(i: int) -> torch.Tensor:
-        return fn(flat[i:i + step] if raw else as_float(flat[i:i + step]), c, part(i), **opts)
+        return fn(flat[i:i + step] if raw else _as_work(flat[i:i + step]), c, part(i), **opts)
 
     if step >= n:
         y = finish(run(0), images.dtype, consume=True)  # every corruption returns a new tensor

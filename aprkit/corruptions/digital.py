@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import map_index, positions, select
+from ._common import level_images, map_index, positions, select
 from ._random import RandomSource, uniform
 from ._separable import gaussian_filter
 
@@ -216,11 +216,24 @@ def _resize_box(x255: torch.Tensor, oh: int, ow: int, quantize: bool) -> torch.T
 
 
 def pixelate(x: torch.Tensor, c: float, generator: RandomSource = None, *,
-             quantize: bool = False) -> torch.Tensor:
-    """BOX-downsample to ``int(size * c)`` and BOX-upsample back (Pillow semantics)."""
+             quantize: bool = False, source_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """BOX-downsample to ``int(size * c)`` and BOX-upsample back (Pillow semantics). ``quantize``: 8-bit values
+    with Pillow's arithmetic; without it, float images of 8-bit levels (``ToTensor`` of 8-bit images, read with
+    ``source_dtype``'s slack, :func:`~._common.level_images`) take that path too, image by image, and get the bytes
+    of their uint8 originals; other float images the exact box means."""
     h, w = x.shape[-2:]
-    y = _resize_box(x * 255, int(h * c), int(w * c), quantize)
-    return _resize_box(y, h, w, quantize) / 255
+    oh, ow = int(h * c), int(w * c)
+    if quantize:
+        return _resize_box(_resize_box(x * 255, oh, ow, True), h, w, True) / 255
+    levels, per_image = level_images(x, source_dtype)
+    if bool(per_image.all()):
+        return _resize_box(_resize_box(levels, oh, ow, True), h, w, True) / 255
+    exact = _resize_box(_resize_box(x * 255, oh, ow, False), h, w, False) / 255
+    if not bool(per_image.any()):
+        return exact
+    rows = per_image.nonzero().flatten()  # a mixed batch: its 8-bit images as such
+    exact[rows] = _resize_box(_resize_box(levels[rows], oh, ow, True), h, w, True) / 255
+    return exact
 
 
 def pixelate_bytes(u8: torch.Tensor, c: float, generator: RandomSource = None) -> torch.Tensor:

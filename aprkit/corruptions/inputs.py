@@ -98,7 +98,9 @@ def _check_targets(sources: Sequence[Path], targets: Sequence[Path]) -> None:
         raise ValueError(f"{len(clashes)} output file(s) would be written by more than one input image (outputs are "
                          f"named <stem>.JPEG): {', '.join(clashes[:5])}{' ...' if len(clashes) > 5 else ''}; rename "
                          "the inputs that differ only in their extension")
-    swapped = next((i for i in range(len(targets) - 1) if targets[i] > targets[i + 1]), None)
+    # in the reader's order (folder text, then name: "a-b/x" before "a/b/x"), not Path's part by part
+    order = [(str(t.parent), t.name) for t in targets]
+    swapped = next((i for i in range(len(order) - 1) if order[i] > order[i + 1]), None)
     if swapped is not None:
         a, b = sources[swapped], sources[swapped + 1]
         raise ValueError(f"the outputs (named <stem>.JPEG) would sort in another order than the inputs: {a.name} comes "

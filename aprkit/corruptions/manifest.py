@@ -166,17 +166,17 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 class Manifest:
     """Open (or start) the manifest of ``out`` for a run with generation ``params``.
 
-    ``outputs``: the output paths (relative to ``out``) this run may write; ``depends``: for some of them, what
-    else they depend on (``{"frost.npy": {"frost_textures": digest}}``), recorded when they are started and
-    compared on resume; ``info``: recorded, never compared. Raises ``ValueError`` when the folder's manifest was
-    written with other parameters (or lists an output this run writes with other ``depends``), or when outputs
-    exist without a manifest, unless ``overwrite`` (then the manifest starts afresh and every output is
-    recomputed). A manifest with other parameters whose run wrote no corruption output (it lists only ``cheap``
-    outputs, bookkeeping such as the label file rewritten in no time, and outputs begun without a file written) is
-    replaced without asking: its run stopped before its first corruption. ``retired``: parameters an older aprkit
-    recorded that no longer change the outputs, left out of an older manifest's parameters before they are compared.
-    The folder's lock is held from here until :meth:`release` (or the end of a ``with`` block): another run into the
-    folder raises ``ValueError`` meanwhile.
+    ``outputs``: the output paths (relative to ``out``) this run may write; ``depends``: for some of them, what else
+    they depend on (``{"frost.npy": {"frost_textures": digest}}``), recorded when they are started and compared on
+    resume; ``info``: recorded, never compared. Raises ``ValueError`` when the folder's manifest was written with
+    other parameters (or lists an output this run writes with other ``depends``), or when outputs exist without a
+    manifest, unless ``overwrite`` (then the manifest starts afresh and every output is recomputed; with the same
+    parameters only this run's outputs are, the others stay). A manifest with other parameters whose run wrote no
+    corruption output (it lists only ``cheap`` outputs, bookkeeping such as the label file rewritten in no time, and
+    outputs begun without a file written) is replaced without asking: its run stopped before its first corruption.
+    ``retired``: parameters an older aprkit recorded that no longer change the outputs, left out of an older
+    manifest's parameters before they are compared. The folder's lock is held from here until :meth:`release` (or
+    the end of a ``with`` block): another run into the folder raises ``ValueError`` meanwhile.
     """
 
     def __init__(self, out: Path, params: dict[str, Any], outputs: Iterable[str], overwrite: bool = False, *,
@@ -224,8 +224,15 @@ class Manifest:
                 why = (f"that its {MANIFEST} (of a run that wrote nothing, replaced) did not list" if replaced else
                        f"without a {MANIFEST} (written by an older aprkit or another tool)")
                 raise ValueError(f"{str(out)!r} already holds {', '.join(present[:3])}{more} {why}; {hint}")
-        keep = old is not None and old.get("params") == params and not overwrite
-        if overwrite:  # the outputs of the replaced run go too (not only the ones rewritten now); without a usable
+        keep = old is not None and old.get("params") == params
+        if overwrite and keep and old is not None:  # the same parameters and input: this run's outputs are made
+            # again, the folder's others stay (--overwrite to redo fog deleted every other corruption without a word)
+            _remove_outputs(Path(out), outputs)
+            for key in ("started", "complete"):
+                old[key] = [e for e in old.get(key, []) if e not in outputs]
+            for entry in outputs:
+                (old.get("depends") or {}).pop(entry, None)
+        elif overwrite:  # the outputs of the replaced run go too (not only the ones rewritten now); without a usable
             # manifest, at least this run's (an ImageNet-C folder keeping an image whose input is gone breaks pairing)
             _remove_outputs(Path(out), [*outputs, *([] if old is None else [*old.get("started", []),
                                                                             *old.get("complete", [])])])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._common import mask
+from ._common import level_images, mask
 from ._itemkeys import ItemKeys
 from ._random import RandomSource, normal, poisson, poisson_levels, uniform
 
@@ -32,18 +32,9 @@ def shot_noise(x: torch.Tensor, c: float, generator: RandomSource = None, *,
     the same path, image by image, so they get the noise of their uint8 originals (``source_dtype``: the dtype the
     images had before the float32 conversion; float16/bfloat16 ones are read to their precision)."""
     if not levels and x.dtype in (torch.float32, torch.float64):  # float images of 8-bit levels (ToTensor's k / 255)
-        xc = x.clamp(0.0, 1.0)  # the range check's slack counts as the clamped value (as the rates below do)
-        scaled = torch.mul(xc, 255)
-        k255 = scaled.round()  # draw as their uint8 originals do: the same image, the same noise
-        # k / 255 as any division rounds it: within a thousandth of a level (CUDA divides by a scalar through its
-        # reciprocal, so k255 / 255 == xc failed for some pixels there and those images took other draws than on the
-        # CPU); decided per image: its neighbours do not matter
-        # float16/bfloat16 images (``source_dtype``, computed here in float32): a half-precision k / 255 lies up to a
-        # quarter of its step off k, as APRSingleBatch's snap allows (float16: 0.06 of a level; bfloat16 cannot tell
-        # the levels near 1 apart and reads as levels throughout)
-        half = source_dtype in (torch.float16, torch.bfloat16)
-        tol = 64 * torch.finfo(source_dtype).eps if half and source_dtype is not None else 1e-3
-        per_image = (scaled - k255).abs_().flatten(1).amax(1) <= tol
+        # draw as their uint8 originals do: the same image, the same noise (CUDA's k / 255 differs from the CPU's in
+        # some pixels, hence the slack; float16/bfloat16 images, ``source_dtype``, are computed here in float32)
+        k255, per_image = level_images(x, source_dtype)
         if bool(per_image.all()):
             return poisson_levels(k255.to(torch.int32), float(c), generator).to(x.dtype).div_(c)
         if bool(per_image.any()):  # a mixed batch: each part as a batch of its own (per-image keys: the same draws)
