@@ -138,3 +138,18 @@ def test_seeded_corruptions_and_evaluate_use_no_host_generator(monkeypatch, x8: 
              severities=[3], batch_size=4, progress=False, report=False, model_id="tiny",
              options={"check_classes": False})
     assert calls == []
+
+
+@pytest.mark.parametrize("name", list_corruptions())
+def test_seeded_corruptions_on_the_device_do_not_depend_on_the_batch(name: str, frost_ok: bool) -> None:
+    """The -C writers promise the same bytes for every batch size; on the device a corruption runs the whole batch
+    at once, whose matrix products and FFTs a library may plan otherwise by size (corruptions reviewer: untested on
+    a GPU). Image i alone and inside its batch, with its per-image seed, at 224 px (the dense separable filters of
+    elastic_transform at imagenet severities 1-2 included)."""
+    _frost_guard(name, frost_ok)
+    x = natural_images(3, 224, seed=5).to(DEVICE)
+    for severity in (1, 3):
+        seeds = item_seeds(2, name, severity, "imagenet", torch.arange(3))
+        whole = corrupt(x, name, severity, "imagenet", seeds=seeds)
+        alone = torch.cat([corrupt(x[i:i + 1], name, severity, "imagenet", seeds=seeds[i:i + 1]) for i in range(3)])
+        assert torch.equal(whole, alone), (severity, int((whole != alone).sum()))

@@ -6,7 +6,8 @@
 
 Image ``i`` of every (corruption, severity) draws from its own counter-based stream, keyed by
 ``item_seeds(seed, name, severity, preset, i)`` (``i``: the row of the array, or the position in the
-sorted file list), so the files are the same byte for byte for every batch size and device count.
+sorted file list), so the files are the same byte for byte for every batch size and device count (tested on the CPU;
+on CUDA ``tests/test_cuda_corruptions.py`` checks it, run by ``make gpu-check``, not yet on a GPU).
 ``<out>/manifest.json`` records the generation parameters, an input fingerprint, the device type, the library
 versions and the frost textures' digest (see ``manifest``):
 a rerun with other parameters or other input is refused unless ``overwrite=True``; outputs the
