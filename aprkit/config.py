@@ -32,6 +32,7 @@ from ._text import comma_items, nearest_names
 
 __all__ = [
     "expand_env",
+    "null_word",
     "merge",
     "read_bases",
     "read_config_files",
@@ -47,6 +48,12 @@ _ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
 
 #: what a text setting given on the command line or by ${X:-null} reads as "none" (YAML's null words)
 _NULL_WORDS = ("null", "Null", "NULL", "~")
+
+
+def null_word(value: Any) -> bool:
+    """Whether ``value`` is text that YAML reads as none (``null``, ``~``, ...): what a flag or ``--set`` value so
+    written means."""
+    return isinstance(value, str) and value.strip() in _NULL_WORDS
 
 
 def expand_env(value: Any) -> Any:
@@ -71,7 +78,7 @@ def expand_env(value: Any) -> Any:
 
         out = _ENV.sub(sub, value)
         # ${X:-null} (or X set to a null word) is YAML's none, as the word written unquoted in the file reads
-        return None if out != value and out.strip() in _NULL_WORDS else out
+        return None if out != value and null_word(out) else out
     if isinstance(value, list):
         return [expand_env(v) for v in value]
     if isinstance(value, Mapping):
@@ -247,7 +254,7 @@ def parse_override(item: str, text: bool = False) -> tuple[list[str], Any]:
     if not all(parts):
         raise ValueError(f"override {item!r} has an empty key part; expected key=value or section.key=value")
     if text and not raw.strip().startswith(("'", '"')):
-        return parts, expand_env(None if raw.strip() in _NULL_WORDS else raw.strip())
+        return parts, expand_env(None if null_word(raw) else raw.strip())
     try:
         value = _yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

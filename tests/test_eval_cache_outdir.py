@@ -78,29 +78,32 @@ def test_another_suites_option_is_no_other_setting(tmp_path):
 
 
 def test_a_run_setting_a_suite_does_not_read_is_no_other_setting_of_it(tmp_path):
-    """Cue-conflict reads neither the run's seed (its stimuli's seed is in their identity) nor a limit: a rerun with
-    another seed warned that its results had been recorded with other settings and computed them again under a new
-    key (eval reviewer); they are shared now. The OOD scores' keys hold the options of the scores asked for only."""
+    """Shape bias reads neither the run's seed nor a limit: a rerun with another seed warned that its results had
+    been recorded with other settings and computed them again under a new key (eval reviewer); its key and its
+    index entry's comparison leave them out now (Suite.reads); the seed still tells other suites' entries apart."""
     import warnings
 
     from aprkit.eval.engine.cache import result_key
+    from aprkit.eval.engine.outdir import SuiteIndex
+    from aprkit.eval.suites import load_suites
     from aprkit.eval.suites.base import EvalContext
 
-    opts = {"cue_conflict_seed": 5}
-    kw = dict(suite="cue-conflict", data="synthetic:20", model_id="net", out_dir=tmp_path / "out",
-              cache_dir=tmp_path / "cache", options=opts, device="cpu", batch_size=8, progress=False)
-    evaluate(Tiny(), **kw)
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        evaluate(Tiny(), seed=1, **kw)
-    assert not [w for w in seen if "other settings" in str(w.message)], [str(w.message) for w in seen]
-    assert len([p for p in (tmp_path / "cache").rglob("cue-conflict*.json")]) == 1
+    registry = load_suites()
+    assert registry["shape-bias"].reads == ("amp",) and "seed" in registry["cue-conflict"].reads
     ctx = EvalContext(model=Tiny(), device="cpu", seed=3, options={"limit": 7})
     key = result_key(ctx, "unit", "synthetic:4", reads=("amp",))
     assert "seed" not in key and "limit" not in key and "amp=false" in key
     assert "seed=3" in result_key(ctx, "unit", "synthetic:4") and "limit=7" in result_key(ctx, "unit", "synthetic:4")
     with pytest.raises(ValueError, match="reads names \\['sed'\\]"):
         result_key(ctx, "unit", "synthetic:4", reads=("sed",))
+    index = SuiteIndex(tmp_path)
+    entry = {"model": "net", "suite": "shape-bias", "value": {}, "options": {}, "seed": 0, "amp": False, "data": "d"}
+    index.add(entry, (), ("amp",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        index.add({**entry, "seed": 1}, (), ("amp",))
+    with pytest.warns(RuntimeWarning, match=r"other settings \(seed 1\); this run's \(seed 2\)"):
+        index.add({**entry, "suite": "shape-bias", "seed": 2}, (), ("seed", "amp"))
 
 
 def test_interrupted_run_says_it_is_incomplete(tmp_path):

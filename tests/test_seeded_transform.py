@@ -100,3 +100,28 @@ def test_albumentations_pipelines_draw_per_item():
         assert any(not np.array_equal(f, x) for f, (x, _) in zip(first, ds))
         other = SeededTransform(ds, tf, seed=1)
         assert any(not np.array_equal(other[i][0], first[i]) for i in range(4))
+    # one pair of generators for the pipeline: set_random_seed gave each transform the same seed, so that two flips
+    # came out alike on every item (diff reviewer: 200 both, 200 neither of 400)
+    marker = np.zeros((4, 4, 3), np.uint8)
+    marker[0, 1] = 255
+    flips = SeededTransform([(marker, 0)] * 64, Albu(A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])),
+                            seed=0)
+    seen = set()
+    for i in range(64):
+        rows, cols = np.nonzero(flips[i][0][..., 0])
+        seen.add((int(cols[0]) != 1, int(rows[0]) != 0))
+    assert len(seen) == 4
+    import torchvision.transforms.functional as TF
+
+    class Holds:  # a transform keeping a module: not walked (torch.ops namespaces crashed the look for generators)
+        def __init__(self):
+            self.F, self.torch = TF, torch
+
+        def __call__(self, x):
+            return x
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch.default_generator is no generator of the transform's
+        SeededTransform(ds, Holds(), seed=0)

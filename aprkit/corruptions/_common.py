@@ -39,9 +39,7 @@ __all__ = [
     "clipped_zoom",
     "zoom_sum",
     "rgb_to_gray",
-    "half_slack",
     "level_images",
-    "level_slack",
 ]
 
 _GRAY = (0.299, 0.587, 0.114)
@@ -55,29 +53,22 @@ def as_float(x: torch.Tensor) -> torch.Tensor:
     return x.to(work, copy=True)
 
 
-def half_slack(source_dtype: torch.dtype | None) -> float:
-    """How far (in 8-bit levels) a float16/bfloat16 ``k / 255`` may lie off ``k``: a quarter of its step (float16:
-    0.06 of a level; bfloat16 cannot tell the levels near 1 apart and reads as levels throughout); 0 for other
-    dtypes. A truncation to 8 bits inside a corruption adds it, so that an image given in half precision is not
-    taken a level down (glass blur moved half of all values of float16 images so at severity 1)."""
-    return 64 * torch.finfo(source_dtype).eps if source_dtype in (torch.float16, torch.bfloat16) else 0.0
-
-
-def level_slack(source_dtype: torch.dtype | None) -> float:
-    """How far (in 8-bit levels) a value of an image that had ``source_dtype`` may lie from its level ``k`` and still
-    be read as ``k``: :func:`half_slack` for float16/bfloat16, a thousandth for float32/float64 (any division's
-    rounding; CUDA divides by a scalar through its reciprocal)."""
-    return half_slack(source_dtype) or 1e-3
-
-
 def level_images(x: torch.Tensor, source_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(levels, per_image)`` of float images ``x`` ``(B, C, H, W)`` in [0, 1]: ``levels`` the 8-bit level of every
-    value (``round(255 x)``, as a float tensor), ``per_image`` whether all of an image's values lie within
-    :func:`level_slack` of their levels (``ToTensor`` of 8-bit images): those images are 8-bit ones and get the
-    results of their uint8 originals. Decided per image: its neighbours in the batch do not matter."""
+    value (``round(255 x)``, as a float tensor), ``per_image`` whether all of an image's values are their levels
+    ``k / 255`` (``ToTensor`` of 8-bit images): those images are 8-bit ones and get the results of their uint8
+    originals. Decided per image: its neighbours in the batch do not matter. ``source_dtype`` float16/bfloat16 (``x``
+    their float32 copy): ``k / 255`` as that dtype rounds it, to one of its steps (relative; a bfloat16 image of
+    values that are no levels is read as levels only where its own steps are a level wide, above 0.25); else to a
+    thousandth of a level (any division's rounding; CUDA divides by a scalar through its reciprocal)."""
     scaled = torch.mul(x.clamp(0.0, 1.0), 255)  # the range check's slack counts as the clamped value
     levels = scaled.round()
-    return levels, (scaled - levels).abs_().flatten(1).amax(1) <= level_slack(source_dtype)
+    if source_dtype in (torch.float16, torch.bfloat16):
+        info = torch.finfo(source_dtype)
+        close = (x - levels / 255).abs_() <= x.abs() * info.eps + info.tiny
+    else:
+        close = (scaled - levels).abs_() <= 1e-3
+    return levels, close.flatten(1).all(1)
 
 
 def finish(y: torch.Tensor, dtype: torch.dtype, out: torch.Tensor | None = None, *,

@@ -294,9 +294,9 @@ def corrupt(
 
 def _as_work(x: torch.Tensor) -> torch.Tensor:
     """``x`` in the working precision (:func:`~._common.as_float`); float16/bfloat16 images of 8-bit levels (a
-    half-precision pipeline's ``k / 255``, up to 0.06 of a level off) as the exact ``k / 255``, image by image, so
-    that they get their uint8 twins' results (glass blur's inner truncation took such values a level down: half of
-    all values at cifar severity 1)."""
+    half-precision pipeline's ``k / 255``, up to 0.06 of a level off in float16) as the exact ``k / 255``, image by
+    image (:func:`~._common.level_images`), so that they get their uint8 twins' results (glass blur's inner
+    truncation took such values a level down: half of all values at cifar severity 1)."""
     work = as_float(x)
     if x.dtype in (torch.float16, torch.bfloat16):
         levels, per_image = level_images(work, x.dtype)

@@ -206,7 +206,7 @@ class _Lock:
 
     def acquire(self, timeout: float | None = None, **kwargs: Any) -> Any:
         try:
-            if timeout is not None and timeout >= 0:
+            if (timeout is not None and timeout >= 0) or kwargs.get("blocking") is False:  # the caller's own wait
                 return self._lock.acquire(timeout=timeout, **kwargs)
             try:
                 return self._lock.acquire(timeout=_LOCK_NOTICE_S, **kwargs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import types
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -103,10 +104,13 @@ def _held(transform: object, match: Callable[[object], bool], depth: int = 12) -
         if isinstance(obj, (list, tuple)):  # (a level of its own: Compose([RandomApply([...])]) nests four deep; the
             # first 256 items: a list of file names a user's transform holds is no list of transforms)
             items: list[tuple[str, object]] = [(f"{path}[{i}]", v) for i, v in enumerate(obj[:256])]
-        elif hasattr(obj, "__dict__") and not isinstance(obj, (type, Dataset)):
+        elif hasattr(obj, "__dict__") and not isinstance(obj, (type, Dataset, types.ModuleType, types.FunctionType,
+                                                                 types.BuiltinFunctionType, types.MethodType)):
+            # (not a module a transform keeps, torchvision's functional or torch itself: its default generator is no
+            # generator of the transform's; private attributes are re-seeded per call, e.g. AlbuAPRSingle's)
             items = [(f"{path}.{k}", v) for k, v in vars(obj).items() if not k.startswith("_")]
-            # (private ones: re-seeded per call, e.g. AlbuAPRSingle's)
-            items += [(f"{path}.{k}", v) for k, v in getattr(obj, "_modules", {}).items()]
+            if isinstance(obj, torch.nn.Module):
+                items += [(f"{path}.{k}", v) for k, v in obj._modules.items()]
         else:
             return
         for where, v in items:
@@ -126,10 +130,10 @@ def own_generator(transform: object, depth: int = 12) -> str | None:
 
 
 def _albumentations(obj: object) -> bool:
-    """An albumentations transform or pipeline: it draws from generators of its own, which ``set_random_seed``
-    seeds (a Compose its transforms too)."""
+    """An albumentations transform or pipeline: it draws from generators of its own, which ``set_random_state``
+    replaces (a Compose's transforms share the pipeline's)."""
     return (any(c.__module__.split(".")[0] == "albumentations" for c in type(obj).__mro__[:-1])  # AlbuAPRSingle too
-            and callable(getattr(obj, "set_random_seed", None)))
+            and callable(getattr(obj, "set_random_state", None)))
 
 
 class SeededTransform(Dataset):
@@ -139,8 +143,8 @@ class SeededTransform(Dataset):
     The read is seeded too: a dataset that draws from torch's, NumPy's or Python's global RNG in ``__getitem__``
     (its own random transform) gives the same items whatever the worker count, and again after a resume. An
     albumentations pipeline in ``transform`` (also inside a function object of the user's: ``self.compose``; not
-    inside a closure or lambda, which hide it) draws from generators of its own: they are seeded with the item's seed
-    (``set_random_seed``), a ``Compose(seed=...)`` given included.
+    inside a closure or lambda, which hide it) draws from generators of its own: the pipeline gets a pair seeded with
+    the item's seed (``set_random_state``), a ``Compose(seed=...)`` given included.
     """
 
     def __init__(self, base: Dataset, transform: Callable[[torch.Tensor], torch.Tensor] | None, seed: int):
@@ -171,8 +175,10 @@ class SeededTransform(Dataset):
         seed = self.item_seed(i)
         with seeded_global_rngs(seed):
             x, y = self.base[i]
-            for obj in self._seeded:
-                obj.set_random_seed(seed % (1 << 32))  # type: ignore[attr-defined]
+            for obj in self._seeded:  # one pair of generators for the whole pipeline: set_random_seed would give each
+                # of its transforms the same seed, so that their coin flips (p) all came out alike
+                obj.set_random_state(np.random.default_rng(seed % (1 << 32)),  # type: ignore[attr-defined]
+                                     random.Random(seed % (1 << 32)))
             if self.transform is not None:
                 try:
                     x = self.transform(x)

@@ -18,7 +18,16 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ...config import apply_overrides, coerce, is_text_type, merge, parse_override, read_config_files, unknown_key
+from ...config import (
+    apply_overrides,
+    coerce,
+    is_text_type,
+    merge,
+    null_word,
+    parse_override,
+    read_config_files,
+    unknown_key,
+)
 from ..suites import load_suites
 from ..suites.base import flat_options
 from ..suites.options import check_data_mapping, check_suite_options, option_error, parse_suite_options, suite_registry
@@ -145,7 +154,9 @@ def eval_settings(data: Mapping[str, Any]) -> dict[str, Any]:
     options = check_suite_options(suites, options)
     parse_suite_options(suites, {k: v for k, v in out.items() if k in selected} | options)  # bad values fail here
     check_data_mapping(out.get("data"), suites, "add --data SPEC (default data) or --data {suite}=SPEC",
-                       "config key 'data.{key}'")
+                       "config key 'data.{key}'")  # (warns of the data of a suite not selected, dropped here)
+    if isinstance(out.get("data"), Mapping):
+        out["data"] = {k: v for k, v in out["data"].items() if k == "default" or k in suites}
     from .runner import check_run_settings
 
     defaults = _evaluate_defaults()
@@ -186,7 +197,8 @@ def load_eval_config(
     files' ``models``), then ``key=value`` overrides; validated by :func:`eval_settings`."""
     data = _canonical(read_config_files(paths, normalize=_flat, kind="eval"), "the eval config")
     from_files = set(data)
-    flags = {k: v for k, v in _flat(dict(flags or {}), "the flags").items() if v is not None}
+    # a flag given as null (--checkpoint null) is none, as with --set: it replaces the files' value
+    flags = {k: None if null_word(v) else v for k, v in _flat(dict(flags or {}), "the flags").items() if v is not None}
     if "model" in flags:
         _replace_model(data, flags["model"], flags, "--model")
     if isinstance(flags.get("data"), Mapping):

@@ -139,7 +139,7 @@ class CueConflictSuite(Suite[CueConflictOptions]):
 
     Options = CueConflictOptions
     version = str(_VERSION)
-    reads = ("amp",)  # every stimulus; the seed of generated ones is in their identity
+    reads = ("seed", "amp")  # every stimulus; generated ones are made from the run's seed (unless cue_conflict_seed)
 
     def run(self, ctx: EvalContext, data: Any) -> CueConflictResult:
         from ..analyses.shape_bias import shape_bias
