@@ -16,7 +16,8 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "setup_distributed", "parse_device", "resolve_device", "group_info", "is_main_process",
-           "launch_rank", "all_reduce_sum", "broadcast_buffers", "barrier", "teardown_distributed"]
+           "launch_rank", "all_reduce_sum", "broadcast_buffers", "barrier", "teardown_distributed",
+           "check_shared_folder", "peer_failure"]
 
 
 @dataclass(frozen=True)
@@ -151,3 +152,51 @@ def teardown_distributed(info: DistInfo) -> None:
     """Destroy the process group if :func:`setup_distributed` created it."""
     if info.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def check_shared_folder(folder: str | os.PathLike[str], what: str) -> None:
+    """Under a group of several processes, refuse ``folder`` unless every process sees it as one folder: rank 0
+    writes a token file there, the others must find it (``ValueError`` on every rank otherwise, naming ``what``).
+    Each rank would otherwise decide from its own disk: evaluation served other cache hits per rank and gathered
+    one rank's share of a cell with another's share of another cell (wrong numbers in results.json), a resumed
+    training run started at step 0 on one node and at step k on another (a hang). Nothing to do in one process."""
+    import uuid
+    from pathlib import Path
+
+    rank, world = group_info()
+    if world == 1:
+        return
+    token = [uuid.uuid4().hex if rank == 0 else None]
+    dist.broadcast_object_list(token, src=0)
+    path = Path(folder) / f".aprkit-shared-{token[0]}"
+    if rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(token[0]))
+    dist.barrier()
+    try:
+        seen = path.read_text() == token[0]
+    except OSError:
+        seen = False
+    found: list[object] = [None] * world
+    dist.all_gather_object(found, seen)
+    dist.barrier()
+    if rank == 0:
+        path.unlink(missing_ok=True)
+    blind = [r for r, ok in enumerate(found) if not ok]
+    if blind:
+        raise ValueError(f"{what} {folder} is not the same folder for every torchrun process: rank(s) "
+                         f"{', '.join(map(str, blind))} do not see the file rank 0 wrote there. Across machines it "
+                         "must lie on a file system they share (each rank would otherwise resume and reuse results "
+                         "from its own disk)")
+
+
+def peer_failure(err: BaseException) -> bool:
+    """Whether ``err`` is a collective's failure because another process of the group stopped (gloo's "Connection
+    closed by peer", NCCL's errors): the cause lies in that process's output, not in this one's."""
+    backend_error = getattr(dist, "DistBackendError", ())
+    if isinstance(err, backend_error):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and group_info()[1] > 1 and any(
+        s in text for s in ("Connection closed by peer", "Connection reset by peer", "[gloo", "NCCL"))
+

@@ -61,3 +61,46 @@ def test_two_process_sharding_matches_single_process(tmp_path):
         assert got["odin"]["odin"] == odin["odin"]
     saved = json.loads((tmp_path / "run" / "results.json").read_text())  # written once, by rank 0
     assert saved["meta"]["world_size"] == [2]  # the world sizes that produced the cells shown
+
+
+def _shared_worker(rank: int, world: int, init_file: str, root: str) -> None:
+    import torch.distributed as dist
+
+    from aprkit.distributed import check_shared_folder
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        check_shared_folder(Path(root) / "shared", "the output folder")  # one folder for both: fine
+        try:  # each rank its own folder, as two machines without a shared file system see one path
+            check_shared_folder(Path(root) / f"node{rank}", "the output folder (--out)")
+            outcome = "accepted"
+        except ValueError as err:
+            outcome = str(err)
+        (Path(root) / f"outcome{rank}.txt").write_text(outcome)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_folder_that_is_not_shared_between_processes_is_refused(tmp_path):
+    """On two machines without a shared --out each rank resumed and reused cache entries from its own disk: eval
+    gathered one rank's share of a cell with another's share of another cell (wrong numbers), a resumed train hung
+    (distributed reviewer). Every rank refuses such a folder, with the ranks that do not see rank 0's file."""
+    mp.spawn(_shared_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        text = (tmp_path / f"outcome{rank}.txt").read_text()
+        assert "is not the same folder for every torchrun process: rank(s) 1 do not see" in text, text
+    assert not list((tmp_path / "shared").iterdir())  # the token file is gone
+
+
+def test_a_collective_failed_by_another_process_is_named_so(monkeypatch):
+    """Rank 0 recorded and printed gloo's 'Connection closed by peer' as its error when rank 1 had failed on a broken
+    image; the CLI now says another process stopped and where its error is."""
+    from aprkit import distributed
+    from aprkit.cli._common import error_line
+
+    err = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]")
+    assert not distributed.peer_failure(err)  # one process: an error like any other
+    monkeypatch.setattr(distributed, "group_info", lambda: (0, 2))
+    assert distributed.peer_failure(err)
+    text, code = error_line(err)
+    assert code == 1 and text.startswith("another torchrun process stopped (its own output")

@@ -344,7 +344,13 @@ def test_milestones_past_the_run_warn():
     lr 0.1 without a word (training reviewer)."""
     import warnings
 
+    from aprkit.train import config as train_config
+
+    train_config._WARNED.clear()
     with pytest.warns(UserWarning, match=r"optim.milestones \[60, 120, 160, 190\] lie at or past the run's end"):
+        load_config(None, ["optim.epochs=30"])
+    with warnings.catch_warnings():  # once per process: aprkit train validates, then fit again
+        warnings.simplefilter("error")
         load_config(None, ["optim.epochs=30"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")

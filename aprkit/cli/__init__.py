@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import traceback
 import warnings
@@ -134,18 +135,21 @@ def _main(argv: Sequence[str] | None) -> int:
         warnings.formatwarning = lambda message, category, *a, **k: (
             f"aprkit {args.command}: warning: {message}\n")
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            if int(os.environ.get("RANK", "0") or 0) > 0:  # under torchrun the warnings once, rank 0's (every rank
+                warnings.simplefilter("ignore")  # printed each one: the same words once per process)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt as stop:
         how = "a rerun with --resume goes on" if args.command == "train" else "a rerun resumes"
         below = "\n" if sys.stderr.isatty() else ""  # below a progress bar's line on a terminal
         what = "terminated (SIGTERM)" if isinstance(stop, _Terminated) else "interrupted"
-        print(f"{below}{what}; finished results are kept and {how}", file=sys.stderr)
+        peers = ("; under torchrun another process's failure stops this one too: see its output"
+                 if isinstance(stop, _Terminated) and int(os.environ.get("WORLD_SIZE", "1")) > 1 else "")
+        print(f"{below}{what}; finished results are kept and {how}{peers}", file=sys.stderr)
         return 143 if isinstance(stop, _Terminated) else 130
     except BrokenPipeError as err:
         if not _stdout_closed():  # another pipe (a worker's, a process group's): an error like any other
             return _error(args, err)
-        import os
-
         with contextlib.suppress(OSError, ValueError):  # the output's reader went away (| head): stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141

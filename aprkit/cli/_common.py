@@ -132,6 +132,11 @@ def error_line(err: BaseException) -> tuple[str, int]:
         text += ("; the shipped configs read the shared models and data from $APRKIT_SHARED, which is not set "
                  "here, so from ../shared beside the current folder: set APRKIT_SHARED to the folder that holds "
                  "models/ and data/")
+    from ..distributed import peer_failure
+
+    if peer_failure(err):  # a collective failed because another process stopped: its error is the cause
+        return ("another torchrun process stopped (its own output, e.g. torchrun's --log-dir, names why), so this "
+                f"one's collective call failed ({text[:160]})"), 1
     if not isinstance(err, USER_ERRORS):
         return f"unexpected {type(err).__name__}: {text or 'no message'} (run with --debug for the traceback)", 1
     return text or type(err).__name__, 2

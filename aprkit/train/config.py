@@ -338,6 +338,10 @@ def resolve_aug_compile(value: bool | dict[str, Any] | str, device: torch.device
     return value
 
 
+#: the config warnings given in this process (each once)
+_WARNED: set[str] = set()
+
+
 def validate_config(cfg: Config) -> Config:
     """Check value ranges and names that the type coercion cannot; return ``cfg`` unchanged."""
     if not isinstance(cfg, Config):
@@ -403,12 +407,14 @@ def validate_config(cfg: Config) -> Config:
         raise ValueError(f"aug.compile must be true, false, auto or a mapping of torch.compile options, "
                          f"got {cfg.aug.compile!r}")
     late = [m for m in o.milestones if m >= o.epochs] if o.schedule == "step" else []
-    if late:  # a recipe shortened with optim.epochs alone trained at its first rate throughout, without a word
+    message = (f"optim.milestones {late} lie at or past the run's end (optim.epochs={o.epochs}): the learning rate is "
+               "not lowered there; set optim.milestones to epochs inside the run (e.g. scaled to its length)")
+    if late and message not in _WARNED:  # a recipe shortened with optim.epochs alone trained at its first rate
+        # throughout, without a word; said once per process (aprkit train validates, then fit again)
         import warnings
 
-        warnings.warn(f"optim.milestones {late} lie at or past the run's end (optim.epochs={o.epochs}): the learning "
-                      "rate is not lowered there; set optim.milestones to epochs inside the run (e.g. scaled to "
-                      "its length)", UserWarning, stacklevel=3)
+        _WARNED.add(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
     from ..data.registry import parse_spec, split_spec_options
 
     for key, spec in (("data.dataset", cfg.data.dataset), ("data.test_dataset", cfg.data.test_dataset)):

@@ -33,6 +33,7 @@ from ..distributed import (
     all_reduce_sum,
     barrier,
     broadcast_buffers,
+    check_shared_folder,
     launch_rank,
     setup_distributed,
     teardown_distributed,
@@ -201,6 +202,8 @@ def _fit(cfg: Config, info: DistInfo, datasets: tuple[Any, Any] | None, overwrit
     ids = data_ids(train_ds, test_ds) if ckpt_path is not None and main else {}  # checked on resume
     read_state = file_state(ckpt_path)  # what this run starts from: checked again once it holds the folder's lock
     pos = RunPosition()
+    if out is not None:  # several processes decide to resume from what they see there: one folder for all of them
+        check_shared_folder(out, "the output folder (train.out / --out)")
     if tr.resume and ckpt_path is not None and ckpt_path.is_file():
         pos = resume_run(ckpt_path, cfg, info, model=model, optimizer=optimizer, scheduler=scheduler,
                          schedule=schedule, scaler=scaler, generator=generator, accum=accum,

@@ -45,6 +45,7 @@ from torch import nn
 from ..._checks import check_positive_int
 from ..._hash import derive_seed
 from ..._tensors import generator_device
+from ...distributed import is_main_process
 from ...hidden import codes as C
 from ...hidden.attach import PatchGrid, compiled_modules, token_layout
 from ...hidden.capture import predict_intervened
@@ -218,7 +219,7 @@ def transplant_test(
             if problem is not None:
                 raise ValueError(problem)
         rows = []
-        for depth, s in enumerate(tqdm(sites, disable=not progress, desc="transplant")):
+        for depth, s in enumerate(tqdm(sites, disable=not progress or not is_main_process(), desc="transplant")):
             for row in site_rows(model, images, labels, clean, pairs, s, codes, dims, layout_kw, batch_size, n_control,
                                   device, skip_front, prefix_tokens):
                 rows.append({"depth": depth, **row})
@@ -350,7 +351,8 @@ def layer_sweep(
                              + "; ".join(f"{k['layer']}: {k['reason']}" for k in skipped[:3]))
         rows: list[dict] = []
         common = _sweep_key(model, images, labels, pairs, layout_kw, codes, opts) if cache is not None else ""
-        for depth, block, t, site_codes in tqdm(checked, disable=not progress, desc="layer sweep"):
+        for depth, block, t, site_codes in tqdm(checked, disable=not progress or not is_main_process(),
+                                                desc="layer sweep"):
             key = f"{common}|{t.label()}" + ("" if site_codes == codes else f"|codes={','.join(site_codes)}")
             got = cache.get(key) if cache is not None else None
             if got is None:

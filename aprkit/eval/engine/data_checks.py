@@ -89,8 +89,10 @@ def class_sorted_limit(labels: Any, limit: int) -> str | None:
         return None
     return (f"limit={limit} takes the first {limit} images of a dataset ordered by class: they cover {first} of its "
             f"{every} classes. Pass a shuffled order (a CIFAR PNG tree with its test_order.csv), a seeded random "
-            f"sample (aprkit.data.subset(dataset, {limit}, seed=0): every class, about {limit // every} each, not "
-            "balanced) or evaluate all of it")
+            f"sample (aprkit.data.subset(dataset, {limit}, seed=0): "
+            + (f"every class, about {limit // every} each, not balanced)" if limit >= every else
+               f"{limit} images for {every} classes, so not every class either)")
+            + " or evaluate all of it")
 
 
 def warn_class_sorted_limit(dataset: Dataset, n: int) -> None:

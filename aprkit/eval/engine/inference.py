@@ -301,7 +301,8 @@ def start_predict(
     n_total = dataset_len(dataset) if limit is None else min(dataset_len(dataset), int(limit))
     if limit is not None:
         warn_class_sorted_limit(dataset, n_total)
-    bar = tqdm(total=n_total, desc=desc, unit="img", disable=not progress, leave=False)
+    rank, world = group_info()  # under torchrun one bar, rank 0's, counting every rank's share (as training's)
+    bar = tqdm(total=n_total, desc=desc, unit="img", disable=not progress or rank != 0, leave=False)
     batch_size = read_size(batch_size, block)  # whole blocks (aprkit._batch): only the last one holds padding
     batches = iter_batches(dataset, batch_size, num_workers=num_workers, limit=limit, device=device,
                            read_ahead=read_ahead)
@@ -355,7 +356,7 @@ def start_predict(
                 parts["idx"].append(idx)
                 if len(pending) * batch_size >= FLUSH_ROWS:  # every batch but the last holds batch_size rows
                     flush()
-                bar.update(len(labels))
+                bar.update(min(len(labels) * world, n_total - bar.n))
             flush()
     finally:
         batches.close()  # stops a read-ahead thread at once, also when the forward pass raised

@@ -34,7 +34,14 @@ from torch import nn
 from ..._checks import check_seed
 from ..._text import add_note
 from ...data.registry import check_outside_data
-from ...distributed import group_info, is_main_process, parse_device, resolve_device
+from ...distributed import (
+    check_shared_folder,
+    group_info,
+    is_main_process,
+    parse_device,
+    peer_failure,
+    resolve_device,
+)
 from ..report.results import Results
 from ..suites import EvalContext, load_suites
 from ..suites.options import (
@@ -167,6 +174,9 @@ def evaluate(
     backend = (ResultCache(cache_dir) if cache_dir is not None
                else ResultCache(out / "cache") if out is not None else MemoryCache())
     world = group_info()[1]
+    for folder, what in ((out, "the output folder (--out)"), (cache_dir, "the cache folder")):
+        if folder is not None:  # several processes (torchrun) must share what they resume and reuse
+            check_shared_folder(folder, what)
     # torch's CPU threads too: a matrix product over more than ~1,000 inputs (an ImageNet classifier) sums in another
     # order with another thread count, which moves the last bits of the numbers (recorded, not keyed: see README)
     cache = RunCache(backend, resume, {"world_size": world, "batch_size": batch_size, "device": dev.type,
@@ -320,7 +330,8 @@ def _run_models(run: EvalRun, models: Mapping[Any, Any], labels: list[str], name
                 with naming_model(name):
                     value, produced_by = _run_suite(registry[sname](), ctx, sdata, ctx_kw["cache"])
             except Exception as err:  # the report and results.json say which one failed, the error which model
-                run.failed[(name, sname)] = f"{type(err).__name__}: {err}"
+                run.failed[(name, sname)] = ("another torchrun process failed (its output names why)" if
+                                             peer_failure(err) else f"{type(err).__name__}: {err}")
                 if len(models) > 1:  # the CLI prints the notes
                     add_note(err, f"model {name!r}, suite {sname!r}")
                 raise

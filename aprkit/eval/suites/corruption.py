@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ...distributed import is_main_process
 from ..engine.datasets import as_dataset
 from .base import EvalContext, Measure, ReportSection, Suite, register_suite
 from .corruption_cells import CELL_VERSION, cell_summary, evaluate_cell, evaluate_cells, start_cell
@@ -104,7 +105,7 @@ class CorruptionSuite(Suite[CorruptionOptions]):
         from tqdm.auto import tqdm
 
         bar = tqdm(results, total=len(grid), desc=f"{ctx.model_id}: corruptions", unit="cell",
-                   disable=not ctx.progress or not grid)
+                   disable=not ctx.progress or not grid or not is_main_process())
         for (c, s), r in zip(grid, bar, strict=True):
             cells.setdefault(c, {})[str(s)] = {k: r[k] for k in ("n", "accuracy", "error", "nll", "ece")}
         summary = summary_corruptions(corruptions)
