@@ -74,7 +74,7 @@ gpu-wheels: $(STAMP)
 
 ## Device calls send every tracked file: the committed reproduction results (41 MiB, mostly checkpoints) leave too
 ## little of a call's 64 MiB for the data shards. gpu-slim untracks them in the index only (the files stay; nothing
-## to commit) and ignores them locally, so a call sends 3.5 MiB of tree; gpu-unslim restores both. Never commit
+## to commit) and ignores them locally, so a call sends 3.9 MiB of tree; gpu-unslim restores both. Never commit
 ## between the two (gpu-slim refuses when anything is staged; a commit would delete the results).
 SLIM_PATH = benchmarks/repro/results
 gpu-slim:

@@ -33,6 +33,10 @@ class DistInfo:
         return self.rank == 0
 
 
+#: where a training run sets its device (aprkit train has no --device flag; eval, demo, corrupt have)
+_TRAINING_HINT = "aprkit train: train.device: cpu in the config, or --set train.device=cpu"
+
+
 def parse_device(device: str | torch.device | None) -> torch.device | None:
     """``device`` as a ``torch.device`` (``None`` for ``"auto"``/None), checked as a name only (whether it is here:
     :func:`resolve_device`); ``ValueError`` naming what was expected."""
@@ -53,7 +57,7 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int =
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu or auto "
-                             "(aprkit eval; for training: train.device: cpu, or --set train.device=cpu)")
+                             f"({_TRAINING_HINT})")
         if dev.index is None:
             dev = torch.device(f"cuda:{local_rank}")
     elif dev.type == "cpu":
@@ -61,8 +65,7 @@ def resolve_device(device: str | torch.device | None = "auto", local_rank: int =
     elif dev.type == "mps":
         if not torch.backends.mps.is_available():
             raise ValueError(f"device {str(device)!r} requested but MPS (Apple GPUs) is not available here; "
-                             "use --device cpu or auto (aprkit eval; for training: train.device: cpu, or --set "
-                             "train.device=cpu)")
+                             f"use --device cpu or auto ({_TRAINING_HINT})")
     elif dev.type == "meta" or not _available(dev.type):  # another accelerator (xpu, ...) is used when present
         raise ValueError(f"device {str(device)!r} is not available here; expected auto, cpu, cuda, cuda:N or mps "
                          "(or another accelerator this torch build supports)")

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 
-def parse_args(description: str, argv: list[str] | None = None, **defaults) -> argparse.Namespace:
+def parse_args(description: str, argv: list[str] | None = None,
+               extra: Callable[[argparse.ArgumentParser], None] | None = None, **defaults) -> argparse.Namespace:
+    """The examples' common options, and ``extra``'s (a function adding an example's own arguments)."""
     ap = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(ap)
     ap.add_argument("--data", default=None, help="ImageFolder root (e.g. ../shared/data/cifar10); default: generated shapes")
     ap.add_argument("--epochs", type=int, default=defaults.get("epochs", 2))
     ap.add_argument("--batch-size", type=int, default=128)

@@ -8,6 +8,7 @@ same mean/std, so APR-P still recombines the [0, 1] images (un-normalise, recomb
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -26,13 +27,11 @@ from aprkit.models import Normalize  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    model_name = "resnet10t"
-    if argv is None:
-        argv = sys.argv[1:]
-    if "--model" in argv:
-        i = argv.index("--model")
-        model_name, argv = argv[i + 1], argv[:i] + argv[i + 2:]
-    args = parse_args(__doc__.splitlines()[0], argv)
+    def model_option(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--model", default="resnet10t", help="a timm model name (default resnet10t)")
+
+    args = parse_args(__doc__.splitlines()[0], argv, extra=model_option)
+    model_name = args.model
     from torchvision.transforms import v2
 
     train_tf = v2.Compose([v2.RandomHorizontalFlip(), APRSingleV2(p=0.5)] + ([v2.PILToTensor()] if args.data else []))

@@ -6,7 +6,7 @@
     # the published CIFAR-10-C folder (<corruption>.npy + labels.npy, memory-mapped)
     python examples/eval_cifar10c.py --model torchvision:resnet18 --checkpoint my_tv_resnet18.pth \
         --data cifar10:/data/cifar10 --cifar10c /data/CIFAR-10-C --out runs/c10c
-    # seconds: a tiny generated CIFAR-10 / CIFAR-10-C layout and a tiny random timm model
+    # seconds: a tiny generated CIFAR-10 / CIFAR-10-C layout and a random-init ResNet-20
     python examples/eval_cifar10c.py --smoke
 
 ``--model`` is anything ``aprkit.models.load_model`` reads (``timm:NAME``, ``torchvision:NAME``, an aprkit
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         tmp = tempfile.TemporaryDirectory(prefix="aprkit-c10c-smoke-")
         args.data, args.cifar10c = make_tiny_layout(Path(tmp.name))
-        args.model, args.checkpoint, args.corruptions = "timm:resnet10t", None, "gaussian_noise,fog"
+        args.model, args.checkpoint, args.corruptions = "resnet20", None, "gaussian_noise,fog"  # 32 px, as the data
         args.batch_size = 64
     if args.data is None:
         ap.error("--data is required (e.g. cifar10:../shared/data/cifar10), or use --smoke")

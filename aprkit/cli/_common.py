@@ -131,7 +131,9 @@ def error_line(err: BaseException) -> tuple[str, int]:
     if isinstance(err, FileNotFoundError) and "../shared/" in text and not os.environ.get("APRKIT_SHARED"):
         text += ("; the shipped configs read the shared models and data from $APRKIT_SHARED, which is not set "
                  "here, so from ../shared beside the current folder: set APRKIT_SHARED to the folder that holds "
-                 "models/ and data/")
+                 "models/ and data/ (models/resnet20-12fca82f.th: the pytorch_resnet_cifar10 release of "
+                 "github.com/akamaster; data/cifar10: any CIFAR-10 folder, cifar10:DIR --download fetches one), or "
+                 "give your own with --model / --checkpoint and --data")
     from ..distributed import peer_failure
 
     if peer_failure(err):  # a collective failed because another process stopped: its error is the cause
