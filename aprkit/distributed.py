@@ -162,29 +162,38 @@ def check_shared_folder(folder: str | os.PathLike[str], what: str) -> None:
     writes a token file there, the others must find it (``ValueError`` on every rank otherwise, naming ``what``).
     Each rank would otherwise decide from its own disk: evaluation served other cache hits per rank and gathered
     one rank's share of a cell with another's share of another cell (wrong numbers in results.json), a resumed
-    training run started at step 0 on one node and at step k on another (a hang). Nothing to do in one process."""
+    training run started at step 0 on one node and at step k on another (a hang). Nothing to do in one process, nor
+    where rank 0 cannot write (a read-only cache, only read). The token file goes whatever happens."""
     import uuid
     from pathlib import Path
 
     rank, world = group_info()
     if world == 1:
         return
-    token = [uuid.uuid4().hex if rank == 0 else None]
-    dist.broadcast_object_list(token, src=0)
-    path = Path(folder) / f".aprkit-shared-{token[0]}"
+    path: Path | None = None
+    token: list[str | None] = [None]
     if rank == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(str(token[0]))
-    dist.barrier()
+        name = uuid.uuid4().hex
+        path = Path(folder) / f".aprkit-shared-{name}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(name)
+            token[0] = name
+        except OSError:  # nothing this run writes there either: nothing to compare
+            path = None
     try:
-        seen = path.read_text() == token[0]
-    except OSError:
-        seen = False
-    found: list[object] = [None] * world
-    dist.all_gather_object(found, seen)
-    dist.barrier()
-    if rank == 0:
-        path.unlink(missing_ok=True)
+        dist.broadcast_object_list(token, src=0)  # (after the write: the file is there for the others to look)
+        if token[0] is None:
+            return
+        try:
+            seen = (Path(folder) / f".aprkit-shared-{token[0]}").read_text() == token[0]
+        except OSError:
+            seen = False
+        found: list[object] = [None] * world
+        dist.all_gather_object(found, seen)  # (every rank has looked once it returns)
+    finally:
+        if path is not None:
+            path.unlink(missing_ok=True)
     blind = [r for r, ok in enumerate(found) if not ok]
     if blind:
         raise ValueError(f"{what} {folder} is not the same folder for every torchrun process: rank(s) "
@@ -194,12 +203,15 @@ def check_shared_folder(folder: str | os.PathLike[str], what: str) -> None:
 
 
 def peer_failure(err: BaseException) -> bool:
-    """Whether ``err`` is a collective's failure because another process of the group stopped (gloo's "Connection
-    closed by peer", NCCL's errors): the cause lies in that process's output, not in this one's."""
+    """Whether ``err`` is probably a collective's failure because another process of the group stopped (gloo's
+    "Connection closed by peer", NCCL's errors): the cause then lies in that process's output. A guess from the
+    error's type and words (an NCCL error may be this process's own): callers keep the error's text too."""
     backend_error = getattr(dist, "DistBackendError", ())
     if isinstance(err, backend_error):
         return True
     text = str(err)
-    return isinstance(err, RuntimeError) and group_info()[1] > 1 and any(
+    # (the group may be gone when the CLI reads the error: torchrun's WORLD_SIZE then says there were several)
+    several = group_info()[1] > 1 or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    return isinstance(err, RuntimeError) and several and any(
         s in text for s in ("Connection closed by peer", "Connection reset by peer", "[gloo", "NCCL"))
 

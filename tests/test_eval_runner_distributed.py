@@ -89,7 +89,7 @@ def test_a_folder_that_is_not_shared_between_processes_is_refused(tmp_path):
     for rank in (0, 1):
         text = (tmp_path / f"outcome{rank}.txt").read_text()
         assert "is not the same folder for every torchrun process: rank(s) 1 do not see" in text, text
-    assert not list((tmp_path / "shared").iterdir())  # the token file is gone
+    assert not list((tmp_path / "shared").iterdir()) and not list((tmp_path / "node0").iterdir())  # tokens gone
 
 
 def test_a_collective_failed_by_another_process_is_named_so(monkeypatch):
@@ -99,8 +99,13 @@ def test_a_collective_failed_by_another_process_is_named_so(monkeypatch):
     from aprkit.cli._common import error_line
 
     err = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert not distributed.peer_failure(err)  # one process: an error like any other
+    monkeypatch.setenv("WORLD_SIZE", "2")  # the CLI reads the error after the group is gone: torchrun's variable
+    assert distributed.peer_failure(err)
+    monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.setattr(distributed, "group_info", lambda: (0, 2))
     assert distributed.peer_failure(err)
     text, code = error_line(err)
-    assert code == 1 and text.startswith("another torchrun process stopped (its own output")
+    assert code == 1 and text.startswith("another torchrun process probably stopped (its own output")
+    assert "Connection closed by peer" in text  # its own error kept

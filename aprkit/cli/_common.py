@@ -137,8 +137,8 @@ def error_line(err: BaseException) -> tuple[str, int]:
     from ..distributed import peer_failure
 
     if peer_failure(err):  # a collective failed because another process stopped: its error is the cause
-        return ("another torchrun process stopped (its own output, e.g. torchrun's --log-dir, names why), so this "
-                f"one's collective call failed ({text[:160]})"), 1
+        return ("another torchrun process probably stopped (its own output, e.g. torchrun's --log-dir, names why), "
+                f"so this one's collective call failed: {type(err).__name__}: {text[:200]}"), 1
     if not isinstance(err, USER_ERRORS):
         return f"unexpected {type(err).__name__}: {text or 'no message'} (run with --debug for the traceback)", 1
     return text or type(err).__name__, 2

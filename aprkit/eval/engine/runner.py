@@ -330,8 +330,9 @@ def _run_models(run: EvalRun, models: Mapping[Any, Any], labels: list[str], name
                 with naming_model(name):
                     value, produced_by = _run_suite(registry[sname](), ctx, sdata, ctx_kw["cache"])
             except Exception as err:  # the report and results.json say which one failed, the error which model
-                run.failed[(name, sname)] = ("another torchrun process failed (its output names why)" if
-                                             peer_failure(err) else f"{type(err).__name__}: {err}")
+                said = f"{type(err).__name__}: {err}"
+                run.failed[(name, sname)] = (f"another torchrun process probably failed (its output names why): "
+                                             f"{said[:300]}" if peer_failure(err) else said)
                 if len(models) > 1:  # the CLI prints the notes
                     add_note(err, f"model {name!r}, suite {sname!r}")
                 raise
