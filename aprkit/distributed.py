@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "setup_distributed", "parse_device", "resolve_device", "group_info", "is_main_process",
-           "launch_rank", "all_reduce_sum", "broadcast_buffers", "barrier", "teardown_distributed",
+           "launch_rank", "launch_world", "all_reduce_sum", "broadcast_buffers", "barrier", "teardown_distributed",
            "check_shared_folder", "peer_failure"]
 
 
@@ -102,9 +102,17 @@ def launch_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def launch_world() -> int:
+    """The number of processes of this launch: the initialised group's, else torchrun's ``WORLD_SIZE`` (also once
+    the group is gone: an error read after its teardown), else 1."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
 def setup_distributed(device_name: str = "auto") -> DistInfo:
     """Join the torchrun process group when ``WORLD_SIZE > 1`` (or use the existing one); one process otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launch_world()
     if "LOCAL_RANK" in os.environ:
         local_rank = int(os.environ["LOCAL_RANK"])
     elif dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
@@ -211,7 +219,7 @@ def peer_failure(err: BaseException) -> bool:
         return True
     text = str(err)
     # (the group may be gone when the CLI reads the error: torchrun's WORLD_SIZE then says there were several)
-    several = group_info()[1] > 1 or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    several = group_info()[1] > 1 or launch_world() > 1
     return isinstance(err, RuntimeError) and several and any(
         s in text for s in ("Connection closed by peer", "Connection reset by peer", "[gloo", "NCCL"))
 

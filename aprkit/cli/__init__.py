@@ -134,9 +134,11 @@ def _main(argv: Sequence[str] | None) -> int:
     if not args.debug:  # a warning is one line for the user, not the library's source line that raised it
         warnings.formatwarning = lambda message, category, *a, **k: (
             f"aprkit {args.command}: warning: {message}\n")
+    from ..distributed import launch_rank, launch_world  # (torch is loaded by every command by now)
+
     try:
         with warnings.catch_warnings():
-            if int(os.environ.get("RANK", "0") or 0) > 0:  # under torchrun the warnings once, rank 0's (every rank
+            if launch_rank() > 0:  # under torchrun the warnings once, rank 0's (every rank
                 warnings.simplefilter("ignore")  # printed each one: the same words once per process)
             return int(args.func(args) or 0)
     except KeyboardInterrupt as stop:
@@ -144,7 +146,7 @@ def _main(argv: Sequence[str] | None) -> int:
         below = "\n" if sys.stderr.isatty() else ""  # below a progress bar's line on a terminal
         what = "terminated (SIGTERM)" if isinstance(stop, _Terminated) else "interrupted"
         peers = ("; under torchrun another process's failure stops this one too: see its output"
-                 if isinstance(stop, _Terminated) and int(os.environ.get("WORLD_SIZE", "1")) > 1 else "")
+                 if isinstance(stop, _Terminated) and launch_world() > 1 else "")
         print(f"{below}{what}; finished results are kept and {how}{peers}", file=sys.stderr)
         return 143 if isinstance(stop, _Terminated) else 130
     except BrokenPipeError as err:

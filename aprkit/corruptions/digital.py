@@ -222,17 +222,19 @@ def pixelate(x: torch.Tensor, c: float, generator: RandomSource = None, *,
     ``source_dtype``'s slack, :func:`~._common.level_images`) take that path too, image by image, and get the bytes
     of their uint8 originals; other float images the exact box means."""
     h, w = x.shape[-2:]
-    oh, ow = int(h * c), int(w * c)
+
+    def there_and_back(x255: torch.Tensor, quantized: bool) -> torch.Tensor:
+        return _resize_box(_resize_box(x255, int(h * c), int(w * c), quantized), h, w, quantized) / 255
+
     if quantize:
-        return _resize_box(_resize_box(x * 255, oh, ow, True), h, w, True) / 255
+        return there_and_back(x * 255, True)
     levels, per_image = level_images(x, source_dtype)
     if bool(per_image.all()):
-        return _resize_box(_resize_box(levels, oh, ow, True), h, w, True) / 255
-    exact = _resize_box(_resize_box(x * 255, oh, ow, False), h, w, False) / 255
-    if not bool(per_image.any()):
-        return exact
-    rows = per_image.nonzero().flatten()  # a mixed batch: its 8-bit images as such
-    exact[rows] = _resize_box(_resize_box(levels[rows], oh, ow, True), h, w, True) / 255
+        return there_and_back(levels, True)
+    exact = there_and_back(x * 255, False)
+    if bool(per_image.any()):  # a mixed batch: its 8-bit images as such
+        rows = per_image.nonzero().flatten()
+        exact[rows] = there_and_back(levels[rows], True)
     return exact
 
 

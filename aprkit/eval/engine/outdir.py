@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ...distributed import group_info, is_main_process
-from .cache import atomic_write_json, to_jsonable
+from .cache import READ_SETTINGS, atomic_write_json, to_jsonable
 
 __all__ = ["RunCache", "SuiteIndex", "PRODUCED_BY", "merge_provenance", "check_out_folder"]
 
@@ -179,7 +179,7 @@ class SuiteIndex:
         return stale
 
     def add(self, entry: Mapping[str, Any], option_names: Collection[str] | None = None,
-            reads: Collection[str] = ("seed", "amp")) -> None:
+            reads: Collection[str] = READ_SETTINGS) -> None:
         """Record a finished suite, replacing an older entry of the same model label and suite (with a warning when
         that one was measured with other options, seed, mixed precision or data: its numbers leave ``results.json``).
         ``option_names``: the options the suite reads, the only ones compared (an older aprkit recorded the whole

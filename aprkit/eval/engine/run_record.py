@@ -19,6 +19,7 @@ import torch
 
 from ...distributed import is_main_process
 from ..report.results import Results, write_report
+from .cache import READ_SETTINGS
 from .fingerprint import MODEL_PACKAGES, package_version
 from .outdir import SuiteIndex, merge_provenance
 
@@ -46,8 +47,7 @@ class EvalRun:
     failed: dict[tuple[str, str], str] = field(default_factory=dict)  # (model label, suite) -> the error it raised
     warned_unlike: set[str] = field(default_factory=set)  # suites whose unlike results in the folder were warned of
 
-    def finish(self, entry: dict, option_names: Collection[str], reads: Collection[str] = ("limit", "seed", "amp")
-               ) -> None:
+    def finish(self, entry: dict, option_names: Collection[str], reads: Collection[str] = READ_SETTINGS) -> None:
         """Record a finished suite (``option_names``: the options it reads, which its entry's ``options`` hold;
         ``reads``: the run settings its numbers depend on, ``Suite.reads``)."""
         self._warn_unlike(entry, "limit" in option_names, "seed" in reads)

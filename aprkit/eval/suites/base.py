@@ -34,6 +34,7 @@ from torch import nn
 from typing_extensions import Self
 
 from ..._text import nearest_names
+from ..engine.cache import READ_SETTINGS
 from ..report.blocks import ReportSection
 
 __all__ = ["EvalContext", "Measure", "ReportSection", "ResultCacheLike", "Suite", "SuiteOptions", "LimitOption",
@@ -185,7 +186,7 @@ class Suite(Generic[OptionsT]):
     version: ClassVar[str] = "1"
     #: the run settings besides its options that its numbers depend on (of ``limit``, ``seed``, ``amp``): its cache
     #: keys hold only these, and a rerun that changes another is no other setting of it (shape bias reads the amp)
-    reads: ClassVar[tuple[str, ...]] = ("limit", "seed", "amp")
+    reads: ClassVar[tuple[str, ...]] = READ_SETTINGS
 
     @classmethod
     def images_text(cls, options: Mapping[str, Any]) -> str:
